@@ -1,0 +1,53 @@
+"""Tidegate's wire contract: the CloudEvents envelope, every event, the topic catalog, reason codes
+and the tool catalog format. Imports pydantic only."""
+
+from schemas.common import (
+    ActionCounts,
+    Decision,
+    ErrorInfo,
+    Mode,
+    ProposalCost,
+    Reason,
+    ResultCost,
+    RiskClass,
+    TaskCost,
+)
+from schemas.envelope import Envelope, new_id, utcnow
+from schemas.events import *  # noqa: F403  (the events module declares __all__)
+from schemas.events import __all__ as _events_all
+from schemas.reasons import ReasonCode
+from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
+from schemas.tools import PolicyFacts, RetryPolicy, ToolSpec
+from schemas.topics import DEFAULT_PREFIX, TOPICS, TopicSpec, adapter_for, topic_spec
+
+__all__ = [
+    "CONTENT_TYPE",
+    "DEFAULT_PREFIX",
+    "TOPICS",
+    "ActionCounts",
+    "Decision",
+    "Envelope",
+    "ErrorInfo",
+    "Mode",
+    "PolicyFacts",
+    "ProposalCost",
+    "Reason",
+    "ReasonCode",
+    "ResultCost",
+    "RetryPolicy",
+    "RiskClass",
+    "TaskCost",
+    "ToolSpec",
+    "TopicSpec",
+    "adapter_for",
+    "canonical_json",
+    "decode",
+    "decode_any",
+    "digest",
+    "encode",
+    "headers_for",
+    "new_id",
+    "topic_spec",
+    "utcnow",
+    *_events_all,
+]

@@ -1,0 +1,105 @@
+"""Value objects shared by several events: money, reasons, risk classes, errors."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.reasons import ReasonCode
+
+__all__ = [
+    "Contract",
+    "Decision",
+    "ErrorInfo",
+    "Mode",
+    "ProposalCost",
+    "Reason",
+    "RiskClass",
+    "ResultCost",
+    "TaskCost",
+    "ActionCounts",
+]
+
+
+class Contract(BaseModel):
+    """Base of every wire model: immutable; unknown fields are ignored so that additive changes stay compatible."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class RiskClass(StrEnum):
+    """How much harm a tool can do; the policy pack keys its rubric on this."""
+
+    READ = "read"
+    DRAFT = "draft"
+    WRITE_LOW = "write_low"
+    FINANCIAL = "financial"
+    DESTRUCTIVE = "destructive"
+    CODE_CHANGE = "code_change"
+
+
+Mode = Literal["draft", "autonomous"]
+Decision = Literal["allow", "deny", "escalate"]
+
+
+class Reason(Contract):
+    """One reason behind a decision, named by a stable code and the policy that gave it."""
+
+    code: ReasonCode = Field(description="Stable reason code.", examples=["needs_human_approval"])
+    policy_id: str = Field(description="`@id` of the policy (or built-in check) that fired.", examples=["refund-threshold"])
+    message: str = Field(default="", description="Human-readable explanation.", examples=["refund of 900.00 USD is at or over the 500.00 USD threshold"])
+
+
+class ProposalCost(Contract):
+    """What it cost to produce a proposal (the model call that planned it)."""
+
+    model: str | None = Field(default=None, description="Model that produced the proposal, if any.", examples=["gpt-4o-mini"])
+    tokens_in: int = Field(default=0, ge=0, description="Prompt tokens.", examples=[812])
+    tokens_out: int = Field(default=0, ge=0, description="Completion tokens.", examples=[64])
+    usd: float = Field(default=0.0, ge=0, description="Cost in US dollars.", examples=[0.00042])
+
+
+class ResultCost(Contract):
+    """What a tool call cost."""
+
+    usd: float = Field(default=0.0, ge=0, description="Cost of the call(s) in US dollars, all attempts included.", examples=[0.002])
+
+
+class TaskCost(Contract):
+    """Cost breakdown of one task (DESIGN.md principle 6)."""
+
+    model: float = Field(default=0.0, ge=0, description="Model usage, USD.")
+    retrieval: float = Field(default=0.0, ge=0, description="Retrieval (read tools), USD.")
+    tools: float = Field(default=0.0, ge=0, description="Tool calls that wrote, USD (first attempts).")
+    orchestration: float = Field(default=0.0, ge=0, description="Bus and service overhead per event, USD.")
+    retries: float = Field(default=0.0, ge=0, description="Extra attempts of tool calls, USD.")
+    human_review: float = Field(default=0.0, ge=0, description="Human review time priced at the configured rate, USD.")
+    total: float = Field(default=0.0, ge=0, description="Sum of the above, USD.")
+
+
+class ActionCounts(Contract):
+    """How many of a task's actions ended in each outcome."""
+
+    proposed: int = 0
+    allowed: int = 0
+    denied: int = 0
+    escalated: int = 0
+    approved: int = 0
+    rejected: int = 0
+    expired: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unknown: int = 0
+
+
+class ErrorInfo(Contract):
+    """Why a tool call failed."""
+
+    type: str = Field(description="Error class, stable per tool.", examples=["timeout"])
+    message: str = Field(description="What went wrong.", examples=["payments API did not answer in 5.0 s"])
+    retryable: bool = Field(default=False, description="Whether a retry could succeed.")
+
+
+JsonObject = dict[str, Any]

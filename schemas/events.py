@@ -1,0 +1,486 @@
+"""Every event type of the wire contract: a data model and its envelope, one per type."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas.common import (
+    ActionCounts,
+    Contract,
+    Decision,
+    ErrorInfo,
+    Mode,
+    ProposalCost,
+    Reason,
+    ResultCost,
+    RiskClass,
+    TaskCost,
+)
+from schemas.envelope import Envelope
+
+__all__ = [
+    "ActionAuthorized",
+    "ActionAuthorizedData",
+    "ActionDecided",
+    "ActionDecidedData",
+    "ActionFailed",
+    "ActionProposed",
+    "ActionProposedData",
+    "ActionResultData",
+    "ActionSucceeded",
+    "ActionUnknown",
+    "ApprovalData",
+    "ApprovalExpired",
+    "ApprovalGranted",
+    "ApprovalRejected",
+    "ApprovalRequested",
+    "AuditCheckpoint",
+    "AuditCheckpointData",
+    "Authorization",
+    "ControlBudget",
+    "ControlBudgetData",
+    "ControlKillswitch",
+    "ControlKillswitchData",
+    "ControlPolicy",
+    "ControlPolicyData",
+    "EventRejected",
+    "EventRejectedData",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskOutcomeData",
+    "TaskSubmitted",
+    "TaskSubmittedData",
+    "ToolInvocation",
+    "ToolInvocationData",
+    "ToolReply",
+    "ToolReplyData",
+]
+
+TASK_ID = Field(min_length=1, max_length=200, description="Task this belongs to; also the Kafka key.", examples=["t-42"])
+TENANT_ID = Field(min_length=1, max_length=100, description="Tenant.", examples=["acme"])
+ACTION_ID = Field(min_length=1, max_length=200, description="Unique id of the proposed action; the idempotency key of its execution.", examples=["a-42-1"])
+TOOL = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$", description="Catalogued tool name.", examples=["issue_refund"])
+ARGS = Field(description="Tool arguments, validated against the tool's JSON Schema.", examples=[{"payee_id": "cus_1", "amount_usd": 40.0}])
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+class TaskSubmittedData(Contract):
+    """A unit of work for an agent, as a client submits it."""
+
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    workflow: str = Field(min_length=1, description="Workflow name; picks the playbook.", examples=["support_triage"])
+    input: dict[str, Any] = Field(description="Workflow input.", examples=[{"ticket_id": "T-1001", "body": "Please refund order 1234"}])
+    untrusted: list[str] = Field(
+        default_factory=list,
+        description="Keys of `input` whose values are untrusted content (ticket bodies, emails): never instructions.",
+        examples=[["body", "subject"]],
+    )
+    requested_by: str = Field(min_length=1, description="Person or system on whose behalf the task runs.", examples=["alice@acme.example"])
+    budget_usd: float | None = Field(default=None, ge=0, description="Spend cap for the task, USD.", examples=[5.0])
+    mode: Mode = Field(default="draft", description="`draft`: every write needs a human; `autonomous`: policy decides.")
+    planner: str = Field(
+        default="tidegate",
+        description="Who plans the task: `tidegate` (our planner) or an outside agent's name, which our planner ignores.",
+        examples=["tidegate", "external:langgraph"],
+    )
+
+
+class TaskSubmitted(Envelope):
+    """`tidegate.task.submitted` on `tasks`."""
+
+    type: Literal["tidegate.task.submitted"] = "tidegate.task.submitted"
+    data: TaskSubmittedData
+
+
+# --- actions.proposed --------------------------------------------------------------------------
+
+
+class ActionProposedData(Contract):
+    """One tool call an agent proposes; nothing runs until policy decides."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    step: int = Field(ge=0, description="Position of the action in the task.", examples=[1])
+    tool: str = TOOL
+    args: dict[str, Any] = ARGS
+    rationale: str = Field(default="", max_length=4000, description="Why the agent proposes this.", examples=["customer asked for a refund of a duplicate charge"])
+    proposer: str = Field(min_length=1, description="Who proposed it: `tidegate/planner/<strategy>` or the outside agent.", examples=["tidegate/planner/playbook"])
+    tainted_args: list[str] = Field(
+        default_factory=list,
+        description="Arg paths (dot-separated) whose values came from untrusted content.",
+        examples=[["payee_id"]],
+    )
+    cost: ProposalCost = Field(default_factory=ProposalCost, description="What producing the proposal cost.")
+    mode: Mode = Field(default="draft", description="Task mode as requested; a tenant that does not allow autonomy is treated as draft.")
+    requested_by: str | None = Field(default=None, description="Requester of the task (for four-eyes approval).", examples=["alice@acme.example"])
+    budget_usd: float | None = Field(default=None, ge=0, description="Task budget as submitted, USD.")
+
+
+class ActionProposed(Envelope):
+    """`tidegate.action.proposed` on `actions.proposed`."""
+
+    type: Literal["tidegate.action.proposed"] = "tidegate.action.proposed"
+    data: ActionProposedData
+
+
+# --- actions.decided ---------------------------------------------------------------------------
+
+
+class ActionDecidedData(Contract):
+    """The policy service's decision on one proposal, with everything needed to explain it."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    step: int = Field(default=0, ge=0, description="Position of the action in the task.")
+    tool: str = Field(description="Tool of the proposal (as proposed, even if unknown).", examples=["issue_refund"])
+    args: dict[str, Any] = ARGS
+    action_digest: str = Field(description="SHA-256 (hex) of the canonical tool call; approvals bind to it.", examples=["9f2c…"])
+    outcome: Decision = Field(description="`allow`, `deny` or `escalate`.")
+    reasons: list[Reason] = Field(description="Every policy that determined the outcome.")
+    policy_version: str = Field(description="Hash of the policy set that decided.", examples=["sha256:1c9e…"])
+    risk: RiskClass | None = Field(default=None, description="Risk class of the tool; null for an unknown tool.")
+    latency_ms: float = Field(ge=0, description="Time to decide, milliseconds.")
+    facts: dict[str, Any] = Field(default_factory=dict, description="Facts computed before evaluation (payee_is_new, recipient_count, spend, taint…).")
+    via: Literal["policy", "approval"] = Field(default="policy", description="`approval` when re-evaluated after a human grant.")
+    approval_id: str | None = Field(default=None, description="The grant that was re-evaluated, when `via` is `approval`.")
+    mode: Mode = Field(default="draft", description="Effective task mode.")
+    requested_by: str | None = Field(default=None, description="Requester of the task.")
+    proposer: str | None = Field(default=None, description="Who proposed the action.")
+    estimated_cost_usd: float = Field(default=0.0, ge=0, description="Projected cost of the call, reserved against the budget on allow.")
+
+
+class ActionDecided(Envelope):
+    """`tidegate.action.decided` on `actions.decided`."""
+
+    type: Literal["tidegate.action.decided"] = "tidegate.action.decided"
+    data: ActionDecidedData
+
+
+# --- approvals ---------------------------------------------------------------------------------
+
+
+class ApprovalData(Contract):
+    """A human decision on an escalated action, bound to the exact tool call by its digest."""
+
+    approval_id: str = Field(min_length=1, description="Id of the approval request.", examples=["ap-7"])
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    tool: str = Field(description="Tool of the escalated call.", examples=["issue_refund"])
+    args: dict[str, Any] = ARGS
+    action_digest: str = Field(description="Digest of the exact call the request (and any grant) binds to.")
+    reasons: list[Reason] = Field(default_factory=list, description="Why it was escalated.")
+    policy_version: str = Field(default="", description="Policy version that escalated.")
+    approver: str | None = Field(default=None, description="Who decided (null for requested and expired).", examples=["bob@acme.example"])
+    approvers: list[str] = Field(default_factory=list, description="Every distinct approver, when a risk class needs several.")
+    comment: str | None = Field(default=None, max_length=4000, description="Approver's comment.")
+    edited_args: dict[str, Any] | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
+    expires_at: datetime = Field(description="After this the request expires (fail closed).")
+    decided_at: datetime | None = Field(default=None, description="When the decision was taken.")
+    requested_by: str | None = Field(default=None, description="Requester of the task; may not approve (four eyes).")
+    key_id: str | None = Field(default=None, description="Approval-service key that signed a decision.")
+    signature: str | None = Field(default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest.")
+
+
+class ApprovalRequested(Envelope):
+    """`tidegate.approval.requested` on `approvals`."""
+
+    type: Literal["tidegate.approval.requested"] = "tidegate.approval.requested"
+    data: ApprovalData
+
+
+class ApprovalGranted(Envelope):
+    """`tidegate.approval.granted` on `approvals`; signed."""
+
+    type: Literal["tidegate.approval.granted"] = "tidegate.approval.granted"
+    data: ApprovalData
+
+
+class ApprovalRejected(Envelope):
+    """`tidegate.approval.rejected` on `approvals`; signed."""
+
+    type: Literal["tidegate.approval.rejected"] = "tidegate.approval.rejected"
+    data: ApprovalData
+
+
+class ApprovalExpired(Envelope):
+    """`tidegate.approval.expired` on `approvals`; signed."""
+
+    type: Literal["tidegate.approval.expired"] = "tidegate.approval.expired"
+    data: ApprovalData
+
+
+# --- actions.authorized ------------------------------------------------------------------------
+
+
+class Authorization(Contract):
+    """The policy service's signed permission to run exactly this call, briefly."""
+
+    via: Literal["policy", "approval"] = Field(description="Allowed by policy alone, or after a human grant.")
+    policy_version: str = Field(description="Policy version that allowed it.")
+    action_digest: str = Field(description="SHA-256 of the canonical tool call (tenant, tool, args).")
+    issued_at: datetime = Field(description="Signing time.")
+    expires_at: datetime = Field(description="The executor refuses it after this.")
+    key_id: str = Field(description="Id of the policy signing key.", examples=["policy-2026-11-3f9a"])
+    signature: str = Field(description="Ed25519 signature (base64url) over the authorization digest.")
+    approval_id: str | None = Field(default=None, description="The grant, when `via` is `approval`.")
+
+
+class ActionAuthorizedData(Contract):
+    """A call the executor may perform once."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    step: int = Field(default=0, ge=0)
+    tool: str = TOOL
+    args: dict[str, Any] = ARGS
+    authorization: Authorization
+    estimated_cost_usd: float = Field(default=0.0, ge=0, description="Budget reserved for the call.")
+
+
+class ActionAuthorized(Envelope):
+    """`tidegate.action.authorized` on `actions.authorized`; only the policy service produces it."""
+
+    type: Literal["tidegate.action.authorized"] = "tidegate.action.authorized"
+    data: ActionAuthorizedData
+
+
+# --- actions.results ---------------------------------------------------------------------------
+
+
+class ActionResultData(Contract):
+    """What happened when the executor performed an authorized call."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    step: int = Field(default=0, ge=0)
+    tool: str = TOOL
+    status: Literal["succeeded", "failed", "unknown"] = Field(description="Outcome of the call.")
+    result: dict[str, Any] | None = Field(default=None, description="Tool result on success.")
+    error: ErrorInfo | None = Field(default=None, description="Why it failed or is unknown.")
+    attempts: int = Field(ge=0, description="Calls made (0 when refused before calling).")
+    duration_ms: float = Field(ge=0, description="Wall time of all attempts.")
+    cost: ResultCost = Field(default_factory=ResultCost)
+    idempotency_key: str | None = Field(default=None, description="Key passed to the tool (the action id).")
+
+
+class ActionSucceeded(Envelope):
+    """`tidegate.action.succeeded` on `actions.results`."""
+
+    type: Literal["tidegate.action.succeeded"] = "tidegate.action.succeeded"
+    data: ActionResultData
+
+
+class ActionFailed(Envelope):
+    """`tidegate.action.failed` on `actions.results`."""
+
+    type: Literal["tidegate.action.failed"] = "tidegate.action.failed"
+    data: ActionResultData
+
+
+class ActionUnknown(Envelope):
+    """`tidegate.action.unknown` on `actions.results`: the side effect may or may not have happened."""
+
+    type: Literal["tidegate.action.unknown"] = "tidegate.action.unknown"
+    data: ActionResultData
+
+
+# --- tasks.outcomes ----------------------------------------------------------------------------
+
+
+class TaskOutcomeData(Contract):
+    """How a task ended, what it did and what it cost."""
+
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    workflow: str = Field(description="Workflow of the task.")
+    status: Literal["completed", "failed"]
+    summary: str = Field(description="One paragraph a person can read.")
+    reason: str | None = Field(default=None, description="Reason code when the task failed.")
+    counts: ActionCounts = Field(default_factory=ActionCounts, description="Actions by outcome.")
+    cost: TaskCost = Field(default_factory=TaskCost)
+    duration_ms: float = Field(ge=0)
+    human_touches: int = Field(default=0, ge=0, description="Human decisions the task needed.")
+
+
+class TaskCompleted(Envelope):
+    """`tidegate.task.completed` on `tasks.outcomes`."""
+
+    type: Literal["tidegate.task.completed"] = "tidegate.task.completed"
+    data: TaskOutcomeData
+
+
+class TaskFailed(Envelope):
+    """`tidegate.task.failed` on `tasks.outcomes`."""
+
+    type: Literal["tidegate.task.failed"] = "tidegate.task.failed"
+    data: TaskOutcomeData
+
+
+# --- control (compacted) -----------------------------------------------------------------------
+
+
+class ControlKillswitchData(Contract):
+    """Stops a tool, a tenant, or a tool for one tenant, at once, everywhere."""
+
+    tenant_id: str = Field(default="*", description="Tenant, or `*` for all.")
+    tool: str = Field(default="*", description="Tool, or `*` for all.")
+    active: bool = Field(description="True sets the switch, false clears it.")
+    reason: str = Field(default="", description="Why.")
+    set_by: str = Field(description="Who.", examples=["oncall@acme.example"])
+
+
+class ControlKillswitch(Envelope):
+    """`tidegate.control.killswitch` on `control`; key `killswitch:<tenant>:<tool>`."""
+
+    type: Literal["tidegate.control.killswitch"] = "tidegate.control.killswitch"
+    data: ControlKillswitchData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: one live record per scope."""
+        return f"killswitch:{self.data.tenant_id}:{self.data.tool}".encode()
+
+
+class ControlPolicyData(Contract):
+    """A policy set, published as a whole; the policy service switches to it without restart."""
+
+    tenant_id: str = Field(default="*", description="Always `*` today: one policy set for all tenants.")
+    version: str = Field(description="Hash of the policy set (sha256 over its files).")
+    files: dict[str, str] = Field(description="File name → Cedar text.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Tenant thresholds and other pack settings (YAML of the pack).")
+    published_by: str = Field(description="Who published.")
+
+
+class ControlPolicy(Envelope):
+    """`tidegate.control.policy` on `control`; key `policy`."""
+
+    type: Literal["tidegate.control.policy"] = "tidegate.control.policy"
+    data: ControlPolicyData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: only the newest policy set is kept."""
+        return b"policy"
+
+
+class ControlBudgetData(Contract):
+    """A spend limit for a tenant (per task limits come with the task)."""
+
+    tenant_id: str = TENANT_ID
+    limit_usd: float = Field(ge=0, description="Tenant spend cap, USD.")
+    set_by: str = Field(description="Who.")
+
+
+class ControlBudget(Envelope):
+    """`tidegate.control.budget` on `control`; key `budget:<tenant>`."""
+
+    type: Literal["tidegate.control.budget"] = "tidegate.control.budget"
+    data: ControlBudgetData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: one limit per tenant."""
+        return f"budget:{self.data.tenant_id}".encode()
+
+
+# --- deadletter --------------------------------------------------------------------------------
+
+
+class EventRejectedData(Contract):
+    """A message a service could not accept, kept with the reason so nothing is lost silently."""
+
+    tenant_id: str = Field(default="unknown", description="Tenant if it could be read, else `unknown`.")
+    task_id: str | None = Field(default=None, description="Task if it could be read.")
+    topic: str = Field(description="Topic the message came from.")
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    key: str | None = Field(default=None, description="Kafka key (UTF-8, replaced errors).")
+    raw_value: str = Field(description="The raw value, decoded with replacement, truncated to 64 KiB.")
+    truncated: bool = Field(default=False)
+    code: str = Field(description="Reason code.", examples=["invalid_event", "signature_invalid"])
+    error: str = Field(description="What was wrong, for a person.")
+    service: str = Field(description="Service that rejected it.", examples=["policy"])
+
+
+class EventRejected(Envelope):
+    """`tidegate.event.rejected` on `deadletter`."""
+
+    type: Literal["tidegate.event.rejected"] = "tidegate.event.rejected"
+    data: EventRejectedData
+
+
+# --- tools.<tool>.requests / .replies ----------------------------------------------------------
+
+
+class ToolInvocationData(Contract):
+    """A request to an outside tool service; `idempotency_key` must be honoured."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    tool: str = TOOL
+    args: dict[str, Any] = ARGS
+    idempotency_key: str = Field(description="The action id: the same key must never cause a second side effect.")
+    attempt: int = Field(default=1, ge=1)
+    deadline: datetime = Field(description="The executor stops waiting at this time.")
+    reply_topic: str = Field(description="Where to publish the `tool.reply`.")
+
+
+class ToolInvocation(Envelope):
+    """`tidegate.tool.invocation` on `tools.<tool>.requests`."""
+
+    type: Literal["tidegate.tool.invocation"] = "tidegate.tool.invocation"
+    data: ToolInvocationData
+
+
+class ToolReplyData(Contract):
+    """The answer of an outside tool service."""
+
+    action_id: str = ACTION_ID
+    task_id: str = TASK_ID
+    tenant_id: str = TENANT_ID
+    tool: str = TOOL
+    attempt: int = Field(default=1, ge=1)
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    cost_usd: float = Field(default=0.0, ge=0)
+
+
+class ToolReply(Envelope):
+    """`tidegate.tool.reply` on `tools.<tool>.replies`."""
+
+    type: Literal["tidegate.tool.reply"] = "tidegate.tool.reply"
+    data: ToolReplyData
+
+
+# --- audit.checkpoints -------------------------------------------------------------------------
+
+
+class AuditCheckpointData(Contract):
+    """Signed heads of every audit hash chain: a truncated tail no longer matches a checkpoint."""
+
+    tenant_id: str = Field(default="*", description="Always `*`.")
+    checkpoint_id: int = Field(ge=1)
+    heads: dict[str, dict[str, Any]] = Field(description="`topic:partition` → {seq, hash, offset}.")
+    rows: int = Field(ge=0, description="Rows in the log when taken.")
+    key_id: str
+    signature: str
+
+
+class AuditCheckpoint(Envelope):
+    """`tidegate.audit.checkpoint` on `audit.checkpoints`."""
+
+    type: Literal["tidegate.audit.checkpoint"] = "tidegate.audit.checkpoint"
+    data: AuditCheckpointData

@@ -1,0 +1,48 @@
+"""Stable reason codes: the vocabulary of every decision, refusal and dead letter."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ReasonCode"]
+
+
+class ReasonCode(StrEnum):
+    """A stable string that explains why something was decided, refused or rejected.
+
+    Integrators match on these; never rename one, only add.
+    """
+
+    # Decisions (DESIGN.md, "Reason codes").
+    NEEDS_HUMAN_APPROVAL = "needs_human_approval"
+    NEW_PAYEE_BLOCKED = "new_payee_blocked"
+    BULK_EMAIL_BLOCKED = "bulk_email_blocked"
+    HUMAN_ONLY = "human_only"
+    KILL_SWITCH = "kill_switch"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    TAINTED_ARGUMENT = "tainted_argument"
+    NO_PERMIT = "no_permit"
+    INVALID_ARGS = "invalid_args"
+    APPROVAL_REJECTED = "approval_rejected"
+    APPROVAL_EXPIRED = "approval_expired"
+    # Decisions added by the default policy pack.
+    DRAFT_MODE = "draft_mode"
+    EXTERNAL_RECIPIENT = "external_recipient"
+    SENSITIVE_CODE_PATH = "sensitive_code_path"
+    PULL_REQUEST_ONLY = "pull_request_only"
+    MISSING_DOCUMENTATION = "missing_documentation"
+    POLICY_ERROR = "policy_error"
+    READ_ALLOWED = "read_allowed"
+    DRAFT_ALLOWED = "draft_allowed"
+    LOW_RISK_WRITE_ALLOWED = "low_risk_write_allowed"
+    WITHIN_THRESHOLD = "within_threshold"
+    APPROVED_BY_HUMAN = "approved_by_human"
+    # Refusals by the executor and dead letters.
+    INVALID_EVENT = "invalid_event"
+    SIGNATURE_INVALID = "signature_invalid"
+    UNKNOWN_KEY = "unknown_key"
+    DIGEST_MISMATCH = "digest_mismatch"
+    AUTHORIZATION_EXPIRED = "authorization_expired"
+    AUTHORIZATION_REPLAYED = "authorization_replayed"
+    APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
+    UNKNOWN_TOOL = "unknown_tool"

@@ -1,0 +1,68 @@
+"""The tool catalog format: one YAML file per tool, loaded alike by planner, policy and executor."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.common import Contract, RiskClass
+
+__all__ = ["PolicyFacts", "RetryPolicy", "ToolSpec"]
+
+
+class RetryPolicy(Contract):
+    """How the executor retries a tool's retryable errors (it is the one layer that retries)."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts in all, the first included.")
+    backoff_initial_s: float = Field(default=0.2, ge=0, description="Wait before the second attempt.")
+    backoff_max_s: float = Field(default=5.0, ge=0, description="Longest wait between attempts.")
+    backoff_multiplier: float = Field(default=2.0, ge=1, description="Growth of the wait per attempt.")
+
+
+class PolicyFacts(Contract):
+    """Which args the policy service reads to compute its facts; each value is a dot path into args."""
+
+    amount: str | None = Field(default=None, description="Arg holding a money amount in USD.", examples=["amount_usd"])
+    payee: str | None = Field(default=None, description="Arg naming a payee.", examples=["payee_id"])
+    recipients: str | None = Field(default=None, description="Arg holding a list of recipients (or one).", examples=["to"])
+    paths: str | None = Field(default=None, description="Arg holding file paths (code changes).", examples=["files"])
+    documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
+    important: list[str] = Field(default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]])
+
+
+class ToolSpec(Contract):
+    """A catalogued tool: what a model sees, what policy checks, and how the executor calls it."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Unique tool name.", examples=["issue_refund"])
+    description: str = Field(min_length=1, description="What the tool does (shown to models).")
+    args_schema: dict[str, Any] = Field(description="JSON Schema (draft 2020-12) of the args.")
+    risk: RiskClass = Field(description="Risk class; the policy rubric keys on it.")
+    idempotent: bool = Field(default=False, description="Safe to call twice with the same args.")
+    accepts_idempotency_key: bool = Field(default=False, description="The tool deduplicates on the key we pass (the action id).")
+    timeout_s: float = Field(default=10.0, gt=0, le=600, description="Per-attempt timeout.")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    cost_usd: float = Field(default=0.0, ge=0, description="Cost per call, USD.")
+    credential_scopes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tenant → credential scope name; the executor loads the secret for that scope from its environment.",
+        examples=[{"acme": "payments:refund"}],
+    )
+    facts: PolicyFacts = Field(default_factory=PolicyFacts)
+    kind: Literal["python", "http", "topic"] = Field(description="How the executor reaches the tool.")
+    entrypoint: str | None = Field(default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"])
+    url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ToolSpec:
+        if self.kind == "python" and not self.entrypoint:
+            raise ValueError(f"tool {self.name}: kind python needs an entrypoint")
+        if self.kind == "http" and not self.url:
+            raise ValueError(f"tool {self.name}: kind http needs a url")
+        return self
+
+    @property
+    def writes(self) -> bool:
+        """Whether the tool changes anything (every class but `read`)."""
+        return self.risk is not RiskClass.READ

@@ -1,0 +1,148 @@
+"""The topic catalog: names, the event union each carries, and how Kafka should keep them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from schemas.envelope import Envelope
+from schemas.events import (
+    ActionAuthorized,
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionSucceeded,
+    ActionUnknown,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    AuditCheckpoint,
+    ControlBudget,
+    ControlKillswitch,
+    ControlPolicy,
+    EventRejected,
+    TaskCompleted,
+    TaskFailed,
+    TaskSubmitted,
+    ToolInvocation,
+    ToolReply,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "TOPICS",
+    "ActionResult",
+    "AnyEvent",
+    "Approval",
+    "ControlEvent",
+    "TaskOutcome",
+    "TopicSpec",
+    "adapter_for",
+    "any_event_adapter",
+    "topic_spec",
+]
+
+DEFAULT_PREFIX = "tidegate."
+DAY_MS = 24 * 3600 * 1000
+
+TaskEvent = TaskSubmitted
+ActionResult = Annotated[Union[ActionSucceeded, ActionFailed, ActionUnknown], Field(discriminator="type")]
+Approval = Annotated[Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired], Field(discriminator="type")]
+TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
+ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget], Field(discriminator="type")]
+AnyEvent = Annotated[
+    Union[
+        TaskSubmitted, ActionProposed, ActionDecided, ApprovalRequested, ApprovalGranted, ApprovalRejected,
+        ApprovalExpired, ActionAuthorized, ActionSucceeded, ActionFailed, ActionUnknown, TaskCompleted,
+        TaskFailed, ControlKillswitch, ControlPolicy, ControlBudget, EventRejected, ToolInvocation, ToolReply,
+        AuditCheckpoint,
+    ],
+    Field(discriminator="type"),
+]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the catalog (name without prefix) and how it is kept."""
+
+    name: str
+    events: tuple[type[Envelope], ...]
+    adapter: TypeAdapter[Any]
+    description: str
+    partitions: int = 6
+    retention_ms: int = 7 * DAY_MS
+    compacted: bool = False
+    producers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
+    config: dict[str, str] = field(default_factory=dict)
+
+    def full_name(self, prefix: str = DEFAULT_PREFIX) -> str:
+        """The topic name on the broker, with the deployment's prefix."""
+        return f"{prefix}{self.name}"
+
+    def kafka_config(self) -> dict[str, str]:
+        """Topic-level configs for creation."""
+        cfg = {"retention.ms": str(self.retention_ms)}
+        if self.compacted:
+            cfg |= {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(3600 * 1000)}
+        return cfg | self.config
+
+
+def _spec(name: str, union: Any, events: tuple[type[Envelope], ...], description: str, **kw: Any) -> TopicSpec:
+    return TopicSpec(name=name, events=events, adapter=TypeAdapter(union), description=description, **kw)
+
+
+TOPICS: dict[str, TopicSpec] = {
+    s.name: s
+    for s in (
+        _spec("tasks", TaskSubmitted, (TaskSubmitted,), "Tasks submitted by clients.",
+              producers=("clients", "cli"), consumers=("planner",)),
+        _spec("actions.proposed", ActionProposed, (ActionProposed,), "Actions proposed by the planner or any outside agent.",
+              producers=("planner", "outside agents"), consumers=("policy",)),
+        _spec("actions.decided", ActionDecided, (ActionDecided,), "Policy decisions: allow, deny, escalate.",
+              producers=("policy",), consumers=("approval", "planner")),
+        _spec("approvals", Approval, (ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired),
+              "Approval requests and human decisions (decisions signed by the approval service).",
+              producers=("approval",), consumers=("policy", "planner")),
+        _spec("actions.authorized", ActionAuthorized, (ActionAuthorized,), "Signed authorizations; only the policy service produces them.",
+              producers=("policy",), consumers=("executor",)),
+        _spec("actions.results", ActionResult, (ActionSucceeded, ActionFailed, ActionUnknown), "Results of executed tool calls.",
+              producers=("executor",), consumers=("planner", "approval")),
+        _spec("tasks.outcomes", TaskOutcome, (TaskCompleted, TaskFailed), "How each task ended, with its cost.",
+              producers=("planner",), consumers=("clients",), retention_ms=30 * DAY_MS),
+        _spec("control", ControlEvent, (ControlKillswitch, ControlPolicy, ControlBudget),
+              "Kill switches, policy versions and budgets; compacted, read from the beginning at start-up.",
+              partitions=1, compacted=True, retention_ms=-1, producers=("cli",), consumers=("policy", "approval", "executor")),
+        _spec("deadletter", EventRejected, (EventRejected,), "Messages a service could not accept, with the reason.",
+              retention_ms=30 * DAY_MS, producers=("every service",), consumers=("ops",)),
+        _spec("audit.checkpoints", AuditCheckpoint, (AuditCheckpoint,), "Signed heads of the audit hash chains.",
+              partitions=1, retention_ms=-1, producers=("audit",), consumers=("ops",)),
+    )
+}
+
+_TOOL_SUFFIXES = {"requests": (ToolInvocation, "tool invocations for an outside tool service"),
+                  "replies": (ToolReply, "replies of an outside tool service")}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The spec of a catalogued topic, or of `tools.<tool>.requests|replies`."""
+    if name in TOPICS:
+        return TOPICS[name]
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "tools" and parts[2] in _TOOL_SUFFIXES:
+        event, description = _TOOL_SUFFIXES[parts[2]]
+        return _spec(name, event, (event,), f"{description.capitalize()} `{parts[1]}`.",
+                     producers=("executor",) if parts[2] == "requests" else ("outside tool service",),
+                     consumers=("outside tool service",) if parts[2] == "requests" else ("executor",))
+    raise KeyError(f"unknown topic {name!r}")
+
+
+def adapter_for(name: str) -> TypeAdapter[Any]:
+    """The TypeAdapter that parses events of topic `name` (without prefix)."""
+    return topic_spec(name).adapter
+
+
+any_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyEvent)
