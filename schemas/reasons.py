@@ -46,3 +46,4 @@ class ReasonCode(StrEnum):
     AUTHORIZATION_REPLAYED = "authorization_replayed"
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
+    HANDLER_ERROR = "handler_error"

@@ -1,0 +1,81 @@
+# Tidegate: every target CI and people call. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install Tidegate with pinned dependencies
+
+.PHONY: infra-up
+infra-up: install ## Start Kafka and PostgreSQL (downloading/installing what is missing) and create the topics
+	$(BIN)/tidegate infra up
+
+.PHONY: infra-down
+infra-down: install ## Stop the Kafka and PostgreSQL that infra-up started
+	$(BIN)/tidegate infra down
+
+.PHONY: infra-status
+infra-status: install ## Show what runs, where, and where its logs are
+	$(BIN)/tidegate infra status
+
+.PHONY: up
+up: infra-up ## Start every service in the background (supervised)
+	$(BIN)/tidegate up --detach
+
+.PHONY: down
+down: install ## Stop the services, then the infrastructure
+	$(BIN)/tidegate down
+	$(BIN)/tidegate infra down
+
+.PHONY: demo
+demo: infra-up ## Set everything up and run the support-triage demo end to end
+	$(BIN)/tidegate demo
+
+.PHONY: test
+test: install ## Everything from nothing: venv, infra up, unit + integration + e2e tests, infra down
+	@set -o pipefail; rc=0; \
+	$(BIN)/tidegate infra up || exit $$?; \
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/e2e -q -p no:cacheprovider || rc=$$?; fi; \
+	$(BIN)/tidegate infra down || true; \
+	exit $$rc
+
+.PHONY: test-unit
+test-unit: install ## Unit tests only (no network, seconds)
+	$(BIN)/pytest tests/unit -q
+
+.PHONY: test-integration
+test-integration: infra-up ## Integration and e2e tests against the running infrastructure
+	$(BIN)/pytest tests/integration tests/e2e -q
+
+.PHONY: lint
+lint: install ## ruff (lint + format check) and mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt: install ## Format and fix imports
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: contract
+contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from schemas/
+	$(BIN)/python -m schemas.export docs/contract
+
+.PHONY: bench
+bench: infra-up ## Run the benchmarks (they print figures; they never fail on time)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit $$?; done

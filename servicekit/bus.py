@@ -1,0 +1,216 @@
+"""The Kafka bus every service uses: broker factory, publishing, and consumers that never die.
+
+A consumer here validates each message against the topic's contract; what it cannot accept goes to
+`deadletter` with the reason and consumption goes on. Offsets are committed only after a batch is
+handled, so delivery is at least once and handlers are idempotent. This module is the one layer
+that retries a handler: transient infrastructure errors (database or broker unreachable) are
+retried with capped backoff, forever, blocking the partition rather than losing the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from pydantic import ValidationError
+
+from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
+from servicekit.tracing import Attr, current_traceparent, span
+
+__all__ = ["Bus", "Handler", "Reject", "make_broker"]
+
+log = logging.getLogger(__name__)
+
+RAW_LIMIT = 64 * 1024
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    KafkaError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+Handler = Callable[[Any], Awaitable[None]]
+
+
+class Reject(Exception):
+    """Raised by a handler for an event it will not accept; the event goes to `deadletter`."""
+
+    def __init__(self, code: ReasonCode | str, message: str) -> None:
+        super().__init__(message)
+        self.code = str(code)
+        self.message = message
+
+
+def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
+    """A FastStream Kafka broker: idempotent producer, acks=all, OpenTelemetry middleware installed."""
+    return KafkaBroker(
+        bootstrap,
+        client_id=f"tidegate-{service}",
+        acks="all",
+        enable_idempotence=True,
+        allow_auto_create_topics=False,
+        middlewares=[KafkaTelemetryMiddleware()],
+        graceful_timeout=10.0,
+        log_level=logging.DEBUG,
+        **kwargs,
+    )
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode("utf-8", errors="replace") if raw is not None else ""
+
+
+@dataclass
+class Bus:
+    """A service's view of the bus: its prefix, its name, its broker."""
+
+    broker: KafkaBroker
+    service: str
+    bootstrap: str
+    prefix: str = "tidegate."
+    rejected: int = field(default=0, init=False)
+    positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+
+    def topic(self, name: str) -> str:
+        """Full topic name of catalog topic `name`."""
+        return f"{self.prefix}{name}"
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Publish `event` on catalog topic `topic`, carrying the current trace context if it has none."""
+        if event.traceparent is None:
+            tp = current_traceparent()
+            if tp:
+                event = event.model_copy(update={"traceparent": tp})
+        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
+        """Send an unacceptable message to `deadletter` with the reason; never raises on bad input."""
+        raw = _text(record.value)
+        tenant, task = "unknown", None
+        try:
+            import json
+
+            doc = json.loads(raw)
+            if isinstance(doc, dict):
+                tenant = str(doc.get("tenantid") or (doc.get("data") or {}).get("tenant_id") or "unknown")[:100] or "unknown"
+                task = doc.get("subject") or (doc.get("data") or {}).get("task_id")
+                task = str(task)[:200] if task else None
+        except (ValueError, AttributeError):
+            pass
+        data = EventRejectedData(
+            tenant_id=tenant,
+            task_id=task,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_text(record.key) if record.key is not None else None,
+            raw_value=raw[:RAW_LIMIT],
+            truncated=len(raw) > RAW_LIMIT,
+            code=code,
+            error=error[:4000],
+            service=self.service,
+        )
+        self.rejected += 1
+        log.warning("rejected %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, code, error[:300])
+        event = EventRejected.build(data, source=f"tidegate/{self.service}", subject=task)
+        await self.publish("deadletter", event)
+
+    async def handle_record(self, topic: str, record: ConsumerRecord[Any, Any], handler: Handler) -> None:
+        """Decode one record, run the handler under a span; dead-letter what cannot be accepted."""
+        try:
+            event = decode(topic, record.value or b"")
+        except ValidationError as exc:
+            await self.dead_letter(record, topic, ReasonCode.INVALID_EVENT, _describe(exc))
+            return
+        header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
+        attrs = {Attr.SERVICE: self.service, Attr.TOPIC: record.topic, Attr.EVENT_ID: event.id,
+                 Attr.EVENT_TYPE: event.type, Attr.TENANT: event.tenantid, Attr.TASK: event.subject}
+        delay = 0.1
+        while True:
+            try:
+                with span(f"{self.service} handle {event.type.removeprefix('tidegate.')}", parent=event.traceparent or header_tp, attributes=attrs) as s:
+                    try:
+                        await handler(event)
+                    except Reject as rej:
+                        s.set_attribute(Attr.REJECTED, rej.code)
+                        await self.dead_letter(record, topic, rej.code, rej.message)
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("%s: transient error on %s@%d, retrying in %.1fs: %r", self.service, record.topic, record.offset, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception as exc:  # a bug must not kill the consumer; the event is kept with the reason
+                log.exception("%s: handler failed on %s@%d", self.service, record.topic, record.offset)
+                await self.dead_letter(record, topic, ReasonCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+                return
+
+    def consume(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        group_id: str | None,
+        max_records: int = 200,
+        pattern: bool = False,
+    ) -> None:
+        """Subscribe `handler` to catalog topic `topic` in consumer group `group_id`.
+
+        With `group_id=None` the topic is read from the beginning by this process alone, without
+        committing offsets (how every service reads `control`).
+        """
+        ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
+
+        @self.broker.subscriber(
+            self.topic(topic),
+            group_id=group_id,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=100,
+            auto_offset_reset="earliest",
+            ack_policy=ack,
+            title=f"{self.service}:{topic}",
+        )
+        async def _on_batch(msg: KafkaMessage) -> None:
+            raw = msg.raw_message
+            records = raw if isinstance(raw, tuple | list) else (raw,)
+            for record in records:
+                await self.handle_record(topic, record, handler)
+                self.positions[(record.topic, record.partition)] = record.offset + 1
+
+    async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
+        """Wait until this process has handled `topic` up to its end offsets as of now."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            full = self.topic(topic)
+            await consumer._client.force_metadata_update()  # noqa: SLF001  (no public refresh in aiokafka)
+            tps = [TopicPartition(full, p) for p in consumer.partitions_for_topic(full) or ()]
+            ends = await consumer.end_offsets(tps) if tps else {}
+        finally:
+            await consumer.stop()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while any(self.positions.get((tp.topic, tp.partition), 0) < end for tp, end in ends.items()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:10]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc or '(event)'}: {err['msg']}")
+    return "invalid event: " + "; ".join(parts)

@@ -1,0 +1,58 @@
+"""The tool catalog: a directory of YAML files, one per tool, and argument validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import ValidationError
+
+from schemas import ToolSpec
+
+__all__ = ["CatalogError", "ToolCatalog"]
+
+
+class CatalogError(ValueError):
+    """A catalog file that cannot be loaded; names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ToolCatalog(Mapping[str, ToolSpec]):
+    """Tools by name, loaded once; validates args against each tool's JSON Schema."""
+
+    tools: dict[str, ToolSpec]
+
+    @classmethod
+    def load(cls, directory: Path) -> ToolCatalog:
+        """Load every `*.yaml` in `directory`; a bad file raises CatalogError naming it."""
+        tools: dict[str, ToolSpec] = {}
+        if not directory.is_dir():
+            raise CatalogError(f"tool catalog directory {directory} does not exist")
+        for path in sorted(directory.glob("*.y*ml")):
+            try:
+                spec = ToolSpec.model_validate(yaml.safe_load(path.read_text()))
+                jsonschema.Draft202012Validator.check_schema(spec.args_schema)
+            except (yaml.YAMLError, ValidationError, jsonschema.SchemaError) as exc:
+                raise CatalogError(f"{path}: {exc}") from exc
+            if spec.name in tools:
+                raise CatalogError(f"{path}: tool {spec.name!r} is declared twice")
+            tools[spec.name] = spec
+        return cls(tools)
+
+    def __getitem__(self, name: str) -> ToolSpec:
+        return self.tools[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.tools)
+
+    def __len__(self) -> int:
+        return len(self.tools)
+
+    def arg_errors(self, name: str, args: dict[str, Any]) -> list[str]:
+        """Every way `args` break the tool's schema, as readable strings (empty when valid)."""
+        validator = jsonschema.Draft202012Validator(self.tools[name].args_schema)
+        return [f"{'/'.join(map(str, e.absolute_path)) or '(args)'}: {e.message}" for e in validator.iter_errors(args)]

@@ -1,0 +1,59 @@
+"""asyncpg pools and the migrations runner: each service owns one schema and migrates only it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import asyncpg
+
+__all__ = ["apply_migrations", "create_pool"]
+
+log = logging.getLogger(__name__)
+
+
+async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    """A connection pool; fails fast with the DSN's host in the message when the database is down."""
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+    except (OSError, asyncpg.PostgresError) as exc:
+        safe = dsn.split("@")[-1]
+        raise ConnectionError(f"cannot reach PostgreSQL at {safe}: {exc} (is `tidegate infra up` running?)") from exc
+    assert pool is not None
+    return pool
+
+
+async def apply_migrations(pool: asyncpg.Pool, schema: str, directory: Path) -> list[str]:
+    """Apply `directory/*.sql` in name order to `schema`, each once and in its own transaction.
+
+    An advisory lock serialises concurrent starts of several copies of a service. A migration whose
+    file changed after it was applied is an error: migrations are append-only.
+    """
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        lock_id = int.from_bytes(hashlib.sha256(schema.encode()).digest()[:8], "big", signed=True)
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_id)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+                "(name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["name"]: r["sha256"] for r in await conn.fetch(f'SELECT name, sha256 FROM "{schema}".schema_migrations')}
+            for path in sorted(directory.glob("*.sql")):
+                sql = path.read_text()
+                sha = hashlib.sha256(sql.encode()).hexdigest()
+                if path.name in done:
+                    if done[path.name] != sha:
+                        raise RuntimeError(f"migration {schema}/{path.name} changed after it was applied; add a new file instead")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+                    await conn.execute(sql)
+                    await conn.execute(f'INSERT INTO "{schema}".schema_migrations (name, sha256) VALUES ($1, $2)', path.name, sha)
+                log.info("applied migration %s/%s", schema, path.name)
+                applied_now.append(path.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
+    return applied_now

@@ -1,0 +1,117 @@
+"""Run one service as a process: connect, migrate, consume, serve HTTP, stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from servicekit.bus import Bus
+from servicekit.control import ControlState
+from servicekit.db import apply_migrations, create_pool
+
+__all__ = ["ServiceProcess", "configure_logging"]
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One log format for every service."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faststream", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+@dataclass
+class ServiceProcess:
+    """Everything one running service holds; `app.py` of each service builds one."""
+
+    name: str
+    bus: Bus
+    database_url: str | None = None
+    schema: str | None = None
+    migrations: Path | None = None
+    control: ControlState | None = None
+    http_app: Any | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    metrics_port: int | None = None
+    pool_max: int = 10
+    ready_dir: Path | None = None
+    on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
+    pool: asyncpg.Pool | None = field(default=None, init=False)
+    _http: Any = field(default=None, init=False)
+    _http_task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        """Connect to PostgreSQL (and migrate), start consuming, catch up on `control`, serve HTTP."""
+        if self.database_url:
+            self.pool = await create_pool(self.database_url, max_size=self.pool_max)
+            if self.schema and self.migrations:
+                await apply_migrations(self.pool, self.schema, self.migrations)
+        for hook in self.on_start:
+            await hook(self)
+        await self.bus.broker.start()
+        if self.control is not None:
+            await self.bus.wait_caught_up("control")
+        if self.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.metrics_port, addr="127.0.0.1")
+        if self.http_app is not None:
+            import uvicorn
+
+            config = uvicorn.Config(self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off")
+            self._http = uvicorn.Server(config)
+            self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own signals
+            self._http_task = asyncio.create_task(self._http.serve())
+            while not self._http.started:
+                if self._http_task.done():
+                    self._http_task.result()
+                await asyncio.sleep(0.02)
+        if self.ready_dir is not None:
+            self.ready_dir.mkdir(parents=True, exist_ok=True)
+            (self.ready_dir / f"{self.name}.ready").write_text(self.http_url if self._http is not None else "ok")
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        """Stop in reverse order; in-flight batches finish before offsets are committed."""
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        if self.ready_dir is not None:
+            (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
+        await self.bus.broker.stop()
+        for hook in reversed(self.on_stop):
+            await hook(self)
+        if self.pool is not None:
+            await self.pool.close()
+        log.info("%s stopped", self.name)
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP server once started."""
+        assert self._http is not None
+        sock = self._http.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def run_until_signalled(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("%s: signal received, stopping", self.name)
+        await self.stop()

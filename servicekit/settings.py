@@ -1,0 +1,31 @@
+"""Typed settings shared by every service, read from `TIDEGATE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["REPO_ROOT", "KitSettings"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KitSettings(BaseSettings):
+    """Where the bus, the database, the keys and the catalogs are; one prefix, `TIDEGATE_`."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
+    database_url: str = Field(default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate", description="PostgreSQL DSN of the services' role.")
+    topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
+    keys_dir: Path = Field(default=REPO_ROOT / ".tidegate" / "keys", description="Ed25519 key files, generated on first run; never committed.")
+    tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
+    policy_dir: Path = Field(default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; spans are exported when set.")
+    metrics_port: int | None = Field(default=None, description="Port of the Prometheus endpoint; none when unset.")
+    log_level: str = Field(default="INFO")
+    db_pool_max: int = Field(default=10, ge=1)
+    ready_dir: Path | None = Field(default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`).")
+    run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`.")

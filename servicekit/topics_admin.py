@@ -1,0 +1,48 @@
+"""Create the catalog's topics on the broker, with their partitions and retention, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas import TOPICS, topic_spec
+
+__all__ = ["catalog_topic_names", "ensure_topics"]
+
+
+def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
+    """Every catalog topic, plus request/reply topics of tools served over Kafka."""
+    names = list(TOPICS)
+    for tool in tools_on_topics:
+        names += [f"tools.{tool}.requests", f"tools.{tool}.replies"]
+    return names
+
+
+async def ensure_topics(bootstrap: str, prefix: str, names: Iterable[str], *, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics among `names` (catalog names) under `prefix`; return those created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = {prefix + n: topic_spec(n) for n in names}
+        new = [
+            NewTopic(name=full, num_partitions=spec.partitions, replication_factor=1, topic_configs=spec.kafka_config())
+            for full, spec in wanted.items()
+            if full not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created them in between: fine
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not set(wanted) <= set(await admin.list_topics()):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(set(wanted) - set(await admin.list_topics()))}")
+            await asyncio.sleep(0.1)
+        return [t.name for t in new]
+    finally:
+        await admin.close()

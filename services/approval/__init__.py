@@ -1,0 +1,1 @@
+"""Approval: puts escalations in front of humans and records their signed decisions."""

@@ -1,0 +1,42 @@
+"""The one wiring point of the audit service: settings, then dependencies, then subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from servicekit import Bus, ControlState, KitSettings, ServiceProcess, configure_logging, install_tracing, make_broker
+from services.audit import handlers
+from services.audit.settings import AuditSettings
+
+__all__ = ["NAME", "build", "main"]
+
+NAME = "audit"
+
+
+def build(kit: KitSettings | None = None, settings: AuditSettings | None = None) -> ServiceProcess:
+    """Assemble the audit service from its settings."""
+    kit = kit or KitSettings()
+    settings = settings or AuditSettings()
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus.consume("tasks", handlers.log_event, group_id=f"{kit.topic_prefix}audit")  # pattern subscription comes with the audit issue
+    control = None
+    return ServiceProcess(
+        name=NAME,
+        bus=bus,
+        database_url=kit.database_url,
+        schema=NAME,
+        migrations=Path(__file__).parent / "migrations",
+        control=control,
+        metrics_port=kit.metrics_port,
+        pool_max=kit.db_pool_max,
+        ready_dir=kit.ready_dir,
+    )
+
+
+def main() -> None:
+    """Run the audit service until SIGTERM."""
+    kit = KitSettings()
+    configure_logging(kit.log_level)
+    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
+    asyncio.run(build(kit).run_until_signalled())

@@ -1,0 +1,1 @@
+"""Executor: performs signed, authorized tool calls exactly once."""

@@ -1,0 +1,55 @@
+"""Entry point of the `tidegate` command; each group of subcommands lives in `tidegate/commands/`."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tidegate",
+    help="Tidegate: governed execution for AI agents on Kafka. Agents propose; policy decides; humans approve; "
+    "the executor acts once; the audit log proves it.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# (module, group name or None for top-level commands); grouped by who uses them.
+_COMMANDS: list[tuple[str, str | None]] = [
+    ("infra", "infra"),
+    ("topics", "topics"),
+    ("services", None),
+    ("clients", None),
+    ("approvals", "approvals"),
+    ("policy", "policy"),
+    ("killswitch", "killswitch"),
+    ("audit", "audit"),
+    ("ops", None),
+]
+
+for module_name, group in _COMMANDS:
+    try:
+        module = importlib.import_module(f"tidegate.commands.{module_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"tidegate.commands.{module_name}":
+            raise
+        continue
+    sub: typer.Typer = module.app
+    if not (sub.registered_commands or sub.registered_groups):
+        continue
+    if group is None:
+        app.registered_commands += sub.registered_commands
+        app.registered_groups += sub.registered_groups
+    else:
+        app.add_typer(sub, name=group, help=sub.info.help)
+
+
+def main() -> None:
+    """Run the CLI."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

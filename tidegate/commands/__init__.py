@@ -1,0 +1,1 @@
+"""Subcommand groups of the `tidegate` CLI, one module per group."""

@@ -1,0 +1,55 @@
+"""`tidegate infra up|down|status|reset`: the local Kafka and PostgreSQL the project runs itself."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import typer
+
+from servicekit import REPO_ROOT, ToolCatalog, catalog_topic_names, ensure_topics
+from tidegate.commands._common import console, fail, run, settings
+
+app = typer.Typer(help="Local infrastructure: Apache Kafka (KRaft) from Maven Central and PostgreSQL from Debian.", no_args_is_help=True)
+
+SCRIPT = REPO_ROOT / "infra" / "infra.sh"
+
+
+def _script(command: str) -> int:
+    return subprocess.call(["bash", str(SCRIPT), command])
+
+
+async def _ensure_catalog_topics() -> list[str]:
+    cfg = settings()
+    topic_tools = [t.name for t in ToolCatalog.load(cfg.tools_dir).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
+    return await ensure_topics(cfg.kafka_bootstrap, cfg.topic_prefix, catalog_topic_names(topic_tools))
+
+
+@app.command()
+def up() -> None:
+    """Start Kafka and PostgreSQL (installing or downloading what is missing) and create the topics."""
+    if _script("up") != 0:
+        fail("infrastructure did not come up; see the log paths above")
+    started = time.monotonic()
+    created = run(_ensure_catalog_topics())
+    console.print(f"topics: {len(created)} created under prefix {settings().topic_prefix!r} ({time.monotonic() - started:.1f}s)")
+
+
+@app.command()
+def down() -> None:
+    """Stop the Kafka and PostgreSQL processes that `infra up` started (data is kept)."""
+    raise typer.Exit(_script("down"))
+
+
+@app.command()
+def status() -> None:
+    """Say what runs, where, and where its logs are; exit 3 when something is stopped."""
+    raise typer.Exit(_script("status"))
+
+
+@app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting all local Kafka and PostgreSQL data.")) -> None:
+    """Stop everything and delete local Kafka and PostgreSQL data (downloaded jars are kept)."""
+    if not yes:
+        fail("this deletes every local event and row; run again with --yes")
+    raise typer.Exit(_script("reset"))
