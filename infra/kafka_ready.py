@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Is a Kafka broker ready? Standard library only (runs before the project venv exists).
+
+Ready means: an ApiVersions v0 request gets error_code 0, then a Metadata v1 request lists at
+least one broker. With --cluster-id, Metadata v2 is used and the broker must also report that
+cluster id (so a different Kafka on the same port does not pass for ours).
+
+    python3 infra/kafka_ready.py                     # one attempt against 127.0.0.1:$TIDEGATE_KAFKA_PORT
+    python3 infra/kafka_ready.py --wait 90 --pid N   # poll until ready, the deadline, or pid N dies
+
+Exit status: 0 ready, 1 not ready (deadline passed), 2 the watched pid exited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import struct
+import sys
+import time
+
+API_METADATA = 3
+API_VERSIONS = 18
+CLIENT_ID = b"tidegate-ready"
+
+
+class NotReady(Exception):
+    """The broker answered, but not (yet) as a ready broker does."""
+
+
+def _request(sock: socket.socket, api_key: int, version: int, corr: int, body: bytes) -> bytes:
+    # Request header v1: api_key, api_version, correlation_id, client_id (nullable string).
+    header = struct.pack(">hhih", api_key, version, corr, len(CLIENT_ID)) + CLIENT_ID
+    payload = header + body
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+    if size < 4 or size > 64 * 1024 * 1024:
+        raise NotReady(f"implausible response size {size}")
+    data = _recv_exact(sock, size)
+    (got_corr,) = struct.unpack_from(">i", data, 0)
+    if got_corr != corr:
+        raise NotReady(f"correlation id {got_corr} != {corr}")
+    return data[4:]  # response header v0 is only the correlation id
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise NotReady("connection closed by broker")
+        buf += chunk
+    return bytes(buf)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def _int(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return int(value)
+
+    def int16(self) -> int:
+        return self._int(">h")
+
+    def int32(self) -> int:
+        return self._int(">i")
+
+    def string(self) -> str | None:
+        n = self.int16()
+        if n < 0:
+            return None
+        s = self.data[self.pos : self.pos + n].decode("utf-8")
+        self.pos += n
+        return s
+
+
+def check(host: str, port: int, timeout: float, cluster_id: str | None = None) -> str:
+    """One attempt. Returns a description of the cluster, raises NotReady/OSError otherwise."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        # ApiVersions v0: empty body; response: error_code, [api_key, min, max].
+        r = _Reader(_request(sock, API_VERSIONS, 0, 1, b""))
+        error = r.int16()
+        if error != 0:
+            raise NotReady(f"ApiVersions error_code {error}")
+        versions = {}
+        for _ in range(r.int32()):
+            key, lo, hi = r.int16(), r.int16(), r.int16()
+            versions[key] = (lo, hi)
+        if API_METADATA not in versions:
+            raise NotReady("broker does not advertise Metadata")
+        lo, hi = versions[API_METADATA]
+        v = max(lo, 2 if cluster_id else 1)
+        if v > min(hi, 8):  # 9+ are flexible versions (compact encodings); not needed here
+            raise NotReady(f"no non-flexible Metadata version in {lo}..{hi}")
+        # Metadata request: topics = [] (no topics; only brokers wanted).
+        body = struct.pack(">i", 0)
+        if v >= 4:
+            body += b"\x00"  # allow_auto_topic_creation = false
+        if v >= 8:
+            body += b"\x00\x00"  # include cluster / topic authorized operations = false
+        r = _Reader(_request(sock, API_METADATA, v, 2, body))
+        if v >= 3:
+            r.int32()  # throttle_time_ms
+        brokers = []
+        for _ in range(r.int32()):
+            node_id, bhost, bport = r.int32(), r.string(), r.int32()
+            r.string()  # rack
+            brokers.append(f"{node_id}@{bhost}:{bport}")
+        got_cluster = r.string() if v >= 2 else None
+        if not brokers:
+            raise NotReady("metadata lists no brokers yet")
+        if cluster_id and got_cluster != cluster_id:
+            raise NotReady(f"broker reports cluster id {got_cluster!r}, expected {cluster_id!r}")
+        cluster = f"cluster {got_cluster}, " if got_cluster else ""
+        return f"{cluster}brokers {','.join(brokers)} (Metadata v{v})"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def main() -> int:
+    """Parse arguments, check (or poll) once per interval, return the exit status."""
+    default_port = os.environ.get("TIDEGATE_KAFKA_PORT", "19092")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap", default=f"127.0.0.1:{default_port}", help="host:port (default %(default)s)")
+    p.add_argument("--wait", type=float, default=0.0, help="poll for up to this many seconds (default: one attempt)")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between attempts")
+    p.add_argument("--timeout", type=float, default=3.0, help="socket timeout per attempt")
+    p.add_argument("--cluster-id", help="require this cluster id (uses Metadata v2)")
+    p.add_argument("--pid", type=int, help="give up (exit 2) as soon as this process is gone")
+    p.add_argument("-q", "--quiet", action="store_true")
+    a = p.parse_args()
+    host, _, port = a.bootstrap.rpartition(":")
+    deadline = time.monotonic() + a.wait
+    last = ""
+    while True:
+        try:
+            info = check(host or "127.0.0.1", int(port), a.timeout, a.cluster_id)
+            if not a.quiet:
+                print(f"kafka ready at {a.bootstrap}: {info}")
+            return 0
+        except (OSError, NotReady, struct.error, UnicodeDecodeError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if a.pid is not None and not _pid_alive(a.pid):
+            print(f"kafka process {a.pid} exited before becoming ready ({last})", file=sys.stderr)
+            return 2
+        if time.monotonic() + a.interval > deadline:
+            print(f"kafka not ready at {a.bootstrap} ({last})", file=sys.stderr)
+            return 1
+        time.sleep(a.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
