@@ -1,0 +1,509 @@
+#!/usr/bin/env bash
+# Tidegate local infrastructure: a single-node Apache Kafka (KRaft, combined broker+controller)
+# assembled from Maven Central jars and run with Java 17, and a project-owned PostgreSQL
+# cluster from Debian's binaries. No Docker needed (docker-compose.yml is the Docker variant).
+#
+#   bash infra/infra.sh up       start both (idempotent; a second `up` only re-checks readiness)
+#   bash infra/infra.sh down     stop what `up` started (idempotent)
+#   bash infra/infra.sh status   exit 0 if both run, 3 otherwise
+#   bash infra/infra.sh reset    down, then delete Kafka and PostgreSQL data (jars are kept)
+#
+# All state lives under <repo>/.infra/ (git-ignored); the repo is found from this file's path.
+#
+# Environment (defaults):
+#   TIDEGATE_KAFKA_PORT=19092             PLAINTEXT listener on 127.0.0.1
+#   TIDEGATE_KAFKA_CONTROLLER_PORT=19093  KRaft CONTROLLER listener on 127.0.0.1
+#   TIDEGATE_KAFKA_HEAP_OPTS="-Xms256m -Xmx1g"
+#   TIDEGATE_KAFKA_READY_TIMEOUT=90       seconds
+#   TIDEGATE_PG_PORT=55432                PostgreSQL on 127.0.0.1
+#   TIDEGATE_PG_READY_TIMEOUT=60          seconds
+#   JAVA_HOME                             java is $JAVA_HOME/bin/java if set, else java on PATH
+#
+# Connection details once up:
+#   Kafka       127.0.0.1:19092
+#   PostgreSQL  postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate
+#               (superuser postgres/postgres; scram-sha-256; 127.0.0.1 only)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
+INFRA="$REPO/.infra"
+
+KAFKA_PORT=${TIDEGATE_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${TIDEGATE_KAFKA_CONTROLLER_PORT:-19093}
+KAFKA_HEAP_OPTS=${TIDEGATE_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
+KAFKA_READY_TIMEOUT=${TIDEGATE_KAFKA_READY_TIMEOUT:-90}
+PG_PORT=${TIDEGATE_PG_PORT:-55432}
+PG_READY_TIMEOUT=${TIDEGATE_PG_READY_TIMEOUT:-60}
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+
+K="$INFRA/kafka"
+K_POM="$SCRIPT_DIR/kafka/pom.xml"
+K_LOG4J="$SCRIPT_DIR/kafka/log4j2.properties"
+K_LIBS="$K/libs"
+K_DATA="$K/data"
+K_LOGS="$K/logs"
+K_PROPS="$K/server.properties"
+K_PID="$K/kafka.pid"
+K_CID="$K/cluster-id"
+
+P="$INFRA/pg"
+P_DATA="$P/data"
+P_RUN="$P/run"
+P_LOGS="$P/logs"
+P_LOG="$P_LOGS/postgres.log"
+P_INIT_SQL="$SCRIPT_DIR/postgres-init.sql"
+
+export LC_NUMERIC=C
+
+log() { printf '[infra] %s\n' "$*"; }
+warn() { printf '[infra] WARNING: %s\n' "$*" >&2; }
+die() { printf '[infra] ERROR: %s\n' "$*" >&2; exit 1; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
+rel() { printf '%s' "${1#"$REPO"/}"; }
+
+# A pid is alive if it exists and is not a zombie.
+alive() {
+  local state
+  [[ -r /proc/$1/stat ]] || return 1
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# Does /proc/PID/cmdline contain every given string?
+cmdline_has() {
+  local pid=$1 cmd; shift
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  local s
+  for s in "$@"; do [[ $cmd == *"$s"* ]] || return 1; done
+}
+
+# Is something listening on 127.0.0.1:PORT?
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Serialise concurrent invocations (several engineers share this tree). fd 9 holds the lock and
+# must not leak into the daemons started below (every launch closes it with 9>&-).
+take_lock() {
+  mkdir -p "$INFRA"
+  exec 9>"$INFRA/.lock"
+  if ! flock -w 300 9; then die "another infra.sh has held $INFRA/.lock for 300 s"; fi
+}
+
+# ------------------------------------------------------------------------------------------------
+# Kafka
+# ------------------------------------------------------------------------------------------------
+
+kafka_is_ours() { alive "$1" && cmdline_has "$1" kafka.Kafka "$K_PROPS"; }
+
+# Prints the pid of our running broker, or returns 1. Adopts a broker whose pid file was lost.
+kafka_pid() {
+  local pid
+  if [[ -s $K_PID ]]; then
+    pid=$(<"$K_PID")
+    if [[ $pid =~ ^[0-9]+$ ]] && kafka_is_ours "$pid"; then printf '%s' "$pid"; return 0; fi
+  fi
+  for f in $(grep -lsaF -- "$K_PROPS" /proc/[0-9]*/cmdline 2>/dev/null || true); do
+    pid=${f#/proc/}; pid=${pid%/cmdline}
+    if kafka_is_ours "$pid"; then printf '%s' "$pid" >"$K_PID"; printf '%s' "$pid"; return 0; fi
+  done
+  return 1
+}
+
+# host:port the running broker was configured with (falls back to the environment).
+kafka_address() {
+  local l
+  l=$(sed -n 's/^advertised\.listeners=PLAINTEXT:\/\///p' "$K_PROPS" 2>/dev/null || true)
+  printf '%s' "${l:-127.0.0.1:$KAFKA_PORT}"
+}
+
+kafka_jars() {
+  local want have="" t
+  want=$(sha256sum "$K_POM" | cut -d' ' -f1)
+  [[ -f $K_LIBS/.complete ]] && have=$(<"$K_LIBS/.complete")
+  if [[ $have == "$want" ]]; then log "kafka jars: present ($(rel "$K_LIBS"))"; return 0; fi
+  command -v mvn >/dev/null || die "mvn not found (apt-get install -y maven)"
+  t=$(now)
+  log "kafka jars: resolving $(rel "$K_POM") from Maven Central into $(rel "$K_LIBS") ..."
+  rm -rf "$K_LIBS.tmp"
+  mvn -B -q -Dstyle.color=never -f "$K_POM" dependency:copy-dependencies -DoutputDirectory="$K_LIBS.tmp" \
+    >"$K_LOGS/maven.log" 2>&1 9>&- \
+    || { tail -n 30 "$K_LOGS/maven.log" >&2; die "maven could not assemble the Kafka jars (see $(rel "$K_LOGS/maven.log"))"; }
+  printf '%s\n' "$want" >"$K_LIBS.tmp/.complete"
+  rm -rf "$K_LIBS"
+  mv "$K_LIBS.tmp" "$K_LIBS"
+  log "kafka jars: $(find "$K_LIBS" -name '*.jar' | wc -l) jars, $(du -sh "$K_LIBS" | cut -f1) in $(since "$t")"
+}
+
+kafka_write_config() {
+  cat >"$K_PROPS.tmp" <<EOF
+# Generated by infra/infra.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
+listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_PORT}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=${K_DATA}
+num.partitions=6
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+EOF
+  mv "$K_PROPS.tmp" "$K_PROPS"
+}
+
+# The java command line shared by the storage tool and the broker.
+kafka_jvm() {
+  # shellcheck disable=SC2206  # KAFKA_HEAP_OPTS is a list of options
+  KAFKA_JVM=("$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
+    -Djava.awt.headless=true -Dkafka.logs.dir="$K_LOGS" -Dlog4j2.configurationFile="$K_LOG4J"
+    -cp "$K_LIBS/*")
+}
+
+kafka_format() {
+  local cid t
+  if [[ -f $K_DATA/meta.properties ]]; then
+    cid=$(sed -n 's/^cluster\.id=//p' "$K_DATA/meta.properties")
+    [[ -n $cid ]] && [[ ! -s $K_CID || $(<"$K_CID") != "$cid" ]] && printf '%s\n' "$cid" >"$K_CID"
+    log "kafka storage: formatted (cluster id $cid)"
+    return 0
+  fi
+  if [[ ! -s $K_CID ]]; then
+    # Same form as kafka-storage random-uuid: 16 random bytes, url-safe base64, no padding.
+    python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' >"$K_CID"
+  fi
+  cid=$(<"$K_CID")
+  t=$(now)
+  mkdir -p "$K_DATA"
+  kafka_jvm
+  "${KAFKA_JVM[@]}" kafka.tools.StorageTool format -t "$cid" -c "$K_PROPS" >>"$K_LOGS/format.out" 2>&1 9>&- \
+    || { tail -n 20 "$K_LOGS/format.out" >&2; die "kafka storage format failed (see $(rel "$K_LOGS/format.out"))"; }
+  log "kafka storage: formatted $(rel "$K_DATA") with cluster id $cid in $(since "$t")"
+}
+
+# Starts the broker in the background (own session, detached from this terminal); prints its pid.
+kafka_launch() {
+  local pid deadline
+  printf '==== %s infra.sh up: starting kafka.Kafka\n' "$(date -Is)" >>"$K_LOGS/kafka.out"
+  (
+    cd "$K"
+    exec 9>&-
+    kafka_jvm
+    exec setsid nohup "${KAFKA_JVM[@]}" kafka.Kafka "$K_PROPS" >>"$K_LOGS/kafka.out" 2>&1 </dev/null
+  ) &
+  pid=$!
+  # The subshell execs setsid, which execs nohup, which execs java: same pid. Confirm it.
+  deadline=$((SECONDS + 5))
+  until kafka_is_ours "$pid"; do
+    alive "$pid" || break
+    ((SECONDS < deadline)) || break
+    sleep 0.05
+  done
+  kafka_is_ours "$pid" || pid=$(kafka_pid) || {
+    tail -n 30 "$K_LOGS/kafka.out" >&2
+    die "kafka did not start (see $(rel "$K_LOGS/kafka.out"))"
+  }
+  printf '%s\n' "$pid" >"$K_PID"
+  printf '%s' "$pid"
+}
+
+kafka_wait_ready() {
+  local pid=$1 addr rc=0
+  addr=$(kafka_address)
+  python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id "$(<"$K_CID")" \
+    --wait "$KAFKA_READY_TIMEOUT" --pid "$pid" -q || rc=$?
+  if ((rc != 0)); then
+    warn "kafka not ready at $addr within ${KAFKA_READY_TIMEOUT}s (exit $rc); last lines of the logs:"
+    tail -n 15 "$K_LOGS/kafka.out" >&2 || true
+    tail -n 25 "$K_LOGS/server.log" >&2 || true
+    return 1
+  fi
+}
+
+kafka_stop() {
+  local pid deadline
+  if ! pid=$(kafka_pid); then
+    if [[ -e $K_PID ]]; then log "kafka: stale pid file removed"; rm -f "$K_PID"; fi
+    log "kafka: not running"
+    return 0
+  fi
+  local t; t=$(now)
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + 30))
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+  if alive "$pid"; then
+    warn "kafka pid $pid still alive after 30 s; SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  fi
+  rm -f "$K_PID"
+  log "kafka: stopped pid $pid in $(since "$t")"
+}
+
+# ------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ------------------------------------------------------------------------------------------------
+
+PG_BIN=""
+
+pg_find_bin() {
+  local v="" d
+  [[ -f $P_DATA/PG_VERSION ]] && v=$(<"$P_DATA/PG_VERSION")
+  if [[ -n $v && -x /usr/lib/postgresql/$v/bin/postgres ]]; then
+    PG_BIN=/usr/lib/postgresql/$v/bin; return 0
+  fi
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [[ -n $d && -x $d/postgres ]]; then
+    [[ -n $v ]] && die "$(rel "$P_DATA") is PostgreSQL $v but only $d is installed (reset, or install postgresql-$v)"
+    PG_BIN=$d; return 0
+  fi
+  return 1
+}
+
+pg_install() {
+  pg_find_bin && return 0
+  [[ $EUID -eq 0 ]] || die "PostgreSQL binaries not found under /usr/lib/postgresql; run: sudo apt-get install -y postgresql"
+  local t; t=$(now)
+  log "postgres: installing Debian's postgresql package ..."
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends postgresql >/dev/null
+  pg_find_bin || die "postgresql installed but no /usr/lib/postgresql/*/bin/postgres"
+  log "postgres: installed $PG_BIN in $(since "$t")"
+}
+
+# Run a command as the cluster owner: the `postgres` system user when we are root, else ourselves.
+as_pg() {
+  if [[ $EUID -eq 0 ]]; then
+    (cd "$P" && runuser -u postgres -- "$@" 9>&-)
+  else
+    (cd "$P" && "$@" 9>&-)
+  fi
+}
+
+# When root, make sure the `postgres` user can reach .infra/pg (o+x on each ancestor lacking it).
+pg_fix_traverse() {
+  [[ $EUID -eq 0 ]] || return 0
+  runuser -u postgres -- test -x "$P" 2>/dev/null && return 0
+  local d="" part
+  IFS=/ read -ra parts <<<"${P#/}"
+  for part in "${parts[@]}"; do
+    d="$d/$part"
+    if ! runuser -u postgres -- test -x "$d" 2>/dev/null; then
+      chmod o+x "$d"
+      log "postgres: chmod o+x $d (so the postgres user can reach its data directory)"
+    fi
+  done
+}
+
+pg_prepare() {
+  mkdir -p "$P" "$P_RUN" "$P_LOGS"
+  if [[ $EUID -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "no 'postgres' system user (is Debian's postgresql installed?)"
+    chown postgres:postgres "$P" "$P_RUN" "$P_LOGS"
+    [[ -e $P_LOG ]] && chown postgres:postgres "$P_LOG"
+    pg_fix_traverse
+  fi
+  chmod 0755 "$P_RUN"
+  if [[ ! -f $P_DATA/PG_VERSION ]]; then
+    local t pw; t=$(now)
+    [[ -e $P_DATA ]] && rm -rf "$P_DATA" # a half-made directory from an interrupted initdb
+    pw="$P/.pwfile"
+    (umask 077; printf 'postgres\n' >"$pw")
+    [[ $EUID -eq 0 ]] && chown postgres:postgres "$pw"
+    as_pg "$PG_BIN/initdb" -D "$P_DATA" -U postgres --pwfile="$pw" -E UTF8 --locale=C.UTF-8 \
+      --auth-host=scram-sha-256 --auth-local=scram-sha-256 >"$P_LOGS/initdb.log" 2>&1 \
+      || { rm -f "$pw"; tail -n 20 "$P_LOGS/initdb.log" >&2; die "initdb failed (see $(rel "$P_LOGS/initdb.log"))"; }
+    rm -f "$pw"
+    printf "\n# Tidegate settings, rewritten by infra/infra.sh on every start.\ninclude 'tidegate.conf'\n" \
+      >>"$P_DATA/postgresql.conf"
+    log "postgres: initdb $(rel "$P_DATA") in $(since "$t")"
+  fi
+  # Rewritten on each start so that a changed TIDEGATE_PG_PORT takes effect.
+  cat >"$P_DATA/tidegate.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = ${PG_PORT}
+unix_socket_directories = '${P_RUN}'
+max_connections = 200
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+password_encryption = scram-sha-256
+EOF
+  cat >"$P_DATA/pg_hba.conf" <<'EOF'
+# Written by infra/infra.sh. Password (scram-sha-256) from 127.0.0.1 and the local socket only.
+# TYPE  DATABASE        USER            ADDRESS                 METHOD
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+EOF
+  [[ $EUID -eq 0 ]] && chown postgres:postgres "$P_DATA/tidegate.conf" "$P_DATA/pg_hba.conf"
+  chmod 0600 "$P_DATA/tidegate.conf" "$P_DATA/pg_hba.conf"
+}
+
+# Prints the postmaster pid if our cluster runs, else returns 1.
+pg_pid() {
+  local pid
+  [[ -f $P_DATA/postmaster.pid ]] || return 1
+  pid=$(head -n 1 "$P_DATA/postmaster.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && cmdline_has "$pid" "$P_DATA" || return 1
+  printf '%s' "$pid"
+}
+
+# The port the running postmaster uses (line 4 of postmaster.pid), else the configured one.
+pg_port() {
+  local p=""
+  [[ -f $P_DATA/postmaster.pid ]] && p=$(sed -n 4p "$P_DATA/postmaster.pid" 2>/dev/null || true)
+  printf '%s' "${p:-$PG_PORT}"
+}
+
+pg_wait_ready() {
+  local port=$1 deadline=$((SECONDS + PG_READY_TIMEOUT))
+  until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2; do
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$P_LOG" >&2 || true
+      die "postgres not ready on 127.0.0.1:$port within ${PG_READY_TIMEOUT}s"
+    fi
+    sleep 0.2
+  done
+}
+
+pg_bootstrap_db() {
+  PGPASSWORD=postgres PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$1" -U postgres -d postgres -f "$P_INIT_SQL" >/dev/null \
+    || die "could not create role/database tidegate (superuser postgres/postgres on 127.0.0.1:$1)"
+}
+
+pg_up() {
+  local t pid port; t=$(now)
+  pg_install
+  if pid=$(pg_pid); then
+    port=$(pg_port)
+    pg_wait_ready "$port"
+    pg_bootstrap_db "$port"
+    log "postgres: already running (pid $pid, 127.0.0.1:$port); checked in $(since "$t")"
+    return 0
+  fi
+  pg_prepare
+  port_busy "$PG_PORT" && die "127.0.0.1:$PG_PORT is taken by another process (set TIDEGATE_PG_PORT)"
+  [[ $EUID -eq 0 && -e $P_LOG ]] && chown postgres:postgres "$P_LOG"
+  as_pg "$PG_BIN/pg_ctl" -D "$P_DATA" -l "$P_LOG" -w -t "$PG_READY_TIMEOUT" start >/dev/null \
+    || { tail -n 20 "$P_LOG" >&2; die "pg_ctl start failed (see $(rel "$P_LOG"))"; }
+  pg_wait_ready "$PG_PORT"
+  pg_bootstrap_db "$PG_PORT"
+  log "postgres: running (pid $(pg_pid || echo '?'), 127.0.0.1:$PG_PORT, db tidegate) in $(since "$t")"
+}
+
+pg_stop() {
+  local pid t
+  if ! pid=$(pg_pid); then log "postgres: not running"; return 0; fi
+  pg_find_bin || die "PostgreSQL binaries not found"
+  t=$(now)
+  as_pg "$PG_BIN/pg_ctl" -D "$P_DATA" -m fast -w -t 60 stop >/dev/null \
+    || die "pg_ctl stop failed (see $(rel "$P_LOG"))"
+  log "postgres: stopped pid $pid in $(since "$t")"
+}
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------------
+
+cmd_up() {
+  local t0 t pid kafka_started=""
+  t0=$(now)
+  take_lock
+  mkdir -p "$K" "$K_LOGS"
+
+  # Kafka first, because its JVM takes the longest: launch it, set up PostgreSQL meanwhile,
+  # then wait for the broker.
+  if pid=$(kafka_pid); then
+    log "kafka: already running (pid $pid)"
+  else
+    rm -f "$K_PID"
+    command -v "$JAVA" >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"
+    kafka_jars
+    kafka_write_config
+    port_busy "$KAFKA_PORT" && die "127.0.0.1:$KAFKA_PORT is taken by another process (set TIDEGATE_KAFKA_PORT)"
+    port_busy "$KAFKA_CONTROLLER_PORT" && die "127.0.0.1:$KAFKA_CONTROLLER_PORT is taken (set TIDEGATE_KAFKA_CONTROLLER_PORT)"
+    kafka_format
+    kafka_started=$(now)
+    pid=$(kafka_launch)
+    log "kafka: launched pid $pid"
+  fi
+
+  pg_up
+
+  t=${kafka_started:-$(now)}
+  kafka_wait_ready "$pid" || die "kafka failed to become ready"
+  if [[ -n $kafka_started ]]; then
+    log "kafka: ready at $(kafka_address) (pid $pid) $(since "$t") after launch"
+  else
+    log "kafka: ready at $(kafka_address) (pid $pid); checked in $(since "$t")"
+  fi
+  log "up: done in $(since "$t0")  (kafka $(kafka_address), postgres 127.0.0.1:$(pg_port))"
+}
+
+cmd_down() {
+  local t0; t0=$(now)
+  take_lock
+  kafka_stop
+  pg_stop
+  log "down: done in $(since "$t0")"
+}
+
+cmd_status() {
+  local rc=0 pid addr state
+  if pid=$(kafka_pid); then
+    addr=$(kafka_address)
+    if python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id "$(cat "$K_CID" 2>/dev/null)" \
+      -q --timeout 2 2>/dev/null; then
+      state="answering"
+    else
+      state="NOT answering yet"
+    fi
+    log "kafka:    running  pid $pid  $addr  ($state)  log $(rel "$K_LOGS/server.log")"
+  else
+    log "kafka:    stopped  log $(rel "$K_LOGS/server.log")"
+    rc=3
+  fi
+  if pid=$(pg_pid); then
+    addr="127.0.0.1:$(pg_port)"
+    state="accepting connections"
+    if pg_find_bin && ! "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$(pg_port)" -t 2; then
+      state="NOT accepting connections"
+    fi
+    log "postgres: running  pid $pid  $addr  ($state)  log $(rel "$P_LOG")"
+  else
+    log "postgres: stopped  log $(rel "$P_LOG")"
+    rc=3
+  fi
+  return $rc
+}
+
+cmd_reset() {
+  cmd_down
+  rm -rf "$K_DATA" "$K_CID" "$K_PROPS" "$P_DATA"
+  log "reset: deleted Kafka and PostgreSQL data (jars kept in $(rel "$K_LIBS"))"
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  reset) cmd_reset ;;
+  -h | --help | help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac
