@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# One image for every Tidegate service and the CLI (docker-compose.yml runs
+# `tidegate service run <name>` and `tidegate topics ensure` from it).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Third-party dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
+COPY pyproject.toml README.m[d] ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/deps.txt \
+ && pip install -r /tmp/deps.txt \
+ && rm /tmp/deps.txt
+
+# The project itself. Only the package directories are copied (the build context also holds
+# .infra/ and .venv/, which must not end up in the image).
+COPY schemas ./schemas
+COPY servicekit ./servicekit
+COPY services ./services
+COPY tidegate ./tidegate
+RUN pip install .
+
+# Data read at run time: the tool catalog and the policy pack (globs, so a missing directory
+# does not break the build).
+COPY catalo[g] ./catalog/
+COPY polici[e]s ./policies/
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/tidegate --shell /usr/sbin/nologin tidegate \
+ && mkdir -p /var/lib/tidegate/keys \
+ && chown -R tidegate:tidegate /var/lib/tidegate \
+ && chmod 0700 /var/lib/tidegate/keys
+
+ENV TIDEGATE_KEYS_DIR=/var/lib/tidegate/keys \
+    TIDEGATE_TOOLS_DIR=/app/catalog/tools \
+    TIDEGATE_POLICY_DIR=/app/policies/default
+
+USER tidegate
+ENTRYPOINT ["tidegate"]
+CMD ["--help"]
