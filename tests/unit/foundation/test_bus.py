@@ -1,0 +1,121 @@
+"""The bus never loses a message and never dies on one: bad input goes to `deadletter` with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import schemas as s
+from servicekit import Bus, Reject
+
+
+@dataclass
+class FakeRecord:
+    topic: str
+    value: bytes | None
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"t-1"
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class FakeBroker:
+    published: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+
+    async def publish(self, message: bytes, *, topic: str, key: bytes | None = None, headers: dict[str, str] | None = None) -> None:
+        self.published.append((topic, message, key))
+
+
+def make_bus() -> tuple[Bus, FakeBroker]:
+    broker = FakeBroker()
+    return Bus(broker, "policy", "unused:1", "p."), broker  # type: ignore[arg-type]
+
+
+def proposal() -> bytes:
+    data = s.ActionProposedData(action_id="a-1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket",
+                                args={"ticket_id": "T-1", "tags": ["x"]}, proposer="agent")
+    return s.encode(s.ActionProposed.build(data, source="agent"))
+
+
+def dead_letters(broker: FakeBroker) -> list[s.EventRejected]:
+    return [s.decode("deadletter", raw) for topic, raw, _ in broker.published if topic == "p.deadletter"]
+
+
+async def test_valid_event_reaches_the_handler() -> None:
+    bus, broker = make_bus()
+    seen: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        seen.append(event)
+
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    assert [e.data.action_id for e in seen] == ["a-1"]
+    assert broker.published == []
+
+
+@pytest.mark.parametrize("raw", [b"{oops", b"", b'{"type": "tidegate.action.proposed"}', None])
+async def test_invalid_message_is_dead_lettered_with_position_and_reason(raw: bytes | None) -> None:
+    bus, broker = make_bus()
+
+    async def handler(event: Any) -> None:
+        raise AssertionError("must not be called")
+
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", raw), handler)  # type: ignore[arg-type]
+    [rejected] = dead_letters(broker)
+    assert rejected.data.code == "invalid_event"
+    assert rejected.data.topic == "p.actions.proposed"
+    assert (rejected.data.partition, rejected.data.offset) == (2, 41)
+    assert rejected.data.service == "policy"
+    assert rejected.data.error.startswith("invalid event")
+
+
+async def test_large_raw_value_is_truncated_and_flagged() -> None:
+    bus, broker = make_bus()
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", b"x" * 100_000), lambda e: None)  # type: ignore[arg-type, return-value]
+    [rejected] = dead_letters(broker)
+    assert rejected.data.truncated
+    assert len(rejected.data.raw_value) == 64 * 1024
+
+
+async def test_handler_rejection_keeps_the_event_with_the_handlers_code() -> None:
+    bus, broker = make_bus()
+
+    async def handler(event: Any) -> None:
+        raise Reject(s.ReasonCode.SIGNATURE_INVALID, "signature does not verify")
+
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    [rejected] = dead_letters(broker)
+    assert (rejected.data.code, rejected.data.error) == ("signature_invalid", "signature does not verify")
+    assert rejected.data.tenant_id == "acme"
+    assert rejected.data.task_id == "t-1"
+
+
+async def test_a_bug_in_a_handler_is_dead_lettered_not_fatal() -> None:
+    bus, broker = make_bus()
+
+    async def handler(event: Any) -> None:
+        raise KeyError("boom")
+
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    [rejected] = dead_letters(broker)
+    assert rejected.data.code == "handler_error"
+    assert "KeyError" in rejected.data.error
+
+
+async def test_transient_errors_are_retried_until_the_handler_succeeds() -> None:
+    bus, broker = make_bus()
+    calls = 0
+
+    async def handler(event: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionRefusedError("database restarting")
+
+    await asyncio.wait_for(bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler), 5)  # type: ignore[arg-type]
+    assert calls == 3
+    assert broker.published == []
