@@ -1,5 +1,7 @@
-"""Tidegate's wire contract: the CloudEvents envelope, every event, the topic catalog, reason codes
-and the tool catalog format. Imports pydantic only."""
+"""Tidegate's wire contract: envelope, events, topics, reason codes and the tool catalog format.
+
+Imports pydantic only.
+"""
 
 from schemas.common import (
     ActionCounts,

@@ -10,16 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.reasons import ReasonCode
 
 __all__ = [
+    "ActionCounts",
     "Contract",
     "Decision",
     "ErrorInfo",
     "Mode",
     "ProposalCost",
     "Reason",
-    "RiskClass",
     "ResultCost",
+    "RiskClass",
     "TaskCost",
-    "ActionCounts",
 ]
 
 
@@ -49,7 +49,9 @@ class Reason(Contract):
 
     code: ReasonCode = Field(description="Stable reason code.", examples=["needs_human_approval"])
     policy_id: str = Field(description="`@id` of the policy (or built-in check) that fired.", examples=["refund-threshold"])
-    message: str = Field(default="", description="Human-readable explanation.", examples=["refund of 900.00 USD is at or over the 500.00 USD threshold"])
+    message: str = Field(
+        default="", description="Human-readable explanation.", examples=["refund of 900.00 USD is at or over the 500.00 USD threshold"]
+    )
 
 
 class ProposalCost(Contract):

@@ -29,8 +29,15 @@ class Envelope(Contract):
     """CloudEvents 1.0 attributes shared by every event; subclasses fix `type` and `data`."""
 
     specversion: Literal["1.0"] = Field(default="1.0", description="CloudEvents spec version.")
-    id: str = Field(default_factory=new_id, min_length=1, description="Unique id of this event (UUID).", examples=["5b0c1e1e-1d4b-4f56-9c0d-6d2a4b8e1f00"])
-    source: str = Field(min_length=1, description="Producer, as `tidegate/<service>` or the outside agent's URI.", examples=["tidegate/policy"])
+    id: str = Field(
+        default_factory=new_id,
+        min_length=1,
+        description="Unique id of this event (UUID).",
+        examples=["5b0c1e1e-1d4b-4f56-9c0d-6d2a4b8e1f00"],
+    )
+    source: str = Field(
+        min_length=1, description="Producer, as `tidegate/<service>` or the outside agent's URI.", examples=["tidegate/policy"]
+    )
     type: str = Field(description="Event type, `tidegate.<name>`.")
     subject: str | None = Field(default=None, description="The task id for task-scoped events.", examples=["t-42"])
     time: datetime = Field(default_factory=utcnow, description="When the event was produced (RFC 3339, UTC).")

@@ -61,7 +61,9 @@ __all__ = [
 
 TASK_ID = Field(min_length=1, max_length=200, description="Task this belongs to; also the Kafka key.", examples=["t-42"])
 TENANT_ID = Field(min_length=1, max_length=100, description="Tenant.", examples=["acme"])
-ACTION_ID = Field(min_length=1, max_length=200, description="Unique id of the proposed action; the idempotency key of its execution.", examples=["a-42-1"])
+ACTION_ID = Field(
+    min_length=1, max_length=200, description="Unique id of the proposed action; the idempotency key of its execution.", examples=["a-42-1"]
+)
 TOOL = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$", description="Catalogued tool name.", examples=["issue_refund"])
 ARGS = Field(description="Tool arguments, validated against the tool's JSON Schema.", examples=[{"payee_id": "cus_1", "amount_usd": 40.0}])
 
@@ -110,8 +112,17 @@ class ActionProposedData(Contract):
     step: int = Field(ge=0, description="Position of the action in the task.", examples=[1])
     tool: str = TOOL
     args: dict[str, Any] = ARGS
-    rationale: str = Field(default="", max_length=4000, description="Why the agent proposes this.", examples=["customer asked for a refund of a duplicate charge"])
-    proposer: str = Field(min_length=1, description="Who proposed it: `tidegate/planner/<strategy>` or the outside agent.", examples=["tidegate/planner/playbook"])
+    rationale: str = Field(
+        default="",
+        max_length=4000,
+        description="Why the agent proposes this.",
+        examples=["customer asked for a refund of a duplicate charge"],
+    )
+    proposer: str = Field(
+        min_length=1,
+        description="Who proposed it: `tidegate/planner/<strategy>` or the outside agent.",
+        examples=["tidegate/planner/playbook"],
+    )
     tainted_args: list[str] = Field(
         default_factory=list,
         description="Arg paths (dot-separated) whose values came from untrusted content.",
@@ -119,7 +130,9 @@ class ActionProposedData(Contract):
     )
     cost: ProposalCost = Field(default_factory=ProposalCost, description="What producing the proposal cost.")
     mode: Mode = Field(default="draft", description="Task mode as requested; a tenant that does not allow autonomy is treated as draft.")
-    requested_by: str | None = Field(default=None, description="Requester of the task (for four-eyes approval).", examples=["alice@acme.example"])
+    requested_by: str | None = Field(
+        default=None, description="Requester of the task (for four-eyes approval).", examples=["alice@acme.example"]
+    )
     budget_usd: float | None = Field(default=None, ge=0, description="Task budget as submitted, USD.")
 
 
@@ -148,7 +161,9 @@ class ActionDecidedData(Contract):
     policy_version: str = Field(description="Hash of the policy set that decided.", examples=["sha256:1c9e…"])
     risk: RiskClass | None = Field(default=None, description="Risk class of the tool; null for an unknown tool.")
     latency_ms: float = Field(ge=0, description="Time to decide, milliseconds.")
-    facts: dict[str, Any] = Field(default_factory=dict, description="Facts computed before evaluation (payee_is_new, recipient_count, spend, taint…).")
+    facts: dict[str, Any] = Field(
+        default_factory=dict, description="Facts computed before evaluation (payee_is_new, recipient_count, spend, taint…)."
+    )
     via: Literal["policy", "approval"] = Field(default="policy", description="`approval` when re-evaluated after a human grant.")
     approval_id: str | None = Field(default=None, description="The grant that was re-evaluated, when `via` is `approval`.")
     mode: Mode = Field(default="draft", description="Effective task mode.")
@@ -187,7 +202,9 @@ class ApprovalData(Contract):
     decided_at: datetime | None = Field(default=None, description="When the decision was taken.")
     requested_by: str | None = Field(default=None, description="Requester of the task; may not approve (four eyes).")
     key_id: str | None = Field(default=None, description="Approval-service key that signed a decision.")
-    signature: str | None = Field(default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest.")
+    signature: str | None = Field(
+        default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest."
+    )
 
 
 class ApprovalRequested(Envelope):

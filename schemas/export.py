@@ -58,25 +58,44 @@ def asyncapi_document() -> dict[str, Any]:
                 "title": model.__name__,
                 "summary": (model.__doc__ or "").strip().splitlines()[0],
                 "contentType": "application/cloudevents+json",
-                "headers": {"type": "object", "properties": {
-                    "content-type": {"type": "string", "const": "application/cloudevents+json"},
-                    "traceparent": {"type": "string", "description": "W3C trace context."}}},
+                "headers": {
+                    "type": "object",
+                    "properties": {
+                        "content-type": {"type": "string", "const": "application/cloudevents+json"},
+                        "traceparent": {"type": "string", "description": "W3C trace context."},
+                    },
+                },
                 "payload": {"$ref": f"#/components/schemas/{model.__name__}"},
-                "bindings": {"kafka": {"key": {"type": "string", "description": "task_id (UTF-8) for task-scoped events; the scope for control."}}},
+                "bindings": {
+                    "kafka": {"key": {"type": "string", "description": "task_id (UTF-8) for task-scoped events; the scope for control."}}
+                },
             }
             refs[msg_id] = {"$ref": f"#/components/messages/{msg_id}"}
         channels[channel_id] = {
             "address": DEFAULT_PREFIX + name,
             "description": f"{spec.description} Producers: {', '.join(spec.producers)}. Consumers: {', '.join(spec.consumers)}.",
             "messages": refs,
-            "bindings": {"kafka": {"topic": DEFAULT_PREFIX + name, "partitions": spec.partitions,
-                                   "topicConfiguration": {"cleanup.policy": ["compact" if spec.compacted else "delete"],
-                                                          "retention.ms": spec.retention_ms}}},
+            "bindings": {
+                "kafka": {
+                    "topic": DEFAULT_PREFIX + name,
+                    "partitions": spec.partitions,
+                    "topicConfiguration": {
+                        "cleanup.policy": ["compact" if spec.compacted else "delete"],
+                        "retention.ms": spec.retention_ms,
+                    },
+                }
+            },
         }
-        operations[f"send_{channel_id}"] = {"action": "send", "channel": {"$ref": f"#/channels/{channel_id}"},
-                                            "summary": f"Produced by {', '.join(spec.producers)}."}
-        operations[f"receive_{channel_id}"] = {"action": "receive", "channel": {"$ref": f"#/channels/{channel_id}"},
-                                               "summary": f"Consumed by {', '.join(spec.consumers)}."}
+        operations[f"send_{channel_id}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"Produced by {', '.join(spec.producers)}.",
+        }
+        operations[f"receive_{channel_id}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel_id}"},
+            "summary": f"Consumed by {', '.join(spec.consumers)}.",
+        }
     schemas["ReasonCode"] = {"type": "string", "enum": [c.value for c in ReasonCode]}
     tool_schema = ToolSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     for def_name, definition in tool_schema.pop("$defs", {}).items():
@@ -84,8 +103,11 @@ def asyncapi_document() -> dict[str, Any]:
     schemas["ToolSpec"] = tool_schema
     return {
         "asyncapi": "3.0.0",
-        "info": {"title": "Tidegate events", "version": "1.0.0",
-                 "description": "CloudEvents 1.0 (structured JSON mode) on Kafka. Topic names carry a prefix, `tidegate.` by default."},
+        "info": {
+            "title": "Tidegate events",
+            "version": "1.0.0",
+            "description": "CloudEvents 1.0 (structured JSON mode) on Kafka. Topic names carry a prefix, `tidegate.` by default.",
+        },
         "defaultContentType": "application/cloudevents+json",
         "channels": channels,
         "operations": operations,
@@ -95,8 +117,7 @@ def asyncapi_document() -> dict[str, Any]:
 
 def render() -> dict[str, str]:
     """Relative path → file content of every generated contract document."""
-    files = {f"jsonschema/{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
-             for name, schema in event_schemas().items()}
+    files = {f"jsonschema/{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in event_schemas().items()}
     files["jsonschema/tool-spec.json"] = json.dumps(ToolSpec.model_json_schema(), indent=2, sort_keys=True) + "\n"
     files["asyncapi.json"] = json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n"
     return files

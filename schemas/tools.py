@@ -28,7 +28,9 @@ class PolicyFacts(Contract):
     recipients: str | None = Field(default=None, description="Arg holding a list of recipients (or one).", examples=["to"])
     paths: str | None = Field(default=None, description="Arg holding file paths (code changes).", examples=["files"])
     documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
-    important: list[str] = Field(default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]])
+    important: list[str] = Field(
+        default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]]
+    )
 
 
 class ToolSpec(Contract):
@@ -50,7 +52,9 @@ class ToolSpec(Contract):
     )
     facts: PolicyFacts = Field(default_factory=PolicyFacts)
     kind: Literal["python", "http", "topic"] = Field(description="How the executor reaches the tool.")
-    entrypoint: str | None = Field(default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"])
+    entrypoint: str | None = Field(
+        default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"]
+    )
     url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
 

@@ -55,9 +55,25 @@ TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="t
 ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget], Field(discriminator="type")]
 AnyEvent = Annotated[
     Union[
-        TaskSubmitted, ActionProposed, ActionDecided, ApprovalRequested, ApprovalGranted, ApprovalRejected,
-        ApprovalExpired, ActionAuthorized, ActionSucceeded, ActionFailed, ActionUnknown, TaskCompleted,
-        TaskFailed, ControlKillswitch, ControlPolicy, ControlBudget, EventRejected, ToolInvocation, ToolReply,
+        TaskSubmitted,
+        ActionProposed,
+        ActionDecided,
+        ApprovalRequested,
+        ApprovalGranted,
+        ApprovalRejected,
+        ApprovalExpired,
+        ActionAuthorized,
+        ActionSucceeded,
+        ActionFailed,
+        ActionUnknown,
+        TaskCompleted,
+        TaskFailed,
+        ControlKillswitch,
+        ControlPolicy,
+        ControlBudget,
+        EventRejected,
+        ToolInvocation,
+        ToolReply,
         AuditCheckpoint,
     ],
     Field(discriminator="type"),
@@ -98,33 +114,95 @@ def _spec(name: str, union: Any, events: tuple[type[Envelope], ...], description
 TOPICS: dict[str, TopicSpec] = {
     s.name: s
     for s in (
-        _spec("tasks", TaskSubmitted, (TaskSubmitted,), "Tasks submitted by clients.",
-              producers=("clients", "cli"), consumers=("planner",)),
-        _spec("actions.proposed", ActionProposed, (ActionProposed,), "Actions proposed by the planner or any outside agent.",
-              producers=("planner", "outside agents"), consumers=("policy",)),
-        _spec("actions.decided", ActionDecided, (ActionDecided,), "Policy decisions: allow, deny, escalate.",
-              producers=("policy",), consumers=("approval", "planner")),
-        _spec("approvals", Approval, (ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired),
-              "Approval requests and human decisions (decisions signed by the approval service).",
-              producers=("approval",), consumers=("policy", "planner")),
-        _spec("actions.authorized", ActionAuthorized, (ActionAuthorized,), "Signed authorizations; only the policy service produces them.",
-              producers=("policy",), consumers=("executor",)),
-        _spec("actions.results", ActionResult, (ActionSucceeded, ActionFailed, ActionUnknown), "Results of executed tool calls.",
-              producers=("executor",), consumers=("planner", "approval")),
-        _spec("tasks.outcomes", TaskOutcome, (TaskCompleted, TaskFailed), "How each task ended, with its cost.",
-              producers=("planner",), consumers=("clients",), retention_ms=30 * DAY_MS),
-        _spec("control", ControlEvent, (ControlKillswitch, ControlPolicy, ControlBudget),
-              "Kill switches, policy versions and budgets; compacted, read from the beginning at start-up.",
-              partitions=1, compacted=True, retention_ms=-1, producers=("cli",), consumers=("policy", "approval", "executor")),
-        _spec("deadletter", EventRejected, (EventRejected,), "Messages a service could not accept, with the reason.",
-              retention_ms=30 * DAY_MS, producers=("every service",), consumers=("ops",)),
-        _spec("audit.checkpoints", AuditCheckpoint, (AuditCheckpoint,), "Signed heads of the audit hash chains.",
-              partitions=1, retention_ms=-1, producers=("audit",), consumers=("ops",)),
+        _spec(
+            "tasks", TaskSubmitted, (TaskSubmitted,), "Tasks submitted by clients.", producers=("clients", "cli"), consumers=("planner",)
+        ),
+        _spec(
+            "actions.proposed",
+            ActionProposed,
+            (ActionProposed,),
+            "Actions proposed by the planner or any outside agent.",
+            producers=("planner", "outside agents"),
+            consumers=("policy",),
+        ),
+        _spec(
+            "actions.decided",
+            ActionDecided,
+            (ActionDecided,),
+            "Policy decisions: allow, deny, escalate.",
+            producers=("policy",),
+            consumers=("approval", "planner"),
+        ),
+        _spec(
+            "approvals",
+            Approval,
+            (ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired),
+            "Approval requests and human decisions (decisions signed by the approval service).",
+            producers=("approval",),
+            consumers=("policy", "planner"),
+        ),
+        _spec(
+            "actions.authorized",
+            ActionAuthorized,
+            (ActionAuthorized,),
+            "Signed authorizations; only the policy service produces them.",
+            producers=("policy",),
+            consumers=("executor",),
+        ),
+        _spec(
+            "actions.results",
+            ActionResult,
+            (ActionSucceeded, ActionFailed, ActionUnknown),
+            "Results of executed tool calls.",
+            producers=("executor",),
+            consumers=("planner", "approval"),
+        ),
+        _spec(
+            "tasks.outcomes",
+            TaskOutcome,
+            (TaskCompleted, TaskFailed),
+            "How each task ended, with its cost.",
+            producers=("planner",),
+            consumers=("clients",),
+            retention_ms=30 * DAY_MS,
+        ),
+        _spec(
+            "control",
+            ControlEvent,
+            (ControlKillswitch, ControlPolicy, ControlBudget),
+            "Kill switches, policy versions and budgets; compacted, read from the beginning at start-up.",
+            partitions=1,
+            compacted=True,
+            retention_ms=-1,
+            producers=("cli",),
+            consumers=("policy", "approval", "executor"),
+        ),
+        _spec(
+            "deadletter",
+            EventRejected,
+            (EventRejected,),
+            "Messages a service could not accept, with the reason.",
+            retention_ms=30 * DAY_MS,
+            producers=("every service",),
+            consumers=("ops",),
+        ),
+        _spec(
+            "audit.checkpoints",
+            AuditCheckpoint,
+            (AuditCheckpoint,),
+            "Signed heads of the audit hash chains.",
+            partitions=1,
+            retention_ms=-1,
+            producers=("audit",),
+            consumers=("ops",),
+        ),
     )
 }
 
-_TOOL_SUFFIXES = {"requests": (ToolInvocation, "tool invocations for an outside tool service"),
-                  "replies": (ToolReply, "replies of an outside tool service")}
+_TOOL_SUFFIXES = {
+    "requests": (ToolInvocation, "tool invocations for an outside tool service"),
+    "replies": (ToolReply, "replies of an outside tool service"),
+}
 
 
 def topic_spec(name: str) -> TopicSpec:
@@ -134,9 +212,14 @@ def topic_spec(name: str) -> TopicSpec:
     parts = name.split(".")
     if len(parts) == 3 and parts[0] == "tools" and parts[2] in _TOOL_SUFFIXES:
         event, description = _TOOL_SUFFIXES[parts[2]]
-        return _spec(name, event, (event,), f"{description.capitalize()} `{parts[1]}`.",
-                     producers=("executor",) if parts[2] == "requests" else ("outside tool service",),
-                     consumers=("outside tool service",) if parts[2] == "requests" else ("executor",))
+        return _spec(
+            name,
+            event,
+            (event,),
+            f"{description.capitalize()} `{parts[1]}`.",
+            producers=("executor",) if parts[2] == "requests" else ("outside tool service",),
+            consumers=("outside tool service",) if parts[2] == "requests" else ("executor",),
+        )
     raise KeyError(f"unknown topic {name!r}")
 
 

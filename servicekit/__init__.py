@@ -1,5 +1,8 @@
-"""The plumbing every Tidegate service is built from: settings, the bus, the database, signing,
-tracing, the tool catalog and the process runner. Imports schemas, never a service."""
+"""The plumbing every Tidegate service is built from.
+
+Settings, the bus, the database, signing, tracing, the tool catalog and the process runner.
+Imports schemas, never a service.
+"""
 
 from servicekit.bus import Bus, Handler, Reject, make_broker
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -19,8 +22,8 @@ __all__ = [
     "CatalogError",
     "ControlState",
     "Handler",
-    "KitSettings",
     "Keyring",
+    "KitSettings",
     "Reject",
     "ServiceProcess",
     "SigningKey",

@@ -83,6 +83,7 @@ class Bus:
     prefix: str = "tidegate."
     rejected: int = field(default=0, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    subscriptions: list[str] = field(default_factory=list, init=False)
 
     def topic(self, name: str) -> str:
         """Full topic name of catalog topic `name`."""
@@ -136,12 +137,20 @@ class Bus:
             await self.dead_letter(record, topic, ReasonCode.INVALID_EVENT, _describe(exc))
             return
         header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
-        attrs = {Attr.SERVICE: self.service, Attr.TOPIC: record.topic, Attr.EVENT_ID: event.id,
-                 Attr.EVENT_TYPE: event.type, Attr.TENANT: event.tenantid, Attr.TASK: event.subject}
+        attrs = {
+            Attr.SERVICE: self.service,
+            Attr.TOPIC: record.topic,
+            Attr.EVENT_ID: event.id,
+            Attr.EVENT_TYPE: event.type,
+            Attr.TENANT: event.tenantid,
+            Attr.TASK: event.subject,
+        }
         delay = 0.1
         while True:
             try:
-                with span(f"{self.service} handle {event.type.removeprefix('tidegate.')}", parent=event.traceparent or header_tp, attributes=attrs) as s:
+                with span(
+                    f"{self.service} handle {event.type.removeprefix('tidegate.')}", parent=event.traceparent or header_tp, attributes=attrs
+                ) as s:
                     try:
                         await handler(event)
                     except Reject as rej:
@@ -172,6 +181,7 @@ class Bus:
         committing offsets (how every service reads `control`).
         """
         ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
+        self.subscriptions.append(topic)
 
         @self.broker.subscriber(
             self.topic(topic),
@@ -196,7 +206,7 @@ class Bus:
         await consumer.start()
         try:
             full = self.topic(topic)
-            await consumer._client.force_metadata_update()  # noqa: SLF001  (no public refresh in aiokafka)
+            await consumer._client.force_metadata_update()
             tps = [TopicPartition(full, p) for p in consumer.partitions_for_topic(full) or ()]
             ends = await consumer.end_offsets(tps) if tps else {}
         finally:

@@ -54,5 +54,7 @@ class ToolCatalog(Mapping[str, ToolSpec]):
 
     def arg_errors(self, name: str, args: dict[str, Any]) -> list[str]:
         """Every way `args` break the tool's schema, as readable strings (empty when valid)."""
-        validator = jsonschema.Draft202012Validator(self.tools[name].args_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        validator = jsonschema.Draft202012Validator(
+            self.tools[name].args_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
         return [f"{'/'.join(map(str, e.absolute_path)) or '(args)'}: {e.message}" for e in validator.iter_errors(args)]

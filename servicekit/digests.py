@@ -26,37 +26,41 @@ def action_digest(tenant_id: str, tool: str, args: dict[str, Any]) -> str:
 def authorization_message(data: ActionAuthorizedData) -> bytes:
     """The bytes the policy service signs for an `action.authorized` (signature field excluded)."""
     auth = data.authorization
-    return canonical_json({
-        "action_id": data.action_id,
-        "task_id": data.task_id,
-        "tenant_id": data.tenant_id,
-        "tool": data.tool,
-        "args": data.args,
-        "via": auth.via,
-        "policy_version": auth.policy_version,
-        "action_digest": auth.action_digest,
-        "approval_id": auth.approval_id,
-        "issued_at": _ts(auth.issued_at),
-        "expires_at": _ts(auth.expires_at),
-        "key_id": auth.key_id,
-    })
+    return canonical_json(
+        {
+            "action_id": data.action_id,
+            "task_id": data.task_id,
+            "tenant_id": data.tenant_id,
+            "tool": data.tool,
+            "args": data.args,
+            "via": auth.via,
+            "policy_version": auth.policy_version,
+            "action_digest": auth.action_digest,
+            "approval_id": auth.approval_id,
+            "issued_at": _ts(auth.issued_at),
+            "expires_at": _ts(auth.expires_at),
+            "key_id": auth.key_id,
+        }
+    )
 
 
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`)."""
-    return canonical_json({
-        "type": event_type,
-        "approval_id": data.approval_id,
-        "action_id": data.action_id,
-        "task_id": data.task_id,
-        "tenant_id": data.tenant_id,
-        "tool": data.tool,
-        "args": data.args,
-        "action_digest": data.action_digest,
-        "approver": data.approver,
-        "approvers": sorted(data.approvers),
-        "edited_args": data.edited_args,
-        "decided_at": _ts(data.decided_at),
-        "expires_at": _ts(data.expires_at),
-        "key_id": data.key_id,
-    })
+    return canonical_json(
+        {
+            "type": event_type,
+            "approval_id": data.approval_id,
+            "action_id": data.action_id,
+            "task_id": data.task_id,
+            "tenant_id": data.tenant_id,
+            "tool": data.tool,
+            "args": data.args,
+            "action_digest": data.action_digest,
+            "approver": data.approver,
+            "approvers": sorted(data.approvers),
+            "edited_args": data.edited_args,
+            "decided_at": _ts(data.decided_at),
+            "expires_at": _ts(data.expires_at),
+            "key_id": data.key_id,
+        }
+    )

@@ -18,14 +18,22 @@ class KitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
-    database_url: str = Field(default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate", description="PostgreSQL DSN of the services' role.")
+    database_url: str = Field(
+        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate", description="PostgreSQL DSN of the services' role."
+    )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
-    keys_dir: Path = Field(default=REPO_ROOT / ".tidegate" / "keys", description="Ed25519 key files, generated on first run; never committed.")
+    keys_dir: Path = Field(
+        default=REPO_ROOT / ".tidegate" / "keys", description="Ed25519 key files, generated on first run; never committed."
+    )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
-    policy_dir: Path = Field(default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`.")
+    policy_dir: Path = Field(
+        default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`."
+    )
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; spans are exported when set.")
     metrics_port: int | None = Field(default=None, description="Port of the Prometheus endpoint; none when unset.")
     log_level: str = Field(default="INFO")
     db_pool_max: int = Field(default=10, ge=1)
-    ready_dir: Path | None = Field(default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`).")
+    ready_dir: Path | None = Field(
+        default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`)."
+    )
     run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`.")

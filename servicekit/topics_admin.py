@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,10 +35,8 @@ async def ensure_topics(bootstrap: str, prefix: str, names: Iterable[str], *, ti
             if full not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them in between: fine
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created them in between: fine
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not set(wanted) <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:

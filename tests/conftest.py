@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,8 +56,15 @@ def _container_infra() -> Iterator[tuple[str, str, str]]:
 
     with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, PostgresContainer("postgres:15", password="postgres") as pg:
         host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
-        subprocess.run(["psql", f"postgresql://postgres:postgres@{host}:{port}/postgres", "-c",
-                        "CREATE ROLE tidegate LOGIN PASSWORD 'tidegate' CREATEROLE"], check=True)
+        subprocess.run(
+            [
+                "psql",
+                f"postgresql://postgres:postgres@{host}:{port}/postgres",
+                "-c",
+                "CREATE ROLE tidegate LOGIN PASSWORD 'tidegate' CREATEROLE",
+            ],
+            check=True,
+        )
         yield kafka.get_bootstrap_server(), f"postgresql://tidegate:tidegate@{host}:{port}", f"postgresql://postgres:postgres@{host}:{port}"
 
 
@@ -105,7 +112,13 @@ def kit(infra: Infra, topics: str, tmp_path: Any) -> KitSettings:
     )
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll `probe` until it returns something truthy, or fail after `timeout` seconds (never a fixed sleep)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -65,7 +65,7 @@ async def _supervise(names: tuple[str, ...]) -> None:
         loop.add_signal_handler(sig, stopping.set)
 
     async def start(name: str) -> None:
-        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115  (the child keeps it open)
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
         children[name] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tidegate.cli", "service", "run", name, stdout=log, stderr=subprocess.STDOUT, env=env
         )

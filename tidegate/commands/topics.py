@@ -22,7 +22,9 @@ def list_() -> None:
         if spec.compacted:
             retention += ", compacted"
         events = ", ".join(str(e.model_fields["type"].default).removeprefix("tidegate.") for e in spec.events)
-        table.add_row(prefix + spec.name, events, str(spec.partitions), retention, f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}")
+        table.add_row(
+            prefix + spec.name, events, str(spec.partitions), retention, f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}"
+        )
     console.print(table)
 
 

@@ -36,8 +36,15 @@ def make_bus() -> tuple[Bus, FakeBroker]:
 
 
 def proposal() -> bytes:
-    data = s.ActionProposedData(action_id="a-1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket",
-                                args={"ticket_id": "T-1", "tags": ["x"]}, proposer="agent")
+    data = s.ActionProposedData(
+        action_id="a-1",
+        task_id="t-1",
+        tenant_id="acme",
+        step=1,
+        tool="tag_ticket",
+        args={"ticket_id": "T-1", "tags": ["x"]},
+        proposer="agent",
+    )
     return s.encode(s.ActionProposed.build(data, source="agent"))
 
 

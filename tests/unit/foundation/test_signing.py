@@ -37,8 +37,15 @@ def test_a_key_of_another_name_is_not_trusted(tmp_path: Path) -> None:
 
 
 def _authorized(args: dict[str, object], expires: datetime) -> s.ActionAuthorizedData:
-    auth = s.Authorization(via="policy", policy_version="v1", action_digest=action_digest("acme", "issue_refund", args),
-                           issued_at=expires - timedelta(minutes=5), expires_at=expires, key_id="policy-x", signature="")
+    auth = s.Authorization(
+        via="policy",
+        policy_version="v1",
+        action_digest=action_digest("acme", "issue_refund", args),
+        issued_at=expires - timedelta(minutes=5),
+        expires_at=expires,
+        key_id="policy-x",
+        signature="",
+    )
     return s.ActionAuthorizedData(action_id="a-1", task_id="t-1", tenant_id="acme", tool="issue_refund", args=args, authorization=auth)
 
 
@@ -52,11 +59,21 @@ def test_authorization_message_covers_args_expiry_and_ignores_the_signature() ->
 
 
 def test_approval_message_binds_the_decision_type_and_approver() -> None:
-    data = s.ApprovalData(approval_id="ap", action_id="a", task_id="t", tenant_id="acme", tool="issue_refund", args={},
-                          action_digest="d", approver="bob", expires_at=datetime(2026, 11, 24, tzinfo=UTC))
+    data = s.ApprovalData(
+        approval_id="ap",
+        action_id="a",
+        task_id="t",
+        tenant_id="acme",
+        tool="issue_refund",
+        args={},
+        action_digest="d",
+        approver="bob",
+        expires_at=datetime(2026, 11, 24, tzinfo=UTC),
+    )
     assert approval_message("tidegate.approval.granted", data) != approval_message("tidegate.approval.rejected", data)
     assert approval_message("tidegate.approval.granted", data) != approval_message(
-        "tidegate.approval.granted", data.model_copy(update={"approver": "mallory"}))
+        "tidegate.approval.granted", data.model_copy(update={"approver": "mallory"})
+    )
 
 
 def test_action_digest_depends_on_tenant_tool_and_args() -> None:
