@@ -47,3 +47,5 @@ class ReasonCode(StrEnum):
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
     HANDLER_ERROR = "handler_error"
+    # Follow-ups opened by the approval service.
+    OUTCOME_UNKNOWN = "outcome_unknown"
