@@ -1,0 +1,63 @@
+"""The public interface between the executor and an in-process tool: what a tool receives, what it raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+__all__ = ["Tool", "ToolContext", "ToolError"]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Everything a tool call may use besides its args; built by the executor for each attempt.
+
+    Attributes:
+        pool: Connection pool of the database that holds the systems of record.
+        tenant_id: Tenant the call is made for; every read and write is scoped to it.
+        action_id: The authorized action; also the idempotency key.
+        idempotency_key: Key the tool must deduplicate on (the action id).
+        task_id: Task the action belongs to.
+        attempt: 1 for the first call, 2 for the first retry, ...
+        deadline: The executor stops waiting for this attempt at this time.
+        credential_scope: Credential scope the catalog names for this tenant, if any.
+        credential: The secret of that scope, when the executor has one.
+    """
+
+    pool: asyncpg.Pool
+    tenant_id: str
+    action_id: str
+    idempotency_key: str
+    task_id: str = ""
+    attempt: int = 1
+    deadline: datetime | None = None
+    credential_scope: str | None = None
+    credential: str | None = None
+
+
+class ToolError(Exception):
+    """A tool call that did not succeed, with a stable type and whether trying again could help.
+
+    Args:
+        type: Stable error class of the tool, e.g. `unknown_payee`.
+        message: What went wrong, for a person.
+        retryable: Whether the same call could succeed later (the executor retries only these).
+        maybe_applied: Whether the side effect may have happened anyway (a timeout after sending):
+            the executor then repeats only calls that are safe to repeat, and reports others as unknown.
+    """
+
+    def __init__(self, type: str, message: str, *, retryable: bool = False, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.type = type
+        self.message = message
+        self.retryable = retryable
+        self.maybe_applied = maybe_applied
+
+
+class Tool(Protocol):
+    """The signature of every in-process tool named by a catalog `entrypoint`."""
+
+    async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]: ...

@@ -1,0 +1,111 @@
+"""The demo helpdesk (schema `helpdesk`): read tickets, tag them, note, draft and send replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from systems._context import ToolContext, ToolError
+from systems._db import insert_once
+
+__all__ = ["add_internal_note", "draft_reply", "get_ticket", "send_reply", "tag_ticket"]
+
+
+async def _ticket(conn: asyncpg.Connection, tenant_id: str, ticket_id: str, *, lock: bool = False) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT * FROM helpdesk.tickets WHERE tenant_id = $1 AND ticket_id = $2" + (" FOR UPDATE" if lock else ""), tenant_id, ticket_id
+    )
+    if row is None:
+        raise ToolError("unknown_ticket", f"ticket {ticket_id} does not exist")
+    return row
+
+
+async def get_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The ticket with its tags, internal notes, drafts and sent replies (the body is untrusted content)."""
+    async with ctx.pool.acquire() as conn:
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        key = (ctx.tenant_id, t["ticket_id"])
+        tags = await conn.fetch("SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY tag", *key)
+        notes = await conn.fetch("SELECT note FROM helpdesk.internal_notes WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY note_id", *key)
+        drafts = await conn.fetch("SELECT body FROM helpdesk.reply_drafts WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY draft_id", *key)
+        sent = await conn.fetchval("SELECT count(*) FROM helpdesk.sent_replies WHERE tenant_id = $1 AND ticket_id = $2", *key)
+    return {
+        "ticket_id": t["ticket_id"],
+        "customer_id": t["customer_id"],
+        "requester_email": t["requester_email"],
+        "subject": t["subject"],
+        "body": t["body"],
+        "status": t["status"],
+        "priority": t["priority"],
+        "order_id": t["order_id"],
+        "tags": [r["tag"] for r in tags],
+        "internal_notes": [r["note"] for r in notes],
+        "drafts": [r["body"] for r in drafts],
+        "replies_sent": sent,
+    }
+
+
+async def tag_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Add tags to a ticket; tags already there stay, so calling twice changes nothing."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        await conn.executemany(
+            "INSERT INTO helpdesk.ticket_tags (tenant_id, ticket_id, tag, added_by_action) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            [(ctx.tenant_id, t["ticket_id"], tag, ctx.action_id) for tag in args["tags"]],
+        )
+        tags = await conn.fetch(
+            "SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY tag", ctx.tenant_id, t["ticket_id"]
+        )
+    return {"ticket_id": t["ticket_id"], "tags": [r["tag"] for r in tags]}
+
+
+async def add_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Add a note only agents see; one note per idempotency key."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        note_id, created = await insert_once(
+            conn,
+            "helpdesk.internal_notes",
+            "note_id",
+            {"ticket_id": t["ticket_id"], "note": args["note"]},
+            ctx.idempotency_key,
+            ctx.tenant_id,
+        )
+    return {"ticket_id": t["ticket_id"], "note_id": note_id, "created": created}
+
+
+async def draft_reply(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Save a reply draft on the ticket for a person to review; nothing is sent."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        draft_id, created = await insert_once(
+            conn,
+            "helpdesk.reply_drafts",
+            "draft_id",
+            {"ticket_id": t["ticket_id"], "body": args["body"]},
+            ctx.idempotency_key,
+            ctx.tenant_id,
+        )
+    return {"ticket_id": t["ticket_id"], "draft_id": draft_id, "created": created}
+
+
+async def send_reply(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Send a reply to the requester and mark the ticket answered; one send per idempotency key."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"], lock=True)
+        reply_id, created = await insert_once(
+            conn,
+            "helpdesk.sent_replies",
+            "reply_id",
+            {"ticket_id": t["ticket_id"], "to_address": args["to"], "body": args["body"]},
+            ctx.idempotency_key,
+            ctx.tenant_id,
+        )
+        if created:
+            await conn.execute(
+                "UPDATE helpdesk.tickets SET status = 'answered', updated_at = now() WHERE tenant_id = $1 AND ticket_id = $2",
+                ctx.tenant_id,
+                t["ticket_id"],
+            )
+    return {"ticket_id": t["ticket_id"], "reply_id": reply_id, "to": args["to"], "created": created}
