@@ -84,6 +84,9 @@ class Bus:
     rejected: int = field(default=0, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
+    _routes: list[tuple[str, Handler, str | None, int]] = field(default_factory=list, init=False)
+    _max_records: dict[str, int] = field(default_factory=dict, init=False)
+    _started: bool = field(default=False, init=False)
 
     def topic(self, name: str) -> str:
         """Full topic name of catalog topic `name`."""
@@ -173,32 +176,61 @@ class Bus:
         *,
         group_id: str | None,
         max_records: int = 200,
-        pattern: bool = False,
     ) -> None:
         """Subscribe `handler` to catalog topic `topic` in consumer group `group_id`.
 
-        With `group_id=None` the topic is read from the beginning by this process alone, without
-        committing offsets (how every service reads `control`).
+        Subscriptions of one group share one Kafka consumer (one group per service, as the design
+        says), created when the bus starts. With `group_id=None` the topic is read from the
+        beginning by this process alone, without committing offsets (how every service reads
+        `control`).
         """
-        ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
+        if self._started:
+            raise RuntimeError("subscribe before the bus starts")
         self.subscriptions.append(topic)
+        self._routes.append((topic, handler, group_id, max_records))
+
+    def _register(self) -> None:
+        groups: dict[str | None, dict[str, tuple[str, Handler]]] = {}
+        for topic, handler, group_id, max_records in self._routes:
+            if group_id is None:
+                self._subscribe({self.topic(topic): (topic, handler)}, None, max_records)
+            else:
+                groups.setdefault(group_id, {})[self.topic(topic)] = (topic, handler)
+                self._max_records[group_id] = max(self._max_records.get(group_id, 0), max_records)
+        for group_id, routes in groups.items():
+            self._subscribe(routes, group_id, self._max_records[group_id])
+
+    def _subscribe(self, routes: dict[str, tuple[str, Handler]], group_id: str | None, max_records: int) -> None:
+        ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
 
         @self.broker.subscriber(
-            self.topic(topic),
+            *routes,
             group_id=group_id,
             batch=True,
             max_records=max_records,
             batch_timeout_ms=100,
             auto_offset_reset="earliest",
             ack_policy=ack,
-            title=f"{self.service}:{topic}",
+            title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
         )
         async def _on_batch(msg: KafkaMessage) -> None:
             raw = msg.raw_message
             records = raw if isinstance(raw, tuple | list) else (raw,)
             for record in records:
+                topic, handler = routes[record.topic]
                 await self.handle_record(topic, record, handler)
                 self.positions[(record.topic, record.partition)] = record.offset + 1
+
+    async def start(self) -> None:
+        """Create the subscribers and connect (producer and consumers)."""
+        if not self._started:
+            self._register()
+            self._started = True
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        """Finish in-flight batches, commit, disconnect."""
+        await self.broker.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
         """Wait until this process has handled `topic` up to its end offsets as of now."""

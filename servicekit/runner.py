@@ -60,7 +60,7 @@ class ServiceProcess:
                 await apply_migrations(self.pool, self.schema, self.migrations)
         for hook in self.on_start:
             await hook(self)
-        await self.bus.broker.start()
+        await self.bus.start()
         if self.control is not None:
             await self.bus.wait_caught_up("control")
         if self.metrics_port is not None:
@@ -90,7 +90,7 @@ class ServiceProcess:
             await self._http_task
         if self.ready_dir is not None:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
-        await self.bus.broker.stop()
+        await self.bus.stop()
         for hook in reversed(self.on_stop):
             await hook(self)
         if self.pool is not None:

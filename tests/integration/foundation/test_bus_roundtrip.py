@@ -1,0 +1,79 @@
+"""Every event type round-trips through the real broker; bad input is dead-lettered and consumption goes on."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+import schemas as s
+from schemas.examples import sample_events
+from servicekit import Bus, KitSettings, ensure_topics, make_broker
+
+
+def consumed_topics() -> list[str]:
+    return sorted({topic for topic, _ in sample_events()})
+
+
+async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait_for: Any) -> None:
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, ["tools.update_inventory.requests", "tools.update_inventory.replies"])
+    bus = Bus(make_broker(kit.kafka_bootstrap, "roundtrip"), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix)
+    received: dict[str, Any] = {}
+
+    def collector(topic: str) -> Any:
+        async def handler(event: Any) -> None:
+            received[event.id] = (topic, event)
+
+        return handler
+
+    for topic in consumed_topics():
+        bus.consume(topic, collector(topic), group_id=f"{kit.topic_prefix}roundtrip")
+    await bus.start()
+    try:
+        sent = sample_events()
+        for topic, event in sent:
+            await bus.publish(topic, event)
+        await wait_for(lambda: len(received) == len(sent), what="every sample event back")
+        for topic, event in sent:
+            got_topic, got = received[event.id]
+            assert got_topic == topic
+            assert got == event
+    finally:
+        await bus.stop()
+
+
+async def test_malformed_messages_are_dead_lettered_and_consumption_continues(kit: KitSettings, wait_for: Any) -> None:
+    bus = Bus(make_broker(kit.kafka_bootstrap, "planner"), "planner", kit.kafka_bootstrap, kit.topic_prefix)
+    handled: list[Any] = []
+    rejected: list[s.EventRejected] = []
+
+    async def on_task(event: Any) -> None:
+        handled.append(event)
+
+    async def on_dead(event: s.EventRejected) -> None:
+        rejected.append(event)
+
+    bus.consume("tasks", on_task, group_id=f"{kit.topic_prefix}planner")
+    bus.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}ops")
+    await bus.start()
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap)
+    await producer.start()
+    try:
+        task_id = f"t-{uuid.uuid4().hex[:8]}"
+        await producer.send_and_wait(kit.topic_prefix + "tasks", b"\x00\xffnot json", key=task_id.encode())
+        await producer.send_and_wait(kit.topic_prefix + "tasks", b'{"type": "tidegate.task.submitted", "data": {}}', key=task_id.encode())
+        good = s.TaskSubmitted.build(
+            s.TaskSubmittedData(task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="a@acme.example"),
+            source="test",
+        )
+        await bus.publish("tasks", good)
+        await wait_for(lambda: len(rejected) == 2 and handled, what="two dead letters and the good event")
+        assert [e.id for e in handled] == [good.id]
+        assert {r.data.code for r in rejected} == {"invalid_event"}
+        assert {r.data.service for r in rejected} == {"planner"}
+        assert all(r.data.topic == kit.topic_prefix + "tasks" for r in rejected)
+        assert any("tenantid" in r.data.error or "Field required" in r.data.error for r in rejected)
+    finally:
+        await producer.stop()
+        await bus.stop()
