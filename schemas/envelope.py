@@ -61,7 +61,7 @@ class Envelope(Contract):
             raise ValueError(f"{cls.__name__}: data carries no tenant_id")
         if subject is None:
             subject = getattr(data, "task_id", None)
-        return cls(source=source, subject=subject, tenantid=tenant, traceparent=traceparent, data=data)
+        return cls(source=source, subject=subject, tenantid=tenant, traceparent=traceparent, data=data)  # type: ignore[call-arg]  # `type` has a default in every subclass
 
     @property
     def key(self) -> bytes | None:

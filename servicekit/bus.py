@@ -190,15 +190,15 @@ class Bus:
         self._routes.append((topic, handler, group_id, max_records))
 
     def _register(self) -> None:
-        groups: dict[str | None, dict[str, tuple[str, Handler]]] = {}
+        groups: dict[str, dict[str, tuple[str, Handler]]] = {}
         for topic, handler, group_id, max_records in self._routes:
             if group_id is None:
                 self._subscribe({self.topic(topic): (topic, handler)}, None, max_records)
             else:
                 groups.setdefault(group_id, {})[self.topic(topic)] = (topic, handler)
                 self._max_records[group_id] = max(self._max_records.get(group_id, 0), max_records)
-        for group_id, routes in groups.items():
-            self._subscribe(routes, group_id, self._max_records[group_id])
+        for group, routes in groups.items():
+            self._subscribe(routes, group, self._max_records[group])
 
     def _subscribe(self, routes: dict[str, tuple[str, Handler]], group_id: str | None, max_records: int) -> None:
         ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
