@@ -5,36 +5,73 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from servicekit import Bus, ControlState, KitSettings, ServiceProcess, configure_logging, install_tracing, make_broker
-from services.planner import handlers
+from schemas import RiskClass
+from servicekit import Bus, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from services.planner.domain import CostRates
+from services.planner.handlers import PlannerHandlers
+from services.planner.repository import NotStartedRepository, PostgresTaskRepository
 from services.planner.settings import PlannerSettings
+from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
 
 __all__ = ["NAME", "build", "main"]
 
 NAME = "planner"
 
 
+def build_strategy(settings: PlannerSettings, catalog: ToolCatalog) -> Strategy:
+    """The configured strategy; litellm is imported only when the LLM strategy is chosen."""
+    if settings.strategy == "llm":
+        from services.planner.llm import LiteLLMClient
+
+        client = LiteLLMClient(
+            api_base=settings.llm_api_base,
+            api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+            timeout_s=settings.llm_timeout_s,
+        )
+        return LlmStrategy(catalog, client, cheap_model=settings.cheap_model, strong_model=settings.strong_model)
+    return PlaybookStrategy(catalog)
+
+
 def build(kit: KitSettings | None = None, settings: PlannerSettings | None = None) -> ServiceProcess:
     """Assemble the planner service from its settings."""
     kit = kit or KitSettings()
     settings = settings or PlannerSettings()
+    catalog = ToolCatalog.load(kit.tools_dir)
+    rates = CostRates(
+        orchestration_usd_per_event=settings.orchestration_usd_per_event,
+        human_review_minutes=settings.human_review_minutes,
+        human_hourly_rate_usd=settings.human_hourly_rate_usd,
+    )
     bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
-    bus.consume("tasks", handlers.log_event, group_id=f"{kit.topic_prefix}planner")
-    bus.consume("actions.decided", handlers.log_event, group_id=f"{kit.topic_prefix}planner")
-    bus.consume("approvals", handlers.log_event, group_id=f"{kit.topic_prefix}planner")
-    bus.consume("actions.results", handlers.log_event, group_id=f"{kit.topic_prefix}planner")
-    control = None
-    return ServiceProcess(
+    service = ServiceProcess(
         name=NAME,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
-        control=control,
         metrics_port=kit.metrics_port,
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
     )
+    handlers = PlannerHandlers(
+        repo=NotStartedRepository(),
+        strategy=build_strategy(settings, catalog),
+        publish=bus.publish,
+        rates=rates,
+        read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
+    )
+
+    async def connect(svc: ServiceProcess) -> None:
+        assert svc.pool is not None
+        handlers.repo = PostgresTaskRepository(svc.pool, rates)
+
+    service.on_start.append(connect)
+    group = f"{kit.topic_prefix}planner"
+    bus.consume("tasks", handlers.on_task, group_id=group, max_records=settings.max_records)
+    bus.consume("actions.decided", handlers.on_decided, group_id=group, max_records=settings.max_records)
+    bus.consume("approvals", handlers.on_approval, group_id=group, max_records=settings.max_records)
+    bus.consume("actions.results", handlers.on_result, group_id=group, max_records=settings.max_records)
+    return service
 
 
 def main() -> None:

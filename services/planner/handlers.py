@@ -1,15 +1,110 @@
-"""Handlers of the planner service: thin, they parse, call the domain, publish."""
+"""Handlers of the planner service: thin, they parse, call the domain through the repository, publish."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-__all__ = ["log_event"]
+from schemas import (
+    ActionDecided,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    Envelope,
+    TaskSubmitted,
+    utcnow,
+)
+from services.planner import domain
+from services.planner.domain import CostRates, TaskState, Transition
+from services.planner.repository import Change, TaskRepository
+from services.planner.strategies import Strategy
+
+__all__ = ["OUR_PLANNER", "PlannerHandlers"]
 
 log = logging.getLogger(__name__)
 
+OUR_PLANNER = "tidegate"
+Publish = Callable[[str, Envelope], Awaitable[None]]
+_APPROVAL_KINDS: dict[type[Envelope], str] = {
+    ApprovalRequested: "requested",
+    ApprovalGranted: "granted",
+    ApprovalRejected: "rejected",
+    ApprovalExpired: "expired",
+}
 
-async def log_event(event: Any) -> None:
-    """Record that an event arrived (the service's logic lands here)."""
-    log.info("planner: %s %s", event.type, event.id)
+
+@dataclass
+class PlannerHandlers:
+    """The planner's subscribers, over explicit dependencies."""
+
+    repo: TaskRepository
+    strategy: Strategy
+    publish: Publish
+    rates: CostRates
+    read_only: frozenset[str]
+    clock: Callable[[], datetime] = utcnow
+
+    async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
+        pending = await self.repo.apply(event_id, task_id, change)
+        for item in pending:
+            await self.publish(item.topic, item.event)
+        await self.repo.published([p.outbox_id for p in pending])
+
+    async def on_task(self, event: TaskSubmitted) -> None:
+        """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans."""
+        task = event.data
+        if task.planner != OUR_PLANNER:
+            log.info("task %s is planned by %s; not ours", task.task_id, task.planner)
+            return
+        plan = None
+        if await self.repo.get(task.task_id) is None:
+            plan = await self.strategy.plan(task)  # outside the transaction: a model call may take seconds
+        now = self.clock()
+
+        def change(state: TaskState | None) -> Transition | None:
+            if state is not None or plan is None:
+                return None
+            return domain.start_task(
+                task,
+                plan.steps,
+                strategy=self.strategy.name,
+                now=now,
+                rates=self.rates,
+                read_only=self.read_only,
+                dropped=plan.dropped,
+                error=plan.error,
+                detail=plan.detail,
+            )
+
+        await self._apply(event.id, task.task_id, change)
+
+    async def on_decided(self, event: ActionDecided) -> None:
+        """Policy decided on an action: wait for its result, wait for a human, or re-plan."""
+        now = self.clock()
+        await self._apply(
+            event.id, event.data.task_id, _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only))
+        )
+
+    async def on_approval(self, event: Any) -> None:
+        """A human decision (or an expiry) on an escalated action."""
+        kind = _APPROVAL_KINDS[type(event)]
+        now = self.clock()
+        await self._apply(
+            event.id, event.data.task_id, _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only))
+        )
+
+    async def on_result(self, event: Any) -> None:
+        """The executor's result: propose the next step or close the task."""
+        now = self.clock()
+        await self._apply(
+            event.id, event.data.task_id, _existing(lambda s: domain.on_result(s, event.data, now, self.rates, self.read_only))
+        )
+
+
+def _existing(step: Callable[[TaskState], Transition]) -> Change:
+    """A change that applies only to tasks the planner already runs."""
+    return lambda state: step(state) if state is not None else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PlannerSettings"]
@@ -11,3 +14,14 @@ class PlannerSettings(BaseSettings):
     """What only the planner service reads."""
 
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_PLANNER_", extra="ignore", frozen=True)
+
+    strategy: Literal["playbook", "llm"] = Field(default="playbook", description="`playbook` (deterministic, offline) or `llm` (litellm).")
+    orchestration_usd_per_event: float = Field(default=0.00001, ge=0, description="Price of one event handled or published for a task.")
+    human_review_minutes: float = Field(default=4.0, ge=0, description="Minutes of a person's time one approval decision costs.")
+    human_hourly_rate_usd: float = Field(default=60.0, ge=0, description="Hourly rate of the people who approve.")
+    cheap_model: str = Field(default="openai/gpt-4o-mini", description="litellm model for classification and extraction.")
+    strong_model: str = Field(default="openai/gpt-4o", description="litellm model for planning.")
+    llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible endpoint (litellm `api_base`).")
+    llm_api_key: SecretStr | None = Field(default=None, description="API key for the endpoint; else litellm reads the provider's variable.")
+    llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one model call.")
+    max_records: int = Field(default=200, ge=1, description="Largest batch consumed at once per topic.")

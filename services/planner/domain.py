@@ -1,0 +1,433 @@
+"""The planner's state machine: pure functions from (task state, event) to (new state, events to publish).
+
+A task holds a queue of planned steps. The planner proposes one at a time; a decision, an approval
+or a result moves the current step on, and either the next step is proposed or the task closes with
+its cost. Nothing here does I/O: the handlers load the state, call these functions, save and publish.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import (
+    ActionCounts,
+    ActionDecidedData,
+    ActionProposed,
+    ActionProposedData,
+    ActionResultData,
+    ApprovalData,
+    Envelope,
+    Mode,
+    ProposalCost,
+    TaskCompleted,
+    TaskCost,
+    TaskFailed,
+    TaskOutcomeData,
+    TaskSubmittedData,
+)
+
+__all__ = [
+    "SOURCE",
+    "CostRates",
+    "Outbound",
+    "PlannedStep",
+    "StepRecord",
+    "TaskState",
+    "Transition",
+    "on_approval",
+    "on_decision",
+    "on_result",
+    "start_task",
+]
+
+SOURCE = "tidegate/planner"
+
+StepStatus = Literal["proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown"]
+TaskStatus = Literal["running", "waiting_human", "completed", "failed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class PlannedStep(_Model):
+    """A step a strategy planned: the tool call, and what to do if policy or a human refuses it."""
+
+    tool: str
+    args: dict[str, Any]
+    rationale: str = ""
+    tainted_args: list[str] = Field(default_factory=list)
+    on_deny: list[PlannedStep] = Field(
+        default_factory=list,
+        description="Steps that replace this one and the rest of the plan when it is refused; `{reason}` in a string arg is filled in.",
+    )
+    required: bool = Field(default=True, description="A refused required step without alternatives fails the task.")
+    continue_on_failure: bool = Field(default=False, description="A failed call moves on instead of failing the task.")
+    cost: ProposalCost = Field(default_factory=ProposalCost, description="Model cost of planning this step.")
+
+
+class StepRecord(_Model):
+    """One proposed action and everything that happened to it."""
+
+    step: int
+    action_id: str
+    tool: str
+    args: dict[str, Any]
+    rationale: str = ""
+    tainted_args: list[str] = Field(default_factory=list)
+    status: StepStatus = "proposed"
+    decision: str | None = None
+    reasons: list[str] = Field(default_factory=list, description="Reason codes of the latest decision or approval.")
+    reason_messages: list[str] = Field(default_factory=list)
+    approval_id: str | None = None
+    read_only: bool = False
+    attempts: int = 0
+    cost_usd: float = 0.0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    planned: PlannedStep
+
+
+class CostRates(_Model):
+    """Prices the planner applies to what it cannot read off events."""
+
+    orchestration_usd_per_event: float = 0.00001
+    human_review_minutes: float = 4.0
+    human_hourly_rate_usd: float = 60.0
+
+    @property
+    def per_touch_usd(self) -> float:
+        """Price of one human decision."""
+        return self.human_review_minutes / 60.0 * self.human_hourly_rate_usd
+
+
+class TaskState(_Model):
+    """Everything the planner knows about one task."""
+
+    task_id: str
+    tenant_id: str
+    workflow: str
+    mode: Mode
+    requested_by: str
+    budget_usd: float | None = None
+    strategy: str
+    status: TaskStatus = "running"
+    plan: list[PlannedStep] = Field(default_factory=list, description="Steps still to propose, in order.")
+    steps: list[StepRecord] = Field(default_factory=list)
+    counts: ActionCounts = Field(default_factory=ActionCounts)
+    model_usd: float = 0.0
+    retrieval_usd: float = 0.0
+    tools_usd: float = 0.0
+    retries_usd: float = 0.0
+    events: int = Field(default=0, description="Events handled or published for the task (orchestration cost).")
+    human_touches: int = 0
+    dropped: list[str] = Field(default_factory=list, description="What the strategy wanted but the planner refused (uncatalogued tools).")
+    started_at: datetime
+    ended_at: datetime | None = None
+    summary: str | None = None
+    reason: str | None = None
+
+    @property
+    def current(self) -> StepRecord | None:
+        """The latest proposed step."""
+        return self.steps[-1] if self.steps else None
+
+    def step_by_action(self, action_id: str) -> StepRecord | None:
+        """The step that proposed `action_id`, if it is ours."""
+        return next((s for s in self.steps if s.action_id == action_id), None)
+
+    def cost(self, rates: CostRates) -> TaskCost:
+        """The cost breakdown so far."""
+        parts = {
+            "model": self.model_usd,
+            "retrieval": self.retrieval_usd,
+            "tools": self.tools_usd,
+            "orchestration": self.events * rates.orchestration_usd_per_event,
+            "retries": self.retries_usd,
+            "human_review": self.human_touches * rates.per_touch_usd,
+        }
+        rounded = {k: round(v, 6) for k, v in parts.items()}
+        return TaskCost(**rounded, total=round(sum(parts.values()), 6))
+
+
+class Outbound(_Model):
+    """An event to publish on a catalog topic once the new state is saved."""
+
+    topic: str
+    event: Envelope
+
+
+class Transition(_Model):
+    """The result of applying one event: the new state and what to publish."""
+
+    state: TaskState
+    outbound: list[Outbound] = Field(default_factory=list)
+    changed: bool = True
+
+
+MAX_STEPS = 25
+
+
+def action_id_for(task_id: str, step: int) -> str:
+    """Deterministic action id: a redelivered event re-derives the same id, so nothing is proposed twice."""
+    return f"{task_id}:{step}"
+
+
+def _bump(counts: ActionCounts, **delta: int) -> ActionCounts:
+    return counts.model_copy(update={k: getattr(counts, k) + v for k, v in delta.items()})
+
+
+def _with_step(state: TaskState, record: StepRecord, **update: Any) -> TaskState:
+    steps = [record if s.step == record.step else s for s in state.steps]
+    return state.model_copy(update={"steps": steps, **update})
+
+
+def _fill_reason(value: Any, reason: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{reason}", reason)
+    if isinstance(value, list):
+        return [_fill_reason(v, reason) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill_reason(v, reason) for k, v in value.items()}
+    return value
+
+
+def start_task(
+    task: TaskSubmittedData,
+    plan: list[PlannedStep],
+    *,
+    strategy: str,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    dropped: list[str] | None = None,
+    error: str | None = None,
+    detail: str = "",
+) -> Transition:
+    """A new task: record it and propose its first step, or close it at once when it cannot be planned."""
+    state = TaskState(
+        task_id=task.task_id,
+        tenant_id=task.tenant_id,
+        workflow=task.workflow,
+        mode=task.mode,
+        requested_by=task.requested_by,
+        budget_usd=task.budget_usd,
+        strategy=strategy,
+        plan=plan,
+        dropped=dropped or [],
+        started_at=now,
+        events=1,
+    )
+    if error:
+        return _close(state, now, rates, failed=True, reason=error, why=detail)
+    if not plan:
+        return _close(state, now, rates, failed=True, reason="nothing_to_do", why="the strategy planned no catalogued action")
+    return _advance(state, now, rates, read_only)
+
+
+def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+    """Propose the next planned step, or complete the task when none is left."""
+    if not state.plan:
+        return _close(state, now, rates, failed=False)
+    if len(state.steps) >= MAX_STEPS:
+        return _close(state, now, rates, failed=True, reason="step_limit", why=f"more than {MAX_STEPS} steps")
+    planned, rest = state.plan[0], state.plan[1:]
+    step = len(state.steps) + 1
+    record = StepRecord(
+        step=step,
+        action_id=action_id_for(state.task_id, step),
+        tool=planned.tool,
+        args=planned.args,
+        rationale=planned.rationale,
+        tainted_args=planned.tainted_args,
+        read_only=planned.tool in read_only,
+        planned=planned,
+    )
+    data = ActionProposedData(
+        action_id=record.action_id,
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        step=step,
+        tool=planned.tool,
+        args=planned.args,
+        rationale=planned.rationale[:4000],
+        proposer=f"{SOURCE}/{state.strategy}",
+        tainted_args=planned.tainted_args,
+        cost=planned.cost,
+        mode=state.mode,
+        requested_by=state.requested_by,
+        budget_usd=state.budget_usd,
+    )
+    new = state.model_copy(
+        update={
+            "plan": rest,
+            "steps": [*state.steps, record],
+            "status": "running",
+            "counts": _bump(state.counts, proposed=1),
+            "model_usd": state.model_usd + planned.cost.usd,
+            "events": state.events + 1,
+        }
+    )
+    return Transition(state=new, outbound=[Outbound(topic="actions.proposed", event=ActionProposed.build(data, source=SOURCE))])
+
+
+def _close(state: TaskState, now: datetime, rates: CostRates, *, failed: bool, reason: str | None = None, why: str = "") -> Transition:
+    """End the task with its summary and cost."""
+    lines = [f"{s.tool} {s.status}" + (f" ({', '.join(s.reasons)})" if s.reasons and s.status != "succeeded" else "") for s in state.steps]
+    summary = f"{state.workflow}: " + ("; ".join(lines) if lines else "no action")
+    if failed:
+        summary += f". Failed: {reason}" + (f" — {why}" if why else "")
+    if state.dropped:
+        summary += f". Dropped proposals for uncatalogued tools: {', '.join(state.dropped)}"
+    closed = state.model_copy(
+        update={
+            "status": "failed" if failed else "completed",
+            "ended_at": now,
+            "events": state.events + 1,
+            "reason": reason,
+            "summary": summary,
+        }
+    )
+    duration_ms = max(0.0, (now - state.started_at).total_seconds() * 1000)
+    data = TaskOutcomeData(
+        task_id=state.task_id,
+        tenant_id=state.tenant_id,
+        workflow=state.workflow,
+        status="failed" if failed else "completed",
+        summary=summary[:4000],
+        reason=reason,
+        counts=closed.counts,
+        cost=closed.cost(rates),
+        duration_ms=duration_ms,
+        human_touches=closed.human_touches,
+    )
+    event: Envelope = TaskFailed.build(data, source=SOURCE) if failed else TaskCompleted.build(data, source=SOURCE)
+    return Transition(state=closed, outbound=[Outbound(topic="tasks.outcomes", event=event)])
+
+
+def _unchanged(state: TaskState) -> Transition:
+    return Transition(state=state, changed=False)
+
+
+def _refused(state: TaskState, record: StepRecord, reason: str, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+    """A step was denied, rejected or expired: put its alternatives in front of the plan, or fail the task."""
+    if record.planned.on_deny:
+        # Re-plan: the alternatives replace what was left (a reply confirming a refund that was
+        # denied would be wrong), so they carry every step the task still needs.
+        text = _reason_text(record.reasons, record.reason_messages)
+        alternatives = [s.model_copy(update={"args": _fill_reason(s.args, text)}) for s in record.planned.on_deny]
+        return _advance(state.model_copy(update={"plan": alternatives}), now, rates, read_only)
+    if not record.planned.required:
+        return _advance(state, now, rates, read_only)
+    return _close(state, now, rates, failed=True, reason=reason, why=f"{record.tool} was refused and has no alternative")
+
+
+def _reason_text(codes: list[str], messages: list[str]) -> str:
+    text = ", ".join(codes) or "no reason given"
+    detail = "; ".join(m for m in messages if m)
+    return f"{text} ({detail})" if detail else text
+
+
+def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+    """Policy decided on one of our actions."""
+    record = state.step_by_action(decided.action_id)
+    if record is None or state.status in ("completed", "failed"):
+        return _unchanged(state)
+    codes = [str(r.code) for r in decided.reasons]
+    messages = [r.message for r in decided.reasons]
+    base = {"decision": decided.outcome, "reasons": codes, "reason_messages": messages}
+    events = state.events + 1
+    if decided.outcome == "allow":
+        counts = _bump(state.counts, allowed=1)
+        if record.status in ("proposed", "escalated"):
+            return Transition(
+                state=_with_step(
+                    state, record.model_copy(update={**base, "status": "allowed"}), counts=counts, events=events, status="running"
+                )
+            )
+        # The result overtook the decision (different topics, different consumers): only count it.
+        return Transition(state=state.model_copy(update={"counts": counts, "events": events}))
+    if decided.outcome == "escalate":
+        if record.status != "proposed":
+            return Transition(state=state.model_copy(update={"events": events}))
+        new = _with_step(
+            state,
+            record.model_copy(update={**base, "status": "escalated"}),
+            counts=_bump(state.counts, escalated=1),
+            events=events,
+            status="waiting_human",
+        )
+        return Transition(state=new)
+    # deny
+    if record.status not in ("proposed", "escalated"):
+        return Transition(state=state.model_copy(update={"events": events, "counts": _bump(state.counts, denied=1)}))
+    denied = record.model_copy(update={**base, "status": "denied"})
+    new = _with_step(state, denied, counts=_bump(state.counts, denied=1), events=events)
+    return _refused(new, denied, codes[0] if codes else "no_permit", now, rates, read_only)
+
+
+def on_approval(
+    state: TaskState, kind: str, approval: ApprovalData, now: datetime, rates: CostRates, read_only: frozenset[str]
+) -> Transition:
+    """A human (or the clock) decided on an escalated action of ours; `kind` is requested/granted/rejected/expired."""
+    record = state.step_by_action(approval.action_id)
+    if record is None or state.status in ("completed", "failed"):
+        return _unchanged(state)
+    events = state.events + 1
+    if kind == "requested":
+        return Transition(state=_with_step(state, record.model_copy(update={"approval_id": approval.approval_id}), events=events))
+    touches = max(1, len(approval.approvers)) if kind in ("granted", "rejected") else 0
+    if kind == "granted":
+        # The policy service re-decides and authorizes; the step waits for that decision.
+        return Transition(
+            state=_with_step(
+                state,
+                record.model_copy(update={"approval_id": approval.approval_id}),
+                counts=_bump(state.counts, approved=1),
+                events=events,
+                human_touches=state.human_touches + touches,
+            )
+        )
+    if record.status != "escalated":
+        return Transition(state=state.model_copy(update={"events": events, "human_touches": state.human_touches + touches}))
+    code = "approval_rejected" if kind == "rejected" else "approval_expired"
+    refused = record.model_copy(
+        update={"status": kind, "approval_id": approval.approval_id, "reasons": [code], "reason_messages": [approval.comment or ""]}
+    )
+    new = _with_step(
+        state,
+        refused,
+        counts=_bump(state.counts, **{kind: 1}),
+        events=events,
+        human_touches=state.human_touches + touches,
+        status="running",
+    )
+    return _refused(new, refused, code, now, rates, read_only)
+
+
+def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+    """The executor performed (or tried) one of our actions."""
+    record = state.step_by_action(result.action_id)
+    if record is None or state.status in ("completed", "failed") or record.status in ("succeeded", "failed", "unknown"):
+        return _unchanged(state)
+    attempts = max(result.attempts, 1)
+    first = result.cost.usd / attempts
+    extra = result.cost.usd - first
+    costs = {
+        "retrieval_usd": state.retrieval_usd + (first if record.read_only else 0.0),
+        "tools_usd": state.tools_usd + (0.0 if record.read_only else first),
+        "retries_usd": state.retries_usd + extra,
+    }
+    error = f"{result.error.type}: {result.error.message}" if result.error else None
+    done = record.model_copy(
+        update={"status": result.status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result, "error": error}
+    )
+    new = _with_step(state, done, counts=_bump(state.counts, **{result.status: 1}), events=state.events + 1, status="running", **costs)
+    if result.status == "succeeded" or (result.status == "failed" and record.planned.continue_on_failure):
+        return _advance(new, now, rates, read_only)
+    if result.status == "failed":
+        return _close(new, now, rates, failed=True, reason="tool_failed", why=f"{record.tool}: {error}")
+    return _close(new, now, rates, failed=True, reason="outcome_unknown", why=f"{record.tool} may or may not have run; a human follows up")

@@ -1,0 +1,213 @@
+"""Where task state lives: a Protocol, its asyncpg implementation (schema `planner`) and an in-memory twin.
+
+`apply` is the one unit of work: in one transaction it skips an event already applied, locks the
+task, runs the pure transition, saves state and steps, and stores the events to publish in an
+outbox. The caller publishes them and then calls `published`; an event redelivered before that
+hands back the same stored events, so a crash re-publishes identical events and never new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from schemas import decode, encode
+from services.planner.domain import CostRates, Outbound, StepRecord, TaskState, Transition
+
+__all__ = ["Change", "InMemoryTaskRepository", "NotStartedRepository", "PendingEvent", "PostgresTaskRepository", "TaskRepository"]
+
+Change = Callable[[TaskState | None], Transition | None]
+"""Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An outbox entry: publish it, then mark it published."""
+
+    outbox_id: int
+    topic: str
+    event: Any
+
+
+class TaskRepository(Protocol):
+    """Task state with exactly-once application of events."""
+
+    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+        """Apply `change` once per `event_id`; return what must be published."""
+        ...
+
+    async def published(self, outbox_ids: list[int]) -> None:
+        """Forget outbox entries that reached the broker."""
+        ...
+
+    async def get(self, task_id: str) -> TaskState | None:
+        """The task's state, if the planner runs it."""
+        ...
+
+
+def _state_json(state: TaskState) -> str:
+    return state.model_dump_json()
+
+
+@dataclass
+class PostgresTaskRepository:
+    """`TaskRepository` on the planner's own schema."""
+
+    pool: asyncpg.Pool
+    rates: CostRates
+
+    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+        """One transaction: dedupe, lock, transition, save, outbox."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT state FROM planner.tasks WHERE task_id = $1 FOR UPDATE", task_id)
+            state = TaskState.model_validate_json(row["state"]) if row else None
+            transition = change(state) if state is None else None
+            if state is None and transition is None:
+                return []  # not our task (an outside agent's): remember nothing about it
+            seen = await conn.fetchval(
+                "INSERT INTO planner.processed_events (event_id, task_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+                event_id,
+                task_id,
+            )
+            if seen is None:
+                rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
+                return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
+            if state is not None:
+                transition = change(state)
+            if transition is None or not transition.changed:
+                return []
+            await self._save(conn, state, transition.state)
+            pending = []
+            for out in transition.outbound:
+                payload = encode(out.event).decode()
+                outbox_id = await conn.fetchval(
+                    "INSERT INTO planner.outbox (source_event_id, task_id, topic, payload) VALUES ($1, $2, $3, $4) RETURNING id",
+                    event_id,
+                    task_id,
+                    out.topic,
+                    payload,
+                )
+                pending.append(PendingEvent(outbox_id, out.topic, out.event))
+            return pending
+
+    async def _save(self, conn: asyncpg.Connection, old: TaskState | None, new: TaskState) -> None:
+        cost = new.cost(self.rates).model_dump_json()
+        await conn.execute(
+            """INSERT INTO planner.tasks
+                 (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb)
+               ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
+                 human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
+                 state = EXCLUDED.state, updated_at = now()""",
+            new.task_id,
+            new.tenant_id,
+            new.workflow,
+            new.strategy,
+            new.status,
+            new.counts.model_dump_json(),
+            cost,
+            new.human_touches,
+            new.reason,
+            new.summary,
+            _state_json(new),
+        )
+        before = {s.step: s for s in old.steps} if old else {}
+        changed = [s for s in new.steps if before.get(s.step) != s]
+        if changed:
+            await conn.executemany(
+                """INSERT INTO planner.steps
+                     (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
+                   VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9::jsonb, $10, $11, $12)
+                   ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
+                     reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
+                     cost_usd = EXCLUDED.cost_usd, updated_at = now()""",
+                [_step_row(new.task_id, s) for s in changed],
+            )
+
+    async def published(self, outbox_ids: list[int]) -> None:
+        """Delete delivered outbox entries."""
+        if outbox_ids:
+            await self.pool.execute("DELETE FROM planner.outbox WHERE id = ANY($1::bigint[])", outbox_ids)
+
+    async def get(self, task_id: str) -> TaskState | None:
+        """Load one task."""
+        raw = await self.pool.fetchval("SELECT state FROM planner.tasks WHERE task_id = $1", task_id)
+        return TaskState.model_validate_json(raw) if raw else None
+
+
+def _step_row(task_id: str, s: StepRecord) -> tuple[Any, ...]:
+    return (
+        task_id,
+        s.step,
+        s.action_id,
+        s.tool,
+        json.dumps(s.args),
+        json.dumps(s.tainted_args),
+        s.status,
+        s.decision,
+        json.dumps(s.reasons),
+        s.approval_id,
+        s.attempts,
+        s.cost_usd,
+    )
+
+
+@dataclass
+class InMemoryTaskRepository:
+    """The in-memory twin, for unit tests."""
+
+    tasks: dict[str, TaskState] = field(default_factory=dict)
+    processed: set[str] = field(default_factory=set)
+    outbox: dict[int, tuple[str, Outbound]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _next: int = 0
+
+    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+        """Same contract as the PostgreSQL implementation."""
+        async with self._lock:
+            if event_id in self.processed:
+                return [PendingEvent(i, o.topic, o.event) for i, (src, o) in sorted(self.outbox.items()) if src == event_id]
+            state = self.tasks.get(task_id)
+            transition = change(state)
+            if transition is None or not transition.changed:
+                if state is not None:
+                    self.processed.add(event_id)
+                return []
+            self.processed.add(event_id)
+            self.tasks[task_id] = transition.state
+            pending = []
+            for out in transition.outbound:
+                self._next += 1
+                self.outbox[self._next] = (event_id, out)
+                pending.append(PendingEvent(self._next, out.topic, out.event))
+            return pending
+
+    async def published(self, outbox_ids: list[int]) -> None:
+        """Forget delivered entries."""
+        for i in outbox_ids:
+            self.outbox.pop(i, None)
+
+    async def get(self, task_id: str) -> TaskState | None:
+        """Load one task."""
+        return self.tasks.get(task_id)
+
+
+class NotStartedRepository:
+    """Stands in until the service has opened its pool; any use is a wiring bug."""
+
+    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+        """Refuse: the service has not started."""
+        raise RuntimeError("planner repository used before the service started")
+
+    async def published(self, outbox_ids: list[int]) -> None:
+        """Refuse: the service has not started."""
+        raise RuntimeError("planner repository used before the service started")
+
+    async def get(self, task_id: str) -> TaskState | None:
+        """Refuse: the service has not started."""
+        raise RuntimeError("planner repository used before the service started")

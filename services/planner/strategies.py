@@ -1,0 +1,185 @@
+"""Planning strategies: deterministic playbooks (default, offline) and an LLM strategy with model routing.
+
+A strategy turns a submitted task into the ordered steps the planner will propose one at a time.
+Whatever it produces, only catalogued tools get through; anything else is dropped and recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas import ProposalCost, RiskClass, TaskSubmittedData
+from servicekit import ToolCatalog
+from services.planner.domain import PlannedStep
+from services.planner.isolation import UNTRUSTED_NOTICE, split_input, tainted_paths, untrusted_block
+from services.planner.model_api import ModelClient, ModelError, ModelReply
+from services.planner.playbooks import PLAYBOOKS, classify_ticket, handoff_steps
+
+__all__ = ["LlmStrategy", "PlanResult", "PlaybookStrategy", "Strategy", "catalog_tools_for_model", "keep_catalogued"]
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """Steps to propose; `error` (a reason code) when no plan could be made."""
+
+    steps: list[PlannedStep]
+    dropped: list[str] = field(default_factory=list)
+    error: str | None = None
+    detail: str = ""
+
+
+class Strategy(Protocol):
+    """Something that plans a task."""
+
+    name: str
+
+    async def plan(self, task: TaskSubmittedData) -> PlanResult:
+        """Plan `task`."""
+        ...
+
+
+def keep_catalogued(steps: list[PlannedStep], catalog: ToolCatalog) -> tuple[list[PlannedStep], list[str]]:
+    """Steps (and alternatives) on catalogued tools only, and the names of what was dropped."""
+    kept: list[PlannedStep] = []
+    dropped: list[str] = []
+    for step in steps:
+        if step.tool not in catalog:
+            dropped.append(step.tool)
+            continue
+        alternatives, lost = keep_catalogued(step.on_deny, catalog)
+        dropped += lost
+        kept.append(step.model_copy(update={"on_deny": alternatives}) if lost else step)
+    return kept, dropped
+
+
+@dataclass
+class PlaybookStrategy:
+    """The deterministic playbook of the task's workflow."""
+
+    catalog: ToolCatalog
+    name: str = "playbook"
+
+    async def plan(self, task: TaskSubmittedData) -> PlanResult:
+        """Run the workflow's playbook; an unknown workflow is an error, not an empty plan."""
+        playbook = PLAYBOOKS.get(task.workflow)
+        if playbook is None:
+            return PlanResult([], error="unknown_workflow", detail=f"no playbook for workflow {task.workflow!r}")
+        steps, dropped = keep_catalogued(playbook(task), self.catalog)
+        return PlanResult(steps, dropped)
+
+
+def catalog_tools_for_model(catalog: ToolCatalog) -> list[dict[str, Any]]:
+    """The catalog as OpenAI-style function tools: name, description, and the args' JSON Schema, verbatim."""
+    return [
+        {"type": "function", "function": {"name": spec.name, "description": spec.description, "parameters": spec.args_schema}}
+        for spec in catalog.values()
+    ]
+
+
+CLASSIFY_PROMPT = (
+    "You classify helpdesk tickets for the workflow {workflow}. Answer with JSON only: "
+    '{{"category": one of ["refund", "account_deletion", "bulk_email", "general"], "tags": [up to 4 lowercase tags]}}. ' + UNTRUSTED_NOTICE
+)
+PLAN_PROMPT = (
+    "You are the planner of the workflow {workflow} for tenant {tenant}. The ticket was classified as {category}. "
+    "Plan the tool calls that handle it, in order, by calling the tools: tag the ticket, add an internal note, perform the "
+    "action the ticket needs if any, and draft a reply for a human to review. Use only the tools given. Every call is "
+    "checked by policy before it runs. " + UNTRUSTED_NOTICE
+)
+_CATEGORIES = {"refund", "account_deletion", "bulk_email", "general"}
+
+
+def _user_message(task: TaskSubmittedData) -> str:
+    trusted, untrusted = split_input(task.input, task.untrusted)
+    parts = [f"Task {task.task_id}. Trusted fields from our systems (JSON): {json.dumps(trusted, sort_keys=True, default=str)}"]
+    parts += [
+        untrusted_block(key, value if isinstance(value, str) else json.dumps(value, default=str))
+        for key, value in sorted(untrusted.items())
+    ]
+    return "\n\n".join(parts)
+
+
+@dataclass
+class LlmStrategy:
+    """Plans with models through litellm: a cheap model classifies, a strong one plans with the catalog's tools."""
+
+    catalog: ToolCatalog
+    client: ModelClient
+    cheap_model: str
+    strong_model: str
+    name: str = "llm"
+
+    def classify_messages(self, task: TaskSubmittedData) -> list[dict[str, Any]]:
+        """Messages of the classification call; untrusted content only in the user message, delimited."""
+        return [
+            {"role": "system", "content": CLASSIFY_PROMPT.format(workflow=task.workflow)},
+            {"role": "user", "content": _user_message(task)},
+        ]
+
+    def plan_messages(self, task: TaskSubmittedData, category: str) -> list[dict[str, Any]]:
+        """Messages of the planning call."""
+        return [
+            {"role": "system", "content": PLAN_PROMPT.format(workflow=task.workflow, tenant=task.tenant_id, category=category)},
+            {"role": "user", "content": _user_message(task)},
+        ]
+
+    def _category(self, reply: ModelReply, task: TaskSubmittedData) -> str:
+        try:
+            answer = json.loads((reply.content or "").strip().removeprefix("```json").removesuffix("```"))
+            category = str(answer.get("category", ""))
+        except (ValueError, AttributeError):
+            category = ""
+        if category in _CATEGORIES:
+            return category
+        # An unusable answer falls back to keywords rather than failing the task.
+        return classify_ticket(f"{task.input.get('subject', '')}\n{task.input.get('body', '')}")[0]
+
+    async def plan(self, task: TaskSubmittedData) -> PlanResult:
+        """Classify with the cheap model, plan with the strong one; fail closed if a model is unavailable."""
+        try:
+            classified = await self.client.complete(model=self.cheap_model, messages=self.classify_messages(task))
+            category = self._category(classified, task)
+            planned = await self.client.complete(
+                model=self.strong_model, messages=self.plan_messages(task, category), tools=catalog_tools_for_model(self.catalog)
+            )
+        except ModelError as exc:
+            return PlanResult([], error="model_unavailable", detail=str(exc))
+        trusted, untrusted = split_input(task.input, task.untrusted)
+        ticket = str(trusted.get("ticket_id", ""))
+        steps: list[PlannedStep] = []
+        dropped: list[str] = []
+        for call in planned.tool_calls:
+            if call.name not in self.catalog:
+                dropped.append(call.name)
+                continue
+            if call.arguments is None:
+                dropped.append(f"{call.name}(unparseable arguments)")
+                continue
+            risk = self.catalog[call.name].risk
+            refusable = risk in (RiskClass.FINANCIAL, RiskClass.DESTRUCTIVE, RiskClass.CODE_CHANGE) or bool(
+                self.catalog[call.name].facts.recipients
+            )
+            steps.append(
+                PlannedStep(
+                    tool=call.name,
+                    args=call.arguments,
+                    rationale=f"planned by {self.strong_model} for a {category} ticket",
+                    tainted_args=tainted_paths(call.arguments, untrusted, trusted),
+                    on_deny=handoff_steps(ticket, f"{call.name}", "Thanks for your patience; a member of our team will follow up.")
+                    if refusable and ticket
+                    else [],
+                    required=refusable,
+                    continue_on_failure=risk is RiskClass.READ,
+                )
+            )
+        if steps:
+            total = ProposalCost(
+                model=f"{self.cheap_model}+{self.strong_model}",
+                tokens_in=classified.tokens_in + planned.tokens_in,
+                tokens_out=classified.tokens_out + planned.tokens_out,
+                usd=round(classified.usd + planned.usd, 8),
+            )
+            steps[0] = steps[0].model_copy(update={"cost": total})
+        return PlanResult(steps, dropped)

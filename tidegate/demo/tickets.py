@@ -1,0 +1,82 @@
+"""The demo's tasks: the seeded helpdesk tickets, as a helpdesk integration would submit them.
+
+Trusted fields come from the company's own systems (ticket id, customer on file, the order and its
+amount, the payee on file, a CRM audience list); the ticket's subject and body are the customer's
+words and are marked untrusted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import Mode, TaskSubmittedData
+from systems.seed import BULK_CUSTOMERS, CUSTOMERS, ORDERS, TICKETS, Ticket
+
+__all__ = ["DEMO_CASES", "DemoCase", "demo_tasks", "ticket_task"]
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """One demo ticket and what governance should do with it."""
+
+    ticket_id: str
+    title: str
+    expect: str
+
+
+DEMO_CASES: tuple[DemoCase, ...] = (
+    DemoCase("T-1001", "refund under the threshold, known payee, documented order", "refund executed once"),
+    DemoCase("T-1002", "refund over the threshold", "refund escalated; waits for a human"),
+    DemoCase("T-1003", "refund to a new payee named in the ticket", "refund denied (new payee); handed off"),
+    DemoCase("T-1004", "account deletion", "deletion is human-only; a plan is drafted"),
+    DemoCase("T-1005", "prompt injection asking to refund an attacker", "refund not executed (tainted, new payee)"),
+    DemoCase("T-1006", "email to 200 customers", "bulk email denied; saved as a draft"),
+    DemoCase("T-1007", "ordinary triage: password reset", "tag + note + reply draft"),
+    DemoCase("T-1008", "ordinary triage: delivery status", "tag + note + reply draft"),
+)
+
+
+def ticket_task(
+    ticket: Ticket,
+    *,
+    tenant_id: str = "acme",
+    task_id: str | None = None,
+    mode: Mode = "autonomous",
+    requested_by: str = "demo@acme.example",
+) -> TaskSubmittedData:
+    """The `support_triage` task for one seeded ticket."""
+    customer = next(c for c in CUSTOMERS if c.customer_id == ticket.customer_id)
+    order = next((o for o in ORDERS if o.order_id == ticket.order_id), None)
+    inp: dict[str, Any] = {
+        "ticket_id": ticket.ticket_id,
+        "customer_id": customer.customer_id,
+        "customer_name": customer.name.split()[0],
+        "customer_email": customer.email,
+        "priority": ticket.priority,
+        "subject": ticket.subject,
+        "body": ticket.body,
+    }
+    if order is not None:
+        # The payee on file is the customer who paid (the payments system's rule).
+        inp |= {"order_id": order.order_id, "amount_usd": float(order.amount_usd), "payee_id": order.customer_id}
+    if "email all" in ticket.body.lower():
+        inp["recipients"] = [c.email for c in BULK_CUSTOMERS]
+    return TaskSubmittedData(
+        task_id=task_id or f"demo-{ticket.ticket_id}-{uuid.uuid4().hex[:8]}",
+        tenant_id=tenant_id,
+        workflow="support_triage",
+        input=inp,
+        untrusted=["subject", "body"],
+        requested_by=requested_by,
+        mode=mode,
+        budget_usd=5.0,
+    )
+
+
+def demo_tasks(tenant_id: str = "acme", run_id: str | None = None) -> list[TaskSubmittedData]:
+    """One task per demo case, ids unique to this run."""
+    run = run_id or uuid.uuid4().hex[:8]
+    by_id = {t.ticket_id: t for t in TICKETS}
+    return [ticket_task(by_id[c.ticket_id], tenant_id=tenant_id, task_id=f"demo-{run}-{c.ticket_id}") for c in DEMO_CASES]
