@@ -5,8 +5,21 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from servicekit import Bus, ControlState, KitSettings, ServiceProcess, configure_logging, install_tracing, make_broker
-from services.policy import handlers
+from servicekit import (
+    Bus,
+    ControlState,
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    ToolCatalog,
+    configure_logging,
+    install_tracing,
+    make_broker,
+)
+from services.policy.handlers import PolicyHandlers
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import PgPolicyRepository
+from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
 __all__ = ["NAME", "build", "main"]
@@ -15,15 +28,48 @@ NAME = "policy"
 
 
 def build(kit: KitSettings | None = None, settings: PolicySettings | None = None) -> ServiceProcess:
-    """Assemble the policy service from its settings."""
+    """Assemble the policy service from its settings.
+
+    The pack in `kit.policy_dir` is used until a `control.policy` record (read from the beginning
+    of `control` at start-up) replaces it. The service's `PolicyService` is reachable as
+    `process.policy` for tests and the benchmark.
+    """
     kit = kit or KitSettings()
     settings = settings or PolicySettings()
+    catalog = ToolCatalog.load(kit.tools_dir)
+    pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
+    signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
     bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
-    bus.consume("actions.proposed", handlers.log_event, group_id=f"{kit.topic_prefix}policy")
-    bus.consume("approvals", handlers.log_event, group_id=f"{kit.topic_prefix}policy")
     control = ControlState()
-    bus.consume("control", control.apply, group_id=None)
-    return ServiceProcess(
+
+    async def control_caught_up() -> None:
+        await bus.wait_caught_up("control")
+
+    service = PolicyService(
+        catalog=catalog,
+        pack=pack,
+        repo=None,
+        signer=signer,
+        keys_dir=kit.keys_dir,
+        control=control,
+        publish=bus.publish,
+        settings=settings,
+        ready=control_caught_up,
+    )
+    handlers = PolicyHandlers(service)
+    group = f"{kit.topic_prefix}policy"
+    bus.consume("actions.proposed", handlers.proposed, group_id=group)
+    bus.consume("approvals", handlers.approval, group_id=group)
+    # Not in the design's table: results are needed to release a failed call's budget reservation.
+    bus.consume("actions.results", handlers.result, group_id=group)
+    bus.consume("control", handlers.control, group_id=None)
+
+    async def connect(process: ServiceProcess) -> None:
+        assert process.pool is not None
+        service.repo = PgPolicyRepository(process.pool)
+        await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
+
+    process = ServiceProcess(
         name=NAME,
         bus=bus,
         database_url=kit.database_url,
@@ -33,7 +79,10 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         metrics_port=kit.metrics_port,
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
+        on_start=[connect],
     )
+    process.policy = service  # type: ignore[attr-defined]
+    return process
 
 
 def main() -> None:

@@ -1,15 +1,33 @@
-"""Handlers of the policy service: thin, they parse, call the domain, publish."""
+"""Handlers of the policy service: thin, they hand each parsed event to the service's use case."""
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["log_event"]
+from services.policy.service import PolicyService
 
-log = logging.getLogger(__name__)
+__all__ = ["PolicyHandlers"]
 
 
-async def log_event(event: Any) -> None:
-    """Record that an event arrived (the service's logic lands here)."""
-    log.info("policy: %s %s", event.type, event.id)
+@dataclass(frozen=True)
+class PolicyHandlers:
+    """One handler per subscription; the bus has already validated the event against its topic."""
+
+    service: PolicyService
+
+    async def proposed(self, event: Any) -> None:
+        """`actions.proposed`: decide, record, publish."""
+        await self.service.on_proposed(event)
+
+    async def approval(self, event: Any) -> None:
+        """`approvals`: re-decide after a verified grant; dead-letter what does not verify."""
+        await self.service.on_approval(event)
+
+    async def result(self, event: Any) -> None:
+        """`actions.results`: release or settle budget reservations, learn payees."""
+        await self.service.on_result(event)
+
+    async def control(self, event: Any) -> None:
+        """`control`: kill switches, budgets, policy versions (hot reload)."""
+        await self.service.on_control(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PolicySettings"]
@@ -11,3 +12,11 @@ class PolicySettings(BaseSettings):
     """What only the policy service reads."""
 
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_POLICY_", extra="ignore", frozen=True)
+
+    authorization_ttl_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="Lifetime of a signed `action.authorized`; the executor refuses it after."
+    )
+    signing_key_name: str = Field(
+        default="policy", description="Name of the Ed25519 key that signs authorizations (`<keys_dir>/<name>.key`)."
+    )
+    approval_key_name: str = Field(default="approval", description="Name of the approval service's public keys trusted for grants.")

@@ -1,0 +1,88 @@
+"""The Cedar schema and entities the policy pack is checked and evaluated against, generated from the tool catalog.
+
+Every request is `principal: Agent` (the proposer), `action: Action::"<tool>"`, `resource: Tenant`, with
+the context below. Each tool's action is a member of an action group named after its risk class, so a
+policy can say `action in Action::"financial"`. Money is in integer cents: Cedar has no floats.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from schemas import RiskClass
+from servicekit import ToolCatalog
+
+__all__ = ["CONTEXT_TYPE", "action_entities", "cedar_schema", "cedar_schema_json"]
+
+
+def _long() -> dict[str, str]:
+    return {"type": "Long"}
+
+
+def _bool() -> dict[str, str]:
+    return {"type": "Boolean"}
+
+
+def _str() -> dict[str, str]:
+    return {"type": "String"}
+
+
+def _record(**attrs: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "Record", "attributes": attrs}
+
+
+# The one definition of the request context; `engine.cedar_context` builds exactly these attributes.
+CONTEXT_TYPE: dict[str, Any] = _record(
+    tenant=_str(),
+    tool=_str(),
+    risk=_str(),
+    mode=_str(),
+    writes=_bool(),
+    facts=_record(
+        has_amount=_bool(),
+        amount_cents=_long(),
+        has_payee=_bool(),
+        payee_is_new=_bool(),
+        recipient_count=_long(),
+        external_recipients=_long(),
+        tainted=_bool(),
+        documentation_present=_bool(),
+        sensitive_paths=_bool(),
+        spend_task_cents=_long(),
+        spend_tenant_cents=_long(),
+    ),
+    settings=_record(
+        refund_threshold_cents=_long(),
+        allow_autonomous=_bool(),
+    ),
+    approval=_record(granted=_bool()),
+)
+
+
+def cedar_schema(catalog: ToolCatalog) -> dict[str, Any]:
+    """The Cedar JSON schema: one action per catalogued tool, grouped by risk class, all with the same context."""
+    actions: dict[str, Any] = {risk.value: {} for risk in RiskClass}
+    for name, spec in sorted(catalog.items()):
+        if name in actions:
+            raise ValueError(f"tool {name!r} has the name of a risk class; rename the tool")
+        actions[name] = {
+            "memberOf": [{"id": spec.risk.value}],
+            "appliesTo": {"principalTypes": ["Agent"], "resourceTypes": ["Tenant"], "context": CONTEXT_TYPE},
+        }
+    return {"": {"entityTypes": {"Agent": {}, "Tenant": {}}, "actions": actions}}
+
+
+def cedar_schema_json(catalog: ToolCatalog) -> str:
+    """`cedar_schema` as indented JSON (what `tidegate policy validate --print-schema` shows)."""
+    return json.dumps(cedar_schema(catalog), indent=2, sort_keys=True)
+
+
+def action_entities(catalog: ToolCatalog) -> list[dict[str, Any]]:
+    """Action entities with their risk-class parents, so `action in Action::"<risk>"` holds at evaluation."""
+    groups = [{"uid": {"type": "Action", "id": risk.value}, "attrs": {}, "parents": []} for risk in RiskClass]
+    tools = [
+        {"uid": {"type": "Action", "id": name}, "attrs": {}, "parents": [{"type": "Action", "id": spec.risk.value}]}
+        for name, spec in sorted(catalog.items())
+    ]
+    return groups + tools

@@ -1,0 +1,174 @@
+"""The decision: built-in guards, facts, then the Cedar pack, combined by the design's rule.
+
+Pure: a function of the compiled pack, the call, the history the repository read and the control
+state. Deny beats escalate beats allow; nothing fired means deny `no_permit`; an evaluation error
+means deny `policy_error` (fail closed). Guards that a pack must never be able to remove — unknown
+tool, invalid args, kill switch, budget — are checked in code, before and beside the pack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import cedarpy
+
+from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass
+from services.policy.facts import Call, Facts, History, compute_facts
+from services.policy.pack import CompiledPack
+
+__all__ = ["Controls", "Verdict", "cedar_context", "decide"]
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the `control` topic says right now about this call."""
+
+    killswitch: ControlKillswitch | None = None
+    tenant_budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision with everything that explains it."""
+
+    outcome: Decision
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    risk: RiskClass | None
+    facts: dict[str, Any] = field(default_factory=dict)
+    estimated_cost_usd: float = 0.0
+    mode: str = "draft"
+
+    @property
+    def codes(self) -> list[str]:
+        """The reason codes, in order."""
+        return [r.code.value for r in self.reasons]
+
+
+def _cents(usd: float | None) -> int:
+    return round((usd or 0.0) * 100)
+
+
+def cedar_context(
+    call: Call, facts: Facts, risk: RiskClass, threshold_usd: float, allow_autonomous: bool, approval_granted: bool
+) -> dict[str, Any]:
+    """The Cedar request context; its shape is `cedar_schema.CONTEXT_TYPE`."""
+    return {
+        "tenant": call.tenant_id,
+        "tool": call.tool,
+        "risk": risk.value,
+        "mode": facts.mode,
+        "writes": risk is not RiskClass.READ,
+        "facts": {
+            "has_amount": facts.amount_usd is not None,
+            "amount_cents": _cents(facts.amount_usd),
+            "has_payee": facts.payee is not None,
+            "payee_is_new": facts.payee_is_new,
+            "recipient_count": facts.recipient_count,
+            "external_recipients": facts.external_recipients,
+            "tainted": facts.tainted,
+            "documentation_present": facts.documentation_present,
+            "sensitive_paths": bool(facts.sensitive_paths),
+            "spend_task_cents": _cents(facts.spend_task_usd),
+            "spend_tenant_cents": _cents(facts.spend_tenant_usd),
+        },
+        "settings": {"refund_threshold_cents": _cents(threshold_usd), "allow_autonomous": allow_autonomous},
+        "approval": {"granted": approval_granted},
+    }
+
+
+def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdict:
+    for outcome in ("deny", "escalate", "allow"):
+        reasons = tuple(r for o, r in fired if o == outcome)
+        if reasons:
+            return Verdict(outcome=outcome, reasons=reasons, policy_version=version, **kw)  # type: ignore[arg-type]
+    none = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:no-permit", message="no policy permits this call")
+    return Verdict(outcome="deny", reasons=(none,), policy_version=version, **kw)
+
+
+def _budget_reasons(facts: Facts) -> list[Reason]:
+    reasons = []
+    for scope, spent, limit in (
+        ("task", facts.spend_task_usd, facts.task_budget_usd),
+        ("tenant", facts.spend_tenant_usd, facts.tenant_budget_usd),
+    ):
+        if limit is not None and spent + facts.estimated_cost_usd > limit + 1e-9:
+            reasons.append(
+                Reason(
+                    code=ReasonCode.BUDGET_EXCEEDED,
+                    policy_id=f"builtin:budget-{scope}",
+                    message=f"{scope} spend {spent:.4f} + {facts.estimated_cost_usd:.4f} USD would exceed its {limit:.4f} USD budget",
+                )
+            )
+    return reasons
+
+
+def decide(
+    pack: CompiledPack,
+    call: Call,
+    history: History,
+    controls: Controls,
+    *,
+    approval_granted: bool = False,
+    fact_overrides: dict[str, Any] | None = None,
+) -> Verdict:
+    """Decide `call`; never raises on bad input (it becomes a deny with a reason)."""
+    spec = pack.catalog.get(call.tool)
+    if spec is None:
+        reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts={"mode": call.mode})
+    errors = pack.catalog.arg_errors(call.tool, call.args)
+    if errors:
+        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:args-schema", message="; ".join(errors)[:2000])
+        return Verdict(
+            outcome="deny",
+            reasons=(reason,),
+            policy_version=pack.version,
+            risk=spec.risk,
+            facts={"mode": call.mode, "arg_errors": errors[:20]},
+        )
+
+    tenant = pack.settings.tenant(call.tenant_id)
+    tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
+    facts = compute_facts(call, spec, tenant, history, sensitive_patterns=pack.settings.sensitive_paths, tenant_budget_usd=tenant_budget)
+    if fact_overrides:
+        facts = dataclasses.replace(facts, **fact_overrides)
+    record = facts.record() | {"approval_granted": approval_granted}
+    extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
+
+    context = cedar_context(call, facts, spec.risk, tenant.refund_threshold_usd, tenant.allow_autonomous, approval_granted)
+    request = {
+        "principal": {"type": "Agent", "id": call.proposer},
+        "action": {"type": "Action", "id": call.tool},
+        "resource": {"type": "Tenant", "id": call.tenant_id},
+        "context": context,
+    }
+    result = cedarpy.is_authorized(request, pack.policy_set, pack.entities)
+    diagnostics = result.diagnostics
+    fired: list[tuple[str, Reason]] = []
+    if diagnostics.errors:
+        message = "; ".join(diagnostics.errors)[:2000]
+        fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
+    for generated in diagnostics.reasons:
+        rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
+        if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
+            fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
+            continue
+        fired.append((rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)))
+
+    if controls.killswitch is not None:
+        ks = controls.killswitch.data
+        fired.append(
+            (
+                "deny",
+                Reason(
+                    code=ReasonCode.KILL_SWITCH,
+                    policy_id=f"builtin:killswitch:{ks.tenant_id}:{ks.tool}",
+                    message=f"kill switch set by {ks.set_by}: {ks.reason}".strip(": "),
+                ),
+            )
+        )
+    fired += [("deny", r) for r in _budget_reasons(facts)]
+    return _combine(fired, pack.version, **extra)

@@ -1,0 +1,155 @@
+"""Facts computed before evaluation: what a rule needs to know about a call beyond its tool and args.
+
+Pure functions of the call, the tool's catalog entry, the tenant's settings and the history the
+repository read; the facts go into the Cedar context and, for explainability, into `action.decided`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, fields
+from typing import Any
+
+from schemas import Mode, ToolSpec
+from services.policy.pack import TenantSettings
+
+__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "payee_of"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Call:
+    """The tool call under evaluation, as proposed (or as an approver edited it)."""
+
+    tenant_id: str
+    task_id: str
+    tool: str
+    args: dict[str, Any]
+    proposer: str
+    tainted_args: tuple[str, ...] = ()
+    mode: Mode = "draft"
+    model_cost_usd: float = 0.0
+    task_budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policy schema knows at decision time: is the payee known, what has been spent."""
+
+    payee_known: bool = False
+    spend_task_usd: float = 0.0
+    spend_tenant_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything computed about a call before the policies see it."""
+
+    mode: Mode
+    amount_usd: float | None
+    payee: str | None
+    payee_is_new: bool
+    recipient_count: int
+    external_recipients: int
+    tainted: bool
+    tainted_important_args: tuple[str, ...]
+    documentation_present: bool
+    sensitive_paths: tuple[str, ...]
+    spend_task_usd: float
+    spend_tenant_usd: float
+    estimated_cost_usd: float
+    task_budget_usd: float | None
+    tenant_budget_usd: float | None
+
+    def record(self) -> dict[str, Any]:
+        """The facts as JSON-ready data for `action.decided.facts`."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["tainted_important_args"] = list(self.tainted_important_args)
+        doc["sensitive_paths"] = list(self.sensitive_paths)
+        return doc
+
+
+def arg_at(args: dict[str, Any], path: str) -> Any:
+    """The value at a dot path in args, or None when absent."""
+    value: Any = args
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def payee_of(spec: ToolSpec | None, args: dict[str, Any]) -> str | None:
+    """The payee a call pays, when its tool declares one; the repository looks it up before deciding."""
+    if spec is None or not spec.facts.payee:
+        return None
+    value = arg_at(args, spec.facts.payee)
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+
+
+def effective_mode(requested: Mode, tenant: TenantSettings) -> Mode:
+    """Autonomy is a request: a tenant whose settings do not allow it runs in draft mode."""
+    return "autonomous" if requested == "autonomous" and tenant.allow_autonomous else "draft"
+
+
+def _recipients(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return []
+
+
+def _is_internal(address: str, domains: list[str]) -> bool:
+    domain = address.rsplit("@", 1)[-1].strip().lower() if "@" in address else ""
+    return bool(domain) and any(domain == d.lower() or domain.endswith("." + d.lower()) for d in domains)
+
+
+def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[str, ...]:
+    hits = []
+    for arg in important:
+        if any(t == arg or t.startswith(arg + ".") or arg.startswith(t + ".") for t in tainted):
+            hits.append(arg)
+    return tuple(hits)
+
+
+def _amount(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def compute_facts(
+    call: Call,
+    spec: ToolSpec,
+    tenant: TenantSettings,
+    history: History,
+    *,
+    sensitive_patterns: list[str],
+    tenant_budget_usd: float | None,
+) -> Facts:
+    """The facts of `call`; every value is defined (absent inputs give neutral values), so no policy meets a missing attribute."""
+    f = spec.facts
+    recipients = _recipients(arg_at(call.args, f.recipients)) if f.recipients else []
+    paths = [str(p) for p in _recipients(arg_at(call.args, f.paths))] if f.paths else []
+    documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
+    payee = payee_of(spec, call.args)
+    return Facts(
+        mode=effective_mode(call.mode, tenant),
+        amount_usd=_amount(arg_at(call.args, f.amount)) if f.amount else None,
+        payee=payee,
+        payee_is_new=payee is not None and payee not in tenant.known_payees and not history.payee_known,
+        recipient_count=len(recipients),
+        external_recipients=sum(1 for r in recipients if not _is_internal(r, tenant.internal_domains)),
+        tainted=bool(_tainted_important(call.tainted_args, f.important)),
+        tainted_important_args=_tainted_important(call.tainted_args, f.important),
+        # A tool that names no documentation arg needs none; one that does needs a non-empty value.
+        documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
+        sensitive_paths=tuple(p for p in paths if any(fnmatch.fnmatch(p.lstrip("/"), pat) for pat in sensitive_patterns)),
+        spend_task_usd=round(history.spend_task_usd, 6),
+        spend_tenant_usd=round(history.spend_tenant_usd, 6),
+        estimated_cost_usd=round(spec.cost_usd + call.model_cost_usd, 6),
+        task_budget_usd=call.task_budget_usd,
+        tenant_budget_usd=tenant_budget_usd,
+    )

@@ -1,0 +1,207 @@
+"""A policy pack: Cedar files plus per-tenant settings, versioned by hash, checked and compiled once per version.
+
+A pack is a directory (`policies/default/`): `*.cedar` files, `settings.yaml`, and `tests/*.yaml`
+(table-driven cases, not part of the version). The same pack travels on `control` as a
+`control.policy` record (file name → text, settings as data), so a published pack and the directory
+it came from have the same version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cedarpy
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas import ControlPolicyData, ReasonCode, digest
+from servicekit import ToolCatalog
+from services.policy.cedar_schema import action_entities, cedar_schema
+
+__all__ = [
+    "DEFAULT_SENSITIVE_PATHS",
+    "CompiledPack",
+    "PackError",
+    "PackSettings",
+    "PackSource",
+    "Rule",
+    "TenantSettings",
+    "compile_pack",
+    "validate_pack",
+]
+
+Outcome = Literal["allow", "escalate", "deny"]
+
+DEFAULT_SENSITIVE_PATHS = [".github/*", "infra/*", "deploy/*", "*secret*", "*auth*", "*.env", "config/prod*", "*production*"]
+
+
+class PackError(ValueError):
+    """A pack that cannot be used, with every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class TenantSettings(BaseModel):
+    """What a tenant's decisions depend on besides the policies; unset fields come from the `default` entry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    refund_threshold_usd: float = Field(default=500.0, ge=0, description="Refunds at or over this escalate.")
+    internal_domains: list[str] = Field(default_factory=list, description="Recipient domains that are internal; any other is external.")
+    allow_autonomous: bool = Field(default=False, description="Whether the tenant's tasks may run in autonomous mode.")
+    budget_usd: float | None = Field(default=None, ge=0, description="Tenant spend cap, USD; a `control.budget` record overrides it.")
+    known_payees: list[str] = Field(
+        default_factory=list, description="Payees known from the start (others become known when a refund to them succeeds)."
+    )
+
+
+class PackSettings(BaseModel):
+    """`settings.yaml` of a pack."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Tenant → settings; the `default` entry applies to every tenant."
+    )
+    sensitive_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SENSITIVE_PATHS), description="Glob patterns of security-sensitive code paths."
+    )
+
+    def tenant(self, tenant_id: str) -> TenantSettings:
+        """The effective settings of `tenant_id`: its entry over the `default` entry."""
+        merged = dict(self.tenants.get("default") or {}) | dict(self.tenants.get(tenant_id) or {})
+        return TenantSettings.model_validate(merged)
+
+
+@dataclass(frozen=True)
+class PackSource:
+    """A pack as text: what a directory holds and what `control.policy` carries."""
+
+    files: dict[str, str]
+    settings: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        """`sha256:` + hash over the Cedar files and the settings; tests are not part of it."""
+        return "sha256:" + digest({"files": self.files, "settings": self.settings})
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> PackSource:
+        """Read `*.cedar` and `settings.yaml` from `directory`."""
+        if not directory.is_dir():
+            raise PackError([f"policy directory {directory} does not exist"])
+        files = {p.name: p.read_text() for p in sorted(directory.glob("*.cedar"))}
+        settings_path = directory / "settings.yaml"
+        try:
+            settings = yaml.safe_load(settings_path.read_text()) if settings_path.exists() else {}
+        except yaml.YAMLError as exc:
+            raise PackError([f"{settings_path}: {exc}"]) from exc
+        return cls(files=files, settings=settings or {})
+
+    @classmethod
+    def from_control(cls, data: ControlPolicyData) -> PackSource:
+        """The pack carried by a `control.policy` record."""
+        return cls(files=dict(data.files), settings=dict(data.settings))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Cedar policy's meaning for Tidegate: what it decides when it fires, and why."""
+
+    policy_id: str
+    outcome: Outcome
+    reason: ReasonCode
+    effect: str
+
+
+@dataclass(frozen=True)
+class CompiledPack:
+    """A pack ready to evaluate: the parsed PolicySet, its rules by `@id`, settings and the catalog's entities."""
+
+    version: str
+    source: PackSource
+    policy_set: Any
+    rules: dict[str, Rule]
+    settings: PackSettings
+    entities: Any
+    catalog: ToolCatalog
+
+
+def _policy_text(source: PackSource) -> str:
+    return "\n".join(source.files[name] for name in sorted(source.files))
+
+
+def _rules(text: str, problems: list[str]) -> dict[str, Rule]:
+    try:
+        doc = json.loads(cedarpy.policies_to_json_str(text))
+    except ValueError as exc:
+        problems.append(f"Cedar does not parse: {exc}")
+        return {}
+    rules: dict[str, Rule] = {}
+    codes = {c.value for c in ReasonCode}
+    for generated, policy in doc.get("staticPolicies", {}).items():
+        notes = policy.get("annotations") or {}
+        pid, outcome, reason = notes.get("id"), notes.get("outcome"), notes.get("reason")
+        where = f"policy {pid!r}" if pid else f"policy #{generated.removeprefix('policy')}"
+        if not pid:
+            problems.append(f'{where}: needs @id("...")')
+            continue
+        if pid in rules:
+            problems.append(f"{where}: @id is used twice")
+        if outcome not in ("allow", "escalate", "deny"):
+            problems.append(f'{where}: @outcome must be "allow", "escalate" or "deny", not {outcome!r}')
+            continue
+        if reason not in codes:
+            problems.append(f"{where}: @reason {reason!r} is not a reason code (schemas.ReasonCode)")
+            continue
+        effect = policy.get("effect", "permit")
+        if effect == "forbid" and outcome != "deny":
+            problems.append(f'{where}: a forbid policy can only have @outcome("deny")')
+        rules[pid] = Rule(policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect)
+    if doc.get("templates"):
+        problems.append("templates are not supported in a policy pack")
+    return rules
+
+
+def validate_pack(source: PackSource, catalog: ToolCatalog) -> list[str]:
+    """Every problem of the pack: parse errors, annotations, Cedar validation against the catalog's schema, settings."""
+    problems: list[str] = []
+    if not source.files:
+        problems.append("the pack has no *.cedar file")
+    text = _policy_text(source)
+    _rules(text, problems)
+    if not problems:
+        result = cedarpy.validate_policies(text, json.dumps(cedar_schema(catalog)))
+        for err in result.errors:
+            name = result.id_annotations_by_policy_id.get(err.policy_id, err.policy_id)
+            problems.append(f"policy {name!r}: {err.error}" if name else err.error)
+    try:
+        settings = PackSettings.model_validate(source.settings)
+        for tenant in settings.tenants:
+            settings.tenant(tenant)
+    except ValidationError as exc:
+        problems.append(f"settings.yaml: {exc}")
+    return problems
+
+
+def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
+    """Check and parse a pack once; raises PackError listing every problem."""
+    problems = validate_pack(source, catalog)
+    if problems:
+        raise PackError(problems)
+    text = _policy_text(source)
+    rules = _rules(text, problems)
+    return CompiledPack(
+        version=source.version,
+        source=source,
+        policy_set=cedarpy.PolicySet.from_str(text),
+        rules=rules,
+        settings=PackSettings.model_validate(source.settings),
+        entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
+        catalog=catalog,
+    )

@@ -1,0 +1,312 @@
+"""What the policy service keeps in its own schema: decisions by action, budget reservations, known payees.
+
+A Protocol with an asyncpg implementation and an in-memory twin. `decide_once` is the unit of work
+of a decision: in one transaction (serialised per tenant, so that two copies of the service cannot
+both spend the last dollar) it reads the history, lets the pure decision run, and records the
+decision with its reservation; a decision already recorded for the key is returned instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from services.policy.facts import History
+
+__all__ = ["DecisionRecord", "InMemoryPolicyRepository", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
+
+TENANT_TOTAL = "*"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Budget held for an authorized call until it fails (released) or ends (settled)."""
+
+    action_id: str
+    tenant_id: str
+    task_id: str
+    tool: str
+    args: dict[str, Any]
+    amount_usd: float
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision as recorded: the exact events published, so a redelivery republishes the same ones."""
+
+    key: str
+    action_id: str
+    tenant_id: str
+    task_id: str
+    outcome: str
+    action_digest: str
+    proposal: dict[str, Any]
+    decided_event: str
+    authorized_event: str | None = None
+    reservation: Reservation | None = None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a settled reservation was for (to learn payees from successful refunds)."""
+
+    tenant_id: str
+    tool: str
+    args: dict[str, Any]
+
+
+Decide = Callable[[History], DecisionRecord]
+
+
+class PolicyRepository(Protocol):
+    """Storage of the policy service."""
+
+    async def decision(self, key: str) -> DecisionRecord | None:
+        """The decision recorded under `key` (an action id, or `approval:<id>`), if any."""
+        ...
+
+    async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
+        """Record `decide(history)` under `key` unless a decision is already there; returns (record, newly decided)."""
+        ...
+
+    async def release(self, action_id: str) -> bool:
+        """Give back the budget held for `action_id` (the call failed or never ran); True if something was held."""
+        ...
+
+    async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
+        """Mark the reservation spent (at the actual cost when known); returns what it was for."""
+        ...
+
+    async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
+        """Remember that `tenant_id` has paid `payee`."""
+        ...
+
+    async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
+        """Keep every policy version that decided something (for explanation and replay)."""
+        ...
+
+
+def _history_from(task: float, tenant: float, payee_known: bool) -> History:
+    return History(payee_known=payee_known, spend_task_usd=float(task), spend_tenant_usd=float(tenant))
+
+
+@dataclass
+class InMemoryPolicyRepository:
+    """The in-memory twin, for unit tests and the in-process benchmark."""
+
+    decisions: dict[str, DecisionRecord] = field(default_factory=dict)
+    reservations: dict[str, tuple[Reservation, str]] = field(default_factory=dict)
+    spend: dict[tuple[str, str], float] = field(default_factory=dict)
+    payees: set[tuple[str, str]] = field(default_factory=set)
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def decision(self, key: str) -> DecisionRecord | None:
+        """See PolicyRepository."""
+        return self.decisions.get(key)
+
+    async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
+        """See PolicyRepository."""
+        async with self._lock:
+            if key in self.decisions:
+                return self.decisions[key], False
+            history = _history_from(
+                self.spend.get((tenant_id, task_id), 0.0),
+                self.spend.get((tenant_id, TENANT_TOTAL), 0.0),
+                payee is not None and (tenant_id, payee) in self.payees,
+            )
+            record = decide(history)
+            self.decisions[key] = record
+            res = record.reservation
+            if res is not None and res.action_id not in self.reservations:
+                self.reservations[res.action_id] = (res, "reserved")
+                self._add(res, res.amount_usd)
+            return record, True
+
+    def _add(self, res: Reservation, amount: float) -> None:
+        for scope in ((res.tenant_id, res.task_id), (res.tenant_id, TENANT_TOTAL)):
+            self.spend[scope] = self.spend.get(scope, 0.0) + amount
+
+    async def release(self, action_id: str) -> bool:
+        """See PolicyRepository."""
+        held = self.reservations.get(action_id)
+        if held is None or held[1] != "reserved":
+            return False
+        self.reservations[action_id] = (held[0], "released")
+        self._add(held[0], -held[0].amount_usd)
+        return True
+
+    async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
+        """See PolicyRepository."""
+        held = self.reservations.get(action_id)
+        if held is None:
+            return None
+        res, status = held
+        if status == "reserved":
+            self.reservations[action_id] = (res, "settled")
+            if cost_usd is not None:
+                self._add(res, cost_usd - res.amount_usd)
+        return Settled(res.tenant_id, res.tool, res.args)
+
+    async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
+        """See PolicyRepository."""
+        self.payees.add((tenant_id, payee))
+
+    async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
+        """See PolicyRepository."""
+        self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
+
+
+def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
+    return DecisionRecord(
+        key=row["key"],
+        action_id=row["action_id"],
+        tenant_id=row["tenant_id"],
+        task_id=row["task_id"],
+        outcome=row["outcome"],
+        action_digest=row["action_digest"],
+        proposal=json.loads(row["proposal"]),
+        decided_event=row["decided_event"],
+        authorized_event=row["authorized_event"],
+    )
+
+
+_SELECT_DECISION = (
+    "SELECT key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event "
+    "FROM policy.decisions WHERE key = $1"
+)
+
+
+class PgPolicyRepository:
+    """The asyncpg implementation, on the `policy` schema."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def decision(self, key: str) -> DecisionRecord | None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_SELECT_DECISION, key)
+        return _record_from_row(row) if row else None
+
+    async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_SELECT_DECISION, key)
+            if row:
+                return _record_from_row(row), False
+            # Serialise decisions per tenant: the budget check and the reservation must see each other.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant_id)
+            row = await conn.fetchrow(_SELECT_DECISION, key)
+            if row:
+                return _record_from_row(row), False
+            hist = await conn.fetchrow(
+                "SELECT coalesce((SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = $2), 0) AS task,"
+                " coalesce((SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = $3), 0) AS tenant,"
+                " EXISTS (SELECT 1 FROM policy.known_payees WHERE tenant_id = $1 AND payee = $4) AS payee_known",
+                tenant_id,
+                task_id,
+                TENANT_TOTAL,
+                payee or "",
+            )
+            assert hist is not None  # scalar subqueries: always one row
+            record = decide(_history_from(hist["task"], hist["tenant"], bool(payee) and hist["payee_known"]))
+            await conn.execute(
+                "INSERT INTO policy.decisions"
+                " (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
+                record.key,
+                record.action_id,
+                record.tenant_id,
+                record.task_id,
+                record.outcome,
+                record.action_digest,
+                json.dumps(record.proposal),
+                record.decided_event,
+                record.authorized_event,
+            )
+            res = record.reservation
+            if res is not None:
+                inserted = await conn.fetchval(
+                    "INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)"
+                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'reserved') ON CONFLICT (action_id) DO NOTHING RETURNING 1",
+                    res.action_id,
+                    res.tenant_id,
+                    res.task_id,
+                    res.tool,
+                    json.dumps(res.args),
+                    res.amount_usd,
+                )
+                if inserted:
+                    await self._add(conn, res.tenant_id, res.task_id, res.amount_usd)
+            return record, True
+
+    async def _add(self, conn: Any, tenant_id: str, task_id: str, amount: float) -> None:
+        await conn.execute(
+            "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $4), ($1, $3, $4)"
+            " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
+            tenant_id,
+            task_id,
+            TENANT_TOTAL,
+            amount,
+        )
+
+    async def release(self, action_id: str) -> bool:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
+                " RETURNING tenant_id, task_id, amount_usd",
+                action_id,
+            )
+            if row is None:
+                return False
+            await self._add(conn, row["tenant_id"], row["task_id"], -float(row["amount_usd"]))
+            return True
+
+    async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT tenant_id, task_id, tool, args::text AS args, amount_usd, status"
+                " FROM policy.reservations WHERE action_id = $1 FOR UPDATE",
+                action_id,
+            )
+            if row is None:
+                return None
+            if row["status"] == "reserved":
+                actual = float(row["amount_usd"]) if cost_usd is None else cost_usd
+                await conn.execute(
+                    "UPDATE policy.reservations SET status = 'settled', settled_usd = $2, updated_at = now() WHERE action_id = $1",
+                    action_id,
+                    actual,
+                )
+                await self._add(conn, row["tenant_id"], row["task_id"], actual - float(row["amount_usd"]))
+            return Settled(row["tenant_id"], row["tool"], json.loads(row["args"]))
+
+    async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.known_payees (tenant_id, payee, learned_from) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                tenant_id,
+                payee,
+                learned_from,
+            )
+
+    async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.policy_versions (version, files, settings, published_by)"
+                " VALUES ($1, $2::jsonb, $3::jsonb, $4) ON CONFLICT DO NOTHING",
+                version,
+                json.dumps(files),
+                json.dumps(settings, default=str),
+                published_by,
+            )

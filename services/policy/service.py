@@ -1,0 +1,284 @@
+"""The policy service's use cases: decide a proposal, re-decide after a human grant, follow results and control.
+
+Each use case reads what it needs, calls the pure decision (`engine.decide`) inside the repository's
+unit of work, and publishes the recorded events. Nothing here retries: the bus owns retries
+(transient errors) and dead-lettering (`Reject`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from schemas import (
+    ActionFailed,
+    ActionProposed,
+    ActionSucceeded,
+    ApprovalGranted,
+    ApprovalRequested,
+    ControlPolicy,
+    Envelope,
+    ReasonCode,
+    RiskClass,
+    decode,
+)
+from servicekit import (
+    Attr,
+    ControlState,
+    Keyring,
+    Reject,
+    SigningKey,
+    ToolCatalog,
+    action_digest,
+    approval_message,
+    current_traceparent,
+    span,
+)
+from services.policy.authorization import build_record
+from services.policy.engine import Controls, decide
+from services.policy.facts import Call, History, payee_of
+from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
+from services.policy.repository import DecisionRecord, PolicyRepository
+from services.policy.settings import PolicySettings
+
+__all__ = ["PolicyService", "Publish"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, Envelope], Awaitable[None]]
+
+
+@dataclass
+class PolicyService:
+    """Everything the policy service does, given its dependencies (tests pass in-memory ones)."""
+
+    catalog: ToolCatalog
+    pack: CompiledPack
+    repo: PolicyRepository | None
+    signer: SigningKey
+    keys_dir: Path
+    control: ControlState
+    publish: Publish
+    settings: PolicySettings = field(default_factory=PolicySettings)
+    ready: Callable[[], Awaitable[None]] | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _approval_keys: Keyring | None = field(default=None, init=False)
+    _ready_done: bool = field(default=False, init=False)
+    _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    # --- wiring helpers ------------------------------------------------------------------------
+
+    def _repo(self) -> PolicyRepository:
+        if self.repo is None:
+            raise RuntimeError("policy repository not connected yet")
+        return self.repo
+
+    async def _wait_ready(self) -> None:
+        """Decide nothing before `control` is read up to its end: a kill switch set before start-up must hold."""
+        if self._ready_done or self.ready is None:
+            return
+        async with self._ready_lock:
+            if not self._ready_done:
+                await self.ready()
+                self._ready_done = True
+
+    def _controls(self, tenant_id: str, tool: str) -> Controls:
+        return Controls(killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id))
+
+    async def _publish_record(self, record: DecisionRecord) -> None:
+        await self.publish("actions.decided", decode("actions.decided", record.decided_event))
+        if record.authorized_event is not None:
+            await self.publish("actions.authorized", decode("actions.authorized", record.authorized_event))
+
+    # --- proposals -----------------------------------------------------------------------------
+
+    async def on_proposed(self, event: ActionProposed) -> DecisionRecord:
+        """Decide a proposal once; a redelivered one gets the recorded decision again, never a second one."""
+        await self._wait_ready()
+        started = time.perf_counter()
+        p = event.data
+        call = Call(
+            tenant_id=p.tenant_id,
+            task_id=p.task_id,
+            tool=p.tool,
+            args=p.args,
+            proposer=p.proposer,
+            tainted_args=tuple(p.tainted_args),
+            mode=p.mode,
+            model_cost_usd=p.cost.usd,
+            task_budget_usd=p.budget_usd,
+        )
+        record, fresh = await self._evaluate(
+            key=p.action_id,
+            call=call,
+            proposal=p.model_dump(mode="json"),
+            action_id=p.action_id,
+            step=p.step,
+            requested_by=p.requested_by,
+            approval_id=None,
+            started=started,
+        )
+        if not fresh and record.action_digest != action_digest(p.tenant_id, p.tool, p.args):
+            log.warning("policy: action %s proposed again with a different call; republishing the recorded decision", p.action_id)
+        await self._publish_record(record)
+        return record
+
+    async def _evaluate(
+        self,
+        *,
+        key: str,
+        call: Call,
+        proposal: dict[str, Any],
+        action_id: str,
+        step: int,
+        requested_by: str | None,
+        approval_id: str | None,
+        started: float,
+    ) -> tuple[DecisionRecord, bool]:
+        pack = self.pack
+        attrs = {
+            Attr.ACTION: action_id,
+            Attr.TOOL: call.tool,
+            Attr.TENANT: call.tenant_id,
+            Attr.TASK: call.task_id,
+            Attr.POLICY_VERSION: pack.version,
+            Attr.APPROVAL: approval_id,
+        }
+        with span("policy evaluate", attributes=attrs) as s:
+            controls = self._controls(call.tenant_id, call.tool)
+
+            def run(history: History) -> DecisionRecord:
+                verdict = decide(pack, call, history, controls, approval_granted=approval_id is not None)
+                s.set_attribute(Attr.OUTCOME, verdict.outcome)
+                s.set_attribute(Attr.REASONS, ",".join(verdict.codes))
+                return build_record(
+                    key=key,
+                    verdict=verdict,
+                    call=call,
+                    proposal=proposal,
+                    action_id=action_id,
+                    step=step,
+                    requested_by=requested_by,
+                    via="approval" if approval_id else "policy",
+                    approval_id=approval_id,
+                    signer=self.signer,
+                    now=self.clock(),
+                    ttl_s=self.settings.authorization_ttl_s,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    traceparent=current_traceparent(),
+                )
+
+            payee = payee_of(self.catalog.get(call.tool), call.args)
+            return await self._repo().decide_once(key, call.tenant_id, call.task_id, payee, run)
+
+    # --- approvals -----------------------------------------------------------------------------
+
+    def _verified(self, event: Envelope) -> bool:
+        data = event.data
+        if not data.key_id or not data.signature:
+            return False
+        if self._approval_keys is None or not self._approval_keys.knows(data.key_id):
+            # The approval service creates its key on first run, possibly after we started: look again.
+            self._approval_keys = Keyring.load(self.keys_dir, self.settings.approval_key_name)
+        return self._approval_keys.verify(data.key_id, approval_message(event.type, data), data.signature)
+
+    async def on_approval(self, event: Envelope) -> DecisionRecord | None:
+        """Re-decide after a verified grant; release budget on a verified rejection or expiry; dead-letter the unverifiable."""
+        if isinstance(event, ApprovalRequested):
+            return None  # our own escalation, relayed by the approval service: nothing to do
+        await self._wait_ready()
+        data = event.data
+        if not self._verified(event):
+            raise Reject(
+                ReasonCode.APPROVAL_UNAUTHENTICATED,
+                f"{event.type} {data.approval_id} for action {data.action_id}: signature missing or invalid",
+            )
+        if not isinstance(event, ApprovalGranted):
+            await self._repo().release(data.action_id)  # rejected or expired: nothing may run
+            return None
+        started = time.perf_counter()
+        original = await self._repo().decision(data.action_id)
+        if original is None or original.outcome != "escalate":
+            state = "no decision" if original is None else f"a decision of {original.outcome}"
+            raise Reject(
+                ReasonCode.APPROVAL_UNAUTHENTICATED,
+                f"grant {data.approval_id} for action {data.action_id}, which has {state}, not an escalation",
+            )
+        proposed = original.proposal
+        if (
+            data.action_digest != original.action_digest
+            or data.tenant_id != original.tenant_id
+            or data.tool != proposed["tool"]
+            or action_digest(data.tenant_id, data.tool, data.args) != original.action_digest
+        ):
+            raise Reject(
+                ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
+            )
+        args = data.edited_args if data.edited_args is not None else proposed["args"]
+        call = Call(
+            tenant_id=original.tenant_id,
+            task_id=original.task_id,
+            tool=proposed["tool"],
+            args=args,
+            proposer=proposed["proposer"],
+            tainted_args=tuple(proposed.get("tainted_args") or ()),
+            mode=proposed.get("mode", "draft"),
+            model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
+            task_budget_usd=proposed.get("budget_usd"),
+        )
+        record, _ = await self._evaluate(
+            key=f"approval:{data.approval_id}",
+            call=call,
+            proposal=proposed,
+            action_id=data.action_id,
+            step=int(proposed.get("step", 0)),
+            requested_by=proposed.get("requested_by"),
+            approval_id=data.approval_id,
+            started=started,
+        )
+        await self._publish_record(record)
+        return record
+
+    # --- results and control -------------------------------------------------------------------
+
+    async def on_result(self, event: Envelope) -> None:
+        """Release a failed call's reservation; settle a successful one and learn its payee."""
+        data = event.data
+        if isinstance(event, ActionFailed):
+            await self._repo().release(data.action_id)
+        elif isinstance(event, ActionSucceeded):
+            settled = await self._repo().settle(data.action_id, data.cost.usd if data.cost.usd > 0 else None)
+            spec = self.catalog.get(data.tool)
+            if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
+                payee = payee_of(spec, settled.args)
+                if payee:
+                    await self._repo().add_known_payee(settled.tenant_id, payee, data.action_id)
+        # action.unknown: the money may be spent; the reservation stays held until a human settles it.
+
+    async def on_control(self, event: Envelope) -> None:
+        """Apply a control record; a new policy set is compiled and switched to without a restart."""
+        await self.control.apply(event)
+        if isinstance(event, ControlPolicy):
+            self.switch_pack(PackSource.from_control(event.data), event.data.published_by)
+            if self.repo is not None:
+                await self.repo.record_policy_version(
+                    self.pack.version, self.pack.source.files, self.pack.source.settings, event.data.published_by
+                )
+
+    def switch_pack(self, source: PackSource, published_by: str) -> bool:
+        """Use `source` from now on if it compiles; a broken pack is refused and the current one kept."""
+        if source.version == self.pack.version:
+            return True
+        try:
+            self.pack = compile_pack(source, self.catalog)
+        except PackError as exc:
+            log.error("policy: refusing pack %s published by %s, keeping %s: %s", source.version, published_by, self.pack.version, exc)
+            return False
+        log.info("policy: switched to pack %s published by %s", self.pack.version, published_by)
+        return True
