@@ -1,15 +1,36 @@
-"""Handlers of the approval service: thin, they parse, call the domain, publish."""
+"""Handlers of the approval service: thin, they parse, call the service, and let it publish."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["log_event"]
+from schemas import ActionDecided, ActionFailed, ActionSucceeded, ActionUnknown
+from servicekit import Handler, Reject
+from services.approval.service import ApprovalService
 
-log = logging.getLogger(__name__)
+__all__ = ["on_decided", "on_result"]
+
+ServiceRef = Callable[[], ApprovalService]
 
 
-async def log_event(event: Any) -> None:
-    """Record that an event arrived (the service's logic lands here)."""
-    log.info("approval: %s %s", event.type, event.id)
+def on_decided(service: ServiceRef) -> Handler:
+    """`actions.decided`: keep the decision for context; an escalation by policy opens a request."""
+
+    async def handle(event: Any) -> None:
+        if not isinstance(event, ActionDecided):
+            raise Reject("invalid_event", f"unexpected {event.type} on actions.decided")
+        await service().on_decided(event.data, event_id=event.id, at=event.time)
+
+    return handle
+
+
+def on_result(service: ServiceRef) -> Handler:
+    """`actions.results`: keep the result for cost; an unknown outcome opens a follow-up for a human."""
+
+    async def handle(event: Any) -> None:
+        if not isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
+            raise Reject("invalid_event", f"unexpected {event.type} on actions.results")
+        await service().on_result(event.data, event_type=event.type, event_id=event.id, at=event.time)
+
+    return handle

@@ -1,0 +1,77 @@
+"""Approver credentials: API tokens (stored hashed) and signed one-time links. Pure functions.
+
+A token is shown once, when created; only its SHA-256 is stored, so a database dump reveals no
+usable token. A one-time link carries its claims (approval, approver, expiry, a fresh link id)
+signed with the approval service's Ed25519 key; it is spent the first time a decision is taken
+with it (the link id is recorded), so a forwarded or replayed link is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from servicekit import SigningKey
+from servicekit.signing import b64url, unb64url
+
+__all__ = ["LINK_PREFIX", "TOKEN_PREFIX", "LinkClaims", "LinkError", "hash_token", "issue_link", "new_token", "verify_link"]
+
+TOKEN_PREFIX = "tga_"
+LINK_PREFIX = "tgl."
+_LINK_DOMAIN = b"tidegate-approval-link\n"  # keeps link signatures apart from decision signatures made with the same key
+
+
+def new_token() -> str:
+    """A fresh approver API token (256 bits of randomness)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What is stored for a token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LinkClaims(BaseModel):
+    """What a one-time link asserts: this approver may decide this approval until `exp`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    link_id: str
+    approval_id: str
+    approver: str
+    tenant_id: str
+    exp: int
+
+
+class LinkError(ValueError):
+    """A link that is malformed, forged or expired."""
+
+
+def issue_link(key: SigningKey, *, approval_id: str, approver: str, tenant_id: str, expires_at: datetime) -> str:
+    """A one-time link token for `approver` on `approval_id`, valid until `expires_at`."""
+    claims = LinkClaims(
+        link_id=secrets.token_urlsafe(12), approval_id=approval_id, approver=approver, tenant_id=tenant_id, exp=int(expires_at.timestamp())
+    )
+    payload = json.dumps(claims.model_dump(), sort_keys=True, separators=(",", ":")).encode()
+    return f"{LINK_PREFIX}{b64url(payload)}.{key.sign(_LINK_DOMAIN + payload)}"
+
+
+def verify_link(key: SigningKey, token: str, *, now: datetime | None = None) -> LinkClaims:
+    """The claims of a genuine, unexpired link; raises LinkError otherwise (single use is checked by the caller)."""
+    if not token.startswith(LINK_PREFIX) or token.count(".") != 2:
+        raise LinkError("not a one-time link")
+    _, body, signature = token.split(".")
+    try:
+        payload = unb64url(body)
+        key.private.public_key().verify(unb64url(signature), _LINK_DOMAIN + payload)
+        claims = LinkClaims.model_validate_json(payload)
+    except (InvalidSignature, ValueError, ValidationError) as exc:
+        raise LinkError("the link's signature is not valid") from exc
+    if (now or datetime.now(UTC)).timestamp() >= claims.exp:
+        raise LinkError("the link has expired")
+    return claims

@@ -1,0 +1,422 @@
+"""The approval service's decisions, as pure functions: who may decide what, and what follows.
+
+Nothing here does I/O. A request is an `ApprovalRecord`; a human's vote on it either is refused
+(`Refusal`, with the HTTP status an API answers with) or yields a `Transition`: the new record and,
+when the request is settled, the decision event type to publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode
+from servicekit import SigningKey, action_digest, approval_message
+
+__all__ = [
+    "DEFAULT_GROUPS",
+    "ApprovalRecord",
+    "Approver",
+    "GroupsConfig",
+    "Refusal",
+    "TenantGroups",
+    "Transition",
+    "Vote",
+    "check_access",
+    "cost_so_far",
+    "decide",
+    "escalate",
+    "expire",
+    "follow_up_from_result",
+    "refresh_request",
+    "request_from_decision",
+    "signed_decision",
+    "unsigned_request",
+]
+
+Status = Literal["pending", "granted", "rejected", "expired", "resolved"]
+Kind = Literal["approval", "follow_up"]
+GRANTED, REJECTED, EXPIRED, REQUESTED = (
+    "tidegate.approval.granted",
+    "tidegate.approval.rejected",
+    "tidegate.approval.expired",
+    "tidegate.approval.requested",
+)
+UNKNOWN_RISK = "unknown"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApprovalRecord(_Frozen):
+    """One request for a human: an escalated call awaiting approval, or an unknown outcome to follow up."""
+
+    approval_id: str
+    kind: Kind = "approval"
+    action_id: str
+    task_id: str
+    tenant_id: str
+    step: int = 0
+    tool: str
+    args: dict[str, Any]
+    action_digest: str
+    reasons: list[Reason] = Field(default_factory=list)
+    facts: dict[str, Any] = Field(default_factory=dict)
+    risk: str = UNKNOWN_RISK
+    policy_version: str = ""
+    requested_by: str | None = None
+    proposer: str | None = None
+    estimated_cost_usd: float = 0.0
+    status: Status = "pending"
+    required_approvals: int = 1
+    approvers: list[str] = Field(default_factory=list)
+    edited_args: dict[str, Any] | None = None
+    comment: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    resolution: str | None = None
+    result_error: dict[str, Any] | None = None
+    created_at: datetime
+    expires_at: datetime
+    escalated_at: datetime | None = None
+    version: int = 0
+
+    @property
+    def is_pending(self) -> bool:
+        """Whether a human can still act on it."""
+        return self.status == "pending"
+
+
+class TenantGroups(_Frozen):
+    """Approver groups of one tenant: who may approve each risk class, and how many must agree."""
+
+    risk_groups: dict[str, list[str]] = Field(default_factory=dict, description="Risk class → groups whose members may approve.")
+    escalation_groups: dict[str, list[str]] = Field(default_factory=dict, description="Risk class → groups added once a request escalates.")
+    required_approvals: dict[str, int] = Field(default_factory=dict, description="Risk class → distinct approvals needed (default 1).")
+
+
+DEFAULT_GROUPS = TenantGroups(
+    risk_groups={
+        "financial": ["finance"],
+        "destructive": ["security"],
+        "draft": ["support"],
+        "code_change": ["engineering"],
+        "write_low": ["support"],
+        "read": ["support"],
+        UNKNOWN_RISK: ["security"],
+    },
+    escalation_groups={"financial": ["finance-leads"], "destructive": ["security-leads"]},
+    required_approvals={"destructive": 2},
+)
+
+
+class GroupsConfig(_Frozen):
+    """Approver groups per tenant (a tenant without its own entry uses `default`)."""
+
+    default: TenantGroups = DEFAULT_GROUPS
+    tenants: dict[str, TenantGroups] = Field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None) -> GroupsConfig:
+        """Read the YAML file (see docs/approval.md), or the built-in default when `path` is None."""
+        if path is None:
+            return cls()
+        return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+
+    def for_tenant(self, tenant_id: str) -> TenantGroups:
+        """The tenant's groups, or the default ones."""
+        return self.tenants.get(tenant_id, self.default)
+
+    def allowed_groups(self, tenant_id: str, risk: str, *, escalated: bool) -> set[str]:
+        """Groups whose members may decide a request of this risk class (unknown classes: the `unknown` entry)."""
+        groups = self.for_tenant(tenant_id)
+        allowed = set(groups.risk_groups.get(risk, groups.risk_groups.get(UNKNOWN_RISK, [])))
+        if escalated:
+            allowed |= set(groups.escalation_groups.get(risk, []))
+        return allowed
+
+    def required(self, tenant_id: str, risk: str) -> int:
+        """Distinct approvals a grant of this risk class needs."""
+        return max(1, self.for_tenant(tenant_id).required_approvals.get(risk, 1))
+
+
+class Approver(_Frozen):
+    """An authenticated human, with the tenant and groups their credential gives them."""
+
+    approver: str
+    tenant_id: str
+    groups: frozenset[str] = frozenset()
+    via: Literal["token", "link", "callback"] = "token"
+
+    def may_see(self, tenant_id: str) -> bool:
+        """Approvers see their own tenant's queue only (`*` is an operator across tenants)."""
+        return self.tenant_id in ("*", tenant_id)
+
+
+class Vote(_Frozen):
+    """What a human asks for: approve (possibly with edited args) or reject, having seen a given call."""
+
+    decision: Literal["approve", "reject"]
+    comment: str | None = None
+    seen_digest: str | None = None
+    edited_args: dict[str, Any] | None = None
+
+
+class Refusal(_Frozen):
+    """Why a vote is not accepted, with the HTTP status to answer."""
+
+    code: str
+    status: int
+    message: str
+
+
+class Transition(_Frozen):
+    """A vote's effect: the record after it, and the decision event to publish (None while more votes are needed)."""
+
+    record: ApprovalRecord
+    event_type: str | None = None
+
+
+def request_from_decision(
+    decided: ActionDecidedData, *, approval_id: str, now: datetime, ttl: timedelta, groups: GroupsConfig
+) -> ApprovalRecord | None:
+    """A pending request for an escalation by policy; None for anything else.
+
+    A re-evaluation after a grant (`via == "approval"`) never opens a new request: its outcome is the
+    policy service's answer to the human, not a new question.
+    """
+    if decided.outcome != "escalate" or decided.via != "policy":
+        return None
+    risk = str(decided.risk) if decided.risk is not None else UNKNOWN_RISK
+    return ApprovalRecord(
+        approval_id=approval_id,
+        action_id=decided.action_id,
+        task_id=decided.task_id,
+        tenant_id=decided.tenant_id,
+        step=decided.step,
+        tool=decided.tool,
+        args=decided.args,
+        action_digest=decided.action_digest,
+        reasons=decided.reasons,
+        facts=decided.facts,
+        risk=risk,
+        policy_version=decided.policy_version,
+        requested_by=decided.requested_by,
+        proposer=decided.proposer,
+        estimated_cost_usd=decided.estimated_cost_usd,
+        required_approvals=groups.required(decided.tenant_id, risk),
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> ApprovalRecord | None:
+    """The stored request after a redelivered or re-proposed escalation of the same action.
+
+    The same call again changes nothing (None). A changed call (another digest) replaces the pending
+    request's call and clears the votes so far: a grant must bind to what the approvers saw, and a
+    human who saw the old call is refused by the digest check.
+    """
+    if not existing.is_pending or existing.action_digest == fresh.action_digest:
+        return None
+    return existing.model_copy(
+        update={
+            "args": fresh.args,
+            "action_digest": fresh.action_digest,
+            "reasons": fresh.reasons,
+            "facts": fresh.facts,
+            "policy_version": fresh.policy_version,
+            "approvers": [],
+            "edited_args": None,
+            "version": existing.version + 1,
+        }
+    )
+
+
+def follow_up_from_result(
+    result: ActionResultData,
+    *,
+    approval_id: str,
+    now: datetime,
+    ttl: timedelta,
+    risk: str,
+    requested_by: str | None,
+    args: dict[str, Any],
+    requested_call: ApprovalRecord | None = None,
+) -> ApprovalRecord:
+    """A follow-up for a call whose outcome is unknown: a human finds out what happened and records it."""
+    error = result.error.model_dump() if result.error else None
+    message = "the call may or may not have taken effect; check the system of record and record what happened (never retry blindly)"
+    return ApprovalRecord(
+        approval_id=approval_id,
+        kind="follow_up",
+        action_id=result.action_id,
+        task_id=result.task_id,
+        tenant_id=result.tenant_id,
+        step=result.step,
+        tool=result.tool,
+        args=args,
+        action_digest=action_digest(result.tenant_id, result.tool, args),
+        reasons=[Reason(code=ReasonCode.OUTCOME_UNKNOWN, policy_id="executor", message=message)],
+        facts={"attempts": result.attempts, "duration_ms": result.duration_ms, "idempotency_key": result.idempotency_key},
+        risk=risk,
+        policy_version=requested_call.policy_version if requested_call else "",
+        requested_by=requested_by,
+        required_approvals=1,
+        result_error=error,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+
+
+def _refuse(code: str, status: int, message: str) -> Refusal:
+    return Refusal(code=code, status=status, message=message)
+
+
+def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig) -> Refusal | None:
+    """Whether `who` may decide `record` at all (tenant, group, four eyes); None when they may."""
+    if not who.may_see(record.tenant_id):
+        return _refuse("wrong_tenant", 403, f"{who.approver} approves for tenant {who.tenant_id!r}, not {record.tenant_id!r}")
+    allowed = groups.allowed_groups(record.tenant_id, record.risk, escalated=record.escalated_at is not None)
+    if not allowed & who.groups:
+        return _refuse(
+            "not_in_group",
+            403,
+            f"{record.risk} actions of {record.tenant_id} need a member of {sorted(allowed) or 'no group'}; "
+            f"{who.approver} is in {sorted(who.groups) or 'none'}",
+        )
+    if record.requested_by and who.approver.casefold() == record.requested_by.casefold():
+        return _refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")
+    return None
+
+
+def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, groups: GroupsConfig) -> Transition | Refusal:
+    """Apply one human's vote to a request, or say why it is refused.
+
+    Order matters: access first (so a stranger learns nothing), then state, expiry and the digest.
+    With several required approvals, each distinct approver's grant counts once; edited args that
+    differ from the ones already approved restart the count with this approver, since the others
+    approved a different call. One reject settles the request.
+    """
+    refused = check_access(record, who, groups)
+    if refused:
+        return refused
+    if not record.is_pending:
+        return _refuse("not_pending", 409, f"approval {record.approval_id} is already {record.status}")
+    if now >= record.expires_at:
+        return _refuse("expired", 409, f"approval {record.approval_id} expired at {record.expires_at.isoformat()}")
+    if vote.seen_digest is not None and vote.seen_digest != record.action_digest:
+        return _refuse("digest_mismatch", 409, "the call changed since you saw it; reload and decide on the current call")
+    if action_digest(record.tenant_id, record.tool, record.args) != record.action_digest:
+        return _refuse("digest_mismatch", 409, "the stored call no longer matches its digest; refusing to grant it")
+    if record.kind == "follow_up":
+        if vote.edited_args is not None:
+            return _refuse("edit_not_allowed", 422, "a follow-up records what happened; it has no args to edit")
+        resolution = "confirmed_done" if vote.decision == "approve" else "confirmed_not_done"
+        return Transition(record=_settled(record, "resolved", who, vote, now, resolution=resolution))
+    if vote.decision == "reject":
+        return Transition(record=_settled(record, "rejected", who, vote, now), event_type=REJECTED)
+    if who.approver in record.approvers and vote.edited_args == record.edited_args:
+        return _refuse(
+            "already_approved", 409, f"{who.approver} already approved; {record.required_approvals} distinct approvals are needed"
+        )
+    approvers = [*record.approvers, who.approver] if vote.edited_args == record.edited_args else [who.approver]
+    if len(approvers) < record.required_approvals:
+        partial = record.model_copy(update={"approvers": approvers, "edited_args": vote.edited_args, "version": record.version + 1})
+        return Transition(record=partial)
+    granted = _settled(record, "granted", who, vote, now).model_copy(update={"approvers": approvers})
+    return Transition(record=granted, event_type=GRANTED)
+
+
+def _settled(
+    record: ApprovalRecord, status: Status, who: Approver, vote: Vote, now: datetime, resolution: str | None = None
+) -> ApprovalRecord:
+    return record.model_copy(
+        update={
+            "status": status,
+            "decided_by": who.approver,
+            "decided_at": now,
+            "comment": vote.comment,
+            "edited_args": vote.edited_args if status == "granted" else record.edited_args,
+            "approvers": [who.approver] if status == "rejected" else record.approvers,
+            "resolution": resolution,
+            "version": record.version + 1,
+        }
+    )
+
+
+def expire(record: ApprovalRecord, now: datetime) -> Transition | None:
+    """An overdue pending request expires (fail closed); follow-ups just close without an event."""
+    if not record.is_pending or now < record.expires_at:
+        return None
+    expired = record.model_copy(update={"status": "expired", "decided_at": now, "version": record.version + 1})
+    return Transition(record=expired, event_type=EXPIRED if record.kind == "approval" else None)
+
+
+def escalate(record: ApprovalRecord, now: datetime, after: timedelta | None) -> ApprovalRecord | None:
+    """The request opened to its escalation groups, once it has waited `after`; None when not due."""
+    if after is None or not record.is_pending or record.escalated_at is not None or now < record.created_at + after:
+        return None
+    return record.model_copy(update={"escalated_at": now, "version": record.version + 1})
+
+
+def _approval_data(record: ApprovalRecord) -> ApprovalData:
+    return ApprovalData(
+        approval_id=record.approval_id,
+        action_id=record.action_id,
+        task_id=record.task_id,
+        tenant_id=record.tenant_id,
+        tool=record.tool,
+        args=record.args,
+        action_digest=record.action_digest,
+        reasons=record.reasons,
+        policy_version=record.policy_version,
+        approver=record.decided_by,
+        approvers=record.approvers,
+        comment=record.comment,
+        edited_args=record.edited_args,
+        expires_at=record.expires_at,
+        decided_at=record.decided_at,
+        requested_by=record.requested_by,
+    )
+
+
+def unsigned_request(record: ApprovalRecord) -> ApprovalData:
+    """The data of `approval.requested` (not signed: it asks, it does not permit anything)."""
+    return _approval_data(record).model_copy(update={"approver": None, "approvers": [], "comment": None, "decided_at": None})
+
+
+def signed_decision(record: ApprovalRecord, event_type: str, key: SigningKey) -> ApprovalData:
+    """The data of a decision event, signed by the approval service over `approval_message`.
+
+    `args` and `action_digest` are those of the original call the humans saw; `edited_args`, if any,
+    are what the policy service re-evaluates.
+    """
+    data = _approval_data(record).model_copy(update={"key_id": key.key_id, "signature": None})
+    return data.model_copy(update={"signature": key.sign(approval_message(event_type, data))})
+
+
+def cost_so_far(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The task's cost from the decisions and results this service has seen.
+
+    `spent_usd` sums the results' actual cost; `reserved_usd` sums the estimates of calls policy
+    allowed whose result has not been seen yet.
+    """
+    spent, reserved, counts = 0.0, 0.0, {}
+    finished = set()
+    rows = list(events)
+    for row in rows:
+        counts[row["type"]] = counts.get(row["type"], 0) + 1
+        if row["type"].startswith("tidegate.action.") and row["type"] != "tidegate.action.decided":
+            spent += float(row.get("cost_usd") or 0.0)
+            finished.add(row["action_id"])
+    for row in rows:
+        if row["type"] == "tidegate.action.decided" and row.get("outcome") == "allow" and row["action_id"] not in finished:
+            reserved += float(row.get("cost_usd") or 0.0)
+    return {"spent_usd": round(spent, 6), "reserved_usd": round(reserved, 6), "events": counts}

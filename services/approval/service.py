@@ -1,0 +1,404 @@
+"""The approval service's use cases: open requests, take votes, expire, notify. I/O only through adapters.
+
+Handlers and the HTTP API call these; the decisions themselves are `domain` functions. This layer
+owns one retry: a vote that loses a concurrent write is re-read and re-decided (a few times), so a
+second approver of an N-of-M request is counted rather than refused; the bus owns handler retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas import (
+    ActionDecidedData,
+    ActionResultData,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    Envelope,
+    decode,
+    encode,
+)
+from servicekit import ControlState, SigningKey, ToolCatalog
+from services.approval import auth, domain, webhooks
+from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
+from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent
+from services.approval.settings import ApprovalSettings
+
+__all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "tidegate/approval"
+_ENVELOPES: dict[str, type[Envelope]] = {
+    domain.REQUESTED: ApprovalRequested,
+    domain.GRANTED: ApprovalGranted,
+    domain.REJECTED: ApprovalRejected,
+    domain.EXPIRED: ApprovalExpired,
+}
+
+
+class Publisher(Protocol):
+    """Publishes an event on a catalog topic (the Bus, or a list in tests)."""
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Publish."""
+        ...
+
+
+class AuthError(Exception):
+    """A credential that does not authenticate anyone (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """An authenticated caller: the approver and, for a one-time link, its claims."""
+
+    approver: Approver
+    link: auth.LinkClaims | None = None
+
+
+class CallbackDecision(BaseModel):
+    """The `data` of an inbound callback: a decision an approver took in their chat tool."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    approval_id: str
+    approver: str = Field(min_length=1)
+    decision: str = Field(pattern="^(approve|reject)$")
+    action_digest: str
+    comment: str | None = Field(default=None, max_length=4000)
+    edited_args: dict[str, Any] | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApprovalService:
+    """Everything the approval service does, given its adapters."""
+
+    repo: ApprovalRepository
+    publisher: Publisher
+    key: SigningKey
+    groups: GroupsConfig
+    settings: ApprovalSettings
+    catalog: ToolCatalog | None = None
+    control: ControlState | None = None
+    sender: webhooks.WebhookSender | None = None
+    clock: Callable[[], datetime] = _utcnow
+    base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
+    published: int = field(default=0, init=False)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    async def on_decided(self, decided: ActionDecidedData, *, event_id: str, at: datetime) -> ApprovalRecord | None:
+        """Remember a decision for context; open (or refresh) a request for an escalation by policy."""
+        await self.repo.record_task_event(
+            TaskEvent(
+                event_id=event_id,
+                tenant_id=decided.tenant_id,
+                task_id=decided.task_id,
+                action_id=decided.action_id,
+                type="tidegate.action.decided",
+                tool=decided.tool,
+                at=at,
+                outcome=decided.outcome,
+                cost_usd=decided.estimated_cost_usd,
+                requested_by=decided.requested_by,
+                risk=str(decided.risk) if decided.risk else None,
+                args=decided.args,
+                summary=f"{decided.outcome} via {decided.via}: " + ", ".join(r.code for r in decided.reasons),
+            )
+        )
+        now = self.clock()
+        fresh = domain.request_from_decision(
+            decided, approval_id=f"ap-{uuid.uuid4().hex[:16]}", now=now, ttl=timedelta(seconds=self.settings.expiry_s), groups=self.groups
+        )
+        if fresh is None:
+            return None
+        existing = await self.repo.get_by_action(decided.action_id)
+        if existing is not None:
+            refreshed = domain.refresh_request(existing, fresh)
+            if refreshed is None:
+                return existing  # a redelivery: the request exists and its event is in the outbox
+            outbox, deliveries = await self._announce(refreshed, domain.REQUESTED)
+            if await self.repo.save(existing.version, refreshed, outbox, deliveries):
+                await self._publish(outbox)
+            return refreshed
+        outbox, deliveries = await self._announce(fresh, domain.REQUESTED)
+        if await self.repo.insert_request(fresh, outbox, deliveries) is None:
+            return await self.repo.get_by_action(decided.action_id)
+        await self._publish(outbox)
+        log.info("approval %s requested for %s/%s (%s)", fresh.approval_id, fresh.tenant_id, fresh.action_id, fresh.tool)
+        return fresh
+
+    async def on_result(self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime) -> ApprovalRecord | None:
+        """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry)."""
+        await self.repo.record_task_event(
+            TaskEvent(
+                event_id=event_id,
+                tenant_id=result.tenant_id,
+                task_id=result.task_id,
+                action_id=result.action_id,
+                type=event_type,
+                tool=result.tool,
+                at=at,
+                outcome=result.status,
+                cost_usd=result.cost.usd,
+                summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
+            )
+        )
+        if result.status != "unknown":
+            return None
+        decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
+        request = await self.repo.get_by_action(result.action_id)
+        risk = (decided.risk if decided else None) or (request.risk if request else None)
+        if risk is None and self.catalog is not None and result.tool in self.catalog:
+            risk = str(self.catalog[result.tool].risk)
+        args = (request.edited_args or request.args) if request else (decided.args if decided and decided.args is not None else {})
+        record = domain.follow_up_from_result(
+            result,
+            approval_id=f"fu-{uuid.uuid4().hex[:16]}",
+            now=self.clock(),
+            ttl=timedelta(seconds=self.settings.expiry_s),
+            risk=risk or domain.UNKNOWN_RISK,
+            requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),
+            args=args,
+            requested_call=request,
+        )
+        _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
+        created = await self.repo.insert_request(record, [], deliveries)
+        return created or await self.repo.get_by_action(result.action_id, "follow_up")
+
+    # --- votes ---------------------------------------------------------------------------------
+
+    async def authenticate(self, credential: str | None) -> Session:
+        """The caller behind an API token or a one-time link; raises AuthError."""
+        if not credential:
+            raise AuthError("no credential: send `Authorization: Bearer <token>` (or open your one-time link)")
+        if credential.startswith(auth.LINK_PREFIX):
+            try:
+                claims = auth.verify_link(self.key, credential, now=self.clock())
+            except auth.LinkError as exc:
+                raise AuthError(str(exc)) from exc
+            groups = await self.repo.groups_of(claims.approver, claims.tenant_id)
+            who = Approver(approver=claims.approver, tenant_id=claims.tenant_id, groups=frozenset(groups), via="link")
+            return Session(who, claims)
+        info = await self.repo.token(auth.hash_token(credential))
+        if info is None:
+            raise AuthError("unknown or revoked token")
+        return Session(Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups)))
+
+    async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
+        """Take one human's vote; the record after it, or why it is refused."""
+        if session.link is not None:
+            if session.link.approval_id != approval_id:
+                return Refusal(code="wrong_link", status=403, message="this link is for another approval")
+            if not await self.repo.spend_link(session.link.link_id, approval_id, session.approver.approver):
+                return Refusal(code="link_used", status=401, message="this one-time link was already used")
+        for _ in range(5):
+            record = await self.repo.get(approval_id)
+            if record is None:
+                return Refusal(code="not_found", status=404, message=f"no approval {approval_id}")
+            if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
+                errors = self.catalog.arg_errors(record.tool, vote.edited_args)
+                if errors:
+                    return Refusal(code="invalid_args", status=422, message="edited args break the tool's schema: " + "; ".join(errors))
+            outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups)
+            if isinstance(outcome, Refusal):
+                return outcome
+            outbox, deliveries = await self._announce(outcome.record, outcome.event_type) if outcome.event_type else ([], [])
+            if await self.repo.save(record.version, outcome.record, outbox, deliveries):
+                await self._publish(outbox)
+                log.info("approval %s: %s by %s -> %s", approval_id, vote.decision, session.approver.approver, outcome.record.status)
+                return outcome.record
+        return Refusal(code="conflict", status=409, message="the approval kept changing while you decided; reload and try again")
+
+    async def callback(self, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:
+        """An approver's decision posted back by their chat tool, verified per Standard Webhooks."""
+        endpoint = await self.repo.endpoint(endpoint_id)
+        if endpoint is None or not endpoint.enabled:
+            return Refusal(code="unknown_endpoint", status=404, message=f"no endpoint {endpoint_id}")
+        try:
+            msg_id, _ = webhooks.verify(
+                endpoint.secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
+            )
+        except webhooks.WebhookVerificationError as exc:
+            return Refusal(code=exc.code, status=401, message=str(exc))
+        try:
+            doc = json.loads(body)
+            decision = CallbackDecision.model_validate(doc.get("data") if isinstance(doc, dict) else None)
+        except (ValueError, ValidationError) as exc:
+            return Refusal(code="invalid_callback", status=422, message=f"callback body: {exc}"[:500])
+        if not await self.repo.remember_message(endpoint_id, msg_id):
+            return Refusal(code="replayed", status=409, message=f"message {msg_id} was already received (replay refused)")
+        if endpoint.approvers and decision.approver not in endpoint.approvers:
+            return Refusal(code="not_endpoint_approver", status=403, message=f"{decision.approver} does not approve through this endpoint")
+        record = await self.repo.get(decision.approval_id)
+        if record is None:
+            return Refusal(code="not_found", status=404, message=f"no approval {decision.approval_id}")
+        if endpoint.tenant_id not in ("*", record.tenant_id):
+            return Refusal(code="wrong_tenant", status=403, message=f"endpoint {endpoint_id} does not serve tenant {record.tenant_id}")
+        groups = await self.repo.groups_of(decision.approver, record.tenant_id)
+        who = Approver(approver=decision.approver, tenant_id=record.tenant_id, groups=frozenset(groups), via="callback")
+        vote = Vote(
+            decision="approve" if decision.decision == "approve" else "reject",
+            comment=decision.comment,
+            seen_digest=decision.action_digest,
+            edited_args=decision.edited_args,
+        )
+        return await self.vote(decision.approval_id, Session(who), vote)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def context(self, record: ApprovalRecord) -> dict[str, Any]:
+        """The task's other events known here and its cost so far."""
+        events = await self.repo.task_events(record.tenant_id, record.task_id)
+        rows = [{"type": e.type, "action_id": e.action_id, "outcome": e.outcome, "cost_usd": e.cost_usd} for e in events]
+        return {"events": [e.as_dict() for e in events], "cost": domain.cost_so_far(rows)}
+
+    def killswitch(self, tenant_id: str, tool: str) -> dict[str, Any] | None:
+        """The kill switch that stops this tool for this tenant, if any (shown on the page)."""
+        if self.control is None:
+            return None
+        switch = self.control.killed(tenant_id, tool)
+        if switch is None:
+            return None
+        return {"tenant_id": switch.data.tenant_id, "tool": switch.data.tool, "reason": switch.data.reason, "set_by": switch.data.set_by}
+
+    # --- background ----------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """Expire overdue requests, escalate waiting ones, republish what the outbox still holds."""
+        now = self.clock()
+        counts = {"expired": 0, "escalated": 0, "republished": 0}
+        for record in await self.repo.overdue(now):
+            transition = domain.expire(record, now)
+            if transition is None:
+                continue
+            outbox, deliveries = await self._announce(transition.record, transition.event_type) if transition.event_type else ([], [])
+            if await self.repo.save(record.version, transition.record, outbox, deliveries):
+                await self._publish(outbox)
+                counts["expired"] += 1
+        if self.settings.escalate_after_s is not None:
+            after = timedelta(seconds=self.settings.escalate_after_s)
+            for record in await self.repo.due_for_escalation(now - after):
+                escalated = domain.escalate(record, now, after)
+                if escalated is None:
+                    continue
+                _, deliveries = await self._announce(escalated, "tidegate.approval.escalated")
+                if await self.repo.save(record.version, escalated, [], deliveries):
+                    counts["escalated"] += 1
+        stale = now - timedelta(seconds=max(5.0, 2 * self.settings.sweep_interval_s))
+        leftovers = await self.repo.unpublished(stale)
+        await self._publish(leftovers)
+        counts["republished"] = len(leftovers)
+        return counts
+
+    async def deliver_webhooks(self) -> int:
+        """Send due webhook messages once each; failures are retried later with exponential backoff."""
+        if self.sender is None:
+            return 0
+        now = self.clock()
+        sent = 0
+        lease = timedelta(seconds=self.settings.webhook_timeout_s * 2 + 5)
+        for delivery, endpoint in await self.repo.claim_due_deliveries(now, lease):
+            body = delivery.body.encode()
+            headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
+            result = await self.sender.send(endpoint.url, headers, body)
+            attempt = delivery.attempts + 1
+            if result.ok:
+                outcome, next_at = "delivered", None
+                sent += 1
+            elif attempt >= self.settings.webhook_max_attempts:
+                outcome, next_at = "failed", None
+            else:
+                delay = webhooks.backoff(
+                    attempt, initial_s=self.settings.webhook_backoff_initial_s, max_s=self.settings.webhook_backoff_max_s
+                )
+                outcome, next_at = "pending", self.clock() + delay
+            await self.repo.record_attempt(
+                delivery.delivery_id,
+                attempt,
+                status_code=result.status_code,
+                error=result.error,
+                duration_ms=result.duration_ms,
+                outcome=outcome,
+                next_at=next_at,
+            )
+        return sent
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    async def _announce(self, record: ApprovalRecord, event_type: str) -> tuple[list[OutboxItem], list[Delivery]]:
+        """The bus event (for the four contract types) and one webhook message per endpoint of the tenant."""
+        outbox: list[OutboxItem] = []
+        envelope_type = _ENVELOPES.get(event_type)
+        data = None
+        if envelope_type is not None and record.kind == "approval":
+            data = (
+                domain.unsigned_request(record) if event_type == domain.REQUESTED else domain.signed_decision(record, event_type, self.key)
+            )
+            event = envelope_type.build(data, source=SOURCE)
+            outbox.append(OutboxItem(event.id, record.approval_id, "approvals", encode(event).decode()))
+        deliveries = [
+            Delivery(
+                delivery_id=f"msg_{uuid.uuid4().hex}",
+                endpoint_id=endpoint.endpoint_id,
+                approval_id=record.approval_id,
+                event_type=event_type.removeprefix("tidegate."),
+                body=self._webhook_body(record, event_type, endpoint),
+            )
+            for endpoint in await self.repo.endpoints(record.tenant_id)
+        ]
+        return outbox, deliveries
+
+    def _webhook_body(self, record: ApprovalRecord, event_type: str, endpoint: Endpoint) -> str:
+        base = self.base_url().rstrip("/")
+        payload: dict[str, Any] = {
+            "approval_id": record.approval_id,
+            "kind": record.kind,
+            "status": record.status,
+            "tenant_id": record.tenant_id,
+            "task_id": record.task_id,
+            "action_id": record.action_id,
+            "tool": record.tool,
+            "args": record.args,
+            "action_digest": record.action_digest,
+            "reasons": [r.model_dump(mode="json") for r in record.reasons],
+            "risk": record.risk,
+            "requested_by": record.requested_by,
+            "expires_at": record.expires_at.isoformat(),
+            "decided_by": record.decided_by,
+            "approvers": record.approvers,
+            "page_url": f"{base}/?approval={quote(record.approval_id)}",
+            "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.endpoint_id)}",
+        }
+        if record.is_pending and endpoint.approvers:
+            link_expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))
+            payload["links"] = {
+                approver: f"{base}/?approval={quote(record.approval_id)}#link="
+                + auth.issue_link(
+                    self.key, approval_id=record.approval_id, approver=approver, tenant_id=record.tenant_id, expires_at=link_expiry
+                )
+                for approver in endpoint.approvers
+            }
+        return json.dumps({"type": event_type.removeprefix("tidegate."), "timestamp": self.clock().isoformat(), "data": payload})
+
+    async def _publish(self, outbox: Sequence[OutboxItem]) -> None:
+        for item in outbox:
+            await self.publisher.publish(item.topic, decode(item.topic, item.payload))
+            await self.repo.mark_published(item.event_id)
+            self.published += 1
