@@ -41,6 +41,9 @@ class LiteLLMClient:
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "timeout": self.timeout_s, "num_retries": 0, "temperature": 0}
         if tools:
             kwargs["tools"] = tools
+            # Our tools are plain functions; litellm's MCP gateway check would import the optional
+            # `mcp` package (not installed) and fail every call that carries tools.
+            kwargs["_skip_mcp_handler"] = True
         if self.api_base:
             kwargs["api_base"] = self.api_base
         if self.api_key:
