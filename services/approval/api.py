@@ -1,6 +1,6 @@
 """The HTTP API of the approval service (FastAPI) and the approver page it serves at `/`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI resolves the dependency aliases defined inside create_api at runtime.
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,0 +1,248 @@
+"""The approval rules as pure functions: who may decide, N-of-M, edits, digests, expiry, escalation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ActionDecidedData, ActionResultData, ErrorInfo, Reason
+from servicekit import Keyring, SigningKey, action_digest, approval_message
+from services.approval import domain
+from services.approval.domain import Approver, GroupsConfig, Refusal, Transition, Vote
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+GROUPS = GroupsConfig()
+ARGS = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1"}
+
+
+def decided(**over: Any) -> ActionDecidedData:
+    args = over.pop("args", ARGS)
+    fields: dict[str, Any] = {
+        "action_id": "a-1",
+        "task_id": "t-1",
+        "tenant_id": "acme",
+        "tool": "issue_refund",
+        "args": args,
+        "action_digest": action_digest("acme", over.get("tool", "issue_refund"), args),
+        "outcome": "escalate",
+        "reasons": [Reason(code="needs_human_approval", policy_id="refund-threshold", message="over 500")],
+        "policy_version": "sha256:abc",
+        "risk": "financial",
+        "latency_ms": 0.2,
+        "facts": {"payee_is_new": False},
+        "requested_by": "alice@acme.example",
+    }
+    return ActionDecidedData(**(fields | over))
+
+
+def request(**over: Any) -> domain.ApprovalRecord:
+    record = domain.request_from_decision(decided(**over), approval_id="ap-1", now=NOW, ttl=timedelta(hours=1), groups=GROUPS)
+    assert record is not None
+    return record
+
+
+BOB = Approver(approver="bob@acme.example", tenant_id="acme", groups=frozenset({"finance"}))
+CAROL = Approver(approver="carol@acme.example", tenant_id="acme", groups=frozenset({"finance", "security"}))
+DAN = Approver(approver="dan@acme.example", tenant_id="acme", groups=frozenset({"security"}))
+
+
+def approve(record: domain.ApprovalRecord, who: Approver, **vote: Any) -> Transition | Refusal:
+    return domain.decide(record, who, Vote(decision="approve", seen_digest=record.action_digest, **vote), now=NOW, groups=GROUPS)
+
+
+def test_only_an_escalation_by_policy_opens_a_request() -> None:
+    assert request().status == "pending"
+    assert request().expires_at == NOW + timedelta(hours=1)
+    for over in ({"outcome": "allow"}, {"outcome": "deny"}, {"via": "approval", "approval_id": "ap-0"}):
+        assert domain.request_from_decision(decided(**over), approval_id="x", now=NOW, ttl=timedelta(hours=1), groups=GROUPS) is None
+
+
+def test_a_finance_approver_grants_a_financial_call() -> None:
+    result = approve(request(), BOB, comment="ok")
+    assert isinstance(result, Transition)
+    assert result.event_type == "tidegate.approval.granted"
+    assert result.record.status == "granted"
+    assert result.record.approvers == ["bob@acme.example"]
+    assert result.record.decided_by == "bob@acme.example"
+
+
+@pytest.mark.parametrize(
+    ("who", "code"),
+    [
+        (Approver(approver="alice@acme.example", tenant_id="acme", groups=frozenset({"finance"})), "four_eyes"),
+        (Approver(approver="ALICE@acme.example", tenant_id="acme", groups=frozenset({"finance"})), "four_eyes"),
+        (DAN, "not_in_group"),
+        (Approver(approver="eve@globex.example", tenant_id="globex", groups=frozenset({"finance"})), "wrong_tenant"),
+    ],
+)
+def test_who_may_not_decide(who: Approver, code: str) -> None:
+    result = approve(request(), who)
+    assert isinstance(result, Refusal)
+    assert (result.code, result.status) == (code, 403)
+
+
+def test_a_changed_call_is_refused_by_its_digest() -> None:
+    record = request()
+    result = domain.decide(record, BOB, Vote(decision="approve", seen_digest="0" * 64), now=NOW, groups=GROUPS)
+    assert isinstance(result, Refusal)
+    assert result.code == "digest_mismatch"
+    tampered = record.model_copy(update={"args": {**ARGS, "amount_usd": 9000.0}})
+    result = approve(tampered, BOB)
+    assert isinstance(result, Refusal)
+    assert result.code == "digest_mismatch"
+
+
+def test_a_reproposal_with_other_args_replaces_the_call_and_clears_votes() -> None:
+    old = request(tool="delete_customer_data", risk="destructive", args={"customer_id": "c1"})
+    voted = approve(old, DAN)
+    assert isinstance(voted, Transition)
+    assert voted.record.status == "pending"
+    fresh = request(tool="delete_customer_data", risk="destructive", args={"customer_id": "c2"})
+    assert (
+        domain.refresh_request(voted.record, request(tool="delete_customer_data", risk="destructive", args={"customer_id": "c1"})) is None
+    )
+    refreshed = domain.refresh_request(voted.record, fresh)
+    assert refreshed is not None
+    assert refreshed.action_digest == fresh.action_digest
+    assert refreshed.approvers == []
+    stale = approve(voted.record, CAROL)  # carol saw the old call
+    assert isinstance(stale, Transition)
+    result = domain.decide(refreshed, CAROL, Vote(decision="approve", seen_digest=old.action_digest), now=NOW, groups=GROUPS)
+    assert isinstance(result, Refusal)
+    assert result.code == "digest_mismatch"
+
+
+def test_destructive_needs_two_distinct_approvers() -> None:
+    record = request(tool="delete_customer_data", risk="destructive", args={"customer_id": "c1"})
+    assert record.required_approvals == 2
+    first = approve(record, DAN)
+    assert isinstance(first, Transition)
+    assert first.event_type is None
+    assert first.record.approvers == ["dan@acme.example"]
+    again = approve(first.record, DAN)
+    assert isinstance(again, Refusal)
+    assert again.code == "already_approved"
+    second = approve(first.record, CAROL)
+    assert isinstance(second, Transition)
+    assert second.event_type == "tidegate.approval.granted"
+    assert second.record.approvers == ["dan@acme.example", "carol@acme.example"]
+
+
+def test_an_edit_restarts_the_count_with_its_author() -> None:
+    record = request(tool="delete_customer_data", risk="destructive", args={"customer_id": "c1", "scope": "all"})
+    first = approve(record, DAN)
+    assert isinstance(first, Transition)
+    edited = approve(first.record, CAROL, edited_args={"customer_id": "c1", "scope": "profile"})
+    assert isinstance(edited, Transition)
+    assert edited.event_type is None
+    assert edited.record.approvers == ["carol@acme.example"]
+    final = approve(edited.record, DAN, edited_args={"customer_id": "c1", "scope": "profile"})
+    assert isinstance(final, Transition)
+    assert final.event_type == "tidegate.approval.granted"
+    assert final.record.edited_args == {"customer_id": "c1", "scope": "profile"}
+
+
+def test_one_reject_settles_and_nothing_follows_a_decision() -> None:
+    record = request()
+    rejected = domain.decide(record, BOB, Vote(decision="reject", comment="no"), now=NOW, groups=GROUPS)
+    assert isinstance(rejected, Transition)
+    assert rejected.event_type == "tidegate.approval.rejected"
+    late = approve(rejected.record, CAROL)
+    assert isinstance(late, Refusal)
+    assert (late.code, late.status) == ("not_pending", 409)
+
+
+def test_an_overdue_request_expires_and_cannot_be_approved() -> None:
+    record = request()
+    assert domain.expire(record, NOW + timedelta(minutes=59)) is None
+    late = domain.decide(
+        record, BOB, Vote(decision="approve", seen_digest=record.action_digest), now=NOW + timedelta(hours=1), groups=GROUPS
+    )
+    assert isinstance(late, Refusal)
+    assert late.code == "expired"
+    expired = domain.expire(record, NOW + timedelta(hours=1))
+    assert expired is not None
+    assert expired.event_type == "tidegate.approval.expired"
+    assert expired.record.status == "expired"
+
+
+def test_escalation_opens_the_request_to_the_second_group() -> None:
+    record = request()
+    lead = Approver(approver="lee@acme.example", tenant_id="acme", groups=frozenset({"finance-leads"}))
+    assert isinstance(approve(record, lead), Refusal)
+    assert domain.escalate(record, NOW + timedelta(minutes=5), timedelta(minutes=10)) is None
+    assert domain.escalate(record, NOW + timedelta(minutes=5), None) is None
+    escalated = domain.escalate(record, NOW + timedelta(minutes=10), timedelta(minutes=10))
+    assert escalated is not None
+    assert isinstance(approve(escalated, lead), Transition)
+
+
+def test_the_signed_grant_verifies_with_the_policy_side_check(tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    granted = approve(request(), BOB, edited_args={**ARGS, "amount_usd": 450.0})
+    assert isinstance(granted, Transition)
+    data = domain.signed_decision(granted.record, "tidegate.approval.granted", key)
+    assert data.args == ARGS
+    assert data.action_digest == action_digest("acme", "issue_refund", ARGS)
+    assert data.edited_args == {**ARGS, "amount_usd": 450.0}
+    ring = Keyring.load(tmp_path, "approval")
+    assert data.key_id is not None
+    assert data.signature is not None
+    assert ring.verify(data.key_id, approval_message("tidegate.approval.granted", data), data.signature)
+    assert not ring.verify(data.key_id, approval_message("tidegate.approval.rejected", data), data.signature)
+    forged = data.model_copy(update={"edited_args": {**ARGS, "amount_usd": 45000.0}})
+    assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", forged), data.signature)
+
+
+def test_an_unknown_outcome_becomes_a_follow_up_that_only_records_a_resolution() -> None:
+    result = ActionResultData(
+        action_id="a-9",
+        task_id="t-9",
+        tenant_id="acme",
+        tool="issue_refund",
+        status="unknown",
+        error=ErrorInfo(type="timeout", message="no answer"),
+        attempts=1,
+        duration_ms=10000,
+    )
+    record = domain.follow_up_from_result(
+        result, approval_id="fu-1", now=NOW, ttl=timedelta(hours=1), risk="financial", requested_by="alice@acme.example", args=ARGS
+    )
+    assert record.kind == "follow_up"
+    assert [r.code for r in record.reasons] == ["outcome_unknown"]
+    edited = approve(record, BOB, edited_args=ARGS)
+    assert isinstance(edited, Refusal)
+    assert edited.status == 422
+    done = approve(record, BOB)
+    assert isinstance(done, Transition)
+    assert done.event_type is None
+    assert (done.record.status, done.record.resolution) == ("resolved", "confirmed_done")
+    expired = domain.expire(record, NOW + timedelta(hours=2))
+    assert expired is not None
+    assert expired.event_type is None
+
+
+def test_groups_file_overrides_per_tenant(tmp_path: Path) -> None:
+    path = tmp_path / "groups.yaml"
+    path.write_text("tenants:\n  globex:\n    risk_groups: {financial: [treasury]}\n    required_approvals: {financial: 3}\n")
+    config = GroupsConfig.load(path)
+    assert config.allowed_groups("globex", "financial", escalated=False) == {"treasury"}
+    assert config.required("globex", "financial") == 3
+    assert config.allowed_groups("acme", "financial", escalated=False) == {"finance"}
+    assert config.allowed_groups("acme", "no_such_class", escalated=False) == {"security"}
+
+
+def test_cost_so_far_counts_spent_and_reserved() -> None:
+    rows = [
+        {"type": "tidegate.action.decided", "action_id": "a1", "outcome": "allow", "cost_usd": 0.01},
+        {"type": "tidegate.action.succeeded", "action_id": "a1", "outcome": "succeeded", "cost_usd": 0.012},
+        {"type": "tidegate.action.decided", "action_id": "a2", "outcome": "allow", "cost_usd": 0.02},
+        {"type": "tidegate.action.decided", "action_id": "a3", "outcome": "escalate", "cost_usd": 0.5},
+    ]
+    cost = domain.cost_so_far(rows)
+    assert cost["spent_usd"] == pytest.approx(0.012)
+    assert cost["reserved_usd"] == pytest.approx(0.02)
+    assert cost["events"]["tidegate.action.decided"] == 3

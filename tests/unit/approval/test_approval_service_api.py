@@ -1,0 +1,273 @@
+"""The service and its HTTP API over the in-memory repository (no sockets: httpx's ASGI transport)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas import ActionDecidedData, ActionResultData, Envelope, ErrorInfo, Reason, ResultCost
+from servicekit import REPO_ROOT, SigningKey, ToolCatalog, action_digest
+from services.approval import auth, webhooks
+from services.approval.api import ServiceHolder, create_api
+from services.approval.domain import GroupsConfig
+from services.approval.repository import Endpoint, InMemoryApprovalRepository
+from services.approval.service import ApprovalService
+from services.approval.settings import ApprovalSettings
+from services.approval.webhooks import SendResult
+
+ARGS = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1"}
+
+
+@dataclass
+class Published:
+    events: list[tuple[str, Envelope]] = field(default_factory=list)
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        self.events.append((topic, event))
+
+    def types(self) -> list[str]:
+        return [e.type for _, e in self.events]
+
+
+@dataclass
+class Clock:
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class FlakySender:
+    """Fails the first `failures` sends, then accepts; remembers what it got."""
+
+    failures: int = 0
+    got: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
+        self.got.append((url, headers, body))
+        if len(self.got) <= self.failures:
+            return SendResult(False, 503, "HTTP 503", 1.0)
+        return SendResult(True, 200, None, 1.0)
+
+
+@dataclass
+class World:
+    service: ApprovalService
+    repo: InMemoryApprovalRepository
+    bus: Published
+    clock: Clock
+    client: httpx.AsyncClient
+    sender: FlakySender
+    tokens: dict[str, str]
+
+
+def decided(action_id: str = "a-1", *, args: dict[str, Any] | None = None, **over: Any) -> ActionDecidedData:
+    args = ARGS if args is None else args
+    tool = over.pop("tool", "issue_refund")
+    fields: dict[str, Any] = {
+        "action_id": action_id,
+        "task_id": "t-1",
+        "tenant_id": "acme",
+        "tool": tool,
+        "args": args,
+        "action_digest": action_digest("acme", tool, args),
+        "outcome": "escalate",
+        "reasons": [Reason(code="needs_human_approval", policy_id="refund-threshold", message="over 500")],
+        "policy_version": "sha256:abc",
+        "risk": "financial",
+        "latency_ms": 0.2,
+        "requested_by": "alice@acme.example",
+    }
+    return ActionDecidedData(**(fields | over))
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    repo = InMemoryApprovalRepository()
+    bus = Published()
+    clock = Clock()
+    sender = FlakySender(failures=1)
+    service = ApprovalService(
+        repo=repo,
+        publisher=bus,
+        key=SigningKey.load_or_create(tmp_path, "approval"),
+        groups=GroupsConfig(),
+        settings=ApprovalSettings(webhook_backoff_initial_s=1.0),
+        catalog=ToolCatalog.load(REPO_ROOT / "catalog" / "tools"),
+        sender=sender,
+        clock=clock,
+        base_url=lambda: "http://approvals.test",
+    )
+    tokens = {}
+    for who, groups in (("alice@acme.example", ["finance"]), ("bob@acme.example", ["finance"]), ("dan@acme.example", ["security"])):
+        token = auth.new_token()
+        await repo.add_token(auth.hash_token(token), who, "acme", groups)
+        tokens[who.split("@")[0]] = token
+    api = create_api(ServiceHolder(service))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
+        yield World(service, repo, bus, clock, client, sender, tokens)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_redelivery_opens_one_request_and_a_regrant_decision_none(world: World) -> None:
+    first = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    again = await world.service.on_decided(decided(), event_id="e2", at=world.clock())
+    assert first is not None
+    assert again is not None
+    assert again.approval_id == first.approval_id
+    assert await world.service.on_decided(decided("a-2", via="approval", approval_id="ap-x"), event_id="e3", at=world.clock()) is None
+    assert await world.service.on_decided(decided("a-3", outcome="allow"), event_id="e4", at=world.clock()) is None
+    assert len(world.repo.records) == 1
+    assert world.bus.types() == ["tidegate.approval.requested"]
+
+
+async def test_forged_token_self_approval_and_wrong_group_are_refused(world: World) -> None:
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    url = f"/api/v1/approvals/{record.approval_id}/approve"
+    body = {"action_digest": record.action_digest}
+    assert (await world.client.post(url, json=body)).status_code == 401
+    forged = await world.client.post(url, json=body, headers=bearer(auth.new_token()))
+    assert forged.status_code == 401
+    self_approval = await world.client.post(url, json=body, headers=bearer(world.tokens["alice"]))
+    assert self_approval.status_code == 403
+    assert self_approval.json()["detail"]["code"] == "four_eyes"
+    wrong_group = await world.client.post(url, json=body, headers=bearer(world.tokens["dan"]))
+    assert wrong_group.json()["detail"]["code"] == "not_in_group"
+    assert world.bus.types() == ["tidegate.approval.requested"]
+    ok = await world.client.post(url, json=body | {"comment": "fine"}, headers=bearer(world.tokens["bob"]))
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["status"] == "granted"
+    assert world.bus.types() == ["tidegate.approval.requested", "tidegate.approval.granted"]
+
+
+async def test_edited_args_must_fit_the_tools_schema(world: World) -> None:
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    url = f"/api/v1/approvals/{record.approval_id}/approve"
+    bad = await world.client.post(
+        url, json={"action_digest": record.action_digest, "edited_args": {"amount_usd": -1}}, headers=bearer(world.tokens["bob"])
+    )
+    assert bad.status_code == 422
+    assert bad.json()["detail"]["code"] == "invalid_args"
+
+
+async def test_list_filters_and_show_carries_context_and_cost(world: World) -> None:
+    await world.service.on_decided(decided("a-0", outcome="allow", estimated_cost_usd=0.01), event_id="e0", at=world.clock())
+    result = ActionResultData(
+        action_id="a-0",
+        task_id="t-1",
+        tenant_id="acme",
+        tool="lookup_order",
+        status="succeeded",
+        attempts=1,
+        duration_ms=5,
+        cost=ResultCost(usd=0.003),
+    )
+    await world.service.on_result(result, event_type="tidegate.action.succeeded", event_id="e00", at=world.clock())
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    listed = (await world.client.get("/api/v1/approvals", params={"tool": "issue_refund"}, headers=bearer(world.tokens["bob"]))).json()
+    assert [r["approval_id"] for r in listed] == [record.approval_id]
+    assert listed[0]["can_decide"] is True
+    assert (
+        await world.client.get("/api/v1/approvals", params={"reason": "bulk_email_blocked"}, headers=bearer(world.tokens["bob"]))
+    ).json() == []
+    assert (
+        await world.client.get("/api/v1/approvals", params={"tenant": "globex"}, headers=bearer(world.tokens["bob"]))
+    ).status_code == 403
+    mine = (await world.client.get("/api/v1/approvals", headers=bearer(world.tokens["alice"]))).json()
+    assert mine[0]["can_decide"] is False
+    assert "four eyes" in mine[0]["cannot_decide_because"]
+    shown = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
+    assert [e["action_id"] for e in shown["context"]] == ["a-0", "a-0", "a-1"]
+    assert shown["cost"]["spent_usd"] == pytest.approx(0.003)
+
+
+async def test_unknown_outcome_opens_a_follow_up_resolved_without_any_event(world: World) -> None:
+    await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    result = ActionResultData(
+        action_id="a-1",
+        task_id="t-1",
+        tenant_id="acme",
+        tool="issue_refund",
+        status="unknown",
+        error=ErrorInfo(type="timeout", message="payments did not answer"),
+        attempts=1,
+        duration_ms=10_000,
+    )
+    follow_up = await world.service.on_result(result, event_type="tidegate.action.unknown", event_id="e2", at=world.clock())
+    assert follow_up is not None
+    assert follow_up.kind == "follow_up"
+    assert follow_up.risk == "financial"
+    assert follow_up.args == ARGS
+    listed = (await world.client.get("/api/v1/approvals", params={"reason": "outcome_unknown"}, headers=bearer(world.tokens["bob"]))).json()
+    assert [r["approval_id"] for r in listed] == [follow_up.approval_id]
+    before = len(world.bus.events)
+    done = await world.client.post(
+        f"/api/v1/approvals/{follow_up.approval_id}/reject",
+        json={"comment": "no refund in the ledger"},
+        headers=bearer(world.tokens["bob"]),
+    )
+    assert done.json()["status"] == "resolved"
+    assert done.json()["resolution"] == "confirmed_not_done"
+    assert len(world.bus.events) == before
+
+
+async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:
+    secret = webhooks.new_secret()
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", secret, "acme", ("bob@acme.example",)))
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    assert await world.service.deliver_webhooks() == 0  # the first attempt fails (503)
+    (delivery,) = await world.repo.deliveries()
+    assert (delivery.status, delivery.attempts) == ("pending", 1)
+    world.clock.now += timedelta(seconds=1)
+    assert await world.service.deliver_webhooks() == 1
+    _url, headers, body = world.sender.got[-1]
+    assert headers["webhook-id"] == world.sender.got[0][1]["webhook-id"]  # the same message id across retries
+    webhooks.verify(secret, headers, body, now=world.clock().timestamp(), tolerance_s=300)
+    link = json.loads(body)["data"]["links"]["bob@acme.example"].split("#link=")[1]
+    me = (await world.client.get("/api/v1/me", headers=bearer(link))).json()
+    assert (me["approver"], me["via"], me["groups"]) == ("bob@acme.example", "link", ["finance"])
+    first = await world.client.post(
+        f"/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(link)
+    )
+    assert first.status_code == 200
+    replay = await world.client.post(f"/api/v1/approvals/{record.approval_id}/reject", json={}, headers=bearer(link))
+    assert replay.status_code == 401
+    assert replay.json()["detail"]["code"] == "link_used"
+
+
+async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
+    secret = webhooks.new_secret()
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", secret, "acme", ()))
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    data = {"approval_id": record.approval_id, "approver": "bob@acme.example", "decision": "approve", "action_digest": record.action_digest}
+    body = json.dumps({"type": "approval.decision", "data": data}).encode()
+    now = int(world.clock().timestamp())
+
+    async def post(msg_id: str, ts: int, payload: bytes = body, key: str = secret) -> httpx.Response:
+        return await world.client.post("/api/v1/callbacks/chat", content=payload, headers=webhooks.signed_headers(key, msg_id, ts, payload))
+
+    stale = await post("msg_1", now - 301)
+    assert (stale.status_code, stale.json()["detail"]["code"]) == (401, "stale_timestamp")
+    forged = await post("msg_2", now, key=webhooks.new_secret())
+    assert (forged.status_code, forged.json()["detail"]["code"]) == (401, "bad_signature")
+    ok = await post("msg_3", now)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["status"] == "granted"
+    replay = await post("msg_3", now)
+    assert (replay.status_code, replay.json()["detail"]["code"]) == (409, "replayed")

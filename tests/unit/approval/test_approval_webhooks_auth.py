@@ -1,0 +1,88 @@
+"""Standard Webhooks signing and verification, token hashing and one-time links."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from servicekit import SigningKey
+from services.approval import auth, webhooks
+
+# The example of the Standard Webhooks reference libraries.
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SPEC_TS = 1614265330
+SPEC_BODY = b'{"test": 2432232314}'
+SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_signature_matches_the_spec_example() -> None:
+    assert webhooks.sign(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY) == SPEC_SIGNATURE
+
+
+def test_verify_accepts_a_genuine_message_and_one_of_several_signatures() -> None:
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY)
+    assert webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=SPEC_TS + 10, tolerance_s=300) == (SPEC_ID, SPEC_TS)
+    rotated = headers | {"webhook-signature": "v1,AAAA " + headers["webhook-signature"]}
+    assert webhooks.verify(SPEC_SECRET, rotated, SPEC_BODY, now=SPEC_TS, tolerance_s=300)[0] == SPEC_ID
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OF="}, "bad_signature"),
+        ({"webhook-id": "msg_other"}, "bad_signature"),
+        ({"webhook-timestamp": str(SPEC_TS - 301)}, "stale_timestamp"),
+        ({"webhook-timestamp": str(SPEC_TS + 301)}, "stale_timestamp"),
+        ({"webhook-timestamp": "soon"}, "bad_timestamp"),
+        ({"webhook-id": ""}, "missing_headers"),
+    ],
+)
+def test_verify_refuses(change: dict[str, str], code: str) -> None:
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY) | change
+    with pytest.raises(webhooks.WebhookVerificationError) as caught:
+        webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=SPEC_TS, tolerance_s=300)
+    assert caught.value.code == code
+
+
+def test_a_tampered_body_or_another_secret_fails() -> None:
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY)
+    with pytest.raises(webhooks.WebhookVerificationError):
+        webhooks.verify(SPEC_SECRET, headers, b'{"test": 1}', now=SPEC_TS, tolerance_s=300)
+    with pytest.raises(webhooks.WebhookVerificationError):
+        webhooks.verify(webhooks.new_secret(), headers, SPEC_BODY, now=SPEC_TS, tolerance_s=300)
+
+
+def test_backoff_doubles_and_caps() -> None:
+    delays = [webhooks.backoff(n, initial_s=1, max_s=10).total_seconds() for n in range(1, 7)]
+    assert delays == [1, 2, 4, 8, 10, 10]
+
+
+def test_tokens_are_random_and_only_their_hash_is_kept() -> None:
+    a, b = auth.new_token(), auth.new_token()
+    assert a != b
+    assert a.startswith("tga_")
+    assert len(auth.hash_token(a)) == 64
+    assert auth.hash_token(a) != auth.hash_token(b)
+    assert a not in auth.hash_token(a)
+
+
+def test_one_time_links_verify_and_refuse_forgery_and_expiry(tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    now = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    link = auth.issue_link(key, approval_id="ap-1", approver="bob@acme.example", tenant_id="acme", expires_at=now + timedelta(minutes=5))
+    claims = auth.verify_link(key, link, now=now)
+    assert (claims.approval_id, claims.approver, claims.tenant_id) == ("ap-1", "bob@acme.example", "acme")
+    with pytest.raises(auth.LinkError, match="expired"):
+        auth.verify_link(key, link, now=now + timedelta(minutes=5))
+    prefix, _body, sig = link.split(".")
+    other = auth.issue_link(key, approval_id="ap-2", approver="bob@acme.example", tenant_id="acme", expires_at=now + timedelta(minutes=5))
+    with pytest.raises(auth.LinkError, match="signature"):
+        auth.verify_link(key, f"{prefix}.{other.split('.')[1]}.{sig}", now=now)
+    stranger = SigningKey.load_or_create(tmp_path / "other", "approval")
+    with pytest.raises(auth.LinkError):
+        auth.verify_link(stranger, link, now=now)
+    with pytest.raises(auth.LinkError):
+        auth.verify_link(key, "tga_not_a_link", now=now)
