@@ -3,26 +3,99 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from servicekit import Bus, ControlState, KitSettings, ServiceProcess, configure_logging, install_tracing, make_broker
+import httpx
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+
+from servicekit import (
+    Bus,
+    ControlState,
+    Handler,
+    Keyring,
+    KitSettings,
+    ServiceProcess,
+    ToolCatalog,
+    configure_logging,
+    ensure_topics,
+    install_tracing,
+    make_broker,
+)
 from services.executor import handlers
+from services.executor.claims import InMemoryClaimStore, PgClaimStore
+from services.executor.credentials import CredentialStore
+from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
+from services.executor.tools import HttpTools, PythonTools, ToolInvokers, TopicTools
+from systems import install as install_systems
 
 __all__ = ["NAME", "build", "main"]
 
 NAME = "executor"
+log = logging.getLogger(__name__)
 
 
-def build(kit: KitSettings | None = None, settings: ExecutorSettings | None = None) -> ServiceProcess:
-    """Assemble the executor service from its settings."""
+def build(
+    kit: KitSettings | None = None, settings: ExecutorSettings | None = None, environ: Mapping[str, str] | None = None
+) -> ServiceProcess:
+    """Assemble the executor service from its settings.
+
+    Args:
+        kit: Where the bus, database, keys and tool catalog are.
+        settings: The executor's own settings.
+        environ: Where `TIDEGATE_CREDENTIAL_*` secrets are read from (the process environment by default).
+    """
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
+    catalog = ToolCatalog.load(kit.tools_dir)
     bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
-    bus.consume("actions.authorized", handlers.log_event, group_id=f"{kit.topic_prefix}executor")
     control = ControlState()
+    http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
+    topic_tools = TopicTools(bus.publish, kit.topic_prefix)
+
+    def kill_reason(tenant_id: str, tool: str) -> str | None:
+        switch = control.killed(tenant_id, tool)
+        return None if switch is None else f"{switch.data.reason or 'no reason given'} (set by {switch.data.set_by})"
+
+    executor = Executor(
+        catalog=catalog,
+        keyring_loader=lambda: Keyring.load(kit.keys_dir, settings.policy_key_name),
+        claims=InMemoryClaimStore(),  # replaced by the PostgreSQL store once the pool exists (on start)
+        invokers=ToolInvokers(python=PythonTools(), http=HttpTools(http_client), topic=topic_tools),
+        credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
+        publish=bus.publish,
+        killed=kill_reason,
+    )
+    bus.consume("actions.authorized", handlers.on_authorized(executor), group_id=f"{kit.topic_prefix}executor")
     bus.consume("control", control.apply, group_id=None)
-    return ServiceProcess(
+    topic_tool_names = sorted(name for name, spec in catalog.items() if spec.kind == "topic")
+    for tool in topic_tool_names:
+        _consume_latest(bus, f"tools.{tool}.replies", handlers.on_tool_reply(topic_tools))
+
+    async def connect(proc: ServiceProcess) -> None:
+        assert proc.pool is not None
+        if settings.install_systems:
+            await install_systems(proc.pool)
+        if topic_tool_names:
+            await ensure_topics(
+                kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
+            )
+        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
+        executor.context_pool = proc.pool
+        # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
+        await bus.broker.connect()
+        await executor.settle_interrupted()
+
+    async def close(_: ServiceProcess) -> None:
+        await http_client.aclose()
+
+    proc = ServiceProcess(
         name=NAME,
         bus=bus,
         database_url=kit.database_url,
@@ -32,7 +105,30 @@ def build(kit: KitSettings | None = None, settings: ExecutorSettings | None = No
         metrics_port=kit.metrics_port,
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
+        on_start=[connect],
+        on_stop=[close],
     )
+    proc.executor = executor  # type: ignore[attr-defined]  # for tests and tooling that inspect the running executor
+    return proc
+
+
+def _consume_latest(bus: Bus, topic: str, handler: Handler) -> None:
+    """Read `topic` in every process (no group), from the end: replies matter only to calls waiting now."""
+
+    @bus.broker.subscriber(
+        bus.topic(topic),
+        group_id=None,
+        batch=True,
+        max_records=200,
+        batch_timeout_ms=50,
+        auto_offset_reset="latest",
+        ack_policy=AckPolicy.MANUAL,
+        title=f"{NAME}:{topic}",
+    )
+    async def _on_batch(msg: KafkaMessage) -> None:
+        raw: Any = msg.raw_message
+        for record in raw if isinstance(raw, tuple | list) else (raw,):
+            await bus.handle_record(topic, record, handler)
 
 
 def main() -> None:

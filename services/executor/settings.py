@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ExecutorSettings"]
@@ -11,3 +14,12 @@ class ExecutorSettings(BaseSettings):
     """What only the executor service reads."""
 
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_EXECUTOR_", extra="ignore", frozen=True)
+
+    credentials_file: Path | None = Field(
+        default=None,
+        description="YAML `{tenant: {credential_scope: secret}}` for http tools; "
+        "`TIDEGATE_CREDENTIAL_<TENANT>__<SCOPE>` variables override it.",
+    )
+    policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
+    http_max_connections: int = Field(default=50, ge=1, description="Connection pool size of the HTTP tool client.")
+    install_systems: bool = Field(default=True, description="Create the demo systems' schemas at start (their tools run in-process).")

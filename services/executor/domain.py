@@ -1,0 +1,146 @@
+"""The executor's decisions, as pure functions: is an authorization genuine, may the call run, what next.
+
+Nothing here does I/O; `executor.py` applies these decisions with the claim store, the tools and the bus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas import ActionAuthorizedData, ReasonCode, RetryPolicy, ToolSpec
+from servicekit import Keyring, action_digest, authorization_message
+
+__all__ = [
+    "TERMINAL",
+    "Call",
+    "ClaimRecord",
+    "Finish",
+    "Refusal",
+    "Status",
+    "backoff_s",
+    "check_authenticity",
+    "decide",
+    "final_status",
+    "safe_to_repeat",
+]
+
+Status = Literal["claimed", "running", "succeeded", "failed", "unknown"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "unknown"})
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """The executor's record of one action id: who claimed it, where it got to, and how it ended."""
+
+    action_id: str
+    event_id: str
+    tenant_id: str
+    task_id: str
+    step: int
+    tool: str
+    args: dict[str, Any]
+    action_digest: str
+    status: Status
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    duration_ms: float = 0.0
+    cost_usd: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the action has its one outcome already."""
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an authorization is not genuine; the event is dead-lettered with `code` and never executes."""
+
+    code: ReasonCode
+    message: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """End the action without calling the tool (again)."""
+
+    status: Literal["failed", "unknown"]
+    error_type: str
+    message: str
+    dead_letter: ReasonCode | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """Call the tool (for the first time, or again with the same idempotency key after a crash)."""
+
+    recovering: bool = False
+
+
+def check_authenticity(data: ActionAuthorizedData, keyring: Keyring) -> Refusal | None:
+    """Whether the policy service really signed exactly this call: key, signature, then digest."""
+    auth = data.authorization
+    if not keyring.knows(auth.key_id):
+        return Refusal(ReasonCode.UNKNOWN_KEY, f"authorization signed with unknown key {auth.key_id!r}")
+    if not keyring.verify(auth.key_id, authorization_message(data), auth.signature):
+        return Refusal(
+            ReasonCode.SIGNATURE_INVALID, f"signature of authorization for action {data.action_id} does not verify with {auth.key_id}"
+        )
+    expected = action_digest(data.tenant_id, data.tool, data.args)
+    if auth.action_digest != expected:
+        return Refusal(
+            ReasonCode.DIGEST_MISMATCH, f"authorization digest {auth.action_digest[:16]}… is not the digest of the call ({expected[:16]}…)"
+        )
+    return None
+
+
+def safe_to_repeat(spec: ToolSpec) -> bool:
+    """A second call cannot cause a second side effect: the tool is idempotent or deduplicates on our key."""
+    return spec.idempotent or spec.accepts_idempotency_key or not spec.writes
+
+
+def decide(record: ClaimRecord, spec: ToolSpec | None, *, now: datetime, expires_at: datetime, killed: str | None) -> Finish | Call:
+    """What to do with a claimed, not yet finished action, right before calling its tool.
+
+    Args:
+        record: The claim (status `claimed`, or `running` when a previous process died mid-call).
+        spec: The catalogued tool, or None when the executor does not know it.
+        now: The current time.
+        expires_at: When the authorization stops being valid.
+        killed: The reason of the kill switch that stops this tool for this tenant, if one is set.
+    """
+    if spec is None:
+        return Finish("failed", ReasonCode.UNKNOWN_TOOL, f"tool {record.tool!r} is not in the executor's catalog", ReasonCode.UNKNOWN_TOOL)
+    interrupted = record.status == "running"
+    if interrupted and not safe_to_repeat(spec):
+        return Finish(
+            "unknown",
+            "interrupted",
+            f"the executor stopped during a call to {spec.name}, which is not idempotent and takes no idempotency key: "
+            "the call may or may not have taken effect, so it is not repeated; a person must check",
+        )
+    # After an interruption the first call may have taken effect, so a refusal now leaves the outcome unknown.
+    refused: Literal["failed", "unknown"] = "unknown" if interrupted else "failed"
+    if now >= expires_at:
+        return Finish(
+            refused,
+            ReasonCode.AUTHORIZATION_EXPIRED,
+            f"authorization expired at {expires_at.isoformat()}",
+            ReasonCode.AUTHORIZATION_EXPIRED,
+        )
+    if killed is not None:
+        return Finish(refused, ReasonCode.KILL_SWITCH, f"kill switch set for {spec.name}: {killed}")
+    return Call(recovering=interrupted)
+
+
+def final_status(spec: ToolSpec, *, maybe_applied: bool) -> Literal["failed", "unknown"]:
+    """How a call that did not succeed ends: `unknown` when a write may have happened anyway."""
+    return "unknown" if maybe_applied and spec.writes else "failed"
+
+
+def backoff_s(policy: RetryPolicy, retry: int) -> float:
+    """Wait before retry number `retry` (1 = the second attempt): exponential, capped."""
+    return float(min(policy.backoff_initial_s * policy.backoff_multiplier ** (retry - 1), policy.backoff_max_s))

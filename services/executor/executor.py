@@ -1,0 +1,309 @@
+"""Performing one authorized action exactly once: verify, claim, call with retries, record, publish.
+
+This is the one layer that retries tool calls. The bus below retries only infrastructure errors of
+the handler as a whole (and the claim makes that safe); tools and invokers never retry, so every
+attempt is counted, costed and visible in `attempts` of the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas import (
+    ActionAuthorized,
+    ActionAuthorizedData,
+    ActionFailed,
+    ActionResultData,
+    ActionSucceeded,
+    ActionUnknown,
+    Envelope,
+    ErrorInfo,
+    ReasonCode,
+    ResultCost,
+    ToolSpec,
+)
+from servicekit import Attr, Keyring, Reject, span
+from services.executor.claims import ClaimSession, ClaimStore
+from services.executor.credentials import CredentialStore
+from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
+from services.executor.tools import ToolInvokers
+from systems import ToolContext, ToolError
+
+__all__ = ["Executor"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, Envelope], Awaitable[None]]
+KillCheck = Callable[[str, str], str | None]
+SOURCE = "tidegate/executor"
+_RESULT_EVENTS: dict[str, type[Envelope]] = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}
+
+
+@dataclass
+class Executor:
+    """Everything the executor needs to perform authorized calls; built once in `app.py`.
+
+    Attributes:
+        catalog: Tools by name.
+        keyring_loader: Loads the policy service's public keys (called again when an unknown key id shows up,
+            so that a key created or rotated after start is picked up).
+        claims: Where action ids are claimed.
+        invokers: How each tool kind is called.
+        credentials: Tenants' secrets by credential scope.
+        publish: Publishes an event on a catalog topic.
+        killed: The reason of the kill switch stopping (tenant, tool), or None.
+        context_pool: Database pool handed to in-process tools (the systems of record).
+        clock: Current time (tests move it).
+        sleep: Waits between attempts (tests make it instant).
+    """
+
+    catalog: Mapping[str, ToolSpec]
+    keyring_loader: Callable[[], Keyring]
+    claims: ClaimStore
+    invokers: ToolInvokers
+    credentials: CredentialStore
+    publish: Publish
+    killed: KillCheck
+    context_pool: Any = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    calls: int = field(default=0, init=False)
+    _keyring: Keyring | None = field(default=None, init=False)
+    _keyring_loaded_at: float = field(default=0.0, init=False)
+
+    # --- verification ------------------------------------------------------------------------
+
+    def _keys(self, key_id: str) -> Keyring:
+        if self._keyring is None or (not self._keyring.knows(key_id) and time.monotonic() - self._keyring_loaded_at > 1.0):
+            self._keyring = self.keyring_loader()
+            self._keyring_loaded_at = time.monotonic()
+        return self._keyring
+
+    # --- the handler's domain entry point ----------------------------------------------------
+
+    async def handle(self, event: ActionAuthorized) -> None:
+        """Perform the authorized call of `event` at most once; raise Reject for what must not run.
+
+        Replays: an action id runs once, whatever arrives later. A redelivery of the event that
+        claimed it is normal (at-least-once) and is answered from the record. Any other event for the
+        same action id (a copy with a new event id, or a second signature of the same action) is
+        also answered from the record, then dead-lettered as `authorization_replayed`.
+        """
+        data = event.data
+        refusal = check_authenticity(data, self._keys(data.authorization.key_id))
+        if refusal is not None:
+            raise Reject(refusal.code, refusal.message)
+        spec = self.catalog.get(data.tool)
+        with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
+            async with self.claims.hold(data.action_id) as session:
+                record = await session.get()
+                replayed = record is not None and record.event_id != event.id
+                if record is None:
+                    record = await session.claim(_new_record(event))
+                refused_now = False
+                if record.terminal:
+                    log.info("action %s already %s: answering from the record", data.action_id, record.status)
+                    await self._publish_result(record)
+                else:
+                    record = await self._run(session, record, spec, data)
+                    refused_now = record.error is not None and "dead_letter" in record.error
+            s.set_attribute(Attr.OUTCOME, record.status)
+            s.set_attribute(Attr.ATTEMPTS, record.attempts)
+        if refused_now:
+            assert record.error is not None
+            raise Reject(record.error["dead_letter"], record.error["message"])
+        if replayed:
+            raise Reject(
+                ReasonCode.AUTHORIZATION_REPLAYED,
+                f"action {data.action_id} was already authorized by event {record.event_id}; not executed again (outcome: {record.status})",
+            )
+
+    async def _run(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> ClaimRecord:
+        step = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
+        if isinstance(step, Finish):
+            return await self._finish_without_call(session, record, step)
+        assert spec is not None
+        return await self._call_with_retries(session, record, spec, data, step)
+
+    def _kill_reason(self, data: ActionAuthorizedData) -> str | None:
+        return self.killed(data.tenant_id, data.tool)
+
+    async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, step: Finish) -> ClaimRecord:
+        done = await session.finish(
+            step.status,
+            result=None,
+            error=_error(step.error_type, step.message, dead=step.dead_letter),
+            attempts=record.attempts,
+            duration_ms=record.duration_ms,
+            cost_usd=record.cost_usd,
+        )
+        await self._publish_result(done)
+        return done
+
+    async def _call_with_retries(
+        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call
+    ) -> ClaimRecord:
+        if step.recovering:
+            log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
+        attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
+        error: ToolError | None = None
+        for n in range(1, spec.retry.max_attempts + 1):
+            if n > 1:
+                await self.sleep(backoff_s(spec.retry, n - 1))
+                # Re-check right before every call, not only the first: a switch set during backoff stops the retry.
+                again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
+                if isinstance(again, Finish):
+                    maybe_applied = again.status == "unknown" or (error is not None and error.maybe_applied)
+                    info = _error(again.error_type, again.message, dead=again.dead_letter)
+                    status = final_status(spec, maybe_applied=maybe_applied)
+                    return await self._finish(session, data, spec, status, None, info, attempts, record.duration_ms, started, extra_cost)
+            attempts += 1
+            await session.running(attempts)
+            ctx = self._context(data, spec, attempts)
+            self.calls += 1
+            try:
+                answer = await asyncio.wait_for(self.invokers.invoke(spec, ctx, data.args), timeout=spec.timeout_s)
+            except ToolError as exc:
+                error = exc
+            except TimeoutError:
+                error = ToolError("timeout", f"{spec.name} did not answer in {spec.timeout_s} s", retryable=True, maybe_applied=True)
+            except Exception as exc:  # a bug in a tool is its failure, not the executor's
+                log.exception("tool %s raised", spec.name)
+                error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)
+            else:
+                extra_cost += answer.cost_usd
+                return await self._finish(
+                    session, data, spec, "succeeded", answer.result, None, attempts, record.duration_ms, started, extra_cost
+                )
+            log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
+            if error.maybe_applied and not safe_to_repeat(spec):
+                break  # repeating could do it twice: the outcome is unknown, a person must check
+            if not error.retryable:
+                break
+        assert error is not None
+        status = final_status(spec, maybe_applied=error.maybe_applied)
+        info = _error(error.type, error.message, retryable=error.retryable)
+        return await self._finish(session, data, spec, status, None, info, attempts, record.duration_ms, started, extra_cost)
+
+    def _context(self, data: ActionAuthorizedData, spec: ToolSpec, attempt: int) -> ToolContext:
+        scope = spec.credential_scopes.get(data.tenant_id)
+        return ToolContext(
+            pool=self.context_pool,
+            tenant_id=data.tenant_id,
+            action_id=data.action_id,
+            idempotency_key=data.action_id,
+            task_id=data.task_id,
+            attempt=attempt,
+            deadline=self.clock() + timedelta(seconds=spec.timeout_s),
+            credential_scope=scope,
+            credential=self.credentials.secret(data.tenant_id, scope) if scope else None,
+        )
+
+    async def _finish(
+        self,
+        session: ClaimSession,
+        data: ActionAuthorizedData,
+        spec: ToolSpec,
+        status: Any,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        attempts: int,
+        previous_ms: float,
+        started: float,
+        extra_cost: float,
+    ) -> ClaimRecord:
+        done = await session.finish(
+            status,
+            result=result,
+            error=error,
+            attempts=attempts,
+            duration_ms=previous_ms + (time.monotonic() - started) * 1000,
+            cost_usd=round(spec.cost_usd * attempts + extra_cost, 6),
+        )
+        await self._publish_result(done)
+        return done
+
+    async def _publish_result(self, record: ClaimRecord) -> None:
+        error = None
+        if record.error is not None:
+            error = ErrorInfo(type=record.error["type"], message=record.error["message"], retryable=record.error.get("retryable", False))
+        data = ActionResultData(
+            action_id=record.action_id,
+            task_id=record.task_id,
+            tenant_id=record.tenant_id,
+            step=record.step,
+            tool=record.tool,
+            status=record.status,  # type: ignore[arg-type]  # terminal here
+            result=record.result,
+            error=error,
+            attempts=record.attempts,
+            duration_ms=max(record.duration_ms, 0.0),
+            cost=ResultCost(usd=record.cost_usd),
+            idempotency_key=record.action_id,
+        )
+        await self.publish("actions.results", _RESULT_EVENTS[record.status].build(data, source=SOURCE))
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    async def settle_interrupted(self) -> int:
+        """At start, end as `unknown` every call a dead process left mid-way on a tool that is unsafe to repeat.
+
+        Calls that are safe to repeat are left to the redelivery of their authorization, which calls
+        again with the same idempotency key. Rows still held by a live executor are skipped.
+        """
+        settled = 0
+        for candidate in await self.claims.interrupted():
+            spec = self.catalog.get(candidate.tool)
+            if spec is not None and safe_to_repeat(spec):
+                continue
+            async with self.claims.try_hold(candidate.action_id) as session:
+                if session is None:
+                    continue
+                record = await session.get()
+                if record is None or record.status != "running":
+                    continue
+                message = (
+                    f"the executor stopped during a call to {record.tool}, which is not idempotent and takes no idempotency key: "
+                    "the call may or may not have taken effect, so it is not repeated; a person must check"
+                )
+                done = await session.finish(
+                    "unknown",
+                    result=None,
+                    error=_error("interrupted", message),
+                    attempts=record.attempts,
+                    duration_ms=record.duration_ms,
+                    cost_usd=round((spec.cost_usd if spec else 0.0) * record.attempts, 6),
+                )
+                await self._publish_result(done)
+                settled += 1
+        if settled:
+            log.warning("settled %d interrupted calls as unknown", settled)
+        return settled
+
+
+def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": str(type_), "message": message, "retryable": retryable}
+    if dead is not None:
+        error["dead_letter"] = str(dead)
+    return error
+
+
+def _new_record(event: ActionAuthorized) -> ClaimRecord:
+    data = event.data
+    return ClaimRecord(
+        action_id=data.action_id,
+        event_id=event.id,
+        tenant_id=data.tenant_id,
+        task_id=data.task_id,
+        step=data.step,
+        tool=data.tool,
+        args=data.args,
+        action_digest=data.authorization.action_digest,
+        status="claimed",
+    )

@@ -1,0 +1,197 @@
+"""How the executor reaches each kind of tool: in-process Python, HTTP, or an outside service on Kafka.
+
+Every invoker makes exactly one attempt and reports failure as `ToolError` (retryable or not, maybe
+applied or not); the retry loop lives in `executor.py` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+import httpx
+
+from schemas import Envelope, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
+from systems import Tool, ToolContext, ToolError
+
+__all__ = ["HttpTools", "Invoker", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ToolAnswer:
+    """A successful call: the tool's result, and what the tool itself charged (outside tools report it)."""
+
+    result: dict[str, Any]
+    cost_usd: float = 0.0
+
+
+class Invoker(Protocol):
+    """Makes one attempt at one tool call."""
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Call the tool once; raise ToolError when it did not succeed."""
+        ...
+
+
+class PythonTools:
+    """Kind `python`: `module:function` entrypoints, imported once, called in-process."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, Tool] = {}
+
+    def resolve(self, spec: ToolSpec) -> Tool:
+        """The function named by the entrypoint (imported on first use, then cached)."""
+        assert spec.entrypoint is not None
+        fn = self._functions.get(spec.entrypoint)
+        if fn is None:
+            module, _, name = spec.entrypoint.partition(":")
+            fn = getattr(importlib.import_module(module), name)
+            self._functions[spec.entrypoint] = fn
+        return fn
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Call the function; a lost database connection may have committed, so it is reported as maybe applied."""
+        try:
+            fn = self.resolve(spec)
+        except (ImportError, AttributeError) as exc:
+            raise ToolError("entrypoint_missing", f"cannot load {spec.entrypoint}: {exc}") from exc
+        try:
+            result = await fn(ctx, args)
+        except ToolError:
+            raise
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise ToolError("connection_lost", f"{type(exc).__name__}: {exc}", retryable=True, maybe_applied=True) from exc
+        except asyncpg.PostgresError as exc:  # the tool's transaction was rolled back
+            raise ToolError("database_error", f"{type(exc).__name__}: {exc}") from exc
+        return ToolAnswer(result if isinstance(result, dict) else {"value": result})
+
+
+class HttpTools:
+    """Kind `http`: one request with the tenant's credential and the action id as `Idempotency-Key`.
+
+    5xx and timeouts are retryable (and may have been applied); 429 and 503 say "not processed";
+    connection failures mean the request never arrived; other 4xx are final.
+    """
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Send the request and map the response."""
+        assert spec.url is not None
+        headers = {
+            "Idempotency-Key": ctx.idempotency_key,
+            "X-Tidegate-Tenant": ctx.tenant_id,
+            "X-Tidegate-Action": ctx.action_id,
+            "X-Tidegate-Attempt": str(ctx.attempt),
+        }
+        if ctx.credential_scope is not None:
+            if ctx.credential is None:
+                raise ToolError("missing_credential", f"no secret for credential scope {ctx.credential_scope!r} of tenant {ctx.tenant_id}")
+            headers["Authorization"] = f"Bearer {ctx.credential}"
+        body: dict[str, Any] = {"params": args} if spec.method == "GET" else {"json": args}
+        try:
+            response = await self._client.request(spec.method, spec.url, headers=headers, timeout=spec.timeout_s, **body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ToolError("unreachable", f"{spec.url}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        except httpx.TimeoutException as exc:
+            raise ToolError("timeout", f"{spec.url} did not answer in {spec.timeout_s} s", retryable=True, maybe_applied=True) from exc
+        except httpx.HTTPError as exc:
+            raise ToolError("transport_error", f"{spec.url}: {type(exc).__name__}: {exc}", retryable=True, maybe_applied=True) from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            payload = response.json() if response.content else {}
+            return ToolAnswer(payload if isinstance(payload, dict) else {"value": payload})
+        detail = _error_detail(response)
+        if status in (429, 503):
+            raise ToolError(f"http_{status}", detail, retryable=True)
+        if status >= 500:
+            raise ToolError(f"http_{status}", detail, retryable=True, maybe_applied=True)
+        raise ToolError(f"http_{status}", detail)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        doc = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(doc, dict):
+        return str(doc.get("error") or doc.get("detail") or doc.get("message") or doc)[:500]
+    return str(doc)[:500]
+
+
+class TopicTools:
+    """Kind `topic`: a `tool.invocation` on `tools.<tool>.requests`, answered by a `tool.reply` on `.replies`.
+
+    Every executor process reads every reply (no consumer group), and the one waiting for that action
+    id takes it; a late reply to an earlier attempt answers the current one, as it has the same key.
+    """
+
+    def __init__(self, publish: Publish, prefix: str, source: str = "tidegate/executor") -> None:
+        self._publish = publish
+        self._prefix = prefix
+        self._source = source
+        self._waiting: dict[str, asyncio.Future[ToolReplyData]] = {}
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Publish the invocation and wait for its reply (the executor bounds the wait with the tool's timeout)."""
+        future: asyncio.Future[ToolReplyData] = asyncio.get_running_loop().create_future()
+        self._waiting[ctx.action_id] = future
+        try:
+            invocation = ToolInvocation.build(
+                ToolInvocationData(
+                    action_id=ctx.action_id,
+                    task_id=ctx.task_id,
+                    tenant_id=ctx.tenant_id,
+                    tool=spec.name,
+                    args=args,
+                    idempotency_key=ctx.idempotency_key,
+                    attempt=ctx.attempt,
+                    deadline=ctx.deadline or datetime.now(UTC),
+                    reply_topic=f"{self._prefix}tools.{spec.name}.replies",
+                ),
+                source=self._source,
+            )
+            try:
+                await self._publish(f"tools.{spec.name}.requests", invocation)
+            except Exception as exc:  # not sent, so not applied
+                raise ToolError("unreachable", f"cannot publish to tools.{spec.name}.requests: {exc}", retryable=True) from exc
+            reply = await future
+        finally:
+            if self._waiting.get(ctx.action_id) is future:
+                del self._waiting[ctx.action_id]
+        if reply.ok:
+            return ToolAnswer(reply.result or {}, reply.cost_usd)
+        err = reply.error
+        if err is None:
+            raise ToolError("tool_error", f"{spec.name} replied not ok without an error")
+        raise ToolError(err.type, err.message, retryable=err.retryable)
+
+    async def on_reply(self, event: ToolReply) -> None:
+        """Handler for `tools.<tool>.replies`: hand the reply to the call waiting for it, if any."""
+        future = self._waiting.get(event.data.action_id)
+        if future is not None and not future.done():
+            future.set_result(event.data)
+        else:
+            log.debug("reply for %s that nobody here waits for", event.data.action_id)
+
+
+class ToolInvokers:
+    """The invoker of each tool kind."""
+
+    def __init__(self, python: Invoker, http: Invoker, topic: Invoker) -> None:
+        self._by_kind = {"python": python, "http": http, "topic": topic}
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Dispatch to the invoker of the tool's kind."""
+        return await self._by_kind[spec.kind].invoke(spec, ctx, args)
