@@ -74,3 +74,70 @@ async def test_forged_tampered_unknown_key_and_mis_digested_authorizations_never
     assert await refunds(pool, tenant) == []
     assert await pool.fetchval("SELECT count(*) FROM executor.actions WHERE tenant_id = $1", tenant) == 0
     assert executor.executor.calls == 0  # type: ignore[attr-defined]
+
+
+async def test_an_expired_authorization_is_refused_and_the_planner_learns_it_failed(
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    event = authorize(tenant, "issue_refund", REFUND, ttl_s=-1)
+    await publisher.publish("actions.authorized", event)
+    [result] = await wait_for(lambda: listener.for_action(event.data.action_id), what="the failure")
+    await wait_for(lambda: listener.dead_codes(event.data.action_id), what="the dead letter")
+    assert result.type == "tidegate.action.failed"
+    assert (result.data.error.type, result.data.attempts) == ("authorization_expired", 0)
+    assert listener.dead_codes(event.data.action_id) == ["authorization_expired"]
+    assert await refunds(pool, tenant) == []
+
+
+async def test_a_replayed_authorization_is_answered_from_the_record_and_never_runs_again(
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    event = authorize(tenant, "issue_refund", REFUND)
+    await publisher.publish("actions.authorized", event)
+    await wait_for(lambda: listener.for_action(event.data.action_id), what="the first result")
+
+    await publisher.publish("actions.authorized", event)  # the same event again: an ordinary redelivery
+    copy = event.model_copy(update={"id": "copy-" + event.id})  # the same signed authorization, another event
+    await publisher.publish("actions.authorized", copy)
+    results = await wait_for(lambda: (r := listener.for_action(event.data.action_id)) and len(r) == 3 and r, what="three answers")
+    await wait_for(lambda: listener.dead_codes(event.data.action_id), what="the replay's dead letter")
+
+    assert {r.type for r in results} == {"tidegate.action.succeeded"}
+    assert len({r.data.result["refund_id"] for r in results}) == 1
+    assert listener.dead_codes(event.data.action_id) == ["authorization_replayed"]
+    assert len(await refunds(pool, tenant)) == 1
+    assert executor.executor.calls == 1  # type: ignore[attr-defined]
+
+
+async def test_an_unknown_tool_is_refused(
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+) -> None:
+    event = authorize(tenant, "wire_money", {"to": "attacker", "usd": 1000})
+    await publisher.publish("actions.authorized", event)
+    [result] = await wait_for(lambda: listener.for_action(event.data.action_id), what="the failure")
+    await wait_for(lambda: listener.dead_codes(event.data.action_id), what="the dead letter")
+    assert (result.type, result.data.error.type) == ("tidegate.action.failed", "unknown_tool")
+    assert listener.dead_codes(event.data.action_id) == ["unknown_tool"]
+
+
+async def test_the_kill_switch_stops_the_call_right_before_it_and_the_planner_is_told(
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    switch = s.ControlKillswitch.build(
+        s.ControlKillswitchData(
+            tenant_id=tenant, tool="issue_refund", active=True, reason="refund fraud wave", set_by="oncall@acme.example"
+        ),
+        source="tidegate/cli",
+    )
+    await publisher.publish("control", switch)
+    await wait_for(lambda: executor.control.killed(tenant, "issue_refund"), what="the switch to arrive")  # type: ignore[union-attr]
+    stopped = authorize(tenant, "issue_refund", REFUND)
+    other_tool = authorize(tenant, "tag_ticket", {"ticket_id": "T-1001", "tags": ["refund"]})
+    await publisher.publish("actions.authorized", stopped)
+    await publisher.publish("actions.authorized", other_tool)
+    [result] = await wait_for(lambda: listener.for_action(stopped.data.action_id), what="the refusal")
+    [tagged] = await wait_for(lambda: listener.for_action(other_tool.data.action_id), what="the tag result")
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 0)
+    assert "refund fraud wave" in result.data.error.message
+    assert tagged.type == "tidegate.action.succeeded"
+    assert await refunds(pool, tenant) == []
