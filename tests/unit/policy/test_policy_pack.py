@@ -1,0 +1,117 @@
+"""The default policy pack's table (every rule, both sides of each threshold), pack validation, and fail-closed evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servicekit import REPO_ROOT, ToolCatalog
+from services.policy.cedar_schema import cedar_schema
+from services.policy.engine import Controls, decide
+from services.policy.facts import Call, History
+from services.policy.pack import PackError, PackSource, compile_pack, validate_pack
+from services.policy.packtest import PolicyCase, load_cases, run_case, run_cases
+
+PACK_DIR = REPO_ROOT / "policies" / "default"
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+PACK = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
+CASES = load_cases(PACK_DIR)
+HEADER = '@id("r") @outcome("allow") @reason("read_allowed")\n'
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.source} {c.name}" for c in CASES])
+def test_default_pack_case(case: PolicyCase) -> None:
+    result = run_case(PACK, case)
+    assert result.passed, result.describe()
+
+
+def test_every_rule_of_the_pack_decides_some_case() -> None:
+    fired = {r.policy_id for res in run_cases(PACK, CASES) for r in res.verdict.reasons}
+    assert set(PACK.rules) <= fired, f"rules no case exercises: {sorted(set(PACK.rules) - fired)}"
+    assert {"builtin:unknown-tool", "builtin:args-schema", "builtin:budget-task", "builtin:budget-tenant"} <= fired
+    assert any(f.startswith("builtin:killswitch:") for f in fired)
+
+
+def test_a_wrong_expectation_fails() -> None:
+    case = CASES[0].model_copy(update={"expect": CASES[0].expect.model_copy(update={"outcome": "deny"})})
+    assert not run_case(PACK, case).passed
+    absent = CASES[0].model_copy(update={"expect": CASES[0].expect.model_copy(update={"absent": [CASES[0].expect.reason]})})
+    assert not run_case(PACK, absent).passed
+
+
+def test_version_is_a_hash_of_files_and_settings() -> None:
+    source = PackSource.from_dir(PACK_DIR)
+    assert source.version == PACK.version
+    assert source.version.startswith("sha256:")
+    changed = PackSource(files=source.files, settings=source.settings | {"sensitive_paths": ["x/*"]})
+    assert changed.version != source.version
+
+
+def test_schema_groups_every_tool_under_its_risk_class() -> None:
+    actions = cedar_schema(CATALOG)[""]["actions"]
+    for name, spec in CATALOG.items():
+        assert actions[name]["memberOf"] == [{"id": spec.risk.value}]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("permit(principal, action, resource);", "needs @id"),
+        ('@id("a") @outcome("maybe") @reason("read_allowed") permit(principal, action, resource);', "@outcome must be"),
+        ('@id("a") @outcome("allow") @reason("because") permit(principal, action, resource);', "not a reason code"),
+        ('@id("a") @outcome("escalate") @reason("human_only") forbid(principal, action, resource);', "forbid policy can only"),
+        (HEADER + 'permit(principal, action, resource) when { context.facts.amount_cents == "x" };', "policy 'r'"),
+        (HEADER + 'permit(principal, action == Action::"wire_money", resource);', "policy 'r'"),
+        (HEADER + "permit(principal, action, resource) when { context.nope };", "policy 'r'"),
+        (HEADER + "permit(principal, action, resource);\n" + HEADER + "permit(principal, action, resource);", "used twice"),
+        ("permit(principal, action, resource) when {", "does not parse"),
+    ],
+)
+def test_validation_names_the_problem(text: str, problem: str) -> None:
+    problems = validate_pack(PackSource(files={"p.cedar": text}, settings={}), CATALOG)
+    assert any(problem in p for p in problems), problems
+    with pytest.raises(PackError):
+        compile_pack(PackSource(files={"p.cedar": text}, settings={}), CATALOG)
+
+
+def test_bad_settings_are_refused() -> None:
+    source = PackSource(
+        files={"p.cedar": HEADER + "permit(principal, action, resource);"}, settings={"tenants": {"acme": {"refund_threshold": 5}}}
+    )
+    assert any("settings.yaml" in p for p in validate_pack(source, CATALOG))
+
+
+def test_an_evaluation_error_denies_with_policy_error() -> None:
+    # Valid against the schema, but overflows at run time: the call is denied, never crashes, never allowed.
+    text = (
+        HEADER
+        + "permit(principal, action, resource);\n"
+        + (
+            '@id("overflow") @outcome("escalate") @reason("needs_human_approval")\n'
+            "permit(principal, action, resource) when { context.facts.amount_cents * 1000000000000 > 0 };"
+        )
+    )
+    pack = compile_pack(PackSource(files={"p.cedar": text}, settings={}), CATALOG)
+    call = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 99999.0, "order_id": "O-1"}, "me", mode="autonomous")
+    verdict = decide(pack, call, History(), Controls())
+    assert verdict.outcome == "deny"
+    assert verdict.codes == ["policy_error"]
+    assert "overflow" in verdict.reasons[0].message
+    small = Call("acme", "t", "get_ticket", {"ticket_id": "T-1"}, "me")
+    assert decide(pack, small, History(), Controls()).outcome == "allow"
+
+
+def test_nothing_permitted_is_denied_no_permit() -> None:
+    pack = compile_pack(
+        PackSource(files={"p.cedar": HEADER + 'permit(principal, action in Action::"read", resource);'}, settings={}), CATALOG
+    )
+    verdict = decide(pack, Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"), History(), Controls())
+    assert (verdict.outcome, verdict.codes) == ("deny", ["no_permit"])
+
+
+def test_load_cases_rejects_a_malformed_case(tmp_path: Path) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "bad.yaml").write_text("- name: x\n  tool: get_ticket\n  expect: {outcome: perhaps}\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml case 1"):
+        load_cases(tmp_path)

@@ -1,0 +1,271 @@
+"""The policy service's use cases with the in-memory repository: signing, idempotency, budgets, payees, approvals, control."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import (
+    ActionFailed,
+    ActionProposed,
+    ActionProposedData,
+    ActionResultData,
+    ActionSucceeded,
+    ApprovalData,
+    ApprovalGranted,
+    ApprovalRejected,
+    ControlBudget,
+    ControlBudgetData,
+    ControlKillswitch,
+    ControlKillswitchData,
+    ControlPolicy,
+    ControlPolicyData,
+    Envelope,
+    ResultCost,
+)
+from servicekit import (
+    REPO_ROOT,
+    ControlState,
+    Keyring,
+    Reject,
+    SigningKey,
+    ToolCatalog,
+    action_digest,
+    approval_message,
+    authorization_message,
+)
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import InMemoryPolicyRepository, Reservation
+from services.policy.service import PolicyService
+from services.policy.settings import PolicySettings
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+SOURCE = PackSource.from_dir(REPO_ROOT / "policies" / "default")
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Envelope]] = []
+
+    async def __call__(self, topic: str, event: Envelope) -> None:
+        self.events.append((topic, event))
+
+    def on(self, topic: str) -> list[Any]:
+        return [e for t, e in self.events if t == topic]
+
+
+@pytest.fixture
+def published() -> Published:
+    return Published()
+
+
+@pytest.fixture
+def service(tmp_path: Path, published: Published) -> PolicyService:
+    return PolicyService(
+        catalog=CATALOG,
+        pack=compile_pack(SOURCE, CATALOG),
+        repo=InMemoryPolicyRepository(),
+        signer=SigningKey.load_or_create(tmp_path, "policy"),
+        keys_dir=tmp_path,
+        control=ControlState(),
+        publish=published,
+        settings=PolicySettings(authorization_ttl_s=60),
+        clock=lambda: NOW,
+    )
+
+
+def proposed(
+    tool: str, args: dict[str, Any], *, action_id: str = "a-1", task_id: str = "t-1", budget_usd: float | None = None, **kw: Any
+) -> ActionProposed:
+    data = ActionProposedData(
+        action_id=action_id,
+        task_id=task_id,
+        tenant_id="acme",
+        step=1,
+        tool=tool,
+        args=args,
+        proposer="tests",
+        mode="autonomous",
+        budget_usd=budget_usd,
+        **kw,
+    )
+    return ActionProposed.build(data, source="tests")
+
+
+def refund(amount: float = 40.0, payee: str = "cus_1001") -> dict[str, Any]:
+    return {"payee_id": payee, "amount_usd": amount, "order_id": "O-1"}
+
+
+def approval(event_type: type[Envelope], decided: Any, key: SigningKey | None, **update: Any) -> Envelope:
+    d = decided.data
+    data = ApprovalData(
+        approval_id="ap-1",
+        action_id=d.action_id,
+        task_id=d.task_id,
+        tenant_id=d.tenant_id,
+        tool=d.tool,
+        args=d.args,
+        action_digest=d.action_digest,
+        approver="bob",
+        expires_at=NOW + timedelta(hours=1),
+        decided_at=NOW,
+        key_id=key.key_id if key else None,
+    ).model_copy(update=update)
+    if key is not None:
+        data = data.model_copy(update={"signature": key.sign(approval_message(event_type.model_fields["type"].default, data))})
+    return event_type.build(data, source="tidegate/approval")
+
+
+async def test_allow_is_signed_for_exactly_the_call(service: PolicyService, published: Published, tmp_path: Path) -> None:
+    await service.on_proposed(proposed("issue_refund", refund()))
+    [decided] = published.on("actions.decided")
+    [auth] = published.on("actions.authorized")
+    assert decided.data.outcome == "allow"
+    a = auth.data.authorization
+    assert a.action_digest == action_digest("acme", "issue_refund", refund())
+    assert (a.issued_at, a.expires_at) == (NOW, NOW + timedelta(seconds=60))
+    assert Keyring.load(tmp_path, "policy").verify(a.key_id, authorization_message(auth.data), a.signature)
+    tampered = auth.data.model_copy(update={"args": refund(4000.0)})
+    assert not Keyring.load(tmp_path, "policy").verify(a.key_id, authorization_message(tampered), a.signature)
+    assert auth.data.estimated_cost_usd == decided.data.estimated_cost_usd == 0.01
+
+
+async def test_redelivery_republishes_without_a_second_reservation(service: PolicyService, published: Published) -> None:
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    await service.on_proposed(proposed("issue_refund", refund()))
+    await service.on_proposed(proposed("issue_refund", refund(45.0)))  # same action id, other args
+    first, second = published.on("actions.decided")
+    assert first.id == second.id
+    assert [e.data.args["amount_usd"] for e in published.on("actions.authorized")] == [40.0, 40.0]
+    assert repo.spend[("acme", "t-1")] == pytest.approx(0.01)
+
+
+async def test_failure_releases_and_success_settles_and_teaches_the_payee(service: PolicyService, published: Published) -> None:
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    for i in range(2):
+        await service.on_proposed(proposed("issue_refund", refund(), action_id=f"a-{i}"))
+    assert repo.spend[("acme", "*")] == pytest.approx(0.02)
+    result = {"task_id": "t-1", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1.0}
+    await service.on_result(ActionFailed.build(ActionResultData(action_id="a-0", status="failed", **result), source="x"))
+    assert repo.spend[("acme", "*")] == pytest.approx(0.01)
+    await service.on_result(ActionFailed.build(ActionResultData(action_id="a-0", status="failed", **result), source="x"))  # redelivered
+    assert repo.spend[("acme", "*")] == pytest.approx(0.01)
+
+    # A new payee is denied until a refund to it succeeds (one authorized under an earlier pack, say).
+    await service.on_proposed(proposed("issue_refund", refund(payee="cus_new"), action_id="a-new"))
+    assert published.on("actions.decided")[-1].data.reasons[0].code == "new_payee_blocked"
+    repo.reservations["a-9"] = (Reservation("a-9", "acme", "t-1", "issue_refund", refund(payee="cus_new"), 0.01), "reserved")
+    await service.on_result(
+        ActionSucceeded.build(ActionResultData(action_id="a-9", status="succeeded", cost=ResultCost(usd=0.005), **result), source="x")
+    )
+    await service.on_proposed(proposed("issue_refund", refund(payee="cus_new"), action_id="a-new-2"))
+    last = published.on("actions.decided")[-1]
+    assert (last.data.outcome, last.data.facts["payee_is_new"]) == ("allow", False)
+
+
+async def test_budget_is_checked_against_task_and_tenant(service: PolicyService, published: Published) -> None:
+    for i in range(3):
+        await service.on_proposed(proposed("issue_refund", refund(), action_id=f"b-{i}", task_id="t-b", budget_usd=0.02))
+    assert [e.data.outcome for e in published.on("actions.decided")] == ["allow", "allow", "deny"]
+    await service.on_control(budget(0.025))
+    await service.on_proposed(proposed("get_ticket", {"ticket_id": "T-1"}, action_id="b-read", task_id="t-other"))
+    last = published.on("actions.decided")[-1]
+    assert (last.data.outcome, last.data.reasons[0].code) == ("allow", "read_allowed")
+    await service.on_proposed(proposed("issue_refund", refund(), action_id="b-more", task_id="t-other"))
+    assert published.on("actions.decided")[-1].data.reasons[0].code == "budget_exceeded"
+
+
+def budget(limit: float) -> Envelope:
+    return ControlBudget.build(ControlBudgetData(tenant_id="acme", limit_usd=limit, set_by="ops"), source="cli")
+
+
+async def test_grant_lifts_only_what_is_escalated(service: PolicyService, published: Published, tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    assert escalated.data.outcome == "escalate"
+    await service.on_approval(approval(ApprovalGranted, escalated, key))
+    after = published.on("actions.decided")[-1]
+    assert (after.data.outcome, after.data.via, after.data.approval_id) == ("allow", "approval", "ap-1")
+    [auth] = published.on("actions.authorized")
+    assert (auth.data.authorization.via, auth.data.authorization.approval_id) == ("approval", "ap-1")
+
+    await service.on_proposed(proposed("delete_customer_data", {"customer_id": "cus_1"}, action_id="a-del"))
+    denied = published.on("actions.decided")[-1]
+    with pytest.raises(Reject) as exc:
+        await service.on_approval(approval(ApprovalGranted, denied, key, approval_id="ap-2"))
+    assert exc.value.code == "approval_unauthenticated"
+
+
+async def test_unverifiable_approvals_are_rejected(service: PolicyService, published: Published, tmp_path: Path) -> None:
+    SigningKey.load_or_create(tmp_path, "approval")
+    impostor = SigningKey.load_or_create(tmp_path / "other", "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    for event in (
+        approval(ApprovalGranted, escalated, impostor),
+        approval(ApprovalGranted, escalated, None),
+        approval(ApprovalRejected, escalated, impostor),
+    ):
+        with pytest.raises(Reject) as exc:
+            await service.on_approval(event)
+        assert exc.value.code == "approval_unauthenticated"
+    assert published.on("actions.authorized") == []
+
+
+async def test_signed_rejection_releases_and_publishes_nothing(service: PolicyService, published: Published, tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    before = len(published.events)
+    assert await service.on_approval(approval(ApprovalRejected, published.on("actions.decided")[-1], key)) is None
+    assert len(published.events) == before
+
+
+async def test_control_kill_switch_and_pack_switch(service: PolicyService, published: Published) -> None:
+    switch = ControlKillswitch.build(
+        ControlKillswitchData(tenant_id="*", tool="get_ticket", active=True, reason="r", set_by="ops"), source="cli"
+    )
+    await service.on_control(switch)
+    await service.on_proposed(proposed("get_ticket", {"ticket_id": "T-1"}, action_id="k-1"))
+    assert published.on("actions.decided")[-1].data.reasons[0].code == "kill_switch"
+
+    lowered = PackSource(
+        files=SOURCE.files,
+        settings={
+            **SOURCE.settings,
+            "tenants": {**SOURCE.settings["tenants"], "acme": {**SOURCE.settings["tenants"]["acme"], "refund_threshold_usd": 10}},
+        },
+    )
+    await service.on_control(
+        ControlPolicy.build(
+            ControlPolicyData(version=lowered.version, files=lowered.files, settings=lowered.settings, published_by="sec"), source="cli"
+        )
+    )
+    assert service.pack.version == lowered.version
+    await service.on_proposed(proposed("issue_refund", refund(20.0), action_id="k-2"))
+    assert published.on("actions.decided")[-1].data.outcome == "escalate"
+    broken = ControlPolicy.build(ControlPolicyData(version="sha256:x", files={"a.cedar": "permit("}, published_by="m"), source="cli")
+    await service.on_control(broken)
+    assert service.pack.version == lowered.version
+
+
+async def test_nothing_is_decided_before_control_is_read(service: PolicyService, published: Published) -> None:
+    gate = asyncio.Event()
+
+    async def ready() -> None:
+        await gate.wait()
+
+    service.ready = ready
+    task = asyncio.create_task(service.on_proposed(proposed("get_ticket", {"ticket_id": "T-1"})))
+    await asyncio.sleep(0.01)
+    assert published.events == []
+    gate.set()
+    await task
+    assert len(published.on("actions.decided")) == 1
