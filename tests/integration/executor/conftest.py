@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import yaml
 
 import schemas as s
-from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, action_digest, authorization_message, create_pool, make_broker
+from servicekit import (
+    REPO_ROOT,
+    Bus,
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    action_digest,
+    authorization_message,
+    create_pool,
+    make_broker,
+)
 from systems.seed import seed_demo
 
 Authorize = Callable[..., s.ActionAuthorized]
@@ -143,3 +163,134 @@ def resign(policy_key: SigningKey) -> Callable[..., s.ActionAuthorized]:
         return s.ActionAuthorized.build(sign_authorization(policy_key, data), source="tidegate/policy")
 
     return make
+
+
+@dataclass
+class ExecutorProcess:
+    """A real `python -m services.executor` process."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+async def spawn_executor(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ExecutorProcess]]]:
+    """Start executor processes on this test's prefix, database and keys; waits until each is ready."""
+    started: list[ExecutorProcess] = []
+
+    async def spawn(tools_dir: Path | None = None) -> ExecutorProcess:
+        n = len(started)
+        ready = tmp_path / f"ready-{n}"
+        env = {
+            **os.environ,
+            "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+            "TIDEGATE_DATABASE_URL": kit.database_url,
+            "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+            "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+            "TIDEGATE_TOOLS_DIR": str(tools_dir or kit.tools_dir),
+            "TIDEGATE_READY_DIR": str(ready),
+            "TIDEGATE_LOG_LEVEL": "WARNING",
+        }
+        log = tmp_path / f"executor-{n}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.executor"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        handle = ExecutorProcess(proc, log)
+        started.append(handle)
+        deadline = time.monotonic() + 60
+        while not (ready / "executor.ready").exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"executor exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"executor not ready after 60 s:\n{log.read_text()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return handle
+
+    yield spawn
+    for handle in started:
+        handle.stop()
+
+
+def tools_dir_with(tmp_path: Path, *extra: dict[str, Any]) -> Path:
+    """A tool catalog: the demo's tools plus `extra` specs (e.g. http tools pointing at a local stub)."""
+    directory = tmp_path / "tools"
+    directory.mkdir(exist_ok=True)
+    for path in (REPO_ROOT / "catalog" / "tools").glob("*.yaml"):
+        shutil.copy(path, directory / path.name)
+    for spec in extra:
+        (directory / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    return directory
+
+
+@pytest.fixture
+def make_tools_dir(tmp_path: Path) -> Callable[..., Path]:
+    return lambda *extra: tools_dir_with(tmp_path, *extra)
+
+
+Behaviour = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+@dataclass
+class HttpStub:
+    """A tiny local HTTP server standing in for a tool's REST API; records every request it gets."""
+
+    behaviour: Behaviour
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            request = {"method": method, "path": path, "headers": headers, "json": json.loads(body) if body else None}
+            self.requests.append(request)
+            status, payload = await self.behaviour(request)
+            raw = json.dumps(payload).encode()
+            writer.write(
+                f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(raw)}\r\nconnection: close\r\n\r\n".encode()
+                + raw
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def http_stub() -> AsyncIterator[Callable[[Behaviour], Awaitable[HttpStub]]]:
+    stubs: list[HttpStub] = []
+
+    async def start(behaviour: Behaviour) -> HttpStub:
+        stub = HttpStub(behaviour)
+        stub.server = await asyncio.start_server(stub._serve, "127.0.0.1", 0)
+        stubs.append(stub)
+        return stub
+
+    yield start
+    for stub in stubs:
+        assert stub.server is not None
+        stub.server.close()
