@@ -1,0 +1,136 @@
+"""Fixtures for the approval service against the real Kafka and PostgreSQL: start it, feed it, read what it publishes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import ActionDecided, ActionDecidedData, Envelope, Reason, decode
+from servicekit import Bus, KitSettings, ServiceProcess, action_digest, make_broker
+from services.approval import auth
+from services.approval.app import build
+from services.approval.repository import PgApprovalRepository
+from services.approval.settings import ApprovalSettings
+
+REFUND_ARGS = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1"}
+
+
+async def read_topic(bootstrap: str, topic: str, catalog_name: str) -> list[Any]:
+    """Every event on `topic` up to its current end (no consumer group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        events: list[Any] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                events.extend(decode(catalog_name, r.value) for r in records)
+        return events
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class ApprovalHarness:
+    """A running approval service, a producer, and helpers to act as policy and as approvers."""
+
+    proc: ServiceProcess
+    kit: KitSettings
+    bus: Bus
+    tenant: str = field(default_factory=lambda: f"acme-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def url(self) -> str:
+        return self.proc.http_url
+
+    @property
+    def repo(self) -> PgApprovalRepository:
+        assert self.proc.pool is not None
+        return PgApprovalRepository(self.proc.pool)
+
+    async def token(self, approver: str, groups: list[str], tenant: str | None = None) -> str:
+        token = auth.new_token()
+        await self.repo.add_token(auth.hash_token(token), approver, tenant or self.tenant, groups)
+        return token
+
+    def decided(
+        self, *, tool: str = "issue_refund", args: dict[str, Any] | None = None, risk: str = "financial", **over: Any
+    ) -> ActionDecidedData:
+        args = REFUND_ARGS if args is None else args
+        fields: dict[str, Any] = {
+            "action_id": f"a-{uuid.uuid4().hex[:10]}",
+            "task_id": f"t-{uuid.uuid4().hex[:10]}",
+            "tenant_id": self.tenant,
+            "tool": tool,
+            "args": args,
+            "action_digest": action_digest(self.tenant, tool, args),
+            "outcome": "escalate",
+            "reasons": [Reason(code="needs_human_approval", policy_id="refund-threshold", message="900.00 USD is over the threshold")],
+            "policy_version": "sha256:test",
+            "risk": risk,
+            "latency_ms": 0.3,
+            "facts": {"payee_is_new": False, "amount_usd": 900.0},
+            "requested_by": "alice@acme.example",
+            "estimated_cost_usd": 0.01,
+        }
+        return ActionDecidedData(**(fields | over))
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        await self.bus.publish(topic, event)
+
+    async def escalate(self, data: ActionDecidedData) -> None:
+        await self.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
+
+    async def approvals(self) -> list[Any]:
+        return await read_topic(self.kit.kafka_bootstrap, self.bus.topic("approvals"), "approvals")
+
+    async def request_for(self, action_id: str, wait_for: Callable[..., Awaitable[Any]]) -> Any:
+        return await wait_for(lambda: self.repo.get_by_action(action_id), what=f"approval request for {action_id}")
+
+    async def all_published(self) -> bool:
+        assert self.proc.pool is not None
+        left = await self.proc.pool.fetchval("SELECT count(*) FROM approval.outbox WHERE published_at IS NULL")
+        return left == 0
+
+
+StartApproval = Callable[..., Awaitable[ApprovalHarness]]
+
+
+@pytest.fixture
+async def start_approval(kit: KitSettings) -> AsyncIterator[StartApproval]:
+    """Start the approval service (HTTP on a free port) with setting overrides; stopped after the test."""
+    started: list[tuple[ServiceProcess, Bus]] = []
+
+    async def start(**overrides: Any) -> ApprovalHarness:
+        settings = ApprovalSettings(**({"http_port": 0, "sweep_interval_s": 0.2} | overrides))
+        proc = build(kit, settings)
+        await proc.start()
+        bus = Bus(make_broker(kit.kafka_bootstrap, "approval-test"), "approval-test", kit.kafka_bootstrap, kit.topic_prefix)
+        await bus.broker.start()
+        started.append((proc, bus))
+        return ApprovalHarness(proc=proc, kit=kit, bus=bus)
+
+    yield start
+    for proc, bus in reversed(started):
+        await bus.broker.stop()
+        await proc.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the service's API."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
