@@ -61,3 +61,64 @@ async def test_sigkill_in_the_middle_of_500_refunds_then_restart_gives_exactly_5
 
 async def _at_least(pool: asyncpg.Pool, sql: str, tenant: str, n: int) -> bool:
     return await count(pool, sql, tenant) >= n
+
+
+async def test_two_executors_in_one_group_share_a_batch_and_never_run_an_action_twice(
+    spawn_executor: Any, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    await spawn_executor()
+    await spawn_executor()
+    n = 300
+    action_ids = await publish_refunds(publisher, authorize, tenant, n)
+    await wait_for(
+        lambda: _at_least(pool, "SELECT count(*) FROM executor.actions WHERE tenant_id = $1 AND status = 'succeeded'", tenant, n),
+        timeout=90,
+        what="every action succeeded",
+    )
+    rows = await pool.fetch("SELECT idempotency_key, count(*) AS n FROM payments.refunds WHERE tenant_id = $1 GROUP BY 1", tenant)
+    assert {r["idempotency_key"] for r in rows} == set(action_ids)
+    assert all(r["n"] == 1 for r in rows)
+    # Each action's tool was called exactly once, and both processes did part of the work.
+    assert await count(pool, "SELECT count(*) FROM executor.actions WHERE tenant_id = $1 AND attempts <> 1", tenant) == 0
+    owners = await pool.fetch("SELECT owner, count(*) AS n FROM executor.actions WHERE tenant_id = $1 GROUP BY 1", tenant)
+    assert len(owners) == 2, owners
+    print(f"\nshare of {n} actions per executor process: {sorted(r['n'] for r in owners)}")
+
+
+async def test_a_crash_in_the_middle_of_a_non_idempotent_call_ends_unknown_and_is_never_repeated(
+    spawn_executor: Any, http_stub: Any, make_tools_dir: Any, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+) -> None:
+    arrived = asyncio.Event()
+
+    async def hang(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        arrived.set()
+        await asyncio.sleep(3600)  # the ledger takes the money and never answers
+        return 200, {}
+
+    ledger = await http_stub(hang)
+    tools = make_tools_dir(
+        {
+            "name": "post_ledger_entry",
+            "description": "Post an entry to the general ledger (no idempotency key, not idempotent).",
+            "risk": "financial",
+            "kind": "http",
+            "url": f"{ledger.url}/entries",
+            "timeout_s": 60,
+            "args_schema": {"type": "object", "properties": {"amount_usd": {"type": "number"}}},
+        }
+    )
+    first = await spawn_executor(tools)
+    event = authorize(tenant, "post_ledger_entry", {"amount_usd": 250.0})
+    await publisher.publish("actions.authorized", event)
+    await asyncio.wait_for(arrived.wait(), timeout=30)
+    first.kill()
+
+    await spawn_executor(tools)
+    results = await wait_for(lambda: listener.for_action(event.data.action_id), timeout=60, what="the unknown outcome")
+    assert {r.type for r in results} == {"tidegate.action.unknown"}
+    assert results[0].data.error.type == "interrupted"
+    assert results[0].data.attempts == 1
+    # The redelivered authorization is answered from the record: the ledger was called once, never again.
+    await wait_for(lambda: len(listener.for_action(event.data.action_id)) >= 2, timeout=30, what="the redelivery's answer")
+    assert len(ledger.requests) == 1
+    assert ledger.requests[0]["headers"]["idempotency-key"] == event.data.action_id
