@@ -1,0 +1,245 @@
+"""`tidegate approvals`: list, show, approve and reject through the approval service's HTTP API; manage tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.table import Table
+
+from tidegate.commands._common import console, fail, run, settings
+
+app = typer.Typer(
+    help="Approvers: the queue of escalated actions, and your decisions (HTTP API of the approval service).", no_args_is_help=True
+)
+token_app = typer.Typer(help="Approver API tokens (stored hashed in the approval service's schema).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+Url = Annotated[str, typer.Option("--url", envvar="TIDEGATE_APPROVAL_URL", help="Base URL of the approval service.")]
+Token = Annotated[
+    str | None, typer.Option("--token", envvar="TIDEGATE_APPROVER_TOKEN", help="Your approver token (or a one-time link token).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+DEFAULT_URL = "http://127.0.0.1:8081"
+
+_STATUS_WORDS = {
+    401: "not authenticated: the token is unknown, revoked, expired or already used (set TIDEGATE_APPROVER_TOKEN or pass --token)",
+    403: "not allowed",
+    404: "not found",
+    409: "conflict: the request is no longer in the state you saw",
+    422: "invalid input",
+    503: "the approval service is starting; try again in a moment",
+}
+
+
+def _explain(response: httpx.Response) -> NoReturn:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text
+    message = detail.get("message") if isinstance(detail, dict) else json.dumps(detail)
+    code = f" [{detail.get('code')}]" if isinstance(detail, dict) and detail.get("code") else ""
+    fail(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}")
+
+
+def _call(
+    method: str, url: str, path: str, token: str | None, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+) -> Any:
+    if not token:
+        fail("no approver token: set TIDEGATE_APPROVER_TOKEN or pass --token (an admin creates one with `tidegate approvals token create`)")
+    try:
+        response = httpx.request(
+            method,
+            url.rstrip("/") + path,
+            json=body,
+            params={k: v for k, v in (params or {}).items() if v is not None},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=15,
+        )
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the approval service at {url}: {exc} (is it running? `tidegate up`)")
+    if response.status_code >= 400:
+        _explain(response)
+    return response.json()
+
+
+def _print_one(item: dict[str, Any]) -> None:
+    console.print(f"[bold]{item['approval_id']}[/]  {item['kind']}  [bold]{item['status']}[/]  {item['tenant_id']}  task {item['task_id']}")
+    console.print(
+        f"tool {item['tool']} (risk {item['risk']}), requested by {item.get('requested_by') or '?'}, expires {item['expires_at']}"
+    )
+    console.print("args: " + json.dumps(item["args"], sort_keys=True))
+    console.print(f"digest: {item['action_digest']}")
+    for reason in item["reasons"]:
+        console.print(f"  reason [cyan]{reason['code']}[/] ({reason['policy_id']}): {reason['message']}")
+    if item.get("facts"):
+        console.print("facts: " + json.dumps(item["facts"], sort_keys=True))
+    if item.get("result_error"):
+        console.print(f"executor error: {item['result_error'].get('type')}: {item['result_error'].get('message')}")
+    console.print(f"approvals: {len(item['approvers'])}/{item['required_approvals']} {', '.join(item['approvers'])}")
+    if item.get("killswitch"):
+        ks = item["killswitch"]
+        console.print(f"[yellow]kill switch active on {ks['tool']}@{ks['tenant_id']}: {ks['reason']}[/]")
+    if not item["can_decide"]:
+        console.print(f"[yellow]you cannot decide it: {item['cannot_decide_because']}[/]")
+    if "cost" in item:
+        cost = item["cost"]
+        console.print(f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}")
+        for ev in item.get("context", []):
+            kind = ev["type"].removeprefix("tidegate.")
+            console.print(f"  {ev['at']}  {kind}  {ev['action_id']}  {ev['tool']}  {ev.get('outcome') or ''}  ${ev['cost_usd']:.4f}")
+
+
+@app.command("list")
+def list_(
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant (default: your own).")] = None,
+    tool: Annotated[str | None, typer.Option(help="Only this tool.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code, e.g. outcome_unknown.")] = None,
+    status: Annotated[str, typer.Option(help="pending, granted, rejected, expired, resolved or all.")] = "pending",
+    as_json: AsJson = False,
+) -> None:
+    """List approval requests (pending by default)."""
+    items = _call("GET", url, "/api/v1/approvals", token, params={"tenant": tenant, "tool": tool, "reason": reason, "status": status})
+    if as_json:
+        console.print_json(data=items)
+        return
+    table = Table("approval", "status", "tenant", "tool", "reasons", "approvals", "expires", "you may decide")
+    for item in items:
+        table.add_row(
+            item["approval_id"],
+            item["status"],
+            item["tenant_id"],
+            item["tool"],
+            ", ".join(r["code"] for r in item["reasons"]),
+            f"{len(item['approvers'])}/{item['required_approvals']}",
+            item["expires_at"],
+            "yes" if item["can_decide"] else f"no: {item['cannot_decide_because']}",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """Show one request with its reasons, facts, the task's context and cost so far."""
+    item = _call("GET", url, f"/api/v1/approvals/{approval_id}", token)
+    if as_json:
+        console.print_json(data=item)
+    else:
+        _print_one(item)
+
+
+@app.command()
+def approve(
+    approval_id: str,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+    edit_args: Annotated[
+        str | None, typer.Option("--edit-args", help="Replacement args as JSON (or @file.json); policy re-evaluates them.")
+    ] = None,
+    digest: Annotated[
+        str | None, typer.Option("--digest", help="The action digest you reviewed (default: the current one, shown first).")
+    ] = None,
+) -> None:
+    """Approve the call (optionally with edited args). Binds to the digest you reviewed."""
+    edited = None
+    if edit_args is not None:
+        text = Path(edit_args[1:]).read_text() if edit_args.startswith("@") else edit_args
+        try:
+            edited = json.loads(text)
+        except ValueError as exc:
+            fail(f"--edit-args is not valid JSON: {exc}")
+        if not isinstance(edited, dict):
+            fail("--edit-args must be a JSON object")
+    if digest is None:
+        current = _call("GET", url, f"/api/v1/approvals/{approval_id}", token)
+        console.print(
+            f"approving {current['tool']} {json.dumps(current['args'], sort_keys=True)} (digest {current['action_digest'][:16]}…)"
+        )
+        digest = current["action_digest"]
+    item = _call(
+        "POST",
+        url,
+        f"/api/v1/approvals/{approval_id}/approve",
+        token,
+        body={"action_digest": digest, "comment": comment, "edited_args": edited},
+    )
+    if item["status"] == "pending":
+        console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
+    else:
+        console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+
+
+@app.command()
+def reject(
+    approval_id: str,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+) -> None:
+    """Reject the call (for a follow-up: record that it did not happen)."""
+    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment})
+    console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+
+
+async def _repo_call(what: str, *args: Any) -> Any:
+    from servicekit import apply_migrations, create_pool
+    from services.approval.repository import PgApprovalRepository
+
+    kit = settings()
+    pool = await create_pool(kit.database_url, max_size=2)
+    try:
+        import services.approval
+
+        await apply_migrations(pool, "approval", Path(services.approval.__file__).parent / "migrations")
+        return await getattr(PgApprovalRepository(pool), what)(*args)
+    finally:
+        await pool.close()
+
+
+@token_app.command("create")
+def token_create(
+    approver: Annotated[str, typer.Option(help="The approver's identity, e.g. bob@acme.example.")],
+    tenant: Annotated[str, typer.Option(help="Tenant the approver decides for (`*`: every tenant).")],
+    groups: Annotated[str, typer.Option(help="Comma-separated approver groups, e.g. finance,support.")],
+) -> None:
+    """Create an approver token and print it once (only its SHA-256 is stored)."""
+    from services.approval.auth import hash_token, new_token
+
+    names = [g.strip() for g in groups.split(",") if g.strip()]
+    if not names:
+        fail("--groups needs at least one group")
+    token = new_token()
+    info = run(_repo_call("add_token", hash_token(token), approver, tenant, names))
+    console.print(f"token {info.token_id} for {approver} ({tenant}; groups {', '.join(names)}). Shown once, keep it safe:")
+    print(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never the tokens themselves)."""
+    table = Table("token id", "approver", "tenant", "groups", "created", "last used", "revoked")
+    for info in run(_repo_call("tokens")):
+        table.add_row(
+            info.token_id,
+            info.approver,
+            info.tenant_id,
+            ",".join(info.groups),
+            f"{info.created_at:%Y-%m-%d %H:%M}",
+            f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "",
+            f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token at once."""
+    if not run(_repo_call("revoke_token", token_id)):
+        fail(f"no live token {token_id}")
+    console.print(f"revoked {token_id}")
