@@ -1,0 +1,161 @@
+"""`tidegate submit`, `tidegate propose`, `tidegate demo`: what clients and outside agents do.
+
+`submit` publishes a task for the planner; `propose` publishes one action as an outside agent
+would (no planner involved) and can wait for its decision; `demo` runs the support-triage demo end
+to end on the real stack and prints what governance did with each ticket.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
+from tidegate.commands._common import console, fail, run, settings
+
+app = typer.Typer(help="Clients: submit tasks, propose actions, run the demo.")
+
+
+def _json_arg(text: str, what: str) -> dict[str, Any]:
+    source = Path(text[1:]).read_text() if text.startswith("@") else text
+    try:
+        value = json.loads(source)
+    except ValueError as exc:
+        fail(f"{what} is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{what} must be a JSON object")
+    return value
+
+
+@app.command()
+def submit(
+    workflow: str = typer.Option("support_triage", "--workflow", "-w", help="Workflow (picks the playbook)."),
+    input_json: str = typer.Option(None, "--input", "-i", help="Task input as JSON, or @file.json."),
+    ticket: str = typer.Option(None, "--ticket", help="Submit a seeded demo ticket instead (e.g. T-1001)."),
+    untrusted: list[str] = typer.Option([], "--untrusted", "-u", help="Input keys holding untrusted content (repeatable)."),
+    tenant: str = typer.Option("acme", "--tenant", "-t"),
+    task_id: str = typer.Option(None, "--task-id", help="Default: a new unique id."),
+    mode: str = typer.Option("draft", "--mode", help="`draft` (every write needs a human) or `autonomous`."),
+    requested_by: str = typer.Option("cli@localhost", "--requested-by"),
+    budget_usd: float = typer.Option(None, "--budget", help="Spend cap of the task, USD."),
+    planner: str = typer.Option("tidegate", "--planner", help="`tidegate`, or `external:<name>` to only register the task."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the task's outcome (0: do not wait)."),
+) -> None:
+    """Submit a task on `tasks`; print its id (and, with --wait, its outcome)."""
+    if mode not in ("draft", "autonomous"):
+        fail("--mode is draft or autonomous")
+    if ticket:
+        from systems.seed import TICKETS
+        from tidegate.demo.tickets import ticket_task
+
+        match = next((t for t in TICKETS if t.ticket_id == ticket), None)
+        if match is None:
+            fail(f"no seeded ticket {ticket}; the demo tickets are {', '.join(t.ticket_id for t in TICKETS)}")
+        data = ticket_task(match, tenant_id=tenant, task_id=task_id, mode=mode, requested_by=requested_by)  # type: ignore[arg-type]
+        data = data.model_copy(update={"planner": planner, "budget_usd": budget_usd if budget_usd is not None else data.budget_usd})
+    else:
+        if input_json is None:
+            fail("give --input JSON (or --ticket T-…)")
+        data = TaskSubmittedData(
+            task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
+            tenant_id=tenant,
+            workflow=workflow,
+            input=_json_arg(input_json, "--input"),
+            untrusted=untrusted,
+            requested_by=requested_by,
+            budget_usd=budget_usd,
+            mode=mode,  # type: ignore[arg-type]
+            planner=planner,
+        )
+    event = TaskSubmitted.build(data, source="tidegate/cli")
+    outcome = run(_publish_and_wait("tasks", event, wait, lambda name, ev: name == "tasks.outcomes" and ev.data.task_id == data.task_id))
+    console.print(f"submitted task [bold]{data.task_id}[/] (event {event.id})")
+    if outcome is not None:
+        console.print_json(outcome.model_dump_json())
+    elif wait:
+        fail(f"no outcome within {wait:.0f}s (the task may be waiting on a human: `tidegate approvals list`)", code=2)
+
+
+@app.command()
+def propose(
+    tool: str = typer.Option(..., "--tool", help="Catalogued tool."),
+    args_json: str = typer.Option(..., "--args", "-a", help="Tool args as JSON, or @file.json."),
+    tenant: str = typer.Option("acme", "--tenant", "-t"),
+    task_id: str = typer.Option(None, "--task-id", help="Task the action belongs to (default: a new id)."),
+    action_id: str = typer.Option(None, "--action-id", help="Default: a new unique id."),
+    tainted: list[str] = typer.Option([], "--tainted", help="Arg paths whose values came from untrusted content (repeatable)."),
+    rationale: str = typer.Option("", "--rationale"),
+    proposer: str = typer.Option("external:cli", "--proposer", help="Who proposes (an outside agent's name)."),
+    mode: str = typer.Option("autonomous", "--mode"),
+    requested_by: str = typer.Option("cli@localhost", "--requested-by"),
+    wait: float = typer.Option(15.0, "--wait", help="Seconds to wait for the decision (0: do not wait)."),
+) -> None:
+    """Propose one action on `actions.proposed`, as an outside agent would, and print the decision."""
+    if mode not in ("draft", "autonomous"):
+        fail("--mode is draft or autonomous")
+    data = ActionProposedData(
+        action_id=action_id or f"act-{uuid.uuid4().hex[:12]}",
+        task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
+        tenant_id=tenant,
+        step=1,
+        tool=tool,
+        args=_json_arg(args_json, "--args"),
+        rationale=rationale,
+        proposer=proposer,
+        tainted_args=tainted,
+        mode=mode,  # type: ignore[arg-type]
+        requested_by=requested_by,
+    )
+    event = ActionProposed.build(data, source=proposer if ":" in proposer else f"external/{proposer}")
+    decision = run(
+        _publish_and_wait(
+            "actions.proposed", event, wait, lambda name, ev: name == "actions.decided" and ev.data.action_id == data.action_id
+        )
+    )
+    console.print(f"proposed action [bold]{data.action_id}[/] on task {data.task_id}")
+    if decision is not None:
+        d = decision.data
+        reasons = ", ".join(f"{r.code} ({r.policy_id})" for r in d.reasons)
+        console.print(f"decision: [bold]{d.outcome}[/] — {reasons}")
+        if d.outcome == "escalate":
+            console.print("a human decides next: `tidegate approvals list`")
+    elif wait:
+        fail(f"no decision within {wait:.0f}s (is the policy service running? `tidegate up --detach`)", code=2)
+
+
+async def _publish_and_wait(topic: str, event: Any, wait_s: float, match: Any) -> Any:
+    """Publish `event`; with wait_s > 0, return the first event on the watched topics that `match`es."""
+    from tidegate.demo.run import Watcher, publish_events
+
+    kit = settings()
+    watched = ["tasks.outcomes"] if topic == "tasks" else ["actions.decided"]
+    watcher = Watcher(kit, watched) if wait_s > 0 else None
+    if watcher is not None:
+        await watcher.start()
+    try:
+        await publish_events(kit, [(topic, event)])
+        if watcher is None:
+            return None
+        return await watcher.first(match, wait_s)
+    finally:
+        if watcher is not None:
+            await watcher.stop()
+
+
+@app.command()
+def demo(
+    tenant: str = typer.Option("acme", "--tenant", "-t", help="Tenant of the demo tickets."),
+    timeout_s: float = typer.Option(120.0, "--timeout", help="Seconds to wait for every task to settle."),
+    start_services: bool = typer.Option(
+        True, "--start/--no-start", help="Start the services (`tidegate up --detach`) if they are not running."
+    ),
+) -> None:
+    """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""
+    from tidegate.demo.run import run_demo
+
+    code = run(run_demo(settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console))
+    raise typer.Exit(code)

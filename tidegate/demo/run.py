@@ -1,0 +1,330 @@
+"""The demo run: seed the systems of record, start the stack, submit the tickets, watch, report, verify.
+
+The demo is a client like any other: it publishes `task.submitted` events and learns everything
+else by reading the topics (proposals, decisions, approvals, results, outcomes). It approves
+nothing; escalations are left pending with the command a person runs to approve one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
+from servicekit import KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics
+from tidegate.demo.tickets import DEMO_CASES, demo_tasks
+
+__all__ = ["TaskView", "Watcher", "publish_events", "run_demo"]
+
+WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
+
+
+async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -> None:
+    """Publish events on catalog topics (keyed by task id, CloudEvents headers)."""
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for topic, event in events:
+            headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+            await producer.send(kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class Watcher:
+    """Reads catalog topics from their current end (what happens from now on), without a consumer group."""
+
+    def __init__(self, kit: KitSettings, names: list[str]) -> None:
+        self.kit = kit
+        self.names = names
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False)
+
+    async def start(self) -> None:
+        """Assign every partition of the watched topics and position at their ends."""
+        await self.consumer.start()
+        await self.consumer._client.force_metadata_update()
+        tps = [
+            TopicPartition(self.kit.topic_prefix + n, p)
+            for n in self.names
+            for p in sorted(self.consumer.partitions_for_topic(self.kit.topic_prefix + n) or ())
+        ]
+        self.consumer.assign(tps)
+        ends = await self.consumer.end_offsets(tps)
+        for tp, end in ends.items():
+            self.consumer.seek(tp, end)
+
+    async def poll(self, timeout_s: float = 0.2) -> list[tuple[str, Any]]:
+        """Events that arrived since the last poll, as (catalog topic, event)."""
+        batches = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=2000)
+        out = []
+        for tp, records in batches.items():
+            name = tp.topic.removeprefix(self.kit.topic_prefix)
+            for record in records:
+                with contextlib.suppress(ValueError):  # an invalid event is the dead-letter topic's business, not the demo's
+                    out.append((name, decode(name, record.value)))
+        return out
+
+    async def first(self, match: Callable[[str, Any], bool], timeout_s: float) -> Any:
+        """The first event that matches, or None after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, event in await self.poll(min(0.5, max(0.05, deadline - time.monotonic()))):
+                if match(name, event):
+                    return event
+        return None
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self.consumer.stop()
+
+
+@dataclass
+class ActionView:
+    """One action of a task as the topics told it."""
+
+    step: int
+    tool: str
+    args: dict[str, Any]
+    tainted: list[str]
+    decision: str = "…"
+    reasons: list[str] = field(default_factory=list)
+    approval_id: str | None = None
+    approval: str | None = None
+    result: str | None = None
+    cost_usd: float = 0.0
+
+
+@dataclass
+class TaskView:
+    """Everything the demo learned about one task."""
+
+    task_id: str
+    ticket_id: str
+    title: str
+    expect: str
+    actions: dict[str, ActionView] = field(default_factory=dict)
+    outcome: Any = None
+
+    @property
+    def waiting_on_human(self) -> ActionView | None:
+        """The escalated action the task waits on, if that is where it stands."""
+        pending = [a for a in self.actions.values() if a.decision == "escalate" and a.approval in (None, "requested")]
+        return pending[-1] if pending and self.outcome is None else None
+
+    @property
+    def settled(self) -> bool:
+        """Completed, failed, or waiting on a human (with the approval request issued)."""
+        waiting = self.waiting_on_human
+        return self.outcome is not None or (waiting is not None and waiting.approval_id is not None)
+
+    @property
+    def status(self) -> str:
+        """One word for the progress display."""
+        if self.outcome is not None:
+            return self.outcome.data.status
+        if self.waiting_on_human is not None:
+            return "waiting on a human"
+        return f"running (step {len(self.actions)})" if self.actions else "submitted"
+
+    def apply(self, name: str, event: Any) -> None:
+        """Fold one event into the view."""
+        d = event.data
+        if name == "tasks.outcomes":
+            self.outcome = event
+            return
+        if name == "actions.proposed":
+            view = self.actions.setdefault(d.action_id, ActionView(d.step, d.tool, d.args, []))
+            view.args, view.tainted = d.args, list(d.tainted_args)
+            return
+        action = self.actions.get(d.action_id)
+        if action is None:
+            # Topics are read in parallel: a decision or result can arrive before its proposal.
+            action = self.actions.setdefault(d.action_id, ActionView(d.step, d.tool, dict(getattr(d, "args", {}) or {}), []))
+        if name == "actions.decided":
+            action.decision = d.outcome if d.via == "policy" else f"{d.outcome} after approval"
+            action.reasons = [str(r.code) for r in d.reasons]
+        elif name == "approvals":
+            action.approval_id = d.approval_id
+            action.approval = event.type.removeprefix("tidegate.approval.")
+        elif name == "actions.results":
+            action.result = d.status if d.error is None else f"{d.status}: {d.error.type}"
+            action.cost_usd = d.cost.usd
+
+
+def _progress(views: list[TaskView], started: float) -> Table:
+    table = Table(title=f"support-triage demo — {time.monotonic() - started:.0f}s", show_lines=False)
+    for col in ("ticket", "case", "status", "actions"):
+        table.add_column(col)
+    for v in views:
+        colour = {"completed": "green", "failed": "red", "waiting on a human": "yellow"}.get(v.status, "cyan")
+        table.add_row(v.ticket_id, v.title, f"[{colour}]{v.status}[/]", str(len(v.actions)))
+    return table
+
+
+def _task_table(v: TaskView) -> Table:
+    out = v.outcome.data if v.outcome is not None else None
+    status = out.status if out else ("waiting on a human" if v.waiting_on_human else "still running")
+    title = f"{v.ticket_id} — {v.title}\n[dim]task {v.task_id} · expected: {v.expect}[/]"
+    table = Table(title=title, title_justify="left", expand=False)
+    for col in ("#", "tool", "args", "tainted", "decision", "result"):
+        table.add_column(col, overflow="fold")
+    for a in sorted(v.actions.values(), key=lambda a: a.step):
+        colour = {"allow": "green", "deny": "red", "escalate": "yellow"}.get(a.decision.split()[0], "white")
+        decision = f"[{colour}]{a.decision}[/] {', '.join(a.reasons)}"
+        result = a.result or (f"approval {a.approval}: {a.approval_id}" if a.approval_id else "")
+        table.add_row(str(a.step), a.tool, _short_args(a.args), ", ".join(a.tainted), decision, result)
+    if out is not None:
+        c = out.cost
+        table.caption = (
+            f"outcome: [bold]{status}[/]{f' ({out.reason})' if out.reason else ''} · cost ${c.total:.4f} "
+            f"(model {c.model:.4f}, retrieval {c.retrieval:.4f}, tools {c.tools:.4f}, orchestration {c.orchestration:.4f}, "
+            f"retries {c.retries:.4f}, human review {c.human_review:.2f}) · {out.duration_ms:.0f} ms · human touches {out.human_touches}"
+        )
+    else:
+        table.caption = f"outcome: [bold yellow]{status}[/]"
+    table.caption_justify = "left"
+    return table
+
+
+def _short_args(args: dict[str, Any]) -> str:
+    parts = []
+    for k, val in args.items():
+        if k in ("ticket_id", "reason"):
+            continue
+        if isinstance(val, list) and len(val) > 3:
+            parts.append(f"{k}=[{len(val)}]")
+        else:
+            text = str(val)
+            parts.append(f"{k}={text if len(text) <= 28 else text[:25] + '…'}")
+    return " ".join(parts)
+
+
+def _services_ready(kit: KitSettings) -> bool:
+    from tidegate.commands.services import SERVICES
+
+    ready = kit.run_dir / "ready"
+    return all((ready / f"{n}.ready").exists() for n in SERVICES)
+
+
+def _start_services(console: Console) -> bool:
+    console.print("services: [bold]tidegate up --detach[/]")
+    exe = shutil.which("tidegate")
+    cmd = [exe, "up", "--detach"] if exe else [sys.executable, "-m", "tidegate.cli", "up", "--detach"]
+    return subprocess.run(cmd, check=False).returncode == 0
+
+
+def _approve_hint() -> str:
+    """How a person approves, as the approvals command group spells it (if installed)."""
+    try:
+        module = importlib.import_module("tidegate.commands.approvals")
+    except ModuleNotFoundError:
+        return "tidegate approvals approve {approval_id}"
+    names = {c.name or c.callback.__name__ for c in module.app.registered_commands if c.callback}
+    return "tidegate approvals approve {approval_id}" if "approve" in names else "(approve it on the approval service's page)"
+
+
+def _verify_audit(console: Console) -> str:
+    """Run `tidegate audit verify` when the audit command exists; say why not otherwise."""
+    try:
+        module = importlib.import_module("tidegate.commands.audit")
+    except ModuleNotFoundError:
+        return "skipped: the `tidegate audit verify` command is not installed"
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in module.app.registered_commands}
+    if "verify" not in names:
+        return "skipped: `tidegate audit` has no verify command"
+    exe = shutil.which("tidegate")
+    cmd = [exe, "audit", "verify"] if exe else [sys.executable, "-m", "tidegate.cli", "audit", "verify"]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    output = (done.stdout + done.stderr).strip()
+    if output:
+        console.print(output)
+    return "verified" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+
+
+async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console) -> int:
+    """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped)."""
+    started = time.monotonic()
+    catalog = ToolCatalog.load(kit.tools_dir)
+    topic_tools = [t.name for t in catalog.values() if t.kind == "topic"]
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(topic_tools))
+    from systems.seed import seed_demo
+
+    pool = await create_pool(kit.database_url, max_size=2)
+    try:
+        inserted = await seed_demo(pool)
+    finally:
+        await pool.close()
+    console.print(f"systems of record seeded ({sum(inserted.values())} new rows; helpdesk, payments, mail, crm in PostgreSQL)")
+    if start_services:
+        if not _start_services(console):  # `tidegate up --detach` says so and returns when they already run
+            console.print(f"[red]the services did not start[/]; see {kit.run_dir / 'logs'}")
+            return 1
+    elif not _services_ready(kit):
+        console.print("[red]the services are not running[/]; start them with `tidegate up --detach`")
+        return 1
+    console.print("policy: the policy service uses the pack in policies/default unless one was published (`tidegate policy publish`)")
+
+    tasks = demo_tasks(tenant)
+    cases = {c.ticket_id: c for c in DEMO_CASES}
+    views = {
+        t.task_id: TaskView(t.task_id, t.input["ticket_id"], cases[t.input["ticket_id"]].title, cases[t.input["ticket_id"]].expect)
+        for t in tasks
+    }
+    watcher = Watcher(kit, WATCHED)
+    await watcher.start()
+    try:
+        await publish_events(kit, [("tasks", TaskSubmitted.build(t, source="tidegate/demo")) for t in tasks])
+        console.print(f"submitted {len(tasks)} tickets for tenant [bold]{tenant}[/] in autonomous mode; nothing is auto-approved")
+        deadline = time.monotonic() + timeout_s
+        ordered = list(views.values())
+        with Live(_progress(ordered, started), console=console, refresh_per_second=4, transient=False) as live:
+            while time.monotonic() < deadline and not all(v.settled for v in ordered):
+                for name, event in await watcher.poll(0.25):
+                    view = views.get(event.data.task_id)
+                    if view is not None:
+                        view.apply(name, event)
+                live.update(_progress(ordered, started))
+    finally:
+        await watcher.stop()
+
+    console.print()
+    for v in ordered:
+        console.print(_task_table(v))
+        console.print()
+    unsettled = [v for v in ordered if not v.settled]
+    total = sum(v.outcome.data.cost.total for v in ordered if v.outcome is not None)
+    console.print(
+        f"[bold]{sum(1 for v in ordered if v.outcome and v.outcome.data.status == 'completed')} completed, "
+        f"{sum(1 for v in ordered if v.outcome and v.outcome.data.status == 'failed')} failed, "
+        f"{sum(1 for v in ordered if v.waiting_on_human)} waiting on a human[/]; cost of closed tasks ${total:.4f}"
+    )
+    pending = [(v, a) for v in ordered if (a := v.waiting_on_human) is not None and a.approval_id]
+    if pending:
+        hint = _approve_hint()
+        console.print("\n[bold]Pending approvals[/] (nothing was auto-approved):")
+        for v, a in pending:
+            console.print(f"  {v.ticket_id} {a.tool} {_short_args(a.args)} — {', '.join(a.reasons)}")
+            console.print(f"    [bold]{hint.format(approval_id=a.approval_id)}[/]")
+    if unsettled:
+        console.print(
+            f"[red]{len(unsettled)} task(s) did not settle within {timeout_s:.0f}s:[/] {', '.join(v.ticket_id for v in unsettled)}"
+        )
+    await asyncio.sleep(0)
+    verdict = _verify_audit(console)
+    console.print(f"audit chain: [bold]{verdict}[/]")
+    console.print(f"demo finished in {time.monotonic() - started:.1f}s")
+    return 1 if unsettled or verdict.startswith("FAILED") else 0
