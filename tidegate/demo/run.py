@@ -232,8 +232,8 @@ def _approve_hint() -> str:
     try:
         module = importlib.import_module("tidegate.commands.approvals")
     except ModuleNotFoundError:
-        return "tidegate approvals approve {approval_id}"
-    names = {c.name or c.callback.__name__ for c in module.app.registered_commands if c.callback}
+        return "(approve it on the approval service's page)"
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in module.app.registered_commands}
     return "tidegate approvals approve {approval_id}" if "approve" in names else "(approve it on the approval service's page)"
 
 
@@ -319,6 +319,11 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
         for v, a in pending:
             console.print(f"  {v.ticket_id} {a.tool} {_short_args(a.args)} — {', '.join(a.reasons)}")
             console.print(f"    [bold]{hint.format(approval_id=a.approval_id)}[/]")
+        console.print(
+            "  with your approver token in TIDEGATE_APPROVER_TOKEN; an admin creates one with\n"
+            f"  [bold]tidegate approvals token create --approver bob@{tenant}.example --tenant {tenant} --groups finance[/]\n"
+            "  (the requester of a task may not approve it; `tidegate approvals list` shows what waits)"
+        )
     if unsettled:
         console.print(
             f"[red]{len(unsettled)} task(s) did not settle within {timeout_s:.0f}s:[/] {', '.join(v.ticket_id for v in unsettled)}"
