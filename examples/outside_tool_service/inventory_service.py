@@ -1,0 +1,171 @@
+"""An outside tool service: the warehouse's `update_inventory`, served over Kafka with a plain client.
+
+It imports nothing from Tidegate, to show what any team (in any language) has to do to plug a
+system into Tidegate as a `topic` tool:
+
+1. consume CloudEvents `tidegate.tool.invocation` from `<prefix>tools.update_inventory.requests`;
+2. apply the change at most once per `data.idempotency_key` (here: one SQLite transaction records
+   the key together with the stock change, and a repeated key gets the first answer again);
+3. publish a `tidegate.tool.reply` to `data.reply_topic`, keyed by the task id;
+4. commit the request's offset only after replying, so a crash means a redelivery, never a loss.
+
+Run it:  python examples/outside_tool_service/inventory_service.py --bootstrap 127.0.0.1:19092
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+TOOL = "update_inventory"
+log = logging.getLogger("inventory")
+
+SEED_STOCK = {"KB-MECH-01": 40, "HUB-USBC-7": 120, "CHAIR-ERGO-2": 12, "STAND-LAP-20": 300}
+
+
+class Inventory:
+    """Stock levels and the answers already given, per idempotency key, in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS stock (tenant TEXT, sku TEXT, on_hand INTEGER NOT NULL, PRIMARY KEY (tenant, sku));
+            CREATE TABLE IF NOT EXISTS applied (
+                tenant TEXT, idempotency_key TEXT, reply TEXT NOT NULL, PRIMARY KEY (tenant, idempotency_key)
+            );
+            """
+        )
+
+    def apply(self, tenant: str, key: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Apply one stock change once; the same key returns the first answer (success or failure)."""
+        with self.db:  # one transaction: the change and the key that records it
+            row = self.db.execute("SELECT reply FROM applied WHERE tenant = ? AND idempotency_key = ?", (tenant, key)).fetchone()
+            if row is not None:
+                first = json.loads(row[0])
+                if first["ok"]:
+                    first["result"]["duplicate"] = True  # same answer, flagged for whoever is curious
+                return first
+            for sku, qty in SEED_STOCK.items():
+                self.db.execute("INSERT OR IGNORE INTO stock (tenant, sku, on_hand) VALUES (?, ?, ?)", (tenant, sku, qty))
+            current = self.db.execute("SELECT on_hand FROM stock WHERE tenant = ? AND sku = ?", (tenant, args["sku"])).fetchone()
+            if current is None:
+                answer = {"ok": False, "error": {"type": "unknown_sku", "message": f"no SKU {args['sku']}", "retryable": False}}
+            elif current[0] + args["delta"] < 0:
+                answer = {
+                    "ok": False,
+                    "error": {"type": "insufficient_stock", "message": f"{args['sku']} has {current[0]} on hand", "retryable": False},
+                }
+            else:
+                on_hand = current[0] + args["delta"]
+                self.db.execute("UPDATE stock SET on_hand = ? WHERE tenant = ? AND sku = ?", (on_hand, tenant, args["sku"]))
+                answer = {"ok": True, "result": {"sku": args["sku"], "on_hand": on_hand, "movement_id": f"mv_{uuid.uuid4().hex[:10]}"}}
+            self.db.execute("INSERT INTO applied (tenant, idempotency_key, reply) VALUES (?, ?, ?)", (tenant, key, json.dumps(answer)))
+            return answer
+
+
+def reply_event(invocation: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """A CloudEvents `tidegate.tool.reply` answering `invocation`."""
+    data = invocation["data"]
+    body = {
+        "action_id": data["action_id"],
+        "task_id": data["task_id"],
+        "tenant_id": data["tenant_id"],
+        "tool": TOOL,
+        "attempt": data.get("attempt", 1),
+        "ok": answer["ok"],
+        "cost_usd": 0.0002,
+    }
+    body["result" if answer["ok"] else "error"] = answer.get("result") if answer["ok"] else answer["error"]
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "warehouse/inventory-service",
+        "type": "tidegate.tool.reply",
+        "subject": data["task_id"],
+        "time": datetime.now(UTC).isoformat(),
+        "datacontenttype": "application/json",
+        "tenantid": data["tenant_id"],
+        "data": body,
+    }
+
+
+async def serve(bootstrap: str, prefix: str, db_path: Path) -> None:
+    """Serve invocations until SIGTERM/SIGINT."""
+    inventory = Inventory(db_path)
+    consumer = AIOKafkaConsumer(
+        f"{prefix}tools.{TOOL}.requests",
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}warehouse-inventory",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    print("inventory service ready", flush=True)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    await handle(record.value, inventory, producer)
+            if batches:
+                await consumer.commit()  # only after every reply of the batch went out
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProducer) -> None:
+    """Answer one invocation; ignore what is not one (a real service would dead-letter it)."""
+    try:
+        invocation = json.loads(raw or b"")
+        data = invocation["data"]
+        if invocation.get("type") != "tidegate.tool.invocation" or data["tool"] != TOOL:
+            raise ValueError(f"not an invocation of {TOOL}")
+        deadline = datetime.fromisoformat(data["deadline"].replace("Z", "+00:00"))
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring a message: %s", exc)
+        return
+    if datetime.now(UTC) > deadline:
+        log.info("invocation %s arrived after its deadline; the executor has stopped waiting", data["action_id"])
+        return
+    answer = inventory.apply(data["tenant_id"], data["idempotency_key"], data["args"])
+    event = reply_event(invocation, answer)
+    await producer.send_and_wait(
+        data["reply_topic"],
+        json.dumps(event).encode(),
+        key=data["task_id"].encode(),
+        headers=[("content-type", b"application/cloudevents+json")],
+    )
+    log.info("%s %s -> %s", data["action_id"], data["args"], "ok" if answer["ok"] else answer["error"]["type"])
+
+
+def main() -> None:
+    """Parse arguments and serve."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
+    parser.add_argument("--prefix", default="tidegate.", help="Tidegate's topic prefix")
+    parser.add_argument("--db", type=Path, default=Path("inventory.sqlite3"), help="SQLite file of the warehouse")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    asyncio.run(serve(args.bootstrap, args.prefix, args.db))
+
+
+if __name__ == "__main__":
+    main()

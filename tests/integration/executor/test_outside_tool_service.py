@@ -1,0 +1,98 @@
+"""A `topic` tool served by the example outside service (a separate process, plain Kafka client) through the executor."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import schemas as s
+from servicekit import REPO_ROOT, Bus, KitSettings, ServiceProcess, make_broker
+
+SERVICE = REPO_ROOT / "examples" / "outside_tool_service" / "inventory_service.py"
+
+
+@pytest.fixture
+async def warehouse(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Path]:
+    """The example inventory service as a subprocess; yields its SQLite file."""
+    db = tmp_path / "inventory.sqlite3"
+    log = tmp_path / "inventory.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(SERVICE), "--bootstrap", kit.kafka_bootstrap, "--prefix", kit.topic_prefix, "--db", str(db)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(600):
+            if "ready" in log.read_text():
+                break
+            assert proc.poll() is None, log.read_text()
+            await asyncio.sleep(0.05)
+        yield db
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def on_hand(db: Path, tenant: str, sku: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT on_hand FROM stock WHERE tenant = ? AND sku = ?", (tenant, sku)).fetchone()[0])
+
+
+async def test_an_outside_service_serves_a_topic_tool_exactly_once(
+    executor: ServiceProcess, warehouse: Path, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+) -> None:
+    take = authorize(tenant, "update_inventory", {"sku": "KB-MECH-01", "delta": -3, "reason": "replacement for T-1005"})
+    await publisher.publish("actions.authorized", take)
+    [result] = await wait_for(lambda: listener.for_action(take.data.action_id), timeout=30, what="the inventory reply")
+    assert result.type == "tidegate.action.succeeded", result.data.error
+    assert result.data.result["on_hand"] == 37
+    assert result.data.attempts == 1
+    assert result.data.cost.usd == pytest.approx(0.0005 + 0.0002)  # catalog price per call + what the service charged
+    assert on_hand(warehouse, tenant, "KB-MECH-01") == 37
+
+    # The service itself deduplicates: the same invocation delivered again gets the first answer and changes nothing.
+    replies: list[s.ToolReply] = []
+
+    async def on_reply(event: s.ToolReply) -> None:
+        replies.append(event)
+
+    spy = Bus(make_broker(publisher.bootstrap, "test-spy"), "test-spy", publisher.bootstrap, publisher.prefix)
+    spy.consume("tools.update_inventory.replies", on_reply, group_id=f"{publisher.prefix}test-spy")
+    await spy.start()
+    invocation = s.ToolInvocation.build(
+        s.ToolInvocationData(
+            action_id=take.data.action_id,
+            task_id=take.data.task_id,
+            tenant_id=tenant,
+            tool="update_inventory",
+            args=take.data.args,
+            idempotency_key=take.data.action_id,
+            deadline=datetime.now(UTC) + timedelta(seconds=30),
+            reply_topic=f"{publisher.prefix}tools.update_inventory.replies",
+        ),
+        source="test",
+    )
+    await publisher.publish("tools.update_inventory.requests", invocation)
+    try:
+        await wait_for(lambda: any((r.data.result or {}).get("duplicate") for r in replies), timeout=30, what="the duplicate's answer")
+    finally:
+        await spy.stop()
+    [first, again] = [r for r in replies if r.data.action_id == take.data.action_id]
+    assert again.data.result["movement_id"] == first.data.result["movement_id"]
+    assert on_hand(warehouse, tenant, "KB-MECH-01") == 37
+
+    too_many = authorize(tenant, "update_inventory", {"sku": "KB-MECH-01", "delta": -1000})
+    await publisher.publish("actions.authorized", too_many)
+    [refused] = await wait_for(lambda: listener.for_action(too_many.data.action_id), timeout=30, what="the stock refusal")
+    assert (refused.type, refused.data.error.type, refused.data.attempts) == ("tidegate.action.failed", "insufficient_stock", 1)
+    assert on_hand(warehouse, tenant, "KB-MECH-01") == 37
