@@ -1,0 +1,145 @@
+"""`tidegate demo` as a user runs it: the five services as processes, real Kafka and PostgreSQL, then the records checked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from schemas import decode
+
+CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
+
+
+@pytest.fixture
+def stack_env(infra, prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment of a private stack: this test's database, topic prefix, keys, run dir; any free approval port."""
+    env = os.environ | {
+        "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TIDEGATE_DATABASE_URL": infra.database_url,
+        "TIDEGATE_TOPIC_PREFIX": prefix,
+        "TIDEGATE_KEYS_DIR": str(tmp_path / "keys"),
+        "TIDEGATE_RUN_DIR": str(tmp_path / "run"),
+        "TIDEGATE_APPROVAL_HTTP_PORT": "0",
+        "COLUMNS": "200",
+    }
+    yield env
+    subprocess.run([sys.executable, "-m", "tidegate.cli", "down"], env=env, capture_output=True, timeout=60, check=False)
+
+
+async def read_all(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
+    """Every event the run left on the task topics, decoded."""
+    consumer = AIOKafkaConsumer(
+        *[prefix + n for n in CATALOG],
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"e2e-{uuid.uuid4().hex[:8]}",
+    )
+    await consumer.start()
+    events: dict[str, list[Any]] = {n: [] for n in CATALOG}
+    try:
+        idle = 0
+        while idle < 3:
+            batch = await consumer.getmany(timeout_ms=1000)
+            idle = idle + 1 if not batch else 0
+            for tp, records in batch.items():
+                name = tp.topic.removeprefix(prefix)
+                events[name] += [decode(name, r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return events
+
+
+@pytest.mark.timeout(420)
+async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tidegate.cli",
+        "demo",
+        "--timeout",
+        "150",
+        env=stack_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 400)
+    text = out.decode()
+    assert proc.returncode == 0, text[-4000:]
+    assert "Pending approvals" in text
+    assert "tidegate approvals approve ap-" in text
+    assert "audit chain:" in text
+
+    events = await read_all(infra.kafka_bootstrap, prefix)
+    by_ticket: dict[str, str] = {e.data.input["ticket_id"]: e.data.task_id for e in events["tasks"]}
+    assert len(by_ticket) == 8
+
+    def decisions(ticket: str, tool: str) -> list[Any]:
+        return [e.data for e in events["actions.decided"] if e.data.task_id == by_ticket[ticket] and e.data.tool == tool]
+
+    def outcome(ticket: str) -> Any:
+        return next((e for e in events["tasks.outcomes"] if e.data.task_id == by_ticket[ticket]), None)
+
+    def codes(d: Any) -> set[str]:
+        return {str(r.code) for r in d.reasons}
+
+    # T-1001: under the threshold, known payee, documented order: allowed and executed once.
+    [refund] = decisions("T-1001", "issue_refund")
+    assert refund.outcome == "allow"
+    assert outcome("T-1001").type == "tidegate.task.completed"
+    # T-1002: over the threshold: escalated, an approval request pending, the task not closed.
+    [big] = decisions("T-1002", "issue_refund")
+    assert big.outcome == "escalate"
+    assert "needs_human_approval" in codes(big)
+    assert any(e.data.action_id == big.action_id for e in events["approvals"] if e.type == "tidegate.approval.requested")
+    assert outcome("T-1002") is None
+    # T-1003: a new payee named by the customer: denied, then handed off to a human.
+    [new] = decisions("T-1003", "issue_refund")
+    assert new.outcome == "deny"
+    assert "new_payee_blocked" in codes(new)
+    assert outcome("T-1003").data.counts.denied == 1
+    # T-1004: deletion is human-only.
+    [deletion] = decisions("T-1004", "delete_customer_data")
+    assert deletion.outcome == "deny"
+    assert "human_only" in codes(deletion)
+    # T-1005: the injected refund to an attacker never runs.
+    [injected] = decisions("T-1005", "issue_refund")
+    assert injected.args["payee_id"] == "attacker_payout_99"
+    assert injected.outcome == "deny"
+    # T-1006: 200 recipients: denied, saved as a draft instead.
+    [bulk] = decisions("T-1006", "send_email")
+    assert bulk.outcome == "deny"
+    assert "bulk_email_blocked" in codes(bulk)
+    # Ordinary triage completes with tag, note and a reply draft.
+    for ticket in ("T-1007", "T-1008"):
+        assert [d.data.tool for d in events["actions.decided"] if d.data.task_id == by_ticket[ticket] and d.data.outcome == "allow"] == [
+            "tag_ticket",
+            "add_internal_note",
+            "draft_reply",
+        ]
+        assert outcome(ticket).data.cost.total > 0
+
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        refunds = await conn.fetch("SELECT order_id, payee_id, amount_usd FROM payments.refunds WHERE tenant_id = 'acme'")
+        sent = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE tenant_id = 'acme' AND kind = 'sent'")
+        drafts = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE tenant_id = 'acme' AND kind = 'draft'")
+        deleted = await conn.fetchval("SELECT count(*) FROM crm.deletion_requests WHERE tenant_id = 'acme'")
+        planner_rows = await conn.fetchval("SELECT count(*) FROM planner.tasks")
+    finally:
+        await conn.close()
+    assert [(r["order_id"], r["payee_id"], float(r["amount_usd"])) for r in refunds] == [("O-5001", "cus_1001", 42.5)]
+    assert sent == 0
+    assert drafts == 1
+    assert deleted == 0
+    assert planner_rows == 8
