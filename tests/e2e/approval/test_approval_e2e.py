@@ -1,0 +1,273 @@
+"""The approval service as people use it: the service as its own process, the `tidegate approvals` CLI, and the
+approver page in a real headless Chromium (a screenshot lands in artifacts/)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cdp_browser import Chromium, ensure_chromium
+
+from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
+from servicekit import REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, make_broker
+from services.approval import auth
+
+ARTIFACTS = REPO_ROOT / "artifacts"
+REFUND = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """The approval service running as a process, and what a test needs to talk to it."""
+
+    url: str
+    env: dict[str, str]
+    kit: KitSettings
+    bus: Bus
+    tenant: str
+
+    def cli(self, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = self.env | {"TIDEGATE_APPROVAL_URL": self.url, "COLUMNS": "200"}
+        if token is not None:
+            env["TIDEGATE_APPROVER_TOKEN"] = token
+        return subprocess.run(
+            [sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+        )
+
+    def token(self, approver: str, groups: str) -> str:
+        done = self.cli("approvals", "token", "create", "--approver", approver, "--tenant", self.tenant, "--groups", groups)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    def decided(self, task_id: str, tool: str = "issue_refund", args: dict[str, Any] | None = None, **over: Any) -> ActionDecidedData:
+        args = REFUND if args is None else args
+        fields: dict[str, Any] = {
+            "action_id": f"a-{uuid.uuid4().hex[:10]}",
+            "task_id": task_id,
+            "tenant_id": self.tenant,
+            "tool": tool,
+            "args": args,
+            "action_digest": action_digest(self.tenant, tool, args),
+            "outcome": "escalate",
+            "reasons": [Reason(code="needs_human_approval", policy_id="refund-threshold", message="900.00 USD is at or over 500.00 USD")],
+            "policy_version": "sha256:e2e",
+            "risk": "financial",
+            "latency_ms": 0.4,
+            "facts": {"payee_is_new": False, "amount_usd": 900.0},
+            "requested_by": "alice@acme.example",
+        }
+        return ActionDecidedData(**(fields | over))
+
+    async def escalate(self, data: ActionDecidedData) -> None:
+        await self.bus.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
+
+    async def pending_for(self, action_id: str, token: str, wait_for: Any) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            async with httpx.AsyncClient() as client:
+                items = (await client.get(f"{self.url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})).json()
+            return next((i for i in items if i["action_id"] == action_id), None)
+
+        found: dict[str, Any] = await wait_for(probe, what=f"pending approval for {action_id}")
+        return found
+
+    async def decisions(self, approval_id: str) -> list[Any]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.bus.topic("approvals")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            events: list[Any] = []
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    events.extend(decode("approvals", r.value) for r in records)
+        finally:
+            await consumer.stop()
+        return [e for e in events if e.data.approval_id == approval_id and e.type != "tidegate.approval.requested"]
+
+    def signed(self, event: Any) -> bool:
+        ring = Keyring.load(self.kit.keys_dir, "approval")
+        return ring.verify(event.data.key_id, approval_message(event.type, event.data), event.data.signature)
+
+
+@pytest.fixture
+async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterator[Stack]:
+    """`python -m services.approval` with this test's prefix, database and keys; stopped with SIGTERM."""
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_LOG_LEVEL": "WARNING",
+        "TIDEGATE_APPROVAL_HTTP_PORT": str(port),
+        "TIDEGATE_APPROVAL_SWEEP_INTERVAL_S": "0.5",
+    }
+    log = (tmp_path / "approval.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "services.approval"], env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    async def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"approval service exited: {(tmp_path / 'approval.log').read_text()[-2000:]}")
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{url}/healthz")).json().get("status") == "ok"
+        except httpx.HTTPError:
+            return False
+
+    bus = Bus(make_broker(kit.kafka_bootstrap, "approval-e2e"), "approval-e2e", kit.kafka_bootstrap, kit.topic_prefix)
+    try:
+        await wait_for(healthy, timeout=60, interval=0.2, what="the approval service to answer /healthz")
+        await bus.broker.start()
+        yield Stack(url=url, env=env, kit=kit, bus=bus, tenant=f"acme-{uuid.uuid4().hex[:8]}")
+    finally:
+        await bus.broker.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
+    bob = stack.token("bob@acme.example", "finance")
+    alice = stack.token("alice@acme.example", "finance")
+    decided = stack.decided(task_id=f"t-{uuid.uuid4().hex[:8]}")
+    await stack.escalate(decided)
+    item = await stack.pending_for(decided.action_id, bob, wait_for)
+    approval_id = item["approval_id"]
+
+    listed = stack.cli("approvals", "list", token=bob)
+    assert listed.returncode == 0, listed.stderr
+    assert approval_id in listed.stdout
+    assert "issue_refund" in listed.stdout
+    shown = stack.cli("approvals", "show", approval_id, token=bob)
+    assert "needs_human_approval" in shown.stdout
+    assert decided.action_digest in shown.stdout
+
+    no_token = stack.cli("approvals", "list")
+    assert no_token.returncode == 1
+    assert "TIDEGATE_APPROVER_TOKEN" in no_token.stderr
+    forged = stack.cli("approvals", "approve", approval_id, token="tga_forged")
+    assert forged.returncode == 1
+    assert "401 not authenticated" in " ".join(forged.stderr.split())
+    own = stack.cli("approvals", "approve", approval_id, token=alice)
+    assert own.returncode == 1
+    assert "403" in own.stderr
+    assert "four eyes" in " ".join(own.stderr.split())
+
+    granted = stack.cli("approvals", "approve", approval_id, "-m", "known customer", token=bob)
+    assert granted.returncode == 0, granted.stderr
+    assert "granted" in granted.stdout
+    again = stack.cli("approvals", "reject", approval_id, token=bob)
+    assert again.returncode == 1
+    assert "409 conflict" in " ".join(again.stderr.split())
+
+    (event,) = await wait_for(lambda: stack.decisions(approval_id), what="approval.granted on the bus")
+    assert event.type == "tidegate.approval.granted"
+    assert event.data.comment == "known customer"
+    assert stack.signed(event)
+
+
+async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any, tmp_path: Path) -> None:
+    executable = ensure_chromium()
+    if executable is None:
+        pytest.skip("chromium is not installed and could not be (run tests/e2e/approval/browser_deps.sh as root)")
+    bob = stack.token("bob@acme.example", "finance")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    lookup = stack.decided(task, tool="lookup_order", args={"order_id": "O-1"}, outcome="allow", risk="read", estimated_cost_usd=0.003)
+    await stack.escalate(lookup)
+    result = ActionResultData(
+        action_id=lookup.action_id,
+        task_id=task,
+        tenant_id=stack.tenant,
+        tool="lookup_order",
+        status="succeeded",
+        attempts=1,
+        duration_ms=12,
+        cost=ResultCost(usd=0.003),
+    )
+    await stack.bus.publish("actions.results", ActionSucceeded.build(result, source="tidegate/executor"))
+    refund = stack.decided(task)
+    await stack.escalate(refund)
+    first = await stack.pending_for(refund.action_id, bob, wait_for)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with await Chromium.launch(executable, tmp_path / "profile") as browser:
+        await browser.goto(stack.url + "/")
+        await browser.wait_for("!document.getElementById('signin-panel').hidden", what="the sign-in form")
+        await browser.type("#token", bob)
+        await browser.click("#signin")
+        await browser.wait_for(f"!!document.querySelector('li[data-id=\"{first['approval_id']}\"]')", what="the request in the queue")
+        assert "bob@acme.example" in await browser.text("#who")
+        await browser.click(f'li[data-id="{first["approval_id"]}"]')
+        await browser.wait_for("document.getElementById('d-title').innerText.includes('issue_refund')", what="the request's detail")
+        await browser.wait_for("document.getElementById('d-context').innerText.includes('lookup_order')", what="the task's context")
+        assert "needs_human_approval" in await browser.text("#d-reasons")
+        assert "payee_is_new" in await browser.text("#d-facts")
+        assert "spent $0.0030" in await browser.text("#d-cost")
+        assert await browser.evaluate("sessionStorage.getItem('tidegate.credential')") == bob
+        await browser.screenshot(ARTIFACTS / "approval-page.png")
+        await browser.type("#comment", "customer is known")
+        await browser.click("#approve")
+        await browser.wait_for("document.getElementById('result').innerText.includes('granted')", what="the decision to be recorded")
+        await browser.screenshot(ARTIFACTS / "approval-page-granted.png")
+
+        # A second request, opened from a webhook's one-time link, approved with edited args.
+        second_refund = stack.decided(task)
+        await stack.escalate(second_refund)
+        second = await stack.pending_for(second_refund.action_id, bob, wait_for)
+        key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+        link = auth.issue_link(
+            key,
+            approval_id=second["approval_id"],
+            approver="bob@acme.example",
+            tenant_id=stack.tenant,
+            expires_at=utcnow() + timedelta(minutes=5),
+        )
+        await browser.evaluate("sessionStorage.clear()")
+        await browser.goto(f"{stack.url}/?approval={second['approval_id']}#link={link}")
+        await browser.wait_for("document.getElementById('who').innerText.includes('one-time link')", what="sign-in by link")
+        await browser.wait_for("document.getElementById('d-args').innerText.includes('900')", what="the linked request to open")
+        assert "#link" not in await browser.evaluate("location.href")
+        await browser.click("#edit-toggle")
+        await browser.type("#edited-args", json.dumps(REFUND | {"amount_usd": 450.0}))
+        await browser.click("#approve")
+        await browser.wait_for("document.getElementById('result').innerText.includes('granted')", what="the edited grant")
+        await browser.screenshot(ARTIFACTS / "approval-page-link.png")
+
+    (grant,) = await wait_for(lambda: stack.decisions(first["approval_id"]), what="the first grant on the bus")
+    assert (grant.type, grant.data.approver, grant.data.comment) == ("tidegate.approval.granted", "bob@acme.example", "customer is known")
+    assert stack.signed(grant)
+    (edited,) = await wait_for(lambda: stack.decisions(second["approval_id"]), what="the edited grant on the bus")
+    assert edited.data.edited_args == REFUND | {"amount_usd": 450.0}
+    assert edited.data.args == REFUND
+    assert stack.signed(edited)
+    assert (ARTIFACTS / "approval-page.png").stat().st_size > 10_000
