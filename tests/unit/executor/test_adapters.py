@@ -1,0 +1,132 @@
+"""Tool adapters and credentials: HTTP status mapping, topic request/reply matching, where secrets come from."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import schemas as s
+from services.executor.credentials import CredentialStore, env_var_name
+from services.executor.tools import HttpTools, PythonTools, TopicTools
+from systems import ToolContext, ToolError
+
+
+def http_spec(**kw: Any) -> s.ToolSpec:
+    base = {
+        "name": "label",
+        "description": "d",
+        "args_schema": {"type": "object"},
+        "risk": "write_low",
+        "kind": "http",
+        "url": "http://carrier.test/labels",
+    }
+    return s.ToolSpec.model_validate(base | kw)
+
+
+def ctx(**kw: Any) -> ToolContext:
+    return ToolContext(pool=None, tenant_id="acme", action_id="a-1", idempotency_key="a-1", task_id="t-1", **kw)  # type: ignore[arg-type]
+
+
+async def call_with(status: int, body: dict[str, Any] | None = None, *, raise_: Exception | None = None, **ctx_kw: Any) -> Any:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if raise_ is not None:
+            raise raise_
+        return httpx.Response(status, json=body or {})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        try:
+            return await HttpTools(client).invoke(http_spec(), ctx(**ctx_kw), {"order_id": "O-1"}), seen
+        except ToolError as exc:
+            return exc, seen
+
+
+async def test_a_2xx_answer_is_the_result_and_the_request_carries_key_and_credential() -> None:
+    answer, [request] = await call_with(201, {"tracking": "1Z"}, credential_scope="shipping", credential="sk")
+    assert answer.result == {"tracking": "1Z"}
+    assert request.headers["Idempotency-Key"] == "a-1"
+    assert request.headers["Authorization"] == "Bearer sk"
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable", "maybe_applied"),
+    [(400, False, False), (404, False, False), (429, True, False), (503, True, False), (500, True, True), (502, True, True)],
+)
+async def test_http_errors_map_to_retryable_and_maybe_applied(status: int, retryable: bool, maybe_applied: bool) -> None:
+    error, _ = await call_with(status, {"error": "nope"})
+    assert (error.type, error.retryable, error.maybe_applied, error.message) == (f"http_{status}", retryable, maybe_applied, "nope")
+
+
+async def test_connection_failures_were_never_applied_but_read_timeouts_may_have_been() -> None:
+    refused, _ = await call_with(0, raise_=httpx.ConnectError("refused"))
+    timed_out, _ = await call_with(0, raise_=httpx.ReadTimeout("slow"))
+    assert (refused.type, refused.retryable, refused.maybe_applied) == ("unreachable", True, False)
+    assert (timed_out.type, timed_out.retryable, timed_out.maybe_applied) == ("timeout", True, True)
+
+
+async def test_a_scope_without_a_secret_never_sends_the_request() -> None:
+    error, seen = await call_with(200, credential_scope="shipping", credential=None)
+    assert (error.type, seen) == ("missing_credential", [])
+
+
+async def test_topic_tools_match_the_reply_to_the_waiting_call() -> None:
+    sent: list[tuple[str, s.ToolInvocation]] = []
+    tools: TopicTools
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        assert isinstance(event, s.ToolInvocation)
+        sent.append((topic, event))
+        d = event.data
+        reply = s.ToolReplyData(
+            action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, tool=d.tool, ok=True, result={"on_hand": 7}, cost_usd=0.1
+        )
+        asyncio.get_running_loop().call_soon(asyncio.ensure_future, tools.on_reply(s.ToolReply.build(reply, source="warehouse")))
+
+    tools = TopicTools(publish, "pfx.")
+    spec = s.ToolSpec.model_validate({"name": "inv", "description": "d", "args_schema": {}, "risk": "write_low", "kind": "topic"})
+    answer = await asyncio.wait_for(tools.invoke(spec, ctx(), {"sku": "A"}), timeout=2)
+    assert (answer.result, answer.cost_usd) == ({"on_hand": 7}, 0.1)
+    [(topic, invocation)] = sent
+    assert topic == "tools.inv.requests"
+    assert (invocation.data.idempotency_key, invocation.data.reply_topic) == ("a-1", "pfx.tools.inv.replies")
+
+
+async def test_a_reply_with_an_error_raises_it_with_its_retryability() -> None:
+    tools: TopicTools
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        d = event.data  # type: ignore[attr-defined]
+        err = s.ErrorInfo(type="warehouse_busy", message="later", retryable=True)
+        reply = s.ToolReplyData(action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, tool=d.tool, ok=False, error=err)
+        asyncio.get_running_loop().call_soon(asyncio.ensure_future, tools.on_reply(s.ToolReply.build(reply, source="warehouse")))
+
+    tools = TopicTools(publish, "pfx.")
+    spec = s.ToolSpec.model_validate({"name": "inv", "description": "d", "args_schema": {}, "risk": "write_low", "kind": "topic"})
+    with pytest.raises(ToolError) as raised:
+        await asyncio.wait_for(tools.invoke(spec, ctx(), {}), timeout=2)
+    assert (raised.value.type, raised.value.retryable) == ("warehouse_busy", True)
+
+
+async def test_a_missing_python_entrypoint_is_a_final_error() -> None:
+    spec = s.ToolSpec.model_validate(
+        {"name": "x", "description": "d", "args_schema": {}, "risk": "read", "kind": "python", "entrypoint": "systems.nope:f"}
+    )
+    with pytest.raises(ToolError) as raised:
+        await PythonTools().invoke(spec, ctx(), {})
+    assert (raised.value.type, raised.value.retryable) == ("entrypoint_missing", False)
+
+
+def test_credentials_come_from_the_file_and_the_environment_wins(tmp_path: Path) -> None:
+    path = tmp_path / "credentials.yaml"
+    path.write_text("acme:\n  shipping:labels: from-file\n  payments:refund: file-only\n")
+    store = CredentialStore.load(path, {env_var_name("acme", "shipping:labels"): "from-env", "UNRELATED": "x"})
+    assert env_var_name("acme", "shipping:labels") == "TIDEGATE_CREDENTIAL_ACME__SHIPPING_LABELS"
+    assert store.secret("acme", "shipping:labels") == "from-env"
+    assert store.secret("acme", "payments:refund") == "file-only"
+    assert store.secret("globex", "payments:refund") is None

@@ -1,0 +1,243 @@
+"""The executor over in-memory fakes: exactly once, retries of retryable errors only, unknown outcomes, replays."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import schemas as s
+from servicekit import Keyring, Reject, SigningKey, action_digest, authorization_message
+from services.executor.claims import InMemoryClaimStore
+from services.executor.credentials import CredentialStore
+from services.executor.executor import Executor
+from services.executor.tools import ToolAnswer, ToolInvokers
+from systems import ToolContext, ToolError
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class ScriptedTool:
+    """An invoker answering from a script: a ToolAnswer, or an exception to raise, per call."""
+
+    script: list[Any] = field(default_factory=list)
+    contexts: list[ToolContext] = field(default_factory=list)
+
+    async def invoke(self, spec: s.ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        self.contexts.append(ctx)
+        step = self.script.pop(0) if self.script else ToolAnswer({"ok": True})
+        if isinstance(step, BaseException):
+            raise step
+        if step == "hang":
+            await asyncio.sleep(3600)
+        return step
+
+
+def tool_spec(name: str, **kw: Any) -> s.ToolSpec:
+    base = {
+        "name": name,
+        "description": "d",
+        "args_schema": {"type": "object"},
+        "risk": "financial",
+        "kind": "python",
+        "entrypoint": "m:f",
+        "cost_usd": 0.01,
+        "retry": {"max_attempts": 3, "backoff_initial_s": 0.1, "backoff_max_s": 1.0},
+    }
+    return s.ToolSpec.model_validate(base | kw)
+
+
+@dataclass
+class World:
+    executor: Executor
+    tool: ScriptedTool
+    published: list[s.Envelope]
+    sleeps: list[float]
+    switches: dict[tuple[str, str], str]
+    claims: InMemoryClaimStore
+    key: SigningKey
+
+    def authorize(self, tool: str = "refund", args: dict[str, Any] | None = None, *, ttl_s: float = 300) -> s.ActionAuthorized:
+        args = args or {"amount_usd": 10}
+        data = s.ActionAuthorizedData(
+            action_id=f"a-{len(self.published)}-{tool}",
+            task_id="t-1",
+            tenant_id="acme",
+            tool=tool,
+            args=args,
+            authorization=s.Authorization(
+                via="policy",
+                policy_version="v1",
+                action_digest=action_digest("acme", tool, args),
+                issued_at=NOW,
+                expires_at=NOW + timedelta(seconds=ttl_s),
+                key_id=self.key.key_id,
+                signature="",
+            ),
+        )
+        auth = data.authorization.model_copy(update={"signature": self.key.sign(authorization_message(data))})
+        return s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    key = SigningKey.load_or_create(tmp_path, "policy")
+    tool = ScriptedTool()
+    published: list[s.Envelope] = []
+    sleeps: list[float] = []
+    switches: dict[tuple[str, str], str] = {}
+    claims = InMemoryClaimStore()
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        assert topic == "actions.results"
+        published.append(event)
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    catalog = {
+        "refund": tool_spec("refund", accepts_idempotency_key=True, credential_scopes={"acme": "payments:refund"}),
+        "push": tool_spec("push", risk="code_change"),
+        "read": tool_spec("read", risk="read", idempotent=True, timeout_s=0.05),
+        "slow_push": tool_spec("slow_push", risk="code_change", timeout_s=0.05),
+    }
+    executor = Executor(
+        catalog=catalog,
+        keyring_loader=lambda: Keyring.load(tmp_path, "policy"),
+        claims=claims,
+        invokers=ToolInvokers(python=tool, http=tool, topic=tool),
+        credentials=CredentialStore({("acme", "payments:refund"): "sk_acme"}, {}),
+        publish=publish,
+        killed=lambda tenant, name: switches.get((tenant, name)),
+        clock=lambda: NOW,
+        sleep=sleep,
+    )
+    return World(executor, tool, published, sleeps, switches, claims, key)
+
+
+async def test_success_carries_attempts_cost_key_and_credential(world: World) -> None:
+    event = world.authorize()
+    await world.executor.handle(event)
+    [result] = world.published
+    assert isinstance(result, s.ActionSucceeded)
+    assert (result.data.attempts, result.data.cost.usd, result.data.idempotency_key) == (1, 0.01, event.data.action_id)
+    [ctx] = world.tool.contexts
+    assert (ctx.idempotency_key, ctx.credential_scope, ctx.credential, ctx.attempt) == (
+        event.data.action_id,
+        "payments:refund",
+        "sk_acme",
+        1,
+    )
+    assert world.claims.records[event.data.action_id].status == "succeeded"
+
+
+async def test_retryable_errors_are_retried_with_backoff_and_priced_per_attempt(world: World) -> None:
+    world.tool.script = [ToolError("busy", "try later", retryable=True), ToolError("busy", "again", retryable=True), ToolAnswer({"id": 1})]
+    await world.executor.handle(world.authorize())
+    [result] = world.published
+    assert (result.type, result.data.attempts, result.data.cost.usd) == ("tidegate.action.succeeded", 3, 0.03)
+    assert world.sleeps == [0.1, 0.2]
+    assert [c.attempt for c in world.tool.contexts] == [1, 2, 3]
+    assert len({c.idempotency_key for c in world.tool.contexts}) == 1
+
+
+async def test_a_final_error_is_not_retried_and_exhausted_retries_fail(world: World) -> None:
+    world.tool.script = [ToolError("unknown_payee", "no such payee")]
+    await world.executor.handle(world.authorize())
+    world.tool.script = [ToolError("busy", "x", retryable=True)] * 3
+    await world.executor.handle(world.authorize(args={"amount_usd": 11}))
+    first, second = world.published
+    assert (first.type, first.data.error.type, first.data.attempts) == ("tidegate.action.failed", "unknown_payee", 1)
+    assert (second.type, second.data.error.retryable, second.data.attempts) == ("tidegate.action.failed", True, 3)
+
+
+async def test_a_timeout_on_a_tool_without_idempotency_is_unknown_and_never_repeated(world: World) -> None:
+    world.tool.script = ["hang"]
+    await world.executor.handle(world.authorize("slow_push", {"files": ["a"]}))
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "timeout", 1)
+    assert len(world.tool.contexts) == 1
+
+
+async def test_a_read_that_times_out_is_retried_and_then_fails(world: World) -> None:
+    world.tool.script = ["hang", "hang", "hang"]
+    await world.executor.handle(world.authorize("read", {"id": 1}))
+    [result] = world.published
+    assert (result.type, result.data.attempts) == ("tidegate.action.failed", 3)
+
+
+async def test_a_kill_switch_set_during_backoff_stops_the_retry(world: World) -> None:
+    async def set_switch_then_sleep(seconds: float) -> None:
+        world.switches[("acme", "refund")] = "ops stop"
+
+    world.executor.sleep = set_switch_then_sleep
+    world.tool.script = [ToolError("busy", "x", retryable=True)]
+    await world.executor.handle(world.authorize())
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 1)
+
+
+async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_lettered(world: World) -> None:
+    event = world.authorize()
+    await world.executor.handle(event)
+    await world.executor.handle(event)
+    with pytest.raises(Reject) as rejected:
+        await world.executor.handle(event.model_copy(update={"id": "another-event"}))
+    assert rejected.value.code == "authorization_replayed"
+    assert len(world.tool.contexts) == 1
+    assert [e.type for e in world.published] == ["tidegate.action.succeeded"] * 3
+    assert len({e.data.result["ok"] for e in world.published}) == 1
+
+
+async def test_an_interrupted_claim_is_recovered_by_calling_again_only_when_safe(world: World) -> None:
+    keyed, unkeyed = world.authorize(), world.authorize("push", {"files": ["x"]})
+    for event in (keyed, unkeyed):
+        async with world.claims.hold(event.data.action_id) as session:
+            await session.claim(_claimed(event))
+            await session.running(1)  # then the process died
+    await world.executor.handle(keyed)
+    await world.executor.handle(unkeyed)
+    recovered, unknown = world.published
+    assert (recovered.type, recovered.data.attempts) == ("tidegate.action.succeeded", 2)
+    assert (unknown.type, unknown.data.error.type, unknown.data.attempts) == ("tidegate.action.unknown", "interrupted", 1)
+    assert [c.action_id for c in world.tool.contexts] == [keyed.data.action_id]
+
+
+async def test_settling_at_start_ends_interrupted_unsafe_calls_as_unknown(world: World) -> None:
+    unkeyed, keyed = world.authorize("push", {"files": ["x"]}), world.authorize()
+    for event in (unkeyed, keyed):
+        async with world.claims.hold(event.data.action_id) as session:
+            await session.claim(_claimed(event))
+            await session.running(1)
+    assert await world.executor.settle_interrupted() == 1
+    [result] = world.published
+    assert (result.type, result.data.action_id) == ("tidegate.action.unknown", unkeyed.data.action_id)
+    assert world.claims.records[keyed.data.action_id].status == "running"  # left to its redelivery, which calls again
+
+
+async def test_refusals_raise_reject_and_never_call(world: World, tmp_path: Path) -> None:
+    expired = world.authorize(ttl_s=-1)
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(expired)
+    assert refused.value.code == "authorization_expired"
+    forged = world.authorize()
+    forged = forged.model_copy(update={"data": forged.data.model_copy(update={"args": {"amount_usd": 9999}})})
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(forged)
+    assert refused.value.code == "signature_invalid"
+    assert world.tool.contexts == []
+    assert [e.data.error.type for e in world.published] == ["authorization_expired"]
+
+
+def _claimed(event: s.ActionAuthorized) -> Any:
+    from services.executor.domain import ClaimRecord
+
+    d = event.data
+    return replace(
+        ClaimRecord(d.action_id, event.id, d.tenant_id, d.task_id, d.step, d.tool, d.args, d.authorization.action_digest, "claimed")
+    )
