@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from pydantic import ValidationError
 
 from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
+from servicekit import metrics
 from servicekit.tracing import Attr, current_traceparent, span
 
 __all__ = ["Bus", "Handler", "Reject", "make_broker"]
@@ -99,6 +101,7 @@ class Bus:
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
         await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
+        metrics.observe_published(self.service, event)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
         """Send an unacceptable message to `deadletter` with the reason; never raises on bad input."""
@@ -149,6 +152,7 @@ class Bus:
             Attr.TASK: event.subject,
         }
         delay = 0.1
+        started = time.perf_counter()
         while True:
             try:
                 with span(
@@ -159,6 +163,9 @@ class Bus:
                     except Reject as rej:
                         s.set_attribute(Attr.REJECTED, rej.code)
                         await self.dead_letter(record, topic, rej.code, rej.message)
+                        metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "rejected")
+                        return
+                metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "ok")
                 return
             except TRANSIENT_ERRORS as exc:
                 log.warning("%s: transient error on %s@%d, retrying in %.1fs: %r", self.service, record.topic, record.offset, delay, exc)
@@ -167,6 +174,7 @@ class Bus:
             except Exception as exc:  # a bug must not kill the consumer; the event is kept with the reason
                 log.exception("%s: handler failed on %s@%d", self.service, record.topic, record.offset)
                 await self.dead_letter(record, topic, ReasonCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+                metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "error")
                 return
 
     def consume(

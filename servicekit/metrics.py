@@ -1,0 +1,160 @@
+"""Prometheus metrics of every service, recorded generically by the bus from the events themselves.
+
+No service code records a metric: `Bus.publish` calls `observe_published` with each outgoing event
+and `Bus.handle_record` calls `observe_handled` with each handled one. A fact is counted where its
+event is *published* (a decision by the policy service, a result by the executor, an outcome by the
+planner), so summing a metric over every service's endpoint counts each fact once.
+
+Names live in `METRICS` (name → help), the registry that `deploy/prometheus/alerts.yml` is checked
+against; labels stay low in cardinality (tenant, tool, outcome, reason code, service, event type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from schemas import (
+    ActionAuthorized,
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionSucceeded,
+    ActionUnknown,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    EventRejected,
+    TaskCompleted,
+    TaskFailed,
+)
+
+__all__ = ["METRICS", "observe_handled", "observe_published"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_FANOUT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 50)
+_COST_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+EVENTS_PUBLISHED = Counter("tidegate_events_published", "Events published, by service and event type.", ["service", "event_type"])
+EVENTS_HANDLED = Counter(
+    "tidegate_events_handled",
+    "Events consumed, by service, event type and result (ok, rejected, error).",
+    ["service", "event_type", "result"],
+)
+HANDLER_LATENCY = Histogram(
+    "tidegate_handler_latency_seconds",
+    "Time a handler took per event, by service and event type.",
+    ["service", "event_type"],
+    buckets=_LATENCY_BUCKETS,
+)
+DECISIONS = Counter(
+    "tidegate_decisions",
+    "Policy decisions, by tenant, tool, outcome (allow, deny, escalate) and first reason code.",
+    ["tenant", "tool", "outcome", "reason", "via"],
+)
+DECISION_LATENCY = Histogram(
+    "tidegate_decision_latency_seconds",
+    "Time the policy service took to decide, as recorded in action.decided.",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+AUTHORIZATIONS = Counter(
+    "tidegate_authorizations", "Signed authorizations, by tenant, tool and via (policy, approval).", ["tenant", "tool", "via"]
+)
+APPROVALS = Counter(
+    "tidegate_approvals", "Approval events, by tenant, tool and kind (requested, granted, rejected, expired).", ["tenant", "tool", "kind"]
+)
+RESULTS = Counter(
+    "tidegate_action_results", "Tool call results, by tenant, tool and status (succeeded, failed, unknown).", ["tenant", "tool", "status"]
+)
+RETRIES = Counter(
+    "tidegate_action_retries", "Extra attempts of tool calls (attempts - 1 of each result), by tenant and tool.", ["tenant", "tool"]
+)
+TOOL_LATENCY = Histogram(
+    "tidegate_tool_call_seconds",
+    "Wall time of a tool call, all attempts, as recorded in its result.",
+    ["tool", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+SPEND = Counter("tidegate_spend_usd", "Money spent, USD: `model` (proposals), `tool` (results), by tenant.", ["tenant", "kind"])
+OUTCOMES = Counter(
+    "tidegate_task_outcomes", "Task outcomes, by tenant, workflow and status (completed, failed).", ["tenant", "workflow", "status"]
+)
+TASK_COST = Histogram(
+    "tidegate_task_cost_usd",
+    "Total cost of a task (model, tools, retries, orchestration, human review), USD.",
+    ["tenant", "workflow"],
+    buckets=_COST_BUCKETS,
+)
+FANOUT = Histogram(
+    "tidegate_task_tool_calls",
+    "Tool calls executed per task (succeeded + failed + unknown).",
+    ["tenant", "workflow"],
+    buckets=_FANOUT_BUCKETS,
+)
+HUMAN_TOUCHES = Counter("tidegate_human_touches", "Human decisions tasks needed, by tenant and workflow.", ["tenant", "workflow"])
+DEAD_LETTERS = Counter(
+    "tidegate_dead_letters", "Messages sent to the dead-letter topic, by rejecting service and reason code.", ["service", "code"]
+)
+
+_ALL: tuple[Any, ...] = (
+    EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
+    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS,
+)  # fmt: skip
+
+METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
+"""Every exported metric family: exposition name (`_total` for counters; histograms add `_bucket`, `_sum`, `_count`) → help."""
+
+_APPROVAL_KINDS = {ApprovalRequested: "requested", ApprovalGranted: "granted", ApprovalRejected: "rejected", ApprovalExpired: "expired"}
+
+
+def _short(event_type: str) -> str:
+    return event_type.removeprefix("tidegate.")
+
+
+def observe_published(service: str, event: Any) -> None:
+    """Count what one published event says; never raises (metrics must not break publishing)."""
+    with contextlib.suppress(Exception):  # a metric is never worth a failed publish
+        _observe(service, event)
+
+
+def _observe(service: str, event: Any) -> None:
+    EVENTS_PUBLISHED.labels(service, _short(getattr(event, "type", "unknown"))).inc()
+    data = event.data
+    if isinstance(event, ActionDecided):
+        reason = data.reasons[0].code if data.reasons else "none"
+        DECISIONS.labels(data.tenant_id, data.tool, data.outcome, str(reason), data.via).inc()
+        DECISION_LATENCY.labels(data.outcome).observe(data.latency_ms / 1000.0)
+    elif isinstance(event, ActionProposed):
+        if data.cost.usd:
+            SPEND.labels(data.tenant_id, "model").inc(data.cost.usd)
+    elif isinstance(event, ActionAuthorized):
+        AUTHORIZATIONS.labels(data.tenant_id, data.tool, data.authorization.via).inc()
+    elif isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
+        RESULTS.labels(data.tenant_id, data.tool, data.status).inc()
+        if data.attempts > 1:
+            RETRIES.labels(data.tenant_id, data.tool).inc(data.attempts - 1)
+        TOOL_LATENCY.labels(data.tool, data.status).observe(data.duration_ms / 1000.0)
+        if data.cost.usd:
+            SPEND.labels(data.tenant_id, "tool").inc(data.cost.usd)
+    elif isinstance(event, TaskCompleted | TaskFailed):
+        OUTCOMES.labels(data.tenant_id, data.workflow, data.status).inc()
+        TASK_COST.labels(data.tenant_id, data.workflow).observe(data.cost.total)
+        c = data.counts
+        FANOUT.labels(data.tenant_id, data.workflow).observe(c.succeeded + c.failed + c.unknown)
+        if data.human_touches:
+            HUMAN_TOUCHES.labels(data.tenant_id, data.workflow).inc(data.human_touches)
+    elif isinstance(event, EventRejected):
+        DEAD_LETTERS.labels(data.service, data.code).inc()
+    elif type(event) in _APPROVAL_KINDS:
+        APPROVALS.labels(data.tenant_id, data.tool, _APPROVAL_KINDS[type(event)]).inc()
+
+
+def observe_handled(service: str, event_type: str, seconds: float, result: str) -> None:
+    """Count one handled event and its handler's latency; `result` is `ok`, `rejected` or `error`."""
+    short = _short(event_type)
+    EVENTS_HANDLED.labels(service, short, result).inc()
+    HANDLER_LATENCY.labels(service, short).observe(seconds)
