@@ -64,10 +64,14 @@ async def _supervise(names: tuple[str, ...]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
 
+    metrics_base = os.environ.get("TIDEGATE_METRICS_PORT")
+
     async def start(name: str) -> None:
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
+        # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
+        own = {"TIDEGATE_METRICS_PORT": str(int(metrics_base) + SERVICES.index(name))} if metrics_base else {}
         children[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tidegate.cli", "service", "run", name, stdout=log, stderr=subprocess.STDOUT, env=env
+            sys.executable, "-m", "tidegate.cli", "service", "run", name, stdout=log, stderr=subprocess.STDOUT, env=env | own
         )
         log.close()
 
