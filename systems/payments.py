@@ -71,6 +71,12 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         )
         if order is None:
             raise ToolError("unknown_order", f"order {args['order_id']} does not exist")
+        # A concurrent call with the same key may have refunded while we waited for the lock.
+        existing = await conn.fetchrow(
+            "SELECT * FROM payments.refunds WHERE tenant_id = $1 AND idempotency_key = $2", ctx.tenant_id, ctx.idempotency_key
+        )
+        if existing is not None:
+            return _check_same(existing, args, amount)
         refunded = await conn.fetchval(
             "SELECT coalesce(sum(amount_usd), 0) FROM payments.refunds WHERE tenant_id = $1 AND order_id = $2",
             ctx.tenant_id,
@@ -97,6 +103,7 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             row = await conn.fetchrow(
                 "SELECT * FROM payments.refunds WHERE tenant_id = $1 AND idempotency_key = $2", ctx.tenant_id, ctx.idempotency_key
             )
+            assert row is not None
             return _check_same(row, args, amount)
         status = "refunded" if refunded + amount == order["amount_usd"] else "partially_refunded"
         await conn.execute(
