@@ -228,7 +228,7 @@ def create_api(holder: ServiceHolder) -> FastAPI:
         if tenant is not None and not who.may_see(tenant):
             raise HTTPException(403, detail={"code": "wrong_tenant", "message": f"{who.approver} may not see tenant {tenant!r}"})
         scope = tenant or (None if who.tenant_id == "*" else who.tenant_id)
-        records = await service.repo.list(
+        records = await service.repo.search(
             tenant_id=scope, status=None if status == "all" else status, tool=tool, reason=reason, limit=limit
         )
         if session.link is not None:

@@ -408,8 +408,9 @@ def cost_so_far(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     `spent_usd` sums the results' actual cost; `reserved_usd` sums the estimates of calls policy
     allowed whose result has not been seen yet.
     """
-    spent, reserved, counts = 0.0, 0.0, {}
-    finished = set()
+    spent, reserved = 0.0, 0.0
+    counts: dict[str, int] = {}
+    finished: set[str] = set()
     rows = list(events)
     for row in rows:
         counts[row["type"]] = counts.get(row["type"], 0) + 1

@@ -133,7 +133,7 @@ class ApprovalRepository(Protocol):
         """The request of an action."""
         ...
 
-    async def list(
+    async def search(
         self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
     ) -> list[ApprovalRecord]:
         """Requests, newest first, filtered."""
@@ -303,7 +303,7 @@ class PgApprovalRepository:
         self.pool = pool
         self.s = f'"{schema}"'
 
-    async def _write_side(self, conn: asyncpg.Connection, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> None:
+    async def _write_side(self, conn: Any, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> None:
         for item in outbox:
             await conn.execute(
                 f"INSERT INTO {self.s}.outbox (event_id, approval_id, topic, payload) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -360,7 +360,7 @@ class PgApprovalRepository:
         row = await self.pool.fetchrow(f"SELECT record FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2", action_id, kind)
         return _record(row) if row else None
 
-    async def list(
+    async def search(
         self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
     ) -> list[ApprovalRecord]:
         """Requests, newest first, filtered (reason: any of the request's reason codes)."""
@@ -433,6 +433,7 @@ class PgApprovalRepository:
             tenant_id,
             list(groups),
         )
+        assert row is not None  # RETURNING of a successful INSERT
         return _token(row)
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
@@ -654,7 +655,7 @@ class InMemoryApprovalRepository:
         """The request of an action."""
         return next((r for r in self.records.values() if r.action_id == action_id and r.kind == kind), None)
 
-    async def list(
+    async def search(
         self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
     ) -> list[ApprovalRecord]:
         """Requests, newest first, filtered."""

@@ -40,7 +40,7 @@ async def test_escalation_is_requested_once_and_the_grant_is_signed(
     assert requested[0].data.action_digest == decided.action_digest
     assert requested[0].data.signature is None
     await h.proc.bus.wait_caught_up("actions.decided")
-    assert len(await h.repo.list(tenant_id=h.tenant, status=None)) == 1
+    assert len(await h.repo.search(tenant_id=h.tenant, status=None)) == 1
 
     response = await http.post(
         f"{h.url}/api/v1/approvals/{record.approval_id}/approve",

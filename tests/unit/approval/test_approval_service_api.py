@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import ActionDecidedData, ActionResultData, Envelope, ErrorInfo, Reason, ResultCost
-from servicekit import REPO_ROOT, SigningKey, ToolCatalog, action_digest
+from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
+from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog, action_digest
 from services.approval import auth, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
@@ -271,3 +271,29 @@ async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
     assert ok.json()["status"] == "granted"
     replay = await post("msg_3", now)
     assert (replay.status_code, replay.json()["detail"]["code"]) == (409, "replayed")
+
+
+async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(world: World) -> None:
+    world.service.settings = ApprovalSettings(escalate_after_s=60, expiry_s=3600)
+    world.service.control = ControlState()
+    lead = auth.new_token()
+    await world.repo.add_token(auth.hash_token(lead), "lee@acme.example", "acme", ["finance-leads"])
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    url = f"/api/v1/approvals/{record.approval_id}"
+    assert (await world.client.get(url, headers=bearer(lead))).json()["can_decide"] is False
+    world.clock.now += timedelta(seconds=61)
+    assert (await world.service.sweep())["escalated"] == 1
+    shown = (await world.client.get(url, headers=bearer(lead))).json()
+    assert (shown["escalated"], shown["can_decide"], shown["killswitch"]) == (True, True, None)
+    switch = ControlKillswitchData(
+        tenant_id="acme", tool="issue_refund", active=True, reason="payments incident", set_by="oncall@acme.example"
+    )
+    await world.service.control.apply(ControlKillswitch.build(switch, source="tidegate/cli"))
+    assert (await world.client.get(url, headers=bearer(lead))).json()["killswitch"]["reason"] == "payments incident"
+    world.clock.now += timedelta(hours=1)
+    assert (await world.service.sweep())["expired"] == 1
+    assert world.bus.types() == ["tidegate.approval.requested", "tidegate.approval.expired"]
+    assert world.bus.events[-1][1].data.signature
+    late = await world.client.post(f"{url}/approve", json={"action_digest": record.action_digest}, headers=bearer(lead))
+    assert (late.status_code, late.json()["detail"]["code"]) == (409, "not_pending")
