@@ -29,7 +29,7 @@ from schemas import (
     decode,
     encode,
 )
-from servicekit import ControlState, SigningKey, ToolCatalog
+from servicekit import Attr, ControlState, SigningKey, ToolCatalog, span
 from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent
@@ -202,7 +202,13 @@ class ApprovalService:
         return Session(Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups)))
 
     async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
-        """Take one human's vote; the record after it, or why it is refused."""
+        """Take one human's vote; the record after it, or why it is refused (traced, with the outcome)."""
+        with span(f"approval {vote.decision}", attributes={Attr.SERVICE: "approval", Attr.APPROVAL: approval_id}) as s:
+            result = await self._vote(approval_id, session, vote)
+            s.set_attribute(Attr.OUTCOME, result.code if isinstance(result, Refusal) else result.status)
+            return result
+
+    async def _vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
         if session.link is not None:
             if session.link.approval_id != approval_id:
                 return Refusal(code="wrong_link", status=403, message="this link is for another approval")

@@ -297,3 +297,14 @@ async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(worl
     assert world.bus.events[-1][1].data.signature
     late = await world.client.post(f"{url}/approve", json={"action_digest": record.action_digest}, headers=bearer(lead))
     assert (late.status_code, late.json()["detail"]["code"]) == (409, "not_pending")
+
+
+def test_openapi_documents_the_approver_api_with_bearer_auth() -> None:
+    doc = create_api(ServiceHolder()).openapi()
+    approve = doc["paths"]["/api/v1/approvals/{approval_id}/approve"]["post"]
+    assert approve["security"] == [{"HTTPBearer": []}]
+    assert {"401", "403", "409", "422"} <= set(approve["responses"])
+    body = doc["components"]["schemas"]["ApproveRequest"]
+    assert body["required"] == ["action_digest"]
+    assert "edited_args" in body["properties"]
+    assert {"tenant", "tool", "reason", "status"} <= {p["name"] for p in doc["paths"]["/api/v1/approvals"]["get"]["parameters"]}
