@@ -16,6 +16,7 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
+from services.policy.batching import Route, consume_routes, publisher_of
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import PgPolicyRepository
@@ -55,13 +56,16 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish=bus.publish,
         settings=settings,
         ready=control_caught_up,
+        publish_many=publisher_of(bus),
     )
     handlers = PolicyHandlers(service)
-    group = f"{kit.topic_prefix}policy"
-    bus.consume("actions.proposed", handlers.proposed, group_id=group)
-    bus.consume("approvals", handlers.approval, group_id=group)
-    # Not in the design's table: results are needed to release a failed call's budget reservation.
-    bus.consume("actions.results", handlers.result, group_id=group)
+    routes = {
+        "actions.proposed": Route(handlers.proposed, handle_batch=handlers.proposed_batch),
+        "approvals": Route(handlers.approval),
+        # Not in the design's table: results are needed to release a failed call's budget reservation.
+        "actions.results": Route(handlers.result),
+    }
+    consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)
 
     async def connect(process: ServiceProcess) -> None:

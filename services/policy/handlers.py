@@ -20,6 +20,10 @@ class PolicyHandlers:
         """`actions.proposed`: decide, record, publish."""
         await self.service.on_proposed(event)
 
+    async def proposed_batch(self, events: list[Any]) -> None:
+        """`actions.proposed`, a polled batch at a time: decide all in one unit of work, publish."""
+        await self.service.on_proposed_batch(events)
+
     async def approval(self, event: Any) -> None:
         """`approvals`: re-decide after a verified grant; dead-letter what does not verify."""
         await self.service.on_approval(event)

@@ -18,7 +18,7 @@ import asyncpg
 
 from services.policy.facts import History
 
-__all__ = ["DecisionRecord", "InMemoryPolicyRepository", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
+__all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
 
 TENANT_TOTAL = "*"
 
@@ -63,6 +63,17 @@ class Settled:
 Decide = Callable[[History], DecisionRecord]
 
 
+@dataclass(frozen=True)
+class Pending:
+    """One decision to take in a batch: its key, whose budget it may spend, the payee it pays, and the pure decision."""
+
+    key: str
+    tenant_id: str
+    task_id: str
+    payee: str | None
+    decide: Decide
+
+
 class PolicyRepository(Protocol):
     """Storage of the policy service."""
 
@@ -72,6 +83,10 @@ class PolicyRepository(Protocol):
 
     async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
         """Record `decide(history)` under `key` unless a decision is already there; returns (record, newly decided)."""
+        ...
+
+    async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
+        """`decide_once` for a batch, in one transaction; each decision sees the reservations of those before it."""
         ...
 
     async def release(self, action_id: str) -> bool:
@@ -128,6 +143,10 @@ class InMemoryPolicyRepository:
                 self._add(res, res.amount_usd)
             return record, True
 
+    async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
+        """See PolicyRepository."""
+        return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
+
     def _add(self, res: Reservation, amount: float) -> None:
         for scope in ((res.tenant_id, res.task_id), (res.tenant_id, TENANT_TOTAL)):
             self.spend[scope] = self.spend.get(scope, 0.0) + amount
@@ -176,6 +195,8 @@ def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
     )
 
 
+_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event"
+_SELECT_DECISIONS = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = ANY($1::text[])"
 _SELECT_DECISION = (
     "SELECT key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event "
     "FROM policy.decisions WHERE key = $1"
@@ -196,55 +217,103 @@ class PgPolicyRepository:
 
     async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
         """See PolicyRepository."""
+        return (await self.decide_many([Pending(key, tenant_id, task_id, payee, decide)]))[0]
+
+    async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
+        """See PolicyRepository: one transaction, one commit, a handful of round trips for the whole batch."""
+        if not items:
+            return []
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_SELECT_DECISION, key)
-            if row:
-                return _record_from_row(row), False
-            # Serialise decisions per tenant: the budget check and the reservation must see each other.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant_id)
-            row = await conn.fetchrow(_SELECT_DECISION, key)
-            if row:
-                return _record_from_row(row), False
-            hist = await conn.fetchrow(
-                "SELECT coalesce((SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = $2), 0) AS task,"
-                " coalesce((SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = $3), 0) AS tenant,"
-                " EXISTS (SELECT 1 FROM policy.known_payees WHERE tenant_id = $1 AND payee = $4) AS payee_known",
-                tenant_id,
-                task_id,
-                TENANT_TOTAL,
-                payee or "",
+            # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
+            for tenant in sorted({i.tenant_id for i in items}):
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
+            keys = [i.key for i in items]
+            rows = await conn.fetch(_SELECT_DECISIONS, keys)
+            recorded = {r["key"]: _record_from_row(r) for r in rows}
+            tenants = sorted({i.tenant_id for i in items})
+            scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
+            spend_rows = await conn.fetch(
+                "SELECT tenant_id, task_id, amount_usd FROM policy.spend s JOIN unnest($1::text[], $2::text[]) AS w(t, k)"
+                " ON s.tenant_id = w.t AND s.task_id = w.k",
+                [sc[0] for sc in scopes],
+                [sc[1] for sc in scopes],
             )
-            assert hist is not None  # scalar subqueries: always one row
-            record = decide(_history_from(hist["task"], hist["tenant"], bool(payee) and hist["payee_known"]))
-            await conn.execute(
-                "INSERT INTO policy.decisions"
-                " (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
-                record.key,
-                record.action_id,
-                record.tenant_id,
-                record.task_id,
-                record.outcome,
-                record.action_digest,
-                json.dumps(record.proposal),
-                record.decided_event,
-                record.authorized_event,
+            spend = {(r["tenant_id"], r["task_id"]): float(r["amount_usd"]) for r in spend_rows}
+            wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
+            payee_rows = await conn.fetch(
+                "SELECT p.tenant_id, p.payee FROM policy.known_payees p JOIN unnest($1::text[], $2::text[]) AS w(t, y)"
+                " ON p.tenant_id = w.t AND p.payee = w.y",
+                [w[0] for w in wanted],
+                [w[1] for w in wanted],
             )
-            res = record.reservation
-            if res is not None:
-                inserted = await conn.fetchval(
-                    "INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)"
-                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'reserved') ON CONFLICT (action_id) DO NOTHING RETURNING 1",
-                    res.action_id,
-                    res.tenant_id,
-                    res.task_id,
-                    res.tool,
-                    json.dumps(res.args),
-                    res.amount_usd,
+            known = {(r["tenant_id"], r["payee"]) for r in payee_rows}
+            results: list[tuple[DecisionRecord, bool]] = []
+            new: list[DecisionRecord] = []
+            for item in items:
+                if item.key in recorded:
+                    results.append((recorded[item.key], False))
+                    continue
+                history = _history_from(
+                    spend.get((item.tenant_id, item.task_id), 0.0),
+                    spend.get((item.tenant_id, TENANT_TOTAL), 0.0),
+                    item.payee is not None and (item.tenant_id, item.payee) in known,
                 )
-                if inserted:
-                    await self._add(conn, res.tenant_id, res.task_id, res.amount_usd)
-            return record, True
+                record = item.decide(history)
+                recorded[item.key] = record
+                new.append(record)
+                results.append((record, True))
+                if record.reservation is not None:
+                    for scope in ((item.tenant_id, item.task_id), (item.tenant_id, TENANT_TOTAL)):
+                        spend[scope] = spend.get(scope, 0.0) + record.reservation.amount_usd
+            await self._insert(conn, new)
+            return results
+
+    async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
+        if not records:
+            return
+        await conn.executemany(
+            "INSERT INTO policy.decisions"
+            " (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
+            [
+                (
+                    r.key,
+                    r.action_id,
+                    r.tenant_id,
+                    r.task_id,
+                    r.outcome,
+                    r.action_digest,
+                    json.dumps(r.proposal),
+                    r.decided_event,
+                    r.authorized_event,
+                )
+                for r in records
+            ],
+        )
+        held = [r.reservation for r in records if r.reservation is not None]
+        if not held:
+            return
+        inserted = await conn.fetch(
+            "INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)"
+            " SELECT a, t, k, o, g::jsonb, m, 'reserved'"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[])"
+            " AS x(a, t, k, o, g, m) ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd",
+            [h.action_id for h in held],
+            [h.tenant_id for h in held],
+            [h.task_id for h in held],
+            [h.tool for h in held],
+            [json.dumps(h.args) for h in held],
+            [h.amount_usd for h in held],
+        )
+        deltas: dict[tuple[str, str], float] = {}
+        for row in inserted:
+            for scope in ((row["tenant_id"], row["task_id"]), (row["tenant_id"], TENANT_TOTAL)):
+                deltas[scope] = deltas.get(scope, 0.0) + float(row["amount_usd"])
+        await conn.executemany(
+            "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
+            " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
+            [(t, k, v) for (t, k), v in sorted(deltas.items())],
+        )
 
     async def _add(self, conn: Any, tenant_id: str, task_id: str, amount: float) -> None:
         await conn.execute(

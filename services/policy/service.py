@@ -44,14 +44,15 @@ from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
-from services.policy.repository import DecisionRecord, PolicyRepository
+from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
 
-__all__ = ["PolicyService", "Publish"]
+__all__ = ["PolicyService", "Publish", "PublishMany"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Envelope], Awaitable[None]]
+PublishMany = Callable[[list[tuple[str, Envelope]]], Awaitable[None]]
 
 
 @dataclass
@@ -67,6 +68,7 @@ class PolicyService:
     publish: Publish
     settings: PolicySettings = field(default_factory=PolicySettings)
     ready: Callable[[], Awaitable[None]] | None = None
+    publish_many: PublishMany | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
@@ -92,44 +94,69 @@ class PolicyService:
         return Controls(killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id))
 
     async def _publish_record(self, record: DecisionRecord) -> None:
-        await self.publish("actions.decided", decode("actions.decided", record.decided_event))
-        if record.authorized_event is not None:
-            await self.publish("actions.authorized", decode("actions.authorized", record.authorized_event))
+        await self._publish_records([record])
+
+    async def _publish_records(self, records: list[DecisionRecord]) -> None:
+        """Publish the recorded events, decisions before authorizations of the same action."""
+        out: list[tuple[str, Envelope]] = []
+        for record in records:
+            out.append(("actions.decided", decode("actions.decided", record.decided_event)))
+            if record.authorized_event is not None:
+                out.append(("actions.authorized", decode("actions.authorized", record.authorized_event)))
+        if self.publish_many is not None:
+            await self.publish_many(out)
+        else:
+            for topic, event in out:
+                await self.publish(topic, event)
 
     # --- proposals -----------------------------------------------------------------------------
 
     async def on_proposed(self, event: ActionProposed) -> DecisionRecord:
         """Decide a proposal once; a redelivered one gets the recorded decision again, never a second one."""
-        await self._wait_ready()
-        started = time.perf_counter()
-        p = event.data
-        call = Call(
-            tenant_id=p.tenant_id,
-            task_id=p.task_id,
-            tool=p.tool,
-            args=p.args,
-            proposer=p.proposer,
-            tainted_args=tuple(p.tainted_args),
-            mode=p.mode,
-            model_cost_usd=p.cost.usd,
-            task_budget_usd=p.budget_usd,
-        )
-        record, fresh = await self._evaluate(
-            key=p.action_id,
-            call=call,
-            proposal=p.model_dump(mode="json"),
-            action_id=p.action_id,
-            step=p.step,
-            requested_by=p.requested_by,
-            approval_id=None,
-            started=started,
-        )
-        if not fresh and record.action_digest != action_digest(p.tenant_id, p.tool, p.args):
-            log.warning("policy: action %s proposed again with a different call; republishing the recorded decision", p.action_id)
-        await self._publish_record(record)
-        return record
+        return (await self.on_proposed_batch([event], traced=False))[0]
 
-    async def _evaluate(
+    async def on_proposed_batch(self, events: list[ActionProposed], *, traced: bool = True) -> list[DecisionRecord]:
+        """Decide a batch of proposals in one unit of work (in order: each sees the budget the previous ones reserved), then publish.
+
+        With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
+        """
+        await self._wait_ready()
+        pending = []
+        for event in events:
+            p = event.data
+            call = Call(
+                tenant_id=p.tenant_id,
+                task_id=p.task_id,
+                tool=p.tool,
+                args=p.args,
+                proposer=p.proposer,
+                tainted_args=tuple(p.tainted_args),
+                mode=p.mode,
+                model_cost_usd=p.cost.usd,
+                task_budget_usd=p.budget_usd,
+            )
+            pending.append(
+                self._pending(
+                    key=p.action_id,
+                    call=call,
+                    proposal=p.model_dump(mode="json"),
+                    action_id=p.action_id,
+                    step=p.step,
+                    requested_by=p.requested_by,
+                    approval_id=None,
+                    parent=event.traceparent if traced else None,
+                )
+            )
+        results = await self._repo().decide_many(pending)
+        for event, (record, fresh) in zip(events, results, strict=True):
+            p = event.data
+            if not fresh and record.action_digest != action_digest(p.tenant_id, p.tool, p.args):
+                log.warning("policy: action %s proposed again with a different call; republishing the recorded decision", p.action_id)
+        records = [r for r, _ in results]
+        await self._publish_records(records)
+        return records
+
+    def _pending(
         self,
         *,
         key: str,
@@ -139,9 +166,12 @@ class PolicyService:
         step: int,
         requested_by: str | None,
         approval_id: str | None,
-        started: float,
-    ) -> tuple[DecisionRecord, bool]:
+        parent: str | None,
+    ) -> Pending:
+        """The pure decision of one call, as the repository's unit of work runs it (with the history it read)."""
+        started = time.perf_counter()
         pack = self.pack
+        controls = self._controls(call.tenant_id, call.tool)
         attrs = {
             Attr.ACTION: action_id,
             Attr.TOOL: call.tool,
@@ -150,10 +180,9 @@ class PolicyService:
             Attr.POLICY_VERSION: pack.version,
             Attr.APPROVAL: approval_id,
         }
-        with span("policy evaluate", attributes=attrs) as s:
-            controls = self._controls(call.tenant_id, call.tool)
 
-            def run(history: History) -> DecisionRecord:
+        def run(history: History) -> DecisionRecord:
+            with span("policy evaluate", parent=parent, attributes=attrs) as s:
                 verdict = decide(pack, call, history, controls, approval_granted=approval_id is not None)
                 s.set_attribute(Attr.OUTCOME, verdict.outcome)
                 s.set_attribute(Attr.REASONS, ",".join(verdict.codes))
@@ -174,8 +203,8 @@ class PolicyService:
                     traceparent=current_traceparent(),
                 )
 
-            payee = payee_of(self.catalog.get(call.tool), call.args)
-            return await self._repo().decide_once(key, call.tenant_id, call.task_id, payee, run)
+        payee = payee_of(self.catalog.get(call.tool), call.args)
+        return Pending(key, call.tenant_id, call.task_id, payee, run)
 
     # --- approvals -----------------------------------------------------------------------------
 
@@ -202,7 +231,6 @@ class PolicyService:
         if not isinstance(event, ApprovalGranted):
             await self._repo().release(data.action_id)  # rejected or expired: nothing may run
             return None
-        started = time.perf_counter()
         original = await self._repo().decision(data.action_id)
         if original is None or original.outcome != "escalate":
             state = "no decision" if original is None else f"a decision of {original.outcome}"
@@ -232,7 +260,7 @@ class PolicyService:
             model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
             task_budget_usd=proposed.get("budget_usd"),
         )
-        record, _ = await self._evaluate(
+        pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
             proposal=proposed,
@@ -240,8 +268,9 @@ class PolicyService:
             step=int(proposed.get("step", 0)),
             requested_by=proposed.get("requested_by"),
             approval_id=data.approval_id,
-            started=started,
+            parent=None,
         )
+        [(record, _)] = await self._repo().decide_many([pending])
         await self._publish_record(record)
         return record
 

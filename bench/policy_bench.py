@@ -1,0 +1,252 @@
+"""Policy benchmark: decisions per second and p50/p99 latency, in process and through Kafka, with 1, 10 and 100 policies.
+
+Prints figures; never asserts. Run with the infrastructure up:
+
+    .venv/bin/python bench/policy_bench.py            # everything (~1-2 min)
+    .venv/bin/python bench/policy_bench.py --no-kafka # in process only
+
+In process: `engine.decide` alone (Cedar evaluation with facts and guards), then the service's whole
+use case with the in-memory repository (decide + sign + encode). Through Kafka: the real service
+(PostgreSQL repository, a database of its own) on a fresh topic prefix; latency is measured one
+proposal at a time (published → its `action.decided` consumed), throughput with a burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from schemas import ActionProposed, ActionProposedData, Envelope, decode, encode, headers_for
+from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
+from services.policy.app import build
+from services.policy.engine import Controls, decide
+from services.policy.facts import Call, History
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import InMemoryPolicyRepository
+from services.policy.service import PolicyService
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
+
+
+def pack_with(n: int) -> PackSource:
+    """A pack of `n` policies: one permit that fires for the benchmark's refund, and n-1 that are evaluated but do not fire."""
+    policies = [
+        '@id("refund-allow") @outcome("allow") @reason("within_threshold")\npermit (principal, action in Action::"financial", resource)\n'
+        "when { context.facts.amount_cents < context.settings.refund_threshold_cents };"
+    ]
+    for i in range(1, n):
+        policies.append(
+            f'@id("tenant-{i}-threshold") @outcome("escalate") @reason("needs_human_approval")\n'
+            f'permit (principal, action in Action::"financial", resource)\n'
+            f'when {{ context.tenant == "tenant-{i}" && context.facts.amount_cents >= {i * 100} }} unless {{ context.approval.granted }};'
+        )
+    settings = PackSource.from_dir(REPO_ROOT / "policies" / "default").settings
+    return PackSource(files={"bench.cedar": "\n\n".join(policies)}, settings=settings)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, samples_ms: list[float], per_s: float) -> None:
+    print(
+        f"  {label:<34} {per_s:>9.0f}/s   p50 {statistics.median(samples_ms):7.3f} ms   p99 {pct(samples_ms, 0.99):7.3f} ms   (n={len(samples_ms)})"
+    )
+
+
+def proposal(i: int, run: str) -> ActionProposed:
+    data = ActionProposedData(
+        action_id=f"bench-{run}-{i}",
+        task_id=f"bench-{run}-{i % 50}",
+        tenant_id="acme",
+        step=i,
+        tool="issue_refund",
+        args=ARGS,
+        proposer="bench",
+        mode="autonomous",
+    )
+    return ActionProposed.build(data, source="bench")
+
+
+def in_process(n_policies: int, count: int) -> None:
+    source = pack_with(n_policies) if n_policies else PackSource.from_dir(REPO_ROOT / "policies" / "default")
+    pack = compile_pack(source, CATALOG)
+    call = Call("acme", "t-1", "issue_refund", ARGS, "bench", mode="autonomous")
+    for _ in range(200):  # warm up
+        decide(pack, call, History(), Controls())
+    samples = []
+    start = time.perf_counter()
+    for _ in range(count):
+        t0 = time.perf_counter()
+        verdict = decide(pack, call, History(), Controls())
+        samples.append((time.perf_counter() - t0) * 1000)
+    total = time.perf_counter() - start
+    assert verdict.outcome == "allow"  # a sanity check of the set-up, not of speed
+    line(f"engine.decide, {len(pack.rules)} policies", samples, count / total)
+
+
+async def service_in_process(n_policies: int, count: int) -> None:
+    source = pack_with(n_policies)
+    with tempfile.TemporaryDirectory() as keys:
+
+        async def publish(topic: str, event: Envelope) -> None:
+            encode(event)
+
+        service = PolicyService(
+            catalog=CATALOG,
+            pack=compile_pack(source, CATALOG),
+            repo=InMemoryPolicyRepository(),
+            signer=SigningKey.load_or_create(Path(keys), "policy"),
+            keys_dir=Path(keys),
+            control=ControlState(),
+            publish=publish,
+        )
+        run = uuid.uuid4().hex[:6]
+        events = [proposal(i, run) for i in range(count)]
+        samples = []
+        start = time.perf_counter()
+        for e in events:
+            t0 = time.perf_counter()
+            await service.on_proposed(e)
+            samples.append((time.perf_counter() - t0) * 1000)
+        total = time.perf_counter() - start
+    line(f"service use case, {n_policies} policies", samples, count / total)
+
+
+async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str) -> None:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
+    kit0 = KitSettings()
+    await ensure_topics(kit0.kafka_bootstrap, prefix, catalog_topic_names())
+    admin = await asyncpg.connect(f"{admin_url}/postgres")
+    await admin.execute(f"CREATE DATABASE {dbname} OWNER tidegate")
+    with tempfile.TemporaryDirectory() as tmp:
+        pack_dir = Path(tmp) / "pack"
+        pack_dir.mkdir()
+        source = pack_with(n_policies)
+        for name, text in source.files.items():
+            (pack_dir / name).write_text(text)
+        import yaml
+
+        (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
+        kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
+        service = build(kit=kit)
+        await service.start()
+        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=2)
+        consumer = AIOKafkaConsumer(
+            prefix + "actions.decided",
+            bootstrap_servers=kit.kafka_bootstrap,
+            auto_offset_reset="earliest",
+            group_id=f"bench-{uuid.uuid4().hex[:6]}",
+            enable_auto_commit=False,
+        )
+        await producer.start()
+        await consumer.start()
+        seen: dict[str, float] = {}
+        arrived = asyncio.Event()
+
+        async def collect() -> None:
+            async for record in consumer:
+                seen[decode("actions.decided", record.value).data.action_id] = time.perf_counter()
+                arrived.set()
+
+        collector = asyncio.create_task(collect())
+
+        async def send(event: Envelope) -> Any:
+            return await producer.send(
+                prefix + "actions.proposed", encode(event), key=event.key, headers=[(k, v.encode()) for k, v in headers_for(event).items()]
+            )
+
+        try:
+            run = uuid.uuid4().hex[:6]
+            for i in range(20):  # warm up: consumer group joined, connections open
+                await (await send(proposal(i, run + "w")))
+            while len(seen) < 20:
+                arrived.clear()
+                await asyncio.wait_for(arrived.wait(), 30)
+            latencies = []
+            for i in range(sequential):
+                e = proposal(i, run + "s")
+                t0 = time.perf_counter()
+                await send(e)
+                while e.data.action_id not in seen:
+                    arrived.clear()
+                    await asyncio.wait_for(arrived.wait(), 30)
+                latencies.append((seen[e.data.action_id] - t0) * 1000)
+            events = [proposal(i, run + "b") for i in range(burst)]
+            sent: dict[str, float] = {}
+            t_start = time.perf_counter()
+            futures = []
+            for e in events:
+                sent[e.data.action_id] = time.perf_counter()
+                futures.append(await send(e))
+            await asyncio.gather(*futures)
+            ids = set(sent)
+            deadline = time.perf_counter() + 120
+            while not ids <= seen.keys() and time.perf_counter() < deadline:
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 5)
+            done = [a for a in ids if a in seen]
+            elapsed = max(seen[a] for a in done) - t_start
+            print(
+                f"  Kafka, {n_policies:>3} policies, one at a time:  p50 {statistics.median(latencies):7.2f} ms   p99 {pct(latencies, 0.99):7.2f} ms"
+                f"   (n={len(latencies)})"
+            )
+            burst_lat = [(seen[a] - sent[a]) * 1000 for a in done]
+            print(
+                f"  Kafka, {n_policies:>3} policies, burst of {burst}: {len(done) / elapsed:8.0f} decisions/s   "
+                f"p50 {statistics.median(burst_lat):7.1f} ms   p99 {pct(burst_lat, 0.99):7.1f} ms (queueing included)"
+                + ("" if len(done) == burst else f"   [{burst - len(done)} missing]")
+            )
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            await consumer.stop()
+            await producer.stop()
+            await service.stop()
+            await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+            await admin.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-kafka", action="store_true", help="Skip the runs through Kafka.")
+    parser.add_argument("--count", type=int, default=5000, help="Decisions per in-process run.")
+    parser.add_argument("--sequential", type=int, default=200, help="Proposals sent one at a time through Kafka (latency).")
+    parser.add_argument("--burst", type=int, default=3000, help="Proposals sent at once through Kafka (throughput).")
+    opts = parser.parse_args()
+    print("In process (one core of this machine):")
+    for n in (1, 10, 100):
+        in_process(n, opts.count)
+    in_process(0, opts.count)
+    for n in (1, 10, 100):
+        await service_in_process(n, opts.count // 2)
+    if opts.no_kafka:
+        return
+    kit = KitSettings()
+    base = kit.database_url.rsplit("/", 1)[0]
+    admin = base.replace("tidegate:tidegate@", "postgres:postgres@")
+    print("Through Kafka (proposal published → decision consumed; real service, PostgreSQL):")
+    for n in (1, 10, 100):
+        await through_kafka(n, opts.sequential, opts.burst, admin, base)
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main())

@@ -1,0 +1,118 @@
+"""The policy service's consumer: `actions.proposed` decided a polled batch at a time (one transaction, one round of publishing).
+
+The kit's `Bus.consume` hands events to a handler one at a time, which costs a commit and two
+acknowledged publishes per decision. Proposals are independent, so the policy service decides each
+polled batch in one unit of work. The kit's guarantees are kept: invalid messages are dead-lettered,
+transient errors are retried with capped backoff (this is the layer that retries the batch), and a
+batch that fails for any other reason is handled again one event at a time through
+`Bus.handle_record`, so that only the bad event is dead-lettered. `approvals` and `actions.results`
+ride on the same consumer, one event at a time: a single member in the service's group, so starting
+the service does not make the group rebalance against itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from schemas import Envelope, ReasonCode, decode, encode, headers_for
+from servicekit import Bus, current_traceparent
+from servicekit.bus import TRANSIENT_ERRORS
+
+__all__ = ["Route", "consume_routes", "publisher_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one topic's events are handled: one at a time, or (when given) a polled batch at a time."""
+
+    handle_one: Callable[[Any], Awaitable[None]]
+    handle_batch: Callable[[list[Any]], Awaitable[Any]] | None = None
+
+
+def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
+    """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself)."""
+    names = {bus.topic(name): name for name in routes}
+
+    @bus.broker.subscriber(
+        *names,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=100,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK,
+        title=f"{bus.service}:{','.join(routes)}",
+    )
+    async def _on_batch(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        by_topic: dict[str, list[Any]] = {}
+        for record in raw if isinstance(raw, tuple | list) else (raw,):
+            by_topic.setdefault(names[record.topic], []).append(record)
+        for name, records in by_topic.items():
+            route = routes[name]
+            if route.handle_batch is None:
+                for record in records:
+                    await bus.handle_record(name, record, route.handle_one)
+            else:
+                await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
+
+
+async def _handle_batch(
+    bus: Bus,
+    topic: str,
+    records: list[Any],
+    handle_batch: Callable[[list[Any]], Awaitable[Any]],
+    handle_one: Callable[[Any], Awaitable[None]],
+) -> None:
+    events, kept = [], []
+    for record in records:
+        try:
+            events.append(decode(topic, record.value or b""))
+            kept.append(record)
+        except ValidationError as exc:
+            errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()[:10])
+            await bus.dead_letter(record, topic, ReasonCode.INVALID_EVENT, f"invalid event: {errors}")
+    if not events:
+        return
+    delay = 0.1
+    while True:
+        try:
+            await handle_batch(events)
+            return
+        except TRANSIENT_ERRORS as exc:
+            log.warning("%s: transient error on a batch of %d from %s, retrying in %.1fs: %r", bus.service, len(events), topic, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except Exception:  # one bad event must not hold the others: fall back to one at a time
+            log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
+            break
+    for record in kept:
+        await bus.handle_record(topic, record, handle_one)
+
+
+def publisher_of(bus: Bus) -> Callable[[list[tuple[str, Envelope]]], Awaitable[None]]:
+    """Publish many events at once: every send is queued, then all acknowledgements are awaited together."""
+
+    async def publish_many(events: list[tuple[str, Envelope]]) -> None:
+        futures = []
+        for topic, event in events:
+            if event.traceparent is None:
+                tp = current_traceparent()
+                if tp:
+                    event = event.model_copy(update={"traceparent": tp})
+            futures.append(
+                await bus.broker.publish(encode(event), topic=bus.topic(topic), key=event.key, headers=headers_for(event), no_confirm=True)
+            )
+        await asyncio.gather(*futures)
+
+    return publish_many
