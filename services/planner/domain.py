@@ -341,15 +341,15 @@ def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rat
     base = {"decision": decided.outcome, "reasons": codes, "reason_messages": messages}
     events = state.events + 1
     if decided.outcome == "allow":
-        counts = _bump(state.counts, allowed=1)
         if record.status in ("proposed", "escalated"):
+            counts = _bump(state.counts, allowed=1)
             return Transition(
                 state=_with_step(
                     state, record.model_copy(update={**base, "status": "allowed"}), counts=counts, events=events, status="running"
                 )
             )
-        # The result overtook the decision (different topics, different consumers): only count it.
-        return Transition(state=state.model_copy(update={"counts": counts, "events": events}))
+        # The result overtook the decision (topics are read in parallel); on_result already counted it as allowed.
+        return Transition(state=state.model_copy(update={"events": events}))
     if decided.outcome == "escalate":
         if record.status != "proposed":
             return Transition(state=state.model_copy(update={"events": events}))
@@ -422,10 +422,14 @@ def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: 
         "retries_usd": state.retries_usd + extra,
     }
     error = f"{result.error.type}: {result.error.message}" if result.error else None
-    done = record.model_copy(
-        update={"status": result.status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result, "error": error}
-    )
-    new = _with_step(state, done, counts=_bump(state.counts, **{result.status: 1}), events=state.events + 1, status="running", **costs)
+    update: dict[str, Any] = {"status": result.status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result}
+    delta = {result.status: 1}
+    if record.status == "proposed":
+        # Only an allowed action runs: the result overtook its decision, which will then only be recorded.
+        update["decision"] = "allow"
+        delta["allowed"] = 1
+    done = record.model_copy(update={**update, "error": error})
+    new = _with_step(state, done, counts=_bump(state.counts, **delta), events=state.events + 1, status="running", **costs)
     if result.status == "succeeded" or (result.status == "failed" and record.planned.continue_on_failure):
         return _advance(new, now, rates, read_only)
     if result.status == "failed":

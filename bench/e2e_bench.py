@@ -1,0 +1,217 @@
+"""End-to-end benchmark of the demo workflow: tasks/s, actions/s, proposal→result latency, CPU and memory per service, cost.
+
+Prints figures; never asserts. Run with the infrastructure up (`tidegate infra up`):
+
+    .venv/bin/python bench/e2e_bench.py                 # 10,000 tasks
+    .venv/bin/python bench/e2e_bench.py --tasks 1000    # a quicker run
+
+It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
+database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
+of record, publishes N `support_triage` tasks at once and waits for every `task.completed` /
+`task.failed`. The mix is the demo's tickets that end without a human: ordinary triage (password,
+delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
+handed off). Latency is the broker timestamp of an `action.proposed` to that of its result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import TaskSubmitted, decode, encode, headers_for
+from servicekit import KitSettings, catalog_topic_names, ensure_topics
+from systems.seed import TICKETS, seed_demo
+from tidegate.demo.tickets import ticket_task
+
+MIX = ("T-1007", "T-1008", "T-1003", "T-1004")
+SERVICES = ("policy", "approval", "executor", "planner", "audit")
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stats(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, RSS bytes, peak RSS bytes) of a process from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    kib = lambda key: int(status.get(key, "0 kB").split()[0]) * 1024  # noqa: E731
+    return cpu, kib("VmRSS"), kib("VmHWM")
+
+
+def service_pids(supervisor: int) -> dict[str, int]:
+    """The service processes the supervisor started, by name (from their command lines)."""
+    out: dict[str, int] = {}
+    for child in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split():
+        cmd = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        name = cmd[-2].decode() if len(cmd) >= 2 else ""
+        if name in SERVICES:
+            out[name] = int(child)
+    return out
+
+
+async def collect(kit: KitSettings, n_tasks: int, timeout_s: float, started: asyncio.Event) -> dict[str, Any]:
+    """Read proposals, results and outcomes from the topics' current ends until every task has an outcome."""
+    names = ["actions.proposed", "actions.results", "tasks.outcomes"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    proposed: dict[str, int] = {}
+    results: dict[str, int] = {}
+    outcomes: list[Any] = []
+    last_ts = 0
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(kit.topic_prefix + n, p) for n in names for p in consumer.partitions_for_topic(kit.topic_prefix + n) or ()]
+        consumer.assign(tps)
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            consumer.seek(tp, end)
+        started.set()
+        deadline = time.monotonic() + timeout_s
+        while len(outcomes) < n_tasks and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, records in batch.items():
+                name = tp.topic.removeprefix(kit.topic_prefix)
+                for r in records:
+                    event = decode(name, r.value)
+                    if name == "actions.proposed":
+                        proposed[event.data.action_id] = r.timestamp
+                    elif name == "actions.results":
+                        results[event.data.action_id] = r.timestamp
+                    else:
+                        outcomes.append(event)
+                        last_ts = max(last_ts, r.timestamp)
+    finally:
+        await consumer.stop()
+    return {"proposed": proposed, "results": results, "outcomes": outcomes, "last_ts": last_ts}
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> None:
+    base = KitSettings()
+    run_id = uuid.uuid4().hex[:8]
+    dbname = f"tidegate_bench_{run_id}"
+    tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    db_url = base.database_url.rsplit("/", 1)[0] + f"/{dbname}"
+    kit = KitSettings(database_url=db_url, topic_prefix=f"bench-{run_id}.", keys_dir=tmp / "keys", run_dir=tmp / "run")
+    admin = await asyncpg.connect(admin_url)
+    await admin.execute(f"CREATE DATABASE {dbname} OWNER tidegate")
+    await admin.close()
+    env = os.environ | {
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_RUN_DIR": str(kit.run_dir),
+        "TIDEGATE_APPROVAL_HTTP_PORT": "0",
+        "TIDEGATE_LOG_LEVEL": "WARNING",
+    }
+    cli = [sys.executable, "-m", "tidegate.cli"]
+    try:
+        await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))
+        pool = await asyncpg.create_pool(kit.database_url, min_size=1, max_size=2)
+        await seed_demo(pool, ("acme",))
+        await pool.close()
+        t = time.monotonic()
+        await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, check=True, capture_output=True)
+        print(f"services up in {time.monotonic() - t:.1f}s (prefix {kit.topic_prefix}, database {dbname})")
+        pids = service_pids(int((kit.run_dir / "up.pid").read_text()))
+        before = {name: proc_stats(pid) for name, pid in pids.items()}
+
+        by_id = {tk.ticket_id: tk for tk in TICKETS}
+        tasks = [ticket_task(by_id[MIX[i % len(MIX)]], task_id=f"bench-{run_id}-{i}") for i in range(n_tasks)]
+        started = asyncio.Event()
+        collector = asyncio.create_task(collect(kit, n_tasks, timeout_s, started))
+        await started.wait()
+        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+        await producer.start()
+        t0_wall = time.time()
+        t0 = time.monotonic()
+        for i, task in enumerate(tasks):
+            if rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            ev = TaskSubmitted.build(task, source="bench")
+            await producer.send(
+                kit.topic_prefix + "tasks", encode(ev), key=ev.key, headers=[(k, v.encode()) for k, v in headers_for(ev).items()]
+            )
+        await producer.flush()
+        await producer.stop()
+        submit_s = time.monotonic() - t0
+        seen = await collector
+        wall = time.monotonic() - t0
+        after = {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}  # noqa: ASYNC240
+
+        outcomes = seen["outcomes"]
+        elapsed = (seen["last_ts"] / 1000 - t0_wall) if seen["last_ts"] else wall
+        n_actions = len(seen["proposed"])
+        lat = [seen["results"][a] - seen["proposed"][a] for a in seen["results"] if a in seen["proposed"]]
+        print(
+            f"\ntasks: {len(outcomes)}/{n_tasks} closed in {elapsed:.1f}s (submitting took {submit_s:.1f}s)"
+            + ("" if len(outcomes) == n_tasks else f"  — TIMED OUT after {timeout_s:.0f}s")
+        )
+        print(
+            f"throughput: {len(outcomes) / elapsed:.1f} tasks/s, {n_actions / elapsed:.1f} actions/s ({n_actions} actions proposed, "
+            f"{len(seen['results'])} executed)"
+        )
+        print(
+            f"proposal → result: p50 {pct(lat, 0.5):.0f} ms, p99 {pct(lat, 0.99):.0f} ms, max {max(lat, default=0):.0f} ms "
+            f"(n={len(lat)}; broker timestamps)"
+        )
+        statuses = Counter(f"{o.data.status}{'/' + o.data.reason if o.data.reason else ''}" for o in outcomes)
+        print(f"outcomes: {dict(statuses)}")
+        print("\nper service (CPU over the run as % of one core; RSS now / peak):")
+        for name in SERVICES:
+            if name in before and name in after:
+                cpu = after[name][0] - before[name][0]
+                rss, peak = after[name][1] / 2**20, after[name][2] / 2**20
+                print(f"  {name:9s} cpu {cpu:7.1f}s = {100 * cpu / wall:5.1f}%   rss {rss:6.0f} MiB / peak {peak:6.0f} MiB")
+        print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
+        if outcomes:
+            keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")
+            sums = {k: sum(getattr(o.data.cost, k) for o in outcomes) for k in keys}
+            counts = Counter()
+            for o in outcomes:
+                counts.update({k: v for k, v in o.data.counts.model_dump().items() if v})
+            print(f"\ncost report ({len(outcomes)} tasks): total ${sums['total']:.4f}, per task ${sums['total'] / len(outcomes):.6f}")
+            print("  " + ", ".join(f"{k} ${sums[k]:.4f}" for k in keys[:-1]))
+            print(f"  actions by outcome: {dict(counts)}")
+            print(
+                f"  mean task duration {statistics.mean(o.data.duration_ms for o in outcomes):.0f} ms; human touches "
+                f"{sum(o.data.human_touches for o in outcomes)}"
+            )
+    finally:
+        await asyncio.to_thread(subprocess.run, [*cli, "down"], env=env, capture_output=True, check=False, timeout=120)
+        with contextlib.suppress(Exception):
+            admin = await asyncpg.connect(admin_url)
+            await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+            await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000, help="Tasks to run (default 10,000).")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds to wait for every outcome.")
+    parser.add_argument(
+        "--admin-url",
+        default="postgresql://postgres:postgres@127.0.0.1:55432/postgres",
+        help="PostgreSQL superuser DSN, to create and drop the benchmark's database.",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.tasks, args.timeout, args.admin_url, args.rate))
