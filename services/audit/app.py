@@ -3,35 +3,153 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import re
 from pathlib import Path
+from typing import Any
 
-from servicekit import Bus, ControlState, KitSettings, ServiceProcess, configure_logging, install_tracing, make_broker
-from services.audit import handlers
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+
+from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, make_broker
+from services.audit.checkpoints import CHECKPOINT_TOPIC
+from services.audit.handlers import Checkpointer, Recorder
+from services.audit.repository import PostgresAuditLog
 from services.audit.settings import AuditSettings
 
-__all__ = ["NAME", "build", "main"]
+__all__ = ["NAME", "AuditService", "build", "main", "topic_pattern"]
 
 NAME = "audit"
 
 
-def build(kit: KitSettings | None = None, settings: AuditSettings | None = None) -> ServiceProcess:
+def topic_pattern(prefix: str) -> str:
+    """Every topic of the deployment: a topic added later is recorded with no change here."""
+    return f"^{re.escape(prefix)}.*"
+
+
+def _utf8(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _tolerant_parser(records: Any, original: Any) -> Any:
+    """Parse a batch whose headers may not be UTF-8, keeping the real records raw.
+
+    FastStream's batch parser decodes header values as UTF-8 and would fail the whole batch on one
+    binary header; it parses a copy with such headers blanked instead.
+    """
+    batch = records if isinstance(records, tuple | list) else (records,)
+    if all(_utf8(v) for r in batch for _, v in r.headers):
+        return await original(records)
+    safe = tuple(dataclasses.replace(r, headers=[(k, v if _utf8(v) else b"") for k, v in r.headers]) for r in batch)
+    message = await original(safe)
+    message.raw_message = records
+    return message
+
+
+async def _raw_decoder(message: Any) -> Any:
+    """The handler reads raw records; FastStream's default decoder would also decode headers as UTF-8."""
+    return message.body
+
+
+@dataclasses.dataclass
+class AuditService:
+    """The running audit service: its process, the recorder and the checkpointer."""
+
+    process: ServiceProcess
+    recorder: Recorder
+    settings: AuditSettings
+    key: SigningKey
+    checkpointer: Checkpointer | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect, migrate, start consuming every topic and checkpointing."""
+        await self.process.start()
+
+    async def stop(self) -> None:
+        """Stop consuming (the batch in flight finishes first), then checkpointing."""
+        await self.process.stop()
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        await self.process.run_until_signalled()
+
+
+def build(kit: KitSettings | None = None, settings: AuditSettings | None = None) -> AuditService:
     """Assemble the audit service from its settings."""
     kit = kit or KitSettings()
     settings = settings or AuditSettings()
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
-    bus.consume("tasks", handlers.log_event, group_id=f"{kit.topic_prefix}audit")  # pattern subscription comes with the audit issue
-    control = None
-    return ServiceProcess(
+    key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
+    broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms)
+    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    recorder = Recorder(prefix=kit.topic_prefix)
+
+    @broker.subscriber(
+        pattern=topic_pattern(kit.topic_prefix),
+        group_id=f"{kit.topic_prefix}audit",
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.ACK,  # commit after the handler returned, i.e. after the rows are committed
+        parser=_tolerant_parser,
+        decoder=_raw_decoder,
+        title="audit:*",
+    )
+    async def record(msg: KafkaMessage) -> None:
+        raw = msg.raw_message
+        batch: tuple[ConsumerRecord[Any, Any], ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+        await recorder.record_batch(batch)
+
+    process = ServiceProcess(
         name=NAME,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
-        control=control,
         metrics_port=kit.metrics_port,
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
     )
+    service = AuditService(process=process, recorder=recorder, settings=settings, key=key)
+
+    async def connect(proc: ServiceProcess) -> None:
+        assert proc.pool is not None
+        recorder.log = PostgresAuditLog(proc.pool)
+
+        async def publish(event: Any) -> None:
+            await bus.publish(CHECKPOINT_TOPIC, event)
+
+        service.checkpointer = Checkpointer(
+            log=recorder.log,
+            key=key,
+            publish=publish,
+            checkpoint_topic=bus.topic(CHECKPOINT_TOPIC),
+            interval_s=settings.checkpoint_interval_s,
+        )
+
+    async def start_checkpoints(proc: ServiceProcess) -> None:
+        assert service.checkpointer is not None
+        service._task = asyncio.create_task(service.checkpointer.run())
+
+    async def stop_checkpoints(proc: ServiceProcess) -> None:
+        if service._task is not None:
+            service._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service._task
+
+    process.on_start += [connect, start_checkpoints]
+    process.on_stop.append(stop_checkpoints)
+    return service
 
 
 def main() -> None:

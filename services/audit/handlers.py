@@ -1,15 +1,120 @@
-"""Handlers of the audit service: thin, they parse, call the domain, publish."""
+"""Handlers of the audit service: thin, they turn Kafka records into log rows and checkpoint the heads.
+
+This module owns the audit's retries (the kit's `Bus.handle_record` is not used here: the audit
+never dead-letters, it records). A batch that cannot be written is retried with capped backoff,
+forever, so the partition waits instead of losing a record; offsets are committed only when the
+handler returns, which is after the batch's transaction committed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["log_event"]
+from aiokafka import ConsumerRecord
+
+from schemas import AuditCheckpoint
+from servicekit import SigningKey
+from services.audit.chain import AppendResult
+from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
+from services.audit.records import Observed, observe
+from services.audit.repository import AuditLog
+
+__all__ = ["Checkpointer", "Recorder", "observe_record"]
 
 log = logging.getLogger(__name__)
 
 
-async def log_event(event: Any) -> None:
-    """Record that an event arrived (the service's logic lands here)."""
-    log.info("audit: %s %s", event.type, event.id)
+def observe_record(record: ConsumerRecord[Any, Any], prefix: str) -> Observed:
+    """An aiokafka record as the audit stores it."""
+    return observe(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        timestamp_type=record.timestamp_type,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+        prefix=prefix,
+    )
+
+
+@dataclass
+class Recorder:
+    """Appends batches of Kafka records to the log, retrying until they are durable."""
+
+    prefix: str
+    log: AuditLog | None = None
+    recorded: int = 0
+    skipped: int = 0
+    retries: int = 0
+    max_delay_s: float = 5.0
+
+    async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
+        """Write one batch in one transaction; returns only once it is committed."""
+        assert self.log is not None, "Recorder.log is set when the service starts"
+        observed = [observe_record(r, self.prefix) for r in records]
+        delay = 0.1
+        while True:
+            try:
+                result = await self.log.append(observed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is down or restarting: wait, never skip a record
+                self.retries += 1
+                level = logging.WARNING if delay < self.max_delay_s else logging.ERROR
+                log.log(level, "audit: batch of %d not written, retrying in %.1fs: %r", len(observed), delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_delay_s)
+                continue
+            self.recorded += len(result.rows)
+            self.skipped += result.already_recorded
+            return result
+
+
+@dataclass
+class Checkpointer:
+    """Signs the chain heads when they moved, stores the checkpoint, publishes it."""
+
+    log: AuditLog
+    key: SigningKey
+    publish: Callable[[AuditCheckpoint], Awaitable[None]]
+    checkpoint_topic: str
+    interval_s: float
+    unpublished: list[Checkpoint] = field(default_factory=list)
+    taken: int = 0
+
+    async def tick(self) -> Checkpoint | None:
+        """Take a checkpoint if the heads moved; publish what is not yet published."""
+        taken = None
+        heads = await self.log.heads()
+        latest = await self.log.latest_checkpoint()
+        if checkpoint_needed(heads, latest, self.checkpoint_topic):
+            cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC))
+            if await self.log.add_checkpoint(cp):  # False: another copy of the service took this id
+                taken = cp
+                self.taken += 1
+                self.unpublished.append(cp)
+        while self.unpublished:
+            await self.publish(to_event(self.unpublished[0]))
+            self.unpublished.pop(0)
+        return taken
+
+    async def run(self) -> None:
+        """Tick every `interval_s` (the first after one interval, once the broker is up) until cancelled.
+
+        A failed tick is logged and tried again at the next one.
+        """
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("audit: checkpoint not taken or not published: %r", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["AuditSettings"]
@@ -11,3 +12,12 @@ class AuditSettings(BaseSettings):
     """What only the audit service reads."""
 
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_AUDIT_", extra="ignore", frozen=True)
+
+    batch_max_records: int = Field(default=5000, ge=1, description="Most records written in one transaction (one COPY).")
+    batch_timeout_ms: int = Field(default=100, ge=0, description="How long a batch waits to fill before it is written.")
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Kafka fetch size per partition.")
+    checkpoint_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the chain heads are checked (and signed if they moved)."
+    )
+    topic_discovery_ms: int = Field(default=10_000, ge=100, description="Metadata refresh: how soon a new topic is consumed.")
+    key_name: str = Field(default="audit", description="Name of the Ed25519 key that signs checkpoints (in the kit's keys dir).")

@@ -1,0 +1,114 @@
+"""Signed checkpoints of the chain heads: what makes a truncated tail detectable.
+
+A chain alone proves that no row inside it was changed, but not that rows were not cut off at the
+end. A checkpoint is the audit service's Ed25519 signature over every chain head at a moment; it is
+kept in the database and published on `audit.checkpoints`, so a copy lives outside the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas import AuditCheckpoint, AuditCheckpointData, canonical_json
+from servicekit import Keyring, SigningKey
+from services.audit.chain import Head
+
+__all__ = [
+    "CHECKPOINT_TOPIC",
+    "Checkpoint",
+    "chain_name",
+    "checkpoint_needed",
+    "heads_document",
+    "sign_checkpoint",
+    "signature_valid",
+    "signed_message",
+    "split_chain_name",
+    "to_event",
+]
+
+CHECKPOINT_TOPIC = "audit.checkpoints"
+"""Catalog name of the topic checkpoints are published on."""
+
+SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"
+
+
+class Checkpoint(BaseModel):
+    """One signed set of chain heads, as stored in `audit.checkpoints`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    taken_at: datetime
+    heads: dict[str, dict[str, Any]]
+    rows: int
+    key_id: str
+    signature: str
+
+
+def chain_name(topic: str, partition: int) -> str:
+    """`topic:partition`, the key of a chain in a checkpoint."""
+    return f"{topic}:{partition}"
+
+
+def split_chain_name(name: str) -> tuple[str, int]:
+    """Inverse of `chain_name`."""
+    topic, _, partition = name.rpartition(":")
+    return topic, int(partition)
+
+
+def heads_document(heads: Mapping[tuple[str, int], Head]) -> dict[str, dict[str, Any]]:
+    """Chain heads as a checkpoint holds them: `topic:partition` → {seq, hash (hex), offset}."""
+    return {
+        chain_name(topic, partition): {"seq": h.seq, "hash": h.hash.hex(), "offset": h.offset}
+        for (topic, partition), h in sorted(heads.items())
+    }
+
+
+def signed_message(checkpoint_id: int, heads: Mapping[str, Any], rows: int) -> bytes:
+    """The exact bytes a checkpoint signature covers."""
+    return SIGNING_CONTEXT + canonical_json({"checkpoint_id": checkpoint_id, "heads": heads, "rows": rows})
+
+
+def sign_checkpoint(key: SigningKey, checkpoint_id: int, heads: Mapping[tuple[str, int], Head], taken_at: datetime) -> Checkpoint:
+    """A new checkpoint of `heads`, signed by `key`; `rows` is the sum of the chain lengths."""
+    doc = heads_document(heads)
+    rows = sum(h.seq for h in heads.values())
+    return Checkpoint(
+        checkpoint_id=checkpoint_id,
+        taken_at=taken_at,
+        heads=doc,
+        rows=rows,
+        key_id=key.key_id,
+        signature=key.sign(signed_message(checkpoint_id, doc, rows)),
+    )
+
+
+def signature_valid(keyring: Keyring, cp: Checkpoint) -> bool:
+    """Whether `cp` carries a valid signature by a trusted audit key over its id, heads and rows."""
+    return keyring.verify(cp.key_id, signed_message(cp.checkpoint_id, cp.heads, cp.rows), cp.signature)
+
+
+def checkpoint_needed(heads: Mapping[tuple[str, int], Head], latest: Checkpoint | None, checkpoint_topic: str) -> bool:
+    """Whether the heads moved since `latest`, not counting the checkpoint topic's own chain.
+
+    The audit records its own checkpoints too; counting that chain would make every checkpoint
+    cause the next one, forever. Its head is still signed by the next checkpoint taken for a
+    real change.
+    """
+    mine = {k: v for k, v in heads_document(heads).items() if split_chain_name(k)[0] != checkpoint_topic}
+    if latest is None:
+        return bool(mine)
+    before = {k: v for k, v in latest.heads.items() if split_chain_name(k)[0] != checkpoint_topic}
+    return mine != before
+
+
+def to_event(cp: Checkpoint) -> AuditCheckpoint:
+    """The `audit.checkpoint` event that publishes `cp`."""
+    data = AuditCheckpointData(
+        tenant_id="*", checkpoint_id=cp.checkpoint_id, heads=cp.heads, rows=cp.rows, key_id=cp.key_id, signature=cp.signature
+    )
+    return AuditCheckpoint.build(data, source="tidegate/audit")

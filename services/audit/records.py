@@ -1,0 +1,345 @@
+"""What the audit log stores for one Kafka record, and the canonical bytes its hash covers.
+
+Pure: a Kafka record goes in, an `Observed` record comes out (raw bytes kept, event fields read
+when the value parses); `LogRow` adds its chain position and hashes. Every stored column is in
+the hash, so no column can be changed without breaking the chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from schemas import canonical_json, topic_spec
+from schemas.topics import any_event_adapter
+
+__all__ = [
+    "COLUMNS",
+    "GENESIS",
+    "LogRow",
+    "Observed",
+    "chain_hash",
+    "content_bytes",
+    "observe",
+    "trace_id_of",
+]
+
+GENESIS = b"\x00" * 32
+"""`prev_hash` of the first row of every chain."""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TEXT_LIMIT = 1000
+REASON_LIMIT = 50
+
+COLUMNS = (
+    "topic",
+    "partition",
+    "kafka_offset",
+    "seq",
+    "kafka_ts",
+    "ts_type",
+    "key",
+    "headers",
+    "value",
+    "valid",
+    "invalid_reason",
+    "event_id",
+    "event_type",
+    "tenant_id",
+    "task_id",
+    "action_id",
+    "tool",
+    "outcome",
+    "reasons",
+    "trace_id",
+    "traceparent",
+    "event_time",
+    "duplicate",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+)
+"""Columns of `audit.log`, in table order; all but the last (`hash`) are hashed, in this order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One Kafka record as the audit sees it, before it has a place in a chain."""
+
+    topic: str
+    partition: int
+    kafka_offset: int
+    kafka_ts: datetime
+    ts_type: int
+    key: bytes | None
+    headers: list[dict[str, str]]
+    value: bytes | None
+    valid: bool
+    invalid_reason: str | None
+    event_id: str | None
+    event_type: str | None
+    tenant_id: str | None
+    task_id: str | None
+    action_id: str | None
+    tool: str | None
+    outcome: str | None
+    reasons: list[str]
+    trace_id: str | None
+    traceparent: str | None
+    event_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One row of `audit.log`: an observed record with its chain position and hashes."""
+
+    topic: str
+    partition: int
+    kafka_offset: int
+    seq: int
+    kafka_ts: datetime
+    ts_type: int
+    key: bytes | None
+    headers: list[dict[str, str]]
+    value: bytes | None
+    valid: bool
+    invalid_reason: str | None
+    event_id: str | None
+    event_type: str | None
+    tenant_id: str | None
+    task_id: str | None
+    action_id: str | None
+    tool: str | None
+    outcome: str | None
+    reasons: list[str]
+    trace_id: str | None
+    traceparent: str | None
+    event_time: datetime | None
+    duplicate: bool
+    recorded_at: datetime
+    prev_hash: bytes
+    hash: bytes
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """Values in `COLUMNS` order (what COPY writes)."""
+        return tuple(getattr(self, c) for c in COLUMNS)
+
+    @classmethod
+    def link(cls, obs: Observed, *, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
+        """Place `obs` at `seq` after a row whose hash is `prev_hash`, and compute its own hash."""
+        values = (
+            obs.topic, obs.partition, obs.kafka_offset, seq, obs.kafka_ts, obs.ts_type, obs.key, obs.headers, obs.value,
+            obs.valid, obs.invalid_reason, obs.event_id, obs.event_type, obs.tenant_id, obs.task_id, obs.action_id,
+            obs.tool, obs.outcome, obs.reasons, obs.trace_id, obs.traceparent, obs.event_time, duplicate, recorded_at,
+        )  # fmt: skip
+        digest = chain_hash(prev_hash, content_bytes(values))
+        return cls(*values, prev_hash, digest)
+
+    def hashed_values(self) -> tuple[Any, ...]:
+        """The hashed columns' values (every column but `prev_hash` and `hash`), in order."""
+        return tuple(getattr(self, c) for c in COLUMNS[:-2])
+
+    def expected_hash(self) -> bytes:
+        """The hash this row must carry given its `prev_hash` and content."""
+        return chain_hash(self.prev_hash, content_bytes(self.hashed_values()))
+
+
+_NULL = b"\x00"
+_LEN = struct.Struct(">I")
+
+
+def _field(value: Any) -> bytes:
+    # Length-prefixed, type-stable encoding: no two different rows can encode to the same bytes.
+    if value is None:
+        return _NULL
+    if isinstance(value, bool):
+        raw = b"t" if value else b"f"
+    elif isinstance(value, int):
+        raw = str(value).encode()
+    elif isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, str):
+        raw = value.encode()
+    elif isinstance(value, datetime):
+        raw = value.astimezone(UTC).isoformat(timespec="microseconds").encode()
+    else:  # lists and dicts (headers, reasons)
+        raw = canonical_json(value)
+    return b"\x01" + _LEN.pack(len(raw)) + raw
+
+
+def content_bytes(values: Sequence[Any]) -> bytes:
+    """Canonical bytes of a row's hashed values (topic … recorded_at, in `COLUMNS` order)."""
+    return b"".join(_field(v) for v in values)
+
+
+def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
+    """SHA-256 of the previous row's hash followed by this row's canonical content."""
+    return hashlib.sha256(prev_hash + content).digest()
+
+
+# --- observing a Kafka record -----------------------------------------------------------------
+
+
+def _clean(value: Any, limit: int = TEXT_LIMIT) -> str | None:
+    """A string PostgreSQL text can hold (no NUL, valid UTF-8), bounded; None for non-strings."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
+
+
+def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for name, value in raw or ():
+        entry = {"k": _clean(name) or ""}
+        if value is not None:
+            try:
+                text = value.decode()
+            except UnicodeDecodeError:
+                text = None
+            if text is None or "\x00" in text:
+                entry["b64"] = base64.b64encode(value).decode()
+            else:
+                entry["v"] = text
+        out.append(entry)
+    return out
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id (32 hex) of a W3C traceparent, if it has the right shape."""
+    if traceparent and len(traceparent) >= 55 and traceparent[2] == "-":
+        trace = traceparent[3:35]
+        if all(c in "0123456789abcdef" for c in trace):
+            return trace
+    return None
+
+
+@lru_cache(maxsize=256)
+def _adapter(catalog_name: str) -> TypeAdapter[Any]:
+    """The contract of a topic; a topic the catalog does not know takes any Tidegate event."""
+    try:
+        return topic_spec(catalog_name).adapter
+    except KeyError:
+        return any_event_adapter
+
+
+def _validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc or '(event)'}: {err['msg']}")
+    return "invalid event: " + "; ".join(parts)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _outcome(event_type: str | None, data: dict[str, Any]) -> str | None:
+    for field in ("outcome", "status"):
+        if isinstance(data.get(field), str):
+            return _clean(data[field], 50)
+    if event_type and event_type.startswith("tidegate."):
+        if event_type == "tidegate.tool.reply" and isinstance(data.get("ok"), bool):
+            return "ok" if data["ok"] else "error"
+        return _clean(event_type.rsplit(".", 1)[-1], 50)
+    return None
+
+
+def _reasons(event_type: str | None, data: dict[str, Any]) -> list[str]:
+    codes: list[str] = []
+    reasons = data.get("reasons")
+    if isinstance(reasons, list):
+        codes = [c for r in reasons[:REASON_LIMIT] if isinstance(r, dict) and (c := _clean(r.get("code"), 100))]
+    if event_type in ("tidegate.event.rejected",) and (c := _clean(data.get("code"), 100)):
+        codes.append(c)
+    if event_type == "tidegate.task.failed" and (c := _clean(data.get("reason"), 100)):
+        codes.append(c)
+    return codes
+
+
+def observe(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    timestamp_type: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    prefix: str,
+) -> Observed:
+    """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
+
+    Never raises on bad input: a value that is not a valid event is recorded with the reason.
+    """
+    header_list = _headers(headers)
+    doc: Any = None
+    valid, reason = False, None
+    if value is None:
+        reason = "no value (tombstone)"
+    else:
+        try:
+            doc = json.loads(value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            reason = f"not JSON: {exc}"[:TEXT_LIMIT]
+        if reason is None:
+            try:
+                _adapter(topic.removeprefix(prefix)).validate_json(value)
+                valid = True
+            except ValidationError as exc:
+                reason = _validation_error(exc)[:TEXT_LIMIT]
+    if not isinstance(doc, dict):
+        doc = {}
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    event_type = _clean(doc.get("type"), 200)
+    traceparent = _clean(doc.get("traceparent"), 200) or next(
+        (h.get("v") for h in header_list if h["k"] == "traceparent" and "v" in h), None
+    )
+    return Observed(
+        topic=topic,
+        partition=partition,
+        kafka_offset=offset,
+        kafka_ts=EPOCH + timedelta(milliseconds=timestamp_ms),
+        ts_type=timestamp_type,
+        key=key,
+        headers=header_list,
+        value=value,
+        valid=valid,
+        invalid_reason=_clean(reason),
+        event_id=_clean(doc.get("id"), 200),
+        event_type=event_type,
+        tenant_id=_clean(doc.get("tenantid"), 100) or _clean(data.get("tenant_id"), 100),
+        task_id=_clean(doc.get("subject"), 200) or _clean(data.get("task_id"), 200),
+        action_id=_clean(data.get("action_id"), 200),
+        tool=_clean(data.get("tool"), 100),
+        outcome=_outcome(event_type, data),
+        reasons=_reasons(event_type, data),
+        trace_id=trace_id_of(traceparent),
+        traceparent=_clean(traceparent, 200),
+        event_time=_parse_time(doc.get("time")),
+    )

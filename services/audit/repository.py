@@ -1,0 +1,371 @@
+"""Where the audit log lives: a Protocol, its PostgreSQL implementation, and an in-memory twin.
+
+Writes happen as the `tidegate_audit_writer` role (INSERT and SELECT only), one transaction per
+batch, with COPY. Reads (verify, show, explain, search) go through the same Protocol so that the
+reading logic in `reading.py` and `verify.py` stays pure and testable in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from services.audit.chain import AppendResult, Head, chain_batch
+from services.audit.checkpoints import Checkpoint
+from services.audit.records import COLUMNS, LogRow, Observed
+
+__all__ = ["WRITER_ROLE", "AuditLog", "InMemoryAuditLog", "PostgresAuditLog", "SearchFilters"]
+
+WRITER_ROLE = "tidegate_audit_writer"
+SCHEMA = "audit"
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What `tidegate audit search` can filter on; every field is optional and they combine with AND."""
+
+    tenant: str | None = None
+    tool: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    trace_id: str | None = None
+    task_id: str | None = None
+    event_type: str | None = None
+    include_duplicates: bool = False
+
+    def matches(self, row: LogRow) -> bool:
+        """The in-memory equivalent of the SQL filter."""
+        return (
+            (self.tenant is None or row.tenant_id == self.tenant)
+            and (self.tool is None or row.tool == self.tool)
+            and (self.outcome is None or row.outcome == self.outcome)
+            and (self.reason is None or self.reason in row.reasons)
+            and (self.since is None or row.kafka_ts >= self.since)
+            and (self.until is None or row.kafka_ts < self.until)
+            and (self.trace_id is None or row.trace_id == self.trace_id)
+            and (self.task_id is None or row.task_id == self.task_id)
+            and (self.event_type is None or row.event_type == self.event_type)
+            and (self.include_duplicates or not row.duplicate)
+        )
+
+
+def story_key(row: LogRow) -> tuple[Any, ...]:
+    """Order of a task's story: Kafka time, then event time, then position."""
+    return (row.kafka_ts, row.event_time or row.kafka_ts, row.topic, row.partition, row.kafka_offset)
+
+
+class AuditLog(Protocol):
+    """The append-only log and its checkpoints."""
+
+    async def append(self, records: Sequence[Observed]) -> AppendResult:
+        """Append `records` (in Kafka order per partition) in one transaction; skip positions already logged."""
+        ...
+
+    async def heads(self) -> dict[tuple[str, int], Head]:
+        """The head of every chain."""
+        ...
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint with the highest id, if any."""
+        ...
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """Store a checkpoint; False if its id is taken (another copy of the service got there first)."""
+        ...
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, by id."""
+        ...
+
+    async def chains(self) -> list[tuple[str, int]]:
+        """Every (topic, partition) that has rows."""
+        ...
+
+    def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
+        """Rows of one chain in seq order."""
+        ...
+
+    async def task_rows(self, task_id: str) -> list[LogRow]:
+        """Every row about a task (its events, and records keyed by it), in story order."""
+        ...
+
+    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
+        """Rows matching `filters`, oldest first, at most `limit`."""
+        ...
+
+    async def count(self) -> int:
+        """Rows in the log."""
+        ...
+
+
+# --- in memory ----------------------------------------------------------------------------------
+
+
+@dataclass
+class InMemoryAuditLog:
+    """The twin used by unit tests: same chaining, same dedup, no database."""
+
+    rows: list[LogRow] = field(default_factory=list)
+    stored_checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+    fail_next: list[BaseException] = field(default_factory=list)
+
+    async def append(self, records: Sequence[Observed]) -> AppendResult:
+        """See `AuditLog`."""
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        known = {r.event_id for r in self.rows if r.valid and not r.duplicate and r.event_id}
+        result = chain_batch(records, await self.heads(), known, datetime.now(UTC))
+        self.rows.extend(result.rows)
+        return result
+
+    async def heads(self) -> dict[tuple[str, int], Head]:
+        """See `AuditLog`."""
+        heads: dict[tuple[str, int], Head] = {}
+        for r in self.rows:
+            tp = (r.topic, r.partition)
+            if tp not in heads or heads[tp].seq < r.seq:
+                heads[tp] = Head(r.seq, r.hash, r.kafka_offset)
+        return heads
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """See `AuditLog`."""
+        return self.stored_checkpoints[max(self.stored_checkpoints)] if self.stored_checkpoints else None
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """See `AuditLog`."""
+        if checkpoint.checkpoint_id in self.stored_checkpoints:
+            return False
+        self.stored_checkpoints[checkpoint.checkpoint_id] = checkpoint
+        return True
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """See `AuditLog`."""
+        return [self.stored_checkpoints[k] for k in sorted(self.stored_checkpoints)]
+
+    async def chains(self) -> list[tuple[str, int]]:
+        """See `AuditLog`."""
+        return sorted({(r.topic, r.partition) for r in self.rows})
+
+    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
+        """See `AuditLog`."""
+        for r in sorted((r for r in self.rows if r.topic == topic and r.partition == partition), key=lambda r: r.seq):
+            yield r
+
+    async def task_rows(self, task_id: str) -> list[LogRow]:
+        """See `AuditLog`."""
+        key = task_id.encode()
+        return sorted((r for r in self.rows if r.task_id == task_id or (r.task_id is None and r.key == key)), key=story_key)
+
+    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
+        """See `AuditLog`."""
+        return sorted((r for r in self.rows if filters.matches(r)), key=story_key)[:limit]
+
+    async def count(self) -> int:
+        """See `AuditLog`."""
+        return len(self.rows)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+_SELECT = ", ".join(COLUMNS)
+
+_HEADS_OF = f"""
+SELECT tp.topic, tp.partition, h.seq, h.hash, h.kafka_offset
+FROM unnest($1::text[], $2::int[]) AS tp(topic, partition)
+CROSS JOIN LATERAL (
+    SELECT seq, hash, kafka_offset FROM {SCHEMA}.log l
+    WHERE l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq DESC LIMIT 1
+) h
+"""
+
+# Loose index scan over the primary key: one probe per chain instead of reading every row.
+_CHAINS = f"""
+WITH RECURSIVE tp AS (
+    (SELECT topic, partition FROM {SCHEMA}.log ORDER BY topic, partition LIMIT 1)
+    UNION ALL
+    SELECT n.topic, n.partition FROM tp CROSS JOIN LATERAL (
+        SELECT topic, partition FROM {SCHEMA}.log l WHERE (l.topic, l.partition) > (tp.topic, tp.partition)
+        ORDER BY topic, partition LIMIT 1
+    ) n
+)
+SELECT topic, partition FROM tp
+"""
+
+
+_HEADERS = COLUMNS.index("headers")
+
+
+def _row(record: asyncpg.Record) -> LogRow:
+    values = list(record.values())
+    values[_HEADERS] = json.loads(values[_HEADERS])
+    return LogRow(*values)
+
+
+def _db_tuple(row: LogRow) -> tuple[Any, ...]:
+    values = list(row.as_tuple())
+    values[_HEADERS] = json.dumps(row.headers)
+    return tuple(values)
+
+
+def _checkpoint(record: asyncpg.Record) -> Checkpoint:
+    return Checkpoint(
+        checkpoint_id=record["checkpoint_id"],
+        taken_at=record["taken_at"],
+        heads=json.loads(record["heads"]),
+        rows=record["rows"],
+        key_id=record["key_id"],
+        signature=record["signature"],
+    )
+
+
+class PostgresAuditLog:
+    """The log in PostgreSQL schema `audit`; writes as `tidegate_audit_writer`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, max_size: int = 4) -> PostgresAuditLog:
+        """A log over a new pool (the CLI and benchmarks; the service passes its own pool)."""
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
+        assert pool is not None
+        return cls(pool)
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.pool.close()
+
+    async def append(self, records: Sequence[Observed]) -> AppendResult:
+        """See `AuditLog`."""
+        if not records:
+            return AppendResult()
+        pairs = sorted({(r.topic, r.partition) for r in records})
+        topics, partitions = [p[0] for p in pairs], [p[1] for p in pairs]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
+            # Two copies of the service own a partition at once only during a rebalance; the lock
+            # (taken in a fixed order) makes the second wait and then see the first one's rows.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(t || ':' || p::text, 1009)) "
+                "FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS x(t, p, o) ORDER BY o",
+                topics,
+                partitions,
+            )
+            heads = {
+                (r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"])
+                for r in await conn.fetch(_HEADS_OF, topics, partitions)
+            }
+            ids = list({r.event_id for r in records if r.valid and r.event_id})
+            known = {
+                r["event_id"]
+                for r in await conn.fetch(
+                    f"SELECT event_id FROM {SCHEMA}.log WHERE event_id = ANY($1::text[]) AND valid AND NOT duplicate", ids
+                )
+            }
+            result = chain_batch(records, heads, known, datetime.now(UTC))
+            if result.rows:
+                await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=[_db_tuple(r) for r in result.rows])
+        return result
+
+    async def heads(self) -> dict[tuple[str, int], Head]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            chains = await conn.fetch(_CHAINS)
+            rows = await conn.fetch(_HEADS_OF, [c["topic"] for c in chains], [c["partition"] for c in chains])
+        return {(r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"]) for r in rows}
+
+    async def latest_checkpoint(self) -> Checkpoint | None:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            record = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.checkpoints ORDER BY checkpoint_id DESC LIMIT 1")
+        return _checkpoint(record) if record else None
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
+            status = await conn.execute(
+                f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (checkpoint_id) DO NOTHING",
+                checkpoint.checkpoint_id,
+                checkpoint.taken_at,
+                json.dumps(checkpoint.heads),
+                checkpoint.rows,
+                checkpoint.key_id,
+                checkpoint.signature,
+            )
+        return bool(status == "INSERT 0 1")
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            return [_checkpoint(r) for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.checkpoints ORDER BY checkpoint_id")]
+
+    async def chains(self) -> list[tuple[str, int]]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            return [(r["topic"], r["partition"]) for r in await conn.fetch(_CHAINS)]
+
+    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            query = f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 ORDER BY seq"
+            async for record in conn.cursor(query, topic, partition, prefetch=5000):
+                yield _row(record)
+
+    async def task_rows(self, task_id: str) -> list[LogRow]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            records = await conn.fetch(
+                f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE task_id = $1 OR (task_id IS NULL AND key = $2)",
+                task_id,
+                task_id.encode(),
+            )
+        return sorted((_row(r) for r in records), key=story_key)
+
+    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
+        """See `AuditLog`."""
+        clauses, args = [], []
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            clauses.append(clause.format(f"${len(args)}"))
+
+        for column, value in (
+            ("tenant_id", filters.tenant),
+            ("tool", filters.tool),
+            ("outcome", filters.outcome),
+            ("trace_id", filters.trace_id),
+            ("task_id", filters.task_id),
+            ("event_type", filters.event_type),
+        ):
+            if value is not None:
+                add(f"{column} = {{}}", value)
+        if filters.reason is not None:
+            add("reasons @> ARRAY[{}::text]", filters.reason)
+        if filters.since is not None:
+            add("kafka_ts >= {}", filters.since)
+        if filters.until is not None:
+            add("kafka_ts < {}", filters.until)
+        if not filters.include_duplicates:
+            clauses.append("NOT duplicate")
+        where = " AND ".join(clauses) or "true"
+        args.append(limit)
+        query = (
+            f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE {where} "
+            f"ORDER BY kafka_ts, event_time, topic, partition, kafka_offset LIMIT ${len(args)}"
+        )
+        async with self.pool.acquire() as conn:
+            return [_row(r) for r in await conn.fetch(query, *args)]
+
+    async def count(self) -> int:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.log"))

@@ -1,0 +1,177 @@
+"""The audit records every record of every topic of the deployment, exactly once, and signs its heads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+import schemas as s
+from schemas.examples import sample_events
+from servicekit import Keyring, KitSettings, ensure_topics
+from services.audit.app import build
+from services.audit.repository import PostgresAuditLog
+from services.audit.settings import AuditSettings
+from services.audit.verify import verify_log
+
+
+async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_topics(
+    kit: KitSettings, fast_settings: AuditSettings, producer: Any, probe: Any, wait_for: Any
+) -> None:
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, sorted({topic for topic, _ in sample_events()}))
+    svc = build(kit, fast_settings)
+    await svc.start()
+    try:
+        task = f"t-{uuid.uuid4().hex[:8]}"
+        sent = []
+        for topic, event in sample_events():
+            if topic == "audit.checkpoints":
+                continue  # the service publishes its own
+            event = event.model_copy(update={"subject": task if event.subject else None})
+            await producer.send_and_wait(
+                kit.topic_prefix + topic,
+                s.encode(event),
+                key=event.key,
+                headers=[(k, v.encode()) for k, v in s.headers_for(event).items()],
+            )
+            sent.append(event)
+        # Not events at all: still on the bus, so still in the record.
+        await producer.send_and_wait(kit.topic_prefix + "tasks", b"\xff\xfe not json", key=task.encode(), headers=[("x-bin", b"\xff\x00")])
+        await producer.send_and_wait(
+            kit.topic_prefix + "actions.proposed", json.dumps({"id": "x", "type": "tidegate.action.proposed"}).encode(), key=task.encode()
+        )
+        # A topic created after the service started is covered with no change.
+        await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, ["tools.brand_new.requests"])
+        late = s.ToolInvocation.build(
+            s.ToolInvocationData(
+                action_id="a-late",
+                task_id=task,
+                tenant_id="acme",
+                tool="brand_new",
+                args={},
+                idempotency_key="a-late",
+                deadline=s.utcnow(),
+                reply_topic="x",
+            ),
+            source="tidegate/test",
+        )
+        await producer.send_and_wait(kit.topic_prefix + "tools.brand_new.requests", s.encode(late), key=late.key)
+
+        await wait_for(probe.matches, timeout=30, what="every record of every topic in the log")
+        log = PostgresAuditLog(svc.process.pool)
+        rows = {r.event_id: r for r in await log.search(_all(), limit=10_000) if r.event_id}
+        for event in [*sent, late]:
+            row = rows[event.id]
+            assert row.valid
+            assert not row.duplicate
+            assert row.value == s.encode(event)
+            assert row.event_type == event.type
+            assert row.tenant_id == event.tenantid
+        assert rows[late.id].topic == kit.topic_prefix + "tools.brand_new.requests"
+        invalid = [r for r in await log.task_rows(task) if not r.valid]
+        assert {r.value for r in invalid} == {b"\xff\xfe not json", json.dumps({"id": "x", "type": "tidegate.action.proposed"}).encode()}
+        assert all(r.invalid_reason for r in invalid)
+        binary = next(r for r in invalid if r.value == b"\xff\xfe not json")
+        assert binary.headers == [{"k": "x-bin", "b64": "/wA="}]
+
+        # Checkpoints are taken, stored and published, and the whole log verifies.
+        await wait_for(lambda: svc.checkpointer is not None and svc.checkpointer.taken >= 1, what="a checkpoint")
+        await wait_for(probe.matches, timeout=10, what="the checkpoint recorded too")
+        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"))
+        assert report.ok, report.breaks
+        assert report.checkpoints >= 1
+        published = await _read_topic(kit, "audit.checkpoints")
+        assert published
+        assert all(isinstance(e, s.AuditCheckpoint) for e in published)
+    finally:
+        await svc.stop()
+
+
+async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing_when_idle(
+    kit: KitSettings, fast_settings: AuditSettings, producer: Any, probe: Any, wait_for: Any
+) -> None:
+    first = build(kit, fast_settings)
+    await first.start()
+    try:
+        for i in range(50):
+            await producer.send(kit.topic_prefix + "tasks", f"junk {i}".encode(), partition=i % 6)
+        await producer.flush()
+        await wait_for(probe.matches, what="first 50 recorded")
+    finally:
+        await first.stop()
+    # The same event id published again at another position: kept, flagged duplicate.
+    event = sample_events()[0][1]
+    for _ in range(2):
+        await producer.send_and_wait(kit.topic_prefix + "tasks", s.encode(event), key=event.key)
+    second = build(kit, fast_settings)
+    await second.start()
+    try:
+        await wait_for(probe.matches, what="the rest recorded")
+        pool = second.process.pool
+        assert pool is not None
+        dupes = await pool.fetch(
+            "SELECT duplicate FROM audit.log WHERE event_id = $1 AND starts_with(topic, $2) ORDER BY seq", event.id, kit.topic_prefix
+        )
+        assert [r["duplicate"] for r in dupes] == [False, True]
+        # Idle: the checkpoint topic's own chain does not cause endless checkpoints.
+        await wait_for(lambda: second.checkpointer is not None and second.checkpointer.taken >= 1, what="a checkpoint")
+        await wait_for(probe.matches, what="checkpoint recorded")
+        count = await pool.fetchval("SELECT count(*) FROM audit.checkpoints")
+        await _ticks(second, 4)
+        assert await pool.fetchval("SELECT count(*) FROM audit.checkpoints") == count
+    finally:
+        await second.stop()
+
+
+async def test_the_service_role_may_only_insert_and_select_and_a_trigger_guards_the_owner(
+    kit: KitSettings, fast_settings: AuditSettings, infra: Any
+) -> None:
+    svc = build(kit, fast_settings)
+    await svc.start()
+    await svc.stop()
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        for statement in (
+            "UPDATE audit.log SET valid = true",
+            "DELETE FROM audit.log",
+            "TRUNCATE audit.log",
+            "DELETE FROM audit.checkpoints",
+        ):
+            as_writer = conn.transaction()
+            await as_writer.start()
+            await conn.execute("SET LOCAL ROLE tidegate_audit_writer")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await conn.execute(statement)
+            await as_writer.rollback()
+            # the owner (the services' role) is stopped by the trigger
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _all() -> Any:
+    from services.audit.repository import SearchFilters
+
+    return SearchFilters(include_duplicates=True)
+
+
+async def _ticks(svc: Any, n: int) -> None:
+    for _ in range(n):
+        await svc.checkpointer.tick()
+
+
+async def _read_topic(kit: KitSettings, name: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        kit.topic_prefix + name, bootstrap_servers=kit.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    return [s.decode(name, r.value) for records in batches.values() for r in records]
