@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["insert_once"]
+__all__ = ["Connection", "insert_once"]
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A plain connection or one borrowed from a pool."""
 
 
-async def insert_once(
-    conn: asyncpg.Connection, table: str, id_col: str, cols: dict[str, Any], key: str, tenant_id: str
-) -> tuple[int, bool]:
+async def insert_once(conn: Connection, table: str, id_col: str, cols: dict[str, Any], key: str, tenant_id: str) -> tuple[int, bool]:
     """Insert a row unless one with this idempotency key exists; returns (row id, created now)."""
     names = [*cols, "tenant_id", "idempotency_key"]
     values = [*cols.values(), tenant_id, key]

@@ -7,12 +7,12 @@ from typing import Any
 import asyncpg
 
 from systems._context import ToolContext, ToolError
-from systems._db import insert_once
+from systems._db import Connection, insert_once
 
 __all__ = ["add_crm_note", "change_permissions", "delete_customer_data"]
 
 
-async def _customer(conn: asyncpg.Connection, tenant_id: str, customer_id: str) -> asyncpg.Record:
+async def _customer(conn: Connection, tenant_id: str, customer_id: str) -> asyncpg.Record:
     row = await conn.fetchrow("SELECT * FROM crm.customers WHERE tenant_id = $1 AND customer_id = $2 FOR UPDATE", tenant_id, customer_id)
     if row is None:
         raise ToolError("unknown_customer", f"customer {customer_id} does not exist")

@@ -7,12 +7,12 @@ from typing import Any
 import asyncpg
 
 from systems._context import ToolContext, ToolError
-from systems._db import insert_once
+from systems._db import Connection, insert_once
 
 __all__ = ["add_internal_note", "draft_reply", "get_ticket", "send_reply", "tag_ticket"]
 
 
-async def _ticket(conn: asyncpg.Connection, tenant_id: str, ticket_id: str, *, lock: bool = False) -> asyncpg.Record:
+async def _ticket(conn: Connection, tenant_id: str, ticket_id: str, *, lock: bool = False) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT * FROM helpdesk.tickets WHERE tenant_id = $1 AND ticket_id = $2" + (" FOR UPDATE" if lock else ""), tenant_id, ticket_id
     )
