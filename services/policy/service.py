@@ -8,6 +8,7 @@ unit of work, and publishes the recorded events. Nothing here retries: the bus o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,12 +48,28 @@ from services.policy.pack import CompiledPack, PackError, PackSource, compile_pa
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
 
-__all__ = ["PolicyService", "Publish", "PublishMany"]
+__all__ = ["Outgoing", "PolicyService", "Publish", "PublishMany"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Envelope], Awaitable[None]]
-PublishMany = Callable[[list[tuple[str, Envelope]]], Awaitable[None]]
+PublishMany = Callable[[list["Outgoing"]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event ready for the wire: catalog topic, Kafka key, the exact JSON recorded, its trace context."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    traceparent: str | None
+
+
+def _outgoing(topic: str, key: str, recorded: str) -> Outgoing:
+    # The recorded JSON is published as is: same bytes, same event id, on every (re)delivery.
+    traceparent = json.loads(recorded).get("traceparent")
+    return Outgoing(topic, key.encode(), recorded.encode(), traceparent)
 
 
 @dataclass
@@ -98,16 +115,18 @@ class PolicyService:
 
     async def _publish_records(self, records: list[DecisionRecord]) -> None:
         """Publish the recorded events, decisions before authorizations of the same action."""
-        out: list[tuple[str, Envelope]] = []
-        for record in records:
-            out.append(("actions.decided", decode("actions.decided", record.decided_event)))
-            if record.authorized_event is not None:
-                out.append(("actions.authorized", decode("actions.authorized", record.authorized_event)))
         if self.publish_many is not None:
+            out: list[Outgoing] = []
+            for record in records:
+                out.append(_outgoing("actions.decided", record.task_id, record.decided_event))
+                if record.authorized_event is not None:
+                    out.append(_outgoing("actions.authorized", record.task_id, record.authorized_event))
             await self.publish_many(out)
-        else:
-            for topic, event in out:
-                await self.publish(topic, event)
+            return
+        for record in records:
+            await self.publish("actions.decided", decode("actions.decided", record.decided_event))
+            if record.authorized_event is not None:
+                await self.publish("actions.authorized", decode("actions.authorized", record.authorized_event))
 
     # --- proposals -----------------------------------------------------------------------------
 
