@@ -1,0 +1,553 @@
+"""Reading the audit log: a task's story, its explanation, and search, as pure functions over rows.
+
+`tidegate audit show|explain|search` are thin over these; replay and cost reports can reuse them
+with any `AuditLog` (PostgreSQL or the in-memory twin).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import schemas as s
+from services.audit.records import LogRow
+from services.audit.repository import AuditLog, SearchFilters
+
+__all__ = [
+    "ActionStory",
+    "Explanation",
+    "StoryLine",
+    "event_of",
+    "explain",
+    "explain_task",
+    "render_html",
+    "render_markdown",
+    "search",
+    "story",
+    "summarize",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def event_of(row: LogRow) -> Any | None:
+    """The typed event a valid row holds, else None."""
+    if not row.valid or row.value is None:
+        return None
+    try:
+        return s.decode_any(row.value)
+    except ValueError:  # pydantic's ValidationError is a ValueError; a row valid for its topic is always valid here
+        return None
+
+
+# --- the story of a task ----------------------------------------------------------------------
+
+
+class StoryLine(_Frozen):
+    """One line of `tidegate audit show`: when, where, what, who."""
+
+    at: datetime
+    topic: str
+    partition: int
+    offset: int
+    seq: int
+    event_type: str
+    source: str
+    tenant_id: str | None
+    task_id: str | None
+    summary: str
+    valid: bool
+    duplicate: bool
+
+
+def _money(usd: float) -> str:
+    return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
+
+
+def summarize(row: LogRow, event: Any | None = None) -> str:
+    """One readable sentence for a row."""
+    event = event if event is not None else event_of(row)
+    if event is None:
+        return f"not a valid event ({row.invalid_reason or 'unknown reason'})"
+    d = event.data
+    match event:
+        case s.TaskSubmitted():
+            untrusted = f"; untrusted: {', '.join(d.untrusted)}" if d.untrusted else ""
+            return f"task submitted by {d.requested_by}: workflow {d.workflow}, mode {d.mode}{untrusted}"
+        case s.ActionProposed():
+            taint = f"; tainted: {', '.join(d.tainted_args)}" if d.tainted_args else ""
+            return f"step {d.step}: {d.proposer} proposes {d.tool}({json.dumps(d.args, sort_keys=True)}){taint}"
+        case s.ActionDecided():
+            codes = ", ".join(r.code for r in d.reasons) or "-"
+            via = f" after approval {d.approval_id}" if d.via == "approval" else ""
+            return f"policy {d.policy_version[:19]}: {d.outcome.upper()} {d.tool} ({codes}){via}"
+        case s.ApprovalRequested():
+            return f"approval {d.approval_id} requested for {d.tool} (expires {d.expires_at:%Y-%m-%d %H:%M:%S}Z)"
+        case s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired():
+            verb = event.type.rsplit(".", 1)[-1]
+            who = f" by {', '.join(d.approvers) or d.approver}" if (d.approver or d.approvers) else ""
+            comment = f": {d.comment}" if d.comment else ""
+            return f"approval {d.approval_id} {verb}{who}{comment}"
+        case s.ActionAuthorized():
+            a = d.authorization
+            return f"{d.tool} authorized via {a.via} (key {a.key_id}, expires {a.expires_at:%H:%M:%S}Z)"
+        case s.ActionSucceeded() | s.ActionFailed() | s.ActionUnknown():
+            err = f": {d.error.type}: {d.error.message}" if d.error else ""
+            return f"{d.tool} {d.status} after {d.attempts} attempt(s), {d.duration_ms:.0f} ms, {_money(d.cost.usd)}{err}"
+        case s.TaskCompleted() | s.TaskFailed():
+            return f"task {d.status}: {d.summary} (total {_money(d.cost.total)})"
+        case s.EventRejected():
+            return f"dead-lettered by {d.service}: {d.code}: {d.error[:200]}"
+        case s.ToolInvocation():
+            return f"{d.tool} invoked over Kafka (attempt {d.attempt})"
+        case s.ToolReply():
+            return f"{d.tool} replied {'ok' if d.ok else 'error'}"
+    return event.type
+
+
+def story(rows: Sequence[LogRow]) -> list[StoryLine]:
+    """A task's rows as story lines, in the order given (story order from the repository)."""
+    lines = []
+    for row in rows:
+        event = event_of(row)
+        lines.append(
+            StoryLine(
+                at=row.kafka_ts,
+                topic=row.topic,
+                partition=row.partition,
+                offset=row.kafka_offset,
+                seq=row.seq,
+                event_type=(row.event_type or "?").removeprefix("tidegate."),
+                source=event.source if event is not None else "?",
+                tenant_id=row.tenant_id,
+                task_id=row.task_id,
+                summary=summarize(row, event),
+                valid=row.valid,
+                duplicate=row.duplicate,
+            )
+        )
+    return lines
+
+
+# --- the explanation of a task ----------------------------------------------------------------
+
+
+class Decision(_Frozen):
+    """One policy decision on an action, with everything that explains it."""
+
+    at: datetime
+    outcome: str
+    reasons: list[s.Reason]
+    policy_version: str
+    risk: str | None
+    facts: dict[str, Any]
+    via: str
+    approval_id: str | None
+    latency_ms: float
+
+
+class ApprovalStep(_Frozen):
+    """A request for a human decision, or the decision."""
+
+    at: datetime
+    status: str
+    approval_id: str
+    approver: str | None
+    approvers: list[str]
+    comment: str | None
+    decided_at: datetime | None
+    edited_args: dict[str, Any] | None
+    reasons: list[s.Reason]
+
+
+class ToolCall(_Frozen):
+    """What the executor did with an authorized call."""
+
+    at: datetime
+    status: str
+    result: dict[str, Any] | None
+    error: s.ErrorInfo | None
+    attempts: int
+    duration_ms: float
+    cost_usd: float
+
+
+class ActionStory(_Frozen):
+    """Everything about one proposed action."""
+
+    action_id: str
+    step: int | None = None
+    tool: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    proposer: str | None = None
+    rationale: str = ""
+    tainted_args: list[str] = Field(default_factory=list)
+    proposal_cost: s.ProposalCost | None = None
+    decisions: list[Decision] = Field(default_factory=list)
+    approvals: list[ApprovalStep] = Field(default_factory=list)
+    authorization: s.Authorization | None = None
+    calls: list[ToolCall] = Field(default_factory=list)
+
+
+class DeadLetter(_Frozen):
+    """A record of the task that a service (or the contract) refused."""
+
+    at: datetime
+    topic: str
+    partition: int
+    offset: int
+    code: str
+    error: str
+    service: str
+
+
+class Costs(_Frozen):
+    """What the task cost: as reported by its outcome when it has one, else summed from its events."""
+
+    model_usd: float
+    tools_usd: float
+    reported: s.TaskCost | None
+    total_usd: float
+
+
+class Explanation(_Frozen):
+    """The explainability artifact of one task: sources, policies, tools, approvals, costs."""
+
+    task_id: str
+    tenant_id: str | None
+    workflow: str | None
+    requested_by: str | None
+    mode: str | None
+    status: Literal["completed", "failed", "open"]
+    summary: str | None
+    submitted_at: datetime | None
+    ended_at: datetime | None
+    sources: dict[str, Any]
+    untrusted_fields: list[str]
+    actions: list[ActionStory]
+    policy_versions: list[str]
+    costs: Costs
+    dead_letters: list[DeadLetter]
+    records: int
+    trace_ids: list[str]
+
+
+def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
+    """Build the explanation of `task_id` from its rows (story order)."""
+    submitted: s.TaskSubmittedData | None = None
+    submitted_at = ended_at = None
+    outcome: s.TaskOutcomeData | None = None
+    actions: dict[str, dict[str, Any]] = {}
+    dead: list[DeadLetter] = []
+    traces: list[str] = []
+
+    def action(action_id: str) -> dict[str, Any]:
+        return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
+
+    for row in rows:
+        if row.duplicate:
+            continue
+        if row.trace_id and row.trace_id not in traces:
+            traces.append(row.trace_id)
+        event = event_of(row)
+        if event is None:
+            dead.append(
+                DeadLetter(
+                    at=row.kafka_ts, topic=row.topic, partition=row.partition, offset=row.kafka_offset,
+                    code="invalid_event", error=row.invalid_reason or "", service="audit (recorded as not valid)",
+                )
+            )  # fmt: skip
+            continue
+        d = event.data
+        match event:
+            case s.TaskSubmitted():
+                submitted, submitted_at = d, event.time
+            case s.ActionProposed():
+                a = action(d.action_id)
+                a.update(
+                    step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale,
+                    tainted_args=d.tainted_args, proposal_cost=d.cost,
+                )  # fmt: skip
+            case s.ActionDecided():
+                a = action(d.action_id)
+                a.setdefault("tool", d.tool)
+                a.setdefault("args", d.args)
+                a["decisions"].append(
+                    Decision(
+                        at=event.time, outcome=d.outcome, reasons=d.reasons, policy_version=d.policy_version,
+                        risk=d.risk.value if d.risk else None, facts=d.facts, via=d.via, approval_id=d.approval_id,
+                        latency_ms=d.latency_ms,
+                    )
+                )  # fmt: skip
+            case s.ApprovalRequested() | s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired():
+                action(d.action_id)["approvals"].append(
+                    ApprovalStep(
+                        at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
+                        approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
+                        reasons=d.reasons,
+                    )
+                )  # fmt: skip
+            case s.ActionAuthorized():
+                action(d.action_id)["authorization"] = d.authorization
+            case s.ActionSucceeded() | s.ActionFailed() | s.ActionUnknown():
+                action(d.action_id)["calls"].append(
+                    ToolCall(
+                        at=event.time, status=d.status, result=d.result, error=d.error, attempts=d.attempts,
+                        duration_ms=d.duration_ms, cost_usd=d.cost.usd,
+                    )
+                )  # fmt: skip
+            case s.TaskCompleted() | s.TaskFailed():
+                outcome, ended_at = d, event.time
+            case s.EventRejected():
+                dead.append(
+                    DeadLetter(
+                        at=event.time, topic=d.topic, partition=d.partition, offset=d.offset, code=d.code,
+                        error=d.error, service=d.service,
+                    )
+                )  # fmt: skip
+            case _:
+                pass
+
+    stories = sorted((ActionStory(**a) for a in actions.values()), key=lambda a: (a.step is None, a.step or 0, a.action_id))
+    model_usd = sum(a.proposal_cost.usd for a in stories if a.proposal_cost)
+    tools_usd = sum(c.cost_usd for a in stories for c in a.calls)
+    versions = sorted({d.policy_version for a in stories for d in a.decisions})
+    tenant = submitted.tenant_id if submitted else next((r.tenant_id for r in rows if r.tenant_id), None)
+    return Explanation(
+        task_id=task_id,
+        tenant_id=tenant,
+        workflow=submitted.workflow if submitted else (outcome.workflow if outcome else None),
+        requested_by=submitted.requested_by if submitted else None,
+        mode=submitted.mode if submitted else None,
+        status=outcome.status if outcome else "open",
+        summary=outcome.summary if outcome else None,
+        submitted_at=submitted_at,
+        ended_at=ended_at,
+        sources=submitted.input if submitted else {},
+        untrusted_fields=submitted.untrusted if submitted else [],
+        actions=stories,
+        policy_versions=versions,
+        costs=Costs(
+            model_usd=model_usd,
+            tools_usd=tools_usd,
+            reported=outcome.cost if outcome else None,
+            total_usd=outcome.cost.total if outcome else model_usd + tools_usd,
+        ),
+        dead_letters=dead,
+        records=len(rows),
+        trace_ids=traces,
+    )
+
+
+async def explain_task(log: AuditLog, task_id: str) -> Explanation:
+    """Read a task's rows and explain it."""
+    return explain(task_id, await log.task_rows(task_id))
+
+
+async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100) -> list[StoryLine]:
+    """Rows matching `filters`, as story lines."""
+    return story(await log.search(filters, limit=limit))
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _j(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _reasons(reasons: Sequence[s.Reason]) -> str:
+    return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
+
+
+def render_markdown(x: Explanation) -> str:
+    """The explanation as Markdown, for a reviewer or a ticket."""
+    out = [f"# Task {x.task_id}", ""]
+    out += [
+        f"- **Tenant:** {x.tenant_id or '-'}",
+        f"- **Workflow:** {x.workflow or '-'} (mode {x.mode or '-'})",
+        f"- **Requested by:** {x.requested_by or '-'}",
+        f"- **Status:** {x.status}" + (f": {x.summary}" if x.summary else ""),
+        f"- **Submitted:** {x.submitted_at or '-'}; **ended:** {x.ended_at or '-'}",
+        f"- **Policy versions:** {', '.join(x.policy_versions) or '-'}",
+        f"- **Trace ids:** {', '.join(x.trace_ids) or '-'}",
+        f"- **Audit records:** {x.records}",
+        "",
+        "## Sources referenced",
+        "",
+    ]
+    if x.sources:
+        out += ["| field | value | trust |", "|---|---|---|"]
+        for k, v in x.sources.items():
+            trust = "**untrusted** (content, never instructions)" if k in x.untrusted_fields else "trusted"
+            out.append(f"| {k} | {_cell(_j(v)[:300])} | {trust} |")
+    else:
+        out.append("No `task.submitted` recorded for this task.")
+    out += ["", "## Actions", ""]
+    for a in x.actions:
+        out += [f"### Step {a.step if a.step is not None else '?'}: `{a.tool or '?'}` ({a.action_id})", ""]
+        out.append(f"- **Proposed by:** {a.proposer or '-'}; **rationale:** {a.rationale or '-'}")
+        out.append(f"- **Args:** `{_j(a.args)}`")
+        if a.tainted_args:
+            out.append(f"- **Tainted args (from untrusted sources):** {', '.join(a.tainted_args)}")
+        for d in a.decisions:
+            out.append(
+                f"- **Policy** {d.policy_version} → **{d.outcome}** (via {d.via}, risk {d.risk or '-'}, "
+                f"{d.latency_ms:.1f} ms): {_reasons(d.reasons)}; facts `{_j(d.facts)}`"
+            )
+        for ap in a.approvals:
+            who = ", ".join(ap.approvers) or ap.approver or "-"
+            out.append(
+                f"- **Approval** {ap.approval_id} {ap.status} by {who} at {ap.decided_at or ap.at}"
+                + (f": {ap.comment}" if ap.comment else "")
+                + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
+            )
+        if a.authorization:
+            au = a.authorization
+            out.append(f"- **Authorized** via {au.via} by key {au.key_id} at {au.issued_at}, expires {au.expires_at}")
+        for c in a.calls:
+            detail = (
+                f"result `{_j(c.result)[:300]}`"
+                if c.result is not None
+                else (f"error {c.error.type}: {c.error.message}" if c.error else "")
+            )
+            out.append(f"- **Tool call** {c.status} after {c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}: {detail}")
+        if a.proposal_cost:
+            pc = a.proposal_cost
+            out.append(f"- **Proposal cost:** {_money(pc.usd)} ({pc.model or 'no model'}, {pc.tokens_in} in / {pc.tokens_out} out)")
+        out.append("")
+    if not x.actions:
+        out += ["No actions.", ""]
+    out += ["## Costs", ""]
+    c = x.costs
+    if c.reported:
+        r = c.reported
+        out += ["| model | retrieval | tools | orchestration | retries | human review | total |", "|---|---|---|---|---|---|---|"]
+        out.append(
+            "| "
+            + " | ".join(_money(v) for v in (r.model, r.retrieval, r.tools, r.orchestration, r.retries, r.human_review, r.total))
+            + " |"
+        )
+    else:
+        out.append(f"Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.")
+    out += ["", "## Dead-lettered and invalid records", ""]
+    if x.dead_letters:
+        out += ["| at | topic | offset | code | service | error |", "|---|---|---|---|---|---|"]
+        for dl in x.dead_letters:
+            out.append(f"| {dl.at} | {dl.topic}[{dl.partition}] | {dl.offset} | {dl.code} | {dl.service} | {_cell(dl.error[:200])} |")
+    else:
+        out.append("None.")
+    return "\n".join(out) + "\n"
+
+
+def _plain_reasons(reasons: Sequence[s.Reason]) -> str:
+    return "; ".join(f"{r.code} ({r.policy_id}) {r.message}" for r in reasons)
+
+
+def _call_detail(c: ToolCall) -> str:
+    return _j(c.result) if c.result is not None else _j(c.error.model_dump() if c.error else None)
+
+
+def render_html(x: Explanation) -> str:
+    """The explanation as a self-contained HTML page."""
+    e = html.escape
+
+    def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+        head = "".join(f"<th>{e(h)}</th>" for h in headers)
+        body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Task {e(x.task_id)}: audit explanation</title>",
+        "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
+        ".untrusted{color:#a40000;font-weight:bold}code{background:#f6f6f6}</style></head><body>",
+        f"<h1>Task {e(x.task_id)}</h1>",
+        table(
+            ["tenant", "workflow", "mode", "requested by", "status", "submitted", "ended", "policy versions", "trace ids"],
+            [
+                [
+                    x.tenant_id,
+                    x.workflow,
+                    x.mode,
+                    x.requested_by,
+                    x.status + (f": {x.summary}" if x.summary else ""),
+                    x.submitted_at,
+                    x.ended_at,
+                    ", ".join(x.policy_versions),
+                    ", ".join(x.trace_ids),
+                ]
+            ],
+        ),
+        "<h2>Sources referenced</h2>",
+        table(
+            ["field", "value", "trust"],
+            [[k, _j(v)[:500], "UNTRUSTED" if k in x.untrusted_fields else "trusted"] for k, v in x.sources.items()],
+        ),
+        "<h2>Actions</h2>",
+    ]
+    for a in x.actions:
+        parts.append(f"<h3>Step {e(str(a.step))}: <code>{e(a.tool or '?')}</code> ({e(a.action_id)})</h3>")
+        parts.append(f"<p>Proposed by {e(a.proposer or '-')}: {e(a.rationale)}<br>Args <code>{e(_j(a.args))}</code>")
+        if a.tainted_args:
+            parts.append(f"<br><span class='untrusted'>Tainted args: {e(', '.join(a.tainted_args))}</span>")
+        parts.append("</p>")
+        if a.decisions:
+            parts.append(
+                table(
+                    ["policy version", "outcome", "via", "risk", "reasons", "facts"],
+                    [[d.policy_version, d.outcome, d.via, d.risk, _plain_reasons(d.reasons), _j(d.facts)]
+                     for d in a.decisions],
+                )
+            )  # fmt: skip
+        if a.approvals:
+            parts.append(
+                table(
+                    ["approval", "status", "approver", "decided at", "comment"],
+                    [
+                        [ap.approval_id, ap.status, ", ".join(ap.approvers) or ap.approver, ap.decided_at or ap.at, ap.comment]
+                        for ap in a.approvals
+                    ],
+                )
+            )
+        if a.calls:
+            parts.append(
+                table(
+                    ["status", "attempts", "duration ms", "cost", "result or error"],
+                    [[c.status, c.attempts, f"{c.duration_ms:.0f}", _money(c.cost_usd), _call_detail(c)]
+                     for c in a.calls],
+                )
+            )  # fmt: skip
+    c = x.costs
+    parts.append("<h2>Costs</h2>")
+    if c.reported:
+        r = c.reported
+        parts.append(
+            table(
+                ["model", "retrieval", "tools", "orchestration", "retries", "human review", "total"],
+                [[_money(v) for v in (r.model, r.retrieval, r.tools, r.orchestration, r.retries, r.human_review, r.total)]],
+            )
+        )
+    else:
+        parts.append(f"<p>Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.</p>")
+    parts.append("<h2>Dead-lettered and invalid records</h2>")
+    parts.append(
+        table(
+            ["at", "topic", "offset", "code", "service", "error"],
+            [[d.at, f"{d.topic}[{d.partition}]", d.offset, d.code, d.service, d.error[:300]] for d in x.dead_letters],
+        )
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

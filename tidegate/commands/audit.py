@@ -1,0 +1,177 @@
+"""`tidegate audit`: verify the hash-chained log, tell a task's story, explain it, search the log."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from servicekit import Keyring
+from services.audit.published import read_published_checkpoints
+from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
+from services.audit.repository import PostgresAuditLog, SearchFilters
+from services.audit.verify import VerifyReport, verify_log
+from tidegate.commands._common import console, err_console, fail, run, settings
+
+app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
+
+T = TypeVar("T")
+
+
+async def _with_log(use: Callable[[PostgresAuditLog], Awaitable[T]]) -> T:
+    try:
+        log = await PostgresAuditLog.connect(settings().database_url)
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
+    try:
+        return await use(log)
+    finally:
+        await log.close()
+
+
+def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False) -> Table:
+    columns = ["time (UTC)", "topic", "offset", "event", "source", *(["tenant", "task"] if with_task else []), "what happened"]
+    table = Table(*columns, title=title)
+    for line in lines:
+        flag = "" if line.valid else " [red](invalid)[/]"
+        flag += " [yellow](duplicate)[/]" if line.duplicate else ""
+        table.add_row(
+            line.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            f"{line.topic}[{line.partition}]",
+            str(line.offset),
+            line.event_type + flag,
+            line.source,
+            *([line.tenant_id or "-", line.task_id or "-"] if with_task else []),
+            line.summary,
+        )
+    return table
+
+
+@app.command()
+def verify(
+    bus: bool = typer.Option(False, "--bus", help="Also compare with the checkpoints published on Kafka (catches deleted checkpoints)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Recompute every hash chain and check every signed checkpoint; exit 1 at the first broken link."""
+    kit = settings()
+
+    async def go(log: PostgresAuditLog) -> VerifyReport:
+        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix) if bus else []
+        return await verify_log(log, Keyring.load(kit.keys_dir, "audit"), extra_checkpoints=published)
+
+    report = run(_with_log(go))
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        rate = report.rows / report.seconds if report.seconds else 0.0
+        console.print(
+            f"checked {report.rows} rows in {report.chains} chains and {report.checkpoints} checkpoints "
+            f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
+        )
+        if report.ok:
+            console.print("[bold green]intact:[/] every chain and checkpoint checks out")
+        else:
+            err_console.print(f"[bold red]BROKEN:[/] {report.breaks[0].describe()}")
+            for brk in report.breaks[1:]:
+                err_console.print(f"  also: {brk.describe()}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    task_id: str = typer.Argument(..., help="The task id."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """The full story of a task, in order: every record about it, valid or not."""
+    rows = run(_with_log(lambda log: log.task_rows(task_id)))
+    if not rows:
+        fail(f"no record of task {task_id!r} in the audit log")
+    lines = story(rows)
+    if as_json:
+        for line in lines:
+            typer.echo(line.model_dump_json())
+        return
+    console.print(_lines_table(lines, f"task {task_id}: {len(lines)} records"))
+
+
+@app.command()
+def explain(
+    task_id: str = typer.Argument(..., help="The task id."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
+    if fmt not in ("md", "html", "json"):
+        fail(f"unknown format {fmt!r}: choose md, html or json")
+    explanation = run(_with_log(lambda log: explain_task(log, task_id)))
+    if explanation.records == 0:
+        fail(f"no record of task {task_id!r} in the audit log")
+    text = {
+        "md": render_markdown,
+        "html": render_html,
+        "json": lambda x: x.model_dump_json(indent=2) + "\n",
+    }[fmt](explanation)
+    if output is not None:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    m = _RELATIVE.match(value)
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"cannot read time {value!r}: use ISO 8601 (2026-11-24T10:00) or an age like 15m, 2h, 1d")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command("search")
+def search_(
+    tenant: str | None = typer.Option(None, help="Tenant id."),
+    tool: str | None = typer.Option(None, help="Tool name."),
+    outcome: str | None = typer.Option(None, help="allow, deny, escalate, granted, rejected, succeeded, failed, completed…"),
+    reason: str | None = typer.Option(None, help="Reason code, e.g. needs_human_approval."),
+    since: str | None = typer.Option(None, help="From this time (ISO 8601) or age (15m, 2h, 1d)."),
+    until: str | None = typer.Option(None, help="Before this time (ISO 8601) or age."),
+    trace: str | None = typer.Option(None, help="Trace id (32 hex), or a whole traceparent."),
+    task: str | None = typer.Option(None, help="Task id."),
+    event_type: str | None = typer.Option(None, "--type", help="Event type, e.g. action.decided."),
+    limit: int = typer.Option(100, min=1, help="At most this many records."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Find records by tenant, tool, outcome, reason code, time range and trace id."""
+    if trace and len(trace) > 32 and "-" in trace:
+        trace = trace.split("-")[1]
+    if event_type and not event_type.startswith("tidegate."):
+        event_type = "tidegate." + event_type
+    filters = SearchFilters(
+        tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=_when(since), until=_when(until),
+        trace_id=trace, task_id=task, event_type=event_type,
+    )  # fmt: skip
+
+    async def go(log: PostgresAuditLog) -> list[Any]:
+        return await search(log, filters, limit=limit)
+
+    lines = run(_with_log(go))
+    if as_json:
+        for line in lines:
+            typer.echo(json.dumps(line.model_dump(mode="json")))
+        return
+    console.print(_lines_table(lines, f"{len(lines)} records" + (f" (limit {limit})" if len(lines) == limit else ""), with_task=True))
