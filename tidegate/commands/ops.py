@@ -1,0 +1,277 @@
+"""`tidegate replay`, `whatif`, `eval run|compare`, `costs`: the tools of ops, security, product and finance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from servicekit import REPO_ROOT
+from tidegate.commands._common import console, fail, run, settings
+
+app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
+eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+DEFAULT_SET = REPO_ROOT / "evals" / "support_triage" / "v1"
+FROM = typer.Option("1h", "--from", help="Start: ISO time (UTC if no zone), `now`, or a duration ago (`15m`, `2h`, `1d`).")
+TO = typer.Option("now", "--to", help="End (exclusive), same forms as --from.")
+JSON = typer.Option(False, "--json", help="Print the report as JSON.")
+
+
+def _window(start: str, end: str) -> tuple[Any, Any]:
+    from tidegate.ops.recorded import parse_time
+
+    try:
+        return parse_time(start), parse_time(end)
+    except ValueError as exc:
+        fail(f"cannot read the time: {exc}")
+
+
+def _pack(policy_dir: Path | None) -> Any:
+    from services.policy.pack import PackError
+    from tidegate.ops.whatif import load_pack
+
+    kit = settings()
+    try:
+        return load_pack(policy_dir or kit.policy_dir, kit.tools_dir)
+    except PackError as exc:
+        fail("the policy pack does not compile:\n  " + "\n  ".join(exc.problems))
+
+
+# --- replay --------------------------------------------------------------------------------------
+
+
+@app.command()
+def replay(
+    start: str = FROM,
+    end: str = TO,
+    tenant: str = typer.Option(None, "--tenant", help="Only this tenant's events."),
+    task: str = typer.Option(None, "--task", help="Only this task."),
+    planner: str = typer.Option(None, "--planner", help="Plan the recorded tasks again with this strategy (`playbook`, `llm:<model>`)."),
+    policy_dir: Path = typer.Option(None, "--policy", help="Decide with this candidate pack instead of today's."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the sandbox topics afterwards."),
+    idle_s: float = typer.Option(4.0, "--idle", help="Stop waiting after this many seconds without a new sandbox event."),
+    as_json: bool = JSON,
+) -> None:
+    """Re-run recorded traffic in a sandbox prefix: today's policy (and planner), answers from the record, no side effects."""
+    from tidegate.ops.replay import ReplayOptions, run_replay
+
+    t0, t1 = _window(start, end)
+    opts = ReplayOptions(t0, t1, tenant=tenant, task=task, planner=planner, policy_dir=policy_dir, keep_topics=keep, idle_s=idle_s)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=as_json
+    ) as bar:
+        ids: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                label = "reading recorded events" if stage == "read" else "replaying in the sandbox"
+                ids[stage] = bar.add_task(label, total=total)
+            bar.update(ids[stage], completed=done, total=total)
+
+        report = run(run_replay(settings(), opts, progress=progress))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+        return
+    table = Table(title=f"replay {report.sandbox_prefix} ({report.inputs} inputs, planner: {planner or 'recorded proposals'})")
+    for col in ("task", "then: actions", "now: actions", "then", "now", "cost then→now", "changed"):
+        table.add_column(col)
+    for t in report.tasks:
+        changed = [k for k, v in (("actions", t.actions_changed), ("decisions", t.decisions_changed), ("outcome", t.outcome_changed)) if v]
+
+        def steps(story: Any) -> str:
+            return "\n".join(f"{a['tool']}: {a['decision'] or '—'}" + (f" → {a['result']}" if a["result"] else "") for a in story.actions)
+
+        table.add_row(
+            t.task_id, steps(t.then), steps(t.now), t.then.outcome or "—", t.now.outcome or "—",
+            f"{t.then.cost_usd:.4f} → {t.now.cost_usd:.4f}", ", ".join(changed) or "same",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{report.answered} calls answered from the record, {report.unanswerable} unanswerable, "
+        f"{report.refused} authorizations refused; no tool was called. {report.seconds:.1f}s."
+    )
+
+
+# --- what-if -------------------------------------------------------------------------------------
+
+
+@app.command()
+def whatif(
+    policy_dir: Path = typer.Option(..., "--policy", help="Directory of the candidate policy pack."),
+    start: str = FROM,
+    end: str = TO,
+    tenant: str = typer.Option(None, "--tenant", help="Only this tenant's proposals."),
+    as_json: bool = JSON,
+) -> None:
+    """Decide every recorded proposal of the window with a candidate pack; report the flips. No side effects."""
+    from schemas import ActionDecided, ActionProposed
+    from tidegate.ops.recorded import read_window
+    from tidegate.ops.whatif import evaluate
+
+    pack = _pack(policy_dir)
+    t0, t1 = _window(start, end)
+    kit = settings()
+    window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, topics=("actions.proposed", "actions.decided"), tenant=tenant))
+    report = evaluate(pack, [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)])
+    doc = report.as_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    console.print(
+        f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips, "
+        f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
+    )
+    for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
+        if not groups:
+            continue
+        table = Table(title=f"flips by {title}")
+        table.add_column(title)
+        kinds = sorted({k for g in groups.values() for k in g})
+        for k in kinds:
+            table.add_column(k, justify="right")
+        for name, counts in groups.items():
+            table.add_row(name, *[str(counts.get(k, 0)) for k in kinds])
+        console.print(table)
+    for kind, examples in doc["examples"].items():
+        console.print(f"[bold]{kind}[/] e.g.:")
+        for ex in examples:
+            console.print(f"  {ex['task_id']} {ex['tool']} {json.dumps(ex['args'])[:100]}: {ex['then']} → {ex['now']}")
+
+
+# --- evals ---------------------------------------------------------------------------------------
+
+
+def _contender(spec: str, default_policy: Path | None, default_planner: str) -> tuple[str, Any, str]:
+    """(label, pack, strategy name) of one side: a directory is a policy pack, anything else a strategy."""
+    path = Path(spec)
+    if path.is_dir():
+        return f"policy {spec}", _pack(path), default_planner
+    return f"planner {spec}", _pack(default_policy), spec
+
+
+def _run_eval(eval_set: Path, pack: Any, planner: str, label: str) -> Any:
+    from servicekit import ToolCatalog
+    from tidegate.ops.evals import load_set, run_eval
+    from tidegate.ops.strategies import make_strategy
+
+    catalog = ToolCatalog.load(settings().tools_dir)
+    try:
+        cases = load_set(eval_set)
+        strategy = make_strategy(planner, catalog)
+    except (ValueError, KeyError) as exc:
+        fail(str(exc))
+    return asyncio.run(run_eval(cases, strategy=strategy, pack=pack, catalog=catalog, label=label))
+
+
+_ROWS = (
+    ("cases passed", lambda d: f"{d['passed']}/{d['cases']}"),
+    ("action accuracy", lambda d: f"{d['action_accuracy']:.1%}"),
+    ("decision accuracy", lambda d: f"{d['decision_accuracy']:.1%}"),
+    ("escalation rate", lambda d: f"{d['escalation_rate']:.1%}"),
+    ("cost per task (USD)", lambda d: f"{d['cost_per_task_usd']:.5f}"),
+    ("latency p50 / p95 (ms)", lambda d: f"{d['latency_p50_ms']:.1f} / {d['latency_p95_ms']:.1f}"),
+)
+
+
+@eval_app.command("run")
+def eval_run(
+    eval_set: Path = typer.Option(DEFAULT_SET, "--set", help="Directory of eval cases."),
+    policy_dir: Path = typer.Option(None, "--policy", help="Policy pack (default: the configured one)."),
+    planner: str = typer.Option("playbook", "--planner", help="Strategy: `playbook`, `llm:<model>`."),
+    as_json: bool = JSON,
+) -> None:
+    """Score one planner strategy and policy pack on the eval set."""
+    card = _run_eval(eval_set, _pack(policy_dir), planner, f"{planner} + {policy_dir or 'default policy'}")
+    doc = card.as_dict()
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"eval {eval_set.name}: {doc['label']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, fmt in _ROWS:
+        table.add_row(name, fmt(doc))
+    console.print(table)
+    for f in doc["failures"][:20]:
+        console.print(f"[red]✗[/] {f['case']}: expected {' '.join(f['expected'])}\n    got {' '.join(f['got'])} ({f['status']})")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    a: str = typer.Argument(..., help="A policy directory, or a planner strategy (`playbook`, `llm:<model>`)."),
+    b: str = typer.Argument(..., help="Same, for the other side."),
+    eval_set: Path = typer.Option(DEFAULT_SET, "--set", help="Directory of eval cases."),
+    policy_dir: Path = typer.Option(None, "--policy", help="Pack used by a side that names a strategy."),
+    planner: str = typer.Option("playbook", "--planner", help="Strategy used by a side that names a policy directory."),
+    as_json: bool = JSON,
+) -> None:
+    """Head-to-head scorecard: policy A vs B, playbook vs model, model X vs Y."""
+    cards = []
+    for spec in (a, b):
+        label, pack, strategy = _contender(spec, policy_dir, planner)
+        cards.append(_run_eval(eval_set, pack, strategy, label).as_dict())
+    differing = sorted({f["case"] for f in cards[0]["failures"]} ^ {f["case"] for f in cards[1]["failures"]})
+    if as_json:
+        print(json.dumps({"a": cards[0], "b": cards[1], "cases_that_differ": differing}, indent=2))
+        return
+    table = Table(title=f"eval {eval_set.name}: A vs B")
+    table.add_column("metric")
+    table.add_column(f"A: {cards[0]['label']}", justify="right")
+    table.add_column(f"B: {cards[1]['label']}", justify="right")
+    for name, fmt in _ROWS:
+        table.add_row(name, fmt(cards[0]), fmt(cards[1]))
+    console.print(table)
+    if differing:
+        console.print("cases passed by one side only: " + ", ".join(differing))
+
+
+# --- costs ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def costs(
+    by: str = typer.Option("workflow", "--by", help="workflow, tenant or tool."),
+    start: str = FROM,
+    end: str = TO,
+    tenant: str = typer.Option(None, "--tenant"),
+    review_minutes: float = typer.Option(4.0, "--review-minutes", help="Minutes of a person's time per approval decision."),
+    hourly_rate: float = typer.Option(60.0, "--rate", help="Hourly rate of reviewers, USD."),
+    chart: Path = typer.Option(Path("tidegate-costs.png"), "--chart", help="Where to save the chart (PNG)."),
+    no_chart: bool = typer.Option(False, "--no-chart"),
+    as_json: bool = JSON,
+) -> None:
+    """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
+    from tidegate.ops.costs import ReviewRate, cost_report, save_chart
+    from tidegate.ops.recorded import read_window
+
+    if by not in ("workflow", "tenant", "tool"):
+        fail("--by is workflow, tenant or tool")
+    t0, t1 = _window(start, end)
+    kit = settings()
+    window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
+    report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
+    doc = report.as_dict()
+    if not no_chart:
+        doc["chart"] = str(save_chart(report, chart))
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"cost per outcome by {by} (review at {review_minutes:g} min x ${hourly_rate:g}/h)")
+    for col in (by, "completed", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected (USD)", "human review (USD)"):
+        table.add_column(col, justify="left" if col == by else "right")
+    for g in doc["groups"]:
+        table.add_row(
+            g["name"], str(g["completed"]), f"{g['cost_per_completed_p50_usd']:.5f}", f"{g['cost_per_completed_p95_usd']:.5f}",
+            str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})", f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})",
+            f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
+        )  # fmt: skip
+    console.print(table)
+    if "chart" in doc:
+        console.print(f"chart saved to {doc['chart']}")

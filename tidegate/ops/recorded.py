@@ -1,0 +1,159 @@
+"""Recorded traffic: the events of a time window, read back from the topics (offsets found by timestamp).
+
+Replay, what-if and costs all start here. Reading never joins a consumer group and never commits,
+so it cannot disturb a running service. A message that does not parse is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from schemas import Envelope, decode
+
+__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_window"]
+
+WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
+"""The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
+
+_RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """`now`, an ISO 8601 time (UTC if no zone), or a duration ago: `15m`, `-2h`, `1d`."""
+    now = now or datetime.now(UTC)
+    text = text.strip()
+    if text == "now":
+        return now
+    match = _RELATIVE.match(text)
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One recorded event and where it was on the bus."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    event: Any
+
+
+@dataclass
+class Window:
+    """Every event of the window, in timestamp order, with what could not be read."""
+
+    events: list[Recorded] = field(default_factory=list)
+    unreadable: int = 0
+
+    def of(self, *types: type[Envelope]) -> list[Any]:
+        """The events of the given types, in order."""
+        return [r.event for r in self.events if isinstance(r.event, types)]
+
+    def task_ids(self) -> list[str]:
+        """Task ids seen in the window, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for r in self.events:
+            task = getattr(r.event.data, "task_id", None)
+            if task:
+                seen.setdefault(task, None)
+        return list(seen)
+
+
+def _matches(event: Any, tenant: str | None, task: str | None) -> bool:
+    data = event.data
+    if tenant and getattr(data, "tenant_id", None) != tenant:
+        return False
+    return not (task and getattr(data, "task_id", None) != task)
+
+
+async def read_window(
+    bootstrap: str,
+    prefix: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    topics: Iterable[str] = WINDOW_TOPICS,
+    tenant: str | None = None,
+    task: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    decode_events: bool = True,
+) -> Window:
+    """Read the events of `topics` (catalog names) under `prefix` whose timestamps fall in [start, end).
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        prefix: Topic prefix of the deployment (`tidegate.`).
+        start: First timestamp (None: from the beginning).
+        end: Timestamp where reading stops, exclusive (None: the end of each partition as of now).
+        topics: Catalog topic names to read.
+        tenant: Keep only this tenant's events.
+        task: Keep only this task's events.
+        progress: Called with (messages read, messages in the window) as reading goes.
+        decode_events: False keeps the raw bytes only (benchmarks measuring the read alone).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=2000)
+    await consumer.start()
+    window = Window()
+    try:
+        names = {f"{prefix}{t}": t for t in topics}
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(full, p) for full in names for p in sorted(consumer.partitions_for_topic(full) or ())]
+        if not tps:
+            return window
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        first = dict(begins)
+        if start is not None:
+            found = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in tps})
+            first = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
+        stop = dict(ends)
+        if end is not None:
+            found = await consumer.offsets_for_times({tp: int(end.timestamp() * 1000) for tp in tps})
+            stop = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
+        pending = {tp for tp in tps if first[tp] < stop[tp]}
+        total = sum(max(0, stop[tp] - first[tp]) for tp in tps)
+        for tp in tps:
+            consumer.seek(tp, first[tp])
+        for tp in set(tps) - pending:
+            consumer.pause(tp)
+        read = 0
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=1000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= stop[tp]:
+                        break
+                    read += 1
+                    if decode_events:
+                        try:
+                            event = decode(names[tp.topic], record.value or b"")
+                        except ValidationError:
+                            window.unreadable += 1
+                            continue
+                        if not _matches(event, tenant, task):
+                            continue
+                    else:
+                        event = record.value
+                    window.events.append(Recorded(names[tp.topic], tp.partition, record.offset, record.timestamp, event))
+                if await consumer.position(tp) >= stop[tp]:
+                    pending.discard(tp)
+                    consumer.pause(tp)
+            if progress is not None:
+                progress(read, total)
+    finally:
+        await consumer.stop()
+    window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
+    return window

@@ -1,0 +1,457 @@
+"""Replay: recorded traffic re-run in a sandbox topic prefix against today's policy (and, optionally, a new planner).
+
+The sandbox (`replay-<id>.` topics) runs, in this process:
+- the real policy service (`services.policy.app.build`), with an in-memory repository seeded with
+  the payees the recorded decisions knew, and a throwaway signing key: nothing it signs can
+  authorize a call on the real topics;
+- with a planner strategy, the real planner (`services.planner.app.build`), in memory too;
+- a `SandboxExecutor` that checks each authorization as the real executor does, then answers the
+  call from the recorded result of the same call (same task, tool and args digest) or marks it
+  `unanswerable`. It imports no tool and calls none: the systems of record are never touched.
+
+Without a planner the recorded proposals are decided again; with one, the recorded task submissions
+are planned again and the sandbox runs each task as far as it goes without a human.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas import (
+    ActionAuthorized,
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionResultData,
+    ActionSucceeded,
+    ActionUnknown,
+    ControlPolicy,
+    Envelope,
+    ErrorInfo,
+    ReasonCode,
+    TaskCompleted,
+    TaskFailed,
+    TaskSubmitted,
+)
+from servicekit import (
+    Bus,
+    Keyring,
+    KitSettings,
+    Reject,
+    action_digest,
+    authorization_message,
+    catalog_topic_names,
+    ensure_topics,
+    make_broker,
+)
+from tidegate.ops.recorded import Window, read_window
+
+__all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "TaskDiff", "run_replay"]
+
+log = logging.getLogger(__name__)
+
+UNANSWERABLE = "unanswerable"
+SANDBOX_SOURCE = "tidegate/replay-executor"
+
+
+# --- the sandbox executor ----------------------------------------------------------------------
+
+
+@dataclass
+class RecordedAnswers:
+    """Recorded results of tool calls, found by (task, tool, args digest); each answers one call."""
+
+    calls: dict[tuple[str, str, str], list[ActionResultData]] = field(default_factory=dict)
+
+    @classmethod
+    def from_window(cls, window: Window) -> RecordedAnswers:
+        """Pair each recorded result with the call it answered (args from the authorization, else the proposal)."""
+        args: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        for e in window.of(ActionProposed):
+            args.setdefault(e.data.action_id, (e.data.tenant_id, e.data.tool, e.data.args))
+        for e in window.of(ActionAuthorized):
+            args[e.data.action_id] = (e.data.tenant_id, e.data.tool, e.data.args)  # edited args win
+        answers = cls()
+        seen: set[str] = set()
+        for e in window.of(ActionSucceeded, ActionFailed, ActionUnknown):
+            r = e.data
+            if r.action_id in seen or r.action_id not in args:
+                continue
+            seen.add(r.action_id)
+            tenant, tool, call_args = args[r.action_id]
+            answers.calls.setdefault((r.task_id, tool, action_digest(tenant, tool, call_args)), []).append(r)
+        return answers
+
+    def take(self, task_id: str, tenant_id: str, tool: str, args: dict[str, Any]) -> ActionResultData | None:
+        """The recorded result of this exact call in this task, used once (a repeated call takes the next one)."""
+        found = self.calls.get((task_id, tool, action_digest(tenant_id, tool, args)))
+        return found.pop(0) if found else None
+
+
+@dataclass
+class SandboxExecutor:
+    """Verifies authorizations like the executor, answers from the record, and never calls a tool."""
+
+    keys_dir: Path
+    answers: RecordedAnswers
+    publish: Callable[[str, Envelope], Any]
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    answered: int = 0
+    unanswerable: int = 0
+    refused: int = 0
+    _keyring: Keyring | None = field(default=None, init=False)
+
+    def _verify(self, event: ActionAuthorized) -> None:
+        data = event.data
+        auth = data.authorization
+        if self._keyring is None or not self._keyring.knows(auth.key_id):
+            self._keyring = Keyring.load(self.keys_dir, "policy")
+        if not self._keyring.knows(auth.key_id):
+            raise Reject(ReasonCode.UNKNOWN_KEY, f"authorization signed with unknown key {auth.key_id!r}")
+        if not self._keyring.verify(auth.key_id, authorization_message(data), auth.signature):
+            raise Reject(ReasonCode.SIGNATURE_INVALID, f"signature of authorization for {data.action_id} does not verify")
+        if auth.action_digest != action_digest(data.tenant_id, data.tool, data.args):
+            raise Reject(ReasonCode.DIGEST_MISMATCH, f"authorization digest does not match the call of {data.action_id}")
+        if auth.expires_at <= self.clock():
+            raise Reject(ReasonCode.AUTHORIZATION_EXPIRED, f"authorization of {data.action_id} expired at {auth.expires_at}")
+
+    async def handle(self, event: ActionAuthorized) -> None:
+        """Answer one authorized call from the record (or as unanswerable) on the sandbox's `actions.results`."""
+        try:
+            self._verify(event)
+        except Reject:
+            self.refused += 1
+            raise
+        d = event.data
+        recorded = self.answers.take(d.task_id, d.tenant_id, d.tool, d.args)
+        common = {"action_id": d.action_id, "task_id": d.task_id, "tenant_id": d.tenant_id, "step": d.step, "tool": d.tool}
+        if recorded is None:
+            self.unanswerable += 1
+            error = ErrorInfo(type=UNANSWERABLE, message="replay: no recorded result for this call (tool and args) in this task")
+            data = ActionResultData(**common, status="failed", error=error, attempts=0, duration_ms=0.0, idempotency_key=d.action_id)
+            await self.publish("actions.results", ActionFailed.build(data, source=SANDBOX_SOURCE))
+            return
+        self.answered += 1
+        data = recorded.model_copy(update={**common, "idempotency_key": d.action_id})
+        kind = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}[data.status]
+        await self.publish("actions.results", kind.build(data, source=SANDBOX_SOURCE))
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Story:
+    """What happened to one task, on one side of the comparison."""
+
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str | None = None
+    cost_usd: float = 0.0
+
+    def signature(self) -> list[tuple[str, str]]:
+        """The actions as (tool, args digest), to tell a changed plan from a changed decision."""
+        return [(a["tool"], a["digest"]) for a in self.actions]
+
+
+@dataclass
+class TaskDiff:
+    """One task, then and now."""
+
+    task_id: str
+    tenant_id: str
+    then: Story
+    now: Story
+
+    @property
+    def actions_changed(self) -> bool:
+        """The agent proposed different calls."""
+        return self.then.signature() != self.now.signature()
+
+    @property
+    def decisions_changed(self) -> bool:
+        """Policy decided differently on the proposals both sides share."""
+        then = {(a["tool"], a["digest"]): a["decision"] for a in self.then.actions}
+        return any(then.get((a["tool"], a["digest"]), a["decision"]) != a["decision"] for a in self.now.actions)
+
+    @property
+    def outcome_changed(self) -> bool:
+        """The task ended differently (only known with a planner)."""
+        return self.now.outcome is not None and self.now.outcome != self.then.outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready diff."""
+        return {
+            "task_id": self.task_id,
+            "tenant_id": self.tenant_id,
+            "actions_changed": self.actions_changed,
+            "decisions_changed": self.decisions_changed,
+            "outcome_changed": self.outcome_changed,
+            "then": self.then.__dict__,
+            "now": self.now.__dict__,
+        }
+
+
+@dataclass
+class ReplayReport:
+    """Everything a replay found."""
+
+    sandbox_prefix: str
+    planner: str | None
+    recorded_events: int
+    tasks: list[TaskDiff] = field(default_factory=list)
+    inputs: int = 0
+    answered: int = 0
+    unanswerable: int = 0
+    refused: int = 0
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "sandbox_prefix": self.sandbox_prefix,
+            "planner": self.planner,
+            "recorded_events": self.recorded_events,
+            "inputs_replayed": self.inputs,
+            "calls_answered_from_record": self.answered,
+            "calls_unanswerable": self.unanswerable,
+            "authorizations_refused": self.refused,
+            "tasks": [t.as_dict() for t in self.tasks],
+            "changed": {
+                "actions": sum(t.actions_changed for t in self.tasks),
+                "decisions": sum(t.decisions_changed for t in self.tasks),
+                "outcomes": sum(t.outcome_changed for t in self.tasks),
+            },
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _stories(events: list[Any]) -> dict[str, Story]:
+    """Each task's story from its events: actions with decision and result, outcome, cost."""
+    stories: dict[str, Story] = {}
+    actions: dict[str, dict[str, Any]] = {}
+    for e in events:
+        d = e.data
+        story = stories.setdefault(d.task_id, Story()) if getattr(d, "task_id", None) else None
+        if story is None:
+            continue
+        if isinstance(e, ActionProposed) and d.action_id not in actions:
+            a = {"step": d.step, "tool": d.tool, "args": d.args, "digest": action_digest(d.tenant_id, d.tool, d.args)[:16],
+                 "decision": None, "reasons": [], "result": None, "cost_usd": d.cost.usd}  # fmt: skip
+            actions[d.action_id] = a
+            story.actions.append(a)
+        elif isinstance(e, ActionDecided) and d.action_id in actions:
+            a = actions[d.action_id]
+            if a["decision"] is None or d.via == "approval":
+                a["decision"] = d.outcome if d.via == "policy" else f"{a['decision']}→{d.outcome}"
+                a["reasons"] = [str(r.code) for r in d.reasons]
+        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and d.action_id in actions:
+            a = actions[d.action_id]
+            a["result"] = d.error.type if d.error and d.error.type == UNANSWERABLE else d.status
+            a["cost_usd"] = round(a["cost_usd"] + d.cost.usd, 8)
+        elif isinstance(e, TaskCompleted | TaskFailed):
+            story.outcome = d.status
+            story.cost_usd = d.cost.total
+    for story in stories.values():
+        if story.outcome is None:
+            story.cost_usd = round(sum(a["cost_usd"] for a in story.actions), 8)
+    return stories
+
+
+# --- running it ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay and how."""
+
+    start: datetime | None
+    end: datetime | None
+    tenant: str | None = None
+    task: str | None = None
+    planner: str | None = None
+    policy_dir: Path | None = None
+    keep_topics: bool = False
+    idle_s: float = 4.0
+    timeout_s: float = 300.0
+
+
+def _planner_handlers(process: Any) -> Any:
+    """The planner's handlers object, found through the bus routes `services.planner.app.build` registered.
+
+    The planner's app does not expose its handlers (the policy app exposes `process.policy`); the
+    replay needs them to swap in an in-memory repository and the strategy under test.
+    """
+    for _topic, handler, _group, _max in process.bus._routes:
+        owner = getattr(handler, "__self__", None)
+        if owner is not None and hasattr(owner, "strategy") and hasattr(owner, "repo"):
+            return owner
+    raise RuntimeError("cannot find the planner's handlers on its bus")
+
+
+def _fresh(event: Envelope) -> Envelope:
+    """The recorded event without its trace context: a replay is its own trace."""
+    return event.model_copy(update={"traceparent": None})
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callable[[str, int, int], None] | None = None) -> ReplayReport:
+    """Replay the window of `opts` in a fresh sandbox prefix and compare then with now, task by task."""
+    from services.planner.repository import InMemoryTaskRepository
+    from services.planner.settings import PlannerSettings
+    from services.policy.repository import InMemoryPolicyRepository
+    from tidegate.ops.strategies import make_strategy
+
+    started = time.perf_counter()
+    report_progress = progress or (lambda stage, done, total: None)
+    window = await read_window(
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        opts.start,
+        opts.end,
+        tenant=opts.tenant,
+        task=opts.task,
+        progress=lambda done, total: report_progress("read", done, total),
+    )
+    read_seconds = time.perf_counter() - started
+    sandbox = f"replay-{uuid.uuid4().hex[:10]}."
+    report = ReplayReport(sandbox_prefix=sandbox, planner=opts.planner, recorded_events=len(window.events), read_seconds=read_seconds)
+    if opts.planner:
+        inputs: list[Envelope] = window.of(TaskSubmitted)
+    else:
+        inputs = window.of(ActionProposed)
+    seen_ids: set[str] = set()
+    inputs = [e for e in inputs if not (e.id in seen_ids or seen_ids.add(e.id))]  # type: ignore[func-returns-value]
+    report.inputs = len(inputs)
+
+    await ensure_topics(kit.kafka_bootstrap, sandbox, catalog_topic_names())
+    keys_dir = Path(tempfile.mkdtemp(prefix="tidegate-replay-keys-"))
+    sandbox_kit = kit.model_copy(
+        update={
+            "topic_prefix": sandbox,
+            "keys_dir": keys_dir,
+            "metrics_port": None,
+            "ready_dir": None,
+            "policy_dir": opts.policy_dir or kit.policy_dir,
+        }
+    )
+    # Today's controls (kill switches, budgets, and the published pack unless a candidate is given) hold in the sandbox.
+    control = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",))
+    carrier = Bus(make_broker(kit.kafka_bootstrap, "replay"), "replay", kit.kafka_bootstrap, sandbox)
+    await carrier.start()
+    try:
+        for r in control.events:
+            if opts.policy_dir is not None and isinstance(r.event, ControlPolicy):
+                continue
+            await carrier.publish("control", _fresh(r.event))
+
+        from services.policy.app import build as build_policy
+
+        policy = build_policy(kit=sandbox_kit)
+        policy.database_url = None
+        policy.on_start = []
+        known = {
+            (e.data.tenant_id, str(e.data.facts["payee"]))
+            for e in window.of(ActionDecided)
+            if e.data.facts.get("payee") and not e.data.facts.get("payee_is_new", True)
+        }
+        policy.policy.repo = InMemoryPolicyRepository(payees=known)  # type: ignore[attr-defined]
+        services: list[Any] = [policy]
+
+        executor_bus = Bus(make_broker(kit.kafka_bootstrap, "replay-executor"), "replay-executor", kit.kafka_bootstrap, sandbox)
+        executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=executor_bus.publish)
+        executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")
+
+        if opts.planner:
+            from services.planner.app import build as build_planner
+
+            planner = build_planner(kit=sandbox_kit, settings=PlannerSettings())
+            handlers = _planner_handlers(planner)
+            handlers.repo = InMemoryTaskRepository()
+            handlers.strategy = make_strategy(opts.planner, handlers.strategy.catalog)
+            planner.database_url = None
+            planner.on_start = []
+            services.append(planner)
+
+        collected: list[Any] = []
+        last_seen = [time.monotonic()]
+
+        async def collect(event: Any) -> None:
+            collected.append(event)
+            last_seen[0] = time.monotonic()
+
+        collector = Bus(make_broker(kit.kafka_bootstrap, "replay-collector"), "replay-collector", kit.kafka_bootstrap, sandbox)
+        for topic in ("actions.proposed", "actions.decided", "actions.results", "tasks.outcomes"):
+            collector.consume(topic, collect, group_id=f"{sandbox}collector")
+
+        for svc in services:
+            await svc.start()
+        await executor_bus.start()
+        await collector.start()
+        try:
+            for event in inputs:
+                await carrier.publish("tasks" if opts.planner else "actions.proposed", _fresh(event))
+            await _wait_done(opts, inputs, collected, last_seen, report_progress)
+        finally:
+            await collector.stop()
+            await executor_bus.stop()
+            for svc in reversed(services):
+                await svc.stop()
+    finally:
+        await carrier.stop()
+        if not opts.keep_topics:
+            with contextlib.suppress(Exception):  # leftover sandbox topics are harmless; say so rather than fail
+                await _delete_topics(kit.kafka_bootstrap, sandbox)
+
+    then = _stories([r.event for r in window.events])
+    now = _stories(collected)
+    tenants = {e.data.task_id: e.data.tenant_id for e in inputs}
+    for task_id in dict.fromkeys(e.data.task_id for e in inputs):
+        report.tasks.append(TaskDiff(task_id, tenants[task_id], then.get(task_id, Story()), now.get(task_id, Story())))
+    report.answered, report.unanswerable, report.refused = executor.answered, executor.unanswerable, executor.refused
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _wait_done(
+    opts: ReplayOptions, inputs: list[Envelope], collected: list[Any], last_seen: list[float], progress: Callable[[str, int, int], None]
+) -> None:
+    """Until every input has run its course, or nothing has moved for `idle_s` (a task waits for a human)."""
+    deadline = time.monotonic() + opts.timeout_s
+    wanted = {e.data.task_id if opts.planner else e.data.action_id for e in inputs}
+    while True:
+        if opts.planner:
+            done = {e.data.task_id for e in collected if isinstance(e, TaskCompleted | TaskFailed)} & wanted
+        else:
+            decided = {e.data.action_id: e.data.outcome for e in collected if isinstance(e, ActionDecided)}
+            answered = {e.data.action_id for e in collected if isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown)}
+            done = {a for a in wanted if a in decided and (decided[a] != "allow" or a in answered)}
+        progress("replay", len(done), len(wanted))
+        if len(done) >= len(wanted):
+            return
+        now = time.monotonic()
+        if now > deadline or (collected and now - last_seen[0] > opts.idle_s) or (not collected and now - last_seen[0] > 4 * opts.idle_s):
+            return
+        await asyncio.sleep(0.1)

@@ -1,0 +1,202 @@
+"""Policy what-if: a candidate policy pack against every recorded proposal of a window; the flips, explained.
+
+Each recorded `action.proposed` is decided again with the policy service's own pure decision
+(`services.policy.engine.decide`). The facts the policy service computed from its state at the time
+(payee known, spend so far, kill switch) are taken from the `action.decided` recorded for the same
+action id, so no database is read and nothing is published: what-if has no side effects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData
+from servicekit import ToolCatalog
+from services.policy.engine import Controls, decide
+from services.policy.facts import Call, History
+from services.policy.pack import CompiledPack, PackSource, compile_pack
+
+__all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
+
+MAX_EXAMPLES = 3
+
+
+def load_pack(policy_dir: Path, tools_dir: Path) -> CompiledPack:
+    """Compile the candidate pack in `policy_dir` against the tool catalog (raises PackError listing problems)."""
+    return compile_pack(PackSource.from_dir(policy_dir), ToolCatalog.load(tools_dir))
+
+
+@dataclass(frozen=True)
+class Flip:
+    """One proposal whose decision changes under the candidate pack."""
+
+    action_id: str
+    task_id: str
+    tenant_id: str
+    tool: str
+    args: dict[str, Any]
+    then: str
+    now: str
+    then_reasons: list[str]
+    now_reasons: list[str]
+
+    @property
+    def kind(self) -> str:
+        """`allow→escalate` and the like."""
+        return f"{self.then}→{self.now}"
+
+    @property
+    def reason(self) -> str:
+        """The reason that explains the flip: the candidate's, or the one that no longer holds when it now allows."""
+        reasons = self.now_reasons if self.now != "allow" else self.then_reasons
+        return reasons[0] if reasons else "none"
+
+
+@dataclass
+class WhatIfReport:
+    """What the candidate pack would have decided differently, grouped the ways a reviewer asks."""
+
+    candidate_version: str
+    evaluated: int = 0
+    without_record: int = 0
+    unchanged: int = 0
+    reasons_changed: int = 0
+    flips: list[Flip] = field(default_factory=list)
+    then_outcomes: Counter[str] = field(default_factory=Counter)
+    now_outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def by(self, attr: str) -> dict[str, Counter[str]]:
+        """Flips counted by kind, per value of `attr` (tenant_id, tool or reason)."""
+        out: dict[str, Counter[str]] = {}
+        for f in self.flips:
+            out.setdefault(str(getattr(f, attr)), Counter())[f.kind] += 1
+        return dict(sorted(out.items()))
+
+    def kinds(self) -> Counter[str]:
+        """Flips counted by kind."""
+        return Counter(f.kind for f in self.flips)
+
+    def examples(self) -> dict[str, list[Flip]]:
+        """A few flips of each kind."""
+        out: dict[str, list[Flip]] = {}
+        for f in self.flips:
+            bucket = out.setdefault(f.kind, [])
+            if len(bucket) < MAX_EXAMPLES:
+                bucket.append(f)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "candidate_version": self.candidate_version,
+            "evaluated": self.evaluated,
+            "without_recorded_decision": self.without_record,
+            "unchanged": self.unchanged,
+            "reasons_changed": self.reasons_changed,
+            "flips": len(self.flips),
+            "then": dict(self.then_outcomes),
+            "now": dict(self.now_outcomes),
+            "by_kind": dict(self.kinds()),
+            "by_tenant": {k: dict(v) for k, v in self.by("tenant_id").items()},
+            "by_tool": {k: dict(v) for k, v in self.by("tool").items()},
+            "by_reason": {k: dict(v) for k, v in self.by("reason").items()},
+            "examples": {
+                kind: [
+                    {
+                        "action_id": f.action_id,
+                        "task_id": f.task_id,
+                        "tenant": f.tenant_id,
+                        "tool": f.tool,
+                        "args": f.args,
+                        "then": f.then_reasons,
+                        "now": f.now_reasons,
+                    }
+                    for f in flips
+                ]
+                for kind, flips in self.examples().items()
+            },
+            "seconds": round(self.seconds, 3),
+            "proposals_per_second": round(self.evaluated / self.seconds, 1) if self.seconds else None,
+        }
+
+
+def _history(facts: dict[str, Any]) -> History:
+    """The policy service's state at decision time, as its recorded facts show it."""
+    return History(
+        payee_known=not bool(facts.get("payee_is_new", False)),
+        spend_task_usd=float(facts.get("spend_task_usd") or 0.0),
+        spend_tenant_usd=float(facts.get("spend_tenant_usd") or 0.0),
+    )
+
+
+def _controls(decided: ActionDecidedData | None) -> Controls:
+    """A kill switch that held then still holds in the what-if (it is not part of the pack)."""
+    if decided is None:
+        return Controls()
+    for r in decided.reasons:
+        if r.code == "kill_switch":
+            _, _, scope = r.policy_id.partition("builtin:killswitch:")
+            tenant, _, tool = scope.partition(":")
+            data = ControlKillswitchData(tenant_id=tenant or "*", tool=tool or "*", active=True, reason=r.message, set_by="recorded")
+            return Controls(killswitch=ControlKillswitch.build(data, source="tidegate/whatif"))
+    return Controls()
+
+
+def _call(p: ActionProposedData) -> Call:
+    return Call(
+        tenant_id=p.tenant_id,
+        task_id=p.task_id,
+        tool=p.tool,
+        args=p.args,
+        proposer=p.proposer,
+        tainted_args=tuple(p.tainted_args),
+        mode=p.mode,
+        model_cost_usd=p.cost.usd,
+        task_budget_usd=p.budget_usd,
+    )
+
+
+def evaluate(pack: CompiledPack, proposals: Iterable[ActionProposedData], decisions: Iterable[ActionDecidedData]) -> WhatIfReport:
+    """Decide every proposal with `pack` and compare with the decision recorded for it.
+
+    Only the first decision of an action (`via` policy) is compared: a re-evaluation after a human
+    grant is a different question. A proposal without a recorded decision is decided with an empty
+    history and counted apart (`without_record`).
+    """
+    started = time.perf_counter()
+    recorded: dict[str, ActionDecidedData] = {}
+    for d in decisions:
+        if d.via == "policy":
+            recorded.setdefault(d.action_id, d)
+    report = WhatIfReport(candidate_version=pack.version)
+    seen: set[str] = set()
+    for p in proposals:
+        if p.action_id in seen:  # a redelivered proposal is the same question
+            continue
+        seen.add(p.action_id)
+        then = recorded.get(p.action_id)
+        history = _history(then.facts) if then is not None else History()
+        verdict = decide(pack, _call(p), history, _controls(then))
+        report.evaluated += 1
+        report.now_outcomes[verdict.outcome] += 1
+        if then is None:
+            report.without_record += 1
+            continue
+        report.then_outcomes[then.outcome] += 1
+        then_codes = [str(r.code) for r in then.reasons]
+        if verdict.outcome == then.outcome:
+            report.unchanged += 1
+            if sorted(then_codes) != sorted(verdict.codes):
+                report.reasons_changed += 1
+            continue
+        report.flips.append(
+            Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, then.outcome, verdict.outcome, then_codes, verdict.codes)
+        )
+    report.seconds = time.perf_counter() - started
+    return report
