@@ -2,6 +2,9 @@
 
 # No `from __future__ import annotations`: FastAPI resolves the dependency aliases defined inside create_api at runtime.
 
+import base64
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -146,6 +149,26 @@ class EndpointOut(BaseModel):
     secret: str | None = None
 
 
+def _page_headers(html: str) -> dict[str, str]:
+    """Headers of the approver page: only its own inline script runs, nothing loads from elsewhere, no framing.
+
+    Framing is refused because an approve button inside someone else's frame could be clickjacked.
+    """
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
+    csp = (
+        f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+    return {
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
 def _error(refusal: Refusal) -> HTTPException:
     return HTTPException(status_code=refusal.status, detail={"code": refusal.code, "message": refusal.message})
 
@@ -193,7 +216,8 @@ def create_api(holder: ServiceHolder) -> FastAPI:
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(), headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        html = PAGE.read_text()
+        return HTMLResponse(html, headers=_page_headers(html))
 
     @api.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:

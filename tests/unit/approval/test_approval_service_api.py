@@ -308,3 +308,15 @@ def test_openapi_documents_the_approver_api_with_bearer_auth() -> None:
     assert body["required"] == ["action_digest"]
     assert "edited_args" in body["properties"]
     assert {"tenant", "tool", "reason", "status"} <= {p["name"] for p in doc["paths"]["/api/v1/approvals"]["get"]["parameters"]}
+
+
+async def test_the_page_is_served_with_a_strict_content_security_policy(world: World) -> None:
+    page = await world.client.get("/")
+    assert page.status_code == 200
+    assert 'id="approve"' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "'sha256-" in csp
+    assert "http" not in csp  # nothing loads from another origin
+    assert "cdn" not in page.text.lower()
