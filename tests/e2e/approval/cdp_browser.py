@@ -42,13 +42,18 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def ensure_chromium() -> str | None:
-    """Chromium's path, installing Debian's package with `browser_deps.sh` when missing and we are root."""
+def ensure_chromium() -> tuple[str | None, str]:
+    """Chromium's path (or None) and how it was found, installing Debian's package with `browser_deps.sh` when missing."""
     found = chromium_path()
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["bash", str(BROWSER_DEPS)], check=False, capture_output=True, timeout=600)
-        found = chromium_path()
-    return found
+    if found is not None:
+        return found, "installed"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None, "chromium is not installed and this is not root with apt-get; run tests/e2e/approval/browser_deps.sh"
+    done = subprocess.run(["bash", str(BROWSER_DEPS)], check=False, capture_output=True, text=True, timeout=800)
+    found = chromium_path()
+    if found is None:
+        return None, f"browser_deps.sh could not install chromium (exit {done.returncode}): {(done.stderr or done.stdout)[-400:]}"
+    return found, "installed now by browser_deps.sh"
 
 
 class CdpError(RuntimeError):

@@ -196,10 +196,11 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     assert stack.signed(event)
 
 
+@pytest.mark.timeout(900)  # on a clean machine the first run installs Debian's chromium (apt-get) before testing
 async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any, tmp_path: Path) -> None:
-    executable = ensure_chromium()
+    executable, how = ensure_chromium()
     if executable is None:
-        pytest.skip("chromium is not installed and could not be (run tests/e2e/approval/browser_deps.sh as root)")
+        pytest.skip(how)
     bob = stack.token("bob@acme.example", "finance")
     task = f"t-{uuid.uuid4().hex[:8]}"
     lookup = stack.decided(task, tool="lookup_order", args={"order_id": "O-1"}, outcome="allow", risk="read", estimated_cost_usd=0.003)
