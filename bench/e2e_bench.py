@@ -208,6 +208,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000, help="Tasks to run (default 10,000).")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds to wait for every outcome.")
+    parser.add_argument("--rate", type=float, default=0.0, help="Submit at this many tasks/s (default 0: all at once).")
     parser.add_argument(
         "--admin-url",
         default="postgresql://postgres:postgres@127.0.0.1:55432/postgres",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import Bus, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from services.planner.consumer import consume_by_task
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -66,11 +67,13 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         handlers.repo = PostgresTaskRepository(svc.pool, rates)
 
     service.on_start.append(connect)
-    group = f"{kit.topic_prefix}planner"
-    bus.consume("tasks", handlers.on_task, group_id=group, max_records=settings.max_records)
-    bus.consume("actions.decided", handlers.on_decided, group_id=group, max_records=settings.max_records)
-    bus.consume("approvals", handlers.on_approval, group_id=group, max_records=settings.max_records)
-    bus.consume("actions.results", handlers.on_result, group_id=group, max_records=settings.max_records)
+    routes = {
+        "tasks": handlers.on_task,
+        "actions.decided": handlers.on_decided,
+        "approvals": handlers.on_approval,
+        "actions.results": handlers.on_result,
+    }
+    consume_by_task(bus, routes, group_id=f"{kit.topic_prefix}planner", max_records=settings.max_records, concurrency=settings.concurrency)
     return service
 
 

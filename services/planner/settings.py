@@ -24,4 +24,5 @@ class PlannerSettings(BaseSettings):
     llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible endpoint (litellm `api_base`).")
     llm_api_key: SecretStr | None = Field(default=None, description="API key for the endpoint; else litellm reads the provider's variable.")
     llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one model call.")
-    max_records: int = Field(default=200, ge=1, description="Largest batch consumed at once per topic.")
+    max_records: int = Field(default=500, ge=1, description="Largest batch consumed at once.")
+    concurrency: int = Field(default=8, ge=1, description="Tasks handled at once within a batch (keep it under the database pool size).")
