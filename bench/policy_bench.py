@@ -7,7 +7,7 @@ Prints figures; never asserts. Run with the infrastructure up:
 
 In process: `engine.decide` alone (Cedar evaluation with facts and guards), then the service's whole
 use case with the in-memory repository (decide + sign + encode). Through Kafka: the real service
-(PostgreSQL repository, a database of its own) on a fresh topic prefix; latency is measured one
+as `python -m services.policy` processes (PostgreSQL repository, a database of its own) on a fresh topic prefix; latency is measured one
 proposal at a time (published → its `action.decided` consumed), throughput with a burst.
 """
 
@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +32,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import ActionProposed, ActionProposedData, Envelope, decode, encode, headers_for
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
-from services.policy.app import build
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
 from services.policy.pack import PackSource, compile_pack
@@ -61,9 +64,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def line(label: str, samples_ms: list[float], per_s: float) -> None:
-    print(
-        f"  {label:<34} {per_s:>9.0f}/s   p50 {statistics.median(samples_ms):7.3f} ms   p99 {pct(samples_ms, 0.99):7.3f} ms   (n={len(samples_ms)})"
-    )
+    p50, p99 = statistics.median(samples_ms), pct(samples_ms, 0.99)
+    print(f"  {label:<40} {per_s:>7.0f}/s   p50 {p50:7.3f} ms   p99 {p99:7.3f} ms   (n={len(samples_ms)})")
 
 
 def proposal(i: int, run: str) -> ActionProposed:
@@ -94,7 +96,8 @@ def in_process(n_policies: int, count: int) -> None:
         samples.append((time.perf_counter() - t0) * 1000)
     total = time.perf_counter() - start
     assert verdict.outcome == "allow"  # a sanity check of the set-up, not of speed
-    line(f"engine.decide, {len(pack.rules)} policies", samples, count / total)
+    label = f"{len(pack.rules)} policies" + (" (default pack)" if not n_policies else "")
+    line(f"engine.decide, {label}", samples, count / total)
 
 
 async def service_in_process(n_policies: int, count: int) -> None:
@@ -125,7 +128,53 @@ async def service_in_process(n_policies: int, count: int) -> None:
     line(f"service use case, {n_policies} policies", samples, count / total)
 
 
-async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str) -> None:
+async def start_copies(kit: KitSettings, copies: int, run_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """Start `copies` policy service processes (`python -m services.policy`) and wait until each is ready."""
+    env = os.environ | {
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_POLICY_DIR": str(kit.policy_dir),
+        "TIDEGATE_LOG_LEVEL": "WARNING",
+    }
+    procs = []
+    for i in range(copies):
+        ready = run_dir / f"ready-{i}"
+        log = (run_dir / f"policy-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(  # noqa: ASYNC220  (a benchmark; the start of a child process is not what is measured)
+                [sys.executable, "-m", "services.policy"],
+                env=env | {"TIDEGATE_READY_DIR": str(ready)},
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not (ready / "policy.ready").exists():
+            if procs[-1].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"policy copy {i} did not start; see {run_dir / f'policy-{i}.log'}")
+            await asyncio.sleep(0.1)
+    return procs
+
+
+def show_failures(run_dir: Path) -> None:
+    for log in run_dir.glob("*.log"):
+        if "Traceback" in log.read_text():
+            print(log.read_text()[-3000:])
+
+
+def stop_copies(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str, copies: int = 1) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
     kit0 = KitSettings()
@@ -142,8 +191,7 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
 
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
         kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
-        service = build(kit=kit)
-        await service.start()
+        procs = await start_copies(kit, copies, Path(tmp))
         producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=2)
         consumer = AIOKafkaConsumer(
             prefix + "actions.decided",
@@ -201,13 +249,12 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
                     await asyncio.wait_for(arrived.wait(), 5)
             done = [a for a in ids if a in seen]
             elapsed = max(seen[a] for a in done) - t_start
-            print(
-                f"  Kafka, {n_policies:>3} policies, one at a time:  p50 {statistics.median(latencies):7.2f} ms   p99 {pct(latencies, 0.99):7.2f} ms"
-                f"   (n={len(latencies)})"
-            )
+            label = f"{n_policies:>3} policies, {copies} cop{'y' if copies == 1 else 'ies'}"
+            p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
+            print(f"  Kafka, {label}, one at a time:  p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   (n={len(latencies)})")
             burst_lat = [(seen[a] - sent[a]) * 1000 for a in done]
             print(
-                f"  Kafka, {n_policies:>3} policies, burst of {burst}: {len(done) / elapsed:8.0f} decisions/s   "
+                f"  Kafka, {label}, burst of {burst}: {len(done) / elapsed:8.0f} decisions/s   "
                 f"p50 {statistics.median(burst_lat):7.1f} ms   p99 {pct(burst_lat, 0.99):7.1f} ms (queueing included)"
                 + ("" if len(done) == burst else f"   [{burst - len(done)} missing]")
             )
@@ -217,7 +264,8 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
                 await collector
             await consumer.stop()
             await producer.stop()
-            await service.stop()
+            stop_copies(procs)
+            show_failures(Path(tmp))
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
 
@@ -225,9 +273,12 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-kafka", action="store_true", help="Skip the runs through Kafka.")
-    parser.add_argument("--count", type=int, default=5000, help="Decisions per in-process run.")
-    parser.add_argument("--sequential", type=int, default=200, help="Proposals sent one at a time through Kafka (latency).")
-    parser.add_argument("--burst", type=int, default=3000, help="Proposals sent at once through Kafka (throughput).")
+    parser.add_argument("--count", type=int, default=4000, help="Decisions per in-process run.")
+    parser.add_argument("--sequential", type=int, default=100, help="Proposals sent one at a time through Kafka (latency).")
+    parser.add_argument("--burst", type=int, default=2000, help="Proposals sent at once through Kafka (throughput).")
+    parser.add_argument(
+        "--copies", type=int, default=2, help="Also run 100 policies with this many service processes in one group (1: skip)."
+    )
     opts = parser.parse_args()
     print("In process (one core of this machine):")
     for n in (1, 10, 100):
@@ -243,6 +294,8 @@ async def main() -> None:
     print("Through Kafka (proposal published → decision consumed; real service, PostgreSQL):")
     for n in (1, 10, 100):
         await through_kafka(n, opts.sequential, opts.burst, admin, base)
+    if opts.copies > 1:
+        await through_kafka(100, opts.sequential, opts.burst, admin, base, copies=opts.copies)
 
 
 if __name__ == "__main__":

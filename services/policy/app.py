@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from servicekit import (
     Bus,
     ControlState,
@@ -18,7 +16,7 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
-from services.policy.batching import Route, consume_routes, publisher_of
+from services.policy.batching import DecisionPublisher, Route, consume_routes
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import PgPolicyRepository
@@ -44,9 +42,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
     bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
     control = ControlState()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kit.kafka_bootstrap, client_id=f"tidegate-{NAME}-decisions", acks="all", enable_idempotence=True, linger_ms=1
-    )
+    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, client_id=f"tidegate-{NAME}-decisions")
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")
@@ -61,7 +57,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish=bus.publish,
         settings=settings,
         ready=control_caught_up,
-        publish_many=publisher_of(producer, kit.topic_prefix),
+        publish_many=decisions.publish_many,
     )
     handlers = PolicyHandlers(service)
     routes = {
@@ -74,7 +70,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     bus.consume("control", handlers.control, group_id=None)
 
     async def connect(process: ServiceProcess) -> None:
-        await producer.start()
+        await decisions.start()
         assert process.pool is not None
         service.repo = PgPolicyRepository(process.pool)
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
@@ -90,7 +86,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
         on_start=[connect],
-        on_stop=[lambda _: producer.stop()],
+        on_stop=[lambda _: decisions.stop()],
     )
     process.policy = service  # type: ignore[attr-defined]
     return process

@@ -28,7 +28,7 @@ from servicekit import Bus
 from servicekit.bus import TRANSIENT_ERRORS
 from services.policy.service import Outgoing
 
-__all__ = ["Route", "consume_routes", "publisher_of"]
+__all__ = ["DecisionPublisher", "Route", "consume_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +102,40 @@ async def _handle_batch(
         await bus.handle_record(topic, record, handle_one)
 
 
-def publisher_of(producer: AIOKafkaProducer, prefix: str) -> Callable[[list[Outgoing]], Awaitable[None]]:
-    """Publish many recorded events at once on a plain idempotent producer: every send is queued, then all acks awaited together.
+class DecisionPublisher:
+    """Publishes many recorded events at once on a plain idempotent producer: every send is queued, then all acks awaited together.
 
     Decisions skip the broker's per-message middleware: at hundreds of decisions per poll it cost
     more than the decision itself. Each event still carries its `traceparent` (the evaluation span),
-    in the event and in the header, so the trace chain is unbroken.
+    in the event and in the header, so the trace chain is unbroken. The producer is created in
+    `start`, inside the running event loop.
     """
 
-    async def publish_many(events: list[Outgoing]) -> None:
+    def __init__(self, bootstrap: str, prefix: str, *, client_id: str) -> None:
+        self._bootstrap = bootstrap
+        self._prefix = prefix
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect the producer (acks from all replicas, idempotent)."""
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=1
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish_many(self, events: list[Outgoing]) -> None:
+        """Send `events` in order; return when the broker has acknowledged them all."""
+        if self._producer is None:
+            raise ConnectionError("decision publisher not started")
         futures = []
         for e in events:
             headers = [("content-type", CONTENT_TYPE.encode())] + ([("traceparent", e.traceparent.encode())] if e.traceparent else [])
-            futures.append(await producer.send(prefix + e.topic, e.value, key=e.key, headers=headers))
+            futures.append(await self._producer.send(self._prefix + e.topic, e.value, key=e.key, headers=headers))
         await asyncio.gather(*futures)
-
-    return publish_many
