@@ -42,7 +42,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
     bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
     control = ControlState()
-    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, client_id=f"tidegate-{NAME}-decisions")
+    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME)
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")

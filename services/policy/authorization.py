@@ -110,6 +110,7 @@ def build_record(
         traceparent=traceparent,
     )
     authorized_json: str | None = None
+    authorized: ActionAuthorized | None = None
     reservation: Reservation | None = None
     if verdict.outcome == "allow":
         data = sign_authorization(
@@ -124,7 +125,8 @@ def build_record(
             ttl_s=ttl_s,
             estimated_cost_usd=verdict.estimated_cost_usd,
         )
-        authorized_json = encode(ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)).decode()
+        authorized = ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)
+        authorized_json = encode(authorized).decode()
         reservation = Reservation(action_id, call.tenant_id, call.task_id, call.tool, call.args, verdict.estimated_cost_usd)
     return DecisionRecord(
         key=key,
@@ -137,4 +139,6 @@ def build_record(
         decided_event=encode(decided).decode(),
         authorized_event=authorized_json,
         reservation=reservation,
+        decided=decided,
+        authorized=authorized,
     )

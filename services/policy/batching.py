@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 from schemas import CONTENT_TYPE, ReasonCode, decode
 from servicekit import Bus
 from servicekit.bus import TRANSIENT_ERRORS
+from servicekit.metrics import observe_handled, observe_published
 from services.policy.service import Outgoing
 
 __all__ = ["DecisionPublisher", "Route", "consume_routes"]
@@ -44,6 +46,7 @@ class Route:
 def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
     """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself)."""
     names = {bus.topic(name): name for name in routes}
+    bus.subscriptions.extend(routes)
 
     @bus.broker.subscriber(
         *names,
@@ -87,9 +90,13 @@ async def _handle_batch(
     if not events:
         return
     delay = 0.1
+    started = time.perf_counter()
     while True:
         try:
             await handle_batch(events)
+            share = (time.perf_counter() - started) / len(events)
+            for event in events:
+                observe_handled(bus.service, event.type, share, "ok")
             return
         except TRANSIENT_ERRORS as exc:
             log.warning("%s: transient error on a batch of %d from %s, retrying in %.1fs: %r", bus.service, len(events), topic, delay, exc)
@@ -111,10 +118,11 @@ class DecisionPublisher:
     `start`, inside the running event loop.
     """
 
-    def __init__(self, bootstrap: str, prefix: str, *, client_id: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, *, service: str) -> None:
+        self._service = service
+        self._client_id = f"tidegate-{service}-decisions"
         self._bootstrap = bootstrap
         self._prefix = prefix
-        self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -139,3 +147,6 @@ class DecisionPublisher:
             headers = [("content-type", CONTENT_TYPE.encode())] + ([("traceparent", e.traceparent.encode())] if e.traceparent else [])
             futures.append(await self._producer.send(self._prefix + e.topic, e.value, key=e.key, headers=headers))
         await asyncio.gather(*futures)
+        for e in events:
+            if e.event is not None:  # counted once, when decided (what `Bus.publish` does for every other event)
+                observe_published(self._service, e.event)

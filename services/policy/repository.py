@@ -49,6 +49,9 @@ class DecisionRecord:
     decided_event: str
     authorized_event: str | None = None
     reservation: Reservation | None = None
+    # The events as objects, only when just decided (not stored; a redelivery republishes the JSON above).
+    decided: Any = field(default=None, compare=False, repr=False)
+    authorized: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

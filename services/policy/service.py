@@ -64,12 +64,13 @@ class Outgoing:
     key: bytes | None
     value: bytes
     traceparent: str | None
+    event: Envelope | None = None  # set when just decided, for the publisher's metrics
 
 
-def _outgoing(topic: str, key: str, recorded: str) -> Outgoing:
+def _outgoing(topic: str, key: str, recorded: str, event: Envelope | None) -> Outgoing:
     # The recorded JSON is published as is: same bytes, same event id, on every (re)delivery.
-    traceparent = json.loads(recorded).get("traceparent")
-    return Outgoing(topic, key.encode(), recorded.encode(), traceparent)
+    traceparent = event.traceparent if event is not None else json.loads(recorded).get("traceparent")
+    return Outgoing(topic, key.encode(), recorded.encode(), traceparent, event)
 
 
 @dataclass
@@ -118,9 +119,9 @@ class PolicyService:
         if self.publish_many is not None:
             out: list[Outgoing] = []
             for record in records:
-                out.append(_outgoing("actions.decided", record.task_id, record.decided_event))
+                out.append(_outgoing("actions.decided", record.task_id, record.decided_event, record.decided))
                 if record.authorized_event is not None:
-                    out.append(_outgoing("actions.authorized", record.task_id, record.authorized_event))
+                    out.append(_outgoing("actions.authorized", record.task_id, record.authorized_event, record.authorized))
             await self.publish_many(out)
             return
         for record in records:
