@@ -29,6 +29,7 @@ from servicekit import (
 )
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
+from services.executor.consumer import consume_by_key
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
@@ -72,7 +73,13 @@ def build(
         publish=bus.publish,
         killed=kill_reason,
     )
-    bus.consume("actions.authorized", handlers.on_authorized(executor), group_id=f"{kit.topic_prefix}executor")
+    consume_by_key(
+        bus,
+        "actions.authorized",
+        handlers.on_authorized(executor),
+        group_id=f"{kit.topic_prefix}executor",
+        concurrency=settings.concurrency,
+    )
     bus.consume("control", control.apply, group_id=None)
     topic_tool_names = sorted(name for name, spec in catalog.items() if spec.kind == "topic")
     for tool in topic_tool_names:
@@ -103,7 +110,8 @@ def build(
         migrations=Path(__file__).parent / "migrations",
         control=control,
         metrics_port=kit.metrics_port,
-        pool_max=kit.db_pool_max,
+        # Each call in flight holds its claim's connection and may borrow one more for the tool.
+        pool_max=max(kit.db_pool_max, 2 * settings.concurrency + 2),
         ready_dir=kit.ready_dir,
         on_start=[connect],
         on_stop=[close],

@@ -17,8 +17,14 @@ async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:
     return int(await pool.fetchval(sql, *args))
 
 
-async def publish_refunds(publisher: Bus, authorize: Any, tenant: str, n: int) -> list[str]:
-    events = [authorize(tenant, "issue_refund", {"payee_id": "cus_1008", "amount_usd": 1.0, "order_id": "O-5008"}) for _ in range(n)]
+async def publish_refunds(publisher: Bus, authorize: Any, pool: asyncpg.Pool, tenant: str, n: int) -> list[str]:
+    """Authorize `n` refunds of 1 USD, each for an order of its own (as a day of support tickets would)."""
+    orders = [f"O-7{i:05d}" for i in range(n)]
+    await pool.executemany(
+        "INSERT INTO payments.orders (tenant_id, order_id, customer_id, payee_id, amount_usd) VALUES ($1, $2, 'cus_1008', 'cus_1008', 25)",
+        [(tenant, order) for order in orders],
+    )
+    events = [authorize(tenant, "issue_refund", {"payee_id": "cus_1008", "amount_usd": 1.0, "order_id": order}) for order in orders]
     await asyncio.gather(*(publisher.publish("actions.authorized", e) for e in events))
     return [e.data.action_id for e in events]
 
@@ -26,7 +32,7 @@ async def publish_refunds(publisher: Bus, authorize: Any, tenant: str, n: int) -
 async def test_sigkill_in_the_middle_of_500_refunds_then_restart_gives_exactly_500_refunds(
     spawn_executor: Any, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
 ) -> None:
-    action_ids = await publish_refunds(publisher, authorize, tenant, BATCH)
+    action_ids = await publish_refunds(publisher, authorize, pool, tenant, BATCH)
     refunds_sql = "SELECT count(*) FROM payments.refunds WHERE tenant_id = $1"
 
     first = await spawn_executor()
@@ -69,7 +75,7 @@ async def test_two_executors_in_one_group_share_a_batch_and_never_run_an_action_
     await spawn_executor()
     await spawn_executor()
     n = 300
-    action_ids = await publish_refunds(publisher, authorize, tenant, n)
+    action_ids = await publish_refunds(publisher, authorize, pool, tenant, n)
     await wait_for(
         lambda: _at_least(pool, "SELECT count(*) FROM executor.actions WHERE tenant_id = $1 AND status = 'succeeded'", tenant, n),
         timeout=90,
