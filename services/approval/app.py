@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -118,6 +119,11 @@ def build(
         repo = PgApprovalRepository(p.pool, NAME)
         for endpoint in file_endpoints:
             await repo.upsert_endpoint(endpoint)
+        in_file = {e.endpoint_id for e in file_endpoints}
+        for endpoint in await repo.endpoints():
+            if endpoint.source == "file" and endpoint.enabled and endpoint.endpoint_id not in in_file:
+                # removed from the file since the last start: stop sending to it (kept for the delivery log)
+                await repo.upsert_endpoint(replace(endpoint, enabled=False))
         holder.service = ApprovalService(
             repo=repo,
             publisher=bus,

@@ -156,6 +156,7 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
         log.close()
 
 
+@pytest.mark.timeout(300)  # a dozen CLI processes; slow on a loaded 2-core machine
 async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     bob = stack.token("bob@acme.example", "finance")
     alice = stack.token("alice@acme.example", "finance")
@@ -172,9 +173,6 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     assert "needs_human_approval" in shown.stdout
     assert decided.action_digest in shown.stdout
 
-    no_token = stack.cli("approvals", "list")
-    assert no_token.returncode == 1
-    assert "TIDEGATE_APPROVER_TOKEN" in no_token.stderr
     forged = stack.cli("approvals", "approve", approval_id, token="tga_forged")
     assert forged.returncode == 1
     assert "401 not authenticated" in " ".join(forged.stderr.split())
@@ -189,6 +187,15 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     again = stack.cli("approvals", "reject", approval_id, token=bob)
     assert again.returncode == 1
     assert "409 conflict" in " ".join(again.stderr.split())
+
+    tokens = stack.cli("approvals", "token", "list")
+    assert "bob@acme.example" in tokens.stdout
+    assert bob not in tokens.stdout  # the token itself is never shown again
+    token_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "alice@acme.example" in line)
+    assert stack.cli("approvals", "token", "revoke", token_id).returncode == 0
+    revoked = stack.cli("approvals", "list", token=alice)
+    assert revoked.returncode == 1
+    assert "401" in revoked.stderr
 
     (event,) = await wait_for(lambda: stack.decisions(approval_id), what="approval.granted on the bus")
     assert event.type == "tidegate.approval.granted"

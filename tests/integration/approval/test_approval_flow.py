@@ -238,3 +238,27 @@ async def test_an_unknown_outcome_waits_for_a_human_follow_up(
     )
     assert (done.json()["status"], done.json()["resolution"]) == ("resolved", "confirmed_done")
     assert [e for e in await h.approvals() if e.data.action_id == decided.action_id and e.type != "tidegate.approval.requested"] == []
+
+
+async def test_a_waiting_request_escalates_to_the_second_group(
+    start_approval: StartApproval, http: httpx.AsyncClient, wait_for: Any
+) -> None:
+    h = await start_approval(escalate_after_s=0.5)
+    lead = await h.token("lee@acme.example", ["finance-leads"])
+    decided = h.decided()
+    await h.escalate(decided)
+    record = await h.request_for(decided.action_id, wait_for)
+    assert record.escalated_at is None
+
+    async def escalated() -> Any:
+        current = await h.repo.get(record.approval_id)
+        return current if current and current.escalated_at else None
+
+    await wait_for(escalated, what="the sweeper to escalate")
+    answer = await http.post(
+        f"{h.url}/api/v1/approvals/{record.approval_id}/approve",
+        json={"action_digest": record.action_digest},
+        headers={"Authorization": f"Bearer {lead}"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["escalated"] is True
