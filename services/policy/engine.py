@@ -119,7 +119,7 @@ def decide(
     if spec is None:
         reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts={"mode": call.mode})
-    errors = pack.catalog.arg_errors(call.tool, call.args)
+    errors = pack.arg_errors(call.tool, call.args)
     if errors:
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:args-schema", message="; ".join(errors)[:2000])
         return Verdict(

@@ -9,11 +9,12 @@ it came from have the same version.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import cedarpy
+import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -130,6 +131,14 @@ class CompiledPack:
     settings: PackSettings
     entities: Any
     catalog: ToolCatalog
+    validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)
+
+    def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
+        """`ToolCatalog.arg_errors` with the tool's validator built once per pack (it is on every decision's path)."""
+        validator = self.validators.get(tool)
+        if validator is None:
+            return self.catalog.arg_errors(tool, args)
+        return [f"{'/'.join(map(str, e.absolute_path)) or '(args)'}: {e.message}" for e in validator.iter_errors(args)]
 
 
 def _policy_text(source: PackSource) -> str:
@@ -204,4 +213,8 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
         catalog=catalog,
+        validators={
+            name: jsonschema.Draft202012Validator(spec.args_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+            for name, spec in catalog.items()
+        },
     )
