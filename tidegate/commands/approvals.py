@@ -162,6 +162,11 @@ def approve(
             f"approving {current['tool']} {json.dumps(current['args'], sort_keys=True)} (digest {current['action_digest'][:16]}…)"
         )
         digest = current["action_digest"]
+        if current.get("edited_args") is not None and current["status"] == "pending" and edited != current["edited_args"]:
+            console.print(
+                f"[yellow]{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
+                "yours differ, so the count restarts with you (pass the same --edit-args to concur)[/]"
+            )
     item = _call(
         "POST",
         url,
