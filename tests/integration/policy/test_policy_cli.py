@@ -1,0 +1,58 @@
+"""`tidegate policy` and `tidegate killswitch` as an operator runs them, against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from servicekit import REPO_ROOT, KitSettings, catalog_topic_names, ensure_topics
+from tidegate.commands.killswitch import read_control
+
+
+def tidegate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+
+
+def test_killswitch_and_publish_commands(infra, prefix: str, tmp_path: Path) -> None:
+    asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
+    env = os.environ | {"TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "COLUMNS": "200"}
+    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+
+    done = tidegate(env, "killswitch", "set", "--tool", "issue_refund", "--tenant", "acme", "--reason", "incident 42", "--by", "oncall")
+    assert done.returncode == 0, done.stderr
+    listed = tidegate(env, "killswitch", "list")
+    assert "issue_refund" in listed.stdout
+    assert "incident 42" in listed.stdout
+    assert tidegate(env, "killswitch", "clear", "--tool", "issue_refund", "--tenant", "acme").returncode == 0
+    assert "no active kill switch" in tidegate(env, "killswitch", "list").stdout
+
+    # A pack whose tests fail is not published; a good one is, with the directory's version.
+    bad = tmp_path / "bad"
+    shutil.copytree(REPO_ROOT / "policies" / "default", bad)
+    (bad / "financial.cedar").write_text(
+        (bad / "financial.cedar")
+        .read_text()
+        .replace('@outcome("deny")\n@reason("new_payee_blocked")', '@outcome("deny")\n@reason("human_only")')
+    )
+    refused = tidegate(env, "policy", "publish", str(bad))
+    assert refused.returncode != 0
+    assert "not published" in refused.stderr + refused.stdout
+    published = tidegate(env, "policy", "publish", "--by", "security")
+    assert published.returncode == 0, published.stderr
+    state = asyncio.run(read_control(kit))
+    assert state.policy is not None
+    assert state.policy.published_by == "security"
+    assert state.policy.version in published.stdout.replace("\n", "")
+
+    invalid = tmp_path / "invalid"
+    invalid.mkdir()
+    (invalid / "p.cedar").write_text(
+        '@id("x") @outcome("allow") @reason("read_allowed") permit(principal, action, resource) when { context.nope };'
+    )
+    checked = tidegate(env, "policy", "validate", str(invalid))
+    assert checked.returncode != 0
+    assert "nope" in checked.stdout
