@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from schemas import RiskClass
-from servicekit import Bus, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
 from services.planner.consumer import consume_by_task
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
@@ -67,7 +67,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         handlers.repo = PostgresTaskRepository(svc.pool, rates)
 
     service.on_start.append(connect)
-    routes = {
+    routes: dict[str, Handler] = {
         "tasks": handlers.on_task,
         "actions.decided": handlers.on_decided,
         "approvals": handlers.on_approval,

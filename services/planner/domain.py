@@ -423,7 +423,7 @@ def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: 
     }
     error = f"{result.error.type}: {result.error.message}" if result.error else None
     update: dict[str, Any] = {"status": result.status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result}
-    delta = {result.status: 1}
+    delta: dict[str, int] = {result.status: 1}
     if record.status == "proposed":
         # Only an allowed action runs: the result overtook its decision, which will then only be recorded.
         update["decision"] = "allow"

@@ -95,7 +95,7 @@ class PostgresTaskRepository:
                 pending.append(PendingEvent(outbox_id, out.topic, out.event))
             return pending
 
-    async def _save(self, conn: asyncpg.Connection, old: TaskState | None, new: TaskState) -> None:
+    async def _save(self, conn: Any, old: TaskState | None, new: TaskState) -> None:
         cost = new.cost(self.rates).model_dump_json()
         await conn.execute(
             """INSERT INTO planner.tasks

@@ -135,7 +135,7 @@ class TaskView:
     def status(self) -> str:
         """One word for the progress display."""
         if self.outcome is not None:
-            return self.outcome.data.status
+            return str(self.outcome.data.status)
         if self.waiting_on_human is not None:
             return "waiting on a human"
         return f"running (step {len(self.actions)})" if self.actions else "submitted"
