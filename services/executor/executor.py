@@ -103,6 +103,9 @@ class Executor:
         with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
             async with self.claims.hold(data.action_id) as session:
                 record = await session.get()
+                if record is not None and record.tenant_id != data.tenant_id:
+                    # Action ids are global; another tenant's outcome is never theirs to see nor to repeat.
+                    raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {data.action_id} was already used by another tenant")
                 replayed = record is not None and record.event_id != event.id
                 if record is None:
                     record = await session.claim(_new_record(event))

@@ -241,3 +241,19 @@ def _claimed(event: s.ActionAuthorized) -> Any:
     return replace(
         ClaimRecord(d.action_id, event.id, d.tenant_id, d.task_id, d.step, d.tool, d.args, d.authorization.action_digest, "claimed")
     )
+
+
+async def test_an_action_id_of_another_tenant_is_refused_without_answering(world: World) -> None:
+    event = world.authorize()
+    await world.executor.handle(event)
+    other = world.authorize()
+    data = other.data.model_copy(update={"action_id": event.data.action_id, "tenant_id": "globex"})
+    data = data.model_copy(
+        update={"authorization": data.authorization.model_copy(update={"action_digest": action_digest("globex", data.tool, data.args)})}
+    )
+    auth = data.authorization.model_copy(update={"signature": world.key.sign(authorization_message(data))})
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy"))
+    assert refused.value.code == "authorization_replayed"
+    assert len(world.published) == 1
+    assert len(world.tool.contexts) == 1
