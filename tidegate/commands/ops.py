@@ -56,7 +56,7 @@ def replay(
     planner: str = typer.Option(None, "--planner", help="Plan the recorded tasks again with this strategy (`playbook`, `llm:<model>`)."),
     policy_dir: Path = typer.Option(None, "--policy", help="Decide with this candidate pack instead of today's."),
     keep: bool = typer.Option(False, "--keep", help="Keep the sandbox topics afterwards."),
-    idle_s: float = typer.Option(4.0, "--idle", help="Stop waiting after this many seconds without a new sandbox event."),
+    idle_s: float = typer.Option(20.0, "--idle", help="Give up after this many seconds without a new sandbox event."),
     as_json: bool = JSON,
 ) -> None:
     """Re-run recorded traffic in a sandbox prefix: today's policy (and planner), answers from the record, no side effects."""
@@ -86,7 +86,12 @@ def replay(
         changed = [k for k, v in (("actions", t.actions_changed), ("decisions", t.decisions_changed), ("outcome", t.outcome_changed)) if v]
 
         def steps(story: Any) -> str:
-            return "\n".join(f"{a['tool']}: {a['decision'] or '—'}" + (f" → {a['result']}" if a["result"] else "") for a in story.actions)
+            return "\n".join(
+                f"{a['tool']}: {a['decision'] or '—'}"
+                + (f" (human → {a['after_human']})" if a.get("after_human") else "")
+                + (f" → {a['result']}" if a["result"] else "")
+                for a in story.actions
+            )
 
         table.add_row(
             t.task_id, steps(t.then), steps(t.now), t.then.outcome or "—", t.now.outcome or "—",

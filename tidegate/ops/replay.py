@@ -50,6 +50,7 @@ from servicekit import (
     Keyring,
     KitSettings,
     Reject,
+    ToolCatalog,
     action_digest,
     authorization_message,
     catalog_topic_names,
@@ -183,7 +184,7 @@ class TaskDiff:
     def decisions_changed(self) -> bool:
         """Policy decided differently on the proposals both sides share."""
         then = {(a["tool"], a["digest"]): a["decision"] for a in self.then.actions}
-        return any(then.get((a["tool"], a["digest"]), a["decision"]) != a["decision"] for a in self.now.actions)
+        return any(then.get((a["tool"], a["digest"]), a["decision"]) != a["decision"] for a in self.now.actions if a["decision"])
 
     @property
     def outcome_changed(self) -> bool:
@@ -228,6 +229,7 @@ class ReplayReport:
             "calls_answered_from_record": self.answered,
             "calls_unanswerable": self.unanswerable,
             "authorizations_refused": self.refused,
+            "undecided_now": sum(1 for t in self.tasks for a in t.now.actions if a["decision"] is None),
             "tasks": [t.as_dict() for t in self.tasks],
             "changed": {
                 "actions": sum(t.actions_changed for t in self.tasks),
@@ -249,13 +251,15 @@ def _stories(events: list[Any]) -> dict[str, Story]:
             continue
         if isinstance(e, ActionProposed) and d.action_id not in actions:
             a = {"step": d.step, "tool": d.tool, "args": d.args, "digest": action_digest(d.tenant_id, d.tool, d.args)[:16],
-                 "decision": None, "reasons": [], "result": None, "cost_usd": d.cost.usd}  # fmt: skip
+                 "decision": None, "reasons": [], "after_human": None, "result": None, "cost_usd": d.cost.usd}  # fmt: skip
             actions[d.action_id] = a
             story.actions.append(a)
         elif isinstance(e, ActionDecided) and d.action_id in actions:
             a = actions[d.action_id]
-            if a["decision"] is None or d.via == "approval":
-                a["decision"] = d.outcome if d.via == "policy" else f"{a['decision']}→{d.outcome}"
+            if d.via == "approval":
+                a["after_human"] = d.outcome  # re-decided after a grant: not what policy alone said
+            elif a["decision"] is None:
+                a["decision"] = d.outcome
                 a["reasons"] = [str(r.code) for r in d.reasons]
         elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and d.action_id in actions:
             a = actions[d.action_id]
@@ -284,21 +288,34 @@ class ReplayOptions:
     planner: str | None = None
     policy_dir: Path | None = None
     keep_topics: bool = False
-    idle_s: float = 4.0
-    timeout_s: float = 300.0
+    idle_s: float = 20.0
+    timeout_s: float = 120.0
 
 
 def _planner_handlers(process: Any) -> Any:
-    """The planner's handlers object, found through the bus routes `services.planner.app.build` registered.
+    """The planner's handlers object, which `services.planner.app.build` does not expose.
 
-    The planner's app does not expose its handlers (the policy app exposes `process.policy`); the
-    replay needs them to swap in an in-memory repository and the strategy under test.
+    The replay needs it to swap in an in-memory repository and the strategy under test. It is the
+    object the start-up hook connects to the database (a closure cell of that hook), or the owner of
+    a bound handler on the bus; an attribute `process.planner` wins if the app ever exposes one.
     """
-    for _topic, handler, _group, _max in process.bus._routes:
-        owner = getattr(handler, "__self__", None)
-        if owner is not None and hasattr(owner, "strategy") and hasattr(owner, "repo"):
+
+    def looks_like(obj: Any) -> bool:
+        return hasattr(obj, "strategy") and hasattr(obj, "repo") and hasattr(obj, "on_task")
+
+    exposed = getattr(process, "planner", None)
+    if looks_like(exposed):
+        return exposed
+    for hook in process.on_start:
+        for cell in getattr(hook, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):
+                if looks_like(cell.cell_contents):
+                    return cell.cell_contents
+    for route in process.bus._routes:
+        owner = getattr(route[1], "__self__", None)
+        if looks_like(owner):
             return owner
-    raise RuntimeError("cannot find the planner's handlers on its bus")
+    raise RuntimeError("cannot find the planner's handlers")
 
 
 def _fresh(event: Envelope) -> Envelope:
@@ -370,15 +387,15 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         from services.policy.app import build as build_policy
 
         policy = build_policy(kit=sandbox_kit)
-        policy.database_url = None
-        policy.on_start = []
         known = {
             (e.data.tenant_id, str(e.data.facts["payee"]))
             for e in window.of(ActionDecided)
             if e.data.facts.get("payee") and not e.data.facts.get("payee_is_new", True)
         }
-        policy.policy.repo = InMemoryPolicyRepository(payees=known)  # type: ignore[attr-defined]
         services: list[Any] = [policy]
+        # State moves to memory once the services have started (their start-up hooks connect as usual),
+        # before the first replayed event is published: no decision or task of the sandbox is stored.
+        swaps: list[Callable[[], None]] = [lambda: setattr(policy.policy, "repo", InMemoryPolicyRepository(payees=known))]  # type: ignore[attr-defined]
 
         executor_bus = Bus(make_broker(kit.kafka_bootstrap, "replay-executor"), "replay-executor", kit.kafka_bootstrap, sandbox)
         executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=executor_bus.publish)
@@ -389,10 +406,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
             planner = build_planner(kit=sandbox_kit, settings=PlannerSettings())
             handlers = _planner_handlers(planner)
-            handlers.repo = InMemoryTaskRepository()
-            handlers.strategy = make_strategy(opts.planner, handlers.strategy.catalog)
-            planner.database_url = None
-            planner.on_start = []
+            handlers.strategy = make_strategy(opts.planner, ToolCatalog.load(sandbox_kit.tools_dir))
+            swaps.append(lambda: setattr(handlers, "repo", InMemoryTaskRepository()))
             services.append(planner)
 
         collected: list[Any] = []
@@ -408,6 +423,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
         for svc in services:
             await svc.start()
+        for swap in swaps:
+            swap()
         await executor_bus.start()
         await collector.start()
         try:
@@ -438,12 +455,19 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 async def _wait_done(
     opts: ReplayOptions, inputs: list[Envelope], collected: list[Any], last_seen: list[float], progress: Callable[[str, int, int], None]
 ) -> None:
-    """Until every input has run its course, or nothing has moved for `idle_s` (a task waits for a human)."""
+    """Until every input has run its course (a task may end waiting for a human), or nothing moved for `idle_s`."""
     deadline = time.monotonic() + opts.timeout_s
     wanted = {e.data.task_id if opts.planner else e.data.action_id for e in inputs}
     while True:
         if opts.planner:
-            done = {e.data.task_id for e in collected if isinstance(e, TaskCompleted | TaskFailed)} & wanted
+            last: dict[str, Any] = {}
+            for e in collected:
+                last[e.data.task_id] = e
+            done = {
+                task
+                for task, e in last.items()
+                if isinstance(e, TaskCompleted | TaskFailed) or (isinstance(e, ActionDecided) and e.data.outcome == "escalate")
+            } & wanted
         else:
             decided = {e.data.action_id: e.data.outcome for e in collected if isinstance(e, ActionDecided)}
             answered = {e.data.action_id for e in collected if isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown)}
@@ -452,6 +476,7 @@ async def _wait_done(
         if len(done) >= len(wanted):
             return
         now = time.monotonic()
-        if now > deadline or (collected and now - last_seen[0] > opts.idle_s) or (not collected and now - last_seen[0] > 4 * opts.idle_s):
+        # A safety net only: idle counts once the sandbox answered something (joining consumer groups can take a while).
+        if now > deadline or (collected and now - last_seen[0] > opts.idle_s):
             return
         await asyncio.sleep(0.1)

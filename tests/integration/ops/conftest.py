@@ -1,0 +1,25 @@
+"""Fixtures of the ops integration tests: one recording of real traffic per module."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ops_traffic import Traffic, record_traffic
+
+from servicekit import KitSettings
+
+
+@pytest.fixture(scope="module")
+def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Traffic:
+    """Real recorded traffic on a prefix of this module's own (built once; tests only read it)."""
+    kit = KitSettings(
+        kafka_bootstrap=infra.kafka_bootstrap,
+        database_url=infra.database_url,
+        topic_prefix=f"test-ops-{uuid.uuid4().hex[:8]}.",
+        keys_dir=Path(tmp_path_factory.mktemp("ops-keys")),
+    )
+    return asyncio.run(record_traffic(kit))
