@@ -19,9 +19,10 @@ from services.audit.handlers import Checkpointer, Recorder
 from services.audit.repository import PostgresAuditLog
 from services.audit.settings import AuditSettings
 
-__all__ = ["NAME", "AuditService", "build", "main", "topic_pattern"]
+__all__ = ["MIGRATIONS", "NAME", "AuditService", "build", "main", "topic_pattern"]
 
 NAME = "audit"
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def topic_pattern(prefix: str) -> str:
@@ -115,7 +116,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,
-        migrations=Path(__file__).parent / "migrations",
+        migrations=MIGRATIONS,
         metrics_port=kit.metrics_port,
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
@@ -135,6 +136,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
             publish=publish,
             checkpoint_topic=bus.topic(CHECKPOINT_TOPIC),
             interval_s=settings.checkpoint_interval_s,
+            prefix=kit.topic_prefix,
         )
 
     async def start_checkpoints(proc: ServiceProcess) -> None:

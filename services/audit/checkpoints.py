@@ -41,6 +41,7 @@ class Checkpoint(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    scope: str = ""
     checkpoint_id: int
     taken_at: datetime
     heads: dict[str, dict[str, Any]]
@@ -73,11 +74,14 @@ def signed_message(checkpoint_id: int, heads: Mapping[str, Any], rows: int) -> b
     return SIGNING_CONTEXT + canonical_json({"checkpoint_id": checkpoint_id, "heads": heads, "rows": rows})
 
 
-def sign_checkpoint(key: SigningKey, checkpoint_id: int, heads: Mapping[tuple[str, int], Head], taken_at: datetime) -> Checkpoint:
+def sign_checkpoint(
+    key: SigningKey, checkpoint_id: int, heads: Mapping[tuple[str, int], Head], taken_at: datetime, *, scope: str = ""
+) -> Checkpoint:
     """A new checkpoint of `heads`, signed by `key`; `rows` is the sum of the chain lengths."""
     doc = heads_document(heads)
     rows = sum(h.seq for h in heads.values())
     return Checkpoint(
+        scope=scope,
         checkpoint_id=checkpoint_id,
         taken_at=taken_at,
         heads=doc,

@@ -86,16 +86,17 @@ class Checkpointer:
     publish: Callable[[AuditCheckpoint], Awaitable[None]]
     checkpoint_topic: str
     interval_s: float
+    prefix: str = ""
     unpublished: list[Checkpoint] = field(default_factory=list)
     taken: int = 0
 
     async def tick(self) -> Checkpoint | None:
         """Take a checkpoint if the heads moved; publish what is not yet published."""
         taken = None
-        heads = await self.log.heads()
-        latest = await self.log.latest_checkpoint()
+        heads = await self.log.heads(self.prefix)
+        latest = await self.log.latest_checkpoint(self.prefix)
         if checkpoint_needed(heads, latest, self.checkpoint_topic):
-            cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC))
+            cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC), scope=self.prefix)
             if await self.log.add_checkpoint(cp):  # False: another copy of the service took this id
                 taken = cp
                 self.taken += 1

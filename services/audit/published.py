@@ -40,7 +40,7 @@ async def read_published_checkpoints(bootstrap: str, prefix: str, *, timeout_s: 
                         found.setdefault(
                             d.checkpoint_id,
                             Checkpoint(
-                                checkpoint_id=d.checkpoint_id, taken_at=event.time, heads=d.heads, rows=d.rows,
+                                scope=prefix, checkpoint_id=d.checkpoint_id, taken_at=event.time, heads=d.heads, rows=d.rows,
                                 key_id=d.key_id, signature=d.signature,
                             ),
                         )  # fmt: skip

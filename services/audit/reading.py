@@ -346,9 +346,9 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     )
 
 
-async def explain_task(log: AuditLog, task_id: str) -> Explanation:
-    """Read a task's rows and explain it."""
-    return explain(task_id, await log.task_rows(task_id))
+async def explain_task(log: AuditLog, task_id: str, prefix: str = "") -> Explanation:
+    """Read a task's rows (in the deployment `prefix`) and explain it."""
+    return explain(task_id, await log.task_rows(task_id, prefix))
 
 
 async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100) -> list[StoryLine]:

@@ -38,6 +38,7 @@ class SearchFilters:
     trace_id: str | None = None
     task_id: str | None = None
     event_type: str | None = None
+    topic_prefix: str = ""
     include_duplicates: bool = False
 
     def matches(self, row: LogRow) -> bool:
@@ -52,6 +53,7 @@ class SearchFilters:
             and (self.trace_id is None or row.trace_id == self.trace_id)
             and (self.task_id is None or row.task_id == self.task_id)
             and (self.event_type is None or row.event_type == self.event_type)
+            and row.topic.startswith(self.topic_prefix)
             and (self.include_duplicates or not row.duplicate)
         )
 
@@ -68,32 +70,32 @@ class AuditLog(Protocol):
         """Append `records` (in Kafka order per partition) in one transaction; skip positions already logged."""
         ...
 
-    async def heads(self) -> dict[tuple[str, int], Head]:
-        """The head of every chain."""
+    async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:
+        """The head of every chain whose topic starts with `prefix`."""
         ...
 
-    async def latest_checkpoint(self) -> Checkpoint | None:
-        """The checkpoint with the highest id, if any."""
+    async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
+        """The checkpoint of `scope` (a topic prefix) with the highest id, if any."""
         ...
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
-        """Store a checkpoint; False if its id is taken (another copy of the service got there first)."""
+        """Store a checkpoint; False if its id is taken in its scope (another copy of the service got there first)."""
         ...
 
-    async def checkpoints(self) -> list[Checkpoint]:
-        """Every checkpoint, by id."""
+    async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
+        """Every checkpoint of `scope`, by id."""
         ...
 
-    async def chains(self) -> list[tuple[str, int]]:
-        """Every (topic, partition) that has rows."""
+    async def chains(self, prefix: str = "") -> list[tuple[str, int]]:
+        """Every (topic, partition) whose topic starts with `prefix` and that has rows."""
         ...
 
     def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
         """Rows of one chain in seq order."""
         ...
 
-    async def task_rows(self, task_id: str) -> list[LogRow]:
-        """Every row about a task (its events, and records keyed by it), in story order."""
+    async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
+        """Every row about a task (its events, and records keyed by it) in the deployment `prefix`, in story order."""
         ...
 
     async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
@@ -113,7 +115,7 @@ class InMemoryAuditLog:
     """The twin used by unit tests: same chaining, same dedup, no database."""
 
     rows: list[LogRow] = field(default_factory=list)
-    stored_checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+    stored_checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
     fail_next: list[BaseException] = field(default_factory=list)
 
     async def append(self, records: Sequence[Observed]) -> AppendResult:
@@ -125,43 +127,48 @@ class InMemoryAuditLog:
         self.rows.extend(result.rows)
         return result
 
-    async def heads(self) -> dict[tuple[str, int], Head]:
+    async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:
         """See `AuditLog`."""
         heads: dict[tuple[str, int], Head] = {}
         for r in self.rows:
+            if not r.topic.startswith(prefix):
+                continue
             tp = (r.topic, r.partition)
             if tp not in heads or heads[tp].seq < r.seq:
                 heads[tp] = Head(r.seq, r.hash, r.kafka_offset)
         return heads
 
-    async def latest_checkpoint(self) -> Checkpoint | None:
+    async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
         """See `AuditLog`."""
-        return self.stored_checkpoints[max(self.stored_checkpoints)] if self.stored_checkpoints else None
+        mine = await self.checkpoints(scope)
+        return mine[-1] if mine else None
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """See `AuditLog`."""
-        if checkpoint.checkpoint_id in self.stored_checkpoints:
+        key = (checkpoint.scope, checkpoint.checkpoint_id)
+        if key in self.stored_checkpoints:
             return False
-        self.stored_checkpoints[checkpoint.checkpoint_id] = checkpoint
+        self.stored_checkpoints[key] = checkpoint
         return True
 
-    async def checkpoints(self) -> list[Checkpoint]:
+    async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""
-        return [self.stored_checkpoints[k] for k in sorted(self.stored_checkpoints)]
+        return [cp for key, cp in sorted(self.stored_checkpoints.items()) if key[0] == scope]
 
-    async def chains(self) -> list[tuple[str, int]]:
+    async def chains(self, prefix: str = "") -> list[tuple[str, int]]:
         """See `AuditLog`."""
-        return sorted({(r.topic, r.partition) for r in self.rows})
+        return sorted({(r.topic, r.partition) for r in self.rows if r.topic.startswith(prefix)})
 
     async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
         """See `AuditLog`."""
         for r in sorted((r for r in self.rows if r.topic == topic and r.partition == partition), key=lambda r: r.seq):
             yield r
 
-    async def task_rows(self, task_id: str) -> list[LogRow]:
+    async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""
         key = task_id.encode()
-        return sorted((r for r in self.rows if r.task_id == task_id or (r.task_id is None and r.key == key)), key=story_key)
+        mine = (r for r in self.rows if r.topic.startswith(prefix) and (r.task_id == task_id or (r.task_id is None and r.key == key)))
+        return sorted(mine, key=story_key)
 
     async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
         """See `AuditLog`."""
@@ -185,17 +192,19 @@ CROSS JOIN LATERAL (
 ) h
 """
 
-# Loose index scan over the primary key: one probe per chain instead of reading every row.
+# Loose index scan over the primary key: one probe per chain instead of reading every row. Topics
+# compare bytewise (COLLATE "C"), so one prefix's chains are one contiguous range starting at $1.
 _CHAINS = f"""
 WITH RECURSIVE tp AS (
-    (SELECT topic, partition FROM {SCHEMA}.log ORDER BY topic, partition LIMIT 1)
+    (SELECT topic, partition FROM {SCHEMA}.log WHERE topic >= $1 ORDER BY topic, partition LIMIT 1)
     UNION ALL
     SELECT n.topic, n.partition FROM tp CROSS JOIN LATERAL (
         SELECT topic, partition FROM {SCHEMA}.log l WHERE (l.topic, l.partition) > (tp.topic, tp.partition)
         ORDER BY topic, partition LIMIT 1
     ) n
+    WHERE starts_with(tp.topic, $1)
 )
-SELECT topic, partition FROM tp
+SELECT topic, partition FROM tp WHERE starts_with(topic, $1)
 """
 
 
@@ -216,6 +225,7 @@ def _db_tuple(row: LogRow) -> tuple[Any, ...]:
 
 def _checkpoint(record: asyncpg.Record) -> Checkpoint:
     return Checkpoint(
+        scope=record["scope"],
         checkpoint_id=record["checkpoint_id"],
         taken_at=record["taken_at"],
         heads=json.loads(record["heads"]),
@@ -274,17 +284,17 @@ class PostgresAuditLog:
                 await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=[_db_tuple(r) for r in result.rows])
         return result
 
-    async def heads(self) -> dict[tuple[str, int], Head]:
+    async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
-            chains = await conn.fetch(_CHAINS)
+            chains = await conn.fetch(_CHAINS, prefix)
             rows = await conn.fetch(_HEADS_OF, [c["topic"] for c in chains], [c["partition"] for c in chains])
         return {(r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"]) for r in rows}
 
-    async def latest_checkpoint(self) -> Checkpoint | None:
+    async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
-            record = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.checkpoints ORDER BY checkpoint_id DESC LIMIT 1")
+            record = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id DESC LIMIT 1", scope)
         return _checkpoint(record) if record else None
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
@@ -292,26 +302,28 @@ class PostgresAuditLog:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
             status = await conn.execute(
-                f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (checkpoint_id) DO NOTHING",
+                f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature, scope) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, checkpoint_id) DO NOTHING",
                 checkpoint.checkpoint_id,
                 checkpoint.taken_at,
                 json.dumps(checkpoint.heads),
                 checkpoint.rows,
                 checkpoint.key_id,
                 checkpoint.signature,
+                checkpoint.scope,
             )
         return bool(status == "INSERT 0 1")
 
-    async def checkpoints(self) -> list[Checkpoint]:
+    async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
-            return [_checkpoint(r) for r in await conn.fetch(f"SELECT * FROM {SCHEMA}.checkpoints ORDER BY checkpoint_id")]
+            records = await conn.fetch(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id", scope)
+        return [_checkpoint(r) for r in records]
 
-    async def chains(self) -> list[tuple[str, int]]:
+    async def chains(self, prefix: str = "") -> list[tuple[str, int]]:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
-            return [(r["topic"], r["partition"]) for r in await conn.fetch(_CHAINS)]
+            return [(r["topic"], r["partition"]) for r in await conn.fetch(_CHAINS, prefix)]
 
     async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
         """See `AuditLog`."""
@@ -320,13 +332,14 @@ class PostgresAuditLog:
             async for record in conn.cursor(query, topic, partition, prefetch=5000):
                 yield _row(record)
 
-    async def task_rows(self, task_id: str) -> list[LogRow]:
+    async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
             records = await conn.fetch(
-                f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE task_id = $1 OR (task_id IS NULL AND key = $2)",
+                f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE (task_id = $1 OR (task_id IS NULL AND key = $2)) AND starts_with(topic, $3)",
                 task_id,
                 task_id.encode(),
+                prefix,
             )
         return sorted((_row(r) for r in records), key=story_key)
 
@@ -354,6 +367,8 @@ class PostgresAuditLog:
             add("kafka_ts >= {}", filters.since)
         if filters.until is not None:
             add("kafka_ts < {}", filters.until)
+        if filters.topic_prefix:
+            add("starts_with(topic, {})", filters.topic_prefix)
         if not filters.include_duplicates:
             clauses.append("NOT duplicate")
         where = " AND ".join(clauses) or "true"

@@ -175,10 +175,14 @@ def check_checkpoints(checkpoints: Iterable[Checkpoint], checkers: dict[tuple[st
     return breaks
 
 
-async def verify_log(log: AuditLog, keyring: Keyring, *, extra_checkpoints: Iterable[Checkpoint] = ()) -> VerifyReport:
-    """Recompute every chain of `log` and check its checkpoints (and `extra_checkpoints`, e.g. from the bus)."""
+async def verify_log(log: AuditLog, keyring: Keyring, *, prefix: str = "", extra_checkpoints: Iterable[Checkpoint] = ()) -> VerifyReport:
+    """Recompute every chain of the deployment `prefix` and check its checkpoints.
+
+    `extra_checkpoints` are copies kept elsewhere (the bus): one missing from or differing from
+    the database is a break, and the copy is what the chains are checked against.
+    """
     started = time.perf_counter()
-    by_id = {cp.checkpoint_id: cp for cp in await log.checkpoints()}
+    by_id = {cp.checkpoint_id: cp for cp in await log.checkpoints(prefix)}
     breaks: list[Break] = []
     for cp in extra_checkpoints:
         stored = by_id.get(cp.checkpoint_id)
@@ -195,7 +199,7 @@ async def verify_log(log: AuditLog, keyring: Keyring, *, extra_checkpoints: Iter
             wanted.setdefault(split_chain_name(name), set()).add(int(head["seq"]))
     checkers: dict[tuple[str, int], ChainChecker] = {}
     chain_breaks: list[Break] = []
-    for topic, partition in await log.chains():
+    for topic, partition in await log.chains(prefix):
         checker = ChainChecker(topic, partition, wanted=wanted.get((topic, partition), set()))
         checkers[(topic, partition)] = checker
         async for row in log.chain_rows(topic, partition):

@@ -58,12 +58,12 @@ def verify(
     bus: bool = typer.Option(False, "--bus", help="Also compare with the checkpoints published on Kafka (catches deleted checkpoints)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Recompute every hash chain and check every signed checkpoint; exit 1 at the first broken link."""
+    """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link."""
     kit = settings()
 
     async def go(log: PostgresAuditLog) -> VerifyReport:
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix) if bus else []
-        return await verify_log(log, Keyring.load(kit.keys_dir, "audit"), extra_checkpoints=published)
+        return await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
 
     report = run(_with_log(go))
     if as_json:
@@ -90,7 +90,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
-    rows = run(_with_log(lambda log: log.task_rows(task_id)))
+    rows = run(_with_log(lambda log: log.task_rows(task_id, settings().topic_prefix)))
     if not rows:
         fail(f"no record of task {task_id!r} in the audit log")
     lines = story(rows)
@@ -110,7 +110,7 @@ def explain(
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
-    explanation = run(_with_log(lambda log: explain_task(log, task_id)))
+    explanation = run(_with_log(lambda log: explain_task(log, task_id, settings().topic_prefix)))
     if explanation.records == 0:
         fail(f"no record of task {task_id!r} in the audit log")
     text = {
@@ -163,7 +163,7 @@ def search_(
         event_type = "tidegate." + event_type
     filters = SearchFilters(
         tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=_when(since), until=_when(until),
-        trace_id=trace, task_id=task, event_type=event_type,
+        trace_id=trace, task_id=task, event_type=event_type, topic_prefix=settings().topic_prefix,
     )  # fmt: skip
 
     async def go(log: PostgresAuditLog) -> list[Any]:

@@ -16,7 +16,7 @@ from services.audit.settings import AuditSettings
 @pytest.fixture
 def fast_settings() -> AuditSettings:
     """Audit settings for tests: small batches, quick checkpoints and topic discovery."""
-    return AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=500)
+    return AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=2000)
 
 
 @pytest.fixture

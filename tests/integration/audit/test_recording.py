@@ -81,7 +81,7 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
         # Checkpoints are taken, stored and published, and the whole log verifies.
         await wait_for(lambda: svc.checkpointer is not None and svc.checkpointer.taken >= 1, what="a checkpoint")
         await wait_for(probe.matches, timeout=10, what="the checkpoint recorded too")
-        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"))
+        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix)
         assert report.ok, report.breaks
         assert report.checkpoints >= 1
         published = await _read_topic(kit, "audit.checkpoints")
@@ -100,7 +100,7 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
         for i in range(50):
             await producer.send(kit.topic_prefix + "tasks", f"junk {i}".encode(), partition=i % 6)
         await producer.flush()
-        await wait_for(probe.matches, what="first 50 recorded")
+        await wait_for(probe.matches, timeout=60, what="first 50 recorded")
     finally:
         await first.stop()
     # The same event id published again at another position: kept, flagged duplicate.
@@ -110,7 +110,7 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
     second = build(kit, fast_settings)
     await second.start()
     try:
-        await wait_for(probe.matches, what="the rest recorded")
+        await wait_for(probe.matches, timeout=60, what="the rest recorded")
         pool = second.process.pool
         assert pool is not None
         dupes = await pool.fetch(
@@ -119,7 +119,7 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
         assert [r["duplicate"] for r in dupes] == [False, True]
         # Idle: the checkpoint topic's own chain does not cause endless checkpoints.
         await wait_for(lambda: second.checkpointer is not None and second.checkpointer.taken >= 1, what="a checkpoint")
-        await wait_for(probe.matches, what="checkpoint recorded")
+        await wait_for(probe.matches, timeout=60, what="checkpoint recorded")
         count = await pool.fetchval("SELECT count(*) FROM audit.checkpoints")
         await _ticks(second, 4)
         assert await pool.fetchval("SELECT count(*) FROM audit.checkpoints") == count
