@@ -25,7 +25,8 @@ from rich.table import Table
 
 from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics
-from tidegate.demo.tickets import DEMO_CASES, demo_tasks
+from systems.seed import TICKETS
+from tidegate.demo.tickets import DEMO_CASES, FRESH_ORDER_TICKETS, demo_tasks
 
 __all__ = ["TaskView", "Watcher", "publish_events", "run_demo"]
 
@@ -255,6 +256,28 @@ def _verify_audit(console: Console) -> str:
     return "verified" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
 
 
+async def _fresh_orders(pool: Any, tenant: str) -> dict[str, str]:
+    """A copy of each refund ticket's order under a new id, so every run has an unrefunded order to refund."""
+    suffix = f"{int(time.time()) % 10**8:08d}"
+    by_id = {t.ticket_id: t for t in TICKETS}
+    orders: dict[str, str] = {}
+    for ticket_id in FRESH_ORDER_TICKETS:
+        original = by_id[ticket_id].order_id
+        if original is None:
+            continue
+        fresh = f"{original}{suffix}"
+        await pool.execute(
+            "INSERT INTO payments.orders (tenant_id, order_id, customer_id, payee_id, description, amount_usd) "
+            "SELECT tenant_id, $3, customer_id, payee_id, description || ' (demo run)', amount_usd FROM payments.orders "
+            "WHERE tenant_id = $1 AND order_id = $2 ON CONFLICT DO NOTHING",
+            tenant,
+            original,
+            fresh,
+        )
+        orders[ticket_id] = fresh
+    return orders
+
+
 async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console) -> int:
     """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped)."""
     started = time.monotonic()
@@ -266,6 +289,7 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
     pool = await create_pool(kit.database_url, max_size=2)
     try:
         inserted = await seed_demo(pool)
+        orders = await _fresh_orders(pool, tenant)
     finally:
         await pool.close()
     console.print(f"systems of record seeded ({sum(inserted.values())} new rows; helpdesk, payments, mail, crm in PostgreSQL)")
@@ -278,7 +302,7 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
         return 1
     console.print("policy: the policy service uses the pack in policies/default unless one was published (`tidegate policy publish`)")
 
-    tasks = demo_tasks(tenant)
+    tasks = demo_tasks(tenant, orders=orders)
     cases = {c.ticket_id: c for c in DEMO_CASES}
     views = {
         t.task_id: TaskView(t.task_id, t.input["ticket_id"], cases[t.input["ticket_id"]].title, cases[t.input["ticket_id"]].expect)

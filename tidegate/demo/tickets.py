@@ -8,13 +8,13 @@ words and are marked untrusted.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas import Mode, TaskSubmittedData
 from systems.seed import BULK_CUSTOMERS, CUSTOMERS, ORDERS, TICKETS, Ticket
 
-__all__ = ["DEMO_CASES", "DemoCase", "demo_tasks", "ticket_task"]
+__all__ = ["DEMO_CASES", "FRESH_ORDER_TICKETS", "DemoCase", "demo_tasks", "ticket_task"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,13 @@ def ticket_task(
     task_id: str | None = None,
     mode: Mode = "autonomous",
     requested_by: str = "demo@acme.example",
+    order_id: str | None = None,
 ) -> TaskSubmittedData:
-    """The `support_triage` task for one seeded ticket."""
+    """The `support_triage` task for one seeded ticket; `order_id` replaces the ticket's order (same amount and payee)."""
     customer = next(c for c in CUSTOMERS if c.customer_id == ticket.customer_id)
     order = next((o for o in ORDERS if o.order_id == ticket.order_id), None)
+    if order is not None and order_id is not None:
+        order = replace(order, order_id=order_id)
     inp: dict[str, Any] = {
         "ticket_id": ticket.ticket_id,
         "customer_id": customer.customer_id,
@@ -75,8 +78,17 @@ def ticket_task(
     )
 
 
-def demo_tasks(tenant_id: str = "acme", run_id: str | None = None) -> list[TaskSubmittedData]:
-    """One task per demo case, ids unique to this run."""
+def demo_tasks(tenant_id: str = "acme", run_id: str | None = None, orders: dict[str, str] | None = None) -> list[TaskSubmittedData]:
+    """One task per demo case, ids unique to this run; `orders` maps a ticket to the order it should use instead of its own."""
     run = run_id or uuid.uuid4().hex[:8]
     by_id = {t.ticket_id: t for t in TICKETS}
-    return [ticket_task(by_id[c.ticket_id], tenant_id=tenant_id, task_id=f"demo-{run}-{c.ticket_id}") for c in DEMO_CASES]
+    orders = orders or {}
+    return [
+        ticket_task(by_id[c.ticket_id], tenant_id=tenant_id, task_id=f"demo-{run}-{c.ticket_id}", order_id=orders.get(c.ticket_id))
+        for c in DEMO_CASES
+    ]
+
+
+FRESH_ORDER_TICKETS = ("T-1001", "T-1002")
+"""Tickets whose refund each demo run makes against an order of its own, so that a second run refunds again
+instead of being refused for refunding an order twice (the payments system allows one full refund)."""
