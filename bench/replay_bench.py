@@ -1,0 +1,165 @@
+"""Replay and what-if speed over 100,000 recorded events (prints figures; never fails on time).
+
+Writes N recorded events (half `action.proposed`, half the matching `action.decided`) under a bench
+prefix with a batch producer, then measures:
+- reading the window back (offsets by timestamp, every event validated);
+- what-if: every proposal decided again with a candidate pack (the policy service's pure decision);
+- replay: the proposals re-published into a sandbox prefix, decided by the real policy service, the
+  allowed calls answered by the sandbox executor (here: unanswerable, nothing was executed).
+
+Usage: python bench/replay_bench.py [--events 100000] [--no-replay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas import ActionDecided, ActionProposed
+from servicekit import REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics
+from tidegate.ops.recorded import read_window
+from tidegate.ops.replay import ReplayOptions, run_replay
+from tidegate.ops.whatif import evaluate, load_pack
+
+TENANT = "acme"
+
+
+def event_pair(i: int, now: str) -> tuple[bytes, bytes, bytes]:
+    """One proposal and its recorded decision, as raw JSON (fast to generate)."""
+    task = f"bench-task-{i // 5}"
+    action = f"{task}:{i % 5 + 1}"
+    if i % 5 == 3:
+        tool, args = "issue_refund", {"payee_id": "cus_1001", "amount_usd": float(20 + (i * 37) % 900), "order_id": "O-5001", "reason": "b"}
+        outcome, code = ("allow", "within_threshold") if args["amount_usd"] < 500 else ("escalate", "needs_human_approval")
+    else:
+        tool, args = "tag_ticket", {"ticket_id": f"T-{i}", "tags": ["billing"]}
+        outcome, code = "allow", "low_risk_write_allowed"
+    common = {
+        "specversion": "1.0",
+        "source": "bench",
+        "subject": task,
+        "time": now,
+        "datacontenttype": "application/json",
+        "tenantid": TENANT,
+    }
+    proposed = {
+        **common, "id": str(uuid.uuid4()), "type": "tidegate.action.proposed",
+        "data": {"action_id": action, "task_id": task, "tenant_id": TENANT, "step": i % 5 + 1, "tool": tool, "args": args,
+                 "proposer": "tidegate/planner/playbook", "mode": "autonomous"},
+    }  # fmt: skip
+    decided = {
+        **common, "id": str(uuid.uuid4()), "type": "tidegate.action.decided", "source": "tidegate/policy",
+        "data": {"action_id": action, "task_id": task, "tenant_id": TENANT, "step": i % 5 + 1, "tool": tool, "args": args,
+                 "action_digest": action_digest(TENANT, tool, args), "outcome": outcome,
+                 "reasons": [{"code": code, "policy_id": "bench"}], "policy_version": "sha256:bench", "latency_ms": 0.1,
+                 "facts": {"payee": args.get("payee_id"), "payee_is_new": False, "spend_task_usd": 0, "spend_tenant_usd": 0}},
+    }  # fmt: skip
+    return task.encode(), json.dumps(proposed).encode(), json.dumps(decided).encode()
+
+
+async def produce(kit: KitSettings, events: int) -> float:
+    """Write `events` recorded events; returns events/s of the batch producer."""
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        now = datetime.now(UTC).isoformat()
+        pending = []
+        for i in range(events // 2):
+            key, proposed, decided = event_pair(i, now)
+            pending.append(await producer.send(f"{kit.topic_prefix}actions.proposed", proposed, key=key))
+            pending.append(await producer.send(f"{kit.topic_prefix}actions.decided", decided, key=key))
+            if len(pending) >= 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return events / (time.perf_counter() - started)
+
+
+def candidate_pack(tmp: Path) -> Path:
+    """The default pack with acme's refund threshold lowered to 100 USD (flips many recorded refunds)."""
+    target = tmp / "candidate"
+    shutil.copytree(REPO_ROOT / "policies" / "default", target)
+    settings = yaml.safe_load((target / "settings.yaml").read_text())
+    settings["tenants"][TENANT]["refund_threshold_usd"] = 100
+    settings["tenants"][TENANT]["budget_usd"] = None
+    (target / "settings.yaml").write_text(yaml.safe_dump(settings))
+    return target
+
+
+async def drop_topics(kit: KitSettings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def main(events: int, replay: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    kit = KitSettings(topic_prefix=f"bench-ops-{uuid.uuid4().hex[:8]}.", keys_dir=tmp / "keys")
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
+    try:
+        start = datetime.now(UTC) - timedelta(seconds=1)
+        rate = await produce(kit, events)
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        print(f"recorded events written:   {events:>8,}  ({rate:,.0f} events/s, batch producer)")
+
+        t0 = time.perf_counter()
+        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"))
+        read_s = time.perf_counter() - t0
+        n = len(window.events)
+        print(f"read + validate window:    {n:>8,}  events in {read_s:6.2f} s = {n / read_s:>9,.0f} events/s")
+
+        pack = load_pack(candidate_pack(tmp), kit.tools_dir)
+        proposals = [e.data for e in window.of(ActionProposed)]
+        decisions = [e.data for e in window.of(ActionDecided)]
+        report = evaluate(pack, proposals, decisions)
+        total = read_s + report.seconds
+        print(
+            f"what-if decide:            {report.evaluated:>8,}  proposals in {report.seconds:6.2f} s = "
+            f"{report.evaluated / report.seconds:>9,.0f} proposals/s ({len(report.flips):,} flips)"
+        )
+        print(
+            f"what-if end to end:        {len(window.events):>8,}  events in {total:6.2f} s = {len(window.events) / total:>9,.0f} events/s"
+        )
+
+        if replay:
+            opts = ReplayOptions(start, end, timeout_s=150.0, idle_s=15.0)
+            t0 = time.perf_counter()
+            done = await run_replay(kit, opts)
+            replay_s = time.perf_counter() - t0
+            decided = sum(1 for t in done.tasks for a in t.now.actions if a["decision"])
+            print(
+                f"replay (sandbox policy):   {done.recorded_events:>8,}  events in {replay_s:6.2f} s = "
+                f"{done.recorded_events / replay_s:>9,.0f} events/s; {decided:,} of {done.inputs:,} proposals decided again "
+                f"({decided / replay_s:,.0f}/s), {done.unanswerable:,} calls unanswerable, read {done.read_seconds:.2f} s"
+            )
+    finally:
+        await drop_topics(kit)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--no-replay", action="store_true", help="Measure reading and what-if only.")
+    args = parser.parse_args()
+    asyncio.run(main(args.events, not args.no_replay))
