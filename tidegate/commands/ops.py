@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,7 @@ def _run_eval(eval_set: Path, pack: Any, planner: str, label: str) -> Any:
     return asyncio.run(run_eval(cases, strategy=strategy, pack=pack, catalog=catalog, label=label))
 
 
-_ROWS = (
+_ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("cases passed", lambda d: f"{d['passed']}/{d['cases']}"),
     ("action accuracy", lambda d: f"{d['action_accuracy']:.1%}"),
     ("decision accuracy", lambda d: f"{d['decision_accuracy']:.1%}"),
