@@ -1,0 +1,77 @@
+"""What the audit keeps of a Kafka record: raw bytes always, event fields when they parse."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import schemas as s
+from schemas.examples import sample_events
+from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes
+
+
+def test_every_sample_event_is_valid_on_its_topic_with_its_fields_extracted(make: Any) -> None:
+    samples = sample_events()
+    sample_records = [make(topic, s.encode(event), key=event.key) for topic, event in samples]
+    for (topic, event), obs in zip(samples, sample_records, strict=True):
+        assert obs.valid, (topic, obs.invalid_reason)
+        assert obs.event_id == event.id
+        assert obs.event_type == event.type
+        assert obs.tenant_id == event.tenantid
+        assert obs.value == s.encode(event)
+    decided = next(o for o in sample_records if o.event_type == "tidegate.action.decided")
+    assert (decided.task_id, decided.action_id, decided.tool, decided.outcome, decided.reasons) == (
+        "t-1",
+        "a-1",
+        "tag_ticket",
+        "deny",
+        ["no_permit"],
+    )
+    granted = next(o for o in sample_records if o.event_type == "tidegate.approval.granted")
+    assert granted.outcome == "granted"
+
+
+def test_a_record_that_is_not_an_event_is_kept_raw_with_the_reason(make: Any) -> None:
+    garbage = make("tasks", b"\xff\xfenot json", key=b"t-9", headers=[("x-bin", b"\xff\x00"), ("ok", b"yes"), ("none", None)])
+    assert not garbage.valid
+    assert garbage.invalid_reason.startswith("not JSON")
+    assert garbage.value == b"\xff\xfenot json"
+    assert garbage.headers == [{"k": "x-bin", "b64": "/wA="}, {"k": "ok", "v": "yes"}, {"k": "none"}]
+    wrong_topic = make("tasks", s.encode(sample_events()[1][1]))  # an action.proposed on `tasks`
+    assert not wrong_topic.valid
+    assert wrong_topic.event_type == "tidegate.action.proposed"
+    assert make("control", None).invalid_reason == "no value (tombstone)"
+
+
+def test_text_postgres_cannot_store_is_cleaned_but_the_raw_value_is_untouched(make: Any) -> None:
+    raw = json.dumps({"id": "a\u0000b", "subject": "\ud800x", "tenantid": 7}).encode()
+    obs = make("tasks", raw)
+    assert obs.event_id == "a\ufffdb"
+    assert obs.task_id is not None
+    assert "\ud800" not in obs.task_id
+    assert obs.tenant_id is None
+    assert obs.value == raw
+
+
+def test_unknown_topics_accept_any_tidegate_event(make: Any) -> None:
+    event = sample_events()[0][1]
+    assert make("some.new.topic", s.encode(event)).valid
+
+
+def test_every_column_is_in_the_hash_and_null_differs_from_empty(sample_records: list[Any]) -> None:
+    row = LogRow.link(sample_records[0], seq=1, prev_hash=GENESIS, duplicate=False, recorded_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert row.expected_hash() == row.hash
+    changes = {
+        "topic": "x", "partition": 9, "kafka_offset": 99, "seq": 2, "kafka_ts": datetime(2020, 1, 1, tzinfo=UTC), "ts_type": 1,
+        "key": b"other", "headers": [], "value": b"{}", "valid": False, "invalid_reason": "r", "event_id": "e", "event_type": "t",
+        "tenant_id": "z", "task_id": "q", "action_id": "a", "tool": "t", "outcome": "o", "reasons": ["x"], "trace_id": "0" * 32,
+        "traceparent": "p", "event_time": datetime(2020, 1, 1, tzinfo=UTC), "duplicate": True,
+        "recorded_at": datetime(2020, 1, 1, tzinfo=UTC), "prev_hash": b"\x01" * 32,
+    }  # fmt: skip
+    assert set(changes) == set(COLUMNS) - {"hash"}
+    for column, value in changes.items():
+        assert dataclasses.replace(row, **{column: value}).expected_hash() != row.hash, column
+    assert content_bytes([None]) != content_bytes([""])
+    assert content_bytes(["ab", "c"]) != content_bytes(["a", "bc"])
