@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import ActionProposed, ActionProposedData, Envelope, decode, encode, headers_for
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
@@ -268,6 +269,19 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
             show_failures(Path(tmp))
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
+            await delete_topics(kit0.kafka_bootstrap, prefix)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Leave no benchmark topics behind (thousands of partitions slow the shared broker down)."""
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await client.start()
+    try:
+        ours = [t for t in await client.list_topics() if t.startswith(prefix)]
+        if ours:
+            await client.delete_topics(ours)
+    finally:
+        await client.close()
 
 
 async def main() -> None:
