@@ -25,7 +25,7 @@ async def read_published_checkpoints(bootstrap: str, prefix: str, *, timeout_s: 
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             batches = await consumer.getmany(*tps, timeout_ms=int(timeout_s * 1000))
             if not batches:
                 raise TimeoutError(f"{topic}: no progress reading checkpoints in {timeout_s}s")

@@ -109,7 +109,7 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
             return f"{d.tool} invoked over Kafka (attempt {d.attempt})"
         case s.ToolReply():
             return f"{d.tool} replied {'ok' if d.ok else 'error'}"
-    return event.type
+    return str(event.type)
 
 
 def story(rows: Sequence[LogRow]) -> list[StoryLine]:
@@ -430,9 +430,9 @@ def render_markdown(x: Explanation) -> str:
     if not x.actions:
         out += ["No actions.", ""]
     out += ["## Costs", ""]
-    c = x.costs
-    if c.reported:
-        r = c.reported
+    costs = x.costs
+    if costs.reported:
+        r = costs.reported
         out += ["| model | retrieval | tools | orchestration | retries | human review | total |", "|---|---|---|---|---|---|---|"]
         out.append(
             "| "
@@ -440,7 +440,7 @@ def render_markdown(x: Explanation) -> str:
             + " |"
         )
     else:
-        out.append(f"Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.")
+        out.append(f"Not reported (task open); from its events: model {_money(costs.model_usd)}, tools {_money(costs.tools_usd)}.")
     out += ["", "## Dead-lettered and invalid records", ""]
     if x.dead_letters:
         out += ["| at | topic | offset | code | service | error |", "|---|---|---|---|---|---|"]

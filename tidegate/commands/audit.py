@@ -113,11 +113,12 @@ def explain(
     explanation = run(_with_log(lambda log: explain_task(log, task_id, settings().topic_prefix)))
     if explanation.records == 0:
         fail(f"no record of task {task_id!r} in the audit log")
-    text = {
-        "md": render_markdown,
-        "html": render_html,
-        "json": lambda x: x.model_dump_json(indent=2) + "\n",
-    }[fmt](explanation)
+    if fmt == "md":
+        text = render_markdown(explanation)
+    elif fmt == "html":
+        text = render_html(explanation)
+    else:
+        text = explanation.model_dump_json(indent=2) + "\n"
     if output is not None:
         output.write_text(text)
         console.print(f"wrote {output}")
