@@ -57,6 +57,20 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
         await client.stop()
         for svc in reversed(services.values()):
             await svc.stop()
+        await delete_topics(kit)  # the broker keeps every partition open: leave none behind
+
+
+async def delete_topics(kit: KitSettings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, *, grant: bool = False) -> str:

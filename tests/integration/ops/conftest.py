@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_traffic import Traffic, record_traffic
+from ops_traffic import Traffic, delete_topics, record_traffic
 
 from servicekit import KitSettings
 
 
 @pytest.fixture(scope="module")
-def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Traffic:
+def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     """Real recorded traffic on a prefix of this module's own (built once; tests only read it)."""
     kit = KitSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
@@ -22,4 +23,5 @@ def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Traffic:
         topic_prefix=f"test-ops-{uuid.uuid4().hex[:8]}.",
         keys_dir=Path(tmp_path_factory.mktemp("ops-keys")),
     )
-    return asyncio.run(record_traffic(kit))
+    yield asyncio.run(record_traffic(kit))
+    asyncio.run(delete_topics(kit))  # the broker keeps every partition open: leave none behind

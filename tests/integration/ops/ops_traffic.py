@@ -45,6 +45,20 @@ class Traffic:
         }
 
 
+async def delete_topics(kit: KitSettings) -> None:
+    """Delete every topic under the kit's prefix."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
 async def systems_fingerprint(database_url: str) -> dict[str, tuple[int, str]]:
     """Row count and content hash of every table of the systems of record."""
     pool = await create_pool(database_url, max_size=1)
@@ -132,9 +146,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
             await client.publish("tasks", TaskSubmitted.build(data, source="tidegate/test"))
         await _decide_approvals(approval, kit, tasks["T-1002"].task_id, tasks["T-1002-again"].task_id)
         outcomes = await _outcomes(kit, {t.task_id for t in tasks.values()}, 90)
-        # Give the last results and decisions a moment to land before the window closes.
-        await asyncio.sleep(0.5)
-        end = datetime.now(UTC)
+        end = datetime.now(UTC)  # every event of a task was published before its outcome
     finally:
         await client.stop()
         for svc in reversed(services):
