@@ -197,6 +197,9 @@ kafka_launch() {
   (
     cd "$K"
     exec 9>&-
+    # Every partition holds open segment and index files: lift the descriptor limit as far as allowed.
+    ulimit -Hn 1048576 2>/dev/null || true
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     kafka_jvm
     exec setsid nohup "${KAFKA_JVM[@]}" kafka.Kafka "$K_PROPS" >>"$K_LOGS/kafka.out" 2>&1 </dev/null
   ) &
