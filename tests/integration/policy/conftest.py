@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,8 @@ from schemas import (
 )
 from servicekit import KitSettings, ServiceProcess, SigningKey, approval_message
 from services.policy.app import build
+
+log = logging.getLogger(__name__)
 
 
 class Collector:
@@ -205,3 +208,25 @@ def make_proposal() -> Callable[..., ActionProposed]:
 def make_grant() -> Callable[..., ApprovalGranted]:
     """The `grant` builder."""
     return grant
+
+
+@pytest.fixture(autouse=True)
+def _delete_test_topics(infra: Any, prefix: str) -> Iterator[None]:
+    """Delete this test's topics afterwards: thousands of leftover partitions slow the shared broker down."""
+    yield
+    asyncio.run(_delete_topics(infra.kafka_bootstrap, prefix))
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    except Exception:  # cleanup must never fail a test
+        log.warning("could not delete the topics of %s", prefix)
+    finally:
+        await admin.close()
