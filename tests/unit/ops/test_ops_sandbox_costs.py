@@ -140,3 +140,20 @@ def test_quantile_and_time_parsing() -> None:
     assert parse_time("2026-11-24T09:00:00") == datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     with pytest.raises(ValueError):  # noqa: PT011
         parse_time("yesterday-ish")
+
+
+def test_the_replay_diff_tells_changed_plans_decisions_and_outcomes_apart() -> None:
+    from tidegate.ops.replay import Story, TaskDiff
+
+    def action(tool: str, digest: str, decision: str | None) -> dict[str, Any]:
+        return {"tool": tool, "digest": digest, "decision": decision, "result": None}
+
+    then = Story([action("tag_ticket", "a", "allow"), action("issue_refund", "b", "allow")], "completed", 0.1)
+    same_plan_new_decision = Story([action("tag_ticket", "a", "allow"), action("issue_refund", "b", "escalate")], None, 0.1)
+    diff = TaskDiff("t", "acme", then, same_plan_new_decision)
+    assert (diff.actions_changed, diff.decisions_changed, diff.outcome_changed) == (False, True, False)
+    new_plan = Story([action("tag_ticket", "c", "allow")], "failed", 0.0)
+    diff = TaskDiff("t", "acme", then, new_plan)
+    assert (diff.actions_changed, diff.decisions_changed, diff.outcome_changed) == (True, False, True)
+    undecided = Story([action("tag_ticket", "a", None)], None, 0.0)
+    assert not TaskDiff("t", "acme", then, undecided).decisions_changed
