@@ -18,11 +18,14 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 import schemas as s
-from servicekit import Keyring, KitSettings, catalog_topic_names, ensure_topics
-from services.audit.app import build
+from servicekit import Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics
+from services.audit.app import MIGRATIONS, build
+from services.audit.handlers import Checkpointer
 from services.audit.reading import explain_task, render_markdown
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
 from services.audit.settings import AuditSettings
 from services.audit.verify import verify_log
@@ -101,31 +104,70 @@ def task_of_50(task: str) -> list[tuple[str, s.Envelope]]:
     return events
 
 
-async def produce(bootstrap: str, prefix: str, n: int, task: str) -> int:
+def bench_events(n: int, task: str) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
+    """(topic, value, key, headers) of a 50-event task followed by `n - 50` proposals of 1000 other tasks."""
+    out = []
+    for topic, event in [*task_of_50(task), *(("actions.proposed", proposal(i, f"bt-{i % 1000}")) for i in range(n - 50))]:
+        headers = [(k, v.encode()) for k, v in s.headers_for(event).items()]
+        out.append((topic, s.encode(event), event.key, headers))
+    return out
+
+
+async def produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
-        futures = []
-        for topic, event in task_of_50(task):
-            futures.append(
-                await producer.send(
-                    prefix + topic, s.encode(event), key=event.key, headers=[("content-type", b"application/cloudevents+json")]
-                )
-            )
-        for i in range(n - 50):
-            event = proposal(i, f"bt-{i % 1000}")
-            futures.append(
-                await producer.send(
-                    prefix + "actions.proposed",
-                    s.encode(event),
-                    key=event.key,
-                    headers=[("content-type", b"application/cloudevents+json"), ("traceparent", (event.traceparent or "").encode())],
-                )
-            )
+        futures = [await producer.send(prefix + topic, value, key=key, headers=headers) for topic, value, key, headers in records]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return n
+
+
+async def append_directly(
+    log: PostgresAuditLog, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]
+) -> float:
+    """The write path without Kafka: observe + chain + COPY, batches of 5000, one transaction each; returns seconds."""
+    started = time.perf_counter()
+    offsets: dict[tuple[str, int], int] = {}
+    batch = []
+    for i, (topic, value, key, headers) in enumerate(records):
+        partition = i % 6 if topic == "actions.proposed" else 0
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        batch.append(
+            observe(topic=prefix + topic, partition=partition, offset=offset, timestamp_ms=int(time.time() * 1000), timestamp_type=0,
+                    key=key, value=value, headers=headers, prefix=prefix)
+        )  # fmt: skip
+        if len(batch) == 5000:
+            await log.append(batch)
+            batch = []
+    await log.append(batch)
+    return time.perf_counter() - started
+
+
+async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
+    """Produce the records under the kit's prefix, then time the audit service consuming them."""
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
+    t0 = time.perf_counter()
+    await produce(kit.kafka_bootstrap, kit.topic_prefix, records)
+    print(f"  (produced {len(records)} events in {time.perf_counter() - t0:.1f} s beforehand: setup, not an audit figure)")
+    svc = build(kit, AuditSettings(checkpoint_interval_s=2.0))
+    started = time.perf_counter()
+    await svc.start()
+    first_row_at = None
+    try:
+        while svc.recorder.recorded < len(records):
+            if svc.recorder.recorded and first_row_at is None:
+                first_row_at = time.perf_counter()
+            await asyncio.sleep(0.02)
+        done = time.perf_counter()
+    finally:
+        await svc.stop()
+    assert first_row_at is not None
+    print(
+        f"ingest from Kafka (the audit service): {len(records)} events, first row to last {done - first_row_at:.2f} s = "
+        f"{len(records) / (done - first_row_at):,.0f} events/s ({len(records) / (done - started):,.0f}/s counting start-up and group join)"
+    )
 
 
 async def main(events: int) -> None:
@@ -133,66 +175,55 @@ async def main(events: int) -> None:
     base = kit0.database_url.rsplit("/", 1)[0]
     admin = base.replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    run = uuid.uuid4().hex[:8]
+    direct_prefix, kafka_prefix = f"bench-direct-{run}.", f"bench-{run}."
     conn = await asyncpg.connect(admin)
     await conn.execute(f"CREATE DATABASE {dbname} OWNER tidegate")
     sync = await conn.fetchval("SHOW synchronous_commit")
     await conn.close()
     keys = Path(tempfile.mkdtemp(prefix="tidegate-bench-keys-"))
-    kit = KitSettings(database_url=f"{base}/{dbname}", topic_prefix=prefix, keys_dir=keys)
+    kit = KitSettings(database_url=f"{base}/{dbname}", topic_prefix=kafka_prefix, keys_dir=keys)
+    task = f"bench-task-{run}"
+    records = bench_events(events, task)
+    print(f"{events} events (~{sum(len(r[1]) for r in records) // events} bytes each); synchronous_commit = {sync}")
+    log = await PostgresAuditLog.connect(kit.database_url)
     try:
-        await ensure_topics(kit.kafka_bootstrap, prefix, catalog_topic_names())
-        task = f"bench-task-{uuid.uuid4().hex[:6]}"
-        t0 = time.perf_counter()
-        await produce(kit.kafka_bootstrap, prefix, events, task)
-        print(f"produced {events} events in {time.perf_counter() - t0:.1f} s (setup, not a figure of the audit)")
-
-        svc = build(kit, AuditSettings(checkpoint_interval_s=2.0))
-        started = time.perf_counter()
-        await svc.start()
-        log = PostgresAuditLog(svc.process.pool)  # type: ignore[arg-type]
-        first_row_at = None
-        while True:
-            count = svc.recorder.recorded
-            if count and first_row_at is None:
-                first_row_at = time.perf_counter()
-            if count >= events:
-                break
-            await asyncio.sleep(0.05)
-        done = time.perf_counter()
-        await svc.stop()
-        assert first_row_at is not None
-        print(f"synchronous_commit = {sync}; batches of up to {AuditSettings().batch_max_records} records, one COPY + commit each")
-        rate = events / (done - first_row_at)
-        print(
-            f"ingest: {events} events in {done - first_row_at:.2f} s from first row to last = {rate:,.0f} events/s "
-            f"({events / (done - started):,.0f}/s including start-up and the consumer group join)"
-        )
-
-        log = await PostgresAuditLog.connect(kit.database_url)
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        seconds = await append_directly(log, direct_prefix, records)
+        print(f"append path alone (observe + validate + hash + COPY, 5000 per transaction): {events / seconds:,.0f} events/s")
         try:
-            report = await verify_log(log, Keyring.load(keys, "audit"), prefix=prefix)
-            print(
-                f"verify: {report.rows} rows, {report.chains} chains, {report.checkpoints} checkpoints in {report.seconds:.2f} s "
-                f"= {report.rows / report.seconds:,.0f} rows/s; intact={report.ok}"
-            )
+            await ingest_from_kafka(kit, records)
+        except (OSError, KafkaError, TimeoutError) as exc:
+            print(f"ingest from Kafka: not measured, Kafka unreachable ({exc!r})")
 
-            timings = []
-            for _ in range(20):
-                t = time.perf_counter()
-                x = await explain_task(log, task, prefix)
-                render_markdown(x)
-                timings.append((time.perf_counter() - t) * 1000)
-            print(
-                f"explain (50-event task, read + build + render md): median {statistics.median(timings):.1f} ms, "
-                f"p95 {sorted(timings)[18]:.1f} ms over 20 runs ({x.records} records, {len(x.actions)} actions)"
-            )
-        finally:
-            await log.close()
+        checkpointer = Checkpointer(
+            log, SigningKey.load_or_create(keys, "audit"), _discard, direct_prefix + "audit.checkpoints", 1.0, prefix=direct_prefix
+        )
+        await checkpointer.tick()
+        report = await verify_log(log, Keyring.load(keys, "audit"), prefix=direct_prefix)
+        print(
+            f"verify: {report.rows} rows, {report.chains} chains, {report.checkpoints} checkpoint(s) in {report.seconds:.2f} s "
+            f"= {report.rows / report.seconds:,.0f} rows/s; intact={report.ok}"
+        )
+        timings = []
+        for _ in range(20):
+            t = time.perf_counter()
+            x = await explain_task(log, task, direct_prefix)
+            render_markdown(x)
+            timings.append((time.perf_counter() - t) * 1000)
+        print(
+            f"explain (task of {x.records} events, {len(x.actions)} actions; read + build + render md): "
+            f"median {statistics.median(timings):.1f} ms, p95 {sorted(timings)[18]:.1f} ms over 20 runs"
+        )
     finally:
+        await log.close()
         conn = await asyncpg.connect(admin)
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
+
+
+async def _discard(event: object) -> None:
+    """Checkpoints of the direct run are not published."""
 
 
 if __name__ == "__main__":

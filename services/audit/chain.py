@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.audit.records import GENESIS, LogRow, Observed
 
-__all__ = ["AppendResult", "Head", "chain_batch"]
+__all__ = ["AppendResult", "Head", "chain_batch", "chain_records"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +32,14 @@ class AppendResult:
     duplicates: int = 0
 
 
-def chain_batch(
+def chain_records(
     records: Iterable[Observed],
     heads: Mapping[tuple[str, int], Head],
     known_event_ids: set[str],
     recorded_at: datetime,
-) -> AppendResult:
-    """Rows to append for `records`, given each chain's head and the valid event ids already logged.
+    result: AppendResult,
+) -> Iterator[LogRow]:
+    """Rows to append for `records`, lazily (so COPY can stream them), counting into `result`.
 
     A record at or below its chain head's offset was recorded before (a redelivery after a crash or
     a rebalance) and is skipped: Kafka delivers a partition in offset order, so that is exactly
@@ -47,7 +48,6 @@ def chain_batch(
     """
     current = dict(heads)
     seen = set(known_event_ids)
-    result = AppendResult()
     for obs in records:
         tp = (obs.topic, obs.partition)
         head = current.get(tp, EMPTY)
@@ -62,4 +62,17 @@ def chain_batch(
         row = LogRow.link(obs, seq=head.seq + 1, prev_hash=head.hash, duplicate=duplicate, recorded_at=recorded_at)
         current[tp] = Head(row.seq, row.hash, row.kafka_offset)
         result.rows.append(row)
+        yield row
+
+
+def chain_batch(
+    records: Iterable[Observed],
+    heads: Mapping[tuple[str, int], Head],
+    known_event_ids: set[str],
+    recorded_at: datetime,
+) -> AppendResult:
+    """`chain_records`, all at once: the rows to append are in the result's `rows`."""
+    result = AppendResult()
+    for _ in chain_records(records, heads, known_event_ids, recorded_at, result):
+        pass
     return result

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from services.audit.chain import AppendResult, Head, chain_batch
+from services.audit.chain import AppendResult, Head, chain_batch, chain_records
 from services.audit.checkpoints import Checkpoint
 from services.audit.records import COLUMNS, LogRow, Observed
 
@@ -279,9 +279,11 @@ class PostgresAuditLog:
                     f"SELECT event_id FROM {SCHEMA}.log WHERE event_id = ANY($1::text[]) AND valid AND NOT duplicate", ids
                 )
             }
-            result = chain_batch(records, heads, known, datetime.now(UTC))
-            if result.rows:
-                await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=[_db_tuple(r) for r in result.rows])
+            result = AppendResult()
+            # Lazily: asyncpg streams COPY data in chunks, so PostgreSQL stores the first rows while
+            # the next ones are still being hashed.
+            rows = (_db_tuple(r) for r in chain_records(records, heads, known, datetime.now(UTC), result))
+            await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=rows)
         return result
 
     async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:

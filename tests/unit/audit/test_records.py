@@ -9,7 +9,7 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes
+from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, reference_content_bytes
 
 
 def test_every_sample_event_is_valid_on_its_topic_with_its_fields_extracted(make: Any) -> None:
@@ -73,5 +73,19 @@ def test_every_column_is_in_the_hash_and_null_differs_from_empty(sample_records:
     assert set(changes) == set(COLUMNS) - {"hash"}
     for column, value in changes.items():
         assert dataclasses.replace(row, **{column: value}).expected_hash() != row.hash, column
-    assert content_bytes([None]) != content_bytes([""])
-    assert content_bytes(["ab", "c"]) != content_bytes(["a", "bc"])
+    assert reference_content_bytes([None]) != reference_content_bytes([""])
+    assert reference_content_bytes(["ab", "c"]) != reference_content_bytes(["a", "bc"])
+
+
+def test_the_fast_encoders_write_exactly_the_reference_bytes(make: Any) -> None:
+    odd = make(
+        "tasks",
+        json.dumps({"id": 'é\u2028"x', "type": "t", "data": {"reasons": [{"code": "a\\b"}, {"code": "ü"}]}}).encode(),
+        key=b"\x00k",
+        headers=[("traceparent", "00-é".encode()), ("bin", b"\xff"), ("nul", None), ("", b"")],
+    )
+    records = [make(topic, s.encode(event), key=event.key) for topic, event in sample_events()] + [odd, make("control", None)]
+    for obs in records:
+        for recorded_at in (datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC)):
+            row = LogRow.link(obs, seq=3, prev_hash=GENESIS, duplicate=True, recorded_at=recorded_at)
+            assert content_bytes(row.hashed_values()) == reference_content_bytes(row.hashed_values())
