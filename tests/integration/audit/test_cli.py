@@ -1,0 +1,88 @@
+"""`tidegate audit show|explain|search` over a real log (filled through the service's repository)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import schemas as s
+from schemas.examples import sample_events
+from servicekit import KitSettings, apply_migrations
+from services.audit.app import MIGRATIONS
+from services.audit.records import observe
+from services.audit.repository import PostgresAuditLog
+from tidegate.cli import app as cli
+
+
+@pytest.fixture
+async def env(infra: Any, prefix: str, tmp_path: Path) -> dict[str, str]:
+    """A log holding the contract's sample events for a task of this test's own, under this test's prefix."""
+    kit = KitSettings(database_url=infra.database_url, topic_prefix=prefix, keys_dir=tmp_path / "keys")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        records = []
+        for offset, (topic, event) in enumerate(sample_events()):
+            data = event.data.model_copy(update={"task_id": task}) if hasattr(event.data, "task_id") else event.data
+            event = event.model_copy(update={"data": data, "subject": task if event.subject else None})
+            records.append(
+                observe(topic=prefix + topic, partition=0, offset=offset, timestamp_ms=1_790_000_000_000 + offset, timestamp_type=0,
+                        key=event.key, value=s.encode(event), headers=[], prefix=prefix)
+            )  # fmt: skip
+        await log.append(records)
+    finally:
+        await log.close()
+    return {
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_TOPIC_PREFIX": prefix,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TASK": task,
+    }
+
+
+async def _cli(env: dict[str, str], *args: str) -> Any:
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", *args], env=env)
+
+
+async def test_show_tells_the_story_in_order(env: dict[str, str]) -> None:
+    result = await _cli(env, "show", env["TASK"], "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["event_type"] for line in lines][:3] == ["task.submitted", "action.proposed", "action.decided"]
+    table = await _cli(env, "show", env["TASK"])
+    assert "task.submitted" in table.output
+    missing = await _cli(env, "show", "no-such-task")
+    assert missing.exit_code == 1
+
+
+async def test_explain_in_every_format(env: dict[str, str], tmp_path: Path) -> None:
+    md = await _cli(env, "explain", env["TASK"], "--format", "md")
+    assert md.exit_code == 0, md.output
+    assert "## Sources referenced" in md.output
+    assert "`no_permit`" in md.output
+    out = tmp_path / "x.html"
+    html = await _cli(env, "explain", env["TASK"], "--format", "html", "-o", str(out))
+    assert html.exit_code == 0, html.output
+    assert out.read_text().startswith("<!doctype html>")
+    doc = json.loads((await _cli(env, "explain", env["TASK"], "--format", "json")).output)
+    assert doc["task_id"] == env["TASK"]
+    assert doc["actions"][0]["decisions"][0]["reasons"][0]["code"] == "no_permit"
+
+
+async def test_search_by_reason_tool_outcome_and_tenant(env: dict[str, str]) -> None:
+    result = await _cli(env, "search", "--reason", "no_permit", "--tenant", "acme", "--json")
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.output.splitlines()]
+    assert [h["event_type"] for h in hits] == ["action.decided"]
+    assert hits[0]["task_id"] == env["TASK"]
+    by_tool = await _cli(env, "search", "--tool", "tag_ticket", "--outcome", "succeeded", "--json")
+    assert [json.loads(line)["event_type"] for line in by_tool.output.splitlines()] == ["action.succeeded"]
+    since = await _cli(env, "search", "--since", "2000-01-01", "--until", "2001-01-01", "--json")
+    assert since.output == ""
