@@ -51,6 +51,7 @@ async def read_control(kit: KitSettings) -> ControlState:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < end for tp, end in ends.items()])
 
