@@ -8,6 +8,7 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tidegate.commands._common import console, fail, run, settings
@@ -42,7 +43,7 @@ def _explain(response: httpx.Response) -> NoReturn:
         detail = response.text
     message = detail.get("message") if isinstance(detail, dict) else json.dumps(detail)
     code = f" [{detail.get('code')}]" if isinstance(detail, dict) and detail.get("code") else ""
-    fail(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}")
+    fail(escape(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}"))  # [..] is not markup
 
 
 def _call(
@@ -71,20 +72,20 @@ def _print_one(item: dict[str, Any]) -> None:
     console.print(
         f"tool {item['tool']} (risk {item['risk']}), requested by {item.get('requested_by') or '?'}, expires {item['expires_at']}"
     )
-    console.print("args: " + json.dumps(item["args"], sort_keys=True))
+    console.print("args: " + escape(json.dumps(item["args"], sort_keys=True)))
     console.print(f"digest: {item['action_digest']}")
     for reason in item["reasons"]:
-        console.print(f"  reason [cyan]{reason['code']}[/] ({reason['policy_id']}): {reason['message']}")
+        console.print(f"  reason [cyan]{reason['code']}[/] ({reason['policy_id']}): " + escape(reason["message"]))
     if item.get("facts"):
-        console.print("facts: " + json.dumps(item["facts"], sort_keys=True))
+        console.print("facts: " + escape(json.dumps(item["facts"], sort_keys=True)))
     if item.get("result_error"):
-        console.print(f"executor error: {item['result_error'].get('type')}: {item['result_error'].get('message')}")
+        console.print(escape(f"executor error: {item['result_error'].get('type')}: {item['result_error'].get('message')}"))
     console.print(f"approvals: {len(item['approvers'])}/{item['required_approvals']} {', '.join(item['approvers'])}")
     if item.get("killswitch"):
         ks = item["killswitch"]
-        console.print(f"[yellow]kill switch active on {ks['tool']}@{ks['tenant_id']}: {ks['reason']}[/]")
+        console.print("[yellow]" + escape(f"kill switch active on {ks['tool']}@{ks['tenant_id']}: {ks['reason']}") + "[/]")
     if not item["can_decide"]:
-        console.print(f"[yellow]you cannot decide it: {item['cannot_decide_because']}[/]")
+        console.print("[yellow]" + escape(f"you cannot decide it: {item['cannot_decide_because']}") + "[/]")
     if "cost" in item:
         cost = item["cost"]
         console.print(f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}")
@@ -118,7 +119,7 @@ def list_(
             ", ".join(r["code"] for r in item["reasons"]),
             f"{len(item['approvers'])}/{item['required_approvals']}",
             item["expires_at"],
-            "yes" if item["can_decide"] else f"no: {item['cannot_decide_because']}",
+            "yes" if item["can_decide"] else escape(f"no: {item['cannot_decide_because']}"),
         )
     console.print(table)
 
@@ -159,14 +160,15 @@ def approve(
     if digest is None:
         current = _call("GET", url, f"/api/v1/approvals/{approval_id}", token)
         console.print(
-            f"approving {current['tool']} {json.dumps(current['args'], sort_keys=True)} (digest {current['action_digest'][:16]}…)"
+            escape(f"approving {current['tool']} {json.dumps(current['args'], sort_keys=True)} (digest {current['action_digest'][:16]}…)")
         )
         digest = current["action_digest"]
         if current.get("edited_args") is not None and current["status"] == "pending" and edited != current["edited_args"]:
-            console.print(
-                f"[yellow]{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
-                "yours differ, so the count restarts with you (pass the same --edit-args to concur)[/]"
+            warning = (
+                f"{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
+                "yours differ, so the count restarts with you (pass the same --edit-args to concur)"
             )
+            console.print(f"[yellow]{escape(warning)}[/]")
     item = _call(
         "POST",
         url,

@@ -191,7 +191,7 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     tokens = stack.cli("approvals", "token", "list")
     assert "bob@acme.example" in tokens.stdout
     assert bob not in tokens.stdout  # the token itself is never shown again
-    token_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "alice@acme.example" in line)
+    token_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "alice@acme.example" in line and stack.tenant in line)
     assert stack.cli("approvals", "token", "revoke", token_id).returncode == 0
     revoked = stack.cli("approvals", "list", token=alice)
     assert revoked.returncode == 1

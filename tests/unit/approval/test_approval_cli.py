@@ -1,0 +1,111 @@
+"""`tidegate approvals`: what an approver sees when the API refuses, and what the CLI sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from tidegate.commands import approvals
+
+ITEM = {
+    "approval_id": "ap-1",
+    "kind": "approval",
+    "status": "pending",
+    "tenant_id": "acme",
+    "task_id": "t-1",
+    "action_id": "a-1",
+    "tool": "issue_refund",
+    "args": {"amount_usd": 900.0},
+    "action_digest": "d" * 64,
+    "reasons": [{"code": "needs_human_approval", "policy_id": "refund-threshold", "message": "over 500"}],
+    "facts": {},
+    "risk": "financial",
+    "requested_by": "alice@acme.example",
+    "required_approvals": 1,
+    "approvers": [],
+    "edited_args": None,
+    "expires_at": "2026-11-24T11:00:00+00:00",
+    "can_decide": True,
+    "cannot_decide_because": None,
+    "killswitch": None,
+    "resolution": None,
+    "result_error": None,
+}
+
+
+class FakeApi:
+    """Stands in for httpx.request: records calls, answers from a script."""
+
+    def __init__(self, answers: list[tuple[int, Any]]) -> None:
+        self.answers = answers
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        self.calls.append({"method": method, "url": url, **kw})
+        status, body = self.answers.pop(0)
+        return httpx.Response(status, json=body, request=httpx.Request(method, url))
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_approve_binds_to_the_digest_it_showed(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    api = FakeApi([(200, ITEM), (200, ITEM | {"status": "granted", "approvers": ["bob@acme.example"]})])
+    monkeypatch.setattr(approvals.httpx, "request", api)
+    result = runner.invoke(approvals.app, ["approve", "ap-1", "-m", "ok", "--token", "tga_x", "--url", "http://approvals.test"])
+    assert result.exit_code == 0, result.output
+    assert "granted" in result.output
+    post = api.calls[1]
+    assert post["url"] == "http://approvals.test/api/v1/approvals/ap-1/approve"
+    assert post["json"] == {"action_digest": "d" * 64, "comment": "ok", "edited_args": None}
+    assert post["headers"] == {"Authorization": "Bearer tga_x"}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "words"),
+    [
+        (401, "unauthenticated", "not authenticated"),
+        (403, "four_eyes", "not allowed [four_eyes]"),
+        (409, "digest_mismatch", "conflict"),
+        (422, "invalid_args", "invalid input"),
+    ],
+)
+def test_refusals_are_explained_in_words(monkeypatch: pytest.MonkeyPatch, runner: CliRunner, status: int, code: str, words: str) -> None:
+    api = FakeApi([(status, {"detail": {"code": code, "message": "because"}})])
+    monkeypatch.setattr(approvals.httpx, "request", api)
+    result = runner.invoke(approvals.app, ["reject", "ap-1", "--token", "tga_x"])
+    assert result.exit_code == 1
+    assert words in " ".join(result.output.split())
+    assert "because" in result.output
+
+
+def test_no_token_says_where_to_get_one(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIDEGATE_APPROVER_TOKEN", raising=False)
+    result = runner.invoke(approvals.app, ["list"])
+    assert result.exit_code == 1
+    assert "TIDEGATE_APPROVER_TOKEN" in result.output
+
+
+def test_edit_args_must_be_a_json_object(runner: CliRunner) -> None:
+    result = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x", "--edit-args", "[1, 2]"])
+    assert result.exit_code == 1
+    assert "JSON object" in result.output
+
+
+def test_show_prints_untrusted_text_verbatim_not_as_markup(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    item = ITEM | {
+        "args": {"recipients": ["a@x.example"], "note": "[red]pay now[/red]"},
+        "can_decide": False,
+        "cannot_decide_because": "needs a member of ['finance']",
+    }
+    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, item)]))
+    result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    assert '"[red]pay now[/red]"' in result.output
+    assert '["a@x.example"]' in result.output
+    assert "['finance']" in result.output
