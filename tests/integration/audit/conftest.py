@@ -74,6 +74,8 @@ async def log_positions(dsn: str, prefix: str) -> dict[tuple[str, int], list[int
         rows = await conn.fetch(
             "SELECT topic, partition, kafka_offset FROM audit.log WHERE starts_with(topic, $1) ORDER BY topic, partition, seq", prefix
         )
+    except asyncpg.UndefinedTableError:  # the service (a subprocess, say) has not migrated yet
+        rows = []
     finally:
         await conn.close()
     out: dict[tuple[str, int], list[int]] = {}
