@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -226,7 +226,7 @@ def _string_dicts(value: Any) -> bytes:
     return _framed(("[" + ",".join(parts) + "]").encode())
 
 
-_ENCODERS = {
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "topic": _text, "partition": _number, "kafka_offset": _number, "seq": _number, "kafka_ts": _time, "ts_type": _number,
     "key": _raw, "headers": _string_dicts, "value": _raw, "valid": _flag, "invalid_reason": _text, "event_id": _text,
     "event_type": _text, "tenant_id": _text, "task_id": _text, "action_id": _text, "tool": _text, "outcome": _text,
@@ -382,7 +382,7 @@ def observe(
                 reason = _validation_error(exc)[:TEXT_LIMIT]
     if not isinstance(doc, dict):
         doc = {}
-    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
     event_type = _clean(doc.get("type"), 200)
     traceparent = _clean(doc.get("traceparent"), 200) or next(
         (h.get("v") for h in header_list if h["k"] == "traceparent" and "v" in h), None
