@@ -86,6 +86,7 @@ class ApprovalRecord(_Frozen):
     expires_at: datetime
     escalated_at: datetime | None = None
     version: int = 0
+    traceparent: str | None = None  # trace of the escalation, so a human's decision continues the task's trace
 
     @property
     def is_pending(self) -> bool:

@@ -29,7 +29,7 @@ from schemas import (
     decode,
     encode,
 )
-from servicekit import Attr, ControlState, SigningKey, ToolCatalog, span
+from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, span
 from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent
@@ -128,6 +128,7 @@ class ApprovalService:
         )
         if fresh is None:
             return None
+        fresh = fresh.model_copy(update={"traceparent": current_traceparent()})
         existing = await self.repo.get_by_action(decided.action_id)
         if existing is not None:
             refreshed = domain.refresh_request(existing, fresh)
@@ -177,7 +178,7 @@ class ApprovalService:
             requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),
             args=args,
             requested_call=request,
-        )
+        ).model_copy(update={"traceparent": current_traceparent()})
         _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
         created = await self.repo.insert_request(record, [], deliveries)
         return created or await self.repo.get_by_action(result.action_id, "follow_up")
@@ -202,8 +203,15 @@ class ApprovalService:
         return Session(Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups)))
 
     async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
-        """Take one human's vote; the record after it, or why it is refused (traced, with the outcome)."""
-        with span(f"approval {vote.decision}", attributes={Attr.SERVICE: "approval", Attr.APPROVAL: approval_id}) as s:
+        """Take one human's vote; the record after it, or why it is refused.
+
+        The vote is traced as a child of the escalation's trace, so the decision event (and the policy's
+        re-decision, and the executor's call) continue the task's one trace.
+        """
+        known = await self.repo.get(approval_id)
+        parent = known.traceparent if known else None
+        attributes = {Attr.SERVICE: "approval", Attr.APPROVAL: approval_id, Attr.TASK: known.task_id if known else None}
+        with span(f"approval {vote.decision}", parent=parent, attributes=attributes) as s:
             result = await self._vote(approval_id, session, vote)
             s.set_attribute(Attr.OUTCOME, result.code if isinstance(result, Refusal) else result.status)
             return result
@@ -294,10 +302,12 @@ class ApprovalService:
             transition = domain.expire(record, now)
             if transition is None:
                 continue
-            outbox, deliveries = await self._announce(transition.record, transition.event_type) if transition.event_type else ([], [])
-            if await self.repo.save(record.version, transition.record, outbox, deliveries):
-                await self._publish(outbox)
-                counts["expired"] += 1
+            attributes = {Attr.SERVICE: "approval", Attr.APPROVAL: record.approval_id, Attr.TASK: record.task_id}
+            with span("approval expire", parent=record.traceparent, attributes=attributes):  # the task's trace, like a vote
+                outbox, deliveries = await self._announce(transition.record, transition.event_type) if transition.event_type else ([], [])
+                if await self.repo.save(record.version, transition.record, outbox, deliveries):
+                    await self._publish(outbox)
+                    counts["expired"] += 1
         if self.settings.escalate_after_s is not None:
             after = timedelta(seconds=self.settings.escalate_after_s)
             for record in await self.repo.due_for_escalation(now - after):
@@ -357,7 +367,7 @@ class ApprovalService:
             data = (
                 domain.unsigned_request(record) if event_type == domain.REQUESTED else domain.signed_decision(record, event_type, self.key)
             )
-            event = envelope_type.build(data, source=SOURCE)
+            event = envelope_type.build(data, source=SOURCE, traceparent=current_traceparent())
             outbox.append(OutboxItem(event.id, record.approval_id, "approvals", encode(event).decode()))
         deliveries = [
             Delivery(

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog, action_digest
+from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog, action_digest, span
 from services.approval import auth, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
@@ -320,3 +320,20 @@ async def test_the_page_is_served_with_a_strict_content_security_policy(world: W
     assert "'sha256-" in csp
     assert "http" not in csp  # nothing loads from another origin
     assert "cdn" not in page.text.lower()
+
+
+async def test_a_decision_taken_over_http_continues_the_escalations_trace(world: World) -> None:
+    escalation_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with span("approval handle action.decided", parent=f"00-{escalation_trace}-00f067aa0ba902b7-01"):
+        record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    assert record.traceparent is not None
+    assert record.traceparent.split("-")[1] == escalation_trace
+    answer = await world.client.post(
+        f"/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(world.tokens["bob"])
+    )
+    assert answer.status_code == 200
+    granted = world.bus.events[-1][1]
+    assert granted.type == "tidegate.approval.granted"
+    assert granted.traceparent is not None
+    assert granted.traceparent.split("-")[1] == escalation_trace
