@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -31,7 +32,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas import ActionProposed, ActionProposedData, Envelope, decode, encode, headers_for
+from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
@@ -212,7 +213,7 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
 
         async def collect() -> None:
             async for record in consumer:
-                seen[decode("actions.decided", record.value).data.action_id] = time.perf_counter()
+                seen[json.loads(record.value)["data"]["action_id"]] = time.perf_counter()  # cheap: the benchmark shares the cores
                 arrived.set()
 
         collector = asyncio.create_task(collect())
