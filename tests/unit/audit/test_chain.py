@@ -49,3 +49,15 @@ def test_a_second_copy_of_an_event_is_kept_but_flagged_duplicate(make: Any) -> N
     forged = chain_batch([make("actions.proposed", raw, offset=0)], {}, set(), NOW)
     assert not forged.rows[0].valid
     assert not forged.rows[0].duplicate
+
+
+def test_the_database_tuple_follows_the_column_order(make: Any) -> None:
+    import json
+
+    from services.audit.records import COLUMNS
+    from services.audit.repository import _db_tuple
+
+    row = chain_batch([make("tasks", s.encode(sample_events()[0][1]), headers=[("a", b"b")])], {}, set(), NOW).rows[0]
+    expected = list(row.as_tuple())
+    expected[COLUMNS.index("headers")] = json.dumps(row.headers)
+    assert _db_tuple(row) == tuple(expected)
