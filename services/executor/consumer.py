@@ -10,6 +10,7 @@ execution at most once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from faststream import AckPolicy
@@ -17,7 +18,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from servicekit import Bus, Handler
 
-__all__ = ["consume_by_key"]
+__all__ = ["consume_by_key", "handle_by_key"]
 
 
 def consume_by_key(bus: Bus, topic: str, handler: Handler, *, group_id: str, concurrency: int, max_records: int = 500) -> None:
@@ -36,17 +37,21 @@ def consume_by_key(bus: Bus, topic: str, handler: Handler, *, group_id: str, con
     )
     async def _on_batch(msg: KafkaMessage) -> None:
         raw: Any = msg.raw_message
-        records = raw if isinstance(raw, tuple | list) else (raw,)
-        lanes: dict[bytes | None, list[Any]] = {}
-        for record in records:
-            lanes.setdefault(record.key, []).append(record)
+        await handle_by_key(bus, topic, handler, raw if isinstance(raw, tuple | list) else (raw,), slots)
 
-        async def run(lane: list[Any]) -> None:
-            for record in lane:
-                async with slots:
-                    await bus.handle_record(topic, record, handler)
 
-        await asyncio.gather(*(run(lane) for lane in lanes.values()))
-        for record in records:
-            position = (record.topic, record.partition)
-            bus.positions[position] = max(bus.positions.get(position, 0), record.offset + 1)
+async def handle_by_key(bus: Bus, topic: str, handler: Handler, records: Sequence[Any], slots: asyncio.Semaphore) -> None:
+    """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
+    lanes: dict[bytes | None, list[Any]] = {}
+    for record in records:
+        lanes.setdefault(record.key, []).append(record)
+
+    async def run(lane: list[Any]) -> None:
+        for record in lane:
+            async with slots:
+                await bus.handle_record(topic, record, handler)
+
+    await asyncio.gather(*(run(lane) for lane in lanes.values()))
+    for record in records:
+        position = (record.topic, record.partition)
+        bus.positions[position] = max(bus.positions.get(position, 0), record.offset + 1)
