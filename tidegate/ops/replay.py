@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import (
@@ -44,6 +45,8 @@ from schemas import (
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
+    encode,
+    headers_for,
 )
 from servicekit import (
     Bus,
@@ -54,6 +57,7 @@ from servicekit import (
     action_digest,
     authorization_message,
     catalog_topic_names,
+    current_traceparent,
     ensure_topics,
     make_broker,
 )
@@ -64,10 +68,41 @@ __all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor"
 log = logging.getLogger(__name__)
 
 UNANSWERABLE = "unanswerable"
+SETTLE_S = 1.0
 SANDBOX_SOURCE = "tidegate/replay-executor"
 
 
 # --- the sandbox executor ----------------------------------------------------------------------
+
+
+class SandboxProducer:
+    """Publishes into the sandbox without waiting for each acknowledgement (a replay is not a record of anything).
+
+    The kit's `Bus.publish` waits for every write (acks=all), right for services and ~100x too slow to
+    re-publish a day of traffic; here writes are batched and flushed when the replay ends.
+    """
+
+    def __init__(self, bootstrap: str, prefix: str) -> None:
+        self.prefix = prefix
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+
+    async def start(self) -> None:
+        """Connect."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is buffered and disconnect."""
+        await self._producer.flush()
+        await self._producer.stop()
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Queue `event` on sandbox topic `topic`, carrying the current trace context if it has none."""
+        if event.traceparent is None:
+            tp = current_traceparent()
+            if tp:
+                event = event.model_copy(update={"traceparent": tp})
+        headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+        await self._producer.send(self.prefix + topic, encode(event), key=event.key, headers=headers)
 
 
 @dataclass
@@ -244,6 +279,8 @@ def _stories(events: list[Any]) -> dict[str, Story]:
     """Each task's story from its events: actions with decision and result, outcome, cost."""
     stories: dict[str, Story] = {}
     actions: dict[str, dict[str, Any]] = {}
+    # Proposals first: a decision or result read from another topic may come before its proposal.
+    events = [e for e in events if isinstance(e, ActionProposed)] + [e for e in events if not isinstance(e, ActionProposed)]
     for e in events:
         d = e.data
         story = stories.setdefault(d.task_id, Story()) if getattr(d, "task_id", None) else None
@@ -376,7 +413,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     )
     # Today's controls (kill switches, budgets, and the published pack unless a candidate is given) hold in the sandbox.
     control = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",))
-    carrier = Bus(make_broker(kit.kafka_bootstrap, "replay"), "replay", kit.kafka_bootstrap, sandbox)
+    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox)
     await carrier.start()
     try:
         for r in control.events:
@@ -398,7 +435,9 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         swaps: list[Callable[[], None]] = [lambda: setattr(policy.policy, "repo", InMemoryPolicyRepository(payees=known))]  # type: ignore[attr-defined]
 
         executor_bus = Bus(make_broker(kit.kafka_bootstrap, "replay-executor"), "replay-executor", kit.kafka_bootstrap, sandbox)
-        executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=executor_bus.publish)
+        results = SandboxProducer(kit.kafka_bootstrap, sandbox)
+        await results.start()
+        executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=results.publish)
         executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")
 
         if opts.planner:
@@ -412,9 +451,11 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
         collected: list[Any] = []
         last_seen = [time.monotonic()]
+        tracker = _Tracker(planner=bool(opts.planner))
 
         async def collect(event: Any) -> None:
             collected.append(event)
+            tracker.see(event)
             last_seen[0] = time.monotonic()
 
         collector = Bus(make_broker(kit.kafka_bootstrap, "replay-collector"), "replay-collector", kit.kafka_bootstrap, sandbox)
@@ -430,10 +471,11 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         try:
             for event in inputs:
                 await carrier.publish("tasks" if opts.planner else "actions.proposed", _fresh(event))
-            await _wait_done(opts, inputs, collected, last_seen, report_progress)
+            await _wait_done(opts, inputs, tracker, last_seen, report_progress)
         finally:
             await collector.stop()
             await executor_bus.stop()
+            await results.stop()
             for svc in reversed(services):
                 await svc.stop()
     finally:
@@ -452,31 +494,53 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     return report
 
 
+@dataclass
+class _Tracker:
+    """Which inputs have run their course, updated as sandbox events arrive (no rescans)."""
+
+    planner: bool
+    done: set[str] = field(default_factory=set)
+    allowed: set[str] = field(default_factory=set)
+    answered: set[str] = field(default_factory=set)
+
+    def see(self, e: Any) -> None:
+        d = e.data
+        if self.planner:
+            if isinstance(e, TaskCompleted | TaskFailed):
+                self.done.add(d.task_id)
+            elif isinstance(e, ActionDecided) and d.outcome == "escalate":
+                self.done.add(d.task_id)  # waits for a human: the sandbox has none
+            elif isinstance(e, ActionProposed | ActionSucceeded | ActionFailed | ActionUnknown):
+                self.done.discard(d.task_id)  # it moved on (e.g. a hand-off after a refusal)
+            return
+        if isinstance(e, ActionDecided) and d.via == "policy":
+            if d.outcome == "allow" and d.action_id not in self.answered:
+                self.allowed.add(d.action_id)
+            else:
+                self.done.add(d.action_id)
+        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown):
+            self.answered.add(d.action_id)
+            if d.action_id in self.allowed:
+                self.done.add(d.action_id)
+
+
 async def _wait_done(
-    opts: ReplayOptions, inputs: list[Envelope], collected: list[Any], last_seen: list[float], progress: Callable[[str, int, int], None]
+    opts: ReplayOptions, inputs: list[Envelope], tracker: _Tracker, last_seen: list[float], progress: Callable[[str, int, int], None]
 ) -> None:
     """Until every input has run its course (a task may end waiting for a human), or nothing moved for `idle_s`."""
     deadline = time.monotonic() + opts.timeout_s
     wanted = {e.data.task_id if opts.planner else e.data.action_id for e in inputs}
     while True:
-        if opts.planner:
-            last: dict[str, Any] = {}
-            for e in collected:
-                last[e.data.task_id] = e
-            done = {
-                task
-                for task, e in last.items()
-                if isinstance(e, TaskCompleted | TaskFailed) or (isinstance(e, ActionDecided) and e.data.outcome == "escalate")
-            } & wanted
-        else:
-            decided = {e.data.action_id: e.data.outcome for e in collected if isinstance(e, ActionDecided)}
-            answered = {e.data.action_id for e in collected if isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown)}
-            done = {a for a in wanted if a in decided and (decided[a] != "allow" or a in answered)}
-        progress("replay", len(done), len(wanted))
-        if len(done) >= len(wanted):
-            return
+        done = len(tracker.done & wanted)
+        progress("replay", done, len(wanted))
         now = time.monotonic()
+        if done >= len(wanted):
+            # Events of one task travel on several topics: let the stragglers land before reporting.
+            if now - last_seen[0] > SETTLE_S or now > deadline:
+                return
+            await asyncio.sleep(0.1)
+            continue
         # A safety net only: idle counts once the sandbox answered something (joining consumer groups can take a while).
-        if now > deadline or (collected and now - last_seen[0] > opts.idle_s):
+        if now > deadline or (tracker.done and now - last_seen[0] > opts.idle_s):
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
