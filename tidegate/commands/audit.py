@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import typer
 from rich.table import Table
 
@@ -31,6 +32,10 @@ async def _with_log(use: Callable[[PostgresAuditLog], Awaitable[T]]) -> T:
         raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
     try:
         return await use(log)
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+        raise ConnectionError(f"no audit log in this database ({exc}): has the audit service run here?") from exc
+    except asyncpg.UndefinedColumnError as exc:
+        raise ConnectionError(f"the audit schema is older than this CLI ({exc}): start the audit service once to migrate it") from exc
     finally:
         await log.close()
 
