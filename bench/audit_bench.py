@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -128,7 +129,7 @@ async def append_directly(
     log: PostgresAuditLog, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]
 ) -> float:
     """The write path without Kafka: observe + chain + COPY, batches of 5000, one transaction each; returns seconds."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     offsets: dict[tuple[str, int], int] = {}
     batch = []
     for i, (topic, value, key, headers) in enumerate(records):
@@ -143,6 +144,8 @@ async def append_directly(
             await log.append(batch)
             batch = []
     await log.append(batch)
+    cpu = time.process_time() - cpu_started
+    print(f"  (append path: {cpu / len(records) * 1e6:.0f} µs of Python CPU per event = {len(records) / cpu:,.0f} events/s per core)")
     return time.perf_counter() - started
 
 
@@ -153,7 +156,7 @@ async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, by
     await produce(kit.kafka_bootstrap, kit.topic_prefix, records)
     print(f"  (produced {len(records)} events in {time.perf_counter() - t0:.1f} s beforehand: setup, not an audit figure)")
     svc = build(kit, AuditSettings(checkpoint_interval_s=2.0))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await svc.start()
     first_row_at, first_count = None, 0
     try:
@@ -161,7 +164,7 @@ async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, by
             if svc.recorder.recorded and first_row_at is None:
                 first_row_at, first_count = time.perf_counter(), svc.recorder.recorded
             await asyncio.sleep(0.01)
-        done = time.perf_counter()
+        done, cpu = time.perf_counter(), time.process_time() - cpu_started
     finally:
         await svc.stop()
     assert first_row_at is not None
@@ -169,6 +172,10 @@ async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, by
     print(
         f"ingest from Kafka (the audit service): {len(records)} events in {done - started:.2f} s = {len(records) / (done - started):,.0f} "
         f"events/s counting start-up and the consumer group join; {steady:,.0f} events/s after the first committed batch"
+    )
+    print(
+        f"  the audit process used {cpu / len(records) * 1e6:.0f} µs of CPU per event (= {len(records) / cpu:,.0f} events/s per core, "
+        f"PostgreSQL's and Kafka's own CPU not counted); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
 
 

@@ -46,9 +46,11 @@ async def _tolerant_parser(records: Any, original: Any) -> Any:
     FastStream's batch parser decodes header values as UTF-8 and would fail the whole batch on one
     binary header; it parses a copy with such headers blanked instead.
     """
+    try:
+        return await original(records)  # the common case, without scanning every header first
+    except (UnicodeDecodeError, AttributeError):  # a binary header, or a header without a value
+        pass
     batch = records if isinstance(records, tuple | list) else (records,)
-    if all(_utf8(v) for r in batch for _, v in r.headers):
-        return await original(records)
     safe = tuple(dataclasses.replace(r, headers=[(k, v if _utf8(v) else b"") for k, v in r.headers]) for r in batch)
     message = await original(safe)
     message.raw_message = records
