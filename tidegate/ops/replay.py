@@ -459,7 +459,13 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             last_seen[0] = time.monotonic()
 
         collector = Bus(make_broker(kit.kafka_bootstrap, "replay-collector"), "replay-collector", kit.kafka_bootstrap, sandbox)
-        for topic in ("actions.proposed", "actions.decided", "actions.results", "tasks.outcomes"):
+        # Without a planner the proposals are the inputs themselves: no need to read them back.
+        watched = (
+            ("actions.proposed", "actions.decided", "actions.results", "tasks.outcomes")
+            if opts.planner
+            else ("actions.decided", "actions.results")
+        )
+        for topic in watched:
             collector.consume(topic, collect, group_id=f"{sandbox}collector")
 
         for svc in services:
@@ -485,7 +491,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
                 await _delete_topics(kit.kafka_bootstrap, sandbox)
 
     then = _stories([r.event for r in window.events])
-    now = _stories(collected)
+    now = _stories(collected if opts.planner else [*inputs, *collected])
     tenants = {e.data.task_id: e.data.tenant_id for e in inputs}
     for task_id in dict.fromkeys(e.data.task_id for e in inputs):
         report.tasks.append(TaskDiff(task_id, tenants[task_id], then.get(task_id, Story()), now.get(task_id, Story())))
