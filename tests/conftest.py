@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -93,12 +93,29 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def topics(infra: Infra, prefix: str) -> str:
-    """Every catalog topic created under this test's prefix; returns the prefix."""
+async def topics(infra: Infra, prefix: str) -> AsyncIterator[str]:
+    """Every catalog topic created under this test's prefix; returns the prefix. The prefix's topics are deleted afterwards."""
     from servicekit import catalog_topic_names, ensure_topics
 
     await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names())
-    return prefix
+    yield prefix
+    await delete_prefix_topics(infra.kafka_bootstrap, prefix)
+
+
+async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic under `prefix` (tests leave thousands of partitions otherwise, and Kafka restarts slow down)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    except Exception:  # cleanup must never fail a test
+        pass
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
