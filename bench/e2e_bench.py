@@ -10,7 +10,7 @@ database of their own (created with the PostgreSQL superuser, dropped at the end
 of record, publishes N `support_triage` tasks at once and waits for every `task.completed` /
 `task.failed`. The mix is the demo's tickets that end without a human: ordinary triage (password,
 delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
-handed off). Latency is the broker timestamp of an `action.proposed` to that of its result.
+handed off). Its topics and database are deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics
@@ -198,6 +199,13 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
             )
     finally:
         await asyncio.to_thread(subprocess.run, [*cli, "down"], env=env, capture_output=True, check=False, timeout=120)
+        with contextlib.suppress(Exception):
+            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, request_timeout_ms=60000)
+            await kafka_admin.start()
+            try:
+                await kafka_admin.delete_topics([t for t in await kafka_admin.list_topics() if t.startswith(kit.topic_prefix)])
+            finally:
+                await kafka_admin.close()
         with contextlib.suppress(Exception):
             admin = await asyncpg.connect(admin_url)
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import decode
 
@@ -21,7 +22,7 @@ CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions
 
 
 @pytest.fixture
-def stack_env(infra, prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+async def stack_env(infra, prefix: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """Environment of a private stack: this test's database, topic prefix, keys, run dir; any free approval port."""
     env = os.environ | {
         "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
@@ -33,7 +34,20 @@ def stack_env(infra, prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
         "COLUMNS": "200",
     }
     yield env
-    subprocess.run([sys.executable, "-m", "tidegate.cli", "down"], env=env, capture_output=True, timeout=60, check=False)
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tidegate.cli", "down"], env=env, capture_output=True, timeout=60, check=False
+    )
+    await delete_topics(infra.kafka_bootstrap, prefix)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Leave no topics behind (thousands of test partitions slow every Kafka restart)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
+    finally:
+        await admin.close()
 
 
 async def read_all(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
