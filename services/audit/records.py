@@ -13,11 +13,10 @@ import json
 import re
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from json.encoder import encode_basestring as _json_str  # what json.dumps(ensure_ascii=False) uses
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -73,8 +72,7 @@ COLUMNS = (
 """Columns of `audit.log`, in table order; all but the last (`hash`) are hashed, in this order."""
 
 
-@dataclass(frozen=True, slots=True)
-class Observed:
+class Observed(NamedTuple):
     """One Kafka record as the audit sees it, before it has a place in a chain."""
 
     topic: str
@@ -100,8 +98,7 @@ class Observed:
     event_time: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class LogRow:
+class LogRow(NamedTuple):
     """One row of `audit.log`: an observed record with its chain position and hashes."""
 
     topic: str
@@ -133,7 +130,7 @@ class LogRow:
 
     def as_tuple(self) -> tuple[Any, ...]:
         """Values in `COLUMNS` order (what COPY writes)."""
-        return tuple(getattr(self, c) for c in COLUMNS)
+        return tuple(self)
 
     @classmethod
     def link(cls, obs: Observed, *, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
@@ -148,7 +145,7 @@ class LogRow:
 
     def hashed_values(self) -> tuple[Any, ...]:
         """The hashed columns' values (every column but `prev_hash` and `hash`), in order."""
-        return tuple(getattr(self, c) for c in COLUMNS[:-2])
+        return tuple(self[:-2])
 
     def expected_hash(self) -> bytes:
         """The hash this row must carry given its `prev_hash` and content."""

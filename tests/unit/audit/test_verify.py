@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ def _keyring(tmp_path: Path) -> Keyring:
 
 def _replace(log: InMemoryAuditLog, at: int, **changes: Any) -> None:
     i = next(i for i, r in enumerate(log.rows) if r.partition == 0 and r.seq == at)
-    log.rows[i] = dataclasses.replace(log.rows[i], **changes)
+    log.rows[i] = log.rows[i]._replace(**changes)
 
 
 async def test_an_intact_log_verifies(log: InMemoryAuditLog, tmp_path: Path) -> None:
