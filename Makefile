@@ -48,10 +48,15 @@ demo: infra-up ## Set everything up and run the support-triage demo end to end
 test: install ## Everything from nothing: venv, infra up, unit + integration + e2e tests, infra down
 	@set -o pipefail; rc=0; \
 	$(BIN)/tidegate infra up || exit $$?; \
+	bash tests/e2e/approval/browser_deps.sh || exit $$?; \
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/e2e -q -p no:cacheprovider || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc
+
+.PHONY: browser-deps
+browser-deps: ## Install Debian's chromium for the approver page's browser test (idempotent; needs root or sudo)
+	bash tests/e2e/approval/browser_deps.sh
 
 .PHONY: test-unit
 test-unit: install ## Unit tests only (no network, seconds)
