@@ -183,18 +183,24 @@ def save_chart(report: CostReport, path: Path) -> Path:
     groups = sorted(report.groups.values(), key=lambda g: g.name)
     names = [g.name for g in groups] or ["(no data)"]
     x = range(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9.0, 1.6 * len(names) + 5), 4.8), constrained_layout=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(11.0, 1.6 * len(names) + 5), 5.2), constrained_layout=True)
     p50 = [quantile(g.completed, 0.5) for g in groups] or [0.0]
     p95 = [quantile(g.completed, 0.95) for g in groups] or [0.0]
     width = 0.38
+
+    def money(values: list[float]) -> list[str]:
+        return [f"${v:.4g}" if v else "" for v in values]
+
     bars50 = left.bar([i - width / 2 for i in x], p50, width, label="p50", color="#4C78A8")
     bars95 = left.bar([i + width / 2 for i in x], p95, width, label="p95", color="#F58518")
-    left.bar_label(bars50, fmt="$%.4f", fontsize=7, padding=2)
-    left.bar_label(bars95, fmt="$%.4f", fontsize=7, padding=2)
-    left.set_title(f"Cost per completed outcome, by {report.by}")
+    left.bar_label(bars50, labels=money(p50), fontsize=7, padding=2, rotation=90)
+    left.bar_label(bars95, labels=money(p95), fontsize=7, padding=2, rotation=90)
+    left.set_ylim(0, max([*p95, *p50, 1e-9]) * 1.35)
+    left.yaxis.set_major_formatter(lambda v, _pos: f"${v:.4g}")
+    left.set_title(f"Cost per completed {'outcome' if report.by != 'tool' else 'call'}, by {report.by}")
     left.set_ylabel("USD per outcome" if report.by != "tool" else "USD per executed call")
     left.set_xticks(list(x), names, rotation=20, ha="right")
-    left.legend()
+    left.legend(loc="upper right", ncols=2)
     parts: dict[str, list[float]] = defaultdict(list)
     for g in groups:
         parts["completed work"].append(sum(g.completed))
@@ -207,10 +213,15 @@ def save_chart(report: CostReport, path: Path) -> Path:
     for label, values in parts.items():
         right.bar(list(x)[: len(values)], values, 0.6, bottom=bottom, label=label, color=colors[label])
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    right.set_title(f"Where the money went, by {report.by} (human review at ${report.rate.hourly_rate_usd:.0f}/h)")
-    right.set_ylabel("USD in window")
+    for i, total in enumerate(bottom):
+        if total:
+            right.annotate(f"${total:.4g}", (i, total), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+    right.set_ylim(0, max([*bottom, 1e-9]) * 1.15)
+    right.yaxis.set_major_formatter(lambda v, _pos: f"${v:.4g}")
+    right.set_title(f"Where the money went, by {report.by}")
+    right.set_ylabel(f"USD in window (review at ${report.rate.hourly_rate_usd:.0f}/h)")
     right.set_xticks(list(x), names, rotation=20, ha="right")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
