@@ -249,21 +249,40 @@ def costs(
     tenant: str = typer.Option(None, "--tenant"),
     review_minutes: float = typer.Option(4.0, "--review-minutes", help="Minutes of a person's time per approval decision."),
     hourly_rate: float = typer.Option(60.0, "--rate", help="Hourly rate of reviewers, USD."),
+    source: str = typer.Option(
+        "audit", "--source", help="`audit`: the audit service's log in PostgreSQL (falls back to the topics when it has nothing); `topics`."
+    ),
     chart: Path = typer.Option(Path("tidegate-costs.png"), "--chart", help="Where to save the chart (PNG)."),
     no_chart: bool = typer.Option(False, "--no-chart"),
     as_json: bool = JSON,
 ) -> None:
     """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
     from tidegate.ops.costs import ReviewRate, cost_report, save_chart
-    from tidegate.ops.recorded import read_window
+    from tidegate.ops.recorded import read_audit_window, read_window
 
     if by not in ("workflow", "tenant", "tool"):
         fail("--by is workflow, tenant or tool")
+    if source not in ("audit", "topics"):
+        fail("--source is audit or topics")
     t0, t1 = _window(start, end)
     kit = settings()
-    window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
+    window = None
+    used = source
+    if source == "audit":
+        import asyncpg
+
+        try:
+            window = asyncio.run(read_audit_window(kit.database_url, kit.topic_prefix, t0, t1, tenant=tenant))
+        except (asyncpg.PostgresError, OSError):
+            window = None  # no audit schema here (the audit service never ran): read the topics
+        if window is None or not window.events:
+            used = "topics (the audit log has nothing for this window)"
+            window = None
+    if window is None:
+        window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()
+    doc["source"] = used
     if not no_chart:
         doc["chart"] = str(save_chart(report, chart))
     if as_json:
@@ -279,5 +298,6 @@ def costs(
             f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
         )  # fmt: skip
     console.print(table)
+    console.print(f"read from: {used}")
     if "chart" in doc:
         console.print(f"chart saved to {doc['chart']}")

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from schemas import Envelope, decode
 
-__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_window"]
+__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_audit_window", "read_window"]
 
 WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
 """The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
@@ -155,5 +155,36 @@ async def read_window(
                 progress(read, total)
     finally:
         await consumer.stop()
+    window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
+    return window
+
+
+async def read_audit_window(
+    database_url: str, prefix: str, start: datetime | None, end: datetime | None, *, tenant: str | None = None, limit: int = 5_000_000
+) -> Window:
+    """The same window, read from the audit service's log in PostgreSQL (its own reading functions).
+
+    Only valid, non-duplicate rows of the deployment's topics are kept, decoded by their topic.
+    """
+    from services.audit.repository import PostgresAuditLog, SearchFilters
+
+    log = await PostgresAuditLog.connect(database_url, max_size=2)
+    window = Window()
+    try:
+        rows = await log.search(SearchFilters(tenant=tenant, since=start, until=end, topic_prefix=prefix), limit=limit)
+    finally:
+        await log.close()
+    wanted = set(WINDOW_TOPICS)
+    for row in rows:
+        name = row.topic.removeprefix(prefix)
+        if name not in wanted or not row.valid or row.value is None:
+            continue
+        try:
+            event = decode(name, row.value)
+        except ValidationError:
+            window.unreadable += 1
+            continue
+        ts = int(row.kafka_ts.timestamp() * 1000)
+        window.events.append(Recorded(name, row.partition, row.kafka_offset, ts, event))
     window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
     return window

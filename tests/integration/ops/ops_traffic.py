@@ -92,6 +92,17 @@ async def _outcomes(kit: KitSettings, task_ids: set[str], timeout_s: float) -> d
         await asyncio.sleep(0.3)
 
 
+async def _audit_caught_up(kit: KitSettings, start: datetime, end: datetime) -> None:
+    """Until the audit log holds every event of the window."""
+    from tidegate.ops.recorded import read_audit_window, read_window
+
+    wanted = len((await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end)).events)
+    deadline = time.monotonic() + 60
+    while len((await read_audit_window(kit.database_url, kit.topic_prefix, start, end)).events) < wanted:
+        assert time.monotonic() < deadline, "the audit service did not record the window"
+        await asyncio.sleep(0.3)
+
+
 async def _decide_approvals(approval: Any, kit: KitSettings, grant_task: str, reject_task: str) -> None:
     from services.approval import auth
     from services.approval.repository import PgApprovalRepository
@@ -134,8 +145,10 @@ async def record_traffic(kit: KitSettings) -> Traffic:
     tickets = {t.ticket_id: t for t in TICKETS}
     tasks = {tid: ticket_task(t, tenant_id="acme", task_id=f"ops-{run}-{tid}") for tid, t in tickets.items()}
     tasks["T-1002-again"] = ticket_task(tickets["T-1002"], tenant_id="acme", task_id=f"ops-{run}-T-1002-again")
+    from services.audit.app import build as build_audit
+
     approval = build_approval(kit, ApprovalSettings(http_port=0))
-    services = [build_policy(kit), build_planner(kit), build_executor(kit), approval]
+    services = [build_policy(kit), build_planner(kit), build_executor(kit), approval, build_audit(kit)]
     start = datetime.now(UTC)
     for svc in services:
         await svc.start()
@@ -147,6 +160,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
         await _decide_approvals(approval, kit, tasks["T-1002"].task_id, tasks["T-1002-again"].task_id)
         outcomes = await _outcomes(kit, {t.task_id for t in tasks.values()}, 90)
         end = datetime.now(UTC)  # every event of a task was published before its outcome
+        await _audit_caught_up(kit, start, end)
     finally:
         await client.stop()
         for svc in reversed(services):

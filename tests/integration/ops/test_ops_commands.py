@@ -66,6 +66,9 @@ def test_costs_per_outcome_with_chart(traffic: Traffic, tmp_path: Path) -> None:
     assert triage["rejected_proposals"] == 1
     assert triage["human_decisions"] == 2
     assert triage["human_review_usd"] == 8.0  # two decisions x 4 minutes at 60 USD/h
+    assert report["source"] == "audit"
+    from_topics = cli(traffic, "costs", "--by", "workflow", "--source", "topics", "--no-chart")
+    assert from_topics["groups"] == report["groups"]
     by_tool = cli(traffic, "costs", "--by", "tool", "--no-chart")
     assert {"tag_ticket", "issue_refund", "draft_reply"} <= {g["name"] for g in by_tool["groups"]}
 
