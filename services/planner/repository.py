@@ -62,72 +62,95 @@ class PostgresTaskRepository:
     rates: CostRates
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """One transaction: dedupe, lock, transition, save, outbox."""
+        """One transaction of few round trips: lock the task and learn whether the event was applied, then one write."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT state FROM planner.tasks WHERE task_id = $1 FOR UPDATE", task_id)
-            state = TaskState.model_validate_json(row["state"]) if row else None
-            transition = change(state) if state is None else None
-            if state is None and transition is None:
-                return []  # not our task (an outside agent's): remember nothing about it
-            seen = await conn.fetchval(
-                "INSERT INTO planner.processed_events (event_id, task_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-                event_id,
+            row = await conn.fetchrow(
+                "SELECT state, EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen "
+                "FROM planner.tasks WHERE task_id = $1 FOR UPDATE",
                 task_id,
+                event_id,
             )
-            if seen is None:
-                rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
-                return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
-            if state is not None:
-                transition = change(state)
-            if transition is None or not transition.changed:
-                return []
-            await self._save(conn, state, transition.state)
-            pending = []
-            for out in transition.outbound:
-                payload = encode(out.event).decode()
-                outbox_id = await conn.fetchval(
-                    "INSERT INTO planner.outbox (source_event_id, task_id, topic, payload) VALUES ($1, $2, $3, $4) RETURNING id",
+            if row is None:
+                transition = change(None)
+                if transition is None:
+                    return []  # not our task (an outside agent's): remember nothing about it
+                # A new task has no row to lock: the event id's primary key serialises two deliveries.
+                fresh = await conn.fetchval(
+                    "INSERT INTO planner.processed_events (event_id, task_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
                     event_id,
                     task_id,
-                    out.topic,
-                    payload,
                 )
-                pending.append(PendingEvent(outbox_id, out.topic, out.event))
-            return pending
+                if fresh is None:
+                    return await self._pending(conn, event_id)
+                return await self._write(conn, event_id, None, transition, record_event=False)
+            if row["seen"]:
+                return await self._pending(conn, event_id)
+            state = TaskState.model_validate_json(row["state"])
+            transition = change(state)
+            if transition is None or not transition.changed:
+                return []
+            return await self._write(conn, event_id, state, transition, record_event=True)
 
-    async def _save(self, conn: Any, old: TaskState | None, new: TaskState) -> None:
-        cost = new.cost(self.rates).model_dump_json()
-        await conn.execute(
-            """INSERT INTO planner.tasks
-                 (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb)
-               ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
-                 human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
-                 state = EXCLUDED.state, updated_at = now()""",
+    async def _pending(self, conn: Any, event_id: str) -> list[PendingEvent]:
+        rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
+        return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
+
+    async def _write(
+        self, conn: Any, event_id: str, old: TaskState | None, transition: Transition, *, record_event: bool
+    ) -> list[PendingEvent]:
+        """Save the task, its changed steps, the applied event and the outbox in one statement."""
+        new = transition.state
+        before = {s.step: s for s in old.steps} if old else {}
+        steps = [_step_doc(s) for s in new.steps if before.get(s.step) != s]
+        outbound = [{"topic": o.topic, "payload": encode(o.event).decode()} for o in transition.outbound]
+        processed = (
+            "p AS (INSERT INTO planner.processed_events (event_id, task_id) VALUES ($12, $1) RETURNING 1),"
+            if record_event
+            else "p AS (SELECT 1),"
+        )
+        # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end).
+        ids = await conn.fetchval(
+            f"""WITH {processed}
+               t AS (INSERT INTO planner.tasks
+                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state)
+                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb)
+                     ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
+                       human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
+                       state = EXCLUDED.state, updated_at = now()
+                     RETURNING 1),
+               s AS (INSERT INTO planner.steps
+                       (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
+                     SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
+                            x.attempts, x.cost_usd
+                     FROM jsonb_to_recordset($13::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
+                            status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
+                     ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
+                       reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
+                       cost_usd = EXCLUDED.cost_usd, updated_at = now()
+                     RETURNING 1),
+               o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
+                     SELECT $12, $1, x.topic, x.payload
+                     FROM ROWS FROM (jsonb_to_recordset($14::jsonb) AS (topic text, payload text)) WITH ORDINALITY AS x(topic, payload, n)
+                     ORDER BY x.n
+                     RETURNING id)
+               SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{{}}'::bigint[])
+                 FROM (SELECT count(*) FROM p) AS _p, (SELECT count(*) FROM t) AS _t, (SELECT count(*) FROM s) AS _s""",
             new.task_id,
             new.tenant_id,
             new.workflow,
             new.strategy,
             new.status,
             new.counts.model_dump_json(),
-            cost,
+            new.cost(self.rates).model_dump_json(),
             new.human_touches,
             new.reason,
             new.summary,
             _state_json(new),
+            event_id,
+            json.dumps(steps),
+            json.dumps(outbound),
         )
-        before = {s.step: s for s in old.steps} if old else {}
-        changed = [s for s in new.steps if before.get(s.step) != s]
-        if changed:
-            await conn.executemany(
-                """INSERT INTO planner.steps
-                     (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
-                   VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9::jsonb, $10, $11, $12)
-                   ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
-                     reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
-                     cost_usd = EXCLUDED.cost_usd, updated_at = now()""",
-                [_step_row(new.task_id, s) for s in changed],
-            )
+        return [PendingEvent(i, o.topic, o.event) for i, o in zip(ids, transition.outbound, strict=True)]
 
     async def published(self, outbox_ids: list[int]) -> None:
         """Delete delivered outbox entries."""
@@ -140,21 +163,20 @@ class PostgresTaskRepository:
         return TaskState.model_validate_json(raw) if raw else None
 
 
-def _step_row(task_id: str, s: StepRecord) -> tuple[Any, ...]:
-    return (
-        task_id,
-        s.step,
-        s.action_id,
-        s.tool,
-        json.dumps(s.args),
-        json.dumps(s.tainted_args),
-        s.status,
-        s.decision,
-        json.dumps(s.reasons),
-        s.approval_id,
-        s.attempts,
-        s.cost_usd,
-    )
+def _step_doc(s: StepRecord) -> dict[str, Any]:
+    return {
+        "step": s.step,
+        "action_id": s.action_id,
+        "tool": s.tool,
+        "args": s.args,
+        "tainted_args": s.tainted_args,
+        "status": s.status,
+        "decision": s.decision,
+        "reasons": s.reasons,
+        "approval_id": s.approval_id,
+        "attempts": s.attempts,
+        "cost_usd": s.cost_usd,
+    }
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""The planner's PostgreSQL repository: one application per event, and an outbox that survives a crash before publishing."""
+
+from __future__ import annotations
+
+import uuid
+
+from schemas import ActionDecided, ActionDecidedData, Reason, utcnow
+from servicekit import REPO_ROOT, ToolCatalog, create_pool
+from servicekit.db import apply_migrations
+from services.planner import domain
+from services.planner.domain import CostRates
+from services.planner.repository import PostgresTaskRepository
+from services.planner.strategies import PlaybookStrategy
+from systems.seed import TICKETS
+from tidegate.demo.tickets import ticket_task
+
+RATES = CostRates()
+
+
+async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_published(infra):
+    pool = await create_pool(infra.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        repo = PostgresTaskRepository(pool, RATES)
+        catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+        task = ticket_task(TICKETS[6], task_id=f"repo-{uuid.uuid4().hex[:8]}")
+        plan = await PlaybookStrategy(catalog).plan(task)
+
+        def start(state):
+            return (
+                None
+                if state is not None
+                else domain.start_task(task, plan.steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset())
+            )
+
+        first = await repo.apply("ev-1", task.task_id, start)
+        [proposal] = first
+        again = await repo.apply("ev-1", task.task_id, start)  # redelivered before `published`: the same event, same outbox row
+        assert [(p.outbox_id, p.event.id) for p in again] == [(proposal.outbox_id, proposal.event.id)]
+        await repo.published([proposal.outbox_id])
+        assert await repo.apply("ev-1", task.task_id, start) == []
+
+        p = proposal.event.data
+        decided = ActionDecidedData(
+            action_id=p.action_id,
+            task_id=p.task_id,
+            tenant_id=p.tenant_id,
+            step=p.step,
+            tool=p.tool,
+            args=p.args,
+            action_digest="d",
+            outcome="deny",
+            reasons=[Reason(code="kill_switch", policy_id="k")],
+            policy_version="v",
+            latency_ms=1,
+        )
+        event = ActionDecided.build(decided, source="test")
+
+        def deny(state):
+            return domain.on_decision(state, event.data, utcnow(), RATES, frozenset()) if state is not None else None
+
+        [outcome] = await repo.apply(event.id, task.task_id, deny)
+        assert outcome.event.type == "tidegate.task.failed"
+        [redelivered] = await repo.apply(event.id, task.task_id, deny)
+        assert redelivered.event.id == outcome.event.id
+        state = await repo.get(task.task_id)
+        assert state.status == "failed"
+        assert state.counts.denied == 1
+        rows = await pool.fetch("SELECT step, status, reasons FROM planner.steps WHERE task_id = $1", task.task_id)
+        assert [(r["step"], r["status"]) for r in rows] == [(1, "denied")]
+        assert await pool.fetchval("SELECT count(*) FROM planner.processed_events WHERE task_id = $1", task.task_id) == 2
+    finally:
+        await pool.close()
