@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ from schemas import (
     ActionResultData,
     ActionSucceeded,
     ActionUnknown,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
     ControlPolicy,
     Envelope,
     ErrorInfo,
@@ -53,8 +57,10 @@ from servicekit import (
     Keyring,
     KitSettings,
     Reject,
+    SigningKey,
     ToolCatalog,
     action_digest,
+    approval_message,
     authorization_message,
     catalog_topic_names,
     current_traceparent,
@@ -183,6 +189,59 @@ class SandboxExecutor:
         data = recorded.model_copy(update={**common, "idempotency_key": d.action_id})
         kind = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}[data.status]
         await self.publish("actions.results", kind.build(data, source=SANDBOX_SOURCE))
+
+
+@dataclass
+class RecordedHumans:
+    """Answers an escalation in the sandbox with the human decision recorded for the same call, signed with a sandbox key.
+
+    Yesterday's approver decided on exactly this call (same task, tool and args digest); their decision is
+    replayed, so a re-planned task goes on as it did. An escalation of a call nobody decided waits, as it would.
+    """
+
+    decisions: dict[tuple[str, str, str], list[Any]]
+    key: SigningKey
+    publish: Callable[[str, Envelope], Any]
+    replayed: int = 0
+
+    @classmethod
+    def from_window(cls, window: Window, key: SigningKey, publish: Callable[[str, Envelope], Any]) -> RecordedHumans:
+        """Index the recorded decisions (grants, rejections, expiries) by the call they decided."""
+        found: dict[tuple[str, str, str], list[Any]] = {}
+        for e in window.of(ApprovalGranted, ApprovalRejected, ApprovalExpired):
+            d = e.data
+            found.setdefault((d.task_id, d.tool, d.action_digest), []).append(e)
+        return cls(found, key, publish)
+
+    async def on_decided(self, event: ActionDecided) -> None:
+        """Replay the recorded decision on a sandbox escalation, if there is one."""
+        d = event.data
+        if d.outcome != "escalate" or d.via != "policy":
+            return
+        recorded = self.decisions.get((d.task_id, d.tool, d.action_digest))
+        if not recorded:
+            return
+        original = recorded.pop(0)
+        now = datetime.now(UTC)
+        base = original.data.model_copy(
+            update={
+                "approval_id": f"replay-{original.data.approval_id}",
+                "action_id": d.action_id,
+                "args": d.args,
+                "reasons": d.reasons,
+                "policy_version": d.policy_version,
+                "expires_at": now + timedelta(minutes=10),  # the sandbox's clock, not yesterday's
+                "decided_at": now,
+                "key_id": self.key.key_id,
+                "signature": None,
+            }
+        )
+        requested = base.model_copy(update={"approver": None, "approvers": [], "decided_at": None, "key_id": None})
+        await self.publish("approvals", ApprovalRequested.build(requested, source="tidegate/replay-humans"))
+        kind = type(original)
+        signed = base.model_copy(update={"signature": self.key.sign(approval_message(kind.model_fields["type"].default, base))})
+        self.replayed += 1
+        await self.publish("approvals", kind.build(signed, source="tidegate/replay-humans"))
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -448,6 +507,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             handlers.strategy = make_strategy(opts.planner, ToolCatalog.load(sandbox_kit.tools_dir))
             swaps.append(lambda: setattr(handlers, "repo", InMemoryTaskRepository()))
             services.append(planner)
+            # Human decisions recorded for the same calls are replayed, signed with a sandbox approval key
+            # (the sandbox policy service verifies them with the keyring of the sandbox's key directory).
+            humans = RecordedHumans.from_window(window, SigningKey.load_or_create(keys_dir, "approval"), results.publish)
+            executor_bus.consume("actions.decided", humans.on_decided, group_id=f"{sandbox}humans")
 
         collected: list[Any] = []
         last_seen = [time.monotonic()]

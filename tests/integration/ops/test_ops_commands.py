@@ -133,3 +133,7 @@ async def test_replay_with_a_changed_playbook_shows_the_changed_actions(traffic:
     refund = next(a for a in tasks[traffic.task_ids["T-1001"]].now.actions if a["tool"] == "issue_refund")
     assert (refund["decision"], refund["result"]) == ("allow", "succeeded")
     assert report.unanswerable >= len(wanted)
+    # T-1002's refund escalates again; the recorded grant is replayed and the recorded result answers it.
+    t1002 = next(t for t in report.tasks if t.task_id == traffic.task_ids["T-1002"])
+    refund = next(a for a in t1002.now.actions if a["tool"] == "issue_refund")
+    assert (refund["decision"], refund["after_human"], refund["result"]) == ("escalate", "allow", "succeeded")
