@@ -1,16 +1,18 @@
 """Replay: recorded traffic re-run in a sandbox topic prefix against today's policy (and, optionally, a new planner).
 
-The sandbox (`replay-<id>.` topics) runs, in this process:
-- the real policy service (`services.policy.app.build`), with an in-memory repository seeded with
-  the payees the recorded decisions knew, and a throwaway signing key: nothing it signs can
-  authorize a call on the real topics;
-- with a planner strategy, the real planner (`services.planner.app.build`), in memory too;
+The sandbox (`replay-<id>.` topics, its own temporary key directory) runs, in this process:
+- the real policy service (`services.policy.app.build`); once started, its decisions and budget
+  reservations move to its in-memory repository, seeded with the payees the recorded decisions knew;
+  it signs with a throwaway key, so nothing it signs can authorize a call on the real topics;
+- with a planner strategy, the real planner (`services.planner.app.build`), its task state in memory,
+  and `RecordedHumans`, which replays the human decision recorded for the same call, signed with a
+  sandbox approval key;
 - a `SandboxExecutor` that checks each authorization as the real executor does, then answers the
   call from the recorded result of the same call (same task, tool and args digest) or marks it
   `unanswerable`. It imports no tool and calls none: the systems of record are never touched.
 
 Without a planner the recorded proposals are decided again; with one, the recorded task submissions
-are planned again and the sandbox runs each task as far as it goes without a human.
+are planned again and each task runs as far as the record lets it.
 """
 
 from __future__ import annotations
