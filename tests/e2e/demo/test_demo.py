@@ -144,12 +144,16 @@ async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
         assert outcome(ticket).data.cost.total > 0
 
     conn = await asyncpg.connect(infra.database_url)
+    # The session's database is shared with other tests: look only at this run's rows (keyed by its action ids).
+    mine = [f"{task_id}:%" for task_id in by_ticket.values()]
     try:
-        refunds = await conn.fetch("SELECT order_id, payee_id, amount_usd FROM payments.refunds WHERE tenant_id = 'acme'")
-        sent = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE tenant_id = 'acme' AND kind = 'sent'")
-        drafts = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE tenant_id = 'acme' AND kind = 'draft'")
-        deleted = await conn.fetchval("SELECT count(*) FROM crm.deletion_requests WHERE tenant_id = 'acme'")
-        planner_rows = await conn.fetchval("SELECT count(*) FROM planner.tasks")
+        refunds = await conn.fetch(
+            "SELECT order_id, payee_id, amount_usd FROM payments.refunds WHERE tenant_id = 'acme' AND idempotency_key LIKE ANY($1)", mine
+        )
+        sent = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE kind = 'sent' AND idempotency_key LIKE ANY($1)", mine)
+        drafts = await conn.fetchval("SELECT count(*) FROM mail.outbox WHERE kind = 'draft' AND idempotency_key LIKE ANY($1)", mine)
+        deleted = await conn.fetchval("SELECT count(*) FROM crm.deletion_requests WHERE idempotency_key LIKE ANY($1)", mine)
+        planner_rows = await conn.fetchval("SELECT count(*) FROM planner.tasks WHERE task_id = ANY($1)", list(by_ticket.values()))
     finally:
         await conn.close()
     t1001 = next(e.data for e in events["tasks"] if e.data.input["ticket_id"] == "T-1001")
