@@ -56,7 +56,7 @@ async def test_an_outside_agent_gets_the_same_governance(kit):
         assert big["reasons"] == ["needs_human_approval"]
         pool = await create_pool(kit.database_url, max_size=1)
         try:
-            refunds = await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = 'acme'")
+            refunds = await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE idempotency_key LIKE $1", f"{report['task_id']}:%")
             tags = [
                 r["tag"] for r in await pool.fetch("SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = 'acme' AND ticket_id = 'T-1007'")
             ]
