@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,16 @@ def _text(raw: bytes | None) -> str:
     return raw.decode("utf-8", errors="replace") if raw is not None else ""
 
 
+@dataclass(frozen=True)
+class _Route:
+    topic: str
+    handler: Handler
+    group_id: str | None
+    max_records: int
+    concurrency: int
+    from_latest: bool
+
+
 @dataclass
 class Bus:
     """A service's view of the bus: its prefix, its name, its broker."""
@@ -86,8 +96,7 @@ class Bus:
     rejected: int = field(default=0, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
-    _routes: list[tuple[str, Handler, str | None, int]] = field(default_factory=list, init=False)
-    _max_records: dict[str, int] = field(default_factory=dict, init=False)
+    _routes: list[_Route] = field(default_factory=list, init=False)
     _started: bool = field(default=False, init=False)
 
     def topic(self, name: str) -> str:
@@ -184,50 +193,77 @@ class Bus:
         *,
         group_id: str | None,
         max_records: int = 200,
+        concurrency: int = 1,
+        from_latest: bool = False,
     ) -> None:
         """Subscribe `handler` to catalog topic `topic` in consumer group `group_id`.
 
         Subscriptions of one group share one Kafka consumer (one group per service, as the design
-        says), created when the bus starts. With `group_id=None` the topic is read from the
-        beginning by this process alone, without committing offsets (how every service reads
-        `control`).
+        says), created when the bus starts. With `group_id=None` the topic is read by this process
+        alone, without committing offsets: from the beginning (how every service reads `control`),
+        or from the end with `from_latest` (replies that matter only to calls waiting now).
+
+        With `concurrency` > 1 a polled batch is handled in lanes, one per Kafka key (the task id):
+        a key's records stay in order, records of different keys overlap, at most `concurrency` at
+        a time. Offsets are still committed only after the whole batch is handled.
         """
         if self._started:
             raise RuntimeError("subscribe before the bus starts")
         self.subscriptions.append(topic)
-        self._routes.append((topic, handler, group_id, max_records))
+        self._routes.append(_Route(topic, handler, group_id, max_records, concurrency, from_latest))
 
     def _register(self) -> None:
-        groups: dict[str, dict[str, tuple[str, Handler]]] = {}
-        for topic, handler, group_id, max_records in self._routes:
-            if group_id is None:
-                self._subscribe({self.topic(topic): (topic, handler)}, None, max_records)
+        groups: dict[str, list[_Route]] = {}
+        for route in self._routes:
+            if route.group_id is None:
+                self._subscribe([route], None)
             else:
-                groups.setdefault(group_id, {})[self.topic(topic)] = (topic, handler)
-                self._max_records[group_id] = max(self._max_records.get(group_id, 0), max_records)
+                groups.setdefault(route.group_id, []).append(route)
         for group, routes in groups.items():
-            self._subscribe(routes, group, self._max_records[group])
+            self._subscribe(routes, group)
 
-    def _subscribe(self, routes: dict[str, tuple[str, Handler]], group_id: str | None, max_records: int) -> None:
-        ack = AckPolicy.ACK if group_id else AckPolicy.MANUAL
+    def _subscribe(self, group_routes: list[_Route], group_id: str | None) -> None:
+        routes = {self.topic(r.topic): (r.topic, r.handler) for r in group_routes}
+        slots = asyncio.Semaphore(max(r.concurrency for r in group_routes))
+        lanes = any(r.concurrency > 1 for r in group_routes)
 
         @self.broker.subscriber(
             *routes,
             group_id=group_id,
             batch=True,
-            max_records=max_records,
+            max_records=max(r.max_records for r in group_routes),
             batch_timeout_ms=100,
-            auto_offset_reset="earliest",
-            ack_policy=ack,
+            auto_offset_reset="latest" if any(r.from_latest for r in group_routes) else "earliest",
+            ack_policy=AckPolicy.ACK if group_id else AckPolicy.MANUAL,
             title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
         )
         async def _on_batch(msg: KafkaMessage) -> None:
             raw = msg.raw_message
-            records = raw if isinstance(raw, tuple | list) else (raw,)
-            for record in records:
+            records: Sequence[Any] = raw if isinstance(raw, tuple | list) else (raw,)
+            if lanes:
+                await self.handle_in_lanes(records, routes, slots)
+            else:
+                for record in records:
+                    topic, handler = routes[record.topic]
+                    await self.handle_record(topic, record, handler)
+                    self.positions[(record.topic, record.partition)] = record.offset + 1
+
+    async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:
+        """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
+        by_key: dict[bytes | None, list[Any]] = {}
+        for record in records:
+            by_key.setdefault(record.key, []).append(record)
+
+        async def run(lane: list[Any]) -> None:
+            for record in lane:
                 topic, handler = routes[record.topic]
-                await self.handle_record(topic, record, handler)
-                self.positions[(record.topic, record.partition)] = record.offset + 1
+                async with slots:
+                    await self.handle_record(topic, record, handler)
+
+        await asyncio.gather(*(run(lane) for lane in by_key.values()))
+        for record in records:
+            position = (record.topic, record.partition)
+            self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)
 
     async def start(self) -> None:
         """Create the subscribers and connect (producer and consumers)."""

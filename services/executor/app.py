@@ -8,16 +8,12 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 
 from servicekit import (
     Bus,
     ControlState,
-    Handler,
     Keyring,
     KitSettings,
     ServiceProcess,
@@ -29,7 +25,6 @@ from servicekit import (
 )
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
-from services.executor.consumer import consume_by_key
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
@@ -73,17 +68,19 @@ def build(
         publish=bus.publish,
         killed=kill_reason,
     )
-    consume_by_key(
-        bus,
+    # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
+    bus.consume(
         "actions.authorized",
         handlers.on_authorized(executor),
         group_id=f"{kit.topic_prefix}executor",
         concurrency=settings.concurrency,
+        max_records=500,
     )
     bus.consume("control", control.apply, group_id=None)
     topic_tool_names = sorted(name for name, spec in catalog.items() if spec.kind == "topic")
     for tool in topic_tool_names:
-        _consume_latest(bus, f"tools.{tool}.replies", handlers.on_tool_reply(topic_tools))
+        # Every process reads the replies from the end: a reply matters only to the call waiting for it now.
+        bus.consume(f"tools.{tool}.replies", handlers.on_tool_reply(topic_tools), group_id=None, from_latest=True)
 
     async def connect(proc: ServiceProcess) -> None:
         assert proc.pool is not None
@@ -118,25 +115,6 @@ def build(
     )
     proc.executor = executor  # type: ignore[attr-defined]  # for tests and tooling that inspect the running executor
     return proc
-
-
-def _consume_latest(bus: Bus, topic: str, handler: Handler) -> None:
-    """Read `topic` in every process (no group), from the end: replies matter only to calls waiting now."""
-
-    @bus.broker.subscriber(
-        bus.topic(topic),
-        group_id=None,
-        batch=True,
-        max_records=200,
-        batch_timeout_ms=50,
-        auto_offset_reset="latest",
-        ack_policy=AckPolicy.MANUAL,
-        title=f"{NAME}:{topic}",
-    )
-    async def _on_batch(msg: KafkaMessage) -> None:
-        raw: Any = msg.raw_message
-        for record in raw if isinstance(raw, tuple | list) else (raw,):
-            await bus.handle_record(topic, record, handler)
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
-from services.planner.consumer import consume_by_task
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -73,7 +72,11 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         "approvals": handlers.on_approval,
         "actions.results": handlers.on_result,
     }
-    consume_by_task(bus, routes, group_id=f"{kit.topic_prefix}planner", max_records=settings.max_records, concurrency=settings.concurrency)
+    # Each event waits on a few database round trips and a publish: handle different tasks at once, each task in order.
+    for topic, handler in routes.items():
+        bus.consume(
+            topic, handler, group_id=f"{kit.topic_prefix}planner", max_records=settings.max_records, concurrency=settings.concurrency
+        )
     return service
 
 

@@ -52,7 +52,10 @@ async def test_service_process_starts_and_stops_cleanly_on_sigterm(name: str, ki
 
 
 @pytest.mark.parametrize("name", [n for n in SERVICES if n != "audit"])  # audit keeps raw records instead (its own tests)
-async def test_malformed_input_on_every_consumed_topic_is_dead_lettered(name: str, kit: KitSettings, wait_for: Any) -> None:
+async def test_malformed_input_on_every_consumed_topic_is_dead_lettered(
+    name: str, kit: KitSettings, wait_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDEGATE_APPROVAL_HTTP_PORT", "0")  # never collide with a running approval service
     service = importlib.import_module(f"services.{name}.app").build(kit=kit)
     topics = sorted(set(service.bus.subscriptions))
     assert topics, f"{name} subscribes to nothing"

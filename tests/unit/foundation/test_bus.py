@@ -126,3 +126,51 @@ async def test_transient_errors_are_retried_until_the_handler_succeeds() -> None
     await asyncio.wait_for(bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler), 5)  # type: ignore[arg-type]
     assert calls == 3
     assert broker.published == []
+
+
+class LaneBus(Bus):
+    """A bus whose `handle_record` notes when each record starts and ends."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeBroker(), "executor", "unused:1", "p.")  # type: ignore[arg-type]
+        self.log: list[tuple[str, int]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def handle_record(self, topic: str, record: Any, handler: Any) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.log.append(("start", record.offset))
+        await asyncio.sleep(0.01)
+        self.log.append(("end", record.offset))
+        self.in_flight -= 1
+
+
+def lane_record(key: bytes | None, offset: int) -> FakeRecord:
+    return FakeRecord("p.actions.authorized", b"", partition=0, offset=offset, key=key)
+
+
+ROUTES = {"p.actions.authorized": ("actions.authorized", None)}
+
+
+async def test_lanes_keep_one_keys_order_and_overlap_keys_up_to_the_limit() -> None:
+    bus = LaneBus()
+    records = [
+        lane_record(b"t-1", 0),
+        lane_record(b"t-2", 1),
+        lane_record(b"t-1", 2),
+        lane_record(b"t-3", 3),
+        lane_record(b"t-4", 4),
+        lane_record(None, 5),
+    ]
+    await bus.handle_in_lanes(records, ROUTES, asyncio.Semaphore(3))  # type: ignore[arg-type]
+    order = [offset for _, offset in bus.log]
+    assert order.index(2) > len(order) - 1 - order[::-1].index(0)  # t-1's second record started after its first ended
+    assert bus.most_in_flight == 3
+    assert bus.positions == {("p.actions.authorized", 0): 6}
+
+
+async def test_lanes_with_a_limit_of_one_are_sequential() -> None:
+    bus = LaneBus()
+    await bus.handle_in_lanes([lane_record(b"a", 0), lane_record(b"b", 1)], ROUTES, asyncio.Semaphore(1))  # type: ignore[arg-type]
+    assert bus.log == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
