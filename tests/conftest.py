@@ -54,7 +54,10 @@ def _container_infra() -> Iterator[tuple[str, str, str]]:
     from testcontainers.community.kafka import KafkaContainer
     from testcontainers.community.postgres import PostgresContainer
 
-    with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka, PostgresContainer("postgres:15", username="postgres", password="postgres", driver=None) as pg:
+    with (
+        KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
+        PostgresContainer("postgres:15", username="postgres", password="postgres", driver=None) as pg,
+    ):
         host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
         subprocess.run(
             [
