@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from planner_helpers import Collector, Producer
+from bus_helpers import Collector, Producer
 
 from servicekit import KitSettings
 

@@ -8,81 +8,19 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
+from bus_helpers import Producer
 
 from schemas import (
     ActionDecided,
     ActionDecidedData,
     ActionResultData,
     ActionSucceeded,
-    Envelope,
     Reason,
     ResultCost,
     decode,
-    encode,
-    headers_for,
 )
 from servicekit import KitSettings
-
-
-class Collector:
-    """Reads topics from the beginning in the background and keeps every decoded event."""
-
-    def __init__(self, kit: KitSettings, names: list[str]) -> None:
-        self.kit = kit
-        self.names = names
-        self.events: dict[str, list[Any]] = {n: [] for n in names}
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *[self.kit.topic_prefix + n for n in self.names],
-            bootstrap_servers=self.kit.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=f"collector-{uuid.uuid4().hex[:8]}",
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        async for record in self._consumer:
-            name = record.topic.removeprefix(self.kit.topic_prefix)
-            self.events[name].append(decode(name, record.value))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    def proposals(self, task_id: str | None = None) -> list[Any]:
-        return [e.data for e in self.events["actions.proposed"] if task_id is None or e.data.task_id == task_id]
-
-    def outcome(self, task_id: str) -> Any:
-        return next((e for e in self.events["tasks.outcomes"] if e.data.task_id == task_id), None)
-
-
-class Producer:
-    """Publishes events on the test's topics."""
-
-    def __init__(self, kit: KitSettings) -> None:
-        self.kit = kit
-        self._producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(self, topic: str, event: Envelope) -> None:
-        headers = [(k, v.encode()) for k, v in headers_for(event).items()]
-        await self._producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
 
 
 def decided(p: Any, outcome: str, *codes: str, via: str = "policy", approval_id: str | None = None) -> ActionDecided:

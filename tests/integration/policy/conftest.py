@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -11,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from bus_helpers import Collector, Producer
 
 from schemas import (
     ActionDecided,
@@ -19,82 +18,12 @@ from schemas import (
     ActionProposedData,
     ApprovalData,
     ApprovalGranted,
-    Envelope,
     ProposalCost,
-    decode,
-    encode,
-    headers_for,
 )
 from servicekit import KitSettings, ServiceProcess, SigningKey, approval_message
 from services.policy.app import build
 
 log = logging.getLogger(__name__)
-
-
-class Collector:
-    """Reads topics from the beginning in the background and keeps every decoded event."""
-
-    def __init__(self, kit: KitSettings, names: list[str]) -> None:
-        self.kit = kit
-        self.names = names
-        self.events: dict[str, list[Any]] = {n: [] for n in names}
-        self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *[self.kit.topic_prefix + n for n in self.names],
-            bootstrap_servers=self.kit.kafka_bootstrap,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=f"collector-{uuid.uuid4().hex[:8]}",
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        async for record in self._consumer:
-            name = record.topic.removeprefix(self.kit.topic_prefix)
-            self.events[name].append(decode(name, record.value))
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    def decided(self, action_id: str, via: str = "policy") -> list[ActionDecided]:
-        return [e for e in self.events["actions.decided"] if e.data.action_id == action_id and e.data.via == via]
-
-    def authorized(self, action_id: str) -> list[Any]:
-        return [e for e in self.events["actions.authorized"] if e.data.action_id == action_id]
-
-    def rejected(self, needle: str) -> list[Any]:
-        return [e for e in self.events["deadletter"] if needle in e.data.raw_value]
-
-
-class Producer:
-    """Publishes events (and raw bytes) on the test's topics, as an outside agent would."""
-
-    def __init__(self, kit: KitSettings) -> None:
-        self.kit = kit
-        self._producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
-
-    async def start(self) -> None:
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        await self._producer.stop()
-
-    async def send(self, topic: str, event: Envelope) -> None:
-        headers = [(k, v.encode()) for k, v in headers_for(event).items()]
-        await self._producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
-
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        await self._producer.send_and_wait(self.kit.topic_prefix + topic, value, key=key)
 
 
 def proposal(
