@@ -89,9 +89,18 @@ class Checkpointer:
     prefix: str = ""
     unpublished: list[Checkpoint] = field(default_factory=list)
     taken: int = 0
+    _ticking: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def tick(self) -> Checkpoint | None:
-        """Take a checkpoint if the heads moved; publish what is not yet published."""
+        """Take a checkpoint if the heads moved; publish what is not yet published.
+
+        Ticks are serialised: the timer and an explicit tick (at shutdown, or by an operator) must not
+        publish the same pending checkpoint twice or pop each other's.
+        """
+        async with self._ticking:
+            return await self._tick()
+
+    async def _tick(self) -> Checkpoint | None:
         taken = None
         heads = await self.log.heads(self.prefix)
         latest = await self.log.latest_checkpoint(self.prefix)
