@@ -174,3 +174,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def stub() -> Iterator[Any]:
+    """A local OpenAI-compatible HTTP stub (real HTTP, loopback) that litellm is pointed at instead of a provider."""
+    import threading
+
+    from llm_stub import Stub
+
+    s = Stub()
+    thread = threading.Thread(target=s.server.serve_forever, daemon=True)
+    thread.start()
+    yield s
+    s.server.shutdown()
+    s.server.server_close()
