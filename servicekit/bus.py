@@ -10,6 +10,7 @@ retried with capped backoff, forever, blocking the partition rather than losing 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -117,8 +118,6 @@ class Bus:
         raw = _text(record.value)
         tenant, task = "unknown", None
         try:
-            import json
-
             doc = json.loads(raw)
             if isinstance(doc, dict):
                 tenant = str(doc.get("tenantid") or (doc.get("data") or {}).get("tenant_id") or "unknown")[:100] or "unknown"
