@@ -178,14 +178,20 @@ kafka_format() {
     return 0
   fi
   if [[ ! -s $K_CID ]]; then
-    # Same form as kafka-storage random-uuid: 16 random bytes, url-safe base64, no padding.
-    python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' >"$K_CID"
+    # Same form as kafka-storage random-uuid: 16 random bytes, url-safe base64, no padding, and (as Kafka's
+    # Uuid.randomUuid does) never starting with "-", which a command line would read as an option.
+    python3 -c 'import base64,uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        break
+print(cid)' >"$K_CID"
   fi
   cid=$(<"$K_CID")
   t=$(now)
   mkdir -p "$K_DATA"
   kafka_jvm
-  "${KAFKA_JVM[@]}" kafka.tools.StorageTool format -t "$cid" -c "$K_PROPS" >>"$K_LOGS/format.out" 2>&1 9>&- \
+  "${KAFKA_JVM[@]}" kafka.tools.StorageTool format --cluster-id="$cid" --config="$K_PROPS" >>"$K_LOGS/format.out" 2>&1 9>&- \
     || { tail -n 20 "$K_LOGS/format.out" >&2; die "kafka storage format failed (see $(rel "$K_LOGS/format.out"))"; }
   log "kafka storage: formatted $(rel "$K_DATA") with cluster id $cid in $(since "$t")"
 }
@@ -222,7 +228,7 @@ kafka_launch() {
 kafka_wait_ready() {
   local pid=$1 addr rc=0
   addr=$(kafka_address)
-  python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id "$(<"$K_CID")" \
+  python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id="$(<"$K_CID")" \
     --wait "$KAFKA_READY_TIMEOUT" --pid "$pid" -q || rc=$?
   if ((rc != 0)); then
     warn "kafka not ready at $addr within ${KAFKA_READY_TIMEOUT}s (exit $rc); last lines of the logs:"
@@ -467,7 +473,7 @@ cmd_status() {
   local rc=0 pid addr state
   if pid=$(kafka_pid); then
     addr=$(kafka_address)
-    if python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id "$(cat "$K_CID" 2>/dev/null)" \
+    if python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id="$(cat "$K_CID" 2>/dev/null)" \
       -q --timeout 2 2>/dev/null; then
       state="answering"
     else
