@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import ToolSpec
+from servicekit.argschema import ArgsValidator
 
 __all__ = ["CatalogError", "ToolCatalog"]
 
@@ -25,6 +26,7 @@ class ToolCatalog(Mapping[str, ToolSpec]):
     """Tools by name, loaded once; validates args against each tool's JSON Schema."""
 
     tools: dict[str, ToolSpec]
+    _validators: dict[str, ArgsValidator] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, directory: Path) -> ToolCatalog:
@@ -54,7 +56,7 @@ class ToolCatalog(Mapping[str, ToolSpec]):
 
     def arg_errors(self, name: str, args: dict[str, Any]) -> list[str]:
         """Every way `args` break the tool's schema, as readable strings (empty when valid)."""
-        validator = jsonschema.Draft202012Validator(
-            self.tools[name].args_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-        )
-        return [f"{'/'.join(map(str, e.absolute_path)) or '(args)'}: {e.message}" for e in validator.iter_errors(args)]
+        validator = self._validators.get(name)
+        if validator is None:  # compiled once per tool, on first use
+            validator = self._validators[name] = ArgsValidator(self.tools[name].args_schema)
+        return validator.errors(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from servicekit.bus import Bus
 from servicekit.control import ControlState
 from servicekit.db import apply_migrations, create_pool
 
-__all__ = ["ServiceProcess", "configure_logging"]
+__all__ = ["ServiceProcess", "configure_logging", "tune_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,25 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faststream", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+# Young-generation size before a collection (CPython's default is 700). Services allocate many short-lived
+# objects per event; a larger nursery means far fewer collections, each still cheap.
+GC_GEN0_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """Make garbage collection cheap for a long-running service; call once, after start-up.
+
+    Everything alive after start-up (modules, models, schemas, the compiled policy pack) lives as long
+    as the process, so it is frozen out of the collector's scans (`gc.freeze`); the young generation
+    is made larger. On the policy service this alone took a decision from 0.54 to 0.39 ms of CPU
+    (`bench/policy_bench.py`). Reference cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 @dataclass
@@ -112,6 +132,7 @@ class ServiceProcess:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        tune_gc()
         await stop.wait()
         log.info("%s: signal received, stopping", self.name)
         await self.stop()

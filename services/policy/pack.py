@@ -9,12 +9,11 @@ it came from have the same version.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import cedarpy
-import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -131,14 +130,10 @@ class CompiledPack:
     settings: PackSettings
     entities: Any
     catalog: ToolCatalog
-    validators: dict[str, jsonschema.Draft202012Validator] = field(default_factory=dict)
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
-        """`ToolCatalog.arg_errors` with the tool's validator built once per pack (it is on every decision's path)."""
-        validator = self.validators.get(tool)
-        if validator is None:
-            return self.catalog.arg_errors(tool, args)
-        return [f"{'/'.join(map(str, e.absolute_path)) or '(args)'}: {e.message}" for e in validator.iter_errors(args)]
+        """`ToolCatalog.arg_errors` (the catalog compiles each tool's validator once)."""
+        return self.catalog.arg_errors(tool, args)
 
 
 def _policy_text(source: PackSource) -> str:
@@ -213,8 +208,4 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
         catalog=catalog,
-        validators={
-            name: jsonschema.Draft202012Validator(spec.args_schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-            for name, spec in catalog.items()
-        },
     )
