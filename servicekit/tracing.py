@@ -55,9 +55,16 @@ def install_tracing(service: str, *, otlp_endpoint: str | None = None, exporter:
     return provider
 
 
+_tracer: trace.Tracer | None = None
+
+
 def tracer() -> trace.Tracer:
-    """Tidegate's tracer."""
-    return trace.get_tracer("tidegate")
+    """Tidegate's tracer (made once: the SDK builds a new one per `get_tracer` call, on every event's path)."""
+    global _tracer
+    if _tracer is None:
+        # Before `install_tracing` this is a proxy that follows the provider once it is installed.
+        _tracer = trace.get_tracer("tidegate")
+    return _tracer
 
 
 def context_from_traceparent(traceparent: str | None) -> Context | None:

@@ -35,34 +35,35 @@ def sign_authorization(
     issued_at: datetime,
     ttl_s: float,
     estimated_cost_usd: float,
+    digest: str | None = None,
 ) -> ActionAuthorizedData:
     """Sign permission to run exactly `call` once, until `issued_at + ttl_s`.
 
-    The message (`servicekit.authorization_message`) excludes the signature, so the data is built
-    with an empty one, signed, then copied with the real one.
+    The message (`servicekit.authorization_message`) excludes the signature: it is read from the
+    data assembled without one (not validated: it is never published), then the data is built, and
+    validated, once with the signature. `digest` is the call's `action_digest` when the caller has it.
     """
-    auth = Authorization(
-        via=via,
-        policy_version=policy_version,
-        action_digest=action_digest(call.tenant_id, call.tool, call.args),
-        issued_at=issued_at,
-        expires_at=issued_at + timedelta(seconds=ttl_s),
-        key_id=key.key_id,
-        signature="",
-        approval_id=approval_id,
-    )
-    unsigned = ActionAuthorizedData(
-        action_id=action_id,
-        task_id=call.task_id,
-        tenant_id=call.tenant_id,
-        step=step,
-        tool=call.tool,
-        args=call.args,
-        authorization=auth,
-        estimated_cost_usd=estimated_cost_usd,
-    )
+    grant: dict[str, Any] = {
+        "via": via,
+        "policy_version": policy_version,
+        "action_digest": digest or action_digest(call.tenant_id, call.tool, call.args),
+        "issued_at": issued_at,
+        "expires_at": issued_at + timedelta(seconds=ttl_s),
+        "key_id": key.key_id,
+        "approval_id": approval_id,
+    }
+    call_fields: dict[str, Any] = {
+        "action_id": action_id,
+        "task_id": call.task_id,
+        "tenant_id": call.tenant_id,
+        "step": step,
+        "tool": call.tool,
+        "args": call.args,
+        "estimated_cost_usd": estimated_cost_usd,
+    }
+    unsigned = ActionAuthorizedData.model_construct(**call_fields, authorization=Authorization.model_construct(**grant, signature=""))
     signature = key.sign(authorization_message(unsigned))
-    return unsigned.model_copy(update={"authorization": auth.model_copy(update={"signature": signature})})
+    return ActionAuthorizedData(**call_fields, authorization=Authorization(**grant, signature=signature))
 
 
 def build_record(
@@ -124,6 +125,7 @@ def build_record(
             issued_at=now,
             ttl_s=ttl_s,
             estimated_cost_usd=verdict.estimated_cost_usd,
+            digest=digest,
         )
         authorized = ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)
         authorized_json = encode(authorized).decode()
