@@ -18,7 +18,7 @@ from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass
 from services.policy.facts import Call, Facts, History, compute_facts
 from services.policy.pack import CompiledPack
 
-__all__ = ["Controls", "Verdict", "cedar_context", "decide"]
+__all__ = ["Controls", "Verdict", "cedar_context", "decide", "still_holds"]
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,27 @@ def decide(
         )
     fired += [("deny", r) for r in _budget_reasons(facts)]
     return _combine(fired, pack.version, **extra)
+
+
+def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: History, now: History) -> bool:
+    """Whether the decision `decide` took on history `seen` is exactly the one it would take on `now`.
+
+    True when the histories are equal, or when they differ only in spend figures that cannot change
+    the outcome or its reasons: the pack never reads spend, and no budget guard fires on either
+    history (a budget reason quotes the figures, so it is taken again). The figures recorded in the
+    decision's facts are then those it saw.
+    """
+    if seen == now:
+        return True
+    if seen.payee_known != now.payee_known or pack.reads_spend:
+        return False
+    spec = pack.catalog.get(call.tool)
+    if spec is None:
+        return True  # an unknown tool is denied whatever the history
+    tenant = pack.settings.tenant(call.tenant_id)
+    tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
+    patterns = pack.settings.sensitive_paths
+    for history in (seen, now):
+        if _budget_reasons(compute_facts(call, spec, tenant, history, sensitive_patterns=patterns, tenant_budget_usd=tenant_budget)):
+            return False
+    return True

@@ -130,6 +130,7 @@ class CompiledPack:
     settings: PackSettings
     entities: Any
     catalog: ToolCatalog
+    reads_spend: bool = True  # whether any policy mentions the spend facts (then spend figures can change a decision)
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
         """`ToolCatalog.arg_errors` (the catalog compiles each tool's validator once)."""
@@ -193,6 +194,10 @@ def validate_pack(source: PackSource, catalog: ToolCatalog) -> list[str]:
     return problems
 
 
+SPEND_FACTS = ("spend_task_cents", "spend_tenant_cents")
+"""Context facts that carry spend so far; a pack that mentions neither decides the same whatever was spent."""
+
+
 def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
     """Check and parse a pack once; raises PackError listing every problem."""
     problems = validate_pack(source, catalog)
@@ -208,4 +213,5 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
         catalog=catalog,
+        reads_spend=any(name in text for name in SPEND_FACTS),
     )

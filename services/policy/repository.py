@@ -64,17 +64,27 @@ class Settled:
 
 
 Decide = Callable[[History], DecisionRecord]
+Holds = Callable[[History, History], bool]
+
+
+def _same(seen: History, now: History) -> bool:
+    return seen == now
 
 
 @dataclass(frozen=True)
 class Pending:
-    """One decision to take in a batch: its key, whose budget it may spend, the payee it pays, and the pure decision."""
+    """One decision to take in a batch: its key, whose budget it may spend, the payee it pays, and the pure decision.
+
+    `holds(seen, now)` says whether a decision taken on history `seen` is still the decision under
+    `now` (by default: only when they are equal).
+    """
 
     key: str
     tenant_id: str
     task_id: str
     payee: str | None
     decide: Decide
+    holds: Holds = _same
 
 
 class PolicyRepository(Protocol):
@@ -223,53 +233,86 @@ class PgPolicyRepository:
         return (await self.decide_many([Pending(key, tenant_id, task_id, payee, decide)]))[0]
 
     async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
-        """See PolicyRepository: one transaction, one commit, a handful of round trips for the whole batch."""
+        """See PolicyRepository: one transaction, one commit, a handful of round trips for the whole batch.
+
+        Two copies of the service must never both spend a tenant's last dollar, so the unit of work
+        holds the tenant's lock. Deciding is the costly part, so it is done first, outside the lock,
+        on a snapshot of the history; under the lock the history is read again and each decision is
+        kept only if it still holds (`Pending.holds`), else taken again there. One copy alone always
+        keeps its decisions; several copies deciding for one tenant overlap all but the writes.
+        """
         if not items:
             return []
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
-            for tenant in sorted({i.tenant_id for i in items}):
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
-            keys = [i.key for i in items]
-            rows = await conn.fetch(_SELECT_DECISIONS, keys)
-            recorded = {r["key"]: _record_from_row(r) for r in rows}
-            tenants = sorted({i.tenant_id for i in items})
-            scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
-            spend_rows = await conn.fetch(
-                "SELECT tenant_id, task_id, amount_usd FROM policy.spend s JOIN unnest($1::text[], $2::text[]) AS w(t, k)"
-                " ON s.tenant_id = w.t AND s.task_id = w.k",
-                [sc[0] for sc in scopes],
-                [sc[1] for sc in scopes],
-            )
-            spend = {(r["tenant_id"], r["task_id"]): float(r["amount_usd"]) for r in spend_rows}
-            wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
-            payee_rows = await conn.fetch(
-                "SELECT p.tenant_id, p.payee FROM policy.known_payees p JOIN unnest($1::text[], $2::text[]) AS w(t, y)"
-                " ON p.tenant_id = w.t AND p.payee = w.y",
-                [w[0] for w in wanted],
-                [w[1] for w in wanted],
-            )
-            known = {(r["tenant_id"], r["payee"]) for r in payee_rows}
-            results: list[tuple[DecisionRecord, bool]] = []
-            new: list[DecisionRecord] = []
+        tenants = sorted({i.tenant_id for i in items})
+        async with self._pool.acquire() as conn:
+            recorded, spend, known = await self._read_history(conn, items, tenants)
+            provisional: dict[str, tuple[History, DecisionRecord]] = {}
             for item in items:
-                if item.key in recorded:
-                    results.append((recorded[item.key], False))
+                if item.key in recorded or item.key in provisional:
                     continue
-                history = _history_from(
-                    spend.get((item.tenant_id, item.task_id), 0.0),
-                    spend.get((item.tenant_id, TENANT_TOTAL), 0.0),
-                    item.payee is not None and (item.tenant_id, item.payee) in known,
-                )
+                history = self._history_of(item, spend, known)
                 record = item.decide(history)
-                recorded[item.key] = record
-                new.append(record)
-                results.append((record, True))
-                if record.reservation is not None:
-                    for scope in ((item.tenant_id, item.task_id), (item.tenant_id, TENANT_TOTAL)):
-                        spend[scope] = spend.get(scope, 0.0) + record.reservation.amount_usd
-            await self._insert(conn, new)
-            return results
+                provisional[item.key] = (history, record)
+                self._reserve(spend, item, record)
+            async with conn.transaction():
+                # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
+                for tenant in tenants:
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
+                recorded, spend, known = await self._read_history(conn, items, tenants)
+                results: list[tuple[DecisionRecord, bool]] = []
+                new: list[DecisionRecord] = []
+                for item in items:
+                    if item.key in recorded:
+                        results.append((recorded[item.key], False))
+                        continue
+                    history = self._history_of(item, spend, known)
+                    taken = provisional.get(item.key)
+                    record = taken[1] if taken is not None and item.holds(taken[0], history) else item.decide(history)
+                    recorded[item.key] = record
+                    new.append(record)
+                    results.append((record, True))
+                    self._reserve(spend, item, record)
+                await self._insert(conn, new)
+                return results
+
+    @staticmethod
+    async def _read_history(
+        conn: Any, items: list[Pending], tenants: list[str]
+    ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
+        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees."""
+        rows = await conn.fetch(_SELECT_DECISIONS, [i.key for i in items])
+        recorded = {r["key"]: _record_from_row(r) for r in rows}
+        scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
+        spend_rows = await conn.fetch(
+            "SELECT tenant_id, task_id, amount_usd FROM policy.spend s JOIN unnest($1::text[], $2::text[]) AS w(t, k)"
+            " ON s.tenant_id = w.t AND s.task_id = w.k",
+            [sc[0] for sc in scopes],
+            [sc[1] for sc in scopes],
+        )
+        spend = {(r["tenant_id"], r["task_id"]): float(r["amount_usd"]) for r in spend_rows}
+        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
+        payee_rows = await conn.fetch(
+            "SELECT p.tenant_id, p.payee FROM policy.known_payees p JOIN unnest($1::text[], $2::text[]) AS w(t, y)"
+            " ON p.tenant_id = w.t AND p.payee = w.y",
+            [w[0] for w in wanted],
+            [w[1] for w in wanted],
+        )
+        return recorded, spend, {(r["tenant_id"], r["payee"]) for r in payee_rows}
+
+    @staticmethod
+    def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
+        return _history_from(
+            spend.get((item.tenant_id, item.task_id), 0.0),
+            spend.get((item.tenant_id, TENANT_TOTAL), 0.0),
+            item.payee is not None and (item.tenant_id, item.payee) in known,
+        )
+
+    @staticmethod
+    def _reserve(spend: dict[tuple[str, str], float], item: Pending, record: DecisionRecord) -> None:
+        """Count `record`'s reservation in `spend`, so that the next decision of the batch sees it."""
+        if record.reservation is not None:
+            for scope in ((item.tenant_id, item.task_id), (item.tenant_id, TENANT_TOTAL)):
+                spend[scope] = spend.get(scope, 0.0) + record.reservation.amount_usd
 
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:

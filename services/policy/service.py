@@ -42,7 +42,7 @@ from servicekit import (
     span,
 )
 from services.policy.authorization import build_record
-from services.policy.engine import Controls, decide
+from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
@@ -223,8 +223,11 @@ class PolicyService:
                     traceparent=current_traceparent(),
                 )
 
+        def holds(seen: History, now: History) -> bool:
+            return still_holds(pack, call, controls, seen, now)
+
         payee = payee_of(self.catalog.get(call.tool), call.args)
-        return Pending(key, call.tenant_id, call.task_id, payee, run)
+        return Pending(key, call.tenant_id, call.task_id, payee, run, holds)
 
     # --- approvals -----------------------------------------------------------------------------
 

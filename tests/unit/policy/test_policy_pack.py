@@ -8,9 +8,9 @@ import pytest
 
 from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.cedar_schema import cedar_schema
-from services.policy.engine import Controls, decide
+from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History
-from services.policy.pack import PackError, PackSource, compile_pack, validate_pack
+from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack, validate_pack
 from services.policy.packtest import PolicyCase, load_cases, run_case, run_cases
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
@@ -115,3 +115,46 @@ def test_load_cases_rejects_a_malformed_case(tmp_path: Path) -> None:
     (tmp_path / "tests" / "bad.yaml").write_text("- name: x\n  tool: get_ticket\n  expect: {outcome: perhaps}\n")
     with pytest.raises(ValueError, match=r"bad\.yaml case 1"):
         load_cases(tmp_path)
+
+
+# --- still_holds: when a decision taken on a snapshot of the history may be kept -------------------------------
+
+REFUND_CALL = Call("acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, "agent", mode="autonomous")
+
+
+def _pack(extra_policy: str = "") -> CompiledPack:
+    source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
+    files = dict(source.files) | ({"extra.cedar": extra_policy} if extra_policy else {})
+    return compile_pack(PackSource(files=files, settings=source.settings), CATALOG)
+
+
+def test_a_decision_holds_when_only_spend_moved_and_nothing_reads_it() -> None:
+    pack = _pack()
+    assert not pack.reads_spend
+    seen, now = History(payee_known=True, spend_tenant_usd=1.0), History(payee_known=True, spend_tenant_usd=3.0)
+    assert decide(pack, REFUND_CALL, seen, Controls()).outcome == decide(pack, REFUND_CALL, now, Controls()).outcome == "allow"
+    assert still_holds(pack, REFUND_CALL, Controls(), seen, now)
+
+
+def test_a_decision_is_taken_again_when_the_payee_became_known() -> None:
+    pack = _pack()
+    assert not still_holds(pack, REFUND_CALL, Controls(), History(payee_known=False), History(payee_known=True))
+
+
+def test_a_decision_is_taken_again_near_the_budget() -> None:
+    pack = _pack()  # acme's budget is 50 USD
+    seen, now = History(spend_tenant_usd=10.0), History(spend_tenant_usd=49.999)
+    assert decide(pack, REFUND_CALL, now, Controls()).outcome == "deny"
+    assert not still_holds(pack, REFUND_CALL, Controls(), seen, now)
+    assert not still_holds(pack, REFUND_CALL, Controls(tenant_budget_usd=1.0), History(spend_tenant_usd=0.0), History(spend_tenant_usd=0.995))
+    assert still_holds(pack, REFUND_CALL, Controls(tenant_budget_usd=1.0), History(spend_tenant_usd=0.0), History(spend_tenant_usd=0.5))
+
+
+def test_a_pack_that_reads_spend_takes_every_moved_decision_again() -> None:
+    pack = _pack(
+        '@id("big-spender") @outcome("escalate") @reason("needs_human_approval")\n'
+        'permit (principal, action, resource) when { context.facts.spend_tenant_cents > 200 };'
+    )
+    assert pack.reads_spend
+    assert not still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=3.0))
+    assert still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=1.0))

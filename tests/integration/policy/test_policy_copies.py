@@ -1,0 +1,110 @@
+"""Two copies of the policy service deciding for one tenant at once, on the real database: the budget holds exactly.
+
+Each copy decides its batch on a snapshot of the history, outside the tenant's lock, and checks it
+again under the lock; a copy whose snapshot went stale (the other copy reserved in between) must
+take its decisions again, so that the tenant's last dollar is spent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from schemas import ActionProposed, ActionProposedData, Envelope
+from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from servicekit.db import apply_migrations, create_pool
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import PgPolicyRepository
+from services.policy.service import PolicyService
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
+BUDGET_USD = 0.105  # ten refunds at the catalog's 0.01 USD each, not eleven
+
+
+@pytest.fixture
+async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
+    made = [await create_pool(infra.database_url, max_size=2) for _ in range(2)]
+    await apply_migrations(made[0], "policy", MIGRATIONS)
+    try:
+        yield made
+    finally:
+        for pool in made:
+            await pool.close()
+
+
+def _copy(pool: asyncpg.Pool, tenant: str, keys: Path) -> PolicyService:
+    source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
+    settings = source.settings | {
+        "tenants": source.settings["tenants"]
+        | {tenant: {"allow_autonomous": True, "budget_usd": BUDGET_USD, "known_payees": ["cus_1001"]}}
+    }
+
+    async def publish(topic: str, event: Envelope) -> None:
+        pass
+
+    async def publish_many(events: list[Any]) -> None:
+        pass
+
+    return PolicyService(
+        catalog=CATALOG,
+        pack=compile_pack(PackSource(files=source.files, settings=settings), CATALOG),
+        repo=PgPolicyRepository(pool),
+        signer=SigningKey.load_or_create(keys, "policy"),
+        keys_dir=keys,
+        control=ControlState(),
+        publish=publish,
+        publish_many=publish_many,
+    )
+
+
+def _refunds(tenant: str, copy: int, round_: int, n: int = 6) -> list[ActionProposed]:
+    return [
+        ActionProposed.build(
+            ActionProposedData(
+                action_id=f"{tenant}-r{round_}-c{copy}-{i}",
+                task_id=f"{tenant}-task-{round_}-{copy}-{i}",  # a task each: only the tenant's budget binds
+                tenant_id=tenant,
+                step=0,
+                tool="issue_refund",
+                args={"payee_id": "cus_1001", "amount_usd": 10.0, "order_id": f"O-{i}"},
+                proposer="test",
+                mode="autonomous",
+            ),
+            source="test",
+        )
+        for i in range(n)
+    ]
+
+
+async def test_two_copies_never_spend_a_tenants_budget_twice(pools: list[asyncpg.Pool], infra: Any, tmp_path: Path) -> None:
+    tenant = f"race-{uuid.uuid4().hex[:8]}"
+    copies = [_copy(pool, tenant, tmp_path) for pool in pools]
+    outcomes: list[str] = []
+    for round_ in range(4):  # both copies decide a batch at the same moment, four times over
+        batches = await asyncio.gather(*(c.on_proposed_batch(_refunds(tenant, i, round_), traced=False) for i, c in enumerate(copies)))
+        outcomes += [r.outcome for batch in batches for r in batch]
+
+    assert len(outcomes) == 48
+    assert outcomes.count("allow") == 10  # the budget is spent exactly: no more, and none of it lost
+    assert outcomes.count("deny") == 38
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        spent = await admin.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = '*'", tenant)
+        held = await admin.fetchval("SELECT count(*) FROM policy.reservations WHERE tenant_id = $1 AND status = 'reserved'", tenant)
+        reasons = await admin.fetch(
+            "SELECT decided_event::jsonb -> 'data' -> 'reasons' -> 0 ->> 'code' AS code FROM policy.decisions"
+            " WHERE tenant_id = $1 AND outcome = 'deny'",
+            tenant,
+        )
+    finally:
+        await admin.close()
+    assert float(spent) == pytest.approx(0.10)
+    assert held == 10
+    assert {r["code"] for r in reasons} == {"budget_exceeded"}
