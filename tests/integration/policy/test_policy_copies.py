@@ -42,8 +42,7 @@ async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
 def _copy(pool: asyncpg.Pool, tenant: str, keys: Path) -> PolicyService:
     source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
     settings = source.settings | {
-        "tenants": source.settings["tenants"]
-        | {tenant: {"allow_autonomous": True, "budget_usd": BUDGET_USD, "known_payees": ["cus_1001"]}}
+        "tenants": source.settings["tenants"] | {tenant: {"allow_autonomous": True, "budget_usd": BUDGET_USD, "known_payees": ["cus_1001"]}}
     }
 
     async def publish(topic: str, event: Envelope) -> None:

@@ -119,7 +119,9 @@ def test_load_cases_rejects_a_malformed_case(tmp_path: Path) -> None:
 
 # --- still_holds: when a decision taken on a snapshot of the history may be kept -------------------------------
 
-REFUND_CALL = Call("acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, "agent", mode="autonomous")
+REFUND_CALL = Call(
+    "acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, "agent", mode="autonomous"
+)
 
 
 def _pack(extra_policy: str = "") -> CompiledPack:
@@ -146,14 +148,16 @@ def test_a_decision_is_taken_again_near_the_budget() -> None:
     seen, now = History(spend_tenant_usd=10.0), History(spend_tenant_usd=49.999)
     assert decide(pack, REFUND_CALL, now, Controls()).outcome == "deny"
     assert not still_holds(pack, REFUND_CALL, Controls(), seen, now)
-    assert not still_holds(pack, REFUND_CALL, Controls(tenant_budget_usd=1.0), History(spend_tenant_usd=0.0), History(spend_tenant_usd=0.995))
+    assert not still_holds(
+        pack, REFUND_CALL, Controls(tenant_budget_usd=1.0), History(spend_tenant_usd=0.0), History(spend_tenant_usd=0.995)
+    )
     assert still_holds(pack, REFUND_CALL, Controls(tenant_budget_usd=1.0), History(spend_tenant_usd=0.0), History(spend_tenant_usd=0.5))
 
 
 def test_a_pack_that_reads_spend_takes_every_moved_decision_again() -> None:
     pack = _pack(
         '@id("big-spender") @outcome("escalate") @reason("needs_human_approval")\n'
-        'permit (principal, action, resource) when { context.facts.spend_tenant_cents > 200 };'
+        "permit (principal, action, resource) when { context.facts.spend_tenant_cents > 200 };"
     )
     assert pack.reads_spend
     assert not still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=3.0))
