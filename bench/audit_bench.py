@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 import schemas as s
 from servicekit import Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics
+from servicekit.runner import tune_gc
 from services.audit.app import MIGRATIONS, build
 from services.audit.handlers import Checkpointer
 from services.audit.reading import explain_task, render_markdown
@@ -195,6 +196,7 @@ async def main(events: int) -> None:
     kit = KitSettings(database_url=f"{base}/{dbname}", topic_prefix=kafka_prefix, keys_dir=keys)
     task = f"bench-task-{run}"
     records = bench_events(events, task)
+    tune_gc()  # as the service process does once started (the prebuilt records stand for Kafka, not the service's heap)
     print(f"{events} events (~{sum(len(r[1]) for r in records) // events} bytes each); synchronous_commit = {sync}")
     log = await PostgresAuditLog.connect(kit.database_url)
     try:
