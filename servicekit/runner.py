@@ -42,7 +42,9 @@ def tune_gc() -> None:
     Everything alive after start-up (modules, models, schemas, the compiled policy pack) lives as long
     as the process, so it is frozen out of the collector's scans (`gc.freeze`); the young generation
     is made larger. On the policy service this alone took a decision from 0.54 to 0.39 ms of CPU
-    (`bench/policy_bench.py`). Reference cycles are still collected.
+    (`bench/policy_bench.py`), and the audit's ingest went from about 10,000 to 11,000–13,000 events/s.
+    Everything made later is collected as before; a start-up object that becomes garbage is still
+    freed by reference counting, unless it is in a cycle (a one-off, bounded by what start-up made).
     """
     gc.collect()
     gc.freeze()
