@@ -25,6 +25,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("approvals", "approvals"),
     ("policy", "policy"),
     ("killswitch", "killswitch"),
+    ("budget", "budget"),
     ("audit", "audit"),
     ("ops", None),
 ]

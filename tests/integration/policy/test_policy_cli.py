@@ -56,3 +56,30 @@ def test_killswitch_and_publish_commands(infra, prefix: str, tmp_path: Path) -> 
     checked = tidegate(env, "policy", "validate", str(invalid))
     assert checked.returncode != 0
     assert "nope" in checked.stdout
+
+
+def test_budget_commands(infra, prefix: str) -> None:
+    asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
+    env = os.environ | {
+        "TIDEGATE_TOPIC_PREFIX": prefix,
+        "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TIDEGATE_DATABASE_URL": infra.database_url,
+        "COLUMNS": "200",
+    }
+    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+
+    before = tidegate(env, "budget", "list")
+    assert before.returncode == 0, before.stderr
+    assert "pack settings" in before.stdout  # the default pack caps acme and globex
+
+    done = tidegate(env, "budget", "set", "globex", "7.5", "--by", "finance")
+    assert done.returncode == 0, done.stderr
+    assert asyncio.run(read_control(kit)).budgets == {"globex": 7.5}  # what every policy copy applies, without a restart
+    listed = tidegate(env, "budget", "list")
+    globex = next(line for line in listed.stdout.splitlines() if "globex" in line)
+    assert "7.5000" in globex
+    assert "control" in globex
+
+    refused = tidegate(env, "budget", "set", "globex", "--", "-1")
+    assert refused.returncode != 0
+    assert "negative" in refused.stderr

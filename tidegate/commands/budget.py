@@ -1,0 +1,108 @@
+"""`tidegate budget set|list`: a tenant's spend cap, and what it has spent, without a restart."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+
+import asyncpg
+import typer
+from rich.table import Table
+
+from schemas import ControlBudget, ControlBudgetData
+from servicekit import Bus, KitSettings, make_broker
+from services.policy.pack import PackError, PackSettings, PackSource
+from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands.killswitch import read_control
+
+__all__ = ["BudgetLine", "app", "budget_lines", "publish_budget"]
+
+app = typer.Typer(help="Tenant budgets on the `control` topic: the spend cap policy enforces, and spend so far.", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class BudgetLine:
+    """One tenant's cap (and where it comes from) and its spend so far."""
+
+    tenant: str
+    limit_usd: float | None
+    source: str  # "control (set by …)", "pack settings", or "none"
+    spent_usd: float
+
+    @property
+    def remaining_usd(self) -> float | None:
+        """What the tenant may still reserve, if it has a cap."""
+        return None if self.limit_usd is None else max(0.0, self.limit_usd - self.spent_usd)
+
+
+async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set_by: str) -> ControlBudget:
+    """Publish a `control.budget` record (key `budget:<tenant>`, so compaction keeps the newest)."""
+    event = ControlBudget.build(ControlBudgetData(tenant_id=tenant, limit_usd=limit_usd, set_by=set_by), source="tidegate/cli")
+    broker = make_broker(kit.kafka_bootstrap, "cli")
+    await broker.start()
+    try:
+        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
+    finally:
+        await broker.stop()
+    return event
+
+
+async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
+    """Every tenant with a cap or with spend: the cap `control` sets (else the pack's settings) and the policy schema's spend."""
+    state = await read_control(kit)
+    try:
+        source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
+        pack_settings = PackSettings.model_validate(source.settings)
+    except (PackError, ValueError):
+        pack_settings = PackSettings()
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        has_schema = await conn.fetchval("SELECT to_regclass('policy.spend') IS NOT NULL")
+        rows = await conn.fetch("SELECT tenant_id, amount_usd FROM policy.spend WHERE task_id = '*'") if has_schema else []
+    finally:
+        await conn.close()
+    spent = {r["tenant_id"]: float(r["amount_usd"]) for r in rows}
+    tenants = sorted((set(pack_settings.tenants) - {"default"}) | set(state.budgets) | set(spent))
+    lines = []
+    for tenant in tenants:
+        if tenant in state.budgets:
+            limit, where = state.budgets[tenant], "control"
+        else:
+            limit = pack_settings.tenant(tenant).budget_usd
+            where = "pack settings" if limit is not None else "none"
+        lines.append(BudgetLine(tenant, limit, where, spent.get(tenant, 0.0)))
+    return lines
+
+
+@app.command("set")
+def set_(
+    tenant: str = typer.Argument(..., help="Tenant whose cap to set."),
+    limit_usd: float = typer.Argument(..., help="The new cap, USD (spend so far counts against it; 0 stops all spending)."),
+    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+) -> None:
+    """Set a tenant's spend cap. It overrides the pack's `budget_usd` at once, on every copy of the policy service."""
+    if limit_usd < 0:
+        fail(f"a budget cannot be negative (got {limit_usd})")
+    if tenant in ("", "*"):
+        fail("name one tenant: a budget is per tenant")
+    run(publish_budget(settings(), tenant=tenant, limit_usd=limit_usd, set_by=by or getpass.getuser()))
+    console.print(f"budget set: tenant={tenant} limit={limit_usd:.2f} USD")
+
+
+@app.command("list")
+def list_() -> None:
+    """Each tenant's cap (from `control`, else the pack's settings), its spend so far (reserved and settled) and what remains."""
+    lines = run(budget_lines(settings()))
+    if not lines:
+        console.print("no tenant has a budget or any spend")
+        return
+    table = Table("tenant", "limit USD", "from", "spent USD", "remaining USD")
+    for line in lines:
+        table.add_row(
+            line.tenant,
+            "-" if line.limit_usd is None else f"{line.limit_usd:.4f}",
+            line.source,
+            f"{line.spent_usd:.4f}",
+            "-" if line.remaining_usd is None else f"{line.remaining_usd:.4f}",
+        )
+    console.print(table)
