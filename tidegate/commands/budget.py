@@ -65,6 +65,7 @@ async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
     tenants = sorted((set(pack_settings.tenants) - {"default"}) | set(state.budgets) | set(spent))
     lines = []
     for tenant in tenants:
+        limit: float | None
         if tenant in state.budgets:
             limit, where = state.budgets[tenant], "control"
         else:
