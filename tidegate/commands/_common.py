@@ -9,9 +9,10 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from servicekit import KitSettings
+from schemas import Envelope
+from servicekit import Bus, KitSettings, make_broker
 
-__all__ = ["console", "err_console", "fail", "run", "settings"]
+__all__ = ["console", "err_console", "fail", "publish_control", "run", "settings"]
 
 T = TypeVar("T")
 console = Console()
@@ -37,3 +38,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc} (is `tidegate infra up` running?)")
+
+
+async def publish_control(kit: KitSettings, event: Envelope) -> None:
+    """Publish one record on the compacted `control` topic (acknowledged), as the CLI."""
+    broker = make_broker(kit.kafka_bootstrap, "cli")
+    await broker.start()
+    try:
+        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
+    finally:
+        await broker.stop()

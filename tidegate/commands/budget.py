@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from schemas import ControlBudget, ControlBudgetData
-from servicekit import Bus, KitSettings, make_broker
+from servicekit import KitSettings
 from services.policy.pack import PackError, PackSettings, PackSource
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, publish_control, run, settings
 from tidegate.commands.killswitch import read_control
 
 __all__ = ["BudgetLine", "app", "budget_lines", "publish_budget"]
@@ -38,12 +38,7 @@ class BudgetLine:
 async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set_by: str) -> ControlBudget:
     """Publish a `control.budget` record (key `budget:<tenant>`, so compaction keeps the newest)."""
     event = ControlBudget.build(ControlBudgetData(tenant_id=tenant, limit_usd=limit_usd, set_by=set_by), source="tidegate/cli")
-    broker = make_broker(kit.kafka_bootstrap, "cli")
-    await broker.start()
-    try:
-        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
-    finally:
-        await broker.stop()
+    await publish_control(kit, event)
     return event
 
 

@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData, decode
-from servicekit import Bus, ControlState, KitSettings, make_broker
-from tidegate.commands._common import console, run, settings
+from servicekit import ControlState, KitSettings
+from tidegate.commands._common import console, publish_control, run, settings
 
 __all__ = ["app", "publish_killswitch", "read_control"]
 
@@ -25,12 +25,7 @@ async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active
     event = ControlKillswitch.build(
         ControlKillswitchData(tenant_id=tenant, tool=tool, active=active, reason=reason, set_by=set_by), source="tidegate/cli"
     )
-    broker = make_broker(kit.kafka_bootstrap, "cli")
-    await broker.start()
-    try:
-        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
-    finally:
-        await broker.stop()
+    await publish_control(kit, event)
     return event
 
 

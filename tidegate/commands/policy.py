@@ -9,11 +9,11 @@ import typer
 from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
-from servicekit import Bus, CatalogError, KitSettings, ToolCatalog, make_broker
+from servicekit import CatalogError, KitSettings, ToolCatalog
 from services.policy.cedar_schema import cedar_schema_json
 from services.policy.pack import PackError, PackSource, compile_pack, validate_pack
 from services.policy.packtest import load_cases, run_cases
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, publish_control, run, settings
 
 __all__ = ["app", "publish_pack"]
 
@@ -98,12 +98,7 @@ async def publish_pack(kit: KitSettings, source: PackSource, published_by: str) 
         ControlPolicyData(version=source.version, files=source.files, settings=source.settings, published_by=published_by),
         source="tidegate/cli",
     )
-    broker = make_broker(kit.kafka_bootstrap, "cli")
-    await broker.start()
-    try:
-        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
-    finally:
-        await broker.stop()
+    await publish_control(kit, event)
     return event
 
 
