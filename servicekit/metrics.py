@@ -32,7 +32,7 @@ from schemas import (
     TaskFailed,
 )
 
-__all__ = ["METRICS", "observe_handled", "observe_published"]
+__all__ = ["METRICS", "observe_handled", "observe_published", "observe_retaken"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FANOUT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 50)
@@ -99,10 +99,15 @@ HUMAN_TOUCHES = Counter("tidegate_human_touches", "Human decisions tasks needed,
 DEAD_LETTERS = Counter(
     "tidegate_dead_letters", "Messages sent to the dead-letter topic, by rejecting service and reason code.", ["service", "code"]
 )
+RETAKEN = Counter(
+    "tidegate_policy_decisions_retaken",
+    "Policy decisions taken again under the tenant's lock because another copy reserved spend since the snapshot, by tenant.",
+    ["tenant"],
+)
 
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
-    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS,
+    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -158,3 +163,9 @@ def observe_handled(service: str, event_type: str, seconds: float, result: str) 
     short = _short(event_type)
     EVENTS_HANDLED.labels(service, short, result).inc()
     HANDLER_LATENCY.labels(service, short).observe(seconds)
+
+
+def observe_retaken(tenant: str, count: int) -> None:
+    """Count decisions the policy service took again under a tenant's lock (copies competing for one tenant)."""
+    with contextlib.suppress(Exception):
+        RETAKEN.labels(tenant).inc(count)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from servicekit.metrics import observe_retaken
 from services.policy.facts import History
 
 __all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
@@ -261,19 +262,27 @@ class PgPolicyRepository:
                 recorded, spend, known = await self._read_history(conn, items, tenants)
                 results: list[tuple[DecisionRecord, bool]] = []
                 new: list[DecisionRecord] = []
+                retaken: dict[str, int] = {}
                 for item in items:
                     if item.key in recorded:
                         results.append((recorded[item.key], False))
                         continue
                     history = self._history_of(item, spend, known)
                     taken = provisional.get(item.key)
-                    record = taken[1] if taken is not None and item.holds(taken[0], history) else item.decide(history)
+                    if taken is not None and item.holds(taken[0], history):
+                        record = taken[1]
+                    else:
+                        record = item.decide(history)
+                        retaken[item.tenant_id] = retaken.get(item.tenant_id, 0) + (taken is not None)
                     recorded[item.key] = record
                     new.append(record)
                     results.append((record, True))
                     self._reserve(spend, item, record)
                 await self._insert(conn, new)
-                return results
+            for tenant, count in retaken.items():
+                if count:
+                    observe_retaken(tenant, count)
+            return results
 
     @staticmethod
     async def _read_history(

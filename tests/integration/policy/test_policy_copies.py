@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas import ActionProposed, ActionProposedData, Envelope
 from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
@@ -82,19 +83,38 @@ def _refunds(tenant: str, copy: int, round_: int, n: int = 6) -> list[ActionProp
     ]
 
 
+def _retaken(tenant: str) -> float:
+    return REGISTRY.get_sample_value("tidegate_policy_decisions_retaken_total", {"tenant": tenant}) or 0.0
+
+
+async def _both_waiting_on_the_lock(conn: asyncpg.Connection) -> None:
+    for _ in range(500):
+        if await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") >= 2:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the two copies never both waited on the tenant's lock")
+
+
 async def test_two_copies_never_spend_a_tenants_budget_twice(pools: list[asyncpg.Pool], infra: Any, tmp_path: Path) -> None:
     tenant = f"race-{uuid.uuid4().hex[:8]}"
     copies = [_copy(pool, tenant, tmp_path) for pool in pools]
-    outcomes: list[str] = []
-    for round_ in range(4):  # both copies decide a batch at the same moment, four times over
-        batches = await asyncio.gather(*(c.on_proposed_batch(_refunds(tenant, i, round_), traced=False) for i, c in enumerate(copies)))
-        outcomes += [r.outcome for batch in batches for r in batch]
-
-    assert len(outcomes) == 48
-    assert outcomes.count("allow") == 10  # the budget is spent exactly: no more, and none of it lost
-    assert outcomes.count("deny") == 38
     admin = await asyncpg.connect(infra.database_url)
     try:
+        # Round 0, made deterministic: hold the tenant's lock until both copies have decided on the same
+        # snapshot and wait for it; the second one in must find its snapshot stale.
+        await admin.execute("SELECT pg_advisory_lock(hashtext('policy-budget:' || $1))", tenant)
+        first = [asyncio.create_task(c.on_proposed_batch(_refunds(tenant, i, 0), traced=False)) for i, c in enumerate(copies)]
+        await _both_waiting_on_the_lock(admin)
+        await admin.execute("SELECT pg_advisory_unlock(hashtext('policy-budget:' || $1))", tenant)
+        outcomes = [r.outcome for batch in await asyncio.gather(*first) for r in batch]
+        assert _retaken(tenant) >= 1
+        for round_ in range(1, 4):  # then free-running: both copies decide a batch at the same moment
+            batches = await asyncio.gather(*(c.on_proposed_batch(_refunds(tenant, i, round_), traced=False) for i, c in enumerate(copies)))
+            outcomes += [r.outcome for batch in batches for r in batch]
+
+        assert len(outcomes) == 48
+        assert outcomes.count("allow") == 10  # the budget is spent exactly: no more, and none of it lost
+        assert outcomes.count("deny") == 38
         spent = await admin.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = $1 AND task_id = '*'", tenant)
         held = await admin.fetchval("SELECT count(*) FROM policy.reservations WHERE tenant_id = $1 AND status = 'reserved'", tenant)
         reasons = await admin.fetch(
