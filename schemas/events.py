@@ -37,6 +37,7 @@ __all__ = [
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
+    "ApprovalResolved",
     "AuditCheckpoint",
     "AuditCheckpointData",
     "Authorization",
@@ -205,6 +206,10 @@ class ApprovalData(Contract):
     signature: str | None = Field(
         default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest."
     )
+    resolution: Literal["confirmed_done", "confirmed_not_done"] | None = Field(
+        default=None,
+        description="`approval.resolved` only: what a human found in the system of record after an `action.unknown`.",
+    )
 
 
 class ApprovalRequested(Envelope):
@@ -232,6 +237,17 @@ class ApprovalExpired(Envelope):
     """`tidegate.approval.expired` on `approvals`; signed."""
 
     type: Literal["tidegate.approval.expired"] = "tidegate.approval.expired"
+    data: ApprovalData
+
+
+class ApprovalResolved(Envelope):
+    """`tidegate.approval.resolved` on `approvals`; signed. A human's finding on a follow-up of an `action.unknown`.
+
+    `resolution` says whether the call's side effect happened (`confirmed_done`) or not
+    (`confirmed_not_done`). It records a fact; it never makes anything run again.
+    """
+
+    type: Literal["tidegate.approval.resolved"] = "tidegate.approval.resolved"
     data: ApprovalData
 
 

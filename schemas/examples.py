@@ -103,6 +103,12 @@ def sample_events() -> list[tuple[str, Envelope]]:
         ("approvals", s.ApprovalRejected.build(approval, source=src)),
         ("approvals", s.ApprovalExpired.build(approval, source=src)),
         (
+            "approvals",
+            s.ApprovalResolved.build(
+                approval.model_copy(update={"approver": "bob", "approvers": ["bob"], "resolution": "confirmed_done"}), source=src
+            ),
+        ),
+        (
             "actions.authorized",
             s.ActionAuthorized.build(
                 s.ActionAuthorizedData(action_id="a-1", task_id="t-1", tenant_id="acme", tool="tag_ticket", args={}, authorization=auth),

@@ -19,6 +19,7 @@ from schemas.events import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequested,
+    ApprovalResolved,
     AuditCheckpoint,
     ControlBudget,
     ControlKillswitch,
@@ -50,7 +51,9 @@ DAY_MS = 24 * 3600 * 1000
 
 TaskEvent = TaskSubmitted
 ActionResult = Annotated[Union[ActionSucceeded, ActionFailed, ActionUnknown], Field(discriminator="type")]
-Approval = Annotated[Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired], Field(discriminator="type")]
+Approval = Annotated[
+    Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired, ApprovalResolved], Field(discriminator="type")
+]
 TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
 ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget], Field(discriminator="type")]
 AnyEvent = Annotated[
@@ -62,6 +65,7 @@ AnyEvent = Annotated[
         ApprovalGranted,
         ApprovalRejected,
         ApprovalExpired,
+        ApprovalResolved,
         ActionAuthorized,
         ActionSucceeded,
         ActionFailed,
@@ -136,7 +140,7 @@ TOPICS: dict[str, TopicSpec] = {
         _spec(
             "approvals",
             Approval,
-            (ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired),
+            (ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired, ApprovalResolved),
             "Approval requests and human decisions (decisions signed by the approval service).",
             producers=("approval",),
             consumers=("policy", "planner"),

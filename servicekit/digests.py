@@ -45,22 +45,27 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 
 
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
-    """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`)."""
-    return canonical_json(
-        {
-            "type": event_type,
-            "approval_id": data.approval_id,
-            "action_id": data.action_id,
-            "task_id": data.task_id,
-            "tenant_id": data.tenant_id,
-            "tool": data.tool,
-            "args": data.args,
-            "action_digest": data.action_digest,
-            "approver": data.approver,
-            "approvers": sorted(data.approvers),
-            "edited_args": data.edited_args,
-            "decided_at": _ts(data.decided_at),
-            "expires_at": _ts(data.expires_at),
-            "key_id": data.key_id,
-        }
-    )
+    """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
+
+    A follow-up's `resolution` is signed too; it is left out when null, so the messages of the other
+    decisions are the bytes they always were.
+    """
+    message: dict[str, Any] = {
+        "type": event_type,
+        "approval_id": data.approval_id,
+        "action_id": data.action_id,
+        "task_id": data.task_id,
+        "tenant_id": data.tenant_id,
+        "tool": data.tool,
+        "args": data.args,
+        "action_digest": data.action_digest,
+        "approver": data.approver,
+        "approvers": sorted(data.approvers),
+        "edited_args": data.edited_args,
+        "decided_at": _ts(data.decided_at),
+        "expires_at": _ts(data.expires_at),
+        "key_id": data.key_id,
+    }
+    if data.resolution is not None:
+        message["resolution"] = data.resolution
+    return canonical_json(message)

@@ -27,6 +27,7 @@ from schemas import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequested,
+    ApprovalResolved,
     EventRejected,
     TaskCompleted,
     TaskFailed,
@@ -113,7 +114,13 @@ _ALL: tuple[Any, ...] = (
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
 """Every exported metric family: exposition name (`_total` for counters; histograms add `_bucket`, `_sum`, `_count`) → help."""
 
-_APPROVAL_KINDS = {ApprovalRequested: "requested", ApprovalGranted: "granted", ApprovalRejected: "rejected", ApprovalExpired: "expired"}
+_APPROVAL_KINDS = {
+    ApprovalRequested: "requested",
+    ApprovalGranted: "granted",
+    ApprovalRejected: "rejected",
+    ApprovalExpired: "expired",
+    ApprovalResolved: "resolved",
+}
 
 
 def _short(event_type: str) -> str:

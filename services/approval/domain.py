@@ -41,11 +41,13 @@ __all__ = [
 
 Status = Literal["pending", "granted", "rejected", "expired", "resolved"]
 Kind = Literal["approval", "follow_up"]
-GRANTED, REJECTED, EXPIRED, REQUESTED = (
+Resolution = Literal["confirmed_done", "confirmed_not_done"]
+GRANTED, REJECTED, EXPIRED, REQUESTED, RESOLVED = (
     "tidegate.approval.granted",
     "tidegate.approval.rejected",
     "tidegate.approval.expired",
     "tidegate.approval.requested",
+    "tidegate.approval.resolved",
 )
 UNKNOWN_RISK = "unknown"
 
@@ -80,7 +82,7 @@ class ApprovalRecord(_Frozen):
     comment: str | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
-    resolution: str | None = None
+    resolution: Resolution | None = None
     result_error: dict[str, Any] | None = None
     created_at: datetime
     expires_at: datetime
@@ -319,8 +321,8 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
     if record.kind == "follow_up":
         if vote.edited_args is not None:
             return _refuse("edit_not_allowed", 422, "a follow-up records what happened; it has no args to edit")
-        resolution = "confirmed_done" if vote.decision == "approve" else "confirmed_not_done"
-        return Transition(record=_settled(record, "resolved", who, vote, now, resolution=resolution))
+        resolution: Resolution = "confirmed_done" if vote.decision == "approve" else "confirmed_not_done"
+        return Transition(record=_settled(record, "resolved", who, vote, now, resolution=resolution), event_type=RESOLVED)
     if vote.decision == "reject":
         return Transition(record=_settled(record, "rejected", who, vote, now), event_type=REJECTED)
     if who.approver in record.approvers and vote.edited_args == record.edited_args:
@@ -336,7 +338,7 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
 
 
 def _settled(
-    record: ApprovalRecord, status: Status, who: Approver, vote: Vote, now: datetime, resolution: str | None = None
+    record: ApprovalRecord, status: Status, who: Approver, vote: Vote, now: datetime, resolution: Resolution | None = None
 ) -> ApprovalRecord:
     return record.model_copy(
         update={
@@ -345,7 +347,7 @@ def _settled(
             "decided_at": now,
             "comment": vote.comment,
             "edited_args": vote.edited_args if status == "granted" else record.edited_args,
-            "approvers": [who.approver] if status == "rejected" else record.approvers,
+            "approvers": [who.approver] if status in ("rejected", "resolved") else record.approvers,
             "resolution": resolution,
             "version": record.version + 1,
         }
@@ -385,6 +387,7 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
         expires_at=record.expires_at,
         decided_at=record.decided_at,
         requested_by=record.requested_by,
+        resolution=record.resolution,
     )
 
 

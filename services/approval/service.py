@@ -25,6 +25,7 @@ from schemas import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequested,
+    ApprovalResolved,
     Envelope,
     decode,
     encode,
@@ -45,6 +46,7 @@ _ENVELOPES: dict[str, type[Envelope]] = {
     domain.GRANTED: ApprovalGranted,
     domain.REJECTED: ApprovalRejected,
     domain.EXPIRED: ApprovalExpired,
+    domain.RESOLVED: ApprovalResolved,
 }
 
 
@@ -359,11 +361,15 @@ class ApprovalService:
     # --- helpers -------------------------------------------------------------------------------
 
     async def _announce(self, record: ApprovalRecord, event_type: str) -> tuple[list[OutboxItem], list[Delivery]]:
-        """The bus event (for the four contract types) and one webhook message per endpoint of the tenant."""
+        """The bus event (requests and decisions of approvals; resolutions of follow-ups) and one webhook message per endpoint.
+
+        A follow-up announces only its resolution on the bus: its opening is not an approval request
+        (nothing waits on it to run), so it goes to the webhooks alone.
+        """
         outbox: list[OutboxItem] = []
         envelope_type = _ENVELOPES.get(event_type)
         data = None
-        if envelope_type is not None and record.kind == "approval":
+        if envelope_type is not None and (record.kind == "approval" or event_type == domain.RESOLVED):
             data = (
                 domain.unsigned_request(record) if event_type == domain.REQUESTED else domain.signed_decision(record, event_type, self.key)
             )
@@ -399,6 +405,7 @@ class ApprovalService:
             "expires_at": record.expires_at.isoformat(),
             "decided_by": record.decided_by,
             "approvers": record.approvers,
+            "resolution": record.resolution,
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.endpoint_id)}",
         }

@@ -90,11 +90,12 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
             return f"policy {d.policy_version[:19]}: {d.outcome.upper()} {d.tool} ({codes}){via}"
         case s.ApprovalRequested():
             return f"approval {d.approval_id} requested for {d.tool} (expires {d.expires_at:%Y-%m-%d %H:%M:%S}Z)"
-        case s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired():
+        case s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired() | s.ApprovalResolved():
             verb = event.type.rsplit(".", 1)[-1]
+            found = f" ({d.resolution})" if d.resolution else ""
             who = f" by {', '.join(d.approvers) or d.approver}" if (d.approver or d.approvers) else ""
             comment = f": {d.comment}" if d.comment else ""
-            return f"approval {d.approval_id} {verb}{who}{comment}"
+            return f"approval {d.approval_id} {verb}{found}{who}{comment}"
         case s.ActionAuthorized():
             a = d.authorization
             return f"{d.tool} authorized via {a.via} (key {a.key_id}, expires {a.expires_at:%H:%M:%S}Z)"
@@ -165,6 +166,7 @@ class ApprovalStep(_Frozen):
     decided_at: datetime | None
     edited_args: dict[str, Any] | None
     reasons: list[s.Reason]
+    resolution: str | None = None  # a follow-up of an unknown outcome: what the human found
 
 
 class ToolCall(_Frozen):
@@ -286,12 +288,12 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         latency_ms=d.latency_ms,
                     )
                 )  # fmt: skip
-            case s.ApprovalRequested() | s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired():
+            case s.ApprovalRequested() | s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired() | s.ApprovalResolved():
                 action(d.action_id)["approvals"].append(
                     ApprovalStep(
                         at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
-                        reasons=d.reasons,
+                        reasons=d.reasons, resolution=d.resolution,
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():
@@ -409,7 +411,9 @@ def render_markdown(x: Explanation) -> str:
         for ap in a.approvals:
             who = ", ".join(ap.approvers) or ap.approver or "-"
             out.append(
-                f"- **Approval** {ap.approval_id} {ap.status} by {who} at {ap.decided_at or ap.at}"
+                f"- **Approval** {ap.approval_id} {ap.status}"
+                + (f" ({ap.resolution})" if ap.resolution else "")
+                + f" by {who} at {ap.decided_at or ap.at}"
                 + (f": {ap.comment}" if ap.comment else "")
                 + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
             )
@@ -517,7 +521,13 @@ def render_html(x: Explanation) -> str:
                 table(
                     ["approval", "status", "approver", "decided at", "comment"],
                     [
-                        [ap.approval_id, ap.status, ", ".join(ap.approvers) or ap.approver, ap.decided_at or ap.at, ap.comment]
+                        [
+                            ap.approval_id,
+                            f"{ap.status} ({ap.resolution})" if ap.resolution else ap.status,
+                            ", ".join(ap.approvers) or ap.approver,
+                            ap.decided_at or ap.at,
+                            ap.comment,
+                        ]
                         for ap in a.approvals
                     ],
                 )

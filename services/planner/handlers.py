@@ -14,6 +14,7 @@ from schemas import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequested,
+    ApprovalResolved,
     Envelope,
     TaskSubmitted,
     utcnow,
@@ -34,6 +35,7 @@ _APPROVAL_KINDS: dict[type[Envelope], str] = {
     ApprovalGranted: "granted",
     ApprovalRejected: "rejected",
     ApprovalExpired: "expired",
+    ApprovalResolved: "resolved",  # a follow-up's finding; the task closed on the `action.unknown` already
 }
 
 

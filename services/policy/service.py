@@ -21,8 +21,10 @@ from schemas import (
     ActionFailed,
     ActionProposed,
     ActionSucceeded,
+    ApprovalData,
     ApprovalGranted,
     ApprovalRequested,
+    ApprovalResolved,
     ControlPolicy,
     Envelope,
     ReasonCode,
@@ -251,6 +253,9 @@ class PolicyService:
                 ReasonCode.APPROVAL_UNAUTHENTICATED,
                 f"{event.type} {data.approval_id} for action {data.action_id}: signature missing or invalid",
             )
+        if isinstance(event, ApprovalResolved):
+            await self._on_resolved(data)
+            return None
         if not isinstance(event, ApprovalGranted):
             await self._repo().release(data.action_id)  # rejected or expired: nothing may run
             return None
@@ -296,6 +301,22 @@ class PolicyService:
         [(record, _)] = await self._repo().decide_many([pending])
         await self._publish_record(record)
         return record
+
+    async def _on_resolved(self, data: ApprovalData) -> None:
+        """A human's finding on an `action.unknown`: the reservation it left held is spent, or given back.
+
+        `confirmed_done` settles it at the estimate (the call's real cost was never reported) and, for a
+        financial call, makes its payee known; `confirmed_not_done` releases it.
+        """
+        if data.resolution == "confirmed_not_done":
+            await self._repo().release(data.action_id)
+            return
+        settled = await self._repo().settle(data.action_id, None)
+        spec = self.catalog.get(data.tool)
+        if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
+            payee = payee_of(spec, settled.args)
+            if payee:
+                await self._repo().add_known_payee(settled.tenant_id, payee, data.action_id)
 
     # --- results and control -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from schemas import (
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRejected,
+    ApprovalResolved,
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
@@ -132,7 +133,7 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = Non
                 first_decision.setdefault(d.action_id, d)
         elif isinstance(e, ActionSucceeded) or e.type in ("tidegate.action.failed", "tidegate.action.unknown"):
             results.setdefault(d.action_id, d)
-        elif isinstance(e, ApprovalGranted | ApprovalRejected | ApprovalExpired):
+        elif isinstance(e, ApprovalGranted | ApprovalRejected | ApprovalExpired | ApprovalResolved):
             decisions_by_humans.setdefault(d.approval_id, e)
 
     def key_of(tenant: str, task: str, tool: str) -> str:
@@ -166,7 +167,7 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = Non
         people = max(1, len(d.approvers)) if not isinstance(e, ApprovalExpired) else 0
         g.human_decisions += people
         g.human_review_usd += people * rate.per_decision_usd
-        if not isinstance(e, ApprovalGranted):
+        if not isinstance(e, ApprovalGranted | ApprovalResolved):  # a resolution is review work, not a refusal
             p = proposals.get(d.action_id)
             g.rejected += 1
             g.rejected_usd += (p.cost.usd if p else 0.0) + people * rate.per_decision_usd

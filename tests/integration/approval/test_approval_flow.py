@@ -237,7 +237,19 @@ async def test_an_unknown_outcome_waits_for_a_human_follow_up(
         headers={"Authorization": f"Bearer {bob}"},
     )
     assert (done.json()["status"], done.json()["resolution"]) == ("resolved", "confirmed_done")
-    assert [e for e in await h.approvals() if e.data.action_id == decided.action_id and e.type != "tidegate.approval.requested"] == []
+
+    async def finding() -> list[Any] | None:
+        found = [e for e in await h.approvals() if e.data.action_id == decided.action_id and e.type != "tidegate.approval.requested"]
+        return found or None
+
+    [resolved] = await wait_for(finding, what="the signed resolution on `approvals`")
+    assert resolved.type == "tidegate.approval.resolved"
+    assert (resolved.data.resolution, resolved.data.approver, resolved.data.approval_id) == (
+        "confirmed_done",
+        "bob@acme.example",
+        follow_up.approval_id,
+    )
+    assert resolved.data.signature
 
 
 async def test_a_waiting_request_escalates_to_the_second_group(

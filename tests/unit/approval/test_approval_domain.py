@@ -197,7 +197,7 @@ def test_the_signed_grant_verifies_with_the_policy_side_check(tmp_path: Path) ->
     assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", forged), data.signature)
 
 
-def test_an_unknown_outcome_becomes_a_follow_up_that_only_records_a_resolution() -> None:
+def test_an_unknown_outcome_becomes_a_follow_up_whose_resolution_is_an_event() -> None:
     result = ActionResultData(
         action_id="a-9",
         task_id="t-9",
@@ -218,8 +218,9 @@ def test_an_unknown_outcome_becomes_a_follow_up_that_only_records_a_resolution()
     assert edited.status == 422
     done = approve(record, BOB)
     assert isinstance(done, Transition)
-    assert done.event_type is None
+    assert done.event_type == domain.RESOLVED  # a signed finding, on the bus for the policy (budget) and the audit log
     assert (done.record.status, done.record.resolution) == ("resolved", "confirmed_done")
+    assert done.record.approvers == [BOB.approver]
     expired = domain.expire(record, NOW + timedelta(hours=2))
     assert expired is not None
     assert expired.event_type is None

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog, action_digest, span
+from servicekit import REPO_ROOT, ControlState, Keyring, SigningKey, ToolCatalog, action_digest, approval_message, span
 from services.approval import auth, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
@@ -195,7 +195,7 @@ async def test_list_filters_and_show_carries_context_and_cost(world: World) -> N
     assert shown["cost"]["spent_usd"] == pytest.approx(0.003)
 
 
-async def test_unknown_outcome_opens_a_follow_up_resolved_without_any_event(world: World) -> None:
+async def test_unknown_outcome_opens_a_follow_up_whose_resolution_is_signed_and_published(world: World, tmp_path: Path) -> None:
     await world.service.on_decided(decided(), event_id="e1", at=world.clock())
     result = ActionResultData(
         action_id="a-1",
@@ -222,7 +222,23 @@ async def test_unknown_outcome_opens_a_follow_up_resolved_without_any_event(worl
     )
     assert done.json()["status"] == "resolved"
     assert done.json()["resolution"] == "confirmed_not_done"
-    assert len(world.bus.events) == before
+    [(topic, event)] = world.bus.events[before:]  # only the resolution: opening a follow-up is not an approval request
+    assert (topic, event.type) == ("approvals", "tidegate.approval.resolved")
+    assert (event.data.resolution, event.data.approver, event.data.comment) == (
+        "confirmed_not_done",
+        "bob@acme.example",
+        "no refund in the ledger",
+    )
+    data = event.data
+    assert Keyring.load(tmp_path, "approval").verify(data.key_id, approval_message(event.type, data), data.signature)
+    flipped = data.model_copy(update={"resolution": "confirmed_done"})
+    assert not Keyring.load(tmp_path, "approval").verify(data.key_id, approval_message(event.type, flipped), data.signature)
+    again = await world.client.post(
+        f"/api/v1/approvals/{follow_up.approval_id}/approve",
+        json={"action_digest": follow_up.action_digest},
+        headers=bearer(world.tokens["bob"]),
+    )
+    assert again.status_code == 409  # resolved once
 
 
 async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:

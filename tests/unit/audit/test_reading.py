@@ -50,7 +50,9 @@ async def test_the_explanation_names_sources_policies_approvals_calls_costs_and_
         ("granted", "bob"),
         ("rejected", None),
         ("expired", None),
+        ("resolved", "bob"),
     ]
+    assert action.approvals[-1].resolution == "confirmed_done"  # what a human found after an unknown outcome
     assert action.authorization is not None
     assert [c.status for c in action.calls] == ["succeeded", "failed", "unknown"]
     assert x.status in ("completed", "failed")
@@ -60,10 +62,19 @@ async def test_the_explanation_names_sources_policies_approvals_calls_costs_and_
     assert x.policy_versions == ["sha256:abc"]
 
     md = render_markdown(x)
-    for needle in ("## Sources referenced", "**untrusted**", "`no_permit` (default)", "granted by bob", "## Costs", "planner"):
+    for needle in (
+        "## Sources referenced",
+        "**untrusted**",
+        "`no_permit` (default)",
+        "granted by bob",
+        "resolved (confirmed_done) by bob",
+        "## Costs",
+        "planner",
+    ):
         assert needle in md
     html = render_html(x)
     assert "UNTRUSTED" in html
+    assert "resolved (confirmed_done)" in html
     assert json.loads(x.model_dump_json())["task_id"] == "t-1"
 
 

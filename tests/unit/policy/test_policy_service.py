@@ -18,6 +18,7 @@ from schemas import (
     ApprovalData,
     ApprovalGranted,
     ApprovalRejected,
+    ApprovalResolved,
     ControlBudget,
     ControlBudgetData,
     ControlKillswitch,
@@ -226,6 +227,48 @@ async def test_signed_rejection_releases_and_publishes_nothing(service: PolicySe
     before = len(published.events)
     assert await service.on_approval(approval(ApprovalRejected, published.on("actions.decided")[-1], key)) is None
     assert len(published.events) == before
+
+
+async def test_a_follow_up_resolution_spends_or_gives_back_what_an_unknown_outcome_held(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    # Two refunds to a payee policy does not know yet, as under an earlier pack; both calls end unknown.
+    for action_id in ("u-1", "u-2"):
+        repo.reservations[action_id] = (Reservation(action_id, "acme", "t-1", "issue_refund", refund(payee="cus_new"), 0.01), "reserved")
+        repo._add(repo.reservations[action_id][0], 0.01)
+    await service.on_proposed(proposed("get_ticket", {"ticket_id": "T-1"}, action_id="r-1"))
+    read = published.on("actions.decided")[-1]
+    spent = repo.spend[("acme", "*")]
+
+    def finding(action_id: str, resolution: str, signer: SigningKey | None) -> Envelope:
+        return approval(
+            ApprovalResolved,
+            read,
+            signer,
+            approval_id=f"fu-{action_id}",
+            action_id=action_id,
+            tool="issue_refund",
+            args=refund(payee="cus_new"),
+            resolution=resolution,
+        )
+
+    with pytest.raises(Reject) as exc:  # a forged finding changes nothing
+        await service.on_approval(finding("u-1", "confirmed_not_done", SigningKey.load_or_create(tmp_path / "other", "approval")))
+    assert exc.value.code == "approval_unauthenticated"
+    assert repo.spend[("acme", "*")] == pytest.approx(spent)
+
+    await service.on_approval(finding("u-1", "confirmed_not_done", key))  # it did not happen: the money is free again
+    assert repo.reservations["u-1"][1] == "released"
+    assert repo.spend[("acme", "*")] == pytest.approx(spent - 0.01)
+    await service.on_approval(finding("u-2", "confirmed_done", key))  # it happened: spent, and the payee is now known
+    assert repo.reservations["u-2"][1] == "settled"
+    assert repo.spend[("acme", "*")] == pytest.approx(spent - 0.01)
+    await service.on_proposed(proposed("issue_refund", refund(payee="cus_new"), action_id="a-after"))
+    assert published.on("actions.decided")[-1].data.facts["payee_is_new"] is False
+    assert [e.type for _, e in published.events].count("tidegate.action.decided") == 2  # a finding never decides anything
 
 
 async def test_control_kill_switch_and_pack_switch(service: PolicyService, published: Published) -> None:
