@@ -5,6 +5,7 @@ Nothing here does I/O; `executor.py` applies these decisions with the claim stor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -102,7 +103,15 @@ def safe_to_repeat(spec: ToolSpec) -> bool:
     return spec.idempotent or spec.accepts_idempotency_key or not spec.writes
 
 
-def decide(record: ClaimRecord, spec: ToolSpec | None, *, now: datetime, expires_at: datetime, killed: str | None) -> Finish | Call:
+def decide(
+    record: ClaimRecord,
+    spec: ToolSpec | None,
+    *,
+    now: datetime,
+    expires_at: datetime,
+    killed: str | None,
+    arg_errors: Sequence[str] = (),
+) -> Finish | Call:
     """What to do with a claimed, not yet finished action, right before calling its tool.
 
     Args:
@@ -111,6 +120,8 @@ def decide(record: ClaimRecord, spec: ToolSpec | None, *, now: datetime, expires
         now: The current time.
         expires_at: When the authorization stops being valid.
         killed: The reason of the kill switch that stops this tool for this tenant, if one is set.
+        arg_errors: How the signed args break the executor's own copy of the tool's schema (the policy
+            service checked them too; a signed call the executor's catalog refuses is not made).
     """
     if spec is None:
         return Finish("failed", ReasonCode.UNKNOWN_TOOL, f"tool {record.tool!r} is not in the executor's catalog", ReasonCode.UNKNOWN_TOOL)
@@ -133,6 +144,9 @@ def decide(record: ClaimRecord, spec: ToolSpec | None, *, now: datetime, expires
         )
     if killed is not None:
         return Finish(refused, ReasonCode.KILL_SWITCH, f"kill switch set for {spec.name}: {killed}")
+    if arg_errors:
+        message = f"args break {spec.name}'s schema in the executor's catalog: " + "; ".join(arg_errors)[:1000]
+        return Finish(refused, ReasonCode.INVALID_ARGS, message, ReasonCode.INVALID_ARGS)
     return Call(recovering=interrupted)
 
 

@@ -29,6 +29,7 @@ from schemas import (
     ToolSpec,
 )
 from servicekit import Attr, Keyring, Reject, span
+from servicekit.argschema import ArgsValidator
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
@@ -76,6 +77,7 @@ class Executor:
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
+    _validators: dict[str, ArgsValidator] = field(default_factory=dict, init=False)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -127,8 +129,17 @@ class Executor:
                 f"action {data.action_id} was already authorized by event {record.event_id}; not executed again (outcome: {record.status})",
             )
 
+    def _arg_errors(self, spec: ToolSpec, args: dict[str, Any]) -> list[str]:
+        validator = self._validators.get(spec.name)
+        if validator is None:
+            validator = self._validators[spec.name] = ArgsValidator(spec.args_schema)
+        return validator.errors(args)
+
     async def _run(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> ClaimRecord:
-        step = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
+        errors = self._arg_errors(spec, data.args) if spec is not None else []
+        step = decide(
+            record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data), arg_errors=errors
+        )
         if isinstance(step, Finish):
             return await self._finish_without_call(session, record, step)
         assert spec is not None

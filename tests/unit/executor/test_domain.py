@@ -83,6 +83,13 @@ def test_expiry_and_kill_switch_refuse_before_the_call() -> None:
     assert (killed.status, killed.error_type, killed.dead_letter) == ("failed", "kill_switch", None)
 
 
+def test_args_that_break_the_schema_are_refused_before_the_call() -> None:
+    refused = decide(record(), spec(), now=NOW, expires_at=NOW + timedelta(seconds=1), killed=None, arg_errors=["amount_usd: too big"])
+    assert isinstance(refused, Finish)
+    assert (refused.status, refused.error_type, refused.dead_letter) == ("failed", "invalid_args", "invalid_args")
+    assert "amount_usd: too big" in refused.message
+
+
 def test_an_unknown_tool_is_refused() -> None:
     unknown = decide(record(), None, now=NOW, expires_at=NOW + timedelta(seconds=1), killed=None)
     assert isinstance(unknown, Finish)

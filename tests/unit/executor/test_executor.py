@@ -105,6 +105,10 @@ def world(tmp_path: Path) -> World:
         "push": tool_spec("push", risk="code_change"),
         "read": tool_spec("read", risk="read", idempotent=True, timeout_s=0.05),
         "slow_push": tool_spec("slow_push", risk="code_change", timeout_s=0.05),
+        "capped_refund": tool_spec(
+            "capped_refund",
+            args_schema={"type": "object", "required": ["amount_usd"], "properties": {"amount_usd": {"type": "number", "maximum": 100}}},
+        ),
     }
     executor = Executor(
         catalog=catalog,
@@ -232,6 +236,21 @@ async def test_refusals_raise_reject_and_never_call(world: World, tmp_path: Path
     assert refused.value.code == "signature_invalid"
     assert world.tool.contexts == []
     assert [e.data.error.type for e in world.published] == ["authorization_expired"]
+
+
+async def test_signed_args_the_executors_catalog_refuses_are_never_called(world: World) -> None:
+    # A well-signed authorization whose args break the tool's schema as the executor knows it (a policy
+    # bug, or a catalog changed in between): the executor does not trust the signature alone.
+    bad = world.authorize("capped_refund", {"amount_usd": 5000})
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(bad)
+    assert refused.value.code == "invalid_args"
+    assert "amount_usd" in str(refused.value)
+    assert world.tool.contexts == []
+    [result] = world.published
+    assert (result.type, result.data.error.type) == ("tidegate.action.failed", "invalid_args")
+    await world.executor.handle(world.authorize("capped_refund", {"amount_usd": 50}))
+    assert len(world.tool.contexts) == 1
 
 
 def _claimed(event: s.ActionAuthorized) -> Any:
