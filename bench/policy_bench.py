@@ -2,7 +2,7 @@
 
 Prints figures; never asserts. Run with the infrastructure up:
 
-    .venv/bin/python bench/policy_bench.py            # everything (~1-2 min)
+    .venv/bin/python bench/policy_bench.py            # everything (~4 min)
     .venv/bin/python bench/policy_bench.py --no-kafka # in process only
 
 In process: `engine.decide` alone (Cedar evaluation with facts and guards), then the service's whole
@@ -11,6 +11,10 @@ as `python -m services.policy` processes (PostgreSQL repository, a database of i
 proposal at a time (published → its `action.decided` consumed), throughput with a burst (encoded
 before the clock starts), by one process and by several in one consumer group. The in-process runs
 tune the garbage collector as a running service does (`servicekit.runner.tune_gc`).
+
+The packs of 10 and 100 policies hold per-tenant thresholds, which the engine slices away for the
+benchmark's tenant (`CompiledPack.policy_set_for`); "all evaluated" is a pack of 100 policies that
+apply to every request, the worst case.
 """
 
 from __future__ import annotations
@@ -47,17 +51,27 @@ CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
 
 
-def pack_with(n: int) -> PackSource:
-    """A pack of `n` policies: one permit that fires for the benchmark's refund, and n-1 that are evaluated but do not fire."""
+def pack_with(n: int, *, per_tenant: bool = True) -> PackSource:
+    """A pack of `n` policies: one permit that fires for the benchmark's refund, and n-1 that do not fire.
+
+    `per_tenant`: the n-1 are per-tenant thresholds (`context.tenant == "tenant-i" && ...`), the usual
+    reason a pack grows, and the engine slices them away for the benchmark's tenant. Otherwise they
+    apply to every tenant, so each request evaluates all n (the worst case).
+    """
     policies = [
         '@id("refund-allow") @outcome("allow") @reason("within_threshold")\npermit (principal, action in Action::"financial", resource)\n'
         "when { context.facts.amount_cents < context.settings.refund_threshold_cents };"
     ]
     for i in range(1, n):
+        condition = (
+            f'context.tenant == "tenant-{i}" && context.facts.amount_cents >= {i * 100}'
+            if per_tenant
+            else f"context.facts.amount_cents >= {1_000_000 + i}"
+        )
         policies.append(
-            f'@id("tenant-{i}-threshold") @outcome("escalate") @reason("needs_human_approval")\n'
+            f'@id("threshold-{i}") @outcome("escalate") @reason("needs_human_approval")\n'
             f'permit (principal, action in Action::"financial", resource)\n'
-            f'when {{ context.tenant == "tenant-{i}" && context.facts.amount_cents >= {i * 100} }} unless {{ context.approval.granted }};'
+            f"when {{ {condition} }} unless {{ context.approval.granted }};"
         )
     settings = PackSource.from_dir(REPO_ROOT / "policies" / "default").settings
     return PackSource(files={"bench.cedar": "\n\n".join(policies)}, settings=settings)
@@ -87,8 +101,8 @@ def proposal(i: int, run: str) -> ActionProposed:
     return ActionProposed.build(data, source="bench")
 
 
-def in_process(n_policies: int, count: int) -> None:
-    source = pack_with(n_policies) if n_policies else PackSource.from_dir(REPO_ROOT / "policies" / "default")
+def in_process(n_policies: int, count: int, *, per_tenant: bool = True) -> None:
+    source = pack_with(n_policies, per_tenant=per_tenant) if n_policies else PackSource.from_dir(REPO_ROOT / "policies" / "default")
     pack = compile_pack(source, CATALOG)
     call = Call("acme", "t-1", "issue_refund", ARGS, "bench", mode="autonomous")
     for _ in range(200):  # warm up
@@ -101,12 +115,12 @@ def in_process(n_policies: int, count: int) -> None:
         samples.append((time.perf_counter() - t0) * 1000)
     total = time.perf_counter() - start
     assert verdict.outcome == "allow"  # a sanity check of the set-up, not of speed
-    label = f"{len(pack.rules)} policies" + (" (default pack)" if not n_policies else "")
+    label = f"{len(pack.rules)} policies" + (" (default pack)" if not n_policies else "" if per_tenant else ", all evaluated")
     line(f"engine.decide, {label}", samples, count / total)
 
 
-async def service_in_process(n_policies: int, count: int) -> None:
-    source = pack_with(n_policies)
+async def service_in_process(n_policies: int, count: int, *, per_tenant: bool = True) -> None:
+    source = pack_with(n_policies, per_tenant=per_tenant)
     with tempfile.TemporaryDirectory() as keys:
 
         async def publish(topic: str, event: Envelope) -> None:
@@ -134,7 +148,9 @@ async def service_in_process(n_policies: int, count: int) -> None:
             await service.on_proposed(e)
             samples.append((time.perf_counter() - t0) * 1000)
         total = time.perf_counter() - start
-    line(f"service use case, {n_policies} policies", samples, count / total)  # decide + sign + events + in-memory record
+    line(
+        f"service use case, {n_policies} policies" + ("" if per_tenant else ", all evaluated"), samples, count / total
+    )  # decide + sign + events + in-memory record
 
 
 async def start_copies(kit: KitSettings, copies: int, run_dir: Path) -> list[subprocess.Popen[bytes]]:
@@ -183,7 +199,9 @@ def stop_copies(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
-async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str, copies: int = 1) -> None:
+async def through_kafka(
+    n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str, copies: int = 1, *, per_tenant: bool = True
+) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
     kit0 = KitSettings()
@@ -193,7 +211,7 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
     with tempfile.TemporaryDirectory() as tmp:
         pack_dir = Path(tmp) / "pack"
         pack_dir.mkdir()
-        source = pack_with(n_policies)
+        source = pack_with(n_policies, per_tenant=per_tenant)
         for name, text in source.files.items():
             (pack_dir / name).write_text(text)
         import yaml
@@ -260,7 +278,7 @@ async def through_kafka(n_policies: int, sequential: int, burst: int, admin_url:
                     await asyncio.wait_for(arrived.wait(), 5)
             done = [a for a in ids if a in seen]
             elapsed = max(seen[a] for a in done) - t_start
-            label = f"{n_policies:>3} policies, {copies} cop{'y' if copies == 1 else 'ies'}"
+            label = f"{n_policies:>3} policies{'' if per_tenant else ' (all evaluated)'}, {copies} cop{'y' if copies == 1 else 'ies'}"
             p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
             print(f"  Kafka, {label}, one at a time:  p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   (n={len(latencies)})")
             burst_lat = [(seen[a] - sent[a]) * 1000 for a in done]
@@ -306,19 +324,21 @@ async def main() -> None:
     print("In process (one core of this machine):")
     for n in (1, 10, 100):
         in_process(n, opts.count)
+    in_process(100, opts.count, per_tenant=False)
     in_process(0, opts.count)
     for n in (1, 10, 100):
         await service_in_process(n, opts.count // 2)
+    await service_in_process(100, opts.count // 2, per_tenant=False)
     if opts.no_kafka:
         return
     kit = KitSettings()
     base = kit.database_url.rsplit("/", 1)[0]
     admin = base.replace("tidegate:tidegate@", "postgres:postgres@")
     print("Through Kafka (proposal published → decision consumed; real service, PostgreSQL):")
-    for n in (1, 10, 100):
-        await through_kafka(n, opts.sequential, opts.burst, admin, base)
+    for n, per_tenant in ((1, True), (10, True), (100, True), (100, False)):
+        await through_kafka(n, opts.sequential, opts.burst, admin, base, per_tenant=per_tenant)
         if opts.copies > 1:
-            await through_kafka(n, opts.sequential, opts.burst, admin, base, copies=opts.copies)
+            await through_kafka(n, opts.sequential, opts.burst, admin, base, copies=opts.copies, per_tenant=per_tenant)
 
 
 if __name__ == "__main__":

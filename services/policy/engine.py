@@ -145,18 +145,22 @@ def decide(
         "resource": {"type": "Tenant", "id": call.tenant_id},
         "context": context,
     }
-    result = cedarpy.is_authorized(request, pack.policy_set, pack.entities)
+    result = cedarpy.is_authorized(request, pack.policy_set_for(call.tenant_id), pack.entities)
     diagnostics = result.diagnostics
     fired: list[tuple[str, Reason]] = []
     if diagnostics.errors:
         message = "; ".join(diagnostics.errors)[:2000]
         fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
+    # Cedar reports the policies that fired as a set; list them in pack order, so a decision reads the
+    # same every time (and whether or not the pack was sliced for this tenant).
+    rules = []
     for generated in diagnostics.reasons:
         rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
         if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
             fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
             continue
-        fired.append((rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)))
+        rules.append(rule)
+    fired += [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
 
     if controls.killswitch is not None:
         ks = controls.killswitch.data

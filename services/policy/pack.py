@@ -9,7 +9,7 @@ it came from have the same version.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,6 +117,7 @@ class Rule:
     outcome: Outcome
     reason: ReasonCode
     effect: str
+    position: int = 0  # order in the pack (files by name, policies as written): reasons are listed in this order
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,64 @@ class CompiledPack:
     entities: Any
     catalog: ToolCatalog
     reads_spend: bool = True  # whether any policy mentions the spend facts (then spend figures can change a decision)
+    # Policies (Cedar's JSON form, by generated id) and the one tenant each can apply to, if it is bound to one.
+    policies: dict[str, Any] = field(default_factory=dict)
+    tenant_bound: dict[str, str] = field(default_factory=dict)
+    _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
         """`ToolCatalog.arg_errors` (the catalog compiles each tool's validator once)."""
         return self.catalog.arg_errors(tool, args)
+
+    def policy_set_for(self, tenant: str) -> Any:
+        """The policies that can apply to `tenant`'s requests, parsed once per tenant ("policy slicing").
+
+        A policy bound to another tenant (see `tenant_of`) is false before any part of it that could
+        fail is evaluated, so leaving it out changes no decision and no error; it only saves its
+        evaluation (about 1.6 µs a policy). A pack with per-tenant rules then costs each request what
+        its own tenant's rules cost, whatever the number of tenants.
+        """
+        if not self.tenant_bound:
+            return self.policy_set
+        sliced = self._slices.get(tenant)
+        if sliced is None:
+            keep = {pid: p for pid, p in self.policies.items() if self.tenant_bound.get(pid, tenant) == tenant}
+            text = cedarpy.policies_from_json_str(json.dumps({"staticPolicies": keep, "templates": {}, "templateLinks": []}))
+            sliced = self._slices[tenant] = cedarpy.PolicySet.from_str(text)
+        return sliced
+
+
+def _tenant_literal(expr: Any) -> str | None:
+    """X when `expr` is `context.tenant == "X"` (either way round), else None."""
+    if not isinstance(expr, dict) or set(expr) != {"=="}:
+        return None
+    sides = [expr["=="].get("left"), expr["=="].get("right")]
+    attr = {".": {"left": {"Var": "context"}, "attr": "tenant"}}
+    for mine, other in (sides, sides[::-1]):
+        if mine == attr and isinstance(other, dict) and set(other) == {"Value"} and isinstance(other["Value"], str):
+            return other["Value"]
+    return None
+
+
+def tenant_of(policy: dict[str, Any]) -> str | None:
+    """The one tenant a policy (Cedar's JSON form) can fire or fail for, or None when it is not bound to one.
+
+    Bound means its resource scope is `resource == Tenant::"X"`, or the leftmost conjunct of its first
+    condition is a `when` testing `context.tenant == "X"`. Cedar evaluates scope, then conditions, left
+    to right, stopping at the first false: for another tenant such a policy is false before any later
+    part (which might raise an error) is reached. A tenant test anywhere else does not bind.
+    """
+    resource = policy.get("resource") or {}
+    if resource.get("op") == "==" and (resource.get("entity") or {}).get("type") == "Tenant":
+        tenant = resource["entity"].get("id")
+        return tenant if isinstance(tenant, str) else None
+    conditions = policy.get("conditions") or []
+    if not conditions or conditions[0].get("kind") != "when":
+        return None
+    body = conditions[0].get("body")
+    while isinstance(body, dict) and set(body) == {"&&"}:
+        body = body["&&"].get("left")
+    return _tenant_literal(body)
 
 
 def _policy_text(source: PackSource) -> str:
@@ -167,7 +222,7 @@ def _rules(text: str, problems: list[str]) -> dict[str, Rule]:
         effect = policy.get("effect", "permit")
         if effect == "forbid" and outcome != "deny":
             problems.append(f'{where}: a forbid policy can only have @outcome("deny")')
-        rules[pid] = Rule(policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect)
+        rules[pid] = Rule(policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules))
     if doc.get("templates"):
         problems.append("templates are not supported in a policy pack")
     return rules
@@ -205,6 +260,8 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         raise PackError(problems)
     text = _policy_text(source)
     rules = _rules(text, problems)
+    policies = json.loads(cedarpy.policies_to_json_str(text)).get("staticPolicies", {})
+    bound = {pid: tenant for pid, policy in policies.items() if (tenant := tenant_of(policy)) is not None}
     return CompiledPack(
         version=source.version,
         source=source,
@@ -214,4 +271,6 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
         catalog=catalog,
         reads_spend=any(name in text for name in SPEND_FACTS),
+        policies=policies,
+        tenant_bound=bound,
     )

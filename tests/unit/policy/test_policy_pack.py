@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,51 @@ def test_a_pack_that_reads_spend_takes_every_moved_decision_again() -> None:
     assert pack.reads_spend
     assert not still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=3.0))
     assert still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=1.0))
+
+
+# --- policy slicing: a tenant's requests see only the policies that can apply to it ------------------------------
+
+PER_TENANT = """
+@id("acme-big") @outcome("escalate") @reason("needs_human_approval")
+permit (principal, action in Action::"financial", resource) when { context.tenant == "acme" && context.facts.amount_cents >= 2000 };
+
+@id("globex-any") @outcome("deny") @reason("human_only")
+forbid (principal, action in Action::"financial", resource) when { "globex" == context.tenant };
+
+@id("initech-scope") @outcome("deny") @reason("human_only")
+forbid (principal, action, resource == Tenant::"initech");
+
+@id("overflow-first") @outcome("escalate") @reason("needs_human_approval")
+permit (principal, action == Action::"tag_ticket", resource)
+when { (context.facts.amount_cents + 1) * 9223372036854775807 * 2 > 0 && context.tenant == "nobody" };
+"""
+
+
+def test_policies_bound_to_a_tenant_are_sliced_away_for_the_others_and_decisions_do_not_change() -> None:
+    pack = _pack(PER_TENANT)
+    bound = {pack.policies[pid]["annotations"]["id"]: tenant for pid, tenant in pack.tenant_bound.items()}
+    assert bound == {"acme-big": "acme", "globex-any": "globex", "initech-scope": "initech"}  # not `overflow-first`
+    unsliced = dataclasses.replace(pack, tenant_bound={}, _slices={})
+    for tenant in ("acme", "globex", "initech", "umbrella"):
+        for amount in (0.0, 15.0, 40.0, 900.0):
+            for tool, args in (
+                ("issue_refund", {"payee_id": "cus_1001", "amount_usd": amount, "order_id": "O-1"}),
+                ("tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}),
+            ):
+                call = Call(tenant, "t-1", tool, args, "agent", mode="autonomous")
+                history = History(payee_known=True)
+                sliced, whole = decide(pack, call, history, Controls()), decide(unsliced, call, history, Controls())
+                assert (sliced.outcome, sliced.codes) == (whole.outcome, whole.codes), (tenant, tool, amount)
+    # The policy whose tenant test is not evaluated first still fails closed for every tenant (Cedar: overflow).
+    tag = Call("umbrella", "t-1", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "agent", mode="autonomous")
+    assert decide(pack, tag, History(), Controls()).codes[0] == "policy_error"
+    refund = Call(
+        "acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, "agent", mode="autonomous"
+    )
+    assert decide(pack, refund, History(payee_known=True), Controls()).outcome == "escalate"  # acme's own rule still applies
+
+
+def test_a_pack_without_tenant_bound_policies_is_not_sliced() -> None:
+    pack = _pack()
+    assert pack.tenant_bound == {}
+    assert pack.policy_set_for("acme") is pack.policy_set
