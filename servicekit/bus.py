@@ -99,6 +99,8 @@ class Bus:
     subscriptions: list[str] = field(default_factory=list, init=False)
     _routes: list[_Route] = field(default_factory=list, init=False)
     _started: bool = field(default=False, init=False)
+    # Subscribers that read only what comes after start, with their topics.
+    _from_latest: list[tuple[Any, list[str]]] = field(default_factory=list, init=False)
 
     def topic(self, name: str) -> str:
         """Full topic name of catalog topic `name`."""
@@ -226,16 +228,21 @@ class Bus:
         slots = asyncio.Semaphore(max(r.concurrency for r in group_routes))
         lanes = any(r.concurrency > 1 for r in group_routes)
 
-        @self.broker.subscriber(
+        from_latest = any(r.from_latest for r in group_routes)
+        subscriber = self.broker.subscriber(
             *routes,
             group_id=group_id,
             batch=True,
             max_records=max(r.max_records for r in group_routes),
             batch_timeout_ms=100,
-            auto_offset_reset="latest" if any(r.from_latest for r in group_routes) else "earliest",
+            auto_offset_reset="latest" if from_latest else "earliest",
             ack_policy=AckPolicy.ACK if group_id else AckPolicy.MANUAL,
             title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
         )
+        if from_latest:
+            self._from_latest.append((subscriber, sorted(routes)))
+
+        @subscriber
         async def _on_batch(msg: KafkaMessage) -> None:
             raw = msg.raw_message
             records: Sequence[Any] = raw if isinstance(raw, tuple | list) else (raw,)
@@ -264,12 +271,29 @@ class Bus:
             position = (record.topic, record.partition)
             self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)
 
-    async def start(self) -> None:
-        """Create the subscribers and connect (producer and consumers)."""
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        """Create the subscribers and connect (producer and consumers).
+
+        Returns once every `from_latest` consumer knows where "latest" is: Kafka resolves that lazily,
+        and a record that arrived in between (a tool's reply to a call made right after start) would
+        be skipped, not read.
+        """
         if not self._started:
             self._register()
             self._started = True
         await self.broker.start()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        for subscriber, topics in self._from_latest:
+            consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
+            if consumer is None:
+                continue
+            while not consumer.assignment():
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{self.service}: no partitions assigned for {', '.join(topics)} after {timeout_s}s")
+                await asyncio.sleep(0.02)
+            for tp in consumer.assignment():
+                remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+                await asyncio.wait_for(consumer.position(tp), remaining)
 
     async def stop(self) -> None:
         """Finish in-flight batches, commit, disconnect."""

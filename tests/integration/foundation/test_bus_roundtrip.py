@@ -77,3 +77,37 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(ki
     finally:
         await producer.stop()
         await bus.stop()
+
+
+async def test_a_from_latest_consumer_reads_what_arrives_right_after_start(kit: KitSettings, wait_for: Any) -> None:
+    # The executor reads tool replies this way; a reply to a call made just after start must not be skipped
+    # while Kafka is still resolving where "latest" is.
+    topic = "tools.update_inventory.replies"
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(kit.topic_prefix + topic, b"before start: never read", partition=0)
+        for _ in range(3):
+            bus = Bus(make_broker(kit.kafka_bootstrap, "latest"), "latest", kit.kafka_bootstrap, kit.topic_prefix)
+            seen: list[bytes] = []
+
+            async def handler(event: Any, seen: list[bytes] = seen) -> None:
+                seen.append(event.id.encode())
+
+            bus.consume(topic, handler, group_id=None, from_latest=True)
+            await bus.start()
+            try:
+                reply = s.ToolReply.build(
+                    s.ToolReplyData(
+                        action_id=f"a-{uuid.uuid4().hex[:6]}", task_id="t-1", tenant_id="acme", tool="update_inventory", ok=True
+                    ),
+                    source="test",
+                )
+                await producer.send_and_wait(kit.topic_prefix + topic, s.encode(reply), key=reply.key)  # at once
+                await wait_for(lambda seen=seen: seen, timeout=10, what="the reply sent right after start")
+                assert seen == [reply.id.encode()]
+            finally:
+                await bus.stop()
+    finally:
+        await producer.stop()
