@@ -209,6 +209,7 @@ class ApprovalData(Contract):
     resolution: Literal["confirmed_done", "confirmed_not_done"] | None = Field(
         default=None,
         description="`approval.resolved` only: what a human found in the system of record after an `action.unknown`.",
+        examples=["confirmed_done"],
     )
 
 
