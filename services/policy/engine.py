@@ -14,9 +14,9 @@ from typing import Any
 
 import cedarpy
 
-from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass
+from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from services.policy.facts import Call, Facts, History, compute_facts
-from services.policy.pack import CompiledPack
+from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["Controls", "Verdict", "cedar_context", "decide", "still_holds"]
 
@@ -88,6 +88,12 @@ def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdic
     return Verdict(outcome="deny", reasons=(none,), policy_version=version, **kw)
 
 
+def _facts(pack: CompiledPack, call: Call, spec: ToolSpec, tenant: TenantSettings, history: History, controls: Controls) -> Facts:
+    """The facts of `call` under `history`; a `control.budget` record overrides the tenant's budget from settings."""
+    tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
+    return compute_facts(call, spec, tenant, history, sensitive_patterns=pack.settings.sensitive_paths, tenant_budget_usd=tenant_budget)
+
+
 def _budget_reasons(facts: Facts) -> list[Reason]:
     reasons = []
     for scope, spent, limit in (
@@ -131,8 +137,7 @@ def decide(
         )
 
     tenant = pack.settings.tenant(call.tenant_id)
-    tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
-    facts = compute_facts(call, spec, tenant, history, sensitive_patterns=pack.settings.sensitive_paths, tenant_budget_usd=tenant_budget)
+    facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
     record = facts.record() | {"approval_granted": approval_granted}
@@ -194,9 +199,4 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     if spec is None:
         return True  # an unknown tool is denied whatever the history
     tenant = pack.settings.tenant(call.tenant_id)
-    tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
-    patterns = pack.settings.sensitive_paths
-    for history in (seen, now):
-        if _budget_reasons(compute_facts(call, spec, tenant, history, sensitive_patterns=patterns, tenant_budget_usd=tenant_budget)):
-            return False
-    return True
+    return not any(_budget_reasons(_facts(pack, call, spec, tenant, history, controls)) for history in (seen, now))

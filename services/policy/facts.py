@@ -10,7 +10,7 @@ import fnmatch
 from dataclasses import dataclass, fields
 from typing import Any
 
-from schemas import Mode, ToolSpec
+from schemas import ActionProposedData, Mode, ToolSpec
 from services.policy.pack import TenantSettings
 
 __all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "payee_of"]
@@ -31,6 +31,21 @@ class Call:
     mode: Mode = "draft"
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
+
+    @classmethod
+    def from_proposal(cls, p: ActionProposedData) -> Call:
+        """The call an `action.proposed` asks for."""
+        return cls(
+            tenant_id=p.tenant_id,
+            task_id=p.task_id,
+            tool=p.tool,
+            args=p.args,
+            proposer=p.proposer,
+            tainted_args=tuple(p.tainted_args),
+            mode=p.mode,
+            model_cost_usd=p.cost.usd,
+            task_budget_usd=p.budget_usd,
+        )
 
 
 @dataclass(frozen=True)

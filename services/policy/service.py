@@ -146,21 +146,10 @@ class PolicyService:
         pending = []
         for event in events:
             p = event.data
-            call = Call(
-                tenant_id=p.tenant_id,
-                task_id=p.task_id,
-                tool=p.tool,
-                args=p.args,
-                proposer=p.proposer,
-                tainted_args=tuple(p.tainted_args),
-                mode=p.mode,
-                model_cost_usd=p.cost.usd,
-                task_budget_usd=p.budget_usd,
-            )
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=call,
+                    call=Call.from_proposal(p),
                     proposal=p.model_dump(mode="json"),
                     action_id=p.action_id,
                     step=p.step,

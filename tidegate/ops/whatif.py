@@ -148,20 +148,6 @@ def _controls(decided: ActionDecidedData | None) -> Controls:
     return Controls()
 
 
-def _call(p: ActionProposedData) -> Call:
-    return Call(
-        tenant_id=p.tenant_id,
-        task_id=p.task_id,
-        tool=p.tool,
-        args=p.args,
-        proposer=p.proposer,
-        tainted_args=tuple(p.tainted_args),
-        mode=p.mode,
-        model_cost_usd=p.cost.usd,
-        task_budget_usd=p.budget_usd,
-    )
-
-
 def evaluate(pack: CompiledPack, proposals: Iterable[ActionProposedData], decisions: Iterable[ActionDecidedData]) -> WhatIfReport:
     """Decide every proposal with `pack` and compare with the decision recorded for it.
 
@@ -182,7 +168,7 @@ def evaluate(pack: CompiledPack, proposals: Iterable[ActionProposedData], decisi
         seen.add(p.action_id)
         then = recorded.get(p.action_id)
         history = _history(then.facts) if then is not None else History()
-        verdict = decide(pack, _call(p), history, _controls(then))
+        verdict = decide(pack, Call.from_proposal(p), history, _controls(then))
         report.evaluated += 1
         report.now_outcomes[verdict.outcome] += 1
         if then is None:
