@@ -120,6 +120,12 @@ class PolicyRepository(Protocol):
         ...
 
 
+def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
+    """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
+    for scope in ((tenant_id, task_id), (tenant_id, TENANT_TOTAL)):
+        spend[scope] = spend.get(scope, 0.0) + amount
+
+
 def _history_from(task: float, tenant: float, payee_known: bool) -> History:
     return History(payee_known=payee_known, spend_task_usd=float(task), spend_tenant_usd=float(tenant))
 
@@ -162,8 +168,7 @@ class InMemoryPolicyRepository:
         return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
 
     def _add(self, res: Reservation, amount: float) -> None:
-        for scope in ((res.tenant_id, res.task_id), (res.tenant_id, TENANT_TOTAL)):
-            self.spend[scope] = self.spend.get(scope, 0.0) + amount
+        _count_spend(self.spend, res.tenant_id, res.task_id, amount)
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""
@@ -273,15 +278,15 @@ class PgPolicyRepository:
                         record = taken[1]
                     else:
                         record = item.decide(history)
-                        retaken[item.tenant_id] = retaken.get(item.tenant_id, 0) + (taken is not None)
+                        if taken is not None:  # decided on the snapshot, which went stale
+                            retaken[item.tenant_id] = retaken.get(item.tenant_id, 0) + 1
                     recorded[item.key] = record
                     new.append(record)
                     results.append((record, True))
                     self._reserve(spend, item, record)
                 await self._insert(conn, new)
             for tenant, count in retaken.items():
-                if count:
-                    observe_retaken(tenant, count)
+                observe_retaken(tenant, count)
             return results
 
     @staticmethod
@@ -320,8 +325,7 @@ class PgPolicyRepository:
     def _reserve(spend: dict[tuple[str, str], float], item: Pending, record: DecisionRecord) -> None:
         """Count `record`'s reservation in `spend`, so that the next decision of the batch sees it."""
         if record.reservation is not None:
-            for scope in ((item.tenant_id, item.task_id), (item.tenant_id, TENANT_TOTAL)):
-                spend[scope] = spend.get(scope, 0.0) + record.reservation.amount_usd
+            _count_spend(spend, item.tenant_id, item.task_id, record.reservation.amount_usd)
 
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:
@@ -362,8 +366,7 @@ class PgPolicyRepository:
         )
         deltas: dict[tuple[str, str], float] = {}
         for row in inserted:
-            for scope in ((row["tenant_id"], row["task_id"]), (row["tenant_id"], TENANT_TOTAL)):
-                deltas[scope] = deltas.get(scope, 0.0) + float(row["amount_usd"])
+            _count_spend(deltas, row["tenant_id"], row["task_id"], float(row["amount_usd"]))
         await conn.executemany(
             "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
             " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
