@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +28,7 @@ from schemas import (
     ResultCost,
     ToolSpec,
 )
-from servicekit import Attr, Keyring, Reject, span
-from servicekit.argschema import ArgsValidator
+from servicekit import Attr, Keyring, Reject, ToolCatalog, span
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
@@ -51,7 +50,7 @@ class Executor:
     """Everything the executor needs to perform authorized calls; built once in `app.py`.
 
     Attributes:
-        catalog: Tools by name.
+        catalog: Tools by name; it also checks their args (each schema compiled once).
         keyring_loader: Loads the policy service's public keys (called again when an unknown key id shows up,
             so that a key created or rotated after start is picked up).
         claims: Where action ids are claimed.
@@ -64,7 +63,7 @@ class Executor:
         sleep: Waits between attempts (tests make it instant).
     """
 
-    catalog: Mapping[str, ToolSpec]
+    catalog: ToolCatalog
     keyring_loader: Callable[[], Keyring]
     claims: ClaimStore
     invokers: ToolInvokers
@@ -77,7 +76,6 @@ class Executor:
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
-    _validators: dict[str, ArgsValidator] = field(default_factory=dict, init=False)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -129,14 +127,8 @@ class Executor:
                 f"action {data.action_id} was already authorized by event {record.event_id}; not executed again (outcome: {record.status})",
             )
 
-    def _arg_errors(self, spec: ToolSpec, args: dict[str, Any]) -> list[str]:
-        validator = self._validators.get(spec.name)
-        if validator is None:
-            validator = self._validators[spec.name] = ArgsValidator(spec.args_schema)
-        return validator.errors(args)
-
     async def _run(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> ClaimRecord:
-        errors = self._arg_errors(spec, data.args) if spec is not None else []
+        errors = self.catalog.arg_errors(data.tool, data.args) if spec is not None else []
         step = decide(
             record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data), arg_errors=errors
         )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import Keyring, Reject, SigningKey, action_digest, authorization_message
+from servicekit import Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
@@ -111,7 +111,7 @@ def world(tmp_path: Path) -> World:
         ),
     }
     executor = Executor(
-        catalog=catalog,
+        catalog=ToolCatalog(catalog),
         keyring_loader=lambda: Keyring.load(tmp_path, "policy"),
         claims=claims,
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
