@@ -7,15 +7,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.approval import domain, webhooks
+from services.approval import domain
 from services.approval.domain import ApprovalRecord, Refusal, Vote
+from services.approval.ratelimit import ApiRateLimits, Throttled
 from services.approval.repository import Endpoint
 from services.approval.service import ApprovalService, AuthError, Session
 
@@ -23,6 +24,7 @@ __all__ = ["ServiceHolder", "create_api"]
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 ADMIN_GROUP = "admin"
+_M = TypeVar("_M", bound=BaseModel)
 
 DESCRIPTION = """
 Humans in the loop for Tidegate. The policy service escalates an action; this service keeps the
@@ -30,10 +32,16 @@ request, notifies approvers (signed webhooks) and takes their decision, which it
 on the `approvals` topic.
 
 **Authentication**: `Authorization: Bearer <token>` with an approver API token
-(`tidegate approvals token create`), or with a one-time link token (`tgl.…`) from a webhook.
-**Errors** carry `{"detail": {"code", "message"}}`: 401 unauthenticated, 403 not allowed (tenant,
-group, four eyes), 404 unknown, 409 conflict (already decided, expired, the call changed, replay),
-422 invalid input (e.g. edited args that break the tool's schema).
+(`tidegate approvals token create`; tokens expire, `POST /api/v1/tokens/rotate` replaces yours), or
+with a one-time link token (`tgl.…`) from a webhook. A token acts in its own tenant only; an
+operator token (made by the operator CLI) in every tenant.
+**Check order**: client-address rate limit (429), credential (401), credential rate limit (429),
+role (403), the request itself: another tenant's answers exactly as a missing one (404), group and
+four eyes (403/409), then the body (422), then the state (409). See docs/security/approval.md.
+**Errors** carry `{"detail": {"code", "message"}}`: 401 unauthenticated (unknown, revoked or
+expired), 403 not allowed (role, group, four eyes), 404 unknown (or another tenant's), 409 conflict
+(already decided, expired, the call changed, replay, requester unknown), 422 invalid input,
+429 too many requests (with `Retry-After`).
 """
 
 
@@ -122,6 +130,7 @@ class MeView(BaseModel):
     tenant_id: str
     groups: list[str]
     via: str
+    operator: bool = Field(default=False, description="An operator token acts in every tenant (made by the operator CLI only).")
     approval_id: str | None = Field(default=None, description="For a one-time link: the one approval it is for.")
 
 
@@ -131,10 +140,21 @@ class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
-    url: str = Field(min_length=1)
-    tenant_id: str = Field(default="*")
-    approvers: list[str] = Field(default_factory=list, description="Approvers who get a one-time link in each message.")
+    url: str = Field(min_length=1, description="https to a public address, or a host the operator allow-listed.")
+    tenant_id: str | None = Field(default=None, description="Your tenant (the default); another only for an operator, `*` too.")
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="Registered approvers of the tenant who get a one-time link in each message and may decide through callbacks.",
+    )
     secret: str | None = Field(default=None, description="`whsec_<base64>`; generated when omitted.")
+
+
+class RotatedToken(BaseModel):
+    """A token that replaces the caller's (shown once; the old one is revoked)."""
+
+    token_id: str
+    token: str
+    expires_at: str
 
 
 class EndpointOut(BaseModel):
@@ -173,6 +193,21 @@ def _error(refusal: Refusal) -> HTTPException:
     return HTTPException(status_code=refusal.status, detail={"code": refusal.code, "message": refusal.message})
 
 
+def _parse(model: type[_M], raw: bytes, *, optional: bool = False) -> _M:
+    """The request body as `model`, parsed only once the caller is known to be allowed (422 otherwise)."""
+    try:
+        return model.model_validate_json(raw or (b"{}" if optional else b""))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, detail={"code": "invalid_body", "message": problems[:1000]}) from exc
+
+
+def _json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """OpenAPI of a body the handler parses itself (after the authorization checks)."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
+
+
 def _view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
     refusal = domain.check_access(record, session.approver, service.groups)
     if refusal is None and not record.is_pending:
@@ -188,10 +223,34 @@ def _view(service: ApprovalService, record: ApprovalRecord, session: Session) ->
     }
 
 
-def create_api(holder: ServiceHolder) -> FastAPI:
-    """The FastAPI app: JSON API under `/api/v1`, the approver page at `/`."""
+def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
+    return EndpointOut(
+        endpoint_id=e.endpoint_id,
+        url=e.url,
+        tenant_id=e.tenant_id,
+        approvers=list(e.approvers),
+        enabled=e.enabled,
+        source=e.source,
+        secret=secret,
+    )
+
+
+def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
+    """The FastAPI app: JSON API under `/api/v1` (rate-limited), the approver page at `/`."""
     api = FastAPI(title="Tidegate approval service", version="1", description=DESCRIPTION, docs_url="/docs", redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="An approver API token (`tga_…`) or a one-time link token (`tgl.…`).")
+
+    @api.exception_handler(Throttled)
+    async def throttled(_: Request, exc: Throttled) -> JSONResponse:
+        return JSONResponse(
+            {"detail": {"code": "rate_limited", "message": str(exc)}}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+
+    async def limit_address(request: Request) -> None:
+        """First check of every API call: the client address's rate (before the credential, so guessing is slowed too)."""
+        await rate_limits.check_ip(request.client.host if request.client else "unknown")
+
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(limit_address)], responses={429: {"description": "Too many requests"}})
 
     def get_service() -> ApprovalService:
         if holder.service is None:
@@ -202,17 +261,29 @@ def create_api(holder: ServiceHolder) -> FastAPI:
 
     async def get_session(service: Svc, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Session:
         try:
-            return await service.authenticate(creds.credentials if creds else None)
+            session = await service.authenticate(creds.credentials if creds else None)
         except AuthError as exc:
             raise HTTPException(
                 401, detail={"code": "unauthenticated", "message": str(exc)}, headers={"WWW-Authenticate": "Bearer"}
             ) from exc
+        assert creds is not None  # authenticate refuses a missing credential
+        await rate_limits.check_credential(creds.credentials)
+        return session
 
     Auth = Annotated[Session, Depends(get_session)]
 
     def require_admin(session: Session) -> None:
-        if ADMIN_GROUP not in session.approver.groups or session.link is not None:
-            raise HTTPException(403, detail={"code": "not_admin", "message": f"managing webhooks needs a token in group {ADMIN_GROUP!r}"})
+        who = session.approver
+        if session.link is not None or not (who.operator or ADMIN_GROUP in who.groups):
+            raise HTTPException(
+                403,
+                detail={"code": "not_admin", "message": f"managing webhooks needs a token in group {ADMIN_GROUP!r} (or an operator token)"},
+            )
+
+    async def admitted(service: ApprovalService, approval_id: str, session: Session, decision: Literal["approve", "reject"]) -> None:
+        refusal = await service.admission(approval_id, session, decision)
+        if refusal is not None:
+            raise _error(refusal)
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -223,7 +294,7 @@ def create_api(holder: ServiceHolder) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok" if holder.service is not None else "starting"}
 
-    @api.get("/api/v1/me", response_model=MeView, tags=["approvers"], summary="Who am I")
+    @v1.get("/me", response_model=MeView, tags=["approvers"], summary="Who am I")
     async def me(session: Auth) -> MeView:
         """The approver, tenant and groups the credential authenticates."""
         who = session.approver
@@ -232,10 +303,27 @@ def create_api(holder: ServiceHolder) -> FastAPI:
             tenant_id=who.tenant_id,
             groups=sorted(who.groups),
             via=who.via,
+            operator=who.operator,
             approval_id=session.link.approval_id if session.link else None,
         )
 
-    @api.get("/api/v1/approvals", response_model=list[ApprovalView], tags=["approvers"], summary="List requests")
+    @v1.post("/tokens/rotate", response_model=RotatedToken, tags=["approvers"], summary="Rotate your token", responses={401: {}, 403: {}})
+    async def rotate(
+        service: Svc,
+        session: Auth,
+        expires_in_days: Annotated[
+            float | None, Query(gt=0, le=3650, description="Lifetime of the new token (default: the setting).")
+        ] = None,
+    ) -> RotatedToken:
+        """A new token with the same approver, tenant and groups, shown once; the token that called is revoked at once."""
+        rotated = await service.rotate_token(session, expires_in_days)
+        if rotated is None:
+            raise HTTPException(403, detail={"code": "not_a_token", "message": "only an API token can be rotated (not a one-time link)"})
+        token, info = rotated
+        assert info.expires_at is not None
+        return RotatedToken(token_id=info.token_id, token=token, expires_at=info.expires_at.isoformat())
+
+    @v1.get("/approvals", response_model=list[ApprovalView], tags=["approvers"], summary="List requests")
     async def list_approvals(
         service: Svc,
         session: Auth,
@@ -251,7 +339,7 @@ def create_api(holder: ServiceHolder) -> FastAPI:
         who = session.approver
         if tenant is not None and not who.may_see(tenant):
             raise HTTPException(403, detail={"code": "wrong_tenant", "message": f"{who.approver} may not see tenant {tenant!r}"})
-        scope = tenant or (None if who.tenant_id == "*" else who.tenant_id)
+        scope = tenant or (None if who.operator else who.tenant_id)
         records = await service.repo.search(
             tenant_id=scope, status=None if status == "all" else status, tool=tool, reason=reason, limit=limit
         )
@@ -259,24 +347,27 @@ def create_api(holder: ServiceHolder) -> FastAPI:
             records = [r for r in records if r.approval_id == session.link.approval_id]
         return [_view(service, r, session) for r in records]
 
-    @api.get("/api/v1/approvals/{approval_id}", response_model=ApprovalDetail, tags=["approvers"], summary="Show one request")
+    @v1.get("/approvals/{approval_id}", response_model=ApprovalDetail, tags=["approvers"], summary="Show one request")
     async def show(approval_id: str, service: Svc, session: Auth) -> dict[str, Any]:
-        """A request with the task's other events known here and its cost so far."""
+        """A request with the task's other events known here and its cost so far (another tenant's: 404, as a missing one)."""
         record = await service.repo.get(approval_id)
         if record is None or not session.approver.may_see(record.tenant_id):
-            raise HTTPException(404, detail={"code": "not_found", "message": f"no approval {approval_id}"})
+            raise _error(domain.not_found(approval_id))
         context = await service.context(record)
         return {**_view(service, record, session), "context": context["events"], "cost": context["cost"]}
 
-    @api.post(
-        "/api/v1/approvals/{approval_id}/approve",
+    @v1.post(
+        "/approvals/{approval_id}/approve",
         response_model=ApprovalView,
         tags=["approvers"],
         summary="Approve (optionally with edited args)",
         responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+        openapi_extra=_json_body(ApproveRequest),
     )
-    async def approve(approval_id: str, body: ApproveRequest, service: Svc, session: Auth) -> dict[str, Any]:
+    async def approve(approval_id: str, request: Request, service: Svc, session: Auth) -> dict[str, Any]:
         """Approve the exact call you saw. With several required approvals the grant is published when enough distinct approvers agreed."""
+        await admitted(service, approval_id, session, "approve")
+        body = _parse(ApproveRequest, await request.body())
         result = await service.vote(
             approval_id,
             session,
@@ -286,22 +377,25 @@ def create_api(holder: ServiceHolder) -> FastAPI:
             raise _error(result)
         return _view(service, result, session)
 
-    @api.post(
-        "/api/v1/approvals/{approval_id}/reject",
+    @v1.post(
+        "/approvals/{approval_id}/reject",
         response_model=ApprovalView,
         tags=["approvers"],
         summary="Reject",
-        responses={401: {}, 403: {}, 404: {}, 409: {}},
+        responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+        openapi_extra=_json_body(RejectRequest, required=False),
     )
-    async def reject(approval_id: str, body: RejectRequest, service: Svc, session: Auth) -> dict[str, Any]:
+    async def reject(approval_id: str, request: Request, service: Svc, session: Auth) -> dict[str, Any]:
         """Reject the call; one reject settles the request."""
+        await admitted(service, approval_id, session, "reject")
+        body = _parse(RejectRequest, await request.body(), optional=True)
         result = await service.vote(approval_id, session, Vote(decision="reject", comment=body.comment, seen_digest=body.action_digest))
         if isinstance(result, Refusal):
             raise _error(result)
         return _view(service, result, session)
 
-    @api.post(
-        "/api/v1/callbacks/{endpoint_id}",
+    @v1.post(
+        "/callbacks/{endpoint_id}",
         tags=["webhooks"],
         summary="Inbound decision from a chat tool (Standard Webhooks)",
         responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
@@ -311,49 +405,60 @@ def create_api(holder: ServiceHolder) -> FastAPI:
 
         Body `{"type": "approval.decision", "data": {"approval_id", "approver", "decision": "approve"|"reject",
         "action_digest", "comment"?, "edited_args"?}}`, signed with the endpoint's secret per Standard Webhooks
-        (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`). A `webhook-id` is accepted once.
+        (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`). A `webhook-id` is accepted once;
+        the approver must be one of the endpoint's, and the request of the endpoint's tenant.
         """
         result = await service.callback(endpoint_id, request.headers, await request.body())
         if isinstance(result, Refusal):
             raise _error(result)
         return {"approval_id": result.approval_id, "status": result.status, "approvers": result.approvers}
 
-    @api.get("/api/v1/webhooks/endpoints", response_model=list[EndpointOut], tags=["webhooks"], summary="List endpoints (admin)")
+    @v1.get("/webhooks/endpoints", response_model=list[EndpointOut], tags=["webhooks"], summary="List endpoints (admin)")
     async def list_endpoints(service: Svc, session: Auth) -> list[EndpointOut]:
-        """Outgoing webhook endpoints (secrets are not shown)."""
+        """Your tenant's outgoing webhook endpoints (an operator: every one); secrets are not shown."""
         require_admin(session)
-        return [
-            EndpointOut(
-                endpoint_id=e.endpoint_id, url=e.url, tenant_id=e.tenant_id, approvers=list(e.approvers), enabled=e.enabled, source=e.source
-            )
-            for e in await service.repo.endpoints()
-        ]
+        who = session.approver
+        found = await service.repo.endpoints() if who.operator else await service.repo.endpoints_of(who.tenant_id)
+        return [_endpoint_out(e) for e in found]
 
-    @api.post("/api/v1/webhooks/endpoints", response_model=EndpointOut, tags=["webhooks"], summary="Create or replace an endpoint (admin)")
-    async def put_endpoint(body: EndpointIn, service: Svc, session: Auth) -> EndpointOut:
-        """Register where webhooks go; the answer shows the secret once."""
+    @v1.get("/webhooks/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"], summary="Show one endpoint (admin)")
+    async def get_endpoint(endpoint_id: str, service: Svc, session: Auth) -> EndpointOut:
+        """One of your tenant's endpoints (another tenant's: 404, as a missing one)."""
         require_admin(session)
-        secret = body.secret or webhooks.new_secret()
-        try:
-            webhooks.sign(secret, "probe", 0, b"")
-        except ValueError as exc:
-            raise HTTPException(422, detail={"code": "bad_secret", "message": "secret must be whsec_<base64>"}) from exc
-        endpoint = Endpoint(body.endpoint_id, body.url, secret, body.tenant_id, tuple(body.approvers), True, "api")
-        await service.repo.upsert_endpoint(endpoint)
-        return EndpointOut(
-            endpoint_id=endpoint.endpoint_id,
-            url=endpoint.url,
-            tenant_id=endpoint.tenant_id,
-            approvers=list(endpoint.approvers),
-            enabled=True,
-            source="api",
-            secret=secret,
+        found = await service.repo.endpoint(endpoint_id)
+        if found is None or not (session.approver.operator or found.tenant_id == session.approver.tenant_id):
+            raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
+        return _endpoint_out(found)
+
+    @v1.post(
+        "/webhooks/endpoints",
+        response_model=EndpointOut,
+        tags=["webhooks"],
+        summary="Create or replace an endpoint (admin)",
+        responses={401: {}, 403: {}, 409: {}, 422: {}},
+        openapi_extra=_json_body(EndpointIn),
+    )
+    async def put_endpoint(request: Request, service: Svc, session: Auth) -> EndpointOut:
+        """Register where your tenant's webhooks go; the answer shows the secret once. Another tenant's endpoint is never replaced."""
+        require_admin(session)
+        body = _parse(EndpointIn, await request.body())
+        result = await service.register_endpoint(
+            session.approver,
+            endpoint_id=body.endpoint_id,
+            url=body.url,
+            tenant_id=body.tenant_id,
+            approvers=body.approvers,
+            secret=body.secret,
         )
+        if isinstance(result, Refusal):
+            raise _error(result)
+        return _endpoint_out(result, secret=result.secret)
 
-    @api.get("/api/v1/webhooks/deliveries", tags=["webhooks"], summary="The delivery log (admin)")
+    @v1.get("/webhooks/deliveries", tags=["webhooks"], summary="The delivery log (admin)")
     async def deliveries(service: Svc, session: Auth, approval_id: str | None = None) -> list[dict[str, Any]]:
-        """Outgoing messages with their status, attempts and last error."""
+        """Outgoing messages to your tenant's endpoints (an operator: all) with their status, attempts and last error."""
         require_admin(session)
+        who = session.approver
         return [
             {
                 "delivery_id": d.delivery_id,
@@ -365,7 +470,23 @@ def create_api(holder: ServiceHolder) -> FastAPI:
                 "last_status_code": d.last_status_code,
                 "last_error": d.last_error,
             }
-            for d in await service.repo.deliveries(approval_id)
+            for d in await service.repo.deliveries(approval_id, tenant_id=None if who.operator else who.tenant_id)
         ]
 
+    api.include_router(v1)
+    schema_of_routes = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The generated document, plus the bodies the handlers parse themselves (after the checks)."""
+        if api.openapi_schema is None:
+            doc = schema_of_routes()
+            components = doc.setdefault("components", {}).setdefault("schemas", {})
+            for model in (ApproveRequest, RejectRequest, EndpointIn):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            api.openapi_schema = doc
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     return api

@@ -25,6 +25,7 @@ from servicekit import (
 from services.approval import handlers, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
+from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import Endpoint, PgApprovalRepository
 from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
@@ -43,7 +44,7 @@ def load_endpoints(path: Path | None) -> list[Endpoint]:
     found = []
     for item in doc.get("endpoints", []):
         secret = str(item["secret"])
-        webhooks.sign(secret, "probe", 0, b"")  # a malformed secret fails at start-up, not at the first delivery
+        webhooks.check_secret(secret)  # a malformed secret fails at start-up, not at the first delivery
         found.append(
             Endpoint(
                 endpoint_id=str(item["endpoint_id"]),
@@ -99,7 +100,7 @@ def build(
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,
-        http_app=create_api(holder),
+        http_app=create_api(holder, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip)),
         http_host=settings.http_host,
         http_port=settings.http_port,
         metrics_port=kit.metrics_port,
@@ -132,7 +133,7 @@ def build(
             settings=settings,
             catalog=catalog,
             control=control,
-            sender=sender or webhooks.HttpxSender(settings.webhook_timeout_s),
+            sender=sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
             base_url=base_url,
         )
         tasks.append(asyncio.create_task(_every(settings.sweep_interval_s, "sweep", holder.service.sweep)))

@@ -33,6 +33,7 @@ __all__ = [
     "escalate",
     "expire",
     "follow_up_from_result",
+    "not_found",
     "refresh_request",
     "request_from_decision",
     "signed_decision",
@@ -156,10 +157,11 @@ class Approver(_Frozen):
     tenant_id: str
     groups: frozenset[str] = frozenset()
     via: Literal["token", "link", "callback"] = "token"
+    operator: bool = False
 
     def may_see(self, tenant_id: str) -> bool:
-        """Approvers see their own tenant's queue only (`*` is an operator across tenants)."""
-        return self.tenant_id in ("*", tenant_id)
+        """Approvers see their own tenant's queue only; an operator token (made by the operator CLI) sees every tenant's."""
+        return self.operator or self.tenant_id == tenant_id
 
 
 class Vote(_Frozen):
@@ -187,16 +189,17 @@ class Transition(_Frozen):
 
 
 def request_from_decision(
-    decided: ActionDecidedData, *, approval_id: str, now: datetime, ttl: timedelta, groups: GroupsConfig
+    decided: ActionDecidedData, *, approval_id: str, now: datetime, ttl: timedelta, groups: GroupsConfig, risk: str
 ) -> ApprovalRecord | None:
     """A pending request for an escalation by policy; None for anything else.
 
-    A re-evaluation after a grant (`via == "approval"`) never opens a new request: its outcome is the
-    policy service's answer to the human, not a new question.
+    `risk` is the tool's class in the approval service's own catalog, never the event's claim: it
+    picks who may approve and how many must agree. A re-evaluation after a grant
+    (`via == "approval"`) never opens a new request: its outcome is the policy service's answer to
+    the human, not a new question.
     """
     if decided.outcome != "escalate" or decided.via != "policy":
         return None
-    risk = str(decided.risk) if decided.risk is not None else UNKNOWN_RISK
     return ApprovalRecord(
         approval_id=approval_id,
         action_id=decided.action_id,
@@ -282,10 +285,29 @@ def _refuse(code: str, status: int, message: str) -> Refusal:
     return Refusal(code=code, status=status, message=message)
 
 
-def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig) -> Refusal | None:
-    """Whether `who` may decide `record` at all (tenant, group, four eyes); None when they may."""
+def not_found(approval_id: str) -> Refusal:
+    """The answer for an id that does not exist and for one of another tenant alike, so a stranger learns nothing."""
+    return _refuse("not_found", 404, f"no approval {approval_id}")
+
+
+def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *, rejecting: bool = False) -> Refusal | None:
+    """Whether `who` may decide `record` at all, in this order: tenant, known requester, group, four eyes; None when they may.
+
+    Another tenant's request is `not_found`, exactly as a missing one. Four eyes needs the requester:
+    nobody approves a request whose requester is unknown; it stays pending until an operator token
+    rejects it (fail closed) or it expires.
+    """
     if not who.may_see(record.tenant_id):
-        return _refuse("wrong_tenant", 403, f"{who.approver} approves for tenant {who.tenant_id!r}, not {record.tenant_id!r}")
+        return not_found(record.approval_id)
+    if record.kind == "approval" and not record.requested_by:
+        if rejecting and who.operator:
+            return None  # the one way out that is not a wait: an operator rejects it (fail closed)
+        return _refuse(
+            "requester_unknown",
+            409,
+            "the requester of this task is unknown, so four eyes cannot be checked and nobody may approve it; "
+            "it stays pending until an operator rejects it or it expires (docs/approval.md)",
+        )
     allowed = groups.allowed_groups(record.tenant_id, record.risk, escalated=record.escalated_at is not None)
     if not allowed & who.groups:
         return _refuse(
@@ -307,7 +329,7 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
     differ from the ones already approved restart the count with this approver, since the others
     approved a different call. One reject settles the request.
     """
-    refused = check_access(record, who, groups)
+    refused = check_access(record, who, groups, rejecting=vote.decision == "reject")
     if refused:
         return refused
     if not record.is_pending:

@@ -114,6 +114,8 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    operator: bool = False
 
 
 class ApprovalRepository(Protocol):
@@ -159,12 +161,22 @@ class ApprovalRepository(Protocol):
         """Record that an outbox item is on the bus."""
         ...
 
-    async def add_token(self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str]) -> TokenInfo:
-        """Store a token's hash for an approver."""
+    async def add_token(
+        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+    ) -> TokenInfo:
+        """Store a token's hash for an approver (an operator token is tenant `*`)."""
         ...
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live (not revoked) token with this hash; marks it used."""
+        """The live (not revoked, not expired) token with this hash; marks it used."""
+        ...
+
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
+        """Revoke a live token and store its successor (same approver, tenant, groups) at once; None when not live."""
+        ...
+
+    async def is_registered(self, approver: str, tenant_id: str) -> bool:
+        """Whether `approver` holds a live token of exactly this tenant."""
         ...
 
     async def tokens(self) -> list[TokenInfo]:
@@ -187,8 +199,8 @@ class ApprovalRepository(Protocol):
         """Record an inbound message id; False when seen before (a replay)."""
         ...
 
-    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        """Create or replace an endpoint."""
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False)."""
         ...
 
     async def endpoint(self, endpoint_id: str) -> Endpoint | None:
@@ -197,6 +209,10 @@ class ApprovalRepository(Protocol):
 
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
         """Enabled endpoints for a tenant (its own and `*`), or all."""
+        ...
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
         ...
 
     async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
@@ -217,8 +233,8 @@ class ApprovalRepository(Protocol):
         """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`)."""
         ...
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200) -> list[Delivery]:
-        """The delivery log, newest first."""
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
         ...
 
     async def record_task_event(self, event: TaskEvent) -> None:
@@ -275,6 +291,8 @@ def _token(row: asyncpg.Record) -> TokenInfo:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
+        operator=row["operator"],
     )
 
 
@@ -422,27 +440,62 @@ class PgApprovalRepository:
         """Record that an outbox item is on the bus."""
         await self.pool.execute(f"UPDATE {self.s}.outbox SET published_at = now() WHERE event_id = $1 AND published_at IS NULL", event_id)
 
-    async def add_token(self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str]) -> TokenInfo:
-        """Store a token's hash for an approver."""
-        row = await self.pool.fetchrow(
-            f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups) VALUES ($1, $2, "
-            "$3, $4, $5) RETURNING *",
+    async def add_token(
+        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+    ) -> TokenInfo:
+        """Store a token's hash for an approver (an operator token is tenant `*`)."""
+        async with self.pool.acquire() as conn:
+            return await self._add_token(conn, token_sha256, approver, tenant_id, groups, expires_at, operator)
+
+    async def _add_token(
+        self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime, operator: bool
+    ) -> TokenInfo:
+        if operator != (tenant_id == "*"):
+            raise ValueError("an operator token is tenant '*', and only an operator token is")
+        row = await conn.fetchrow(
+            f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, expires_at, operator) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
             "tok_" + secrets.token_hex(6),
-            token_sha256,
+            sha,
             approver,
             tenant_id,
             list(groups),
+            expires_at,
+            operator,
         )
         assert row is not None  # RETURNING of a successful INSERT
         return _token(row)
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live token with this hash; marks it used."""
+        """The live (not revoked, not expired) token with this hash; marks it used."""
         row = await self.pool.fetchrow(
-            f"UPDATE {self.s}.approver_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL RETURNING *",
+            f"UPDATE {self.s}.approver_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL "
+            "AND expires_at > now() RETURNING *",
             token_sha256,
         )
         return _token(row) if row else None
+
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
+        """Revoke a live token and store its successor (same approver, tenant, groups) in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            old = await conn.fetchrow(
+                f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL "
+                "AND expires_at > now() RETURNING *",
+                token_id,
+            )
+            if old is None:
+                return None
+            return await self._add_token(conn, new_sha256, old["approver"], old["tenant_id"], old["groups"], expires_at, old["operator"])
+
+    async def is_registered(self, approver: str, tenant_id: str) -> bool:
+        """Whether `approver` holds a live token of exactly this tenant."""
+        found = await self.pool.fetchval(
+            f"SELECT 1 FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id = $2 AND revoked_at IS NULL "
+            "AND expires_at > now() LIMIT 1",
+            approver,
+            tenant_id,
+        )
+        return found is not None
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
@@ -459,7 +512,8 @@ class PgApprovalRepository:
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
         """Union of the groups of an approver's live tokens in a tenant."""
         rows = await self.pool.fetch(
-            f"SELECT groups FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id IN ($2, '*') AND revoked_at IS NULL",
+            f"SELECT groups FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id IN ($2, '*') AND revoked_at IS NULL "
+            "AND expires_at > now()",
             approver,
             tenant_id,
         )
@@ -485,13 +539,14 @@ class PgApprovalRepository:
         )
         return done is not None
 
-    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        """Create or replace an endpoint."""
-        await self.pool.execute(
-            f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False), atomically."""
+        done = await self.pool.fetchval(
+            f"INSERT INTO {self.s}.webhook_endpoints AS e (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7) "
             "ON CONFLICT (endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, tenant_id = EXCLUDED.tenant_id, "
-            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source",
+            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source "
+            "WHERE NOT $8 OR e.tenant_id = EXCLUDED.tenant_id RETURNING endpoint_id",
             endpoint.endpoint_id,
             endpoint.url,
             endpoint.secret,
@@ -499,7 +554,9 @@ class PgApprovalRepository:
             list(endpoint.approvers),
             endpoint.enabled,
             endpoint.source,
+            within_tenant,
         )
+        return done is not None
 
     async def endpoint(self, endpoint_id: str) -> Endpoint | None:
         """One endpoint."""
@@ -513,6 +570,11 @@ class PgApprovalRepository:
             "ORDER BY endpoint_id",
             tenant_id,
         )
+        return [_endpoint(r) for r in rows]
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
         return [_endpoint(r) for r in rows]
 
     async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
@@ -569,12 +631,14 @@ class PgApprovalRepository:
                 next_at,
             )
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200) -> list[Delivery]:
-        """The delivery log, newest first."""
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
         rows = await self.pool.fetch(
-            f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) ORDER BY created_at DESC LIMIT $2",
+            f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) AND ($3::text IS NULL OR "
+            f"endpoint_id IN (SELECT endpoint_id FROM {self.s}.webhook_endpoints WHERE tenant_id = $3)) ORDER BY created_at DESC LIMIT $2",
             approval_id,
             limit,
+            tenant_id,
         )
         return [_delivery(r) for r in rows]
 
@@ -698,17 +762,41 @@ class InMemoryApprovalRepository:
         item, _ = self.outbox[event_id]
         self.outbox[event_id] = (item, True)
 
-    async def add_token(self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str]) -> TokenInfo:
-        """Store a token's hash."""
+    def _now(self) -> datetime:
         from schemas import utcnow
 
-        info = TokenInfo("tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), utcnow())
+        return self.clock() if self.clock is not None else utcnow()
+
+    def _live(self, info: TokenInfo) -> bool:
+        return info.revoked_at is None and (info.expires_at is None or info.expires_at > self._now())
+
+    async def add_token(
+        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+    ) -> TokenInfo:
+        """Store a token's hash."""
+        if operator != (tenant_id == "*"):
+            raise ValueError("an operator token is tenant '*', and only an operator token is")
+        info = TokenInfo(
+            "tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), self._now(), expires_at=expires_at, operator=operator
+        )
         self.token_rows[info.token_id] = (token_sha256, info)
         return info
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
         """The live token with this hash."""
-        return next((info for h, info in self.token_rows.values() if h == token_sha256 and info.revoked_at is None), None)
+        return next((info for h, info in self.token_rows.values() if h == token_sha256 and self._live(info)), None)
+
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
+        """Revoke a live token and store its successor."""
+        if token_id not in self.token_rows or not self._live(self.token_rows[token_id][1]):
+            return None
+        h, old = self.token_rows[token_id]
+        self.token_rows[token_id] = (h, replace(old, revoked_at=self._now()))
+        return await self.add_token(new_sha256, old.approver, old.tenant_id, old.groups, expires_at=expires_at, operator=old.operator)
+
+    async def is_registered(self, approver: str, tenant_id: str) -> bool:
+        """Whether `approver` holds a live token of exactly this tenant."""
+        return any(i.approver == approver and i.tenant_id == tenant_id and self._live(i) for _, i in self.token_rows.values())
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
@@ -716,12 +804,10 @@ class InMemoryApprovalRepository:
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token."""
-        from schemas import utcnow
-
         if token_id not in self.token_rows or self.token_rows[token_id][1].revoked_at is not None:
             return False
         h, info = self.token_rows[token_id]
-        self.token_rows[token_id] = (h, replace(info, revoked_at=utcnow()))
+        self.token_rows[token_id] = (h, replace(info, revoked_at=self._now()))
         return True
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
@@ -729,7 +815,7 @@ class InMemoryApprovalRepository:
         return {
             g
             for _, info in self.token_rows.values()
-            if info.approver == approver and info.tenant_id in (tenant_id, "*") and info.revoked_at is None
+            if info.approver == approver and info.tenant_id in (tenant_id, "*") and self._live(info)
             for g in info.groups
         }
 
@@ -747,9 +833,13 @@ class InMemoryApprovalRepository:
         self.messages.add((endpoint_id, message_id))
         return True
 
-    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        """Create or replace an endpoint."""
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint (not another tenant's, with `within_tenant`)."""
+        current = self.endpoint_rows.get(endpoint.endpoint_id)
+        if within_tenant and current is not None and current.tenant_id != endpoint.tenant_id:
+            return False
         self.endpoint_rows[endpoint.endpoint_id] = endpoint
+        return True
 
     async def endpoint(self, endpoint_id: str) -> Endpoint | None:
         """One endpoint."""
@@ -758,6 +848,10 @@ class InMemoryApprovalRepository:
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
         """Enabled endpoints for a tenant, or all."""
         return [e for e in self.endpoint_rows.values() if tenant_id is None or (e.enabled and e.tenant_id in (tenant_id, "*"))]
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant."""
+        return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
 
     async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
         """Pending deliveries due now, leased."""
@@ -791,9 +885,14 @@ class InMemoryApprovalRepository:
             next_attempt_at=next_at or d.next_attempt_at,
         )
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200) -> list[Delivery]:
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
         """The delivery log."""
-        return [d for d in self.delivery_rows.values() if approval_id is None or d.approval_id == approval_id][:limit]
+        owned = {e.endpoint_id for e in self.endpoint_rows.values() if e.tenant_id == tenant_id}
+        return [
+            d
+            for d in self.delivery_rows.values()
+            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.endpoint_id in owned)
+        ][:limit]
 
     async def record_task_event(self, event: TaskEvent) -> None:
         """Keep a decision or result."""

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +33,7 @@ from schemas import (
 from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, span
 from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
-from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent
+from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent, TokenInfo
 from services.approval.settings import ApprovalSettings
 
 __all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
@@ -64,10 +64,11 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Session:
-    """An authenticated caller: the approver and, for a one-time link, its claims."""
+    """An authenticated caller: the approver and, for a one-time link, its claims (for a token, its id)."""
 
     approver: Approver
     link: auth.LinkClaims | None = None
+    token_id: str | None = None
 
 
 class CallbackDecision(BaseModel):
@@ -126,7 +127,12 @@ class ApprovalService:
         )
         now = self.clock()
         fresh = domain.request_from_decision(
-            decided, approval_id=f"ap-{uuid.uuid4().hex[:16]}", now=now, ttl=timedelta(seconds=self.settings.expiry_s), groups=self.groups
+            decided,
+            approval_id=f"ap-{uuid.uuid4().hex[:16]}",
+            now=now,
+            ttl=timedelta(seconds=self.settings.expiry_s),
+            groups=self.groups,
+            risk=self.risk_of(decided.tool),
         )
         if fresh is None:
             return None
@@ -167,16 +173,13 @@ class ApprovalService:
             return None
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
         request = await self.repo.get_by_action(result.action_id)
-        risk = (decided.risk if decided else None) or (request.risk if request else None)
-        if risk is None and self.catalog is not None and result.tool in self.catalog:
-            risk = str(self.catalog[result.tool].risk)
         args = (request.edited_args or request.args) if request else (decided.args if decided and decided.args is not None else {})
         record = domain.follow_up_from_result(
             result,
             approval_id=f"fu-{uuid.uuid4().hex[:16]}",
             now=self.clock(),
             ttl=timedelta(seconds=self.settings.expiry_s),
-            risk=risk or domain.UNKNOWN_RISK,
+            risk=self.risk_of(result.tool),
             requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),
             args=args,
             requested_call=request,
@@ -184,6 +187,12 @@ class ApprovalService:
         _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
         created = await self.repo.insert_request(record, [], deliveries)
         return created or await self.repo.get_by_action(result.action_id, "follow_up")
+
+    def risk_of(self, tool: str) -> str:
+        """The tool's risk class in this service's own catalog (`unknown` when it is not there): never an event's claim."""
+        if self.catalog is not None and tool in self.catalog:
+            return str(self.catalog[tool].risk)
+        return domain.UNKNOWN_RISK
 
     # --- votes ---------------------------------------------------------------------------------
 
@@ -201,8 +210,31 @@ class ApprovalService:
             return Session(who, claims)
         info = await self.repo.token(auth.hash_token(credential))
         if info is None:
-            raise AuthError("unknown or revoked token")
-        return Session(Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups)))
+            raise AuthError("unknown, revoked or expired token")
+        who = Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups), operator=info.operator)
+        return Session(who, token_id=info.token_id)
+
+    async def rotate_token(self, session: Session, ttl_days: float | None = None) -> tuple[str, TokenInfo] | None:
+        """A new token for the caller's own token (same approver, tenant, groups); the old one is revoked at once."""
+        if session.token_id is None:
+            return None
+        token = auth.new_token()
+        expires_at = self.clock() + timedelta(days=ttl_days or self.settings.token_ttl_days)
+        info = await self.repo.rotate_token(session.token_id, auth.hash_token(token), expires_at)
+        return (token, info) if info is not None else None
+
+    async def admission(self, approval_id: str, session: Session, decision: Literal["approve", "reject"]) -> Refusal | None:
+        """Whether the caller may decide this request at all, judged before its body is read (None: go on).
+
+        The order is the one docs/security/approval.md documents: a link for another approval, then
+        the request (missing or another tenant's: the same 404), then requester, group and four eyes.
+        """
+        if session.link is not None and session.link.approval_id != approval_id:
+            return Refusal(code="wrong_link", status=403, message="this link is for another approval")
+        record = await self.repo.get(approval_id)
+        if record is None:
+            return domain.not_found(approval_id)
+        return domain.check_access(record, session.approver, self.groups, rejecting=decision == "reject")
 
     async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
         """Take one human's vote; the record after it, or why it is refused.
@@ -227,7 +259,10 @@ class ApprovalService:
         for _ in range(5):
             record = await self.repo.get(approval_id)
             if record is None:
-                return Refusal(code="not_found", status=404, message=f"no approval {approval_id}")
+                return domain.not_found(approval_id)
+            refused = domain.check_access(record, session.approver, self.groups, rejecting=vote.decision == "reject")
+            if refused is not None:  # who may act comes before anything about the call (its args included) is judged
+                return refused
             if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
                 errors = self.catalog.arg_errors(record.tool, vote.edited_args)
                 if errors:
@@ -243,7 +278,12 @@ class ApprovalService:
         return Refusal(code="conflict", status=409, message="the approval kept changing while you decided; reload and try again")
 
     async def callback(self, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:
-        """An approver's decision posted back by their chat tool, verified per Standard Webhooks."""
+        """An approver's decision posted back by their chat tool, verified per Standard Webhooks.
+
+        In order: the endpoint exists, the signature is its secret's, the body parses, the message is
+        new, the approver is one of the endpoint's, the request is of the endpoint's tenant (else the
+        same 404 as a missing one), then the vote as over the API (group, four eyes, state).
+        """
         endpoint = await self.repo.endpoint(endpoint_id)
         if endpoint is None or not endpoint.enabled:
             return Refusal(code="unknown_endpoint", status=404, message=f"no endpoint {endpoint_id}")
@@ -260,13 +300,11 @@ class ApprovalService:
             return Refusal(code="invalid_callback", status=422, message=f"callback body: {exc}"[:500])
         if not await self.repo.remember_message(endpoint_id, msg_id):
             return Refusal(code="replayed", status=409, message=f"message {msg_id} was already received (replay refused)")
-        if endpoint.approvers and decision.approver not in endpoint.approvers:
+        if decision.approver not in endpoint.approvers:
             return Refusal(code="not_endpoint_approver", status=403, message=f"{decision.approver} does not approve through this endpoint")
         record = await self.repo.get(decision.approval_id)
-        if record is None:
-            return Refusal(code="not_found", status=404, message=f"no approval {decision.approval_id}")
-        if endpoint.tenant_id not in ("*", record.tenant_id):
-            return Refusal(code="wrong_tenant", status=403, message=f"endpoint {endpoint_id} does not serve tenant {record.tenant_id}")
+        if record is None or endpoint.tenant_id not in ("*", record.tenant_id):
+            return domain.not_found(decision.approval_id)
         groups = await self.repo.groups_of(decision.approver, record.tenant_id)
         who = Approver(approver=decision.approver, tenant_id=record.tenant_id, groups=frozenset(groups), via="callback")
         vote = Vote(
@@ -276,6 +314,37 @@ class ApprovalService:
             edited_args=decision.edited_args,
         )
         return await self.vote(decision.approval_id, Session(who), vote)
+
+    # --- webhook endpoints ---------------------------------------------------------------------
+
+    async def register_endpoint(
+        self, who: Approver, *, endpoint_id: str, url: str, tenant_id: str | None, approvers: Sequence[str], secret: str | None
+    ) -> Endpoint | Refusal:
+        """Create or replace an endpoint of the caller's tenant (an operator: of any tenant, or `*`).
+
+        In order: the tenant is the caller's, the secret is well formed, the URL may be reached, every
+        approver is registered in the tenant, and an endpoint id of another tenant is never replaced.
+        """
+        tenant = tenant_id or who.tenant_id
+        if not who.operator and tenant != who.tenant_id:
+            return Refusal(code="wrong_tenant", status=403, message=f"{who.approver} manages endpoints of tenant {who.tenant_id!r} only")
+        secret = secret or webhooks.new_secret()
+        try:
+            webhooks.check_secret(secret)
+        except ValueError as exc:
+            return Refusal(code="bad_secret", status=422, message=str(exc))
+        refusal = await webhooks.url_refusal(url, self.settings.webhook_allowed_hosts)
+        if refusal is not None:
+            return Refusal(code="url_refused", status=422, message=refusal)
+        strangers = [a for a in dict.fromkeys(approvers) if not await self.repo.is_registered(a, tenant)]
+        if strangers:
+            return Refusal(
+                code="unknown_approvers", status=422, message=f"not registered approvers of tenant {tenant!r}: {', '.join(strangers)}"
+            )
+        endpoint = Endpoint(endpoint_id, url, secret, tenant, tuple(dict.fromkeys(approvers)), True, "api")
+        if not await self.repo.upsert_endpoint(endpoint, within_tenant=not who.operator):
+            return Refusal(code="endpoint_id_taken", status=409, message=f"endpoint id {endpoint_id!r} is taken; choose another")
+        return endpoint
 
     # --- reading -------------------------------------------------------------------------------
 

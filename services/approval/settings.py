@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+import limits
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ApprovalSettings"]
@@ -38,6 +39,36 @@ class ApprovalSettings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="Cap of the retry delay.")
     webhook_timeout_s: float = Field(default=5.0, gt=0, description="HTTP timeout of one delivery attempt.")
     callback_tolerance_s: float = Field(
-        default=300.0, gt=0, description="Inbound callbacks with a timestamp further than this from now are refused."
+        default=300.0,
+        gt=0,
+        le=300.0,
+        description="Inbound callbacks with a timestamp further than this from now are refused (the standardwebhooks library's "
+        "5 minutes is the most).",
     )
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts webhooks may reach over http or at private, loopback or link-local addresses (otherwise https to a "
+        "public address only), e.g. an in-house chat bridge. JSON list in the environment.",
+        examples=[["chat-bridge.internal", "127.0.0.1"]],
+    )
+    token_ttl_days: float = Field(
+        default=30.0, gt=0, description="Lifetime of a new approver token unless its creator sets another (`--expires-in-days`)."
+    )
+    rate_limit_per_token: str = Field(
+        default="120/minute",
+        description="Requests one credential (token or one-time link) may make to the API, in the `limits` notation.",
+        examples=["120/minute", "10/second;600/hour"],
+    )
+    rate_limit_per_ip: str = Field(
+        default="600/minute",
+        description="Requests one client address may make to the API (before authentication, so token guessing is slowed too).",
+        examples=["600/minute"],
+    )
+
+    @field_validator("rate_limit_per_token", "rate_limit_per_ip")
+    @classmethod
+    def _rates_parse(cls, value: str) -> str:
+        limits.parse_many(value)  # raises ValueError on a malformed rate, at start-up
+        return value
+
     link_ttl_s: float = Field(default=3600.0, gt=0, description="Lifetime of a one-time approval link (never beyond the request's expiry).")

@@ -1,35 +1,45 @@
-"""Standard Webhooks (https://www.standardwebhooks.com): signing outgoing messages, verifying inbound ones.
+"""Standard Webhooks (https://www.standardwebhooks.com): signing outgoing messages, verifying inbound ones, where they may go.
 
-A message is signed as `v1,<base64 HMAC-SHA256(secret, "{webhook-id}.{webhook-timestamp}.{body}")>`
-where the secret is the base64 part of `whsec_<base64>`. Pure functions, plus the httpx sender.
+Signing and signature checks are the `standardwebhooks` reference library's (`Webhook.sign`, `Webhook.verify`);
+this module adds what the service needs around it: stable error codes, the service's own clock and
+tolerance, the secret's format, the rules a webhook URL must follow, and the httpx sender.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
-import hmac
+import binascii
+import ipaddress
 import secrets
-from collections.abc import Mapping
+import socket
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
+import standardwebhooks
 
 __all__ = [
+    "LIBRARY_TOLERANCE_S",
     "HttpxSender",
     "SendResult",
     "WebhookSender",
     "WebhookVerificationError",
     "backoff",
+    "check_secret",
     "new_secret",
     "sign",
     "signed_headers",
+    "url_refusal",
     "verify",
 ]
 
 SECRET_PREFIX = "whsec_"
+LIBRARY_TOLERANCE_S = 300.0  # standardwebhooks refuses timestamps more than 5 minutes from the real time; ours can only narrow it
 
 
 def new_secret() -> str:
@@ -37,14 +47,19 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+def check_secret(secret: str) -> None:
+    """Raise ValueError unless `secret` is `whsec_<base64>` of at least 16 bytes (the library itself accepts almost anything)."""
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a webhook secret is whsec_<base64>") from exc
+    if not secret.startswith(SECRET_PREFIX) or len(key) < 16:
+        raise ValueError("a webhook secret is whsec_<base64> of at least 16 random bytes")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value of a message: `v1,<base64 signature>`."""
-    mac = hmac.new(_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
+    return standardwebhooks.Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
 
 
 def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -68,29 +83,68 @@ class WebhookVerificationError(ValueError):
 def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float, tolerance_s: float) -> tuple[str, int]:
     """Check headers, timestamp tolerance and signature; return (webhook-id, timestamp).
 
-    Replay protection by id is the caller's (it needs storage). Several space-separated signatures
-    are accepted, as the spec allows during secret rotation.
+    The headers and the timestamp are checked here first (stable codes, the service's clock and
+    tolerance); the signature by `standardwebhooks.Webhook.verify`, which also holds the timestamp
+    to 5 minutes of the real time. Anything malformed in the signature header (not base64, not
+    ASCII, no version) is a refusal, never an error. Several space-separated signatures are
+    accepted, as the spec allows during secret rotation. Replay protection by id is the caller's.
     """
-    msg_id, ts_text, sig_header = (headers.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    wanted = ("webhook-id", "webhook-timestamp", "webhook-signature")
+    msg_id, ts_text, sig_header = (headers.get(h) for h in wanted)
     if not msg_id or not ts_text or not sig_header:
         raise WebhookVerificationError("missing_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
     try:
         timestamp = int(ts_text)
     except ValueError as exc:
         raise WebhookVerificationError("bad_timestamp", "webhook-timestamp is not an integer") from exc
-    if abs(now - timestamp) > tolerance_s:
+    if abs(now - timestamp) > min(tolerance_s, LIBRARY_TOLERANCE_S):
         raise WebhookVerificationError("stale_timestamp", f"webhook-timestamp is more than {tolerance_s:.0f} s away from now")
-    expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
-    for candidate in sig_header.split():
-        version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
-            return msg_id, timestamp
-    raise WebhookVerificationError("bad_signature", "webhook-signature does not match")
+    try:
+        standardwebhooks.Webhook(secret).verify(body, {h: str(headers.get(h)) for h in wanted}, json_parse=False)
+    except (standardwebhooks.WebhookVerificationError, ValueError, TypeError) as exc:
+        raise WebhookVerificationError("bad_signature", "webhook-signature does not match") from exc
+    return msg_id, timestamp
 
 
 def backoff(attempt: int, *, initial_s: float, max_s: float) -> timedelta:
     """Delay before attempt `attempt + 1` (attempt counts from 1): exponential, capped."""
     return timedelta(seconds=min(max_s, initial_s * 2 ** (attempt - 1)))
+
+
+def _address_refused(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+async def url_refusal(url: str, allowed_hosts: Collection[str]) -> str | None:
+    """Why webhooks may not go to `url`, or None when they may.
+
+    A URL is https, and every address its host resolves to is public; an operator's allow-listed
+    hosts (`TIDEGATE_APPROVAL_WEBHOOK_ALLOWED_HOSTS`) may also use http and private, loopback or
+    link-local addresses. Checked when an endpoint is registered and again before every delivery
+    (the name may resolve elsewhere by then).
+    """
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "not a URL"
+    if not host or parts.scheme not in ("https", "http"):
+        return "a webhook URL is https://<host>/..."
+    if host in {h.lower() for h in allowed_hosts}:
+        return None
+    if parts.scheme != "https":
+        return f"{host} is not allow-listed, so its URL must be https"
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except OSError:
+        return f"{host} does not resolve"
+    refused = sorted({str(info[4][0]) for info in infos if _address_refused(str(info[4][0]))})
+    if refused or not infos:
+        return f"{host} resolves to a private, loopback or link-local address ({', '.join(refused)}) and is not allow-listed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,22 +166,28 @@ class WebhookSender(Protocol):
 
 
 class HttpxSender:
-    """The real sender: one shared httpx client, a timeout, 2xx counts as delivered."""
+    """The real sender: one shared httpx client, a timeout, 2xx counts as delivered.
 
-    def __init__(self, timeout_s: float) -> None:
+    The URL rules are checked again before each attempt; a receiver's answer body is never kept
+    (the delivery log shows the status code only: a body can hold anything the receiver chose).
+    """
+
+    def __init__(self, timeout_s: float, allowed_hosts: Collection[str] = ()) -> None:
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self._allowed_hosts = tuple(allowed_hosts)
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
-        """POST the message; a non-2xx answer or a network error is a failed attempt."""
-        import time
-
+        """POST the message; a refused URL, a non-2xx answer or a network error is a failed attempt."""
         started = time.perf_counter()
+        refusal = await url_refusal(url, self._allowed_hosts)
+        if refusal is not None:
+            return SendResult(False, None, f"url_refused: {refusal}"[:500], (time.perf_counter() - started) * 1000)
         try:
             response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return SendResult(False, None, f"{type(exc).__name__}: {exc}"[:500], (time.perf_counter() - started) * 1000)
+            return SendResult(False, None, type(exc).__name__, (time.perf_counter() - started) * 1000)
         ok = 200 <= response.status_code < 300
-        error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+        error = None if ok else f"HTTP {response.status_code}"
         return SendResult(ok, response.status_code, error, (time.perf_counter() - started) * 1000)
 
     async def close(self) -> None:
