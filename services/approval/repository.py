@@ -19,6 +19,8 @@ import asyncpg
 
 from services.approval.domain import ApprovalRecord
 
+DEFAULT_TOKEN_TTL = timedelta(days=30)  # what the schema gives a token inserted without an expiry (migration 002)
+
 __all__ = [
     "ApprovalRepository",
     "Delivery",
@@ -162,9 +164,16 @@ class ApprovalRepository(Protocol):
         ...
 
     async def add_token(
-        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+        self,
+        token_sha256: str,
+        approver: str,
+        tenant_id: str,
+        groups: Sequence[str],
+        *,
+        expires_at: datetime | None = None,
+        operator: bool = False,
     ) -> TokenInfo:
-        """Store a token's hash for an approver (an operator token is tenant `*`)."""
+        """Store a token's hash for an approver, expiring at `expires_at` (None: 30 days from now); an operator token is tenant `*`."""
         ...
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
@@ -441,20 +450,27 @@ class PgApprovalRepository:
         await self.pool.execute(f"UPDATE {self.s}.outbox SET published_at = now() WHERE event_id = $1 AND published_at IS NULL", event_id)
 
     async def add_token(
-        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+        self,
+        token_sha256: str,
+        approver: str,
+        tenant_id: str,
+        groups: Sequence[str],
+        *,
+        expires_at: datetime | None = None,
+        operator: bool = False,
     ) -> TokenInfo:
         """Store a token's hash for an approver (an operator token is tenant `*`)."""
         async with self.pool.acquire() as conn:
             return await self._add_token(conn, token_sha256, approver, tenant_id, groups, expires_at, operator)
 
     async def _add_token(
-        self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime, operator: bool
+        self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
     ) -> TokenInfo:
         if operator != (tenant_id == "*"):
             raise ValueError("an operator token is tenant '*', and only an operator token is")
         row = await conn.fetchrow(
             f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, expires_at, operator) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+            f"VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() + interval '{DEFAULT_TOKEN_TTL.days} days'), $7) RETURNING *",
             "tok_" + secrets.token_hex(6),
             sha,
             approver,
@@ -771,7 +787,14 @@ class InMemoryApprovalRepository:
         return info.revoked_at is None and (info.expires_at is None or info.expires_at > self._now())
 
     async def add_token(
-        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], *, expires_at: datetime, operator: bool = False
+        self,
+        token_sha256: str,
+        approver: str,
+        tenant_id: str,
+        groups: Sequence[str],
+        *,
+        expires_at: datetime | None = None,
+        operator: bool = False,
     ) -> TokenInfo:
         """Store a token's hash."""
         if operator != (tenant_id == "*"):

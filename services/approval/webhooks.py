@@ -172,8 +172,8 @@ class HttpxSender:
     (the delivery log shows the status code only: a body can hold anything the receiver chose).
     """
 
-    def __init__(self, timeout_s: float, allowed_hosts: Collection[str] = ()) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+    def __init__(self, timeout_s: float, allowed_hosts: Collection[str] = (), transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, transport=transport)
         self._allowed_hosts = tuple(allowed_hosts)
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -16,7 +17,11 @@ from tidegate.commands._common import console, fail, run, settings
 app = typer.Typer(
     help="Approvers: the queue of escalated actions, and your decisions (HTTP API of the approval service).", no_args_is_help=True
 )
-token_app = typer.Typer(help="Approver API tokens (stored hashed in the approval service's schema).", no_args_is_help=True)
+token_app = typer.Typer(
+    help="Approver API tokens (stored hashed in the approval service's schema; operator commands, run where the database is reachable). "
+    "Tokens expire (default TIDEGATE_APPROVAL_TOKEN_TTL_DAYS, 30 days); rotate replaces one and revokes the old at once.",
+    no_args_is_help=True,
+)
 app.add_typer(token_app, name="token")
 
 Url = Annotated[str, typer.Option("--url", envvar="TIDEGATE_APPROVAL_URL", help="Base URL of the approval service.")]
@@ -28,6 +33,7 @@ DEFAULT_URL = "http://127.0.0.1:8081"
 
 _STATUS_WORDS = {
     401: "not authenticated: the token is unknown, revoked, expired or already used (set TIDEGATE_APPROVER_TOKEN or pass --token)",
+    429: "too many requests: wait and try again",
     403: "not allowed",
     404: "not found",
     409: "conflict: the request is no longer in the state you saw",
@@ -194,7 +200,7 @@ def reject(
     console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
 
 
-async def _repo_call(what: str, *args: Any) -> Any:
+async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
     from servicekit import apply_migrations, create_pool
     from services.approval.repository import PgApprovalRepository
 
@@ -204,16 +210,34 @@ async def _repo_call(what: str, *args: Any) -> Any:
         import services.approval
 
         await apply_migrations(pool, "approval", Path(services.approval.__file__).parent / "migrations")
-        return await getattr(PgApprovalRepository(pool), what)(*args)
+        return await getattr(PgApprovalRepository(pool), what)(*args, **kwargs)
     finally:
         await pool.close()
+
+
+ExpiresIn = Annotated[
+    float | None,
+    typer.Option("--expires-in-days", min=0.001, max=3650, help="Lifetime of the token (default: TIDEGATE_APPROVAL_TOKEN_TTL_DAYS, 30)."),
+]
+
+
+def _expiry(days: float | None) -> datetime:
+    from services.approval.settings import ApprovalSettings
+
+    return datetime.now(UTC) + timedelta(days=days or ApprovalSettings().token_ttl_days)
 
 
 @token_app.command("create")
 def token_create(
     approver: Annotated[str, typer.Option(help="The approver's identity, e.g. bob@acme.example.")],
-    tenant: Annotated[str, typer.Option(help="Tenant the approver decides for (`*`: every tenant).")],
-    groups: Annotated[str, typer.Option(help="Comma-separated approver groups, e.g. finance,support.")],
+    groups: Annotated[
+        str, typer.Option(help="Comma-separated approver groups, e.g. finance,support (`admin`: manages the tenant's webhooks).")
+    ],
+    tenant: Annotated[str | None, typer.Option(help="Tenant the approver decides for; the token acts in that tenant only.")] = None,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator token: every tenant (tenant `*`), webhook endpoints of any tenant.")
+    ] = False,
+    expires_in_days: ExpiresIn = None,
 ) -> None:
     """Create an approver token and print it once (only its SHA-256 is stored)."""
     from services.approval.auth import hash_token, new_token
@@ -221,23 +245,48 @@ def token_create(
     names = [g.strip() for g in groups.split(",") if g.strip()]
     if not names:
         fail("--groups needs at least one group")
+    if operator == (tenant is not None and tenant != "*"):
+        fail("give either --tenant TENANT (an approver of that tenant) or --operator (every tenant), not both")
+    if not operator and tenant in (None, "*"):
+        fail("--tenant is required (a token acts in one tenant); an operator token across tenants is --operator")
+    tenant_id = "*" if operator else str(tenant)
     token = new_token()
-    info = run(_repo_call("add_token", hash_token(token), approver, tenant, names))
-    console.print(f"token {info.token_id} for {approver} ({tenant}; groups {', '.join(names)}). Shown once, keep it safe:")
+    info = run(
+        _repo_call("add_token", hash_token(token), approver, tenant_id, names, expires_at=_expiry(expires_in_days), operator=operator)
+    )
+    kind = "operator token" if operator else "token"
+    console.print(
+        f"{kind} {info.token_id} for {approver} ({tenant_id}; groups {', '.join(names)}; expires {info.expires_at:%Y-%m-%d %H:%M}). "
+        "Shown once, keep it safe:"
+    )
+    print(token)
+
+
+@token_app.command("rotate")
+def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
+    """Replace a live token with a new one (same approver, tenant, groups), print it once, and revoke the old one at once."""
+    from services.approval.auth import hash_token, new_token
+
+    token = new_token()
+    info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days)))
+    if info is None:
+        fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
+    console.print(f"{token_id} revoked; its successor {info.token_id} expires {info.expires_at:%Y-%m-%d %H:%M}. Shown once, keep it safe:")
     print(token)
 
 
 @token_app.command("list")
 def token_list() -> None:
     """List tokens (never the tokens themselves)."""
-    table = Table("token id", "approver", "tenant", "groups", "created", "last used", "revoked")
+    table = Table("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked")
     for info in run(_repo_call("tokens")):
         table.add_row(
             info.token_id,
             info.approver,
-            info.tenant_id,
+            info.tenant_id + (" (operator)" if info.operator else ""),
             ",".join(info.groups),
             f"{info.created_at:%Y-%m-%d %H:%M}",
+            f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "",
             f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "",
             f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
         )

@@ -38,8 +38,13 @@ def decided(**over: Any) -> ActionDecidedData:
     return ActionDecidedData(**(fields | over))
 
 
+CATALOG_RISK = {"issue_refund": "financial", "delete_customer_data": "destructive"}  # what the service reads from its own catalog
+
+
 def request(**over: Any) -> domain.ApprovalRecord:
-    record = domain.request_from_decision(decided(**over), approval_id="ap-1", now=NOW, ttl=timedelta(hours=1), groups=GROUPS)
+    data = decided(**over)
+    risk = CATALOG_RISK[data.tool]
+    record = domain.request_from_decision(data, approval_id="ap-1", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk=risk)
     assert record is not None
     return record
 
@@ -57,7 +62,17 @@ def test_only_an_escalation_by_policy_opens_a_request() -> None:
     assert request().status == "pending"
     assert request().expires_at == NOW + timedelta(hours=1)
     for over in ({"outcome": "allow"}, {"outcome": "deny"}, {"via": "approval", "approval_id": "ap-0"}):
-        assert domain.request_from_decision(decided(**over), approval_id="x", now=NOW, ttl=timedelta(hours=1), groups=GROUPS) is None
+        assert (
+            domain.request_from_decision(decided(**over), approval_id="x", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk="financial")
+            is None
+        )
+
+
+def test_risk_and_quorum_come_from_the_catalog_not_from_the_events_claim() -> None:
+    forged = decided(tool="delete_customer_data", args={"customer_id": "c1"}, risk="write_low")
+    record = domain.request_from_decision(forged, approval_id="x", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk="destructive")
+    assert record is not None
+    assert (record.risk, record.required_approvals) == ("destructive", 2)
 
 
 def test_a_finance_approver_grants_a_financial_call() -> None:
@@ -75,13 +90,37 @@ def test_a_finance_approver_grants_a_financial_call() -> None:
         (Approver(approver="alice@acme.example", tenant_id="acme", groups=frozenset({"finance"})), "four_eyes"),
         (Approver(approver="ALICE@acme.example", tenant_id="acme", groups=frozenset({"finance"})), "four_eyes"),
         (DAN, "not_in_group"),
-        (Approver(approver="eve@globex.example", tenant_id="globex", groups=frozenset({"finance"})), "wrong_tenant"),
     ],
 )
 def test_who_may_not_decide(who: Approver, code: str) -> None:
     result = approve(request(), who)
     assert isinstance(result, Refusal)
     assert (result.code, result.status) == (code, 403)
+
+
+def test_another_tenants_approver_is_told_what_a_missing_id_would_tell() -> None:
+    eve = Approver(approver="eve@globex.example", tenant_id="globex", groups=frozenset({"finance"}))
+    result = approve(request(), eve)
+    assert result == domain.not_found("ap-1")
+    assert (result.code, result.status) == ("not_found", 404)
+
+
+def test_an_unknown_requester_blocks_every_approval_and_only_an_operator_may_reject() -> None:
+    record = request(requested_by=None)
+    for who in (BOB, CAROL):
+        refused = approve(record, who)
+        assert isinstance(refused, Refusal)
+        assert (refused.code, refused.status) == ("requester_unknown", 409)
+        rejected = domain.decide(record, who, Vote(decision="reject"), now=NOW, groups=GROUPS)
+        assert isinstance(rejected, Refusal)
+        assert rejected.code == "requester_unknown"
+    ops = Approver(approver="ops@tidegate.example", tenant_id="*", groups=frozenset({"finance"}), operator=True)
+    refused = approve(record, ops)
+    assert isinstance(refused, Refusal)
+    assert refused.code == "requester_unknown"
+    closed = domain.decide(record, ops, Vote(decision="reject", comment="requester unknown"), now=NOW, groups=GROUPS)
+    assert isinstance(closed, Transition)
+    assert closed.event_type == domain.REJECTED
 
 
 def test_a_changed_call_is_refused_by_its_digest() -> None:

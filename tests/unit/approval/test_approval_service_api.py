@@ -17,6 +17,7 @@ from servicekit import REPO_ROOT, ControlState, Keyring, SigningKey, ToolCatalog
 from services.approval import auth, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
+from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import Endpoint, InMemoryApprovalRepository
 from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
@@ -111,7 +112,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         token = auth.new_token()
         await repo.add_token(auth.hash_token(token), who, "acme", groups)
         tokens[who.split("@")[0]] = token
-    api = create_api(ServiceHolder(service))
+    api = create_api(ServiceHolder(service), ApiRateLimits(per_token="1000/minute", per_ip="1000/minute"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
         yield World(service, repo, bus, clock, client, sender, tokens)
 
@@ -268,7 +269,7 @@ async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:
 
 async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
     secret = webhooks.new_secret()
-    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", secret, "acme", ()))
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", secret, "acme", ("bob@acme.example",)))
     record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
     assert record is not None
     data = {"approval_id": record.approval_id, "approver": "bob@acme.example", "decision": "approve", "action_digest": record.action_digest}
@@ -316,7 +317,7 @@ async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(worl
 
 
 def test_openapi_documents_the_approver_api_with_bearer_auth() -> None:
-    doc = create_api(ServiceHolder()).openapi()
+    doc = create_api(ServiceHolder(), ApiRateLimits(per_token="1/second", per_ip="1/second")).openapi()
     approve = doc["paths"]["/api/v1/approvals/{approval_id}/approve"]["post"]
     assert approve["security"] == [{"HTTPBearer": []}]
     assert {"401", "403", "409", "422"} <= set(approve["responses"])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+import standardwebhooks
 
 from servicekit import SigningKey
 from services.approval import auth, webhooks
@@ -22,11 +25,19 @@ def test_signature_matches_the_spec_example() -> None:
     assert webhooks.sign(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY) == SPEC_SIGNATURE
 
 
+NOW_TS = int(time.time())  # the library holds timestamps to 5 minutes of the real time
+
+
+def test_the_reference_library_verifies_our_signature() -> None:
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, NOW_TS, SPEC_BODY)
+    standardwebhooks.Webhook(SPEC_SECRET).verify(SPEC_BODY, headers, json_parse=False)  # raises if it does not
+
+
 def test_verify_accepts_a_genuine_message_and_one_of_several_signatures() -> None:
-    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY)
-    assert webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=SPEC_TS + 10, tolerance_s=300) == (SPEC_ID, SPEC_TS)
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, NOW_TS, SPEC_BODY)
+    assert webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=NOW_TS + 10, tolerance_s=300) == (SPEC_ID, NOW_TS)
     rotated = headers | {"webhook-signature": "v1,AAAA " + headers["webhook-signature"]}
-    assert webhooks.verify(SPEC_SECRET, rotated, SPEC_BODY, now=SPEC_TS, tolerance_s=300)[0] == SPEC_ID
+    assert webhooks.verify(SPEC_SECRET, rotated, SPEC_BODY, now=NOW_TS, tolerance_s=300)[0] == SPEC_ID
 
 
 @pytest.mark.parametrize(
@@ -34,25 +45,80 @@ def test_verify_accepts_a_genuine_message_and_one_of_several_signatures() -> Non
     [
         ({"webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OF="}, "bad_signature"),
         ({"webhook-id": "msg_other"}, "bad_signature"),
-        ({"webhook-timestamp": str(SPEC_TS - 301)}, "stale_timestamp"),
-        ({"webhook-timestamp": str(SPEC_TS + 301)}, "stale_timestamp"),
+        ({"webhook-timestamp": str(NOW_TS - 301)}, "stale_timestamp"),
+        ({"webhook-timestamp": str(NOW_TS + 301)}, "stale_timestamp"),
         ({"webhook-timestamp": "soon"}, "bad_timestamp"),
         ({"webhook-id": ""}, "missing_headers"),
+        ({"webhook-signature": "v1,\u00e9\u00e9\u00e9"}, "bad_signature"),  # non-ASCII: a refusal, not an error
+        ({"webhook-signature": "v1"}, "bad_signature"),
+        ({"webhook-signature": "v1,not base64!"}, "bad_signature"),
+        ({"webhook-signature": "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="}, "bad_signature"),
     ],
 )
 def test_verify_refuses(change: dict[str, str], code: str) -> None:
-    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY) | change
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, NOW_TS, SPEC_BODY) | change
     with pytest.raises(webhooks.WebhookVerificationError) as caught:
-        webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=SPEC_TS, tolerance_s=300)
+        webhooks.verify(SPEC_SECRET, headers, SPEC_BODY, now=NOW_TS, tolerance_s=300)
     assert caught.value.code == code
 
 
 def test_a_tampered_body_or_another_secret_fails() -> None:
-    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, SPEC_TS, SPEC_BODY)
+    headers = webhooks.signed_headers(SPEC_SECRET, SPEC_ID, NOW_TS, SPEC_BODY)
     with pytest.raises(webhooks.WebhookVerificationError):
-        webhooks.verify(SPEC_SECRET, headers, b'{"test": 1}', now=SPEC_TS, tolerance_s=300)
+        webhooks.verify(SPEC_SECRET, headers, b'{"test": 1}', now=NOW_TS, tolerance_s=300)
     with pytest.raises(webhooks.WebhookVerificationError):
-        webhooks.verify(webhooks.new_secret(), headers, SPEC_BODY, now=SPEC_TS, tolerance_s=300)
+        webhooks.verify(webhooks.new_secret(), headers, SPEC_BODY, now=NOW_TS, tolerance_s=300)
+    with pytest.raises(webhooks.WebhookVerificationError):
+        webhooks.verify(SPEC_SECRET, headers, b"\xff\xfe not UTF-8", now=NOW_TS, tolerance_s=300)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused"),
+    [
+        ("https://93.184.216.34/hook", (), False),
+        ("https://127.0.0.1/hook", (), True),
+        ("https://[::1]/hook", (), True),
+        ("https://[::ffff:10.0.0.1]/hook", (), True),
+        ("https://10.1.2.3/hook", (), True),
+        ("https://192.168.1.1/hook", (), True),
+        ("https://169.254.169.254/latest/meta-data", (), True),
+        ("https://0.0.0.0/hook", (), True),
+        ("http://93.184.216.34/hook", (), True),
+        ("ftp://93.184.216.34/hook", (), True),
+        ("http://127.0.0.1:9/hook", ("127.0.0.1",), False),
+        ("https://169.254.169.254/", ("127.0.0.1",), True),
+        ("https://localhost/hook", (), True),
+    ],
+)
+async def test_webhook_urls_are_https_to_public_addresses_unless_allow_listed(url: str, allowed: tuple[str, ...], refused: bool) -> None:
+    assert (await webhooks.url_refusal(url, allowed) is not None) == refused
+
+
+async def test_the_sender_refuses_a_url_at_delivery_and_never_keeps_a_response_body() -> None:
+    answered: list[str] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        answered.append(str(request.url))
+        return httpx.Response(500, text="db password is hunter2")
+
+    sender = webhooks.HttpxSender(1.0, ["hooks.test"], transport=httpx.MockTransport(receiver))
+    try:
+        refused = await sender.send("https://169.254.169.254/latest", {}, b"{}")
+        failed = await sender.send("http://hooks.test/hook", {}, b"{}")
+    finally:
+        await sender.close()
+    assert not refused.ok
+    assert refused.error is not None
+    assert refused.error.startswith("url_refused")
+    assert answered == ["http://hooks.test/hook"]  # the refused URL was never called
+    assert (failed.ok, failed.status_code, failed.error) == (False, 500, "HTTP 500")
+
+
+def test_secrets_must_be_whsec_base64() -> None:
+    webhooks.check_secret(webhooks.new_secret())
+    for bad in ("whsec_", "whsec_%%%", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_AAAA"):
+        with pytest.raises(ValueError, match="whsec_"):
+            webhooks.check_secret(bad)
 
 
 def test_backoff_doubles_and_caps() -> None:
