@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -61,9 +62,12 @@ class ApprovalHarness:
         assert self.proc.pool is not None
         return PgApprovalRepository(self.proc.pool)
 
-    async def token(self, approver: str, groups: list[str], tenant: str | None = None) -> str:
+    async def token(
+        self, approver: str, groups: list[str], tenant: str | None = None, *, expires_at: datetime | None = None, operator: bool = False
+    ) -> str:
         token = auth.new_token()
-        await self.repo.add_token(auth.hash_token(token), approver, tenant or self.tenant, groups)
+        tenant_id = "*" if operator else tenant or self.tenant
+        await self.repo.add_token(auth.hash_token(token), approver, tenant_id, groups, expires_at=expires_at, operator=operator)
         return token
 
     def decided(
@@ -115,7 +119,8 @@ async def start_approval(kit: KitSettings) -> AsyncIterator[StartApproval]:
     started: list[tuple[ServiceProcess, Bus]] = []
 
     async def start(**overrides: Any) -> ApprovalHarness:
-        settings = ApprovalSettings(**({"http_port": 0, "sweep_interval_s": 0.2} | overrides))
+        defaults = {"http_port": 0, "sweep_interval_s": 0.2, "webhook_allowed_hosts": ["127.0.0.1"]}  # the tests' receivers are local
+        settings = ApprovalSettings(**(defaults | overrides))
         proc = build(kit, settings)
         await proc.start()
         bus = Bus(make_broker(kit.kafka_bootstrap, "approval-test"), "approval-test", kit.kafka_bootstrap, kit.topic_prefix)

@@ -108,7 +108,7 @@ async def test_inbound_callbacks_check_signature_timestamp_and_replay(
     await h.token("bob@acme.example", ["finance"])
     created = await http.post(
         f"{h.url}/api/v1/webhooks/endpoints",
-        json={"endpoint_id": f"slack-{h.tenant}", "url": "http://127.0.0.1:9/unused", "tenant_id": h.tenant},
+        json={"endpoint_id": f"slack-{h.tenant}", "url": "http://127.0.0.1:9/unused", "approvers": ["bob@acme.example"]},
         headers={"Authorization": f"Bearer {admin}"},
     )
     assert created.status_code == 200, created.text
