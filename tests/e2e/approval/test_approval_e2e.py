@@ -197,6 +197,18 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     assert revoked.returncode == 1
     assert "401" in revoked.stderr
 
+    bob_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "bob@acme.example" in line and stack.tenant in line)
+    rotated = stack.cli("approvals", "token", "rotate", bob_id, "--expires-in-days", "2")
+    assert rotated.returncode == 0, rotated.stderr
+    new_bob = rotated.stdout.strip().splitlines()[-1]
+    assert new_bob.startswith("tga_")
+    assert new_bob != bob
+    assert "401" in stack.cli("approvals", "list", token=bob).stderr  # the old token is revoked at once
+    assert stack.cli("approvals", "list", token=new_bob).returncode == 0
+    everywhere = stack.cli("approvals", "token", "create", "--approver", "eve@acme.example", "--tenant", "*", "--groups", "admin")
+    assert everywhere.returncode == 1  # a token across tenants is only an explicit operator token
+    assert "--operator" in everywhere.stderr + everywhere.stdout
+
     (event,) = await wait_for(lambda: stack.decisions(approval_id), what="approval.granted on the bus")
     assert event.type == "tidegate.approval.granted"
     assert event.data.comment == "known customer"
