@@ -109,3 +109,17 @@ def test_show_prints_untrusted_text_verbatim_not_as_markup(monkeypatch: pytest.M
     assert '"[red]pay now[/red]"' in result.output
     assert '["a@x.example"]' in result.output
     assert "['finance']" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--tenant", "*", "--groups", "admin"],
+        ["--groups", "admin"],
+        ["--tenant", "acme", "--operator", "--groups", "admin"],
+    ],
+)
+def test_a_token_across_tenants_is_only_an_explicit_operator_token(runner: CliRunner, args: list[str]) -> None:
+    result = runner.invoke(approvals.app, ["token", "create", "--approver", "eve@acme.example", *args])
+    assert result.exit_code == 1
+    assert "--operator" in result.output

@@ -354,3 +354,45 @@ async def test_a_decision_taken_over_http_continues_the_escalations_trace(world:
     assert granted.type == "tidegate.approval.granted"
     assert granted.traceparent is not None
     assert granted.traceparent.split("-")[1] == escalation_trace
+
+
+async def test_the_body_is_read_only_once_the_caller_may_decide(world: World) -> None:
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    stranger = auth.new_token()
+    await world.repo.add_token(auth.hash_token(stranger), "eve@globex.example", "globex", ["finance"])
+    url = f"/api/v1/approvals/{record.approval_id}/approve"
+    invalid = {"edited_args": [1], "unexpected": True}
+    assert (await world.client.post(url, json=invalid, headers=bearer(stranger))).json()["detail"]["code"] == "not_found"
+    assert (await world.client.post(url, content=b"{not json", headers=bearer(stranger))).status_code == 404
+    assert (await world.client.post(url, json=invalid, headers=bearer(world.tokens["dan"]))).json()["detail"]["code"] == "not_in_group"
+    assert (await world.client.post(url, json=invalid, headers=bearer(world.tokens["alice"]))).json()["detail"]["code"] == "four_eyes"
+    mine = await world.client.post(url, json=invalid, headers=bearer(world.tokens["bob"]))
+    assert (mine.status_code, mine.json()["detail"]["code"]) == (422, "invalid_body")
+    assert world.bus.types() == ["tidegate.approval.requested"]
+
+
+async def test_an_approver_rotates_their_own_token_over_the_api(world: World) -> None:
+    old = world.tokens["bob"]
+    rotated = await world.client.post("/api/v1/tokens/rotate", headers=bearer(old))
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["token"]
+    assert (await world.client.get("/api/v1/me", headers=bearer(old))).status_code == 401
+    assert (await world.client.get("/api/v1/me", headers=bearer(new))).json()["approver"] == "bob@acme.example"
+    expires = datetime.fromisoformat(rotated.json()["expires_at"])
+    assert expires - world.clock() == timedelta(days=30)
+    world.repo.clock = world.clock
+    world.clock.now = expires - timedelta(seconds=1)
+    assert (await world.client.get("/api/v1/me", headers=bearer(new))).status_code == 200
+    world.clock.now = expires
+    assert (await world.client.get("/api/v1/me", headers=bearer(new))).status_code == 401  # expired, not revoked
+
+
+async def test_a_credential_past_its_rate_gets_429_with_retry_after(world: World) -> None:
+    api = create_api(ServiceHolder(world.service), ApiRateLimits(per_token="3/minute", per_ip="1000/minute"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
+        answers = [await client.get("/api/v1/me", headers=bearer(world.tokens["bob"])) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert int(answers[-1].headers["retry-after"]) >= 1
+        assert (await client.get("/api/v1/me", headers=bearer(world.tokens["dan"]))).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200  # the page and liveness are not limited
