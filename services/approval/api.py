@@ -351,7 +351,8 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
     async def show(approval_id: str, service: Svc, session: Auth) -> dict[str, Any]:
         """A request with the task's other events known here and its cost so far (another tenant's: 404, as a missing one)."""
         record = await service.repo.get(approval_id)
-        if record is None or not session.approver.may_see(record.tenant_id):
+        other_link = session.link is not None and session.link.approval_id != approval_id  # a link shows its own approval only
+        if record is None or other_link or not session.approver.may_see(record.tenant_id):
             raise _error(domain.not_found(approval_id))
         context = await service.context(record)
         return {**_view(service, record, session), "context": context["events"], "cost": context["cost"]}

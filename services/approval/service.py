@@ -206,6 +206,8 @@ class ApprovalService:
             except auth.LinkError as exc:
                 raise AuthError(str(exc)) from exc
             groups = await self.repo.groups_of(claims.approver, claims.tenant_id)
+            if not groups:  # revoked or expired since the message went out: the link dies with the person's tokens
+                raise AuthError("the link's approver holds no live token in its tenant any more")
             who = Approver(approver=claims.approver, tenant_id=claims.tenant_id, groups=frozenset(groups), via="link")
             return Session(who, claims)
         info = await self.repo.token(auth.hash_token(credential))

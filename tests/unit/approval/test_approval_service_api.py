@@ -258,6 +258,9 @@ async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:
     link = json.loads(body)["data"]["links"]["bob@acme.example"].split("#link=")[1]
     me = (await world.client.get("/api/v1/me", headers=bearer(link))).json()
     assert (me["approver"], me["via"], me["groups"]) == ("bob@acme.example", "link", ["finance"])
+    other = await world.service.on_decided(decided("a-2"), event_id="e2", at=world.clock())
+    assert other is not None
+    assert (await world.client.get(f"/api/v1/approvals/{other.approval_id}", headers=bearer(link))).status_code == 404
     first = await world.client.post(
         f"/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(link)
     )
@@ -265,6 +268,22 @@ async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:
     replay = await world.client.post(f"/api/v1/approvals/{record.approval_id}/reject", json={}, headers=bearer(link))
     assert replay.status_code == 401
     assert replay.json()["detail"]["code"] == "link_used"
+
+
+async def test_a_link_dies_with_its_approvers_tokens(world: World) -> None:
+    secret = webhooks.new_secret()
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", secret, "acme", ("bob@acme.example",)))
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    world.sender.failures = 0
+    assert await world.service.deliver_webhooks() == 1
+    link = json.loads(world.sender.got[-1][2])["data"]["links"]["bob@acme.example"].split("#link=")[1]
+    assert (await world.client.get("/api/v1/me", headers=bearer(link))).status_code == 200
+    for token_id, (_, info) in list(world.repo.token_rows.items()):
+        if info.approver == "bob@acme.example":
+            assert await world.repo.revoke_token(token_id)
+    gone = await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(link))
+    assert (gone.status_code, gone.json()["detail"]["code"]) == (401, "unauthenticated")
 
 
 async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
