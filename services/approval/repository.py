@@ -1,5 +1,7 @@
 """Where the approval service keeps its state: a Protocol, its asyncpg implementation, an in-memory twin.
 
+This module holds the requests (with their outbox and the task events seen) and composes the
+credential part (`_token_store`) and the webhook part (`_webhook_store`) into one repository.
 Every change of a request is a conditional write (`... WHERE version = $old AND status = 'pending'`),
 so two humans acting at the same moment cannot both settle it: one write wins, the other sees the
 new state. Events to publish and webhook messages are written in the same transaction (outbox).
@@ -9,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
 
+from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
+from services.approval._webhook_store import Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
 from services.approval.domain import ApprovalRecord
-
-DEFAULT_TOKEN_TTL = timedelta(days=30)  # what the schema gives a token inserted without an expiry (migration 002)
 
 __all__ = [
     "ApprovalRepository",
@@ -41,36 +42,6 @@ class OutboxItem:
     approval_id: str
     topic: str
     payload: str
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A webhook message for one endpoint; `delivery_id` is its `webhook-id`."""
-
-    delivery_id: str
-    endpoint_id: str
-    approval_id: str
-    event_type: str
-    body: str
-    status: str = "pending"
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
-    last_status_code: int | None = None
-    last_error: str | None = None
-    delivered_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where webhooks go, with the secret that signs them (and verifies callbacks from it)."""
-
-    endpoint_id: str
-    url: str
-    secret: str
-    tenant_id: str = "*"
-    approvers: tuple[str, ...] = ()
-    enabled: bool = True
-    source: str = "api"
 
 
 @dataclass(frozen=True)
@@ -105,23 +76,8 @@ class TaskEvent:
         }
 
 
-@dataclass(frozen=True)
-class TokenInfo:
-    """An approver token as stored (never the token itself)."""
-
-    token_id: str
-    approver: str
-    tenant_id: str
-    groups: tuple[str, ...]
-    created_at: datetime
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
-    expires_at: datetime | None = None
-    operator: bool = False
-
-
-class ApprovalRepository(Protocol):
-    """The approval service's storage."""
+class ApprovalRepository(TokenStore, WebhookStore, Protocol):
+    """The approval service's storage: requests here, credentials and webhooks from their parts."""
 
     async def insert_request(
         self, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]
@@ -163,89 +119,6 @@ class ApprovalRepository(Protocol):
         """Record that an outbox item is on the bus."""
         ...
 
-    async def add_token(
-        self,
-        token_sha256: str,
-        approver: str,
-        tenant_id: str,
-        groups: Sequence[str],
-        *,
-        expires_at: datetime | None = None,
-        operator: bool = False,
-    ) -> TokenInfo:
-        """Store a token's hash for an approver, expiring at `expires_at` (None: 30 days from now); an operator token is tenant `*`."""
-        ...
-
-    async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live (not revoked, not expired) token with this hash; marks it used."""
-        ...
-
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor (same approver, tenant, groups) at once; None when not live."""
-        ...
-
-    async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
-        ...
-
-    async def tokens(self) -> list[TokenInfo]:
-        """Every token."""
-        ...
-
-    async def revoke_token(self, token_id: str) -> bool:
-        """Revoke a token; False when unknown or already revoked."""
-        ...
-
-    async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant (empty: not a registered approver)."""
-        ...
-
-    async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
-        """Record a link as used; False when it was used before."""
-        ...
-
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
-        """Record an inbound message id; False when seen before (a replay)."""
-        ...
-
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False)."""
-        ...
-
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
-        ...
-
-    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
-        """Enabled endpoints for a tenant (its own and `*`), or all."""
-        ...
-
-    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
-        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
-        ...
-
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased so that another copy of the service does not send them too."""
-        ...
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        attempt: int,
-        *,
-        status_code: int | None,
-        error: str | None,
-        duration_ms: float,
-        outcome: str,
-        next_at: datetime | None,
-    ) -> None:
-        """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`)."""
-        ...
-
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
-        ...
-
     async def record_task_event(self, event: TaskEvent) -> None:
         """Keep a decision or result (idempotent by event id)."""
         ...
@@ -261,48 +134,6 @@ class ApprovalRepository(Protocol):
 
 def _record(row: asyncpg.Record) -> ApprovalRecord:
     return ApprovalRecord.model_validate_json(row["record"])
-
-
-def _delivery(row: asyncpg.Record) -> Delivery:
-    return Delivery(
-        delivery_id=row["delivery_id"],
-        endpoint_id=row["endpoint_id"],
-        approval_id=row["approval_id"],
-        event_type=row["event_type"],
-        body=row["body"],
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_status_code=row["last_status_code"],
-        last_error=row["last_error"],
-        delivered_at=row["delivered_at"],
-    )
-
-
-def _endpoint(row: asyncpg.Record) -> Endpoint:
-    return Endpoint(
-        endpoint_id=row["endpoint_id"],
-        url=row["url"],
-        secret=row["secret"],
-        tenant_id=row["tenant_id"],
-        approvers=tuple(row["approvers"]),
-        enabled=row["enabled"],
-        source=row["source"],
-    )
-
-
-def _token(row: asyncpg.Record) -> TokenInfo:
-    return TokenInfo(
-        token_id=row["token_id"],
-        approver=row["approver"],
-        tenant_id=row["tenant_id"],
-        groups=tuple(row["groups"]),
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-        last_used_at=row["last_used_at"],
-        expires_at=row["expires_at"],
-        operator=row["operator"],
-    )
 
 
 def _task_event(row: asyncpg.Record) -> TaskEvent:
@@ -323,7 +154,7 @@ def _task_event(row: asyncpg.Record) -> TaskEvent:
     )
 
 
-class PgApprovalRepository:
+class PgApprovalRepository(PgTokenStore, PgWebhookStore):
     """PostgreSQL storage in the `approval` schema (tables qualified, so any search_path works)."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:
@@ -449,215 +280,6 @@ class PgApprovalRepository:
         """Record that an outbox item is on the bus."""
         await self.pool.execute(f"UPDATE {self.s}.outbox SET published_at = now() WHERE event_id = $1 AND published_at IS NULL", event_id)
 
-    async def add_token(
-        self,
-        token_sha256: str,
-        approver: str,
-        tenant_id: str,
-        groups: Sequence[str],
-        *,
-        expires_at: datetime | None = None,
-        operator: bool = False,
-    ) -> TokenInfo:
-        """Store a token's hash for an approver (an operator token is tenant `*`)."""
-        async with self.pool.acquire() as conn:
-            return await self._add_token(conn, token_sha256, approver, tenant_id, groups, expires_at, operator)
-
-    async def _add_token(
-        self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
-    ) -> TokenInfo:
-        if operator != (tenant_id == "*"):
-            raise ValueError("an operator token is tenant '*', and only an operator token is")
-        row = await conn.fetchrow(
-            f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, expires_at, operator) "
-            f"VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() + interval '{DEFAULT_TOKEN_TTL.days} days'), $7) RETURNING *",
-            "tok_" + secrets.token_hex(6),
-            sha,
-            approver,
-            tenant_id,
-            list(groups),
-            expires_at,
-            operator,
-        )
-        assert row is not None  # RETURNING of a successful INSERT
-        return _token(row)
-
-    async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live (not revoked, not expired) token with this hash; marks it used."""
-        row = await self.pool.fetchrow(
-            f"UPDATE {self.s}.approver_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL "
-            "AND expires_at > now() RETURNING *",
-            token_sha256,
-        )
-        return _token(row) if row else None
-
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor (same approver, tenant, groups) in one transaction."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(
-                f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL "
-                "AND expires_at > now() RETURNING *",
-                token_id,
-            )
-            if old is None:
-                return None
-            return await self._add_token(conn, new_sha256, old["approver"], old["tenant_id"], old["groups"], expires_at, old["operator"])
-
-    async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
-        found = await self.pool.fetchval(
-            f"SELECT 1 FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id = $2 AND revoked_at IS NULL "
-            "AND expires_at > now() LIMIT 1",
-            approver,
-            tenant_id,
-        )
-        return found is not None
-
-    async def tokens(self) -> list[TokenInfo]:
-        """Every token."""
-        return [_token(r) for r in await self.pool.fetch(f"SELECT * FROM {self.s}.approver_tokens ORDER BY created_at")]
-
-    async def revoke_token(self, token_id: str) -> bool:
-        """Revoke a token; False when unknown or already revoked."""
-        done = await self.pool.fetchval(
-            f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL RETURNING token_id",
-            token_id,
-        )
-        return done is not None
-
-    async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant."""
-        rows = await self.pool.fetch(
-            f"SELECT groups FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id IN ($2, '*') AND revoked_at IS NULL "
-            "AND expires_at > now()",
-            approver,
-            tenant_id,
-        )
-        return {g for r in rows for g in r["groups"]}
-
-    async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
-        """Record a link as used; False when it was used before."""
-        done = await self.pool.fetchval(
-            f"INSERT INTO {self.s}.used_links (link_id, approval_id, approver) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING "
-            "RETURNING link_id",
-            link_id,
-            approval_id,
-            approver,
-        )
-        return done is not None
-
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
-        """Record an inbound message id; False when seen before (a replay)."""
-        done = await self.pool.fetchval(
-            f"INSERT INTO {self.s}.inbound_messages (endpoint_id, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING message_id",
-            endpoint_id,
-            message_id,
-        )
-        return done is not None
-
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False), atomically."""
-        done = await self.pool.fetchval(
-            f"INSERT INTO {self.s}.webhook_endpoints AS e (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, tenant_id = EXCLUDED.tenant_id, "
-            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source "
-            "WHERE NOT $8 OR e.tenant_id = EXCLUDED.tenant_id RETURNING endpoint_id",
-            endpoint.endpoint_id,
-            endpoint.url,
-            endpoint.secret,
-            endpoint.tenant_id,
-            list(endpoint.approvers),
-            endpoint.enabled,
-            endpoint.source,
-            within_tenant,
-        )
-        return done is not None
-
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
-        row = await self.pool.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", endpoint_id)
-        return _endpoint(row) if row else None
-
-    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
-        """Enabled endpoints for a tenant (its own and `*`), or all."""
-        rows = await self.pool.fetch(
-            f"SELECT * FROM {self.s}.webhook_endpoints WHERE ($1::text IS NULL OR (enabled AND tenant_id IN ($1, '*'))) "
-            "ORDER BY endpoint_id",
-            tenant_id,
-        )
-        return [_endpoint(r) for r in rows]
-
-    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
-        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
-        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
-        return [_endpoint(r) for r in rows]
-
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased (next attempt pushed out) under SKIP LOCKED."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 WHERE delivery_id IN ("
-                f"SELECT delivery_id FROM {self.s}.webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 "
-                "ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING d.*",
-                now,
-                now + lease,
-                limit,
-            )
-            result = []
-            for row in rows:
-                ep = await conn.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", row["endpoint_id"])
-                if ep is not None:
-                    result.append((_delivery(row), _endpoint(ep)))
-        return result
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        attempt: int,
-        *,
-        status_code: int | None,
-        error: str | None,
-        duration_ms: float,
-        outcome: str,
-        next_at: datetime | None,
-    ) -> None:
-        """Log one attempt and move the delivery on."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) VALUES ($1, $2, "
-                "$3, $4, $5) "
-                "ON CONFLICT DO NOTHING",
-                delivery_id,
-                attempt,
-                status_code,
-                error,
-                duration_ms,
-            )
-            await conn.execute(
-                f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, last_error = $5, "
-                "next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE "
-                "delivered_at END "
-                "WHERE delivery_id = $1",
-                delivery_id,
-                attempt,
-                outcome,
-                status_code,
-                error,
-                next_at,
-            )
-
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
-        rows = await self.pool.fetch(
-            f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) AND ($3::text IS NULL OR "
-            f"endpoint_id IN (SELECT endpoint_id FROM {self.s}.webhook_endpoints WHERE tenant_id = $3)) ORDER BY created_at DESC LIMIT $2",
-            approval_id,
-            limit,
-            tenant_id,
-        )
-        return [_delivery(r) for r in rows]
-
     async def record_task_event(self, event: TaskEvent) -> None:
         """Keep a decision or result (idempotent by event id)."""
         await self.pool.execute(
@@ -695,19 +317,12 @@ class PgApprovalRepository:
 
 
 @dataclass
-class InMemoryApprovalRepository:
+class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore):
     """The in-memory twin, for unit tests; a lock stands in for PostgreSQL's row locks."""
 
     records: dict[str, ApprovalRecord] = field(default_factory=dict)
     outbox: dict[str, tuple[OutboxItem, bool]] = field(default_factory=dict)
-    token_rows: dict[str, tuple[str, TokenInfo]] = field(default_factory=dict)
-    links: set[str] = field(default_factory=set)
-    messages: set[tuple[str, str]] = field(default_factory=set)
-    endpoint_rows: dict[str, Endpoint] = field(default_factory=dict)
-    delivery_rows: dict[str, Delivery] = field(default_factory=dict)
-    attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
     events: dict[str, TaskEvent] = field(default_factory=dict)
-    clock: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _side(self, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -777,145 +392,6 @@ class InMemoryApprovalRepository:
         """Record that an outbox item is on the bus."""
         item, _ = self.outbox[event_id]
         self.outbox[event_id] = (item, True)
-
-    def _now(self) -> datetime:
-        from schemas import utcnow
-
-        return self.clock() if self.clock is not None else utcnow()
-
-    def _live(self, info: TokenInfo) -> bool:
-        return info.revoked_at is None and (info.expires_at is None or info.expires_at > self._now())
-
-    async def add_token(
-        self,
-        token_sha256: str,
-        approver: str,
-        tenant_id: str,
-        groups: Sequence[str],
-        *,
-        expires_at: datetime | None = None,
-        operator: bool = False,
-    ) -> TokenInfo:
-        """Store a token's hash."""
-        if operator != (tenant_id == "*"):
-            raise ValueError("an operator token is tenant '*', and only an operator token is")
-        info = TokenInfo(
-            "tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), self._now(), expires_at=expires_at, operator=operator
-        )
-        self.token_rows[info.token_id] = (token_sha256, info)
-        return info
-
-    async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live token with this hash."""
-        return next((info for h, info in self.token_rows.values() if h == token_sha256 and self._live(info)), None)
-
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor."""
-        if token_id not in self.token_rows or not self._live(self.token_rows[token_id][1]):
-            return None
-        h, old = self.token_rows[token_id]
-        self.token_rows[token_id] = (h, replace(old, revoked_at=self._now()))
-        return await self.add_token(new_sha256, old.approver, old.tenant_id, old.groups, expires_at=expires_at, operator=old.operator)
-
-    async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
-        return any(i.approver == approver and i.tenant_id == tenant_id and self._live(i) for _, i in self.token_rows.values())
-
-    async def tokens(self) -> list[TokenInfo]:
-        """Every token."""
-        return [info for _, info in self.token_rows.values()]
-
-    async def revoke_token(self, token_id: str) -> bool:
-        """Revoke a token."""
-        if token_id not in self.token_rows or self.token_rows[token_id][1].revoked_at is not None:
-            return False
-        h, info = self.token_rows[token_id]
-        self.token_rows[token_id] = (h, replace(info, revoked_at=self._now()))
-        return True
-
-    async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant."""
-        return {
-            g
-            for _, info in self.token_rows.values()
-            if info.approver == approver and info.tenant_id in (tenant_id, "*") and self._live(info)
-            for g in info.groups
-        }
-
-    async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
-        """Record a link as used."""
-        if link_id in self.links:
-            return False
-        self.links.add(link_id)
-        return True
-
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
-        """Record an inbound message id."""
-        if (endpoint_id, message_id) in self.messages:
-            return False
-        self.messages.add((endpoint_id, message_id))
-        return True
-
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint (not another tenant's, with `within_tenant`)."""
-        current = self.endpoint_rows.get(endpoint.endpoint_id)
-        if within_tenant and current is not None and current.tenant_id != endpoint.tenant_id:
-            return False
-        self.endpoint_rows[endpoint.endpoint_id] = endpoint
-        return True
-
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
-        return self.endpoint_rows.get(endpoint_id)
-
-    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
-        """Enabled endpoints for a tenant, or all."""
-        return [e for e in self.endpoint_rows.values() if tenant_id is None or (e.enabled and e.tenant_id in (tenant_id, "*"))]
-
-    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
-        """The endpoints that belong to a tenant."""
-        return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
-
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased."""
-        due = [
-            d for d in self.delivery_rows.values() if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now
-        ][:limit]
-        for d in due:
-            self.delivery_rows[d.delivery_id] = replace(d, next_attempt_at=now + lease)
-        return [(d, self.endpoint_rows[d.endpoint_id]) for d in due if d.endpoint_id in self.endpoint_rows]
-
-    async def record_attempt(
-        self,
-        delivery_id: str,
-        attempt: int,
-        *,
-        status_code: int | None,
-        error: str | None,
-        duration_ms: float,
-        outcome: str,
-        next_at: datetime | None,
-    ) -> None:
-        """Log one attempt and move the delivery on."""
-        d = self.delivery_rows[delivery_id]
-        self.attempts.append((delivery_id, attempt, status_code, error))
-        self.delivery_rows[delivery_id] = replace(
-            d,
-            attempts=attempt,
-            status=outcome,
-            last_status_code=status_code,
-            last_error=error,
-            next_attempt_at=next_at or d.next_attempt_at,
-        )
-
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log."""
-        owned = {e.endpoint_id for e in self.endpoint_rows.values() if e.tenant_id == tenant_id}
-        return [
-            d
-            for d in self.delivery_rows.values()
-            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.endpoint_id in owned)
-        ][:limit]
 
     async def record_task_event(self, event: TaskEvent) -> None:
         """Keep a decision or result."""

@@ -1,0 +1,317 @@
+"""Where webhooks are kept: endpoints (one tenant each), the delivery log with its attempts, inbound message ids.
+
+Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
+the asyncpg part and the in-memory twin's part. New deliveries are written by the request part, in
+the transaction of the state they announce (outbox).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import asyncpg
+
+__all__ = ["Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook message for one endpoint; `delivery_id` is its `webhook-id`."""
+
+    delivery_id: str
+    endpoint_id: str
+    approval_id: str
+    event_type: str
+    body: str
+    status: str = "pending"
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where webhooks go, with the secret that signs them (and verifies callbacks from it)."""
+
+    endpoint_id: str
+    url: str
+    secret: str
+    tenant_id: str = "*"
+    approvers: tuple[str, ...] = ()
+    enabled: bool = True
+    source: str = "api"
+
+
+class WebhookStore(Protocol):
+    """Webhook endpoints, deliveries and inbound message ids."""
+
+    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id; False when seen before (a replay)."""
+        ...
+
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False)."""
+        ...
+
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """One endpoint."""
+        ...
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled endpoints for a tenant (its own and `*`), or all."""
+        ...
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        ...
+
+    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, leased so that another copy of the service does not send them too."""
+        ...
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`)."""
+        ...
+
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
+        ...
+
+
+def _delivery(row: asyncpg.Record) -> Delivery:
+    return Delivery(
+        delivery_id=row["delivery_id"],
+        endpoint_id=row["endpoint_id"],
+        approval_id=row["approval_id"],
+        event_type=row["event_type"],
+        body=row["body"],
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+def _endpoint(row: asyncpg.Record) -> Endpoint:
+    return Endpoint(
+        endpoint_id=row["endpoint_id"],
+        url=row["url"],
+        secret=row["secret"],
+        tenant_id=row["tenant_id"],
+        approvers=tuple(row["approvers"]),
+        enabled=row["enabled"],
+        source=row["source"],
+    )
+
+
+class PgWebhookStore:
+    """The PostgreSQL part (tables `webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`, `inbound_messages`)."""
+
+    pool: asyncpg.Pool
+    s: str
+
+    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id; False when seen before (a replay)."""
+        done = await self.pool.fetchval(
+            f"INSERT INTO {self.s}.inbound_messages (endpoint_id, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING message_id",
+            endpoint_id,
+            message_id,
+        )
+        return done is not None
+
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False), atomically."""
+        done = await self.pool.fetchval(
+            f"INSERT INTO {self.s}.webhook_endpoints AS e (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+            "ON CONFLICT (endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, tenant_id = EXCLUDED.tenant_id, "
+            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source "
+            "WHERE NOT $8 OR e.tenant_id = EXCLUDED.tenant_id RETURNING endpoint_id",
+            endpoint.endpoint_id,
+            endpoint.url,
+            endpoint.secret,
+            endpoint.tenant_id,
+            list(endpoint.approvers),
+            endpoint.enabled,
+            endpoint.source,
+            within_tenant,
+        )
+        return done is not None
+
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """One endpoint."""
+        row = await self.pool.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", endpoint_id)
+        return _endpoint(row) if row else None
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled endpoints for a tenant (its own and `*`), or all."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.webhook_endpoints WHERE ($1::text IS NULL OR (enabled AND tenant_id IN ($1, '*'))) "
+            "ORDER BY endpoint_id",
+            tenant_id,
+        )
+        return [_endpoint(r) for r in rows]
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
+        return [_endpoint(r) for r in rows]
+
+    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, leased (next attempt pushed out) under SKIP LOCKED."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 WHERE delivery_id IN ("
+                f"SELECT delivery_id FROM {self.s}.webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 "
+                "ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING d.*",
+                now,
+                now + lease,
+                limit,
+            )
+            result = []
+            for row in rows:
+                ep = await conn.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", row["endpoint_id"])
+                if ep is not None:
+                    result.append((_delivery(row), _endpoint(ep)))
+        return result
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt and move the delivery on."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) VALUES ($1, $2, "
+                "$3, $4, $5) "
+                "ON CONFLICT DO NOTHING",
+                delivery_id,
+                attempt,
+                status_code,
+                error,
+                duration_ms,
+            )
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, last_error = $5, "
+                "next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE "
+                "delivered_at END "
+                "WHERE delivery_id = $1",
+                delivery_id,
+                attempt,
+                outcome,
+                status_code,
+                error,
+                next_at,
+            )
+
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) AND ($3::text IS NULL OR "
+            f"endpoint_id IN (SELECT endpoint_id FROM {self.s}.webhook_endpoints WHERE tenant_id = $3)) ORDER BY created_at DESC LIMIT $2",
+            approval_id,
+            limit,
+            tenant_id,
+        )
+        return [_delivery(r) for r in rows]
+
+
+@dataclass
+class InMemoryWebhookStore:
+    """The in-memory twin's part."""
+
+    messages: set[tuple[str, str]] = field(default_factory=set)
+    endpoint_rows: dict[str, Endpoint] = field(default_factory=dict)
+    delivery_rows: dict[str, Delivery] = field(default_factory=dict)
+    attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
+
+    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id."""
+        if (endpoint_id, message_id) in self.messages:
+            return False
+        self.messages.add((endpoint_id, message_id))
+        return True
+
+    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
+        """Create or replace an endpoint (not another tenant's, with `within_tenant`)."""
+        current = self.endpoint_rows.get(endpoint.endpoint_id)
+        if within_tenant and current is not None and current.tenant_id != endpoint.tenant_id:
+            return False
+        self.endpoint_rows[endpoint.endpoint_id] = endpoint
+        return True
+
+    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """One endpoint."""
+        return self.endpoint_rows.get(endpoint_id)
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled endpoints for a tenant, or all."""
+        return [e for e in self.endpoint_rows.values() if tenant_id is None or (e.enabled and e.tenant_id in (tenant_id, "*"))]
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant."""
+        return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
+
+    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, leased."""
+        due = [
+            d for d in self.delivery_rows.values() if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now
+        ][:limit]
+        for d in due:
+            self.delivery_rows[d.delivery_id] = replace(d, next_attempt_at=now + lease)
+        return [(d, self.endpoint_rows[d.endpoint_id]) for d in due if d.endpoint_id in self.endpoint_rows]
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt and move the delivery on."""
+        d = self.delivery_rows[delivery_id]
+        self.attempts.append((delivery_id, attempt, status_code, error))
+        self.delivery_rows[delivery_id] = replace(
+            d,
+            attempts=attempt,
+            status=outcome,
+            last_status_code=status_code,
+            last_error=error,
+            next_attempt_at=next_at or d.next_attempt_at,
+        )
+
+    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
+        """The delivery log."""
+        owned = {e.endpoint_id for e in self.endpoint_rows.values() if e.tenant_id == tenant_id}
+        return [
+            d
+            for d in self.delivery_rows.values()
+            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.endpoint_id in owned)
+        ][:limit]
