@@ -80,7 +80,10 @@ def read_event(topic: str | None, raw: bytes | str | None) -> Any:
     try:
         event = decode(topic, data) if topic is not None else decode_any(data)
     except ValidationError as exc:
-        raise _reason_of(exc) from None
+        reason = _reason_of(exc)
+        if reason.reason == "invalid_event" and _SUSPECT.search(data):
+            _screen(data)  # a NaN that broke a bound (`ge=0`) is a NaN first
+        raise reason from None
     except RecursionError:
         raise Unreadable("too_deep", "nested deeper than the parser allows") from None
     # Cheap screen first (replay reads a day of traffic): only a value that spells them is parsed again.

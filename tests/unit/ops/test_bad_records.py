@@ -147,3 +147,12 @@ def test_whatif_skips_a_nan_proposal_and_a_bad_recorded_fact_and_decides_the_res
     assert (report.evaluated, report.unchanged, report.flips) == (1, 1, [])
     assert report.skipped.summary() == "skipped 3: invalid_json 1, nan 1, not_decidable 1"
     assert report.as_dict()["skipped"]["by_reason"] == {"invalid_json": 1, "nan": 1, "not_decidable": 1}
+
+
+def test_a_nan_that_breaks_a_bound_is_a_nan() -> None:
+    data = s.TaskOutcomeData(task_id="t-1", tenant_id="acme", workflow="w", status="completed", summary="ok", duration_ms=1.0)
+    value = s.encode(s.TaskCompleted.build(data, source="tidegate/planner")).replace(b'"total":0.0', b'"total":NaN')
+    assert b"NaN" in value
+    with pytest.raises(Unreadable) as caught:
+        read_event("tasks.outcomes", value)
+    assert caught.value.reason == "nan"
