@@ -156,3 +156,12 @@ def test_a_nan_that_breaks_a_bound_is_a_nan() -> None:
     with pytest.raises(Unreadable) as caught:
         read_event("tasks.outcomes", value)
     assert caught.value.reason == "nan"
+
+
+@pytest.mark.parametrize("text", ["id: [unclosed", "id: c1\ndescription: no task\n"])
+def test_a_broken_eval_case_is_refused_naming_its_file(tmp_path: Any, text: str) -> None:
+    from tidegate.ops.evals import load_set
+
+    (tmp_path / "c1.yaml").write_text(text)
+    with pytest.raises(ValueError, match=r"c1\.yaml"):
+        load_set(tmp_path)
