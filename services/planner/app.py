@@ -82,7 +82,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
 
     async def connect(svc: ServiceProcess) -> None:
         assert svc.pool is not None
-        handlers.repo = PostgresTaskRepository(svc.pool, rates)
+        handlers.repo = PostgresTaskRepository(svc.pool, rates, prefix=kit.topic_prefix)
         sweeper.append(asyncio.create_task(sweep(), name="planner-step-timeouts"))
 
     async def stop_sweeping(svc: ServiceProcess) -> None:

@@ -69,6 +69,7 @@ class PostgresTaskRepository:
 
     pool: asyncpg.Pool
     rates: CostRates
+    prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
         """One transaction of few round trips: lock the task and learn whether the event was applied, then one write."""
@@ -121,8 +122,9 @@ class PostgresTaskRepository:
         ids = await conn.fetchval(
             f"""WITH {processed}
                t AS (INSERT INTO planner.tasks
-                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state)
-                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb)
+                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state,
+                        topic_prefix)
+                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
                      ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                        human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                        state = EXCLUDED.state, updated_at = now()
@@ -158,6 +160,7 @@ class PostgresTaskRepository:
             event_id,
             json.dumps(steps),
             json.dumps(outbound),
+            self.prefix,
         )
         return [PendingEvent(i, o.topic, o.event) for i, o in zip(ids, transition.outbound, strict=True)]
 
@@ -172,13 +175,14 @@ class PostgresTaskRepository:
         return TaskState.model_validate_json(raw) if raw else None
 
     async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
-        """See `TaskRepository` (open tasks only: the partial index `tasks_open` keeps this small)."""
+        """See `TaskRepository`: this deployment's open tasks only (the partial index `tasks_open` keeps this small)."""
         rows = await self.pool.fetch(
             "SELECT task_id, (state->'steps'->-1->>'waiting_since')::timestamptz AS since FROM planner.tasks "
-            "WHERE status IN ('running', 'waiting_human') AND (state->'steps'->-1->>'waiting_since')::timestamptz < $1 "
-            "ORDER BY since LIMIT $2",
+            "WHERE status IN ('running', 'waiting_human') AND topic_prefix = $3 "
+            "AND (state->'steps'->-1->>'waiting_since')::timestamptz < $1 ORDER BY since LIMIT $2",
             cutoff,
             limit,
+            self.prefix,
         )
         return [r["task_id"] for r in rows]
 

@@ -79,7 +79,7 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
     pool = await create_pool(infra.database_url, max_size=2)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        repo = PostgresTaskRepository(pool, RATES)
+        repo = PostgresTaskRepository(pool, RATES, prefix=f"test-{uuid.uuid4().hex[:8]}.")
         catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
         task = ticket_task(TICKETS[6], task_id=f"repo-{uuid.uuid4().hex[:8]}")
         plan = await PlaybookStrategy(catalog).plan(task)
@@ -89,6 +89,8 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
         await repo.published([proposal.outbox_id])
         assert task.task_id not in await repo.waiting_since_before(then)
         assert task.task_id in await repo.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
+        other = PostgresTaskRepository(pool, RATES, prefix="another-deployment.")  # same database, another deployment
+        assert task.task_id not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
 
         timeouts = domain.StepTimeouts(default_s=60)
         tick = lambda state: domain.on_tick(state, utcnow(), RATES, timeouts) if state is not None else None  # noqa: E731
