@@ -27,11 +27,11 @@ MAX_EVENT_BYTES: Final = 1_048_576
 
 
 def _suspect(data: bytes) -> bool:
-    """Whether the value may hold a NaN or an Infinity; two substring scans (replay reads a day of traffic).
+    """Whether the value may hold a NaN or an Infinity: two substring scans (replay reads a day of traffic).
 
-    A string that spells one only costs a second parse that finds nothing. A float literal too large to
-    be finite (`1e999`) is not screened here (it would cost a scan of every number); it reads as an
-    infinite float, which the policy engine refuses and what-if skips as `nan`.
+    A string that spells one only costs a second parse that finds nothing. A number too large to be
+    finite (`1e999`) is not screened here: a scan of every number cost as much as the decode itself
+    (measured); it reads as an infinite float, and `read_event` refuses one in an event's `args`.
     """
     return b"NaN" in data or b"Infinity" in data
 
@@ -70,8 +70,8 @@ def read_event(topic: str | None, raw: bytes | str | None) -> Any:
     """The typed event of one recorded value of catalog topic `topic` (None: any event type); raises `Unreadable`.
 
     NaN and Infinity are refused although the JSON parser accepts them: money and counts computed
-    from them would be meaningless (and the policy engine refuses them). Costs about twice a plain
-    decode only for a value that spells one of them.
+    from them would be meaningless (and the policy engine refuses them); so is a number too large
+    to be finite in a call's args. Costs about twice a plain decode only for a value that spells one.
     """
     if raw is None:
         raise Unreadable("invalid_event", "the record has no value")
@@ -90,6 +90,9 @@ def read_event(topic: str | None, raw: bytes | str | None) -> Any:
     # Cheap screen first (replay reads a day of traffic): only a value that spells them is parsed again.
     if _suspect(data):
         _screen(data)
+    args = getattr(getattr(event, "data", None), "args", None)
+    if args and _args_non_finite(args):  # `1e999` in a call's args: no digest, no amount can be computed from it
+        raise Unreadable("nan", "the call's args hold a number too large to be finite")
     return event
 
 
@@ -105,13 +108,30 @@ def _screen(data: bytes) -> None:
 
 
 def has_non_finite(value: Any) -> bool:
-    """Whether a decoded value holds a NaN or an infinite float anywhere (for values built in memory)."""
-    if isinstance(value, float):
-        return value != value or value in (float("inf"), float("-inf"))
-    if isinstance(value, dict):
-        return any(has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_non_finite(v) for v in value)
+    """Whether a decoded value holds a NaN or an infinite float anywhere (loops, no generators: it runs per event)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if item - item != 0.0:  # NaN - NaN and inf - inf are NaN; a finite float gives 0.0
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return False
+
+
+def _args_non_finite(args: dict[str, Any]) -> bool:
+    """`has_non_finite` for a call's args, without building a stack for the usual flat ones."""
+    for item in args.values():
+        kind = type(item)
+        if kind is float:
+            if item - item != 0.0:
+                return True
+        elif (kind is dict or kind is list) and has_non_finite(item):
+            return True
     return False
 
 

@@ -67,11 +67,22 @@ def test_an_unknown_type_on_any_topic() -> None:
     assert caught.value.reason == "unknown_type"
 
 
-def test_a_float_too_large_to_be_finite_reads_as_infinity_which_what_if_skips() -> None:
-    event = read_event("actions.proposed", with_amount("1e999"))
-    assert event.data.args["amount_usd"] == math.inf
+@pytest.mark.parametrize("text", ["1e999", "-2.5E+400", "1e1000"])
+def test_a_number_too_large_to_be_finite_in_args_is_a_nan(text: str) -> None:
+    with pytest.raises(Unreadable) as caught:
+        read_event("actions.proposed", with_amount(text))
+    assert caught.value.reason == "nan"
+
+
+def test_hex_that_looks_like_an_exponent_is_read_as_usual() -> None:
+    event = proposal("a-1", order_id="9e999", reason="ab3e512-4e400")
+    assert read_event("actions.proposed", raw(event)).data.args["order_id"] == "9e999"
+    assert read_event("actions.proposed", with_amount("1e300")).data.args["amount_usd"] == 1e300
+
+
+def test_an_infinite_amount_built_in_memory_is_skipped_by_what_if() -> None:
     kit = KitSettings()
-    report = evaluate(load_pack(kit.policy_dir, kit.tools_dir), [event.data], [])
+    report = evaluate(load_pack(kit.policy_dir, kit.tools_dir), [proposal("a-inf", amount_usd=math.inf).data], [])
     assert (report.evaluated, report.skipped.summary()) == (0, "skipped 1: nan 1")
 
 
