@@ -73,3 +73,22 @@ async def test_a_reservation_with_no_result_is_released_after_expiry_and_margin_
     )
     assert repo.spend[("acme", "*")] == pytest.approx(0.019)
     assert repo.reservations["never-ran"][1] == "settled"
+
+
+async def test_a_proposal_whose_args_hold_nan_is_dead_lettered_with_its_reason(service: PolicyService) -> None:
+    import math
+
+    from servicekit import Reject
+    from services.policy.handlers import PolicyHandlers
+
+    event = refund("nan")
+    event = event.model_copy(update={"data": event.data.model_copy(update={"args": {**event.data.args, "amount_usd": math.nan}})})
+    handlers = PolicyHandlers(service)
+    with pytest.raises(Reject) as refused:
+        await handlers.proposed(event)
+    assert (refused.value.code, refused.value.message) == ("invalid_args", "args of nan hold NaN or Infinity")
+    with pytest.raises(ValueError, match="one event at a time"):  # the bus falls back to `proposed` for each event
+        await handlers.proposed_batch([refund("fine"), event])
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    assert repo.decisions == {}
