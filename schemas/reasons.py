@@ -49,3 +49,5 @@ class ReasonCode(StrEnum):
     HANDLER_ERROR = "handler_error"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"
+    # Closing a task whose action never got an answer (the planner).
+    STEP_TIMEOUT = "step_timeout"

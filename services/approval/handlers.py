@@ -7,6 +7,7 @@ from typing import Any
 
 from schemas import ActionDecided, ActionFailed, ActionSucceeded, ActionUnknown
 from servicekit import Handler, Reject
+from servicekit.unreadable import has_non_finite
 from services.approval.service import ApprovalService
 
 __all__ = ["on_decided", "on_result"]
@@ -20,6 +21,8 @@ def on_decided(service: ServiceRef) -> Handler:
     async def handle(event: Any) -> None:
         if not isinstance(event, ActionDecided):
             raise Reject("invalid_event", f"unexpected {event.type} on actions.decided")
+        if has_non_finite(event.data.args):  # JSON has no NaN; the page would show null and a person approve it
+            raise Reject("invalid_event", f"args of {event.data.action_id} hold NaN or Infinity: no one can be asked to approve them")
         await service().on_decided(event.data, event_id=event.id, at=event.time)
 
     return handle

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 import schemas as s
+from servicekit.unreadable import Skipped, Unreadable, read_event
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
 
@@ -30,6 +31,7 @@ __all__ = [
     "search",
     "story",
     "summarize",
+    "unreadable",
 ]
 
 
@@ -38,13 +40,30 @@ class _Frozen(BaseModel):
 
 
 def event_of(row: LogRow) -> Any | None:
-    """The typed event a valid row holds, else None."""
+    """The typed event a valid row holds, else None (also for a value with NaN or Infinity: see `unreadable`)."""
+    return None if unreadable(row) is not None else _decoded(row)
+
+
+def _decoded(row: LogRow) -> Any | None:
     if not row.valid or row.value is None:
         return None
     try:
-        return s.decode_any(row.value)
-    except ValueError:  # pydantic's ValidationError is a ValueError; a row valid for its topic is always valid here
+        return read_event(None, row.value)
+    except Unreadable:
         return None
+
+
+def unreadable(row: LogRow) -> Unreadable | None:
+    """Why a row holds no usable event (invalid JSON, wrong shape, unknown type, NaN, too large or deep), else None."""
+    if row.value is None:
+        return Unreadable("invalid_event", row.invalid_reason or "the record has no value")
+    try:
+        read_event(None, row.value)
+    except Unreadable as exc:
+        return exc
+    if not row.valid:  # readable as some event, but not one its topic carries
+        return Unreadable("invalid_event", row.invalid_reason or "not an event of its topic")
+    return None
 
 
 # --- the story of a task ----------------------------------------------------------------------
@@ -237,6 +256,9 @@ class Explanation(_Frozen):
     policy_versions: list[str]
     costs: Costs
     dead_letters: list[DeadLetter]
+    skipped: dict[str, int] = Field(
+        default_factory=dict, description="Records that hold no usable event, by reason (they are listed among the dead letters)."
+    )
     records: int
     trace_ids: list[str]
 
@@ -249,6 +271,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     actions: dict[str, dict[str, Any]] = {}
     dead: list[DeadLetter] = []
     traces: list[str] = []
+    skipped = Skipped()
 
     def action(action_id: str) -> dict[str, Any]:
         return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
@@ -258,12 +281,16 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
             continue
         if row.trace_id and row.trace_id not in traces:
             traces.append(row.trace_id)
-        event = event_of(row)
+        bad = unreadable(row)
+        event = _decoded(row) if bad is None else None
         if event is None:
+            reason = bad.reason if bad is not None else "invalid_event"
+            skipped.add(reason)
             dead.append(
                 DeadLetter(
-                    at=row.kafka_ts, topic=row.topic, partition=row.partition, offset=row.kafka_offset,
-                    code="invalid_event", error=row.invalid_reason or "", service="audit (recorded as not valid)",
+                    at=row.kafka_ts, topic=row.topic, partition=row.partition, offset=row.kafka_offset, code=reason,
+                    error=bad.detail if bad is not None else (row.invalid_reason or ""),
+                    service="audit (recorded as not valid)" if not row.valid else "explain (not a usable event)",
                 )
             )  # fmt: skip
             continue
@@ -343,6 +370,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
             total_usd=outcome.cost.total if outcome else model_usd + tools_usd,
         ),
         dead_letters=dead,
+        skipped=dict(skipped.counts),
         records=len(rows),
         trace_ids=traces,
     )
@@ -384,7 +412,7 @@ def render_markdown(x: Explanation) -> str:
         f"- **Submitted:** {x.submitted_at or '-'}; **ended:** {x.ended_at or '-'}",
         f"- **Policy versions:** {', '.join(x.policy_versions) or '-'}",
         f"- **Trace ids:** {', '.join(x.trace_ids) or '-'}",
-        f"- **Audit records:** {x.records}",
+        f"- **Audit records:** {x.records}" + (f" ({_skipped(x.skipped)}, listed under dead letters)" if x.skipped else ""),
         "",
         "## Sources referenced",
         "",
@@ -453,6 +481,12 @@ def render_markdown(x: Explanation) -> str:
     else:
         out.append("None.")
     return "\n".join(out) + "\n"
+
+
+def _skipped(counts: dict[str, int]) -> str:
+    skipped = Skipped()
+    skipped.counts.update(counts)
+    return skipped.summary()
 
 
 def _plain_reasons(reasons: Sequence[s.Reason]) -> str:
@@ -553,6 +587,8 @@ def render_html(x: Explanation) -> str:
     else:
         parts.append(f"<p>Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.</p>")
     parts.append("<h2>Dead-lettered and invalid records</h2>")
+    if x.skipped:
+        parts.append(f"<p>{html.escape(_skipped(x.skipped))}: records that hold no usable event.</p>")
     parts.append(
         table(
             ["at", "topic", "offset", "code", "service", "error"],

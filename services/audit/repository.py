@@ -102,6 +102,10 @@ class AuditLog(Protocol):
         """Rows matching `filters`, oldest first, at most `limit`."""
         ...
 
+    async def offset_gaps(self, topic: str, partition: int, begin: int, end: int) -> list[tuple[int, int]]:
+        """The offsets of [begin, end) with no row, as (first, last) ranges, inclusive and in order."""
+        ...
+
     async def count(self) -> int:
         """Rows in the log."""
         ...
@@ -174,6 +178,18 @@ class InMemoryAuditLog:
         """See `AuditLog`."""
         return sorted((r for r in self.rows if filters.matches(r)), key=story_key)[:limit]
 
+    async def offset_gaps(self, topic: str, partition: int, begin: int, end: int) -> list[tuple[int, int]]:
+        """See `AuditLog`."""
+        have = sorted(
+            {r.kafka_offset for r in self.rows if r.topic == topic and r.partition == partition and begin <= r.kafka_offset < end}
+        )
+        gaps, expected = [], begin
+        for offset in [*have, end]:
+            if offset > expected:
+                gaps.append((expected, offset - 1))
+            expected = offset + 1
+        return gaps
+
     async def count(self) -> int:
         """See `AuditLog`."""
         return len(self.rows)
@@ -190,6 +206,18 @@ CROSS JOIN LATERAL (
     SELECT seq, hash, kafka_offset FROM {SCHEMA}.log l
     WHERE l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq DESC LIMIT 1
 ) h
+"""
+
+# The gaps between consecutive recorded offsets of one partition in [$3, $4), the end included (the
+# extra row at $4): an index-only walk of UNIQUE (topic, partition, kafka_offset).
+_OFFSET_GAPS = f"""
+SELECT prev + 1 AS first, off - 1 AS last FROM (
+    SELECT kafka_offset AS off, lag(kafka_offset, 1, $3::bigint - 1) OVER (ORDER BY kafka_offset) AS prev
+    FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+    UNION ALL
+    SELECT $4::bigint, coalesce(max(kafka_offset), $3::bigint - 1)
+    FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+) g WHERE off > prev + 1 ORDER BY first
 """
 
 # Loose index scan over the primary key: one probe per chain instead of reading every row. Topics
@@ -329,6 +357,11 @@ class PostgresAuditLog:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn:
             return [(r["topic"], r["partition"]) for r in await conn.fetch(_CHAINS, prefix)]
+
+    async def offset_gaps(self, topic: str, partition: int, begin: int, end: int) -> list[tuple[int, int]]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            return [(r["first"], r["last"]) for r in await conn.fetch(_OFFSET_GAPS, topic, partition, begin, end)]
 
     async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
         """See `AuditLog`."""

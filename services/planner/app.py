@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
-from services.planner.domain import CostRates
+from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
 from services.planner.settings import PlannerSettings
@@ -16,6 +18,8 @@ from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
 __all__ = ["NAME", "build", "main"]
 
 NAME = "planner"
+
+log = logging.getLogger(__name__)
 
 
 def build_strategy(settings: PlannerSettings, catalog: ToolCatalog) -> Strategy:
@@ -59,13 +63,37 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         publish=bus.publish,
         rates=rates,
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
+        timeouts=StepTimeouts(
+            default_s=settings.step_timeout_default_s,
+            by_tool={
+                name: settings.step_timeouts_s.get(spec.risk.value, settings.step_timeout_default_s) for name, spec in catalog.items()
+            },
+        ),
     )
+    sweeper: list[asyncio.Task[None]] = []
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(settings.step_timeout_check_s)
+            try:
+                await handlers.on_tick()
+            except Exception:  # the next tick tries again; a sweep must never stop the service
+                log.exception("step-timeout sweep failed")
 
     async def connect(svc: ServiceProcess) -> None:
         assert svc.pool is not None
-        handlers.repo = PostgresTaskRepository(svc.pool, rates)
+        handlers.repo = PostgresTaskRepository(svc.pool, rates, prefix=kit.topic_prefix)
+        sweeper.append(asyncio.create_task(sweep(), name="planner-step-timeouts"))
+
+    async def stop_sweeping(svc: ServiceProcess) -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sweeper.clear()
 
     service.on_start.append(connect)
+    service.on_stop.append(stop_sweeping)
     routes: dict[str, Handler] = {
         "tasks": handlers.on_task,
         "actions.decided": handlers.on_decided,

@@ -7,7 +7,7 @@ its cost. Nothing here does I/O: the handlers load the state, call these functio
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ from schemas import (
     Envelope,
     Mode,
     ProposalCost,
+    ReasonCode,
     TaskCompleted,
     TaskCost,
     TaskFailed,
@@ -35,17 +36,19 @@ __all__ = [
     "Outbound",
     "PlannedStep",
     "StepRecord",
+    "StepTimeouts",
     "TaskState",
     "Transition",
     "on_approval",
     "on_decision",
     "on_result",
+    "on_tick",
     "start_task",
 ]
 
 SOURCE = "tidegate/planner"
 
-StepStatus = Literal["proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown"]
+StepStatus = Literal["proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown", "timed_out"]
 TaskStatus = Literal["running", "waiting_human", "completed", "failed"]
 
 
@@ -88,6 +91,9 @@ class StepRecord(_Model):
     cost_usd: float = 0.0
     result: dict[str, Any] | None = None
     error: str | None = None
+    waiting_since: datetime | None = Field(
+        default=None, description="When the step last started waiting for a machine's answer (proposed, allowed or granted)."
+    )
     planned: PlannedStep
 
 
@@ -151,6 +157,22 @@ class TaskState(_Model):
         }
         rounded = {k: round(v, 6) for k, v in parts.items()}
         return TaskCost(**rounded, total=round(sum(parts.values()), 6))
+
+
+class StepTimeouts(_Model):
+    """How long a step may wait for a decision or a result, per tool (from its risk class), before its task is closed.
+
+    A step waiting for a human (escalated, not yet decided) is not timed out here: its approval
+    expires on the approval service's clock and the planner hears `approval.expired`. Once granted,
+    the policy's new decision is due like any other.
+    """
+
+    default_s: float = 900.0
+    by_tool: dict[str, float] = Field(default_factory=dict)
+
+    def of(self, tool: str) -> timedelta:
+        """The time a step of `tool` may wait."""
+        return timedelta(seconds=self.by_tool.get(tool, self.default_s))
 
 
 class Outbound(_Model):
@@ -244,6 +266,7 @@ def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: froze
         rationale=planned.rationale,
         tainted_args=planned.tainted_args,
         read_only=planned.tool in read_only,
+        waiting_since=now,
         planned=planned,
     )
     data = ActionProposedData(
@@ -345,7 +368,11 @@ def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rat
             counts = _bump(state.counts, allowed=1)
             return Transition(
                 state=_with_step(
-                    state, record.model_copy(update={**base, "status": "allowed"}), counts=counts, events=events, status="running"
+                    state,
+                    record.model_copy(update={**base, "status": "allowed", "waiting_since": now}),
+                    counts=counts,
+                    events=events,
+                    status="running",
                 )
             )
         # The result overtook the decision (topics are read in parallel); on_result already counted it as allowed.
@@ -355,7 +382,7 @@ def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rat
             return Transition(state=state.model_copy(update={"events": events}))
         new = _with_step(
             state,
-            record.model_copy(update={**base, "status": "escalated"}),
+            record.model_copy(update={**base, "status": "escalated", "waiting_since": None}),  # a human's wait: the approval expires
             counts=_bump(state.counts, escalated=1),
             events=events,
             status="waiting_human",
@@ -385,7 +412,7 @@ def on_approval(
         return Transition(
             state=_with_step(
                 state,
-                record.model_copy(update={"approval_id": approval.approval_id}),
+                record.model_copy(update={"approval_id": approval.approval_id, "waiting_since": now}),
                 counts=_bump(state.counts, approved=1),
                 events=events,
                 human_touches=state.human_touches + touches,
@@ -435,3 +462,29 @@ def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: 
     if result.status == "failed":
         return _close(new, now, rates, failed=True, reason="tool_failed", why=f"{record.tool}: {error}")
     return _close(new, now, rates, failed=True, reason="outcome_unknown", why=f"{record.tool} may or may not have run; a human follows up")
+
+
+def on_tick(state: TaskState, now: datetime, rates: CostRates, timeouts: StepTimeouts) -> Transition:
+    """The clock moved on: close the task whose current step waited too long for a decision or a result.
+
+    The step is marked `timed_out` and the task fails with reason `step_timeout`; an answer that
+    arrives later changes nothing (the task is closed). An allowed step may still have run: the
+    summary says so, as for an unknown outcome.
+    """
+    record = state.current
+    if state.status in ("completed", "failed") or record is None or record.waiting_since is None:
+        return _unchanged(state)
+    if record.status not in ("proposed", "allowed", "escalated"):  # escalated with a wait: granted, the re-decision is due
+        return _unchanged(state)
+    limit = timeouts.of(record.tool)
+    waited = now - record.waiting_since
+    if waited < limit:
+        return _unchanged(state)
+    missing = "a result" if record.status == "allowed" else "a decision"
+    why = f"{record.tool} got no {missing.split()[1]} in {limit.total_seconds():.0f} s"
+    if missing == "a result":
+        why += "; it may or may not have run"
+    code = ReasonCode.STEP_TIMEOUT.value
+    timed_out = record.model_copy(update={"status": "timed_out", "reasons": [code], "reason_messages": [f"no {missing} after {waited}"]})
+    new = _with_step(state, timed_out, events=state.events + 1)
+    return _close(new, now, rates, failed=True, reason=code, why=why)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import (
@@ -20,7 +20,7 @@ from schemas import (
     utcnow,
 )
 from services.planner import domain
-from services.planner.domain import CostRates, TaskState, Transition
+from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
 from services.planner.repository import Change, TaskRepository
 from services.planner.strategies import Strategy
 
@@ -29,6 +29,7 @@ __all__ = ["OUR_PLANNER", "PlannerHandlers"]
 log = logging.getLogger(__name__)
 
 OUR_PLANNER = "tidegate"
+_TIMEOUT_EVENT = "step-timeout:"
 Publish = Callable[[str, Envelope], Awaitable[None]]
 _APPROVAL_KINDS: dict[type[Envelope], str] = {
     ApprovalRequested: "requested",
@@ -49,6 +50,7 @@ class PlannerHandlers:
     rates: CostRates
     read_only: frozenset[str]
     clock: Callable[[], datetime] = utcnow
+    timeouts: StepTimeouts = field(default_factory=StepTimeouts)
 
     async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
         pending = await self.repo.apply(event_id, task_id, change)
@@ -105,6 +107,29 @@ class PlannerHandlers:
         await self._apply(
             event.id, event.data.task_id, _existing(lambda s: domain.on_result(s, event.data, now, self.rates, self.read_only))
         )
+
+    async def on_tick(self) -> None:
+        """Close the tasks whose current step waited past its timeout (called on a timer, by every copy of the service).
+
+        The change is applied under a deterministic event id per step, so two copies that see the
+        same overdue step close the task once. No bus redelivers such an id: an outcome a previous
+        tick stored but could not publish (the bus stopped first) is published here.
+        """
+        pending = await self.repo.unpublished(_TIMEOUT_EVENT)
+        for item in pending:
+            await self.publish(item.topic, item.event)
+        await self.repo.published([p.outbox_id for p in pending])
+        now = self.clock()
+        shortest = min([self.timeouts.default_s, *self.timeouts.by_tool.values()])
+        for task_id in await self.repo.waiting_since_before(now - timedelta(seconds=shortest)):
+            state = await self.repo.get(task_id)
+            if state is None or state.current is None:
+                continue
+            await self._apply(
+                f"{_TIMEOUT_EVENT}{task_id}:{state.current.step}",
+                task_id,
+                _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts)),
+            )
 
 
 def _existing(step: Callable[[TaskState], Transition]) -> Change:

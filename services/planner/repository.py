@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -49,6 +50,14 @@ class TaskRepository(Protocol):
         """The task's state, if the planner runs it."""
         ...
 
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+        """Open tasks whose current step has waited for a machine's answer since before `cutoff` (oldest first)."""
+        ...
+
+    async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
+        """Outbox entries of events whose ids start with `source_prefix` (no redelivery will hand them back)."""
+        ...
+
 
 def _state_json(state: TaskState) -> str:
     return state.model_dump_json()
@@ -60,6 +69,7 @@ class PostgresTaskRepository:
 
     pool: asyncpg.Pool
     rates: CostRates
+    prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
         """One transaction of few round trips: lock the task and learn whether the event was applied, then one write."""
@@ -112,8 +122,9 @@ class PostgresTaskRepository:
         ids = await conn.fetchval(
             f"""WITH {processed}
                t AS (INSERT INTO planner.tasks
-                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state)
-                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb)
+                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state,
+                        topic_prefix)
+                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
                      ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                        human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                        state = EXCLUDED.state, updated_at = now()
@@ -149,6 +160,7 @@ class PostgresTaskRepository:
             event_id,
             json.dumps(steps),
             json.dumps(outbound),
+            self.prefix,
         )
         return [PendingEvent(i, o.topic, o.event) for i, o in zip(ids, transition.outbound, strict=True)]
 
@@ -161,6 +173,25 @@ class PostgresTaskRepository:
         """Load one task."""
         raw = await self.pool.fetchval("SELECT state FROM planner.tasks WHERE task_id = $1", task_id)
         return TaskState.model_validate_json(raw) if raw else None
+
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+        """See `TaskRepository`: this deployment's open tasks only (the partial index `tasks_open` keeps this small)."""
+        rows = await self.pool.fetch(
+            "SELECT task_id, (state->'steps'->-1->>'waiting_since')::timestamptz AS since FROM planner.tasks "
+            "WHERE status IN ('running', 'waiting_human') AND topic_prefix = $3 "
+            "AND (state->'steps'->-1->>'waiting_since')::timestamptz < $1 ORDER BY since LIMIT $2",
+            cutoff,
+            limit,
+            self.prefix,
+        )
+        return [r["task_id"] for r in rows]
+
+    async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
+        """See `TaskRepository`."""
+        rows = await self.pool.fetch(
+            "SELECT id, topic, payload FROM planner.outbox WHERE starts_with(source_event_id, $1) ORDER BY id", source_prefix
+        )
+        return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
 
 
 def _step_doc(s: StepRecord) -> dict[str, Any]:
@@ -218,6 +249,19 @@ class InMemoryTaskRepository:
         """Load one task."""
         return self.tasks.get(task_id)
 
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+        """See `TaskRepository`."""
+        found = [
+            (t.current.waiting_since, t.task_id)
+            for t in self.tasks.values()
+            if t.status in ("running", "waiting_human") and t.current is not None and t.current.waiting_since is not None
+        ]
+        return [task_id for since, task_id in sorted(found) if since < cutoff][:limit]
+
+    async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
+        """See `TaskRepository`."""
+        return [PendingEvent(i, o.topic, o.event) for i, (src, o) in sorted(self.outbox.items()) if src.startswith(source_prefix)]
+
 
 class NotStartedRepository:
     """Stands in until the service has opened its pool; any use is a wiring bug."""
@@ -233,3 +277,11 @@ class NotStartedRepository:
     async def get(self, task_id: str) -> TaskState | None:
         """Refuse: the service has not started."""
         raise RuntimeError("planner repository used before the service started")
+
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+        """Nothing is waiting before the service has started (the clock may tick before the pool opens)."""
+        return []
+
+    async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
+        """Nothing is stored before the service has started."""
+        return []

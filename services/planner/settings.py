@@ -26,3 +26,12 @@ class PlannerSettings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one model call.")
     max_records: int = Field(default=500, ge=1, description="Largest batch consumed at once.")
     concurrency: int = Field(default=8, ge=1, description="Tasks handled at once within a batch (keep it under the database pool size).")
+    step_timeouts_s: dict[str, float] = Field(
+        default_factory=lambda: {
+            "read": 300.0, "draft": 600.0, "write_low": 600.0, "financial": 1800.0,
+            "destructive": 1800.0, "permission_change": 1800.0, "code_change": 1800.0,
+        },
+        description="Seconds a step may wait for its decision or result, per tool risk class, before its task fails `step_timeout`.",
+    )  # fmt: skip
+    step_timeout_default_s: float = Field(default=900.0, gt=0, description="Step timeout of a risk class not listed in `step_timeouts_s`.")
+    step_timeout_check_s: float = Field(default=30.0, gt=0, description="How often the planner looks for steps past their timeout.")

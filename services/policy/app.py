@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from servicekit import (
@@ -26,6 +29,8 @@ from services.policy.settings import PolicySettings
 __all__ = ["NAME", "build", "main"]
 
 NAME = "policy"
+
+log = logging.getLogger(__name__)
 
 
 def build(kit: KitSettings | None = None, settings: PolicySettings | None = None) -> ServiceProcess:
@@ -69,11 +74,30 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)
 
+    sweeper: list[asyncio.Task[None]] = []
+
+    async def release_expired() -> None:
+        while True:
+            await asyncio.sleep(settings.reservation_check_s)
+            try:
+                await service.release_expired(datetime.now(UTC))
+            except Exception:  # the next round tries again; a sweep must never stop the service
+                log.exception("policy: releasing expired reservations failed")
+
     async def connect(process: ServiceProcess) -> None:
         await decisions.start()
         assert process.pool is not None
         service.repo = PgPolicyRepository(process.pool)
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
+        sweeper.append(asyncio.create_task(release_expired(), name="policy-reservation-expiry"))
+
+    async def stop(process: ServiceProcess) -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sweeper.clear()
+        await decisions.stop()
 
     process = ServiceProcess(
         name=NAME,
@@ -86,7 +110,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         pool_max=kit.db_pool_max,
         ready_dir=kit.ready_dir,
         on_start=[connect],
-        on_stop=[lambda _: decisions.stop()],
+        on_stop=[stop],
     )
     process.policy = service  # type: ignore[attr-defined]
     return process

@@ -9,6 +9,7 @@ tool, invalid args, kill switch, budget — are checked in code, before and besi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, 
 from services.policy.facts import Call, Facts, History, compute_facts
 from services.policy.pack import CompiledPack, TenantSettings
 
-__all__ = ["Controls", "Verdict", "cedar_context", "decide", "still_holds"]
+__all__ = ["Controls", "NonFiniteAmount", "Verdict", "cedar_context", "decide", "still_holds"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,29 @@ class Verdict:
         return [r.code.value for r in self.reasons]
 
 
-def _cents(usd: float | None) -> int:
-    return round((usd or 0.0) * 100)
+class NonFiniteAmount(ValueError):
+    """A money figure that is NaN or infinite: no decision can compare it with a threshold or a budget."""
+
+
+def _cents(usd: float | None, what: str = "amount") -> int:
+    value = usd or 0.0
+    if not math.isfinite(value):
+        raise NonFiniteAmount(f"{what} is not a finite number of USD: {value!r}")
+    return round(value * 100)
+
+
+def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
+    """The money figures of a call that are NaN or infinite (an amount argument, an estimate, the spend so far)."""
+    figures = {
+        "amount": facts.amount_usd,
+        "estimated_cost_usd": facts.estimated_cost_usd,
+        "spend_task_usd": facts.spend_task_usd,
+        "spend_tenant_usd": facts.spend_tenant_usd,
+        "refund_threshold_usd": threshold_usd,
+    }
+    return [
+        f"{name} is not a finite number ({value!r})" for name, value in figures.items() if value is not None and not math.isfinite(value)
+    ]
 
 
 def cedar_context(
@@ -63,7 +85,7 @@ def cedar_context(
         "writes": risk is not RiskClass.READ,
         "facts": {
             "has_amount": facts.amount_usd is not None,
-            "amount_cents": _cents(facts.amount_usd),
+            "amount_cents": _cents(facts.amount_usd, "amount"),
             "has_payee": facts.payee is not None,
             "payee_is_new": facts.payee_is_new,
             "recipient_count": facts.recipient_count,
@@ -71,10 +93,10 @@ def cedar_context(
             "tainted": facts.tainted,
             "documentation_present": facts.documentation_present,
             "sensitive_paths": bool(facts.sensitive_paths),
-            "spend_task_cents": _cents(facts.spend_task_usd),
-            "spend_tenant_cents": _cents(facts.spend_tenant_usd),
+            "spend_task_cents": _cents(facts.spend_task_usd, "spend_task_usd"),
+            "spend_tenant_cents": _cents(facts.spend_tenant_usd, "spend_tenant_usd"),
         },
-        "settings": {"refund_threshold_cents": _cents(threshold_usd), "allow_autonomous": allow_autonomous},
+        "settings": {"refund_threshold_cents": _cents(threshold_usd, "refund_threshold_usd"), "allow_autonomous": allow_autonomous},
         "approval": {"granted": approval_granted},
     }
 
@@ -140,6 +162,10 @@ def decide(
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
+    non_finite = _non_finite_money(facts, tenant.refund_threshold_usd)
+    if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
+        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
     record = facts.record() | {"approval_granted": approval_granted}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 

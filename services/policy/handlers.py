@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import ReasonCode
+from servicekit import Reject
+from servicekit.unreadable import has_non_finite
 from services.policy.service import PolicyService
 
 __all__ = ["PolicyHandlers"]
@@ -17,11 +20,19 @@ class PolicyHandlers:
     service: PolicyService
 
     async def proposed(self, event: Any) -> None:
-        """`actions.proposed`: decide, record, publish."""
+        """`actions.proposed`: decide, record, publish; a call whose args hold NaN or Infinity is dead-lettered."""
+        if has_non_finite(event.data.args):  # JSON has no NaN: no digest can be signed, no amount compared
+            raise Reject(ReasonCode.INVALID_ARGS, f"args of {event.data.action_id} hold NaN or Infinity")
         await self.service.on_proposed(event)
 
     async def proposed_batch(self, events: list[Any]) -> None:
-        """`actions.proposed`, a polled batch at a time: decide all in one unit of work, publish."""
+        """`actions.proposed`, a polled batch at a time: decide all in one unit of work, publish.
+
+        A batch holding a call with NaN or Infinity in its args fails as a whole; the bus then handles
+        its events one at a time, and `proposed` dead-letters that one.
+        """
+        if any(has_non_finite(e.data.args) for e in events):
+            raise ValueError("a proposal's args hold NaN or Infinity: handle the batch one event at a time")
         await self.service.on_proposed_batch(events)
 
     async def approval(self, event: Any) -> None:

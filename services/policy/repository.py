@@ -12,6 +12,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -108,7 +109,18 @@ class PolicyRepository(Protocol):
         ...
 
     async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
-        """Mark the reservation spent (at the actual cost when known); returns what it was for."""
+        """Mark the reservation spent (at the actual cost when known); returns what it was for.
+
+        A reservation already released as expired is counted again: the call ran after all.
+        """
+        ...
+
+    async def hold_unknown(self, action_id: str) -> None:
+        """The call's outcome is unknown: keep its reservation held until a human resolves it (never expire it)."""
+        ...
+
+    async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
+        """Release held reservations made before `reserved_before` with no result seen; their action ids."""
         ...
 
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
@@ -139,6 +151,9 @@ class InMemoryPolicyRepository:
     spend: dict[tuple[str, str], float] = field(default_factory=dict)
     payees: set[tuple[str, str]] = field(default_factory=set)
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    reserved_at: dict[str, datetime] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -160,6 +175,7 @@ class InMemoryPolicyRepository:
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
                 self.reservations[res.action_id] = (res, "reserved")
+                self.reserved_at[res.action_id] = self.clock()
                 self._add(res, res.amount_usd)
             return record, True
 
@@ -185,11 +201,28 @@ class InMemoryPolicyRepository:
         if held is None:
             return None
         res, status = held
-        if status == "reserved":
+        if status in ("reserved", "expired"):
             self.reservations[action_id] = (res, "settled")
-            if cost_usd is not None:
-                self._add(res, cost_usd - res.amount_usd)
+            actual = res.amount_usd if cost_usd is None else cost_usd
+            self._add(res, actual - (res.amount_usd if status == "reserved" else 0.0))
         return Settled(res.tenant_id, res.tool, res.args)
+
+    async def hold_unknown(self, action_id: str) -> None:
+        """See PolicyRepository."""
+        self.unknown.add(action_id)
+
+    async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
+        """See PolicyRepository (the twin marks them `expired`, PostgreSQL `released` with `expired_at`)."""
+        due = sorted(
+            (self.reserved_at[a], a)
+            for a, (_, status) in self.reservations.items()
+            if status == "reserved" and a not in self.unknown and self.reserved_at.get(a, reserved_before) < reserved_before
+        )[:limit]
+        for _, action_id in due:
+            res = self.reservations[action_id][0]
+            self.reservations[action_id] = (res, "expired")
+            self._add(res, -res.amount_usd)
+        return [a for _, a in due]
 
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
         """See PolicyRepository."""
@@ -400,21 +433,53 @@ class PgPolicyRepository:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT tenant_id, task_id, tool, args::text AS args, amount_usd, status"
+                "SELECT tenant_id, task_id, tool, args::text AS args, amount_usd, status, expired_at IS NOT NULL AS expired"
                 " FROM policy.reservations WHERE action_id = $1 FOR UPDATE",
                 action_id,
             )
             if row is None:
                 return None
-            if row["status"] == "reserved":
+            held = row["status"] == "reserved"
+            if held or (row["status"] == "released" and row["expired"]):  # an expired one ran after all: count it again
                 actual = float(row["amount_usd"]) if cost_usd is None else cost_usd
                 await conn.execute(
                     "UPDATE policy.reservations SET status = 'settled', settled_usd = $2, updated_at = now() WHERE action_id = $1",
                     action_id,
                     actual,
                 )
-                await self._add(conn, row["tenant_id"], row["task_id"], actual - float(row["amount_usd"]))
+                await self._add(conn, row["tenant_id"], row["task_id"], actual - (float(row["amount_usd"]) if held else 0.0))
             return Settled(row["tenant_id"], row["tool"], json.loads(row["args"]))
+
+    async def hold_unknown(self, action_id: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1", action_id
+            )
+
+    async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
+        """See PolicyRepository (several copies may sweep at once: a row another copy holds is skipped)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE policy.reservations SET status = 'released', expired_at = now(), updated_at = now()"
+                " WHERE action_id IN (SELECT action_id FROM policy.reservations WHERE status = 'reserved'"
+                "   AND outcome_unknown_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " RETURNING action_id, tenant_id, task_id, amount_usd",
+                reserved_before,
+                limit,
+            )
+            deltas: dict[tuple[str, str], float] = {}
+            for row in rows:
+                _count_spend(deltas, row["tenant_id"], row["task_id"], -float(row["amount_usd"]))
+            for (tenant_id, task_id), amount in sorted(deltas.items()):
+                await conn.execute(
+                    "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
+                    tenant_id,
+                    task_id,
+                    amount,
+                )
+            return [r["action_id"] for r in rows]
 
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
         """See PolicyRepository."""

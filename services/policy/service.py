@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from schemas import (
     ActionFailed,
     ActionProposed,
     ActionSucceeded,
+    ActionUnknown,
     ApprovalData,
     ApprovalGranted,
     ApprovalRequested,
@@ -321,7 +322,22 @@ class PolicyService:
                 payee = payee_of(spec, settled.args)
                 if payee:
                     await self._repo().add_known_payee(settled.tenant_id, payee, data.action_id)
-        # action.unknown: the money may be spent; the reservation stays held until a human settles it.
+        elif isinstance(event, ActionUnknown):
+            # The money may be spent: the reservation stays held until a human settles it, and never expires.
+            await self._repo().hold_unknown(data.action_id)
+
+    async def release_expired(self, now: datetime) -> list[str]:
+        """Give back the budget of authorized calls that never ran: no result seen, authorization expired plus a margin.
+
+        The executor refuses an authorization after its expiry, so such a call cannot start later;
+        the margin covers one that started just before and is still running. A result that still
+        arrives settles the reservation again (the spend views count it).
+        """
+        wait = timedelta(seconds=self.settings.authorization_ttl_s + self.settings.reservation_expiry_margin_s)
+        released = await self._repo().release_expired(now - wait)
+        if released:
+            log.info("policy: released %d reservation(s) of calls that never ran: %s", len(released), ", ".join(released[:20]))
+        return released
 
     async def on_control(self, event: Envelope) -> None:
         """Apply a control record; a new policy set is compiled and switched to without a restart."""

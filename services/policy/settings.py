@@ -16,6 +16,13 @@ class PolicySettings(BaseSettings):
     authorization_ttl_s: float = Field(
         default=300.0, gt=0, le=86_400, description="Lifetime of a signed `action.authorized`; the executor refuses it after."
     )
+    reservation_expiry_margin_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="A budget reservation with no result seen is released this long after its authorization expired"
+        " (covers a call that started just before the expiry).",
+    )
+    reservation_check_s: float = Field(default=60.0, gt=0, description="How often expired reservations are looked for.")
     signing_key_name: str = Field(
         default="policy", description="Name of the Ed25519 key that signs authorizations (`<keys_dir>/<name>.key`)."
     )

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import logging
+import sys
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -12,7 +16,7 @@ from rich.console import Console
 from schemas import Envelope
 from servicekit import Bus, KitSettings, make_broker
 
-__all__ = ["console", "err_console", "fail", "publish_control", "run", "settings"]
+__all__ = ["console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings"]
 
 T = TypeVar("T")
 console = Console()
@@ -48,3 +52,54 @@ async def publish_control(kit: KitSettings, event: Envelope) -> None:
         await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
     finally:
         await broker.stop()
+
+
+# FastStream gives its loggers their own stdout/stderr handlers and stops them propagating; these are they.
+_OWN_HANDLER_LOGGERS = ("faststream", "faststream.access", "faststream.access.kafka")
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Divert(logging.Filter):
+    """Sends a logger's records to `handler` instead of the logger's own handlers (which FastStream may add later)."""
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.handler.level:
+            self.handler.handle(record)
+        return False
+
+
+@contextlib.contextmanager
+def logs_aside(name: str, *, verbose: bool = False) -> Iterator[Path | None]:
+    """Keep the logs of the services a tool runs in-process out of the report a person reads.
+
+    They go to `<run_dir>/logs/<name>.log` (yielded), or to stderr with `--verbose` (yields None);
+    stdout carries the report only.
+    """
+    path: Path | None = None
+    if verbose:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        path = settings().run_dir / "logs" / f"{name}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    divert = _Divert(handler)
+    for logger_name in _OWN_HANDLER_LOGGERS:
+        logging.getLogger(logger_name).addFilter(divert)
+    try:
+        yield path
+    finally:
+        for logger_name in _OWN_HANDLER_LOGGERS:
+            logging.getLogger(logger_name).removeFilter(divert)
+        root.handlers = saved[1]
+        root.setLevel(saved[0])
+        handler.close()

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from servicekit import Keyring
+from services.audit.completeness import CompletenessReport, check_complete
 from services.audit.published import read_published_checkpoints
 from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
 from services.audit.repository import PostgresAuditLog, SearchFilters
@@ -61,18 +62,25 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
 @app.command()
 def verify(
     bus: bool = typer.Option(False, "--bus", help="Also compare with the checkpoints published on Kafka (catches deleted checkpoints)."),
+    complete: bool = typer.Option(
+        False, "--complete", help="Also prove every offset the bus still holds (every topic, partition) has its row; list the missing."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link."""
+    """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
     kit = settings()
 
-    async def go(log: PostgresAuditLog) -> VerifyReport:
+    async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix) if bus else []
-        return await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
+        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
+        return report, (await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix) if complete else None)
 
-    report = run(_with_log(go))
+    report, completeness = run(_with_log(go))
     if as_json:
-        console.print_json(report.model_dump_json())
+        doc = json.loads(report.model_dump_json())
+        if completeness is not None:
+            doc["completeness"] = json.loads(completeness.model_dump_json())
+        console.print_json(json.dumps(doc))
     else:
         rate = report.rows / report.seconds if report.seconds else 0.0
         console.print(
@@ -85,8 +93,24 @@ def verify(
             err_console.print(f"[bold red]BROKEN:[/] {report.breaks[0].describe()}")
             for brk in report.breaks[1:]:
                 err_console.print(f"  also: {brk.describe()}")
-    if not report.ok:
+        if completeness is not None:
+            _print_completeness(completeness)
+    if not report.ok or (completeness is not None and not completeness.ok):
         raise typer.Exit(1)
+
+
+def _print_completeness(c: CompletenessReport) -> None:
+    console.print(
+        f"compared {c.offsets} offsets of {c.partitions} partitions of {c.topics} topics on the bus with the log in {c.seconds:.2f} s"
+    )
+    if c.ok:
+        console.print("[bold green]complete:[/] every record the bus holds has exactly one row")
+        return
+    err_console.print(f"[bold red]INCOMPLETE:[/] {c.missing_records} record(s) in {len(c.missing)} range(s) have no row")
+    for m in c.missing[:50]:
+        err_console.print(f"  {m.describe()}")
+    if len(c.missing) > 50:
+        err_console.print(f"  … and {len(c.missing) - 50} more range(s) (--json lists them all)")
 
 
 @app.command()

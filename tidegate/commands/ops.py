@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from servicekit import REPO_ROOT
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, logs_aside, run, settings
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
 eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
@@ -23,6 +23,7 @@ DEFAULT_SET = REPO_ROOT / "evals" / "support_triage" / "v1"
 FROM = typer.Option("1h", "--from", help="Start: ISO time (UTC if no zone), `now`, or a duration ago (`15m`, `2h`, `1d`).")
 TO = typer.Option("now", "--to", help="End (exclusive), same forms as --from.")
 JSON = typer.Option(False, "--json", help="Print the report as JSON.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Show the logs on stderr (else they go to .tidegate/logs/<command>.log).")
 
 
 def _window(start: str, end: str) -> tuple[Any, Any]:
@@ -59,15 +60,19 @@ def replay(
     keep: bool = typer.Option(False, "--keep", help="Keep the sandbox topics afterwards."),
     idle_s: float = typer.Option(20.0, "--idle", help="Give up after this many seconds without a new sandbox event."),
     as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Re-run recorded traffic in a sandbox prefix: today's policy (and planner), answers from the record, no side effects."""
     from tidegate.ops.replay import ReplayOptions, run_replay
 
     t0, t1 = _window(start, end)
     opts = ReplayOptions(t0, t1, tenant=tenant, task=task, planner=planner, policy_dir=policy_dir, keep_topics=keep, idle_s=idle_s)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=as_json
-    ) as bar:
+    with (
+        logs_aside("replay", verbose=verbose),
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=as_json
+        ) as bar,
+    ):
         ids: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -103,6 +108,7 @@ def replay(
         f"{report.answered} calls answered from the record, {report.unanswerable} unanswerable, "
         f"{report.refused} authorizations refused; no tool was called. {report.seconds:.1f}s."
     )
+    console.print(f"{report.skipped.summary()} recorded event(s) not replayed")
 
 
 # --- what-if -------------------------------------------------------------------------------------
@@ -115,6 +121,7 @@ def whatif(
     end: str = TO,
     tenant: str = typer.Option(None, "--tenant", help="Only this tenant's proposals."),
     as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Decide every recorded proposal of the window with a candidate pack; report the flips. No side effects."""
     from schemas import ActionDecided, ActionProposed
@@ -124,8 +131,12 @@ def whatif(
     pack = _pack(policy_dir)
     t0, t1 = _window(start, end)
     kit = settings()
-    window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, topics=("actions.proposed", "actions.decided"), tenant=tenant))
-    report = evaluate(pack, [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)])
+    with logs_aside("whatif", verbose=verbose):
+        window = run(
+            read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, topics=("actions.proposed", "actions.decided"), tenant=tenant)
+        )
+        proposals, decisions = [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)]
+        report = evaluate(pack, proposals, decisions, skipped=window.skipped)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -134,6 +145,7 @@ def whatif(
         f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips, "
         f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
     )
+    console.print(report.skipped.summary())
     for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
         if not groups:
             continue
@@ -255,6 +267,7 @@ def costs(
     chart: Path = typer.Option(Path("tidegate-costs.png"), "--chart", help="Where to save the chart (PNG)."),
     no_chart: bool = typer.Option(False, "--no-chart"),
     as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
     from tidegate.ops.costs import ReviewRate, cost_report, save_chart
@@ -268,21 +281,23 @@ def costs(
     kit = settings()
     window = None
     used = source
-    if source == "audit":
-        import asyncpg
+    with logs_aside("costs", verbose=verbose):
+        if source == "audit":
+            import asyncpg
 
-        try:
-            window = asyncio.run(read_audit_window(kit.database_url, kit.topic_prefix, t0, t1, tenant=tenant))
-        except (asyncpg.PostgresError, OSError):
-            window = None  # no audit schema here (the audit service never ran): read the topics
-        if window is None or not window.events:
-            used = "topics (the audit log has nothing for this window)"
-            window = None
-    if window is None:
-        window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
+            try:
+                window = asyncio.run(read_audit_window(kit.database_url, kit.topic_prefix, t0, t1, tenant=tenant))
+            except (asyncpg.PostgresError, OSError):
+                window = None  # no audit schema here (the audit service never ran): read the topics
+            if window is None or not window.events:
+                used = "topics (the audit log has nothing for this window)"
+                window = None
+        if window is None:
+            window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()
     doc["source"] = used
+    doc["skipped"] = window.skipped.as_dict()
     if not no_chart:
         doc["chart"] = str(save_chart(report, chart))
     if as_json:
@@ -298,6 +313,6 @@ def costs(
             f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
         )  # fmt: skip
     console.print(table)
-    console.print(f"read from: {used}")
+    console.print(f"read from: {used}; {window.skipped.summary()}")
     if "chart" in doc:
         console.print(f"chart saved to {doc['chart']}")

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -50,19 +52,65 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _supervise(names: tuple[str, ...]) -> None:
-    """Start each service as a child process; restart one that dies (with backoff); stop all on signal."""
+@dataclass
+class Backoff:
+    """How long to wait before restarting a service that died: doubling on each quick death, reset by a healthy run.
+
+    A child that ran at least `healthy_s` before dying was healthy: it is restarted after `initial_s`
+    again, so one crash a day never waits the maximum. One that keeps dying at start-up waits
+    `initial_s`, then twice that, up to `max_s`.
+    """
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    healthy_s: float = 60.0
+    _next_s: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._next_s = self.initial_s
+
+    def after_death(self, ran_s: float) -> float:
+        """The delay before the next start of a child that died after running `ran_s` seconds."""
+        if ran_s >= self.healthy_s:
+            self._next_s = self.initial_s
+        delay = self._next_s
+        self._next_s = min(self._next_s * 2, self.max_s)
+        return delay
+
+
+def _service_command(name: str) -> list[str]:
+    return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
+
+
+async def _supervise(
+    names: tuple[str, ...],
+    *,
+    make_backoff: Callable[[], Backoff] = Backoff,
+    command: Callable[[str], list[str]] = _service_command,
+    clock: Callable[[], float] = time.monotonic,
+    stopping: asyncio.Event | None = None,
+    on_restart: Callable[[str, int | None, float], None] | None = None,
+) -> None:
+    """Start each service as a child process; restart one that dies (with backoff); stop all on signal.
+
+    A dead child waits out its own delay while the others are watched as usual (and a stop signal
+    during the wait stops at once). Tests pass a short `make_backoff`, a `command` and a `stopping` event.
+    """
     run_dir = _run_dir()
     logs, ready = run_dir / "logs", run_dir / "ready"
     logs.mkdir(parents=True, exist_ok=True)
     ready.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"TIDEGATE_READY_DIR": str(ready)}
     children: dict[str, asyncio.subprocess.Process] = {}
-    backoff = dict.fromkeys(names, 1.0)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    backoff = {name: make_backoff() for name in names}
+    started_at: dict[str, float] = {}
+    restart_at: dict[str, float] = {}
+    if stopping is None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+    tick_s = min(1.0, min(b.initial_s for b in backoff.values()) / 2) if backoff else 1.0
 
     metrics_base = os.environ.get("TIDEGATE_METRICS_PORT")
 
@@ -70,9 +118,8 @@ async def _supervise(names: tuple[str, ...]) -> None:
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
         # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
         own = {"TIDEGATE_METRICS_PORT": str(int(metrics_base) + SERVICES.index(name))} if metrics_base else {}
-        children[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tidegate.cli", "service", "run", name, stdout=log, stderr=subprocess.STDOUT, env=env | own
-        )
+        children[name] = await asyncio.create_subprocess_exec(*command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own)
+        started_at[name] = clock()
         log.close()
 
     for name in names:
@@ -80,13 +127,21 @@ async def _supervise(names: tuple[str, ...]) -> None:
         await start(name)
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), 1.0)
+            await asyncio.wait_for(stopping.wait(), tick_s)
+        if stopping.is_set():
+            break
+        now = clock()
         for name, proc in list(children.items()):
-            if proc.returncode is not None and not stopping.is_set():
-                print(f"{name} exited with {proc.returncode}; restarting in {backoff[name]:.0f}s", flush=True)
-                await asyncio.sleep(backoff[name])
-                backoff[name] = min(backoff[name] * 2, 30.0)
-                await start(name)
+            if name in restart_at:
+                if now >= restart_at[name]:
+                    del restart_at[name]
+                    await start(name)
+            elif proc.returncode is not None:
+                delay = backoff[name].after_death(now - started_at[name])
+                restart_at[name] = now + delay
+                print(f"{name} exited with {proc.returncode}; restarting in {delay:.0f}s", flush=True)
+                if on_restart is not None:
+                    on_restart(name, proc.returncode, delay)
     for proc in children.values():
         if proc.returncode is None:
             proc.terminate()

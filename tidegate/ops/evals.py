@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import Mode, TaskSubmittedData
 from servicekit import ToolCatalog
@@ -67,8 +67,16 @@ Case = EvalCase
 
 
 def load_set(directory: Path) -> list[EvalCase]:
-    """Every case of the set in `directory`, by id."""
-    cases = [EvalCase.model_validate(yaml.safe_load(p.read_text())) for p in sorted(directory.glob("*.yaml"))]
+    """Every case of the set in `directory`, by id; a case that does not read is a ValueError naming its file.
+
+    An eval set is authored, not recorded: a broken case is refused (skipping it would inflate the score).
+    """
+    cases = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            cases.append(EvalCase.model_validate(yaml.safe_load(path.read_text())))
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ValueError(f"eval case {path}: {exc}") from exc
     if not cases:
         raise ValueError(f"no eval case (*.yaml) in {directory}")
     return sorted(cases, key=lambda c: c.id)

@@ -1,7 +1,8 @@
 """Recorded traffic: the events of a time window, read back from the topics (offsets found by timestamp).
 
 Replay, what-if and costs all start here. Reading never joins a consumer group and never commits,
-so it cannot disturb a running service. A message that does not parse is counted and skipped.
+so it cannot disturb a running service. A message that is not a usable event (invalid JSON, wrong
+shape, unknown type, NaN, too large or deep) is counted by reason in `Window.skipped` and skipped.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 
-from schemas import Envelope, decode
+from schemas import Envelope
+from servicekit.unreadable import Skipped, Unreadable, read_event
 
 __all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_audit_window", "read_window"]
 
@@ -55,7 +56,12 @@ class Window:
     """Every event of the window, in timestamp order, with what could not be read."""
 
     events: list[Recorded] = field(default_factory=list)
-    unreadable: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
+
+    @property
+    def unreadable(self) -> int:
+        """How many recorded values were skipped."""
+        return self.skipped.total
 
     def of(self, *types: type[Envelope]) -> list[Any]:
         """The events of the given types, in order."""
@@ -139,9 +145,9 @@ async def read_window(
                     read += 1
                     if decode_events:
                         try:
-                            event = decode(names[tp.topic], record.value or b"")
-                        except ValidationError:
-                            window.unreadable += 1
+                            event = read_event(names[tp.topic], record.value)
+                        except Unreadable as exc:
+                            window.skipped.add(exc.reason, f"{tp.topic}[{tp.partition}]@{record.offset}", exc.detail)
                             continue
                         if not _matches(event, tenant, task):
                             continue
@@ -164,7 +170,8 @@ async def read_audit_window(
 ) -> Window:
     """The same window, read from the audit service's log in PostgreSQL (its own reading functions).
 
-    Only valid, non-duplicate rows of the deployment's topics are kept, decoded by their topic.
+    Non-duplicate rows of the deployment's topics are decoded by their topic; a row that is not a
+    usable event (the audit service records those too, as not valid) is counted in `skipped`.
     """
     from services.audit.repository import PostgresAuditLog, SearchFilters
 
@@ -177,12 +184,12 @@ async def read_audit_window(
     wanted = set(WINDOW_TOPICS)
     for row in rows:
         name = row.topic.removeprefix(prefix)
-        if name not in wanted or not row.valid or row.value is None:
+        if name not in wanted or row.duplicate:
             continue
         try:
-            event = decode(name, row.value)
-        except ValidationError:
-            window.unreadable += 1
+            event = read_event(name, row.value)
+        except Unreadable as exc:
+            window.skipped.add(exc.reason, f"{row.topic}[{row.partition}]@{row.kafka_offset}", exc.detail)
             continue
         ts = int(row.kafka_ts.timestamp() * 1000)
         window.events.append(Recorded(name, row.partition, row.kafka_offset, ts, event))

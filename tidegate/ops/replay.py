@@ -69,6 +69,7 @@ from servicekit import (
     ensure_topics,
     make_broker,
 )
+from servicekit.unreadable import Skipped
 from tidegate.ops.recorded import Window, read_window
 
 __all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "TaskDiff", "run_replay"]
@@ -312,6 +313,7 @@ class ReplayReport:
     answered: int = 0
     unanswerable: int = 0
     refused: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
     seconds: float = 0.0
     read_seconds: float = 0.0
 
@@ -325,6 +327,7 @@ class ReplayReport:
             "calls_answered_from_record": self.answered,
             "calls_unanswerable": self.unanswerable,
             "authorizations_refused": self.refused,
+            "skipped": self.skipped.as_dict(),
             "undecided_now": sum(1 for t in self.tasks for a in t.now.actions if a["decision"] is None),
             "tasks": [t.as_dict() for t in self.tasks],
             "changed": {
@@ -452,7 +455,9 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     )
     read_seconds = time.perf_counter() - started
     sandbox = f"replay-{uuid.uuid4().hex[:10]}."
-    report = ReplayReport(sandbox_prefix=sandbox, planner=opts.planner, recorded_events=len(window.events), read_seconds=read_seconds)
+    report = ReplayReport(
+        sandbox_prefix=sandbox, planner=opts.planner, recorded_events=len(window.events), skipped=window.skipped, read_seconds=read_seconds
+    )
     if opts.planner:
         inputs: list[Envelope] = window.of(TaskSubmitted)
     else:

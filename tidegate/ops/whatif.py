@@ -17,6 +17,7 @@ from typing import Any
 
 from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData
 from servicekit import ToolCatalog
+from servicekit.unreadable import Skipped, has_non_finite, skip_reason
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
 from services.policy.pack import CompiledPack, PackSource, compile_pack
@@ -69,6 +70,7 @@ class WhatIfReport:
     flips: list[Flip] = field(default_factory=list)
     then_outcomes: Counter[str] = field(default_factory=Counter)
     now_outcomes: Counter[str] = field(default_factory=Counter)
+    skipped: Skipped = field(default_factory=Skipped)
     seconds: float = 0.0
 
     def by(self, attr: str) -> dict[str, Counter[str]]:
@@ -100,6 +102,7 @@ class WhatIfReport:
             "unchanged": self.unchanged,
             "reasons_changed": self.reasons_changed,
             "flips": len(self.flips),
+            "skipped": self.skipped.as_dict(),
             "then": dict(self.then_outcomes),
             "now": dict(self.now_outcomes),
             "by_kind": dict(self.kinds()),
@@ -148,27 +151,42 @@ def _controls(decided: ActionDecidedData | None) -> Controls:
     return Controls()
 
 
-def evaluate(pack: CompiledPack, proposals: Iterable[ActionProposedData], decisions: Iterable[ActionDecidedData]) -> WhatIfReport:
+def evaluate(
+    pack: CompiledPack,
+    proposals: Iterable[ActionProposedData],
+    decisions: Iterable[ActionDecidedData],
+    *,
+    skipped: Skipped | None = None,
+) -> WhatIfReport:
     """Decide every proposal with `pack` and compare with the decision recorded for it.
 
     Only the first decision of an action (`via` policy) is compared: a re-evaluation after a human
     grant is a different question. A proposal without a recorded decision is decided with an empty
-    history and counted apart (`without_record`).
+    history and counted apart (`without_record`). A proposal that cannot be decided (NaN in its
+    args or cost, a recorded fact that is not a number) is counted in `skipped` with its reason and
+    the rest are evaluated; `skipped` starts with what reading the record already skipped.
     """
     started = time.perf_counter()
     recorded: dict[str, ActionDecidedData] = {}
     for d in decisions:
         if d.via == "policy":
             recorded.setdefault(d.action_id, d)
-    report = WhatIfReport(candidate_version=pack.version)
+    report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped())
     seen: set[str] = set()
     for p in proposals:
         if p.action_id in seen:  # a redelivered proposal is the same question
             continue
         seen.add(p.action_id)
         then = recorded.get(p.action_id)
-        history = _history(then.facts) if then is not None else History()
-        verdict = decide(pack, Call.from_proposal(p), history, _controls(then))
+        if has_non_finite(p.args) or has_non_finite(p.cost.usd):
+            report.skipped.add("nan", p.action_id, "NaN or Infinity in its args or cost")
+            continue
+        try:
+            history = _history(then.facts) if then is not None else History()
+            verdict = decide(pack, Call.from_proposal(p), history, _controls(then))
+        except (ValueError, TypeError, ArithmeticError) as exc:  # a recorded fact of the wrong kind: this one only
+            report.skipped.add(skip_reason(exc), p.action_id, str(exc)[:200])
+            continue
         report.evaluated += 1
         report.now_outcomes[verdict.outcome] += 1
         if then is None:

@@ -71,3 +71,35 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
         assert await pool.fetchval("SELECT count(*) FROM planner.processed_events WHERE task_id = $1", task.task_id) == 2
     finally:
         await pool.close()
+
+
+async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_is_kept_until_published(infra):
+    from datetime import timedelta
+
+    pool = await create_pool(infra.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        repo = PostgresTaskRepository(pool, RATES, prefix=f"test-{uuid.uuid4().hex[:8]}.")
+        catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+        task = ticket_task(TICKETS[6], task_id=f"repo-{uuid.uuid4().hex[:8]}")
+        plan = await PlaybookStrategy(catalog).plan(task)
+        then = utcnow() - timedelta(hours=1)
+        start = lambda state: domain.start_task(task, plan.steps, strategy="playbook", now=then, rates=RATES, read_only=frozenset())  # noqa: E731
+        [proposal] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
+        await repo.published([proposal.outbox_id])
+        assert task.task_id not in await repo.waiting_since_before(then)
+        assert task.task_id in await repo.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
+        other = PostgresTaskRepository(pool, RATES, prefix="another-deployment.")  # same database, another deployment
+        assert task.task_id not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
+
+        timeouts = domain.StepTimeouts(default_s=60)
+        tick = lambda state: domain.on_tick(state, utcnow(), RATES, timeouts) if state is not None else None  # noqa: E731
+        event_id = f"step-timeout:{task.task_id}:1"
+        [outcome] = await repo.apply(event_id, task.task_id, tick)
+        assert outcome.event.data.reason == "step_timeout"
+        assert [p.event.id for p in await repo.unpublished(event_id)] == [outcome.event.id]
+        await repo.published([outcome.outbox_id])
+        assert await repo.unpublished(event_id) == []
+        assert task.task_id not in await repo.waiting_since_before(utcnow(), limit=100_000)  # closed
+    finally:
+        await pool.close()

@@ -57,7 +57,8 @@ async def test_the_explanation_names_sources_policies_approvals_calls_costs_and_
     assert [c.status for c in action.calls] == ["succeeded", "failed", "unknown"]
     assert x.status in ("completed", "failed")
     assert x.costs.reported is not None
-    assert {d.code for d in x.dead_letters} == {"invalid_event"}
+    assert {d.code for d in x.dead_letters} == {"invalid_event", "invalid_json"}  # a service's dead letter; the HTML the audit kept
+    assert x.skipped == {"invalid_json": 1}
     assert any(d.service == "planner" for d in x.dead_letters)
     assert x.policy_versions == ["sha256:abc"]
 

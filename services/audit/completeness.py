@@ -1,0 +1,148 @@
+"""`tidegate audit verify --complete`: every offset the bus still holds has its row in the audit log.
+
+The hash chains prove that no recorded row was changed or removed from the middle of a chain; they
+cannot show a record the audit service never wrote (it was stopped, or a row went before it was
+chained). Completeness compares the other way: for every partition of every topic of the
+deployment, each offset between the earliest the broker keeps (retention) and the latest must have
+exactly one row (one at most is the table's UNIQUE constraint). A gap in the log is read back from
+the bus, so an offset that holds no record (compacted away, a transaction marker) is not reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import BaseModel, ConfigDict
+
+from services.audit.repository import AuditLog
+
+__all__ = ["CompletenessReport", "Missing", "bus_offsets", "check_complete", "find_missing"]
+
+Offsets = dict[tuple[str, int], tuple[int, int]]
+"""(topic, partition) -> (earliest offset the broker keeps, next offset to be written)."""
+
+
+class Missing(BaseModel):
+    """Offsets of one partition that hold a record on the bus and have no row in the audit log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+    count: int
+    at_end: bool
+
+    def describe(self) -> str:
+        """One line for a person."""
+        offsets = f"offset {self.first}" if self.first == self.last else f"offsets {self.first}..{self.last}"
+        tail = " (the newest: is the audit service running and caught up?)" if self.at_end else ""
+        return f"{self.topic}[{self.partition}] {offsets}: {self.count} record(s) not in the audit log{tail}"
+
+
+class CompletenessReport(BaseModel):
+    """What was compared and what is missing (empty when every record of the window is in the log)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topics: int
+    partitions: int
+    offsets: int
+    seconds: float
+    missing: list[Missing]
+
+    @property
+    def ok(self) -> bool:
+        """True when every offset in the retention window has its row."""
+        return not self.missing
+
+    @property
+    def missing_records(self) -> int:
+        """How many records are missing in all."""
+        return sum(m.count for m in self.missing)
+
+
+async def bus_offsets(bootstrap: str, prefix: str) -> Offsets:
+    """Earliest and end offsets of every partition of every topic under `prefix`, as the broker has them now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()  # a fresh copy: topics created since start are in it
+        topics = sorted(t for t in cluster.topics() if t.startswith(prefix))
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        begins = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): (begins[tp], ends[tp]) for tp in tps}
+
+
+async def _present(
+    bootstrap: str, gaps: Iterable[tuple[str, int, int, int]], *, timeout_s: float = 30.0
+) -> dict[tuple[str, int], list[int]]:
+    """The offsets inside each gap (topic, partition, first, last) that hold a record on the bus."""
+    wanted = list(gaps)
+    found: dict[tuple[str, int], list[int]] = {}
+    if not wanted:
+        return found
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=5000)
+    await consumer.start()
+    try:
+        for topic, partition, first, last in wanted:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, first)
+            deadline = time.monotonic() + timeout_s
+            while await consumer.position(tp) <= last:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{topic}[{partition}]: no progress reading offsets {first}..{last} in {timeout_s}s")
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if first <= record.offset <= last:
+                        found.setdefault((topic, partition), []).append(record.offset)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _ranges(offsets: list[int]) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    for offset in sorted(offsets):
+        if ranges and offset == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], offset)
+        else:
+            ranges.append((offset, offset))
+    return ranges
+
+
+async def find_missing(log: AuditLog, bootstrap: str, offsets: Offsets) -> list[Missing]:
+    """The records of `offsets` that have no row in `log`, confirmed on the bus, as ranges."""
+    gaps = [(t, p, first, last) for (t, p), (begin, end) in offsets.items() for first, last in await log.offset_gaps(t, p, begin, end)]
+    present = await _present(bootstrap, gaps)
+    missing = []
+    for (topic, partition), found in sorted(present.items()):
+        end = offsets[(topic, partition)][1]
+        for first, last in _ranges(found):
+            missing.append(
+                Missing(topic=topic, partition=partition, first=first, last=last, count=last - first + 1, at_end=last == end - 1)
+            )
+    return missing
+
+
+async def check_complete(log: AuditLog, bootstrap: str, prefix: str) -> CompletenessReport:
+    """Compare every offset of every topic of the deployment `prefix` on the bus with the audit log."""
+    started = time.perf_counter()
+    offsets = await bus_offsets(bootstrap, prefix)
+    missing = await find_missing(log, bootstrap, offsets)
+    return CompletenessReport(
+        topics=len({t for t, _ in offsets}),
+        partitions=len(offsets),
+        offsets=sum(end - begin for begin, end in offsets.values()),
+        seconds=time.perf_counter() - started,
+        missing=missing,
+    )

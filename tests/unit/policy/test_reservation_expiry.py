@@ -1,0 +1,94 @@
+"""The budget held for a call that never ran is given back once its authorization expired (plus a margin), never before."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
+from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import InMemoryPolicyRepository
+from services.policy.service import PolicyService
+from services.policy.settings import PolicySettings
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+RESULT = {"task_id": "t-1", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1.0}
+
+
+async def _publish(topic: str, event: Any) -> None:
+    return None
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> PolicyService:
+    return PolicyService(
+        catalog=CATALOG,
+        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
+        repo=InMemoryPolicyRepository(clock=lambda: T0),
+        signer=SigningKey.load_or_create(tmp_path, "policy"),
+        keys_dir=tmp_path,
+        control=ControlState(),
+        publish=_publish,
+        settings=PolicySettings(authorization_ttl_s=60, reservation_expiry_margin_s=30),
+        clock=lambda: T0,
+    )
+
+
+def refund(action_id: str) -> ActionProposed:
+    data = ActionProposedData(
+        action_id=action_id, task_id="t-1", tenant_id="acme", step=1, tool="issue_refund",
+        args={"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, proposer="tests", mode="autonomous",
+    )  # fmt: skip
+    return ActionProposed.build(data, source="tests")
+
+
+async def test_a_reservation_with_no_result_is_released_after_expiry_and_margin_and_a_late_result_counts_again(
+    service: PolicyService,
+) -> None:
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    for action_id in ("never-ran", "unknown", "ran"):
+        await service.on_proposed(refund(action_id))
+    assert repo.spend[("acme", "*")] == pytest.approx(0.03)
+    await service.on_result(ActionUnknown.build(ActionResultData(action_id="unknown", status="unknown", **RESULT), source="x"))
+    await service.on_result(
+        ActionSucceeded.build(ActionResultData(action_id="ran", status="succeeded", cost=ResultCost(usd=0.005), **RESULT), source="x")
+    )
+    assert repo.spend[("acme", "*")] == pytest.approx(0.025)
+
+    assert await service.release_expired(T0 + timedelta(seconds=89)) == []  # 60 s lifetime + 30 s margin not over yet
+    assert await service.release_expired(T0 + timedelta(seconds=91)) == ["never-ran"]  # the unknown one stays held
+    assert repo.spend[("acme", "*")] == pytest.approx(0.015)
+    assert repo.spend[("acme", "t-1")] == pytest.approx(0.015)
+    assert await service.release_expired(T0 + timedelta(days=1)) == []  # once
+
+    # The call ran after all (started just before its expiry, reported late): its cost is spend again.
+    await service.on_result(
+        ActionSucceeded.build(ActionResultData(action_id="never-ran", status="succeeded", cost=ResultCost(usd=0.004), **RESULT), source="x")
+    )
+    assert repo.spend[("acme", "*")] == pytest.approx(0.019)
+    assert repo.reservations["never-ran"][1] == "settled"
+
+
+async def test_a_proposal_whose_args_hold_nan_is_dead_lettered_with_its_reason(service: PolicyService) -> None:
+    import math
+
+    from servicekit import Reject
+    from services.policy.handlers import PolicyHandlers
+
+    event = refund("nan")
+    event = event.model_copy(update={"data": event.data.model_copy(update={"args": {**event.data.args, "amount_usd": math.nan}})})
+    handlers = PolicyHandlers(service)
+    with pytest.raises(Reject) as refused:
+        await handlers.proposed(event)
+    assert (refused.value.code, refused.value.message) == ("invalid_args", "args of nan hold NaN or Infinity")
+    with pytest.raises(ValueError, match="one event at a time"):  # the bus falls back to `proposed` for each event
+        await handlers.proposed_batch([refund("fine"), event])
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    assert repo.decisions == {}
