@@ -1,0 +1,57 @@
+"""A service that is alive but makes no progress says so on `/health` (plain HTTP) and its watchdog returns, so it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from servicekit import Bus, ServiceProcess
+from servicekit.health import serve_metrics_and_health
+
+
+class NoBroker:
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing is published here")
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_health_turns_503_and_the_watchdog_fires_when_a_record_is_stuck_in_handling() -> None:
+    bus = Bus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, handler_limit_s=0.2, watch_interval_s=0.05)
+    server = serve_metrics_and_health(0, process.health)
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        status, body = await asyncio.to_thread(get, f"{url}/health")
+        assert (status, body["ok"]) == (200, True)
+        with bus.liveness.running():  # a handler that never returns
+            reason = await asyncio.wait_for(process.watch(), 5)
+        assert "in handling" in reason
+        status, body = await asyncio.to_thread(get, f"{url}/health")
+        assert (status, body["ok"]) == (503, False)
+        assert "in handling" in body["reason"]
+        metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read())
+        assert b"tidegate_" in metrics or b"python_info" in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_the_watchdog_fires_when_the_producer_is_dead() -> None:
+    bus = Bus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, watch_interval_s=10)
+    watch = asyncio.create_task(process.watch())
+    bus.failure = RuntimeError("OutOfOrderSequenceNumber")
+    bus.failed.set()
+    reason = await asyncio.wait_for(watch, 5)
+    assert reason.startswith("producer dead")
+    assert process.health()["ok"] is False
