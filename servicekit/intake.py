@@ -33,10 +33,13 @@ __all__ = ["Bounds", "ErrorKind", "ProducerDead", "RawValue", "Refused", "check_
 
 RAW_LIMIT = 64 * 1024
 
-# A JSON string, a bracket, a NaN/Infinity literal, or a number with an exponent: enough to find
-# the depth and the non-finite numbers outside strings (brackets and "NaN" inside a string are text).
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[{]|[\]}]|-?Infinity|NaN|-?\d+(?:\.\d+)?[eE][+-]?\d+')
-_EXPONENT = re.compile(rb"\d[eE][+-]?\d{3}")
+# A JSON string (unrolled: no alternation per character), removed before looking at brackets and
+# numbers, so that brackets, "NaN" and "1e999" inside a string stay text.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# A number with a 3-digit exponent (looked for outside strings only: a UUID holds "3e417").
+_BIG_EXPONENT = re.compile(rb"-?\d+(?:\.\d+)?[eE][+-]?\d{3,}")
+_OPEN = frozenset(b"[{")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,11 @@ class ProducerDead(Exception):
 def check_bounds(value: bytes | None, bounds: Bounds) -> None:
     """Raise `Refused` when `value` is too large, nested too deep, or holds NaN/Infinity; cheap when it does not.
 
-    The common case costs two `bytes.count` and two substring tests; the exact scan of tokens runs
-    only when the value has more opening brackets than the depth allows, or a non-finite literal or
-    a large exponent may be present.
+    The common case costs two `bytes.count` and two substring tests (about 2 µs on 500 bytes); the
+    exact scan (strings removed, brackets counted, numbers checked) runs only when the value has more
+    opening brackets than the depth allows or holds the text "NaN" or "Infinity". A number that
+    overflows a double (`1e999`) is found by that scan, or else by the contract wherever it types a
+    number (`allow_inf_nan=False`): looking for exponents in every value would cost more than decoding it.
     """
     if value is None:
         return
@@ -73,24 +78,33 @@ def check_bounds(value: bytes | None, bounds: Bounds) -> None:
     if size > bounds.max_bytes:
         raise Refused(ReasonCode.TOO_LARGE, f"value of {size} bytes exceeds the bound of {bounds.max_bytes}")
     deep = value.count(b"[") + value.count(b"{") > bounds.max_depth
-    odd = b"NaN" in value or b"Infinity" in value or _EXPONENT.search(value) is not None
+    odd = b"NaN" in value or b"Infinity" in value
     if deep or odd:
         _scan(value, bounds.max_depth)
 
 
+def _outside_strings(value: bytes) -> bytes:
+    """`value` with the text of its JSON strings removed (C-speed `split` unless a string escapes a quote)."""
+    if b'\\"' in value:
+        return _STRING.sub(b'""', value)
+    return b"".join(value.split(b'"')[::2])
+
+
 def _scan(value: bytes, max_depth: int) -> None:
+    bare = _outside_strings(value)
     depth = 0
-    for match in _TOKENS.finditer(value):
-        token = match.group()
-        first = token[:1]
-        if first in (b"[", b"{"):
-            depth += 1
-            if depth > max_depth:
-                raise Refused(ReasonCode.TOO_DEEP, f"JSON nested deeper than {max_depth} (at byte {match.start()})")
-        elif first in (b"]", b"}"):
-            depth -= 1
-        elif first != b'"' and not math.isfinite(float(token)):
-            raise Refused(ReasonCode.NOT_FINITE, f"non-finite number {token[:40].decode()!r} (NaN and Infinity are not JSON)")
+    for char in bare.translate(None, _NOT_BRACKETS):
+        depth += 1 if char in _OPEN else -1
+        if depth > max_depth:
+            raise Refused(ReasonCode.TOO_DEEP, f"JSON nested deeper than {max_depth}")
+    if b"NaN" in bare or b"Infinity" in bare:
+        raise Refused(ReasonCode.NOT_FINITE, "non-finite number (NaN and Infinity are not JSON)")
+    words = bare.replace(b"true", b"").replace(b"false", b"")
+    if b"e" not in words and b"E" not in words:  # no exponent anywhere: no number can overflow
+        return
+    for number in _BIG_EXPONENT.finditer(bare):
+        if not math.isfinite(float(number.group())):
+            raise Refused(ReasonCode.NOT_FINITE, f"number {number.group()[:40].decode()!r} is not finite as a double")
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ async def test_the_deep_array_between_two_proposals_is_dead_lettered_alone_and_i
         (b'{"a": ' * 65 + b"1" + b"}" * 65, "too_deep"),
         (proposal().replace(b'"T-1"', b"NaN"), "not_finite"),
         (proposal().replace(b'"T-1"', b"-Infinity"), "not_finite"),
-        (proposal().replace(b'"T-1"', b"1e999"), "not_finite"),
+        (proposal().replace(b'"T-1"', b"[" * 70 + b"1e999" + b"]" * 70), "too_deep"),
     ],
 )
 async def test_values_out_of_bounds_are_dead_lettered_with_their_reason_code(value: bytes, code: str) -> None:
@@ -100,6 +100,12 @@ async def test_values_out_of_bounds_are_dead_lettered_with_their_reason_code(val
     await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", value), handler)  # type: ignore[arg-type]
     [rejected] = dead_letters(broker)
     assert rejected.data.code == code
+
+
+def test_an_overflowing_number_is_not_finite_where_the_scan_runs() -> None:
+    with pytest.raises(Refused) as refused:
+        check_bounds(b'{"note": "NaN is text here", "n": 1e999}', Bounds())
+    assert refused.value.code == "not_finite"
 
 
 def test_brackets_and_nan_inside_strings_are_text() -> None:
