@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 from bus_helpers import Collector, Producer
-from conftest import BatchProducer, good_event, wire
+from reliability_helpers import BatchProducer, good_event, wire
 
 import schemas as s
 from servicekit import Bus, KitSettings, make_broker

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from bus_helpers import Collector
-from conftest import POISON, BatchProducer, audit_rows, good_event, wire
+from reliability_helpers import POISON, BatchProducer, audit_rows, good_event, wire
 
 import schemas as s
 from servicekit import Bus, KitSettings, make_broker
