@@ -129,6 +129,8 @@ class Bus:
             tp = current_traceparent()
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
+        if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
+            raise ProducerDead("the producer's sender task has ended")
         await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
         metrics.observe_published(self.service, event)
 
@@ -398,6 +400,15 @@ class Bus:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+
+def _sender_dead(broker: KafkaBroker) -> bool:
+    """True when the broker's aiokafka producer has a sender task that ended (FastStream keeps it at this path)."""
+    try:
+        task = broker.config.producer._producer.producer._sender.sender_task  # type: ignore[attr-defined]
+    except Exception:  # not connected, FastStream's test broker, or a fake: nothing to tell
+        return False
+    return task is not None and task.done()
 
 
 def _contract_code(exc: ValidationError) -> str:

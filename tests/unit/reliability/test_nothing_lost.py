@@ -238,3 +238,21 @@ def test_liveness_reports_waiting_records_with_no_progress() -> None:
     assert "6 records waiting" in (live.stalled(stall_after_s=30, handler_limit_s=300, now=start + 40) or "")
     live.progressed()
     assert live.stalled(stall_after_s=30, handler_limit_s=300, now=live.last_progress + 1) is None
+
+
+async def test_publishing_on_a_producer_whose_sender_task_ended_is_a_dead_producer_not_a_hang() -> None:
+    """aio-libs/aiokafka#1017: after OutOfOrderSequenceNumber the sender task is gone and sends wait forever."""
+    from faststream.kafka.publisher.state import RealProducer
+
+    from servicekit import make_broker
+    from servicekit.intake import ProducerDead
+
+    broker = make_broker("unused:1", "policy")
+    sender_task: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    sender_task.set_exception(OutOfOrderSequenceNumber())
+    sender_task.exception()
+    fake = type("P", (), {"_sender": type("S", (), {"sender_task": sender_task})(), "_closed": False})()
+    broker.config.producer._producer = RealProducer(fake)  # type: ignore[attr-defined, arg-type]
+    bus = Bus(broker, "policy", "unused:1", "p.")
+    with pytest.raises(ProducerDead):
+        await asyncio.wait_for(bus.publish("deadletter", s.decode("actions.proposed", proposal())), 5)
