@@ -8,7 +8,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from servicekit import Bus, ServiceProcess
+import pytest
+
+from servicekit import Bus, ServiceProcess, runner
 from servicekit.health import serve_metrics_and_health
 
 
@@ -55,3 +57,27 @@ async def test_the_watchdog_fires_when_the_producer_is_dead() -> None:
     reason = await asyncio.wait_for(watch, 5)
     assert reason.startswith("producer dead")
     assert process.health()["ok"] is False
+
+
+class IdleBus(Bus):
+    """A bus with nothing to consume: start and stop do no I/O."""
+
+    stopped: bool = False
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "tune_gc", lambda: None)  # not in the test process
+    bus = IdleBus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, watch_interval_s=0.05)
+    bus.failure = RuntimeError("OutOfOrderSequenceNumber")  # as Bus.producer_dead leaves it
+    bus.failed.set()
+    with pytest.raises(SystemExit) as exited:  # awaited directly: SystemExit would escape a task's event loop
+        await process.run_until_signalled()  # the suite's per-test timeout bounds it
+    assert exited.value.code == runner.EXIT_STALLED == 75
+    assert bus.stopped
