@@ -2,12 +2,13 @@
 
 A service can be alive and useless: a producer that died, a fetch that stalled, a handler stuck on a
 call, a dependency retried forever. `Liveness` is told when a record starts and finishes, and reads
-its consumers' lag (the highwater of the last fetch against the next offset to handle, both kept by
-aiokafka without a request); `stalled` names what is wrong, or None.
+its consumers' lag (end offsets asked of the broker against the consumer's positions); `stalled`
+names what is wrong, or None.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -53,22 +54,23 @@ class Liveness:
         """A transient error is being retried (shown by `/health` while it lasts)."""
         self.last_error = repr(exc)[:300]
 
-    def lag(self) -> int:
-        """Records fetched-known to be waiting on the assigned partitions (0 when unknown)."""
+    async def lag(self) -> int:
+        """Records waiting on the assigned partitions: end offsets (asked of the broker) minus positions."""
         waiting = 0
         for subscriber in self._subscribers:
             consumer = getattr(subscriber, "consumer", None)
             if consumer is None:
                 continue
-            with contextlib.suppress(Exception):  # not started, or rebalancing: unknown this time
-                for tp in consumer.assignment():
-                    highwater = consumer.highwater(tp)
-                    position = consumer._subscription.subscription.assignment.state_value(tp).position
-                    if highwater is not None and position is not None:
-                        waiting += max(0, highwater - position)
+            with contextlib.suppress(Exception):  # not started, rebalancing, broker away: unknown this time
+                tps = list(consumer.assignment())
+                ends = await asyncio.wait_for(consumer.end_offsets(tps), 10) if tps else {}
+                for tp in tps:
+                    state = consumer._subscription.subscription.assignment.state_value(tp)
+                    if state is not None and state.has_valid_position:
+                        waiting += max(0, ends[tp] - state.position)
         return waiting
 
-    def stalled(self, *, stall_after_s: float, handler_limit_s: float, now: float | None = None) -> str | None:
+    async def stalled(self, *, stall_after_s: float, handler_limit_s: float, now: float | None = None) -> str | None:
         """Why this service is not making progress, or None when it is (or has nothing to do)."""
         now = time.monotonic() if now is None else now
         if self._in_flight:
@@ -76,7 +78,7 @@ class Liveness:
             if now - oldest > handler_limit_s:
                 cause = f" (retrying: {self.last_error})" if self.last_error else ""
                 return f"a record has been in handling for {now - oldest:.0f}s{cause}"
-        waiting = self.lag()
+        waiting = await self.lag()
         if waiting <= 0:
             self._lag_since = None
             return None

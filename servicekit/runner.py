@@ -162,7 +162,7 @@ class ServiceProcess:
         while True:
             if self.bus.failure is not None:
                 return f"producer dead: {self.bus.failure!r}"
-            reason = self.bus.liveness.stalled(stall_after_s=self.stall_after_s, handler_limit_s=self.handler_limit_s)
+            reason = await self.bus.liveness.stalled(stall_after_s=self.stall_after_s, handler_limit_s=self.handler_limit_s)
             if reason is not None:
                 self.stalled = reason
                 return reason

@@ -6,11 +6,14 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
+from bus_helpers import Producer
+from reliability_helpers import good_event
 
-from servicekit import Bus, ServiceProcess, runner
+from servicekit import Bus, KitSettings, ServiceProcess, make_broker, runner
 from servicekit.health import serve_metrics_and_health
 
 
@@ -81,3 +84,36 @@ async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervis
         await process.run_until_signalled()  # the suite's per-test timeout bounds it
     assert exited.value.code == runner.EXIT_STALLED == 75
     assert bus.stopped
+
+
+async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_broker(kit: KitSettings, wait_for: Any) -> None:
+    bus = Bus(make_broker(kit.kafka_bootstrap, "policy"), "policy", kit.kafka_bootstrap, kit.topic_prefix)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck(event: Any) -> None:
+        entered.set()
+        await release.wait()
+
+    bus.consume("actions.proposed", stuck, group_id=f"{kit.topic_prefix}policy", max_records=1)
+    producer = Producer(kit)
+    await producer.start()
+    await bus.start()
+    try:
+        task = f"t-{uuid.uuid4().hex[:8]}"
+        await producer.send("actions.proposed", good_event("actions.proposed", task))
+        await wait_for(entered.is_set, timeout=30, what="the handler entered")
+        for _ in range(5):
+            await producer.send("actions.proposed", good_event("actions.proposed", task))
+
+        async def five_waiting() -> bool:
+            return await bus.liveness.lag() >= 5
+
+        await wait_for(five_waiting, timeout=30, what="five records seen waiting")
+        first_seen = bus.liveness.last_progress + 1
+        assert await bus.liveness.stalled(stall_after_s=60, handler_limit_s=10_000, now=first_seen) is None
+        later = await bus.liveness.stalled(stall_after_s=60, handler_limit_s=10_000, now=first_seen + 61)
+        assert "records waiting" in (later or "")
+    finally:
+        release.set()
+        await bus.stop()
+        await producer.stop()

@@ -204,40 +204,40 @@ async def test_a_dead_producer_fails_the_process_and_holds_the_record_uncommitte
         await task
 
 
-def test_liveness_reports_a_record_in_handling_for_too_long() -> None:
+async def test_liveness_reports_a_record_in_handling_for_too_long() -> None:
     live = Liveness()
     with live.running():
-        assert live.stalled(stall_after_s=10, handler_limit_s=5) is None
+        assert await live.stalled(stall_after_s=10, handler_limit_s=5) is None
         later = live.last_progress + 60
-        assert "in handling" in (live.stalled(stall_after_s=10, handler_limit_s=5, now=later) or "")
+        assert "in handling" in (await live.stalled(stall_after_s=10, handler_limit_s=5, now=later) or "")
 
 
-def test_liveness_reports_waiting_records_with_no_progress() -> None:
+async def test_liveness_reports_waiting_records_with_no_progress() -> None:
     class Consumer:
         def assignment(self) -> set[str]:
             return {"tp"}
 
-        def highwater(self, tp: str) -> int:
-            return 10
+        async def end_offsets(self, tps: list[str]) -> dict[str, int]:
+            return dict.fromkeys(tps, 10)
 
         class _subscription:
             class subscription:
                 class assignment:
                     @staticmethod
                     def state_value(tp: str) -> Any:
-                        return type("S", (), {"position": 4})()
+                        return type("S", (), {"position": 4, "has_valid_position": True})()
 
     class Subscriber:
         consumer = Consumer()
 
     live = Liveness()
     live.watch(Subscriber())
-    assert live.lag() == 6
+    assert await live.lag() == 6
     start = live.last_progress
-    assert live.stalled(stall_after_s=30, handler_limit_s=300, now=start + 1) is None
-    assert "6 records waiting" in (live.stalled(stall_after_s=30, handler_limit_s=300, now=start + 40) or "")
+    assert await live.stalled(stall_after_s=30, handler_limit_s=300, now=start + 1) is None
+    assert "6 records waiting" in (await live.stalled(stall_after_s=30, handler_limit_s=300, now=start + 40) or "")
     live.progressed()
-    assert live.stalled(stall_after_s=30, handler_limit_s=300, now=live.last_progress + 1) is None
+    assert await live.stalled(stall_after_s=30, handler_limit_s=300, now=live.last_progress + 1) is None
 
 
 async def test_publishing_on_a_producer_whose_sender_task_ended_is_a_dead_producer_not_a_hang() -> None:
