@@ -80,7 +80,7 @@ class ServiceProcess:
     ready_dir: Path | None = None
     stall_after_s: float = 120.0
     handler_limit_s: float = 300.0
-    watch_interval_s: float = 1.0
+    watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     pool: asyncpg.Pool | None = field(default=None, init=False)
