@@ -218,9 +218,12 @@ class Bus:
         except Refused as exc:
             code, error = exc.code, exc.message
         except ValidationError as exc:
-            code, error = _contract_code(exc), _describe(exc)
+            try:
+                code, error = _contract_code(exc), _describe(exc)
+            except Exception:  # describing it failed too: the reason is still the contract
+                code, error = ReasonCode.INVALID_EVENT, "invalid event (not describable)"
         except Exception as exc:
-            code, error = ReasonCode.INVALID_EVENT, f"undecodable: {type(exc).__name__}: {str(exc)[:500]}"
+            code, error = ReasonCode.INVALID_EVENT, f"undecodable: {type(exc).__name__}"
         await self.dead_letter(record, topic, code, error)
         return None
 
