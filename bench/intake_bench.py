@@ -45,6 +45,7 @@ def main() -> None:
 
         return run
 
+    started = time.perf_counter()
     rows = [
         (f"check_bounds, typical proposal ({len(typical)} B)", per_call_us(lambda: check_bounds(typical, bounds), n)),
         (f"decode, typical proposal ({len(typical)} B)", per_call_us(lambda: s.decode("actions.proposed", typical), n // 4)),
@@ -53,10 +54,9 @@ def main() -> None:
         (f"check_bounds refuses the 100,000-deep array ({len(poison)} B)", per_call_us(refuse(poison), 200)),
         ("describe_raw of that array (truncate + SHA-256)", per_call_us(lambda: describe_raw(poison), 200)),
     ]
-    started = time.perf_counter()
     for label, us in rows:
         print(f"{label:<62} {us:9.2f} µs")
-    print(f"(best of 5 runs; {time.perf_counter() - started:.1f}s)")
+    print(f"(best of 5 runs each; {time.perf_counter() - started:.1f}s in all; figures grow with the machine's load)")
 
 
 if __name__ == "__main__":
