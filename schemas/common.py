@@ -24,9 +24,12 @@ __all__ = [
 
 
 class Contract(BaseModel):
-    """Base of every wire model: immutable; unknown fields are ignored so that additive changes stay compatible."""
+    """Base of every wire model: immutable; unknown fields are ignored so that additive changes stay compatible.
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    NaN and Infinity are refused in every number field (JSON has neither; a NaN cost would poison every sum).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
 
 class RiskClass(StrEnum):

@@ -442,7 +442,9 @@ class EventRejectedData(Contract):
     key: str | None = Field(default=None, description="Kafka key (UTF-8, replaced errors).")
     raw_value: str = Field(description="The raw value, decoded with replacement, truncated to 64 KiB.")
     truncated: bool = Field(default=False)
-    code: str = Field(description="Reason code.", examples=["invalid_event", "signature_invalid"])
+    size: int | None = Field(default=None, ge=0, description="Size of the whole raw value in bytes (it may be truncated above).")
+    sha256: str | None = Field(default=None, description="SHA-256 (hex) of the whole raw value, so a truncated one can still be matched.")
+    code: str = Field(description="Reason code.", examples=["invalid_event", "too_deep", "signature_invalid"])
     error: str = Field(description="What was wrong, for a person.")
     service: str = Field(description="Service that rejected it.", examples=["policy"])
 

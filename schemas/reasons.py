@@ -47,6 +47,10 @@ class ReasonCode(StrEnum):
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
     HANDLER_ERROR = "handler_error"
+    # Dead letters of values refused before parsing (KitSettings bounds) or at the contract.
+    TOO_LARGE = "too_large"
+    TOO_DEEP = "too_deep"
+    NOT_FINITE = "not_finite"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).

@@ -1,10 +1,13 @@
-"""The Kafka bus every service uses: broker factory, publishing, and consumers that never die.
+"""The Kafka bus every service uses: broker factory, publishing, and consumers that never die nor skip.
 
-A consumer here validates each message against the topic's contract; what it cannot accept goes to
-`deadletter` with the reason and consumption goes on. Offsets are committed only after a batch is
-handled, so delivery is at least once and handlers are idempotent. This module is the one layer
-that retries a handler: transient infrastructure errors (database or broker unreachable) are
-retried with capped backoff, forever, blocking the partition rather than losing the event.
+A consumer here checks each record's bounds and validates it against the topic's contract; what it
+cannot accept goes to `deadletter` ALONE, with the reason, its raw bytes (truncated), their size and
+SHA-256, and consumption goes on with its neighbours. An offset is committed only after every record
+before it is handled or dead-lettered: the batch handler returns only then (a dead letter that cannot
+be written is retried, never skipped), and if it raises anyway the batch is rewound, not committed.
+This module is the one layer that retries a handler (`Bus.retrying`): transient infrastructure errors
+(`servicekit.intake.classify`) are retried with capped backoff, forever, blocking the partition
+rather than losing the event; a dead producer makes the process exit for its supervisor to restart.
 """
 
 from __future__ import annotations
@@ -15,11 +18,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -28,23 +29,17 @@ from pydantic import ValidationError
 
 from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
 from servicekit import metrics
+from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
+from servicekit.liveness import Liveness
+from servicekit.rawbatch import raw_decoder, tolerant_parser
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["Bus", "Handler", "Reject", "make_broker"]
+__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Reject", "make_broker"]
 
 log = logging.getLogger(__name__)
 
-RAW_LIMIT = 64 * 1024
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
-
+T = TypeVar("T")
+MAX_BACKOFF_S = 5.0
 Handler = Callable[[Any], Awaitable[None]]
 
 
@@ -76,6 +71,21 @@ def _text(raw: bytes | None) -> str:
     return raw.decode("utf-8", errors="replace") if raw is not None else ""
 
 
+def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | None]:
+    """Tenant and task of a value, if they can be read safely (never raises: the value may be anything)."""
+    try:
+        check_bounds(value, bounds)
+        doc = json.loads(value or b"")
+        if not isinstance(doc, dict):
+            return "unknown", None
+        data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
+        tenant = str(doc.get("tenantid") or data.get("tenant_id") or "unknown")[:100] or "unknown"
+        task = doc.get("subject") or data.get("task_id")
+        return tenant, (str(task)[:200] if task else None)
+    except Exception:  # RecursionError, MemoryError, anything: the dead letter goes out without them
+        return "unknown", None
+
+
 @dataclass(frozen=True)
 class _Route:
     topic: str
@@ -94,7 +104,14 @@ class Bus:
     service: str
     bootstrap: str
     prefix: str = "tidegate."
+    bounds: Bounds = field(default_factory=Bounds)
     rejected: int = field(default=0, init=False)
+    liveness: Liveness = field(default_factory=Liveness, init=False)
+    # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
+    on_transient: Callable[[BaseException], Awaitable[None]] | None = field(default=None, init=False)
+    # Set when the producer can no longer deliver: the process exits for its supervisor to restart it.
+    failure: BaseException | None = field(default=None, init=False)
+    failed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
     _routes: list[_Route] = field(default_factory=list, init=False)
@@ -112,30 +129,30 @@ class Bus:
             tp = current_traceparent()
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
+        if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
+            raise ProducerDead("the producer's sender task has ended")
         await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
         metrics.observe_published(self.service, event)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
-        """Send an unacceptable message to `deadletter` with the reason; never raises on bad input."""
-        raw = _text(record.value)
-        tenant, task = "unknown", None
-        try:
-            doc = json.loads(raw)
-            if isinstance(doc, dict):
-                tenant = str(doc.get("tenantid") or (doc.get("data") or {}).get("tenant_id") or "unknown")[:100] or "unknown"
-                task = doc.get("subject") or (doc.get("data") or {}).get("task_id")
-                task = str(task)[:200] if task else None
-        except (ValueError, AttributeError):
-            pass
+        """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.
+
+        The raw value is kept truncated to 64 KiB, with its full size and SHA-256. Publishing is retried
+        until the dead letter is written: the record's offset must not be committed before.
+        """
+        raw = describe_raw(record.value)
+        tenant, task = _tenant_and_task(record.value, self.bounds)
         data = EventRejectedData(
             tenant_id=tenant,
             task_id=task,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            key=_text(record.key) if record.key is not None else None,
-            raw_value=raw[:RAW_LIMIT],
-            truncated=len(raw) > RAW_LIMIT,
+            key=_text(record.key)[:1000] if record.key is not None else None,
+            raw_value=raw.text,
+            truncated=raw.truncated,
+            size=raw.size,
+            sha256=raw.sha256,
             code=code,
             error=error[:4000],
             service=self.service,
@@ -143,15 +160,82 @@ class Bus:
         self.rejected += 1
         log.warning("rejected %s[%d]@%d: %s: %s", record.topic, record.partition, record.offset, code, error[:300])
         event = EventRejected.build(data, source=f"tidegate/{self.service}", subject=task)
-        await self.publish("deadletter", event)
+        delay = 0.1
+        while True:
+            try:
+                await self.publish("deadletter", event)
+                return
+            except Exception as exc:  # whatever it is, the record must not be skipped: wait and try again
+                if classify(exc) is ErrorKind.PRODUCER_DEAD:
+                    await self.producer_dead(exc)
+                where = f"{record.topic}@{record.offset}"
+                log.error("%s: dead letter of %s not written, retrying in %.1fs: %r", self.service, where, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def producer_dead(self, exc: BaseException) -> None:
+        """The producer cannot deliver again: flag the process as failed (it exits non-zero) and hold the batch, uncommitted."""
+        if self.failure is None:
+            log.critical("%s: producer can no longer deliver (%r); exiting for the supervisor to restart", self.service, exc)
+            self.failure = exc
+            self.failed.set()
+        await asyncio.Event().wait()  # until the process stops and cancels this handler; nothing is committed
+        raise ProducerDead(str(exc))  # pragma: no cover  (unreachable: the wait ends only by cancellation)
+
+    async def retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` until it succeeds; transient errors are retried with capped backoff, forever.
+
+        An error about the record itself is raised for the caller to dead-letter; a dead producer
+        stops the process (`producer_dead`). This is the one layer that retries handlers.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                kind = classify(exc)
+                if kind is ErrorKind.RECORD:
+                    raise
+                if kind is ErrorKind.PRODUCER_DEAD:
+                    await self.producer_dead(exc)
+                if self.on_transient is not None:
+                    await self.on_transient(exc)
+                self.liveness.retrying(exc)
+                log.warning("%s: transient error on %s, retrying in %.1fs: %r", self.service, what, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def decode_record(self, topic: str, record: ConsumerRecord[Any, Any]) -> Any | None:
+        """The record's event, or None once it is dead-lettered with the reason.
+
+        The one place where every consume path of the kit and the policy's batch path turn bytes
+        into an event: bounds first, then the contract. A check of the event's signature belongs
+        right after `decode` here. Any exception (`RecursionError`, `MemoryError`) is the record's.
+        """
+        try:
+            check_bounds(record.value, self.bounds)
+            return decode(topic, record.value or b"")
+        except Refused as exc:
+            code, error = exc.code, exc.message
+        except ValidationError as exc:
+            try:
+                code, error = _contract_code(exc), _describe(exc)
+            except Exception:  # describing it failed too: the reason is still the contract
+                code, error = ReasonCode.INVALID_EVENT, "invalid event (not describable)"
+        except Exception as exc:
+            code, error = ReasonCode.INVALID_EVENT, f"undecodable: {type(exc).__name__}"
+        await self.dead_letter(record, topic, code, error)
+        return None
 
     async def handle_record(self, topic: str, record: ConsumerRecord[Any, Any], handler: Handler) -> None:
-        """Decode one record, run the handler under a span; dead-letter what cannot be accepted."""
-        try:
-            event = decode(topic, record.value or b"")
-        except ValidationError as exc:
-            await self.dead_letter(record, topic, ReasonCode.INVALID_EVENT, _describe(exc))
-            return
+        """Decode one record and handle it; what cannot be accepted is dead-lettered, transient errors retried."""
+        with self.liveness.running():
+            event = await self.decode_record(topic, record)
+            if event is not None:
+                await self.handle_event(record, event, handler)
+
+    async def handle_event(self, record: ConsumerRecord[Any, Any], event: Any, handler: Handler) -> None:
+        """Run the handler on a decoded event under a span; retried while errors are transient."""
         header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
         attrs = {
             Attr.SERVICE: self.service,
@@ -161,31 +245,32 @@ class Bus:
             Attr.TENANT: event.tenantid,
             Attr.TASK: event.subject,
         }
-        delay = 0.1
         started = time.perf_counter()
-        while True:
-            try:
-                with span(
-                    f"{self.service} handle {event.type.removeprefix('tidegate.')}", parent=event.traceparent or header_tp, attributes=attrs
-                ) as s:
-                    try:
-                        await handler(event)
-                    except Reject as rej:
-                        s.set_attribute(Attr.REJECTED, rej.code)
-                        await self.dead_letter(record, topic, rej.code, rej.message)
-                        metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "rejected")
-                        return
-                metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "ok")
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("%s: transient error on %s@%d, retrying in %.1fs: %r", self.service, record.topic, record.offset, delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except Exception as exc:  # a bug must not kill the consumer; the event is kept with the reason
-                log.exception("%s: handler failed on %s@%d", self.service, record.topic, record.offset)
-                await self.dead_letter(record, topic, ReasonCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
-                metrics.observe_handled(self.service, event.type, time.perf_counter() - started, "error")
-                return
+
+        async def attempt() -> str:
+            name = f"{self.service} handle {event.type.removeprefix('tidegate.')}"
+            with span(name, parent=event.traceparent or header_tp, attributes=attrs) as s:
+                try:
+                    await handler(event)
+                except Reject as rej:
+                    s.set_attribute(Attr.REJECTED, rej.code)
+                    await self.dead_letter(record, record.topic.removeprefix(self.prefix), rej.code, rej.message)
+                    return "rejected"
+            return "ok"
+
+        try:
+            result = await self.retrying(f"{record.topic}@{record.offset}", attempt)
+        except Exception as exc:  # a bug must not kill the consumer; the event is kept with the reason
+            log.exception("%s: handler failed on %s@%d", self.service, record.topic, record.offset)
+            await self.dead_letter(record, record.topic.removeprefix(self.prefix), ReasonCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+            result = "error"
+        metrics.observe_handled(self.service, event.type, time.perf_counter() - started, result)
+
+    def mark_handled(self, record: ConsumerRecord[Any, Any]) -> None:
+        """Record that `record` is handled or dead-lettered (what `wait_caught_up` and the liveness check read)."""
+        position = (record.topic, record.partition)
+        self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)
+        self.liveness.progressed()
 
     def consume(
         self,
@@ -236,11 +321,15 @@ class Bus:
             max_records=max(r.max_records for r in group_routes),
             batch_timeout_ms=100,
             auto_offset_reset="latest" if from_latest else "earliest",
-            ack_policy=AckPolicy.ACK if group_id else AckPolicy.MANUAL,
+            # Commit when the batch handler returns (every record handled or dead-lettered); rewind if it raises.
+            ack_policy=AckPolicy.NACK_ON_ERROR if group_id else AckPolicy.MANUAL,
             title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
+            parser=tolerant_parser,
+            decoder=raw_decoder,
         )
         if from_latest:
             self._from_latest.append((subscriber, sorted(routes)))
+        self.liveness.watch(subscriber)
 
         @subscriber
         async def _on_batch(msg: KafkaMessage) -> None:
@@ -252,7 +341,7 @@ class Bus:
                 for record in records:
                     topic, handler = routes[record.topic]
                     await self.handle_record(topic, record, handler)
-                    self.positions[(record.topic, record.partition)] = record.offset + 1
+                    self.mark_handled(record)
 
     async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:
         """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
@@ -267,9 +356,8 @@ class Bus:
                     await self.handle_record(topic, record, handler)
 
         await asyncio.gather(*(run(lane) for lane in by_key.values()))
-        for record in records:
-            position = (record.topic, record.partition)
-            self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)
+        for record in records:  # only now: lanes finish out of order
+            self.mark_handled(record)
 
     async def start(self, *, timeout_s: float = 30.0) -> None:
         """Create the subscribers and connect (producer and consumers).
@@ -315,6 +403,20 @@ class Bus:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+
+def _sender_dead(broker: KafkaBroker) -> bool:
+    """True when the broker's aiokafka producer has a sender task that ended (FastStream keeps it at this path)."""
+    try:
+        task = broker.config.producer._producer.producer._sender.sender_task  # type: ignore[attr-defined]
+    except Exception:  # not connected, FastStream's test broker, or a fake: nothing to tell
+        return False
+    return task is not None and task.done()
+
+
+def _contract_code(exc: ValidationError) -> str:
+    """`not_finite` when the contract refused a NaN or Infinity, else `invalid_event`."""
+    return ReasonCode.NOT_FINITE if any(e["type"] == "finite_number" for e in exc.errors()) else ReasonCode.INVALID_EVENT
 
 
 def _describe(exc: ValidationError) -> str:

@@ -1,8 +1,14 @@
-"""Run one service as a process: connect, migrate, consume, serve HTTP, stop cleanly on SIGTERM."""
+"""Run one service as a process: connect, migrate, consume, serve HTTP, watch its own progress, stop cleanly on SIGTERM.
+
+A service that stops making progress (a dead producer, a stalled fetch, a handler stuck or retrying
+past `handler_limit_s`) says so on `/health` and exits with `EXIT_STALLED`, for its supervisor
+(`tidegate up`) to restart it; its uncommitted records are then read again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -16,8 +22,12 @@ import asyncpg
 from servicekit.bus import Bus
 from servicekit.control import ControlState
 from servicekit.db import apply_migrations, create_pool
+from servicekit.health import serve_metrics_and_health
+from servicekit.intake import DATABASE_ERRORS
 
-__all__ = ["ServiceProcess", "configure_logging", "tune_gc"]
+__all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "tune_gc"]
+
+EXIT_STALLED = 75  # EX_TEMPFAIL: alive but not making progress; restart me
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +78,30 @@ class ServiceProcess:
     metrics_port: int | None = None
     pool_max: int = 10
     ready_dir: Path | None = None
+    stall_after_s: float = 120.0
+    handler_limit_s: float = 300.0
+    watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     pool: asyncpg.Pool | None = field(default=None, init=False)
     _http: Any = field(default=None, init=False)
     _http_task: asyncio.Task[None] | None = field(default=None, init=False)
+    stalled: str | None = field(default=None, init=False)
+    _health_server: Any = field(default=None, init=False)
 
     async def start(self) -> None:
         """Connect to PostgreSQL (and migrate), start consuming, catch up on `control`, serve HTTP."""
         if self.database_url:
             self.pool = await create_pool(self.database_url, max_size=self.pool_max)
+            pool = self.pool
+
+            async def discard_broken(exc: BaseException) -> None:
+                # A connection broken by a restart or pg_terminate_backend must not go back into use
+                # (asyncpg then raises "cannot switch to state"): close them all as they come back.
+                if isinstance(exc, DATABASE_ERRORS):
+                    await pool.expire_connections()
+
+            self.bus.on_transient = discard_broken
             if self.schema and self.migrations:
                 await apply_migrations(self.pool, self.schema, self.migrations)
         for hook in self.on_start:
@@ -86,9 +110,7 @@ class ServiceProcess:
         if self.control is not None:
             await self.bus.wait_caught_up("control")
         if self.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            start_http_server(self.metrics_port, addr="127.0.0.1")
+            self._health_server = serve_metrics_and_health(self.metrics_port, self.health)
         if self.http_app is not None:
             import uvicorn
 
@@ -112,6 +134,9 @@ class ServiceProcess:
             await self._http_task
         if self.ready_dir is not None:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
+        if self._health_server is not None:
+            self._health_server.shutdown()
+            self._health_server.server_close()
         await self.bus.stop()
         for hook in reversed(self.on_stop):
             await hook(self)
@@ -127,14 +152,44 @@ class ServiceProcess:
         host, port = sock.getsockname()[:2]
         return f"http://{host}:{port}"
 
+    def health(self) -> dict[str, Any]:
+        """What `/health` answers: ok, or why not (a dead producer, a stall), with the lag and the last retried error."""
+        reason = str(self.bus.failure) if self.bus.failure is not None else self.stalled
+        return {"ok": reason is None, "service": self.name, "reason": reason, "retrying": self.bus.liveness.last_error}
+
+    async def watch(self) -> str:
+        """Return (only) when this service can no longer make progress, with the reason."""
+        while True:
+            if self.bus.failure is not None:
+                return f"producer dead: {self.bus.failure!r}"
+            reason = await self.bus.liveness.stalled(stall_after_s=self.stall_after_s, handler_limit_s=self.handler_limit_s)
+            if reason is not None:
+                self.stalled = reason
+                return reason
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.bus.failed.wait(), self.watch_interval_s)
+
     async def run_until_signalled(self) -> None:
-        """Start, then run until SIGTERM or SIGINT, then stop cleanly."""
+        """Start, then run until SIGTERM or SIGINT (stop cleanly), or until stalled (exit `EXIT_STALLED`)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
         tune_gc()
-        await stop.wait()
-        log.info("%s: signal received, stopping", self.name)
-        await self.stop()
+        signalled = asyncio.create_task(stop.wait())
+        watchdog = asyncio.create_task(self.watch())
+        await asyncio.wait({signalled, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        if signalled.done():
+            watchdog.cancel()
+            log.info("%s: signal received, stopping", self.name)
+            await self.stop()
+            return
+        signalled.cancel()
+        reason = watchdog.result()
+        log.critical("%s: not making progress (%s); exiting %d for the supervisor to restart it", self.name, reason, EXIT_STALLED)
+        try:  # handlers still in flight are cancelled, so their records are not committed
+            await asyncio.wait_for(self.stop(), timeout=30)
+        except Exception:  # exiting anyway: the records are read again after the restart
+            log.exception("%s: unclean stop", self.name)
+        raise SystemExit(EXIT_STALLED)

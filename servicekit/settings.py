@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.intake import Bounds
+
 __all__ = ["REPO_ROOT", "KitSettings"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,4 +38,21 @@ class KitSettings(BaseSettings):
     ready_dir: Path | None = Field(
         default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`)."
     )
+    max_value_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest record value a consumer parses; a larger one is dead-lettered `too_large`."
+    )
+    max_json_depth: int = Field(
+        default=64, ge=4, description="Deepest JSON nesting a consumer parses (checked on the bytes first); deeper is `too_deep`."
+    )
+    stall_after_s: float = Field(
+        default=120.0, gt=0, description="Liveness: records waiting and none handled for this long means the service is stalled."
+    )
+    handler_limit_s: float = Field(
+        default=300.0, gt=0, description="Liveness: one record (or batch) in handling, retries included, for longer than this is stalled."
+    )
     run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`.")
+
+    @property
+    def bounds(self) -> Bounds:
+        """The bounds every consumer checks a record's value against before parsing it."""
+        return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)

@@ -87,7 +87,7 @@ def build(
         assert holder.service is not None, "the approval service consumes only after start-up"
         return holder.service
 
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
     control = ControlState()
@@ -95,6 +95,8 @@ def build(
 
     proc = ServiceProcess(
         name=NAME,
+        stall_after_s=kit.stall_after_s,
+        handler_limit_s=kit.handler_limit_s,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,

@@ -431,18 +431,21 @@ def signed_decision(record: ApprovalRecord, event_type: str, key: SigningKey) ->
 def cost_so_far(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The task's cost from the decisions and results this service has seen.
 
-    `spent_usd` sums the results' actual cost; `reserved_usd` sums the estimates of calls policy
+    `spent_usd` sums the results' actual cost, ONE result per action id (a result re-published
+    under another event id is the same result); `reserved_usd` sums the estimates of calls policy
     allowed whose result has not been seen yet.
     """
-    spent, reserved = 0.0, 0.0
+    reserved = 0.0
     counts: dict[str, int] = {}
-    finished: set[str] = set()
+    results: dict[str, float] = {}
     rows = list(events)
     for row in rows:
-        counts[row["type"]] = counts.get(row["type"], 0) + 1
         if row["type"].startswith("tidegate.action.") and row["type"] != "tidegate.action.decided":
-            spent += float(row.get("cost_usd") or 0.0)
-            finished.add(row["action_id"])
+            if row["action_id"] in results:
+                continue
+            results[row["action_id"]] = float(row.get("cost_usd") or 0.0)
+        counts[row["type"]] = counts.get(row["type"], 0) + 1
+    spent, finished = sum(results.values()), set(results)
     for row in rows:
         if row["type"] == "tidegate.action.decided" and row.get("outcome") == "allow" and row["action_id"] not in finished:
             reserved += float(row.get("cost_usd") or 0.0)

@@ -14,6 +14,7 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
 from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, make_broker
+from servicekit.rawbatch import raw_decoder, tolerant_parser
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
 from services.audit.repository import PostgresAuditLog
@@ -28,38 +29,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def topic_pattern(prefix: str) -> str:
     """Every topic of the deployment: a topic added later is recorded with no change here."""
     return f"^{re.escape(prefix)}.*"
-
-
-def _utf8(value: bytes | None) -> bool:
-    if value is None:
-        return False
-    try:
-        value.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-async def _tolerant_parser(records: Any, original: Any) -> Any:
-    """Parse a batch whose headers may not be UTF-8, keeping the real records raw.
-
-    FastStream's batch parser decodes header values as UTF-8 and would fail the whole batch on one
-    binary header; it parses a copy with such headers blanked instead.
-    """
-    try:
-        return await original(records)  # the common case, without scanning every header first
-    except (UnicodeDecodeError, AttributeError):  # a binary header, or a header without a value
-        pass
-    batch = records if isinstance(records, tuple | list) else (records,)
-    safe = tuple(dataclasses.replace(r, headers=[(k, v if _utf8(v) else b"") for k, v in r.headers]) for r in batch)
-    message = await original(safe)
-    message.raw_message = records
-    return message
-
-
-async def _raw_decoder(message: Any) -> Any:
-    """The handler reads raw records; FastStream's default decoder would also decode headers as UTF-8."""
-    return message.body
 
 
 @dataclasses.dataclass
@@ -92,10 +61,10 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     settings = settings or AuditSettings()
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms)
-    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix)
-    recorder = Recorder(prefix=kit.topic_prefix)
+    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
+    recorder = Recorder(prefix=kit.topic_prefix, bounds=kit.bounds)
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         pattern=topic_pattern(kit.topic_prefix),
         group_id=f"{kit.topic_prefix}audit",
         batch=True,
@@ -103,18 +72,27 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
         batch_timeout_ms=settings.batch_timeout_ms,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.ACK,  # commit after the handler returned, i.e. after the rows are committed
-        parser=_tolerant_parser,
-        decoder=_raw_decoder,
+        # Commit after the handler returned, i.e. after the rows are committed; rewind (never commit) if it raised.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=tolerant_parser,
+        decoder=raw_decoder,
         title="audit:*",
     )
+    bus.liveness.watch(subscriber)
+
+    @subscriber
     async def record(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         batch: tuple[ConsumerRecord[Any, Any], ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
-        await recorder.record_batch(batch)
+        with bus.liveness.running():
+            await recorder.record_batch(batch)
+        for r in batch:
+            bus.mark_handled(r)
 
     process = ServiceProcess(
         name=NAME,
+        stall_after_s=kit.stall_after_s,
+        handler_limit_s=kit.handler_limit_s,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,
@@ -128,6 +106,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     async def connect(proc: ServiceProcess) -> None:
         assert proc.pool is not None
         recorder.log = PostgresAuditLog(proc.pool)
+        recorder.on_retry = bus.on_transient
 
         async def publish(event: Any) -> None:
             await bus.publish(CHECKPOINT_TOPIC, event)

@@ -19,9 +19,10 @@ from aiokafka import ConsumerRecord
 
 from schemas import AuditCheckpoint
 from servicekit import SigningKey
+from servicekit.intake import Bounds
 from services.audit.chain import AppendResult
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
-from services.audit.records import Observed, observe
+from services.audit.records import DEFAULT_BOUNDS, Observed, observe
 from services.audit.repository import AuditLog
 
 __all__ = ["Checkpointer", "Recorder", "observe_record"]
@@ -29,8 +30,8 @@ __all__ = ["Checkpointer", "Recorder", "observe_record"]
 log = logging.getLogger(__name__)
 
 
-def observe_record(record: ConsumerRecord[Any, Any], prefix: str) -> Observed:
-    """An aiokafka record as the audit stores it."""
+def observe_record(record: ConsumerRecord[Any, Any], prefix: str, bounds: Bounds = DEFAULT_BOUNDS) -> Observed:
+    """An aiokafka record as the audit stores it (never raises: a bad value is kept raw, with the reason)."""
     return observe(
         topic=record.topic,
         partition=record.partition,
@@ -41,6 +42,7 @@ def observe_record(record: ConsumerRecord[Any, Any], prefix: str) -> Observed:
         value=record.value,
         headers=record.headers,
         prefix=prefix,
+        bounds=bounds,
     )
 
 
@@ -50,6 +52,9 @@ class Recorder:
 
     prefix: str
     log: AuditLog | None = None
+    bounds: Bounds = DEFAULT_BOUNDS
+    # Called before each retry (the app discards the pool's connections: one broken by a restart must not be reused).
+    on_retry: Callable[[BaseException], Awaitable[None]] | None = None
     recorded: int = 0
     skipped: int = 0
     retries: int = 0
@@ -58,7 +63,7 @@ class Recorder:
     async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
         assert self.log is not None, "Recorder.log is set when the service starts"
-        observed = [observe_record(r, self.prefix) for r in records]
+        observed = [observe_record(r, self.prefix, self.bounds) for r in records]
         delay = 0.1
         while True:
             try:
@@ -67,6 +72,8 @@ class Recorder:
                 raise
             except Exception as exc:  # the database is down or restarting: wait, never skip a record
                 self.retries += 1
+                if self.on_retry is not None:
+                    await self.on_retry(exc)
                 level = logging.WARNING if delay < self.max_delay_s else logging.ERROR
                 log.log(level, "audit: batch of %d not written, retrying in %.1fs: %r", len(observed), delay, exc)
                 await asyncio.sleep(delay)

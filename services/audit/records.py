@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from schemas import canonical_json, topic_spec
 from schemas.topics import any_event_adapter
+from servicekit.intake import Bounds, Refused, check_bounds
 
 __all__ = [
     "COLUMNS",
@@ -70,6 +71,9 @@ COLUMNS = (
     "hash",
 )
 """Columns of `audit.log`, in table order; all but the last (`hash`) are hashed, in this order."""
+
+
+DEFAULT_BOUNDS = Bounds()
 
 
 class Observed(NamedTuple):
@@ -356,10 +360,12 @@ def observe(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] | None,
     prefix: str,
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> Observed:
     """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
 
-    Never raises on bad input: a value that is not a valid event is recorded with the reason.
+    Never raises on any input: a value that is not a valid event (too large, too deep, not JSON,
+    not the contract) is recorded raw with the reason.
     """
     header_list = _headers(headers)
     doc: Any = None
@@ -368,8 +374,11 @@ def observe(
         reason = "no value (tombstone)"
     else:
         try:
+            check_bounds(value, bounds)  # before any parser: a 100,000-deep array made json.loads raise RecursionError
             doc = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except Refused as exc:
+            reason = f"{exc.code}: {exc.message}"[:TEXT_LIMIT]
+        except Exception as exc:  # ValueError, UnicodeDecodeError, MemoryError: recorded raw, with the reason
             reason = f"not JSON: {exc}"[:TEXT_LIMIT]
         if reason is None:
             try:
@@ -377,14 +386,9 @@ def observe(
                 valid = True
             except ValidationError as exc:
                 reason = _validation_error(exc)[:TEXT_LIMIT]
-    if not isinstance(doc, dict):
-        doc = {}
-    data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
-    event_type = _clean(doc.get("type"), 200)
-    traceparent = _clean(doc.get("traceparent"), 200) or next(
-        (h.get("v") for h in header_list if h["k"] == "traceparent" and "v" in h), None
-    )
-    return Observed(
+            except Exception as exc:
+                reason = f"not validated: {type(exc).__name__}: {exc}"[:TEXT_LIMIT]
+    raw = Observed(
         topic=topic,
         partition=partition,
         kafka_offset=offset,
@@ -395,6 +399,33 @@ def observe(
         value=value,
         valid=valid,
         invalid_reason=_clean(reason),
+        event_id=None,
+        event_type=None,
+        tenant_id=None,
+        task_id=None,
+        action_id=None,
+        tool=None,
+        outcome=None,
+        reasons=[],
+        trace_id=None,
+        traceparent=None,
+        event_time=None,
+    )
+    try:
+        return _with_fields(raw, doc, header_list)
+    except Exception as exc:  # a record is never lost to a bug in reading its fields: kept raw, with the reason
+        return raw._replace(valid=False, invalid_reason=_clean(f"fields not readable: {type(exc).__name__}: {exc}"))
+
+
+def _with_fields(raw: Observed, doc: Any, header_list: list[dict[str, str]]) -> Observed:
+    if not isinstance(doc, dict):
+        doc = {}
+    data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
+    event_type = _clean(doc.get("type"), 200)
+    traceparent = _clean(doc.get("traceparent"), 200) or next(
+        (h.get("v") for h in header_list if h["k"] == "traceparent" and "v" in h), None
+    )
+    return raw._replace(
         event_id=_clean(doc.get("id"), 200),
         event_type=event_type,
         tenant_id=_clean(doc.get("tenantid"), 100) or _clean(data.get("tenant_id"), 100),

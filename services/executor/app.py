@@ -50,7 +50,7 @@ def build(
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
@@ -101,6 +101,8 @@ def build(
 
     proc = ServiceProcess(
         name=NAME,
+        stall_after_s=kit.stall_after_s,
+        handler_limit_s=kit.handler_limit_s,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,

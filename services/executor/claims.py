@@ -51,6 +51,10 @@ class ClaimSession(Protocol):
         """Record the outcome; the action never runs again."""
         ...
 
+    async def remember_result(self, event_json: str) -> str:
+        """Keep the result event about to be published, unless one is kept already; return the one kept."""
+        ...
+
 
 class ClaimStore(Protocol):
     """The claims of every action id."""
@@ -88,6 +92,7 @@ def _record(row: asyncpg.Record) -> ClaimRecord:
         attempts=row["attempts"],
         duration_ms=row["duration_ms"],
         cost_usd=row["cost_usd"],
+        result_event=row["result_event"],
     )
 
 
@@ -151,6 +156,15 @@ class _PgSession:
         )
         assert row is not None
         return _record(row)
+
+    async def remember_result(self, event_json: str) -> str:
+        kept = await self._conn.fetchval(
+            "UPDATE executor.actions SET result_event = coalesce(result_event, $2) WHERE action_id = $1 RETURNING result_event",
+            self._action_id,
+            event_json,
+        )
+        assert kept is not None
+        return str(kept)
 
 
 class PgClaimStore:
@@ -228,6 +242,13 @@ class _MemorySession:
         )
         self._store.records[self._action_id] = rec
         return rec
+
+    async def remember_result(self, event_json: str) -> str:
+        rec = self._store.records[self._action_id]
+        if rec.result_event is None:
+            rec = self._store.records[self._action_id] = replace(rec, result_event=event_json)
+        assert rec.result_event is not None
+        return rec.result_event
 
 
 class InMemoryClaimStore:

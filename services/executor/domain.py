@@ -49,6 +49,7 @@ class ClaimRecord:
     attempts: int = 0
     duration_ms: float = 0.0
     cost_usd: float = 0.0
+    result_event: str | None = None  # the result event's JSON as first published; re-sent as is
 
     @property
     def terminal(self) -> bool:

@@ -27,8 +27,10 @@ from schemas import (
     ReasonCode,
     ResultCost,
     ToolSpec,
+    decode,
+    encode,
 )
-from servicekit import Attr, Keyring, Reject, ToolCatalog, span
+from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
@@ -112,7 +114,7 @@ class Executor:
                 refused_now = False
                 if record.terminal:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
-                    await self._publish_result(record)
+                    await self._publish_result(session, record)
                 else:
                     record = await self._run(session, record, spec, data)
                     refused_now = record.error is not None and "dead_letter" in record.error
@@ -149,7 +151,7 @@ class Executor:
             duration_ms=record.duration_ms,
             cost_usd=record.cost_usd,
         )
-        await self._publish_result(done)
+        await self._publish_result(session, done)
         return done
 
     async def _call_with_retries(
@@ -232,10 +234,21 @@ class Executor:
             duration_ms=previous_ms + (time.monotonic() - started) * 1000,
             cost_usd=round(spec.cost_usd * attempts + extra_cost, 6),
         )
-        await self._publish_result(done)
+        await self._publish_result(session, done)
         return done
 
-    async def _publish_result(self, record: ClaimRecord) -> None:
+    async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
+        """Publish the action's one result event: the one kept when it was first published, else a new one, kept first.
+
+        A redelivered or replayed authorization so gets the same event (same id), not a second
+        result that consumers summing costs would count again.
+        """
+        kept = record.result_event
+        if kept is None:
+            kept = await session.remember_result(encode(self._result_event(record)).decode())
+        await self.publish("actions.results", decode("actions.results", kept))
+
+    def _result_event(self, record: ClaimRecord) -> Envelope:
         error = None
         if record.error is not None:
             error = ErrorInfo(type=record.error["type"], message=record.error["message"], retryable=record.error.get("retryable", False))
@@ -253,7 +266,8 @@ class Executor:
             cost=ResultCost(usd=record.cost_usd),
             idempotency_key=record.action_id,
         )
-        await self.publish("actions.results", _RESULT_EVENTS[record.status].build(data, source=SOURCE))
+        # The trace context is part of the kept event: a re-sent result points at the call's own span.
+        return _RESULT_EVENTS[record.status].build(data, source=SOURCE, traceparent=current_traceparent())
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -286,7 +300,7 @@ class Executor:
                     duration_ms=record.duration_ms,
                     cost_usd=round((spec.cost_usd if spec else 0.0) * record.attempts, 6),
                 )
-                await self._publish_result(done)
+                await self._publish_result(session, done)
                 settled += 1
         if settled:
             log.warning("settled %d interrupted calls as unknown", settled)

@@ -46,9 +46,11 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         human_review_minutes=settings.human_review_minutes,
         human_hourly_rate_usd=settings.human_hourly_rate_usd,
     )
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
     service = ServiceProcess(
         name=NAME,
+        stall_after_s=kit.stall_after_s,
+        handler_limit_s=kit.handler_limit_s,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,

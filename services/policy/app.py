@@ -45,7 +45,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     catalog = ToolCatalog.load(kit.tools_dir)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
     control = ControlState()
     decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME)
 
@@ -101,6 +101,8 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
 
     process = ServiceProcess(
         name=NAME,
+        stall_after_s=kit.stall_after_s,
+        handler_limit_s=kit.handler_limit_s,
         bus=bus,
         database_url=kit.database_url,
         schema=NAME,

@@ -2,10 +2,12 @@
 
 The kit's `Bus.consume` hands events to a handler one at a time, which costs a commit and two
 acknowledged publishes per decision. Proposals are independent, so the policy service decides each
-polled batch in one unit of work. The kit's guarantees are kept: invalid messages are dead-lettered,
-transient errors are retried with capped backoff (this is the layer that retries the batch), and a
-batch that fails for any other reason is handled again one event at a time through
-`Bus.handle_record`, so that only the bad event is dead-lettered. `approvals` and `actions.results`
+polled batch in one unit of work. The kit's guarantees are kept, through the kit's own helpers:
+each record is decoded by `Bus.decode_record` (bounds, contract; what fails is dead-lettered alone),
+the batch is retried by `Bus.retrying` while errors are transient, and a batch that fails for any
+other reason is handled again one event at a time through `Bus.handle_event`, so that only the bad
+event is dead-lettered. The polled batch is committed only when every record is handled or
+dead-lettered; if the handler raises anyway, the batch is rewound, not committed. `approvals` and `actions.results`
 ride on the same consumer, one event at a time: a single member in the service's group, so starting
 the service does not make the group rebalance against itself.
 """
@@ -13,23 +15,24 @@ the service does not make the group rebalance against itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
-from schemas import CONTENT_TYPE, ReasonCode, decode
+from schemas import CONTENT_TYPE
 from servicekit import Bus
-from servicekit.bus import TRANSIENT_ERRORS
+from servicekit.intake import ErrorKind, classify
 from servicekit.metrics import observe_handled, observe_published
+from servicekit.rawbatch import raw_decoder, tolerant_parser
 from services.policy.service import Outgoing
 
 __all__ = ["DecisionPublisher", "Route", "consume_routes"]
@@ -52,16 +55,21 @@ def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_rec
     names = {bus.topic(name): name for name in routes}
     bus.subscriptions.extend(routes)
 
-    @bus.broker.subscriber(
+    subscriber = bus.broker.subscriber(
         *names,
         group_id=group_id,
         batch=True,
         max_records=max_records,
         batch_timeout_ms=100,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.ACK,
+        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
         title=f"{bus.service}:{','.join(routes)}",
+        parser=tolerant_parser,
+        decoder=raw_decoder,
     )
+    bus.liveness.watch(subscriber)
+
+    @subscriber
     async def _on_batch(msg: KafkaMessage) -> None:
         raw = msg.raw_message
         by_topic: dict[str, list[Any]] = {}
@@ -72,45 +80,40 @@ def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_rec
             if route.handle_batch is None:
                 for record in records:
                     await bus.handle_record(name, record, route.handle_one)
+                    bus.mark_handled(record)
             else:
-                await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
+                with bus.liveness.running():
+                    await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
+                for record in records:
+                    bus.mark_handled(record)
 
 
 async def _handle_batch(
     bus: Bus,
     topic: str,
-    records: list[Any],
+    records: Sequence[ConsumerRecord[Any, Any]],
     handle_batch: Callable[[list[Any]], Awaitable[Any]],
     handle_one: Callable[[Any], Awaitable[None]],
 ) -> None:
     events, kept = [], []
     for record in records:
-        try:
-            events.append(decode(topic, record.value or b""))
+        event = await bus.decode_record(topic, record)  # None: dead-lettered alone, with the reason
+        if event is not None:
+            events.append(event)
             kept.append(record)
-        except ValidationError as exc:
-            errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()[:10])
-            await bus.dead_letter(record, topic, ReasonCode.INVALID_EVENT, f"invalid event: {errors}")
     if not events:
         return
-    delay = 0.1
     started = time.perf_counter()
-    while True:
-        try:
-            await handle_batch(events)
-            share = (time.perf_counter() - started) / len(events)
-            for event in events:
-                observe_handled(bus.service, event.type, share, "ok")
-            return
-        except TRANSIENT_ERRORS as exc:
-            log.warning("%s: transient error on a batch of %d from %s, retrying in %.1fs: %r", bus.service, len(events), topic, delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        except Exception:  # one bad event must not hold the others: fall back to one at a time
-            log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
-            break
-    for record in kept:
-        await bus.handle_record(topic, record, handle_one)
+    try:
+        await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
+    except Exception:  # one bad event must not hold the others: fall back to one at a time
+        log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
+        for record, event in zip(kept, events, strict=True):
+            await bus.handle_event(record, event, handle_one)
+        return
+    share = (time.perf_counter() - started) / len(events)
+    for event in events:
+        observe_handled(bus.service, event.type, share, "ok")
 
 
 class DecisionPublisher:
@@ -123,6 +126,11 @@ class DecisionPublisher:
     awaited together. Each event still carries its `traceparent` (the evaluation span), in the event
     and in the header, so the trace chain is unbroken. The producer is created in `start`, inside
     the running event loop.
+
+    A producer that can no longer deliver (its sender task died of `OutOfOrderSequenceNumber` after
+    a long broker outage, aio-libs/aiokafka#1017, or it was fenced) is replaced by a new one, and
+    `publish_many` raises a transient `ConnectionError`: the caller's retry sends the same recorded
+    bytes again (same event ids), on the new producer.
     """
 
     def __init__(self, bootstrap: str, prefix: str, *, service: str) -> None:
@@ -133,12 +141,29 @@ class DecisionPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
 
-    async def start(self) -> None:
-        """Connect the producer (acks from all replicas, idempotent)."""
-        self._producer = AIOKafkaProducer(
+    rebuilt: int = 0
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=1
         )
+
+    async def start(self) -> None:
+        """Connect the producer (acks from all replicas, idempotent)."""
+        self._producer = self._new_producer()
         await self._producer.start()
+
+    async def _rebuild(self, cause: BaseException) -> None:
+        """Replace a producer that can no longer deliver; its pending sends are failed and will be retried by the caller."""
+        log.error("%s: decision producer can no longer deliver (%r); replacing it", self._service, cause)
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # it is dead: closing it may fail too
+                await asyncio.wait_for(old.stop(), 10)
+        producer = self._new_producer()
+        await producer.start()  # raises (transient) while the broker is down; the next attempt rebuilds again
+        self._producer = producer
+        self.rebuilt += 1
 
     async def stop(self) -> None:
         """Flush and close the producer."""
@@ -149,8 +174,19 @@ class DecisionPublisher:
     async def publish_many(self, events: list[Outgoing]) -> None:
         """Send `events` in order; return when the broker has acknowledged them all."""
         producer = self._producer
-        if producer is None:
-            raise ConnectionError("decision publisher not started")
+        if producer is None or _sender_dead(producer):
+            await self._rebuild(ConnectionError("decision producer missing or its sender task ended"))
+        try:
+            await self._send(events)
+        except Exception as exc:
+            if classify(exc) is not ErrorKind.PRODUCER_DEAD and not (self._producer is not None and _sender_dead(self._producer)):
+                raise
+            await self._rebuild(exc)
+            raise ConnectionError(f"decision producer replaced after {exc!r}; send again") from exc
+
+    async def _send(self, events: list[Outgoing]) -> None:
+        producer = self._producer
+        assert producer is not None
         partitions: dict[str, list[int]] = {}
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         futures = []
@@ -173,3 +209,9 @@ class DecisionPublisher:
         for e in events:
             if e.event is not None:  # counted once, when decided (what `Bus.publish` does for every other event)
                 observe_published(self._service, e.event)
+
+
+def _sender_dead(producer: AIOKafkaProducer) -> bool:
+    """True when the producer's background sender ended: nothing sent on it would ever be delivered."""
+    task = producer._sender.sender_task
+    return task is not None and task.done()

@@ -286,3 +286,14 @@ def test_cost_so_far_counts_spent_and_reserved() -> None:
     assert cost["spent_usd"] == pytest.approx(0.012)
     assert cost["reserved_usd"] == pytest.approx(0.02)
     assert cost["events"]["tidegate.action.decided"] == 3
+
+
+def test_cost_so_far_counts_one_result_per_action_whatever_its_event_ids() -> None:
+    """A result re-published under new event ids (replayed authorizations) is one cost, not fourteen."""
+    rows = [{"type": "tidegate.action.decided", "action_id": "a1", "outcome": "allow", "cost_usd": 0.01}] + [
+        {"type": "tidegate.action.succeeded", "action_id": "a1", "outcome": "succeeded", "cost_usd": 0.5}
+    ] * 14
+    cost = domain.cost_so_far(rows)
+    assert cost["spent_usd"] == pytest.approx(0.5)
+    assert cost["reserved_usd"] == 0
+    assert cost["events"]["tidegate.action.succeeded"] == 1

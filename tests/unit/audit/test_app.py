@@ -6,7 +6,8 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from services.audit.app import _tolerant_parser, topic_pattern
+from servicekit.rawbatch import tolerant_parser
+from services.audit.app import topic_pattern
 
 
 def _record(headers: list[tuple[str, bytes | None]]) -> ConsumerRecord[bytes, bytes]:
@@ -30,11 +31,11 @@ async def test_binary_headers_reach_the_handler_untouched() -> None:
         return msg
 
     batch = (_record([("ok", b"yes")]), _record([("bin", b"\xff"), ("none", None)]))
-    message = await _tolerant_parser(batch, strict_parser)
+    message = await tolerant_parser(batch, strict_parser)
     assert message.raw_message is batch
     assert seen[0][1].headers == [("bin", b""), ("none", b"")]
     plain = (_record([("ok", b"yes")]),)
-    assert (await _tolerant_parser(plain, strict_parser)).raw_message is plain
+    assert (await tolerant_parser(plain, strict_parser)).raw_message is plain
 
 
 def test_the_pattern_covers_exactly_the_prefix() -> None:

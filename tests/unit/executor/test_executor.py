@@ -196,6 +196,9 @@ async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_letter
     assert len(world.tool.contexts) == 1
     assert [e.type for e in world.published] == ["tidegate.action.succeeded"] * 3
     assert len({e.data.result["ok"] for e in world.published}) == 1
+    # A redelivery and a replay get the result as first published, not a new event that a cost sum would count again.
+    assert len({e.id for e in world.published}) == 1
+    assert len({s.encode(e) for e in world.published}) == 1
 
 
 async def test_an_interrupted_claim_is_recovered_by_calling_again_only_when_safe(world: World) -> None:

@@ -1,0 +1,70 @@
+"""Helpers of the reliability tests: a producer that puts several records in ONE record batch, good events, the audit's view."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas import Envelope, encode, headers_for
+from schemas.examples import sample_events
+from servicekit import KitSettings
+
+POISON = b"[" * 100_000 + b"]" * 100_000  # what made json.loads raise RecursionError in Bus.dead_letter
+
+
+class BatchProducer:
+    """Sends records of one key as ONE record batch (`create_batch` + `send_batch`), as a plain Kafka client can."""
+
+    def __init__(self, kit: KitSettings) -> None:
+        self.kit = kit
+        self.producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", max_batch_size=1024 * 1024)
+
+    async def send_batch(self, topic: str, key: bytes, values: list[bytes]) -> tuple[int, int]:
+        """Send `values` in one batch on the key's partition; return (partition, base offset)."""
+        full = self.kit.topic_prefix + topic
+        partitions = sorted(await self.producer.partitions_for(full))
+        partition = DefaultPartitioner()(key, partitions, partitions)
+        batch = self.producer.create_batch()
+        for value in values:
+            assert batch.append(key=key, value=value, timestamp=None, headers=[("content-type", b"application/cloudevents+json")])
+        metadata = await (await self.producer.send_batch(batch, full, partition=partition))
+        return partition, metadata.offset
+
+
+def fresh(event: Envelope, task_id: str) -> Envelope:
+    """A copy of a sample event with its own event id, task and (when it has one) action id."""
+    update: dict[str, Any] = {"task_id": task_id}
+    if "action_id" in type(event.data).model_fields:
+        update["action_id"] = f"a-{uuid.uuid4().hex[:10]}"
+    data = event.data.model_copy(update=update)
+    return event.model_copy(update={"id": str(uuid.uuid4()), "subject": task_id, "data": data})
+
+
+def good_event(topic: str, task_id: str) -> Envelope:
+    """A well-formed event for `topic` (catalog name; any `tools.*.replies` takes the sample reply)."""
+    wanted = "tools.update_inventory.replies" if topic.startswith("tools.") and topic.endswith(".replies") else topic
+    sample = next(e for t, e in sample_events() if t == wanted)
+    return fresh(sample, task_id)
+
+
+def wire(event: Envelope) -> bytes:
+    assert headers_for(event)
+    return encode(event)
+
+
+async def audit_rows(dsn: str, topic: str, partition: int) -> dict[int, tuple[bool, str | None]]:
+    """offset → (valid, invalid_reason) of what the audit log holds for one partition."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT kafka_offset, valid, invalid_reason FROM audit.log WHERE topic = $1 AND partition = $2", topic, partition
+        )
+    except asyncpg.UndefinedTableError:
+        rows = []
+    finally:
+        await conn.close()
+    return {r["kafka_offset"]: (r["valid"], r["invalid_reason"]) for r in rows}

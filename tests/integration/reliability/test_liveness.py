@@ -1,0 +1,119 @@
+"""A service that is alive but makes no progress says so on `/health` (plain HTTP) and its watchdog returns, so it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+from bus_helpers import Producer
+from reliability_helpers import good_event
+
+from servicekit import Bus, KitSettings, ServiceProcess, make_broker, runner
+from servicekit.health import serve_metrics_and_health
+
+
+class NoBroker:
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nothing is published here")
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_health_turns_503_and_the_watchdog_fires_when_a_record_is_stuck_in_handling() -> None:
+    bus = Bus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, handler_limit_s=0.2, watch_interval_s=0.05)
+    server = serve_metrics_and_health(0, process.health)
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        status, body = await asyncio.to_thread(get, f"{url}/health")
+        assert (status, body["ok"]) == (200, True)
+        with bus.liveness.running():  # a handler that never returns
+            reason = await asyncio.wait_for(process.watch(), 5)
+        assert "in handling" in reason
+        status, body = await asyncio.to_thread(get, f"{url}/health")
+        assert (status, body["ok"]) == (503, False)
+        assert "in handling" in body["reason"]
+        metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{url}/metrics", timeout=5).read())
+        assert b"tidegate_" in metrics or b"python_info" in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_the_watchdog_fires_when_the_producer_is_dead() -> None:
+    bus = Bus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, watch_interval_s=10)
+    watch = asyncio.create_task(process.watch())
+    bus.failure = RuntimeError("OutOfOrderSequenceNumber")
+    bus.failed.set()
+    reason = await asyncio.wait_for(watch, 5)
+    assert reason.startswith("producer dead")
+    assert process.health()["ok"] is False
+
+
+class IdleBus(Bus):
+    """A bus with nothing to consume: start and stop do no I/O."""
+
+    stopped: bool = False
+
+    async def start(self, *, timeout_s: float = 30.0) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "tune_gc", lambda: None)  # not in the test process
+    bus = IdleBus(NoBroker(), "policy", "unused:1", "p.")  # type: ignore[arg-type]
+    process = ServiceProcess(name="policy", bus=bus, watch_interval_s=0.05)
+    bus.failure = RuntimeError("OutOfOrderSequenceNumber")  # as Bus.producer_dead leaves it
+    bus.failed.set()
+    with pytest.raises(SystemExit) as exited:  # awaited directly: SystemExit would escape a task's event loop
+        await process.run_until_signalled()  # the suite's per-test timeout bounds it
+    assert exited.value.code == runner.EXIT_STALLED == 75
+    assert bus.stopped
+
+
+async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_broker(kit: KitSettings, wait_for: Any) -> None:
+    bus = Bus(make_broker(kit.kafka_bootstrap, "policy"), "policy", kit.kafka_bootstrap, kit.topic_prefix)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def stuck(event: Any) -> None:
+        entered.set()
+        await release.wait()
+
+    bus.consume("actions.proposed", stuck, group_id=f"{kit.topic_prefix}policy", max_records=1)
+    producer = Producer(kit)
+    await producer.start()
+    await bus.start()
+    try:
+        task = f"t-{uuid.uuid4().hex[:8]}"
+        await producer.send("actions.proposed", good_event("actions.proposed", task))
+        await wait_for(entered.is_set, timeout=30, what="the handler entered")
+        for _ in range(5):
+            await producer.send("actions.proposed", good_event("actions.proposed", task))
+
+        async def five_waiting() -> bool:
+            return await bus.liveness.lag() >= 5
+
+        await wait_for(five_waiting, timeout=30, what="five records seen waiting")
+        first_seen = bus.liveness.last_progress + 1
+        assert await bus.liveness.stalled(stall_after_s=60, handler_limit_s=10_000, now=first_seen) is None
+        later = await bus.liveness.stalled(stall_after_s=60, handler_limit_s=10_000, now=first_seen + 61)
+        assert "records waiting" in (later or "")
+    finally:
+        release.set()
+        await bus.stop()
+        await producer.stop()
