@@ -19,7 +19,12 @@ class KitSettings(BaseSettings):
 
     kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
     database_url: str = Field(
-        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate", description="PostgreSQL DSN of the services' role."
+        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate",
+        description="PostgreSQL DSN of the operator (migrator); services keep its host and database, with their own role.",
+    )
+    db_credentials_dir: Path = Field(
+        default=REPO_ROOT / ".tidegate" / "db",
+        description="Each service's PostgreSQL login (`<service>.json`, 0600), written by `tidegate db migrate`; never committed.",
     )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
     keys_dir: Path = Field(

@@ -22,6 +22,7 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
+from servicekit.dbroles import service_database_url
 from services.approval import handlers, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
@@ -95,7 +96,7 @@ def build(
     proc = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=service_database_url(kit, NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

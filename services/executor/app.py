@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+import systems
 from servicekit import (
     Bus,
     ControlState,
@@ -23,13 +24,13 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
+from servicekit.dbroles import service_database_url
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import HttpTools, PythonTools, ToolInvokers, TopicTools
-from systems import install as install_systems
 
 __all__ = ["NAME", "build", "main"]
 
@@ -84,25 +85,26 @@ def build(
 
     async def connect(proc: ServiceProcess) -> None:
         assert proc.pool is not None
-        if settings.install_systems:
-            await install_systems(proc.pool)
+        if settings.install_systems:  # the in-process tools work in the systems' schemas as a role of their own
+            executor.context_pool = await systems.connect(service_database_url(kit, "systems"), max_size=settings.concurrency + 2)
         if topic_tool_names:
             await ensure_topics(
                 kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
-        executor.context_pool = proc.pool
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
         await executor.settle_interrupted()
 
     async def close(_: ServiceProcess) -> None:
         await http_client.aclose()
+        if executor.context_pool is not None:
+            await executor.context_pool.close()
 
     proc = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=service_database_url(kit, NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

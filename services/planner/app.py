@@ -7,6 +7,7 @@ from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from servicekit.dbroles import service_database_url
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -46,7 +47,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     service = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=service_database_url(kit, NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         metrics_port=kit.metrics_port,
