@@ -68,6 +68,7 @@ def build(
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         publish=bus.publish,
         killed=kill_reason,
+        ready=lambda: bus.wait_caught_up("control"),
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
     bus.consume(

@@ -141,3 +141,29 @@ async def test_the_kill_switch_stops_the_call_right_before_it_and_the_planner_is
     assert "refund fraud wave" in result.data.error.message
     assert tagged.type == "tidegate.action.succeeded"
     assert await refunds(pool, tenant) == []
+
+
+async def test_a_kill_switch_set_while_the_executor_was_down_holds_for_its_whole_backlog(
+    kit: Any, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    from services.executor.app import build
+
+    # Other tenants' control records first, so that reading `control` to its end takes a while.
+    for n in range(300):
+        noise = s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops")
+        await publisher.publish("control", s.ControlKillswitch.build(noise, source="tidegate/cli"))
+    switch = s.ControlKillswitchData(tenant_id=tenant, tool="issue_refund", active=True, reason="fraud wave", set_by="oncall@acme.example")
+    await publisher.publish("control", s.ControlKillswitch.build(switch, source="tidegate/cli"))
+    backlog = [authorize(tenant, "issue_refund", {**REFUND, "amount_usd": 1.0 + n}) for n in range(20)]
+    for event in backlog:
+        await publisher.publish("actions.authorized", event)
+
+    executor = build(kit=kit)
+    await executor.start()
+    try:
+        for event in backlog:
+            [result] = await wait_for(lambda e=event: listener.for_action(e.data.action_id), what="each refusal")
+            assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 0)
+    finally:
+        await executor.stop()
+    assert await refunds(pool, tenant) == []
