@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from servicekit.db import apply_migrations, create_pool
 from servicekit.settings import KitSettings
@@ -26,6 +27,7 @@ from servicekit.settings import KitSettings
 __all__ = ["DEFAULT_ROLE_PREFIX", "Grant", "SchemaSpec", "owner_role", "provision", "service_database_url", "service_role"]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
+Connection = asyncpg.Connection | PoolConnectionProxy
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -119,7 +121,7 @@ def _password(credentials_dir: Path, service: str, role: str) -> str:
     return password
 
 
-async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None) -> None:
+async def _ensure_role(conn: Connection, role: str, password: str | None) -> None:
     exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     login = f"LOGIN PASSWORD {_literal(password)}" if password is not None else "NOLOGIN"
     attrs = f"{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
@@ -130,12 +132,12 @@ async def _ensure_role(conn: asyncpg.Connection, role: str, password: str | None
         await conn.execute(f"ALTER ROLE {_ident(role)} {attrs}")
 
 
-async def _grant_membership(conn: asyncpg.Connection, role: str, member: str) -> None:
+async def _grant_membership(conn: Connection, role: str, member: str) -> None:
     if not await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", member, role):
         await conn.execute(f"GRANT {_ident(role)} TO {_ident(member)}")
 
 
-async def _hand_to_owner(conn: asyncpg.Connection, schema: str, owner: str) -> None:
+async def _hand_to_owner(conn: Connection, schema: str, owner: str) -> None:
     """Make `owner` own the schema and everything in it (migrations ran as the migrator)."""
     await conn.execute(f"ALTER SCHEMA {_ident(schema)} OWNER TO {_ident(owner)}")
     kinds = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
@@ -166,7 +168,7 @@ async def _hand_to_owner(conn: asyncpg.Connection, schema: str, owner: str) -> N
         await conn.execute(f"ALTER TYPE {_ident(schema)}.{_ident(r['typname'])} OWNER TO {_ident(owner)}")
 
 
-async def _grant(conn: asyncpg.Connection, spec: SchemaSpec, role: str) -> None:
+async def _grant(conn: Connection, spec: SchemaSpec, role: str) -> None:
     s = _ident(spec.name)
     await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
     await conn.execute(f"GRANT USAGE ON SCHEMA {s} TO {_ident(role)}")
