@@ -122,14 +122,21 @@ def _password(credentials_dir: Path, service: str, role: str) -> str:
 
 
 async def _ensure_role(conn: Connection, role: str, password: str | None) -> None:
-    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
     login = f"LOGIN PASSWORD {_literal(password)}" if password is not None else "NOLOGIN"
-    attrs = f"{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
-    verb = "ALTER" if exists else "CREATE"
-    try:
-        await conn.execute(f"{verb} ROLE {_ident(role)} {attrs}")
-    except asyncpg.DuplicateObjectError:  # created meanwhile by a concurrent provisioning
-        await conn.execute(f"ALTER ROLE {_ident(role)} {attrs}")
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        try:
+            await conn.execute(f"CREATE ROLE {_ident(role)} {login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+            return
+        except asyncpg.DuplicateObjectError:  # created meanwhile by a concurrent provisioning
+            pass
+    # Only a superuser may even restate NOSUPERUSER: set the login, then check the rest was never granted.
+    await conn.execute(f"ALTER ROLE {_ident(role)} {login}")
+    powers = await conn.fetchrow(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1", role
+    )
+    granted = [name for name, value in (powers or {}).items() if value]
+    if granted:
+        raise RuntimeError(f"role {role} has {', '.join(granted)}: a superuser must revoke them (ALTER ROLE {role} NO…)")
 
 
 async def _grant_membership(conn: Connection, role: str, member: str) -> None:
