@@ -169,3 +169,16 @@ async def test_a_service_refuses_to_start_on_a_schema_older_than_its_code(infra:
             await check_migrations(pool, "planner", newer)
     finally:
         await pool.close()
+
+
+async def test_migrating_again_applies_nothing_and_keeps_every_login(infra: Any, login: Any) -> None:
+    from tidegate.database import migrate
+
+    files = sorted(Path(infra.db_credentials_dir).glob("*.json"))
+    before = {f.name: f.read_text() for f in files}
+    applied = await migrate(_kit(infra), role_prefix=infra.role_prefix)
+    assert len(applied) == 10
+    assert not any(applied.values())
+    assert {f.name: f.read_text() for f in files} == before
+    conn = await login("executor")
+    assert await conn.fetchval("SELECT count(*) >= 0 FROM executor.actions")
