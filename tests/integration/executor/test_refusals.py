@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 
 import schemas as s
 from servicekit import Bus, ServiceProcess, SigningKey
 
+NOISE = 20_000
 REFUND = {"payee_id": "cus_1001", "amount_usd": 10.0, "order_id": "O-5001"}
 
 
@@ -148,10 +151,26 @@ async def test_a_kill_switch_set_while_the_executor_was_down_holds_for_its_whole
 ) -> None:
     from services.executor.app import build
 
-    # Other tenants' control records first, so that reading `control` to its end takes a while.
-    for n in range(300):
-        noise = s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops")
-        await publisher.publish("control", s.ControlKillswitch.build(noise, source="tidegate/cli"))
+    # Other tenants' control records first, so that reading `control` to its end takes the executor a while.
+    noise = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await noise.start()
+    try:
+        sent = [
+            await noise.send(
+                publisher.topic("control"),
+                s.encode(
+                    s.ControlKillswitch.build(
+                        s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops"),
+                        source="tidegate/cli",
+                    )
+                ),
+                key=f"killswitch:other-{n}:tag_ticket".encode(),
+            )
+            for n in range(NOISE)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await noise.stop()
     switch = s.ControlKillswitchData(tenant_id=tenant, tool="issue_refund", active=True, reason="fraud wave", set_by="oncall@acme.example")
     await publisher.publish("control", s.ControlKillswitch.build(switch, source="tidegate/cli"))
     backlog = [authorize(tenant, "issue_refund", {**REFUND, "amount_usd": 1.0 + n}) for n in range(20)]
