@@ -63,7 +63,7 @@ test-unit: install ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: infra-up ## Integration and e2e tests against the running infrastructure
+test-integration: infra-up ## Integration, security and e2e tests against the running infrastructure
 	$(BIN)/pytest tests/integration tests/security tests/e2e -q
 
 .PHONY: lint
