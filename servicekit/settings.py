@@ -42,3 +42,9 @@ class KitSettings(BaseSettings):
         default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`)."
     )
     run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`.")
+
+    def service_database_url(self, service: str) -> str:
+        """The DSN `service` logs in with: its own role (`<db_credentials_dir>/<service>.json`) on `database_url`'s database."""
+        from servicekit.dbroles import service_database_url  # the roles module builds on these settings
+
+        return service_database_url(self, service)

@@ -22,7 +22,6 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
-from servicekit.dbroles import service_database_url
 from services.approval import handlers, webhooks
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
@@ -96,7 +95,7 @@ def build(
     proc = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=service_database_url(kit, NAME),
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

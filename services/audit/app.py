@@ -14,7 +14,6 @@ from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
 from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, make_broker
-from servicekit.dbroles import service_database_url
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
 from services.audit.repository import PostgresAuditLog
@@ -117,7 +116,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     process = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=service_database_url(kit, NAME),
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=MIGRATIONS,
         metrics_port=kit.metrics_port,

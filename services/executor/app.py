@@ -24,7 +24,6 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
-from servicekit.dbroles import service_database_url
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
@@ -87,7 +86,7 @@ def build(
     async def connect(proc: ServiceProcess) -> None:
         assert proc.pool is not None
         if settings.install_systems:  # the in-process tools work in the systems' schemas as a role of their own
-            executor.context_pool = await systems.connect(service_database_url(kit, "systems"), max_size=settings.concurrency + 2)
+            executor.context_pool = await systems.connect(kit.service_database_url("systems"), max_size=settings.concurrency + 2)
         if topic_tool_names:
             await ensure_topics(
                 kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
@@ -105,7 +104,7 @@ def build(
     proc = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=service_database_url(kit, NAME),
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
-from servicekit.dbroles import service_database_url
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -47,7 +46,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     service = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=service_database_url(kit, NAME),
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         metrics_port=kit.metrics_port,

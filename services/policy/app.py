@@ -16,7 +16,6 @@ from servicekit import (
     install_tracing,
     make_broker,
 )
-from servicekit.dbroles import service_database_url
 from services.policy.batching import DecisionPublisher, Route, consume_routes
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import PackSource, compile_pack
@@ -79,7 +78,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     process = ServiceProcess(
         name=NAME,
         bus=bus,
-        database_url=service_database_url(kit, NAME),
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

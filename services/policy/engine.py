@@ -9,7 +9,6 @@ tool, invalid args, kill switch, budget — are checked in code, before and besi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +118,7 @@ def decide(
     controls: Controls,
     *,
     approval_granted: bool = False,
-    approvers: Collection[str] | None = None,
+    approvers: frozenset[str] | None = None,
     fact_overrides: dict[str, Any] | None = None,
 ) -> Verdict:
     """Decide `call`; never raises on bad input (it becomes a deny with a reason).
@@ -192,11 +191,11 @@ def decide(
     return _combine(fired, pack.version, **extra)
 
 
-def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: Collection[str]) -> list[Reason]:
+def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: frozenset[str]) -> list[Reason]:
     required = tenant.required_approvals.get(risk.value, 1)
-    if len(set(approvers)) >= required:
+    if len(approvers) >= required:
         return []
-    message = f"{risk.value} needs {required} distinct approvers (the requester not counted); the grant has {len(set(approvers))}"
+    message = f"{risk.value} needs {required} distinct approvers (the requester not counted); the grant has {len(approvers)}"
     return [Reason(code=ReasonCode.APPROVAL_QUORUM_NOT_MET, policy_id=f"builtin:quorum:{risk.value}", message=message)]
 
 

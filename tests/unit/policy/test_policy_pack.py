@@ -219,15 +219,17 @@ def test_a_grant_is_counted_against_the_packs_quorum_for_the_risk_class() -> Non
     pack = compile_pack(PackSource(files={"p.cedar": text}, settings=settings), CATALOG)
     refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
 
-    def granted(approvers: set[str] | None, call: Call = refund) -> tuple[str, list[str]]:
+    def granted(approvers: frozenset[str] | None, call: Call = refund) -> tuple[str, list[str]]:
         verdict = decide(pack, call, History(), Controls(), approval_granted=True, approvers=approvers)
         return verdict.outcome, verdict.codes
 
-    assert granted({"bob"}) == ("deny", ["approval_quorum_not_met"])
-    assert granted(set()) == ("deny", ["approval_quorum_not_met"])
-    assert granted({"bob", "carol"})[0] == "allow"
-    assert granted({"bob"}, Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"))[0] == "allow"  # 1 by default
-    assert granted({"bob"}, dataclasses.replace(refund, tenant_id="globex"))[0] == "allow"  # another tenant's settings
+    assert granted(frozenset({"bob"})) == ("deny", ["approval_quorum_not_met"])
+    assert granted(frozenset()) == ("deny", ["approval_quorum_not_met"])
+    assert granted(frozenset({"bob", "carol"}))[0] == "allow"
+    assert (
+        granted(frozenset({"bob"}), Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"))[0] == "allow"
+    )  # 1 by default
+    assert granted(frozenset({"bob"}), dataclasses.replace(refund, tenant_id="globex"))[0] == "allow"  # another tenant's settings
 
 
 def test_a_quorum_names_only_risk_classes() -> None:
