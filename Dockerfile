@@ -22,6 +22,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY schemas ./schemas
 COPY servicekit ./servicekit
 COPY services ./services
+COPY systems ./systems
 COPY tidegate ./tidegate
 RUN pip install .
 
@@ -31,9 +32,9 @@ COPY catalo[g] ./catalog/
 COPY polici[e]s ./policies/
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/tidegate --shell /usr/sbin/nologin tidegate \
- && mkdir -p /var/lib/tidegate/keys \
+ && mkdir -p /var/lib/tidegate/keys /var/lib/tidegate/db \
  && chown -R tidegate:tidegate /var/lib/tidegate \
- && chmod 0700 /var/lib/tidegate/keys
+ && chmod 0700 /var/lib/tidegate/keys /var/lib/tidegate/db
 
 ENV TIDEGATE_KEYS_DIR=/var/lib/tidegate/keys \
     TIDEGATE_TOOLS_DIR=/app/catalog/tools \

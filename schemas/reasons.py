@@ -37,6 +37,7 @@ class ReasonCode(StrEnum):
     LOW_RISK_WRITE_ALLOWED = "low_risk_write_allowed"
     WITHIN_THRESHOLD = "within_threshold"
     APPROVED_BY_HUMAN = "approved_by_human"
+    APPROVAL_QUORUM_NOT_MET = "approval_quorum_not_met"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"
@@ -51,6 +52,7 @@ class ReasonCode(StrEnum):
     TOO_LARGE = "too_large"
     TOO_DEEP = "too_deep"
     NOT_FINITE = "not_finite"
+    TOOL_REPLY_MISMATCH = "tool_reply_mismatch"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).

@@ -7,7 +7,7 @@ Imports schemas, never a service.
 from servicekit.bus import Bus, Handler, Reject, make_broker
 from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.control import ControlState
-from servicekit.db import apply_migrations, create_pool
+from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.runner import ServiceProcess, configure_logging
 from servicekit.settings import REPO_ROOT, KitSettings
@@ -25,6 +25,7 @@ __all__ = [
     "Keyring",
     "KitSettings",
     "Reject",
+    "SchemaNotReady",
     "ServiceProcess",
     "SigningKey",
     "ToolCatalog",
@@ -33,6 +34,7 @@ __all__ = [
     "approval_message",
     "authorization_message",
     "catalog_topic_names",
+    "check_migrations",
     "configure_logging",
     "create_pool",
     "current_traceparent",

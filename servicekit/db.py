@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-__all__ = ["apply_migrations", "create_pool"]
+__all__ = ["SchemaNotReady", "apply_migrations", "check_migrations", "create_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +57,29 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, directory: Path) -> 
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_id)
     return applied_now
+
+
+class SchemaNotReady(RuntimeError):
+    """A service's schema is not at the version its code expects (the migrator has not run)."""
+
+
+async def check_migrations(pool: asyncpg.Pool, schema: str, directory: Path) -> None:
+    """Fail unless every migration in `directory` was applied to `schema`, unchanged.
+
+    Services do not migrate: their roles may not alter their schemas. The migrator
+    (`tidegate db migrate`, run by `tidegate infra up`) does.
+    """
+    hint = "run `tidegate db migrate` (or `tidegate infra up`) as the operator"
+    try:
+        async with pool.acquire() as conn:
+            done = {r["name"]: r["sha256"] for r in await conn.fetch(f'SELECT name, sha256 FROM "{schema}".schema_migrations')}
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+        raise SchemaNotReady(f"schema {schema} is not migrated: {hint}") from exc
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise SchemaNotReady(f"this role may not read schema {schema} ({exc}): {hint}") from exc
+    expected = {p.name: hashlib.sha256(p.read_text().encode()).hexdigest() for p in sorted(directory.glob("*.sql"))}  # noqa: ASYNC240
+    missing = [name for name in expected if name not in done]
+    changed = [name for name, sha in expected.items() if name in done and done[name] != sha]
+    if missing or changed:
+        what = ", ".join([*(f"{n} not applied" for n in missing), *(f"{n} changed since applied" for n in changed)])
+        raise SchemaNotReady(f"schema {schema} is not at this code's version ({what}): {hint}")

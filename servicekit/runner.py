@@ -21,7 +21,7 @@ import asyncpg
 
 from servicekit.bus import Bus
 from servicekit.control import ControlState
-from servicekit.db import apply_migrations, create_pool
+from servicekit.db import check_migrations, create_pool
 from servicekit.health import serve_metrics_and_health
 from servicekit.intake import DATABASE_ERRORS
 
@@ -90,7 +90,7 @@ class ServiceProcess:
     _health_server: Any = field(default=None, init=False)
 
     async def start(self) -> None:
-        """Connect to PostgreSQL (and migrate), start consuming, catch up on `control`, serve HTTP."""
+        """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""
         if self.database_url:
             self.pool = await create_pool(self.database_url, max_size=self.pool_max)
             pool = self.pool
@@ -103,7 +103,7 @@ class ServiceProcess:
 
             self.bus.on_transient = discard_broken
             if self.schema and self.migrations:
-                await apply_migrations(self.pool, self.schema, self.migrations)
+                await check_migrations(self.pool, self.schema, self.migrations)
         for hook in self.on_start:
             await hook(self)
         await self.bus.start()

@@ -21,7 +21,12 @@ class KitSettings(BaseSettings):
 
     kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
     database_url: str = Field(
-        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate", description="PostgreSQL DSN of the services' role."
+        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate",
+        description="PostgreSQL DSN of the operator (migrator); services keep its host and database, with their own role.",
+    )
+    db_credentials_dir: Path = Field(
+        default=REPO_ROOT / ".tidegate" / "db",
+        description="Each service's PostgreSQL login (`<service>.json`, 0600), written by `tidegate db migrate`; never committed.",
     )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
     keys_dir: Path = Field(
@@ -56,3 +61,9 @@ class KitSettings(BaseSettings):
     def bounds(self) -> Bounds:
         """The bounds every consumer checks a record's value against before parsing it."""
         return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)
+
+    def service_database_url(self, service: str) -> str:
+        """The DSN `service` logs in with: its own role (`<db_credentials_dir>/<service>.json`) on `database_url`'s database."""
+        from servicekit.dbroles import service_database_url  # the roles module builds on these settings
+
+        return service_database_url(self, service)

@@ -6,6 +6,6 @@ such as `systems.payments:issue_refund`. This package imports the kit, never a s
 """
 
 from systems._context import Tool, ToolContext, ToolError
-from systems._install import SYSTEMS, install
+from systems._install import MIGRATIONS, SYSTEMS, connect
 
-__all__ = ["SYSTEMS", "Tool", "ToolContext", "ToolError", "install"]
+__all__ = ["MIGRATIONS", "SYSTEMS", "Tool", "ToolContext", "ToolError", "connect"]

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,9 +24,11 @@ class Infra:
     """Where the real Kafka and PostgreSQL of this test session are."""
 
     kafka_bootstrap: str
-    database_url: str  # the services' role, on this session's own database
+    database_url: str  # the operator's (migrator's) role, on this session's own database
     admin_database_url: str  # a superuser on the same database (what an attacker with DB access has)
     provider: str
+    db_credentials_dir: Path  # each service's own login on that database (`<service>.json`)
+    role_prefix: str  # this session's roles: `<prefix>planner`, …, `<prefix>owner`
 
 
 def _docker_reachable() -> bool:
@@ -74,20 +77,41 @@ def _container_infra() -> Iterator[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     """Real Kafka and PostgreSQL: testcontainers when a Docker engine answers, the project's own otherwise.
 
-    Each session gets a fresh database owned by the services' role, dropped at the end.
+    Each session gets a fresh database owned by the operator's role, migrated as `tidegate db migrate`
+    does, with roles of its own (roles are cluster-wide; sessions of several checkouts share the
+    cluster). Every service started by a test logs in as its own role: `TIDEGATE_DB_CREDENTIALS_DIR`
+    points at the session's logins, for settings built in-process and for subprocesses alike.
+    Database and roles are dropped at the end.
     """
+    from servicekit.dbroles import owner_role, service_role
+    from tidegate.database import SCHEMAS, migrate
+
     provider = "docker" if _docker_reachable() else "local"
     source = _container_infra() if provider == "docker" else _local_infra()
     bootstrap, base, admin_base = next(source)
-    dbname = f"tidegate_test_{uuid.uuid4().hex[:8]}"
+    session = uuid.uuid4().hex[:8]
+    dbname = f"tidegate_test_{session}"
+    role_prefix = f"tidegate_t{session}_"
+    credentials = tmp_path_factory.mktemp("db-credentials")
     subprocess.run(["psql", f"{admin_base}/postgres", "-qc", f"CREATE DATABASE {dbname} OWNER tidegate"], check=True)
+    roles = [owner_role(role_prefix), *dict.fromkeys(service_role(s.user, role_prefix) for s in SCHEMAS)]
+    previous = os.environ.get("TIDEGATE_DB_CREDENTIALS_DIR")
+    os.environ["TIDEGATE_DB_CREDENTIALS_DIR"] = str(credentials)
     try:
-        yield Infra(bootstrap, f"{base}/{dbname}", f"{admin_base}/{dbname}", provider)
+        kit = KitSettings(database_url=f"{base}/{dbname}", db_credentials_dir=credentials)
+        asyncio.run(migrate(kit, role_prefix=role_prefix))
+        yield Infra(bootstrap, f"{base}/{dbname}", f"{admin_base}/{dbname}", provider, credentials, role_prefix)
     finally:
+        if previous is None:
+            os.environ.pop("TIDEGATE_DB_CREDENTIALS_DIR", None)
+        else:
+            os.environ["TIDEGATE_DB_CREDENTIALS_DIR"] = previous
         subprocess.run(["psql", f"{admin_base}/postgres", "-qc", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"], check=False)
+        drop = "; ".join(f"DROP ROLE IF EXISTS {role}" for role in roles)
+        subprocess.run(["psql", f"{admin_base}/postgres", "-qc", drop], check=False)
         source.close()
 
 
@@ -129,6 +153,7 @@ def kit(infra: Infra, topics: str, tmp_path: Any) -> KitSettings:
     return KitSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
         database_url=infra.database_url,
+        db_credentials_dir=infra.db_credentials_dir,
         topic_prefix=topics,
         keys_dir=tmp_path / "keys",
     )

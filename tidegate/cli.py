@@ -19,6 +19,7 @@ app = typer.Typer(
 # (module, group name or None for top-level commands); grouped by who uses them.
 _COMMANDS: list[tuple[str, str | None]] = [
     ("infra", "infra"),
+    ("db", "db"),
     ("topics", "topics"),
     ("services", None),
     ("clients", None),

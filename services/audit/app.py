@@ -94,7 +94,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
         stall_after_s=kit.stall_after_s,
         handler_limit_s=kit.handler_limit_s,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=MIGRATIONS,
         metrics_port=kit.metrics_port,

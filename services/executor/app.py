@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+import systems
 from servicekit import (
     Bus,
     ControlState,
@@ -29,7 +30,6 @@ from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import HttpTools, PythonTools, ToolInvokers, TopicTools
-from systems import install as install_systems
 
 __all__ = ["NAME", "build", "main"]
 
@@ -67,6 +67,7 @@ def build(
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         publish=bus.publish,
         killed=kill_reason,
+        ready=lambda: bus.wait_caught_up("control"),
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
     bus.consume(
@@ -84,27 +85,28 @@ def build(
 
     async def connect(proc: ServiceProcess) -> None:
         assert proc.pool is not None
-        if settings.install_systems:
-            await install_systems(proc.pool)
+        if settings.install_systems:  # the in-process tools work in the systems' schemas as a role of their own
+            executor.context_pool = await systems.connect(kit.service_database_url("systems"), max_size=settings.concurrency + 2)
         if topic_tool_names:
             await ensure_topics(
                 kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
-        executor.context_pool = proc.pool
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
         await executor.settle_interrupted()
 
     async def close(_: ServiceProcess) -> None:
         await http_client.aclose()
+        if executor.context_pool is not None:
+            await executor.context_pool.close()
 
     proc = ServiceProcess(
         name=NAME,
         stall_after_s=kit.stall_after_s,
         handler_limit_s=kit.handler_limit_s,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

@@ -61,6 +61,8 @@ class Executor:
         publish: Publishes an event on a catalog topic.
         killed: The reason of the kill switch stopping (tenant, tool), or None.
         context_pool: Database pool handed to in-process tools (the systems of record).
+        ready: Awaited before the first call: `control` read to its end, so that a kill switch set while
+            the executor was down holds for its backlog of authorizations.
         clock: Current time (tests move it).
         sleep: Waits between attempts (tests make it instant).
     """
@@ -73,11 +75,13 @@ class Executor:
     publish: Publish
     killed: KillCheck
     context_pool: Any = None
+    ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
+    _ready: asyncio.Future[None] | None = field(default=None, init=False)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -89,6 +93,14 @@ class Executor:
 
     # --- the handler's domain entry point ----------------------------------------------------
 
+    async def _wait_ready(self) -> None:
+        """Run nothing before `ready` returned once; the calls waiting share one wait (a failed wait is tried again)."""
+        if self.ready is None:
+            return
+        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
+            self._ready = asyncio.ensure_future(self.ready())
+        await asyncio.shield(self._ready)
+
     async def handle(self, event: ActionAuthorized) -> None:
         """Perform the authorized call of `event` at most once; raise Reject for what must not run.
 
@@ -97,6 +109,7 @@ class Executor:
         same action id (a copy with a new event id, or a second signature of the same action) is
         also answered from the record, then dead-lettered as `authorization_replayed`.
         """
+        await self._wait_ready()
         data = event.data
         refusal = check_authenticity(data, self._keys(data.authorization.key_id))
         if refusal is not None:

@@ -23,4 +23,7 @@ class ExecutorSettings(BaseSettings):
     policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Authorized calls of different tasks in flight at once in one process.")
     http_max_connections: int = Field(default=50, ge=1, description="Connection pool size of the HTTP tool client.")
-    install_systems: bool = Field(default=True, description="Create the demo systems' schemas at start (their tools run in-process).")
+    install_systems: bool = Field(
+        default=True,
+        description="Run the demo systems' tools in-process, connected as the `systems` role (their schemas must be migrated).",
+    )

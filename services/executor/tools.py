@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import asyncpg
 import httpx
 
-from schemas import Envelope, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
+from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
+from servicekit import Reject
 from systems import Tool, ToolContext, ToolError
 
 __all__ = ["HttpTools", "Invoker", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
@@ -130,23 +131,35 @@ def _error_detail(response: httpx.Response) -> str:
     return str(doc)[:500]
 
 
+@dataclass(frozen=True)
+class _Expected:
+    """What a reply must name to answer a pending invocation (besides its action id)."""
+
+    tenant_id: str
+    tool: str
+    attempt: int
+
+
 class TopicTools:
     """Kind `topic`: a `tool.invocation` on `tools.<tool>.requests`, answered by a `tool.reply` on `.replies`.
 
     Every executor process reads every reply (no consumer group), and the one waiting for that action
-    id takes it; a late reply to an earlier attempt answers the current one, as it has the same key.
+    id takes it, only if the reply's tenant, tool and attempt are those of the pending invocation: a
+    reply that names the action but not the call (another tenant's, a stale attempt's, a forgery) is
+    refused and dead-lettered, and the call keeps waiting (bounded by the tool's timeout).
     """
 
     def __init__(self, publish: Publish, prefix: str, source: str = "tidegate/executor") -> None:
         self._publish = publish
         self._prefix = prefix
         self._source = source
-        self._waiting: dict[str, asyncio.Future[ToolReplyData]] = {}
+        self._waiting: dict[str, tuple[_Expected, asyncio.Future[ToolReplyData]]] = {}
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
         """Publish the invocation and wait for its reply (the executor bounds the wait with the tool's timeout)."""
         future: asyncio.Future[ToolReplyData] = asyncio.get_running_loop().create_future()
-        self._waiting[ctx.action_id] = future
+        pending = (_Expected(ctx.tenant_id, spec.name, ctx.attempt), future)
+        self._waiting[ctx.action_id] = pending
         try:
             invocation = ToolInvocation.build(
                 ToolInvocationData(
@@ -168,7 +181,7 @@ class TopicTools:
                 raise ToolError("unreachable", f"cannot publish to tools.{spec.name}.requests: {exc}", retryable=True) from exc
             reply = await future
         finally:
-            if self._waiting.get(ctx.action_id) is future:
+            if self._waiting.get(ctx.action_id) is pending:
                 del self._waiting[ctx.action_id]
         if reply.ok:
             return ToolAnswer(reply.result or {}, reply.cost_usd)
@@ -179,11 +192,20 @@ class TopicTools:
 
     async def on_reply(self, event: ToolReply) -> None:
         """Handler for `tools.<tool>.replies`: hand the reply to the call waiting for it, if any."""
-        future = self._waiting.get(event.data.action_id)
-        if future is not None and not future.done():
-            future.set_result(event.data)
-        else:
-            log.debug("reply for %s that nobody here waits for", event.data.action_id)
+        reply = event.data
+        pending = self._waiting.get(reply.action_id)
+        if pending is None or pending[1].done():
+            log.debug("reply for %s that nobody here waits for", reply.action_id)
+            return
+        expected, future = pending
+        got = _Expected(reply.tenant_id, reply.tool, reply.attempt)
+        if got != expected:
+            raise Reject(
+                ReasonCode.TOOL_REPLY_MISMATCH,
+                f"reply for action {reply.action_id} names tenant {got.tenant_id!r}, tool {got.tool!r}, attempt {got.attempt}; "
+                f"the pending invocation is tenant {expected.tenant_id!r}, tool {expected.tool!r}, attempt {expected.attempt}",
+            )
+        future.set_result(reply)
 
 
 class ToolInvokers:

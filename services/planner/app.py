@@ -52,7 +52,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         stall_after_s=kit.stall_after_s,
         handler_limit_s=kit.handler_limit_s,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         metrics_port=kit.metrics_port,

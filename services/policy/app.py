@@ -104,7 +104,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         stall_after_s=kit.stall_after_s,
         handler_limit_s=kit.handler_limit_s,
         bus=bus,
-        database_url=kit.database_url,
+        database_url=kit.service_database_url(NAME),
         schema=NAME,
         migrations=Path(__file__).parent / "migrations",
         control=control,

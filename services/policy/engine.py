@@ -140,9 +140,15 @@ def decide(
     controls: Controls,
     *,
     approval_granted: bool = False,
+    approvers: frozenset[str] | None = None,
     fact_overrides: dict[str, Any] | None = None,
 ) -> Verdict:
-    """Decide `call`; never raises on bad input (it becomes a deny with a reason)."""
+    """Decide `call`; never raises on bad input (it becomes a deny with a reason).
+
+    With `approvers` (the distinct humans a grant names, the requester already left out), a grant that
+    lacks the number of approvals the pack's settings require for the tool's risk class is denied
+    `approval_quorum_not_met`, whatever the approval service counted.
+    """
     spec = pack.catalog.get(call.tool)
     if spec is None:
         reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
@@ -206,7 +212,17 @@ def decide(
             )
         )
     fired += [("deny", r) for r in _budget_reasons(facts)]
+    if approval_granted and approvers is not None:
+        fired += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers)]
     return _combine(fired, pack.version, **extra)
+
+
+def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: frozenset[str]) -> list[Reason]:
+    required = tenant.required_approvals.get(risk.value, 1)
+    if len(approvers) >= required:
+        return []
+    message = f"{risk.value} needs {required} distinct approvers (the requester not counted); the grant has {len(approvers)}"
+    return [Reason(code=ReasonCode.APPROVAL_QUORUM_NOT_MET, policy_id=f"builtin:quorum:{risk.value}", message=message)]
 
 
 def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: History, now: History) -> bool:

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas import ControlPolicyData, ReasonCode, digest
+from schemas import ControlPolicyData, ReasonCode, RiskClass, digest
 from servicekit import ToolCatalog
 from services.policy.cedar_schema import action_entities, cedar_schema
 
@@ -58,6 +58,20 @@ class TenantSettings(BaseModel):
     known_payees: list[str] = Field(
         default_factory=list, description="Payees known from the start (others become known when a refund to them succeeds)."
     )
+    required_approvals: dict[str, int] = Field(
+        default_factory=dict,
+        description="Risk class → distinct approvers a grant must name (default 1); the policy service re-checks every grant.",
+    )
+
+    @field_validator("required_approvals")
+    @classmethod
+    def _risk_classes(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - {r.value for r in RiskClass})
+        if unknown:
+            raise ValueError(f"required_approvals: not risk classes: {', '.join(unknown)}")
+        if any(n < 1 for n in value.values()):
+            raise ValueError("required_approvals: each count is at least 1")
+        return value
 
 
 class PackSettings(BaseModel):

@@ -179,6 +179,7 @@ class PolicyService:
         requested_by: str | None,
         approval_id: str | None,
         parent: str | None,
+        approvers: frozenset[str] | None = None,
     ) -> Pending:
         """The pure decision of one call, as the repository's unit of work runs it (with the history it read)."""
         started = time.perf_counter()
@@ -195,7 +196,7 @@ class PolicyService:
 
         def run(history: History) -> DecisionRecord:
             with span("policy evaluate", parent=parent, attributes=attrs) as s:
-                verdict = decide(pack, call, history, controls, approval_granted=approval_id is not None)
+                verdict = decide(pack, call, history, controls, approval_granted=approval_id is not None, approvers=approvers)
                 s.set_attribute(Attr.OUTCOME, verdict.outcome)
                 s.set_attribute(Attr.REASONS, ",".join(verdict.codes))
                 return build_record(
@@ -287,6 +288,8 @@ class PolicyService:
             requested_by=proposed.get("requested_by"),
             approval_id=data.approval_id,
             parent=None,
+            # Four eyes and quorum, counted here again: the requester never counts as an approver.
+            approvers=frozenset(a for a in (*data.approvers, data.approver) if a and a != proposed.get("requested_by")),
         )
         [(record, _)] = await self._repo().decide_many([pending])
         await self._publish_record(record)

@@ -9,6 +9,7 @@ import typer
 
 from servicekit import REPO_ROOT, ToolCatalog, catalog_topic_names, ensure_topics
 from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands.db import migrate_all
 
 app = typer.Typer(help="Local infrastructure: Apache Kafka (KRaft) from Maven Central and PostgreSQL from Debian.", no_args_is_help=True)
 
@@ -33,6 +34,7 @@ def up() -> None:
     started = time.monotonic()
     created = run(_ensure_catalog_topics())
     console.print(f"topics: {len(created)} created under prefix {settings().topic_prefix!r} ({time.monotonic() - started:.1f}s)")
+    migrate_all()
 
 
 @app.command()

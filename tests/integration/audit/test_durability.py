@@ -26,6 +26,7 @@ from services.audit.app import build
 from services.audit.repository import PostgresAuditLog
 from services.audit.settings import AuditSettings
 from services.audit.verify import verify_log
+from tidegate.database import migrate
 
 
 async def _produce(producer: Any, topic: str, start: int, count: int) -> None:
@@ -135,10 +136,11 @@ def own_postgres() -> Iterator[tuple[str, Any]]:
 
 
 async def test_a_postgres_crash_and_restart_loses_nothing(
-    kit: KitSettings, own_postgres: tuple[str, Any], producer: Any, probe: Any, wait_for: Any
+    kit: KitSettings, own_postgres: tuple[str, Any], producer: Any, probe: Any, wait_for: Any, tmp_path: Path
 ) -> None:
     dsn, pg_ctl = own_postgres
-    own = kit.model_copy(update={"database_url": dsn})
+    own = kit.model_copy(update={"database_url": dsn, "db_credentials_dir": tmp_path / "db"})
+    await migrate(own)  # as the operator: roles and schemas of this cluster of the test's own
     svc = build(own, AuditSettings(batch_max_records=100, checkpoint_interval_s=0.3, topic_discovery_ms=2000))
     await svc.start()
     try:

@@ -96,3 +96,44 @@ async def test_an_outside_service_serves_a_topic_tool_exactly_once(
     [refused] = await wait_for(lambda: listener.for_action(too_many.data.action_id), timeout=30, what="the stock refusal")
     assert (refused.type, refused.data.error.type, refused.data.attempts) == ("tidegate.action.failed", "insufficient_stock", 1)
     assert on_hand(warehouse, tenant, "KB-MECH-01") == 37
+
+
+async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_lettered_and_never_answers_it(
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    invocations: list[s.ToolInvocation] = []
+
+    async def on_invocation(event: s.ToolInvocation) -> None:
+        invocations.append(event)
+
+    spy = Bus(make_broker(publisher.bootstrap, "test-spy"), "test-spy", publisher.bootstrap, publisher.prefix)
+    spy.consume("tools.update_inventory.requests", on_invocation, group_id=f"{publisher.prefix}test-spy")
+    await spy.start()
+    attacker = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap)  # a plain client with write access to the replies topic
+    await attacker.start()
+    try:
+        take = authorize(tenant, "update_inventory", {"sku": "KB-MECH-01", "delta": -3})
+        await publisher.publish("actions.authorized", take)
+        [invocation] = await wait_for(lambda: invocations, what="the invocation (no service answers it)")
+        d = invocation.data
+        genuine = {"action_id": d.action_id, "task_id": d.task_id, "tenant_id": d.tenant_id, "tool": d.tool, "attempt": d.attempt}
+
+        async def reply(result: dict[str, Any], **changes: Any) -> None:
+            data = s.ToolReplyData(**{**genuine, **changes}, ok=True, result=result)
+            await attacker.send_and_wait(d.reply_topic, s.encode(s.ToolReply.build(data, source="attacker")), key=d.task_id.encode())
+
+        await reply({"on_hand": 1}, tenant_id="another-tenant")
+        await reply({"on_hand": 2}, tool="wire_money")
+        await reply({"on_hand": 3}, attempt=7)
+        await wait_for(lambda: len(listener.dead_codes(take.data.action_id)) == 3, what="three dead letters")
+        assert listener.dead_codes(take.data.action_id) == ["tool_reply_mismatch"] * 3
+        assert listener.for_action(take.data.action_id) == []  # the call still waits for its own reply
+
+        await reply({"on_hand": 37})
+        [result] = await wait_for(lambda: listener.for_action(take.data.action_id), what="the result")
+        assert (result.type, result.data.result) == ("tidegate.action.succeeded", {"on_hand": 37})
+    finally:
+        await attacker.stop()
+        await spy.stop()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 
 import schemas as s
 from servicekit import Bus, ServiceProcess, SigningKey
 
+NOISE = 20_000
 REFUND = {"payee_id": "cus_1001", "amount_usd": 10.0, "order_id": "O-5001"}
 
 
@@ -141,4 +144,46 @@ async def test_the_kill_switch_stops_the_call_right_before_it_and_the_planner_is
     assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 0)
     assert "refund fraud wave" in result.data.error.message
     assert tagged.type == "tidegate.action.succeeded"
+    assert await refunds(pool, tenant) == []
+
+
+async def test_a_kill_switch_set_while_the_executor_was_down_holds_for_its_whole_backlog(
+    kit: Any, publisher: Bus, listener: Any, authorize: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    from services.executor.app import build
+
+    # Other tenants' control records first, so that reading `control` to its end takes the executor a while.
+    noise = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await noise.start()
+    try:
+        sent = [
+            await noise.send(
+                publisher.topic("control"),
+                s.encode(
+                    s.ControlKillswitch.build(
+                        s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops"),
+                        source="tidegate/cli",
+                    )
+                ),
+                key=f"killswitch:other-{n}:tag_ticket".encode(),
+            )
+            for n in range(NOISE)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await noise.stop()
+    switch = s.ControlKillswitchData(tenant_id=tenant, tool="issue_refund", active=True, reason="fraud wave", set_by="oncall@acme.example")
+    await publisher.publish("control", s.ControlKillswitch.build(switch, source="tidegate/cli"))
+    backlog = [authorize(tenant, "issue_refund", {**REFUND, "amount_usd": 1.0 + n}) for n in range(20)]
+    for event in backlog:
+        await publisher.publish("actions.authorized", event)
+
+    executor = build(kit=kit)
+    await executor.start()
+    try:
+        for event in backlog:
+            [result] = await wait_for(lambda e=event: listener.for_action(e.data.action_id), what="each refusal")
+            assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 0)
+    finally:
+        await executor.stop()
     assert await refunds(pool, tenant) == []

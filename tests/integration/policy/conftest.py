@@ -58,7 +58,12 @@ def proposal(
 
 
 def grant(
-    decided: ActionDecided, key: SigningKey | None, *, edited_args: dict[str, Any] | None = None, args: dict[str, Any] | None = None
+    decided: ActionDecided,
+    key: SigningKey | None,
+    *,
+    edited_args: dict[str, Any] | None = None,
+    args: dict[str, Any] | None = None,
+    approvers: tuple[str, ...] = ("bob@acme.example",),
 ) -> ApprovalGranted:
     """An `approval.granted` for an escalated decision, signed with `key` as the approval service would (unsigned when None)."""
     d = decided.data
@@ -73,8 +78,8 @@ def grant(
         action_digest=d.action_digest,
         reasons=d.reasons,
         policy_version=d.policy_version,
-        approver="bob@acme.example",
-        approvers=["bob@acme.example"],
+        approver=approvers[-1],
+        approvers=list(approvers),
         edited_args=edited_args,
         expires_at=now + timedelta(hours=1),
         decided_at=now,

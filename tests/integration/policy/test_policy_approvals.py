@@ -88,3 +88,44 @@ async def test_forged_grants_are_ignored_and_dead_lettered(
         collector.authorized(escalated.data.action_id)[0].data.authorization.approval_id
     ]
     assert collector.authorized(human_only.data.action_id) == []
+
+
+async def test_a_grant_short_of_the_packs_quorum_is_denied(
+    collector, producer, kit, wait_for, one, make_proposal, make_grant, tmp_path
+) -> None:
+    import shutil
+
+    import yaml
+
+    from services.policy.app import build
+
+    pack = tmp_path / "pack"
+    shutil.copytree(kit.policy_dir, pack)
+    settings = yaml.safe_load((pack / "settings.yaml").read_text())
+    settings["tenants"]["acme"]["required_approvals"] = {"financial": 2}
+    (pack / "settings.yaml").write_text(yaml.safe_dump(settings))
+    policy = build(kit=kit.model_copy(update={"policy_dir": pack}))
+    await policy.start()
+    try:
+        approval_key = SigningKey.load_or_create(kit.keys_dir, "approval")
+        proposals = [make_proposal("issue_refund", BIG) for _ in range(3)]  # requested by alice@acme.example
+        for p in proposals:
+            await producer.send("actions.proposed", p)
+        decisions = [await wait_for(lambda p=p: one(collector.decided(p.data.action_id))) for p in proposals]
+        assert [d.data.outcome for d in decisions] == ["escalate"] * 3
+
+        # Signed by the approval service, yet short of what the policy's own settings require.
+        await producer.send("approvals", make_grant(decisions[0], approval_key, approvers=("bob@acme.example",)))
+        await producer.send("approvals", make_grant(decisions[1], approval_key, approvers=("alice@acme.example", "bob@acme.example")))
+        await producer.send("approvals", make_grant(decisions[2], approval_key, approvers=("bob@acme.example", "carol@acme.example")))
+
+        for short in proposals[:2]:
+            d = await wait_for(lambda a=short.data.action_id: one(collector.decided(a, via="approval")), what="the re-decision")
+            assert d.data.outcome == "deny"
+            assert [r.code.value for r in d.data.reasons] == ["approval_quorum_not_met"]
+        met = await wait_for(lambda: one(collector.decided(proposals[2].data.action_id, via="approval")), what="the re-decision")
+        assert met.data.outcome == "allow"
+        await wait_for(lambda: one(collector.authorized(proposals[2].data.action_id)), what="its authorization")
+        assert collector.authorized(proposals[0].data.action_id) == collector.authorized(proposals[1].data.action_id) == []
+    finally:
+        await policy.stop()

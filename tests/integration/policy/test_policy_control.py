@@ -123,3 +123,41 @@ async def test_budget_exhaustion_and_release(policy, collector, producer, kit, w
     await producer.send("actions.proposed", retry)
     d = await wait_for(lambda: one(collector.decided(retry.data.action_id)), what="decision after release")
     assert d.data.outcome == "allow", d.data.reasons
+
+
+async def test_a_kill_switch_set_while_the_policy_service_was_down_holds_for_its_backlog(
+    collector, producer, kit, wait_for, one, make_proposal
+) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from schemas import ControlKillswitch, ControlKillswitchData, encode
+    from services.policy.app import build
+
+    # Other tenants' records first, so that reading `control` to its end takes the service a while.
+    noise = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    await noise.start()
+    try:
+        sent = []
+        for n in range(20_000):
+            data = ControlKillswitchData(tenant_id=f"other-{n}", tool="get_ticket", active=True, reason="noise", set_by="ops")
+            value = encode(ControlKillswitch.build(data, source="tidegate/cli"))
+            sent.append(await noise.send(f"{kit.topic_prefix}control", value, key=f"killswitch:other-{n}:get_ticket".encode()))
+        await asyncio.gather(*sent)
+    finally:
+        await noise.stop()
+    await publish_killswitch(kit, tenant="acme", tool="tag_ticket", active=True, reason="incident 43", set_by="oncall")
+    backlog = [make_proposal("tag_ticket", {"ticket_id": "T-1", "tags": [f"t{n}"]}) for n in range(20)]
+    for p in backlog:
+        await producer.send("actions.proposed", p)
+
+    policy = build(kit=kit)
+    await policy.start()
+    try:
+        for p in backlog:
+            d = await wait_for(lambda a=p.data.action_id: one(collector.decided(a)), what="each decision")
+            assert (d.data.outcome, [r.code.value for r in d.data.reasons]) == ("deny", ["kill_switch"])
+        assert all(collector.authorized(p.data.action_id) == [] for p in backlog)
+    finally:
+        await policy.stop()

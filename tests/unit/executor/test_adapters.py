@@ -130,3 +130,30 @@ def test_credentials_come_from_the_file_and_the_environment_wins(tmp_path: Path)
     assert store.secret("acme", "shipping:labels") == "from-env"
     assert store.secret("acme", "payments:refund") == "file-only"
     assert store.secret("globex", "payments:refund") is None
+
+
+async def test_a_reply_naming_another_tenant_tool_or_attempt_is_refused_and_the_call_keeps_waiting() -> None:
+    from servicekit import Reject
+
+    tools: TopicTools
+    sent: list[s.ToolInvocation] = []
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        assert isinstance(event, s.ToolInvocation)
+        sent.append(event)
+
+    tools = TopicTools(publish, "pfx.")
+    spec = s.ToolSpec.model_validate({"name": "inv", "description": "d", "args_schema": {}, "risk": "write_low", "kind": "topic"})
+    call = asyncio.create_task(tools.invoke(spec, ctx(attempt=2), {}))
+    while not sent:
+        await asyncio.sleep(0)
+    d = sent[0].data
+    genuine = {"action_id": d.action_id, "task_id": d.task_id, "tenant_id": d.tenant_id, "tool": d.tool, "attempt": d.attempt}
+    for wrong in ({"tenant_id": "globex"}, {"tool": "wire_money"}, {"attempt": 1}):
+        forged = s.ToolReply.build(s.ToolReplyData(**(genuine | wrong), ok=True, result={"on_hand": 0}), source="attacker")
+        with pytest.raises(Reject) as refused:
+            await tools.on_reply(forged)
+        assert refused.value.code == "tool_reply_mismatch"
+    assert not call.done()
+    await tools.on_reply(s.ToolReply.build(s.ToolReplyData(**genuine, ok=True, result={"on_hand": 7}), source="warehouse"))
+    assert (await asyncio.wait_for(call, timeout=2)).result == {"on_hand": 7}

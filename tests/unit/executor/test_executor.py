@@ -279,3 +279,27 @@ async def test_an_action_id_of_another_tenant_is_refused_without_answering(world
     assert refused.value.code == "authorization_replayed"
     assert len(world.published) == 1
     assert len(world.tool.contexts) == 1
+
+
+async def test_nothing_runs_before_control_is_read_and_a_failed_wait_is_tried_again(world: World) -> None:
+    gate = asyncio.Event()
+    waits: list[int] = []
+
+    async def ready() -> None:
+        waits.append(1)
+        if len(waits) == 1:
+            raise TimeoutError("control not caught up")  # transient: the bus retries the handler
+        await gate.wait()
+
+    world.executor.ready = ready
+    with pytest.raises(TimeoutError):
+        await world.executor.handle(world.authorize())
+    first, second = world.authorize(), world.authorize("capped_refund")
+    calls = [asyncio.create_task(world.executor.handle(first)), asyncio.create_task(world.executor.handle(second))]
+    for _ in range(20):  # let both calls run as far as they can
+        await asyncio.sleep(0)
+    assert (world.tool.contexts, world.published) == ([], [])
+    gate.set()
+    await asyncio.gather(*calls)
+    assert len(world.published) == 2
+    assert len(waits) == 2  # the two calls shared one wait

@@ -211,3 +211,30 @@ def test_a_pack_without_tenant_bound_policies_is_not_sliced() -> None:
     pack = _pack()
     assert pack.tenant_bound == {}
     assert pack.policy_set_for("acme") is pack.policy_set
+
+
+def test_a_grant_is_counted_against_the_packs_quorum_for_the_risk_class() -> None:
+    text = HEADER + "permit(principal, action, resource);"
+    settings = {"tenants": {"acme": {"required_approvals": {"financial": 2}}}}
+    pack = compile_pack(PackSource(files={"p.cedar": text}, settings=settings), CATALOG)
+    refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
+
+    def granted(approvers: frozenset[str] | None, call: Call = refund) -> tuple[str, list[str]]:
+        verdict = decide(pack, call, History(), Controls(), approval_granted=True, approvers=approvers)
+        return verdict.outcome, verdict.codes
+
+    assert granted(frozenset({"bob"})) == ("deny", ["approval_quorum_not_met"])
+    assert granted(frozenset()) == ("deny", ["approval_quorum_not_met"])
+    assert granted(frozenset({"bob", "carol"}))[0] == "allow"
+    assert (
+        granted(frozenset({"bob"}), Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"))[0] == "allow"
+    )  # 1 by default
+    assert granted(frozenset({"bob"}), dataclasses.replace(refund, tenant_id="globex"))[0] == "allow"  # another tenant's settings
+
+
+def test_a_quorum_names_only_risk_classes() -> None:
+    source = PackSource(
+        files={"p.cedar": HEADER + "permit(principal, action, resource);"},
+        settings={"tenants": {"acme": {"required_approvals": {"finacial": 2}}}},
+    )
+    assert any("finacial" in p for p in validate_pack(source, CATALOG))

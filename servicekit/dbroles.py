@@ -1,0 +1,230 @@
+"""The database as a trust boundary: one PostgreSQL role per service, schemas owned by a role nobody logs in as.
+
+`provision` is run by the migrator (the operator's role, `tidegate` by default: `tidegate infra up`,
+`tidegate db migrate`, the tests' fixture). It creates a NOLOGIN owner role and one LOGIN role per
+service, applies every schema's migrations, hands every object to the owner role, and grants each
+service only what it needs in its own schema. Each service's password is generated here on first
+run and kept 0600 in the credentials directory; `service_database_url` is how a service finds its DSN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from servicekit.db import apply_migrations, create_pool
+from servicekit.settings import KitSettings
+
+__all__ = ["DEFAULT_ROLE_PREFIX", "Grant", "SchemaSpec", "owner_role", "provision", "service_database_url", "service_role"]
+
+DEFAULT_ROLE_PREFIX = "tidegate_"
+Connection = asyncpg.Connection | PoolConnectionProxy
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Grant:
+    """What a service's role may do with the tables of its schema."""
+
+    READ_WRITE = "read_write"  # SELECT, INSERT, UPDATE, DELETE; sequences
+    APPEND_ONLY = "append_only"  # SELECT; INSERT only through the schema's writer role (the audit log)
+
+
+@dataclass(frozen=True)
+class SchemaSpec:
+    """One schema: its migrations and the one service (login) whose role works in it.
+
+    Args:
+        name: The schema.
+        migrations: Directory of its `NNN_*.sql` files.
+        user: The service (or `systems`, the executor's in-process tools) that works in it.
+        grant: `Grant.READ_WRITE`, or `Grant.APPEND_ONLY` with `writer_role`.
+        writer_role: A NOLOGIN role (created by the schema's migrations) the user may `SET ROLE` to for inserts.
+    """
+
+    name: str
+    migrations: Path
+    user: str
+    grant: str = Grant.READ_WRITE
+    writer_role: str | None = None
+
+
+def service_role(service: str, prefix: str = DEFAULT_ROLE_PREFIX) -> str:
+    """Name of a service's login role."""
+    return _checked(f"{prefix}{service}")
+
+
+def owner_role(prefix: str = DEFAULT_ROLE_PREFIX) -> str:
+    """Name of the NOLOGIN role that owns every schema and table."""
+    return _checked(f"{prefix}owner")
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"not a plain PostgreSQL role name: {name!r}")
+    return name
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def service_database_url(kit: KitSettings, service: str) -> str:
+    """The DSN `service` logs in with: `kit.database_url`'s host and database, the service's own role.
+
+    Raises:
+        RuntimeError: No credentials for the service (the migrator has not provisioned the roles yet).
+    """
+    path = kit.db_credentials_dir / f"{service}.json"
+    try:
+        creds = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"no database credentials for {service} at {path}: run `tidegate infra up` or `tidegate db migrate` first"
+        ) from None
+    return with_login(kit.database_url, str(creds["user"]), str(creds["password"]))
+
+
+def with_login(dsn: str, user: str, password: str) -> str:
+    """`dsn` with its user and password replaced."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+
+
+def _password(credentials_dir: Path, service: str, role: str) -> str:
+    """The service's password: the one stored, or a new one written 0600 (never committed: the folder is git-ignored)."""
+    path = credentials_dir / f"{service}.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("user") == role and stored.get("password"):
+            return str(stored["password"])
+    password = secrets.token_urlsafe(32)
+    credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"user": role, "password": password}, out)
+    tmp.replace(path)
+    return password
+
+
+async def _ensure_role(conn: Connection, role: str, password: str | None) -> None:
+    login = f"LOGIN PASSWORD {_literal(password)}" if password is not None else "NOLOGIN"
+    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+        try:
+            await conn.execute(f"CREATE ROLE {_ident(role)} {login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+            return
+        except asyncpg.DuplicateObjectError:  # created meanwhile by a concurrent provisioning
+            pass
+    # Only a superuser may even restate NOSUPERUSER: set the login, then check the rest was never granted.
+    await conn.execute(f"ALTER ROLE {_ident(role)} {login}")
+    powers = await conn.fetchrow(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1", role
+    )
+    granted = [name for name, value in (powers or {}).items() if value]
+    if granted:
+        raise RuntimeError(f"role {role} has {', '.join(granted)}: a superuser must revoke them (ALTER ROLE {role} NO…)")
+
+
+async def _grant_membership(conn: Connection, role: str, member: str) -> None:
+    if not await conn.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", member, role):
+        await conn.execute(f"GRANT {_ident(role)} TO {_ident(member)}")
+
+
+async def _hand_to_owner(conn: Connection, schema: str, owner: str) -> None:
+    """Make `owner` own the schema and everything in it (migrations ran as the migrator)."""
+    await conn.execute(f"ALTER SCHEMA {_ident(schema)} OWNER TO {_ident(owner)}")
+    kinds = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+    # Tables first: a table's owned sequences follow it, and may not be moved on their own.
+    for kind_set in (("r", "p", "f", "v", "m"), ("S",)):
+        rows = await conn.fetch(
+            "SELECT c.relname, c.relkind::text AS kind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relkind::text = ANY($2::text[]) AND c.relowner <> $3::regrole",
+            schema,
+            list(kind_set),
+            owner,
+        )
+        for r in rows:
+            await conn.execute(f"ALTER {kinds[r['kind']]} {_ident(schema)}.{_ident(r['relname'])} OWNER TO {_ident(owner)}")
+    for r in await conn.fetch(
+        "SELECT p.oid::regprocedure::text AS sig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = $1 AND p.proowner <> $2::regrole",
+        schema,
+        owner,
+    ):
+        await conn.execute(f"ALTER ROUTINE {r['sig']} OWNER TO {_ident(owner)}")
+    for r in await conn.fetch(
+        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = $1 AND t.typtype IN ('e', 'd') AND t.typowner <> $2::regrole",
+        schema,
+        owner,
+    ):
+        await conn.execute(f"ALTER TYPE {_ident(schema)}.{_ident(r['typname'])} OWNER TO {_ident(owner)}")
+
+
+async def _grant(conn: Connection, spec: SchemaSpec, role: str) -> None:
+    s = _ident(spec.name)
+    await conn.execute(f"REVOKE ALL ON SCHEMA {s} FROM PUBLIC")
+    await conn.execute(f"GRANT USAGE ON SCHEMA {s} TO {_ident(role)}")
+    if spec.grant == Grant.READ_WRITE:
+        await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {_ident(role)}")
+        await conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {_ident(role)}")
+    elif spec.grant == Grant.APPEND_ONLY:
+        if spec.writer_role is None:
+            raise ValueError(f"schema {spec.name}: an append-only grant needs its writer role")
+        await conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {_ident(role)}")
+        await _grant_membership(conn, _checked(spec.writer_role), role)
+    else:
+        raise ValueError(f"schema {spec.name}: unknown grant {spec.grant!r}")
+
+
+async def provision(
+    migrator_dsn: str, schemas: Sequence[SchemaSpec], credentials_dir: Path, *, role_prefix: str = DEFAULT_ROLE_PREFIX
+) -> dict[str, list[str]]:
+    """Create the roles, migrate every schema, hand it to the owner role and grant each service its own; idempotent.
+
+    Runs as the migrator (a role with CREATEROLE that owns the database). Returns the migrations applied
+    now, by schema. A service's stored password is kept; a missing one is generated.
+    """
+    owner = owner_role(role_prefix)
+    users = _unique(spec.user for spec in schemas)
+    pool = await create_pool(migrator_dsn, max_size=2)
+    applied: dict[str, list[str]] = {}
+    try:
+        async with pool.acquire() as conn:
+            # Roles are cluster-wide: serialise provisionings of several databases of one cluster.
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended('tidegate.provision', 0))")
+            try:
+                migrator = await conn.fetchval("SELECT current_user")
+                await _ensure_role(conn, owner, None)
+                await _grant_membership(conn, owner, migrator)
+                for user in users:
+                    role = service_role(user, role_prefix)
+                    await _ensure_role(conn, role, _password(credentials_dir, user, role))
+                await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+                for spec in schemas:
+                    applied[spec.name] = await apply_migrations(pool, spec.name, spec.migrations)
+                    await _hand_to_owner(conn, spec.name, owner)
+                    await _grant(conn, spec, service_role(spec.user, role_prefix))
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended('tidegate.provision', 0))")
+    finally:
+        await pool.close()
+    return applied
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

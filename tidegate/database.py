@@ -1,0 +1,39 @@
+"""Every schema of a Tidegate deployment, and the one call that provisions and migrates them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import services.approval
+import services.audit
+import services.executor
+import services.planner
+import services.policy
+import systems
+from servicekit import KitSettings
+from servicekit.dbroles import DEFAULT_ROLE_PREFIX, Grant, SchemaSpec, provision
+
+__all__ = ["AUDIT_WRITER_ROLE", "SCHEMAS", "migrate"]
+
+# Created by the audit schema's first migration; the only role that may INSERT into the log.
+AUDIT_WRITER_ROLE = "tidegate_audit_writer"
+
+
+def _migrations(package: object) -> Path:
+    return Path(str(package.__file__)).parent / "migrations"  # type: ignore[attr-defined]
+
+
+SCHEMAS: tuple[SchemaSpec, ...] = (
+    SchemaSpec("planner", _migrations(services.planner), user="planner"),
+    SchemaSpec("policy", _migrations(services.policy), user="policy"),
+    SchemaSpec("approval", _migrations(services.approval), user="approval"),
+    SchemaSpec("executor", _migrations(services.executor), user="executor"),
+    SchemaSpec("audit", _migrations(services.audit), user="audit", grant=Grant.APPEND_ONLY, writer_role=AUDIT_WRITER_ROLE),
+    # The executor's in-process tools (the demo systems of record) log in as a role of their own.
+    *(SchemaSpec(name, systems.MIGRATIONS / name, user="systems") for name in systems.SYSTEMS),
+)
+
+
+async def migrate(kit: KitSettings, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> dict[str, list[str]]:
+    """Create the roles, migrate every schema, grant each service its own; as `kit.database_url`'s role (the migrator)."""
+    return await provision(kit.database_url, SCHEMAS, kit.db_credentials_dir, role_prefix=role_prefix)
