@@ -14,6 +14,7 @@ from enum import IntEnum
 
 __all__ = [
     "ADMIN",
+    "AGENT",
     "OPS",
     "PRINCIPALS",
     "AclBinding",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 ADMIN = "admin"
+AGENT = "agent"
 OPS = "ops"
 EVERY_TOPIC = "*"
 
@@ -77,7 +79,7 @@ PRINCIPALS: dict[str, Rights] = {
         groups=("audit",),
         purpose="the audit service: reads every topic",
     ),
-    "agent": Rights(
+    AGENT: Rights(
         reads=("actions.decided", "approvals", "actions.results", "tasks.outcomes"),
         writes=("tasks", "actions.proposed"),
         groups=("agent*",),

@@ -21,6 +21,7 @@ from servicekit import (
     configure_logging,
     ensure_topics,
     install_tracing,
+    kafka_options,
     make_broker,
 )
 from services.executor import handlers
@@ -50,7 +51,7 @@ def build(
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix)
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
@@ -88,7 +89,11 @@ def build(
             await install_systems(proc.pool)
         if topic_tool_names:
             await ensure_topics(
-                kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
+                kit.kafka_bootstrap,
+                kit.topic_prefix,
+                [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")],
+                client_options=kafka_options(kit, NAME),
+                grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
         executor.context_pool = proc.pool

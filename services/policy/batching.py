@@ -125,18 +125,24 @@ class DecisionPublisher:
     the running event loop.
     """
 
-    def __init__(self, bootstrap: str, prefix: str, *, service: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, *, service: str, client_options: dict[str, Any] | None = None) -> None:
         self._service = service
         self._client_id = f"tidegate-{service}-decisions"
         self._bootstrap = bootstrap
         self._prefix = prefix
+        self._client_options = client_options or {}
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         """Connect the producer (acks from all replicas, idempotent)."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=1
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            **self._client_options,
         )
         await self._producer.start()
 

@@ -13,7 +13,7 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from servicekit import Keyring
+from servicekit import OPS, Keyring, kafka_options
 from services.audit.published import read_published_checkpoints
 from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
 from services.audit.repository import PostgresAuditLog, SearchFilters
@@ -67,7 +67,9 @@ def verify(
     kit = settings()
 
     async def go(log: PostgresAuditLog) -> VerifyReport:
-        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix) if bus else []
+        published = (
+            await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=kafka_options(kit, OPS)) if bus else []
+        )
         return await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
 
     report = run(_with_log(go))
