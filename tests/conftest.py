@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from servicekit import REPO_ROOT, KitSettings
+from servicekit import ADMIN, REPO_ROOT, KitSettings, kafka_options
 
 T = TypeVar("T")
 
@@ -111,12 +111,15 @@ async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
     """Delete every topic under `prefix` (tests leave thousands of partitions otherwise, and Kafka restarts slow down)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    from servicekit.bus_admin import revoke_rights, tools_of
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), request_timeout_ms=30000)
     try:
         await admin.start()
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
+        await revoke_rights(admin, prefix, tools_of(n.removeprefix(prefix) for n in names))
     except Exception:  # cleanup must never fail a test
         pass
     finally:
