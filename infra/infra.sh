@@ -305,6 +305,10 @@ kafka_wait_ready() {
 kafka_principals() {
   local py="$REPO/.venv/bin/python" t
   [[ -x $py ]] || py=python3
+  if ! (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$py" -c 'import servicekit.bus_admin' 9>&-) >/dev/null 2>&1; then
+    warn "kafka: no Python with the project's packages ($py); only 'admin' can log in until: make install && bash infra/infra.sh up"
+    return 0
+  fi
   t=$(now)
   (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$py" "$SCRIPT_DIR/kafka_principals.py" \
     --bootstrap "$(kafka_address)" --credentials-dir "$K_CREDS" 9>&-) \

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from schemas import TOPICS, topic_spec
 from servicekit.bus_admin import grant_rights, tools_of
@@ -17,6 +16,8 @@ from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
 __all__ = ["catalog_topic_names", "ensure_topics"]
+
+_ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
 
 
 def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
@@ -57,8 +58,12 @@ async def ensure_topics(
             if full not in existing
         ]
         if new:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them in between: fine
-                await admin.create_topics(new)
+            response: Any = await admin.create_topics(new)
+            refused = [(name, code, message) for name, code, message in response.topic_errors if code not in (0, _ALREADY_EXISTS)]
+            if refused:  # e.g. a service's own principal, which may not create topics
+                raise for_code(refused[0][1])(
+                    f"could not create {[r[0] for r in refused]} ({refused[0][2]}); `tidegate topics` creates them as admin"
+                )
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not set(wanted) <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:

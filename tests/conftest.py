@@ -99,10 +99,14 @@ def prefix() -> str:
 
 @pytest.fixture
 async def topics(infra: Infra, prefix: str) -> AsyncIterator[str]:
-    """Every catalog topic created under this test's prefix; returns the prefix. The prefix's topics are deleted afterwards."""
-    from servicekit import catalog_topic_names, ensure_topics
+    """Every catalog topic (and those of the catalog's Kafka-served tools) created under this test's prefix, with its ACLs.
 
-    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names())
+    Returns the prefix. The prefix's topics and ACLs are deleted afterwards.
+    """
+    from servicekit import ToolCatalog, catalog_topic_names, ensure_topics
+
+    topic_tools = [t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"]
+    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names(topic_tools))
     yield prefix
     await delete_prefix_topics(infra.kafka_bootstrap, prefix)
 
