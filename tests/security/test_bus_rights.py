@@ -66,7 +66,8 @@ async def read_first(kit: KitSettings, principal: str, topic: str, *, timeout_s:
             batches = await consumer.getmany(tp, timeout_ms=500)
             for records in batches.values():
                 if records:
-                    return records[0].value
+                    value: bytes | None = records[0].value
+                    return value
         return None
     except TopicAuthorizationFailedError:
         return None
