@@ -22,6 +22,7 @@ __all__ = [
     "acl_bindings",
     "principal_names",
     "rights_of",
+    "rights_table_markdown",
     "tool_principal",
 ]
 
@@ -176,3 +177,19 @@ def acl_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
             pattern = Pattern.PREFIXED if group.endswith("*") else Pattern.LITERAL
             out.add(AclBinding(Resource.GROUP, prefix + group.rstrip("*"), pattern, user, Operation.READ))
     return sorted(out)
+
+
+def rights_table_markdown() -> str:
+    """The principals and their rights as the Markdown table docs/security/bus.md carries (a test compares)."""
+    rows = ["| principal | reads | writes | consumer groups | who |", "|---|---|---|---|---|"]
+
+    def cell(names: tuple[str, ...], empty: str = "—") -> str:
+        return ", ".join(f"`{n}`" for n in names) or empty
+
+    for principal in [*PRINCIPALS, tool_principal("<tool>")]:
+        r = rights_of(principal)
+        if principal == ADMIN:
+            rows.append(f"| `{principal}` | everything | everything | every group | {r.purpose} |")
+            continue
+        rows.append(f"| `{principal}` | {cell(r.reads)} | {cell(r.writes)} | {cell(r.groups)} | {r.purpose} |")
+    return "\n".join(rows) + "\n"
