@@ -137,7 +137,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
     from services.planner.app import build as build_planner
     from services.policy.app import build as build_policy
 
-    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))  # the catalog's topic tool
     pool = await create_pool(kit.database_url, max_size=2)
     try:
         await seed_demo(pool, ("acme",))
