@@ -50,7 +50,7 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/tidegate infra up || exit $$?; \
 	bash tests/e2e/approval/browser_deps.sh || exit $$?; \
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
-	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/e2e tests/security -q -p no:cacheprovider || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/e2e -q -p no:cacheprovider || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc
 
@@ -63,8 +63,8 @@ test-unit: install ## Unit tests only (no network, seconds)
 	$(BIN)/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: infra-up ## Integration, e2e and security tests against the running infrastructure
-	$(BIN)/pytest tests/integration tests/e2e tests/security -q
+test-integration: infra-up ## Integration and e2e tests against the running infrastructure
+	$(BIN)/pytest tests/integration tests/e2e -q
 
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy strict

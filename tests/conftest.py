@@ -183,8 +183,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
-        elif f"{os.sep}security{os.sep}" in path:
-            item.add_marker(pytest.mark.security)
 
 
 @pytest.fixture
