@@ -10,12 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Third-party dependencies first, in their own layer: rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.m[d] ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > /tmp/deps.txt \
- && pip install -r /tmp/deps.txt \
- && rm /tmp/deps.txt
+# Third-party dependencies first, in their own layer, at the exact versions the project is tested
+# with: rebuilt only when requirements.lock changes.
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
 
 # The project itself. Only the package directories are copied (the build context also holds
 # .infra/ and .venv/, which must not end up in the image).
@@ -24,7 +22,8 @@ COPY servicekit ./servicekit
 COPY services ./services
 COPY systems ./systems
 COPY tidegate ./tidegate
-RUN pip install .
+COPY pyproject.toml README.m[d] ./
+RUN pip install --no-deps .
 
 # Data read at run time: the tool catalog and the policy pack (globs, so a missing directory
 # does not break the build).

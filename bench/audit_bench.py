@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 import schemas as s
-from servicekit import Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics
+from servicekit import ADMIN, Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics, kafka_options
 from servicekit.runner import tune_gc
 from services.audit.app import MIGRATIONS, build
 from services.audit.handlers import Checkpointer
@@ -117,7 +117,9 @@ def bench_events(n: int, task: str) -> list[tuple[str, bytes, bytes | None, list
 
 
 async def produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(prefix + topic, value, key=key, headers=headers) for topic, value, key, headers in records]

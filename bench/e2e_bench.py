@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import TaskSubmitted, decode, encode, headers_for
-from servicekit import KitSettings, catalog_topic_names, ensure_topics
+from servicekit import ADMIN, KitSettings, catalog_topic_names, ensure_topics, kafka_options
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -66,7 +66,9 @@ def service_pids(supervisor: int) -> dict[str, int]:
 async def collect(kit: KitSettings, n_tasks: int, timeout_s: float, started: asyncio.Event) -> dict[str, Any]:
     """Read proposals, results and outcomes from the topics' current ends until every task has an outcome."""
     names = ["actions.proposed", "actions.results", "tasks.outcomes"]
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
     await consumer.start()
     proposed: dict[str, int] = {}
     results: dict[str, int] = {}
@@ -141,7 +143,9 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
         started = asyncio.Event()
         collector = asyncio.create_task(collect(kit, n_tasks, timeout_s, started))
         await started.wait()
-        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", linger_ms=5, max_batch_size=256 * 1024
+        )
         await producer.start()
         t0_wall = time.time()
         t0 = time.monotonic()
@@ -200,7 +204,7 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
     finally:
         await asyncio.to_thread(subprocess.run, [*cli, "down"], env=env, capture_output=True, check=False, timeout=120)
         with contextlib.suppress(Exception):
-            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, request_timeout_ms=60000)
+            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), request_timeout_ms=60000)
             await kafka_admin.start()
             try:
                 await kafka_admin.delete_topics([t for t in await kafka_admin.list_topics() if t.startswith(kit.topic_prefix)])

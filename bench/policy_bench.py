@@ -39,7 +39,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
-from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
+from servicekit import (
+    ADMIN,
+    REPO_ROOT,
+    ControlState,
+    KitSettings,
+    SigningKey,
+    ToolCatalog,
+    catalog_topic_names,
+    ensure_topics,
+    kafka_options,
+)
 from servicekit.runner import tune_gc
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
@@ -219,10 +229,11 @@ async def through_kafka(
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
         kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
         procs = await start_copies(kit, copies, Path(tmp))
-        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=2)
+        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", linger_ms=2)
         consumer = AIOKafkaConsumer(
             prefix + "actions.decided",
             bootstrap_servers=kit.kafka_bootstrap,
+            **kafka_options(kit, ADMIN),
             auto_offset_reset="earliest",
             group_id=f"bench-{uuid.uuid4().hex[:6]}",
             enable_auto_commit=False,
@@ -302,7 +313,7 @@ async def through_kafka(
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     """Leave no benchmark topics behind (thousands of partitions slow the shared broker down)."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN))
     await client.start()
     try:
         ours = [t for t in await client.list_topics() if t.startswith(prefix)]

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import ActionDecided, ActionProposed
-from servicekit import REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics
+from servicekit import ADMIN, REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics, kafka_options
 from tidegate.ops.recorded import read_window
 from tidegate.ops.replay import ReplayOptions, run_replay
 from tidegate.ops.whatif import evaluate, load_pack
@@ -71,7 +71,9 @@ def event_pair(i: int, now: str) -> tuple[bytes, bytes, bytes]:
 
 async def produce(kit: KitSettings, events: int) -> float:
     """Write `events` recorded events; returns events/s of the batch producer."""
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), linger_ms=20, max_batch_size=512 * 1024, acks=1
+    )
     await producer.start()
     started = time.perf_counter()
     try:
@@ -103,7 +105,7 @@ def candidate_pack(tmp: Path) -> Path:
 
 
 async def drop_topics(kit: KitSettings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
@@ -124,7 +126,14 @@ async def main(events: int, replay: bool) -> None:
         print(f"recorded events written:   {events:>8,}  ({rate:,.0f} events/s, batch producer)")
 
         t0 = time.perf_counter()
-        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"))
+        window = await read_window(
+            kit.kafka_bootstrap,
+            kit.topic_prefix,
+            start,
+            end,
+            topics=("actions.proposed", "actions.decided"),
+            client_options=kafka_options(kit, ADMIN),
+        )
         read_s = time.perf_counter() - t0
         n = len(window.events)
         print(f"read + validate window:    {n:>8,}  events in {read_s:6.2f} s = {n / read_s:>9,.0f} events/s")

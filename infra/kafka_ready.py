@@ -8,13 +8,21 @@ cluster id (so a different Kafka on the same port does not pass for ours).
     python3 infra/kafka_ready.py                     # one attempt against 127.0.0.1:$TIDEGATE_KAFKA_PORT
     python3 infra/kafka_ready.py --wait 90 --pid N   # poll until ready, the deadline, or pid N dies
 
+With --properties (a client properties file written by infra.sh: SASL_PLAINTEXT, SCRAM-SHA-512),
+the Metadata request is sent after a SCRAM-SHA-512 login as that file's principal.
+
 Exit status: 0 ready, 1 not ready (deadline passed), 2 the watched pid exited.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import os
+import re
+import secrets
 import socket
 import struct
 import sys
@@ -22,6 +30,8 @@ import time
 
 API_METADATA = 3
 API_VERSIONS = 18
+API_SASL_HANDSHAKE = 17
+API_SASL_AUTHENTICATE = 36
 CLIENT_ID = b"tidegate-ready"
 
 
@@ -78,7 +88,58 @@ class _Reader:
         return s
 
 
-def check(host: str, port: int, timeout: float, cluster_id: str | None = None) -> str:
+def read_properties(path: str) -> tuple[str, str]:
+    """(username, password) from a Java client properties file's `sasl.jaas.config` line."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    user = re.search(r'username="([^"]*)"', text)
+    password = re.search(r'password="([^"]*)"', text)
+    if not user or not password:
+        raise SystemExit(f"{path}: no username/password in sasl.jaas.config")
+    return user.group(1), password.group(1)
+
+
+def _bytes_field(data: bytes) -> bytes:
+    return struct.pack(">i", len(data)) + data
+
+
+def _authenticate_step(sock: socket.socket, corr: int, message: bytes) -> bytes:
+    # SaslAuthenticate v1: auth_bytes; response: error_code, error_message, auth_bytes, session_lifetime_ms.
+    r = _Reader(_request(sock, API_SASL_AUTHENTICATE, 1, corr, _bytes_field(message)))
+    error, text = r.int16(), r.string()
+    if error != 0:
+        raise NotReady(f"SCRAM login refused (error_code {error}: {text})")
+    n = r.int32()
+    return r.data[r.pos : r.pos + n]
+
+
+def scram_login(sock: socket.socket, user: str, password: str) -> None:
+    """SASL SCRAM-SHA-512 (RFC 5802) over SaslHandshake v1 + SaslAuthenticate v1."""
+    mechanism = b"SCRAM-SHA-512"
+    r = _Reader(_request(sock, API_SASL_HANDSHAKE, 1, 10, struct.pack(">h", len(mechanism)) + mechanism))
+    error = r.int16()
+    if error != 0:
+        raise NotReady(f"SaslHandshake error_code {error} (is this listener SASL_PLAINTEXT with SCRAM-SHA-512?)")
+    client_nonce = secrets.token_urlsafe(24)
+    first_bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={client_nonce}"
+    server_first = _authenticate_step(sock, 11, f"n,,{first_bare}".encode()).decode()
+    fields = dict(part.split("=", 1) for part in server_first.split(","))
+    if not fields["r"].startswith(client_nonce):
+        raise NotReady("SCRAM: server nonce does not extend ours")
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    client_key = hmac.digest(salted, b"Client Key", "sha512")
+    without_proof = f"c=biws,r={fields['r']}"
+    auth_message = f"{first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.digest(hashlib.sha512(client_key).digest(), auth_message, "sha512")
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
+    server_final = _authenticate_step(sock, 12, f"{without_proof},p={proof}".encode()).decode()
+    server_key = hmac.digest(salted, b"Server Key", "sha512")
+    expected = base64.b64encode(hmac.digest(server_key, auth_message, "sha512")).decode()
+    if server_final != f"v={expected}":
+        raise NotReady("SCRAM: the broker's signature does not verify")
+
+
+def check(host: str, port: int, timeout: float, cluster_id: str | None = None, login: tuple[str, str] | None = None) -> str:
     """One attempt. Returns a description of the cluster, raises NotReady/OSError otherwise."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
@@ -91,6 +152,8 @@ def check(host: str, port: int, timeout: float, cluster_id: str | None = None) -
         for _ in range(r.int32()):
             key, lo, hi = r.int16(), r.int16(), r.int16()
             versions[key] = (lo, hi)
+        if login is not None:
+            scram_login(sock, *login)
         if API_METADATA not in versions:
             raise NotReady("broker does not advertise Metadata")
         lo, hi = versions[API_METADATA]
@@ -145,14 +208,16 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=3.0, help="socket timeout per attempt")
     p.add_argument("--cluster-id", help="require this cluster id (uses Metadata v2)")
     p.add_argument("--pid", type=int, help="give up (exit 2) as soon as this process is gone")
+    p.add_argument("--properties", help="log in with SCRAM-SHA-512 as the principal of this client properties file")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args()
     host, _, port = a.bootstrap.rpartition(":")
+    login = read_properties(a.properties) if a.properties else None
     deadline = time.monotonic() + a.wait
     last = ""
     while True:
         try:
-            info = check(host or "127.0.0.1", int(port), a.timeout, a.cluster_id)
+            info = check(host or "127.0.0.1", int(port), a.timeout, a.cluster_id, login)
             if not a.quiet:
                 print(f"kafka ready at {a.bootstrap}: {info}")
             return 0

@@ -5,6 +5,8 @@ Imports schemas, never a service.
 """
 
 from servicekit.bus import Bus, Handler, Reject, make_broker
+from servicekit.bus_auth import kafka_options
+from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
@@ -16,6 +18,9 @@ from servicekit.topics_admin import catalog_topic_names, ensure_topics
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
+    "ADMIN",
+    "AGENT",
+    "OPS",
     "REPO_ROOT",
     "Attr",
     "Bus",
@@ -40,6 +45,7 @@ __all__ = [
     "current_traceparent",
     "ensure_topics",
     "install_tracing",
+    "kafka_options",
     "make_broker",
     "span",
 ]

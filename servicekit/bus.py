@@ -25,10 +25,12 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
 from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
 from servicekit import metrics
+from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
 from servicekit.rawbatch import raw_decoder, tolerant_parser
@@ -53,9 +55,14 @@ class Reject(Exception):
 
 
 def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
-    """A FastStream Kafka broker: idempotent producer, acks=all, OpenTelemetry middleware installed."""
+    """A FastStream Kafka broker: idempotent producer, acks=all, OpenTelemetry middleware installed.
+
+    `kwargs` may carry `kafka_options(kit, principal)`: the broker then logs in as that principal.
+    """
+    security, kwargs = security_from_options(kwargs)
     return KafkaBroker(
         bootstrap,
+        security=security,
         client_id=f"tidegate-{service}",
         acks="all",
         enable_idempotence=True,
@@ -118,6 +125,12 @@ class Bus:
     _started: bool = field(default=False, init=False)
     # Subscribers that read only what comes after start, with their topics.
     _from_latest: list[tuple[Any, list[str]]] = field(default_factory=list, init=False)
+
+    def client_options(self) -> dict[str, Any]:
+        """Login options of the broker's principal, for the raw aiokafka clients this bus opens."""
+        spec = getattr(self.broker, "specification", None)
+        options: dict[str, Any] = parse_security(getattr(spec, "security", None))
+        return options
 
     def topic(self, name: str) -> str:
         """Full topic name of catalog topic `name`."""
@@ -389,7 +402,7 @@ class Bus:
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
         """Wait until this process has handled `topic` up to its end offsets as of now."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options())
         await consumer.start()
         try:
             full = self.topic(topic)

@@ -1,17 +1,23 @@
-"""Create the catalog's topics on the broker, with their partitions and retention, idempotently."""
+"""Create the catalog's topics on the broker, with their partitions, retention and ACLs, idempotently."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from schemas import TOPICS, topic_spec
+from servicekit.bus_admin import grant_rights, tools_of
+from servicekit.bus_auth import kafka_options
+from servicekit.bus_rights import ADMIN
+from servicekit.settings import KitSettings
 
 __all__ = ["catalog_topic_names", "ensure_topics"]
+
+_ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
 
 
 def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
@@ -22,11 +28,28 @@ def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
     return names
 
 
-async def ensure_topics(bootstrap: str, prefix: str, names: Iterable[str], *, timeout_s: float = 30.0) -> list[str]:
-    """Create the missing topics among `names` (catalog names) under `prefix`; return those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def ensure_topics(
+    bootstrap: str,
+    prefix: str,
+    names: Iterable[str],
+    *,
+    timeout_s: float = 30.0,
+    client_options: Mapping[str, Any] | None = None,
+    grant: bool = True,
+) -> list[str]:
+    """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
+
+    Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
+    principal's ACLs on the prefix (and on the tools among `names`) are created too, so the caller needs
+    the admin's rights; a service checking its own topics passes `grant=False` and its own options.
+    """
+    names = list(names)
+    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options)
     await admin.start()
     try:
+        if grant:
+            await grant_rights(admin, prefix, tools_of(names))
         existing = set(await admin.list_topics())
         wanted = {prefix + n: topic_spec(n) for n in names}
         new = [
@@ -35,8 +58,12 @@ async def ensure_topics(bootstrap: str, prefix: str, names: Iterable[str], *, ti
             if full not in existing
         ]
         if new:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process created them in between: fine
-                await admin.create_topics(new)
+            response: Any = await admin.create_topics(new)
+            refused = [(name, code, message) for name, code, message in response.topic_errors if code not in (0, _ALREADY_EXISTS)]
+            if refused:  # e.g. a service's own principal, which may not create topics
+                raise for_code(refused[0][1])(
+                    f"could not create {[r[0] for r in refused]} ({refused[0][2]}); `tidegate topics` creates them as admin"
+                )
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not set(wanted) <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:

@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import ActionDecided, Envelope, decode, encode, headers_for
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 
 __all__ = ["Collector", "Producer"]
 
@@ -32,6 +32,7 @@ class Collector:
         self._consumer = AIOKafkaConsumer(
             *[self.kit.topic_prefix + n for n in self.names],
             bootstrap_servers=self.kit.kafka_bootstrap,
+            **kafka_options(self.kit, ADMIN),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=f"collector-{uuid.uuid4().hex[:8]}",
@@ -74,7 +75,7 @@ class Producer:
 
     def __init__(self, kit: KitSettings) -> None:
         self.kit = kit
-        self._producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
+        self._producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all")
 
     async def start(self) -> None:
         await self._producer.start()

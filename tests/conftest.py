@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from servicekit import REPO_ROOT, KitSettings
+from servicekit import ADMIN, REPO_ROOT, KitSettings, kafka_options
 
 T = TypeVar("T")
 
@@ -123,10 +123,14 @@ def prefix() -> str:
 
 @pytest.fixture
 async def topics(infra: Infra, prefix: str) -> AsyncIterator[str]:
-    """Every catalog topic created under this test's prefix; returns the prefix. The prefix's topics are deleted afterwards."""
-    from servicekit import catalog_topic_names, ensure_topics
+    """Every catalog topic (and those of the catalog's Kafka-served tools) created under this test's prefix, with its ACLs.
 
-    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names())
+    Returns the prefix. The prefix's topics and ACLs are deleted afterwards.
+    """
+    from servicekit import ToolCatalog, catalog_topic_names, ensure_topics
+
+    topic_tools = [t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"]
+    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names(topic_tools))
     yield prefix
     await delete_prefix_topics(infra.kafka_bootstrap, prefix)
 
@@ -135,12 +139,15 @@ async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
     """Delete every topic under `prefix` (tests leave thousands of partitions otherwise, and Kafka restarts slow down)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    from servicekit.bus_admin import revoke_rights, tools_of
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), request_timeout_ms=30000)
     try:
         await admin.start()
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
+        await revoke_rights(admin, prefix, tools_of(n.removeprefix(prefix) for n in names))
     except Exception:  # cleanup must never fail a test
         pass
     finally:

@@ -7,6 +7,9 @@ task (planner `external:byoa`, so Tidegate's own planner leaves it alone), propo
 
     python examples/bring_your_own_agent/agent.py --bootstrap 127.0.0.1:19092 --prefix tidegate.
 
+It logs in as the `agent` principal (`--properties`, the client file `infra up` made), which may write
+`tasks` and `actions.proposed` and read the answers, nothing else (docs/security/bus.md).
+
 Exit code 0 when every action got a decision (and every allowed one a result) before the timeout.
 """
 
@@ -15,16 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 AGENT = "external:byoa"
+DEFAULT_PROPERTIES = Path(__file__).resolve().parents[2] / ".infra" / "kafka" / "credentials" / "agent.properties"
 
 
 def cloudevent(event_type: str, task_id: str, tenant: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -70,14 +76,14 @@ def plan(task_id: str, tenant: str) -> list[dict[str, Any]]:
     ]
 
 
-async def run(bootstrap: str, prefix: str, tenant: str, timeout_s: float) -> dict[str, Any]:
+async def run(bootstrap: str, prefix: str, tenant: str, timeout_s: float, login: dict[str, Any] | None = None) -> dict[str, Any]:
     """Register the task, propose the actions, collect decisions and results."""
     task_id = f"byoa-{uuid.uuid4().hex[:10]}"
     actions = plan(task_id, tenant)
     wanted = {a["action_id"] for a in actions}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **(login or {}))
     await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(login or {}))
     await producer.start()
     report: dict[str, Any] = {"task_id": task_id, "actions": {a["action_id"]: {"tool": a["tool"]} for a in actions}}
     try:
@@ -137,15 +143,31 @@ def _done(report: dict[str, Any]) -> bool:
     return all("decision" in e and (e["decision"] != "allow" or "result" in e) for e in entries)
 
 
+def kafka_login(properties: Path | None) -> dict[str, Any]:
+    """aiokafka options from a Java client properties file (security.protocol, sasl.mechanism, sasl.jaas.config)."""
+    if properties is None or not properties.is_file():
+        return {}
+    props = dict(line.split("=", 1) for line in properties.read_text().splitlines() if "=" in line and not line.lstrip().startswith("#"))
+    jaas = props.get("sasl.jaas.config", "")
+    user, password = (re.search(rf'{k}="([^"]*)"', jaas) for k in ("username", "password"))
+    return {
+        "security_protocol": props.get("security.protocol", "PLAINTEXT"),
+        "sasl_mechanism": props.get("sasl.mechanism", "PLAIN"),
+        "sasl_plain_username": user.group(1) if user else None,
+        "sasl_plain_password": password.group(1) if password else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:19092")
     parser.add_argument("--prefix", default="tidegate.")
+    parser.add_argument("--properties", type=Path, default=DEFAULT_PROPERTIES, help="Kafka client properties file (login)")
     parser.add_argument("--tenant", default="acme")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
     args = parser.parse_args()
-    report = asyncio.run(run(args.bootstrap, args.prefix, args.tenant, args.timeout))
+    report = asyncio.run(run(args.bootstrap, args.prefix, args.tenant, args.timeout, kafka_login(args.properties)))
     if args.json:
         print(json.dumps(report))
     else:

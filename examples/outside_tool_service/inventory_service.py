@@ -9,6 +9,9 @@ system into Tidegate as a `topic` tool:
 3. publish a `tidegate.tool.reply` to `data.reply_topic`, keyed by the task id;
 4. commit the request's offset only after replying, so a crash means a redelivery, never a loss.
 
+It logs in as its own Kafka principal, `tool-update_inventory`, which may read only its requests
+and write only its replies (docs/security/bus.md); `--properties` is the client file `infra up` made.
+
 Run it:  python examples/outside_tool_service/inventory_service.py --bootstrap 127.0.0.1:19092
 """
 
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sqlite3
 import uuid
@@ -28,6 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 TOOL = "update_inventory"
+DEFAULT_PROPERTIES = Path(__file__).resolve().parents[2] / ".infra" / "kafka" / "credentials" / f"tool-{TOOL}.properties"
 log = logging.getLogger("inventory")
 
 SEED_STOCK = {"KB-MECH-01": 40, "HUB-USBC-7": 120, "CHAIR-ERGO-2": 12, "STAND-LAP-20": 300}
@@ -100,17 +105,18 @@ def reply_event(invocation: dict[str, Any], answer: dict[str, Any]) -> dict[str,
     }
 
 
-async def serve(bootstrap: str, prefix: str, db_path: Path) -> None:
+async def serve(bootstrap: str, prefix: str, db_path: Path, login: dict[str, Any] | None = None) -> None:
     """Serve invocations until SIGTERM/SIGINT."""
     inventory = Inventory(db_path)
     consumer = AIOKafkaConsumer(
         f"{prefix}tools.{TOOL}.requests",
         bootstrap_servers=bootstrap,
-        group_id=f"{prefix}warehouse-inventory",
+        group_id=f"{prefix}tool-{TOOL}",  # its principal may join only groups named tool-<tool>…
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **(login or {}),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(login or {}))
     await consumer.start()
     await producer.start()
     stop = asyncio.Event()
@@ -155,16 +161,32 @@ async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProd
     log.info("%s %s -> %s", data["action_id"], data["args"], "ok" if answer["ok"] else answer["error"]["type"])
 
 
+def kafka_login(properties: Path | None) -> dict[str, Any]:
+    """aiokafka options from a Java client properties file (security.protocol, sasl.mechanism, sasl.jaas.config)."""
+    if properties is None or not properties.is_file():
+        return {}
+    props = dict(line.split("=", 1) for line in properties.read_text().splitlines() if "=" in line and not line.lstrip().startswith("#"))
+    jaas = props.get("sasl.jaas.config", "")
+    user, password = (re.search(rf'{k}="([^"]*)"', jaas) for k in ("username", "password"))
+    return {
+        "security_protocol": props.get("security.protocol", "PLAINTEXT"),
+        "sasl_mechanism": props.get("sasl.mechanism", "PLAIN"),
+        "sasl_plain_username": user.group(1) if user else None,
+        "sasl_plain_password": password.group(1) if password else None,
+    }
+
+
 def main() -> None:
     """Parse arguments and serve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     parser.add_argument("--prefix", default="tidegate.", help="Tidegate's topic prefix")
+    parser.add_argument("--properties", type=Path, default=DEFAULT_PROPERTIES, help="Kafka client properties file (login)")
     parser.add_argument("--db", type=Path, default=Path("inventory.sqlite3"), help="SQLite file of the warehouse")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(serve(args.bootstrap, args.prefix, args.db))
+    asyncio.run(serve(args.bootstrap, args.prefix, args.db, kafka_login(args.properties)))
 
 
 if __name__ == "__main__":

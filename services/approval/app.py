@@ -20,6 +20,7 @@ from servicekit import (
     ToolCatalog,
     configure_logging,
     install_tracing,
+    kafka_options,
     make_broker,
 )
 from services.approval import handlers, webhooks
@@ -87,7 +88,9 @@ def build(
         assert holder.service is not None, "the approval service consumes only after start-up"
         return holder.service
 
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+    )
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
     control = ControlState()

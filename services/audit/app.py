@@ -13,7 +13,7 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, make_broker
+from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, kafka_options, make_broker
 from servicekit.rawbatch import raw_decoder, tolerant_parser
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
@@ -60,7 +60,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     kit = kit or KitSettings()
     settings = settings or AuditSettings()
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
-    broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms)
+    broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms, **kafka_options(kit, NAME))
     bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
     recorder = Recorder(prefix=kit.topic_prefix, bounds=kit.bounds)
 

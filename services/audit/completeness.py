@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict
@@ -65,9 +66,9 @@ class CompletenessReport(BaseModel):
         return sum(m.count for m in self.missing)
 
 
-async def bus_offsets(bootstrap: str, prefix: str) -> Offsets:
+async def bus_offsets(bootstrap: str, prefix: str, *, client_options: dict[str, Any] | None = None) -> Offsets:
     """Earliest and end offsets of every partition of every topic under `prefix`, as the broker has them now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **(client_options or {}))
     await consumer.start()
     try:
         cluster = await consumer._client.fetch_all_metadata()  # a fresh copy: topics created since start are in it
@@ -83,14 +84,20 @@ async def bus_offsets(bootstrap: str, prefix: str) -> Offsets:
 
 
 async def _present(
-    bootstrap: str, gaps: Iterable[tuple[str, int, int, int]], *, timeout_s: float = 30.0
+    bootstrap: str,
+    gaps: Iterable[tuple[str, int, int, int]],
+    *,
+    timeout_s: float = 30.0,
+    client_options: dict[str, Any] | None = None,
 ) -> dict[tuple[str, int], list[int]]:
     """The offsets inside each gap (topic, partition, first, last) that hold a record on the bus."""
     wanted = list(gaps)
     found: dict[tuple[str, int], list[int]] = {}
     if not wanted:
         return found
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=5000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=5000, **(client_options or {})
+    )
     await consumer.start()
     try:
         for topic, partition, first, last in wanted:
@@ -120,10 +127,10 @@ def _ranges(offsets: list[int]) -> list[tuple[int, int]]:
     return ranges
 
 
-async def find_missing(log: AuditLog, bootstrap: str, offsets: Offsets) -> list[Missing]:
+async def find_missing(log: AuditLog, bootstrap: str, offsets: Offsets, *, client_options: dict[str, Any] | None = None) -> list[Missing]:
     """The records of `offsets` that have no row in `log`, confirmed on the bus, as ranges."""
     gaps = [(t, p, first, last) for (t, p), (begin, end) in offsets.items() for first, last in await log.offset_gaps(t, p, begin, end)]
-    present = await _present(bootstrap, gaps)
+    present = await _present(bootstrap, gaps, client_options=client_options)
     missing = []
     for (topic, partition), found in sorted(present.items()):
         end = offsets[(topic, partition)][1]
@@ -134,11 +141,11 @@ async def find_missing(log: AuditLog, bootstrap: str, offsets: Offsets) -> list[
     return missing
 
 
-async def check_complete(log: AuditLog, bootstrap: str, prefix: str) -> CompletenessReport:
+async def check_complete(log: AuditLog, bootstrap: str, prefix: str, *, client_options: dict[str, Any] | None = None) -> CompletenessReport:
     """Compare every offset of every topic of the deployment `prefix` on the bus with the audit log."""
     started = time.perf_counter()
-    offsets = await bus_offsets(bootstrap, prefix)
-    missing = await find_missing(log, bootstrap, offsets)
+    offsets = await bus_offsets(bootstrap, prefix, client_options=client_options)
+    missing = await find_missing(log, bootstrap, offsets, client_options=client_options)
     return CompletenessReport(
         topics=len({t for t, _ in offsets}),
         partitions=len(offsets),

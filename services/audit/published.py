@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
@@ -11,10 +13,14 @@ from services.audit.checkpoints import CHECKPOINT_TOPIC, Checkpoint
 __all__ = ["read_published_checkpoints"]
 
 
-async def read_published_checkpoints(bootstrap: str, prefix: str, *, timeout_s: float = 30.0) -> list[Checkpoint]:
+async def read_published_checkpoints(
+    bootstrap: str, prefix: str, *, timeout_s: float = 30.0, client_options: dict[str, Any] | None = None
+) -> list[Checkpoint]:
     """Every checkpoint published on `<prefix>audit.checkpoints`, read from the beginning to the current end."""
     topic = prefix + CHECKPOINT_TOPIC
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {})
+    )
     await consumer.start()
     found: dict[int, Checkpoint] = {}
     try:

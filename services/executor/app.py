@@ -22,6 +22,7 @@ from servicekit import (
     configure_logging,
     ensure_topics,
     install_tracing,
+    kafka_options,
     make_broker,
 )
 from services.executor import handlers
@@ -50,7 +51,9 @@ def build(
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+    )
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
@@ -89,7 +92,11 @@ def build(
             executor.context_pool = await systems.connect(kit.service_database_url("systems"), max_size=settings.concurrency + 2)
         if topic_tool_names:
             await ensure_topics(
-                kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
+                kit.kafka_bootstrap,
+                kit.topic_prefix,
+                [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")],
+                client_options=kafka_options(kit, NAME),
+                grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.

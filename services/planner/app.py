@@ -8,7 +8,17 @@ import logging
 from pathlib import Path
 
 from schemas import RiskClass
-from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from servicekit import (
+    Bus,
+    Handler,
+    KitSettings,
+    ServiceProcess,
+    ToolCatalog,
+    configure_logging,
+    install_tracing,
+    kafka_options,
+    make_broker,
+)
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -46,7 +56,9 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         human_review_minutes=settings.human_review_minutes,
         human_hourly_rate_usd=settings.human_hourly_rate_usd,
     )
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+    )
     service = ServiceProcess(
         name=NAME,
         stall_after_s=kit.stall_after_s,

@@ -17,6 +17,7 @@ from servicekit import (
     ToolCatalog,
     configure_logging,
     install_tracing,
+    kafka_options,
     make_broker,
 )
 from services.policy.batching import DecisionPublisher, Route, consume_routes
@@ -45,9 +46,11 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     catalog = ToolCatalog.load(kit.tools_dir)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+    )
     control = ControlState()
-    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME)
+    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME, client_options=kafka_options(kit, NAME))
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")

@@ -133,11 +133,12 @@ class DecisionPublisher:
     bytes again (same event ids), on the new producer.
     """
 
-    def __init__(self, bootstrap: str, prefix: str, *, service: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, *, service: str, client_options: dict[str, Any] | None = None) -> None:
         self._service = service
         self._client_id = f"tidegate-{service}-decisions"
         self._bootstrap = bootstrap
         self._prefix = prefix
+        self._client_options = client_options or {}
         self._producer: AIOKafkaProducer | None = None
         self._partitioner = DefaultPartitioner()
 
@@ -145,7 +146,12 @@ class DecisionPublisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, client_id=self._client_id, acks="all", enable_idempotence=True, linger_ms=1
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            **self._client_options,
         )
 
     async def start(self) -> None:

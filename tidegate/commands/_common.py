@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from schemas import Envelope
-from servicekit import Bus, KitSettings, make_broker
+from servicekit import OPS, Bus, KitSettings, kafka_options, make_broker
 
 __all__ = ["console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings"]
 
@@ -46,7 +46,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
     """Publish one record on the compacted `control` topic (acknowledged), as the CLI."""
-    broker = make_broker(kit.kafka_bootstrap, "cli")
+    broker = make_broker(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await broker.start()
     try:
         await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)

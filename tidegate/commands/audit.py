@@ -13,7 +13,7 @@ import asyncpg
 import typer
 from rich.table import Table
 
-from servicekit import Keyring
+from servicekit import OPS, Keyring, kafka_options
 from services.audit.completeness import CompletenessReport, check_complete
 from services.audit.published import read_published_checkpoints
 from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
@@ -71,9 +71,10 @@ def verify(
     kit = settings()
 
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
-        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix) if bus else []
+        options = kafka_options(kit, OPS)
+        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if bus else []
         report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
-        return report, (await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix) if complete else None)
+        return report, (await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if complete else None)
 
     report, completeness = run(_with_log(go))
     if as_json:

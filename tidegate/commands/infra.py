@@ -35,6 +35,12 @@ def up() -> None:
     created = run(_ensure_catalog_topics())
     console.print(f"topics: {len(created)} created under prefix {settings().topic_prefix!r} ({time.monotonic() - started:.1f}s)")
     migrate_all()
+    cfg = settings()
+    console.print(
+        f"outside clients: bootstrap {cfg.kafka_bootstrap}, SASL_PLAINTEXT + SCRAM-SHA-512, principal `agent`"
+        f" (tools: `tool-<name>`); Java client properties: {cfg.kafka_credentials_dir / 'agent.properties'}"
+        " (docs/security/bus.md)"
+    )
 
 
 @app.command()

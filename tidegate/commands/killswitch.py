@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData, decode
-from servicekit import ControlState, KitSettings
+from servicekit import OPS, ControlState, KitSettings, kafka_options
 from tidegate.commands._common import console, publish_control, run, settings
 
 __all__ = ["app", "publish_killswitch", "read_control"]
@@ -33,7 +33,7 @@ async def read_control(kit: KitSettings) -> ControlState:
     """Read `control` from the beginning to its current end and return the state it describes."""
     state = ControlState()
     topic = f"{kit.topic_prefix}control"
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

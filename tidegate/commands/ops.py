@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from servicekit import REPO_ROOT
+from servicekit import OPS, REPO_ROOT, kafka_options
 from tidegate.commands._common import console, fail, logs_aside, run, settings
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
@@ -133,7 +133,15 @@ def whatif(
     kit = settings()
     with logs_aside("whatif", verbose=verbose):
         window = run(
-            read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, topics=("actions.proposed", "actions.decided"), tenant=tenant)
+            read_window(
+                kit.kafka_bootstrap,
+                kit.topic_prefix,
+                t0,
+                t1,
+                topics=("actions.proposed", "actions.decided"),
+                tenant=tenant,
+                client_options=kafka_options(kit, OPS),
+            )
         )
         proposals, decisions = [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)]
         report = evaluate(pack, proposals, decisions, skipped=window.skipped)
@@ -293,7 +301,7 @@ def costs(
                 used = "topics (the audit log has nothing for this window)"
                 window = None
         if window is None:
-            window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant))
+            window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant, client_options=kafka_options(kit, OPS)))
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()
     doc["source"] = used

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
-from servicekit import KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics
+from servicekit import AGENT, OPS, KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics, kafka_options
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, FRESH_ORDER_TICKETS, demo_tasks
 
@@ -34,8 +34,8 @@ WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results"
 
 
 async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -> None:
-    """Publish events on catalog topics (keyed by task id, CloudEvents headers)."""
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True)
+    """Publish events on catalog topics (keyed by task id, CloudEvents headers), as an outside agent."""
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, AGENT))
     await producer.start()
     try:
         for topic, event in events:
@@ -52,7 +52,7 @@ class Watcher:
     def __init__(self, kit: KitSettings, names: list[str]) -> None:
         self.kit = kit
         self.names = names
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
 
     async def start(self) -> None:
         """Assign every partition of the watched topics and position at their ends."""

@@ -95,6 +95,7 @@ async def read_window(
     task: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     decode_events: bool = True,
+    client_options: dict[str, Any] | None = None,
 ) -> Window:
     """Read the events of `topics` (catalog names) under `prefix` whose timestamps fall in [start, end).
 
@@ -108,8 +109,11 @@ async def read_window(
         task: Keep only this task's events.
         progress: Called with (messages read, messages in the window) as reading goes.
         decode_events: False keeps the raw bytes only (benchmarks measuring the read alone).
+        client_options: How to log in (`kafka_options(kit, OPS)` for the operator tools).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=2000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=2000, **(client_options or {})
+    )
     await consumer.start()
     window = Window()
     try:

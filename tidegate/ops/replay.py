@@ -67,8 +67,11 @@ from servicekit import (
     catalog_topic_names,
     current_traceparent,
     ensure_topics,
+    kafka_options,
     make_broker,
 )
+from servicekit.bus_admin import revoke_rights, tools_of
+from servicekit.bus_rights import ADMIN, OPS
 from servicekit.unreadable import Skipped
 from tidegate.ops.recorded import Window, read_window
 
@@ -91,9 +94,9 @@ class SandboxProducer:
     re-publish a day of traffic; here writes are batched and flushed when the replay ends.
     """
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, client_options: dict[str, Any] | None = None) -> None:
         self.prefix = prefix
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, **(client_options or {}))
 
     async def start(self) -> None:
         """Connect."""
@@ -424,13 +427,14 @@ def _fresh(event: Envelope) -> Envelope:
     return event.model_copy(update={"traceparent": None})
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _delete_topics(bootstrap: str, prefix: str, client_options: dict[str, Any]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if names:
             await admin.delete_topics(names)
+        await revoke_rights(admin, prefix, tools_of(n.removeprefix(prefix) for n in names))
     finally:
         await admin.close()
 
@@ -452,7 +456,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         tenant=opts.tenant,
         task=opts.task,
         progress=lambda done, total: report_progress("read", done, total),
+        client_options=kafka_options(kit, OPS),
     )
+    # The sandbox is made (topics, ACLs) and fed by the admin principal; its services log in as themselves.
+    sandbox_options = kafka_options(kit, ADMIN)
     read_seconds = time.perf_counter() - started
     sandbox = f"replay-{uuid.uuid4().hex[:10]}."
     report = ReplayReport(
@@ -466,7 +473,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     inputs = [e for e in inputs if not (e.id in seen_ids or seen_ids.add(e.id))]  # type: ignore[func-returns-value]
     report.inputs = len(inputs)
 
-    await ensure_topics(kit.kafka_bootstrap, sandbox, catalog_topic_names())
+    await ensure_topics(kit.kafka_bootstrap, sandbox, catalog_topic_names(), client_options=sandbox_options)
     keys_dir = Path(tempfile.mkdtemp(prefix="tidegate-replay-keys-"))
     sandbox_kit = kit.model_copy(
         update={
@@ -478,8 +485,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         }
     )
     # Today's controls (kill switches, budgets, and the published pack unless a candidate is given) hold in the sandbox.
-    control = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",))
-    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox)
+    control = await read_window(
+        kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",), client_options=kafka_options(kit, OPS)
+    )
+    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_options)
     await carrier.start()
     try:
         for r in control.events:
@@ -500,8 +509,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         # before the first replayed event is published: no decision or task of the sandbox is stored.
         swaps: list[Callable[[], None]] = [lambda: setattr(policy.policy, "repo", InMemoryPolicyRepository(payees=known))]  # type: ignore[attr-defined]
 
-        executor_bus = Bus(make_broker(kit.kafka_bootstrap, "replay-executor"), "replay-executor", kit.kafka_bootstrap, sandbox)
-        results = SandboxProducer(kit.kafka_bootstrap, sandbox)
+        executor_bus = Bus(
+            make_broker(kit.kafka_bootstrap, "replay-executor", **sandbox_options), "replay-executor", kit.kafka_bootstrap, sandbox
+        )
+        results = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_options)
         await results.start()
         executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=results.publish)
         executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")
@@ -528,7 +539,9 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             tracker.see(event)
             last_seen[0] = time.monotonic()
 
-        collector = Bus(make_broker(kit.kafka_bootstrap, "replay-collector"), "replay-collector", kit.kafka_bootstrap, sandbox)
+        collector = Bus(
+            make_broker(kit.kafka_bootstrap, "replay-collector", **sandbox_options), "replay-collector", kit.kafka_bootstrap, sandbox
+        )
         # Without a planner the proposals are the inputs themselves: no need to read them back.
         watched = (
             ("actions.proposed", "actions.decided", "actions.results", "tasks.outcomes")
@@ -558,7 +571,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         await carrier.stop()
         if not opts.keep_topics:
             with contextlib.suppress(Exception):  # leftover sandbox topics are harmless; say so rather than fail
-                await _delete_topics(kit.kafka_bootstrap, sandbox)
+                await _delete_topics(kit.kafka_bootstrap, sandbox, sandbox_options)
 
     then = _stories([r.event for r in window.events])
     now = _stories(collected if opts.planner else [*inputs, *collected])

@@ -20,7 +20,7 @@ import pytest
 from cdp_browser import Chromium, ensure_chromium
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
-from servicekit import REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, make_broker
+from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options, make_broker
 from services.approval import auth
 
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -91,7 +91,7 @@ class Stack:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         topic = self.bus.topic("approvals")
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kit.kafka_bootstrap, **kafka_options(self.kit, ADMIN), enable_auto_commit=False)
         await consumer.start()
         try:
             await consumer._client.force_metadata_update()
@@ -140,7 +140,9 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
         except httpx.HTTPError:
             return False
 
-    bus = Bus(make_broker(kit.kafka_bootstrap, "approval-e2e"), "approval-e2e", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, "approval-e2e", **kafka_options(kit, ADMIN)), "approval-e2e", kit.kafka_bootstrap, kit.topic_prefix
+    )
     try:
         await wait_for(healthy, timeout=60, interval=0.2, what="the approval service to answer /healthz")
         await bus.broker.start()

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import decode
+from servicekit import ADMIN, KitSettings, kafka_options
 
 CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -42,7 +43,7 @@ async def stack_env(infra, prefix: str, tmp_path: Path) -> AsyncIterator[dict[st
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     """Leave no topics behind (thousands of test partitions slow every Kafka restart)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), request_timeout_ms=30000)
     await admin.start()
     try:
         await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
@@ -55,6 +56,7 @@ async def read_all(bootstrap: str, prefix: str) -> dict[str, list[Any]]:
     consumer = AIOKafkaConsumer(
         *[prefix + n for n in CATALOG],
         bootstrap_servers=bootstrap,
+        **kafka_options(KitSettings(), ADMIN),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=f"e2e-{uuid.uuid4().hex[:8]}",

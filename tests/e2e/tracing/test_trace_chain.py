@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import Attr, Bus, KitSettings, create_pool, install_tracing, make_broker
+from servicekit import ADMIN, Attr, Bus, KitSettings, create_pool, install_tracing, kafka_options, make_broker
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -49,7 +49,9 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
     }
     for svc in services.values():
         await svc.start()
-    client = Bus(make_broker(kit.kafka_bootstrap, "e2e-client"), "e2e-client", kit.kafka_bootstrap, kit.topic_prefix)
+    client = Bus(
+        make_broker(kit.kafka_bootstrap, "e2e-client", **kafka_options(kit, ADMIN)), "e2e-client", kit.kafka_bootstrap, kit.topic_prefix
+    )
     await client.start()
     try:
         yield {"services": services, "client": client, "provider": provider}
@@ -63,7 +65,7 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
 async def delete_topics(kit: KitSettings) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
@@ -84,7 +86,15 @@ async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, 
         await grant_pending(stack["services"]["approval"], task.task_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("tasks.outcomes",), task=task.task_id)
+        window = await read_window(
+            kit.kafka_bootstrap,
+            kit.topic_prefix,
+            None,
+            None,
+            topics=("tasks.outcomes",),
+            task=task.task_id,
+            client_options=kafka_options(kit, ADMIN),
+        )
         if window.of(TaskCompleted, TaskFailed):
             return task.task_id
         await asyncio.sleep(0.3)

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import ActionDecided, ActionDecidedData, Envelope, Reason, decode
-from servicekit import Bus, KitSettings, ServiceProcess, action_digest, make_broker
+from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, action_digest, kafka_options, make_broker
 from services.approval import auth
 from services.approval.app import build
 from services.approval.repository import PgApprovalRepository
@@ -24,7 +24,9 @@ REFUND_ARGS = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1"}
 
 async def read_topic(bootstrap: str, topic: str, catalog_name: str) -> list[Any]:
     """Every event on `topic` up to its current end (no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -123,7 +125,12 @@ async def start_approval(kit: KitSettings) -> AsyncIterator[StartApproval]:
         settings = ApprovalSettings(**(defaults | overrides))
         proc = build(kit, settings)
         await proc.start()
-        bus = Bus(make_broker(kit.kafka_bootstrap, "approval-test"), "approval-test", kit.kafka_bootstrap, kit.topic_prefix)
+        bus = Bus(
+            make_broker(kit.kafka_bootstrap, "approval-test", **kafka_options(kit, ADMIN)),
+            "approval-test",
+            kit.kafka_bootstrap,
+            kit.topic_prefix,
+        )
         await bus.broker.start()
         started.append((proc, bus))
         return ApprovalHarness(proc=proc, kit=kit, bus=bus)

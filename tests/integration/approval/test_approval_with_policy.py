@@ -10,11 +10,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from approval_harness import StartApproval
 
 from schemas import ActionProposed, ActionProposedData, ProposalCost, decode
+from servicekit import ADMIN, KitSettings, kafka_options
 from services.policy.app import build as build_policy
 
 
 async def read(bootstrap: str, full_topic: str, name: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

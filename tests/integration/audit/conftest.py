@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 from services.audit.settings import AuditSettings
 
 
@@ -22,7 +22,7 @@ def fast_settings() -> AuditSettings:
 @pytest.fixture
 async def producer(kit: KitSettings) -> AsyncIterator[AIOKafkaProducer]:
     """A raw producer: lets tests put anything on the bus, valid or not."""
-    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True)
+    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
     await prod.start()
     try:
         yield prod
@@ -54,7 +54,7 @@ def probe(kit: KitSettings) -> AuditProbe:
 
 async def kafka_positions(bootstrap: str, prefix: str) -> dict[tuple[str, int], set[int]]:
     """Every offset Kafka holds in the prefix's topics, per partition (no compaction or transactions here)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), enable_auto_commit=False)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()

@@ -11,7 +11,7 @@ import pytest
 
 import schemas as s
 from schemas.examples import sample_events
-from servicekit import Keyring, KitSettings, ensure_topics
+from servicekit import ADMIN, Keyring, KitSettings, ensure_topics, kafka_options
 from services.audit.app import build
 from services.audit.published import read_published_checkpoints
 from services.audit.repository import PostgresAuditLog
@@ -81,7 +81,7 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
         # Checkpoints are taken, stored and published, and the whole log verifies.
         await wait_for(lambda: svc.checkpointer is not None and svc.checkpointer.taken >= 1, what="a checkpoint")
         await wait_for(probe.matches, timeout=10, what="the checkpoint recorded too")
-        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix)
+        published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=kafka_options(kit, ADMIN))
         assert published
         report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
         assert report.ok, report.breaks

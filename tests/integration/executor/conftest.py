@@ -23,6 +23,7 @@ import yaml
 
 import schemas as s
 from servicekit import (
+    ADMIN,
     REPO_ROOT,
     Bus,
     KitSettings,
@@ -31,6 +32,7 @@ from servicekit import (
     action_digest,
     authorization_message,
     create_pool,
+    kafka_options,
     make_broker,
 )
 from systems.seed import seed_demo
@@ -119,7 +121,12 @@ class Listener:
 @pytest.fixture
 async def listener(kit: KitSettings) -> AsyncIterator[Listener]:
     found = Listener()
-    bus = Bus(make_broker(kit.kafka_bootstrap, "test-listener"), "test-listener", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, "test-listener", **kafka_options(kit, ADMIN)),
+        "test-listener",
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+    )
 
     async def on_result(event: Any) -> None:
         found.results.append(event)
@@ -137,7 +144,12 @@ async def listener(kit: KitSettings) -> AsyncIterator[Listener]:
 @pytest.fixture
 async def publisher(kit: KitSettings) -> AsyncIterator[Bus]:
     """A bus to publish test events with (as the policy service, or as an attacker with broker access)."""
-    bus = Bus(make_broker(kit.kafka_bootstrap, "test-producer"), "test-producer", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, "test-producer", **kafka_options(kit, ADMIN)),
+        "test-producer",
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+    )
     await bus.start()
     yield bus
     await bus.stop()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import REPO_ROOT, Bus, KitSettings, ServiceProcess, make_broker
+from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, kafka_options, make_broker
 
 SERVICE = REPO_ROOT / "examples" / "outside_tool_service" / "inventory_service.py"
 
@@ -66,7 +66,12 @@ async def test_an_outside_service_serves_a_topic_tool_exactly_once(
     async def on_reply(event: s.ToolReply) -> None:
         replies.append(event)
 
-    spy = Bus(make_broker(publisher.bootstrap, "test-spy"), "test-spy", publisher.bootstrap, publisher.prefix)
+    spy = Bus(
+        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
+        "test-spy",
+        publisher.bootstrap,
+        publisher.prefix,
+    )
     spy.consume("tools.update_inventory.replies", on_reply, group_id=f"{publisher.prefix}test-spy")
     await spy.start()
     invocation = s.ToolInvocation.build(

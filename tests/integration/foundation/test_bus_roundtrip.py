@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 import schemas as s
 from schemas.examples import sample_events
-from servicekit import Bus, KitSettings, ensure_topics, make_broker
+from servicekit import ADMIN, Bus, KitSettings, ensure_topics, kafka_options, make_broker
 
 
 def consumed_topics() -> list[str]:
@@ -18,7 +18,9 @@ def consumed_topics() -> list[str]:
 
 async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait_for: Any) -> None:
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, ["tools.update_inventory.requests", "tools.update_inventory.replies"])
-    bus = Bus(make_broker(kit.kafka_bootstrap, "roundtrip"), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix
+    )
     received: dict[str, Any] = {}
 
     def collector(topic: str) -> Any:
@@ -44,7 +46,7 @@ async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(make_broker(kit.kafka_bootstrap, "planner"), "planner", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)), "planner", kit.kafka_bootstrap, kit.topic_prefix)
     handled: list[Any] = []
     rejected: list[s.EventRejected] = []
 
@@ -57,7 +59,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(ki
     bus.consume("tasks", on_task, group_id=f"{kit.topic_prefix}planner")
     bus.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}ops")
     await bus.start()
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await producer.start()
     try:
         task_id = f"t-{uuid.uuid4().hex[:8]}"
@@ -84,12 +86,14 @@ async def test_a_from_latest_consumer_reads_what_arrives_right_after_start(kit: 
     # while Kafka is still resolving where "latest" is.
     topic = "tools.update_inventory.replies"
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, [topic])
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await producer.start()
     try:
         await producer.send_and_wait(kit.topic_prefix + topic, b"before start: never read", partition=0)
         for _ in range(3):
-            bus = Bus(make_broker(kit.kafka_bootstrap, "latest"), "latest", kit.kafka_bootstrap, kit.topic_prefix)
+            bus = Bus(
+                make_broker(kit.kafka_bootstrap, "latest", **kafka_options(kit, ADMIN)), "latest", kit.kafka_bootstrap, kit.topic_prefix
+            )
             seen: list[bytes] = []
 
             async def handler(event: Any, seen: list[bytes] = seen) -> None:

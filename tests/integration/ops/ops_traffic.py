@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import Bus, KitSettings, catalog_topic_names, create_pool, ensure_topics, make_broker
+from servicekit import ADMIN, Bus, KitSettings, catalog_topic_names, create_pool, ensure_topics, kafka_options, make_broker
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -49,7 +49,7 @@ async def delete_topics(kit: KitSettings) -> None:
     """Delete every topic under the kit's prefix."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
@@ -85,7 +85,9 @@ async def _outcomes(kit: KitSettings, task_ids: set[str], timeout_s: float) -> d
 
     deadline = time.monotonic() + timeout_s
     while True:
-        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("tasks.outcomes",))
+        window = await read_window(
+            kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("tasks.outcomes",), client_options=kafka_options(kit, ADMIN)
+        )
         found = {e.data.task_id: e for e in window.of(TaskCompleted, TaskFailed) if e.data.task_id in task_ids}
         if len(found) == len(task_ids) or time.monotonic() > deadline:
             return found
@@ -96,7 +98,7 @@ async def _audit_caught_up(kit: KitSettings, start: datetime, end: datetime) -> 
     """Until the audit log holds every event of the window."""
     from tidegate.ops.recorded import read_audit_window, read_window
 
-    wanted = len((await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end)).events)
+    wanted = len((await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, client_options=kafka_options(kit, ADMIN))).events)
     deadline = time.monotonic() + 60
     while len((await read_audit_window(kit.database_url, kit.topic_prefix, start, end)).events) < wanted:
         assert time.monotonic() < deadline, "the audit service did not record the window"
@@ -135,7 +137,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
     from services.planner.app import build as build_planner
     from services.policy.app import build as build_policy
 
-    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))  # the catalog's topic tool
     pool = await create_pool(kit.database_url, max_size=2)
     try:
         await seed_demo(pool, ("acme",))
@@ -152,7 +154,9 @@ async def record_traffic(kit: KitSettings) -> Traffic:
     start = datetime.now(UTC)
     for svc in services:
         await svc.start()
-    client = Bus(make_broker(kit.kafka_bootstrap, "ops-test"), "ops-test", kit.kafka_bootstrap, kit.topic_prefix)
+    client = Bus(
+        make_broker(kit.kafka_bootstrap, "ops-test", **kafka_options(kit, ADMIN)), "ops-test", kit.kafka_bootstrap, kit.topic_prefix
+    )
     await client.start()
     try:
         for data in tasks.values():

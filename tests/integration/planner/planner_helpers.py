@@ -20,7 +20,7 @@ from schemas import (
     ResultCost,
     decode,
 )
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 
 
 def decided(p: Any, outcome: str, *codes: str, via: str = "policy", approval_id: str | None = None) -> ActionDecided:
@@ -77,6 +77,7 @@ class StandIn:
         self._consumer = AIOKafkaConsumer(
             self.kit.topic_prefix + "actions.proposed",
             bootstrap_servers=self.kit.kafka_bootstrap,
+            **kafka_options(self.kit, ADMIN),
             auto_offset_reset="earliest",
             group_id=f"standin-{uuid.uuid4().hex[:8]}",
         )

@@ -20,7 +20,7 @@ from schemas import (
     ApprovalGranted,
     ProposalCost,
 )
-from servicekit import KitSettings, ServiceProcess, SigningKey, approval_message
+from servicekit import ADMIN, KitSettings, ServiceProcess, SigningKey, approval_message, kafka_options
 from services.policy.app import build
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def _delete_test_topics(infra: Any, prefix: str) -> Iterator[None]:
 async def _delete_topics(bootstrap: str, prefix: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN))
     try:
         await admin.start()
         ours = [t for t in await admin.list_topics() if t.startswith(prefix)]

@@ -1,0 +1,180 @@
+"""Administer logins and rights on the broker through Kafka's Admin API (no JVM per call).
+
+aiokafka's admin client has no `create_acls` or `alter_user_scram_credentials`, but it sends any
+request built from its protocol classes: CreateAcls/DeleteAcls v1 are in aiokafka, and the
+AlterUserScramCredentials v0 structure (KIP-554) is declared here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import SecurityDisabled, for_code
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
+
+from servicekit.bus_auth import client_properties, kafka_options, read_password
+from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names
+from servicekit.settings import KitSettings
+
+__all__ = ["ensure_principals", "grant_rights", "revoke_rights", "tools_of"]
+
+log = logging.getLogger(__name__)
+
+_ALLOW = 3
+_ANY_HOST = "*"
+_SCRAM_SHA_512 = 2
+_ITERATIONS = 8192
+
+
+class _CreateAcls(Request[CreateAclsRequest_v1]):
+    """CreateAcls with many bindings in one request (aiokafka's builder sends one)."""
+
+    API_KEY = 30
+
+    def __init__(self, bindings: list[AclBinding]) -> None:
+        self.bindings = bindings
+
+    def build(self, request_struct_class: type[CreateAclsRequest_v1]) -> CreateAclsRequest_v1:
+        return request_struct_class([(b.resource, b.name, b.pattern, b.principal, _ANY_HOST, b.operation, _ALLOW) for b in self.bindings])
+
+
+class _DeleteAcls(Request[DeleteAclsRequest_v1]):
+    """DeleteAcls with one exact filter per binding."""
+
+    API_KEY = 31
+
+    def __init__(self, bindings: list[AclBinding]) -> None:
+        self.bindings = bindings
+
+    def build(self, request_struct_class: type[DeleteAclsRequest_v1]) -> DeleteAclsRequest_v1:
+        return request_struct_class([(b.resource, b.name, b.pattern, b.principal, _ANY_HOST, b.operation, _ALLOW) for b in self.bindings])
+
+
+class _AlterScramResponse(Response):
+    API_KEY = 51
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class _AlterScramStruct(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 51
+    API_VERSION = 0
+    RESPONSE_TYPE = _AlterScramResponse
+    SCHEMA = Schema(
+        ("deletions", CompactArray(("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields))),
+        (
+            "upsertions",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("mechanism", Int8),
+                ("iterations", Int32),
+                ("salt", CompactBytes),
+                ("salted_password", CompactBytes),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class _AlterScram(Request[_AlterScramStruct]):
+    """AlterUserScramCredentials v0: upsert SCRAM-SHA-512 logins (the broker keeps only salted keys)."""
+
+    API_KEY = 51
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self.users = users
+
+    def build(self, request_struct_class: type[_AlterScramStruct]) -> _AlterScramStruct:
+        upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = []
+        for name, password in self.users.items():
+            salt = secrets.token_bytes(32)
+            salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ITERATIONS)  # RFC 5802 Hi()
+            upsertions.append((name, _SCRAM_SHA_512, _ITERATIONS, salt, salted, {}))
+        return request_struct_class([], upsertions, {})
+
+
+def _raise_errors(pairs: Iterable[tuple[int, str | None]], what: str) -> None:
+    for code, message in pairs:
+        if code != 0:
+            raise for_code(code)(f"{what}: {message}")
+
+
+async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
+    """Create every ACL of deployment `prefix` (idempotent: Kafka ignores a binding it already has)."""
+    bindings = acl_bindings(prefix, tools)
+    response: Any = await admin._send_request(_CreateAcls(bindings))
+    errors = [(r[0], r[1]) for r in response.creation_responses]
+    if errors and all(code == SecurityDisabled.errno for code, _ in errors):
+        log.warning("the broker at %s has no authorizer: no ACLs made for prefix %r", admin._client.hosts, prefix)
+        return 0
+    _raise_errors(errors, f"CreateAcls for prefix {prefix!r}")
+    return len(bindings)
+
+
+async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> None:
+    """Delete the ACLs `grant_rights` made for `prefix` (when a test or sandbox prefix goes away)."""
+    response: Any = await admin._send_request(_DeleteAcls(acl_bindings(prefix, tools)))
+    _raise_errors(((r[0], r[1]) for r in response.filter_responses), f"DeleteAcls for prefix {prefix!r}")
+
+
+def tools_of(topic_names: Iterable[str]) -> list[str]:
+    """The tools whose `tools.<tool>.requests|replies` topics are among `topic_names` (catalog names)."""
+    return sorted({n.split(".")[1] for n in topic_names if n.startswith("tools.") and n.count(".") == 2})
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    tmp.replace(path)
+
+
+async def ensure_principals(bootstrap: str, credentials_dir: Path, tools: Iterable[str] = ()) -> list[str]:
+    """Give every principal but admin a password file (kept if present) and a SCRAM login; return them.
+
+    Logs in as admin with `<credentials_dir>/admin.properties`, which `infra.sh` writes before formatting.
+    """
+    credentials_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any I/O on the bus
+    users: dict[str, str] = {}
+    for principal in principal_names(tools):
+        if principal == ADMIN:
+            continue
+        path = credentials_dir / f"{principal}.properties"
+        password = read_password(path)
+        if password is None:
+            password = secrets.token_urlsafe(24)
+            _write_private(path, client_properties(principal, password, bootstrap))
+        users[principal] = password
+    options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000, **options)
+    await admin.start()
+    try:
+        response: Any = await admin._send_request(_AlterScram(users))
+        _raise_errors(((r[1], r[2]) for r in response.results), "AlterUserScramCredentials")
+    finally:
+        await admin.close()
+    return list(users)

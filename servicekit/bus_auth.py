@@ -1,0 +1,70 @@
+"""How a Kafka client logs in: settings + principal in, client options out (SASL/SCRAM-SHA-512).
+
+`kafka_options` is the one place that turns a principal into the options every client takes, raw
+aiokafka clients and FastStream brokers alike (`make_broker` turns them into FastStream's security).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from faststream.security import BaseSecurity, SASLScram512
+
+from servicekit.settings import KitSettings
+
+__all__ = ["MECHANISM", "PROTOCOL", "client_properties", "kafka_options", "read_password", "security_from_options"]
+
+PROTOCOL = "SASL_PLAINTEXT"
+MECHANISM = "SCRAM-SHA-512"
+_SASL_KEYS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+_PASSWORD = re.compile(r'password="([^"]*)"')
+
+
+def read_password(path: Path) -> str | None:
+    """The password in a client properties file's `sasl.jaas.config`, or None when there is no such file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    found = _PASSWORD.search(text)
+    if found is None:
+        raise ValueError(f"{path}: no password in sasl.jaas.config")
+    return found.group(1)
+
+
+def client_properties(principal: str, password: str, bootstrap: str) -> str:
+    """A Java client properties file that logs in as `principal` (what outside clients are given)."""
+    return (
+        f"# Kafka client settings of principal '{principal}' (keep secret, never commit).\n"
+        f"bootstrap.servers={bootstrap}\n"
+        f"security.protocol={PROTOCOL}\n"
+        f"sasl.mechanism={MECHANISM}\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{principal}" password="{password}";\n'
+    )
+
+
+def kafka_options(kit: KitSettings, principal: str) -> dict[str, Any]:
+    """Keyword arguments of an aiokafka client that logs in as `principal` (or as `kit.kafka_principal` when set).
+
+    The password is `kit.kafka_password`, else the one in `<kafka_credentials_dir>/<principal>.properties`.
+    Without either, no login options (a broker without authentication; one with it refuses the client).
+    """
+    name = kit.kafka_principal or principal
+    if kit.kafka_password is not None:
+        password: str | None = kit.kafka_password.get_secret_value()
+    else:
+        password = read_password(kit.kafka_credentials_dir / f"{name}.properties")
+    if password is None:
+        return {}
+    return {"security_protocol": PROTOCOL, "sasl_mechanism": MECHANISM, "sasl_plain_username": name, "sasl_plain_password": password}
+
+
+def security_from_options(options: dict[str, Any]) -> tuple[BaseSecurity | None, dict[str, Any]]:
+    """Split `kafka_options` output out of broker kwargs: (FastStream security, the remaining kwargs)."""
+    rest = {k: v for k, v in options.items() if k not in _SASL_KEYS}
+    if "sasl_plain_username" not in options:
+        return None, rest
+    return SASLScram512(options["sasl_plain_username"], options["sasl_plain_password"]), rest

@@ -1,0 +1,195 @@
+"""Who may do what on the bus: the one table of Kafka principals and their rights, and the ACLs it makes.
+
+Topic and group names here are catalog names, without the deployment's prefix; `acl_bindings` puts
+the prefix in front. `*` means every topic of the prefix (a prefixed ACL), `tools.*.requests` and
+`tools.*.replies` mean those topics of every tool served over Kafka (one literal ACL per tool). A group
+name ending in `*` is a prefixed group ACL (outside clients name their own groups under it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+
+__all__ = [
+    "ADMIN",
+    "AGENT",
+    "OPS",
+    "PRINCIPALS",
+    "AclBinding",
+    "Rights",
+    "acl_bindings",
+    "principal_names",
+    "rights_of",
+    "rights_table_markdown",
+    "tool_principal",
+]
+
+ADMIN = "admin"
+AGENT = "agent"
+OPS = "ops"
+EVERY_TOPIC = "*"
+
+
+@dataclass(frozen=True)
+class Rights:
+    """What one principal may read, write and join, in catalog names."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    purpose: str = ""
+
+
+PRINCIPALS: dict[str, Rights] = {
+    ADMIN: Rights(purpose="super user: infrastructure, topic and ACL administration, test set-up (no ACLs needed)"),
+    OPS: Rights(
+        reads=(EVERY_TOPIC,),
+        writes=("control",),
+        groups=("ops*",),
+        purpose="the CLI's operator commands: publishes control records; reads every topic (replay, what-if, audit tools)",
+    ),
+    "planner": Rights(
+        reads=("tasks", "actions.decided", "approvals", "actions.results"),
+        writes=("actions.proposed", "tasks.outcomes", "deadletter"),
+        groups=("planner",),
+        purpose="the planner service",
+    ),
+    "policy": Rights(
+        reads=("actions.proposed", "approvals", "actions.results", "control"),
+        writes=("actions.decided", "actions.authorized", "deadletter"),
+        groups=("policy",),
+        purpose="the policy service: the only writer of decisions and authorizations",
+    ),
+    "approval": Rights(
+        reads=("actions.decided", "actions.results", "control"),
+        writes=("approvals", "deadletter"),
+        groups=("approval",),
+        purpose="the approval service: the only writer of approvals",
+    ),
+    "executor": Rights(
+        reads=("actions.authorized", "control", "tools.*.replies"),
+        writes=("actions.results", "tools.*.requests", "deadletter"),
+        groups=("executor",),
+        purpose="the executor: the only writer of results and tool requests",
+    ),
+    "audit": Rights(
+        reads=(EVERY_TOPIC,),
+        writes=("audit.checkpoints", "deadletter"),
+        groups=("audit",),
+        purpose="the audit service: reads every topic",
+    ),
+    AGENT: Rights(
+        reads=("actions.decided", "approvals", "actions.results", "tasks.outcomes"),
+        writes=("tasks", "actions.proposed"),
+        groups=("agent*",),
+        purpose="outside agents and clients (and the CLI's submit/propose): submit tasks, propose actions, follow them",
+    ),
+}
+
+TOOL_PRINCIPAL_PREFIX = "tool-"
+
+
+def tool_principal(tool: str) -> str:
+    """The principal of the outside service that serves `tool` over Kafka."""
+    return f"{TOOL_PRINCIPAL_PREFIX}{tool}"
+
+
+def rights_of(principal: str) -> Rights:
+    """The rights of a fixed principal, or of a tool service's (`tool-<tool>`)."""
+    if principal in PRINCIPALS:
+        return PRINCIPALS[principal]
+    if principal.startswith(TOOL_PRINCIPAL_PREFIX):
+        tool = principal.removeprefix(TOOL_PRINCIPAL_PREFIX)
+        return Rights(
+            reads=(f"tools.{tool}.requests",),
+            writes=(f"tools.{tool}.replies",),
+            groups=(f"{principal}*",),
+            purpose=f"the outside service that serves tool `{tool}`: reads its requests, writes its replies",
+        )
+    raise KeyError(f"unknown principal {principal!r}")
+
+
+def principal_names(tools: Iterable[str] = ()) -> list[str]:
+    """Every principal: the fixed ones, then one per tool served over Kafka."""
+    return list(PRINCIPALS) + [tool_principal(t) for t in sorted(set(tools))]
+
+
+class Resource(IntEnum):
+    """Kafka's ACL resource types (the wire codes)."""
+
+    TOPIC = 2
+    GROUP = 3
+
+
+class Pattern(IntEnum):
+    """Kafka's ACL pattern types."""
+
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class Operation(IntEnum):
+    """Kafka's ACL operations."""
+
+    READ = 3
+    WRITE = 4
+
+
+@dataclass(frozen=True, order=True)
+class AclBinding:
+    """One ALLOW rule: `principal` may `operation` on the resource named `name` (literal or prefix)."""
+
+    resource: Resource
+    name: str
+    pattern: Pattern
+    principal: str
+    operation: Operation
+
+
+def _topics(name: str, prefix: str, tools: list[str]) -> Iterator[tuple[str, Pattern]]:
+    if name == EVERY_TOPIC:
+        yield prefix, Pattern.PREFIXED
+    elif name.startswith("tools.*."):
+        end = name.removeprefix("tools.*.")
+        for tool in tools:
+            yield f"{prefix}tools.{tool}.{end}", Pattern.LITERAL
+    else:
+        yield prefix + name, Pattern.LITERAL
+
+
+def acl_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
+    """Every ALLOW rule of deployment `prefix`, for the fixed principals and one per tool in `tools`.
+
+    READ and WRITE imply DESCRIBE in Kafka; WRITE on a topic implies the idempotent producer's rights.
+    """
+    tool_list = sorted(set(tools))
+    out: set[AclBinding] = set()
+    for principal in principal_names(tool_list):
+        rights = rights_of(principal)
+        user = f"User:{principal}"
+        for op, names in ((Operation.READ, rights.reads), (Operation.WRITE, rights.writes)):
+            for name in names:
+                for full, pattern in _topics(name, prefix, tool_list):
+                    out.add(AclBinding(Resource.TOPIC, full, pattern, user, op))
+        for group in rights.groups:
+            pattern = Pattern.PREFIXED if group.endswith("*") else Pattern.LITERAL
+            out.add(AclBinding(Resource.GROUP, prefix + group.rstrip("*"), pattern, user, Operation.READ))
+    return sorted(out)
+
+
+def rights_table_markdown() -> str:
+    """The principals and their rights as the Markdown table docs/security/bus.md carries (a test compares)."""
+    rows = ["| principal | reads | writes | consumer groups | who |", "|---|---|---|---|---|"]
+
+    def cell(names: tuple[str, ...], empty: str = "—") -> str:
+        return ", ".join(f"`{n}`" for n in names) or empty
+
+    for principal in [*PRINCIPALS, tool_principal("<tool>")]:
+        r = rights_of(principal)
+        if principal == ADMIN:
+            rows.append(f"| `{principal}` | everything | everything | every group | {r.purpose} |")
+            continue
+        rows.append(f"| `{principal}` | {cell(r.reads)} | {cell(r.writes)} | {cell(r.groups)} | {r.purpose} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,99 @@
+"""docker-compose.yml, the Dockerfile, infra.sh and the settings describe the same stack (parsed; no Docker needed)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from servicekit import REPO_ROOT, KitSettings, ToolCatalog
+from servicekit.bus_rights import principal_names
+from services.approval.settings import ApprovalSettings
+from services.audit.settings import AuditSettings
+from services.executor.settings import ExecutorSettings
+from services.planner.settings import PlannerSettings
+from services.policy.settings import PolicySettings
+
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+SECURITY_KEYS = (
+    "sasl.enabled.mechanisms",
+    "sasl.mechanism.inter.broker.protocol",
+    "sasl.mechanism.controller.protocol",
+    "listener.name.controller.sasl.enabled.mechanisms",
+    "authorizer.class.name",
+    "allow.everyone.if.no.acl.found",
+    "super.users",
+    "inter.broker.listener.name",
+    "controller.listener.names",
+)
+
+
+def normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def server_properties(script: Path) -> dict[str, str]:
+    """The `key=value` lines of the server.properties a script writes (its heredoc), unexpanded."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^([a-z][a-z0-9.-]+)=(.*)$", script.read_text(), re.M)}
+
+
+def test_the_image_copies_every_package_and_installs_the_lock() -> None:
+    packages = [p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for package in packages:
+        assert re.search(rf"^COPY {package} \./{package}$", DOCKERFILE, re.M), f"Dockerfile does not copy {package}/"
+    assert "pip install -r requirements.lock" in DOCKERFILE
+    lock = (REPO_ROOT / "requirements.lock").read_text().splitlines()
+    locked = {normalized(line.split("==")[0]) for line in lock if "==" in line}
+    for dep in PYPROJECT["project"]["dependencies"]:
+        assert normalized(re.split(r"[\[=<>~ ]", dep)[0]) in locked, f"{dep} is not pinned in requirements.lock"
+
+
+def test_compose_sets_only_settings_that_exist() -> None:
+    fields = {f"TIDEGATE_{name.upper()}" for name in KitSettings.model_fields}
+    for settings in (ApprovalSettings, AuditSettings, ExecutorSettings, PlannerSettings, PolicySettings):
+        prefix = settings.model_config.get("env_prefix", "")
+        fields |= {f"{prefix}{name}".upper() for name in settings.model_fields}
+    for name, service in COMPOSE["services"].items():
+        for var in service.get("environment") or {}:
+            if var.startswith("TIDEGATE_") and name != "kafka":
+                assert var in fields, f"{name}: {var} is no setting"
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_each_compose_service_logs_in_as_itself() -> None:
+    for service in COMPOSE["services"].values():
+        command = service.get("command") or []
+        if command[:2] == ["service", "run"]:
+            assert service["environment"]["TIDEGATE_KAFKA_PRINCIPAL"] == command[2]
+            assert any("kafka-credentials" in v for v in service["volumes"])
+
+
+def test_compose_kafka_has_the_same_logins_and_authorizer_as_infra_sh() -> None:
+    local = server_properties(REPO_ROOT / "infra" / "infra.sh")
+    compose = server_properties(REPO_ROOT / "infra" / "compose-kafka.sh")
+    assert {k: local[k] for k in SECURITY_KEYS} == {k: compose[k] for k in SECURITY_KEYS}
+    assert local["super.users"] == "User:admin;User:controller"
+    assert local["allow.everyone.if.no.acl.found"] == "false"
+    for props in (local, compose):
+        protocols = {p.split(":")[1] for p in props["listener.security.protocol.map"].split(",")}
+        assert protocols == {"SASL_PLAINTEXT"}
+    assert "bash /opt/tidegate/compose-kafka.sh" in " ".join(COMPOSE["services"]["kafka"]["entrypoint"])
+
+
+def test_compose_makes_a_login_for_every_principal() -> None:
+    script = (REPO_ROOT / "infra" / "compose-kafka.sh").read_text()
+    found = re.search(r'^PRINCIPALS="([^"]*)"', script, re.M)
+    assert found is not None
+    tools = [t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"]
+    assert found.group(1).split() == principal_names(tools)
