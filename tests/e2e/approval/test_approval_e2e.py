@@ -123,6 +123,8 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
         "TIDEGATE_DATABASE_URL": kit.database_url,
         "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
         "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_DB_CREDENTIALS_DIR": str(kit.db_credentials_dir),
+        "TIDEGATE_KAFKA_CREDENTIALS_DIR": str(kit.kafka_credentials_dir),
         "TIDEGATE_LOG_LEVEL": "WARNING",
         "TIDEGATE_APPROVAL_HTTP_PORT": str(port),
         "TIDEGATE_APPROVAL_SWEEP_INTERVAL_S": "0.5",

@@ -13,10 +13,12 @@ from reliability_helpers import BatchProducer, good_event, wire
 
 import schemas as s
 from servicekit import Bus, KitSettings, make_broker
+from servicekit.dbroles import service_role
 from services.policy.app import build as build_policy
 
+# The policy service's connections: it logs in as its own role (`<session prefix>policy`).
 KILL_SERVICE_CONNECTIONS = (
-    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'tidegate'"
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1"
 )
 
 
@@ -88,7 +90,7 @@ async def test_connections_killed_under_load_skip_nothing(kit: KitSettings, infr
             ids.add(event.data.action_id)
             await producer.send("actions.proposed", event)
             if i % 10 == 5:
-                killed += await admin.fetchval(KILL_SERVICE_CONNECTIONS)
+                killed += await admin.fetchval(KILL_SERVICE_CONNECTIONS, service_role("policy", infra.role_prefix))
                 await asyncio.sleep(0)  # let the service run into its dead connections while more arrive
         assert killed > 0
         await wait_for(
