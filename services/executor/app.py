@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from connectors import ConnectorAccess, InMemoryGrantStore, PgGrantStore, Vault
 from servicekit import (
     Bus,
     ControlState,
@@ -28,7 +29,7 @@ from services.executor.claims import InMemoryClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
-from services.executor.tools import HttpTools, PythonTools, ToolInvokers, TopicTools
+from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
 from systems import install as install_systems
 
 __all__ = ["NAME", "build", "main"]
@@ -54,6 +55,10 @@ def build(
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
+    python_tools = PythonTools()
+    vault = Vault(settings.connector_keys_dir or kit.keys_dir)
+    # Grants are read from PostgreSQL once the pool exists (on start), like the claims.
+    connector_tools = ConnectorTools(ConnectorAccess(InMemoryGrantStore(), vault), python_tools)
 
     def kill_reason(tenant_id: str, tool: str) -> str | None:
         switch = control.killed(tenant_id, tool)
@@ -63,7 +68,7 @@ def build(
         catalog=catalog,
         keyring_loader=lambda: Keyring.load(kit.keys_dir, settings.policy_key_name),
         claims=InMemoryClaimStore(),  # replaced by the PostgreSQL store once the pool exists (on start)
-        invokers=ToolInvokers(python=PythonTools(), http=HttpTools(http_client), topic=topic_tools),
+        invokers=ToolInvokers(python=python_tools, http=HttpTools(http_client), topic=topic_tools, connector=connector_tools),
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         publish=bus.publish,
         killed=kill_reason,
@@ -91,6 +96,8 @@ def build(
                 kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
+        vault.ensure()  # the credential key pair is made on the executor's first start
+        connector_tools.access.store = PgGrantStore(proc.pool)
         executor.context_pool = proc.pool
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
