@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CANARY, Executed, call_context
+from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import stripe_tools
