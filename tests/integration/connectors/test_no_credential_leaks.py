@@ -94,7 +94,7 @@ async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
     try:
         key = SigningKey.load_or_create(kit.keys_dir, "policy")
         zendesk.inject(500, {"error": "InternalError"})  # the first note's outcome is unknown
-        calls = [
+        calls: list[tuple[str, dict[str, Any]]] = [
             ("stripe_get_charge", {"charge_id": "ch_123"}),
             ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.5}),
             ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 50.0}),  # refused: more than was charged
