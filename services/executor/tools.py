@@ -203,7 +203,11 @@ class ConnectorTools:
         assert spec.connector is not None
         granted = await self.access.for_call(ctx.tenant_id, spec.connector, spec.name)
         ctx = replace(ctx, credential_scope=spec.connector, credential=granted.secret, connection=granted.connection)
-        return await self._python.invoke(spec, ctx, args)
+        answer = await self._python.invoke(spec, ctx, args)
+        # A connector that knows what the call cost (BigQuery's bytes billed) says so in `cost.usd` of its result.
+        cost = answer.result.get("cost")
+        billed = cost.get("usd") if isinstance(cost, dict) else None
+        return ToolAnswer(answer.result, answer.cost_usd + float(billed)) if isinstance(billed, int | float) else answer
 
 
 class ToolInvokers:
