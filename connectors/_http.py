@@ -6,13 +6,15 @@ The executor is the one layer that retries; these functions only say whether a r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from systems import ToolError
 
-__all__ = ["raise_for_answer", "send"]
+__all__ = ["raise_for_answer", "retry_after_s", "send"]
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -38,11 +40,12 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     if 200 <= status < 300:
         return
     detail = _detail(response)
+    wait = retry_after_s(response.headers.get("Retry-After"))
     if status == 429:
-        wait = response.headers.get("Retry-After")
-        raise ToolError("rate_limited", f"{vendor} answered 429 (Retry-After: {wait or 'none'}): {detail}", retryable=True)
+        shown = response.headers.get("Retry-After") or "none"
+        raise ToolError("rate_limited", f"{vendor} answered 429 (Retry-After: {shown}): {detail}", retryable=True, retry_after_s=wait)
     if status == 503:
-        raise ToolError("http_503", f"{vendor} is unavailable: {detail}", retryable=True)
+        raise ToolError("http_503", f"{vendor} is unavailable: {detail}", retryable=True, retry_after_s=wait)
     if status >= 500:
         raise ToolError(f"http_{status}", f"{vendor}: {detail}", retryable=True, maybe_applied=True)
     if status == 401:
@@ -52,6 +55,19 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     if status == 404:
         raise ToolError("not_found", f"{vendor}: {detail}")
     raise ToolError(f"http_{status}", f"{vendor}: {detail}")
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delay-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -49,14 +49,19 @@ class ToolError(Exception):
         retryable: Whether the same call could succeed later (the executor retries only these).
         maybe_applied: Whether the side effect may have happened anyway (a timeout after sending):
             the executor then repeats only calls that are safe to repeat, and reports others as unknown.
+        retry_after_s: How long the system asked us to wait before trying again (a 429's `Retry-After`);
+            the executor waits at least that long, within the tool's `backoff_max_s`.
     """
 
-    def __init__(self, type: str, message: str, *, retryable: bool = False, maybe_applied: bool = False) -> None:
+    def __init__(
+        self, type: str, message: str, *, retryable: bool = False, maybe_applied: bool = False, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.type = type
         self.message = message
         self.retryable = retryable
         self.maybe_applied = maybe_applied
+        self.retry_after_s = retry_after_s
 
 
 class Tool(Protocol):

@@ -60,8 +60,10 @@ def executed(tmp_path: Path) -> Executed:
         assert topic == "actions.results"
         results.append(event)
 
-    async def no_wait(_: float) -> None:
-        return None
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
 
     python = PythonTools()
     executor = Executor(
@@ -74,7 +76,7 @@ def executed(tmp_path: Path) -> Executed:
         killed=lambda tenant, tool: None,
         sleep=no_wait,
     )
-    return Executed(executor, grants, vault, key, results)
+    return Executed(executor, grants, vault, key, results, waits)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ class Executed:
     vault: c.Vault
     key: SigningKey
     results: list[s.Envelope] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
 
     async def connect(self, tenant: str, connector: str, *, tools: list[str], base_url: str, secret: str = CANARY, **more: str) -> None:
         """What `tidegate connectors enable … && set-credential …` does."""

@@ -106,9 +106,10 @@ async def test_retries_through_the_executor_never_duplicate_a_write(zendesk: Zen
 
     # A 429 says "not processed": the note is retried and written once.
     before = len(zendesk.comments[101])
-    zendesk.inject(429, {"error": "APIRateLimitExceeded"}, headers={"Retry-After": "1"})
+    zendesk.inject(429, {"error": "APIRateLimitExceeded"}, headers={"Retry-After": "7"})
     noted = await executed.run(executed.authorize("acme", "zendesk_add_internal_note", {"ticket_id": 101, "body": "checked"}))
     assert (noted.type, noted.data.attempts) == ("tidegate.action.succeeded", 2)
+    assert executed.waits[-1] == 7.0  # Zendesk's Retry-After, not the catalog's 1 s first backoff
     assert len(zendesk.comments[101]) == before + 1
 
     # A 500 on a note may have been applied, and Zendesk takes no idempotency key: not repeated, the outcome is unknown.

@@ -138,3 +138,15 @@ async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Va
     assert await c.ConnectorAccess(store, vault).for_call("acme", "stripe", "stripe_get_charge") == c.Access(SECRET, {})
     with pytest.raises(c.VaultError):
         vault.open(before.sealed, "acme", "stripe")  # the old ciphertext is dead once its key is gone
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from datetime import UTC, datetime
+
+    from connectors._http import retry_after_s
+
+    now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_s(None) is None
+    assert retry_after_s("soon") is None
