@@ -116,11 +116,16 @@ def _refusal_if_over(what: str, currency: str, available_cents: int, amount_usd:
 
 
 async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Refund part or all of a charge, never more than what is left on it; Idempotency-Key = the action id."""
+    """Refund part or all of a charge, never more than what is left on it, only to the customer who paid it.
+
+    Idempotency-Key = the action id.
+    """
     async with _client(ctx) as client:
         charge_id = args["charge_id"]
         ch = await _call(lambda: client.v1.charges.retrieve_async(charge_id))
         _refusal_if_over(f"charge {charge_id}", ch.currency, ch.amount - ch.amount_refunded, args["amount_usd"])
+        if args.get("payee_id") and args["payee_id"] != ch.customer:
+            raise ToolError("payee_mismatch", f"charge {charge_id} was paid by {ch.customer}, not {args['payee_id']}: nothing refunded")
         params: dict[str, Any] = {"charge": charge_id, "amount": _cents(args["amount_usd"]), "metadata": {"tidegate_action": ctx.action_id}}
         if args.get("reason"):
             params["reason"] = args["reason"]

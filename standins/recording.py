@@ -34,6 +34,8 @@ class RecordingProxy:
         self.url = ""  # set by whoever serves it
         self.requests: list[RecordedRequest] = []
         self._injected: list[tuple[str, int, dict[str, Any], dict[str, str]]] = []
+        # GET path -> fields laid over the upstream's answer (stripe-mock answers every charge alike; a demo needs its own)
+        self.fixtures: dict[str, dict[str, Any]] = {}
         self.app = Starlette(routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
 
     def inject(self, status: int, body: dict[str, Any], *, method: str = "POST", headers: dict[str, str] | None = None) -> None:
@@ -61,4 +63,7 @@ class RecordingProxy:
                 headers={k: v for k, v in headers.items() if k not in _HOP},
             )
         out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP | {"content-encoding"}}
+        overlay = self.fixtures.get(request.url.path) if request.method == "GET" and upstream.status_code == 200 else None
+        if overlay is not None:
+            return JSONResponse({**upstream.json(), **overlay}, headers={k: v for k, v in out.items() if k.lower() != "content-type"})
         return Response(upstream.content, status_code=upstream.status_code, headers=out)

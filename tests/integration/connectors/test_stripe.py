@@ -42,6 +42,17 @@ async def test_refund_above_what_was_charged_is_refused_before_anything_is_sent(
     assert stripe_proxy.sent("POST", "/v1/refunds") == []
 
 
+async def test_refund_goes_only_to_the_customer_who_paid_as_stripe_records_it(stripe_proxy: RecordingProxy) -> None:
+    stripe_proxy.fixtures["/v1/charges/ch_O5001"] = {"id": "ch_O5001", "amount": 4250, "customer": "cus_1001"}
+    ctx = call_context(base_url=stripe_proxy.url, action_id="act-refund-2")
+    with pytest.raises(ToolError) as other:
+        await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "acct_attacker"})
+    assert other.value.type == "payee_mismatch"
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
+    refund = await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "cus_1001"})
+    assert refund["charge_amount_usd"] == 42.5
+
+
 async def test_credit_note_on_an_invoice_never_above_its_total(stripe_proxy: RecordingProxy) -> None:
     ctx = call_context(base_url=stripe_proxy.url, action_id="act-credit-1")
     note = await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 2.5, "memo": "late delivery"})
