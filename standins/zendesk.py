@@ -4,8 +4,8 @@ It speaks Zendesk's wire format: `{"ticket": {...}}` documents, `PUT .../tags.js
 comments added through `PUT /api/v2/tickets/{id}.json`, cursor pagination of comments
 (`page[size]`, `page[after]`, `meta.has_more`, `links.next`), and Zendesk's error shapes (401
 `{"error": "Couldn't authenticate you"}`, 404 `RecordNotFound`, 422 `RecordInvalid` with `details`,
-429 with `Retry-After`). State lives in memory; `inject` scripts failures. Run it alone with
-`python -m standins.zendesk --port 8091` (seeded with the demo's tickets).
+429 with `Retry-After`). State lives in memory; `inject` scripts failures. Run an empty account alone
+with `python -m standins.zendesk --port 8091 --token <token>`.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def _invalid(field_name: str, message: str) -> Response:
 
 
 def main() -> None:
-    """Serve a stand-in account on a port (the demo's tickets when `--seed-demo`)."""
+    """Serve an empty stand-in account on a port."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__)
