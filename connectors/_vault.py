@@ -78,11 +78,24 @@ class Vault:
         return self.keys_dir / f"{KEY_NAME}.pub"
 
     def ensure(self) -> str:
-        """Create the key pair on first run; return the current key id."""
-        if not self.private_path.exists() and not self.public_path.exists():
-            self.keys_dir.mkdir(parents=True, exist_ok=True)
-            self._install(X25519PrivateKey.generate())
-        return self.current_key_id()
+        """Create the key pair on first run (safe when the executor and the CLI race to do it); return the current key id."""
+        if self.public_path.exists() and not self.private_path.exists():
+            return self.current_key_id()  # an operator's machine: the public key only
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        if not self.private_path.exists():
+            tmp = self.keys_dir / f"{KEY_NAME}.{os.getpid()}.tmp"
+            _write_private(tmp, X25519PrivateKey.generate())
+            try:
+                os.link(tmp, self.private_path)  # atomic, and refuses to replace a key another process just made
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        public = _load_private(self.private_path).public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if not self.public_path.exists() or self.public_path.read_bytes() != pem:
+            self.public_path.write_bytes(pem)  # always the private key's own
+        return _key_id(public)
 
     def _install(self, private: X25519PrivateKey) -> None:
         _write_private(self.private_path, private)

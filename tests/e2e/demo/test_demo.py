@@ -189,7 +189,7 @@ async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcome
     [refund] = decided("T-1001", "stripe_refund")
     assert refund.outcome == "allow"
     [done] = results("T-1001", "stripe_refund")  # executed once, on Stripe
-    assert done.type == "tidegate.action.succeeded"
+    assert done.type == "tidegate.action.succeeded", done.data.error
     assert done.data.result["refund_id"].startswith("re_")
     assert done.data.result["charge_amount_usd"] == 42.5
     assert [d.outcome for d in decided("T-1002", "stripe_refund")] == ["escalate"]

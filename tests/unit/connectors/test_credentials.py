@@ -150,3 +150,14 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after_s("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_s(None) is None
     assert retry_after_s("soon") is None
+
+
+async def test_the_public_key_always_matches_the_private_one_after_a_race(tmp_path: Path) -> None:
+    first, second = c.Vault(tmp_path / "keys"), c.Vault(tmp_path / "keys")
+    key_id = first.ensure()
+    stray = c.Vault(tmp_path / "elsewhere")
+    stray.ensure()
+    first.public_path.write_bytes(stray.public_path.read_bytes())  # the loser of a race wrote its own public key
+    assert second.ensure() == key_id
+    sealed = second.seal(SECRET, "acme", "stripe")
+    assert first.open(sealed, "acme", "stripe") == SECRET
