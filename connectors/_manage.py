@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from connectors._store import Grant, GrantStore
-from connectors._vault import Vault
+from connectors._vault import Vault, VaultError
 from schemas import RiskClass, ToolSpec
 
 __all__ = ["ConnectorError", "connector_tools", "disable", "enable", "reseal_all", "set_credential"]
@@ -77,14 +77,22 @@ async def set_credential(store: GrantStore, vault: Vault, tenant_id: str, connec
     return grant
 
 
-async def reseal_all(store: GrantStore, vault: Vault) -> int:
-    """Open every stored secret with the key it was sealed to and seal it again to the current key; returns how many moved."""
+async def reseal_all(store: GrantStore, vault: Vault) -> tuple[int, int]:
+    """Seal every stored secret this vault can open again to its current key.
+
+    Returns (moved, foreign): how many were sealed again, and how many are sealed to a key this vault does not
+    hold (another deployment's, sharing the database); those are left as they are.
+    """
     current = vault.current_key_id()
-    moved = 0
+    moved = foreign = 0
     for grant in await store.all():
         if grant.sealed is None or grant.sealed.key_id == current:
             continue
-        secret = vault.open(grant.sealed, grant.tenant_id, grant.connector)
+        try:
+            secret = vault.open(grant.sealed, grant.tenant_id, grant.connector)
+        except VaultError:
+            foreign += 1
+            continue
         await store.put(replace(grant, sealed=vault.seal(secret, grant.tenant_id, grant.connector)))
         moved += 1
-    return moved
+    return moved, foreign

@@ -162,10 +162,11 @@ def rotate_key() -> None:
     vault.ensure()
     old, new = vault.rotate()
 
-    async def go() -> int:
+    async def go() -> tuple[int, int]:
         async with _store(kit) as store:
             return await c.reseal_all(store, vault)
 
-    moved = run(go())
+    moved, foreign = run(go())
     vault.retire(old)
-    console.print(f"rotated {old} -> {new}; {moved} credentials sealed again")
+    note = f"; {foreign} sealed to keys this host does not hold were left as they are" if foreign else ""
+    console.print(f"rotated {old} -> {new}; {moved} credentials sealed again{note}")

@@ -129,7 +129,7 @@ async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Va
     assert before.sealed is not None
     old, new = vault.rotate()
     assert old == before.sealed.key_id != new
-    assert await c.reseal_all(store, vault) == 1
+    assert await c.reseal_all(store, vault) == (1, 0)
     vault.retire(old)
     after = await store.get("acme", "stripe")
     assert after is not None
@@ -161,3 +161,17 @@ async def test_the_public_key_always_matches_the_private_one_after_a_race(tmp_pa
     assert second.ensure() == key_id
     sealed = second.seal(SECRET, "acme", "stripe")
     assert first.open(sealed, "acme", "stripe") == SECRET
+
+
+async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: c.Vault, tmp_path: Path) -> None:
+    other = c.Vault(tmp_path / "other")
+    other.ensure()
+    store = c.InMemoryGrantStore()
+    await c.set_credential(store, other, "globex", "stripe", SECRET)
+    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+    vault.rotate()
+    assert await c.reseal_all(store, vault) == (1, 1)
+    globex = await store.get("globex", "stripe")
+    assert globex is not None
+    assert globex.sealed is not None
+    assert other.open(globex.sealed, "globex", "stripe") == SECRET
