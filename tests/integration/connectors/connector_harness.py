@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -9,11 +12,11 @@ from typing import Any
 
 import connectors as c
 import schemas as s
-from servicekit import REPO_ROOT, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import REPO_ROOT, KitSettings, SigningKey, ToolCatalog, action_digest, authorization_message
 from services.executor.executor import Executor
 from systems import ToolContext
 
-__all__ = ["CANARY", "CATALOG", "Executed", "call_context"]
+__all__ = ["CANARY", "CATALOG", "Executed", "call_context", "cli"]
 
 CANARY = "sk_test_CANARYb3f9e1c27d"  # a credential value searched for wherever it must never appear
 
@@ -76,3 +79,13 @@ class Executed:
         await self.executor.handle(event)
         assert len(self.results) == before + 1
         return self.results[-1]
+
+
+def cli(kit: KitSettings, *args: str, stdin: str = "") -> str:
+    """Run `tidegate …` as a user does; its whole output."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_KEYS_DIR": str(kit.keys_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tidegate.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr

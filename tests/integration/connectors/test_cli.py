@@ -6,8 +6,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from connector_harness import CANARY
-from test_no_credential_leaks import cli
+from connector_harness import CANARY, cli
 
 import connectors as c
 from servicekit import KitSettings

@@ -9,9 +9,6 @@ line of the services and of the CLI, and from the executor's table (where it is 
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,24 +16,14 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from connector_harness import CANARY
+from connector_harness import CANARY, cli
 
 import schemas as s
-from servicekit import REPO_ROOT, KitSettings, SigningKey, action_digest, authorization_message
+from servicekit import KitSettings, SigningKey, action_digest, authorization_message
 from services.audit.app import build as build_audit
 from services.executor.app import build as build_executor
 from standins import RecordingProxy
 from standins.zendesk import ZendeskStandIn
-
-
-def cli(kit: KitSettings, *args: str, stdin: str = "") -> str:
-    """Run `tidegate …` as a user does; its whole output."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_KEYS_DIR": str(kit.keys_dir)}
-    done = subprocess.run(
-        [sys.executable, "-m", "tidegate.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout + done.stderr
 
 
 def authorization(key: SigningKey, tenant: str, tool: str, args: dict[str, Any]) -> s.ActionAuthorized:
