@@ -51,6 +51,17 @@ class ToolSpec(Contract):
         examples=[{"acme": "payments:refund"}],
     )
     facts: PolicyFacts = Field(default_factory=PolicyFacts)
+    untrusted_output: bool = Field(
+        default=False,
+        description="The result carries outside content (a customer ticket, an issue body): data for a model, never instructions.",
+    )
+    connector: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Connector the tool belongs to (a system of record such as `stripe`); the executor then calls it only for "
+        "a tenant that enabled the tool and set the connector's credential (`tidegate connectors`), ignoring `credential_scopes`.",
+        examples=["stripe"],
+    )
     kind: Literal["python", "http", "topic"] = Field(description="How the executor reaches the tool.")
     entrypoint: str | None = Field(
         default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"]
@@ -64,6 +75,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: kind python needs an entrypoint")
         if self.kind == "http" and not self.url:
             raise ValueError(f"tool {self.name}: kind http needs a url")
+        if self.connector is not None and self.kind != "python":
+            raise ValueError(f"tool {self.name}: connector tools are kind python (the connector's own client calls the API)")
         return self
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,7 +24,8 @@ class ToolContext:
         attempt: 1 for the first call, 2 for the first retry, ...
         deadline: The executor stops waiting for this attempt at this time.
         credential_scope: Credential scope the catalog names for this tenant, if any.
-        credential: The secret of that scope, when the executor has one.
+        credential: The secret of that scope, when the executor has one (never in a repr, so never in a log).
+        connection: For a connector tool, the tenant's account settings that are not secret (endpoint, account id).
     """
 
     pool: asyncpg.Pool
@@ -35,7 +36,8 @@ class ToolContext:
     attempt: int = 1
     deadline: datetime | None = None
     credential_scope: str | None = None
-    credential: str | None = None
+    credential: str | None = field(default=None, repr=False)
+    connection: dict[str, str] = field(default_factory=dict)
 
 
 class ToolError(Exception):
@@ -47,14 +49,19 @@ class ToolError(Exception):
         retryable: Whether the same call could succeed later (the executor retries only these).
         maybe_applied: Whether the side effect may have happened anyway (a timeout after sending):
             the executor then repeats only calls that are safe to repeat, and reports others as unknown.
+        retry_after_s: How long the system asked us to wait before trying again (a 429's `Retry-After`);
+            the executor waits at least that long, within the tool's `backoff_max_s`.
     """
 
-    def __init__(self, type: str, message: str, *, retryable: bool = False, maybe_applied: bool = False) -> None:
+    def __init__(
+        self, type: str, message: str, *, retryable: bool = False, maybe_applied: bool = False, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.type = type
         self.message = message
         self.retryable = retryable
         self.maybe_applied = maybe_applied
+        self.retry_after_s = retry_after_s
 
 
 class Tool(Protocol):

@@ -28,6 +28,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("killswitch", "killswitch"),
     ("budget", "budget"),
     ("audit", "audit"),
+    ("connectors", "connectors"),
     ("ops", None),
 ]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 import systems
+from connectors import ConnectorAccess, InMemoryGrantStore, PgGrantStore, Vault
 from servicekit import (
     Bus,
     ControlState,
@@ -30,7 +31,7 @@ from services.executor.claims import InMemoryClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
-from services.executor.tools import HttpTools, PythonTools, ToolInvokers, TopicTools
+from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
 
 __all__ = ["NAME", "build", "main"]
 
@@ -57,6 +58,10 @@ def build(
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
+    python_tools = PythonTools()
+    vault = Vault(settings.connector_keys_dir or kit.keys_dir)
+    # Grants are read from PostgreSQL once the pool exists (on start), like the claims.
+    connector_tools = ConnectorTools(ConnectorAccess(InMemoryGrantStore(), vault), python_tools)
 
     def kill_reason(tenant_id: str, tool: str) -> str | None:
         switch = control.killed(tenant_id, tool)
@@ -66,7 +71,7 @@ def build(
         catalog=catalog,
         keyring_loader=lambda: Keyring.load(kit.keys_dir, settings.policy_key_name),
         claims=InMemoryClaimStore(),  # replaced by the PostgreSQL store once the pool exists (on start)
-        invokers=ToolInvokers(python=PythonTools(), http=HttpTools(http_client), topic=topic_tools),
+        invokers=ToolInvokers(python=python_tools, http=HttpTools(http_client), topic=topic_tools, connector=connector_tools),
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         publish=bus.publish,
         killed=kill_reason,
@@ -99,6 +104,8 @@ def build(
                 grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
+        vault.ensure()  # the credential key pair is made on the executor's first start
+        connector_tools.access.store = PgGrantStore(proc.pool)
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
         await executor.settle_interrupted()

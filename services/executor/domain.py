@@ -156,6 +156,10 @@ def final_status(spec: ToolSpec, *, maybe_applied: bool) -> Literal["failed", "u
     return "unknown" if maybe_applied and spec.writes else "failed"
 
 
-def backoff_s(policy: RetryPolicy, retry: int) -> float:
-    """Wait before retry number `retry` (1 = the second attempt): exponential, capped."""
-    return float(min(policy.backoff_initial_s * policy.backoff_multiplier ** (retry - 1), policy.backoff_max_s))
+def backoff_s(policy: RetryPolicy, retry: int, retry_after_s: float | None = None) -> float:
+    """Wait before retry number `retry` (1 = the second attempt).
+
+    Exponential, at least what the tool was told to wait (`Retry-After`), capped by the policy's longest wait.
+    """
+    wait = policy.backoff_initial_s * policy.backoff_multiplier ** (retry - 1)
+    return float(min(max(wait, retry_after_s or 0.0), policy.backoff_max_s))

@@ -176,7 +176,7 @@ class Executor:
         error: ToolError | None = None
         for n in range(1, spec.retry.max_attempts + 1):
             if n > 1:
-                await self.sleep(backoff_s(spec.retry, n - 1))
+                await self.sleep(backoff_s(spec.retry, n - 1, error.retry_after_s if error is not None else None))
                 # Re-check right before every call, not only the first: a switch set during backoff stops the retry.
                 again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
                 if isinstance(again, Finish):

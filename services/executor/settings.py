@@ -20,6 +20,10 @@ class ExecutorSettings(BaseSettings):
         description="YAML `{tenant: {credential_scope: secret}}` for http tools; "
         "`TIDEGATE_CREDENTIAL_<TENANT>__<SCOPE>` variables override it.",
     )
+    connector_keys_dir: Path | None = Field(
+        default=None,
+        description="Directory of the connector-credential key pair (X25519, made on first start); the kit keys_dir by default.",
+    )
     policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Authorized calls of different tasks in flight at once in one process.")
     http_max_connections: int = Field(default=50, ge=1, description="Connection pool size of the HTTP tool client.")

@@ -10,18 +10,19 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
 import httpx
 
+from connectors import ConnectorAccess
 from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
 from servicekit import Reject
 from systems import Tool, ToolContext, ToolError
 
-__all__ = ["HttpTools", "Invoker", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
+__all__ = ["ConnectorTools", "HttpTools", "Invoker", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +209,40 @@ class TopicTools:
         future.set_result(reply)
 
 
-class ToolInvokers:
-    """The invoker of each tool kind."""
+class ConnectorTools:
+    """Tools of a connector (`connector:` in the catalog): the tenant's grant is checked and its credential opened per attempt.
 
-    def __init__(self, python: Invoker, http: Invoker, topic: Invoker) -> None:
-        self._by_kind = {"python": python, "http": http, "topic": topic}
+    The catalog's `credential_scopes` do not apply; a tool the tenant did not enable, or a missing,
+    disabled or unreadable credential, fails the attempt (not retryable, nothing sent).
+    """
+
+    def __init__(self, access: ConnectorAccess, python: Invoker) -> None:
+        self.access = access
+        self._python = python
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
-        """Dispatch to the invoker of the tool's kind."""
+        """Open the credential, then call the connector's function in-process."""
+        assert spec.connector is not None
+        granted = await self.access.for_call(ctx.tenant_id, spec.connector, spec.name)
+        ctx = replace(ctx, credential_scope=spec.connector, credential=granted.secret, connection=granted.connection)
+        answer = await self._python.invoke(spec, ctx, args)
+        # A connector that knows what the call cost (BigQuery's bytes billed) says so in `cost.usd` of its result.
+        cost = answer.result.get("cost")
+        billed = cost.get("usd") if isinstance(cost, dict) else None
+        return ToolAnswer(answer.result, answer.cost_usd + float(billed)) if isinstance(billed, int | float) else answer
+
+
+class ToolInvokers:
+    """The invoker of each tool kind, and of connector tools."""
+
+    def __init__(self, python: Invoker, http: Invoker, topic: Invoker, connector: Invoker | None = None) -> None:
+        self._by_kind = {"python": python, "http": http, "topic": topic}
+        self._connector = connector
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Dispatch to the connector invoker for a connector's tool, else to the invoker of the tool's kind."""
+        if spec.connector is not None:
+            if self._connector is None:
+                raise ToolError("credential_missing", f"this executor has no connector credentials; {spec.name} cannot be called")
+            return await self._connector.invoke(spec, ctx, args)
         return await self._by_kind[spec.kind].invoke(spec, ctx, args)

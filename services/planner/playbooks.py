@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas import TaskSubmittedData
+from services.planner.connected import on_connectors
 from services.planner.domain import PlannedStep
 from services.planner.isolation import split_input
 
@@ -220,4 +221,10 @@ def plan_support_triage(task: TaskSubmittedData) -> list[PlannedStep]:
     ]
 
 
-PLAYBOOKS: dict[str, Callable[[TaskSubmittedData], list[PlannedStep]]] = {"support_triage": plan_support_triage}
+def plan_support_triage_on_its_systems(task: TaskSubmittedData) -> list[PlannedStep]:
+    """The support-triage playbook, re-addressed to the connectors the task's trusted input names (if any)."""
+    trusted, _ = split_input(task.input, task.untrusted)
+    return on_connectors(plan_support_triage(task), trusted)
+
+
+PLAYBOOKS: dict[str, Callable[[TaskSubmittedData], list[PlannedStep]]] = {"support_triage": plan_support_triage_on_its_systems}

@@ -153,9 +153,16 @@ def demo(
     start_services: bool = typer.Option(
         True, "--start/--no-start", help="Start the services (`tidegate up --detach`) if they are not running."
     ),
+    systems: str = typer.Option(
+        "builtin",
+        "--systems",
+        help="`builtin`: the demo tables in PostgreSQL; `stand-in`: helpdesk on a Zendesk stand-in, payments on stripe-mock.",
+    ),
 ) -> None:
     """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""
     from tidegate.demo.run import run_demo
 
-    code = run(run_demo(settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console))
+    if systems not in ("builtin", "stand-in"):
+        fail(f"--systems is builtin or stand-in, not {systems!r}")
+    code = run(run_demo(settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console, systems=systems))
     raise typer.Exit(code)

@@ -7,7 +7,6 @@ nothing; escalations are left pending with the command a person runs to approve 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import shutil
@@ -278,8 +277,14 @@ async def _fresh_orders(pool: Any, tenant: str) -> dict[str, str]:
     return orders
 
 
-async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console) -> int:
-    """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped)."""
+async def run_demo(
+    kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console, systems: str = "builtin"
+) -> int:
+    """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped).
+
+    `systems`: `builtin` acts on the demo tables in PostgreSQL; `stand-in` puts the helpdesk on a Zendesk stand-in and
+    the payments on Stripe's stripe-mock (mail, CRM and code stay built in).
+    """
     started = time.monotonic()
     catalog = ToolCatalog.load(kit.tools_dir)
     topic_tools = [t.name for t in catalog.values() if t.kind == "topic"]
@@ -302,7 +307,24 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
         return 1
     console.print("policy: the policy service uses the pack in policies/default unless one was published (`tidegate policy publish`)")
 
-    tasks = demo_tasks(tenant, orders=orders)
+    async with contextlib.AsyncExitStack() as stack:
+        tasks = demo_tasks(tenant, orders=orders)
+        if systems == "stand-in":
+            from tidegate.demo.standin_systems import standin_systems
+
+            standins = await stack.enter_async_context(standin_systems(kit, tenant, orders))
+            tasks = [t.model_copy(update={"input": {**t.input, **standins.task_input()}}) for t in tasks]
+            console.print(
+                f"systems: helpdesk on the Zendesk stand-in ({standins.zendesk.url}), payments on stripe-mock ({standins.stripe.url})"
+            )
+        ordered = await _submit_and_watch(kit, tenant, tasks, timeout_s, started, console)
+    return _report(kit, ordered, timeout_s, tenant, console, started)
+
+
+async def _submit_and_watch(
+    kit: KitSettings, tenant: str, tasks: list[Any], timeout_s: float, started: float, console: Console
+) -> list[TaskView]:
+    """Submit the tasks and follow them until every one settles or the time is up."""
     cases = {c.ticket_id: c for c in DEMO_CASES}
     views = {
         t.task_id: TaskView(t.task_id, t.input["ticket_id"], cases[t.input["ticket_id"]].title, cases[t.input["ticket_id"]].expect)
@@ -324,7 +346,11 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
                 live.update(_progress(ordered, started))
     finally:
         await watcher.stop()
+    return ordered
 
+
+def _report(kit: KitSettings, ordered: list[TaskView], timeout_s: float, tenant: str, console: Console, started: float) -> int:
+    """Print what happened to every task, the pending approvals, and the audit verdict; the exit code."""
     console.print()
     for v in ordered:
         console.print(_task_table(v))
@@ -352,7 +378,6 @@ async def run_demo(kit: KitSettings, *, tenant: str, timeout_s: float, start_ser
         console.print(
             f"[red]{len(unsettled)} task(s) did not settle within {timeout_s:.0f}s:[/] {', '.join(v.ticket_id for v in unsettled)}"
         )
-    await asyncio.sleep(0)
     verdict = _verify_audit(console)
     console.print(f"audit chain: [bold]{verdict}[/]")
     console.print(f"demo finished in {time.monotonic() - started:.1f}s")

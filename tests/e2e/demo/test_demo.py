@@ -165,3 +165,47 @@ async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
     assert drafts == 1
     assert deleted == 0
     assert planner_rows == 8
+
+
+@pytest.mark.timeout(900)  # stripe-mock is built with `go install` on first use
+async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcomes(infra, prefix, stack_env):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidegate.cli", "demo", "--systems", "stand-in", "--timeout", "150",
+        env=stack_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 850)
+    text = out.decode()
+    assert proc.returncode == 0, text[-4000:]
+    assert "helpdesk on the Zendesk stand-in" in text
+
+    events = await read_all(infra.kafka_bootstrap, prefix)
+    by_ticket: dict[str, str] = {e.data.input["ticket_id"]: e.data.task_id for e in events["tasks"]}
+    assert len(by_ticket) == 8
+
+    def decided(ticket: str, tool: str) -> list[Any]:
+        return [e.data for e in events["actions.decided"] if e.data.task_id == by_ticket[ticket] and e.data.tool == tool]
+
+    def results(ticket: str, tool: str) -> list[Any]:
+        return [e for e in events["actions.results"] if e.data.task_id == by_ticket[ticket] and e.data.tool == tool]
+
+    [refund] = decided("T-1001", "stripe_refund")
+    assert refund.outcome == "allow"
+    [done] = results("T-1001", "stripe_refund")  # executed once, on Stripe
+    assert done.type == "tidegate.action.succeeded", done.data.error
+    assert done.data.result["refund_id"].startswith("re_")
+    assert done.data.result["charge_amount_usd"] == 42.5
+    assert [d.outcome for d in decided("T-1002", "stripe_refund")] == ["escalate"]
+    assert results("T-1002", "stripe_refund") == []
+    [new] = decided("T-1003", "stripe_refund")
+    assert (new.outcome, "new_payee_blocked" in {str(r.code) for r in new.reasons}) == ("deny", True)
+    assert [d.outcome for d in decided("T-1004", "delete_customer_data")] == ["deny"]
+    [injected] = decided("T-1005", "stripe_refund")
+    assert (injected.args["payee_id"], injected.outcome) == ("attacker_payout_99", "deny")
+    assert [d.outcome for d in decided("T-1006", "send_email")] == ["deny"]
+    for ticket in ("T-1007", "T-1008"):
+        allowed = [d.data.tool for d in events["actions.decided"] if d.data.task_id == by_ticket[ticket] and d.data.outcome == "allow"]
+        assert allowed == ["zendesk_tag_ticket", "zendesk_add_internal_note", "zendesk_draft_reply"]
+        assert all(r.type == "tidegate.action.succeeded" for r in events["actions.results"] if r.data.task_id == by_ticket[ticket])
+    # The run's Stripe key is made for it and sealed; it shows nowhere a user or an event could see it.
+    assert "sk_test_" not in text
+    assert not [e for topic in events.values() for e in topic if "sk_test_" in e.model_dump_json()]

@@ -120,3 +120,10 @@ def test_reads_are_always_safe_to_repeat_and_never_unknown() -> None:
 def test_backoff_grows_exponentially_and_is_capped() -> None:
     policy = s.RetryPolicy(max_attempts=5, backoff_initial_s=0.2, backoff_max_s=1.0, backoff_multiplier=2.0)
     assert [backoff_s(policy, n) for n in (1, 2, 3, 4)] == [0.2, 0.4, 0.8, 1.0]
+
+
+def test_a_retry_after_lengthens_the_wait_within_the_policys_cap() -> None:
+    policy = s.RetryPolicy(max_attempts=5, backoff_initial_s=0.2, backoff_max_s=5.0, backoff_multiplier=2.0)
+    assert backoff_s(policy, 1, retry_after_s=3) == 3.0
+    assert backoff_s(policy, 1, retry_after_s=60) == 5.0  # the catalog's policy stays the bound
+    assert backoff_s(policy, 3, retry_after_s=0.1) == 0.8

@@ -1,0 +1,31 @@
+"""Connectors to the systems of record people use (Stripe, Zendesk, ...), each a set of catalog tools.
+
+A connector tool is a catalog tool of kind `python` with `connector: <name>`; the executor calls it
+only for a tenant that enabled it, with that tenant's credential opened from its sealed grant
+(`ToolContext.credential`, `ToolContext.connection`). This package imports the kit and `systems`'
+tool interface, never a service.
+"""
+
+from connectors._access import Access, ConnectorAccess
+from connectors._manage import ConnectorError, connector_tools, disable, enable, reseal_all, set_credential
+from connectors._store import Grant, GrantStore, InMemoryGrantStore, PgGrantStore
+from connectors._vault import KEY_NAME, Sealed, Vault, VaultError
+
+__all__ = [
+    "KEY_NAME",
+    "Access",
+    "ConnectorAccess",
+    "ConnectorError",
+    "Grant",
+    "GrantStore",
+    "InMemoryGrantStore",
+    "PgGrantStore",
+    "Sealed",
+    "Vault",
+    "VaultError",
+    "connector_tools",
+    "disable",
+    "enable",
+    "reseal_all",
+    "set_credential",
+]

@@ -1,0 +1,51 @@
+"""Opening a tenant's credential for one connector call, or saying clearly why the call cannot be made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from connectors._store import GrantStore
+from connectors._vault import Vault, VaultError
+from systems import ToolError
+
+__all__ = ["Access", "ConnectorAccess"]
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one call may use: the secret (never logged) and the account settings."""
+
+    secret: str = field(repr=False)
+    connection: dict[str, str]
+
+
+class ConnectorAccess:
+    """Checks the tenant's grant for a tool and opens its sealed credential; the executor's only door to secrets of connectors."""
+
+    def __init__(self, store: GrantStore, vault: Vault) -> None:
+        self.store = store
+        self.vault = vault
+
+    async def for_call(self, tenant_id: str, connector: str, tool: str) -> Access:
+        """The credential for `tool` of `connector` for `tenant_id`.
+
+        Raises:
+            ToolError: `credential_missing` (no grant, disabled, no secret, or a secret the executor cannot open) or
+                `tool_not_enabled` (the tenant did not enable this tool); neither is retryable, nothing was sent.
+        """
+        grant = await self.store.get(tenant_id, connector)
+        if grant is None or not grant.enabled:
+            state = "is not connected" if grant is None else "was disabled"
+            raise ToolError("credential_missing", f"{connector} {state} for tenant {tenant_id} (see `tidegate connectors`)")
+        if tool not in grant.tools:
+            raise ToolError(
+                "tool_not_enabled",
+                f"tenant {tenant_id} has not enabled {tool} of {connector}: `tidegate connectors enable {connector} --tool {tool}`",
+            )
+        if grant.sealed is None:
+            raise ToolError("credential_missing", f"no credential set for {connector} of tenant {tenant_id}")
+        try:
+            secret = self.vault.open(grant.sealed, tenant_id, connector)
+        except VaultError as exc:
+            raise ToolError("credential_missing", f"the {connector} credential of tenant {tenant_id} cannot be opened: {exc}") from exc
+        return Access(secret, dict(grant.connection))

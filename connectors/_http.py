@@ -1,0 +1,85 @@
+"""How a connector that speaks REST with httpx reports one attempt: the answer, or a ToolError with retry semantics.
+
+The executor is the one layer that retries; these functions only say whether a retry could help
+(429, 503, other 5xx, transport errors) and whether the request may have taken effect.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from systems import ToolError
+
+__all__ = ["raise_for_answer", "retry_after_s", "send"]
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request; transport failures become ToolErrors (a refused connection was never sent, a read timeout may have been)."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ToolError("unreachable", f"{method} {_where(url)}: {type(exc).__name__}", retryable=True) from exc
+    except httpx.TimeoutException as exc:
+        raise ToolError("timeout", f"{method} {_where(url)} did not answer in time", retryable=True, maybe_applied=True) from exc
+    except httpx.HTTPError as exc:
+        raise ToolError("transport_error", f"{method} {_where(url)}: {type(exc).__name__}", retryable=True, maybe_applied=True) from exc
+
+
+def _where(url: str) -> str:
+    parsed = httpx.URL(url)
+    return f"{parsed.host}{parsed.path}"  # never the query string nor userinfo
+
+
+def raise_for_answer(response: httpx.Response, vendor: str) -> None:
+    """Raise the ToolError an error answer means; return for 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = _detail(response)
+    wait = retry_after_s(response.headers.get("Retry-After"))
+    if status == 429:
+        shown = response.headers.get("Retry-After") or "none"
+        raise ToolError("rate_limited", f"{vendor} answered 429 (Retry-After: {shown}): {detail}", retryable=True, retry_after_s=wait)
+    if status == 503:
+        raise ToolError("http_503", f"{vendor} is unavailable: {detail}", retryable=True, retry_after_s=wait)
+    if status >= 500:
+        raise ToolError(f"http_{status}", f"{vendor}: {detail}", retryable=True, maybe_applied=True)
+    if status == 401:
+        raise ToolError("credential_rejected", f"{vendor} refused the tenant's credential (HTTP 401)")
+    if status == 403:
+        raise ToolError("permission_denied", f"the tenant's {vendor} credential may not do this: {detail}")
+    if status == 404:
+        raise ToolError("not_found", f"{vendor}: {detail}")
+    raise ToolError(f"http_{status}", f"{vendor}: {detail}")
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a `Retry-After` header asks for (delay-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        doc = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if not isinstance(doc, dict):
+        return str(doc)[:300]
+    parts = [str(doc[k]) for k in ("error", "description", "message") if isinstance(doc.get(k), str)]
+    if isinstance(doc.get("error"), dict):  # {"error": {"title": ..., "message": ...}}
+        parts += [str(v) for v in doc["error"].values() if isinstance(v, str)]
+    if isinstance(doc.get("details"), dict):  # Zendesk's RecordInvalid
+        parts += [str(d.get("description")) for v in doc["details"].values() if isinstance(v, list) for d in v if isinstance(d, dict)]
+    return ("; ".join(parts) or str(doc))[:500]

@@ -1,0 +1,155 @@
+"""Sealing tenants' connector credentials so that only the executor can read them.
+
+Each secret is sealed with HPKE (RFC 9180: X25519, HKDF-SHA256, AES-256-GCM, from `cryptography`) to
+the executor's public key, bound to its tenant and connector. Whoever sets a credential needs only the
+public key; only the holder of the private key (the executor) can open it. The key pair is generated
+on first use under the git-ignored keys directory; after a rotation the old private keys stay, named
+by key id, until every stored secret has been sealed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+__all__ = ["KEY_NAME", "Sealed", "Vault", "VaultError"]
+
+KEY_NAME = "connector-credentials"
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+
+
+class VaultError(ValueError):
+    """A secret that cannot be opened: unknown key id, or sealed for another tenant or connector, or altered."""
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed secret and the id of the key pair it was sealed to."""
+
+    key_id: str
+    ciphertext: bytes
+
+
+def _key_id(public: X25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _info(tenant_id: str, connector: str) -> bytes:
+    # Binds the ciphertext to its row: a secret copied to another tenant's row does not open.
+    return f"tidegate/connector-credential/v1\x00{tenant_id}\x00{connector}".encode()
+
+
+def _write_private(path: Path, private: X25519PrivateKey) -> None:
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.replace(tmp, path)
+
+
+def _load_private(path: Path) -> X25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, X25519PrivateKey):
+        raise VaultError(f"{path} is not an X25519 private key")
+    return key
+
+
+class Vault:
+    """The executor's credential key pair(s) in `keys_dir`: the current one seals, any known one opens."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self.keys_dir = keys_dir
+
+    @property
+    def private_path(self) -> Path:
+        """The current private key (0600): only the executor's host should hold it."""
+        return self.keys_dir / f"{KEY_NAME}.key"
+
+    @property
+    def public_path(self) -> Path:
+        """The current public key: all that `tidegate connectors set-credential` needs."""
+        return self.keys_dir / f"{KEY_NAME}.pub"
+
+    def ensure(self) -> str:
+        """Create the key pair on first run (safe when the executor and the CLI race to do it); return the current key id."""
+        if self.public_path.exists() and not self.private_path.exists():
+            return self.current_key_id()  # an operator's machine: the public key only
+        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        if not self.private_path.exists():
+            tmp = self.keys_dir / f"{KEY_NAME}.{os.getpid()}.tmp"
+            _write_private(tmp, X25519PrivateKey.generate())
+            try:
+                os.link(tmp, self.private_path)  # atomic, and refuses to replace a key another process just made
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        public = _load_private(self.private_path).public_key()
+        pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if not self.public_path.exists() or self.public_path.read_bytes() != pem:
+            self.public_path.write_bytes(pem)  # always the private key's own
+        return _key_id(public)
+
+    def _install(self, private: X25519PrivateKey) -> None:
+        _write_private(self.private_path, private)
+        pub = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.public_path.write_bytes(pub)
+
+    def _public(self) -> X25519PublicKey:
+        if not self.public_path.exists():
+            raise VaultError(f"no {self.public_path}: start the executor once (or run `tidegate connectors init-key`) to create it")
+        key = serialization.load_pem_public_key(self.public_path.read_bytes())
+        if not isinstance(key, X25519PublicKey):
+            raise VaultError(f"{self.public_path} is not an X25519 public key")
+        return key
+
+    def current_key_id(self) -> str:
+        """Id of the key pair new secrets are sealed to."""
+        return _key_id(self._public())
+
+    def seal(self, secret: str, tenant_id: str, connector: str) -> Sealed:
+        """Seal `secret` for (tenant, connector) to the current public key."""
+        public = self._public()
+        return Sealed(_key_id(public), _SUITE.encrypt(secret.encode(), public, info=_info(tenant_id, connector)))
+
+    def _private_by_id(self) -> dict[str, X25519PrivateKey]:
+        keys: dict[str, X25519PrivateKey] = {}
+        for path in sorted(self.keys_dir.glob(f"{KEY_NAME}*.key")):
+            private = _load_private(path)
+            keys[_key_id(private.public_key())] = private
+        return keys
+
+    def open(self, sealed: Sealed, tenant_id: str, connector: str) -> str:
+        """The secret; raises VaultError when no known key opens it for this tenant and connector."""
+        private = self._private_by_id().get(sealed.key_id)
+        if private is None:
+            raise VaultError(f"sealed to key {sealed.key_id}, which the executor does not hold")
+        try:
+            return _SUITE.decrypt(sealed.ciphertext, private, info=_info(tenant_id, connector)).decode()
+        except Exception as exc:  # cryptography raises InvalidTag (or a ValueError for a malformed one)
+            raise VaultError(f"sealed secret for {tenant_id}/{connector} does not open with key {sealed.key_id}") from exc
+
+    def rotate(self) -> tuple[str, str]:
+        """Make a new current key pair; the old private key stays as `<name>.<old id>.key` to open what is not resealed yet.
+
+        Returns (old key id, new key id). Reseal every stored secret, then `retire` the old id.
+        """
+        old = _load_private(self.private_path)
+        old_id = _key_id(old.public_key())
+        _write_private(self.keys_dir / f"{KEY_NAME}.{old_id}.key", old)
+        new = X25519PrivateKey.generate()
+        self._install(new)
+        return old_id, _key_id(new.public_key())
+
+    def retire(self, key_id: str) -> None:
+        """Delete a former private key once no stored secret is sealed to it."""
+        path = self.keys_dir / f"{KEY_NAME}.{key_id}.key"
+        if path.exists():
+            path.unlink()

@@ -1,0 +1,126 @@
+"""BigQuery: read-only, parameterised queries on the tenant's allow-listed datasets, priced by the bytes billed.
+
+Through the official `google-cloud-bigquery` client (synchronous: each call runs in a worker thread; its
+own retries are off, the executor is the one layer that retries). Every query is first a dry run: BigQuery
+itself says which tables the query reads and what kind of statement it is, so the tool refuses anything
+but a SELECT, any table outside the datasets the tenant allowed (`connection.datasets`), and an estimate
+above the tenant's cap (`connection.max_bytes_billed`), before a byte is billed. The real run carries
+the cap as `maximumBytesBilled` (BigQuery enforces it too) and the action id as its job id, so a retry
+finds the first job instead of running the query twice. The call's cost is the bytes billed at the
+on-demand price (`connection.usd_per_tib`, 6.25 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import Credentials
+from google.auth.exceptions import RefreshError
+from google.cloud import bigquery
+from google.oauth2 import credentials as oauth2
+from google.oauth2 import service_account
+
+from systems import ToolContext, ToolError
+
+__all__ = ["COST_KEY", "run_query"]
+
+COST_KEY = "cost"
+TIB = 1024**4
+_MAX_ROWS = 1000
+_NO_RETRY: Any = None  # the client's own retries are off: the executor is the one layer that retries
+_TYPES = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING"}
+
+
+def _client(ctx: ToolContext) -> bigquery.Client:
+    if not ctx.credential:
+        raise ToolError("credential_missing", "no BigQuery credential for this call")
+    project = ctx.connection.get("project")
+    if not project:
+        raise ToolError("connection_incomplete", "the tenant's BigQuery grant names no project (`--set project=<id>`)")
+    creds: Credentials
+    if ctx.credential.lstrip().startswith("{"):  # a service-account key (JSON)
+        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            json.loads(ctx.credential), scopes=["https://www.googleapis.com/auth/bigquery.readonly"]
+        )
+    else:  # an OAuth access token
+        creds = oauth2.Credentials(ctx.credential)  # type: ignore[no-untyped-call]
+    endpoint = ctx.connection.get("base_url")
+    options = ClientOptions(api_endpoint=endpoint) if endpoint else None
+    return bigquery.Client(project=project, credentials=creds, client_options=options)
+
+
+def _parameters(params: dict[str, Any]) -> list[bigquery.ScalarQueryParameter]:
+    return [bigquery.ScalarQueryParameter(name, _TYPES[type(value)], value) for name, value in params.items()]
+
+
+def _failure(exc: gexc.GoogleAPICallError) -> ToolError:
+    reasons = {e.get("reason") for e in getattr(exc, "errors", []) or [] if isinstance(e, dict)}
+    message = str(exc.message)[:500]
+    if isinstance(exc, gexc.Unauthorized):
+        return ToolError("credential_rejected", "BigQuery refused the tenant's credential (HTTP 401)")
+    if reasons & {"rateLimitExceeded", "backendError"} or isinstance(exc, gexc.TooManyRequests | gexc.ServiceUnavailable):
+        return ToolError("rate_limited", f"BigQuery: {message}", retryable=True)
+    if "bytesBilledLimitExceeded" in reasons:
+        return ToolError("bytes_cap_exceeded", f"BigQuery: {message}")
+    if isinstance(exc, gexc.NotFound):
+        return ToolError("not_found", f"BigQuery: {message}")
+    if isinstance(exc, gexc.Forbidden):
+        return ToolError("permission_denied", f"BigQuery: {message}")
+    if isinstance(exc, gexc.ServerError):
+        return ToolError(f"http_{exc.code}", f"BigQuery: {message}", retryable=True, maybe_applied=True)  # a read: safe to repeat
+    return ToolError(f"http_{exc.code}", f"BigQuery: {message}")
+
+
+def _query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    client = _client(ctx)
+    try:
+        allowed = {d.strip() for d in ctx.connection.get("datasets", "").split(",") if d.strip()}
+        cap = int(ctx.connection.get("max_bytes_billed", str(10 * 1024**3)))
+        price = float(ctx.connection.get("usd_per_tib", "6.25"))
+        params = _parameters(args.get("params", {}))
+        dry = client.query(
+            args["sql"], job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params),
+            retry=_NO_RETRY, job_retry=_NO_RETRY,
+        )  # fmt: skip
+        if dry.statement_type != "SELECT":
+            raise ToolError("not_read_only", f"only SELECT statements run here, not {dry.statement_type}")
+        outside = sorted({f"{t.project}.{t.dataset_id}" for t in dry.referenced_tables if t.dataset_id not in allowed})
+        if outside:
+            raise ToolError("dataset_not_allowed", f"the query reads datasets the tenant has not allowed: {', '.join(outside)}")
+        estimate = int(dry.total_bytes_processed or 0)
+        if estimate > cap:
+            raise ToolError("bytes_cap_exceeded", f"the dry run estimates {estimate} bytes, above the tenant's cap of {cap}")
+        config = bigquery.QueryJobConfig(query_parameters=params, maximum_bytes_billed=cap, labels={"tidegate_tenant": ctx.tenant_id[:63]})
+        job_id = f"tidegate_{ctx.action_id}".replace("-", "_")
+        try:
+            job = client.query(args["sql"], job_config=config, job_id=job_id, retry=_NO_RETRY, job_retry=_NO_RETRY)
+        except gexc.Conflict:  # a retry of this action: the first job ran (or runs); read its results
+            found = client.get_job(job_id, retry=_NO_RETRY)
+            if not isinstance(found, bigquery.QueryJob):
+                raise ToolError("job_conflict", f"job {job_id} exists and is not a query") from None
+            job = found
+        rows = job.result(max_results=min(int(args.get("max_rows", 100)), _MAX_ROWS), retry=_NO_RETRY)
+        billed = int(job.total_bytes_billed or 0)
+        return {
+            "rows": [dict(row.items()) for row in rows],
+            "total_rows": rows.total_rows,
+            "bytes_estimated": estimate,
+            "bytes_billed": billed,
+            "job_id": job_id,
+            COST_KEY: {"usd": round(billed / TIB * price, 6)},
+        }
+    except gexc.GoogleAPICallError as exc:
+        raise _failure(exc) from exc
+    except RefreshError as exc:  # a 401 makes google-auth try to refresh a token it cannot refresh
+        raise ToolError("credential_rejected", "BigQuery refused the tenant's credential (HTTP 401)") from exc
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+async def run_query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Dry run, checks, then the query; `cost.usd` is what BigQuery billed for it."""
+    return await asyncio.to_thread(_query, ctx, args)

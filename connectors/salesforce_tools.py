@@ -1,0 +1,141 @@
+"""Salesforce: read an account, contact or opportunity; add a task; move an opportunity's stage; through `simple-salesforce`.
+
+`simple-salesforce` is synchronous (requests): each call runs in a worker thread. It does not retry, so
+the executor stays the one layer that does. The credential is an OAuth access token (session id) for
+`connection.instance_url` (`https://<domain>.my.salesforce.com`); `connection.ca_bundle` names a CA file
+for an instance behind a private CA (the stand-in's self-signed certificate in tests).
+Moving a stage is gated like a financial action on the opportunity's amount: the proposal states
+`amount_usd` for the policy's threshold, and the tool refuses when Salesforce records a larger amount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import requests
+from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceError,
+    SalesforceExpiredSession,
+    SalesforceMalformedRequest,
+    SalesforceRefusedRequest,
+    SalesforceResourceNotFound,
+)
+
+from systems import ToolContext, ToolError
+
+__all__ = ["add_task", "get_record", "update_opportunity_stage"]
+
+FIELDS = {
+    "Account": ["Id", "Name", "Industry", "Type", "Website", "Description", "OwnerId"],
+    "Contact": ["Id", "FirstName", "LastName", "Email", "Phone", "Title", "AccountId", "Description"],
+    "Opportunity": ["Id", "Name", "StageName", "Amount", "CurrencyIsoCode", "CloseDate", "AccountId", "Description"],
+}
+UNTRUSTED = ["Name", "Description", "Title", "Website"]
+
+
+@contextmanager
+def _sf(ctx: ToolContext) -> Iterator[Salesforce]:
+    if not ctx.credential:
+        raise ToolError("credential_missing", "no Salesforce access token for this call")
+    instance = ctx.connection.get("instance_url")
+    if not instance:
+        raise ToolError("connection_incomplete", "the tenant's Salesforce grant has no instance_url (`--set instance_url=https://…`)")
+    session = requests.Session()
+    if ctx.connection.get("ca_bundle"):
+        session.verify = ctx.connection["ca_bundle"]
+        session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would win over this CA
+    version = ctx.connection.get("api_version", "59.0")
+    try:
+        yield Salesforce(instance_url=instance, session_id=ctx.credential, session=session, version=version)
+    finally:
+        session.close()
+
+
+def _detail(exc: SalesforceError) -> str:
+    content = exc.content
+    if isinstance(content, list):
+        return "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in content if isinstance(e, dict))[:500]
+    return str(content)[:500]
+
+
+def _codes(exc: SalesforceError) -> set[str]:
+    return {str(e.get("errorCode")) for e in exc.content if isinstance(e, dict)} if isinstance(exc.content, list) else set()
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except SalesforceExpiredSession as exc:
+        raise ToolError("credential_rejected", "Salesforce refused the tenant's session (HTTP 401)") from exc
+    except SalesforceRefusedRequest as exc:
+        if "REQUEST_LIMIT_EXCEEDED" in _codes(exc):
+            raise ToolError("rate_limited", f"Salesforce: {_detail(exc)}", retryable=True) from exc
+        raise ToolError("permission_denied", f"Salesforce: {_detail(exc)}") from exc
+    except SalesforceResourceNotFound as exc:
+        raise ToolError("not_found", f"Salesforce: {_detail(exc)}") from exc
+    except SalesforceMalformedRequest as exc:
+        code = next(iter(sorted(_codes(exc))), "malformed_request").lower()
+        raise ToolError(f"salesforce_{code}", f"Salesforce: {_detail(exc)}") from exc
+    except SalesforceError as exc:
+        retry_safe = exc.status == 503
+        raise ToolError(
+            f"http_{exc.status}", f"Salesforce: {_detail(exc)}", retryable=exc.status >= 500, maybe_applied=not retry_safe
+        ) from exc
+    except requests.ConnectTimeout as exc:
+        raise ToolError("unreachable", f"Salesforce: {type(exc).__name__}", retryable=True) from exc
+    except requests.RequestException as exc:  # sent or not, we cannot tell
+        raise ToolError("transport_error", f"Salesforce: {type(exc).__name__}", retryable=True, maybe_applied=True) from exc
+
+
+def _get_record(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    obj = args["object"]
+    with _sf(ctx) as sf:
+        record = _call(getattr(sf, obj).get, args["record_id"])
+    fields = {k: record.get(k) for k in FIELDS[obj] if k in record}
+    return {"object": obj, "record": fields, "untrusted": [f"record.{k}" for k in UNTRUSTED if k in fields]}
+
+
+def _add_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    task = {"WhatId": args["what_id"], "Subject": args["subject"], "Status": "Not Started", "Priority": "Normal"}
+    if args.get("description"):
+        task["Description"] = args["description"]
+    with _sf(ctx) as sf:
+        made = _call(sf.Task.create, task)
+    return {"task_id": made["id"], "what_id": args["what_id"]}
+
+
+def _update_stage(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    with _sf(ctx) as sf:
+        opp = _call(sf.Opportunity.get, args["opportunity_id"])
+        recorded = float(opp.get("Amount") or 0)
+        if recorded > float(args["amount_usd"]) + 0.005:
+            raise ToolError(
+                "amount_mismatch",
+                f"Salesforce records {recorded:.2f} on {args['opportunity_id']}, more than the {args['amount_usd']:.2f} proposed",
+            )
+        _call(sf.Opportunity.update, args["opportunity_id"], {"StageName": args["stage"]})
+    return {
+        "opportunity_id": args["opportunity_id"],
+        "previous_stage": opp.get("StageName"),
+        "stage": args["stage"],
+        "amount_usd": recorded,
+    }
+
+
+async def get_record(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """An account, contact or opportunity; names and descriptions are untrusted."""
+    return await asyncio.to_thread(_get_record, ctx, args)
+
+
+async def add_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """A task (a note to follow up) on an account or opportunity."""
+    return await asyncio.to_thread(_add_task, ctx, args)
+
+
+async def update_opportunity_stage(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Move an opportunity to a stage, refused when its recorded amount exceeds the amount the policy saw."""
+    return await asyncio.to_thread(_update_stage, ctx, args)

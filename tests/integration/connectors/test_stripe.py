@@ -1,0 +1,130 @@
+"""Stripe connector against Stripe's own stripe-mock: lookups, refunds and credit notes, error shapes, no double refund."""
+
+from __future__ import annotations
+
+import pytest
+from connector_harness import CANARY, Executed, call_context
+
+import schemas as s
+from connectors import stripe_tools
+from servicekit import Reject
+from standins import RecordingProxy
+from systems import ToolError
+
+# stripe-mock answers every charge as 100 cents USD with nothing refunded, every invoice as 1000 cents.
+
+
+async def test_looks_up_a_charge_and_a_payment_intent_as_stripe_records_them(stripe_proxy: RecordingProxy) -> None:
+    charge = await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+    assert (charge["charge_id"], charge["amount_usd"], charge["amount_refunded_usd"], charge["currency"]) == ("ch_123", 1.0, 0.0, "usd")
+    intent = await stripe_tools.get_payment_intent(call_context(base_url=stripe_proxy.url), {"payment_intent_id": "pi_123"})
+    assert (intent["payment_intent_id"], intent["amount_usd"], intent["currency"]) == ("pi_123", 10.99, "usd")
+    [first, _] = stripe_proxy.requests
+    assert first.headers["authorization"] == f"Bearer {CANARY}"
+
+
+async def test_refund_sends_the_action_id_as_idempotency_key_in_cents(stripe_proxy: RecordingProxy) -> None:
+    ctx = call_context(base_url=stripe_proxy.url, action_id="act-refund-1")
+    refund = await stripe_tools.issue_refund(ctx, {"charge_id": "ch_123", "amount_usd": 0.5, "reason": "requested_by_customer"})
+    assert refund["refund_id"].startswith("re_")
+    assert refund["charge_amount_usd"] == 1.0
+    [post] = stripe_proxy.sent("POST", "/v1/refunds")
+    assert post.headers["idempotency-key"] == "act-refund-1"
+    assert b"amount=50" in post.body
+    assert b"charge=ch_123" in post.body
+
+
+async def test_refund_above_what_was_charged_is_refused_before_anything_is_sent(stripe_proxy: RecordingProxy) -> None:
+    with pytest.raises(ToolError) as refused:
+        await stripe_tools.issue_refund(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123", "amount_usd": 1.01})
+    assert refused.value.type == "amount_exceeds_charge"
+    assert not refused.value.retryable
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
+
+
+async def test_refund_goes_only_to_the_customer_who_paid_as_stripe_records_it(stripe_proxy: RecordingProxy) -> None:
+    stripe_proxy.fixtures["/v1/charges/ch_O5001"] = {"id": "ch_O5001", "amount": 4250, "customer": "cus_1001"}
+    ctx = call_context(base_url=stripe_proxy.url, action_id="act-refund-2")
+    with pytest.raises(ToolError) as other:
+        await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "acct_attacker"})
+    assert other.value.type == "payee_mismatch"
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
+    refund = await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "cus_1001"})
+    assert refund["charge_amount_usd"] == 42.5
+
+
+async def test_credit_note_on_an_invoice_never_above_its_total(stripe_proxy: RecordingProxy) -> None:
+    ctx = call_context(base_url=stripe_proxy.url, action_id="act-credit-1")
+    note = await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 2.5, "memo": "late delivery"})
+    assert note["credit_note_id"].startswith("cn_")
+    [post] = stripe_proxy.sent("POST", "/v1/credit_notes")
+    assert post.headers["idempotency-key"] == "act-credit-1"
+    assert b"amount=250" in post.body
+    with pytest.raises(ToolError) as refused:
+        await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 10.01})
+    assert refused.value.type == "amount_exceeds_charge"
+
+
+async def test_stripe_error_shapes_map_to_retry_semantics_without_echoing_the_key(stripe_proxy: RecordingProxy) -> None:
+    # stripe-mock's own answer to a key that is not a test key: 401 with Stripe's error body.
+    with pytest.raises(ToolError) as rejected:
+        await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url, credential="not-a-key-CANARY"), {"charge_id": "ch_1"})
+    assert rejected.value.type == "credential_rejected"
+    assert "CANARY" not in rejected.value.message
+    cases = [
+        (429, {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"}}, "rate_limited", True),
+        (500, {"error": {"type": "api_error", "message": "Something went wrong"}}, "http_500", True),
+        (404, {"error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such"}}, "stripe_not_found", False),
+        (402, {"error": {"type": "card_error", "code": "expired_card", "message": "Your card has expired."}}, "stripe_expired_card", False),
+    ]  # fmt: skip
+    for status, body, kind, retryable in cases:
+        stripe_proxy.inject(status, body, method="GET")
+        with pytest.raises(ToolError) as failed:
+            await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+        assert (failed.value.type, failed.value.retryable) == (kind, retryable), body
+
+
+async def test_a_retried_and_replayed_refund_reaches_stripe_with_one_idempotency_key_and_runs_once(
+    stripe_proxy: RecordingProxy, executed: Executed
+) -> None:
+    await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_proxy.url)
+    stripe_proxy.inject(500, {"error": {"type": "api_error", "message": "Something went wrong"}})  # the first POST fails (applied or not)
+    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4})
+
+    result = await executed.run(event)
+    assert isinstance(result, s.ActionSucceeded)
+    assert result.data.attempts == 2
+    posts = stripe_proxy.sent("POST", "/v1/refunds")
+    assert [p.headers["idempotency-key"] for p in posts] == [event.data.action_id] * 2  # Stripe answers the 2nd with the 1st refund
+
+    # A redelivery, and a copy of the authorization with a new event id, are answered from the claim: Stripe sees nothing new.
+    assert (await executed.run(event)).data.result == result.data.result
+    with pytest.raises(Reject):
+        await executed.executor.handle(event.model_copy(update={"id": "another-event-id"}))
+    assert len(stripe_proxy.sent("POST", "/v1/refunds")) == 2
+
+
+async def test_missing_or_revoked_credential_and_a_tool_not_enabled_fail_clearly_unsent(
+    stripe_proxy: RecordingProxy, executed: Executed
+) -> None:
+    args = {"charge_id": "ch_123", "amount_usd": 0.4}
+    missing = await executed.run(executed.authorize("globex", "stripe_refund", args))
+    assert isinstance(missing, s.ActionFailed)
+    assert missing.data.error is not None
+    assert missing.data.error.type == "credential_missing"
+
+    await executed.connect("acme", "stripe", tools=[], base_url=stripe_proxy.url)  # read-only by default
+    scoped = await executed.run(executed.authorize("acme", "stripe_refund", args))
+    assert scoped.data.error is not None
+    assert scoped.data.error.type == "tool_not_enabled"
+    assert isinstance(await executed.run(executed.authorize("acme", "stripe_get_charge", {"charge_id": "ch_123"})), s.ActionSucceeded)
+
+    from connectors import disable
+
+    await disable(executed.grants, "acme", "stripe")
+    revoked = await executed.run(executed.authorize("acme", "stripe_get_charge", {"charge_id": "ch_123"}))
+    assert revoked.data.error is not None
+    assert revoked.data.error.type == "credential_missing"
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
+    assert len(stripe_proxy.requests) == 1  # only the enabled read reached Stripe
+    assert all(CANARY not in r.model_dump_json() for r in executed.results)

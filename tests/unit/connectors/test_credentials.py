@@ -1,0 +1,177 @@
+"""Tenants' connector credentials: sealed so only the executor opens them, scoped to enabled tools, rotated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import connectors as c
+import schemas as s
+from systems import ToolError
+
+SECRET = "sk_test_CANARY_4f1d2b"
+
+
+def spec(name: str, risk: str, connector: str = "stripe") -> s.ToolSpec:
+    return s.ToolSpec.model_validate(
+        {
+            "name": name,
+            "description": "d",
+            "args_schema": {"type": "object"},
+            "risk": risk,
+            "kind": "python",
+            "entrypoint": "m:f",
+            "connector": connector,
+        }
+    )
+
+
+CATALOG = {t.name: t for t in [spec("stripe_get_charge", "read"), spec("stripe_refund", "financial"), spec("other", "read", "zendesk")]}
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> c.Vault:
+    v = c.Vault(tmp_path / "keys")
+    v.ensure()
+    return v
+
+
+async def test_secret_is_sealed_for_its_tenant_and_connector_only(vault: c.Vault) -> None:
+    sealed = vault.seal(SECRET, "acme", "stripe")
+    assert SECRET.encode() not in sealed.ciphertext
+    assert vault.open(sealed, "acme", "stripe") == SECRET
+    for tenant, connector in [("globex", "stripe"), ("acme", "zendesk")]:  # a row copied elsewhere does not open
+        with pytest.raises(c.VaultError):
+            vault.open(sealed, tenant, connector)
+
+
+async def test_sealing_needs_only_the_public_key(vault: c.Vault, tmp_path: Path) -> None:
+    operator = tmp_path / "operator"
+    operator.mkdir()
+    (operator / f"{c.KEY_NAME}.pub").write_bytes(vault.public_path.read_bytes())
+    sealed = c.Vault(operator).seal(SECRET, "acme", "stripe")
+    with pytest.raises(c.VaultError):
+        c.Vault(operator).open(sealed, "acme", "stripe")  # the operator's machine cannot read it back
+    assert vault.open(sealed, "acme", "stripe") == SECRET
+    assert oct(vault.private_path.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_enable_defaults_to_read_only_tools_and_refuses_unknown_ones() -> None:
+    store = c.InMemoryGrantStore()
+    grant = await c.enable(store, CATALOG, "acme", "stripe")
+    assert grant.tools == {"stripe_get_charge"}
+    grant = await c.enable(store, CATALOG, "acme", "stripe", tools=["stripe_refund"], connection={"base_url": "http://x"})
+    assert grant.tools == {"stripe_get_charge", "stripe_refund"}
+    assert grant.connection == {"base_url": "http://x"}
+    with pytest.raises(c.ConnectorError):
+        await c.enable(store, CATALOG, "acme", "stripe", tools=["other"])
+    with pytest.raises(c.ConnectorError):
+        await c.enable(store, CATALOG, "acme", "salesforce")
+
+
+async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault) -> None:
+    store = c.InMemoryGrantStore()
+    access = c.ConnectorAccess(store, vault)
+    with pytest.raises(ToolError) as missing:
+        await access.for_call("acme", "stripe", "stripe_get_charge")
+    assert missing.value.type == "credential_missing"
+    assert not missing.value.retryable
+
+    await c.enable(store, CATALOG, "acme", "stripe", connection={"base_url": "http://x"})
+    with pytest.raises(ToolError) as unset:
+        await access.for_call("acme", "stripe", "stripe_get_charge")
+    assert unset.value.type == "credential_missing"
+
+    await c.set_credential(store, vault, "acme", "stripe", SECRET + "\n")
+    granted = await access.for_call("acme", "stripe", "stripe_get_charge")
+    assert (granted.secret, granted.connection) == (SECRET, {"base_url": "http://x"})
+    assert SECRET not in repr(granted)
+    assert SECRET not in repr(await store.get("acme", "stripe"))
+
+    with pytest.raises(ToolError) as scope:
+        await access.for_call("acme", "stripe", "stripe_refund")  # a write the tenant did not enable
+    assert scope.value.type == "tool_not_enabled"
+    with pytest.raises(ToolError) as other_tenant:
+        await access.for_call("globex", "stripe", "stripe_get_charge")
+    assert other_tenant.value.type == "credential_missing"
+
+    await c.disable(store, "acme", "stripe")
+    with pytest.raises(ToolError) as revoked:
+        await access.for_call("acme", "stripe", "stripe_get_charge")
+    assert revoked.value.type == "credential_missing"
+    assert "disabled" in revoked.value.message
+
+
+async def test_a_secret_swapped_into_another_tenants_row_does_not_open(vault: c.Vault) -> None:
+    store = c.InMemoryGrantStore()
+    for tenant in ("acme", "globex"):
+        await c.enable(store, CATALOG, tenant, "stripe")
+    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+    stolen = await store.get("acme", "stripe")
+    globex = await store.get("globex", "stripe")
+    assert stolen is not None
+    assert globex is not None
+    await store.put(replace(globex, sealed=stolen.sealed))
+    with pytest.raises(ToolError) as refused:
+        await c.ConnectorAccess(store, vault).for_call("globex", "stripe", "stripe_get_charge")
+    assert refused.value.type == "credential_missing"
+    assert SECRET not in refused.value.message
+
+
+async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Vault) -> None:
+    store = c.InMemoryGrantStore()
+    await c.enable(store, CATALOG, "acme", "stripe")
+    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+    before = await store.get("acme", "stripe")
+    assert before is not None
+    assert before.sealed is not None
+    old, new = vault.rotate()
+    assert old == before.sealed.key_id != new
+    assert await c.reseal_all(store, vault) == (1, 0)
+    vault.retire(old)
+    after = await store.get("acme", "stripe")
+    assert after is not None
+    assert after.sealed is not None
+    assert after.sealed.key_id == new
+    assert await c.ConnectorAccess(store, vault).for_call("acme", "stripe", "stripe_get_charge") == c.Access(SECRET, {})
+    with pytest.raises(c.VaultError):
+        vault.open(before.sealed, "acme", "stripe")  # the old ciphertext is dead once its key is gone
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from datetime import UTC, datetime
+
+    from connectors._http import retry_after_s
+
+    now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s("Mon, 30 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_s(None) is None
+    assert retry_after_s("soon") is None
+
+
+async def test_the_public_key_always_matches_the_private_one_after_a_race(tmp_path: Path) -> None:
+    first, second = c.Vault(tmp_path / "keys"), c.Vault(tmp_path / "keys")
+    key_id = first.ensure()
+    stray = c.Vault(tmp_path / "elsewhere")
+    stray.ensure()
+    first.public_path.write_bytes(stray.public_path.read_bytes())  # the loser of a race wrote its own public key
+    assert second.ensure() == key_id
+    sealed = second.seal(SECRET, "acme", "stripe")
+    assert first.open(sealed, "acme", "stripe") == SECRET
+
+
+async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: c.Vault, tmp_path: Path) -> None:
+    other = c.Vault(tmp_path / "other")
+    other.ensure()
+    store = c.InMemoryGrantStore()
+    await c.set_credential(store, other, "globex", "stripe", SECRET)
+    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+    vault.rotate()
+    assert await c.reseal_all(store, vault) == (1, 1)
+    globex = await store.get("globex", "stripe")
+    assert globex is not None
+    assert globex.sealed is not None
+    assert other.open(globex.sealed, "globex", "stripe") == SECRET

@@ -1,0 +1,172 @@
+"""`tidegate connectors list|enable|disable|set-credential|init-key|rotate-key`: tenants' accounts at systems of record.
+
+Writes the grants where the executor reads them (`executor.connector_grants`); a credential is read
+from stdin or a file (never from the command line, so never in a shell history) and sealed to the
+executor's public key before it leaves this process.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+import connectors as c
+from servicekit import KitSettings, ToolCatalog, apply_migrations, create_pool
+from services.executor.settings import ExecutorSettings
+from tidegate.commands._common import console, fail, run, settings
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Connectors: which tenant may use which system of record, with which sealed credential.", no_args_is_help=True)
+
+TENANT = typer.Option(..., "--tenant", help="Tenant whose account this is.")
+MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "executor" / "migrations"
+
+
+def _vault(kit: KitSettings) -> c.Vault:
+    return c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
+
+
+@asynccontextmanager
+async def _store(kit: KitSettings) -> AsyncIterator[c.PgGrantStore]:
+    pool = await create_pool(kit.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "executor", MIGRATIONS)  # the table may not exist before the executor's first start
+        yield c.PgGrantStore(pool)
+    finally:
+        await pool.close()
+
+
+def _pairs(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+@app.command("list")
+def list_(tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's grants.")) -> None:
+    """Connectors of the catalog with their tools, and each tenant's grant (never the secret)."""
+    kit = settings()
+    by_connector = c.connector_tools(ToolCatalog.load(kit.tools_dir))
+    tools = Table("connector", "tool", "risk", title="connector tools")
+    for name, specs in by_connector.items():
+        for spec in specs:
+            tools.add_row(name, spec.name, str(spec.risk))
+    console.print(tools)
+
+    async def grants() -> list[c.Grant]:
+        async with _store(kit) as store:
+            return [g for g in await store.all() if tenant is None or g.tenant_id == tenant]
+
+    table = Table("tenant", "connector", "enabled", "tools", "credential", "account", title="grants")
+    for g in run(grants()):
+        credential = f"sealed (key {g.sealed.key_id})" if g.sealed else "[red]missing[/]"
+        account = ", ".join(f"{k}={v}" for k, v in sorted(g.connection.items()))
+        table.add_row(g.tenant_id, g.connector, "yes" if g.enabled else "no", ", ".join(sorted(g.tools)), credential, account)
+    console.print(table)
+
+
+@app.command()
+def enable(
+    connector: str = typer.Argument(..., help="Connector, e.g. stripe."),
+    tenant: str = TENANT,
+    tool: list[str] = typer.Option([], "--tool", help="A tool beyond the read-only ones (repeat)."),
+    all_tools: bool = typer.Option(False, "--all-tools", help="Every tool of the connector, writes included."),
+    set_: list[str] = typer.Option([], "--set", help="Account setting KEY=VALUE, e.g. base_url=https://api.stripe.com (repeat)."),
+) -> None:
+    """Enable a connector's read-only tools for a tenant, plus any write tool named with --tool."""
+    kit = settings()
+    catalog = ToolCatalog.load(kit.tools_dir)
+
+    async def go() -> c.Grant:
+        async with _store(kit) as store:
+            return await c.enable(store, catalog, tenant, connector, tools=tool, all_tools=all_tools, connection=_pairs(set_))
+
+    try:
+        grant = run(go())
+    except c.ConnectorError as exc:
+        fail(str(exc))
+    note = "" if grant.sealed else f"; no credential yet: `tidegate connectors set-credential {connector} --tenant {tenant}`"
+    console.print(f"{connector} enabled for {tenant}: {', '.join(sorted(grant.tools))}{note}")
+
+
+@app.command()
+def disable(
+    connector: str = typer.Argument(...),
+    tenant: str = TENANT,
+    tool: list[str] = typer.Option([], "--tool", help="Disable only this tool (repeat); by default the whole connector."),
+    forget: bool = typer.Option(False, "--forget-credential", help="Also delete the sealed credential."),
+) -> None:
+    """Disable a connector (or some of its tools) for a tenant; calls then fail `credential_missing` / `tool_not_enabled`."""
+    kit = settings()
+
+    async def go() -> c.Grant | None:
+        async with _store(kit) as store:
+            return await c.disable(store, tenant, connector, tools=tool, forget=forget)
+
+    if run(go()) is None:
+        fail(f"{connector} is not connected for {tenant}")
+    console.print(f"{connector} {'tools ' + ', '.join(tool) if tool else ''} disabled for {tenant}".replace("  ", " "))
+
+
+@app.command("set-credential")
+def set_credential(
+    connector: str = typer.Argument(...),
+    tenant: str = TENANT,
+    from_file: Path | None = typer.Option(None, "--from-file", help="Read the secret from this file instead of stdin."),
+) -> None:
+    """Seal a tenant's API key or token for a connector, read from stdin (prompted, not echoed) or a file."""
+    kit = settings()
+    if from_file is not None:
+        secret = from_file.read_text()
+    elif sys.stdin.isatty():
+        secret = typer.prompt(f"{connector} credential for {tenant}", hide_input=True)
+    else:
+        secret = sys.stdin.read()
+    vault = _vault(kit)
+    vault.ensure()
+
+    async def go() -> c.Grant:
+        async with _store(kit) as store:
+            return await c.set_credential(store, vault, tenant, connector, secret)
+
+    try:
+        grant = run(go())
+    except c.ConnectorError as exc:
+        fail(str(exc))
+    assert grant.sealed is not None
+    console.print(f"credential of {connector} for {tenant} sealed to key {grant.sealed.key_id}")
+
+
+@app.command("init-key")
+def init_key() -> None:
+    """Create the executor's credential key pair if there is none (the executor also does on its first start)."""
+    vault = _vault(settings())
+    console.print(f"key {vault.ensure()} in {vault.keys_dir}")
+
+
+@app.command("rotate-key")
+def rotate_key() -> None:
+    """New key pair; every stored credential is sealed again to it, then the old private key is deleted. Run on the executor's host."""
+    kit = settings()
+    vault = _vault(kit)
+    vault.ensure()
+    old, new = vault.rotate()
+
+    async def go() -> tuple[int, int]:
+        async with _store(kit) as store:
+            return await c.reseal_all(store, vault)
+
+    moved, foreign = run(go())
+    vault.retire(old)
+    note = f"; {foreign} sealed to keys this host does not hold were left as they are" if foreign else ""
+    console.print(f"rotated {old} -> {new}; {moved} credentials sealed again{note}")
