@@ -25,13 +25,17 @@ from aiokafka.errors import KafkaError
 import schemas as s
 from servicekit import Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics
 from servicekit.runner import tune_gc
-from services.audit.app import MIGRATIONS, build
-from services.audit.handlers import Checkpointer
-from services.audit.reading import explain_task, render_markdown
-from services.audit.records import observe
-from services.audit.repository import PostgresAuditLog
-from services.audit.settings import AuditSettings
-from services.audit.verify import verify_log
+from services.audit import (
+    MIGRATIONS,
+    AuditSettings,
+    Checkpointer,
+    PostgresAuditLog,
+    build,
+    explain_task,
+    observe,
+    render_markdown,
+    verify_log,
+)
 
 
 def proposal(i: int, task: str) -> s.ActionProposed:

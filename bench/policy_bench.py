@@ -41,11 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
 from servicekit.runner import tune_gc
-from services.policy.engine import Controls, decide
-from services.policy.facts import Call, History
-from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
-from services.policy.service import Outgoing, PolicyService
+from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
