@@ -90,7 +90,10 @@ def _ratio(numerator: float | None, denominator: float | None, *, percent: bool)
 
 def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     """The table of issue #12 §4: each figure, its bare limit in the same run, the ratio, the target, the command."""
-    get = lambda bench, key: _num(figures, bench, key)  # noqa: E731
+
+    def get(bench: str, key: str) -> float | None:
+        return _num(figures, bench, key)
+
     hop_p50, hop_burst = get("bare_hop", "hop_p50_ms"), get("bare_hop", "hop_burst_per_s")
     floor = 3 * hop_p50 if hop_p50 is not None else None
     e2e, policy, audit = command("bench.e2e_bench", full), command("bench.policy_bench", full), command("bench.audit_bench", full)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.profile import summarise
 from bench.report import render, rows
 
-MACHINE = {"cores": 2, "memory_gib": 23.5, "cpu_model": "Test CPU", "load_average": [3.5, 2.0, 1.0], "python": "3.11.9", "started": "x"}
-FIGURES = {
+MACHINE: dict[str, Any] = {
+    "cores": 2,
+    "memory_gib": 23.5,
+    "cpu_model": "Test CPU",
+    "load_average": [3.5, 2.0, 1.0],
+    "python": "3.11.9",
+    "started": "x",
+}
+FIGURES: dict[str, dict[str, Any]] = {
     "bare_hop": {"hop_p50_ms": 3.0, "hop_p99_ms": 9.0, "hop_burst_per_s": 8000.0},
     "bare_copy": {"copy_events_per_s": 25000.0, "copy_us_per_event": 20.0},
     "policy": {"seq_p50_ms": 18.0, "burst_per_s": 800.0},
