@@ -251,6 +251,9 @@ def render(
             "|---|---|",
             *(f"| {share} % | `{frame}` |" for frame, share in hot["total"]),
             "",
+            "Frames in asyncio's socket transport and selector are system calls: writes to Kafka and PostgreSQL "
+            "(`_SelectorSocketTransport.write`) and the event loop waiting for the next record (`EpollSelector.select`).",
+            "",
             "Nothing was removed because of it yet: this report is the instrument; the cuts belong to issue #12 §1–§3.",
             "",
         ]
