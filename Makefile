@@ -82,5 +82,5 @@ contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from sche
 	$(BIN)/python -m schemas.export docs/contract
 
 .PHONY: bench
-bench: infra-up ## Run the benchmarks (they print figures; they never fail on time)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit $$?; done
+bench: infra-up ## Run every benchmark (short; FULL=1 for the long ones) and write docs/benchmarks.md (figures beside bare limits)
+	$(BIN)/python -m bench.report $(if $(FULL),--full,)

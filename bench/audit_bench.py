@@ -3,7 +3,8 @@
 Prints figures only. Runs against the local infrastructure (`tidegate infra up`) in a database and
 topic prefix of its own, dropped at the end. About a minute.
 
-    .venv/bin/python bench/audit_bench.py [--events 60000]
+    .venv/bin/python -m bench.audit_bench            # short: 15,000 events
+    .venv/bin/python -m bench.audit_bench --full     # 60,000 events
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 import schemas as s
-from servicekit import ADMIN, Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics, kafka_options
+from bench.clients import emit_figures, kafka_options
+from servicekit import Keyring, KitSettings, SigningKey, apply_migrations, catalog_topic_names, ensure_topics
 from servicekit.runner import tune_gc
-from services.audit.app import MIGRATIONS, build
-from services.audit.handlers import Checkpointer
-from services.audit.reading import explain_task, render_markdown
-from services.audit.records import observe
-from services.audit.repository import PostgresAuditLog
-from services.audit.settings import AuditSettings
-from services.audit.verify import verify_log
+from services.audit import (
+    MIGRATIONS,
+    AuditSettings,
+    Checkpointer,
+    PostgresAuditLog,
+    build,
+    explain_task,
+    observe,
+    render_markdown,
+    verify_log,
+)
 
 
 def proposal(i: int, task: str) -> s.ActionProposed:
@@ -116,13 +122,11 @@ def bench_events(n: int, task: str) -> list[tuple[str, bytes, bytes | None, list
     return out
 
 
-async def produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), acks="all", linger_ms=20, max_batch_size=512 * 1024
-    )
+async def produce(kit: KitSettings, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
+    producer = AIOKafkaProducer(acks="all", linger_ms=20, max_batch_size=512 * 1024, **kafka_options(KitSettings()))
     await producer.start()
     try:
-        futures = [await producer.send(prefix + topic, value, key=key, headers=headers) for topic, value, key, headers in records]
+        futures = [await producer.send(kit.topic_prefix + topic, value, key=key, headers=headers) for topic, value, key, headers in records]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -130,8 +134,8 @@ async def produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, b
 
 async def append_directly(
     log: PostgresAuditLog, prefix: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]
-) -> float:
-    """The write path without Kafka: observe + chain + COPY, batches of 5000, one transaction each; returns seconds."""
+) -> tuple[float, float]:
+    """The write path without Kafka: observe + chain + COPY, batches of 5000, one transaction each: (seconds, µs of CPU per event)."""
     started, cpu_started = time.perf_counter(), time.process_time()
     offsets: dict[tuple[str, int], int] = {}
     batch = []
@@ -149,14 +153,14 @@ async def append_directly(
     await log.append(batch)
     cpu = time.process_time() - cpu_started
     print(f"  (append path: {cpu / len(records) * 1e6:.0f} µs of Python CPU per event = {len(records) / cpu:,.0f} events/s per core)")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu / len(records) * 1e6
 
 
-async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
+async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> dict[str, float]:
     """Produce the records under the kit's prefix, then time the audit service consuming them."""
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
     t0 = time.perf_counter()
-    await produce(kit.kafka_bootstrap, kit.topic_prefix, records)
+    await produce(kit, records)
     print(f"  (produced {len(records)} events in {time.perf_counter() - t0:.1f} s beforehand: setup, not an audit figure)")
     svc = build(kit, AuditSettings(checkpoint_interval_s=2.0))
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -180,9 +184,11 @@ async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, by
         f"  the audit process used {cpu / len(records) * 1e6:.0f} µs of CPU per event (= {len(records) / cpu:,.0f} events/s per core, "
         f"PostgreSQL's and Kafka's own CPU not counted); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    return {"ingest_events_per_s": steady, "ingest_us_per_event": cpu / len(records) * 1e6}
 
 
 async def main(events: int) -> None:
+    figures: dict[str, object] = {"events": events}
     logging.getLogger("faststream").setLevel(logging.WARNING)
     kit0 = KitSettings()
     base = kit0.database_url.rsplit("/", 1)[0]
@@ -203,10 +209,11 @@ async def main(events: int) -> None:
     log = await PostgresAuditLog.connect(kit.database_url)
     try:
         await apply_migrations(log.pool, "audit", MIGRATIONS)
-        seconds = await append_directly(log, direct_prefix, records)
+        seconds, append_us = await append_directly(log, direct_prefix, records)
+        figures |= {"append_events_per_s": events / seconds, "append_us_per_event": append_us, "synchronous_commit": sync}
         print(f"append path alone (observe + validate + hash + COPY, 5000 per transaction): {events / seconds:,.0f} events/s")
         try:
-            await ingest_from_kafka(kit, records)
+            figures |= await ingest_from_kafka(kit, records)
         except (OSError, KafkaError, TimeoutError) as exc:
             print(f"ingest from Kafka: not measured, Kafka unreachable ({exc!r})")
 
@@ -234,6 +241,7 @@ async def main(events: int) -> None:
         conn = await asyncpg.connect(admin)
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
+    emit_figures("audit", figures)
 
 
 async def _discard(event: object) -> None:
@@ -242,5 +250,7 @@ async def _discard(event: object) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60_000)
-    asyncio.run(main(parser.parse_args().events))
+    parser.add_argument("--full", action="store_true", help="60,000 events instead of 15,000.")
+    parser.add_argument("--events", type=int, default=None, help="Events to ingest (overrides --full).")
+    opts = parser.parse_args()
+    asyncio.run(main(opts.events or (60_000 if opts.full else 15_000)))

@@ -2,13 +2,16 @@
 
 Prints figures; never asserts. Run with the infrastructure up (`tidegate infra up`):
 
-    .venv/bin/python bench/e2e_bench.py                 # 10,000 tasks
-    .venv/bin/python bench/e2e_bench.py --tasks 1000    # a quicker run
+    .venv/bin/python -m bench.e2e_bench                 # short: 20 tasks at 2/s (light load), then 300 at 5/s
+    .venv/bin/python -m bench.e2e_bench --full          # 5 minutes open loop at 118 tasks/s (~500 actions/s)
+    .venv/bin/python -m bench.e2e_bench --rate 0 --tasks 1000   # a burst
 
 It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
 database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
-of record, publishes N `support_triage` tasks at once and waits for every `task.completed` /
-`task.failed`. The mix is the demo's tickets that end without a human: ordinary triage (password,
+of record, submits a light-load phase, then N `support_triage` tasks open loop at a steady rate, and
+waits for every `task.completed` / `task.failed` of each phase. CPU per governed action is the five
+services' CPU time (from /proc) over the steady phase divided by its proposed actions.
+The mix is the demo's tickets that end without a human: ordinary triage (password,
 delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
 handed off). Its topics and database are deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
 """
@@ -33,8 +36,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import profile
+from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
-from servicekit import ADMIN, KitSettings, catalog_topic_names, ensure_topics, kafka_options
+from servicekit import KitSettings, catalog_topic_names, ensure_topics
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -66,9 +71,7 @@ def service_pids(supervisor: int) -> dict[str, int]:
 async def collect(kit: KitSettings, n_tasks: int, timeout_s: float, started: asyncio.Event) -> dict[str, Any]:
     """Read proposals, results and outcomes from the topics' current ends until every task has an outcome."""
     names = ["actions.proposed", "actions.results", "tasks.outcomes"]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
-    )
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, max_partition_fetch_bytes=8 << 20, **kafka_options(kit))
     await consumer.start()
     proposed: dict[str, int] = {}
     results: dict[str, int] = {}
@@ -108,7 +111,37 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> None:
+async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: float) -> dict[str, Any]:
+    """Submit `tasks` open loop at `rate` tasks/s (0: all at once) and read until each has its outcome."""
+    started = asyncio.Event()
+    collector = asyncio.create_task(collect(kit, len(tasks), timeout_s, started))
+    await started.wait()
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, max_batch_size=256 * 1024, **kafka_options(kit))
+    await producer.start()
+    t0_wall = time.time()
+    t0 = time.monotonic()
+    for i, task in enumerate(tasks):
+        if rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        ev = TaskSubmitted.build(task, source="bench")
+        await producer.send(
+            kit.topic_prefix + "tasks", encode(ev), key=ev.key, headers=[(k, v.encode()) for k, v in headers_for(ev).items()]
+        )
+    await producer.flush()
+    await producer.stop()
+    submit_s = time.monotonic() - t0
+    seen = await collector
+    wall = time.monotonic() - t0
+    elapsed = (seen["last_ts"] / 1000 - t0_wall) if seen["last_ts"] else wall
+    lat = [seen["results"][a] - seen["proposed"][a] for a in seen["results"] if a in seen["proposed"]]
+    return seen | {"submit_s": submit_s, "wall": wall, "elapsed": elapsed, "lat": lat}
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
+    return {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
+
+
+async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float, light: int, light_rate: float, profile_to: Path | None) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
     dbname = f"tidegate_bench_{run_id}"
@@ -127,6 +160,7 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
         "TIDEGATE_LOG_LEVEL": "WARNING",
     }
     cli = [sys.executable, "-m", "tidegate.cli"]
+    figures: dict[str, Any] = {"tasks": n_tasks, "rate_tasks_per_s": rate}
     try:
         await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))
         pool = await asyncpg.create_pool(kit.database_url, min_size=1, max_size=2)
@@ -136,39 +170,35 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
         await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, check=True, capture_output=True)
         print(f"services up in {time.monotonic() - t:.1f}s (prefix {kit.topic_prefix}, database {dbname})")
         pids = service_pids(int((kit.run_dir / "up.pid").read_text()))
-        before = {name: proc_stats(pid) for name, pid in pids.items()}
 
         by_id = {tk.ticket_id: tk for tk in TICKETS}
-        tasks = [ticket_task(by_id[MIX[i % len(MIX)]], task_id=f"bench-{run_id}-{i}") for i in range(n_tasks)]
-        started = asyncio.Event()
-        collector = asyncio.create_task(collect(kit, n_tasks, timeout_s, started))
-        await started.wait()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", linger_ms=5, max_batch_size=256 * 1024
-        )
-        await producer.start()
-        t0_wall = time.time()
-        t0 = time.monotonic()
-        for i, task in enumerate(tasks):
-            if rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
-                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-            ev = TaskSubmitted.build(task, source="bench")
-            await producer.send(
-                kit.topic_prefix + "tasks", encode(ev), key=ev.key, headers=[(k, v.encode()) for k, v in headers_for(ev).items()]
+        make = lambda i: ticket_task(by_id[MIX[i % len(MIX)]], task_id=f"bench-{run_id}-{i}")  # noqa: E731
+        hottest = "policy"
+        if light:
+            before = cpu_now(pids)
+            quiet = await submit(kit, [make(n_tasks + i) for i in range(light)], light_rate, timeout_s)
+            after = cpu_now(pids)
+            hottest = max(after, key=lambda name: after[name][0] - before.get(name, (0.0, 0, 0))[0])
+            figures |= {"light_p50_ms": pct(quiet["lat"], 0.5), "light_p99_ms": pct(quiet["lat"], 0.99), "light_n": len(quiet["lat"])}
+            figures["light_rate_tasks_per_s"] = light_rate
+            print(
+                f"light load ({light} tasks at {light_rate:g} tasks/s): proposal → result p50 {figures['light_p50_ms']:.0f} ms, "
+                f"p99 {figures['light_p99_ms']:.0f} ms (n={len(quiet['lat'])})"
             )
-        await producer.flush()
-        await producer.stop()
-        submit_s = time.monotonic() - t0
-        seen = await collector
-        wall = time.monotonic() - t0
-        after = {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}  # noqa: ASYNC240
 
-        outcomes = seen["outcomes"]
-        elapsed = (seen["last_ts"] / 1000 - t0_wall) if seen["last_ts"] else wall
+        before = cpu_now(pids)
+        expected_s = n_tasks / rate if rate > 0 else 30.0
+        sampler = None
+        if profile_to is not None and hottest in pids:
+            sampler = await profile.record(pids[hottest], profile_to, max(5, int(expected_s)))
+            figures["profiled_service"] = hottest
+        seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
+        after = cpu_now(pids)
+        await profile.stop(sampler)
+        outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
         n_actions = len(seen["proposed"])
-        lat = [seen["results"][a] - seen["proposed"][a] for a in seen["results"] if a in seen["proposed"]]
         print(
-            f"\ntasks: {len(outcomes)}/{n_tasks} closed in {elapsed:.1f}s (submitting took {submit_s:.1f}s)"
+            f"\ntasks: {len(outcomes)}/{n_tasks} closed in {elapsed:.1f}s (submitting took {seen['submit_s']:.1f}s)"
             + ("" if len(outcomes) == n_tasks else f"  — TIMED OUT after {timeout_s:.0f}s")
         )
         print(
@@ -182,16 +212,29 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
         statuses = Counter(f"{o.data.status}{'/' + o.data.reason if o.data.reason else ''}" for o in outcomes)
         print(f"outcomes: {dict(statuses)}")
         print("\nper service (CPU over the run as % of one core; RSS now / peak):")
+        cpu_total = 0.0
         for name in SERVICES:
             if name in before and name in after:
                 cpu = after[name][0] - before[name][0]
+                cpu_total += cpu
                 rss, peak = after[name][1] / 2**20, after[name][2] / 2**20
+                figures[f"rss_mib_{name}"], figures[f"peak_rss_mib_{name}"], figures[f"cpu_s_{name}"] = rss, peak, cpu
                 print(f"  {name:9s} cpu {cpu:7.1f}s = {100 * cpu / wall:5.1f}%   rss {rss:6.0f} MiB / peak {peak:6.0f} MiB")
+        figures |= {
+            "tasks_closed": len(outcomes),
+            "tasks_per_s": len(outcomes) / elapsed,
+            "actions": n_actions,
+            "actions_per_s": n_actions / elapsed,
+            "p50_ms": pct(lat, 0.5),
+            "p99_ms": pct(lat, 0.99),
+            "cpu_ms_per_action": 1000 * cpu_total / n_actions if n_actions else float("nan"),
+        }
+        print(f"five services: {figures['cpu_ms_per_action']:.1f} ms of CPU per governed action")
         print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
         if outcomes:
             keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")
             sums = {k: sum(getattr(o.data.cost, k) for o in outcomes) for k in keys}
-            counts = Counter()
+            counts: Counter[str] = Counter()
             for o in outcomes:
                 counts.update({k: v for k, v in o.data.counts.model_dump().items() if v})
             print(f"\ncost report ({len(outcomes)} tasks): total ${sums['total']:.4f}, per task ${sums['total'] / len(outcomes):.6f}")
@@ -204,7 +247,7 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
     finally:
         await asyncio.to_thread(subprocess.run, [*cli, "down"], env=env, capture_output=True, check=False, timeout=120)
         with contextlib.suppress(Exception):
-            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), request_timeout_ms=60000)
+            kafka_admin = AIOKafkaAdminClient(request_timeout_ms=60000, **kafka_options(kit))
             await kafka_admin.start()
             try:
                 await kafka_admin.delete_topics([t for t in await kafka_admin.list_topics() if t.startswith(kit.topic_prefix)])
@@ -214,17 +257,28 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float) -> N
             admin = await asyncpg.connect(admin_url)
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
+    emit_figures("e2e", figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=10_000, help="Tasks to run (default 10,000).")
-    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds to wait for every outcome.")
-    parser.add_argument("--rate", type=float, default=0.0, help="Submit at this many tasks/s (default 0: all at once).")
+    parser.add_argument("--full", action="store_true", help="5 minutes open loop at 118 tasks/s (~500 actions/s, issue #12's target).")
+    parser.add_argument("--tasks", type=int, default=None, help="Tasks of the steady phase (default 300; --full 35,400).")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="Submit at this many tasks/s, open loop (default 5; --full 118; 0: a burst)."
+    )
+    parser.add_argument("--light", type=int, default=20, help="Tasks of the light-load phase before it (0: skip).")
+    parser.add_argument("--light-rate", type=float, default=2.0, help="Tasks/s of the light-load phase.")
+    parser.add_argument("--timeout", type=float, default=900.0, help="Seconds to wait for every outcome of a phase.")
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="Sample the hottest service with py-spy during the steady phase, into this file."
+    )
     parser.add_argument(
         "--admin-url",
         default="postgresql://postgres:postgres@127.0.0.1:55432/postgres",
         help="PostgreSQL superuser DSN, to create and drop the benchmark's database.",
     )
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.timeout, args.admin_url, args.rate))
+    tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
+    rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
+    asyncio.run(main(tasks, args.timeout, args.admin_url, rate, args.light, args.light_rate, args.profile))

@@ -2,8 +2,9 @@
 
 Prints figures; never asserts. Run with the infrastructure up:
 
-    .venv/bin/python bench/policy_bench.py            # everything (~4 min)
-    .venv/bin/python bench/policy_bench.py --no-kafka # in process only
+    .venv/bin/python -m bench.policy_bench             # short: in process, then 1 policy through Kafka, one process
+    .venv/bin/python -m bench.policy_bench --full      # 1, 10 and 100 policies, one and two processes (~4 min)
+    .venv/bin/python -m bench.policy_bench --no-kafka  # in process only
 
 In process: `engine.decide` alone (Cedar evaluation with facts and guards), then the service's whole
 use case with the in-memory repository (decide + sign + encode). Through Kafka: the real service
@@ -38,24 +39,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
-from servicekit import (
-    ADMIN,
-    REPO_ROOT,
-    ControlState,
-    KitSettings,
-    SigningKey,
-    ToolCatalog,
-    catalog_topic_names,
-    ensure_topics,
-    kafka_options,
-)
+from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
 from servicekit.runner import tune_gc
-from services.policy.engine import Controls, decide
-from services.policy.facts import Call, History
-from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
-from services.policy.service import Outgoing, PolicyService
+from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
@@ -211,7 +199,7 @@ def stop_copies(procs: list[subprocess.Popen[bytes]]) -> None:
 
 async def through_kafka(
     n_policies: int, sequential: int, burst: int, admin_url: str, base_url: str, copies: int = 1, *, per_tenant: bool = True
-) -> None:
+) -> dict[str, float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
     kit0 = KitSettings()
@@ -229,14 +217,13 @@ async def through_kafka(
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
         kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
         procs = await start_copies(kit, copies, Path(tmp))
-        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", linger_ms=2)
+        producer = AIOKafkaProducer(acks="all", linger_ms=2, **kafka_options(kit))
         consumer = AIOKafkaConsumer(
             prefix + "actions.decided",
-            bootstrap_servers=kit.kafka_bootstrap,
-            **kafka_options(kit, ADMIN),
             auto_offset_reset="earliest",
             group_id=f"bench-{uuid.uuid4().hex[:6]}",
             enable_auto_commit=False,
+            **kafka_options(kit),
         )
         await producer.start()
         await consumer.start()
@@ -298,6 +285,7 @@ async def through_kafka(
                 f"p50 {statistics.median(burst_lat):7.1f} ms   p99 {pct(burst_lat, 0.99):7.1f} ms (queueing included)"
                 + ("" if len(done) == burst else f"   [{burst - len(done)} missing]")
             )
+            return {"seq_p50_ms": p50, "seq_p99_ms": p99, "burst_per_s": len(done) / elapsed, "burst_n": burst}
         finally:
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,12 +296,12 @@ async def through_kafka(
             show_failures(Path(tmp))
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
-            await delete_topics(kit0.kafka_bootstrap, prefix)
+            await delete_topics(prefix)
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> None:
+async def delete_topics(prefix: str) -> None:
     """Leave no benchmark topics behind (thousands of partitions slow the shared broker down)."""
-    client = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN))
+    client = AIOKafkaAdminClient(**kafka_options(KitSettings()))
     await client.start()
     try:
         ours = [t for t in await client.list_topics() if t.startswith(prefix)]
@@ -325,31 +313,43 @@ async def delete_topics(bootstrap: str, prefix: str) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="Every pack (1, 10, 100 policies) through Kafka, and with --copies processes.")
     parser.add_argument("--no-kafka", action="store_true", help="Skip the runs through Kafka.")
-    parser.add_argument("--count", type=int, default=4000, help="Decisions per in-process run.")
+    parser.add_argument("--count", type=int, default=None, help="Decisions per in-process run (default 1,000; --full 4,000).")
     parser.add_argument("--sequential", type=int, default=100, help="Proposals sent one at a time through Kafka (latency).")
-    parser.add_argument("--burst", type=int, default=8000, help="Proposals sent at once through Kafka (throughput).")
-    parser.add_argument("--copies", type=int, default=2, help="Also run each pack with this many service processes in one group (1: skip).")
+    parser.add_argument("--burst", type=int, default=None, help="Proposals sent at once through Kafka (default 4,000; --full 8,000).")
+    parser.add_argument(
+        "--copies", type=int, default=2, help="With --full, also run each pack with this many service processes in one group (1: skip)."
+    )
     opts = parser.parse_args()
+    count = opts.count or (4000 if opts.full else 1000)
+    burst = opts.burst or (8000 if opts.full else 4000)
     tune_gc()  # as `ServiceProcess.run_until_signalled` does once a service has started
     print("In process (one core of this machine):")
-    for n in (1, 10, 100):
-        in_process(n, opts.count)
-    in_process(100, opts.count, per_tenant=False)
-    in_process(0, opts.count)
-    for n in (1, 10, 100):
-        await service_in_process(n, opts.count // 2)
-    await service_in_process(100, opts.count // 2, per_tenant=False)
+    for n in (1, 10, 100) if opts.full else (1,):
+        in_process(n, count)
+    if opts.full:
+        in_process(100, count, per_tenant=False)
+    in_process(0, count)
+    for n in (1, 10, 100) if opts.full else (1,):
+        await service_in_process(n, count // 2)
+    if opts.full:
+        await service_in_process(100, count // 2, per_tenant=False)
     if opts.no_kafka:
         return
     kit = KitSettings()
     base = kit.database_url.rsplit("/", 1)[0]
     admin = base.replace("tidegate:tidegate@", "postgres:postgres@")
     print("Through Kafka (proposal published → decision consumed; real service, PostgreSQL):")
-    for n, per_tenant in ((1, True), (10, True), (100, True), (100, False)):
-        await through_kafka(n, opts.sequential, opts.burst, admin, base, per_tenant=per_tenant)
+    figures = await through_kafka(1, opts.sequential, burst, admin, base)
+    if opts.full:
         if opts.copies > 1:
-            await through_kafka(n, opts.sequential, opts.burst, admin, base, copies=opts.copies, per_tenant=per_tenant)
+            await through_kafka(1, opts.sequential, burst, admin, base, copies=opts.copies)
+        for n, per_tenant in ((10, True), (100, True), (100, False)):
+            await through_kafka(n, opts.sequential, burst, admin, base, per_tenant=per_tenant)
+            if opts.copies > 1:
+                await through_kafka(n, opts.sequential, burst, admin, base, copies=opts.copies, per_tenant=per_tenant)
+    emit_figures("policy", figures)
 
 
 if __name__ == "__main__":

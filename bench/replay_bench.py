@@ -7,7 +7,7 @@ prefix with a batch producer, then measures:
 - replay: the proposals re-published into a sandbox prefix, decided by the real policy service, the
   allowed calls answered by the sandbox executor (here: unanswerable, nothing was executed).
 
-Usage: python bench/replay_bench.py [--events 100000] [--no-replay]
+Usage: python -m bench.replay_bench [--full] [--events N] [--no-replay]   (short: 20,000 events; --full: 100,000)
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.clients import emit_figures, kafka_options
 from schemas import ActionDecided, ActionProposed
-from servicekit import ADMIN, REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics, kafka_options
+from servicekit import REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics
 from tidegate.ops.recorded import read_window
 from tidegate.ops.replay import ReplayOptions, run_replay
 from tidegate.ops.whatif import evaluate, load_pack
@@ -71,9 +72,7 @@ def event_pair(i: int, now: str) -> tuple[bytes, bytes, bytes]:
 
 async def produce(kit: KitSettings, events: int) -> float:
     """Write `events` recorded events; returns events/s of the batch producer."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), linger_ms=20, max_batch_size=512 * 1024, acks=1
-    )
+    producer = AIOKafkaProducer(linger_ms=20, max_batch_size=512 * 1024, acks=1, **kafka_options(kit))
     await producer.start()
     started = time.perf_counter()
     try:
@@ -105,7 +104,7 @@ def candidate_pack(tmp: Path) -> Path:
 
 
 async def drop_topics(kit: KitSettings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
+    admin = AIOKafkaAdminClient(**kafka_options(kit))
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
@@ -116,6 +115,7 @@ async def drop_topics(kit: KitSettings) -> None:
 
 
 async def main(events: int, replay: bool) -> None:
+    figures: dict[str, float] = {"events": events}
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
     kit = KitSettings(topic_prefix=f"bench-ops-{uuid.uuid4().hex[:8]}.", keys_dir=tmp / "keys")
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
@@ -126,16 +126,10 @@ async def main(events: int, replay: bool) -> None:
         print(f"recorded events written:   {events:>8,}  ({rate:,.0f} events/s, batch producer)")
 
         t0 = time.perf_counter()
-        window = await read_window(
-            kit.kafka_bootstrap,
-            kit.topic_prefix,
-            start,
-            end,
-            topics=("actions.proposed", "actions.decided"),
-            client_options=kafka_options(kit, ADMIN),
-        )
+        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"))
         read_s = time.perf_counter() - t0
         n = len(window.events)
+        figures["read_events_per_s"] = n / read_s
         print(f"read + validate window:    {n:>8,}  events in {read_s:6.2f} s = {n / read_s:>9,.0f} events/s")
 
         pack = load_pack(candidate_pack(tmp), kit.tools_dir)
@@ -143,6 +137,7 @@ async def main(events: int, replay: bool) -> None:
         decisions = [e.data for e in window.of(ActionDecided)]
         report = evaluate(pack, proposals, decisions)
         total = read_s + report.seconds
+        figures |= {"whatif_per_s": report.evaluated / report.seconds, "whatif_end_to_end_events_per_s": len(window.events) / total}
         print(
             f"what-if decide:            {report.evaluated:>8,}  proposals in {report.seconds:6.2f} s = "
             f"{report.evaluated / report.seconds:>9,.0f} proposals/s ({len(report.flips):,} flips)"
@@ -152,12 +147,13 @@ async def main(events: int, replay: bool) -> None:
         )
 
         if replay:
-            # The replay re-runs one tenant's traffic (a fifth) out of the whole 100,000-event window it reads.
+            # The replay re-runs one tenant's traffic (a fifth) out of the whole window it reads.
             opts = ReplayOptions(start, end, tenant=TENANT, timeout_s=150.0, idle_s=15.0)
             t0 = time.perf_counter()
             done = await run_replay(kit, opts)
             replay_s = time.perf_counter() - t0
             decided = sum(1 for t in done.tasks for a in t.now.actions if a["decision"])
+            figures["replay_events_per_s"] = n / replay_s
             print(
                 f"replay --tenant {TENANT}:       {n:>8,}  events read ({done.recorded_events:,} {TENANT}'s) in {replay_s:6.2f} s = "
                 f"{n / replay_s:>9,.0f} events/s; {decided:,} of {done.inputs:,} proposals decided again in the sandbox "
@@ -167,11 +163,13 @@ async def main(events: int, replay: bool) -> None:
     finally:
         await drop_topics(kit)
         shutil.rmtree(tmp, ignore_errors=True)
+    emit_figures("replay", figures)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--full", action="store_true", help="100,000 events instead of 20,000.")
+    parser.add_argument("--events", type=int, default=None, help="Events to record (overrides --full).")
     parser.add_argument("--no-replay", action="store_true", help="Measure reading and what-if only.")
     args = parser.parse_args()
-    asyncio.run(main(args.events, not args.no_replay))
+    asyncio.run(main(args.events or (100_000 if args.full else 20_000), not args.no_replay))

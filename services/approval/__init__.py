@@ -1,1 +1,34 @@
-"""Approval: puts escalations in front of humans and records their signed decisions."""
+"""Approval: puts escalations in front of humans and records their signed decisions.
+
+Its public face: what `tidegate/` and `bench/` may import (`from services.approval import …`); every other module
+of the service is private to it (tests/unit/foundation/test_import_rules.py). Names load on first use, so
+importing one does not import the whole service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.approval.app import main
+    from services.approval.auth import hash_token, new_token
+    from services.approval.repository import PgApprovalRepository
+    from services.approval.settings import ApprovalSettings
+
+__all__ = ["ApprovalSettings", "PgApprovalRepository", "hash_token", "main", "new_token"]
+
+_HOME = {
+    "main": "app",
+    "hash_token": "auth",
+    "new_token": "auth",
+    "PgApprovalRepository": "repository",
+    "ApprovalSettings": "settings",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,1 +1,73 @@
-"""Audit: appends every event of every topic to a hash-chained log in PostgreSQL."""
+"""Audit: appends every event of every topic to a hash-chained log in PostgreSQL.
+
+Its public face: what `tidegate/` and `bench/` may import (`from services.audit import …`); every other module
+of the service is private to it (tests/unit/foundation/test_import_rules.py). Names load on first use, so
+importing one does not import the whole service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.audit.app import MIGRATIONS, build, main
+    from services.audit.completeness import CompletenessReport, check_complete
+    from services.audit.handlers import Checkpointer
+    from services.audit.published import read_published_checkpoints
+    from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
+    from services.audit.records import observe
+    from services.audit.repository import PostgresAuditLog, SearchFilters
+    from services.audit.settings import AuditSettings
+    from services.audit.verify import VerifyReport, verify_log
+
+__all__ = [
+    "MIGRATIONS",
+    "AuditSettings",
+    "Checkpointer",
+    "CompletenessReport",
+    "PostgresAuditLog",
+    "SearchFilters",
+    "StoryLine",
+    "VerifyReport",
+    "build",
+    "check_complete",
+    "explain_task",
+    "main",
+    "observe",
+    "read_published_checkpoints",
+    "render_html",
+    "render_markdown",
+    "search",
+    "story",
+    "verify_log",
+]
+
+_HOME = {
+    "MIGRATIONS": "app",
+    "build": "app",
+    "main": "app",
+    "CompletenessReport": "completeness",
+    "check_complete": "completeness",
+    "Checkpointer": "handlers",
+    "read_published_checkpoints": "published",
+    "StoryLine": "reading",
+    "explain_task": "reading",
+    "render_html": "reading",
+    "render_markdown": "reading",
+    "search": "reading",
+    "story": "reading",
+    "observe": "records",
+    "PostgresAuditLog": "repository",
+    "SearchFilters": "repository",
+    "AuditSettings": "settings",
+    "VerifyReport": "verify",
+    "verify_log": "verify",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,1 +1,27 @@
-"""Executor: performs signed, authorized tool calls exactly once."""
+"""Executor: performs signed, authorized tool calls exactly once.
+
+Its public face: what `tidegate/` and `bench/` may import (`from services.executor import …`); every other module
+of the service is private to it (tests/unit/foundation/test_import_rules.py). Names load on first use, so
+importing one does not import the whole service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.executor.app import main
+
+__all__ = ["main"]
+
+_HOME = {
+    "main": "app",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,1 +1,50 @@
-"""Planner: turns a task into proposed actions, one at a time, and closes it with its cost."""
+"""Planner: turns a task into proposed actions, one at a time, and closes it with its cost.
+
+Its public face: what `tidegate/` and `bench/` may import (`from services.planner import …`); every other module
+of the service is private to it (tests/unit/foundation/test_import_rules.py). Names load on first use, so
+importing one does not import the whole service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.planner import domain
+    from services.planner.app import build, main
+    from services.planner.domain import CostRates
+    from services.planner.llm import LiteLLMClient
+    from services.planner.repository import InMemoryTaskRepository
+    from services.planner.settings import PlannerSettings
+    from services.planner.strategies import LlmStrategy, PlaybookStrategy
+
+__all__ = [
+    "CostRates",
+    "InMemoryTaskRepository",
+    "LiteLLMClient",
+    "LlmStrategy",
+    "PlannerSettings",
+    "PlaybookStrategy",
+    "build",
+    "domain",
+    "main",
+]
+
+_HOME = {
+    "build": "app",
+    "main": "app",
+    "CostRates": "domain",
+    "LiteLLMClient": "llm",
+    "InMemoryTaskRepository": "repository",
+    "PlannerSettings": "settings",
+    "LlmStrategy": "strategies",
+    "PlaybookStrategy": "strategies",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,1 +1,70 @@
-"""Policy: decides every proposed action with Cedar policy-as-code and alone signs what may run."""
+"""Policy: decides every proposed action with Cedar policy-as-code and alone signs what may run.
+
+Its public face: what `tidegate/` and `bench/` may import (`from services.policy import …`); every other module
+of the service is private to it (tests/unit/foundation/test_import_rules.py). Names load on first use, so
+importing one does not import the whole service.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.policy.app import build, main
+    from services.policy.cedar_schema import cedar_schema_json
+    from services.policy.engine import Controls, decide
+    from services.policy.facts import Call, History
+    from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, compile_pack, validate_pack
+    from services.policy.packtest import load_cases, run_cases
+    from services.policy.repository import InMemoryPolicyRepository
+    from services.policy.service import Outgoing, PolicyService
+
+__all__ = [
+    "Call",
+    "CompiledPack",
+    "Controls",
+    "History",
+    "InMemoryPolicyRepository",
+    "Outgoing",
+    "PackError",
+    "PackSettings",
+    "PackSource",
+    "PolicyService",
+    "build",
+    "cedar_schema_json",
+    "compile_pack",
+    "decide",
+    "load_cases",
+    "main",
+    "run_cases",
+    "validate_pack",
+]
+
+_HOME = {
+    "build": "app",
+    "main": "app",
+    "cedar_schema_json": "cedar_schema",
+    "Controls": "engine",
+    "decide": "engine",
+    "Call": "facts",
+    "History": "facts",
+    "CompiledPack": "pack",
+    "PackError": "pack",
+    "PackSettings": "pack",
+    "PackSource": "pack",
+    "compile_pack": "pack",
+    "validate_pack": "pack",
+    "load_cases": "packtest",
+    "run_cases": "packtest",
+    "InMemoryPolicyRepository": "repository",
+    "Outgoing": "service",
+    "PolicyService": "service",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -202,7 +202,7 @@ def reject(
 
 async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
     from servicekit import apply_migrations, create_pool
-    from services.approval.repository import PgApprovalRepository
+    from services.approval import PgApprovalRepository
 
     kit = settings()
     pool = await create_pool(kit.database_url, max_size=2)
@@ -222,7 +222,7 @@ ExpiresIn = Annotated[
 
 
 def _expiry(days: float | None) -> datetime:
-    from services.approval.settings import ApprovalSettings
+    from services.approval import ApprovalSettings
 
     return datetime.now(UTC) + timedelta(days=days or ApprovalSettings().token_ttl_days)
 
@@ -240,7 +240,7 @@ def token_create(
     expires_in_days: ExpiresIn = None,
 ) -> None:
     """Create an approver token and print it once (only its SHA-256 is stored)."""
-    from services.approval.auth import hash_token, new_token
+    from services.approval import hash_token, new_token
 
     names = [g.strip() for g in groups.split(",") if g.strip()]
     if not names:
@@ -265,7 +265,7 @@ def token_create(
 @token_app.command("rotate")
 def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
     """Replace a live token with a new one (same approver, tenant, groups), print it once, and revoke the old one at once."""
-    from services.approval.auth import hash_token, new_token
+    from services.approval import hash_token, new_token
 
     token = new_token()
     info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days)))

@@ -14,11 +14,21 @@ import typer
 from rich.table import Table
 
 from servicekit import OPS, Keyring, kafka_options
-from services.audit.completeness import CompletenessReport, check_complete
-from services.audit.published import read_published_checkpoints
-from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
-from services.audit.repository import PostgresAuditLog, SearchFilters
-from services.audit.verify import VerifyReport, verify_log
+from services.audit import (
+    CompletenessReport,
+    PostgresAuditLog,
+    SearchFilters,
+    StoryLine,
+    VerifyReport,
+    check_complete,
+    explain_task,
+    read_published_checkpoints,
+    render_html,
+    render_markdown,
+    search,
+    story,
+    verify_log,
+)
 from tidegate.commands._common import console, err_console, fail, run, settings
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)

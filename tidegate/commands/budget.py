@@ -11,7 +11,7 @@ from rich.table import Table
 
 from schemas import ControlBudget, ControlBudgetData
 from servicekit import KitSettings
-from services.policy.pack import PackError, PackSettings, PackSource
+from services.policy import PackError, PackSettings, PackSource
 from tidegate.commands._common import console, fail, publish_control, run, settings
 from tidegate.commands.killswitch import read_control
 

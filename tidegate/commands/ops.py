@@ -36,7 +36,7 @@ def _window(start: str, end: str) -> tuple[Any, Any]:
 
 
 def _pack(policy_dir: Path | None) -> Any:
-    from services.policy.pack import PackError
+    from services.policy import PackError
     from tidegate.ops.whatif import load_pack
 
     kit = settings()

@@ -10,9 +10,7 @@ from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
-from services.policy.cedar_schema import cedar_schema_json
-from services.policy.pack import PackError, PackSource, compile_pack, validate_pack
-from services.policy.packtest import load_cases, run_cases
+from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
 from tidegate.commands._common import console, fail, publish_control, run, settings
 
 __all__ = ["app", "publish_pack"]

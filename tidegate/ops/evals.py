@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import Mode, TaskSubmittedData
 from servicekit import ToolCatalog
-from services.planner.domain import CostRates
-from services.policy.pack import CompiledPack
+from services.planner import CostRates
+from services.policy import CompiledPack
 from tidegate.ops.inprocess import TaskRun, policy_service, run_task
 
 __all__ = ["Case", "CaseResult", "EvalCase", "ExpectedAction", "Scorecard", "load_set", "run_eval"]

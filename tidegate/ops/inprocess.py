@@ -29,11 +29,8 @@ from schemas import (
     decode,
 )
 from servicekit import ControlState, SigningKey, ToolCatalog
-from services.planner import domain
-from services.planner.domain import CostRates
-from services.policy.pack import CompiledPack
-from services.policy.repository import InMemoryPolicyRepository
-from services.policy.service import PolicyService
+from services.planner import CostRates, domain
+from services.policy import CompiledPack, InMemoryPolicyRepository, PolicyService
 
 __all__ = ["Step", "TaskRun", "run_task"]
 

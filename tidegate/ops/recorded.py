@@ -177,7 +177,7 @@ async def read_audit_window(
     Non-duplicate rows of the deployment's topics are decoded by their topic; a row that is not a
     usable event (the audit service records those too, as not valid) is counted in `skipped`.
     """
-    from services.audit.repository import PostgresAuditLog, SearchFilters
+    from services.audit import PostgresAuditLog, SearchFilters
 
     log = await PostgresAuditLog.connect(database_url, max_size=2)
     window = Window()

@@ -441,9 +441,8 @@ async def _delete_topics(bootstrap: str, prefix: str, client_options: dict[str, 
 
 async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callable[[str, int, int], None] | None = None) -> ReplayReport:
     """Replay the window of `opts` in a fresh sandbox prefix and compare then with now, task by task."""
-    from services.planner.repository import InMemoryTaskRepository
-    from services.planner.settings import PlannerSettings
-    from services.policy.repository import InMemoryPolicyRepository
+    from services.planner import InMemoryTaskRepository, PlannerSettings
+    from services.policy import InMemoryPolicyRepository
     from tidegate.ops.strategies import make_strategy
 
     started = time.perf_counter()
@@ -496,7 +495,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
                 continue
             await carrier.publish("control", _fresh(r.event))
 
-        from services.policy.app import build as build_policy
+        from services.policy import build as build_policy
 
         policy = build_policy(kit=sandbox_kit)
         known = {
@@ -518,7 +517,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")
 
         if opts.planner:
-            from services.planner.app import build as build_planner
+            from services.planner import build as build_planner
 
             planner = build_planner(kit=sandbox_kit, settings=PlannerSettings())
             handlers = _planner_handlers(planner)

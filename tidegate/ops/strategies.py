@@ -34,12 +34,12 @@ def make_strategy(name: str, catalog: ToolCatalog, *, api_base: str | None = Non
     """
     if name in _REGISTRY:
         return _REGISTRY[name](catalog)
-    from services.planner.strategies import LlmStrategy, PlaybookStrategy
+    from services.planner import LlmStrategy, PlaybookStrategy
 
     if name == "playbook":
         return PlaybookStrategy(catalog)
     if name.startswith("llm:"):
-        from services.planner.llm import LiteLLMClient
+        from services.planner import LiteLLMClient
 
         models = name.removeprefix("llm:").split(",")
         cheap, strong = (models[0], models[-1])

@@ -18,9 +18,7 @@ from typing import Any
 from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData
 from servicekit import ToolCatalog
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
-from services.policy.engine import Controls, decide
-from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy import Call, CompiledPack, Controls, History, PackSource, compile_pack, decide
 
 __all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
 

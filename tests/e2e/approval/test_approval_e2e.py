@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cdp_browser import Chromium, ensure_chromium
+from browser import ensure_chromium, page_in_chromium
+from playwright.async_api import expect
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
 from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options, make_broker
@@ -220,7 +221,7 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
 
 
 @pytest.mark.timeout(900)  # on a clean machine the first run installs Debian's chromium (apt-get) before testing
-async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any, tmp_path: Path) -> None:
+async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any) -> None:
     executable, how = ensure_chromium()
     if executable is None:
         pytest.skip(how)
@@ -244,25 +245,24 @@ async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any, 
     first = await stack.pending_for(refund.action_id, bob, wait_for)
 
     ARTIFACTS.mkdir(exist_ok=True)
-    async with await Chromium.launch(executable, tmp_path / "profile") as browser:
-        await browser.goto(stack.url + "/")
-        await browser.wait_for("!document.getElementById('signin-panel').hidden", what="the sign-in form")
-        await browser.type("#token", bob)
-        await browser.click("#signin")
-        await browser.wait_for(f"!!document.querySelector('li[data-id=\"{first['approval_id']}\"]')", what="the request in the queue")
-        assert "bob@acme.example" in await browser.text("#who")
-        await browser.click(f'li[data-id="{first["approval_id"]}"]')
-        await browser.wait_for("document.getElementById('d-title').innerText.includes('issue_refund')", what="the request's detail")
-        await browser.wait_for("document.getElementById('d-context').innerText.includes('lookup_order')", what="the task's context")
-        assert "needs_human_approval" in await browser.text("#d-reasons")
-        assert "payee_is_new" in await browser.text("#d-facts")
-        assert "spent $0.0030" in await browser.text("#d-cost")
-        assert await browser.evaluate("sessionStorage.getItem('tidegate.credential')") == bob
-        await browser.screenshot(ARTIFACTS / "approval-page.png")
-        await browser.type("#comment", "customer is known")
-        await browser.click("#approve")
-        await browser.wait_for("document.getElementById('result').innerText.includes('granted')", what="the decision to be recorded")
-        await browser.screenshot(ARTIFACTS / "approval-page-granted.png")
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await expect(page.locator("#signin-panel")).to_be_visible()
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await page.click(f'li[data-id="{first["approval_id"]}"]')  # waits for the request to reach the queue
+        await expect(page.locator("#who")).to_contain_text("bob@acme.example")
+        await expect(page.locator("#d-title")).to_contain_text("issue_refund")
+        await expect(page.locator("#d-context")).to_contain_text("lookup_order")
+        await expect(page.locator("#d-reasons")).to_contain_text("needs_human_approval")
+        await expect(page.locator("#d-facts")).to_contain_text("payee_is_new")
+        await expect(page.locator("#d-cost")).to_contain_text("spent $0.0030")
+        assert await page.evaluate("sessionStorage.getItem('tidegate.credential')") == bob
+        await page.screenshot(path=ARTIFACTS / "approval-page.png")
+        await page.fill("#comment", "customer is known")
+        await page.click("#approve")
+        await expect(page.locator("#result")).to_contain_text("granted")
+        await page.screenshot(path=ARTIFACTS / "approval-page-granted.png")
 
         # A second request, opened from a webhook's one-time link, approved with edited args.
         second_refund = stack.decided(task)
@@ -276,16 +276,16 @@ async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any, 
             tenant_id=stack.tenant,
             expires_at=utcnow() + timedelta(minutes=5),
         )
-        await browser.evaluate("sessionStorage.clear()")
-        await browser.goto(f"{stack.url}/?approval={second['approval_id']}#link={link}")
-        await browser.wait_for("document.getElementById('who').innerText.includes('one-time link')", what="sign-in by link")
-        await browser.wait_for("document.getElementById('d-args').innerText.includes('900')", what="the linked request to open")
-        assert "#link" not in await browser.evaluate("location.href")
-        await browser.click("#edit-toggle")
-        await browser.type("#edited-args", json.dumps(REFUND | {"amount_usd": 450.0}))
-        await browser.click("#approve")
-        await browser.wait_for("document.getElementById('result').innerText.includes('granted')", what="the edited grant")
-        await browser.screenshot(ARTIFACTS / "approval-page-link.png")
+        await page.evaluate("sessionStorage.clear()")
+        await page.goto(f"{stack.url}/?approval={second['approval_id']}#link={link}")
+        await expect(page.locator("#who")).to_contain_text("one-time link")
+        await expect(page.locator("#d-args")).to_contain_text("900")
+        assert "#link" not in page.url
+        await page.click("#edit-toggle")
+        await page.fill("#edited-args", json.dumps(REFUND | {"amount_usd": 450.0}))
+        await page.click("#approve")
+        await expect(page.locator("#result")).to_contain_text("granted")
+        await page.screenshot(path=ARTIFACTS / "approval-page-link.png")
 
     (grant,) = await wait_for(lambda: stack.decisions(first["approval_id"]), what="the first grant on the bus")
     assert (grant.type, grant.data.approver, grant.data.comment) == ("tidegate.approval.granted", "bob@acme.example", "customer is known")

@@ -1,0 +1,106 @@
+"""The bare limit of audit ingest: asyncpg COPY of hash-chained ~700-byte rows, synchronous commit on.
+
+Prints figures; never asserts. Each row is chained like the audit's (sha256 of the previous hash and the
+row's bytes, per topic-partition) and COPYed in batches of 5,000, one transaction each, into a table of
+its own (primary key on the chain position), dropped at the end. No Kafka, no validation, no indexes
+beyond the key: the floor the audit service's ingest is compared with.
+
+    .venv/bin/python -m bench.bare_copy           # short: 30,000 rows
+    .venv/bin/python -m bench.bare_copy --full    # 200,000 rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from bench.clients import emit_figures
+from servicekit import KitSettings
+
+BATCH = 5000
+PARTITIONS = 6
+
+
+def row_bytes(i: int) -> bytes:
+    """~700 bytes of JSON, shaped like a recorded proposal."""
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "type": "tidegate.action.proposed",
+        "source": "tidegate/planner",
+        "time": datetime.now(UTC).isoformat(),
+        "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+        "data": {
+            "action_id": f"bare-a{i}",
+            "task_id": f"bare-t{i % 1000}",
+            "tenant_id": "acme",
+            "step": i % 20,
+            "tool": "issue_refund",
+            "args": {"payee_id": f"cus_{i % 97}", "amount_usd": 40.0 + i % 500, "order_id": f"O-{i}"},
+            "rationale": "customer asked for a refund of a duplicate charge on their last order; the agent checked the order first",
+            "proposer": "tidegate/planner/playbook",
+            "cost": {"model": "gpt-4o-mini", "tokens_in": 812, "tokens_out": 64, "usd": 0.00042},
+        },
+    }
+    return json.dumps(event).encode()
+
+
+async def run(rows: int) -> dict[str, Any]:
+    kit = KitSettings()
+    table = f"bench_bare_copy_{uuid.uuid4().hex[:8]}"
+    values = [row_bytes(i) for i in range(rows)]  # built before the clock starts, as Kafka would hand them over
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        sync = await conn.fetchval("SHOW synchronous_commit")
+        await conn.execute(
+            f"CREATE TABLE {table} (topic text NOT NULL, partition integer NOT NULL, seq bigint NOT NULL, "
+            "kafka_ts timestamptz NOT NULL, value bytea NOT NULL, prev_hash bytea NOT NULL, hash bytea NOT NULL, "
+            "PRIMARY KEY (topic, partition, seq))"
+        )
+        heads: dict[int, tuple[int, bytes]] = {}
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for start in range(0, rows, BATCH):
+            batch = []
+            for i in range(start, min(rows, start + BATCH)):
+                partition = i % PARTITIONS
+                seq, prev = heads.get(partition, (0, bytes(32)))
+                digest = hashlib.sha256(prev + values[i]).digest()
+                heads[partition] = (seq + 1, digest)
+                batch.append(("bench.actions.proposed", partition, seq + 1, datetime.now(UTC), values[i], prev, digest))
+            async with conn.transaction():
+                await conn.copy_records_to_table(table, records=batch)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+    return {
+        "copy_events_per_s": rows / seconds,
+        "copy_us_per_event": cpu / rows * 1e6,
+        "copy_rows": rows,
+        "row_bytes": sum(map(len, values)) // rows,
+        "synchronous_commit": sync,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="200,000 rows instead of 30,000.")
+    figures = asyncio.run(run(200_000 if parser.parse_args().full else 30_000))
+    print(
+        f"bare COPY of {figures['copy_rows']} hash-chained rows (~{figures['row_bytes']} bytes), {BATCH} per transaction, "
+        f"synchronous_commit = {figures['synchronous_commit']}:\n"
+        f"  {figures['copy_events_per_s']:,.0f} events/s, {figures['copy_us_per_event']:.1f} µs of Python CPU per event"
+    )
+    emit_figures("bare_copy", figures)
+
+
+if __name__ == "__main__":
+    main()

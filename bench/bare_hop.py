@@ -1,0 +1,178 @@
+"""The bare limit of one Python Kafka hop: aiokafka consume → JSON parse → produce (acks=all, idempotent) → commit.
+
+Prints figures; never asserts. The hop runs in a process of its own (one core at most, like a service);
+this process drives it: light load (one message at a time, published → its hop's output consumed, the way
+`policy_bench.py` times one decision) and a burst (messages encoded beforehand, all sent at once).
+Its topics are deleted at the end.
+
+    .venv/bin/python -m bench.bare_hop            # short: 200 one at a time, a burst of 20,000
+    .venv/bin/python -m bench.bare_hop --full     # 1,000 one at a time, a burst of 100,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.clients import emit_figures, kafka_options
+from schemas import ActionProposed, ActionProposedData, encode
+from servicekit import KitSettings
+
+PARTITIONS = 6
+
+
+def payload(i: int, run: str) -> tuple[bytes, bytes]:
+    """(key, value) of a message shaped like a real proposal (the same JSON a policy hop parses)."""
+    data = ActionProposedData(
+        action_id=f"bare-{run}-{i}",
+        task_id=f"bare-{run}-{i % 1000}",
+        tenant_id="acme",
+        step=i % 20,
+        tool="issue_refund",
+        args={"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": f"O-{i}"},
+        rationale="customer asked for a refund of a duplicate charge",
+        proposer="bench",
+    )
+    return data.action_id.encode(), encode(ActionProposed.build(data, source="bench"))
+
+
+async def hop(source: str, sink: str, group: str) -> None:
+    """The hop itself: every record parsed, re-encoded and produced, offsets committed once the batch is acknowledged."""
+    kit = KitSettings()
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **kafka_options(kit))
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, **kafka_options(kit))
+    await consumer.start()
+    await producer.start()
+    try:
+        partitions = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        print("ready", flush=True)
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=500)
+            sends = []
+            for records in batch.values():
+                for record in records:
+                    event = json.loads(record.value)  # type: ignore[arg-type]
+                    event["type"] = "tidegate.action.decided"
+                    sends.append(await producer.send(sink, json.dumps(event).encode(), key=record.key))
+            if sends:
+                await asyncio.gather(*sends)
+                await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def drive(sequential: int, burst: int) -> dict[str, Any]:
+    kit = KitSettings()
+    run = uuid.uuid4().hex[:8]
+    source, sink = f"bench-bare-{run}.in", f"bench-bare-{run}.out"
+    admin = AIOKafkaAdminClient(**kafka_options(kit))
+    await admin.start()
+    await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink)])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bare_hop", "--hop", source, sink, f"bench-bare-{run}", stdout=asyncio.subprocess.PIPE
+    )
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=256 * 1024, **kafka_options(kit))
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_options(kit))
+    seen: dict[bytes, float] = {}
+    arrived = asyncio.Event()
+
+    async def collect() -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=100, max_records=5000)).values():
+                now = time.perf_counter()
+                for record in records:
+                    seen[record.key] = now  # type: ignore[index]
+                arrived.set()
+
+    async def wait_for(keys: set[bytes], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not keys <= seen.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(keys - seen.keys())} messages never came out of the hop")
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), 1)
+
+    await producer.start()
+    await consumer.start()
+    collector = asyncio.create_task(collect())
+    try:
+        assert child.stdout is not None
+        await asyncio.wait_for(child.stdout.readline(), 120)
+        sink_partitions = [TopicPartition(sink, p) for p in range(PARTITIONS)]
+        consumer.assign(sink_partitions)
+        await consumer.seek_to_beginning(*sink_partitions)
+        warm = [payload(i, run + "w") for i in range(50)]
+        await asyncio.gather(*[await producer.send(source, value, key=key) for key, value in warm])
+        await wait_for({key for key, _ in warm}, 60)
+
+        latencies = []
+        for i in range(sequential):
+            key, value = payload(i, run + "s")
+            t0 = time.perf_counter()
+            await (await producer.send(source, value, key=key))
+            await wait_for({key}, 30)
+            latencies.append((seen[key] - t0) * 1000)
+
+        messages = [payload(i, run + "b") for i in range(burst)]  # encoded before the clock starts
+        t0 = time.perf_counter()
+        futures = [await producer.send(source, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+        await wait_for({key for key, _ in messages}, 300)
+        elapsed = max(seen[key] for key, _ in messages) - t0
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        child.terminate()
+        await child.wait()
+        await consumer.stop()
+        await producer.stop()
+        with contextlib.suppress(Exception):
+            await admin.delete_topics([source, sink])
+        await admin.close()
+    ordered = sorted(latencies)
+    return {
+        "hop_p50_ms": statistics.median(latencies),
+        "hop_p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "hop_sequential_n": sequential,
+        "hop_burst_per_s": burst / elapsed,
+        "hop_burst_n": burst,
+        "message_bytes": len(messages[0][1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="1,000 one at a time and a burst of 100,000.")
+    parser.add_argument("--hop", nargs=3, metavar=("SOURCE", "SINK", "GROUP"), help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.hop:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(hop(*opts.hop))
+        return
+    figures = asyncio.run(drive(1000 if opts.full else 200, 100_000 if opts.full else 20_000))
+    print(
+        f"one bare hop ({figures['message_bytes']} bytes a message), one process:\n"
+        f"  one at a time: p50 {figures['hop_p50_ms']:.2f} ms, p99 {figures['hop_p99_ms']:.2f} ms (n={figures['hop_sequential_n']}); "
+        f"three hops ≈ {3 * figures['hop_p50_ms']:.1f} ms\n"
+        f"  burst of {figures['hop_burst_n']}: {figures['hop_burst_per_s']:,.0f} messages/s"
+    )
+    emit_figures("bare_hop", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""`make bench`: run every benchmark, then write docs/benchmarks.md (each figure beside its bare limit from the same run).
+
+    .venv/bin/python -m bench.report            # the short versions (a few minutes)
+    .venv/bin/python -m bench.report --full     # the long ones (issue #12's 5-minute open-loop run among them)
+
+Each benchmark runs as its own process and prints its figures, the last line a `BENCH_JSON {...}`
+record this collects. Nothing here passes or fails on time; a benchmark that fails leaves its figures
+"not measured" and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import profile
+from bench.clients import FIGURES_PREFIX
+from servicekit import REPO_ROOT
+
+__all__ = ["BENCHES", "Row", "machine", "render", "rows"]
+
+# (name in the figures, module, extra arguments); the bare limits run first, in the same run as what they bound.
+BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("bare_hop", "bench.bare_hop", ()),
+    ("bare_copy", "bench.bare_copy", ()),
+    ("policy", "bench.policy_bench", ()),
+    ("audit", "bench.audit_bench", ()),
+    ("e2e", "bench.e2e_bench", ()),
+    ("replay", "bench.replay_bench", ()),
+)
+SERVICES = ("policy", "approval", "executor", "planner", "audit")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report's table."""
+
+    figure: str
+    tidegate: str
+    bare: str
+    ratio: str
+    target: str
+    command: str
+
+
+def machine() -> dict[str, Any]:
+    """The machine the figures come from: cores, memory, CPU model, load average now."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    kib = next((int(line.split()[1]) for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(kib / 2**20, 1),
+        "cpu_model": model or "unknown",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def command(module: str, full: bool) -> str:
+    return f"`.venv/bin/python -m {module}{' --full' if full else ''}`"
+
+
+def _num(figures: dict[str, Any], bench: str, key: str) -> float | None:
+    value = figures.get(bench, {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "not measured" if value is None else f"{value:{spec}}{unit}"
+
+
+def _ratio(numerator: float | None, denominator: float | None, *, percent: bool) -> str:
+    if numerator is None or not denominator:
+        return "—"
+    return f"{100 * numerator / denominator:.0f} %" if percent else f"{numerator / denominator:.1f}×"
+
+
+def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
+    """The table of issue #12 §4: each figure, its bare limit in the same run, the ratio, the target, the command."""
+
+    def get(bench: str, key: str) -> float | None:
+        return _num(figures, bench, key)
+
+    hop_p50, hop_burst = get("bare_hop", "hop_p50_ms"), get("bare_hop", "hop_burst_per_s")
+    floor = 3 * hop_p50 if hop_p50 is not None else None
+    e2e, policy, audit = command("bench.e2e_bench", full), command("bench.policy_bench", full), command("bench.audit_bench", full)
+    hop, copy = command("bench.bare_hop", full), command("bench.bare_copy", full)
+    rate = get("e2e", "rate_tasks_per_s")
+    peaks = {name: get("e2e", f"peak_rss_mib_{name}") for name in SERVICES}
+    measured_peaks = {n: v for n, v in peaks.items() if v is not None}
+    return [
+        Row(
+            f"end to end, open loop at {_fmt(rate, 'g')} tasks/s: governed actions/s",
+            _fmt(get("e2e", "actions_per_s"), ",.1f", " actions/s") + f" ({_fmt(get('e2e', 'tasks_per_s'), '.1f')} tasks/s)",
+            "—",
+            "—",
+            "≥ 500 actions/s for 5 min",
+            e2e,
+        ),
+        Row(
+            "end to end, same run: proposal → result",
+            f"p50 {_fmt(get('e2e', 'p50_ms'), '.0f', ' ms')}, p99 {_fmt(get('e2e', 'p99_ms'), '.0f', ' ms')}",
+            "—",
+            "—",
+            "p99 ≤ 250 ms",
+            e2e,
+        ),
+        Row(
+            "service CPU per governed action (five services, /proc)",
+            _fmt(get("e2e", "cpu_ms_per_action"), ".1f", " ms"),
+            "—",
+            "—",
+            "≤ 2 ms",
+            e2e,
+        ),
+        Row(
+            f"light load ({_fmt(get('e2e', 'light_rate_tasks_per_s'), 'g')} tasks/s): proposal → result p50",
+            _fmt(get("e2e", "light_p50_ms"), ".0f", " ms") + f" (p99 {_fmt(get('e2e', 'light_p99_ms'), '.0f', ' ms')})",
+            f"three bare hops: {_fmt(floor, '.1f', ' ms')} (one: p50 {_fmt(hop_p50, '.1f', ' ms')})",
+            _ratio(get("e2e", "light_p50_ms"), floor, percent=False),
+            "≤ 2× the floor",
+            f"{e2e}; {hop}",
+        ),
+        Row(
+            "policy, one process, burst: decisions/s",
+            _fmt(get("policy", "burst_per_s"), ",.0f", "/s"),
+            f"bare hop, one process: {_fmt(hop_burst, ',.0f', ' messages/s')}",
+            _ratio(get("policy", "burst_per_s"), hop_burst, percent=True),
+            "≥ 40 %",
+            f"{policy}; {hop}",
+        ),
+        Row(
+            "policy, one at a time: published → decision consumed",
+            f"p50 {_fmt(get('policy', 'seq_p50_ms'), '.1f', ' ms')}",
+            f"bare hop p50 {_fmt(hop_p50, '.1f', ' ms')}",
+            _ratio(get("policy", "seq_p50_ms"), hop_p50, percent=False),
+            "—",
+            f"{policy}; {hop}",
+        ),
+        Row(
+            "audit ingest from Kafka, synchronous commit",
+            _fmt(get("audit", "ingest_events_per_s"), ",.0f", " events/s")
+            + f", {_fmt(get('audit', 'ingest_us_per_event'), '.0f', ' µs')} CPU/event",
+            f"bare COPY: {_fmt(get('bare_copy', 'copy_events_per_s'), ',.0f', ' events/s')}, "
+            f"{_fmt(get('bare_copy', 'copy_us_per_event'), '.0f', ' µs')} CPU/event",
+            _ratio(get("audit", "ingest_events_per_s"), get("bare_copy", "copy_events_per_s"), percent=True),
+            "≥ 70 %",
+            f"{audit}; {copy}",
+        ),
+        Row(
+            "audit append path alone (observe + hash + COPY, no Kafka)",
+            _fmt(get("audit", "append_events_per_s"), ",.0f", " events/s")
+            + f", {_fmt(get('audit', 'append_us_per_event'), '.0f', ' µs')} CPU/event",
+            f"bare COPY: {_fmt(get('bare_copy', 'copy_events_per_s'), ',.0f', ' events/s')}",
+            _ratio(get("audit", "append_events_per_s"), get("bare_copy", "copy_events_per_s"), percent=True),
+            "—",
+            f"{audit}; {copy}",
+        ),
+        Row(
+            "peak RSS per service (end of the e2e run)",
+            ", ".join(f"{name} {value:.0f} MiB" for name, value in measured_peaks.items()) or "not measured",
+            "—",
+            "—",
+            "≤ 150 MB each",
+            e2e,
+        ),
+    ]
+
+
+def render(
+    machine_info: dict[str, Any], figures: dict[str, dict[str, Any]], hot: dict[str, Any] | None, *, full: bool, failed: list[str]
+) -> str:
+    """docs/benchmarks.md from the figures of one run."""
+    m = machine_info
+    table = [
+        "| figure | Tidegate | bare limit, same run | ratio | target (issue #12) | reproduce |",
+        "|---|---|---|---|---|---|",
+        *(f"| {r.figure} | {r.tidegate} | {r.bare} | {r.ratio} | {r.target} | {r.command} |" for r in rows(figures, full)),
+    ]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`.venv/bin/python -m bench.report`"
+        + (" --full" if full else "")
+        + "); do not edit by hand. Every figure is measured beside the bare limit it is compared with, "
+        "in the same run on the same machine: one Python Kafka hop (`bench/bare_hop.py`: aiokafka consume → "
+        "JSON → produce, acks=all, idempotent) and one asyncpg COPY of hash-chained rows (`bench/bare_copy.py`, "
+        "synchronous commit on). The ratio is what matters; absolute figures move with the machine and its load. "
+        "Benchmarks print figures; no test passes or fails on time.",
+        "",
+        "## Machine",
+        "",
+        f"- {m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB of memory, Python {m['python']}",
+        f"- load average at the start: {' / '.join(str(x) for x in m['load_average'])} (1 / 5 / 15 min)",
+        f"- run started {m['started']}, {'long (`--full`)' if full else 'short'} versions",
+        "- Kafka, PostgreSQL, the five services and the benchmark driver share these cores. "
+        + (
+            "The machine was shared with other work during this run (see the load average): read the ratios, not the absolute figures."
+            if m["load_average"][0] >= (m["cores"] or 1) / 2
+            else ""
+        ),
+        "",
+        "## Figures",
+        "",
+        *table,
+        "",
+    ]
+    if failed:
+        lines += [f"Not measured in this run (the benchmark failed; its output is above `make bench`'s): {', '.join(failed)}.", ""]
+    replay = figures.get("replay", {})
+    if replay:
+        lines += [
+            "## Other figures (no bare limit)",
+            "",
+            f"- replay/what-if over {replay.get('events', '?'):,} recorded events: read + validate "
+            f"{_fmt(_num(figures, 'replay', 'read_events_per_s'), ',.0f', ' events/s')}, what-if "
+            f"{_fmt(_num(figures, 'replay', 'whatif_per_s'), ',.0f', ' proposals/s')}, replay "
+            f"{_fmt(_num(figures, 'replay', 'replay_events_per_s'), ',.0f', ' events/s')} "
+            f"({command('bench.replay_bench', full)})",
+            "",
+        ]
+    lines += ["## Profile of the hottest service under load", ""]
+    if hot and hot.get("samples"):
+        service = figures.get("e2e", {}).get("profiled_service", "?")
+        lines += [
+            f"py-spy (PyPI) sampled the `{service}` service (the one that spent the most CPU in the light-load phase) "
+            f"during the steady phase of `bench.e2e_bench`: {hot['samples']:,} samples.",
+            "",
+            "Where the time is spent (the innermost frame of each sample):",
+            "",
+            "| share | frame |",
+            "|---|---|",
+            *(f"| {share} % | `{frame}` |" for frame, share in hot["self"]),
+            "",
+            "What the time is spent under (frames on the stack, below the event loop's spine):",
+            "",
+            "| share | frame |",
+            "|---|---|",
+            *(f"| {share} % | `{frame}` |" for frame, share in hot["total"]),
+            "",
+            "Frames in asyncio's socket transport and selector are system calls: writes to Kafka and PostgreSQL "
+            "(`_SelectorSocketTransport.write`) and the event loop waiting for the next record (`EpollSelector.select`).",
+            "",
+            "Nothing was removed because of it yet: this report is the instrument; the cuts belong to issue #12 §1–§3.",
+            "",
+        ]
+    else:
+        lines += ["Not profiled in this run (py-spy missing, or the end-to-end benchmark failed).", ""]
+    return "\n".join(lines)
+
+
+def run_one(module: str, args: tuple[str, ...], full: bool) -> dict[str, Any] | None:
+    """Run one benchmark, its output passed through; its figures, or None when it failed."""
+    cmd = [sys.executable, "-m", module, *(["--full"] if full else []), *args]
+    print(f"== {' '.join(cmd[1:])}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    print(proc.stdout, end="", flush=True)
+    print(f"   ({time.monotonic() - started:.0f} s, exit {proc.returncode})", flush=True)
+    found = [line for line in proc.stdout.splitlines() if line.startswith(FIGURES_PREFIX)]
+    if proc.returncode != 0 or not found:
+        return None
+    figures: dict[str, Any] = json.loads(found[-1].removeprefix(FIGURES_PREFIX))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="The long versions of every benchmark.")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md", help="Where to write the report.")
+    parser.add_argument("--only", nargs="*", default=None, help="Run only these benchmarks (names as in BENCHES).")
+    opts = parser.parse_args()
+    machine_info = machine()
+    figures: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    profile_file = Path(tempfile.mkdtemp(prefix="tidegate-bench-profile-")) / "hottest.txt"
+    for name, module, args in BENCHES:
+        if opts.only is not None and name not in opts.only:
+            continue
+        extra = ("--profile", str(profile_file)) if name == "e2e" else ()
+        found = run_one(module, args + extra, opts.full)
+        if found is None:
+            failed.append(name)
+        else:
+            figures[name] = found
+    hot = profile.summarise(profile_file.read_text()) if profile_file.exists() else None
+    opts.out.write_text(render(machine_info, figures, hot, full=opts.full, failed=failed))
+    print(f"wrote {opts.out}")
+
+
+if __name__ == "__main__":
+    main()

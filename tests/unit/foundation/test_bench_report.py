@@ -1,0 +1,90 @@
+"""The benchmark report's rendering, from fake figures (the measurement itself is never a test: nothing fails on time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.profile import summarise
+from bench.report import render, rows
+
+MACHINE: dict[str, Any] = {
+    "cores": 2,
+    "memory_gib": 23.5,
+    "cpu_model": "Test CPU",
+    "load_average": [3.5, 2.0, 1.0],
+    "python": "3.11.9",
+    "started": "x",
+}
+FIGURES: dict[str, dict[str, Any]] = {
+    "bare_hop": {"hop_p50_ms": 3.0, "hop_p99_ms": 9.0, "hop_burst_per_s": 8000.0},
+    "bare_copy": {"copy_events_per_s": 25000.0, "copy_us_per_event": 20.0},
+    "policy": {"seq_p50_ms": 18.0, "burst_per_s": 800.0},
+    "audit": {"ingest_events_per_s": 6000.0, "ingest_us_per_event": 140.0, "append_events_per_s": 10000.0, "append_us_per_event": 90.0},
+    "e2e": {
+        "rate_tasks_per_s": 5.0,
+        "actions_per_s": 21.0,
+        "tasks_per_s": 5.0,
+        "p50_ms": 60.0,
+        "p99_ms": 240.0,
+        "cpu_ms_per_action": 18.0,
+        "light_rate_tasks_per_s": 2.0,
+        "light_p50_ms": 45.0,
+        "light_p99_ms": 200.0,
+        "peak_rss_mib_policy": 94.0,
+        "profiled_service": "policy",
+    },
+}
+
+
+def by_figure(full: bool = False) -> dict[str, list[str]]:
+    return {r.figure: [r.tidegate, r.bare, r.ratio, r.target, r.command] for r in rows(FIGURES, full)}
+
+
+def test_each_figure_stands_beside_its_bare_limit_with_the_ratio() -> None:
+    table = by_figure()
+    light = next(v for k, v in table.items() if k.startswith("light load"))
+    assert light[1].startswith("three bare hops: 9.0 ms")
+    assert light[2] == "5.0×"  # 45 ms against a floor of 3 × 3 ms
+    assert table["policy, one process, burst: decisions/s"][2] == "10 %"  # 800 of 8,000
+    assert table["audit ingest from Kafka, synchronous commit"][2] == "24 %"  # 6,000 of 25,000
+    assert table["policy, one at a time: published → decision consumed"][2] == "6.0×"
+    assert table["service CPU per governed action (five services, /proc)"][0] == "18.0 ms"
+
+
+def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
+    assert all("python -m bench." in command and "--full" not in command for *_, command in by_figure().values())
+    assert all(command.count("--full") == command.count("python -m") for *_, command in by_figure(full=True).values())
+
+
+def test_a_benchmark_that_failed_reads_not_measured_and_is_named() -> None:
+    text = render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=["e2e", "audit"])
+    assert "not measured" in text
+    assert "Not measured in this run (the benchmark failed; its output is above `make bench`'s): e2e, audit." in text
+    assert "Not profiled in this run" in text
+
+
+def test_the_report_states_the_machine_and_that_it_was_shared() -> None:
+    text = render(MACHINE, FIGURES, None, full=False, failed=[])
+    assert "2 cores (Test CPU), 23.5 GiB of memory" in text
+    assert "load average at the start: 3.5 / 2.0 / 1.0" in text
+    assert "shared with other work" in text
+    quiet = render(MACHINE | {"load_average": [0.2, 0.1, 0.1]}, FIGURES, None, full=False, failed=[])
+    assert "shared with other work" not in quiet
+
+
+def test_the_profile_is_summarised_by_self_and_total_time() -> None:
+    collapsed = "\n".join(
+        [
+            "main (app.py:1);run (asyncio/base_events.py:10);decide (/x/services/policy/engine.py:5) 6",
+            "main (app.py:1);run (asyncio/base_events.py:10);encode (/v/site-packages/schemas/envelope.py:7) 3",
+            "main (app.py:1);run (asyncio/base_events.py:10) 1",
+        ]
+    )
+    hot = summarise(collapsed)
+    assert hot["samples"] == 10
+    assert hot["self"][0] == ("decide (/x/services/policy/engine.py)", 60.0)
+    assert ("encode (schemas/envelope.py)", 30.0) in hot["self"]
+    assert [frame for frame, _ in hot["total"]] == ["decide (/x/services/policy/engine.py)", "encode (schemas/envelope.py)"]
+    text = render(MACHINE, FIGURES, hot, full=False, failed=[])
+    assert "| 60.0 % | `decide (/x/services/policy/engine.py)` |" in text
+    assert "sampled the `policy` service" in text
