@@ -17,9 +17,11 @@ RUN pip install -r requirements.lock
 
 # The project itself. Only the package directories are copied (the build context also holds
 # .infra/ and .venv/, which must not end up in the image).
+COPY connectors ./connectors
 COPY schemas ./schemas
 COPY servicekit ./servicekit
 COPY services ./services
+COPY standins ./standins
 COPY systems ./systems
 COPY tidegate ./tidegate
 COPY pyproject.toml README.m[d] ./

@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.executor.app import main
+    from services.executor.settings import ExecutorSettings
 
-__all__ = ["main"]
+__all__ = ["ExecutorSettings", "main"]
 
 _HOME = {
+    "ExecutorSettings": "settings",
     "main": "app",
 }
 

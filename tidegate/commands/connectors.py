@@ -17,7 +17,7 @@ from rich.table import Table
 
 import connectors as c
 from servicekit import KitSettings, ToolCatalog, apply_migrations, create_pool
-from services.executor.settings import ExecutorSettings
+from services.executor import ExecutorSettings
 from tidegate.commands._common import console, fail, run, settings
 
 __all__ = ["app"]

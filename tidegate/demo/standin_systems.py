@@ -19,7 +19,7 @@ from typing import Any
 
 import connectors as c
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog, apply_migrations, create_pool
-from services.executor.settings import ExecutorSettings
+from services.executor import ExecutorSettings
 from standins import RecordingProxy, StripeMock, ensure_stripe_mock, serve_app
 from standins.zendesk import ZendeskStandIn
 from systems.seed import ORDERS, TICKETS
