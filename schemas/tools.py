@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from schemas.common import Contract, RiskClass
 
-__all__ = ["PolicyFacts", "RetryPolicy", "ToolSpec"]
+__all__ = ["McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec"]
 
 
 class RetryPolicy(Contract):
@@ -33,6 +33,25 @@ class PolicyFacts(Contract):
     )
 
 
+class McpUpstream(Contract):
+    """An upstream MCP server's tool that the executor calls, for kind `mcp`: over streamable HTTP or a stdio command."""
+
+    url: str | None = Field(default=None, description="Streamable HTTP endpoint of the server.", examples=["http://127.0.0.1:9000/mcp"])
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Command that starts a stdio server (the executor starts it per call).",
+        examples=[["uvx", "mcp-server-git"]],
+    )
+    tool: str = Field(min_length=1, description="The tool's name on the upstream server.", examples=["create_issue"])
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpUpstream:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("an mcp upstream needs exactly one of url and command")
+        return self
+
+
 class ToolSpec(Contract):
     """A catalogued tool: what a model sees, what policy checks, and how the executor calls it."""
 
@@ -51,12 +70,13 @@ class ToolSpec(Contract):
         examples=[{"acme": "payments:refund"}],
     )
     facts: PolicyFacts = Field(default_factory=PolicyFacts)
-    kind: Literal["python", "http", "topic"] = Field(description="How the executor reaches the tool.")
+    kind: Literal["python", "http", "topic", "mcp"] = Field(description="How the executor reaches the tool.")
     entrypoint: str | None = Field(
         default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"]
     )
     url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
+    mcp: McpUpstream | None = Field(default=None, description="The upstream MCP server and tool, for kind `mcp`.")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ToolSpec:
@@ -64,6 +84,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: kind python needs an entrypoint")
         if self.kind == "http" and not self.url:
             raise ValueError(f"tool {self.name}: kind http needs a url")
+        if self.kind == "mcp" and self.mcp is None:
+            raise ValueError(f"tool {self.name}: kind mcp needs an mcp upstream")
         return self
 
     @property

@@ -28,6 +28,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("budget", "budget"),
     ("audit", "audit"),
     ("ops", None),
+    ("mcp", "mcp"),
 ]
 
 for module_name, group in _COMMANDS:
