@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import yaml
 
 from servicekit import REPO_ROOT, KitSettings, ServiceProcess
 from tidegate.client import ClientSettings
+
+NOTES_SERVER = REPO_ROOT / "examples" / "mcp_upstream" / "notes_server.py"
 
 GOVERNED_TOOLS: list[dict[str, Any]] = [
     {
@@ -57,6 +60,21 @@ def kit(infra: Any, topics: str, tmp_path: Path) -> KitSettings:
         shutil.copy(path, tools / path.name)
     for spec in GOVERNED_TOOLS:
         (tools / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    # The example upstream MCP server's write tool, as `tidegate mcp import` writes it and a reviewer classifies it.
+    notes = {
+        "name": "notes_add_note",
+        "description": "Add a note to a customer's file (upstream MCP server).",
+        "risk": "write_low",
+        "kind": "mcp",
+        "timeout_s": 30,
+        "mcp": {"command": [sys.executable, str(NOTES_SERVER), "--db", str(tmp_path / "notes.json")], "tool": "add-note"},
+        "args_schema": {
+            "type": "object",
+            "required": ["customer", "text"],
+            "properties": {"customer": {"type": "string"}, "text": {"type": "string"}},
+        },
+    }
+    (tools / "notes_add_note.yaml").write_text(yaml.safe_dump(notes))
     return KitSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
         database_url=infra.database_url,
@@ -128,6 +146,3 @@ async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
         finally:
             for svc in reversed(started):
                 await svc.stop()
-
-
-Approve = Callable[..., Awaitable[None]]
