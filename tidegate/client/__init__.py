@@ -10,7 +10,7 @@ Imports only schemas/, aiokafka and pydantic, never a service:
 
 from tidegate.client.client import Tidegate
 from tidegate.client.governed import GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
-from tidegate.client.ledger import CallLedger, MemoryLedger, SqliteLedger
+from tidegate.client.ledger import CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
 from tidegate.client.progress import ANSWER_TOPICS, Progress
@@ -34,14 +34,17 @@ __all__ = [
     "GovernedTool",
     "KafkaTransport",
     "MemoryLedger",
+    "MemoryProposals",
     "MemoryTransport",
     "Outcome",
     "Position",
     "Progress",
+    "ProposalLedger",
     "Rejected",
     "Signer",
     "SigningNotWired",
     "SqliteLedger",
+    "SqliteProposals",
     "SyncTidegate",
     "Tidegate",
     "Transport",

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from schemas import ActionProposed, ActionProposedData
+from tidegate.client.ledger import MemoryProposals, ProposalLedger
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
@@ -33,6 +34,8 @@ class Tidegate:
 
     Use as `async with Tidegate() as tg:`; settings come from `TIDEGATE_CLIENT_*` unless given.
     One live reader follows the answer topics from the moment the client starts, for every proposal.
+    A proposal whose action id is already in `proposals` is not sent again: its story is read from
+    the position recorded with it (how a framework's re-run or a restarted agent picks up a call).
     """
 
     def __init__(
@@ -42,11 +45,13 @@ class Tidegate:
         transport: Transport | None = None,
         signer: Signer | None = None,
         task_id: str | None = None,
+        proposals: ProposalLedger | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
         self.transport: Transport = transport or KafkaTransport(self.settings)
         self.signer = signer or signer_for(self.settings)
         self.task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
+        self.proposals: ProposalLedger = proposals or MemoryProposals()
         self._watches: dict[str, _Watch] = {}
         self._start: Position | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -108,7 +113,8 @@ class Tidegate:
             task: Task id (default: this client's).
             tenant: Tenant (default from the settings).
             tainted_args: Arg paths whose values came from untrusted content.
-            action_id: The idempotency key; pass a stable one (a framework's tool-call id) so a re-run cannot act twice.
+            action_id: The idempotency key; pass a stable one (a framework's tool-call id): proposing it again
+                sends nothing and follows the first proposal instead.
             rationale: Why the agent wants it (recorded).
             step: Position in the task (default: this client's running count).
             wait_for_human: Return only once a human decided (default: return `Escalated` at once).
@@ -136,15 +142,30 @@ class Tidegate:
             requested_by=self.settings.principal,
         )
         watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
-        event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
-        await self.transport.publish("actions.proposed", self.signer.sign(event))
+        recorded = self.proposals.position_of(data.action_id)
+        if recorded is None:
+            position = self._start
+            self.proposals.record(data.action_id, position.token())
+            event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
+            await self.transport.publish("actions.proposed", self.signer.sign(event))
+        else:
+            position = Position.parse(recorded)
+            self.run_in_background(self._catch_up(watch, position))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         await self._until(watch, lambda p: p.final() is not None or (p.escalated and not wait_for_human), limit)
         final = watch.progress.final()
         if final is not None:
             self._watches.pop(data.action_id, None)
             return final
-        return self._escalated(watch, self._start)
+        return self._escalated(watch, position)
+
+    async def _catch_up(self, watch: _Watch, position: Position) -> None:
+        """Read an earlier proposal's story from its recorded position until it ends (the live reader started later)."""
+        async for topic, event in self.transport.read(ANSWER_TOPICS, position):
+            if self.signer.verify(event) and watch.progress.apply(topic, event):
+                watch.changed.set()
+                if watch.progress.final() is not None:
+                    return
 
     def _escalated(self, watch: _Watch, position: Position) -> Escalated:
         progress = watch.progress

@@ -19,6 +19,7 @@ from tidegate.client import (
     Position,
     Rejected,
     SigningNotWired,
+    SqliteProposals,
     SyncTidegate,
     Tidegate,
 )
@@ -169,3 +170,23 @@ async def test_the_client_waits_on_many_proposals_at_once(tg: Tidegate, stack: S
     outcomes = await asyncio.gather(*(tg.propose("tag_ticket", {"ticket_id": f"T-{i}"}) for i in range(20)))
     assert all(isinstance(o, Executed) for o in outcomes)
     assert len(stack.calls["tag_ticket"]) == 20
+
+
+async def test_proposing_an_action_id_again_after_a_restart_sends_nothing_and_follows_the_first(
+    bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path
+) -> None:
+    args = {"payee_id": "cus_1", "amount_usd": 650.0, "order_id": "O-6"}
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as first:
+        escalated = await first.propose("issue_refund", args, action_id="tool-call-17")
+        assert isinstance(escalated, Escalated)
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as second:
+        again = await second.propose("issue_refund", args, action_id="tool-call-17")  # the framework re-runs the step
+        assert isinstance(again, Escalated)
+        assert again.approval_id == escalated.approval_id
+        await stack.approve(again.approval_id)
+        final = await again.decision(timeout_s=5)
+        assert isinstance(final, Executed)
+        after = await second.propose("issue_refund", args, action_id="tool-call-17")  # and once more, after it ran
+    assert isinstance(after, Executed)
+    assert len(stack.proposals) == 1
+    assert len(stack.calls["issue_refund"]) == 1
