@@ -6,10 +6,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tidegate.client import Decided, Denied, Executed, Failed, Rejected, SqliteLedger, Tidegate, serve_tool
+from tidegate.client import Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
 from tidegate.client.ledger import CallLedger
 
-__all__ = ["escalation_payload", "outcome_text", "result_value", "serve_function"]
+__all__ = ["escalation_payload", "outcome_dict", "outcome_text", "result_value", "serve_function"]
 
 
 def serve_function(client: Tidegate, tool: str, run: Callable[[dict[str, Any]], Awaitable[Any]], ledger: CallLedger | None = None) -> None:
@@ -59,3 +59,17 @@ def escalation_payload(
             "args": args,
         }
     }
+
+
+def outcome_dict(outcome: Outcome | Decided) -> dict[str, Any]:
+    """A workflow-friendly (JSON) form of the outcome."""
+    base: dict[str, Any] = {"action_id": outcome.action_id, "tool": outcome.tool}
+    if isinstance(outcome, Executed):
+        return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args}
+    if isinstance(outcome, Failed):
+        return base | {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
+    if isinstance(outcome, Denied):
+        return base | {"outcome": "denied", "reasons": outcome.codes}
+    if isinstance(outcome, Rejected):
+        return base | {"outcome": "expired" if outcome.expired else "rejected", "reasons": outcome.codes, "approver": outcome.approver}
+    return base | {"outcome": "escalated", "approval_id": outcome.approval_id, "reasons": outcome.codes}

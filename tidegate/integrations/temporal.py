@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 from temporalio import activity
 
-from tidegate.client import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected, Tidegate
+from tidegate.client import Escalated, Tidegate
+from tidegate.integrations._common import outcome_dict
 
 __all__ = ["GovernedCall", "PendingActivities", "TidegateActivities", "complete_decided", "outcome_dict"]
 
@@ -102,17 +103,3 @@ async def complete_decided(
         pending.remove(action_id)
         completed += 1
     return completed
-
-
-def outcome_dict(outcome: Outcome | Decided) -> dict[str, Any]:
-    """A workflow-friendly (JSON) form of the outcome."""
-    base: dict[str, Any] = {"action_id": outcome.action_id, "tool": outcome.tool}
-    if isinstance(outcome, Executed):
-        return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args}
-    if isinstance(outcome, Failed):
-        return base | {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
-    if isinstance(outcome, Denied):
-        return base | {"outcome": "denied", "reasons": outcome.codes}
-    if isinstance(outcome, Rejected):
-        return base | {"outcome": "expired" if outcome.expired else "rejected", "reasons": outcome.codes, "approver": outcome.approver}
-    return base | {"outcome": "escalated", "approval_id": outcome.approval_id, "reasons": outcome.codes}
