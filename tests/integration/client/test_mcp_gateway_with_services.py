@@ -67,3 +67,29 @@ async def test_mcp_calls_are_allowed_denied_and_escalated_then_approved(
     assert waited.structured_content["customer"] == "cus_1002"
     assert any(m and "waiting for a human" in m for m in progress)
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1001", "cus_1002"]
+
+
+async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_settings: ClientSettings, tmp_path: Path) -> None:
+    """`tidegate mcp serve` as an MCP client starts it: a subprocess on stdio, configured by the environment."""
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "TIDEGATE_CLIENT_KAFKA_BOOTSTRAP": client_settings.kafka_bootstrap,
+        "TIDEGATE_CLIENT_TOPIC_PREFIX": client_settings.topic_prefix,
+        "TIDEGATE_CLIENT_TENANT": "acme",
+        "TIDEGATE_CLIENT_PRINCIPAL": "alice@acme.example",
+        "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),
+        "TIDEGATE_MCP_TOOLS": '["notes_add_note", "delete_customer_data"]',
+    }
+    server = mcp.StdioServerParameters(command=sys.executable, args=["-m", "tidegate.cli", "mcp", "serve"], env=env, cwd=str(Path.cwd()))
+    async with mcp.Client(server) as agent:
+        assert sorted(t.name for t in (await agent.list_tools()).tools) == ["delete_customer_data", "notes_add_note"]
+        added = await agent.call_tool("notes_add_note", {"customer": "cus_1003", "text": "over stdio"})
+        denied = await agent.call_tool("delete_customer_data", {"customer_id": "cus_1003", "reason": "asked"})
+    assert not added.is_error, added.content
+    assert added.structured_content["text"] == "over stdio"
+    assert denied.is_error
+    assert "human_only" in denied.structured_content["reasons"]
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]

@@ -130,3 +130,30 @@ async def test_a_tool_outside_the_served_set_is_refused_without_a_proposal(stack
         result = await mcp_client.call_tool("issue_refund", {"amount_usd": 1.0})
     assert result.is_error
     assert scripted.proposals == []
+
+
+async def test_the_gateway_serves_streamable_http(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    import socket
+
+    import uvicorn
+
+    scripted, client = stack
+    app = build_server(client, CATALOG, GatewaySettings()).streamable_http_app()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as mcp_client:
+            assert "tag_ticket" in [t.name for t in (await mcp_client.list_tools()).tools]
+            result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-2"})
+            denied = await mcp_client.call_tool("delete_customer_data", {"customer_id": "c"})
+    finally:
+        server.should_exit = True
+        await serving
+    assert (result.is_error, result.structured_content) == (False, {"tagged": True})
+    assert (denied.is_error, denied.structured_content["reasons"]) == (True, ["human_only"])
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-2"}]}
