@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from tidegate.client.signing import Signer, signer_for
 from tidegate.client.transport import KafkaTransport, Position, Transport
 
 __all__ = ["Tidegate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,6 +89,15 @@ class Tidegate:
         self._background.append(asyncio.create_task(coro))
 
     async def _follow_live(self, start: Position) -> None:
+        try:
+            await self._dispatch(start)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # without the live reader no answer arrives: say so loudly, proposals then time out
+            log.exception("the client's reader of the answer topics stopped")
+            raise
+
+    async def _dispatch(self, start: Position) -> None:
         async for topic, event in self.transport.read(ANSWER_TOPICS, start):
             watch = self._watches.get(getattr(event.data, "action_id", ""))
             if watch is not None and self.signer.verify(event) and watch.progress.apply(topic, event):
@@ -104,6 +116,7 @@ class Tidegate:
         step: int | None = None,
         wait_for_human: bool = False,
         timeout_s: float | None = None,
+        human_timeout_s: float | None = None,
     ) -> Outcome:
         """Propose one tool call and wait for the decision, and for the result when it is allowed.
 
@@ -118,7 +131,8 @@ class Tidegate:
             rationale: Why the agent wants it (recorded).
             step: Position in the task (default: this client's running count).
             wait_for_human: Return only once a human decided (default: return `Escalated` at once).
-            timeout_s: Seconds to wait for the decision and the result (default from the settings).
+            timeout_s: Seconds to wait for the decision, and for the result of an allowed call (default from the settings).
+            human_timeout_s: With wait_for_human, seconds to wait for the human (default: no limit).
 
         Returns:
             `Executed`, `Failed`, `Denied`, `Rejected`, or `Escalated` (unless wait_for_human).
@@ -152,12 +166,13 @@ class Tidegate:
             position = Position.parse(recorded)
             self.run_in_background(self._catch_up(watch, position))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
-        await self._until(watch, lambda p: p.final() is not None or (p.escalated and not wait_for_human), limit)
+        await self._until(watch, lambda p: p.final() is not None or p.escalated, limit)
         final = watch.progress.final()
         if final is not None:
             self._watches.pop(data.action_id, None)
             return final
-        return self._escalated(watch, position)
+        escalated = self._escalated(watch, position)
+        return await escalated.decision(human_timeout_s) if wait_for_human else escalated
 
     async def _catch_up(self, watch: _Watch, position: Position) -> None:
         """Read an earlier proposal's story from its recorded position until it ends (the live reader started later)."""

@@ -136,3 +136,20 @@ async def test_an_invocation_that_asks_for_its_reply_elsewhere_is_refused(bus: M
         [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
     assert reply.data.action_id == "a-4"
     assert len(ran) == 1
+
+
+async def test_a_governed_call_waits_for_a_slow_human_beyond_the_decision_timeout(
+    bus: MemoryTransport, stack: ScriptedTidegate, wait_for: Any
+) -> None:
+    async with Tidegate(ClientSettings(decision_timeout_s=0.2), transport=bus) as tg:
+
+        @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+        def reorder_stock(sku: str, quantity: int) -> int:
+            return quantity
+
+        call = asyncio.create_task(reorder_stock("KB-1", 500))
+        [request] = await wait_for(stack.pending, timeout=5, what="the approval request")
+        await asyncio.sleep(0.5)  # the human takes longer than the client waits for a policy decision
+        assert not call.done()
+        await stack.approve(request.approval_id)
+        assert await asyncio.wait_for(call, 5) == 500
