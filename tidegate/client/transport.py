@@ -108,7 +108,7 @@ class KafkaTransport:
         await self._producer.send_and_wait(self._prefix + topic, encode(event), key=event.key, headers=headers)
 
     def _consumer(self, **kwargs: Any) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(enable_auto_commit=False, **self._settings.kafka_options(), **kwargs)
+        return AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **self._settings.kafka_options(), **kwargs)
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topics: tuple[str, ...]) -> list[TopicPartition]:
         await consumer._client.force_metadata_update()  # a fresh consumer knows no topic until asked
