@@ -66,9 +66,19 @@ $(INT_STAMP): integrations/requirements.lock
 	$(INT_VENV)/bin/pip install -q -r integrations/requirements.lock
 	@touch $(INT_STAMP)
 
+# CrewAI pins mcp<2 and pydantic<2.13: a venv of its own again.
+CREW_VENV := .venv-crewai
+CREW_STAMP := $(CREW_VENV)/.installed
+$(CREW_STAMP): integrations/requirements-crewai.lock
+	@test -x $(CREW_VENV)/bin/python || $(PY) -m venv $(CREW_VENV)
+	$(CREW_VENV)/bin/pip install -q --upgrade pip
+	$(CREW_VENV)/bin/pip install -q -r integrations/requirements-crewai.lock
+	@touch $(CREW_STAMP)
+
 .PHONY: integrations-test
-integrations-test: $(INT_STAMP) ## Offline tests of the framework adapters (real frameworks, scripted models), in .venv-integrations
+integrations-test: $(INT_STAMP) $(CREW_STAMP) ## Offline tests of the framework adapters (real frameworks, scripted models), in their own venvs
 	PYTHONPATH=$(CURDIR) $(INT_VENV)/bin/pytest integrations/tests -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR) $(CREW_VENV)/bin/pytest integrations/crewai_tests -q -p no:cacheprovider
 
 .PHONY: browser-deps
 browser-deps: ## Install Debian's chromium for the approver page's browser test (idempotent; needs root or sudo)

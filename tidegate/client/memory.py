@@ -20,7 +20,15 @@ class MemoryTransport:
     def __init__(self) -> None:
         self.topics: dict[str, list[Any]] = defaultdict(list)
         self._committed: dict[tuple[str, str], int] = {}
-        self._changed = asyncio.Condition()
+        self._conditions: dict[asyncio.AbstractEventLoop, asyncio.Condition] = {}
+
+    @property
+    def _changed(self) -> asyncio.Condition:
+        """The wake-up of the running loop (a restarted client may run on a new loop; one loop at a time)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._conditions:
+            self._conditions = {loop: asyncio.Condition()}  # an earlier loop's waiters are gone with it
+        return self._conditions[loop]
 
     async def start(self) -> None:
         """Nothing to connect."""

@@ -29,8 +29,11 @@ class SyncTidegate:
     async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tidegate:
         return Tidegate(*args, **kwargs)  # built on the loop's thread, so its asyncio objects belong to that loop
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the client's loop and wait for it (what the blocking methods do)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    _run = run
 
     def __enter__(self) -> SyncTidegate:
         self._run(self.client.start())
