@@ -40,15 +40,15 @@ def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: Gatewa
     """An MCP low-level server over a started client; serve it with stdio or streamable HTTP."""
     specs = {s.name: s for s in catalog if settings.tools is None or s.name in settings.tools}
     listed = [types.Tool(name=s.name, description=s.description, input_schema=s.args_schema) for s in specs.values()]
-    if settings.on_escalation == "pending":
-        listed.append(types.Tool(name=STATUS_TOOL, description="Where a pending governed call stands.", input_schema=_STATUS_SCHEMA))
+    # Listed in both modes: a waiting call that reaches `wait_limit_s` also returns a pending result to poll.
+    listed.append(types.Tool(name=STATUS_TOOL, description="Where a pending governed call stands.", input_schema=_STATUS_SCHEMA))
 
     async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=listed)
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = params.arguments or {}
-        if params.name == STATUS_TOOL and settings.on_escalation == "pending":
+        if params.name == STATUS_TOOL:
             return await _status(client, arguments)
         if params.name not in specs:
             return _error(f"unknown tool {params.name}", {"outcome": "unknown_tool"})

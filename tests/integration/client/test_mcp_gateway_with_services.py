@@ -85,7 +85,11 @@ async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_
     }
     server = mcp.StdioServerParameters(command=sys.executable, args=["-m", "tidegate.cli", "mcp", "serve"], env=env, cwd=str(Path.cwd()))
     async with mcp.Client(server) as agent:
-        assert sorted(t.name for t in (await agent.list_tools()).tools) == ["delete_customer_data", "notes_add_note"]
+        assert sorted(t.name for t in (await agent.list_tools()).tools) == [
+            "delete_customer_data",
+            "notes_add_note",
+            "tidegate_action_status",
+        ]
         added = await agent.call_tool("notes_add_note", {"customer": "cus_1003", "text": "over stdio"})
         denied = await agent.call_tool("delete_customer_data", {"customer_id": "cus_1003", "reason": "asked"})
     assert not added.is_error, added.content

@@ -55,7 +55,7 @@ async def test_the_catalog_is_listed_and_an_allowed_call_runs_once(stack: tuple[
     scripted, client = stack
     async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
         listed = await mcp_client.list_tools()
-        assert [t.name for t in listed.tools] == ["tag_ticket", "issue_refund", "delete_customer_data"]
+        assert [t.name for t in listed.tools] == ["tag_ticket", "issue_refund", "delete_customer_data", STATUS_TOOL]
         assert listed.tools[1].input_schema["properties"] == {"amount_usd": {"type": "number"}}
         result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"})
     assert (result.is_error, result.structured_content) == (False, {"tagged": True})
@@ -126,7 +126,7 @@ async def test_in_pending_mode_an_escalated_call_returns_at_once_and_is_polled(s
 async def test_a_tool_outside_the_served_set_is_refused_without_a_proposal(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
     scripted, client = stack
     async with mcp.Client(build_server(client, CATALOG, GatewaySettings(tools=["tag_ticket"]))) as mcp_client:
-        assert [t.name for t in (await mcp_client.list_tools()).tools] == ["tag_ticket"]
+        assert [t.name for t in (await mcp_client.list_tools()).tools] == ["tag_ticket", STATUS_TOOL]
         result = await mcp_client.call_tool("issue_refund", {"amount_usd": 1.0})
     assert result.is_error
     assert scripted.proposals == []
@@ -157,3 +157,14 @@ async def test_the_gateway_serves_streamable_http(stack: tuple[ScriptedTidegate,
     assert (result.is_error, result.structured_content) == (False, {"tagged": True})
     assert (denied.is_error, denied.structured_content["reasons"]) == (True, ["human_only"])
     assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-2"}]}
+
+
+async def test_a_call_that_waits_past_the_limit_returns_pending_and_can_be_polled(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    settings = GatewaySettings(wait_limit_s=0.2, progress_every_s=0.1)
+    async with mcp.Client(build_server(client, CATALOG, settings)) as mcp_client:
+        pending = await mcp_client.call_tool("issue_refund", {"amount_usd": 70.0})
+        assert pending.structured_content["outcome"] == "pending"
+        await approve_when_pending(scripted)
+        done = await mcp_client.call_tool(STATUS_TOOL, {"action_id": pending.structured_content["action_id"]})
+    assert done.structured_content == {"refunded": 70.0}
