@@ -50,9 +50,35 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/tidegate infra up || exit $$?; \
 	bash tests/e2e/approval/browser_deps.sh || exit $$?; \
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(MAKE) integrations-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/security tests/e2e -q -p no:cacheprovider || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc
+
+INT_VENV := .venv-integrations
+INT_STAMP := $(INT_VENV)/.installed
+
+# The framework adapters' own venv: langchain pins a newer certifi and openai-agents a newer openai than the services'
+# lock allows, so they get a venv of their own with only what tidegate.client needs (schemas, pydantic, aiokafka).
+$(INT_STAMP): integrations/requirements.lock
+	@test -x $(INT_VENV)/bin/python || $(PY) -m venv $(INT_VENV)
+	$(INT_VENV)/bin/pip install -q --upgrade pip
+	$(INT_VENV)/bin/pip install -q -r integrations/requirements.lock
+	@touch $(INT_STAMP)
+
+# CrewAI pins mcp<2 and pydantic<2.13: a venv of its own again.
+CREW_VENV := .venv-crewai
+CREW_STAMP := $(CREW_VENV)/.installed
+$(CREW_STAMP): integrations/requirements-crewai.lock
+	@test -x $(CREW_VENV)/bin/python || $(PY) -m venv $(CREW_VENV)
+	$(CREW_VENV)/bin/pip install -q --upgrade pip
+	$(CREW_VENV)/bin/pip install -q -r integrations/requirements-crewai.lock
+	@touch $(CREW_STAMP)
+
+.PHONY: integrations-test
+integrations-test: $(INT_STAMP) $(CREW_STAMP) ## Offline tests of the framework adapters (real frameworks, scripted models), in their own venvs
+	PYTHONPATH=$(CURDIR) $(INT_VENV)/bin/pytest integrations/tests -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR) $(CREW_VENV)/bin/pytest integrations/crewai_tests -q -p no:cacheprovider
 
 .PHONY: browser-deps
 browser-deps: ## Install Debian's chromium for the approver page's browser test (idempotent; needs root or sudo)

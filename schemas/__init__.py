@@ -19,7 +19,7 @@ from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
 from schemas.reasons import ReasonCode
 from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
-from schemas.tools import PolicyFacts, RetryPolicy, ToolSpec
+from schemas.tools import McpUpstream, PolicyFacts, RetryPolicy, ToolSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, TopicSpec, adapter_for, topic_spec
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Decision",
     "Envelope",
     "ErrorInfo",
+    "McpUpstream",
     "Mode",
     "PolicyFacts",
     "ProposalCost",

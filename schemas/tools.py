@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from schemas.common import Contract, RiskClass
 
-__all__ = ["PolicyFacts", "RetryPolicy", "ToolSpec"]
+__all__ = ["McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec"]
 
 
 class RetryPolicy(Contract):
@@ -31,6 +31,25 @@ class PolicyFacts(Contract):
     important: list[str] = Field(
         default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]]
     )
+
+
+class McpUpstream(Contract):
+    """An upstream MCP server's tool that the executor calls, for kind `mcp`: over streamable HTTP or a stdio command."""
+
+    url: str | None = Field(default=None, description="Streamable HTTP endpoint of the server.", examples=["http://127.0.0.1:9000/mcp"])
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Command that starts a stdio server (the executor starts it per call).",
+        examples=[["uvx", "mcp-server-git"]],
+    )
+    tool: str = Field(min_length=1, description="The tool's name on the upstream server.", examples=["create_issue"])
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpUpstream:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("an mcp upstream needs exactly one of url and command")
+        return self
 
 
 class ToolSpec(Contract):
@@ -62,12 +81,13 @@ class ToolSpec(Contract):
         "a tenant that enabled the tool and set the connector's credential (`tidegate connectors`), ignoring `credential_scopes`.",
         examples=["stripe"],
     )
-    kind: Literal["python", "http", "topic"] = Field(description="How the executor reaches the tool.")
+    kind: Literal["python", "http", "topic", "mcp"] = Field(description="How the executor reaches the tool.")
     entrypoint: str | None = Field(
         default=None, description="`module:function`, for kind `python`.", examples=["services.executor.systems.payments:issue_refund"]
     )
     url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
+    mcp: McpUpstream | None = Field(default=None, description="The upstream MCP server and tool, for kind `mcp`.")
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ToolSpec:
@@ -77,6 +97,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: kind http needs a url")
         if self.connector is not None and self.kind != "python":
             raise ValueError(f"tool {self.name}: connector tools are kind python (the connector's own client calls the API)")
+        if self.kind == "mcp" and self.mcp is None:
+            raise ValueError(f"tool {self.name}: kind mcp needs an mcp upstream")
         return self
 
     @property

@@ -30,6 +30,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("audit", "audit"),
     ("connectors", "connectors"),
     ("ops", None),
+    ("mcp", "mcp"),
 ]
 
 for module_name, group in _COMMANDS:

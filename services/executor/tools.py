@@ -7,6 +7,7 @@ applied or not); the retry loop lives in `executor.py` alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, To
 from servicekit import Reject
 from systems import Tool, ToolContext, ToolError
 
-__all__ = ["ConnectorTools", "HttpTools", "Invoker", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
+__all__ = ["ConnectorTools", "HttpTools", "Invoker", "McpTools", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +233,50 @@ class ConnectorTools:
         return ToolAnswer(answer.result, answer.cost_usd + float(billed)) if isinstance(billed, int | float) else answer
 
 
+class McpTools:
+    """Kind `mcp`: one `tools/call` on an upstream MCP server (streamable HTTP, or a stdio command started per call).
+
+    The action id travels as `_meta["io.tidegate/idempotency_key"]` for servers that honour it; a
+    tool error (`is_error`) is final; a server that cannot be reached never got the call; a call cut
+    off mid-way may have been applied.
+    """
+
+    META_KEY = "io.tidegate/idempotency_key"
+
+    async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """Connect, call the upstream tool once, disconnect."""
+        import mcp  # imported here: only deployments with mcp tools pay for it
+
+        assert spec.mcp is not None
+        upstream = spec.mcp
+        server: Any = upstream.url or mcp.StdioServerParameters(command=upstream.command[0], args=upstream.command[1:])  # type: ignore[index]
+        meta: Any = {self.META_KEY: ctx.idempotency_key}
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(mcp.Client(server))
+            except Exception as exc:  # refused, bad command, failed handshake: the call never reached the tool
+                where = upstream.url or " ".join(upstream.command or [])
+                raise ToolError("unreachable", f"mcp upstream {where}: {type(exc).__name__}: {exc}", retryable=True) from exc
+            try:
+                result = await client.call_tool(upstream.tool, args, read_timeout_seconds=spec.timeout_s, meta=meta)
+            except Exception as exc:  # sent: the upstream may have acted
+                raise ToolError(
+                    "mcp_call_failed", f"{upstream.tool}: {type(exc).__name__}: {exc}", retryable=True, maybe_applied=True
+                ) from exc
+        text = "\n".join(getattr(block, "text", "") for block in result.content)
+        if result.is_error:
+            raise ToolError("mcp_tool_error", text[:2000] or f"{upstream.tool} returned an error")
+        structured = result.structured_content
+        return ToolAnswer(structured if isinstance(structured, dict) else {"text": text})
+
+
 class ToolInvokers:
     """The invoker of each tool kind, and of connector tools."""
 
-    def __init__(self, python: Invoker, http: Invoker, topic: Invoker, connector: Invoker | None = None) -> None:
-        self._by_kind = {"python": python, "http": http, "topic": topic}
+    def __init__(
+        self, python: Invoker, http: Invoker, topic: Invoker, connector: Invoker | None = None, mcp: Invoker | None = None
+    ) -> None:
+        self._by_kind = {"python": python, "http": http, "topic": topic, "mcp": mcp or McpTools()}
         self._connector = connector
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:

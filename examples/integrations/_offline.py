@@ -1,0 +1,25 @@
+"""What the offline examples share: scripted governance on a memory bus, standing in for a running Tidegate."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from schemas import ActionProposedData
+from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+
+
+def rule(p: ActionProposedData) -> tuple[str, str]:
+    """Refunds of 500 USD or more need a human; the rest is allowed."""
+    if p.tool == "issue_refund" and p.args.get("amount_usd", 0) >= 500:
+        return "escalate", "needs_human_approval"
+    return "allow", "low_risk_write_allowed"
+
+
+def offline(tools: tuple[str, ...]) -> tuple[MemoryTransport, ScriptedTidegate, Tidegate]:
+    """A memory bus, scripted policy/approval/executor, and a client on it (swap for `Tidegate()` against the real thing)."""
+    bus = MemoryTransport()
+    state = Path(tempfile.mkdtemp(prefix="tidegate-example-"))
+    client = Tidegate(ClientSettings(state_dir=state), transport=bus, proposals=SqliteProposals(state / "proposals.sqlite3"))
+    return bus, ScriptedTidegate(bus, rule, topic_tools=tools), client

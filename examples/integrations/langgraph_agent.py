@@ -1,0 +1,62 @@
+"""A LangGraph agent governed by Tidegate, offline: a scripted model asks for a 900 USD refund; a human approves.
+
+PYTHONPATH=. .venv-integrations/bin/python examples/integrations/langgraph_agent.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from _offline import offline
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from tidegate.integrations.langgraph import TidegateMiddleware
+
+
+class ScriptedModel(GenericFakeChatModel):
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+@tool
+def issue_refund(payee_id: str, amount_usd: float) -> str:
+    """Refund a customer."""
+    return f"refunded {amount_usd:.2f} to {payee_id}"
+
+
+async def main() -> list[str]:
+    story: list[str] = []
+    _, tidegate, client = offline(("issue_refund",))
+    model = ScriptedModel(
+        messages=iter(
+            [
+                AIMessage("", tool_calls=[{"name": "issue_refund", "args": {"payee_id": "cus_1", "amount_usd": 900.0}, "id": "c1"}]),
+                AIMessage("Refunded."),
+            ]
+        )
+    )
+    async with tidegate, client:
+        # The three lines that govern an existing agent: a client, the middleware, a checkpointer.
+        agent = create_agent(
+            model, tools=[issue_refund], middleware=[TidegateMiddleware(client, serve=[issue_refund])], checkpointer=InMemorySaver()
+        )
+        config = {"configurable": {"thread_id": "ticket-1007"}}
+        paused = await agent.ainvoke({"messages": [("user", "refund order O-1 (900 USD)")]}, config)
+        request = paused["__interrupt__"][0].value["tidegate"]
+        story.append(f"paused: {request['tool']} needs a human ({', '.join(request['reasons'])}), approval {request['approval_id']}")
+        await tidegate.approve(request["approval_id"], "bob@acme.example")  # in real life: the approver page or API
+        done = await agent.ainvoke(Command(resume=True), config)
+        story.append(f"resumed: {done['messages'][-2].content} → {done['messages'][-1].content}")
+    for line in story:
+        print(line)
+    return story
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

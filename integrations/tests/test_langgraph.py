@@ -1,0 +1,152 @@
+"""LangGraph (langchain 1.x `create_agent`) with a scripted model, governed by Tidegate through `TidegateMiddleware`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import SideEffects, wait_pending
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import BaseTool, tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from tidegate.client import Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.langgraph import TidegateMiddleware
+
+
+class ScriptedModel(GenericFakeChatModel):
+    """Answers from a script; binding tools changes nothing."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedModel:
+        return self
+
+
+def script(name: str, args: dict[str, Any], call_id: str = "call-1") -> ScriptedModel:
+    return ScriptedModel(
+        messages=iter([AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id}]), AIMessage("done")])
+    )
+
+
+def tools_for(effects: SideEffects) -> list[BaseTool]:
+    @tool
+    def tag_ticket(ticket_id: str, tags: list[str]) -> str:
+        """Tag a helpdesk ticket."""
+        effects.calls.append(("tag_ticket", {"ticket_id": ticket_id, "tags": tags}))
+        return f"tagged {ticket_id}"
+
+    @tool
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    @tool
+    def delete_customer_data(customer_id: str) -> str:
+        """Erase a customer's data."""
+        effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
+        return "deleted"
+
+    return [tag_ticket, issue_refund, delete_customer_data]
+
+
+def agent(client: Tidegate, effects: SideEffects, model: ScriptedModel, saver: InMemorySaver) -> Any:
+    tools = tools_for(effects)
+    return create_agent(model, tools=tools, middleware=[TidegateMiddleware(client, serve=tools)], checkpointer=saver)
+
+
+CONFIG = {"configurable": {"thread_id": "thread-1"}}
+
+
+def tool_message(state: dict[str, Any]) -> ToolMessage:
+    [message] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
+    return message
+
+
+async def test_an_allowed_call_runs_once_through_tidegate(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        state = await agent(client, effects, script("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}), InMemorySaver()).ainvoke(
+            {"messages": [("user", "tag T-1 vip")]}, CONFIG
+        )
+    assert (tool_message(state).status, tool_message(state).content) == ("success", "tagged T-1")
+    assert effects.calls == [("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]})]
+    assert [p.action_id for p in governance.proposals] == ["call-1"]
+
+
+async def test_a_denied_call_never_runs_and_the_model_reads_why(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        state = await agent(client, effects, script("delete_customer_data", {"customer_id": "c1"}), InMemorySaver()).ainvoke(
+            {"messages": [("user", "erase c1")]}, CONFIG
+        )
+    message = tool_message(state)
+    assert message.status == "error"
+    assert "human_only" in message.content
+    assert effects.calls == []
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected_calls", "expected_text"),
+    [
+        ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
+        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "refunded 450.00 to cus_1"),
+        ("reject", [], "approval_rejected"),
+    ],
+)
+async def test_an_escalation_interrupts_the_graph_and_the_human_decides_in_tidegate(
+    make_client: Callable[[], Tidegate],
+    governance: ScriptedTidegate,
+    effects: SideEffects,
+    decision: str,
+    expected_calls: list[dict[str, Any]],
+    expected_text: str,
+) -> None:
+    saver = InMemorySaver()
+    async with make_client() as client:
+        graph = agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}), saver)
+        paused = await graph.ainvoke({"messages": [("user", "refund 900")]}, CONFIG)
+        [pause] = paused["__interrupt__"]
+        assert pause.value["tidegate"]["reasons"] == ["needs_human_approval"]
+        assert pause.value["tidegate"]["args"] == {"payee_id": "cus_1", "amount_usd": 900.0}
+        assert effects.calls == []
+
+        approval_id = await wait_pending(governance)
+        assert approval_id == pause.value["tidegate"]["approval_id"]
+        if decision == "reject":
+            await governance.reject(approval_id, comment="no")
+        else:
+            await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
+        # The resume value is only a wake-up: "yes" here cannot approve a rejected call.
+        state = await graph.ainvoke(Command(resume="yes"), CONFIG)
+    assert expected_text in tool_message(state).content
+    assert effects.of("issue_refund") == expected_calls
+    assert len(governance.proposals) == 1  # the node re-ran on resume; it followed the first proposal
+
+
+async def test_a_process_that_crashes_while_a_human_decides_resumes_without_a_second_side_effect(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    saver = InMemorySaver()  # stands in for a durable checkpointer (the graph's state outlives the process)
+    async with make_client() as first:
+        paused = await agent(first, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}), saver).ainvoke(
+            {"messages": [("user", "refund 700")]}, CONFIG
+        )
+        assert "__interrupt__" in paused
+    # The process is gone. The human approves meanwhile; Tidegate invokes the tool, which waits on its topic.
+    await governance.approve(await wait_pending(governance))
+
+    async with make_client() as second:
+        resumed = agent(second, effects, ScriptedModel(messages=iter([AIMessage("done")])), saver)
+        state = await resumed.ainvoke(Command(resume="approved"), CONFIG)
+        again = await resumed.ainvoke(Command(resume="approved"), CONFIG)  # a duplicate resume changes nothing
+    assert tool_message(state).content == "refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    assert len(governance.proposals) == 1
+    assert again["messages"][-1].content == "done"

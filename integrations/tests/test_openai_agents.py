@@ -1,0 +1,117 @@
+"""OpenAI Agents SDK 0.24 with its own `ScriptedModel`, governed by Tidegate through `governed_function_tool`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from agents import Agent, Runner, RunState, set_tracing_disabled
+from agents.testing import ScriptedModel, assistant_message, function_call
+from conftest import SideEffects, wait_pending
+
+from tidegate.client import Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions
+
+
+@pytest.fixture(autouse=True)
+def _no_trace_export() -> None:
+    set_tracing_disabled(True)  # offline: the SDK would otherwise try to export traces to its platform
+
+
+def build_agent(client: Tidegate, effects: SideEffects, model: ScriptedModel) -> Agent[Any]:
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    def delete_customer_data(customer_id: str) -> str:
+        """Erase a customer's data."""
+        effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
+        return "deleted"
+
+    tools = [governed_function_tool(client, issue_refund), governed_function_tool(client, delete_customer_data)]
+    return Agent(name="support", instructions="Help the customer.", model=model, tools=tools)
+
+
+def script(name: str, args: dict[str, Any]) -> ScriptedModel:
+    return ScriptedModel([[function_call(name, args, call_id="call-1")], [assistant_message("done")]])
+
+
+def tool_output(result: Any) -> str:
+    [output] = [item.output for item in result.new_items if item.type == "tool_call_output_item"]
+    return str(output)
+
+
+async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        result = await Runner.run(
+            build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})), "refund 40"
+        )
+    assert result.interruptions == []
+    assert tool_output(result) == "refunded 40.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+    assert [p.action_id for p in governance.proposals] == ["call-1"]
+
+
+async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        result = await Runner.run(build_agent(client, effects, script("delete_customer_data", {"customer_id": "c1"})), "erase c1")
+    assert "human_only" in tool_output(result)
+    assert effects.calls == []
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected_calls", "expected_text"),
+    [
+        ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
+        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "refunded 450.00 to cus_1"),
+        ("reject", [], "approval_rejected"),
+    ],
+)
+async def test_an_escalation_is_an_sdk_interruption_settled_by_the_human_in_tidegate(
+    make_client: Callable[[], Tidegate],
+    governance: ScriptedTidegate,
+    effects: SideEffects,
+    decision: str,
+    expected_calls: list[dict[str, Any]],
+    expected_text: str,
+) -> None:
+    async with make_client() as client:
+        agent = build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
+        paused = await Runner.run(agent, "refund 900")
+        [item] = paused.interruptions
+        assert item.tool_name == "issue_refund"
+        state = paused.to_state()
+        assert not await settle_interruptions(client, state, timeout_s=0.2)  # nobody decided yet: stays interrupted
+        assert effects.calls == []
+
+        approval_id = await wait_pending(governance)
+        if decision == "reject":
+            await governance.reject(approval_id, comment="no")
+        else:
+            await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
+        assert await settle_interruptions(client, state)
+        result = await Runner.run(agent, state)
+    assert expected_text in tool_output(result)
+    assert effects.of("issue_refund") == expected_calls
+    assert len(governance.proposals) == 1
+
+
+async def test_a_run_state_saved_across_a_crash_resumes_without_a_second_side_effect(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as first:
+        paused = await Runner.run(build_agent(first, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})), "refund")
+        saved = paused.to_state().to_string()  # what the application keeps while humans take their time
+    await governance.approve(await wait_pending(governance))
+
+    async with make_client() as second:
+        agent = build_agent(second, effects, ScriptedModel([[assistant_message("done")]]))
+        state = await RunState.from_string(agent, saved)
+        assert await settle_interruptions(second, state)
+        result = await Runner.run(agent, state)
+    assert tool_output(result) == "refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    assert len(governance.proposals) == 1

@@ -1,0 +1,121 @@
+"""pydantic-ai 2.x with `FunctionModel`, governed by Tidegate through `TidegateCapability` and deferred approvals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import SideEffects, wait_pending
+from pydantic_ai import Agent, DeferredToolRequests
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+from tidegate.client import Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.pydantic_ai import TidegateCapability, tidegate_results
+
+
+def scripted(name: str, args: dict[str, Any]) -> FunctionModel:
+    """Calls the tool once, then answers with what the tool returned."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returned = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        if returned:
+            return ModelResponse(parts=[TextPart(f"done: {returned[-1].content}")])
+        return ModelResponse(parts=[ToolCallPart(name, args, tool_call_id="call-1")])
+
+    return FunctionModel(respond)
+
+
+def build_agent(client: Tidegate, effects: SideEffects, model: FunctionModel) -> Agent[None, str | DeferredToolRequests]:
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    def delete_customer_data(customer_id: str) -> str:
+        """Erase a customer's data."""
+        effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
+        return "deleted"
+
+    functions = [issue_refund, delete_customer_data]
+    return Agent(
+        model, tools=functions, output_type=[str, DeferredToolRequests], capabilities=[TidegateCapability(client, serve=functions)]
+    )
+
+
+async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        result = await build_agent(client, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})).run("refund 40")
+    assert result.output == "done: refunded 40.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+    assert [p.action_id for p in governance.proposals] == ["call-1"]
+
+
+async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        result = await build_agent(client, effects, scripted("delete_customer_data", {"customer_id": "c1"})).run("erase c1")
+    assert "human_only" in str(result.output)
+    assert effects.calls == []
+
+
+@pytest.mark.parametrize(
+    ("decision", "expected_calls", "expected_text"),
+    [
+        ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "done: refunded 900.00 to cus_1"),
+        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "done: refunded 450.00 to cus_1"),
+        ("reject", [], "approval_rejected"),
+    ],
+)
+async def test_an_escalation_is_a_deferred_approval_answered_from_tidegate(
+    make_client: Callable[[], Tidegate],
+    governance: ScriptedTidegate,
+    effects: SideEffects,
+    decision: str,
+    expected_calls: list[dict[str, Any]],
+    expected_text: str,
+) -> None:
+    async with make_client() as client:
+        agent = build_agent(client, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
+        paused = await agent.run("refund 900")
+        assert isinstance(paused.output, DeferredToolRequests)
+        assert paused.output.metadata["call-1"]["tidegate"]["reasons"] == ["needs_human_approval"]
+        assert await tidegate_results(client, paused.output, timeout_s=0.2) is None  # nobody decided yet
+        assert effects.calls == []
+
+        approval_id = await wait_pending(governance)
+        if decision == "reject":
+            await governance.reject(approval_id, comment="no")
+        else:
+            await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
+        results = await tidegate_results(client, paused.output)
+        assert results is not None
+        if decision == "edit":
+            assert results.approvals["call-1"].override_args == {"payee_id": "cus_1", "amount_usd": 450.0}
+        result = await agent.run(message_history=paused.all_messages(), deferred_tool_results=results)
+    assert expected_text in str(result.output)
+    assert effects.of("issue_refund") == expected_calls
+    assert len(governance.proposals) == 1
+
+
+async def test_deferred_requests_kept_across_a_crash_resume_without_a_second_side_effect(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
+
+    async with make_client() as first:
+        paused = await build_agent(first, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})).run("refund")
+        assert isinstance(paused.output, DeferredToolRequests)
+        kept = (ModelMessagesTypeAdapter.dump_json(paused.all_messages()), paused.output)  # what the application stores
+    await governance.approve(await wait_pending(governance))
+
+    async with make_client() as second:
+        agent = build_agent(second, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}))
+        results = await tidegate_results(second, kept[1])
+        assert results is not None
+        history = ModelMessagesTypeAdapter.validate_json(kept[0])
+        result = await agent.run(message_history=history, deferred_tool_results=results)
+    assert result.output == "done: refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    assert len(governance.proposals) == 1

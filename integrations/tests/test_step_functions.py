@@ -1,0 +1,141 @@
+"""AWS Step Functions `.waitForTaskToken` against moto, which executes the state machine (SQS integration, task tokens)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from conftest import rule, wait_pending
+from moto import mock_aws
+
+from tidegate.client import MemoryTransport, Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str, str]]:
+    """moto's Step Functions (executing state machines) and SQS; a state machine whose refund task waits for its token."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
+        queue = sqs.create_queue(QueueName="tidegate-proposals")["QueueUrl"]
+        body = {
+            "tool": "issue_refund",
+            "args.$": "$.refund",
+            "token.$": "$$.Task.Token",
+            "execution.$": "$$.Execution.Id",
+            "state.$": "$$.State.Name",
+        }
+        definition = {
+            "StartAt": "Refund",
+            "States": {
+                "Refund": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"QueueUrl": queue, "MessageBody": body},
+                    "End": True,
+                }
+            },
+        }
+        machine = sfn.create_state_machine(name="refunds", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn")
+        yield sfn, sqs, queue, machine["stateMachineArn"]
+
+
+@pytest.fixture
+async def governance(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
+    async with ScriptedTidegate(bus, rule, tools={"issue_refund": lambda args: {"refund_id": "re_1", **args}}) as scripted:
+        yield scripted
+
+
+async def start(aws: tuple[Any, Any, str, str], name: str, amount: float) -> str:
+    sfn, _, _, machine = aws
+    return str(
+        sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps({"refund": {"payee_id": "cus_1", "amount_usd": amount}}))[
+            "executionArn"
+        ]
+    )
+
+
+async def take(bridge: StepFunctionsBridge) -> None:
+    for _ in range(100):  # moto runs the execution in a thread: poll until its message is queued
+        if await bridge.poll():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("no message from the state machine")
+
+
+async def finished(sfn: Any, execution: str) -> dict[str, Any]:
+    for _ in range(100):
+        described = sfn.describe_execution(executionArn=execution)
+        if described["status"] != "RUNNING":
+            return dict(described)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{execution} still running")
+
+
+async def test_an_allowed_task_succeeds_with_the_result(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs, queue, _ = aws
+    async with make_client() as client:
+        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
+        execution = await start(aws, "small-refund", 40.0)
+        await take(bridge)
+        done = await finished(sfn, execution)
+    assert done["status"] == "SUCCEEDED"
+    output = json.loads(done["output"])
+    assert (output["outcome"], output["result"]["refund_id"]) == ("executed", "re_1")
+    assert governance.proposals[0].action_id == f"sfn:{execution}:Refund"
+
+
+@pytest.mark.parametrize(("decision", "status"), [("approve", "SUCCEEDED"), ("reject", "FAILED")])
+async def test_an_escalated_task_waits_for_the_human_then_succeeds_or_fails(
+    aws: tuple[Any, Any, str, str],
+    make_client: Callable[[], Tidegate],
+    governance: ScriptedTidegate,
+    tmp_path: Path,
+    decision: str,
+    status: str,
+) -> None:
+    sfn, sqs, queue, _ = aws
+    async with make_client() as client:
+        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
+        execution = await start(aws, "big-refund", 900.0)
+        await take(bridge)
+        assert await bridge.complete_decided(timeout_s=0.2) == 0
+        assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
+        approval_id = await wait_pending(governance)
+        await (governance.approve(approval_id) if decision == "approve" else governance.reject(approval_id, comment="no"))
+        assert await bridge.complete_decided(timeout_s=5) == 1
+        done = await finished(sfn, execution)
+    assert done["status"] == status
+    assert len(governance.calls.get("issue_refund", [])) == (1 if decision == "approve" else 0)
+    if decision == "reject":
+        history = sfn.get_execution_history(executionArn=execution)["events"]
+        assert any("tidegate.rejected" in json.dumps(e, default=str) for e in history)
+
+
+async def test_a_bridge_restarted_while_a_human_decides_completes_the_task_once(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs, queue, _ = aws
+    tokens = tmp_path / "tokens.sqlite3"
+    async with make_client() as first:
+        execution = await start(aws, "refund-across-restart", 700.0)
+        await take(StepFunctionsBridge(first, sfn, sqs, queue, PendingTokens(tokens)))
+    await governance.approve(await wait_pending(governance))
+    async with make_client() as second:
+        bridge = StepFunctionsBridge(second, sfn, sqs, queue, PendingTokens(tokens))
+        assert await bridge.complete_decided(timeout_s=5) == 1
+        assert await bridge.complete_decided(timeout_s=0.2) == 0
+        done = await finished(sfn, execution)
+    assert done["status"] == "SUCCEEDED"
+    assert len(governance.calls["issue_refund"]) == 1
+    assert len(governance.proposals) == 1

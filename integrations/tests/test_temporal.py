@@ -1,0 +1,116 @@
+"""Temporal 1.35: the governed activity in the SDK's offline `ActivityEnvironment`, completed asynchronously by the bridge.
+
+The workflow side (a worker and a test server) is not run: the Temporal test server is a binary the
+SDK downloads, which this machine cannot do. What is tested is the activity and the completion bridge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import rule, wait_pending
+from temporalio import activity
+from temporalio.testing import ActivityEnvironment
+
+from tidegate.client import MemoryTransport, Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.temporal import GovernedCall, PendingActivities, TidegateActivities, complete_decided
+
+# What `activity.raise_complete_async()` raises; the SDK keeps its class private.
+COMPLETE_ASYNC = activity._CompleteAsyncError
+
+
+@pytest.fixture
+async def governance(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
+    """Here the tools are catalog tools the executor runs itself (a workflow's activities have no functions to serve)."""
+    local = {name: (lambda args: {"ok": True, **args}) for name in ("tag_ticket", "issue_refund", "delete_customer_data")}
+    async with ScriptedTidegate(bus, rule, tools=local) as scripted:
+        yield scripted
+
+
+class FakeTemporal:
+    """Stands in for `temporal_client.get_async_activity_handle`: records what each task token was completed with."""
+
+    def __init__(self) -> None:
+        self.completed: dict[bytes, Any] = {}
+
+    def __call__(self, *, task_token: bytes) -> Any:
+        temporal = self
+
+        class Handle:
+            async def complete(self, result: Any = None) -> None:
+                assert task_token not in temporal.completed, "completed twice"
+                temporal.completed[task_token] = result
+
+        return Handle()
+
+
+def environment(activity_id: str = "1", token: bytes = b"token-1", attempt: int = 1) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        ActivityEnvironment.default_info(), workflow_id="refund-wf", activity_id=activity_id, task_token=token, attempt=attempt
+    )
+    return env
+
+
+async def test_allowed_and_denied_calls_return_at_once(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    async with make_client() as client:
+        activities = TidegateActivities(client, PendingActivities(tmp_path / "pending.sqlite3"))
+        allowed = await environment("1").run(activities.propose, GovernedCall("tag_ticket", {"ticket_id": "T-1"}))
+        denied = await environment("2").run(activities.propose, GovernedCall("delete_customer_data", {"customer_id": "c1"}))
+    assert (allowed["outcome"], allowed["action_id"]) == ("executed", "temporal:refund-wf:1")
+    assert (denied["outcome"], denied["reasons"]) == ("denied", ["human_only"])
+    assert governance.calls.get("delete_customer_data") is None
+
+
+@pytest.mark.parametrize(("decision", "outcome"), [("approve", "executed"), ("edit", "executed"), ("reject", "rejected")])
+async def test_an_escalated_activity_completes_asynchronously_with_the_human_decision(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path, decision: str, outcome: str
+) -> None:
+    pending = PendingActivities(tmp_path / "pending.sqlite3")
+    temporal = FakeTemporal()
+    async with make_client() as client:
+        activities = TidegateActivities(client, pending)
+        with pytest.raises(COMPLETE_ASYNC):
+            await environment().run(activities.propose, GovernedCall("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
+        assert [row[0] for row in pending.rows()] == ["temporal:refund-wf:1"]
+        assert await complete_decided(client, pending, temporal, timeout_s=0.2) == 0  # nobody decided yet
+
+        approval_id = await wait_pending(governance)
+        if decision == "reject":
+            await governance.reject(approval_id, "bob@acme.example")
+        else:
+            await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
+        assert await complete_decided(client, pending, temporal, timeout_s=5) == 1
+    result = temporal.completed[b"token-1"]
+    assert result["outcome"] == outcome
+    assert pending.rows() == []
+    runs = governance.calls.get("issue_refund", [])
+    assert runs == ([] if decision == "reject" else [{"payee_id": "cus_1", "amount_usd": 450.0 if decision == "edit" else 900.0}])
+
+
+async def test_a_worker_crash_and_a_retried_attempt_never_propose_twice(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    path = tmp_path / "pending.sqlite3"
+    call = GovernedCall("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})
+    async with make_client() as first:
+        with pytest.raises(COMPLETE_ASYNC):
+            await environment(token=b"token-1").run(TidegateActivities(first, PendingActivities(path)).propose, call)
+    # The worker died; Temporal retries the activity on another worker (same activity id, new task token).
+    async with make_client() as second:
+        with pytest.raises(COMPLETE_ASYNC):
+            await environment(token=b"token-2", attempt=2).run(TidegateActivities(second, PendingActivities(path)).propose, call)
+        await governance.approve(await wait_pending(governance))
+        temporal = FakeTemporal()
+        assert await complete_decided(second, PendingActivities(path), temporal, timeout_s=5) == 1
+    assert list(temporal.completed) == [b"token-2"]
+    assert temporal.completed[b"token-2"]["outcome"] == "executed"
+    assert len(governance.proposals) == 1
+    assert len(governance.calls["issue_refund"]) == 1

@@ -1,0 +1,148 @@
+"""The real policy, approval and executor services on this test's prefix, with governed tools in the catalog."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from servicekit import REPO_ROOT, KitSettings, ServiceProcess
+from tidegate.client import ClientSettings
+
+NOTES_SERVER = REPO_ROOT / "examples" / "mcp_upstream" / "notes_server.py"
+
+GOVERNED_TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "reorder_stock",
+        "description": "Order more of a SKU from the supplier (a governed Python function of the agent's process).",
+        "risk": "write_low",
+        "kind": "topic",
+        "accepts_idempotency_key": True,
+        "timeout_s": 10,
+        "args_schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["sku", "quantity"],
+            "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+        },
+    },
+    {
+        "name": "pay_vendor",
+        "description": "Pay a vendor invoice (a governed Python function of the agent's process).",
+        "risk": "financial",
+        "kind": "topic",
+        "accepts_idempotency_key": True,
+        "timeout_s": 10,
+        "facts": {"amount": "amount_usd", "payee": "payee_id", "documentation": "invoice_id"},
+        "args_schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["payee_id", "amount_usd", "invoice_id"],
+            "properties": {"payee_id": {"type": "string"}, "amount_usd": {"type": "number"}, "invoice_id": {"type": "string"}},
+        },
+    },
+]
+
+
+@pytest.fixture
+def kit(infra: Any, topics: str, tmp_path: Path) -> KitSettings:
+    """Kit settings with the demo catalog plus the governed tools."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for path in (REPO_ROOT / "catalog" / "tools").glob("*.yaml"):
+        shutil.copy(path, tools / path.name)
+    for spec in GOVERNED_TOOLS:
+        (tools / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+    # The example upstream MCP server's write tool, as `tidegate mcp import` writes it and a reviewer classifies it.
+    notes = {
+        "name": "notes_add_note",
+        "description": "Add a note to a customer's file (upstream MCP server).",
+        "risk": "write_low",
+        "kind": "mcp",
+        "timeout_s": 30,
+        "mcp": {"command": [sys.executable, str(NOTES_SERVER), "--db", str(tmp_path / "notes.json")], "tool": "add-note"},
+        "args_schema": {
+            "type": "object",
+            "required": ["customer", "text"],
+            "properties": {"customer": {"type": "string"}, "text": {"type": "string"}},
+        },
+    }
+    (tools / "notes_add_note.yaml").write_text(yaml.safe_dump(notes))
+    return KitSettings(
+        kafka_bootstrap=infra.kafka_bootstrap,
+        database_url=infra.database_url,
+        topic_prefix=topics,
+        keys_dir=tmp_path / "keys",
+        tools_dir=tools,
+    )
+
+
+@pytest.fixture
+def client_settings(kit: KitSettings, tmp_path: Path) -> ClientSettings:
+    return ClientSettings(
+        kafka_bootstrap=kit.kafka_bootstrap,
+        topic_prefix=kit.topic_prefix,
+        tenant="acme",
+        principal="alice@acme.example",
+        proposer="external:tests",
+        state_dir=tmp_path / "client-state",
+        decision_timeout_s=45,
+    )
+
+
+@dataclass
+class Stack:
+    """The running services and a way to act as an approver through the approval API."""
+
+    kit: KitSettings
+    approval: ServiceProcess
+    http: httpx.AsyncClient
+
+    async def approver_token(self, approver: str, groups: list[str]) -> str:
+        from services.approval import auth
+        from services.approval.repository import PgApprovalRepository
+
+        assert self.approval.pool is not None
+        token = auth.new_token()
+        await PgApprovalRepository(self.approval.pool).add_token(auth.hash_token(token), approver, "acme", groups)
+        return token
+
+    async def decide(self, approval_id: str, verb: str, token: str, **body: Any) -> None:
+        record = await self.http.get(
+            f"{self.approval.http_url}/api/v1/approvals/{approval_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert record.status_code == 200, record.text
+        answer = await self.http.post(
+            f"{self.approval.http_url}/api/v1/approvals/{approval_id}/{verb}",
+            json={"action_digest": record.json()["action_digest"], **body},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture
+async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
+    """Policy, approval (HTTP on a free port) and executor, in process, on this test's prefix and database."""
+    from services.approval.app import build as build_approval
+    from services.approval.settings import ApprovalSettings
+    from services.executor.app import build as build_executor
+    from services.policy.app import build as build_policy
+
+    services = [build_policy(kit), build_approval(kit, ApprovalSettings(http_port=0, sweep_interval_s=0.2)), build_executor(kit=kit)]
+    started: list[ServiceProcess] = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            for svc in services:
+                await svc.start()
+                started.append(svc)
+            yield Stack(kit, services[1], http)
+        finally:
+            for svc in reversed(started):
+                await svc.stop()

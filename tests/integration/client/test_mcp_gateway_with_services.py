@@ -1,0 +1,99 @@
+"""An MCP client (the `mcp` package's) lists and calls governed tools through the gateway, against the real services.
+
+The tool called is itself an upstream MCP server's (the example notes server, catalog kind `mcp`), so
+this is the whole chain: MCP client → gateway → policy → (approval API) → executor → upstream MCP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import mcp
+from conftest import Stack
+
+from servicekit import ToolCatalog
+from tidegate.client import ClientSettings, Tidegate
+from tidegate.mcp_gateway import GatewaySettings, build_server
+
+
+def notes(tmp_path: Path) -> list[dict[str, object]]:
+    db = tmp_path / "notes.json"
+    return json.loads(db.read_text())["notes"] if db.exists() else []
+
+
+async def test_mcp_calls_are_allowed_denied_and_escalated_then_approved(
+    stack: Stack, client_settings: ClientSettings, tmp_path: Path
+) -> None:
+    catalog = ToolCatalog.load(stack.kit.tools_dir).tools.values()
+    async with Tidegate(client_settings) as client, mcp.Client(build_server(client, catalog, GatewaySettings())) as agent:
+        names = [t.name for t in (await agent.list_tools()).tools]
+        assert {"notes_add_note", "issue_refund", "delete_customer_data"} <= set(names)
+
+        added = await agent.call_tool("notes_add_note", {"customer": "cus_1001", "text": "called back"})
+        assert not added.is_error, added.content
+        assert added.structured_content == {"id": 1, "customer": "cus_1001", "text": "called back"}
+        assert len(notes(tmp_path)) == 1
+
+        denied = await agent.call_tool("delete_customer_data", {"customer_id": "cus_1001", "reason": "asked"})
+        assert denied.is_error
+        assert "human_only" in denied.structured_content["reasons"]
+
+    # A draft-mode agent: every write needs a human, who approves through the approval API while the call waits.
+    draft = client_settings.model_copy(update={"mode": "draft"})
+    token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
+    progress: list[str | None] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    async def human() -> None:
+        while True:
+            listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+            pending = [a for a in listing.json() if a["status"] == "pending"] if listing.status_code == 200 else []
+            if pending and progress:  # approve only once the caller is visibly waiting
+                await stack.decide(pending[0]["approval_id"], "approve", token)
+                return
+            await asyncio.sleep(0.1)
+
+    async with Tidegate(draft) as client, mcp.Client(build_server(client, catalog, GatewaySettings(progress_every_s=0.2))) as agent:
+        approving = asyncio.create_task(human())
+        waited = await asyncio.wait_for(
+            agent.call_tool("notes_add_note", {"customer": "cus_1002", "text": "refund promised"}, progress_callback=on_progress), 90
+        )
+        await approving
+    assert not waited.is_error, waited.content
+    assert waited.structured_content["customer"] == "cus_1002"
+    assert any(m and "waiting for a human" in m for m in progress)
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1001", "cus_1002"]
+
+
+async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_settings: ClientSettings, tmp_path: Path) -> None:
+    """`tidegate mcp serve` as an MCP client starts it: a subprocess on stdio, configured by the environment."""
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "TIDEGATE_CLIENT_KAFKA_BOOTSTRAP": client_settings.kafka_bootstrap,
+        "TIDEGATE_CLIENT_TOPIC_PREFIX": client_settings.topic_prefix,
+        "TIDEGATE_CLIENT_TENANT": "acme",
+        "TIDEGATE_CLIENT_PRINCIPAL": "alice@acme.example",
+        "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),
+        "TIDEGATE_MCP_TOOLS": '["notes_add_note", "delete_customer_data"]',
+    }
+    server = mcp.StdioServerParameters(command=sys.executable, args=["-m", "tidegate.cli", "mcp", "serve"], env=env, cwd=str(Path.cwd()))
+    async with mcp.Client(server) as agent:
+        assert sorted(t.name for t in (await agent.list_tools()).tools) == [
+            "delete_customer_data",
+            "notes_add_note",
+            "tidegate_action_status",
+        ]
+        added = await agent.call_tool("notes_add_note", {"customer": "cus_1003", "text": "over stdio"})
+        denied = await agent.call_tool("delete_customer_data", {"customer_id": "cus_1003", "reason": "asked"})
+    assert not added.is_error, added.content
+    assert added.structured_content["text"] == "over stdio"
+    assert denied.is_error
+    assert "human_only" in denied.structured_content["reasons"]
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]

@@ -1,0 +1,192 @@
+"""The client against scripted governance on a memory bus: every path a caller relies on, and resuming after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ActionProposedData
+from tidegate.client import (
+    ClientSettings,
+    Denied,
+    Escalated,
+    Executed,
+    MemoryTransport,
+    Position,
+    Rejected,
+    SigningNotWired,
+    SqliteProposals,
+    SyncTidegate,
+    Tidegate,
+)
+from tidegate.client.scripted import ScriptedTidegate
+
+
+def rule(p: ActionProposedData) -> tuple[str, str]:
+    if p.tool == "delete_customer_data":
+        return "deny", "human_only"
+    if p.tool == "issue_refund" and p.args["amount_usd"] >= 500:
+        return "escalate", "needs_human_approval"
+    return "allow", "low_risk_write_allowed"
+
+
+def refund(args: dict[str, Any]) -> dict[str, Any]:
+    return {"refund_id": f"re_{args['order_id']}", "amount_usd": args["amount_usd"]}
+
+
+@pytest.fixture
+def bus() -> MemoryTransport:
+    return MemoryTransport()
+
+
+@pytest.fixture
+async def stack(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
+    async with ScriptedTidegate(bus, rule, tools={"issue_refund": refund}) as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def tg(bus: MemoryTransport, stack: ScriptedTidegate) -> AsyncIterator[Tidegate]:
+    async with Tidegate(ClientSettings(principal="alice@acme.example"), transport=bus) as client:
+        yield client
+
+
+async def test_an_allowed_call_returns_the_executed_result(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-1"}, tainted_args=["payee_id"])
+    assert isinstance(outcome, Executed)
+    assert outcome.result == {"refund_id": "re_O-1", "amount_usd": 40.0}
+    assert stack.calls["issue_refund"] == [{"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-1"}]
+    [sent] = stack.proposals
+    assert (sent.requested_by, sent.proposer, sent.tainted_args, sent.tenant_id) == (
+        "alice@acme.example",
+        "external:client",
+        ["payee_id"],
+        "acme",
+    )
+
+
+async def test_a_denied_call_carries_the_reason_codes_and_nothing_runs(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcome = await tg.propose("delete_customer_data", {"customer_id": "cus_1"})
+    assert isinstance(outcome, Denied)
+    assert outcome.codes == ["human_only"]
+    assert stack.calls == {}
+
+
+async def test_an_escalation_waits_for_the_human_and_runs_the_edited_call(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-2"})
+    assert isinstance(outcome, Escalated)
+    assert outcome.codes == ["needs_human_approval"]
+    assert stack.calls == {}
+    await stack.approve(outcome.approval_id, "bob@acme.example", edited_args={"payee_id": "cus_1", "amount_usd": 450.0, "order_id": "O-2"})
+    final = await outcome.decision(timeout_s=5)
+    assert isinstance(final, Executed)
+    assert (final.via, final.approver, final.approval_id) == ("approval", "bob@acme.example", outcome.approval_id)
+    assert final.result["amount_usd"] == 450.0
+    assert stack.calls["issue_refund"] == [{"payee_id": "cus_1", "amount_usd": 450.0, "order_id": "O-2"}]
+
+
+async def test_a_rejected_escalation_runs_nothing(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-3"})
+    assert isinstance(outcome, Escalated)
+    await stack.reject(outcome.approval_id, "bob@acme.example", comment="not this month")
+    final = await outcome.decision(timeout_s=5)
+    assert isinstance(final, Rejected)
+    assert (final.codes, final.approver, final.comment) == (["approval_rejected"], "bob@acme.example", "not this month")
+    assert stack.calls == {}
+
+
+@pytest.mark.parametrize("from_position", [True, False], ids=["from-recorded-position", "from-the-beginning"])
+async def test_a_restarted_client_resumes_waiting_and_the_call_runs_once(
+    bus: MemoryTransport, stack: ScriptedTidegate, from_position: bool
+) -> None:
+    async with Tidegate(transport=bus) as first:
+        await first.propose("tag_ticket", {"ticket_id": "T-0"})  # history before the escalation, to be skipped by the filter
+        outcome = await first.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0, "order_id": "O-4"})
+        assert isinstance(outcome, Escalated)
+    kept = (outcome.action_id, outcome.position if from_position else None)  # what an agent records before it dies
+    await stack.approve(outcome.approval_id)  # the human decides while no client runs
+
+    async with Tidegate(transport=bus) as second:
+        final = await second.resume(kept[0], position=kept[1], timeout_s=5)
+    assert isinstance(final, Executed)
+    assert final.result["refund_id"] == "re_O-4"
+    assert len(stack.calls["issue_refund"]) == 1
+
+
+async def test_no_answer_in_time_is_a_timeout_not_an_outcome(bus: MemoryTransport) -> None:
+    async with Tidegate(transport=bus) as tg:  # no governance running at all
+        with pytest.raises(TimeoutError, match="no conclusive answer"):
+            await tg.propose("tag_ticket", {"ticket_id": "T-1"}, timeout_s=0.2)
+
+
+def test_the_sync_flavour_proposes_and_waits_for_a_human() -> None:
+    bus = MemoryTransport()
+    with SyncTidegate(transport=bus) as tg:
+        stack = ScriptedTidegate(bus, rule, tools={"issue_refund": refund})
+        tg._run(stack.__aenter__())  # the scripted services run on the client's loop
+        try:
+            assert isinstance(tg.propose("tag_ticket", {"ticket_id": "T-1"}), Executed)
+            outcome = tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 800.0, "order_id": "O-5"})
+            assert isinstance(outcome, Escalated)
+            tg._run(stack.approve(outcome.approval_id))
+            assert isinstance(tg.decision(outcome, timeout_s=5), Executed)
+        finally:
+            tg._run(stack.__aexit__(None, None, None))
+
+
+def test_settings_come_from_the_environment_with_sasl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_CLIENT_KAFKA_BOOTSTRAP", "broker:9092")
+    monkeypatch.setenv("TIDEGATE_CLIENT_SASL_USERNAME", "agent-acme")
+    monkeypatch.setenv("TIDEGATE_CLIENT_SASL_PASSWORD", "s3cret")
+    options = ClientSettings().kafka_options()
+    assert options == {
+        "bootstrap_servers": "broker:9092",
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "agent-acme",
+        "sasl_plain_password": "s3cret",
+    }
+    assert "s3cret" not in repr(ClientSettings())
+
+
+def test_a_configured_key_that_cannot_be_used_fails_closed(tmp_path: Path) -> None:
+    with pytest.raises(SigningNotWired):
+        Tidegate(ClientSettings(signing_key_path=tmp_path / "client.pem"), transport=MemoryTransport())
+
+
+def test_a_position_token_round_trips_and_rejects_garbage() -> None:
+    position = Position({"approvals:0": 12, "actions.results:3": 7})
+    assert Position.parse(position.token()) == position
+    assert position.offset("actions.decided", 0) == 0
+    with pytest.raises(ValueError, match="position"):
+        Position.parse('["not", "a", "position"]')
+
+
+async def test_the_client_waits_on_many_proposals_at_once(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcomes = await asyncio.gather(*(tg.propose("tag_ticket", {"ticket_id": f"T-{i}"}) for i in range(20)))
+    assert all(isinstance(o, Executed) for o in outcomes)
+    assert len(stack.calls["tag_ticket"]) == 20
+
+
+async def test_proposing_an_action_id_again_after_a_restart_sends_nothing_and_follows_the_first(
+    bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path
+) -> None:
+    args = {"payee_id": "cus_1", "amount_usd": 650.0, "order_id": "O-6"}
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as first:
+        escalated = await first.propose("issue_refund", args, action_id="tool-call-17")
+        assert isinstance(escalated, Escalated)
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as second:
+        again = await second.propose("issue_refund", args, action_id="tool-call-17")  # the framework re-runs the step
+        assert isinstance(again, Escalated)
+        assert again.approval_id == escalated.approval_id
+        await stack.approve(again.approval_id)
+        final = await again.decision(timeout_s=5)
+        assert isinstance(final, Executed)
+        after = await second.propose("issue_refund", args, action_id="tool-call-17")  # and once more, after it ran
+    assert isinstance(after, Executed)
+    assert len(stack.proposals) == 1
+    assert len(stack.calls["issue_refund"]) == 1

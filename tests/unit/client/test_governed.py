@@ -1,0 +1,155 @@
+"""`@governed`: the function runs only when the executor invokes it, once per idempotency key, and a crash never repeats it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas import ActionProposedData, ToolInvocation, ToolInvocationData
+from tidegate.client import ClientSettings, GovernanceError, MemoryLedger, MemoryTransport, SqliteLedger, Tidegate, governed, serve_tool
+from tidegate.client.scripted import ScriptedTidegate
+
+
+def rule(p: ActionProposedData) -> tuple[str, str]:
+    if p.args.get("quantity", 0) > 100:
+        return "escalate", "needs_human_approval"
+    if p.args.get("sku") == "FORBIDDEN":
+        return "deny", "no_permit"
+    return "allow", "low_risk_write_allowed"
+
+
+@pytest.fixture
+def bus() -> MemoryTransport:
+    return MemoryTransport()
+
+
+@pytest.fixture
+async def stack(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
+    async with ScriptedTidegate(bus, rule, topic_tools=("reorder_stock",)) as scripted:
+        yield scripted
+
+
+def invocation(action_id: str, *, reply_topic: str = "tidegate.tools.reorder_stock.replies") -> ToolInvocation:
+    data = ToolInvocationData(
+        action_id=action_id,
+        task_id="t-1",
+        tenant_id="acme",
+        tool="reorder_stock",
+        args={"sku": "KB-1", "quantity": 3},
+        idempotency_key=action_id,
+        deadline=datetime.now(UTC) + timedelta(seconds=30),
+        reply_topic=reply_topic,
+    )
+    return ToolInvocation.build(data, source="tidegate/executor")
+
+
+async def test_calling_a_governed_function_proposes_it_and_returns_what_it_returned(
+    bus: MemoryTransport, stack: ScriptedTidegate, wait_for: Any
+) -> None:
+    ran: list[tuple[str, int]] = []
+    async with Tidegate(transport=bus) as tg:
+
+        @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+        async def reorder_stock(sku: str, quantity: int = 1) -> dict[str, Any]:
+            ran.append((sku, quantity))
+            return {"po": f"PO-{sku}-{quantity}"}
+
+        assert await reorder_stock("KB-1", quantity=3) == {"po": "PO-KB-1-3"}
+        assert ran == [("KB-1", 3)]
+        [proposal] = stack.proposals
+        assert (proposal.tool, proposal.args) == ("reorder_stock", {"sku": "KB-1", "quantity": 3})
+
+        with pytest.raises(GovernanceError, match="no_permit") as denied:
+            await reorder_stock("FORBIDDEN")
+        assert denied.value.outcome.codes == ["no_permit"]
+        assert ran == [("KB-1", 3)]
+
+
+async def test_a_governed_call_that_escalates_runs_after_the_human_approves(
+    bus: MemoryTransport, stack: ScriptedTidegate, wait_for: Any
+) -> None:
+    ran: list[int] = []
+    async with Tidegate(transport=bus) as tg:
+
+        @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+        def reorder_stock(sku: str, quantity: int) -> int:  # a plain (sync) function works too
+            ran.append(quantity)
+            return quantity
+
+        call = asyncio.create_task(reorder_stock("KB-1", 500))
+        [request] = await wait_for(stack.pending, timeout=5, what="the approval request")
+        assert ran == []
+        await stack.approve(request.approval_id, edited_args={"sku": "KB-1", "quantity": 200})
+        assert await asyncio.wait_for(call, 5) == 200
+        assert ran == [200]
+
+
+async def test_a_redelivered_invocation_gets_the_first_answer_and_never_runs_again(bus: MemoryTransport, wait_for: Any) -> None:
+    ran: list[dict[str, Any]] = []
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        ran.append(args)
+        return {"value": len(ran)}
+
+    async with Tidegate(transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
+        for _ in range(3):  # the executor retries with the same key after a timeout
+            await bus.publish("tools.reorder_stock.requests", invocation("a-1"))
+        replies = await wait_for(lambda: len(bus.topics["tools.reorder_stock.replies"]) == 3 and bus.topics["tools.reorder_stock.replies"])
+    assert [r.data.result for r in replies] == [{"value": 1}] * 3
+    assert len(ran) == 1
+
+
+async def test_a_call_cut_short_by_a_crash_is_answered_unknown_never_run_twice(bus: MemoryTransport, tmp_path: Path, wait_for: Any) -> None:
+    ledger_path = tmp_path / "reorder_stock.sqlite3"
+    SqliteLedger(ledger_path).begin("a-2")  # the previous process began the call and died before replying
+    ran: list[dict[str, Any]] = []
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        ran.append(args)
+        return {}
+
+    async with Tidegate(transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, SqliteLedger(ledger_path)))
+        await bus.publish("tools.reorder_stock.requests", invocation("a-2"))
+        [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
+    assert (reply.data.ok, reply.data.error.type) == (False, "outcome_unknown")
+    assert ran == []
+
+
+async def test_an_invocation_that_asks_for_its_reply_elsewhere_is_refused(bus: MemoryTransport, wait_for: Any) -> None:
+    ran: list[dict[str, Any]] = []
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        ran.append(args)
+        return {}
+
+    async with Tidegate(ClientSettings(), transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
+        await bus.publish("tools.reorder_stock.requests", invocation("a-3", reply_topic="tidegate.tools.other.replies"))
+        await bus.publish("tools.reorder_stock.requests", invocation("a-4"))
+        [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
+    assert reply.data.action_id == "a-4"
+    assert len(ran) == 1
+
+
+async def test_a_governed_call_waits_for_a_slow_human_beyond_the_decision_timeout(
+    bus: MemoryTransport, stack: ScriptedTidegate, wait_for: Any
+) -> None:
+    async with Tidegate(ClientSettings(decision_timeout_s=0.2), transport=bus) as tg:
+
+        @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+        def reorder_stock(sku: str, quantity: int) -> int:
+            return quantity
+
+        call = asyncio.create_task(reorder_stock("KB-1", 500))
+        [request] = await wait_for(stack.pending, timeout=5, what="the approval request")
+        await asyncio.sleep(0.5)  # the human takes longer than the client waits for a policy decision
+        assert not call.done()
+        await stack.approve(request.approval_id)
+        assert await asyncio.wait_for(call, 5) == 500

@@ -1,0 +1,170 @@
+"""The MCP gateway driven by the `mcp` package's own client, over scripted governance on a memory bus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import mcp
+import pytest
+
+from schemas import ActionProposedData, ToolSpec
+from tidegate.client import MemoryTransport, Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
+
+CATALOG = [
+    ToolSpec.model_validate(
+        {
+            "name": name,
+            "description": f"{name} (test)",
+            "risk": risk,
+            "kind": "python",
+            "entrypoint": "x:y",
+            "args_schema": {"type": "object", "properties": {"amount_usd": {"type": "number"}}},
+        }
+    )
+    for name, risk in (("tag_ticket", "write_low"), ("issue_refund", "financial"), ("delete_customer_data", "destructive"))
+]
+
+
+def rule(p: ActionProposedData) -> tuple[str, str]:
+    if p.tool == "delete_customer_data":
+        return "deny", "human_only"
+    if p.tool == "issue_refund":
+        return "escalate", "needs_human_approval"
+    return "allow", "low_risk_write_allowed"
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[tuple[ScriptedTidegate, Tidegate]]:
+    bus = MemoryTransport()
+    tools = {"issue_refund": lambda args: {"refunded": args["amount_usd"]}, "tag_ticket": lambda args: {"tagged": True}}
+    async with ScriptedTidegate(bus, rule, tools=tools) as scripted, Tidegate(transport=bus) as client:
+        yield scripted, client
+
+
+async def approve_when_pending(scripted: ScriptedTidegate, **edits: Any) -> None:
+    while not scripted.pending():
+        await asyncio.sleep(0.01)
+    await scripted.approve(scripted.pending()[0].approval_id, edited_args=edits or None)
+
+
+async def test_the_catalog_is_listed_and_an_allowed_call_runs_once(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
+        listed = await mcp_client.list_tools()
+        assert [t.name for t in listed.tools] == ["tag_ticket", "issue_refund", "delete_customer_data", STATUS_TOOL]
+        assert listed.tools[1].input_schema["properties"] == {"amount_usd": {"type": "number"}}
+        result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"})
+    assert (result.is_error, result.structured_content) == (False, {"tagged": True})
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1"}]}
+
+
+async def test_a_denied_call_is_a_tool_error_with_the_reason_codes(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
+        result = await mcp_client.call_tool("delete_customer_data", {"customer_id": "c"})
+    assert result.is_error
+    assert result.structured_content["reasons"] == ["human_only"]
+    assert "human_only" in result.content[0].text  # what a model reads
+    assert scripted.calls == {}
+
+
+async def test_an_escalated_call_waits_for_the_human_with_progress_notifications(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    progress: list[str | None] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message)
+
+    settings = GatewaySettings(progress_every_s=0.05)
+    async with mcp.Client(build_server(client, CATALOG, settings)) as mcp_client:
+        human = asyncio.create_task(approve_when_pending(scripted, amount_usd=45.0))
+        result = await mcp_client.call_tool("issue_refund", {"amount_usd": 90.0}, progress_callback=on_progress)
+        await human
+    assert (result.is_error, result.structured_content) == (False, {"refunded": 45.0})
+    assert progress
+    assert all(m is not None and "waiting for a human" in m and "needs_human_approval" in m for m in progress)
+    assert scripted.calls == {"issue_refund": [{"amount_usd": 45.0}]}
+
+
+async def test_a_rejected_escalation_is_a_tool_error(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+
+    async def reject() -> None:
+        while not scripted.pending():
+            await asyncio.sleep(0.01)
+        await scripted.reject(scripted.pending()[0].approval_id, comment="no")
+
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings(progress_every_s=0.05))) as mcp_client:
+        human = asyncio.create_task(reject())
+        result = await mcp_client.call_tool("issue_refund", {"amount_usd": 90.0})
+        await human
+    assert result.is_error
+    assert (result.structured_content["outcome"], result.structured_content["reasons"]) == ("rejected", ["approval_rejected"])
+    assert scripted.calls == {}
+
+
+async def test_in_pending_mode_an_escalated_call_returns_at_once_and_is_polled(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings(on_escalation="pending"))) as mcp_client:
+        assert STATUS_TOOL in [t.name for t in (await mcp_client.list_tools()).tools]
+        pending = await mcp_client.call_tool("issue_refund", {"amount_usd": 90.0})
+        assert (pending.is_error, pending.structured_content["outcome"]) == (False, "pending")
+        ask = {"action_id": pending.structured_content["action_id"], "position": pending.structured_content["position"]}
+        still = await mcp_client.call_tool(STATUS_TOOL, ask)
+        assert still.structured_content["outcome"] == "pending"
+        assert scripted.calls == {}
+        await approve_when_pending(scripted)
+        done = await mcp_client.call_tool(STATUS_TOOL, ask)
+    assert (done.is_error, done.structured_content) == (False, {"refunded": 90.0})
+    assert len(scripted.calls["issue_refund"]) == 1
+
+
+async def test_a_tool_outside_the_served_set_is_refused_without_a_proposal(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings(tools=["tag_ticket"]))) as mcp_client:
+        assert [t.name for t in (await mcp_client.list_tools()).tools] == ["tag_ticket", STATUS_TOOL]
+        result = await mcp_client.call_tool("issue_refund", {"amount_usd": 1.0})
+    assert result.is_error
+    assert scripted.proposals == []
+
+
+async def test_the_gateway_serves_streamable_http(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    import socket
+
+    import uvicorn
+
+    scripted, client = stack
+    app = build_server(client, CATALOG, GatewaySettings()).streamable_http_app()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as mcp_client:
+            assert "tag_ticket" in [t.name for t in (await mcp_client.list_tools()).tools]
+            result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-2"})
+            denied = await mcp_client.call_tool("delete_customer_data", {"customer_id": "c"})
+    finally:
+        server.should_exit = True
+        await serving
+    assert (result.is_error, result.structured_content) == (False, {"tagged": True})
+    assert (denied.is_error, denied.structured_content["reasons"]) == (True, ["human_only"])
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-2"}]}
+
+
+async def test_a_call_that_waits_past_the_limit_returns_pending_and_can_be_polled(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    settings = GatewaySettings(wait_limit_s=0.2, progress_every_s=0.1)
+    async with mcp.Client(build_server(client, CATALOG, settings)) as mcp_client:
+        pending = await mcp_client.call_tool("issue_refund", {"amount_usd": 70.0})
+        assert pending.structured_content["outcome"] == "pending"
+        await approve_when_pending(scripted)
+        done = await mcp_client.call_tool(STATUS_TOOL, {"action_id": pending.structured_content["action_id"]})
+    assert done.structured_content == {"refunded": 70.0}

@@ -1,0 +1,56 @@
+"""A Python client for outside agents: propose governed tool calls, wait for humans, serve governed tools.
+
+Imports only schemas/, aiokafka and pydantic, never a service:
+
+    async with Tidegate() as tg:
+        outcome = await tg.propose("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]})
+        if isinstance(outcome, Escalated):
+            outcome = await outcome.decision()
+"""
+
+from tidegate.client.client import Tidegate
+from tidegate.client.governed import GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
+from tidegate.client.ledger import CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
+from tidegate.client.memory import MemoryTransport
+from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
+from tidegate.client.progress import ANSWER_TOPICS, Progress
+from tidegate.client.settings import ClientSettings
+from tidegate.client.signing import EnvelopeSigner, Signer, SigningNotWired, signer_for
+from tidegate.client.sync import SyncTidegate
+from tidegate.client.transport import Delivery, KafkaTransport, Position, Transport
+
+__all__ = [
+    "ANSWER_TOPICS",
+    "CallLedger",
+    "ClientSettings",
+    "Decided",
+    "Delivery",
+    "Denied",
+    "EnvelopeSigner",
+    "Escalated",
+    "Executed",
+    "Failed",
+    "GovernanceError",
+    "GovernedTool",
+    "KafkaTransport",
+    "MemoryLedger",
+    "MemoryProposals",
+    "MemoryTransport",
+    "Outcome",
+    "Position",
+    "Progress",
+    "ProposalLedger",
+    "Rejected",
+    "Signer",
+    "SigningNotWired",
+    "SqliteLedger",
+    "SqliteProposals",
+    "SyncTidegate",
+    "Tidegate",
+    "Transport",
+    "decided",
+    "governed",
+    "serve_tool",
+    "signer_for",
+    "unwrap",
+]

@@ -1,0 +1,237 @@
+"""The asynchronous client: propose a tool call, get what policy, humans and the executor made of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from schemas import ActionProposed, ActionProposedData
+from tidegate.client.ledger import MemoryProposals, ProposalLedger
+from tidegate.client.outcomes import Decided, Escalated, Outcome
+from tidegate.client.progress import ANSWER_TOPICS, Progress
+from tidegate.client.settings import ClientSettings
+from tidegate.client.signing import Signer, signer_for
+from tidegate.client.transport import KafkaTransport, Position, Transport
+
+__all__ = ["Tidegate"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watch:
+    """One action being followed by the live reader, and a flag raised whenever it learns something."""
+
+    progress: Progress
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Tidegate:
+    """An outside agent's connection to Tidegate.
+
+    Use as `async with Tidegate() as tg:`; settings come from `TIDEGATE_CLIENT_*` unless given.
+    One live reader follows the answer topics from the moment the client starts, for every proposal.
+    A proposal whose action id is already in `proposals` is not sent again: its story is read from
+    the position recorded with it (how a framework's re-run or a restarted agent picks up a call).
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        transport: Transport | None = None,
+        signer: Signer | None = None,
+        task_id: str | None = None,
+        proposals: ProposalLedger | None = None,
+    ) -> None:
+        self.settings = settings or ClientSettings()
+        self.transport: Transport = transport or KafkaTransport(self.settings)
+        self.signer = signer or signer_for(self.settings)
+        self.task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
+        self.proposals: ProposalLedger = proposals or MemoryProposals()
+        self._watches: dict[str, _Watch] = {}
+        self._start: Position | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._steps = 0
+
+    async def start(self) -> None:
+        """Connect, note where the answer topics end, and start following them from there."""
+        await self.transport.start()
+        self._start = await self.transport.end(ANSWER_TOPICS)
+        self._pump = asyncio.create_task(self._follow_live(self._start))
+
+    async def stop(self) -> None:
+        """Stop reading and serving, then disconnect."""
+        for task in [*self._background, *([self._pump] if self._pump else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        self._pump = None
+        await self.transport.stop()
+
+    async def __aenter__(self) -> Tidegate:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        await self.stop()
+
+    def run_in_background(self, coro: Any) -> None:
+        """Keep a task (a governed tool's server, say) running until the client stops."""
+        self._background.append(asyncio.create_task(coro))
+
+    async def _follow_live(self, start: Position) -> None:
+        try:
+            await self._dispatch(start)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # without the live reader no answer arrives: say so loudly, proposals then time out
+            log.exception("the client's reader of the answer topics stopped")
+            raise
+
+    async def _dispatch(self, start: Position) -> None:
+        async for topic, event in self.transport.read(ANSWER_TOPICS, start):
+            watch = self._watches.get(getattr(event.data, "action_id", ""))
+            if watch is not None and self.signer.verify(event) and watch.progress.apply(topic, event):
+                watch.changed.set()
+
+    async def propose(
+        self,
+        tool: str,
+        args: dict[str, Any],
+        *,
+        task: str | None = None,
+        tenant: str | None = None,
+        tainted_args: Iterable[str] = (),
+        action_id: str | None = None,
+        rationale: str = "",
+        step: int | None = None,
+        wait_for_human: bool = False,
+        timeout_s: float | None = None,
+        human_timeout_s: float | None = None,
+    ) -> Outcome:
+        """Propose one tool call and wait for the decision, and for the result when it is allowed.
+
+        Args:
+            tool: A catalogued tool.
+            args: Its arguments (validated by policy against the tool's schema).
+            task: Task id (default: this client's).
+            tenant: Tenant (default from the settings).
+            tainted_args: Arg paths whose values came from untrusted content.
+            action_id: The idempotency key; pass a stable one (a framework's tool-call id): proposing it again
+                sends nothing and follows the first proposal instead.
+            rationale: Why the agent wants it (recorded).
+            step: Position in the task (default: this client's running count).
+            wait_for_human: Return only once a human decided (default: return `Escalated` at once).
+            timeout_s: Seconds to wait for the decision, and for the result of an allowed call (default from the settings).
+            human_timeout_s: With wait_for_human, seconds to wait for the human (default: no limit).
+
+        Returns:
+            `Executed`, `Failed`, `Denied`, `Rejected`, or `Escalated` (unless wait_for_human).
+
+        Raises:
+            TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up).
+        """
+        assert self._start is not None, "client not started: use `async with Tidegate() as tg:`"
+        self._steps += 1
+        data = ActionProposedData(
+            action_id=action_id or f"act-{uuid.uuid4().hex}",
+            task_id=task or self.task_id,
+            tenant_id=tenant or self.settings.tenant,
+            step=self._steps if step is None else step,
+            tool=tool,
+            args=args,
+            rationale=rationale,
+            proposer=self.settings.proposer,
+            tainted_args=list(tainted_args),
+            mode=self.settings.mode,
+            requested_by=self.settings.principal,
+        )
+        watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
+        recorded = self.proposals.position_of(data.action_id)
+        if recorded is None:
+            position = self._start
+            self.proposals.record(data.action_id, position.token())
+            event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
+            await self.transport.publish("actions.proposed", self.signer.sign(event))
+        else:
+            position = Position.parse(recorded)
+            self.run_in_background(self._catch_up(watch, position))
+        limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
+        await self._until(watch, lambda p: p.final() is not None or p.escalated, limit)
+        final = watch.progress.final()
+        if final is not None:
+            self._watches.pop(data.action_id, None)
+            return final
+        escalated = self._escalated(watch, position)
+        return await escalated.decision(human_timeout_s) if wait_for_human else escalated
+
+    async def _catch_up(self, watch: _Watch, position: Position) -> None:
+        """Read an earlier proposal's story from its recorded position until it ends (the live reader started later)."""
+        async for topic, event in self.transport.read(ANSWER_TOPICS, position):
+            if self.signer.verify(event) and watch.progress.apply(topic, event):
+                watch.changed.set()
+                if watch.progress.final() is not None:
+                    return
+
+    def _escalated(self, watch: _Watch, position: Position) -> Escalated:
+        progress = watch.progress
+        assert progress.decision is not None
+        assert progress.requested is not None
+
+        async def decision(timeout_s: float | None) -> Decided:
+            await self._until(watch, lambda p: p.final() is not None, timeout_s)
+            self._watches.pop(progress.action_id, None)
+            final = progress.final()
+            assert final is not None
+            return final
+
+        return Escalated(
+            action_id=progress.action_id,
+            tool=progress.tool,
+            approval_id=progress.requested.approval_id,
+            reasons=tuple(progress.decision.reasons),
+            position=position.token(),
+            _decision=decision,
+        )
+
+    async def _until(self, watch: _Watch, done: Any, timeout_s: float | None) -> None:
+        async def wait() -> None:
+            while not done(watch.progress):
+                watch.changed.clear()
+                await watch.changed.wait()
+
+        try:
+            await asyncio.wait_for(wait(), timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"no conclusive answer for action {watch.progress.action_id} within {timeout_s} s") from None
+
+    async def resume(self, action_id: str, *, position: str | None = None, timeout_s: float | None = None) -> Decided:
+        """Wait for how an earlier proposal ends, e.g. after a restart while a human decides.
+
+        Reads the answer topics from `position` (an `Escalated.position`) or, without one, from their
+        beginning, keeping only this action's events; then waits for the rest.
+        """
+        progress = Progress(action_id)
+        start = Position.parse(position) if position else None
+
+        async def follow() -> Decided:
+            async for topic, event in self.transport.read(ANSWER_TOPICS, start):
+                if self.signer.verify(event) and progress.apply(topic, event):
+                    final = progress.final()
+                    if final is not None:
+                        return final
+            raise RuntimeError("the answer topics ended")  # a transport's read never ends; this is for the type checker
+
+        try:
+            return await asyncio.wait_for(follow(), timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"no conclusive answer for action {action_id} within {timeout_s} s") from None

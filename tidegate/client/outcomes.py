@@ -1,0 +1,108 @@
+"""What became of a proposal: executed, failed, denied, rejected by a human, or waiting for one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas import ErrorInfo, Reason
+
+__all__ = ["Decided", "Denied", "Escalated", "Executed", "Failed", "Outcome", "Rejected"]
+
+
+@dataclass(frozen=True)
+class Executed:
+    """Allowed (by policy, or after a human) and run once by the executor."""
+
+    action_id: str
+    tool: str
+    result: dict[str, Any]
+    via: Literal["policy", "approval"] = "policy"
+    approval_id: str | None = None
+    approver: str | None = None
+    edited_args: dict[str, Any] | None = None
+
+    ok: Literal[True] = True
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Allowed, but the call failed (`failed`) or may or may not have happened (`unknown`: a human follows up)."""
+
+    action_id: str
+    tool: str
+    status: Literal["failed", "unknown"]
+    error: ErrorInfo | None
+    via: Literal["policy", "approval"] = "policy"
+
+    ok: Literal[False] = False
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Policy said no (before a human, or again after one granted); nothing ran."""
+
+    action_id: str
+    tool: str
+    reasons: tuple[Reason, ...]
+    via: Literal["policy", "approval"] = "policy"
+
+    ok: Literal[False] = False
+
+    @property
+    def codes(self) -> list[str]:
+        """The stable reason codes."""
+        return [str(r.code) for r in self.reasons]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A human rejected the escalated call, or nobody decided before it expired; nothing ran."""
+
+    action_id: str
+    tool: str
+    approval_id: str
+    expired: bool
+    approver: str | None = None
+    comment: str | None = None
+
+    ok: Literal[False] = False
+
+    @property
+    def codes(self) -> list[str]:
+        """`approval_expired` or `approval_rejected`."""
+        return ["approval_expired" if self.expired else "approval_rejected"]
+
+
+Decided = Executed | Failed | Denied | Rejected
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """Policy asked a human; `decision()` waits for what the human (then policy, then the executor) made of it.
+
+    `position` is where the answer topics stood before the proposal was sent: keep it (with the action
+    id) and a restarted client resumes with `client.resume(action_id, position=...)`.
+    """
+
+    action_id: str
+    tool: str
+    approval_id: str
+    reasons: tuple[Reason, ...]
+    position: str
+    _decision: Callable[[float | None], Awaitable[Decided]] = field(repr=False, compare=False)
+
+    ok: Literal[False] = False
+
+    @property
+    def codes(self) -> list[str]:
+        """The reason codes of the escalation."""
+        return [str(r.code) for r in self.reasons]
+
+    async def decision(self, timeout_s: float | None = None) -> Decided:
+        """Wait (without limit by default) for the human's decision and what followed from it."""
+        return await self._decision(timeout_s)
+
+
+Outcome = Decided | Escalated

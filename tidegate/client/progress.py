@@ -1,0 +1,79 @@
+"""The pure part of following one action: fold the answer topics' events into where the action stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from schemas import ActionDecidedData, ActionResultData, ApprovalData
+from tidegate.client.outcomes import Decided, Denied, Executed, Failed, Rejected
+
+__all__ = ["ANSWER_TOPICS", "Progress"]
+
+ANSWER_TOPICS = ("actions.decided", "approvals", "actions.results")
+
+
+@dataclass
+class Progress:
+    """Everything seen so far about one action id, in the order the topics told it."""
+
+    action_id: str
+    tool: str = ""
+    decision: ActionDecidedData | None = None
+    requested: ApprovalData | None = None
+    human: tuple[str, ApprovalData] | None = None
+    redecision: ActionDecidedData | None = None
+    result: tuple[str, ActionResultData] | None = None
+    seen: list[str] = field(default_factory=list)
+
+    def apply(self, topic: str, event: Any) -> bool:
+        """Take one event (of any action; others are ignored); True when it was about this action."""
+        data = event.data
+        if getattr(data, "action_id", None) != self.action_id:
+            return False
+        kind = event.type.removeprefix("tidegate.")
+        self.seen.append(kind)
+        self.tool = self.tool or getattr(data, "tool", "")
+        if topic == "actions.decided":
+            if data.via == "policy":
+                self.decision = self.decision or data
+            else:
+                self.redecision = data
+        elif topic == "approvals":
+            if kind == "approval.requested":
+                self.requested = self.requested or data
+            elif kind in ("approval.granted", "approval.rejected", "approval.expired") and self.human is None:
+                self.human = (kind, data)
+        elif topic == "actions.results" and self.result is None:
+            self.result = (str(data.status), data)
+        return True
+
+    @property
+    def escalated(self) -> bool:
+        """Policy escalated and the approval request exists (so there is an approval id to show)."""
+        return self.decision is not None and self.decision.outcome == "escalate" and self.requested is not None
+
+    def final(self) -> Decided | None:
+        """The end of the story, when it has been told; None while something is still to come."""
+        via: Literal["policy", "approval"] = "approval" if self.redecision is not None else "policy"
+        if self.result is not None:
+            status, data = self.result
+            if status == "succeeded":
+                granted = self.human[1] if self.human and self.human[0] == "approval.granted" else None
+                return Executed(
+                    action_id=self.action_id,
+                    tool=data.tool,
+                    result=data.result or {},
+                    via=via,
+                    approval_id=granted.approval_id if granted else None,
+                    approver=granted.approver if granted else None,
+                    edited_args=granted.edited_args if granted else None,
+                )
+            return Failed(self.action_id, data.tool, "unknown" if status == "unknown" else "failed", data.error, via)
+        for decided in (self.decision, self.redecision):
+            if decided is not None and decided.outcome == "deny":
+                return Denied(self.action_id, decided.tool, tuple(decided.reasons), decided.via)
+        if self.human is not None and self.human[0] != "approval.granted":
+            kind, human = self.human
+            return Rejected(self.action_id, human.tool, human.approval_id, kind == "approval.expired", human.approver, human.comment)
+        return None

@@ -1,0 +1,50 @@
+"""Where an outside agent's client connects, as whom, and with which key: read from `TIDEGATE_CLIENT_*`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ClientSettings"]
+
+
+class ClientSettings(BaseSettings):
+    """The client's connection, credentials and identity; the one seam the bus's authentication plugs into."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_CLIENT_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic of the deployment.")
+    tenant: str = Field(default="acme", min_length=1, description="Tenant the client proposes for.")
+    principal: str = Field(
+        default="agent@localhost", min_length=1, description="Who the client acts for: `requested_by` of what it proposes."
+    )
+    proposer: str = Field(default="external:client", min_length=1, description="The agent's name, recorded as `proposer`.")
+    mode: Literal["draft", "autonomous"] = Field(default="autonomous", description="Task mode asked for (a tenant may force draft).")
+    sasl_username: str | None = Field(default=None, description="SASL/SCRAM user of the `agent` principal; plaintext when unset.")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL/SCRAM password.")
+    sasl_mechanism: str = Field(default="SCRAM-SHA-512", description="SASL mechanism.")
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        default=None, description="Kafka security protocol; defaults to SASL_PLAINTEXT when a SASL user is set."
+    )
+    signing_key_path: Path | None = Field(
+        default=None, description="The client's Ed25519 private key (PEM); events are sent unsigned when unset."
+    )
+    state_dir: Path = Field(
+        default=Path(".tidegate") / "client", description="Where governed tools record the calls they ran (SQLite, one file per tool)."
+    )
+    decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision and the result.")
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients: bootstrap and, when configured, SASL."""
+        options: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap}
+        protocol = self.security_protocol or ("SASL_PLAINTEXT" if self.sasl_username else "PLAINTEXT")
+        options["security_protocol"] = protocol
+        if self.sasl_username:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        return options

@@ -1,0 +1,184 @@
+"""How the client reaches the bus: publish, read answer topics from a position, serve a tool's requests.
+
+`Transport` is the seam; `KafkaTransport` is the real one (aiokafka, SASL from `ClientSettings`),
+`MemoryTransport` (in `memory.py`) the in-process twin used by offline tests and examples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from schemas import Envelope, decode, encode, headers_for
+from tidegate.client.settings import ClientSettings
+
+__all__ = ["Delivery", "KafkaTransport", "Position", "Transport"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Offsets of the answer topics (`topic:partition` → next offset): where to resume reading."""
+
+    offsets: dict[str, int]
+
+    def token(self) -> str:
+        """A string to keep beside an action id (a database column, a workflow's state)."""
+        return json.dumps(self.offsets, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, token: str) -> Position:
+        """The position a `token()` wrote."""
+        raw = json.loads(token)
+        if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
+            raise ValueError("not a position token")
+        return cls({str(k): int(v) for k, v in raw.items()})
+
+    def offset(self, topic: str, partition: int) -> int:
+        """Where to start in one partition (0 when the position does not know it)."""
+        return self.offsets.get(f"{topic}:{partition}", 0)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One request of a served tool topic; `ack()` after it is answered (at-least-once)."""
+
+    event: Any
+    ack: Callable[[], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """Publishing and reading Tidegate topics (names without prefix)."""
+
+    async def start(self) -> None:
+        """Connect."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        ...
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Send one event and wait until the broker has it."""
+        ...
+
+    async def end(self, topics: tuple[str, ...]) -> Position:
+        """Where the topics end now."""
+        ...
+
+    def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+        """Every valid event of the topics from `start` (the beginning when None), then new ones as they come."""
+        ...
+
+    def serve(self, topic: str, group: str) -> AsyncIterator[Delivery]:
+        """Requests of `topic` for a consumer group; each must be acked after it is answered."""
+        ...
+
+
+class KafkaTransport:
+    """The real bus, through aiokafka, with the settings' connection and credentials."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self._settings = settings
+        self._prefix = settings.topic_prefix
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Start the producer (idempotent, acks=all)."""
+        self._producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._settings.kafka_options())
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and stop the producer."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Send with the contract's key and headers; returns when the broker acknowledged it."""
+        assert self._producer is not None, "transport not started"
+        headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+        await self._producer.send_and_wait(self._prefix + topic, encode(event), key=event.key, headers=headers)
+
+    def _consumer(self, **kwargs: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **self._settings.kafka_options(), **kwargs)
+
+    async def _partitions(self, consumer: AIOKafkaConsumer, topics: tuple[str, ...]) -> list[TopicPartition]:
+        await consumer._client.force_metadata_update()  # a fresh consumer knows no topic until asked
+        parts = [TopicPartition(self._prefix + t, p) for t in topics for p in sorted(consumer.partitions_for_topic(self._prefix + t) or ())]
+        missing = [t for t in topics if not any(tp.topic == self._prefix + t for tp in parts)]
+        if missing:
+            raise RuntimeError(f"topics missing on the broker: {', '.join(self._prefix + t for t in missing)}")
+        return parts
+
+    async def end(self, topics: tuple[str, ...]) -> Position:
+        """End offsets of every partition of the topics."""
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            parts = await self._partitions(consumer, topics)
+            ends = await consumer.end_offsets(parts)
+            return Position({f"{tp.topic.removeprefix(self._prefix)}:{tp.partition}": off for tp, off in ends.items()})
+        finally:
+            await consumer.stop()
+
+    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+        """Assign every partition (no consumer group: reading commits nothing) and follow from `start`."""
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            parts = await self._partitions(consumer, topics)
+            consumer.assign(parts)
+            if start is None:
+                await consumer.seek_to_beginning(*parts)
+            else:
+                for tp in parts:
+                    consumer.seek(tp, start.offset(tp.topic.removeprefix(self._prefix), tp.partition))
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    name = tp.topic.removeprefix(self._prefix)
+                    for record in records:
+                        event = _decoded(name, record.value)
+                        if event is not None:
+                            yield name, event
+        finally:
+            await consumer.stop()
+
+    async def serve(self, topic: str, group: str) -> AsyncIterator[Delivery]:
+        """Consume with a group; the offset is committed by `ack()`, so an unanswered request is redelivered."""
+        consumer = self._consumer(group_id=self._prefix + group, auto_offset_reset="earliest")
+        consumer.subscribe([self._prefix + topic])
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    for record in records:
+
+                        async def ack(tp: TopicPartition = tp, offset: int = record.offset) -> None:
+                            await consumer.commit({tp: offset + 1})
+
+                        event = _decoded(topic, record.value)
+                        if event is None:
+                            await ack()  # unreadable: logged by _decoded; nothing can answer it
+                            continue
+                        yield Delivery(event, ack)
+        finally:
+            await consumer.stop()
+
+
+def _decoded(topic: str, raw: bytes | None) -> Any:
+    """The event, or None (logged) for a record that is not a valid event of the topic."""
+    try:
+        return decode(topic, raw or b"")
+    except ValidationError as exc:
+        log.warning("skipping an invalid event on %s: %s", topic, exc.errors()[:1])
+        return None

@@ -1,0 +1,75 @@
+"""What every adapter shares: serving a framework's tool functions as governed tools, and outcome text for a model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tidegate.client import Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
+from tidegate.client.ledger import CallLedger
+
+__all__ = ["escalation_payload", "outcome_dict", "outcome_text", "result_value", "serve_function"]
+
+
+def serve_function(client: Tidegate, tool: str, run: Callable[[dict[str, Any]], Awaitable[Any]], ledger: CallLedger | None = None) -> None:
+    """Answer `tools.<tool>.requests` with `run` while the client runs: the function executes only when Tidegate invokes it."""
+
+    async def as_result(args: dict[str, Any]) -> dict[str, Any]:
+        return {"value": await run(args)}
+
+    chosen = ledger or SqliteLedger(client.settings.state_dir / f"{tool}.sqlite3")
+    client.run_in_background(serve_tool(client, tool, as_result, chosen))
+
+
+def result_value(outcome: Executed) -> Any:
+    """What the tool returned: the governed function's value, or a catalog tool's JSON result."""
+    if set(outcome.result) == {"value"}:
+        return outcome.result["value"]
+    return outcome.result
+
+
+def outcome_text(outcome: Decided) -> str:
+    """What the model reads: the result, or why nothing ran (with the reason codes it can act on)."""
+    if isinstance(outcome, Executed):
+        value = result_value(outcome)
+        return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(outcome, Denied):
+        return f"Tidegate denied this call ({', '.join(outcome.codes)}); it did not run."
+    if isinstance(outcome, Rejected):
+        return (
+            f"A human {'let this call expire' if outcome.expired else 'rejected this call'} ({', '.join(outcome.codes)}); it did not run."
+        )
+    assert isinstance(outcome, Failed)
+    detail = f": {outcome.error.type}: {outcome.error.message}" if outcome.error else ""
+    return f"The call {outcome.status}{detail}."
+
+
+def escalation_payload(
+    action_id: str, approval_id: str, codes: list[str], position: str, tool: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """What a framework's pause carries: enough for a UI to show the request and for anyone to resume it."""
+    return {
+        "tidegate": {
+            "action_id": action_id,
+            "approval_id": approval_id,
+            "reasons": codes,
+            "position": position,
+            "tool": tool,
+            "args": args,
+        }
+    }
+
+
+def outcome_dict(outcome: Outcome | Decided) -> dict[str, Any]:
+    """A workflow-friendly (JSON) form of the outcome."""
+    base: dict[str, Any] = {"action_id": outcome.action_id, "tool": outcome.tool}
+    if isinstance(outcome, Executed):
+        return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args}
+    if isinstance(outcome, Failed):
+        return base | {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
+    if isinstance(outcome, Denied):
+        return base | {"outcome": "denied", "reasons": outcome.codes}
+    if isinstance(outcome, Rejected):
+        return base | {"outcome": "expired" if outcome.expired else "rejected", "reasons": outcome.codes, "approver": outcome.approver}
+    return base | {"outcome": "escalated", "approval_id": outcome.approval_id, "reasons": outcome.codes}

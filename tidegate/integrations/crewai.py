@@ -1,0 +1,61 @@
+"""CrewAI: tools whose calls Tidegate decides. CrewAI has no durable approval, so this adapter provides one.
+
+    refund = governed_crewai_tool(tg, issue_refund, run_key="ticket-1007")   # tg: a started SyncTidegate
+    agent = Agent(role=..., llm=..., tools=[refund])
+
+A call's action id is `crewai:<run key>:<tool>:<digest of args>`: the same call in the same run is one
+action, whether CrewAI repeats it or the whole crew is re-run after a crash. An escalated call blocks
+the crew until the human decides (at most `human_timeout_s`); if that runs out, the tool answers that
+the call is waiting, and re-running the crew with the same run key picks up the human's decision
+instead of proposing again (keep proposals in `SqliteProposals` for that to hold across processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from crewai.tools import tool as crewai_tool
+
+from schemas import digest
+from tidegate.client import Escalated, SyncTidegate
+from tidegate.integrations._common import outcome_text, serve_function
+
+__all__ = ["governed_crewai_tool"]
+
+
+def governed_crewai_tool(
+    client: SyncTidegate, fn: Callable[..., Any], *, run_key: str, human_timeout_s: float | None = None, serve: bool = True
+) -> Any:
+    """A CrewAI tool with `fn`'s name, docstring and arguments, whose calls go through Tidegate."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def proposed(**kwargs: Any) -> str:
+        action_id = f"crewai:{run_key}:{name}:{digest(kwargs)[:24]}"
+        outcome = client.propose(name, kwargs, action_id=action_id, rationale="CrewAI tool call")
+        if not isinstance(outcome, Escalated):
+            return outcome_text(outcome)
+        try:
+            return outcome_text(client.decision(outcome, timeout_s=human_timeout_s))
+        except TimeoutError:
+            return (
+                f"This call waits for a human (approval {outcome.approval_id}, {', '.join(outcome.codes)}); "
+                "it has not run. Re-run later to get the decision."
+            )
+
+    if serve:
+        client.run(_serve(client, name, fn))
+    return crewai_tool(name)(proposed)
+
+
+async def _serve(client: SyncTidegate, name: str, fn: Callable[..., Any]) -> None:
+    async def run(args: dict[str, Any]) -> Any:
+        value = fn(**args)
+        return await value if inspect.isawaitable(value) else value
+
+    serve_function(client.client, name, run)
+    await asyncio.sleep(0)

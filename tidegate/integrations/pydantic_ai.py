@@ -1,0 +1,83 @@
+"""pydantic-ai: a capability that sends every tool call through Tidegate; an escalation is a deferred approval.
+
+    agent = Agent(model, tools=[...], output_type=[str, DeferredToolRequests], capabilities=[TidegateCapability(client, serve=[...])])
+    result = await agent.run("...")
+    if isinstance(result.output, DeferredToolRequests):            # a human must decide (in Tidegate)
+        results = await tidegate_results(client, result.output)    # Tidegate's decisions, approve-with-edits included
+        if results is not None:
+            result = await agent.run(message_history=result.all_messages(), deferred_tool_results=results)
+
+The tool-call id is the action id; the tool function runs only when Tidegate's executor invokes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolApproved, ToolDenied
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ApprovalRequired
+
+from tidegate.client import Escalated, Executed, Tidegate
+from tidegate.integrations._common import escalation_payload, outcome_text, result_value, serve_function
+
+__all__ = ["TidegateCapability", "tidegate_results"]
+
+
+class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
+    """Every tool call of the agent becomes a proposal; the tool's own function never runs on the model's say-so.
+
+    Args:
+        client: A started `Tidegate` client.
+        serve: Functions this process serves as governed (`topic`) tools, by tool name.
+    """
+
+    def __init__(self, client: Tidegate, *, serve: Sequence[Callable[..., Any]] = ()) -> None:
+        self.client = client
+        for fn in serve:
+            serve_function(client, fn.__name__, _runner(fn))
+
+    async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
+        """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
+        outcome = await self.client.propose(call.tool_name, dict(args), action_id=call.tool_call_id, rationale="pydantic-ai tool call")
+        if isinstance(outcome, Escalated):
+            if not ctx.tool_call_approved:
+                raise ApprovalRequired(
+                    metadata=escalation_payload(
+                        outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, args
+                    )
+                )
+            outcome = await outcome.decision(self.client.settings.decision_timeout_s)
+        return result_value(outcome) if isinstance(outcome, Executed) else outcome_text(outcome)
+
+
+async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, timeout_s: float = 2.0) -> DeferredToolResults | None:
+    """The humans' decisions, from Tidegate, as deferred results; None while any is still waiting.
+
+    An approval with edits becomes `ToolApproved(override_args=...)`; a rejection, an expiry or a
+    denial after the grant becomes `ToolDenied` with the reason codes.
+    """
+    approvals: dict[str, ToolApproved | ToolDenied] = {}
+    for call in requests.approvals:
+        outcome = await client.propose(call.tool_name, call.args_as_dict(), action_id=call.tool_call_id)
+        if isinstance(outcome, Escalated):
+            try:
+                outcome = await outcome.decision(timeout_s)
+            except TimeoutError:
+                return None
+        if isinstance(outcome, Executed):
+            approvals[call.tool_call_id] = ToolApproved(override_args=outcome.edited_args)
+        else:
+            approvals[call.tool_call_id] = ToolDenied(outcome_text(outcome))
+    return DeferredToolResults(approvals=approvals)
+
+
+def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    async def run(args: dict[str, Any]) -> Any:
+        value = fn(**args)
+        if hasattr(value, "__await__"):
+            value = await value
+        return value
+
+    return run

@@ -1,0 +1,105 @@
+"""Temporal: an activity that proposes a tool call and, when a human must decide, completes asynchronously.
+
+    activities = TidegateActivities(client, PendingActivities(path))       # register activities.propose on the worker
+    outcome = await workflow.execute_activity(activities.propose, GovernedCall("issue_refund", {...}), ...)
+    # beside the worker:
+    await complete_decided(client, pending, temporal_client.get_async_activity_handle)   # in a loop
+
+An escalated activity records its task token and raises `raise_complete_async()`: the workflow waits
+durably (days, across worker restarts) until the bridge sees Tidegate's decision and completes the
+activity with it. The action id is `temporal:<workflow id>:<activity id>`, so a retried attempt
+follows the first proposal instead of proposing again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from temporalio import activity
+
+from tidegate.client import Escalated, Tidegate
+from tidegate.integrations._common import outcome_dict
+
+__all__ = ["GovernedCall", "PendingActivities", "TidegateActivities", "complete_decided", "outcome_dict"]
+
+
+@dataclass
+class GovernedCall:
+    """The activity's input: a catalogued tool and its args."""
+
+    tool: str
+    args: dict[str, Any]
+    tainted_args: list[str] = field(default_factory=list)
+
+
+class PendingActivities:
+    """Escalated activities waiting for a human: action id, position and task token, in SQLite (survives restarts)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS pending (action_id TEXT PRIMARY KEY, position TEXT NOT NULL, task_token BLOB NOT NULL)"
+        )
+
+    def add(self, action_id: str, position: str, task_token: bytes) -> None:
+        """Record (or, for a retried attempt, replace the token of) an escalated activity."""
+        self._db.execute(
+            "INSERT INTO pending VALUES (?, ?, ?) ON CONFLICT (action_id) DO UPDATE SET task_token = excluded.task_token",
+            (action_id, position, task_token),
+        )
+
+    def rows(self) -> list[tuple[str, str, bytes]]:
+        """Every activity still waiting."""
+        return [(str(a), str(p), bytes(t)) for a, p, t in self._db.execute("SELECT action_id, position, task_token FROM pending")]
+
+    def remove(self, action_id: str) -> None:
+        """Forget an activity once it is completed."""
+        self._db.execute("DELETE FROM pending WHERE action_id = ?", (action_id,))
+
+
+class Completer(Protocol):
+    """What `temporal_client.get_async_activity_handle(task_token=...)` returns (the part used here)."""
+
+    async def complete(self, result: Any = None) -> None:
+        """Complete the activity with `result`."""
+        ...
+
+
+class TidegateActivities:
+    """The activity a workflow calls instead of calling a tool."""
+
+    def __init__(self, client: Tidegate, pending: PendingActivities) -> None:
+        self.client = client
+        self.pending = pending
+
+    @activity.defn(name="tidegate.propose")
+    async def propose(self, call: GovernedCall) -> dict[str, Any]:
+        """Propose; return the outcome, or complete asynchronously once a human decided."""
+        info = activity.info()
+        action_id = f"temporal:{info.workflow_id}:{info.activity_id}"
+        outcome = await self.client.propose(call.tool, call.args, action_id=action_id, tainted_args=call.tainted_args)
+        if isinstance(outcome, Escalated):
+            self.pending.add(action_id, outcome.position, info.task_token)
+            activity.raise_complete_async()
+        return outcome_dict(outcome)
+
+
+async def complete_decided(
+    client: Tidegate, pending: PendingActivities, handle_for: Callable[..., Completer], *, timeout_s: float = 1.0
+) -> int:
+    """Complete every waiting activity whose human decided (run it in a loop beside the worker); returns how many."""
+    completed = 0
+    for action_id, position, token in pending.rows():
+        try:
+            final = await client.resume(action_id, position=position, timeout_s=timeout_s)
+        except TimeoutError:
+            continue
+        await handle_for(task_token=token).complete(outcome_dict(final))
+        pending.remove(action_id)
+        completed += 1
+    return completed

@@ -1,0 +1,124 @@
+"""Tidegate's catalog as an MCP server: every `tools/call` is a governed proposal.
+
+allowed → executed once by the executor, its result returned; denied or rejected → a tool error
+(`is_error`) carrying the reason codes; escalated → the call waits for the human with progress
+notifications, or returns a pending result that `tidegate_action_status` answers later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from mcp import types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+
+from schemas import ToolSpec
+from tidegate.client import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected, Tidegate
+from tidegate.mcp_gateway.settings import GatewaySettings
+
+__all__ = ["IDEMPOTENCY_META", "STATUS_TOOL", "build_server", "result_of"]
+
+STATUS_TOOL = "tidegate_action_status"
+IDEMPOTENCY_META = "io.tidegate/action_id"
+"""A client may name the action in `_meta` so a retried `tools/call` never proposes twice."""
+
+_STATUS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["action_id"],
+    "properties": {
+        "action_id": {"type": "string", "description": "The action id of a pending result."},
+        "position": {"type": "string", "description": "The position of that pending result (faster than reading from the start)."},
+    },
+}
+
+
+def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: GatewaySettings) -> Server[Any]:
+    """An MCP low-level server over a started client; serve it with stdio or streamable HTTP."""
+    specs = {s.name: s for s in catalog if settings.tools is None or s.name in settings.tools}
+    listed = [types.Tool(name=s.name, description=s.description, input_schema=s.args_schema) for s in specs.values()]
+    # Listed in both modes: a waiting call that reaches `wait_limit_s` also returns a pending result to poll.
+    listed.append(types.Tool(name=STATUS_TOOL, description="Where a pending governed call stands.", input_schema=_STATUS_SCHEMA))
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        arguments = params.arguments or {}
+        if params.name == STATUS_TOOL:
+            return await _status(client, arguments)
+        if params.name not in specs:
+            return _error(f"unknown tool {params.name}", {"outcome": "unknown_tool"})
+        named = dict(ctx.meta or {}).get(IDEMPOTENCY_META)
+        action_id = str(named) if named else None
+        outcome = await client.propose(params.name, arguments, action_id=action_id, rationale="MCP tools/call")
+        if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
+            outcome = await _wait_for_human(ctx, outcome, settings)
+        return result_of(outcome)
+
+    return Server(
+        "tidegate",
+        version="1",
+        instructions="Tools governed by Tidegate policy and approvals.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+    )
+
+
+async def _wait_for_human(ctx: ServerRequestContext[Any], outcome: Escalated, settings: GatewaySettings) -> Outcome:
+    waited = 0.0
+    while waited < settings.wait_limit_s:
+        await ctx.session.report_progress(waited, None, f"waiting for a human: approval {outcome.approval_id} ({', '.join(outcome.codes)})")
+        try:
+            return await outcome.decision(timeout_s=settings.progress_every_s)
+        except TimeoutError:
+            waited += settings.progress_every_s
+    return outcome
+
+
+async def _status(client: Tidegate, arguments: dict[str, Any]) -> types.CallToolResult:
+    action_id = str(arguments.get("action_id", ""))
+    try:
+        final = await client.resume(action_id, position=arguments.get("position"), timeout_s=2.0)
+    except TimeoutError:
+        return _text({"outcome": "pending", "action_id": action_id}, is_error=False)
+    return result_of(final)
+
+
+def result_of(outcome: Outcome | Decided) -> types.CallToolResult:
+    """The MCP answer for a Tidegate outcome."""
+    if isinstance(outcome, Executed):
+        return _text(outcome.result, is_error=False)
+    if isinstance(outcome, Escalated):
+        return _text(
+            {
+                "outcome": "pending",
+                "action_id": outcome.action_id,
+                "approval_id": outcome.approval_id,
+                "reasons": outcome.codes,
+                "position": outcome.position,
+                "poll": STATUS_TOOL,
+            },
+            is_error=False,
+        )
+    if isinstance(outcome, Denied | Rejected):
+        kind = "denied" if isinstance(outcome, Denied) else ("expired" if outcome.expired else "rejected")
+        return _error(
+            f"{kind} by Tidegate: {', '.join(outcome.codes)}", {"outcome": kind, "action_id": outcome.action_id, "reasons": outcome.codes}
+        )
+    assert isinstance(outcome, Failed)
+    error = outcome.error.model_dump() if outcome.error else None
+    return _error(f"the call {outcome.status}: {error}", {"outcome": outcome.status, "action_id": outcome.action_id, "error": error})
+
+
+def _text(value: dict[str, Any], *, is_error: bool) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(value))], structured_content=value, is_error=is_error
+    )
+
+
+def _error(message: str, structured: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], structured_content=structured, is_error=True)

@@ -1,0 +1,31 @@
+"""How the MCP gateway behaves: which tools it serves and what a call that needs a human does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servicekit import REPO_ROOT
+
+__all__ = ["GatewaySettings"]
+
+
+class GatewaySettings(BaseSettings):
+    """`TIDEGATE_MCP_*`; the connection to the bus is the client's (`TIDEGATE_CLIENT_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_MCP_", extra="ignore", frozen=True)
+
+    tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="The catalog whose tools are served.")
+    tools: list[str] | None = Field(default=None, description="Serve only these tools (all of the catalog when unset).")
+    on_escalation: Literal["wait", "pending"] = Field(
+        default="wait",
+        description="`wait`: the call waits for the human, sending progress notifications; "
+        "`pending`: it returns at once a pending result to poll with the `tidegate_action_status` tool.",
+    )
+    wait_limit_s: float = Field(default=3600.0, gt=0, description="Longest a waiting call waits for a human before it returns pending.")
+    progress_every_s: float = Field(default=5.0, gt=0, description="Interval of progress notifications while a human decides.")
+    http_host: str = Field(default="127.0.0.1", description="Streamable HTTP: address to listen on.")
+    http_port: int = Field(default=8765, ge=0, description="Streamable HTTP: port.")
