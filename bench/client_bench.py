@@ -25,8 +25,8 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog, catalog_topic_names, ensure_topics
-from services.executor.app import build as build_executor
-from services.policy.app import build as build_policy
+from services.executor import build as build_executor
+from services.policy import build as build_policy
 from tidegate.client import ClientSettings, MemoryLedger, Tidegate, governed
 from tidegate.mcp_gateway import GatewaySettings, build_server
 

@@ -11,13 +11,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.executor.app import main
+    from services.executor.app import build, main
     from services.executor.settings import ExecutorSettings
 
-__all__ = ["ExecutorSettings", "main"]
+__all__ = ["ExecutorSettings", "build", "main"]
 
 _HOME = {
     "ExecutorSettings": "settings",
+    "build": "app",
     "main": "app",
 }
 
