@@ -47,5 +47,9 @@ class ReasonCode(StrEnum):
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
     HANDLER_ERROR = "handler_error"
+    # Envelope signatures (docs/security/signatures.md).
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNER_NOT_ALLOWED = "signer_not_allowed"
+    CONTROL_REPLAYED = "control_replayed"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"

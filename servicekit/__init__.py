@@ -4,6 +4,19 @@ Settings, the bus, the database, signing, tracing, the tool catalog and the proc
 Imports schemas, never a service.
 """
 
+from servicekit.authority import (
+    AUTHORITY,
+    Authority,
+    Refusal,
+    client_key,
+    deployment_authority,
+    next_sequence,
+    operator_key,
+    service_key,
+    sign_as_client,
+    sign_as_operator,
+    sign_event,
+)
 from servicekit.bus import Bus, Handler, Reject, make_broker
 from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.control import ControlState
@@ -16,14 +29,17 @@ from servicekit.topics_admin import catalog_topic_names, ensure_topics
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
+    "AUTHORITY",
     "REPO_ROOT",
     "Attr",
+    "Authority",
     "Bus",
     "CatalogError",
     "ControlState",
     "Handler",
     "Keyring",
     "KitSettings",
+    "Refusal",
     "Reject",
     "ServiceProcess",
     "SigningKey",
@@ -33,11 +49,19 @@ __all__ = [
     "approval_message",
     "authorization_message",
     "catalog_topic_names",
+    "client_key",
     "configure_logging",
     "create_pool",
     "current_traceparent",
+    "deployment_authority",
     "ensure_topics",
     "install_tracing",
     "make_broker",
+    "next_sequence",
+    "operator_key",
+    "service_key",
+    "sign_as_client",
+    "sign_as_operator",
+    "sign_event",
     "span",
 ]

@@ -28,6 +28,8 @@ from pydantic import ValidationError
 
 from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
 from servicekit import metrics
+from servicekit.authority import Authority, sign_event
+from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
 __all__ = ["Bus", "Handler", "Reject", "make_broker"]
@@ -94,6 +96,8 @@ class Bus:
     service: str
     bootstrap: str
     prefix: str = "tidegate."
+    signer: SigningKey | None = None  # signs every event this bus publishes (docs/security/signatures.md)
+    authority: Authority | None = None  # checks every event's signature before a handler sees it
     rejected: int = field(default=0, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
@@ -112,6 +116,8 @@ class Bus:
             tp = current_traceparent()
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
+        if self.signer is not None and event.signature is None:
+            event = sign_event(event, self.signer)
         await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
         metrics.observe_published(self.service, event)
 
@@ -151,6 +157,9 @@ class Bus:
             event = decode(topic, record.value or b"")
         except ValidationError as exc:
             await self.dead_letter(record, topic, ReasonCode.INVALID_EVENT, _describe(exc))
+            return
+        if self.authority is not None and (refusal := self.authority.check(record.value or b"", event)) is not None:
+            await self.dead_letter(record, topic, refusal.code, refusal.message)
             return
         header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
         attrs = {

@@ -19,6 +19,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     install_tracing,
     make_broker,
 )
@@ -86,7 +87,14 @@ def build(
         assert holder.service is not None, "the approval service consumes only after start-up"
         return holder.service
 
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        signer=key,
+        authority=deployment_authority(kit, catalog),
+    )
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
     control = ControlState()

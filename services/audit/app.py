@@ -92,7 +92,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     settings = settings or AuditSettings()
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms)
-    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, signer=key)
     recorder = Recorder(prefix=kit.topic_prefix)
 
     @broker.subscriber(

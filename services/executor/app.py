@@ -19,9 +19,11 @@ from servicekit import (
     ServiceProcess,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     ensure_topics,
     install_tracing,
     make_broker,
+    service_key,
 )
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
@@ -50,7 +52,14 @@ def build(
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        signer=service_key(kit, NAME),
+        authority=deployment_authority(kit, catalog),
+    )
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)

@@ -6,7 +6,18 @@ import asyncio
 from pathlib import Path
 
 from schemas import RiskClass
-from servicekit import Bus, Handler, KitSettings, ServiceProcess, ToolCatalog, configure_logging, install_tracing, make_broker
+from servicekit import (
+    Bus,
+    Handler,
+    KitSettings,
+    ServiceProcess,
+    ToolCatalog,
+    configure_logging,
+    deployment_authority,
+    install_tracing,
+    make_broker,
+    service_key,
+)
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import NotStartedRepository, PostgresTaskRepository
@@ -42,7 +53,14 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         human_review_minutes=settings.human_review_minutes,
         human_hourly_rate_usd=settings.human_hourly_rate_usd,
     )
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        signer=service_key(kit, NAME),
+        authority=deployment_authority(kit, catalog),
+    )
     service = ServiceProcess(
         name=NAME,
         bus=bus,

@@ -13,6 +13,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     install_tracing,
     make_broker,
 )
@@ -40,7 +41,14 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     catalog = ToolCatalog.load(kit.tools_dir)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
-    bus = Bus(make_broker(kit.kafka_bootstrap, NAME), NAME, kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(
+        make_broker(kit.kafka_bootstrap, NAME),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        signer=signer,
+        authority=deployment_authority(kit, catalog),
+    )
     control = ControlState()
     decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME)
 

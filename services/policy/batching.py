@@ -86,11 +86,16 @@ async def _handle_batch(
     events, kept = [], []
     for record in records:
         try:
-            events.append(decode(topic, record.value or b""))
-            kept.append(record)
+            event = decode(topic, record.value or b"")
         except ValidationError as exc:
             errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(event)'}: {e['msg']}" for e in exc.errors()[:10])
             await bus.dead_letter(record, topic, ReasonCode.INVALID_EVENT, f"invalid event: {errors}")
+            continue
+        if bus.authority is not None and (refusal := bus.authority.check(record.value or b"", event)) is not None:
+            await bus.dead_letter(record, topic, refusal.code, refusal.message)
+            continue
+        events.append(event)
+        kept.append(record)
     if not events:
         return
     delay = 0.1

@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
-from servicekit import KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics
+from servicekit import KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics, sign_as_client, sign_as_operator
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, FRESH_ORDER_TICKETS, demo_tasks
 
@@ -34,11 +34,13 @@ WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results"
 
 
 async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -> None:
-    """Publish events on catalog topics (keyed by task id, CloudEvents headers)."""
+    """Publish events on catalog topics (keyed by task id, CloudEvents headers); unsigned ones are signed as the CLI would."""
     producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for topic, event in events:
+            if event.signature is None:
+                event = sign_as_operator(kit, event) if topic == "control" else sign_as_client(kit, event)
             headers = [(k, v.encode()) for k, v in headers_for(event).items()]
             await producer.send(kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
         await producer.flush()
