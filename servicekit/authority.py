@@ -119,23 +119,23 @@ class Authority:
     Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
     operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
-    An unknown key id makes it read the files again (at most every `rescan_s`), so a key created
-    or rotated after start is found.
+    An unknown key id makes it read the files again when a key folder changed since, so a key
+    created or rotated after start is found.
     """
 
     keys_dir: Path
     operators_dir: Path
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
-    rescan_s: float = 0.5
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
-    _scanned: float = field(default=float("-inf"), init=False)
+    _seen: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         self.reload()
 
     def reload(self) -> None:
         """Read every trusted public key again."""
+        self._seen = self._stamp()
         keys: dict[str, list[Principal]] = {}
 
         def add(principal: Principal) -> None:
@@ -155,15 +155,27 @@ class Authority:
             if (public := load_public(path)) is not None:
                 add(Principal(TOOL, tool, public))
         self._keys = keys
-        self._scanned = time.monotonic()
 
     def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id` (reading the key files again, rate-limited, when it is unknown)."""
+        """Holders of `key_id` (reading the key files again first when it is unknown and a key folder changed)."""
         found = self._keys.get(key_id)
-        if found is None and time.monotonic() - self._scanned >= self.rescan_s:
+        if found is None and self._stamp() != self._seen:
             self.reload()
             found = self._keys.get(key_id)
         return found or []
+
+    def _stamp(self) -> tuple[int, ...]:
+        """Modification times of the key folders (a key added or renamed changes its folder's)."""
+        folders = [self.keys_dir, self.operators_dir, self.clients_dir]
+        if self.clients_dir.is_dir():
+            folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
+        stamps = []
+        for path in [*folders, *self.tool_keys.values()]:
+            try:
+                stamps.append(path.stat().st_mtime_ns)
+            except OSError:
+                stamps.append(0)
+        return tuple(stamps)
 
     def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
         """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
