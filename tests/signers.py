@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from schemas import Envelope
-from servicekit import AUTHORITY, KitSettings, SigningKey, next_sequence, sign_as_client, sign_as_operator, sign_event
+from servicekit import AUTHORITY, Bus, KitSettings, SigningKey, make_broker, next_sequence, sign_as_client, sign_as_operator, sign_event
 
-__all__ = ["as_client", "as_operator", "as_service", "as_tool", "signed", "tool_key"]
+__all__ = ["SigningBus", "as_client", "as_operator", "as_service", "as_tool", "signed", "tool_key"]
 
 E = TypeVar("E", bound=Envelope)
 
@@ -65,3 +65,15 @@ def signed(event: E, kit: KitSettings | None = None, *, sequence: int | None = N
         return as_tool(event, _kit(kit))
     service = next(iter(sorted(allowed - {"service"})), "executor")
     return as_service(event, service, kit)
+
+
+class SigningBus(Bus):
+    """A test bus that publishes every event signed by its rightful producer (see `signed`)."""
+
+    def __init__(self, kit: KitSettings, name: str, **kwargs: Any) -> None:
+        super().__init__(make_broker(kit.kafka_bootstrap, name), name, kit.kafka_bootstrap, kit.topic_prefix, **kwargs)
+        self.kit = kit
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Publish `event` signed as its producer would (unless already signed)."""
+        await super().publish(topic, signed(event, self.kit))
