@@ -15,6 +15,7 @@ from servicekit.authority import (
     service_key,
     sign_as_client,
     sign_as_operator,
+    sign_as_producer,
     sign_event,
 )
 from servicekit.bus import Bus, Handler, Reject, make_broker
@@ -62,6 +63,7 @@ __all__ = [
     "service_key",
     "sign_as_client",
     "sign_as_operator",
+    "sign_as_producer",
     "sign_event",
     "span",
 ]

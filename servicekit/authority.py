@@ -39,6 +39,7 @@ __all__ = [
     "service_key",
     "sign_as_client",
     "sign_as_operator",
+    "sign_as_producer",
     "sign_event",
     "signed_bytes",
 ]
@@ -119,8 +120,8 @@ class Authority:
     Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
     operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
-    An unknown key id makes it read the files again when a key folder changed since, so a key
-    created or rotated after start is found.
+    The files are read again whenever a key folder changed (a few `stat` calls per check), so a
+    key added or rotated after start is found and a revoked one is refused at once.
     """
 
     keys_dir: Path
@@ -157,12 +158,10 @@ class Authority:
         self._keys = keys
 
     def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id` (reading the key files again first when it is unknown and a key folder changed)."""
-        found = self._keys.get(key_id)
-        if found is None and self._stamp() != self._seen:
+        """Holders of `key_id`; the key files are read again first when a key folder changed (a key added, rotated or revoked)."""
+        if self._stamp() != self._seen:
             self.reload()
-            found = self._keys.get(key_id)
-        return found or []
+        return self._keys.get(key_id) or []
 
     def _stamp(self) -> tuple[int, ...]:
         """Modification times of the key folders (a key added or renamed changes its folder's)."""
@@ -260,3 +259,22 @@ def sign_as_client(kit: KitSettings, event: E) -> E:
     if not requester:
         raise ValueError(f"{event.type}: a client signs as its requester, and requested_by is empty")
     return sign_event(event, client_key(kit, event.tenantid, requester))
+
+
+def sign_as_producer(kit: KitSettings, event: E) -> E:
+    """`event` signed with the keys under `kit` of whoever rightfully produces its type (for sandboxes, demos and tests).
+
+    Control records get the operator key and a fresh sequence; tasks and outside proposals the
+    requester's client key; tool replies the tool's key at `<keys_dir>/tools/`; anything else its
+    service's key. Any signature `event` carried is replaced.
+    """
+    event = event.model_copy(update={"keyid": None, "signature": None, "sequence": None})
+    allowed = AUTHORITY[event.type]
+    if OPERATOR in allowed:
+        return sign_as_operator(kit, event)
+    if CLIENT in allowed and getattr(event.data, "requested_by", None) and not event.source.startswith("tidegate/planner"):
+        return sign_as_client(kit, event)
+    if TOOL in allowed:
+        return sign_event(event, SigningKey.load_or_create(kit.keys_dir / "tools", event.data.tool))
+    service = next(iter(sorted(allowed - {ANY_SERVICE})), "executor")
+    return sign_event(event, service_key(kit, service))

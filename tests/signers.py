@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from schemas import Envelope
-from servicekit import AUTHORITY, Bus, KitSettings, SigningKey, make_broker, next_sequence, sign_as_client, sign_as_operator, sign_event
+from servicekit import Bus, KitSettings, SigningKey, make_broker, sign_as_client, sign_as_operator, sign_as_producer, sign_event
 
 __all__ = ["SigningBus", "as_client", "as_operator", "as_service", "as_tool", "signed", "tool_key"]
 
@@ -50,21 +50,9 @@ def as_tool(event: E, kit: KitSettings) -> E:
     return sign_event(event, tool_key(kit, event.data.tool))
 
 
-def signed(event: E, kit: KitSettings | None = None, *, sequence: int | None = None) -> E:
+def signed(event: E, kit: KitSettings | None = None) -> E:
     """`event` signed by whoever rightfully produces its type (already signed events are left alone)."""
-    if event.signature is not None:
-        return event
-    allowed = AUTHORITY[event.type]
-    if "operator" in allowed:
-        return sign_event(
-            event, SigningKey.load_or_create(_kit(kit).operator_keys_dir, _kit(kit).operator), sequence=sequence or next_sequence()
-        )
-    if "client" in allowed and getattr(event.data, "requested_by", None) and not event.source.startswith("tidegate/planner"):
-        return as_client(event, kit)
-    if "tool" in allowed:
-        return as_tool(event, _kit(kit))
-    service = next(iter(sorted(allowed - {"service"})), "executor")
-    return as_service(event, service, kit)
+    return event if event.signature is not None else sign_as_producer(_kit(kit), event)
 
 
 class SigningBus(Bus):

@@ -68,6 +68,7 @@ from servicekit import (
     current_traceparent,
     ensure_topics,
     make_broker,
+    sign_as_producer,
 )
 from tidegate.ops.recorded import Window, read_window
 
@@ -90,8 +91,9 @@ class SandboxProducer:
     re-publish a day of traffic; here writes are batched and flushed when the replay ends.
     """
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
+    def __init__(self, bootstrap: str, prefix: str, signer_kit: KitSettings | None = None) -> None:
         self.prefix = prefix
+        self.signer_kit = signer_kit  # the sandbox's keys: every event is signed again as its producer there
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
 
     async def start(self) -> None:
@@ -109,6 +111,8 @@ class SandboxProducer:
             tp = current_traceparent()
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
+        if self.signer_kit is not None:
+            event = sign_as_producer(self.signer_kit, event)
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         await self._producer.send(self.prefix + topic, encode(event), key=event.key, headers=headers)
 
@@ -467,6 +471,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         update={
             "topic_prefix": sandbox,
             "keys_dir": keys_dir,
+            "operator_keys_dir": keys_dir / "operators",
+            "client_keys_dir": keys_dir / "clients",
             "metrics_port": None,
             "ready_dir": None,
             "policy_dir": opts.policy_dir or kit.policy_dir,
@@ -474,7 +480,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     )
     # Today's controls (kill switches, budgets, and the published pack unless a candidate is given) hold in the sandbox.
     control = await read_window(kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",))
-    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox)
+    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit)
     await carrier.start()
     try:
         for r in control.events:
@@ -496,7 +502,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         swaps: list[Callable[[], None]] = [lambda: setattr(policy.policy, "repo", InMemoryPolicyRepository(payees=known))]  # type: ignore[attr-defined]
 
         executor_bus = Bus(make_broker(kit.kafka_bootstrap, "replay-executor"), "replay-executor", kit.kafka_bootstrap, sandbox)
-        results = SandboxProducer(kit.kafka_bootstrap, sandbox)
+        results = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit)
         await results.start()
         executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=results.publish)
         executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from cdp_browser import Chromium, ensure_chromium
+from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
-from servicekit import REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, make_broker
+from servicekit import REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message
 from services.approval import auth
 
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -140,7 +141,7 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
         except httpx.HTTPError:
             return False
 
-    bus = Bus(make_broker(kit.kafka_bootstrap, "approval-e2e"), "approval-e2e", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = SigningBus(kit, "approval-e2e")
     try:
         await wait_for(healthy, timeout=60, interval=0.2, what="the approval service to answer /healthz")
         await bus.broker.start()

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import Attr, Bus, KitSettings, create_pool, install_tracing, make_broker
+from servicekit import Attr, KitSettings, create_pool, install_tracing
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -49,7 +50,7 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
     }
     for svc in services.values():
         await svc.start()
-    client = Bus(make_broker(kit.kafka_bootstrap, "e2e-client"), "e2e-client", kit.kafka_bootstrap, kit.topic_prefix)
+    client = SigningBus(kit, "e2e-client")
     await client.start()
     try:
         yield {"services": services, "client": client, "provider": provider}
