@@ -6,6 +6,7 @@ Imports schemas, never a service.
 
 from servicekit.authority import (
     AUTHORITY,
+    SERVICES,
     Authority,
     Refusal,
     client_key,
@@ -25,13 +26,14 @@ from servicekit.db import apply_migrations, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.runner import ServiceProcess, configure_logging
 from servicekit.settings import REPO_ROOT, KitSettings
-from servicekit.signing import Keyring, SigningKey
+from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.topics_admin import catalog_topic_names, ensure_topics
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
     "AUTHORITY",
     "REPO_ROOT",
+    "SERVICES",
     "Attr",
     "Authority",
     "Bus",
@@ -57,9 +59,12 @@ __all__ = [
     "deployment_authority",
     "ensure_topics",
     "install_tracing",
+    "key_id_of",
+    "load_public",
     "make_broker",
     "next_sequence",
     "operator_key",
+    "rotate",
     "service_key",
     "sign_as_client",
     "sign_as_operator",

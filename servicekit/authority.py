@@ -244,7 +244,9 @@ def operator_key(kit: KitSettings) -> SigningKey:
 
 
 def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
-    """A tenant's client key (created, and so registered, on first use)."""
+    """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked."""
+    if (kit.client_keys_dir / tenant / "revoked" / f"{principal}.pub").exists():
+        raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
     return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal)
 
 

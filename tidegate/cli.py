@@ -27,6 +27,8 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("killswitch", "killswitch"),
     ("budget", "budget"),
     ("audit", "audit"),
+    ("keys", "keys"),
+    ("client_keys", "clients"),
     ("ops", None),
 ]
 
