@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from faststream import AckPolicy
+from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -48,6 +48,25 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 Handler = Callable[[Any], Awaitable[None]]
+# The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
+_ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
+
+
+class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
+    """Publish middleware inside the telemetry one: the `traceparent` header is the envelope's, as the contract says.
+
+    FastStream's telemetry middleware writes its own publish span into `traceparent`; the envelope
+    (signed) carries the producing handler's. Consumers see one trace context, in both places.
+    """
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Put the envelope's trace context back in the header (or none when the envelope has none)."""
+        envelope_tp = cmd.headers.pop(_ENVELOPE_TRACEPARENT, None)
+        if envelope_tp:
+            cmd.headers["traceparent"] = envelope_tp
+        else:
+            cmd.headers.pop("traceparent", None)
+        return await call_next(cmd)
 
 
 class Reject(Exception):
@@ -67,7 +86,7 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         allow_auto_create_topics=False,
-        middlewares=[KafkaTelemetryMiddleware()],
+        middlewares=[KafkaTelemetryMiddleware(), EnvelopeTraceparent],  # the first listed is the outermost
         graceful_timeout=10.0,
         log_level=logging.DEBUG,
         **kwargs,
@@ -118,7 +137,10 @@ class Bus:
                 event = event.model_copy(update={"traceparent": tp})
         if self.signer is not None and event.signature is None:
             event = sign_event(event, self.signer)
-        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
+        headers = headers_for(event)
+        if event.traceparent:
+            headers[_ENVELOPE_TRACEPARENT] = event.traceparent
+        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers)
         metrics.observe_published(self.service, event)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
