@@ -172,7 +172,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by folder so `-m integration` and `-m 'not integration'` select layers."""
     for item in items:
         path = str(item.fspath)
-        if f"{os.sep}integration{os.sep}" in path:
+        if f"{os.sep}integration{os.sep}" in path or f"{os.sep}security{os.sep}" in path:
             item.add_marker(pytest.mark.integration)
         elif f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
