@@ -11,6 +11,7 @@ a requester that is not the client key's principal, a tool reply signed by anoth
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -120,8 +121,9 @@ class Authority:
     Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
     operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
-    The files are read again whenever a key folder changed (a few `stat` calls per check), so a
-    key added or rotated after start is found and a revoked one is refused at once.
+    The files are read again whenever a key folder changed (a few `stat`/`listdir` calls per check)
+    or an unknown key id arrives, so a key added or rotated after start is found and a revoked one
+    is refused at once.
     """
 
     keys_dir: Path
@@ -129,7 +131,7 @@ class Authority:
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
-    _seen: tuple[int, ...] = field(default=(), init=False)
+    _seen: tuple[Any, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         self.reload()
@@ -158,23 +160,32 @@ class Authority:
         self._keys = keys
 
     def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id`; the key files are read again first when a key folder changed (a key added, rotated or revoked)."""
-        if self._stamp() != self._seen:
+        """Holders of `key_id`; the key files are read again first when a key folder changed or the key is unknown."""
+        if key_id not in self._keys or self._stamp() != self._seen:
             self.reload()
         return self._keys.get(key_id) or []
 
-    def _stamp(self) -> tuple[int, ...]:
-        """Modification times of the key folders (a key added or renamed changes its folder's)."""
+    def _stamp(self) -> tuple[Any, ...]:
+        """What is in the key folders: the names of their files, and when each folder and tool key last changed.
+
+        Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in
+        the same tick as the last read would otherwise go unseen.
+        """
         folders = [self.keys_dir, self.operators_dir, self.clients_dir]
         if self.clients_dir.is_dir():
             folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
-        stamps = []
-        for path in [*folders, *self.tool_keys.values()]:
+        stamp: list[Any] = []
+        for folder in folders:
             try:
-                stamps.append(path.stat().st_mtime_ns)
+                stamp.append((folder.stat().st_mtime_ns, tuple(sorted(os.listdir(folder)))))
             except OSError:
-                stamps.append(0)
-        return tuple(stamps)
+                stamp.append(None)
+        for path in self.tool_keys.values():
+            try:
+                stamp.append(path.stat().st_mtime_ns)
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
 
     def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
         """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
