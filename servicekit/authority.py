@@ -289,5 +289,5 @@ def sign_as_producer(kit: KitSettings, event: E) -> E:
         return sign_as_client(kit, event)
     if TOOL in allowed:
         return sign_event(event, SigningKey.load_or_create(kit.keys_dir / "tools", event.data.tool))
-    service = next(iter(sorted(allowed - {ANY_SERVICE})), "executor")
+    service = next((name for name in SERVICES if name in allowed), "executor")  # `event.rejected`: any service
     return sign_event(event, service_key(kit, service))

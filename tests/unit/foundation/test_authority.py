@@ -236,3 +236,13 @@ def test_signing_and_verifying_one_event_costs(kit: KitSettings, authority: Auth
         assert authority.check(raw, decoded) is None
     verify_us = (time.perf_counter() - started) / n * 1e6
     print(f"\nsign one action.decided: {sign_us:.1f} µs; verify: {verify_us:.1f} µs ({len(raw)} bytes)")
+
+
+def test_sign_as_producer_picks_the_rightful_key_for_every_type(kit: KitSettings, authority: Authority) -> None:
+    from schemas.examples import sample_events
+    from servicekit import sign_as_producer
+
+    for _, event in sample_events():
+        if event.type == "tidegate.tool.reply":
+            continue  # needs a catalog naming the tool's key (tested above)
+        assert check(authority, sign_as_producer(kit, event)) is None, event.type
