@@ -121,16 +121,18 @@ class Authority:
     Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
     operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
-    The files are read again whenever a key folder changed (a few `stat`/`listdir` calls per check)
-    or an unknown key id arrives, so a key added or rotated after start is found and a revoked one
-    is refused at once.
+    The files are read again when an unknown key id arrives, and when a key folder changed (looked
+    at every `recheck_s`), so a key added or rotated after start is found at once and a revoked one
+    is refused within `recheck_s`.
     """
 
     keys_dir: Path
     operators_dir: Path
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
+    recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
+    _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
@@ -160,9 +162,14 @@ class Authority:
         self._keys = keys
 
     def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id`; the key files are read again first when a key folder changed or the key is unknown."""
-        if key_id not in self._keys or self._stamp() != self._seen:
+        """Holders of `key_id`, reading the key files again when it is unknown or a key folder changed (looked at every `recheck_s`)."""
+        now = time.monotonic()
+        if key_id not in self._keys:
             self.reload()
+        elif now - self._checked >= self.recheck_s:
+            self._checked = now
+            if self._stamp() != self._seen:
+                self.reload()
         return self._keys.get(key_id) or []
 
     def _stamp(self) -> tuple[Any, ...]:
