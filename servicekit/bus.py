@@ -130,13 +130,29 @@ class Bus:
         return f"{self.prefix}{name}"
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """Publish `event` on catalog topic `topic`, carrying the current trace context if it has none."""
-        if event.traceparent is None:
-            tp = current_traceparent()
-            if tp:
-                event = event.model_copy(update={"traceparent": tp})
-        if self.signer is not None and event.signature is None:
-            event = sign_event(event, self.signer)
+        """Publish `event` on catalog topic `topic`, signed, carrying the current trace context if it has none.
+
+        An unsigned event published outside any span (a client's task) gets a publish span of its own,
+        so it starts a trace. A signed event is sent exactly as signed. The `traceparent` header is
+        always the envelope's.
+        """
+        if event.signature is None and event.traceparent is None and current_traceparent() is None:
+            with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
+                await self._publish(topic, event)
+            return
+        await self._publish(topic, event)
+
+    def sign(self, event: Envelope) -> Envelope:
+        """`event` signed with this bus's key (unchanged without a key)."""
+        return sign_event(event, self.signer) if self.signer is not None else event
+
+    async def _publish(self, topic: str, event: Envelope) -> None:
+        if event.signature is None:
+            if event.traceparent is None:
+                tp = current_traceparent()
+                if tp:
+                    event = event.model_copy(update={"traceparent": tp})
+            event = self.sign(event)
         headers = headers_for(event)
         if event.traceparent:
             headers[_ENVELOPE_TRACEPARENT] = event.traceparent

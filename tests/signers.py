@@ -62,6 +62,6 @@ class SigningBus(Bus):
         super().__init__(make_broker(kit.kafka_bootstrap, name), name, kit.kafka_bootstrap, kit.topic_prefix, **kwargs)
         self.kit = kit
 
-    async def publish(self, topic: str, event: Envelope) -> None:
-        """Publish `event` signed as its producer would (unless already signed)."""
-        await super().publish(topic, signed(event, self.kit))
+    def sign(self, event: Envelope) -> Envelope:
+        """`event` signed as its producer would (unless already signed)."""
+        return signed(event, self.kit)
