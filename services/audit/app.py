@@ -13,7 +13,17 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, make_broker
+from servicekit import (
+    Bus,
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    ToolCatalog,
+    configure_logging,
+    deployment_authority,
+    install_tracing,
+    make_broker,
+)
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
 from services.audit.repository import PostgresAuditLog
@@ -93,7 +103,8 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms)
     bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, signer=key)
-    recorder = Recorder(prefix=kit.topic_prefix)
+    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    recorder = Recorder(prefix=kit.topic_prefix, authority=deployment_authority(kit, tools))
 
     @broker.subscriber(
         pattern=topic_pattern(kit.topic_prefix),

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from schemas import AuditCheckpoint
-from servicekit import SigningKey
+from servicekit import Authority, SigningKey
 from services.audit.chain import AppendResult
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
 from services.audit.records import Observed, observe
@@ -29,8 +29,8 @@ __all__ = ["Checkpointer", "Recorder", "observe_record"]
 log = logging.getLogger(__name__)
 
 
-def observe_record(record: ConsumerRecord[Any, Any], prefix: str) -> Observed:
-    """An aiokafka record as the audit stores it."""
+def observe_record(record: ConsumerRecord[Any, Any], prefix: str, authority: Authority | None = None) -> Observed:
+    """An aiokafka record as the audit stores it (with whether its signature verified, given the deployment's `authority`)."""
     return observe(
         topic=record.topic,
         partition=record.partition,
@@ -41,6 +41,7 @@ def observe_record(record: ConsumerRecord[Any, Any], prefix: str) -> Observed:
         value=record.value,
         headers=record.headers,
         prefix=prefix,
+        check=authority.check if authority is not None else None,
     )
 
 
@@ -50,6 +51,7 @@ class Recorder:
 
     prefix: str
     log: AuditLog | None = None
+    authority: Authority | None = None  # records whether each event's signature verified (never drops one)
     recorded: int = 0
     skipped: int = 0
     retries: int = 0
@@ -58,7 +60,7 @@ class Recorder:
     async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
         assert self.log is not None, "Recorder.log is set when the service starts"
-        observed = [observe_record(r, self.prefix) for r in records]
+        observed = [observe_record(r, self.prefix, self.authority) for r in records]
         delay = 0.1
         while True:
             try:

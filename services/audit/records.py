@@ -356,10 +356,13 @@ def observe(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] | None,
     prefix: str,
+    check: Callable[[bytes, Any], Any] | None = None,
 ) -> Observed:
     """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
 
-    Never raises on bad input: a value that is not a valid event is recorded with the reason.
+    Never raises on bad input: a value that is not a valid event is recorded with the reason. With
+    `check` (`Authority.check`), an event whose signature does not verify is recorded as invalid,
+    with the refusal's code as the reason (`signature_missing: ...`): recorded all the same.
     """
     header_list = _headers(headers)
     doc: Any = None
@@ -373,8 +376,11 @@ def observe(
             reason = f"not JSON: {exc}"[:TEXT_LIMIT]
         if reason is None:
             try:
-                _adapter(topic.removeprefix(prefix)).validate_json(value)
-                valid = True
+                event = _adapter(topic.removeprefix(prefix)).validate_json(value)
+                refusal = check(value, event) if check is not None else None
+                valid = refusal is None
+                if refusal is not None:
+                    reason = f"{refusal.code}: {refusal.message}"[:TEXT_LIMIT]
             except ValidationError as exc:
                 reason = _validation_error(exc)[:TEXT_LIMIT]
     if not isinstance(doc, dict):
