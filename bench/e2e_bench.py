@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import profile
 from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
-from servicekit import KitSettings, catalog_topic_names, ensure_topics
+from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -123,7 +123,7 @@ async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: flo
     for i, task in enumerate(tasks):
         if rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-        ev = TaskSubmitted.build(task, source="bench")
+        ev = sign_as_producer(kit, TaskSubmitted.build(task, source="bench"))  # signed by the requester's client key
         await producer.send(
             kit.topic_prefix + "tasks", encode(ev), key=ev.key, headers=[(k, v.encode()) for k, v in headers_for(ev).items()]
         )

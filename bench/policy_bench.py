@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
-from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
+from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.runner import tune_gc
 from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
 
@@ -238,6 +238,7 @@ async def through_kafka(
         collector = asyncio.create_task(collect())
 
         async def send(event: Envelope) -> Any:
+            event = sign_as_producer(kit, event)  # signed as its producer would (the service verifies every proposal)
             return await producer.send(
                 prefix + "actions.proposed", encode(event), key=event.key, headers=[(k, v.encode()) for k, v in headers_for(event).items()]
             )
@@ -260,7 +261,7 @@ async def through_kafka(
                 latencies.append((seen[e.data.action_id] - t0) * 1000)
             # Encoded before the clock starts: what is timed is the service, not the benchmark's own serialization.
             wire = [(e.data.action_id, encode(e), e.key, [(k, v.encode()) for k, v in headers_for(e).items()]) for e in
-                    (proposal(i, run + "b") for i in range(burst))]  # fmt: skip
+                    (sign_as_producer(kit, proposal(i, run + "b")) for i in range(burst))]  # fmt: skip
             sent: dict[str, float] = {}
             t_start = time.perf_counter()
             futures = []

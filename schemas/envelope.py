@@ -6,13 +6,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from schemas.common import Contract
 
-__all__ = ["EVENT_TYPE_PREFIX", "Envelope", "new_id", "utcnow"]
+__all__ = ["EVENT_TYPE_PREFIX", "REQUIRED_ATTRIBUTES", "Envelope", "new_id", "utcnow"]
 
 EVENT_TYPE_PREFIX = "tidegate."
+# CloudEvents' required attributes, plus `time` and `tenantid`: required on the wire, never invented on decode.
+REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type", "time", "tenantid")
 
 
 def new_id() -> str:
@@ -25,8 +27,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _require_attributes(schema: dict[str, Any]) -> None:
+    schema["required"] = sorted(set(schema.get("required", [])) | set(REQUIRED_ATTRIBUTES) | {"data"})
+
+
 class Envelope(Contract):
-    """CloudEvents 1.0 attributes shared by every event; subclasses fix `type` and `data`."""
+    """CloudEvents 1.0 attributes shared by every event; subclasses fix `type` and `data`.
+
+    Building an event in code fills `id`, `time` and `type`; decoding one from JSON fills nothing:
+    an event without any of `REQUIRED_ATTRIBUTES`, or whose `tenantid` is not its data's tenant, is invalid.
+    """
+
+    model_config = ConfigDict(json_schema_extra=_require_attributes)
 
     specversion: Literal["1.0"] = Field(default="1.0", description="CloudEvents spec version.")
     id: str = Field(
@@ -49,9 +61,43 @@ class Envelope(Contract):
         description="W3C trace context of the producing span (also sent as a Kafka header).",
         examples=["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"],
     )
+    keyid: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Id of the producer's Ed25519 key that signed the event (extension; see docs/security/signatures.md).",
+        examples=["policy-3f9a1c2b7d4e"],
+    )
+    sequence: int | None = Field(
+        default=None,
+        ge=1,
+        description="Monotonic version per operator key, on `control` records (extension): an older or replayed copy is refused.",
+        examples=[1764528725000000000],
+    )
+    signature: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Ed25519 signature (base64url) over the canonical JSON of the whole event without this attribute (extension).",
+    )
     data: Any
 
     event_type: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required_on_the_wire(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.mode == "json" and isinstance(value, dict):
+            missing = [name for name in REQUIRED_ATTRIBUTES if value.get(name) in (None, "")]
+            if missing:
+                raise ValueError(f"missing required attribute(s): {', '.join(missing)}")
+        return value
+
+    @model_validator(mode="after")
+    def _tenant_is_the_data_tenant(self) -> Self:
+        tenant = getattr(self.data, "tenant_id", None)
+        if tenant is not None and tenant != self.tenantid:
+            raise ValueError(f"tenantid {self.tenantid!r} differs from data.tenant_id {tenant!r}")
+        return self
 
     @classmethod
     def build(cls, data: Any, *, source: str, traceparent: str | None = None, subject: str | None = None) -> Self:

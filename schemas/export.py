@@ -17,7 +17,9 @@ from schemas.reasons import ReasonCode
 from schemas.tools import ToolSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, topic_spec
 
-__all__ = ["asyncapi_document", "event_schemas", "render", "write"]
+__all__ = ["JSON_SCHEMA_DIALECT", "asyncapi_document", "event_schemas", "render", "write"]
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 _TOOL_TOPICS = ("tools.{tool}.requests", "tools.{tool}.replies")
 
@@ -32,7 +34,10 @@ def event_schemas() -> dict[str, dict[str, Any]]:
     for spec in [*TOPICS.values(), topic_spec("tools.x.requests"), topic_spec("tools.x.replies")]:
         for model in spec.events:
             models[_event_type(model)] = model
-    return {name: TypeAdapter(model).json_schema(mode="serialization") for name, model in sorted(models.items())}
+    return {
+        name: {"$schema": JSON_SCHEMA_DIALECT, **TypeAdapter(model).json_schema(mode="serialization")}
+        for name, model in sorted(models.items())
+    }
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -118,7 +123,8 @@ def asyncapi_document() -> dict[str, Any]:
 def render() -> dict[str, str]:
     """Relative path → file content of every generated contract document."""
     files = {f"jsonschema/{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in event_schemas().items()}
-    files["jsonschema/tool-spec.json"] = json.dumps(ToolSpec.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    tool_spec = {"$schema": JSON_SCHEMA_DIALECT, **ToolSpec.model_json_schema()}
+    files["jsonschema/tool-spec.json"] = json.dumps(tool_spec, indent=2, sort_keys=True) + "\n"
     files["asyncapi.json"] = json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n"
     return files
 

@@ -53,6 +53,10 @@ class ReasonCode(StrEnum):
     TOO_DEEP = "too_deep"
     NOT_FINITE = "not_finite"
     TOOL_REPLY_MISMATCH = "tool_reply_mismatch"
+    # Envelope signatures (docs/security/signatures.md).
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNER_NOT_ALLOWED = "signer_not_allowed"
+    CONTROL_REPLAYED = "control_replayed"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).

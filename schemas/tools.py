@@ -88,6 +88,12 @@ class ToolSpec(Contract):
     url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
     mcp: McpUpstream | None = Field(default=None, description="The upstream MCP server and tool, for kind `mcp`.")
+    reply_key_file: str | None = Field(
+        default=None,
+        description="For kind `topic`: the outside tool service's Ed25519 public key (PEM) that must sign its `tool.reply` events; "
+        "a path relative to the deployment's keys directory, or absolute. Without it every reply is refused.",
+        examples=["tools/update_inventory.pub"],
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ToolSpec:

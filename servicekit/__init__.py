@@ -4,6 +4,21 @@ Settings, the bus, the database, signing, tracing, the tool catalog and the proc
 Imports schemas, never a service.
 """
 
+from servicekit.authority import (
+    AUTHORITY,
+    SERVICES,
+    Authority,
+    Refusal,
+    client_key,
+    deployment_authority,
+    next_sequence,
+    operator_key,
+    service_key,
+    sign_as_client,
+    sign_as_operator,
+    sign_as_producer,
+    sign_event,
+)
 from servicekit.bus import Bus, Handler, Reject, make_broker
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
@@ -13,22 +28,26 @@ from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, cr
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.runner import ServiceProcess, configure_logging
 from servicekit.settings import REPO_ROOT, KitSettings
-from servicekit.signing import Keyring, SigningKey
+from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.topics_admin import catalog_topic_names, ensure_topics
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
     "ADMIN",
     "AGENT",
+    "AUTHORITY",
     "OPS",
     "REPO_ROOT",
+    "SERVICES",
     "Attr",
+    "Authority",
     "Bus",
     "CatalogError",
     "ControlState",
     "Handler",
     "Keyring",
     "KitSettings",
+    "Refusal",
     "Reject",
     "SchemaNotReady",
     "ServiceProcess",
@@ -40,12 +59,24 @@ __all__ = [
     "authorization_message",
     "catalog_topic_names",
     "check_migrations",
+    "client_key",
     "configure_logging",
     "create_pool",
     "current_traceparent",
+    "deployment_authority",
     "ensure_topics",
     "install_tracing",
     "kafka_options",
+    "key_id_of",
+    "load_public",
     "make_broker",
+    "next_sequence",
+    "operator_key",
+    "rotate",
+    "service_key",
+    "sign_as_client",
+    "sign_as_operator",
+    "sign_as_producer",
+    "sign_event",
     "span",
 ]

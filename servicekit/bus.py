@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from faststream import AckPolicy
+from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -30,10 +30,12 @@ from pydantic import ValidationError
 
 from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
 from servicekit import metrics
+from servicekit.authority import Authority, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
 from servicekit.rawbatch import raw_decoder, tolerant_parser
+from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
 __all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Reject", "make_broker"]
@@ -43,6 +45,25 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
 Handler = Callable[[Any], Awaitable[None]]
+# The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
+_ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
+
+
+class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
+    """Publish middleware inside the telemetry one: the `traceparent` header is the envelope's, as the contract says.
+
+    FastStream's telemetry middleware writes its own publish span into `traceparent`; the envelope
+    (signed) carries the producing handler's. Consumers see one trace context, in both places.
+    """
+
+    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
+        """Put the envelope's trace context back in the header (or none when the envelope has none)."""
+        envelope_tp = cmd.headers.pop(_ENVELOPE_TRACEPARENT, None)
+        if envelope_tp:
+            cmd.headers["traceparent"] = envelope_tp
+        else:
+            cmd.headers.pop("traceparent", None)
+        return await call_next(cmd)
 
 
 class Reject(Exception):
@@ -67,7 +88,7 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         allow_auto_create_topics=False,
-        middlewares=[KafkaTelemetryMiddleware()],
+        middlewares=[KafkaTelemetryMiddleware(), EnvelopeTraceparent],  # the first listed is the outermost
         graceful_timeout=10.0,
         log_level=logging.DEBUG,
         **kwargs,
@@ -112,6 +133,8 @@ class Bus:
     bootstrap: str
     prefix: str = "tidegate."
     bounds: Bounds = field(default_factory=Bounds)
+    signer: SigningKey | None = None  # signs every event this bus publishes (docs/security/signatures.md)
+    authority: Authority | None = None  # checks every event's signature before a handler sees it
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
@@ -137,14 +160,35 @@ class Bus:
         return f"{self.prefix}{name}"
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """Publish `event` on catalog topic `topic`, carrying the current trace context if it has none."""
-        if event.traceparent is None:
-            tp = current_traceparent()
-            if tp:
-                event = event.model_copy(update={"traceparent": tp})
+        """Publish `event` on catalog topic `topic`, signed, carrying the current trace context if it has none.
+
+        An unsigned event published outside any span (a client's task) gets a publish span of its own,
+        so it starts a trace. A signed event is sent exactly as signed. The `traceparent` header is
+        always the envelope's.
+        """
+        if event.signature is None and event.traceparent is None and current_traceparent() is None:
+            with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
+                await self._publish(topic, event)
+            return
+        await self._publish(topic, event)
+
+    def sign(self, event: Envelope) -> Envelope:
+        """`event` signed with this bus's key (unchanged without a key)."""
+        return sign_event(event, self.signer) if self.signer is not None else event
+
+    async def _publish(self, topic: str, event: Envelope) -> None:
         if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
             raise ProducerDead("the producer's sender task has ended")
-        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers_for(event))
+        if event.signature is None:
+            if event.traceparent is None:
+                tp = current_traceparent()
+                if tp:
+                    event = event.model_copy(update={"traceparent": tp})
+            event = self.sign(event)
+        headers = headers_for(event)
+        if event.traceparent:
+            headers[_ENVELOPE_TRACEPARENT] = event.traceparent
+        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers)
         metrics.observe_published(self.service, event)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
@@ -222,12 +266,18 @@ class Bus:
         """The record's event, or None once it is dead-lettered with the reason.
 
         The one place where every consume path of the kit and the policy's batch path turn bytes
-        into an event: bounds first, then the contract. A check of the event's signature belongs
-        right after `decode` here. Any exception (`RecursionError`, `MemoryError`) is the record's.
+        into an event: bounds first, then the contract, then the producer's signature (`Authority`,
+        docs/security/signatures.md), so no handler ever sees an event its signer may not produce.
+        Any exception (`RecursionError`, `MemoryError`) is the record's.
         """
+        code: str
         try:
             check_bounds(record.value, self.bounds)
-            return decode(topic, record.value or b"")
+            event = decode(topic, record.value or b"")
+            refusal = self.authority.check(record.value or b"", event) if self.authority is not None else None
+            if refusal is None:
+                return event
+            code, error = refusal.code, refusal.message
         except Refused as exc:
             code, error = exc.code, exc.message
         except ValidationError as exc:

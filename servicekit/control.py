@@ -1,4 +1,13 @@
-"""What every service knows from the compacted `control` topic: kill switches, policy, budgets."""
+"""What every service knows from the compacted `control` topic: kill switches, policy, budgets.
+
+Records are operator-signed (the bus checked the signature against the operator allow-list before
+this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
+scope, the record's compaction key, whoever signed it. A replayed or older copy is refused, even
+after compaction removed the records it replaced (the newest survivor carries the highest
+sequence), so re-reading the compacted topic from the start converges on the newest record of each
+scope. Operators' clocks must therefore agree (NTP); a record signed on a clock behind the last
+one of its scope is refused as `control_replayed` and can be signed again.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +15,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData
+from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData, ReasonCode
+from servicekit.bus import Reject
 
 __all__ = ["ControlState"]
 
@@ -20,9 +30,17 @@ class ControlState:
     budgets: dict[str, float] = field(default_factory=dict)
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    sequences: dict[bytes | None, int] = field(default_factory=dict)
 
     async def apply(self, event: Any) -> None:
-        """Handler for `control` events."""
+        """Handler for `control` events; raises `Reject` for an unsigned, replayed or older record."""
+        if not event.keyid or not event.signature:
+            raise Reject(ReasonCode.SIGNATURE_MISSING, f"{event.type} is not signed by an operator")
+        scope = event.key
+        last = self.sequences.get(scope)
+        if event.sequence is None or (last is not None and event.sequence <= last):
+            raise Reject(ReasonCode.CONTROL_REPLAYED, f"{event.type} sequence {event.sequence} is not after {last} for {scope!r}")
+        self.sequences[scope] = event.sequence
         if isinstance(event, ControlKillswitch):
             scope = (event.data.tenant_id, event.data.tool)
             if event.data.active:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.intake import Bounds
@@ -41,7 +42,20 @@ class KitSettings(BaseSettings):
     )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
     keys_dir: Path = Field(
-        default=REPO_ROOT / ".tidegate" / "keys", description="Ed25519 key files, generated on first run; never committed."
+        default=None,  # type: ignore[assignment]  # filled from run_dir below
+        description="Ed25519 keys, generated on first run, never committed: `<keys_dir>/<service>/` holds a service's private key "
+        "alone, `<keys_dir>/*.pub` the public keys. Default `<run_dir>/keys`.",
+    )
+    operator_keys_dir: Path = Field(
+        default=None,  # type: ignore[assignment]
+        description="Allow-list of operator public keys (`<name>.pub`) whose `control` records are obeyed. Default `<keys_dir>/operators`.",
+    )
+    client_keys_dir: Path = Field(
+        default=None,  # type: ignore[assignment]
+        description="Registered client keys, `<tenant>/<principal>.pub`: who may submit tasks and proposals. Default `<keys_dir>/clients`.",
+    )
+    operator: str = Field(
+        default="operator", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of the operator key the CLI signs `control` records with."
     )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
     policy_dir: Path = Field(
@@ -66,7 +80,7 @@ class KitSettings(BaseSettings):
     handler_limit_s: float = Field(
         default=300.0, gt=0, description="Liveness: one record (or batch) in handling, retries included, for longer than this is stalled."
     )
-    run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`.")
+    run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`, and the keys.")
 
     @property
     def bounds(self) -> Bounds:
@@ -78,3 +92,16 @@ class KitSettings(BaseSettings):
         from servicekit.dbroles import service_database_url  # the roles module builds on these settings
 
         return service_database_url(self, service)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_dirs_default_to_the_run_dir(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        run_dir = Path(data.get("run_dir") or REPO_ROOT / ".tidegate")
+        keys_dir = Path(data.get("keys_dir") or run_dir / "keys")
+        data["keys_dir"] = keys_dir
+        data["operator_keys_dir"] = data.get("operator_keys_dir") or keys_dir / "operators"
+        data["client_keys_dir"] = data.get("client_keys_dir") or keys_dir / "clients"
+        return data

@@ -1,4 +1,10 @@
-"""Ed25519 signing and verification, with key files generated on first run and never committed."""
+"""Ed25519 signing and verification, with key files generated on first run and never committed.
+
+Layout of a keys directory: each signer's private key alone in its own folder,
+`<keys_dir>/<name>/<name>.key` (0600, only that service mounts it), and every public key at the top,
+`<keys_dir>/<name>.pub` (current) and `<keys_dir>/<name>.<hash>.pub` (retired by `rotate`, still
+verifying what it signed).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["Keyring", "SigningKey", "b64url", "unb64url"]
+__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "rotate", "unb64url"]
 
 
 def b64url(raw: bytes) -> str:
@@ -30,6 +36,36 @@ def _key_id(name: str, public: Ed25519PublicKey) -> str:
     return f"{name}-{hashlib.sha256(raw).hexdigest()[:12]}"
 
 
+def key_id_of(name: str, public: Ed25519PublicKey) -> str:
+    """The id of `name`'s public key: `<name>-<first 12 hex of its SHA-256>`."""
+    return _key_id(name, public)
+
+
+def load_public(path: Path) -> Ed25519PublicKey | None:
+    """The Ed25519 public key in a PEM file, or None if the file holds anything else."""
+    try:
+        loaded = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, Ed25519PublicKey) else None
+
+
+def rotate(keys_dir: Path, name: str) -> tuple[str | None, str]:
+    """Retire `name`'s key and make a new one; returns (old key id or None, new key id).
+
+    The old private key is deleted (it can sign nothing new); its public key stays, renamed
+    `<name>.<hash>.pub`, so that what it signed still verifies by key id.
+    """
+    old_id: str | None = None
+    priv_path, pub_path = keys_dir / name / f"{name}.key", keys_dir / f"{name}.pub"
+    if priv_path.exists():
+        old = SigningKey.load_or_create(keys_dir, name)
+        old_id = old.key_id
+        pub_path.rename(keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub")
+        priv_path.unlink()
+    return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A named Ed25519 private key; its id names the public key that verifies it."""
@@ -40,9 +76,13 @@ class SigningKey:
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, name: str) -> SigningKey:
-        """Load `<keys_dir>/<name>.key`, creating it (0600) and its `.pub` on first run."""
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        priv_path, pub_path = keys_dir / f"{name}.key", keys_dir / f"{name}.pub"
+        """Load `<keys_dir>/<name>/<name>.key`, creating it (0600) and `<keys_dir>/<name>.pub` on first run."""
+        own_dir = keys_dir / name
+        own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        priv_path, pub_path = own_dir / f"{name}.key", keys_dir / f"{name}.pub"
+        flat = keys_dir / f"{name}.key"
+        if flat.exists() and not priv_path.exists():  # the former flat layout: move the key into its own folder
+            os.replace(flat, priv_path)
         if priv_path.exists():
             loaded = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
@@ -79,12 +119,12 @@ class Keyring:
 
     @classmethod
     def load(cls, keys_dir: Path, name: str) -> Keyring:
-        """Every `<name>*.pub` in `keys_dir` (current key and rotated ones)."""
+        """`<name>.pub` and every `<name>.<hash>.pub` in `keys_dir` (current key and rotated ones)."""
         keys: dict[str, Ed25519PublicKey] = {}
-        for pub_path in sorted(keys_dir.glob(f"{name}*.pub")):
-            loaded = serialization.load_pem_public_key(pub_path.read_bytes())
-            if isinstance(loaded, Ed25519PublicKey):
-                keys[_key_id(pub_path.stem, loaded)] = loaded
+        for pub_path in sorted([keys_dir / f"{name}.pub", *keys_dir.glob(f"{name}.*.pub")]):
+            loaded = load_public(pub_path) if pub_path.exists() else None
+            if loaded is not None:
+                keys[_key_id(name, loaded)] = loaded
         return cls(keys)
 
     def knows(self, key_id: str) -> bool:

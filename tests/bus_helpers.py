@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from signers import signed
 
 from schemas import ActionDecided, Envelope, decode, encode, headers_for
 from servicekit import ADMIN, KitSettings, kafka_options
@@ -84,6 +85,8 @@ class Producer:
         await self._producer.stop()
 
     async def send(self, topic: str, event: Envelope) -> None:
+        """Publish `event` signed by its rightful producer (unless already signed)."""
+        event = signed(event, self.kit)
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         await self._producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
 

@@ -29,6 +29,8 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("budget", "budget"),
     ("audit", "audit"),
     ("connectors", "connectors"),
+    ("keys", "keys"),
+    ("client_keys", "clients"),
     ("ops", None),
     ("mcp", "mcp"),
 ]

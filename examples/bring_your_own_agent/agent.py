@@ -5,7 +5,13 @@ imports nothing from Tidegate: it writes CloudEvents JSON by hand with `aiokafka
 task (planner `external:byoa`, so Tidegate's own planner leaves it alone), proposes actions on
 `actions.proposed`, then reads `actions.decided` and `actions.results` for its action ids.
 
-    python examples/bring_your_own_agent/agent.py --bootstrap 127.0.0.1:19092 --prefix tidegate.
+Every event it publishes is signed with its client key (Ed25519; CloudEvents extensions `keyid`
+and `signature` over the canonical JSON of the whole event): an operator registers the key for
+the tenant and the requester once, `tidegate clients add acme byoa@acme.example`, which prints the
+private key's path. Tidegate refuses unsigned events, and events whose `requested_by` is not the key's principal.
+
+    python examples/bring_your_own_agent/agent.py --bootstrap 127.0.0.1:19092 --prefix tidegate. \
+        --key .tidegate/keys/clients/acme/byoa@acme.example/byoa@acme.example.key
 
 It logs in as the `agent` principal (`--properties`, the client file `infra up` made), which may write
 `tasks` and `actions.proposed` and read the answers, nothing else (docs/security/bus.md).
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import re
 import secrets
@@ -28,9 +36,30 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 AGENT = "external:byoa"
 DEFAULT_PROPERTIES = Path(__file__).resolve().parents[2] / ".infra" / "kafka" / "credentials" / "agent.properties"
+REQUESTER = "byoa@acme.example"
+
+
+class ClientKey:
+    """The client's registered Ed25519 key; its id is `<principal>-<first 12 hex of SHA-256 of the raw public key>`."""
+
+    def __init__(self, path: Path, principal: str) -> None:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise SystemExit(f"{path} is not an Ed25519 private key")
+        self.private = loaded
+        raw = loaded.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.key_id = f"{principal}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+    def sign(self, event: dict[str, Any]) -> dict[str, Any]:
+        """`event` with `keyid` and `signature` (base64url, no padding) over its canonical JSON without `signature`."""
+        unsigned = {**event, "keyid": self.key_id}
+        canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return {**unsigned, "signature": base64.urlsafe_b64encode(self.private.sign(canonical)).rstrip(b"=").decode()}
 
 
 def cloudevent(event_type: str, task_id: str, tenant: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -70,13 +99,15 @@ def plan(task_id: str, tenant: str) -> list[dict[str, Any]]:
             "tainted_args": tainted,
             "cost": {"model": "my-own-model", "tokens_in": 420, "tokens_out": 31, "usd": 0.0003},
             "mode": "autonomous",
-            "requested_by": "byoa@acme.example",
+            "requested_by": REQUESTER,
         }
         for i, (tool, args, tainted, why) in enumerate(calls, start=1)
     ]
 
 
-async def run(bootstrap: str, prefix: str, tenant: str, timeout_s: float, login: dict[str, Any] | None = None) -> dict[str, Any]:
+async def run(
+    bootstrap: str, prefix: str, tenant: str, timeout_s: float, key: ClientKey, login: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Register the task, propose the actions, collect decisions and results."""
     task_id = f"byoa-{uuid.uuid4().hex[:10]}"
     actions = plan(task_id, tenant)
@@ -101,18 +132,18 @@ async def run(bootstrap: str, prefix: str, tenant: str, timeout_s: float, login:
             "tenant_id": tenant,
             "workflow": "support_triage",
             "input": {"ticket_id": "T-1007", "note": "planned by an outside agent"},
-            "requested_by": "byoa@acme.example",
+            "requested_by": REQUESTER,
             "mode": "autonomous",
             "planner": AGENT,
         }
         await producer.send_and_wait(
             prefix + "tasks",
-            json.dumps(cloudevent("task.submitted", task_id, tenant, task)).encode(),
+            json.dumps(key.sign(cloudevent("task.submitted", task_id, tenant, task))).encode(),
             key=task_id.encode(),
             headers=headers,
         )
         for action in actions:
-            event = cloudevent("action.proposed", task_id, tenant, action)
+            event = key.sign(cloudevent("action.proposed", task_id, tenant, action))
             tp_headers = [*headers, ("traceparent", event["traceparent"].encode())]
             await producer.send_and_wait(prefix + "actions.proposed", json.dumps(event).encode(), key=task_id.encode(), headers=tp_headers)
 
@@ -166,8 +197,11 @@ def main() -> None:
     parser.add_argument("--tenant", default="acme")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+    parser.add_argument("--key", type=Path, required=True, help="PEM file of the client's private key (`tidegate clients add` prints it).")
     args = parser.parse_args()
-    report = asyncio.run(run(args.bootstrap, args.prefix, args.tenant, args.timeout, kafka_login(args.properties)))
+    report = asyncio.run(
+        run(args.bootstrap, args.prefix, args.tenant, args.timeout, ClientKey(args.key, REQUESTER), kafka_login(args.properties))
+    )
     if args.json:
         print(json.dumps(report))
     else:

@@ -6,21 +6,27 @@ system into Tidegate as a `topic` tool:
 1. consume CloudEvents `tidegate.tool.invocation` from `<prefix>tools.update_inventory.requests`;
 2. apply the change at most once per `data.idempotency_key` (here: one SQLite transaction records
    the key together with the stock change, and a repeated key gets the first answer again);
-3. publish a `tidegate.tool.reply` to `data.reply_topic`, keyed by the task id;
+3. publish a `tidegate.tool.reply` to `data.reply_topic`, keyed by the task id, signed with the
+   service's own Ed25519 key (CloudEvents extensions `keyid` and `signature` over the canonical
+   JSON of the whole event): the executor accepts only replies signed by the key the tool's
+   catalog entry names (`reply_key_file`, here `<keys-dir>/tools/update_inventory.pub`);
 4. commit the request's offset only after replying, so a crash means a redelivery, never a loss.
 
 It logs in as its own Kafka principal, `tool-update_inventory`, which may read only its requests
 and write only its replies (docs/security/bus.md); `--properties` is the client file `infra up` made.
 
-Run it:  python examples/outside_tool_service/inventory_service.py --bootstrap 127.0.0.1:19092
+Run it:  python examples/outside_tool_service/inventory_service.py --bootstrap 127.0.0.1:19092 --keys-dir .tidegate/keys
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import logging
+import os
 import re
 import signal
 import sqlite3
@@ -30,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 TOOL = "update_inventory"
 DEFAULT_PROPERTIES = Path(__file__).resolve().parents[2] / ".infra" / "kafka" / "credentials" / f"tool-{TOOL}.properties"
@@ -79,6 +87,38 @@ class Inventory:
             return answer
 
 
+class ReplyKey:
+    """The service's Ed25519 key: private in `<keys_dir>/tools/<tool>/<tool>.key` (made on first run), public beside the folder."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        folder = keys_dir / "tools" / TOOL
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_path = folder / f"{TOOL}.key"
+        if private_path.exists():
+            loaded = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+            assert isinstance(loaded, Ed25519PrivateKey)
+            self.private = loaded
+        else:
+            self.private = Ed25519PrivateKey.generate()
+            pem = self.private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+        public = self.private.public_key()
+        (keys_dir / "tools" / f"{TOOL}.pub").write_bytes(
+            public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.key_id = f"{TOOL}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+    def sign(self, event: dict[str, Any]) -> dict[str, Any]:
+        """`event` with `keyid` and `signature` (base64url, no padding) over its canonical JSON without `signature`."""
+        unsigned = {**event, "keyid": self.key_id}
+        canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        signature = base64.urlsafe_b64encode(self.private.sign(canonical)).rstrip(b"=").decode()
+        return {**unsigned, "signature": signature}
+
+
 def reply_event(invocation: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     """A CloudEvents `tidegate.tool.reply` answering `invocation`."""
     data = invocation["data"]
@@ -105,9 +145,10 @@ def reply_event(invocation: dict[str, Any], answer: dict[str, Any]) -> dict[str,
     }
 
 
-async def serve(bootstrap: str, prefix: str, db_path: Path, login: dict[str, Any] | None = None) -> None:
+async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, login: dict[str, Any] | None = None) -> None:
     """Serve invocations until SIGTERM/SIGINT."""
     inventory = Inventory(db_path)
+    key = ReplyKey(keys_dir)
     consumer = AIOKafkaConsumer(
         f"{prefix}tools.{TOOL}.requests",
         bootstrap_servers=bootstrap,
@@ -128,7 +169,7 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, login: dict[str, Any
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    await handle(record.value, inventory, producer)
+                    await handle(record.value, inventory, producer, key)
             if batches:
                 await consumer.commit()  # only after every reply of the batch went out
     finally:
@@ -136,7 +177,7 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, login: dict[str, Any
         await producer.stop()
 
 
-async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProducer) -> None:
+async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProducer, key: ReplyKey) -> None:
     """Answer one invocation; ignore what is not one (a real service would dead-letter it)."""
     try:
         invocation = json.loads(raw or b"")
@@ -151,7 +192,7 @@ async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProd
         log.info("invocation %s arrived after its deadline; the executor has stopped waiting", data["action_id"])
         return
     answer = inventory.apply(data["tenant_id"], data["idempotency_key"], data["args"])
-    event = reply_event(invocation, answer)
+    event = key.sign(reply_event(invocation, answer))
     await producer.send_and_wait(
         data["reply_topic"],
         json.dumps(event).encode(),
@@ -183,10 +224,13 @@ def main() -> None:
     parser.add_argument("--prefix", default="tidegate.", help="Tidegate's topic prefix")
     parser.add_argument("--properties", type=Path, default=DEFAULT_PROPERTIES, help="Kafka client properties file (login)")
     parser.add_argument("--db", type=Path, default=Path("inventory.sqlite3"), help="SQLite file of the warehouse")
+    parser.add_argument(
+        "--keys-dir", type=Path, default=Path(".tidegate/keys"), help="Tidegate's keys directory (the reply key goes in tools/)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(serve(args.bootstrap, args.prefix, args.db, kafka_login(args.properties)))
+    asyncio.run(serve(args.bootstrap, args.prefix, args.db, args.keys_dir, kafka_login(args.properties)))
 
 
 if __name__ == "__main__":

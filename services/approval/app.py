@@ -19,6 +19,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     install_tracing,
     kafka_options,
     make_broker,
@@ -89,7 +90,13 @@ def build(
         return holder.service
 
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        bounds=kit.bounds,
+        signer=key,
+        authority=deployment_authority(kit, catalog),
     )
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")

@@ -316,6 +316,8 @@ def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *,
             f"{record.risk} actions of {record.tenant_id} need a member of {sorted(allowed) or 'no group'}; "
             f"{who.approver} is in {sorted(who.groups) or 'none'}",
         )
+    if record.kind == "approval" and not record.requested_by:  # four eyes needs an authenticated requester (a signed task)
+        return _refuse("requester_unknown", 403, "the task's requester is unknown, so nobody may decide it (four eyes)")
     if record.requested_by and who.approver.casefold() == record.requested_by.casefold():
         return _refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")
     return None

@@ -30,7 +30,7 @@ from schemas import (
     decode,
     encode,
 )
-from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, span
+from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, sign_event, span
 from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent, TokenInfo
@@ -444,7 +444,7 @@ class ApprovalService:
             data = (
                 domain.unsigned_request(record) if event_type == domain.REQUESTED else domain.signed_decision(record, event_type, self.key)
             )
-            event = envelope_type.build(data, source=SOURCE, traceparent=current_traceparent())
+            event = sign_event(envelope_type.build(data, source=SOURCE, traceparent=current_traceparent()), self.key)
             outbox.append(OutboxItem(event.id, record.approval_id, "approvals", encode(event).decode()))
         deliveries = [
             Delivery(

@@ -13,7 +13,18 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from servicekit import Bus, KitSettings, ServiceProcess, SigningKey, configure_logging, install_tracing, kafka_options, make_broker
+from servicekit import (
+    Bus,
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    ToolCatalog,
+    configure_logging,
+    deployment_authority,
+    install_tracing,
+    kafka_options,
+    make_broker,
+)
 from servicekit.rawbatch import raw_decoder, tolerant_parser
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
@@ -61,8 +72,9 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
     settings = settings or AuditSettings()
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms, **kafka_options(kit, NAME))
-    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds)
-    recorder = Recorder(prefix=kit.topic_prefix, bounds=kit.bounds)
+    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key)
+    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    recorder = Recorder(prefix=kit.topic_prefix, bounds=kit.bounds, authority=deployment_authority(kit, tools))
 
     subscriber = broker.subscriber(
         pattern=topic_pattern(kit.topic_prefix),

@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from schemas import AuditCheckpoint
-from servicekit import SigningKey
+from servicekit import Authority, SigningKey
 from servicekit.intake import Bounds
 from services.audit.chain import AppendResult
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
@@ -30,8 +30,13 @@ __all__ = ["Checkpointer", "Recorder", "observe_record"]
 log = logging.getLogger(__name__)
 
 
-def observe_record(record: ConsumerRecord[Any, Any], prefix: str, bounds: Bounds = DEFAULT_BOUNDS) -> Observed:
-    """An aiokafka record as the audit stores it (never raises: a bad value is kept raw, with the reason)."""
+def observe_record(
+    record: ConsumerRecord[Any, Any], prefix: str, bounds: Bounds = DEFAULT_BOUNDS, authority: Authority | None = None
+) -> Observed:
+    """An aiokafka record as the audit stores it, with whether its signature verified (given the deployment's `authority`).
+
+    Never raises: a bad value is kept raw, with the reason.
+    """
     return observe(
         topic=record.topic,
         partition=record.partition,
@@ -43,6 +48,7 @@ def observe_record(record: ConsumerRecord[Any, Any], prefix: str, bounds: Bounds
         headers=record.headers,
         prefix=prefix,
         bounds=bounds,
+        check=authority.check if authority is not None else None,
     )
 
 
@@ -55,6 +61,7 @@ class Recorder:
     bounds: Bounds = DEFAULT_BOUNDS
     # Called before each retry (the app discards the pool's connections: one broken by a restart must not be reused).
     on_retry: Callable[[BaseException], Awaitable[None]] | None = None
+    authority: Authority | None = None  # records whether each event's signature verified (never drops one)
     recorded: int = 0
     skipped: int = 0
     retries: int = 0
@@ -63,7 +70,7 @@ class Recorder:
     async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
         assert self.log is not None, "Recorder.log is set when the service starts"
-        observed = [observe_record(r, self.prefix, self.bounds) for r in records]
+        observed = [observe_record(r, self.prefix, self.bounds, self.authority) for r in records]
         delay = 0.1
         while True:
             try:

@@ -361,11 +361,14 @@ def observe(
     headers: Sequence[tuple[str, bytes | None]] | None,
     prefix: str,
     bounds: Bounds = DEFAULT_BOUNDS,
+    check: Callable[[bytes, Any], Any] | None = None,
 ) -> Observed:
     """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
 
     Never raises on any input: a value that is not a valid event (too large, too deep, not JSON,
-    not the contract) is recorded raw with the reason.
+    not the contract) is recorded raw with the reason. With `check` (`Authority.check`), an event
+    whose signature does not verify is recorded as invalid, with the refusal's code as the reason
+    (`signature_missing: ...`): recorded all the same.
     """
     header_list = _headers(headers)
     doc: Any = None
@@ -382,8 +385,11 @@ def observe(
             reason = f"not JSON: {exc}"[:TEXT_LIMIT]
         if reason is None:
             try:
-                _adapter(topic.removeprefix(prefix)).validate_json(value)
-                valid = True
+                event = _adapter(topic.removeprefix(prefix)).validate_json(value)
+                refusal = check(value, event) if check is not None else None
+                valid = refusal is None
+                if refusal is not None:
+                    reason = f"{refusal.code}: {refusal.message}"[:TEXT_LIMIT]
             except ValidationError as exc:
                 reason = _validation_error(exc)[:TEXT_LIMIT]
             except Exception as exc:

@@ -21,10 +21,12 @@ from servicekit import (
     ServiceProcess,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     ensure_topics,
     install_tracing,
     kafka_options,
     make_broker,
+    service_key,
 )
 from services.executor import handlers
 from services.executor.claims import InMemoryClaimStore, PgClaimStore
@@ -53,7 +55,13 @@ def build(
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        bounds=kit.bounds,
+        signer=service_key(kit, NAME),
+        authority=deployment_authority(kit, catalog),
     )
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))

@@ -15,9 +15,11 @@ from servicekit import (
     ServiceProcess,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     install_tracing,
     kafka_options,
     make_broker,
+    service_key,
 )
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
@@ -57,7 +59,13 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         human_hourly_rate_usd=settings.human_hourly_rate_usd,
     )
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        bounds=kit.bounds,
+        signer=service_key(kit, NAME),
+        authority=deployment_authority(kit, catalog),
     )
     service = ServiceProcess(
         name=NAME,

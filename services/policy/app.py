@@ -16,6 +16,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     configure_logging,
+    deployment_authority,
     install_tracing,
     kafka_options,
     make_broker,
@@ -47,7 +48,13 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)), NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds
+        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        NAME,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        bounds=kit.bounds,
+        signer=signer,
+        authority=deployment_authority(kit, catalog),
     )
     control = ControlState()
     decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME, client_options=kafka_options(kit, NAME))

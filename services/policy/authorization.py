@@ -13,7 +13,7 @@ from schemas import (
     Authorization,
     encode,
 )
-from servicekit import SigningKey, action_digest, authorization_message
+from servicekit import SigningKey, action_digest, authorization_message, sign_event
 from services.policy.engine import Verdict
 from services.policy.facts import Call
 from services.policy.repository import DecisionRecord, Reservation
@@ -110,6 +110,7 @@ def build_record(
         source=SOURCE,
         traceparent=traceparent,
     )
+    decided = sign_event(decided, signer)  # signed before it is stored: the recorded bytes are what is published
     authorized_json: str | None = None
     authorized: ActionAuthorized | None = None
     reservation: Reservation | None = None
@@ -127,7 +128,7 @@ def build_record(
             estimated_cost_usd=verdict.estimated_cost_usd,
             digest=digest,
         )
-        authorized = ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)
+        authorized = sign_event(ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent), signer)
         authorized_json = encode(authorized).decode()
         reservation = Reservation(action_id, call.tenant_id, call.task_id, call.tool, call.args, verdict.estimated_cost_usd)
     return DecisionRecord(

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from schemas import Envelope
-from servicekit import OPS, Bus, KitSettings, kafka_options, make_broker
+from servicekit import OPS, Bus, KitSettings, kafka_options, make_broker, sign_as_operator
 
 __all__ = ["console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings"]
 
@@ -45,11 +45,11 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
-    """Publish one record on the compacted `control` topic (acknowledged), as the CLI."""
+    """Publish one record on the compacted `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
     broker = make_broker(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await broker.start()
     try:
-        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", event)
+        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", sign_as_operator(kit, event))
     finally:
         await broker.stop()
 

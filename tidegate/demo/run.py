@@ -23,7 +23,18 @@ from rich.live import Live
 from rich.table import Table
 
 from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
-from servicekit import AGENT, OPS, KitSettings, ToolCatalog, catalog_topic_names, create_pool, ensure_topics, kafka_options
+from servicekit import (
+    AGENT,
+    OPS,
+    KitSettings,
+    ToolCatalog,
+    catalog_topic_names,
+    create_pool,
+    ensure_topics,
+    kafka_options,
+    sign_as_client,
+    sign_as_operator,
+)
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, FRESH_ORDER_TICKETS, demo_tasks
 
@@ -33,11 +44,17 @@ WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results"
 
 
 async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -> None:
-    """Publish events on catalog topics (keyed by task id, CloudEvents headers), as an outside agent."""
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, AGENT))
+    """Publish events on catalog topics (keyed by task id, CloudEvents headers); unsigned ones are signed as the CLI would.
+
+    Logged in as an outside agent (`agent`), or as the operator (`ops`) for `control` records.
+    """
+    principal = OPS if events and all(topic == "control" for topic, _ in events) else AGENT
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, principal))
     await producer.start()
     try:
         for topic, event in events:
+            if event.signature is None:
+                event = sign_as_operator(kit, event) if topic == "control" else sign_as_client(kit, event)
             headers = [(k, v.encode()) for k, v in headers_for(event).items()]
             await producer.send(kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
         await producer.flush()

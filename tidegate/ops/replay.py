@@ -69,6 +69,7 @@ from servicekit import (
     ensure_topics,
     kafka_options,
     make_broker,
+    sign_as_producer,
 )
 from servicekit.bus_admin import revoke_rights, tools_of
 from servicekit.bus_rights import ADMIN, OPS
@@ -94,8 +95,11 @@ class SandboxProducer:
     re-publish a day of traffic; here writes are batched and flushed when the replay ends.
     """
 
-    def __init__(self, bootstrap: str, prefix: str, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, signer_kit: KitSettings | None = None, client_options: dict[str, Any] | None = None
+    ) -> None:
         self.prefix = prefix
+        self.signer_kit = signer_kit  # the sandbox's keys: every event is signed again as its producer there
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, **(client_options or {}))
 
     async def start(self) -> None:
@@ -113,6 +117,8 @@ class SandboxProducer:
             tp = current_traceparent()
             if tp:
                 event = event.model_copy(update={"traceparent": tp})
+        if self.signer_kit is not None:
+            event = sign_as_producer(self.signer_kit, event)
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         await self._producer.send(self.prefix + topic, encode(event), key=event.key, headers=headers)
 
@@ -478,6 +484,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         update={
             "topic_prefix": sandbox,
             "keys_dir": keys_dir,
+            "operator_keys_dir": keys_dir / "operators",
+            "client_keys_dir": keys_dir / "clients",
             "metrics_port": None,
             "ready_dir": None,
             "policy_dir": opts.policy_dir or kit.policy_dir,
@@ -487,7 +495,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     control = await read_window(
         kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",), client_options=kafka_options(kit, OPS)
     )
-    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_options)
+    carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit, sandbox_options)
     await carrier.start()
     try:
         for r in control.events:
@@ -511,7 +519,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         executor_bus = Bus(
             make_broker(kit.kafka_bootstrap, "replay-executor", **sandbox_options), "replay-executor", kit.kafka_bootstrap, sandbox
         )
-        results = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_options)
+        results = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit, sandbox_options)
         await results.start()
         executor = SandboxExecutor(keys_dir=keys_dir, answers=RecordedAnswers.from_window(window), publish=results.publish)
         executor_bus.consume("actions.authorized", executor.handle, group_id=f"{sandbox}executor")

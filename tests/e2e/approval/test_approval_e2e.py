@@ -19,9 +19,10 @@ import httpx
 import pytest
 from browser import ensure_chromium, page_in_chromium
 from playwright.async_api import expect
+from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
-from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options, make_broker
+from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options
 from services.approval import auth
 
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -143,9 +144,7 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
         except httpx.HTTPError:
             return False
 
-    bus = Bus(
-        make_broker(kit.kafka_bootstrap, "approval-e2e", **kafka_options(kit, ADMIN)), "approval-e2e", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    bus = SigningBus(kit, "approval-e2e")
     try:
         await wait_for(healthy, timeout=60, interval=0.2, what="the approval service to answer /healthz")
         await bus.broker.start()

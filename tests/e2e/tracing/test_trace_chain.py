@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import ADMIN, Attr, Bus, KitSettings, create_pool, install_tracing, kafka_options, make_broker
+from servicekit import ADMIN, Attr, KitSettings, create_pool, install_tracing, kafka_options
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -49,9 +50,7 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
     }
     for svc in services.values():
         await svc.start()
-    client = Bus(
-        make_broker(kit.kafka_bootstrap, "e2e-client", **kafka_options(kit, ADMIN)), "e2e-client", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    client = SigningBus(kit, "e2e-client")
     await client.start()
     try:
         yield {"services": services, "client": client, "provider": provider}

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, Envelope, Reason, decode
-from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, action_digest, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, action_digest, kafka_options
 from services.approval import auth
 from services.approval.app import build
 from services.approval.repository import PgApprovalRepository
@@ -125,12 +126,7 @@ async def start_approval(kit: KitSettings) -> AsyncIterator[StartApproval]:
         settings = ApprovalSettings(**(defaults | overrides))
         proc = build(kit, settings)
         await proc.start()
-        bus = Bus(
-            make_broker(kit.kafka_bootstrap, "approval-test", **kafka_options(kit, ADMIN)),
-            "approval-test",
-            kit.kafka_bootstrap,
-            kit.topic_prefix,
-        )
+        bus = SigningBus(kit, "approval-test")  # publishes as the policy service, executor... would: signed
         await bus.broker.start()
         started.append((proc, bus))
         return ApprovalHarness(proc=proc, kit=kit, bus=bus)

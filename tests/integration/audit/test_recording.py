@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from signers import signed
 
 import schemas as s
 from schemas.examples import sample_events
@@ -31,7 +32,7 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
         for topic, event in sample_events():
             if topic == "audit.checkpoints":
                 continue  # the service publishes its own
-            event = event.model_copy(update={"subject": task if event.subject else None})
+            event = signed(event.model_copy(update={"subject": task if event.subject else None}), kit)
             await producer.send_and_wait(
                 kit.topic_prefix + topic,
                 s.encode(event),
@@ -59,7 +60,13 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
             ),
             source="tidegate/test",
         )
+        late = signed(late, kit)
         await producer.send_and_wait(kit.topic_prefix + "tools.brand_new.requests", s.encode(late), key=late.key)
+        # A well-formed event nobody signed: recorded too, as invalid, with the refusal's code.
+        unsigned = s.TaskSubmitted.build(
+            s.TaskSubmittedData(task_id=task, tenant_id="acme", workflow="w", input={}, requested_by="mallory"), source="x"
+        )
+        await producer.send_and_wait(kit.topic_prefix + "tasks", s.encode(unsigned), key=unsigned.key)
 
         await wait_for(probe.matches, timeout=30, what="every record of every topic in the log")
         log = PostgresAuditLog(svc.process.pool)
@@ -73,7 +80,12 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
             assert row.tenant_id == event.tenantid
         assert rows[late.id].topic == kit.topic_prefix + "tools.brand_new.requests"
         invalid = [r for r in await log.task_rows(task) if not r.valid]
-        assert {r.value for r in invalid} == {b"\xff\xfe not json", json.dumps({"id": "x", "type": "tidegate.action.proposed"}).encode()}
+        assert {r.value for r in invalid} == {
+            b"\xff\xfe not json",
+            json.dumps({"id": "x", "type": "tidegate.action.proposed"}).encode(),
+            s.encode(unsigned),
+        }
+        assert rows[unsigned.id].invalid_reason.startswith("signature_missing: ")
         assert all(r.invalid_reason for r in invalid)
         binary = next(r for r in invalid if r.value == b"\xff\xfe not json")
         assert binary.headers == [{"k": "x-bin", "b64": "/wA="}]
@@ -103,7 +115,7 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
     finally:
         await first.stop()
     # The same event id published again at another position: kept, flagged duplicate.
-    event = sample_events()[0][1]
+    event = signed(sample_events()[0][1], kit)
     for _ in range(2):
         await producer.send_and_wait(kit.topic_prefix + "tasks", s.encode(event), key=event.key)
     second = build(kit, fast_settings)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from signers import SigningBus
 
 import schemas as s
 from servicekit import (
@@ -143,13 +144,8 @@ async def listener(kit: KitSettings) -> AsyncIterator[Listener]:
 
 @pytest.fixture
 async def publisher(kit: KitSettings) -> AsyncIterator[Bus]:
-    """A bus to publish test events with (as the policy service, or as an attacker with broker access)."""
-    bus = Bus(
-        make_broker(kit.kafka_bootstrap, "test-producer", **kafka_options(kit, ADMIN)),
-        "test-producer",
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-    )
+    """A bus to publish test events with, each signed as its rightful producer (the policy service, an operator...)."""
+    bus = SigningBus(kit, "test-producer")
     await bus.start()
     yield bus
     await bus.stop()

@@ -26,7 +26,18 @@ async def warehouse(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Path]:
     log = tmp_path / "inventory.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(SERVICE), "--bootstrap", kit.kafka_bootstrap, "--prefix", kit.topic_prefix, "--db", str(db)],
+            [
+                sys.executable,
+                str(SERVICE),
+                "--bootstrap",
+                kit.kafka_bootstrap,
+                "--prefix",
+                kit.topic_prefix,
+                "--db",
+                str(db),
+                "--keys-dir",
+                str(kit.keys_dir),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

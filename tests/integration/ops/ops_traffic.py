@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import ADMIN, Bus, KitSettings, catalog_topic_names, create_pool, ensure_topics, kafka_options, make_broker
+from servicekit import ADMIN, KitSettings, catalog_topic_names, create_pool, ensure_topics, kafka_options
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -154,9 +155,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
     start = datetime.now(UTC)
     for svc in services:
         await svc.start()
-    client = Bus(
-        make_broker(kit.kafka_bootstrap, "ops-test", **kafka_options(kit, ADMIN)), "ops-test", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    client = SigningBus(kit, "ops-test")
     await client.start()
     try:
         for data in tasks.values():

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 
-from servicekit import REPO_ROOT, create_pool
+from servicekit import REPO_ROOT, client_key, create_pool
 from services.executor.app import build as build_executor
 from services.policy.app import build as build_policy
 from systems.seed import seed_demo
@@ -27,6 +27,7 @@ async def test_an_outside_agent_gets_the_same_governance(kit):
         await seed_demo(pool, ("acme",))
     finally:
         await pool.close()
+    client_key(kit, "acme", "byoa@acme.example")  # the operator registers the agent's key for the tenant
     policy, executor = build_policy(kit), build_executor(kit)
     await policy.start()
     await executor.start()
@@ -41,6 +42,8 @@ async def test_an_outside_agent_gets_the_same_governance(kit):
             "--timeout",
             "60",
             "--json",
+            "--key",
+            str(kit.client_keys_dir / "acme" / "byoa@acme.example" / "byoa@acme.example.key"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

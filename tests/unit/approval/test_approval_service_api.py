@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from signers import as_operator
 
 from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
 from servicekit import REPO_ROOT, ControlState, Keyring, SigningKey, ToolCatalog, action_digest, approval_message, span
@@ -325,7 +326,7 @@ async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(worl
     switch = ControlKillswitchData(
         tenant_id="acme", tool="issue_refund", active=True, reason="payments incident", set_by="oncall@acme.example"
     )
-    await world.service.control.apply(ControlKillswitch.build(switch, source="tidegate/cli"))
+    await world.service.control.apply(as_operator(ControlKillswitch.build(switch, source="tidegate/cli")))
     assert (await world.client.get(url, headers=bearer(lead))).json()["killswitch"]["reason"] == "payments incident"
     world.clock.now += timedelta(hours=1)
     assert (await world.service.sweep())["expired"] == 1

@@ -15,7 +15,8 @@ def test_key_is_created_once_private_and_stable(tmp_path: Path) -> None:
     again = SigningKey.load_or_create(tmp_path, "policy")
     assert first.key_id == again.key_id
     assert first.key_id.startswith("policy-")
-    assert stat.S_IMODE((tmp_path / "policy.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "policy" / "policy.key").stat().st_mode) == 0o600
+    assert [p.name for p in (tmp_path / "policy").iterdir()] == ["policy.key"]  # the service's folder holds its private key alone
     assert (tmp_path / "policy.pub").exists()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from signers import as_operator
 
 from schemas import (
     ActionFailed,
@@ -184,7 +185,7 @@ async def test_budget_is_checked_against_task_and_tenant(service: PolicyService,
 
 
 def budget(limit: float) -> Envelope:
-    return ControlBudget.build(ControlBudgetData(tenant_id="acme", limit_usd=limit, set_by="ops"), source="cli")
+    return as_operator(ControlBudget.build(ControlBudgetData(tenant_id="acme", limit_usd=limit, set_by="ops"), source="cli"))
 
 
 async def test_grant_lifts_only_what_is_escalated(service: PolicyService, published: Published, tmp_path: Path) -> None:
@@ -272,8 +273,10 @@ async def test_a_follow_up_resolution_spends_or_gives_back_what_an_unknown_outco
 
 
 async def test_control_kill_switch_and_pack_switch(service: PolicyService, published: Published) -> None:
-    switch = ControlKillswitch.build(
-        ControlKillswitchData(tenant_id="*", tool="get_ticket", active=True, reason="r", set_by="ops"), source="cli"
+    switch = as_operator(
+        ControlKillswitch.build(
+            ControlKillswitchData(tenant_id="*", tool="get_ticket", active=True, reason="r", set_by="ops"), source="cli"
+        )
     )
     await service.on_control(switch)
     await service.on_proposed(proposed("get_ticket", {"ticket_id": "T-1"}, action_id="k-1"))
@@ -287,14 +290,18 @@ async def test_control_kill_switch_and_pack_switch(service: PolicyService, publi
         },
     )
     await service.on_control(
-        ControlPolicy.build(
-            ControlPolicyData(version=lowered.version, files=lowered.files, settings=lowered.settings, published_by="sec"), source="cli"
+        as_operator(
+            ControlPolicy.build(
+                ControlPolicyData(version=lowered.version, files=lowered.files, settings=lowered.settings, published_by="sec"), source="cli"
+            )
         )
     )
     assert service.pack.version == lowered.version
     await service.on_proposed(proposed("issue_refund", refund(20.0), action_id="k-2"))
     assert published.on("actions.decided")[-1].data.outcome == "escalate"
-    broken = ControlPolicy.build(ControlPolicyData(version="sha256:x", files={"a.cedar": "permit("}, published_by="m"), source="cli")
+    broken = as_operator(
+        ControlPolicy.build(ControlPolicyData(version="sha256:x", files={"a.cedar": "permit("}, published_by="m"), source="cli")
+    )
     await service.on_control(broken)
     assert service.pack.version == lowered.version
 

@@ -1,0 +1,300 @@
+"""Who may produce which event, how a producer signs it, and the one check every consumer runs first.
+
+Every Tidegate event carries two CloudEvents extension attributes: `keyid` (the producer's Ed25519
+key) and `signature` (over the canonical JSON of the whole event without `signature`: every
+attribute and all of `data`). `AUTHORITY` maps each event type to the signers allowed to produce
+it; `Authority.check` refuses an event before any handler sees it when its signature is missing or
+wrong, its key unknown, or its signer not allowed for that type (a client key of another tenant,
+a requester that is not the client key's principal, a tool reply signed by another tool's key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
+from servicekit.settings import KitSettings
+from servicekit.signing import SigningKey, key_id_of, load_public, unb64url
+
+__all__ = [
+    "AUTHORITY",
+    "SERVICES",
+    "Authority",
+    "Principal",
+    "Refusal",
+    "authority_for",
+    "client_key",
+    "deployment_authority",
+    "next_sequence",
+    "operator_key",
+    "service_key",
+    "sign_as_client",
+    "sign_as_operator",
+    "sign_as_producer",
+    "sign_event",
+    "signed_bytes",
+]
+
+E = TypeVar("E", bound=Envelope)
+
+SERVICES = ("planner", "policy", "approval", "executor", "audit")
+OPERATOR, CLIENT, TOOL, ANY_SERVICE = "operator", "client", "tool", "service"
+
+# Event type → who may sign it: a service's name, or a kind of outside key.
+AUTHORITY: dict[str, frozenset[str]] = {
+    "tidegate.task.submitted": frozenset({CLIENT}),
+    "tidegate.action.proposed": frozenset({"planner", CLIENT}),
+    "tidegate.action.decided": frozenset({"policy"}),
+    "tidegate.action.authorized": frozenset({"policy"}),
+    "tidegate.approval.requested": frozenset({"approval"}),
+    "tidegate.approval.granted": frozenset({"approval"}),
+    "tidegate.approval.rejected": frozenset({"approval"}),
+    "tidegate.approval.expired": frozenset({"approval"}),
+    "tidegate.approval.resolved": frozenset({"approval"}),
+    "tidegate.action.succeeded": frozenset({"executor"}),
+    "tidegate.action.failed": frozenset({"executor"}),
+    "tidegate.action.unknown": frozenset({"executor"}),
+    "tidegate.tool.invocation": frozenset({"executor"}),
+    "tidegate.tool.reply": frozenset({TOOL}),
+    "tidegate.task.completed": frozenset({"planner"}),
+    "tidegate.task.failed": frozenset({"planner"}),
+    "tidegate.control.killswitch": frozenset({OPERATOR}),
+    "tidegate.control.policy": frozenset({OPERATOR}),
+    "tidegate.control.budget": frozenset({OPERATOR}),
+    "tidegate.audit.checkpoint": frozenset({"audit"}),
+    "tidegate.event.rejected": frozenset({ANY_SERVICE}),
+}
+
+
+def signed_bytes(document: dict[str, Any]) -> bytes:
+    """The bytes a signature covers: canonical JSON of the event document without `signature`."""
+    return canonical_json({k: v for k, v in document.items() if k != "signature"})
+
+
+def next_sequence() -> int:
+    """A fresh, monotonic `sequence` for an operator's control record (nanoseconds since the epoch)."""
+    return time.time_ns()
+
+
+def sign_event(event: E, key: SigningKey, *, sequence: int | None = None) -> E:
+    """`event` with `keyid` and `signature` set by `key` (and `sequence`, for control records)."""
+    update: dict[str, Any] = {"keyid": key.key_id, "signature": None}
+    if sequence is not None:
+        update["sequence"] = sequence
+    unsigned = event.model_copy(update=update)
+    document = unsigned.model_dump(mode="json", exclude_none=True)
+    return unsigned.model_copy(update={"signature": key.sign(signed_bytes(document))})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who holds a public key: a service, an operator, a tenant's client, or an outside tool service."""
+
+    kind: str  # "service", "operator", "client" or "tool"
+    name: str  # service, operator, client principal or tool name
+    public: Ed25519PublicKey
+    tenant: str | None = None  # for clients
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an event is not accepted: a stable reason code and a message for the dead letter."""
+
+    code: ReasonCode
+    message: str
+
+
+@dataclass
+class Authority:
+    """The trusted public keys of a deployment, and the check of an event's signature against `AUTHORITY`.
+
+    Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
+    operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
+    (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
+    The files are read again when an unknown key id arrives, and when a key folder changed (looked
+    at every `recheck_s`), so a key added or rotated after start is found at once and a revoked one
+    is refused within `recheck_s`.
+    """
+
+    keys_dir: Path
+    operators_dir: Path
+    clients_dir: Path
+    tool_keys: dict[str, Path] = field(default_factory=dict)
+    recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
+    _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
+    _checked: float = field(default=float("-inf"), init=False)
+    _seen: tuple[Any, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every trusted public key again."""
+        self._seen = self._stamp()
+        keys: dict[str, list[Principal]] = {}
+
+        def add(principal: Principal) -> None:
+            keys.setdefault(key_id_of(principal.name, principal.public), []).append(principal)
+
+        for service in SERVICES:
+            for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
+                if (public := load_public(path)) is not None:
+                    add(Principal("service", service, public))
+        for path in self.operators_dir.glob("*.pub"):
+            if (public := load_public(path)) is not None:
+                add(Principal(OPERATOR, _holder(path), public))
+        for path in self.clients_dir.glob("*/*.pub"):
+            if (public := load_public(path)) is not None:
+                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
+        for tool, path in self.tool_keys.items():
+            if (public := load_public(path)) is not None:
+                add(Principal(TOOL, tool, public))
+        self._keys = keys
+
+    def principals(self, key_id: str) -> list[Principal]:
+        """Holders of `key_id`, reading the key files again when it is unknown or a key folder changed (looked at every `recheck_s`)."""
+        now = time.monotonic()
+        if key_id not in self._keys:
+            self.reload()
+        elif now - self._checked >= self.recheck_s:
+            self._checked = now
+            if self._stamp() != self._seen:
+                self.reload()
+        return self._keys.get(key_id) or []
+
+    def _stamp(self) -> tuple[Any, ...]:
+        """What is in the key folders: the names of their files, and when each folder and tool key last changed.
+
+        Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in
+        the same tick as the last read would otherwise go unseen.
+        """
+        folders = [self.keys_dir, self.operators_dir, self.clients_dir]
+        if self.clients_dir.is_dir():
+            folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
+        stamp: list[Any] = []
+        for folder in folders:
+            try:
+                stamp.append((folder.stat().st_mtime_ns, tuple(sorted(os.listdir(folder)))))
+            except OSError:
+                stamp.append(None)
+        for path in self.tool_keys.values():
+            try:
+                stamp.append(path.stat().st_mtime_ns)
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
+
+    def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
+        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
+        allowed = AUTHORITY.get(event.type)
+        if allowed is None:
+            return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")
+        if not event.signature or not event.keyid:
+            return Refusal(ReasonCode.SIGNATURE_MISSING, f"{event.type} carries no keyid/signature")
+        holders = self.principals(event.keyid)
+        if not holders:
+            return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
+        try:
+            document = json.loads(raw)
+            message = signed_bytes(document)
+            holders[0].public.verify(unb64url(event.signature), message)
+        except (InvalidSignature, ValueError, TypeError):
+            return Refusal(ReasonCode.SIGNATURE_INVALID, f"signature of {event.type} by {event.keyid} does not verify")
+        if not any(_may_sign(p, allowed, event) for p in holders):
+            who = ", ".join(f"{p.kind} {p.name}" for p in holders)
+            return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not produce {event.type} for tenant {event.tenantid}")
+        if OPERATOR in allowed and event.sequence is None:
+            return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
+        return None
+
+
+def _holder(path: Path) -> str:
+    """The name a public key file belongs to: `<name>.pub`, or `<name>.<hash>.pub` once rotated."""
+    return re.sub(r"\.[0-9a-f]{12}$", "", path.name.removesuffix(".pub"))
+
+
+def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:
+    if principal.kind == "service":
+        return principal.name in allowed or ANY_SERVICE in allowed
+    if principal.kind not in allowed:
+        return False
+    if principal.kind == CLIENT:
+        # A client acts for its own tenant only, and names itself as the requester.
+        return principal.tenant == event.tenantid and getattr(event.data, "requested_by", None) == principal.name
+    if principal.kind == TOOL:
+        return getattr(event.data, "tool", None) == principal.name
+    return True  # an operator on the allow-list
+
+
+def authority_for(keys_dir: Path, operators_dir: Path, clients_dir: Path, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
+    """The deployment's `Authority`: its key directories and the reply keys its catalog names."""
+    tool_keys = {
+        name: (keys_dir / spec.reply_key_file if not Path(spec.reply_key_file).is_absolute() else Path(spec.reply_key_file))
+        for name, spec in (tools or {}).items()
+        if spec.reply_key_file
+    }
+    return Authority(keys_dir, operators_dir, clients_dir, tool_keys)
+
+
+def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
+    """`authority_for` the key directories `kit` names."""
+    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools)
+
+
+def service_key(kit: KitSettings, service: str) -> SigningKey:
+    """`service`'s own signing key (created on first run)."""
+    return SigningKey.load_or_create(kit.keys_dir, service)
+
+
+def operator_key(kit: KitSettings) -> SigningKey:
+    """The operator key the CLI signs `control` with; its public key is put on the allow-list when first made."""
+    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+
+
+def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
+    """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked."""
+    if (kit.client_keys_dir / tenant / "revoked" / f"{principal}.pub").exists():
+        raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
+    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal)
+
+
+def sign_as_operator(kit: KitSettings, event: E) -> E:
+    """A `control` record signed by the CLI's operator key, with a fresh `sequence`."""
+    return sign_event(event, operator_key(kit), sequence=next_sequence())
+
+
+def sign_as_client(kit: KitSettings, event: E) -> E:
+    """A task or proposal signed by its tenant's client key of the requester (`data.requested_by`)."""
+    requester = getattr(event.data, "requested_by", None)
+    if not requester:
+        raise ValueError(f"{event.type}: a client signs as its requester, and requested_by is empty")
+    return sign_event(event, client_key(kit, event.tenantid, requester))
+
+
+def sign_as_producer(kit: KitSettings, event: E) -> E:
+    """`event` signed with the keys under `kit` of whoever rightfully produces its type (for sandboxes, demos and tests).
+
+    Control records get the operator key and a fresh sequence; tasks and outside proposals the
+    requester's client key; tool replies the tool's key at `<keys_dir>/tools/`; anything else its
+    service's key. Any signature `event` carried is replaced.
+    """
+    event = event.model_copy(update={"keyid": None, "signature": None, "sequence": None})
+    allowed = AUTHORITY[event.type]
+    if OPERATOR in allowed:
+        return sign_as_operator(kit, event)
+    if CLIENT in allowed and getattr(event.data, "requested_by", None) and not event.source.startswith("tidegate/planner"):
+        return sign_as_client(kit, event)
+    if TOOL in allowed:
+        return sign_event(event, SigningKey.load_or_create(kit.keys_dir / "tools", event.data.tool))
+    service = next((name for name in SERVICES if name in allowed), "executor")  # `event.rejected`: any service
+    return sign_event(event, service_key(kit, service))

@@ -1,0 +1,282 @@
+"""An insider with a plain Kafka client (no Tidegate code, keys of its own or none) tries each forgery; all are refused.
+
+The services run as in the integration suites (real broker and PostgreSQL, built by their `app.build`).
+Each attack is a raw aiokafka write; the test then checks that nothing happened (systems of record,
+decisions, approvals, controls unchanged) and that the event was dead-lettered with its reason code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from bus_helpers import Collector
+
+import schemas as s
+from servicekit import (
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    create_pool,
+    service_key,
+    sign_as_client,
+    sign_as_operator,
+    sign_event,
+)
+from services.approval.app import build as build_approval
+from services.approval.settings import ApprovalSettings
+from services.executor.app import build as build_executor
+from services.planner.app import build as build_planner
+from services.policy.app import build as build_policy
+from systems.seed import seed_demo
+
+WATCHED = ["deadletter", "actions.decided", "actions.authorized", "approvals", "actions.results", "tasks.outcomes"]
+
+
+@dataclass
+class Stack:
+    kit: KitSettings
+    policy: Any  # the PolicyService
+    collector: Collector
+    attacker: AIOKafkaProducer
+    pool: Any
+
+    async def send(self, topic: str, value: bytes | dict[str, Any], key: str | None = "t-attack") -> None:
+        """What the attacker can do: write any bytes to any topic."""
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        await self.attacker.send_and_wait(self.kit.topic_prefix + topic, raw, key=key.encode() if key else None)
+
+    async def refused(self, wait_for: Any, needle: str, code: str) -> None:
+        """Wait until the record holding `needle` is dead-lettered with `code`."""
+        await wait_for(
+            lambda: [d for d in self.collector.rejected(needle) if d.data.code == code], what=f"{needle} dead-lettered as {code}"
+        )
+
+
+@pytest.fixture
+async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
+    pool = await create_pool(kit.database_url, max_size=2)
+    await seed_demo(pool, ["acme"])
+    services: list[ServiceProcess] = [
+        build_policy(kit),
+        build_executor(kit),
+        build_planner(kit),
+        build_approval(kit, ApprovalSettings(http_port=0)),
+    ]
+    for svc in services:
+        await svc.start()
+    collector = Collector(kit, WATCHED)
+    await collector.start()
+    attacker = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
+    await attacker.start()
+    try:
+        yield Stack(kit, services[0].policy, collector, attacker, pool)  # type: ignore[attr-defined]
+    finally:
+        await attacker.stop()
+        await collector.stop()
+        for svc in reversed(services):
+            await svc.stop()
+        await pool.close()
+
+
+def ce(event_type: str, tenant: str, data: dict[str, Any], **attrs: Any) -> dict[str, Any]:
+    """A complete CloudEvents document, as an attacker writes it by hand."""
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "tidegate/policy",
+        "type": f"tidegate.{event_type}",
+        "time": "2026-11-30T10:00:00Z",
+        "tenantid": tenant,
+        "data": data,
+        **attrs,
+    }
+
+
+def permit_everything() -> dict[str, Any]:
+    return {
+        "tenant_id": "*",
+        "version": "sha256:pwned",
+        "files": {"all.cedar": '@id("all")\n@outcome("allow")\n@reason("within_threshold")\npermit(principal, action, resource);'},
+        "settings": {},
+        "published_by": "mallory",
+    }
+
+
+async def test_control_cannot_be_forged_spoofed_or_replayed(stack: Stack, wait_for: Any, tmp_path: Any) -> None:
+    version = stack.policy.pack.version
+    deletions = await stack.pool.fetchval("SELECT count(*) FROM crm.deletion_requests")
+    # 1. An unsigned policy pack that permits everything.
+    unsigned = ce("control.policy", "*", permit_everything())
+    await stack.send("control", unsigned, key="policy")
+    await stack.refused(wait_for, unsigned["id"], "signature_missing")
+    # 2. The same, signed by a key of the attacker's own (named like an operator, not on the allow-list).
+    mallory = SigningKey.load_or_create(tmp_path / "mallory", stack.kit.operator)
+    forged = sign_event(s.decode("control", json.dumps(ce("control.policy", "*", permit_everything()))), mallory, sequence=2**62)
+    await stack.send("control", s.encode(forged), key="policy")
+    await stack.refused(wait_for, forged.id, "unknown_key")
+    # 3. Signed by a service's genuine key: services do not govern.
+    insider = sign_event(
+        s.decode("control", json.dumps(ce("control.policy", "*", permit_everything()))), service_key(stack.kit, "executor")
+    )
+    await stack.send("control", s.encode(insider), key="policy")
+    await stack.refused(wait_for, insider.id, "signer_not_allowed")
+    assert stack.policy.pack.version == version
+
+    # 4. A replay: the operator raised the budget, then lowered it; the attacker re-sends the captured raise.
+    raise_ = sign_as_operator(
+        stack.kit, s.ControlBudget.build(s.ControlBudgetData(tenant_id="acme", limit_usd=1000, set_by="ops"), source="cli")
+    )
+    lower = sign_as_operator(
+        stack.kit, s.ControlBudget.build(s.ControlBudgetData(tenant_id="acme", limit_usd=5, set_by="ops"), source="cli")
+    )
+    for event in (raise_, lower):
+        await stack.send("control", s.encode(event), key="budget:acme")
+    await wait_for(lambda: stack.policy.control.budgets.get("acme") == 5, what="the operator's budget")
+    await stack.send("control", s.encode(raise_), key="budget:acme")
+    await stack.refused(wait_for, raise_.id, "control_replayed")
+    assert stack.policy.control.budgets["acme"] == 5
+
+    # 5. A kill switch set by the operator cannot be cleared by the attacker, signed or replayed.
+    switch = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=True, set_by="oncall")
+    await stack.send("control", s.encode(sign_as_operator(stack.kit, s.ControlKillswitch.build(switch, source="cli"))), key="k")
+    await wait_for(lambda: stack.policy.control.killed("acme", "issue_refund"), what="the kill switch")
+    clear = ce("control.killswitch", "acme", {**switch.model_dump(), "active": False})
+    await stack.send("control", clear, key="k")
+    await stack.refused(wait_for, clear["id"], "signature_missing")
+    assert stack.policy.control.killed("acme", "issue_refund") is not None
+
+    # Nothing destructive runs: a genuine client's deletion request is still decided by the real pack.
+    proposal = sign_as_client(
+        stack.kit,
+        s.ActionProposed.build(
+            s.ActionProposedData(
+                action_id=f"del-{uuid.uuid4().hex[:8]}",
+                task_id="t-del",
+                tenant_id="acme",
+                step=1,
+                tool="delete_customer_data",
+                args={"customer_id": "cus_1001", "reason": "asked"},
+                proposer="external:test",
+                mode="autonomous",
+                requested_by="alice@acme.example",
+            ),
+            source="external:test",
+        ),
+    )
+    await stack.send("actions.proposed", s.encode(proposal), key="t-del")
+    [decided] = await wait_for(lambda: stack.collector.decided(proposal.data.action_id), what="the deletion's decision")
+    assert decided.data.outcome != "allow"
+    assert decided.data.policy_version == version
+    assert not stack.collector.authorized(proposal.data.action_id)
+    assert await stack.pool.fetchval("SELECT count(*) FROM crm.deletion_requests") == deletions
+
+
+async def test_decisions_results_and_replies_cannot_be_forged(stack: Stack, wait_for: Any) -> None:
+    action = f"a-{uuid.uuid4().hex[:8]}"
+    decided = {
+        "action_id": action,
+        "task_id": "t-attack",
+        "tenant_id": "acme",
+        "tool": "issue_refund",
+        "args": {"payee_id": "cus_1001", "amount_usd": 5000.0, "order_id": "O-1"},
+        "action_digest": "x",
+        "outcome": "escalate",
+        "reasons": [{"code": "needs_human_approval", "policy_id": "p"}],
+        "policy_version": "v",
+        "risk": "read",  # a low risk class: one approver, anyone
+        "latency_ms": 1,
+        "requested_by": "mallory@acme.example",
+    }
+    # An unsigned decision (it would open an approval request with the attacker's risk and requester).
+    first = ce("action.decided", "acme", decided)
+    await stack.send("actions.decided", first)
+    await stack.refused(wait_for, first["id"], "signature_missing")
+    # Signed by the planner's genuine key: only the policy service decides.
+    by_planner = sign_event(
+        s.decode("actions.decided", json.dumps(ce("action.decided", "acme", decided))), service_key(stack.kit, "planner")
+    )
+    await stack.send("actions.decided", s.encode(by_planner))
+    await stack.refused(wait_for, by_planner.id, "signer_not_allowed")
+    # Forged results: a failure (releases a budget reservation at the policy), a success (moves the planner on).
+    result = {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1}
+    failed = ce("action.failed", "acme", {**result, "status": "failed"}, source="tidegate/executor")
+    succeeded = ce("action.succeeded", "acme", {**result, "status": "succeeded", "result": {"ok": True}}, source="tidegate/executor")
+    for event in (failed, succeeded):
+        await stack.send("actions.results", event)
+    await stack.refused(wait_for, failed["id"], "signature_missing")
+    await stack.refused(wait_for, succeeded["id"], "signature_missing")
+    # A tool reply signed by a key the catalog does not name for that tool (the executor's own, say).
+    reply = ce(
+        "tool.reply", "acme", {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "update_inventory", "ok": True}
+    )
+    signed_reply = sign_event(s.decode("tools.update_inventory.replies", json.dumps(reply)), service_key(stack.kit, "executor"))
+    await stack.send("tools.update_inventory.replies", s.encode(signed_reply))
+    await stack.refused(wait_for, signed_reply.id, "signer_not_allowed")
+    # Nothing was approved, authorized or paid.
+    assert not [e for e in stack.collector.events["approvals"] if e.data.action_id == action]
+    assert not stack.collector.authorized(action)
+    assert await stack.pool.fetchval("SELECT count(*) FROM payments.refunds WHERE idempotency_key = $1", action) == 0
+
+
+async def test_the_requester_is_the_authenticated_client(stack: Stack, wait_for: Any) -> None:
+    def task(requested_by: str, tenant: str = "acme") -> s.TaskSubmitted:
+        data = s.TaskSubmittedData(
+            task_id=f"t-{uuid.uuid4().hex[:8]}",
+            tenant_id=tenant,
+            workflow="support_triage",
+            input={"ticket_id": "T-1001"},
+            requested_by=requested_by,
+        )
+        return s.TaskSubmitted.build(data, source="client")
+
+    # Alice's registered key, claiming to be someone else (four-eyes would then let Alice approve her own task).
+    alice = SigningKey.load_or_create(stack.kit.client_keys_dir / "acme", "alice@acme.example")
+    spoofed = sign_event(task("bob@acme.example"), alice)
+    await stack.send("tasks", s.encode(spoofed), key=spoofed.data.task_id)
+    await stack.refused(wait_for, spoofed.id, "signer_not_allowed")
+    # Alice's key, for another tenant.
+    other_tenant = sign_event(task("alice@acme.example", tenant="globex"), alice)
+    await stack.send("tasks", s.encode(other_tenant), key=other_tenant.data.task_id)
+    await stack.refused(wait_for, other_tenant.id, "signer_not_allowed")
+    # No key at all, and a proposal with no signature from an outside agent.
+    anonymous = task("alice@acme.example")
+    await stack.send("tasks", s.encode(anonymous), key=anonymous.data.task_id)
+    await stack.refused(wait_for, anonymous.id, "signature_missing")
+    proposal = ce(
+        "action.proposed",
+        "acme",
+        {"action_id": "p-1", "task_id": "t-p", "tenant_id": "acme", "step": 1, "tool": "tag_ticket", "args": {}, "proposer": "x"},
+    )
+    await stack.send("actions.proposed", proposal)
+    await stack.refused(wait_for, proposal["id"], "signature_missing")
+    # The genuine one runs: the planner relays Alice as the requester in its own signed proposals.
+    genuine = sign_as_client(stack.kit, task("alice@acme.example"))
+    await stack.send("tasks", s.encode(genuine), key=genuine.data.task_id)
+    [first, *_] = await wait_for(
+        lambda: (
+            stack.collector.events["actions.decided"]
+            and [e for e in stack.collector.events["actions.decided"] if e.data.task_id == genuine.data.task_id]
+        ),
+        what="a decision on the genuine task",
+    )
+    assert first.data.requested_by == "alice@acme.example"
+    for rejected in (spoofed, other_tenant, anonymous):
+        assert not [e for e in stack.collector.events["actions.decided"] if e.data.task_id == rejected.data.task_id]
+
+
+async def test_an_incomplete_or_mismatched_envelope_is_dead_lettered_never_filled_in(stack: Stack, wait_for: Any) -> None:
+    data = {"action_id": "p-2", "task_id": "t-p", "tenant_id": "acme", "step": 1, "tool": "tag_ticket", "args": {}, "proposer": "x"}
+    no_id = {k: v for k, v in ce("action.proposed", "acme", data).items() if k != "id"}
+    no_id["source"] = "needle-no-id"
+    await stack.send("actions.proposed", no_id)
+    await stack.refused(wait_for, "needle-no-id", "invalid_event")
+    elsewhere = ce("action.proposed", "globex", data, source="needle-tenant")  # filed under another tenant than its data's
+    await stack.send("actions.proposed", elsewhere)
+    await stack.refused(wait_for, "needle-tenant", "invalid_event")
+    assert not stack.collector.decided("p-2")

@@ -1,0 +1,248 @@
+"""The envelope signature and the authority map: who may produce which event, checked before any handler."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import schemas as s
+from servicekit import (
+    Authority,
+    ControlState,
+    KitSettings,
+    Reject,
+    SigningKey,
+    deployment_authority,
+    service_key,
+    sign_as_client,
+    sign_as_operator,
+    sign_event,
+)
+from servicekit.signing import rotate
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> KitSettings:
+    return KitSettings(keys_dir=tmp_path / "keys")
+
+
+@pytest.fixture
+def authority(kit: KitSettings) -> Authority:
+    return deployment_authority(kit)
+
+
+def decided(tenant: str = "acme") -> s.ActionDecided:
+    data = s.ActionDecidedData(
+        action_id="a-1",
+        task_id="t-1",
+        tenant_id=tenant,
+        tool="issue_refund",
+        args={"payee_id": "cus_1", "amount_usd": 40.0},
+        action_digest="d",
+        outcome="allow",
+        reasons=[s.Reason(code="within_threshold", policy_id="p")],
+        policy_version="v1",
+        latency_ms=0.2,
+    )
+    return s.ActionDecided.build(data, source="tidegate/policy", traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+
+
+def task(requested_by: str = "alice@acme.example", tenant: str = "acme") -> s.TaskSubmitted:
+    data = s.TaskSubmittedData(task_id="t-1", tenant_id=tenant, workflow="w", input={"x": 1}, requested_by=requested_by)
+    return s.TaskSubmitted.build(data, source="client")
+
+
+def killswitch(active: bool = True, tool: str = "issue_refund") -> s.ControlKillswitch:
+    data = s.ControlKillswitchData(tenant_id="*", tool=tool, active=active, set_by="oncall")
+    return s.ControlKillswitch.build(data, source="tidegate/cli")
+
+
+def wire(event: s.Envelope) -> bytes:
+    return s.encode(event)
+
+
+def check(authority: Authority, event: s.Envelope) -> str | None:
+    raw = wire(event)
+    refusal = authority.check(raw, s.decode_any(raw))
+    return None if refusal is None else refusal.code
+
+
+def test_the_rightful_signer_passes_and_any_changed_byte_fails(kit: KitSettings, authority: Authority) -> None:
+    event = sign_event(decided(), service_key(kit, "policy"))
+    assert check(authority, event) is None
+    doc = json.loads(wire(event))
+    for path, value in (
+        (("data", "outcome"), "deny"),
+        (("data", "latency_ms"), 9.0),
+        (("traceparent",), "00-" + "c" * 32 + "-" + "b" * 16 + "-01"),
+    ):
+        forged = json.loads(json.dumps(doc))
+        target = forged
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+        raw = json.dumps(forged).encode()
+        refusal = authority.check(raw, s.decode_any(raw))
+        assert refusal is not None, path
+        assert refusal.code == "signature_invalid", path
+
+
+def test_unsigned_unknown_and_wrong_service_are_refused(kit: KitSettings, authority: Authority, tmp_path: Path) -> None:
+    assert check(authority, decided()) == "signature_missing"
+    assert check(authority, sign_event(decided(), SigningKey.load_or_create(tmp_path / "mallory", "policy"))) == "unknown_key"
+    assert check(authority, sign_event(decided(), service_key(kit, "planner"))) == "signer_not_allowed"
+    assert check(authority, sign_event(decided(), service_key(kit, "executor"))) == "signer_not_allowed"
+
+
+def test_a_client_signs_only_for_its_tenant_and_as_itself(kit: KitSettings, authority: Authority) -> None:
+    assert check(authority, sign_as_client(kit, task())) is None
+    alice = SigningKey.load_or_create(kit.client_keys_dir / "acme", "alice@acme.example")
+    assert check(authority, sign_event(task(requested_by="bob@acme.example"), alice)) == "signer_not_allowed"  # four-eyes spoof
+    assert check(authority, sign_event(task(tenant="globex"), alice)) == "signer_not_allowed"
+    proposal = s.ActionProposed.build(
+        s.ActionProposedData(
+            action_id="a",
+            task_id="t",
+            tenant_id="acme",
+            step=1,
+            tool="tag_ticket",
+            args={},
+            proposer="x",
+            requested_by="alice@acme.example",
+        ),
+        source="x",
+    )
+    assert check(authority, sign_event(proposal, alice)) is None
+    assert check(authority, sign_event(proposal, service_key(kit, "planner"))) is None
+    assert check(authority, sign_event(task(), service_key(kit, "planner"))) == "signer_not_allowed"  # only clients submit tasks
+
+
+def test_a_revoked_client_key_is_refused(kit: KitSettings, authority: Authority) -> None:
+    event = sign_as_client(kit, task())
+    assert check(authority, event) is None
+    pub = kit.client_keys_dir / "acme" / "alice@acme.example.pub"
+    (kit.client_keys_dir / "acme" / "revoked").mkdir()
+    pub.rename(kit.client_keys_dir / "acme" / "revoked" / pub.name)
+    assert check(authority, event) == "unknown_key"
+
+
+def test_tool_replies_need_the_key_the_catalog_names(kit: KitSettings, tmp_path: Path) -> None:
+    spec = s.ToolSpec(name="inv", description="d", args_schema={}, risk="write_low", kind="topic", reply_key_file="tools/inv.pub")  # type: ignore[arg-type]
+    authority = deployment_authority(kit, {"inv": spec})
+    inv, other = SigningKey.load_or_create(kit.keys_dir / "tools", "inv"), SigningKey.load_or_create(kit.keys_dir / "tools", "other")
+
+    def reply(tool: str) -> s.ToolReply:
+        return s.ToolReply.build(s.ToolReplyData(action_id="a", task_id="t", tenant_id="acme", tool=tool, ok=True), source="w")
+
+    assert check(authority, sign_event(reply("inv"), inv)) is None
+    assert check(authority, sign_event(reply("inv"), other)) == "unknown_key"  # not in the catalog
+    assert check(authority, sign_event(reply("inv"), service_key(kit, "executor"))) == "signer_not_allowed"
+
+
+def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSettings, authority: Authority, tmp_path: Path) -> None:
+    assert check(authority, sign_as_operator(kit, killswitch())) is None
+    assert check(authority, sign_event(killswitch(), service_key(kit, "policy"))) == "signer_not_allowed"
+    outsider = SigningKey.load_or_create(tmp_path / "not-on-the-list", "operator")
+    assert check(authority, sign_event(killswitch(), outsider, sequence=time.time_ns())) == "unknown_key"
+    operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    assert check(authority, sign_event(killswitch(), operator)) == "control_replayed"  # no sequence
+
+
+async def test_control_state_refuses_replayed_and_older_records_and_converges_after_compaction(kit: KitSettings) -> None:
+    set_a, set_b, clear_a = (sign_as_operator(kit, e) for e in (killswitch(True), killswitch(True, "send_email"), killswitch(False)))
+    full = ControlState()
+    for event in (set_a, set_b, clear_a):
+        await full.apply(event)
+    with pytest.raises(Reject) as replayed:
+        await full.apply(set_a)  # an attacker re-publishes the old "set" after the "clear"
+    assert replayed.value.code == "control_replayed"
+    with pytest.raises(Reject):
+        await full.apply(clear_a)  # the very same record again
+    compacted = ControlState()  # compaction keeps the newest record per key: set_b, clear_a
+    for event in (set_b, clear_a):
+        await compacted.apply(event)
+    with pytest.raises(Reject):
+        await compacted.apply(set_a)  # refused even though the records it was older than are gone
+    assert full.killswitches.keys() == compacted.killswitches.keys() == {("*", "send_email")}
+    with pytest.raises(Reject) as unsigned:
+        await ControlState().apply(killswitch())
+    assert unsigned.value.code == "signature_missing"
+
+
+def test_rotation_keeps_old_signatures_verifiable_and_retires_the_old_private_key(kit: KitSettings) -> None:
+    old = service_key(kit, "policy")
+    authority = deployment_authority(kit)
+    before = sign_event(decided(), old)
+    old_id, new_id = rotate(kit.keys_dir, "policy")
+    assert (old_id, new_id != old_id) == (old.key_id, True)
+    assert [p.name for p in (kit.keys_dir / "policy").iterdir()] == ["policy.key"]  # one private key: the new one
+    assert service_key(kit, "policy").key_id == new_id
+    assert check(authority, before) is None  # what the retired key signed still verifies, by its id
+    assert check(authority, sign_event(decided(), service_key(kit, "policy"))) is None
+
+
+def test_the_signature_covers_the_bytes_sent_even_from_a_hand_written_producer(kit: KitSettings, authority: Authority) -> None:
+    # An outside producer signs its own JSON (fields in any order, no defaults filled, `+00:00` times).
+    key = SigningKey.load_or_create(kit.client_keys_dir / "acme", "byoa@acme.example")
+    doc = {
+        "type": "tidegate.task.submitted",
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "urn:x",
+        "time": datetime.now(UTC).isoformat(),
+        "tenantid": "acme",
+        "data": {"task_id": "t", "tenant_id": "acme", "workflow": "w", "input": {}, "requested_by": "byoa@acme.example"},
+        "keyid": key.key_id,
+    }
+    from servicekit.authority import signed_bytes
+
+    raw = json.dumps({**doc, "signature": key.sign(signed_bytes(doc))}).encode()
+    assert authority.check(raw, s.decode_any(raw)) is None
+
+
+@pytest.mark.parametrize("attribute", ["id", "source", "specversion", "type", "time", "tenantid"])
+def test_a_missing_required_attribute_is_invalid_and_never_invented(attribute: str) -> None:
+    doc = json.loads(wire(task()))
+    del doc[attribute]
+    with pytest.raises(ValidationError):
+        s.decode("tasks", json.dumps(doc))
+
+
+def test_the_envelope_tenant_must_be_the_data_tenant() -> None:
+    doc = json.loads(wire(task()))
+    doc["tenantid"] = "globex"
+    with pytest.raises(ValidationError, match=r"differs from data\.tenant_id"):
+        s.decode("tasks", json.dumps(doc))
+    assert s.decode("tasks", wire(task())).tenantid == "acme"
+    assert s.decode("control", wire(killswitch())).tenantid == "*"
+
+
+def test_signing_and_verifying_one_event_costs(kit: KitSettings, authority: Authority) -> None:
+    key, event = service_key(kit, "policy"), decided()
+    n = 2000
+    started = time.perf_counter()
+    for _ in range(n):
+        signed = sign_event(event, key)
+    sign_us = (time.perf_counter() - started) / n * 1e6
+    raw = wire(signed)
+    decoded = s.decode_any(raw)
+    started = time.perf_counter()
+    for _ in range(n):
+        assert authority.check(raw, decoded) is None
+    verify_us = (time.perf_counter() - started) / n * 1e6
+    print(f"\nsign one action.decided: {sign_us:.1f} µs; verify: {verify_us:.1f} µs ({len(raw)} bytes)")
+
+
+def test_sign_as_producer_picks_the_rightful_key_for_every_type(kit: KitSettings, authority: Authority) -> None:
+    from schemas.examples import sample_events
+    from servicekit import sign_as_producer
+
+    for _, event in sample_events():
+        if event.type == "tidegate.tool.reply":
+            continue  # needs a catalog naming the tool's key (tested above)
+        assert check(authority, sign_as_producer(kit, event)) is None, event.type

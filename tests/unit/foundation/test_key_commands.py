@@ -1,0 +1,58 @@
+"""`tidegate keys` and `tidegate clients`: what an operator does with keys, and what the verifier then accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import schemas as s
+from servicekit import KitSettings, deployment_authority, service_key, sign_as_client, sign_event
+from tidegate.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KitSettings:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    return KitSettings()
+
+
+def task(requested_by: str) -> s.TaskSubmitted:
+    data = s.TaskSubmittedData(task_id="t", tenant_id="acme", workflow="w", input={}, requested_by=requested_by)
+    return s.TaskSubmitted.build(data, source="client")
+
+
+def accepted(kit: KitSettings, event: s.Envelope) -> str | None:
+    refusal = deployment_authority(kit).check(s.encode(event), event)
+    return None if refusal is None else refusal.code
+
+
+def test_a_client_added_then_revoked_is_refused_and_not_silently_made_again(kit: KitSettings) -> None:
+    added = runner.invoke(app, ["clients", "add", "acme", "alice@acme.example"])
+    assert added.exit_code == 0, added.output
+    signed = sign_as_client(kit, task("alice@acme.example"))
+    assert accepted(kit, signed) is None
+    assert "alice@acme.example" in runner.invoke(app, ["clients", "list"]).output
+    assert runner.invoke(app, ["clients", "revoke", "acme", "alice@acme.example"]).exit_code == 0
+    assert accepted(kit, signed) == "unknown_key"
+    with pytest.raises(PermissionError):
+        sign_as_client(kit, task("alice@acme.example"))
+
+
+def test_rotating_a_service_key_keeps_what_it_signed_verifiable(kit: KitSettings) -> None:
+    event = s.EventRejected.build(
+        s.EventRejectedData(topic="x", partition=0, offset=0, raw_value="", code="c", error="e", service="policy"), source="p"
+    )
+    before = sign_event(event, service_key(kit, "policy"))
+    rotated = runner.invoke(app, ["keys", "rotate", "policy"])
+    assert rotated.exit_code == 0, rotated.output
+    after = sign_event(event, service_key(kit, "policy"))
+    assert before.keyid != after.keyid
+    assert accepted(kit, before) is None
+    assert accepted(kit, after) is None
+    listing = runner.invoke(app, ["keys", "list"]).output
+    assert f"{before.keyid}  retired" in listing
+    assert f"{after.keyid}  current" in listing

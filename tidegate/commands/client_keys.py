@@ -1,0 +1,69 @@
+"""`tidegate clients`: register, revoke and list the client keys that may submit tasks and proposals for a tenant.
+
+A task or an outside proposal is accepted only when signed by an active client key of its tenant,
+and its `requested_by` must be that key's principal (four-eyes approval relies on it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from servicekit import client_key, key_id_of, load_public
+from tidegate.commands._common import console, fail, settings
+
+app = typer.Typer(help="Security: client keys per tenant (who may submit tasks and proposals, as whom).")
+
+
+@app.command("add")
+def add(
+    tenant: str = typer.Argument(..., help="Tenant the client acts for."),
+    principal: str = typer.Argument(..., help="Who the client is; its tasks' `requested_by`.", metavar="PRINCIPAL"),
+    public_key: Path = typer.Option(
+        None, "--public-key", exists=True, dir_okay=False, help="The client's Ed25519 public key (PEM); default: make a key pair here."
+    ),
+) -> None:
+    """Register a client key for TENANT and PRINCIPAL (made locally unless --public-key is given)."""
+    kit = settings()
+    folder = kit.client_keys_dir / tenant
+    if public_key is not None:
+        public = load_public(public_key)
+        if public is None:
+            fail(f"{public_key} is not an Ed25519 public key (PEM)")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(public_key, folder / f"{principal}.pub")
+        console.print(f"client {principal} of {tenant} registered: {key_id_of(principal, public)}")
+        return
+    (folder / "revoked" / f"{principal}.pub").unlink(missing_ok=True)  # registering again lifts a revocation
+    key = client_key(kit, tenant, principal)
+    console.print(f"client {principal} of {tenant} registered: {key.key_id}")
+    console.print(f"private key (give it to the client, keep it secret): {folder / principal / (principal + '.key')}")
+
+
+@app.command("revoke")
+def revoke(tenant: str = typer.Argument(...), principal: str = typer.Argument(..., metavar="PRINCIPAL")) -> None:
+    """Revoke a client key: its tasks and proposals are refused from now on (the public key moves to `revoked/`)."""
+    kit = settings()
+    folder = kit.client_keys_dir / tenant
+    pub = folder / f"{principal}.pub"
+    if not pub.exists():
+        fail(f"no client {principal} registered for {tenant}")
+    (folder / "revoked").mkdir(exist_ok=True)
+    pub.rename(folder / "revoked" / pub.name)
+    private = folder / principal
+    if private.is_dir():
+        shutil.rmtree(private)
+    console.print(f"client {principal} of {tenant} revoked")
+
+
+@app.command("list")
+def list_clients(tenant: str = typer.Argument(None, help="Only this tenant.")) -> None:
+    """Registered (active) client keys, per tenant."""
+    kit = settings()
+    for path in sorted(kit.client_keys_dir.glob(f"{tenant or '*'}/*.pub")):
+        public = load_public(path)
+        if public is not None:
+            principal = path.name.removesuffix(".pub")
+            console.print(f"{path.parent.name:<12} {principal:<32} {key_id_of(principal, public)}")

@@ -1,0 +1,91 @@
+"""`tidegate keys`: the deployment's signing keys: list them, rotate one, put an operator on the allow-list.
+
+See docs/security/signatures.md for what each key proves and what an operator must protect.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+
+from servicekit import SERVICES, KitSettings, key_id_of, load_public, rotate
+from tidegate.commands._common import console, fail, settings
+
+app = typer.Typer(help="Security: the signing keys of services, operators and clients (list, rotate, allow operators).")
+
+
+def _ids(folder: Path, name: str) -> list[tuple[str, str]]:
+    """(key id, `current` or `retired`) of `name`'s public keys in `folder`."""
+    found = []
+    for path in sorted([folder / f"{name}.pub", *folder.glob(f"{name}.*.pub")]):
+        public = load_public(path) if path.exists() else None
+        if public is not None:
+            found.append((key_id_of(name, public), "current" if path.name == f"{name}.pub" else "retired"))
+    return found
+
+
+@app.command("list")
+def list_keys() -> None:
+    """Every trusted public key: services', operators' (the allow-list) and clients' (per tenant)."""
+    kit = settings()
+    for service in SERVICES:
+        for key_id, state in _ids(kit.keys_dir, service):
+            console.print(f"service   {service:<10} {key_id}  {state}")
+    for path in sorted(kit.operator_keys_dir.glob("*.pub")):
+        name = path.name.split(".")[0]
+        if path.name == f"{name}.pub":
+            for key_id, state in _ids(kit.operator_keys_dir, name):
+                console.print(f"operator  {name:<10} {key_id}  {state}")
+    for path in sorted(kit.client_keys_dir.glob("*/*.pub")):
+        public = load_public(path)
+        if public is not None:
+            principal = path.name.removesuffix(".pub")
+            console.print(f"client    {path.parent.name:<10} {key_id_of(principal, public)}")
+
+
+@app.command("rotate")
+def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERVICES)}) or `operator` (this CLI's operator key).")) -> None:
+    """Make a new key for NAME; the old private key is deleted, its public key kept (what it signed still verifies).
+
+    Restart the service afterwards (`tidegate up` restarts what it supervises): a running process
+    keeps the key it loaded at start.
+    """
+    kit = settings()
+    if name == "operator":
+        old, new = rotate(kit.operator_keys_dir, kit.operator)
+    elif name in SERVICES:
+        old, new = rotate(kit.keys_dir, name)
+    else:
+        fail(f"unknown key {name!r}: a service ({', '.join(SERVICES)}) or `operator`")
+    console.print(f"{name}: {old or '(none)'} retired → {new}")
+
+
+@app.command("allow-operator")
+def allow_operator(
+    name: str = typer.Argument(..., help="The operator's name (lower case, as in their `TIDEGATE_OPERATOR`)."),
+    public_key: Path = typer.Argument(..., exists=True, dir_okay=False, help="Their Ed25519 public key (PEM)."),
+) -> None:
+    """Put an operator's public key on the allow-list: their signed `control` records are obeyed."""
+    kit: KitSettings = settings()
+    public = load_public(public_key)
+    if public is None:
+        fail(f"{public_key} is not an Ed25519 public key (PEM)")
+    kit.operator_keys_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(public_key, kit.operator_keys_dir / f"{name}.pub")
+    console.print(f"operator {name} allowed: {key_id_of(name, public)}")
+
+
+@app.command("deny-operator")
+def deny_operator(name: str = typer.Argument(..., help="The operator's name.")) -> None:
+    """Take an operator off the allow-list (their key files move to `revoked/`; their records are refused from now on)."""
+    kit = settings()
+    paths = [p for p in kit.operator_keys_dir.glob(f"{name}*.pub") if p.name.split(".")[0] == name]
+    if not paths:
+        fail(f"no operator {name} on the allow-list")
+    revoked = kit.operator_keys_dir / "revoked"
+    revoked.mkdir(exist_ok=True)
+    for path in paths:
+        path.rename(revoked / path.name)
+    console.print(f"operator {name} removed from the allow-list")
