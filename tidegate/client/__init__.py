@@ -15,7 +15,7 @@ from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
-from tidegate.client.signing import EnvelopeSigner, Signer, SigningNotWired, signer_for
+from tidegate.client.signing import EnvelopeSigner, KeySigner, Signer, SigningNotWired, signer_for
 from tidegate.client.sync import SyncTidegate
 from tidegate.client.transport import Delivery, KafkaTransport, Position, Transport
 
@@ -33,6 +33,7 @@ __all__ = [
     "GovernanceError",
     "GovernedTool",
     "KafkaTransport",
+    "KeySigner",
     "MemoryLedger",
     "MemoryProposals",
     "MemoryTransport",

@@ -31,7 +31,14 @@ class ClientSettings(BaseSettings):
         default=None, description="Kafka security protocol; defaults to SASL_PLAINTEXT when a SASL user is set."
     )
     signing_key_path: Path | None = Field(
-        default=None, description="The client's Ed25519 private key (PEM); events are sent unsigned when unset."
+        default=None,
+        description="The client's Ed25519 private key (PEM), registered for the tenant and `principal` (`tidegate clients add`); "
+        "events are sent unsigned when unset, and a deployment that verifies signatures refuses them.",
+    )
+    tool_keys_dir: Path | None = Field(
+        default=None,
+        description="Where governed tools' private keys are (`<tool>.key`): their replies are signed with them "
+        "(the catalog's `reply_key_file` names the public half).",
     )
     state_dir: Path = Field(
         default=Path(".tidegate") / "client", description="Where governed tools record the calls they ran (SQLite, one file per tool)."

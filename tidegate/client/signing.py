@@ -1,24 +1,31 @@
 """The signing seam: what the client signs before sending and what it checks before believing.
 
-Today events go out unsigned and every answer is accepted (the bus's ACLs decide who may write the
-answer topics). When the deployment signs envelopes, the integrator wires `Signer` to the kit's
-Ed25519 envelope functions; a configured key with nothing wired fails at start-up, never silently.
+A Tidegate deployment refuses unsigned events (docs/security/signatures.md): a task or proposal must
+be signed by a client key an operator registered for the tenant (`tidegate clients add`), whose
+principal is the `requested_by`; a governed function's `tool.reply` by the tool's key that the
+catalog entry names (`reply_key_file`). `KeySigner` does both with the same bytes the services
+verify: Ed25519 over the canonical JSON of the whole event without `signature`. Answers are
+believed as far as the bus's ACLs go (only the policy, approval and executor principals may write
+the answer topics).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from schemas import Envelope
+from schemas import Envelope, canonical_json
 from tidegate.client.settings import ClientSettings
 
-__all__ = ["EnvelopeSigner", "Signer", "SigningNotWired", "signer_for"]
+__all__ = ["EnvelopeSigner", "KeySigner", "Signer", "SigningNotWired", "signer_for"]
 
 E = TypeVar("E", bound=Envelope)
 
 
 class SigningNotWired(RuntimeError):
-    """A signing key is configured but this build has no envelope signing to use it with."""
+    """A signing key is configured but cannot be used (missing file, not an Ed25519 key)."""
 
 
 class Signer(Protocol):
@@ -34,7 +41,7 @@ class Signer(Protocol):
 
 
 class EnvelopeSigner:
-    """No key configured: events go out as they are; answers are trusted as far as the bus's ACLs go."""
+    """No key configured: events go out as they are (a deployment that verifies signatures refuses them)."""
 
     def sign(self, event: E) -> E:
         """Return the event unchanged."""
@@ -45,10 +52,58 @@ class EnvelopeSigner:
         return True
 
 
+class _Key:
+    """One Ed25519 private key and its id, `<name>-<first 12 hex of SHA-256 of the raw public key>`."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        from cryptography.hazmat.primitives import serialization  # only clients that sign pay for it
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        try:
+            loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise SigningNotWired(f"cannot read the signing key {path}: {exc}") from exc
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise SigningNotWired(f"{path} is not an Ed25519 private key")
+        self._private = loaded
+        raw = loaded.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.key_id = f"{name}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+    def sign(self, event: E) -> E:
+        unsigned = event.model_copy(update={"keyid": self.key_id, "signature": None})
+        document: dict[str, Any] = unsigned.model_dump(mode="json", exclude_none=True)
+        signature = self._private.sign(canonical_json({k: v for k, v in document.items() if k != "signature"}))
+        return unsigned.model_copy(update={"signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode()})
+
+
+class KeySigner:
+    """Signs tasks and proposals with the client key, and a governed tool's replies with that tool's key."""
+
+    def __init__(self, client_key: Path, principal: str, tool_keys_dir: Path | None = None) -> None:
+        self._client = _Key(client_key, principal)
+        self._tool_keys_dir = tool_keys_dir
+        self._tools: dict[str, _Key] = {}
+
+    def _tool_key(self, tool: str) -> _Key:
+        if tool not in self._tools:
+            if self._tool_keys_dir is None:
+                raise SigningNotWired(f"a reply of {tool} must be signed with its tool key: set TIDEGATE_CLIENT_TOOL_KEYS_DIR")
+            self._tools[tool] = _Key(self._tool_keys_dir / f"{tool}.key", tool)
+        return self._tools[tool]
+
+    def sign(self, event: E) -> E:
+        """`event` with `keyid` and `signature`: a tool reply by its tool's key, anything else by the client key."""
+        if event.type == "tidegate.tool.reply":
+            return self._tool_key(str(getattr(event.data, "tool", ""))).sign(event)
+        return self._client.sign(event)
+
+    def verify(self, event: Envelope) -> bool:
+        """Answers are believed as far as the bus's ACLs go (only their producers' principals may write them)."""
+        return True
+
+
 def signer_for(settings: ClientSettings) -> Signer:
-    """The signer the settings ask for; fails closed when a key is configured but cannot be used."""
-    if settings.signing_key_path is not None:
-        raise SigningNotWired(
-            f"TIDEGATE_CLIENT_SIGNING_KEY_PATH is set ({settings.signing_key_path}) but this build does not sign envelopes yet"
-        )
-    return EnvelopeSigner()
+    """The signer the settings ask for: a `KeySigner` when a key is configured (fails at start if it cannot be read)."""
+    if settings.signing_key_path is None:
+        return EnvelopeSigner()
+    return KeySigner(settings.signing_key_path, settings.principal, settings.tool_keys_dir)

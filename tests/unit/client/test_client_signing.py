@@ -1,0 +1,65 @@
+"""The client signs exactly the bytes the services verify, with the key an operator registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas import ActionProposed, ActionProposedData, ToolReply, ToolReplyData, encode
+from servicekit import KitSettings, client_key, deployment_authority
+from servicekit.signing import SigningKey
+from tidegate.client import ClientSettings, KeySigner, signer_for
+
+
+def _proposal(requested_by: str) -> ActionProposed:
+    data = ActionProposedData(
+        action_id="a-1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket",
+        args={"ticket_id": "T-1", "tags": ["x"]}, proposer="external:client", requested_by=requested_by,
+    )  # fmt: skip
+    return ActionProposed.build(data, source="urn:test")
+
+
+def test_a_registered_client_key_signs_what_the_services_accept(tmp_path: Path) -> None:
+    kit = KitSettings(run_dir=tmp_path)
+    client_key(kit, "acme", "bot@acme.example")  # what `tidegate clients add acme bot@acme.example` registers
+    signer = signer_for(
+        ClientSettings(
+            signing_key_path=kit.client_keys_dir / "acme" / "bot@acme.example" / "bot@acme.example.key", principal="bot@acme.example"
+        )
+    )
+    assert isinstance(signer, KeySigner)
+    authority = deployment_authority(kit)
+
+    event = signer.sign(_proposal("bot@acme.example"))
+    assert authority.check(encode(event), event) is None
+
+    tampered = event.model_copy(update={"data": event.data.model_copy(update={"args": {"ticket_id": "T-2", "tags": ["x"]}})})
+    refusal = authority.check(encode(tampered), tampered)
+    assert refusal is not None
+    assert refusal.code == "signature_invalid"
+
+    someone_else = signer.sign(_proposal("ceo@acme.example"))  # the key's principal is not the requester
+    refusal = authority.check(encode(someone_else), someone_else)
+    assert refusal is not None
+    assert refusal.code == "signer_not_allowed"
+
+
+def test_a_governed_tools_reply_is_signed_with_that_tools_key(tmp_path: Path) -> None:
+    kit = KitSettings(run_dir=tmp_path)
+    client_key(kit, "acme", "bot@acme.example")
+    tools_dir = tmp_path / "tool-keys"
+    SigningKey.load_or_create(tools_dir, "bench_echo")  # the tool service's key; the catalog names its .pub
+    signer = KeySigner(
+        kit.client_keys_dir / "acme" / "bot@acme.example" / "bot@acme.example.key", "bot@acme.example", tools_dir / "bench_echo"
+    )
+    reply = ToolReply.build(
+        ToolReplyData(action_id="a-1", task_id="t-1", tenant_id="acme", tool="bench_echo", ok=True, result={}), source="urn:test"
+    )
+    signed = signer.sign(reply)
+    assert signed.keyid is not None
+    assert signed.keyid.startswith("bench_echo-")
+    from servicekit.authority import authority_for
+
+    authority = authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir)
+    authority.tool_keys["bench_echo"] = tools_dir / "bench_echo.pub"
+    authority.reload()
+    assert authority.check(encode(signed), signed) is None
