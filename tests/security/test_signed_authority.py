@@ -19,10 +19,12 @@ from bus_helpers import Collector
 
 import schemas as s
 from servicekit import (
+    ADMIN,
     KitSettings,
     ServiceProcess,
     SigningKey,
     create_pool,
+    kafka_options,
     service_key,
     sign_as_client,
     sign_as_operator,
@@ -72,7 +74,9 @@ async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
         await svc.start()
     collector = Collector(kit, WATCHED)
     await collector.start()
-    attacker = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
+    attacker = AIOKafkaProducer(
+        bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, ADMIN)
+    )  # an insider with broker access
     await attacker.start()
     try:
         yield Stack(kit, services[0].policy, collector, attacker, pool)  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ class ClientSettings(BaseSettings):
     )
     tool_keys_dir: Path | None = Field(
         default=None,
-        description="Where governed tools' private keys are (`<tool>.key`): their replies are signed with them "
+        description="Where governed tools' private keys are (`<tool>/<tool>.key` or `<tool>.key`): their replies are signed with them "
         "(the catalog's `reply_key_file` names the public half).",
     )
     state_dir: Path = Field(

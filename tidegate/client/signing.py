@@ -88,7 +88,8 @@ class KeySigner:
         if tool not in self._tools:
             if self._tool_keys_dir is None:
                 raise SigningNotWired(f"a reply of {tool} must be signed with its tool key: set TIDEGATE_CLIENT_TOOL_KEYS_DIR")
-            self._tools[tool] = _Key(self._tool_keys_dir / f"{tool}.key", tool)
+            own = self._tool_keys_dir / tool / f"{tool}.key"  # the layout Tidegate's key commands make
+            self._tools[tool] = _Key(own if own.exists() else self._tool_keys_dir / f"{tool}.key", tool)
         return self._tools[tool]
 
     def sign(self, event: E) -> E:

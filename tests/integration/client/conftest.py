@@ -12,9 +12,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
-from servicekit import REPO_ROOT, KitSettings, ServiceProcess
+from servicekit import ADMIN, REPO_ROOT, KitSettings, ServiceProcess, client_key, kafka_options
+from servicekit.signing import SigningKey
 from tidegate.client import ClientSettings
+
+CLIENT = "alice@acme.example"
 
 NOTES_SERVER = REPO_ROOT / "examples" / "mcp_upstream" / "notes_server.py"
 
@@ -26,6 +30,7 @@ GOVERNED_TOOLS: list[dict[str, Any]] = [
         "kind": "topic",
         "accepts_idempotency_key": True,
         "timeout_s": 10,
+        "reply_key_file": "tools/reorder_stock.pub",
         "args_schema": {
             "type": "object",
             "additionalProperties": False,
@@ -40,6 +45,7 @@ GOVERNED_TOOLS: list[dict[str, Any]] = [
         "kind": "topic",
         "accepts_idempotency_key": True,
         "timeout_s": 10,
+        "reply_key_file": "tools/pay_vendor.pub",
         "facts": {"amount": "amount_usd", "payee": "payee_id", "documentation": "invoice_id"},
         "args_schema": {
             "type": "object",
@@ -75,22 +81,33 @@ def kit(infra: Any, topics: str, tmp_path: Path) -> KitSettings:
         },
     }
     (tools / "notes_add_note.yaml").write_text(yaml.safe_dump(notes))
-    return KitSettings(
+    kit = KitSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
         database_url=infra.database_url,
+        db_credentials_dir=infra.db_credentials_dir,
         topic_prefix=topics,
         keys_dir=tmp_path / "keys",
         tools_dir=tools,
     )
+    for spec in GOVERNED_TOOLS:  # each governed function's reply key; the catalog names its public half
+        SigningKey.load_or_create(kit.keys_dir / "tools", spec["name"])
+    client_key(kit, "acme", CLIENT)  # `tidegate clients add acme alice@acme.example`
+    return kit
 
 
 @pytest.fixture
 def client_settings(kit: KitSettings, tmp_path: Path) -> ClientSettings:
+    login = kafka_options(kit, ADMIN)  # the tests' processes log in as admin (the test tools have no principals of their own)
+    password = login.get("sasl_plain_password")
     return ClientSettings(
         kafka_bootstrap=kit.kafka_bootstrap,
         topic_prefix=kit.topic_prefix,
+        sasl_username=login.get("sasl_plain_username"),
+        sasl_password=SecretStr(password) if password else None,
+        signing_key_path=kit.client_keys_dir / "acme" / CLIENT / f"{CLIENT}.key",
+        tool_keys_dir=kit.keys_dir / "tools",
         tenant="acme",
-        principal="alice@acme.example",
+        principal=CLIENT,
         proposer="external:tests",
         state_dir=tmp_path / "client-state",
         decision_timeout_s=45,

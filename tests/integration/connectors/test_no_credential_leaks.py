@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from connector_harness import CANARY, cli
 
 import schemas as s
-from servicekit import KitSettings, SigningKey, action_digest, authorization_message
+from servicekit import ADMIN, KitSettings, SigningKey, action_digest, authorization_message, kafka_options, sign_event
 from services.audit.app import build as build_audit
-from services.executor.app import build as build_executor
+from services.executor import build as build_executor
 from standins import RecordingProxy
 from standins.zendesk import ZendeskStandIn
 
@@ -41,7 +41,7 @@ def authorization(key: SigningKey, tenant: str, tool: str, args: dict[str, Any])
 
 async def every_record(kit: KitSettings) -> list[bytes]:
     """Key, headers and value of every record of every topic under the test's prefix, from the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
     await consumer.start()
     try:
         names = [t for t in await consumer.topics() if t.startswith(kit.topic_prefix)]
@@ -89,8 +89,8 @@ async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
             ("zendesk_get_ticket", {"ticket_id": 101}),
             ("zendesk_tag_ticket", {"ticket_id": 101, "tags": ["x"]}),  # not enabled
         ]
-        events = [authorization(key, tenant, tool, args) for tool, args in calls]
-        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all")
+        events = [sign_event(authorization(key, tenant, tool, args), key) for tool, args in calls]  # as the policy service
+        producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, ADMIN))
         await producer.start()
         try:
             for event in events:

@@ -9,7 +9,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
-from servicekit import Bus, ServiceProcess, SigningKey
+from servicekit import ADMIN, Bus, ServiceProcess, SigningKey, kafka_options
 
 NOISE = 20_000
 REFUND = {"payee_id": "cus_1001", "amount_usd": 10.0, "order_id": "O-5001"}
@@ -153,7 +153,7 @@ async def test_a_kill_switch_set_while_the_executor_was_down_holds_for_its_whole
     from services.executor.app import build
 
     # Other tenants' control records first, so that reading `control` to its end takes the executor a while.
-    noise = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    noise = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap, linger_ms=20, max_batch_size=1 << 20, **kafka_options(kit, ADMIN))
     await noise.start()
     try:
         sent = [

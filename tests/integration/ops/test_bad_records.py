@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 from services.audit.app import build as build_audit
 from services.audit.settings import AuditSettings
 from services.policy.engine import Controls, decide
@@ -91,7 +91,7 @@ async def recorded(kit: KitSettings, tmp_path: Path) -> dict[str, Any]:
     ]
     audit = build_audit(kit, AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=2000))
     await audit.start()
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, ADMIN))
     await producer.start()
     start = datetime.now(UTC)
     try:

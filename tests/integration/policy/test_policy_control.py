@@ -9,6 +9,7 @@ import asyncpg
 import yaml
 
 from schemas import ActionFailed, ActionResultData
+from servicekit import ADMIN, kafka_options
 from services.policy.pack import PackSource
 from tidegate.commands.killswitch import publish_killswitch, read_control
 from tidegate.commands.policy import publish_pack
@@ -136,7 +137,7 @@ async def test_a_kill_switch_set_while_the_policy_service_was_down_holds_for_its
     from services.policy.app import build
 
     # Other tenants' records first, so that reading `control` to its end takes the service a while.
-    noise = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20)
+    noise = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=20, max_batch_size=1 << 20, **kafka_options(kit, ADMIN))
     await noise.start()
     try:
         sent = []

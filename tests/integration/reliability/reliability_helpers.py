@@ -11,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas import Envelope, encode, headers_for
 from schemas.examples import sample_events
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 
 POISON = b"[" * 100_000 + b"]" * 100_000  # what made json.loads raise RecursionError in Bus.dead_letter
 
@@ -21,7 +21,9 @@ class BatchProducer:
 
     def __init__(self, kit: KitSettings) -> None:
         self.kit = kit
-        self.producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", max_batch_size=1024 * 1024)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=kit.kafka_bootstrap, acks="all", max_batch_size=1024 * 1024, **kafka_options(kit, ADMIN)
+        )
 
     async def send_batch(self, topic: str, key: bytes, values: list[bytes]) -> tuple[int, int]:
         """Send `values` in one batch on the key's partition; return (partition, base offset)."""
