@@ -37,6 +37,8 @@ class ReasonCode(StrEnum):
     LOW_RISK_WRITE_ALLOWED = "low_risk_write_allowed"
     WITHIN_THRESHOLD = "within_threshold"
     APPROVED_BY_HUMAN = "approved_by_human"
+    NEW_PAYEE_REVIEW = "new_payee_review"
+    PERMISSION_CHANGE_REVIEW = "permission_change_review"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"

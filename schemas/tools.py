@@ -28,6 +28,11 @@ class PolicyFacts(Contract):
     recipients: str | None = Field(default=None, description="Arg holding a list of recipients (or one).", examples=["to"])
     paths: str | None = Field(default=None, description="Arg holding file paths (code changes).", examples=["files"])
     documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
+    reviewed: bool = Field(
+        default=False,
+        description="The change takes effect only after a review outside Tidegate (a pull request and its CI); "
+        "a `code_change` tool without it pushes directly and is refused by the default pack.",
+    )
     important: list[str] = Field(
         default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]]
     )

@@ -18,7 +18,7 @@ from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, 
 from services.policy.facts import Call, Facts, History, compute_facts
 from services.policy.pack import CompiledPack, TenantSettings
 
-__all__ = ["Controls", "Verdict", "cedar_context", "decide", "still_holds"]
+__all__ = ["Controls", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Controls:
 
     killswitch: ControlKillswitch | None = None
     tenant_budget_usd: float | None = None
+    tenant: TenantSettings | None = None  # the tenant's `control.tenant` record; None: the pack's settings
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,7 @@ def _cents(usd: float | None) -> int:
     return round((usd or 0.0) * 100)
 
 
-def cedar_context(
-    call: Call, facts: Facts, risk: RiskClass, threshold_usd: float, allow_autonomous: bool, approval_granted: bool
-) -> dict[str, Any]:
+def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSettings, approval_granted: bool) -> dict[str, Any]:
     """The Cedar request context; its shape is `cedar_schema.CONTEXT_TYPE`."""
     return {
         "tenant": call.tenant_id,
@@ -71,12 +70,38 @@ def cedar_context(
             "tainted": facts.tainted,
             "documentation_present": facts.documentation_present,
             "sensitive_paths": bool(facts.sensitive_paths),
+            "reviewed": facts.reviewed,
             "spend_task_cents": _cents(facts.spend_task_usd),
             "spend_tenant_cents": _cents(facts.spend_tenant_usd),
         },
-        "settings": {"refund_threshold_cents": _cents(threshold_usd), "allow_autonomous": allow_autonomous},
+        "settings": {
+            "refund_threshold_cents": _cents(tenant.refund_threshold_usd),
+            "allow_autonomous": tenant.allow_autonomous,
+            "new_payee_escalates": tenant.triggers.new_payee.action == "escalate",
+            "external_recipient_escalates": tenant.triggers.external_recipient.action == "escalate",
+            "permission_change_escalates": tenant.triggers.permission_change.action == "escalate",
+        },
         "approval": {"granted": approval_granted},
     }
+
+
+# The reason an escalation gives for a trigger → the tenant's choice for that trigger (approvers needed).
+_TRIGGER_REASONS = {
+    ReasonCode.NEW_PAYEE_REVIEW: "new_payee",
+    ReasonCode.EXTERNAL_RECIPIENT: "external_recipient",
+    ReasonCode.PERMISSION_CHANGE_REVIEW: "permission_change",
+}
+
+
+def approvers_required(reasons: tuple[Reason, ...], tenant: TenantSettings) -> int:
+    """Distinct approvals an escalation needs: the most any of its triggers asks for (1 when none does)."""
+    needed = [getattr(tenant.triggers, _TRIGGER_REASONS[r.code]).approvers for r in reasons if r.code in _TRIGGER_REASONS]
+    return max(needed, default=1)
+
+
+def tenant_settings(pack: CompiledPack, tenant_id: str, controls: Controls) -> TenantSettings:
+    """The tenant's settings: its `control.tenant` record when there is one, else the pack's settings."""
+    return controls.tenant if controls.tenant is not None else pack.settings.tenant(tenant_id)
 
 
 def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdict:
@@ -136,14 +161,14 @@ def decide(
             facts={"mode": call.mode, "arg_errors": errors[:20]},
         )
 
-    tenant = pack.settings.tenant(call.tenant_id)
+    tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
     record = facts.record() | {"approval_granted": approval_granted}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 
-    context = cedar_context(call, facts, spec.risk, tenant.refund_threshold_usd, tenant.allow_autonomous, approval_granted)
+    context = cedar_context(call, facts, spec.risk, tenant, approval_granted)
     request = {
         "principal": {"type": "Agent", "id": call.proposer},
         "action": {"type": "Action", "id": call.tool},
@@ -180,7 +205,10 @@ def decide(
             )
         )
     fired += [("deny", r) for r in _budget_reasons(facts)]
-    return _combine(fired, pack.version, **extra)
+    verdict = _combine(fired, pack.version, **extra)
+    if verdict.outcome == "escalate":
+        verdict.facts["approvers_required"] = approvers_required(verdict.reasons, tenant)
+    return verdict
 
 
 def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: History, now: History) -> bool:
@@ -198,5 +226,5 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     spec = pack.catalog.get(call.tool)
     if spec is None:
         return True  # an unknown tool is denied whatever the history
-    tenant = pack.settings.tenant(call.tenant_id)
+    tenant = tenant_settings(pack, call.tenant_id, controls)
     return not any(_budget_reasons(_facts(pack, call, spec, tenant, history, controls)) for history in (seen, now))

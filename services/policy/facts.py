@@ -71,6 +71,7 @@ class Facts:
     tainted_important_args: tuple[str, ...]
     documentation_present: bool
     sensitive_paths: tuple[str, ...]
+    reviewed: bool
     spend_task_usd: float
     spend_tenant_usd: float
     estimated_cost_usd: float
@@ -162,6 +163,7 @@ def compute_facts(
         # A tool that names no documentation arg needs none; one that does needs a non-empty value.
         documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
         sensitive_paths=tuple(p for p in paths if any(fnmatch.fnmatch(p.lstrip("/"), pat) for pat in sensitive_patterns)),
+        reviewed=f.reviewed,
         spend_task_usd=round(history.spend_task_usd, 6),
         spend_tenant_usd=round(history.spend_tenant_usd, 6),
         estimated_cost_usd=round(spec.cost_usd + call.model_cost_usd, 6),

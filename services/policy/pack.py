@@ -29,6 +29,8 @@ __all__ = [
     "PackSource",
     "Rule",
     "TenantSettings",
+    "TriggerChoice",
+    "Triggers",
     "compile_pack",
     "validate_pack",
 ]
@@ -46,6 +48,29 @@ class PackError(ValueError):
         self.problems = problems
 
 
+class TriggerChoice(BaseModel):
+    """What a tenant wants when a trigger fires: refuse the call, or send it to N distinct approvers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["deny", "escalate"] = Field(description="`deny`: the agent may not; `escalate`: a human may approve it.")
+    approvers: int = Field(default=1, ge=1, le=10, description="Distinct approvals needed when the call escalates.")
+
+
+class Triggers(BaseModel):
+    """Per trigger, deny or escalate-with-N-approvers; the default pack reads these as `context.settings.*_escalates`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    new_payee: TriggerChoice = Field(default=TriggerChoice(action="deny"), description="A financial call to a payee never paid.")
+    external_recipient: TriggerChoice = Field(
+        default=TriggerChoice(action="escalate"), description="A write that sends to a counterparty outside the tenant's directory."
+    )
+    permission_change: TriggerChoice = Field(
+        default=TriggerChoice(action="deny"), description="A `permission_change` call (human only by default)."
+    )
+
+
 class TenantSettings(BaseModel):
     """What a tenant's decisions depend on besides the policies; unset fields come from the `default` entry."""
 
@@ -58,6 +83,7 @@ class TenantSettings(BaseModel):
     known_payees: list[str] = Field(
         default_factory=list, description="Payees known from the start (others become known when a refund to them succeeds)."
     )
+    triggers: Triggers = Field(default_factory=Triggers, description="Deny or escalate, per trigger.")
 
 
 class PackSettings(BaseModel):

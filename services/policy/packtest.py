@@ -19,6 +19,7 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
     killswitch: false          # a kill switch on this tool for this tenant
     approval_granted: false    # evaluated again after a human grant
   facts: {}                    # override computed facts (e.g. documentation_present: false)
+  settings: {}                 # the tenant's settings over the pack's (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
 ```
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas import ControlKillswitch, ControlKillswitchData
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack
+from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_case", "run_cases"]
 
@@ -80,6 +81,9 @@ class PolicyCase(BaseModel):
     proposer: str = "tidegate/planner/playbook"
     state: CaseState = Field(default_factory=CaseState)
     facts: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Tenant settings over the pack's (as a `control.tenant` record would set them)."
+    )
     expect: Expectation
     source: str = ""
 
@@ -143,7 +147,10 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
     if st.killswitch:
         data = ControlKillswitchData(tenant_id=case.tenant, tool=case.tool, active=True, reason="policy test", set_by="policy-test")
         switch = ControlKillswitch.build(data, source="tidegate/policy-test")
-    controls = Controls(killswitch=switch, tenant_budget_usd=st.tenant_budget_usd)
+    tenant = None
+    if case.settings:
+        tenant = TenantSettings.model_validate(pack.settings.tenant(case.tenant).model_dump() | case.settings)
+    controls = Controls(killswitch=switch, tenant_budget_usd=st.tenant_budget_usd, tenant=tenant)
     overrides = dict(case.facts)
     for key in ("sensitive_paths", "tainted_important_args"):
         if key in overrides:
