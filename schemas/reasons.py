@@ -39,6 +39,7 @@ class ReasonCode(StrEnum):
     APPROVED_BY_HUMAN = "approved_by_human"
     NEW_PAYEE_REVIEW = "new_payee_review"
     PERMISSION_CHANGE_REVIEW = "permission_change_review"
+    TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"

@@ -1,4 +1,4 @@
-"""What every service knows from the compacted `control` topic: kill switches, policy, budgets."""
+"""What every service knows from the compacted `control` topic: kill switches, policy, budgets, tenants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData
+from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData, ControlTenant, ControlTenantData
 
 __all__ = ["ControlState"]
 
@@ -18,6 +18,7 @@ class ControlState:
     killswitches: dict[tuple[str, str], ControlKillswitch] = field(default_factory=dict)
     policy: ControlPolicyData | None = None
     budgets: dict[str, float] = field(default_factory=dict)
+    tenants: dict[str, ControlTenantData] = field(default_factory=dict)
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -33,6 +34,8 @@ class ControlState:
             self.policy = event.data
         elif isinstance(event, ControlBudget):
             self.budgets[event.data.tenant_id] = event.data.limit_usd
+        elif isinstance(event, ControlTenant):
+            self.tenants[event.data.tenant_id] = event.data
         self.applied += 1
         self.changed.set()
 

@@ -26,6 +26,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("policy", "policy"),
     ("killswitch", "killswitch"),
     ("budget", "budget"),
+    ("tenant", "tenant"),
     ("audit", "audit"),
     ("ops", None),
 ]

@@ -161,6 +161,14 @@ def decide(
             facts={"mode": call.mode, "arg_errors": errors[:20]},
         )
 
+    if controls.tenant is None and not pack.settings.onboarded(call.tenant_id):
+        reason = Reason(
+            code=ReasonCode.TENANT_NOT_ONBOARDED,
+            policy_id="builtin:tenant-not-onboarded",
+            message=f"tenant {call.tenant_id!r} was never onboarded: run `tidegate tenant add {call.tenant_id} "
+            "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
     tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:

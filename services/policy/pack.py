@@ -83,6 +83,10 @@ class TenantSettings(BaseModel):
     known_payees: list[str] = Field(
         default_factory=list, description="Payees known from the start (others become known when a refund to them succeeds)."
     )
+    chat_members: list[str] = Field(default_factory=list, description="Chat users of the tenant's own workspace (internal).")
+    chat_channels: list[str] = Field(default_factory=list, description="Chat channels of the tenant's own workspace (internal).")
+    allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
+    organisations: list[str] = Field(default_factory=list, description="Organisations that are the tenant itself or its own.")
     triggers: Triggers = Field(default_factory=Triggers, description="Deny or escalate, per trigger.")
 
 
@@ -102,6 +106,14 @@ class PackSettings(BaseModel):
         """The effective settings of `tenant_id`: its entry over the `default` entry."""
         merged = dict(self.tenants.get("default") or {}) | dict(self.tenants.get(tenant_id) or {})
         return TenantSettings.model_validate(merged)
+
+    def onboarded(self, tenant_id: str) -> bool:
+        """Whether the pack itself names the tenant (the older way to onboard; `control.tenant` records are the new one)."""
+        return tenant_id != "default" and tenant_id in self.tenants
+
+    def with_record(self, settings: dict[str, Any]) -> TenantSettings:
+        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError."""
+        return TenantSettings.model_validate(dict(self.tenants.get("default") or {}) | settings)
 
 
 @dataclass(frozen=True)

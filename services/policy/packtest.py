@@ -19,7 +19,7 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
     killswitch: false          # a kill switch on this tool for this tenant
     approval_granted: false    # evaluated again after a human grant
   facts: {}                    # override computed facts (e.g. documentation_present: false)
-  settings: {}                 # the tenant's settings over the pack's (e.g. triggers: {new_payee: {action: escalate}})
+  settings: null               # a control.tenant record (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
 ```
@@ -81,8 +81,8 @@ class PolicyCase(BaseModel):
     proposer: str = "tidegate/planner/playbook"
     state: CaseState = Field(default_factory=CaseState)
     facts: dict[str, Any] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="Tenant settings over the pack's (as a `control.tenant` record would set them)."
+    settings: dict[str, Any] | None = Field(
+        default=None, description="The tenant's `control.tenant` record (over the pack's `default` entry); `{}` onboards with defaults."
     )
     expect: Expectation
     source: str = ""
@@ -148,8 +148,9 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
         data = ControlKillswitchData(tenant_id=case.tenant, tool=case.tool, active=True, reason="policy test", set_by="policy-test")
         switch = ControlKillswitch.build(data, source="tidegate/policy-test")
     tenant = None
-    if case.settings:
-        tenant = TenantSettings.model_validate(pack.settings.tenant(case.tenant).model_dump() | case.settings)
+    if case.settings is not None:
+        base = pack.settings.tenant(case.tenant).model_dump() if pack.settings.onboarded(case.tenant) else {}
+        tenant = TenantSettings.model_validate(base | case.settings) if base else pack.settings.with_record(case.settings)
     controls = Controls(killswitch=switch, tenant_budget_usd=st.tenant_budget_usd, tenant=tenant)
     overrides = dict(case.facts)
     for key in ("sensitive_paths", "tainted_important_args"):

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from schemas import (
     ActionFailed,
     ActionProposed,
@@ -111,7 +113,16 @@ class PolicyService:
                 self._ready_done = True
 
     def _controls(self, tenant_id: str, tool: str) -> Controls:
-        return Controls(killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id))
+        record = self.control.tenants.get(tenant_id)
+        tenant = None
+        if record is not None:
+            try:
+                tenant = self.pack.settings.with_record(record.settings)
+            except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
+                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, record.set_by, exc)
+        return Controls(
+            killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
+        )
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
