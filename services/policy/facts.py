@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from schemas import ActionProposedData, Mode, ToolSpec
+from servicekit.identities import Identity, identities_of
 from services.policy.pack import TenantSettings
 
-__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "payee_of"]
+__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "is_internal", "payee_of"]
 
 _MISSING = object()
 
@@ -67,6 +68,7 @@ class Facts:
     payee_is_new: bool
     recipient_count: int
     external_recipients: int
+    counterparties: tuple[tuple[str, str, str, bool], ...]  # (arg, kind, normalised value, internal)
     tainted: bool
     tainted_important_args: tuple[str, ...]
     documentation_present: bool
@@ -83,6 +85,7 @@ class Facts:
         doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
+        doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
 
 
@@ -98,9 +101,12 @@ def arg_at(args: dict[str, Any], path: str) -> Any:
 
 def payee_of(spec: ToolSpec | None, args: dict[str, Any]) -> str | None:
     """The payee a call pays, when its tool declares one; the repository looks it up before deciding."""
-    if spec is None or not spec.facts.payee:
+    if spec is None:
         return None
-    value = arg_at(args, spec.facts.payee)
+    arg = spec.facts.payee or next((a for a, kind in spec.facts.counterparties.items() if kind == "payee"), None)
+    if arg is None:
+        return None
+    value = arg_at(args, arg)
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
 
 
@@ -109,17 +115,36 @@ def effective_mode(requested: Mode, tenant: TenantSettings) -> Mode:
     return "autonomous" if requested == "autonomous" and tenant.allow_autonomous else "draft"
 
 
-def _recipients(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return []
+_ADDRESSED = ("email", "chat_user", "chat_channel")  # kinds that receive what a call sends: its recipients
+_OUTSIDE = ("email", "chat_user", "chat_channel", "url", "organisation")  # kinds the tenant's directory can vouch for
 
 
-def _is_internal(address: str, domains: list[str]) -> bool:
-    domain = address.rsplit("@", 1)[-1].strip().lower() if "@" in address else ""
-    return bool(domain) and any(domain == d.lower() or domain.endswith("." + d.lower()) for d in domains)
+def _under(host: str, domains: list[str]) -> bool:
+    return bool(host) and any(host == d.lower().strip(".") or host.endswith("." + d.lower().strip(".")) for d in domains if d)
+
+
+def is_internal(identity: Identity, tenant: TenantSettings) -> bool:
+    """Whether the tenant's directory says this counterparty is its own (an email domain, chat member or channel, site, organisation)."""
+    kind, value = identity.kind, identity.value
+    if kind == "email":
+        return "@" in value and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
+    if kind == "chat_user":
+        return value in {m.lstrip("@").casefold() for m in tenant.chat_members}
+    if kind == "chat_channel":
+        return value in {c.lstrip("#").casefold() for c in tenant.chat_channels}
+    if kind == "url":
+        return _under(value, tenant.allowed_sites + tenant.internal_domains)
+    if kind == "organisation":
+        return value in {" ".join(o.casefold().split()) for o in tenant.organisations}
+    if kind == "payee":
+        return value in tenant.known_payees
+    return True  # paths are judged by the sensitive-path patterns, not the directory
+
+
+def _sensitive(path: str, patterns: list[str]) -> bool:
+    if path == ".." or path.startswith("../"):
+        return True  # climbs out of the repository: never an ordinary change
+    return any(fnmatch.fnmatchcase(path, pattern.casefold().lstrip("/")) for pattern in patterns)
 
 
 def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[str, ...]:
@@ -147,8 +172,10 @@ def compute_facts(
 ) -> Facts:
     """The facts of `call`; every value is defined (absent inputs give neutral values), so no policy meets a missing attribute."""
     f = spec.facts
-    recipients = _recipients(arg_at(call.args, f.recipients)) if f.recipients else []
-    paths = [str(p) for p in _recipients(arg_at(call.args, f.paths))] if f.paths else []
+    named = identities_of(call.args, f.declared_counterparties())
+    recipients = [i for i in named if i.kind in _ADDRESSED]
+    outside = [i for i in named if i.kind in _OUTSIDE and not is_internal(i, tenant)]
+    paths = [i.value for i in named if i.kind == "path"]
     documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
     payee = payee_of(spec, call.args)
     return Facts(
@@ -157,12 +184,13 @@ def compute_facts(
         payee=payee,
         payee_is_new=payee is not None and payee not in tenant.known_payees and not history.payee_known,
         recipient_count=len(recipients),
-        external_recipients=sum(1 for r in recipients if not _is_internal(r, tenant.internal_domains)),
+        external_recipients=len(outside),
+        counterparties=tuple((i.arg, i.kind, i.value, is_internal(i, tenant)) for i in named),
         tainted=bool(_tainted_important(call.tainted_args, f.important)),
         tainted_important_args=_tainted_important(call.tainted_args, f.important),
         # A tool that names no documentation arg needs none; one that does needs a non-empty value.
         documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
-        sensitive_paths=tuple(p for p in paths if any(fnmatch.fnmatch(p.lstrip("/"), pat) for pat in sensitive_patterns)),
+        sensitive_paths=tuple(p for p in paths if _sensitive(p, sensitive_patterns)),
         reviewed=f.reviewed,
         spend_task_usd=round(history.spend_task_usd, 6),
         spend_tenant_usd=round(history.spend_tenant_usd, 6),
