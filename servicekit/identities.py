@@ -1,4 +1,4 @@
-"""Counterparties as typed identities: the values a catalog declares (email lists, chat users and channels, URLs, payees, organisations, paths), parsed and normalised.
+"""Counterparties as typed identities: email lists, chat users and channels, URLs, payees, organisations, paths; parsed and normalised.
 
 Parsing is by kind, never by substring: an email argument is an RFC 5322 address list
 (`"Bob <bob@evil.example>, ops@acme.example"` is two addresses), a URL is its host, a repository path
