@@ -15,7 +15,7 @@ from typing import Any
 import cedarpy
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
-from services.policy.facts import Call, Facts, History, compute_facts
+from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["Controls", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
@@ -161,6 +161,14 @@ def decide(
             facts={"mode": call.mode, "arg_errors": errors[:20]},
         )
 
+    unknown = unknown_tainted_args(call)
+    if unknown:
+        reason = Reason(
+            code=ReasonCode.INVALID_ARGS,
+            policy_id="builtin:tainted-args",
+            message=f"tainted_args names paths that are not in args: {', '.join(unknown)[:500]}",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
     if controls.tenant is None and not pack.settings.onboarded(call.tenant_id):
         reason = Reason(
             code=ReasonCode.TENANT_NOT_ONBOARDED,

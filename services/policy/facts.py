@@ -7,14 +7,16 @@ repository read; the facts go into the Cedar context and, for explainability, in
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from schemas import ActionProposedData, Mode, ToolSpec
+from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
 from servicekit.identities import Identity, identities_of
+from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
 
-__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "is_internal", "payee_of"]
+__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "is_internal", "payee_of", "unknown_tainted_args"]
 
 _MISSING = object()
 
@@ -32,6 +34,7 @@ class Call:
     mode: Mode = "draft"
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
+    provenance: Provenance = field(default_factory=Provenance, compare=False)  # what the task has read (the service loads it)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:
@@ -71,6 +74,7 @@ class Facts:
     counterparties: tuple[tuple[str, str, str, bool], ...]  # (arg, kind, normalised value, internal)
     tainted: bool
     tainted_important_args: tuple[str, ...]
+    taint: tuple[Finding, ...]  # args derived from untrusted content, as Tidegate computed them
     documentation_present: bool
     sensitive_paths: tuple[str, ...]
     reviewed: bool
@@ -85,6 +89,7 @@ class Facts:
         doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
+        doc["taint"] = [f.record() for f in self.taint]
         doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
 
@@ -155,6 +160,47 @@ def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[
     return tuple(hits)
 
 
+def unknown_tainted_args(call: Call) -> list[str]:
+    """Paths in the agent's `tainted_args` that name nothing in args (an error, not silently ignored)."""
+    paths = {p for p, _ in arg_leaves(call.args)}
+    return [t for t in call.tainted_args if not any(p == t or p.startswith(t + ".") for p in paths)]
+
+
+def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
+    """Whether the tenant's directory vouches for a normalised value (its domains, sites, members, channels, payees, organisations)."""
+    hosts = [d.lower().strip(".") for d in tenant.internal_domains + tenant.allowed_sites]
+    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels} | {p.casefold() for p in tenant.known_payees}
+    names = {" ".join(o.casefold().split()) for o in tenant.organisations}
+
+    def vouched(value: str) -> bool:
+        kind, _, v = value.partition(":")
+        if kind == "email":
+            return _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)])
+        if kind == "host":
+            return _under(v, hosts)
+        if kind in ("word", "id", "account"):
+            return v.casefold() in words
+        if kind == "name":
+            return v in names or v.replace(" ", "") in words
+        return False
+
+    return vouched
+
+
+def _acts(spec: ToolSpec) -> bool:
+    """Whether a call of the tool sends data out or acts: every write, and a read that reaches an outside URL."""
+    return spec.risk is not RiskClass.READ or any(k == "url" for k in spec.facts.declared_counterparties().values())
+
+
+def _important(spec: ToolSpec) -> list[str]:
+    """Args whose taint escalates: the declared ones, every counterparty, the amount and the payee."""
+    f = spec.facts
+    declared = f.declared_counterparties()
+    if spec.risk is RiskClass.READ:  # a read only matters where it reaches out
+        return [a for a, k in declared.items() if k == "url"]
+    return list(dict.fromkeys([*f.important, *declared, *([f.amount] if f.amount else [])]))
+
+
 def _amount(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -178,6 +224,9 @@ def compute_facts(
     paths = [i.value for i in named if i.kind == "path"]
     documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
     payee = payee_of(spec, call.args)
+    taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
+    tainted_paths = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in taint)]))
+    important_taint = _tainted_important(tainted_paths, _important(spec)) if _acts(spec) else ()
     return Facts(
         mode=effective_mode(call.mode, tenant),
         amount_usd=_amount(arg_at(call.args, f.amount)) if f.amount else None,
@@ -186,8 +235,9 @@ def compute_facts(
         recipient_count=len(recipients),
         external_recipients=len(outside),
         counterparties=tuple((i.arg, i.kind, i.value, is_internal(i, tenant)) for i in named),
-        tainted=bool(_tainted_important(call.tainted_args, f.important)),
-        tainted_important_args=_tainted_important(call.tainted_args, f.important),
+        tainted=bool(important_taint),
+        tainted_important_args=important_taint,
+        taint=tuple(taint),
         # A tool that names no documentation arg needs none; one that does needs a non-empty value.
         documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
         sensitive_paths=tuple(p for p in paths if _sensitive(p, sensitive_patterns)),

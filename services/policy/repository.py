@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from servicekit.metrics import observe_retaken
+from servicekit.provenance import Provenance
 from services.policy.facts import History
 
 __all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
@@ -119,6 +120,14 @@ class PolicyRepository(Protocol):
         """Keep every policy version that decided something (for explanation and replay)."""
         ...
 
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """Remember values the task has read (value → where), untrusted or vouched for by its request; idempotent."""
+        ...
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """Everything the task has read so far."""
+        ...
+
 
 def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
     """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
@@ -139,6 +148,7 @@ class InMemoryPolicyRepository:
     spend: dict[tuple[str, str], float] = field(default_factory=dict)
     payees: set[tuple[str, str]] = field(default_factory=set)
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -198,6 +208,17 @@ class InMemoryPolicyRepository:
     async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
         """See PolicyRepository."""
         self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
+
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """See PolicyRepository."""
+        rows = self.read.setdefault((tenant_id, task_id), {})
+        for value, source in values.items():
+            rows.setdefault((value, trusted), source)
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        rows = self.read.get((tenant_id, task_id), {})
+        return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
@@ -437,3 +458,28 @@ class PgPolicyRepository:
                 json.dumps(settings, default=str),
                 published_by,
             )
+
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """See PolicyRepository."""
+        if not values:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
+                " SELECT $1, $2, v, $3, s FROM unnest($4::text[], $5::text[]) AS w(v, s) ON CONFLICT DO NOTHING",
+                tenant_id,
+                task_id,
+                trusted,
+                list(values),
+                list(values.values()),
+            )
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT value, source, trusted FROM policy.provenance WHERE tenant_id = $1 AND task_id = $2 ORDER BY learned_at",
+                tenant_id,
+                task_id,
+            )
+        return Provenance.of((r["value"], r["source"], r["trusted"]) for r in rows)

@@ -8,6 +8,7 @@ unit of work, and publishes the recorded events. Nothing here retries: the bus o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from schemas import (
     ActionFailed,
     ActionProposed,
+    ActionResultData,
     ActionSucceeded,
     ApprovalData,
     ApprovalGranted,
@@ -31,6 +33,7 @@ from schemas import (
     Envelope,
     ReasonCode,
     RiskClass,
+    TaskSubmitted,
     decode,
 )
 from servicekit import (
@@ -45,6 +48,7 @@ from servicekit import (
     current_traceparent,
     span,
 )
+from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History, payee_of
@@ -154,13 +158,18 @@ class PolicyService:
         With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
         """
         await self._wait_ready()
+        read: dict[tuple[str, str], Provenance] = {}
+        for event in events:  # what each task has read, loaded once per task of the batch
+            scope = (event.data.tenant_id, event.data.task_id)
+            if scope not in read:
+                read[scope] = await self._repo().provenance(*scope)
         pending = []
         for event in events:
             p = event.data
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=Call.from_proposal(p),
+                    call=dataclasses.replace(Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)]),
                     proposal=p.model_dump(mode="json"),
                     action_id=p.action_id,
                     step=p.step,
@@ -287,6 +296,7 @@ class PolicyService:
             mode=proposed.get("mode", "draft"),
             model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
             task_budget_usd=proposed.get("budget_usd"),
+            provenance=await self._repo().provenance(original.tenant_id, original.task_id),
         )
         pending = self._pending(
             key=f"approval:{data.approval_id}",
@@ -320,9 +330,32 @@ class PolicyService:
 
     # --- results and control -------------------------------------------------------------------
 
-    async def on_result(self, event: Envelope) -> None:
-        """Release a failed call's reservation; settle a successful one and learn its payee."""
+    async def on_task(self, event: Envelope) -> None:
+        """Learn what a task's request vouches for (its trusted input) and what it carries from outside (its untrusted fields)."""
+        if not isinstance(event, TaskSubmitted):
+            return
         data = event.data
+        untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
+        trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
+        repo = self._repo()
+        await repo.learn(data.tenant_id, data.task_id, Provenance().learn(trusted, "the task's request", trusted=True), trusted=True)
+        for key, value in untrusted.items():
+            values = Provenance().learn(value, f"the task input's untrusted field {key!r}")
+            await repo.learn(data.tenant_id, data.task_id, values, trusted=False)
+
+    async def _learn_output(self, data: ActionResultData) -> None:
+        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
+        spec = self.catalog.get(data.tool)
+        if spec is None or not spec.untrusted_output or data.result is None:
+            return
+        values = Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
+        await self._repo().learn(data.tenant_id, data.task_id, values, trusted=False)
+
+    async def on_result(self, event: Envelope) -> None:
+        """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
+        data = event.data
+        if isinstance(event, ActionSucceeded):
+            await self._learn_output(data)
         if isinstance(event, ActionFailed):
             await self._repo().release(data.action_id)
         elif isinstance(event, ActionSucceeded):
