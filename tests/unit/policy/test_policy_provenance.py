@@ -1,4 +1,4 @@
-"""Provenance Tidegate computes itself: values read in untrusted content taint later arguments of the same task, whatever the agent declared."""
+"""Provenance Tidegate computes: values read in untrusted content taint later arguments of the task, whatever the agent declared."""
 
 from __future__ import annotations
 
