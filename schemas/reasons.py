@@ -40,6 +40,7 @@ class ReasonCode(StrEnum):
     NEW_PAYEE_REVIEW = "new_payee_review"
     PERMISSION_CHANGE_REVIEW = "permission_change_review"
     TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
+    SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"

@@ -57,8 +57,17 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         refund_threshold_cents=_long(),
         allow_autonomous=_bool(),
         new_payee_escalates=_bool(),
-        external_recipient_escalates=_bool(),
+        external_recipient=_str(),
         permission_change_escalates=_bool(),
+    ),
+    flow=_record(
+        untrusted_read=_bool(),
+        calls=_long(),
+        tool_calls=_long(),
+        tools_called={"type": "Set", "element": _str()},
+        external_sends=_long(),
+        sent_amount_cents=_long(),
+        last_decision=_str(),
     ),
     approval=_record(granted=_bool()),
 )

@@ -78,9 +78,10 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd),
             "allow_autonomous": tenant.allow_autonomous,
             "new_payee_escalates": tenant.triggers.new_payee.action == "escalate",
-            "external_recipient_escalates": tenant.triggers.external_recipient.action == "escalate",
+            "external_recipient": tenant.triggers.external_recipient.action,
             "permission_change_escalates": tenant.triggers.permission_change.action == "escalate",
         },
+        "flow": call.flow.context(call.tool),
         "approval": {"granted": approval_granted},
     }
 
@@ -181,7 +182,7 @@ def decide(
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
-    record = facts.record() | {"approval_granted": approval_granted}
+    record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 
     context = cedar_context(call, facts, spec.risk, tenant, approval_granted)

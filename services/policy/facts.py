@@ -16,9 +16,59 @@ from servicekit.identities import Identity, identities_of
 from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
 
-__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "is_internal", "payee_of", "unknown_tainted_args"]
+__all__ = [
+    "Call",
+    "Facts",
+    "Flow",
+    "History",
+    "arg_at",
+    "compute_facts",
+    "effective_mode",
+    "is_internal",
+    "payee_of",
+    "unknown_tainted_args",
+]
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The task's history as the policy sees it: tools called and how often, untrusted content read, external sends and amounts so far."""
+
+    tool_calls: tuple[tuple[str, int], ...] = ()  # tool → calls allowed so far
+    untrusted_read: bool = False
+    external_sends: int = 0  # allowed calls that sent to someone outside the directory
+    sent_amount_usd: float = 0.0  # amounts of allowed financial calls
+    last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
+
+    def context(self, tool: str) -> dict[str, Any]:
+        """The Cedar `context.flow` record for a call of `tool` (shape: `cedar_schema.CONTEXT_TYPE`)."""
+        calls = dict(self.tool_calls)
+        return {
+            "untrusted_read": self.untrusted_read,
+            "calls": sum(calls.values()),
+            "tool_calls": calls.get(tool, 0),
+            "tools_called": sorted(calls),
+            "external_sends": self.external_sends,
+            "sent_amount_cents": round(self.sent_amount_usd * 100),
+            "last_decision": dict(self.last_decisions).get(tool, ""),
+        }
+
+    @classmethod
+    def of(cls, decisions: list[tuple[str, str, dict[str, Any]]], untrusted_read: bool) -> Flow:
+        """From the task's earlier decisions, oldest first, as (tool, outcome, facts)."""
+        calls: dict[str, int] = {}
+        last: dict[str, str] = {}
+        sends, amount = 0, 0.0
+        for tool, outcome, facts in decisions:
+            last[tool] = outcome
+            if outcome != "allow":
+                continue
+            calls[tool] = calls.get(tool, 0) + 1
+            sends += 1 if (facts.get("external_recipients") or 0) > 0 else 0
+            amount += float(facts.get("amount_usd") or 0.0)
+        return cls(tuple(sorted(calls.items())), untrusted_read, sends, round(amount, 6), tuple(sorted(last.items())))
 
 
 @dataclass(frozen=True)
@@ -35,6 +85,7 @@ class Call:
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
     provenance: Provenance = field(default_factory=Provenance, compare=False)  # what the task has read (the service loads it)
+    flow: Flow = field(default_factory=Flow)  # what the task did before (the service loads it)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas import ControlPolicyData, ReasonCode, digest
 from servicekit import ToolCatalog
@@ -53,14 +53,24 @@ class TriggerChoice(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    action: Literal["deny", "escalate"] = Field(description="`deny`: the agent may not; `escalate`: a human may approve it.")
+    action: Literal["deny", "escalate", "allow"] = Field(
+        description="`deny`: the agent may not; `escalate`: a human may approve it; `allow` (external recipients only): "
+        "the trigger alone stops nothing, the flow rules still do (a send to an outsider after untrusted content was read)."
+    )
     approvers: int = Field(default=1, ge=1, le=10, description="Distinct approvals needed when the call escalates.")
 
 
 class Triggers(BaseModel):
-    """Per trigger, deny or escalate-with-N-approvers; the default pack reads these as `context.settings.*_escalates`."""
+    """Per trigger, deny or escalate-with-N-approvers; the default pack reads these as `context.settings.*`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _allow_only_for_recipients(self) -> Triggers:
+        for name in ("new_payee", "permission_change"):
+            if getattr(self, name).action == "allow":
+                raise ValueError(f"triggers.{name}: choose deny or escalate (allow is only for external_recipient)")
+        return self
 
     new_payee: TriggerChoice = Field(default=TriggerChoice(action="deny"), description="A financial call to a payee never paid.")
     external_recipient: TriggerChoice = Field(

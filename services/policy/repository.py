@@ -128,11 +128,20 @@ class PolicyRepository(Protocol):
         """Everything the task has read so far."""
         ...
 
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """The task's decisions so far, oldest first, as (tool, outcome, facts): its flow."""
+        ...
+
 
 def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
     """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
     for scope in ((tenant_id, task_id), (tenant_id, TENANT_TOTAL)):
         spend[scope] = spend.get(scope, 0.0) + amount
+
+
+def _flow_row(proposal: dict[str, Any], outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
+    facts = (json.loads(decided_event).get("data") or {}).get("facts") or {}
+    return str(proposal.get("tool", "")), outcome, facts
 
 
 def _history_from(task: float, tenant: float, payee_known: bool) -> History:
@@ -219,6 +228,14 @@ class InMemoryPolicyRepository:
         """See PolicyRepository."""
         rows = self.read.get((tenant_id, task_id), {})
         return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        return [
+            _flow_row(r.proposal, r.outcome, r.decided_event)
+            for r in self.decisions.values()
+            if r.tenant_id == tenant_id and r.task_id == task_id
+        ]
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
@@ -483,3 +500,14 @@ class PgPolicyRepository:
                 task_id,
             )
         return Provenance.of((r["value"], r["source"], r["trusted"]) for r in rows)
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT proposal::text AS proposal, outcome, decided_event FROM policy.decisions"
+                " WHERE tenant_id = $1 AND task_id = $2 ORDER BY decided_at, key",
+                tenant_id,
+                task_id,
+            )
+        return [_flow_row(json.loads(r["proposal"]), r["outcome"], r["decided_event"]) for r in rows]

@@ -51,7 +51,7 @@ from servicekit import (
 from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
-from services.policy.facts import Call, History, payee_of
+from services.policy.facts import Call, Flow, History, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
@@ -128,6 +128,12 @@ class PolicyService:
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )
 
+    async def _task_context(self, tenant_id: str, task_id: str) -> tuple[Provenance, Flow]:
+        """What the task has read (provenance) and done (its flow) before the call under decision."""
+        provenance = await self._repo().provenance(tenant_id, task_id)
+        decisions = await self._repo().task_decisions(tenant_id, task_id)
+        return provenance, Flow.of(decisions, untrusted_read=bool(provenance.untrusted))
+
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
 
@@ -158,18 +164,20 @@ class PolicyService:
         With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
         """
         await self._wait_ready()
-        read: dict[tuple[str, str], Provenance] = {}
-        for event in events:  # what each task has read, loaded once per task of the batch
+        read: dict[tuple[str, str], tuple[Provenance, Flow]] = {}
+        for event in events:  # what each task has read and done, loaded once per task of the batch
             scope = (event.data.tenant_id, event.data.task_id)
             if scope not in read:
-                read[scope] = await self._repo().provenance(*scope)
+                read[scope] = await self._task_context(*scope)
         pending = []
         for event in events:
             p = event.data
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=dataclasses.replace(Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)]),
+                    call=dataclasses.replace(
+                        Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)][0], flow=read[(p.tenant_id, p.task_id)][1]
+                    ),
                     proposal=p.model_dump(mode="json"),
                     action_id=p.action_id,
                     step=p.step,
@@ -296,8 +304,9 @@ class PolicyService:
             mode=proposed.get("mode", "draft"),
             model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
             task_budget_usd=proposed.get("budget_usd"),
-            provenance=await self._repo().provenance(original.tenant_id, original.task_id),
         )
+        provenance, flow = await self._task_context(original.tenant_id, original.task_id)
+        call = dataclasses.replace(call, provenance=provenance, flow=flow)
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,

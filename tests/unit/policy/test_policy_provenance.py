@@ -134,3 +134,25 @@ async def test_the_agents_declared_taint_adds_to_the_computed_one(service: Polic
         service, "a-6", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 5, "order_id": "O-1"}, tainted_args=["amount_usd"]
     )
     assert "tainted_argument" in [r.code.value for r in d.reasons]
+
+
+async def test_the_flow_of_the_task_is_in_the_decision_and_drives_the_sequence_rule(service: PolicyService) -> None:
+    first = await _decide(service, "a-7", "tag_ticket", {"ticket_id": "T-9", "tags": ["refund"]})
+    assert first.facts["flow"] == {
+        "untrusted_read": False,
+        "calls": 0,
+        "tool_calls": 0,
+        "tools_called": [],
+        "external_sends": 0,
+        "sent_amount_cents": 0,
+        "last_decision": "",
+    }
+    await _read_ticket(service)
+    again = await _decide(service, "a-8", "tag_ticket", {"ticket_id": "T-9", "tags": ["urgent"]})
+    assert (again.facts["flow"]["untrusted_read"], again.facts["flow"]["tool_calls"], again.facts["flow"]["last_decision"]) == (
+        True,
+        1,
+        "allow",
+    )
+    send = await _decide(service, "a-9", "send_reply", {"ticket_id": "T-9", "to": "customer@example.com", "body": "done"})
+    assert "send_after_untrusted_read" in [r.code.value for r in send.reasons]
