@@ -137,6 +137,34 @@ def _budget_reasons(facts: Facts) -> list[Reason]:
     return reasons
 
 
+def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> list[tuple[str, Reason]]:
+    """The policies of `policy_set` that fired for `request` (shadow ones included if the set has them), in pack order."""
+    diagnostics = cedarpy.is_authorized(request, policy_set, pack.entities).diagnostics
+    fired: list[tuple[str, Reason]] = []
+    if diagnostics.errors:
+        message = "; ".join(diagnostics.errors)[:2000]
+        fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
+    # Cedar reports the policies that fired as a set; list them in pack order, so a decision reads the
+    # same every time (and whether or not the pack was sliced for this tenant).
+    rules = []
+    for generated in diagnostics.reasons:
+        rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
+        if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
+            fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
+            continue
+        rules.append(rule)
+    return fired + [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
+
+
+def _shadow(pack: CompiledPack, request: dict[str, Any], live: list[tuple[str, Reason]], verdict: Verdict) -> dict[str, Any]:
+    """What the pack would decide with its `@mode("shadow")` policies enforced: recorded beside the real outcome, never in place of it."""
+    whole = _evaluate(pack, pack.shadow_set, request)
+    guards = [(o, r) for o, r in live if r.policy_id.startswith("builtin:") and r.code is not ReasonCode.POLICY_ERROR]
+    would = _combine(whole + guards, pack.version, risk=verdict.risk)
+    fired = [r.policy_id for _, r in whole if (rule := pack.rules.get(r.policy_id)) is not None and rule.shadow]
+    return {"outcome": would.outcome, "reasons": would.codes, "fired": fired, "flipped": would.outcome != verdict.outcome}
+
+
 def decide(
     pack: CompiledPack,
     call: Call,
@@ -192,26 +220,11 @@ def decide(
         "resource": {"type": "Tenant", "id": call.tenant_id},
         "context": context,
     }
-    result = cedarpy.is_authorized(request, pack.policy_set_for(call.tenant_id), pack.entities)
-    diagnostics = result.diagnostics
-    fired: list[tuple[str, Reason]] = []
-    if diagnostics.errors:
-        message = "; ".join(diagnostics.errors)[:2000]
-        fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
-    # Cedar reports the policies that fired as a set; list them in pack order, so a decision reads the
-    # same every time (and whether or not the pack was sliced for this tenant).
-    rules = []
-    for generated in diagnostics.reasons:
-        rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
-        if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
-            fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
-            continue
-        rules.append(rule)
-    fired += [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
-
+    fired = _evaluate(pack, pack.policy_set_for(call.tenant_id), request)
+    guards: list[tuple[str, Reason]] = []
     if controls.killswitch is not None:
         ks = controls.killswitch.data
-        fired.append(
+        guards.append(
             (
                 "deny",
                 Reason(
@@ -221,8 +234,10 @@ def decide(
                 ),
             )
         )
-    fired += [("deny", r) for r in _budget_reasons(facts)]
-    verdict = _combine(fired, pack.version, **extra)
+    guards += [("deny", r) for r in _budget_reasons(facts)]
+    verdict = _combine(fired + guards, pack.version, **extra)
+    if pack.shadow_set is not None:
+        verdict.facts["shadow"] = _shadow(pack, request, fired + guards, verdict)
     if verdict.outcome == "escalate":
         verdict.facts["approvers_required"] = approvers_required(verdict.reasons, tenant)
     return verdict

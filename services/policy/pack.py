@@ -166,6 +166,7 @@ class Rule:
     reason: ReasonCode
     effect: str
     position: int = 0  # order in the pack (files by name, policies as written): reasons are listed in this order
+    shadow: bool = False  # `@mode("shadow")`: evaluated and recorded, never changes an outcome
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,8 @@ class CompiledPack:
     # Policies (Cedar's JSON form, by generated id) and the one tenant each can apply to, if it is bound to one.
     policies: dict[str, Any] = field(default_factory=dict)
     tenant_bound: dict[str, str] = field(default_factory=dict)
+    # The whole pack, shadow policies included, when it has any: what it would decide if they were enforced.
+    shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
@@ -267,10 +270,16 @@ def _rules(text: str, problems: list[str]) -> dict[str, Rule]:
         if reason not in codes:
             problems.append(f"{where}: @reason {reason!r} is not a reason code (schemas.ReasonCode)")
             continue
+        mode = notes.get("mode", "enforce")
+        if mode not in ("enforce", "shadow"):
+            problems.append(f'{where}: @mode must be "enforce" or "shadow", not {mode!r}')
+            continue
         effect = policy.get("effect", "permit")
         if effect == "forbid" and outcome != "deny":
             problems.append(f'{where}: a forbid policy can only have @outcome("deny")')
-        rules[pid] = Rule(policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules))
+        rules[pid] = Rule(
+            policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules), shadow=mode == "shadow"
+        )
     if doc.get("templates"):
         problems.append("templates are not supported in a policy pack")
     return rules
@@ -308,12 +317,18 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         raise PackError(problems)
     text = _policy_text(source)
     rules = _rules(text, problems)
-    policies = json.loads(cedarpy.policies_to_json_str(text)).get("staticPolicies", {})
+    every = json.loads(cedarpy.policies_to_json_str(text)).get("staticPolicies", {})
+    shadow = {pid for pid, p in every.items() if (p.get("annotations") or {}).get("mode") == "shadow"}
+    policies = {pid: p for pid, p in every.items() if pid not in shadow}
+    live_text = text
+    if shadow:  # shadow policies are left out of the live set: a shadow forbid must not hide a live permit
+        live_text = cedarpy.policies_from_json_str(json.dumps({"staticPolicies": policies, "templates": {}, "templateLinks": []}))
     bound = {pid: tenant for pid, policy in policies.items() if (tenant := tenant_of(policy)) is not None}
     return CompiledPack(
         version=source.version,
         source=source,
-        policy_set=cedarpy.PolicySet.from_str(text),
+        policy_set=cedarpy.PolicySet.from_str(live_text),
+        shadow_set=cedarpy.PolicySet.from_str(text) if shadow else None,
         rules=rules,
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),

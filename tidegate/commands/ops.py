@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,7 @@ def whatif(
 ) -> None:
     """Decide every recorded proposal of the window with a candidate pack; report the flips. No side effects."""
     from schemas import ActionDecided, ActionProposed
+    from tidegate.commands.killswitch import read_control
     from tidegate.ops.recorded import read_window
     from tidegate.ops.whatif import evaluate
 
@@ -125,7 +127,15 @@ def whatif(
     t0, t1 = _window(start, end)
     kit = settings()
     window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, topics=("actions.proposed", "actions.decided"), tenant=tenant))
-    report = evaluate(pack, [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)])
+    proposed = window.of(ActionProposed)
+    times = [e.time for e in proposed]
+    days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
+    control = run(read_control(kit))
+    tenants = {}
+    for name, record in control.tenants.items():
+        with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
+            tenants[name] = pack.settings.with_record(record.settings)
+    report = evaluate(pack, [e.data for e in proposed], [e.data for e in window.of(ActionDecided)], tenants=tenants, days=days)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -133,6 +143,11 @@ def whatif(
     console.print(
         f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips, "
         f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
+    )
+    load = report.human_load()
+    console.print(
+        f"human load: {load['then']} escalations/day recorded → {load['now']} under the candidate; "
+        f"shadow policies would flip {report.shadow_flips} decisions"
     )
     for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
         if not groups:
