@@ -90,7 +90,7 @@ def build(
             await ensure_topics(
                 kit.kafka_bootstrap, kit.topic_prefix, [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")]
             )
-        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
+        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}", prefix=kit.topic_prefix)
         executor.context_pool = proc.pool
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
