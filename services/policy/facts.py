@@ -244,12 +244,16 @@ def _acts(spec: ToolSpec) -> bool:
 
 
 def _important(spec: ToolSpec) -> list[str]:
-    """Args whose taint escalates: the declared ones, every counterparty, the amount and the payee."""
+    """Args whose taint escalates: every counterparty (the payee included) and those the catalog lists as `important`.
+
+    An amount is important only where the catalog says so: paid to a counterparty the tenant knows and
+    under its threshold, an amount read in a bill is the bill's, and the threshold bounds the rest.
+    """
     f = spec.facts
     declared = f.declared_counterparties()
     if spec.risk is RiskClass.READ:  # a read only matters where it reaches out
         return [a for a, k in declared.items() if k == "url"]
-    return list(dict.fromkeys([*f.important, *declared, *([f.amount] if f.amount else [])]))
+    return list(dict.fromkeys([*f.important, *declared]))
 
 
 def _amount(value: Any) -> float | None:

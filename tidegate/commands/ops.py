@@ -224,6 +224,42 @@ def eval_run(
         console.print(f"[red]✗[/] {f['case']}: expected {' '.join(f['expected'])}\n    got {' '.join(f['got'])} ({f['status']})")
 
 
+@eval_app.command("workspaces")
+def eval_workspaces(
+    suites: Path = typer.Option(REPO_ROOT / "evals" / "workspaces", "--suites", help="A suite file, or a directory of them."),
+    policy_dir: Path = typer.Option(REPO_ROOT / "policies" / "default", "--policy", help="Policy pack directory."),
+    as_json: bool = JSON,
+) -> None:
+    """Workspace suites (banking, chat, travel, office): legitimate calls let through, attacker goals reached, latency."""
+    from tidegate.ops.workspaces import load_suite, run_suite
+
+    files = sorted(suites.glob("*.yaml")) if suites.is_dir() else [suites]
+    docs = [asyncio.run(run_suite(load_suite(f), policy_dir)).as_dict() for f in files]
+    if as_json:
+        print(json.dumps(docs, indent=2))
+        return
+    table = Table(title=f"workspace suites, pack {policy_dir}")
+    for column in ("suite", "legit calls (agent may)", "run without a human", "escalated", "denied", "attacks", "reached (declared)",
+                   "reached (undeclared)", "decision p50 / p95 ms"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for d in docs:
+        table.add_row(
+            d["suite"],
+            f"{d['legit_calls']} ({d['rubric_agent_calls']})",
+            f"{d['allowed_without_human']} ({d['allowed_pct']} %)",
+            str(d["escalated"]),
+            str(d["denied"]),
+            str(d["attacks"]),
+            str(d["attacker_goals_reached_declared"]),
+            str(d["attacker_goals_reached_undeclared"]),
+            f"{d['decision_p50_ms']:.1f} / {d['decision_p95_ms']:.1f}",
+        )
+    console.print(table)
+    for d in docs:
+        for miss in d["misses"]:
+            console.print(f"[red]✗[/] {d['suite']}: {miss}")
+
+
 @eval_app.command("compare")
 def eval_compare(
     a: str = typer.Argument(..., help="A policy directory, or a planner strategy (`playbook`, `llm:<model>`)."),
