@@ -1,4 +1,4 @@
-"""Workspace suites (banking, chat, travel, office) through the policy service: the default pack meets the targets, a weaker one does not."""
+"""Workspace suites (banking, chat, travel, office) through the policy service: the default pack meets the targets, a weaker one not."""
 
 from __future__ import annotations
 
