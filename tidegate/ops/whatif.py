@@ -173,7 +173,7 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
             read.untrusted.setdefault(str(finding["value"]), str(finding.get("source", "recorded")))
     flow = then.facts.get("flow") or {}
     recorded_flow = Flow(
-        tool_calls=tuple(sorted({t: 1 for t in flow.get("tools_called", [])} | ({p.tool: int(flow.get("tool_calls") or 0)}).items())),
+        tool_calls=tuple(sorted(({t: 1 for t in flow.get("tools_called", [])} | {p.tool: int(flow.get("tool_calls") or 0)}).items())),
         untrusted_read=bool(flow.get("untrusted_read")),
         external_sends=int(flow.get("external_sends") or 0),
         sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,

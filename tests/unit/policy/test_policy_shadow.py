@@ -124,3 +124,32 @@ def test_whatif_reports_the_shadow_flips_and_the_human_load_a_candidate_would_cr
     as_enforced = evaluate(enforced, proposals, decisions, tenants=tenants, days=2.0)
     assert sorted(f.kind for f in as_enforced.flips) == ["allow→deny", "allow→escalate", "allow→escalate"]
     assert as_enforced.human_load() == {"then": 1.0, "now": 2.0}  # 2 escalations (600 USD, external send) → 4, over 2 days
+
+
+def test_whatif_decides_with_what_the_task_had_read_and_done_as_recorded() -> None:
+    from schemas import ActionDecidedData, ActionProposedData
+    from tidegate.ops.whatif import evaluate
+
+    live = compile_pack(LIVE, CATALOG)
+    args = {"ticket_id": "T-1", "to": "x@example.com", "body": "b"}
+    p = ActionProposedData(
+        action_id="a-1", task_id="t", tenant_id="acme", step=3, tool="send_reply", args=args, proposer="a", mode="autonomous"
+    )
+    flow = {"untrusted_read": True, "calls": 3, "tool_calls": 2, "tools_called": ["get_ticket", "send_reply"], "external_sends": 1}
+    taint = [{"arg": "to", "value": "email:x@example.com", "source": "the result of get_ticket (action a-0)"}]
+    recorded = ActionDecidedData(
+        action_id="a-1",
+        task_id="t",
+        tenant_id="acme",
+        tool="send_reply",
+        args=args,
+        outcome="escalate",
+        reasons=[],
+        policy_version="sha256:x",
+        facts={"flow": flow | {"sent_amount_cents": 0, "last_decision": "allow"}, "taint": taint},
+        latency_ms=0.1,
+        action_digest="x",
+    )
+    allow_all = TenantSettings(allow_autonomous=True, triggers={"external_recipient": {"action": "allow"}})
+    report = evaluate(live, [p], [recorded], tenants={"acme": allow_all})
+    assert (report.unchanged, len(report.flips)) == (1, 0)  # still escalated: tainted recipient, send after an untrusted read
