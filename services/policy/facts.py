@@ -41,6 +41,7 @@ class Flow:
     external_sends: int = 0  # allowed calls that sent to someone outside the directory
     sent_amount_usd: float = 0.0  # amounts of allowed financial calls
     last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
+    unseen_results: tuple[str, ...] = ()  # untrusted-output calls authorized but whose result the service has not seen
 
     def context(self, tool: str) -> dict[str, Any]:
         """The Cedar `context.flow` record for a call of `tool` (shape: `cedar_schema.CONTEXT_TYPE`)."""
@@ -280,6 +281,14 @@ def compute_facts(
     documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
     payee = payee_of(spec, call.args)
     taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
+    if call.flow.unseen_results:  # what those calls read is unknown: every counterparty may come from it (fail closed)
+        source = "the results of " + ", ".join(call.flow.unseen_results) + ", not seen yet"
+        vouched = _vouched(tenant)
+        taint += [
+            Finding(i.arg, f"{i.kind}:{i.value}", source)
+            for i in identities_of(call.args, f.declared_counterparties())
+            if not is_internal(i, tenant) and not vouched(f"{i.kind}:{i.value}")
+        ]
     tainted_paths = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in taint)]))
     important_taint = _tainted_important(tainted_paths, _important(spec)) if _acts(spec) else ()
     return Facts(

@@ -132,6 +132,10 @@ class PolicyRepository(Protocol):
         """The task's decisions so far, oldest first, as (tool, outcome, facts): its flow."""
         ...
 
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """Tools of the task's authorized calls whose result has not been seen yet (reservation still held)."""
+        ...
+
 
 def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
     """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
@@ -228,6 +232,14 @@ class InMemoryPolicyRepository:
         """See PolicyRepository."""
         rows = self.read.get((tenant_id, task_id), {})
         return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        return [
+            res.tool
+            for res, status in self.reservations.values()
+            if status == "reserved" and (res.tenant_id, res.task_id) == (tenant_id, task_id)
+        ]
 
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
@@ -511,3 +523,11 @@ class PgPolicyRepository:
                 task_id,
             )
         return [_flow_row(json.loads(r["proposal"]), r["outcome"], r["decided_event"]) for r in rows]
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT tool FROM policy.reservations WHERE tenant_id = $1 AND task_id = $2 AND status = 'reserved'", tenant_id, task_id
+            )
+        return [r["tool"] for r in rows]

@@ -128,11 +128,27 @@ class PolicyService:
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )
 
+    async def _unseen_untrusted(self, tenant_id: str, task_id: str) -> list[str]:
+        """The task's authorized untrusted-output calls whose result this service has not learned yet.
+
+        Results arrive on their own subscription, which may lag the proposals: a proposal waits for
+        them (polling, up to `provenance_wait_s`), so that what the task read is known before it is decided.
+        """
+        deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
+        while True:
+            tools = await self._repo().awaiting_results(tenant_id, task_id)
+            unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and spec.untrusted_output]
+            if not unseen or asyncio.get_running_loop().time() >= deadline:
+                return unseen
+            await asyncio.sleep(0.05)
+
     async def _task_context(self, tenant_id: str, task_id: str) -> tuple[Provenance, Flow]:
         """What the task has read (provenance) and done (its flow) before the call under decision."""
+        unseen = await self._unseen_untrusted(tenant_id, task_id)
         provenance = await self._repo().provenance(tenant_id, task_id)
         decisions = await self._repo().task_decisions(tenant_id, task_id)
-        return provenance, Flow.of(decisions, untrusted_read=bool(provenance.untrusted))
+        flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen))
+        return provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))))
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
+from services.policy.settings import PolicySettings
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 TENANT = {"allow_autonomous": True, "internal_domains": ["acme.example"], "known_payees": ["cus_1001"], "refund_threshold_usd": 500}
@@ -156,3 +158,24 @@ async def test_the_flow_of_the_task_is_in_the_decision_and_drives_the_sequence_r
     )
     send = await _decide(service, "a-9", "send_reply", {"ticket_id": "T-9", "to": "customer@example.com", "body": "done"})
     assert "send_after_untrusted_read" in [r.code.value for r in send.reasons]
+
+
+async def test_a_proposal_waits_for_the_result_of_its_tasks_untrusted_read(service: PolicyService) -> None:
+    read = await _decide(service, "a-0", "get_ticket", {"ticket_id": "T-9"})
+    assert read.outcome == "allow"
+    # The agent proposes its next call before the policy service has seen the ticket: the decision waits for it.
+    proposal = asyncio.create_task(_decide(service, "a-1", "issue_refund", {"payee_id": "cus_6666", "amount_usd": 10, "order_id": "O-1"}))
+    await _read_ticket(service)
+    d = await proposal
+    assert {f["source"] for f in d.facts["taint"]} == {"the result of get_ticket (action a-0)"}
+
+
+async def test_a_result_never_seen_taints_every_outside_counterparty(service: PolicyService) -> None:
+    service.settings = PolicySettings(provenance_wait_s=0)
+    assert (await _decide(service, "a-0", "get_ticket", {"ticket_id": "T-9"})).outcome == "allow"
+    d = await _decide(service, "a-1", "send_reply", {"ticket_id": "T-9", "to": "someone@example.com", "body": "hi"})
+    assert d.outcome == "escalate"
+    assert "tainted_argument" in [r.code.value for r in d.reasons]
+    assert d.facts["taint"][0]["source"] == "the results of get_ticket, not seen yet"
+    internal = await _decide(service, "a-2", "send_reply", {"ticket_id": "T-9", "to": "ops@acme.example", "body": "hi"})
+    assert internal.outcome == "allow"
