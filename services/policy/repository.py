@@ -162,6 +162,7 @@ class InMemoryPolicyRepository:
     payees: set[tuple[str, str]] = field(default_factory=set)
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
+    by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -180,6 +181,7 @@ class InMemoryPolicyRepository:
             )
             record = decide(history)
             self.decisions[key] = record
+            self.by_task.setdefault((tenant_id, task_id), []).append(key)
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
                 self.reservations[res.action_id] = (res, "reserved")
@@ -235,19 +237,14 @@ class InMemoryPolicyRepository:
 
     async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
         """See PolicyRepository."""
-        return [
-            res.tool
-            for res, status in self.reservations.values()
-            if status == "reserved" and (res.tenant_id, res.task_id) == (tenant_id, task_id)
-        ]
+        keys = self.by_task.get((tenant_id, task_id), [])
+        held = [self.reservations.get(self.decisions[k].action_id) for k in keys]
+        return [h[0].tool for h in held if h is not None and h[1] == "reserved"]
 
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
-        return [
-            _flow_row(r.proposal, r.outcome, r.decided_event)
-            for r in self.decisions.values()
-            if r.tenant_id == tenant_id and r.task_id == task_id
-        ]
+        records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
+        return [_flow_row(r.proposal, r.outcome, r.decided_event) for r in records]
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
