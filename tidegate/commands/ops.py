@@ -228,17 +228,23 @@ def eval_run(
 def eval_workspaces(
     suites: Path = typer.Option(REPO_ROOT / "evals" / "workspaces", "--suites", help="A suite file, or a directory of them."),
     policy_dir: Path = typer.Option(REPO_ROOT / "policies" / "default", "--policy", help="Policy pack directory."),
+    bus: bool = typer.Option(
+        False, "--bus", help="Through a policy service started on a sandbox topic prefix (Kafka and PostgreSQL), not in process."
+    ),
     as_json: bool = JSON,
 ) -> None:
     """Workspace suites (banking, chat, travel, office): legitimate calls let through, attacker goals reached, latency."""
-    from tidegate.ops.workspaces import load_suite, run_suite
+    from tidegate.ops.workspaces import load_suite, run_suite, run_suite_through_service
 
     files = sorted(suites.glob("*.yaml")) if suites.is_dir() else [suites]
-    docs = [asyncio.run(run_suite(load_suite(f), policy_dir)).as_dict() for f in files]
+    if bus:
+        docs = [run(run_suite_through_service(load_suite(f), settings(), policy_dir)).as_dict() for f in files]
+    else:
+        docs = [asyncio.run(run_suite(load_suite(f), policy_dir)).as_dict() for f in files]
     if as_json:
         print(json.dumps(docs, indent=2))
         return
-    table = Table(title=f"workspace suites, pack {policy_dir}")
+    table = Table(title=f"workspace suites, pack {policy_dir}, {'policy service on Kafka' if bus else 'in process'}")
     for column in ("suite", "legit calls (agent may)", "run without a human", "escalated", "denied", "attacks", "reached (declared)",
                    "reached (undeclared)", "decision p50 / p95 ms"):  # fmt: skip
         table.add_column(column, justify="right")
