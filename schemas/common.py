@@ -40,6 +40,7 @@ class RiskClass(StrEnum):
     WRITE_LOW = "write_low"
     FINANCIAL = "financial"
     DESTRUCTIVE = "destructive"
+    PERMISSION_CHANGE = "permission_change"
     CODE_CHANGE = "code_change"
 
 

@@ -47,6 +47,8 @@ __all__ = [
     "ControlKillswitchData",
     "ControlPolicy",
     "ControlPolicyData",
+    "ControlTenant",
+    "ControlTenantData",
     "EventRejected",
     "EventRejectedData",
     "TaskCompleted",
@@ -520,3 +522,30 @@ class AuditCheckpoint(Envelope):
 
     type: Literal["tidegate.audit.checkpoint"] = "tidegate.audit.checkpoint"
     data: AuditCheckpointData
+
+
+class ControlTenantData(Contract):
+    """A tenant onboarded (or changed): its mode, thresholds, directory, triggers and budget, without a new policy version.
+
+    `settings` has the fields of the policy pack's tenant settings (`services/policy/pack.py`,
+    `TenantSettings`), merged over the pack's `default` entry; `tidegate tenant add|set` checks them.
+    """
+
+    tenant_id: str = TENANT_ID
+    settings: dict[str, Any] = Field(
+        description="Tenant settings: allow_autonomous, refund_threshold_usd, budget_usd, directory fields, triggers.",
+        examples=[{"allow_autonomous": True, "refund_threshold_usd": 500, "internal_domains": ["acme.example"]}],
+    )
+    set_by: str = Field(description="Who.", examples=["admin@acme.example"])
+
+
+class ControlTenant(Envelope):
+    """`tidegate.control.tenant` on `control`; key `tenant:<tenant>`."""
+
+    type: Literal["tidegate.control.tenant"] = "tidegate.control.tenant"
+    data: ControlTenantData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: one live record per tenant."""
+        return f"tenant:{self.data.tenant_id}".encode()

@@ -135,6 +135,15 @@ def sample_events() -> list[tuple[str, Envelope]]:
         ),
         ("control", s.ControlBudget.build(s.ControlBudgetData(tenant_id="acme", limit_usd=100.0, set_by="ops"), source=src)),
         (
+            "control",
+            s.ControlTenant.build(
+                s.ControlTenantData(
+                    tenant_id="acme", settings={"allow_autonomous": True, "internal_domains": ["acme.example"]}, set_by="ops"
+                ),
+                source=src,
+            ),
+        ),
+        (
             "deadletter",
             s.EventRejected.build(
                 s.EventRejectedData(

@@ -38,6 +38,10 @@ class ReasonCode(StrEnum):
     WITHIN_THRESHOLD = "within_threshold"
     APPROVED_BY_HUMAN = "approved_by_human"
     APPROVAL_QUORUM_NOT_MET = "approval_quorum_not_met"
+    NEW_PAYEE_REVIEW = "new_payee_review"
+    PERMISSION_CHANGE_REVIEW = "permission_change_review"
+    TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
+    SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"

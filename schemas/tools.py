@@ -8,7 +8,11 @@ from pydantic import Field, model_validator
 
 from schemas.common import Contract, RiskClass
 
-__all__ = ["McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec"]
+__all__ = ["CounterpartyKind", "McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec"]
+
+CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path"]
+"""What an argument that names a counterparty names: an email address list (RFC 5322), a chat user or
+channel, a URL or domain (its host), a payee account (id or IBAN), an organisation, a repository path."""
 
 
 class RetryPolicy(Contract):
@@ -25,12 +29,38 @@ class PolicyFacts(Contract):
 
     amount: str | None = Field(default=None, description="Arg holding a money amount in USD.", examples=["amount_usd"])
     payee: str | None = Field(default=None, description="Arg naming a payee.", examples=["payee_id"])
-    recipients: str | None = Field(default=None, description="Arg holding a list of recipients (or one).", examples=["to"])
-    paths: str | None = Field(default=None, description="Arg holding file paths (code changes).", examples=["files"])
+    recipients: str | None = Field(
+        default=None, description="Arg holding email recipients (shorthand for a `counterparties` entry of kind `email`).", examples=["to"]
+    )
+    paths: str | None = Field(
+        default=None, description="Arg holding file paths (shorthand for a `counterparties` entry of kind `path`).", examples=["files"]
+    )
+    counterparties: dict[str, CounterpartyKind] = Field(
+        default_factory=dict,
+        description="Every arg that names a counterparty → its kind; a dot path, lists walked at any depth "
+        "(declare each address field: to, cc, bcc, reply_to).",
+        examples=[{"to": "email", "cc": "email", "bcc": "email", "attachments.url": "url"}],
+    )
     documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
+    reviewed: bool = Field(
+        default=False,
+        description="The change takes effect only after a review outside Tidegate (a pull request and its CI); "
+        "a `code_change` tool without it pushes directly and is refused by the default pack.",
+    )
     important: list[str] = Field(
         default_factory=list, description="Args whose taint escalates the call.", examples=[["payee_id", "amount_usd"]]
     )
+
+    def declared_counterparties(self) -> dict[str, CounterpartyKind]:
+        """Every counterparty arg with its kind: `counterparties`, plus the `recipients`, `paths` and `payee` shorthands."""
+        declared: dict[str, CounterpartyKind] = {}
+        if self.recipients:
+            declared[self.recipients] = "email"
+        if self.paths:
+            declared[self.paths] = "path"
+        if self.payee:
+            declared[self.payee] = "payee"
+        return declared | dict(self.counterparties)
 
 
 class McpUpstream(Contract):
@@ -72,7 +102,8 @@ class ToolSpec(Contract):
     facts: PolicyFacts = Field(default_factory=PolicyFacts)
     untrusted_output: bool = Field(
         default=False,
-        description="The result carries outside content (a customer ticket, an issue body): data for a model, never instructions.",
+        description="Its results hold content from outside the tenant (an inbox, a web page, a ticket, a channel's messages): "
+        "the policy service marks any later argument of the same task derived from them as tainted.",
     )
     connector: str | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from schemas.events import (
     ControlBudget,
     ControlKillswitch,
     ControlPolicy,
+    ControlTenant,
     EventRejected,
     TaskCompleted,
     TaskFailed,
@@ -55,7 +56,7 @@ Approval = Annotated[
     Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired, ApprovalResolved], Field(discriminator="type")
 ]
 TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
-ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget], Field(discriminator="type")]
+ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant], Field(discriminator="type")]
 AnyEvent = Annotated[
     Union[
         TaskSubmitted,
@@ -75,6 +76,7 @@ AnyEvent = Annotated[
         ControlKillswitch,
         ControlPolicy,
         ControlBudget,
+        ControlTenant,
         EventRejected,
         ToolInvocation,
         ToolReply,
@@ -173,8 +175,8 @@ TOPICS: dict[str, TopicSpec] = {
         _spec(
             "control",
             ControlEvent,
-            (ControlKillswitch, ControlPolicy, ControlBudget),
-            "Kill switches, policy versions and budgets; compacted, read from the beginning at start-up.",
+            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant),
+            "Kill switches, policy versions, budgets and tenants; compacted, read from the beginning at start-up.",
             partitions=1,
             compacted=True,
             retention_ms=-1,

@@ -1,4 +1,4 @@
-"""What every service knows from the compacted `control` topic: kill switches, policy, budgets.
+"""What every service knows from the compacted `control` topic: kill switches, policy, budgets, tenants.
 
 Records are operator-signed (the bus checked the signature against the operator allow-list before
 this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData, ReasonCode
+from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData, ControlTenant, ControlTenantData, ReasonCode
 from servicekit.bus import Reject
 
 __all__ = ["ControlState"]
@@ -28,6 +28,7 @@ class ControlState:
     killswitches: dict[tuple[str, str], ControlKillswitch] = field(default_factory=dict)
     policy: ControlPolicyData | None = None
     budgets: dict[str, float] = field(default_factory=dict)
+    tenants: dict[str, ControlTenantData] = field(default_factory=dict)
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequences: dict[bytes | None, int] = field(default_factory=dict)
@@ -51,6 +52,8 @@ class ControlState:
             self.policy = event.data
         elif isinstance(event, ControlBudget):
             self.budgets[event.data.tenant_id] = event.data.limit_usd
+        elif isinstance(event, ControlTenant):
+            self.tenants[event.data.tenant_id] = event.data
         self.applied += 1
         self.changed.set()
 

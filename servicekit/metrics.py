@@ -106,9 +106,15 @@ RETAKEN = Counter(
     ["tenant"],
 )
 
+SHADOW = Counter(
+    "tidegate_policy_shadow",
+    'Decisions on which a `@mode("shadow")` policy fired, by tenant, tool, live outcome, the outcome it would have given, and flipped.',
+    ["tenant", "tool", "outcome", "shadow_outcome", "flipped"],
+)
+
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
-    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN,
+    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -140,6 +146,10 @@ def _observe(service: str, event: Any) -> None:
         reason = data.reasons[0].code if data.reasons else "none"
         DECISIONS.labels(data.tenant_id, data.tool, data.outcome, str(reason), data.via).inc()
         DECISION_LATENCY.labels(data.outcome).observe(data.latency_ms / 1000.0)
+        shadow = data.facts.get("shadow") if isinstance(data.facts, dict) else None
+        if isinstance(shadow, dict) and shadow.get("fired"):
+            flipped = "true" if shadow.get("flipped") else "false"
+            SHADOW.labels(data.tenant_id, data.tool, data.outcome, str(shadow.get("outcome")), flipped).inc()
     elif isinstance(event, ActionProposed):
         if data.cost.usd:
             SPEND.labels(data.tenant_id, "model").inc(data.cost.usd)

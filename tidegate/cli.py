@@ -27,6 +27,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("policy", "policy"),
     ("killswitch", "killswitch"),
     ("budget", "budget"),
+    ("tenant", "tenant"),
     ("audit", "audit"),
     ("connectors", "connectors"),
     ("keys", "keys"),

@@ -216,10 +216,17 @@ def request_from_decision(
         requested_by=decided.requested_by,
         proposer=decided.proposer,
         estimated_cost_usd=decided.estimated_cost_usd,
-        required_approvals=groups.required(decided.tenant_id, risk),
+        # The tenant's triggers may ask for more approvers than the risk class (the policy records it); never fewer.
+        required_approvals=max(groups.required(decided.tenant_id, risk), _asked_by_policy(decided.facts)),
         created_at=now,
         expires_at=now + ttl,
     )
+
+
+def _asked_by_policy(facts: dict[str, Any]) -> int:
+    """`facts.approvers_required` of the decision (the tenant's trigger choice), 1 when absent or malformed."""
+    value = facts.get("approvers_required", 1)
+    return min(10, value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> ApprovalRecord | None:

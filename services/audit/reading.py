@@ -436,6 +436,15 @@ def render_markdown(x: Explanation) -> str:
                 f"- **Policy** {d.policy_version} → **{d.outcome}** (via {d.via}, risk {d.risk or '-'}, "
                 f"{d.latency_ms:.1f} ms): {_reasons(d.reasons)}; facts `{_j(d.facts)}`"
             )
+            shadow = d.facts.get("shadow")
+            if isinstance(shadow, dict) and shadow.get("fired"):
+                out.append(
+                    f"  - **Shadow policies** {', '.join(map(str, shadow['fired']))} would have decided **{shadow.get('outcome')}**"
+                    + (" (a flip; not enforced)" if shadow.get("flipped") else " (no change)")
+                )
+            for t in d.facts.get("taint") or []:
+                if isinstance(t, dict):
+                    out.append(f"  - **Tainted by Tidegate:** `{t.get('arg')}`: {t.get('why')}")
         for ap in a.approvals:
             who = ", ".join(ap.approvers) or ap.approver or "-"
             out.append(

@@ -111,7 +111,7 @@ def build(
                 client_options=kafka_options(kit, NAME),
                 grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
-        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}")
+        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}", prefix=kit.topic_prefix)
         vault.ensure()  # the credential key pair is made on the executor's first start
         connector_tools.access.store = PgGrantStore(proc.pool)
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.

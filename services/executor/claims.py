@@ -97,10 +97,11 @@ def _record(row: asyncpg.Record) -> ClaimRecord:
 
 
 class _PgSession:
-    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy, action_id: str, owner: str) -> None:
+    def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy, action_id: str, owner: str, prefix: str) -> None:
         self._conn = conn
         self._action_id = action_id
         self._owner = owner
+        self._prefix = prefix
 
     async def get(self) -> ClaimRecord | None:
         row = await self._conn.fetchrow("SELECT * FROM executor.actions WHERE action_id = $1", self._action_id)
@@ -108,8 +109,9 @@ class _PgSession:
 
     async def claim(self, record: ClaimRecord) -> ClaimRecord:
         row = await self._conn.fetchrow(
-            "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, status, owner) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, 'claimed', $9) ON CONFLICT (action_id) DO NOTHING RETURNING *",
+            "INSERT INTO executor.actions"
+            " (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, status, owner, topic_prefix) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, 'claimed', $9, $10) ON CONFLICT (action_id) DO NOTHING RETURNING *",
             record.action_id,
             record.event_id,
             record.tenant_id,
@@ -119,6 +121,7 @@ class _PgSession:
             json.dumps(record.args),
             record.action_digest,
             self._owner,
+            self._prefix,
         )
         if row is None:  # cannot happen while we hold the lock, but never claim twice
             raise RuntimeError(f"action {record.action_id} was claimed concurrently")
@@ -170,9 +173,10 @@ class _PgSession:
 class PgClaimStore:
     """Claims in the executor's schema (`executor.actions`), held with session advisory locks."""
 
-    def __init__(self, pool: asyncpg.Pool, owner: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, owner: str, prefix: str = "tidegate.") -> None:
         self._pool = pool
         self._owner = owner
+        self._prefix = prefix  # the deployment's topic prefix: its rows are the only ones it settles at start
 
     @asynccontextmanager
     async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:
@@ -181,7 +185,7 @@ class PgClaimStore:
             key = _lock_key(action_id)
             await conn.execute("SELECT pg_advisory_lock($1)", key)
             try:
-                yield _PgSession(conn, action_id, self._owner)
+                yield _PgSession(conn, action_id, self._owner, self._prefix)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
@@ -194,13 +198,15 @@ class PgClaimStore:
                 yield None
                 return
             try:
-                yield _PgSession(conn, action_id, self._owner)
+                yield _PgSession(conn, action_id, self._owner, self._prefix)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def interrupted(self) -> list[ClaimRecord]:
-        """Rows left `running`, oldest first."""
-        rows = await self._pool.fetch("SELECT * FROM executor.actions WHERE status = 'running' ORDER BY updated_at")
+        """This deployment's rows left `running`, oldest first (another prefix's rows are its own executor's to settle)."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM executor.actions WHERE status = 'running' AND topic_prefix = $1 ORDER BY updated_at", self._prefix
+        )
         return [_record(r) for r in rows]
 
 

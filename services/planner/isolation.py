@@ -7,8 +7,10 @@ message; proposals whose argument values appear in such text carry those argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
+
+from servicekit.provenance import Provenance, arg_leaves
 
 __all__ = ["UNTRUSTED_NOTICE", "arg_leaves", "split_input", "tainted_paths", "untrusted_block"]
 
@@ -31,50 +33,16 @@ def untrusted_block(name: str, content: str) -> str:
     return f'<untrusted_data source="{name}">\n{safe}\n</untrusted_data>'
 
 
-def arg_leaves(args: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every scalar in `args` with its dot path (list items share their list's path)."""
-    if isinstance(args, Mapping):
-        for key, value in args.items():
-            yield from arg_leaves(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(args, list | tuple):
-        for value in args:
-            yield from arg_leaves(value, prefix)
-    else:
-        yield prefix, args
-
-
-def _texts(value: Any) -> Iterator[str]:
-    for _, leaf in arg_leaves(value):
-        if leaf is not None:
-            yield str(leaf)
-
-
-def _renderings(value: Any) -> set[str]:
-    if isinstance(value, bool):
-        return set()
-    if isinstance(value, int | float):
-        number = float(value)
-        forms = {f"{number:.2f}", f"{number:,.2f}"}
-        if number.is_integer():
-            forms |= {str(int(number)), f"{int(number):,}"}
-        else:
-            forms.add(str(number))
-        return forms
-    text = str(value).strip()
-    return {text.lower()} if len(text) >= 3 else set()
-
-
 def tainted_paths(args: Mapping[str, Any], untrusted: Any, trusted: Any = None) -> list[str]:
     """Arg paths whose values appear in untrusted content and are not vouched for by trusted input.
 
     Used where provenance is unknown (a model wrote the args): a value the model could only have
-    read in a ticket body counts as chosen by whoever wrote that body.
+    read in a ticket body counts as chosen by whoever wrote that body. Values are compared by kind
+    (emails, hosts, account ids, amounts in digits or words, names), the same way the policy service
+    computes provenance (`servicekit.provenance`), not by substring.
     """
-    haystack = "\n".join(_texts(untrusted)).lower()
-    vouched = {r for t in _texts(trusted) for r in _renderings(t)} | {r for _, leaf in arg_leaves(trusted) for r in _renderings(leaf)}
-    found: list[str] = []
-    for path, value in arg_leaves(args):
-        forms = _renderings(value) - vouched
-        if path not in found and any(form in haystack for form in forms):
-            found.append(path)
-    return found
+    read = Provenance()
+    read.learn(untrusted, "untrusted input")
+    if trusted is not None:
+        read.learn(trusted, "trusted input", trusted=True)
+    return list(dict.fromkeys(f.arg for f in read.findings(args, {})))

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from services.policy.app import build, main
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
-    from services.policy.facts import Call, History
-    from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, compile_pack, validate_pack
+    from services.policy.facts import Call, Flow, History
+    from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.repository import InMemoryPolicyRepository
     from services.policy.service import Outgoing, PolicyService
@@ -24,6 +24,7 @@ __all__ = [
     "Call",
     "CompiledPack",
     "Controls",
+    "Flow",
     "History",
     "InMemoryPolicyRepository",
     "Outgoing",
@@ -31,6 +32,7 @@ __all__ = [
     "PackSettings",
     "PackSource",
     "PolicyService",
+    "TenantSettings",
     "build",
     "cedar_schema_json",
     "compile_pack",
@@ -49,10 +51,12 @@ _HOME = {
     "decide": "engine",
     "Call": "facts",
     "History": "facts",
+    "Flow": "facts",
     "CompiledPack": "pack",
     "PackError": "pack",
     "PackSettings": "pack",
     "PackSource": "pack",
+    "TenantSettings": "pack",
     "compile_pack": "pack",
     "validate_pack": "pack",
     "load_cases": "packtest",

@@ -80,6 +80,8 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         "approvals": Route(handlers.approval),
         # Not in the design's table: results are needed to release a failed call's budget reservation.
         "actions.results": Route(handlers.result),
+        # Also not in the table: a task's request vouches for values, its untrusted fields taint them (provenance).
+        "tasks": Route(handlers.task),
     }
     consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)

@@ -49,12 +49,25 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         tainted=_bool(),
         documentation_present=_bool(),
         sensitive_paths=_bool(),
+        reviewed=_bool(),
         spend_task_cents=_long(),
         spend_tenant_cents=_long(),
     ),
     settings=_record(
         refund_threshold_cents=_long(),
         allow_autonomous=_bool(),
+        new_payee_escalates=_bool(),
+        external_recipient=_str(),
+        permission_change_escalates=_bool(),
+    ),
+    flow=_record(
+        untrusted_read=_bool(),
+        calls=_long(),
+        tool_calls=_long(),
+        tools_called={"type": "Set", "element": _str()},
+        external_sends=_long(),
+        sent_amount_cents=_long(),
+        last_decision=_str(),
     ),
     approval=_record(granted=_bool()),
 )
@@ -62,13 +75,16 @@ CONTEXT_TYPE: dict[str, Any] = _record(
 
 def cedar_schema(catalog: ToolCatalog) -> dict[str, Any]:
     """The Cedar JSON schema: one action per catalogued tool, grouped by risk class, all with the same context."""
-    actions: dict[str, Any] = {risk.value: {} for risk in RiskClass}
+    # A risk class's group is an action of its own (never requested), so that a rule on a class the
+    # catalog has no tool of still validates: the default pack loads against any catalog.
+    applies = {"principalTypes": ["Agent"], "resourceTypes": ["Tenant"], "context": CONTEXT_TYPE}
+    actions: dict[str, Any] = {risk.value: {"appliesTo": applies} for risk in RiskClass}
     for name, spec in sorted(catalog.items()):
         if name in actions:
             raise ValueError(f"tool {name!r} has the name of a risk class; rename the tool")
         actions[name] = {
             "memberOf": [{"id": spec.risk.value}],
-            "appliesTo": {"principalTypes": ["Agent"], "resourceTypes": ["Tenant"], "context": CONTEXT_TYPE},
+            "appliesTo": applies,
         }
     return {"": {"entityTypes": {"Agent": {}, "Tenant": {}}, "actions": actions}}
 

@@ -16,10 +16,10 @@ from typing import Any
 import cedarpy
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
-from services.policy.facts import Call, Facts, History, compute_facts
+from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.pack import CompiledPack, TenantSettings
 
-__all__ = ["Controls", "NonFiniteAmount", "Verdict", "cedar_context", "decide", "still_holds"]
+__all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class Controls:
 
     killswitch: ControlKillswitch | None = None
     tenant_budget_usd: float | None = None
+    tenant: TenantSettings | None = None  # the tenant's `control.tenant` record; None: the pack's settings
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,7 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
     ]
 
 
-def cedar_context(
-    call: Call, facts: Facts, risk: RiskClass, threshold_usd: float, allow_autonomous: bool, approval_granted: bool
-) -> dict[str, Any]:
+def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSettings, approval_granted: bool) -> dict[str, Any]:
     """The Cedar request context; its shape is `cedar_schema.CONTEXT_TYPE`."""
     return {
         "tenant": call.tenant_id,
@@ -93,12 +92,39 @@ def cedar_context(
             "tainted": facts.tainted,
             "documentation_present": facts.documentation_present,
             "sensitive_paths": bool(facts.sensitive_paths),
+            "reviewed": facts.reviewed,
             "spend_task_cents": _cents(facts.spend_task_usd, "spend_task_usd"),
             "spend_tenant_cents": _cents(facts.spend_tenant_usd, "spend_tenant_usd"),
         },
-        "settings": {"refund_threshold_cents": _cents(threshold_usd, "refund_threshold_usd"), "allow_autonomous": allow_autonomous},
+        "settings": {
+            "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),
+            "allow_autonomous": tenant.allow_autonomous,
+            "new_payee_escalates": tenant.triggers.new_payee.action == "escalate",
+            "external_recipient": tenant.triggers.external_recipient.action,
+            "permission_change_escalates": tenant.triggers.permission_change.action == "escalate",
+        },
+        "flow": call.flow.context(call.tool),
         "approval": {"granted": approval_granted},
     }
+
+
+# The reason an escalation gives for a trigger → the tenant's choice for that trigger (approvers needed).
+_TRIGGER_REASONS = {
+    ReasonCode.NEW_PAYEE_REVIEW: "new_payee",
+    ReasonCode.EXTERNAL_RECIPIENT: "external_recipient",
+    ReasonCode.PERMISSION_CHANGE_REVIEW: "permission_change",
+}
+
+
+def approvers_required(reasons: tuple[Reason, ...], tenant: TenantSettings) -> int:
+    """Distinct approvals an escalation needs: the most any of its triggers asks for (1 when none does)."""
+    needed = [getattr(tenant.triggers, _TRIGGER_REASONS[r.code]).approvers for r in reasons if r.code in _TRIGGER_REASONS]
+    return max(needed, default=1)
+
+
+def tenant_settings(pack: CompiledPack, tenant_id: str, controls: Controls) -> TenantSettings:
+    """The tenant's settings: its `control.tenant` record when there is one, else the pack's settings."""
+    return controls.tenant if controls.tenant is not None else pack.settings.tenant(tenant_id)
 
 
 def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdict:
@@ -133,6 +159,34 @@ def _budget_reasons(facts: Facts) -> list[Reason]:
     return reasons
 
 
+def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> list[tuple[str, Reason]]:
+    """The policies of `policy_set` that fired for `request` (shadow ones included if the set has them), in pack order."""
+    diagnostics = cedarpy.is_authorized(request, policy_set, pack.entities).diagnostics
+    fired: list[tuple[str, Reason]] = []
+    if diagnostics.errors:
+        message = "; ".join(diagnostics.errors)[:2000]
+        fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
+    # Cedar reports the policies that fired as a set; list them in pack order, so a decision reads the
+    # same every time (and whether or not the pack was sliced for this tenant).
+    rules = []
+    for generated in diagnostics.reasons:
+        rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
+        if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
+            fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
+            continue
+        rules.append(rule)
+    return fired + [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
+
+
+def _shadow(pack: CompiledPack, request: dict[str, Any], live: list[tuple[str, Reason]], verdict: Verdict) -> dict[str, Any]:
+    """What the pack would decide with its `@mode("shadow")` policies enforced: recorded beside the real outcome, never in place of it."""
+    whole = _evaluate(pack, pack.shadow_set, request)
+    guards = [(o, r) for o, r in live if r.policy_id.startswith("builtin:") and r.code is not ReasonCode.POLICY_ERROR]
+    would = _combine(whole + guards, pack.version, risk=verdict.risk)
+    fired = [r.policy_id for _, r in whole if (rule := pack.rules.get(r.policy_id)) is not None and rule.shadow]
+    return {"outcome": would.outcome, "reasons": would.codes, "fired": fired, "flipped": would.outcome != verdict.outcome}
+
+
 def decide(
     pack: CompiledPack,
     call: Call,
@@ -164,7 +218,23 @@ def decide(
             facts={"mode": call.mode, "arg_errors": errors[:20]},
         )
 
-    tenant = pack.settings.tenant(call.tenant_id)
+    unknown = unknown_tainted_args(call)
+    if unknown:
+        reason = Reason(
+            code=ReasonCode.INVALID_ARGS,
+            policy_id="builtin:tainted-args",
+            message=f"tainted_args names paths that are not in args: {', '.join(unknown)[:500]}",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+    if controls.tenant is None and not pack.settings.onboarded(call.tenant_id):
+        reason = Reason(
+            code=ReasonCode.TENANT_NOT_ONBOARDED,
+            policy_id="builtin:tenant-not-onboarded",
+            message=f"tenant {call.tenant_id!r} was never onboarded: run `tidegate tenant add {call.tenant_id} "
+            "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+    tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
@@ -172,36 +242,21 @@ def decide(
     if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
-    record = facts.record() | {"approval_granted": approval_granted}
+    record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 
-    context = cedar_context(call, facts, spec.risk, tenant.refund_threshold_usd, tenant.allow_autonomous, approval_granted)
+    context = cedar_context(call, facts, spec.risk, tenant, approval_granted)
     request = {
         "principal": {"type": "Agent", "id": call.proposer},
         "action": {"type": "Action", "id": call.tool},
         "resource": {"type": "Tenant", "id": call.tenant_id},
         "context": context,
     }
-    result = cedarpy.is_authorized(request, pack.policy_set_for(call.tenant_id), pack.entities)
-    diagnostics = result.diagnostics
-    fired: list[tuple[str, Reason]] = []
-    if diagnostics.errors:
-        message = "; ".join(diagnostics.errors)[:2000]
-        fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id="builtin:policy-error", message=message)))
-    # Cedar reports the policies that fired as a set; list them in pack order, so a decision reads the
-    # same every time (and whether or not the pack was sliced for this tenant).
-    rules = []
-    for generated in diagnostics.reasons:
-        rule = pack.rules.get(diagnostics.id_annotations_by_reason.get(generated, ""))
-        if rule is None:  # cannot happen for a compiled pack (every policy has an @id); fail closed anyway
-            fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
-            continue
-        rules.append(rule)
-    fired += [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
-
+    fired = _evaluate(pack, pack.policy_set_for(call.tenant_id), request)
+    guards: list[tuple[str, Reason]] = []
     if controls.killswitch is not None:
         ks = controls.killswitch.data
-        fired.append(
+        guards.append(
             (
                 "deny",
                 Reason(
@@ -211,10 +266,15 @@ def decide(
                 ),
             )
         )
-    fired += [("deny", r) for r in _budget_reasons(facts)]
+    guards += [("deny", r) for r in _budget_reasons(facts)]
     if approval_granted and approvers is not None:
-        fired += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers)]
-    return _combine(fired, pack.version, **extra)
+        guards += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers)]
+    verdict = _combine(fired + guards, pack.version, **extra)
+    if pack.shadow_set is not None:
+        verdict.facts["shadow"] = _shadow(pack, request, fired + guards, verdict)
+    if verdict.outcome == "escalate":
+        verdict.facts["approvers_required"] = approvers_required(verdict.reasons, tenant)
+    return verdict
 
 
 def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: frozenset[str]) -> list[Reason]:
@@ -240,5 +300,5 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     spec = pack.catalog.get(call.tool)
     if spec is None:
         return True  # an unknown tool is denied whatever the history
-    tenant = pack.settings.tenant(call.tenant_id)
+    tenant = tenant_settings(pack, call.tenant_id, controls)
     return not any(_budget_reasons(_facts(pack, call, spec, tenant, history, controls)) for history in (seen, now))

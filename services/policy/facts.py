@@ -7,15 +7,69 @@ repository read; the facts go into the Cedar context and, for explainability, in
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from schemas import ActionProposedData, Mode, ToolSpec
+from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
+from servicekit.identities import Identity, identities_of
+from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
 
-__all__ = ["Call", "Facts", "History", "arg_at", "compute_facts", "effective_mode", "payee_of"]
+__all__ = [
+    "Call",
+    "Facts",
+    "Flow",
+    "History",
+    "arg_at",
+    "compute_facts",
+    "effective_mode",
+    "is_internal",
+    "payee_of",
+    "unknown_tainted_args",
+]
 
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The task's history as the policy sees it: tools called and how often, untrusted content read, external sends and amounts so far."""
+
+    tool_calls: tuple[tuple[str, int], ...] = ()  # tool → calls allowed so far
+    untrusted_read: bool = False
+    external_sends: int = 0  # allowed calls that sent to someone outside the directory
+    sent_amount_usd: float = 0.0  # amounts of allowed financial calls
+    last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
+    unseen_results: tuple[str, ...] = ()  # untrusted-output calls authorized but whose result the service has not seen
+
+    def context(self, tool: str) -> dict[str, Any]:
+        """The Cedar `context.flow` record for a call of `tool` (shape: `cedar_schema.CONTEXT_TYPE`)."""
+        calls = dict(self.tool_calls)
+        return {
+            "untrusted_read": self.untrusted_read,
+            "calls": sum(calls.values()),
+            "tool_calls": calls.get(tool, 0),
+            "tools_called": sorted(calls),
+            "external_sends": self.external_sends,
+            "sent_amount_cents": round(self.sent_amount_usd * 100),
+            "last_decision": dict(self.last_decisions).get(tool, ""),
+        }
+
+    @classmethod
+    def of(cls, decisions: list[tuple[str, str, dict[str, Any]]], untrusted_read: bool) -> Flow:
+        """From the task's earlier decisions, oldest first, as (tool, outcome, facts)."""
+        calls: dict[str, int] = {}
+        last: dict[str, str] = {}
+        sends, amount = 0, 0.0
+        for tool, outcome, facts in decisions:
+            last[tool] = outcome
+            if outcome != "allow":
+                continue
+            calls[tool] = calls.get(tool, 0) + 1
+            sends += 1 if (facts.get("external_recipients") or 0) > 0 else 0
+            amount += float(facts.get("amount_usd") or 0.0)
+        return cls(tuple(sorted(calls.items())), untrusted_read, sends, round(amount, 6), tuple(sorted(last.items())))
 
 
 @dataclass(frozen=True)
@@ -31,6 +85,8 @@ class Call:
     mode: Mode = "draft"
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
+    provenance: Provenance = field(default_factory=Provenance, compare=False)  # what the task has read (the service loads it)
+    flow: Flow = field(default_factory=Flow)  # what the task did before (the service loads it)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:
@@ -67,10 +123,13 @@ class Facts:
     payee_is_new: bool
     recipient_count: int
     external_recipients: int
+    counterparties: tuple[tuple[str, str, str, bool], ...]  # (arg, kind, normalised value, internal)
     tainted: bool
     tainted_important_args: tuple[str, ...]
+    taint: tuple[Finding, ...]  # args derived from untrusted content, as Tidegate computed them
     documentation_present: bool
     sensitive_paths: tuple[str, ...]
+    reviewed: bool
     spend_task_usd: float
     spend_tenant_usd: float
     estimated_cost_usd: float
@@ -82,6 +141,8 @@ class Facts:
         doc = {f.name: getattr(self, f.name) for f in fields(self)}
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
+        doc["taint"] = [f.record() for f in self.taint]
+        doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
 
 
@@ -97,9 +158,12 @@ def arg_at(args: dict[str, Any], path: str) -> Any:
 
 def payee_of(spec: ToolSpec | None, args: dict[str, Any]) -> str | None:
     """The payee a call pays, when its tool declares one; the repository looks it up before deciding."""
-    if spec is None or not spec.facts.payee:
+    if spec is None:
         return None
-    value = arg_at(args, spec.facts.payee)
+    arg = spec.facts.payee or next((a for a, kind in spec.facts.counterparties.items() if kind == "payee"), None)
+    if arg is None:
+        return None
+    value = arg_at(args, arg)
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
 
 
@@ -108,17 +172,36 @@ def effective_mode(requested: Mode, tenant: TenantSettings) -> Mode:
     return "autonomous" if requested == "autonomous" and tenant.allow_autonomous else "draft"
 
 
-def _recipients(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return []
+_ADDRESSED = ("email", "chat_user", "chat_channel")  # kinds that receive what a call sends: its recipients
+_OUTSIDE = ("email", "chat_user", "chat_channel", "url", "organisation")  # kinds the tenant's directory can vouch for
 
 
-def _is_internal(address: str, domains: list[str]) -> bool:
-    domain = address.rsplit("@", 1)[-1].strip().lower() if "@" in address else ""
-    return bool(domain) and any(domain == d.lower() or domain.endswith("." + d.lower()) for d in domains)
+def _under(host: str, domains: list[str]) -> bool:
+    return bool(host) and any(host == d.lower().strip(".") or host.endswith("." + d.lower().strip(".")) for d in domains if d)
+
+
+def is_internal(identity: Identity, tenant: TenantSettings) -> bool:
+    """Whether the tenant's directory says this counterparty is its own (an email domain, chat member or channel, site, organisation)."""
+    kind, value = identity.kind, identity.value
+    if kind == "email":
+        return "@" in value and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
+    if kind == "chat_user":
+        return value in {m.lstrip("@").casefold() for m in tenant.chat_members}
+    if kind == "chat_channel":
+        return value in {c.lstrip("#").casefold() for c in tenant.chat_channels}
+    if kind == "url":
+        return _under(value, tenant.allowed_sites + tenant.internal_domains)
+    if kind == "organisation":
+        return value in {" ".join(o.casefold().split()) for o in tenant.organisations}
+    if kind == "payee":
+        return value in tenant.known_payees
+    return True  # paths are judged by the sensitive-path patterns, not the directory
+
+
+def _sensitive(path: str, patterns: list[str]) -> bool:
+    if path == ".." or path.startswith("../"):
+        return True  # climbs out of the repository: never an ordinary change
+    return any(fnmatch.fnmatchcase(path, pattern.casefold().lstrip("/")) for pattern in patterns)
 
 
 def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[str, ...]:
@@ -127,6 +210,51 @@ def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[
         if any(t == arg or t.startswith(arg + ".") or arg.startswith(t + ".") for t in tainted):
             hits.append(arg)
     return tuple(hits)
+
+
+def unknown_tainted_args(call: Call) -> list[str]:
+    """Paths in the agent's `tainted_args` that name nothing in args (an error, not silently ignored)."""
+    paths = {p for p, _ in arg_leaves(call.args)}
+    return [t for t in call.tainted_args if not any(p == t or p.startswith(t + ".") for p in paths)]
+
+
+def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
+    """Whether the tenant's directory vouches for a normalised value (its domains, sites, members, channels, payees, organisations)."""
+    hosts = [d.lower().strip(".") for d in tenant.internal_domains + tenant.allowed_sites]
+    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels} | {p.casefold() for p in tenant.known_payees}
+    names = {" ".join(o.casefold().split()) for o in tenant.organisations}
+
+    def vouched(value: str) -> bool:
+        kind, _, v = value.partition(":")
+        if kind == "email":
+            return _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)])
+        if kind == "host":
+            return _under(v, hosts)
+        if kind in ("word", "id", "account"):
+            return v.casefold() in words
+        if kind == "name":
+            return v in names or v.replace(" ", "") in words
+        return False
+
+    return vouched
+
+
+def _acts(spec: ToolSpec) -> bool:
+    """Whether a call of the tool sends data out or acts: every write, and a read that reaches an outside URL."""
+    return spec.risk is not RiskClass.READ or any(k == "url" for k in spec.facts.declared_counterparties().values())
+
+
+def _important(spec: ToolSpec) -> list[str]:
+    """Args whose taint escalates: every counterparty (the payee included) and those the catalog lists as `important`.
+
+    An amount is important only where the catalog says so: paid to a counterparty the tenant knows and
+    under its threshold, an amount read in a bill is the bill's, and the threshold bounds the rest.
+    """
+    f = spec.facts
+    declared = f.declared_counterparties()
+    if spec.risk is RiskClass.READ:  # a read only matters where it reaches out
+        return [a for a, k in declared.items() if k == "url"]
+    return list(dict.fromkeys([*f.important, *declared]))
 
 
 def _amount(value: Any) -> float | None:
@@ -146,22 +274,38 @@ def compute_facts(
 ) -> Facts:
     """The facts of `call`; every value is defined (absent inputs give neutral values), so no policy meets a missing attribute."""
     f = spec.facts
-    recipients = _recipients(arg_at(call.args, f.recipients)) if f.recipients else []
-    paths = [str(p) for p in _recipients(arg_at(call.args, f.paths))] if f.paths else []
+    named = identities_of(call.args, f.declared_counterparties())
+    recipients = [i for i in named if i.kind in _ADDRESSED]
+    outside = [i for i in named if i.kind in _OUTSIDE and not is_internal(i, tenant)]
+    paths = [i.value for i in named if i.kind == "path"]
     documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
     payee = payee_of(spec, call.args)
+    taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
+    if call.flow.unseen_results:  # what those calls read is unknown: every counterparty may come from it (fail closed)
+        source = "the results of " + ", ".join(call.flow.unseen_results) + ", not seen yet"
+        vouched = _vouched(tenant)
+        taint += [
+            Finding(i.arg, f"{i.kind}:{i.value}", source)
+            for i in identities_of(call.args, f.declared_counterparties())
+            if not is_internal(i, tenant) and not vouched(f"{i.kind}:{i.value}")
+        ]
+    tainted_paths = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in taint)]))
+    important_taint = _tainted_important(tainted_paths, _important(spec)) if _acts(spec) else ()
     return Facts(
         mode=effective_mode(call.mode, tenant),
         amount_usd=_amount(arg_at(call.args, f.amount)) if f.amount else None,
         payee=payee,
         payee_is_new=payee is not None and payee not in tenant.known_payees and not history.payee_known,
         recipient_count=len(recipients),
-        external_recipients=sum(1 for r in recipients if not _is_internal(r, tenant.internal_domains)),
-        tainted=bool(_tainted_important(call.tainted_args, f.important)),
-        tainted_important_args=_tainted_important(call.tainted_args, f.important),
+        external_recipients=len(outside),
+        counterparties=tuple((i.arg, i.kind, i.value, is_internal(i, tenant)) for i in named),
+        tainted=bool(important_taint),
+        tainted_important_args=important_taint,
+        taint=tuple(taint),
         # A tool that names no documentation arg needs none; one that does needs a non-empty value.
         documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
-        sensitive_paths=tuple(p for p in paths if any(fnmatch.fnmatch(p.lstrip("/"), pat) for pat in sensitive_patterns)),
+        sensitive_paths=tuple(p for p in paths if _sensitive(p, sensitive_patterns)),
+        reviewed=f.reviewed,
         spend_task_usd=round(history.spend_task_usd, 6),
         spend_tenant_usd=round(history.spend_tenant_usd, 6),
         estimated_cost_usd=round(spec.cost_usd + call.model_cost_usd, 6),

@@ -43,6 +43,10 @@ class PolicyHandlers:
         """`actions.results`: release or settle budget reservations, learn payees."""
         await self.service.on_result(event)
 
+    async def task(self, event: Any) -> None:
+        """`tasks`: learn what the request vouches for and what its untrusted fields carry (provenance)."""
+        await self.service.on_task(event)
+
     async def control(self, event: Any) -> None:
         """`control`: kill switches, budgets, policy versions (hot reload)."""
         await self.service.on_control(event)

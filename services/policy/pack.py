@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas import ControlPolicyData, ReasonCode, RiskClass, digest
 from servicekit import ToolCatalog
@@ -29,6 +29,8 @@ __all__ = [
     "PackSource",
     "Rule",
     "TenantSettings",
+    "TriggerChoice",
+    "Triggers",
     "compile_pack",
     "validate_pack",
 ]
@@ -44,6 +46,39 @@ class PackError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class TriggerChoice(BaseModel):
+    """What a tenant wants when a trigger fires: refuse the call, or send it to N distinct approvers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["deny", "escalate", "allow"] = Field(
+        description="`deny`: the agent may not; `escalate`: a human may approve it; `allow` (external recipients only): "
+        "the trigger alone stops nothing, the flow rules still do (a send to an outsider after untrusted content was read)."
+    )
+    approvers: int = Field(default=1, ge=1, le=10, description="Distinct approvals needed when the call escalates.")
+
+
+class Triggers(BaseModel):
+    """Per trigger, deny or escalate-with-N-approvers; the default pack reads these as `context.settings.*`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="after")
+    def _allow_only_for_recipients(self) -> Triggers:
+        for name in ("new_payee", "permission_change"):
+            if getattr(self, name).action == "allow":
+                raise ValueError(f"triggers.{name}: choose deny or escalate (allow is only for external_recipient)")
+        return self
+
+    new_payee: TriggerChoice = Field(default=TriggerChoice(action="deny"), description="A financial call to a payee never paid.")
+    external_recipient: TriggerChoice = Field(
+        default=TriggerChoice(action="escalate"), description="A write that sends to a counterparty outside the tenant's directory."
+    )
+    permission_change: TriggerChoice = Field(
+        default=TriggerChoice(action="deny"), description="A `permission_change` call (human only by default)."
+    )
 
 
 class TenantSettings(BaseModel):
@@ -73,6 +108,12 @@ class TenantSettings(BaseModel):
             raise ValueError("required_approvals: each count is at least 1")
         return value
 
+    chat_members: list[str] = Field(default_factory=list, description="Chat users of the tenant's own workspace (internal).")
+    chat_channels: list[str] = Field(default_factory=list, description="Chat channels of the tenant's own workspace (internal).")
+    allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
+    organisations: list[str] = Field(default_factory=list, description="Organisations that are the tenant itself or its own.")
+    triggers: Triggers = Field(default_factory=Triggers, description="Deny or escalate, per trigger.")
+
 
 class PackSettings(BaseModel):
     """`settings.yaml` of a pack."""
@@ -90,6 +131,14 @@ class PackSettings(BaseModel):
         """The effective settings of `tenant_id`: its entry over the `default` entry."""
         merged = dict(self.tenants.get("default") or {}) | dict(self.tenants.get(tenant_id) or {})
         return TenantSettings.model_validate(merged)
+
+    def onboarded(self, tenant_id: str) -> bool:
+        """Whether the pack itself names the tenant (the older way to onboard; `control.tenant` records are the new one)."""
+        return tenant_id != "default" and tenant_id in self.tenants
+
+    def with_record(self, settings: dict[str, Any]) -> TenantSettings:
+        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError."""
+        return TenantSettings.model_validate(dict(self.tenants.get("default") or {}) | settings)
 
 
 @dataclass(frozen=True)
@@ -132,6 +181,7 @@ class Rule:
     reason: ReasonCode
     effect: str
     position: int = 0  # order in the pack (files by name, policies as written): reasons are listed in this order
+    shadow: bool = False  # `@mode("shadow")`: evaluated and recorded, never changes an outcome
 
 
 @dataclass(frozen=True)
@@ -149,6 +199,8 @@ class CompiledPack:
     # Policies (Cedar's JSON form, by generated id) and the one tenant each can apply to, if it is bound to one.
     policies: dict[str, Any] = field(default_factory=dict)
     tenant_bound: dict[str, str] = field(default_factory=dict)
+    # The whole pack, shadow policies included, when it has any: what it would decide if they were enforced.
+    shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
@@ -233,10 +285,16 @@ def _rules(text: str, problems: list[str]) -> dict[str, Rule]:
         if reason not in codes:
             problems.append(f"{where}: @reason {reason!r} is not a reason code (schemas.ReasonCode)")
             continue
+        mode = notes.get("mode", "enforce")
+        if mode not in ("enforce", "shadow"):
+            problems.append(f'{where}: @mode must be "enforce" or "shadow", not {mode!r}')
+            continue
         effect = policy.get("effect", "permit")
         if effect == "forbid" and outcome != "deny":
             problems.append(f'{where}: a forbid policy can only have @outcome("deny")')
-        rules[pid] = Rule(policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules))
+        rules[pid] = Rule(
+            policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules), shadow=mode == "shadow"
+        )
     if doc.get("templates"):
         problems.append("templates are not supported in a policy pack")
     return rules
@@ -274,12 +332,18 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         raise PackError(problems)
     text = _policy_text(source)
     rules = _rules(text, problems)
-    policies = json.loads(cedarpy.policies_to_json_str(text)).get("staticPolicies", {})
+    every = json.loads(cedarpy.policies_to_json_str(text)).get("staticPolicies", {})
+    shadow = {pid for pid, p in every.items() if (p.get("annotations") or {}).get("mode") == "shadow"}
+    policies = {pid: p for pid, p in every.items() if pid not in shadow}
+    live_text = text
+    if shadow:  # shadow policies are left out of the live set: a shadow forbid must not hide a live permit
+        live_text = cedarpy.policies_from_json_str(json.dumps({"staticPolicies": policies, "templates": {}, "templateLinks": []}))
     bound = {pid: tenant for pid, policy in policies.items() if (tenant := tenant_of(policy)) is not None}
     return CompiledPack(
         version=source.version,
         source=source,
-        policy_set=cedarpy.PolicySet.from_str(text),
+        policy_set=cedarpy.PolicySet.from_str(live_text),
+        shadow_set=cedarpy.PolicySet.from_str(text) if shadow else None,
         rules=rules,
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),

@@ -19,6 +19,8 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
     killswitch: false          # a kill switch on this tool for this tenant
     approval_granted: false    # evaluated again after a human grant
   facts: {}                    # override computed facts (e.g. documentation_present: false)
+  flow: {}                     # the task so far: untrusted_read, tool_calls {tool: n}, external_sends, sent_amount_usd, last_decisions
+  settings: null               # a control.tenant record (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
 ```
@@ -35,8 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from services.policy.engine import Controls, Verdict, decide
-from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack
+from services.policy.facts import Call, Flow, History
+from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_case", "run_cases"]
 
@@ -80,6 +82,10 @@ class PolicyCase(BaseModel):
     proposer: str = "tidegate/planner/playbook"
     state: CaseState = Field(default_factory=CaseState)
     facts: dict[str, Any] = Field(default_factory=dict)
+    flow: dict[str, Any] = Field(default_factory=dict, description="The task's flow so far (`facts.Flow` fields).")
+    settings: dict[str, Any] | None = Field(
+        default=None, description="The tenant's `control.tenant` record (over the pack's `default` entry); `{}` onboards with defaults."
+    )
     expect: Expectation
     source: str = ""
 
@@ -124,6 +130,12 @@ def load_cases(directory: Path) -> list[PolicyCase]:
     return cases
 
 
+def _flow(doc: dict[str, Any]) -> Flow:
+    """A case's `flow:` as a Flow (mappings become the sorted pairs Flow keeps)."""
+    pairs: dict[str, Any] = {k: tuple(sorted(v.items())) if isinstance(v, dict) else v for k, v in doc.items()}
+    return Flow(**pairs)
+
+
 def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
     """Decide one case with the pack."""
     call = Call(
@@ -136,6 +148,7 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
         mode=case.mode,
         model_cost_usd=case.model_cost_usd,
         task_budget_usd=case.budget_usd,
+        flow=_flow(case.flow),
     )
     st = case.state
     history = History(payee_known=st.payee_known, spend_task_usd=st.spend_task_usd, spend_tenant_usd=st.spend_tenant_usd)
@@ -143,7 +156,11 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
     if st.killswitch:
         data = ControlKillswitchData(tenant_id=case.tenant, tool=case.tool, active=True, reason="policy test", set_by="policy-test")
         switch = ControlKillswitch.build(data, source="tidegate/policy-test")
-    controls = Controls(killswitch=switch, tenant_budget_usd=st.tenant_budget_usd)
+    tenant = None
+    if case.settings is not None:
+        base = pack.settings.tenant(case.tenant).model_dump() if pack.settings.onboarded(case.tenant) else {}
+        tenant = TenantSettings.model_validate(base | case.settings) if base else pack.settings.with_record(case.settings)
+    controls = Controls(killswitch=switch, tenant_budget_usd=st.tenant_budget_usd, tenant=tenant)
     overrides = dict(case.facts)
     for key in ("sensitive_paths", "tainted_important_args"):
         if key in overrides:

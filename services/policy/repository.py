@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from servicekit.metrics import observe_retaken
+from servicekit.provenance import Provenance
 from services.policy.facts import History
 
 __all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
@@ -131,11 +132,32 @@ class PolicyRepository(Protocol):
         """Keep every policy version that decided something (for explanation and replay)."""
         ...
 
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """Remember values the task has read (value → where), untrusted or vouched for by its request; idempotent."""
+        ...
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """Everything the task has read so far."""
+        ...
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """The task's decisions so far, oldest first, as (tool, outcome, facts): its flow."""
+        ...
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """Tools of the task's authorized calls whose result has not been seen yet (reservation still held)."""
+        ...
+
 
 def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
     """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
     for scope in ((tenant_id, task_id), (tenant_id, TENANT_TOTAL)):
         spend[scope] = spend.get(scope, 0.0) + amount
+
+
+def _flow_row(proposal: dict[str, Any], outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
+    facts = (json.loads(decided_event).get("data") or {}).get("facts") or {}
+    return str(proposal.get("tool", "")), outcome, facts
 
 
 def _history_from(task: float, tenant: float, payee_known: bool) -> History:
@@ -154,6 +176,8 @@ class InMemoryPolicyRepository:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     reserved_at: dict[str, datetime] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
+    read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
+    by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -172,6 +196,7 @@ class InMemoryPolicyRepository:
             )
             record = decide(history)
             self.decisions[key] = record
+            self.by_task.setdefault((tenant_id, task_id), []).append(key)
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
                 self.reservations[res.action_id] = (res, "reserved")
@@ -231,6 +256,28 @@ class InMemoryPolicyRepository:
     async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
         """See PolicyRepository."""
         self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
+
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """See PolicyRepository."""
+        rows = self.read.setdefault((tenant_id, task_id), {})
+        for value, source in values.items():
+            rows.setdefault((value, trusted), source)
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        rows = self.read.get((tenant_id, task_id), {})
+        return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        keys = self.by_task.get((tenant_id, task_id), [])
+        held = [self.reservations.get(self.decisions[k].action_id) for k in keys]
+        return [h[0].tool for h in held if h is not None and h[1] == "reserved"]
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
+        return [_flow_row(r.proposal, r.outcome, r.decided_event) for r in records]
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
@@ -502,3 +549,47 @@ class PgPolicyRepository:
                 json.dumps(settings, default=str),
                 published_by,
             )
+
+    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+        """See PolicyRepository."""
+        if not values:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
+                " SELECT $1, $2, v, $3, s FROM unnest($4::text[], $5::text[]) AS w(v, s) ON CONFLICT DO NOTHING",
+                tenant_id,
+                task_id,
+                trusted,
+                list(values),
+                list(values.values()),
+            )
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT value, source, trusted FROM policy.provenance WHERE tenant_id = $1 AND task_id = $2 ORDER BY learned_at",
+                tenant_id,
+                task_id,
+            )
+        return Provenance.of((r["value"], r["source"], r["trusted"]) for r in rows)
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT proposal::text AS proposal, outcome, decided_event FROM policy.decisions"
+                " WHERE tenant_id = $1 AND task_id = $2 ORDER BY decided_at, key",
+                tenant_id,
+                task_id,
+            )
+        return [_flow_row(json.loads(r["proposal"]), r["outcome"], r["decided_event"]) for r in rows]
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT tool FROM policy.reservations WHERE tenant_id = $1 AND task_id = $2 AND status = 'reserved'", tenant_id, task_id
+            )
+        return [r["tool"] for r in rows]

@@ -8,6 +8,7 @@ unit of work, and publishes the recorded events. Nothing here retries: the bus o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -17,9 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from schemas import (
     ActionFailed,
     ActionProposed,
+    ActionResultData,
     ActionSucceeded,
     ActionUnknown,
     ApprovalData,
@@ -30,6 +34,7 @@ from schemas import (
     Envelope,
     ReasonCode,
     RiskClass,
+    TaskSubmitted,
     decode,
 )
 from servicekit import (
@@ -44,9 +49,10 @@ from servicekit import (
     current_traceparent,
     span,
 )
+from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
-from services.policy.facts import Call, History, payee_of
+from services.policy.facts import Call, Flow, History, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
@@ -112,7 +118,38 @@ class PolicyService:
                 self._ready_done = True
 
     def _controls(self, tenant_id: str, tool: str) -> Controls:
-        return Controls(killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id))
+        record = self.control.tenants.get(tenant_id)
+        tenant = None
+        if record is not None:
+            try:
+                tenant = self.pack.settings.with_record(record.settings)
+            except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
+                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, record.set_by, exc)
+        return Controls(
+            killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
+        )
+
+    async def _unseen_untrusted(self, tenant_id: str, task_id: str) -> list[str]:
+        """The task's authorized untrusted-output calls whose result this service has not learned yet.
+
+        Results arrive on their own subscription, which may lag the proposals: a proposal waits for
+        them (polling, up to `provenance_wait_s`), so that what the task read is known before it is decided.
+        """
+        deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
+        while True:
+            tools = await self._repo().awaiting_results(tenant_id, task_id)
+            unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and spec.untrusted_output]
+            if not unseen or asyncio.get_running_loop().time() >= deadline:
+                return unseen
+            await asyncio.sleep(0.05)
+
+    async def _task_context(self, tenant_id: str, task_id: str) -> tuple[Provenance, Flow]:
+        """What the task has read (provenance) and done (its flow) before the call under decision."""
+        unseen = await self._unseen_untrusted(tenant_id, task_id)
+        provenance = await self._repo().provenance(tenant_id, task_id)
+        decisions = await self._repo().task_decisions(tenant_id, task_id)
+        flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen))
+        return provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))))
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -144,13 +181,20 @@ class PolicyService:
         With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
         """
         await self._wait_ready()
+        read: dict[tuple[str, str], tuple[Provenance, Flow]] = {}
+        for event in events:  # what each task has read and done, loaded once per task of the batch
+            scope = (event.data.tenant_id, event.data.task_id)
+            if scope not in read:
+                read[scope] = await self._task_context(*scope)
         pending = []
         for event in events:
             p = event.data
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=Call.from_proposal(p),
+                    call=dataclasses.replace(
+                        Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)][0], flow=read[(p.tenant_id, p.task_id)][1]
+                    ),
                     proposal=p.model_dump(mode="json"),
                     action_id=p.action_id,
                     step=p.step,
@@ -279,6 +323,8 @@ class PolicyService:
             model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
             task_budget_usd=proposed.get("budget_usd"),
         )
+        provenance, flow = await self._task_context(original.tenant_id, original.task_id)
+        call = dataclasses.replace(call, provenance=provenance, flow=flow)
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
@@ -313,9 +359,32 @@ class PolicyService:
 
     # --- results and control -------------------------------------------------------------------
 
-    async def on_result(self, event: Envelope) -> None:
-        """Release a failed call's reservation; settle a successful one and learn its payee."""
+    async def on_task(self, event: Envelope) -> None:
+        """Learn what a task's request vouches for (its trusted input) and what it carries from outside (its untrusted fields)."""
+        if not isinstance(event, TaskSubmitted):
+            return
         data = event.data
+        untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
+        trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
+        repo = self._repo()
+        await repo.learn(data.tenant_id, data.task_id, Provenance().learn(trusted, "the task's request", trusted=True), trusted=True)
+        for key, value in untrusted.items():
+            values = Provenance().learn(value, f"the task input's untrusted field {key!r}")
+            await repo.learn(data.tenant_id, data.task_id, values, trusted=False)
+
+    async def _learn_output(self, data: ActionResultData) -> None:
+        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
+        spec = self.catalog.get(data.tool)
+        if spec is None or not spec.untrusted_output or data.result is None:
+            return
+        values = Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
+        await self._repo().learn(data.tenant_id, data.task_id, values, trusted=False)
+
+    async def on_result(self, event: Envelope) -> None:
+        """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
+        data = event.data
+        if isinstance(event, ActionSucceeded):
+            await self._learn_output(data)
         if isinstance(event, ActionFailed):
             await self._repo().release(data.action_id)
         elif isinstance(event, ActionSucceeded):

@@ -27,3 +27,10 @@ class PolicySettings(BaseSettings):
         default="policy", description="Name of the Ed25519 key that signs authorizations (`<keys_dir>/<name>.key`)."
     )
     approval_key_name: str = Field(default="approval", description="Name of the approval service's public keys trusted for grants.")
+    provenance_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long a proposal waits for the results of its task's earlier untrusted-output calls; "
+        "after that its counterparties count as tainted (fail closed).",
+    )

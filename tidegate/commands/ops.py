@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +126,7 @@ def whatif(
 ) -> None:
     """Decide every recorded proposal of the window with a candidate pack; report the flips. No side effects."""
     from schemas import ActionDecided, ActionProposed
+    from tidegate.commands.killswitch import read_control
     from tidegate.ops.recorded import read_window
     from tidegate.ops.whatif import evaluate
 
@@ -143,8 +145,16 @@ def whatif(
                 client_options=kafka_options(kit, OPS),
             )
         )
-        proposals, decisions = [e.data for e in window.of(ActionProposed)], [e.data for e in window.of(ActionDecided)]
-        report = evaluate(pack, proposals, decisions, skipped=window.skipped)
+        proposed = window.of(ActionProposed)
+        times = [e.time for e in proposed]
+        days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
+        control = run(read_control(kit))
+        tenants = {}
+        for name, record in control.tenants.items():
+            with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
+                tenants[name] = pack.settings.with_record(record.settings)
+        decisions = [e.data for e in window.of(ActionDecided)]
+        report = evaluate(pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -154,6 +164,11 @@ def whatif(
         f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
     )
     console.print(report.skipped.summary())
+    load = report.human_load()
+    console.print(
+        f"human load: {load['then']} escalations/day recorded → {load['now']} under the candidate; "
+        f"shadow policies would flip {report.shadow_flips} decisions"
+    )
     for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
         if not groups:
             continue
@@ -227,6 +242,48 @@ def eval_run(
     console.print(table)
     for f in doc["failures"][:20]:
         console.print(f"[red]✗[/] {f['case']}: expected {' '.join(f['expected'])}\n    got {' '.join(f['got'])} ({f['status']})")
+
+
+@eval_app.command("workspaces")
+def eval_workspaces(
+    suites: Path = typer.Option(REPO_ROOT / "evals" / "workspaces", "--suites", help="A suite file, or a directory of them."),
+    policy_dir: Path = typer.Option(REPO_ROOT / "policies" / "default", "--policy", help="Policy pack directory."),
+    bus: bool = typer.Option(
+        False, "--bus", help="Through a policy service started on a sandbox topic prefix (Kafka and PostgreSQL), not in process."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Workspace suites (banking, chat, travel, office): legitimate calls let through, attacker goals reached, latency."""
+    from tidegate.ops.workspaces import load_suite, run_suite, run_suite_through_service
+
+    files = sorted(suites.glob("*.yaml")) if suites.is_dir() else [suites]
+    if bus:
+        docs = [run(run_suite_through_service(load_suite(f), settings(), policy_dir)).as_dict() for f in files]
+    else:
+        docs = [asyncio.run(run_suite(load_suite(f), policy_dir)).as_dict() for f in files]
+    if as_json:
+        print(json.dumps(docs, indent=2))
+        return
+    table = Table(title=f"workspace suites, pack {policy_dir}, {'policy service on Kafka' if bus else 'in process'}")
+    for column in ("suite", "legit calls (agent may)", "run without a human", "escalated", "denied", "attacks", "reached (declared)",
+                   "reached (undeclared)", "decision p50 / p95 ms"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for d in docs:
+        table.add_row(
+            d["suite"],
+            f"{d['legit_calls']} ({d['rubric_agent_calls']})",
+            f"{d['allowed_without_human']} ({d['allowed_pct']} %)",
+            str(d["escalated"]),
+            str(d["denied"]),
+            str(d["attacks"]),
+            str(d["attacker_goals_reached_declared"]),
+            str(d["attacker_goals_reached_undeclared"]),
+            f"{d['decision_p50_ms']:.1f} / {d['decision_p95_ms']:.1f}",
+        )
+    console.print(table)
+    for d in docs:
+        for miss in d["misses"]:
+            console.print(f"[red]✗[/] {d['suite']}: {miss}")
 
 
 @eval_app.command("compare")

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from schemas import Envelope, TaskSubmitted, decode, encode, headers_for
+from schemas import ControlTenant, ControlTenantData, Envelope, TaskSubmitted, decode, encode, headers_for
 from servicekit import (
     AGENT,
     OPS,
@@ -36,7 +36,7 @@ from servicekit import (
     sign_as_operator,
 )
 from systems.seed import TICKETS
-from tidegate.demo.tickets import DEMO_CASES, FRESH_ORDER_TICKETS, demo_tasks
+from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
 
 __all__ = ["TaskView", "Watcher", "publish_events", "run_demo"]
 
@@ -294,6 +294,20 @@ async def _fresh_orders(pool: Any, tenant: str) -> dict[str, str]:
     return orders
 
 
+async def _onboard(kit: KitSettings, tenant: str, console: Console) -> None:
+    """Onboard the demo's tenant with a `control.tenant` record, as `tidegate tenant add` does, unless it already has one."""
+    from tidegate.commands._common import publish_control
+    from tidegate.commands.killswitch import read_control
+
+    if tenant not in DEMO_TENANTS or tenant in (await read_control(kit)).tenants:
+        return
+    record = ControlTenant.build(
+        ControlTenantData(tenant_id=tenant, settings=DEMO_TENANTS[tenant], set_by="tidegate/demo"), source="tidegate/demo"
+    )
+    await publish_control(kit, record)  # the CLI's one way onto `control` (signed as the operator)
+    console.print(f"tenant {tenant} onboarded (control.tenant; see `tidegate tenant show {tenant}`)")
+
+
 async def run_demo(
     kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console, systems: str = "builtin"
 ) -> int:
@@ -323,6 +337,7 @@ async def run_demo(
         console.print("[red]the services are not running[/]; start them with `tidegate up --detach`")
         return 1
     console.print("policy: the policy service uses the pack in policies/default unless one was published (`tidegate policy publish`)")
+    await _onboard(kit, tenant, console)
 
     async with contextlib.AsyncExitStack() as stack:
         tasks = demo_tasks(tenant, orders=orders)

@@ -14,7 +14,27 @@ from typing import Any
 from schemas import Mode, TaskSubmittedData
 from systems.seed import BULK_CUSTOMERS, CUSTOMERS, ORDERS, TICKETS, Ticket
 
-__all__ = ["DEMO_CASES", "FRESH_ORDER_TICKETS", "DemoCase", "demo_tasks", "ticket_task"]
+__all__ = ["DEMO_CASES", "DEMO_TENANTS", "FRESH_ORDER_TICKETS", "DemoCase", "demo_tasks", "ticket_task"]
+
+# The demo's tenants, onboarded with `control.tenant` records (what `tidegate tenant add` publishes);
+# the same values as their legacy entries in policies/default/settings.yaml, so outcomes do not depend
+# on which the policy service saw first.
+DEMO_TENANTS: dict[str, dict[str, Any]] = {
+    "acme": {
+        "refund_threshold_usd": 500,
+        "internal_domains": ["acme.example"],
+        "allow_autonomous": True,
+        "budget_usd": 50,
+        "known_payees": ["cus_1001", "cus_1002", "cus_1003", "cus_1004", "cus_1005", "cus_1007", "cus_1008"],
+    },
+    "globex": {
+        "refund_threshold_usd": 200,
+        "internal_domains": ["globex.example"],
+        "allow_autonomous": False,
+        "budget_usd": 20,
+        "known_payees": ["cus_2001", "cus_2002"],
+    },
+}
 
 
 @dataclass(frozen=True)

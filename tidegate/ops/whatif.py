@@ -8,17 +8,19 @@ action id, so no database is read and nothing is published: what-if has no side 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData
 from servicekit import ToolCatalog
+from servicekit.provenance import Provenance
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
-from services.policy import Call, CompiledPack, Controls, History, PackSource, compile_pack, decide
+from services.policy import Call, CompiledPack, Controls, Flow, History, PackSource, TenantSettings, compile_pack, decide
 
 __all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
 
@@ -70,6 +72,16 @@ class WhatIfReport:
     now_outcomes: Counter[str] = field(default_factory=Counter)
     skipped: Skipped = field(default_factory=Skipped)
     seconds: float = 0.0
+    days: float = 1.0  # the span of the window the proposals came from, for the human load per day
+    shadow_flips: int = 0  # decisions the candidate's `@mode("shadow")` policies would flip (recorded, not enforced)
+
+    def human_load(self) -> dict[str, float]:
+        """Escalations per day (each one a human's decision): as recorded, and under the candidate."""
+        per_day = max(self.days, 1 / 24)
+        return {
+            "then": round(self.then_outcomes.get("escalate", 0) / per_day, 2),
+            "now": round(self.now_outcomes.get("escalate", 0) / per_day, 2),
+        }
 
     def by(self, attr: str) -> dict[str, Counter[str]]:
         """Flips counted by kind, per value of `attr` (tenant_id, tool or reason)."""
@@ -122,6 +134,8 @@ class WhatIfReport:
                 ]
                 for kind, flips in self.examples().items()
             },
+            "escalations_per_day": self.human_load(),
+            "shadow_flips": self.shadow_flips,
             "seconds": round(self.seconds, 3),
             "proposals_per_second": round(self.evaluated / self.seconds, 1) if self.seconds else None,
         }
@@ -149,12 +163,34 @@ def _controls(decided: ActionDecidedData | None) -> Controls:
     return Controls()
 
 
+def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
+    """The proposal as the policy service saw it: with what its task had read (the recorded taint) and done (its flow)."""
+    call = Call.from_proposal(p)
+    if then is None:
+        return call
+    read = Provenance()
+    for finding in then.facts.get("taint") or []:
+        if isinstance(finding, dict) and finding.get("value"):
+            read.untrusted.setdefault(str(finding["value"]), str(finding.get("source", "recorded")))
+    flow = then.facts.get("flow") or {}
+    recorded_flow = Flow(
+        tool_calls=tuple(sorted(({t: 1 for t in flow.get("tools_called", [])} | {p.tool: int(flow.get("tool_calls") or 0)}).items())),
+        untrusted_read=bool(flow.get("untrusted_read")),
+        external_sends=int(flow.get("external_sends") or 0),
+        sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,
+        last_decisions=((p.tool, str(flow["last_decision"])),) if flow.get("last_decision") else (),
+    )
+    return dataclasses.replace(call, provenance=read, flow=recorded_flow)
+
+
 def evaluate(
     pack: CompiledPack,
     proposals: Iterable[ActionProposedData],
     decisions: Iterable[ActionDecidedData],
     *,
     skipped: Skipped | None = None,
+    tenants: Mapping[str, TenantSettings] | None = None,
+    days: float = 1.0,
 ) -> WhatIfReport:
     """Decide every proposal with `pack` and compare with the decision recorded for it.
 
@@ -169,7 +205,8 @@ def evaluate(
     for d in decisions:
         if d.via == "policy":
             recorded.setdefault(d.action_id, d)
-    report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped())
+    report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped(), days=days)
+    tenants = tenants or {}
     seen: set[str] = set()
     for p in proposals:
         if p.action_id in seen:  # a redelivered proposal is the same question
@@ -181,10 +218,12 @@ def evaluate(
             continue
         try:
             history = _history(then.facts) if then is not None else History()
-            verdict = decide(pack, Call.from_proposal(p), history, _controls(then))
+            controls = dataclasses.replace(_controls(then), tenant=tenants.get(p.tenant_id))
+            verdict = decide(pack, _call(p, then), history, controls)
         except (ValueError, TypeError, ArithmeticError) as exc:  # a recorded fact of the wrong kind: this one only
             report.skipped.add(skip_reason(exc), p.action_id, str(exc)[:200])
             continue
+        report.shadow_flips += 1 if (verdict.facts.get("shadow") or {}).get("flipped") else 0
         report.evaluated += 1
         report.now_outcomes[verdict.outcome] += 1
         if then is None:

@@ -75,6 +75,22 @@ def test_risk_and_quorum_come_from_the_catalog_not_from_the_events_claim() -> No
     assert (record.risk, record.required_approvals) == ("destructive", 2)
 
 
+def test_the_tenants_trigger_may_ask_for_more_approvers_never_fewer() -> None:
+    more = decided(facts={"approvers_required": 3})
+    record = domain.request_from_decision(more, approval_id="x", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk="financial")
+    assert record is not None
+    assert record.required_approvals == 3
+    fewer = decided(tool="delete_customer_data", args={"customer_id": "c1"}, facts={"approvers_required": 1})
+    record = domain.request_from_decision(fewer, approval_id="y", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk="destructive")
+    assert record is not None
+    assert record.required_approvals == 2
+    for bad in ("3", True, -1):
+        odd = decided(facts={"approvers_required": bad})
+        record = domain.request_from_decision(odd, approval_id="z", now=NOW, ttl=timedelta(hours=1), groups=GROUPS, risk="financial")
+        assert record is not None
+        assert record.required_approvals == 1
+
+
 def test_a_finance_approver_grants_a_financial_call() -> None:
     result = approve(request(), BOB, comment="ok")
     assert isinstance(result, Transition)

@@ -11,7 +11,7 @@ from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.cedar_schema import cedar_schema
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack, validate_pack
+from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack, validate_pack
 from services.policy.packtest import PolicyCase, load_cases, run_case, run_cases
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
@@ -19,6 +19,7 @@ CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 PACK = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
 CASES = load_cases(PACK_DIR)
 HEADER = '@id("r") @outcome("allow") @reason("read_allowed")\n'
+ONBOARDED = Controls(tenant=TenantSettings())  # a tenant onboarded by a `control.tenant` record with default settings
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.source} {c.name}" for c in CASES])
@@ -95,19 +96,19 @@ def test_an_evaluation_error_denies_with_policy_error() -> None:
     )
     pack = compile_pack(PackSource(files={"p.cedar": text}, settings={}), CATALOG)
     call = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 99999.0, "order_id": "O-1"}, "me", mode="autonomous")
-    verdict = decide(pack, call, History(), Controls())
+    verdict = decide(pack, call, History(), ONBOARDED)
     assert verdict.outcome == "deny"
     assert verdict.codes == ["policy_error"]
     assert "overflow" in verdict.reasons[0].message
     small = Call("acme", "t", "get_ticket", {"ticket_id": "T-1"}, "me")
-    assert decide(pack, small, History(), Controls()).outcome == "allow"
+    assert decide(pack, small, History(), ONBOARDED).outcome == "allow"
 
 
 def test_nothing_permitted_is_denied_no_permit() -> None:
     pack = compile_pack(
         PackSource(files={"p.cedar": HEADER + 'permit(principal, action in Action::"read", resource);'}, settings={}), CATALOG
     )
-    verdict = decide(pack, Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"), History(), Controls())
+    verdict = decide(pack, Call("acme", "t", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "me"), History(), ONBOARDED)
     assert (verdict.outcome, verdict.codes) == ("deny", ["no_permit"])
 
 
@@ -196,15 +197,15 @@ def test_policies_bound_to_a_tenant_are_sliced_away_for_the_others_and_decisions
             ):
                 call = Call(tenant, "t-1", tool, args, "agent", mode="autonomous")
                 history = History(payee_known=True)
-                sliced, whole = decide(pack, call, history, Controls()), decide(unsliced, call, history, Controls())
+                sliced, whole = decide(pack, call, history, ONBOARDED), decide(unsliced, call, history, ONBOARDED)
                 assert (sliced.outcome, sliced.codes) == (whole.outcome, whole.codes), (tenant, tool, amount)
     # The policy whose tenant test is not evaluated first still fails closed for every tenant (Cedar: overflow).
     tag = Call("umbrella", "t-1", "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}, "agent", mode="autonomous")
-    assert decide(pack, tag, History(), Controls()).codes[0] == "policy_error"
+    assert decide(pack, tag, History(), ONBOARDED).codes[0] == "policy_error"
     refund = Call(
         "acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, "agent", mode="autonomous"
     )
-    assert decide(pack, refund, History(payee_known=True), Controls()).outcome == "escalate"  # acme's own rule still applies
+    assert decide(pack, refund, History(payee_known=True), ONBOARDED).outcome == "escalate"  # acme's own rule still applies
 
 
 def test_a_pack_without_tenant_bound_policies_is_not_sliced() -> None:

@@ -76,7 +76,7 @@ def service(tmp_path: Path, published: Published) -> PolicyService:
         keys_dir=tmp_path,
         control=ControlState(),
         publish=published,
-        settings=PolicySettings(authorization_ttl_s=60),
+        settings=PolicySettings(authorization_ttl_s=60, provenance_wait_s=0),  # no result is delivered in these tests
         clock=lambda: NOW,
     )
 

@@ -1,0 +1,111 @@
+"""Counterparties as typed identities: email lists, chat users and channels, URLs, payees, organisations, paths; parsed and normalised.
+
+Parsing is by kind, never by substring: an email argument is an RFC 5322 address list
+(`"Bob <bob@evil.example>, ops@acme.example"` is two addresses), a URL is its host, a repository path
+is normalised (`src/../.github/x`, `./.github/x` and `.GITHUB/x` are all `.github/x`) and case-folded.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import Any
+from urllib.parse import urlsplit
+
+from schemas.tools import CounterpartyKind
+
+__all__ = ["Identity", "host_of", "identities_of", "normalise_path", "values_at"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One counterparty named by a call: the arg it came from, its kind and its normalised value."""
+
+    arg: str
+    kind: CounterpartyKind
+    value: str
+
+
+def values_at(args: Any, path: str) -> Iterator[Any]:
+    """Every value at a dot path; a list met on the way (or at the end) is walked item by item."""
+    if isinstance(args, list | tuple):
+        for item in args:
+            yield from values_at(item, path)
+        return
+    if not path:
+        if args is not None:
+            yield args
+        return
+    head, _, rest = path.partition(".")
+    if isinstance(args, Mapping) and head in args:
+        yield from values_at(args[head], rest)
+
+
+def host_of(value: str) -> str:
+    """The host of a URL or bare domain, lower-cased, without port, credentials or trailing dot ('' when none)."""
+    text = value.strip()
+    if "://" not in text:
+        text = "//" + text
+    try:
+        host = urlsplit(text).hostname or ""
+    except ValueError:
+        return ""
+    return host.rstrip(".").lower()
+
+
+def normalise_path(value: str) -> str:
+    """A repository path, normalised and case-folded; a path that climbs out of the repository keeps its leading `..`."""
+    text = value.strip().replace("\\", "/").casefold()
+    normal = posixpath.normpath("/" + text if text.startswith("/") else text)
+    return normal.lstrip("/") if normal not in (".", "/") else ""
+
+
+def _emails(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):  # {"name": …, "email": …} or {"address": …}
+        value = value.get("email") or value.get("address") or ""
+    if not isinstance(value, str):
+        return
+    for _, address in getaddresses([value]):
+        address = address.strip().lower()
+        if address:
+            yield address
+    if "@" in value and not any(a for _, a in getaddresses([value])):
+        yield value.strip().lower()  # unparseable but addressed to someone: counted (as external), never dropped
+
+
+def _one(kind: CounterpartyKind, value: Any) -> Iterator[str]:
+    if kind == "email":
+        yield from _emails(value)
+        return
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return
+    text = str(value).strip()
+    if not text:
+        return
+    if kind == "url":
+        yield host_of(text) or text.lower()
+    elif kind == "path":
+        yield normalise_path(text)
+    elif kind == "chat_user":
+        yield text.lstrip("@").casefold()
+    elif kind == "chat_channel":
+        yield text.lstrip("#").casefold()
+    elif kind == "organisation":
+        yield " ".join(text.casefold().split())
+    else:  # payee: account ids and IBANs compare without spaces, case-insensitively
+        yield "".join(text.split()).upper() if text[:2].isalpha() and text[2:4].isdigit() else text
+
+
+def identities_of(args: Mapping[str, Any], declared: Mapping[str, CounterpartyKind]) -> list[Identity]:
+    """Every counterparty the declared args name, in declaration order, duplicates removed."""
+    seen: set[tuple[str, str]] = set()
+    found: list[Identity] = []
+    for arg, kind in declared.items():
+        for raw in values_at(args, arg):
+            for value in _one(kind, raw):
+                if (kind, value) not in seen:
+                    seen.add((kind, value))
+                    found.append(Identity(arg, kind, value))
+    return found

@@ -1,0 +1,233 @@
+"""Provenance that Tidegate computes itself: which argument values of a call came from untrusted content.
+
+Untrusted content (a tool result the catalog marks `untrusted_output`, a task input field the client
+marked untrusted) is reduced to normalised values by kind: email addresses, hosts of URLs and
+domains, IBANs and account ids, phone numbers, amounts (digits or words), names, and plain words.
+An argument is derived from that content when one of its own values, normalised the same way, is
+among them and nothing trusted (the task's request, the tenant's directory) vouches for it. Values
+compare by kind, never by substring: `45` in a body does not taint `450`, and `forty-five` does taint `45`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.tools import CounterpartyKind
+from servicekit.identities import identities_of
+
+__all__ = ["Finding", "Provenance", "arg_leaves", "values_of"]
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_URL = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]+", re.IGNORECASE)
+_DOMAIN = re.compile(r"\b(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}\b", re.IGNORECASE)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*\d[A-Za-z0-9_\-]*")
+_PHONE = re.compile(r"\+?\d[\d ()./\-]{6,}\d")
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.,])\d+(?:\.\d+)?")
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:[ \-][A-Z][a-z]+)+\b")
+_WORD = re.compile(r"[\w.\-']+")
+
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+            "fourteen",
+            "fifteen",
+            "sixteen",
+            "seventeen",
+            "eighteen",
+            "nineteen",
+        ]
+    )
+}
+_TENS = {
+    w: 10 * i for i, w in enumerate(["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]) if w != "_"
+}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+
+
+def _word_numbers(text: str) -> Iterator[float]:
+    """Numbers written in words: "four hundred and fifty" → 450."""
+    total = current = 0
+    seen = False
+    for word in re.findall(r"[a-z]+", text.lower().replace("-", " ")):
+        if word in _UNITS or word in _TENS:
+            current += _UNITS.get(word, 0) + _TENS.get(word, 0)
+            seen = True
+        elif word in _SCALES and seen:
+            if _SCALES[word] == 100:
+                current *= 100
+            else:
+                total += current * _SCALES[word]
+                current = 0
+        elif word == "and" and seen:
+            continue
+        else:
+            if seen:
+                yield float(total + current)
+            total = current = 0
+            seen = False
+    if seen:
+        yield float(total + current)
+
+
+def _amount(number: float) -> str:
+    return f"amount:{number:.2f}"
+
+
+def values_of(text: str, *, words: bool = True) -> set[str]:
+    """The normalised values in a piece of text, each as `kind:value` (plain words too, with `words`)."""
+    found: set[str] = set()
+    rest = text
+    for m in _EMAIL.finditer(text):
+        found.add("email:" + m.group(0).lower())
+        found.add("host:" + m.group(0).rsplit("@", 1)[1].lower())
+    rest = _EMAIL.sub(" ", rest)
+    for m in _URL.finditer(rest):
+        host = re.sub(r"^[a-z]+://([^/@]*@)?", "", m.group(0).lower()).split("/")[0].split(":")[0].rstrip(".")
+        if host:
+            found.add("host:" + host)
+    rest = _URL.sub(" ", rest)
+    for m in _DOMAIN.finditer(rest):
+        if not m.group(0).replace(".", "").isdigit():
+            found.add("host:" + m.group(0).lower().rstrip("."))
+    for m in _IBAN.finditer(text):
+        found.add("account:" + m.group(0).replace(" ", ""))
+    for m in _ID.finditer(text):
+        ident = m.group(0).strip("-_")
+        if len(ident) >= 4 and (any(c.isalpha() for c in ident) or len(ident) >= 6):
+            found.add("id:" + ident.lower())
+    for m in _PHONE.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 7 <= len(digits) <= 15:
+            found.add("phone:" + digits)
+    for m in _NUMBER.finditer(text):
+        found.add(_amount(float(m.group(0).replace(",", ""))))
+    found |= {_amount(n) for n in _word_numbers(text)}
+    for m in _NAME.finditer(text):
+        found.add("name:" + m.group(0).lower().replace("-", " "))
+    for m in _WORD.finditer(text if words else ""):
+        word = m.group(0).strip(".-'").lower()
+        if len(word) >= 3:
+            found.add("word:" + word)
+    return found
+
+
+def _leaf_values(value: Any, *, words: bool = True) -> set[str]:
+    if isinstance(value, bool) or value is None:
+        return set()
+    if isinstance(value, int | float):
+        return {_amount(float(value)), "id:" + str(value)} if abs(value) >= 100000 else {_amount(float(value))}
+    return values_of(str(value), words=words)
+
+
+def arg_leaves(args: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every scalar in `args` with its dot path (list items share their list's path)."""
+    if isinstance(args, Mapping):
+        for key, value in args.items():
+            yield from arg_leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(args, list | tuple):
+        for value in args:
+            yield from arg_leaves(value, prefix)
+    else:
+        yield prefix, args
+
+
+_PER_ARG = 5  # findings recorded per argument (one is enough to taint it; a few explain it)
+_IDENTITY_PREFIX = {"email": "email:", "url": "host:", "chat_user": "word:", "chat_channel": "word:", "organisation": "name:"}
+
+
+def _identity_values(kind: CounterpartyKind, value: str) -> set[str]:
+    """A counterparty's own normalised value as a `kind:value` (a one-word organisation is also a word)."""
+    if kind == "payee":
+        return {"account:" + value.upper(), "id:" + value.lower(), "word:" + value.lower()}
+    if kind == "path":
+        return set()
+    out = {_IDENTITY_PREFIX[kind] + value}
+    if kind == "organisation" and " " not in value:
+        out.add("word:" + value)
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An argument whose value came from untrusted content: which arg, which value, where it was read."""
+
+    arg: str
+    value: str
+    source: str
+
+    def record(self) -> dict[str, str]:
+        """JSON-ready, for a decision's facts."""
+        return {"arg": self.arg, "value": self.value, "source": self.source, "why": f"{self.value} was read in {self.source}"}
+
+
+@dataclass
+class Provenance:
+    """What one task has read: untrusted values (with where each was first read) and values its trusted request vouches for."""
+
+    untrusted: dict[str, str] = field(default_factory=dict)
+    trusted: set[str] = field(default_factory=set)
+
+    def learn(self, content: Any, source: str, *, trusted: bool = False) -> dict[str, str]:
+        """Add every value in `content`; returns the values new to this task (value → source)."""
+        new: dict[str, str] = {}
+        for _, leaf in arg_leaves(content):
+            for value in _leaf_values(leaf):
+                if trusted:
+                    if value not in self.trusted:
+                        self.trusted.add(value)
+                        new[value] = source
+                elif value not in self.untrusted:
+                    self.untrusted[value] = new[value] = source
+        return new
+
+    def findings(
+        self,
+        args: Mapping[str, Any],
+        counterparties: Mapping[str, CounterpartyKind],
+        vouched: Callable[[str], bool] = lambda _: False,
+    ) -> list[Finding]:
+        """Every (arg, value) of `args` derived from untrusted content and vouched for by nothing trusted, at any depth."""
+        if not self.untrusted:
+            return []
+        by_arg: dict[str, set[str]] = {}
+        for path, leaf in arg_leaves(args):
+            # Plain words of an argument are not compared (a reply quoting a ticket shares words with it);
+            # a counterparty's whole value is, below, as what it is.
+            by_arg.setdefault(path, set()).update(_leaf_values(leaf, words=False))
+        for identity in identities_of(args, counterparties):
+            by_arg.setdefault(identity.arg, set()).update(_identity_values(identity.kind, identity.value))
+        found: list[Finding] = []
+        for path, values in by_arg.items():
+            hits = [v for v in sorted(values) if v in self.untrusted and v not in self.trusted and not vouched(v)]
+            found += [Finding(path, v, self.untrusted[v]) for v in hits[:_PER_ARG]]
+        return found
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, bool]]) -> Provenance:
+        """From stored (value, source, trusted) rows."""
+        prov = cls()
+        for value, source, trusted in rows:
+            if trusted:
+                prov.trusted.add(value)
+            else:
+                prov.untrusted.setdefault(value, source)
+        return prov

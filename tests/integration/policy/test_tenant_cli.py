@@ -1,0 +1,48 @@
+"""`tidegate tenant add|set|show` as an admin runs them, against the real broker: control.tenant records, checked before publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from servicekit import REPO_ROOT, KitSettings, catalog_topic_names, ensure_topics
+from tidegate.commands.killswitch import read_control
+
+
+def tidegate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+
+
+def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
+    asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
+    env = os.environ | {"TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "COLUMNS": "200"}
+    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+
+    assert "not onboarded" in tidegate(env, "tenant", "show", "initech").stdout
+    added = tidegate(
+        env, "tenant", "add", "initech", "--autonomous", "--internal-domain", "Initech.example", "--chat-channel", "general",
+        "--trigger", "new_payee=escalate:2", "--by", "admin",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    again = tidegate(env, "tenant", "add", "initech")
+    assert again.returncode != 0
+    assert "already onboarded" in again.stderr
+    assert tidegate(env, "tenant", "set", "initech", "--refund-threshold", "250").returncode == 0
+    bad = tidegate(env, "tenant", "set", "initech", "--trigger", "permission_change=allow")
+    assert bad.returncode != 0
+    assert "invalid tenant settings" in bad.stderr
+
+    record = asyncio.run(read_control(kit)).tenants["initech"]
+    assert record.set_by != ""
+    assert record.settings == {
+        "allow_autonomous": True,
+        "internal_domains": ["initech.example"],
+        "chat_channels": ["general"],
+        "triggers": {"new_payee": {"action": "escalate", "approvers": 2}},
+        "refund_threshold_usd": 250.0,
+    }
+    shown = tidegate(env, "tenant", "show", "initech").stdout
+    assert "control.tenant" in shown
+    assert '"refund_threshold_usd": 250.0' in shown

@@ -1,0 +1,115 @@
+"""The default pack names no tool: it loads against a catalog with none of the demo's tools and governs it by risk class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from servicekit import REPO_ROOT, ToolCatalog
+from services.policy.engine import Controls, decide
+from services.policy.facts import Call, History
+from services.policy.pack import PackSource, TenantSettings, compile_pack
+
+PACK_DIR = REPO_ROOT / "policies" / "default"
+
+
+def _tool(name: str, risk: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"{name} (a bank's tool)",
+        "risk": risk,
+        "kind": "topic",
+        "args_schema": {"type": "object", "additionalProperties": False, "properties": properties},
+        **extra,
+    }
+
+
+BANK_TOOLS = [
+    _tool("get_balance", "read", {"account": {"type": "string"}}),
+    _tool("label_transaction", "write_low", {"transaction_id": {"type": "string"}, "label": {"type": "string"}}),
+    _tool(
+        "send_money",
+        "financial",
+        {"recipient_iban": {"type": "string"}, "amount": {"type": "number"}},
+        facts={"amount": "amount", "payee": "recipient_iban"},
+    ),
+    _tool("close_account", "destructive", {"account": {"type": "string"}}),
+    _tool("grant_access", "permission_change", {"user": {"type": "string"}, "role": {"type": "string"}}),
+    _tool("merge_to_main", "code_change", {"files": {"type": "array", "items": {"type": "string"}}}, facts={"paths": "files"}),
+]
+
+
+@pytest.fixture(scope="module")
+def bank_catalog(tmp_path_factory: pytest.TempPathFactory) -> ToolCatalog:
+    directory: Path = tmp_path_factory.mktemp("bank-catalog")
+    for tool in BANK_TOOLS:
+        (directory / f"{tool['name']}.yaml").write_text(yaml.safe_dump(tool))
+    return ToolCatalog.load(directory)
+
+
+def _decide(catalog: ToolCatalog, tool: str, args: dict[str, Any], **settings: Any) -> tuple[str, list[str]]:
+    pack = compile_pack(PackSource.from_dir(PACK_DIR), catalog)
+    tenant = TenantSettings.model_validate({"allow_autonomous": True, "refund_threshold_usd": 100} | settings)
+    call = Call(tenant_id="bank", task_id="t-1", tool=tool, args=args, proposer="agent", mode="autonomous")
+    verdict = decide(pack, call, History(), Controls(tenant=tenant))
+    return verdict.outcome, verdict.codes
+
+
+def test_the_default_pack_loads_against_a_catalog_without_the_demo_tools(bank_catalog: ToolCatalog) -> None:
+    assert not {"open_pull_request", "push_commit", "issue_refund"} & set(bank_catalog)
+    pack = compile_pack(PackSource.from_dir(PACK_DIR), bank_catalog)
+    assert pack.rules  # every rule of the default pack compiled against this catalog
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "settings", "outcome", "reason"),
+    [
+        ("get_balance", {"account": "a-1"}, {}, "allow", "read_allowed"),
+        ("label_transaction", {"transaction_id": "x", "label": "rent"}, {}, "allow", "low_risk_write_allowed"),
+        ("send_money", {"recipient_iban": "DE89370400440532013000", "amount": 50}, {}, "deny", "new_payee_blocked"),
+        (
+            "send_money",
+            {"recipient_iban": "DE89370400440532013000", "amount": 50},
+            {"known_payees": ["DE89370400440532013000"]},
+            "allow",
+            "within_threshold",
+        ),
+        (
+            "send_money",
+            {"recipient_iban": "DE89370400440532013000", "amount": 150},
+            {"known_payees": ["DE89370400440532013000"]},
+            "escalate",
+            "needs_human_approval",
+        ),
+        ("close_account", {"account": "a-1"}, {}, "deny", "human_only"),
+        ("grant_access", {"user": "eve", "role": "admin"}, {}, "deny", "human_only"),
+        (
+            "grant_access",
+            {"user": "eve", "role": "admin"},
+            {"triggers": {"permission_change": {"action": "escalate", "approvers": 2}}},
+            "escalate",
+            "permission_change_review",
+        ),
+        ("merge_to_main", {"files": ["src/app.py"]}, {}, "deny", "pull_request_only"),
+    ],
+)
+def test_a_custom_catalog_is_governed_by_class(
+    bank_catalog: ToolCatalog, tool: str, args: dict[str, Any], settings: dict[str, Any], outcome: str, reason: str
+) -> None:
+    got, codes = _decide(bank_catalog, tool, args, **settings)
+    assert (got, reason in codes) == (outcome, True), codes
+
+
+def test_an_escalation_carries_the_approvers_the_tenant_chose(bank_catalog: ToolCatalog) -> None:
+    pack = compile_pack(PackSource.from_dir(PACK_DIR), bank_catalog)
+    tenant = TenantSettings.model_validate(
+        {"allow_autonomous": True, "triggers": {"permission_change": {"action": "escalate", "approvers": 3}}}
+    )
+    call = Call(
+        tenant_id="bank", task_id="t-1", tool="grant_access", args={"user": "eve", "role": "admin"}, proposer="a", mode="autonomous"
+    )
+    verdict = decide(pack, call, History(), Controls(tenant=tenant))
+    assert verdict.facts["approvers_required"] == 3

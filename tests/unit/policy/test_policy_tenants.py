@@ -1,0 +1,94 @@
+"""Tenants are onboarded with `control.tenant` records: no policy edit, no new policy version; a stranger is refused with its own reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope
+from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import InMemoryPolicyRepository
+from services.policy.service import PolicyService
+from tidegate.commands.tenant import parse_trigger, tenant_record
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+
+
+@pytest.fixture
+def published() -> list[tuple[str, Envelope]]:
+    return []
+
+
+@pytest.fixture
+def service(tmp_path: Path, published: list[tuple[str, Envelope]]) -> PolicyService:
+    async def publish(topic: str, event: Envelope) -> None:
+        published.append((topic, event))
+
+    return PolicyService(
+        catalog=CATALOG,
+        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
+        repo=InMemoryPolicyRepository(),
+        signer=SigningKey.load_or_create(tmp_path, "policy"),
+        keys_dir=tmp_path,
+        control=ControlState(),
+        publish=publish,
+    )
+
+
+def _proposal(action_id: str, tool: str, args: dict[str, Any], tenant: str = "initech") -> ActionProposed:
+    data = ActionProposedData(
+        action_id=action_id, task_id="t-1", tenant_id=tenant, step=1, tool=tool, args=args, proposer="tests", mode="autonomous"
+    )
+    return ActionProposed.build(data, source="tests")
+
+
+def _tenant(settings: dict[str, Any], tenant: str = "initech") -> ControlTenant:
+    return ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=settings, set_by="admin"), source="tidegate/cli")
+
+
+async def test_a_tenant_never_onboarded_is_refused_with_how_to_onboard(service: PolicyService) -> None:
+    record = await service.on_proposed(_proposal("a-1", "get_ticket", {"ticket_id": "T-1"}))
+    decided = record.decided
+    assert decided is not None
+    assert (decided.data.outcome, [r.code.value for r in decided.data.reasons]) == ("deny", ["tenant_not_onboarded"])
+    assert "tidegate tenant add initech" in (decided.data.reasons[0].message or "")
+
+
+async def test_a_control_record_onboards_and_changes_a_tenant_without_a_new_policy_version(service: PolicyService) -> None:
+    version = service.pack.version
+    await service.on_control(_tenant({"allow_autonomous": True, "known_payees": ["cus_1001"], "refund_threshold_usd": 100}))
+    refund = {"payee_id": "cus_1001", "amount_usd": 50.0, "order_id": "O-1"}
+    first = (await service.on_proposed(_proposal("a-2", "issue_refund", refund))).decided
+    assert first is not None
+    assert first.data.outcome == "allow"
+    await service.on_control(_tenant({"allow_autonomous": True, "known_payees": ["cus_1001"], "refund_threshold_usd": 20}))
+    second = (await service.on_proposed(_proposal("a-3", "issue_refund", refund))).decided
+    assert second is not None
+    assert second.data.outcome == "escalate"
+    assert first.data.policy_version == second.data.policy_version == version == service.pack.version
+
+
+async def test_an_invalid_record_onboards_nothing(service: PolicyService) -> None:
+    await service.on_control(_tenant({"refund_threshold_usd": -5}))
+    decided = (await service.on_proposed(_proposal("a-4", "get_ticket", {"ticket_id": "T-1"}))).decided
+    assert decided is not None
+    assert decided.data.reasons[0].code.value == "tenant_not_onboarded"
+
+
+def test_the_cli_merges_changes_and_checks_them() -> None:
+    record = tenant_record({"internal_domains": ["a.example"]}, {"allow_autonomous": True, "budget_usd": None}, ["new_payee=escalate:2"])
+    assert record == {
+        "internal_domains": ["a.example"],
+        "allow_autonomous": True,
+        "triggers": {"new_payee": {"action": "escalate", "approvers": 2}},
+    }
+    with pytest.raises(ValueError, match="a trigger is"):
+        parse_trigger("new_payee=maybe")
+    with pytest.raises(ValidationError):
+        tenant_record({}, {"refund_threshold_usd": -1}, [])
+    with pytest.raises(ValidationError):
+        tenant_record({}, {}, ["no_such_trigger=deny"])

@@ -1,0 +1,171 @@
+"""`tidegate tenant add|set|show`: onboard a tenant and change its settings with `control.tenant` records, no policy edit."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+
+from schemas import ControlTenant, ControlTenantData
+from servicekit import KitSettings
+from services.policy.pack import PackError, PackSettings, PackSource, TenantSettings
+from tidegate.commands._common import console, fail, publish_control, run, settings
+from tidegate.commands.killswitch import read_control
+
+__all__ = ["app", "parse_trigger", "publish_tenant", "tenant_record"]
+
+app = typer.Typer(
+    help="Tenants on the `control` topic: mode, thresholds, directory of what is internal, triggers, budget.", no_args_is_help=True
+)
+
+_LISTS = {
+    "internal_domain": "internal_domains",
+    "chat_member": "chat_members",
+    "chat_channel": "chat_channels",
+    "payee": "known_payees",
+    "site": "allowed_sites",
+    "organisation": "organisations",
+}
+
+
+def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
+    """`new_payee=escalate:2` → ("new_payee", {"action": "escalate", "approvers": 2}); `permission_change=deny`."""
+    name, _, choice = text.partition("=")
+    action, _, approvers = choice.partition(":")
+    if not name or action not in ("deny", "escalate"):
+        raise ValueError(f"a trigger is <name>=deny or <name>=escalate[:N], not {text!r}")
+    return name.strip(), {"action": action} | ({"approvers": int(approvers)} if approvers else {})
+
+
+def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str]) -> dict[str, Any]:
+    """The new record's settings: `current` with `changes` (lists replace) and triggers applied; checked as TenantSettings."""
+    record = dict(current) | {k: v for k, v in changes.items() if v is not None}
+    merged_triggers = dict(record.get("triggers") or {})
+    for text in triggers:
+        name, choice = parse_trigger(text)
+        merged_triggers[name] = choice
+    if merged_triggers:
+        record["triggers"] = merged_triggers
+    TenantSettings.model_validate(record)  # raises ValidationError naming the bad field
+    return record
+
+
+async def publish_tenant(kit: KitSettings, *, tenant: str, record: dict[str, Any], set_by: str) -> ControlTenant:
+    """Publish a `control.tenant` record (key `tenant:<tenant>`, so compaction keeps the newest)."""
+    event = ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=record, set_by=set_by), source="tidegate/cli")
+    await publish_control(kit, event)
+    return event
+
+
+def _changes(
+    autonomous: bool | None,
+    refund_threshold: float | None,
+    budget: float | None,
+    lists: dict[str, list[str]],
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {"allow_autonomous": autonomous, "refund_threshold_usd": refund_threshold, "budget_usd": budget}
+    for option, field_name in _LISTS.items():
+        values = lists.get(option)
+        if values:
+            changes[field_name] = [v.strip().lower() if option != "payee" else v.strip() for v in values]
+    return changes
+
+
+AUTONOMOUS = typer.Option(None, "--autonomous/--draft", help="Whether the tenant's tasks may run autonomously (else every write waits).")
+THRESHOLD = typer.Option(None, "--refund-threshold", help="Financial calls at or over this (USD) escalate.")
+BUDGET = typer.Option(None, "--budget", help="Tenant spend cap, USD (a `budget set` record overrides it).")
+TRIGGER = typer.Option([], "--trigger", help="new_payee|external_recipient|permission_change = deny | escalate[:N approvers].")
+DOMAIN = typer.Option([], "--internal-domain", help="An email domain of the tenant (a subdomain counts). Repeatable.")
+MEMBER = typer.Option([], "--chat-member", help="A chat user of the tenant's workspace. Repeatable.")
+CHANNEL = typer.Option([], "--chat-channel", help="A chat channel of the tenant's workspace. Repeatable.")
+PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable.")
+SITE = typer.Option([], "--site", help="A web domain the tenant trusts. Repeatable.")
+ORG = typer.Option([], "--organisation", help="An organisation that is the tenant itself. Repeatable.")
+BY = typer.Option(None, "--by", help="Who (default: the OS user).")
+
+
+def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], by: str | None) -> None:
+    if tenant in ("", "*", "default"):
+        fail("name one tenant")
+    kit = settings()
+    state = run(read_control(kit))
+    current = state.tenants.get(tenant)
+    if must_exist and current is None:
+        fail(f"tenant {tenant!r} is not onboarded: `tidegate tenant add {tenant} …` first")
+    if not must_exist and current is not None:
+        fail(f"tenant {tenant!r} is already onboarded: change it with `tidegate tenant set {tenant} …`")
+    try:
+        record = tenant_record(dict(current.settings) if current else {}, changes, triggers)
+    except (ValueError, ValidationError) as exc:
+        fail(f"invalid tenant settings: {exc}")
+    run(publish_tenant(kit, tenant=tenant, record=record, set_by=by or getpass.getuser()))
+    console.print(f"tenant {tenant}: {json.dumps(record, sort_keys=True)}")
+
+
+@app.command("add")
+def add(
+    tenant: str = typer.Argument(..., help="Tenant id."),
+    autonomous: bool | None = AUTONOMOUS,
+    refund_threshold: float | None = THRESHOLD,
+    budget: float | None = BUDGET,
+    trigger: list[str] = TRIGGER,
+    internal_domain: list[str] = DOMAIN,
+    chat_member: list[str] = MEMBER,
+    chat_channel: list[str] = CHANNEL,
+    payee: list[str] = PAYEE,
+    site: list[str] = SITE,
+    organisation: list[str] = ORG,
+    by: str | None = BY,
+) -> None:
+    """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
+    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists |= {"payee": payee, "site": site, "organisation": organisation}
+    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+
+
+@app.command("set")
+def set_(
+    tenant: str = typer.Argument(..., help="Tenant id."),
+    autonomous: bool | None = AUTONOMOUS,
+    refund_threshold: float | None = THRESHOLD,
+    budget: float | None = BUDGET,
+    trigger: list[str] = TRIGGER,
+    internal_domain: list[str] = DOMAIN,
+    chat_member: list[str] = MEMBER,
+    chat_channel: list[str] = CHANNEL,
+    payee: list[str] = PAYEE,
+    site: list[str] = SITE,
+    organisation: list[str] = ORG,
+    by: str | None = BY,
+) -> None:
+    """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
+    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists |= {"payee": payee, "site": site, "organisation": organisation}
+    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+
+
+@app.command("show")
+def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenants when omitted.")) -> None:
+    """A tenant's effective settings (its record over the pack's `default`) and where they come from."""
+    kit = settings()
+    state = run(read_control(kit))
+    try:
+        source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
+        pack_settings = PackSettings.model_validate(source.settings)
+    except (PackError, ValueError):
+        pack_settings = PackSettings()
+    names = [tenant] if tenant else sorted(set(state.tenants) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)})
+    for name in names:
+        record = state.tenants.get(name)
+        if record is not None:
+            effective, where = pack_settings.with_record(record.settings), f"control.tenant (set by {record.set_by})"
+        elif pack_settings.onboarded(name):
+            effective, where = pack_settings.tenant(name), "the policy pack's settings.yaml"
+        else:
+            console.print(f"{name}: not onboarded (`tidegate tenant add {name} …`)")
+            continue
+        console.print(f"{name}: from {where}")
+        console.print_json(effective.model_dump_json())
