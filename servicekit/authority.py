@@ -71,6 +71,7 @@ AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.control.killswitch": frozenset({OPERATOR}),
     "tidegate.control.policy": frozenset({OPERATOR}),
     "tidegate.control.budget": frozenset({OPERATOR}),
+    "tidegate.control.tenant": frozenset({OPERATOR}),
     "tidegate.audit.checkpoint": frozenset({"audit"}),
     "tidegate.event.rejected": frozenset({ANY_SERVICE}),
 }

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
 from servicekit import KitSettings
-from services.policy.pack import PackError, PackSettings, PackSource, TenantSettings
+from services.policy import PackError, PackSettings, PackSource, TenantSettings
 from tidegate.commands._common import console, fail, publish_control, run, settings
 from tidegate.commands.killswitch import read_control
 

@@ -45,10 +45,19 @@ from schemas import (
     encode,
     headers_for,
 )
-from servicekit import ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics
-from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
-from services.policy.service import PolicyService
+from servicekit import (
+    ADMIN,
+    ControlState,
+    KitSettings,
+    SigningKey,
+    ToolCatalog,
+    catalog_topic_names,
+    ensure_topics,
+    kafka_options,
+    sign_as_operator,
+    sign_as_producer,
+)
+from services.policy import InMemoryPolicyRepository, PackSource, PolicyService, compile_pack
 
 __all__ = ["BusDriver", "Suite", "SuiteReport", "load_suite", "run_suite", "run_suite_on_bus", "run_suite_through_service", "write_catalog"]
 
@@ -238,7 +247,8 @@ async def run_suite(suite: Suite, policy_dir: Path) -> SuiteReport:
             publish=publish,
         )
         record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="eval")
-        await service.on_control(ControlTenant.build(record, source="eval"))
+        # Signed as an operator would (the bus verifies the key; `ControlState` wants a signed, sequenced record).
+        await service.on_control(sign_as_operator(KitSettings(keys_dir=Path(keys)), ControlTenant.build(record, source="eval")))
         return await _score(suite, lambda task: _Run(service, suite.name, task))
 
 
@@ -305,9 +315,13 @@ class BusDriver:
     _reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> BusDriver:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.kit.kafka_bootstrap, acks="all", enable_idempotence=True)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(self.kit, ADMIN)
+        )
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(self.kit, ADMIN)
+        )
         await self._consumer.start()
         topic = self.kit.topic_prefix + "actions.decided"
         await self._consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
@@ -334,7 +348,8 @@ class BusDriver:
                     self._arrived.set()
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """One event on a catalog topic, acknowledged."""
+        """One event on a catalog topic, acknowledged, signed as its rightful producer would sign it (keys under the sandbox's kit)."""
+        event = sign_as_producer(self.kit, event)
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         await self._producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
 
@@ -411,7 +426,7 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
     The sandbox's topics are deleted afterwards; its decisions stay in the database's `policy` schema
     under task ids of their own (`<task>-<hex>`), like any other tenant's.
     """
-    from services.policy.app import build  # the service's one wiring point, as `tidegate up` starts it
+    from services.policy import build  # the service's one wiring point, as `tidegate up` starts it
 
     prefix = f"eval-{suite.name}-{uuid.uuid4().hex[:8]}."
     await ensure_topics(kit.kafka_bootstrap, prefix, catalog_topic_names())

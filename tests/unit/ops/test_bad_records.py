@@ -135,7 +135,7 @@ def test_cents_refuse_nan_with_a_clear_error() -> None:
     tenant = pack.settings.tenant("acme")
     facts = compute_facts(call, spec, tenant, History(), sensitive_patterns=[], tenant_budget_usd=None)
     with pytest.raises(NonFiniteAmount, match="refund_threshold_usd is not a finite number"):
-        cedar_context(call, facts, spec.risk, math.nan, False, False)
+        cedar_context(call, facts, spec.risk, tenant.model_copy(update={"refund_threshold_usd": math.nan}), False)
 
 
 # --- what-if skips what it cannot decide, and decides the rest -----------------------------------------

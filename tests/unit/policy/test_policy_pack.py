@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,7 +217,7 @@ def test_a_pack_without_tenant_bound_policies_is_not_sliced() -> None:
 
 def test_a_grant_is_counted_against_the_packs_quorum_for_the_risk_class() -> None:
     text = HEADER + "permit(principal, action, resource);"
-    settings = {"tenants": {"acme": {"required_approvals": {"financial": 2}}}}
+    settings: dict[str, Any] = {"tenants": {"acme": {"required_approvals": {"financial": 2}}, "globex": {}}}  # both onboarded
     pack = compile_pack(PackSource(files={"p.cedar": text}, settings=settings), CATALOG)
     refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
 

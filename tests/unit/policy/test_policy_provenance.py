@@ -19,7 +19,7 @@ from schemas import (
     TaskSubmitted,
     TaskSubmittedData,
 )
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, sign_as_operator
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
@@ -49,7 +49,8 @@ async def service(tmp_path: Path) -> PolicyService:
         publish=publish,
     )
     settings = TENANT | {"triggers": {"new_payee": {"action": "escalate"}}}
-    await svc.on_control(ControlTenant.build(ControlTenantData(tenant_id="acme", settings=settings, set_by="admin"), source="cli"))
+    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=settings, set_by="admin"), source="cli")
+    await svc.on_control(sign_as_operator(KitSettings(keys_dir=tmp_path / "operator"), record))  # as `tidegate tenant add` signs it
     return svc
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, sign_as_operator
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
@@ -46,8 +47,13 @@ def _proposal(action_id: str, tool: str, args: dict[str, Any], tenant: str = "in
     return ActionProposed.build(data, source="tests")
 
 
+OPERATOR = KitSettings(keys_dir=Path(tempfile.mkdtemp(prefix="tidegate-test-operator-")))
+
+
 def _tenant(settings: dict[str, Any], tenant: str = "initech") -> ControlTenant:
-    return ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=settings, set_by="admin"), source="tidegate/cli")
+    """A `control.tenant` record as `tidegate tenant add|set` publishes it: signed by an operator, with a fresh sequence."""
+    record = ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=settings, set_by="admin"), source="tidegate/cli")
+    return sign_as_operator(OPERATOR, record)
 
 
 async def test_a_tenant_never_onboarded_is_refused_with_how_to_onboard(service: PolicyService) -> None:
