@@ -1,7 +1,7 @@
 """Where tenants' connector grants live: which tools each tenant enabled, its account settings, its sealed secret.
 
 The rows sit in the executor's own schema (`executor.connector_grants`, migration
-`services/executor/migrations/010_connector_grants.sql`): every executor replica reads the same
+`services/executor/migrations/005_connector_grants.sql`): every executor replica reads the same
 grants, a revocation takes effect on the next call, and the secret in them is sealed to the executor's
 key, so a database dump or a reader of the table learns nothing usable.
 """

@@ -57,7 +57,7 @@ PRINCIPALS: dict[str, Rights] = {
         purpose="the planner service",
     ),
     "policy": Rights(
-        reads=("actions.proposed", "approvals", "actions.results", "control"),
+        reads=("tasks", "actions.proposed", "approvals", "actions.results", "control"),  # tasks: untrusted input fields (provenance)
         writes=("actions.decided", "actions.authorized", "deadletter"),
         groups=("policy",),
         purpose="the policy service: the only writer of decisions and authorizations",
