@@ -36,9 +36,10 @@ def test_environment_names_are_real_settings() -> None:
 
 def test_ports_match_the_local_infrastructure_defaults() -> None:
     services = compose()["services"]
-    kit = KitSettings()
-    assert any(p.startswith(f"127.0.0.1:{kit.kafka_bootstrap.rsplit(':', 1)[1]}:") for p in services["kafka"]["ports"])
-    pg_port = kit.database_url.rsplit(":", 1)[1].split("/")[0]
+    defaults = KitSettings.model_fields  # the defaults, not this shell's TIDEGATE_* overrides
+    bootstrap, database_url = str(defaults["kafka_bootstrap"].default), str(defaults["database_url"].default)
+    assert any(p.startswith(f"127.0.0.1:{bootstrap.rsplit(':', 1)[1]}:") for p in services["kafka"]["ports"])
+    pg_port = database_url.rsplit(":", 1)[1].split("/")[0]
     assert any(p.startswith(f"127.0.0.1:{pg_port}:") for p in services["postgres"]["ports"])
     assert services["kafka"]["image"].startswith("apache/kafka:4.1")
     assert "process.roles=broker,controller" in (REPO_ROOT / "infra" / "compose-kafka.sh").read_text()
