@@ -89,6 +89,8 @@ async def _connect(kit: KitSettings, tenant: str, *, stripe_url: str, zendesk: Z
         await c.enable(store, catalog, tenant, "zendesk", tools=ZENDESK_TOOLS, connection={"base_url": zendesk.url, "email": zendesk.email})
         await c.set_credential(store, vault, tenant, "zendesk", zendesk.token)
         await c.enable(store, catalog, tenant, "stripe", tools=STRIPE_TOOLS, connection={"base_url": stripe_url})
-        await c.set_credential(store, vault, tenant, "stripe", "sk_test_" + secrets.token_urlsafe(24))
+        await c.set_credential(
+            store, vault, tenant, "stripe", "sk_test_" + secrets.token_hex(24)
+        )  # stripe-mock refuses a key with a third "_"
     finally:
         await pool.close()

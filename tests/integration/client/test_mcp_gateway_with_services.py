@@ -80,6 +80,11 @@ async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_
         "TIDEGATE_CLIENT_TOPIC_PREFIX": client_settings.topic_prefix,
         "TIDEGATE_CLIENT_TENANT": "acme",
         "TIDEGATE_CLIENT_PRINCIPAL": "alice@acme.example",
+        # the registered client key signs its proposals, as in `client_settings`
+        "TIDEGATE_CLIENT_SIGNING_KEY_PATH": str(client_settings.signing_key_path),
+        "TIDEGATE_CLIENT_TOOL_KEYS_DIR": str(client_settings.tool_keys_dir),
+        **({"TIDEGATE_CLIENT_SASL_USERNAME": client_settings.sasl_username} if client_settings.sasl_username else {}),
+        **({"TIDEGATE_CLIENT_SASL_PASSWORD": client_settings.sasl_password.get_secret_value()} if client_settings.sasl_password else {}),
         "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),
         "TIDEGATE_MCP_TOOLS": '["notes_add_note", "delete_customer_data"]',
     }

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from signers import tool_key
 
 import schemas as s
-from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, kafka_options, make_broker
+from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, kafka_options, make_broker, sign_event
 
 SERVICE = REPO_ROOT / "examples" / "outside_tool_service" / "inventory_service.py"
 
@@ -115,7 +116,7 @@ async def test_an_outside_service_serves_a_topic_tool_exactly_once(
 
 
 async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_lettered_and_never_answers_it(
-    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+    executor: ServiceProcess, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any, kit: KitSettings
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -137,14 +138,16 @@ async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_letter
         genuine = {"action_id": d.action_id, "task_id": d.task_id, "tenant_id": d.tenant_id, "tool": d.tool, "attempt": d.attempt}
 
         async def reply(result: dict[str, Any], **changes: Any) -> None:
+            # Signed with the tool's own reply key: a buggy or compromised tool service, not a stranger without it.
             data = s.ToolReplyData(**{**genuine, **changes}, ok=True, result=result)
-            await attacker.send_and_wait(d.reply_topic, s.encode(s.ToolReply.build(data, source="attacker")), key=d.task_id.encode())
+            event = sign_event(s.ToolReply.build(data, source="attacker"), tool_key(kit, "update_inventory"))
+            await attacker.send_and_wait(d.reply_topic, s.encode(event), key=d.task_id.encode())
 
         await reply({"on_hand": 1}, tenant_id="another-tenant")
-        await reply({"on_hand": 2}, tool="wire_money")
+        await reply({"on_hand": 2}, tool="wire_money")  # a tool's key signs replies naming that tool only
         await reply({"on_hand": 3}, attempt=7)
         await wait_for(lambda: len(listener.dead_codes(take.data.action_id)) == 3, what="three dead letters")
-        assert listener.dead_codes(take.data.action_id) == ["tool_reply_mismatch"] * 3
+        assert listener.dead_codes(take.data.action_id) == ["tool_reply_mismatch", "signer_not_allowed", "tool_reply_mismatch"]
         assert listener.for_action(take.data.action_id) == []  # the call still waits for its own reply
 
         await reply({"on_hand": 37})

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from signers import as_operator
 
 import schemas as s
 from servicekit import ADMIN, Bus, ServiceProcess, SigningKey, kafka_options
@@ -160,9 +161,12 @@ async def test_a_kill_switch_set_while_the_executor_was_down_holds_for_its_whole
             await noise.send(
                 publisher.topic("control"),
                 s.encode(
-                    s.ControlKillswitch.build(
-                        s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops"),
-                        source="tidegate/cli",
+                    as_operator(
+                        s.ControlKillswitch.build(
+                            s.ControlKillswitchData(tenant_id=f"other-{n}", tool="tag_ticket", active=True, reason="noise", set_by="ops"),
+                            source="tidegate/cli",
+                        ),
+                        kit,
                     )
                 ),
                 key=f"killswitch:other-{n}:tag_ticket".encode(),

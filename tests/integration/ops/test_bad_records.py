@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from signers import signed
 from typer.testing import CliRunner
 
 import schemas as s
@@ -78,11 +79,12 @@ async def recorded(kit: KitSettings, tmp_path: Path) -> dict[str, Any]:
     unknown = s.encode(tag).replace(b"tidegate.action.proposed", b"tidegate.action.teleported").replace(good.encode(), bad.encode())
     nan_outcome = s.encode(_outcome(bad, 0.5)).replace(b'"total":0.5', b'"total":NaN')
     records: list[tuple[str, bytes, str]] = [
-        ("actions.proposed", s.encode(refund), good),
-        ("actions.proposed", s.encode(tag), good),
-        ("actions.decided", s.encode(_decided(kit, refund)), good),
-        ("actions.decided", s.encode(_decided(kit, tag)), good),
-        ("tasks.outcomes", s.encode(_outcome(good, 0.0123)), good),
+        # The good records signed by their producers, as on a real bus (the audit marks unsigned ones invalid).
+        ("actions.proposed", s.encode(signed(refund, kit)), good),
+        ("actions.proposed", s.encode(signed(tag, kit)), good),
+        ("actions.decided", s.encode(signed(_decided(kit, refund), kit)), good),
+        ("actions.decided", s.encode(signed(_decided(kit, tag), kit)), good),
+        ("tasks.outcomes", s.encode(signed(_outcome(good, 0.0123), kit)), good),
         ("actions.proposed", nan, bad),
         ("actions.proposed", b'{"specversion": "1.0", "type": "tidegate.action.pro', bad),
         ("actions.proposed", wrong_shape, bad),

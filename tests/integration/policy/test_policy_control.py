@@ -7,6 +7,7 @@ from pathlib import Path
 
 import asyncpg
 import yaml
+from signers import as_operator
 
 from schemas import ActionFailed, ActionResultData
 from servicekit import ADMIN, kafka_options
@@ -143,7 +144,7 @@ async def test_a_kill_switch_set_while_the_policy_service_was_down_holds_for_its
         sent = []
         for n in range(20_000):
             data = ControlKillswitchData(tenant_id=f"other-{n}", tool="get_ticket", active=True, reason="noise", set_by="ops")
-            value = encode(ControlKillswitch.build(data, source="tidegate/cli"))
+            value = encode(as_operator(ControlKillswitch.build(data, source="tidegate/cli"), kit))
             sent.append(await noise.send(f"{kit.topic_prefix}control", value, key=f"killswitch:other-{n}:get_ticket".encode()))
         await asyncio.gather(*sent)
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from signers import signed
 
 from schemas import Envelope, encode, headers_for
 from schemas.examples import sample_events
@@ -53,9 +54,10 @@ def good_event(topic: str, task_id: str) -> Envelope:
     return fresh(sample, task_id)
 
 
-def wire(event: Envelope) -> bytes:
+def wire(event: Envelope, kit: KitSettings) -> bytes:
+    """`event` as its rightful producer would put it on the wire: signed (docs/security/signatures.md)."""
     assert headers_for(event)
-    return encode(event)
+    return encode(signed(event, kit))
 
 
 async def audit_rows(dsn: str, topic: str, partition: int) -> dict[int, tuple[bool, str | None]]:

@@ -56,7 +56,9 @@ async def test_an_oversized_value_and_a_nan_proposal_are_dead_lettered_with_thei
         _, huge = proposal_bytes(task, note="x" * 100_000)
         _, nan = proposal_bytes(task, amount_usd=float("nan"))
         assert b"NaN" in nan
-        partition, base = await batch_producer.send_batch("actions.proposed", task.encode(), [wire(first), huge, nan, wire(second)])
+        partition, base = await batch_producer.send_batch(
+            "actions.proposed", task.encode(), [wire(first, kit), huge, nan, wire(second, kit)]
+        )
         ids = {first.data.action_id, second.data.action_id}
         await wait_for(lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=30, what="neighbours decided")
         codes = await wait_for(

@@ -57,7 +57,7 @@ async def test_poison_between_two_good_records_in_one_batch_is_dead_lettered_alo
         for topic in topics:
             task = f"t-{uuid.uuid4().hex[:8]}"
             first, second = good_event(topic, task), good_event(topic, task)
-            partition, base = await batch_producer.send_batch(topic, task.encode(), [wire(first), POISON, wire(second)])
+            partition, base = await batch_producer.send_batch(topic, task.encode(), [wire(first, kit), POISON, wire(second, kit)])
             sent[topic] = (partition, base, first, second)
 
         def handled_past_every_batch() -> bool:
