@@ -445,7 +445,7 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
                 finally:
                     await process.stop()
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
         await admin.start()
         try:
             names = [t for t in await admin.list_topics() if t.startswith(prefix)]

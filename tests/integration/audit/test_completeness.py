@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from typer.testing import CliRunner
 
-from servicekit import KitSettings
+from servicekit import ADMIN, KitSettings, kafka_options
 from services.audit.app import build
 from services.audit.completeness import check_complete
 from services.audit.repository import PostgresAuditLog
@@ -20,7 +20,7 @@ from tidegate.cli import app as cli
 async def _complete(kit: KitSettings) -> Any:
     log = await PostgresAuditLog.connect(kit.database_url)
     try:
-        return await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix)
+        return await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix, client_options=kafka_options(kit, ADMIN))
     finally:
         await log.close()
 

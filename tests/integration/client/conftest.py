@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from servicekit import ADMIN, REPO_ROOT, KitSettings, ServiceProcess, client_key, kafka_options
+from servicekit import ADMIN, REPO_ROOT, KitSettings, ServiceProcess, catalog_topic_names, client_key, ensure_topics, kafka_options
 from servicekit.signing import SigningKey
 from tidegate.client import ClientSettings
 
@@ -152,6 +152,8 @@ async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
     from services.executor.app import build as build_executor
     from services.policy.app import build as build_policy
 
+    # The governed tools' topics (and their principals' ACLs), as `tidegate topics` makes them: services may not create topics.
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(spec["name"] for spec in GOVERNED_TOOLS))
     services = [build_policy(kit), build_approval(kit, ApprovalSettings(http_port=0, sweep_interval_s=0.2)), build_executor(kit=kit)]
     started: list[ServiceProcess] = []
     async with httpx.AsyncClient(timeout=10) as http:

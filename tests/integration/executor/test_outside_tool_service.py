@@ -125,10 +125,17 @@ async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_letter
     async def on_invocation(event: s.ToolInvocation) -> None:
         invocations.append(event)
 
-    spy = Bus(make_broker(publisher.bootstrap, "test-spy"), "test-spy", publisher.bootstrap, publisher.prefix)
+    spy = Bus(
+        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
+        "test-spy",
+        publisher.bootstrap,
+        publisher.prefix,
+    )
     spy.consume("tools.update_inventory.requests", on_invocation, group_id=f"{publisher.prefix}test-spy")
     await spy.start()
-    attacker = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap)  # a plain client with write access to the replies topic
+    attacker = AIOKafkaProducer(
+        bootstrap_servers=publisher.bootstrap, **kafka_options(KitSettings(), ADMIN)
+    )  # a plain client with write access to the replies topic
     await attacker.start()
     try:
         take = authorize(tenant, "update_inventory", {"sku": "KB-MECH-01", "delta": -3})

@@ -123,7 +123,7 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
     from servicekit import install_tracing, span
 
     install_tracing("test")  # a recording provider: FastStream's publish span would otherwise be invisible
-    bus = Bus(make_broker(kit.kafka_bootstrap, "tp"), "tp", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, "tp", **kafka_options(kit, ADMIN)), "tp", kit.kafka_bootstrap, kit.topic_prefix)
     await bus.start()
     data = s.TaskSubmittedData(task_id="t-tp", tenant_id="acme", workflow="w", input={}, requested_by="a")
     try:
@@ -134,7 +134,11 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
     finally:
         await bus.stop()
     consumer = AIOKafkaConsumer(
-        kit.topic_prefix + "tasks", bootstrap_servers=kit.kafka_bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        kit.topic_prefix + "tasks",
+        bootstrap_servers=kit.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **kafka_options(kit, ADMIN),
     )
     await consumer.start()
     try:

@@ -12,7 +12,7 @@ from bus_helpers import Collector, Producer
 from reliability_helpers import BatchProducer, good_event, wire
 
 import schemas as s
-from servicekit import Bus, KitSettings, make_broker
+from servicekit import ADMIN, Bus, KitSettings, kafka_options, make_broker
 from servicekit.dbroles import service_role
 from services.policy.app import build as build_policy
 
@@ -23,7 +23,9 @@ KILL_SERVICE_CONNECTIONS = (
 
 
 async def start_watcher(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
-    watcher = Bus(make_broker(kit.kafka_bootstrap, "watcher"), "watcher", kit.kafka_bootstrap, kit.topic_prefix)
+    watcher = Bus(
+        make_broker(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
+    )
 
     async def on_dead(event: s.EventRejected) -> None:
         rejected.append(event)

@@ -13,7 +13,7 @@ import pytest
 from bus_helpers import Producer
 from reliability_helpers import good_event
 
-from servicekit import Bus, KitSettings, ServiceProcess, make_broker, runner
+from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, kafka_options, make_broker, runner
 from servicekit.health import serve_metrics_and_health
 
 
@@ -87,7 +87,7 @@ async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervis
 
 
 async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_broker(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(make_broker(kit.kafka_bootstrap, "policy"), "policy", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(make_broker(kit.kafka_bootstrap, "policy", **kafka_options(kit, ADMIN)), "policy", kit.kafka_bootstrap, kit.topic_prefix)
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def stuck(event: Any) -> None:
