@@ -75,10 +75,20 @@ $(CREW_STAMP): integrations/requirements-crewai.lock
 	$(CREW_VENV)/bin/pip install -q -r integrations/requirements-crewai.lock
 	@touch $(CREW_STAMP)
 
+# AutoGen 0.7's autogen-core pins protobuf 5, which Temporal's SDK in the adapters' venv outgrew: a venv of its own too.
+AG_VENV := .venv-autogen
+AG_STAMP := $(AG_VENV)/.installed
+$(AG_STAMP): integrations/requirements-autogen.lock
+	@test -x $(AG_VENV)/bin/python || $(PY) -m venv $(AG_VENV)
+	$(AG_VENV)/bin/pip install -q --upgrade pip
+	$(AG_VENV)/bin/pip install -q -r integrations/requirements-autogen.lock
+	@touch $(AG_STAMP)
+
 .PHONY: integrations-test
-integrations-test: $(INT_STAMP) $(CREW_STAMP) ## Offline tests of the framework adapters (real frameworks, scripted models), in their own venvs
+integrations-test: $(INT_STAMP) $(CREW_STAMP) $(AG_STAMP) ## Offline tests of the framework adapters (real frameworks, scripted models), in their own venvs
 	PYTHONPATH=$(CURDIR) $(INT_VENV)/bin/pytest integrations/tests -q -p no:cacheprovider
 	PYTHONPATH=$(CURDIR) $(CREW_VENV)/bin/pytest integrations/crewai_tests -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR) $(AG_VENV)/bin/pytest integrations/autogen_tests -q -p no:cacheprovider
 
 .PHONY: browser-deps
 browser-deps: ## Install Debian's chromium for the approver page's browser test (idempotent; needs root or sudo)

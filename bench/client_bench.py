@@ -67,7 +67,9 @@ async def main(calls: int, concurrent: int, admin_url: str) -> None:
         await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["bench_echo"]))
         for svc in services:
             await svc.start()
-        settings = ClientSettings(kafka_bootstrap=kit.kafka_bootstrap, topic_prefix=kit.topic_prefix, state_dir=tmp / "state")
+        settings = ClientSettings(
+            kafka_bootstrap=kit.kafka_bootstrap, topic_prefix=kit.topic_prefix, state_dir=tmp / "state", service_keys_dir=kit.keys_dir
+        )
         async with Tidegate(settings) as client:
             echo = governed("bench_echo", client=client, ledger=MemoryLedger())(lambda n: n)
             await echo(n=-1)  # warm-up: consumers joined, partitions assigned

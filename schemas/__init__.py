@@ -19,6 +19,7 @@ from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
 from schemas.reasons import ReasonCode
 from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
+from schemas.signed import action_digest, approval_message, authorization_message
 from schemas.tools import McpUpstream, PolicyFacts, RetryPolicy, ToolSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, TopicSpec, adapter_for, topic_spec
 
@@ -42,7 +43,10 @@ __all__ = [
     "TaskCost",
     "ToolSpec",
     "TopicSpec",
+    "action_digest",
     "adapter_for",
+    "approval_message",
+    "authorization_message",
     "canonical_json",
     "decode",
     "decode_any",

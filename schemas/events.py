@@ -473,6 +473,12 @@ class ToolInvocationData(Contract):
     attempt: int = Field(default=1, ge=1)
     deadline: datetime = Field(description="The executor stops waiting at this time.")
     reply_topic: str = Field(description="Where to publish the `tool.reply`.")
+    authorized: ActionAuthorizedData | None = Field(
+        default=None,
+        description="The policy service's signed `action.authorized` data this call carries out, as the executor verified it: "
+        "a tool service verifies the policy signature again and that it names exactly this call (a governed function's "
+        "client runs nothing without it).",
+    )
 
 
 class ToolInvocation(Envelope):

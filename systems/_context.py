@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from schemas import ActionAuthorizedData
+
 __all__ = ["Tool", "ToolContext", "ToolError"]
 
 
@@ -26,6 +28,7 @@ class ToolContext:
         credential_scope: Credential scope the catalog names for this tenant, if any.
         credential: The secret of that scope, when the executor has one (never in a repr, so never in a log).
         connection: For a connector tool, the tenant's account settings that are not secret (endpoint, account id).
+        authorized: The policy's signed authorization of this call (a `topic` tool forwards it for the tool service to verify).
     """
 
     pool: asyncpg.Pool
@@ -38,6 +41,7 @@ class ToolContext:
     credential_scope: str | None = None
     credential: str | None = field(default=None, repr=False)
     connection: dict[str, str] = field(default_factory=dict)
+    authorized: ActionAuthorizedData | None = None
 
 
 class ToolError(Exception):

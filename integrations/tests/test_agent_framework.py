@@ -9,8 +9,8 @@ import pytest
 from agent_framework import Agent, BaseChatClient, ChatResponse, Content, Message, tool
 from agent_framework._middleware import ChatMiddlewareLayer
 from agent_framework._tools import FunctionInvocationLayer
-from conftest import SideEffects, wait_pending
 
+from integrations.harness import SideEffects, wait_pending
 from tidegate.client import Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.agent_framework import TidegateFunctionMiddleware, tidegate_approval_responses

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SideEffects, wait_pending
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
@@ -14,6 +13,7 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from integrations.harness import SideEffects, wait_pending
 from tidegate.client import Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.langgraph import TidegateMiddleware

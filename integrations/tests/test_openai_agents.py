@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from agents import Agent, Runner, RunState, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
-from conftest import SideEffects, wait_pending
 
+from integrations.harness import SideEffects, wait_pending
 from tidegate.client import Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import SideEffects, wait_pending
 from pydantic_ai import Agent, DeferredToolRequests
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
+from integrations.harness import SideEffects, wait_pending
 from tidegate.client import Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.pydantic_ai import TidegateCapability, tidegate_results

@@ -10,9 +10,9 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import rule, wait_pending
 from moto import mock_aws
 
+from integrations.harness import rule, wait_pending
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge

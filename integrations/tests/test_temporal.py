@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import rule, wait_pending
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
+from integrations.harness import rule, wait_pending
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.temporal import GovernedCall, PendingActivities, TidegateActivities, complete_decided

@@ -224,6 +224,7 @@ class Executor:
             deadline=self.clock() + timedelta(seconds=spec.timeout_s),
             credential_scope=scope,
             credential=self.credentials.secret(data.tenant_id, scope) if scope else None,
+            authorized=data,
         )
 
     async def _finish(

@@ -174,6 +174,7 @@ class TopicTools:
                     attempt=ctx.attempt,
                     deadline=ctx.deadline or datetime.now(UTC),
                     reply_topic=f"{self._prefix}tools.{spec.name}.replies",
+                    authorized=ctx.authorized,
                 ),
                 source=self._source,
             )

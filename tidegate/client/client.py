@@ -13,11 +13,13 @@ from typing import Any
 
 from schemas import ActionProposed, ActionProposedData
 from tidegate.client.ledger import MemoryProposals, ProposalLedger
+from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
 from tidegate.client.signing import Signer, signer_for
 from tidegate.client.transport import KafkaTransport, Position, Transport
+from tidegate.client.trust import Trust
 
 __all__ = ["Tidegate"]
 
@@ -36,7 +38,9 @@ class Tidegate:
     """An outside agent's connection to Tidegate.
 
     Use as `async with Tidegate() as tg:`; settings come from `TIDEGATE_CLIENT_*` unless given.
-    One live reader follows the answer topics from the moment the client starts, for every proposal.
+    One live reader follows the answer topics from the moment the client starts, for every proposal,
+    and believes only what the deployment's services signed (`trust`: by default their public keys
+    in `service_keys_dir`; on a `MemoryTransport`, the keys of the stand-in serving it).
     A proposal whose action id is already in `proposals` is not sent again: its story is read from
     the position recorded with it (how a framework's re-run or a restarted agent picks up a call).
     """
@@ -49,20 +53,31 @@ class Tidegate:
         signer: Signer | None = None,
         task_id: str | None = None,
         proposals: ProposalLedger | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.settings = settings or ClientSettings()
         self.transport: Transport = transport or KafkaTransport(self.settings)
         self.signer = signer or signer_for(self.settings)
         self.task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
         self.proposals: ProposalLedger = proposals or MemoryProposals()
+        self._trust = trust
         self._watches: dict[str, _Watch] = {}
         self._start: Position | None = None
         self._pump: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
         self._steps = 0
 
+    @property
+    def trust(self) -> Trust:
+        """The public keys the client believes (resolved when it starts)."""
+        if self._trust is None:
+            on_bus = self.transport.trust if isinstance(self.transport, MemoryTransport) else None
+            self._trust = on_bus or Trust.load(self.settings.service_keys_dir)
+        return self._trust
+
     async def start(self) -> None:
-        """Connect, note where the answer topics end, and start following them from there."""
+        """Check the deployment's keys are known, connect, note where the answer topics end, and follow them from there."""
+        self.trust.require()
         await self.transport.start()
         self._start = await self.transport.end(ANSWER_TOPICS)
         self._pump = asyncio.create_task(self._follow_live(self._start))
@@ -100,7 +115,7 @@ class Tidegate:
     async def _dispatch(self, start: Position) -> None:
         async for topic, event in self.transport.read(ANSWER_TOPICS, start):
             watch = self._watches.get(getattr(event.data, "action_id", ""))
-            if watch is not None and self.signer.verify(event) and watch.progress.apply(topic, event):
+            if watch is not None and self.trust.believes(event) and watch.progress.apply(topic, event):
                 watch.changed.set()
 
     async def propose(
@@ -177,7 +192,7 @@ class Tidegate:
     async def _catch_up(self, watch: _Watch, position: Position) -> None:
         """Read an earlier proposal's story from its recorded position until it ends (the live reader started later)."""
         async for topic, event in self.transport.read(ANSWER_TOPICS, position):
-            if self.signer.verify(event) and watch.progress.apply(topic, event):
+            if self.trust.believes(event) and watch.progress.apply(topic, event):
                 watch.changed.set()
                 if watch.progress.final() is not None:
                     return
@@ -225,7 +240,7 @@ class Tidegate:
 
         async def follow() -> Decided:
             async for topic, event in self.transport.read(ANSWER_TOPICS, start):
-                if self.signer.verify(event) and progress.apply(topic, event):
+                if self.trust.believes(event) and progress.apply(topic, event):
                     final = progress.final()
                     if final is not None:
                         return final

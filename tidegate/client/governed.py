@@ -2,9 +2,10 @@
 
 Calling the decorated function proposes the call; policy decides; a human approves if asked; the
 executor (which alone reads authorizations and verifies their signature) sends a `tool.invocation`
-to `tools.<tool>.requests`; the server loop in this process runs the function once per idempotency
-key and replies; the call returns the function's result. The function never runs on the caller's
-say-so alone.
+to `tools.<tool>.requests` with the policy's signed authorization; the server loop in this process
+verifies both signatures (the executor's on the invocation, the policy's on the authorization of
+exactly these args), runs the function once per idempotency key and replies; the call returns the
+function's result. The function never runs on the caller's say-so, nor on anyone's but the policy's.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ Run = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 async def serve_tool(client: Tidegate, tool: str, run: Run, ledger: CallLedger) -> None:
     """Answer `tools.<tool>.requests`: run once per idempotency key, reply, then ack (a crash means a redelivery).
 
+    Only an invocation the executor signed, carrying the policy's signed authorization of exactly
+    that call, runs the function (`Trust.refuses`); anything else is logged and dropped unanswered.
+
     A key begun but never answered (the process died while the function ran) is answered
     `outcome_unknown`, never run again: the executor reports the action unknown and a human follows up.
     """
@@ -106,8 +110,11 @@ async def serve_tool(client: Tidegate, tool: str, run: Run, ledger: CallLedger) 
     async for delivery in client.transport.serve(f"tools.{tool}.requests", f"tool-{tool}"):
         invocation = delivery.event
         data: ToolInvocationData = invocation.data
-        if data.tool != tool or data.reply_topic != expected_reply_topic or not client.signer.verify(invocation):
-            log.warning("refusing invocation %s: tool %s, reply topic %s", invocation.id, data.tool, data.reply_topic)
+        refusal = client.trust.refuses(invocation)
+        if refusal is None and (data.tool != tool or data.reply_topic != expected_reply_topic):
+            refusal = f"it names tool {data.tool} and reply topic {data.reply_topic}"
+        if refusal is not None:  # nothing runs and nothing answers: the executor alone may ask, for a call the policy signed
+            log.warning("refusing invocation %s of %s (action %s): %s", invocation.id, tool, data.action_id, refusal)
             await delivery.ack()
             continue
         begun, reply = ledger.lookup(data.idempotency_key)

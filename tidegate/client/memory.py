@@ -10,6 +10,7 @@ from typing import Any
 
 from schemas import Envelope, decode, encode
 from tidegate.client.transport import Delivery, Position
+from tidegate.client.trust import Trust
 
 __all__ = ["MemoryTransport"]
 
@@ -18,6 +19,7 @@ class MemoryTransport:
     """One partition per topic, kept in memory; events go through the wire encoding, so the contract is checked."""
 
     def __init__(self) -> None:
+        self.trust: Trust | None = None  # the keys of the deployment on this bus (the scripted stand-in sets them)
         self.topics: dict[str, list[Any]] = defaultdict(list)
         self._committed: dict[tuple[str, str], int] = {}
         self._conditions: dict[asyncio.AbstractEventLoop, asyncio.Condition] = {}

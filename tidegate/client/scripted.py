@@ -3,6 +3,9 @@
 It speaks the real contract over a `MemoryTransport`: decides each proposal with a rule you give,
 asks a "human" (you, through `approve`/`reject`) on escalation, and executes allowed calls once per
 action id, either with a local function or, for `topic` tools, through `tools.<tool>.requests`.
+Like the real services it signs what each of them produces (keys made for the run, whose public
+halves it hands the bus as `transport.trust`), and a `topic` invocation carries the authorization
+its "policy" signed.
 It proves nothing about the real services; integration tests do that.
 """
 
@@ -10,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import (
+    ActionAuthorizedData,
     ActionDecided,
     ActionDecidedData,
     ActionFailed,
@@ -28,13 +30,18 @@ from schemas import (
     ApprovalGranted,
     ApprovalRejected,
     ApprovalRequested,
+    Authorization,
+    Envelope,
     ErrorInfo,
     Reason,
     ToolInvocation,
     ToolInvocationData,
     ToolReplyData,
+    action_digest,
+    authorization_message,
 )
 from tidegate.client.memory import MemoryTransport
+from tidegate.client.trust import DeploymentKeys
 
 __all__ = ["Rule", "ScriptedTidegate"]
 
@@ -51,6 +58,8 @@ class ScriptedTidegate:
         self, transport: MemoryTransport, rule: Rule, *, tools: dict[str, LocalTool] | None = None, topic_tools: tuple[str, ...] = ()
     ) -> None:
         self.transport = transport
+        self.keys = DeploymentKeys()
+        transport.trust = self.keys.trust()
         self.rule = rule
         self.tools = tools or {}
         self.topic_tools = topic_tools
@@ -83,12 +92,12 @@ class ScriptedTidegate:
         self.proposals.append(p)
         known = self._decided.get(p.action_id)
         if known is not None:  # a redelivered proposal gets its recorded decision again, never a second one
-            await self.transport.publish("actions.decided", ActionDecided.build(known, source="scripted/policy"))
+            await self._publish("policy", "actions.decided", ActionDecided.build(known, source="scripted/policy"))
             return
         outcome, code = self.rule(p)
         decided = self._decision(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, outcome, code, "policy")
         self._decided[p.action_id] = decided
-        await self.transport.publish("actions.decided", ActionDecided.build(decided, source="scripted/policy"))
+        await self._publish("policy", "actions.decided", ActionDecided.build(decided, source="scripted/policy"))
         if outcome == "allow":
             self._spawn(self._execute(decided))
         elif outcome == "escalate":
@@ -105,12 +114,12 @@ class ScriptedTidegate:
                 requested_by=p.requested_by,
             )
             self._requests[request.approval_id] = request
-            await self.transport.publish("approvals", ApprovalRequested.build(request, source="scripted/approval"))
+            await self._publish("approval", "approvals", ApprovalRequested.build(request, source="scripted/approval"))
 
     def _decision(
         self, action_id: str, task_id: str, tenant: str, tool: str, args: dict[str, Any], outcome: str, code: str, via: str
     ) -> ActionDecidedData:
-        digest = hashlib.sha256(json.dumps([tenant, tool, args], sort_keys=True).encode()).hexdigest()
+        digest = action_digest(tenant, tool, args)
         return ActionDecidedData.model_validate(
             {
                 "action_id": action_id,
@@ -132,12 +141,12 @@ class ScriptedTidegate:
         request = self._requests[approval_id]
         granted = request.model_copy(update={"approver": approver, "edited_args": edited_args, "decided_at": datetime.now(UTC)})
         self._requests[approval_id] = granted
-        await self.transport.publish("approvals", ApprovalGranted.build(granted, source="scripted/approval"))
+        await self._publish("approval", "approvals", ApprovalGranted.build(granted, source="scripted/approval"))
         args = edited_args if edited_args is not None else request.args
         again = self._decision(
             request.action_id, request.task_id, request.tenant_id, request.tool, args, "allow", "approved_by_human", "approval"
         )
-        await self.transport.publish("actions.decided", ActionDecided.build(again, source="scripted/policy"))
+        await self._publish("policy", "actions.decided", ActionDecided.build(again, source="scripted/policy"))
         self._spawn(self._execute(again))
 
     async def reject(self, approval_id: str, approver: str = "human@example", comment: str | None = None) -> None:
@@ -145,7 +154,29 @@ class ScriptedTidegate:
         request = self._requests[approval_id]
         rejected = request.model_copy(update={"approver": approver, "comment": comment, "decided_at": datetime.now(UTC)})
         self._requests[approval_id] = rejected
-        await self.transport.publish("approvals", ApprovalRejected.build(rejected, source="scripted/approval"))
+        await self._publish("approval", "approvals", ApprovalRejected.build(rejected, source="scripted/approval"))
+
+    async def _publish(self, service: str, topic: str, event: Envelope) -> None:
+        """Publish as `service` would: signed with its key."""
+        await self.transport.publish(topic, self.keys.sign_event(service, event))
+
+    def _authorized(self, d: ActionDecidedData) -> ActionAuthorizedData:
+        """The authorization the policy signs for an allowed call (briefly valid, bound to its digest)."""
+        now = datetime.now(UTC)
+        auth = Authorization(
+            via="approval" if d.via == "approval" else "policy",
+            policy_version=d.policy_version,
+            action_digest=d.action_digest,
+            issued_at=now,
+            expires_at=now + timedelta(minutes=5),
+            key_id=self.keys.key_id("policy"),
+            signature="",
+        )
+        data = ActionAuthorizedData(
+            action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, tool=d.tool, args=d.args, authorization=auth
+        )
+        signed = auth.model_copy(update={"signature": self.keys.sign("policy", authorization_message(data))})
+        return data.model_copy(update={"authorization": signed})
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -173,7 +204,7 @@ class ScriptedTidegate:
             idempotency_key=d.action_id,
         )
         event = ActionSucceeded.build(data, source="scripted/executor") if error is None else ActionFailed.build(data, source="s/e")
-        await self.transport.publish("actions.results", event)
+        await self._publish("executor", "actions.results", event)
 
     async def _run(self, d: ActionDecidedData) -> dict[str, Any]:
         if d.tool in self.topic_tools:
@@ -194,8 +225,9 @@ class ScriptedTidegate:
             idempotency_key=d.action_id,
             deadline=datetime.now(UTC) + timedelta(seconds=30),
             reply_topic=f"tidegate.tools.{d.tool}.replies",
+            authorized=self._authorized(d),
         )
-        await self.transport.publish(f"tools.{d.tool}.requests", ToolInvocation.build(invocation, source="scripted/executor"))
+        await self._publish("executor", f"tools.{d.tool}.requests", ToolInvocation.build(invocation, source="scripted/executor"))
         async for _, event in replies:
             reply: ToolReplyData = event.data
             if reply.action_id == d.action_id:

@@ -40,6 +40,11 @@ class ClientSettings(BaseSettings):
         description="Where governed tools' private keys are (`<tool>/<tool>.key` or `<tool>.key`): their replies are signed with them "
         "(the catalog's `reply_key_file` names the public half).",
     )
+    service_keys_dir: Path = Field(
+        default=Path(".tidegate") / "keys",
+        description="The deployment's public keys (`policy.pub`, `approval.pub`, `executor.pub`: its `TIDEGATE_KEYS_DIR`): the client "
+        "believes only answers its services signed, and a governed function runs only on an authorization the policy key signed.",
+    )
     state_dir: Path = Field(
         default=Path(".tidegate") / "client", description="Where governed tools record the calls they ran (SQLite, one file per tool)."
     )

@@ -1,12 +1,10 @@
-"""The signing seam: what the client signs before sending and what it checks before believing.
+"""The signing seam: what the client signs before sending (what it believes is `trust.py`'s).
 
 A Tidegate deployment refuses unsigned events (docs/security/signatures.md): a task or proposal must
 be signed by a client key an operator registered for the tenant (`tidegate clients add`), whose
 principal is the `requested_by`; a governed function's `tool.reply` by the tool's key that the
 catalog entry names (`reply_key_file`). `KeySigner` does both with the same bytes the services
-verify: Ed25519 over the canonical JSON of the whole event without `signature`. Answers are
-believed as far as the bus's ACLs go (only the policy, approval and executor principals may write
-the answer topics).
+verify: Ed25519 over the canonical JSON of the whole event without `signature`.
 """
 
 from __future__ import annotations
@@ -29,14 +27,10 @@ class SigningNotWired(RuntimeError):
 
 
 class Signer(Protocol):
-    """Signs what the client sends and verifies what it reads."""
+    """Signs what the client sends."""
 
     def sign(self, event: E) -> E:
         """The event as it goes on the wire (signed, or unchanged)."""
-        ...
-
-    def verify(self, event: Envelope) -> bool:
-        """Whether an answer (decision, approval, result, invocation) may be believed."""
         ...
 
 
@@ -46,10 +40,6 @@ class EnvelopeSigner:
     def sign(self, event: E) -> E:
         """Return the event unchanged."""
         return event
-
-    def verify(self, event: Envelope) -> bool:
-        """Accept every well-formed answer."""
-        return True
 
 
 class _Key:
@@ -97,10 +87,6 @@ class KeySigner:
         if event.type == "tidegate.tool.reply":
             return self._tool_key(str(getattr(event.data, "tool", ""))).sign(event)
         return self._client.sign(event)
-
-    def verify(self, event: Envelope) -> bool:
-        """Answers are believed as far as the bus's ACLs go (only their producers' principals may write them)."""
-        return True
 
 
 def signer_for(settings: ClientSettings) -> Signer:

@@ -106,6 +106,7 @@ def client_settings(kit: KitSettings, tmp_path: Path) -> ClientSettings:
         sasl_password=SecretStr(password) if password else None,
         signing_key_path=kit.client_keys_dir / "acme" / CLIENT / f"{CLIENT}.key",
         tool_keys_dir=kit.keys_dir / "tools",
+        service_keys_dir=kit.keys_dir,
         tenant="acme",
         principal=CLIENT,
         proposer="external:tests",

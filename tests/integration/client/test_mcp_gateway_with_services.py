@@ -83,6 +83,7 @@ async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_
         # the registered client key signs its proposals, as in `client_settings`
         "TIDEGATE_CLIENT_SIGNING_KEY_PATH": str(client_settings.signing_key_path),
         "TIDEGATE_CLIENT_TOOL_KEYS_DIR": str(client_settings.tool_keys_dir),
+        "TIDEGATE_CLIENT_SERVICE_KEYS_DIR": str(client_settings.service_keys_dir),
         **({"TIDEGATE_CLIENT_SASL_USERNAME": client_settings.sasl_username} if client_settings.sasl_username else {}),
         **({"TIDEGATE_CLIENT_SASL_PASSWORD": client_settings.sasl_password.get_secret_value()} if client_settings.sasl_password else {}),
         "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from schemas import ActionProposedData
+from schemas import ActionProposedData, ActionResultData, ActionSucceeded, ApprovalGranted
 from tidegate.client import (
     ClientSettings,
     Denied,
@@ -24,6 +24,7 @@ from tidegate.client import (
     Tidegate,
 )
 from tidegate.client.scripted import ScriptedTidegate
+from tidegate.client.trust import DeploymentKeys
 
 
 def rule(p: ActionProposedData) -> tuple[str, str]:
@@ -118,15 +119,15 @@ async def test_a_restarted_client_resumes_waiting_and_the_call_runs_once(
 
 
 async def test_no_answer_in_time_is_a_timeout_not_an_outcome(bus: MemoryTransport) -> None:
-    async with Tidegate(transport=bus) as tg:  # no governance running at all
+    async with Tidegate(transport=bus, trust=DeploymentKeys().trust()) as tg:  # no governance running at all
         with pytest.raises(TimeoutError, match="no conclusive answer"):
             await tg.propose("tag_ticket", {"ticket_id": "T-1"}, timeout_s=0.2)
 
 
 def test_the_sync_flavour_proposes_and_waits_for_a_human() -> None:
     bus = MemoryTransport()
+    stack = ScriptedTidegate(bus, rule, tools={"issue_refund": refund})  # before the client: its keys are the bus's
     with SyncTidegate(transport=bus) as tg:
-        stack = ScriptedTidegate(bus, rule, tools={"issue_refund": refund})
         tg._run(stack.__aenter__())  # the scripted services run on the client's loop
         try:
             assert isinstance(tg.propose("tag_ticket", {"ticket_id": "T-1"}), Executed)
@@ -190,3 +191,30 @@ async def test_proposing_an_action_id_again_after_a_restart_sends_nothing_and_fo
     assert isinstance(after, Executed)
     assert len(stack.proposals) == 1
     assert len(stack.calls["issue_refund"]) == 1
+
+
+async def test_answers_not_signed_by_the_service_that_produces_them_are_not_believed(
+    tg: Tidegate, stack: ScriptedTidegate, bus: MemoryTransport
+) -> None:
+    """An attacker who can write the answer topics cannot tell the agent a held call ran, nor that a denied one was allowed."""
+    rogue = DeploymentKeys()
+    outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-9"}, action_id="a-held")
+    assert isinstance(outcome, Escalated)
+    [request] = stack.pending()
+    [decided] = [e for e in bus.topics["actions.decided"] if e.data.action_id == "a-held"]
+    forged_done = ActionSucceeded.build(
+        ActionResultData(action_id="a-held", task_id=decided.data.task_id, tenant_id="acme", tool="issue_refund", status="succeeded",
+                         result={"refund_id": "re_forged"}, attempts=1, duration_ms=1.0, idempotency_key="a-held"),
+        source="tidegate/executor",
+    )  # fmt: skip
+    forged_grant = ApprovalGranted.build(request.model_copy(update={"approver": "mallory"}), source="tidegate/approval")
+    for topic, forged in [
+        ("actions.results", forged_done),  # unsigned
+        ("actions.results", rogue.sign_event("executor", forged_done)),  # a key the deployment never made
+        ("actions.results", stack.keys.sign_event("policy", forged_done)),  # a real key, of a service that may not say it
+        ("approvals", rogue.sign_event("approval", forged_grant)),
+    ]:
+        await bus.publish(topic, forged)
+    await stack.reject(request.approval_id)  # read after the forgeries: had one been believed, the call would have ended before it
+    assert isinstance(await outcome.decision(timeout_s=5), Rejected)
+    assert stack.calls.get("issue_refund") is None

@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from schemas import ActionProposedData, ToolInvocation, ToolInvocationData
+from schemas import (
+    ActionAuthorizedData,
+    ActionProposedData,
+    Authorization,
+    ToolInvocation,
+    ToolInvocationData,
+    action_digest,
+    authorization_message,
+)
 from tidegate.client import ClientSettings, GovernanceError, MemoryLedger, MemoryTransport, SqliteLedger, Tidegate, governed, serve_tool
 from tidegate.client.scripted import ScriptedTidegate
+from tidegate.client.trust import DeploymentKeys
 
 
 def rule(p: ActionProposedData) -> tuple[str, str]:
@@ -34,18 +43,47 @@ async def stack(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
         yield scripted
 
 
-def invocation(action_id: str, *, reply_topic: str = "tidegate.tools.reorder_stock.replies") -> ToolInvocation:
+@pytest.fixture
+def keys(bus: MemoryTransport) -> DeploymentKeys:
+    """The deployment's keys, as the client on `bus` knows them (no scripted services run in these tests)."""
+    made = DeploymentKeys()
+    bus.trust = made.trust()
+    return made
+
+
+def authorization(keys: DeploymentKeys, action_id: str, args: dict[str, Any], *, signer: str = "policy") -> ActionAuthorizedData:
+    """What the policy signs for a call of `reorder_stock` with `args` (`signer` forges it with another key)."""
+    now = datetime.now(UTC)
+    auth = Authorization(via="policy", policy_version="v1", action_digest=action_digest("acme", "reorder_stock", args), issued_at=now,
+                         expires_at=now + timedelta(minutes=5), key_id=keys.key_id(signer), signature="")  # fmt: skip
+    data = ActionAuthorizedData(action_id=action_id, task_id="t-1", tenant_id="acme", tool="reorder_stock", args=args, authorization=auth)
+    return data.model_copy(update={"authorization": auth.model_copy(update={"signature": keys.sign(signer, authorization_message(data))})})
+
+
+def invocation(
+    keys: DeploymentKeys,
+    action_id: str,
+    *,
+    reply_topic: str = "tidegate.tools.reorder_stock.replies",
+    args: dict[str, Any] | None = None,
+    authorized: ActionAuthorizedData | None = None,
+    signer: str | None = "executor",
+) -> ToolInvocation:
+    """An invocation as the executor sends it: signed, carrying the policy's authorization of these args (unless told otherwise)."""
+    args = args or {"sku": "KB-1", "quantity": 3}
     data = ToolInvocationData(
         action_id=action_id,
         task_id="t-1",
         tenant_id="acme",
         tool="reorder_stock",
-        args={"sku": "KB-1", "quantity": 3},
+        args=args,
         idempotency_key=action_id,
         deadline=datetime.now(UTC) + timedelta(seconds=30),
         reply_topic=reply_topic,
+        authorized=authorized or authorization(keys, action_id, args),
     )
-    return ToolInvocation.build(data, source="tidegate/executor")
+    event = ToolInvocation.build(data, source="tidegate/executor")
+    return keys.sign_event(signer, event) if signer else event
 
 
 async def test_calling_a_governed_function_proposes_it_and_returns_what_it_returned(
@@ -89,7 +127,9 @@ async def test_a_governed_call_that_escalates_runs_after_the_human_approves(
         assert ran == [200]
 
 
-async def test_a_redelivered_invocation_gets_the_first_answer_and_never_runs_again(bus: MemoryTransport, wait_for: Any) -> None:
+async def test_a_redelivered_invocation_gets_the_first_answer_and_never_runs_again(
+    bus: MemoryTransport, keys: DeploymentKeys, wait_for: Any
+) -> None:
     ran: list[dict[str, Any]] = []
 
     async def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -99,13 +139,15 @@ async def test_a_redelivered_invocation_gets_the_first_answer_and_never_runs_aga
     async with Tidegate(transport=bus) as tg:
         tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
         for _ in range(3):  # the executor retries with the same key after a timeout
-            await bus.publish("tools.reorder_stock.requests", invocation("a-1"))
+            await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-1"))
         replies = await wait_for(lambda: len(bus.topics["tools.reorder_stock.replies"]) == 3 and bus.topics["tools.reorder_stock.replies"])
     assert [r.data.result for r in replies] == [{"value": 1}] * 3
     assert len(ran) == 1
 
 
-async def test_a_call_cut_short_by_a_crash_is_answered_unknown_never_run_twice(bus: MemoryTransport, tmp_path: Path, wait_for: Any) -> None:
+async def test_a_call_cut_short_by_a_crash_is_answered_unknown_never_run_twice(
+    bus: MemoryTransport, keys: DeploymentKeys, tmp_path: Path, wait_for: Any
+) -> None:
     ledger_path = tmp_path / "reorder_stock.sqlite3"
     SqliteLedger(ledger_path).begin("a-2")  # the previous process began the call and died before replying
     ran: list[dict[str, Any]] = []
@@ -116,13 +158,15 @@ async def test_a_call_cut_short_by_a_crash_is_answered_unknown_never_run_twice(b
 
     async with Tidegate(transport=bus) as tg:
         tg.run_in_background(serve_tool(tg, "reorder_stock", run, SqliteLedger(ledger_path)))
-        await bus.publish("tools.reorder_stock.requests", invocation("a-2"))
+        await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-2"))
         [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
     assert (reply.data.ok, reply.data.error.type) == (False, "outcome_unknown")
     assert ran == []
 
 
-async def test_an_invocation_that_asks_for_its_reply_elsewhere_is_refused(bus: MemoryTransport, wait_for: Any) -> None:
+async def test_an_invocation_that_asks_for_its_reply_elsewhere_is_refused(
+    bus: MemoryTransport, keys: DeploymentKeys, wait_for: Any
+) -> None:
     ran: list[dict[str, Any]] = []
 
     async def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -131,8 +175,8 @@ async def test_an_invocation_that_asks_for_its_reply_elsewhere_is_refused(bus: M
 
     async with Tidegate(ClientSettings(), transport=bus) as tg:
         tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
-        await bus.publish("tools.reorder_stock.requests", invocation("a-3", reply_topic="tidegate.tools.other.replies"))
-        await bus.publish("tools.reorder_stock.requests", invocation("a-4"))
+        await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-3", reply_topic="tidegate.tools.other.replies"))
+        await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-4"))
         [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
     assert reply.data.action_id == "a-4"
     assert len(ran) == 1
@@ -153,3 +197,34 @@ async def test_a_governed_call_waits_for_a_slow_human_beyond_the_decision_timeou
         assert not call.done()
         await stack.approve(request.approval_id)
         assert await asyncio.wait_for(call, 5) == 500
+
+
+async def test_the_function_runs_only_on_an_executor_invocation_carrying_the_policys_authorization_of_those_args(
+    bus: MemoryTransport, keys: DeploymentKeys, wait_for: Any
+) -> None:
+    """Whoever manages to write on the tool's request topic (a stolen login, a misconfigured ACL) cannot make it run."""
+    ran: list[dict[str, Any]] = []
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        ran.append(args)
+        return {}
+
+    rogue = DeploymentKeys()  # keys the deployment never made
+    big = {"sku": "KB-1", "quantity": 9000}
+    forgeries = [
+        invocation(keys, "f-1", signer=None),  # unsigned
+        rogue.sign_event("executor", invocation(keys, "f-2", signer=None)),  # signed by a key that is not the executor's
+        invocation(keys, "f-3", authorized=authorization(keys, "f-3", big, signer="executor")),  # authorized by the executor, not policy
+        invocation(keys, "f-4", authorized=authorization(rogue, "f-4", big)),  # by another deployment's policy
+        invocation(keys, "f-5", args=big, authorized=authorization(keys, "f-5", {"sku": "KB-1", "quantity": 3})),  # other args
+        invocation(keys, "f-6", authorized=authorization(keys, "a-other", {"sku": "KB-1", "quantity": 3})),  # another action's
+    ]
+    unauthorized = invocation(keys, "f-7").model_copy(update={"data": invocation(keys, "f-7").data.model_copy(update={"authorized": None})})
+    async with Tidegate(transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
+        for forged in [*forgeries, keys.sign_event("executor", unauthorized)]:
+            await bus.publish("tools.reorder_stock.requests", forged)
+        await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-5"))
+        [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
+    assert reply.data.action_id == "a-5"
+    assert ran == [{"sku": "KB-1", "quantity": 3}]

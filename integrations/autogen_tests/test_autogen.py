@@ -1,0 +1,137 @@
+"""AutoGen 0.7 (autogen-agentchat) with its own scripted model (`ReplayChatCompletionClient`), governed by `GovernedWorkbench`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.messages import ToolCallSummaryMessage
+from autogen_core import FunctionCall
+from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
+from autogen_core.tools import FunctionTool
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from integrations.harness import SideEffects, wait_pending
+from tidegate.client import Tidegate
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.integrations.autogen import GovernedWorkbench
+
+MODEL = ModelInfo(vision=False, function_calling=True, json_output=False, family=ModelFamily.UNKNOWN, structured_output=False)
+
+
+def build_agent(client: Tidegate, effects: SideEffects, tool: str, args: dict[str, Any], call_id: str = "call-1") -> AssistantAgent:
+    """An agent whose model asks for one tool call, with the tools' real functions recording what they did."""
+
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    def delete_customer_data(customer_id: str) -> str:
+        effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
+        return f"deleted {customer_id}"
+
+    call = FunctionCall(id=call_id, name=tool, arguments=json.dumps(args))
+    model = ReplayChatCompletionClient(
+        [
+            CreateResult(
+                finish_reason="function_calls", content=[call], usage=RequestUsage(prompt_tokens=0, completion_tokens=0), cached=False
+            )
+        ],
+        model_info=MODEL,
+    )
+    tools = [
+        FunctionTool(issue_refund, description="Refund a customer."),
+        FunctionTool(delete_customer_data, description="Erase a customer."),
+    ]
+    return AssistantAgent("support", model_client=model, workbench=GovernedWorkbench(client, tools))
+
+
+async def tool_result(agent: AssistantAgent, task: str) -> str:
+    result = await agent.run(task=task)
+    summary = result.messages[-1]
+    assert isinstance(summary, ToolCallSummaryMessage)
+    return summary.content
+
+
+async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        said = await tool_result(build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0}), "refund 40")
+    assert said == "refunded 40.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+    [proposal] = governance.proposals
+    assert (proposal.action_id, proposal.args) == ("autogen-call-1", {"payee_id": "cus_1", "amount_usd": 40.0})
+
+
+async def test_a_denied_call_never_runs_and_the_model_reads_why(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        agent = build_agent(client, effects, "delete_customer_data", {"customer_id": "c1"})
+        result = await agent.run(task="erase c1")
+    [executed] = [m for m in result.messages if type(m).__name__ == "ToolCallExecutionEvent"]
+    [answer] = executed.content
+    assert answer.is_error
+    assert "denied" in answer.content
+    assert "human_only" in answer.content
+    assert effects.of("delete_customer_data") == []
+
+
+async def test_an_escalated_call_waits_for_the_human_and_runs_once_approved(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        run = asyncio.create_task(
+            tool_result(build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}), "r")
+        )
+        await governance.approve(await wait_pending(governance))
+        said = await asyncio.wait_for(run, 10)
+    assert said == "refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+
+
+async def test_a_rejected_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
+    async with make_client() as client:
+        run = asyncio.create_task(
+            tool_result(build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}), "r")
+        )
+        await governance.reject(await wait_pending(governance), comment="not this customer")
+        said = await asyncio.wait_for(run, 10)
+    assert "rejected" in said
+    assert effects.of("issue_refund") == []
+
+
+async def test_a_human_edit_runs_the_edited_arguments_and_the_model_is_told(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        run = asyncio.create_task(
+            tool_result(build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}), "r")
+        )
+        await governance.approve(await wait_pending(governance), edited_args={"payee_id": "cus_1", "amount_usd": 450.0})
+        said = await asyncio.wait_for(run, 10)
+    assert said.startswith('A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0}')
+    assert said.endswith("refunded 450.00 to cus_1")
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 450.0}]
+
+
+async def test_a_process_that_crashed_while_a_human_decided_replays_the_call_and_it_runs_once(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    args = {"payee_id": "cus_1", "amount_usd": 700.0}
+    first = make_client()
+    await first.start()
+    run = asyncio.create_task(tool_result(build_agent(first, effects, "issue_refund", args), "refund"))
+    approval = await wait_pending(governance)
+    run.cancel()  # the process dies while the human decides
+    await asyncio.gather(run, return_exceptions=True)
+    await first.stop()
+    await governance.approve(approval)
+
+    async with make_client() as second:  # the restarted agent replays its run: the model asks for the same call id
+        said = await tool_result(build_agent(second, effects, "issue_refund", args), "refund")
+    assert said == "refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [args]
+    assert len(governance.proposals) == 1

@@ -1,0 +1,72 @@
+"""What exactly is signed: the canonical bytes of tool calls, authorizations and approval decisions.
+
+The policy service signs authorizations and the executor (and a governed function's client) verifies them; the approval service signs
+decisions and the policy service verifies them. Both sides call these functions, so they agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from schemas.events import ActionAuthorizedData, ApprovalData
+from schemas.serialization import canonical_json, digest
+
+__all__ = ["action_digest", "approval_message", "authorization_message"]
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def action_digest(tenant_id: str, tool: str, args: dict[str, Any]) -> str:
+    """SHA-256 of the canonical tool call; an approval or authorization binds to exactly this."""
+    return digest({"tenant_id": tenant_id, "tool": tool, "args": args})
+
+
+def authorization_message(data: ActionAuthorizedData) -> bytes:
+    """The bytes the policy service signs for an `action.authorized` (signature field excluded)."""
+    auth = data.authorization
+    return canonical_json(
+        {
+            "action_id": data.action_id,
+            "task_id": data.task_id,
+            "tenant_id": data.tenant_id,
+            "tool": data.tool,
+            "args": data.args,
+            "via": auth.via,
+            "policy_version": auth.policy_version,
+            "action_digest": auth.action_digest,
+            "approval_id": auth.approval_id,
+            "issued_at": _ts(auth.issued_at),
+            "expires_at": _ts(auth.expires_at),
+            "key_id": auth.key_id,
+        }
+    )
+
+
+def approval_message(event_type: str, data: ApprovalData) -> bytes:
+    """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
+
+    A follow-up's `resolution` is signed too; it is left out when null, so the messages of the other
+    decisions are the bytes they always were.
+    """
+    message: dict[str, Any] = {
+        "type": event_type,
+        "approval_id": data.approval_id,
+        "action_id": data.action_id,
+        "task_id": data.task_id,
+        "tenant_id": data.tenant_id,
+        "tool": data.tool,
+        "args": data.args,
+        "action_digest": data.action_digest,
+        "approver": data.approver,
+        "approvers": sorted(data.approvers),
+        "edited_args": data.edited_args,
+        "decided_at": _ts(data.decided_at),
+        "expires_at": _ts(data.expires_at),
+        "key_id": data.key_id,
+    }
+    if data.resolution is not None:
+        message["resolution"] = data.resolution
+    return canonical_json(message)

@@ -1,0 +1,85 @@
+"""AutoGen (autogen-agentchat 0.7): a workbench whose every tool call goes through Tidegate.
+
+    workbench = GovernedWorkbench(client, [FunctionTool(issue_refund, description="...")])
+    agent = AssistantAgent("support", model_client=model, workbench=workbench)
+    result = await agent.run(task="...")
+
+AutoGen's agents reach their tools through a `Workbench`; this one proposes each call (the model's
+call id is the action id) and returns what Tidegate made of it: the result of a call that ran, or
+an error result with the reason codes of one that was denied or rejected. The tool functions are
+served as governed `topic` tools, so a function runs only when Tidegate's executor invokes it with
+the policy's signed authorization, and once per call however often it is invoked.
+AutoGen has no approval of its own for tool calls: an escalated call waits for the human's decision
+(as AutoGen's `UserProxyAgent` waits for its human), and a run that restarts after a crash replays
+the same call id, which follows the first proposal instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autogen_core import CancellationToken
+from autogen_core.tools import BaseTool, StaticWorkbench, TextResultContent, ToolResult
+
+from tidegate.client import Decided, Escalated, Executed, Tidegate
+from tidegate.integrations._common import outcome_text, serve_function
+
+__all__ = ["GovernedWorkbench"]
+
+
+class GovernedWorkbench(StaticWorkbench):
+    """A `StaticWorkbench` that never calls a tool itself: it proposes, and Tidegate's executor invokes the served function.
+
+    Args:
+        client: A started `Tidegate` client.
+        tools: The agent's tools; each is a catalog tool of kind `topic` named as the tool.
+        human_timeout_s: Longest a call waits for a human (default: as long as it takes); past it the
+            call returns an error result naming the approval, and the same call id later picks it up.
+    """
+
+    def __init__(self, client: Tidegate, tools: Sequence[BaseTool[Any, Any]], *, human_timeout_s: float | None = None) -> None:
+        super().__init__(list(tools))
+        self.client = client
+        self.human_timeout_s = human_timeout_s
+        for tool in tools:
+            serve_function(client, tool.name, _runner(tool))
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        cancellation_token: CancellationToken | None = None,
+        call_id: str | None = None,
+    ) -> ToolResult:
+        """Propose the call (keyed on the model's call id), wait for policy and any human, return the outcome as the tool's result."""
+        args = dict(arguments or {})
+        action_id = f"autogen-{call_id}" if call_id else None
+        outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
+        if isinstance(outcome, Escalated):
+            escalated = outcome
+            try:
+                outcome = await escalated.decision(self.human_timeout_s)
+            except TimeoutError:
+                waiting = f"Waiting for a human to decide approval {escalated.approval_id} ({', '.join(escalated.codes)}); it has not run."
+                return _result(name, waiting, is_error=True)
+        return _result(name, _text(outcome), is_error=not isinstance(outcome, Executed))
+
+
+def _text(outcome: Decided) -> str:
+    text = outcome_text(outcome)
+    if isinstance(outcome, Executed) and outcome.edited_args is not None:
+        return f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran: {text}"
+    return text
+
+
+def _result(name: str, text: str, *, is_error: bool) -> ToolResult:
+    return ToolResult(name=name, result=[TextResultContent(content=text)], is_error=is_error)
+
+
+def _runner(tool: BaseTool[Any, Any]) -> Any:
+    async def run(args: dict[str, Any]) -> Any:
+        return await tool.run_json(args, CancellationToken())
+
+    return run
