@@ -40,8 +40,16 @@ down: install ## Stop the services, then the infrastructure
 	$(BIN)/tidegate down
 	$(BIN)/tidegate infra down
 
+# Stripe's own stand-in, stripe-mock, built with `go install` (the version `standins.stripe_mock` names).
+STRIPE_MOCK := .tidegate/bin/stripe-mock
+$(STRIPE_MOCK): | $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from standins import ensure_stripe_mock; ensure_stripe_mock(Path('.tidegate/bin'))"
+
+.PHONY: stripe-mock
+stripe-mock: $(STRIPE_MOCK) ## Build Stripe's stripe-mock into .tidegate/bin (the demo's and the tests' Stripe stand-in)
+
 .PHONY: demo
-demo: infra-up ## Set everything up and run the support-triage demo end to end
+demo: infra-up $(STRIPE_MOCK) ## Set everything up and run the support-triage demo end to end (Zendesk and Stripe stand-ins, offline)
 	$(BIN)/tidegate demo
 
 .PHONY: test

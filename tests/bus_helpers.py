@@ -10,13 +10,13 @@ import contextlib
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from signers import signed
 
 from schemas import ActionDecided, Envelope, decode, encode, headers_for
 from servicekit import ADMIN, KitSettings, kafka_options
 
-__all__ = ["Collector", "Producer"]
+__all__ = ["Collector", "Producer", "every_record"]
 
 
 class Collector:
@@ -92,3 +92,24 @@ class Producer:
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         await self._producer.send_and_wait(self.kit.topic_prefix + topic, value, key=key)
+
+
+async def every_record(bootstrap: str, prefix: str) -> list[bytes]:
+    """Key, headers and value of every record of every topic of the run (control, dead letters and tool topics too)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
+        tps = [
+            TopicPartition(t, p) for t in await consumer.topics() if t.startswith(prefix) for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[bytes] = []
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(*tps, timeout_ms=1000)).values():
+                out += [(r.key or b"") + b"".join(v for _, v in r.headers) + (r.value or b"") for r in records]
+        return out
+    finally:
+        await consumer.stop()

@@ -154,9 +154,10 @@ def demo(
         True, "--start/--no-start", help="Start the services (`tidegate up --detach`) if they are not running."
     ),
     systems: str = typer.Option(
-        "builtin",
+        "stand-in",
         "--systems",
-        help="`builtin`: the demo tables in PostgreSQL; `stand-in`: helpdesk on a Zendesk stand-in, payments on stripe-mock.",
+        help="`stand-in` (offline): helpdesk on a Zendesk stand-in, payments on Stripe's stripe-mock (built with Go on first use); "
+        "`builtin`: the demo tables in PostgreSQL.",
     ),
 ) -> None:
     """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""

@@ -309,12 +309,12 @@ async def _onboard(kit: KitSettings, tenant: str, console: Console) -> None:
 
 
 async def run_demo(
-    kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console, systems: str = "builtin"
+    kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console, systems: str = "stand-in"
 ) -> int:
     """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped).
 
-    `systems`: `builtin` acts on the demo tables in PostgreSQL; `stand-in` puts the helpdesk on a Zendesk stand-in and
-    the payments on Stripe's stripe-mock (mail, CRM and code stay built in).
+    `systems`: `stand-in` (the default) puts the helpdesk on a Zendesk stand-in and the payments on Stripe's stripe-mock
+    (mail, CRM and code stay built in); `builtin` acts on the demo tables in PostgreSQL only.
     """
     started = time.monotonic()
     catalog = ToolCatalog.load(kit.tools_dir)

@@ -15,7 +15,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from bus_helpers import every_record
 
+import connectors
 from schemas import decode
 from servicekit import ADMIN, KitSettings, kafka_options
 
@@ -83,6 +85,8 @@ async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
         "-m",
         "tidegate.cli",
         "demo",
+        "--systems",
+        "builtin",
         "--timeout",
         "150",
         env=stack_env,
@@ -167,8 +171,19 @@ async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
     assert planner_rows == 8
 
 
+async def demo_credentials(database_url: str, keys_dir: Path, tenant: str) -> dict[str, str]:
+    """The credentials the demo made for its run and sealed to the executor's key, opened with that key."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        grants = [g for g in await connectors.PgGrantStore(pool).all() if g.tenant_id == tenant and g.sealed is not None]
+    finally:
+        await pool.close()
+    vault = connectors.Vault(keys_dir)
+    return {g.connector: vault.open(g.sealed, tenant, g.connector) for g in grants if g.sealed is not None}
+
+
 @pytest.mark.timeout(900)  # stripe-mock is built with `go install` on first use
-async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcomes(infra, prefix, stack_env):
+async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcomes(infra, prefix, stack_env, tmp_path: Path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tidegate.cli", "demo", "--systems", "stand-in", "--timeout", "150",
         env=stack_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -206,6 +221,24 @@ async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcome
         allowed = [d.data.tool for d in events["actions.decided"] if d.data.task_id == by_ticket[ticket] and d.data.outcome == "allow"]
         assert allowed == ["zendesk_tag_ticket", "zendesk_add_internal_note", "zendesk_draft_reply"]
         assert all(r.type == "tidegate.action.succeeded" for r in events["actions.results"] if r.data.task_id == by_ticket[ticket])
-    # The run's Stripe key is made for it and sealed; it shows nowhere a user or an event could see it.
-    assert "sk_test_" not in text
-    assert not [e for topic in events.values() for e in topic if "sk_test_" in e.model_dump_json()]
+    # The run's Zendesk token and Stripe key are made for it and sealed: they appear on no topic, in no audit
+    # record, in no service's log and not in what the demo printed.
+    secrets = await demo_credentials(infra.database_url, tmp_path / "keys", "acme")
+    assert sorted(secrets) == ["stripe", "zendesk"]
+    assert secrets["stripe"].startswith("sk_test_")
+    records = await every_record(infra.kafka_bootstrap, prefix)
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        audit = await conn.fetch("SELECT key, headers::text AS headers, value FROM audit.log WHERE starts_with(topic, $1)", prefix)
+    finally:
+        await conn.close()
+    logs = {p.name: p.read_bytes() for p in (tmp_path / "run" / "logs").glob("*.log")}
+    assert len(records) > 100
+    assert len(audit) > 100  # the audit service recorded the run (every record of it, in time)
+    assert {"executor.log", "policy.log", "planner.log"} <= set(logs)
+    for connector, secret in secrets.items():
+        value = secret.encode()
+        assert secret not in text, connector
+        assert not [r for r in records if value in r], connector
+        assert not [r for r in audit if value in (r["key"] or b"") + r["headers"].encode() + (r["value"] or b"")], connector
+        assert not [name for name, log in logs.items() if value in log], connector

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from bus_helpers import every_record
 from connector_harness import CANARY, cli
 
 import schemas as s
@@ -37,27 +38,6 @@ def authorization(key: SigningKey, tenant: str, tool: str, args: dict[str, Any])
     )  # fmt: skip
     signed = data.authorization.model_copy(update={"signature": key.sign(authorization_message(data))})
     return s.ActionAuthorized.build(data.model_copy(update={"authorization": signed}), source="tidegate/policy")
-
-
-async def every_record(kit: KitSettings) -> list[bytes]:
-    """Key, headers and value of every record of every topic under the test's prefix, from the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
-    await consumer.start()
-    try:
-        names = [t for t in await consumer.topics() if t.startswith(kit.topic_prefix)]
-        await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
-        tps = [TopicPartition(t, p) for t in names for p in consumer.partitions_for_topic(t) or ()]
-        assert tps, names
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[bytes] = []
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            for records in (await consumer.getmany(*tps, timeout_ms=1000)).values():
-                out += [(r.key or b"") + b"".join(v for _, v in r.headers) + (r.value or b"") for r in records]
-        return out
-    finally:
-        await consumer.stop()
 
 
 async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
@@ -135,7 +115,7 @@ async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
     assert ("GET", "/api/v2/tickets/101.json") in zendesk.requests  # the stand-in answers only the right token
     # … and nothing else.
     canary = CANARY.encode()
-    records = await every_record(kit)
+    records = await every_record(kit.kafka_bootstrap, kit.topic_prefix)
     assert len(records) >= 2 * len(events)
     assert not [r for r in records if canary in r]
     assert len(audit_rows) >= 2 * len(events)
