@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import mcp
 from conftest import Stack
 
 from servicekit import ToolCatalog
 from tidegate.client import ClientSettings, Tidegate
-from tidegate.mcp_gateway import GatewaySettings, build_server
+from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
 
 
 def notes(tmp_path: Path) -> list[dict[str, object]]:
@@ -67,6 +68,36 @@ async def test_mcp_calls_are_allowed_denied_and_escalated_then_approved(
     assert waited.structured_content["customer"] == "cus_1002"
     assert any(m and "waiting for a human" in m for m in progress)
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1001", "cus_1002"]
+
+
+async def test_in_pending_mode_an_escalated_mcp_call_returns_at_once_and_is_polled_until_a_human_approves(
+    stack: Stack, client_settings: ClientSettings, tmp_path: Path, wait_for: Any
+) -> None:
+    """`TIDEGATE_MCP_ON_ESCALATION=pending`: the client is not held; it polls `tidegate_action_status` after the approval API's grant."""
+    catalog = ToolCatalog.load(stack.kit.tools_dir).tools.values()
+    draft = client_settings.model_copy(update={"mode": "draft"})  # every write needs a human
+    token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
+    settings = GatewaySettings(on_escalation="pending")
+    async with Tidegate(draft) as client, mcp.Client(build_server(client, catalog, settings)) as agent:
+        pending = await agent.call_tool("notes_add_note", {"customer": "cus_1003", "text": "call on Monday"})
+        assert not pending.is_error, pending.content
+        assert pending.structured_content["outcome"] == "pending"
+        ask = {"action_id": pending.structured_content["action_id"], "position": pending.structured_content["position"]}
+        assert (await agent.call_tool(STATUS_TOOL, ask)).structured_content["outcome"] == "pending"
+        assert notes(tmp_path) == []
+
+        listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+        [request] = [a for a in listing.json() if a["action_id"] == ask["action_id"]]
+        await stack.decide(request["approval_id"], "approve", token)
+
+        async def settled() -> Any:
+            answer = await agent.call_tool(STATUS_TOOL, ask)
+            return answer if answer.structured_content.get("outcome") != "pending" else None
+
+        done = await wait_for(settled, timeout=60, interval=0.2, what="the approved call's result")
+    assert not done.is_error, done.content
+    assert done.structured_content["customer"] == "cus_1003"
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]
 
 
 async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_settings: ClientSettings, tmp_path: Path) -> None:
