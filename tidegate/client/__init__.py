@@ -18,6 +18,7 @@ from tidegate.client.settings import ClientSettings
 from tidegate.client.signing import EnvelopeSigner, KeySigner, Signer, SigningNotWired, signer_for
 from tidegate.client.sync import SyncTidegate
 from tidegate.client.transport import Delivery, KafkaTransport, Position, Transport
+from tidegate.client.trust import DeploymentKeys, Trust, TrustNotWired
 
 __all__ = [
     "ANSWER_TOPICS",
@@ -26,6 +27,7 @@ __all__ = [
     "Decided",
     "Delivery",
     "Denied",
+    "DeploymentKeys",
     "EnvelopeSigner",
     "Escalated",
     "Executed",
@@ -49,6 +51,8 @@ __all__ = [
     "SyncTidegate",
     "Tidegate",
     "Transport",
+    "Trust",
+    "TrustNotWired",
     "decided",
     "governed",
     "serve_tool",

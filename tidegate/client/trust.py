@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -84,9 +83,7 @@ class Trust:
     """The deployment services' public keys, by key id, and the checks the client runs before it believes or runs anything."""
 
     keys: dict[str, tuple[str, Ed25519PublicKey]]  # key id → (service, public key)
-    keys_dir: Path | None = None
-    reload_every_s: float = 1.0  # an unknown key id reads the folder again, at most this often (a rotated key is found)
-    _loaded_at: float = field(default_factory=time.monotonic, init=False)
+    keys_dir: Path | None = None  # read again whenever an unknown key id arrives, so a rotated key is found at once
 
     @classmethod
     def load(cls, keys_dir: Path) -> Trust:
@@ -106,8 +103,8 @@ class Trust:
 
     def _holder(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
         held = self.keys.get(key_id)
-        if held is None and self.keys_dir is not None and time.monotonic() - self._loaded_at >= self.reload_every_s:
-            self.keys, self._loaded_at = _read(self.keys_dir), time.monotonic()
+        if held is None and self.keys_dir is not None:
+            self.keys = _read(self.keys_dir)
             held = self.keys.get(key_id)
         return held
 

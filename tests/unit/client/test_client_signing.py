@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas import ActionProposed, ActionProposedData, ToolReply, ToolReplyData, encode
-from servicekit import KitSettings, client_key, deployment_authority
-from servicekit.signing import SigningKey
+import pytest
+
+from schemas import ActionDecided, ActionDecidedData, ActionProposed, ActionProposedData, ToolReply, ToolReplyData, decode, encode
+from servicekit import KitSettings, client_key, deployment_authority, service_key, sign_event
+from servicekit.signing import SigningKey, rotate
 from tidegate.client import ClientSettings, KeySigner, signer_for
+from tidegate.client.trust import Trust, TrustNotWired
 
 
 def _proposal(requested_by: str) -> ActionProposed:
@@ -63,3 +66,29 @@ def test_a_governed_tools_reply_is_signed_with_that_tools_key(tmp_path: Path) ->
     authority.tool_keys["bench_echo"] = tools_dir / "bench_echo.pub"
     authority.reload()
     assert authority.check(encode(signed), signed) is None
+
+
+def _decided(kit: KitSettings, service: str) -> ActionDecided:
+    data = ActionDecidedData.model_validate(
+        {"action_id": "a-1", "task_id": "t-1", "tenant_id": "acme", "tool": "tag_ticket", "args": {}, "action_digest": "d",
+         "outcome": "allow", "reasons": [], "policy_version": "v1", "latency_ms": 0.0}
+    )  # fmt: skip
+    event = sign_event(ActionDecided.build(data, source="tidegate/policy"), service_key(kit, service))
+    return decode("actions.decided", encode(event))  # as the client reads it off the wire
+
+
+def test_the_client_believes_what_the_services_sign_with_the_deployments_keys_and_finds_a_rotated_key(tmp_path: Path) -> None:
+    kit = KitSettings(run_dir=tmp_path)
+    for service in ("policy", "approval", "executor"):
+        service_key(kit, service)  # what the services make on first start
+    trust = Trust.load(kit.keys_dir)
+    trust.require()
+    assert trust.believes(_decided(kit, "policy"))
+    assert not trust.believes(_decided(kit, "executor"))  # a genuine key, of a service that may not decide
+    rotate(kit.keys_dir, "policy")  # `tidegate keys rotate policy` while the client runs
+    assert trust.believes(_decided(kit, "policy"))
+
+
+def test_a_client_without_the_deployments_keys_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(TrustNotWired, match="TIDEGATE_CLIENT_SERVICE_KEYS_DIR"):
+        Trust.load(tmp_path).require()
