@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from chaos_load import Submitted
 
 from schemas import decode
 from servicekit import ADMIN, KitSettings, kafka_options
-from chaos_load import Submitted
 
 __all__ = ["Report", "check"]
 
@@ -66,7 +66,7 @@ async def read_topics(kit: KitSettings, names: tuple[str, ...]) -> dict[str, lis
                 for r in records:
                     try:
                         event = decode(name, r.value)
-                    except Exception:  # noqa: BLE001  (counted as undecodable; the audit holds it raw)
+                    except Exception:  # counted as undecodable; the audit holds it raw
                         event = None
                     out[name].append((r, event))
                 if records and records[-1].offset + 1 >= ends[tp]:
@@ -107,7 +107,7 @@ async def side_effects(admin_dsn: str, inventory_db: Path) -> dict[str, list[str
         )
         for t in tables:
             name = f"{t['table_schema']}.{t['table_name']}"
-            for r in await conn.fetch(f"SELECT idempotency_key FROM {name}"):  # noqa: S608  (names from the catalog of the database)
+            for r in await conn.fetch(f"SELECT idempotency_key FROM {name}"):  # names from the database catalog
                 rows[r["idempotency_key"]].append(name)
     finally:
         await conn.close()
@@ -127,7 +127,9 @@ async def money(admin_dsn: str) -> tuple[Decimal, Decimal, Counter[str]]:
     try:
         tasks = await conn.fetchval("SELECT coalesce(sum(amount_usd), 0) FROM policy.spend WHERE task_id <> '*'")
         tenant = await conn.fetchval("SELECT coalesce(sum(amount_usd), 0) FROM policy.spend WHERE task_id = '*'")
-        statuses = Counter({r["status"]: r["n"] for r in await conn.fetch("SELECT status, count(*) AS n FROM policy.reservations GROUP BY 1")})
+        statuses = Counter(
+            {r["status"]: r["n"] for r in await conn.fetch("SELECT status, count(*) AS n FROM policy.reservations GROUP BY 1")}
+        )
     finally:
         await conn.close()
     return Decimal(tasks), Decimal(tenant), statuses

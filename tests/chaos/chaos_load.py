@@ -146,7 +146,7 @@ class Load:
                 )
                 return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                self.pool.expire_connections()
+                await self.pool.expire_connections()
                 await asyncio.sleep(0.5)
 
     async def _send(self, topic: str, event: Envelope) -> None:
@@ -155,13 +155,13 @@ class Load:
             try:
                 await self.producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
                 return
-            except Exception:  # noqa: BLE001  (any send failure: count it and try again)
+            except Exception:  # any send failure: count it and try again
                 self.sent.send_errors += 1
                 await asyncio.sleep(0.5)
 
 
 class Approver:
-    """A human stand-in: every second, approves each pending request of tenant acme through the HTTP API (as `tidegate approvals approve`)."""
+    """A human stand-in: every second, approves each pending request of tenant acme through the HTTP API, as the CLI does."""
 
     def __init__(self, url: str, token: str, sent: Submitted) -> None:
         self.client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)

@@ -98,7 +98,9 @@ async def run(
     try:
         await stack.up()
         log(f"stack up in {time.monotonic() - started:.0f}s: {', '.join(sorted(stack.service_pids()))}")
-        token = approver_token(stack.cli("approvals", "token", "create", "--approver", APPROVER, "--tenant", "acme", "--groups", "finance").stdout)
+        token = approver_token(
+            stack.cli("approvals", "token", "create", "--approver", APPROVER, "--tenant", "acme", "--groups", "finance").stdout
+        )
         load = Load(stack.kit, stack.admin_dsn, new_run_id())
         await load.start()
         approver = Approver(f"http://127.0.0.1:{stack.approval_port}", token, load.sent)
@@ -111,7 +113,9 @@ async def run(
             await asyncio.sleep(gap_s * rng.uniform(0.5, 1.0))
             await inject(stack, load, fault)
         await loading
-        log(f"load done: {len(load.sent.tasks)} tasks, {len(load.sent.proposals)} outside proposals ({load.sent.send_errors} sends retried)")
+        log(
+            f"load done: {len(load.sent.tasks)} tasks, {len(load.sent.proposals)} outside proposals ({load.sent.send_errors} sends retried)"
+        )
 
         async def all_closed() -> bool:
             outcomes = (await read_topics(stack.kit, ("tasks.outcomes",)))["tasks.outcomes"]
@@ -141,7 +145,9 @@ async def run(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1, help="Kafka nodes of the suite's own cluster.")
     parser.add_argument("--faults", default="full", help="`full`, `short`, or a comma-separated list (see below).")
     parser.add_argument("--rate", type=float, default=3.0, help="Items (tasks and outside proposals) per second, open loop.")
