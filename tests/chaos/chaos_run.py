@@ -150,7 +150,7 @@ def main() -> int:
     )
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1, help="Kafka nodes of the suite's own cluster.")
     parser.add_argument("--faults", default="full", help="`full`, `short`, or a comma-separated list (see below).")
-    parser.add_argument("--rate", type=float, default=3.0, help="Items (tasks and outside proposals) per second, open loop.")
+    parser.add_argument("--rate", type=float, default=2.0, help="Items (tasks and outside proposals) per second, open loop.")
     parser.add_argument("--gap", type=float, default=25.0, help="Seconds between faults (the load runs one gap longer than the faults).")
     parser.add_argument("--settle", type=float, default=420.0, help="Seconds to wait, after the load, for every task to close.")
     parser.add_argument("--seed", type=int, default=None, help="Random seed of the fault moments (printed).")
