@@ -60,6 +60,7 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) integrations-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/security tests/e2e -q -p no:cacheprovider || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/chaos -q -p no:cacheprovider || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc
 
@@ -109,6 +110,13 @@ test-unit: install ## Unit tests only (no network, seconds)
 .PHONY: test-integration
 test-integration: infra-up ## Integration, security and e2e tests against the running infrastructure
 	$(BIN)/pytest tests/integration tests/security tests/e2e -q
+
+CHAOS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests/chaos $(BIN)/python tests/chaos/chaos_run.py
+
+.PHONY: test-chaos
+test-chaos: install ## The full chaos suite on its own Kafka (one node, then three) and PostgreSQL: every fault in turn under load (~25 min)
+	$(CHAOS) --brokers 1
+	$(CHAOS) --brokers 3
 
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy strict

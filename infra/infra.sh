@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Tidegate local infrastructure: a single-node Apache Kafka (KRaft, combined broker+controller)
-# assembled from Maven Central jars and run with Java 17, and a project-owned PostgreSQL
-# cluster from Debian's binaries. No Docker needed (docker-compose.yml is the Docker variant).
+# Tidegate local infrastructure: Apache Kafka in KRaft mode (one node by default, or a cluster of
+# three, every node a combined broker+controller) assembled from Maven Central jars and run with
+# Java 17, and a project-owned PostgreSQL cluster from Debian's binaries. No Docker needed
+# (docker-compose.yml is the Docker variant).
 #
-#   bash infra/infra.sh up       start both (idempotent; a second `up` only re-checks readiness)
+#   bash infra/infra.sh up       start both (idempotent; a second `up` only re-checks readiness and
+#                                starts any Kafka node that is not running)
+#   bash infra/infra.sh up --brokers 3
+#                                a three-node Kafka cluster (replication factor 3, min.insync.replicas 2);
+#                                the node count is fixed when the storage is formatted (`reset` to change it)
 #   bash infra/infra.sh down     stop what `up` started (idempotent)
 #   bash infra/infra.sh status   exit 0 if both run, 3 otherwise
 #   bash infra/infra.sh reset    down, then delete Kafka and PostgreSQL data (jars are kept)
@@ -11,8 +16,14 @@
 # All state lives under <repo>/.infra/ (git-ignored); the repo is found from this file's path.
 #
 # Environment (defaults):
-#   TIDEGATE_KAFKA_PORT=19092             client listener on 127.0.0.1: SASL_PLAINTEXT, SCRAM-SHA-512
-#   TIDEGATE_KAFKA_CONTROLLER_PORT=19093  KRaft CONTROLLER listener on 127.0.0.1: SASL_PLAINTEXT, PLAIN
+#   TIDEGATE_INFRA_DIR=<repo>/.infra      where data, logs, pid files and credentials live (a second,
+#                                         independent stack: another directory and other ports)
+#   TIDEGATE_KAFKA_LIBS=<repo>/.infra/kafka/libs  the Kafka jars (shared by every stack of this checkout)
+#   TIDEGATE_KAFKA_BROKERS=1              Kafka nodes when the storage is first formatted (as --brokers)
+#   TIDEGATE_KAFKA_PORT=19092             client listener on 127.0.0.1: SASL_PLAINTEXT, SCRAM-SHA-512;
+#                                         node i of a cluster listens on PORT + 2(i-1)
+#   TIDEGATE_KAFKA_CONTROLLER_PORT=19093  KRaft CONTROLLER listener on 127.0.0.1: SASL_PLAINTEXT, PLAIN;
+#                                         node i on CONTROLLER_PORT + 2(i-1)
 #   TIDEGATE_KAFKA_HEAP_OPTS="-Xms256m -Xmx1g"
 #   TIDEGATE_KAFKA_READY_TIMEOUT=90       seconds
 #   TIDEGATE_PG_PORT=55432                PostgreSQL on 127.0.0.1
@@ -20,7 +31,8 @@
 #   JAVA_HOME                             java is $JAVA_HOME/bin/java if set, else java on PATH
 #
 # Connection details once up:
-#   Kafka       127.0.0.1:19092, SASL_PLAINTEXT + SCRAM-SHA-512; one principal per service and kind of
+#   Kafka       127.0.0.1:19092 (a cluster: 127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096),
+#               SASL_PLAINTEXT + SCRAM-SHA-512; one principal per service and kind of
 #               client, with ACLs (docs/security/bus.md). Passwords are generated on first start into
 #               .infra/kafka/credentials/<principal>.properties (0600, a Java client properties file).
 #   PostgreSQL  postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate
@@ -29,7 +41,7 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 REPO=$(cd -- "$SCRIPT_DIR/.." && pwd -P)
-INFRA="$REPO/.infra"
+INFRA=${TIDEGATE_INFRA_DIR:-$REPO/.infra}
 
 KAFKA_PORT=${TIDEGATE_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${TIDEGATE_KAFKA_CONTROLLER_PORT:-19093}
@@ -42,15 +54,49 @@ JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 K="$INFRA/kafka"
 K_POM="$SCRIPT_DIR/kafka/pom.xml"
 K_LOG4J="$SCRIPT_DIR/kafka/log4j2.properties"
-K_LIBS="$K/libs"
-K_DATA="$K/data"
+K_LIBS=${TIDEGATE_KAFKA_LIBS:-$REPO/.infra/kafka/libs}
 K_LOGS="$K/logs"
-K_PROPS="$K/server.properties"
-K_PID="$K/kafka.pid"
 K_CID="$K/cluster-id"
+K_NODES_FILE="$K/nodes" # how many nodes the storage was formatted for (absent: one)
 K_CREDS="$K/credentials"
-K_AUTH_MARK="$K_DATA/.tidegate-auth"
 AUTH_SCHEME="scram-sha-512 v1"
+K_NODES=${TIDEGATE_KAFKA_BROKERS:-}
+
+# The files and ports of Kafka node $1. Node 1 keeps the single node's historical paths; node i of a
+# cluster lives in .infra/kafka/node-<i>/. Sets K_DATA K_PROPS K_PID K_NODE_LOGS K_NODE_PORT K_NODE_CPORT K_AUTH_MARK.
+node_vars() {
+  local i=$1
+  if ((i == 1)); then
+    K_DATA="$K/data" K_PROPS="$K/server.properties" K_PID="$K/kafka.pid" K_NODE_LOGS="$K_LOGS"
+  else
+    K_DATA="$K/node-$i/data" K_PROPS="$K/node-$i/server.properties" K_PID="$K/node-$i/kafka.pid" K_NODE_LOGS="$K/node-$i/logs"
+  fi
+  K_NODE_PORT=$((KAFKA_PORT + 2 * (i - 1)))
+  K_NODE_CPORT=$((KAFKA_CONTROLLER_PORT + 2 * (i - 1)))
+  K_AUTH_MARK="$K_DATA/.tidegate-auth"
+  NODE_ID=$i
+}
+node_vars 1
+
+# How many nodes: what the storage was formatted for, else --brokers / TIDEGATE_KAFKA_BROKERS, else 1.
+# Asking for another count than the formatted one is an error (KRaft's voter set is fixed at format).
+kafka_nodes() {
+  local formatted=""
+  [[ -s $K_NODES_FILE ]] && formatted=$(<"$K_NODES_FILE")
+  [[ -z $formatted && -f $K/data/meta.properties ]] && formatted=1
+  if [[ -n $formatted && -n $K_NODES && $K_NODES != "$formatted" ]]; then
+    die "kafka storage in $(rel "$K") is formatted for $formatted node(s), not $K_NODES; \`tidegate infra reset --yes\` first"
+  fi
+  K_NODES=${K_NODES:-${formatted:-1}}
+  [[ $K_NODES =~ ^[1-9]$ ]] || die "--brokers must be a number from 1 to 9, not '$K_NODES'"
+}
+
+# Every node's client address, comma-separated: what clients bootstrap from.
+kafka_bootstrap() {
+  local i out=""
+  for ((i = 1; i <= K_NODES; i++)); do out+="${out:+,}127.0.0.1:$((KAFKA_PORT + 2 * (i - 1)))"; done
+  printf '%s' "$out"
+}
 
 P="$INFRA/pg"
 P_DATA="$P/data"
@@ -101,7 +147,7 @@ take_lock() {
 
 kafka_is_ours() { alive "$1" && cmdline_has "$1" kafka.Kafka "$K_PROPS"; }
 
-# Prints the pid of our running broker, or returns 1. Adopts a broker whose pid file was lost.
+# Prints the pid of our running broker (the node node_vars chose), or returns 1. Adopts a broker whose pid file was lost.
 kafka_pid() {
   local pid
   if [[ -s $K_PID ]]; then
@@ -115,11 +161,11 @@ kafka_pid() {
   return 1
 }
 
-# host:port the running broker was configured with (falls back to the environment).
+# host:port the node's running broker was configured with (falls back to the environment).
 kafka_address() {
   local l
   l=$(sed -n 's/^advertised\.listeners=BROKER:\/\///p' "$K_PROPS" 2>/dev/null || true)
-  printf '%s' "${l:-127.0.0.1:$KAFKA_PORT}"
+  printf '%s' "${l:-127.0.0.1:$K_NODE_PORT}"
 }
 
 kafka_jars() {
@@ -153,7 +199,7 @@ write_client_properties() {
     umask 077
     cat >"$file.tmp" <<EOF
 # Kafka client settings of principal '$principal' (generated by infra/infra.sh; keep secret, never commit).
-bootstrap.servers=127.0.0.1:${KAFKA_PORT}
+bootstrap.servers=$(kafka_bootstrap)
 security.protocol=SASL_PLAINTEXT
 sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$principal" password="$password";
@@ -171,19 +217,26 @@ kafka_credentials() {
   if [[ ! -s $K/controller.secret ]]; then (umask 077; new_secret >"$K/controller.secret"); fi
 }
 
+# server.properties of the node node_vars chose. Every node of a cluster is a combined broker+controller
+# and a voter of the KRaft quorum; a cluster keeps 3 replicas (or as many as it has nodes) of every
+# partition and refuses an acks=all write that fewer than 2 of them have.
 kafka_write_config() {
-  local admin controller
+  local admin controller voters="" i rf isr
   admin=$(secret_of "$K_CREDS/admin.properties")
   controller=$(<"$K/controller.secret")
+  for ((i = 1; i <= K_NODES; i++)); do voters+="${voters:+,}$i@127.0.0.1:$((KAFKA_CONTROLLER_PORT + 2 * (i - 1)))"; done
+  rf=$((K_NODES < 3 ? K_NODES : 3))
+  isr=$((rf > 1 ? 2 : 1))
+  mkdir -p "$(dirname "$K_PROPS")" "$K_NODE_LOGS"
   (
     umask 077 # the file holds the controller's and the admin's passwords
     cat >"$K_PROPS.tmp" <<EOF
 # Generated by infra/infra.sh on every start; edit the script, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=BROKER://127.0.0.1:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=BROKER://127.0.0.1:${KAFKA_PORT}
+node.id=${NODE_ID}
+controller.quorum.voters=${voters}
+listeners=BROKER://127.0.0.1:${K_NODE_PORT},CONTROLLER://127.0.0.1:${K_NODE_CPORT}
+advertised.listeners=BROKER://127.0.0.1:${K_NODE_PORT}
 listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=BROKER
 controller.listener.names=CONTROLLER
@@ -201,13 +254,13 @@ allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:controller
 log.dirs=${K_DATA}
 num.partitions=6
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+default.replication.factor=${rf}
+min.insync.replicas=${isr}
+offsets.topic.replication.factor=${rf}
+transaction.state.log.replication.factor=${rf}
+transaction.state.log.min.isr=${isr}
+share.coordinator.state.topic.replication.factor=${rf}
+share.coordinator.state.topic.min.isr=${isr}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 EOF
@@ -219,7 +272,7 @@ EOF
 kafka_jvm() {
   # shellcheck disable=SC2206  # KAFKA_HEAP_OPTS is a list of options
   KAFKA_JVM=("$JAVA" $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent
-    -Djava.awt.headless=true -Dkafka.logs.dir="$K_LOGS" -Dlog4j2.configurationFile="$K_LOG4J"
+    -Djava.awt.headless=true -Dkafka.logs.dir="$K_NODE_LOGS" -Dlog4j2.configurationFile="$K_LOG4J"
     -cp "$K_LIBS/*")
 }
 
@@ -252,16 +305,17 @@ print(cid)' >"$K_CID"
   mkdir -p "$K_DATA"
   kafka_jvm
   "${KAFKA_JVM[@]}" kafka.tools.StorageTool format --cluster-id="$cid" --config="$K_PROPS" \
-    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secret_of "$K_CREDS/admin.properties")]" >>"$K_LOGS/format.out" 2>&1 9>&- \
-    || { tail -n 20 "$K_LOGS/format.out" >&2; die "kafka storage format failed (see $(rel "$K_LOGS/format.out"))"; }
+    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secret_of "$K_CREDS/admin.properties")]" >>"$K_NODE_LOGS/format.out" 2>&1 9>&- \
+    || { tail -n 20 "$K_NODE_LOGS/format.out" >&2; die "kafka storage format failed (see $(rel "$K_NODE_LOGS/format.out"))"; }
   printf '%s\n' "$AUTH_SCHEME" >"$K_AUTH_MARK"
+  printf '%s\n' "$K_NODES" >"$K_NODES_FILE"
   log "kafka storage: formatted $(rel "$K_DATA") with cluster id $cid in $(since "$t")"
 }
 
 # Starts the broker in the background (own session, detached from this terminal); prints its pid.
 kafka_launch() {
   local pid deadline
-  printf '==== %s infra.sh up: starting kafka.Kafka\n' "$(date -Is)" >>"$K_LOGS/kafka.out"
+  printf '==== %s infra.sh up: starting kafka.Kafka\n' "$(date -Is)" >>"$K_NODE_LOGS/kafka.out"
   (
     cd "$K"
     exec 9>&-
@@ -269,7 +323,7 @@ kafka_launch() {
     ulimit -Hn 1048576 2>/dev/null || true
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     kafka_jvm
-    exec setsid nohup "${KAFKA_JVM[@]}" kafka.Kafka "$K_PROPS" >>"$K_LOGS/kafka.out" 2>&1 </dev/null
+    exec setsid nohup "${KAFKA_JVM[@]}" kafka.Kafka "$K_PROPS" >>"$K_NODE_LOGS/kafka.out" 2>&1 </dev/null
   ) &
   pid=$!
   # The subshell execs setsid, which execs nohup, which execs java: same pid. Confirm it.
@@ -280,8 +334,8 @@ kafka_launch() {
     sleep 0.05
   done
   kafka_is_ours "$pid" || pid=$(kafka_pid) || {
-    tail -n 30 "$K_LOGS/kafka.out" >&2
-    die "kafka did not start (see $(rel "$K_LOGS/kafka.out"))"
+    tail -n 30 "$K_NODE_LOGS/kafka.out" >&2
+    die "kafka did not start (see $(rel "$K_NODE_LOGS/kafka.out"))"
   }
   printf '%s\n' "$pid" >"$K_PID"
   printf '%s' "$pid"
@@ -294,8 +348,8 @@ kafka_wait_ready() {
     --properties "$K_CREDS/admin.properties" --wait "$KAFKA_READY_TIMEOUT" --pid "$pid" -q || rc=$?
   if ((rc != 0)); then
     warn "kafka not ready at $addr within ${KAFKA_READY_TIMEOUT}s (exit $rc); last lines of the logs:"
-    tail -n 15 "$K_LOGS/kafka.out" >&2 || true
-    tail -n 25 "$K_LOGS/server.log" >&2 || true
+    tail -n 15 "$K_NODE_LOGS/kafka.out" >&2 || true
+    tail -n 25 "$K_NODE_LOGS/server.log" >&2 || true
     return 1
   fi
 }
@@ -311,30 +365,43 @@ kafka_principals() {
   fi
   t=$(now)
   (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$py" "$SCRIPT_DIR/kafka_principals.py" \
-    --bootstrap "$(kafka_address)" --credentials-dir "$K_CREDS" 9>&-) \
+    --bootstrap "$(kafka_bootstrap)" --credentials-dir "$K_CREDS" 9>&-) \
     || die "could not create the Kafka principals (infra/kafka_principals.py)"
   log "kafka: principals ready in $(since "$t"); client settings in $(rel "$K_CREDS")/<principal>.properties"
 }
 
+# Stops every node: SIGTERM to all at once (stopped one by one, the last ones would wait for a
+# controller quorum that is gone), SIGKILL to what still runs after 30 s.
 kafka_stop() {
-  local pid deadline
-  if ! pid=$(kafka_pid); then
-    if [[ -e $K_PID ]]; then log "kafka: stale pid file removed"; rm -f "$K_PID"; fi
-    log "kafka: not running"
-    return 0
-  fi
-  local t; t=$(now)
-  kill -TERM "$pid" 2>/dev/null || true
+  local i pid pids=() deadline t
+  t=$(now)
+  for ((i = 1; i <= K_NODES; i++)); do
+    node_vars "$i"
+    if pid=$(kafka_pid); then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    elif [[ -e $K_PID ]]; then
+      log "kafka node $i: stale pid file removed"
+      rm -f "$K_PID"
+    fi
+  done
+  node_vars 1
+  if ((${#pids[@]} == 0)); then log "kafka: not running"; return 0; fi
   deadline=$((SECONDS + 30))
-  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
-  if alive "$pid"; then
-    warn "kafka pid $pid still alive after 30 s; SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + 10))
-    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-  fi
-  rm -f "$K_PID"
-  log "kafka: stopped pid $pid in $(since "$t")"
+  for pid in "${pids[@]}"; do
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+  done
+  for pid in "${pids[@]}"; do
+    if alive "$pid"; then
+      warn "kafka pid $pid still alive after 30 s; SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 10))
+      while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+    fi
+  done
+  for ((i = 1; i <= K_NODES; i++)); do node_vars "$i"; rm -f "$K_PID"; done
+  node_vars 1
+  log "kafka: stopped pid(s) ${pids[*]} in $(since "$t")"
 }
 
 # ------------------------------------------------------------------------------------------------
@@ -505,65 +572,80 @@ pg_stop() {
 # ------------------------------------------------------------------------------------------------
 
 cmd_up() {
-  local t0 t pid kafka_started=""
+  local t0 t i pid launched=() pids=()
   t0=$(now)
   take_lock
   mkdir -p "$K" "$K_LOGS"
+  kafka_nodes
 
-  # Kafka first, because its JVM takes the longest: launch it, set up PostgreSQL meanwhile,
-  # then wait for the broker.
-  if pid=$(kafka_pid); then
-    log "kafka: already running (pid $pid)"
-  else
-    rm -f "$K_PID"
-    command -v "$JAVA" >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"
-    kafka_jars
-    kafka_credentials
-    kafka_write_config
-    port_busy "$KAFKA_PORT" && die "127.0.0.1:$KAFKA_PORT is taken by another process (set TIDEGATE_KAFKA_PORT)"
-    port_busy "$KAFKA_CONTROLLER_PORT" && die "127.0.0.1:$KAFKA_CONTROLLER_PORT is taken (set TIDEGATE_KAFKA_CONTROLLER_PORT)"
-    kafka_format
-    kafka_started=$(now)
-    pid=$(kafka_launch)
-    log "kafka: launched pid $pid"
-  fi
+  # Kafka first, because its JVMs take the longest: launch every node that is not running, set up
+  # PostgreSQL meanwhile, then wait for the brokers.
+  for ((i = 1; i <= K_NODES; i++)); do
+    node_vars "$i"
+    if pid=$(kafka_pid); then
+      log "kafka node $i: already running (pid $pid)"
+    else
+      rm -f "$K_PID"
+      command -v "$JAVA" >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"
+      kafka_jars
+      kafka_credentials
+      kafka_write_config
+      port_busy "$K_NODE_PORT" && die "127.0.0.1:$K_NODE_PORT is taken by another process (set TIDEGATE_KAFKA_PORT)"
+      port_busy "$K_NODE_CPORT" && die "127.0.0.1:$K_NODE_CPORT is taken (set TIDEGATE_KAFKA_CONTROLLER_PORT)"
+      kafka_format
+      pid=$(kafka_launch)
+      launched+=("$i")
+      log "kafka node $i: launched pid $pid"
+    fi
+    pids+=("$pid")
+  done
+  t=$(now)
 
   pg_up
 
-  t=${kafka_started:-$(now)}
-  kafka_wait_ready "$pid" || die "kafka failed to become ready"
-  if [[ -n $kafka_started ]]; then
-    log "kafka: ready at $(kafka_address) (pid $pid) $(since "$t") after launch"
+  for ((i = 1; i <= K_NODES; i++)); do
+    node_vars "$i"
+    kafka_wait_ready "${pids[i - 1]}" || die "kafka node $i failed to become ready"
+  done
+  node_vars 1
+  if ((${#launched[@]})); then
+    log "kafka: ready at $(kafka_bootstrap) (node(s) ${launched[*]} launched) $(since "$t") after launch"
   else
-    log "kafka: ready at $(kafka_address) (pid $pid); checked in $(since "$t")"
+    log "kafka: ready at $(kafka_bootstrap); checked in $(since "$t")"
   fi
   kafka_principals
-  log "up: done in $(since "$t0")  (kafka $(kafka_address), postgres 127.0.0.1:$(pg_port))"
+  log "up: done in $(since "$t0")  (kafka $(kafka_bootstrap), postgres 127.0.0.1:$(pg_port))"
 }
 
 cmd_down() {
   local t0; t0=$(now)
   take_lock
+  kafka_nodes
   kafka_stop
   pg_stop
   log "down: done in $(since "$t0")"
 }
 
 cmd_status() {
-  local rc=0 pid addr state
-  if pid=$(kafka_pid); then
-    addr=$(kafka_address)
-    if python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id="$(cat "$K_CID" 2>/dev/null)" \
-      --properties "$K_CREDS/admin.properties" -q --timeout 2 2>/dev/null; then
-      state="answering"
+  local rc=0 i pid addr state
+  kafka_nodes
+  for ((i = 1; i <= K_NODES; i++)); do
+    node_vars "$i"
+    if pid=$(kafka_pid); then
+      addr=$(kafka_address)
+      if python3 "$SCRIPT_DIR/kafka_ready.py" --bootstrap "$addr" --cluster-id="$(cat "$K_CID" 2>/dev/null)" \
+        --properties "$K_CREDS/admin.properties" -q --timeout 2 2>/dev/null; then
+        state="answering"
+      else
+        state="NOT answering yet"
+      fi
+      log "kafka:    running  pid $pid  $addr  ($state)  log $(rel "$K_NODE_LOGS/server.log")"
     else
-      state="NOT answering yet"
+      log "kafka:    stopped  $(kafka_address)  log $(rel "$K_NODE_LOGS/server.log")"
+      rc=3
     fi
-    log "kafka:    running  pid $pid  $addr  ($state)  log $(rel "$K_LOGS/server.log")"
-  else
-    log "kafka:    stopped  log $(rel "$K_LOGS/server.log")"
-    rc=3
-  fi
+  done
+  node_vars 1
   if pid=$(pg_pid); then
     addr="127.0.0.1:$(pg_port)"
     state="accepting connections"
@@ -580,7 +662,10 @@ cmd_status() {
 
 cmd_reset() {
   cmd_down
-  rm -rf "$K_DATA" "$K_CID" "$K_PROPS" "$K_CREDS" "$K/controller.secret" "$P_DATA"
+  local i
+  for ((i = 2; i <= K_NODES; i++)); do rm -rf "$K/node-$i"; done
+  node_vars 1
+  rm -rf "$K_DATA" "$K_CID" "$K_PROPS" "$K_NODES_FILE" "$K_CREDS" "$K/controller.secret" "$P_DATA"
   log "reset: deleted Kafka and PostgreSQL data (jars kept in $(rel "$K_LIBS"))"
 }
 
@@ -588,7 +673,17 @@ usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 }
 
-case "${1:-}" in
+COMMAND=${1:-}
+shift || true
+while (($#)); do
+  case $1 in
+    --brokers) K_NODES=${2:-}; shift 2 || die "--brokers needs a number" ;;
+    --brokers=*) K_NODES=${1#--brokers=}; shift ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+case "$COMMAND" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;

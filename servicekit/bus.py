@@ -82,7 +82,8 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
     """
     security, kwargs = security_from_options(kwargs)
     return KafkaBroker(
-        bootstrap,
+        # FastStream takes a string as ONE address; aiokafka's own clients split "a:1,b:2" (a cluster's list).
+        [server.strip() for server in bootstrap.split(",") if server.strip()],
         security=security,
         client_id=f"tidegate-{service}",
         acks="all",

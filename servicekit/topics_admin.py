@@ -15,7 +15,7 @@ from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
-__all__ = ["catalog_topic_names", "ensure_topics"]
+__all__ = ["catalog_topic_names", "ensure_topics", "replication_factor"]
 
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
 
@@ -26,6 +26,11 @@ def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
     for tool in tools_on_topics:
         names += [f"tools.{tool}.requests", f"tools.{tool}.replies"]
     return names
+
+
+def replication_factor(brokers: int) -> int:
+    """Replicas of each topic: 3 on a cluster of three or more brokers (with its `min.insync.replicas` 2), else one per broker."""
+    return max(1, min(3, brokers))
 
 
 async def ensure_topics(
@@ -52,8 +57,9 @@ async def ensure_topics(
             await grant_rights(admin, prefix, tools_of(names))
         existing = set(await admin.list_topics())
         wanted = {prefix + n: topic_spec(n) for n in names}
+        replicas = replication_factor(len((await admin.describe_cluster())["brokers"]))
         new = [
-            NewTopic(name=full, num_partitions=spec.partitions, replication_factor=1, topic_configs=spec.kafka_config())
+            NewTopic(name=full, num_partitions=spec.partitions, replication_factor=replicas, topic_configs=spec.kafka_config())
             for full, spec in wanted.items()
             if full not in existing
         ]

@@ -16,8 +16,8 @@ app = typer.Typer(help="Local infrastructure: Apache Kafka (KRaft) from Maven Ce
 SCRIPT = REPO_ROOT / "infra" / "infra.sh"
 
 
-def _script(command: str) -> int:
-    return subprocess.call(["bash", str(SCRIPT), command])
+def _script(command: str, *args: str) -> int:
+    return subprocess.call(["bash", str(SCRIPT), command, *args])
 
 
 async def _ensure_catalog_topics() -> list[str]:
@@ -27,9 +27,18 @@ async def _ensure_catalog_topics() -> list[str]:
 
 
 @app.command()
-def up() -> None:
+def up(
+    brokers: int | None = typer.Option(
+        None,
+        "--brokers",
+        min=1,
+        max=9,
+        help="Kafka nodes (KRaft, each broker and controller) when the storage is first formatted: 1 (default) or 3 for a"
+        " cluster with replication factor 3 and min.insync.replicas 2. Fixed once formatted (`infra reset` to change).",
+    ),
+) -> None:
     """Start Kafka and PostgreSQL (installing or downloading what is missing) and create the topics."""
-    if _script("up") != 0:
+    if _script("up", *(["--brokers", str(brokers)] if brokers is not None else [])) != 0:
         fail("infrastructure did not come up; see the log paths above")
     started = time.monotonic()
     created = run(_ensure_catalog_topics())

@@ -154,3 +154,22 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
     assert headers == envelopes
     assert given in headers
     assert all("x-tidegate-traceparent" not in dict(r.headers) for r in records)
+
+
+async def test_a_bus_given_a_clusters_address_list_works_while_the_first_address_is_down(kit: KitSettings, wait_for: Any) -> None:
+    """`TIDEGATE_KAFKA_BOOTSTRAP=a:1,b:2,c:3` (a cluster, docs/operations.md): any address that answers will do."""
+    servers = f"127.0.0.1:1,{kit.kafka_bootstrap}"  # nothing listens on port 1: a broker that is down
+    bus = Bus(make_broker(servers, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", servers, kit.topic_prefix)
+    received: list[Any] = []
+
+    async def on_task(event: Any) -> None:
+        received.append(event)
+
+    bus.consume("tasks", on_task, group_id=f"{kit.topic_prefix}roundtrip")
+    await bus.start()
+    try:
+        task = next(event for topic, event in sample_events() if topic == "tasks")
+        await bus.publish("tasks", task)
+        await wait_for(lambda: [e.id for e in received] == [task.id], timeout=60, what="the task back through the list")
+    finally:
+        await bus.stop()
