@@ -199,6 +199,12 @@ class ApprovalData(Contract):
     policy_version: str = Field(default="", description="Policy version that escalated.")
     approver: str | None = Field(default=None, description="Who decided (null for requested and expired).", examples=["bob@acme.example"])
     approvers: list[str] = Field(default_factory=list, description="Every distinct approver, when a risk class needs several.")
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Approver → the groups their credential held when they voted; the policy service counts toward a grant's "
+        "quorum only approvers in a group the tenant's settings require for the risk class.",
+        examples=[{"bob@acme.example": ["finance"]}],
+    )
     comment: str | None = Field(default=None, max_length=4000, description="Approver's comment.")
     edited_args: dict[str, Any] | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
     expires_at: datetime = Field(description="After this the request expires (fail closed).")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from schemas import ControlPolicyData, ReasonCode, RiskClass, digest
 from servicekit import ToolCatalog
@@ -98,14 +98,23 @@ class TenantSettings(BaseModel):
         description="Risk class → distinct approvers a grant must name (default 1); the policy service re-checks every grant.",
     )
 
-    @field_validator("required_approvals")
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Risk class → approver groups: only approvers the grant shows in one of them count toward the quorum "
+        "(a class not named: any approver the approval service accepted).",
+        examples=[{"financial": ["finance", "finance-leads"]}],
+    )
+
+    @field_validator("required_approvals", "approver_groups")
     @classmethod
-    def _risk_classes(cls, value: dict[str, int]) -> dict[str, int]:
+    def _risk_classes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         unknown = sorted(set(value) - {r.value for r in RiskClass})
         if unknown:
-            raise ValueError(f"required_approvals: not risk classes: {', '.join(unknown)}")
-        if any(n < 1 for n in value.values()):
+            raise ValueError(f"{info.field_name}: not risk classes: {', '.join(unknown)}")
+        if info.field_name == "required_approvals" and any(n < 1 for n in value.values()):
             raise ValueError("required_approvals: each count is at least 1")
+        if info.field_name == "approver_groups" and not all(value.values()):
+            raise ValueError("approver_groups: name at least one group per class (leave a class out to accept any approver)")
         return value
 
     chat_members: list[str] = Field(default_factory=list, description="Chat users of the tenant's own workspace (internal).")

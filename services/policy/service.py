@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,7 +223,7 @@ class PolicyService:
         requested_by: str | None,
         approval_id: str | None,
         parent: str | None,
-        approvers: frozenset[str] | None = None,
+        approvers: Mapping[str, Collection[str]] | None = None,
     ) -> Pending:
         """The pure decision of one call, as the repository's unit of work runs it (with the history it read)."""
         started = time.perf_counter()
@@ -334,8 +334,12 @@ class PolicyService:
             requested_by=proposed.get("requested_by"),
             approval_id=data.approval_id,
             parent=None,
-            # Four eyes and quorum, counted here again: the requester never counts as an approver.
-            approvers=frozenset(a for a in (*data.approvers, data.approver) if a and a != proposed.get("requested_by")),
+            # Four eyes, groups and quorum, counted here again: the requester never counts as an approver.
+            approvers={
+                a: tuple(data.approver_groups.get(a, ()))
+                for a in (*data.approvers, data.approver)
+                if a and a != proposed.get("requested_by")
+            },
         )
         [(record, _)] = await self._repo().decide_many([pending])
         await self._publish_record(record)
