@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.common import (
     ActionCounts,
@@ -49,6 +49,8 @@ __all__ = [
     "ControlPolicyData",
     "ControlTenant",
     "ControlTenantData",
+    "DirectoryUpdated",
+    "DirectoryUpdatedData",
     "EventRejected",
     "EventRejectedData",
     "TaskCompleted",
@@ -56,6 +58,7 @@ __all__ = [
     "TaskOutcomeData",
     "TaskSubmitted",
     "TaskSubmittedData",
+    "TenantDirectory",
     "ToolInvocation",
     "ToolInvocationData",
     "ToolReply",
@@ -555,3 +558,58 @@ class ControlTenant(Envelope):
     def key(self) -> bytes:
         """Compaction key: one live record per tenant."""
         return f"tenant:{self.data.tenant_id}".encode()
+
+
+class TenantDirectory(Contract):
+    """What a tenant's admins say is the tenant's own or already trusted: merged into its settings by the policy service.
+
+    Unknown fields are refused, not ignored (unlike the rest of the contract): a record that tries to
+    carry anything else (a mode, a threshold) is invalid as a whole.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    internal_domains: list[str] = Field(
+        default_factory=list, max_length=10_000, description="Email domains of the tenant.", examples=[["acme.example"]]
+    )
+    known_contacts: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Outside email addresses the tenant writes to routinely.",
+        examples=[["ap@supplier.example"]],
+    )
+    chat_members: list[str] = Field(default_factory=list, max_length=10_000, description="Chat users of the tenant's workspace.")
+    chat_channels: list[str] = Field(default_factory=list, max_length=10_000, description="Chat channels of the tenant's workspace.")
+    known_payees: list[str] = Field(default_factory=list, max_length=10_000, description="Payees the tenant already pays.")
+    allowed_sites: list[str] = Field(default_factory=list, max_length=10_000, description="Web domains the tenant trusts.")
+    organisations: list[str] = Field(default_factory=list, max_length=10_000, description="Organisations that are the tenant itself.")
+
+
+class DirectoryUpdatedData(Contract):
+    """A tenant's directory as its admins maintain it (over the approval service's HTTP API), whole.
+
+    Signed by the approval service (or an operator): it can say who is internal and nothing else.
+    Mode, thresholds, triggers and budgets live in operator-signed `control.tenant` records; the
+    policy service uses the union of both records' directory entries.
+    """
+
+    tenant_id: str = TENANT_ID
+    directory: TenantDirectory = Field(description="Every entry the tenant's admins maintain; replaces the previous record.")
+    set_by: str = Field(description="The admin (approver id) or operator who changed it.", examples=["root@acme.example"])
+    onboards: bool = Field(
+        default=False,
+        description="An operator-wide admin onboarded the tenant with this record: it then runs on the policy pack's default "
+        "settings until an operator's `control.tenant` record says more.",
+    )
+
+
+class DirectoryUpdated(Envelope):
+    """`tidegate.directory.updated` on `directory`; key `directory:<tenant>`."""
+
+    type: Literal["tidegate.directory.updated"] = "tidegate.directory.updated"
+    data: DirectoryUpdatedData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: one live record per tenant."""
+        return f"directory:{self.data.tenant_id}".encode()

@@ -17,7 +17,7 @@ import cedarpy
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from schemas import ControlPolicyData, ReasonCode, RiskClass, digest
+from schemas import ControlPolicyData, ReasonCode, RiskClass, TenantDirectory, digest
 from servicekit import ToolCatalog
 from services.policy.cedar_schema import action_entities, cedar_schema
 
@@ -117,6 +117,16 @@ class TenantSettings(BaseModel):
             raise ValueError("approver_groups: name at least one group per class (leave a class out to accept any approver)")
         return value
 
+    known_contacts: list[str] = Field(
+        default_factory=list, description="Outside email addresses the tenant writes to routinely (not external recipients)."
+    )
+    learn_after_approvals: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Propose for the directory a counterparty humans approved unchanged this many times (0: never). The approval "
+        "service lists the proposals; a tenant admin adds them.",
+    )
     chat_members: list[str] = Field(default_factory=list, description="Chat users of the tenant's own workspace (internal).")
     chat_channels: list[str] = Field(default_factory=list, description="Chat channels of the tenant's own workspace (internal).")
     allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
@@ -145,9 +155,16 @@ class PackSettings(BaseModel):
         """Whether the pack itself names the tenant (the older way to onboard; `control.tenant` records are the new one)."""
         return tenant_id != "default" and tenant_id in self.tenants
 
-    def with_record(self, settings: dict[str, Any]) -> TenantSettings:
-        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError."""
-        return TenantSettings.model_validate(dict(self.tenants.get("default") or {}) | settings)
+    def with_record(self, settings: dict[str, Any], directory: TenantDirectory | None = None) -> TenantSettings:
+        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError.
+
+        With `directory` (the record its admins keep on `directory`), each directory list is the union of both.
+        """
+        merged = dict(self.tenants.get("default") or {}) | settings
+        if directory is not None:
+            for name, entries in directory.model_dump().items():
+                merged[name] = list(dict.fromkeys([*(merged.get(name) or []), *entries]))
+        return TenantSettings.model_validate(merged)
 
 
 @dataclass(frozen=True)

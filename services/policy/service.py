@@ -118,13 +118,15 @@ class PolicyService:
                 self._ready_done = True
 
     def _controls(self, tenant_id: str, tool: str) -> Controls:
-        record = self.control.tenants.get(tenant_id)
+        record, directory = self.control.tenants.get(tenant_id), self.control.directories.get(tenant_id)
         tenant = None
-        if record is not None:
+        if record is not None or directory is not None:  # an operator's record, or an operator-wide admin's onboarding
             try:
-                tenant = self.pack.settings.with_record(record.settings)
+                settings = record.settings if record is not None else {}
+                tenant = self.pack.settings.with_record(settings, directory.directory if directory is not None else None)
             except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
-                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, record.set_by, exc)
+                who = record.set_by if record is not None else "?"
+                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
         return Controls(
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )
