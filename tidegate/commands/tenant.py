@@ -23,6 +23,7 @@ app = typer.Typer(
 
 _LISTS = {
     "internal_domain": "internal_domains",
+    "known_contact": "known_contacts",
     "chat_member": "chat_members",
     "chat_channel": "chat_channels",
     "payee": "known_payees",
@@ -65,8 +66,10 @@ def _changes(
     refund_threshold: float | None,
     budget: float | None,
     lists: dict[str, list[str]],
+    learn_after: int | None = None,
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {"allow_autonomous": autonomous, "refund_threshold_usd": refund_threshold, "budget_usd": budget}
+    changes["learn_after_approvals"] = learn_after
     for option, field_name in _LISTS.items():
         values = lists.get(option)
         if values:
@@ -79,6 +82,14 @@ THRESHOLD = typer.Option(None, "--refund-threshold", help="Financial calls at or
 BUDGET = typer.Option(None, "--budget", help="Tenant spend cap, USD (a `budget set` record overrides it).")
 TRIGGER = typer.Option([], "--trigger", help="new_payee|external_recipient|permission_change = deny | escalate[:N approvers].")
 DOMAIN = typer.Option([], "--internal-domain", help="An email domain of the tenant (a subdomain counts). Repeatable.")
+CONTACT = typer.Option([], "--known-contact", help="An outside email address the tenant writes to routinely (not external). Repeatable.")
+LEARN = typer.Option(
+    None,
+    "--learn-after",
+    min=0,
+    help="Propose for the directory a counterparty humans approved unchanged this many times (0: never, the default); "
+    "tenant admins see the proposals on the approval service (GET /api/v1/tenants/<tenant>).",
+)
 MEMBER = typer.Option([], "--chat-member", help="A chat user of the tenant's workspace. Repeatable.")
 CHANNEL = typer.Option([], "--chat-channel", help="A chat channel of the tenant's workspace. Repeatable.")
 PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable.")
@@ -113,17 +124,19 @@ def add(
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
     internal_domain: list[str] = DOMAIN,
+    known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
     chat_channel: list[str] = CHANNEL,
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    learn_after: int | None = LEARN,
     by: str | None = BY,
 ) -> None:
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
-    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists, learn_after), triggers=trigger, by=by)
 
 
 @app.command("set")
@@ -134,34 +147,41 @@ def set_(
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
     internal_domain: list[str] = DOMAIN,
+    known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
     chat_channel: list[str] = CHANNEL,
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    learn_after: int | None = LEARN,
     by: str | None = BY,
 ) -> None:
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
-    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists, learn_after), triggers=trigger, by=by)
 
 
 @app.command("show")
 def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenants when omitted.")) -> None:
-    """A tenant's effective settings (its record over the pack's `default`) and where they come from."""
+    """A tenant's effective settings (its record and its admins' directory over the pack's `default`) and where they come from."""
     kit = settings()
     state = run(read_control(kit))
+    run(read_control(kit, "directory", state))
     try:
         source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
         pack_settings = PackSettings.model_validate(source.settings)
     except (PackError, ValueError):
         pack_settings = PackSettings()
-    names = [tenant] if tenant else sorted(set(state.tenants) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)})
+    onboarded = set(state.tenants) | set(state.directories) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)}
+    names = [tenant] if tenant else sorted(onboarded)
     for name in names:
-        record = state.tenants.get(name)
-        if record is not None:
-            effective, where = pack_settings.with_record(record.settings), f"control.tenant (set by {record.set_by})"
+        record, admins = state.tenants.get(name), state.directories.get(name)
+        if record is not None or admins is not None:
+            effective = pack_settings.with_record(record.settings if record else {}, admins.directory if admins else None)
+            where = f"control.tenant (set by {record.set_by})" if record else "the pack's default (onboarded over the approval API)"
+            if admins is not None:
+                where += f" and the directory its admins keep (last set by {admins.set_by})"
         elif pack_settings.onboarded(name):
             effective, where = pack_settings.tenant(name), "the policy pack's settings.yaml"
         else:
