@@ -279,13 +279,19 @@ def decide(
     if pack.shadow_set is not None:
         verdict.facts["shadow"] = _shadow(pack, request, fired + guards, verdict)
     if verdict.outcome == "escalate":
-        verdict.facts["approvers_required"] = approvers_required(verdict.reasons, tenant)
+        choice = tenant.classes.get(spec.risk.value)
+        if choice is not None and choice.action == "deny":  # the tenant wants no human route for this class
+            codes = ", ".join(verdict.codes)
+            message = f"the tenant denies what would escalate in class {spec.risk.value} (it would have escalated: {codes})"
+            reason = Reason(code=ReasonCode.CLASS_ESCALATION_DENIED, policy_id=f"builtin:class:{spec.risk.value}", message=message)
+            return dataclasses.replace(verdict, outcome="deny", reasons=(reason, *verdict.reasons))
+        verdict.facts["approvers_required"] = max(approvers_required(verdict.reasons, tenant), tenant.approvers_for(spec.risk))
     return verdict
 
 
 def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: Mapping[str, Collection[str]], triggered: int) -> list[Reason]:
     """Why a grant falls short: fewer approvers in the required groups than the class or the call's triggers need."""
-    required = max(tenant.required_approvals.get(risk.value, 1), triggered)
+    required = max(tenant.approvers_for(risk), triggered)
     groups = set(tenant.approver_groups.get(risk.value) or ())
     counted = [a for a, held in approvers.items() if not groups or groups & set(held)]
     if len(counted) >= required:

@@ -105,6 +105,30 @@ class TenantSettings(BaseModel):
         examples=[{"financial": ["finance", "finance-leads"]}],
     )
 
+    classes: dict[str, TriggerChoice] = Field(
+        default_factory=dict,
+        description="Risk class → what an escalation of that class becomes for this tenant: `deny` (no human may lift it, "
+        "`class_escalation_denied`) or `escalate` with N distinct approvers (the quorum is the most of this, "
+        "`required_approvals` and the call's triggers).",
+        examples=[{"financial": {"action": "escalate", "approvers": 2}, "code_change": {"action": "deny"}}],
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _class_choices(cls, value: dict[str, TriggerChoice]) -> dict[str, TriggerChoice]:
+        unknown = sorted(set(value) - {r.value for r in RiskClass})
+        if unknown:
+            raise ValueError(f"classes: not risk classes: {', '.join(unknown)}")
+        allowed = sorted(name for name, choice in value.items() if choice.action == "allow")
+        if allowed:
+            raise ValueError(f"classes: choose deny or escalate for {', '.join(allowed)} (allow is only for external_recipient)")
+        return value
+
+    def approvers_for(self, risk: RiskClass) -> int:
+        """Distinct approvers a grant of this class needs: the more of `required_approvals` and `classes` (at least 1)."""
+        choice = self.classes.get(risk.value)
+        return max(self.required_approvals.get(risk.value, 1), choice.approvers if choice is not None else 1)
+
     @field_validator("required_approvals", "approver_groups")
     @classmethod
     def _risk_classes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:

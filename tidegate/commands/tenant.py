@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -33,7 +34,7 @@ _LISTS = {
 
 
 def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
-    """`new_payee=escalate:2` → ("new_payee", {"action": "escalate", "approvers": 2}); `permission_change=deny`."""
+    """`new_payee=escalate:2` → ("new_payee", {"action": "escalate", "approvers": 2}); `permission_change=deny` (triggers and classes)."""
     name, _, choice = text.partition("=")
     action, _, approvers = choice.partition(":")
     if not name or action not in ("deny", "escalate"):
@@ -41,15 +42,16 @@ def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), {"action": action} | ({"approvers": int(approvers)} if approvers else {})
 
 
-def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str]) -> dict[str, Any]:
-    """The new record's settings: `current` with `changes` (lists replace) and triggers applied; checked as TenantSettings."""
+def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str], classes: Sequence[str] = ()) -> dict[str, Any]:
+    """The new record: `current` with `changes` (lists replace), triggers and class choices applied; checked as TenantSettings."""
     record = dict(current) | {k: v for k, v in changes.items() if v is not None}
-    merged_triggers = dict(record.get("triggers") or {})
-    for text in triggers:
-        name, choice = parse_trigger(text)
-        merged_triggers[name] = choice
-    if merged_triggers:
-        record["triggers"] = merged_triggers
+    for field_name, texts in (("triggers", triggers), ("classes", classes)):
+        merged = dict(record.get(field_name) or {})
+        for text in texts:
+            name, choice = parse_trigger(text)
+            merged[name] = choice
+        if merged:
+            record[field_name] = merged
     TenantSettings.model_validate(record)  # raises ValidationError naming the bad field
     return record
 
@@ -81,6 +83,9 @@ AUTONOMOUS = typer.Option(None, "--autonomous/--draft", help="Whether the tenant
 THRESHOLD = typer.Option(None, "--refund-threshold", help="Financial calls at or over this (USD) escalate.")
 BUDGET = typer.Option(None, "--budget", help="Tenant spend cap, USD (a `budget set` record overrides it).")
 TRIGGER = typer.Option([], "--trigger", help="new_payee|external_recipient|permission_change = deny | escalate[:N approvers].")
+CLASS = typer.Option(
+    [], "--class", help="<risk class> = deny | escalate[:N approvers]: what an escalation of that class becomes. Repeatable."
+)
 DOMAIN = typer.Option([], "--internal-domain", help="An email domain of the tenant (a subdomain counts). Repeatable.")
 CONTACT = typer.Option([], "--known-contact", help="An outside email address the tenant writes to routinely (not external). Repeatable.")
 LEARN = typer.Option(
@@ -98,7 +103,7 @@ ORG = typer.Option([], "--organisation", help="An organisation that is the tenan
 BY = typer.Option(None, "--by", help="Who (default: the OS user).")
 
 
-def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], by: str | None) -> None:
+def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], classes: list[str], by: str | None) -> None:
     if tenant in ("", "*", "default"):
         fail("name one tenant")
     kit = settings()
@@ -109,7 +114,7 @@ def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: 
     if not must_exist and current is not None:
         fail(f"tenant {tenant!r} is already onboarded: change it with `tidegate tenant set {tenant} …`")
     try:
-        record = tenant_record(dict(current.settings) if current else {}, changes, triggers)
+        record = tenant_record(dict(current.settings) if current else {}, changes, triggers, classes)
     except (ValueError, ValidationError) as exc:
         fail(f"invalid tenant settings: {exc}")
     run(publish_tenant(kit, tenant=tenant, record=record, set_by=by or getpass.getuser()))
@@ -123,6 +128,7 @@ def add(
     refund_threshold: float | None = THRESHOLD,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
+    class_: list[str] = CLASS,
     internal_domain: list[str] = DOMAIN,
     known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
@@ -136,7 +142,14 @@ def add(
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists, learn_after), triggers=trigger, by=by)
+    _write(
+        tenant,
+        must_exist=False,
+        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
+        triggers=trigger,
+        classes=class_,
+        by=by,
+    )
 
 
 @app.command("set")
@@ -146,6 +159,7 @@ def set_(
     refund_threshold: float | None = THRESHOLD,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
+    class_: list[str] = CLASS,
     internal_domain: list[str] = DOMAIN,
     known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
@@ -159,7 +173,14 @@ def set_(
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists, learn_after), triggers=trigger, by=by)
+    _write(
+        tenant,
+        must_exist=True,
+        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
+        triggers=trigger,
+        classes=class_,
+        by=by,
+    )
 
 
 @app.command("show")

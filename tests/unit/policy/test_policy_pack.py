@@ -281,3 +281,26 @@ def test_a_quorum_names_only_risk_classes() -> None:
         settings={"tenants": {"acme": {"required_approvals": {"finacial": 2}}}},
     )
     assert any("finacial" in p for p in validate_pack(source, CATALOG))
+
+
+def test_a_tenant_chooses_per_class_between_deny_and_escalate_with_n_approvers() -> None:
+    refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_old", "amount_usd": 900.0, "order_id": "O-1"}, "me", mode="autonomous")
+    base = {"allow_autonomous": True, "known_payees": ["cus_old"]}
+    by_two = TenantSettings.model_validate(base | {"classes": {"financial": {"action": "escalate", "approvers": 2}}})
+    asked = decide(PACK, refund, History(), Controls(tenant=by_two))
+    assert (asked.outcome, asked.codes, asked.facts["approvers_required"]) == ("escalate", ["needs_human_approval"], 2)
+
+    def granted(names: tuple[str, ...]) -> str:
+        approvers = {name: ("finance",) for name in names}
+        return decide(PACK, refund, History(), Controls(tenant=by_two), approval_granted=True, approvers=approvers).outcome
+
+    assert (granted(("bob",)), granted(("bob", "carol"))) == ("deny", "allow")
+    denied = TenantSettings.model_validate(base | {"classes": {"financial": {"action": "deny"}}})
+    verdict = decide(PACK, refund, History(), Controls(tenant=denied))
+    assert (verdict.outcome, verdict.codes) == ("deny", ["class_escalation_denied", "needs_human_approval"])
+    small = dataclasses.replace(refund, args=refund.args | {"amount_usd": 10.0})
+    assert decide(PACK, small, History(), Controls(tenant=denied)).outcome == "allow"  # what needed no human still runs
+    with pytest.raises(ValueError, match="choose deny or escalate"):
+        TenantSettings.model_validate({"classes": {"financial": {"action": "allow"}}})
+    with pytest.raises(ValueError, match="not risk classes"):
+        TenantSettings.model_validate({"classes": {"finance": {"action": "deny"}}})

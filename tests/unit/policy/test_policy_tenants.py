@@ -117,6 +117,10 @@ def test_the_cli_merges_changes_and_checks_them() -> None:
         tenant_record({}, {"refund_threshold_usd": -1}, [])
     with pytest.raises(ValidationError):
         tenant_record({}, {}, ["no_such_trigger=deny"])
+    classes = tenant_record({"classes": {"code_change": {"action": "deny"}}}, {}, [], ["financial=escalate:2"])
+    assert classes == {"classes": {"code_change": {"action": "deny"}, "financial": {"action": "escalate", "approvers": 2}}}
+    with pytest.raises(ValidationError):
+        tenant_record({}, {}, [], ["finance=deny"])
 
 
 def _directory(tenant: str = "initech", *, onboards: bool = False, **entries: list[str]) -> Envelope:
