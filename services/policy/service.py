@@ -122,7 +122,8 @@ class PolicyService:
         tenant = None
         if record is not None or directory is not None:  # an operator's record, or an operator-wide admin's onboarding
             try:
-                settings = record.settings if record is not None else {}
+                # Without an operator's record, the admins' directory adds to the pack's own entry for the tenant, if any.
+                settings = record.settings if record is not None else dict(self.pack.settings.tenants.get(tenant_id) or {})
                 tenant = self.pack.settings.with_record(settings, directory.directory if directory is not None else None)
             except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
                 who = record.set_by if record is not None else "?"

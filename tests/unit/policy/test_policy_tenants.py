@@ -147,3 +147,13 @@ async def test_an_admins_directory_adds_to_the_operators_and_onboards_only_at_th
     again = (await service.on_proposed(_proposal("d-4", "send_email", mail))).decided
     assert again is not None
     assert again.data.outcome == "escalate"
+
+
+async def test_an_admins_directory_adds_to_a_tenant_the_pack_itself_onboarded(service: PolicyService) -> None:
+    refund = {"payee_id": "cus_1001", "amount_usd": 50.0, "order_id": "O-1"}  # a payee acme's pack entry knows
+    before = (await service.on_proposed(_proposal("p-1", "issue_refund", refund, tenant="acme"))).decided
+    await service.on_control(_directory("acme", known_contacts=["ap@supplier.example"]))
+    after = (await service.on_proposed(_proposal("p-2", "issue_refund", refund, tenant="acme"))).decided
+    assert before is not None
+    assert after is not None
+    assert before.data.outcome == after.data.outcome == "allow"  # acme's own settings (autonomous, payees) still hold
