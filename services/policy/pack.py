@@ -179,6 +179,17 @@ class PackSettings(BaseModel):
         """Whether the pack itself names the tenant (the older way to onboard; `control.tenant` records are the new one)."""
         return tenant_id != "default" and tenant_id in self.tenants
 
+    def from_records(self, tenant_id: str, settings: dict[str, Any] | None, directory: TenantDirectory | None) -> TenantSettings | None:
+        """A tenant's settings from its operator's record and its admins' directory (None when it has neither).
+
+        Without an operator's record, the admins' directory adds to the pack's own entry for the tenant, if
+        any (else the `default` entry: an onboarding over the API). Raises ValidationError for a bad record.
+        """
+        if settings is None and directory is None:
+            return None
+        base = settings if settings is not None else dict(self.tenants.get(tenant_id) or {})
+        return self.with_record(base, directory)
+
     def with_record(self, settings: dict[str, Any], directory: TenantDirectory | None = None) -> TenantSettings:
         """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError.
 

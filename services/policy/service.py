@@ -120,14 +120,12 @@ class PolicyService:
     def _controls(self, tenant_id: str, tool: str) -> Controls:
         record, directory = self.control.tenants.get(tenant_id), self.control.directories.get(tenant_id)
         tenant = None
-        if record is not None or directory is not None:  # an operator's record, or an operator-wide admin's onboarding
-            try:
-                # Without an operator's record, the admins' directory adds to the pack's own entry for the tenant, if any.
-                settings = record.settings if record is not None else dict(self.pack.settings.tenants.get(tenant_id) or {})
-                tenant = self.pack.settings.with_record(settings, directory.directory if directory is not None else None)
-            except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
-                who = record.set_by if record is not None else "?"
-                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
+        try:  # an operator's record, or an operator-wide admin's onboarding, or a pack tenant's admins' directory
+            settings = record.settings if record is not None else None
+            tenant = self.pack.settings.from_records(tenant_id, settings, directory.directory if directory is not None else None)
+        except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
+            who = record.set_by if record is not None else "?"
+            log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
         return Controls(
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )

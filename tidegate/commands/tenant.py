@@ -198,9 +198,15 @@ def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenan
     names = [tenant] if tenant else sorted(onboarded)
     for name in names:
         record, admins = state.tenants.get(name), state.directories.get(name)
-        if record is not None or admins is not None:
-            effective = pack_settings.with_record(record.settings if record else {}, admins.directory if admins else None)
-            where = f"control.tenant (set by {record.set_by})" if record else "the pack's default (onboarded over the approval API)"
+        effective = pack_settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
+        if effective is not None:
+            where = (
+                f"control.tenant (set by {record.set_by})"
+                if record
+                else "the policy pack's settings.yaml"
+                if pack_settings.onboarded(name)
+                else "the pack's default (onboarded over the approval API)"
+            )
             if admins is not None:
                 where += f" and the directory its admins keep (last set by {admins.set_by})"
         elif pack_settings.onboarded(name):
