@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from schemas.common import (
     ActionCounts,
@@ -49,6 +49,8 @@ __all__ = [
     "ControlPolicyData",
     "ControlTenant",
     "ControlTenantData",
+    "DirectoryUpdated",
+    "DirectoryUpdatedData",
     "EventRejected",
     "EventRejectedData",
     "TaskCompleted",
@@ -56,6 +58,7 @@ __all__ = [
     "TaskOutcomeData",
     "TaskSubmitted",
     "TaskSubmittedData",
+    "TenantDirectory",
     "ToolInvocation",
     "ToolInvocationData",
     "ToolReply",
@@ -199,6 +202,12 @@ class ApprovalData(Contract):
     policy_version: str = Field(default="", description="Policy version that escalated.")
     approver: str | None = Field(default=None, description="Who decided (null for requested and expired).", examples=["bob@acme.example"])
     approvers: list[str] = Field(default_factory=list, description="Every distinct approver, when a risk class needs several.")
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Approver → the groups their credential held when they voted; the policy service counts toward a grant's "
+        "quorum only approvers in a group the tenant's settings require for the risk class.",
+        examples=[{"bob@acme.example": ["finance"]}],
+    )
     comment: str | None = Field(default=None, max_length=4000, description="Approver's comment.")
     edited_args: dict[str, Any] | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
     expires_at: datetime = Field(description="After this the request expires (fail closed).")
@@ -555,3 +564,58 @@ class ControlTenant(Envelope):
     def key(self) -> bytes:
         """Compaction key: one live record per tenant."""
         return f"tenant:{self.data.tenant_id}".encode()
+
+
+class TenantDirectory(Contract):
+    """What a tenant's admins say is the tenant's own or already trusted: merged into its settings by the policy service.
+
+    Unknown fields are refused, not ignored (unlike the rest of the contract): a record that tries to
+    carry anything else (a mode, a threshold) is invalid as a whole.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
+
+    internal_domains: list[str] = Field(
+        default_factory=list, max_length=10_000, description="Email domains of the tenant.", examples=[["acme.example"]]
+    )
+    known_contacts: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Outside email addresses the tenant writes to routinely.",
+        examples=[["ap@supplier.example"]],
+    )
+    chat_members: list[str] = Field(default_factory=list, max_length=10_000, description="Chat users of the tenant's workspace.")
+    chat_channels: list[str] = Field(default_factory=list, max_length=10_000, description="Chat channels of the tenant's workspace.")
+    known_payees: list[str] = Field(default_factory=list, max_length=10_000, description="Payees the tenant already pays.")
+    allowed_sites: list[str] = Field(default_factory=list, max_length=10_000, description="Web domains the tenant trusts.")
+    organisations: list[str] = Field(default_factory=list, max_length=10_000, description="Organisations that are the tenant itself.")
+
+
+class DirectoryUpdatedData(Contract):
+    """A tenant's directory as its admins maintain it (over the approval service's HTTP API), whole.
+
+    Signed by the approval service (or an operator): it can say who is internal and nothing else.
+    Mode, thresholds, triggers and budgets live in operator-signed `control.tenant` records; the
+    policy service uses the union of both records' directory entries.
+    """
+
+    tenant_id: str = TENANT_ID
+    directory: TenantDirectory = Field(description="Every entry the tenant's admins maintain; replaces the previous record.")
+    set_by: str = Field(description="The admin (approver id) or operator who changed it.", examples=["root@acme.example"])
+    onboards: bool = Field(
+        default=False,
+        description="An operator-wide admin onboarded the tenant with this record: it then runs on the policy pack's default "
+        "settings until an operator's `control.tenant` record says more.",
+    )
+
+
+class DirectoryUpdated(Envelope):
+    """`tidegate.directory.updated` on `directory`; key `directory:<tenant>`."""
+
+    type: Literal["tidegate.directory.updated"] = "tidegate.directory.updated"
+    data: DirectoryUpdatedData
+
+    @property
+    def key(self) -> bytes:
+        """Compaction key: one live record per tenant."""
+        return f"directory:{self.data.tenant_id}".encode()

@@ -144,6 +144,17 @@ def sample_events() -> list[tuple[str, Envelope]]:
             ),
         ),
         (
+            "directory",
+            s.DirectoryUpdated.build(
+                s.DirectoryUpdatedData(
+                    tenant_id="acme",
+                    directory=s.TenantDirectory(internal_domains=["acme.example"], known_contacts=["ap@supplier.example"]),
+                    set_by="root@acme.example",
+                ),
+                source="tidegate/approval",
+            ),
+        ),
+        (
             "deadletter",
             s.EventRejected.build(
                 s.EventRejectedData(

@@ -41,6 +41,7 @@ class ReasonCode(StrEnum):
     NEW_PAYEE_REVIEW = "new_payee_review"
     PERMISSION_CHANGE_REVIEW = "permission_change_review"
     TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
+    CLASS_ESCALATION_DENIED = "class_escalation_denied"
     SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"

@@ -48,8 +48,8 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution` is signed too; it is left out when null, so the messages of the other
-    decisions are the bytes they always were.
+    A follow-up's `resolution` and a grant's `approver_groups` are signed too; each is left out when
+    empty, so the messages of the other decisions are the bytes they always were.
     """
     message: dict[str, Any] = {
         "type": event_type,
@@ -69,4 +69,6 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
     }
     if data.resolution is not None:
         message["resolution"] = data.resolution
+    if data.approver_groups:  # left out when empty, as `resolution`: older messages keep their bytes
+        message["approver_groups"] = {a: sorted(g) for a, g in data.approver_groups.items()}
     return canonical_json(message)

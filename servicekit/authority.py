@@ -72,6 +72,8 @@ AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.control.policy": frozenset({OPERATOR}),
     "tidegate.control.budget": frozenset({OPERATOR}),
     "tidegate.control.tenant": frozenset({OPERATOR}),
+    # A tenant's directory, as its admins keep it over the approval service's API: who is internal, nothing more.
+    "tidegate.directory.updated": frozenset({OPERATOR, "approval"}),
     "tidegate.audit.checkpoint": frozenset({"audit"}),
     "tidegate.event.rejected": frozenset({ANY_SERVICE}),
 }
@@ -214,7 +216,7 @@ class Authority:
         if not any(_may_sign(p, allowed, event) for p in holders):
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not produce {event.type} for tenant {event.tenantid}")
-        if OPERATOR in allowed and event.sequence is None:
+        if OPERATOR in allowed and event.sequence is None:  # control and directory records: their sequence must grow
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
         return None
 

@@ -57,16 +57,16 @@ PRINCIPALS: dict[str, Rights] = {
         purpose="the planner service",
     ),
     "policy": Rights(
-        reads=("tasks", "actions.proposed", "approvals", "actions.results", "control"),  # tasks: untrusted input fields (provenance)
+        reads=("tasks", "actions.proposed", "approvals", "actions.results", "control", "directory"),  # tasks: untrusted input (provenance)
         writes=("actions.decided", "actions.authorized", "deadletter"),
         groups=("policy",),
         purpose="the policy service: the only writer of decisions and authorizations",
     ),
     "approval": Rights(
-        reads=("actions.decided", "actions.results", "control"),
-        writes=("approvals", "deadletter"),
+        reads=("actions.decided", "actions.results", "control", "directory"),
+        writes=("approvals", "directory", "deadletter"),
         groups=("approval",),
-        purpose="the approval service: the only writer of approvals",
+        purpose="the approval service: the only writer of approvals, and of the directories tenant admins keep over its API",
     ),
     "executor": Rights(
         reads=("actions.authorized", "control", "tools.*.replies"),

@@ -1,4 +1,4 @@
-"""What every service knows from the compacted `control` topic: kill switches, policy, budgets, tenants.
+"""What every service knows from the compacted `control` topic (kill switches, policy, budgets, tenants) and `directory`.
 
 Records are operator-signed (the bus checked the signature against the operator allow-list before
 this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
@@ -15,7 +15,17 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ControlBudget, ControlKillswitch, ControlPolicy, ControlPolicyData, ControlTenant, ControlTenantData, ReasonCode
+from schemas import (
+    ControlBudget,
+    ControlKillswitch,
+    ControlPolicy,
+    ControlPolicyData,
+    ControlTenant,
+    ControlTenantData,
+    DirectoryUpdated,
+    DirectoryUpdatedData,
+    ReasonCode,
+)
 from servicekit.bus import Reject
 
 __all__ = ["ControlState"]
@@ -29,14 +39,15 @@ class ControlState:
     policy: ControlPolicyData | None = None
     budgets: dict[str, float] = field(default_factory=dict)
     tenants: dict[str, ControlTenantData] = field(default_factory=dict)
+    directories: dict[str, DirectoryUpdatedData] = field(default_factory=dict)  # from `directory`, approval- or operator-signed
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequences: dict[bytes | None, int] = field(default_factory=dict)
 
     async def apply(self, event: Any) -> None:
-        """Handler for `control` events; raises `Reject` for an unsigned, replayed or older record."""
+        """Handler for `control` and `directory` events; raises `Reject` for an unsigned, replayed or older record."""
         if not event.keyid or not event.signature:
-            raise Reject(ReasonCode.SIGNATURE_MISSING, f"{event.type} is not signed by an operator")
+            raise Reject(ReasonCode.SIGNATURE_MISSING, f"{event.type} is not signed")
         scope = event.key
         last = self.sequences.get(scope)
         if event.sequence is None or (last is not None and event.sequence <= last):
@@ -54,6 +65,8 @@ class ControlState:
             self.budgets[event.data.tenant_id] = event.data.limit_usd
         elif isinstance(event, ControlTenant):
             self.tenants[event.data.tenant_id] = event.data
+        elif isinstance(event, DirectoryUpdated):
+            self.directories[event.data.tenant_id] = event.data
         self.applied += 1
         self.changed.set()
 

@@ -7,24 +7,27 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.approval import domain
+from services.approval._http import error as _error
+from services.approval._http import json_body as _json_body
+from services.approval._http import parse as _parse
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.ratelimit import ApiRateLimits, Throttled
 from services.approval.repository import Endpoint
 from services.approval.service import ApprovalService, AuthError, Session
+from services.approval.tenants import ADMIN_GROUP
+from services.approval.tenants_api import TENANT_BODIES, tenant_routes
 
 __all__ = ["ServiceHolder", "create_api"]
 
 PAGE = Path(__file__).parent / "web" / "index.html"
-ADMIN_GROUP = "admin"
-_M = TypeVar("_M", bound=BaseModel)
 
 DESCRIPTION = """
 Humans in the loop for Tidegate. The policy service escalates an action; this service keeps the
@@ -187,25 +190,6 @@ def _page_headers(html: str) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
     }
-
-
-def _error(refusal: Refusal) -> HTTPException:
-    return HTTPException(status_code=refusal.status, detail={"code": refusal.code, "message": refusal.message})
-
-
-def _parse(model: type[_M], raw: bytes, *, optional: bool = False) -> _M:
-    """The request body as `model`, parsed only once the caller is known to be allowed (422 otherwise)."""
-    try:
-        return model.model_validate_json(raw or (b"{}" if optional else b""))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise HTTPException(422, detail={"code": "invalid_body", "message": problems[:1000]}) from exc
-
-
-def _json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """OpenAPI of a body the handler parses itself (after the authorization checks)."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
 
 
 def _view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
@@ -474,6 +458,7 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
             for d in await service.repo.deliveries(approval_id, tenant_id=None if who.operator else who.tenant_id)
         ]
 
+    tenant_routes(v1, get_service, get_session)
     api.include_router(v1)
     schema_of_routes = api.openapi
 
@@ -482,7 +467,7 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
         if api.openapi_schema is None:
             doc = schema_of_routes()
             components = doc.setdefault("components", {}).setdefault("schemas", {})
-            for model in (ApproveRequest, RejectRequest, EndpointIn):
+            for model in (ApproveRequest, RejectRequest, EndpointIn, *TENANT_BODIES):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema

@@ -102,6 +102,7 @@ def build(
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
     control = ControlState()
     bus.consume("control", control.apply, group_id=None)
+    bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
 
     proc = ServiceProcess(
         name=NAME,

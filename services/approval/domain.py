@@ -79,6 +79,7 @@ class ApprovalRecord(_Frozen):
     status: Status = "pending"
     required_approvals: int = 1
     approvers: list[str] = Field(default_factory=list)
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict)  # approver → groups held when they voted
     edited_args: dict[str, Any] | None = None
     comment: str | None = None
     decided_by: str | None = None
@@ -360,11 +361,16 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
         return _refuse(
             "already_approved", 409, f"{who.approver} already approved; {record.required_approvals} distinct approvals are needed"
         )
-    approvers = [*record.approvers, who.approver] if vote.edited_args == record.edited_args else [who.approver]
+    same_call = vote.edited_args == record.edited_args
+    approvers = [*record.approvers, who.approver] if same_call else [who.approver]
+    # The groups each approver held, signed into the grant: the policy service counts only the groups its settings require.
+    held = (dict(record.approver_groups) if same_call else {}) | {who.approver: sorted(who.groups)}
     if len(approvers) < record.required_approvals:
-        partial = record.model_copy(update={"approvers": approvers, "edited_args": vote.edited_args, "version": record.version + 1})
+        partial = record.model_copy(
+            update={"approvers": approvers, "approver_groups": held, "edited_args": vote.edited_args, "version": record.version + 1}
+        )
         return Transition(record=partial)
-    granted = _settled(record, "granted", who, vote, now).model_copy(update={"approvers": approvers})
+    granted = _settled(record, "granted", who, vote, now).model_copy(update={"approvers": approvers, "approver_groups": held})
     return Transition(record=granted, event_type=GRANTED)
 
 
@@ -413,6 +419,7 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
         policy_version=record.policy_version,
         approver=record.decided_by,
         approvers=record.approvers,
+        approver_groups=record.approver_groups if record.status == "granted" else {},
         comment=record.comment,
         edited_args=record.edited_args,
         expires_at=record.expires_at,

@@ -61,6 +61,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")
+        await bus.wait_caught_up("directory")
 
     service = PolicyService(
         catalog=catalog,
@@ -85,6 +86,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     }
     consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)
+    bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 
     sweeper: list[asyncio.Task[None]] = []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,14 +195,16 @@ def decide(
     controls: Controls,
     *,
     approval_granted: bool = False,
-    approvers: frozenset[str] | None = None,
+    approvers: Mapping[str, Collection[str]] | None = None,
     fact_overrides: dict[str, Any] | None = None,
 ) -> Verdict:
     """Decide `call`; never raises on bad input (it becomes a deny with a reason).
 
-    With `approvers` (the distinct humans a grant names, the requester already left out), a grant that
-    lacks the number of approvals the pack's settings require for the tool's risk class is denied
-    `approval_quorum_not_met`, whatever the approval service counted.
+    With `approvers` (the distinct humans a grant names, the requester already left out, each with the
+    groups the grant shows them in), a grant is denied `approval_quorum_not_met` unless enough of them
+    are in a group the tenant's `approver_groups` require for the risk class: as many as the class
+    needs (`required_approvals`) or as the call's triggers ask for (`triggers.*.approvers`), whichever
+    is more, whatever the approval service counted.
     """
     spec = pack.catalog.get(call.tool)
     if spec is None:
@@ -268,20 +271,36 @@ def decide(
         )
     guards += [("deny", r) for r in _budget_reasons(facts)]
     if approval_granted and approvers is not None:
-        guards += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers)]
+        # What the call would ask of humans without the grant: its triggers may need more approvers than its class.
+        asked = _evaluate(pack, pack.policy_set_for(call.tenant_id), request | {"context": context | {"approval": {"granted": False}}})
+        triggered = approvers_required(tuple(r for o, r in asked if o == "escalate"), tenant)
+        guards += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers, triggered)]
     verdict = _combine(fired + guards, pack.version, **extra)
     if pack.shadow_set is not None:
         verdict.facts["shadow"] = _shadow(pack, request, fired + guards, verdict)
     if verdict.outcome == "escalate":
-        verdict.facts["approvers_required"] = approvers_required(verdict.reasons, tenant)
+        choice = tenant.classes.get(spec.risk.value)
+        if choice is not None and choice.action == "deny":  # the tenant wants no human route for this class
+            codes = ", ".join(verdict.codes)
+            message = f"the tenant denies what would escalate in class {spec.risk.value} (it would have escalated: {codes})"
+            reason = Reason(code=ReasonCode.CLASS_ESCALATION_DENIED, policy_id=f"builtin:class:{spec.risk.value}", message=message)
+            return dataclasses.replace(verdict, outcome="deny", reasons=(reason, *verdict.reasons))
+        verdict.facts["approvers_required"] = max(approvers_required(verdict.reasons, tenant), tenant.approvers_for(spec.risk))
     return verdict
 
 
-def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: frozenset[str]) -> list[Reason]:
-    required = tenant.required_approvals.get(risk.value, 1)
-    if len(approvers) >= required:
+def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: Mapping[str, Collection[str]], triggered: int) -> list[Reason]:
+    """Why a grant falls short: fewer approvers in the required groups than the class or the call's triggers need."""
+    required = max(tenant.approvers_for(risk), triggered)
+    groups = set(tenant.approver_groups.get(risk.value) or ())
+    counted = [a for a, held in approvers.items() if not groups or groups & set(held)]
+    if len(counted) >= required:
         return []
-    message = f"{risk.value} needs {required} distinct approvers (the requester not counted); the grant has {len(approvers)}"
+    message = f"{risk.value} needs {required} distinct approvers (the requester not counted)"
+    if groups:
+        message += f" in {', '.join(sorted(groups))}; the grant has {len(counted)} of them among {len(approvers)}"
+    else:
+        message += f"; the grant has {len(approvers)}"
     return [Reason(code=ReasonCode.APPROVAL_QUORUM_NOT_MET, policy_id=f"builtin:quorum:{risk.value}", message=message)]
 
 

@@ -184,7 +184,9 @@ def is_internal(identity: Identity, tenant: TenantSettings) -> bool:
     """Whether the tenant's directory says this counterparty is its own (an email domain, chat member or channel, site, organisation)."""
     kind, value = identity.kind, identity.value
     if kind == "email":
-        return "@" in value and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
+        return value in {c.strip().lower() for c in tenant.known_contacts} or (
+            "@" in value and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
+        )
     if kind == "chat_user":
         return value in {m.lstrip("@").casefold() for m in tenant.chat_members}
     if kind == "chat_channel":
@@ -223,11 +225,12 @@ def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
     hosts = [d.lower().strip(".") for d in tenant.internal_domains + tenant.allowed_sites]
     words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels} | {p.casefold() for p in tenant.known_payees}
     names = {" ".join(o.casefold().split()) for o in tenant.organisations}
+    contacts = {c.strip().lower() for c in tenant.known_contacts}
 
     def vouched(value: str) -> bool:
         kind, _, v = value.partition(":")
         if kind == "email":
-            return _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)])
+            return v in contacts or _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)])
         if kind == "host":
             return _under(v, hosts)
         if kind in ("word", "id", "account"):

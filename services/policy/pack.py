@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import cedarpy
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from schemas import ControlPolicyData, ReasonCode, RiskClass, digest
+from schemas import ControlPolicyData, ReasonCode, RiskClass, TenantDirectory, digest
 from servicekit import ToolCatalog
 from services.policy.cedar_schema import action_entities, cedar_schema
 
@@ -98,16 +98,59 @@ class TenantSettings(BaseModel):
         description="Risk class → distinct approvers a grant must name (default 1); the policy service re-checks every grant.",
     )
 
-    @field_validator("required_approvals")
+    approver_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Risk class → approver groups: only approvers the grant shows in one of them count toward the quorum "
+        "(a class not named: any approver the approval service accepted).",
+        examples=[{"financial": ["finance", "finance-leads"]}],
+    )
+
+    classes: dict[str, TriggerChoice] = Field(
+        default_factory=dict,
+        description="Risk class → what an escalation of that class becomes for this tenant: `deny` (no human may lift it, "
+        "`class_escalation_denied`) or `escalate` with N distinct approvers (the quorum is the most of this, "
+        "`required_approvals` and the call's triggers).",
+        examples=[{"financial": {"action": "escalate", "approvers": 2}, "code_change": {"action": "deny"}}],
+    )
+
+    @field_validator("classes")
     @classmethod
-    def _risk_classes(cls, value: dict[str, int]) -> dict[str, int]:
+    def _class_choices(cls, value: dict[str, TriggerChoice]) -> dict[str, TriggerChoice]:
         unknown = sorted(set(value) - {r.value for r in RiskClass})
         if unknown:
-            raise ValueError(f"required_approvals: not risk classes: {', '.join(unknown)}")
-        if any(n < 1 for n in value.values()):
-            raise ValueError("required_approvals: each count is at least 1")
+            raise ValueError(f"classes: not risk classes: {', '.join(unknown)}")
+        allowed = sorted(name for name, choice in value.items() if choice.action == "allow")
+        if allowed:
+            raise ValueError(f"classes: choose deny or escalate for {', '.join(allowed)} (allow is only for external_recipient)")
         return value
 
+    def approvers_for(self, risk: RiskClass) -> int:
+        """Distinct approvers a grant of this class needs: the more of `required_approvals` and `classes` (at least 1)."""
+        choice = self.classes.get(risk.value)
+        return max(self.required_approvals.get(risk.value, 1), choice.approvers if choice is not None else 1)
+
+    @field_validator("required_approvals", "approver_groups")
+    @classmethod
+    def _risk_classes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        unknown = sorted(set(value) - {r.value for r in RiskClass})
+        if unknown:
+            raise ValueError(f"{info.field_name}: not risk classes: {', '.join(unknown)}")
+        if info.field_name == "required_approvals" and any(n < 1 for n in value.values()):
+            raise ValueError("required_approvals: each count is at least 1")
+        if info.field_name == "approver_groups" and not all(value.values()):
+            raise ValueError("approver_groups: name at least one group per class (leave a class out to accept any approver)")
+        return value
+
+    known_contacts: list[str] = Field(
+        default_factory=list, description="Outside email addresses the tenant writes to routinely (not external recipients)."
+    )
+    learn_after_approvals: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Propose for the directory a counterparty humans approved unchanged this many times (0: never). The approval "
+        "service lists the proposals; a tenant admin adds them.",
+    )
     chat_members: list[str] = Field(default_factory=list, description="Chat users of the tenant's own workspace (internal).")
     chat_channels: list[str] = Field(default_factory=list, description="Chat channels of the tenant's own workspace (internal).")
     allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
@@ -136,9 +179,27 @@ class PackSettings(BaseModel):
         """Whether the pack itself names the tenant (the older way to onboard; `control.tenant` records are the new one)."""
         return tenant_id != "default" and tenant_id in self.tenants
 
-    def with_record(self, settings: dict[str, Any]) -> TenantSettings:
-        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError."""
-        return TenantSettings.model_validate(dict(self.tenants.get("default") or {}) | settings)
+    def from_records(self, tenant_id: str, settings: dict[str, Any] | None, directory: TenantDirectory | None) -> TenantSettings | None:
+        """A tenant's settings from its operator's record and its admins' directory (None when it has neither).
+
+        Without an operator's record, the admins' directory adds to the pack's own entry for the tenant, if
+        any (else the `default` entry: an onboarding over the API). Raises ValidationError for a bad record.
+        """
+        if settings is None and directory is None:
+            return None
+        base = settings if settings is not None else dict(self.tenants.get(tenant_id) or {})
+        return self.with_record(base, directory)
+
+    def with_record(self, settings: dict[str, Any], directory: TenantDirectory | None = None) -> TenantSettings:
+        """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError.
+
+        With `directory` (the record its admins keep on `directory`), each directory list is the union of both.
+        """
+        merged = dict(self.tenants.get("default") or {}) | settings
+        if directory is not None:
+            for name, entries in directory.model_dump().items():
+                merged[name] = list(dict.fromkeys([*(merged.get(name) or []), *entries]))
+        return TenantSettings.model_validate(merged)
 
 
 @dataclass(frozen=True)

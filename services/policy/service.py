@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,13 +118,14 @@ class PolicyService:
                 self._ready_done = True
 
     def _controls(self, tenant_id: str, tool: str) -> Controls:
-        record = self.control.tenants.get(tenant_id)
+        record, directory = self.control.tenants.get(tenant_id), self.control.directories.get(tenant_id)
         tenant = None
-        if record is not None:
-            try:
-                tenant = self.pack.settings.with_record(record.settings)
-            except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
-                log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, record.set_by, exc)
+        try:  # an operator's record, or an operator-wide admin's onboarding, or a pack tenant's admins' directory
+            settings = record.settings if record is not None else None
+            tenant = self.pack.settings.from_records(tenant_id, settings, directory.directory if directory is not None else None)
+        except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
+            who = record.set_by if record is not None else "?"
+            log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
         return Controls(
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )
@@ -223,7 +224,7 @@ class PolicyService:
         requested_by: str | None,
         approval_id: str | None,
         parent: str | None,
-        approvers: frozenset[str] | None = None,
+        approvers: Mapping[str, Collection[str]] | None = None,
     ) -> Pending:
         """The pure decision of one call, as the repository's unit of work runs it (with the history it read)."""
         started = time.perf_counter()
@@ -334,8 +335,12 @@ class PolicyService:
             requested_by=proposed.get("requested_by"),
             approval_id=data.approval_id,
             parent=None,
-            # Four eyes and quorum, counted here again: the requester never counts as an approver.
-            approvers=frozenset(a for a in (*data.approvers, data.approver) if a and a != proposed.get("requested_by")),
+            # Four eyes, groups and quorum, counted here again: the requester never counts as an approver.
+            approvers={
+                a: tuple(data.approver_groups.get(a, ()))
+                for a in (*data.approvers, data.approver)
+                if a and a != proposed.get("requested_by")
+            },
         )
         [(record, _)] = await self._repo().decide_many([pending])
         await self._publish_record(record)

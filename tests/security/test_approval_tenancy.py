@@ -286,3 +286,40 @@ async def test_a_forged_decision_cannot_lower_the_quorum_and_an_unknown_requeste
     second = await http.post(f"{url}/approve", json=body, headers=bearer(carol))
     assert second.json()["status"] == "granted"
     assert await wait_for(lambda: decisions_on_the_bus(h, record.approval_id), what="the grant") == ["tidegate.approval.granted"]
+
+
+async def test_each_check_answers_in_the_documented_order_before_the_next_reveals_anything(
+    start_approval: StartApproval, http: httpx.AsyncClient, wait_for: WaitFor, tmp_path: Path
+) -> None:
+    """docs/security/approval.md: credential (401), the caller's tenant (404), group and four eyes (403), body (422), state (409)."""
+    h = await start(start_approval, tmp_path)
+    stranger = await h.token("mallory@a.example", ["finance", "admin"], tenant=f"evil-{uuid.uuid4().hex[:8]}")
+    requester = await h.token("alice@acme.example", ["finance"])  # the task's requester, in the right group
+    support = await h.token("sam@b.example", ["support"])  # the right tenant, the wrong group
+    bob, carol = await h.token("bob@b.example", ["finance"]), await h.token("carol@b.example", ["finance"])
+    decided = h.decided()
+    await h.escalate(decided)
+    record = await h.request_for(decided.action_id, wait_for)
+    url = f"{h.url}/api/v1/approvals/{record.approval_id}/approve"
+    invalid = {"edited_args": "not an object", "surprise": 1}
+
+    async def code(token: str | None, body: dict[str, Any]) -> tuple[int, str]:
+        answer = await http.post(url, json=body, headers=bearer(token) if token else {})
+        return answer.status_code, answer.json()["detail"]["code"]
+
+    # Every caller sends the same invalid body: each is stopped by its own first failing check, never by the body.
+    assert await code(None, invalid) == (401, "unauthenticated")
+    assert await code("tga_guessed", invalid) == (401, "unauthenticated")
+    assert await code(stranger, invalid) == (404, "not_found")
+    assert await code(support, invalid) == (403, "not_in_group")
+    assert await code(requester, invalid) == (403, "four_eyes")
+    assert await code(bob, invalid) == (422, "invalid_body")
+    assert await code(bob, {"action_digest": "sha256:other"}) == (409, "digest_mismatch")
+    stored = await h.repo.get(record.approval_id)
+    assert stored is not None
+    assert (stored.status, stored.approvers) == ("pending", [])  # none of them counted
+    for token in (bob, carol):  # the quorum of this groups file is 2
+        answer = await http.post(url, json={"action_digest": record.action_digest}, headers=bearer(token))
+        assert answer.status_code == 200, answer.text
+    assert await code(bob, invalid) == (422, "invalid_body")  # the body still comes before the state
+    assert await code(bob, {"action_digest": record.action_digest}) == (409, "not_pending")

@@ -25,6 +25,7 @@ GUARDED = {  # topic -> the only principal that may write it
     "actions.authorized": "policy",
     "approvals": "approval",
     "control": "ops",
+    "directory": "approval",  # tenants' directories, as their admins keep them over the approval service's API
     "actions.results": "executor",
     f"tools.{TOOL}.requests": "executor",
     f"tools.{TOOL}.replies": tool_principal(TOOL),

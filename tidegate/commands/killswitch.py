@@ -29,10 +29,10 @@ async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active
     return event
 
 
-async def read_control(kit: KitSettings) -> ControlState:
-    """Read `control` from the beginning to its current end and return the state it describes."""
-    state = ControlState()
-    topic = f"{kit.topic_prefix}control"
+async def read_control(kit: KitSettings, name: str = "control", state: ControlState | None = None) -> ControlState:
+    """Read `control` (or `directory`, into `state`) from the beginning to its current end and return the state it describes."""
+    state = state if state is not None else ControlState()
+    topic = f"{kit.topic_prefix}{name}"
     consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
     await consumer.start()
     try:
@@ -55,7 +55,7 @@ async def read_control(kit: KitSettings) -> ControlState:
             for records in batch.values():
                 for record in records:
                     try:
-                        await state.apply(decode("control", record.value or b""))
+                        await state.apply(decode(name, record.value or b""))
                     except ValueError:
                         continue  # an invalid record is the services' to dead-letter; the listing skips it
     finally:

@@ -149,10 +149,14 @@ def whatif(
         times = [e.time for e in proposed]
         days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
         control = run(read_control(kit))
+        run(read_control(kit, "directory", control))
         tenants = {}
-        for name, record in control.tenants.items():
+        for name in set(control.tenants) | set(control.directories):
+            record, admins = control.tenants.get(name), control.directories.get(name)
             with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
-                tenants[name] = pack.settings.with_record(record.settings)
+                effective = pack.settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
+                if effective is not None:
+                    tenants[name] = effective
         decisions = [e.data for e in window.of(ActionDecided)]
         report = evaluate(pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days)
     doc = report.as_dict()

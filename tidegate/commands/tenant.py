@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -23,6 +24,7 @@ app = typer.Typer(
 
 _LISTS = {
     "internal_domain": "internal_domains",
+    "known_contact": "known_contacts",
     "chat_member": "chat_members",
     "chat_channel": "chat_channels",
     "payee": "known_payees",
@@ -32,7 +34,7 @@ _LISTS = {
 
 
 def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
-    """`new_payee=escalate:2` → ("new_payee", {"action": "escalate", "approvers": 2}); `permission_change=deny`."""
+    """`new_payee=escalate:2` → ("new_payee", {"action": "escalate", "approvers": 2}); `permission_change=deny` (triggers and classes)."""
     name, _, choice = text.partition("=")
     action, _, approvers = choice.partition(":")
     if not name or action not in ("deny", "escalate"):
@@ -40,15 +42,16 @@ def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), {"action": action} | ({"approvers": int(approvers)} if approvers else {})
 
 
-def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str]) -> dict[str, Any]:
-    """The new record's settings: `current` with `changes` (lists replace) and triggers applied; checked as TenantSettings."""
+def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str], classes: Sequence[str] = ()) -> dict[str, Any]:
+    """The new record: `current` with `changes` (lists replace), triggers and class choices applied; checked as TenantSettings."""
     record = dict(current) | {k: v for k, v in changes.items() if v is not None}
-    merged_triggers = dict(record.get("triggers") or {})
-    for text in triggers:
-        name, choice = parse_trigger(text)
-        merged_triggers[name] = choice
-    if merged_triggers:
-        record["triggers"] = merged_triggers
+    for field_name, texts in (("triggers", triggers), ("classes", classes)):
+        merged = dict(record.get(field_name) or {})
+        for text in texts:
+            name, choice = parse_trigger(text)
+            merged[name] = choice
+        if merged:
+            record[field_name] = merged
     TenantSettings.model_validate(record)  # raises ValidationError naming the bad field
     return record
 
@@ -65,8 +68,10 @@ def _changes(
     refund_threshold: float | None,
     budget: float | None,
     lists: dict[str, list[str]],
+    learn_after: int | None = None,
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {"allow_autonomous": autonomous, "refund_threshold_usd": refund_threshold, "budget_usd": budget}
+    changes["learn_after_approvals"] = learn_after
     for option, field_name in _LISTS.items():
         values = lists.get(option)
         if values:
@@ -78,7 +83,18 @@ AUTONOMOUS = typer.Option(None, "--autonomous/--draft", help="Whether the tenant
 THRESHOLD = typer.Option(None, "--refund-threshold", help="Financial calls at or over this (USD) escalate.")
 BUDGET = typer.Option(None, "--budget", help="Tenant spend cap, USD (a `budget set` record overrides it).")
 TRIGGER = typer.Option([], "--trigger", help="new_payee|external_recipient|permission_change = deny | escalate[:N approvers].")
+CLASS = typer.Option(
+    [], "--class", help="<risk class> = deny | escalate[:N approvers]: what an escalation of that class becomes. Repeatable."
+)
 DOMAIN = typer.Option([], "--internal-domain", help="An email domain of the tenant (a subdomain counts). Repeatable.")
+CONTACT = typer.Option([], "--known-contact", help="An outside email address the tenant writes to routinely (not external). Repeatable.")
+LEARN = typer.Option(
+    None,
+    "--learn-after",
+    min=0,
+    help="Propose for the directory a counterparty humans approved unchanged this many times (0: never, the default); "
+    "tenant admins see the proposals on the approval service (GET /api/v1/tenants/<tenant>).",
+)
 MEMBER = typer.Option([], "--chat-member", help="A chat user of the tenant's workspace. Repeatable.")
 CHANNEL = typer.Option([], "--chat-channel", help="A chat channel of the tenant's workspace. Repeatable.")
 PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable.")
@@ -87,7 +103,7 @@ ORG = typer.Option([], "--organisation", help="An organisation that is the tenan
 BY = typer.Option(None, "--by", help="Who (default: the OS user).")
 
 
-def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], by: str | None) -> None:
+def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], classes: list[str], by: str | None) -> None:
     if tenant in ("", "*", "default"):
         fail("name one tenant")
     kit = settings()
@@ -98,7 +114,7 @@ def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: 
     if not must_exist and current is not None:
         fail(f"tenant {tenant!r} is already onboarded: change it with `tidegate tenant set {tenant} …`")
     try:
-        record = tenant_record(dict(current.settings) if current else {}, changes, triggers)
+        record = tenant_record(dict(current.settings) if current else {}, changes, triggers, classes)
     except (ValueError, ValidationError) as exc:
         fail(f"invalid tenant settings: {exc}")
     run(publish_tenant(kit, tenant=tenant, record=record, set_by=by or getpass.getuser()))
@@ -112,18 +128,28 @@ def add(
     refund_threshold: float | None = THRESHOLD,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
+    class_: list[str] = CLASS,
     internal_domain: list[str] = DOMAIN,
+    known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
     chat_channel: list[str] = CHANNEL,
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    learn_after: int | None = LEARN,
     by: str | None = BY,
 ) -> None:
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
-    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    _write(
+        tenant,
+        must_exist=False,
+        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
+        triggers=trigger,
+        classes=class_,
+        by=by,
+    )
 
 
 @app.command("set")
@@ -133,35 +159,56 @@ def set_(
     refund_threshold: float | None = THRESHOLD,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
+    class_: list[str] = CLASS,
     internal_domain: list[str] = DOMAIN,
+    known_contact: list[str] = CONTACT,
     chat_member: list[str] = MEMBER,
     chat_channel: list[str] = CHANNEL,
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    learn_after: int | None = LEARN,
     by: str | None = BY,
 ) -> None:
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
-    lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
+    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    _write(
+        tenant,
+        must_exist=True,
+        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
+        triggers=trigger,
+        classes=class_,
+        by=by,
+    )
 
 
 @app.command("show")
 def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenants when omitted.")) -> None:
-    """A tenant's effective settings (its record over the pack's `default`) and where they come from."""
+    """A tenant's effective settings (its record and its admins' directory over the pack's `default`) and where they come from."""
     kit = settings()
     state = run(read_control(kit))
+    run(read_control(kit, "directory", state))
     try:
         source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
         pack_settings = PackSettings.model_validate(source.settings)
     except (PackError, ValueError):
         pack_settings = PackSettings()
-    names = [tenant] if tenant else sorted(set(state.tenants) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)})
+    onboarded = set(state.tenants) | set(state.directories) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)}
+    names = [tenant] if tenant else sorted(onboarded)
     for name in names:
-        record = state.tenants.get(name)
-        if record is not None:
-            effective, where = pack_settings.with_record(record.settings), f"control.tenant (set by {record.set_by})"
+        record, admins = state.tenants.get(name), state.directories.get(name)
+        effective = pack_settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
+        if effective is not None:
+            where = (
+                f"control.tenant (set by {record.set_by})"
+                if record
+                else "the policy pack's settings.yaml"
+                if pack_settings.onboarded(name)
+                else "the pack's default (onboarded over the approval API)"
+            )
+            if admins is not None:
+                where += f" and the directory its admins keep (last set by {admins.set_by})"
         elif pack_settings.onboarded(name):
             effective, where = pack_settings.tenant(name), "the policy pack's settings.yaml"
         else:

@@ -491,9 +491,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             "policy_dir": opts.policy_dir or kit.policy_dir,
         }
     )
-    # Today's controls (kill switches, budgets, and the published pack unless a candidate is given) hold in the sandbox.
+    # Today's controls (kill switches, budgets, tenants and their directories, and the published pack unless a
+    # candidate is given) hold in the sandbox.
     control = await read_window(
-        kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control",), client_options=kafka_options(kit, OPS)
+        kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control", "directory"), client_options=kafka_options(kit, OPS)
     )
     carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit, sandbox_options)
     await carrier.start()
@@ -501,7 +502,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         for r in control.events:
             if opts.policy_dir is not None and isinstance(r.event, ControlPolicy):
                 continue
-            await carrier.publish("control", _fresh(r.event))
+            await carrier.publish(r.topic, _fresh(r.event))
 
         from services.policy import build as build_policy
 

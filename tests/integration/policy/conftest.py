@@ -64,8 +64,12 @@ def grant(
     edited_args: dict[str, Any] | None = None,
     args: dict[str, Any] | None = None,
     approvers: tuple[str, ...] = ("bob@acme.example",),
+    groups: tuple[str, ...] = ("finance",),
 ) -> ApprovalGranted:
-    """An `approval.granted` for an escalated decision, signed with `key` as the approval service would (unsigned when None)."""
+    """An `approval.granted` for an escalated decision, signed with `key` as the approval service would (unsigned when None).
+
+    Each approver is shown in `groups` (the default pack counts finance approvers toward a refund's quorum).
+    """
     d = decided.data
     now = datetime.now(UTC)
     data = ApprovalData(
@@ -80,6 +84,7 @@ def grant(
         policy_version=d.policy_version,
         approver=approvers[-1],
         approvers=list(approvers),
+        approver_groups={a: list(groups) for a in approvers},
         edited_args=edited_args,
         expires_at=now + timedelta(hours=1),
         decided_at=now,

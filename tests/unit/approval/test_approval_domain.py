@@ -184,6 +184,8 @@ def test_destructive_needs_two_distinct_approvers() -> None:
     assert isinstance(second, Transition)
     assert second.event_type == "tidegate.approval.granted"
     assert second.record.approvers == ["dan@acme.example", "carol@acme.example"]
+    # the grant shows the groups each approver held, for the policy service to count against its own settings
+    assert second.record.approver_groups == {"dan@acme.example": ["security"], "carol@acme.example": ["finance", "security"]}
 
 
 def test_an_edit_restarts_the_count_with_its_author() -> None:
@@ -198,6 +200,7 @@ def test_an_edit_restarts_the_count_with_its_author() -> None:
     assert isinstance(final, Transition)
     assert final.event_type == "tidegate.approval.granted"
     assert final.record.edited_args == {"customer_id": "c1", "scope": "profile"}
+    assert set(final.record.approver_groups) == {"carol@acme.example", "dan@acme.example"}
 
 
 def test_one_reject_settles_and_nothing_follows_a_decision() -> None:
@@ -250,6 +253,9 @@ def test_the_signed_grant_verifies_with_the_policy_side_check(tmp_path: Path) ->
     assert not ring.verify(data.key_id, approval_message("tidegate.approval.rejected", data), data.signature)
     forged = data.model_copy(update={"edited_args": {**ARGS, "amount_usd": 45000.0}})
     assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", forged), data.signature)
+    assert data.approver_groups == {"bob@acme.example": ["finance"]}
+    promoted = data.model_copy(update={"approver_groups": {"bob@acme.example": ["finance-leads"]}})
+    assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", promoted), data.signature)
 
 
 def test_an_unknown_outcome_becomes_a_follow_up_whose_resolution_is_an_event() -> None:

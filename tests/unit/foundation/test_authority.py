@@ -153,6 +153,26 @@ def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSett
     assert check(authority, sign_event(killswitch(), operator)) == "control_replayed"  # no sequence
 
 
+def test_the_approval_service_may_sign_a_tenants_directory_and_nothing_else_of_its_settings(kit: KitSettings, authority: Authority) -> None:
+    approval = service_key(kit, "approval")
+    directory = s.DirectoryUpdated.build(
+        s.DirectoryUpdatedData(tenant_id="acme", directory=s.TenantDirectory(known_contacts=["ap@x.example"]), set_by="root"),
+        source="tidegate/approval",
+    )
+    assert check(authority, sign_event(directory, approval, sequence=time.time_ns())) is None
+    assert check(authority, sign_event(directory, approval)) == "control_replayed"  # no sequence
+    assert check(authority, sign_as_operator(kit, directory)) is None  # an operator may too
+    assert check(authority, sign_event(directory, service_key(kit, "policy"), sequence=time.time_ns())) == "signer_not_allowed"
+    # mode, thresholds, triggers and budgets travel in `control.tenant`: the approval key may not sign one
+    mode = s.ControlTenant.build(s.ControlTenantData(tenant_id="acme", settings={"allow_autonomous": True}, set_by="root"), source="x")
+    assert check(authority, sign_event(mode, approval, sequence=time.time_ns())) == "signer_not_allowed"
+    # and a directory record cannot carry them: the contract has no such field
+    doc = json.loads(wire(directory))
+    doc["data"]["directory"]["allow_autonomous"] = True
+    with pytest.raises(ValidationError):
+        s.decode("directory", json.dumps(doc))
+
+
 async def test_control_state_refuses_replayed_and_older_records_and_converges_after_compaction(kit: KitSettings) -> None:
     set_a, set_b, clear_a = (sign_as_operator(kit, e) for e in (killswitch(True), killswitch(True, "send_email"), killswitch(False)))
     full = ControlState()

@@ -56,3 +56,25 @@ def test_rotating_a_service_key_keeps_what_it_signed_verifiable(kit: KitSettings
     listing = runner.invoke(app, ["keys", "list"]).output
     assert f"{before.keyid}  retired" in listing
     assert f"{after.keyid}  current" in listing
+
+
+def test_keys_live_in_the_run_directory_a_deployment_names_never_in_the_source_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from servicekit import REPO_ROOT
+
+    default = KitSettings()
+    assert default.keys_dir == default.run_dir / "keys"
+    run_dir = default.run_dir.relative_to(REPO_ROOT)  # inside the checkout, but git-ignored: no key can be committed
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(run_dir)], cwd=REPO_ROOT, check=False)
+    assert ignored.returncode == 0
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path / "second"))
+    second = KitSettings()  # a second deployment names its own run directory, and gets keys of its own
+    assert (second.keys_dir, second.operator_keys_dir, second.client_keys_dir) == (
+        tmp_path / "second" / "keys",
+        tmp_path / "second" / "keys" / "operators",
+        tmp_path / "second" / "keys" / "clients",
+    )
+    assert service_key(second, "policy").key_id != service_key(KitSettings(keys_dir=tmp_path / "first"), "policy").key_id

@@ -221,7 +221,8 @@ def test_a_grant_is_counted_against_the_packs_quorum_for_the_risk_class() -> Non
     pack = compile_pack(PackSource(files={"p.cedar": text}, settings=settings), CATALOG)
     refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
 
-    def granted(approvers: frozenset[str] | None, call: Call = refund) -> tuple[str, list[str]]:
+    def granted(names: frozenset[str], call: Call = refund) -> tuple[str, list[str]]:
+        approvers = {name: ("finance",) for name in names}
         verdict = decide(pack, call, History(), Controls(), approval_granted=True, approvers=approvers)
         return verdict.outcome, verdict.codes
 
@@ -234,9 +235,72 @@ def test_a_grant_is_counted_against_the_packs_quorum_for_the_risk_class() -> Non
     assert granted(frozenset({"bob"}), dataclasses.replace(refund, tenant_id="globex"))[0] == "allow"  # another tenant's settings
 
 
+def test_only_approvers_in_the_groups_the_tenant_requires_count_toward_a_grant() -> None:
+    text = HEADER + "permit(principal, action, resource);"
+    groups = {"financial": ["finance", "finance-leads"]}
+    settings: dict[str, Any] = {"tenants": {"acme": {"required_approvals": {"financial": 2}, "approver_groups": groups}}}
+    pack = compile_pack(PackSource(files={"p.cedar": text}, settings=settings), CATALOG)
+    refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
+
+    def granted(approvers: dict[str, tuple[str, ...]]) -> tuple[str, list[str]]:
+        verdict = decide(pack, refund, History(), Controls(), approval_granted=True, approvers=approvers)
+        return verdict.outcome, verdict.codes
+
+    assert granted({"bob": ("finance",), "lee": ("finance-leads", "support")})[0] == "allow"
+    # two approvers, but one of them is in a group the tenant does not require for money: short of the quorum
+    assert granted({"bob": ("finance",), "mallory": ("support",)}) == ("deny", ["approval_quorum_not_met"])
+    assert granted({"mallory": ("support",), "eve": ("interns",)}) == ("deny", ["approval_quorum_not_met"])
+    assert granted({"bob": ("finance",), "carol": ()}) == ("deny", ["approval_quorum_not_met"])  # groups not shown: not counted
+    verdict = decide(pack, refund, History(), Controls(), approval_granted=True, approvers={"m": ("support",), "e": ("x",)})
+    assert "in finance, finance-leads; the grant has 0 of them among 2" in verdict.reasons[0].message
+
+
+def test_a_grant_needs_the_quorum_of_the_class_or_of_the_calls_trigger_whichever_is_more() -> None:
+    new_payee_by_two = TenantSettings(triggers={"new_payee": {"action": "escalate", "approvers": 2}}, allow_autonomous=True)  # type: ignore[arg-type]
+    refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_new", "amount_usd": 10.0, "order_id": "O-1"}, "me", mode="autonomous")
+    asked = decide(PACK, refund, History(), Controls(tenant=new_payee_by_two))
+    assert (asked.outcome, asked.codes, asked.facts["approvers_required"]) == ("escalate", ["new_payee_review"], 2)
+
+    def granted(tenant: TenantSettings, call: Call, *names: str) -> str:
+        approvers = {name: ("finance",) for name in names}
+        return decide(PACK, call, History(), Controls(tenant=tenant), approval_granted=True, approvers=approvers).outcome
+
+    assert granted(new_payee_by_two, refund, "bob") == "deny"  # the class needs 1, the trigger 2
+    assert granted(new_payee_by_two, refund, "bob", "carol") == "allow"
+    known = dataclasses.replace(refund, args=refund.args | {"payee_id": "cus_old"})
+    paid_before = new_payee_by_two.model_copy(update={"known_payees": ["cus_old"]})
+    assert granted(paid_before, known, "bob") == "allow"  # no trigger fired: the class's 1 is enough
+    by_three = paid_before.model_copy(update={"required_approvals": {"financial": 3}})
+    assert granted(by_three, refund, "bob", "carol") == "deny"  # the class asks more than the trigger
+    assert granted(by_three, refund, "bob", "carol", "dan") == "allow"
+
+
 def test_a_quorum_names_only_risk_classes() -> None:
     source = PackSource(
         files={"p.cedar": HEADER + "permit(principal, action, resource);"},
         settings={"tenants": {"acme": {"required_approvals": {"finacial": 2}}}},
     )
     assert any("finacial" in p for p in validate_pack(source, CATALOG))
+
+
+def test_a_tenant_chooses_per_class_between_deny_and_escalate_with_n_approvers() -> None:
+    refund = Call("acme", "t", "issue_refund", {"payee_id": "cus_old", "amount_usd": 900.0, "order_id": "O-1"}, "me", mode="autonomous")
+    base = {"allow_autonomous": True, "known_payees": ["cus_old"]}
+    by_two = TenantSettings.model_validate(base | {"classes": {"financial": {"action": "escalate", "approvers": 2}}})
+    asked = decide(PACK, refund, History(), Controls(tenant=by_two))
+    assert (asked.outcome, asked.codes, asked.facts["approvers_required"]) == ("escalate", ["needs_human_approval"], 2)
+
+    def granted(names: tuple[str, ...]) -> str:
+        approvers = {name: ("finance",) for name in names}
+        return decide(PACK, refund, History(), Controls(tenant=by_two), approval_granted=True, approvers=approvers).outcome
+
+    assert (granted(("bob",)), granted(("bob", "carol"))) == ("deny", "allow")
+    denied = TenantSettings.model_validate(base | {"classes": {"financial": {"action": "deny"}}})
+    verdict = decide(PACK, refund, History(), Controls(tenant=denied))
+    assert (verdict.outcome, verdict.codes) == ("deny", ["class_escalation_denied", "needs_human_approval"])
+    small = dataclasses.replace(refund, args=refund.args | {"amount_usd": 10.0})
+    assert decide(PACK, small, History(), Controls(tenant=denied)).outcome == "allow"  # what needed no human still runs
+    with pytest.raises(ValueError, match="choose deny or escalate"):
+        TenantSettings.model_validate({"classes": {"financial": {"action": "allow"}}})
+    with pytest.raises(ValueError, match="not risk classes"):
+        TenantSettings.model_validate({"classes": {"finance": {"action": "deny"}}})

@@ -114,6 +114,7 @@ def approval(event_type: type[Envelope], decided: Any, key: SigningKey | None, *
         args=d.args,
         action_digest=d.action_digest,
         approver="bob",
+        approver_groups={"bob": ["finance"]},
         expires_at=NOW + timedelta(hours=1),
         decided_at=NOW,
         key_id=key.key_id if key else None,

@@ -9,8 +9,27 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope
-from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, sign_as_operator
+from schemas import (
+    ActionProposed,
+    ActionProposedData,
+    ControlTenant,
+    ControlTenantData,
+    DirectoryUpdated,
+    DirectoryUpdatedData,
+    Envelope,
+    TenantDirectory,
+)
+from servicekit import (
+    REPO_ROOT,
+    ControlState,
+    KitSettings,
+    SigningKey,
+    ToolCatalog,
+    next_sequence,
+    service_key,
+    sign_as_operator,
+    sign_event,
+)
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
@@ -98,3 +117,43 @@ def test_the_cli_merges_changes_and_checks_them() -> None:
         tenant_record({}, {"refund_threshold_usd": -1}, [])
     with pytest.raises(ValidationError):
         tenant_record({}, {}, ["no_such_trigger=deny"])
+    classes = tenant_record({"classes": {"code_change": {"action": "deny"}}}, {}, [], ["financial=escalate:2"])
+    assert classes == {"classes": {"code_change": {"action": "deny"}, "financial": {"action": "escalate", "approvers": 2}}}
+    with pytest.raises(ValidationError):
+        tenant_record({}, {}, [], ["finance=deny"])
+
+
+def _directory(tenant: str = "initech", *, onboards: bool = False, **entries: list[str]) -> Envelope:
+    """A `directory.updated` record as the approval service publishes it for a tenant admin: approval-signed, with a sequence."""
+    data = DirectoryUpdatedData(tenant_id=tenant, directory=TenantDirectory(**entries), set_by="root@initech.example", onboards=onboards)
+    return sign_event(DirectoryUpdated.build(data, source="tidegate/approval"), service_key(OPERATOR, "approval"), sequence=next_sequence())
+
+
+async def test_an_admins_directory_adds_to_the_operators_and_onboards_only_at_the_packs_default_posture(service: PolicyService) -> None:
+    mail = {"to": ["ap@supplier.example"], "subject": "invoice", "body": "attached"}
+    await service.on_control(_directory(onboards=True, known_contacts=["ap@supplier.example"]))
+    onboarded = (await service.on_proposed(_proposal("d-1", "send_email", mail))).decided
+    assert onboarded is not None  # onboarded, but on the default entry: draft mode, so a send still waits for a human
+    assert (onboarded.data.outcome, onboarded.data.reasons[0].code.value) == ("escalate", "draft_mode")
+    await service.on_control(_tenant({"allow_autonomous": True, "internal_domains": ["initech.example"]}))
+    known = (await service.on_proposed(_proposal("d-2", "send_email", mail))).decided
+    assert known is not None
+    assert known.data.outcome == "allow"  # the admin's contact and the operator's mode, together
+    stranger = (await service.on_proposed(_proposal("d-3", "send_email", mail | {"to": ["x@evil.example"]}))).decided
+    assert stranger is not None
+    assert stranger.data.outcome == "escalate"
+    assert [r.code.value for r in stranger.data.reasons] == ["external_recipient"]
+    await service.on_control(_directory(known_contacts=[]))  # the admin takes the contact back
+    again = (await service.on_proposed(_proposal("d-4", "send_email", mail))).decided
+    assert again is not None
+    assert again.data.outcome == "escalate"
+
+
+async def test_an_admins_directory_adds_to_a_tenant_the_pack_itself_onboarded(service: PolicyService) -> None:
+    refund = {"payee_id": "cus_1001", "amount_usd": 50.0, "order_id": "O-1"}  # a payee acme's pack entry knows
+    before = (await service.on_proposed(_proposal("p-1", "issue_refund", refund, tenant="acme"))).decided
+    await service.on_control(_directory("acme", known_contacts=["ap@supplier.example"]))
+    after = (await service.on_proposed(_proposal("p-2", "issue_refund", refund, tenant="acme"))).decided
+    assert before is not None
+    assert after is not None
+    assert before.data.outcome == after.data.outcome == "allow"  # acme's own settings (autonomous, payees) still hold
