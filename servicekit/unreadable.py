@@ -60,6 +60,8 @@ def _reason_of(exc: ValidationError) -> Unreadable:
     if first["type"] == "json_invalid":
         message = str((first.get("ctx") or {}).get("error", first["msg"]))
         return Unreadable("too_deep" if "recursion" in message else "invalid_json", message[:200])
+    if any(e["type"] == "finite_number" for e in errors):
+        return Unreadable("nan", "a number is NaN, infinite or beyond a double")
     if any(e["type"] in _TYPE_ERRORS and e["loc"][:1] in ((), ("type",)) for e in errors):
         return Unreadable("unknown_type", "the event type is not one this topic carries")
     where = ".".join(str(p) for p in first.get("loc", ()))
