@@ -92,6 +92,14 @@ test-unit: install ## Unit tests only (no network, seconds)
 test-integration: infra-up ## Integration, security and e2e tests against the running infrastructure
 	$(BIN)/pytest tests/integration tests/security tests/e2e -q
 
+.PHONY: test-fuzz
+test-fuzz: install ## The fuzz tests with many examples (FUZZ_EXAMPLES, default 2000; `make test` runs 40)
+	TIDEGATE_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) $(BIN)/pytest tests/unit/fuzz -q -p no:cacheprovider -o timeout=3600
+
+.PHONY: test-recovery
+test-recovery: install ## The recovery tests with aiokafka's own 40 s request timeout and a broker outage past it (minutes)
+	TIDEGATE_RECOVERY_LONG=1 $(BIN)/pytest tests/integration/recovery -q -p no:cacheprovider
+
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .
