@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from schemas import EventRejected, ReasonCode, decode
 from servicekit import Bus
+from services.audit.handlers import observe_record
 
 CONSUMED = sorted(SAMPLES)  # every catalog topic a service consumes has an example event
 GOOD: dict[str, bytes] = {topic: json.dumps(doc).encode() for topic, doc in SAMPLES.items()}
@@ -102,3 +103,20 @@ def test_a_non_finite_number_in_any_number_or_object_is_refused_as_not_finite(to
     handled, rejected = asyncio.run(consume(topic, [json.dumps(doc).replace('"HOLE"', token).encode()]))
     assert handled == []
     assert [d.data.code for d in rejected] == ["not_finite"]
+
+
+@dataclass
+class AuditRecord(Record):
+    timestamp: int = 1_764_000_000_000
+    timestamp_type: int = 0
+
+
+@pytest.mark.parametrize("topic", CONSUMED)
+@given(data=st.data())
+def test_the_audit_keeps_any_record_of_any_topic_raw_with_the_reason_it_is_not_an_event(topic: str, data: st.DataObject) -> None:
+    value = data.draw(hostile_value(topic), label="value")
+    observed = observe_record(AuditRecord(f"p.{topic}", value, 0), "p.")  # type: ignore[arg-type]
+    assert observed.value == value  # the bytes themselves, whatever they are: the log is complete by construction
+    assert observed.valid or observed.invalid_reason
+    good = observe_record(AuditRecord(f"p.{topic}", GOOD[topic], 1), "p.")  # type: ignore[arg-type]
+    assert (good.valid, good.event_id) == (True, SAMPLES[topic]["id"])
