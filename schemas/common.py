@@ -22,6 +22,7 @@ __all__ = [
     "ResultCost",
     "RiskClass",
     "TaskCost",
+    "is_finite_json",
 ]
 
 
@@ -113,12 +114,10 @@ class ErrorInfo(Contract):
 _DOUBLE_MAX = 1.7976931348623157e308
 
 
-def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
-    """`value` unchanged, or `finite_number` when it holds NaN, an infinity, or an integer no double can hold.
+def is_finite_json(value: Any) -> bool:
+    """Whether every number in `value` (a decoded JSON value, or one number) is finite and fits a double.
 
-    `allow_inf_nan=False` covers typed number fields only; a free-form object (a call's args, a result)
-    decodes `1e999` to `inf` and `NaN` to `nan`, and money computed from either is meaningless. Loops,
-    no recursion: the value may be nested as deep as the bounds allow.
+    Loops, no recursion, no generators: it runs per event, on values nested as deep as the bounds allow.
     """
     stack: list[Any] = [value]
     while stack:
@@ -126,12 +125,23 @@ def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
         kind = type(item)
         if kind is dict:
             stack.extend(item.values())
-        elif kind is list:
+        elif kind is list or kind is tuple:
             stack.extend(item)
         elif (kind is float and item - item != 0.0) or (kind is int and abs(item) > _DOUBLE_MAX):
-            raise PydanticCustomError(
-                "finite_number", "Input should be a finite number (NaN, Infinity and numbers beyond a double are refused)"
-            )
+            return False  # NaN - NaN and inf - inf are NaN; a finite float gives 0.0
+    return True
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` unchanged, or `finite_number` when it holds NaN, an infinity, or an integer no double can hold.
+
+    `allow_inf_nan=False` covers typed number fields only; a free-form object (a call's args, a result)
+    decodes `1e999` to `inf` and `NaN` to `nan`, and money computed from either is meaningless.
+    """
+    if not is_finite_json(value):
+        raise PydanticCustomError(
+            "finite_number", "Input should be a finite number (NaN, Infinity and numbers beyond a double are refused)"
+        )
     return value
 
 
