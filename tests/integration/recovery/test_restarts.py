@@ -33,7 +33,7 @@ pytestmark = pytest.mark.timeout(600)
 LONG = os.environ.get("TIDEGATE_RECOVERY_LONG") == "1"
 REQUEST_TIMEOUT_MS = None if LONG else 6000
 OUTAGE_S = 50.0 if LONG else 10.0
-TASKS_PER_WAVE = 60 if LONG else 32
+TASKS_PER_WAVE = 60 if LONG else 16
 
 
 @pytest.fixture
