@@ -120,3 +120,12 @@ def test_the_audit_keeps_any_record_of_any_topic_raw_with_the_reason_it_is_not_a
     assert observed.valid or observed.invalid_reason
     good = observe_record(AuditRecord(f"p.{topic}", GOOD[topic], 1), "p.")  # type: ignore[arg-type]
     assert (good.valid, good.event_id) == (True, SAMPLES[topic]["id"])
+
+
+@pytest.mark.parametrize("topic", CONSUMED)
+def test_a_lone_surrogate_in_the_tenant_still_makes_a_dead_letter(topic: str) -> None:
+    """Found by the fuzzer: `json.loads` reads the bytes of a lone surrogate, and the dead letter could not be built."""
+    value = b'{"tenantid":"\xed\xa0\x80","subject":"\xed\xb0\x80","data":{}}'
+    handled, rejected = asyncio.run(consume(topic, [value, GOOD[topic]]))
+    assert [h.id for h in handled] == [SAMPLES[topic]["id"]]
+    assert [(d.data.code, d.data.tenant_id, d.data.task_id) for d in rejected] == [("invalid_event", "?", "?")]
