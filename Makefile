@@ -118,6 +118,14 @@ test-chaos: install ## The full chaos suite on its own Kafka (one node, then thr
 	$(CHAOS) --brokers 1
 	$(CHAOS) --brokers 3
 
+.PHONY: test-fuzz
+test-fuzz: install ## The fuzz tests with many examples (FUZZ_EXAMPLES, default 2000; `make test` runs 40)
+	TIDEGATE_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),2000) $(BIN)/pytest tests/unit/fuzz -q -p no:cacheprovider -o timeout=3600
+
+.PHONY: test-recovery
+test-recovery: install ## The recovery tests with aiokafka's own 40 s request timeout and a broker outage past it (minutes)
+	TIDEGATE_RECOVERY_LONG=1 $(BIN)/pytest tests/integration/recovery -q -p no:cacheprovider
+
 .PHONY: lint
 lint: install ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .

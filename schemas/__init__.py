@@ -13,6 +13,7 @@ from schemas.common import (
     ResultCost,
     RiskClass,
     TaskCost,
+    is_finite_json,
 )
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
@@ -52,6 +53,7 @@ __all__ = [
     "decode_any",
     "digest",
     "encode",
+    "is_finite_json",
     "headers_for",
     "new_id",
     "topic_spec",

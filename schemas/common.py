@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from schemas.reasons import ReasonCode
 
@@ -14,12 +15,14 @@ __all__ = [
     "Contract",
     "Decision",
     "ErrorInfo",
+    "JsonObject",
     "Mode",
     "ProposalCost",
     "Reason",
     "ResultCost",
     "RiskClass",
     "TaskCost",
+    "is_finite_json",
 ]
 
 
@@ -108,4 +111,39 @@ class ErrorInfo(Contract):
     retryable: bool = Field(default=False, description="Whether a retry could succeed.")
 
 
-JsonObject = dict[str, Any]
+_DOUBLE_MAX = 1.7976931348623157e308
+
+
+def is_finite_json(value: Any) -> bool:
+    """Whether every number in `value` (a decoded JSON value, or one number) is finite and fits a double.
+
+    Loops, no recursion, no generators: it runs per event, on values nested as deep as the bounds allow.
+    """
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        elif (kind is float and item - item != 0.0) or (kind is int and abs(item) > _DOUBLE_MAX):
+            return False  # NaN - NaN and inf - inf are NaN; a finite float gives 0.0
+    return True
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` unchanged, or `finite_number` when it holds NaN, an infinity, or an integer no double can hold.
+
+    `allow_inf_nan=False` covers typed number fields only; a free-form object (a call's args, a result)
+    decodes `1e999` to `inf` and `NaN` to `nan`, and money computed from either is meaningless.
+    """
+    if not is_finite_json(value):
+        raise PydanticCustomError(
+            "finite_number", "Input should be a finite number (NaN, Infinity and numbers beyond a double are refused)"
+        )
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+"""A free-form JSON object (args, results, inputs, settings): any shape, every number finite."""

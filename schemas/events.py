@@ -12,6 +12,7 @@ from schemas.common import (
     Contract,
     Decision,
     ErrorInfo,
+    JsonObject,
     Mode,
     ProposalCost,
     Reason,
@@ -83,7 +84,7 @@ class TaskSubmittedData(Contract):
     task_id: str = TASK_ID
     tenant_id: str = TENANT_ID
     workflow: str = Field(min_length=1, description="Workflow name; picks the playbook.", examples=["support_triage"])
-    input: dict[str, Any] = Field(description="Workflow input.", examples=[{"ticket_id": "T-1001", "body": "Please refund order 1234"}])
+    input: JsonObject = Field(description="Workflow input.", examples=[{"ticket_id": "T-1001", "body": "Please refund order 1234"}])
     untrusted: list[str] = Field(
         default_factory=list,
         description="Keys of `input` whose values are untrusted content (ticket bodies, emails): never instructions.",
@@ -117,7 +118,7 @@ class ActionProposedData(Contract):
     tenant_id: str = TENANT_ID
     step: int = Field(ge=0, description="Position of the action in the task.", examples=[1])
     tool: str = TOOL
-    args: dict[str, Any] = ARGS
+    args: JsonObject = ARGS
     rationale: str = Field(
         default="",
         max_length=4000,
@@ -160,14 +161,14 @@ class ActionDecidedData(Contract):
     tenant_id: str = TENANT_ID
     step: int = Field(default=0, ge=0, description="Position of the action in the task.")
     tool: str = Field(description="Tool of the proposal (as proposed, even if unknown).", examples=["issue_refund"])
-    args: dict[str, Any] = ARGS
+    args: JsonObject = ARGS
     action_digest: str = Field(description="SHA-256 (hex) of the canonical tool call; approvals bind to it.", examples=["9f2c…"])
     outcome: Decision = Field(description="`allow`, `deny` or `escalate`.")
     reasons: list[Reason] = Field(description="Every policy that determined the outcome.")
     policy_version: str = Field(description="Hash of the policy set that decided.", examples=["sha256:1c9e…"])
     risk: RiskClass | None = Field(default=None, description="Risk class of the tool; null for an unknown tool.")
     latency_ms: float = Field(ge=0, description="Time to decide, milliseconds.")
-    facts: dict[str, Any] = Field(
+    facts: JsonObject = Field(
         default_factory=dict, description="Facts computed before evaluation (payee_is_new, recipient_count, spend, taint…)."
     )
     via: Literal["policy", "approval"] = Field(default="policy", description="`approval` when re-evaluated after a human grant.")
@@ -196,7 +197,7 @@ class ApprovalData(Contract):
     task_id: str = TASK_ID
     tenant_id: str = TENANT_ID
     tool: str = Field(description="Tool of the escalated call.", examples=["issue_refund"])
-    args: dict[str, Any] = ARGS
+    args: JsonObject = ARGS
     action_digest: str = Field(description="Digest of the exact call the request (and any grant) binds to.")
     reasons: list[Reason] = Field(default_factory=list, description="Why it was escalated.")
     policy_version: str = Field(default="", description="Policy version that escalated.")
@@ -209,7 +210,7 @@ class ApprovalData(Contract):
         examples=[{"bob@acme.example": ["finance"]}],
     )
     comment: str | None = Field(default=None, max_length=4000, description="Approver's comment.")
-    edited_args: dict[str, Any] | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
+    edited_args: JsonObject | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
     expires_at: datetime = Field(description="After this the request expires (fail closed).")
     decided_at: datetime | None = Field(default=None, description="When the decision was taken.")
     requested_by: str | None = Field(default=None, description="Requester of the task; may not approve (four eyes).")
@@ -287,7 +288,7 @@ class ActionAuthorizedData(Contract):
     tenant_id: str = TENANT_ID
     step: int = Field(default=0, ge=0)
     tool: str = TOOL
-    args: dict[str, Any] = ARGS
+    args: JsonObject = ARGS
     authorization: Authorization
     estimated_cost_usd: float = Field(default=0.0, ge=0, description="Budget reserved for the call.")
 
@@ -311,7 +312,7 @@ class ActionResultData(Contract):
     step: int = Field(default=0, ge=0)
     tool: str = TOOL
     status: Literal["succeeded", "failed", "unknown"] = Field(description="Outcome of the call.")
-    result: dict[str, Any] | None = Field(default=None, description="Tool result on success.")
+    result: JsonObject | None = Field(default=None, description="Tool result on success.")
     error: ErrorInfo | None = Field(default=None, description="Why it failed or is unknown.")
     attempts: int = Field(ge=0, description="Calls made (0 when refused before calling).")
     duration_ms: float = Field(ge=0, description="Wall time of all attempts.")
@@ -403,7 +404,7 @@ class ControlPolicyData(Contract):
     tenant_id: str = Field(default="*", description="Always `*` today: one policy set for all tenants.")
     version: str = Field(description="Hash of the policy set (sha256 over its files).")
     files: dict[str, str] = Field(description="File name → Cedar text.")
-    settings: dict[str, Any] = Field(default_factory=dict, description="Tenant thresholds and other pack settings (YAML of the pack).")
+    settings: JsonObject = Field(default_factory=dict, description="Tenant thresholds and other pack settings (YAML of the pack).")
     published_by: str = Field(description="Who published.")
 
 
@@ -477,7 +478,7 @@ class ToolInvocationData(Contract):
     task_id: str = TASK_ID
     tenant_id: str = TENANT_ID
     tool: str = TOOL
-    args: dict[str, Any] = ARGS
+    args: JsonObject = ARGS
     idempotency_key: str = Field(description="The action id: the same key must never cause a second side effect.")
     attempt: int = Field(default=1, ge=1)
     deadline: datetime = Field(description="The executor stops waiting at this time.")
@@ -506,7 +507,7 @@ class ToolReplyData(Contract):
     tool: str = TOOL
     attempt: int = Field(default=1, ge=1)
     ok: bool
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     error: ErrorInfo | None = None
     cost_usd: float = Field(default=0.0, ge=0)
 
@@ -547,7 +548,7 @@ class ControlTenantData(Contract):
     """
 
     tenant_id: str = TENANT_ID
-    settings: dict[str, Any] = Field(
+    settings: JsonObject = Field(
         description="Tenant settings: allow_autonomous, refund_threshold_usd, budget_usd, directory fields, triggers.",
         examples=[{"allow_autonomous": True, "refund_threshold_usd": 500, "internal_domains": ["acme.example"]}],
     )

@@ -100,6 +100,11 @@ def _text(raw: bytes | None) -> str:
     return raw.decode("utf-8", errors="replace") if raw is not None else ""
 
 
+def _utf8(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (a lone surrogate, which `json.loads` lets through) replaced: a dead letter must always build."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | None]:
     """Tenant and task of a value, if they can be read safely (never raises: the value may be anything)."""
     try:
@@ -108,9 +113,9 @@ def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | No
         if not isinstance(doc, dict):
             return "unknown", None
         data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
-        tenant = str(doc.get("tenantid") or data.get("tenant_id") or "unknown")[:100] or "unknown"
+        tenant = _utf8(str(doc.get("tenantid") or data.get("tenant_id") or "unknown")[:100]) or "unknown"
         task = doc.get("subject") or data.get("task_id")
-        return tenant, (str(task)[:200] if task else None)
+        return tenant, (_utf8(str(task)[:200]) if task else None)
     except Exception:  # RecursionError, MemoryError, anything: the dead letter goes out without them
         return "unknown", None
 
@@ -212,7 +217,7 @@ class Bus:
             size=raw.size,
             sha256=raw.sha256,
             code=code,
-            error=error[:4000],
+            error=_utf8(error[:4000]),
             service=self.service,
         )
         self.rejected += 1

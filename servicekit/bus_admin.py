@@ -170,7 +170,7 @@ async def ensure_principals(bootstrap: str, credentials_dir: Path, tools: Iterab
             _write_private(path, client_properties(principal, password, bootstrap))
         users[principal] = password
     options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000, **options)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
     await admin.start()
     try:
         response: Any = await admin._send_request(_AlterScram(users))

@@ -51,15 +51,18 @@ def kafka_options(kit: KitSettings, principal: str) -> dict[str, Any]:
 
     The password is `kit.kafka_password`, else the one in `<kafka_credentials_dir>/<principal>.properties`.
     Without either, no login options (a broker without authentication; one with it refuses the client).
+    With `kit.kafka_request_timeout_ms` set, every client (and so every producer's delivery timeout) uses it.
     """
     name = kit.kafka_principal or principal
+    timeout: dict[str, Any] = {} if kit.kafka_request_timeout_ms is None else {"request_timeout_ms": kit.kafka_request_timeout_ms}
     if kit.kafka_password is not None:
         password: str | None = kit.kafka_password.get_secret_value()
     else:
         password = read_password(kit.kafka_credentials_dir / f"{name}.properties")
     if password is None:
-        return {}
-    return {"security_protocol": PROTOCOL, "sasl_mechanism": MECHANISM, "sasl_plain_username": name, "sasl_plain_password": password}
+        return timeout
+    login = {"security_protocol": PROTOCOL, "sasl_mechanism": MECHANISM, "sasl_plain_username": name, "sasl_plain_password": password}
+    return login | timeout
 
 
 def security_from_options(options: dict[str, Any]) -> tuple[BaseSecurity | None, dict[str, Any]]:

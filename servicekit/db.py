@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 
-__all__ = ["SchemaNotReady", "apply_migrations", "check_migrations", "create_pool"]
+from servicekit.intake import DATABASE_ERRORS
+
+__all__ = ["SchemaNotReady", "apply_migrations", "check_migrations", "create_pool", "discard_broken_connections"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,22 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
         raise ConnectionError(f"cannot reach PostgreSQL at {safe}: {exc} (is `tidegate infra up` running?)") from exc
     assert pool is not None
     return pool
+
+
+def discard_broken_connections(pool: asyncpg.Pool) -> Callable[[BaseException], Awaitable[None]]:
+    """What the one retrying layer calls with each transient error: on a database error, no pooled connection is reused.
+
+    A connection broken by a restart, a fast shutdown or `pg_terminate_backend` may look open to the
+    pool; reused, asyncpg raises "cannot switch to state 12/15; another operation is in progress"
+    (MagicStack/asyncpg#784, #1069). `Pool.expire_connections` closes each idle one now and each busy
+    one when it is released; the next `acquire` connects anew.
+    """
+
+    async def discard(exc: BaseException) -> None:
+        if isinstance(exc, DATABASE_ERRORS):
+            await pool.expire_connections()
+
+    return discard
 
 
 async def apply_migrations(pool: asyncpg.Pool, schema: str, directory: Path) -> list[str]:

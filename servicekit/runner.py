@@ -21,9 +21,8 @@ import asyncpg
 
 from servicekit.bus import Bus
 from servicekit.control import ControlState
-from servicekit.db import check_migrations, create_pool
+from servicekit.db import check_migrations, create_pool, discard_broken_connections
 from servicekit.health import serve_metrics_and_health
-from servicekit.intake import DATABASE_ERRORS
 
 __all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "tune_gc"]
 
@@ -93,15 +92,7 @@ class ServiceProcess:
         """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""
         if self.database_url:
             self.pool = await create_pool(self.database_url, max_size=self.pool_max)
-            pool = self.pool
-
-            async def discard_broken(exc: BaseException) -> None:
-                # A connection broken by a restart or pg_terminate_backend must not go back into use
-                # (asyncpg then raises "cannot switch to state"): close them all as they come back.
-                if isinstance(exc, DATABASE_ERRORS):
-                    await pool.expire_connections()
-
-            self.bus.on_transient = discard_broken
+            self.bus.on_transient = discard_broken_connections(self.pool)
             if self.schema and self.migrations:
                 await check_migrations(self.pool, self.schema, self.migrations)
         for hook in self.on_start:

@@ -50,7 +50,7 @@ async def ensure_topics(
     """
     names = list(names)
     options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **options)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": int(timeout_s * 1000)}))
     await admin.start()
     try:
         if grant:

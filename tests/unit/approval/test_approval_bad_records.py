@@ -14,9 +14,10 @@ from services.approval.handlers import on_decided
 def escalation(amount: float) -> ActionDecided:
     data = ActionDecidedData(
         action_id="a-1", task_id="t-1", tenant_id="acme", tool="issue_refund",
-        args={"payee_id": "cus_1", "amount_usd": amount, "order_id": "O-1"}, action_digest="d", outcome="escalate",
+        args={"payee_id": "cus_1", "amount_usd": 1.0, "order_id": "O-1"}, action_digest="d", outcome="escalate",
         reasons=[Reason(code="needs_human_approval", policy_id="refund-threshold")], policy_version="v", latency_ms=0.1,
     )  # fmt: skip
+    data = data.model_copy(update={"args": data.args | {"amount_usd": amount}})  # the contract refuses NaN: set past it
     return ActionDecided.build(data, source="tidegate/policy")
 
 

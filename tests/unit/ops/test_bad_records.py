@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 import schemas as s
 from servicekit import KitSettings
@@ -19,11 +20,20 @@ REFUND = {"payee_id": "cus_1001", "amount_usd": 42.5, "order_id": "O-5001", "rea
 
 
 def proposal(action_id: str, **args: Any) -> s.ActionProposed:
+    """A proposal built in memory; its args are set without validation (the contract refuses NaN; the guards behind it are tested too)."""
     data = s.ActionProposedData(
         action_id=action_id, task_id=f"t-{action_id}", tenant_id="acme", step=1, tool="issue_refund",
-        args={**REFUND, **args}, proposer="tidegate/planner/playbook", mode="autonomous",
-    )  # fmt: skip
+        args=REFUND, proposer="tidegate/planner/playbook", mode="autonomous",
+    ).model_copy(update={"args": {**REFUND, **args}})  # fmt: skip
     return s.ActionProposed.build(data, source="tidegate/planner")
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -math.inf, 10**400])
+def test_the_contract_refuses_an_amount_that_is_not_finite(amount: float) -> None:
+    with pytest.raises(ValidationError, match="finite_number"):
+        s.ActionProposedData(
+            action_id="a", task_id="t", tenant_id="acme", step=1, tool="issue_refund", args={**REFUND, "amount_usd": amount}, proposer="p"
+        )
 
 
 def raw(event: s.ActionProposed) -> bytes:
@@ -143,10 +153,10 @@ def test_cents_refuse_nan_with_a_clear_error() -> None:
 
 def decided(p: s.ActionProposedData, outcome: str, code: str, **facts: Any) -> s.ActionDecidedData:
     return s.ActionDecidedData(
-        action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, tool=p.tool, args=p.args, action_digest="d",
+        action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, tool=p.tool, args=REFUND, action_digest="d",
         outcome=outcome, reasons=[s.Reason(code=s.ReasonCode(code), policy_id="x")], policy_version="v", latency_ms=1.0,  # type: ignore[arg-type]
         facts={"payee": p.args["payee_id"], "payee_is_new": False, "spend_task_usd": 0, "spend_tenant_usd": 0, **facts},
-    )  # fmt: skip
+    ).model_copy(update={"args": p.args})  # fmt: skip
 
 
 def test_whatif_skips_a_nan_proposal_and_a_bad_recorded_fact_and_decides_the_rest() -> None:
