@@ -26,7 +26,7 @@ from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
-from servicekit.runner import ServiceProcess, configure_logging
+from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import REPO_ROOT, KitSettings
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.topics_admin import catalog_topic_names, ensure_topics
@@ -73,6 +73,7 @@ __all__ = [
     "next_sequence",
     "operator_key",
     "rotate",
+    "run_service",
     "service_key",
     "sign_as_client",
     "sign_as_operator",

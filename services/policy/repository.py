@@ -165,7 +165,7 @@ def _history_from(task: float, tenant: float, payee_known: bool) -> History:
 
 
 @dataclass
-class InMemoryPolicyRepository:
+class InMemoryPolicyRepository(PolicyRepository):
     """The in-memory twin, for unit tests and the in-process benchmark."""
 
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
@@ -302,7 +302,7 @@ _SELECT_DECISION = (
 )
 
 
-class PgPolicyRepository:
+class PgPolicyRepository(PolicyRepository):
     """The asyncpg implementation, on the `policy` schema."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
