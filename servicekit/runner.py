@@ -17,7 +17,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -90,6 +90,9 @@ class ServiceProcess:
     watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
+    # Periodic work (sweeps, checkpoints): each runs as a task from start (after the consumers) until stop, which cancels it.
+    loops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _loop_tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _http: Any = field(default=None, init=False)
     _http_task: asyncio.Task[None] | None = field(default=None, init=False)
     stalled: str | None = field(default=None, init=False)
@@ -137,6 +140,7 @@ class ServiceProcess:
         await self.bus.start()
         if self.control is not None:
             await self.bus.wait_caught_up("control")
+        self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
         if self.metrics_port is not None:
             self._health_server = serve_metrics_and_health(self.metrics_port, self.health)
         if self.http_app is not None:
@@ -156,7 +160,7 @@ class ServiceProcess:
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
-        """Stop in reverse order; in-flight batches finish before offsets are committed."""
+        """Stop in reverse order; in-flight batches finish before offsets are committed, then the loops are cancelled."""
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
@@ -166,6 +170,12 @@ class ServiceProcess:
             self._health_server.shutdown()
             self._health_server.server_close()
         await self.bus.stop()
+        for task in self._loop_tasks:
+            task.cancel()
+        for task in self._loop_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loop_tasks = []
         for hook in reversed(self.on_stop):
             await hook(self)
         if self.pool is not None:

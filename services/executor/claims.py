@@ -170,7 +170,7 @@ class _PgSession:
         return str(kept)
 
 
-class PgClaimStore:
+class PgClaimStore(ClaimStore):
     """Claims in the executor's schema (`executor.actions`), held with session advisory locks."""
 
     def __init__(self, pool: asyncpg.Pool, owner: str, prefix: str = "tidegate.") -> None:
@@ -257,7 +257,7 @@ class _MemorySession:
         return rec.result_event
 
 
-class InMemoryClaimStore:
+class InMemoryClaimStore(ClaimStore):
     """The in-memory twin of PgClaimStore, for unit tests."""
 
     def __init__(self) -> None:

@@ -31,11 +31,11 @@ from schemas import (
     encode,
 )
 from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
+from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
 from services.executor.tools import ToolInvokers
-from systems import ToolContext, ToolError
 
 __all__ = ["Executor"]
 

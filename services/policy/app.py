@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,8 +102,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)
 
-    sweeper: list[asyncio.Task[None]] = []
-
     async def release_expired() -> None:
         while True:
             await asyncio.sleep(settings.reservation_check_s)
@@ -116,14 +113,8 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     async def begin(_: ServiceProcess) -> None:
         await decisions.start()
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
-        sweeper.append(asyncio.create_task(release_expired(), name="policy-reservation-expiry"))
 
     async def stop(_: ServiceProcess) -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        sweeper.clear()
         await decisions.stop()
 
     return PolicyProcess.of(
@@ -135,5 +126,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         control=control,
         on_start=[begin],
         on_stop=[stop],
+        loops=[release_expired],
         policy=service,
     )

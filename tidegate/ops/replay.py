@@ -1,10 +1,10 @@
 """Replay: recorded traffic re-run in a sandbox topic prefix against today's policy (and, optionally, a new planner).
 
 The sandbox (`replay-<id>.` topics, its own temporary key directory) runs, in this process:
-- the real policy service (`services.policy.app.build`); once started, its decisions and budget
-  reservations move to its in-memory repository, seeded with the payees the recorded decisions knew;
+- the real policy service (`services.policy.build`), built with its in-memory repository (its
+  decisions and budget reservations), seeded with the payees the recorded decisions knew;
   it signs with a throwaway key, so nothing it signs can authorize a call on the real topics;
-- with a planner strategy, the real planner (`services.planner.app.build`), its task state in memory,
+- with a planner strategy, the real planner (`services.planner.build`), built with its task state in memory,
   and `RecordedHumans`, which replays the human decision recorded for the same call, signed with a
   sandbox approval key;
 - a `SandboxExecutor` that checks each authorization as the real executor does, then answers the
@@ -59,6 +59,7 @@ from servicekit import (
     Keyring,
     KitSettings,
     Reject,
+    ServiceProcess,
     SigningKey,
     ToolCatalog,
     action_digest,
@@ -402,32 +403,6 @@ class ReplayOptions:
     timeout_s: float = 120.0
 
 
-def _planner_handlers(process: Any) -> Any:
-    """The planner's handlers object, which `services.planner.app.build` does not expose.
-
-    The replay needs it to swap in an in-memory repository and the strategy under test. It is the
-    object the start-up hook connects to the database (a closure cell of that hook), or the owner of
-    a bound handler on the bus; an attribute `process.planner` wins if the app ever exposes one.
-    """
-
-    def looks_like(obj: Any) -> bool:
-        return hasattr(obj, "strategy") and hasattr(obj, "repo") and hasattr(obj, "on_task")
-
-    exposed = getattr(process, "planner", None)
-    if looks_like(exposed):
-        return exposed
-    for hook in process.on_start:
-        for cell in getattr(hook, "__closure__", None) or ():
-            with contextlib.suppress(ValueError):
-                if looks_like(cell.cell_contents):
-                    return cell.cell_contents
-    for route in process.bus._routes:
-        owner = getattr(route[1], "__self__", None)
-        if looks_like(owner):
-            return owner
-    raise RuntimeError("cannot find the planner's handlers")
-
-
 def _fresh(event: Envelope) -> Envelope:
     """The recorded event without its trace context: a replay is its own trace."""
     return event.model_copy(update={"traceparent": None})
@@ -447,8 +422,8 @@ async def _delete_topics(bootstrap: str, prefix: str, client_options: dict[str, 
 
 async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callable[[str, int, int], None] | None = None) -> ReplayReport:
     """Replay the window of `opts` in a fresh sandbox prefix and compare then with now, task by task."""
-    from services.planner import InMemoryTaskRepository, PlannerSettings
-    from services.policy import InMemoryPolicyRepository
+    from services.planner import InMemoryTaskRepository, PlannerDeps, PlannerSettings
+    from services.policy import InMemoryPolicyRepository, PolicyDeps
     from tidegate.ops.strategies import make_strategy
 
     started = time.perf_counter()
@@ -505,16 +480,13 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
         from services.policy import build as build_policy
 
-        policy = build_policy(kit=sandbox_kit)
         known = {
             (e.data.tenant_id, str(e.data.facts["payee"]))
             for e in window.of(ActionDecided)
             if e.data.facts.get("payee") and not e.data.facts.get("payee_is_new", True)
         }
-        services: list[Any] = [policy]
-        # State moves to memory once the services have started (their start-up hooks connect as usual),
-        # before the first replayed event is published: no decision or task of the sandbox is stored.
-        swaps: list[Callable[[], None]] = [lambda: setattr(policy.policy, "repo", InMemoryPolicyRepository(payees=known))]  # type: ignore[attr-defined]
+        # The sandbox's state lives in memory: no decision or task of the sandbox is stored.
+        services: list[ServiceProcess] = [build_policy(kit=sandbox_kit, deps=PolicyDeps(repo=InMemoryPolicyRepository(payees=known)))]
 
         executor_bus = Bus(
             make_broker(kit.kafka_bootstrap, "replay-executor", **sandbox_options), "replay-executor", kit.kafka_bootstrap, sandbox
@@ -527,11 +499,9 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         if opts.planner:
             from services.planner import build as build_planner
 
-            planner = build_planner(kit=sandbox_kit, settings=PlannerSettings())
-            handlers = _planner_handlers(planner)
-            handlers.strategy = make_strategy(opts.planner, ToolCatalog.load(sandbox_kit.tools_dir))
-            swaps.append(lambda: setattr(handlers, "repo", InMemoryTaskRepository()))
-            services.append(planner)
+            strategy = make_strategy(opts.planner, ToolCatalog.load(sandbox_kit.tools_dir))
+            deps = PlannerDeps(repo=InMemoryTaskRepository(), strategy=strategy)
+            services.append(build_planner(kit=sandbox_kit, settings=PlannerSettings(), deps=deps))
             # Human decisions recorded for the same calls are replayed, signed with a sandbox approval key
             # (the sandbox policy service verifies them with the keyring of the sandbox's key directory).
             humans = RecordedHumans.from_window(window, SigningKey.load_or_create(keys_dir, "approval"), results.publish)
@@ -560,8 +530,6 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
         for svc in services:
             await svc.start()
-        for swap in swaps:
-            swap()
         await executor_bus.start()
         await collector.start()
         try:
