@@ -183,6 +183,11 @@ class ServiceProcess:
         log.info("%s stopped", self.name)
 
     @property
+    def serving(self) -> bool:
+        """Whether the HTTP server is up (`http_url` is then its address)."""
+        return self._http is not None
+
+    @property
     def http_url(self) -> str:
         """Base URL of the HTTP server once started."""
         assert self._http is not None

@@ -154,7 +154,7 @@ def _task_event(row: asyncpg.Record) -> TaskEvent:
     )
 
 
-class PgApprovalRepository(PgTokenStore, PgWebhookStore):
+class PgApprovalRepository(PgTokenStore, PgWebhookStore, ApprovalRepository):
     """PostgreSQL storage in the `approval` schema (tables qualified, so any search_path works)."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:
@@ -317,7 +317,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore):
 
 
 @dataclass
-class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore):
+class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, ApprovalRepository):
     """The in-memory twin, for unit tests; a lock stands in for PostgreSQL's row locks."""
 
     records: dict[str, ApprovalRecord] = field(default_factory=dict)
