@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.audit.app import MIGRATIONS, build, main
+    from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
     from services.audit.completeness import CompletenessReport, check_complete
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS",
+    "AuditDeps",
+    "AuditProcess",
     "AuditSettings",
     "Checkpointer",
     "CompletenessReport",
@@ -33,7 +35,6 @@ __all__ = [
     "build",
     "check_complete",
     "explain_task",
-    "main",
     "observe",
     "read_published_checkpoints",
     "render_html",
@@ -46,7 +47,8 @@ __all__ = [
 _HOME = {
     "MIGRATIONS": "app",
     "build": "app",
-    "main": "app",
+    "AuditDeps": "app",
+    "AuditProcess": "app",
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Checkpointer": "handlers",

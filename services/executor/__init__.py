@@ -19,7 +19,6 @@ __all__ = [
     "ExecutorProcess",
     "ExecutorSettings",
     "build",
-    "main",
 ]
 
 _HOME = {
