@@ -5,6 +5,7 @@ Imports pydantic only.
 
 from schemas.common import (
     ActionCounts,
+    ActionIdentity,
     Decision,
     ErrorInfo,
     Mode,
@@ -13,6 +14,7 @@ from schemas.common import (
     ResultCost,
     RiskClass,
     TaskCost,
+    action_identity,
 )
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
@@ -27,6 +29,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "TOPICS",
     "ActionCounts",
+    "ActionIdentity",
     "Decision",
     "Envelope",
     "ErrorInfo",
@@ -42,6 +45,7 @@ __all__ = [
     "TaskCost",
     "ToolSpec",
     "TopicSpec",
+    "action_identity",
     "adapter_for",
     "canonical_json",
     "decode",

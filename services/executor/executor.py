@@ -27,10 +27,12 @@ from schemas import (
     ReasonCode,
     ResultCost,
     ToolSpec,
+    action_identity,
     decode,
     encode,
 )
 from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
+from servicekit.costs import call_cost_usd
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
@@ -255,7 +257,7 @@ class Executor:
             error=error,
             attempts=attempts,
             duration_ms=previous_ms + (time.monotonic() - started) * 1000,
-            cost_usd=round(spec.cost_usd * attempts + extra_cost, 6),
+            cost_usd=call_cost_usd(spec.cost_usd, attempts, extra_cost),
         )
         await self._publish_result(session, done)
         return done
@@ -276,10 +278,7 @@ class Executor:
         if record.error is not None:
             error = ErrorInfo(type=record.error.type, message=record.error.message, retryable=record.error.retryable)
         data = ActionResultData(
-            action_id=record.action_id,
-            task_id=record.task_id,
-            tenant_id=record.tenant_id,
-            step=record.step,
+            **action_identity(record),
             tool=record.tool,
             status=record.status,  # type: ignore[arg-type]  # terminal here
             result=record.result,
@@ -321,7 +320,7 @@ class Executor:
                     error=_error("interrupted", message),
                     attempts=record.attempts,
                     duration_ms=record.duration_ms,
-                    cost_usd=round((spec.cost_usd if spec else 0.0) * record.attempts, 6),
+                    cost_usd=call_cost_usd(spec.cost_usd if spec else 0.0, record.attempts),
                 )
                 await self._publish_result(session, done)
                 settled += 1
@@ -337,11 +336,8 @@ def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCod
 def _new_record(event: ActionAuthorized) -> ClaimRecord:
     data = event.data
     return ClaimRecord(
-        action_id=data.action_id,
+        **action_identity(data),
         event_id=event.id,
-        tenant_id=data.tenant_id,
-        task_id=data.task_id,
-        step=data.step,
         tool=data.tool,
         args=data.args,
         action_digest=data.authorization.action_digest,

@@ -51,6 +51,7 @@ from schemas import (
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
+    action_identity,
     encode,
     headers_for,
 )
@@ -191,7 +192,7 @@ class SandboxExecutor:
             raise
         d = event.data
         recorded = self.answers.take(d.task_id, d.tenant_id, d.tool, d.args)
-        common = {"action_id": d.action_id, "task_id": d.task_id, "tenant_id": d.tenant_id, "step": d.step, "tool": d.tool}
+        common = {**action_identity(d), "tool": d.tool}
         if recorded is None:
             self.unanswerable += 1
             error = ErrorInfo(type=UNANSWERABLE, message="replay: no recorded result for this call (tool and args) in this task")
