@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from schemas import (
     ActionFailed,
     ActionProposed,
+    ActionProposedData,
     ActionResultData,
     ActionSucceeded,
     ActionUnknown,
@@ -190,7 +190,7 @@ class PolicyService:
                     call=dataclasses.replace(
                         Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)][0], flow=read[(p.tenant_id, p.task_id)][1]
                     ),
-                    proposal=p.model_dump(mode="json"),
+                    proposal=p,
                     action_id=p.action_id,
                     step=p.step,
                     requested_by=p.requested_by,
@@ -212,7 +212,7 @@ class PolicyService:
         *,
         key: str,
         call: Call,
-        proposal: dict[str, Any],
+        proposal: ActionProposedData,
         action_id: str,
         step: int,
         requested_by: str | None,
@@ -300,37 +300,26 @@ class PolicyService:
         if (
             data.action_digest != original.action_digest
             or data.tenant_id != original.tenant_id
-            or data.tool != proposed["tool"]
+            or data.tool != proposed.tool
             or action_digest(data.tenant_id, data.tool, data.args) != original.action_digest
         ):
             raise Reject(
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
-        args = data.edited_args if data.edited_args is not None else proposed["args"]
-        call = Call(
-            tenant_id=original.tenant_id,
-            task_id=original.task_id,
-            tool=proposed["tool"],
-            args=args,
-            proposer=proposed["proposer"],
-            tainted_args=tuple(proposed.get("tainted_args") or ()),
-            mode=proposed.get("mode", "draft"),
-            model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
-            task_budget_usd=proposed.get("budget_usd"),
-        )
+        args = data.edited_args if data.edited_args is not None else proposed.args
         provenance, flow = await self._task_context(original.tenant_id, original.task_id)
-        call = dataclasses.replace(call, provenance=provenance, flow=flow)
+        call = dataclasses.replace(Call.from_proposal(proposed), args=args, provenance=provenance, flow=flow)
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
             proposal=proposed,
             action_id=data.action_id,
-            step=int(proposed.get("step", 0)),
-            requested_by=proposed.get("requested_by"),
+            step=proposed.step,
+            requested_by=proposed.requested_by,
             approval_id=data.approval_id,
             parent=None,
             # Four eyes and quorum, counted here again: the requester never counts as an approver.
-            approvers=frozenset(a for a in (*data.approvers, data.approver) if a and a != proposed.get("requested_by")),
+            approvers=frozenset(a for a in (*data.approvers, data.approver) if a and a != proposed.requested_by),
         )
         [(record, _)] = await self.repo.decide_many([pending])
         await self._publish_record(record)
