@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from services.audit.completeness import CompletenessReport, check_complete
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
-    from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
+    from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
     from services.audit.settings import AuditSettings
@@ -28,17 +28,17 @@ __all__ = [
     "AuditSettings",
     "Checkpointer",
     "CompletenessReport",
+    "Explanation",
     "PostgresAuditLog",
     "SearchFilters",
     "StoryLine",
+    "ToolCall",
     "VerifyReport",
     "build",
     "check_complete",
     "explain_task",
     "observe",
     "read_published_checkpoints",
-    "render_html",
-    "render_markdown",
     "search",
     "story",
     "verify_log",
@@ -55,8 +55,8 @@ _HOME = {
     "read_published_checkpoints": "published",
     "StoryLine": "reading",
     "explain_task": "reading",
-    "render_html": "reading",
-    "render_markdown": "reading",
+    "Explanation": "reading",
+    "ToolCall": "reading",
     "search": "reading",
     "story": "reading",
     "observe": "records",
