@@ -35,9 +35,9 @@ from services.audit import (
     build,
     explain_task,
     observe,
-    render_markdown,
     verify_log,
 )
+from tidegate.audit_render import render_markdown
 
 
 def proposal(i: int, task: str) -> s.ActionProposed:

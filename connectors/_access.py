@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from connectors._store import GrantStore
 from connectors._vault import Vault, VaultError
-from systems import ToolError
+from servicekit.toolcontract import ToolError
 
 __all__ = ["Access", "ConnectorAccess"]
 

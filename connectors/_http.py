@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from systems import ToolError
+from servicekit.toolcontract import ToolError
 
 __all__ = ["raise_for_answer", "retry_after_s", "send"]
 

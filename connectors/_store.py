@@ -56,7 +56,7 @@ class GrantStore(Protocol):
         ...
 
 
-class InMemoryGrantStore:
+class InMemoryGrantStore(GrantStore):
     """The in-memory twin of `PgGrantStore`."""
 
     def __init__(self, grants: list[Grant] | None = None) -> None:
@@ -75,7 +75,7 @@ class InMemoryGrantStore:
         return [self.grants[k] for k in sorted(self.grants)]
 
 
-class PgGrantStore:
+class PgGrantStore(GrantStore):
     """Grants in `executor.connector_grants`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

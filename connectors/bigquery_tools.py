@@ -24,7 +24,7 @@ from google.cloud import bigquery
 from google.oauth2 import credentials as oauth2
 from google.oauth2 import service_account
 
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["COST_KEY", "run_query"]
 

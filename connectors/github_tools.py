@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from connectors._http import raise_for_answer, send
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["comment", "get_file", "get_issue", "open_pull_request"]
 

@@ -25,7 +25,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["add_task", "get_record", "update_opportunity_stage"]
 

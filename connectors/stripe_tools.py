@@ -14,7 +14,7 @@ from typing import Any
 
 import stripe
 
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["create_credit_note", "get_charge", "get_payment_intent", "issue_refund"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from connectors._http import raise_for_answer, send
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["DRAFT_TAG", "add_internal_note", "draft_reply", "get_ticket", "set_status", "tag_ticket"]
 

@@ -5,6 +5,7 @@ Imports pydantic only.
 
 from schemas.common import (
     ActionCounts,
+    ActionIdentity,
     Decision,
     ErrorInfo,
     Mode,
@@ -13,6 +14,7 @@ from schemas.common import (
     ResultCost,
     RiskClass,
     TaskCost,
+    action_identity,
     is_finite_json,
 )
 from schemas.envelope import Envelope, new_id, utcnow
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "TOPICS",
     "ActionCounts",
+    "ActionIdentity",
     "Decision",
     "Envelope",
     "ErrorInfo",
@@ -45,6 +48,7 @@ __all__ = [
     "ToolSpec",
     "TopicSpec",
     "action_digest",
+    "action_identity",
     "adapter_for",
     "approval_message",
     "authorization_message",

@@ -1,9 +1,9 @@
-"""Value objects shared by several events: money, reasons, risk classes, errors."""
+"""Value objects shared by several events: an action's identity, money, reasons, risk classes, errors."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypedDict
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -12,6 +12,7 @@ from schemas.reasons import ReasonCode
 
 __all__ = [
     "ActionCounts",
+    "ActionIdentity",
     "Contract",
     "Decision",
     "ErrorInfo",
@@ -22,8 +23,34 @@ __all__ = [
     "ResultCost",
     "RiskClass",
     "TaskCost",
+    "action_identity",
     "is_finite_json",
 ]
+
+
+class ActionIdentity(TypedDict):
+    """Which action an event is about: the ids every action event carries (unpack it into the event's data)."""
+
+    action_id: str
+    task_id: str
+    tenant_id: str
+    step: int
+
+
+class _IdentifiesAnAction(Protocol):
+    @property
+    def action_id(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+
+
+def action_identity(of: _IdentifiesAnAction) -> ActionIdentity:
+    """The identity of the action `of` is about (an event's data or a service's record of the action)."""
+    return ActionIdentity(action_id=of.action_id, task_id=of.task_id, tenant_id=of.tenant_id, step=of.step)
 
 
 class Contract(BaseModel):

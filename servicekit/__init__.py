@@ -1,6 +1,6 @@
 """The plumbing every Tidegate service is built from.
 
-Settings, the bus, the database, signing, tracing, the tool catalog and the process runner.
+Settings, the bus, the database, signing, tracing, the tool catalog, the tool contract and the process runner.
 Imports schemas, never a service.
 """
 
@@ -26,9 +26,10 @@ from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
-from servicekit.runner import ServiceProcess, configure_logging
+from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import REPO_ROOT, KitSettings
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
+from servicekit.toolcontract import Tool, ToolContext, ToolError
 from servicekit.topics_admin import catalog_topic_names, ensure_topics
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
@@ -52,7 +53,10 @@ __all__ = [
     "SchemaNotReady",
     "ServiceProcess",
     "SigningKey",
+    "Tool",
     "ToolCatalog",
+    "ToolContext",
+    "ToolError",
     "action_digest",
     "apply_migrations",
     "approval_message",
@@ -73,6 +77,7 @@ __all__ = [
     "next_sequence",
     "operator_key",
     "rotate",
+    "run_service",
     "service_key",
     "sign_as_client",
     "sign_as_operator",

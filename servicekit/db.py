@@ -11,19 +11,40 @@ import asyncpg
 
 from servicekit.intake import DATABASE_ERRORS
 
-__all__ = ["SchemaNotReady", "apply_migrations", "check_migrations", "create_pool", "discard_broken_connections"]
+__all__ = [
+    "SchemaNotReady",
+    "apply_migrations",
+    "check_migrations",
+    "create_pool",
+    "discard_broken_connections",
+    "open_pool",
+    "unopened_pool",
+]
 
 log = logging.getLogger(__name__)
 
 
-async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
-    """A connection pool; fails fast with the DSN's host in the message when the database is down."""
+def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    """A pool not connected yet: a service's repositories are built on it, its start-up opens it (`open_pool`).
+
+    Call it inside the event loop that will use the pool (asyncpg binds a pool to the loop it was made in).
+    """
+    return asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+
+
+async def open_pool(pool: asyncpg.Pool, dsn: str) -> None:
+    """Connect `pool`; fails fast with the DSN's host in the message when the database is down."""
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+        await pool
     except (OSError, asyncpg.PostgresError) as exc:
         safe = dsn.split("@")[-1]
         raise ConnectionError(f"cannot reach PostgreSQL at {safe}: {exc} (is `tidegate infra up` running?)") from exc
-    assert pool is not None
+
+
+async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+    """A connected pool; fails fast with the DSN's host in the message when the database is down."""
+    pool = unopened_pool(dsn, max_size=max_size, min_size=min_size)
+    await open_pool(pool, dsn)
     return pool
 
 

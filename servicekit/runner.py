@@ -1,5 +1,10 @@
 """Run one service as a process: connect, migrate, consume, serve HTTP, watch its own progress, stop cleanly on SIGTERM.
 
+Each service's `app.build(kit, settings, deps=None)` is its one composition root: it builds every
+dependency once (the repositories on a pool that is not connected yet, or the in-memory twins a test,
+benchmark, replay or what-if passes as `deps`) and returns a `ServiceProcess`, whose `start` connects
+the pool before any consumer runs. `run_service(name, build)` is every service's `python -m` entry point.
+
 A service that stops making progress (a dead producer, a stalled fetch, a handler stuck or retrying
 past `handler_limit_s`) says so on `/health` and exits with `EXIT_STALLED`, for its supervisor
 (`tidegate up`) to restart it; its uncommitted records are then read again.
@@ -12,19 +17,21 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 
 from servicekit.bus import Bus
 from servicekit.control import ControlState
-from servicekit.db import check_migrations, create_pool, discard_broken_connections
+from servicekit.db import check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.health import serve_metrics_and_health
+from servicekit.settings import KitSettings
+from servicekit.tracing import install_tracing
 
-__all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "tune_gc"]
+__all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "run_service", "tune_gc"]
 
 EXIT_STALLED = 75  # EX_TEMPFAIL: alive but not making progress; restart me
 
@@ -63,11 +70,12 @@ def tune_gc() -> None:
 
 @dataclass
 class ServiceProcess:
-    """Everything one running service holds; `app.py` of each service builds one."""
+    """Everything one running service holds; `app.py` of each service builds one (a subclass names its domain objects)."""
 
     name: str
     bus: Bus
     database_url: str | None = None
+    pool: asyncpg.Pool | None = None  # built unopened with the repositories on it; `start` connects it first
     schema: str | None = None
     migrations: Path | None = None
     control: ControlState | None = None
@@ -75,31 +83,56 @@ class ServiceProcess:
     http_host: str = "127.0.0.1"
     http_port: int = 0
     metrics_port: int | None = None
-    pool_max: int = 10
     ready_dir: Path | None = None
     stall_after_s: float = 120.0
     handler_limit_s: float = 300.0
     watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
-    pool: asyncpg.Pool | None = field(default=None, init=False)
+    # Periodic work (sweeps, checkpoints): each runs as a task from start (after the consumers) until stop, which cancels it.
+    loops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    _loop_tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _http: Any = field(default=None, init=False)
     _http_task: asyncio.Task[None] | None = field(default=None, init=False)
     stalled: str | None = field(default=None, init=False)
     _health_server: Any = field(default=None, init=False)
 
+    @classmethod
+    def of(cls, kit: KitSettings, name: str, bus: Bus, *, pool: asyncpg.Pool | None, migrations: Path | None = None, **more: Any) -> Self:
+        """A service process with the kit's settings (stall limits, metrics port, ready directory) and the given pool."""
+        return cls(
+            name=name,
+            bus=bus,
+            database_url=kit.service_database_url(name) if pool is not None else None,
+            pool=pool,
+            schema=name if migrations is not None else None,
+            migrations=migrations,
+            stall_after_s=kit.stall_after_s,
+            handler_limit_s=kit.handler_limit_s,
+            metrics_port=kit.metrics_port,
+            ready_dir=kit.ready_dir,
+            **more,
+        )
+
+    @staticmethod
+    def pool_of(kit: KitSettings, name: str, max_size: int | None = None) -> asyncpg.Pool:
+        """The service's pool, not connected yet: build the repositories on it; `start` connects it."""
+        return unopened_pool(kit.service_database_url(name), max_size=max_size or kit.db_pool_max)
+
     async def start(self) -> None:
         """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""
-        if self.database_url:
-            self.pool = await create_pool(self.database_url, max_size=self.pool_max)
-            self.bus.on_transient = discard_broken_connections(self.pool)
+        if self.pool is not None:
+            await open_pool(self.pool, self.database_url or "the service's database")
+            pool = self.pool
+            self.bus.on_transient = discard_broken_connections(pool)
             if self.schema and self.migrations:
-                await check_migrations(self.pool, self.schema, self.migrations)
+                await check_migrations(pool, self.schema, self.migrations)
         for hook in self.on_start:
             await hook(self)
         await self.bus.start()
         if self.control is not None:
             await self.bus.wait_caught_up("control")
+        self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
         if self.metrics_port is not None:
             self._health_server = serve_metrics_and_health(self.metrics_port, self.health)
         if self.http_app is not None:
@@ -119,7 +152,7 @@ class ServiceProcess:
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
-        """Stop in reverse order; in-flight batches finish before offsets are committed."""
+        """Stop in reverse order; in-flight batches finish before offsets are committed, then the loops are cancelled."""
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
@@ -129,11 +162,22 @@ class ServiceProcess:
             self._health_server.shutdown()
             self._health_server.server_close()
         await self.bus.stop()
+        for task in self._loop_tasks:
+            task.cancel()
+        for task in self._loop_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loop_tasks = []
         for hook in reversed(self.on_stop):
             await hook(self)
         if self.pool is not None:
             await self.pool.close()
         log.info("%s stopped", self.name)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the HTTP server is up (`http_url` is then its address)."""
+        return self._http is not None
 
     @property
     def http_url(self) -> str:
@@ -184,3 +228,15 @@ class ServiceProcess:
         except Exception:  # exiting anyway: the records are read again after the restart
             log.exception("%s: unclean stop", self.name)
         raise SystemExit(EXIT_STALLED)
+
+
+def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:
+    """Run the service `build` assembles from the environment's settings until SIGTERM: every service's `python -m`."""
+    kit = KitSettings()
+    configure_logging(kit.log_level)
+    install_tracing(name, otlp_endpoint=kit.otlp_endpoint)
+
+    async def run() -> None:
+        await build(kit).run_until_signalled()  # built inside the loop that runs it: the pool is bound to that loop
+
+    asyncio.run(run())

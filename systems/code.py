@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from systems._context import ToolContext
+from servicekit.toolcontract import ToolContext
 from systems._db import insert_once
 
 __all__ = ["open_pull_request", "push_commit"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from systems._context import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 from systems._db import Connection, insert_once
 
 __all__ = ["add_crm_note", "change_permissions", "delete_customer_data"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from systems._context import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 from systems._db import Connection, insert_once
 
 __all__ = ["add_internal_note", "draft_reply", "get_ticket", "send_reply", "tag_ticket"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from systems._context import ToolContext
+from servicekit.toolcontract import ToolContext
 from systems._db import insert_once
 
 __all__ = ["draft_email", "send_email"]

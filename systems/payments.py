@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from systems._context import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["issue_refund", "lookup_order"]
 

@@ -11,15 +11,25 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.approval.app import main
+    from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
     from services.approval.repository import PgApprovalRepository
     from services.approval.settings import ApprovalSettings
 
-__all__ = ["ApprovalSettings", "PgApprovalRepository", "hash_token", "main", "new_token"]
+__all__ = [
+    "ApprovalDeps",
+    "ApprovalProcess",
+    "ApprovalSettings",
+    "PgApprovalRepository",
+    "build",
+    "hash_token",
+    "new_token",
+]
 
 _HOME = {
-    "main": "app",
+    "ApprovalDeps": "app",
+    "ApprovalProcess": "app",
+    "build": "app",
     "hash_token": "auth",
     "new_token": "auth",
     "PgApprovalRepository": "repository",

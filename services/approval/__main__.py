@@ -1,5 +1,6 @@
 """`python -m services.approval`: run the approval service."""
 
-from services.approval.app import main
+from servicekit import run_service
+from services.approval.app import NAME, build
 
-main()
+run_service(NAME, build)

@@ -5,7 +5,6 @@
 import base64
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,7 +24,7 @@ from services.approval.service import ApprovalService, AuthError, Session
 from services.approval.tenants import ADMIN_GROUP
 from services.approval.tenants_api import TENANT_BODIES, tenant_routes
 
-__all__ = ["ServiceHolder", "create_api"]
+__all__ = ["create_api"]
 
 PAGE = Path(__file__).parent / "web" / "index.html"
 
@@ -46,13 +45,6 @@ expired), 403 not allowed (role, group, four eyes), 404 unknown (or another tena
 (already decided, expired, the call changed, replay, requester unknown), 422 invalid input,
 429 too many requests (with `Retry-After`).
 """
-
-
-@dataclass
-class ServiceHolder:
-    """The service, set once the process has its database pool (the API answers 503 until then)."""
-
-    service: ApprovalService | None = None
 
 
 class ReasonView(BaseModel):
@@ -219,7 +211,7 @@ def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
     )
 
 
-def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
+def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
     """The FastAPI app: JSON API under `/api/v1` (rate-limited), the approver page at `/`."""
     api = FastAPI(title="Tidegate approval service", version="1", description=DESCRIPTION, docs_url="/docs", redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="An approver API token (`tga_…`) or a one-time link token (`tgl.…`).")
@@ -237,9 +229,7 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(limit_address)], responses={429: {"description": "Too many requests"}})
 
     def get_service() -> ApprovalService:
-        if holder.service is None:
-            raise HTTPException(503, detail={"code": "starting", "message": "the approval service is starting"})
-        return holder.service
+        return service
 
     Svc = Annotated[ApprovalService, Depends(get_service)]
 
@@ -276,7 +266,7 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
 
     @api.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok" if holder.service is not None else "starting"}
+        return {"status": "ok"}  # served only once the service has started (its pool open, its consumers running)
 
     @v1.get("/me", response_model=MeView, tags=["approvers"], summary="Who am I")
     async def me(session: Auth) -> MeView:

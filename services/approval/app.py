@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -18,21 +17,19 @@ from servicekit import (
     ServiceProcess,
     SigningKey,
     ToolCatalog,
-    configure_logging,
     deployment_authority,
-    install_tracing,
     kafka_options,
     make_broker,
 )
 from services.approval import handlers, webhooks
-from services.approval.api import ServiceHolder, create_api
+from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
-from services.approval.repository import Endpoint, PgApprovalRepository
+from services.approval.repository import ApprovalRepository, Endpoint, PgApprovalRepository
 from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
 
-__all__ = ["NAME", "build", "load_endpoints", "main"]
+__all__ = ["NAME", "ApprovalDeps", "ApprovalProcess", "build", "load_endpoints"]
 
 NAME = "approval"
 log = logging.getLogger(__name__)
@@ -73,22 +70,44 @@ async def _every(interval_s: float, what: str, step: Callable[[], Awaitable[obje
         await asyncio.sleep(interval_s)
 
 
+@dataclass(frozen=True)
+class ApprovalDeps:
+    """Where approvals, tokens and webhooks are stored, and how webhooks are sent; tests pass twins."""
+
+    repo: ApprovalRepository
+    sender: webhooks.WebhookSender | None = None  # None: HTTP, with the settings' timeout and allowed hosts
+
+
+@dataclass
+class ApprovalProcess(ServiceProcess):
+    """The running approval service; `approval` is its use cases, for tests."""
+
+    approval: ApprovalService = field(kw_only=True)
+
+
 def build(
-    kit: KitSettings | None = None, settings: ApprovalSettings | None = None, *, sender: webhooks.WebhookSender | None = None
-) -> ServiceProcess:
-    """Assemble the approval service: bus, signing key, groups, catalog, HTTP API, background sweeps."""
+    kit: KitSettings | None = None,
+    settings: ApprovalSettings | None = None,
+    *,
+    sender: webhooks.WebhookSender | None = None,
+    deps: ApprovalDeps | None = None,
+) -> ApprovalProcess:
+    """Assemble the approval service: bus, signing key, groups, catalog, repository, HTTP API, background sweeps.
+
+    Without `deps` it stores in its schema through a pool `start` connects before anything runs;
+    `sender` replaces the HTTP webhook sender only (tests), `deps.sender` does the same with other stores.
+    """
     kit = kit or KitSettings()
     settings = settings or ApprovalSettings()
     key = SigningKey.load_or_create(kit.keys_dir, NAME)
     groups = GroupsConfig.load(settings.groups_file)
     catalog = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
     file_endpoints = load_endpoints(settings.webhooks_file)
-    holder = ServiceHolder()
-
-    def service() -> ApprovalService:
-        assert holder.service is not None, "the approval service consumes only after start-up"
-        return holder.service
-
+    pool = None
+    if deps is None:
+        pool = ServiceProcess.pool_of(kit, NAME)
+        deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender)
+    own_sender = deps.sender is None
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
@@ -98,79 +117,61 @@ def build(
         signer=key,
         authority=deployment_authority(kit, catalog),
     )
+    control = ControlState()
+
+    def base_url() -> str:  # links in webhooks point at the address the HTTP server listens on
+        if settings.public_url:
+            return settings.public_url
+        return proc.http_url if proc.serving else f"http://{settings.http_host}:{settings.http_port}"
+
+    service = ApprovalService(
+        repo=deps.repo,
+        publisher=bus,
+        key=key,
+        groups=groups,
+        settings=settings,
+        catalog=catalog,
+        control=control,
+        sender=deps.sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
+        base_url=base_url,
+    )
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
     bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
-    control = ControlState()
     bus.consume("control", control.apply, group_id=None)
     bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
 
-    proc = ServiceProcess(
-        name=NAME,
-        stall_after_s=kit.stall_after_s,
-        handler_limit_s=kit.handler_limit_s,
-        bus=bus,
-        database_url=kit.service_database_url(NAME),
-        schema=NAME,
-        migrations=Path(__file__).parent / "migrations",
-        control=control,
-        http_app=create_api(holder, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip)),
-        http_host=settings.http_host,
-        http_port=settings.http_port,
-        metrics_port=kit.metrics_port,
-        pool_max=kit.db_pool_max,
-        ready_dir=kit.ready_dir,
-    )
-    tasks: list[asyncio.Task[None]] = []
-    own_sender = sender is None
-
-    def base_url() -> str:
-        if settings.public_url:
-            return settings.public_url
-        return proc.http_url if proc._http is not None else f"http://{settings.http_host}:{settings.http_port}"
-
-    async def on_start(p: ServiceProcess) -> None:
-        assert p.pool is not None
-        repo = PgApprovalRepository(p.pool, NAME)
+    async def install_file_endpoints(_: ServiceProcess) -> None:
         for endpoint in file_endpoints:
-            await repo.upsert_endpoint(endpoint)
+            await service.repo.upsert_endpoint(endpoint)
         in_file = {e.endpoint_id for e in file_endpoints}
-        for endpoint in await repo.endpoints():
+        for endpoint in await service.repo.endpoints():
             if endpoint.source == "file" and endpoint.enabled and endpoint.endpoint_id not in in_file:
                 # removed from the file since the last start: stop sending to it (kept for the delivery log)
-                await repo.upsert_endpoint(replace(endpoint, enabled=False))
-        holder.service = ApprovalService(
-            repo=repo,
-            publisher=bus,
-            key=key,
-            groups=groups,
-            settings=settings,
-            catalog=catalog,
-            control=control,
-            sender=sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
-            base_url=base_url,
-        )
-        tasks.append(asyncio.create_task(_every(settings.sweep_interval_s, "sweep", holder.service.sweep)))
-        tasks.append(asyncio.create_task(_every(min(1.0, settings.sweep_interval_s), "webhook delivery", holder.service.deliver_webhooks)))
+                await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 
-    async def on_stop(p: ServiceProcess) -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        tasks.clear()
-        if own_sender and holder.service is not None and isinstance(holder.service.sender, webhooks.HttpxSender):
-            await holder.service.sender.close()
-        holder.service = None
+    async def sweep() -> None:
+        await _every(settings.sweep_interval_s, "sweep", service.sweep)
 
-    proc.on_start.append(on_start)
-    proc.on_stop.append(on_stop)
+    async def deliver_webhooks() -> None:
+        await _every(min(1.0, settings.sweep_interval_s), "webhook delivery", service.deliver_webhooks)
+
+    async def close(_: ServiceProcess) -> None:
+        if own_sender and isinstance(service.sender, webhooks.HttpxSender):
+            await service.sender.close()
+
+    proc = ApprovalProcess.of(
+        kit,
+        NAME,
+        bus,
+        pool=pool,
+        migrations=Path(__file__).parent / "migrations",
+        control=control,
+        http_app=create_api(service, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip)),
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        on_start=[install_file_endpoints],
+        on_stop=[close],
+        loops=[sweep, deliver_webhooks],
+        approval=service,
+    )
     return proc
-
-
-def main() -> None:
-    """Run the approval service until SIGTERM."""
-    kit = KitSettings()
-    configure_logging(kit.log_level)
-    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
-    asyncio.run(build(kit).run_until_signalled())

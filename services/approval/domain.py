@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode
+from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode, action_identity
 from servicekit import SigningKey, action_digest, approval_message
 
 __all__ = [
@@ -203,10 +203,7 @@ def request_from_decision(
         return None
     return ApprovalRecord(
         approval_id=approval_id,
-        action_id=decided.action_id,
-        task_id=decided.task_id,
-        tenant_id=decided.tenant_id,
-        step=decided.step,
+        **action_identity(decided),
         tool=decided.tool,
         args=decided.args,
         action_digest=decided.action_digest,
@@ -270,10 +267,7 @@ def follow_up_from_result(
     return ApprovalRecord(
         approval_id=approval_id,
         kind="follow_up",
-        action_id=result.action_id,
-        task_id=result.task_id,
-        tenant_id=result.tenant_id,
-        step=result.step,
+        **action_identity(result),
         tool=result.tool,
         args=args,
         action_digest=action_digest(result.tenant_id, result.tool, args),

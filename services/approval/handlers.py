@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from schemas import ActionDecided, ActionFailed, ActionSucceeded, ActionUnknown
@@ -12,10 +11,8 @@ from services.approval.service import ApprovalService
 
 __all__ = ["on_decided", "on_result"]
 
-ServiceRef = Callable[[], ApprovalService]
 
-
-def on_decided(service: ServiceRef) -> Handler:
+def on_decided(service: ApprovalService) -> Handler:
     """`actions.decided`: keep the decision for context; an escalation by policy opens a request."""
 
     async def handle(event: Any) -> None:
@@ -23,17 +20,17 @@ def on_decided(service: ServiceRef) -> Handler:
             raise Reject("invalid_event", f"unexpected {event.type} on actions.decided")
         if has_non_finite(event.data.args):  # JSON has no NaN; the page would show null and a person approve it
             raise Reject("invalid_event", f"args of {event.data.action_id} hold NaN or Infinity: no one can be asked to approve them")
-        await service().on_decided(event.data, event_id=event.id, at=event.time)
+        await service.on_decided(event.data, event_id=event.id, at=event.time)
 
     return handle
 
 
-def on_result(service: ServiceRef) -> Handler:
+def on_result(service: ApprovalService) -> Handler:
     """`actions.results`: keep the result for cost; an unknown outcome opens a follow-up for a human."""
 
     async def handle(event: Any) -> None:
         if not isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
             raise Reject("invalid_event", f"unexpected {event.type} on actions.results")
-        await service().on_result(event.data, event_type=event.type, event_id=event.id, at=event.time)
+        await service.on_result(event.data, event_type=event.type, event_id=event.id, at=event.time)
 
     return handle

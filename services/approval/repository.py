@@ -1,7 +1,8 @@
 """Where the approval service keeps its state: a Protocol, its asyncpg implementation, an in-memory twin.
 
-This module holds the requests (with their outbox and the task events seen) and composes the
-credential part (`_token_store`) and the webhook part (`_webhook_store`) into one repository.
+This module holds the requests (with their outbox) and composes the task events seen
+(`_task_event_store`), the credential part (`_token_store`) and the webhook part (`_webhook_store`)
+into one repository.
 Every change of a request is a conditional write (`... WHERE version = $old AND status = 'pending'`),
 so two humans acting at the same moment cannot both settle it: one write wins, the other sees the
 new state. Events to publish and webhook messages are written in the same transaction (outbox).
@@ -10,7 +11,6 @@ new state. Events to publish and webhook messages are written in the same transa
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
 from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
 from services.approval._webhook_store import Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
 from services.approval.domain import ApprovalRecord
@@ -44,39 +45,7 @@ class OutboxItem:
     payload: str
 
 
-@dataclass(frozen=True)
-class TaskEvent:
-    """A decision or result of a task, as the service saw it."""
-
-    event_id: str
-    tenant_id: str
-    task_id: str
-    action_id: str
-    type: str
-    tool: str
-    at: datetime
-    outcome: str | None = None
-    cost_usd: float = 0.0
-    requested_by: str | None = None
-    risk: str | None = None
-    args: dict[str, Any] | None = None
-    summary: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the API."""
-        return {
-            "event_id": self.event_id,
-            "type": self.type,
-            "action_id": self.action_id,
-            "tool": self.tool,
-            "outcome": self.outcome,
-            "cost_usd": self.cost_usd,
-            "summary": self.summary,
-            "at": self.at.isoformat(),
-        }
-
-
-class ApprovalRepository(TokenStore, WebhookStore, Protocol):
+class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
     """The approval service's storage: requests here, credentials and webhooks from their parts."""
 
     async def insert_request(
@@ -119,42 +88,12 @@ class ApprovalRepository(TokenStore, WebhookStore, Protocol):
         """Record that an outbox item is on the bus."""
         ...
 
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result (idempotent by event id)."""
-        ...
-
-    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
-        """What the service saw of a task, oldest first."""
-        ...
-
-    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
-        """The latest event of a type for an action."""
-        ...
-
 
 def _record(row: asyncpg.Record) -> ApprovalRecord:
     return ApprovalRecord.model_validate_json(row["record"])
 
 
-def _task_event(row: asyncpg.Record) -> TaskEvent:
-    return TaskEvent(
-        event_id=row["event_id"],
-        tenant_id=row["tenant_id"],
-        task_id=row["task_id"],
-        action_id=row["action_id"],
-        type=row["type"],
-        tool=row["tool"],
-        at=row["at"],
-        outcome=row["outcome"],
-        cost_usd=row["cost_usd"],
-        requested_by=row["requested_by"],
-        risk=row["risk"],
-        args=json.loads(row["args"]) if row["args"] else None,
-        summary=row["summary"],
-    )
-
-
-class PgApprovalRepository(PgTokenStore, PgWebhookStore):
+class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, ApprovalRepository):
     """PostgreSQL storage in the `approval` schema (tables qualified, so any search_path works)."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:
@@ -280,49 +219,13 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore):
         """Record that an outbox item is on the bus."""
         await self.pool.execute(f"UPDATE {self.s}.outbox SET published_at = now() WHERE event_id = $1 AND published_at IS NULL", event_id)
 
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result (idempotent by event id)."""
-        await self.pool.execute(
-            f"INSERT INTO {self.s}.task_events (event_id, tenant_id, task_id, action_id, type, tool, outcome, cost_usd, "
-            "requested_by, risk, args, summary, at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
-            event.event_id,
-            event.tenant_id,
-            event.task_id,
-            event.action_id,
-            event.type,
-            event.tool,
-            event.outcome,
-            event.cost_usd,
-            event.requested_by,
-            event.risk,
-            json.dumps(event.args) if event.args is not None else None,
-            event.summary,
-            event.at,
-        )
-
-    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
-        """What the service saw of a task, oldest first."""
-        rows = await self.pool.fetch(
-            f"SELECT * FROM {self.s}.task_events WHERE tenant_id = $1 AND task_id = $2 ORDER BY at, event_id", tenant_id, task_id
-        )
-        return [_task_event(r) for r in rows]
-
-    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
-        """The latest event of a type for an action."""
-        row = await self.pool.fetchrow(
-            f"SELECT * FROM {self.s}.task_events WHERE action_id = $1 AND type = $2 ORDER BY at DESC LIMIT 1", action_id, type_
-        )
-        return _task_event(row) if row else None
-
 
 @dataclass
-class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore):
+class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMemoryTaskEventStore, ApprovalRepository):
     """The in-memory twin, for unit tests; a lock stands in for PostgreSQL's row locks."""
 
     records: dict[str, ApprovalRecord] = field(default_factory=dict)
     outbox: dict[str, tuple[OutboxItem, bool]] = field(default_factory=dict)
-    events: dict[str, TaskEvent] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _side(self, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -392,16 +295,3 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore):
         """Record that an outbox item is on the bus."""
         item, _ = self.outbox[event_id]
         self.outbox[event_id] = (item, True)
-
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result."""
-        self.events.setdefault(event.event_id, event)
-
-    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
-        """What the service saw of a task."""
-        return sorted((e for e in self.events.values() if e.tenant_id == tenant_id and e.task_id == task_id), key=lambda e: e.at)
-
-    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
-        """The latest event of a type for an action."""
-        found = [e for e in self.events.values() if e.action_id == action_id and e.type == type_]
-        return max(found, key=lambda e: e.at) if found else None

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,8 +31,9 @@ from schemas import (
 )
 from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, sign_event, span
 from services.approval import auth, domain, webhooks
+from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
-from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent, TokenInfo
+from services.approval.repository import ApprovalRepository, Delivery, OutboxItem, TaskEvent, TokenInfo
 from services.approval.settings import ApprovalSettings
 
 __all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
@@ -89,7 +89,7 @@ def _utcnow() -> datetime:
 
 
 @dataclass
-class ApprovalService:
+class ApprovalService(WebhookSide):
     """Everything the approval service does, given its adapters."""
 
     repo: ApprovalRepository
@@ -317,37 +317,6 @@ class ApprovalService:
         )
         return await self.vote(decision.approval_id, Session(who), vote)
 
-    # --- webhook endpoints ---------------------------------------------------------------------
-
-    async def register_endpoint(
-        self, who: Approver, *, endpoint_id: str, url: str, tenant_id: str | None, approvers: Sequence[str], secret: str | None
-    ) -> Endpoint | Refusal:
-        """Create or replace an endpoint of the caller's tenant (an operator: of any tenant, or `*`).
-
-        In order: the tenant is the caller's, the secret is well formed, the URL may be reached, every
-        approver is registered in the tenant, and an endpoint id of another tenant is never replaced.
-        """
-        tenant = tenant_id or who.tenant_id
-        if not who.operator and tenant != who.tenant_id:
-            return Refusal(code="wrong_tenant", status=403, message=f"{who.approver} manages endpoints of tenant {who.tenant_id!r} only")
-        secret = secret or webhooks.new_secret()
-        try:
-            webhooks.check_secret(secret)
-        except ValueError as exc:
-            return Refusal(code="bad_secret", status=422, message=str(exc))
-        refusal = await webhooks.url_refusal(url, self.settings.webhook_allowed_hosts)
-        if refusal is not None:
-            return Refusal(code="url_refused", status=422, message=refusal)
-        strangers = [a for a in dict.fromkeys(approvers) if not await self.repo.is_registered(a, tenant)]
-        if strangers:
-            return Refusal(
-                code="unknown_approvers", status=422, message=f"not registered approvers of tenant {tenant!r}: {', '.join(strangers)}"
-            )
-        endpoint = Endpoint(endpoint_id, url, secret, tenant, tuple(dict.fromkeys(approvers)), True, "api")
-        if not await self.repo.upsert_endpoint(endpoint, within_tenant=not who.operator):
-            return Refusal(code="endpoint_id_taken", status=409, message=f"endpoint id {endpoint_id!r} is taken; choose another")
-        return endpoint
-
     # --- reading -------------------------------------------------------------------------------
 
     async def context(self, record: ApprovalRecord) -> dict[str, Any]:
@@ -396,39 +365,6 @@ class ApprovalService:
         counts["republished"] = len(leftovers)
         return counts
 
-    async def deliver_webhooks(self) -> int:
-        """Send due webhook messages once each; failures are retried later with exponential backoff."""
-        if self.sender is None:
-            return 0
-        now = self.clock()
-        sent = 0
-        lease = timedelta(seconds=self.settings.webhook_timeout_s * 2 + 5)
-        for delivery, endpoint in await self.repo.claim_due_deliveries(now, lease):
-            body = delivery.body.encode()
-            headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
-            result = await self.sender.send(endpoint.url, headers, body)
-            attempt = delivery.attempts + 1
-            if result.ok:
-                outcome, next_at = "delivered", None
-                sent += 1
-            elif attempt >= self.settings.webhook_max_attempts:
-                outcome, next_at = "failed", None
-            else:
-                delay = webhooks.backoff(
-                    attempt, initial_s=self.settings.webhook_backoff_initial_s, max_s=self.settings.webhook_backoff_max_s
-                )
-                outcome, next_at = "pending", self.clock() + delay
-            await self.repo.record_attempt(
-                delivery.delivery_id,
-                attempt,
-                status_code=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                outcome=outcome,
-                next_at=next_at,
-            )
-        return sent
-
     # --- helpers -------------------------------------------------------------------------------
 
     async def _announce(self, record: ApprovalRecord, event_type: str) -> tuple[list[OutboxItem], list[Delivery]]:
@@ -457,39 +393,6 @@ class ApprovalService:
             for endpoint in await self.repo.endpoints(record.tenant_id)
         ]
         return outbox, deliveries
-
-    def _webhook_body(self, record: ApprovalRecord, event_type: str, endpoint: Endpoint) -> str:
-        base = self.base_url().rstrip("/")
-        payload: dict[str, Any] = {
-            "approval_id": record.approval_id,
-            "kind": record.kind,
-            "status": record.status,
-            "tenant_id": record.tenant_id,
-            "task_id": record.task_id,
-            "action_id": record.action_id,
-            "tool": record.tool,
-            "args": record.args,
-            "action_digest": record.action_digest,
-            "reasons": [r.model_dump(mode="json") for r in record.reasons],
-            "risk": record.risk,
-            "requested_by": record.requested_by,
-            "expires_at": record.expires_at.isoformat(),
-            "decided_by": record.decided_by,
-            "approvers": record.approvers,
-            "resolution": record.resolution,
-            "page_url": f"{base}/?approval={quote(record.approval_id)}",
-            "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.endpoint_id)}",
-        }
-        if record.is_pending and endpoint.approvers:
-            link_expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))
-            payload["links"] = {
-                approver: f"{base}/?approval={quote(record.approval_id)}#link="
-                + auth.issue_link(
-                    self.key, approval_id=record.approval_id, approver=approver, tenant_id=record.tenant_id, expires_at=link_expiry
-                )
-                for approver in endpoint.approvers
-            }
-        return json.dumps({"type": event_type.removeprefix("tidegate."), "timestamp": self.clock().isoformat(), "data": payload})
 
     async def _publish(self, outbox: Sequence[OutboxItem]) -> None:
         for item in outbox:

@@ -11,11 +11,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.audit.app import MIGRATIONS, build, main
+    from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
     from services.audit.completeness import CompletenessReport, check_complete
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
-    from services.audit.reading import StoryLine, explain_task, render_html, render_markdown, search, story
+    from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
     from services.audit.settings import AuditSettings
@@ -23,21 +23,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS",
+    "AuditDeps",
+    "AuditProcess",
     "AuditSettings",
     "Checkpointer",
     "CompletenessReport",
+    "Explanation",
     "PostgresAuditLog",
     "SearchFilters",
     "StoryLine",
+    "ToolCall",
     "VerifyReport",
     "build",
     "check_complete",
     "explain_task",
-    "main",
     "observe",
     "read_published_checkpoints",
-    "render_html",
-    "render_markdown",
     "search",
     "story",
     "verify_log",
@@ -46,15 +47,16 @@ __all__ = [
 _HOME = {
     "MIGRATIONS": "app",
     "build": "app",
-    "main": "app",
+    "AuditDeps": "app",
+    "AuditProcess": "app",
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Checkpointer": "handlers",
     "read_published_checkpoints": "published",
     "StoryLine": "reading",
     "explain_task": "reading",
-    "render_html": "reading",
-    "render_markdown": "reading",
+    "Explanation": "reading",
+    "ToolCall": "reading",
     "search": "reading",
     "story": "reading",
     "observe": "records",

@@ -1,5 +1,6 @@
 """`python -m services.audit`: run the audit service."""
 
-from services.audit.app import main
+from servicekit import run_service
+from services.audit.app import NAME, build
 
-main()
+run_service(NAME, build)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import re
 from pathlib import Path
@@ -19,19 +17,17 @@ from servicekit import (
     ServiceProcess,
     SigningKey,
     ToolCatalog,
-    configure_logging,
     deployment_authority,
-    install_tracing,
     kafka_options,
     make_broker,
 )
 from servicekit.rawbatch import raw_decoder, tolerant_parser
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
-from services.audit.repository import PostgresAuditLog
+from services.audit.repository import AuditLog, PostgresAuditLog
 from services.audit.settings import AuditSettings
 
-__all__ = ["MIGRATIONS", "NAME", "AuditService", "build", "main", "topic_pattern"]
+__all__ = ["MIGRATIONS", "NAME", "AuditDeps", "AuditProcess", "build", "topic_pattern"]
 
 NAME = "audit"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,39 +38,53 @@ def topic_pattern(prefix: str) -> str:
     return f"^{re.escape(prefix)}.*"
 
 
+@dataclasses.dataclass(frozen=True)
+class AuditDeps:
+    """Where the audit log is kept; tests and benchmarks may pass the in-memory twin."""
+
+    log: AuditLog
+
+
 @dataclasses.dataclass
-class AuditService:
-    """The running audit service: its process, the recorder and the checkpointer."""
+class AuditProcess(ServiceProcess):
+    """The running audit service: its recorder (every topic into the log) and its checkpointer (signed chain heads)."""
 
-    process: ServiceProcess
-    recorder: Recorder
-    settings: AuditSettings
-    key: SigningKey
-    checkpointer: Checkpointer | None = None
-    _task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Connect, migrate, start consuming every topic and checkpointing."""
-        await self.process.start()
-
-    async def stop(self) -> None:
-        """Stop consuming (the batch in flight finishes first), then checkpointing."""
-        await self.process.stop()
-
-    async def run_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT."""
-        await self.process.run_until_signalled()
+    recorder: Recorder = dataclasses.field(kw_only=True)
+    checkpointer: Checkpointer = dataclasses.field(kw_only=True)
 
 
-def build(kit: KitSettings | None = None, settings: AuditSettings | None = None) -> AuditService:
-    """Assemble the audit service from its settings."""
+def build(kit: KitSettings | None = None, settings: AuditSettings | None = None, *, deps: AuditDeps | None = None) -> AuditProcess:
+    """Assemble the audit service: the log in its schema (through a pool `start` connects first) unless `deps` gives another."""
     kit = kit or KitSettings()
     settings = settings or AuditSettings()
     key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
+    pool = None
+    if deps is None:
+        pool = ServiceProcess.pool_of(kit, NAME)
+        deps = AuditDeps(log=PostgresAuditLog(pool))
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms, **kafka_options(kit, NAME))
     bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key)
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-    recorder = Recorder(prefix=kit.topic_prefix, bounds=kit.bounds, authority=deployment_authority(kit, tools))
+
+    async def discard_broken(exc: BaseException) -> None:  # the process's own handling of a broken connection
+        if bus.on_transient is not None:
+            await bus.on_transient(exc)
+
+    recorder = Recorder(
+        prefix=kit.topic_prefix, log=deps.log, bounds=kit.bounds, authority=deployment_authority(kit, tools), on_retry=discard_broken
+    )
+
+    async def publish(event: Any) -> None:
+        await bus.publish(CHECKPOINT_TOPIC, event)
+
+    checkpointer = Checkpointer(
+        log=deps.log,
+        key=key,
+        publish=publish,
+        checkpoint_topic=bus.topic(CHECKPOINT_TOPIC),
+        interval_s=settings.checkpoint_interval_s,
+        prefix=kit.topic_prefix,
+    )
 
     subscriber = broker.subscriber(
         pattern=topic_pattern(kit.topic_prefix),
@@ -101,55 +111,6 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None)
         for r in batch:
             bus.mark_handled(r)
 
-    process = ServiceProcess(
-        name=NAME,
-        stall_after_s=kit.stall_after_s,
-        handler_limit_s=kit.handler_limit_s,
-        bus=bus,
-        database_url=kit.service_database_url(NAME),
-        schema=NAME,
-        migrations=MIGRATIONS,
-        metrics_port=kit.metrics_port,
-        pool_max=kit.db_pool_max,
-        ready_dir=kit.ready_dir,
+    return AuditProcess.of(
+        kit, NAME, bus, pool=pool, migrations=MIGRATIONS, loops=[checkpointer.run], recorder=recorder, checkpointer=checkpointer
     )
-    service = AuditService(process=process, recorder=recorder, settings=settings, key=key)
-
-    async def connect(proc: ServiceProcess) -> None:
-        assert proc.pool is not None
-        recorder.log = PostgresAuditLog(proc.pool)
-        recorder.on_retry = bus.on_transient
-
-        async def publish(event: Any) -> None:
-            await bus.publish(CHECKPOINT_TOPIC, event)
-
-        service.checkpointer = Checkpointer(
-            log=recorder.log,
-            key=key,
-            publish=publish,
-            checkpoint_topic=bus.topic(CHECKPOINT_TOPIC),
-            interval_s=settings.checkpoint_interval_s,
-            prefix=kit.topic_prefix,
-        )
-
-    async def start_checkpoints(proc: ServiceProcess) -> None:
-        assert service.checkpointer is not None
-        service._task = asyncio.create_task(service.checkpointer.run())
-
-    async def stop_checkpoints(proc: ServiceProcess) -> None:
-        if service._task is not None:
-            service._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await service._task
-
-    process.on_start += [connect, start_checkpoints]
-    process.on_stop.append(stop_checkpoints)
-    return service
-
-
-def main() -> None:
-    """Run the audit service until SIGTERM."""
-    kit = KitSettings()
-    configure_logging(kit.log_level)
-    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
-    asyncio.run(build(kit).run_until_signalled())

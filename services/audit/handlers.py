@@ -57,7 +57,7 @@ class Recorder:
     """Appends batches of Kafka records to the log, retrying until they are durable."""
 
     prefix: str
-    log: AuditLog | None = None
+    log: AuditLog
     bounds: Bounds = DEFAULT_BOUNDS
     # Called before each retry (the app discards the pool's connections: one broken by a restart must not be reused).
     on_retry: Callable[[BaseException], Awaitable[None]] | None = None
@@ -69,7 +69,6 @@ class Recorder:
 
     async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
-        assert self.log is not None, "Recorder.log is set when the service starts"
         observed = [observe_record(r, self.prefix, self.bounds, self.authority) for r in records]
         delay = 0.1
         while True:

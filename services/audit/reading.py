@@ -6,7 +6,6 @@ with any `AuditLog` (PostgreSQL or the in-memory twin).
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,13 +20,16 @@ from services.audit.repository import AuditLog, SearchFilters
 
 __all__ = [
     "ActionStory",
+    "ApprovalStep",
+    "Costs",
+    "DeadLetter",
+    "Decision",
     "Explanation",
     "StoryLine",
+    "ToolCall",
     "event_of",
     "explain",
     "explain_task",
-    "render_html",
-    "render_markdown",
     "search",
     "story",
     "summarize",
@@ -384,225 +386,3 @@ async def explain_task(log: AuditLog, task_id: str, prefix: str = "") -> Explana
 async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100) -> list[StoryLine]:
     """Rows matching `filters`, as story lines."""
     return story(await log.search(filters, limit=limit))
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-
-def _j(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _reasons(reasons: Sequence[s.Reason]) -> str:
-    return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
-
-
-def render_markdown(x: Explanation) -> str:
-    """The explanation as Markdown, for a reviewer or a ticket."""
-    out = [f"# Task {x.task_id}", ""]
-    out += [
-        f"- **Tenant:** {x.tenant_id or '-'}",
-        f"- **Workflow:** {x.workflow or '-'} (mode {x.mode or '-'})",
-        f"- **Requested by:** {x.requested_by or '-'}",
-        f"- **Status:** {x.status}" + (f": {x.summary}" if x.summary else ""),
-        f"- **Submitted:** {x.submitted_at or '-'}; **ended:** {x.ended_at or '-'}",
-        f"- **Policy versions:** {', '.join(x.policy_versions) or '-'}",
-        f"- **Trace ids:** {', '.join(x.trace_ids) or '-'}",
-        f"- **Audit records:** {x.records}" + (f" ({_skipped(x.skipped)}, listed under dead letters)" if x.skipped else ""),
-        "",
-        "## Sources referenced",
-        "",
-    ]
-    if x.sources:
-        out += ["| field | value | trust |", "|---|---|---|"]
-        for k, v in x.sources.items():
-            trust = "**untrusted** (content, never instructions)" if k in x.untrusted_fields else "trusted"
-            out.append(f"| {k} | {_cell(_j(v)[:300])} | {trust} |")
-    else:
-        out.append("No `task.submitted` recorded for this task.")
-    out += ["", "## Actions", ""]
-    for a in x.actions:
-        out += [f"### Step {a.step if a.step is not None else '?'}: `{a.tool or '?'}` ({a.action_id})", ""]
-        out.append(f"- **Proposed by:** {a.proposer or '-'}; **rationale:** {a.rationale or '-'}")
-        out.append(f"- **Args:** `{_j(a.args)}`")
-        if a.tainted_args:
-            out.append(f"- **Tainted args (from untrusted sources):** {', '.join(a.tainted_args)}")
-        for d in a.decisions:
-            out.append(
-                f"- **Policy** {d.policy_version} → **{d.outcome}** (via {d.via}, risk {d.risk or '-'}, "
-                f"{d.latency_ms:.1f} ms): {_reasons(d.reasons)}; facts `{_j(d.facts)}`"
-            )
-            shadow = d.facts.get("shadow")
-            if isinstance(shadow, dict) and shadow.get("fired"):
-                out.append(
-                    f"  - **Shadow policies** {', '.join(map(str, shadow['fired']))} would have decided **{shadow.get('outcome')}**"
-                    + (" (a flip; not enforced)" if shadow.get("flipped") else " (no change)")
-                )
-            for t in d.facts.get("taint") or []:
-                if isinstance(t, dict):
-                    out.append(f"  - **Tainted by Tidegate:** `{t.get('arg')}`: {t.get('why')}")
-        for ap in a.approvals:
-            who = ", ".join(ap.approvers) or ap.approver or "-"
-            out.append(
-                f"- **Approval** {ap.approval_id} {ap.status}"
-                + (f" ({ap.resolution})" if ap.resolution else "")
-                + f" by {who} at {ap.decided_at or ap.at}"
-                + (f": {ap.comment}" if ap.comment else "")
-                + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
-            )
-        if a.authorization:
-            au = a.authorization
-            out.append(f"- **Authorized** via {au.via} by key {au.key_id} at {au.issued_at}, expires {au.expires_at}")
-        for c in a.calls:
-            detail = (
-                f"result `{_j(c.result)[:300]}`"
-                if c.result is not None
-                else (f"error {c.error.type}: {c.error.message}" if c.error else "")
-            )
-            out.append(f"- **Tool call** {c.status} after {c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}: {detail}")
-        if a.proposal_cost:
-            pc = a.proposal_cost
-            out.append(f"- **Proposal cost:** {_money(pc.usd)} ({pc.model or 'no model'}, {pc.tokens_in} in / {pc.tokens_out} out)")
-        out.append("")
-    if not x.actions:
-        out += ["No actions.", ""]
-    out += ["## Costs", ""]
-    costs = x.costs
-    if costs.reported:
-        r = costs.reported
-        out += ["| model | retrieval | tools | orchestration | retries | human review | total |", "|---|---|---|---|---|---|---|"]
-        out.append(
-            "| "
-            + " | ".join(_money(v) for v in (r.model, r.retrieval, r.tools, r.orchestration, r.retries, r.human_review, r.total))
-            + " |"
-        )
-    else:
-        out.append(f"Not reported (task open); from its events: model {_money(costs.model_usd)}, tools {_money(costs.tools_usd)}.")
-    out += ["", "## Dead-lettered and invalid records", ""]
-    if x.dead_letters:
-        out += ["| at | topic | offset | code | service | error |", "|---|---|---|---|---|---|"]
-        for dl in x.dead_letters:
-            out.append(f"| {dl.at} | {dl.topic}[{dl.partition}] | {dl.offset} | {dl.code} | {dl.service} | {_cell(dl.error[:200])} |")
-    else:
-        out.append("None.")
-    return "\n".join(out) + "\n"
-
-
-def _skipped(counts: dict[str, int]) -> str:
-    skipped = Skipped()
-    skipped.counts.update(counts)
-    return skipped.summary()
-
-
-def _plain_reasons(reasons: Sequence[s.Reason]) -> str:
-    return "; ".join(f"{r.code} ({r.policy_id}) {r.message}" for r in reasons)
-
-
-def _call_detail(c: ToolCall) -> str:
-    return _j(c.result) if c.result is not None else _j(c.error.model_dump() if c.error else None)
-
-
-def render_html(x: Explanation) -> str:
-    """The explanation as a self-contained HTML page."""
-    e = html.escape
-
-    def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-        head = "".join(f"<th>{e(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Task {e(x.task_id)}: audit explanation</title>",
-        "<style>body{font:14px system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
-        ".untrusted{color:#a40000;font-weight:bold}code{background:#f6f6f6}</style></head><body>",
-        f"<h1>Task {e(x.task_id)}</h1>",
-        table(
-            ["tenant", "workflow", "mode", "requested by", "status", "submitted", "ended", "policy versions", "trace ids"],
-            [
-                [
-                    x.tenant_id,
-                    x.workflow,
-                    x.mode,
-                    x.requested_by,
-                    x.status + (f": {x.summary}" if x.summary else ""),
-                    x.submitted_at,
-                    x.ended_at,
-                    ", ".join(x.policy_versions),
-                    ", ".join(x.trace_ids),
-                ]
-            ],
-        ),
-        "<h2>Sources referenced</h2>",
-        table(
-            ["field", "value", "trust"],
-            [[k, _j(v)[:500], "UNTRUSTED" if k in x.untrusted_fields else "trusted"] for k, v in x.sources.items()],
-        ),
-        "<h2>Actions</h2>",
-    ]
-    for a in x.actions:
-        parts.append(f"<h3>Step {e(str(a.step))}: <code>{e(a.tool or '?')}</code> ({e(a.action_id)})</h3>")
-        parts.append(f"<p>Proposed by {e(a.proposer or '-')}: {e(a.rationale)}<br>Args <code>{e(_j(a.args))}</code>")
-        if a.tainted_args:
-            parts.append(f"<br><span class='untrusted'>Tainted args: {e(', '.join(a.tainted_args))}</span>")
-        parts.append("</p>")
-        if a.decisions:
-            parts.append(
-                table(
-                    ["policy version", "outcome", "via", "risk", "reasons", "facts"],
-                    [[d.policy_version, d.outcome, d.via, d.risk, _plain_reasons(d.reasons), _j(d.facts)]
-                     for d in a.decisions],
-                )
-            )  # fmt: skip
-        if a.approvals:
-            parts.append(
-                table(
-                    ["approval", "status", "approver", "decided at", "comment"],
-                    [
-                        [
-                            ap.approval_id,
-                            f"{ap.status} ({ap.resolution})" if ap.resolution else ap.status,
-                            ", ".join(ap.approvers) or ap.approver,
-                            ap.decided_at or ap.at,
-                            ap.comment,
-                        ]
-                        for ap in a.approvals
-                    ],
-                )
-            )
-        if a.calls:
-            parts.append(
-                table(
-                    ["status", "attempts", "duration ms", "cost", "result or error"],
-                    [[c.status, c.attempts, f"{c.duration_ms:.0f}", _money(c.cost_usd), _call_detail(c)]
-                     for c in a.calls],
-                )
-            )  # fmt: skip
-    c = x.costs
-    parts.append("<h2>Costs</h2>")
-    if c.reported:
-        r = c.reported
-        parts.append(
-            table(
-                ["model", "retrieval", "tools", "orchestration", "retries", "human review", "total"],
-                [[_money(v) for v in (r.model, r.retrieval, r.tools, r.orchestration, r.retries, r.human_review, r.total)]],
-            )
-        )
-    else:
-        parts.append(f"<p>Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.</p>")
-    parts.append("<h2>Dead-lettered and invalid records</h2>")
-    if x.skipped:
-        parts.append(f"<p>{html.escape(_skipped(x.skipped))}: records that hold no usable event.</p>")
-    parts.append(
-        table(
-            ["at", "topic", "offset", "code", "service", "error"],
-            [[d.at, f"{d.topic}[{d.partition}]", d.offset, d.code, d.service, d.error[:300]] for d in x.dead_letters],
-        )
-    )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

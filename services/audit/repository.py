@@ -115,7 +115,7 @@ class AuditLog(Protocol):
 
 
 @dataclass
-class InMemoryAuditLog:
+class InMemoryAuditLog(AuditLog):
     """The twin used by unit tests: same chaining, same dedup, no database."""
 
     rows: list[LogRow] = field(default_factory=list)
@@ -266,7 +266,7 @@ def _checkpoint(record: asyncpg.Record) -> Checkpoint:
     )
 
 
-class PostgresAuditLog:
+class PostgresAuditLog(AuditLog):
     """The log in PostgreSQL schema `audit`; writes as `tidegate_audit_writer`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

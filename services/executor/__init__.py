@@ -11,15 +11,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.executor.app import build, main
+    from services.executor.app import ExecutorDeps, ExecutorProcess, build
     from services.executor.settings import ExecutorSettings
 
-__all__ = ["ExecutorSettings", "build", "main"]
+__all__ = [
+    "ExecutorDeps",
+    "ExecutorProcess",
+    "ExecutorSettings",
+    "build",
+]
 
 _HOME = {
     "ExecutorSettings": "settings",
     "build": "app",
-    "main": "app",
+    "ExecutorDeps": "app",
+    "ExecutorProcess": "app",
 }
 
 

@@ -1,5 +1,6 @@
 """`python -m services.executor`: run the executor service."""
 
-from services.executor.app import main
+from servicekit import run_service
+from services.executor.app import NAME, build
 
-main()
+run_service(NAME, build)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import httpx
 
-import systems
-from connectors import ConnectorAccess, InMemoryGrantStore, PgGrantStore, Vault
+from connectors import ConnectorAccess, GrantStore, PgGrantStore, Vault
 from servicekit import (
     Bus,
     ControlState,
@@ -20,40 +20,78 @@ from servicekit import (
     KitSettings,
     ServiceProcess,
     ToolCatalog,
-    configure_logging,
     deployment_authority,
     ensure_topics,
-    install_tracing,
     kafka_options,
     make_broker,
     service_key,
 )
+from servicekit.db import open_pool, unopened_pool
 from services.executor import handlers
-from services.executor.claims import InMemoryClaimStore, PgClaimStore
+from services.executor.claims import ClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
 
-__all__ = ["NAME", "build", "main"]
+__all__ = ["NAME", "ExecutorDeps", "ExecutorProcess", "build"]
 
 NAME = "executor"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ExecutorDeps:
+    """Where the executor claims action ids and reads connector grants; tests pass the in-memory twins.
+
+    Attributes:
+        claims: One row per action id claimed.
+        grants: The tenants' connector grants.
+        tools_pool: The database the in-process tools work in (opened and closed with the service), if any.
+    """
+
+    claims: ClaimStore
+    grants: GrantStore
+    tools_pool: asyncpg.Pool | None = None
+
+
+@dataclass
+class ExecutorProcess(ServiceProcess):
+    """The running executor; `executor` performs the calls, for tests and tooling that inspect it."""
+
+    executor: Executor = field(kw_only=True)
+
+
 def build(
-    kit: KitSettings | None = None, settings: ExecutorSettings | None = None, environ: Mapping[str, str] | None = None
-) -> ServiceProcess:
-    """Assemble the executor service from its settings.
+    kit: KitSettings | None = None,
+    settings: ExecutorSettings | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    deps: ExecutorDeps | None = None,
+) -> ExecutorProcess:
+    """Assemble the executor: every dependency once, the PostgreSQL claims and grants unless `deps` gives others.
 
     Args:
         kit: Where the bus, database, keys and tool catalog are.
         settings: The executor's own settings.
         environ: Where `TIDEGATE_CREDENTIAL_*` secrets are read from (the process environment by default).
+        deps: The stores to use instead of the service's schema (no pool is made then).
     """
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
+    pool = None
+    role = settings.tools_database_role
+    if deps is None:
+        # Each call in flight holds its claim's connection and may borrow one more for the tool.
+        pool = ServiceProcess.pool_of(kit, NAME, max(kit.db_pool_max, 2 * settings.concurrency + 2))
+        owner = f"{socket.gethostname()}:{os.getpid()}"
+        deps = ExecutorDeps(
+            claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),
+            grants=PgGrantStore(pool),
+            # In-process tools (the demo's systems of record) work in their own schemas as a role of their own.
+            tools_pool=unopened_pool(kit.service_database_url(role), max_size=settings.concurrency + 2) if role else None,
+        )
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
@@ -68,8 +106,7 @@ def build(
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
     python_tools = PythonTools()
     vault = Vault(settings.connector_keys_dir or kit.keys_dir)
-    # Grants are read from PostgreSQL once the pool exists (on start), like the claims.
-    connector_tools = ConnectorTools(ConnectorAccess(InMemoryGrantStore(), vault), python_tools)
+    connector_tools = ConnectorTools(ConnectorAccess(deps.grants, vault), python_tools)
 
     def kill_reason(tenant_id: str, tool: str) -> str | None:
         switch = control.killed(tenant_id, tool)
@@ -78,11 +115,12 @@ def build(
     executor = Executor(
         catalog=catalog,
         keyring_loader=lambda: Keyring.load(kit.keys_dir, settings.policy_key_name),
-        claims=InMemoryClaimStore(),  # replaced by the PostgreSQL store once the pool exists (on start)
+        claims=deps.claims,
         invokers=ToolInvokers(python=python_tools, http=HttpTools(http_client), topic=topic_tools, connector=connector_tools),
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         publish=bus.publish,
         killed=kill_reason,
+        context_pool=deps.tools_pool,
         ready=lambda: bus.wait_caught_up("control"),
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
@@ -98,11 +136,11 @@ def build(
     for tool in topic_tool_names:
         # Every process reads the replies from the end: a reply matters only to the call waiting for it now.
         bus.consume(f"tools.{tool}.replies", handlers.on_tool_reply(topic_tools), group_id=None, from_latest=True)
+    tools_pool = deps.tools_pool
 
-    async def connect(proc: ServiceProcess) -> None:
-        assert proc.pool is not None
-        if settings.install_systems:  # the in-process tools work in the systems' schemas as a role of their own
-            executor.context_pool = await systems.connect(kit.service_database_url("systems"), max_size=settings.concurrency + 2)
+    async def begin(_: ServiceProcess) -> None:
+        if tools_pool is not None:
+            await open_pool(tools_pool, kit.service_database_url(role or NAME))
         if topic_tool_names:
             await ensure_topics(
                 kit.kafka_bootstrap,
@@ -111,41 +149,24 @@ def build(
                 client_options=kafka_options(kit, NAME),
                 grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
-        executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}", prefix=kit.topic_prefix)
         vault.ensure()  # the credential key pair is made on the executor's first start
-        connector_tools.access.store = PgGrantStore(proc.pool)
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
         await bus.broker.connect()
         await executor.settle_interrupted()
 
     async def close(_: ServiceProcess) -> None:
         await http_client.aclose()
-        if executor.context_pool is not None:
-            await executor.context_pool.close()
+        if tools_pool is not None:
+            await tools_pool.close()
 
-    proc = ServiceProcess(
-        name=NAME,
-        stall_after_s=kit.stall_after_s,
-        handler_limit_s=kit.handler_limit_s,
-        bus=bus,
-        database_url=kit.service_database_url(NAME),
-        schema=NAME,
+    return ExecutorProcess.of(
+        kit,
+        NAME,
+        bus,
+        pool=pool,
         migrations=Path(__file__).parent / "migrations",
         control=control,
-        metrics_port=kit.metrics_port,
-        # Each call in flight holds its claim's connection and may borrow one more for the tool.
-        pool_max=max(kit.db_pool_max, 2 * settings.concurrency + 2),
-        ready_dir=kit.ready_dir,
-        on_start=[connect],
+        on_start=[begin],
         on_stop=[close],
+        executor=executor,
     )
-    proc.executor = executor  # type: ignore[attr-defined]  # for tests and tooling that inspect the running executor
-    return proc
-
-
-def main() -> None:
-    """Run the executor service until SIGTERM."""
-    kit = KitSettings()
-    configure_logging(kit.log_level)
-    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
-    asyncio.run(build(kit).run_until_signalled())

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.executor.domain import ClaimRecord, Status
+from services.executor.domain import CallError, ClaimRecord, Status
 
 __all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore"]
 
@@ -43,7 +43,7 @@ class ClaimSession(Protocol):
         status: Status,
         *,
         result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        error: CallError | None,
         attempts: int,
         duration_ms: float,
         cost_usd: float,
@@ -88,7 +88,7 @@ def _record(row: asyncpg.Record) -> ClaimRecord:
         action_digest=row["action_digest"],
         status=row["status"],
         result=json.loads(row["result"]) if row["result"] is not None else None,
-        error=json.loads(row["error"]) if row["error"] is not None else None,
+        error=CallError.from_json(json.loads(row["error"])) if row["error"] is not None else None,
         attempts=row["attempts"],
         duration_ms=row["duration_ms"],
         cost_usd=row["cost_usd"],
@@ -141,7 +141,7 @@ class _PgSession:
         status: Status,
         *,
         result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        error: CallError | None,
         attempts: int,
         duration_ms: float,
         cost_usd: float,
@@ -152,7 +152,7 @@ class _PgSession:
             self._action_id,
             status,
             json.dumps(result) if result is not None else None,
-            json.dumps(error) if error is not None else None,
+            json.dumps(error.to_json()) if error is not None else None,
             attempts,
             duration_ms,
             cost_usd,
@@ -170,7 +170,7 @@ class _PgSession:
         return str(kept)
 
 
-class PgClaimStore:
+class PgClaimStore(ClaimStore):
     """Claims in the executor's schema (`executor.actions`), held with session advisory locks."""
 
     def __init__(self, pool: asyncpg.Pool, owner: str, prefix: str = "tidegate.") -> None:
@@ -232,7 +232,7 @@ class _MemorySession:
         status: Status,
         *,
         result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        error: CallError | None,
         attempts: int,
         duration_ms: float,
         cost_usd: float,
@@ -257,7 +257,7 @@ class _MemorySession:
         return rec.result_event
 
 
-class InMemoryClaimStore:
+class InMemoryClaimStore(ClaimStore):
     """The in-memory twin of PgClaimStore, for unit tests."""
 
     def __init__(self) -> None:

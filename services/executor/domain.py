@@ -16,6 +16,7 @@ from servicekit import Keyring, action_digest, authorization_message
 __all__ = [
     "TERMINAL",
     "Call",
+    "CallError",
     "ClaimRecord",
     "Finish",
     "Refusal",
@@ -32,6 +33,29 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "unknown"})
 
 
 @dataclass(frozen=True)
+class CallError:
+    """Why an action ended without success, kept with its claim (as JSON) and published in its result."""
+
+    type: str
+    message: str
+    retryable: bool = False
+    refusal: ReasonCode | None = None  # the authorization itself was refused: its event is dead-lettered with this code too
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (the `dead_letter` key names the refusal, as rows written before this type read)."""
+        doc: dict[str, Any] = {"type": self.type, "message": self.message, "retryable": self.retryable}
+        if self.refusal is not None:
+            doc["dead_letter"] = str(self.refusal)
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CallError:
+        """Read the stored form back."""
+        refusal = doc.get("dead_letter")
+        return cls(str(doc["type"]), str(doc["message"]), bool(doc.get("retryable", False)), ReasonCode(refusal) if refusal else None)
+
+
+@dataclass(frozen=True)
 class ClaimRecord:
     """The executor's record of one action id: who claimed it, where it got to, and how it ended."""
 
@@ -45,7 +69,7 @@ class ClaimRecord:
     action_digest: str
     status: Status
     result: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
+    error: CallError | None = None
     attempts: int = 0
     duration_ms: float = 0.0
     cost_usd: float = 0.0

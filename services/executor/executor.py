@@ -27,15 +27,27 @@ from schemas import (
     ReasonCode,
     ResultCost,
     ToolSpec,
+    action_identity,
     decode,
     encode,
 )
 from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
+from servicekit.costs import call_cost_usd
+from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
-from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
+from services.executor.domain import (
+    Call,
+    CallError,
+    ClaimRecord,
+    Finish,
+    backoff_s,
+    check_authenticity,
+    decide,
+    final_status,
+    safe_to_repeat,
+)
 from services.executor.tools import ToolInvokers
-from systems import ToolContext, ToolError
 
 __all__ = ["Executor"]
 
@@ -124,18 +136,18 @@ class Executor:
                 replayed = record is not None and record.event_id != event.id
                 if record is None:
                     record = await session.claim(_new_record(event))
-                refused_now = False
+                refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
                 if record.terminal:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self._publish_result(session, record)
                 else:
                     record = await self._run(session, record, spec, data)
-                    refused_now = record.error is not None and "dead_letter" in record.error
+                    if record.error is not None and record.error.refusal is not None:
+                        refused = Reject(record.error.refusal, record.error.message)
             s.set_attribute(Attr.OUTCOME, record.status)
             s.set_attribute(Attr.ATTEMPTS, record.attempts)
-        if refused_now:
-            assert record.error is not None
-            raise Reject(record.error["dead_letter"], record.error["message"])
+        if refused is not None:
+            raise refused
         if replayed:
             raise Reject(
                 ReasonCode.AUTHORIZATION_REPLAYED,
@@ -234,7 +246,7 @@ class Executor:
         spec: ToolSpec,
         status: Any,
         result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
+        error: CallError | None,
         attempts: int,
         previous_ms: float,
         started: float,
@@ -246,7 +258,7 @@ class Executor:
             error=error,
             attempts=attempts,
             duration_ms=previous_ms + (time.monotonic() - started) * 1000,
-            cost_usd=round(spec.cost_usd * attempts + extra_cost, 6),
+            cost_usd=call_cost_usd(spec.cost_usd, attempts, extra_cost),
         )
         await self._publish_result(session, done)
         return done
@@ -265,12 +277,9 @@ class Executor:
     def _result_event(self, record: ClaimRecord) -> Envelope:
         error = None
         if record.error is not None:
-            error = ErrorInfo(type=record.error["type"], message=record.error["message"], retryable=record.error.get("retryable", False))
+            error = ErrorInfo(type=record.error.type, message=record.error.message, retryable=record.error.retryable)
         data = ActionResultData(
-            action_id=record.action_id,
-            task_id=record.task_id,
-            tenant_id=record.tenant_id,
-            step=record.step,
+            **action_identity(record),
             tool=record.tool,
             status=record.status,  # type: ignore[arg-type]  # terminal here
             result=record.result,
@@ -312,7 +321,7 @@ class Executor:
                     error=_error("interrupted", message),
                     attempts=record.attempts,
                     duration_ms=record.duration_ms,
-                    cost_usd=round((spec.cost_usd if spec else 0.0) * record.attempts, 6),
+                    cost_usd=call_cost_usd(spec.cost_usd if spec else 0.0, record.attempts),
                 )
                 await self._publish_result(session, done)
                 settled += 1
@@ -321,21 +330,15 @@ class Executor:
         return settled
 
 
-def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": str(type_), "message": message, "retryable": retryable}
-    if dead is not None:
-        error["dead_letter"] = str(dead)
-    return error
+def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
+    return CallError(str(type_), message, retryable, dead)
 
 
 def _new_record(event: ActionAuthorized) -> ClaimRecord:
     data = event.data
     return ClaimRecord(
-        action_id=data.action_id,
+        **action_identity(data),
         event_id=event.id,
-        tenant_id=data.tenant_id,
-        task_id=data.task_id,
-        step=data.step,
         tool=data.tool,
         args=data.args,
         action_digest=data.authorization.action_digest,

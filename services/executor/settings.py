@@ -27,7 +27,8 @@ class ExecutorSettings(BaseSettings):
     policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Authorized calls of different tasks in flight at once in one process.")
     http_max_connections: int = Field(default=50, ge=1, description="Connection pool size of the HTTP tool client.")
-    install_systems: bool = Field(
-        default=True,
-        description="Run the demo systems' tools in-process, connected as the `systems` role (their schemas must be migrated).",
+    tools_database_role: str | None = Field(
+        default="systems",
+        description="PostgreSQL role the in-process tools (the demo's systems of record) log in as, on a pool of their own; "
+        "empty: no database for them. Their schemas are installed by `tidegate db migrate`, not by the executor.",
     )

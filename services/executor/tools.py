@@ -21,7 +21,7 @@ import httpx
 from connectors import ConnectorAccess
 from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
 from servicekit import Reject
-from systems import Tool, ToolContext, ToolError
+from servicekit.toolcontract import Tool, ToolContext, ToolError
 
 __all__ = ["ConnectorTools", "HttpTools", "Invoker", "McpTools", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.planner import domain
-    from services.planner.app import build, main
+    from services.planner.app import PlannerDeps, PlannerProcess, build
     from services.planner.domain import CostRates
     from services.planner.llm import LiteLLMClient
     from services.planner.repository import InMemoryTaskRepository
@@ -24,16 +24,18 @@ __all__ = [
     "InMemoryTaskRepository",
     "LiteLLMClient",
     "LlmStrategy",
+    "PlannerDeps",
+    "PlannerProcess",
     "PlannerSettings",
     "PlaybookStrategy",
     "build",
     "domain",
-    "main",
 ]
 
 _HOME = {
     "build": "app",
-    "main": "app",
+    "PlannerDeps": "app",
+    "PlannerProcess": "app",
     "CostRates": "domain",
     "LiteLLMClient": "llm",
     "InMemoryTaskRepository": "repository",

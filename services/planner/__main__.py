@@ -1,5 +1,6 @@
 """`python -m services.planner`: run the planner service."""
 
-from services.planner.app import main
+from servicekit import run_service
+from services.planner.app import NAME, build
 
-main()
+run_service(NAME, build)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas import RiskClass
@@ -14,24 +14,37 @@ from servicekit import (
     KitSettings,
     ServiceProcess,
     ToolCatalog,
-    configure_logging,
     deployment_authority,
-    install_tracing,
     kafka_options,
     make_broker,
     service_key,
 )
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
-from services.planner.repository import NotStartedRepository, PostgresTaskRepository
+from services.planner.repository import PostgresTaskRepository, TaskRepository
 from services.planner.settings import PlannerSettings
 from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
 
-__all__ = ["NAME", "build", "main"]
+__all__ = ["NAME", "PlannerDeps", "PlannerProcess", "build"]
 
 NAME = "planner"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannerDeps:
+    """What the planner stores through and plans with; a replay passes the in-memory twin and the strategy under test."""
+
+    repo: TaskRepository
+    strategy: Strategy | None = None  # None: the one the settings choose
+
+
+@dataclass
+class PlannerProcess(ServiceProcess):
+    """The running planner; `planner` is its handlers (the use cases), for tests and replays."""
+
+    planner: PlannerHandlers = field(kw_only=True)
 
 
 def build_strategy(settings: PlannerSettings, catalog: ToolCatalog) -> Strategy:
@@ -48,8 +61,8 @@ def build_strategy(settings: PlannerSettings, catalog: ToolCatalog) -> Strategy:
     return PlaybookStrategy(catalog)
 
 
-def build(kit: KitSettings | None = None, settings: PlannerSettings | None = None) -> ServiceProcess:
-    """Assemble the planner service from its settings."""
+def build(kit: KitSettings | None = None, settings: PlannerSettings | None = None, *, deps: PlannerDeps | None = None) -> PlannerProcess:
+    """Assemble the planner: every dependency once, the PostgreSQL task state unless `deps` gives another."""
     kit = kit or KitSettings()
     settings = settings or PlannerSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
@@ -58,6 +71,10 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         human_review_minutes=settings.human_review_minutes,
         human_hourly_rate_usd=settings.human_hourly_rate_usd,
     )
+    pool = None
+    if deps is None:
+        pool = ServiceProcess.pool_of(kit, NAME)
+        deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix))
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
@@ -67,21 +84,9 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         signer=service_key(kit, NAME),
         authority=deployment_authority(kit, catalog),
     )
-    service = ServiceProcess(
-        name=NAME,
-        stall_after_s=kit.stall_after_s,
-        handler_limit_s=kit.handler_limit_s,
-        bus=bus,
-        database_url=kit.service_database_url(NAME),
-        schema=NAME,
-        migrations=Path(__file__).parent / "migrations",
-        metrics_port=kit.metrics_port,
-        pool_max=kit.db_pool_max,
-        ready_dir=kit.ready_dir,
-    )
     handlers = PlannerHandlers(
-        repo=NotStartedRepository(),
-        strategy=build_strategy(settings, catalog),
+        repo=deps.repo,
+        strategy=deps.strategy or build_strategy(settings, catalog),
         publish=bus.publish,
         rates=rates,
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
@@ -92,9 +97,8 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
             },
         ),
     )
-    sweeper: list[asyncio.Task[None]] = []
 
-    async def sweep() -> None:
+    async def sweep_step_timeouts() -> None:
         while True:
             await asyncio.sleep(settings.step_timeout_check_s)
             try:
@@ -102,20 +106,6 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
             except Exception:  # the next tick tries again; a sweep must never stop the service
                 log.exception("step-timeout sweep failed")
 
-    async def connect(svc: ServiceProcess) -> None:
-        assert svc.pool is not None
-        handlers.repo = PostgresTaskRepository(svc.pool, rates, prefix=kit.topic_prefix)
-        sweeper.append(asyncio.create_task(sweep(), name="planner-step-timeouts"))
-
-    async def stop_sweeping(svc: ServiceProcess) -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        sweeper.clear()
-
-    service.on_start.append(connect)
-    service.on_stop.append(stop_sweeping)
     routes: dict[str, Handler] = {
         "tasks": handlers.on_task,
         "actions.decided": handlers.on_decided,
@@ -127,12 +117,12 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         bus.consume(
             topic, handler, group_id=f"{kit.topic_prefix}planner", max_records=settings.max_records, concurrency=settings.concurrency
         )
-    return service
-
-
-def main() -> None:
-    """Run the planner service until SIGTERM."""
-    kit = KitSettings()
-    configure_logging(kit.log_level)
-    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
-    asyncio.run(build(kit).run_until_signalled())
+    return PlannerProcess.of(
+        kit,
+        NAME,
+        bus,
+        pool=pool,
+        migrations=Path(__file__).parent / "migrations",
+        loops=[sweep_step_timeouts],
+        planner=handlers,
+    )

@@ -29,6 +29,7 @@ from schemas import (
     TaskOutcomeData,
     TaskSubmittedData,
 )
+from servicekit.costs import review_cost_usd, task_cost
 
 __all__ = [
     "SOURCE",
@@ -107,7 +108,7 @@ class CostRates(_Model):
     @property
     def per_touch_usd(self) -> float:
         """Price of one human decision."""
-        return self.human_review_minutes / 60.0 * self.human_hourly_rate_usd
+        return review_cost_usd(1, self.human_review_minutes, self.human_hourly_rate_usd)
 
 
 class TaskState(_Model):
@@ -147,16 +148,14 @@ class TaskState(_Model):
 
     def cost(self, rates: CostRates) -> TaskCost:
         """The cost breakdown so far."""
-        parts = {
-            "model": self.model_usd,
-            "retrieval": self.retrieval_usd,
-            "tools": self.tools_usd,
-            "orchestration": self.events * rates.orchestration_usd_per_event,
-            "retries": self.retries_usd,
-            "human_review": self.human_touches * rates.per_touch_usd,
-        }
-        rounded = {k: round(v, 6) for k, v in parts.items()}
-        return TaskCost(**rounded, total=round(sum(parts.values()), 6))
+        return task_cost(
+            model=self.model_usd,
+            retrieval=self.retrieval_usd,
+            tools=self.tools_usd,
+            orchestration=self.events * rates.orchestration_usd_per_event,
+            retries=self.retries_usd,
+            human_review=review_cost_usd(self.human_touches, rates.human_review_minutes, rates.human_hourly_rate_usd),
+        )
 
 
 class StepTimeouts(_Model):

@@ -20,7 +20,7 @@ import asyncpg
 from schemas import decode, encode
 from services.planner.domain import CostRates, Outbound, StepRecord, TaskState, Transition
 
-__all__ = ["Change", "InMemoryTaskRepository", "NotStartedRepository", "PendingEvent", "PostgresTaskRepository", "TaskRepository"]
+__all__ = ["Change", "InMemoryTaskRepository", "PendingEvent", "PostgresTaskRepository", "TaskRepository"]
 
 Change = Callable[[TaskState | None], Transition | None]
 """Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
@@ -64,7 +64,7 @@ def _state_json(state: TaskState) -> str:
 
 
 @dataclass
-class PostgresTaskRepository:
+class PostgresTaskRepository(TaskRepository):
     """`TaskRepository` on the planner's own schema."""
 
     pool: asyncpg.Pool
@@ -211,7 +211,7 @@ def _step_doc(s: StepRecord) -> dict[str, Any]:
 
 
 @dataclass
-class InMemoryTaskRepository:
+class InMemoryTaskRepository(TaskRepository):
     """The in-memory twin, for unit tests."""
 
     tasks: dict[str, TaskState] = field(default_factory=dict)
@@ -261,27 +261,3 @@ class InMemoryTaskRepository:
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """See `TaskRepository`."""
         return [PendingEvent(i, o.topic, o.event) for i, (src, o) in sorted(self.outbox.items()) if src.startswith(source_prefix)]
-
-
-class NotStartedRepository:
-    """Stands in until the service has opened its pool; any use is a wiring bug."""
-
-    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """Refuse: the service has not started."""
-        raise RuntimeError("planner repository used before the service started")
-
-    async def published(self, outbox_ids: list[int]) -> None:
-        """Refuse: the service has not started."""
-        raise RuntimeError("planner repository used before the service started")
-
-    async def get(self, task_id: str) -> TaskState | None:
-        """Refuse: the service has not started."""
-        raise RuntimeError("planner repository used before the service started")
-
-    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
-        """Nothing is waiting before the service has started (the clock may tick before the pool opens)."""
-        return []
-
-    async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
-        """Nothing is stored before the service has started."""
-        return []

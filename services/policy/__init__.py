@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.policy.app import build, main
+    from services.policy.app import PolicyDeps, PolicyProcess, build
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
     from services.policy.facts import Call, Flow, History
@@ -31,6 +31,8 @@ __all__ = [
     "PackError",
     "PackSettings",
     "PackSource",
+    "PolicyDeps",
+    "PolicyProcess",
     "PolicyService",
     "TenantSettings",
     "build",
@@ -38,14 +40,14 @@ __all__ = [
     "compile_pack",
     "decide",
     "load_cases",
-    "main",
     "run_cases",
     "validate_pack",
 ]
 
 _HOME = {
     "build": "app",
-    "main": "app",
+    "PolicyDeps": "app",
+    "PolicyProcess": "app",
     "cedar_schema_json": "cedar_schema",
     "Controls": "engine",
     "decide": "engine",

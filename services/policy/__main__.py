@@ -1,5 +1,6 @@
 """`python -m services.policy`: run the policy service."""
 
-from services.policy.app import main
+from servicekit import run_service
+from services.policy.app import NAME, build
 
-main()
+run_service(NAME, build)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,38 +15,54 @@ from servicekit import (
     ServiceProcess,
     SigningKey,
     ToolCatalog,
-    configure_logging,
     deployment_authority,
-    install_tracing,
     kafka_options,
     make_broker,
 )
 from services.policy.batching import DecisionPublisher, Route, consume_routes
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import PgPolicyRepository
+from services.policy.repository import PgPolicyRepository, PolicyRepository
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
-__all__ = ["NAME", "build", "main"]
+__all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build"]
 
 NAME = "policy"
 
 log = logging.getLogger(__name__)
 
 
-def build(kit: KitSettings | None = None, settings: PolicySettings | None = None) -> ServiceProcess:
-    """Assemble the policy service from its settings.
+@dataclass(frozen=True)
+class PolicyDeps:
+    """What the policy service stores through; tests, benchmarks and replays pass the in-memory twin."""
+
+    repo: PolicyRepository
+
+
+@dataclass
+class PolicyProcess(ServiceProcess):
+    """The running policy service; `policy` is its use cases, for tests and the benchmark."""
+
+    policy: PolicyService = field(kw_only=True)
+
+
+def build(kit: KitSettings | None = None, settings: PolicySettings | None = None, *, deps: PolicyDeps | None = None) -> PolicyProcess:
+    """Assemble the policy service: every dependency once, the PostgreSQL repository unless `deps` gives another.
 
     The pack in `kit.policy_dir` is used until a `control.policy` record (read from the beginning
-    of `control` at start-up) replaces it. The service's `PolicyService` is reachable as
-    `process.policy` for tests and the benchmark.
+    of `control` at start-up) replaces it. Without `deps` the service stores in its schema through a
+    pool that `start` connects before any consumer runs.
     """
     kit = kit or KitSettings()
     settings = settings or PolicySettings()
     catalog = ToolCatalog.load(kit.tools_dir)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
+    pool = None
+    if deps is None:
+        pool = ServiceProcess.pool_of(kit, NAME)
+        deps = PolicyDeps(repo=PgPolicyRepository(pool))
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
@@ -66,7 +82,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     service = PolicyService(
         catalog=catalog,
         pack=pack,
-        repo=None,
+        repo=deps.repo,
         signer=signer,
         keys_dir=kit.keys_dir,
         control=control,
@@ -88,8 +104,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     bus.consume("control", handlers.control, group_id=None)
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 
-    sweeper: list[asyncio.Task[None]] = []
-
     async def release_expired() -> None:
         while True:
             await asyncio.sleep(settings.reservation_check_s)
@@ -98,43 +112,22 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
             except Exception:  # the next round tries again; a sweep must never stop the service
                 log.exception("policy: releasing expired reservations failed")
 
-    async def connect(process: ServiceProcess) -> None:
+    async def begin(_: ServiceProcess) -> None:
         await decisions.start()
-        assert process.pool is not None
-        service.repo = PgPolicyRepository(process.pool)
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
-        sweeper.append(asyncio.create_task(release_expired(), name="policy-reservation-expiry"))
 
-    async def stop(process: ServiceProcess) -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        sweeper.clear()
+    async def stop(_: ServiceProcess) -> None:
         await decisions.stop()
 
-    process = ServiceProcess(
-        name=NAME,
-        stall_after_s=kit.stall_after_s,
-        handler_limit_s=kit.handler_limit_s,
-        bus=bus,
-        database_url=kit.service_database_url(NAME),
-        schema=NAME,
+    return PolicyProcess.of(
+        kit,
+        NAME,
+        bus,
+        pool=pool,
         migrations=Path(__file__).parent / "migrations",
         control=control,
-        metrics_port=kit.metrics_port,
-        pool_max=kit.db_pool_max,
-        ready_dir=kit.ready_dir,
-        on_start=[connect],
+        on_start=[begin],
         on_stop=[stop],
+        loops=[release_expired],
+        policy=service,
     )
-    process.policy = service  # type: ignore[attr-defined]
-    return process
-
-
-def main() -> None:
-    """Run the policy service until SIGTERM."""
-    kit = KitSettings()
-    configure_logging(kit.log_level)
-    install_tracing(NAME, otlp_endpoint=kit.otlp_endpoint)
-    asyncio.run(build(kit).run_until_signalled())

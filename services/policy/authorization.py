@@ -10,6 +10,7 @@ from schemas import (
     ActionAuthorizedData,
     ActionDecided,
     ActionDecidedData,
+    ActionProposedData,
     Authorization,
     encode,
 )
@@ -71,7 +72,7 @@ def build_record(
     key: str,
     verdict: Verdict,
     call: Call,
-    proposal: dict[str, Any],
+    proposal: ActionProposedData,
     action_id: str,
     step: int,
     requested_by: str | None,

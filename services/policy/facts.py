@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
+from servicekit.costs import estimated_cost_usd
 from servicekit.identities import Identity, identities_of
 from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
@@ -311,7 +312,7 @@ def compute_facts(
         reviewed=f.reviewed,
         spend_task_usd=round(history.spend_task_usd, 6),
         spend_tenant_usd=round(history.spend_tenant_usd, 6),
-        estimated_cost_usd=round(spec.cost_usd + call.model_cost_usd, 6),
+        estimated_cost_usd=estimated_cost_usd(spec.cost_usd, call.model_cost_usd),
         task_budget_usd=call.task_budget_usd,
         tenant_budget_usd=tenant_budget_usd,
     )

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from schemas import ActionProposedData
 from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
 from services.policy.facts import History
@@ -48,7 +49,7 @@ class DecisionRecord:
     task_id: str
     outcome: str
     action_digest: str
-    proposal: dict[str, Any]
+    proposal: ActionProposedData  # the call as proposed, kept as its model (stored as JSON)
     decided_event: str
     authorized_event: str | None = None
     reservation: Reservation | None = None
@@ -155,9 +156,9 @@ def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: s
         spend[scope] = spend.get(scope, 0.0) + amount
 
 
-def _flow_row(proposal: dict[str, Any], outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
+def _flow_row(tool: str, outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
     facts = (json.loads(decided_event).get("data") or {}).get("facts") or {}
-    return str(proposal.get("tool", "")), outcome, facts
+    return tool, outcome, facts
 
 
 def _history_from(task: float, tenant: float, payee_known: bool) -> History:
@@ -165,7 +166,7 @@ def _history_from(task: float, tenant: float, payee_known: bool) -> History:
 
 
 @dataclass
-class InMemoryPolicyRepository:
+class InMemoryPolicyRepository(PolicyRepository):
     """The in-memory twin, for unit tests and the in-process benchmark."""
 
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
@@ -277,7 +278,7 @@ class InMemoryPolicyRepository:
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
         records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
-        return [_flow_row(r.proposal, r.outcome, r.decided_event) for r in records]
+        return [_flow_row(r.proposal.tool, r.outcome, r.decided_event) for r in records]
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
@@ -288,7 +289,7 @@ def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
         task_id=row["task_id"],
         outcome=row["outcome"],
         action_digest=row["action_digest"],
-        proposal=json.loads(row["proposal"]),
+        proposal=ActionProposedData.model_validate_json(row["proposal"]),
         decided_event=row["decided_event"],
         authorized_event=row["authorized_event"],
     )
@@ -302,7 +303,7 @@ _SELECT_DECISION = (
 )
 
 
-class PgPolicyRepository:
+class PgPolicyRepository(PolicyRepository):
     """The asyncpg implementation, on the `policy` schema."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -422,7 +423,7 @@ class PgPolicyRepository:
                     r.task_id,
                     r.outcome,
                     r.action_digest,
-                    json.dumps(r.proposal),
+                    r.proposal.model_dump_json(),
                     r.decided_event,
                     r.authorized_event,
                 )
@@ -579,12 +580,12 @@ class PgPolicyRepository:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT proposal::text AS proposal, outcome, decided_event FROM policy.decisions"
+                "SELECT proposal->>'tool' AS tool, outcome, decided_event FROM policy.decisions"
                 " WHERE tenant_id = $1 AND task_id = $2 ORDER BY decided_at, key",
                 tenant_id,
                 task_id,
             )
-        return [_flow_row(json.loads(r["proposal"]), r["outcome"], r["decided_event"]) for r in rows]
+        return [_flow_row(r["tool"] or "", r["outcome"], r["decided_event"]) for r in rows]
 
     async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
         """See PolicyRepository."""

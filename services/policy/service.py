@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from schemas import (
     ActionFailed,
     ActionProposed,
+    ActionProposedData,
     ActionResultData,
     ActionSucceeded,
     ActionUnknown,
@@ -88,7 +88,7 @@ class PolicyService:
 
     catalog: ToolCatalog
     pack: CompiledPack
-    repo: PolicyRepository | None
+    repo: PolicyRepository
     signer: SigningKey
     keys_dir: Path
     control: ControlState
@@ -102,11 +102,6 @@ class PolicyService:
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     # --- wiring helpers ------------------------------------------------------------------------
-
-    def _repo(self) -> PolicyRepository:
-        if self.repo is None:
-            raise RuntimeError("policy repository not connected yet")
-        return self.repo
 
     async def _wait_ready(self) -> None:
         """Decide nothing before `control` is read up to its end: a kill switch set before start-up must hold."""
@@ -138,7 +133,7 @@ class PolicyService:
         """
         deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
         while True:
-            tools = await self._repo().awaiting_results(tenant_id, task_id)
+            tools = await self.repo.awaiting_results(tenant_id, task_id)
             unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and spec.untrusted_output]
             if not unseen or asyncio.get_running_loop().time() >= deadline:
                 return unseen
@@ -147,8 +142,8 @@ class PolicyService:
     async def _task_context(self, tenant_id: str, task_id: str) -> tuple[Provenance, Flow]:
         """What the task has read (provenance) and done (its flow) before the call under decision."""
         unseen = await self._unseen_untrusted(tenant_id, task_id)
-        provenance = await self._repo().provenance(tenant_id, task_id)
-        decisions = await self._repo().task_decisions(tenant_id, task_id)
+        provenance = await self.repo.provenance(tenant_id, task_id)
+        decisions = await self.repo.task_decisions(tenant_id, task_id)
         flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen))
         return provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))))
 
@@ -196,7 +191,7 @@ class PolicyService:
                     call=dataclasses.replace(
                         Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)][0], flow=read[(p.tenant_id, p.task_id)][1]
                     ),
-                    proposal=p.model_dump(mode="json"),
+                    proposal=p,
                     action_id=p.action_id,
                     step=p.step,
                     requested_by=p.requested_by,
@@ -204,7 +199,7 @@ class PolicyService:
                     parent=event.traceparent if traced else None,
                 )
             )
-        results = await self._repo().decide_many(pending)
+        results = await self.repo.decide_many(pending)
         for event, (record, fresh) in zip(events, results, strict=True):
             p = event.data
             if not fresh and record.action_digest != action_digest(p.tenant_id, p.tool, p.args):
@@ -218,7 +213,7 @@ class PolicyService:
         *,
         key: str,
         call: Call,
-        proposal: dict[str, Any],
+        proposal: ActionProposedData,
         action_id: str,
         step: int,
         requested_by: str | None,
@@ -293,9 +288,9 @@ class PolicyService:
             await self._on_resolved(data)
             return None
         if not isinstance(event, ApprovalGranted):
-            await self._repo().release(data.action_id)  # rejected or expired: nothing may run
+            await self.repo.release(data.action_id)  # rejected or expired: nothing may run
             return None
-        original = await self._repo().decision(data.action_id)
+        original = await self.repo.decision(data.action_id)
         if original is None or original.outcome != "escalate":
             state = "no decision" if original is None else f"a decision of {original.outcome}"
             raise Reject(
@@ -306,43 +301,30 @@ class PolicyService:
         if (
             data.action_digest != original.action_digest
             or data.tenant_id != original.tenant_id
-            or data.tool != proposed["tool"]
+            or data.tool != proposed.tool
             or action_digest(data.tenant_id, data.tool, data.args) != original.action_digest
         ):
             raise Reject(
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
-        args = data.edited_args if data.edited_args is not None else proposed["args"]
-        call = Call(
-            tenant_id=original.tenant_id,
-            task_id=original.task_id,
-            tool=proposed["tool"],
-            args=args,
-            proposer=proposed["proposer"],
-            tainted_args=tuple(proposed.get("tainted_args") or ()),
-            mode=proposed.get("mode", "draft"),
-            model_cost_usd=float((proposed.get("cost") or {}).get("usd", 0.0)),
-            task_budget_usd=proposed.get("budget_usd"),
-        )
+        args = data.edited_args if data.edited_args is not None else proposed.args
         provenance, flow = await self._task_context(original.tenant_id, original.task_id)
-        call = dataclasses.replace(call, provenance=provenance, flow=flow)
+        call = dataclasses.replace(Call.from_proposal(proposed), args=args, provenance=provenance, flow=flow)
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
             proposal=proposed,
             action_id=data.action_id,
-            step=int(proposed.get("step", 0)),
-            requested_by=proposed.get("requested_by"),
+            step=proposed.step,
+            requested_by=proposed.requested_by,
             approval_id=data.approval_id,
             parent=None,
             # Four eyes, groups and quorum, counted here again: the requester never counts as an approver.
             approvers={
-                a: tuple(data.approver_groups.get(a, ()))
-                for a in (*data.approvers, data.approver)
-                if a and a != proposed.get("requested_by")
+                a: tuple(data.approver_groups.get(a, ())) for a in (*data.approvers, data.approver) if a and a != proposed.requested_by
             },
         )
-        [(record, _)] = await self._repo().decide_many([pending])
+        [(record, _)] = await self.repo.decide_many([pending])
         await self._publish_record(record)
         return record
 
@@ -353,14 +335,14 @@ class PolicyService:
         financial call, makes its payee known; `confirmed_not_done` releases it.
         """
         if data.resolution == "confirmed_not_done":
-            await self._repo().release(data.action_id)
+            await self.repo.release(data.action_id)
             return
-        settled = await self._repo().settle(data.action_id, None)
+        settled = await self.repo.settle(data.action_id, None)
         spec = self.catalog.get(data.tool)
         if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
             payee = payee_of(spec, settled.args)
             if payee:
-                await self._repo().add_known_payee(settled.tenant_id, payee, data.action_id)
+                await self.repo.add_known_payee(settled.tenant_id, payee, data.action_id)
 
     # --- results and control -------------------------------------------------------------------
 
@@ -371,7 +353,7 @@ class PolicyService:
         data = event.data
         untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
         trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
-        repo = self._repo()
+        repo = self.repo
         await repo.learn(data.tenant_id, data.task_id, Provenance().learn(trusted, "the task's request", trusted=True), trusted=True)
         for key, value in untrusted.items():
             values = Provenance().learn(value, f"the task input's untrusted field {key!r}")
@@ -383,7 +365,7 @@ class PolicyService:
         if spec is None or not spec.untrusted_output or data.result is None:
             return
         values = Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
-        await self._repo().learn(data.tenant_id, data.task_id, values, trusted=False)
+        await self.repo.learn(data.tenant_id, data.task_id, values, trusted=False)
 
     async def on_result(self, event: Envelope) -> None:
         """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
@@ -391,17 +373,17 @@ class PolicyService:
         if isinstance(event, ActionSucceeded):
             await self._learn_output(data)
         if isinstance(event, ActionFailed):
-            await self._repo().release(data.action_id)
+            await self.repo.release(data.action_id)
         elif isinstance(event, ActionSucceeded):
-            settled = await self._repo().settle(data.action_id, data.cost.usd if data.cost.usd > 0 else None)
+            settled = await self.repo.settle(data.action_id, data.cost.usd if data.cost.usd > 0 else None)
             spec = self.catalog.get(data.tool)
             if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
                 payee = payee_of(spec, settled.args)
                 if payee:
-                    await self._repo().add_known_payee(settled.tenant_id, payee, data.action_id)
+                    await self.repo.add_known_payee(settled.tenant_id, payee, data.action_id)
         elif isinstance(event, ActionUnknown):
             # The money may be spent: the reservation stays held until a human settles it, and never expires.
-            await self._repo().hold_unknown(data.action_id)
+            await self.repo.hold_unknown(data.action_id)
 
     async def release_expired(self, now: datetime) -> list[str]:
         """Give back the budget of authorized calls that never ran: no result seen, authorization expired plus a margin.
@@ -411,7 +393,7 @@ class PolicyService:
         arrives settles the reservation again (the spend views count it).
         """
         wait = timedelta(seconds=self.settings.authorization_ttl_s + self.settings.reservation_expiry_margin_s)
-        released = await self._repo().release_expired(now - wait)
+        released = await self.repo.release_expired(now - wait)
         if released:
             log.info("policy: released %d reservation(s) of calls that never ran: %s", len(released), ", ".join(released[:20]))
         return released
@@ -421,10 +403,9 @@ class PolicyService:
         await self.control.apply(event)
         if isinstance(event, ControlPolicy):
             self.switch_pack(PackSource.from_control(event.data), event.data.published_by)
-            if self.repo is not None:
-                await self.repo.record_policy_version(
-                    self.pack.version, self.pack.source.files, self.pack.source.settings, event.data.published_by
-                )
+            await self.repo.record_policy_version(
+                self.pack.version, self.pack.source.files, self.pack.source.settings, event.data.published_by
+            )
 
     def switch_pack(self, source: PackSource, published_by: str) -> bool:
         """Use `source` from now on if it compiles; a broken pack is refused and the current one kept."""

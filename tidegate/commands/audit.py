@@ -23,12 +23,11 @@ from services.audit import (
     check_complete,
     explain_task,
     read_published_checkpoints,
-    render_html,
-    render_markdown,
     search,
     story,
     verify_log,
 )
+from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._common import console, err_console, fail, run, settings
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)

@@ -30,8 +30,9 @@ def run_service(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVIC
     """Run one service in this process until SIGTERM or Ctrl-C."""
     if name not in SERVICES:
         fail(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
-    module = importlib.import_module(f"services.{name}")
-    module.main()
+    from servicekit import run_service as run
+
+    run(name, importlib.import_module(f"services.{name}").build)
 
 
 def _run_dir() -> Path:

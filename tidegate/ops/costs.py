@@ -24,6 +24,7 @@ from schemas import (
     TaskFailed,
     TaskSubmitted,
 )
+from servicekit.costs import review_cost_usd
 
 __all__ = ["CostReport", "GroupCosts", "ReviewRate", "cost_report", "quantile", "save_chart"]
 
@@ -40,7 +41,7 @@ class ReviewRate:
     @property
     def per_decision_usd(self) -> float:
         """Price of one human decision."""
-        return self.minutes_per_decision / 60.0 * self.hourly_rate_usd
+        return review_cost_usd(1, self.minutes_per_decision, self.hourly_rate_usd)
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -26,9 +26,11 @@ from schemas import (
     TaskCompleted,
     TaskFailed,
     TaskSubmittedData,
+    action_identity,
     decode,
 )
 from servicekit import ControlState, SigningKey, ToolCatalog
+from servicekit.costs import call_cost_usd
 from services.planner import CostRates, domain
 from services.policy import CompiledPack, InMemoryPolicyRepository, PolicyService
 
@@ -127,16 +129,13 @@ async def run_task(task: TaskSubmittedData, strategy: Any, policy: PolicyService
             if d.outcome == "allow":
                 spec = catalog.get(d.tool)
                 result = ActionResultData(
-                    action_id=d.action_id,
-                    task_id=d.task_id,
-                    tenant_id=d.tenant_id,
-                    step=d.step,
+                    **action_identity(d),
                     tool=d.tool,
                     status="succeeded",
                     result={"simulated": True},
                     attempts=1,
                     duration_ms=0.0,
-                    cost=ResultCost(usd=spec.cost_usd if spec else 0.0),
+                    cost=ResultCost(usd=call_cost_usd(spec.cost_usd if spec else 0.0, 1)),
                 )
                 await policy.on_result(_succeeded(result))
                 transition = domain.on_result(state, result, now, rates, read_only)

@@ -122,7 +122,7 @@ async def audit_trace_ids(stack: dict[str, Any], kit: KitSettings, task_id: str,
     from services.audit.repository import PostgresAuditLog
 
     audit = stack["services"]["audit"]
-    log = PostgresAuditLog(audit.process.pool)
+    log = PostgresAuditLog(audit.pool)
     deadline = time.monotonic() + 30
     while True:
         rows = await log.task_rows(task_id, kit.topic_prefix)

@@ -69,7 +69,7 @@ async def test_every_topic_is_recorded_raw_including_invalid_records_and_new_top
         await producer.send_and_wait(kit.topic_prefix + "tasks", s.encode(unsigned), key=unsigned.key)
 
         await wait_for(probe.matches, timeout=30, what="every record of every topic in the log")
-        log = PostgresAuditLog(svc.process.pool)
+        log = PostgresAuditLog(svc.pool)
         rows = {r.event_id: r for r in await log.search(_all(), limit=10_000) if r.event_id}
         for event in [*sent, late]:
             row = rows[event.id]
@@ -122,7 +122,7 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
     await second.start()
     try:
         await wait_for(probe.matches, timeout=60, what="the rest recorded")
-        pool = second.process.pool
+        pool = second.pool
         assert pool is not None
         dupes = await pool.fetch(
             "SELECT duplicate FROM audit.log WHERE event_id = $1 AND starts_with(topic, $2) ORDER BY seq", event.id, kit.topic_prefix

@@ -10,8 +10,8 @@ import yaml
 
 import schemas as s
 from servicekit import REPO_ROOT, ToolCatalog
+from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.tools import McpTools
-from systems import ToolContext, ToolError
 from tidegate.mcp_gateway import PLACEHOLDER_RISK, import_upstream
 
 SERVER = REPO_ROOT / "examples" / "mcp_upstream" / "notes_server.py"

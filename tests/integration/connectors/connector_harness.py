@@ -13,8 +13,8 @@ from typing import Any
 import connectors as c
 import schemas as s
 from servicekit import REPO_ROOT, KitSettings, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit.toolcontract import ToolContext
 from services.executor.executor import Executor
-from systems import ToolContext
 
 __all__ = ["CANARY", "CATALOG", "Executed", "call_context", "cli"]
 

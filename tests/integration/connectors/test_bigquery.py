@@ -7,8 +7,8 @@ from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import bigquery_tools as bq
+from servicekit.toolcontract import ToolContext, ToolError
 from standins.bigquery import MIN_BILLED, BigQueryStandIn
-from systems import ToolContext, ToolError
 
 ORDERS = "SELECT order_id, amount FROM `acme-analytics.support.orders` WHERE customer_id = @customer"
 MiB = 1024**2

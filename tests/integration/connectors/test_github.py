@@ -7,8 +7,8 @@ from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import github_tools as gh
+from servicekit.toolcontract import ToolContext, ToolError
 from standins.github import GitHubStandIn
-from systems import ToolContext, ToolError
 
 PR = {"repo": "acme/web", "head": "fix/typo", "title": "Fix the README title", "files": ["README.md"]}
 

@@ -9,8 +9,8 @@ from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import salesforce_tools as sf
+from servicekit.toolcontract import ToolContext, ToolError
 from standins.salesforce import SalesforceStandIn
-from systems import ToolContext, ToolError
 
 
 def ctx(standin: SalesforceStandIn, tmp_path: Path, credential: str = CANARY) -> ToolContext:

@@ -8,8 +8,8 @@ from connector_harness import CANARY, Executed, call_context
 import schemas as s
 from connectors import stripe_tools
 from servicekit import Reject
+from servicekit.toolcontract import ToolError
 from standins import RecordingProxy
-from systems import ToolError
 
 # stripe-mock answers every charge as 100 cents USD with nothing refunded, every invoice as 1000 cents.
 

@@ -9,8 +9,8 @@ from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import zendesk_tools as zd
+from servicekit.toolcontract import ToolContext, ToolError
 from standins.zendesk import ZendeskStandIn
-from systems import ToolContext, ToolError
 
 
 def ctx(standin: ZendeskStandIn, **kw: Any) -> ToolContext:

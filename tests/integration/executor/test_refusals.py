@@ -77,7 +77,7 @@ async def test_forged_tampered_unknown_key_and_mis_digested_authorizations_never
         assert listener.for_action(event.data.action_id) == []
     assert await refunds(pool, tenant) == []
     assert await pool.fetchval("SELECT count(*) FROM executor.actions WHERE tenant_id = $1", tenant) == 0
-    assert executor.executor.calls == 0  # type: ignore[attr-defined]
+    assert executor.executor.calls == 0
 
 
 async def test_an_expired_authorization_is_refused_and_the_planner_learns_it_failed(
@@ -111,7 +111,7 @@ async def test_a_replayed_authorization_is_answered_from_the_record_and_never_ru
     assert len({r.id for r in results}) == 1  # re-sent as first published: no second result for a cost sum to count
     assert listener.dead_codes(event.data.action_id) == ["authorization_replayed"]
     assert len(await refunds(pool, tenant)) == 1
-    assert executor.executor.calls == 1  # type: ignore[attr-defined]
+    assert executor.executor.calls == 1
 
 
 async def test_an_unknown_tool_is_refused(

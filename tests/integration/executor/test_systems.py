@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from systems import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 from systems.payments import issue_refund, lookup_order
 from systems.seed import TICKETS, seed_demo
 

@@ -16,7 +16,7 @@ from signers import as_operator
 from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
 from servicekit import REPO_ROOT, ControlState, Keyring, SigningKey, ToolCatalog, action_digest, approval_message, span
 from services.approval import auth, webhooks
-from services.approval.api import ServiceHolder, create_api
+from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import Endpoint, InMemoryApprovalRepository
@@ -113,7 +113,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         token = auth.new_token()
         await repo.add_token(auth.hash_token(token), who, "acme", groups)
         tokens[who.split("@")[0]] = token
-    api = create_api(ServiceHolder(service), ApiRateLimits(per_token="1000/minute", per_ip="1000/minute"))
+    api = create_api(service, ApiRateLimits(per_token="1000/minute", per_ip="1000/minute"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
         yield World(service, repo, bus, clock, client, sender, tokens)
 
@@ -336,8 +336,8 @@ async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(worl
     assert (late.status_code, late.json()["detail"]["code"]) == (409, "not_pending")
 
 
-def test_openapi_documents_the_approver_api_with_bearer_auth() -> None:
-    doc = create_api(ServiceHolder(), ApiRateLimits(per_token="1/second", per_ip="1/second")).openapi()
+async def test_openapi_documents_the_approver_api_with_bearer_auth(world: World) -> None:
+    doc = create_api(world.service, ApiRateLimits(per_token="1/second", per_ip="1/second")).openapi()
     approve = doc["paths"]["/api/v1/approvals/{approval_id}/approve"]["post"]
     assert approve["security"] == [{"HTTPBearer": []}]
     assert {"401", "403", "409", "422"} <= set(approve["responses"])
@@ -409,7 +409,7 @@ async def test_an_approver_rotates_their_own_token_over_the_api(world: World) ->
 
 
 async def test_a_credential_past_its_rate_gets_429_with_retry_after(world: World) -> None:
-    api = create_api(ServiceHolder(world.service), ApiRateLimits(per_token="3/minute", per_ip="1000/minute"))
+    api = create_api(world.service, ApiRateLimits(per_token="3/minute", per_ip="1000/minute"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
         answers = [await client.get("/api/v1/me", headers=bearer(world.tokens["bob"])) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]

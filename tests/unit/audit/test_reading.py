@@ -7,8 +7,9 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.reading import explain, render_html, render_markdown, story
+from services.audit.reading import explain, story
 from services.audit.repository import InMemoryAuditLog, SearchFilters
+from tidegate.audit_render import render_html, render_markdown
 
 
 async def _log(make: Any) -> InMemoryAuditLog:

@@ -9,7 +9,7 @@ import pytest
 
 import connectors as c
 import schemas as s
-from systems import ToolError
+from servicekit.toolcontract import ToolError
 
 SECRET = "sk_test_CANARY_4f1d2b"
 

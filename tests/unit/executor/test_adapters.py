@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 import schemas as s
+from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.credentials import CredentialStore, env_var_name
 from services.executor.tools import HttpTools, PythonTools, TopicTools
-from systems import ToolContext, ToolError
 
 
 def http_spec(**kw: Any) -> s.ToolSpec:

@@ -12,11 +12,11 @@ import pytest
 
 import schemas as s
 from servicekit import Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.tools import ToolAnswer, ToolInvokers
-from systems import ToolContext, ToolError
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from schemas import ActionDecidedData, Reason
 from servicekit import REPO_ROOT, SigningKey, ToolCatalog, action_digest
 from services.approval import auth
-from services.approval.api import ServiceHolder, create_api
+from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import InMemoryApprovalRepository
@@ -50,9 +50,22 @@ class NoWebhooks:
         raise AssertionError("no webhook is configured")
 
 
+def approval_service(repo: InMemoryApprovalRepository, published: Published) -> ApprovalService:
+    return ApprovalService(
+        repo=repo,
+        publisher=published,
+        key=SigningKey.load_or_create(KEYS, "approval"),
+        groups=GroupsConfig(),
+        settings=ApprovalSettings(),
+        catalog=CATALOG,
+        sender=NoWebhooks(),  # type: ignore[arg-type]
+        base_url=lambda: "http://approvals.test",
+    )
+
+
 ROUTES = [
     (method, route.path)
-    for route in create_api(ServiceHolder(None), ApiRateLimits(per_token="1/minute", per_ip="1/minute")).routes
+    for route in create_api(approval_service(InMemoryApprovalRepository(), Published()), ApiRateLimits(per_token="1/minute", per_ip="1/minute")).routes
     if isinstance(route, APIRoute)
     for method in sorted(route.methods)
 ]
@@ -87,16 +100,7 @@ async def exchange(
     """Send one request to a fresh service holding one pending request; the status, what it published, the record's status."""
     repo = InMemoryApprovalRepository()
     published = Published()
-    service = ApprovalService(
-        repo=repo,
-        publisher=published,
-        key=SigningKey.load_or_create(KEYS, "approval"),
-        groups=GroupsConfig(),
-        settings=ApprovalSettings(),
-        catalog=CATALOG,
-        sender=NoWebhooks(),  # type: ignore[arg-type]
-        base_url=lambda: "http://approvals.test",
-    )
+    service = approval_service(repo, published)
     decided = ActionDecidedData(
         action_id="a-1", task_id="t-1", tenant_id="acme", tool="issue_refund", args=ARGS,
         action_digest=action_digest("acme", "issue_refund", ARGS), outcome="escalate",
@@ -118,7 +122,7 @@ async def exchange(
     if params:
         url += "?" + "&".join(f"{as_url(k)}={as_url(v)}" for k, v in params.items())
     content = body if isinstance(body, bytes) else (json.dumps(body).encode("utf-8", "surrogatepass") if body is not None else None)
-    api = create_api(ServiceHolder(service), ApiRateLimits(per_token="100000/minute", per_ip="100000/minute"))
+    api = create_api(service, ApiRateLimits(per_token="100000/minute", per_ip="100000/minute"))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=api, raise_app_exceptions=False), base_url="http://approvals.test"
     ) as client:

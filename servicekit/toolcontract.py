@@ -1,4 +1,7 @@
-"""The public interface between the executor and an in-process tool: what a tool receives, what it raises."""
+"""The contract between the executor and an in-process tool: what a tool receives, what it raises.
+
+The demo's systems of record, the connectors and any integrator's own Python tools are written against it.
+"""
 
 from __future__ import annotations
 
@@ -71,4 +74,6 @@ class ToolError(Exception):
 class Tool(Protocol):
     """The signature of every in-process tool named by a catalog `entrypoint`."""
 
-    async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]: ...
+    async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        """Perform the call for `ctx.tenant_id` with `args`; raise `ToolError` when it did not succeed."""
+        ...

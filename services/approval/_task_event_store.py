@@ -1,0 +1,144 @@
+"""The decisions and results of tasks the approval service saw: the context an approver reads beside a request.
+
+Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
+the asyncpg part and the in-memory twin's part.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+__all__ = ["InMemoryTaskEventStore", "PgTaskEventStore", "TaskEvent", "TaskEventStore"]
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """A decision or result of a task, as the service saw it."""
+
+    event_id: str
+    tenant_id: str
+    task_id: str
+    action_id: str
+    type: str
+    tool: str
+    at: datetime
+    outcome: str | None = None
+    cost_usd: float = 0.0
+    requested_by: str | None = None
+    risk: str | None = None
+    args: dict[str, Any] | None = None
+    summary: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the API."""
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "action_id": self.action_id,
+            "tool": self.tool,
+            "outcome": self.outcome,
+            "cost_usd": self.cost_usd,
+            "summary": self.summary,
+            "at": self.at.isoformat(),
+        }
+
+
+class TaskEventStore(Protocol):
+    """The task events seen."""
+
+    async def record_task_event(self, event: TaskEvent) -> None:
+        """Keep a decision or result (idempotent by event id)."""
+        ...
+
+    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
+        """What the service saw of a task, oldest first."""
+        ...
+
+    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
+        """The latest event of a type for an action."""
+        ...
+
+
+def _task_event(row: asyncpg.Record) -> TaskEvent:
+    return TaskEvent(
+        event_id=row["event_id"],
+        tenant_id=row["tenant_id"],
+        task_id=row["task_id"],
+        action_id=row["action_id"],
+        type=row["type"],
+        tool=row["tool"],
+        at=row["at"],
+        outcome=row["outcome"],
+        cost_usd=row["cost_usd"],
+        requested_by=row["requested_by"],
+        risk=row["risk"],
+        args=json.loads(row["args"]) if row["args"] else None,
+        summary=row["summary"],
+    )
+
+
+class PgTaskEventStore:
+    """The PostgreSQL part (table `task_events`); the repository sets `pool` and `s`."""
+
+    pool: asyncpg.Pool
+    s: str
+
+    async def record_task_event(self, event: TaskEvent) -> None:
+        """Keep a decision or result (idempotent by event id)."""
+        await self.pool.execute(
+            f"INSERT INTO {self.s}.task_events (event_id, tenant_id, task_id, action_id, type, tool, outcome, cost_usd, "
+            "requested_by, risk, args, summary, at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+            event.event_id,
+            event.tenant_id,
+            event.task_id,
+            event.action_id,
+            event.type,
+            event.tool,
+            event.outcome,
+            event.cost_usd,
+            event.requested_by,
+            event.risk,
+            json.dumps(event.args) if event.args is not None else None,
+            event.summary,
+            event.at,
+        )
+
+    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
+        """What the service saw of a task, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.task_events WHERE tenant_id = $1 AND task_id = $2 ORDER BY at, event_id", tenant_id, task_id
+        )
+        return [_task_event(r) for r in rows]
+
+    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
+        """The latest event of a type for an action."""
+        row = await self.pool.fetchrow(
+            f"SELECT * FROM {self.s}.task_events WHERE action_id = $1 AND type = $2 ORDER BY at DESC LIMIT 1", action_id, type_
+        )
+        return _task_event(row) if row else None
+
+
+@dataclass
+class InMemoryTaskEventStore:
+    """The in-memory twin's part."""
+
+    events: dict[str, TaskEvent] = field(default_factory=dict)
+
+    async def record_task_event(self, event: TaskEvent) -> None:
+        """Keep a decision or result."""
+        self.events.setdefault(event.event_id, event)
+
+    async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
+        """What the service saw of a task."""
+        return sorted((e for e in self.events.values() if e.tenant_id == tenant_id and e.task_id == task_id), key=lambda e: e.at)
+
+    async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
+        """The latest event of a type for an action."""
+        found = [e for e in self.events.values() if e.action_id == action_id and e.type == type_]
+        return max(found, key=lambda e: e.at) if found else None

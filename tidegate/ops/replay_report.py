@@ -1,0 +1,138 @@
+"""A replay's report: each task's story then and now, and what changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import ActionDecided, ActionFailed, ActionProposed, ActionSucceeded, ActionUnknown, TaskCompleted, TaskFailed
+from servicekit import action_digest
+from servicekit.unreadable import Skipped
+from tidegate.ops.sandbox import UNANSWERABLE
+
+__all__ = ["ReplayReport", "Story", "TaskDiff", "stories"]
+
+
+@dataclass
+class Story:
+    """What happened to one task, on one side of the comparison."""
+
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str | None = None
+    cost_usd: float = 0.0
+
+    def signature(self) -> list[tuple[str, str]]:
+        """The actions as (tool, args digest), to tell a changed plan from a changed decision."""
+        return [(a["tool"], a["digest"]) for a in self.actions]
+
+
+@dataclass
+class TaskDiff:
+    """One task, then and now."""
+
+    task_id: str
+    tenant_id: str
+    then: Story
+    now: Story
+
+    @property
+    def actions_changed(self) -> bool:
+        """The agent proposed different calls."""
+        return self.then.signature() != self.now.signature()
+
+    @property
+    def decisions_changed(self) -> bool:
+        """Policy decided differently on the proposals both sides share."""
+        then = {(a["tool"], a["digest"]): a["decision"] for a in self.then.actions}
+        return any(then.get((a["tool"], a["digest"]), a["decision"]) != a["decision"] for a in self.now.actions if a["decision"])
+
+    @property
+    def outcome_changed(self) -> bool:
+        """The task ended differently (only known with a planner)."""
+        return self.now.outcome is not None and self.now.outcome != self.then.outcome
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready diff."""
+        return {
+            "task_id": self.task_id,
+            "tenant_id": self.tenant_id,
+            "actions_changed": self.actions_changed,
+            "decisions_changed": self.decisions_changed,
+            "outcome_changed": self.outcome_changed,
+            "then": self.then.__dict__,
+            "now": self.now.__dict__,
+        }
+
+
+@dataclass
+class ReplayReport:
+    """Everything a replay found."""
+
+    sandbox_prefix: str
+    planner: str | None
+    recorded_events: int
+    tasks: list[TaskDiff] = field(default_factory=list)
+    inputs: int = 0
+    answered: int = 0
+    unanswerable: int = 0
+    refused: int = 0
+    skipped: Skipped = field(default_factory=Skipped)
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "sandbox_prefix": self.sandbox_prefix,
+            "planner": self.planner,
+            "recorded_events": self.recorded_events,
+            "inputs_replayed": self.inputs,
+            "calls_answered_from_record": self.answered,
+            "calls_unanswerable": self.unanswerable,
+            "authorizations_refused": self.refused,
+            "skipped": self.skipped.as_dict(),
+            "undecided_now": sum(1 for t in self.tasks for a in t.now.actions if a["decision"] is None),
+            "tasks": [t.as_dict() for t in self.tasks],
+            "changed": {
+                "actions": sum(t.actions_changed for t in self.tasks),
+                "decisions": sum(t.decisions_changed for t in self.tasks),
+                "outcomes": sum(t.outcome_changed for t in self.tasks),
+            },
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def stories(events: list[Any]) -> dict[str, Story]:
+    """Each task's story from its events: actions with decision and result, outcome, cost."""
+    stories: dict[str, Story] = {}
+    actions: dict[str, dict[str, Any]] = {}
+    # Proposals first: a decision or result read from another topic may come before its proposal.
+    events = [e for e in events if isinstance(e, ActionProposed)] + [e for e in events if not isinstance(e, ActionProposed)]
+    for e in events:
+        d = e.data
+        story = stories.setdefault(d.task_id, Story()) if getattr(d, "task_id", None) else None
+        if story is None:
+            continue
+        if isinstance(e, ActionProposed) and d.action_id not in actions:
+            a = {"step": d.step, "tool": d.tool, "args": d.args, "digest": action_digest(d.tenant_id, d.tool, d.args)[:16],
+                 "decision": None, "reasons": [], "after_human": None, "result": None, "cost_usd": d.cost.usd}  # fmt: skip
+            actions[d.action_id] = a
+            story.actions.append(a)
+        elif isinstance(e, ActionDecided) and d.action_id in actions:
+            a = actions[d.action_id]
+            if d.via == "approval":
+                a["after_human"] = d.outcome  # re-decided after a grant: not what policy alone said
+            elif a["decision"] is None:
+                a["decision"] = d.outcome
+                a["reasons"] = [str(r.code) for r in d.reasons]
+        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and d.action_id in actions:
+            a = actions[d.action_id]
+            a["result"] = d.error.type if d.error and d.error.type == UNANSWERABLE else d.status
+            a["cost_usd"] = round(a["cost_usd"] + d.cost.usd, 8)
+        elif isinstance(e, TaskCompleted | TaskFailed):
+            story.outcome = d.status
+            story.cost_usd = d.cost.total
+    for story in stories.values():
+        if story.outcome is None:
+            story.cost_usd = round(sum(a["cost_usd"] for a in story.actions), 8)
+    return stories

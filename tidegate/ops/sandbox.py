@@ -1,0 +1,216 @@
+"""The replay sandbox's stand-ins: its producer, an executor that answers from the record, the recorded humans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from schemas import (
+    ActionAuthorized,
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionResultData,
+    ActionSucceeded,
+    ActionUnknown,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    Envelope,
+    ErrorInfo,
+    ReasonCode,
+    action_identity,
+    encode,
+    headers_for,
+)
+from servicekit import (
+    Keyring,
+    KitSettings,
+    Reject,
+    SigningKey,
+    action_digest,
+    approval_message,
+    authorization_message,
+    current_traceparent,
+    sign_as_producer,
+)
+from tidegate.ops.recorded import Window
+
+__all__ = ["SANDBOX_SOURCE", "UNANSWERABLE", "RecordedAnswers", "RecordedHumans", "SandboxExecutor", "SandboxProducer"]
+
+UNANSWERABLE = "unanswerable"
+SANDBOX_SOURCE = "tidegate/replay-executor"
+
+
+class SandboxProducer:
+    """Publishes into the sandbox without waiting for each acknowledgement (a replay is not a record of anything).
+
+    The kit's `Bus.publish` waits for every write (acks=all), right for services and ~100x too slow to
+    re-publish a day of traffic; here writes are batched and flushed when the replay ends.
+    """
+
+    def __init__(
+        self, bootstrap: str, prefix: str, signer_kit: KitSettings | None = None, client_options: dict[str, Any] | None = None
+    ) -> None:
+        self.prefix = prefix
+        self.signer_kit = signer_kit  # the sandbox's keys: every event is signed again as its producer there
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, **(client_options or {}))
+
+    async def start(self) -> None:
+        """Connect."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is buffered and disconnect."""
+        await self._producer.flush()
+        await self._producer.stop()
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        """Queue `event` on sandbox topic `topic`, carrying the current trace context if it has none."""
+        if event.traceparent is None:
+            tp = current_traceparent()
+            if tp:
+                event = event.model_copy(update={"traceparent": tp})
+        if self.signer_kit is not None:
+            event = sign_as_producer(self.signer_kit, event)
+        headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+        await self._producer.send(self.prefix + topic, encode(event), key=event.key, headers=headers)
+
+
+@dataclass
+class RecordedAnswers:
+    """Recorded results of tool calls, found by (task, tool, args digest); each answers one call."""
+
+    calls: dict[tuple[str, str, str], list[ActionResultData]] = field(default_factory=dict)
+
+    @classmethod
+    def from_window(cls, window: Window) -> RecordedAnswers:
+        """Pair each recorded result with the call it answered (args from the authorization, else the proposal)."""
+        args: dict[str, tuple[str, str, dict[str, Any]]] = {}
+        for e in window.of(ActionProposed):
+            args.setdefault(e.data.action_id, (e.data.tenant_id, e.data.tool, e.data.args))
+        for e in window.of(ActionAuthorized):
+            args[e.data.action_id] = (e.data.tenant_id, e.data.tool, e.data.args)  # edited args win
+        answers = cls()
+        seen: set[str] = set()
+        for e in window.of(ActionSucceeded, ActionFailed, ActionUnknown):
+            r = e.data
+            if r.action_id in seen or r.action_id not in args:
+                continue
+            seen.add(r.action_id)
+            tenant, tool, call_args = args[r.action_id]
+            answers.calls.setdefault((r.task_id, tool, action_digest(tenant, tool, call_args)), []).append(r)
+        return answers
+
+    def take(self, task_id: str, tenant_id: str, tool: str, args: dict[str, Any]) -> ActionResultData | None:
+        """The recorded result of this exact call in this task, used once (a repeated call takes the next one)."""
+        found = self.calls.get((task_id, tool, action_digest(tenant_id, tool, args)))
+        return found.pop(0) if found else None
+
+
+@dataclass
+class SandboxExecutor:
+    """Verifies authorizations like the executor, answers from the record, and never calls a tool."""
+
+    keys_dir: Path
+    answers: RecordedAnswers
+    publish: Callable[[str, Envelope], Any]
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    answered: int = 0
+    unanswerable: int = 0
+    refused: int = 0
+    _keyring: Keyring | None = field(default=None, init=False)
+
+    def _verify(self, event: ActionAuthorized) -> None:
+        data = event.data
+        auth = data.authorization
+        if self._keyring is None or not self._keyring.knows(auth.key_id):
+            self._keyring = Keyring.load(self.keys_dir, "policy")
+        if not self._keyring.knows(auth.key_id):
+            raise Reject(ReasonCode.UNKNOWN_KEY, f"authorization signed with unknown key {auth.key_id!r}")
+        if not self._keyring.verify(auth.key_id, authorization_message(data), auth.signature):
+            raise Reject(ReasonCode.SIGNATURE_INVALID, f"signature of authorization for {data.action_id} does not verify")
+        if auth.action_digest != action_digest(data.tenant_id, data.tool, data.args):
+            raise Reject(ReasonCode.DIGEST_MISMATCH, f"authorization digest does not match the call of {data.action_id}")
+        if auth.expires_at <= self.clock():
+            raise Reject(ReasonCode.AUTHORIZATION_EXPIRED, f"authorization of {data.action_id} expired at {auth.expires_at}")
+
+    async def handle(self, event: ActionAuthorized) -> None:
+        """Answer one authorized call from the record (or as unanswerable) on the sandbox's `actions.results`."""
+        try:
+            self._verify(event)
+        except Reject:
+            self.refused += 1
+            raise
+        d = event.data
+        recorded = self.answers.take(d.task_id, d.tenant_id, d.tool, d.args)
+        common = {**action_identity(d), "tool": d.tool}
+        if recorded is None:
+            self.unanswerable += 1
+            error = ErrorInfo(type=UNANSWERABLE, message="replay: no recorded result for this call (tool and args) in this task")
+            data = ActionResultData(**common, status="failed", error=error, attempts=0, duration_ms=0.0, idempotency_key=d.action_id)
+            await self.publish("actions.results", ActionFailed.build(data, source=SANDBOX_SOURCE))
+            return
+        self.answered += 1
+        data = recorded.model_copy(update={**common, "idempotency_key": d.action_id})
+        kind = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}[data.status]
+        await self.publish("actions.results", kind.build(data, source=SANDBOX_SOURCE))
+
+
+@dataclass
+class RecordedHumans:
+    """Answers an escalation in the sandbox with the human decision recorded for the same call, signed with a sandbox key.
+
+    Yesterday's approver decided on exactly this call (same task, tool and args digest); their decision is
+    replayed, so a re-planned task goes on as it did. An escalation of a call nobody decided waits, as it would.
+    """
+
+    decisions: dict[tuple[str, str, str], list[Any]]
+    key: SigningKey
+    publish: Callable[[str, Envelope], Any]
+    replayed: int = 0
+
+    @classmethod
+    def from_window(cls, window: Window, key: SigningKey, publish: Callable[[str, Envelope], Any]) -> RecordedHumans:
+        """Index the recorded decisions (grants, rejections, expiries) by the call they decided."""
+        found: dict[tuple[str, str, str], list[Any]] = {}
+        for e in window.of(ApprovalGranted, ApprovalRejected, ApprovalExpired):
+            d = e.data
+            found.setdefault((d.task_id, d.tool, d.action_digest), []).append(e)
+        return cls(found, key, publish)
+
+    async def on_decided(self, event: ActionDecided) -> None:
+        """Replay the recorded decision on a sandbox escalation, if there is one."""
+        d = event.data
+        if d.outcome != "escalate" or d.via != "policy":
+            return
+        recorded = self.decisions.get((d.task_id, d.tool, d.action_digest))
+        if not recorded:
+            return
+        original = recorded.pop(0)
+        now = datetime.now(UTC)
+        base = original.data.model_copy(
+            update={
+                "approval_id": f"replay-{original.data.approval_id}",
+                "action_id": d.action_id,
+                "args": d.args,
+                "reasons": d.reasons,
+                "policy_version": d.policy_version,
+                "expires_at": now + timedelta(minutes=10),  # the sandbox's clock, not yesterday's
+                "decided_at": now,
+                "key_id": self.key.key_id,
+                "signature": None,
+            }
+        )
+        requested = base.model_copy(update={"approver": None, "approvers": [], "decided_at": None, "key_id": None})
+        await self.publish("approvals", ApprovalRequested.build(requested, source="tidegate/replay-humans"))
+        kind = type(original)
+        signed = base.model_copy(update={"signature": self.key.sign(approval_message(kind.model_fields["type"].default, base))})
+        self.replayed += 1
+        await self.publish("approvals", kind.build(signed, source="tidegate/replay-humans"))
