@@ -65,7 +65,9 @@ def approval_service(repo: InMemoryApprovalRepository, published: Published) -> 
 
 ROUTES = [
     (method, route.path)
-    for route in create_api(approval_service(InMemoryApprovalRepository(), Published()), ApiRateLimits(per_token="1/minute", per_ip="1/minute")).routes
+    for route in create_api(
+        approval_service(InMemoryApprovalRepository(), Published()), ApiRateLimits(per_token="1/minute", per_ip="1/minute")
+    ).routes
     if isinstance(route, APIRoute)
     for method in sorted(route.methods)
 ]
