@@ -33,6 +33,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("keys", "keys"),
     ("client_keys", "clients"),
     ("ops", None),
+    ("undo", None),
     ("mcp", "mcp"),
 ]
 

@@ -34,6 +34,7 @@ from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
+from services.executor.undo import PgUndoStore
 
 __all__ = ["NAME", "build", "main"]
 
@@ -112,6 +113,7 @@ def build(
                 grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
             )
         executor.claims = PgClaimStore(proc.pool, owner=f"{socket.gethostname()}:{os.getpid()}", prefix=kit.topic_prefix)
+        executor.undo = PgUndoStore(proc.pool)
         vault.ensure()  # the credential key pair is made on the executor's first start
         connector_tools.access.store = PgGrantStore(proc.pool)
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.

@@ -179,6 +179,8 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
         external_sends=int(flow.get("external_sends") or 0),
         sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,
         last_decisions=((p.tool, str(flow["last_decision"])),) if flow.get("last_decision") else (),
+        retries=int(flow.get("retries") or 0),
+        tool_errors=int(flow.get("tool_errors") or 0),
     )
     return dataclasses.replace(call, provenance=read, flow=recorded_flow)
 
