@@ -69,7 +69,7 @@ def plan_undo(spec: UndoSpec, args: dict[str, Any], result: dict[str, Any] | Non
         undo_args = {name: resolve(source, scope) for name, source in spec.args.items()}
     except UndoUnavailable as exc:
         return UndoPlan(status="unavailable", tool=spec.tool, message=f"cannot compute the undo of this call: {exc}")
-    empty = [name for name, value in undo_args.items() if value == []]
+    empty = [name for name, value in undo_args.items() if value is None or value == []]
     if empty:
         message = f"nothing to undo: {', '.join(empty)} would be empty (the call changed nothing the undo restores)"
         return UndoPlan(status="nothing_to_undo", tool=spec.tool, args=undo_args, message=message)

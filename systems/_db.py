@@ -29,10 +29,14 @@ async def insert_once(conn: Connection, table: str, id_col: str, cols: dict[str,
     return old, False
 
 
-async def delete_child(conn: Connection, table: str, id_col: str, row_id: int, tenant_id: str, parent: tuple[str, str]) -> bool:
-    """Delete the row `row_id` of `table` that belongs to the tenant and to `parent` (column, value); whether it was there."""
+async def delete_child(
+    conn: Connection, table: str, id_col: str, row_id: int, tenant_id: str, parent: tuple[str, str], *, returning: str
+) -> Any:
+    """Delete the row `row_id` of `table` that belongs to the tenant and to `parent` (column, value); its `returning` column, or None."""
     parent_col, parent_id = parent
-    deleted = await conn.fetchval(
-        f"DELETE FROM {table} WHERE tenant_id = $1 AND {parent_col} = $2 AND {id_col} = $3 RETURNING {id_col}", tenant_id, parent_id, row_id
+    return await conn.fetchval(
+        f"DELETE FROM {table} WHERE tenant_id = $1 AND {parent_col} = $2 AND {id_col} = $3 RETURNING {returning}",
+        tenant_id,
+        parent_id,
+        row_id,
     )
-    return deleted is not None

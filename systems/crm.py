@@ -30,11 +30,13 @@ async def add_crm_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
 
 
 async def delete_crm_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Delete one note of a customer record (the undo of `add_crm_note`); a note already gone is not an error."""
+    """Delete one note of a customer record (the undo of `add_crm_note`); returns its text; a note already gone is not an error."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         c = await _customer(conn, ctx.tenant_id, args["customer_id"])
-        deleted = await delete_child(conn, "crm.notes", "note_id", args["note_id"], ctx.tenant_id, ("customer_id", c["customer_id"]))
-    return {"customer_id": c["customer_id"], "note_id": args["note_id"], "deleted": deleted}
+        deleted = await delete_child(  # the note's text, kept in the result: the undo adds it again
+            conn, "crm.notes", "note_id", args["note_id"], ctx.tenant_id, ("customer_id", c["customer_id"]), returning="note"
+        )
+    return {"customer_id": c["customer_id"], "note_id": args["note_id"], "deleted": deleted is not None, "note": deleted}
 
 
 async def delete_customer_data(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

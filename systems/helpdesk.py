@@ -99,13 +99,13 @@ async def set_ticket_status(ctx: ToolContext, args: dict[str, Any]) -> dict[str,
 
 
 async def delete_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Delete one internal note of a ticket (the undo of `add_internal_note`); a note already gone is not an error."""
+    """Delete one internal note of a ticket (the undo of `add_internal_note`); returns its text; a note already gone is not an error."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
-        deleted = await delete_child(
-            conn, "helpdesk.internal_notes", "note_id", args["note_id"], ctx.tenant_id, ("ticket_id", t["ticket_id"])
+        deleted = await delete_child(  # the note's text, kept in the result: the undo adds it again
+            conn, "helpdesk.internal_notes", "note_id", args["note_id"], ctx.tenant_id, ("ticket_id", t["ticket_id"]), returning="note"
         )
-    return {"ticket_id": t["ticket_id"], "note_id": args["note_id"], "deleted": deleted}
+    return {"ticket_id": t["ticket_id"], "note_id": args["note_id"], "deleted": deleted is not None, "note": deleted}
 
 
 async def add_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
