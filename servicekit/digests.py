@@ -47,8 +47,8 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution` is signed too; it is left out when null, so the messages of the other
-    decisions are the bytes they always were.
+    A follow-up's `resolution` and a reject's or edit's `review_reason` are signed too; each is left
+    out when null, so the messages of the other decisions are the bytes they always were.
     """
     message: dict[str, Any] = {
         "type": event_type,
@@ -68,4 +68,6 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
     }
     if data.resolution is not None:
         message["resolution"] = data.resolution
+    if data.review_reason is not None:
+        message["review_reason"] = data.review_reason
     return canonical_json(message)

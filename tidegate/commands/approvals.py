@@ -29,6 +29,14 @@ Token = Annotated[
     str | None, typer.Option("--token", envvar="TIDEGATE_APPROVER_TOKEN", help="Your approver token (or a one-time link token).")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+ReviewReason = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Why you reject or edit: wrong_recipient, wrong_amount, policy_should_have_denied, should_not_need_approval, "
+        "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`).",
+    ),
+]
 DEFAULT_URL = "http://127.0.0.1:8081"
 
 _STATUS_WORDS = {
@@ -152,6 +160,7 @@ def approve(
     digest: Annotated[
         str | None, typer.Option("--digest", help="The action digest you reviewed (default: the current one, shown first).")
     ] = None,
+    reason: ReviewReason = None,
 ) -> None:
     """Approve the call (optionally with edited args). Binds to the digest you reviewed."""
     edited = None
@@ -180,12 +189,17 @@ def approve(
         url,
         f"/api/v1/approvals/{approval_id}/approve",
         token,
-        body={"action_digest": digest, "comment": comment, "edited_args": edited},
+        body={"action_digest": digest, "comment": comment, "edited_args": edited} | _reason(reason if edited is not None else None),
     )
     if item["status"] == "pending":
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
     else:
         console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+
+
+def _reason(reason: str | None) -> dict[str, str]:
+    """The `review_reason` of a body, when one was given."""
+    return {"review_reason": reason} if reason else {}
 
 
 @app.command()
@@ -194,9 +208,10 @@ def reject(
     url: Url = DEFAULT_URL,
     token: Token = None,
     comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+    reason: ReviewReason = None,
 ) -> None:
     """Reject the call (for a follow-up: record that it did not happen)."""
-    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment})
+    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment} | _reason(reason))
     console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
 
 

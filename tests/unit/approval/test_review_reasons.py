@@ -1,0 +1,76 @@
+"""Rejections as bug reports: a reason from the tenant's taxonomy, signed in the decision; and the queue's age against the SLO."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from signers import as_operator
+from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
+
+from schemas import ControlTenant, ControlTenantData
+from servicekit import ControlState, Keyring, approval_message
+
+
+async def _pending(w: World, action_id: str = "a-1") -> str:
+    record = await w.service.on_decided(decided(action_id), event_id=f"e-{action_id}", at=w.clock())
+    assert record is not None
+    return record.approval_id
+
+
+async def test_a_reject_carries_its_reason_signed_in_the_decision(world: World, tmp_path: Path) -> None:  # noqa: F811
+    approval_id = await _pending(world)
+    body = {"review_reason": "wrong_amount", "comment": "the order was 90, not 900"}
+    answer = await world.client.post(f"/api/v1/approvals/{approval_id}/reject", json=body, headers=bearer(world.tokens["bob"]))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["review_reason"] == "wrong_amount"
+    _, event = world.bus.events[-1]
+    data = event.data
+    assert (event.type, data.review_reason, data.comment) == ("tidegate.approval.rejected", "wrong_amount", body["comment"])
+    keys = Keyring.load(tmp_path, "approval")
+    assert keys.verify(data.key_id, approval_message(event.type, data), data.signature)
+    relabelled = data.model_copy(update={"review_reason": "should_not_need_approval"})  # a reason changed on the way is caught
+    assert not keys.verify(data.key_id, approval_message(event.type, relabelled), data.signature)
+
+
+async def test_an_edit_carries_its_reason_and_a_plain_approval_none(world: World) -> None:  # noqa: F811
+    edited, plain = await _pending(world, "a-1"), await _pending(world, "a-2")
+    digest = (await world.client.get(f"/api/v1/approvals/{edited}", headers=bearer(world.tokens["bob"]))).json()["action_digest"]
+    body = {"action_digest": digest, "edited_args": {"payee_id": "cus_1", "amount_usd": 90.0, "order_id": "O-1"}}
+    ok = await world.client.post(
+        f"/api/v1/approvals/{edited}/approve", json=body | {"review_reason": "wrong_amount"}, headers=bearer(world.tokens["bob"])
+    )
+    digest = (await world.client.get(f"/api/v1/approvals/{plain}", headers=bearer(world.tokens["bob"]))).json()["action_digest"]
+    approved = await world.client.post(
+        f"/api/v1/approvals/{plain}/approve",
+        json={"action_digest": digest, "review_reason": "wrong_amount"},
+        headers=bearer(world.tokens["bob"]),
+    )
+    assert (ok.json()["review_reason"], approved.json()["review_reason"]) == ("wrong_amount", None)
+
+
+async def test_a_reason_outside_the_taxonomy_is_refused_and_a_tenant_may_add_its_own(world: World) -> None:  # noqa: F811
+    approval_id = await _pending(world)
+    url, who = f"/api/v1/approvals/{approval_id}/reject", bearer(world.tokens["bob"])
+    refused = await world.client.post(url, json={"review_reason": "duplicate_ticket"}, headers=who)
+    assert refused.status_code == 422
+    assert refused.json()["detail"]["code"] == "unknown_review_reason"
+    world.service.control = ControlState()
+    settings = {"review_reasons": {"duplicate_ticket": "the ticket was handled already"}}
+    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=settings, set_by="admin"), source="cli")
+    await world.service.control.apply(as_operator(record))
+    listed = (await world.client.get("/api/v1/review-reasons", headers=who)).json()
+    assert {"wrong_recipient", "wrong_amount", "other", "duplicate_ticket"} <= set(listed)
+    accepted = await world.client.post(url, json={"review_reason": "duplicate_ticket"}, headers=who)
+    assert accepted.status_code == 200, accepted.text
+
+
+async def test_an_approver_sees_how_old_the_queue_is_and_what_is_past_the_slo(world: World) -> None:  # noqa: F811
+    await _pending(world, "a-1")
+    world.clock.now += timedelta(seconds=world.service.settings.decision_slo_s + 60)
+    await _pending(world, "a-2")
+    world.clock.now += timedelta(seconds=30)
+    queue = (await world.client.get("/api/v1/queue", headers=bearer(world.tokens["bob"]))).json()
+    assert (queue["pending"], queue["past_slo"]) == (2, 1)
+    assert queue["oldest_s"] == world.service.settings.decision_slo_s + 90
+    assert queue["by_risk"]["financial"]["pending"] == 2
