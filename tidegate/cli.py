@@ -34,6 +34,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("client_keys", "clients"),
     ("ops", None),
     ("undo", None),
+    ("autonomy", "autonomy"),
     ("mcp", "mcp"),
 ]
 

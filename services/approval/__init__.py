@@ -14,15 +14,28 @@ if TYPE_CHECKING:
     from services.approval.app import main
     from services.approval.auth import hash_token, new_token
     from services.approval.repository import PgApprovalRepository
+    from services.approval.reviews import Review, review_report, reviews_from_events
     from services.approval.settings import ApprovalSettings
 
-__all__ = ["ApprovalSettings", "PgApprovalRepository", "hash_token", "main", "new_token"]
+__all__ = [
+    "ApprovalSettings",
+    "PgApprovalRepository",
+    "Review",
+    "hash_token",
+    "main",
+    "new_token",
+    "review_report",
+    "reviews_from_events",
+]
 
 _HOME = {
     "main": "app",
     "hash_token": "auth",
     "new_token": "auth",
     "PgApprovalRepository": "repository",
+    "Review": "reviews",
+    "review_report": "reviews",
+    "reviews_from_events": "reviews",
     "ApprovalSettings": "settings",
 }
 

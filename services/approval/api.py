@@ -322,6 +322,19 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
         """The taxonomy an approver picks from when rejecting or editing: code → meaning (the defaults and the tenant's own)."""
         return service.review_reasons(session.approver.tenant_id)
 
+    @v1.get("/report", tags=["approvers"], summary="Why calls were rejected or edited; how approvals go")
+    async def report(
+        service: Svc,
+        session: Auth,
+        since_days: Annotated[float, Query(gt=0, le=3650, description="Requests created in the last N days.")] = 30,
+    ) -> dict[str, Any]:
+        """Why calls were rejected or edited (by tool, reason, policy; examples), time to decision, rates, rubber stamps.
+
+        Your tenant's requests (an operator: every tenant's); each example names its `tidegate audit explain` command.
+        """
+        who = session.approver
+        return await service.review_report(None if who.operator else who.tenant_id, since_days)
+
     @v1.get("/queue", response_model=QueueAge, tags=["approvers"], summary="How old my queue is")
     async def queue(service: Svc, session: Auth) -> QueueAge:
         """Pending requests of your tenant (an operator: every tenant), the oldest one's age, and how many are past the SLO."""

@@ -8,8 +8,9 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.approval.domain import ApprovalRecord
+from services.approval.reviews import Outcome, Review
 
-__all__ = ["QueueAge", "queue_age"]
+__all__ = ["QueueAge", "queue_age", "review_of"]
 
 
 class QueueAge(BaseModel):
@@ -43,4 +44,29 @@ def queue_age(records: Iterable[ApprovalRecord], now: datetime, slo_s: float) ->
         past_slo=sum(1 for a in ages if a > slo_s),
         slo_s=slo_s,
         by_risk=dict(sorted(by_risk.items())),
+    )
+
+
+def review_of(record: ApprovalRecord) -> Review:
+    """An approval request as a review row (the workflow is not known to this service)."""
+    status = record.status
+    outcome: Outcome = "pending"
+    if status == "granted":
+        outcome = "edited" if record.edited_args is not None else "approved"
+    elif status in ("rejected", "expired"):
+        outcome = status  # type: ignore[assignment]
+    return Review(
+        tenant_id=record.tenant_id,
+        task_id=record.task_id,
+        action_id=record.action_id,
+        tool=record.tool,
+        risk=record.risk,
+        outcome=outcome,
+        requested_at=record.created_at,
+        decided_at=record.decided_at if outcome in ("approved", "edited", "rejected") else None,
+        approver=record.decided_by,
+        review_reason=record.review_reason,
+        comment=record.comment,
+        policies=tuple(r.policy_id for r in record.reasons),
+        triggers=tuple(str(r.code) for r in record.reasons),
     )

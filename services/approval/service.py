@@ -35,8 +35,9 @@ from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_trac
 from servicekit.metrics import observe_human_decision, observe_queue
 from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
-from services.approval.quality import QueueAge, queue_age
+from services.approval.quality import QueueAge, queue_age, review_of
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent, TokenInfo
+from services.approval.reviews import review_report
 from services.approval.settings import ApprovalSettings
 
 __all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 5000  # pending requests read to measure a queue's age
 QUEUE_METRICS_EVERY_S = 15.0
+REPORT_LIMIT = 20000  # requests read for the approver page's report
 
 SOURCE = "tidegate/approval"
 _ENVELOPES: dict[str, type[Envelope]] = {
@@ -306,6 +308,12 @@ class ApprovalService:
         tenants = sorted({r.tenant_id for r in pending})
         slo = self.settings.decision_slo_s
         observe_queue({t: queue_age([r for r in pending if r.tenant_id == t], now, slo).by_risk for t in tenants})
+
+    async def review_report(self, tenant_id: str | None, since_days: float) -> dict[str, Any]:
+        """The reviews report (`reviews.review_report`) of the requests created in the last `since_days` days."""
+        since = self.clock() - timedelta(days=since_days)
+        records = await self.repo.search(tenant_id=tenant_id, status=None, limit=REPORT_LIMIT)
+        return review_report(review_of(r) for r in records if r.kind == "approval" and r.created_at >= since)
 
     def review_reasons(self, tenant_id: str) -> dict[str, str]:
         """The reasons an approver of `tenant_id` may give for a reject or an edit: the defaults and the tenant's own."""

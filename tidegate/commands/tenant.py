@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import getpass
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
@@ -85,6 +87,32 @@ PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (accou
 SITE = typer.Option([], "--site", help="A web domain the tenant trusts. Repeatable.")
 ORG = typer.Option([], "--organisation", help="An organisation that is the tenant itself. Repeatable.")
 BY = typer.Option(None, "--by", help="Who (default: the OS user).")
+SETTING = typer.Option(
+    [],
+    "--setting",
+    help="Any tenant setting as KEY=VALUE (YAML value): min_confidence=0.5, tool_error_limit=3, retry_limit=5, "
+    "accept_irreversible=[write_low], review_reasons={duplicate: handled already}. Repeatable.",
+)
+CANDIDATE = typer.Option(
+    None, "--candidate", help="Apply this tenant's entry of a candidate file written by `tidegate autonomy report` (after `whatif`)."
+)
+
+
+def _settings(pairs: list[str], candidate: Path | None, tenant: str) -> dict[str, Any]:
+    """`--setting KEY=VALUE` pairs and the tenant's entry of a `--candidate` file, as changes."""
+    changes: dict[str, Any] = {}
+    if candidate is not None:
+        loaded = yaml.safe_load(candidate.read_text()) or {}
+        entry = (loaded.get("tenants", loaded) if isinstance(loaded, dict) else {}).get(tenant)
+        if not isinstance(entry, dict):
+            fail(f"{candidate} has no candidate settings for {tenant}")
+        changes |= entry
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--setting is KEY=VALUE, not {pair!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    return changes
 
 
 def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], by: str | None) -> None:
@@ -118,12 +146,14 @@ def add(
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    setting: list[str] = SETTING,
     by: str | None = BY,
 ) -> None:
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
     lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=False, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    changes = _changes(autonomous, refund_threshold, budget, lists) | _settings(setting, None, tenant)
+    _write(tenant, must_exist=False, changes=changes, triggers=trigger, by=by)
 
 
 @app.command("set")
@@ -139,12 +169,15 @@ def set_(
     payee: list[str] = PAYEE,
     site: list[str] = SITE,
     organisation: list[str] = ORG,
+    setting: list[str] = SETTING,
+    candidate: Path | None = CANDIDATE,
     by: str | None = BY,
 ) -> None:
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
     lists = {"internal_domain": internal_domain, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(tenant, must_exist=True, changes=_changes(autonomous, refund_threshold, budget, lists), triggers=trigger, by=by)
+    changes = _changes(autonomous, refund_threshold, budget, lists) | _settings(setting, candidate, tenant)
+    _write(tenant, must_exist=True, changes=changes, triggers=trigger, by=by)
 
 
 @app.command("show")

@@ -74,3 +74,26 @@ async def test_an_approver_sees_how_old_the_queue_is_and_what_is_past_the_slo(wo
     assert (queue["pending"], queue["past_slo"]) == (2, 1)
     assert queue["oldest_s"] == world.service.settings.decision_slo_s + 90
     assert queue["by_risk"]["financial"]["pending"] == 2
+
+
+async def test_the_report_counts_reasons_like_a_bug_tracker_and_measures_the_humans(world: World) -> None:  # noqa: F811
+    who = bearer(world.tokens["bob"])
+    for n, reason in enumerate(["wrong_amount", "wrong_amount", None]):
+        approval_id = await _pending(world, f"r-{n}")
+        world.clock.now += timedelta(seconds=120)
+        body = {"review_reason": reason} if reason else {}
+        assert (await world.client.post(f"/api/v1/approvals/{approval_id}/reject", json=body, headers=who)).status_code == 200
+    fast = await _pending(world, "g-1")
+    digest = (await world.client.get(f"/api/v1/approvals/{fast}", headers=who)).json()["action_digest"]
+    world.clock.now += timedelta(seconds=2)  # approved in two seconds: a rubber-stamp signal
+    await world.client.post(f"/api/v1/approvals/{fast}/approve", json={"action_digest": digest}, headers=who)
+    report = (await world.client.get("/api/v1/report", headers=who)).json()
+    assert report["outcomes"] == {"rejected": 3, "approved": 1}
+    assert report["reasons"]["reason"]["all"] == {"wrong_amount": 2, "(no reason given)": 1}
+    assert report["reasons"]["tool"]["issue_refund"]["wrong_amount"] == 2
+    assert report["reasons"]["policy"]["refund-threshold"]["wrong_amount"] == 2
+    [example, _] = report["examples"]["wrong_amount"]
+    assert example["explain"] == "tidegate audit explain t-1"
+    assert report["rates"]["reject"] == 0.75
+    assert report["time_to_decision_s"]["by_risk"]["financial"]["p50"] == 120.0
+    assert report["rubber_stamp"]["fast_approvals"] == 1
