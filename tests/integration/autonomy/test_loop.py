@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from autonomy_helpers import propose
 from bus_helpers import Collector, Producer
 
 import schemas as s
@@ -52,20 +53,9 @@ class Stack:
         return self.services[0].policy
 
     async def propose(self, tool: str, args: dict[str, Any], *, task_id: str, confidence: float | None = None) -> str:
-        data = s.ActionProposedData(
-            action_id=f"a-{uuid.uuid4().hex[:10]}",
-            task_id=task_id,
-            tenant_id=self.tenant,
-            step=1,
-            tool=tool,
-            args=args,
-            proposer="external:tests",
-            mode="autonomous",
-            requested_by="agent@loop.example",
-            confidence=confidence,
+        return await propose(
+            self.producer, self.tenant, tool, args, task_id=task_id, requested_by="agent@loop.example", confidence=confidence
         )
-        await self.producer.send("actions.proposed", s.ActionProposed.build(data, source="external/tests"))
-        return data.action_id
 
     async def decision(self, wait_for: Any, action_id: str) -> s.ActionDecidedData:
         found = await wait_for(lambda: self.collector.decided(action_id), timeout=30, what=f"the decision on {action_id}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from autonomy_helpers import propose
 from bus_helpers import Collector, Producer
 
 import schemas as s
@@ -43,19 +44,7 @@ class Stack:
     collector: Collector
 
     async def propose(self, tool: str, args: dict[str, Any], task_id: str) -> str:
-        data = s.ActionProposedData(
-            action_id=f"a-{uuid.uuid4().hex[:10]}",
-            task_id=task_id,
-            tenant_id=self.tenant,
-            step=1,
-            tool=tool,
-            args=args,
-            proposer="external:tests",
-            mode="autonomous",
-            requested_by="agent@undo.example",
-        )
-        await self.producer.send("actions.proposed", s.ActionProposed.build(data, source="external/tests"))
-        return data.action_id
+        return await propose(self.producer, self.tenant, tool, args, task_id=task_id, requested_by="agent@undo.example")
 
     def result(self, action_id: str) -> Any:
         return next((e for e in self.collector.events["actions.results"] if e.data.action_id == action_id), None)
