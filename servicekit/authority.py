@@ -53,7 +53,7 @@ OPERATOR, CLIENT, TOOL, ANY_SERVICE = "operator", "client", "tool", "service"
 # Event type → who may sign it: a service's name, or a kind of outside key.
 AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.task.submitted": frozenset({CLIENT}),
-    "tidegate.action.proposed": frozenset({"planner", CLIENT}),
+    "tidegate.action.proposed": frozenset({"planner", "approval", CLIENT}),  # approval: an approver's undo (docs/autonomy.md)
     "tidegate.action.decided": frozenset({"policy"}),
     "tidegate.action.authorized": frozenset({"policy"}),
     "tidegate.approval.requested": frozenset({"approval"}),

@@ -64,9 +64,9 @@ PRINCIPALS: dict[str, Rights] = {
     ),
     "approval": Rights(
         reads=("actions.decided", "actions.results", "control"),
-        writes=("approvals", "deadletter"),
+        writes=("approvals", "actions.proposed", "deadletter"),  # actions.proposed: an approver's undo, decided by policy
         groups=("approval",),
-        purpose="the approval service: the only writer of approvals",
+        purpose="the approval service: the only writer of approvals; proposes the undos approvers ask for",
     ),
     "executor": Rights(
         reads=("actions.authorized", "control", "tools.*.replies"),

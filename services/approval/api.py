@@ -335,6 +335,22 @@ def create_api(holder: ServiceHolder, rate_limits: ApiRateLimits) -> FastAPI:
         who = session.approver
         return await service.review_report(None if who.operator else who.tenant_id, since_days)
 
+    @v1.post(
+        "/actions/{action_id}/undo",
+        tags=["approvers"],
+        summary="Propose the undo of a succeeded call",
+        responses={401: {}, 404: {}, 422: {}},
+    )
+    async def undo(action_id: str, service: Svc, session: Auth) -> dict[str, Any]:
+        """Propose the call that undoes `action_id` (from the executor's plan) as an ordinary proposal: policy decides it.
+
+        Your tenant's actions only (another's is 404); an irreversible one is 422 `undo_irreversible` with what to do instead.
+        """
+        proposed = await service.propose_undo(action_id, session)
+        if isinstance(proposed, Refusal):
+            raise _error(proposed)
+        return proposed.model_dump(mode="json")
+
     @v1.get("/queue", response_model=QueueAge, tags=["approvers"], summary="How old my queue is")
     async def queue(service: Svc, session: Auth) -> QueueAge:
         """Pending requests of your tenant (an operator: every tenant), the oldest one's age, and how many are past the SLO."""

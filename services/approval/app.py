@@ -25,6 +25,7 @@ from servicekit import (
     make_broker,
 )
 from services.approval import handlers, webhooks
+from services.approval._undo_store import PgUndoResults
 from services.approval.api import ServiceHolder, create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
@@ -146,6 +147,7 @@ def build(
             catalog=catalog,
             control=control,
             sender=sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
+            undo_results=PgUndoResults(p.pool, NAME),
             base_url=base_url,
         )
         tasks.append(asyncio.create_task(_every(settings.sweep_interval_s, "sweep", holder.service.sweep)))

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas import (
     REVIEW_REASONS,
     ActionDecidedData,
+    ActionProposed,
+    ActionProposedData,
     ActionResultData,
     ApprovalExpired,
     ApprovalGranted,
@@ -33,7 +35,9 @@ from schemas import (
 )
 from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, sign_event, span
 from servicekit.metrics import observe_human_decision, observe_queue
+from servicekit.undo import UndoRefused, undo_proposal
 from services.approval import auth, domain, webhooks
+from services.approval._undo_store import InMemoryUndoResults, UndoResults
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
 from services.approval.quality import QueueAge, queue_age, review_of
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint, OutboxItem, TaskEvent, TokenInfo
@@ -108,6 +112,7 @@ class ApprovalService:
     catalog: ToolCatalog | None = None
     control: ControlState | None = None
     sender: webhooks.WebhookSender | None = None
+    undo_results: UndoResults = field(default_factory=InMemoryUndoResults)
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     published: int = field(default=0, init=False)
@@ -178,6 +183,8 @@ class ApprovalService:
                 summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
             )
         )
+        if result.status == "succeeded" and result.undo is not None:
+            await self.undo_results.keep(result)
         if result.status != "unknown":
             return None
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
@@ -314,6 +321,24 @@ class ApprovalService:
         since = self.clock() - timedelta(days=since_days)
         records = await self.repo.search(tenant_id=tenant_id, status=None, limit=REPORT_LIMIT)
         return review_report(review_of(r) for r in records if r.kind == "approval" and r.created_at >= since)
+
+    async def propose_undo(self, action_id: str, session: Session) -> ActionProposedData | Refusal:
+        """Propose the undo of a succeeded call for an approver of its tenant: an ordinary proposal that policy decides.
+
+        The proposal is signed by this service (`requested_by` is the approver) and names the original in `undoes`;
+        another tenant's action is 404, as an unknown one; what no tool can undo is 422 with the reason.
+        """
+        result = await self.undo_results.get(action_id)
+        if result is None or not session.approver.may_see(result.tenant_id) or session.link is not None:
+            return Refusal(code="not_found", status=404, message=f"no succeeded call {action_id} with an undo is known here")
+        who = session.approver.approver
+        try:
+            proposal = undo_proposal(result, requested_by=who, proposer=f"undo:{who}", rationale=f"undo requested by {who}")
+        except UndoRefused as exc:
+            return Refusal(code=str(exc.code), status=422, message=exc.message)
+        await self.publisher.publish("actions.proposed", ActionProposed.build(proposal, source="tidegate/approval"))
+        log.info("approval: %s proposed the undo of %s (%s)", who, action_id, proposal.tool)
+        return proposal
 
     def review_reasons(self, tenant_id: str) -> dict[str, str]:
         """The reasons an approver of `tenant_id` may give for a reject or an edit: the defaults and the tenant's own."""

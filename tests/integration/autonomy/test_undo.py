@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from autonomy_helpers import propose
 from bus_helpers import Collector, Producer
 
 import schemas as s
 from servicekit import KitSettings, create_pool
+from services.approval import auth
+from services.approval.app import build as build_approval
+from services.approval.repository import PgApprovalRepository
+from services.approval.settings import ApprovalSettings
 from services.audit import PostgresAuditLog
 from services.audit.app import build as build_audit
 from services.executor.app import build as build_executor
@@ -134,3 +139,36 @@ async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_
         assert undo_steps(linked, requested_by="ops@undo.example") == []  # undone once: nothing left to propose
 
     assert await stack.state() == before
+
+
+async def test_an_approver_undoes_through_the_api_and_an_irreversible_call_is_refused(
+    stack: Stack, kit: KitSettings, wait_for: Any
+) -> None:
+    approval = build_approval(kit, ApprovalSettings(http_port=0))
+    await approval.start()
+    try:
+        token = auth.new_token()
+        assert approval.pool is not None
+        await PgApprovalRepository(approval.pool).add_token(auth.hash_token(token), "bob@undo.example", stack.tenant, ["support"])
+        before = await stack.state()
+        action = await stack.propose("set_ticket_status", {"ticket_id": "T-1001", "status": "closed"}, f"t-api-{uuid.uuid4().hex[:6]}")
+        await wait_for(lambda: stack.result(action), timeout=30, what="the status change")
+        sent = await stack.propose("send_reply", {"ticket_id": "T-1001", "to": "ops@undo.example", "body": "done"}, "t-api-send")
+        assert (await wait_for(lambda: stack.result(sent), timeout=30, what="the reply")).type == "tidegate.action.succeeded"
+        async with httpx.AsyncClient(base_url=approval.http_url, headers={"Authorization": f"Bearer {token}"}) as http:
+
+            async def undo(action_id: str) -> httpx.Response | None:
+                answer = await http.post(f"/api/v1/actions/{action_id}/undo")
+                return None if answer.status_code == 404 else answer  # 404 until the service has seen the result
+
+            proposed = await wait_for(lambda: undo(action), timeout=30, what="the approval service knowing the result")
+            refused = await wait_for(lambda: undo(sent), timeout=30, what="the approval service knowing the reply")
+        assert proposed.status_code == 200, proposed.text
+        assert (refused.status_code, refused.json()["detail"]["code"]) == (422, "undo_irreversible")
+        undo_id = proposed.json()["action_id"]
+        await wait_for(lambda: stack.result(undo_id), timeout=30, what="the undo's result")
+        [decided] = stack.collector.decided(undo_id)
+        assert (decided.data.outcome, decided.data.requested_by) == ("allow", "bob@undo.example")
+        assert (await stack.state())["status"] == before["status"] == "open"
+    finally:
+        await approval.stop()

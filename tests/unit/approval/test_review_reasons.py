@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from signers import as_operator
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
@@ -97,3 +98,50 @@ async def test_the_report_counts_reasons_like_a_bug_tracker_and_measures_the_hum
     assert report["rates"]["reject"] == 0.75
     assert report["time_to_decision_s"]["by_risk"]["financial"]["p50"] == 120.0
     assert report["rubber_stamp"]["fast_approvals"] == 1
+
+
+def _succeeded(action_id: str, tenant: str, undo: Any) -> Any:
+    from schemas import ActionResultData
+
+    return ActionResultData(
+        action_id=action_id,
+        task_id="t-9",
+        tenant_id=tenant,
+        step=3,
+        tool="tag_ticket",
+        status="succeeded",
+        attempts=1,
+        duration_ms=2,
+        undo=undo,
+    )
+
+
+async def test_an_approver_proposes_an_undo_that_policy_decides_and_only_in_their_tenant(world: World) -> None:  # noqa: F811
+    from schemas import UndoPlan
+
+    ready = UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
+    at = world.clock()
+    await world.service.on_result(_succeeded("a-ours", "acme", ready), event_type="tidegate.action.succeeded", event_id="r1", at=at)
+    await world.service.on_result(_succeeded("a-theirs", "globex", ready), event_type="tidegate.action.succeeded", event_id="r2", at=at)
+    irreversible = UndoPlan(status="irreversible", message="send a correction")
+    await world.service.on_result(_succeeded("a-sent", "acme", irreversible), event_type="tidegate.action.succeeded", event_id="r3", at=at)
+    who = bearer(world.tokens["bob"])
+
+    answer = await world.client.post("/api/v1/actions/a-ours/undo", headers=who)
+    assert answer.status_code == 200, answer.text
+    topic, event = world.bus.events[-1]
+    assert (topic, event.type) == ("actions.proposed", "tidegate.action.proposed")
+    assert (event.data.tool, event.data.undoes, event.data.requested_by, event.data.action_id) == (
+        "untag_ticket",
+        "a-ours",
+        "bob@acme.example",
+        "undo-a-ours",
+    )
+    published = len(world.bus.events)
+    other_tenant = await world.client.post("/api/v1/actions/a-theirs/undo", headers=who)
+    anonymous = await world.client.post("/api/v1/actions/a-ours/undo")
+    refused = await world.client.post("/api/v1/actions/a-sent/undo", headers=who)
+    assert (other_tenant.status_code, anonymous.status_code, refused.status_code) == (404, 401, 422)
+    assert refused.json()["detail"]["code"] == "undo_irreversible"
+    assert "send a correction" in refused.json()["detail"]["message"]
+    assert len(world.bus.events) == published  # nothing proposed for any of them
