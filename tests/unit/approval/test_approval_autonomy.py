@@ -1,4 +1,4 @@
-"""Rejections as bug reports: a reason from the tenant's taxonomy, signed in the decision; and the queue's age against the SLO."""
+"""The earn-trust loop at the approval service: rejection reasons signed in the decision, the report, the queue against the SLO, undo."""
 
 from __future__ import annotations
 
