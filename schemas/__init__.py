@@ -20,18 +20,21 @@ from schemas.common import (
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
-from schemas.reasons import ReasonCode
+from schemas.reasons import REVIEW_REASONS, ReasonCode
 from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
 from schemas.signed import action_digest, approval_message, authorization_message
-from schemas.tools import McpUpstream, PolicyFacts, RetryPolicy, ToolSpec
+from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RetryPolicy, ToolSpec, UndoSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, TopicSpec, adapter_for, topic_spec
 
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_PREFIX",
+    "REVIEW_REASONS",
     "TOPICS",
     "ActionCounts",
     "ActionIdentity",
+    "ArgSource",
+    "BeforeRead",
     "Decision",
     "Envelope",
     "ErrorInfo",
@@ -49,6 +52,7 @@ __all__ = [
     "TopicSpec",
     "action_digest",
     "action_identity",
+    "UndoSpec",
     "adapter_for",
     "approval_message",
     "authorization_message",

@@ -64,6 +64,7 @@ __all__ = [
     "ToolInvocationData",
     "ToolReply",
     "ToolReplyData",
+    "UndoPlan",
 ]
 
 TASK_ID = Field(min_length=1, max_length=200, description="Task this belongs to; also the Kafka key.", examples=["t-42"])
@@ -141,6 +142,21 @@ class ActionProposedData(Contract):
         default=None, description="Requester of the task (for four-eyes approval).", examples=["alice@acme.example"]
     )
     budget_usd: float | None = Field(default=None, ge=0, description="Task budget as submitted, USD.")
+    confidence: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="How sure the proposer is that this is the right call (0–1): a planner's playbook says 1, a model-driven "
+        "strategy derives it; the default pack escalates low-risk writes under the tenant's `min_confidence`. Null: not given.",
+        examples=[0.92],
+    )
+    undoes: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The action this call undoes (`tidegate undo`); the audit links the two.",
+        examples=["a-42-1"],
+    )
 
 
 class ActionProposed(Envelope):
@@ -217,6 +233,14 @@ class ApprovalData(Contract):
     key_id: str | None = Field(default=None, description="Approval-service key that signed a decision.")
     signature: str | None = Field(
         default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest."
+    )
+    review_reason: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Why the approver rejected or edited the call: a code of the tenant's taxonomy (`wrong_recipient`, "
+        "`wrong_amount`, `policy_should_have_denied`, `should_not_need_approval`, `tone_content`, `missing_context`, `other`, "
+        "or one the tenant added).",
+        examples=["wrong_amount"],
     )
     resolution: Literal["confirmed_done", "confirmed_not_done"] | None = Field(
         default=None,
@@ -303,6 +327,18 @@ class ActionAuthorized(Envelope):
 # --- actions.results ---------------------------------------------------------------------------
 
 
+class UndoPlan(Contract):
+    """What undoing a succeeded call takes, as the executor computed it from the catalog when the call succeeded."""
+
+    status: Literal["ready", "irreversible", "nothing_to_undo", "unavailable"] = Field(
+        description="`ready`: propose `tool` with `args`; `irreversible`: no tool can undo it (`message` says what a person must "
+        "do); `nothing_to_undo`: the call changed nothing the undo would restore; `unavailable`: the plan could not be computed."
+    )
+    tool: str | None = Field(default=None, description="The tool that undoes the call.", examples=["untag_ticket"])
+    args: dict[str, Any] | None = Field(default=None, description="Its args.", examples=[{"ticket_id": "T-1001", "tags": ["refund"]}])
+    message: str = Field(default="", max_length=2000, description="Why, for a person.")
+
+
 class ActionResultData(Contract):
     """What happened when the executor performed an authorized call."""
 
@@ -318,6 +354,9 @@ class ActionResultData(Contract):
     duration_ms: float = Field(ge=0, description="Wall time of all attempts.")
     cost: ResultCost = Field(default_factory=ResultCost)
     idempotency_key: str | None = Field(default=None, description="Key passed to the tool (the action id).")
+    undo: UndoPlan | None = Field(
+        default=None, description="On success of a tool whose catalog entry declares `undo`: how to undo this call."
+    )
 
 
 class ActionSucceeded(Envelope):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ReasonCode"]
+__all__ = ["REVIEW_REASONS", "ReasonCode"]
 
 
 class ReasonCode(StrEnum):
@@ -43,6 +43,11 @@ class ReasonCode(StrEnum):
     TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
     CLASS_ESCALATION_DENIED = "class_escalation_denied"
     SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
+    # The rubric's escalation triggers and rollback path (docs/autonomy.md).
+    LOW_CONFIDENCE = "low_confidence"
+    REPEATED_TOOL_ERRORS = "repeated_tool_errors"
+    IRREVERSIBLE_WRITE = "irreversible_write"
+    UNDO_IRREVERSIBLE = "undo_irreversible"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"
     SIGNATURE_INVALID = "signature_invalid"
@@ -66,3 +71,15 @@ class ReasonCode(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).
     STEP_TIMEOUT = "step_timeout"
+
+
+REVIEW_REASONS: dict[str, str] = {
+    "wrong_recipient": "the call would reach the wrong person or place",
+    "wrong_amount": "the amount or quantity is wrong",
+    "policy_should_have_denied": "the agent should never be allowed this: tighten the policy",
+    "should_not_need_approval": "a human should not have been asked: the policy could allow it",
+    "tone_content": "the wording or content is wrong",
+    "missing_context": "the agent lacked information it needed",
+    "other": "anything else (say what in the comment)",
+}
+"""The default taxonomy of why an approver rejects or edits a call; a tenant adds its own codes (`tidegate tenant set`)."""

@@ -48,7 +48,7 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution` and a grant's `approver_groups` are signed too; each is left out when
+    A follow-up's `resolution`, a reject's or edit's `review_reason` and a grant's `approver_groups` are signed too; each is left out when
     empty, so the messages of the other decisions are the bytes they always were.
     """
     message: dict[str, Any] = {
@@ -69,6 +69,8 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
     }
     if data.resolution is not None:
         message["resolution"] = data.resolution
+    if data.review_reason is not None:
+        message["review_reason"] = data.review_reason
     if data.approver_groups:  # left out when empty, as `resolution`: older messages keep their bytes
         message["approver_groups"] = {a: sorted(g) for a, g in data.approver_groups.items()}
     return canonical_json(message)

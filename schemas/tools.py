@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import Contract, RiskClass
 
-__all__ = ["CounterpartyKind", "McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec"]
+__all__ = ["ArgSource", "BeforeRead", "CounterpartyKind", "McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec", "UndoSpec"]
 
 CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path"]
 """What an argument that names a counterparty names: an email address list (RFC 5322), a chat user or
@@ -82,6 +82,70 @@ class McpUpstream(Contract):
         return self
 
 
+_SOURCE_PATH = r"^(args|result|before)(\.[A-Za-z0-9_]+)+$"
+SourcePath = Annotated[str, Field(pattern=_SOURCE_PATH)]
+"""A dot path rooted at `args`, `result` or `before`."""
+
+
+class ArgSource(Contract):
+    """Where one argument of an undo call comes from: a value of the original call, its result, or the state read before it.
+
+    `from` is a dot path rooted at `args` (the original call's args), `result` (what the tool returned)
+    or `before` (what the `before` read returned). `without` removes the items of another list (the tags
+    a ticket had already keep their place); `within` keeps only the items that are also in another list.
+    """
+
+    from_: str = Field(alias="from", pattern=_SOURCE_PATH, description="Dot path of the value.", examples=["args.tags"])
+    without: str | None = Field(
+        default=None, pattern=_SOURCE_PATH, description="Dot path of a list whose items are left out.", examples=["before.tags"]
+    )
+    within: str | None = Field(
+        default=None, pattern=_SOURCE_PATH, description="Dot path of a list; only items also in it are kept.", examples=["before.tags"]
+    )
+
+
+class BeforeRead(Contract):
+    """A read the executor makes right before the call, so that the undo can restore what was there."""
+
+    tool: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="A `read` tool of the catalog.", examples=["get_ticket"])
+    args: dict[str, SourcePath | ArgSource] = Field(
+        description="Its args: each a dot path rooted at `args`, or an `ArgSource`.", examples=[{"ticket_id": "args.ticket_id"}]
+    )
+
+
+class UndoSpec(Contract):
+    """How a write is undone: another catalogued tool with args computed from the call, or `irreversible` with what a person must do."""
+
+    tool: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_]*$", description="The tool that undoes the call.", examples=["untag_ticket"]
+    )
+    args: dict[str, SourcePath | ArgSource] = Field(
+        default_factory=dict,
+        description="Args of the undo call: a dot path rooted at `args`, `result` or `before`, or an `ArgSource`.",
+        examples=[{"ticket_id": "args.ticket_id", "note_id": "result.note_id"}],
+    )
+    before: BeforeRead | None = Field(default=None, description="State to read before the call (what the undo restores).")
+    irreversible: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The call cannot be undone by a tool; what a person must do instead.",
+        examples=["a refund cannot be taken back: contact the customer and charge again if it was wrong"],
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> UndoSpec:
+        if (self.tool is None) == (self.irreversible is None):
+            raise ValueError("undo: give either a tool (with args) or irreversible (what a person must do), not both")
+        if self.irreversible is not None and (self.args or self.before):
+            raise ValueError("undo: an irreversible call has no undo args nor before read")
+        return self
+
+    @property
+    def reversible(self) -> bool:
+        """Whether a tool undoes the call."""
+        return self.tool is not None
+
+
 class ToolSpec(Contract):
     """A catalogued tool: what a model sees, what policy checks, and how the executor calls it."""
 
@@ -119,6 +183,13 @@ class ToolSpec(Contract):
     url: str | None = Field(default=None, description="Endpoint, for kind `http`.", examples=["http://127.0.0.1:8090/refunds"])
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = Field(default="POST", description="HTTP method, for kind `http`.")
     mcp: McpUpstream | None = Field(default=None, description="The upstream MCP server and tool, for kind `mcp`.")
+    undo: UndoSpec | None = Field(
+        default=None,
+        description="How to undo a successful call (`tidegate undo`), or `irreversible`; null: not declared (no undo).",
+        examples=[
+            {"tool": "untag_ticket", "args": {"ticket_id": "args.ticket_id", "tags": {"from": "args.tags", "without": "before.tags"}}}
+        ],
+    )
     reply_key_file: str | None = Field(
         default=None,
         description="For kind `topic`: the outside tool service's Ed25519 public key (PEM) that must sign its `tool.reply` events; "
@@ -136,6 +207,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: connector tools are kind python (the connector's own client calls the API)")
         if self.kind == "mcp" and self.mcp is None:
             raise ValueError(f"tool {self.name}: kind mcp needs an mcp upstream")
+        if self.undo is not None and self.undo.tool is not None and self.risk is RiskClass.READ:
+            raise ValueError(f"tool {self.name}: a read changes nothing, so it has no undo")
         return self
 
     @property

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +53,7 @@ OPERATOR, CLIENT, TOOL, ANY_SERVICE = "operator", "client", "tool", "service"
 # Event type → who may sign it: a service's name, or a kind of outside key.
 AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.task.submitted": frozenset({CLIENT}),
-    "tidegate.action.proposed": frozenset({"planner", CLIENT}),
+    "tidegate.action.proposed": frozenset({"planner", "approval", CLIENT}),  # approval: an approver's undo (docs/autonomy.md)
     "tidegate.action.decided": frozenset({"policy"}),
     "tidegate.action.authorized": frozenset({"policy"}),
     "tidegate.approval.requested": frozenset({"approval"}),
@@ -226,9 +226,17 @@ def _holder(path: Path) -> str:
     return re.sub(r"\.[0-9a-f]{12}$", "", path.name.removesuffix(".pub"))
 
 
+# (service, event type) → what an event of that type signed by that service must be: the approval service
+# proposes only undos an approver asked for (docs/autonomy.md), never a call of its own.
+_ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
+    ("approval", "tidegate.action.proposed"): lambda event: bool(getattr(event.data, "undoes", None)),
+}
+
+
 def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:
     if principal.kind == "service":
-        return principal.name in allowed or ANY_SERVICE in allowed
+        condition = _ONLY_WHEN.get((principal.name, event.type))
+        return (principal.name in allowed or ANY_SERVICE in allowed) and (condition is None or condition(event))
     if principal.kind not in allowed:
         return False
     if principal.kind == CLIENT:

@@ -64,9 +64,12 @@ PRINCIPALS: dict[str, Rights] = {
     ),
     "approval": Rights(
         reads=("actions.decided", "actions.results", "control", "directory"),
-        writes=("approvals", "directory", "deadletter"),
+        writes=("approvals", "actions.proposed", "directory", "deadletter"),  # actions.proposed: an approver's undo, decided by policy
         groups=("approval",),
-        purpose="the approval service: the only writer of approvals, and of the directories tenant admins keep over its API",
+        purpose=(
+            "the approval service: the only writer of approvals, and of the directories tenant admins keep over its API;"
+            " proposes the undos approvers ask for"
+        ),
     ),
     "executor": Rights(
         reads=("actions.authorized", "control", "tools.*.replies"),

@@ -43,6 +43,9 @@ class ToolCatalog(Mapping[str, ToolSpec]):
             if spec.name in tools:
                 raise CatalogError(f"{path}: tool {spec.name!r} is declared twice")
             tools[spec.name] = spec
+        problems = _undo_problems(tools)
+        if problems:
+            raise CatalogError(f"{directory}: " + "; ".join(problems))
         return cls(tools)
 
     def __getitem__(self, name: str) -> ToolSpec:
@@ -60,3 +63,19 @@ class ToolCatalog(Mapping[str, ToolSpec]):
         if validator is None:  # compiled once per tool, on first use
             validator = self._validators[name] = ArgsValidator(self.tools[name].args_schema)
         return validator.errors(args)
+
+
+def _undo_problems(tools: Mapping[str, ToolSpec]) -> list[str]:
+    """An undo that names a tool the catalog lacks, or a prior-state read that is not a read."""
+    problems = []
+    for spec in tools.values():
+        undo = spec.undo
+        if undo is None or undo.tool is None:
+            continue
+        if undo.tool not in tools:
+            problems.append(f"{spec.name}: undo tool {undo.tool!r} is not in the catalog")
+        if undo.before is not None:
+            read = tools.get(undo.before.tool)
+            if read is None or read.writes:
+                problems.append(f"{spec.name}: undo.before.tool {undo.before.tool!r} must be a read tool of the catalog")
+    return problems

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from schemas import (
     ActionAuthorized,
@@ -112,9 +112,25 @@ SHADOW = Counter(
     ["tenant", "tool", "outcome", "shadow_outcome", "flipped"],
 )
 
+APPROVAL_DECISION_SECONDS = Histogram(
+    "tidegate_approval_decision_seconds",
+    "Time from an approval request to a human's decision, by tenant, risk class and decision (granted, rejected).",
+    ["tenant", "risk", "decision"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 86400),
+)
+APPROVALS_PENDING = Gauge(
+    "tidegate_approvals_pending", "Approval requests waiting for a human, by tenant and risk class.", ["tenant", "risk"]
+)
+APPROVALS_PAST_SLO = Gauge(
+    "tidegate_approvals_pending_past_slo",
+    "Approval requests pending longer than the decision SLO (TIDEGATE_APPROVAL_DECISION_SLO_S), by tenant and risk class.",
+    ["tenant", "risk"],
+)
+
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
+    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -186,3 +202,21 @@ def observe_retaken(tenant: str, count: int) -> None:
     """Count decisions the policy service took again under a tenant's lock (copies competing for one tenant)."""
     with contextlib.suppress(Exception):
         RETAKEN.labels(tenant).inc(count)
+
+
+def observe_human_decision(tenant: str, risk: str, decision: str, seconds: float) -> None:
+    """Time a human took to decide a request."""
+    with contextlib.suppress(Exception):
+        APPROVAL_DECISION_SECONDS.labels(tenant, risk, decision).observe(max(seconds, 0.0))
+
+
+def observe_queue(by_tenant: dict[str, dict[str, dict[str, float]]]) -> None:
+    """Set the pending and past-SLO gauges from each tenant's queue by risk class (gauges of a queue now empty go to 0)."""
+    with contextlib.suppress(Exception):
+        for gauge in (APPROVALS_PENDING, APPROVALS_PAST_SLO):
+            for labels in [tuple(s.labels.values()) for m in gauge.collect() for s in m.samples]:
+                gauge.labels(*labels).set(0)
+        for tenant, risks in by_tenant.items():
+            for risk, row in risks.items():
+                APPROVALS_PENDING.labels(tenant, risk).set(row["pending"])
+                APPROVALS_PAST_SLO.labels(tenant, risk).set(row["past_slo"])

@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["Connection", "insert_once"]
+__all__ = ["Connection", "delete_child", "insert_once"]
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain connection or one borrowed from a pool."""
@@ -27,3 +27,16 @@ async def insert_once(conn: Connection, table: str, id_col: str, cols: dict[str,
         return new_id, True
     old = await conn.fetchval(f"SELECT {id_col} FROM {table} WHERE tenant_id = $1 AND idempotency_key = $2", tenant_id, key)
     return old, False
+
+
+async def delete_child(
+    conn: Connection, table: str, id_col: str, row_id: int, tenant_id: str, parent: tuple[str, str], *, returning: str
+) -> Any:
+    """Delete the row `row_id` of `table` that belongs to the tenant and to `parent` (column, value); its `returning` column, or None."""
+    parent_col, parent_id = parent
+    return await conn.fetchval(
+        f"DELETE FROM {table} WHERE tenant_id = $1 AND {parent_col} = $2 AND {id_col} = $3 RETURNING {returning}",
+        tenant_id,
+        parent_id,
+        row_id,
+    )

@@ -7,9 +7,9 @@ from typing import Any
 import asyncpg
 
 from servicekit.toolcontract import ToolContext, ToolError
-from systems._db import Connection, insert_once
+from systems._db import Connection, delete_child, insert_once
 
-__all__ = ["add_crm_note", "change_permissions", "delete_customer_data"]
+__all__ = ["add_crm_note", "change_permissions", "delete_crm_note", "delete_customer_data"]
 
 
 async def _customer(conn: Connection, tenant_id: str, customer_id: str) -> asyncpg.Record:
@@ -27,6 +27,16 @@ async def add_crm_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             conn, "crm.notes", "note_id", {"customer_id": c["customer_id"], "note": args["note"]}, ctx.idempotency_key, ctx.tenant_id
         )
     return {"customer_id": c["customer_id"], "note_id": note_id, "created": created}
+
+
+async def delete_crm_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Delete one note of a customer record (the undo of `add_crm_note`); returns its text; a note already gone is not an error."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        c = await _customer(conn, ctx.tenant_id, args["customer_id"])
+        deleted = await delete_child(  # the note's text, kept in the result: the undo adds it again
+            conn, "crm.notes", "note_id", args["note_id"], ctx.tenant_id, ("customer_id", c["customer_id"]), returning="note"
+        )
+    return {"customer_id": c["customer_id"], "note_id": args["note_id"], "deleted": deleted is not None, "note": deleted}
 
 
 async def delete_customer_data(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,18 @@ from typing import Any
 import asyncpg
 
 from servicekit.toolcontract import ToolContext, ToolError
-from systems._db import Connection, insert_once
+from systems._db import Connection, delete_child, insert_once
 
-__all__ = ["add_internal_note", "draft_reply", "get_ticket", "send_reply", "tag_ticket"]
+__all__ = [
+    "add_internal_note",
+    "delete_internal_note",
+    "draft_reply",
+    "get_ticket",
+    "send_reply",
+    "set_ticket_status",
+    "tag_ticket",
+    "untag_ticket",
+]
 
 
 async def _ticket(conn: Connection, tenant_id: str, ticket_id: str, *, lock: bool = False) -> asyncpg.Record:
@@ -58,6 +67,45 @@ async def tag_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
             "SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY tag", ctx.tenant_id, t["ticket_id"]
         )
     return {"ticket_id": t["ticket_id"], "tags": [r["tag"] for r in tags]}
+
+
+async def untag_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Remove tags from a ticket (the undo of `tag_ticket`); a tag that is not there is left alone, so calling twice changes nothing."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        await conn.execute(
+            "DELETE FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 AND tag = ANY($3::text[])",
+            ctx.tenant_id,
+            t["ticket_id"],
+            list(args["tags"]),
+        )
+        tags = await conn.fetch(
+            "SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY tag", ctx.tenant_id, t["ticket_id"]
+        )
+    return {"ticket_id": t["ticket_id"], "tags": [r["tag"] for r in tags]}
+
+
+async def set_ticket_status(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Set a ticket's status; setting the status it has changes nothing."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"], lock=True)
+        await conn.execute(
+            "UPDATE helpdesk.tickets SET status = $3, updated_at = now() WHERE tenant_id = $1 AND ticket_id = $2 AND status <> $3",
+            ctx.tenant_id,
+            t["ticket_id"],
+            args["status"],
+        )
+    return {"ticket_id": t["ticket_id"], "status": args["status"], "previous_status": t["status"]}
+
+
+async def delete_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Delete one internal note of a ticket (the undo of `add_internal_note`); returns its text; a note already gone is not an error."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
+        deleted = await delete_child(  # the note's text, kept in the result: the undo adds it again
+            conn, "helpdesk.internal_notes", "note_id", args["note_id"], ctx.tenant_id, ("ticket_id", t["ticket_id"]), returning="note"
+        )
+    return {"ticket_id": t["ticket_id"], "note_id": args["note_id"], "deleted": deleted is not None, "note": deleted}
 
 
 async def add_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

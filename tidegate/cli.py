@@ -33,6 +33,8 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("keys", "keys"),
     ("client_keys", "clients"),
     ("ops", None),
+    ("undo", None),
+    ("autonomy", "autonomy"),
     ("mcp", "mcp"),
 ]
 

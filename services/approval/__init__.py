@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
     from services.approval.repository import PgApprovalRepository
+    from services.approval.reviews import Review, review_report, reviews_from_events
     from services.approval.settings import ApprovalSettings
 
 __all__ = [
@@ -21,9 +22,12 @@ __all__ = [
     "ApprovalProcess",
     "ApprovalSettings",
     "PgApprovalRepository",
+    "Review",
     "build",
     "hash_token",
     "new_token",
+    "review_report",
+    "reviews_from_events",
 ]
 
 _HOME = {
@@ -33,6 +37,9 @@ _HOME = {
     "hash_token": "auth",
     "new_token": "auth",
     "PgApprovalRepository": "repository",
+    "Review": "reviews",
+    "review_report": "reviews",
+    "reviews_from_events": "reviews",
     "ApprovalSettings": "settings",
 }
 

@@ -18,6 +18,7 @@ from services.approval._http import error as _error
 from services.approval._http import json_body as _json_body
 from services.approval._http import parse as _parse
 from services.approval.domain import ApprovalRecord, Refusal, Vote
+from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
 from services.approval.repository import Endpoint
 from services.approval.service import ApprovalService, AuthError, Session
@@ -78,6 +79,7 @@ class ApprovalView(BaseModel):
     approvers: list[str] = Field(description="Who approved so far (or decided).")
     edited_args: dict[str, Any] | None
     comment: str | None
+    review_reason: str | None = Field(default=None, description="Why the approver rejected or edited (the tenant's taxonomy).")
     decided_by: str | None
     decided_at: str | None
     resolution: str | None = Field(description="Follow-ups: `confirmed_done` or `confirmed_not_done`.")
@@ -104,6 +106,10 @@ class ApproveRequest(BaseModel):
 
     action_digest: str = Field(description="The `action_digest` you saw; refused with 409 if the call changed since.")
     comment: str | None = Field(default=None, max_length=4000)
+    review_reason: str | None = Field(
+        default=None,
+        description="Why you edited the args: a code of the tenant's taxonomy (`GET /api/v1/review-reasons`), e.g. `wrong_amount`.",
+    )
     edited_args: dict[str, Any] | None = Field(
         default=None, description="Replacement args; validated against the tool's schema, re-evaluated by policy before anything runs."
     )
@@ -116,6 +122,10 @@ class RejectRequest(BaseModel):
 
     action_digest: str | None = Field(default=None, description="The `action_digest` you saw (optional for a reject).")
     comment: str | None = Field(default=None, max_length=4000)
+    review_reason: str | None = Field(
+        default=None,
+        description="Why you rejected: a code of the tenant's taxonomy (`GET /api/v1/review-reasons`), e.g. `wrong_amount`.",
+    )
 
 
 class MeView(BaseModel):
@@ -281,6 +291,46 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
             approval_id=session.link.approval_id if session.link else None,
         )
 
+    @v1.get("/review-reasons", tags=["approvers"], summary="Reasons for a reject or an edit")
+    async def review_reasons(service: Svc, session: Auth) -> dict[str, str]:
+        """The taxonomy an approver picks from when rejecting or editing: code → meaning (the defaults and the tenant's own)."""
+        return service.review_reasons(session.approver.tenant_id)
+
+    @v1.get("/report", tags=["approvers"], summary="Why calls were rejected or edited; how approvals go")
+    async def report(
+        service: Svc,
+        session: Auth,
+        since_days: Annotated[float, Query(gt=0, le=3650, description="Requests created in the last N days.")] = 30,
+    ) -> dict[str, Any]:
+        """Why calls were rejected or edited (by tool, reason, policy; examples), time to decision, rates, rubber stamps.
+
+        Your tenant's requests (an operator: every tenant's); each example names its `tidegate audit explain` command.
+        """
+        who = session.approver
+        return await service.review_report(None if who.operator else who.tenant_id, since_days)
+
+    @v1.post(
+        "/actions/{action_id}/undo",
+        tags=["approvers"],
+        summary="Propose the undo of a succeeded call",
+        responses={401: {}, 404: {}, 422: {}},
+    )
+    async def undo(action_id: str, service: Svc, session: Auth) -> dict[str, Any]:
+        """Propose the call that undoes `action_id` (from the executor's plan) as an ordinary proposal: policy decides it.
+
+        Your tenant's actions only (another's is 404); an irreversible one is 422 `undo_irreversible` with what to do instead.
+        """
+        proposed = await service.propose_undo(action_id, session)
+        if isinstance(proposed, Refusal):
+            raise _error(proposed)
+        return proposed.model_dump(mode="json")
+
+    @v1.get("/queue", response_model=QueueAge, tags=["approvers"], summary="How old my queue is")
+    async def queue(service: Svc, session: Auth) -> QueueAge:
+        """Pending requests of your tenant (an operator: every tenant), the oldest one's age, and how many are past the SLO."""
+        who = session.approver
+        return await service.queue(None if who.operator else who.tenant_id)
+
     @v1.post("/tokens/rotate", response_model=RotatedToken, tags=["approvers"], summary="Rotate your token", responses={401: {}, 403: {}})
     async def rotate(
         service: Svc,
@@ -346,7 +396,13 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         result = await service.vote(
             approval_id,
             session,
-            Vote(decision="approve", comment=body.comment, seen_digest=body.action_digest, edited_args=body.edited_args),
+            Vote(
+                decision="approve",
+                comment=body.comment,
+                review_reason=body.review_reason,
+                seen_digest=body.action_digest,
+                edited_args=body.edited_args,
+            ),
         )
         if isinstance(result, Refusal):
             raise _error(result)
@@ -364,7 +420,8 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         """Reject the call; one reject settles the request."""
         await admitted(service, approval_id, session, "reject")
         body = _parse(RejectRequest, await request.body(), optional=True)
-        result = await service.vote(approval_id, session, Vote(decision="reject", comment=body.comment, seen_digest=body.action_digest))
+        vote = Vote(decision="reject", comment=body.comment, review_reason=body.review_reason, seen_digest=body.action_digest)
+        result = await service.vote(approval_id, session, vote)
         if isinstance(result, Refusal):
             raise _error(result)
         return _view(service, result, session)

@@ -22,6 +22,7 @@ from servicekit import (
     make_broker,
 )
 from services.approval import handlers, webhooks
+from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
 from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
@@ -76,6 +77,7 @@ class ApprovalDeps:
 
     repo: ApprovalRepository
     sender: webhooks.WebhookSender | None = None  # None: HTTP, with the settings' timeout and allowed hosts
+    undo_results: UndoResults = field(default_factory=InMemoryUndoResults)  # the undo plans approvers may run
 
 
 @dataclass
@@ -106,7 +108,7 @@ def build(
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
-        deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender)
+        deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender, undo_results=PgUndoResults(pool, NAME))
     own_sender = deps.sender is None
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
@@ -133,6 +135,7 @@ def build(
         catalog=catalog,
         control=control,
         sender=deps.sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
+        undo_results=deps.undo_results,
         base_url=base_url,
     )
     bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")

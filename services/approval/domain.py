@@ -82,6 +82,7 @@ class ApprovalRecord(_Frozen):
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)  # approver → groups held when they voted
     edited_args: dict[str, Any] | None = None
     comment: str | None = None
+    review_reason: str | None = None  # why a human rejected or edited (the tenant's taxonomy)
     decided_by: str | None = None
     decided_at: datetime | None = None
     resolution: Resolution | None = None
@@ -170,6 +171,7 @@ class Vote(_Frozen):
 
     decision: Literal["approve", "reject"]
     comment: str | None = None
+    review_reason: str | None = None
     seen_digest: str | None = None
     edited_args: dict[str, Any] | None = None
 
@@ -377,6 +379,7 @@ def _settled(
             "decided_by": who.approver,
             "decided_at": now,
             "comment": vote.comment,
+            "review_reason": vote.review_reason if status == "rejected" or (status == "granted" and vote.edited_args) else None,
             "edited_args": vote.edited_args if status == "granted" else record.edited_args,
             "approvers": [who.approver] if status in ("rejected", "resolved") else record.approvers,
             "resolution": resolution,
@@ -415,6 +418,7 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
         approvers=record.approvers,
         approver_groups=record.approver_groups if record.status == "granted" else {},
         comment=record.comment,
+        review_reason=record.review_reason,
         edited_args=record.edited_args,
         expires_at=record.expires_at,
         decided_at=record.decided_at,
@@ -425,7 +429,9 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
 
 def unsigned_request(record: ApprovalRecord) -> ApprovalData:
     """The data of `approval.requested` (not signed: it asks, it does not permit anything)."""
-    return _approval_data(record).model_copy(update={"approver": None, "approvers": [], "comment": None, "decided_at": None})
+    return _approval_data(record).model_copy(
+        update={"approver": None, "approvers": [], "comment": None, "review_reason": None, "decided_at": None}
+    )
 
 
 def signed_decision(record: ApprovalRecord, event_type: str, key: SigningKey) -> ApprovalData:

@@ -18,7 +18,10 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import (
+    REVIEW_REASONS,
     ActionDecidedData,
+    ActionProposed,
+    ActionProposedData,
     ActionResultData,
     ApprovalExpired,
     ApprovalGranted,
@@ -30,15 +33,24 @@ from schemas import (
     encode,
 )
 from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, sign_event, span
+from servicekit.metrics import observe_human_decision, observe_queue
+from servicekit.undo import UndoRefused, undo_proposal
 from services.approval import auth, domain, webhooks
+from services.approval._undo_store import InMemoryUndoResults, UndoResults
 from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
+from services.approval.quality import QueueAge, queue_age, review_of
 from services.approval.repository import ApprovalRepository, Delivery, OutboxItem, TaskEvent, TokenInfo
+from services.approval.reviews import review_report
 from services.approval.settings import ApprovalSettings
 
 __all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
 
 log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 5000  # pending requests read to measure a queue's age
+QUEUE_METRICS_EVERY_S = 15.0
+REPORT_LIMIT = 20000  # requests read for the approver page's report
 
 SOURCE = "tidegate/approval"
 _ENVELOPES: dict[str, type[Envelope]] = {
@@ -100,9 +112,11 @@ class ApprovalService(WebhookSide):
     catalog: ToolCatalog | None = None
     control: ControlState | None = None
     sender: webhooks.WebhookSender | None = None
+    undo_results: UndoResults = field(default_factory=InMemoryUndoResults)
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     published: int = field(default=0, init=False)
+    _queue_observed_at: datetime | None = field(default=None, init=False)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -169,6 +183,8 @@ class ApprovalService(WebhookSide):
                 summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
             )
         )
+        if result.status == "succeeded" and result.undo is not None:
+            await self.undo_results.keep(result)
         if result.status != "unknown":
             return None
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
@@ -265,6 +281,9 @@ class ApprovalService(WebhookSide):
             refused = domain.check_access(record, session.approver, self.groups, rejecting=vote.decision == "reject")
             if refused is not None:  # who may act comes before anything about the call (its args included) is judged
                 return refused
+            unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason)
+            if unknown_reason is not None:
+                return unknown_reason
             if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
                 errors = self.catalog.arg_errors(record.tool, vote.edited_args)
                 if errors:
@@ -275,9 +294,63 @@ class ApprovalService(WebhookSide):
             outbox, deliveries = await self._announce(outcome.record, outcome.event_type) if outcome.event_type else ([], [])
             if await self.repo.save(record.version, outcome.record, outbox, deliveries):
                 await self._publish(outbox)
+                if outcome.record.status in ("granted", "rejected"):
+                    seconds = (self.clock() - record.created_at).total_seconds()
+                    observe_human_decision(record.tenant_id, record.risk, outcome.record.status, seconds)
                 log.info("approval %s: %s by %s -> %s", approval_id, vote.decision, session.approver.approver, outcome.record.status)
                 return outcome.record
         return Refusal(code="conflict", status=409, message="the approval kept changing while you decided; reload and try again")
+
+    async def queue(self, tenant_id: str | None, now: datetime | None = None) -> QueueAge:
+        """The age of a tenant's queue of pending requests (every tenant's for None)."""
+        pending = await self.repo.search(tenant_id=tenant_id, status="pending", limit=QUEUE_LIMIT)
+        return queue_age(pending, now or self.clock(), self.settings.decision_slo_s)
+
+    async def _observe_queue(self, now: datetime) -> None:
+        """Refresh the pending and past-SLO gauges, at most every `QUEUE_METRICS_EVERY_S`."""
+        if self._queue_observed_at is not None and (now - self._queue_observed_at).total_seconds() < QUEUE_METRICS_EVERY_S:
+            return
+        self._queue_observed_at = now
+        pending = await self.repo.search(tenant_id=None, status="pending", limit=QUEUE_LIMIT)
+        tenants = sorted({r.tenant_id for r in pending})
+        slo = self.settings.decision_slo_s
+        observe_queue({t: queue_age([r for r in pending if r.tenant_id == t], now, slo).by_risk for t in tenants})
+
+    async def review_report(self, tenant_id: str | None, since_days: float) -> dict[str, Any]:
+        """The reviews report (`reviews.review_report`) of the requests created in the last `since_days` days."""
+        since = self.clock() - timedelta(days=since_days)
+        records = await self.repo.search(tenant_id=tenant_id, status=None, limit=REPORT_LIMIT)
+        return review_report(review_of(r) for r in records if r.kind == "approval" and r.created_at >= since)
+
+    async def propose_undo(self, action_id: str, session: Session) -> ActionProposedData | Refusal:
+        """Propose the undo of a succeeded call for an approver of its tenant: an ordinary proposal that policy decides.
+
+        The proposal is signed by this service (`requested_by` is the approver) and names the original in `undoes`;
+        another tenant's action is 404, as an unknown one; what no tool can undo is 422 with the reason.
+        """
+        result = await self.undo_results.get(action_id)
+        if result is None or not session.approver.may_see(result.tenant_id) or session.link is not None:
+            return Refusal(code="not_found", status=404, message=f"no succeeded call {action_id} with an undo is known here")
+        who = session.approver.approver
+        try:
+            proposal = undo_proposal(result, requested_by=who, proposer=f"undo:{who}", rationale=f"undo requested by {who}")
+        except UndoRefused as exc:
+            return Refusal(code=str(exc.code), status=422, message=exc.message)
+        await self.publisher.publish("actions.proposed", ActionProposed.build(proposal, source="tidegate/approval"))
+        log.info("approval: %s proposed the undo of %s (%s)", who, action_id, proposal.tool)
+        return proposal
+
+    def review_reasons(self, tenant_id: str) -> dict[str, str]:
+        """The reasons an approver of `tenant_id` may give for a reject or an edit: the defaults and the tenant's own."""
+        record = self.control.tenants.get(tenant_id) if self.control is not None else None
+        own = record.settings.get("review_reasons") if record is not None else None
+        return dict(REVIEW_REASONS) | (dict(own) if isinstance(own, dict) else {})
+
+    def _unknown_review_reason(self, tenant_id: str, reason: str | None) -> Refusal | None:
+        taxonomy = self.review_reasons(tenant_id)
+        if reason is None or reason in taxonomy:
+            return None
+        return Refusal(code="unknown_review_reason", status=422, message=f"review_reason {reason!r} is not one of: {', '.join(taxonomy)}")
 
     async def callback(self, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:
         """An approver's decision posted back by their chat tool, verified per Standard Webhooks.
@@ -359,6 +432,7 @@ class ApprovalService(WebhookSide):
                 _, deliveries = await self._announce(escalated, "tidegate.approval.escalated")
                 if await self.repo.save(record.version, escalated, [], deliveries):
                     counts["escalated"] += 1
+        await self._observe_queue(now)
         stale = now - timedelta(seconds=max(5.0, 2 * self.settings.sweep_interval_s))
         leftovers = await self.repo.unpublished(stale)
         await self._publish(leftovers)

@@ -33,6 +33,9 @@ class ApprovalSettings(BaseSettings):
     webhooks_file: Path | None = Field(
         default=None, description="YAML list of outgoing webhook endpoints (url, secret, tenant, approvers)."
     )
+    decision_slo_s: float = Field(
+        default=900.0, gt=0, description="A request pending longer than this is past the decision SLO (metric, alert, queue view)."
+    )
     sweep_interval_s: float = Field(default=2.0, gt=0, description="How often expiry, escalation and the outbox are checked.")
     webhook_max_attempts: int = Field(default=6, ge=1, description="Delivery attempts per webhook message before it is marked failed.")
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0, description="Delay before the 2nd attempt; doubles on each retry.")

@@ -104,7 +104,8 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
             return f"task submitted by {d.requested_by}: workflow {d.workflow}, mode {d.mode}{untrusted}"
         case s.ActionProposed():
             taint = f"; tainted: {', '.join(d.tainted_args)}" if d.tainted_args else ""
-            return f"step {d.step}: {d.proposer} proposes {d.tool}({json.dumps(d.args, sort_keys=True)}){taint}"
+            undoes = f"; undoes {d.undoes}" if d.undoes else ""
+            return f"step {d.step}: {d.proposer} proposes {d.tool}({json.dumps(d.args, sort_keys=True)}){taint}{undoes}"
         case s.ActionDecided():
             codes = ", ".join(r.code for r in d.reasons) or "-"
             via = f" after approval {d.approval_id}" if d.via == "approval" else ""
@@ -116,7 +117,8 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
             found = f" ({d.resolution})" if d.resolution else ""
             who = f" by {', '.join(d.approvers) or d.approver}" if (d.approver or d.approvers) else ""
             comment = f": {d.comment}" if d.comment else ""
-            return f"approval {d.approval_id} {verb}{found}{who}{comment}"
+            reason = f" [{d.review_reason}]" if d.review_reason else ""
+            return f"approval {d.approval_id} {verb}{found}{who}{reason}{comment}"
         case s.ActionAuthorized():
             a = d.authorization
             return f"{d.tool} authorized via {a.via} (key {a.key_id}, expires {a.expires_at:%H:%M:%S}Z)"

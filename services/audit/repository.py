@@ -38,6 +38,7 @@ class SearchFilters:
     trace_id: str | None = None
     task_id: str | None = None
     event_type: str | None = None
+    action_id: str | None = None
     topic_prefix: str = ""
     include_duplicates: bool = False
 
@@ -53,6 +54,7 @@ class SearchFilters:
             and (self.trace_id is None or row.trace_id == self.trace_id)
             and (self.task_id is None or row.task_id == self.task_id)
             and (self.event_type is None or row.event_type == self.event_type)
+            and (self.action_id is None or row.action_id == self.action_id)
             and row.topic.startswith(self.topic_prefix)
             and (self.include_duplicates or not row.duplicate)
         )
@@ -396,6 +398,7 @@ class PostgresAuditLog(AuditLog):
             ("trace_id", filters.trace_id),
             ("task_id", filters.task_id),
             ("event_type", filters.event_type),
+            ("action_id", filters.action_id),
         ):
             if value is not None:
                 add(f"{column} = {{}}", value)

@@ -33,6 +33,7 @@ from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
+from services.executor.undo import InMemoryUndoStore, PgUndoStore, UndoStore
 
 __all__ = ["NAME", "ExecutorDeps", "ExecutorProcess", "build"]
 
@@ -48,11 +49,13 @@ class ExecutorDeps:
         claims: One row per action id claimed.
         grants: The tenants' connector grants.
         tools_pool: The database the in-process tools work in (opened and closed with the service), if any.
+        undo: Where the prior states and undo plans of succeeded calls are kept.
     """
 
     claims: ClaimStore
     grants: GrantStore
     tools_pool: asyncpg.Pool | None = None
+    undo: UndoStore = field(default_factory=InMemoryUndoStore)
 
 
 @dataclass
@@ -89,6 +92,7 @@ def build(
         deps = ExecutorDeps(
             claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),
             grants=PgGrantStore(pool),
+            undo=PgUndoStore(pool),
             # In-process tools (the demo's systems of record) work in their own schemas as a role of their own.
             tools_pool=unopened_pool(kit.service_database_url(role), max_size=settings.concurrency + 2) if role else None,
         )
@@ -122,6 +126,7 @@ def build(
         killed=kill_reason,
         context_pool=deps.tools_pool,
         ready=lambda: bus.wait_caught_up("control"),
+        undo=deps.undo,
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
     bus.consume(

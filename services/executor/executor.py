@@ -27,6 +27,7 @@ from schemas import (
     ReasonCode,
     ResultCost,
     ToolSpec,
+    UndoPlan,
     action_identity,
     decode,
     encode,
@@ -34,6 +35,7 @@ from schemas import (
 from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
 from servicekit.costs import call_cost_usd
 from servicekit.toolcontract import ToolContext, ToolError
+from servicekit.undo import UndoUnavailable, before_args, plan_undo
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import (
@@ -48,6 +50,7 @@ from services.executor.domain import (
     safe_to_repeat,
 )
 from services.executor.tools import ToolInvokers
+from services.executor.undo import InMemoryUndoStore, UndoKey, UndoStore
 
 __all__ = ["Executor"]
 
@@ -77,6 +80,7 @@ class Executor:
             the executor was down holds for its backlog of authorizations.
         clock: Current time (tests move it).
         sleep: Waits between attempts (tests make it instant).
+        undo: Where the prior states and undo plans of calls are kept (`executor.undo_plans`).
     """
 
     catalog: ToolCatalog
@@ -90,6 +94,7 @@ class Executor:
     ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    undo: UndoStore = field(default_factory=InMemoryUndoStore)
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
@@ -185,6 +190,7 @@ class Executor:
         if step.recovering:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
+        before = await self._prior_state(spec, data, recovering=step.recovering)
         error: ToolError | None = None
         for n in range(1, spec.retry.max_attempts + 1):
             if n > 1:
@@ -211,8 +217,9 @@ class Executor:
                 error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)
             else:
                 extra_cost += answer.cost_usd
+                undo = await self._plan_undo(spec, data, answer.result, before)
                 return await self._finish(
-                    session, data, spec, "succeeded", answer.result, None, attempts, record.duration_ms, started, extra_cost
+                    session, data, spec, "succeeded", answer.result, None, attempts, record.duration_ms, started, extra_cost, undo
                 )
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
             if error.maybe_applied and not safe_to_repeat(spec):
@@ -223,6 +230,38 @@ class Executor:
         status = final_status(spec, maybe_applied=error.maybe_applied)
         info = _error(error.type, error.message, retryable=error.retryable)
         return await self._finish(session, data, spec, status, None, info, attempts, record.duration_ms, started, extra_cost)
+
+    async def _prior_state(self, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool) -> dict[str, Any] | None:
+        """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
+
+        After a crash the state kept before the first attempt is used: reading again could see the
+        call's own effect. A read that fails leaves the undo `unavailable`; it never stops the call,
+        which policy allowed on its own terms.
+        """
+        if spec.undo is None or spec.undo.before is None:
+            return None
+        kept = await self.undo.prior_state(data.action_id)
+        read = self.catalog.get(spec.undo.before.tool)
+        if kept is not None or recovering or read is None:
+            return kept
+        try:
+            args = before_args(spec.undo, data.args)
+            assert args is not None
+            answer = await asyncio.wait_for(self.invokers.invoke(read, self._context(data, read, 1), args), timeout=read.timeout_s)
+        except (ToolError, TimeoutError, UndoUnavailable) as exc:
+            log.warning("action %s: could not read the state before %s (%s): its undo will be unavailable", data.action_id, spec.name, exc)
+            return None
+        return await self.undo.keep_prior_state(_undo_key(data), answer.result)
+
+    async def _plan_undo(
+        self, spec: ToolSpec, data: ActionAuthorizedData, result: dict[str, Any] | None, before: dict[str, Any] | None
+    ) -> UndoPlan | None:
+        """How to undo the call that just succeeded, kept in the executor's schema (None when the catalog declares no undo)."""
+        if spec.undo is None:
+            return None
+        plan = plan_undo(spec.undo, data.args, result, before)
+        await self.undo.keep_plan(_undo_key(data), plan)
+        return plan
 
     def _context(self, data: ActionAuthorizedData, spec: ToolSpec, attempt: int) -> ToolContext:
         scope = spec.credential_scopes.get(data.tenant_id)
@@ -251,6 +290,7 @@ class Executor:
         previous_ms: float,
         started: float,
         extra_cost: float,
+        undo: UndoPlan | None = None,
     ) -> ClaimRecord:
         done = await session.finish(
             status,
@@ -260,10 +300,10 @@ class Executor:
             duration_ms=previous_ms + (time.monotonic() - started) * 1000,
             cost_usd=call_cost_usd(spec.cost_usd, attempts, extra_cost),
         )
-        await self._publish_result(session, done)
+        await self._publish_result(session, done, undo)
         return done
 
-    async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
+    async def _publish_result(self, session: ClaimSession, record: ClaimRecord, undo: UndoPlan | None = None) -> None:
         """Publish the action's one result event: the one kept when it was first published, else a new one, kept first.
 
         A redelivered or replayed authorization so gets the same event (same id), not a second
@@ -271,10 +311,10 @@ class Executor:
         """
         kept = record.result_event
         if kept is None:
-            kept = await session.remember_result(encode(self._result_event(record)).decode())
+            kept = await session.remember_result(encode(self._result_event(record, undo)).decode())
         await self.publish("actions.results", decode("actions.results", kept))
 
-    def _result_event(self, record: ClaimRecord) -> Envelope:
+    def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
         error = None
         if record.error is not None:
             error = ErrorInfo(type=record.error.type, message=record.error.message, retryable=record.error.retryable)
@@ -288,6 +328,7 @@ class Executor:
             duration_ms=max(record.duration_ms, 0.0),
             cost=ResultCost(usd=record.cost_usd),
             idempotency_key=record.action_id,
+            undo=undo,
         )
         # The trace context is part of the kept event: a re-sent result points at the call's own span.
         return _RESULT_EVENTS[record.status].build(data, source=SOURCE, traceparent=current_traceparent())
@@ -332,6 +373,10 @@ class Executor:
 
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
     return CallError(str(type_), message, retryable, dead)
+
+
+def _undo_key(data: ActionAuthorizedData) -> UndoKey:
+    return UndoKey(action_id=data.action_id, tenant_id=data.tenant_id, task_id=data.task_id, tool=data.tool)
 
 
 def _new_record(event: ActionAuthorized) -> ClaimRecord:

@@ -71,6 +71,7 @@ class PlannedStep(_Model):
     required: bool = Field(default=True, description="A refused required step without alternatives fails the task.")
     continue_on_failure: bool = Field(default=False, description="A failed call moves on instead of failing the task.")
     cost: ProposalCost = Field(default_factory=ProposalCost, description="Model cost of planning this step.")
+    confidence: float = Field(default=1.0, ge=0, le=1, description="How sure the strategy is of the step (a playbook's are 1).")
 
 
 class StepRecord(_Model):
@@ -282,6 +283,7 @@ def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: froze
         mode=state.mode,
         requested_by=state.requested_by,
         budget_usd=state.budget_usd,
+        confidence=planned.confidence,
     )
     new = state.model_copy(
         update={

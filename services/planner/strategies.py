@@ -80,7 +80,8 @@ def catalog_tools_for_model(catalog: ToolCatalog) -> list[dict[str, Any]]:
 
 CLASSIFY_PROMPT = (
     "You classify helpdesk tickets for the workflow {workflow}. Answer with JSON only: "
-    '{{"category": one of ["refund", "account_deletion", "bulk_email", "general"], "tags": [up to 4 lowercase tags]}}. ' + UNTRUSTED_NOTICE
+    '{{"category": one of ["refund", "account_deletion", "bulk_email", "general"], "tags": [up to 4 lowercase tags], '
+    '"confidence": how sure you are of the category, 0 to 1}}. ' + UNTRUSTED_NOTICE
 )
 PLAN_PROMPT = (
     "You are the planner of the workflow {workflow} for tenant {tenant}. The ticket was classified as {category}. "
@@ -89,6 +90,15 @@ PLAN_PROMPT = (
     "checked by policy before it runs. " + UNTRUSTED_NOTICE
 )
 _CATEGORIES = {"refund", "account_deletion", "bulk_email", "general"}
+STATED_DEFAULT_CONFIDENCE = 0.8  # a usable classification that states no confidence
+FALLBACK_CONFIDENCE = 0.4  # the model's classification was unusable: keywords chose the category
+
+
+def derive_confidence(stated: Any) -> float:
+    """The confidence of a model's plan: what the classifier stated (clamped to 0–1), else a usable answer's default."""
+    if isinstance(stated, int | float) and not isinstance(stated, bool) and stated == stated:  # not NaN
+        return round(min(max(float(stated), 0.0), 1.0), 3)
+    return STATED_DEFAULT_CONFIDENCE
 
 
 def _user_message(task: TaskSubmittedData) -> str:
@@ -125,22 +135,24 @@ class LlmStrategy:
             {"role": "user", "content": _user_message(task)},
         ]
 
-    def _category(self, reply: ModelReply, task: TaskSubmittedData) -> str:
+    def _category(self, reply: ModelReply, task: TaskSubmittedData) -> tuple[str, float]:
+        """The category and how sure the plan can be of it (the proposals' `confidence`)."""
         try:
             answer = json.loads((reply.content or "").strip().removeprefix("```json").removesuffix("```"))
             category = str(answer.get("category", ""))
+            stated = answer.get("confidence")
         except (ValueError, AttributeError):
-            category = ""
+            category, stated = "", None
         if category in _CATEGORIES:
-            return category
-        # An unusable answer falls back to keywords rather than failing the task.
-        return classify_ticket(f"{task.input.get('subject', '')}\n{task.input.get('body', '')}")[0]
+            return category, derive_confidence(stated)
+        # An unusable answer falls back to keywords rather than failing the task; the plan is then less sure.
+        return classify_ticket(f"{task.input.get('subject', '')}\n{task.input.get('body', '')}")[0], FALLBACK_CONFIDENCE
 
     async def plan(self, task: TaskSubmittedData) -> PlanResult:
         """Classify with the cheap model, plan with the strong one; fail closed if a model is unavailable."""
         try:
             classified = await self.client.complete(model=self.cheap_model, messages=self.classify_messages(task))
-            category = self._category(classified, task)
+            category, confidence = self._category(classified, task)
             planned = await self.client.complete(
                 model=self.strong_model, messages=self.plan_messages(task, category), tools=catalog_tools_for_model(self.catalog)
             )
@@ -172,6 +184,7 @@ class LlmStrategy:
                     else [],
                     required=refusable,
                     continue_on_failure=risk is RiskClass.READ,
+                    confidence=confidence,
                 )
             )
         if steps:

@@ -52,6 +52,10 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         reviewed=_bool(),
         spend_task_cents=_long(),
         spend_tenant_cents=_long(),
+        reversible=_bool(),
+        irreversible=_bool(),
+        has_confidence=_bool(),
+        confidence_pct=_long(),
     ),
     settings=_record(
         refund_threshold_cents=_long(),
@@ -59,6 +63,10 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         new_payee_escalates=_bool(),
         external_recipient=_str(),
         permission_change_escalates=_bool(),
+        min_confidence_pct=_long(),
+        tool_error_limit=_long(),
+        retry_limit=_long(),
+        accept_irreversible={"type": "Set", "element": _str()},
     ),
     flow=_record(
         untrusted_read=_bool(),
@@ -68,6 +76,8 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         external_sends=_long(),
         sent_amount_cents=_long(),
         last_decision=_str(),
+        retries=_long(),
+        tool_errors=_long(),
     ),
     approval=_record(granted=_bool()),
 )

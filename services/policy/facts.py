@@ -43,6 +43,8 @@ class Flow:
     sent_amount_usd: float = 0.0  # amounts of allowed financial calls
     last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
     unseen_results: tuple[str, ...] = ()  # untrusted-output calls authorized but whose result the service has not seen
+    retries: int = 0  # attempts beyond the first of the task's calls, as their results report
+    tool_errors: int = 0  # the task's calls that ended failed or unknown
 
     def context(self, tool: str) -> dict[str, Any]:
         """The Cedar `context.flow` record for a call of `tool` (shape: `cedar_schema.CONTEXT_TYPE`)."""
@@ -55,11 +57,13 @@ class Flow:
             "external_sends": self.external_sends,
             "sent_amount_cents": round(self.sent_amount_usd * 100),
             "last_decision": dict(self.last_decisions).get(tool, ""),
+            "retries": self.retries,
+            "tool_errors": self.tool_errors,
         }
 
     @classmethod
-    def of(cls, decisions: list[tuple[str, str, dict[str, Any]]], untrusted_read: bool) -> Flow:
-        """From the task's earlier decisions, oldest first, as (tool, outcome, facts)."""
+    def of(cls, decisions: list[tuple[str, str, dict[str, Any]]], untrusted_read: bool, troubles: tuple[int, int] = (0, 0)) -> Flow:
+        """From the task's earlier decisions, oldest first, as (tool, outcome, facts), and its (retries, tool errors) so far."""
         calls: dict[str, int] = {}
         last: dict[str, str] = {}
         sends, amount = 0, 0.0
@@ -70,7 +74,15 @@ class Flow:
             calls[tool] = calls.get(tool, 0) + 1
             sends += 1 if (facts.get("external_recipients") or 0) > 0 else 0
             amount += float(facts.get("amount_usd") or 0.0)
-        return cls(tuple(sorted(calls.items())), untrusted_read, sends, round(amount, 6), tuple(sorted(last.items())))
+        return cls(
+            tuple(sorted(calls.items())),
+            untrusted_read,
+            sends,
+            round(amount, 6),
+            tuple(sorted(last.items())),
+            retries=troubles[0],
+            tool_errors=troubles[1],
+        )
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Call:
     mode: Mode = "draft"
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
+    confidence: float | None = None  # the proposer's, 0–1; None: not given
     provenance: Provenance = field(default_factory=Provenance, compare=False)  # what the task has read (the service loads it)
     flow: Flow = field(default_factory=Flow)  # what the task did before (the service loads it)
 
@@ -102,6 +115,7 @@ class Call:
             mode=p.mode,
             model_cost_usd=p.cost.usd,
             task_budget_usd=p.budget_usd,
+            confidence=p.confidence,
         )
 
 
@@ -136,6 +150,9 @@ class Facts:
     estimated_cost_usd: float
     task_budget_usd: float | None
     tenant_budget_usd: float | None
+    reversible: bool = False  # the catalog names a tool that undoes the call
+    irreversible: bool = False  # a write the catalog declares irreversible (no tool undoes it)
+    confidence: float | None = None
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -315,4 +332,7 @@ def compute_facts(
         estimated_cost_usd=estimated_cost_usd(spec.cost_usd, call.model_cost_usd),
         task_budget_usd=call.task_budget_usd,
         tenant_budget_usd=tenant_budget_usd,
+        reversible=spec.undo is not None and spec.undo.reversible,
+        irreversible=spec.writes and spec.undo is not None and not spec.undo.reversible,
+        confidence=call.confidence,
     )

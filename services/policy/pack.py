@@ -9,6 +9,7 @@ it came from have the same version.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -156,6 +157,41 @@ class TenantSettings(BaseModel):
     allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
     organisations: list[str] = Field(default_factory=list, description="Organisations that are the tenant itself or its own.")
     triggers: Triggers = Field(default_factory=Triggers, description="Deny or escalate, per trigger.")
+    min_confidence: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A low-risk write proposed with a confidence under this escalates (low_confidence); 0: never.",
+    )
+    tool_error_limit: int = Field(
+        default=2, ge=1, le=100, description="Tool errors (failed or unknown results) in a task after which its writes escalate."
+    )
+    retry_limit: int = Field(default=3, ge=1, le=100, description="Retried attempts in a task after which its writes escalate.")
+    accept_irreversible: list[str] = Field(
+        default_factory=list,
+        description="Risk classes whose irreversible writes the tenant lets an agent make alone (by default a `write_low` "
+        "call that no tool can undo escalates: irreversible_write).",
+    )
+    review_reasons: dict[str, str] = Field(
+        default_factory=dict,
+        description="The tenant's own reasons an approver may give when rejecting or editing (code → meaning), beside the defaults.",
+    )
+
+    @field_validator("accept_irreversible")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {r.value for r in RiskClass})
+        if unknown:
+            raise ValueError(f"accept_irreversible: not risk classes: {', '.join(unknown)}")
+        return value
+
+    @field_validator("review_reasons")
+    @classmethod
+    def _codes(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(code for code in value if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", code))
+        if bad:
+            raise ValueError(f"review_reasons: codes are lower-case words with underscores: {', '.join(bad)}")
+        return value
 
 
 class PackSettings(BaseModel):

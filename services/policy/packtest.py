@@ -11,6 +11,7 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
   tainted_args: []             # default: []
   budget_usd: null             # the task's budget
   model_cost_usd: 0            # cost of producing the proposal
+  confidence: null             # the proposer's confidence, 0–1
   state:                       # what the service would know; all optional
     payee_known: false         # learned from a successful refund
     spend_task_usd: 0
@@ -19,7 +20,8 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
     killswitch: false          # a kill switch on this tool for this tenant
     approval_granted: false    # evaluated again after a human grant
   facts: {}                    # override computed facts (e.g. documentation_present: false)
-  flow: {}                     # the task so far: untrusted_read, tool_calls {tool: n}, external_sends, sent_amount_usd, last_decisions
+  flow: {}                     # the task so far: untrusted_read, tool_calls {tool: n}, external_sends, sent_amount_usd, last_decisions,
+                               # retries, tool_errors
   settings: null               # a control.tenant record (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
@@ -79,6 +81,7 @@ class PolicyCase(BaseModel):
     tainted_args: list[str] = Field(default_factory=list)
     budget_usd: float | None = None
     model_cost_usd: float = 0.0
+    confidence: float | None = Field(default=None, ge=0, le=1, description="The proposer's confidence.")
     proposer: str = "tidegate/planner/playbook"
     state: CaseState = Field(default_factory=CaseState)
     facts: dict[str, Any] = Field(default_factory=dict)
@@ -148,6 +151,7 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
         mode=case.mode,
         model_cost_usd=case.model_cost_usd,
         task_budget_usd=case.budget_usd,
+        confidence=case.confidence,
         flow=_flow(case.flow),
     )
     st = case.state

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -149,6 +149,14 @@ class PolicyRepository(Protocol):
         """Tools of the task's authorized calls whose result has not been seen yet (reservation still held)."""
         ...
 
+    async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
+        """Remember how a call of the task ended (its status and attempts); idempotent per action id."""
+        ...
+
+    async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
+        """The task's (retries, tool errors) so far: attempts beyond the first, and calls that failed or ended unknown."""
+        ...
+
 
 def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
     """Add `amount` to what the task and the tenant as a whole have spent (the two budget scopes)."""
@@ -159,6 +167,12 @@ def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: s
 def _flow_row(tool: str, outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
     facts = (json.loads(decided_event).get("data") or {}).get("facts") or {}
     return tool, outcome, facts
+
+
+def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
+    """(retries, tool errors) of a task's call outcomes, given as (status, attempts)."""
+    done = list(outcomes)
+    return sum(max(attempts - 1, 0) for _, attempts in done), sum(1 for status, _ in done if status in ("failed", "unknown"))
 
 
 def _history_from(task: float, tenant: float, payee_known: bool) -> History:
@@ -179,6 +193,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     unknown: set[str] = field(default_factory=set)
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
+    outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -279,6 +294,14 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
         return [_flow_row(r.proposal.tool, r.outcome, r.decided_event) for r in records]
+
+    async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
+        """See PolicyRepository."""
+        self.outcomes.setdefault((tenant_id, task_id), {}).setdefault(action_id, (status, attempts))
+
+    async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
+        """See PolicyRepository."""
+        return troubles(self.outcomes.get((tenant_id, task_id), {}).values())
 
 
 def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
@@ -594,3 +617,24 @@ class PgPolicyRepository(PolicyRepository):
                 "SELECT tool FROM policy.reservations WHERE tenant_id = $1 AND task_id = $2 AND status = 'reserved'", tenant_id, task_id
             )
         return [r["tool"] for r in rows]
+
+    async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (action_id) DO NOTHING",
+                tenant_id,
+                task_id,
+                action_id,
+                status,
+                attempts,
+            )
+
+    async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT status, attempts FROM policy.call_outcomes WHERE tenant_id = $1 AND task_id = $2", tenant_id, task_id
+            )
+        return troubles((r["status"], r["attempts"]) for r in rows)

@@ -144,7 +144,8 @@ class PolicyService:
         unseen = await self._unseen_untrusted(tenant_id, task_id)
         provenance = await self.repo.provenance(tenant_id, task_id)
         decisions = await self.repo.task_decisions(tenant_id, task_id)
-        flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen))
+        troubles = await self.repo.task_troubles(tenant_id, task_id)
+        flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen), troubles=troubles)
         return provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))))
 
     async def _publish_record(self, record: DecisionRecord) -> None:
@@ -370,6 +371,8 @@ class PolicyService:
     async def on_result(self, event: Envelope) -> None:
         """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
         data = event.data
+        if isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
+            await self.repo.record_outcome(data.tenant_id, data.task_id, data.action_id, data.status, data.attempts)
         if isinstance(event, ActionSucceeded):
             await self._learn_output(data)
         if isinstance(event, ActionFailed):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from systems._context import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError
 from systems.helpdesk import add_internal_note
 from systems.payments import lookup_order
 

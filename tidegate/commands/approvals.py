@@ -29,6 +29,14 @@ Token = Annotated[
     str | None, typer.Option("--token", envvar="TIDEGATE_APPROVER_TOKEN", help="Your approver token (or a one-time link token).")
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+ReviewReason = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Why you reject or edit: wrong_recipient, wrong_amount, policy_should_have_denied, should_not_need_approval, "
+        "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`).",
+    ),
+]
 DEFAULT_URL = "http://127.0.0.1:8081"
 
 _STATUS_WORDS = {
@@ -152,6 +160,7 @@ def approve(
     digest: Annotated[
         str | None, typer.Option("--digest", help="The action digest you reviewed (default: the current one, shown first).")
     ] = None,
+    reason: ReviewReason = None,
 ) -> None:
     """Approve the call (optionally with edited args). Binds to the digest you reviewed."""
     edited = None
@@ -180,12 +189,17 @@ def approve(
         url,
         f"/api/v1/approvals/{approval_id}/approve",
         token,
-        body={"action_digest": digest, "comment": comment, "edited_args": edited},
+        body={"action_digest": digest, "comment": comment, "edited_args": edited} | _reason(reason if edited is not None else None),
     )
     if item["status"] == "pending":
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
     else:
         console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+
+
+def _reason(reason: str | None) -> dict[str, str]:
+    """The `review_reason` of a body, when one was given."""
+    return {"review_reason": reason} if reason else {}
 
 
 @app.command()
@@ -194,9 +208,10 @@ def reject(
     url: Url = DEFAULT_URL,
     token: Token = None,
     comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+    reason: ReviewReason = None,
 ) -> None:
     """Reject the call (for a follow-up: record that it did not happen)."""
-    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment})
+    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment} | _reason(reason))
     console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
 
 
@@ -299,3 +314,53 @@ def token_revoke(token_id: str) -> None:
     if not run(_repo_call("revoke_token", token_id)):
         fail(f"no live token {token_id}")
     console.print(f"revoked {token_id}")
+
+
+@app.command()
+def report(
+    since: Annotated[str, typer.Option("--since", help="Start: a duration ago (`30d`, `12h`) or an ISO time.")] = "30d",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    fast_s: Annotated[float, typer.Option("--fast", help="An approval faster than this many seconds is a rubber-stamp signal.")] = 10.0,
+    as_json: AsJson = False,
+) -> None:
+    """Why humans rejected or edited calls (by tool, workflow, reason, policy, with examples to explain), and approval quality.
+
+    Reads the recorded events (tasks, decisions, approvals) of the window as the ops principal; approver groups come
+    from the approval service's tokens where the database is reachable.
+    """
+    from services.approval import review_report, reviews_from_events
+    from tidegate.ops.autonomy import read_record
+
+    events = run(read_record(settings(), since, tenant))
+    try:
+        groups = {t.approver: ",".join(t.groups) or "?" for t in run(_repo_call("tokens"))}
+    except (OSError, ConnectionError):  # the database is elsewhere: report without groups
+        groups = {}
+    doc = review_report(reviews_from_events(events, groups), fast_s=fast_s)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    console.print(f"{doc['reviews']} approval requests since {since}: {doc['outcomes']}; rates {doc['rates']}")
+    for dim in ("reason", "tool", "workflow", "policy"):
+        rows = doc["reasons"][dim]
+        if not rows:
+            continue
+        table = Table(dim, "reason (reject or edit)", "count", title=f"rejections and edits by {dim}")
+        for name, counts in rows.items():
+            for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                table.add_row(name, reason, str(n))
+        console.print(table)
+    for reason, examples in doc["examples"].items():
+        for ex in examples:
+            said = f": “{ex['comment']}”" if ex["comment"] else ""
+            console.print(escape(f"{reason}: {ex['tool']} {ex['outcome']} by {ex['approver']}{said} — {ex['explain']}"))
+    times = Table("by", "group", "n", "p50 s", "p95 s", title="time to decision")
+    for by, rows in doc["time_to_decision_s"].items():
+        for name, t in rows.items():
+            times.add_row(by.removeprefix("by_"), name, str(t["n"]), str(t["p50"]), str(t["p95"]))
+    console.print(times)
+    stamp = doc["rubber_stamp"]
+    console.print(
+        f"rubber-stamp signals: {stamp['fast_approvals']} approvals faster than {stamp['fast_s']} s; "
+        f"approvers who never reject or edit: {', '.join(stamp['never_reject']) or 'none'}"
+    )

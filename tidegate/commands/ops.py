@@ -117,19 +117,35 @@ def replay(
 
 @app.command()
 def whatif(
-    policy_dir: Path = typer.Option(..., "--policy", help="Directory of the candidate policy pack."),
+    policy_dir: Path = typer.Option(None, "--policy", help="Directory of the candidate policy pack (default: today's pack)."),
     start: str = FROM,
     end: str = TO,
     tenant: str = typer.Option(None, "--tenant", help="Only this tenant's proposals."),
+    tenant_settings: Path = typer.Option(
+        None,
+        "--tenant-settings",
+        help="YAML of candidate tenant settings (tenant → fields, over each tenant's live record), as `tidegate autonomy report` writes.",
+    ),
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Decide every recorded proposal of the window with a candidate pack; report the flips. No side effects."""
+    """Decide every recorded proposal of the window with a candidate pack or tenant settings; report the flips. No side effects."""
+    import yaml
+
     from schemas import ActionDecided, ActionProposed
     from tidegate.commands.killswitch import read_control
+    from tidegate.ops.autonomy import human_outcomes
     from tidegate.ops.recorded import read_window
     from tidegate.ops.whatif import evaluate
 
+    if policy_dir is None and tenant_settings is None:
+        fail("give a candidate: --policy <pack directory> and/or --tenant-settings <file>")
+    candidates: dict[str, Any] = {}
+    if tenant_settings is not None:
+        loaded = yaml.safe_load(tenant_settings.read_text()) or {}
+        candidates = loaded.get("tenants", loaded) if isinstance(loaded, dict) else {}
+        if not isinstance(candidates, dict) or not all(isinstance(v, dict) for v in candidates.values()):
+            fail(f"{tenant_settings}: expected tenant → settings (a mapping of mappings)")
     pack = _pack(policy_dir)
     t0, t1 = _window(start, end)
     kit = settings()
@@ -140,7 +156,7 @@ def whatif(
                 kit.topic_prefix,
                 t0,
                 t1,
-                topics=("actions.proposed", "actions.decided"),
+                topics=("actions.proposed", "actions.decided", "approvals"),
                 tenant=tenant,
                 client_options=kafka_options(kit, OPS),
             )
@@ -157,8 +173,16 @@ def whatif(
                 effective = pack.settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
                 if effective is not None:
                     tenants[name] = effective
+        for name, change in candidates.items():
+            live = control.tenants[name].settings if name in control.tenants else dict(pack.settings.tenants.get(name) or {})
+            admins = control.directories.get(name)
+            try:
+                tenants[name] = pack.settings.with_record(dict(live) | change, admins.directory if admins else None)
+            except ValueError as exc:
+                fail(f"{tenant_settings}: the candidate settings of {name} are not valid: {exc}")
         decisions = [e.data for e in window.of(ActionDecided)]
-        report = evaluate(pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days)
+        humans = human_outcomes(r.event for r in window.events)
+        report = evaluate(pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days, humans=humans)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -173,6 +197,12 @@ def whatif(
         f"human load: {load['then']} escalations/day recorded → {load['now']} under the candidate; "
         f"shadow policies would flip {report.shadow_flips} decisions"
     )
+    console.print(
+        f"human touches saved (escalations approved unchanged that the candidate allows): {report.touches_saved}; "
+        f"newly allowed that a human had rejected or edited: {len(report.newly_allowed_rejected)}"
+    )
+    for f in report.newly_allowed_rejected[:10]:
+        console.print(f"  [red]would allow[/] {f.task_id} {f.tool} {json.dumps(f.args)[:100]} (`tidegate audit explain {f.task_id}`)")
     for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
         if not groups:
             continue

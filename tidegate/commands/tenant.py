@@ -5,9 +5,11 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
@@ -101,6 +103,32 @@ PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (accou
 SITE = typer.Option([], "--site", help="A web domain the tenant trusts. Repeatable.")
 ORG = typer.Option([], "--organisation", help="An organisation that is the tenant itself. Repeatable.")
 BY = typer.Option(None, "--by", help="Who (default: the OS user).")
+SETTING = typer.Option(
+    [],
+    "--setting",
+    help="Any tenant setting as KEY=VALUE (YAML value): min_confidence=0.5, tool_error_limit=3, retry_limit=5, "
+    "accept_irreversible=[write_low], review_reasons={duplicate: handled already}. Repeatable.",
+)
+CANDIDATE = typer.Option(
+    None, "--candidate", help="Apply this tenant's entry of a candidate file written by `tidegate autonomy report` (after `whatif`)."
+)
+
+
+def _settings(pairs: list[str], candidate: Path | None, tenant: str) -> dict[str, Any]:
+    """`--setting KEY=VALUE` pairs and the tenant's entry of a `--candidate` file, as changes."""
+    changes: dict[str, Any] = {}
+    if candidate is not None:
+        loaded = yaml.safe_load(candidate.read_text()) or {}
+        entry = (loaded.get("tenants", loaded) if isinstance(loaded, dict) else {}).get(tenant)
+        if not isinstance(entry, dict):
+            fail(f"{candidate} has no candidate settings for {tenant}")
+        changes |= entry
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--setting is KEY=VALUE, not {pair!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    return changes
 
 
 def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], classes: list[str], by: str | None) -> None:
@@ -137,19 +165,14 @@ def add(
     site: list[str] = SITE,
     organisation: list[str] = ORG,
     learn_after: int | None = LEARN,
+    setting: list[str] = SETTING,
     by: str | None = BY,
 ) -> None:
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(
-        tenant,
-        must_exist=False,
-        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
-        triggers=trigger,
-        classes=class_,
-        by=by,
-    )
+    changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, None, tenant)
+    _write(tenant, must_exist=False, changes=changes, triggers=trigger, classes=class_, by=by)
 
 
 @app.command("set")
@@ -168,19 +191,15 @@ def set_(
     site: list[str] = SITE,
     organisation: list[str] = ORG,
     learn_after: int | None = LEARN,
+    setting: list[str] = SETTING,
+    candidate: Path | None = CANDIDATE,
     by: str | None = BY,
 ) -> None:
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
-    _write(
-        tenant,
-        must_exist=True,
-        changes=_changes(autonomous, refund_threshold, budget, lists, learn_after),
-        triggers=trigger,
-        classes=class_,
-        by=by,
-    )
+    changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, candidate, tenant)
+    _write(tenant, must_exist=True, changes=changes, triggers=trigger, classes=class_, by=by)
 
 
 @app.command("show")

@@ -74,6 +74,8 @@ class WhatIfReport:
     seconds: float = 0.0
     days: float = 1.0  # the span of the window the proposals came from, for the human load per day
     shadow_flips: int = 0  # decisions the candidate's `@mode("shadow")` policies would flip (recorded, not enforced)
+    touches_saved: int = 0  # escalations a human approved unchanged that the candidate allows
+    newly_allowed_rejected: list[Flip] = field(default_factory=list)  # allowed now, though a human rejected or edited them
 
     def human_load(self) -> dict[str, float]:
         """Escalations per day (each one a human's decision): as recorded, and under the candidate."""
@@ -135,6 +137,11 @@ class WhatIfReport:
                 for kind, flips in self.examples().items()
             },
             "escalations_per_day": self.human_load(),
+            "human_touches_saved": self.touches_saved,
+            "newly_allowed_that_humans_rejected": [
+                {"action_id": f.action_id, "task_id": f.task_id, "tool": f.tool, "args": f.args, "then": f.then_reasons}
+                for f in self.newly_allowed_rejected
+            ],
             "shadow_flips": self.shadow_flips,
             "seconds": round(self.seconds, 3),
             "proposals_per_second": round(self.evaluated / self.seconds, 1) if self.seconds else None,
@@ -179,6 +186,8 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
         external_sends=int(flow.get("external_sends") or 0),
         sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,
         last_decisions=((p.tool, str(flow["last_decision"])),) if flow.get("last_decision") else (),
+        retries=int(flow.get("retries") or 0),
+        tool_errors=int(flow.get("tool_errors") or 0),
     )
     return dataclasses.replace(call, provenance=read, flow=recorded_flow)
 
@@ -191,6 +200,7 @@ def evaluate(
     skipped: Skipped | None = None,
     tenants: Mapping[str, TenantSettings] | None = None,
     days: float = 1.0,
+    humans: Mapping[str, str] | None = None,
 ) -> WhatIfReport:
     """Decide every proposal with `pack` and compare with the decision recorded for it.
 
@@ -198,7 +208,10 @@ def evaluate(
     grant is a different question. A proposal without a recorded decision is decided with an empty
     history and counted apart (`without_record`). A proposal that cannot be decided (NaN in its
     args or cost, a recorded fact that is not a number) is counted in `skipped` with its reason and
-    the rest are evaluated; `skipped` starts with what reading the record already skipped.
+    the rest are evaluated; `skipped` starts with what reading the record already skipped. With `humans`
+    (action id → `approved`, `edited`, `rejected`, `expired`: what a human made of its escalation), an
+    escalation the candidate allows counts as a human touch saved when it was approved unchanged, and is
+    listed when a human had rejected or edited it.
     """
     started = time.perf_counter()
     recorded: dict[str, ActionDecidedData] = {}
@@ -236,8 +249,12 @@ def evaluate(
             if sorted(then_codes) != sorted(verdict.codes):
                 report.reasons_changed += 1
             continue
-        report.flips.append(
-            Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, then.outcome, verdict.outcome, then_codes, verdict.codes)
-        )
+        flip = Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, then.outcome, verdict.outcome, then_codes, verdict.codes)
+        report.flips.append(flip)
+        human = (humans or {}).get(p.action_id)
+        if flip.kind == "escalate→allow" and human == "approved":
+            report.touches_saved += 1
+        elif flip.kind == "escalate→allow" and human in ("rejected", "edited"):
+            report.newly_allowed_rejected.append(flip)
     report.seconds = time.perf_counter() - started
     return report

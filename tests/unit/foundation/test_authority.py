@@ -99,6 +99,17 @@ def test_unsigned_unknown_and_wrong_service_are_refused(kit: KitSettings, author
     assert check(authority, sign_event(decided(), service_key(kit, "executor"))) == "signer_not_allowed"
 
 
+def test_the_approval_service_may_sign_an_undo_proposal_and_no_other(kit: KitSettings, authority: Authority) -> None:
+    data = s.ActionProposedData(
+        action_id="undo-a-1", task_id="t-1", tenant_id="acme", step=1, tool="untag_ticket", args={}, proposer="undo:bob", undoes="a-1"
+    )
+    undo = s.ActionProposed.build(data, source="tidegate/approval")
+    own_idea = s.ActionProposed.build(data.model_copy(update={"undoes": None, "tool": "issue_refund"}), source="tidegate/approval")
+    assert check(authority, sign_event(undo, service_key(kit, "approval"))) is None
+    assert check(authority, sign_event(own_idea, service_key(kit, "approval"))) == "signer_not_allowed"
+    assert check(authority, sign_event(undo, service_key(kit, "executor"))) == "signer_not_allowed"
+
+
 def test_a_client_signs_only_for_its_tenant_and_as_itself(kit: KitSettings, authority: Authority) -> None:
     assert check(authority, sign_as_client(kit, task())) is None
     alice = SigningKey.load_or_create(kit.client_keys_dir / "acme", "alice@acme.example")

@@ -21,7 +21,7 @@ async def test_proposes_one_action_at_a_time_and_completes_with_cost(harness):
     first = harness.last()
     assert first.action_id == "t-T-1007:1"
     assert (first.mode, first.requested_by, first.budget_usd) == ("autonomous", "demo@acme.example", 5.0)
-    assert first.proposer == "tidegate/planner/playbook"
+    assert (first.proposer, first.confidence) == ("tidegate/planner/playbook", 1.0)  # a playbook is sure of its steps
     await harness.run_allowed(first, usd=0.0002)
     assert [p.tool for p in harness.proposals()] == ["tag_ticket", "add_internal_note"]
     await harness.run_allowed(harness.last(), usd=0.0002)

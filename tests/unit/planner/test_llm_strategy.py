@@ -81,3 +81,19 @@ async def test_a_model_timeout_fails_closed(catalog, stub):
     assert result.steps == []
     assert result.error == "model_unavailable"
     assert len(stub.requests) == 1  # no hidden retry
+
+
+@pytest.mark.parametrize(
+    ("classification", "confidence"),
+    [
+        ('{"category": "refund", "confidence": 0.35}', 0.35),  # what the model states
+        ('{"category": "refund"}', 0.8),  # a usable answer that states none
+        ("I think it is about a refund", 0.4),  # unusable: keywords chose the category
+        ('{"category": "refund", "confidence": 7}', 1.0),  # clamped
+    ],
+)
+async def test_a_models_plan_carries_a_confidence_derived_from_its_classification(catalog, stub, classification, confidence):
+    stub.reply("gpt-4o-mini", content=classification)
+    stub.reply("gpt-4o", tool_calls=[("tag_ticket", {"ticket_id": "T-1005", "tags": ["refund"]})])
+    result = await strategy(catalog, stub).plan(ticket_task(INJECTION, task_id="t-llm-c"))
+    assert [s.confidence for s in result.steps] == [confidence]

@@ -149,6 +149,8 @@ async def test_the_flow_of_the_task_is_in_the_decision_and_drives_the_sequence_r
         "external_sends": 0,
         "sent_amount_cents": 0,
         "last_decision": "",
+        "retries": 0,
+        "tool_errors": 0,
     }
     await _read_ticket(service)
     again = await _decide(service, "a-8", "tag_ticket", {"ticket_id": "T-9", "tags": ["urgent"]})

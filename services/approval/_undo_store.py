@@ -1,0 +1,63 @@
+"""The succeeded calls an approver may undo: their results (with the executor's undo plan), by action id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+
+from schemas import ActionResultData
+
+__all__ = ["InMemoryUndoResults", "PgUndoResults", "UndoResults"]
+
+
+class UndoResults(Protocol):
+    """Results that carry an undo plan."""
+
+    async def keep(self, result: ActionResultData) -> None:
+        """Remember a succeeded call's result (idempotent per action id)."""
+        ...
+
+    async def get(self, action_id: str) -> ActionResultData | None:
+        """The result of `action_id`, if it was kept."""
+        ...
+
+
+@dataclass
+class InMemoryUndoResults:
+    """The in-memory twin, for unit tests."""
+
+    results: dict[str, ActionResultData] = field(default_factory=dict)
+
+    async def keep(self, result: ActionResultData) -> None:
+        """See UndoResults."""
+        self.results.setdefault(result.action_id, result)
+
+    async def get(self, action_id: str) -> ActionResultData | None:
+        """See UndoResults."""
+        return self.results.get(action_id)
+
+
+class PgUndoResults:
+    """Results in `approval.undo_results`."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:
+        self._pool = pool
+        self._s = schema
+
+    async def keep(self, result: ActionResultData) -> None:
+        """See UndoResults."""
+        await self._pool.execute(
+            f"INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result) VALUES ($1, $2, $3, $4::jsonb)"
+            " ON CONFLICT (action_id) DO NOTHING",
+            result.action_id,
+            result.tenant_id,
+            result.task_id,
+            result.model_dump_json(),
+        )
+
+    async def get(self, action_id: str) -> ActionResultData | None:
+        """See UndoResults."""
+        text = await self._pool.fetchval(f"SELECT result::text FROM {self._s}.undo_results WHERE action_id = $1", action_id)
+        return None if text is None else ActionResultData.model_validate_json(text)

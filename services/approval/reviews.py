@@ -1,0 +1,197 @@
+"""Human reviews as a bug tracker counts them: why approvers rejected or edited, and how well the approval step works.
+
+Pure functions of `Review` rows. The approval service makes them from its own records (its approver
+page), `tidegate approvals report` from the recorded events (`reviews_from_events`), so both count alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas import ActionDecided, ApprovalExpired, ApprovalGranted, ApprovalRejected, ApprovalRequested, TaskSubmitted
+
+__all__ = ["Review", "ReviewReport", "review_report", "reviews_from_events"]
+
+Outcome = Literal["approved", "edited", "rejected", "expired", "pending"]
+NO_REASON = "(no reason given)"
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Review:
+    """One escalated call and what a human made of it."""
+
+    tenant_id: str
+    task_id: str
+    action_id: str
+    tool: str
+    risk: str
+    outcome: Outcome
+    requested_at: datetime
+    decided_at: datetime | None = None
+    approver: str | None = None
+    review_reason: str | None = None
+    comment: str | None = None
+    policies: tuple[str, ...] = ()  # the policies that escalated it
+    triggers: tuple[str, ...] = ()  # their reason codes
+    workflow: str = "?"
+    group: str = "?"  # the approver's group, where known
+
+    @property
+    def seconds(self) -> float | None:
+        """Time to decision."""
+        return None if self.decided_at is None else max((self.decided_at - self.requested_at).total_seconds(), 0.0)
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
+
+
+@dataclass
+class ReviewReport:
+    """Counts by tool, workflow, reason and policy; times to decision; rates; rubber-stamp signals."""
+
+    reviews: list[Review]
+    fast_s: float = 10.0
+    min_decisions: int = 5
+    by: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        decided = [r for r in self.reviews if r.outcome in ("approved", "edited", "rejected")]
+        touched = [r for r in decided if r.outcome in ("edited", "rejected")]
+        return {
+            "reviews": len(self.reviews),
+            "outcomes": dict(Counter(r.outcome for r in self.reviews)),
+            "rates": {
+                "reject": round(sum(r.outcome == "rejected" for r in decided) / len(decided), 3) if decided else None,
+                "edit": round(sum(r.outcome == "edited" for r in decided) / len(decided), 3) if decided else None,
+                "expired": sum(r.outcome == "expired" for r in self.reviews),
+            },
+            "reasons": {dim: {k: dict(v) for k, v in sorted(rows.items())} for dim, rows in _reason_counts(touched).items()},
+            "examples": _examples(touched),
+            "time_to_decision_s": {
+                "by_risk": _times(decided, lambda r: r.risk),
+                "by_group": _times(decided, lambda r: r.group),
+            },
+            "rubber_stamp": {
+                "fast_s": self.fast_s,
+                "fast_approvals": sum(1 for r in decided if r.outcome == "approved" and (r.seconds or 0) < self.fast_s),
+                "never_reject": _never_reject(decided, self.min_decisions),
+            },
+        }
+
+
+def _reason_counts(touched: Sequence[Review]) -> dict[str, dict[str, Counter[str]]]:
+    """Rejections and edits counted by reason, within each tool, workflow, policy, and overall."""
+    out: dict[str, dict[str, Counter[str]]] = {
+        "tool": defaultdict(Counter),
+        "workflow": defaultdict(Counter),
+        "policy": defaultdict(Counter),
+    }
+    overall: Counter[str] = Counter()
+    for r in touched:
+        reason = r.review_reason or NO_REASON
+        overall[reason] += 1
+        out["tool"][r.tool][reason] += 1
+        out["workflow"][r.workflow][reason] += 1
+        for policy in r.policies or ("?",):
+            out["policy"][policy][reason] += 1
+    return {"reason": {"all": overall}} | out
+
+
+def _examples(touched: Sequence[Review]) -> dict[str, list[dict[str, Any]]]:
+    """A few rejections and edits per reason, each with the command that explains its task."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in touched:
+        bucket = out.setdefault(r.review_reason or NO_REASON, [])
+        if len(bucket) < EXAMPLES:
+            bucket.append(
+                {
+                    "task_id": r.task_id,
+                    "action_id": r.action_id,
+                    "tool": r.tool,
+                    "outcome": r.outcome,
+                    "approver": r.approver,
+                    "comment": r.comment,
+                    "explain": f"tidegate audit explain {r.task_id}",
+                }
+            )
+    return out
+
+
+def _times(decided: Iterable[Review], key: Any) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in decided:
+        if r.seconds is not None:
+            groups[str(key(r))].append(r.seconds)
+    return {k: {"n": len(v), "p50": _pct(sorted(v), 50), "p95": _pct(sorted(v), 95)} for k, v in sorted(groups.items())}
+
+
+def _never_reject(decided: Iterable[Review], min_decisions: int) -> list[str]:
+    """Approvers with at least `min_decisions` decisions who never rejected nor edited one."""
+    seen: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in decided:
+        if r.approver:
+            seen[r.approver][r.outcome] += 1
+    return sorted(a for a, c in seen.items() if sum(c.values()) >= min_decisions and c["rejected"] == c["edited"] == 0)
+
+
+def review_report(reviews: Iterable[Review], *, fast_s: float = 10.0, min_decisions: int = 5) -> dict[str, Any]:
+    """The report of `reviews` (see ReviewReport)."""
+    return ReviewReport(list(reviews), fast_s=fast_s, min_decisions=min_decisions).as_dict()
+
+
+def reviews_from_events(events: Iterable[Any], groups_of: dict[str, str] | None = None) -> list[Review]:
+    """Reviews from recorded events (tasks, decisions, approvals), one per approval request, with its human outcome."""
+    workflows: dict[str, str] = {}
+    decided: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    ends: dict[str, Any] = {}
+    for e in events:
+        if isinstance(e, TaskSubmitted):
+            workflows[e.data.task_id] = e.data.workflow
+        elif isinstance(e, ActionDecided) and e.data.outcome == "escalate" and e.data.via == "policy":
+            decided.setdefault(e.data.action_id, e.data)
+        elif isinstance(e, ApprovalRequested):
+            requests.setdefault(e.data.approval_id, e)
+        elif isinstance(e, ApprovalGranted | ApprovalRejected | ApprovalExpired):
+            ends.setdefault(e.data.approval_id, e)
+    out = []
+    for approval_id, req in requests.items():
+        d, end = decided.get(req.data.action_id), ends.get(approval_id)
+        outcome: Outcome = "pending"
+        if isinstance(end, ApprovalGranted):
+            outcome = "edited" if end.data.edited_args is not None else "approved"
+        elif isinstance(end, ApprovalRejected):
+            outcome = "rejected"
+        elif isinstance(end, ApprovalExpired):
+            outcome = "expired"
+        approver = end.data.approver if end is not None else None
+        out.append(
+            Review(
+                tenant_id=req.data.tenant_id,
+                task_id=req.data.task_id,
+                action_id=req.data.action_id,
+                tool=req.data.tool,
+                risk=str(d.risk) if d is not None and d.risk is not None else "?",
+                outcome=outcome,
+                requested_at=req.time,
+                decided_at=(end.data.decided_at or end.time) if end is not None and outcome != "expired" else None,
+                approver=approver,
+                review_reason=end.data.review_reason if end is not None else None,
+                comment=end.data.comment if end is not None else None,
+                policies=tuple(r.policy_id for r in req.data.reasons),
+                triggers=tuple(str(r.code) for r in req.data.reasons),
+                workflow=workflows.get(req.data.task_id, "?"),
+                group=(groups_of or {}).get(approver or "", "?"),
+            )
+        )
+    return out

@@ -1,0 +1,117 @@
+"""What undoing a succeeded call needs, kept in the executor's own schema (`executor.undo_plans`), and an in-memory twin.
+
+The executor reads the prior state a catalog `undo.before` asks for right before the first attempt and
+keeps it, so that an attempt after a crash still restores what was there first; when the call
+succeeds it computes the plan (`servicekit.undo.plan_undo`), keeps it and puts it in the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from schemas import UndoPlan
+
+__all__ = ["InMemoryUndoStore", "PgUndoStore", "UndoKey", "UndoStore"]
+
+
+@dataclass(frozen=True)
+class UndoKey:
+    """The call an undo record belongs to."""
+
+    action_id: str
+    tenant_id: str
+    task_id: str
+    tool: str
+
+
+class UndoStore(Protocol):
+    """Prior states and undo plans by action id."""
+
+    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
+        """The state kept before the call, if any."""
+        ...
+
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+        """Keep `before` unless a state is kept already; return the one kept (the first read wins)."""
+        ...
+
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+        """Keep the plan computed when the call succeeded."""
+        ...
+
+    async def plan(self, action_id: str) -> UndoPlan | None:
+        """The plan kept for the call, if any."""
+        ...
+
+
+@dataclass
+class InMemoryUndoStore:
+    """The in-memory twin of PgUndoStore, for tests and in-process tooling."""
+
+    befores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    plans: dict[str, UndoPlan] = field(default_factory=dict)
+
+    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
+        """See UndoStore."""
+        return self.befores.get(action_id)
+
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+        """See UndoStore."""
+        return self.befores.setdefault(key.action_id, before)
+
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+        """See UndoStore."""
+        self.plans[key.action_id] = plan
+
+    async def plan(self, action_id: str) -> UndoPlan | None:
+        """See UndoStore."""
+        return self.plans.get(action_id)
+
+
+class PgUndoStore:
+    """Undo records in `executor.undo_plans`."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
+        """See UndoStore."""
+        text = await self._pool.fetchval("SELECT before::text FROM executor.undo_plans WHERE action_id = $1", action_id)
+        return None if text is None else dict(json.loads(text))
+
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+        """See UndoStore."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before) VALUES ($1, $2, $3, $4, $5::jsonb)"
+                " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before)",
+                key.action_id,
+                key.tenant_id,
+                key.task_id,
+                key.tool,
+                json.dumps(before),
+            )
+            text = await conn.fetchval("SELECT before::text FROM executor.undo_plans WHERE action_id = $1", key.action_id)
+        return dict(json.loads(text))
+
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+        """See UndoStore."""
+        await self._pool.execute(
+            "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, plan, planned_at)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, now())"
+            " ON CONFLICT (action_id) DO UPDATE SET plan = EXCLUDED.plan, planned_at = now()",
+            key.action_id,
+            key.tenant_id,
+            key.task_id,
+            key.tool,
+            plan.model_dump_json(exclude_none=True),
+        )
+
+    async def plan(self, action_id: str) -> UndoPlan | None:
+        """See UndoStore."""
+        text = await self._pool.fetchval("SELECT plan::text FROM executor.undo_plans WHERE action_id = $1", action_id)
+        return None if text is None else UndoPlan.model_validate_json(text)

@@ -1,0 +1,86 @@
+"""`tidegate autonomy report`: what humans did with the escalations of a window, and the settings it could safely widen."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from tidegate.commands._common import console, fail, run, settings
+
+app = typer.Typer(help="Earn trust, widen permissions: the autonomy report.", no_args_is_help=True)
+
+
+@app.command()
+def report(
+    since: str = typer.Option("30d", "--since", help="Start of the window: a duration ago (`30d`, `12h`) or an ISO time."),
+    until: str = typer.Option("now", "--until", help="End of the window (exclusive), same forms."),
+    tenant: str = typer.Option(None, "--tenant", help="Only this tenant."),
+    write: Path = typer.Option(
+        Path("autonomy-candidate.yaml"), "--write", help="Where to write the candidate tenant settings (for `tidegate whatif`)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Per tenant, tool and trigger: escalations approved unchanged, edited, rejected; the wider settings the record supports.
+
+    Nothing widens by itself: the candidate is written to a file; replay it with
+    `tidegate whatif --tenant-settings FILE --from <since>`, then publish it with `tidegate tenant set`.
+    """
+    from services.policy import PackError, PackSource
+    from tidegate.commands.killswitch import read_control
+    from tidegate.ops.autonomy import autonomy_report, read_record
+
+    kit = settings()
+    try:
+        pack_settings = _pack_settings(PackSource.from_dir(kit.policy_dir).settings)
+    except PackError as exc:
+        fail(f"cannot read the policy pack's settings: {exc}")
+    events = run(read_record(kit, since, tenant, until))
+    control = run(read_control(kit))
+    live: dict[str, Any] = {}
+    for name, record in control.tenants.items():
+        with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
+            live[name] = pack_settings.with_record(record.settings)
+
+    def settings_of(tenant_id: str) -> Any:
+        return live.get(tenant_id) or pack_settings.tenant(tenant_id)
+
+    result = autonomy_report(events, settings_of)
+    doc = result.as_dict()
+    candidate = result.candidate_settings()
+    if candidate:
+        write.write_text(
+            "# Candidate tenant settings from `tidegate autonomy report` (nothing is published).\n"
+            f"# Replay: tidegate whatif --tenant-settings {write} --from {since}\n" + yaml.safe_dump({"tenants": candidate}, sort_keys=True)
+        )
+    if as_json:
+        print(json.dumps(doc | {"written": str(write) if candidate else None}, indent=2, default=str))
+        return
+    table = Table(
+        "tenant", "tool", "trigger", "approved unchanged", "edited", "rejected", "expired", "pending", title=f"escalations since {since}"
+    )
+    for row in doc["rows"]:
+        table.add_row(*(str(row[k]) for k in ("tenant", "tool", "trigger", "approved", "edited", "rejected", "expired", "pending")))
+    console.print(table)
+    if not candidate:
+        console.print("no wider setting is supported by the record (every trigger with approvals also had rejections in the way)")
+        return
+    for c in result.candidates:
+        console.print(
+            f"{c.tenant_id}: {c.setting} {c.current} → [bold]{c.proposed}[/] would have allowed {c.would_allow} escalation(s) "
+            f"humans approved unchanged ({c.trigger}); {c.kept_for_humans} they rejected or edited still go to a human"
+        )
+    console.print(
+        f"candidate written to {write}: `tidegate whatif --tenant-settings {write} --from {since}`; publish with `tidegate tenant set`"
+    )
+
+
+def _pack_settings(raw: dict[str, Any]) -> Any:
+    from services.policy import PackSettings
+
+    return PackSettings.model_validate(raw)

@@ -1,0 +1,70 @@
+"""`tidegate undo`: propose the undo of an action, or of every write of a task, as ordinary governed proposals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from tidegate.commands._common import console, err_console, fail, run, settings
+
+app = typer.Typer(help="Undo: propose the calls that take back reversible writes (policy decides them).")
+
+
+async def _steps(action_id: str | None, task_id: str | None, requested_by: str, mode: str) -> list[Any]:
+    from servicekit.undo import undo_action_id
+    from services.audit import PostgresAuditLog
+    from tidegate.ops.undo import read_recorded, undo_steps
+
+    kit = settings()
+    try:
+        log = await PostgresAuditLog.connect(kit.database_url, max_size=2)
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
+    try:
+        if task_id is not None:
+            events = await read_recorded(log, kit.topic_prefix, task_id=task_id)
+        else:
+            assert action_id is not None
+            events = await read_recorded(log, kit.topic_prefix, action_id=action_id)
+            events += await read_recorded(log, kit.topic_prefix, action_id=undo_action_id(action_id))
+    finally:
+        await log.close()
+    return undo_steps(events, requested_by=requested_by, mode=mode, only=action_id)  # type: ignore[arg-type]
+
+
+@app.command()
+def undo(
+    action_id: str = typer.Argument(None, help="The action to undo (its id, as `tidegate audit show` prints it)."),
+    task: str = typer.Option(None, "--task", help="Undo every reversible write of this task, newest first."),
+    requested_by: str = typer.Option("cli@localhost", "--requested-by", help="Who asks for the undo (signs as that client)."),
+    mode: str = typer.Option("autonomous", "--mode", help="`autonomous` (policy decides) or `draft` (a human approves each undo)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the undo calls without proposing them."),
+) -> None:
+    """Propose the undo of a succeeded call (from the plan the executor recorded); an irreversible one is refused with a reason."""
+    from schemas import ActionProposed, Envelope
+    from tidegate.demo.run import publish_events
+
+    if (action_id is None) == (task is None):
+        fail("give an ACTION_ID or --task TASK_ID (one of them)")
+    if mode not in ("draft", "autonomous"):
+        fail("--mode is draft or autonomous")
+    steps = run(_steps(action_id, task, requested_by, mode))
+    if not steps:
+        what = f"task {task}" if task else f"action {action_id}"
+        fail(f"nothing to undo: no succeeded call of {what} in the audit log that is not undone already (is the audit service running?)")
+    proposals: list[tuple[str, Envelope]] = []
+    for step in steps:
+        if step.refused is not None:
+            err_console.print(f"[red]refused[/] {step.action_id} ({step.tool}): {step.refused.code}: {step.refused.message}")
+            continue
+        assert step.proposal is not None
+        p = step.proposal
+        console.print(f"undo {step.action_id} ({step.tool}) → [bold]{p.tool}[/] {p.args} as action {p.action_id}")
+        proposals.append(("actions.proposed", ActionProposed.build(p, source=f"external/undo/{requested_by}")))
+    if proposals and not dry_run:
+        run(publish_events(settings(), proposals))
+        task_id = proposals[0][1].data.task_id
+        console.print(f"proposed {len(proposals)} undo call(s); policy decides each (`tidegate audit explain {task_id}`)")
+    if any(step.refused is not None for step in steps):
+        raise typer.Exit(1)

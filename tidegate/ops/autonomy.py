@@ -1,0 +1,186 @@
+"""The autonomy report: what humans did with each escalation, and the setting a tenant could widen, proposed as a what-if.
+
+Per tenant, tool and trigger (the reason an escalation gave): how many escalations humans approved
+unchanged, edited, rejected or let expire. For the triggers a tenant setting controls (the confidence
+threshold, the refund threshold, the irreversible-write posture) it proposes the widest change that
+lets through none of the calls a human rejected or edited, and counts the approved-unchanged ones it
+would have allowed. Nothing widens by itself: the candidate is a file for `tidegate whatif
+--tenant-settings`, and a person publishes it with `tidegate tenant set`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import ActionDecided, ActionDecidedData, ActionProposed, ApprovalExpired, ApprovalGranted, ApprovalRejected
+from servicekit import OPS, KitSettings, kafka_options
+from services.policy import TenantSettings
+
+__all__ = ["AutonomyReport", "Candidate", "autonomy_report", "human_outcomes", "read_record"]
+
+RECORD_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals")
+
+
+async def read_record(kit: KitSettings, since: str, tenant: str | None = None, until: str = "now") -> list[Any]:
+    """The recorded tasks, proposals, decisions and approvals of the window, read from the topics as the ops principal."""
+    from tidegate.ops.recorded import parse_time, read_window
+
+    window = await read_window(
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        parse_time(since),
+        parse_time(until),
+        topics=RECORD_TOPICS,
+        tenant=tenant,
+        client_options=kafka_options(kit, OPS),
+    )
+    return [r.event for r in window.events]
+
+
+def human_outcomes(events: Iterable[Any]) -> dict[str, str]:
+    """Action id → what a human made of its escalation: `approved` (unchanged), `edited`, `rejected` or `expired`."""
+    out: dict[str, str] = {}
+    for e in events:
+        if isinstance(e, ApprovalGranted):
+            out.setdefault(e.data.action_id, "edited" if e.data.edited_args is not None else "approved")
+        elif isinstance(e, ApprovalRejected):
+            out.setdefault(e.data.action_id, "rejected")
+        elif isinstance(e, ApprovalExpired):
+            out.setdefault(e.data.action_id, "expired")
+    return out
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A wider tenant setting, and what it would have changed on the record."""
+
+    tenant_id: str
+    setting: str
+    current: Any
+    proposed: Any
+    would_allow: int  # escalations humans approved unchanged that it lets through
+    kept_for_humans: int  # escalations humans rejected or edited that still escalate under it
+    trigger: str
+
+
+@dataclass(frozen=True)
+class _Numeric:
+    """A trigger whose tenant setting is a number: which side of it an escalated call falls on."""
+
+    setting: str
+    value: Callable[[ActionDecidedData, Any], float | None]
+    allows: Callable[[float, float], bool]  # (value, setting) → the call passes
+    widen: Callable[[list[float], list[float]], float]  # (approved values, rejected values) → the candidate
+
+
+def _confidence(d: ActionDecidedData, proposal: Any) -> float | None:
+    return None if proposal is None or proposal.confidence is None else float(proposal.confidence)
+
+
+def _amount(d: ActionDecidedData, proposal: Any) -> float | None:
+    value = d.facts.get("amount_usd")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+_NUMERIC = {
+    # Confidence at or over the threshold passes: just above the surest rejected call, else the least sure approved one.
+    "low_confidence": _Numeric(
+        "min_confidence",
+        _confidence,
+        lambda v, s: v >= s,
+        lambda good, bad: round(max(bad) + 0.01, 2) if bad else math.floor(min(good) * 100) / 100,
+    ),
+    # A refund under the threshold passes: the smallest rejected amount, else just over the largest approved one.
+    "needs_human_approval": _Numeric(
+        "refund_threshold_usd",
+        _amount,
+        lambda v, s: v < s,
+        lambda good, bad: min(bad) if bad else round(max(good) + 0.01, 2),
+    ),
+}
+
+
+@dataclass
+class AutonomyReport:
+    """Escalations by (tenant, tool, trigger) and human outcome, and the candidate wider settings."""
+
+    rows: dict[tuple[str, str, str], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    candidates: list[Candidate] = field(default_factory=list)
+    escalations: int = 0
+
+    def candidate_settings(self) -> dict[str, dict[str, Any]]:
+        """The candidate settings per tenant, as `tidegate whatif --tenant-settings` reads them."""
+        out: dict[str, dict[str, Any]] = {}
+        for c in self.candidates:
+            out.setdefault(c.tenant_id, {})[c.setting] = c.proposed
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready report."""
+        return {
+            "escalations": self.escalations,
+            "rows": [
+                {
+                    "tenant": t,
+                    "tool": tool,
+                    "trigger": trig,
+                    **{k: counts.get(k, 0) for k in ("approved", "edited", "rejected", "expired", "pending")},
+                }
+                for (t, tool, trig), counts in sorted(self.rows.items())
+            ],
+            "candidates": [c.__dict__ for c in self.candidates],
+            "candidate_settings": self.candidate_settings(),
+        }
+
+
+def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSettings]) -> AutonomyReport:
+    """What humans did with each escalation of the record, and the wider settings the record supports."""
+    events = list(events)
+    humans = human_outcomes(events)
+    proposals = {e.data.action_id: e.data for e in events if isinstance(e, ActionProposed)}
+    report = AutonomyReport()
+    # (tenant, trigger) → (approved values, rejected-or-edited values), for escalations with that trigger alone.
+    sides: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    irreversible: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    seen: set[str] = set()
+    for e in events:
+        if not isinstance(e, ActionDecided) or e.data.via != "policy" or e.data.outcome != "escalate" or e.data.action_id in seen:
+            continue
+        d = e.data
+        seen.add(d.action_id)
+        report.escalations += 1
+        outcome = humans.get(d.action_id, "pending")
+        triggers = sorted({str(r.code) for r in d.reasons})
+        for trigger in triggers:
+            report.rows[(d.tenant_id, d.tool, trigger)][outcome] += 1
+        if len(triggers) != 1 or outcome not in ("approved", "edited", "rejected"):
+            continue  # a wider setting for one trigger would not let a call with several through
+        [trigger] = triggers
+        if trigger in _NUMERIC:
+            value = _NUMERIC[trigger].value(d, proposals.get(d.action_id))
+            if value is not None:
+                sides[(d.tenant_id, trigger)][0 if outcome == "approved" else 1].append(value)
+        elif trigger == "irreversible_write" and d.risk is not None:
+            irreversible[(d.tenant_id, str(d.risk))][outcome] += 1
+    for (tenant, trigger), (good, bad) in sorted(sides.items()):
+        rule, current = _NUMERIC[trigger], getattr(settings_of(tenant), _NUMERIC[trigger].setting)
+        if not good:
+            continue
+        proposed = rule.widen(good, bad)
+        wider = proposed != current and not rule.allows(proposed, current)  # a lower confidence floor, a higher amount threshold
+        allowed = sum(1 for v in good if rule.allows(v, proposed) and not rule.allows(v, current))
+        if wider and allowed:
+            kept = sum(1 for v in bad if not rule.allows(v, proposed))
+            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, trigger))
+    for (tenant, risk), counts in sorted(irreversible.items()):
+        accepted = settings_of(tenant).accept_irreversible
+        if counts["approved"] and not counts["rejected"] and not counts["edited"] and risk not in accepted:
+            candidate = Candidate(
+                tenant, "accept_irreversible", accepted, sorted([*accepted, risk]), counts["approved"], 0, "irreversible_write"
+            )
+            report.candidates.append(candidate)
+    return report
