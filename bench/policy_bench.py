@@ -43,8 +43,8 @@ from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.runner import tune_gc
-from tidegate.database import migrate
 from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
+from tidegate.database import migrate
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
