@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
+# How long a consumer's poll waits for records. FastStream's batch loop sleeps as long again after a poll
+# that found nothing, so a record arriving then waits up to this long: short, for light-load latency.
+POLL_WAIT_MS = 10
 Handler = Callable[[Any], Awaitable[None]]
 # The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
 _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
@@ -431,7 +434,7 @@ class Bus:
             group_id=group_id,
             batch=True,
             max_records=max(r.max_records for r in group_routes),
-            batch_timeout_ms=100,
+            batch_timeout_ms=POLL_WAIT_MS,
             auto_offset_reset="latest" if from_latest else "earliest",
             # Commit when the batch handler returns (every record handled or dead-lettered); rewind if it raises.
             ack_policy=AckPolicy.NACK_ON_ERROR if group_id else AckPolicy.MANUAL,

@@ -26,7 +26,7 @@ from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 
-from servicekit.bus import Bus, Handler
+from servicekit.bus import POLL_WAIT_MS, Bus, Handler
 from servicekit.metrics import observe_handled
 from servicekit.rawbatch import raw_decoder, tolerant_parser
 
@@ -60,7 +60,7 @@ def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_rec
         group_id=group_id,
         batch=True,
         max_records=max_records,
-        batch_timeout_ms=100,
+        batch_timeout_ms=POLL_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
         title=f"{bus.service}:{','.join(routes)}",
