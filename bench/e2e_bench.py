@@ -279,10 +279,13 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--admin-url",
-        default="postgresql://postgres:postgres@127.0.0.1:55432/postgres",
-        help="PostgreSQL superuser DSN, to create and drop the benchmark's database.",
+        default=None,
+        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the settings' server as postgres).",
     )
     args = parser.parse_args()
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
-    asyncio.run(main(tasks, args.timeout, args.admin_url, rate, args.light, args.light_rate, args.profile))
+    admin_url = (
+        args.admin_url or KitSettings().database_url.rsplit("/", 1)[0].replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
+    )
+    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.profile))
