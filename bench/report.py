@@ -38,6 +38,7 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("audit", "bench.audit_bench", ()),
     ("e2e", "bench.e2e_bench", ()),
     ("replay", "bench.replay_bench", ()),
+    ("tracing", "bench.tracing_bench", ()),
 )
 SERVICES = ("policy", "approval", "executor", "planner", "audit")
 
@@ -272,6 +273,19 @@ def render(
             f"{_fmt(_num(figures, 'replay', 'whatif_per_s'), ',.0f', ' proposals/s')}, replay "
             f"{_fmt(_num(figures, 'replay', 'replay_events_per_s'), ',.0f', ' events/s')} "
             f"({command('bench.replay_bench', full)})",
+            "",
+        ]
+    tracing = figures.get("tracing", {})
+    if tracing:
+        steps = ("bounds", "decode", "signature_check", "handler_span", "handled_metric", "published_metric", "sign", "encode")
+        lines += [
+            "## What the kit does to each event (µs of CPU, in process)",
+            "",
+            "| " + " | ".join(step.replace("_", " ") for step in steps) + " |",
+            "|" + "---|" * len(steps),
+            "| " + " | ".join(_fmt(_num(figures, "tracing", f"{step}_us"), ".1f") for step in steps) + " |",
+            "",
+            f"Tracing (the handler's span) and metrics stay on every handler at this cost ({command('bench.tracing_bench', full)}).",
             "",
         ]
     lines += ["## Profile of the hottest service under load", ""]
