@@ -1,6 +1,7 @@
 """The bare limit of one Python Kafka hop: aiokafka consume → JSON parse → produce (acks=all, idempotent) → commit.
 
-Prints figures; never asserts. The hop runs in a process of its own (one core at most, like a service);
+Prints figures; never asserts. The hop runs in a process of its own (one core at most, like a service),
+whose CPU time per message is read from /proc over the burst;
 this process drives it: light load (one message at a time, published → its hop's output consumed, the way
 `policy_bench.py` times one decision) and a burst (messages encoded beforehand, all sent at once).
 Its topics are deleted at the end.
@@ -15,10 +16,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -35,7 +39,7 @@ def payload(i: int, run: str) -> tuple[bytes, bytes]:
     """(key, value) of a message shaped like a real proposal (the same JSON a policy hop parses)."""
     data = ActionProposedData(
         action_id=f"bare-{run}-{i}",
-        task_id=f"bare-{run}-{i % 1000}",
+        task_id=f"bare-{run}-{i}",  # the Kafka key a kit hop publishes with (the envelope's subject): one per message
         tenant_id="acme",
         step=i % 20,
         tool="issue_refund",
@@ -74,16 +78,27 @@ async def hop(source: str, sink: str, group: str) -> None:
         await consumer.stop()
 
 
-async def drive(sequential: int, burst: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(
+    sequential: int, burst: int, hop_module: str = "bench.bare_hop", sign: Callable[[bytes], bytes] | None = None
+) -> dict[str, Any]:
+    """Time the hop `hop_module --hop SOURCE SINK GROUP` runs; `sign` turns each message into what that hop accepts."""
     kit = KitSettings()
     run = uuid.uuid4().hex[:8]
-    source, sink = f"bench-bare-{run}.in", f"bench-bare-{run}.out"
+    prefix = f"bench-hop-{run}."
+    source, sink = prefix + "actions.proposed", prefix + "actions.decided"
     admin = AIOKafkaAdminClient(**kafka_options(kit))
     await admin.start()
-    await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink)])
+    await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink, prefix + "deadletter")])
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.bare_hop", "--hop", source, sink, f"bench-bare-{run}", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", stdout=asyncio.subprocess.PIPE
     )
+    message = (lambda i, r: (lambda kv: (kv[0], sign(kv[1])))(payload(i, r))) if sign is not None else payload
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=256 * 1024, **kafka_options(kit))
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_options(kit))
     seen: dict[bytes, float] = {}
@@ -115,24 +130,26 @@ async def drive(sequential: int, burst: int) -> dict[str, Any]:
         sink_partitions = [TopicPartition(sink, p) for p in range(PARTITIONS)]
         consumer.assign(sink_partitions)
         await consumer.seek_to_beginning(*sink_partitions)
-        warm = [payload(i, run + "w") for i in range(50)]
+        warm = [message(i, run + "w") for i in range(50)]
         await asyncio.gather(*[await producer.send(source, value, key=key) for key, value in warm])
         await wait_for({key for key, _ in warm}, 60)
 
         latencies = []
         for i in range(sequential):
-            key, value = payload(i, run + "s")
+            key, value = message(i, run + "s")
             t0 = time.perf_counter()
             await (await producer.send(source, value, key=key))
             await wait_for({key}, 30)
             latencies.append((seen[key] - t0) * 1000)
 
-        messages = [payload(i, run + "b") for i in range(burst)]  # encoded before the clock starts
+        messages = [message(i, run + "b") for i in range(burst)]  # encoded (and signed) before the clock starts
+        cpu0 = cpu_seconds(child.pid)
         t0 = time.perf_counter()
         futures = [await producer.send(source, value, key=key) for key, value in messages]
         await asyncio.gather(*futures)
         await wait_for({key for key, _ in messages}, 300)
         elapsed = max(seen[key] for key, _ in messages) - t0
+        cpu = cpu_seconds(child.pid) - cpu0
     finally:
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -142,7 +159,7 @@ async def drive(sequential: int, burst: int) -> dict[str, Any]:
         await consumer.stop()
         await producer.stop()
         with contextlib.suppress(Exception):
-            await admin.delete_topics([source, sink])
+            await admin.delete_topics([source, sink, prefix + "deadletter"])
         await admin.close()
     ordered = sorted(latencies)
     return {
@@ -151,6 +168,7 @@ async def drive(sequential: int, burst: int) -> dict[str, Any]:
         "hop_sequential_n": sequential,
         "hop_burst_per_s": burst / elapsed,
         "hop_burst_n": burst,
+        "hop_cpu_us_per_message": 1e6 * cpu / burst,
         "message_bytes": len(messages[0][1]),
     }
 
@@ -169,7 +187,8 @@ def main() -> None:
         f"one bare hop ({figures['message_bytes']} bytes a message), one process:\n"
         f"  one at a time: p50 {figures['hop_p50_ms']:.2f} ms, p99 {figures['hop_p99_ms']:.2f} ms (n={figures['hop_sequential_n']}); "
         f"three hops ≈ {3 * figures['hop_p50_ms']:.1f} ms\n"
-        f"  burst of {figures['hop_burst_n']}: {figures['hop_burst_per_s']:,.0f} messages/s"
+        f"  burst of {figures['hop_burst_n']}: {figures['hop_burst_per_s']:,.0f} messages/s, "
+        f"{figures['hop_cpu_us_per_message']:.0f} µs of the hop's CPU a message"
     )
     emit_figures("bare_hop", figures)
 

@@ -41,6 +41,7 @@ from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
 from systems.seed import TICKETS, seed_demo
+from tidegate.database import migrate
 from tidegate.demo.tickets import ticket_task
 
 MIX = ("T-1007", "T-1008", "T-1003", "T-1004")
@@ -163,11 +164,14 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float, ligh
     figures: dict[str, Any] = {"tasks": n_tasks, "rate_tasks_per_s": rate}
     try:
         await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))
+        await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         pool = await asyncpg.create_pool(kit.database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
         await pool.close()
         t = time.monotonic()
-        await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, check=True, capture_output=True)
+        up = await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, capture_output=True)
+        if up.returncode != 0:
+            raise RuntimeError(f"`tidegate up` failed ({up.returncode}): {up.stderr.decode(errors='replace')[-3000:]}")
         print(f"services up in {time.monotonic() - t:.1f}s (prefix {kit.topic_prefix}, database {dbname})")
         pids = service_pids(int((kit.run_dir / "up.pid").read_text()))
 
@@ -275,10 +279,13 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--admin-url",
-        default="postgresql://postgres:postgres@127.0.0.1:55432/postgres",
-        help="PostgreSQL superuser DSN, to create and drop the benchmark's database.",
+        default=None,
+        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the settings' server as postgres).",
     )
     args = parser.parse_args()
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
-    asyncio.run(main(tasks, args.timeout, args.admin_url, rate, args.light, args.light_rate, args.profile))
+    admin_url = (
+        args.admin_url or KitSettings().database_url.rsplit("/", 1)[0].replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
+    )
+    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.profile))

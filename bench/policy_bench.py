@@ -44,6 +44,7 @@ from schemas import ActionProposed, ActionProposedData, Envelope, encode, header
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.runner import tune_gc
 from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
+from tidegate.database import migrate
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
@@ -176,7 +177,7 @@ async def start_copies(kit: KitSettings, copies: int, run_dir: Path) -> list[sub
         deadline = time.monotonic() + 60
         while not (ready / "policy.ready").exists():
             if procs[-1].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"policy copy {i} did not start; see {run_dir / f'policy-{i}.log'}")
+                raise RuntimeError(f"policy copy {i} did not start: " + (run_dir / f"policy-{i}.log").read_text()[-3000:])
             await asyncio.sleep(0.1)
     return procs
 
@@ -216,6 +217,7 @@ async def through_kafka(
 
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
         kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
+        await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         procs = await start_copies(kit, copies, Path(tmp))
         producer = AIOKafkaProducer(acks="all", linger_ms=2, **kafka_options(kit))
         consumer = AIOKafkaConsumer(

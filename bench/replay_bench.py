@@ -126,7 +126,10 @@ async def main(events: int, replay: bool) -> None:
         print(f"recorded events written:   {events:>8,}  ({rate:,.0f} events/s, batch producer)")
 
         t0 = time.perf_counter()
-        window = await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"))
+        opts_kafka = {k: v for k, v in kafka_options(kit).items() if k != "bootstrap_servers"}  # logged in, as the operator tools are
+        window = await read_window(
+            kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"), client_options=opts_kafka
+        )
         read_s = time.perf_counter() - t0
         n = len(window.events)
         figures["read_events_per_s"] = n / read_s

@@ -16,11 +16,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -28,7 +30,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
-from schemas import Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode, headers_for
+from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode
 from servicekit import metrics
 from servicekit.authority import Authority, sign_event
 from servicekit.bus_auth import security_from_options
@@ -44,9 +46,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
+# How long a consumer's poll waits for records. FastStream's batch loop sleeps as long again after a poll
+# that found nothing, so a record arriving then waits up to this long: short, for light-load latency.
+POLL_WAIT_MS = 10
 Handler = Callable[[Any], Awaitable[None]]
 # The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
 _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
+_CONTENT_TYPE = CONTENT_TYPE.encode()
+# Deliveries not yet acknowledged by the broker, of the polled batch being handled (None outside a batch).
+_unacked: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar("tidegate_unacked", default=None)
 
 
 class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
@@ -182,20 +190,64 @@ class Bus:
         """`event` signed with this bus's key (unchanged without a key)."""
         return sign_event(event, self.signer) if self.signer is not None else event
 
-    async def _publish(self, topic: str, event: Envelope) -> None:
-        if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
-            raise ProducerDead("the producer's sender task has ended")
+    async def _publish(self, topic: str, event: Envelope, *, wait: bool = False) -> None:
         if event.signature is None:
             if event.traceparent is None:
                 tp = current_traceparent()
                 if tp:
                     event = event.model_copy(update={"traceparent": tp})
             event = self.sign(event)
-        headers = headers_for(event)
-        if event.traceparent:
-            headers[_ENVELOPE_TRACEPARENT] = event.traceparent
-        await self.broker.publish(encode(event), topic=self.topic(topic), key=event.key, headers=headers)
+        await self.publish_recorded(topic, event.key, encode(event), event.traceparent, wait=wait)
         metrics.observe_published(self.service, event)
+
+    async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
+        """Publish an encoded (signed) event's bytes as they are on catalog topic `topic`; `traceparent` is the envelope's.
+
+        The one publish path: records go to the producer, which batches them per partition. Inside a
+        polled batch (`acknowledged_at_end`) this returns once the record is queued, and the batch is
+        committed only after the broker acknowledged every record it published; elsewhere (and with
+        `wait`) it returns once the broker acknowledged this record.
+        """
+        if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
+            raise ProducerDead("the producer's sender task has ended")
+        producer = _producer_of(self.broker)
+        if producer is None:  # FastStream's in-memory test broker, or a fake: through the broker's own publish
+            named = {"content-type": CONTENT_TYPE} | ({_ENVELOPE_TRACEPARENT: traceparent} if traceparent else {})
+            await self.broker.publish(value, topic=self.topic(topic), key=key, headers=named)
+            return
+        headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
+        delivery = await producer.send(self.topic(topic), value, key=key, headers=headers)
+        pending = _unacked.get()
+        if pending is None or wait:
+            await delivery
+        else:
+            pending.append(delivery)
+
+    @asynccontextmanager
+    async def acknowledged_at_end(self) -> AsyncIterator[None]:
+        """Handle a polled batch: what its handlers publish is acknowledged by the broker before this returns.
+
+        Publishing inside does not wait for each acknowledgement (records are batched per partition);
+        leaving waits for all of them, so the batch's offsets are committed only after everything it
+        published is stored. A delivery that failed raises here: the batch is rewound and handled again
+        (handlers are idempotent); a producer that can no longer deliver stops the process.
+        """
+        pending: list[asyncio.Future[Any]] = []
+        token = _unacked.set(pending)
+        try:
+            yield
+        except BaseException:
+            _unacked.reset(token)
+            await asyncio.gather(*pending, return_exceptions=True)  # nothing left unretrieved; the batch is rewound anyway
+            raise
+        _unacked.reset(token)
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            await asyncio.gather(*pending, return_exceptions=True)
+            if classify(exc) is ErrorKind.PRODUCER_DEAD:
+                await self.producer_dead(exc)
+            raise
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
         """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.
@@ -226,7 +278,7 @@ class Bus:
         delay = 0.1
         while True:
             try:
-                await self.publish("deadletter", event)
+                await self._publish("deadletter", event, wait=True)  # written before the caller goes on, inside a batch too
                 return
             except Exception as exc:  # whatever it is, the record must not be skipped: wait and try again
                 if classify(exc) is ErrorKind.PRODUCER_DEAD:
@@ -388,7 +440,7 @@ class Bus:
             group_id=group_id,
             batch=True,
             max_records=max(r.max_records for r in group_routes),
-            batch_timeout_ms=100,
+            batch_timeout_ms=POLL_WAIT_MS,
             auto_offset_reset="latest" if from_latest else "earliest",
             # Commit when the batch handler returns (every record handled or dead-lettered); rewind if it raises.
             ack_policy=AckPolicy.NACK_ON_ERROR if group_id else AckPolicy.MANUAL,
@@ -406,11 +458,13 @@ class Bus:
             records: Sequence[Any] = raw if isinstance(raw, tuple | list) else (raw,)
             if lanes:
                 await self.handle_in_lanes(records, routes, slots)
-            else:
+                return
+            async with self.acknowledged_at_end():
                 for record in records:
                     topic, handler = routes[record.topic]
                     await self.handle_record(topic, record, handler)
-                    self.mark_handled(record)
+            for record in records:  # handled, and what they published acknowledged
+                self.mark_handled(record)
 
     async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:
         """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
@@ -424,7 +478,8 @@ class Bus:
                 async with slots:
                     await self.handle_record(topic, record, handler)
 
-        await asyncio.gather(*(run(lane) for lane in by_key.values()))
+        async with self.acknowledged_at_end():
+            await asyncio.gather(*(run(lane) for lane in by_key.values()))
         for record in records:  # only now: lanes finish out of order
             self.mark_handled(record)
 
@@ -472,6 +527,15 @@ class Bus:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+
+def _producer_of(broker: KafkaBroker) -> AIOKafkaProducer | None:
+    """The broker's connected aiokafka producer (FastStream keeps it at this path), or None (not connected, test broker, fake)."""
+    try:
+        producer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return producer if isinstance(producer, AIOKafkaProducer) else None
 
 
 def _sender_dead(broker: KafkaBroker) -> bool:

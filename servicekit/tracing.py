@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 __all__ = ["Attr", "context_from_traceparent", "current_traceparent", "install_tracing", "span", "tracer"]
 
 _propagator = TraceContextTextMapPropagator()
+# Version 00 of W3C trace context, as every Tidegate producer writes it; anything else goes through the propagator.
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 class Attr:
@@ -68,9 +71,19 @@ def tracer() -> trace.Tracer:
 
 
 def context_from_traceparent(traceparent: str | None) -> Context | None:
-    """An OpenTelemetry context whose parent is the given W3C trace context, if any."""
+    """An OpenTelemetry context whose parent is the given W3C trace context, if any.
+
+    A version-00 value is read directly (the propagator's general parse was a third of a handler span's
+    cost); any other value, and ids of all zeros, are left to the propagator, which refuses what is invalid.
+    """
     if not traceparent:
         return None
+    match = _VERSION_00.fullmatch(traceparent)
+    if match is not None:
+        trace_id, span_id = int(match[1], 16), int(match[2], 16)
+        if trace_id and span_id:
+            parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(int(match[3], 16)))
+            return trace.set_span_in_context(trace.NonRecordingSpan(parent))
     return _propagator.extract({"traceparent": traceparent})
 
 
@@ -84,6 +97,7 @@ def current_traceparent() -> str | None:
 @contextmanager
 def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | None = None) -> Iterator[trace.Span]:
     """A span, child of `parent` (a traceparent) when given, else of the current span."""
-    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
-    with tracer().start_as_current_span(name, context=context_from_traceparent(parent), attributes=attrs) as s:
+    attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else None
+    s = tracer().start_span(name, context=context_from_traceparent(parent), attributes=attrs)
+    with trace.use_span(s, end_on_exit=True, record_exception=True, set_status_on_exception=True):
         yield s

@@ -7,10 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aiokafka import ConsumerRecord
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
-
 from servicekit import (
     Bus,
     KitSettings,
@@ -21,7 +17,7 @@ from servicekit import (
     kafka_options,
     make_broker,
 )
-from servicekit.rawbatch import raw_decoder, tolerant_parser
+from servicekit.consume import consume_raw
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
 from services.audit.repository import AuditLog, PostgresAuditLog
@@ -86,30 +82,16 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         prefix=kit.topic_prefix,
     )
 
-    subscriber = broker.subscriber(
+    consume_raw(
+        bus,
+        recorder.record_batch,
         pattern=topic_pattern(kit.topic_prefix),
         group_id=f"{kit.topic_prefix}audit",
-        batch=True,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-        auto_offset_reset="earliest",
-        # Commit after the handler returned, i.e. after the rows are committed; rewind (never commit) if it raised.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        parser=tolerant_parser,
-        decoder=raw_decoder,
         title="audit:*",
     )
-    bus.liveness.watch(subscriber)
-
-    @subscriber
-    async def record(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        batch: tuple[ConsumerRecord[Any, Any], ...] = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
-        with bus.liveness.running():
-            await recorder.record_batch(batch)
-        for r in batch:
-            bus.mark_handled(r)
 
     return AuditProcess.of(
         kit, NAME, bus, pool=pool, migrations=MIGRATIONS, loops=[checkpointer.run], recorder=recorder, checkpointer=checkpointer

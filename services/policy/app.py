@@ -19,7 +19,8 @@ from servicekit import (
     kafka_options,
     make_broker,
 )
-from services.policy.batching import DecisionPublisher, Route, consume_routes
+from servicekit.consume import Route, consume_routes
+from services.policy.batching import DecisionPublisher
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import PgPolicyRepository, PolicyRepository

@@ -1,15 +1,7 @@
-"""The policy service's consumer: `actions.proposed` decided a polled batch at a time (one transaction, one round of publishing).
+"""The policy service's publisher: decisions published a polled batch at a time, as the recorded bytes.
 
-The kit's `Bus.consume` hands events to a handler one at a time, which costs a commit and two
-acknowledged publishes per decision. Proposals are independent, so the policy service decides each
-polled batch in one unit of work. The kit's guarantees are kept, through the kit's own helpers:
-each record is decoded by `Bus.decode_record` (bounds, contract; what fails is dead-lettered alone),
-the batch is retried by `Bus.retrying` while errors are transient, and a batch that fails for any
-other reason is handled again one event at a time through `Bus.handle_event`, so that only the bad
-event is dead-lettered. The polled batch is committed only when every record is handled or
-dead-lettered; if the handler raises anyway, the batch is rewound, not committed. `approvals` and `actions.results`
-ride on the same consumer, one event at a time: a single member in the service's group, so starting
-the service does not make the group rebalance against itself.
+The consumer side (a polled batch of proposals decided in one unit of work) is the kit's
+`servicekit.consume.consume_routes`.
 """
 
 from __future__ import annotations
@@ -17,103 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
-from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 
 from schemas import CONTENT_TYPE
-from servicekit import Bus
 from servicekit.intake import ErrorKind, classify
-from servicekit.metrics import observe_handled, observe_published
-from servicekit.rawbatch import raw_decoder, tolerant_parser
+from servicekit.metrics import observe_published
 from services.policy.service import Outgoing
 
-__all__ = ["DecisionPublisher", "Route", "consume_routes"]
+__all__ = ["DecisionPublisher"]
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
-
-
-@dataclass(frozen=True)
-class Route:
-    """How one topic's events are handled: one at a time, or (when given) a polled batch at a time."""
-
-    handle_one: Callable[[Any], Awaitable[None]]
-    handle_batch: Callable[[list[Any]], Awaitable[Any]] | None = None
-
-
-def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
-    """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself)."""
-    names = {bus.topic(name): name for name in routes}
-    bus.subscriptions.extend(routes)
-
-    subscriber = bus.broker.subscriber(
-        *names,
-        group_id=group_id,
-        batch=True,
-        max_records=max_records,
-        batch_timeout_ms=100,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
-        title=f"{bus.service}:{','.join(routes)}",
-        parser=tolerant_parser,
-        decoder=raw_decoder,
-    )
-    bus.liveness.watch(subscriber)
-
-    @subscriber
-    async def _on_batch(msg: KafkaMessage) -> None:
-        raw = msg.raw_message
-        by_topic: dict[str, list[Any]] = {}
-        for record in raw if isinstance(raw, tuple | list) else (raw,):
-            by_topic.setdefault(names[record.topic], []).append(record)
-        for name, records in by_topic.items():
-            route = routes[name]
-            if route.handle_batch is None:
-                for record in records:
-                    await bus.handle_record(name, record, route.handle_one)
-                    bus.mark_handled(record)
-            else:
-                with bus.liveness.running():
-                    await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
-                for record in records:
-                    bus.mark_handled(record)
-
-
-async def _handle_batch(
-    bus: Bus,
-    topic: str,
-    records: Sequence[ConsumerRecord[Any, Any]],
-    handle_batch: Callable[[list[Any]], Awaitable[Any]],
-    handle_one: Callable[[Any], Awaitable[None]],
-) -> None:
-    events, kept = [], []
-    for record in records:
-        event = await bus.decode_record(topic, record)  # None: dead-lettered alone, with the reason
-        if event is not None:
-            events.append(event)
-            kept.append(record)
-    if not events:
-        return
-    started = time.perf_counter()
-    try:
-        await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
-    except Exception:  # one bad event must not hold the others: fall back to one at a time
-        log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
-        for record, event in zip(kept, events, strict=True):
-            await bus.handle_event(record, event, handle_one)
-        return
-    share = (time.perf_counter() - started) / len(events)
-    for event in events:
-        observe_handled(bus.service, event.type, share, "ok")
 
 
 class DecisionPublisher:

@@ -1,0 +1,149 @@
+"""The kit's consumers in batch and raw mode, beside `Bus.consume` (one event at a time).
+
+Every mode subscribes through FastStream with the kit's tolerant parser (`rawbatch`), commits a
+polled batch only once every record is handled or dead-lettered and what the handlers published is
+acknowledged (`Bus.acknowledged_at_end`), and rewinds it if the handler raises anyway.
+
+- `consume_routes`: several topics on ONE consumer of the service's group (the group never
+  rebalances against itself); each topic's events are decoded once by `Bus.decode_record` (bounds,
+  contract, signature; what fails is dead-lettered alone) and handled one at a time, or, when the
+  route has `handle_batch`, a polled batch at a time in one unit of work. A batch retried by
+  `Bus.retrying` while errors are transient, and failing for any other reason, is handled again one
+  event at a time through `Bus.handle_event`, so that only the bad event is dead-lettered.
+- `consume_raw`: the polled records as they are, for a consumer that keeps what it cannot decode
+  (the audit log records every record of every topic).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+
+from servicekit.bus import POLL_WAIT_MS, Bus, Handler
+from servicekit.metrics import observe_handled
+from servicekit.rawbatch import raw_decoder, tolerant_parser
+
+__all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[list[Any]], Awaitable[Any]]
+RawHandler = Callable[[Sequence[ConsumerRecord[Any, Any]]], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one topic's events are handled: one at a time, or (when given) a polled batch at a time."""
+
+    handle_one: Handler
+    handle_batch: BatchHandler | None = None
+
+
+def _records(msg: KafkaMessage) -> tuple[ConsumerRecord[Any, Any], ...]:
+    raw = msg.raw_message
+    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
+
+
+def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
+    """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself)."""
+    names = {bus.topic(name): name for name in routes}
+    bus.subscriptions.extend(routes)
+    subscriber = bus.broker.subscriber(
+        *names,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=POLL_WAIT_MS,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
+        title=f"{bus.service}:{','.join(routes)}",
+        parser=tolerant_parser,
+        decoder=raw_decoder,
+    )
+    bus.liveness.watch(subscriber)
+
+    @subscriber
+    async def _on_batch(msg: KafkaMessage) -> None:
+        by_topic: dict[str, list[Any]] = {}
+        for record in _records(msg):
+            by_topic.setdefault(names[record.topic], []).append(record)
+        for name, records in by_topic.items():
+            route = routes[name]
+            async with bus.acknowledged_at_end():  # what the handlers publish is acknowledged before the records count as handled
+                if route.handle_batch is None:
+                    for record in records:
+                        await bus.handle_record(name, record, route.handle_one)
+                else:
+                    with bus.liveness.running():
+                        await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
+            for record in records:
+                bus.mark_handled(record)
+
+
+async def _handle_batch(
+    bus: Bus, topic: str, records: Sequence[ConsumerRecord[Any, Any]], handle_batch: BatchHandler, handle_one: Handler
+) -> None:
+    events, kept = [], []
+    for record in records:
+        event = await bus.decode_record(topic, record)  # None: dead-lettered alone, with the reason
+        if event is not None:
+            events.append(event)
+            kept.append(record)
+    if not events:
+        return
+    started = time.perf_counter()
+    try:
+        await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
+    except Exception:  # one bad event must not hold the others: fall back to one at a time
+        log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
+        for record, event in zip(kept, events, strict=True):
+            await bus.handle_event(record, event, handle_one)
+        return
+    share = (time.perf_counter() - started) / len(events)
+    for event in events:
+        observe_handled(bus.service, event.type, share, "ok")
+
+
+def consume_raw(
+    bus: Bus,
+    handler: RawHandler,
+    *,
+    pattern: str,
+    group_id: str,
+    max_records: int,
+    batch_timeout_ms: int,
+    max_partition_fetch_bytes: int,
+    title: str,
+) -> None:
+    """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; commit after it returns."""
+    subscriber = bus.broker.subscriber(
+        pattern=pattern,
+        group_id=group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=batch_timeout_ms,
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
+        auto_offset_reset="earliest",
+        # Commit after the handler returned (what it stored is committed); rewind (never commit) if it raised.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        parser=tolerant_parser,
+        decoder=raw_decoder,
+        title=title,
+    )
+    bus.liveness.watch(subscriber)
+
+    @subscriber
+    async def _on_batch(msg: KafkaMessage) -> None:
+        records = _records(msg)
+        with bus.liveness.running():
+            async with bus.acknowledged_at_end():
+                await handler(records)
+        for record in records:
+            bus.mark_handled(record)

@@ -1,0 +1,138 @@
+"""The kit's one publish path: inside a polled batch, a batch counts as handled only once the broker acknowledged what it published."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+
+import schemas as s
+from servicekit import Bus
+
+
+class FakeProducer(AIOKafkaProducer):
+    """An aiokafka producer that records each send and acknowledges only when the test says so."""
+
+    def __init__(self) -> None:  # no super().__init__: nothing connects
+        self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+        self.deliveries: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: Any = None, key: Any = None, *args: Any, headers: Any = None, **kwargs: Any) -> Any:
+        self.sent.append((topic, value, key, headers))
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        return delivery
+
+    def ack_all(self) -> None:
+        for delivery in self.deliveries:
+            if not delivery.done():
+                delivery.set_result(None)
+
+
+def make_bus() -> tuple[Bus, FakeProducer]:
+    producer = FakeProducer()
+    broker = SimpleNamespace(config=SimpleNamespace(producer=SimpleNamespace(_producer=SimpleNamespace(producer=producer))))
+    return Bus(broker, "planner", "unused:1", "p."), producer  # type: ignore[arg-type]
+
+
+def proposal(traceparent: str | None = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") -> s.ActionProposed:
+    data = s.ActionProposedData(
+        action_id="a-1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket", args={"ticket_id": "T-1"}, proposer="planner"
+    )
+    return s.ActionProposed.build(data, source="tidegate/planner", traceparent=traceparent)
+
+
+async def test_a_batch_is_handled_only_once_the_broker_acknowledged_what_it_published() -> None:
+    bus, producer = make_bus()
+    left = asyncio.Event()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await bus.publish("actions.proposed", proposal())
+            assert len(producer.sent) == 2  # both queued without waiting for the first ack
+        left.set()
+
+    handling = asyncio.create_task(batch())
+    await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not left.is_set()  # no ack yet: the batch is not handled, its offsets are not committed
+    producer.ack_all()
+    await asyncio.wait_for(handling, 5)
+    assert left.is_set()
+
+
+async def test_the_record_sent_is_the_envelope_with_its_traceparent_as_header() -> None:
+    bus, producer = make_bus()
+    event = proposal()
+    async with bus.acknowledged_at_end():
+        await bus.publish("actions.proposed", event)
+        producer.ack_all()
+    [(topic, value, key, headers)] = producer.sent
+    assert topic == "p.actions.proposed"
+    assert key == b"t-1"
+    assert s.decode("actions.proposed", value) == event
+    assert dict(headers) == {"content-type": s.CONTENT_TYPE.encode(), "traceparent": event.traceparent.encode()}  # type: ignore[union-attr]
+
+
+async def test_a_failed_delivery_fails_the_batch_so_it_is_rewound_not_committed() -> None:
+    bus, producer = make_bus()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await bus.publish("actions.proposed", proposal())
+            producer.deliveries[0].set_exception(KafkaTimeoutError())
+            producer.deliveries[1].set_result(None)
+
+    with pytest.raises(KafkaTimeoutError):
+        await batch()
+
+
+async def test_a_producer_that_can_no_longer_deliver_stops_the_process_and_holds_the_batch() -> None:
+    bus, producer = make_bus()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            producer.deliveries[0].set_exception(OutOfOrderSequenceNumber())
+
+    handling = asyncio.create_task(batch())
+    await asyncio.wait_for(bus.failed.wait(), 5)
+    assert not handling.done()  # held, uncommitted, until the process stops
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+
+
+async def test_outside_a_batch_publish_returns_once_acknowledged() -> None:
+    bus, producer = make_bus()
+    publishing = asyncio.create_task(bus.publish("actions.proposed", proposal()))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert producer.sent
+    assert not publishing.done()
+    producer.ack_all()
+    await asyncio.wait_for(publishing, 5)
+
+
+async def test_a_dead_letter_inside_a_batch_is_written_before_the_handler_goes_on() -> None:
+    bus, producer = make_bus()
+    record = SimpleNamespace(topic="p.actions.proposed", partition=0, offset=7, key=b"t-1", value=b"{oops", headers=())
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.handle_record("actions.proposed", record, lambda e: None)  # type: ignore[arg-type, return-value]
+
+    handling = asyncio.create_task(batch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [t for t, *_ in producer.sent] == ["p.deadletter"]
+    assert not handling.done()  # the dead letter's own ack is awaited in place
+    producer.ack_all()
+    await asyncio.wait_for(handling, 5)
