@@ -22,7 +22,7 @@ import httpx
 from connectors._http import raise_for_answer, send
 from servicekit.toolcontract import ToolContext, ToolError
 
-__all__ = ["comment", "get_file", "get_issue", "open_pull_request"]
+__all__ = ["comment", "delete_comment", "get_file", "get_issue", "open_pull_request"]
 
 DEFAULT_BASE_URL = "https://api.github.com"
 _MAX_FILE_BYTES = 200_000
@@ -140,3 +140,18 @@ async def comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     async with _client(ctx) as client:
         doc = (await _answer(client, "POST", f"{_repo(args)}/issues/{args['number']}/comments", json={"body": args["body"]})).json()
     return {"repo": args["repo"], "number": args["number"], "comment_id": doc["id"], "url": doc.get("html_url")}
+
+
+async def delete_comment(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Delete an issue or pull request comment (the undo of `comment`), returning its issue and text; one already gone counts as deleted."""
+    url = f"{_repo(args)}/issues/comments/{args['comment_id']}"
+    out: dict[str, Any] = {"repo": args["repo"], "comment_id": args["comment_id"], "deleted": True}
+    async with _client(ctx) as client:
+        try:
+            doc = (await _answer(client, "GET", url)).json()
+            await _answer(client, "DELETE", url)
+        except ToolError as exc:
+            if exc.type != "not_found":
+                raise
+            return out
+    return out | {"number": int(str(doc["issue_url"]).rsplit("/", 1)[-1]), "body": doc.get("body", "")}

@@ -1,4 +1,4 @@
-"""Salesforce: read an account, contact or opportunity; add a task; move an opportunity's stage; through `simple-salesforce`.
+"""Salesforce: read an account, contact or opportunity; add or delete a task; move an opportunity's stage; through `simple-salesforce`.
 
 `simple-salesforce` is synchronous (requests): each call runs in a worker thread. It does not retry, so
 the executor stays the one layer that does. The credential is an OAuth access token (session id) for
@@ -27,7 +27,7 @@ from simple_salesforce.exceptions import (
 
 from servicekit.toolcontract import ToolContext, ToolError
 
-__all__ = ["add_task", "get_record", "update_opportunity_stage"]
+__all__ = ["add_task", "delete_task", "get_record", "update_opportunity_stage"]
 
 FIELDS = {
     "Account": ["Id", "Name", "Industry", "Type", "Website", "Description", "OwnerId"],
@@ -108,6 +108,19 @@ def _add_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"task_id": made["id"], "what_id": args["what_id"]}
 
 
+def _delete_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    with _sf(ctx) as sf:
+        try:
+            task = _call(sf.Task.get, args["task_id"])
+            _call(sf.Task.delete, args["task_id"])
+        except ToolError as exc:
+            if exc.type != "not_found":
+                raise
+            return {"task_id": args["task_id"], "deleted": True}
+    kept = {"what_id": task.get("WhatId"), "subject": task.get("Subject")}
+    return {"task_id": args["task_id"], "deleted": True, **kept, "description": task.get("Description") or ""}
+
+
 def _update_stage(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     with _sf(ctx) as sf:
         opp = _call(sf.Opportunity.get, args["opportunity_id"])
@@ -134,6 +147,11 @@ async def get_record(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 async def add_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """A task (a note to follow up) on an account or opportunity."""
     return await asyncio.to_thread(_add_task, ctx, args)
+
+
+async def delete_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Delete a task (the undo of `add_task`), returning what it said; one already gone counts as deleted."""
+    return await asyncio.to_thread(_delete_task, ctx, args)
 
 
 async def update_opportunity_stage(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Zendesk Support: read a ticket and its comments, tag it, add an internal note, draft a reply, set its status.
+"""Zendesk Support: read a ticket and its comments, tag and untag it, add an internal note, draft a reply, set its status.
 
 Zendesk's REST API v2 is called with httpx rather than `zenpy`: zenpy is synchronous (it would block
 the executor's event loop or need a thread per call) and sleeps and retries on 429 by itself, which
@@ -19,7 +19,7 @@ import httpx
 from connectors._http import raise_for_answer, send
 from servicekit.toolcontract import ToolContext, ToolError
 
-__all__ = ["DRAFT_TAG", "add_internal_note", "draft_reply", "get_ticket", "set_status", "tag_ticket"]
+__all__ = ["DRAFT_TAG", "add_internal_note", "draft_reply", "get_ticket", "set_status", "tag_ticket", "untag_ticket"]
 
 DRAFT_TAG = "tidegate_draft_reply"
 DRAFT_HEADER = "[Draft reply proposed by an agent: review, edit and send it yourself; it was NOT sent to the requester]"
@@ -92,6 +92,14 @@ async def tag_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     async with _client(ctx) as client:
         doc = await _json(client, "PUT", f"/api/v2/tickets/{args['ticket_id']}/tags.json", json={"tags": args["tags"]})
     return {"ticket_id": args["ticket_id"], "tags": doc.get("tags", [])}
+
+
+async def untag_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Remove tags (Zendesk's `DELETE .../tags` with the tags in the body; tags that are not there are left alone)."""
+    async with _client(ctx) as client:
+        response = await send(client, "DELETE", f"/api/v2/tickets/{args['ticket_id']}/tags.json", json={"tags": args["tags"]})
+        raise_for_answer(response, "Zendesk")
+    return {"ticket_id": args["ticket_id"], "removed": args["tags"]}
 
 
 async def _comment(ctx: ToolContext, ticket_id: int, body: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Wire format as GitHub's: repository, contents (base64), issues and their comments (paginated with a
 `Link` header), compare, pulls (one open pull request per head and base: 422 `Validation Failed`
-otherwise), issue comments; errors `{"message": …, "documentation_url": …, "status": …}` (401 "Bad
+otherwise), issue comments (created, read and deleted by id); errors `{"message": …, "documentation_url": …, "status": …}` (401 "Bad
 credentials", 404 "Not Found"), and the primary rate limit as 403 with `x-ratelimit-remaining: 0`.
 State lives in memory; `inject` scripts failures.
 """
@@ -48,6 +48,7 @@ class GitHubStandIn:
                 Route(r + "/contents/{path:path}", self._contents),
                 Route(r + "/issues/{number:int}", self._issue),
                 Route(r + "/issues/{number:int}/comments", self._comments, methods=["GET", "POST"]),
+                Route(r + "/issues/comments/{comment_id:int}", self._comment_by_id, methods=["GET", "DELETE"]),
                 Route(r + "/compare/{spec:path}", self._compare),
                 Route(r + "/pulls", self._pulls, methods=["GET", "POST"]),
             ]
@@ -79,7 +80,8 @@ class GitHubStandIn:
     def _comment(self, full_name: str, number: int, body: str, login: str) -> dict[str, Any]:
         cid = next(self._ids)
         return {"id": cid, "body": body, "user": {"login": login}, "created_at": "2026-11-30T10:00:00Z",
-                "html_url": f"https://github.com/{full_name}/issues/{number}#issuecomment-{cid}"}  # fmt: skip
+                "html_url": f"https://github.com/{full_name}/issues/{number}#issuecomment-{cid}",
+                "issue_url": f"https://api.github.com/repos/{full_name}/issues/{number}"}  # fmt: skip
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -112,6 +114,18 @@ class GitHubStandIn:
         if issue is None:
             return _error(404, "Not Found")
         return JSONResponse({k: v for k, v in issue.items() if k != "comments"} | {"comments": len(issue["comments"])})
+
+    async def _comment_by_id(self, request: Request) -> Response:
+        """`GET` or `DELETE .../issues/comments/{id}` (204), or 404 when no issue of the repository has it."""
+        _, repo = self._find(request)
+        for issue in [] if repo is None else repo["issues"].values():
+            found = [c for c in issue["comments"] if c["id"] == request.path_params["comment_id"]]
+            if found and request.method == "GET":
+                return JSONResponse(found[0])
+            if found:
+                issue["comments"].remove(found[0])
+                return Response(status_code=204)
+        return _error(404, "Not Found")
 
     async def _comments(self, request: Request) -> Response:
         name, repo = self._find(request)

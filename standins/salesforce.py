@@ -2,7 +2,7 @@
 
 HTTPS only, as Salesforce (and `simple-salesforce`, which builds `https://` URLs) require: serve it with
 `standins._tls.self_signed`. Wire format as Salesforce's: records with `attributes`, `POST
-…/sobjects/<Object>/` answering `{"id", "success", "errors"}`, `PATCH` answering 204, and errors as a list
+…/sobjects/<Object>/` answering `{"id", "success", "errors"}`, `PATCH` and `DELETE` answering 204, and errors as a list
 `[{"message", "errorCode", "fields"}]` (401 `INVALID_SESSION_ID`, 404 `NOT_FOUND`, 400 picklist and
 integrity errors, 403 `REQUEST_LIMIT_EXCEEDED`).
 """
@@ -42,7 +42,10 @@ class SalesforceStandIn:
     def __post_init__(self) -> None:
         base = "/services/data/v{version}/sobjects/{object}"
         self.app = Starlette(
-            routes=[Route(base + "/", self._create, methods=["POST"]), Route(base + "/{rid}", self._record, methods=["GET", "PATCH"])]
+            routes=[
+                Route(base + "/", self._create, methods=["POST"]),
+                Route(base + "/{rid}", self._record, methods=["GET", "PATCH", "DELETE"]),
+            ]
         )
         self.app.add_middleware(_Gate, standin=self)  # type: ignore[arg-type]
 
@@ -64,6 +67,9 @@ class SalesforceStandIn:
         if request.method == "GET":
             url = f"/services/data/v{request.path_params['version']}/sobjects/{obj}/{rid}"
             return JSONResponse({"attributes": {"type": obj, "url": url}, **record})
+        if request.method == "DELETE":
+            del self.records[obj][rid]
+            return Response(status_code=204)
         update = await request.json()
         if obj == "Opportunity" and "StageName" in update and update["StageName"] not in STAGES:
             return _errors(

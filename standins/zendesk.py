@@ -1,6 +1,7 @@
 """The project's own stand-in for Zendesk Support's REST API v2, for the calls the Zendesk connector makes.
 
 It speaks Zendesk's wire format: `{"ticket": {...}}` documents, `PUT .../tags.json` adding tags,
+`DELETE .../tags.json` removing the tags its body lists (204),
 comments added through `PUT /api/v2/tickets/{id}.json`, cursor pagination of comments
 (`page[size]`, `page[after]`, `meta.has_more`, `links.next`), and Zendesk's error shapes (401
 `{"error": "Couldn't authenticate you"}`, 404 `RecordNotFound`, 422 `RecordInvalid` with `details`,
@@ -48,7 +49,7 @@ class ZendeskStandIn:
         routes = [
             Route("/api/v2/tickets/{ticket_id:int}.json", self._ticket, methods=["GET", "PUT"]),
             Route("/api/v2/tickets/{ticket_id:int}/comments.json", self._comments, methods=["GET"]),
-            Route("/api/v2/tickets/{ticket_id:int}/tags.json", self._tags, methods=["GET", "PUT", "POST"]),
+            Route("/api/v2/tickets/{ticket_id:int}/tags.json", self._tags, methods=["GET", "PUT", "POST", "DELETE"]),
         ]
         self.app = Starlette(routes=routes)
         self.app.add_middleware(_Gate, standin=self)  # type: ignore[arg-type]
@@ -142,6 +143,10 @@ class ZendeskStandIn:
             tags = doc.get("tags") if isinstance(doc, dict) else None
             if not isinstance(tags, list):
                 return _invalid("tags", "Tags: is required")
+            if request.method == "DELETE":  # DELETE removes the listed tags and answers 204 No Content
+                ticket["tags"] = [t for t in ticket["tags"] if t not in tags]
+                ticket["updated_at"] = _now()
+                return Response(status_code=204)
             if request.method == "POST":  # POST replaces, PUT adds
                 ticket["tags"] = []
             ticket["tags"] += [t for t in tags if t not in ticket["tags"]]

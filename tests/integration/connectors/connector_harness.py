@@ -14,6 +14,7 @@ import connectors as c
 import schemas as s
 from servicekit import REPO_ROOT, KitSettings, SigningKey, ToolCatalog, action_digest, authorization_message
 from servicekit.toolcontract import ToolContext
+from servicekit.undo import undo_proposal
 from services.executor.executor import Executor
 
 __all__ = ["CANARY", "CATALOG", "Executed", "call_context", "cli"]
@@ -79,6 +80,14 @@ class Executed:
         await self.executor.handle(event)
         assert len(self.results) == before + 1
         return self.results[-1]
+
+    async def undo(self, done: s.Envelope) -> tuple[s.ActionProposedData, s.Envelope]:
+        """Propose the undo of a succeeded call as `tidegate undo` does, authorize it as policy would, and run it."""
+        proposal = undo_proposal(done.data, requested_by="agent@acme.example", proposer="tidegate/undo")
+        assert proposal.undoes == done.data.action_id
+        result = await self.run(self.authorize(proposal.tenant_id, proposal.tool, proposal.args, proposal.action_id))
+        assert isinstance(result, s.ActionSucceeded), result.data.error
+        return proposal, result
 
 
 def cli(kit: KitSettings, *args: str, stdin: str = "") -> str:

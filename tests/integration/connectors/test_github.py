@@ -101,3 +101,24 @@ async def test_missing_credential_and_read_only_default(github: GitHubStandIn, e
         await executed.run(executed.authorize("acme", "github_get_issue", {"repo": "acme/web", "number": 7})), s.ActionSucceeded
     )
     assert all(CANARY not in r.model_dump_json() for r in executed.results)
+
+
+async def test_undo_of_a_comment_deletes_it_and_undoing_the_delete_posts_the_text_again(github: GitHubStandIn, executed: Executed) -> None:
+    await executed.connect("acme", "github", tools=["github_comment", "github_delete_comment"], base_url=github.url)
+    thread = github.repos["acme/web"]["issues"][7]["comments"]
+    original = list(thread)
+    made = await executed.run(executed.authorize("acme", "github_comment", {"repo": "acme/web", "number": 7, "body": "Fixed in #1."}))
+    assert len(thread) == len(original) + 1
+
+    delete, deleted = await executed.undo(made)
+    assert (delete.tool, delete.args) == ("github_delete_comment", {"repo": "acme/web", "comment_id": made.data.result["comment_id"]})
+    assert github.repos["acme/web"]["issues"][7]["comments"] == original
+
+    again, _ = await executed.undo(deleted)
+    assert (again.tool, again.args) == ("github_comment", {"repo": "acme/web", "number": 7, "body": "Fixed in #1."})
+    assert github.repos["acme/web"]["issues"][7]["comments"][-1]["body"] == "Fixed in #1."
+    # Deleting a comment already gone counts as deleted: a retried undo does not fail.
+    gone = await executed.run(
+        executed.authorize("acme", "github_delete_comment", {"repo": "acme/web", "comment_id": made.data.result["comment_id"]})
+    )
+    assert isinstance(gone, s.ActionSucceeded)

@@ -94,3 +94,28 @@ async def test_missing_credential(salesforce: SalesforceStandIn, executed: Execu
     assert failed.data.error is not None
     assert failed.data.error.type == "credential_missing"
     assert salesforce.requests == []
+
+
+async def test_undo_deletes_the_task_and_moves_the_stage_back(salesforce: SalesforceStandIn, executed: Executed, tmp_path: Path) -> None:
+    account, opportunity = ids(salesforce)
+    tools = ["salesforce_add_task", "salesforce_delete_task", "salesforce_update_opportunity_stage"]
+    await executed.connect("acme", "salesforce", tools=tools, base_url="", instance_url=salesforce.url,
+                           ca_bundle=str(tmp_path / "tls" / "standin.crt"))  # fmt: skip
+    original = {"Task": dict(salesforce.records["Task"]), "Opportunity": dict(salesforce.records["Opportunity"][opportunity])}
+
+    task = await executed.run(
+        executed.authorize("acme", "salesforce_add_task", {"what_id": account, "subject": "Call back", "description": "renewal"})
+    )
+    args = {"opportunity_id": opportunity, "stage": "Closed Won", "amount_usd": 12000}
+    moved = await executed.run(executed.authorize("acme", "salesforce_update_opportunity_stage", args))
+
+    back, _ = await executed.undo(moved)
+    assert back.args == {"opportunity_id": opportunity, "stage": "Negotiation/Review", "amount_usd": 12000.0}
+    delete, deleted = await executed.undo(task)
+    assert (delete.tool, delete.args) == ("salesforce_delete_task", {"task_id": task.data.result["task_id"]})
+    assert {"Task": salesforce.records["Task"], "Opportunity": salesforce.records["Opportunity"][opportunity]} == original
+
+    again, _ = await executed.undo(deleted)
+    assert again.args == {"what_id": account, "subject": "Call back", "description": "renewal"}
+    [(_, readded)] = salesforce.records["Task"].items()
+    assert (readded["WhatId"], readded["Subject"], readded["Description"]) == (account, "Call back", "renewal")

@@ -10,6 +10,7 @@ from connector_harness import CANARY, Executed, call_context
 import schemas as s
 from connectors import zendesk_tools as zd
 from servicekit.toolcontract import ToolContext, ToolError
+from servicekit.undo import UndoRefused
 from standins.zendesk import ZendeskStandIn
 
 
@@ -128,7 +129,38 @@ async def test_missing_credential_and_read_only_default(zendesk: ZendeskStandIn,
     scoped = await executed.run(executed.authorize("acme", "zendesk_tag_ticket", args))
     assert scoped.data.error is not None
     assert scoped.data.error.type == "tool_not_enabled"
-    assert zendesk.requests == []
+    # Nothing was written; the undo's prior-state read (a read tool, enabled by default) may have been made.
+    assert [r for r in zendesk.requests if r[0] != "GET"] == []
     read = await executed.run(executed.authorize("acme", "zendesk_get_ticket", {"ticket_id": 102}))
     assert isinstance(read, s.ActionSucceeded)
     assert all(CANARY not in r.model_dump_json() for r in executed.results)
+
+
+async def test_undo_of_tags_and_status_restores_the_ticket_exactly_and_notes_are_irreversible(
+    zendesk: ZendeskStandIn, executed: Executed
+) -> None:
+    tools = ["zendesk_tag_ticket", "zendesk_untag_ticket", "zendesk_set_status", "zendesk_add_internal_note"]
+    await executed.connect("acme", "zendesk", tools=tools, base_url=zendesk.url, email="agent@acme.example")
+    zendesk.tickets[101]["tags"] = ["vip"]
+    zendesk.tickets[101]["status"] = "pending"
+    original = {k: list(v) if isinstance(v, list) else v for k, v in zendesk.tickets[101].items() if k != "updated_at"}
+
+    tagged = await executed.run(executed.authorize("acme", "zendesk_tag_ticket", {"ticket_id": 101, "tags": ["refund", "vip"]}))
+    solved = await executed.run(executed.authorize("acme", "zendesk_set_status", {"ticket_id": 101, "status": "solved"}))
+    assert (zendesk.tickets[101]["tags"], zendesk.tickets[101]["status"]) == (["vip", "refund"], "solved")
+
+    await executed.undo(solved)
+    untag, untagged = await executed.undo(tagged)
+    assert (untag.tool, untag.args) == ("zendesk_untag_ticket", {"ticket_id": 101, "tags": ["refund"]})
+    assert ("DELETE", "/api/v2/tickets/101/tags.json") in zendesk.requests
+    assert {k: v for k, v in zendesk.tickets[101].items() if k != "updated_at"} == original  # "vip" was there before: it stays
+
+    # Undoing the untag puts back only what it removed.
+    retag, _ = await executed.undo(untagged)
+    assert (retag.tool, retag.args["tags"], zendesk.tickets[101]["tags"]) == ("zendesk_tag_ticket", ["refund"], ["vip", "refund"])
+
+    noted = await executed.run(executed.authorize("acme", "zendesk_add_internal_note", {"ticket_id": 101, "body": "checked"}))
+    with pytest.raises(UndoRefused) as refused:
+        await executed.undo(noted)
+    assert refused.value.code == s.ReasonCode.UNDO_IRREVERSIBLE
+    assert "Zendesk cannot delete a comment" in refused.value.message
