@@ -19,7 +19,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Reject, make_broker
+from servicekit.bus import Bus, Handler, Reject, make_broker, once_delivered
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -75,6 +75,7 @@ __all__ = [
     "load_public",
     "make_broker",
     "next_sequence",
+    "once_delivered",
     "operator_key",
     "rotate",
     "run_service",

@@ -40,7 +40,7 @@ from servicekit.rawbatch import raw_decoder, tolerant_parser
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Reject", "make_broker"]
+__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Reject", "make_broker", "once_delivered"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,24 @@ _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
 _CONTENT_TYPE = CONTENT_TYPE.encode()
 # Deliveries not yet acknowledged by the broker, of the polled batch being handled (None outside a batch).
 _unacked: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar("tidegate_unacked", default=None)
+# What waits for those acknowledgements (an outbox entry deleted only once its event is stored), of the same batch.
+_after_ack: ContextVar[list[Callable[[], Awaitable[Any]]] | None] = ContextVar("tidegate_after_ack", default=None)
+
+
+async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
+    """Run `action` once every event published so far is acknowledged by the broker.
+
+    Inside a polled batch (`Bus.acknowledged_at_end`) a publish returns when its record is queued,
+    so a handler that marks an outbox entry delivered right after publishing would mark it before
+    the broker stored it; if the delivery then fails the batch is handled again, finds the entry
+    gone and publishes nothing. Such marks go through here: in a batch they run after the
+    acknowledgements and before the offsets are committed; elsewhere a publish has waited, so now.
+    """
+    later = _after_ack.get()
+    if later is None:
+        await action()
+    else:
+        later.append(action)
 
 
 class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
@@ -229,18 +247,22 @@ class Bus:
 
         Publishing inside does not wait for each acknowledgement (records are batched per partition);
         leaving waits for all of them, so the batch's offsets are committed only after everything it
-        published is stored. A delivery that failed raises here: the batch is rewound and handled again
-        (handlers are idempotent); a producer that can no longer deliver stops the process.
+        published is stored, then runs what the handlers left for that moment (`once_delivered`). A
+        delivery that failed raises here: the batch is rewound and handled again (handlers are
+        idempotent); a producer that can no longer deliver stops the process.
         """
         pending: list[asyncio.Future[Any]] = []
-        token = _unacked.set(pending)
+        after: list[Callable[[], Awaitable[Any]]] = []
+        token, after_token = _unacked.set(pending), _after_ack.set(after)
         try:
             yield
         except BaseException:
             _unacked.reset(token)
+            _after_ack.reset(after_token)
             await asyncio.gather(*pending, return_exceptions=True)  # nothing left unretrieved; the batch is rewound anyway
             raise
         _unacked.reset(token)
+        _after_ack.reset(after_token)
         try:
             await asyncio.gather(*pending)
         except Exception as exc:
@@ -248,6 +270,8 @@ class Bus:
             if classify(exc) is ErrorKind.PRODUCER_DEAD:
                 await self.producer_dead(exc)
             raise
+        for action in after:  # `once_delivered`: only now is what the batch published stored
+            await self.retrying("a delivered batch's bookkeeping", action)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
         """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.

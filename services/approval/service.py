@@ -7,6 +7,7 @@ second approver of an N-of-M request is counted rather than refused; the bus own
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -32,7 +33,7 @@ from schemas import (
     decode,
     encode,
 )
-from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, sign_event, span
+from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, once_delivered, sign_event, span
 from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.undo import UndoRefused, undo_proposal
 from services.approval import auth, domain, webhooks
@@ -471,5 +472,6 @@ class ApprovalService(WebhookSide):
     async def _publish(self, outbox: Sequence[OutboxItem]) -> None:
         for item in outbox:
             await self.publisher.publish(item.topic, decode(item.topic, item.payload))
-            await self.repo.mark_published(item.event_id)
+            # Marked once the broker has it: in a polled batch the publish returned when queued (`once_delivered`).
+            await once_delivered(functools.partial(self.repo.mark_published, item.event_id))
             self.published += 1

@@ -19,6 +19,7 @@ from schemas import (
     TaskSubmitted,
     utcnow,
 )
+from servicekit import once_delivered
 from services.planner import domain
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
 from services.planner.repository import Change, TaskRepository
@@ -56,7 +57,8 @@ class PlannerHandlers:
         pending = await self.repo.apply(event_id, task_id, change)
         for item in pending:
             await self.publish(item.topic, item.event)
-        await self.repo.published([p.outbox_id for p in pending])
+        if pending:  # the outbox keeps them until the broker has: a redelivery of `event_id` publishes them again
+            await once_delivered(lambda: self.repo.published([p.outbox_id for p in pending]))
 
     async def on_task(self, event: TaskSubmitted) -> None:
         """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans."""
@@ -118,7 +120,8 @@ class PlannerHandlers:
         pending = await self.repo.unpublished(_TIMEOUT_EVENT)
         for item in pending:
             await self.publish(item.topic, item.event)
-        await self.repo.published([p.outbox_id for p in pending])
+        if pending:
+            await once_delivered(lambda: self.repo.published([p.outbox_id for p in pending]))
         now = self.clock()
         shortest = min([self.timeouts.default_s, *self.timeouts.by_tool.values()])
         for task_id in await self.repo.waiting_since_before(now - timedelta(seconds=shortest)):

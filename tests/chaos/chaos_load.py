@@ -94,12 +94,16 @@ class Load:
             await self.send_one()
             i += 1
 
-    async def burst(self, n: int) -> None:
-        """`n` items at once (a backlog the consumers must drain)."""
-        for _ in range(n):
-            await self.send_one()
+    async def burst(self, n: int, *, partition: int | None = None) -> None:
+        """`n` items at once (a backlog the consumers must drain), all on `partition` of their topic when given.
 
-    async def send_one(self) -> None:
+        One partition's lag is the case that matters: its consumer must drain it while the partitions
+        beside it go on, and a stalled partition must show on the liveness check rather than hide in a total.
+        """
+        for _ in range(n):
+            await self.send_one(partition=partition)
+
+    async def send_one(self, *, partition: int | None = None) -> None:
         kind, what = next(self._mix)
         self._n += 1
         ident = f"chaos-{self.run_id}-{self._n}"
@@ -121,7 +125,7 @@ class Load:
             )
             event = ActionProposed.build(data, source="external/chaos-agent")
             self.sent.proposals[data.action_id] = what
-        await self._send("tasks" if kind == "task" else "actions.proposed", sign_as_client(self.kit, event))
+        await self._send("tasks" if kind == "task" else "actions.proposed", sign_as_client(self.kit, event), partition=partition)
 
     async def _task(self, task_id: str, ticket_id: str) -> Any:
         ticket = TICKET[ticket_id]
@@ -149,11 +153,13 @@ class Load:
                 await self.pool.expire_connections()
                 await asyncio.sleep(0.5)
 
-    async def _send(self, topic: str, event: Envelope) -> None:
+    async def _send(self, topic: str, event: Envelope, *, partition: int | None = None) -> None:
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         while True:  # a broker outage delays the load; nothing it meant to send is dropped
             try:
-                await self.producer.send_and_wait(self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
+                await self.producer.send_and_wait(
+                    self.kit.topic_prefix + topic, encode(event), key=event.key, headers=headers, partition=partition
+                )
                 return
             except Exception:  # any send failure: count it and try again
                 self.sent.send_errors += 1

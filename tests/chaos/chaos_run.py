@@ -10,7 +10,7 @@ Faults (each at a random moment, one at a time, the load never pausing):
   broker         one node: SIGKILL the broker and start it again; three nodes: SIGKILL node 2, bring it back 20 s later
   postgres       `pg_ctl restart -m fast` (every connection of every service is cut)
   pause:<copy>   SIGSTOP a copy past its consumer session timeout (10 s), then SIGCONT: its partitions move, it comes back fenced
-  lag            a burst of 60 items at once on top of the steady load (the consumers must drain the backlog)
+  lag            a burst of 60 items at once on one partition, on top of the steady load (its consumer must drain the backlog)
 Exit status 0 when every check held.
 """
 
@@ -71,8 +71,8 @@ async def inject(stack: ChaosStack, load: Load, fault: str) -> None:
         await stack.restart_postgres()
         log(f"PostgreSQL restarted (fast) in {time.monotonic() - t:.1f}s")
     elif kind == "lag":
-        await load.burst(60)
-        log("burst of 60 items sent")
+        await load.burst(60, partition=0)
+        log("burst of 60 items sent, all on partition 0 of `tasks` and `actions.proposed`")
     else:
         raise ValueError(f"unknown fault {fault!r}")
 

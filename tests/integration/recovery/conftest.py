@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from private_infra import PrivateInfra, free_port, migrate_and_seed, scratch_repo
+from private_infra import INFRA_SH, PrivateInfra, free_port, migrate_and_seed, scratch_infra
 
 from servicekit import REPO_ROOT, KitSettings
 
@@ -24,14 +24,17 @@ def private_infra() -> Iterator[PrivateInfra]:
     again, and the postgres user must reach the data directory.
     """
     root = Path(tempfile.mkdtemp(prefix="tidegate-recovery-"))
-    scratch_repo(root)
     kafka_port, pg_port = free_port(), free_port()
-    env = os.environ | {
-        "TIDEGATE_KAFKA_PORT": str(kafka_port),
-        "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "TIDEGATE_PG_PORT": str(pg_port),
-        "PYTHONPATH": str(REPO_ROOT),  # infra/kafka_principals.py imports the kit
-    }
+    env = (
+        os.environ
+        | scratch_infra(root)
+        | {
+            "TIDEGATE_KAFKA_PORT": str(kafka_port),
+            "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "TIDEGATE_PG_PORT": str(pg_port),
+            "PYTHONPATH": str(REPO_ROOT),  # infra/kafka_principals.py imports the kit
+        }
+    )
     infra = PrivateInfra(
         root,
         env,
@@ -46,5 +49,5 @@ def private_infra() -> Iterator[PrivateInfra]:
         asyncio.run(migrate_and_seed(kit))
         yield infra
     finally:
-        subprocess.run(["bash", str(root / "infra" / "infra.sh"), "down"], env=env, timeout=240, check=False)
+        subprocess.run(["bash", str(INFRA_SH), "down"], env=env, timeout=240, check=False)
         shutil.rmtree(root, ignore_errors=True)

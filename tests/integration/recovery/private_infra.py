@@ -1,14 +1,13 @@
 """A Kafka broker and a PostgreSQL of the recovery tests' own, which they may stop, kill and restart.
 
-The shared infrastructure must never be killed, so the recovery tests run `infra/infra.sh` from a
-scratch copy of the repository (its own `.infra/`: data, credentials, pid files) on free ports. The
-Kafka jars are borrowed from this checkout's `.infra` (read only), so nothing is downloaded.
+The shared infrastructure must never be killed, so the recovery tests run `infra/infra.sh` with
+`TIDEGATE_INFRA_DIR` in a scratch directory (its own data, credentials, pid files) on free ports, as the
+chaos suite does. The Kafka jars are this checkout's (infra.sh reads them from here), so nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from servicekit import REPO_ROOT, KitSettings, create_pool
 from systems.seed import seed_demo
 from tidegate.database import migrate
 
+INFRA_SH = REPO_ROOT / "infra" / "infra.sh"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class PrivateInfra:
-    """A broker and a database of the recovery tests' own, started by `infra.sh` from a scratch repository."""
+    """A broker and a database of the recovery tests' own, started by `infra.sh` in a scratch infrastructure directory."""
 
     root: Path
     env: dict[str, str]
@@ -39,7 +40,7 @@ class PrivateInfra:
     db_credentials_dir: Path
 
     def _infra(self, command: str) -> None:
-        subprocess.run(["bash", str(self.root / "infra" / "infra.sh"), command], env=self.env, check=True, timeout=240)
+        subprocess.run(["bash", str(INFRA_SH), command], env=self.env, check=True, timeout=240)
 
     def up(self) -> None:
         """Start whichever of the two is not running (idempotent), and wait until both answer."""
@@ -70,13 +71,11 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-def scratch_repo(root: Path) -> None:
-    """infra/ copied (its pid and data files are found from the script's own path), the jars and the venv linked."""
-    shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    (root / ".infra" / "kafka").mkdir(parents=True)
-    (root / ".infra" / "kafka" / "libs").symlink_to((REPO_ROOT / ".infra" / "kafka" / "libs").resolve())
-    (root / ".venv").symlink_to((REPO_ROOT / ".venv").resolve())
+def scratch_infra(root: Path) -> dict[str, str]:
+    """`root/.infra` for `infra.sh` (`TIDEGATE_INFRA_DIR`); the environment entry that points it there."""
+    (root / ".infra").mkdir()
     os.chmod(root, 0o755)  # the postgres user traverses it
+    return {"TIDEGATE_INFRA_DIR": str(root / ".infra")}
 
 
 async def migrate_and_seed(kit: KitSettings) -> None:

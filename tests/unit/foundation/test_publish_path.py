@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
+from fake_producer import make_bus
 
 import schemas as s
-from servicekit import Bus
-
-
-class FakeProducer(AIOKafkaProducer):
-    """An aiokafka producer that records each send and acknowledges only when the test says so."""
-
-    def __init__(self) -> None:  # no super().__init__: nothing connects
-        self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
-        self.deliveries: list[asyncio.Future[Any]] = []
-
-    async def send(self, topic: str, value: Any = None, key: Any = None, *args: Any, headers: Any = None, **kwargs: Any) -> Any:
-        self.sent.append((topic, value, key, headers))
-        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.deliveries.append(delivery)
-        return delivery
-
-    def ack_all(self) -> None:
-        for delivery in self.deliveries:
-            if not delivery.done():
-                delivery.set_result(None)
-
-
-def make_bus() -> tuple[Bus, FakeProducer]:
-    producer = FakeProducer()
-    broker = SimpleNamespace(config=SimpleNamespace(producer=SimpleNamespace(_producer=SimpleNamespace(producer=producer))))
-    return Bus(broker, "planner", "unused:1", "p."), producer  # type: ignore[arg-type]
+from servicekit import once_delivered
 
 
 def proposal(traceparent: str | None = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") -> s.ActionProposed:
@@ -136,3 +110,54 @@ async def test_a_dead_letter_inside_a_batch_is_written_before_the_handler_goes_o
     assert not handling.done()  # the dead letter's own ack is awaited in place
     producer.ack_all()
     await asyncio.wait_for(handling, 5)
+
+
+async def test_what_waits_for_delivery_runs_only_after_the_broker_acknowledged() -> None:
+    """An outbox entry marked delivered when its record was only queued is lost if the delivery then fails."""
+    bus, producer = make_bus()
+    marked: list[str] = []
+
+    async def mark() -> None:
+        marked.append("outbox entry delivered")
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered(mark)
+            assert marked == []  # queued, not stored yet
+
+    handling = asyncio.create_task(batch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert marked == []
+    producer.ack_all()
+    await asyncio.wait_for(handling, 5)
+    assert marked == ["outbox entry delivered"]
+
+
+async def test_a_failed_delivery_leaves_the_outbox_entry_for_the_redelivery() -> None:
+    bus, producer = make_bus()
+    marked: list[str] = []
+
+    async def mark() -> None:
+        marked.append("delivered")
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered(mark)
+            producer.deliveries[0].set_exception(KafkaTimeoutError())
+
+    with pytest.raises(KafkaTimeoutError):
+        await batch()
+    assert marked == []  # the batch is rewound and its redelivery publishes the entry again
+
+
+async def test_outside_a_batch_what_waits_for_delivery_runs_at_once() -> None:
+    marked: list[str] = []
+
+    async def mark() -> None:
+        marked.append("delivered")
+
+    await once_delivered(mark)
+    assert marked == ["delivered"]

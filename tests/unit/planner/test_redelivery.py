@@ -1,0 +1,61 @@
+"""A task whose proposal the broker never stored is proposed again when the task is redelivered.
+
+Found by the recovery suite: inside a polled batch a publish returns when the record is queued; the
+planner deleted the outbox entry right then, the delivery failed (the producer died), the batch was
+rewound, and its redelivery found the event applied and the outbox empty: the task never moved again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from fake_producer import make_bus
+
+from schemas import TaskSubmitted, decode
+from servicekit.bus import Bus
+from services.planner.handlers import PlannerHandlers
+from services.planner.strategies import PlaybookStrategy
+from systems.seed import TICKETS
+from tidegate.demo.tickets import ticket_task
+
+TICKET = {t.ticket_id: t for t in TICKETS}
+
+
+def _handlers(harness: Any, bus: Bus, catalog: Any) -> PlannerHandlers:
+    return PlannerHandlers(
+        repo=harness.repo,
+        strategy=PlaybookStrategy(catalog),
+        publish=bus.publish,
+        rates=harness.handlers.rates,
+        read_only=harness.handlers.read_only,
+    )
+
+
+async def test_a_proposal_lost_in_delivery_is_published_again_on_redelivery(harness: Any, catalog: Any) -> None:
+    bus, producer = make_bus()
+    handlers = _handlers(harness, bus, catalog)
+    event = TaskSubmitted.build(ticket_task(TICKET["T-1007"], task_id="t-T-1007"), source="test")
+
+    async def first_delivery() -> None:
+        async with bus.acknowledged_at_end():
+            await handlers.on_task(event)
+            producer.deliveries[0].set_exception(KafkaTimeoutError())  # the broker never stores it
+
+    with pytest.raises(KafkaTimeoutError):
+        await first_delivery()  # the batch is rewound: its offset is not committed
+
+    async def redelivery() -> None:
+        async with bus.acknowledged_at_end():
+            await handlers.on_task(event)
+            producer.ack_all()
+
+    await asyncio.wait_for(redelivery(), 5)
+    topics = [topic for topic, *_ in producer.sent]
+    assert topics == ["p.actions.proposed", "p.actions.proposed"]
+    first, again = (decode("actions.proposed", value) for _, value, *_ in producer.sent)
+    assert again.id == first.id  # the same recorded event: consumers see it once
+    assert again.data.tool == "tag_ticket"
+    assert await harness.repo.unpublished("") == []  # delivered now: the outbox is empty
