@@ -47,6 +47,7 @@ class ReasonCode(StrEnum):
     LOW_CONFIDENCE = "low_confidence"
     REPEATED_TOOL_ERRORS = "repeated_tool_errors"
     IRREVERSIBLE_WRITE = "irreversible_write"
+    NO_ROLLBACK_PATH = "no_rollback_path"
     UNDO_IRREVERSIBLE = "undo_irreversible"
     # Refusals by the executor and dead letters.
     INVALID_EVENT = "invalid_event"

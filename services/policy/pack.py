@@ -169,8 +169,8 @@ class TenantSettings(BaseModel):
     retry_limit: int = Field(default=3, ge=1, le=100, description="Retried attempts in a task after which its writes escalate.")
     accept_irreversible: list[str] = Field(
         default_factory=list,
-        description="Risk classes whose irreversible writes the tenant lets an agent make alone (by default a `write_low` "
-        "call that no tool can undo escalates: irreversible_write).",
+        description="Risk classes whose writes no tool is known to undo the tenant lets an agent make alone (by default a "
+        "`write_low` call escalates when its tool is declared irreversible, irreversible_write, or declares no undo, no_rollback_path).",
     )
     review_reasons: dict[str, str] = Field(
         default_factory=dict,

@@ -306,6 +306,12 @@ async def _onboard(kit: KitSettings, tenant: str, console: Console) -> None:
     )
     await publish_control(kit, record)  # the CLI's one way onto `control` (signed as the operator)
     console.print(f"tenant {tenant} onboarded (control.tenant; see `tidegate tenant show {tenant}`)")
+    accepted = DEMO_TENANTS[tenant].get("accept_irreversible")
+    if accepted:
+        console.print(
+            f"  it accepts irreversible writes of {', '.join(accepted)} (accept_irreversible): Zendesk cannot delete the internal "
+            "notes the demo adds, so they run without a human, and `tidegate undo` refuses them with what to do instead"
+        )
 
 
 async def run_demo(

@@ -27,7 +27,8 @@ from systems.seed import ORDERS, TICKETS
 __all__ = ["SYSTEMS", "StandIns", "standin_systems"]
 
 SYSTEMS = {"helpdesk": "zendesk", "payments": "stripe"}
-ZENDESK_TOOLS = ["zendesk_tag_ticket", "zendesk_add_internal_note", "zendesk_draft_reply", "zendesk_set_status"]
+# The writes the playbook proposes, and the tools that undo them (`tidegate undo` on a demo action); reads come with the connector.
+ZENDESK_TOOLS = ["zendesk_tag_ticket", "zendesk_untag_ticket", "zendesk_add_internal_note", "zendesk_draft_reply", "zendesk_set_status"]
 STRIPE_TOOLS = ["stripe_refund"]
 MIGRATIONS = REPO_ROOT / "services" / "executor" / "migrations"
 

@@ -26,7 +26,8 @@ DEMO_TENANTS: dict[str, dict[str, Any]] = {
         "allow_autonomous": True,
         "budget_usd": 50,
         "known_payees": ["cus_1001", "cus_1002", "cus_1003", "cus_1004", "cus_1005", "cus_1007", "cus_1008"],
-        # Zendesk cannot delete the internal note the demo adds on its stand-in: acme accepts that (docs/autonomy.md).
+        # Zendesk cannot delete the internal note the demo adds on its stand-in (its catalog entry says irreversible):
+        # acme explicitly accepts irreversible low-risk writes, and the demo says so when it onboards acme (docs/autonomy.md).
         "accept_irreversible": ["write_low"],
     },
     "globex": {

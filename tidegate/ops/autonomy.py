@@ -137,6 +137,10 @@ class AutonomyReport:
         }
 
 
+# Writes escalated for want of an undo: declared irreversible, or declaring none. `accept_irreversible` lifts both.
+_ROLLBACK_TRIGGERS = frozenset({"irreversible_write", "no_rollback_path"})
+
+
 def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSettings]) -> AutonomyReport:
     """What humans did with each escalation of the record, and the wider settings the record supports."""
     events = list(events)
@@ -146,6 +150,7 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
     # (tenant, trigger) → (approved values, rejected-or-edited values), for escalations with that trigger alone.
     sides: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     irreversible: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    irreversible_triggers: dict[tuple[str, str], set[str]] = defaultdict(set)
     seen: set[str] = set()
     for e in events:
         if not isinstance(e, ActionDecided) or e.data.via != "policy" or e.data.outcome != "escalate" or e.data.action_id in seen:
@@ -164,8 +169,9 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
             value = _NUMERIC[trigger].value(d, proposals.get(d.action_id))
             if value is not None:
                 sides[(d.tenant_id, trigger)][0 if outcome == "approved" else 1].append(value)
-        elif trigger == "irreversible_write" and d.risk is not None:
+        elif trigger in _ROLLBACK_TRIGGERS and d.risk is not None:
             irreversible[(d.tenant_id, str(d.risk))][outcome] += 1
+            irreversible_triggers[(d.tenant_id, str(d.risk))].add(trigger)
     for (tenant, trigger), (good, bad) in sorted(sides.items()):
         rule, current = _NUMERIC[trigger], getattr(settings_of(tenant), _NUMERIC[trigger].setting)
         if not good:
@@ -179,8 +185,7 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
     for (tenant, risk), counts in sorted(irreversible.items()):
         accepted = settings_of(tenant).accept_irreversible
         if counts["approved"] and not counts["rejected"] and not counts["edited"] and risk not in accepted:
-            candidate = Candidate(
-                tenant, "accept_irreversible", accepted, sorted([*accepted, risk]), counts["approved"], 0, "irreversible_write"
-            )
+            trigger = ", ".join(sorted(irreversible_triggers[(tenant, risk)]))
+            candidate = Candidate(tenant, "accept_irreversible", accepted, sorted([*accepted, risk]), counts["approved"], 0, trigger)
             report.candidates.append(candidate)
     return report

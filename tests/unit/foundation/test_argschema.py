@@ -40,7 +40,13 @@ def _example(schema: dict[str, Any], rng: random.Random) -> Any:
     if schema.get("format") == "email":
         return "someone@example.com"
     candidates = ["cus_1001", "O-17", "T-100", "SKU-42", "acme/shop", "hello", "a@example.com"]
-    candidates += ["ch_123", "pi_123", "in_123", "006000000000001AAA"]  # connector ids: Stripe charge, intent, invoice; Salesforce
+    candidates += [
+        "ch_123",
+        "pi_123",
+        "in_123",
+        "006000000000001AAA",
+        "00T000000000001AAA",
+    ]  # connector ids: Stripe charge, intent, invoice; Salesforce opportunity, task
     if "pattern" in schema:
         candidates = [c for c in candidates if re.search(schema["pattern"], c)] or candidates
     return rng.choice(candidates)

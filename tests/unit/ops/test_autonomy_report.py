@@ -114,3 +114,17 @@ def test_irreversible_writes_humans_always_approved_suggest_accepting_the_class_
     assert [(c.setting, c.proposed, c.would_allow) for c in approved_only.candidates] == [("accept_irreversible", ["write_low"], 2)]
     mixed = autonomy_report([*escalated("approved"), *escalated("edited")], lambda tenant: LIVE)
     assert mixed.candidates == []
+
+
+def test_writes_with_no_declared_undo_count_toward_the_same_acceptance_as_irreversible_ones() -> None:
+    def escalated(code: str) -> list[Any]:
+        events = _recorded(0.99, "approved")
+        d = events[1].data
+        reason = s.Reason(code=code, policy_id=code.replace("_", "-"))
+        events[1] = s.ActionDecided.build(d.model_copy(update={"outcome": "escalate", "reasons": [reason]}), source="p")
+        return events
+
+    report = autonomy_report([*escalated("irreversible_write"), *escalated("no_rollback_path")], lambda tenant: LIVE)
+    [candidate] = report.candidates
+    assert (candidate.setting, candidate.proposed, candidate.would_allow) == ("accept_irreversible", ["write_low"], 2)
+    assert candidate.trigger == "irreversible_write, no_rollback_path"

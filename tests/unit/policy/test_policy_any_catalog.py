@@ -68,7 +68,15 @@ def test_the_default_pack_loads_against_a_catalog_without_the_demo_tools(bank_ca
     ("tool", "args", "settings", "outcome", "reason"),
     [
         ("get_balance", {"account": "a-1"}, {}, "allow", "read_allowed"),
-        ("label_transaction", {"transaction_id": "x", "label": "rent"}, {}, "allow", "low_risk_write_allowed"),
+        # label_transaction declares no undo: not known to be reversible, so a human decides unless the tenant accepts the class.
+        ("label_transaction", {"transaction_id": "x", "label": "rent"}, {}, "escalate", "no_rollback_path"),
+        (
+            "label_transaction",
+            {"transaction_id": "x", "label": "rent"},
+            {"accept_irreversible": ["write_low"]},
+            "allow",
+            "low_risk_write_allowed",
+        ),
         ("send_money", {"recipient_iban": "DE89370400440532013000", "amount": 50}, {}, "deny", "new_payee_blocked"),
         (
             "send_money",

@@ -51,6 +51,7 @@ TENANT = TenantSettings(
     chat_members=["alice", "bob"],
     chat_channels=["#general"],
     allowed_sites=["docs.acme.example"],
+    accept_irreversible=["write_low"],  # post_message declares no undo: this file is about who a call reaches
 )
 
 
