@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from autonomy_helpers import propose
+from autonomy_helpers import propose, recorded
 from bus_helpers import Collector, Producer
 
 import schemas as s
@@ -24,12 +24,11 @@ from services.approval import auth
 from services.approval.app import build as build_approval
 from services.approval.repository import PgApprovalRepository
 from services.approval.settings import ApprovalSettings
-from services.audit import PostgresAuditLog
 from services.audit.app import build as build_audit
 from services.executor.app import build as build_executor
 from services.policy.app import build as build_policy
 from systems.seed import seed_demo
-from tidegate.ops.undo import read_recorded, undo_steps
+from tidegate.ops.undo import undo_steps
 
 WATCHED = ["actions.proposed", "actions.decided", "actions.results"]
 CALLS: list[tuple[str, dict[str, Any]]] = [
@@ -96,21 +95,6 @@ async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
         await pool.close()
 
 
-async def _recorded(kit: KitSettings, task_id: str, wait_for: Any, count: int) -> list[Any]:
-    """The task's events as the audit log holds them, once it holds `count` of them."""
-    log = await PostgresAuditLog.connect(kit.database_url, max_size=2)
-    try:
-
-        async def enough() -> list[Any] | None:
-            events = await read_recorded(log, kit.topic_prefix, task_id=task_id)
-            return events if len(events) >= count else None
-
-        found: list[Any] = await wait_for(enough, timeout=30, what=f"{count} events of {task_id} in the audit log")
-        return found
-    finally:
-        await log.close()
-
-
 async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_the_audit(stack: Stack, wait_for: Any) -> None:
     before = await stack.state()
     done: dict[str, str] = {}
@@ -123,7 +107,7 @@ async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_
     assert await stack.state() != before
 
     for task_id, original in done.items():
-        events = await _recorded(stack.kit, task_id, wait_for, count=3)  # proposed, decided (+ authorized), succeeded
+        events = await recorded(stack.kit, task_id, wait_for, count=3)  # proposed, decided (+ authorized), succeeded
         [step] = undo_steps(events, requested_by="ops@undo.example")
         assert step.proposal is not None
         assert step.proposal.undoes == original
@@ -132,7 +116,7 @@ async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_
         assert undo_result.type == "tidegate.action.succeeded", undo_result.data
         [decided] = stack.collector.decided(step.proposal.action_id)
         assert decided.data.outcome == "allow"  # policy decided the undo like any other call
-        linked = await _recorded(stack.kit, task_id, wait_for, count=7)
+        linked = await recorded(stack.kit, task_id, wait_for, count=7)
         proposals = [e.data for e in linked if isinstance(e, s.ActionProposed) and e.data.undoes == original]
         assert [p.action_id for p in proposals] == [step.proposal.action_id]
         assert any(isinstance(e, s.ActionDecided) and e.data.action_id == step.proposal.action_id for e in linked)
