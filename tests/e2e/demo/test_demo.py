@@ -192,6 +192,8 @@ async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcome
     text = out.decode()
     assert proc.returncode == 0, text[-4000:]
     assert "helpdesk on the Zendesk stand-in" in text
+    # Zendesk cannot delete the notes the demo adds: the demo says that acme accepts this, not hides it.
+    assert "accepts irreversible writes of write_low (accept_irreversible)" in text
 
     events = await read_all(infra.kafka_bootstrap, prefix)
     by_ticket: dict[str, str] = {e.data.input["ticket_id"]: e.data.task_id for e in events["tasks"]}
