@@ -123,6 +123,12 @@ def test_the_cli_merges_changes_and_checks_them() -> None:
         tenant_record({}, {}, [], ["finance=deny"])
 
 
+def test_a_tenant_accepts_writes_no_tool_undoes_by_risk_class_and_a_misspelt_class_is_refused() -> None:
+    assert tenant_record({}, {"accept_irreversible": ["write_low"]}, []) == {"accept_irreversible": ["write_low"]}
+    with pytest.raises(ValidationError, match="accept_irreversible: not risk classes: low_risk"):
+        tenant_record({}, {"accept_irreversible": ["low_risk"]}, [])
+
+
 def _directory(tenant: str = "initech", *, onboards: bool = False, **entries: list[str]) -> Envelope:
     """A `directory.updated` record as the approval service publishes it for a tenant admin: approval-signed, with a sequence."""
     data = DirectoryUpdatedData(tenant_id=tenant, directory=TenantDirectory(**entries), set_by="root@initech.example", onboards=onboards)
