@@ -24,7 +24,7 @@ from schemas.reasons import REVIEW_REASONS, ReasonCode
 from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
 from schemas.signed import action_digest, approval_message, authorization_message
 from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RetryPolicy, ToolSpec, UndoSpec
-from schemas.topics import DEFAULT_PREFIX, TOPICS, TopicSpec, adapter_for, topic_spec
+from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, ControlEvent, TaskOutcome, TopicSpec, adapter_for, topic_spec
 
 __all__ = [
     "CONTENT_TYPE",
@@ -33,8 +33,11 @@ __all__ = [
     "TOPICS",
     "ActionCounts",
     "ActionIdentity",
+    "ActionResult",
+    "Approval",
     "ArgSource",
     "BeforeRead",
+    "ControlEvent",
     "Decision",
     "Envelope",
     "ErrorInfo",
@@ -48,6 +51,7 @@ __all__ = [
     "RetryPolicy",
     "RiskClass",
     "TaskCost",
+    "TaskOutcome",
     "ToolSpec",
     "TopicSpec",
     "action_digest",

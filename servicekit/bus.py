@@ -53,10 +53,18 @@ Handler = Callable[[Any], Awaitable[None]]
 # The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
 _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
 _CONTENT_TYPE = CONTENT_TYPE.encode()
-# Deliveries not yet acknowledged by the broker, of the polled batch being handled (None outside a batch).
-_unacked: ContextVar[list[asyncio.Future[Any]] | None] = ContextVar("tidegate_unacked", default=None)
-# What waits for those acknowledgements (an outbox entry deleted only once its event is stored), of the same batch.
-_after_ack: ContextVar[list[Callable[[], Awaitable[Any]]] | None] = ContextVar("tidegate_after_ack", default=None)
+
+
+@dataclass
+class _BatchDeliveries:
+    """What the polled batch being handled has published: the acknowledgements it waits for, and what waits for them."""
+
+    unacked: list[asyncio.Future[Any]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # `once_delivered`
+    sent: set[str] = field(default_factory=set)  # event ids: a redelivery inside the same batch publishes nothing twice
+
+
+_batch: ContextVar[_BatchDeliveries | None] = ContextVar("tidegate_batch_deliveries", default=None)
 
 
 async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
@@ -68,11 +76,11 @@ async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
     gone and publishes nothing. Such marks go through here: in a batch they run after the
     acknowledgements and before the offsets are committed; elsewhere a publish has waited, so now.
     """
-    later = _after_ack.get()
-    if later is None:
+    batch = _batch.get()
+    if batch is None:
         await action()
     else:
-        later.append(action)
+        batch.after.append(action)
 
 
 class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
@@ -209,6 +217,11 @@ class Bus:
         return sign_event(event, self.signer) if self.signer is not None else event
 
     async def _publish(self, topic: str, event: Envelope, *, wait: bool = False) -> None:
+        batch = _batch.get()
+        if batch is not None and not wait:
+            if event.id in batch.sent:  # the same recorded event again (its source redelivered in this batch): once is enough
+                return
+            batch.sent.add(event.id)
         if event.signature is None:
             if event.traceparent is None:
                 tp = current_traceparent()
@@ -235,11 +248,11 @@ class Bus:
             return
         headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
         delivery = await producer.send(self.topic(topic), value, key=key, headers=headers)
-        pending = _unacked.get()
-        if pending is None or wait:
+        batch = _batch.get()
+        if batch is None or wait:
             await delivery
         else:
-            pending.append(delivery)
+            batch.unacked.append(delivery)
 
     @asynccontextmanager
     async def acknowledged_at_end(self) -> AsyncIterator[None]:
@@ -247,30 +260,29 @@ class Bus:
 
         Publishing inside does not wait for each acknowledgement (records are batched per partition);
         leaving waits for all of them, so the batch's offsets are committed only after everything it
-        published is stored, then runs what the handlers left for that moment (`once_delivered`). A
+        published is stored, then runs what the handlers left for that moment (`once_delivered`). An
+        event id is published once per batch: a source event redelivered inside the same batch finds
+        its outbox entries not yet marked and hands them over again, and they are not sent twice. A
         delivery that failed raises here: the batch is rewound and handled again (handlers are
         idempotent); a producer that can no longer deliver stops the process.
         """
-        pending: list[asyncio.Future[Any]] = []
-        after: list[Callable[[], Awaitable[Any]]] = []
-        token, after_token = _unacked.set(pending), _after_ack.set(after)
+        batch = _BatchDeliveries()
+        token = _batch.set(batch)
         try:
             yield
         except BaseException:
-            _unacked.reset(token)
-            _after_ack.reset(after_token)
-            await asyncio.gather(*pending, return_exceptions=True)  # nothing left unretrieved; the batch is rewound anyway
+            _batch.reset(token)
+            await asyncio.gather(*batch.unacked, return_exceptions=True)  # nothing left unretrieved; the batch is rewound anyway
             raise
-        _unacked.reset(token)
-        _after_ack.reset(after_token)
+        _batch.reset(token)
         try:
-            await asyncio.gather(*pending)
+            await asyncio.gather(*batch.unacked)
         except Exception as exc:
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*batch.unacked, return_exceptions=True)
             if classify(exc) is ErrorKind.PRODUCER_DEAD:
                 await self.producer_dead(exc)
             raise
-        for action in after:  # `once_delivered`: only now is what the batch published stored
+        for action in batch.after:  # `once_delivered`: only now is what the batch published stored
             await self.retrying("a delivered batch's bookkeeping", action)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:

@@ -6,10 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from schemas import (
     ActionDecided,
+    ActionResult,
+    Approval,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRejected,
@@ -95,7 +96,7 @@ class PlannerHandlers:
             event.id, event.data.task_id, _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only))
         )
 
-    async def on_approval(self, event: Any) -> None:
+    async def on_approval(self, event: Approval) -> None:
         """A human decision (or an expiry) on an escalated action."""
         kind = _APPROVAL_KINDS[type(event)]
         now = self.clock()
@@ -103,7 +104,7 @@ class PlannerHandlers:
             event.id, event.data.task_id, _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only))
         )
 
-    async def on_result(self, event: Any) -> None:
+    async def on_result(self, event: ActionResult) -> None:
         """The executor's result: propose the next step or close the task."""
         now = self.clock()
         await self._apply(

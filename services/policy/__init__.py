@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.policy.app import PolicyDeps, PolicyProcess, build
+    from services.policy.app import PolicyDeps, PolicyProcess, build, in_process
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
     from services.policy.facts import Call, Flow, History
@@ -39,6 +39,7 @@ __all__ = [
     "cedar_schema_json",
     "compile_pack",
     "decide",
+    "in_process",
     "load_cases",
     "run_cases",
     "validate_pack",
@@ -46,6 +47,7 @@ __all__ = [
 
 _HOME = {
     "build": "app",
+    "in_process": "app",
     "PolicyDeps": "app",
     "PolicyProcess": "app",
     "cedar_schema_json": "cedar_schema",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schemas import Envelope
 from servicekit import (
     Bus,
     ControlState,
@@ -22,12 +24,12 @@ from servicekit import (
 from servicekit.consume import Route, consume_routes
 from services.policy.batching import DecisionPublisher
 from services.policy.handlers import PolicyHandlers
-from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import PgPolicyRepository, PolicyRepository
-from services.policy.service import PolicyService
+from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy.repository import InMemoryPolicyRepository, PgPolicyRepository, PolicyRepository
+from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
 
-__all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build"]
+__all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
 NAME = "policy"
 
@@ -131,4 +133,30 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         on_stop=[stop],
         loops=[release_expired],
         policy=service,
+    )
+
+
+def in_process(
+    pack: CompiledPack, catalog: ToolCatalog, *, keys_dir: Path | None = None, publish_many: PublishMany | None = None
+) -> PolicyService:
+    """The policy's use cases without a bus or a database: what what-if, the evals and the benchmarks decide with.
+
+    The same `PolicyService` the process runs, over the in-memory repository, publishing nowhere
+    (or through `publish_many`), signing with a throwaway key in `keys_dir` (a new temporary folder
+    by default): nothing it signs can authorize a real call, since that key is not the deployment's.
+    """
+    keys_dir = keys_dir or Path(tempfile.mkdtemp(prefix="tidegate-policy-in-process-"))
+
+    async def nowhere(topic: str, event: Envelope) -> None:
+        return None
+
+    return PolicyService(
+        catalog=catalog,
+        pack=pack,
+        repo=InMemoryPolicyRepository(),
+        signer=SigningKey.load_or_create(keys_dir, "policy"),
+        keys_dir=keys_dir,
+        control=ControlState(),
+        publish=nowhere,
+        publish_many=publish_many,
     )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from schemas import ReasonCode
+from schemas import ActionProposed, ActionResult, Approval, ControlEvent, ReasonCode, TaskSubmitted
 from servicekit import Reject
 from servicekit.unreadable import has_non_finite
 from services.policy.service import PolicyService
@@ -15,17 +14,17 @@ __all__ = ["PolicyHandlers"]
 
 @dataclass(frozen=True)
 class PolicyHandlers:
-    """One handler per subscription; the bus has already validated the event against its topic."""
+    """One handler per subscription, typed by its topic's union: the bus has decoded and verified the event against that topic."""
 
     service: PolicyService
 
-    async def proposed(self, event: Any) -> None:
+    async def proposed(self, event: ActionProposed) -> None:
         """`actions.proposed`: decide, record, publish; a call whose args hold NaN or Infinity is dead-lettered."""
         if has_non_finite(event.data.args):  # JSON has no NaN: no digest can be signed, no amount compared
             raise Reject(ReasonCode.INVALID_ARGS, f"args of {event.data.action_id} hold NaN or Infinity")
         await self.service.on_proposed(event)
 
-    async def proposed_batch(self, events: list[Any]) -> None:
+    async def proposed_batch(self, events: list[ActionProposed]) -> None:
         """`actions.proposed`, a polled batch at a time: decide all in one unit of work, publish.
 
         A batch holding a call with NaN or Infinity in its args fails as a whole; the bus then handles
@@ -35,18 +34,18 @@ class PolicyHandlers:
             raise ValueError("a proposal's args hold NaN or Infinity: handle the batch one event at a time")
         await self.service.on_proposed_batch(events)
 
-    async def approval(self, event: Any) -> None:
+    async def approval(self, event: Approval) -> None:
         """`approvals`: re-decide after a verified grant; dead-letter what does not verify."""
         await self.service.on_approval(event)
 
-    async def result(self, event: Any) -> None:
+    async def result(self, event: ActionResult) -> None:
         """`actions.results`: release or settle budget reservations, learn payees."""
         await self.service.on_result(event)
 
-    async def task(self, event: Any) -> None:
+    async def task(self, event: TaskSubmitted) -> None:
         """`tasks`: learn what the request vouches for and what its untrusted fields carry (provenance)."""
         await self.service.on_task(event)
 
-    async def control(self, event: Any) -> None:
+    async def control(self, event: ControlEvent) -> None:
         """`control`: kill switches, budgets, policy versions (hot reload)."""
         await self.service.on_control(event)

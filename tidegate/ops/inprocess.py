@@ -8,11 +8,9 @@ escalation is answered by a simulated human who rejects it, so the planner's han
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from schemas import (
@@ -29,10 +27,10 @@ from schemas import (
     action_identity,
     decode,
 )
-from servicekit import ControlState, SigningKey, ToolCatalog
+from servicekit import ToolCatalog
 from servicekit.costs import call_cost_usd
 from services.planner import CostRates, domain
-from services.policy import CompiledPack, InMemoryPolicyRepository, PolicyService
+from services.policy import CompiledPack, PolicyService, in_process
 
 __all__ = ["Step", "TaskRun", "run_task"]
 
@@ -63,34 +61,9 @@ class TaskRun:
     plan_error: str | None = None
 
 
-class _Keys:
-    """A throwaway policy signing key: nothing signed in process can authorize a real call."""
-
-    _dir: Path | None = None
-
-    @classmethod
-    def signer(cls) -> tuple[SigningKey, Path]:
-        if cls._dir is None:
-            cls._dir = Path(tempfile.mkdtemp(prefix="tidegate-inprocess-keys-"))
-        return SigningKey.load_or_create(cls._dir, "policy"), cls._dir
-
-
 def policy_service(pack: CompiledPack, catalog: ToolCatalog) -> PolicyService:
-    """The real policy service over an in-memory repository, publishing nowhere."""
-    signer, keys_dir = _Keys.signer()
-
-    async def discard(topic: str, event: Envelope) -> None:
-        return None
-
-    return PolicyService(
-        catalog=catalog,
-        pack=pack,
-        repo=InMemoryPolicyRepository(),
-        signer=signer,
-        keys_dir=keys_dir,
-        control=ControlState(),
-        publish=discard,
-    )
+    """The real policy service over an in-memory repository, publishing nowhere (a throwaway key: it authorizes nothing real)."""
+    return in_process(pack, catalog)
 
 
 async def run_task(task: TaskSubmittedData, strategy: Any, policy: PolicyService, catalog: ToolCatalog, rates: CostRates) -> TaskRun:

@@ -47,9 +47,7 @@ from schemas import (
 )
 from servicekit import (
     ADMIN,
-    ControlState,
     KitSettings,
-    SigningKey,
     ToolCatalog,
     catalog_topic_names,
     ensure_topics,
@@ -57,7 +55,7 @@ from servicekit import (
     sign_as_operator,
     sign_as_producer,
 )
-from services.policy import InMemoryPolicyRepository, PackSource, PolicyService, compile_pack
+from services.policy import PackSource, PolicyService, compile_pack, in_process
 
 __all__ = ["BusDriver", "Suite", "SuiteReport", "load_suite", "run_suite", "run_suite_on_bus", "run_suite_through_service", "write_catalog"]
 
@@ -233,19 +231,7 @@ async def run_suite(suite: Suite, policy_dir: Path) -> SuiteReport:
     catalog = ToolCatalog({t.name: t for t in suite.tools})
     pack = compile_pack(PackSource.from_dir(policy_dir), catalog)
     with tempfile.TemporaryDirectory() as keys:
-
-        async def publish(topic: str, event: Envelope) -> None:
-            return None
-
-        service = PolicyService(
-            catalog=catalog,
-            pack=pack,
-            repo=InMemoryPolicyRepository(),
-            signer=SigningKey.load_or_create(Path(keys), "policy"),
-            keys_dir=Path(keys),
-            control=ControlState(),
-            publish=publish,
-        )
+        service = in_process(pack, catalog, keys_dir=Path(keys))
         record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="eval")
         # Signed as an operator would (the bus verifies the key; `ControlState` wants a signed, sequenced record).
         await service.on_control(sign_as_operator(KitSettings(keys_dir=Path(keys)), ControlTenant.build(record, source="eval")))

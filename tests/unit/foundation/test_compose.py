@@ -31,7 +31,14 @@ def test_environment_names_are_real_settings() -> None:
         unknown = {k for k in env if k.startswith("TIDEGATE_") and k not in fields and not k.startswith(f"TIDEGATE_{name.upper()}_")}
         assert not unknown, f"{name}: {unknown} are not settings"
         assert env["TIDEGATE_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["TIDEGATE_DATABASE_URL"].startswith("postgresql://tidegate:tidegate@postgres:5432/")
+        assert env["TIDEGATE_DATABASE_URL"] == "postgresql://postgres:5432/tidegate"  # no login: the service's own role is used
+
+
+def test_only_the_migrator_holds_the_operators_database_login() -> None:
+    """A compromised service (or a tool in the executor) must not find the role that owns the audit tables in its environment."""
+    services = compose()["services"]
+    holders = {name for name, spec in services.items() if "@" in str((spec.get("environment") or {}).get("TIDEGATE_DATABASE_URL", ""))}
+    assert holders == {"migrate"}
 
 
 def test_ports_match_the_local_infrastructure_defaults() -> None:

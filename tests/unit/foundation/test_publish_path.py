@@ -161,3 +161,25 @@ async def test_outside_a_batch_what_waits_for_delivery_runs_at_once() -> None:
 
     await once_delivered(mark)
     assert marked == ["delivered"]
+
+
+async def test_an_event_redelivered_inside_the_same_batch_is_published_once() -> None:
+    """A source event read twice in one poll hands its not-yet-marked outbox entries over twice: one record goes out."""
+    bus, producer = make_bus()
+    event = proposal()
+    async with bus.acknowledged_at_end():
+        await bus.publish("actions.proposed", event)
+        await bus.publish("actions.proposed", event)
+        producer.ack_all()
+    assert len(producer.sent) == 1
+
+
+async def test_the_next_batch_publishes_an_event_again_when_its_source_is_redelivered() -> None:
+    """Only inside one batch: after a rewind, the redelivery must publish it again (its first delivery may have failed)."""
+    bus, producer = make_bus()
+    event = proposal()
+    for _ in range(2):
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", event)
+            producer.ack_all()
+    assert len(producer.sent) == 2

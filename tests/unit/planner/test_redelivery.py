@@ -59,3 +59,16 @@ async def test_a_proposal_lost_in_delivery_is_published_again_on_redelivery(harn
     assert again.id == first.id  # the same recorded event: consumers see it once
     assert again.data.tool == "tag_ticket"
     assert await harness.repo.unpublished("") == []  # delivered now: the outbox is empty
+
+
+async def test_a_task_read_twice_in_one_poll_is_proposed_once(harness: Any, catalog: Any) -> None:
+    """Its outbox entry is marked only after the batch's acks, so the second copy finds it: it must not go out twice."""
+    bus, producer = make_bus()
+    handlers = _handlers(harness, bus, catalog)
+    event = TaskSubmitted.build(ticket_task(TICKET["T-1007"], task_id="t-T-1007"), source="test")
+    async with bus.acknowledged_at_end():
+        await handlers.on_task(event)
+        await handlers.on_task(event)  # the same record again, in the same poll
+        producer.ack_all()
+    assert [topic for topic, *_ in producer.sent] == ["p.actions.proposed"]
+    assert await harness.repo.unpublished("") == []
