@@ -119,6 +119,11 @@ def _ratio(numerator: float | None, denominator: float | None, *, percent: bool)
     return f"{100 * numerator / denominator:.0f} %" if percent else f"{numerator / denominator:.1f}×"
 
 
+def _idle_by_service(figures: dict[str, dict[str, Any]]) -> str:
+    found = {name: _num(figures, "e2e", f"idle_cpu_ms_per_s_{name}") for name in SERVICES}
+    return ", ".join(f"{name} {value:.0f}" for name, value in found.items() if value is not None)
+
+
 def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     """The table of issue #12 §4: each figure, its bare limit in the same run, the ratio, the target, the command."""
 
@@ -156,6 +161,22 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             "—",
             "—",
             "≤ 2 ms",
+            e2e,
+        ),
+        Row(
+            f"same run, at {_fmt(rate, 'g')} tasks/s: service CPU per governed action beyond what the services spend idle",
+            _fmt(get("e2e", "cpu_ms_per_action_net"), ".1f", " ms"),
+            "—",
+            "—",
+            "—",
+            e2e,
+        ),
+        Row(
+            "service CPU at idle, no load (five services, /proc)",
+            _fmt(get("e2e", "idle_cpu_ms_per_s"), ".1f", " ms per second") + (f" ({idle})" if (idle := _idle_by_service(figures)) else ""),
+            "—",
+            "—",
+            "—",
             e2e,
         ),
         Row(
