@@ -12,12 +12,13 @@ import base64
 import functools
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
 __all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "rotate", "unb64url", "verifies"]
@@ -94,6 +95,11 @@ class SigningKey:
     name: str
     key_id: str
     private: Ed25519PrivateKey
+    # The same key for libsodium, which signs with ~two thirds of OpenSSL's CPU here (Ed25519 is deterministic: the same signature).
+    _sodium: SodiumKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_sodium", SodiumKey(self.private.private_bytes_raw()))
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, name: str) -> SigningKey:
@@ -129,7 +135,7 @@ class SigningKey:
 
     def sign(self, message: bytes) -> str:
         """Signature of `message`, base64url."""
-        return b64url(self.private.sign(message))
+        return b64url(self._sodium.sign(message).signature)
 
 
 class Keyring:
