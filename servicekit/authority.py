@@ -196,8 +196,11 @@ class Authority:
                 stamp.append(None)
         return tuple(stamp)
 
-    def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
-        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
+    def check(self, raw: bytes | str, event: Envelope, document: Any = None) -> Refusal | None:
+        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not.
+
+        `document` is `raw` already parsed by `json.loads`, when the caller has it (the audit does): it is not parsed again.
+        """
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")
@@ -207,8 +210,7 @@ class Authority:
         if not holders:
             return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
         try:
-            document = json.loads(raw)
-            message = signed_bytes(document)
+            message = signed_bytes(json.loads(raw) if document is None else document)
             valid = verifies(holders[0].public, unb64url(event.signature), message)
         except (ValueError, TypeError):
             valid = False
