@@ -8,9 +8,12 @@ Prints figures; never asserts. Run with the infrastructure up (`tidegate infra u
 
 It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
 database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
-of record, submits a light-load phase, then N `support_triage` tasks open loop at a steady rate, and
-waits for every `task.completed` / `task.failed` of each phase. CPU per governed action is the five
-services' CPU time (from /proc) over the steady phase divided by its proposed actions.
+of record, measures the services' CPU with no load at all (`--idle` seconds: what they spend waiting),
+submits a light-load phase, then N `support_triage` tasks open loop at a steady rate, and waits for
+every `task.completed` / `task.failed` of each phase. CPU per governed action is the five services'
+CPU time (from /proc) over the steady phase divided by its proposed actions, printed as it is and
+beyond what the services spend idle over the same time (at a low rate, idle work divided by few
+actions would otherwise make most of the figure).
 The mix is the demo's tickets that end without a human: ordinary triage (password,
 delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
 handed off). Its topics and database are deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
