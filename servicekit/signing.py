@@ -49,7 +49,7 @@ def verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool
 
     Verified by libsodium (PyNaCl): about half the CPU of OpenSSL's verification through
     `cryptography` on this project's machines (`bench.signing_bench`), and every consumer verifies
-    every event. Keys are still read, written and used for signing with `cryptography`.
+    every event. Key files are still read and written with `cryptography`.
     """
     try:
         _verify_key(public.public_bytes_raw()).verify(message, signature)
