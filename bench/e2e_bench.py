@@ -8,9 +8,12 @@ Prints figures; never asserts. Run with the infrastructure up (`tidegate infra u
 
 It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
 database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
-of record, submits a light-load phase, then N `support_triage` tasks open loop at a steady rate, and
-waits for every `task.completed` / `task.failed` of each phase. CPU per governed action is the five
-services' CPU time (from /proc) over the steady phase divided by its proposed actions.
+of record, measures the services' CPU with no load at all (`--idle` seconds: what they spend waiting),
+submits a light-load phase, then N `support_triage` tasks open loop at a steady rate, and waits for
+every `task.completed` / `task.failed` of each phase. CPU per governed action is the five services'
+CPU time (from /proc) over the steady phase divided by its proposed actions, printed as it is and
+beyond what the services spend idle over the same time (at a low rate, idle work divided by few
+actions would otherwise make most of the figure).
 The mix is the demo's tickets that end without a human: ordinary triage (password,
 delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
 handed off). Its topics and database are deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
@@ -142,7 +145,9 @@ def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
     return {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
 
-async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float, light: int, light_rate: float, profile_to: Path | None) -> None:
+async def main(
+    n_tasks: int, timeout_s: float, admin_url: str, rate: float, light: int, light_rate: float, idle_s: float, profile_to: Path | None
+) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
     dbname = f"tidegate_bench_{run_id}"
@@ -178,6 +183,19 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float, ligh
         by_id = {tk.ticket_id: tk for tk in TICKETS}
         make = lambda i: ticket_task(by_id[MIX[i % len(MIX)]], task_id=f"bench-{run_id}-{i}")  # noqa: E731
         hottest = "policy"
+        if idle_s > 0:  # no load at all: what the services spend waiting (polls, timers, sweeps), per second
+            before, t_idle = cpu_now(pids), time.monotonic()
+            await asyncio.sleep(idle_s)
+            after, span_s = cpu_now(pids), time.monotonic() - t_idle
+            for name in SERVICES:
+                if name in before and name in after:
+                    figures[f"idle_cpu_ms_per_s_{name}"] = 1000 * (after[name][0] - before[name][0]) / span_s
+            figures["idle_cpu_ms_per_s"] = sum(figures.get(f"idle_cpu_ms_per_s_{name}", 0.0) for name in SERVICES)
+            print(
+                f"idle ({idle_s:g}s, no load): {figures['idle_cpu_ms_per_s']:.1f} ms of CPU per second, five services ("
+                + ", ".join(f"{name} {figures.get(f'idle_cpu_ms_per_s_{name}', float('nan')):.1f}" for name in SERVICES)
+                + ")"
+            )
         if light:
             before = cpu_now(pids)
             quiet = await submit(kit, [make(n_tasks + i) for i in range(light)], light_rate, timeout_s)
@@ -233,7 +251,13 @@ async def main(n_tasks: int, timeout_s: float, admin_url: str, rate: float, ligh
             "p99_ms": pct(lat, 0.99),
             "cpu_ms_per_action": 1000 * cpu_total / n_actions if n_actions else float("nan"),
         }
-        print(f"five services: {figures['cpu_ms_per_action']:.1f} ms of CPU per governed action")
+        idle_ms = figures.get("idle_cpu_ms_per_s")
+        if n_actions and idle_ms is not None:  # what the actions cost beyond what the services spend idle over the same time
+            figures["cpu_ms_per_action_net"] = (1000 * cpu_total - idle_ms * wall) / n_actions
+        print(
+            f"five services: {figures['cpu_ms_per_action']:.1f} ms of CPU per governed action at {rate:g} tasks/s"
+            + (f" ({figures['cpu_ms_per_action_net']:.1f} ms beyond their idle CPU)" if "cpu_ms_per_action_net" in figures else "")
+        )
         print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
         if outcomes:
             keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")
@@ -273,6 +297,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--light", type=int, default=20, help="Tasks of the light-load phase before it (0: skip).")
     parser.add_argument("--light-rate", type=float, default=2.0, help="Tasks/s of the light-load phase.")
+    parser.add_argument("--idle", type=float, default=10.0, help="Seconds of no load first, to measure the services' idle CPU (0: skip).")
     parser.add_argument("--timeout", type=float, default=900.0, help="Seconds to wait for every outcome of a phase.")
     parser.add_argument(
         "--profile", type=Path, default=None, help="Sample the hottest service with py-spy during the steady phase, into this file."
@@ -288,4 +313,4 @@ if __name__ == "__main__":
     admin_url = (
         args.admin_url or KitSettings().database_url.rsplit("/", 1)[0].replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
     )
-    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.profile))
+    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile))

@@ -58,17 +58,43 @@ CUTS = (
     "(p99 300), 1,168 ms (p99 2,598), 19.3 actions/s. CPU per governed action stayed at 43.8 ms: at this rate a "
     "polled batch holds one record, so each service pays a whole batch (poll, FastStream's consume path, commit, "
     "produce request) per event, plus its idle work, divided by few actions.",
-    "- **A 100 ms sleep after an empty poll.** FastStream's batch loop sleeps `batch_timeout_ms` after a poll that "
-    "found nothing, so at light load a record waited up to 100 ms per hop; the kit's consumers now poll for 10 ms.",
+    "- **A 100 ms sleep after an empty poll, then 10 ms polls.** FastStream's batch loop polls with "
+    "`getmany(timeout_ms=batch_timeout_ms)` and sleeps as long again after a poll that found nothing: with 100 ms a "
+    "record waited up to 100 ms per hop at light load; with 10 ms each idle consumer woke ~50 times a second. "
+    "aiokafka's `getmany` returns as soon as a record is fetched, so the kit's consumers now wait inside it for up "
+    "to a second and never sleep (`servicekit.rawbatch.wait_in_fetch`). The five services at idle "
+    "(`bench.e2e_bench --idle 10`, load average ~2–5): 177 → 49 ms of CPU per second (policy 47 → 10, approval "
+    "45 → 13, executor 40 → 11, planner 31 → 4, audit 14 → 11); light-load p50 in the same two runs 657 → 175 ms.",
+    "- **A worker thread per polled batch.** The batch handlers took FastStream's message through its context "
+    "(`msg: KafkaMessage`); fast_depends resolves a context field, a plain function, with `anyio.to_thread`, so "
+    "every batch (one record at light load) paid a thread round trip: the `threading.Condition` wait/notify in the "
+    "audit's profile. The handlers now take the polled records as their argument (`raw_decoder`). One hop through "
+    "the kit (`bench.kit_hop`, back to back, load average ~4): 420 → 394 µs of CPU per event.",
+    "- **Ed25519 through OpenSSL.** Every consumer verifies every event, the audit all of them. libsodium (PyNaCl) "
+    "verifies with about half the CPU of `cryptography`/OpenSSL here and signs with about two thirds "
+    "(`bench.signing_bench`: verify 124 → 65–70 µs, sign 41 → 27–38 µs; the whole check with its parse and "
+    "canonical JSON 168 → 95 µs, a signed publish 87 → 51 µs). Same signatures, same signed bytes. The audit now "
+    "hands the check the value it already parsed (one `json.loads` per record, not two): `bench.audit_bench`, "
+    "back to back, 103 → 95 µs of CPU per event.",
     "- **Three ways into a service.** The policy's batch consumer and the audit's raw consumer were hand-written "
     "beside `Bus.consume`; both are now the kit's (`servicekit.consume`), with the same decode, dead-letter, "
     "retry and acknowledgement rules.",
-    "- **Still there, and why the CPU target is far.** Each Ed25519 verification costs ~120–210 µs of CPU on this "
-    "machine (`cryptography`/OpenSSL; libsodium through PyNaCl measured ~30 % less) and a governed action is "
-    "verified about a dozen times (every consumer checks every signed event; the audit checks all of them): "
-    "~2 ms of verification alone. Cedar evaluation (~0.3 ms), three signatures per allowed decision and a "
-    "canonical-JSON dump per signature are the rest of the policy's own work; the planner's time is mostly its "
-    "PostgreSQL writes.",
+    "- **A reset query per use of a pooled connection.** asyncpg resets a released connection's session "
+    "(`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`): one more PostgreSQL round trip each time a "
+    "repository used the pool, 8–14 % of the samples of policy, planner, executor and approval in py-spy at "
+    "20 tasks/s. Services that leave no session state behind (transaction-scoped locks and `SET LOCAL` only) now "
+    "skip it; the executor, whose claims hold session advisory locks, keeps it "
+    "(`ServiceProcess.pool_of(..., session_state=True)`, checked by tests/unit/foundation/test_pool_reset.py). "
+    "`bench.e2e_bench`, 300 tasks at 5 tasks/s, back to back (load average ~5–6.6): 34.3 → 28.0 ms of CPU per "
+    "governed action (policy 12.2 → 9.6 s, planner 11.2 → 9.0 s, approval 7.5 → 5.9 s).",
+    "- **Still there, and why the CPU target is far.** py-spy on each service at 20 tasks/s (load average ~5): "
+    "PostgreSQL round trips lead everywhere (asyncpg `execute` 20–37 % of the samples of policy, planner, executor "
+    "and approval), then socket writes to Kafka and PostgreSQL, then the signature checks (a governed action is "
+    "verified about a dozen times: ~0.8 ms with libsodium). At 5 tasks/s a polled batch holds one record, so each "
+    "service pays a whole batch (poll, FastStream's consume path, commit, produce request) per event. Cedar "
+    "evaluation (~0.3 ms) and three signatures per allowed decision are the rest of the policy's own work. Fewer "
+    "round trips per event (one transaction per polled batch in the planner and approval, as the policy does) are "
+    "the next cut; they are the services' repositories, not the kit.",
 )
 
 
@@ -119,6 +145,11 @@ def _ratio(numerator: float | None, denominator: float | None, *, percent: bool)
     return f"{100 * numerator / denominator:.0f} %" if percent else f"{numerator / denominator:.1f}×"
 
 
+def _idle_by_service(figures: dict[str, dict[str, Any]]) -> str:
+    found = {name: _num(figures, "e2e", f"idle_cpu_ms_per_s_{name}") for name in SERVICES}
+    return ", ".join(f"{name} {value:.0f}" for name, value in found.items() if value is not None)
+
+
 def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     """The table of issue #12 §4: each figure, its bare limit in the same run, the ratio, the target, the command."""
 
@@ -156,6 +187,22 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             "—",
             "—",
             "≤ 2 ms",
+            e2e,
+        ),
+        Row(
+            f"same run, at {_fmt(rate, 'g')} tasks/s: service CPU per governed action beyond what the services spend idle",
+            _fmt(get("e2e", "cpu_ms_per_action_net"), ".1f", " ms"),
+            "—",
+            "—",
+            "—",
+            e2e,
+        ),
+        Row(
+            "service CPU at idle, no load (five services, /proc)",
+            _fmt(get("e2e", "idle_cpu_ms_per_s"), ".1f", " ms per second") + (f" ({idle})" if (idle := _idle_by_service(figures)) else ""),
+            "—",
+            "—",
+            "—",
             e2e,
         ),
         Row(

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, unb64url
+from servicekit.signing import SigningKey, key_id_of, load_public, unb64url, verifies
 
 __all__ = [
     "AUTHORITY",
@@ -197,8 +196,11 @@ class Authority:
                 stamp.append(None)
         return tuple(stamp)
 
-    def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
-        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
+    def check(self, raw: bytes | str, event: Envelope, document: Any = None) -> Refusal | None:
+        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not.
+
+        `document` is `raw` already parsed by `json.loads`, when the caller has it (the audit does): it is not parsed again.
+        """
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")
@@ -208,10 +210,11 @@ class Authority:
         if not holders:
             return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
         try:
-            document = json.loads(raw)
-            message = signed_bytes(document)
-            holders[0].public.verify(unb64url(event.signature), message)
-        except (InvalidSignature, ValueError, TypeError):
+            message = signed_bytes(json.loads(raw) if document is None else document)
+            valid = verifies(holders[0].public, unb64url(event.signature), message)
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
             return Refusal(ReasonCode.SIGNATURE_INVALID, f"signature of {event.type} by {event.keyid} does not verify")
         if not any(_may_sign(p, allowed, event) for p in holders):
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)

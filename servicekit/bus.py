@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, BaseMiddleware
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
@@ -36,7 +35,7 @@ from servicekit.authority import Authority, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
-from servicekit.rawbatch import raw_decoder, tolerant_parser
+from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -46,9 +45,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
-# How long a consumer's poll waits for records. FastStream's batch loop sleeps as long again after a poll
-# that found nothing, so a record arriving then waits up to this long: short, for light-load latency.
-POLL_WAIT_MS = 10
 Handler = Callable[[Any], Awaitable[None]]
 # The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
 _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
@@ -484,14 +480,13 @@ class Bus:
             parser=tolerant_parser,
             decoder=raw_decoder,
         )
+        wait_in_fetch(subscriber, max_records=max(r.max_records for r in group_routes))
         if from_latest:
             self._from_latest.append((subscriber, sorted(routes)))
         self.liveness.watch(subscriber)
 
         @subscriber
-        async def _on_batch(msg: KafkaMessage) -> None:
-            raw = msg.raw_message
-            records: Sequence[Any] = raw if isinstance(raw, tuple | list) else (raw,)
+        async def _on_batch(records: Any) -> None:  # the polled records (`raw_decoder`)
             if lanes:
                 await self.handle_in_lanes(records, routes, slots)
                 return

@@ -24,11 +24,10 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
-from faststream.kafka.annotations import KafkaMessage
 
-from servicekit.bus import POLL_WAIT_MS, Bus, Handler
+from servicekit.bus import Bus, Handler
 from servicekit.metrics import observe_handled
-from servicekit.rawbatch import raw_decoder, tolerant_parser
+from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
 
 __all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
 
@@ -44,11 +43,6 @@ class Route:
 
     handle_one: Handler
     handle_batch: BatchHandler | None = None
-
-
-def _records(msg: KafkaMessage) -> tuple[ConsumerRecord[Any, Any], ...]:
-    raw = msg.raw_message
-    return tuple(raw) if isinstance(raw, tuple | list) else (raw,)
 
 
 def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
@@ -67,12 +61,13 @@ def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_rec
         parser=tolerant_parser,
         decoder=raw_decoder,
     )
+    wait_in_fetch(subscriber, max_records=max_records)
     bus.liveness.watch(subscriber)
 
     @subscriber
-    async def _on_batch(msg: KafkaMessage) -> None:
+    async def _on_batch(polled: Any) -> None:  # the polled records (`raw_decoder`)
         by_topic: dict[str, list[Any]] = {}
-        for record in _records(msg):
+        for record in polled:
             by_topic.setdefault(names[record.topic], []).append(record)
         for name, records in by_topic.items():
             route = routes[name]
@@ -122,13 +117,16 @@ def consume_raw(
     max_partition_fetch_bytes: int,
     title: str,
 ) -> None:
-    """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; commit after it returns."""
+    """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; commit after it returns.
+
+    A batch that is not full waits `batch_timeout_ms` once for more records before it is handed over.
+    """
     subscriber = bus.broker.subscriber(
         pattern=pattern,
         group_id=group_id,
         batch=True,
         max_records=max_records,
-        batch_timeout_ms=batch_timeout_ms,
+        batch_timeout_ms=POLL_WAIT_MS,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
         auto_offset_reset="earliest",
         # Commit after the handler returned (what it stored is committed); rewind (never commit) if it raised.
@@ -137,11 +135,11 @@ def consume_raw(
         decoder=raw_decoder,
         title=title,
     )
+    wait_in_fetch(subscriber, max_records=max_records, linger_ms=batch_timeout_ms)
     bus.liveness.watch(subscriber)
 
     @subscriber
-    async def _on_batch(msg: KafkaMessage) -> None:
-        records = _records(msg)
+    async def _on_batch(records: Any) -> None:  # the polled records (`raw_decoder`)
         with bus.liveness.running():
             async with bus.acknowledged_at_end():
                 await handler(records)

@@ -24,12 +24,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release a connection as it is: asyncpg has already rolled back a transaction left open on it."""
+
+
+def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1, reset_session: bool = True) -> asyncpg.Pool:
     """A pool not connected yet: a service's repositories are built on it, its start-up opens it (`open_pool`).
 
     Call it inside the event loop that will use the pool (asyncpg binds a pool to the loop it was made in).
+    By default asyncpg resets a released connection's session (advisory locks, cursors, `LISTEN`,
+    settings) with one more round trip per use of the pool; with `reset_session=False`, for code that
+    leaves no session state behind (transaction-scoped locks and `SET LOCAL` only), it does not.
     """
-    return asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60)
+    reset = None if reset_session else _keep_session
+    return asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=reset)
 
 
 async def open_pool(pool: asyncpg.Pool, dsn: str) -> None:

@@ -115,9 +115,14 @@ class ServiceProcess:
         )
 
     @staticmethod
-    def pool_of(kit: KitSettings, name: str, max_size: int | None = None) -> asyncpg.Pool:
-        """The service's pool, not connected yet: build the repositories on it; `start` connects it."""
-        return unopened_pool(kit.service_database_url(name), max_size=max_size or kit.db_pool_max)
+    def pool_of(kit: KitSettings, name: str, max_size: int | None = None, *, session_state: bool = False) -> asyncpg.Pool:
+        """The service's pool, not connected yet: build the repositories on it; `start` connects it.
+
+        A service whose code holds session state on a pooled connection (a session advisory lock, a
+        `SET` without `LOCAL`, `LISTEN`) passes `session_state=True`, so that asyncpg resets each
+        connection it releases; the others skip that round trip (tests/unit/foundation/test_pool_reset.py).
+        """
+        return unopened_pool(kit.service_database_url(name), max_size=max_size or kit.db_pool_max, reset_session=session_state)
 
     async def start(self) -> None:
         """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""

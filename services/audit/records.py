@@ -361,14 +361,14 @@ def observe(
     headers: Sequence[tuple[str, bytes | None]] | None,
     prefix: str,
     bounds: Bounds = DEFAULT_BOUNDS,
-    check: Callable[[bytes, Any], Any] | None = None,
+    check: Callable[[bytes, Any, Any], Any] | None = None,
 ) -> Observed:
     """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
 
     Never raises on any input: a value that is not a valid event (too large, too deep, not JSON,
-    not the contract) is recorded raw with the reason. With `check` (`Authority.check`), an event
-    whose signature does not verify is recorded as invalid, with the refusal's code as the reason
-    (`signature_missing: ...`): recorded all the same.
+    not the contract) is recorded raw with the reason. With `check` (`Authority.check`, handed the
+    value as parsed here, not parsed again), an event whose signature does not verify is recorded as
+    invalid, with the refusal's code as the reason (`signature_missing: ...`): recorded all the same.
     """
     header_list = _headers(headers)
     doc: Any = None
@@ -386,7 +386,7 @@ def observe(
         if reason is None:
             try:
                 event = _adapter(topic.removeprefix(prefix)).validate_json(value)
-                refusal = check(value, event) if check is not None else None
+                refusal = check(value, event, doc) if check is not None else None
                 valid = refusal is None
                 if refusal is not None:
                     reason = f"{refusal.code}: {refusal.message}"[:TEXT_LIMIT]

@@ -14,7 +14,9 @@ class AuditSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_AUDIT_", extra="ignore", frozen=True)
 
     batch_max_records: int = Field(default=5000, ge=1, description="Most records written in one transaction (one COPY).")
-    batch_timeout_ms: int = Field(default=100, ge=0, description="How long a batch waits to fill before it is written.")
+    batch_timeout_ms: int = Field(
+        default=100, ge=0, description="How long a batch that is not full waits, once, for more records before it is written."
+    )
     max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Kafka fetch size per partition.")
     checkpoint_interval_s: float = Field(
         default=10.0, gt=0, description="How often the chain heads are checked (and signed if they moved)."

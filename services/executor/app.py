@@ -87,7 +87,8 @@ def build(
     role = settings.tools_database_role
     if deps is None:
         # Each call in flight holds its claim's connection and may borrow one more for the tool.
-        pool = ServiceProcess.pool_of(kit, NAME, max(kit.db_pool_max, 2 * settings.concurrency + 2))
+        size = max(kit.db_pool_max, 2 * settings.concurrency + 2)
+        pool = ServiceProcess.pool_of(kit, NAME, size, session_state=True)  # claims hold session advisory locks
         owner = f"{socket.gethostname()}:{os.getpid()}"
         deps = ExecutorDeps(
             claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),
