@@ -7,8 +7,8 @@ The state machine sends the call to an SQS queue and waits:
                    "tool": "issue_refund", "args.$": "$.refund",
                    "token.$": "$$.Task.Token", "execution.$": "$$.Execution.Id", "state.$": "$$.State.Name"}}}
 
-`StepFunctionsBridge.poll` takes each message, proposes the call (action id = execution + state, so
-a retried state follows the first proposal), and deletes the message once the call is recorded;
+`StepFunctionsBridge.poll` takes each message, proposes the call (task = the execution, action id =
+execution + state, so a retried state follows the first proposal), and deletes the message once the call is recorded;
 `complete_decided` sends `SendTaskSuccess` (executed, with the outcome as output) or
 `SendTaskFailure` (`tidegate.denied`, `tidegate.rejected`, `tidegate.expired`, `tidegate.failed`…)
 when Tidegate has decided. boto3 is blocking, so its calls run in a thread.
@@ -75,7 +75,11 @@ class StepFunctionsBridge:
     async def _accept(self, body: dict[str, Any]) -> None:
         action_id = f"sfn:{body['execution']}:{body['state']}"
         outcome = await self.client.propose(
-            str(body["tool"]), dict(body.get("args") or {}), action_id=action_id, rationale="Step Functions task"
+            str(body["tool"]),
+            dict(body.get("args") or {}),
+            task=str(body["execution"]),
+            action_id=action_id,
+            rationale="Step Functions task",
         )
         if isinstance(outcome, Escalated):
             self.pending.add(action_id, outcome.position, str(body["token"]))
