@@ -91,15 +91,21 @@ async def finished(sfn: Any, execution: str) -> dict[str, Any]:
     raise AssertionError(f"{execution} still running")
 
 
+async def decided_at_once(
+    aws: tuple[Any, Any, str, str], client: Tidegate, tmp_path: Path, name: str, amount: float
+) -> tuple[str, dict[str, Any]]:
+    """Start an execution, let the bridge take its call once, and return the execution and how it ended."""
+    sfn, sqs, queue, _ = aws
+    async with client:
+        execution = await start(aws, name, amount)
+        await take(StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3")))
+        return execution, await finished(sfn, execution)
+
+
 async def test_an_allowed_task_succeeds_with_the_result(
     aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
 ) -> None:
-    sfn, sqs, queue, _ = aws
-    async with make_client() as client:
-        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
-        execution = await start(aws, "small-refund", 40.0)
-        await take(bridge)
-        done = await finished(sfn, execution)
+    execution, done = await decided_at_once(aws, make_client(), tmp_path, "small-refund", 40.0)
     assert done["status"] == "SUCCEEDED"
     output = json.loads(done["output"])
     assert (output["outcome"], output["result"]["refund_id"]) == ("executed", "re_1")
@@ -109,12 +115,8 @@ async def test_an_allowed_task_succeeds_with_the_result(
 async def test_a_denied_task_fails_with_tidegate_denied_and_nothing_runs(
     aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
 ) -> None:
-    sfn, sqs, queue, _ = aws
-    async with make_client() as client:
-        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
-        execution = await start(aws, "huge-refund", 25_000.0)
-        await take(bridge)
-        done = await finished(sfn, execution)
+    sfn = aws[0]
+    execution, done = await decided_at_once(aws, make_client(), tmp_path, "huge-refund", 25_000.0)
     assert done["status"] == "FAILED"
     [failed] = [e for e in sfn.get_execution_history(executionArn=execution)["events"] if e["type"] == "TaskFailed"]
     assert failed["taskFailedEventDetails"]["error"] == "tidegate.denied"  # what a Catch matches (moto drops the cause)
