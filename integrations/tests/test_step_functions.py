@@ -16,7 +16,7 @@ from integrations.harness import rule, wait_pending
 from schemas import ActionProposedData
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge
+from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge, governed_task
 
 
 @pytest.fixture
@@ -27,24 +27,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str, str]]:
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
         queue = sqs.create_queue(QueueName="tidegate-proposals")["QueueUrl"]
-        body = {
-            "tool": "issue_refund",
-            "args.$": "$.refund",
-            "token.$": "$$.Task.Token",
-            "execution.$": "$$.Execution.Id",
-            "state.$": "$$.State.Name",
-        }
-        definition = {
-            "StartAt": "Refund",
-            "States": {
-                "Refund": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                    "Parameters": {"QueueUrl": queue, "MessageBody": body},
-                    "End": True,
-                }
-            },
-        }
+        definition = {"StartAt": "Refund", "States": {"Refund": governed_task(queue, "issue_refund", "$.refund") | {"End": True}}}
         machine = sfn.create_state_machine(name="refunds", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn")
         yield sfn, sqs, queue, machine["stateMachineArn"]
 

@@ -25,7 +25,20 @@ from typing import Any
 from tidegate.client import Decided, Escalated, Executed, Tidegate
 from tidegate.integrations._common import outcome_dict
 
-__all__ = ["PendingTokens", "StepFunctionsBridge"]
+__all__ = ["PendingTokens", "StepFunctionsBridge", "governed_task"]
+
+
+def governed_task(queue_url: str, tool: str, args_path: str) -> dict[str, Any]:
+    """The Task state (Amazon States Language) that sends `tool` with the args at `args_path` to the bridge and waits for its token.
+
+    Add `Next`/`End`, `Catch` (errors `tidegate.denied`, `tidegate.rejected`…) and `TimeoutSeconds` as the workflow needs.
+    """
+    body = {"tool": tool, "args.$": args_path, "token.$": "$$.Task.Token", "execution.$": "$$.Execution.Id", "state.$": "$$.State.Name"}
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue_url, "MessageBody": body},
+    }
 
 
 class PendingTokens:
