@@ -19,13 +19,28 @@ from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge, governed_task
 
 
+class FailuresSent:
+    """The Step Functions client, recording each `SendTaskFailure` (moto keeps its error but drops its cause)."""
+
+    def __init__(self, sfn: Any) -> None:
+        self.sfn = sfn
+        self.failures: list[dict[str, Any]] = []
+
+    def send_task_failure(self, **kwargs: Any) -> Any:
+        self.failures.append(kwargs)
+        return self.sfn.send_task_failure(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sfn, name)
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str, str]]:
     """moto's Step Functions (executing state machines) and SQS; a state machine whose refund task waits for its token."""
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
+        sqs, sfn = boto3.client("sqs"), FailuresSent(boto3.client("stepfunctions"))
         queue = sqs.create_queue(QueueName="tidegate-proposals")["QueueUrl"]
         definition = {"StartAt": "Refund", "States": {"Refund": governed_task(queue, "issue_refund", "$.refund") | {"End": True}}}
         machine = sfn.create_state_machine(name="refunds", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn")
@@ -95,14 +110,16 @@ async def test_an_allowed_task_succeeds_with_the_result(
     assert governance.proposals[0].action_id == f"sfn:{execution}:Refund"
 
 
-async def test_a_denied_task_fails_with_tidegate_denied_and_nothing_runs(
+async def test_a_denied_task_fails_with_tidegate_denied_and_its_reasons_and_nothing_runs(
     aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
 ) -> None:
     sfn = aws[0]
     execution, done = await decided_at_once(aws, make_client(), tmp_path, "huge-refund", 25_000.0)
     assert done["status"] == "FAILED"
     [failed] = [e for e in sfn.get_execution_history(executionArn=execution)["events"] if e["type"] == "TaskFailed"]
-    assert failed["taskFailedEventDetails"]["error"] == "tidegate.denied"  # what a Catch matches (moto drops the cause)
+    assert failed["taskFailedEventDetails"]["error"] == "tidegate.denied"  # what a Catch matches
+    [sent] = sfn.failures
+    assert json.loads(sent["cause"])["reasons"] == ["budget_exceeded"]  # the cause the state machine gets (moto drops it)
     assert [p.action_id for p in governance.proposals] == [f"sfn:{execution}:Refund"]
     assert governance.calls.get("issue_refund") is None
     assert PendingTokens(tmp_path / "tokens.sqlite3").rows() == []
