@@ -19,6 +19,7 @@ from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Ti
 from tidegate.client.scripted import ScriptedTidegate
 
 TOOLS = ("tag_ticket", "issue_refund", "delete_customer_data")
+TASK = "ticket-1007"  # a restarted agent resumes its calls under the task it proposed them for
 
 
 def rule(p: ActionProposedData) -> tuple[str, str]:
@@ -44,11 +45,11 @@ async def governance(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
 
 @pytest.fixture
 def make_client(bus: MemoryTransport, tmp_path: Path) -> Callable[[], Tidegate]:
-    """A new client (a new process, as far as Tidegate can tell) sharing the state dir of the test's agent."""
+    """A new client (a new process, as far as Tidegate can tell) sharing the state dir and task of the test's agent."""
 
     def make() -> Tidegate:
         settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
-        return Tidegate(settings, transport=bus, proposals=SqliteProposals(tmp_path / "state" / "proposals.sqlite3"))
+        return Tidegate(settings, transport=bus, task_id=TASK, proposals=SqliteProposals(tmp_path / "state" / "proposals.sqlite3"))
 
     return make
 

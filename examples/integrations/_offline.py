@@ -7,7 +7,7 @@ from pathlib import Path
 
 from schemas import ActionProposedData
 from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Tidegate
-from tidegate.client.scripted import ScriptedTidegate
+from tidegate.client.scripted import LocalTool, ScriptedTidegate
 
 
 def rule(p: ActionProposedData) -> tuple[str, str]:
@@ -17,9 +17,12 @@ def rule(p: ActionProposedData) -> tuple[str, str]:
     return "allow", "low_risk_write_allowed"
 
 
-def offline(tools: tuple[str, ...]) -> tuple[MemoryTransport, ScriptedTidegate, Tidegate]:
-    """A memory bus, scripted policy/approval/executor, and a client on it (swap for `Tidegate()` against the real thing)."""
+def offline(tools: tuple[str, ...], catalog: dict[str, LocalTool] | None = None) -> tuple[MemoryTransport, ScriptedTidegate, Tidegate]:
+    """A memory bus, scripted policy/approval/executor, and a client on it (swap for `Tidegate()` against the real thing).
+
+    `tools` are the agent's functions, served by this process; `catalog` tools the (scripted) executor runs itself.
+    """
     bus = MemoryTransport()
     state = Path(tempfile.mkdtemp(prefix="tidegate-example-"))
     client = Tidegate(ClientSettings(state_dir=state), transport=bus, proposals=SqliteProposals(state / "proposals.sqlite3"))
-    return bus, ScriptedTidegate(bus, rule, topic_tools=tools), client
+    return bus, ScriptedTidegate(bus, rule, tools=catalog, topic_tools=tools), client

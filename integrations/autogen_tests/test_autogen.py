@@ -62,7 +62,7 @@ async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], go
     assert said == "refunded 40.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
     [proposal] = governance.proposals
-    assert (proposal.action_id, proposal.args) == ("autogen-call-1", {"payee_id": "cus_1", "amount_usd": 40.0})
+    assert (proposal.action_id, proposal.args) == ("autogen:ticket-1007:call-1", {"payee_id": "cus_1", "amount_usd": 40.0})
 
 
 async def test_a_denied_call_never_runs_and_the_model_reads_why(

@@ -57,7 +57,8 @@ class World:
 
     def client(self) -> SyncTidegate:
         settings = ClientSettings(state_dir=self.tmp_path / "state", decision_timeout_s=5)
-        return SyncTidegate(settings, transport=self.bus, proposals=SqliteProposals(self.tmp_path / "state" / "proposals.sqlite3"))
+        proposals = SqliteProposals(self.tmp_path / "state" / "proposals.sqlite3")
+        return SyncTidegate(settings, transport=self.bus, task_id="ticket-1", proposals=proposals)  # a re-run crew keeps its task
 
     def crew(self, tg: SyncTidegate, tool: str, args: str, *, run_key: str = "ticket-1", human_timeout_s: float | None = None) -> Crew:
         def issue_refund(payee_id: str, amount_usd: float) -> str:

@@ -51,7 +51,7 @@ async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], go
         result = await build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0}).run("refund 40")
     assert "refunded 40.00 to cus_1" in result.text
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
-    assert [p.action_id for p in governance.proposals] == ["call-1"]
+    assert [p.action_id for p in governance.proposals] == ["agent-framework:ticket-1007:call-1"]
 
 
 async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:

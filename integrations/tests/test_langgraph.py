@@ -76,7 +76,7 @@ async def test_an_allowed_call_runs_once_through_tidegate(
         )
     assert (tool_message(state).status, tool_message(state).content) == ("success", "tagged T-1")
     assert effects.calls == [("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]})]
-    assert [p.action_id for p in governance.proposals] == ["call-1"]
+    assert [p.action_id for p in governance.proposals] == ["langgraph:thread-1:call-1"]
 
 
 async def test_a_denied_call_never_runs_and_the_model_reads_why(
@@ -150,3 +150,26 @@ async def test_a_process_that_crashes_while_a_human_decides_resumes_without_a_se
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
     assert again["messages"][-1].content == "done"
+
+
+async def test_threads_whose_model_reuses_call_ids_each_propose_their_own_call(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    # The provider numbers tool calls per turn: both threads' calls are "call_0", for different tickets.
+    model = ScriptedModel(
+        messages=iter(
+            [
+                AIMessage(content="", tool_calls=[{"name": "tag_ticket", "args": {"ticket_id": "T-1", "tags": ["vip"]}, "id": "call_0"}]),
+                AIMessage("done"),
+                AIMessage(content="", tool_calls=[{"name": "tag_ticket", "args": {"ticket_id": "T-2", "tags": ["spam"]}, "id": "call_0"}]),
+                AIMessage("done"),
+            ]
+        )
+    )
+    async with make_client() as client:
+        graph = agent(client, effects, model, InMemorySaver())
+        first = await graph.ainvoke({"messages": [("user", "tag T-1")]}, {"configurable": {"thread_id": "thread-1"}})
+        second = await graph.ainvoke({"messages": [("user", "tag T-2")]}, {"configurable": {"thread_id": "thread-2"}})
+    assert (tool_message(first).content, tool_message(second).content) == ("tagged T-1", "tagged T-2")
+    assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "tags": ["vip"]}, {"ticket_id": "T-2", "tags": ["spam"]}]
+    assert [p.action_id for p in governance.proposals] == ["langgraph:thread-1:call_0", "langgraph:thread-2:call_0"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from agents import Agent, Runner, RunState, set_tracing_disabled
+from agents.exceptions import UserError
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from integrations.harness import SideEffects, wait_pending
-from tidegate.client import Tidegate
+from tidegate.client import ActionIdReused, ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions
 
@@ -52,7 +54,7 @@ async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], go
     assert result.interruptions == []
     assert tool_output(result) == "refunded 40.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
-    assert [p.action_id for p in governance.proposals] == ["call-1"]
+    assert [p.action_id for p in governance.proposals] == ["openai-agents:ticket-1007:call-1"]
 
 
 async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
@@ -115,3 +117,26 @@ async def test_a_run_state_saved_across_a_crash_resumes_without_a_second_side_ef
     assert tool_output(result) == "refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_a_call_id_reused_in_the_same_task_for_another_call_is_refused_not_answered_with_the_first(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        await Runner.run(build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})), "refund 40")
+        with pytest.raises(UserError) as refused:  # same task, the provider's "call-1" again, for another refund
+            await Runner.run(build_agent(client, effects, script("issue_refund", {"payee_id": "cus_2", "amount_usd": 60.0})), "refund 60")
+    assert isinstance(refused.value.__cause__, ActionIdReused)
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+    assert len(governance.proposals) == 1
+
+
+async def test_another_task_reusing_a_call_id_proposes_its_own_call(
+    bus: MemoryTransport, tmp_path: Path, governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    proposals = SqliteProposals(tmp_path / "proposals.sqlite3")
+    for task, amount in (("ticket-1", 40.0), ("ticket-2", 60.0)):
+        async with Tidegate(ClientSettings(state_dir=tmp_path / task), transport=bus, task_id=task, proposals=proposals) as client:
+            result = await Runner.run(build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": amount})), "")
+        assert tool_output(result) == f"refunded {amount:.2f} to cus_1"
+    assert [p.action_id for p in governance.proposals] == ["openai-agents:ticket-1:call-1", "openai-agents:ticket-2:call-1"]

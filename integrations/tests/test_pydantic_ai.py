@@ -50,7 +50,8 @@ async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], go
         result = await build_agent(client, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})).run("refund 40")
     assert result.output == "done: refunded 40.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
-    assert [p.action_id for p in governance.proposals] == ["call-1"]
+    [proposal] = governance.proposals
+    assert proposal.action_id == f"pydantic-ai:{result.conversation_id}:call-1"
 
 
 async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
@@ -119,3 +120,23 @@ async def test_deferred_requests_kept_across_a_crash_resume_without_a_second_sid
     assert result.output == "done: refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_conversations_whose_model_reuses_call_ids_each_propose_their_own_call(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returned = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        if returned:
+            return ModelResponse(parts=[TextPart(f"done: {returned[-1].content}")])
+        asked = [p.content for m in messages for p in getattr(m, "parts", []) if getattr(p, "part_kind", "") == "user-prompt"]
+        amount = 40.0 if "40" in str(asked[-1]) else 60.0
+        return ModelResponse(parts=[ToolCallPart("issue_refund", {"payee_id": "cus_1", "amount_usd": amount}, tool_call_id="call_0")])
+
+    async with make_client() as client:
+        refunds = build_agent(client, effects, FunctionModel(respond))
+        first = await refunds.run("refund 40")
+        second = await refunds.run("refund 60")  # a new conversation: its "call_0" is another call
+    assert (first.output, second.output) == ("done: refunded 40.00 to cus_1", "done: refunded 60.00 to cus_1")
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}, {"payee_id": "cus_1", "amount_usd": 60.0}]
+    assert len({p.action_id for p in governance.proposals}) == 2

@@ -13,9 +13,25 @@ import pytest
 from moto import mock_aws
 
 from integrations.harness import rule, wait_pending
+from schemas import ActionProposedData
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge
+from tidegate.integrations.step_functions import PendingTokens, StepFunctionsBridge, governed_task
+
+
+class FailuresSent:
+    """The Step Functions client, recording each `SendTaskFailure` (moto keeps its error but drops its cause)."""
+
+    def __init__(self, sfn: Any) -> None:
+        self.sfn = sfn
+        self.failures: list[dict[str, Any]] = []
+
+    def send_task_failure(self, **kwargs: Any) -> Any:
+        self.failures.append(kwargs)
+        return self.sfn.send_task_failure(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sfn, name)
 
 
 @pytest.fixture
@@ -24,34 +40,27 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Any, str, str]]:
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        sqs, sfn = boto3.client("sqs"), boto3.client("stepfunctions")
+        sqs, sfn = boto3.client("sqs"), FailuresSent(boto3.client("stepfunctions"))
         queue = sqs.create_queue(QueueName="tidegate-proposals")["QueueUrl"]
-        body = {
-            "tool": "issue_refund",
-            "args.$": "$.refund",
-            "token.$": "$$.Task.Token",
-            "execution.$": "$$.Execution.Id",
-            "state.$": "$$.State.Name",
-        }
-        definition = {
-            "StartAt": "Refund",
-            "States": {
-                "Refund": {
-                    "Type": "Task",
-                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
-                    "Parameters": {"QueueUrl": queue, "MessageBody": body},
-                    "End": True,
-                }
-            },
-        }
+        definition = {"StartAt": "Refund", "States": {"Refund": governed_task(queue, "issue_refund", "$.refund") | {"End": True}}}
         machine = sfn.create_state_machine(name="refunds", definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn")
         yield sfn, sqs, queue, machine["stateMachineArn"]
 
 
+def refunds_rule(p: ActionProposedData) -> tuple[str, str]:
+    """The harness's rule, and a budget: refunds of 10 000 USD or more are denied outright."""
+    if p.tool == "issue_refund" and p.args.get("amount_usd", 0) >= 10_000:
+        return "deny", "budget_exceeded"
+    return rule(p)
+
+
 @pytest.fixture
 async def governance(bus: MemoryTransport) -> AsyncIterator[ScriptedTidegate]:
-    async with ScriptedTidegate(bus, rule, tools={"issue_refund": lambda args: {"refund_id": "re_1", **args}}) as scripted:
+    async with ScriptedTidegate(bus, refunds_rule, tools={"issue_refund": lambda args: {"refund_id": "re_1", **args}}) as scripted:
         yield scripted
+
+
+EDITED = {"payee_id": "cus_1", "amount_usd": 450.0}
 
 
 async def start(aws: tuple[Any, Any, str, str], name: str, amount: float) -> str:
@@ -80,22 +89,43 @@ async def finished(sfn: Any, execution: str) -> dict[str, Any]:
     raise AssertionError(f"{execution} still running")
 
 
+async def decided_at_once(
+    aws: tuple[Any, Any, str, str], client: Tidegate, tmp_path: Path, name: str, amount: float
+) -> tuple[str, dict[str, Any]]:
+    """Start an execution, let the bridge take its call once, and return the execution and how it ended."""
+    sfn, sqs, queue, _ = aws
+    async with client:
+        execution = await start(aws, name, amount)
+        await take(StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3")))
+        return execution, await finished(sfn, execution)
+
+
 async def test_an_allowed_task_succeeds_with_the_result(
     aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
 ) -> None:
-    sfn, sqs, queue, _ = aws
-    async with make_client() as client:
-        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
-        execution = await start(aws, "small-refund", 40.0)
-        await take(bridge)
-        done = await finished(sfn, execution)
+    execution, done = await decided_at_once(aws, make_client(), tmp_path, "small-refund", 40.0)
     assert done["status"] == "SUCCEEDED"
     output = json.loads(done["output"])
     assert (output["outcome"], output["result"]["refund_id"]) == ("executed", "re_1")
     assert governance.proposals[0].action_id == f"sfn:{execution}:Refund"
 
 
-@pytest.mark.parametrize(("decision", "status"), [("approve", "SUCCEEDED"), ("reject", "FAILED")])
+async def test_a_denied_task_fails_with_tidegate_denied_and_its_reasons_and_nothing_runs(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn = aws[0]
+    execution, done = await decided_at_once(aws, make_client(), tmp_path, "huge-refund", 25_000.0)
+    assert done["status"] == "FAILED"
+    [failed] = [e for e in sfn.get_execution_history(executionArn=execution)["events"] if e["type"] == "TaskFailed"]
+    assert failed["taskFailedEventDetails"]["error"] == "tidegate.denied"  # what a Catch matches
+    [sent] = sfn.failures
+    assert json.loads(sent["cause"])["reasons"] == ["budget_exceeded"]  # the cause the state machine gets (moto drops it)
+    assert [p.action_id for p in governance.proposals] == [f"sfn:{execution}:Refund"]
+    assert governance.calls.get("issue_refund") is None
+    assert PendingTokens(tmp_path / "tokens.sqlite3").rows() == []
+
+
+@pytest.mark.parametrize(("decision", "status"), [("approve", "SUCCEEDED"), ("edit", "SUCCEEDED"), ("reject", "FAILED")])
 async def test_an_escalated_task_waits_for_the_human_then_succeeds_or_fails(
     aws: tuple[Any, Any, str, str],
     make_client: Callable[[], Tidegate],
@@ -112,11 +142,18 @@ async def test_an_escalated_task_waits_for_the_human_then_succeeds_or_fails(
         assert await bridge.complete_decided(timeout_s=0.2) == 0
         assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
         approval_id = await wait_pending(governance)
-        await (governance.approve(approval_id) if decision == "approve" else governance.reject(approval_id, comment="no"))
+        if decision == "reject":
+            await governance.reject(approval_id, comment="no")
+        else:
+            await governance.approve(approval_id, edited_args=EDITED if decision == "edit" else None)
         assert await bridge.complete_decided(timeout_s=5) == 1
         done = await finished(sfn, execution)
     assert done["status"] == status
-    assert len(governance.calls.get("issue_refund", [])) == (1 if decision == "approve" else 0)
+    ran = {"approve": [{"payee_id": "cus_1", "amount_usd": 900.0}], "edit": [EDITED], "reject": []}[decision]
+    assert governance.calls.get("issue_refund", []) == ran
+    if decision == "edit":  # the approver's args are what ran, and what the state machine's next state reads
+        output = json.loads(done["output"])
+        assert (output["edited_args"], output["result"]["amount_usd"]) == (EDITED, 450.0)
     if decision == "reject":
         history = sfn.get_execution_history(executionArn=execution)["events"]
         assert any("tidegate.rejected" in json.dumps(e, default=str) for e in history)

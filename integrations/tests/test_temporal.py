@@ -49,10 +49,15 @@ class FakeTemporal:
         return Handle()
 
 
-def environment(activity_id: str = "1", token: bytes = b"token-1", attempt: int = 1) -> ActivityEnvironment:
+def environment(activity_id: str = "1", token: bytes = b"token-1", attempt: int = 1, run_id: str = "run-1") -> ActivityEnvironment:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(
-        ActivityEnvironment.default_info(), workflow_id="refund-wf", activity_id=activity_id, task_token=token, attempt=attempt
+        ActivityEnvironment.default_info(),
+        workflow_id="refund-wf",
+        workflow_run_id=run_id,
+        activity_id=activity_id,
+        task_token=token,
+        attempt=attempt,
     )
     return env
 
@@ -64,7 +69,7 @@ async def test_allowed_and_denied_calls_return_at_once(
         activities = TidegateActivities(client, PendingActivities(tmp_path / "pending.sqlite3"))
         allowed = await environment("1").run(activities.propose, GovernedCall("tag_ticket", {"ticket_id": "T-1"}))
         denied = await environment("2").run(activities.propose, GovernedCall("delete_customer_data", {"customer_id": "c1"}))
-    assert (allowed["outcome"], allowed["action_id"]) == ("executed", "temporal:refund-wf:1")
+    assert (allowed["outcome"], allowed["action_id"]) == ("executed", "temporal:refund-wf:run-1:1")
     assert (denied["outcome"], denied["reasons"]) == ("denied", ["human_only"])
     assert governance.calls.get("delete_customer_data") is None
 
@@ -79,7 +84,7 @@ async def test_an_escalated_activity_completes_asynchronously_with_the_human_dec
         activities = TidegateActivities(client, pending)
         with pytest.raises(COMPLETE_ASYNC):
             await environment().run(activities.propose, GovernedCall("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
-        assert [row[0] for row in pending.rows()] == ["temporal:refund-wf:1"]
+        assert [row[0] for row in pending.rows()] == ["temporal:refund-wf:run-1:1"]
         assert await complete_decided(client, pending, temporal, timeout_s=0.2) == 0  # nobody decided yet
 
         approval_id = await wait_pending(governance)
@@ -114,3 +119,15 @@ async def test_a_worker_crash_and_a_retried_attempt_never_propose_twice(
     assert temporal.completed[b"token-2"]["outcome"] == "executed"
     assert len(governance.proposals) == 1
     assert len(governance.calls["issue_refund"]) == 1
+
+
+async def test_a_reused_workflow_id_proposes_its_own_calls_not_the_earlier_runs(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    # Workflow ids are reusable and activity ids restart at 1: only the run id tells the two calls apart.
+    async with make_client() as client:
+        activities = TidegateActivities(client, PendingActivities(tmp_path / "pending.sqlite3"))
+        first = await environment(run_id="run-1").run(activities.propose, GovernedCall("tag_ticket", {"ticket_id": "T-1"}))
+        second = await environment(run_id="run-2").run(activities.propose, GovernedCall("tag_ticket", {"ticket_id": "T-2"}))
+    assert (first["action_id"], second["action_id"]) == ("temporal:refund-wf:run-1:1", "temporal:refund-wf:run-2:1")
+    assert governance.calls["tag_ticket"] == [{"ticket_id": "T-1"}, {"ticket_id": "T-2"}]

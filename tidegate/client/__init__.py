@@ -10,7 +10,7 @@ Imports only schemas/, aiokafka and pydantic, never a service:
 
 from tidegate.client.client import Tidegate
 from tidegate.client.governed import GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
-from tidegate.client.ledger import CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
+from tidegate.client.ledger import ActionIdReused, CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
 from tidegate.client.progress import ANSWER_TOPICS, Progress
@@ -22,6 +22,7 @@ from tidegate.client.trust import DeploymentKeys, Trust, TrustNotWired
 
 __all__ = [
     "ANSWER_TOPICS",
+    "ActionIdReused",
     "CallLedger",
     "ClientSettings",
     "Decided",

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData
-from tidegate.client.ledger import MemoryProposals, ProposalLedger
+from schemas import ActionProposed, ActionProposedData, digest
+from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
@@ -43,6 +43,8 @@ class Tidegate:
     in `service_keys_dir`; on a `MemoryTransport`, the keys of the stand-in serving it).
     A proposal whose action id is already in `proposals` is not sent again: its story is read from
     the position recorded with it (how a framework's re-run or a restarted agent picks up a call).
+    The ledger binds each action id to its call (tenant, task, tool, args): the same id for another
+    call raises `ActionIdReused` instead of handing back the earlier call's outcome.
     """
 
     def __init__(
@@ -141,8 +143,8 @@ class Tidegate:
             task: Task id (default: this client's).
             tenant: Tenant (default from the settings).
             tainted_args: Arg paths whose values came from untrusted content.
-            action_id: The idempotency key; pass a stable one (a framework's tool-call id): proposing it again
-                sends nothing and follows the first proposal instead.
+            action_id: The idempotency key; pass a stable one (a framework's tool-call id, namespaced by its thread or run):
+                proposing the same call under it again sends nothing and follows the first proposal instead.
             rationale: Why the agent wants it (recorded).
             step: Position in the task (default: this client's running count).
             wait_for_human: Return only once a human decided (default: return `Escalated` at once).
@@ -153,14 +155,21 @@ class Tidegate:
             `Executed`, `Failed`, `Denied`, `Rejected`, or `Escalated` (unless wait_for_human).
 
         Raises:
+            ActionIdReused: `action_id` was proposed before for another tenant, task, tool or args (nothing is sent).
             TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up).
         """
         assert self._start is not None, "client not started: use `async with Tidegate() as tg:`"
+        key = action_id or f"act-{uuid.uuid4().hex}"
+        task_id, tenant_id = task or self.task_id, tenant or self.settings.tenant
+        call = digest({"tenant_id": tenant_id, "task_id": task_id, "tool": tool, "args": args})
+        recorded = self.proposals.lookup(key)
+        if recorded is not None and recorded[1] not in (None, call):
+            raise ActionIdReused(key)
         self._steps += 1
         data = ActionProposedData(
-            action_id=action_id or f"act-{uuid.uuid4().hex}",
-            task_id=task or self.task_id,
-            tenant_id=tenant or self.settings.tenant,
+            action_id=key,
+            task_id=task_id,
+            tenant_id=tenant_id,
             step=self._steps if step is None else step,
             tool=tool,
             args=args,
@@ -171,14 +180,13 @@ class Tidegate:
             requested_by=self.settings.principal,
         )
         watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
-        recorded = self.proposals.position_of(data.action_id)
         if recorded is None:
             position = self._start
-            self.proposals.record(data.action_id, position.token())
+            self.proposals.record(data.action_id, position.token(), call)
             event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
             await self.transport.publish("actions.proposed", self.signer.sign(event))
         else:
-            position = Position.parse(recorded)
+            position = Position.parse(recorded[0])
             self.run_in_background(self._catch_up(watch, position))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         await self._until(watch, lambda p: p.final() is not None or p.escalated, limit)

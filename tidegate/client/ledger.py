@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["CallLedger", "MemoryLedger", "MemoryProposals", "ProposalLedger", "SqliteLedger", "SqliteProposals"]
+__all__ = ["ActionIdReused", "CallLedger", "MemoryLedger", "MemoryProposals", "ProposalLedger", "SqliteLedger", "SqliteProposals"]
 
 
 class CallLedger(Protocol):
@@ -73,15 +73,34 @@ class SqliteLedger:
         self._db.close()
 
 
-class ProposalLedger(Protocol):
-    """Which action ids this agent already proposed, and where the answer topics stood then."""
+class ActionIdReused(ValueError):
+    """An action id already names another call (other tenant, task, tool or args): nothing was proposed.
 
-    def position_of(self, action_id: str) -> str | None:
-        """The position token recorded with the proposal, or None when it was never proposed."""
+    An idempotency key names one call. A provider that numbers its tool calls per turn ("call_0") needs
+    them namespaced (with the thread, run or workflow run id) before they serve as action ids.
+    """
+
+    def __init__(self, action_id: str) -> None:
+        super().__init__(
+            f"action id {action_id!r} was already proposed for a different call (tenant, task, tool or args differ); "
+            "nothing was proposed. Give each call its own action id (namespace a model's call ids with the thread or run id), "
+            "and resume an earlier call with the same task, tool and args."
+        )
+        self.action_id = action_id
+
+
+class ProposalLedger(Protocol):
+    """Which action ids this agent already proposed, for which call, and where the answer topics stood then."""
+
+    def lookup(self, action_id: str) -> tuple[str, str | None] | None:
+        """(position token, call digest) recorded with the proposal, or None when it was never proposed.
+
+        The digest is None for a row written before digests were recorded.
+        """
         ...
 
-    def record(self, action_id: str, position: str) -> None:
-        """Record a proposal before it is sent."""
+    def record(self, action_id: str, position: str, call: str) -> None:
+        """Record a proposal (its position and the digest of its call) before it is sent."""
         ...
 
 
@@ -89,15 +108,15 @@ class MemoryProposals:
     """Proposals of this process's lifetime."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, str] = {}
+        self._rows: dict[str, tuple[str, str | None]] = {}
 
-    def position_of(self, action_id: str) -> str | None:
+    def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
         return self._rows.get(action_id)
 
-    def record(self, action_id: str, position: str) -> None:
+    def record(self, action_id: str, position: str, call: str) -> None:
         """See `ProposalLedger`."""
-        self._rows.setdefault(action_id, position)
+        self._rows.setdefault(action_id, (position, call))
 
 
 class SqliteProposals:
@@ -106,16 +125,18 @@ class SqliteProposals:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS proposals (action_id TEXT PRIMARY KEY, position TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS proposals (action_id TEXT PRIMARY KEY, position TEXT NOT NULL, call TEXT)")
+        if "call" not in {row[1] for row in self._db.execute("PRAGMA table_info(proposals)")}:  # a file from before digests
+            self._db.execute("ALTER TABLE proposals ADD COLUMN call TEXT")
 
-    def position_of(self, action_id: str) -> str | None:
+    def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
-        row = self._db.execute("SELECT position FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
-        return None if row is None else str(row[0])
+        row = self._db.execute("SELECT position, call FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
+        return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
-    def record(self, action_id: str, position: str) -> None:
+    def record(self, action_id: str, position: str, call: str) -> None:
         """See `ProposalLedger`."""
-        self._db.execute("INSERT OR IGNORE INTO proposals (action_id, position) VALUES (?, ?)", (action_id, position))
+        self._db.execute("INSERT OR IGNORE INTO proposals (action_id, position, call) VALUES (?, ?, ?)", (action_id, position, call))
 
     def close(self) -> None:
         """Close the file."""

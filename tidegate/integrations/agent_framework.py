@@ -7,7 +7,8 @@
 
 An escalation becomes the framework's own `function_approval_request` (the middleware returns it
 as the call's result); the approval responses are built from Tidegate's decisions, never the other
-way round. The call id is the action id, so the call's re-run after approval follows the first proposal.
+way round. The action id is `agent-framework:<task id>:<call id>`, so the call's re-run after approval
+follows the first proposal; use a task (`Tidegate(task_id=...)`) per session and keep it when resuming.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
         call_id = str(context.metadata.get("call_id") or "")
         name = context.function.name
         args = dict(context.arguments)
-        outcome = await self.client.propose(name, args, action_id=call_id or None, rationale="Agent Framework tool call")
+        outcome = await self.client.propose(name, args, action_id=_action_id(self.client, call_id), rationale="Agent Framework tool call")
         if isinstance(outcome, Escalated):  # still undecided in Tidegate: (again) the framework's approval request
             call = Content.from_function_call(call_id=call_id, name=name, arguments=args, id=call_id)
             payload = escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, args)
@@ -53,7 +54,7 @@ async def tidegate_approval_responses(client: Tidegate, requests: Sequence[Any],
         if request.type != "function_approval_request":
             continue
         call = request.function_call
-        outcome = await client.propose(call.name, dict(call.parse_arguments() or {}), action_id=call.call_id)
+        outcome = await client.propose(call.name, dict(call.parse_arguments() or {}), action_id=_action_id(client, call.call_id))
         if isinstance(outcome, Escalated):
             try:
                 outcome = await outcome.decision(timeout_s)
@@ -61,6 +62,10 @@ async def tidegate_approval_responses(client: Tidegate, requests: Sequence[Any],
                 return None
         responses.append(request.to_function_approval_response(isinstance(outcome, Executed)))
     return responses
+
+
+def _action_id(client: Tidegate, call_id: str | None) -> str | None:
+    return f"agent-framework:{client.task_id}:{call_id}" if call_id else None
 
 
 def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:

@@ -4,11 +4,12 @@
     agent = AssistantAgent("support", model_client=model, workbench=workbench)
     result = await agent.run(task="...")
 
-AutoGen's agents reach their tools through a `Workbench`; this one proposes each call (the model's
-call id is the action id) and returns what Tidegate made of it: the result of a call that ran, or
-an error result with the reason codes of one that was denied or rejected. The tool functions are
-served as governed `topic` tools, so a function runs only when Tidegate's executor invokes it with
-the policy's signed authorization, and once per call however often it is invoked.
+AutoGen's agents reach their tools through a `Workbench`; this one proposes each call (action id
+`autogen:<task id>:<call id>`: use a task per conversation and keep it when resuming) and returns
+what Tidegate made of it: the result of a call that ran, or an error result with the reason codes
+of one that was denied or rejected. The tool functions are served as governed `topic` tools, so a
+function runs only when Tidegate's executor invokes it with the policy's signed authorization, and
+once per call however often it is invoked.
 AutoGen has no approval of its own for tool calls: an escalated call waits for the human's decision
 (as AutoGen's `UserProxyAgent` waits for its human), and a run that restarts after a crash replays
 the same call id, which follows the first proposal instead of making a second one.
@@ -55,7 +56,7 @@ class GovernedWorkbench(StaticWorkbench):
     ) -> ToolResult:
         """Propose the call (keyed on the model's call id), wait for policy and any human, return the outcome as the tool's result."""
         args = dict(arguments or {})
-        action_id = f"autogen-{call_id}" if call_id else None
+        action_id = f"autogen:{self.client.task_id}:{call_id}" if call_id else None
         outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
         if isinstance(outcome, Escalated):
             escalated = outcome

@@ -2,8 +2,10 @@
 
     agent = create_agent(model, tools, middleware=[TidegateMiddleware(client, serve=tools)], checkpointer=saver)
 
-The tool-call id is the action id, so the node's re-run on resume (and a restarted process, with
-`SqliteProposals`) follows the first proposal instead of proposing again. What `Command(resume=...)`
+The action id is `langgraph:<thread id>:<tool-call id>`, so the node's re-run on resume (and a restarted
+process, with `SqliteProposals`) follows the first proposal instead of proposing again, while another
+thread whose model numbers its calls the same way ("call_0") proposes its own. Without a thread
+(no checkpointer, so no resume) each call gets a fresh action id. What `Command(resume=...)`
 carries is only a wake-up: the decision is Tidegate's (signed approval, bound to the exact args).
 """
 
@@ -43,7 +45,10 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]]) -> ToolMessage:
         """Propose the call; pause the graph for a human when Tidegate escalates; answer with what really happened."""
         call = request.tool_call
-        outcome = await self.client.propose(call["name"], dict(call["args"]), action_id=call["id"], rationale="LangGraph tool call")
+        config = getattr(request.runtime, "config", None) or {}
+        thread = (config.get("configurable") or {}).get("thread_id")
+        action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
+        outcome = await self.client.propose(call["name"], dict(call["args"]), action_id=action_id, rationale="LangGraph tool call")
         if isinstance(outcome, Escalated):
             interrupt(
                 escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call["name"], call["args"])

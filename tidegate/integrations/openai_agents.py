@@ -8,8 +8,10 @@
     if await settle_interruptions(client, state):                # Tidegate's decisions → approve/reject
         result = await Runner.run(agent, state)
 
-`needs_approval` proposes the call (call id = action id) and asks for the SDK's approval only when
-Tidegate escalated; the SDK's approve/reject mirrors what the human decided in Tidegate, never the other way round.
+`needs_approval` proposes the call and asks for the SDK's approval only when Tidegate escalated;
+the SDK's approve/reject mirrors what the human decided in Tidegate, never the other way round.
+The SDK gives a run no id that survives `RunState`, so the action id is `openai-agents:<task id>:<call id>`:
+use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it when resuming.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
     """
 
     async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any], call_id: str) -> bool:
-        outcome = await client.propose(tool.name, dict(params), action_id=call_id, rationale="OpenAI Agents SDK tool call")
+        outcome = await client.propose(
+            tool.name, dict(params), action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call"
+        )
         return isinstance(outcome, Escalated)
 
     async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
-        outcome = await client.propose(tool.name, json.loads(arguments or "{}"), action_id=ctx.tool_call_id)
+        outcome = await client.propose(tool.name, json.loads(arguments or "{}"), action_id=_action_id(client, ctx.tool_call_id))
         if isinstance(outcome, Escalated):  # approved in the SDK before Tidegate answered: Tidegate's answer decides
             outcome = await outcome.decision(client.settings.decision_timeout_s)
         return outcome_text(outcome)
@@ -64,7 +68,7 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         if not call_id or not item.tool_name:
             settled = False
             continue
-        outcome = await client.propose(item.tool_name, json.loads(arguments or "{}"), action_id=str(call_id))
+        outcome = await client.propose(item.tool_name, json.loads(arguments or "{}"), action_id=_action_id(client, str(call_id)))
         if isinstance(outcome, Escalated):
             try:
                 outcome = await outcome.decision(timeout_s)
@@ -76,6 +80,10 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         else:
             state.reject(item, rejection_message=outcome_text(outcome))
     return settled
+
+
+def _action_id(client: Tidegate, call_id: str) -> str:
+    return f"openai-agents:{client.task_id}:{call_id}"
 
 
 def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:

@@ -7,7 +7,9 @@
         if results is not None:
             result = await agent.run(message_history=result.all_messages(), deferred_tool_results=results)
 
-The tool-call id is the action id; the tool function runs only when Tidegate's executor invokes it.
+The action id is `pydantic-ai:<conversation id>:<tool-call id>` (a resumed run carries the conversation
+id on its message history), so the run resumed with the human's decision follows the first proposal and
+another conversation reusing call ids proposes its own; the tool function runs only when Tidegate's executor invokes it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,12 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
 
     async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
-        outcome = await self.client.propose(call.tool_name, dict(args), action_id=call.tool_call_id, rationale="pydantic-ai tool call")
+        action_id = f"pydantic-ai:{ctx.conversation_id or ctx.run_id}:{call.tool_call_id}"
+        proposed = dict(args)
+        if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
+            # Resuming the escalated call: follow it as proposed (the args may now be the approver's edits).
+            action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
+        outcome = await self.client.propose(call.tool_name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
         if isinstance(outcome, Escalated):
             if not ctx.tool_call_approved:
                 raise ApprovalRequired(
@@ -56,11 +63,13 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
     """The humans' decisions, from Tidegate, as deferred results; None while any is still waiting.
 
     An approval with edits becomes `ToolApproved(override_args=...)`; a rejection, an expiry or a
-    denial after the grant becomes `ToolDenied` with the reason codes.
+    denial after the grant becomes `ToolDenied` with the reason codes. Each result carries the escalation
+    as metadata, so the resumed call follows the proposal it answers.
     """
     approvals: dict[str, ToolApproved | ToolDenied] = {}
     for call in requests.approvals:
-        outcome = await client.propose(call.tool_name, call.args_as_dict(), action_id=call.tool_call_id)
+        proposal = requests.metadata[call.tool_call_id]  # the escalation: the action id and args the capability proposed
+        outcome = await client.propose(call.tool_name, proposal["tidegate"]["args"], action_id=proposal["tidegate"]["action_id"])
         if isinstance(outcome, Escalated):
             try:
                 outcome = await outcome.decision(timeout_s)
@@ -70,7 +79,9 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
             approvals[call.tool_call_id] = ToolApproved(override_args=outcome.edited_args)
         else:
             approvals[call.tool_call_id] = ToolDenied(outcome_text(outcome))
-    return DeferredToolResults(approvals=approvals)
+    return DeferredToolResults(
+        approvals=approvals, metadata={call.tool_call_id: requests.metadata[call.tool_call_id] for call in requests.approvals}
+    )
 
 
 def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:

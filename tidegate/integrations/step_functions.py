@@ -7,8 +7,8 @@ The state machine sends the call to an SQS queue and waits:
                    "tool": "issue_refund", "args.$": "$.refund",
                    "token.$": "$$.Task.Token", "execution.$": "$$.Execution.Id", "state.$": "$$.State.Name"}}}
 
-`StepFunctionsBridge.poll` takes each message, proposes the call (action id = execution + state, so
-a retried state follows the first proposal), and deletes the message once the call is recorded;
+`StepFunctionsBridge.poll` takes each message, proposes the call (task = the execution, action id =
+execution + state, so a retried state follows the first proposal), and deletes the message once the call is recorded;
 `complete_decided` sends `SendTaskSuccess` (executed, with the outcome as output) or
 `SendTaskFailure` (`tidegate.denied`, `tidegate.rejected`, `tidegate.expired`, `tidegate.failed`…)
 when Tidegate has decided. boto3 is blocking, so its calls run in a thread.
@@ -25,7 +25,20 @@ from typing import Any
 from tidegate.client import Decided, Escalated, Executed, Tidegate
 from tidegate.integrations._common import outcome_dict
 
-__all__ = ["PendingTokens", "StepFunctionsBridge"]
+__all__ = ["PendingTokens", "StepFunctionsBridge", "governed_task"]
+
+
+def governed_task(queue_url: str, tool: str, args_path: str) -> dict[str, Any]:
+    """The Task state (Amazon States Language) that sends `tool` with the args at `args_path` to the bridge and waits for its token.
+
+    Add `Next`/`End`, `Catch` (errors `tidegate.denied`, `tidegate.rejected`…) and `TimeoutSeconds` as the workflow needs.
+    """
+    body = {"tool": tool, "args.$": args_path, "token.$": "$$.Task.Token", "execution.$": "$$.Execution.Id", "state.$": "$$.State.Name"}
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue_url, "MessageBody": body},
+    }
 
 
 class PendingTokens:
@@ -75,7 +88,11 @@ class StepFunctionsBridge:
     async def _accept(self, body: dict[str, Any]) -> None:
         action_id = f"sfn:{body['execution']}:{body['state']}"
         outcome = await self.client.propose(
-            str(body["tool"]), dict(body.get("args") or {}), action_id=action_id, rationale="Step Functions task"
+            str(body["tool"]),
+            dict(body.get("args") or {}),
+            task=str(body["execution"]),
+            action_id=action_id,
+            rationale="Step Functions task",
         )
         if isinstance(outcome, Escalated):
             self.pending.add(action_id, outcome.position, str(body["token"]))

@@ -7,8 +7,9 @@
 
 An escalated activity records its task token and raises `raise_complete_async()`: the workflow waits
 durably (days, across worker restarts) until the bridge sees Tidegate's decision and completes the
-activity with it. The action id is `temporal:<workflow id>:<activity id>`, so a retried attempt
-follows the first proposal instead of proposing again.
+activity with it. The action id is `temporal:<workflow id>:<run id>:<activity id>`, so a retried attempt
+follows the first proposal instead of proposing again, and a later run under a reused workflow id
+(activity ids restart at 1) proposes its own calls instead of inheriting the earlier run's outcomes.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Completer(Protocol):
 
 
 class TidegateActivities:
-    """The activity a workflow calls instead of calling a tool."""
+    """The activity a workflow calls instead of calling a tool; the workflow id is the proposal's task."""
 
     def __init__(self, client: Tidegate, pending: PendingActivities) -> None:
         self.client = client
@@ -81,8 +82,10 @@ class TidegateActivities:
     async def propose(self, call: GovernedCall) -> dict[str, Any]:
         """Propose; return the outcome, or complete asynchronously once a human decided."""
         info = activity.info()
-        action_id = f"temporal:{info.workflow_id}:{info.activity_id}"
-        outcome = await self.client.propose(call.tool, call.args, action_id=action_id, tainted_args=call.tainted_args)
+        action_id = f"temporal:{info.workflow_id}:{info.workflow_run_id}:{info.activity_id}"
+        outcome = await self.client.propose(
+            call.tool, call.args, task=info.workflow_id, action_id=action_id, tainted_args=call.tainted_args
+        )
         if isinstance(outcome, Escalated):
             self.pending.add(action_id, outcome.position, info.task_token)
             activity.raise_complete_async()

@@ -16,7 +16,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from schemas import ToolSpec
-from tidegate.client import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected, Tidegate
+from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected, Tidegate
 from tidegate.mcp_gateway.settings import GatewaySettings
 
 __all__ = ["IDEMPOTENCY_META", "STATUS_TOOL", "build_server", "result_of"]
@@ -54,7 +54,10 @@ def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: Gatewa
             return _error(f"unknown tool {params.name}", {"outcome": "unknown_tool"})
         named = dict(ctx.meta or {}).get(IDEMPOTENCY_META)
         action_id = str(named) if named else None
-        outcome = await client.propose(params.name, arguments, action_id=action_id, rationale="MCP tools/call")
+        try:
+            outcome = await client.propose(params.name, arguments, action_id=action_id, rationale="MCP tools/call")
+        except ActionIdReused as reused:  # the client's retry key names another call: refuse it, never answer with the other's outcome
+            return _error(str(reused), {"outcome": "action_id_reused", "action_id": reused.action_id})
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             outcome = await _wait_for_human(ctx, outcome, settings)
         return result_of(outcome)

@@ -1,11 +1,20 @@
-"""Upstream MCP servers behind Tidegate: the executor's `mcp` invoker and `tidegate mcp import`, against the example server (stdio)."""
+"""Upstream MCP servers behind Tidegate: the executor's `mcp` invoker and `tidegate mcp import`, against the example server.
+
+Over stdio (the executor starts the server per call) and over streamable HTTP (the server runs on a free local port).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import socket
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 import yaml
 
 import schemas as s
@@ -17,7 +26,8 @@ from tidegate.mcp_gateway import PLACEHOLDER_RISK, import_upstream
 SERVER = REPO_ROOT / "examples" / "mcp_upstream" / "notes_server.py"
 
 
-def spec(db: Path, tool: str = "add-note", command: list[str] | None = None) -> s.ToolSpec:
+def spec(db: Path, tool: str = "add-note", command: list[str] | None = None, url: str | None = None) -> s.ToolSpec:
+    upstream = {"url": url} if url else {"command": command or [sys.executable, str(SERVER), "--db", str(db)]}
     return s.ToolSpec.model_validate(
         {
             "name": "add_note",
@@ -25,10 +35,32 @@ def spec(db: Path, tool: str = "add-note", command: list[str] | None = None) -> 
             "risk": "write_low",
             "kind": "mcp",
             "timeout_s": 20,
-            "mcp": {"command": command or [sys.executable, str(SERVER), "--db", str(db)], "tool": tool},
+            "mcp": upstream | {"tool": tool},
             "args_schema": {"type": "object"},
         }
     )
+
+
+@pytest.fixture
+async def notes_over_http(tmp_path: Path, wait_for: Callable[..., Awaitable[Any]]) -> AsyncIterator[tuple[str, Path]]:
+    """The example server (the official `mcp` SDK's streamable HTTP app) on a free local port: its URL and its notes file."""
+    loaded = importlib.util.spec_from_file_location("notes_server", SERVER)
+    assert loaded is not None
+    assert loaded.loader is not None
+    notes = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(notes)
+    db = tmp_path / "http-notes.json"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # handed to uvicorn bound: no other process can take the port in between
+    server = uvicorn.Server(uvicorn.Config(notes.build(db).streamable_http_app(), log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_for(lambda: server.started, timeout=10, what="the upstream MCP server to listen")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", db
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
 
 
 def ctx(key: str) -> ToolContext:
@@ -42,6 +74,40 @@ async def test_the_executor_calls_an_upstream_tool_once_per_idempotency_key(tmp_
     again = await tools.invoke(spec(db), ctx("a-1"), {"customer": "cus_1", "text": "called back"})  # a retry of the same action
     assert first.result == again.result == {"id": 1, "customer": "cus_1", "text": "called back"}
     assert len(yaml.safe_load(db.read_text())["notes"]) == 1
+
+
+async def test_the_executor_calls_an_upstream_tool_over_streamable_http_once_per_idempotency_key(
+    notes_over_http: tuple[str, Path],
+) -> None:
+    url, db = notes_over_http
+    tools = McpTools()
+    first = await tools.invoke(spec(db, url=url), ctx("h-1"), {"customer": "cus_1", "text": "over http"})
+    again = await tools.invoke(spec(db, url=url), ctx("h-1"), {"customer": "cus_1", "text": "over http"})  # a retry of the action
+    other = await tools.invoke(spec(db, url=url), ctx("h-2"), {"customer": "cus_1", "text": "another"})
+    assert first.result == again.result == {"id": 1, "customer": "cus_1", "text": "over http"}
+    assert other.result["id"] == 2
+    assert len(yaml.safe_load(db.read_text())["notes"]) == 2
+    with pytest.raises(ToolError) as refused:
+        await tools.invoke(spec(db, url=url), ctx("h-3"), {"customer": "cus_1", "text": " "})
+    assert (refused.value.type, refused.value.retryable) == ("mcp_tool_error", False)
+
+
+async def test_an_http_upstream_that_is_not_listening_is_unreachable_and_retryable(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port bound but never listened on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        with pytest.raises(ToolError) as unreachable:
+            await McpTools().invoke(spec(tmp_path / "n.json", url=url), ctx("h-4"), {"customer": "cus_1", "text": "x"})
+    assert (unreachable.value.type, unreachable.value.retryable, unreachable.value.maybe_applied) == ("unreachable", True, False)
+
+
+async def test_import_reads_an_upstream_over_streamable_http(notes_over_http: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = notes_over_http
+    written = await import_upstream(s.McpUpstream(url=url, tool="*"), tmp_path / "tools", prefix="notes_")
+    assert sorted(p.name for p in written) == ["notes_add_note.yaml", "notes_list_notes.yaml"]
+    add = ToolCatalog.load(tmp_path / "tools")["notes_add_note"]
+    assert add.mcp is not None
+    assert (add.mcp.url, add.mcp.command, add.mcp.tool) == (url, None, "add-note")
 
 
 async def test_an_upstream_tool_error_is_final_and_an_unreachable_server_is_retryable(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from schemas import ActionProposedData, ActionResultData, ActionSucceeded, ApprovalGranted
 from tidegate.client import (
+    ActionIdReused,
     ClientSettings,
     Denied,
     Escalated,
@@ -177,10 +179,10 @@ async def test_proposing_an_action_id_again_after_a_restart_sends_nothing_and_fo
     bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path
 ) -> None:
     args = {"payee_id": "cus_1", "amount_usd": 650.0, "order_id": "O-6"}
-    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as first:
+    async with Tidegate(transport=bus, task_id="ticket-1007", proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as first:
         escalated = await first.propose("issue_refund", args, action_id="tool-call-17")
         assert isinstance(escalated, Escalated)
-    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as second:
+    async with Tidegate(transport=bus, task_id="ticket-1007", proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as second:
         again = await second.propose("issue_refund", args, action_id="tool-call-17")  # the framework re-runs the step
         assert isinstance(again, Escalated)
         assert again.approval_id == escalated.approval_id
@@ -191,6 +193,44 @@ async def test_proposing_an_action_id_again_after_a_restart_sends_nothing_and_fo
     assert isinstance(after, Executed)
     assert len(stack.proposals) == 1
     assert len(stack.calls["issue_refund"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "task"),
+    [
+        ("issue_refund", {"payee_id": "cus_2", "amount_usd": 900.0, "order_id": "O-8"}, "ticket-1007"),
+        ("tag_ticket", {"ticket_id": "T-1"}, "ticket-1007"),
+        ("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-7"}, "ticket-2001"),
+    ],
+    ids=["other-args", "other-tool", "other-task"],
+)
+async def test_an_action_id_reused_for_another_call_is_refused_and_nothing_is_proposed(
+    bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path, tool: str, args: dict[str, Any], task: str
+) -> None:
+    # A provider that numbers tool calls per turn hands the integrator "call_0" again, for another call.
+    proposals = SqliteProposals(tmp_path / "proposals.sqlite3")
+    async with Tidegate(transport=bus, task_id="ticket-1007", proposals=proposals) as client:
+        first = await client.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-7"}, action_id="call_0")
+        assert isinstance(first, Executed)
+        with pytest.raises(ActionIdReused, match="call_0"):
+            await client.propose(tool, args, task=task, action_id="call_0")
+    assert [p.action_id for p in stack.proposals] == ["call_0"]
+    assert len(stack.calls["issue_refund"]) == 1
+
+
+async def test_a_proposal_ledger_from_before_digests_still_resumes(bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path) -> None:
+    args = {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-5"}
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "old.sqlite3")) as client:
+        first = await client.propose("issue_refund", args, action_id="call-5")
+    with sqlite3.connect(tmp_path / "old.sqlite3") as db:  # the file as an older client left it: no digest column
+        db.execute("CREATE TABLE legacy AS SELECT action_id, position FROM proposals")
+        db.execute("DROP TABLE proposals")
+        db.execute("ALTER TABLE legacy RENAME TO proposals")
+    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "old.sqlite3")) as client:
+        again = await client.propose("issue_refund", args, action_id="call-5")
+    assert isinstance(first, Executed)
+    assert isinstance(again, Executed)
+    assert len(stack.proposals) == 1
 
 
 async def test_answers_not_signed_by_the_service_that_produces_them_are_not_believed(

@@ -13,6 +13,7 @@ from schemas import ActionProposedData, ToolSpec
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
+from tidegate.mcp_gateway.server import IDEMPOTENCY_META
 
 CATALOG = [
     ToolSpec.model_validate(
@@ -60,6 +61,20 @@ async def test_the_catalog_is_listed_and_an_allowed_call_runs_once(stack: tuple[
         result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"})
     assert (result.is_error, result.structured_content) == (False, {"tagged": True})
     assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1"}]}
+
+
+async def test_a_retry_key_reused_for_another_call_is_refused_without_a_proposal(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    scripted, client = stack
+    key = {IDEMPOTENCY_META: "mcp-call-1"}
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
+        first = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"}, meta=key)
+        retried = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"}, meta=key)  # a retry: the first call's outcome
+        other = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-9"}, meta=key)  # the same key for another call
+    assert (first.is_error, retried.is_error, retried.structured_content) == (False, False, {"tagged": True})
+    assert other.is_error
+    assert other.structured_content == {"outcome": "action_id_reused", "action_id": "mcp-call-1"}
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1"}]}
+    assert len(scripted.proposals) == 1
 
 
 async def test_a_denied_call_is_a_tool_error_with_the_reason_codes(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
