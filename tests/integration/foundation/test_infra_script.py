@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,13 @@ def ours(root: Path) -> list[str]:
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 
-def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
+def test_up_twice_then_down_leaves_nothing_running() -> None:
+    # Not pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to 0700, and the `postgres` user
+    # must reach its data directory for as long as the test runs (a session started meanwhile broke `down` once).
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
+    os.chmod(scratch, 0o755)
+    root = scratch / "repo"
     shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    os.chmod(tmp_path, 0o755)
     env = os.environ | {
         "TIDEGATE_KAFKA_PORT": str(free_port()),
         "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
@@ -52,3 +56,4 @@ def test_up_twice_then_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert subprocess.run([*script, "status"], env=env, capture_output=True, timeout=60).returncode == 3
     finally:
         subprocess.run([*script, "down"], env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
