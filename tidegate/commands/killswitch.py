@@ -5,12 +5,12 @@ from __future__ import annotations
 import getpass
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.table import Table
 
-from schemas import ControlKillswitch, ControlKillswitchData, decode
-from servicekit import OPS, ControlState, KitSettings, kafka_options
-from tidegate.commands._common import console, publish_control, run, settings
+from schemas import ControlKillswitch, ControlKillswitchData
+from servicekit import ControlState, KitSettings
+from tidegate.commands._common import console, err_console, publish_control, run, settings
+from tidegate.ops.control import read_trusted_control
 
 __all__ = ["app", "publish_killswitch", "read_control"]
 
@@ -30,37 +30,15 @@ async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active
 
 
 async def read_control(kit: KitSettings, name: str = "control", state: ControlState | None = None) -> ControlState:
-    """Read `control` (or `directory`, into `state`) from the beginning to its current end and return the state it describes."""
-    state = state if state is not None else ControlState()
-    topic = f"{kit.topic_prefix}{name}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return state
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+    """Read `control` (or `directory`, into `state`) to its current end as the services would.
 
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+    Each record they would refuse is skipped and reported on stderr.
+    """
 
-        while await behind():
-            batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=500)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        await state.apply(decode(name, record.value or b""))
-                    except ValueError:
-                        continue  # an invalid record is the services' to dead-letter; the listing skips it
-    finally:
-        await consumer.stop()
-    return state
+    def report(offset: int, why: str) -> None:
+        err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {why}", highlight=False)
+
+    return await read_trusted_control(kit, name, state, on_skip=report)
 
 
 @app.command("set")
