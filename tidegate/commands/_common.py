@@ -45,7 +45,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
-    """Publish one record on the compacted `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
+    """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
     broker = make_broker(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await broker.start()
     try:

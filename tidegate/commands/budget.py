@@ -36,7 +36,7 @@ class BudgetLine:
 
 
 async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set_by: str) -> ControlBudget:
-    """Publish a `control.budget` record (key `budget:<tenant>`, so compaction keeps the newest)."""
+    """Publish a `control.budget` record (key `budget:<tenant>`, its scope: the newest sequence wins)."""
     event = ControlBudget.build(ControlBudgetData(tenant_id=tenant, limit_usd=limit_usd, set_by=set_by), source="tidegate/cli")
     await publish_control(kit, event)
     return event

@@ -21,7 +21,7 @@ TENANT = typer.Option("*", "--tenant", help="Tenant to stop, or `*` for every te
 
 
 async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active: bool, reason: str, set_by: str) -> ControlKillswitch:
-    """Publish a kill switch record (key `killswitch:<tenant>:<tool>`, so compaction keeps the newest)."""
+    """Publish a kill switch record (key `killswitch:<tenant>:<tool>`, its scope: the newest sequence wins)."""
     event = ControlKillswitch.build(
         ControlKillswitchData(tenant_id=tenant, tool=tool, active=active, reason=reason, set_by=set_by), source="tidegate/cli"
     )

@@ -59,7 +59,7 @@ def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: li
 
 
 async def publish_tenant(kit: KitSettings, *, tenant: str, record: dict[str, Any], set_by: str) -> ControlTenant:
-    """Publish a `control.tenant` record (key `tenant:<tenant>`, so compaction keeps the newest)."""
+    """Publish a `control.tenant` record (key `tenant:<tenant>`, its scope: the newest sequence wins)."""
     event = ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=record, set_by=set_by), source="tidegate/cli")
     await publish_control(kit, event)
     return event

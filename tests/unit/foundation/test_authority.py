@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -184,7 +185,7 @@ def test_the_approval_service_may_sign_a_tenants_directory_and_nothing_else_of_i
         s.decode("directory", json.dumps(doc))
 
 
-async def test_control_state_refuses_replayed_and_older_records_and_converges_after_compaction(kit: KitSettings) -> None:
+async def test_control_state_refuses_replayed_and_older_records(kit: KitSettings) -> None:
     set_a, set_b, clear_a = (sign_as_operator(kit, e) for e in (killswitch(True), killswitch(True, "send_email"), killswitch(False)))
     full = ControlState()
     for event in (set_a, set_b, clear_a):
@@ -194,15 +195,29 @@ async def test_control_state_refuses_replayed_and_older_records_and_converges_af
     assert replayed.value.code == "control_replayed"
     with pytest.raises(Reject):
         await full.apply(clear_a)  # the very same record again
-    compacted = ControlState()  # compaction keeps the newest record per key: set_b, clear_a
-    for event in (set_b, clear_a):
-        await compacted.apply(event)
-    with pytest.raises(Reject):
-        await compacted.apply(set_a)  # refused even though the records it was older than are gone
-    assert full.killswitches.keys() == compacted.killswitches.keys() == {("*", "send_email")}
+    assert full.killswitches.keys() == {("*", "send_email")}
     with pytest.raises(Reject) as unsigned:
         await ControlState().apply(killswitch())
     assert unsigned.value.code == "signature_missing"
+
+
+async def replay_from_start(log: list[s.Envelope]) -> ControlState:
+    """What a service that (re)starts knows: every record the topic holds, applied in offset order, refusals skipped."""
+    state = ControlState()
+    for event in log:
+        with contextlib.suppress(Reject):
+            await state.apply(event)
+    return state
+
+
+async def test_a_replayed_clear_never_wins_after_a_restart_because_control_keeps_every_record(kit: KitSettings) -> None:
+    old_clear, switch = (sign_as_operator(kit, e) for e in (killswitch(False), killswitch(True)))
+    log = [old_clear, switch, old_clear]  # an insider with the ops login re-sends the old, genuinely signed clear
+    assert s.TOPICS["control"].kafka_config()["cleanup.policy"] == "delete"  # so after a restart the log is still whole
+    assert (await replay_from_start(log)).killed("acme", "issue_refund") is switch
+    # What compaction would have left (the last record per key by offset): the replay alone, and the switch off.
+    compacted = list({event.key: event for event in log}.values())
+    assert (await replay_from_start(compacted)).killed("acme", "issue_refund") is None
 
 
 def test_rotation_keeps_old_signatures_verifiable_and_retires_the_old_private_key(kit: KitSettings) -> None:
