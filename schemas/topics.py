@@ -115,6 +115,11 @@ class TopicSpec:
         return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)} | self.config
 
 
+# The broker, not the producer, stamps these records' timestamps: a retired signing key's grace is judged at
+# that time when the topic is read again from the start (servicekit.authority).
+_BROKER_STAMPED = {"message.timestamp.type": "LogAppendTime"}
+
+
 def _spec(name: str, union: Any, events: tuple[type[Envelope], ...], description: str, **kw: Any) -> TopicSpec:
     return TopicSpec(name=name, events=events, adapter=TypeAdapter(union), description=description, **kw)
 
@@ -184,6 +189,7 @@ TOPICS: dict[str, TopicSpec] = {
             retention_ms=-1,
             producers=("cli",),
             consumers=("policy", "approval", "executor"),
+            config=_BROKER_STAMPED,
         ),
         _spec(
             "directory",
@@ -195,6 +201,7 @@ TOPICS: dict[str, TopicSpec] = {
             retention_ms=-1,
             producers=("approval",),
             consumers=("policy", "approval"),
+            config=_BROKER_STAMPED,
         ),
         _spec(
             "deadletter",

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, unb64url
+from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, unb64url
 
 __all__ = [
     "AUTHORITY",
@@ -32,6 +32,7 @@ __all__ = [
     "Authority",
     "Principal",
     "Refusal",
+    "appended_ms",
     "authority_for",
     "client_key",
     "deployment_authority",
@@ -107,6 +108,7 @@ class Principal:
     name: str  # service, operator, client principal or tool name
     public: Ed25519PublicKey
     tenant: str | None = None  # for clients
+    retired_at: float | None = None  # epoch seconds, for a key `rotate` retired
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,12 @@ class Authority:
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
     The files are read again when an unknown key id arrives, and when a key folder changed (looked
     at every `recheck_s`), so a key added or rotated after start is found at once and a revoked one
-    is refused within `recheck_s`.
+    is refused within `recheck_s`. A retired key (`<name>.<hash>.pub`) verifies what arrives within
+    `retired_grace_s` after its retirement, and then only for readers of history (`retired_grace_s=None`:
+    the audit log, replay): an event it signs later is refused as `signer_retired`. "Arrives" is the
+    broker's append time on topics the broker stamps (`control` and `directory`, read again from the
+    start at every restart), the verifier's wall clock elsewhere; never the envelope's `time` or
+    `sequence`, which the signer chooses.
     """
 
     keys_dir: Path
@@ -134,6 +141,8 @@ class Authority:
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
     recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
+    retired_grace_s: float | None = 600.0  # how long a retired key still verifies; None: forever (history)
+    clock: Callable[[], float] = time.time  # wall clock, for the retirement grace
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
     _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
@@ -152,10 +161,10 @@ class Authority:
         for service in SERVICES:
             for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
                 if (public := load_public(path)) is not None:
-                    add(Principal("service", service, public))
+                    add(Principal("service", service, public, retired_at=retired_at(path)))
         for path in self.operators_dir.glob("*.pub"):
             if (public := load_public(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public))
+                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path)))
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
@@ -197,8 +206,12 @@ class Authority:
                 stamp.append(None)
         return tuple(stamp)
 
-    def check(self, raw: bytes | str, event: Envelope) -> Refusal | None:
-        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not."""
+    def check(self, raw: bytes | str, event: Envelope, *, appended_ms: int | None = None) -> Refusal | None:
+        """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not.
+
+        `appended_ms` is when the broker appended the record (`appended_ms(record)`), if its topic is stamped
+        by the broker (`control`, `directory`): a retired key's grace is then judged at that time, not now.
+        """
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")
@@ -207,6 +220,8 @@ class Authority:
         holders = self.principals(event.keyid)
         if not holders:
             return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
+        if (retired := self._retired(holders, event, appended_ms)) is not None:
+            return retired
         try:
             document = json.loads(raw)
             message = signed_bytes(document)
@@ -219,6 +234,24 @@ class Authority:
         if OPERATOR in allowed and event.sequence is None:  # control and directory records: their sequence must grow
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
         return None
+
+    def _retired(self, holders: list[Principal], event: Envelope, appended_ms: int | None) -> Refusal | None:
+        """Why `event` is refused when every holder of its key was retired longer before it arrived than the grace window."""
+        if self.retired_grace_s is None:
+            return None
+        arrived = appended_ms / 1000 if appended_ms is not None else self.clock()
+        cutoff = arrived - self.retired_grace_s
+        if all(p.retired_at is not None and p.retired_at < cutoff for p in holders):
+            return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
+        return None
+
+
+def appended_ms(record: Any) -> int | None:
+    """When the broker appended a consumer `record` (ms), if its topic is stamped by the broker (LogAppendTime); else None."""
+    return int(record.timestamp) if getattr(record, "timestamp_type", None) == _LOG_APPEND_TIME else None
+
+
+_LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker, not by its producer
 
 
 def _holder(path: Path) -> str:
@@ -247,19 +280,25 @@ def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) ->
     return True  # an operator on the allow-list
 
 
-def authority_for(keys_dir: Path, operators_dir: Path, clients_dir: Path, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
+def authority_for(
+    keys_dir: Path,
+    operators_dir: Path,
+    clients_dir: Path,
+    tools: Mapping[str, ToolSpec] | None = None,
+    retired_grace_s: float | None = 600.0,
+) -> Authority:
     """The deployment's `Authority`: its key directories and the reply keys its catalog names."""
     tool_keys = {
         name: (keys_dir / spec.reply_key_file if not Path(spec.reply_key_file).is_absolute() else Path(spec.reply_key_file))
         for name, spec in (tools or {}).items()
         if spec.reply_key_file
     }
-    return Authority(keys_dir, operators_dir, clients_dir, tool_keys)
+    return Authority(keys_dir, operators_dir, clients_dir, tool_keys, retired_grace_s=retired_grace_s)
 
 
-def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
-    """`authority_for` the key directories `kit` names."""
-    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools)
+def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None, *, history: bool = False) -> Authority:
+    """`authority_for` the key directories `kit` names; with `history`, retired keys verify forever (the audit log, replay)."""
+    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools, None if history else kit.retired_key_grace_s)
 
 
 def service_key(kit: KitSettings, service: str) -> SigningKey:

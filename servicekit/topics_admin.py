@@ -83,12 +83,19 @@ async def ensure_topics(
         await admin.close()
 
 
+_ALIGNED = ("cleanup.policy", "message.timestamp.type")  # what the catalog's trust rests on (servicekit.control, .authority)
+_DEFAULTS = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
+
+
 async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, TopicSpec]) -> None:
-    """Give each existing topic whose `cleanup.policy` differs from its spec the spec's whole config (AlterConfigs replaces it)."""
+    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's whole config.
+
+    AlterConfigs replaces a topic's configs with those given, so the spec's whole config is sent.
+    """
     if not existing:
         return
     described: Any = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, full, {"cleanup.policy": None}) for full in existing]
+        [ConfigResource(ConfigResourceType.TOPIC, full, dict.fromkeys(_ALIGNED)) for full in existing]
     )
     current = {
         name: {entry[0]: entry[1] for entry in entries}
@@ -96,7 +103,9 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
         for _code, _message, _type, name, entries in response.resources
     }
     stale = [
-        full for full, spec in existing.items() if current.get(full, {}).get("cleanup.policy") != spec.kafka_config()["cleanup.policy"]
+        full
+        for full, spec in existing.items()
+        if any(current.get(full, {}).get(key) != spec.kafka_config().get(key, _DEFAULTS[key]) for key in _ALIGNED)
     ]
     if stale:
         altered: Any = await admin.alter_configs(

@@ -19,8 +19,22 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 import schemas as s
-from servicekit import ADMIN, OPS, REPO_ROOT, KitSettings, catalog_topic_names, ensure_topics, kafka_options, operator_key, sign_as_operator
+from servicekit import (
+    ADMIN,
+    OPS,
+    REPO_ROOT,
+    KitSettings,
+    catalog_topic_names,
+    ensure_topics,
+    kafka_options,
+    next_sequence,
+    operator_key,
+    sign_as_operator,
+    sign_event,
+)
+from servicekit.signing import rotate
 from tidegate.commands.killswitch import publish_killswitch, read_control
+from tidegate.ops.control import read_trusted_control
 
 
 def tidegate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -68,19 +82,19 @@ def test_a_forged_tenant_record_is_neither_current_nor_laundered_by_tenant_set(i
     assert asyncio.run(read_control(kit)).tenants["initech"].settings == {"allow_autonomous": False, "refund_threshold_usd": 100.0}
 
 
-async def cleanup_policy(kit: KitSettings, name: str) -> str:
+async def topic_config(kit: KitSettings, name: str, key: str = "cleanup.policy") -> str:
     admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
     await admin.start()
     try:
         topic = kit.topic_prefix + name
-        described: Any = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})])
+        described: Any = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {key: None})])
         return str(described[0].resources[0][4][0][1])
     finally:
         await admin.close()
 
 
 async def test_a_replayed_clear_never_outlives_the_newer_switch(kit: KitSettings) -> None:
-    assert [await cleanup_policy(kit, name) for name in ("control", "directory")] == ["delete", "delete"]
+    assert [await topic_config(kit, name) for name in ("control", "directory")] == ["delete", "delete"]
     clear = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=False, reason="", set_by="oncall")
     old_clear = sign_as_operator(kit, s.ControlKillswitch.build(clear, source="tidegate/cli"))
     await send_as_ops(kit, s.encode(old_clear), old_clear.key or b"")  # the operator's genuine clear
@@ -105,4 +119,22 @@ async def test_ensure_topics_turns_a_compacted_control_into_a_kept_one(kit: KitS
 
 
 async def is_policy(kit: KitSettings, policy: str) -> bool:
-    return await cleanup_policy(kit, "control") == policy
+    return await topic_config(kit, "control") == policy
+
+
+async def test_a_stolen_retired_operator_key_signs_nothing_new_and_its_old_records_stay(kit: KitSettings) -> None:
+    kit = kit.model_copy(update={"retired_key_grace_s": 0.0})  # no grace: anything appended after the rotation is refused
+    assert await topic_config(kit, "control", "message.timestamp.type") == "LogAppendTime"  # stamped by the broker
+    await publish_killswitch(kit, tenant="acme", tool="issue_refund", active=True, reason="incident", set_by="oncall")
+    stolen = operator_key(kit)  # a copy of the private key, kept by whoever leaves
+    rotate(kit.operator_keys_dir, kit.operator)
+    clear = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=False, reason="", set_by="oncall")
+    forged = sign_event(s.ControlKillswitch.build(clear, source="tidegate/cli"), stolen, sequence=next_sequence())
+    await send_as_ops(kit, s.encode(forged), forged.key or b"")
+
+    accepted: list[s.Envelope] = []
+    skipped: list[str] = []
+    state = await read_trusted_control(kit, accepted=accepted, on_skip=lambda _offset, why: skipped.append(why))
+    assert state.killed("acme", "issue_refund") is not None  # the switch set before the rotation still holds
+    assert len(accepted) == 1
+    assert [why.split(":")[0] for why in skipped] == ["signer_retired"]

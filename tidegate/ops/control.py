@@ -12,13 +12,18 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Envelope, decode
-from servicekit import OPS, Authority, ControlState, KitSettings, Reject, deployment_authority, kafka_options
+from servicekit import OPS, Authority, ControlState, KitSettings, Reject, appended_ms, deployment_authority, kafka_options
 
 __all__ = ["apply_trusted", "read_trusted_control"]
 
 
 async def apply_trusted(
-    state: ControlState, authority: Authority, name: str, raw: bytes, accepted: list[Envelope] | None = None
+    state: ControlState,
+    authority: Authority,
+    name: str,
+    raw: bytes,
+    accepted: list[Envelope] | None = None,
+    appended: int | None = None,
 ) -> str | None:
     """Apply one raw `control`/`directory` record to `state` as the services would; why it was skipped, or None.
 
@@ -30,7 +35,7 @@ async def apply_trusted(
         event = decode(name, raw)
     except ValueError as exc:
         return f"invalid: {str(exc).splitlines()[0]}"
-    refusal = authority.check(raw, event)
+    refusal = authority.check(raw, event, appended_ms=appended)
     if refusal is not None:
         return f"{refusal.code}: {refusal.message}"
     try:
@@ -84,7 +89,7 @@ async def read_trusted_control(
             batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=500)
             for records in batch.values():
                 for record in records:
-                    skipped = await apply_trusted(state, authority, name, record.value or b"", accepted)
+                    skipped = await apply_trusted(state, authority, name, record.value or b"", accepted, appended_ms(record))
                     if skipped is not None and on_skip is not None:
                         on_skip(record.offset, skipped)
     finally:

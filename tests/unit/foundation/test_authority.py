@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -201,7 +202,7 @@ async def test_control_state_refuses_replayed_and_older_records(kit: KitSettings
     assert unsigned.value.code == "signature_missing"
 
 
-async def replay_from_start(log: list[s.Envelope]) -> ControlState:
+async def replay_from_start(log: Sequence[s.Envelope]) -> ControlState:
     """What a service that (re)starts knows: every record the topic holds, applied in offset order, refusals skipped."""
     state = ControlState()
     for event in log:
@@ -292,3 +293,37 @@ def test_sign_as_producer_picks_the_rightful_key_for_every_type(kit: KitSettings
         if event.type == "tidegate.tool.reply":
             continue  # needs a catalog naming the tool's key (tested above)
         assert check(authority, sign_as_producer(kit, event)) is None, event.type
+
+
+def test_a_retired_key_signs_nothing_new_once_its_grace_has_passed(kit: KitSettings) -> None:
+    stolen = service_key(kit, "policy")  # an attacker kept a copy of the private key that is about to be retired
+    rotated_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    rotate(kit.keys_dir, "policy", now=rotated_at)
+    at = rotated_at.timestamp()
+    live = Authority(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, retired_grace_s=600, clock=lambda: at + 599)
+    event = sign_event(decided(), stolen)
+    assert live.check(wire(event), event) is None  # in-flight events of the old key still count, for the grace window
+    live.clock = lambda: at + 601
+    refusal = live.check(wire(event), event)
+    assert refusal is not None
+    assert (refusal.code, refusal.message) == ("signer_retired", f"key {stolen.key_id} was retired, and signs nothing new")
+    fresh = sign_event(decided(), service_key(kit, "policy"))
+    assert live.check(wire(fresh), fresh) is None  # the new key
+    history = deployment_authority(kit, history=True)  # the audit log and replay read what the old key signed, forever
+    history.clock = lambda: at + 10**9
+    assert history.check(wire(event), event) is None
+
+
+def test_a_retired_operator_key_keeps_its_control_records_by_the_brokers_append_time(kit: KitSettings) -> None:
+    """`control` is read again from the start at every restart: what the broker appended in time stays obeyed, nothing later."""
+    stolen = sign_as_operator(kit, killswitch(False))  # signed before the rotation
+    rotated_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC).timestamp()
+    rotate(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(rotated_at, UTC))
+    restarted = deployment_authority(kit)
+    restarted.clock = lambda: rotated_at + 86_400  # a day later
+    appended_ms = int((rotated_at - 60) * 1000)
+    assert restarted.check(wire(stolen), stolen, appended_ms=appended_ms) is None
+    late = restarted.check(wire(stolen), stolen, appended_ms=int((rotated_at + 601) * 1000))  # re-sent by whoever kept the key
+    assert late is not None
+    assert late.code == "signer_retired"
+    assert kit.retired_key_grace_s == 600

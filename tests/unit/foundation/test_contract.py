@@ -79,7 +79,11 @@ def test_canonical_json_is_independent_of_key_order_and_rejects_nan() -> None:
 def test_topic_names_carry_the_prefix_and_control_keeps_every_record() -> None:
     assert s.TOPICS["tasks"].full_name("sandbox.") == "sandbox.tasks"
     for name in ("control", "directory"):  # never compacted: a replayed old record must not outlive the newer one
-        assert s.TOPICS[name].kafka_config() == {"cleanup.policy": "delete", "retention.ms": "-1"}
+        assert s.TOPICS[name].kafka_config() == {
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
+            "message.timestamp.type": "LogAppendTime",
+        }
     assert s.topic_spec("tools.inventory.requests").events == (s.ToolInvocation,)
     with pytest.raises(KeyError):
         s.topic_spec("nope")
