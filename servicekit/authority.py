@@ -266,6 +266,9 @@ _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
 }
 
 
+_AUTHOR_FIELDS = ("set_by", "published_by")  # who a control record says made it
+
+
 def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:
     if principal.kind == "service":
         condition = _ONLY_WHEN.get((principal.name, event.type))
@@ -277,7 +280,8 @@ def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) ->
         return principal.tenant == event.tenantid and getattr(event.data, "requested_by", None) == principal.name
     if principal.kind == TOOL:
         return getattr(event.data, "tool", None) == principal.name
-    return True  # an operator on the allow-list
+    # An operator on the allow-list, naming itself as the record's author: `--by` cannot put words in a colleague's mouth.
+    return all(getattr(event.data, f, principal.name) == principal.name for f in _AUTHOR_FIELDS)
 
 
 def authority_for(
@@ -319,7 +323,14 @@ def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
 
 
 def sign_as_operator(kit: KitSettings, event: E) -> E:
-    """A `control` record signed by the CLI's operator key, with a fresh `sequence`."""
+    """A `control` record signed by the CLI's operator key, with a fresh `sequence`, naming that key's holder as its author.
+
+    `set_by`/`published_by` become `kit.operator` whatever they said: services refuse an operator's record that
+    names anyone else (`_may_sign`), so the name a record shows is the key that signed it.
+    """
+    named = {f: kit.operator for f in _AUTHOR_FIELDS if f in type(event.data).model_fields}
+    if named:
+        event = event.model_copy(update={"data": event.data.model_copy(update=named)})
     return sign_event(event, operator_key(kit), sequence=next_sequence())
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
-
 import typer
 from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from servicekit import ControlState, KitSettings
-from tidegate.commands._common import console, err_console, publish_control, run, settings
+from tidegate.commands._common import BY_HELP, console, err_console, publish_control, run, settings, signer_settings
 from tidegate.ops.control import read_trusted_control
 
 __all__ = ["app", "publish_killswitch", "read_control"]
@@ -46,12 +44,13 @@ def set_(
     tool: str = TOOL,
     tenant: str = TENANT,
     reason: str = typer.Option(..., "--reason", help="Why (recorded, shown in every denial)."),
-    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
 ) -> None:
     """Set a kill switch: every matching proposal is denied `kill_switch`, and the executor refuses matching calls."""
     if tool == "*" and tenant == "*":
         console.print("[yellow]warning:[/] stopping every tool for every tenant")
-    run(publish_killswitch(settings(), tenant=tenant, tool=tool, active=True, reason=reason, set_by=by or getpass.getuser()))
+    kit = signer_settings(by)
+    run(publish_killswitch(kit, tenant=tenant, tool=tool, active=True, reason=reason, set_by=kit.operator))
     console.print(f"kill switch set: tenant={tenant} tool={tool}")
 
 
@@ -59,11 +58,12 @@ def set_(
 def clear(
     tool: str = TOOL,
     tenant: str = TENANT,
-    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
     reason: str = typer.Option("", "--reason", help="Why it is cleared."),
 ) -> None:
     """Clear the kill switch of exactly this scope (tenant, tool)."""
-    run(publish_killswitch(settings(), tenant=tenant, tool=tool, active=False, reason=reason, set_by=by or getpass.getuser()))
+    kit = signer_settings(by)
+    run(publish_killswitch(kit, tenant=tenant, tool=tool, active=False, reason=reason, set_by=kit.operator))
     console.print(f"kill switch cleared: tenant={tenant} tool={tool}")
 
 

@@ -59,8 +59,8 @@ def task(requested_by: str = "alice@acme.example", tenant: str = "acme") -> s.Ta
     return s.TaskSubmitted.build(data, source="client")
 
 
-def killswitch(active: bool = True, tool: str = "issue_refund") -> s.ControlKillswitch:
-    data = s.ControlKillswitchData(tenant_id="*", tool=tool, active=active, set_by="oncall")
+def killswitch(active: bool = True, tool: str = "issue_refund", set_by: str = "operator") -> s.ControlKillswitch:
+    data = s.ControlKillswitchData(tenant_id="*", tool=tool, active=active, set_by=set_by)
     return s.ControlKillswitch.build(data, source="tidegate/cli")
 
 
@@ -164,6 +164,18 @@ def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSett
     assert check(authority, sign_event(killswitch(), outsider, sequence=time.time_ns())) == "unknown_key"
     operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
     assert check(authority, sign_event(killswitch(), operator)) == "control_replayed"  # no sequence
+
+
+def test_a_control_record_names_the_operator_whose_key_signed_it(kit: KitSettings, authority: Authority) -> None:
+    operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    framed = sign_event(killswitch(set_by="alice"), operator, sequence=time.time_ns())  # blaming a colleague
+    assert check(authority, framed) == "signer_not_allowed"
+    policy = s.ControlPolicy.build(s.ControlPolicyData(version="v", files={}, published_by="security"), source="tidegate/cli")
+    assert check(authority, sign_event(policy, operator, sequence=time.time_ns())) == "signer_not_allowed"
+    stamped = sign_as_operator(kit, killswitch(set_by="alice"))  # the CLI names the key's holder, whatever was typed
+    assert stamped.data.set_by == kit.operator
+    assert check(authority, stamped) is None
+    assert sign_as_operator(kit, policy).data.published_by == kit.operator
 
 
 def test_the_approval_service_may_sign_a_tenants_directory_and_nothing_else_of_its_settings(kit: KitSettings, authority: Authority) -> None:
