@@ -71,7 +71,9 @@ class Envelope(Contract):
     sequence: int | None = Field(
         default=None,
         ge=1,
-        description="Monotonic version per operator key, on `control` records (extension): an older or replayed copy is refused.",
+        description="Version of a `control` or `directory` record within its scope (its Kafka key: `killswitch:<tenant>:<tool>`, "
+        "`budget:<tenant>`, `tenant:<tenant>`, `policy`, `directory:<tenant>`), whoever signed it: the signing time in nanoseconds "
+        "(extension). A record whose sequence is not greater than the last one applied for its scope is refused (replayed or older).",
         examples=[1764528725000000000],
     )
     signature: str | None = Field(

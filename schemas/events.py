@@ -412,7 +412,7 @@ class TaskFailed(Envelope):
     data: TaskOutcomeData
 
 
-# --- control (compacted) -----------------------------------------------------------------------
+# --- control (kept forever) ---------------------------------------------------------------------
 
 
 class ControlKillswitchData(Contract):

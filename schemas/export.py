@@ -85,7 +85,7 @@ def asyncapi_document() -> dict[str, Any]:
                     "topic": DEFAULT_PREFIX + name,
                     "partitions": spec.partitions,
                     "topicConfiguration": {
-                        "cleanup.policy": ["compact" if spec.compacted else "delete"],
+                        "cleanup.policy": [spec.kafka_config()["cleanup.policy"]],
                         "retention.ms": spec.retention_ms,
                     },
                 }

@@ -68,6 +68,7 @@ class ReasonCode(StrEnum):
     SIGNATURE_MISSING = "signature_missing"
     SIGNER_NOT_ALLOWED = "signer_not_allowed"
     CONTROL_REPLAYED = "control_replayed"
+    SIGNER_RETIRED = "signer_retired"
     # Follow-ups opened by the approval service.
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).

@@ -98,7 +98,6 @@ class TopicSpec:
     description: str
     partitions: int = 6
     retention_ms: int = 7 * DAY_MS
-    compacted: bool = False
     producers: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
     config: dict[str, str] = field(default_factory=dict)
@@ -108,11 +107,17 @@ class TopicSpec:
         return f"{prefix}{self.name}"
 
     def kafka_config(self) -> dict[str, str]:
-        """Topic-level configs for creation."""
-        cfg = {"retention.ms": str(self.retention_ms)}
-        if self.compacted:
-            cfg |= {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(3600 * 1000)}
-        return cfg | self.config
+        """Topic-level configs for creation.
+
+        No topic is compacted: compaction keeps the last record per key by offset, so on `control` a replayed
+        old record would delete the newer one it replays (servicekit.control).
+        """
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)} | self.config
+
+
+# The broker, not the producer, stamps these records' timestamps: a retired signing key's grace is judged at
+# that time when the topic is read again from the start (servicekit.authority).
+_BROKER_STAMPED = {"message.timestamp.type": "LogAppendTime"}
 
 
 def _spec(name: str, union: Any, events: tuple[type[Envelope], ...], description: str, **kw: Any) -> TopicSpec:
@@ -178,23 +183,25 @@ TOPICS: dict[str, TopicSpec] = {
             "control",
             ControlEvent,
             (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant),
-            "Kill switches, policy versions, budgets and tenants; compacted, read from the beginning at start-up.",
+            "Kill switches, policy versions, budgets and tenants; every record kept forever (never compacted, so a replayed "
+            "old record can never outlive the newer one it replays), read from the beginning at start-up.",
             partitions=1,
-            compacted=True,
             retention_ms=-1,
             producers=("cli",),
             consumers=("policy", "approval", "executor"),
+            config=_BROKER_STAMPED,
         ),
         _spec(
             "directory",
             DirectoryUpdated,
             (DirectoryUpdated,),
-            "Each tenant's directory as its admins keep it (approval-signed); compacted, read from the beginning at start-up.",
+            "Each tenant's directory as its admins keep it (approval-signed); every record kept forever, read from the "
+            "beginning at start-up.",
             partitions=1,
-            compacted=True,
             retention_ms=-1,
             producers=("approval",),
             consumers=("policy", "approval"),
+            config=_BROKER_STAMPED,
         ),
         _spec(
             "deadletter",

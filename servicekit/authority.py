@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, unb64url, verifies
+from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, unb64url, verifies
 
 __all__ = [
     "AUTHORITY",
@@ -31,6 +31,7 @@ __all__ = [
     "Authority",
     "Principal",
     "Refusal",
+    "appended_ms",
     "authority_for",
     "client_key",
     "deployment_authority",
@@ -106,6 +107,7 @@ class Principal:
     name: str  # service, operator, client principal or tool name
     public: Ed25519PublicKey
     tenant: str | None = None  # for clients
+    retired_at: float | None = None  # epoch seconds, for a key `rotate` retired
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,12 @@ class Authority:
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
     The files are read again when an unknown key id arrives, and when a key folder changed (looked
     at every `recheck_s`), so a key added or rotated after start is found at once and a revoked one
-    is refused within `recheck_s`.
+    is refused within `recheck_s`. A retired key (`<name>.<hash>.pub`) verifies what arrives within
+    `retired_grace_s` after its retirement, and then only for readers of history (`retired_grace_s=None`:
+    the audit log, replay): an event it signs later is refused as `signer_retired`. "Arrives" is the
+    broker's append time on topics the broker stamps (`control` and `directory`, read again from the
+    start at every restart), the verifier's wall clock elsewhere; never the envelope's `time` or
+    `sequence`, which the signer chooses.
     """
 
     keys_dir: Path
@@ -133,6 +140,8 @@ class Authority:
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
     recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
+    retired_grace_s: float | None = 600.0  # how long a retired key still verifies; None: forever (history)
+    clock: Callable[[], float] = time.time  # wall clock, for the retirement grace
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
     _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
@@ -151,10 +160,10 @@ class Authority:
         for service in SERVICES:
             for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
                 if (public := load_public(path)) is not None:
-                    add(Principal("service", service, public))
+                    add(Principal("service", service, public, retired_at=retired_at(path)))
         for path in self.operators_dir.glob("*.pub"):
             if (public := load_public(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public))
+                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path)))
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
@@ -196,10 +205,12 @@ class Authority:
                 stamp.append(None)
         return tuple(stamp)
 
-    def check(self, raw: bytes | str, event: Envelope, document: Any = None) -> Refusal | None:
+    def check(self, raw: bytes | str, event: Envelope, document: Any = None, *, appended_ms: int | None = None) -> Refusal | None:
         """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not.
 
         `document` is `raw` already parsed by `json.loads`, when the caller has it (the audit does): it is not parsed again.
+        `appended_ms` is when the broker appended the record (`appended_ms(record)`), if its topic is stamped
+        by the broker (`control`, `directory`): a retired key's grace is then judged at that time, not now.
         """
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
@@ -209,6 +220,8 @@ class Authority:
         holders = self.principals(event.keyid)
         if not holders:
             return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
+        if (retired := self._retired(holders, event, appended_ms)) is not None:
+            return retired
         try:
             message = signed_bytes(json.loads(raw) if document is None else document)
             valid = verifies(holders[0].public, unb64url(event.signature), message)
@@ -223,6 +236,24 @@ class Authority:
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
         return None
 
+    def _retired(self, holders: list[Principal], event: Envelope, appended_ms: int | None) -> Refusal | None:
+        """Why `event` is refused when every holder of its key was retired longer before it arrived than the grace window."""
+        if self.retired_grace_s is None:
+            return None
+        arrived = appended_ms / 1000 if appended_ms is not None else self.clock()
+        cutoff = arrived - self.retired_grace_s
+        if all(p.retired_at is not None and p.retired_at < cutoff for p in holders):
+            return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
+        return None
+
+
+def appended_ms(record: Any) -> int | None:
+    """When the broker appended a consumer `record` (ms), if its topic is stamped by the broker (LogAppendTime); else None."""
+    return int(record.timestamp) if getattr(record, "timestamp_type", None) == _LOG_APPEND_TIME else None
+
+
+_LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker, not by its producer
+
 
 def _holder(path: Path) -> str:
     """The name a public key file belongs to: `<name>.pub`, or `<name>.<hash>.pub` once rotated."""
@@ -236,6 +267,9 @@ _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
 }
 
 
+_AUTHOR_FIELDS = ("set_by", "published_by")  # who a control record says made it
+
+
 def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:
     if principal.kind == "service":
         condition = _ONLY_WHEN.get((principal.name, event.type))
@@ -247,22 +281,29 @@ def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) ->
         return principal.tenant == event.tenantid and getattr(event.data, "requested_by", None) == principal.name
     if principal.kind == TOOL:
         return getattr(event.data, "tool", None) == principal.name
-    return True  # an operator on the allow-list
+    # An operator on the allow-list, naming itself as the record's author: `--by` cannot put words in a colleague's mouth.
+    return all(getattr(event.data, f, principal.name) == principal.name for f in _AUTHOR_FIELDS)
 
 
-def authority_for(keys_dir: Path, operators_dir: Path, clients_dir: Path, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
+def authority_for(
+    keys_dir: Path,
+    operators_dir: Path,
+    clients_dir: Path,
+    tools: Mapping[str, ToolSpec] | None = None,
+    retired_grace_s: float | None = 600.0,
+) -> Authority:
     """The deployment's `Authority`: its key directories and the reply keys its catalog names."""
     tool_keys = {
         name: (keys_dir / spec.reply_key_file if not Path(spec.reply_key_file).is_absolute() else Path(spec.reply_key_file))
         for name, spec in (tools or {}).items()
         if spec.reply_key_file
     }
-    return Authority(keys_dir, operators_dir, clients_dir, tool_keys)
+    return Authority(keys_dir, operators_dir, clients_dir, tool_keys, retired_grace_s=retired_grace_s)
 
 
-def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None) -> Authority:
-    """`authority_for` the key directories `kit` names."""
-    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools)
+def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None, *, history: bool = False) -> Authority:
+    """`authority_for` the key directories `kit` names; with `history`, retired keys verify forever (the audit log, replay)."""
+    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools, None if history else kit.retired_key_grace_s)
 
 
 def service_key(kit: KitSettings, service: str) -> SigningKey:
@@ -283,7 +324,14 @@ def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
 
 
 def sign_as_operator(kit: KitSettings, event: E) -> E:
-    """A `control` record signed by the CLI's operator key, with a fresh `sequence`."""
+    """A `control` record signed by the CLI's operator key, with a fresh `sequence`, naming that key's holder as its author.
+
+    `set_by`/`published_by` become `kit.operator` whatever they said: services refuse an operator's record that
+    names anyone else (`_may_sign`), so the name a record shows is the key that signed it.
+    """
+    named = {f: kit.operator for f in _AUTHOR_FIELDS if f in type(event.data).model_fields}
+    if named:
+        event = event.model_copy(update={"data": event.data.model_copy(update=named)})
     return sign_event(event, operator_key(kit), sequence=next_sequence())
 
 

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode
 from servicekit import metrics
-from servicekit.authority import Authority, sign_event
+from servicekit.authority import Authority, appended_ms, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
@@ -364,7 +364,9 @@ class Bus:
         try:
             check_bounds(record.value, self.bounds)
             event = decode(topic, record.value or b"")
-            refusal = self.authority.check(record.value or b"", event) if self.authority is not None else None
+            refusal = (
+                self.authority.check(record.value or b"", event, appended_ms=appended_ms(record)) if self.authority is not None else None
+            )
             if refusal is None:
                 return event
             code, error = refusal.code, refusal.message

@@ -1,12 +1,13 @@
-"""What every service knows from the compacted `control` topic (kill switches, policy, budgets, tenants) and `directory`.
+"""What every service knows from the `control` topic (kill switches, policy, budgets, tenants) and `directory`.
 
 Records are operator-signed (the bus checked the signature against the operator allow-list before
 this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
-scope, the record's compaction key, whoever signed it. A replayed or older copy is refused, even
-after compaction removed the records it replaced (the newest survivor carries the highest
-sequence), so re-reading the compacted topic from the start converges on the newest record of each
-scope. Operators' clocks must therefore agree (NTP); a record signed on a clock behind the last
-one of its scope is refused as `control_replayed` and can be signed again.
+scope, the record's Kafka key, whoever signed it. A replayed or older copy is refused. Both topics
+keep every record forever (delete policy, infinite retention, never compacted): compaction would keep
+the last record per key by offset, so a replayed old record would delete the newer genuine one and
+win after a restart. Kept whole, re-reading from the start applies the genuine records in order and
+refuses the replay again. Operators' clocks must therefore agree (NTP); a record signed on a clock
+behind the last one of its scope is refused as `control_replayed` and can be signed again.
 """
 
 from __future__ import annotations

@@ -64,6 +64,12 @@ class KitSettings(BaseSettings):
     operator: str = Field(
         default="operator", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of the operator key the CLI signs `control` records with."
     )
+    retired_key_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds (wall clock, on the verifier) a key retired by `tidegate keys rotate` still verifies new events; "
+        "after that they are refused `signer_retired`. The audit log and replay accept every retired key.",
+    )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
     policy_dir: Path = Field(
         default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`."

@@ -3,7 +3,8 @@
 Layout of a keys directory: each signer's private key alone in its own folder,
 `<keys_dir>/<name>/<name>.key` (0600, only that service mounts it), and every public key at the top,
 `<keys_dir>/<name>.pub` (current) and `<keys_dir>/<name>.<hash>.pub` (retired by `rotate`, still
-verifying what it signed).
+verifying what it signed), with `<keys_dir>/<name>.<hash>.retired` beside it: when it was retired
+(ISO 8601, UTC), after which live consumers refuse what it signs once a grace window has passed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import base64
 import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -21,7 +24,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
-__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "rotate", "unb64url", "verifies"]
+__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "retired_at", "rotate", "unb64url", "verifies"]
 
 
 def b64url(raw: bytes) -> str:
@@ -72,20 +75,40 @@ def load_public(path: Path) -> Ed25519PublicKey | None:
     return loaded if isinstance(loaded, Ed25519PublicKey) else None
 
 
-def rotate(keys_dir: Path, name: str) -> tuple[str | None, str]:
+def rotate(keys_dir: Path, name: str, *, now: datetime | None = None) -> tuple[str | None, str]:
     """Retire `name`'s key and make a new one; returns (old key id or None, new key id).
 
     The old private key is deleted (it can sign nothing new); its public key stays, renamed
-    `<name>.<hash>.pub`, so that what it signed still verifies by key id.
+    `<name>.<hash>.pub`, so that what it signed still verifies by key id, and the retirement time
+    is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
     """
     old_id: str | None = None
     priv_path, pub_path = keys_dir / name / f"{name}.key", keys_dir / f"{name}.pub"
     if priv_path.exists():
         old = SigningKey.load_or_create(keys_dir, name)
         old_id = old.key_id
-        pub_path.rename(keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub")
+        retired = keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub"
+        retired.with_suffix(".retired").write_text((now or datetime.now(UTC)).isoformat() + "\n")
+        pub_path.rename(retired)
         priv_path.unlink()
     return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+
+
+def retired_at(path: Path) -> float | None:
+    """When the public key at `path` was retired (epoch seconds), or None for a current key (`<name>.pub`).
+
+    Read from `<name>.<hash>.retired`; a key retired before those files existed counts from the rename
+    that retired it (the file's change time).
+    """
+    if not _RETIRED.search(path.name):
+        return None
+    try:
+        return datetime.fromisoformat(path.with_suffix(".retired").read_text().strip()).timestamp()
+    except (OSError, ValueError):
+        return path.stat().st_ctime
+
+
+_RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<name>.<hash>.pub`, as `rotate` names a retired public key
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from schemas import TOPICS, topic_spec
+from schemas import TOPICS, TopicSpec, topic_spec
 from servicekit.bus_admin import grant_rights, tools_of
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
@@ -70,6 +71,8 @@ async def ensure_topics(
                 raise for_code(refused[0][1])(
                     f"could not create {[r[0] for r in refused]} ({refused[0][2]}); `tidegate topics` creates them as admin"
                 )
+        if grant:
+            await _align_cleanup(admin, {full: spec for full, spec in wanted.items() if full in existing})
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not set(wanted) <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:
@@ -78,3 +81,37 @@ async def ensure_topics(
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+_ALIGNED = ("cleanup.policy", "message.timestamp.type")  # what the catalog's trust rests on (servicekit.control, .authority)
+_DEFAULTS = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
+
+
+async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, TopicSpec]) -> None:
+    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's whole config.
+
+    AlterConfigs replaces a topic's configs with those given, so the spec's whole config is sent.
+    """
+    if not existing:
+        return
+    described: Any = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, full, dict.fromkeys(_ALIGNED)) for full in existing]
+    )
+    current = {
+        name: {entry[0]: entry[1] for entry in entries}
+        for response in described
+        for _code, _message, _type, name, entries in response.resources
+    }
+    stale = [
+        full
+        for full, spec in existing.items()
+        if any(current.get(full, {}).get(key) != spec.kafka_config().get(key, _DEFAULTS[key]) for key in _ALIGNED)
+    ]
+    if stale:
+        altered: Any = await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, full, existing[full].kafka_config()) for full in stale]
+        )
+        for response in altered:
+            for code, message, _type, name, *_ in response.resources:
+                if code:
+                    raise for_code(code)(f"could not give {name} the catalog's configs: {message}")

@@ -67,7 +67,11 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
             await bus.on_transient(exc)
 
     recorder = Recorder(
-        prefix=kit.topic_prefix, log=deps.log, bounds=kit.bounds, authority=deployment_authority(kit, tools), on_retry=discard_broken
+        prefix=kit.topic_prefix,
+        log=deps.log,
+        bounds=kit.bounds,
+        authority=deployment_authority(kit, tools, history=True),
+        on_retry=discard_broken,
     )
 
     async def publish(event: Any) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from schemas import Envelope
 from servicekit import OPS, Bus, KitSettings, kafka_options, make_broker, sign_as_operator
 
-__all__ = ["console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings"]
+__all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings"]
 
 T = TypeVar("T")
 console = Console()
@@ -26,6 +26,20 @@ err_console = Console(stderr=True)
 def settings() -> KitSettings:
     """Settings from the environment (`TIDEGATE_*`)."""
     return KitSettings()
+
+
+BY_HELP = "The operator key that signs (default: TIDEGATE_OPERATOR); the record names its holder as its author."
+
+
+def signer_settings(by: str | None) -> KitSettings:
+    """Settings whose operator key is `by` (`--by`), when given: a control record names the key that signed it."""
+    kit = settings()
+    if by is None or by == kit.operator:
+        return kit
+    try:
+        return KitSettings(operator=by)
+    except ValueError:
+        fail(f"--by names an operator key: lower case letters, digits, `-` and `_`, not {by!r}")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -45,7 +59,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
-    """Publish one record on the compacted `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
+    """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
     broker = make_broker(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await broker.start()
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,7 +11,7 @@ from rich.table import Table
 from schemas import ControlBudget, ControlBudgetData
 from servicekit import KitSettings
 from services.policy import PackError, PackSettings, PackSource
-from tidegate.commands._common import console, fail, publish_control, run, settings
+from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 from tidegate.commands.killswitch import read_control
 
 __all__ = ["BudgetLine", "app", "budget_lines", "publish_budget"]
@@ -36,7 +35,7 @@ class BudgetLine:
 
 
 async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set_by: str) -> ControlBudget:
-    """Publish a `control.budget` record (key `budget:<tenant>`, so compaction keeps the newest)."""
+    """Publish a `control.budget` record (key `budget:<tenant>`, its scope: the newest sequence wins)."""
     event = ControlBudget.build(ControlBudgetData(tenant_id=tenant, limit_usd=limit_usd, set_by=set_by), source="tidegate/cli")
     await publish_control(kit, event)
     return event
@@ -74,14 +73,15 @@ async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
 def set_(
     tenant: str = typer.Argument(..., help="Tenant whose cap to set."),
     limit_usd: float = typer.Argument(..., help="The new cap, USD (spend so far counts against it; 0 stops all spending)."),
-    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
 ) -> None:
     """Set a tenant's spend cap. It overrides the pack's `budget_usd` at once, on every copy of the policy service."""
     if limit_usd < 0:
         fail(f"a budget cannot be negative (got {limit_usd})")
     if tenant in ("", "*"):
         fail("name one tenant: a budget is per tenant")
-    run(publish_budget(settings(), tenant=tenant, limit_usd=limit_usd, set_by=by or getpass.getuser()))
+    kit = signer_settings(by)
+    run(publish_budget(kit, tenant=tenant, limit_usd=limit_usd, set_by=kit.operator))
     console.print(f"budget set: tenant={tenant} limit={limit_usd:.2f} USD")
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.table import Table
 
-from schemas import ControlKillswitch, ControlKillswitchData, decode
-from servicekit import OPS, ControlState, KitSettings, kafka_options
-from tidegate.commands._common import console, publish_control, run, settings
+from schemas import ControlKillswitch, ControlKillswitchData
+from servicekit import ControlState, KitSettings
+from tidegate.commands._common import BY_HELP, console, err_console, publish_control, run, settings, signer_settings
+from tidegate.ops.control import read_trusted_control
 
 __all__ = ["app", "publish_killswitch", "read_control"]
 
@@ -21,7 +19,7 @@ TENANT = typer.Option("*", "--tenant", help="Tenant to stop, or `*` for every te
 
 
 async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active: bool, reason: str, set_by: str) -> ControlKillswitch:
-    """Publish a kill switch record (key `killswitch:<tenant>:<tool>`, so compaction keeps the newest)."""
+    """Publish a kill switch record (key `killswitch:<tenant>:<tool>`, its scope: the newest sequence wins)."""
     event = ControlKillswitch.build(
         ControlKillswitchData(tenant_id=tenant, tool=tool, active=active, reason=reason, set_by=set_by), source="tidegate/cli"
     )
@@ -30,37 +28,15 @@ async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active
 
 
 async def read_control(kit: KitSettings, name: str = "control", state: ControlState | None = None) -> ControlState:
-    """Read `control` (or `directory`, into `state`) from the beginning to its current end and return the state it describes."""
-    state = state if state is not None else ControlState()
-    topic = f"{kit.topic_prefix}{name}"
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return state
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+    """Read `control` (or `directory`, into `state`) to its current end as the services would.
 
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+    Each record they would refuse is skipped and reported on stderr.
+    """
 
-        while await behind():
-            batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=500)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        await state.apply(decode(name, record.value or b""))
-                    except ValueError:
-                        continue  # an invalid record is the services' to dead-letter; the listing skips it
-    finally:
-        await consumer.stop()
-    return state
+    def report(offset: int, why: str) -> None:
+        err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {why}", highlight=False)
+
+    return await read_trusted_control(kit, name, state, on_skip=report)
 
 
 @app.command("set")
@@ -68,12 +44,13 @@ def set_(
     tool: str = TOOL,
     tenant: str = TENANT,
     reason: str = typer.Option(..., "--reason", help="Why (recorded, shown in every denial)."),
-    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
 ) -> None:
     """Set a kill switch: every matching proposal is denied `kill_switch`, and the executor refuses matching calls."""
     if tool == "*" and tenant == "*":
         console.print("[yellow]warning:[/] stopping every tool for every tenant")
-    run(publish_killswitch(settings(), tenant=tenant, tool=tool, active=True, reason=reason, set_by=by or getpass.getuser()))
+    kit = signer_settings(by)
+    run(publish_killswitch(kit, tenant=tenant, tool=tool, active=True, reason=reason, set_by=kit.operator))
     console.print(f"kill switch set: tenant={tenant} tool={tool}")
 
 
@@ -81,11 +58,12 @@ def set_(
 def clear(
     tool: str = TOOL,
     tenant: str = TENANT,
-    by: str = typer.Option(None, "--by", help="Who (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
     reason: str = typer.Option("", "--reason", help="Why it is cleared."),
 ) -> None:
     """Clear the kill switch of exactly this scope (tenant, tool)."""
-    run(publish_killswitch(settings(), tenant=tenant, tool=tool, active=False, reason=reason, set_by=by or getpass.getuser()))
+    kit = signer_settings(by)
+    run(publish_killswitch(kit, tenant=tenant, tool=tool, active=False, reason=reason, set_by=kit.operator))
     console.print(f"kill switch cleared: tenant={tenant} tool={tool}")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
 import typer
@@ -11,7 +10,7 @@ from rich.table import Table
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
 from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
-from tidegate.commands._common import console, fail, publish_control, run, settings
+from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 
 __all__ = ["app", "publish_pack"]
 
@@ -104,7 +103,7 @@ async def publish_pack(kit: KitSettings, source: PackSource, published_by: str) 
 def publish(
     directory: Path | None = DIR,
     tools: Path | None = TOOLS,
-    by: str = typer.Option(None, "--by", help="Who publishes (default: the OS user)."),
+    by: str = typer.Option(None, "--by", help=BY_HELP),
     skip_tests: bool = typer.Option(False, "--skip-tests", help="Publish even without running the pack's tests."),
 ) -> None:
     """Validate, test, then publish the pack on `control`; policy services switch to it without a restart."""
@@ -124,5 +123,6 @@ def publish(
             for r in failed:
                 console.print(f"[red]FAIL[/] {r.describe()}")
             fail(f"not published: {len(failed)} policy test(s) fail")
-    event = run(publish_pack(settings(), source, by or getpass.getuser()))
+    kit = signer_settings(by)
+    event = run(publish_pack(kit, source, kit.operator))
     console.print(f"published {event.data.version} ({len(source.files)} files) on {settings().topic_prefix}control")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from schemas import ControlTenant, ControlTenantData
 from servicekit import KitSettings
 from services.policy import PackError, PackSettings, PackSource, TenantSettings
-from tidegate.commands._common import console, fail, publish_control, run, settings
+from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 from tidegate.commands.killswitch import read_control
 
 __all__ = ["app", "parse_trigger", "publish_tenant", "tenant_record"]
@@ -59,7 +58,7 @@ def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: li
 
 
 async def publish_tenant(kit: KitSettings, *, tenant: str, record: dict[str, Any], set_by: str) -> ControlTenant:
-    """Publish a `control.tenant` record (key `tenant:<tenant>`, so compaction keeps the newest)."""
+    """Publish a `control.tenant` record (key `tenant:<tenant>`, its scope: the newest sequence wins)."""
     event = ControlTenant.build(ControlTenantData(tenant_id=tenant, settings=record, set_by=set_by), source="tidegate/cli")
     await publish_control(kit, event)
     return event
@@ -102,7 +101,7 @@ CHANNEL = typer.Option([], "--chat-channel", help="A chat channel of the tenant'
 PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable.")
 SITE = typer.Option([], "--site", help="A web domain the tenant trusts. Repeatable.")
 ORG = typer.Option([], "--organisation", help="An organisation that is the tenant itself. Repeatable.")
-BY = typer.Option(None, "--by", help="Who (default: the OS user).")
+BY = typer.Option(None, "--by", help=BY_HELP)
 SETTING = typer.Option(
     [],
     "--setting",
@@ -134,7 +133,7 @@ def _settings(pairs: list[str], candidate: Path | None, tenant: str) -> dict[str
 def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], classes: list[str], by: str | None) -> None:
     if tenant in ("", "*", "default"):
         fail("name one tenant")
-    kit = settings()
+    kit = signer_settings(by)
     state = run(read_control(kit))
     current = state.tenants.get(tenant)
     if must_exist and current is None:
@@ -145,7 +144,7 @@ def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: 
         record = tenant_record(dict(current.settings) if current else {}, changes, triggers, classes)
     except (ValueError, ValidationError) as exc:
         fail(f"invalid tenant settings: {exc}")
-    run(publish_tenant(kit, tenant=tenant, record=record, set_by=by or getpass.getuser()))
+    run(publish_tenant(kit, tenant=tenant, record=record, set_by=kit.operator))
     console.print(f"tenant {tenant}: {json.dumps(record, sort_keys=True)}")
 
 

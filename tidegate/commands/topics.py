@@ -19,8 +19,6 @@ def list_() -> None:
     table = Table("topic", "events", "partitions", "retention", "producers → consumers")
     for spec in TOPICS.values():
         retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000} d"
-        if spec.compacted:
-            retention += ", compacted"
         events = ", ".join(str(e.model_fields["type"].default).removeprefix("tidegate.") for e in spec.events)
         table.add_row(
             prefix + spec.name, events, str(spec.partitions), retention, f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}"

@@ -56,6 +56,7 @@ from servicekit import (
 )
 from servicekit.bus_admin import revoke_rights, tools_of
 from servicekit.bus_rights import ADMIN, OPS
+from tidegate.ops.control import read_trusted_control
 from tidegate.ops.recorded import read_window
 from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, stories
 from tidegate.ops.sandbox import RecordedAnswers, RecordedHumans, SandboxExecutor, SandboxProducer
@@ -150,16 +151,18 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     )
     # Today's controls (kill switches, budgets, tenants and their directories, and the published pack unless a
     # candidate is given) hold in the sandbox.
-    control = await read_window(
-        kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("control", "directory"), client_options=kafka_options(kit, OPS)
-    )
+    # Only the records the services obey: the sandbox signs what it carries over, so a forged one must not get in.
+    controls: dict[str, list[Envelope]] = {"control": [], "directory": []}
+    for name, accepted in controls.items():
+        await read_trusted_control(kit, name, accepted=accepted)
     carrier = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit, sandbox_options)
     await carrier.start()
     try:
-        for r in control.events:
-            if opts.policy_dir is not None and isinstance(r.event, ControlPolicy):
-                continue
-            await carrier.publish(r.topic, _fresh(r.event))
+        for name, accepted in controls.items():
+            for event in accepted:
+                if opts.policy_dir is not None and isinstance(event, ControlPolicy):
+                    continue
+                await carrier.publish(name, _fresh(event))
 
         from services.policy import build as build_policy
 

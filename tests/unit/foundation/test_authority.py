@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,8 +59,8 @@ def task(requested_by: str = "alice@acme.example", tenant: str = "acme") -> s.Ta
     return s.TaskSubmitted.build(data, source="client")
 
 
-def killswitch(active: bool = True, tool: str = "issue_refund") -> s.ControlKillswitch:
-    data = s.ControlKillswitchData(tenant_id="*", tool=tool, active=active, set_by="oncall")
+def killswitch(active: bool = True, tool: str = "issue_refund", set_by: str = "operator") -> s.ControlKillswitch:
+    data = s.ControlKillswitchData(tenant_id="*", tool=tool, active=active, set_by=set_by)
     return s.ControlKillswitch.build(data, source="tidegate/cli")
 
 
@@ -164,6 +166,18 @@ def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSett
     assert check(authority, sign_event(killswitch(), operator)) == "control_replayed"  # no sequence
 
 
+def test_a_control_record_names_the_operator_whose_key_signed_it(kit: KitSettings, authority: Authority) -> None:
+    operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    framed = sign_event(killswitch(set_by="alice"), operator, sequence=time.time_ns())  # blaming a colleague
+    assert check(authority, framed) == "signer_not_allowed"
+    policy = s.ControlPolicy.build(s.ControlPolicyData(version="v", files={}, published_by="security"), source="tidegate/cli")
+    assert check(authority, sign_event(policy, operator, sequence=time.time_ns())) == "signer_not_allowed"
+    stamped = sign_as_operator(kit, killswitch(set_by="alice"))  # the CLI names the key's holder, whatever was typed
+    assert stamped.data.set_by == kit.operator
+    assert check(authority, stamped) is None
+    assert sign_as_operator(kit, policy).data.published_by == kit.operator
+
+
 def test_the_approval_service_may_sign_a_tenants_directory_and_nothing_else_of_its_settings(kit: KitSettings, authority: Authority) -> None:
     approval = service_key(kit, "approval")
     directory = s.DirectoryUpdated.build(
@@ -184,7 +198,7 @@ def test_the_approval_service_may_sign_a_tenants_directory_and_nothing_else_of_i
         s.decode("directory", json.dumps(doc))
 
 
-async def test_control_state_refuses_replayed_and_older_records_and_converges_after_compaction(kit: KitSettings) -> None:
+async def test_control_state_refuses_replayed_and_older_records(kit: KitSettings) -> None:
     set_a, set_b, clear_a = (sign_as_operator(kit, e) for e in (killswitch(True), killswitch(True, "send_email"), killswitch(False)))
     full = ControlState()
     for event in (set_a, set_b, clear_a):
@@ -194,15 +208,29 @@ async def test_control_state_refuses_replayed_and_older_records_and_converges_af
     assert replayed.value.code == "control_replayed"
     with pytest.raises(Reject):
         await full.apply(clear_a)  # the very same record again
-    compacted = ControlState()  # compaction keeps the newest record per key: set_b, clear_a
-    for event in (set_b, clear_a):
-        await compacted.apply(event)
-    with pytest.raises(Reject):
-        await compacted.apply(set_a)  # refused even though the records it was older than are gone
-    assert full.killswitches.keys() == compacted.killswitches.keys() == {("*", "send_email")}
+    assert full.killswitches.keys() == {("*", "send_email")}
     with pytest.raises(Reject) as unsigned:
         await ControlState().apply(killswitch())
     assert unsigned.value.code == "signature_missing"
+
+
+async def replay_from_start(log: Sequence[s.Envelope]) -> ControlState:
+    """What a service that (re)starts knows: every record the topic holds, applied in offset order, refusals skipped."""
+    state = ControlState()
+    for event in log:
+        with contextlib.suppress(Reject):
+            await state.apply(event)
+    return state
+
+
+async def test_a_replayed_clear_never_wins_after_a_restart_because_control_keeps_every_record(kit: KitSettings) -> None:
+    old_clear, switch = (sign_as_operator(kit, e) for e in (killswitch(False), killswitch(True)))
+    log = [old_clear, switch, old_clear]  # an insider with the ops login re-sends the old, genuinely signed clear
+    assert s.TOPICS["control"].kafka_config()["cleanup.policy"] == "delete"  # so after a restart the log is still whole
+    assert (await replay_from_start(log)).killed("acme", "issue_refund") is switch
+    # What compaction would have left (the last record per key by offset): the replay alone, and the switch off.
+    compacted = list({event.key: event for event in log}.values())
+    assert (await replay_from_start(compacted)).killed("acme", "issue_refund") is None
 
 
 def test_rotation_keeps_old_signatures_verifiable_and_retires_the_old_private_key(kit: KitSettings) -> None:
@@ -277,3 +305,37 @@ def test_sign_as_producer_picks_the_rightful_key_for_every_type(kit: KitSettings
         if event.type == "tidegate.tool.reply":
             continue  # needs a catalog naming the tool's key (tested above)
         assert check(authority, sign_as_producer(kit, event)) is None, event.type
+
+
+def test_a_retired_key_signs_nothing_new_once_its_grace_has_passed(kit: KitSettings) -> None:
+    stolen = service_key(kit, "policy")  # an attacker kept a copy of the private key that is about to be retired
+    rotated_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC)
+    rotate(kit.keys_dir, "policy", now=rotated_at)
+    at = rotated_at.timestamp()
+    live = Authority(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, retired_grace_s=600, clock=lambda: at + 599)
+    event = sign_event(decided(), stolen)
+    assert live.check(wire(event), event) is None  # in-flight events of the old key still count, for the grace window
+    live.clock = lambda: at + 601
+    refusal = live.check(wire(event), event)
+    assert refusal is not None
+    assert (refusal.code, refusal.message) == ("signer_retired", f"key {stolen.key_id} was retired, and signs nothing new")
+    fresh = sign_event(decided(), service_key(kit, "policy"))
+    assert live.check(wire(fresh), fresh) is None  # the new key
+    history = deployment_authority(kit, history=True)  # the audit log and replay read what the old key signed, forever
+    history.clock = lambda: at + 10**9
+    assert history.check(wire(event), event) is None
+
+
+def test_a_retired_operator_key_keeps_its_control_records_by_the_brokers_append_time(kit: KitSettings) -> None:
+    """`control` is read again from the start at every restart: what the broker appended in time stays obeyed, nothing later."""
+    stolen = sign_as_operator(kit, killswitch(False))  # signed before the rotation
+    rotated_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC).timestamp()
+    rotate(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(rotated_at, UTC))
+    restarted = deployment_authority(kit)
+    restarted.clock = lambda: rotated_at + 86_400  # a day later
+    appended_ms = int((rotated_at - 60) * 1000)
+    assert restarted.check(wire(stolen), stolen, appended_ms=appended_ms) is None
+    late = restarted.check(wire(stolen), stolen, appended_ms=int((rotated_at + 601) * 1000))  # re-sent by whoever kept the key
+    assert late is not None
+    assert late.code == "signer_retired"
+    assert kit.retired_key_grace_s == 600

@@ -37,7 +37,7 @@ def test_task_scoped_events_are_keyed_by_task_id() -> None:
     assert event.tenantid == "acme"
 
 
-def test_control_records_are_keyed_by_scope_for_compaction() -> None:
+def test_control_records_are_keyed_by_scope() -> None:
     by_type = {e.type: e for _, e in sample_events()}
     assert by_type["tidegate.control.killswitch"].key == b"killswitch:acme:issue_refund"
     assert by_type["tidegate.control.policy"].key == b"policy"
@@ -76,9 +76,14 @@ def test_canonical_json_is_independent_of_key_order_and_rejects_nan() -> None:
         s.canonical_json({"x": float("nan")})
 
 
-def test_topic_names_carry_the_prefix_and_control_is_compacted() -> None:
+def test_topic_names_carry_the_prefix_and_control_keeps_every_record() -> None:
     assert s.TOPICS["tasks"].full_name("sandbox.") == "sandbox.tasks"
-    assert s.TOPICS["control"].kafka_config()["cleanup.policy"] == "compact"
+    for name in ("control", "directory"):  # never compacted: a replayed old record must not outlive the newer one
+        assert s.TOPICS[name].kafka_config() == {
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
+            "message.timestamp.type": "LogAppendTime",
+        }
     assert s.topic_spec("tools.inventory.requests").events == (s.ToolInvocation,)
     with pytest.raises(KeyError):
         s.topic_spec("nope")
