@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import (
     ActionProposed,
@@ -50,6 +50,7 @@ from servicekit import (
     KitSettings,
     ToolCatalog,
     catalog_topic_names,
+    declaration_problems,
     ensure_topics,
     kafka_options,
     sign_as_operator,
@@ -105,6 +106,13 @@ class Suite(BaseModel):
     tools: list[ToolSpec]
     tasks: list[Task]
     injections: list[Injection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tools_declared(self) -> Suite:
+        problems = [p for tool in self.tools for p in declaration_problems(tool)]
+        if problems:  # the same declarations the catalog loader asks of a catalog directory
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_suite(path: Path) -> Suite:
