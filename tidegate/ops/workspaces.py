@@ -227,10 +227,10 @@ def _with_text(result: dict[str, Any] | None, text: str) -> dict[str, Any]:
 
 
 def write_catalog(suite: Suite, directory: Path) -> Path:
-    """The suite's tools as a catalog directory (what a policy service started for the suite loads)."""
+    """The suite's tools as a catalog directory (what a policy service started for the suite loads), as declared."""
     directory.mkdir(parents=True, exist_ok=True)
     for tool in suite.tools:
-        (directory / f"{tool.name}.yaml").write_text(yaml.safe_dump(tool.model_dump(mode="json", exclude_defaults=True)))
+        (directory / f"{tool.name}.yaml").write_text(yaml.safe_dump(tool.model_dump(mode="json", exclude_unset=True)))
     return directory
 
 
