@@ -77,6 +77,7 @@ def _charge_view(ch: Any) -> dict[str, Any]:
         "charge_id": ch.id,
         "amount_usd": _usd(ch.amount),
         "amount_refunded_usd": _usd(ch.amount_refunded),
+        "amount_refundable_usd": _usd(ch.amount - ch.amount_refunded),  # what a refund may still take (the policy's bound)
         "currency": ch.currency,
         "status": ch.status,
         "paid": ch.paid,

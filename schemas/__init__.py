@@ -23,7 +23,7 @@ from schemas.events import __all__ as _events_all
 from schemas.reasons import REVIEW_REASONS, ReasonCode
 from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, digest, encode, headers_for
 from schemas.signed import action_digest, approval_message, authorization_message
-from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RetryPolicy, ToolSpec, UndoSpec
+from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RecordFigures, RetryPolicy, ToolSpec, UndoSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, ControlEvent, TaskOutcome, TopicSpec, adapter_for, topic_spec
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "McpUpstream",
     "Mode",
     "PolicyFacts",
+    "RecordFigures",
     "ProposalCost",
     "Reason",
     "ReasonCode",

@@ -43,6 +43,8 @@ class ReasonCode(StrEnum):
     TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
     CLASS_ESCALATION_DENIED = "class_escalation_denied"
     SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
+    EXCEEDS_SYSTEM_OF_RECORD = "exceeds_system_of_record"
+    RECORD_NOT_READ = "record_not_read"
     # The rubric's escalation triggers and rollback path (docs/autonomy.md).
     LOW_CONFIDENCE = "low_confidence"
     REPEATED_TOOL_ERRORS = "repeated_tool_errors"

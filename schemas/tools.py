@@ -8,7 +8,17 @@ from pydantic import Field, model_validator
 
 from schemas.common import Contract, RiskClass
 
-__all__ = ["ArgSource", "BeforeRead", "CounterpartyKind", "McpUpstream", "PolicyFacts", "RetryPolicy", "ToolSpec", "UndoSpec"]
+__all__ = [
+    "ArgSource",
+    "BeforeRead",
+    "CounterpartyKind",
+    "McpUpstream",
+    "PolicyFacts",
+    "RecordFigures",
+    "RetryPolicy",
+    "ToolSpec",
+    "UndoSpec",
+]
 
 CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path"]
 """What an argument that names a counterparty names: an email address list (RFC 5322), a chat user or
@@ -42,6 +52,12 @@ class PolicyFacts(Contract):
         examples=[{"to": "email", "cc": "email", "bcc": "email", "attachments.url": "url"}],
     )
     documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
+    record: str | None = Field(
+        default=None,
+        description="Arg naming the system-of-record entry the call acts on (a charge): the policy compares the call's "
+        "amount (USD) with the figures a trusted read of that entry earlier in the task recorded (a tool's `records`).",
+        examples=["charge_id"],
+    )
     reviewed: bool = Field(
         default=False,
         description="The change takes effect only after a review outside Tidegate (a pull request and its CI); "
@@ -83,6 +99,7 @@ class McpUpstream(Contract):
 
 
 _SOURCE_PATH = r"^(args|result|before)(\.[A-Za-z0-9_]+)+$"
+_RESULT_PATH = r"^result(\.[A-Za-z0-9_]+)+$"
 SourcePath = Annotated[str, Field(pattern=_SOURCE_PATH)]
 """A dot path rooted at `args`, `result` or `before`."""
 
@@ -146,6 +163,22 @@ class UndoSpec(Contract):
         return self.tool is not None
 
 
+class RecordFigures(Contract):
+    """What a trusted read tells the policy about an entry of the tenant's system of record (a charge: what is left and its currency).
+
+    Each value is a dot path into what the read returned (rooted at `result`). A later call of the
+    same task whose `facts.record` arg names the same entry is decided on these figures.
+    """
+
+    key: str = Field(pattern=_RESULT_PATH, description="The entry's id.", examples=["result.charge_id"])
+    amount_usd: str = Field(
+        pattern=_RESULT_PATH,
+        description="The amount a call may still move, in the entry's currency.",
+        examples=["result.amount_refundable_usd"],
+    )
+    currency: str = Field(pattern=_RESULT_PATH, description="The entry's currency (ISO 4217 code).", examples=["result.currency"])
+
+
 class ToolSpec(Contract):
     """A catalogued tool: what a model sees, what policy checks, and how the executor calls it."""
 
@@ -168,6 +201,11 @@ class ToolSpec(Contract):
         default=False,
         description="Its results hold content from outside the tenant (an inbox, a web page, a ticket, a channel's messages): "
         "the policy service marks any later argument of the same task derived from them as tainted.",
+    )
+    records: RecordFigures | None = Field(
+        default=None,
+        description="For a `read` of the tenant's system of record (`untrusted_output: false`): the figures of the entry it read, "
+        "which bound later calls of the task on that entry (`facts.record`).",
     )
     connector: str | None = Field(
         default=None,
@@ -207,6 +245,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: connector tools are kind python (the connector's own client calls the API)")
         if self.kind == "mcp" and self.mcp is None:
             raise ValueError(f"tool {self.name}: kind mcp needs an mcp upstream")
+        if self.records is not None and (self.risk is not RiskClass.READ or self.untrusted_output):
+            raise ValueError(f"tool {self.name}: `records` come from a trusted read (risk read, untrusted_output false)")
         if self.undo is not None and self.undo.tool is not None and self.risk is RiskClass.READ:
             raise ValueError(f"tool {self.name}: a read changes nothing, so it has no undo")
         return self

@@ -24,6 +24,7 @@ from servicekit.bus import Bus, Handler, Reject, make_broker, once_delivered
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
+from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
@@ -69,6 +70,7 @@ __all__ = [
     "configure_logging",
     "create_pool",
     "current_traceparent",
+    "declaration_problems",
     "deployment_authority",
     "ensure_topics",
     "install_tracing",

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas import ToolSpec
 from servicekit.argschema import ArgsValidator
+from servicekit.catalog_checks import declaration_problems
 
 __all__ = ["CatalogError", "ToolCatalog"]
 
@@ -42,6 +43,8 @@ class ToolCatalog(Mapping[str, ToolSpec]):
                 raise CatalogError(f"{path}: {exc}") from exc
             if spec.name in tools:
                 raise CatalogError(f"{path}: tool {spec.name!r} is declared twice")
+            if problems := declaration_problems(spec):
+                raise CatalogError(f"{path}: " + "; ".join(problems))
             tools[spec.name] = spec
         problems = _undo_problems(tools)
         if problems:

@@ -56,6 +56,9 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         irreversible=_bool(),
         has_confidence=_bool(),
         confidence_pct=_long(),
+        has_record=_bool(),
+        record_read=_bool(),
+        within_record=_bool(),
     ),
     settings=_record(
         refund_threshold_cents=_long(),

@@ -100,6 +100,9 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "irreversible": facts.irreversible,
             "has_confidence": facts.confidence is not None,
             "confidence_pct": round((facts.confidence or 0.0) * 100),
+            "has_record": facts.record_id is not None,
+            "record_read": facts.record_read is not None,
+            "within_record": facts.record_read is None or facts.record_read.within(facts.amount_usd),
         },
         "settings": {
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),

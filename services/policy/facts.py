@@ -7,8 +7,8 @@ repository read; the facts go into the Cedar context and, for explainability, in
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
@@ -22,6 +22,7 @@ __all__ = [
     "Facts",
     "Flow",
     "History",
+    "SystemRecord",
     "arg_at",
     "compute_facts",
     "effective_mode",
@@ -86,6 +87,19 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class SystemRecord:
+    """What a trusted read of the tenant's system of record said of an entry (a charge): what is left and its currency."""
+
+    amount_usd: float
+    currency: str
+    source: str  # which read said so
+
+    def within(self, amount_usd: float | None) -> bool:
+        """Whether a call of `amount_usd` (Tidegate's amounts are USD) fits the entry: same currency, no more than is left."""
+        return self.currency.lower() == "usd" and (amount_usd is None or round(amount_usd * 100) <= round(self.amount_usd * 100))
+
+
+@dataclass(frozen=True)
 class Call:
     """The tool call under evaluation, as proposed (or as an approver edited it)."""
 
@@ -101,6 +115,9 @@ class Call:
     confidence: float | None = None  # the proposer's, 0–1; None: not given
     provenance: Provenance = field(default_factory=Provenance, compare=False)  # what the task has read (the service loads it)
     flow: Flow = field(default_factory=Flow)  # what the task did before (the service loads it)
+    records: Mapping[str, SystemRecord] = field(
+        default_factory=dict, compare=False
+    )  # entries the task read, by id (the service loads them)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:
@@ -150,6 +167,8 @@ class Facts:
     estimated_cost_usd: float
     task_budget_usd: float | None
     tenant_budget_usd: float | None
+    record_id: str | None = None  # the system-of-record entry the call acts on (its `facts.record` arg)
+    record_read: SystemRecord | None = None  # what a trusted read of that entry earlier in the task said
     reversible: bool = False  # the catalog names a tool that undoes the call
     irreversible: bool = False  # a write the catalog declares irreversible (no tool undoes it)
     confidence: float | None = None
@@ -160,6 +179,7 @@ class Facts:
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
         doc["taint"] = [f.record() for f in self.taint]
+        doc["record_read"] = asdict(self.record_read) if self.record_read is not None else None
         doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
 
@@ -301,6 +321,8 @@ def compute_facts(
     paths = [i.value for i in named if i.kind == "path"]
     documentation = arg_at(call.args, f.documentation) if f.documentation else _MISSING
     payee = payee_of(spec, call.args)
+    record = arg_at(call.args, f.record) if f.record else None
+    record = str(record) if record not in (None, "") else None
     taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
     if call.flow.unseen_results:  # what those calls read is unknown: every counterparty may come from it (fail closed)
         source = "the results of " + ", ".join(call.flow.unseen_results) + ", not seen yet"
@@ -332,6 +354,8 @@ def compute_facts(
         estimated_cost_usd=estimated_cost_usd(spec.cost_usd, call.model_cost_usd),
         task_budget_usd=call.task_budget_usd,
         tenant_budget_usd=tenant_budget_usd,
+        record_id=record,
+        record_read=call.records.get(record) if record is not None else None,
         reversible=spec.undo is not None and spec.undo.reversible,
         irreversible=spec.writes and spec.undo is not None and not spec.undo.reversible,
         confidence=call.confidence,

@@ -22,6 +22,7 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
   facts: {}                    # override computed facts (e.g. documentation_present: false)
   flow: {}                     # the task so far: untrusted_read, tool_calls {tool: n}, external_sends, sent_amount_usd, last_decisions,
                                # retries, tool_errors
+  records: {}                  # entries of the system of record the task read: {id: {amount_usd: 80, currency: usd}}
   settings: null               # a control.tenant record (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from services.policy.engine import Controls, Verdict, decide
-from services.policy.facts import Call, Flow, History
+from services.policy.facts import Call, Flow, History, SystemRecord
 from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_case", "run_cases"]
@@ -56,6 +57,15 @@ class CaseState(BaseModel):
     tenant_budget_usd: float | None = None
     killswitch: bool = False
     approval_granted: bool = False
+
+
+class RecordRead(BaseModel):
+    """What a trusted read of an entry of the system of record said (a charge: what is left, its currency)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount_usd: float
+    currency: str = "usd"
 
 
 class Expectation(BaseModel):
@@ -86,6 +96,7 @@ class PolicyCase(BaseModel):
     state: CaseState = Field(default_factory=CaseState)
     facts: dict[str, Any] = Field(default_factory=dict)
     flow: dict[str, Any] = Field(default_factory=dict, description="The task's flow so far (`facts.Flow` fields).")
+    records: dict[str, RecordRead] = Field(default_factory=dict, description="Entries of the system of record the task read, by id.")
     settings: dict[str, Any] | None = Field(
         default=None, description="The tenant's `control.tenant` record (over the pack's `default` entry); `{}` onboards with defaults."
     )
@@ -153,6 +164,7 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
         task_budget_usd=case.budget_usd,
         confidence=case.confidence,
         flow=_flow(case.flow),
+        records={k: SystemRecord(r.amount_usd, r.currency, "the policy test") for k, r in case.records.items()},
     )
     st = case.state
     history = History(payee_known=st.payee_known, spend_task_usd=st.spend_task_usd, spend_tenant_usd=st.spend_tenant_usd)

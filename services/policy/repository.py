@@ -20,7 +20,7 @@ import asyncpg
 from schemas import ActionProposedData
 from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
-from services.policy.facts import History
+from services.policy.facts import History, SystemRecord
 
 __all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
 
@@ -141,6 +141,14 @@ class PolicyRepository(Protocol):
         """Everything the task has read so far."""
         ...
 
+    async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
+        """Remember what a trusted read said of an entry of the system of record (the latest read wins)."""
+        ...
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """The entries of the system of record the task has read, by id."""
+        ...
+
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """The task's decisions so far, oldest first, as (tool, outcome, facts): its flow."""
         ...
@@ -192,6 +200,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     reserved_at: dict[str, datetime] = field(default_factory=dict)
     unknown: set[str] = field(default_factory=set)
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
+    read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -283,6 +292,14 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         rows = self.read.get((tenant_id, task_id), {})
         return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
+
+    async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
+        """See PolicyRepository."""
+        self.read_records.setdefault((tenant_id, task_id), {})[record_id] = record
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """See PolicyRepository."""
+        return dict(self.read_records.get((tenant_id, task_id), {}))
 
     async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
         """See PolicyRepository."""
@@ -598,6 +615,31 @@ class PgPolicyRepository(PolicyRepository):
                 task_id,
             )
         return Provenance.of((r["value"], r["source"], r["trusted"]) for r in rows)
+
+    async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,"
+                " currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now()",
+                tenant_id,
+                task_id,
+                record_id,
+                record.amount_usd,
+                record.currency,
+                record.source,
+            )
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT record_id, amount_usd, currency, source FROM policy.records WHERE tenant_id = $1 AND task_id = $2",
+                tenant_id,
+                task_id,
+            )
+        return {r["record_id"]: SystemRecord(r["amount_usd"], r["currency"], r["source"]) for r in rows}
 
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""

@@ -52,7 +52,7 @@ from servicekit import (
 from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
-from services.policy.facts import Call, Flow, History, payee_of
+from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
@@ -63,6 +63,19 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Envelope], Awaitable[None]]
 PublishMany = Callable[[list["Outgoing"]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task has read (provenance, entries of the system of record) and done (its flow), loaded before a decision."""
+
+    provenance: Provenance
+    flow: Flow
+    records: Mapping[str, SystemRecord]
+
+    def of(self, call: Call) -> Call:
+        """`call` with its task's context."""
+        return dataclasses.replace(call, provenance=self.provenance, flow=self.flow, records=self.records)
 
 
 @dataclass(frozen=True)
@@ -125,8 +138,8 @@ class PolicyService:
             killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
         )
 
-    async def _unseen_untrusted(self, tenant_id: str, task_id: str) -> list[str]:
-        """The task's authorized untrusted-output calls whose result this service has not learned yet.
+    async def _unseen_reads(self, tenant_id: str, task_id: str) -> list[str]:
+        """The task's authorized calls whose result this service must learn (untrusted output, system-of-record figures) and has not yet.
 
         Results arrive on their own subscription, which may lag the proposals: a proposal waits for
         them (polling, up to `provenance_wait_s`), so that what the task read is known before it is decided.
@@ -134,19 +147,20 @@ class PolicyService:
         deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
         while True:
             tools = await self.repo.awaiting_results(tenant_id, task_id)
-            unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and spec.untrusted_output]
+            unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
             if not unseen or asyncio.get_running_loop().time() >= deadline:
                 return unseen
             await asyncio.sleep(0.05)
 
-    async def _task_context(self, tenant_id: str, task_id: str) -> tuple[Provenance, Flow]:
-        """What the task has read (provenance) and done (its flow) before the call under decision."""
-        unseen = await self._unseen_untrusted(tenant_id, task_id)
+    async def _task_context(self, tenant_id: str, task_id: str) -> TaskContext:
+        """What the task has read (provenance, system-of-record entries) and done (its flow) before the call under decision."""
+        unseen = [t for t in await self._unseen_reads(tenant_id, task_id) if self.catalog[t].untrusted_output]
         provenance = await self.repo.provenance(tenant_id, task_id)
         decisions = await self.repo.task_decisions(tenant_id, task_id)
         troubles = await self.repo.task_troubles(tenant_id, task_id)
         flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen), troubles=troubles)
-        return provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))))
+        records = await self.repo.records(tenant_id, task_id)
+        return TaskContext(provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen)))), records)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -178,7 +192,7 @@ class PolicyService:
         With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
         """
         await self._wait_ready()
-        read: dict[tuple[str, str], tuple[Provenance, Flow]] = {}
+        read: dict[tuple[str, str], TaskContext] = {}
         for event in events:  # what each task has read and done, loaded once per task of the batch
             scope = (event.data.tenant_id, event.data.task_id)
             if scope not in read:
@@ -189,9 +203,7 @@ class PolicyService:
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=dataclasses.replace(
-                        Call.from_proposal(p), provenance=read[(p.tenant_id, p.task_id)][0], flow=read[(p.tenant_id, p.task_id)][1]
-                    ),
+                    call=read[(p.tenant_id, p.task_id)].of(Call.from_proposal(p)),
                     proposal=p,
                     action_id=p.action_id,
                     step=p.step,
@@ -309,8 +321,8 @@ class PolicyService:
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
         args = data.edited_args if data.edited_args is not None else proposed.args
-        provenance, flow = await self._task_context(original.tenant_id, original.task_id)
-        call = dataclasses.replace(Call.from_proposal(proposed), args=args, provenance=provenance, flow=flow)
+        context = await self._task_context(original.tenant_id, original.task_id)
+        call = context.of(dataclasses.replace(Call.from_proposal(proposed), args=args))
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
@@ -368,13 +380,27 @@ class PolicyService:
         values = Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
         await self.repo.learn(data.tenant_id, data.task_id, values, trusted=False)
 
+    async def _learn_record(self, data: ActionResultData) -> None:
+        """A trusted read of the system of record: remember the figures its catalog entry's `records` point at."""
+        spec = self.catalog.get(data.tool)
+        if spec is None or spec.records is None or data.result is None:
+            return
+        read = {"result": data.result}
+        key, amount, currency = (arg_at(read, p) for p in (spec.records.key, spec.records.amount_usd, spec.records.currency))
+        if key in (None, "") or not isinstance(amount, int | float) or isinstance(amount, bool) or not isinstance(currency, str):
+            log.warning("policy: %s (action %s) returned no usable record figures; nothing learned", data.tool, data.action_id)
+            return
+        record = SystemRecord(float(amount), currency, f"the result of {data.tool} (action {data.action_id})")
+        await self.repo.learn_record(data.tenant_id, data.task_id, str(key), record)
+
     async def on_result(self, event: Envelope) -> None:
         """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
         data = event.data
         if isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
             await self.repo.record_outcome(data.tenant_id, data.task_id, data.action_id, data.status, data.attempts)
-        if isinstance(event, ActionSucceeded):
+        if isinstance(event, ActionSucceeded):  # learned before the call is settled: a proposal waits until then
             await self._learn_output(data)
+            await self._learn_record(data)
         if isinstance(event, ActionFailed):
             await self.repo.release(data.action_id)
         elif isinstance(event, ActionSucceeded):

@@ -15,6 +15,7 @@ import yaml
 from mcp import types
 
 from schemas import McpUpstream, ToolSpec
+from servicekit.catalog_checks import address_kinds
 
 __all__ = ["PLACEHOLDER_RISK", "catalog_entry", "import_upstream", "list_upstream", "write_entries"]
 
@@ -47,12 +48,16 @@ def catalog_entry(tool: types.Tool, upstream: McpUpstream, prefix: str = "") -> 
         "kind": "mcp",
         "mcp": upstream.model_copy(update={"tool": tool.name}).model_dump(exclude_none=True),
         "args_schema": dict(tool.input_schema) or {"type": "object"},
+        "untrusted_output": True,  # an outside server's output, until someone says otherwise (fail closed)
     }
+    if counterparties := address_kinds(entry["args_schema"]):  # the loader refuses a write with an undeclared address
+        entry["facts"] = {"counterparties": counterparties}
     ToolSpec.model_validate(entry)
     header = (
         f"# Imported from an upstream MCP server ({tool.name}).\n"
         f"# FILL IN `risk` (read, draft, write_low, financial, destructive, code_change): until then it is `{PLACEHOLDER_RISK}`,\n"
-        "# which the default policy pack leaves to humans. Add `facts`, `idempotent`, `cost_usd` as they apply.\n"
+        "# which the default policy pack leaves to humans. Add `facts`, `idempotent`, `cost_usd` as they apply; check the\n"
+        "# counterparty kinds guessed for address-like args, and set `untrusted_output: false` only for a system of record.\n"
     )
     return f"{name}.yaml", header + yaml.safe_dump(entry, sort_keys=False, allow_unicode=True)
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import (
     ActionProposed,
@@ -50,6 +50,7 @@ from servicekit import (
     KitSettings,
     ToolCatalog,
     catalog_topic_names,
+    declaration_problems,
     ensure_topics,
     kafka_options,
     sign_as_operator,
@@ -105,6 +106,13 @@ class Suite(BaseModel):
     tools: list[ToolSpec]
     tasks: list[Task]
     injections: list[Injection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tools_declared(self) -> Suite:
+        problems = [p for tool in self.tools for p in declaration_problems(tool)]
+        if problems:  # the same declarations the catalog loader asks of a catalog directory
+            raise ValueError("; ".join(problems))
+        return self
 
 
 def load_suite(path: Path) -> Suite:
@@ -219,10 +227,10 @@ def _with_text(result: dict[str, Any] | None, text: str) -> dict[str, Any]:
 
 
 def write_catalog(suite: Suite, directory: Path) -> Path:
-    """The suite's tools as a catalog directory (what a policy service started for the suite loads)."""
+    """The suite's tools as a catalog directory (what a policy service started for the suite loads), as declared."""
     directory.mkdir(parents=True, exist_ok=True)
     for tool in suite.tools:
-        (directory / f"{tool.name}.yaml").write_text(yaml.safe_dump(tool.model_dump(mode="json", exclude_defaults=True)))
+        (directory / f"{tool.name}.yaml").write_text(yaml.safe_dump(tool.model_dump(mode="json", exclude_unset=True)))
     return directory
 
 

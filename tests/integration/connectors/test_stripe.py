@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from connector_harness import CANARY, Executed, call_context
 
 import schemas as s
 from connectors import stripe_tools
-from servicekit import Reject
+from servicekit import REPO_ROOT, Reject, ToolCatalog
 from servicekit.toolcontract import ToolError
+from services.policy import PackSource, compile_pack, in_process
 from standins import RecordingProxy
 
 # stripe-mock answers every charge as 100 cents USD with nothing refunded, every invoice as 1000 cents.
@@ -128,3 +131,36 @@ async def test_missing_or_revoked_credential_and_a_tool_not_enabled_fail_clearly
     assert stripe_proxy.sent("POST", "/v1/refunds") == []
     assert len(stripe_proxy.requests) == 1  # only the enabled read reached Stripe
     assert all(CANARY not in r.model_dump_json() for r in executed.results)
+
+
+async def test_the_policy_bounds_a_refund_by_what_stripe_says_is_left_on_the_charge(stripe_proxy: RecordingProxy, tmp_path: Path) -> None:
+    # 42.50 charged, 30.00 refunded already: 12.50 left, whatever the agent's proposal says.
+    stripe_proxy.fixtures["/v1/charges/ch_O5001"] = {"id": "ch_O5001", "amount": 4250, "amount_refunded": 3000, "currency": "usd"}
+    charge = await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_O5001"})
+    assert (charge["amount_refundable_usd"], charge["currency"]) == (12.5, "usd")
+    catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+    policy = in_process(compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), catalog), catalog, keys_dir=tmp_path)
+    read = s.ActionResultData(
+        action_id="read-1", task_id="t-1", tenant_id="acme", tool="stripe_get_charge", status="succeeded", result=charge, attempts=1,
+        duration_ms=1,
+    )  # fmt: skip
+    await policy.on_result(s.ActionSucceeded.build(read, source="tidegate/executor"))
+
+    async def refund(action_id: str, amount: float) -> tuple[str, list[str]]:
+        args = {"charge_id": "ch_O5001", "amount_usd": amount, "payee_id": "cus_1001"}
+        data = s.ActionProposedData(
+            action_id=action_id,
+            task_id="t-1",
+            tenant_id="acme",
+            step=2,
+            tool="stripe_refund",
+            args=args,
+            proposer="agent",
+            mode="autonomous",
+        )
+        decided = (await policy.on_proposed(s.ActionProposed.build(data, source="agent"))).decided
+        assert decided is not None
+        return decided.data.outcome, [r.code.value for r in decided.data.reasons]
+
+    assert await refund("a-1", 12.5) == ("allow", ["within_threshold"])
+    assert await refund("a-2", 42.5) == ("deny", ["exceeds_system_of_record"])

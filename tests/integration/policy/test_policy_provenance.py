@@ -69,3 +69,46 @@ async def test_an_attacker_named_in_untrusted_content_is_caught_without_declared
     paid = await wait_for(lambda: one(collector.decided(refund.data.action_id)), what="refund decision")
     assert paid.data.outcome == "deny"  # acme refuses new payees; the taint is recorded beside it
     assert any(t["arg"] == "payee_id" and "get_ticket" in t["source"] for t in paid.data.facts["taint"])
+
+
+async def test_a_refund_is_decided_on_what_the_system_of_record_said_of_the_charge(
+    policy, collector, producer, kit, wait_for, one, make_proposal
+) -> None:
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+
+    async def read_charge(left: float) -> None:
+        charge = {
+            "charge_id": "ch_77",
+            "amount_usd": 80.0,
+            "amount_refunded_usd": 80.0 - left,
+            "amount_refundable_usd": left,
+            "currency": "usd",
+        }
+        result = ActionResultData(
+            action_id=f"a-{uuid.uuid4().hex[:8]}", task_id=task_id, tenant_id="acme", tool="stripe_get_charge", status="succeeded",
+            result=charge, attempts=1, duration_ms=2.0,
+        )  # fmt: skip
+        await producer.send("actions.results", ActionSucceeded.build(result, source="tidegate/executor"))
+
+        async def learned() -> bool | None:
+            conn = await asyncpg.connect(kit.database_url)
+            try:
+                return await conn.fetchval(
+                    "SELECT amount_usd = $2 FROM policy.records WHERE task_id = $1 AND record_id = 'ch_77'", task_id, left
+                )
+            finally:
+                await conn.close()
+
+        await wait_for(learned, what="the charge's figures learned")
+
+    async def refund(amount: float) -> tuple[str, list[str]]:
+        proposal = make_proposal("stripe_refund", {"charge_id": "ch_77", "amount_usd": amount, "payee_id": "cus_1001"}, task_id=task_id)
+        await producer.send("actions.proposed", proposal)
+        decided = await wait_for(lambda: one(collector.decided(proposal.data.action_id)), what="refund decision")
+        return decided.data.outcome, [r.code.value for r in decided.data.reasons]
+
+    assert await refund(20.0) == ("escalate", ["record_not_read"])
+    await read_charge(50.0)
+    assert await refund(60.0) == ("deny", ["exceeds_system_of_record"])
+    await read_charge(70.0)  # read again: the latest read of the charge is what counts
+    assert await refund(60.0) == ("allow", ["within_threshold"])

@@ -43,3 +43,43 @@ def test_kind_specific_fields_are_required(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("name: x\ndescription: d\nrisk: read\nkind: http\nargs_schema: {type: object}\n")
     with pytest.raises(CatalogError, match="needs a url"):
         ToolCatalog.load(tmp_path)
+
+
+def test_a_read_tool_must_say_whether_its_output_is_untrusted(tmp_path: Path) -> None:
+    read = "name: inbox\ndescription: d\nrisk: read\nkind: topic\nargs_schema: {type: object}\n"
+    (tmp_path / "inbox.yaml").write_text(read)
+    with pytest.raises(CatalogError, match=r"inbox\.yaml.*tool inbox: a read tool must declare `untrusted_output`"):
+        ToolCatalog.load(tmp_path)
+    (tmp_path / "inbox.yaml").write_text(read + "untrusted_output: false\n")
+    assert not ToolCatalog.load(tmp_path)["inbox"].untrusted_output
+
+
+@pytest.mark.parametrize(
+    ("properties", "undeclared"),
+    [
+        ("{to: {type: string}, cc: {type: array, items: {type: string}}}", "'cc'"),
+        ("{message: {type: object, properties: {bcc: {type: array, items: {type: string}}}}}", "'message.bcc'"),
+        ("{hook: {type: string, format: uri}}", "'hook'"),
+        ("{people: {type: array, items: {type: object, properties: {email: {type: string}}}}}", "'people.email'"),
+        ("{contacts: {type: array, items: {type: string, format: email}}}", "'contacts'"),
+    ],
+)
+def test_a_write_tool_must_declare_every_address_as_a_counterparty(tmp_path: Path, properties: str, undeclared: str) -> None:
+    (tmp_path / "send.yaml").write_text(
+        "name: send\ndescription: d\nrisk: write_low\nkind: topic\n"
+        f"facts: {{counterparties: {{to: email}}}}\nargs_schema: {{type: object, properties: {properties}}}\n"
+    )
+    with pytest.raises(CatalogError, match=rf"tool send: arg {undeclared} looks like an address but is not a counterparty"):
+        ToolCatalog.load(tmp_path)
+
+
+def test_declared_addresses_and_drafts_load(tmp_path: Path) -> None:
+    (tmp_path / "send.yaml").write_text(
+        "name: send\ndescription: d\nrisk: write_low\nkind: topic\nfacts: {recipients: to, counterparties: {cc: email, hook: url}}\n"
+        "args_schema: {type: object, properties: {to: {type: array}, cc: {type: string}, hook: {type: string, format: uri}}}\n"
+    )
+    # A draft reaches no one until a person sends it: its recipients need no declaration.
+    (tmp_path / "draft.yaml").write_text(
+        "name: draft\ndescription: d\nrisk: draft\nkind: topic\nargs_schema: {type: object, properties: {to: {type: string}}}\n"
+    )
+    assert set(ToolCatalog.load(tmp_path)) == {"send", "draft"}

@@ -28,7 +28,7 @@ def _tool(name: str, risk: str, properties: dict[str, Any], **extra: Any) -> dic
 
 
 BANK_TOOLS = [
-    _tool("get_balance", "read", {"account": {"type": "string"}}),
+    _tool("get_balance", "read", {"account": {"type": "string"}}, untrusted_output=False),
     _tool("label_transaction", "write_low", {"transaction_id": {"type": "string"}, "label": {"type": "string"}}),
     _tool(
         "send_money",

@@ -1,0 +1,88 @@
+"""Declarations a catalog entry must make explicitly, because their safe default cannot be guessed.
+
+A read tool must say whether its output is untrusted (provenance fails closed: nothing counts as
+trusted by omission), and a write tool must declare as a counterparty every argument that looks
+like an address (a recipient, an email, a URL), so that no recipient escapes the directory check;
+a draft aside, which reaches no one until a person sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from schemas import RiskClass, ToolSpec
+from schemas.tools import CounterpartyKind
+
+__all__ = ["ADDRESS_FORMATS", "ADDRESS_NAMES", "address_args", "address_kinds", "declaration_problems"]
+
+ADDRESS_NAMES = frozenset({"to", "cc", "bcc", "reply_to", "recipient", "recipients", "email", "emails", "url", "urls"})
+"""Property names that name where a write sends something."""
+
+ADDRESS_FORMATS = frozenset({"email", "idn-email", "uri", "iri", "uri-reference", "iri-reference"})
+"""JSON Schema formats of an address."""
+
+_URL_FORMATS = ADDRESS_FORMATS - {"email", "idn-email"}
+
+
+def _address_like(name: str, schema: dict[str, Any]) -> bool:
+    items = schema.get("items")
+    formats = {schema.get("format"), items.get("format") if isinstance(items, dict) else None}
+    return name.lower() in ADDRESS_NAMES or bool(formats & ADDRESS_FORMATS)
+
+
+def address_args(schema: Any, prefix: str = "") -> Iterator[str]:
+    """Dot paths of the address-like properties of an args schema, at any depth (array items share their list's path)."""
+    if not isinstance(schema, dict):
+        return
+    if isinstance(schema.get("items"), dict):
+        yield from address_args(schema["items"], prefix)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for sub in schema.get(key) or []:
+            yield from address_args(sub, prefix)
+    for name, sub in (schema.get("properties") or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        if _address_like(name, sub):
+            yield path
+        yield from address_args(sub, path)
+
+
+def address_kinds(schema: Any) -> dict[str, CounterpartyKind]:
+    """A first guess of each address-like arg's kind (a URL by its name or format, else an email), for an importer to write."""
+    kinds: dict[str, CounterpartyKind] = {}
+    for path in address_args(schema):
+        leaf = _property(schema, path)
+        items = leaf.get("items")
+        fmt = leaf.get("format") or (items.get("format") if isinstance(items, dict) else None) or ""
+        kinds[path] = "url" if path.rsplit(".", 1)[-1].lower() in ("url", "urls") or fmt in _URL_FORMATS else "email"
+    return kinds
+
+
+def _property(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    node: dict[str, Any] = schema
+    for part in path.split("."):
+        while isinstance(node.get("items"), dict):
+            node = node["items"]
+        node = (node.get("properties") or {}).get(part) or {}
+    return node
+
+
+def declaration_problems(spec: ToolSpec) -> list[str]:
+    """What `spec` leaves undeclared that the loader refuses: each problem names the tool and the field."""
+    problems = []
+    if not spec.writes and "untrusted_output" not in spec.model_fields_set:
+        problems.append(
+            f"tool {spec.name}: a read tool must declare `untrusted_output` (true: its results hold content from outside "
+            "the tenant, such as an inbox, a web page, a ticket or chat messages; false: the tenant's own system of record)"
+        )
+    if spec.writes and spec.risk is not RiskClass.DRAFT:  # a draft reaches no one until a human sends it
+        declared = spec.facts.declared_counterparties()
+        for arg in dict.fromkeys(address_args(spec.args_schema)):
+            if arg not in declared:
+                problems.append(
+                    f"tool {spec.name}: arg {arg!r} looks like an address but is not a counterparty; declare it in "
+                    f"`facts.counterparties` (e.g. `{arg}: email`, or `url`), so the policy checks who it reaches"
+                )
+    return problems
