@@ -41,9 +41,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
-from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
+from servicekit import REPO_ROOT, KitSettings, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.runner import tune_gc
-from services.policy import Call, Controls, History, InMemoryPolicyRepository, Outgoing, PackSource, PolicyService, compile_pack, decide
+from services.policy import Call, Controls, History, Outgoing, PackSource, compile_pack, decide
+from services.policy import in_process as policy_in_process
 from tidegate.database import migrate
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
@@ -122,22 +123,10 @@ async def service_in_process(n_policies: int, count: int, *, per_tenant: bool = 
     source = pack_with(n_policies, per_tenant=per_tenant)
     with tempfile.TemporaryDirectory() as keys:
 
-        async def publish(topic: str, event: Envelope) -> None:
-            raise AssertionError("the service publishes through publish_many")
-
         async def publish_many(events: list[Outgoing]) -> None:
             pass  # the wire is measured through Kafka below
 
-        service = PolicyService(
-            catalog=CATALOG,
-            pack=compile_pack(source, CATALOG),
-            repo=InMemoryPolicyRepository(),
-            signer=SigningKey.load_or_create(Path(keys), "policy"),
-            keys_dir=Path(keys),
-            publish_many=publish_many,
-            control=ControlState(),
-            publish=publish,
-        )
+        service = policy_in_process(compile_pack(source, CATALOG), CATALOG, keys_dir=Path(keys), publish_many=publish_many)
         run = uuid.uuid4().hex[:6]
         events = [proposal(i, run) for i in range(count)]
         samples = []
