@@ -74,7 +74,7 @@ class Tidegate:
         """The public keys the client believes (resolved when it starts)."""
         if self._trust is None:
             on_bus = self.transport.trust if isinstance(self.transport, MemoryTransport) else None
-            self._trust = on_bus or Trust.load(self.settings.service_keys_dir)
+            self._trust = on_bus or Trust.load(self.settings.service_keys_dir, retired_grace_s=self.settings.retired_key_grace_s)
         return self._trust
 
     async def start(self) -> None:

@@ -45,6 +45,12 @@ class ClientSettings(BaseSettings):
         description="The deployment's public keys (`policy.pub`, `approval.pub`, `executor.pub`: its `TIDEGATE_KEYS_DIR`): the client "
         "believes only answers its services signed, and a governed function runs only on an authorization the policy key signed.",
     )
+    retired_key_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds a service key retired by `tidegate keys rotate` is still believed (as the services' "
+        "`TIDEGATE_RETIRED_KEY_GRACE_S`); after that nothing it signs is.",
+    )
     state_dir: Path = Field(
         default=Path(".tidegate") / "client", description="Where governed tools record the calls they ran (SQLite, one file per tool)."
     )

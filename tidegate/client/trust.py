@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -84,11 +88,15 @@ class Trust:
 
     keys: dict[str, tuple[str, Ed25519PublicKey]]  # key id → (service, public key)
     keys_dir: Path | None = None  # read again whenever an unknown key id arrives, so a rotated key is found at once
+    retired: dict[str, float] = field(default_factory=dict)  # key id → when `tidegate keys rotate` retired it (epoch s)
+    retired_grace_s: float = 600.0  # as the services: a retired key verifies nothing it signs after this
+    clock: Callable[[], float] = time.time
 
     @classmethod
-    def load(cls, keys_dir: Path) -> Trust:
+    def load(cls, keys_dir: Path, *, retired_grace_s: float = 600.0) -> Trust:
         """The current and rotated public keys of policy, approval and executor in `keys_dir`."""
-        return cls(_read(keys_dir), keys_dir)
+        keys, retired = _read(keys_dir)
+        return cls(keys, keys_dir, retired, retired_grace_s)
 
     def require(self) -> None:
         """Raise `TrustNotWired` unless the policy's and executor's keys are known (checked when the client starts)."""
@@ -104,8 +112,11 @@ class Trust:
     def _holder(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
         held = self.keys.get(key_id)
         if held is None and self.keys_dir is not None:
-            self.keys = _read(self.keys_dir)
+            self.keys, self.retired = _read(self.keys_dir)
             held = self.keys.get(key_id)
+        retired = self.retired.get(key_id)
+        if held is not None and retired is not None and self.clock() - retired > self.retired_grace_s:
+            return None  # a stolen copy of a retired key must not make the client believe anything new
         return held
 
     def signed_by(self, service: str, key_id: str | None, signature: str | None, message: bytes) -> bool:
@@ -137,11 +148,13 @@ class Trust:
         return None
 
 
-def _read(keys_dir: Path) -> dict[str, tuple[str, Ed25519PublicKey]]:
+def _read(keys_dir: Path) -> tuple[dict[str, tuple[str, Ed25519PublicKey]], dict[str, float]]:
+    """The services' public keys by key id, and when each retired one was retired (as `servicekit.signing.retired_at` reads it)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+    retired: dict[str, float] = {}
     for service in SERVICES:
         for path in sorted([keys_dir / f"{service}.pub", *keys_dir.glob(f"{service}.*.pub")]):
             try:
@@ -149,8 +162,22 @@ def _read(keys_dir: Path) -> dict[str, tuple[str, Ed25519PublicKey]]:
             except (OSError, ValueError):
                 continue
             if isinstance(public, Ed25519PublicKey):
-                keys[_key_id(service, public)] = (service, public)
-    return keys
+                key_id = _key_id(service, public)
+                keys[key_id] = (service, public)
+                if _RETIRED.search(path.name):
+                    retired[key_id] = _retired_at(path)
+    return keys, retired
+
+
+_RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<service>.<hash>.pub`: a key `tidegate keys rotate` retired
+
+
+def _retired_at(path: Path) -> float:
+    """When a retired key was retired: its `.retired` file (ISO 8601), else the rename that retired it."""
+    try:
+        return datetime.fromisoformat(path.with_suffix(".retired").read_text().strip()).timestamp()
+    except (OSError, ValueError):
+        return path.stat().st_ctime
 
 
 class DeploymentKeys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,16 @@ def test_the_client_believes_what_the_services_sign_with_the_deployments_keys_an
 def test_a_client_without_the_deployments_keys_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(TrustNotWired, match="TIDEGATE_CLIENT_SERVICE_KEYS_DIR"):
         Trust.load(tmp_path).require()
+
+
+def test_the_client_believes_nothing_new_from_a_stolen_retired_key_after_the_grace(tmp_path: Path) -> None:
+    """As the services do: a copy of a rotated-out policy key, stolen before the rotation, decides nothing for the client."""
+    kit = KitSettings(run_dir=tmp_path)
+    for service in ("policy", "approval", "executor"):
+        service_key(kit, service)
+    stolen = service_key(kit, "policy")  # the attacker's copy, taken before the rotation
+    rotate(kit.keys_dir, "policy", now=datetime.now(UTC) - timedelta(hours=1))  # retired an hour ago
+    forged = sign_event(_decided(kit, "approval").model_copy(update={"keyid": None, "signature": None}), stolen)
+    assert not Trust.load(kit.keys_dir, retired_grace_s=600).believes(forged)
+    assert Trust.load(kit.keys_dir, retired_grace_s=7200).believes(forged)  # still within a longer grace: believed, as before
+    assert Trust.load(kit.keys_dir).believes(_decided(kit, "policy"))  # the new key is believed
