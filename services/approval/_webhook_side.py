@@ -67,25 +67,27 @@ class WebhookSide:
         With a tenant (`/callbacks/{tenant}/{endpoint}`), that tenant's endpoint; without one (the older
         URL) each tenant's endpoint of that id is tried, so only a signature by an endpoint's own secret
         picks it: whatever id another tenant registers, a callback signed by this one still finds it.
+        A missing or disabled endpoint is answered as a wrong signature is (checked against a random
+        secret), so a caller without the secret cannot learn which tenants have which endpoint ids.
         """
         if tenant_id is None:
             candidates = await self.repo.endpoints_named(endpoint_id)
         else:
             found = await self.repo.endpoint(tenant_id, endpoint_id)
             candidates = [] if found is None else [found]
-        failures: list[webhooks.WebhookVerificationError] = []
-        for endpoint in (e for e in candidates if e.enabled):
+        keys: list[tuple[Endpoint | None, str]] = [(e, e.secret) for e in candidates if e.enabled] or [(None, webhooks.new_secret())]
+        refusal = webhooks.WebhookVerificationError("bad_signature", "webhook-signature does not match")
+        for endpoint, secret in keys:  # every secret refuses the same headers alike: the answer names no candidate
             try:
                 msg_id, _ = webhooks.verify(
-                    endpoint.secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
+                    secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
                 )
             except webhooks.WebhookVerificationError as exc:
-                failures.append(exc)
+                refusal = exc
                 continue
-            return endpoint, msg_id
-        if not failures:
-            return Refusal(code="unknown_endpoint", status=404, message=f"no endpoint {endpoint_id}")
-        return Refusal(code=failures[0].code, status=401, message=str(failures[0]))
+            if endpoint is not None:
+                return endpoint, msg_id
+        return Refusal(code=refusal.code, status=401, message=str(refusal))
 
     async def deliver_webhooks(self) -> int:
         """Send due webhook messages once each; failures are retried later with exponential backoff."""

@@ -182,6 +182,9 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
     # B's endpoint, signed with the attacker's secret
     forged = await post(b_path, decision("bob@b.example"), chosen)
     assert (forged.status_code, forged.json()["detail"]["code"]) == (401, "bad_signature")
+    # and whether B has an endpoint of some id is not told: a missing one answers as a wrong secret does
+    probe = await post(f"{h.tenant}/no-such-endpoint", decision("bob@b.example"), chosen)
+    assert (probe.status_code, probe.json()) == (forged.status_code, forged.json())
     # B's endpoint and secret, but an approver who is not the endpoint's (a real finance approver of B)
     outsider = await post(b_path, decision("carol@b.example"), b_secret)
     assert (outsider.status_code, outsider.json()["detail"]["code"]) == (403, "not_endpoint_approver")

@@ -336,7 +336,9 @@ async def test_endpoint_ids_are_each_tenants_own_and_a_callback_finds_the_endpoi
     assert (on_acme.status_code, on_acme.json()["detail"]["code"]) == (401, "bad_signature")
     by_evil = await post("chat", evil_secret, "msg_2")  # the older URL: evil's secret picks evil's endpoint
     assert (by_evil.status_code, by_evil.json()["detail"]["code"]) == (404, "not_found")
-    assert (await post("nobody/chat", acme_secret, "msg_3")).status_code == 404
+    for probe in ("nobody/chat", "acme/nothing", "nothing"):  # a missing endpoint answers as a wrong secret: ids are not told
+        unknown = await post(probe, acme_secret, "msg_3")
+        assert (unknown.status_code, unknown.json()) == (on_acme.status_code, on_acme.json())
     granted = await post("chat", acme_secret, "msg_2")  # acme's secret picks acme's endpoint, whose message ids are its own
     assert (granted.status_code, granted.json()["status"]) == (200, "granted")
 
