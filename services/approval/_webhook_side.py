@@ -6,7 +6,7 @@ Part of `ApprovalService` (`services.approval.service` composes it), over the sa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -35,8 +35,9 @@ class WebhookSide:
     ) -> Endpoint | Refusal:
         """Create or replace an endpoint of the caller's tenant (an operator: of any tenant, or `*`).
 
-        In order: the tenant is the caller's, the secret is well formed, the URL may be reached, every
-        approver is registered in the tenant, and an endpoint id of another tenant is never replaced.
+        In order: the tenant is the caller's, the secret is well formed, the URL may be reached, and every
+        approver is registered in the tenant. Endpoint ids are the tenant's own: the same id in another
+        tenant is another endpoint, neither replaced nor revealed.
         """
         tenant = tenant_id or who.tenant_id
         if not who.operator and tenant != who.tenant_id:
@@ -55,9 +56,38 @@ class WebhookSide:
                 code="unknown_approvers", status=422, message=f"not registered approvers of tenant {tenant!r}: {', '.join(strangers)}"
             )
         endpoint = Endpoint(endpoint_id, url, secret, tenant, tuple(dict.fromkeys(approvers)), True, "api")
-        if not await self.repo.upsert_endpoint(endpoint, within_tenant=not who.operator):
-            return Refusal(code="endpoint_id_taken", status=409, message=f"endpoint id {endpoint_id!r} is taken; choose another")
+        await self.repo.upsert_endpoint(endpoint)
         return endpoint
+
+    async def callback_endpoint(
+        self, tenant_id: str | None, endpoint_id: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Endpoint, str] | Refusal:
+        """The enabled endpoint a callback is for, and its `webhook-id`: the one whose secret signed it.
+
+        With a tenant (`/callbacks/{tenant}/{endpoint}`), that tenant's endpoint; without one (the older
+        URL) each tenant's endpoint of that id is tried, so only a signature by an endpoint's own secret
+        picks it: whatever id another tenant registers, a callback signed by this one still finds it.
+        A missing or disabled endpoint is answered as a wrong signature is (checked against a random
+        secret), so a caller without the secret cannot learn which tenants have which endpoint ids.
+        """
+        if tenant_id is None:
+            candidates = await self.repo.endpoints_named(endpoint_id)
+        else:
+            found = await self.repo.endpoint(tenant_id, endpoint_id)
+            candidates = [] if found is None else [found]
+        keys: list[tuple[Endpoint | None, str]] = [(e, e.secret) for e in candidates if e.enabled] or [(None, webhooks.new_secret())]
+        refusal = webhooks.WebhookVerificationError("bad_signature", "webhook-signature does not match")
+        for endpoint, secret in keys:  # every secret refuses the same headers alike: the answer names no candidate
+            try:
+                msg_id, _ = webhooks.verify(
+                    secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
+                )
+            except webhooks.WebhookVerificationError as exc:
+                refusal = exc
+                continue
+            if endpoint is not None:
+                return endpoint, msg_id
+        return Refusal(code=refusal.code, status=401, message=str(refusal))
 
     async def deliver_webhooks(self) -> int:
         """Send due webhook messages once each; failures are retried later with exponential backoff."""
@@ -112,7 +142,7 @@ class WebhookSide:
             "approvers": record.approvers,
             "resolution": record.resolution,
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
-            "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.endpoint_id)}",
+            "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }
         if record.is_pending and endpoint.approvers:
             link_expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))

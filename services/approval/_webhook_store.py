@@ -1,5 +1,8 @@
 """Where webhooks are kept: endpoints (one tenant each), the delivery log with its attempts, inbound message ids.
 
+An endpoint is keyed by (tenant_id, endpoint_id): each tenant names its endpoints in its own space,
+so no tenant can take, replace or probe another's ids.
+
 Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
 the asyncpg part and the in-memory twin's part. New deliveries are written by the request part, in
 the transaction of the state they announce (outbox).
@@ -18,10 +21,11 @@ __all__ = ["Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "We
 
 @dataclass(frozen=True)
 class Delivery:
-    """A webhook message for one endpoint; `delivery_id` is its `webhook-id`."""
+    """A webhook message for one endpoint (`tenant_id`, `endpoint_id`); `delivery_id` is its `webhook-id`."""
 
     delivery_id: str
     endpoint_id: str
+    tenant_id: str
     approval_id: str
     event_type: str
     body: str
@@ -49,16 +53,20 @@ class Endpoint:
 class WebhookStore(Protocol):
     """Webhook endpoints, deliveries and inbound message ids."""
 
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
-        """Record an inbound message id; False when seen before (a replay)."""
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id of an endpoint; False when seen before (a replay)."""
         ...
 
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False)."""
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id (never another tenant's)."""
         ...
 
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant."""
+        ...
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id, enabled or not (for the older callback URL without a tenant)."""
         ...
 
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
@@ -96,6 +104,7 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     return Delivery(
         delivery_id=row["delivery_id"],
         endpoint_id=row["endpoint_id"],
+        tenant_id=row["tenant_id"],
         approval_id=row["approval_id"],
         event_type=row["event_type"],
         body=row["body"],
@@ -126,23 +135,24 @@ class PgWebhookStore:
     pool: asyncpg.Pool
     s: str
 
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
-        """Record an inbound message id; False when seen before (a replay)."""
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id of an endpoint; False when seen before (a replay)."""
         done = await self.pool.fetchval(
-            f"INSERT INTO {self.s}.inbound_messages (endpoint_id, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING message_id",
+            f"INSERT INTO {self.s}.inbound_messages (tenant_id, endpoint_id, message_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING message_id",
+            tenant_id,
             endpoint_id,
             message_id,
         )
         return done is not None
 
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint; with `within_tenant`, one of another tenant is left alone (False), atomically."""
-        done = await self.pool.fetchval(
-            f"INSERT INTO {self.s}.webhook_endpoints AS e (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id (the key is the pair: never another tenant's)."""
+        await self.pool.execute(
+            f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, tenant_id = EXCLUDED.tenant_id, "
-            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source "
-            "WHERE NOT $8 OR e.tenant_id = EXCLUDED.tenant_id RETURNING endpoint_id",
+            "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, "
+            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source",
             endpoint.endpoint_id,
             endpoint.url,
             endpoint.secret,
@@ -150,20 +160,25 @@ class PgWebhookStore:
             list(endpoint.approvers),
             endpoint.enabled,
             endpoint.source,
-            within_tenant,
         )
-        return done is not None
 
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
-        row = await self.pool.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", endpoint_id)
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant."""
+        row = await self.pool.fetchrow(
+            f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2", tenant_id, endpoint_id
+        )
         return _endpoint(row) if row else None
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id, enabled or not."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1 ORDER BY tenant_id", endpoint_id)
+        return [_endpoint(r) for r in rows]
 
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
         """Enabled endpoints for a tenant (its own and `*`), or all."""
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.webhook_endpoints WHERE ($1::text IS NULL OR (enabled AND tenant_id IN ($1, '*'))) "
-            "ORDER BY endpoint_id",
+            "ORDER BY tenant_id, endpoint_id",
             tenant_id,
         )
         return [_endpoint(r) for r in rows]
@@ -186,7 +201,11 @@ class PgWebhookStore:
             )
             result = []
             for row in rows:
-                ep = await conn.fetchrow(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1", row["endpoint_id"])
+                ep = await conn.fetchrow(
+                    f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2",
+                    row["tenant_id"],
+                    row["endpoint_id"],
+                )
                 if ep is not None:
                     result.append((_delivery(row), _endpoint(ep)))
         return result
@@ -231,7 +250,7 @@ class PgWebhookStore:
         """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) AND ($3::text IS NULL OR "
-            f"endpoint_id IN (SELECT endpoint_id FROM {self.s}.webhook_endpoints WHERE tenant_id = $3)) ORDER BY created_at DESC LIMIT $2",
+            "tenant_id = $3) ORDER BY created_at DESC LIMIT $2",
             approval_id,
             limit,
             tenant_id,
@@ -243,29 +262,29 @@ class PgWebhookStore:
 class InMemoryWebhookStore:
     """The in-memory twin's part."""
 
-    messages: set[tuple[str, str]] = field(default_factory=set)
-    endpoint_rows: dict[str, Endpoint] = field(default_factory=dict)
+    messages: set[tuple[str, str, str]] = field(default_factory=set)
+    endpoint_rows: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
     delivery_rows: dict[str, Delivery] = field(default_factory=dict)
     attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
 
-    async def remember_message(self, endpoint_id: str, message_id: str) -> bool:
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
         """Record an inbound message id."""
-        if (endpoint_id, message_id) in self.messages:
+        if (tenant_id, endpoint_id, message_id) in self.messages:
             return False
-        self.messages.add((endpoint_id, message_id))
+        self.messages.add((tenant_id, endpoint_id, message_id))
         return True
 
-    async def upsert_endpoint(self, endpoint: Endpoint, *, within_tenant: bool = False) -> bool:
-        """Create or replace an endpoint (not another tenant's, with `within_tenant`)."""
-        current = self.endpoint_rows.get(endpoint.endpoint_id)
-        if within_tenant and current is not None and current.tenant_id != endpoint.tenant_id:
-            return False
-        self.endpoint_rows[endpoint.endpoint_id] = endpoint
-        return True
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id."""
+        self.endpoint_rows[endpoint.tenant_id, endpoint.endpoint_id] = endpoint
 
-    async def endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """One endpoint."""
-        return self.endpoint_rows.get(endpoint_id)
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant."""
+        return self.endpoint_rows.get((tenant_id, endpoint_id))
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id."""
+        return sorted((e for e in self.endpoint_rows.values() if e.endpoint_id == endpoint_id), key=lambda e: e.tenant_id)
 
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
         """Enabled endpoints for a tenant, or all."""
@@ -282,7 +301,7 @@ class InMemoryWebhookStore:
         ][:limit]
         for d in due:
             self.delivery_rows[d.delivery_id] = replace(d, next_attempt_at=now + lease)
-        return [(d, self.endpoint_rows[d.endpoint_id]) for d in due if d.endpoint_id in self.endpoint_rows]
+        return [(d, self.endpoint_rows[d.tenant_id, d.endpoint_id]) for d in due if (d.tenant_id, d.endpoint_id) in self.endpoint_rows]
 
     async def record_attempt(
         self,
@@ -309,9 +328,8 @@ class InMemoryWebhookStore:
 
     async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
         """The delivery log."""
-        owned = {e.endpoint_id for e in self.endpoint_rows.values() if e.tenant_id == tenant_id}
         return [
             d
             for d in self.delivery_rows.values()
-            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.endpoint_id in owned)
+            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.tenant_id == tenant_id)
         ][:limit]

@@ -426,24 +426,38 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
             raise _error(result)
         return _view(service, result, session)
 
+    async def answer_callback(tenant_id: str | None, endpoint_id: str, request: Request, service: ApprovalService) -> dict[str, Any]:
+        result = await service.callback(tenant_id, endpoint_id, request.headers, await request.body())
+        if isinstance(result, Refusal):
+            raise _error(result)
+        return {"approval_id": result.approval_id, "status": result.status, "approvers": result.approvers}
+
     @v1.post(
-        "/callbacks/{endpoint_id}",
+        "/callbacks/{tenant_id}/{endpoint_id}",
         tags=["webhooks"],
         summary="Inbound decision from a chat tool (Standard Webhooks)",
         responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
     )
-    async def callback(endpoint_id: str, request: Request, service: Svc) -> dict[str, Any]:
-        """A decision posted back by an approver's chat tool.
+    async def callback(tenant_id: str, endpoint_id: str, request: Request, service: Svc) -> dict[str, Any]:
+        """A decision posted back by an approver's chat tool to the tenant's endpoint (each message's `callback_url`).
 
         Body `{"type": "approval.decision", "data": {"approval_id", "approver", "decision": "approve"|"reject",
         "action_digest", "comment"?, "edited_args"?}}`, signed with the endpoint's secret per Standard Webhooks
         (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`). A `webhook-id` is accepted once;
         the approver must be one of the endpoint's, and the request of the endpoint's tenant.
         """
-        result = await service.callback(endpoint_id, request.headers, await request.body())
-        if isinstance(result, Refusal):
-            raise _error(result)
-        return {"approval_id": result.approval_id, "status": result.status, "approvers": result.approvers}
+        return await answer_callback(tenant_id, endpoint_id, request, service)
+
+    @v1.post(
+        "/callbacks/{endpoint_id}",
+        tags=["webhooks"],
+        summary="Inbound decision to an endpoint named without its tenant (the older callback URL)",
+        responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+        deprecated=True,
+    )
+    async def callback_without_tenant(endpoint_id: str, request: Request, service: Svc) -> dict[str, Any]:
+        """As `/callbacks/{tenant_id}/{endpoint_id}`; the endpoint is the one of that id whose secret signed the message."""
+        return await answer_callback(None, endpoint_id, request, service)
 
     @v1.get("/webhooks/endpoints", response_model=list[EndpointOut], tags=["webhooks"], summary="List endpoints (admin)")
     async def list_endpoints(service: Svc, session: Auth) -> list[EndpointOut]:
@@ -454,11 +468,18 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         return [_endpoint_out(e) for e in found]
 
     @v1.get("/webhooks/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"], summary="Show one endpoint (admin)")
-    async def get_endpoint(endpoint_id: str, service: Svc, session: Auth) -> EndpointOut:
-        """One of your tenant's endpoints (another tenant's: 404, as a missing one)."""
+    async def get_endpoint(
+        endpoint_id: str,
+        service: Svc,
+        session: Auth,
+        tenant_id: Annotated[str | None, Query(description="An operator: whose endpoint (default `*`). Others: only their own.")] = None,
+    ) -> EndpointOut:
+        """One of your tenant's endpoints (an id only another tenant has: 404, as a missing one)."""
         require_admin(session)
-        found = await service.repo.endpoint(endpoint_id)
-        if found is None or not (session.approver.operator or found.tenant_id == session.approver.tenant_id):
+        who = session.approver
+        tenant = who.tenant_id if tenant_id is None else tenant_id
+        found = await service.repo.endpoint(tenant, endpoint_id) if who.operator or tenant == who.tenant_id else None
+        if found is None:
             raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
         return _endpoint_out(found)
 
@@ -467,11 +488,11 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         response_model=EndpointOut,
         tags=["webhooks"],
         summary="Create or replace an endpoint (admin)",
-        responses={401: {}, 403: {}, 409: {}, 422: {}},
+        responses={401: {}, 403: {}, 422: {}},
         openapi_extra=_json_body(EndpointIn),
     )
     async def put_endpoint(request: Request, service: Svc, session: Auth) -> EndpointOut:
-        """Register where your tenant's webhooks go; the answer shows the secret once. Another tenant's endpoint is never replaced."""
+        """Register where your tenant's webhooks go; the answer shows the secret once. Ids are your tenant's own."""
         require_admin(session)
         body = _parse(EndpointIn, await request.body())
         result = await service.register_endpoint(
@@ -495,6 +516,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
             {
                 "delivery_id": d.delivery_id,
                 "endpoint_id": d.endpoint_id,
+                "tenant_id": d.tenant_id,
                 "approval_id": d.approval_id,
                 "event_type": d.event_type,
                 "status": d.status,

@@ -146,9 +146,9 @@ def build(
     async def install_file_endpoints(_: ServiceProcess) -> None:
         for endpoint in file_endpoints:
             await service.repo.upsert_endpoint(endpoint)
-        in_file = {e.endpoint_id for e in file_endpoints}
+        in_file = {(e.tenant_id, e.endpoint_id) for e in file_endpoints}
         for endpoint in await service.repo.endpoints():
-            if endpoint.source == "file" and endpoint.enabled and endpoint.endpoint_id not in in_file:
+            if endpoint.source == "file" and endpoint.enabled and (endpoint.tenant_id, endpoint.endpoint_id) not in in_file:
                 # removed from the file since the last start: stop sending to it (kept for the delivery log)
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 

@@ -353,28 +353,23 @@ class ApprovalService(WebhookSide):
             return None
         return Refusal(code="unknown_review_reason", status=422, message=f"review_reason {reason!r} is not one of: {', '.join(taxonomy)}")
 
-    async def callback(self, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:
+    async def callback(self, tenant_id: str | None, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:
         """An approver's decision posted back by their chat tool, verified per Standard Webhooks.
 
-        In order: the endpoint exists, the signature is its secret's, the body parses, the message is
-        new, the approver is one of the endpoint's, the request is of the endpoint's tenant (else the
-        same 404 as a missing one), then the vote as over the API (group, four eyes, state).
+        In order: the endpoint exists, the signature is its secret's (`callback_endpoint`), the body
+        parses, the message is new, the approver is one of the endpoint's, the request is of the
+        endpoint's tenant (else the same 404 as a missing one), then the vote as over the API.
         """
-        endpoint = await self.repo.endpoint(endpoint_id)
-        if endpoint is None or not endpoint.enabled:
-            return Refusal(code="unknown_endpoint", status=404, message=f"no endpoint {endpoint_id}")
-        try:
-            msg_id, _ = webhooks.verify(
-                endpoint.secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
-            )
-        except webhooks.WebhookVerificationError as exc:
-            return Refusal(code=exc.code, status=401, message=str(exc))
+        found = await self.callback_endpoint(tenant_id, endpoint_id, headers, body)
+        if isinstance(found, Refusal):
+            return found
+        endpoint, msg_id = found
         try:
             doc = json.loads(body)
             decision = CallbackDecision.model_validate(doc.get("data") if isinstance(doc, dict) else None)
         except (ValueError, ValidationError) as exc:
             return Refusal(code="invalid_callback", status=422, message=f"callback body: {exc}"[:500])
-        if not await self.repo.remember_message(endpoint_id, msg_id):
+        if not await self.repo.remember_message(endpoint.tenant_id, endpoint.endpoint_id, msg_id):
             return Refusal(code="replayed", status=409, message=f"message {msg_id} was already received (replay refused)")
         if decision.approver not in endpoint.approvers:
             return Refusal(code="not_endpoint_approver", status=403, message=f"{decision.approver} does not approve through this endpoint")
@@ -461,6 +456,7 @@ class ApprovalService(WebhookSide):
             Delivery(
                 delivery_id=f"msg_{uuid.uuid4().hex}",
                 endpoint_id=endpoint.endpoint_id,
+                tenant_id=endpoint.tenant_id,
                 approval_id=record.approval_id,
                 event_type=event_type.removeprefix("tidegate."),
                 body=self._webhook_body(record, event_type, endpoint),

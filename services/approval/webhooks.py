@@ -14,7 +14,7 @@ import ipaddress
 import secrets
 import socket
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -25,15 +25,19 @@ import standardwebhooks
 
 __all__ = [
     "LIBRARY_TOLERANCE_S",
+    "Destination",
     "HttpxSender",
+    "Resolver",
     "SendResult",
     "WebhookSender",
     "WebhookVerificationError",
     "backoff",
     "check_secret",
+    "check_url",
     "new_secret",
     "sign",
     "signed_headers",
+    "system_resolver",
     "url_refusal",
     "verify",
 ]
@@ -118,13 +122,37 @@ def _address_refused(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-async def url_refusal(url: str, allowed_hosts: Collection[str]) -> str | None:
-    """Why webhooks may not go to `url`, or None when they may.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""Answers the addresses a host name has (the system's resolver, or a test's)."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, by the event loop's `getaddrinfo`."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a delivery connects: `url`, and when it was pinned to a checked address, the name it stands for.
+
+    `host` is the Host header (name and port as registered) and `server_name` the TLS server name
+    (SNI and the certificate's check); both None when `url` is sent as registered (an allow-listed host).
+    """
+
+    url: str
+    host: str | None = None
+    server_name: str | None = None
+
+
+async def check_url(url: str, allowed_hosts: Collection[str], resolver: Resolver = system_resolver) -> Destination | str:
+    """Where webhooks to `url` connect, or why they may not go there.
 
     A URL is https, and every address its host resolves to is public; an operator's allow-listed
     hosts (`TIDEGATE_APPROVAL_WEBHOOK_ALLOWED_HOSTS`) may also use http and private, loopback or
-    link-local addresses. Checked when an endpoint is registered and again before every delivery
-    (the name may resolve elsewhere by then).
+    link-local addresses. The name is resolved once: a delivery connects to the first checked
+    address (the URL with that address as its host), never resolving the name again, so an answer
+    that changes in between (DNS rebinding) cannot reach a private address.
     """
     try:
         parts = urlsplit(url)
@@ -134,17 +162,25 @@ async def url_refusal(url: str, allowed_hosts: Collection[str]) -> str | None:
     if not host or parts.scheme not in ("https", "http"):
         return "a webhook URL is https://<host>/..."
     if host in {h.lower() for h in allowed_hosts}:
-        return None
+        return Destination(url)
     if parts.scheme != "https":
         return f"{host} is not allow-listed, so its URL must be https"
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        addresses = await resolver(host, port or 443)
     except OSError:
         return f"{host} does not resolve"
-    refused = sorted({str(info[4][0]) for info in infos if _address_refused(str(info[4][0]))})
-    if refused or not infos:
+    refused = sorted({address for address in addresses if _address_refused(address)})
+    if refused or not addresses:
         return f"{host} resolves to a private, loopback or link-local address ({', '.join(refused)}) and is not allow-listed"
-    return None
+    registered = httpx.URL(url)
+    pinned = registered.copy_with(host=addresses[0].split("%", 1)[0])
+    return Destination(str(pinned), host=registered.netloc.decode("ascii"), server_name=host)
+
+
+async def url_refusal(url: str, allowed_hosts: Collection[str], resolver: Resolver = system_resolver) -> str | None:
+    """Why webhooks may not go to `url`, or None when they may (checked at registration and before every delivery)."""
+    checked = await check_url(url, allowed_hosts, resolver)
+    return checked if isinstance(checked, str) else None
 
 
 @dataclass(frozen=True)
@@ -168,22 +204,37 @@ class WebhookSender(Protocol):
 class HttpxSender:
     """The real sender: one shared httpx client, a timeout, 2xx counts as delivered.
 
-    The URL rules are checked again before each attempt; a receiver's answer body is never kept
-    (the delivery log shows the status code only: a body can hold anything the receiver chose).
+    The URL rules are checked again before each attempt, and the attempt connects to the address
+    that was checked (Host header and TLS server name stay the URL's name; see `check_url`).
+    Connections are not kept alive: a pooled connection to one address, verified for one name,
+    must not carry another name's message. A receiver's answer body is never kept (the delivery
+    log shows the status code only: a body can hold anything the receiver chose).
     """
 
-    def __init__(self, timeout_s: float, allowed_hosts: Collection[str] = (), transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, transport=transport)
+    def __init__(
+        self,
+        timeout_s: float,
+        allowed_hosts: Collection[str] = (),
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s, follow_redirects=False, transport=transport, limits=httpx.Limits(max_keepalive_connections=0)
+        )
         self._allowed_hosts = tuple(allowed_hosts)
+        self._resolver = resolver
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
         """POST the message; a refused URL, a non-2xx answer or a network error is a failed attempt."""
         started = time.perf_counter()
-        refusal = await url_refusal(url, self._allowed_hosts)
-        if refusal is not None:
-            return SendResult(False, None, f"url_refused: {refusal}"[:500], (time.perf_counter() - started) * 1000)
+        checked = await check_url(url, self._allowed_hosts, self._resolver)
+        if isinstance(checked, str):
+            return SendResult(False, None, f"url_refused: {checked}"[:500], (time.perf_counter() - started) * 1000)
+        if checked.host is not None:
+            headers = {**headers, "host": checked.host}
+        extensions = {} if checked.server_name is None else {"sni_hostname": checked.server_name}
         try:
-            response = await self._client.post(url, content=body, headers=headers)
+            response = await self._client.post(checked.url, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             return SendResult(False, None, type(exc).__name__, (time.perf_counter() - started) * 1000)
         ok = 200 <= response.status_code < 300

@@ -51,7 +51,7 @@ async def decisions_on_the_bus(h: ApprovalHarness, approval_id: str) -> list[str
     return [e.type for e in await h.approvals() if e.data.approval_id == approval_id and e.type != "tidegate.approval.requested"]
 
 
-async def test_tenant_as_admin_cannot_create_replace_list_or_read_tenant_bs_endpoints_requests_or_deliveries(
+async def test_tenant_as_admin_cannot_create_replace_list_probe_or_read_tenant_bs_endpoints_requests_or_deliveries(
     start_approval: StartApproval, http: httpx.AsyncClient, wait_for: WaitFor, tmp_path: Path
 ) -> None:
     h = await start(start_approval, tmp_path)
@@ -66,34 +66,45 @@ async def test_tenant_as_admin_cannot_create_replace_list_or_read_tenant_bs_endp
         endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b", "approvers": ["bob@b.example"]}, headers=bearer(b_admin)
     )
     assert created.status_code == 200, created.text
-    original = await h.repo.endpoint(b_endpoint)
+    original = await h.repo.endpoint(h.tenant, b_endpoint)
     assert original is not None
-    assert original.tenant_id == h.tenant
 
-    # create for B, replace B's (same id), create an every-tenant endpoint: all refused, B's endpoint untouched
+    # create for B or for every tenant: refused; B's id (an existence probe, or a takeover): A's own endpoint, B's untouched
     mine = {"url": "http://127.0.0.1:9/a", "approvers": ["mallory@a.example"], "secret": webhooks.new_secret()}
     for_b = await http.post(endpoints, json=mine | {"endpoint_id": "a-into-b", "tenant_id": h.tenant}, headers=bearer(a_admin))
     assert (for_b.status_code, for_b.json()["detail"]["code"]) == (403, "wrong_tenant")
-    replace = await http.post(endpoints, json=mine | {"endpoint_id": b_endpoint}, headers=bearer(a_admin))
-    assert (replace.status_code, replace.json()["detail"]["code"]) == (409, "endpoint_id_taken")
     everyone = await http.post(endpoints, json=mine | {"endpoint_id": "a-everyone", "tenant_id": "*"}, headers=bearer(a_admin))
     assert (everyone.status_code, everyone.json()["detail"]["code"]) == (403, "wrong_tenant")
-    assert await h.repo.endpoint(b_endpoint) == original
-    assert await h.repo.endpoint("a-into-b") is None
-    assert await h.repo.endpoint("a-everyone") is None
+    same_id = await http.post(endpoints, json=mine | {"endpoint_id": b_endpoint}, headers=bearer(a_admin))
+    new_id = await http.post(endpoints, json=mine | {"endpoint_id": f"a-new-{uuid.uuid4().hex[:6]}"}, headers=bearer(a_admin))
+    assert same_id.status_code == new_id.status_code == 200, same_id.text
+    assert same_id.json() | {"endpoint_id": "ID"} == new_id.json() | {"endpoint_id": "ID"}  # a taken id answers as a free one
+    assert same_id.json()["tenant_id"] == tenant_a
+    assert await h.repo.endpoint(h.tenant, b_endpoint) == original
+    theirs_now = await h.repo.endpoint(tenant_a, b_endpoint)
+    assert theirs_now is not None
+    assert (theirs_now.url, theirs_now.approvers) == ("http://127.0.0.1:9/a", ("mallory@a.example",))
+    assert await h.repo.endpoint(h.tenant, "a-into-b") is None
+    assert await h.repo.endpoint("*", "a-everyone") is None
     # an endpoint of A cannot name B's approver
     stranger = await http.post(endpoints, json=mine | {"endpoint_id": "a-bob", "approvers": ["bob@b.example"]}, headers=bearer(a_admin))
     assert (stranger.status_code, stranger.json()["detail"]["code"]) == (422, "unknown_approvers")
 
-    # list and read: B's endpoint is invisible, and reading it answers as a missing id does
+    # list and read: B's endpoint is invisible (A's id reads as A's own), and asking for B's answers as a missing id does
     listed = await http.get(endpoints, headers=bearer(a_admin))
-    assert b_endpoint not in {e["endpoint_id"] for e in listed.json()}
-    assert b_endpoint in {e["endpoint_id"] for e in (await http.get(endpoints, headers=bearer(operator))).json()}
-    theirs = await http.get(f"{endpoints}/{b_endpoint}", headers=bearer(a_admin))
-    missing = await http.get(f"{endpoints}/no-such-endpoint", headers=bearer(a_admin))
+    assert {e["tenant_id"] for e in listed.json()} == {tenant_a}
+    assert "http://127.0.0.1:9/b" not in {e["url"] for e in listed.json()}
+    assert (h.tenant, b_endpoint) in {
+        (e["tenant_id"], e["endpoint_id"]) for e in (await http.get(endpoints, headers=bearer(operator))).json()
+    }
+    own = await http.get(f"{endpoints}/{b_endpoint}", headers=bearer(a_admin))
+    assert (own.status_code, own.json()["tenant_id"], own.json()["url"]) == (200, tenant_a, "http://127.0.0.1:9/a")
+    theirs = await http.get(f"{endpoints}/{b_endpoint}", params={"tenant_id": h.tenant}, headers=bearer(a_admin))
+    missing = await http.get(f"{endpoints}/no-such-endpoint", params={"tenant_id": h.tenant}, headers=bearer(a_admin))
     assert theirs.status_code == 404
     assert same_answer(theirs, missing, b_endpoint, "no-such-endpoint")
-    assert (await http.get(f"{endpoints}/{b_endpoint}", headers=bearer(b_admin))).status_code == 200
+    b_reads = await http.get(f"{endpoints}/{b_endpoint}", headers=bearer(b_admin))
+    assert (b_reads.status_code, b_reads.json()["url"]) == (200, "http://127.0.0.1:9/b")
 
     # B's request and its delivery log
     decided = h.decided()
@@ -106,7 +117,7 @@ async def test_tenant_as_admin_cannot_create_replace_list_or_read_tenant_bs_endp
     filtered = await http.get(f"{h.url}/api/v1/webhooks/deliveries", params={"approval_id": record.approval_id}, headers=bearer(a_admin))
     assert filtered.json() == []
     b_log = await http.get(f"{h.url}/api/v1/webhooks/deliveries", params={"approval_id": record.approval_id}, headers=bearer(b_admin))
-    assert [d["endpoint_id"] for d in b_log.json()] == [b_endpoint]
+    assert [(d["tenant_id"], d["endpoint_id"]) for d in b_log.json()] == [(h.tenant, b_endpoint)]  # none to A's endpoint of that id
 
     approvals = f"{h.url}/api/v1/approvals"
     assert record.approval_id not in {r["approval_id"] for r in (await http.get(approvals, headers=bearer(a_admin))).json()}
@@ -137,15 +148,15 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
     await h.token("carol@b.example", ["finance"])
     a_admin = await h.token("mallory@a.example", ["admin", "finance"], tenant=tenant_a)
     endpoints = f"{h.url}/api/v1/webhooks/endpoints"
-    b_endpoint, a_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}", f"a-chat-{uuid.uuid4().hex[:6]}"
+    b_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}"
     b_made = await http.post(
         endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b", "approvers": ["bob@b.example"]}, headers=bearer(b_admin)
     )
     b_secret = b_made.json()["secret"]
-    chosen = webhooks.new_secret()  # the attacker's own secret, on the attacker's own endpoint
+    chosen = webhooks.new_secret()  # the attacker's own secret, on the attacker's own endpoint, under B's endpoint id
     a_made = await http.post(
         endpoints,
-        json={"endpoint_id": a_endpoint, "url": "http://127.0.0.1:9/a", "approvers": ["mallory@a.example"], "secret": chosen},
+        json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/a", "approvers": ["mallory@a.example"], "secret": chosen},
         headers=bearer(a_admin),
     )
     assert a_made.status_code == 200, a_made.text
@@ -157,23 +168,28 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
         data = {"approval_id": approval_id, "approver": approver, "decision": "approve", "action_digest": record.action_digest}
         return json.dumps({"type": "approval.decision", "data": data}).encode()
 
-    async def post(endpoint_id: str, body: bytes, secret: str, **header_over: Any) -> httpx.Response:
+    async def post(path: str, body: bytes, secret: str, **header_over: Any) -> httpx.Response:
         headers: dict[str, Any] = webhooks.signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), body) | header_over
-        return await http.post(f"{h.url}/api/v1/callbacks/{endpoint_id}", content=body, headers=headers)
+        return await http.post(f"{h.url}/api/v1/callbacks/{path}", content=body, headers=headers)
 
-    # the attacker's endpoint and secret, B's request: answered as a missing request
-    theirs = await post(a_endpoint, decision("mallory@a.example"), chosen)
-    missing = await post(a_endpoint, decision("mallory@a.example", "ap-0000000000000000"), chosen)
-    assert theirs.status_code == 404
-    assert same_answer(theirs, missing, record.approval_id, "ap-0000000000000000")
+    b_path, a_path, old_path = f"{h.tenant}/{b_endpoint}", f"{tenant_a}/{b_endpoint}", b_endpoint
+    # the attacker's endpoint and secret, B's request: answered as a missing request (the older URL picks A's endpoint too)
+    for path in (a_path, old_path):
+        theirs = await post(path, decision("mallory@a.example"), chosen)
+        missing = await post(path, decision("mallory@a.example", "ap-0000000000000000"), chosen)
+        assert theirs.status_code == 404, (path, theirs.text)
+        assert same_answer(theirs, missing, record.approval_id, "ap-0000000000000000")
     # B's endpoint, signed with the attacker's secret
-    forged = await post(b_endpoint, decision("bob@b.example"), chosen)
+    forged = await post(b_path, decision("bob@b.example"), chosen)
     assert (forged.status_code, forged.json()["detail"]["code"]) == (401, "bad_signature")
+    # and whether B has an endpoint of some id is not told: a missing one answers as a wrong secret does
+    probe = await post(f"{h.tenant}/no-such-endpoint", decision("bob@b.example"), chosen)
+    assert (probe.status_code, probe.json()) == (forged.status_code, forged.json())
     # B's endpoint and secret, but an approver who is not the endpoint's (a real finance approver of B)
-    outsider = await post(b_endpoint, decision("carol@b.example"), b_secret)
+    outsider = await post(b_path, decision("carol@b.example"), b_secret)
     assert (outsider.status_code, outsider.json()["detail"]["code"]) == (403, "not_endpoint_approver")
     # a signature header that is not ASCII is a refusal, not a server error
-    garbled = await post(b_endpoint, decision("bob@b.example"), b_secret, **{"webhook-signature": "v1,sïgnature=".encode()})
+    garbled = await post(b_path, decision("bob@b.example"), b_secret, **{"webhook-signature": "v1,sïgnature=".encode()})
     assert (garbled.status_code, garbled.json()["detail"]["code"]) == (401, "bad_signature")
 
     stored = await h.repo.get(record.approval_id)
@@ -187,10 +203,16 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
     )
     await wait_for(h.all_published, what="outbox drained")
     assert await decisions_on_the_bus(h, record.approval_id) == []
-    # and the genuine approver through B's own endpoint is still heard (the refusals above are not a broken callback)
-    genuine = await post(b_endpoint, decision("bob@b.example"), b_secret)
+    # and the genuine approver through B's own endpoint is still heard (the refusals above are not a broken callback),
+    # at the callback URL B's messages carry, and at the older URL although A registered the same id
+    (delivery,) = await h.repo.deliveries(record.approval_id)
+    callback_url = json.loads(delivery.body)["data"]["callback_url"]
+    assert callback_url.endswith(f"/api/v1/callbacks/{b_path}")
+    genuine = await post(b_path, decision("bob@b.example"), b_secret)
     assert genuine.status_code == 200, genuine.text
     assert genuine.json()["approvers"] == ["bob@b.example"]
+    again = await post(old_path, decision("bob@b.example"), b_secret)
+    assert (again.status_code, again.json()["detail"]["code"]) == (409, "already_approved")  # B's endpoint, B's vote rules
 
 
 async def test_expired_revoked_and_rotated_tokens_are_refused(

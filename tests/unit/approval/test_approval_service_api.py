@@ -297,7 +297,9 @@ async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
     now = int(world.clock().timestamp())
 
     async def post(msg_id: str, ts: int, payload: bytes = body, key: str = secret) -> httpx.Response:
-        return await world.client.post("/api/v1/callbacks/chat", content=payload, headers=webhooks.signed_headers(key, msg_id, ts, payload))
+        return await world.client.post(
+            "/api/v1/callbacks/acme/chat", content=payload, headers=webhooks.signed_headers(key, msg_id, ts, payload)
+        )
 
     stale = await post("msg_1", now - 301)
     assert (stale.status_code, stale.json()["detail"]["code"]) == (401, "stale_timestamp")
@@ -308,6 +310,37 @@ async def test_callbacks_are_verified_and_replays_refused(world: World) -> None:
     assert ok.json()["status"] == "granted"
     replay = await post("msg_3", now)
     assert (replay.status_code, replay.json()["detail"]["code"]) == (409, "replayed")
+
+
+async def test_endpoint_ids_are_each_tenants_own_and_a_callback_finds_the_endpoint_whose_secret_signed_it(world: World) -> None:
+    acme_secret, evil_secret = webhooks.new_secret(), webhooks.new_secret()
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", acme_secret, "acme", ("bob@acme.example",)))
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://evil.test/hook", evil_secret, "evil", ("bob@acme.example",)))
+    assert [e.url for e in await world.repo.endpoints_named("chat")] == ["http://chat.test/hook", "http://evil.test/hook"]
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    world.sender.failures = 0
+    assert await world.service.deliver_webhooks() == 1
+    (url, _headers, body) = world.sender.got[-1]
+    assert url == "http://chat.test/hook"  # acme's request goes to acme's endpoint only
+    callback_url = json.loads(body)["data"]["callback_url"]
+    assert callback_url.endswith("/api/v1/callbacks/acme/chat")
+    data = {"approval_id": record.approval_id, "approver": "bob@acme.example", "decision": "approve", "action_digest": record.action_digest}
+    payload = json.dumps({"type": "approval.decision", "data": data}).encode()
+
+    async def post(path: str, key: str, msg_id: str) -> httpx.Response:
+        headers = webhooks.signed_headers(key, msg_id, int(world.clock().timestamp()), payload)
+        return await world.client.post(f"/api/v1/callbacks/{path}", content=payload, headers=headers)
+
+    on_acme = await post("acme/chat", evil_secret, "msg_1")
+    assert (on_acme.status_code, on_acme.json()["detail"]["code"]) == (401, "bad_signature")
+    by_evil = await post("chat", evil_secret, "msg_2")  # the older URL: evil's secret picks evil's endpoint
+    assert (by_evil.status_code, by_evil.json()["detail"]["code"]) == (404, "not_found")
+    for probe in ("nobody/chat", "acme/nothing", "nothing"):  # a missing endpoint answers as a wrong secret: ids are not told
+        unknown = await post(probe, acme_secret, "msg_3")
+        assert (unknown.status_code, unknown.json()) == (on_acme.status_code, on_acme.json())
+    granted = await post("chat", acme_secret, "msg_2")  # acme's secret picks acme's endpoint, whose message ids are its own
+    assert (granted.status_code, granted.json()["status"]) == (200, "granted")
 
 
 async def test_sweep_escalates_then_expires_and_the_page_sees_a_kill_switch(world: World) -> None:

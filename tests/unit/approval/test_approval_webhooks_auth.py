@@ -152,3 +152,34 @@ def test_one_time_links_verify_and_refuse_forgery_and_expiry(tmp_path: Path) -> 
         auth.verify_link(stranger, link, now=now)
     with pytest.raises(auth.LinkError):
         auth.verify_link(key, "tga_not_a_link", now=now)
+
+
+async def test_the_sender_connects_to_the_address_it_checked_so_a_rebinding_answer_reaches_nothing_private() -> None:
+    answers = [["93.184.216.34"], ["127.0.0.1"]]  # a rebinding name: public when checked, loopback on the next lookup
+    asked: list[tuple[str, int]] = []
+    received: list[httpx.Request] = []
+
+    async def rebinding_resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return answers.pop(0)
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    sender = webhooks.HttpxSender(1.0, transport=httpx.MockTransport(receiver), resolver=rebinding_resolver)
+    try:
+        first = await sender.send("https://hooks.example.com:8443/hook?x=1", {"webhook-id": "msg_1"}, b"{}")
+        second = await sender.send("https://hooks.example.com:8443/hook?x=1", {"webhook-id": "msg_2"}, b"{}")
+    finally:
+        await sender.close()
+    assert first.ok
+    assert asked == [("hooks.example.com", 8443), ("hooks.example.com", 8443)]  # one lookup per attempt, none by httpx
+    [request] = received
+    assert str(request.url) == "https://93.184.216.34:8443/hook?x=1"  # the connection goes to the checked address
+    assert request.headers["host"] == "hooks.example.com:8443"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"  # TLS name and certificate check stay the name's
+    assert request.headers["webhook-id"] == "msg_1"
+    assert not second.ok
+    assert second.error is not None
+    assert second.error.startswith("url_refused")  # the loopback answer was refused, and nothing was sent
