@@ -316,7 +316,8 @@ def eval_workspaces(
             str(d["attacker_goals_reached_declared"]),
             str(d["attacker_goals_reached_undeclared"]),
             f"{d['decision_p50_ms']:.1f} / {d['decision_p95_ms']:.1f}",
-            *([f"{d['run_p50_ms']:.1f} / {d['run_p95_ms']:.1f}"] if bus else []),  # proposal → the executor's result
+            # proposal → the executor's result (none when no call ran)
+            *([f"{d['run_p50_ms']:.1f} / {d['run_p95_ms']:.1f}" if d["run_p50_ms"] is not None else "-"] if bus else []),
         )
     console.print(table)
     for d in docs:
