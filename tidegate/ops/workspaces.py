@@ -464,7 +464,7 @@ class _BusRun(_Run):
         self.driver, self.tenant, self.task = driver, tenant, task
         self.task_id = f"{task.id}-{uuid.uuid4().hex[:8]}"
         self.step = 0
-        self.ran = False  # the last proposed call ran (the executor published its result)
+        self.allowed = False  # the last proposed call was allowed: its result is the executor's to publish, not ours
 
     async def start(self) -> None:
         data = TaskSubmittedData(
@@ -492,20 +492,20 @@ class _BusRun(_Run):
         decided = await self.driver.decision(data.action_id)
         decision_ms = (time.perf_counter() - started) * 1000
         outcome, codes = decided.data.outcome, [r.code.value for r in decided.data.reasons]
-        self.ran = False
+        self.allowed = outcome == "allow"
         if outcome != "allow":
             return _Outcome(outcome, codes, decision_ms, ran=False)
         try:
             result = await self.driver.result(data.action_id)
         except TimeoutError as exc:
             return _Outcome(outcome, codes, decision_ms, ran=False, why_not=str(exc))
-        self.ran = result.data.status == "succeeded"
-        why_not = "" if self.ran else f"{result.data.status}: {result.data.error}"
-        return _Outcome(outcome, codes, decision_ms, ran=self.ran, run_ms=(time.perf_counter() - started) * 1000, why_not=why_not)
+        ran = result.data.status == "succeeded"
+        why_not = "" if ran else f"{result.data.status}: {result.data.error}"
+        return _Outcome(outcome, codes, decision_ms, ran=ran, run_ms=(time.perf_counter() - started) * 1000, why_not=why_not)
 
     async def result(self, step: Step, result: dict[str, Any]) -> None:
-        """The result of a call a human granted (the executor published those it ran)."""
-        if self.ran:
+        """The result of a call a human granted; an allowed call's result is the executor's (succeeded or failed), never ours."""
+        if self.allowed:
             return
         data = ActionResultData(
             action_id=f"{self.task_id}-{self.step}",
