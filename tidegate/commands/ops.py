@@ -283,11 +283,14 @@ def eval_workspaces(
     suites: Path = typer.Option(REPO_ROOT / "evals" / "workspaces", "--suites", help="A suite file, or a directory of them."),
     policy_dir: Path = typer.Option(REPO_ROOT / "policies" / "default", "--policy", help="Policy pack directory."),
     bus: bool = typer.Option(
-        False, "--bus", help="Through a policy service started on a sandbox topic prefix (Kafka and PostgreSQL), not in process."
+        False,
+        "--bus",
+        help="Through a policy service and an executor started on a sandbox topic prefix (Kafka and PostgreSQL), not in process; "
+        "the suite's tools answer the executor over Kafka.",
     ),
     as_json: bool = JSON,
 ) -> None:
-    """Workspace suites (banking, chat, travel, office): legitimate calls let through, attacker goals reached, latency."""
+    """Workspace suites (banking, chat, travel, office): legitimate calls run without a human, attacker goals reached, latency."""
     from tidegate.ops.workspaces import load_suite, run_suite, run_suite_through_service
 
     files = sorted(suites.glob("*.yaml")) if suites.is_dir() else [suites]
@@ -298,21 +301,23 @@ def eval_workspaces(
     if as_json:
         print(json.dumps(docs, indent=2))
         return
-    table = Table(title=f"workspace suites, pack {policy_dir}, {'policy service on Kafka' if bus else 'in process'}")
+    table = Table(title=f"workspace suites, pack {policy_dir}, {'policy service and executor on Kafka' if bus else 'in process'}")
     for column in ("suite", "legit calls (agent may)", "run without a human", "escalated", "denied", "attacks", "reached (declared)",
-                   "reached (undeclared)", "decision p50 / p95 ms"):  # fmt: skip
+                   "reached (undeclared)", "decision p50 / p95 ms", *(["run p50 / p95 ms"] if bus else [])):  # fmt: skip
         table.add_column(column, justify="right")
     for d in docs:
         table.add_row(
             d["suite"],
             f"{d['legit_calls']} ({d['rubric_agent_calls']})",
-            f"{d['allowed_without_human']} ({d['allowed_pct']} %)",
+            f"{d['run_without_human']} ({d['run_pct']} %)",
             str(d["escalated"]),
             str(d["denied"]),
             str(d["attacks"]),
             str(d["attacker_goals_reached_declared"]),
             str(d["attacker_goals_reached_undeclared"]),
             f"{d['decision_p50_ms']:.1f} / {d['decision_p95_ms']:.1f}",
+            # proposal → the executor's result (none when no call ran)
+            *([f"{d['run_p50_ms']:.1f} / {d['run_p95_ms']:.1f}" if d["run_p50_ms"] is not None else "-"] if bus else []),
         )
     console.print(table)
     for d in docs:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from servicekit import REPO_ROOT
-from tidegate.ops.workspaces import load_suite, run_suite
+from tidegate.ops.workspaces import Step, _Outcome, _score, load_suite, run_suite
 
 SUITES = sorted((REPO_ROOT / "evals" / "workspaces").glob("*.yaml"))
 PACK = REPO_ROOT / "policies" / "default"
@@ -39,3 +40,25 @@ async def test_without_computed_provenance_and_flow_rules_attacks_get_through(tm
         report = await run_suite(load_suite(path), weak)
         reached += report.reached_undeclared
     assert reached >= 3
+
+
+class _AllowedButNotRun:
+    """A run whose every call is allowed and none performed: the executor failed it, or never answered."""
+
+    async def start(self) -> None:
+        return None
+
+    async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:
+        return _Outcome("allow", [], 1.0, ran=False, why_not="failed: tool_error")
+
+    async def result(self, step: Step, result: dict[str, Any]) -> None:
+        return None
+
+
+async def test_an_allowed_call_counts_as_run_and_an_attack_as_reached_only_when_it_ran() -> None:
+    suite = load_suite(REPO_ROOT / "evals" / "workspaces" / "banking.yaml")
+    report = (await _score(suite, lambda task: _AllowedButNotRun())).as_dict()
+    assert report["allowed_without_human"] == report["rubric_agent_calls"] > 0
+    assert report["run_without_human"] == 0
+    assert (report["attacker_goals_reached_declared"], report["attacker_goals_reached_undeclared"]) == (0, 0)
+    assert any("allowed but did not run (failed: tool_error)" in miss for miss in report["misses"])
