@@ -289,13 +289,15 @@ def eval_workspaces(
         "the suite's tools answer the executor over Kafka.",
     ),
     as_json: bool = JSON,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Workspace suites (banking, chat, travel, office): legitimate calls run without a human, attacker goals reached, latency."""
     from tidegate.ops.workspaces import load_suite, run_suite, run_suite_through_service
 
     files = sorted(suites.glob("*.yaml")) if suites.is_dir() else [suites]
-    if bus:
-        docs = [run(run_suite_through_service(load_suite(f), settings(), policy_dir)).as_dict() for f in files]
+    if bus:  # the services run in this process: their logs stay out of the report (and out of --json)
+        with logs_aside("eval-workspaces", verbose=verbose):
+            docs = [run(run_suite_through_service(load_suite(f), settings(), policy_dir)).as_dict() for f in files]
     else:
         docs = [asyncio.run(run_suite(load_suite(f), policy_dir)).as_dict() for f in files]
     if as_json:
