@@ -67,6 +67,9 @@ class Collector:
     def authorized(self, action_id: str) -> list[Any]:
         return [e for e in self.events["actions.authorized"] if e.data.action_id == action_id]
 
+    def result(self, action_id: str) -> Any:
+        return next((e for e in self.events["actions.results"] if e.data.action_id == action_id), None)
+
     def rejected(self, needle: str) -> list[Any]:
         return [e for e in self.events["deadletter"] if needle in e.data.raw_value]
 

@@ -23,7 +23,7 @@ from schemas import (
 from servicekit import once_delivered
 from services.planner import domain
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
-from services.planner.repository import Change, TaskRepository
+from services.planner.repository import Change, PendingEvent, TaskRepository
 from services.planner.strategies import Strategy
 
 __all__ = ["OUR_PLANNER", "PlannerHandlers"]
@@ -55,10 +55,13 @@ class PlannerHandlers:
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
 
     async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
-        pending = await self.repo.apply(event_id, task_id, change)
+        await self._publish(await self.repo.apply(event_id, task_id, change))
+
+    async def _publish(self, pending: list[PendingEvent]) -> None:
+        """Publish outbox entries; they are deleted once the broker has them, so a redelivery of their source publishes them again."""
         for item in pending:
             await self.publish(item.topic, item.event)
-        if pending:  # the outbox keeps them until the broker has: a redelivery of `event_id` publishes them again
+        if pending:
             await once_delivered(lambda: self.repo.published([p.outbox_id for p in pending]))
 
     async def on_task(self, event: TaskSubmitted) -> None:
@@ -118,11 +121,7 @@ class PlannerHandlers:
         same overdue step close the task once. No bus redelivers such an id: an outcome a previous
         tick stored but could not publish (the bus stopped first) is published here.
         """
-        pending = await self.repo.unpublished(_TIMEOUT_EVENT)
-        for item in pending:
-            await self.publish(item.topic, item.event)
-        if pending:
-            await once_delivered(lambda: self.repo.published([p.outbox_id for p in pending]))
+        await self._publish(await self.repo.unpublished(_TIMEOUT_EVENT))
         now = self.clock()
         shortest = min([self.timeouts.default_s, *self.timeouts.by_tool.values()])
         for task_id in await self.repo.waiting_since_before(now - timedelta(seconds=shortest)):

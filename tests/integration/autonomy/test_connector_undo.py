@@ -60,7 +60,7 @@ class Stack:
         return await propose(self.producer, self.tenant, tool, args, task_id=task_id, requested_by="agent@cundo.example")
 
     def result(self, action_id: str) -> Any:
-        return next((e for e in self.collector.events["actions.results"] if e.data.action_id == action_id), None)
+        return self.collector.result(action_id)
 
     def decision(self, action_id: str) -> Any:
         return next((e.data for e in self.collector.events["actions.decided"] if e.data.action_id == action_id), None)

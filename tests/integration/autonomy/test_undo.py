@@ -51,7 +51,7 @@ class Stack:
         return await propose(self.producer, self.tenant, tool, args, task_id=task_id, requested_by="agent@undo.example")
 
     def result(self, action_id: str) -> Any:
-        return next((e for e in self.collector.events["actions.results"] if e.data.action_id == action_id), None)
+        return self.collector.result(action_id)
 
     async def state(self) -> dict[str, Any]:
         """What the undo must restore: the ticket's status, tags and notes, the customer's notes."""
