@@ -3,8 +3,10 @@
 Each secret is sealed with HPKE (RFC 9180: X25519, HKDF-SHA256, AES-256-GCM, from `cryptography`) to
 the executor's public key, bound to its tenant and connector. Whoever sets a credential needs only the
 public key; only the holder of the private key (the executor) can open it. The key pair is generated
-on first use under the git-ignored keys directory; after a rotation the old private keys stay, named
-by key id, until every stored secret has been sealed again.
+on first use under the git-ignored keys directory: the private key in the executor's own folder
+(`<keys_dir>/executor/connector-credentials.key`, beside its signing key, the one folder only the
+executor mounts), the public key at the top with the other public keys. After a rotation the old
+private keys stay, named by key id, until every stored secret has been sealed again.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-__all__ = ["KEY_NAME", "Sealed", "Vault", "VaultError"]
+__all__ = ["KEY_NAME", "OWNER", "Sealed", "Vault", "VaultError"]
 
 KEY_NAME = "connector-credentials"
+OWNER = "executor"  # whose key folder holds the private keys
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
@@ -62,15 +65,20 @@ def _load_private(path: Path) -> X25519PrivateKey:
 
 
 class Vault:
-    """The executor's credential key pair(s) in `keys_dir`: the current one seals, any known one opens."""
+    """The executor's credential key pair(s) under `keys_dir`: the current one seals, any known one opens."""
 
     def __init__(self, keys_dir: Path) -> None:
         self.keys_dir = keys_dir
 
     @property
+    def private_dir(self) -> Path:
+        """The executor's own key folder, where the private keys sit."""
+        return self.keys_dir / OWNER
+
+    @property
     def private_path(self) -> Path:
         """The current private key (0600): only the executor's host should hold it."""
-        return self.keys_dir / f"{KEY_NAME}.key"
+        return self.private_dir / f"{KEY_NAME}.key"
 
     @property
     def public_path(self) -> Path:
@@ -79,11 +87,12 @@ class Vault:
 
     def ensure(self) -> str:
         """Create the key pair on first run (safe when the executor and the CLI race to do it); return the current key id."""
+        self._adopt_flat_keys()
         if self.public_path.exists() and not self.private_path.exists():
             return self.current_key_id()  # an operator's machine: the public key only
-        self.keys_dir.mkdir(parents=True, exist_ok=True)
+        self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.private_path.exists():
-            tmp = self.keys_dir / f"{KEY_NAME}.{os.getpid()}.tmp"
+            tmp = self.private_dir / f"{KEY_NAME}.{os.getpid()}.tmp"
             _write_private(tmp, X25519PrivateKey.generate())
             try:
                 os.link(tmp, self.private_path)  # atomic, and refuses to replace a key another process just made
@@ -94,8 +103,17 @@ class Vault:
         public = _load_private(self.private_path).public_key()
         pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         if not self.public_path.exists() or self.public_path.read_bytes() != pem:
-            self.public_path.write_bytes(pem)  # always the private key's own
+            self.public_path.write_bytes(pem)  # always the private key's own (never written when it already is: a read-only mount)
         return _key_id(public)
+
+    def _adopt_flat_keys(self) -> None:
+        """Move private keys of the former flat layout (`<keys_dir>/connector-credentials*.key`) into the executor's folder."""
+        flat = list(self.keys_dir.glob(f"{KEY_NAME}*.key"))
+        if flat:
+            self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path in flat:
+            if not (self.private_dir / path.name).exists():
+                os.replace(path, self.private_dir / path.name)
 
     def _install(self, private: X25519PrivateKey) -> None:
         _write_private(self.private_path, private)
@@ -121,7 +139,7 @@ class Vault:
 
     def _private_by_id(self) -> dict[str, X25519PrivateKey]:
         keys: dict[str, X25519PrivateKey] = {}
-        for path in sorted(self.keys_dir.glob(f"{KEY_NAME}*.key")):
+        for path in sorted(self.private_dir.glob(f"{KEY_NAME}*.key")):
             private = _load_private(path)
             keys[_key_id(private.public_key())] = private
         return keys
@@ -143,13 +161,13 @@ class Vault:
         """
         old = _load_private(self.private_path)
         old_id = _key_id(old.public_key())
-        _write_private(self.keys_dir / f"{KEY_NAME}.{old_id}.key", old)
+        _write_private(self.private_dir / f"{KEY_NAME}.{old_id}.key", old)
         new = X25519PrivateKey.generate()
         self._install(new)
         return old_id, _key_id(new.public_key())
 
     def retire(self, key_id: str) -> None:
         """Delete a former private key once no stored secret is sealed to it."""
-        path = self.keys_dir / f"{KEY_NAME}.{key_id}.key"
+        path = self.private_dir / f"{KEY_NAME}.{key_id}.key"
         if path.exists():
             path.unlink()

@@ -22,7 +22,8 @@ class ExecutorSettings(BaseSettings):
     )
     connector_keys_dir: Path | None = Field(
         default=None,
-        description="Directory of the connector-credential key pair (X25519, made on first start); the kit keys_dir by default.",
+        description="Keys directory of the connector-credential key pair (X25519, made on first start): "
+        "the private key in its `executor/` folder, the public key at the top; the kit keys_dir by default.",
     )
     policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Authorized calls of different tasks in flight at once in one process.")

@@ -34,7 +34,7 @@ async def test_enable_seal_rotate_and_disable_as_the_executor_sees_it(kit: KitSe
         assert after.sealed is not None
         assert after.sealed.key_id != before.sealed.key_id
         assert (await access.for_call(tenant, "github", "github_get_issue")).secret == CANARY
-        assert not list(kit.keys_dir.glob(f"{c.KEY_NAME}.*.key"))  # the old private key is gone
+        assert not list((kit.keys_dir / "executor").glob(f"{c.KEY_NAME}.*.key"))  # the old private key is gone
 
         said += cli(kit, "connectors", "disable", "github", "--tenant", tenant, "--forget-credential")
         gone = await c.PgGrantStore(pool).get(tenant, "github")

@@ -126,4 +126,4 @@ async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
     assert len(caplog.records) > 10  # the services did log (at DEBUG) during the run
     assert CANARY not in said
     assert tenant in said
-    assert (Path(kit.keys_dir) / "connector-credentials.key").exists()
+    assert (Path(kit.keys_dir) / "executor" / "connector-credentials.key").exists()  # in the executor's own folder

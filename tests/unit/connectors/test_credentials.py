@@ -175,3 +175,24 @@ async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: 
     assert globex is not None
     assert globex.sealed is not None
     assert other.open(globex.sealed, "globex", "stripe") == SECRET
+
+
+async def test_the_private_key_lives_in_the_executors_own_folder_and_a_flat_one_moves_there(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    old = c.Vault(keys)
+    old.ensure()
+    sealed = old.seal(SECRET, "acme", "stripe")
+    assert old.private_path == keys / "executor" / f"{c.KEY_NAME}.key"
+    assert old.public_path == keys / f"{c.KEY_NAME}.pub"  # beside the other public keys
+    old.private_path.rename(keys / f"{c.KEY_NAME}.key")  # the layout before: private and public keys side by side
+    moved = c.Vault(keys)
+    assert moved.ensure() == old.current_key_id()  # the same key pair, not a new one
+    assert not (keys / f"{c.KEY_NAME}.key").exists()
+    assert moved.open(sealed, "acme", "stripe") == SECRET
+
+
+async def test_a_made_key_pair_is_only_read_at_start(vault: c.Vault) -> None:
+    """In compose the keys are mounted read-only: the executor's start must find its pair and write nothing."""
+    before = {p: p.stat().st_mtime_ns for p in vault.keys_dir.rglob("*")}
+    assert c.Vault(vault.keys_dir).ensure() == vault.current_key_id()
+    assert {p: p.stat().st_mtime_ns for p in vault.keys_dir.rglob("*")} == before
