@@ -4,7 +4,9 @@
 `tidegate db migrate`, the tests' fixture). It creates a NOLOGIN owner role and one LOGIN role per
 service, applies every schema's migrations, hands every object to the owner role, and grants each
 service only what it needs in its own schema. Each service's password is generated here on first
-run and kept 0600 in the credentials directory; `service_database_url` is how a service finds its DSN.
+run and kept 0600 in its own folder of the credentials directory, `<dir>/<service>/<service>.json` (so a
+deployment mounts into each service its own folder and nothing else, as with the keys);
+`service_database_url` is how a service finds its DSN.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from asyncpg.pool import PoolConnectionProxy
 from servicekit.db import apply_migrations, create_pool
 from servicekit.settings import KitSettings
 
-__all__ = ["DEFAULT_ROLE_PREFIX", "Grant", "SchemaSpec", "owner_role", "provision", "service_database_url", "service_role"]
+__all__ = [
+    "DEFAULT_ROLE_PREFIX",
+    "Grant",
+    "SchemaSpec",
+    "credentials_file",
+    "owner_role",
+    "provision",
+    "service_database_url",
+    "service_role",
+]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -81,13 +92,18 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def credentials_file(credentials_dir: Path, service: str) -> Path:
+    """Where `service`'s login is kept: `<credentials_dir>/<service>/<service>.json`, in a folder of its own."""
+    return credentials_dir / service / f"{service}.json"
+
+
 def service_database_url(kit: KitSettings, service: str) -> str:
     """The DSN `service` logs in with: `kit.database_url`'s host and database, the service's own role.
 
     Raises:
         RuntimeError: No credentials for the service (the migrator has not provisioned the roles yet).
     """
-    path = kit.db_credentials_dir / f"{service}.json"
+    path = credentials_file(kit.db_credentials_dir, service)
     try:
         creds = json.loads(path.read_text())
     except FileNotFoundError:
@@ -105,14 +121,20 @@ def with_login(dsn: str, user: str, password: str) -> str:
 
 
 def _password(credentials_dir: Path, service: str, role: str) -> str:
-    """The service's password: the one stored, or a new one written 0600 (never committed: the folder is git-ignored)."""
-    path = credentials_dir / f"{service}.json"
+    """The service's password: the one stored, or a new one written 0600 (never committed: the folder is git-ignored).
+
+    A login of the former flat layout (`<credentials_dir>/<service>.json`) moves into the service's folder.
+    """
+    path = credentials_file(credentials_dir, service)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    flat = credentials_dir / f"{service}.json"
+    if flat.exists() and not path.exists():
+        os.replace(flat, path)
     if path.exists():
         stored = json.loads(path.read_text())
         if stored.get("user") == role and stored.get("password"):
             return str(stored["password"])
     password = secrets.token_urlsafe(32)
-    credentials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -45,7 +45,8 @@ class KitSettings(BaseSettings):
     )
     db_credentials_dir: Path = Field(
         default=REPO_ROOT / ".tidegate" / "db",
-        description="Each service's PostgreSQL login (`<service>.json`, 0600), written by `tidegate db migrate`; never committed.",
+        description="Each service's PostgreSQL login (`<service>/<service>.json`, 0600, a folder each), written by `tidegate db migrate`; "
+        "never committed.",
     )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
     keys_dir: Path = Field(
@@ -101,7 +102,7 @@ class KitSettings(BaseSettings):
         return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)
 
     def service_database_url(self, service: str) -> str:
-        """The DSN `service` logs in with: its own role (`<db_credentials_dir>/<service>.json`) on `database_url`'s database."""
+        """The DSN `service` logs in with: its own role (`<db_credentials_dir>/<service>/<service>.json`) on `database_url`'s database."""
         from servicekit.dbroles import service_database_url  # the roles module builds on these settings
 
         return service_database_url(self, service)

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from servicekit import KitSettings, SchemaNotReady, check_migrations
-from servicekit.dbroles import owner_role, service_database_url, with_login
+from servicekit.dbroles import credentials_file, owner_role, service_database_url, with_login
 
 pytestmark = pytest.mark.integration
 
@@ -150,7 +150,7 @@ async def test_each_service_works_in_its_own_schema_only_and_its_password_file_i
     schemas = {r["nspname"] for r in await conn.fetch("SELECT nspname FROM pg_namespace WHERE has_schema_privilege(oid, 'USAGE')")}
     ours = {"helpdesk", "payments", "mail", "crm", "code"} if service == "systems" else {service}
     assert schemas - {"public", "pg_catalog", "information_schema"} - {s for s in schemas if s.startswith("pg_")} == ours
-    assert (Path(infra.db_credentials_dir) / f"{service}.json").stat().st_mode & 0o077 == 0
+    assert credentials_file(Path(infra.db_credentials_dir), service).stat().st_mode & 0o077 == 0
 
 
 async def test_a_service_refuses_to_start_on_a_schema_older_than_its_code(infra: Any, tmp_path: Path) -> None:
@@ -174,7 +174,8 @@ async def test_a_service_refuses_to_start_on_a_schema_older_than_its_code(infra:
 async def test_migrating_again_applies_nothing_and_keeps_every_login(infra: Any, login: Any) -> None:
     from tidegate.database import migrate
 
-    files = sorted(Path(infra.db_credentials_dir).glob("*.json"))
+    files = sorted(Path(infra.db_credentials_dir).glob("*/*.json"))
+    assert len(files) == 6  # one folder per login: the five services and the tools' `systems`
     before = {f.name: f.read_text() for f in files}
     applied = await migrate(_kit(infra), role_prefix=infra.role_prefix)
     assert len(applied) == 10

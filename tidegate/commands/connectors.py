@@ -20,7 +20,7 @@ from servicekit import KitSettings, ToolCatalog, apply_migrations, create_pool
 from services.executor import ExecutorSettings
 from tidegate.commands._common import console, fail, run, settings
 
-__all__ = ["app"]
+__all__ = ["app", "executor_vault"]
 
 app = typer.Typer(help="Connectors: which tenant may use which system of record, with which sealed credential.", no_args_is_help=True)
 
@@ -28,7 +28,8 @@ TENANT = typer.Option(..., "--tenant", help="Tenant whose account this is.")
 MIGRATIONS = Path(__file__).resolve().parents[2] / "services" / "executor" / "migrations"
 
 
-def _vault(kit: KitSettings) -> c.Vault:
+def executor_vault(kit: KitSettings) -> c.Vault:
+    """The executor's connector-credentials key pair, where the executor's settings put it."""
     return c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
 
 
@@ -132,7 +133,7 @@ def set_credential(
         secret = typer.prompt(f"{connector} credential for {tenant}", hide_input=True)
     else:
         secret = sys.stdin.read()
-    vault = _vault(kit)
+    vault = executor_vault(kit)
     vault.ensure()
 
     async def go() -> c.Grant:
@@ -150,7 +151,7 @@ def set_credential(
 @app.command("init-key")
 def init_key() -> None:
     """Create the executor's credential key pair if there is none (the executor also does on its first start)."""
-    vault = _vault(settings())
+    vault = executor_vault(settings())
     console.print(f"key {vault.ensure()} in {vault.keys_dir}")
 
 
@@ -158,7 +159,7 @@ def init_key() -> None:
 def rotate_key() -> None:
     """New key pair; every stored credential is sealed again to it, then the old private key is deleted. Run on the executor's host."""
     kit = settings()
-    vault = _vault(kit)
+    vault = executor_vault(kit)
     vault.ensure()
     old, new = vault.rotate()
 

@@ -1,4 +1,4 @@
-"""`tidegate keys`: the deployment's signing keys: list them, rotate one, put an operator on the allow-list.
+"""`tidegate keys`: the deployment's signing keys: make them, list them, rotate one, put an operator on the allow-list.
 
 See docs/security/signatures.md for what each key proves and what an operator must protect.
 """
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import typer
 
-from servicekit import SERVICES, KitSettings, key_id_of, load_public, rotate
+from servicekit import SERVICES, KitSettings, SigningKey, key_id_of, load_public, rotate
 from tidegate.commands._common import console, fail, settings
+from tidegate.commands.connectors import executor_vault
 
 app = typer.Typer(help="Security: the signing keys of services, operators and clients (list, rotate, allow operators).")
 
@@ -24,6 +25,36 @@ def _ids(folder: Path, name: str) -> list[tuple[str, str]]:
         if public is not None:
             found.append((key_id_of(name, public), "current" if path.name == f"{name}.pub" else "retired"))
     return found
+
+
+@app.command("init")
+def init_keys(
+    names: list[str] = typer.Argument(None, help=f"Services whose key pair to make ({', '.join(SERVICES)})."),
+    all_: bool = typer.Option(False, "--all", help="Every service's key pair, the executor's connector-credentials pair and the folders."),
+) -> None:
+    """Make the key pairs a deployment needs before any service starts; keys that exist are kept.
+
+    Each private key goes alone into its service's folder `<keys_dir>/<service>/`, the one folder to mount into it.
+
+    Public keys go to the top of `<keys_dir>`. `--all` adds the executor's connector-credentials pair and `operators/`, `clients/`.
+    """
+    kit = settings()
+    chosen = list(SERVICES) if all_ else list(names or [])
+    if not chosen:
+        fail("name the services whose keys to make, or --all")
+    unknown = sorted(set(chosen) - set(SERVICES))
+    if unknown:
+        fail(f"unknown service {', '.join(unknown)}: one of {', '.join(SERVICES)}")
+    for name in chosen:
+        existed = (kit.keys_dir / name / f"{name}.key").exists()
+        key = SigningKey.load_or_create(kit.keys_dir, name)
+        console.print(f"service   {name:<10} {key.key_id}  {'kept' if existed else 'made'}")
+    if all_:
+        vault = executor_vault(kit)
+        existed = vault.private_path.exists()
+        console.print(f"sealing   {'executor':<10} {vault.ensure()}  {'kept' if existed else 'made'}")
+        kit.operator_keys_dir.mkdir(parents=True, exist_ok=True)
+        kit.client_keys_dir.mkdir(parents=True, exist_ok=True)
 
 
 @app.command("list")

@@ -78,3 +78,28 @@ def test_keys_live_in_the_run_directory_a_deployment_names_never_in_the_source_t
         tmp_path / "second" / "keys" / "clients",
     )
     assert service_key(second, "policy").key_id != service_key(KitSettings(keys_dir=tmp_path / "first"), "policy").key_id
+
+
+def test_keys_init_makes_each_services_pair_once_with_its_private_key_alone_in_its_folder(kit: KitSettings) -> None:
+    made = runner.invoke(app, ["keys", "init", "--all"])
+    assert made.exit_code == 0, made.output
+    services = ("planner", "policy", "approval", "executor", "audit")
+    private = sorted(p.relative_to(kit.keys_dir).as_posix() for p in kit.keys_dir.rglob("*.key"))
+    assert private == sorted([f"{s}/{s}.key" for s in services] + ["executor/connector-credentials.key"])
+    assert {p.name for p in kit.keys_dir.glob("*.pub")} == {f"{s}.pub" for s in services} | {"connector-credentials.pub"}
+    assert kit.operator_keys_dir.is_dir()
+    assert kit.client_keys_dir.is_dir()
+    before = {p: p.stat().st_mtime_ns for p in kit.keys_dir.rglob("*")}
+    again = runner.invoke(app, ["keys", "init", "--all"])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("kept") == 6, again.output
+    assert service_key(kit, "policy").key_id in made.output  # what a service loads at start is the key made here
+    assert {p: p.stat().st_mtime_ns for p in kit.keys_dir.rglob("*")} == before  # nothing rewritten, nothing added
+
+
+def test_keys_init_refuses_no_name_and_an_unknown_one(kit: KitSettings) -> None:
+    assert "--all" in runner.invoke(app, ["keys", "init"]).output
+    refused = runner.invoke(app, ["keys", "init", "policy", "mallory"])
+    assert refused.exit_code != 0
+    assert "unknown service mallory" in refused.output
+    assert not kit.keys_dir.exists()
