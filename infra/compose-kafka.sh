@@ -2,42 +2,27 @@
 # Entrypoint of docker-compose.yml's `kafka` service (apache/kafka image): the same listeners, logins
 # and authorizer as infra/infra.sh, for the compose network.
 #
-# On first start it generates a password per principal into $CREDS (a volume shared with the
-# Tidegate containers), one Java client properties file each, formats the storage with every
-# principal's SCRAM-SHA-512 login (--add-scram), then runs the broker. ACLs are made by the one-shot
-# `topics` container (`tidegate topics ensure`, servicekit.bus_rights), as on a local machine.
+# The passwords are made before, by the one-shot `secrets-init` (infra/compose-init.sh): one folder per
+# principal under $CREDS, each its own volume, mounted here read-only (the broker needs every login to
+# format its storage) and into the one container that logs in as that principal. On first start this
+# formats the storage with every principal's SCRAM-SHA-512 login (--add-scram), then runs the broker.
+# ACLs are made by the one-shot `topics` container (`tidegate topics ensure`, servicekit.bus_rights), as
+# on a local machine.
 set -euo pipefail
 
-CREDS=${TIDEGATE_KAFKA_CREDENTIALS_DIR:-/var/lib/tidegate/kafka-credentials}
-DATA=/var/lib/kafka/data
-CONF=/var/lib/kafka/server.properties
+CREDS=${TIDEGATE_KAFKA_CREDENTIALS_DIR:-/var/lib/tidegate/kafka}
+KAFKA=${KAFKA_DIST:-/opt/kafka}                       # the image's; tests run this script with stand-ins
+DATA=${KAFKA_DATA_DIR:-/var/lib/kafka/data}
+CONF=${KAFKA_CONF_FILE:-/var/lib/kafka/server.properties}
 CLUSTER_ID=${CLUSTER_ID:?set CLUSTER_ID}
-# Must equal servicekit.bus_rights.principal_names(<the catalog's Kafka-served tools>); a unit test checks it.
-PRINCIPALS="admin ops planner policy approval executor audit agent tool-update_inventory"
 
-new_secret() { tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32; }
 secret_of() { sed -n 's/.*password="\([^"]*\)".*/\1/p' "$1"; }
 
-umask 077
-mkdir -p "$CREDS"
-for p in $PRINCIPALS; do
-  f="$CREDS/$p.properties"
-  [[ -s $f ]] && continue
-  cat >"$f" <<EOF
-# Kafka client settings of principal '$p' inside the compose network (keep secret, never commit).
-bootstrap.servers=kafka:9092
-security.protocol=SASL_PLAINTEXT
-sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$p" password="$(new_secret)";
-EOF
+for f in "$CREDS/admin/admin.properties" "$CREDS/controller.secret"; do
+  [[ -s $f ]] || { echo "no $f: the one-shot secrets-init (infra/compose-init.sh) makes it" >&2; exit 1; }
 done
-[[ -s $CREDS/controller.secret ]] || new_secret >"$CREDS/controller.secret"
-# The Tidegate containers (another uid) read their file from this volume, which only this compose
-# project mounts. A production deployment gives each service only its own secret instead
-# (TIDEGATE_KAFKA_PASSWORD from a secret store); see docs/security/bus.md.
-chmod 0755 "$CREDS" && chmod 0644 "$CREDS"/*.properties
 
-admin=$(secret_of "$CREDS/admin.properties")
+admin=$(secret_of "$CREDS/admin/admin.properties")
 controller=$(<"$CREDS/controller.secret")
 cat >"$CONF" <<EOF
 process.roles=broker,controller
@@ -72,7 +57,10 @@ EOF
 
 if [[ ! -f $DATA/meta.properties ]]; then
   scram=()
-  for p in $PRINCIPALS; do scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(secret_of "$CREDS/$p.properties")]"); done
-  /opt/kafka/bin/kafka-storage.sh format --cluster-id "$CLUSTER_ID" --config "$CONF" "${scram[@]}"
+  for f in "$CREDS"/*/*.properties; do
+    p=$(basename "$f" .properties)
+    scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(secret_of "$f")]")
+  done
+  "$KAFKA/bin/kafka-storage.sh" format --cluster-id "$CLUSTER_ID" --config "$CONF" "${scram[@]}"
 fi
-exec /opt/kafka/bin/kafka-server-start.sh "$CONF"
+exec "$KAFKA/bin/kafka-server-start.sh" "$CONF"
