@@ -258,7 +258,7 @@ def test_postgres_and_the_migrator_get_the_same_generated_operator_password(made
     assert "./infra/compose-postgres-init.sh:/docker-entrypoint-initdb.d/10-tidegate.sh:ro" in sql
     subprocess.run(["bash", str(SCRIPTS / "compose-postgres-init.sh")], env=env, check=True, capture_output=True)
     psql = (tmp_path / "psql.args").read_text().splitlines()
-    assert f"operator_password={password}" in psql
+    assert f"tidegate_password={password}" in psql
     assert psql[-2:] == ["-f", "/opt/tidegate/postgres-init.sql"]
     record = tmp_path / "migrate.env"
     cli = tmp_path / "tidegate"
