@@ -54,8 +54,10 @@ chmod 0644 "$ROOT"/keys/*.pub "$ROOT"/kafka/controller.secret "$ROOT"/postgres/*
 chmod 0755 "$ROOT"/kafka/*/ "$ROOT"/postgres/*/
 chmod 0700 "$ROOT"/db/*/
 for s in $SERVICES; do chmod 0700 "$ROOT/keys/$s"; done
+# The keys belong to the image's user, so that key commands run later as it (`docker compose run --user tidegate
+# --entrypoint tidegate secrets-init keys rotate policy`) write keys the services can read; services mount them read-only.
 if [[ $(id -u) == 0 ]] && id -u tidegate >/dev/null 2>&1; then
-  for s in $SERVICES; do chown -R tidegate:tidegate "$ROOT/keys/$s"; done
+  chown -R tidegate:tidegate "$ROOT/keys"
   chown tidegate:tidegate "$ROOT"/db/*/
 fi
 echo "[secrets-init] keys, Kafka logins ($PRINCIPALS) and PostgreSQL passwords under $ROOT"
