@@ -329,7 +329,17 @@ def render(
         ]
     tracing = figures.get("tracing", {})
     if tracing:
-        steps = ("bounds", "decode", "signature_check", "handler_span", "handled_metric", "published_metric", "sign", "encode")
+        steps = (
+            "bounds",
+            "decode",
+            "signature_check",
+            "handler_span",
+            "handler_span_exported",
+            "handled_metric",
+            "published_metric",
+            "sign",
+            "encode",
+        )
         lines += [
             "## What the kit does to each event (µs of CPU, in process)",
             "",
@@ -337,7 +347,9 @@ def render(
             "|" + "---|" * len(steps),
             "| " + " | ".join(_fmt(_num(figures, "tracing", f"{step}_us"), ".1f") for step in steps) + " |",
             "",
-            f"Tracing (the handler's span) and metrics stay on every handler at this cost ({command('bench.tracing_bench', full)}).",
+            "Tracing (the handler's span) and metrics stay on every handler at this cost: without an exporter a span is "
+            "its context alone (what `traceparent` carries on), with one (`TIDEGATE_OTLP_ENDPOINT`) it is recorded and "
+            f"exported ('handler span exported') ({command('bench.tracing_bench', full)}).",
             "",
         ]
     lines += ["## Profile of the hottest service under load", ""]
