@@ -401,7 +401,14 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="The long versions of every benchmark.")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md", help="Where to write the report.")
     parser.add_argument("--only", nargs="*", default=None, help="Run only these benchmarks (names as in BENCHES).")
+    parser.add_argument("--save", type=Path, default=None, help="Also keep the run's figures and profile in this JSON file.")
+    parser.add_argument("--load", type=Path, default=None, help="Run nothing: write the report from figures kept with --save.")
     opts = parser.parse_args()
+    if opts.load is not None:
+        kept = json.loads(opts.load.read_text())
+        opts.out.write_text(render(kept["machine"], kept["figures"], kept["hot"], full=kept["full"], failed=kept["failed"]))
+        print(f"wrote {opts.out}")
+        return
     machine_info = machine()
     figures: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
@@ -416,6 +423,9 @@ def main() -> None:
         else:
             figures[name] = found
     hot = profile.summarise(profile_file.read_text()) if profile_file.exists() else None
+    if opts.save is not None:
+        kept = {"machine": machine_info, "figures": figures, "hot": hot, "full": opts.full, "failed": failed}
+        opts.save.write_text(json.dumps(kept))
     opts.out.write_text(render(machine_info, figures, hot, full=opts.full, failed=failed))
     print(f"wrote {opts.out}")
 
