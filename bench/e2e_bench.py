@@ -145,8 +145,31 @@ def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
     return {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
 
+def proc_counts(pid: int) -> dict[str, float]:
+    """What a process did so far, from /proc: CPU in user mode and in the kernel (s), wake-ups (voluntary context switches)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {
+        "user_s": int(fields[11]) / CLK,
+        "sys_s": int(fields[12]) / CLK,
+        "wakeups": int(status["voluntary_ctxt_switches"]),
+    }
+
+
+def counts_now(pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    return {name: proc_counts(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
+
+
 async def main(
-    n_tasks: int, timeout_s: float, admin_url: str, rate: float, light: int, light_rate: float, idle_s: float, profile_to: Path | None
+    n_tasks: int,
+    timeout_s: float,
+    admin_url: str,
+    rate: float,
+    light: int,
+    light_rate: float,
+    idle_s: float,
+    profile_to: Path | None,
+    profile_all: Path | None = None,
 ) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
@@ -208,15 +231,20 @@ async def main(
                 f"p99 {figures['light_p99_ms']:.0f} ms (n={len(quiet['lat'])})"
             )
 
-        before = cpu_now(pids)
+        before, counted = cpu_now(pids), counts_now(pids)
         expected_s = n_tasks / rate if rate > 0 else 30.0
-        sampler = None
+        samplers = []
         if profile_to is not None and hottest in pids:
-            sampler = await profile.record(pids[hottest], profile_to, max(5, int(expected_s)))
+            samplers.append(await profile.record(pids[hottest], profile_to, max(5, int(expected_s))))
             figures["profiled_service"] = hottest
+        if profile_all is not None:  # every service, one file each (`<dir>/<service>.txt`)
+            profile_all.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, before the phase)
+            for name, pid in pids.items():
+                samplers.append(await profile.record(pid, profile_all / f"{name}.txt", max(5, int(expected_s))))
         seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
-        after = cpu_now(pids)
-        await profile.stop(sampler)
+        after, counted_after = cpu_now(pids), counts_now(pids)
+        for sampler in samplers:
+            await profile.stop(sampler)
         outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
         n_actions = len(seen["proposed"])
         print(
@@ -242,6 +270,13 @@ async def main(
                 rss, peak = after[name][1] / 2**20, after[name][2] / 2**20
                 figures[f"rss_mib_{name}"], figures[f"peak_rss_mib_{name}"], figures[f"cpu_s_{name}"] = rss, peak, cpu
                 print(f"  {name:9s} cpu {cpu:7.1f}s = {100 * cpu / wall:5.1f}%   rss {rss:6.0f} MiB / peak {peak:6.0f} MiB")
+        if n_actions:
+            print("\nper service and governed action (from /proc): CPU in user mode / in the kernel, wake-ups")
+            for name in SERVICES:
+                if name in counted and name in counted_after:
+                    d = {k: (counted_after[name][k] - counted[name][k]) / n_actions for k in counted[name]}
+                    figures |= {f"per_action_{k}_{name}": v for k, v in d.items()}
+                    print(f"  {name:9s} {1000 * d['user_s']:5.2f} / {1000 * d['sys_s']:5.2f} ms   {d['wakeups']:5.1f} wake-ups")
         figures |= {
             "tasks_closed": len(outcomes),
             "tasks_per_s": len(outcomes) / elapsed,
@@ -303,6 +338,9 @@ if __name__ == "__main__":
         "--profile", type=Path, default=None, help="Sample the hottest service with py-spy during the steady phase, into this file."
     )
     parser.add_argument(
+        "--profile-all", type=Path, default=None, help="Sample every service with py-spy during the steady phase, into <dir>/<service>.txt."
+    )
+    parser.add_argument(
         "--admin-url",
         default=None,
         help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the settings' server as postgres).",
@@ -313,4 +351,4 @@ if __name__ == "__main__":
     admin_url = (
         args.admin_url or KitSettings().database_url.rsplit("/", 1)[0].replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
     )
-    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile))
+    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile, args.profile_all))

@@ -41,9 +41,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
-from servicekit import REPO_ROOT, KitSettings, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
+from servicekit import REPO_ROOT, KitSettings, Recorded, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.runner import tune_gc
-from services.policy import Call, Controls, History, Outgoing, PackSource, compile_pack, decide
+from services.policy import Call, Controls, History, PackSource, compile_pack, decide
 from services.policy import in_process as policy_in_process
 from tidegate.database import migrate
 
@@ -123,7 +123,7 @@ async def service_in_process(n_policies: int, count: int, *, per_tenant: bool = 
     source = pack_with(n_policies, per_tenant=per_tenant)
     with tempfile.TemporaryDirectory() as keys:
 
-        async def publish_many(events: list[Outgoing]) -> None:
+        async def publish_many(events: list[Recorded]) -> None:
             pass  # the wire is measured through Kafka below
 
         service = policy_in_process(compile_pack(source, CATALOG), CATALOG, keys_dir=Path(keys), publish_many=publish_many)

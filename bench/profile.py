@@ -25,12 +25,16 @@ def py_spy() -> str | None:
 
 
 async def record(pid: int, out: Path, duration_s: int, rate: int = 50) -> asyncio.subprocess.Process | None:
-    """Start sampling `pid` for `duration_s` into `out` (collapsed stacks); None when py-spy is missing."""
+    """Start sampling `pid` for `duration_s` into `out` (collapsed stacks); None when py-spy is missing.
+
+    Only samples where the process holds the GIL count (`--gil`): its Python CPU, not the time it waits
+    in a system call or for a core (which on a loaded machine piled up in socket writes).
+    """
     binary = py_spy()
     if binary is None:
         return None
     return await asyncio.create_subprocess_exec(
-        binary, "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate), "--nonblocking",
+        binary, "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate), "--nonblocking", "--gil",
         "--format", "raw", "--output", str(out),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

@@ -20,7 +20,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Reject, make_broker, once_delivered
+from servicekit.bus import Bus, Handler, Recorded, Reject, make_broker, once_delivered
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -50,6 +50,7 @@ __all__ = [
     "Handler",
     "Keyring",
     "KitSettings",
+    "Recorded",
     "Refusal",
     "Reject",
     "SchemaNotReady",

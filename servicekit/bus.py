@@ -39,7 +39,7 @@ from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Reject", "make_broker", "once_delivered"]
+__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Recorded", "Reject", "make_broker", "once_delivered"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ Handler = Callable[[Any], Awaitable[None]]
 # The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
 _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
 _CONTENT_TYPE = CONTENT_TYPE.encode()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An encoded, signed event to publish as it is: catalog topic, Kafka key, its exact bytes, its `traceparent`.
+
+    What a service stored in its outbox goes out byte for byte (same event id, same signature) on
+    every (re)delivery, never decoded and encoded again.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    traceparent: str | None
+    event: Envelope | None = None  # set when just made: counted in the published metric once, then
 
 
 @dataclass
@@ -230,25 +245,50 @@ class Bus:
     async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
         """Publish an encoded (signed) event's bytes as they are on catalog topic `topic`; `traceparent` is the envelope's.
 
-        The one publish path: records go to the producer, which batches them per partition. Inside a
-        polled batch (`acknowledged_at_end`) this returns once the record is queued, and the batch is
-        committed only after the broker acknowledged every record it published; elsewhere (and with
-        `wait`) it returns once the broker acknowledged this record.
+        The one publish path: records go to the service's one producer, which batches them per
+        partition. Inside a polled batch (`acknowledged_at_end`) this returns once the record is
+        queued, and the batch is committed only after the broker acknowledged every record it
+        published; elsewhere (and with `wait`) it returns once the broker acknowledged this record.
         """
+        delivery = await self._send(topic, key, value, traceparent)
+        batch = _batch.get()
+        if delivery is None:
+            return
+        if batch is None or wait:
+            await delivery
+        else:
+            batch.unacked.append(delivery)
+
+    async def publish_many(self, records: Sequence[Recorded]) -> None:
+        """Publish recorded events in order, each as its stored bytes, through the one publish path (`publish_recorded`).
+
+        They are queued together, so the producer puts those of one partition in one request; inside
+        a polled batch they are acknowledged when the batch ends, elsewhere this returns once the
+        broker acknowledged them all.
+        """
+        deliveries = [await self._send(r.topic, r.key, r.value, r.traceparent) for r in records]
+        unacked = [d for d in deliveries if d is not None]
+        batch = _batch.get()
+        if batch is None:
+            await asyncio.gather(*unacked)
+        else:
+            batch.unacked.extend(unacked)
+        for record in records:
+            if record.event is not None:
+                metrics.observe_published(self.service, record.event)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None) -> asyncio.Future[Any] | None:
+        """Queue one record on the producer: its delivery (acknowledgement), or None once a test broker published it."""
         if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
             raise ProducerDead("the producer's sender task has ended")
         producer = _producer_of(self.broker)
         if producer is None:  # FastStream's in-memory test broker, or a fake: through the broker's own publish
             named = {"content-type": CONTENT_TYPE} | ({_ENVELOPE_TRACEPARENT: traceparent} if traceparent else {})
             await self.broker.publish(value, topic=self.topic(topic), key=key, headers=named)
-            return
+            return None
         headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
-        delivery = await producer.send(self.topic(topic), value, key=key, headers=headers)
-        batch = _batch.get()
-        if batch is None or wait:
-            await delivery
-        else:
-            batch.unacked.append(delivery)
+        delivery: asyncio.Future[Any] = await producer.send(self.topic(topic), value, key=key, headers=headers)
+        return delivery
 
     @asynccontextmanager
     async def acknowledged_at_end(self) -> AsyncIterator[None]:

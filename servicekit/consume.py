@@ -116,10 +116,15 @@ def consume_raw(
     batch_timeout_ms: int,
     max_partition_fetch_bytes: int,
     title: str,
+    fetch_min_bytes: int = 1,
+    fetch_max_wait_ms: int = 500,
 ) -> None:
     """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; commit after it returns.
 
     A batch that is not full waits `batch_timeout_ms` once for more records before it is handed over.
+    With `fetch_min_bytes` the broker holds each fetch until that much is there, or `fetch_max_wait_ms`
+    passed: a consumer of every topic then pays one fetch (requests and answers naming every
+    partition) and one batch per interval, not per event.
     """
     subscriber = bus.broker.subscriber(
         pattern=pattern,
@@ -128,6 +133,8 @@ def consume_raw(
         max_records=max_records,
         batch_timeout_ms=POLL_WAIT_MS,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
+        fetch_min_bytes=fetch_min_bytes,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         auto_offset_reset="earliest",
         # Commit after the handler returned (what it stored is committed); rewind (never commit) if it raised.
         ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -94,6 +94,8 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         title="audit:*",
     )
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.repository import InMemoryPolicyRepository
-    from services.policy.service import Outgoing, PolicyService
+    from services.policy.service import PolicyService
 
 __all__ = [
     "Call",
@@ -27,7 +27,6 @@ __all__ = [
     "Flow",
     "History",
     "InMemoryPolicyRepository",
-    "Outgoing",
     "PackError",
     "PackSettings",
     "PackSource",
@@ -66,7 +65,6 @@ _HOME = {
     "load_cases": "packtest",
     "run_cases": "packtest",
     "InMemoryPolicyRepository": "repository",
-    "Outgoing": "service",
     "PolicyService": "service",
 }
 

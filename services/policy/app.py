@@ -22,7 +22,6 @@ from servicekit import (
     make_broker,
 )
 from servicekit.consume import Route, consume_routes
-from services.policy.batching import DecisionPublisher
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import CompiledPack, PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository, PgPolicyRepository, PolicyRepository
@@ -76,7 +75,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         authority=deployment_authority(kit, catalog),
     )
     control = ControlState()
-    decisions = DecisionPublisher(kit.kafka_bootstrap, kit.topic_prefix, service=NAME, client_options=kafka_options(kit, NAME))
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")
@@ -92,7 +90,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish=bus.publish,
         settings=settings,
         ready=control_caught_up,
-        publish_many=decisions.publish_many,
+        publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
     )
     handlers = PolicyHandlers(service)
     routes = {
@@ -116,11 +114,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
                 log.exception("policy: releasing expired reservations failed")
 
     async def begin(_: ServiceProcess) -> None:
-        await decisions.start()
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
-
-    async def stop(_: ServiceProcess) -> None:
-        await decisions.stop()
 
     return PolicyProcess.of(
         kit,
@@ -130,7 +124,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         migrations=Path(__file__).parent / "migrations",
         control=control,
         on_start=[begin],
-        on_stop=[stop],
         loops=[release_expired],
         policy=service,
     )

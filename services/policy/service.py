@@ -41,6 +41,7 @@ from servicekit import (
     Attr,
     ControlState,
     Keyring,
+    Recorded,
     Reject,
     SigningKey,
     ToolCatalog,
@@ -57,12 +58,12 @@ from services.policy.pack import CompiledPack, PackError, PackSource, compile_pa
 from services.policy.repository import DecisionRecord, Pending, PolicyRepository
 from services.policy.settings import PolicySettings
 
-__all__ = ["Outgoing", "PolicyService", "Publish", "PublishMany"]
+__all__ = ["PolicyService", "Publish", "PublishMany"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, Envelope], Awaitable[None]]
-PublishMany = Callable[[list["Outgoing"]], Awaitable[None]]
+PublishMany = Callable[[list[Recorded]], Awaitable[None]]  # `Bus.publish_many`: stored bytes as they are
 
 
 @dataclass(frozen=True)
@@ -78,21 +79,10 @@ class TaskContext:
         return dataclasses.replace(call, provenance=self.provenance, flow=self.flow, records=self.records)
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """An event ready for the wire: catalog topic, Kafka key, the exact JSON recorded, its trace context."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    traceparent: str | None
-    event: Envelope | None = None  # set when just decided, for the publisher's metrics
-
-
-def _outgoing(topic: str, key: str, recorded: str, event: Envelope | None) -> Outgoing:
+def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Recorded:
     # The recorded JSON is published as is: same bytes, same event id, on every (re)delivery.
     traceparent = event.traceparent if event is not None else json.loads(recorded).get("traceparent")
-    return Outgoing(topic, key.encode(), recorded.encode(), traceparent, event)
+    return Recorded(topic, key.encode(), recorded.encode(), traceparent, event)
 
 
 @dataclass
@@ -168,11 +158,11 @@ class PolicyService:
     async def _publish_records(self, records: list[DecisionRecord]) -> None:
         """Publish the recorded events, decisions before authorizations of the same action."""
         if self.publish_many is not None:
-            out: list[Outgoing] = []
+            out: list[Recorded] = []
             for record in records:
-                out.append(_outgoing("actions.decided", record.task_id, record.decided_event, record.decided))
+                out.append(_recorded("actions.decided", record.task_id, record.decided_event, record.decided))
                 if record.authorized_event is not None:
-                    out.append(_outgoing("actions.authorized", record.task_id, record.authorized_event, record.authorized))
+                    out.append(_recorded("actions.authorized", record.task_id, record.authorized_event, record.authorized))
             await self.publish_many(out)
             return
         for record in records:

@@ -154,8 +154,3 @@ def skip_sequences(producer: Any, by: int = 5) -> int:
 def kit_producer(service: Any) -> Any:
     """The aiokafka producer inside a service's FastStream broker (where `servicekit.bus` looks for a dead sender)."""
     return _process(service).bus.broker.config.producer._producer.producer
-
-
-def decision_producer(service: Any) -> Any:
-    """The policy service's own decision producer (`DecisionPublisher`, rebuilt in place when it dies)."""
-    return _process(service).policy.publish_many.__self__  # type: ignore[attr-defined]

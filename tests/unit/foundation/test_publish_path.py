@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 from fake_producer import make_bus
 
 import schemas as s
-from servicekit import once_delivered
+from servicekit import Recorded, once_delivered
 
 
 def proposal(traceparent: str | None = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") -> s.ActionProposed:
@@ -93,6 +93,60 @@ async def test_outside_a_batch_publish_returns_once_acknowledged() -> None:
     assert not publishing.done()
     producer.ack_all()
     await asyncio.wait_for(publishing, 5)
+
+
+def recorded(n: int) -> list[Recorded]:
+    """Stored events, as the policy keeps its decisions: bytes whose spacing no encoder of ours would produce."""
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    return [Recorded("actions.decided", f"t-{i}".encode(), f'{{"id":  "e-{i}"}}'.encode(), tp if i else None) for i in range(n)]
+
+
+async def test_recorded_events_go_out_byte_for_byte_with_their_traceparent_and_count_once_acknowledged() -> None:
+    bus, producer = make_bus()
+    left = asyncio.Event()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish_many(recorded(3))
+            assert len(producer.sent) == 3  # all queued together, none waited for
+        left.set()
+
+    handling = asyncio.create_task(batch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not left.is_set()  # not acknowledged yet: the batch is not handled
+    producer.ack_all()
+    await asyncio.wait_for(handling, 5)
+    assert [(topic, value, key) for topic, value, key, _ in producer.sent] == [("p.actions.decided", r.value, r.key) for r in recorded(3)]
+    assert dict(producer.sent[0][3]) == {"content-type": s.CONTENT_TYPE.encode()}  # no trace context: no header
+    assert dict(producer.sent[1][3])["traceparent"] == recorded(3)[1].traceparent.encode()  # type: ignore[union-attr]
+
+
+async def test_outside_a_batch_publish_many_returns_once_all_are_acknowledged() -> None:
+    bus, producer = make_bus()
+    publishing = asyncio.create_task(bus.publish_many(recorded(2)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(producer.sent) == 2
+    producer.deliveries[0].set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not publishing.done()  # one still unacknowledged
+    producer.ack_all()
+    await asyncio.wait_for(publishing, 5)
+
+
+async def test_a_recorded_event_the_broker_refused_fails_its_batch() -> None:
+    bus, producer = make_bus()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish_many(recorded(2))
+            producer.deliveries[0].set_result(None)
+            producer.deliveries[1].set_exception(KafkaTimeoutError())
+
+    with pytest.raises(KafkaTimeoutError):  # rewound, not committed
+        await batch()
 
 
 async def test_a_dead_letter_inside_a_batch_is_written_before_the_handler_goes_on() -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from servicekit.tracing import context_from_traceparent, install_tracing, span
+from servicekit import tracing
+from servicekit.tracing import context_from_traceparent, current_traceparent, install_tracing, span
 
 TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 
-def test_a_handler_span_is_a_child_of_the_envelopes_trace_context() -> None:
-    install_tracing("test")
+def test_a_handler_span_is_a_child_of_the_envelopes_trace_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "_exporting", False)  # install_tracing with an exporter sets it; put back after
+    install_tracing("test", exporter=InMemorySpanExporter())  # spans are recorded (and exported) with an exporter
     with span("policy handle action.proposed", parent=f"00-{TRACE}-{PARENT}-01", attributes={"a": "x", "b": None}) as s:
         context = s.get_span_context()
         assert format(context.trace_id, "032x") == TRACE
@@ -20,6 +23,23 @@ def test_a_handler_span_is_a_child_of_the_envelopes_trace_context() -> None:
         assert format(parent.span_id, "016x") == PARENT
         assert parent.is_remote
         assert trace.get_current_span() is s  # what the handler publishes carries this span's context
+
+
+def test_without_an_exporter_a_span_is_its_context_alone_and_the_trace_chain_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "_exporting", False)
+    with span("policy handle action.proposed", parent=f"00-{TRACE}-{PARENT}-01", attributes={"a": "x"}) as s:
+        context = s.get_span_context()
+        assert format(context.trace_id, "032x") == TRACE  # the envelope's trace goes on
+        assert context.span_id != int(PARENT, 16)  # under a span of its own
+        assert current_traceparent() == f"00-{TRACE}-{context.span_id:016x}-01"  # what the handler publishes names it
+        with span("policy evaluate") as inner:  # a child of the current span
+            assert inner.get_span_context().trace_id == context.trace_id
+            assert current_traceparent() == f"00-{TRACE}-{inner.get_span_context().span_id:016x}-01"
+        assert not s.is_recording()
+    with span("client publish task.submitted") as root:  # no parent: a new trace
+        assert root.get_span_context().is_valid
+        assert format(root.get_span_context().trace_id, "032x") != TRACE
+    assert current_traceparent() is None
 
 
 @pytest.mark.parametrize(
