@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -24,7 +24,17 @@ from asyncpg.pool import PoolConnectionProxy
 from servicekit.db import apply_migrations, create_pool
 from servicekit.settings import KitSettings
 
-__all__ = ["DEFAULT_ROLE_PREFIX", "Grant", "SchemaSpec", "owner_role", "provision", "service_database_url", "service_role"]
+__all__ = [
+    "DEFAULT_ROLE_PREFIX",
+    "Grant",
+    "SchemaSpec",
+    "owner_role",
+    "provision",
+    "service_database_url",
+    "service_role",
+    "with_database",
+    "with_login",
+]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -98,10 +108,16 @@ def service_database_url(kit: KitSettings, service: str) -> str:
 
 
 def with_login(dsn: str, user: str, password: str) -> str:
-    """`dsn` with its user and password replaced."""
+    """`dsn` with its user and password replaced (and no `passfile`: the password is the login's own)."""
     parts = urlsplit(dsn)
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "passfile"])
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}", query=query))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` on another database of the same server, with the same login."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{quote(database, safe='')}"))
 
 
 def _password(credentials_dir: Path, service: str, role: str) -> str:

@@ -18,7 +18,7 @@ async def _steps(action_id: str | None, task_id: str | None, requested_by: str, 
 
     kit = settings()
     try:
-        log = await PostgresAuditLog.connect(kit.database_url, max_size=2)
+        log = await PostgresAuditLog.connect(kit.operator_database_url, max_size=2)
     except OSError as exc:
         raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
     try:
