@@ -306,7 +306,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--admin-url",
         default=None,
-        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the local cluster's superuser, over its socket).",
+        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the local cluster's superuser, by socket).",
     )
     args = parser.parse_args()
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
