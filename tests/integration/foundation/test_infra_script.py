@@ -26,6 +26,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scratch_env() -> dict[str, str]:
+    """This shell's environment on free ports, without a `TIDEGATE_INFRA_DIR` that would aim the script at another stack."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDEGATE_INFRA_DIR", "TIDEGATE_KAFKA_BROKERS")}
+    ports = ("TIDEGATE_KAFKA_PORT", "TIDEGATE_KAFKA_CONTROLLER_PORT", "TIDEGATE_PG_PORT")
+    return env | {name: str(free_port()) for name in ports}
+
+
 def ours(root: Path) -> list[str]:
     out = subprocess.run(["pgrep", "-af", str(root / ".infra")], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
@@ -38,11 +45,7 @@ def test_up_twice_then_down_leaves_nothing_running() -> None:
     os.chmod(scratch, 0o755)
     root = scratch / "repo"
     shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    env = os.environ | {
-        "TIDEGATE_KAFKA_PORT": str(free_port()),
-        "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "TIDEGATE_PG_PORT": str(free_port()),
-    }
+    env = scratch_env()
     script = ["bash", str(root / "infra" / "infra.sh")]
     try:
         subprocess.run([*script, "up"], env=env, check=True, timeout=240)
@@ -79,12 +82,8 @@ def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> Non
     os.chmod(scratch, 0o755)
     root = scratch / "repo"
     shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    port = str(free_port())
-    env = os.environ | {
-        "TIDEGATE_KAFKA_PORT": str(free_port()),
-        "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "TIDEGATE_PG_PORT": port,
-    }
+    env = scratch_env()
+    port = env["TIDEGATE_PG_PORT"]
     script = ["bash", str(root / "infra" / "infra.sh")]
     pg = root / ".infra" / "pg"
     passfile = pg / "credentials" / "tidegate.pgpass"
