@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 import schemas as s
 from bench.clients import emit_figures, kafka_options
 from servicekit import Keyring, KitSettings, SigningKey, catalog_topic_names, ensure_topics
+from servicekit.dbroles import with_database
 from servicekit.runner import tune_gc
 from services.audit import (
     AuditSettings,
@@ -37,7 +38,7 @@ from services.audit import (
     verify_log,
 )
 from tidegate.audit_render import render_markdown
-from tidegate.database import migrate
+from tidegate.database import local_superuser_url, migrate
 
 
 def proposal(i: int, task: str) -> s.ActionProposed:
@@ -192,8 +193,7 @@ async def main(events: int) -> None:
     figures: dict[str, object] = {"events": events}
     logging.getLogger("faststream").setLevel(logging.WARNING)
     kit0 = KitSettings()
-    base = kit0.database_url.rsplit("/", 1)[0]
-    admin = base.replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
+    admin = local_superuser_url(kit0)
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
     run = uuid.uuid4().hex[:8]
     direct_prefix, kafka_prefix = f"bench-direct-{run}.", f"bench-{run}."
@@ -202,13 +202,13 @@ async def main(events: int) -> None:
     sync = await conn.fetchval("SHOW synchronous_commit")
     await conn.close()
     keys = Path(tempfile.mkdtemp(prefix="tidegate-bench-keys-"))
-    kit = KitSettings(database_url=f"{base}/{dbname}", topic_prefix=kafka_prefix, keys_dir=keys)
+    kit = KitSettings(database_url=with_database(kit0.database_url, dbname), topic_prefix=kafka_prefix, keys_dir=keys)
     task = f"bench-task-{run}"
     records = bench_events(events, task)
     tune_gc()  # as the service process does once started (the prebuilt records stand for Kafka, not the service's heap)
     print(f"{events} events (~{sum(len(r[1]) for r in records) // events} bytes each); synchronous_commit = {sync}")
     await migrate(kit)  # as the operator would: the service logs in as its own role and never migrates
-    log = await PostgresAuditLog.connect(kit.database_url)
+    log = await PostgresAuditLog.connect(kit.operator_database_url)
     try:
         seconds, append_us = await append_directly(log, direct_prefix, records)
         figures |= {"append_events_per_s": events / seconds, "append_us_per_event": append_us, "synchronous_commit": sync}

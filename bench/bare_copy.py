@@ -57,7 +57,7 @@ async def run(rows: int) -> dict[str, Any]:
     kit = KitSettings()
     table = f"bench_bare_copy_{uuid.uuid4().hex[:8]}"
     values = [row_bytes(i) for i in range(rows)]  # built before the clock starts, as Kafka would hand them over
-    conn = await asyncpg.connect(kit.database_url)
+    conn = await asyncpg.connect(kit.operator_database_url)
     try:
         sync = await conn.fetchval("SHOW synchronous_commit")
         await conn.execute(

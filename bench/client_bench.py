@@ -25,9 +25,11 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog, catalog_topic_names, ensure_topics
+from servicekit.dbroles import with_database
 from services.executor import build as build_executor
 from services.policy import build as build_policy
 from tidegate.client import ClientSettings, MemoryLedger, Tidegate, governed
+from tidegate.database import local_superuser_url
 from tidegate.mcp_gateway import GatewaySettings, build_server
 
 TOOL = {
@@ -54,7 +56,7 @@ async def main(calls: int, concurrent: int, admin_url: str) -> None:
     base = KitSettings()
     dbname = f"tidegate_bench_{run_id}"
     kit = KitSettings(
-        database_url=base.database_url.rsplit("/", 1)[0] + f"/{dbname}",
+        database_url=with_database(base.database_url, dbname),
         topic_prefix=f"bench-{run_id}.",
         keys_dir=tmp / "keys",
         tools_dir=tools,
@@ -123,6 +125,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--concurrent", type=int, default=200)
-    parser.add_argument("--admin-url", default="postgresql://postgres:postgres@127.0.0.1:55432/postgres")
+    parser.add_argument("--admin-url", default=None, help="a superuser's DSN (default: the local cluster's superuser, over its socket)")
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.concurrent, args.admin_url))
+    asyncio.run(main(args.calls, args.concurrent, args.admin_url or local_superuser_url(KitSettings())))

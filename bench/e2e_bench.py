@@ -43,8 +43,9 @@ from bench import profile
 from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
+from servicekit.dbroles import with_database
 from systems.seed import TICKETS, seed_demo
-from tidegate.database import migrate
+from tidegate.database import local_superuser_url, migrate
 from tidegate.demo.tickets import ticket_task
 
 MIX = ("T-1007", "T-1008", "T-1003", "T-1004")
@@ -175,7 +176,7 @@ async def main(
     run_id = uuid.uuid4().hex[:8]
     dbname = f"tidegate_bench_{run_id}"
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
-    db_url = base.database_url.rsplit("/", 1)[0] + f"/{dbname}"
+    db_url = with_database(base.database_url, dbname)
     kit = KitSettings(database_url=db_url, topic_prefix=f"bench-{run_id}.", keys_dir=tmp / "keys", run_dir=tmp / "run")
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f"CREATE DATABASE {dbname} OWNER tidegate")
@@ -193,7 +194,7 @@ async def main(
     try:
         await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
-        pool = await asyncpg.create_pool(kit.database_url, min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
         await pool.close()
         t = time.monotonic()
@@ -343,12 +344,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--admin-url",
         default=None,
-        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the settings' server as postgres).",
+        help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the local cluster's superuser, by socket).",
     )
     args = parser.parse_args()
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
-    admin_url = (
-        args.admin_url or KitSettings().database_url.rsplit("/", 1)[0].replace("tidegate:tidegate@", "postgres:postgres@") + "/postgres"
-    )
+    admin_url = args.admin_url or local_superuser_url(KitSettings())
     asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile, args.profile_all))

@@ -42,10 +42,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
 from servicekit import REPO_ROOT, KitSettings, Recorded, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
+from servicekit.dbroles import with_database
 from servicekit.runner import tune_gc
 from services.policy import Call, Controls, History, PackSource, compile_pack, decide
 from services.policy import in_process as policy_in_process
-from tidegate.database import migrate
+from tidegate.database import local_superuser_url, migrate
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 ARGS = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}
@@ -194,7 +195,7 @@ async def through_kafka(
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"
     kit0 = KitSettings()
     await ensure_topics(kit0.kafka_bootstrap, prefix, catalog_topic_names())
-    admin = await asyncpg.connect(f"{admin_url}/postgres")
+    admin = await asyncpg.connect(admin_url)
     await admin.execute(f"CREATE DATABASE {dbname} OWNER tidegate")
     with tempfile.TemporaryDirectory() as tmp:
         pack_dir = Path(tmp) / "pack"
@@ -205,7 +206,9 @@ async def through_kafka(
         import yaml
 
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
-        kit = KitSettings(topic_prefix=prefix, database_url=f"{base_url}/{dbname}", keys_dir=Path(tmp) / "keys", policy_dir=pack_dir)
+        kit = KitSettings(
+            topic_prefix=prefix, database_url=with_database(base_url, dbname), keys_dir=Path(tmp) / "keys", policy_dir=pack_dir
+        )
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         procs = await start_copies(kit, copies, Path(tmp))
         producer = AIOKafkaProducer(acks="all", linger_ms=2, **kafka_options(kit))
@@ -330,8 +333,8 @@ async def main() -> None:
     if opts.no_kafka:
         return
     kit = KitSettings()
-    base = kit.database_url.rsplit("/", 1)[0]
-    admin = base.replace("tidegate:tidegate@", "postgres:postgres@")
+    base = kit.database_url
+    admin = local_superuser_url(kit)
     print("Through Kafka (proposal published → decision consumed; real service, PostgreSQL):")
     figures = await through_kafka(1, opts.sequential, burst, admin, base)
     if opts.full:

@@ -35,8 +35,14 @@
 #               SASL_PLAINTEXT + SCRAM-SHA-512; one principal per service and kind of
 #               client, with ACLs (docs/security/bus.md). Passwords are generated on first start into
 #               .infra/kafka/credentials/<principal>.properties (0600, a Java client properties file).
-#   PostgreSQL  postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate
-#               (superuser postgres/postgres; scram-sha-256; 127.0.0.1 only)
+#   PostgreSQL  postgresql://tidegate@127.0.0.1:55432/tidegate, the operator role `tidegate` (scram-sha-256,
+#               127.0.0.1 only). Its password is generated on first start into
+#               .infra/pg/credentials/tidegate.pgpass (0600, libpq's passfile format, which Tidegate, asyncpg
+#               and psql read: TIDEGATE_DATABASE_PASSFILE, `passfile=`, PGPASSFILE) and set in the cluster on
+#               every `up`: delete the file and run `up` again to rotate it. The superuser `postgres` has no
+#               password and never logs in over TCP: only the cluster's owner (the `postgres` system user, or
+#               the user running this script, and root) over the socket in .infra/pg/run (peer authentication):
+#                 psql -h .infra/pg/run -p 55432 -U postgres
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -103,6 +109,8 @@ P_DATA="$P/data"
 P_RUN="$P/run"
 P_LOGS="$P/logs"
 P_LOG="$P_LOGS/postgres.log"
+P_CREDS="$P/credentials"
+P_PASSFILE="$P_CREDS/tidegate.pgpass"
 P_INIT_SQL="$SCRIPT_DIR/postgres-init.sql"
 
 export LC_NUMERIC=C
@@ -470,15 +478,12 @@ pg_prepare() {
   fi
   chmod 0755 "$P_RUN"
   if [[ ! -f $P_DATA/PG_VERSION ]]; then
-    local t pw; t=$(now)
+    local t; t=$(now)
     [[ -e $P_DATA ]] && rm -rf "$P_DATA" # a half-made directory from an interrupted initdb
-    pw="$P/.pwfile"
-    (umask 077; printf 'postgres\n' >"$pw")
-    [[ $EUID -eq 0 ]] && chown postgres:postgres "$pw"
-    as_pg "$PG_BIN/initdb" -D "$P_DATA" -U postgres --pwfile="$pw" -E UTF8 --locale=C.UTF-8 \
-      --auth-host=scram-sha-256 --auth-local=scram-sha-256 >"$P_LOGS/initdb.log" 2>&1 \
-      || { rm -f "$pw"; tail -n 20 "$P_LOGS/initdb.log" >&2; die "initdb failed (see $(rel "$P_LOGS/initdb.log"))"; }
-    rm -f "$pw"
+    # No superuser password: `postgres` logs in over the socket only, as the cluster's owner (pg_hba below).
+    as_pg "$PG_BIN/initdb" -D "$P_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=peer --auth-host=reject >"$P_LOGS/initdb.log" 2>&1 \
+      || { tail -n 20 "$P_LOGS/initdb.log" >&2; die "initdb failed (see $(rel "$P_LOGS/initdb.log"))"; }
     printf "\n# Tidegate settings, rewritten by infra/infra.sh on every start.\ninclude 'tidegate.conf'\n" \
       >>"$P_DATA/postgresql.conf"
     log "postgres: initdb $(rel "$P_DATA") in $(since "$t")"
@@ -494,14 +499,32 @@ fsync = on
 synchronous_commit = on
 password_encryption = scram-sha-256
 EOF
+  pg_write_auth
+}
+
+# pg_hba.conf and pg_ident.conf, rewritten on every `up` (a running cluster reloads them): the superuser
+# `postgres` only over the socket and only for the cluster's owner (peer), every other role with its
+# password (scram-sha-256) from 127.0.0.1 or the socket.
+pg_write_auth() {
+  local owner
+  owner=$(id -un)
   cat >"$P_DATA/pg_hba.conf" <<'EOF'
-# Written by infra/infra.sh. Password (scram-sha-256) from 127.0.0.1 and the local socket only.
+# Written by infra/infra.sh. The superuser only over the socket, as the cluster's owner (pg_ident.conf);
+# everyone else with a password (scram-sha-256) from 127.0.0.1 or the socket.
 # TYPE  DATABASE        USER            ADDRESS                 METHOD
+local   all             postgres                                peer map=tidegate_owner
+host    all             postgres        all                     reject
 local   all             all                                     scram-sha-256
 host    all             all             127.0.0.1/32            scram-sha-256
 EOF
-  [[ $EUID -eq 0 ]] && chown postgres:postgres "$P_DATA/tidegate.conf" "$P_DATA/pg_hba.conf"
-  chmod 0600 "$P_DATA/tidegate.conf" "$P_DATA/pg_hba.conf"
+  {
+    printf '# Written by infra/infra.sh: the system users that may log in as the superuser `postgres` (over the socket).\n'
+    printf '# MAPNAME       SYSTEM-USERNAME PG-USERNAME\n'
+    printf 'tidegate_owner  %s  postgres\n' "$owner"
+    if [[ $EUID -eq 0 ]]; then printf 'tidegate_owner  postgres  postgres\n'; fi
+  } >"$P_DATA/pg_ident.conf"
+  [[ $EUID -eq 0 ]] && chown postgres:postgres "$P_DATA/pg_hba.conf" "$P_DATA/pg_ident.conf"
+  chmod 0600 "$P_DATA/pg_hba.conf" "$P_DATA/pg_ident.conf"
 }
 
 # Prints the postmaster pid if our cluster runs, else returns 1.
@@ -531,10 +554,47 @@ pg_wait_ready() {
   done
 }
 
+# The operator's password: the one in its passfile, else a new one. The passfile is (re)written for the
+# cluster's current port, in libpq's format (host:port:database:user:password), for 127.0.0.1 and localhost.
+pg_operator_passfile() {
+  local port=$1 password=""
+  mkdir -p "$P_CREDS"
+  chmod 0700 "$P_CREDS"
+  [[ -s $P_PASSFILE ]] && password=$(sed -n '/^[^#]/{s/^\([^:]*:\)\{4\}//p;q}' "$P_PASSFILE")
+  [[ -n $password ]] || password=$(new_secret)
+  (
+    umask 077
+    cat >"$P_PASSFILE.tmp" <<EOF
+# The operator role of the PostgreSQL at 127.0.0.1:${port} (generated by infra/infra.sh; keep secret, never commit).
+# Delete this file and run \`tidegate infra up\` to give the role a new password.
+127.0.0.1:${port}:*:tidegate:${password}
+localhost:${port}:*:tidegate:${password}
+EOF
+  )
+  mv "$P_PASSFILE.tmp" "$P_PASSFILE"
+  PG_OPERATOR_PASSWORD=$password
+}
+
+# psql as the superuser, over the cluster's socket (peer authentication, see pg_write_auth).
+pg_superuser_psql() {
+  PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$P_RUN" -p "$1" -U postgres -d postgres "${@:2}"
+}
+
+# The operator role and database (postgres-init.sql), the operator's password from its passfile (so an
+# older cluster is rotated on its next `up`), and no password at all for the superuser. The password
+# goes through stdin, not the command line (which every local user can read in /proc).
 pg_bootstrap_db() {
-  PGPASSWORD=postgres PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
-    -h 127.0.0.1 -p "$1" -U postgres -d postgres -f "$P_INIT_SQL" >/dev/null \
-    || die "could not create role/database tidegate (superuser postgres/postgres on 127.0.0.1:$1)"
+  local port=$1 deadline=$((SECONDS + 15))
+  pg_operator_passfile "$port"
+  # A running cluster may still be reloading the pg_hba.conf written just before.
+  until pg_superuser_psql "$port" -c 'SELECT 1' >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "cannot log in as the superuser postgres over $(rel "$P_RUN") (peer, as $(id -un)); see $(rel "$P_LOG")"
+    sleep 0.2
+  done
+  { printf '\\set tidegate_password %s\n' "$PG_OPERATOR_PASSWORD"; cat "$P_INIT_SQL"; printf 'ALTER ROLE postgres PASSWORD NULL;\n'; } \
+    | pg_superuser_psql "$port" >/dev/null \
+    || die "could not create role/database tidegate (infra/postgres-init.sql, as the superuser over $(rel "$P_RUN"))"
+  log "postgres: operator role tidegate, password in $(rel "$P_PASSFILE") (0600)"
 }
 
 pg_up() {
@@ -543,6 +603,8 @@ pg_up() {
   if pid=$(pg_pid); then
     port=$(pg_port)
     pg_wait_ready "$port"
+    pg_write_auth
+    as_pg "$PG_BIN/pg_ctl" -D "$P_DATA" reload >/dev/null || die "pg_ctl reload failed (see $(rel "$P_LOG"))"
     pg_bootstrap_db "$port"
     log "postgres: already running (pid $pid, 127.0.0.1:$port); checked in $(since "$t")"
     return 0
@@ -665,7 +727,7 @@ cmd_reset() {
   local i
   for ((i = 2; i <= K_NODES; i++)); do rm -rf "$K/node-$i"; done
   node_vars 1
-  rm -rf "$K_DATA" "$K_CID" "$K_PROPS" "$K_NODES_FILE" "$K_CREDS" "$K/controller.secret" "$P_DATA"
+  rm -rf "$K_DATA" "$K_CID" "$K_PROPS" "$K_NODES_FILE" "$K_CREDS" "$K/controller.secret" "$P_DATA" "$P_CREDS"
   log "reset: deleted Kafka and PostgreSQL data (jars kept in $(rel "$K_LIBS"))"
 }
 

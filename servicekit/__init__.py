@@ -26,7 +26,7 @@ from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
-from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, create_pool
+from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import REPO_ROOT, KitSettings
@@ -69,6 +69,7 @@ __all__ = [
     "check_migrations",
     "client_key",
     "configure_logging",
+    "connect",
     "create_pool",
     "current_traceparent",
     "declaration_problems",

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -15,6 +16,7 @@ __all__ = [
     "SchemaNotReady",
     "apply_migrations",
     "check_migrations",
+    "connect",
     "create_pool",
     "discard_broken_connections",
     "open_pool",
@@ -40,13 +42,42 @@ def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1, reset_sess
     return asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=reset)
 
 
+def connection_error(exc: OSError | asyncpg.PostgresError, dsn: str) -> ConnectionError:
+    """One readable line for a failed connection: where to, and what to do (a refused login names where its password came from)."""
+    parts = urlsplit(dsn)
+    where = dsn.split("@")[-1].split("?")[0]
+    if not isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return ConnectionError(f"cannot reach PostgreSQL at {where}: {exc} (is `tidegate infra up` running?)")
+    passfile = parse_qs(parts.query).get("passfile", [None])[0]
+    if parts.password is not None or passfile is None:
+        source = "the password in the DSN"
+    elif not Path(passfile).is_file():
+        source = f"no password: {passfile} does not exist"
+    elif Path(passfile).stat().st_mode & 0o077:
+        source = f"no password: {passfile} is readable by others, so it is ignored (chmod 600 it)"
+    else:
+        source = f"the password in {passfile}"
+    return ConnectionError(
+        f"PostgreSQL at {where} refused {parts.username or 'the login'} ({exc}) with {source}. `tidegate infra up` generates the "
+        "operator's password into that file and sets it in the local cluster; for another server set TIDEGATE_DATABASE_URL "
+        "and TIDEGATE_DATABASE_PASSFILE (docs/operations.md)."
+    )
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection; a database that is down or refuses the login is a `ConnectionError` that says what to do."""
+    try:
+        return await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise connection_error(exc, dsn) from exc
+
+
 async def open_pool(pool: asyncpg.Pool, dsn: str) -> None:
-    """Connect `pool`; fails fast with the DSN's host in the message when the database is down."""
+    """Connect `pool`; fails fast with the DSN's host in the message when the database is down or refuses the login."""
     try:
         await pool
     except (OSError, asyncpg.PostgresError) as exc:
-        safe = dsn.split("@")[-1]
-        raise ConnectionError(f"cannot reach PostgreSQL at {safe}: {exc} (is `tidegate infra up` running?)") from exc
+        raise connection_error(exc, dsn) from exc
 
 
 async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asyncpg.Pool:

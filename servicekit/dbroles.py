@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -35,6 +35,8 @@ __all__ = [
     "provision",
     "service_database_url",
     "service_role",
+    "with_database",
+    "with_login",
 ]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
@@ -114,10 +116,16 @@ def service_database_url(kit: KitSettings, service: str) -> str:
 
 
 def with_login(dsn: str, user: str, password: str) -> str:
-    """`dsn` with its user and password replaced."""
+    """`dsn` with its user and password replaced (and no `passfile`: the password is the login's own)."""
     parts = urlsplit(dsn)
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "passfile"])
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}", query=query))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """`dsn` on another database of the same server, with the same login."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{quote(database, safe='')}"))
 
 
 def _password(credentials_dir: Path, service: str, role: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,9 +40,22 @@ class KitSettings(BaseSettings):
         "fails; unset: aiokafka's 40,000 ms. A broker outage longer than this is the one that kills an idempotent producer "
         "(docs/reliability.md).",
     )
+    infra_dir: Path = Field(
+        default=REPO_ROOT / ".infra",
+        description="Where `infra up` keeps the local infrastructure's data and generated logins (the variable infra/infra.sh reads).",
+    )
+    pg_port: int = Field(
+        default=55432, ge=1, le=65535, description="Port of the local PostgreSQL of `infra up` (as infra/infra.sh); the default DSN's port."
+    )
     database_url: str = Field(
-        default="postgresql://tidegate:tidegate@127.0.0.1:55432/tidegate",
-        description="PostgreSQL DSN of the operator (migrator); services keep its host and database, with their own role.",
+        default="postgresql://tidegate@127.0.0.1:55432/tidegate",
+        description="PostgreSQL DSN of the operator (migrator), without a password: it is read from `database_passfile`. "
+        "Default: the operator `tidegate` on 127.0.0.1:`pg_port`. Services keep its host and database, with their own role.",
+    )
+    database_passfile: Path = Field(
+        default=None,  # type: ignore[assignment]  # filled from infra_dir below
+        description="libpq password file (`host:port:database:user:password`, 0600) the operator's password is read from when "
+        "`database_url` carries none; `infra up` generates it. Default `<infra_dir>/pg/credentials/tidegate.pgpass`.",
     )
     db_credentials_dir: Path = Field(
         default=REPO_ROOT / ".tidegate" / "db",
@@ -107,12 +121,26 @@ class KitSettings(BaseSettings):
 
         return service_database_url(self, service)
 
+    @property
+    def operator_database_url(self) -> str:
+        """`database_url` as the operator logs in with it: without a password in it, libpq's `passfile` names `database_passfile`."""
+        parts = urlsplit(self.database_url)
+        if parts.password is not None or "passfile" in parse_qs(parts.query):
+            return self.database_url
+        query = "&".join(q for q in (parts.query, f"passfile={quote(str(self.database_passfile))}") if q)
+        return parts._replace(query=query).geturl()
+
     @model_validator(mode="before")
     @classmethod
-    def _key_dirs_default_to_the_run_dir(cls, data: Any) -> Any:
+    def _defaults_from_the_local_dirs(cls, data: Any) -> Any:
+        """Keys under the run directory; the operator's passfile under the infra directory, the DSN on `pg_port`."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        infra_dir = Path(data.get("infra_dir") or REPO_ROOT / ".infra")
+        data["database_passfile"] = data.get("database_passfile") or infra_dir / "pg" / "credentials" / "tidegate.pgpass"
+        if not data.get("database_url"):
+            data["database_url"] = f"postgresql://tidegate@127.0.0.1:{data.get('pg_port') or 55432}/tidegate"
         run_dir = Path(data.get("run_dir") or REPO_ROOT / ".tidegate")
         keys_dir = Path(data.get("keys_dir") or run_dir / "keys")
         data["keys_dir"] = keys_dir

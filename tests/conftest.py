@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import time
 import uuid
@@ -24,8 +25,8 @@ class Infra:
     """Where the real Kafka and PostgreSQL of this test session are."""
 
     kafka_bootstrap: str
-    database_url: str  # the operator's (migrator's) role, on this session's own database
-    admin_database_url: str  # a superuser on the same database (what an attacker with DB access has)
+    database_url: str  # the operator's (migrator's) role, on this session's own database (its password from the passfile)
+    admin_database_url: str  # a superuser on the same database (what an attacker with DB access has; local: over the socket)
     provider: str
     db_credentials_dir: Path  # each service's own login on that database (`<service>.json`)
     role_prefix: str  # this session's roles: `<prefix>planner`, …, `<prefix>owner`
@@ -44,36 +45,31 @@ def _docker_reachable() -> bool:
 
 
 def _local_infra() -> Iterator[tuple[str, str, str]]:
+    from tidegate.database import local_superuser_url
+
     kit = KitSettings()
     # `running`: use the Kafka and PostgreSQL already at the settings' addresses (another checkout's, say).
     running = os.environ.get("TIDEGATE_TEST_INFRA") == "running"
     status = None if running else subprocess.run(["bash", str(REPO_ROOT / "infra" / "infra.sh"), "status"], capture_output=True)
     if status is not None and status.returncode != 0:
         subprocess.run(["bash", str(REPO_ROOT / "infra" / "infra.sh"), "up"], check=True)
-    base = kit.database_url.rsplit("/", 1)[0]
-    admin = base.replace("tidegate:tidegate@", "postgres:postgres@")
-    yield kit.kafka_bootstrap, base, admin
+    # The operator logs in with the password `infra up` generated (its passfile); the superuser over the socket only.
+    yield kit.kafka_bootstrap, kit.operator_database_url, local_superuser_url(kit)
 
 
 def _container_infra() -> Iterator[tuple[str, str, str]]:
     from testcontainers.community.kafka import KafkaContainer
     from testcontainers.community.postgres import PostgresContainer
 
+    superuser, operator = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     with (
         KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka,
-        PostgresContainer("postgres:15", username="postgres", password="postgres", driver=None) as pg,
+        PostgresContainer("postgres:15", username="postgres", password=superuser, driver=None) as pg,
     ):
         host, port = pg.get_container_host_ip(), pg.get_exposed_port(5432)
-        subprocess.run(
-            [
-                "psql",
-                f"postgresql://postgres:postgres@{host}:{port}/postgres",
-                "-c",
-                "CREATE ROLE tidegate LOGIN PASSWORD 'tidegate' CREATEROLE",
-            ],
-            check=True,
-        )
-        yield kafka.get_bootstrap_server(), f"postgresql://tidegate:tidegate@{host}:{port}", f"postgresql://postgres:postgres@{host}:{port}"
+        admin = f"postgresql://postgres:{superuser}@{host}:{port}/postgres"
+        subprocess.run(["psql", admin, "-c", f"CREATE ROLE tidegate LOGIN PASSWORD '{operator}' CREATEROLE"], check=True)
+        yield kafka.get_bootstrap_server(), f"postgresql://tidegate:{operator}@{host}:{port}/tidegate", admin
 
 
 @pytest.fixture(scope="session")
@@ -86,32 +82,33 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
     points at the session's logins, for settings built in-process and for subprocesses alike.
     Database and roles are dropped at the end.
     """
-    from servicekit.dbroles import owner_role, service_role
+    from servicekit.dbroles import owner_role, service_role, with_database
     from tidegate.database import SCHEMAS, migrate
 
     provider = "docker" if _docker_reachable() else "local"
     source = _container_infra() if provider == "docker" else _local_infra()
-    bootstrap, base, admin_base = next(source)
+    bootstrap, operator_url, admin_url = next(source)
     session = uuid.uuid4().hex[:8]
     dbname = f"tidegate_test_{session}"
     role_prefix = f"tidegate_t{session}_"
     credentials = tmp_path_factory.mktemp("db-credentials")
-    subprocess.run(["psql", f"{admin_base}/postgres", "-qc", f"CREATE DATABASE {dbname} OWNER tidegate"], check=True)
+    subprocess.run(["psql", admin_url, "-qc", f"CREATE DATABASE {dbname} OWNER tidegate"], check=True)
     roles = [owner_role(role_prefix), *dict.fromkeys(service_role(s.user, role_prefix) for s in SCHEMAS)]
     previous = os.environ.get("TIDEGATE_DB_CREDENTIALS_DIR")
     os.environ["TIDEGATE_DB_CREDENTIALS_DIR"] = str(credentials)
     try:
-        kit = KitSettings(database_url=f"{base}/{dbname}", db_credentials_dir=credentials)
+        database_url = with_database(operator_url, dbname)
+        kit = KitSettings(database_url=database_url, db_credentials_dir=credentials)
         asyncio.run(migrate(kit, role_prefix=role_prefix))
-        yield Infra(bootstrap, f"{base}/{dbname}", f"{admin_base}/{dbname}", provider, credentials, role_prefix)
+        yield Infra(bootstrap, database_url, with_database(admin_url, dbname), provider, credentials, role_prefix)
     finally:
         if previous is None:
             os.environ.pop("TIDEGATE_DB_CREDENTIALS_DIR", None)
         else:
             os.environ["TIDEGATE_DB_CREDENTIALS_DIR"] = previous
-        subprocess.run(["psql", f"{admin_base}/postgres", "-qc", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"], check=False)
+        subprocess.run(["psql", admin_url, "-qc", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"], check=False)
         drop = "; ".join(f"DROP ROLE IF EXISTS {role}" for role in roles)
-        subprocess.run(["psql", f"{admin_base}/postgres", "-qc", drop], check=False)
+        subprocess.run(["psql", admin_url, "-qc", drop], check=False)
         source.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import services.approval
 import services.audit
@@ -13,7 +14,7 @@ import systems
 from servicekit import KitSettings
 from servicekit.dbroles import DEFAULT_ROLE_PREFIX, Grant, SchemaSpec, provision
 
-__all__ = ["AUDIT_WRITER_ROLE", "SCHEMAS", "migrate"]
+__all__ = ["AUDIT_WRITER_ROLE", "SCHEMAS", "local_superuser_url", "migrate"]
 
 # Created by the audit schema's first migration; the only role that may INSERT into the log.
 AUDIT_WRITER_ROLE = "tidegate_audit_writer"
@@ -35,5 +36,15 @@ SCHEMAS: tuple[SchemaSpec, ...] = (
 
 
 async def migrate(kit: KitSettings, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> dict[str, list[str]]:
-    """Create the roles, migrate every schema, grant each service its own; as `kit.database_url`'s role (the migrator)."""
-    return await provision(kit.database_url, SCHEMAS, kit.db_credentials_dir, role_prefix=role_prefix)
+    """Create the roles, migrate every schema, grant each service its own; as `kit.operator_database_url`'s role (the migrator)."""
+    return await provision(kit.operator_database_url, SCHEMAS, kit.db_credentials_dir, role_prefix=role_prefix)
+
+
+def local_superuser_url(kit: KitSettings, database: str = "postgres") -> str:
+    """The superuser of the cluster `infra up` runs in `kit.infra_dir`: over its socket, as the cluster's owner or root.
+
+    The superuser has no password and never logs in over TCP (infra/infra.sh's pg_hba.conf): only the
+    system user that owns the cluster (and root) reaches it, through peer authentication.
+    """
+    port = urlsplit(kit.database_url).port or kit.pg_port
+    return f"postgresql://postgres@/{quote(database, safe='')}?host={quote(str(kit.infra_dir / 'pg' / 'run'))}&port={port}"

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from servicekit import create_pool
 from services.audit.chain import AppendResult, Head, chain_batch, chain_records
 from services.audit.checkpoints import Checkpoint
 from services.audit.records import COLUMNS, LogRow, Observed
@@ -276,10 +277,8 @@ class PostgresAuditLog(AuditLog):
 
     @classmethod
     async def connect(cls, dsn: str, *, max_size: int = 4) -> PostgresAuditLog:
-        """A log over a new pool (the CLI and benchmarks; the service passes its own pool)."""
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=60)
-        assert pool is not None
-        return cls(pool)
+        """A log over a new pool (the CLI and benchmarks; the service passes its own pool); a refused login is a `ConnectionError`."""
+        return cls(await create_pool(dsn, max_size=max_size))
 
     async def close(self) -> None:
         """Close the pool."""

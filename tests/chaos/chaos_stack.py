@@ -25,6 +25,7 @@ from schemas import ControlTenant, ControlTenantData
 from servicekit import REPO_ROOT, KitSettings
 from systems.seed import seed_demo
 from tidegate.commands._common import publish_control
+from tidegate.database import local_superuser_url
 from tidegate.demo.tickets import DEMO_TENANTS
 
 HERE = Path(__file__).resolve().parent
@@ -94,15 +95,16 @@ class ChaosStack:
 
     @property
     def admin_dsn(self) -> str:
-        """The superuser on this stack's database (what the checks read the systems of record and the audit log with)."""
-        return f"postgresql://postgres:postgres@127.0.0.1:{self.pg_port}/tidegate"
+        """The superuser on this stack's database (what the checks read the systems of record and the audit log with), over its socket."""
+        return local_superuser_url(self.kit, "tidegate")
 
     @property
     def kit(self) -> KitSettings:
         return KitSettings(
             kafka_bootstrap=self.bootstrap,
             kafka_credentials_dir=self.infra_dir / "kafka" / "credentials",
-            database_url=f"postgresql://tidegate:tidegate@127.0.0.1:{self.pg_port}/tidegate",
+            infra_dir=self.infra_dir,
+            pg_port=self.pg_port,
             db_credentials_dir=self.run_dir / "db",
             run_dir=self.run_dir,
             keys_dir=self.run_dir / "keys",
@@ -121,6 +123,7 @@ class ChaosStack:
             "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
             "TIDEGATE_KAFKA_CREDENTIALS_DIR": str(kit.kafka_credentials_dir),
             "TIDEGATE_DATABASE_URL": kit.database_url,
+            "TIDEGATE_DATABASE_PASSFILE": str(kit.database_passfile),
             "TIDEGATE_DB_CREDENTIALS_DIR": str(kit.db_credentials_dir),
             "TIDEGATE_RUN_DIR": str(kit.run_dir),
             "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
@@ -148,7 +151,7 @@ class ChaosStack:
         done = await asyncio.to_thread(self.cli, "infra", "up", "--brokers", str(self.brokers), check=False)
         if done.returncode != 0:
             raise RuntimeError(f"chaos infra did not come up:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        pool = await asyncpg.create_pool(self.kit.database_url, min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(self.kit.operator_database_url, min_size=1, max_size=2)
         try:
             await seed_demo(pool, ("acme",))
         finally:

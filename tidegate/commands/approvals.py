@@ -220,7 +220,7 @@ async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
     from services.approval import PgApprovalRepository
 
     kit = settings()
-    pool = await create_pool(kit.database_url, max_size=2)
+    pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         import services.approval
 

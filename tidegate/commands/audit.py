@@ -36,10 +36,7 @@ T = TypeVar("T")
 
 
 async def _with_log(use: Callable[[PostgresAuditLog], Awaitable[T]]) -> T:
-    try:
-        log = await PostgresAuditLog.connect(settings().database_url)
-    except OSError as exc:
-        raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
+    log = await PostgresAuditLog.connect(settings().operator_database_url)  # a database down or a refused login: ConnectionError
     try:
         return await use(log)
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:

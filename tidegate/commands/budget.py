@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 import typer
 from rich.table import Table
 
 from schemas import ControlBudget, ControlBudgetData
-from servicekit import KitSettings
+from servicekit import KitSettings, connect
 from services.policy import PackError, PackSettings, PackSource
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 from tidegate.commands.killswitch import read_control
@@ -49,7 +48,7 @@ async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
         pack_settings = PackSettings.model_validate(source.settings)
     except (PackError, ValueError):
         pack_settings = PackSettings()
-    conn = await asyncpg.connect(kit.database_url)
+    conn = await connect(kit.operator_database_url)
     try:
         has_schema = await conn.fetchval("SELECT to_regclass('policy.spend') IS NOT NULL")
         rows = await conn.fetch("SELECT tenant_id, amount_usd FROM policy.spend WHERE task_id = '*'") if has_schema else []

@@ -35,7 +35,7 @@ def executor_vault(kit: KitSettings) -> c.Vault:
 
 @asynccontextmanager
 async def _store(kit: KitSettings) -> AsyncIterator[c.PgGrantStore]:
-    pool = await create_pool(kit.database_url, max_size=2)
+    pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", MIGRATIONS)  # the table may not exist before the executor's first start
         yield c.PgGrantStore(pool)

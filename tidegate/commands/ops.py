@@ -392,7 +392,7 @@ def costs(
             import asyncpg
 
             try:
-                window = asyncio.run(read_audit_window(kit.database_url, kit.topic_prefix, t0, t1, tenant=tenant))
+                window = asyncio.run(read_audit_window(kit.operator_database_url, kit.topic_prefix, t0, t1, tenant=tenant))
             except (asyncpg.PostgresError, OSError):
                 window = None  # no audit schema here (the audit service never ran): read the topics
             if window is None or not window.events:

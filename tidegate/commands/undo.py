@@ -17,10 +17,7 @@ async def _steps(action_id: str | None, task_id: str | None, requested_by: str, 
     from tidegate.ops.undo import read_recorded, undo_steps
 
     kit = settings()
-    try:
-        log = await PostgresAuditLog.connect(kit.database_url, max_size=2)
-    except OSError as exc:
-        raise ConnectionError(f"cannot reach PostgreSQL: {exc} (is `tidegate infra up` running?)") from exc
+    log = await PostgresAuditLog.connect(kit.operator_database_url, max_size=2)  # a database down or a refused login: ConnectionError
     try:
         if task_id is not None:
             events = await read_recorded(log, kit.topic_prefix, task_id=task_id)

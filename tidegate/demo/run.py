@@ -328,7 +328,7 @@ async def run_demo(
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(topic_tools))
     from systems.seed import seed_demo
 
-    pool = await create_pool(kit.database_url, max_size=2)
+    pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         inserted = await seed_demo(pool)
         orders = await _fresh_orders(pool, tenant)

@@ -83,7 +83,7 @@ async def _connect(kit: KitSettings, tenant: str, *, stripe_url: str, zendesk: Z
     catalog = ToolCatalog.load(kit.tools_dir)
     vault = c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
     vault.ensure()
-    pool = await create_pool(kit.database_url, max_size=2)
+    pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", MIGRATIONS)
         store = c.PgGrantStore(pool)

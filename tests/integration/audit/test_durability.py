@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -124,10 +125,11 @@ def own_postgres() -> Iterator[tuple[str, Any]]:
         )
     pg_ctl("start")
     try:
-        sql = "CREATE ROLE tidegate LOGIN PASSWORD 'tidegate' CREATEROLE; CREATE DATABASE tidegate OWNER tidegate;"
+        password = secrets.token_urlsafe(16)
+        sql = f"CREATE ROLE tidegate LOGIN PASSWORD '{password}' CREATEROLE; CREATE DATABASE tidegate OWNER tidegate;"
         for statement in sql.split("; "):
             as_postgres(str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-qc", statement)
-        yield f"postgresql://tidegate:tidegate@127.0.0.1:{port}/tidegate", pg_ctl
+        yield f"postgresql://tidegate:{password}@127.0.0.1:{port}/tidegate", pg_ctl
     finally:
         subprocess.run(
             ["runuser", "-u", "postgres", "--", str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True

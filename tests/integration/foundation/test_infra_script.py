@@ -1,4 +1,4 @@
-"""`infra up` twice, then `infra down`, leaves none of its processes running.
+"""`infra up` twice, then `infra down`, leaves none of its processes running; `up` generates the database logins and rotates old ones.
 
 Runs a copy of infra/ in a scratch repo on other ports, so the shared infrastructure is untouched.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -25,6 +26,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scratch_env() -> dict[str, str]:
+    """This shell's environment on free ports, without a `TIDEGATE_INFRA_DIR` that would aim the script at another stack."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIDEGATE_INFRA_DIR", "TIDEGATE_KAFKA_BROKERS")}
+    ports = ("TIDEGATE_KAFKA_PORT", "TIDEGATE_KAFKA_CONTROLLER_PORT", "TIDEGATE_PG_PORT")
+    return env | {name: str(free_port()) for name in ports}
+
+
 def ours(root: Path) -> list[str]:
     out = subprocess.run(["pgrep", "-af", str(root / ".infra")], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
@@ -37,11 +45,7 @@ def test_up_twice_then_down_leaves_nothing_running() -> None:
     os.chmod(scratch, 0o755)
     root = scratch / "repo"
     shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    env = os.environ | {
-        "TIDEGATE_KAFKA_PORT": str(free_port()),
-        "TIDEGATE_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "TIDEGATE_PG_PORT": str(free_port()),
-    }
+    env = scratch_env()
     script = ["bash", str(root / "infra" / "infra.sh")]
     try:
         subprocess.run([*script, "up"], env=env, check=True, timeout=240)
@@ -54,6 +58,56 @@ def test_up_twice_then_down_leaves_nothing_running() -> None:
         subprocess.run([*script, "down"], env=env, check=True, timeout=120)
         assert ours(root) == []
         assert subprocess.run([*script, "status"], env=env, capture_output=True, timeout=60).returncode == 3
+    finally:
+        subprocess.run([*script, "down"], env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# The logins a cluster made by an older infra.sh has: the committed development passwords, for the operator and the superuser.
+OLD_LOGINS = {"tidegate": "tide" + "gate", "postgres": "post" + "gres"}
+
+
+def logs_in(port: str, user: str, *, password: str | None = None, passfile: Path | None = None) -> bool:
+    """Whether `user` logs in over TCP (127.0.0.1) with that password or passfile, as a plain psql client would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env |= (
+        {"PGCONNECT_TIMEOUT": "10"} | ({"PGPASSWORD": password} if password else {}) | ({"PGPASSFILE": str(passfile)} if passfile else {})
+    )
+    args = ["psql", "-X", "-w", "-h", "127.0.0.1", "-p", port, "-U", user, "-d", "postgres", "-Atc", "SELECT current_user"]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == user
+
+
+def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
+    os.chmod(scratch, 0o755)
+    root = scratch / "repo"
+    shutil.copytree(REPO_ROOT / "infra", root / "infra")
+    env = scratch_env()
+    port = env["TIDEGATE_PG_PORT"]
+    script = ["bash", str(root / "infra" / "infra.sh")]
+    pg = root / ".infra" / "pg"
+    passfile = pg / "credentials" / "tidegate.pgpass"
+    try:
+        subprocess.run([*script, "up"], env=env, check=True, timeout=240)
+        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+        assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
+        assert logs_in(port, "tidegate", passfile=passfile)
+        assert not any(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items())
+        first = passfile.read_text()
+
+        # Make it a cluster of an older infra.sh: the committed passwords, password logins on the socket, no passfile.
+        superuser = ["psql", "-X", "-q", "-h", str(pg / "run"), "-p", port, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
+        for user, password in OLD_LOGINS.items():
+            subprocess.run([*superuser, "-c", f"ALTER ROLE {user} PASSWORD '{password}'"], check=True, timeout=30)
+        (pg / "data" / "pg_hba.conf").write_text("local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        subprocess.run([*superuser, "-c", "SELECT pg_reload_conf()"], check=True, timeout=30)
+        passfile.unlink()
+        assert all(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items()), "not an older cluster"
+
+        subprocess.run([*script, "up"], env=env, check=True, timeout=240)
+        assert not any(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items())
+        assert logs_in(port, "tidegate", passfile=passfile)
+        assert passfile.read_text() != first, "the operator's password was not generated anew"
     finally:
         subprocess.run([*script, "down"], env=env, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)

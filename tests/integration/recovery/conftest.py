@@ -39,7 +39,7 @@ def private_infra() -> Iterator[PrivateInfra]:
         root,
         env,
         f"127.0.0.1:{kafka_port}",
-        f"postgresql://tidegate:tidegate@127.0.0.1:{pg_port}/tidegate",
+        KitSettings(infra_dir=root / ".infra", pg_port=pg_port).operator_database_url,
         root / ".infra" / "kafka" / "credentials",
         root / "db-credentials",
     )

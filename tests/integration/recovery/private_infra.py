@@ -81,7 +81,7 @@ def scratch_infra(root: Path) -> dict[str, str]:
 async def migrate_and_seed(kit: KitSettings) -> None:
     """The services' schemas and roles (prefix `recovery_`), and the demo's systems of record for tenant acme."""
     await migrate(kit, role_prefix="recovery_")
-    pool = await create_pool(kit.database_url, max_size=1)
+    pool = await create_pool(kit.operator_database_url, max_size=1)
     try:
         await seed_demo(pool, ("acme",))
     finally:
