@@ -55,9 +55,9 @@ from servicekit import (
     make_broker,
 )
 from servicekit.bus_admin import revoke_rights, tools_of
-from servicekit.bus_rights import ADMIN, OPS
+from servicekit.bus_rights import ADMIN
 from tidegate.ops.control import read_trusted_control
-from tidegate.ops.recorded import read_window
+from tidegate.ops.recorded import recorded_window
 from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, stories
 from tidegate.ops.sandbox import RecordedAnswers, RecordedHumans, SandboxExecutor, SandboxProducer, sandbox_settings
 
@@ -111,15 +111,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
     started = time.perf_counter()
     report_progress = progress or (lambda stage, done, total: None)
-    window = await read_window(
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        opts.start,
-        opts.end,
-        tenant=opts.tenant,
-        task=opts.task,
-        progress=lambda done, total: report_progress("read", done, total),
-        client_options=kafka_options(kit, OPS),
+    window = await recorded_window(
+        kit, opts.start, opts.end, tenant=opts.tenant, task=opts.task, progress=lambda done, total: report_progress("read", done, total)
     )
     # The sandbox is made (topics, ACLs) and fed by the admin principal; its services log in as themselves.
     sandbox_options = kafka_options(kit, ADMIN)
