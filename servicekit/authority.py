@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, unb64url, verifies
+from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, retired_without_grace, unb64url, verifies
 
 __all__ = [
     "AUTHORITY",
@@ -108,6 +108,7 @@ class Principal:
     public: Ed25519PublicKey
     tenant: str | None = None  # for clients
     retired_at: float | None = None  # epoch seconds, for a key `rotate` retired
+    grace: bool = True  # False: refused from `retired_at` on, whatever the grace window (an operator denied)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class Authority:
                     add(Principal("service", service, public, retired_at=retired_at(path)))
         for path in self.operators_dir.glob("*.pub"):
             if (public := load_public(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path)))
+                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)))
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
@@ -241,8 +242,7 @@ class Authority:
         if self.retired_grace_s is None:
             return None
         arrived = appended_ms / 1000 if appended_ms is not None else self.clock()
-        cutoff = arrived - self.retired_grace_s
-        if all(p.retired_at is not None and p.retired_at < cutoff for p in holders):
+        if all(p.retired_at is not None and p.retired_at < arrived - (self.retired_grace_s if p.grace else 0) for p in holders):
             return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
         return None
 

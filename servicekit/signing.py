@@ -4,7 +4,8 @@ Layout of a keys directory: each signer's private key alone in its own folder,
 `<keys_dir>/<name>/<name>.key` (0600, only that service mounts it), and every public key at the top,
 `<keys_dir>/<name>.pub` (current) and `<keys_dir>/<name>.<hash>.pub` (retired by `rotate`, still
 verifying what it signed), with `<keys_dir>/<name>.<hash>.retired` beside it: when it was retired
-(ISO 8601, UTC), after which live consumers refuse what it signs once a grace window has passed.
+(ISO 8601, UTC), after which live consumers refuse what it signs once a grace window has passed (at once,
+when a second line says `no grace`: a key taken away rather than replaced).
 """
 
 from __future__ import annotations
@@ -24,7 +25,21 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
-__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "retired_at", "rotate", "unb64url", "verifies"]
+__all__ = [
+    "Keyring",
+    "SigningKey",
+    "b64url",
+    "key_id_of",
+    "load_public",
+    "retire",
+    "retired_at",
+    "retired_without_grace",
+    "rotate",
+    "unb64url",
+    "verifies",
+]
+
+NO_GRACE = "no grace"
 
 
 def b64url(raw: bytes) -> str:
@@ -83,15 +98,30 @@ def rotate(keys_dir: Path, name: str, *, now: datetime | None = None) -> tuple[s
     is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
     """
     old_id: str | None = None
-    priv_path, pub_path = keys_dir / name / f"{name}.key", keys_dir / f"{name}.pub"
+    priv_path = keys_dir / name / f"{name}.key"
     if priv_path.exists():
-        old = SigningKey.load_or_create(keys_dir, name)
-        old_id = old.key_id
-        retired = keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub"
-        retired.with_suffix(".retired").write_text((now or datetime.now(UTC)).isoformat() + "\n")
-        pub_path.rename(retired)
+        old_id = retire(keys_dir, name, now=now)
         priv_path.unlink()
     return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+
+
+def retire(keys_dir: Path, name: str, *, now: datetime | None = None, grace: bool = True) -> str | None:
+    """Retire `name`'s current public key, `<keys_dir>/<name>.pub`; its key id, or None when there is none.
+
+    The key is renamed `<name>.<hash>.pub`, so what it signed still verifies by key id, and `<name>.<hash>.retired`
+    says since when (`now`): live consumers refuse what it signs after that once their grace window has passed,
+    or at once without `grace` (a key taken away, not replaced: `tidegate keys deny-operator`).
+    """
+    pub_path = keys_dir / f"{name}.pub"
+    public = load_public(pub_path)
+    if public is None:
+        return None
+    key_id = _key_id(name, public)
+    retired = keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub"
+    lines = [(now or datetime.now(UTC)).isoformat(), *([] if grace else [NO_GRACE])]
+    retired.with_suffix(".retired").write_text("\n".join(lines) + "\n")
+    pub_path.rename(retired)
+    return key_id
 
 
 def retired_at(path: Path) -> float | None:
@@ -103,9 +133,17 @@ def retired_at(path: Path) -> float | None:
     if not _RETIRED.search(path.name):
         return None
     try:
-        return datetime.fromisoformat(path.with_suffix(".retired").read_text().strip()).timestamp()
+        return datetime.fromisoformat(path.with_suffix(".retired").read_text().split("\n", 1)[0].strip()).timestamp()
     except (OSError, ValueError):
         return path.stat().st_ctime
+
+
+def retired_without_grace(path: Path) -> bool:
+    """Whether the retired public key at `path` was taken away (`retire(grace=False)`): it signs nothing after its retirement."""
+    try:
+        return NO_GRACE in path.with_suffix(".retired").read_text().splitlines()[1:]
+    except OSError:
+        return False
 
 
 _RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<name>.<hash>.pub`, as `rotate` names a retired public key

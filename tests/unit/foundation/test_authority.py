@@ -25,7 +25,7 @@ from servicekit import (
     sign_as_operator,
     sign_event,
 )
-from servicekit.signing import rotate
+from servicekit.signing import retire, rotate
 
 
 @pytest.fixture
@@ -339,3 +339,14 @@ def test_a_retired_operator_key_keeps_its_control_records_by_the_brokers_append_
     assert late is not None
     assert late.code == "signer_retired"
     assert kit.retired_key_grace_s == 600
+
+
+def test_a_denied_operator_key_has_no_grace_but_keeps_what_was_appended_before(kit: KitSettings) -> None:
+    record = sign_as_operator(kit, killswitch(False))
+    denied_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC).timestamp()
+    retire(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(denied_at, UTC), grace=False)
+    restarted = deployment_authority(kit)
+    assert restarted.check(wire(record), record, appended_ms=int((denied_at - 1) * 1000)) is None
+    late = restarted.check(wire(record), record, appended_ms=int((denied_at + 1) * 1000))  # within a rotation's 600 s grace
+    assert late is not None
+    assert late.code == "signer_retired"
