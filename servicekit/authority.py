@@ -34,6 +34,7 @@ __all__ = [
     "appended_ms",
     "authority_for",
     "client_key",
+    "client_private_key",
     "deployment_authority",
     "next_sequence",
     "operator_key",
@@ -312,15 +313,20 @@ def service_key(kit: KitSettings, service: str) -> SigningKey:
 
 
 def operator_key(kit: KitSettings) -> SigningKey:
-    """The operator key the CLI signs `control` with; its public key is put on the allow-list when first made."""
-    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    """The operator key the CLI signs `control` with (private in `operator_private_keys_dir`); put on the allow-list when first made."""
+    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator, kit.operator_private_keys_dir)
 
 
 def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
     """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked."""
     if (kit.client_keys_dir / tenant / "revoked" / f"{principal}.pub").exists():
         raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
-    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal)
+    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal, client_private_key(kit, tenant, principal).parent)
+
+
+def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:
+    """Where this machine keeps the private key of `tenant`'s client `principal`: outside the public-key tree."""
+    return kit.client_private_keys_dir / tenant / f"{principal}.key"
 
 
 def sign_as_operator(kit: KitSettings, event: E) -> E:

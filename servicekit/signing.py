@@ -11,10 +11,13 @@ when a second line says `no grace`: a key taken away rather than replaced).
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import os
 import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,19 +93,35 @@ def load_public(path: Path) -> Ed25519PublicKey | None:
     return loaded if isinstance(loaded, Ed25519PublicKey) else None
 
 
-def rotate(keys_dir: Path, name: str, *, now: datetime | None = None) -> tuple[str | None, str]:
+def rotate(keys_dir: Path, name: str, *, now: datetime | None = None, private_dir: Path | None = None) -> tuple[str | None, str]:
     """Retire `name`'s key and make a new one; returns (old key id or None, new key id).
 
     The old private key is deleted (it can sign nothing new); its public key stays, renamed
     `<name>.<hash>.pub`, so that what it signed still verifies by key id, and the retirement time
     is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
+    `private_dir`: where the private key is, when not in `<keys_dir>/<name>/` (as in `SigningKey.load_or_create`).
     """
     old_id: str | None = None
-    priv_path = keys_dir / name / f"{name}.key"
+    priv_path = (keys_dir / name if private_dir is None else private_dir) / f"{name}.key"
+    _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
     if priv_path.exists():
         old_id = retire(keys_dir, name, now=now)
         priv_path.unlink()
-    return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+    return old_id, SigningKey.load_or_create(keys_dir, name, private_dir).key_id
+
+
+def _move_former_key(keys_dir: Path, name: str, priv_path: Path, *, announce: bool) -> None:
+    """Move `name`'s private key from where an earlier layout kept it (flat in `keys_dir`, or `<keys_dir>/<name>/`) to `priv_path`."""
+    for former in (keys_dir / f"{name}.key", keys_dir / name / f"{name}.key"):
+        if former == priv_path or not former.exists() or priv_path.exists():
+            continue
+        priv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.move(former, priv_path)
+        if former.parent != keys_dir:
+            with contextlib.suppress(OSError):  # the former folder of its own, now empty
+                former.parent.rmdir()
+        if announce:  # out of the public-key tree: say so once, where the person running the command sees it
+            print(f"moved the private key {former} to {priv_path} (private keys are kept outside the public keys' folder)", file=sys.stderr)
 
 
 def retire(keys_dir: Path, name: str, *, now: datetime | None = None, grace: bool = True) -> str | None:
@@ -163,14 +182,19 @@ class SigningKey:
         object.__setattr__(self, "_sodium", SodiumKey(self.private.private_bytes_raw()))
 
     @classmethod
-    def load_or_create(cls, keys_dir: Path, name: str) -> SigningKey:
-        """Load `<keys_dir>/<name>/<name>.key`, creating it (0600) and `<keys_dir>/<name>.pub` on first run."""
-        own_dir = keys_dir / name
+    def load_or_create(cls, keys_dir: Path, name: str, private_dir: Path | None = None) -> SigningKey:
+        """Load `<keys_dir>/<name>/<name>.key`, creating it (0600) and `<keys_dir>/<name>.pub` on first run.
+
+        With `private_dir` the private key is `<private_dir>/<name>.key` instead, outside the public tree (operators'
+        and clients' keys: whoever receives the public keys must not receive those). A key found where an earlier
+        layout kept it is moved, with a message on stderr. A key whose public key was retired (`rotate`, or an
+        operator denied) is not put back on the list: it raises PermissionError.
+        """
+        own_dir = keys_dir / name if private_dir is None else private_dir
         own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys_dir.mkdir(parents=True, exist_ok=True)
         priv_path, pub_path = own_dir / f"{name}.key", keys_dir / f"{name}.pub"
-        flat = keys_dir / f"{name}.key"
-        if flat.exists() and not priv_path.exists():  # the former flat layout: move the key into its own folder
-            os.replace(flat, priv_path)
+        _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
         if priv_path.exists():
             loaded = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
@@ -187,10 +211,13 @@ class SigningKey:
                 os.link(tmp, priv_path)  # atomic and refuses to overwrite a key another process just made
             except FileExistsError:
                 tmp.unlink()
-                return cls.load_or_create(keys_dir, name)
+                return cls.load_or_create(keys_dir, name, private_dir)
             tmp.unlink()
         public = private.public_key()
         if not pub_path.exists():
+            key_id = _key_id(name, public)
+            if (keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub").exists():
+                raise PermissionError(f"{name}'s key {key_id} was retired or denied: it signs nothing new")
             pub_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         return cls(name=name, key_id=_key_id(name, public), private=private)
 

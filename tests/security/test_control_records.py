@@ -127,7 +127,7 @@ async def test_a_stolen_retired_operator_key_signs_nothing_new_and_its_old_recor
     assert await topic_config(kit, "control", "message.timestamp.type") == "LogAppendTime"  # stamped by the broker
     await publish_killswitch(kit, tenant="acme", tool="issue_refund", active=True, reason="incident", set_by="oncall")
     stolen = operator_key(kit)  # a copy of the private key, kept by whoever leaves
-    rotate(kit.operator_keys_dir, kit.operator)
+    rotate(kit.operator_keys_dir, kit.operator, private_dir=kit.operator_private_keys_dir)
     clear = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=False, reason="", set_by="oncall")
     forged = sign_event(s.ControlKillswitch.build(clear, source="tidegate/cli"), stolen, sequence=next_sequence())
     await send_as_ops(kit, s.encode(forged), forged.key or b"")

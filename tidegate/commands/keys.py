@@ -54,7 +54,7 @@ def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERV
     """
     kit = settings()
     if name == "operator":
-        old, new = rotate(kit.operator_keys_dir, kit.operator)
+        old, new = rotate(kit.operator_keys_dir, kit.operator, private_dir=kit.operator_private_keys_dir)
     elif name in SERVICES:
         old, new = rotate(kit.keys_dir, name)
     else:

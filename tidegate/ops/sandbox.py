@@ -61,6 +61,8 @@ def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: An
         "keys_dir": keys_dir,
         "operator_keys_dir": keys_dir / "operators",
         "client_keys_dir": keys_dir / "clients",
+        "operator_private_keys_dir": keys_dir / "operator-keys",
+        "client_private_keys_dir": keys_dir / "client-keys",
         "metrics_port": None,
         "ready_dir": None,
     }

@@ -284,7 +284,12 @@ async def run_suite(suite: Suite, policy_dir: Path) -> SuiteReport:
         service = in_process(pack, catalog, keys_dir=Path(keys))
         record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="eval")
         # Signed as an operator would (the bus verifies the key; `ControlState` wants a signed, sequenced record).
-        await service.on_control(sign_as_operator(KitSettings(keys_dir=Path(keys)), ControlTenant.build(record, source="eval")))
+        await service.on_control(
+            sign_as_operator(
+                KitSettings(keys_dir=Path(keys), operator_private_keys_dir=Path(keys) / "operator-keys"),
+                ControlTenant.build(record, source="eval"),
+            )
+        )
         return await _score(suite, lambda task: _Run(service, suite.name, task))
 
 
