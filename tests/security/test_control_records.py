@@ -157,3 +157,6 @@ async def test_a_denied_operator_signs_nothing_new_and_what_it_set_before_surviv
     assert [why.split(":")[0] for why in skipped] == ["signer_retired"]
     listed = await asyncio.to_thread(tidegate, env, "keys", "list")
     assert f"operator  {kit.operator:<10} {kept.key_id}  denied" in listed.stdout
+    cleared = await asyncio.to_thread(tidegate, env, "killswitch", "clear", "--tenant", "acme", "--tool", "issue_refund")
+    assert cleared.returncode == 1  # the CLI does not quietly put the denied key back on the allow-list
+    assert "was retired or denied" in cleared.stderr
