@@ -2,7 +2,7 @@
 
 Writes N recorded events (half `action.proposed`, half the matching `action.decided`) under a bench
 prefix with a batch producer, then measures:
-- reading the window back (offsets by timestamp, every event validated);
+- reading the window back (offsets by timestamp, every event validated and its signature verified);
 - what-if: every proposal decided again with a candidate pack (the policy service's pure decision);
 - replay: the proposals re-published into a sandbox prefix, decided by the real policy service, the
   allowed calls answered by the sandbox executor (here: unanswerable, nothing was executed).
@@ -21,6 +21,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaProducer
@@ -28,7 +29,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionDecided, ActionProposed
-from servicekit import REPO_ROOT, KitSettings, action_digest, catalog_topic_names, ensure_topics
+from servicekit import (
+    REPO_ROOT,
+    KitSettings,
+    SigningKey,
+    action_digest,
+    catalog_topic_names,
+    deployment_authority,
+    ensure_topics,
+    service_key,
+)
+from servicekit.authority import signed_bytes
 from tidegate.ops.recorded import read_window
 from tidegate.ops.replay import ReplayOptions, run_replay
 from tidegate.ops.whatif import evaluate, load_pack
@@ -36,8 +47,15 @@ from tidegate.ops.whatif import evaluate, load_pack
 TENANT = "acme"
 
 
-def event_pair(i: int, now: str) -> tuple[bytes, bytes, bytes]:
-    """One proposal and its recorded decision, as raw JSON (fast to generate); one task in five is acme's, the rest globex's."""
+def _signed(document: dict[str, Any], key: SigningKey) -> bytes:
+    """`document` signed by `key`, as its producer signs it (the operator tools skip what the deployment's keys refuse)."""
+    document["keyid"] = key.key_id
+    document["signature"] = key.sign(signed_bytes(document))
+    return json.dumps(document).encode()
+
+
+def event_pair(i: int, now: str, planner: SigningKey, policy: SigningKey) -> tuple[bytes, bytes, bytes]:
+    """One signed proposal and its recorded decision, as raw JSON (fast to generate); one task in five is acme's, the rest globex's."""
     task = f"bench-task-{i // 5}"
     tenant = TENANT if (i // 5) % 5 == 0 else "globex"
     action = f"{task}:{i % 5 + 1}"
@@ -67,7 +85,7 @@ def event_pair(i: int, now: str) -> tuple[bytes, bytes, bytes]:
                  "reasons": [{"code": code, "policy_id": "bench"}], "policy_version": "sha256:bench", "latency_ms": 0.1,
                  "facts": {"payee": args.get("payee_id"), "payee_is_new": False, "spend_task_usd": 0, "spend_tenant_usd": 0}},
     }  # fmt: skip
-    return task.encode(), json.dumps(proposed).encode(), json.dumps(decided).encode()
+    return task.encode(), _signed(proposed, planner), _signed(decided, policy)
 
 
 async def produce(kit: KitSettings, events: int) -> float:
@@ -77,9 +95,10 @@ async def produce(kit: KitSettings, events: int) -> float:
     started = time.perf_counter()
     try:
         now = datetime.now(UTC).isoformat()
+        planner, policy = service_key(kit, "planner"), service_key(kit, "policy")
         pending = []
         for i in range(events // 2):
-            key, proposed, decided = event_pair(i, now)
+            key, proposed, decided = event_pair(i, now, planner, policy)
             pending.append(await producer.send(f"{kit.topic_prefix}actions.proposed", proposed, key=key))
             pending.append(await producer.send(f"{kit.topic_prefix}actions.decided", decided, key=key))
             if len(pending) >= 20000:
@@ -128,12 +147,18 @@ async def main(events: int, replay: bool) -> None:
         t0 = time.perf_counter()
         opts_kafka = {k: v for k, v in kafka_options(kit).items() if k != "bootstrap_servers"}  # logged in, as the operator tools are
         window = await read_window(
-            kit.kafka_bootstrap, kit.topic_prefix, start, end, topics=("actions.proposed", "actions.decided"), client_options=opts_kafka
+            kit.kafka_bootstrap,
+            kit.topic_prefix,
+            start,
+            end,
+            authority=deployment_authority(kit, history=True),
+            topics=("actions.proposed", "actions.decided"),
+            client_options=opts_kafka,
         )
         read_s = time.perf_counter() - t0
         n = len(window.events)
         figures["read_events_per_s"] = n / read_s
-        print(f"read + validate window:    {n:>8,}  events in {read_s:6.2f} s = {n / read_s:>9,.0f} events/s")
+        print(f"read + verify window:      {n:>8,}  events in {read_s:6.2f} s = {n / read_s:>9,.0f} events/s")
 
         pack = load_pack(candidate_pack(tmp), kit.tools_dir)
         proposals = [e.data for e in window.of(ActionProposed)]

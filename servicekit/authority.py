@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, unb64url, verifies
+from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, retired_without_grace, unb64url, verifies
 
 __all__ = [
     "AUTHORITY",
@@ -34,6 +34,7 @@ __all__ = [
     "appended_ms",
     "authority_for",
     "client_key",
+    "client_private_key",
     "deployment_authority",
     "next_sequence",
     "operator_key",
@@ -108,6 +109,7 @@ class Principal:
     public: Ed25519PublicKey
     tenant: str | None = None  # for clients
     retired_at: float | None = None  # epoch seconds, for a key `rotate` retired
+    grace: bool = True  # False: refused from `retired_at` on, whatever the grace window (an operator denied)
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class Authority:
                     add(Principal("service", service, public, retired_at=retired_at(path)))
         for path in self.operators_dir.glob("*.pub"):
             if (public := load_public(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path)))
+                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)))
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
@@ -241,8 +243,7 @@ class Authority:
         if self.retired_grace_s is None:
             return None
         arrived = appended_ms / 1000 if appended_ms is not None else self.clock()
-        cutoff = arrived - self.retired_grace_s
-        if all(p.retired_at is not None and p.retired_at < cutoff for p in holders):
+        if all(p.retired_at is not None and p.retired_at < arrived - (self.retired_grace_s if p.grace else 0) for p in holders):
             return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
         return None
 
@@ -312,15 +313,20 @@ def service_key(kit: KitSettings, service: str) -> SigningKey:
 
 
 def operator_key(kit: KitSettings) -> SigningKey:
-    """The operator key the CLI signs `control` with; its public key is put on the allow-list when first made."""
-    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    """The operator key the CLI signs `control` with (private in `operator_private_keys_dir`); put on the allow-list when first made."""
+    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator, kit.operator_private_keys_dir)
 
 
 def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
     """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked."""
     if (kit.client_keys_dir / tenant / "revoked" / f"{principal}.pub").exists():
         raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
-    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal)
+    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal, client_private_key(kit, tenant, principal).parent)
+
+
+def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:
+    """Where this machine keeps the private key of `tenant`'s client `principal`: outside the public-key tree."""
+    return kit.client_private_keys_dir / tenant / f"{principal}.key"
 
 
 def sign_as_operator(kit: KitSettings, event: E) -> E:

@@ -76,6 +76,17 @@ class KitSettings(BaseSettings):
         default=None,  # type: ignore[assignment]
         description="Registered client keys, `<tenant>/<principal>.pub`: who may submit tasks and proposals. Default `<keys_dir>/clients`.",
     )
+    operator_private_keys_dir: Path = Field(
+        default=None,  # type: ignore[assignment]
+        description="This machine's operator private keys (`<name>.key`), kept outside `keys_dir`: whoever receives the public "
+        "keys must not receive these. Default: beside `keys_dir`, `operator-keys` (`.tidegate/operator-keys`; "
+        "`<keys_dir>-operator-keys` when `keys_dir` is not called `keys`).",
+    )
+    client_private_keys_dir: Path = Field(
+        default=None,  # type: ignore[assignment]
+        description="Private keys of the clients this machine made (`<tenant>/<principal>.key`, `tidegate clients add`), kept "
+        "outside `keys_dir`. Default: beside `keys_dir`, `client-keys` (`.tidegate/client-keys`).",
+    )
     operator: str = Field(
         default="operator", pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name of the operator key the CLI signs `control` records with."
     )
@@ -146,4 +157,7 @@ class KitSettings(BaseSettings):
         data["keys_dir"] = keys_dir
         data["operator_keys_dir"] = data.get("operator_keys_dir") or keys_dir / "operators"
         data["client_keys_dir"] = data.get("client_keys_dir") or keys_dir / "clients"
+        beside = "" if keys_dir.name == "keys" else f"{keys_dir.name}-"  # unique per keys_dir: tests and sandboxes make many
+        data["operator_private_keys_dir"] = data.get("operator_private_keys_dir") or keys_dir.parent / f"{beside}operator-keys"
+        data["client_private_keys_dir"] = data.get("client_private_keys_dir") or keys_dir.parent / f"{beside}client-keys"
         return data

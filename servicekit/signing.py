@@ -4,16 +4,20 @@ Layout of a keys directory: each signer's private key alone in its own folder,
 `<keys_dir>/<name>/<name>.key` (0600, only that service mounts it), and every public key at the top,
 `<keys_dir>/<name>.pub` (current) and `<keys_dir>/<name>.<hash>.pub` (retired by `rotate`, still
 verifying what it signed), with `<keys_dir>/<name>.<hash>.retired` beside it: when it was retired
-(ISO 8601, UTC), after which live consumers refuse what it signs once a grace window has passed.
+(ISO 8601, UTC), after which live consumers refuse what it signs once a grace window has passed (at once,
+when a second line says `no grace`: a key taken away rather than replaced).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import os
 import re
+import shutil
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +28,21 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
-__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "retired_at", "rotate", "unb64url", "verifies"]
+__all__ = [
+    "Keyring",
+    "SigningKey",
+    "b64url",
+    "key_id_of",
+    "load_public",
+    "retire",
+    "retired_at",
+    "retired_without_grace",
+    "rotate",
+    "unb64url",
+    "verifies",
+]
+
+NO_GRACE = "no grace"
 
 
 def b64url(raw: bytes) -> str:
@@ -75,23 +93,54 @@ def load_public(path: Path) -> Ed25519PublicKey | None:
     return loaded if isinstance(loaded, Ed25519PublicKey) else None
 
 
-def rotate(keys_dir: Path, name: str, *, now: datetime | None = None) -> tuple[str | None, str]:
+def rotate(keys_dir: Path, name: str, *, now: datetime | None = None, private_dir: Path | None = None) -> tuple[str | None, str]:
     """Retire `name`'s key and make a new one; returns (old key id or None, new key id).
 
     The old private key is deleted (it can sign nothing new); its public key stays, renamed
     `<name>.<hash>.pub`, so that what it signed still verifies by key id, and the retirement time
     is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
+    `private_dir`: where the private key is, when not in `<keys_dir>/<name>/` (as in `SigningKey.load_or_create`).
     """
     old_id: str | None = None
-    priv_path, pub_path = keys_dir / name / f"{name}.key", keys_dir / f"{name}.pub"
+    priv_path = (keys_dir / name if private_dir is None else private_dir) / f"{name}.key"
+    _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
     if priv_path.exists():
-        old = SigningKey.load_or_create(keys_dir, name)
-        old_id = old.key_id
-        retired = keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub"
-        retired.with_suffix(".retired").write_text((now or datetime.now(UTC)).isoformat() + "\n")
-        pub_path.rename(retired)
+        old_id = retire(keys_dir, name, now=now)
         priv_path.unlink()
-    return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+    return old_id, SigningKey.load_or_create(keys_dir, name, private_dir).key_id
+
+
+def _move_former_key(keys_dir: Path, name: str, priv_path: Path, *, announce: bool) -> None:
+    """Move `name`'s private key from where an earlier layout kept it (flat in `keys_dir`, or `<keys_dir>/<name>/`) to `priv_path`."""
+    for former in (keys_dir / f"{name}.key", keys_dir / name / f"{name}.key"):
+        if former == priv_path or not former.exists() or priv_path.exists():
+            continue
+        priv_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.move(former, priv_path)
+        if former.parent != keys_dir:
+            with contextlib.suppress(OSError):  # the former folder of its own, now empty
+                former.parent.rmdir()
+        if announce:  # out of the public-key tree: say so once, where the person running the command sees it
+            print(f"moved the private key {former} to {priv_path} (private keys are kept outside the public keys' folder)", file=sys.stderr)
+
+
+def retire(keys_dir: Path, name: str, *, now: datetime | None = None, grace: bool = True) -> str | None:
+    """Retire `name`'s current public key, `<keys_dir>/<name>.pub`; its key id, or None when there is none.
+
+    The key is renamed `<name>.<hash>.pub`, so what it signed still verifies by key id, and `<name>.<hash>.retired`
+    says since when (`now`): live consumers refuse what it signs after that once their grace window has passed,
+    or at once without `grace` (a key taken away, not replaced: `tidegate keys deny-operator`).
+    """
+    pub_path = keys_dir / f"{name}.pub"
+    public = load_public(pub_path)
+    if public is None:
+        return None
+    key_id = _key_id(name, public)
+    retired = keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub"
+    lines = [(now or datetime.now(UTC)).isoformat(), *([] if grace else [NO_GRACE])]
+    retired.with_suffix(".retired").write_text("\n".join(lines) + "\n")
+    pub_path.rename(retired)
+    return key_id
 
 
 def retired_at(path: Path) -> float | None:
@@ -103,9 +152,17 @@ def retired_at(path: Path) -> float | None:
     if not _RETIRED.search(path.name):
         return None
     try:
-        return datetime.fromisoformat(path.with_suffix(".retired").read_text().strip()).timestamp()
+        return datetime.fromisoformat(path.with_suffix(".retired").read_text().split("\n", 1)[0].strip()).timestamp()
     except (OSError, ValueError):
         return path.stat().st_ctime
+
+
+def retired_without_grace(path: Path) -> bool:
+    """Whether the retired public key at `path` was taken away (`retire(grace=False)`): it signs nothing after its retirement."""
+    try:
+        return NO_GRACE in path.with_suffix(".retired").read_text().splitlines()[1:]
+    except OSError:
+        return False
 
 
 _RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<name>.<hash>.pub`, as `rotate` names a retired public key
@@ -125,14 +182,19 @@ class SigningKey:
         object.__setattr__(self, "_sodium", SodiumKey(self.private.private_bytes_raw()))
 
     @classmethod
-    def load_or_create(cls, keys_dir: Path, name: str) -> SigningKey:
-        """Load `<keys_dir>/<name>/<name>.key`, creating it (0600) and `<keys_dir>/<name>.pub` on first run."""
-        own_dir = keys_dir / name
+    def load_or_create(cls, keys_dir: Path, name: str, private_dir: Path | None = None) -> SigningKey:
+        """Load `<keys_dir>/<name>/<name>.key`, creating it (0600) and `<keys_dir>/<name>.pub` on first run.
+
+        With `private_dir` the private key is `<private_dir>/<name>.key` instead, outside the public tree (operators'
+        and clients' keys: whoever receives the public keys must not receive those). A key found where an earlier
+        layout kept it is moved, with a message on stderr. A key whose public key was retired (`rotate`, or an
+        operator denied) is not put back on the list: it raises PermissionError.
+        """
+        own_dir = keys_dir / name if private_dir is None else private_dir
         own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys_dir.mkdir(parents=True, exist_ok=True)
         priv_path, pub_path = own_dir / f"{name}.key", keys_dir / f"{name}.pub"
-        flat = keys_dir / f"{name}.key"
-        if flat.exists() and not priv_path.exists():  # the former flat layout: move the key into its own folder
-            os.replace(flat, priv_path)
+        _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
         if priv_path.exists():
             loaded = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
             if not isinstance(loaded, Ed25519PrivateKey):
@@ -149,10 +211,13 @@ class SigningKey:
                 os.link(tmp, priv_path)  # atomic and refuses to overwrite a key another process just made
             except FileExistsError:
                 tmp.unlink()
-                return cls.load_or_create(keys_dir, name)
+                return cls.load_or_create(keys_dir, name, private_dir)
             tmp.unlink()
         public = private.public_key()
         if not pub_path.exists():
+            key_id = _key_id(name, public)
+            if (keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub").exists():
+                raise PermissionError(f"{name}'s key {key_id} was retired or denied: it signs nothing new")
             pub_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         return cls(name=name, key_id=_key_id(name, public), private=private)
 

@@ -29,7 +29,7 @@ __all__ = ["SigningBus", "as_client", "as_operator", "as_service", "as_tool", "s
 E = TypeVar("E", bound=Envelope)
 
 # Unit tests sign with keys in a temporary directory of their own (the kit's key dirs are for integration tests).
-_UNIT_KEYS = Path(tempfile.mkdtemp(prefix="tidegate-test-keys-"))
+_UNIT_KEYS = Path(tempfile.mkdtemp(prefix="tidegate-test-keys-")) / "keys"  # operators' and clients' private keys beside it
 
 
 def _kit(kit: KitSettings | None) -> KitSettings:

@@ -11,7 +11,7 @@ the tenant and the requester once, `tidegate clients add acme byoa@acme.example`
 private key's path. Tidegate refuses unsigned events, and events whose `requested_by` is not the key's principal.
 
     python examples/bring_your_own_agent/agent.py --bootstrap 127.0.0.1:19092 --prefix tidegate. \
-        --key .tidegate/keys/clients/acme/byoa@acme.example/byoa@acme.example.key
+        --key .tidegate/client-keys/acme/byoa@acme.example.key
 
 It logs in as the `agent` principal (`--properties`, the client file `infra up` made), which may write
 `tasks` and `actions.proposed` and read the answers, nothing else (docs/security/bus.md).

@@ -127,7 +127,7 @@ async def test_a_stolen_retired_operator_key_signs_nothing_new_and_its_old_recor
     assert await topic_config(kit, "control", "message.timestamp.type") == "LogAppendTime"  # stamped by the broker
     await publish_killswitch(kit, tenant="acme", tool="issue_refund", active=True, reason="incident", set_by="oncall")
     stolen = operator_key(kit)  # a copy of the private key, kept by whoever leaves
-    rotate(kit.operator_keys_dir, kit.operator)
+    rotate(kit.operator_keys_dir, kit.operator, private_dir=kit.operator_private_keys_dir)
     clear = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=False, reason="", set_by="oncall")
     forged = sign_event(s.ControlKillswitch.build(clear, source="tidegate/cli"), stolen, sequence=next_sequence())
     await send_as_ops(kit, s.encode(forged), forged.key or b"")
@@ -138,3 +138,25 @@ async def test_a_stolen_retired_operator_key_signs_nothing_new_and_its_old_recor
     assert state.killed("acme", "issue_refund") is not None  # the switch set before the rotation still holds
     assert len(accepted) == 1
     assert [why.split(":")[0] for why in skipped] == ["signer_retired"]
+
+
+async def test_a_denied_operator_signs_nothing_new_and_what_it_set_before_survives_a_restart(kit: KitSettings) -> None:
+    await publish_killswitch(kit, tenant="acme", tool="issue_refund", active=True, reason="incident", set_by=kit.operator)
+    kept = operator_key(kit)  # the denied operator still holds the private key
+    env = os.environ | {"TIDEGATE_KEYS_DIR": str(kit.keys_dir), "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix}
+    denied = await asyncio.to_thread(tidegate, env, "keys", "deny-operator", kit.operator)
+    assert denied.returncode == 0, denied.stderr
+    clear = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=False, reason="", set_by=kit.operator)
+    late = sign_event(s.ControlKillswitch.build(clear, source="tidegate/cli"), kept, sequence=next_sequence())
+    await send_as_ops(kit, s.encode(late), late.key or b"")
+
+    # A service restarting (the default grace of a rotation, 600 s, does not apply to a denial): control from the start.
+    skipped: list[str] = []
+    state = await read_trusted_control(kit, on_skip=lambda _offset, why: skipped.append(why))
+    assert state.killed("acme", "issue_refund") is not None  # the switch the operator set before the denial holds
+    assert [why.split(":")[0] for why in skipped] == ["signer_retired"]
+    listed = await asyncio.to_thread(tidegate, env, "keys", "list")
+    assert f"operator  {kit.operator:<10} {kept.key_id}  denied" in listed.stdout
+    cleared = await asyncio.to_thread(tidegate, env, "killswitch", "clear", "--tenant", "acme", "--tool", "issue_refund")
+    assert cleared.returncode == 1  # the CLI does not quietly put the denied key back on the allow-list
+    assert "was retired or denied" in cleared.stderr

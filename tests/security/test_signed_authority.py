@@ -23,6 +23,7 @@ from servicekit import (
     KitSettings,
     ServiceProcess,
     SigningKey,
+    client_key,
     create_pool,
     kafka_options,
     service_key,
@@ -240,7 +241,7 @@ async def test_the_requester_is_the_authenticated_client(stack: Stack, wait_for:
         return s.TaskSubmitted.build(data, source="client")
 
     # Alice's registered key, claiming to be someone else (four-eyes would then let Alice approve her own task).
-    alice = SigningKey.load_or_create(stack.kit.client_keys_dir / "acme", "alice@acme.example")
+    alice = client_key(stack.kit, "acme", "alice@acme.example")
     spoofed = sign_event(task("bob@acme.example"), alice)
     await stack.send("tasks", s.encode(spoofed), key=spoofed.data.task_id)
     await stack.refused(wait_for, spoofed.id, "signer_not_allowed")

@@ -52,7 +52,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion; connection errors become one readable line."""
     try:
         return asyncio.run(coro)
-    except ConnectionError as exc:
+    except (ConnectionError, PermissionError) as exc:  # PermissionError: a key that may not sign (revoked client, denied operator)
         fail(str(exc))
     except OSError as exc:
         fail(f"{exc} (is `tidegate infra up` running?)")

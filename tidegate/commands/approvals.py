@@ -331,16 +331,18 @@ def report(
     from services.approval import review_report, reviews_from_events
     from tidegate.ops.autonomy import read_record
 
-    events = run(read_record(settings(), since, tenant))
+    window = run(read_record(settings(), since, tenant))
+    events = [r.event for r in window.events]
     try:
         groups = {t.approver: ",".join(t.groups) or "?" for t in run(_repo_call("tokens"))}
     except (OSError, ConnectionError):  # the database is elsewhere: report without groups
         groups = {}
     doc = review_report(reviews_from_events(events, groups), fast_s=fast_s)
+    doc["skipped"] = window.skipped.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
-    console.print(f"{doc['reviews']} approval requests since {since}: {doc['outcomes']}; rates {doc['rates']}")
+    console.print(f"{doc['reviews']} approval requests since {since}: {doc['outcomes']}; rates {doc['rates']}; {window.skipped.summary()}")
     for dim in ("reason", "tool", "workflow", "policy"):
         rows = doc["reasons"][dim]
         if not rows:

@@ -40,7 +40,8 @@ def report(
         pack_settings = _pack_settings(PackSource.from_dir(kit.policy_dir).settings)
     except PackError as exc:
         fail(f"cannot read the policy pack's settings: {exc}")
-    events = run(read_record(kit, since, tenant, until))
+    window = run(read_record(kit, since, tenant, until))
+    events = [r.event for r in window.events]
     control = run(read_control(kit))
     live: dict[str, Any] = {}
     for name, record in control.tenants.items():
@@ -59,8 +60,9 @@ def report(
             f"# Replay: tidegate whatif --tenant-settings {write} --from {since}\n" + yaml.safe_dump({"tenants": candidate}, sort_keys=True)
         )
     if as_json:
-        print(json.dumps(doc | {"written": str(write) if candidate else None}, indent=2, default=str))
+        print(json.dumps(doc | {"written": str(write) if candidate else None, "skipped": window.skipped.as_dict()}, indent=2, default=str))
         return
+    console.print(window.skipped.summary())
     table = Table(
         "tenant", "tool", "trigger", "approved unchanged", "edited", "rejected", "expired", "pending", title=f"escalations since {since}"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from servicekit import client_key, key_id_of, load_public
+from servicekit import client_key, client_private_key, key_id_of, load_public
 from tidegate.commands._common import console, fail, settings
 
 app = typer.Typer(help="Security: client keys per tenant (who may submit tasks and proposals, as whom).")
@@ -39,7 +39,7 @@ def add(
     (folder / "revoked" / f"{principal}.pub").unlink(missing_ok=True)  # registering again lifts a revocation
     key = client_key(kit, tenant, principal)
     console.print(f"client {principal} of {tenant} registered: {key.key_id}")
-    console.print(f"private key (give it to the client, keep it secret): {folder / principal / (principal + '.key')}")
+    console.print(f"private key (give it to the client, keep it secret): {client_private_key(kit, tenant, principal)}")
 
 
 @app.command("revoke")
@@ -52,9 +52,10 @@ def revoke(tenant: str = typer.Argument(...), principal: str = typer.Argument(..
         fail(f"no client {principal} registered for {tenant}")
     (folder / "revoked").mkdir(exist_ok=True)
     pub.rename(folder / "revoked" / pub.name)
-    private = folder / principal
-    if private.is_dir():
-        shutil.rmtree(private)
+    client_private_key(kit, tenant, principal).unlink(missing_ok=True)
+    former = folder / principal  # where an earlier layout kept the private key, inside the public tree
+    if former.is_dir():
+        shutil.rmtree(former)
     console.print(f"client {principal} of {tenant} revoked")
 
 

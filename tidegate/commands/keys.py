@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from servicekit import SERVICES, KitSettings, SigningKey, key_id_of, load_public, rotate
+from servicekit.signing import NO_GRACE, retire, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
@@ -23,7 +24,8 @@ def _ids(folder: Path, name: str) -> list[tuple[str, str]]:
     for path in sorted([folder / f"{name}.pub", *folder.glob(f"{name}.*.pub")]):
         public = load_public(path) if path.exists() else None
         if public is not None:
-            found.append((key_id_of(name, public), "current" if path.name == f"{name}.pub" else "retired"))
+            state = "current" if path.name == f"{name}.pub" else "denied" if retired_without_grace(path) else "retired"
+            found.append((key_id_of(name, public), state))
     return found
 
 
@@ -64,11 +66,9 @@ def list_keys() -> None:
     for service in SERVICES:
         for key_id, state in _ids(kit.keys_dir, service):
             console.print(f"service   {service:<10} {key_id}  {state}")
-    for path in sorted(kit.operator_keys_dir.glob("*.pub")):
-        name = path.name.split(".")[0]
-        if path.name == f"{name}.pub":
-            for key_id, state in _ids(kit.operator_keys_dir, name):
-                console.print(f"operator  {name:<10} {key_id}  {state}")
+    for name in sorted({path.name.split(".")[0] for path in kit.operator_keys_dir.glob("*.pub")}):
+        for key_id, state in _ids(kit.operator_keys_dir, name):
+            console.print(f"operator  {name:<10} {key_id}  {state}")
     for path in sorted(kit.client_keys_dir.glob("*/*.pub")):
         public = load_public(path)
         if public is not None:
@@ -85,7 +85,7 @@ def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERV
     """
     kit = settings()
     if name == "operator":
-        old, new = rotate(kit.operator_keys_dir, kit.operator)
+        old, new = rotate(kit.operator_keys_dir, kit.operator, private_dir=kit.operator_private_keys_dir)
     elif name in SERVICES:
         old, new = rotate(kit.keys_dir, name)
     else:
@@ -110,13 +110,18 @@ def allow_operator(
 
 @app.command("deny-operator")
 def deny_operator(name: str = typer.Argument(..., help="The operator's name.")) -> None:
-    """Take an operator off the allow-list (their key files move to `revoked/`; their records are refused from now on)."""
+    """Take an operator off the allow-list: their key is retired without grace, so records it signed before stay obeyed.
+
+    What the key signs from now on is refused (`signer_retired`, judged by the broker's append time on `control`),
+    while the kill switches, packs and tenant settings it set before the denial hold, after any restart too.
+    """
     kit = settings()
-    paths = [p for p in kit.operator_keys_dir.glob(f"{name}*.pub") if p.name.split(".")[0] == name]
-    if not paths:
+    folder = kit.operator_keys_dir
+    key_id = retire(folder, name, grace=False)
+    earlier = [p for p in folder.glob(f"{name}.*.retired") if p.name.split(".")[0] == name]
+    if key_id is None and not earlier:
         fail(f"no operator {name} on the allow-list")
-    revoked = kit.operator_keys_dir / "revoked"
-    revoked.mkdir(exist_ok=True)
-    for path in paths:
-        path.rename(revoked / path.name)
-    console.print(f"operator {name} removed from the allow-list")
+    for path in earlier:  # keys rotated earlier, still within their grace window, sign nothing new either
+        if not retired_without_grace(path.with_suffix(".pub")):
+            path.write_text(path.read_text().rstrip("\n") + f"\n{NO_GRACE}\n")
+    console.print(f"operator {name} removed from the allow-list ({key_id or 'no current key'} retired now, without grace)")

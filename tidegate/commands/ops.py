@@ -13,7 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from servicekit import OPS, REPO_ROOT, kafka_options
+from servicekit import REPO_ROOT
 from tidegate.commands._common import console, fail, logs_aside, run, settings
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
@@ -135,7 +135,7 @@ def whatif(
     from schemas import ActionDecided, ActionProposed
     from tidegate.commands.killswitch import read_control
     from tidegate.ops.autonomy import human_outcomes
-    from tidegate.ops.recorded import read_window
+    from tidegate.ops.recorded import recorded_window
     from tidegate.ops.whatif import evaluate
 
     if policy_dir is None and tenant_settings is None:
@@ -150,17 +150,7 @@ def whatif(
     t0, t1 = _window(start, end)
     kit = settings()
     with logs_aside("whatif", verbose=verbose):
-        window = run(
-            read_window(
-                kit.kafka_bootstrap,
-                kit.topic_prefix,
-                t0,
-                t1,
-                topics=("actions.proposed", "actions.decided", "approvals"),
-                tenant=tenant,
-                client_options=kafka_options(kit, OPS),
-            )
-        )
+        window = run(recorded_window(kit, t0, t1, topics=("actions.proposed", "actions.decided", "approvals"), tenant=tenant))
         proposed = window.of(ActionProposed)
         times = [e.time for e in proposed]
         days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
@@ -377,7 +367,7 @@ def costs(
 ) -> None:
     """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
     from tidegate.ops.costs import ReviewRate, cost_report, save_chart
-    from tidegate.ops.recorded import read_audit_window, read_window
+    from tidegate.ops.recorded import read_audit_window, recorded_window
 
     if by not in ("workflow", "tenant", "tool"):
         fail("--by is workflow, tenant or tool")
@@ -399,7 +389,7 @@ def costs(
                 used = "topics (the audit log has nothing for this window)"
                 window = None
         if window is None:
-            window = run(read_window(kit.kafka_bootstrap, kit.topic_prefix, t0, t1, tenant=tenant, client_options=kafka_options(kit, OPS)))
+            window = run(recorded_window(kit, t0, t1, tenant=tenant))
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()
     doc["source"] = used

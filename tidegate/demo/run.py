@@ -30,6 +30,7 @@ from servicekit import (
     ToolCatalog,
     catalog_topic_names,
     create_pool,
+    deployment_authority,
     ensure_topics,
     kafka_options,
     sign_as_client,
@@ -63,11 +64,16 @@ async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -
 
 
 class Watcher:
-    """Reads catalog topics from their current end (what happens from now on), without a consumer group."""
+    """Reads catalog topics from their current end (what happens from now on), without a consumer group.
+
+    Only events the deployment's keys verify are shown, as the services would accept them: an unsigned
+    or forged event on a watched topic is never reported as something that happened.
+    """
 
     def __init__(self, kit: KitSettings, names: list[str]) -> None:
         self.kit = kit
         self.names = names
+        self.authority = deployment_authority(kit)
         self.consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
 
     async def start(self) -> None:
@@ -92,7 +98,9 @@ class Watcher:
             name = tp.topic.removeprefix(self.kit.topic_prefix)
             for record in records:
                 with contextlib.suppress(ValueError):  # an invalid event is the dead-letter topic's business, not the demo's
-                    out.append((name, decode(name, record.value)))
+                    event = decode(name, record.value)
+                    if self.authority.check(record.value, event) is None:
+                        out.append((name, event))
         return out
 
     async def first(self, match: Callable[[str, Any], bool], timeout_s: float) -> Any:

@@ -14,31 +14,28 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas import ActionDecided, ActionDecidedData, ActionProposed, ApprovalExpired, ApprovalGranted, ApprovalRejected
-from servicekit import OPS, KitSettings, kafka_options
+from servicekit import KitSettings
 from services.policy import TenantSettings
+
+if TYPE_CHECKING:
+    from tidegate.ops.recorded import Window
 
 __all__ = ["AutonomyReport", "Candidate", "autonomy_report", "human_outcomes", "read_record"]
 
 RECORD_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals")
 
 
-async def read_record(kit: KitSettings, since: str, tenant: str | None = None, until: str = "now") -> list[Any]:
-    """The recorded tasks, proposals, decisions and approvals of the window, read from the topics as the ops principal."""
-    from tidegate.ops.recorded import parse_time, read_window
+async def read_record(kit: KitSettings, since: str, tenant: str | None = None, until: str = "now") -> Window:
+    """The recorded tasks, proposals, decisions and approvals of the window, read from the topics as the ops principal.
 
-    window = await read_window(
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        parse_time(since),
-        parse_time(until),
-        topics=RECORD_TOPICS,
-        tenant=tenant,
-        client_options=kafka_options(kit, OPS),
-    )
-    return [r.event for r in window.events]
+    What the deployment's keys refuse is skipped and counted (`Window.skipped`), never counted as a human's decision.
+    """
+    from tidegate.ops.recorded import parse_time, recorded_window
+
+    return await recorded_window(kit, parse_time(since), parse_time(until), topics=RECORD_TOPICS, tenant=tenant)
 
 
 def human_outcomes(events: Iterable[Any]) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 Replay, what-if and costs all start here. Reading never joins a consumer group and never commits,
 so it cannot disturb a running service. A message that is not a usable event (invalid JSON, wrong
-shape, unknown type, NaN, too large or deep) is counted by reason in `Window.skipped` and skipped.
+shape, unknown type, NaN, too large or deep), or whose signature the deployment's keys refuse as a
+service would (unsigned, forged, an unknown key, a signer not allowed to produce it), is counted by
+reason in `Window.skipped` and skipped: no topic is trusted, and history is no exception.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Envelope
+from servicekit.authority import Authority, deployment_authority
+from servicekit.bus_auth import kafka_options
+from servicekit.bus_rights import OPS
+from servicekit.settings import KitSettings
 from servicekit.unreadable import Skipped, Unreadable, read_event
 
-__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_audit_window", "read_window"]
+__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_audit_window", "read_window", "recorded_window"]
 
 WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
 """The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
@@ -90,6 +96,7 @@ async def read_window(
     start: datetime | None,
     end: datetime | None,
     *,
+    authority: Authority,
     topics: Iterable[str] = WINDOW_TOPICS,
     tenant: str | None = None,
     task: str | None = None,
@@ -104,6 +111,8 @@ async def read_window(
         prefix: Topic prefix of the deployment (`tidegate.`).
         start: First timestamp (None: from the beginning).
         end: Timestamp where reading stops, exclusive (None: the end of each partition as of now).
+        authority: Who may have signed what (`deployment_authority(kit, history=True)`: retired keys count, for
+            what they signed before); an event it refuses is skipped under its reason code.
         topics: Catalog topic names to read.
         tenant: Keep only this tenant's events.
         task: Keep only this task's events.
@@ -155,6 +164,9 @@ async def read_window(
                             continue
                         if not _matches(event, tenant, task):
                             continue
+                        if (refusal := authority.check(record.value, event)) is not None:
+                            window.skipped.add(refusal.code.value, f"{tp.topic}[{tp.partition}]@{record.offset}", refusal.message)
+                            continue
                     else:
                         event = record.value
                     window.events.append(Recorded(names[tp.topic], tp.partition, record.offset, record.timestamp, event))
@@ -169,13 +181,28 @@ async def read_window(
     return window
 
 
+async def recorded_window(
+    kit: KitSettings, start: datetime | None, end: datetime | None, *, principal: str = OPS, **options: Any
+) -> Window:
+    """`read_window` of `kit`'s deployment, logged in as `principal` (the operator tools: `ops`), checked against its keys.
+
+    Retired keys verify what they signed (history), as in the audit service.
+    """
+    authority = deployment_authority(kit, history=True)
+    client_options = kafka_options(kit, principal)
+    return await read_window(
+        kit.kafka_bootstrap, kit.topic_prefix, start, end, authority=authority, client_options=client_options, **options
+    )
+
+
 async def read_audit_window(
     database_url: str, prefix: str, start: datetime | None, end: datetime | None, *, tenant: str | None = None, limit: int = 5_000_000
 ) -> Window:
     """The same window, read from the audit service's log in PostgreSQL (its own reading functions).
 
     Non-duplicate rows of the deployment's topics are decoded by their topic; a row that is not a
-    usable event (the audit service records those too, as not valid) is counted in `skipped`.
+    usable event, or one the audit service recorded as not valid (its signature refused, or not an event
+    of its topic), is counted in `skipped` under the reason the audit recorded.
     """
     from services.audit import PostgresAuditLog, SearchFilters
 
@@ -190,12 +217,25 @@ async def read_audit_window(
         name = row.topic.removeprefix(prefix)
         if name not in wanted or row.duplicate:
             continue
+        where = f"{row.topic}[{row.partition}]@{row.kafka_offset}"
         try:
             event = read_event(name, row.value)
         except Unreadable as exc:
-            window.skipped.add(exc.reason, f"{row.topic}[{row.partition}]@{row.kafka_offset}", exc.detail)
+            window.skipped.add(exc.reason, where, exc.detail)
+            continue
+        if not row.valid:  # readable, but the audit service refused it as the services do (its signature, above all)
+            window.skipped.add(_recorded_reason(row.invalid_reason), where, row.invalid_reason or "")
             continue
         ts = int(row.kafka_ts.timestamp() * 1000)
         window.events.append(Recorded(name, row.partition, row.kafka_offset, ts, event))
     window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
     return window
+
+
+_REASON = re.compile(r"^([a-z_]+): ")
+
+
+def _recorded_reason(invalid_reason: str | None) -> str:
+    """The reason code the audit recorded for a row it marked not valid (`signature_missing: …`), else `invalid_event`."""
+    match = _REASON.match(invalid_reason or "")
+    return match.group(1) if match else "invalid_event"

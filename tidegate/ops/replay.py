@@ -55,11 +55,11 @@ from servicekit import (
     make_broker,
 )
 from servicekit.bus_admin import revoke_rights, tools_of
-from servicekit.bus_rights import ADMIN, OPS
+from servicekit.bus_rights import ADMIN
 from tidegate.ops.control import read_trusted_control
-from tidegate.ops.recorded import read_window
+from tidegate.ops.recorded import recorded_window
 from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, stories
-from tidegate.ops.sandbox import RecordedAnswers, RecordedHumans, SandboxExecutor, SandboxProducer
+from tidegate.ops.sandbox import RecordedAnswers, RecordedHumans, SandboxExecutor, SandboxProducer, sandbox_settings
 
 __all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "Story", "TaskDiff", "run_replay"]
 
@@ -111,15 +111,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
     started = time.perf_counter()
     report_progress = progress or (lambda stage, done, total: None)
-    window = await read_window(
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        opts.start,
-        opts.end,
-        tenant=opts.tenant,
-        task=opts.task,
-        progress=lambda done, total: report_progress("read", done, total),
-        client_options=kafka_options(kit, OPS),
+    window = await recorded_window(
+        kit, opts.start, opts.end, tenant=opts.tenant, task=opts.task, progress=lambda done, total: report_progress("read", done, total)
     )
     # The sandbox is made (topics, ACLs) and fed by the admin principal; its services log in as themselves.
     sandbox_options = kafka_options(kit, ADMIN)
@@ -138,17 +131,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
     await ensure_topics(kit.kafka_bootstrap, sandbox, catalog_topic_names(), client_options=sandbox_options)
     keys_dir = Path(tempfile.mkdtemp(prefix="tidegate-replay-keys-"))
-    sandbox_kit = kit.model_copy(
-        update={
-            "topic_prefix": sandbox,
-            "keys_dir": keys_dir,
-            "operator_keys_dir": keys_dir / "operators",
-            "client_keys_dir": keys_dir / "clients",
-            "metrics_port": None,
-            "ready_dir": None,
-            "policy_dir": opts.policy_dir or kit.policy_dir,
-        }
-    )
+    sandbox_kit = sandbox_settings(kit, sandbox, keys_dir, policy_dir=opts.policy_dir or kit.policy_dir)
     # Today's controls (kill switches, budgets, tenants and their directories, and the published pack unless a
     # candidate is given) hold in the sandbox.
     # Only the records the services obey: the sandbox signs what it carries over, so a forged one must not get in.

@@ -42,10 +42,31 @@ from servicekit import (
 )
 from tidegate.ops.recorded import Window
 
-__all__ = ["SANDBOX_SOURCE", "UNANSWERABLE", "RecordedAnswers", "RecordedHumans", "SandboxExecutor", "SandboxProducer"]
+__all__ = ["SANDBOX_SOURCE", "UNANSWERABLE", "RecordedAnswers", "RecordedHumans", "SandboxExecutor", "SandboxProducer", "sandbox_settings"]
 
 UNANSWERABLE = "unanswerable"
 SANDBOX_SOURCE = "tidegate/replay-executor"
+
+
+def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: Any) -> KitSettings:
+    """`kit` for a sandbox (replay, eval) on `prefix` that signs with and trusts only keys of its own, under `keys_dir`.
+
+    Services', operators' and clients' keys all live there: a sandbox must never sign with the deployment's
+    keys nor register keys in its trust folders, because a signature does not cover the topic prefix, so
+    an event signed in a sandbox could be copied onto the live topics and verify there. No metrics port
+    and no ready files either: a sandbox is not one of the deployment's services.
+    """
+    own = {
+        "topic_prefix": prefix,
+        "keys_dir": keys_dir,
+        "operator_keys_dir": keys_dir / "operators",
+        "client_keys_dir": keys_dir / "clients",
+        "operator_private_keys_dir": keys_dir / "operator-keys",
+        "client_private_keys_dir": keys_dir / "client-keys",
+        "metrics_port": None,
+        "ready_dir": None,
+    }
+    return kit.model_copy(update={**own, **update})
 
 
 class SandboxProducer:

@@ -66,6 +66,7 @@ from servicekit import (
     sign_event,
 )
 from services.policy import PackSource, PolicyService, compile_pack, in_process
+from tidegate.ops.sandbox import sandbox_settings
 
 __all__ = ["BusDriver", "Suite", "SuiteReport", "load_suite", "run_suite", "run_suite_on_bus", "run_suite_through_service", "write_catalog"]
 
@@ -283,7 +284,12 @@ async def run_suite(suite: Suite, policy_dir: Path) -> SuiteReport:
         service = in_process(pack, catalog, keys_dir=Path(keys))
         record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="eval")
         # Signed as an operator would (the bus verifies the key; `ControlState` wants a signed, sequenced record).
-        await service.on_control(sign_as_operator(KitSettings(keys_dir=Path(keys)), ControlTenant.build(record, source="eval")))
+        await service.on_control(
+            sign_as_operator(
+                KitSettings(keys_dir=Path(keys), operator_private_keys_dir=Path(keys) / "operator-keys"),
+                ControlTenant.build(record, source="eval"),
+            )
+        )
         return await _score(suite, lambda task: _Run(service, suite.name, task))
 
 
@@ -529,8 +535,9 @@ async def run_suite_on_bus(suite: Suite, driver: BusDriver) -> SuiteReport:
 async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: Path) -> SuiteReport:
     """Start a policy service and an executor for `suite` (its catalog, `policy_dir`, a fresh prefix), run the suite over Kafka, stop them.
 
-    The services use `kit`'s broker and database; the suite's tools are served by the driver, with a
-    reply key per tool made for the run (the catalog's `reply_key_file`).
+    The services use `kit`'s broker and database, but keys made for the run (a temporary folder, as a replay's):
+    the operator record, the client's tasks, the services' events and the tools' replies (the catalog's
+    `reply_key_file`) are signed by keys the deployment does not trust, and its key folders are left untouched.
 
     The sandbox's topics are deleted afterwards; its decisions and the executor's claims stay in the
     database under task ids of their own (`<task>-<hex>`), like any other tenant's.
@@ -545,7 +552,8 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
         with tempfile.TemporaryDirectory() as tmp:
             tool_keys = {tool: SigningKey.load_or_create(Path(tmp) / "tool-keys", tool) for tool in tools}
             catalog = write_catalog(suite, Path(tmp) / "catalog", reply_keys=Path(tmp) / "tool-keys")
-            sandbox = kit.model_copy(update={"topic_prefix": prefix, "tools_dir": catalog, "policy_dir": policy_dir})
+            # Keys of the run's own: what the sandbox signs must never verify on the deployment's topics.
+            sandbox = sandbox_settings(kit, prefix, Path(tmp) / "keys", tools_dir=catalog, policy_dir=policy_dir)
             async with BusDriver(sandbox, tool_keys) as driver:
                 record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="tidegate/eval")
                 await driver.publish("control", ControlTenant.build(record, source="tidegate/eval"))

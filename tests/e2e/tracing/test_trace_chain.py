@@ -75,7 +75,7 @@ async def delete_topics(kit: KitSettings) -> None:
 
 
 async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, *, grant: bool = False) -> str:
-    from tidegate.ops.recorded import read_window
+    from tidegate.ops.recorded import recorded_window
 
     task = ticket_task(
         next(t for t in TICKETS if t.ticket_id == ticket), tenant_id="acme", task_id=f"trace-{uuid.uuid4().hex[:8]}-{ticket}"
@@ -85,14 +85,13 @@ async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, 
         await grant_pending(stack["services"]["approval"], task.task_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        window = await read_window(
-            kit.kafka_bootstrap,
-            kit.topic_prefix,
+        window = await recorded_window(
+            kit,
             None,
             None,
             topics=("tasks.outcomes",),
             task=task.task_id,
-            client_options=kafka_options(kit, ADMIN),
+            principal=ADMIN,
         )
         if window.of(TaskCompleted, TaskFailed):
             return task.task_id

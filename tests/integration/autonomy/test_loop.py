@@ -19,7 +19,7 @@ from autonomy_helpers import propose
 from bus_helpers import Collector, Producer
 
 import schemas as s
-from servicekit import ADMIN, KitSettings, create_pool, kafka_options
+from servicekit import ADMIN, KitSettings, create_pool
 from services.approval import auth, review_report, reviews_from_events
 from services.approval.app import build as build_approval
 from services.approval.repository import PgApprovalRepository
@@ -31,7 +31,7 @@ from services.policy import PackSettings, PackSource
 from services.policy.app import build as build_policy
 from systems.seed import seed_demo
 from tidegate.ops.autonomy import autonomy_report, human_outcomes
-from tidegate.ops.recorded import read_window
+from tidegate.ops.recorded import recorded_window
 from tidegate.ops.whatif import evaluate, load_pack
 
 WATCHED = ["actions.decided", "actions.results", "approvals"]
@@ -159,14 +159,13 @@ async def test_low_confidence_escalates_a_rejection_reason_is_recorded_and_the_r
     finally:
         await log.close()
     assert s.decode("approvals", rows[0].value).data.review_reason == "missing_context"
-    window = await read_window(
-        stack.kit.kafka_bootstrap,
-        stack.kit.topic_prefix,
+    window = await recorded_window(
+        stack.kit,
         started,
         None,
         topics=("tasks", "actions.proposed", "actions.decided", "approvals"),
         tenant=stack.tenant,
-        client_options=kafka_options(stack.kit, ADMIN),
+        principal=ADMIN,
     )
     events = [r.event for r in window.events]
     reviews = review_report(reviews_from_events(events))

@@ -14,7 +14,17 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from servicekit import ADMIN, REPO_ROOT, KitSettings, ServiceProcess, catalog_topic_names, client_key, ensure_topics, kafka_options
+from servicekit import (
+    ADMIN,
+    REPO_ROOT,
+    KitSettings,
+    ServiceProcess,
+    catalog_topic_names,
+    client_key,
+    client_private_key,
+    ensure_topics,
+    kafka_options,
+)
 from servicekit.signing import SigningKey
 from tidegate.client import ClientSettings
 
@@ -104,7 +114,7 @@ def client_settings(kit: KitSettings, tmp_path: Path) -> ClientSettings:
         topic_prefix=kit.topic_prefix,
         sasl_username=login.get("sasl_plain_username"),
         sasl_password=SecretStr(password) if password else None,
-        signing_key_path=kit.client_keys_dir / "acme" / CLIENT / f"{CLIENT}.key",
+        signing_key_path=client_private_key(kit, "acme", CLIENT),
         tool_keys_dir=kit.keys_dir / "tools",
         service_keys_dir=kit.keys_dir,
         tenant="acme",

@@ -82,13 +82,11 @@ async def systems_fingerprint(database_url: str) -> dict[str, tuple[int, str]]:
 
 
 async def _outcomes(kit: KitSettings, task_ids: set[str], timeout_s: float) -> dict[str, Any]:
-    from tidegate.ops.recorded import read_window
+    from tidegate.ops.recorded import recorded_window
 
     deadline = time.monotonic() + timeout_s
     while True:
-        window = await read_window(
-            kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("tasks.outcomes",), client_options=kafka_options(kit, ADMIN)
-        )
+        window = await recorded_window(kit, None, None, topics=("tasks.outcomes",), principal=ADMIN)
         found = {e.data.task_id: e for e in window.of(TaskCompleted, TaskFailed) if e.data.task_id in task_ids}
         if len(found) == len(task_ids) or time.monotonic() > deadline:
             return found
@@ -97,9 +95,9 @@ async def _outcomes(kit: KitSettings, task_ids: set[str], timeout_s: float) -> d
 
 async def _audit_caught_up(kit: KitSettings, start: datetime, end: datetime) -> None:
     """Until the audit log holds every event of the window."""
-    from tidegate.ops.recorded import read_audit_window, read_window
+    from tidegate.ops.recorded import read_audit_window, recorded_window
 
-    wanted = len((await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, client_options=kafka_options(kit, ADMIN))).events)
+    wanted = len((await recorded_window(kit, start, end, principal=ADMIN)).events)
     deadline = time.monotonic() + 60
     while len((await read_audit_window(kit.database_url, kit.topic_prefix, start, end)).events) < wanted:
         assert time.monotonic() < deadline, "the audit service did not record the window"

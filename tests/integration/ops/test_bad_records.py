@@ -32,7 +32,7 @@ from services.audit.settings import AuditSettings
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
 from tidegate.cli import app
-from tidegate.ops.recorded import read_audit_window, read_window
+from tidegate.ops.recorded import read_audit_window, recorded_window
 from tidegate.ops.whatif import load_pack
 
 LOG_LINE = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR)\b|faststream|aiokafka")
@@ -102,7 +102,7 @@ async def recorded(kit: KitSettings, tmp_path: Path) -> dict[str, Any]:
         end = datetime.now(UTC) + timedelta(milliseconds=10)  # the window's end is exclusive, to the millisecond
         deadline = time.monotonic() + 30
         while True:  # until the audit log holds the window as the bus does
-            on_bus = await read_window(kit.kafka_bootstrap, kit.topic_prefix, start, end, client_options=kafka_options(kit, ADMIN))
+            on_bus = await recorded_window(kit, start, end, principal=ADMIN)
             logged = await read_audit_window(kit.database_url, kit.topic_prefix, start, end)
             if on_bus.unreadable == 5 and (len(logged.events), logged.unreadable) == (len(on_bus.events), on_bus.unreadable):
                 break

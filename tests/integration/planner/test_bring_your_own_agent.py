@@ -7,7 +7,7 @@ import json
 import re
 import sys
 
-from servicekit import REPO_ROOT, client_key, create_pool
+from servicekit import REPO_ROOT, client_key, client_private_key, create_pool
 from services.executor.app import build as build_executor
 from services.policy.app import build as build_policy
 from systems.seed import seed_demo
@@ -43,7 +43,7 @@ async def test_an_outside_agent_gets_the_same_governance(kit):
             "60",
             "--json",
             "--key",
-            str(kit.client_keys_dir / "acme" / "byoa@acme.example" / "byoa@acme.example.key"),
+            str(client_private_key(kit, "acme", "byoa@acme.example")),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -15,10 +15,10 @@ from typing import Any
 from signers import SigningBus
 
 from schemas import EventRejected, TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import ADMIN, KitSettings, ServiceProcess, kafka_options
+from servicekit import ADMIN, KitSettings, ServiceProcess
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
-from tidegate.ops.recorded import read_window
+from tidegate.ops.recorded import recorded_window
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ async def closed_tasks(kit: KitSettings, task_ids: set[str], timeout_s: float, e
     while True:
         found: dict[str, list[Any]] = {}
         with contextlib.suppress(Exception):  # the broker may still be coming back
-            window = await read_window(
-                kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("tasks.outcomes",), client_options=kafka_options(kit, ADMIN)
-            )
+            window = await recorded_window(kit, None, None, topics=("tasks.outcomes",), principal=ADMIN)
             for event in window.of(TaskCompleted, TaskFailed):
                 if event.data.task_id in task_ids:
                     found.setdefault(event.data.task_id, []).append(event)
@@ -133,9 +131,7 @@ async def closed_tasks(kit: KitSettings, task_ids: set[str], timeout_s: float, e
 
 async def dead_letters(kit: KitSettings) -> list[EventRejected]:
     """Everything the services dead-lettered under the kit's prefix."""
-    window = await read_window(
-        kit.kafka_bootstrap, kit.topic_prefix, None, None, topics=("deadletter",), client_options=kafka_options(kit, ADMIN)
-    )
+    window = await recorded_window(kit, None, None, topics=("deadletter",), principal=ADMIN)
     return list(window.of(EventRejected))
 
 

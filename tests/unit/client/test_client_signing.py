@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from schemas import ActionDecided, ActionDecidedData, ActionProposed, ActionProposedData, ToolReply, ToolReplyData, decode, encode
-from servicekit import KitSettings, client_key, deployment_authority, service_key, sign_event
+from servicekit import KitSettings, client_key, client_private_key, deployment_authority, service_key, sign_event
 from servicekit.signing import SigningKey, rotate
 from tidegate.client import ClientSettings, KeySigner, signer_for
 from tidegate.client.trust import Trust, TrustNotWired
@@ -25,11 +25,7 @@ def _proposal(requested_by: str) -> ActionProposed:
 def test_a_registered_client_key_signs_what_the_services_accept(tmp_path: Path) -> None:
     kit = KitSettings(run_dir=tmp_path)
     client_key(kit, "acme", "bot@acme.example")  # what `tidegate clients add acme bot@acme.example` registers
-    signer = signer_for(
-        ClientSettings(
-            signing_key_path=kit.client_keys_dir / "acme" / "bot@acme.example" / "bot@acme.example.key", principal="bot@acme.example"
-        )
-    )
+    signer = signer_for(ClientSettings(signing_key_path=client_private_key(kit, "acme", "bot@acme.example"), principal="bot@acme.example"))
     assert isinstance(signer, KeySigner)
     authority = deployment_authority(kit)
 
@@ -52,9 +48,7 @@ def test_a_governed_tools_reply_is_signed_with_that_tools_key(tmp_path: Path) ->
     client_key(kit, "acme", "bot@acme.example")
     tools_dir = tmp_path / "tool-keys"
     SigningKey.load_or_create(tools_dir, "bench_echo")  # the tool service's key; the catalog names its .pub
-    signer = KeySigner(
-        kit.client_keys_dir / "acme" / "bot@acme.example" / "bot@acme.example.key", "bot@acme.example", tools_dir / "bench_echo"
-    )
+    signer = KeySigner(client_private_key(kit, "acme", "bot@acme.example"), "bot@acme.example", tools_dir / "bench_echo")
     reply = ToolReply.build(
         ToolReplyData(action_id="a-1", task_id="t-1", tenant_id="acme", tool="bench_echo", ok=True, result={}), source="urn:test"
     )

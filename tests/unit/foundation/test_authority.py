@@ -19,13 +19,15 @@ from servicekit import (
     KitSettings,
     Reject,
     SigningKey,
+    client_key,
     deployment_authority,
+    operator_key,
     service_key,
     sign_as_client,
     sign_as_operator,
     sign_event,
 )
-from servicekit.signing import rotate
+from servicekit.signing import retire, rotate
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def test_the_approval_service_may_sign_an_undo_proposal_and_no_other(kit: KitSet
 
 def test_a_client_signs_only_for_its_tenant_and_as_itself(kit: KitSettings, authority: Authority) -> None:
     assert check(authority, sign_as_client(kit, task())) is None
-    alice = SigningKey.load_or_create(kit.client_keys_dir / "acme", "alice@acme.example")
+    alice = client_key(kit, "acme", "alice@acme.example")
     assert check(authority, sign_event(task(requested_by="bob@acme.example"), alice)) == "signer_not_allowed"  # four-eyes spoof
     assert check(authority, sign_event(task(tenant="globex"), alice)) == "signer_not_allowed"
     proposal = s.ActionProposed.build(
@@ -162,12 +164,12 @@ def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSett
     assert check(authority, sign_event(killswitch(), service_key(kit, "policy"))) == "signer_not_allowed"
     outsider = SigningKey.load_or_create(tmp_path / "not-on-the-list", "operator")
     assert check(authority, sign_event(killswitch(), outsider, sequence=time.time_ns())) == "unknown_key"
-    operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    operator = operator_key(kit)
     assert check(authority, sign_event(killswitch(), operator)) == "control_replayed"  # no sequence
 
 
 def test_a_control_record_names_the_operator_whose_key_signed_it(kit: KitSettings, authority: Authority) -> None:
-    operator = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)
+    operator = operator_key(kit)
     framed = sign_event(killswitch(set_by="alice"), operator, sequence=time.time_ns())  # blaming a colleague
     assert check(authority, framed) == "signer_not_allowed"
     policy = s.ControlPolicy.build(s.ControlPolicyData(version="v", files={}, published_by="security"), source="tidegate/cli")
@@ -247,7 +249,7 @@ def test_rotation_keeps_old_signatures_verifiable_and_retires_the_old_private_ke
 
 def test_the_signature_covers_the_bytes_sent_even_from_a_hand_written_producer(kit: KitSettings, authority: Authority) -> None:
     # An outside producer signs its own JSON (fields in any order, no defaults filled, `+00:00` times).
-    key = SigningKey.load_or_create(kit.client_keys_dir / "acme", "byoa@acme.example")
+    key = client_key(kit, "acme", "byoa@acme.example")
     doc = {
         "type": "tidegate.task.submitted",
         "specversion": "1.0",
@@ -330,7 +332,7 @@ def test_a_retired_operator_key_keeps_its_control_records_by_the_brokers_append_
     """`control` is read again from the start at every restart: what the broker appended in time stays obeyed, nothing later."""
     stolen = sign_as_operator(kit, killswitch(False))  # signed before the rotation
     rotated_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC).timestamp()
-    rotate(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(rotated_at, UTC))
+    rotate(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(rotated_at, UTC), private_dir=kit.operator_private_keys_dir)
     restarted = deployment_authority(kit)
     restarted.clock = lambda: rotated_at + 86_400  # a day later
     appended_ms = int((rotated_at - 60) * 1000)
@@ -339,3 +341,14 @@ def test_a_retired_operator_key_keeps_its_control_records_by_the_brokers_append_
     assert late is not None
     assert late.code == "signer_retired"
     assert kit.retired_key_grace_s == 600
+
+
+def test_a_denied_operator_key_has_no_grace_but_keeps_what_was_appended_before(kit: KitSettings) -> None:
+    record = sign_as_operator(kit, killswitch(False))
+    denied_at = datetime(2026, 12, 1, 4, 0, tzinfo=UTC).timestamp()
+    retire(kit.operator_keys_dir, "operator", now=datetime.fromtimestamp(denied_at, UTC), grace=False)
+    restarted = deployment_authority(kit)
+    assert restarted.check(wire(record), record, appended_ms=int((denied_at - 1) * 1000)) is None
+    late = restarted.check(wire(record), record, appended_ms=int((denied_at + 1) * 1000))  # within a rotation's 600 s grace
+    assert late is not None
+    assert late.code == "signer_retired"

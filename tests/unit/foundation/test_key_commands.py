@@ -8,7 +8,18 @@ import pytest
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import KitSettings, deployment_authority, service_key, sign_as_client, sign_event
+from servicekit import (
+    SERVICES,
+    KitSettings,
+    SigningKey,
+    client_key,
+    deployment_authority,
+    operator_key,
+    service_key,
+    sign_as_client,
+    sign_as_operator,
+    sign_event,
+)
 from tidegate.cli import app
 
 runner = CliRunner()
@@ -77,6 +88,10 @@ def test_keys_live_in_the_run_directory_a_deployment_names_never_in_the_source_t
         tmp_path / "second" / "keys" / "operators",
         tmp_path / "second" / "keys" / "clients",
     )
+    assert (second.operator_private_keys_dir, second.client_private_keys_dir) == (
+        tmp_path / "second" / "operator-keys",
+        tmp_path / "second" / "client-keys",
+    )
     assert service_key(second, "policy").key_id != service_key(KitSettings(keys_dir=tmp_path / "first"), "policy").key_id
 
 
@@ -103,3 +118,38 @@ def test_keys_init_refuses_no_name_and_an_unknown_one(kit: KitSettings) -> None:
     assert refused.exit_code != 0
     assert "unknown service mallory" in refused.output
     assert not kit.keys_dir.exists()
+
+
+def test_the_public_key_tree_holds_no_operator_or_client_private_key(kit: KitSettings) -> None:
+    """What a deployment hands every service (`keys_dir`) holds public keys, and each service's own private key only."""
+    for service in SERVICES:
+        service_key(kit, service)
+    made = runner.invoke(app, ["keys", "rotate", "operator"])  # this machine's operator key, made and allowed
+    assert made.exit_code == 0, made.output
+    added = runner.invoke(app, ["clients", "add", "acme", "alice@acme.example"])
+    assert added.exit_code == 0, added.output
+    assert str(kit.client_private_keys_dir / "acme" / "alice@acme.example.key") in added.output.replace("\n", "")
+
+    private = [p.relative_to(kit.keys_dir) for p in kit.keys_dir.rglob("*.key")]
+    assert sorted(private) == sorted(Path(service) / f"{service}.key" for service in SERVICES)
+    assert (kit.operator_private_keys_dir / f"{kit.operator}.key").exists()
+    assert accepted(kit, sign_as_client(kit, task("alice@acme.example"))) is None
+    assert accepted(kit, sign_as_operator(kit, killswitch())) is None
+
+
+def test_a_private_key_in_the_former_place_moves_out_of_the_public_tree_on_first_use(
+    kit: KitSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    former = SigningKey.load_or_create(kit.operator_keys_dir, kit.operator)  # `operators/operator/operator.key`, as before
+    assert operator_key(kit).key_id == former.key_id
+    assert not list(kit.keys_dir.rglob("*.key"))
+    assert (kit.operator_private_keys_dir / f"{kit.operator}.key").exists()
+    assert "moved the private key" in capsys.readouterr().err
+    client = SigningKey.load_or_create(kit.client_keys_dir / "acme", "alice@acme.example")
+    assert client_key(kit, "acme", "alice@acme.example").key_id == client.key_id
+    assert not list(kit.keys_dir.rglob("*.key"))
+
+
+def killswitch() -> s.ControlKillswitch:
+    data = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=True, reason="incident", set_by="operator")
+    return s.ControlKillswitch.build(data, source="tidegate/cli")
