@@ -284,3 +284,43 @@ async def test_an_incomplete_or_mismatched_envelope_is_dead_lettered_never_fille
     await stack.send("actions.proposed", elsewhere)
     await stack.refused(wait_for, "needle-tenant", "invalid_event")
     assert not stack.collector.decided("p-2")
+
+
+async def test_another_tenant_cannot_squat_an_action_id(stack: Stack, wait_for: Any) -> None:
+    """Tenant B's client proposes the id of tenant A's next step first; A never gets B's decision, nothing of B's runs as A's."""
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    action = f"{task}:2"  # the planner's next id for A's task: predictable
+
+    def proposal(tenant: str, requester: str, args: dict[str, Any]) -> s.ActionProposed:
+        data = s.ActionProposedData(
+            action_id=action,
+            task_id=task,
+            tenant_id=tenant,
+            step=2,
+            tool="tag_ticket",
+            args=args,
+            proposer="external:test",
+            mode="autonomous",
+            requested_by=requester,
+        )
+        return sign_as_client(stack.kit, s.ActionProposed.build(data, source="external:test"))
+
+    squat = proposal("globex", "mallory@globex.example", {"ticket_id": "T-1001", "tag": "squatted"})
+    await stack.send("actions.proposed", s.encode(squat), key=task)
+    [b_decision] = await wait_for(lambda: stack.collector.decided(action), what="the squatter's decision")
+    assert b_decision.tenantid == "globex"
+    # A's genuine proposal of the same id: dead-lettered with a stable reason, B's decision is not handed to A.
+    genuine = proposal("acme", "alice@acme.example", {"ticket_id": "T-1001", "tag": "vip"})
+    await stack.send("actions.proposed", s.encode(genuine), key=task)
+    await stack.refused(wait_for, genuine.id, "action_id_reused")
+    assert [d.id for d in stack.collector.decided(action)] == [b_decision.id]
+    assert all(a.tenantid == "globex" for a in stack.collector.authorized(action))
+    # A redelivery of the squatter's own proposal is still answered (the same decision, not a conflict).
+    await stack.send("actions.proposed", s.encode(squat), key=task)
+    await wait_for(lambda: len(stack.collector.decided(action)) == 2, what="the squatter's redelivered decision")
+    assert {d.id for d in stack.collector.decided(action)} == {b_decision.id}
+    # The same tenant reusing its id for another call is refused the same way.
+    again = proposal("globex", "mallory@globex.example", {"ticket_id": "T-1002", "tag": "other"})
+    await stack.send("actions.proposed", s.encode(again), key=task)
+    await stack.refused(wait_for, again.id, "action_id_reused")
+    assert {d.id for d in stack.collector.decided(action)} == {b_decision.id}
