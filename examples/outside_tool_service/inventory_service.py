@@ -152,7 +152,7 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, logi
     consumer = AIOKafkaConsumer(
         f"{prefix}tools.{TOOL}.requests",
         bootstrap_servers=bootstrap,
-        group_id=f"{prefix}tool-{TOOL}",  # its principal may join only groups named tool-<tool>…
+        group_id=f"{prefix}tool-{TOOL}",  # its principal may join only the group tool-<tool> (or tool-<tool>.<anything>)
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **(login or {}),
