@@ -182,7 +182,31 @@ async def test_control_cannot_be_forged_spoofed_or_replayed(stack: Stack, wait_f
 
 
 async def test_decisions_results_and_replies_cannot_be_forged(stack: Stack, wait_for: Any) -> None:
-    action = f"a-{uuid.uuid4().hex[:8]}"
+    action, reserved = f"a-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
+    # A genuine call holds budget: the outside inventory service is not running, so no genuine result comes for 10 s.
+    genuine = sign_as_client(
+        stack.kit,
+        s.ActionProposed.build(
+            s.ActionProposedData(
+                action_id=reserved,
+                task_id="t-attack",
+                tenant_id="acme",
+                step=1,
+                tool="update_inventory",
+                args={"sku": "SKU-1", "delta": 1},
+                proposer="external:test",
+                mode="autonomous",
+                requested_by="alice@acme.example",
+            ),
+            source="external:test",
+        ),
+    )
+    await stack.send("actions.proposed", s.encode(genuine))
+    await wait_for(lambda: stack.collector.authorized(reserved), what="the genuine call's authorization")
+    held = "SELECT status, amount_usd FROM policy.reservations WHERE action_id = $1"
+    reservation = await stack.pool.fetchrow(held, reserved)
+    assert reservation["status"] == "reserved"
+    spent = await stack.pool.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = 'acme' AND task_id = 't-attack'")
     decided = {
         "action_id": action,
         "task_id": "t-attack",
@@ -208,13 +232,18 @@ async def test_decisions_results_and_replies_cannot_be_forged(stack: Stack, wait
     await stack.send("actions.decided", s.encode(by_planner))
     await stack.refused(wait_for, by_planner.id, "signer_not_allowed")
     # Forged results: a failure (releases a budget reservation at the policy), a success (moves the planner on).
-    result = {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1}
+    result = {"action_id": reserved, "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1}
     failed = ce("action.failed", "acme", {**result, "status": "failed"}, source="tidegate/executor")
     succeeded = ce("action.succeeded", "acme", {**result, "status": "succeeded", "result": {"ok": True}}, source="tidegate/executor")
     for event in (failed, succeeded):
         await stack.send("actions.results", event)
     await stack.refused(wait_for, failed["id"], "signature_missing")
     await stack.refused(wait_for, succeeded["id"], "signature_missing")
+    # The budget the genuine call holds is still held: the forged failure released nothing.
+    forgeries = {failed["id"], succeeded["id"]}
+    assert not [e for e in stack.collector.events["actions.results"] if e.data.action_id == reserved and e.id not in forgeries]
+    assert await stack.pool.fetchrow(held, reserved) == reservation
+    assert await stack.pool.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = 'acme' AND task_id = 't-attack'") == spent
     # A tool reply signed by a key the catalog does not name for that tool (the executor's own, say).
     reply = ce(
         "tool.reply", "acme", {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "update_inventory", "ok": True}
