@@ -120,17 +120,7 @@ async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_letter
     from aiokafka import AIOKafkaProducer
 
     invocations: list[s.ToolInvocation] = []
-
-    async def on_invocation(event: s.ToolInvocation) -> None:
-        invocations.append(event)
-
-    spy = Bus(
-        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
-        "test-spy",
-        publisher.bootstrap,
-        publisher.prefix,
-    )
-    spy.consume("tools.update_inventory.requests", on_invocation, group_id=f"{publisher.prefix}test-spy")
+    spy = spy_on(publisher, [], invocations)
     await spy.start()
     attacker = AIOKafkaProducer(
         bootstrap_servers=publisher.bootstrap, **kafka_options(KitSettings(), ADMIN)
