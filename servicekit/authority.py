@@ -172,9 +172,11 @@ class Authority:
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
-        for tool, path in self.tool_keys.items():
-            if (public := load_public(path)) is not None:
-                add(Principal(TOOL, tool, public))
+        for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
+            retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
+            for key_path in [path, *retired]:
+                if (public := load_public(key_path)) is not None:
+                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)))
         self._keys = keys
 
     def principals(self, key_id: str) -> list[Principal]:
@@ -205,7 +207,7 @@ class Authority:
         Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in
         the same tick as the last read would otherwise go unseen.
         """
-        folders = [self.keys_dir, self.operators_dir, self.clients_dir]
+        folders = [self.keys_dir, self.operators_dir, self.clients_dir, *sorted({p.parent for p in self.tool_keys.values()})]
         if self.clients_dir.is_dir():
             folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
         stamp: list[Any] = []

@@ -24,7 +24,18 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
-__all__ = ["Keyring", "SigningKey", "b64url", "key_id_of", "load_public", "retired_at", "rotate", "unb64url", "verifies"]
+__all__ = [
+    "Keyring",
+    "SigningKey",
+    "b64url",
+    "key_id_of",
+    "load_public",
+    "retire_public",
+    "retired_at",
+    "rotate",
+    "unb64url",
+    "verifies",
+]
 
 
 def b64url(raw: bytes) -> str:
@@ -83,15 +94,28 @@ def rotate(keys_dir: Path, name: str, *, now: datetime | None = None) -> tuple[s
     is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
     """
     old_id: str | None = None
-    priv_path, pub_path = keys_dir / name / f"{name}.key", keys_dir / f"{name}.pub"
+    priv_path = keys_dir / name / f"{name}.key"
     if priv_path.exists():
-        old = SigningKey.load_or_create(keys_dir, name)
-        old_id = old.key_id
-        retired = keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub"
-        retired.with_suffix(".retired").write_text((now or datetime.now(UTC)).isoformat() + "\n")
-        pub_path.rename(retired)
+        old_id = retire_public(keys_dir, name, now=now)
         priv_path.unlink()
     return old_id, SigningKey.load_or_create(keys_dir, name).key_id
+
+
+def retire_public(keys_dir: Path, name: str, *, now: datetime | None = None) -> str | None:
+    """Retire the public key `<keys_dir>/<name>.pub` as `rotate` does (renamed `<name>.<hash>.pub`, time beside it); its key id.
+
+    For a key whose private half lives elsewhere (an outside tool service's): the new public key is
+    put in place of the old by whoever calls this. None when there was no current key.
+    """
+    pub_path = keys_dir / f"{name}.pub"
+    public = load_public(pub_path) if pub_path.exists() else None
+    if public is None:
+        return None
+    old_id = key_id_of(name, public)
+    retired = keys_dir / f"{name}.{old_id.rsplit('-', 1)[1]}.pub"
+    retired.with_suffix(".retired").write_text((now or datetime.now(UTC)).isoformat() + "\n")
+    pub_path.rename(retired)
+    return old_id
 
 
 def retired_at(path: Path) -> float | None:
