@@ -58,6 +58,7 @@ class ReasonCode(StrEnum):
     DIGEST_MISMATCH = "digest_mismatch"
     AUTHORIZATION_EXPIRED = "authorization_expired"
     AUTHORIZATION_REPLAYED = "authorization_replayed"
+    ACTION_ID_REUSED = "action_id_reused"
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
     HANDLER_ERROR = "handler_error"

@@ -120,6 +120,9 @@ class Refusal:
     message: str
 
 
+_UNKNOWN_KEYS_KEPT = 4096  # made-up key ids remembered at most (a flood of them forgets the oldest all at once)
+
+
 @dataclass
 class Authority:
     """The trusted public keys of a deployment, and the check of an event's signature against `AUTHORITY`.
@@ -127,9 +130,9 @@ class Authority:
     Keys are read from files: services' in `keys_dir` (`<service>.pub`, rotated `<service>.<hash>.pub`),
     operators' in `operators_dir` (the allow-list), tenants' clients in `clients_dir/<tenant>/`
     (`<principal>.pub`), and outside tool services' from the catalog (`tool_keys`, tool → file).
-    The files are read again when an unknown key id arrives, and when a key folder changed (looked
-    at every `recheck_s`), so a key added or rotated after start is found at once and a revoked one
-    is refused within `recheck_s`. A retired key (`<name>.<hash>.pub`) verifies what arrives within
+    The files are read again when a key folder changed, looked at when an unknown key id arrives (then
+    not again for that id within `recheck_s`) and every `recheck_s`, so a key added or rotated after
+    start is found at once and a revoked one is refused within `recheck_s`. A retired key (`<name>.<hash>.pub`) verifies what arrives within
     `retired_grace_s` after its retirement, and then only for readers of history (`retired_grace_s=None`:
     the audit log, replay): an event it signs later is refused as `signer_retired`. "Arrives" is the
     broker's append time on topics the broker stamps (`control` and `directory`, read again from the
@@ -144,7 +147,9 @@ class Authority:
     recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
     retired_grace_s: float | None = 600.0  # how long a retired key still verifies; None: forever (history)
     clock: Callable[[], float] = time.time  # wall clock, for the retirement grace
+    monotonic: Callable[[], float] = time.monotonic  # for `recheck_s`
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
+    _unknown: dict[str, float] = field(default_factory=dict, init=False)  # key id → when it was last found unknown
     _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
 
@@ -169,16 +174,29 @@ class Authority:
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := load_public(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
-        for tool, path in self.tool_keys.items():
-            if (public := load_public(path)) is not None:
-                add(Principal(TOOL, tool, public))
+        for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
+            retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
+            for key_path in [path, *retired]:
+                if (public := load_public(key_path)) is not None:
+                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)))
         self._keys = keys
 
     def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id`, reading the key files again when it is unknown or a key folder changed (looked at every `recheck_s`)."""
-        now = time.monotonic()
+        """Holders of `key_id`, reading the key files again when a key folder changed (looked at every `recheck_s`).
+
+        An unknown key id makes the folders be looked at once, and is then remembered as unknown for
+        `recheck_s`: records signed with made-up key ids cost no file reads, whatever their number.
+        """
+        now = self.monotonic()
         if key_id not in self._keys:
-            self.reload()
+            if now - self._unknown.get(key_id, float("-inf")) < self.recheck_s:
+                return []
+            if self._stamp() != self._seen:
+                self.reload()
+            if key_id not in self._keys:
+                if len(self._unknown) >= _UNKNOWN_KEYS_KEPT:
+                    self._unknown.clear()
+                self._unknown[key_id] = now
         elif now - self._checked >= self.recheck_s:
             self._checked = now
             if self._stamp() != self._seen:
@@ -191,7 +209,7 @@ class Authority:
         Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in
         the same tick as the last read would otherwise go unseen.
         """
-        folders = [self.keys_dir, self.operators_dir, self.clients_dir]
+        folders = [self.keys_dir, self.operators_dir, self.clients_dir, *sorted({p.parent for p in self.tool_keys.values()})]
         if self.clients_dir.is_dir():
             folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
         stamp: list[Any] = []

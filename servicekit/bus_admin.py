@@ -22,7 +22,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
 
 from servicekit.bus_auth import client_properties, kafka_options, read_password
-from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names
+from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names, retired_bindings
 from servicekit.settings import KitSettings
 
 __all__ = ["ensure_principals", "grant_rights", "revoke_rights", "tools_of"]
@@ -123,7 +123,7 @@ def _raise_errors(pairs: Iterable[tuple[int, str | None]], what: str) -> None:
 
 
 async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
-    """Create every ACL of deployment `prefix` (idempotent: Kafka ignores a binding it already has)."""
+    """Create every ACL of deployment `prefix` (idempotent: Kafka ignores a binding it already has), remove retired ones."""
     bindings = acl_bindings(prefix, tools)
     response: Any = await admin._send_request(_CreateAcls(bindings))
     errors = [(r[0], r[1]) for r in response.creation_responses]
@@ -131,6 +131,9 @@ async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[
         log.warning("the broker at %s has no authorizer: no ACLs made for prefix %r", admin._client.hosts, prefix)
         return 0
     _raise_errors(errors, f"CreateAcls for prefix {prefix!r}")
+    if retired := retired_bindings(prefix, tools):
+        deleted: Any = await admin._send_request(_DeleteAcls(retired))
+        _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
     return len(bindings)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Rights",
     "acl_bindings",
     "principal_names",
+    "retired_bindings",
     "rights_of",
     "rights_table_markdown",
     "tool_principal",
@@ -108,7 +109,8 @@ def rights_of(principal: str) -> Rights:
         return Rights(
             reads=(f"tools.{tool}.requests",),
             writes=(f"tools.{tool}.replies",),
-            groups=(f"{principal}*",),
+            # Its own group, or groups under `tool-<tool>.`: a bare prefix would let `tool-refund` join `tool-refund_bulk`'s group.
+            groups=(principal, f"{principal}.*"),
             purpose=f"the outside service that serves tool `{tool}`: reads its requests, writes its replies",
         )
     raise KeyError(f"unknown principal {principal!r}")
@@ -180,6 +182,17 @@ def acl_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
             pattern = Pattern.PREFIXED if group.endswith("*") else Pattern.LITERAL
             out.add(AclBinding(Resource.GROUP, prefix + group.rstrip("*"), pattern, user, Operation.READ))
     return sorted(out)
+
+
+def retired_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
+    """ALLOW rules earlier versions made and this one no longer does (removed when rights are granted again).
+
+    A tool's group used to be a bare prefix `tool-<tool>`, which also matched `tool-<tool>_bulk`'s group.
+    """
+    return [
+        AclBinding(Resource.GROUP, f"{prefix}{tool_principal(tool)}", Pattern.PREFIXED, f"User:{tool_principal(tool)}", Operation.READ)
+        for tool in sorted(set(tools))
+    ]
 
 
 def rights_table_markdown() -> str:

@@ -1,9 +1,13 @@
 """An outside tool service: the warehouse's `update_inventory`, served over Kafka with a plain client.
 
-It imports nothing from Tidegate, to show what any team (in any language) has to do to plug a
-system into Tidegate as a `topic` tool:
+It talks to Kafka with a plain client, to show what any team (in any language) has to do to plug a
+system into Tidegate as a `topic` tool; from Tidegate it uses only the client library's checks of
+signatures (`tidegate.client.trust`), which a team in another language writes with its Ed25519 library:
 
-1. consume CloudEvents `tidegate.tool.invocation` from `<prefix>tools.update_inventory.requests`;
+1. consume CloudEvents `tidegate.tool.invocation` from `<prefix>tools.update_inventory.requests`, and
+   run only an invocation signed by the executor's key that carries the policy's signed authorization
+   of exactly that call (tenant, task, tool, args) and names this tool's reply topic: anyone else who
+   can write the topic (a leaked login, a misconfigured ACL) moves no stock and gets no answer;
 2. apply the change at most once per `data.idempotency_key` (here: one SQLite transaction records
    the key together with the stock change, and a repeated key gets the first answer again);
 3. publish a `tidegate.tool.reply` to `data.reply_topic`, keyed by the task id, signed with the
@@ -38,6 +42,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas import decode
+from tidegate.client.trust import Trust
 
 TOOL = "update_inventory"
 DEFAULT_PROPERTIES = Path(__file__).resolve().parents[2] / ".infra" / "kafka" / "credentials" / f"tool-{TOOL}.properties"
@@ -149,10 +156,12 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, logi
     """Serve invocations until SIGTERM/SIGINT."""
     inventory = Inventory(db_path)
     key = ReplyKey(keys_dir)
+    trust = Trust.load(keys_dir)  # the executor's and policy's public keys (read again when an unknown key id arrives)
+    reply_topic = f"{prefix}tools.{TOOL}.replies"
     consumer = AIOKafkaConsumer(
         f"{prefix}tools.{TOOL}.requests",
         bootstrap_servers=bootstrap,
-        group_id=f"{prefix}tool-{TOOL}",  # its principal may join only groups named tool-<tool>…
+        group_id=f"{prefix}tool-{TOOL}",  # its principal may join only the group tool-<tool> (or tool-<tool>.<anything>)
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **(login or {}),
@@ -169,7 +178,7 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, logi
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 for record in records:
-                    await handle(record.value, inventory, producer, key)
+                    await handle(record.value, inventory, producer, key, trust, reply_topic)
             if batches:
                 await consumer.commit()  # only after every reply of the batch went out
     finally:
@@ -177,15 +186,20 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, logi
         await producer.stop()
 
 
-async def handle(raw: bytes | None, inventory: Inventory, producer: AIOKafkaProducer, key: ReplyKey) -> None:
-    """Answer one invocation; ignore what is not one (a real service would dead-letter it)."""
+async def handle(
+    raw: bytes | None, inventory: Inventory, producer: AIOKafkaProducer, key: ReplyKey, trust: Trust, reply_topic: str
+) -> None:
+    """Answer an invocation the executor signed for a call the policy authorized; ignore anything else (a real service dead-letters it)."""
     try:
+        refusal = trust.refuses(decode(f"tools.{TOOL}.requests", raw or b""))
         invocation = json.loads(raw or b"")
         data = invocation["data"]
-        if invocation.get("type") != "tidegate.tool.invocation" or data["tool"] != TOOL:
-            raise ValueError(f"not an invocation of {TOOL}")
+        if refusal is None and (data["tool"] != TOOL or data["reply_topic"] != reply_topic):
+            refusal = f"it names tool {data['tool']} and reply topic {data['reply_topic']}"
+        if refusal is not None:
+            raise ValueError(f"refusing invocation {invocation.get('id')} (action {data.get('action_id')}): {refusal}")
         deadline = datetime.fromisoformat(data["deadline"].replace("Z", "+00:00"))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:  # a pydantic ValidationError is a ValueError
         log.warning("ignoring a message: %s", exc)
         return
     if datetime.now(UTC) > deadline:

@@ -58,8 +58,8 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         """One request."""
         ...
 
-    async def get_by_action(self, action_id: str, kind: str = "approval") -> ApprovalRecord | None:
-        """The request of an action."""
+    async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
+        """The request of an action of `tenant_id` (another tenant's request of the same action id is never theirs)."""
         ...
 
     async def search(
@@ -153,9 +153,11 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         row = await self.pool.fetchrow(f"SELECT record FROM {self.s}.approvals WHERE approval_id = $1", approval_id)
         return _record(row) if row else None
 
-    async def get_by_action(self, action_id: str, kind: str = "approval") -> ApprovalRecord | None:
-        """The request of an action."""
-        row = await self.pool.fetchrow(f"SELECT record FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2", action_id, kind)
+    async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
+        """The request of an action of `tenant_id`."""
+        row = await self.pool.fetchrow(
+            f"SELECT record FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2 AND tenant_id = $3", action_id, kind, tenant_id
+        )
         return _record(row) if row else None
 
     async def search(
@@ -240,7 +242,7 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
     ) -> ApprovalRecord | None:
         """Store a new request; None when one exists for the same action and kind."""
         async with self._lock:
-            if await self.get_by_action(record.action_id, record.kind):
+            if any(r.action_id == record.action_id and r.kind == record.kind for r in self.records.values()):
                 return None
             self.records[record.approval_id] = record
             self._side(outbox, deliveries, record.created_at)
@@ -250,9 +252,9 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         """One request."""
         return self.records.get(approval_id)
 
-    async def get_by_action(self, action_id: str, kind: str = "approval") -> ApprovalRecord | None:
-        """The request of an action."""
-        return next((r for r in self.records.values() if r.action_id == action_id and r.kind == kind), None)
+    async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
+        """The request of an action of `tenant_id`."""
+        return next((r for r in self.records.values() if (r.action_id, r.kind, r.tenant_id) == (action_id, kind, tenant_id)), None)
 
     async def search(
         self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200

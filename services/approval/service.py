@@ -30,10 +30,11 @@ from schemas import (
     ApprovalRequested,
     ApprovalResolved,
     Envelope,
+    ReasonCode,
     decode,
     encode,
 )
-from servicekit import Attr, ControlState, SigningKey, ToolCatalog, current_traceparent, once_delivered, sign_event, span
+from servicekit import Attr, ControlState, Reject, SigningKey, ToolCatalog, current_traceparent, once_delivered, sign_event, span
 from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.undo import UndoRefused, undo_proposal
 from services.approval import auth, domain, webhooks
@@ -152,7 +153,7 @@ class ApprovalService(WebhookSide):
         if fresh is None:
             return None
         fresh = fresh.model_copy(update={"traceparent": current_traceparent()})
-        existing = await self.repo.get_by_action(decided.action_id)
+        existing = await self.repo.get_by_action(decided.action_id, tenant_id=decided.tenant_id)
         if existing is not None:
             refreshed = domain.refresh_request(existing, fresh)
             if refreshed is None:
@@ -163,7 +164,10 @@ class ApprovalService(WebhookSide):
             return refreshed
         outbox, deliveries = await self._announce(fresh, domain.REQUESTED)
         if await self.repo.insert_request(fresh, outbox, deliveries) is None:
-            return await self.repo.get_by_action(decided.action_id)
+            if (ours := await self.repo.get_by_action(decided.action_id, tenant_id=decided.tenant_id)) is None:
+                # Action ids are global: a request of another tenant holds this one, and is never theirs.
+                raise Reject(ReasonCode.ACTION_ID_REUSED, f"action id {decided.action_id} already has a request of another tenant")
+            return ours
         await self._publish(outbox)
         log.info("approval %s requested for %s/%s (%s)", fresh.approval_id, fresh.tenant_id, fresh.action_id, fresh.tool)
         return fresh
@@ -189,7 +193,7 @@ class ApprovalService(WebhookSide):
         if result.status != "unknown":
             return None
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
-        request = await self.repo.get_by_action(result.action_id)
+        request = await self.repo.get_by_action(result.action_id, tenant_id=result.tenant_id)
         args = (request.edited_args or request.args) if request else (decided.args if decided and decided.args is not None else {})
         record = domain.follow_up_from_result(
             result,
@@ -203,7 +207,7 @@ class ApprovalService(WebhookSide):
         ).model_copy(update={"traceparent": current_traceparent()})
         _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
         created = await self.repo.insert_request(record, [], deliveries)
-        return created or await self.repo.get_by_action(result.action_id, "follow_up")
+        return created or await self.repo.get_by_action(result.action_id, "follow_up", tenant_id=result.tenant_id)
 
     def risk_of(self, tool: str) -> str:
         """The tool's risk class in this service's own catalog (`unknown` when it is not there): never an event's claim."""

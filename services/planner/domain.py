@@ -143,8 +143,10 @@ class TaskState(_Model):
         """The latest proposed step."""
         return self.steps[-1] if self.steps else None
 
-    def step_by_action(self, action_id: str) -> StepRecord | None:
-        """The step that proposed `action_id`, if it is ours."""
+    def step_by_action(self, action_id: str, tenant_id: str) -> StepRecord | None:
+        """The step that proposed `action_id`, if it is ours: an event of another tenant never moves our task."""
+        if tenant_id != self.tenant_id:
+            return None
         return next((s for s in self.steps if s.action_id == action_id), None)
 
     def cost(self, rates: CostRates) -> TaskCost:
@@ -357,7 +359,7 @@ def _reason_text(codes: list[str], messages: list[str]) -> str:
 
 def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
     """Policy decided on one of our actions."""
-    record = state.step_by_action(decided.action_id)
+    record = state.step_by_action(decided.action_id, decided.tenant_id)
     if record is None or state.status in ("completed", "failed"):
         return _unchanged(state)
     codes = [str(r.code) for r in decided.reasons]
@@ -401,7 +403,7 @@ def on_approval(
     state: TaskState, kind: str, approval: ApprovalData, now: datetime, rates: CostRates, read_only: frozenset[str]
 ) -> Transition:
     """A human (or the clock) decided on an escalated action of ours; `kind` is requested/granted/rejected/expired."""
-    record = state.step_by_action(approval.action_id)
+    record = state.step_by_action(approval.action_id, approval.tenant_id)
     if record is None or state.status in ("completed", "failed"):
         return _unchanged(state)
     events = state.events + 1
@@ -438,7 +440,7 @@ def on_approval(
 
 def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
     """The executor performed (or tried) one of our actions."""
-    record = state.step_by_action(result.action_id)
+    record = state.step_by_action(result.action_id, result.tenant_id)
     if record is None or state.status in ("completed", "failed") or record.status in ("succeeded", "failed", "unknown"):
         return _unchanged(state)
     attempts = max(result.attempts, 1)

@@ -85,6 +85,19 @@ def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Re
     return Recorded(topic, key.encode(), recorded.encode(), traceparent, event)
 
 
+def _reused(proposal: ActionProposedData, recorded: DecisionRecord) -> Reject | None:
+    """A refusal when `proposal` reuses an action id recorded for another tenant or another call; None for a redelivery.
+
+    Action ids are global (the executor claims them once for everyone): the first tenant and call to
+    be decided own one. Another's decision is never republished to a proposer it does not belong to.
+    """
+    if recorded.tenant_id != proposal.tenant_id:
+        return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed by another tenant")
+    if recorded.action_digest != action_digest(proposal.tenant_id, proposal.tool, proposal.args):
+        return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed for another call")
+    return None
+
+
 @dataclass
 class PolicyService:
     """Everything the policy service does, given its dependencies (tests pass in-memory ones)."""
@@ -203,12 +216,12 @@ class PolicyService:
                 )
             )
         results = await self.repo.decide_many(pending)
-        for event, (record, fresh) in zip(events, results, strict=True):
-            p = event.data
-            if not fresh and record.action_digest != action_digest(p.tenant_id, p.tool, p.args):
-                log.warning("policy: action %s proposed again with a different call; republishing the recorded decision", p.action_id)
-        records = [r for r, _ in results]
+        refusals = [None if fresh else _reused(event.data, record) for event, (record, fresh) in zip(events, results, strict=True)]
+        records = [r for (r, _), refused in zip(results, refusals, strict=True) if refused is None]
         await self._publish_records(records)
+        if refused := next((r for r in refusals if r is not None), None):
+            # A batch falls back to one event at a time: each conflicting proposal is dead-lettered alone.
+            raise refused
         return records
 
     def _pending(

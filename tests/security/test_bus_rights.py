@@ -143,6 +143,14 @@ async def test_a_tool_service_reads_its_requests_and_writes_only_its_replies(kit
             await write(kit, tool_principal(TOOL), topic)
 
 
+async def test_a_tool_service_cannot_join_the_group_of_a_tool_whose_name_extends_its_own(kit: KitSettings) -> None:
+    # `tool-update_inventory` in the group of `update_inventory_bulk`: it would take that tool's requests from its service.
+    with pytest.raises(GroupAuthorizationFailedError):
+        await join(kit, tool_principal(TOOL), f"tool-{TOOL}_bulk", f"tools.{TOOL}.requests")
+    await join(kit, tool_principal(TOOL), f"tool-{TOOL}", f"tools.{TOOL}.requests")
+    await join(kit, tool_principal(TOOL), f"tool-{TOOL}.replica", f"tools.{TOOL}.requests")
+
+
 async def test_the_planner_cannot_join_the_policy_group(kit: KitSettings) -> None:
     with pytest.raises(GroupAuthorizationFailedError):
         await join(kit, "planner", "policy", "approvals")

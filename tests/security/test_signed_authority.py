@@ -183,7 +183,31 @@ async def test_control_cannot_be_forged_spoofed_or_replayed(stack: Stack, wait_f
 
 
 async def test_decisions_results_and_replies_cannot_be_forged(stack: Stack, wait_for: Any) -> None:
-    action = f"a-{uuid.uuid4().hex[:8]}"
+    action, reserved = f"a-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
+    # A genuine call holds budget: the outside inventory service is not running, so no genuine result comes for 10 s.
+    genuine = sign_as_client(
+        stack.kit,
+        s.ActionProposed.build(
+            s.ActionProposedData(
+                action_id=reserved,
+                task_id="t-attack",
+                tenant_id="acme",
+                step=1,
+                tool="update_inventory",
+                args={"sku": "SKU-1", "delta": 1},
+                proposer="external:test",
+                mode="autonomous",
+                requested_by="alice@acme.example",
+            ),
+            source="external:test",
+        ),
+    )
+    await stack.send("actions.proposed", s.encode(genuine))
+    await wait_for(lambda: stack.collector.authorized(reserved), what="the genuine call's authorization")
+    held = "SELECT status, amount_usd FROM policy.reservations WHERE action_id = $1"
+    reservation = await stack.pool.fetchrow(held, reserved)
+    assert reservation["status"] == "reserved"
+    spent = await stack.pool.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = 'acme' AND task_id = 't-attack'")
     decided = {
         "action_id": action,
         "task_id": "t-attack",
@@ -209,13 +233,18 @@ async def test_decisions_results_and_replies_cannot_be_forged(stack: Stack, wait
     await stack.send("actions.decided", s.encode(by_planner))
     await stack.refused(wait_for, by_planner.id, "signer_not_allowed")
     # Forged results: a failure (releases a budget reservation at the policy), a success (moves the planner on).
-    result = {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1}
+    result = {"action_id": reserved, "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1}
     failed = ce("action.failed", "acme", {**result, "status": "failed"}, source="tidegate/executor")
     succeeded = ce("action.succeeded", "acme", {**result, "status": "succeeded", "result": {"ok": True}}, source="tidegate/executor")
     for event in (failed, succeeded):
         await stack.send("actions.results", event)
     await stack.refused(wait_for, failed["id"], "signature_missing")
     await stack.refused(wait_for, succeeded["id"], "signature_missing")
+    # The budget the genuine call holds is still held: the forged failure released nothing.
+    forgeries = {failed["id"], succeeded["id"]}
+    assert not [e for e in stack.collector.events["actions.results"] if e.data.action_id == reserved and e.id not in forgeries]
+    assert await stack.pool.fetchrow(held, reserved) == reservation
+    assert await stack.pool.fetchval("SELECT amount_usd FROM policy.spend WHERE tenant_id = 'acme' AND task_id = 't-attack'") == spent
     # A tool reply signed by a key the catalog does not name for that tool (the executor's own, say).
     reply = ce(
         "tool.reply", "acme", {"action_id": action, "task_id": "t-attack", "tenant_id": "acme", "tool": "update_inventory", "ok": True}
@@ -285,3 +314,43 @@ async def test_an_incomplete_or_mismatched_envelope_is_dead_lettered_never_fille
     await stack.send("actions.proposed", elsewhere)
     await stack.refused(wait_for, "needle-tenant", "invalid_event")
     assert not stack.collector.decided("p-2")
+
+
+async def test_another_tenant_cannot_squat_an_action_id(stack: Stack, wait_for: Any) -> None:
+    """Tenant B's client proposes the id of tenant A's next step first; A never gets B's decision, nothing of B's runs as A's."""
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    action = f"{task}:2"  # the planner's next id for A's task: predictable
+
+    def proposal(tenant: str, requester: str, args: dict[str, Any]) -> s.ActionProposed:
+        data = s.ActionProposedData(
+            action_id=action,
+            task_id=task,
+            tenant_id=tenant,
+            step=2,
+            tool="tag_ticket",
+            args=args,
+            proposer="external:test",
+            mode="autonomous",
+            requested_by=requester,
+        )
+        return sign_as_client(stack.kit, s.ActionProposed.build(data, source="external:test"))
+
+    squat = proposal("globex", "mallory@globex.example", {"ticket_id": "T-1001", "tag": "squatted"})
+    await stack.send("actions.proposed", s.encode(squat), key=task)
+    [b_decision] = await wait_for(lambda: stack.collector.decided(action), what="the squatter's decision")
+    assert b_decision.tenantid == "globex"
+    # A's genuine proposal of the same id: dead-lettered with a stable reason, B's decision is not handed to A.
+    genuine = proposal("acme", "alice@acme.example", {"ticket_id": "T-1001", "tag": "vip"})
+    await stack.send("actions.proposed", s.encode(genuine), key=task)
+    await stack.refused(wait_for, genuine.id, "action_id_reused")
+    assert [d.id for d in stack.collector.decided(action)] == [b_decision.id]
+    assert all(a.tenantid == "globex" for a in stack.collector.authorized(action))
+    # A redelivery of the squatter's own proposal is still answered (the same decision, not a conflict).
+    await stack.send("actions.proposed", s.encode(squat), key=task)
+    await wait_for(lambda: len(stack.collector.decided(action)) == 2, what="the squatter's redelivered decision")
+    assert {d.id for d in stack.collector.decided(action)} == {b_decision.id}
+    # The same tenant reusing its id for another call is refused the same way.
+    again = proposal("globex", "mallory@globex.example", {"ticket_id": "T-1002", "tag": "other"})
+    await stack.send("actions.proposed", s.encode(again), key=task)
+    await stack.refused(wait_for, again.id, "action_id_reused")
+    assert {d.id for d in stack.collector.decided(action)} == {b_decision.id}

@@ -1,4 +1,4 @@
-"""`tidegate keys`: the deployment's signing keys: make them, list them, rotate one, put an operator on the allow-list.
+"""`tidegate keys`: the deployment's signing keys: make them, list them, rotate one (a service's, an operator's, a tool's), allow operators.
 
 See docs/security/signatures.md for what each key proves and what an operator must protect.
 """
@@ -10,12 +10,12 @@ from pathlib import Path
 
 import typer
 
-from servicekit import SERVICES, KitSettings, SigningKey, key_id_of, load_public, rotate
+from servicekit import SERVICES, KitSettings, SigningKey, ToolCatalog, key_id_of, load_public, rotate
 from servicekit.signing import NO_GRACE, retire, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
-app = typer.Typer(help="Security: the signing keys of services, operators and clients (list, rotate, allow operators).")
+app = typer.Typer(help="Security: the signing keys of services, operators, tools and clients (list, rotate, allow operators).")
 
 
 def _ids(folder: Path, name: str) -> list[tuple[str, str]]:
@@ -69,6 +69,12 @@ def list_keys() -> None:
     for name in sorted({path.name.split(".")[0] for path in kit.operator_keys_dir.glob("*.pub")}):
         for key_id, state in _ids(kit.operator_keys_dir, name):
             console.print(f"operator  {name:<10} {key_id}  {state}")
+    if kit.tools_dir.is_dir():
+        for spec in ToolCatalog.load(kit.tools_dir).values():
+            if spec.kind == "topic" and spec.reply_key_file:
+                path = kit.keys_dir / spec.reply_key_file
+                for key_id, state in _ids(path.parent, path.name.removesuffix(".pub")):
+                    console.print(f"tool      {spec.name:<10} {key_id}  {state}")
     for path in sorted(kit.client_keys_dir.glob("*/*.pub")):
         public = load_public(path)
         if public is not None:
@@ -91,6 +97,48 @@ def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERV
     else:
         fail(f"unknown key {name!r}: a service ({', '.join(SERVICES)}) or `operator`")
     console.print(f"{name}: {old or '(none)'} retired → {new}")
+
+
+def _tool_key(kit: KitSettings, tool: str) -> Path:
+    """Where the catalog says `tool`'s reply key is (`reply_key_file`, relative to the keys directory)."""
+    spec = ToolCatalog.load(kit.tools_dir).get(tool)
+    if spec is None or spec.kind != "topic" or not spec.reply_key_file:
+        fail(f"{tool!r} is not a `topic` tool with a `reply_key_file` in the catalog at {kit.tools_dir}")
+    return kit.keys_dir / spec.reply_key_file  # an absolute reply_key_file stays as it is
+
+
+@app.command("rotate-tool")
+def rotate_tool(
+    tool: str = typer.Argument(..., help="A `topic` tool of the catalog (its `reply_key_file` names the key)."),
+    public_key: Path | None = typer.Option(
+        None, "--public-key", exists=True, dir_okay=False, help="The new Ed25519 public key (PEM) its service made; else one is made here."
+    ),
+) -> None:
+    """Replace TOOL's reply key; the old one is retired, not deleted, so replies already in flight still verify.
+
+    The old key verifies replies for `TIDEGATE_RETIRED_KEY_GRACE_S` more (as a service's), then
+    nothing new (`signer_retired`). An outside service keeps its private key: it makes a new key
+    pair and hands over the public half (`--public-key`). Without it, the private key must be on
+    this machine (`<keys dir>/tools/<tool>/<tool>.key`, as a local development service makes it) and
+    a new one is made beside it; restart that service.
+    """
+    kit = settings()
+    path = _tool_key(kit, tool)
+    folder, name = path.parent, path.name.removesuffix(".pub")
+    if public_key is None:
+        if not (folder / name / f"{name}.key").exists():
+            fail(f"the private key of {tool} is not on this machine: pass --public-key with the new public key its service made")
+        old, new = rotate(folder, name)
+    else:
+        public = load_public(public_key)
+        if public is None:
+            fail(f"{public_key} is not an Ed25519 public key (PEM)")
+        new = key_id_of(name, public)
+        if path.exists() and (current := load_public(path)) is not None and key_id_of(name, current) == new:
+            fail(f"{public_key} is {tool}'s current key already")
+        old = retire(folder, name)
+        shutil.copyfile(public_key, path)
+    console.print(f"{tool}: {old or '(none)'} retired → {new}")
 
 
 @app.command("allow-operator")

@@ -105,7 +105,7 @@ class ApprovalHarness:
         return await read_topic(self.kit.kafka_bootstrap, self.bus.topic("approvals"), "approvals")
 
     async def request_for(self, action_id: str, wait_for: Callable[..., Awaitable[Any]]) -> Any:
-        return await wait_for(lambda: self.repo.get_by_action(action_id), what=f"approval request for {action_id}")
+        return await wait_for(lambda: self.repo.get_by_action(action_id, tenant_id=self.tenant), what=f"approval request for {action_id}")
 
     async def all_published(self) -> bool:
         assert self.proc.pool is not None

@@ -227,7 +227,7 @@ async def test_an_unknown_outcome_waits_for_a_human_follow_up(
         duration_ms=10_000,
     )
     await h.publish("actions.results", ActionUnknown.build(result, source="tidegate/executor"))
-    follow_up = await wait_for(lambda: h.repo.get_by_action(decided.action_id, "follow_up"), what="follow-up")
+    follow_up = await wait_for(lambda: h.repo.get_by_action(decided.action_id, "follow_up", tenant_id=h.tenant), what="follow-up")
     listed = await http.get(f"{h.url}/api/v1/approvals", params={"reason": "outcome_unknown"}, headers={"Authorization": f"Bearer {bob}"})
     assert [r["approval_id"] for r in listed.json()] == [follow_up.approval_id]
     assert listed.json()[0]["result_error"]["type"] == "timeout"

@@ -6,8 +6,8 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from signers import tool_key
 
 import schemas as s
-from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, kafka_options, make_broker, sign_event
+from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, SigningKey, kafka_options, make_broker, sign_event
 
 SERVICE = REPO_ROOT / "examples" / "outside_tool_service" / "inventory_service.py"
 
@@ -55,6 +55,26 @@ async def warehouse(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Path]:
         assert proc.returncode == 0, log.read_text()[-3000:]
 
 
+def spy_on(publisher: Bus, replies: list[s.ToolReply], invocations: list[s.ToolInvocation]) -> Bus:
+    """A bus (not started) that collects what travels on the tool's topics, from the start."""
+
+    async def on_reply(event: s.ToolReply) -> None:
+        replies.append(event)
+
+    async def on_invocation(event: s.ToolInvocation) -> None:
+        invocations.append(event)
+
+    spy = Bus(
+        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
+        "test-spy",
+        publisher.bootstrap,
+        publisher.prefix,
+    )
+    spy.consume("tools.update_inventory.replies", on_reply, group_id=f"{publisher.prefix}test-spy")
+    spy.consume("tools.update_inventory.requests", on_invocation, group_id=f"{publisher.prefix}test-spy-requests")
+    return spy
+
+
 def on_hand(db: Path, tenant: str, sku: str) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT on_hand FROM stock WHERE tenant = ? AND sku = ?", (tenant, sku)).fetchone()[0])
@@ -72,35 +92,14 @@ async def test_an_outside_service_serves_a_topic_tool_exactly_once(
     assert result.data.cost.usd == pytest.approx(0.0005 + 0.0002)  # catalog price per call + what the service charged
     assert on_hand(warehouse, tenant, "KB-MECH-01") == 37
 
-    # The service itself deduplicates: the same invocation delivered again gets the first answer and changes nothing.
+    # The service itself deduplicates: the executor's invocation delivered again gets the first answer and changes nothing.
     replies: list[s.ToolReply] = []
-
-    async def on_reply(event: s.ToolReply) -> None:
-        replies.append(event)
-
-    spy = Bus(
-        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
-        "test-spy",
-        publisher.bootstrap,
-        publisher.prefix,
-    )
-    spy.consume("tools.update_inventory.replies", on_reply, group_id=f"{publisher.prefix}test-spy")
+    invocations: list[s.ToolInvocation] = []
+    spy = spy_on(publisher, replies, invocations)
     await spy.start()
-    invocation = s.ToolInvocation.build(
-        s.ToolInvocationData(
-            action_id=take.data.action_id,
-            task_id=take.data.task_id,
-            tenant_id=tenant,
-            tool="update_inventory",
-            args=take.data.args,
-            idempotency_key=take.data.action_id,
-            deadline=datetime.now(UTC) + timedelta(seconds=30),
-            reply_topic=f"{publisher.prefix}tools.update_inventory.replies",
-        ),
-        source="test",
-    )
-    await publisher.publish("tools.update_inventory.requests", invocation)
     try:
+        [invocation] = await wait_for(lambda: invocations, what="the executor's invocation")
+        await publisher.publish("tools.update_inventory.requests", invocation)
         await wait_for(lambda: any((r.data.result or {}).get("duplicate") for r in replies), timeout=30, what="the duplicate's answer")
     finally:
         await spy.stop()
@@ -121,17 +120,7 @@ async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_letter
     from aiokafka import AIOKafkaProducer
 
     invocations: list[s.ToolInvocation] = []
-
-    async def on_invocation(event: s.ToolInvocation) -> None:
-        invocations.append(event)
-
-    spy = Bus(
-        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
-        "test-spy",
-        publisher.bootstrap,
-        publisher.prefix,
-    )
-    spy.consume("tools.update_inventory.requests", on_invocation, group_id=f"{publisher.prefix}test-spy")
+    spy = spy_on(publisher, [], invocations)
     await spy.start()
     attacker = AIOKafkaProducer(
         bootstrap_servers=publisher.bootstrap, **kafka_options(KitSettings(), ADMIN)
@@ -160,6 +149,54 @@ async def test_a_reply_that_does_not_match_the_pending_invocation_is_dead_letter
         await reply({"on_hand": 37})
         [result] = await wait_for(lambda: listener.for_action(take.data.action_id), what="the result")
         assert (result.type, result.data.result) == ("tidegate.action.succeeded", {"on_hand": 37})
+    finally:
+        await attacker.stop()
+        await spy.stop()
+
+
+async def test_the_service_runs_only_what_the_executor_asks_for_a_call_the_policy_signed(
+    executor: ServiceProcess, warehouse: Path, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any, kit: KitSettings
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    replies: list[s.ToolReply] = []
+    invocations: list[s.ToolInvocation] = []
+    spy = spy_on(publisher, replies, invocations)
+    await spy.start()
+    attacker = AIOKafkaProducer(bootstrap_servers=publisher.bootstrap, **kafka_options(kit, ADMIN))  # anyone who can write requests
+    await attacker.start()
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    try:
+        take = authorize(tenant, "update_inventory", {"sku": "HUB-USBC-7", "delta": -1}, task_id=task)
+        await publisher.publish("actions.authorized", take)
+        await wait_for(lambda: listener.for_action(take.data.action_id), timeout=30, what="the genuine call's result")
+        [genuine] = [i for i in invocations if i.data.action_id == take.data.action_id]
+        assert on_hand(warehouse, tenant, "HUB-USBC-7") == 119
+
+        def invocation(action: str, args: dict[str, Any], **data: Any) -> s.ToolInvocation:
+            fields = genuine.data.model_dump() | {"action_id": action, "idempotency_key": action, "args": args} | data
+            return s.ToolInvocation.build(s.ToolInvocationData(**fields), source="attacker")
+
+        forged = [
+            # Unsigned, carrying the genuine call's authorization for another amount.
+            invocation("f-1", {"sku": "HUB-USBC-7", "delta": -100}),
+            # Unsigned, the genuine call's own authorization, its reply sent elsewhere.
+            invocation(genuine.data.action_id + "-again", genuine.data.args, reply_topic=f"{publisher.prefix}tools.stolen.replies"),
+            # Signed by a key of the attacker's own that carries the executor's name.
+            sign_event(invocation("f-3", {"sku": "HUB-USBC-7", "delta": -100}), SigningKey.load_or_create(kit.keys_dir / "x", "executor")),
+            # Signed by the tool's own key (a service may not ask itself), no authorization at all.
+            sign_event(invocation("f-4", {"sku": "HUB-USBC-7", "delta": -100}, authorized=None), tool_key(kit, "update_inventory")),
+        ]
+        for event in forged:
+            await attacker.send_and_wait(kit.topic_prefix + "tools.update_inventory.requests", s.encode(event), key=task.encode())
+        # A genuine call after them on the same partition: once it is answered, every forgery has been read.
+        after = authorize(tenant, "update_inventory", {"sku": "HUB-USBC-7", "delta": -2}, task_id=task)
+        await publisher.publish("actions.authorized", after)
+        [result] = await wait_for(lambda: listener.for_action(after.data.action_id), timeout=30, what="the call after the forgeries")
+        assert result.type == "tidegate.action.succeeded", result.data.error
+        assert on_hand(warehouse, tenant, "HUB-USBC-7") == 117  # only the two genuine calls moved stock
+        answered = {r.data.action_id for r in replies}
+        assert answered == {take.data.action_id, after.data.action_id}
     finally:
         await attacker.stop()
         await spy.stop()

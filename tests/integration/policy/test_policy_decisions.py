@@ -57,8 +57,8 @@ async def test_allow_escalate_deny_and_bad_input(policy, collector, producer, ki
     assert dead.data.code == "invalid_event"
     assert dead.data.service == "policy"
 
-    # A redelivered proposal (even with other args) gets the recorded decision again, and no second reservation.
-    await producer.send("actions.proposed", refund_ok)
+    # The same action id for other args is dead-lettered, nothing published; a redelivered proposal gets the
+    # recorded decision again, and no second reservation.
     tampered = proposal(
         "issue_refund",
         {"payee_id": "cus_1001", "amount_usd": 45.0, "order_id": "O-1"},
@@ -66,12 +66,15 @@ async def test_allow_escalate_deny_and_bad_input(policy, collector, producer, ki
         task_id=refund_ok.data.task_id,
     )
     await producer.send("actions.proposed", tampered)
+    reused = await wait_for(lambda: one(collector.rejected(tampered.id)), what="the reused action id's dead letter")
+    assert reused.data.code == "action_id_reused"
+    await producer.send("actions.proposed", refund_ok)
     again = await wait_for(
-        lambda: (lambda ds: ds if len(ds) == 3 else None)(collector.decided(refund_ok.data.action_id)), what="republished decisions"
+        lambda: (lambda ds: ds if len(ds) == 2 else None)(collector.decided(refund_ok.data.action_id)), what="republished decisions"
     )
     assert {d.id for d in again} == {allowed.id}
     auths = await wait_for(
-        lambda: (lambda a: a if len(a) == 3 else None)(collector.authorized(refund_ok.data.action_id)), what="republished auth"
+        lambda: (lambda a: a if len(a) == 2 else None)(collector.authorized(refund_ok.data.action_id)), what="republished auth"
     )
     assert {a.id for a in auths} == {auth.id}
     assert all(a.data.args["amount_usd"] == 40.0 for a in auths)

@@ -14,7 +14,7 @@ import pytest
 from signers import as_operator
 
 from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
-from servicekit import REPO_ROOT, ControlState, Keyring, SigningKey, ToolCatalog, action_digest, approval_message, span
+from servicekit import REPO_ROOT, ControlState, Keyring, Reject, SigningKey, ToolCatalog, action_digest, approval_message, span
 from services.approval import auth, webhooks
 from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
@@ -131,6 +131,18 @@ async def test_redelivery_opens_one_request_and_a_regrant_decision_none(world: W
     assert await world.service.on_decided(decided("a-2", via="approval", approval_id="ap-x"), event_id="e3", at=world.clock()) is None
     assert await world.service.on_decided(decided("a-3", outcome="allow"), event_id="e4", at=world.clock()) is None
     assert len(world.repo.records) == 1
+    assert world.bus.types() == ["tidegate.approval.requested"]
+
+
+async def test_an_escalation_of_another_tenant_with_a_used_action_id_is_refused_not_handed_the_request(world: World) -> None:
+    first = await world.service.on_decided(decided("a-1"), event_id="e1", at=world.clock())
+    globex = decided("a-1", tenant_id="globex", action_digest=action_digest("globex", "issue_refund", ARGS))
+    with pytest.raises(Reject) as refused:
+        await world.service.on_decided(globex, event_id="e2", at=world.clock())
+    assert refused.value.code == "action_id_reused"
+    assert first is not None
+    assert await world.repo.get_by_action("a-1", tenant_id="globex") is None
+    assert await world.repo.get_by_action("a-1", tenant_id="acme") == first
     assert world.bus.types() == ["tidegate.approval.requested"]
 
 

@@ -103,6 +103,33 @@ def test_unsigned_unknown_and_wrong_service_are_refused(kit: KitSettings, author
     assert check(authority, sign_event(decided(), service_key(kit, "executor"))) == "signer_not_allowed"
 
 
+def test_made_up_key_ids_cost_no_key_file_reads_and_a_key_added_later_is_found(kit: KitSettings, tmp_path: Path) -> None:
+    now = [0.0]
+    authority = Authority(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, recheck_s=5.0, monotonic=lambda: now[0])
+    reads: list[str] = []
+    authority.reload = lambda: reads.append("reload")  # type: ignore[method-assign]
+    stamps = 0
+    stamp = authority._stamp
+
+    def counted() -> tuple[object, ...]:
+        nonlocal stamps
+        stamps += 1
+        return stamp()
+
+    authority._stamp = counted  # type: ignore[method-assign]
+    mallory = sign_event(decided(), SigningKey.load_or_create(tmp_path / "mallory", "policy"))
+    for _ in range(100):  # the same made-up key id, record after record: the folders are looked at once
+        assert check(authority, mallory) == "unknown_key"
+    assert (reads, stamps) == ([], 1)
+    made_up = [mallory.model_copy(update={"keyid": f"k-{i}"}) for i in range(50)]
+    assert {check(authority, e) for e in made_up} == {"unknown_key"}
+    assert reads == []  # nothing changed on disk: no key file is read again
+    del authority.reload  # the real one again
+    now[0] += 5.0  # the id is looked up again after `recheck_s`; a key added since is found
+    policy = service_key(kit, "policy")
+    assert check(authority, sign_event(decided(), policy)) is None
+
+
 def test_the_approval_service_may_sign_an_undo_proposal_and_no_other(kit: KitSettings, authority: Authority) -> None:
     data = s.ActionProposedData(
         action_id="undo-a-1", task_id="t-1", tenant_id="acme", step=1, tool="untag_ticket", args={}, proposer="undo:bob", undoes="a-1"

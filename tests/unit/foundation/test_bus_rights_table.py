@@ -50,3 +50,9 @@ def test_a_tool_reads_only_its_own_requests() -> None:
 
 def test_the_documentation_shows_the_table_in_code() -> None:
     assert rights_table_markdown() in (REPO_ROOT / "docs" / "security" / "bus.md").read_text()
+
+
+def test_a_tools_group_is_its_own_name_or_under_its_name_and_a_dot() -> None:
+    bindings = acl_bindings(PREFIX, ["refund", "refund_bulk"])
+    groups = {(b.name, b.pattern) for b in bindings if b.principal == "User:tool-refund" and b.resource is Resource.GROUP}
+    assert groups == {("acme.tool-refund", Pattern.LITERAL), ("acme.tool-refund.", Pattern.PREFIXED)}

@@ -153,3 +153,48 @@ def test_a_private_key_in_the_former_place_moves_out_of_the_public_tree_on_first
 def killswitch() -> s.ControlKillswitch:
     data = s.ControlKillswitchData(tenant_id="acme", tool="issue_refund", active=True, reason="incident", set_by="operator")
     return s.ControlKillswitch.build(data, source="tidegate/cli")
+
+
+def test_rotating_a_tool_key_keeps_replies_in_flight_and_retires_the_old_key_after_the_grace(kit: KitSettings, tmp_path: Path) -> None:
+    import time
+
+    from servicekit import SigningKey, ToolCatalog
+
+    catalog = ToolCatalog.load(kit.tools_dir)
+    authority = deployment_authority(kit, catalog)  # one verifier, running across the rotations (as the executor's)
+
+    def reply() -> s.ToolReply:
+        data = s.ToolReplyData(action_id="a", task_id="t", tenant_id="acme", tool="update_inventory", ok=True)
+        return s.ToolReply.build(data, source="warehouse")
+
+    def verdict(event: s.Envelope) -> str | None:
+        refusal = authority.check(s.encode(event), event)
+        return None if refusal is None else refusal.code
+
+    in_flight = sign_event(reply(), SigningKey.load_or_create(kit.keys_dir / "tools", "update_inventory"))
+    assert verdict(in_flight) is None
+    rotated = runner.invoke(app, ["keys", "rotate-tool", "update_inventory"])  # its private key is on this machine
+    assert rotated.exit_code == 0, rotated.output
+    local = sign_event(reply(), SigningKey.load_or_create(kit.keys_dir / "tools", "update_inventory"))
+    assert local.keyid != in_flight.keyid
+    assert (verdict(in_flight), verdict(local)) == (None, None)  # the old key's reply in flight still counts
+    # The service's team made its next key elsewhere and hands over the public half only.
+    outside = SigningKey.load_or_create(tmp_path / "warehouse", "update_inventory")
+    handed = runner.invoke(
+        app, ["keys", "rotate-tool", "update_inventory", "--public-key", str(tmp_path / "warehouse" / "update_inventory.pub")]
+    )
+    assert handed.exit_code == 0, handed.output
+    assert verdict(sign_event(reply(), outside)) is None
+    listing = runner.invoke(app, ["keys", "list"]).output
+    assert f"{in_flight.keyid}  retired" in listing
+    assert f"{outside.key_id}  current" in listing
+    # Past the grace, a retired key signs nothing new; the current one still does.
+    authority.clock = lambda: time.time() + kit.retired_key_grace_s + 1
+    assert (verdict(sign_event(reply(), outside)), verdict(in_flight), verdict(local)) == (None, "signer_retired", "signer_retired")
+    # A tool that is not served over Kafka, or a key that is not new, is refused with the reason.
+    assert "not a `topic` tool" in runner.invoke(app, ["keys", "rotate-tool", "issue_refund"]).output
+    again = runner.invoke(
+        app, ["keys", "rotate-tool", "update_inventory", "--public-key", str(tmp_path / "warehouse" / "update_inventory.pub")]
+    )
+    assert again.exit_code != 0
+    assert "current key already" in again.output

@@ -211,3 +211,15 @@ async def test_decisions_on_actions_of_other_agents_are_ignored(harness):
     foreign = harness.last().model_copy(update={"action_id": "someone-else:1", "task_id": "other-task"})
     await harness.decide(foreign, "deny", "no_permit")
     assert len(harness.published) == 1
+
+
+async def test_decisions_and_results_of_another_tenant_on_our_action_id_are_ignored(harness):
+    await harness.submit(task("T-1007"))
+    ours = harness.last()
+    squatted = ours.model_copy(update={"tenant_id": "globex"})  # another tenant's events naming our task and action id
+    await harness.decide(squatted, "deny", "no_permit")
+    await harness.result(squatted, "failed")
+    assert len(harness.published) == 1
+    assert (await harness.repo.get(ours.task_id)).status == "running"
+    await harness.run_allowed(ours, usd=0.0002)  # our own decision still moves the task on
+    assert [p.tool for p in harness.proposals()] == ["tag_ticket", "add_internal_note"]

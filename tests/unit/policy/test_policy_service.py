@@ -142,7 +142,10 @@ async def test_redelivery_republishes_without_a_second_reservation(service: Poli
     repo = service.repo
     assert isinstance(repo, InMemoryPolicyRepository)
     await service.on_proposed(proposed("issue_refund", refund()))
-    await service.on_proposed(proposed("issue_refund", refund(45.0)))  # same action id, other args
+    await service.on_proposed(proposed("issue_refund", refund()))  # redelivered
+    with pytest.raises(Reject) as reused:
+        await service.on_proposed(proposed("issue_refund", refund(45.0)))  # same action id, other args
+    assert reused.value.code == "action_id_reused"
     first, second = published.on("actions.decided")
     assert first.id == second.id
     assert [e.data.args["amount_usd"] for e in published.on("actions.authorized")] == [40.0, 40.0]
