@@ -22,7 +22,7 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
 
 from servicekit.bus_auth import client_properties, kafka_options, read_password
-from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names, retired_bindings
+from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names, retired_bindings, sandbox_bindings
 from servicekit.settings import KitSettings
 
 __all__ = ["ensure_principals", "grant_rights", "revoke_rights", "tools_of"]
@@ -123,8 +123,14 @@ def _raise_errors(pairs: Iterable[tuple[int, str | None]], what: str) -> None:
 
 
 async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
-    """Create every ACL of deployment `prefix` (idempotent: Kafka ignores a binding it already has), remove retired ones."""
-    bindings = acl_bindings(prefix, tools)
+    """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones.
+
+    Idempotent: Kafka ignores a binding it already has.
+
+    The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
+    `revoke_rights` leaves them, since they belong to no prefix.
+    """
+    bindings = acl_bindings(prefix, tools) + sandbox_bindings()
     response: Any = await admin._send_request(_CreateAcls(bindings))
     errors = [(r[0], r[1]) for r in response.creation_responses]
     if errors and all(code == SecurityDisabled.errno for code, _ in errors):

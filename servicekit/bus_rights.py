@@ -4,6 +4,10 @@ Topic and group names here are catalog names, without the deployment's prefix; `
 the prefix in front. `*` means every topic of the prefix (a prefixed ACL), `tools.*.requests` and
 `tools.*.replies` mean those topics of every tool served over Kafka (one literal ACL per tool). A group
 name ending in `*` is a prefixed group ACL (outside clients name their own groups under it).
+
+Sandboxes (replay, `eval workspaces --bus`) run under prefixes of one family, `SANDBOX_ROOT`
+(`sandbox.replay-<id>.`, `sandbox.eval-<suite>-<id>.`), on standing rules (`sandbox_bindings`) that the
+grant of any deployment prefix makes too: a sandbox needs no ACL change at run time, so it never needs `admin`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ __all__ = [
     "AGENT",
     "OPS",
     "PRINCIPALS",
+    "SANDBOX_ROOT",
     "AclBinding",
     "Rights",
     "acl_bindings",
@@ -24,6 +29,7 @@ __all__ = [
     "retired_bindings",
     "rights_of",
     "rights_table_markdown",
+    "sandbox_bindings",
     "tool_principal",
 ]
 
@@ -31,6 +37,7 @@ ADMIN = "admin"
 AGENT = "agent"
 OPS = "ops"
 EVERY_TOPIC = "*"
+SANDBOX_ROOT = "sandbox."  # every sandbox prefix starts with it; no deployment prefix may overlap it (`acl_bindings` refuses)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class Rights:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    sandboxes: bool = False  # may create, use and delete every topic, and join every group, under SANDBOX_ROOT
     purpose: str = ""
 
 
@@ -49,7 +57,11 @@ PRINCIPALS: dict[str, Rights] = {
         reads=(EVERY_TOPIC,),
         writes=("control",),
         groups=("ops*",),
-        purpose="the CLI's operator commands: publishes control records; reads every topic (replay, what-if, audit tools)",
+        sandboxes=True,
+        purpose=(
+            "the CLI's operator commands: publishes control records; reads every topic (replay, what-if, audit tools);"
+            " makes, runs and drops the replay and eval sandboxes"
+        ),
     ),
     "planner": Rights(
         reads=("tasks", "actions.decided", "approvals", "actions.results"),
@@ -140,6 +152,11 @@ class Operation(IntEnum):
 
     READ = 3
     WRITE = 4
+    CREATE = 5
+    DELETE = 6
+
+
+SANDBOX_OPERATIONS = (Operation.CREATE, Operation.DELETE, Operation.READ, Operation.WRITE)  # READ, WRITE and DELETE imply DESCRIBE
 
 
 @dataclass(frozen=True, order=True)
@@ -168,7 +185,12 @@ def acl_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
     """Every ALLOW rule of deployment `prefix`, for the fixed principals and one per tool in `tools`.
 
     READ and WRITE imply DESCRIBE in Kafka; WRITE on a topic implies the idempotent producer's rights.
+    A `prefix` that overlaps the sandboxes' root is refused: the sandboxes' standing rules would reach its topics.
     """
+    if prefix.startswith(SANDBOX_ROOT) or SANDBOX_ROOT.startswith(prefix):
+        raise ValueError(
+            f"topic prefix {prefix!r} overlaps {SANDBOX_ROOT!r}, the sandboxes' prefix family: choose another (e.g. 'tidegate.')"
+        )
     tool_list = sorted(set(tools))
     out: set[AclBinding] = set()
     for principal in principal_names(tool_list):
@@ -181,6 +203,21 @@ def acl_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]:
         for group in rights.groups:
             pattern = Pattern.PREFIXED if group.endswith("*") else Pattern.LITERAL
             out.add(AclBinding(Resource.GROUP, prefix + group.rstrip("*"), pattern, user, Operation.READ))
+    return sorted(out)
+
+
+def sandbox_bindings() -> list[AclBinding]:
+    """The standing ALLOW rules of the sandboxes: whoever may run them creates, uses and deletes topics and joins groups under SANDBOX_ROOT.
+
+    No rule for any other principal: a sandbox's services log in as the principal that runs it (`ops`).
+    """
+    out: set[AclBinding] = set()
+    for principal, rights in PRINCIPALS.items():
+        if not rights.sandboxes:
+            continue
+        user = f"User:{principal}"
+        out.update(AclBinding(Resource.TOPIC, SANDBOX_ROOT, Pattern.PREFIXED, user, op) for op in SANDBOX_OPERATIONS)
+        out.add(AclBinding(Resource.GROUP, SANDBOX_ROOT, Pattern.PREFIXED, user, Operation.READ))
     return sorted(out)
 
 
@@ -197,7 +234,8 @@ def retired_bindings(prefix: str, tools: Iterable[str] = ()) -> list[AclBinding]
 
 def rights_table_markdown() -> str:
     """The principals and their rights as the Markdown table docs/security/bus.md carries (a test compares)."""
-    rows = ["| principal | reads | writes | consumer groups | who |", "|---|---|---|---|---|"]
+    rows = [f"| principal | reads | writes | consumer groups | sandboxes (`{SANDBOX_ROOT}*`) | who |", "|---|---|---|---|---|---|"]
+    sandboxes = "create, delete, read, write every topic; every group"
 
     def cell(names: tuple[str, ...], empty: str = "—") -> str:
         return ", ".join(f"`{n}`" for n in names) or empty
@@ -205,7 +243,8 @@ def rights_table_markdown() -> str:
     for principal in [*PRINCIPALS, tool_principal("<tool>")]:
         r = rights_of(principal)
         if principal == ADMIN:
-            rows.append(f"| `{principal}` | everything | everything | every group | {r.purpose} |")
+            rows.append(f"| `{principal}` | everything | everything | every group | everything | {r.purpose} |")
             continue
-        rows.append(f"| `{principal}` | {cell(r.reads)} | {cell(r.writes)} | {cell(r.groups)} | {r.purpose} |")
+        sandbox = sandboxes if r.sandboxes else "—"
+        rows.append(f"| `{principal}` | {cell(r.reads)} | {cell(r.writes)} | {cell(r.groups)} | {sandbox} | {r.purpose} |")
     return "\n".join(rows) + "\n"

@@ -47,7 +47,8 @@ async def ensure_topics(
 
     Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
     principal's ACLs on the prefix (and on the tools among `names`) are created too, so the caller needs
-    the admin's rights; a service checking its own topics passes `grant=False` and its own options.
+    the admin's rights; a service checking its own topics, or `ops` making a sandbox on its standing rights,
+    passes `grant=False` and its own options.
     """
     names = list(names)
     options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)

@@ -1,6 +1,6 @@
 """Replay: recorded traffic re-run in a sandbox topic prefix against today's policy (and, optionally, a new planner).
 
-The sandbox (`replay-<id>.` topics, its own temporary key directory) runs, in this process:
+The sandbox (`sandbox.replay-<id>.` topics, its own temporary key directory, everything logged in as `ops`) runs, in this process:
 - the real policy service (`services.policy.build`), built with its in-memory repository (its
   decisions and budget reservations), seeded with the payees the recorded decisions knew;
   it signs with a throwaway key, so nothing it signs can authorize a call on the real topics;
@@ -22,14 +22,11 @@ import contextlib
 import logging
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import (
     ActionDecided,
@@ -44,22 +41,29 @@ from schemas import (
     TaskSubmitted,
 )
 from servicekit import (
+    OPS,
     Bus,
     KitSettings,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     catalog_topic_names,
-    ensure_topics,
     kafka_options,
     make_broker,
 )
-from servicekit.bus_admin import revoke_rights, tools_of
-from servicekit.bus_rights import ADMIN
 from tidegate.ops.control import read_trusted_control
 from tidegate.ops.recorded import recorded_window
 from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, stories
-from tidegate.ops.sandbox import RecordedAnswers, RecordedHumans, SandboxExecutor, SandboxProducer, sandbox_settings
+from tidegate.ops.sandbox import (
+    RecordedAnswers,
+    RecordedHumans,
+    SandboxExecutor,
+    SandboxProducer,
+    drop_sandbox,
+    make_sandbox,
+    sandbox_prefix,
+    sandbox_settings,
+)
 
 __all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "Story", "TaskDiff", "run_replay"]
 
@@ -91,18 +95,6 @@ def _fresh(event: Envelope) -> Envelope:
     return event.model_copy(update={"traceparent": None})
 
 
-async def _delete_topics(bootstrap: str, prefix: str, client_options: dict[str, Any]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-        await revoke_rights(admin, prefix, tools_of(n.removeprefix(prefix) for n in names))
-    finally:
-        await admin.close()
-
-
 async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callable[[str, int, int], None] | None = None) -> ReplayReport:
     """Replay the window of `opts` in a fresh sandbox prefix and compare then with now, task by task."""
     from services.planner import InMemoryTaskRepository, PlannerDeps, PlannerSettings
@@ -114,10 +106,10 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     window = await recorded_window(
         kit, opts.start, opts.end, tenant=opts.tenant, task=opts.task, progress=lambda done, total: report_progress("read", done, total)
     )
-    # The sandbox is made (topics, ACLs) and fed by the admin principal; its services log in as themselves.
-    sandbox_options = kafka_options(kit, ADMIN)
+    # The sandbox is made, fed and dropped by `ops` on its standing rights under `sandbox.`; its services log in as `ops` too.
+    sandbox_options = kafka_options(kit, OPS)
     read_seconds = time.perf_counter() - started
-    sandbox = f"replay-{uuid.uuid4().hex[:10]}."
+    sandbox = sandbox_prefix("replay")
     report = ReplayReport(
         sandbox_prefix=sandbox, planner=opts.planner, recorded_events=len(window.events), skipped=window.skipped, read_seconds=read_seconds
     )
@@ -129,7 +121,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     inputs = [e for e in inputs if not (e.id in seen_ids or seen_ids.add(e.id))]  # type: ignore[func-returns-value]
     report.inputs = len(inputs)
 
-    await ensure_topics(kit.kafka_bootstrap, sandbox, catalog_topic_names(), client_options=sandbox_options)
+    await make_sandbox(kit, sandbox, catalog_topic_names())
     keys_dir = Path(tempfile.mkdtemp(prefix="tidegate-replay-keys-"))
     sandbox_kit = sandbox_settings(kit, sandbox, keys_dir, policy_dir=opts.policy_dir or kit.policy_dir)
     # Today's controls (kill switches, budgets, tenants and their directories, and the published pack unless a
@@ -215,7 +207,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         await carrier.stop()
         if not opts.keep_topics:
             with contextlib.suppress(Exception):  # leftover sandbox topics are harmless; say so rather than fail
-                await _delete_topics(kit.kafka_bootstrap, sandbox, sandbox_options)
+                await drop_sandbox(kit, sandbox)
 
     then = stories([r.event for r in window.events])
     now = stories(collected if opts.planner else [*inputs, *collected])

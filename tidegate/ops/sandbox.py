@@ -1,14 +1,22 @@
-"""The replay sandbox's stand-ins: its producer, an executor that answers from the record, the recorded humans."""
+"""Sandboxes (replay, eval): their prefix, login, keys and topics; and the replay's stand-ins (producer, executor, humans).
+
+A sandbox runs under a fresh prefix of the `sandbox.` family and logs in as `ops`, whose standing ACLs there
+(`servicekit.bus_rights.sandbox_bindings`, made by `infra up` / `tidegate topics ensure`) let it create, use
+and delete the sandbox's topics and groups: it creates no ACL and needs no `admin` login. The replay's
+stand-ins are its producer, an executor that answers from the record, and the recorded humans.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import (
     ActionAuthorized,
@@ -30,6 +38,7 @@ from schemas import (
     headers_for,
 )
 from servicekit import (
+    OPS,
     Keyring,
     KitSettings,
     Reject,
@@ -38,14 +47,33 @@ from servicekit import (
     approval_message,
     authorization_message,
     current_traceparent,
+    ensure_topics,
+    kafka_options,
     sign_as_producer,
 )
+from servicekit.bus_rights import SANDBOX_ROOT
 from tidegate.ops.recorded import Window
 
-__all__ = ["SANDBOX_SOURCE", "UNANSWERABLE", "RecordedAnswers", "RecordedHumans", "SandboxExecutor", "SandboxProducer", "sandbox_settings"]
+__all__ = [
+    "SANDBOX_SOURCE",
+    "UNANSWERABLE",
+    "RecordedAnswers",
+    "RecordedHumans",
+    "SandboxExecutor",
+    "SandboxProducer",
+    "drop_sandbox",
+    "make_sandbox",
+    "sandbox_prefix",
+    "sandbox_settings",
+]
 
 UNANSWERABLE = "unanswerable"
 SANDBOX_SOURCE = "tidegate/replay-executor"
+
+
+def sandbox_prefix(label: str) -> str:
+    """A fresh sandbox prefix, `sandbox.<label>-<random>.` (e.g. `sandbox.replay-1f2e3d4c5b.`)."""
+    return f"{SANDBOX_ROOT}{label}-{uuid.uuid4().hex[:10]}."
 
 
 def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: Any) -> KitSettings:
@@ -54,10 +82,15 @@ def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: An
     Services', operators' and clients' keys all live there: a sandbox must never sign with the deployment's
     keys nor register keys in its trust folders, because a signature does not cover the topic prefix, so
     an event signed in a sandbox could be copied onto the live topics and verify there. No metrics port
-    and no ready files either: a sandbox is not one of the deployment's services.
+    and no ready files either: a sandbox is not one of the deployment's services. Every client of the
+    sandbox, its services' included, logs in as `ops` (or as the principal `kit` names), the principal of
+    the sandboxes' standing rights: a service's own principal has none under `sandbox.`.
     """
+    if not prefix.startswith(SANDBOX_ROOT):
+        raise ValueError(f"a sandbox prefix starts with {SANDBOX_ROOT!r} (sandbox_prefix makes one), not {prefix!r}")
     own = {
         "topic_prefix": prefix,
+        "kafka_principal": kit.kafka_principal or OPS,
         "keys_dir": keys_dir,
         "operator_keys_dir": keys_dir / "operators",
         "client_keys_dir": keys_dir / "clients",
@@ -67,6 +100,25 @@ def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: An
         "ready_dir": None,
     }
     return kit.model_copy(update={**own, **update})
+
+
+async def make_sandbox(kit: KitSettings, prefix: str, names: Iterable[str]) -> None:
+    """Create the topics `names` (catalog names) under sandbox `prefix`, as `ops`, on its standing rights (no ACL is made)."""
+    await ensure_topics(kit.kafka_bootstrap, prefix, names, client_options=kafka_options(kit, OPS), grant=False)
+
+
+async def drop_sandbox(kit: KitSettings, prefix: str) -> None:
+    """Delete every topic under sandbox `prefix`, as `ops` (there are no ACLs of the sandbox to drop)."""
+    if not prefix.startswith(SANDBOX_ROOT):
+        raise ValueError(f"not a sandbox prefix: {prefix!r}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, OPS))
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 class SandboxProducer:

@@ -30,7 +30,6 @@ from typing import Any, Protocol
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import (
@@ -51,7 +50,7 @@ from schemas import (
     headers_for,
 )
 from servicekit import (
-    ADMIN,
+    OPS,
     Authority,
     KitSettings,
     SigningKey,
@@ -59,14 +58,13 @@ from servicekit import (
     catalog_topic_names,
     declaration_problems,
     deployment_authority,
-    ensure_topics,
     kafka_options,
     sign_as_operator,
     sign_as_producer,
     sign_event,
 )
 from services.policy import PackSource, PolicyService, compile_pack, in_process
-from tidegate.ops.sandbox import sandbox_settings
+from tidegate.ops.sandbox import drop_sandbox, make_sandbox, sandbox_prefix, sandbox_settings
 
 __all__ = ["BusDriver", "Suite", "SuiteReport", "load_suite", "run_suite", "run_suite_on_bus", "run_suite_through_service", "write_catalog"]
 
@@ -371,11 +369,11 @@ class BusDriver:
 
     async def __aenter__(self) -> BusDriver:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(self.kit, ADMIN)
+            bootstrap_servers=self.kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(self.kit, OPS)
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(self.kit, ADMIN)
+            bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(self.kit, OPS)
         )
         await self._consumer.start()
         await self._consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
@@ -539,15 +537,17 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
     the operator record, the client's tasks, the services' events and the tools' replies (the catalog's
     `reply_key_file`) are signed by keys the deployment does not trust, and its key folders are left untouched.
 
-    The sandbox's topics are deleted afterwards; its decisions and the executor's claims stay in the
+    The sandbox (`sandbox.eval-<suite>-<id>.`) is made, used and dropped as `ops`, the services and the driver
+    logged in as `ops` too, on the sandboxes' standing ACLs: the run makes no ACL and needs no `admin` login.
+    Its topics are deleted afterwards; its decisions and the executor's claims stay in the
     database under task ids of their own (`<task>-<hex>`), like any other tenant's.
     """
     from services.executor import build as build_executor  # each service's one wiring point, as `tidegate up` starts it
     from services.policy import build as build_policy
 
-    prefix = f"eval-{suite.name}-{uuid.uuid4().hex[:8]}."
+    prefix = sandbox_prefix(f"eval-{suite.name}")
     tools = [t.name for t in suite.tools if t.kind == "topic"]
-    await ensure_topics(kit.kafka_bootstrap, prefix, catalog_topic_names(tools))
+    await make_sandbox(kit, prefix, catalog_topic_names(tools))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tool_keys = {tool: SigningKey.load_or_create(Path(tmp) / "tool-keys", tool) for tool in tools}
@@ -563,11 +563,4 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
                         running.push_async_callback(process.stop)
                     return await run_suite_on_bus(suite, driver)
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
-        await admin.start()
-        try:
-            names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-            if names:
-                await admin.delete_topics(names)
-        finally:
-            await admin.close()
+        await drop_sandbox(kit, prefix)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from schemas import TOPICS
 from servicekit import REPO_ROOT
-from servicekit.bus_rights import PRINCIPALS, AclBinding, Operation, Pattern, Resource, acl_bindings, rights_table_markdown
+from servicekit.bus_rights import (
+    PRINCIPALS,
+    SANDBOX_ROOT,
+    AclBinding,
+    Operation,
+    Pattern,
+    Resource,
+    acl_bindings,
+    rights_table_markdown,
+    sandbox_bindings,
+)
 
 PREFIX = "acme."
 
@@ -56,3 +68,33 @@ def test_a_tools_group_is_its_own_name_or_under_its_name_and_a_dot() -> None:
     bindings = acl_bindings(PREFIX, ["refund", "refund_bulk"])
     groups = {(b.name, b.pattern) for b in bindings if b.principal == "User:tool-refund" and b.resource is Resource.GROUP}
     assert groups == {("acme.tool-refund", Pattern.LITERAL), ("acme.tool-refund.", Pattern.PREFIXED)}
+
+
+def test_only_ops_has_rights_under_the_sandbox_root_and_no_acl_right_anywhere() -> None:
+    rules = {(b.resource, b.name, b.pattern, b.principal, b.operation) for b in sandbox_bindings()}
+    topic = {
+        (Resource.TOPIC, "sandbox.", Pattern.PREFIXED, "User:ops", op)
+        for op in (Operation.CREATE, Operation.DELETE, Operation.READ, Operation.WRITE)
+    }
+    assert rules == topic | {(Resource.GROUP, "sandbox.", Pattern.PREFIXED, "User:ops", Operation.READ)}
+
+
+def test_a_deployment_prefix_grants_no_one_to_create_or_delete_its_topics() -> None:
+    ops = {b.operation for b in acl_bindings(PREFIX, ["update_inventory"])}
+    assert ops == {Operation.READ, Operation.WRITE}
+
+
+def test_the_sandbox_rules_reach_no_deployment_topic() -> None:
+    for b in acl_bindings("tidegate.", ["update_inventory"]):
+        assert not b.name.startswith(SANDBOX_ROOT), b
+
+
+@pytest.mark.parametrize("prefix", ["sandbox.", "sandbox.live.", "sandbox", "sand", ""])
+def test_a_deployment_prefix_that_overlaps_the_sandboxes_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match=r"overlaps 'sandbox\.'"):
+        acl_bindings(prefix)
+
+
+@pytest.mark.parametrize("prefix", ["tidegate.", "sandboxes.", "test-1."])
+def test_a_prefix_beside_the_sandboxes_is_granted(prefix: str) -> None:
+    assert all(b.name.startswith(prefix) for b in acl_bindings(prefix))

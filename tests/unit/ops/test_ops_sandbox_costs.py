@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import Reject, SigningKey, action_digest, authorization_message
+from servicekit import KitSettings, Reject, SigningKey, action_digest, authorization_message
 from tidegate.ops.costs import ReviewRate, cost_report, quantile, save_chart
 from tidegate.ops.recorded import Recorded, Window, parse_time
 from tidegate.ops.replay import RecordedAnswers, SandboxExecutor
+from tidegate.ops.sandbox import sandbox_prefix, sandbox_settings
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ARGS = {"ticket_id": "T-1", "tags": ["billing"]}
@@ -157,3 +158,15 @@ def test_the_replay_diff_tells_changed_plans_decisions_and_outcomes_apart() -> N
     assert (diff.actions_changed, diff.decisions_changed, diff.outcome_changed) == (True, False, True)
     undecided = Story([action("tag_ticket", "a", None)], None, 0.0)
     assert not TaskDiff("t", "acme", then, undecided).decisions_changed
+
+
+def test_a_sandbox_runs_under_the_sandbox_root_and_logs_in_as_ops(tmp_path: Path) -> None:
+    prefix = sandbox_prefix("eval-banking")
+    assert prefix.startswith("sandbox.eval-banking-")
+    assert prefix.endswith(".")
+    assert prefix != sandbox_prefix("eval-banking")
+    kit = sandbox_settings(KitSettings(), prefix, tmp_path)
+    assert (kit.topic_prefix, kit.kafka_principal) == (prefix, "ops")
+    assert sandbox_settings(KitSettings(kafka_principal="admin"), prefix, tmp_path).kafka_principal == "admin"  # an explicit login wins
+    with pytest.raises(ValueError, match=r"starts with 'sandbox\.'"):
+        sandbox_settings(KitSettings(), "replay-1.", tmp_path)
