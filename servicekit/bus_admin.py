@@ -144,7 +144,7 @@ async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[
 
 
 async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> None:
-    """Delete the ACLs `grant_rights` made for `prefix` (when a test or sandbox prefix goes away)."""
+    """Delete the ACLs `grant_rights` made for `prefix` (when a test prefix goes away); the sandboxes' standing ones stay."""
     response: Any = await admin._send_request(_DeleteAcls(acl_bindings(prefix, tools)))
     _raise_errors(((r[0], r[1]) for r in response.filter_responses), f"DeleteAcls for prefix {prefix!r}")
 

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 
-from servicekit import ADMIN, KitSettings, kafka_options
+from servicekit import ADMIN, OPS, KitSettings, catalog_topic_names, ensure_topics, kafka_options
+from servicekit.bus_admin import grant_rights
 from servicekit.bus_rights import PRINCIPALS, principal_names, rights_of, tool_principal
+from tidegate.ops.sandbox import drop_sandbox, make_sandbox, sandbox_prefix
 
 TOOL = "update_inventory"  # served over Kafka in the default catalog, so test prefixes carry its topics
 SERVICES = ["planner", "policy", "approval", "executor", "audit"]
@@ -172,3 +181,100 @@ async def test_each_principal_can_do_what_it_needs(kit: KitSettings, principal: 
 
 def test_every_service_has_a_principal() -> None:
     assert set(SERVICES) <= set(PRINCIPALS)
+
+
+# --- sandboxes: `ops` makes, uses and drops them on its standing rights under `sandbox.`, and nothing more ---------
+
+
+async def topic_names(kit: KitSettings, starting: str) -> set[str]:
+    """The topics whose names start with `starting`, as `admin` sees them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
+    await admin.start()
+    try:
+        return {t for t in await admin.list_topics() if t.startswith(starting)}
+    finally:
+        await admin.close()
+
+
+async def create_as(kit: KitSettings, principal: str, prefix: str, names: list[str]) -> None:
+    """Create topics `names` under `prefix` as `principal`, asking for no ACL; raises the broker's refusal."""
+    await ensure_topics(kit.kafka_bootstrap, prefix, names, client_options=login(kit, principal), grant=False)
+
+
+@pytest.fixture
+async def sandbox(kit: KitSettings) -> AsyncIterator[KitSettings]:
+    """`kit` on a sandbox prefix that `ops` made (every catalog topic), dropped by `ops` afterwards."""
+    prefix = sandbox_prefix("test")
+    await make_sandbox(kit, prefix, catalog_topic_names([TOOL]))
+    try:
+        yield kit.model_copy(update={"topic_prefix": prefix})
+    finally:
+        await drop_sandbox(kit, prefix)
+
+
+async def test_ops_makes_uses_and_drops_a_sandbox_on_its_standing_rights(kit: KitSettings) -> None:
+    prefix = sandbox_prefix("test")
+    box = kit.model_copy(update={"topic_prefix": prefix})
+    await create_as(kit, OPS, prefix, catalog_topic_names([TOOL]))
+    try:
+        assert await topic_names(kit, prefix) == {prefix + n for n in catalog_topic_names([TOOL])}
+        for topic in ("actions.authorized", "approvals", "actions.results", "control", f"tools.{TOOL}.replies"):
+            await write(box, OPS, topic)  # the sandbox's services, all logged in as ops
+        assert await read_first(box, OPS, "actions.authorized") == b"{}"
+        await join(box, OPS, "policy", "actions.proposed")
+        await join(box, OPS, "executor", "actions.authorized")
+    finally:
+        await drop_sandbox(kit, prefix)
+    assert await topic_names(kit, prefix) == set()
+
+
+async def test_ops_cannot_create_acls(kit: KitSettings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **login(kit, OPS))
+    await admin.start()
+    try:
+        with pytest.raises(ClusterAuthorizationFailedError):
+            await grant_rights(admin, kit.topic_prefix)  # would give it (and everyone) this prefix's rights
+    finally:
+        await admin.close()
+    with pytest.raises(TopicAuthorizationFailedError):
+        await write(kit, OPS, "actions.authorized")
+
+
+@pytest.mark.parametrize("topic", ["actions.authorized", "approvals", "actions.results"])
+async def test_ops_writes_no_authority_of_the_deployment(kit: KitSettings, topic: str) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        await write(kit, OPS, topic)
+    await write(kit, OPS, "control")  # ...and its one topic still takes its writes
+
+
+async def test_ops_creates_deletes_and_joins_nothing_outside_the_sandboxes(kit: KitSettings, sandbox: KitSettings) -> None:
+    beside = f"sandboxes-{uuid.uuid4().hex[:8]}."  # a string prefix of ours is not "sandbox." + something
+    new_topic = "tools.brand_new.requests"  # a catalog name no prefix has yet
+    for prefix in (kit.topic_prefix, f"replay-{uuid.uuid4().hex[:8]}.", beside):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await create_as(kit, OPS, prefix, [new_topic])
+        assert await topic_names(kit, prefix + new_topic) == set()
+    await create_as(kit, OPS, sandbox.topic_prefix, [new_topic])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **login(kit, OPS))
+    await admin.start()
+    try:
+        response: Any = await admin.delete_topics([kit.topic_prefix + "tasks", sandbox.topic_prefix + "tasks"])
+    finally:
+        await admin.close()
+    codes = dict(response.topic_error_codes)
+    assert codes == {kit.topic_prefix + "tasks": TopicAuthorizationFailedError.errno, sandbox.topic_prefix + "tasks": 0}
+    assert kit.topic_prefix + "tasks" in await topic_names(kit, kit.topic_prefix)
+    with pytest.raises(GroupAuthorizationFailedError):
+        await join(kit, OPS, "policy", "actions.proposed")
+    await join(sandbox, OPS, "policy", "actions.proposed")
+
+
+@pytest.mark.parametrize("principal", ["agent", "policy", tool_principal(TOOL)])
+async def test_no_one_but_ops_makes_reads_or_writes_a_sandbox(kit: KitSettings, sandbox: KitSettings, principal: str) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        await create_as(kit, principal, sandbox_prefix("test"), ["tasks"])
+    with pytest.raises(TopicAuthorizationFailedError):
+        await write(sandbox, principal, "tasks")
+    await write(sandbox, OPS, "tasks")
+    assert await read_first(sandbox, principal, "tasks", timeout_s=3.0) is None
+    assert await read_first(sandbox, OPS, "tasks") == b"{}"

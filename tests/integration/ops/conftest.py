@@ -25,3 +25,15 @@ def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     )
     yield asyncio.run(record_traffic(kit))
     asyncio.run(delete_topics(kit))  # the broker keeps every partition open: leave none behind
+
+
+@pytest.fixture(scope="module")
+def ops_login(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Kafka credentials folder holding the `ops` login alone (a link to it): an operator's machine, with no `admin` login.
+
+    A kit pointed at it (`kafka_credentials_dir`) can log in as nothing else: a client asking for another principal
+    connects without a login and the broker refuses it.
+    """
+    folder = Path(tmp_path_factory.mktemp("ops-login"))
+    (folder / "ops.properties").symlink_to(KitSettings().kafka_credentials_dir / "ops.properties")
+    return folder

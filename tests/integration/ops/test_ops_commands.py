@@ -11,7 +11,7 @@ import yaml
 from ops_traffic import Traffic, systems_fingerprint
 from typer.testing import CliRunner
 
-from servicekit import REPO_ROOT
+from servicekit import REPO_ROOT, KitSettings
 from services.planner.strategies import PlaybookStrategy
 from tidegate.cli import app
 from tidegate.ops.replay import ReplayOptions, run_replay
@@ -73,9 +73,14 @@ def test_costs_per_outcome_with_chart(traffic: Traffic, tmp_path: Path) -> None:
     assert {"tag_ticket", "issue_refund", "draft_reply"} <= {g["name"] for g in by_tool["groups"]}
 
 
-async def test_replay_decides_again_and_touches_no_system(traffic: Traffic) -> None:
+def as_operator(traffic: Traffic, ops_login: Path) -> KitSettings:
+    """The traffic's kit on a machine that holds the `ops` login alone: a replay makes, runs and drops its sandbox as `ops`."""
+    return traffic.kit.model_copy(update={"kafka_credentials_dir": ops_login})
+
+
+async def test_replay_decides_again_and_touches_no_system(traffic: Traffic, ops_login: Path) -> None:
     before = await systems_fingerprint(traffic.kit.database_url)
-    report = await run_replay(traffic.kit, ReplayOptions(traffic.start, traffic.end))
+    report = await run_replay(as_operator(traffic, ops_login), ReplayOptions(traffic.start, traffic.end))
     after = await systems_fingerprint(traffic.kit.database_url)
     assert after == before
     doc = report.as_dict()
@@ -113,11 +118,11 @@ class PlaybookV2(PlaybookStrategy):
         return result.__class__(steps, result.dropped, result.error, result.detail)
 
 
-async def test_replay_with_a_changed_playbook_shows_the_changed_actions(traffic: Traffic) -> None:
+async def test_replay_with_a_changed_playbook_shows_the_changed_actions(traffic: Traffic, ops_login: Path) -> None:
     register_strategy("playbook-v2", lambda catalog: PlaybookV2(catalog, name="playbook-v2"))
     before = await systems_fingerprint(traffic.kit.database_url)
     wanted = {traffic.task_ids["T-1007"], traffic.task_ids["T-1001"]}
-    report = await run_replay(traffic.kit, ReplayOptions(traffic.start, traffic.end, planner="playbook-v2"))
+    report = await run_replay(as_operator(traffic, ops_login), ReplayOptions(traffic.start, traffic.end, planner="playbook-v2"))
     assert await systems_fingerprint(traffic.kit.database_url) == before
     tasks = {t.task_id: t for t in report.tasks if t.task_id in wanted}
     assert set(tasks) == wanted

@@ -13,9 +13,10 @@ SUITES = sorted((REPO_ROOT / "evals" / "workspaces").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
-async def test_a_suite_through_the_policy_service_and_executor_on_the_bus(path: Path, kit: KitSettings) -> None:
+async def test_a_suite_through_the_policy_service_and_executor_on_the_bus(path: Path, kit: KitSettings, ops_login: Path) -> None:
     suite = load_suite(path)
-    on_bus = (await run_suite_through_service(suite, kit, REPO_ROOT / "policies" / "default")).as_dict()
+    operator = kit.model_copy(update={"kafka_credentials_dir": ops_login})  # the `ops` login alone: no admin, no service's own
+    on_bus = (await run_suite_through_service(suite, operator, REPO_ROOT / "policies" / "default")).as_dict()
     in_process = (await run_suite(suite, REPO_ROOT / "policies" / "default")).as_dict()
     figures = ("legit_calls", "allowed_without_human", "escalated", "denied", "attacks", "attacker_goals_reached_declared")
     assert {k: on_bus[k] for k in figures} == {k: in_process[k] for k in figures}, on_bus["misses"]
