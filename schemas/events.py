@@ -159,7 +159,7 @@ class ActionProposedData(Contract):
     undoes: str | None = Field(
         default=None,
         min_length=1,
-        max_length=200,
+        max_length=256,
         description="The action this call undoes (`tidegate undo`); the audit links the two.",
         examples=["a-42-1"],
     )
