@@ -70,7 +70,13 @@ __all__ = [
 TASK_ID = Field(min_length=1, max_length=200, description="Task this belongs to; also the Kafka key.", examples=["t-42"])
 TENANT_ID = Field(min_length=1, max_length=100, description="Tenant.", examples=["acme"])
 ACTION_ID = Field(
-    min_length=1, max_length=200, description="Unique id of the proposed action; the idempotency key of its execution.", examples=["a-42-1"]
+    min_length=1,
+    max_length=256,
+    description=(
+        "Unique id of the proposed action; the idempotency key of its execution. The planner's are"
+        " `<task_id>:<step>.<tag>`, the tag a keyed hash only the planner can compute; choose ids a stranger cannot guess."
+    ),
+    examples=["t-42:1.9f3c2a7b51d04e68a1c2", "act-5b0e1c9a7d3f4e2a8c6b0d1e2f3a4b5c"],
 )
 TOOL = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$", description="Catalogued tool name.", examples=["issue_refund"])
 ARGS = Field(description="Tool arguments, validated against the tool's JSON Schema.", examples=[{"payee_id": "cus_1", "amount_usd": 40.0}])
@@ -153,7 +159,7 @@ class ActionProposedData(Contract):
     undoes: str | None = Field(
         default=None,
         min_length=1,
-        max_length=200,
+        max_length=256,
         description="The action this call undoes (`tidegate undo`); the audit links the two.",
         examples=["a-42-1"],
     )

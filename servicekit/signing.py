@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
@@ -224,6 +225,15 @@ class SigningKey:
     def sign(self, message: bytes) -> str:
         """Signature of `message`, base64url."""
         return b64url(self._sodium.sign(message).signature)
+
+    def derived_secret(self, purpose: str) -> bytes:
+        """A 32-byte secret for `purpose` only, derived from this private key (HKDF-SHA256, `purpose` as its label).
+
+        Whoever holds the key derives the same secret on every run and every copy of the service; the secret
+        reveals nothing of the key nor of a secret derived for another purpose, and a rotated key derives a new one.
+        """
+        kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"tidegate/{self.name}/{purpose}".encode())
+        return kdf.derive(self.private.private_bytes_raw())
 
 
 class Keyring:

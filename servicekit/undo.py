@@ -87,7 +87,7 @@ class UndoRefused(ValueError):
 
 def undo_action_id(action_id: str) -> str:
     """The action id of the undo of `action_id`: the same every time, so an action is undone at most once."""
-    return f"undo-{action_id}"[:200]
+    return f"undo-{action_id}"[:256]  # the contract's longest action id
 
 
 def undo_proposal(

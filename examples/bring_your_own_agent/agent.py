@@ -88,7 +88,8 @@ def plan(task_id: str, tenant: str) -> list[dict[str, Any]]:
     ]
     return [
         {
-            "action_id": f"{task_id}:{i}",
+            # Unguessable: another tenant's agent reads our decisions and could otherwise propose our next id first.
+            "action_id": f"{task_id}:{i}.{secrets.token_hex(8)}",
             "task_id": task_id,
             "tenant_id": tenant,
             "step": i,

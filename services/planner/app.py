@@ -19,6 +19,7 @@ from servicekit import (
     make_broker,
     service_key,
 )
+from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import PostgresTaskRepository, TaskRepository
@@ -75,13 +76,14 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix))
+    key = service_key(kit, NAME)
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
         kit.kafka_bootstrap,
         kit.topic_prefix,
         bounds=kit.bounds,
-        signer=service_key(kit, NAME),
+        signer=key,
         authority=deployment_authority(kit, catalog),
     )
     handlers = PlannerHandlers(
@@ -90,6 +92,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         publish=bus.publish,
         rates=rates,
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
+        ids=ActionIds.of_key(key),
         timeouts=StepTimeouts(
             default_s=settings.step_timeout_default_s,
             by_tool={

@@ -30,8 +30,10 @@ from schemas import (
     TaskSubmittedData,
 )
 from servicekit.costs import review_cost_usd, task_cost
+from services.planner.action_ids import ActionIds
 
 __all__ = [
+    "IN_PROCESS_IDS",
     "SOURCE",
     "CostRates",
     "Outbound",
@@ -195,9 +197,8 @@ class Transition(_Model):
 MAX_STEPS = 25
 
 
-def action_id_for(task_id: str, step: int) -> str:
-    """Deterministic action id: a redelivered event re-derives the same id, so nothing is proposed twice."""
-    return f"{task_id}:{step}"
+# The ids of a run inside one process (what-if, evals), where nothing outside can propose; a service passes its own.
+IN_PROCESS_IDS = ActionIds.throwaway()
 
 
 def _bump(counts: ActionCounts, **delta: int) -> ActionCounts:
@@ -230,6 +231,7 @@ def start_task(
     dropped: list[str] | None = None,
     error: str | None = None,
     detail: str = "",
+    ids: ActionIds = IN_PROCESS_IDS,
 ) -> Transition:
     """A new task: record it and propose its first step, or close it at once when it cannot be planned."""
     state = TaskState(
@@ -249,10 +251,10 @@ def start_task(
         return _close(state, now, rates, failed=True, reason=error, why=detail)
     if not plan:
         return _close(state, now, rates, failed=True, reason="nothing_to_do", why="the strategy planned no catalogued action")
-    return _advance(state, now, rates, read_only)
+    return _advance(state, now, rates, read_only, ids)
 
 
-def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: frozenset[str], ids: ActionIds) -> Transition:
     """Propose the next planned step, or complete the task when none is left."""
     if not state.plan:
         return _close(state, now, rates, failed=False)
@@ -262,7 +264,7 @@ def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: froze
     step = len(state.steps) + 1
     record = StepRecord(
         step=step,
-        action_id=action_id_for(state.task_id, step),
+        action_id=ids.of(state.tenant_id, state.task_id, step),
         tool=planned.tool,
         args=planned.args,
         rationale=planned.rationale,
@@ -338,16 +340,18 @@ def _unchanged(state: TaskState) -> Transition:
     return Transition(state=state, changed=False)
 
 
-def _refused(state: TaskState, record: StepRecord, reason: str, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+def _refused(
+    state: TaskState, record: StepRecord, reason: str, now: datetime, rates: CostRates, read_only: frozenset[str], ids: ActionIds
+) -> Transition:
     """A step was denied, rejected or expired: put its alternatives in front of the plan, or fail the task."""
     if record.planned.on_deny:
         # Re-plan: the alternatives replace what was left (a reply confirming a refund that was
         # denied would be wrong), so they carry every step the task still needs.
         text = _reason_text(record.reasons, record.reason_messages)
         alternatives = [s.model_copy(update={"args": _fill_reason(s.args, text)}) for s in record.planned.on_deny]
-        return _advance(state.model_copy(update={"plan": alternatives}), now, rates, read_only)
+        return _advance(state.model_copy(update={"plan": alternatives}), now, rates, read_only, ids)
     if not record.planned.required:
-        return _advance(state, now, rates, read_only)
+        return _advance(state, now, rates, read_only, ids)
     return _close(state, now, rates, failed=True, reason=reason, why=f"{record.tool} was refused and has no alternative")
 
 
@@ -357,7 +361,15 @@ def _reason_text(codes: list[str], messages: list[str]) -> str:
     return f"{text} ({detail})" if detail else text
 
 
-def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+def on_decision(
+    state: TaskState,
+    decided: ActionDecidedData,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    *,
+    ids: ActionIds = IN_PROCESS_IDS,
+) -> Transition:
     """Policy decided on one of our actions."""
     record = state.step_by_action(decided.action_id, decided.tenant_id)
     if record is None or state.status in ("completed", "failed"):
@@ -396,11 +408,18 @@ def on_decision(state: TaskState, decided: ActionDecidedData, now: datetime, rat
         return Transition(state=state.model_copy(update={"events": events, "counts": _bump(state.counts, denied=1)}))
     denied = record.model_copy(update={**base, "status": "denied"})
     new = _with_step(state, denied, counts=_bump(state.counts, denied=1), events=events)
-    return _refused(new, denied, codes[0] if codes else "no_permit", now, rates, read_only)
+    return _refused(new, denied, codes[0] if codes else "no_permit", now, rates, read_only, ids)
 
 
 def on_approval(
-    state: TaskState, kind: str, approval: ApprovalData, now: datetime, rates: CostRates, read_only: frozenset[str]
+    state: TaskState,
+    kind: str,
+    approval: ApprovalData,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    *,
+    ids: ActionIds = IN_PROCESS_IDS,
 ) -> Transition:
     """A human (or the clock) decided on an escalated action of ours; `kind` is requested/granted/rejected/expired."""
     record = state.step_by_action(approval.action_id, approval.tenant_id)
@@ -435,10 +454,18 @@ def on_approval(
         human_touches=state.human_touches + touches,
         status="running",
     )
-    return _refused(new, refused, code, now, rates, read_only)
+    return _refused(new, refused, code, now, rates, read_only, ids)
 
 
-def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: CostRates, read_only: frozenset[str]) -> Transition:
+def on_result(
+    state: TaskState,
+    result: ActionResultData,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    *,
+    ids: ActionIds = IN_PROCESS_IDS,
+) -> Transition:
     """The executor performed (or tried) one of our actions."""
     record = state.step_by_action(result.action_id, result.tenant_id)
     if record is None or state.status in ("completed", "failed") or record.status in ("succeeded", "failed", "unknown"):
@@ -461,7 +488,7 @@ def on_result(state: TaskState, result: ActionResultData, now: datetime, rates: 
     done = record.model_copy(update={**update, "error": error})
     new = _with_step(state, done, counts=_bump(state.counts, **delta), events=state.events + 1, status="running", **costs)
     if result.status == "succeeded" or (result.status == "failed" and record.planned.continue_on_failure):
-        return _advance(new, now, rates, read_only)
+        return _advance(new, now, rates, read_only, ids)
     if result.status == "failed":
         return _close(new, now, rates, failed=True, reason="tool_failed", why=f"{record.tool}: {error}")
     return _close(new, now, rates, failed=True, reason="outcome_unknown", why=f"{record.tool} may or may not have run; a human follows up")

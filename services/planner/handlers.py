@@ -22,6 +22,7 @@ from schemas import (
 )
 from servicekit import once_delivered
 from services.planner import domain
+from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
 from services.planner.repository import Change, PendingEvent, TaskRepository
 from services.planner.strategies import Strategy
@@ -51,6 +52,7 @@ class PlannerHandlers:
     publish: Publish
     rates: CostRates
     read_only: frozenset[str]
+    ids: ActionIds  # the planner's own: its action ids are unguessable and the same on every run
     clock: Callable[[], datetime] = utcnow
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
 
@@ -88,6 +90,7 @@ class PlannerHandlers:
                 dropped=plan.dropped,
                 error=plan.error,
                 detail=plan.detail,
+                ids=self.ids,
             )
 
         await self._apply(event.id, task.task_id, change)
@@ -96,7 +99,9 @@ class PlannerHandlers:
         """Policy decided on an action: wait for its result, wait for a human, or re-plan."""
         now = self.clock()
         await self._apply(
-            event.id, event.data.task_id, _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only))
+            event.id,
+            event.data.task_id,
+            _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only, ids=self.ids)),
         )
 
     async def on_approval(self, event: Approval) -> None:
@@ -104,14 +109,18 @@ class PlannerHandlers:
         kind = _APPROVAL_KINDS[type(event)]
         now = self.clock()
         await self._apply(
-            event.id, event.data.task_id, _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only))
+            event.id,
+            event.data.task_id,
+            _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only, ids=self.ids)),
         )
 
     async def on_result(self, event: ActionResult) -> None:
         """The executor's result: propose the next step or close the task."""
         now = self.clock()
         await self._apply(
-            event.id, event.data.task_id, _existing(lambda s: domain.on_result(s, event.data, now, self.rates, self.read_only))
+            event.id,
+            event.data.task_id,
+            _existing(lambda s: domain.on_result(s, event.data, now, self.rates, self.read_only, ids=self.ids)),
         )
 
     async def on_tick(self) -> None:

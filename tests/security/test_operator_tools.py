@@ -1,8 +1,8 @@
 """The operator tools read history as the services do: an event the deployment's keys refuse is skipped, and counted.
 
-The attacker has the `agent` bus login, reads `tasks` and `actions.proposed` (as every agent can), and knows that
-action ids are `<task>:<step>`: it writes an unsigned `action.proposed` for tenant globex's next call, with a huge
-model cost, before the planner's genuine proposal. The policy service refuses the forgery (`signature_missing`)
+The attacker has the `agent` bus login and knows the id of tenant globex's next call (one an outside agent chose
+predictably; the planner's own ids cannot be guessed): it writes an unsigned `action.proposed` of that id, with a
+huge model cost, before the genuine proposal. The policy service refuses the forgery (`signature_missing`)
 and denies the genuine call; `tidegate costs --by tenant` must charge globex for the genuine proposal only,
 whether it reads the topics or the audit log, and say what it skipped.
 """

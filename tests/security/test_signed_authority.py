@@ -7,6 +7,7 @@ decisions, approvals, controls unchanged) and that the event was dead-lettered w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bus_helpers import Collector
 
 import schemas as s
 from servicekit import (
     ADMIN,
+    AGENT,
     KitSettings,
     ServiceProcess,
     SigningKey,
@@ -36,7 +38,8 @@ from services.approval.settings import ApprovalSettings
 from services.executor.app import build as build_executor
 from services.planner.app import build as build_planner
 from services.policy.app import build as build_policy
-from systems.seed import seed_demo
+from systems.seed import TICKETS, seed_demo
+from tidegate.demo.tickets import ticket_task
 
 WATCHED = ["deadletter", "actions.decided", "actions.authorized", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -319,7 +322,7 @@ async def test_an_incomplete_or_mismatched_envelope_is_dead_lettered_never_fille
 async def test_another_tenant_cannot_squat_an_action_id(stack: Stack, wait_for: Any) -> None:
     """Tenant B's client proposes the id of tenant A's next step first; A never gets B's decision, nothing of B's runs as A's."""
     task = f"t-{uuid.uuid4().hex[:8]}"
-    action = f"{task}:2"  # the planner's next id for A's task: predictable
+    action = f"{task}:2"  # an id an outside agent chose and tenant B learned: policy keeps the first tenant's
 
     def proposal(tenant: str, requester: str, args: dict[str, Any]) -> s.ActionProposed:
         data = s.ActionProposedData(
@@ -354,3 +357,72 @@ async def test_another_tenant_cannot_squat_an_action_id(stack: Stack, wait_for: 
     await stack.send("actions.proposed", s.encode(again), key=task)
     await stack.refused(wait_for, again.id, "action_id_reused")
     assert {d.id for d in stack.collector.decided(action)} == {b_decision.id}
+
+
+async def test_another_tenant_cannot_guess_the_planners_next_action_id(stack: Stack, wait_for: Any) -> None:
+    """Tenant B, on the shared agent login, reads A's decisions and proposes every id it can derive for A's steps first.
+
+    The planner's ids carry a tag only the planner can compute (`<task_id>:<step>.<tag>`): none of B's guesses is
+    A's, so A's task runs every step to completion, and B's proposals are decided as B's own.
+    """
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+    genuine = sign_as_client(
+        stack.kit, s.TaskSubmitted.build(ticket_task(next(t for t in TICKETS if t.ticket_id == "T-1007"), task_id=task_id), source="client")
+    )
+    assert genuine.data.tenant_id == "acme"
+    mallory = AIOKafkaProducer(bootstrap_servers=stack.kit.kafka_bootstrap, acks="all", **kafka_options(stack.kit, AGENT))
+    spy = AIOKafkaConsumer(
+        stack.kit.topic_prefix + "actions.decided",
+        bootstrap_servers=stack.kit.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"{stack.kit.topic_prefix}agent-mallory-{uuid.uuid4().hex[:8]}",  # the groups the agent login may use
+        **kafka_options(stack.kit, AGENT),
+    )
+    guesses: list[str] = []
+
+    async def squat(action_id: str) -> None:
+        data = s.ActionProposedData(
+            action_id=action_id,
+            task_id=task_id,
+            tenant_id="globex",
+            step=int(action_id.split(":")[1].split(".")[0]),
+            tool="tag_ticket",
+            args={"ticket_id": "T-1001", "tags": ["squatted"]},
+            proposer="external:mallory",
+            mode="autonomous",
+            requested_by="mallory@globex.example",
+        )
+        event = sign_as_client(stack.kit, s.ActionProposed.build(data, source="external:mallory"))
+        await mallory.send_and_wait(stack.kit.topic_prefix + "actions.proposed", s.encode(event), key=task_id.encode())
+        guesses.append(action_id)
+
+    async with mallory, spy:
+        # B knows the task id before A submits it: it takes every id of the form the planner used to give.
+        for step in (1, 2, 3, 4):
+            for guess in (f"{task_id}:{step}", f"{task_id}:{step}.{'0' * 20}"):
+                await squat(guess)
+        await wait_for(lambda: all(stack.collector.decided(g) for g in guesses), timeout=30, what="B's decisions on its guesses")
+        await stack.send("tasks", s.encode(genuine), key=task_id)
+        # B reads A's first decision on the shared topic and derives the next ids from the one it saw.
+        seen = None
+        while seen is None:
+            record = await asyncio.wait_for(spy.getone(), timeout=30)
+            event = json.loads(record.value)
+            if event["tenantid"] == "acme" and event["data"]["task_id"] == task_id:
+                seen = event["data"]["action_id"]
+        tag = seen.rsplit(".", 1)[1]
+        for step in (2, 3):
+            await squat(f"{task_id}:{step}.{tag}")
+        outcome = await wait_for(lambda: stack.collector.outcome(task_id), timeout=60, what="A's task outcome")
+    assert outcome.type == "tidegate.task.completed"
+    assert outcome.data.counts.proposed == outcome.data.counts.succeeded == 3
+    mine = {e.data.action_id for e in stack.collector.events["actions.results"] if e.data.task_id == task_id and e.tenantid == "acme"}
+    assert len(mine) == 3
+    assert not mine & set(guesses)
+    assert not [
+        d
+        for d in stack.collector.events["deadletter"]
+        if d.data.code == "action_id_reused" and task_id in d.data.raw_value and '"acme"' in d.data.raw_value
+    ]
+    for guess in guesses:
+        assert {d.tenantid for d in stack.collector.decided(guess)} <= {"globex"}

@@ -50,7 +50,9 @@ async def test_an_outside_agent_gets_the_same_governance(kit):
         out, err = await asyncio.wait_for(proc.communicate(), 90)
         assert proc.returncode == 0, err.decode()[-2000:]
         report = json.loads(out)
-        tag, new_payee, big = (report["actions"][f"{report['task_id']}:{i}"] for i in (1, 2, 3))
+        ids = list(report["actions"])  # in the order proposed; each ends in a random part no other tenant can predict
+        assert [i.rsplit(".", 1)[0] for i in ids] == [f"{report['task_id']}:{n}" for n in (1, 2, 3)]
+        tag, new_payee, big = (report["actions"][i] for i in ids)
         assert (tag["decision"], tag["result"]) == ("allow", "succeeded")
         assert new_payee["decision"] == "deny"
         assert "new_payee_blocked" in new_payee["reasons"]

@@ -24,6 +24,7 @@ from schemas import (
     utcnow,
 )
 from servicekit import REPO_ROOT, ToolCatalog
+from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import InMemoryTaskRepository
@@ -49,6 +50,7 @@ class Harness:
             publish=self._publish,
             rates=RATES,
             read_only=frozenset({"lookup_order", "get_ticket"}),
+            ids=ActionIds(b"planner-test-secret-".ljust(32, b".")),
         )
 
     async def _publish(self, topic: str, event: Envelope) -> None:

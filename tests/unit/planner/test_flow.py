@@ -19,7 +19,7 @@ async def test_proposes_one_action_at_a_time_and_completes_with_cost(harness):
     await harness.submit(task("T-1007"))
     assert [p.tool for p in harness.proposals()] == ["tag_ticket"]
     first = harness.last()
-    assert first.action_id == "t-T-1007:1"
+    assert first.action_id == harness.handlers.ids.of("acme", "t-T-1007", 1)  # `t-T-1007:1.<tag>`
     assert (first.mode, first.requested_by, first.budget_usd) == ("autonomous", "demo@acme.example", 5.0)
     assert (first.proposer, first.confidence) == ("tidegate/planner/playbook", 1.0)  # a playbook is sure of its steps
     await harness.run_allowed(first, usd=0.0002)

@@ -31,6 +31,7 @@ def _handlers(harness: Any, bus: Bus, catalog: Any) -> PlannerHandlers:
         publish=bus.publish,
         rates=harness.handlers.rates,
         read_only=harness.handlers.read_only,
+        ids=harness.handlers.ids,
     )
 
 

@@ -29,6 +29,7 @@ def timed(harness: Any, catalog: ToolCatalog) -> tuple[Any, list[datetime]]:
         publish=harness._publish,
         rates=harness.handlers.rates,
         read_only=harness.handlers.read_only,
+        ids=harness.handlers.ids,
         clock=lambda: now[0],
         timeouts=StepTimeouts(default_s=600, by_tool={"tag_ticket": 60}),
     )
