@@ -130,12 +130,12 @@ CUTS = (
     "now holds the audit's fetch until 1 MiB is there or 500 ms passed (Kafka's default wait, so idle cost is "
     "unchanged; `TIDEGATE_AUDIT_FETCH_MIN_BYTES`, `_FETCH_MAX_WAIT_MS`): in py-spy the Kafka client's share of the "
     "audit's samples 34 → 24 % (`bench.e2e_bench`, load ~11).",
-    "- **After these cuts, not yet a clean figure.** `make bench` at 09:00 UTC on 2026-12-01 ran at load average "
-    "15–22 (a CI run and the other sessions' tests beside it), so its figures are not this page's: five services "
-    "44.1 ms of CPU per governed action at 5 tasks/s (37.6 beyond idle; policy 11.6, planner 9.3, executor 7.7, "
-    "approval 6.4, audit 6.2 ms), idle 43 ms/s (67.9 above). The cuts remove per-event work (spans, the audit's "
-    "fetches and transactions, a producer); the round trips in the services' repositories (item (1) above) are what "
-    "is left to cut for the ≤ 2 ms target.",
+    "- **After these cuts, measured quietly.** `make bench` at 10:29 UTC on 2026-12-01 (load average 1.1 at the "
+    "start, nothing else running; the table above): 54.3 ms of CPU per governed action at 5 tasks/s (51.5 beyond "
+    "idle) against 55.6 (52.3) in the last quiet run before the cuts, idle 59.9 ms/s against 67.9, with the bare hop "
+    "15 % slower in this run (116 against 101 µs): the spans, the audit's fetches and the second producer were not "
+    "where a governed action's CPU goes at this rate. The round trips in the services' repositories (item (1) above: "
+    "~47 per action) and the ~11.6 signature checks are what is left to cut for the ≤ 2 ms target.",
 )
 
 
