@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import ModuleType
 from typing import Any
 
 from schemas.envelope import Envelope
 from schemas.topics import adapter_for, any_event_adapter
 
-__all__ = ["CONTENT_TYPE", "canonical_json", "decode", "decode_any", "digest", "encode", "headers_for"]
+orjson: ModuleType | None
+try:  # a C accelerator for the canonical bytes; without it (a client's own venv) the same bytes come from json
+    import orjson
+except ImportError:  # pragma: no cover - the services' venv has it (pyproject.toml)
+    orjson = None
+
+__all__ = [
+    "CONTENT_TYPE",
+    "canonical_json",
+    "decode",
+    "decode_any",
+    "digest",
+    "encode",
+    "headers_for",
+    "reference_canonical_json",
+]
 
 CONTENT_TYPE = "application/cloudevents+json"
 
@@ -37,9 +53,34 @@ def decode_any(raw: bytes | str) -> Any:
     return any_event_adapter.validate_json(raw)
 
 
-def canonical_json(value: Any) -> bytes:
-    """Deterministic JSON (sorted keys, no whitespace, UTF-8) used for every digest and signature."""
+def reference_canonical_json(value: Any) -> bytes:
+    """The definition of the canonical bytes: Python's `json.dumps`, keys sorted, no whitespace, UTF-8, NaN refused."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str).encode()
+
+
+_ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS) if orjson else 0
+# Where orjson's bytes may differ from the reference: floats below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
+# `1.5e-07`), and NaN or infinity (orjson writes `null`; the reference refuses them). A value whose fast bytes hold
+# none of these patterns has the reference's bytes; any other takes the reference path (the same bytes, or its error).
+_MAY_DIFFER = (b"e-", b"0.0000", b"null")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys, no whitespace, UTF-8) used for every digest and signature.
+
+    The bytes are exactly `reference_canonical_json`'s (a property test holds them to it); orjson makes
+    them in about a tenth of the time when it is installed, and hands back to the reference wherever the
+    two could differ (small floats, NaN, integers beyond 64 bits, keys that are not strings, deep nesting).
+    """
+    if orjson is not None:
+        try:
+            fast: bytes = orjson.dumps(value, default=str, option=_ORJSON_OPTIONS)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if not any(pattern in fast for pattern in _MAY_DIFFER):
+                return fast
+    return reference_canonical_json(value)
 
 
 def digest(value: Any) -> str:
