@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from types import ModuleType
 from typing import Any
 
@@ -59,10 +60,11 @@ def reference_canonical_json(value: Any) -> bytes:
 
 
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS) if orjson else 0
-# Where orjson's bytes may differ from the reference: floats below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
-# `1.5e-07`), and NaN or infinity (orjson writes `null`; the reference refuses them). A value whose fast bytes hold
-# none of these patterns has the reference's bytes; any other takes the reference path (the same bytes, or its error).
-_MAY_DIFFER = (b"e-", b"0.0000", b"null")
+# Where orjson's bytes may differ from the reference: a float below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
+# `1.5e-07`), and NaN or infinity (orjson writes `null`; the reference refuses them). Fast bytes with no value of
+# those shapes (at the start, or after `:`, `,` or `[`) are the reference's; any other value takes the reference
+# path (the same bytes, or its error). Text that merely looks like one (`"a:null"`) only costs the slower path.
+_MAY_DIFFER = re.compile(rb"(?:^|[:,\[])(?:null|-?[0-9.]+e-|-?0\.0000)")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -78,7 +80,7 @@ def canonical_json(value: Any) -> bytes:
         except (TypeError, ValueError):
             pass
         else:
-            if not any(pattern in fast for pattern in _MAY_DIFFER):
+            if _MAY_DIFFER.search(fast) is None:
                 return fast
     return reference_canonical_json(value)
 

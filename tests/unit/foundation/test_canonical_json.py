@@ -96,3 +96,19 @@ def test_lone_surrogates_and_mixed_keys_fail_as_the_reference_does() -> None:
         canonical_json({"text": "\ud800"})
     with pytest.raises(TypeError):
         canonical_json({1: "a", "b": 2})
+
+
+def test_an_event_with_hyphenated_ids_and_small_text_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import schemas.serialization as serialization
+
+    def refuse(value: object) -> bytes:
+        raise AssertionError("the reference path was taken")
+
+    monkeypatch.setattr(serialization, "reference_canonical_json", refuse)
+    event = {
+        "id": "3f9a1c2b-7d4e-4e1f-9a2b-0c1d2e3f4a5b",
+        "keyid": "policy-3f9a1c2b7d4e",
+        "type": "tidegate.action.proposed",
+        "data": {"args": {"note": "re-send the e-mail", "amount_usd": 12.5, "ratio": 0.0002}, "tainted_args": []},
+    }
+    assert serialization.canonical_json(event) == reference_canonical_json(event)
