@@ -1,5 +1,10 @@
 """The bare limit of one Python Kafka hop: aiokafka consume → JSON parse → produce (acks=all, idempotent) → commit.
 
+With `--signed`, the bare limit of a hop that trusts no topic: the same hop, plus one Ed25519 check of each
+message it consumes and one Ed25519 signature of each it produces (libsodium through PyNaCl, what the kit uses,
+over the raw bytes: no canonical JSON, no key folder, no envelope). Every Tidegate consumer has to do at least this
+much since every event is signed (docs/security/signatures.md), so it is the floor a kit hop is fairly compared with.
+
 Prints figures; never asserts. The hop runs in a process of its own (one core at most, like a service),
 whose CPU time per message is read from /proc over the burst;
 this process drives it: light load (one message at a time, published → its hop's output consumed, the way
@@ -8,6 +13,7 @@ Its topics are deleted at the end.
 
     .venv/bin/python -m bench.bare_hop            # short: 200 one at a time, a burst of 20,000
     .venv/bin/python -m bench.bare_hop --full     # 1,000 one at a time, a burst of 100,000
+    .venv/bin/python -m bench.bare_hop --signed   # the same, each message checked and each output signed
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from nacl.signing import SigningKey
 
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, encode
 from servicekit import KitSettings
 
 PARTITIONS = 6
+SEED_VARIABLE = "TIDEGATE_BENCH_HOP_SEED"  # a signed hop's key, made for the run (hex seed): the driver signs, the hop checks
 
 
 def payload(i: int, run: str) -> tuple[bytes, bytes]:
@@ -51,8 +59,14 @@ def payload(i: int, run: str) -> tuple[bytes, bytes]:
 
 
 async def hop(source: str, sink: str, group: str) -> None:
-    """The hop itself: every record parsed, re-encoded and produced, offsets committed once the batch is acknowledged."""
+    """The hop itself: every record parsed, re-encoded and produced, offsets committed once the batch is acknowledged.
+
+    With a key in `SEED_VARIABLE` each record is a signed message (signature and bytes, libsodium's combined form):
+    its signature is checked before it is parsed, and what the hop produces is signed the same way.
+    """
     kit = KitSettings()
+    seed = os.environ.get(SEED_VARIABLE)
+    key = SigningKey(bytes.fromhex(seed)) if seed else None
     consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **kafka_options(kit))
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, **kafka_options(kit))
     await consumer.start()
@@ -67,9 +81,11 @@ async def hop(source: str, sink: str, group: str) -> None:
             sends = []
             for records in batch.values():
                 for record in records:
-                    event = json.loads(record.value)  # type: ignore[arg-type]
+                    value: bytes = record.value  # type: ignore[assignment]
+                    event = json.loads(key.verify_key.verify(value) if key is not None else value)
                     event["type"] = "tidegate.action.decided"
-                    sends.append(await producer.send(sink, json.dumps(event).encode(), key=record.key))
+                    out = json.dumps(event).encode()
+                    sends.append(await producer.send(sink, bytes(key.sign(out)) if key is not None else out, key=record.key))
             if sends:
                 await asyncio.gather(*sends)
                 await consumer.commit()
@@ -85,9 +101,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def drive(
-    sequential: int, burst: int, hop_module: str = "bench.bare_hop", sign: Callable[[bytes], bytes] | None = None
+    sequential: int,
+    burst: int,
+    hop_module: str = "bench.bare_hop",
+    sign: Callable[[bytes], bytes] | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Time the hop `hop_module --hop SOURCE SINK GROUP` runs; `sign` turns each message into what that hop accepts."""
+    """Time the hop `hop_module --hop SOURCE SINK GROUP` runs (with `env` added to its environment);
+    `sign` turns each message into what that hop accepts."""
     kit = KitSettings()
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-hop-{run}."
@@ -96,8 +117,9 @@ async def drive(
     await admin.start()
     await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink, prefix + "deadletter")])
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", stdout=asyncio.subprocess.PIPE
-    )
+        sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", stdout=asyncio.subprocess.PIPE,
+        env=os.environ | (env or {}),
+    )  # fmt: skip
     message = (lambda i, r: (lambda kv: (kv[0], sign(kv[1])))(payload(i, r))) if sign is not None else payload
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, max_batch_size=256 * 1024, **kafka_options(kit))
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_options(kit))
@@ -176,21 +198,30 @@ async def drive(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="1,000 one at a time and a burst of 100,000.")
+    parser.add_argument("--signed", action="store_true", help="Check each consumed message's Ed25519 signature and sign each produced one.")
     parser.add_argument("--hop", nargs=3, metavar=("SOURCE", "SINK", "GROUP"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.hop:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(hop(*opts.hop))
         return
-    figures = asyncio.run(drive(1000 if opts.full else 200, 100_000 if opts.full else 20_000))
+    sequential, burst = (1000, 100_000) if opts.full else (200, 20_000)
+    if opts.signed:
+        key = SigningKey.generate()
+        signed = asyncio.run(drive(sequential, burst, sign=lambda value: bytes(key.sign(value)), env={SEED_VARIABLE: bytes(key).hex()}))
+        figures = {name.replace("hop_", "signed_hop_", 1): value for name, value in signed.items()}
+    else:
+        figures = asyncio.run(drive(sequential, burst))
+    hop_ = "signed_hop_" if opts.signed else "hop_"
     print(
-        f"one bare hop ({figures['message_bytes']} bytes a message), one process:\n"
-        f"  one at a time: p50 {figures['hop_p50_ms']:.2f} ms, p99 {figures['hop_p99_ms']:.2f} ms (n={figures['hop_sequential_n']}); "
-        f"three hops ≈ {3 * figures['hop_p50_ms']:.1f} ms\n"
-        f"  burst of {figures['hop_burst_n']}: {figures['hop_burst_per_s']:,.0f} messages/s, "
-        f"{figures['hop_cpu_us_per_message']:.0f} µs of the hop's CPU a message"
+        f"one bare hop{' (each message checked, each output signed: Ed25519, libsodium)' if opts.signed else ''} "
+        f"({figures['message_bytes']} bytes a message), one process:\n"
+        f"  one at a time: p50 {figures[hop_ + 'p50_ms']:.2f} ms, p99 {figures[hop_ + 'p99_ms']:.2f} ms "
+        f"(n={figures[hop_ + 'sequential_n']}); three hops ≈ {3 * figures[hop_ + 'p50_ms']:.1f} ms\n"
+        f"  burst of {figures[hop_ + 'burst_n']}: {figures[hop_ + 'burst_per_s']:,.0f} messages/s, "
+        f"{figures[hop_ + 'cpu_us_per_message']:.0f} µs of the hop's CPU a message"
     )
-    emit_figures("bare_hop", figures)
+    emit_figures("bare_hop_signed" if opts.signed else "bare_hop", figures)
 
 
 if __name__ == "__main__":

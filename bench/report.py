@@ -32,8 +32,10 @@ __all__ = ["BENCHES", "Row", "machine", "render", "rows"]
 # (name in the figures, module, extra arguments); the bare limits run first, in the same run as what they bound.
 BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("bare_hop", "bench.bare_hop", ()),
+    ("bare_hop_signed", "bench.bare_hop", ("--signed",)),
     ("kit_hop", "bench.kit_hop", ()),
     ("bare_copy", "bench.bare_copy", ()),
+    ("bare_copy_signed", "bench.bare_copy", ("--signed",)),
     ("policy", "bench.policy_bench", ()),
     ("audit", "bench.audit_bench", ()),
     ("e2e", "bench.e2e_bench", ()),
@@ -167,8 +169,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def command(module: str, full: bool) -> str:
-    return f"`.venv/bin/python -m {module}{' --full' if full else ''}`"
+def command(module: str, full: bool, *args: str) -> str:
+    return f"`.venv/bin/python -m {' '.join((module, *args))}{' --full' if full else ''}`"
 
 
 def _num(figures: dict[str, Any], bench: str, key: str) -> float | None:
@@ -201,7 +203,9 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     floor = 3 * hop_p50 if hop_p50 is not None else None
     e2e, policy, audit = command("bench.e2e_bench", full), command("bench.policy_bench", full), command("bench.audit_bench", full)
     hop, copy, kit = command("bench.bare_hop", full), command("bench.bare_copy", full), command("bench.kit_hop", full)
+    signed_hop, signed_copy = command("bench.bare_hop", full, "--signed"), command("bench.bare_copy", full, "--signed")
     hop_cpu, kit_cpu = get("bare_hop", "hop_cpu_us_per_message"), get("kit_hop", "hop_cpu_us_per_message")
+    signed_cpu, signed_burst = get("bare_hop_signed", "signed_hop_cpu_us_per_message"), get("bare_hop_signed", "signed_hop_burst_per_s")
     rate = get("e2e", "rate_tasks_per_s")
     peaks = {name: get("e2e", f"peak_rss_mib_{name}") for name in SERVICES}
     measured_peaks = {n: v for n, v in peaks.items() if v is not None}
@@ -263,6 +267,14 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             f"{kit}; {hop}",
         ),
         Row(
+            "same, against the bare hop that trusts no topic (checks each message's Ed25519 signature, signs each output)",
+            _fmt(kit_cpu, ",.0f", " µs"),
+            f"signed bare hop: {_fmt(signed_cpu, ',.0f', ' µs')} ({_fmt(signed_burst, ',.0f', ' messages/s')})",
+            _ratio(kit_cpu, signed_cpu, percent=False),
+            "—",
+            f"{kit}; {signed_hop}",
+        ),
+        Row(
             "one hop through the kit, one at a time: published → output consumed",
             f"p50 {_fmt(get('kit_hop', 'hop_p50_ms'), '.1f', ' ms')}",
             f"bare hop p50 {_fmt(hop_p50, '.1f', ' ms')}",
@@ -277,6 +289,14 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             _ratio(get("policy", "burst_per_s"), hop_burst, percent=True),
             "≥ 40 %",
             f"{policy}; {hop}",
+        ),
+        Row(
+            "same, against the signed bare hop",
+            _fmt(get("policy", "burst_per_s"), ",.0f", "/s"),
+            f"signed bare hop, one process: {_fmt(signed_burst, ',.0f', ' messages/s')}",
+            _ratio(get("policy", "burst_per_s"), signed_burst, percent=True),
+            "—",
+            f"{policy}; {signed_hop}",
         ),
         Row(
             "policy, one at a time: published → decision consumed",
@@ -295,6 +315,16 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             _ratio(get("audit", "ingest_events_per_s"), get("bare_copy", "copy_events_per_s"), percent=True),
             "≥ 70 %",
             f"{audit}; {copy}",
+        ),
+        Row(
+            "same, against a bare COPY that checks each event's Ed25519 signature first (as the audit records whether each verifies)",
+            _fmt(get("audit", "ingest_events_per_s"), ",.0f", " events/s")
+            + f", {_fmt(get('audit', 'ingest_us_per_event'), '.0f', ' µs')} CPU/event",
+            f"signed bare COPY: {_fmt(get('bare_copy_signed', 'copy_events_per_s'), ',.0f', ' events/s')}, "
+            f"{_fmt(get('bare_copy_signed', 'copy_us_per_event'), '.0f', ' µs')} CPU/event",
+            _ratio(get("audit", "ingest_events_per_s"), get("bare_copy_signed", "copy_events_per_s"), percent=True),
+            "—",
+            f"{audit}; {signed_copy}",
         ),
         Row(
             "audit append path alone (observe + hash + COPY, no Kafka)",
@@ -334,8 +364,11 @@ def render(
         + "); do not edit by hand. Every figure is measured beside the bare limit it is compared with, "
         "in the same run on the same machine: one Python Kafka hop (`bench/bare_hop.py`: aiokafka consume → "
         "JSON → produce, acks=all, idempotent) and one asyncpg COPY of hash-chained rows (`bench/bare_copy.py`, "
-        "synchronous commit on). The ratio is what matters; absolute figures move with the machine and its load. "
-        "Benchmarks print figures; no test passes or fails on time.",
+        "synchronous commit on), each also measured with the least a hop that trusts no topic must add (`--signed`: "
+        "one Ed25519 check of each message and one signature of each output, libsodium, over the raw bytes), since "
+        "every Tidegate event is signed and checked by each consumer (docs/security/signatures.md). The ratio is what "
+        "matters; absolute figures move with the machine and its load. Benchmarks print figures; no test passes or "
+        "fails on time.",
         "",
         "## Machine",
         "",

@@ -17,6 +17,8 @@ MACHINE: dict[str, Any] = {
 }
 FIGURES: dict[str, dict[str, Any]] = {
     "bare_hop": {"hop_p50_ms": 3.0, "hop_p99_ms": 9.0, "hop_burst_per_s": 8000.0, "hop_cpu_us_per_message": 80.0},
+    "bare_hop_signed": {"signed_hop_burst_per_s": 4000.0, "signed_hop_cpu_us_per_message": 250.0},
+    "bare_copy_signed": {"copy_events_per_s": 7500.0, "copy_us_per_event": 130.0},
     "kit_hop": {"hop_p50_ms": 6.0, "hop_burst_per_s": 2000.0, "hop_cpu_us_per_message": 400.0},
     "bare_copy": {"copy_events_per_s": 25000.0, "copy_us_per_event": 20.0},
     "policy": {"seq_p50_ms": 18.0, "burst_per_s": 800.0},
@@ -52,6 +54,16 @@ def test_each_figure_stands_beside_its_bare_limit_with_the_ratio() -> None:
     assert table["service CPU per governed action (five services, /proc)"][0] == "18.0 ms"
     kit = next(v for k, v in table.items() if k.startswith("one hop through the kit (") and k.endswith("CPU per event"))
     assert kit[:3] == ["400 µs (2,000 events/s in a burst)", "bare hop: 80 µs (8,000 messages/s)", "5.0×"]
+
+
+def test_the_kit_policy_and_audit_also_stand_beside_bare_limits_that_check_signatures() -> None:
+    table = by_figure()
+    kit = next(v for k, v in table.items() if k.startswith("same, against the bare hop that trusts no topic"))
+    assert kit[1:3] == ["signed bare hop: 250 µs (4,000 messages/s)", "1.6×"]  # 400 µs against 250
+    assert kit[4].endswith("python -m bench.bare_hop --signed`")
+    assert table["same, against the signed bare hop"][2] == "20 %"  # 800 of 4,000
+    audit = next(v for k, v in table.items() if k.startswith("same, against a bare COPY that checks"))
+    assert audit[1:3] == ["signed bare COPY: 7,500 events/s, 130 µs CPU/event", "80 %"]  # 6,000 of 7,500
 
 
 def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
