@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from types import ModuleType
 from typing import Any
 
@@ -62,9 +61,28 @@ def reference_canonical_json(value: Any) -> bytes:
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS) if orjson else 0
 # Where orjson's bytes may differ from the reference: a float below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
 # `1.5e-07`), and NaN or infinity (orjson writes `null`; the reference refuses them). Fast bytes with no value of
-# those shapes (at the start, or after `:`, `,` or `[`) are the reference's; any other value takes the reference
-# path (the same bytes, or its error). Text that merely looks like one (`"a:null"`) only costs the slower path.
-_MAY_DIFFER = re.compile(rb"(?:^|[:,\[])(?:null|-?[0-9.]+e-|-?0\.0000)")
+# those shapes (at the start, or after `:`, `,`, `[` or a minus sign) are the reference's; any other value takes the
+# reference path (the same bytes, or its error). Text that merely looks like one (`"a:null"`) only costs that path.
+_STARTS_A_VALUE = frozenset(b":,[-")
+_NUMBER_CHARS = frozenset(b"0123456789.")
+
+
+def _may_differ(fast: bytes) -> bool:
+    for pattern in (b"null", b"0.0000"):
+        at = fast.find(pattern)
+        while at != -1:
+            if at == 0 or fast[at - 1] in _STARTS_A_VALUE:
+                return True
+            at = fast.find(pattern, at + 1)
+    at = fast.find(b"e-")
+    while at != -1:  # `<digits>e-<digits>`: walk back over the mantissa to where the value starts
+        start = at
+        while start > 0 and fast[start - 1] in _NUMBER_CHARS:
+            start -= 1
+        if start < at and (start == 0 or fast[start - 1] in _STARTS_A_VALUE):
+            return True
+        at = fast.find(b"e-", at + 1)
+    return False
 
 
 def canonical_json(value: Any) -> bytes:
@@ -80,7 +98,7 @@ def canonical_json(value: Any) -> bytes:
         except (TypeError, ValueError):
             pass
         else:
-            if _MAY_DIFFER.search(fast) is None:
+            if not _may_differ(fast):
                 return fast
     return reference_canonical_json(value)
 

@@ -92,12 +92,11 @@ def next_sequence() -> int:
 
 def sign_event(event: E, key: SigningKey, *, sequence: int | None = None) -> E:
     """`event` with `keyid` and `signature` set by `key` (and `sequence`, for control records)."""
-    update: dict[str, Any] = {"keyid": key.key_id, "signature": None}
+    update: dict[str, Any] = {"keyid": key.key_id}
     if sequence is not None:
         update["sequence"] = sequence
-    unsigned = event.model_copy(update=update)
-    document = unsigned.model_dump(mode="json", exclude_none=True)
-    return unsigned.model_copy(update={"signature": key.sign(signed_bytes(document))})
+    document = event.model_dump(mode="json", exclude_none=True) | update  # the event as it will be sent, but its signature
+    return event.model_copy(update=update | {"signature": key.sign(signed_bytes(document))})
 
 
 @dataclass(frozen=True)
