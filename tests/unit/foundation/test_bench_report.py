@@ -22,6 +22,7 @@ FIGURES: dict[str, dict[str, Any]] = {
     "kit_hop": {"hop_p50_ms": 6.0, "hop_burst_per_s": 2000.0, "hop_cpu_us_per_message": 400.0},
     "bare_copy": {"copy_events_per_s": 25000.0, "copy_us_per_event": 20.0},
     "policy": {"seq_p50_ms": 18.0, "burst_per_s": 800.0},
+    "signing": {"sign_us": 100.0, "check_us": 200.0, "ed25519_sign_us": 60.0, "ed25519_verify_us": 130.0},
     "audit": {"ingest_events_per_s": 6000.0, "ingest_us_per_event": 140.0, "append_events_per_s": 10000.0, "append_us_per_event": 90.0},
     "e2e": {
         "rate_tasks_per_s": 5.0,
@@ -64,6 +65,14 @@ def test_the_kit_policy_and_audit_also_stand_beside_bare_limits_that_check_signa
     assert table["same, against the signed bare hop"][2] == "20 %"  # 800 of 4,000
     audit = next(v for k, v in table.items() if k.startswith("same, against a bare COPY that checks"))
     assert audit[1:3] == ["signed bare COPY: 7,500 events/s, 130 µs CPU/event", "80 %"]  # 6,000 of 7,500
+
+
+def test_the_report_prices_the_signatures_of_a_governed_action() -> None:
+    text = render(MACHINE, FIGURES, None, full=False, failed=[])
+    # 3.9 signatures x 100 µs + 11.6 checks x 200 µs = 2.71 ms; Ed25519 alone 3.9 x 60 + 11.6 x 130 = 1.74 ms
+    assert "**2.7 ms of CPU per action for the signatures alone, 1.7 ms of it the Ed25519 operations**" in text
+    assert "of the 18.0 ms the whole path cost in this run" in text
+    assert "## What trusting no topic costs" not in render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=[])
 
 
 def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
