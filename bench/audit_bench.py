@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 import schemas as s
 from bench.clients import emit_figures, kafka_options
-from servicekit import Keyring, KitSettings, SigningKey, catalog_topic_names, ensure_topics
+from servicekit import Keyring, KitSettings, SigningKey, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import with_database
 from servicekit.runner import tune_gc
 from services.audit import (
@@ -114,10 +114,15 @@ def task_of_50(task: str) -> list[tuple[str, s.Envelope]]:
     return events
 
 
-def bench_events(n: int, task: str) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
-    """(topic, value, key, headers) of a 50-event task followed by `n - 50` proposals of 1000 other tasks."""
+def bench_events(n: int, task: str, kit: KitSettings) -> list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]:
+    """(topic, value, key, headers) of a 50-event task followed by `n - 50` proposals of 1000 other tasks.
+
+    Each is signed, as its producer would, with keys made for the run under `kit` (the audit checks every
+    signature it records, so an unsigned event would stop its check early and flatter the figure).
+    """
     out = []
-    for topic, event in [*task_of_50(task), *(("actions.proposed", proposal(i, f"bt-{i % 1000}")) for i in range(n - 50))]:
+    for topic, unsigned in [*task_of_50(task), *(("actions.proposed", proposal(i, f"bt-{i % 1000}")) for i in range(n - 50))]:
+        event = sign_as_producer(kit, unsigned)
         headers = [(k, v.encode()) for k, v in s.headers_for(event).items()]
         out.append((topic, s.encode(event), event.key, headers))
     return out
@@ -202,9 +207,17 @@ async def main(events: int) -> None:
     sync = await conn.fetchval("SHOW synchronous_commit")
     await conn.close()
     keys = Path(tempfile.mkdtemp(prefix="tidegate-bench-keys-"))
-    kit = KitSettings(database_url=with_database(kit0.database_url, dbname), topic_prefix=kafka_prefix, keys_dir=keys)
+    kit = KitSettings(
+        database_url=with_database(kit0.database_url, dbname),
+        topic_prefix=kafka_prefix,
+        keys_dir=keys,  # every key of the run, private ones included, is the run's own: nothing live signs or is trusted
+        operator_keys_dir=keys / "operators",
+        client_keys_dir=keys / "clients",
+        operator_private_keys_dir=keys / "operator-keys",
+        client_private_keys_dir=keys / "client-keys",
+    )
     task = f"bench-task-{run}"
-    records = bench_events(events, task)
+    records = bench_events(events, task, kit)
     tune_gc()  # as the service process does once started (the prebuilt records stand for Kafka, not the service's heap)
     print(f"{events} events (~{sum(len(r[1]) for r in records) // events} bytes each); synchronous_commit = {sync}")
     await migrate(kit)  # as the operator would: the service logs in as its own role and never migrates
@@ -215,6 +228,13 @@ async def main(events: int) -> None:
         print(f"append path alone (observe + validate + hash + COPY, 5000 per transaction): {events / seconds:,.0f} events/s")
         try:
             figures |= await ingest_from_kafka(kit, records)
+            db = await asyncpg.connect(kit.operator_database_url)
+            try:
+                valid = await db.fetchval("SELECT count(*) FROM audit.log WHERE valid AND starts_with(topic, $1)", kafka_prefix)
+            finally:
+                await db.close()
+            print(f"  recorded as valid (contract met, signature verified): {valid:,} of {len(records):,}")
+            figures["ingest_valid"] = valid
         except (OSError, KafkaError, TimeoutError) as exc:
             print(f"ingest from Kafka: not measured, Kafka unreachable ({exc!r})")
 
