@@ -7,6 +7,7 @@ the asyncpg part and the in-memory twin's part.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -51,8 +52,8 @@ class TaskEvent:
 class TaskEventStore(Protocol):
     """The task events seen."""
 
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result (idempotent by event id)."""
+    async def record_task_events(self, events: Sequence[TaskEvent]) -> None:
+        """Keep decisions and results, all in one write (idempotent by event id)."""
         ...
 
     async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
@@ -88,25 +89,32 @@ class PgTaskEventStore:
     pool: asyncpg.Pool
     s: str
 
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result (idempotent by event id)."""
-        await self.pool.execute(
+    async def record_task_events(self, events: Sequence[TaskEvent]) -> None:
+        """Keep decisions and results in one round trip (a polled batch's; idempotent by event id)."""
+        if not events:
+            return
+        await self.pool.executemany(
             f"INSERT INTO {self.s}.task_events (event_id, tenant_id, task_id, action_id, type, tool, outcome, cost_usd, "
             "requested_by, risk, args, summary, at) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
-            event.event_id,
-            event.tenant_id,
-            event.task_id,
-            event.action_id,
-            event.type,
-            event.tool,
-            event.outcome,
-            event.cost_usd,
-            event.requested_by,
-            event.risk,
-            json.dumps(event.args) if event.args is not None else None,
-            event.summary,
-            event.at,
+            [
+                (
+                    e.event_id,
+                    e.tenant_id,
+                    e.task_id,
+                    e.action_id,
+                    e.type,
+                    e.tool,
+                    e.outcome,
+                    e.cost_usd,
+                    e.requested_by,
+                    e.risk,
+                    json.dumps(e.args) if e.args is not None else None,
+                    e.summary,
+                    e.at,
+                )
+                for e in events
+            ],
         )
 
     async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
@@ -130,9 +138,10 @@ class InMemoryTaskEventStore:
 
     events: dict[str, TaskEvent] = field(default_factory=dict)
 
-    async def record_task_event(self, event: TaskEvent) -> None:
-        """Keep a decision or result."""
-        self.events.setdefault(event.event_id, event)
+    async def record_task_events(self, events: Sequence[TaskEvent]) -> None:
+        """Keep decisions and results."""
+        for event in events:
+            self.events.setdefault(event.event_id, event)
 
     async def task_events(self, tenant_id: str, task_id: str) -> list[TaskEvent]:
         """What the service saw of a task."""

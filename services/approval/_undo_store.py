@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,8 +16,8 @@ __all__ = ["InMemoryUndoResults", "PgUndoResults", "UndoResults"]
 class UndoResults(Protocol):
     """Results that carry an undo plan."""
 
-    async def keep(self, result: ActionResultData) -> None:
-        """Remember a succeeded call's result (idempotent per action id)."""
+    async def keep(self, results: Sequence[ActionResultData]) -> None:
+        """Remember succeeded calls' results, all in one write (idempotent per action id)."""
         ...
 
     async def get(self, action_id: str) -> ActionResultData | None:
@@ -30,9 +31,10 @@ class InMemoryUndoResults:
 
     results: dict[str, ActionResultData] = field(default_factory=dict)
 
-    async def keep(self, result: ActionResultData) -> None:
+    async def keep(self, results: Sequence[ActionResultData]) -> None:
         """See UndoResults."""
-        self.results.setdefault(result.action_id, result)
+        for result in results:
+            self.results.setdefault(result.action_id, result)
 
     async def get(self, action_id: str) -> ActionResultData | None:
         """See UndoResults."""
@@ -46,15 +48,14 @@ class PgUndoResults:
         self._pool = pool
         self._s = schema
 
-    async def keep(self, result: ActionResultData) -> None:
-        """See UndoResults."""
-        await self._pool.execute(
+    async def keep(self, results: Sequence[ActionResultData]) -> None:
+        """See UndoResults: one round trip for a polled batch's results."""
+        if not results:
+            return
+        await self._pool.executemany(
             f"INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result) VALUES ($1, $2, $3, $4::jsonb)"
             " ON CONFLICT (action_id) DO NOTHING",
-            result.action_id,
-            result.tenant_id,
-            result.task_id,
-            result.model_dump_json(),
+            [(r.action_id, r.tenant_id, r.task_id, r.model_dump_json()) for r in results],
         )
 
     async def get(self, action_id: str) -> ActionResultData | None:

@@ -21,6 +21,7 @@ from servicekit import (
     kafka_options,
     make_broker,
 )
+from servicekit.consume import Route, consume_routes
 from services.approval import handlers, webhooks
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
 from services.approval.api import create_api
@@ -138,8 +139,11 @@ def build(
         undo_results=deps.undo_results,
         base_url=base_url,
     )
-    bus.consume("actions.decided", handlers.on_decided(service), group_id=f"{kit.topic_prefix}approval")
-    bus.consume("actions.results", handlers.on_result(service), group_id=f"{kit.topic_prefix}approval")
+    routes = {
+        "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),
+        "actions.results": Route(handlers.on_result(service), handle_batch=handlers.on_result_batch(service)),
+    }
+    consume_routes(bus, routes, group_id=f"{kit.topic_prefix}approval")
     bus.consume("control", control.apply, group_id=None)
     bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
 

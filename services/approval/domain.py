@@ -34,6 +34,7 @@ __all__ = [
     "expire",
     "follow_up_from_result",
     "not_found",
+    "opens_request",
     "refresh_request",
     "request_from_decision",
     "signed_decision",
@@ -191,6 +192,11 @@ class Transition(_Frozen):
     event_type: str | None = None
 
 
+def opens_request(decided: ActionDecidedData) -> bool:
+    """Whether a decision asks a human: an escalation by policy (a re-evaluation after a grant never does)."""
+    return decided.outcome == "escalate" and decided.via == "policy"
+
+
 def request_from_decision(
     decided: ActionDecidedData, *, approval_id: str, now: datetime, ttl: timedelta, groups: GroupsConfig, risk: str
 ) -> ApprovalRecord | None:
@@ -201,7 +207,7 @@ def request_from_decision(
     (`via == "approval"`) never opens a new request: its outcome is the policy service's answer to
     the human, not a new question.
     """
-    if decided.outcome != "escalate" or decided.via != "policy":
+    if not opens_request(decided):
         return None
     return ApprovalRecord(
         approval_id=approval_id,

@@ -1,13 +1,19 @@
-"""Handlers of the approval service: thin, typed by their topic's union (decoded and verified by the bus), they call the service."""
+"""Handlers of the approval service: thin, typed by their topic's union (decoded and verified by the bus), they call the service.
+
+Each topic has two: one event at a time, and a polled batch at a time (`servicekit.consume.Route`);
+a batch that raises is handled again one event at a time, so only its bad event is dead-lettered.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 from schemas import ActionDecided, ActionResult
 from servicekit import Handler, Reject
 from servicekit.unreadable import has_non_finite
 from services.approval.service import ApprovalService
 
-__all__ = ["on_decided", "on_result"]
+__all__ = ["on_decided", "on_decided_batch", "on_result", "on_result_batch"]
 
 
 def on_decided(service: ApprovalService) -> Handler:
@@ -21,10 +27,30 @@ def on_decided(service: ApprovalService) -> Handler:
     return handle
 
 
+def on_decided_batch(service: ApprovalService) -> Callable[[list[ActionDecided]], Awaitable[None]]:
+    """`actions.decided`, a polled batch at a time: the decisions in one write, then the requests of the escalations."""
+
+    async def handle(events: list[ActionDecided]) -> None:
+        if any(has_non_finite(e.data.args) for e in events):
+            raise ValueError("a decision's args hold NaN or Infinity: handle the batch one event at a time")
+        await service.on_decided_batch(events)
+
+    return handle
+
+
 def on_result(service: ApprovalService) -> Handler:
     """`actions.results`: keep the result for cost; an unknown outcome opens a follow-up for a human."""
 
     async def handle(event: ActionResult) -> None:
         await service.on_result(event.data, event_type=event.type, event_id=event.id, at=event.time)
+
+    return handle
+
+
+def on_result_batch(service: ApprovalService) -> Callable[[list[ActionResult]], Awaitable[None]]:
+    """`actions.results`, a polled batch at a time: the results in one write, then the follow-ups of unknown outcomes."""
+
+    async def handle(events: list[ActionResult]) -> None:
+        await service.on_result_batch(events)
 
     return handle

@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -20,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import (
     REVIEW_REASONS,
+    ActionDecided,
     ActionDecidedData,
     ActionProposed,
     ActionProposedData,
+    ActionResult,
     ActionResultData,
     ApprovalExpired,
     ApprovalGranted,
@@ -102,6 +105,56 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _decided_task_event(decided: ActionDecidedData, event_id: str, at: datetime) -> TaskEvent:
+    return TaskEvent(
+        event_id=event_id,
+        tenant_id=decided.tenant_id,
+        task_id=decided.task_id,
+        action_id=decided.action_id,
+        type="tidegate.action.decided",
+        tool=decided.tool,
+        at=at,
+        outcome=decided.outcome,
+        cost_usd=decided.estimated_cost_usd,
+        requested_by=decided.requested_by,
+        risk=str(decided.risk) if decided.risk else None,
+        args=decided.args,
+        summary=f"{decided.outcome} via {decided.via}: " + ", ".join(r.code for r in decided.reasons),
+    )
+
+
+def _result_task_event(result: ActionResultData, event_type: str, event_id: str, at: datetime) -> TaskEvent:
+    return TaskEvent(
+        event_id=event_id,
+        tenant_id=result.tenant_id,
+        task_id=result.task_id,
+        action_id=result.action_id,
+        type=event_type,
+        tool=result.tool,
+        at=at,
+        outcome=result.status,
+        cost_usd=result.cost.usd,
+        summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
+    )
+
+
+def _undoable(result: ActionResultData) -> bool:
+    """A succeeded call with the executor's undo plan: an approver may propose its undo."""
+    return result.status == "succeeded" and result.undo is not None
+
+
+def _handling(event: ActionDecided | ActionResult) -> AbstractContextManager[Any]:
+    """The span the bus opens around a handler (`Bus.handle_event`), for an event of a batch that needs more than its row."""
+    attributes = {
+        Attr.SERVICE: "approval",
+        Attr.EVENT_ID: event.id,
+        Attr.EVENT_TYPE: event.type,
+        Attr.TENANT: event.tenantid,
+        Attr.TASK: event.subject,
+    }
+    return span(f"approval handle {event.type.removeprefix('tidegate.')}", parent=event.traceparent, attributes=attributes)
+
+
 @dataclass
 class ApprovalService(WebhookSide):
     """Everything the approval service does, given its adapters."""
@@ -124,23 +177,23 @@ class ApprovalService(WebhookSide):
 
     async def on_decided(self, decided: ActionDecidedData, *, event_id: str, at: datetime) -> ApprovalRecord | None:
         """Remember a decision for context; open (or refresh) a request for an escalation by policy."""
-        await self.repo.record_task_event(
-            TaskEvent(
-                event_id=event_id,
-                tenant_id=decided.tenant_id,
-                task_id=decided.task_id,
-                action_id=decided.action_id,
-                type="tidegate.action.decided",
-                tool=decided.tool,
-                at=at,
-                outcome=decided.outcome,
-                cost_usd=decided.estimated_cost_usd,
-                requested_by=decided.requested_by,
-                risk=str(decided.risk) if decided.risk else None,
-                args=decided.args,
-                summary=f"{decided.outcome} via {decided.via}: " + ", ".join(r.code for r in decided.reasons),
-            )
-        )
+        await self.repo.record_task_events([_decided_task_event(decided, event_id, at)])
+        return await self._request_for(decided)
+
+    async def on_decided_batch(self, events: Sequence[ActionDecided]) -> None:
+        """A polled batch of decisions: kept in one write, then a request for each escalation by policy, under its own span.
+
+        Most decisions need no human: for them this is the whole work (the approver page's context
+        and a follow-up's requester read them). A `Reject` of one request raises out of the batch,
+        which the bus then handles one event at a time (`on_decided`): the writes are idempotent.
+        """
+        await self.repo.record_task_events([_decided_task_event(e.data, e.id, e.time) for e in events])
+        for event in events:
+            if domain.opens_request(event.data):
+                with _handling(event):
+                    await self._request_for(event.data)
+
+    async def _request_for(self, decided: ActionDecidedData) -> ApprovalRecord | None:
         now = self.clock()
         fresh = domain.request_from_decision(
             decided,
@@ -174,24 +227,23 @@ class ApprovalService(WebhookSide):
 
     async def on_result(self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime) -> ApprovalRecord | None:
         """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry)."""
-        await self.repo.record_task_event(
-            TaskEvent(
-                event_id=event_id,
-                tenant_id=result.tenant_id,
-                task_id=result.task_id,
-                action_id=result.action_id,
-                type=event_type,
-                tool=result.tool,
-                at=at,
-                outcome=result.status,
-                cost_usd=result.cost.usd,
-                summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
-            )
-        )
-        if result.status == "succeeded" and result.undo is not None:
-            await self.undo_results.keep(result)
-        if result.status != "unknown":
-            return None
+        await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at)])
+        await self.undo_results.keep([result] if _undoable(result) else [])
+        return await self._follow_up(result) if result.status == "unknown" else None
+
+    async def on_result_batch(self, events: Sequence[ActionResult]) -> None:
+        """A polled batch of results: kept in one write (and the undoable ones in one more), then a follow-up for each unknown outcome.
+
+        As `on_decided_batch`: what raises sends the batch back to the bus, to be handled one event at a time.
+        """
+        await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time) for e in events])
+        await self.undo_results.keep([e.data for e in events if _undoable(e.data)])
+        for event in events:
+            if event.data.status == "unknown":
+                with _handling(event):
+                    await self._follow_up(event.data)
+
+    async def _follow_up(self, result: ActionResultData) -> ApprovalRecord | None:
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
         request = await self.repo.get_by_action(result.action_id, tenant_id=result.tenant_id)
         args = (request.edited_args or request.args) if request else (decided.args if decided and decided.args is not None else {})
