@@ -28,6 +28,7 @@ from faststream import AckPolicy
 from servicekit.bus import Bus, Handler
 from servicekit.metrics import observe_handled
 from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
+from servicekit.tracing import Attr, batch_span
 
 __all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
 
@@ -94,8 +95,10 @@ async def _handle_batch(
     if not events:
         return
     started = time.perf_counter()
-    try:
-        await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
+    attributes = {Attr.SERVICE: bus.service, Attr.TOPIC: topic, Attr.BATCH_SIZE: len(events)}
+    try:  # one span for the batch, linked to every event's trace; work done per event opens spans in the event's trace
+        with batch_span(f"{bus.service} handle batch {topic}", attributes=attributes, links=[e.traceparent for e in events]):
+            await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
     except Exception:  # one bad event must not hold the others: fall back to one at a time
         log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
         for record, event in zip(kept, events, strict=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,6 +40,7 @@ class Attr:
     COST_USD = "tidegate.cost_usd"
     APPROVAL = "tidegate.approval_id"
     REJECTED = "tidegate.rejected_code"
+    BATCH_SIZE = "messaging.batch.message_count"
 
 
 # Whether a span exporter is installed in this process (`install_tracing`). Without one a span would be built,
@@ -127,3 +128,31 @@ def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | N
 
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+
+
+@contextmanager
+def batch_span(name: str, *, attributes: dict[str, Any], links: Sequence[str | None]) -> Iterator[None]:
+    """A span around a polled batch handled together, linked to the trace of each of its events (`links`: traceparents).
+
+    It never becomes the current span: what the batch's handler publishes, and the spans it opens for
+    one event, stay in that event's trace. Recorded only when an exporter is installed; without one
+    there is nothing to keep, and it costs nothing.
+    """
+    if not _exporting:
+        yield
+        return
+    linked = []
+    for traceparent in links:
+        context = context_from_traceparent(traceparent)
+        span_context = trace.get_current_span(context).get_span_context() if context is not None else None
+        if span_context is not None and span_context.is_valid:
+            linked.append(trace.Link(span_context))
+    s = tracer().start_span(name, attributes=attributes, links=linked)
+    try:
+        yield
+    except BaseException as exc:
+        s.record_exception(exc)
+        s.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        s.end()

@@ -7,7 +7,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from servicekit import tracing
-from servicekit.tracing import context_from_traceparent, current_traceparent, install_tracing, span
+from servicekit.tracing import batch_span, context_from_traceparent, current_traceparent, install_tracing, span
 
 TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
@@ -63,3 +63,30 @@ def test_a_later_version_is_read_by_the_propagator() -> None:
     context = context_from_traceparent(f"01-{TRACE}-{PARENT}-01-more")
     assert context is not None
     assert format(trace.get_current_span(context).get_span_context().trace_id, "032x") == TRACE
+
+
+def test_a_batch_span_links_every_events_trace_and_leaves_the_current_context_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "_exporting", False)
+    exporter = InMemorySpanExporter()
+    provider = install_tracing("test", exporter=exporter)
+    other = "1" * 32
+    links = [f"00-{other}-{PARENT}-01", None, "zz"]
+    with (
+        span("outer", parent=f"00-{TRACE}-{PARENT}-01") as outer,
+        batch_span("approval handle batch actions.decided", attributes={}, links=links),
+    ):
+        assert trace.get_current_span() is outer  # what the batch publishes stays in the events' traces
+    provider.force_flush()
+    [recorded] = [s for s in exporter.get_finished_spans() if s.name == "approval handle batch actions.decided"]
+    assert [format(link.context.trace_id, "032x") for link in recorded.links] == [other]  # the invalid ones left out
+    with pytest.raises(RuntimeError), batch_span("policy handle batch actions.proposed", attributes={}, links=[]):
+        raise RuntimeError("a failed batch")
+    provider.force_flush()
+    [failed] = [s for s in exporter.get_finished_spans() if s.name == "policy handle batch actions.proposed"]
+    assert not failed.status.is_ok
+
+
+def test_without_an_exporter_a_batch_span_is_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "_exporting", False)
+    with batch_span("approval handle batch actions.results", attributes={}, links=[f"00-{TRACE}-{PARENT}-01"]):
+        assert not trace.get_current_span().get_span_context().is_valid
