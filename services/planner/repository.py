@@ -68,14 +68,15 @@ _READ = (
 )
 
 # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
-# inserted, or updated only if its row is still version $16 (`xmin`); everything else is written only if it was.
+# inserted, or updated only if its row is still version $16 (`xmin`) and the event ($12) is not applied yet; everything
+# else is written only if it was.
 _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix)
                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
                ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                  human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                  state = EXCLUDED.state, updated_at = now()
-               WHERE planner.tasks.xmin::text = $16
+               WHERE planner.tasks.xmin::text = $16 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $12)
                RETURNING xmin::text AS version),
      p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $12, $1 FROM t),
      s AS (INSERT INTO planner.steps
@@ -90,7 +91,7 @@ _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  cost_usd = EXCLUDED.cost_usd, updated_at = now()),
      o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
                SELECT $12, $1, x.topic, x.payload
-               FROM ROWS FROM (jsonb_to_recordset($14::jsonb) AS (topic text, payload text)) WITH ORDINALITY AS x(topic, payload, n)
+               FROM unnest($14::text[], $17::text[]) WITH ORDINALITY AS x(topic, payload, n)
                WHERE EXISTS (SELECT 1 FROM t)
                ORDER BY x.n
                RETURNING id)
@@ -112,14 +113,26 @@ class PostgresTaskRepository(TaskRepository):
     _states: OrderedDict[str, tuple[str, TaskState]] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """Two round trips and no explicit transaction: read the task unlocked, then one guarded write.
+        """One round trip when this process wrote the task last, two otherwise; no explicit transaction, no lock.
 
         The write is one statement, so atomic, and it applies only if the task's row is still the
-        version read (its `xmin`: the transaction that last wrote it). A concurrent writer (another
-        copy's step-timeout sweep, a redelivery racing this one) makes it write nothing, and the
-        event is read and applied again on the fresh state: a seen event hands back its outbox.
+        version the state came from (its `xmin`: the transaction that last wrote it) and the event
+        is not applied yet. The state this process wrote last is kept with its version, and an event
+        that changes it is written at once; when the guard refuses (another copy's step-timeout
+        sweep, a redelivery) or the event changes nothing, the task is read and the event applied
+        to the fresh state, or its stored outbox handed back if it was applied already.
         """
         async with self.pool.acquire() as conn:
+            cached = self._states.get(task_id)
+            if cached is not None:
+                try:
+                    transition = change(cached[1])
+                except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
+                    transition = None
+                if transition is not None and transition.changed:
+                    written = await self._write(conn, event_id, *cached, transition)
+                    if written is not None:
+                        return written
             while True:
                 cached = self._states.get(task_id)
                 row = await conn.fetchrow(_READ, task_id, event_id, cached[0] if cached else None)
@@ -130,13 +143,13 @@ class PostgresTaskRepository(TaskRepository):
                         return await self._pending(conn, event_id)
                     version = row["version"]
                     state = cached[1] if cached is not None and row["state"] is None else TaskState.model_validate_json(row["state"])
+                    self._remember(task_id, version, state)
                 transition = change(state)
                 if transition is None or (state is not None and not transition.changed):
                     return []  # nothing to do (or not our task: remember nothing about it)
                 written = await self._write(conn, event_id, version, state, transition)
                 if written is not None:
                     return written
-                self._states.pop(task_id, None)  # written by someone else since it was read: read it again
 
     def _remember(self, task_id: str, version: str, state: TaskState) -> None:
         """Keep the state last written, so that the next event of the task skips reading and parsing it."""
@@ -156,7 +169,6 @@ class PostgresTaskRepository(TaskRepository):
         new = transition.state
         before = {s.step: s for s in old.steps} if old else {}
         steps = [_step_doc(s) for s in new.steps if before.get(s.step) != s]
-        outbound = [{"topic": o.topic, "payload": encode(o.event).decode()} for o in transition.outbound]
         row = await conn.fetchrow(
             _WRITE,
             new.task_id,
@@ -172,9 +184,10 @@ class PostgresTaskRepository(TaskRepository):
             _state_json(new),
             event_id,
             json.dumps(steps),
-            json.dumps(outbound),
+            [o.topic for o in transition.outbound],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
             version,
+            [encode(o.event).decode() for o in transition.outbound],
         )
         if row["version"] is None:
             return None
