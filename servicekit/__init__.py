@@ -21,7 +21,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Recorded, Reject, make_broker, once_delivered
+from servicekit.bus import Bus, Handler, Recorded, Reject, make_broker, once_delivered, once_delivered_together
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -84,6 +84,7 @@ __all__ = [
     "make_broker",
     "next_sequence",
     "once_delivered",
+    "once_delivered_together",
     "operator_key",
     "rotate",
     "run_service",

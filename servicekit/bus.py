@@ -13,6 +13,7 @@ rather than losing the event; a dead producer makes the process exit for its sup
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -39,7 +40,7 @@ from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Recorded", "Reject", "make_broker", "once_delivered"]
+__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Recorded", "Reject", "make_broker", "once_delivered", "once_delivered_together"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class _BatchDeliveries:
     unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # `once_delivered`
     sent: set[str] = field(default_factory=set)  # event ids: a redelivery inside the same batch publishes nothing twice
+    gathered: dict[str, list[Any]] = field(default_factory=dict)  # `once_delivered_together`, by key
 
 
 _batch: ContextVar[_BatchDeliveries | None] = ContextVar("tidegate_batch_deliveries", default=None)
@@ -92,6 +94,23 @@ async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
         await action()
     else:
         batch.after.append(action)
+
+
+async def once_delivered_together(key: str, items: Sequence[T], action: Callable[[list[T]], Awaitable[Any]]) -> None:
+    """`once_delivered` for what many handlers of a polled batch mark: `action` runs once, with every item given under `key`.
+
+    A service that deletes its delivered outbox entries then pays one statement per batch, not
+    one per event. Outside a batch a publish has waited, so `action` runs now with `items`.
+    """
+    batch = _batch.get()
+    if batch is None:
+        await action(list(items))
+        return
+    gathered = batch.gathered.get(key)
+    if gathered is None:
+        gathered = batch.gathered[key] = []
+        batch.after.append(functools.partial(action, gathered))
+    gathered.extend(items)
 
 
 class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]

@@ -20,7 +20,7 @@ from schemas import (
     TaskSubmitted,
     utcnow,
 )
-from servicekit import once_delivered
+from servicekit import once_delivered_together
 from services.planner import domain
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
@@ -60,11 +60,14 @@ class PlannerHandlers:
         await self._publish(await self.repo.apply(event_id, task_id, change))
 
     async def _publish(self, pending: list[PendingEvent]) -> None:
-        """Publish outbox entries; they are deleted once the broker has them, so a redelivery of their source publishes them again."""
+        """Publish outbox entries; they are deleted once the broker has them, so a redelivery of their source publishes them again.
+
+        In a polled batch they are deleted together, in one statement, once the whole batch is acknowledged.
+        """
         for item in pending:
             await self.publish(item.topic, item.event)
         if pending:
-            await once_delivered(lambda: self.repo.published([p.outbox_id for p in pending]))
+            await once_delivered_together("planner.outbox", [p.outbox_id for p in pending], self.repo.published)
 
     async def on_task(self, event: TaskSubmitted) -> None:
         """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans."""

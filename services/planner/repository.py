@@ -1,15 +1,17 @@
 """Where task state lives: a Protocol, its asyncpg implementation (schema `planner`) and an in-memory twin.
 
-`apply` is the one unit of work: in one transaction it skips an event already applied, locks the
-task, runs the pure transition, saves state and steps, and stores the events to publish in an
-outbox. The caller publishes them and then calls `published`; an event redelivered before that
-hands back the same stored events, so a crash re-publishes identical events and never new ones.
+`apply` is the one unit of work: it skips an event already applied, runs the pure transition on the
+task's state, and in one statement saves state and steps and stores the events to publish in an
+outbox, unless the task changed since it was read (then it starts again). The caller publishes them
+and then calls `published`; an event redelivered before that hands back the same stored events, so
+a crash re-publishes identical events and never new ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +61,43 @@ class TaskRepository(Protocol):
         ...
 
 
+# The task's version (`xmin`), its state unless the caller holds that version already ($3), and whether the event was applied.
+_READ = (
+    "SELECT xmin::text AS version, CASE WHEN xmin::text = $3 THEN NULL ELSE state END AS state, "
+    "EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen FROM planner.tasks WHERE task_id = $1"
+)
+
+# Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
+# inserted, or updated only if its row is still version $16 (`xmin`) and the event ($12) is not applied yet; everything
+# else is written only if it was.
+_WRITE = """WITH t AS (INSERT INTO planner.tasks
+                 (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix)
+               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
+               ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
+                 human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
+                 state = EXCLUDED.state, updated_at = now()
+               WHERE planner.tasks.xmin::text = $16 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $12)
+               RETURNING xmin::text AS version),
+     p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $12, $1 FROM t),
+     s AS (INSERT INTO planner.steps
+                 (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
+               SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
+                      x.attempts, x.cost_usd
+               FROM jsonb_to_recordset($13::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
+                      status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
+               WHERE EXISTS (SELECT 1 FROM t)
+               ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
+                 reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
+                 cost_usd = EXCLUDED.cost_usd, updated_at = now()),
+     o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
+               SELECT $12, $1, x.topic, x.payload
+               FROM unnest($14::text[], $17::text[]) WITH ORDINALITY AS x(topic, payload, n)
+               WHERE EXISTS (SELECT 1 FROM t)
+               ORDER BY x.n
+               RETURNING id)
+SELECT (SELECT version FROM t) AS version, coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}'::bigint[]) AS ids"""
+
+
 def _state_json(state: TaskState) -> str:
     return state.model_dump_json()
 
@@ -70,82 +109,68 @@ class PostgresTaskRepository(TaskRepository):
     pool: asyncpg.Pool
     rates: CostRates
     prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
+    cached_tasks: int = 1024  # states of the tasks last written, each with its version: most events then skip the parse
+    _states: OrderedDict[str, tuple[str, TaskState]] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """One transaction of few round trips: lock the task and learn whether the event was applied, then one write."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT state, EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen "
-                "FROM planner.tasks WHERE task_id = $1 FOR UPDATE",
-                task_id,
-                event_id,
-            )
-            if row is None:
-                transition = change(None)
-                if transition is None:
-                    return []  # not our task (an outside agent's): remember nothing about it
-                # A new task has no row to lock: the event id's primary key serialises two deliveries.
-                fresh = await conn.fetchval(
-                    "INSERT INTO planner.processed_events (event_id, task_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
-                    event_id,
-                    task_id,
-                )
-                if fresh is None:
-                    return await self._pending(conn, event_id)
-                return await self._write(conn, event_id, None, transition, record_event=False)
-            if row["seen"]:
-                return await self._pending(conn, event_id)
-            state = TaskState.model_validate_json(row["state"])
-            transition = change(state)
-            if transition is None or not transition.changed:
-                return []
-            return await self._write(conn, event_id, state, transition, record_event=True)
+        """One round trip when this process wrote the task last, two otherwise; no explicit transaction, no lock.
+
+        The write is one statement, so atomic, and it applies only if the task's row is still the
+        version the state came from (its `xmin`: the transaction that last wrote it) and the event
+        is not applied yet. The state this process wrote last is kept with its version, and an event
+        that changes it is written at once; when the guard refuses (another copy's step-timeout
+        sweep, a redelivery) or the event changes nothing, the task is read and the event applied
+        to the fresh state, or its stored outbox handed back if it was applied already.
+        """
+        async with self.pool.acquire() as conn:
+            cached = self._states.get(task_id)
+            if cached is not None:
+                try:
+                    transition = change(cached[1])
+                except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
+                    transition = None
+                if transition is not None and transition.changed:
+                    written = await self._write(conn, event_id, *cached, transition)
+                    if written is not None:
+                        return written
+            while True:
+                cached = self._states.get(task_id)
+                row = await conn.fetchrow(_READ, task_id, event_id, cached[0] if cached else None)
+                version: str | None = None
+                state: TaskState | None = None
+                if row is not None:
+                    if row["seen"]:
+                        return await self._pending(conn, event_id)
+                    version = row["version"]
+                    state = cached[1] if cached is not None and row["state"] is None else TaskState.model_validate_json(row["state"])
+                    self._remember(task_id, version, state)
+                transition = change(state)
+                if transition is None or (state is not None and not transition.changed):
+                    return []  # nothing to do (or not our task: remember nothing about it)
+                written = await self._write(conn, event_id, version, state, transition)
+                if written is not None:
+                    return written
+
+    def _remember(self, task_id: str, version: str, state: TaskState) -> None:
+        """Keep the state last written, so that the next event of the task skips reading and parsing it."""
+        self._states[task_id] = (version, state)
+        self._states.move_to_end(task_id)
+        if len(self._states) > self.cached_tasks:
+            self._states.popitem(last=False)
 
     async def _pending(self, conn: Any, event_id: str) -> list[PendingEvent]:
         rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
         return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
 
     async def _write(
-        self, conn: Any, event_id: str, old: TaskState | None, transition: Transition, *, record_event: bool
-    ) -> list[PendingEvent]:
-        """Save the task, its changed steps, the applied event and the outbox in one statement."""
+        self, conn: Any, event_id: str, version: str | None, old: TaskState | None, transition: Transition
+    ) -> list[PendingEvent] | None:
+        """Save the task, its changed steps, the applied event and the outbox in one statement; None if the task changed since `version`."""
         new = transition.state
         before = {s.step: s for s in old.steps} if old else {}
         steps = [_step_doc(s) for s in new.steps if before.get(s.step) != s]
-        outbound = [{"topic": o.topic, "payload": encode(o.event).decode()} for o in transition.outbound]
-        processed = (
-            "p AS (INSERT INTO planner.processed_events (event_id, task_id) VALUES ($12, $1) RETURNING 1),"
-            if record_event
-            else "p AS (SELECT 1),"
-        )
-        # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end).
-        ids = await conn.fetchval(
-            f"""WITH {processed}
-               t AS (INSERT INTO planner.tasks
-                       (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state,
-                        topic_prefix)
-                     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
-                     ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
-                       human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
-                       state = EXCLUDED.state, updated_at = now()
-                     RETURNING 1),
-               s AS (INSERT INTO planner.steps
-                       (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
-                     SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
-                            x.attempts, x.cost_usd
-                     FROM jsonb_to_recordset($13::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
-                            status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
-                     ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
-                       reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
-                       cost_usd = EXCLUDED.cost_usd, updated_at = now()
-                     RETURNING 1),
-               o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
-                     SELECT $12, $1, x.topic, x.payload
-                     FROM ROWS FROM (jsonb_to_recordset($14::jsonb) AS (topic text, payload text)) WITH ORDINALITY AS x(topic, payload, n)
-                     ORDER BY x.n
-                     RETURNING id)
-               SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{{}}'::bigint[])
-                 FROM (SELECT count(*) FROM p) AS _p, (SELECT count(*) FROM t) AS _t, (SELECT count(*) FROM s) AS _s""",
+        row = await conn.fetchrow(
+            _WRITE,
             new.task_id,
             new.tenant_id,
             new.workflow,
@@ -159,10 +184,15 @@ class PostgresTaskRepository(TaskRepository):
             _state_json(new),
             event_id,
             json.dumps(steps),
-            json.dumps(outbound),
+            [o.topic for o in transition.outbound],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
+            version,
+            [encode(o.event).decode() for o in transition.outbound],
         )
-        return [PendingEvent(i, o.topic, o.event) for i, o in zip(ids, transition.outbound, strict=True)]
+        if row["version"] is None:
+            return None
+        self._remember(new.task_id, row["version"], new)
+        return [PendingEvent(i, o.topic, o.event) for i, o in zip(row["ids"], transition.outbound, strict=True)]
 
     async def published(self, outbox_ids: list[int]) -> None:
         """Delete delivered outbox entries."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from schemas import ActionDecided, ActionDecidedData, Reason, utcnow
 from servicekit import REPO_ROOT, ToolCatalog, create_pool
-from servicekit.db import apply_migrations
+from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
-from services.planner.domain import CostRates
-from services.planner.repository import PostgresTaskRepository
+from services.planner.domain import CostRates, PlannedStep, TaskState, Transition
+from services.planner.repository import Change, PostgresTaskRepository
 from services.planner.strategies import PlaybookStrategy
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
@@ -101,5 +102,84 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
         await repo.published([outcome.outbox_id])
         assert await repo.unpublished(event_id) == []
         assert task.task_id not in await repo.waiting_since_before(utcnow(), limit=100_000)  # closed
+    finally:
+        await pool.close()
+
+
+def _started(task_id: str) -> tuple[Any, Change]:
+    task = ticket_task(TICKETS[6], task_id=task_id)
+    steps = [PlannedStep(tool="get_ticket", args={"ticket_id": TICKETS[6].ticket_id})]
+    return task, lambda state: domain.start_task(task, steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset())
+
+
+def _noted(field: str, value: str, seen: list[TaskState] | None = None) -> Change:
+    """A change that sets `field` of the task (and records the state it was given)."""
+
+    def change(state: TaskState | None) -> Transition | None:
+        if state is None:
+            return None
+        if seen is not None:
+            seen.append(state)
+        return Transition(state=state.model_copy(update={field: value}))
+
+    return change
+
+
+async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_statement(infra):
+    """No read, no BEGIN/COMMIT, no lock; the outbox entries of a batch are deleted in one more statement."""
+    pool = unopened_pool(infra.database_url, max_size=1, reset_session=False)  # as the service opens it
+    await open_pool(pool, infra.database_url)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        repo = PostgresTaskRepository(pool, RATES)
+        task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
+        [proposal] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
+        sent: list[str] = []
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        await repo.apply(f"ev2-{task.task_id}", task.task_id, _noted("summary", "noted"))
+        assert len(sent) == 1, sent
+        await repo.published([proposal.outbox_id])
+        assert len(sent) == 2
+        assert (await repo.get(task.task_id)).summary == "noted"
+
+        fresh = PostgresTaskRepository(pool, RATES)  # a restarted process: the task is read first
+        sent.clear()
+        await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart"))
+        assert len(sent) == 2, sent
+        sent.clear()
+        assert await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart")) == []  # redelivered
+        assert len(sent) == 3, sent  # the refused write, the read that finds it applied, its (empty) outbox
+    finally:
+        await pool.close()
+
+
+async def test_a_task_another_copy_changed_is_applied_to_its_fresh_state(infra):
+    """Two copies of the planner share tasks (the step-timeout sweep runs in each): neither applies an event to a stale state."""
+    pool = await create_pool(infra.database_url, max_size=3)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        ours, other = PostgresTaskRepository(pool, RATES), PostgresTaskRepository(pool, RATES)
+        task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
+        await ours.apply(f"ev-{task.task_id}", task.task_id, start)
+        await other.apply(f"other-{task.task_id}", task.task_id, _noted("summary", "by the other copy"))
+        await ours.apply(f"ours-{task.task_id}", task.task_id, _noted("reason", "by ours"))
+        state = await ours.get(task.task_id)
+        assert (state.summary, state.reason) == ("by the other copy", "by ours")  # not written over the state it wrote itself
+
+        # The other copy writes between our read and our write: ours writes nothing and applies its event again.
+        write, raced = ours._write, []
+
+        async def racing(*args: Any) -> Any:
+            if not raced:
+                raced.append(await other.apply(f"race-{task.task_id}", task.task_id, _noted("summary", "raced")))
+            return await write(*args)
+
+        ours._write = racing  # type: ignore[method-assign]
+        await ours.apply(f"ours2-{task.task_id}", task.task_id, _noted("reason", "applied again"))
+        state = await ours.get(task.task_id)
+        assert (state.summary, state.reason) == ("raced", "applied again")
+        applied = await pool.fetch("SELECT event_id FROM planner.processed_events WHERE task_id = $1", task.task_id)
+        assert len(applied) == 5  # each event once (the start's is recorded too)
     finally:
         await pool.close()

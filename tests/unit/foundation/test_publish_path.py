@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +11,7 @@ from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 from fake_producer import make_bus
 
 import schemas as s
-from servicekit import Recorded, once_delivered
+from servicekit import Recorded, once_delivered, once_delivered_together
 
 
 def proposal(traceparent: str | None = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01") -> s.ActionProposed:
@@ -215,6 +216,59 @@ async def test_outside_a_batch_what_waits_for_delivery_runs_at_once() -> None:
 
     await once_delivered(mark)
     assert marked == ["delivered"]
+
+
+def _recording_marks() -> tuple[list[list[int]], Callable[[list[int]], Awaitable[None]]]:
+    calls: list[list[int]] = []
+
+    async def forget(ids: list[int]) -> None:
+        calls.append(list(ids))
+
+    return calls, forget
+
+
+async def test_marks_of_a_whole_batch_run_once_together_after_the_acknowledgements() -> None:
+    """Outbox entries of every event of a batch are deleted in one go, once the broker has stored everything the batch published."""
+    bus, producer = make_bus()
+    calls, forget = _recording_marks()
+
+    async def batch() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered_together("outbox", [1, 2], forget)
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered_together("outbox", [3], forget)
+            producer.deliveries[0].set_result(None)
+            assert calls == []
+
+    handling = asyncio.create_task(batch())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == []  # one record is still unacknowledged
+    producer.ack_all()
+    await asyncio.wait_for(handling, 5)
+    assert calls == [[1, 2, 3]]
+    await once_delivered_together("outbox", [4], forget)  # outside a batch the publish has waited: at once
+    assert calls == [[1, 2, 3], [4]]
+
+
+async def test_a_failed_batch_marks_nothing_of_what_it_gathered() -> None:
+    bus, producer = make_bus()
+    calls, forget = _recording_marks()
+
+    async def failing() -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered_together("outbox", [1], forget)
+            producer.deliveries[0].set_exception(KafkaTimeoutError())
+
+    with pytest.raises(KafkaTimeoutError):
+        await failing()
+    async with bus.acknowledged_at_end():  # the redelivery gathers afresh
+        await bus.publish("actions.proposed", proposal())
+        await once_delivered_together("outbox", [2], forget)
+        producer.ack_all()
+    assert calls == [[2]]
 
 
 async def test_an_event_redelivered_inside_the_same_batch_is_published_once() -> None:
