@@ -160,6 +160,23 @@ CUTS = (
     "as their producers would, with keys made for the run, and prints how many were recorded valid: before, they "
     "went unsigned, so the audit's check stopped at the missing signature and its ingest figure left out the "
     "Ed25519 check every real event costs it.",
+    "- **The approval service: a statement per decision and per result.** Almost no action needs a human, yet "
+    "approval wrote one task-event row per decision and one or two rows per result, each its own pool "
+    "acquisition and round trip. It now reads `actions.decided` and `actions.results` through the kit's batch "
+    "path: a polled batch's task events go in one statement, its undoable results in one more (counted with "
+    "asyncpg's query logger: 1.00 → 0.02 statements per decision, 1.50 → 0.04 per result, "
+    "tests/integration/approval/test_approval_batch_round_trips.py); only escalations and unknown outcomes are "
+    "handled one by one, under their own span in the event's trace; a batch that fails is handled again one event at "
+    "a time, so a bad event is dead-lettered alone. Approval's CPU per action, back to back at a burst (load ~14): "
+    "6.76 → 5.38 ms.",
+    "- **The planner: a transaction and a lock per event.** Each event cost BEGIN, SELECT … FOR UPDATE, the write, "
+    "COMMIT and its own outbox DELETE. The planner now keeps the state it last wrote per task, tagged with the row's "
+    "version (`xmin`), and applies an event in one write that goes through only if the row is still that version "
+    "and the event is not yet applied; when it is refused (another copy or the timeout sweep changed the task, a "
+    "redelivery, a restart) it reads the task and applies the event to the fresh state. The outbox entries of a "
+    "polled batch are deleted in one statement once the broker acknowledged what the batch published "
+    "(`servicekit.once_delivered_together`). 4.77 → 1.23 statements per event (tests/integration/planner/"
+    "test_repository.py); the planner's share of the five services' CPU per action 24 → 20 % at a burst.",
 )
 
 
