@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -403,26 +403,53 @@ class InMemoryPolicyRepository(PolicyRepository):
         }
 
 
-def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
+def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
+    """A decision from its stored columns, in the order of `_COLUMNS`."""
+    key, action_id, tenant_id, task_id, outcome, digest, proposal, decided_event, authorized_event = row
     return DecisionRecord(
-        key=row["key"],
-        action_id=row["action_id"],
-        tenant_id=row["tenant_id"],
-        task_id=row["task_id"],
-        outcome=row["outcome"],
-        action_digest=row["action_digest"],
-        proposal=ActionProposedData.model_validate_json(row["proposal"]),
-        decided_event=row["decided_event"],
-        authorized_event=row["authorized_event"],
+        key=key,
+        action_id=action_id,
+        tenant_id=tenant_id,
+        task_id=task_id,
+        outcome=outcome,
+        action_digest=digest,
+        proposal=ActionProposedData.model_validate_json(proposal),
+        decided_event=decided_event,
+        authorized_event=authorized_event,
     )
 
 
-_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event"
-_SELECT_DECISIONS = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = ANY($1::text[])"
-_SELECT_DECISION = (
-    "SELECT key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event "
-    "FROM policy.decisions WHERE key = $1"
+_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text, decided_event, authorized_event"
+_SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
+
+# What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
+# spend of its scopes (tenant $2, task $3) and which of its (tenant $4, payee $5) are known.
+_SELECT_HISTORY = f"""SELECT
+  ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
+  ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
+        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON s.tenant_id = w.t AND s.task_id = w.k) AS spend,
+  ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
+        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
+
+# A batch's new decisions, their reservations and what those add to each scope's spend, in one statement.
+_INSERT_DECISIONS = (
+    """WITH decided AS (INSERT INTO policy.decisions
+    (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
+    SELECT d.key, d.action_id, d.tenant_id, d.task_id, d.outcome, d.action_digest, d.proposal::jsonb, d.decided_event, d.authorized_event
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+    AS d(key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)),
+  reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
+    SELECT a, t, k, o, g::jsonb, m, 'reserved'
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::numeric[]) AS x(a, t, k, o, g, m)
+    ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
+  delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM reserved GROUP BY tenant_id, task_id
+    UNION ALL SELECT tenant_id, '"""
+    + TENANT_TOTAL
+    + """', sum(amount_usd) FROM reserved GROUP BY tenant_id)
+INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id, task_id, amount FROM delta ORDER BY tenant_id, task_id
+ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
 )
+
 
 # A decision's five reads of its task, one row per (tenant, task) asked for, in one statement (one snapshot).
 _SELECT_TASK_READS = """
@@ -491,7 +518,7 @@ class PgPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(_SELECT_DECISION, key)
-        return _record_from_row(row) if row else None
+        return _record_from(row) if row else None
 
     async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
         """See PolicyRepository."""
@@ -553,24 +580,19 @@ class PgPolicyRepository(PolicyRepository):
         conn: Any, items: list[Pending], tenants: list[str]
     ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
         """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees."""
-        rows = await conn.fetch(_SELECT_DECISIONS, [i.key for i in items])
-        recorded = {r["key"]: _record_from_row(r) for r in rows}
         scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
-        spend_rows = await conn.fetch(
-            "SELECT tenant_id, task_id, amount_usd FROM policy.spend s JOIN unnest($1::text[], $2::text[]) AS w(t, k)"
-            " ON s.tenant_id = w.t AND s.task_id = w.k",
+        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
+        row = await conn.fetchrow(
+            _SELECT_HISTORY,
+            [i.key for i in items],
             [sc[0] for sc in scopes],
             [sc[1] for sc in scopes],
-        )
-        spend = {(r["tenant_id"], r["task_id"]): float(r["amount_usd"]) for r in spend_rows}
-        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
-        payee_rows = await conn.fetch(
-            "SELECT p.tenant_id, p.payee FROM policy.known_payees p JOIN unnest($1::text[], $2::text[]) AS w(t, y)"
-            " ON p.tenant_id = w.t AND p.payee = w.y",
             [w[0] for w in wanted],
             [w[1] for w in wanted],
         )
-        return recorded, spend, {(r["tenant_id"], r["payee"]) for r in payee_rows}
+        recorded = {r[0]: _record_from(r) for r in row["decisions"]}
+        spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
+        return recorded, spend, {(t, y) for t, y in row["payees"]}
 
     @staticmethod
     def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
@@ -589,47 +611,28 @@ class PgPolicyRepository(PolicyRepository):
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:
             return
-        await conn.executemany(
-            "INSERT INTO policy.decisions"
-            " (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
-            [
-                (
-                    r.key,
-                    r.action_id,
-                    r.tenant_id,
-                    r.task_id,
-                    r.outcome,
-                    r.action_digest,
-                    r.proposal.model_dump_json(),
-                    r.decided_event,
-                    r.authorized_event,
-                )
-                for r in records
-            ],
-        )
         held = [r.reservation for r in records if r.reservation is not None]
-        if not held:
-            return
-        inserted = await conn.fetch(
-            "INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)"
-            " SELECT a, t, k, o, g::jsonb, m, 'reserved'"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[])"
-            " AS x(a, t, k, o, g, m) ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd",
-            [h.action_id for h in held],
-            [h.tenant_id for h in held],
-            [h.task_id for h in held],
-            [h.tool for h in held],
-            [json.dumps(h.args) for h in held],
-            [h.amount_usd for h in held],
-        )
-        deltas: dict[tuple[str, str], float] = {}
-        for row in inserted:
-            _count_spend(deltas, row["tenant_id"], row["task_id"], float(row["amount_usd"]))
-        await conn.executemany(
-            "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
-            " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
-            [(t, k, v) for (t, k), v in sorted(deltas.items())],
+        await conn.execute(
+            _INSERT_DECISIONS,
+            *zip(
+                *(
+                    (
+                        r.key,
+                        r.action_id,
+                        r.tenant_id,
+                        r.task_id,
+                        r.outcome,
+                        r.action_digest,
+                        r.proposal.model_dump_json(),
+                        r.decided_event,
+                        r.authorized_event,
+                    )
+                    for r in records
+                ),
+                strict=True,
+            ),
+            *([h.action_id for h in held], [h.tenant_id for h in held], [h.task_id for h in held]),
+            *([h.tool for h in held], [json.dumps(h.args) for h in held], [h.amount_usd for h in held]),
         )
 
     async def release(self, action_id: str) -> bool:

@@ -100,7 +100,7 @@ async def test_a_batchs_statements_do_not_grow_with_its_tasks(counted: Counted) 
         per_batch[tasks] = statements.counted()
     print(f"policy statements per polled batch: {per_batch}")
     assert per_batch[8] == per_batch[1]
-    assert per_batch[1] <= 13
+    assert per_batch[1] <= 7
 
 
 async def test_a_result_is_stored_in_one_statement_and_a_payee_learned_in_one_more(counted: Counted) -> None:
