@@ -183,8 +183,8 @@ class PolicyRepository(Protocol):
         """Keep every policy version that decided something (for explanation and replay)."""
         ...
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
-        """Remember values the task has read (value → where), untrusted or vouched for by its request; idempotent."""
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """Remember values the task has read (value → where): those its request vouches for, and untrusted ones; idempotent."""
         ...
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -319,7 +319,7 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         e = ending
         await self.record_outcome(e.tenant_id, e.task_id, e.action_id, e.status, e.attempts)
-        await self.learn(e.tenant_id, e.task_id, e.learned, trusted=False)
+        await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
         if e.record is not None:
             await self.learn_record(e.tenant_id, e.task_id, *e.record)
         if e.budget == "release":
@@ -351,11 +351,12 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """See PolicyRepository."""
         rows = self.read.setdefault((tenant_id, task_id), {})
-        for value, source in values.items():
-            rows.setdefault((value, trusted), source)
+        for is_trusted, values in ((True, trusted), (False, untrusted)):
+            for value, source in values.items():
+                rows.setdefault((value, is_trusted), source)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -719,19 +720,19 @@ class PgPolicyRepository(PolicyRepository):
                 published_by,
             )
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
-        """See PolicyRepository."""
-        if not values:
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """See PolicyRepository: one statement for both."""
+        if not trusted and not untrusted:
             return
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
-                " SELECT $1, $2, v, $3, s FROM unnest($4::text[], $5::text[]) AS w(v, s) ON CONFLICT DO NOTHING",
+                " SELECT $1, $2, v, t, s FROM unnest($3::text[], $4::boolean[], $5::text[]) AS w(v, t, s) ON CONFLICT DO NOTHING",
                 tenant_id,
                 task_id,
-                trusted,
-                list(values),
-                list(values.values()),
+                [*trusted, *untrusted],
+                [True] * len(trusted) + [False] * len(untrusted),
+                [*trusted.values(), *untrusted.values()],
             )
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:

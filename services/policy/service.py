@@ -364,12 +364,12 @@ class PolicyService:
         data = event.data
         untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
         trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
-        await self.repo.learn(data.tenant_id, data.task_id, Provenance().learn(trusted, "the task's request", trusted=True), trusted=True)
-        values: dict[str, str] = {}  # a value in several fields keeps the first one's source
+        values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
         for key, value in untrusted.items():
             for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
                 values.setdefault(v, source)
-        await self.repo.learn(data.tenant_id, data.task_id, values, trusted=False)
+        vouched = Provenance().learn(trusted, "the task's request", trusted=True)
+        await self.repo.learn(data.tenant_id, data.task_id, trusted=vouched, untrusted=values)
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
