@@ -54,7 +54,7 @@ from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
-from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
+from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
 from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Settled, TaskReads
 from services.policy.settings import PolicySettings
 
@@ -116,6 +116,8 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Each tenant's settings as last validated, with the pack, record and directory they came from.
+    _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
 
     # --- wiring helpers ------------------------------------------------------------------------
 
@@ -128,8 +130,14 @@ class PolicyService:
                 await self.ready()
                 self._ready_done = True
 
-    def _controls(self, tenant_id: str, tool: str) -> Controls:
+    def _tenant(self, tenant_id: str) -> TenantSettings | None:
+        """The tenant's settings from its `control.tenant` record and directory, validated again only when either or the pack changed."""
         record, directory = self.control.tenants.get(tenant_id), self.control.directories.get(tenant_id)
+        if record is None and directory is None:
+            return None
+        memo = self._tenants.get(tenant_id)
+        if memo is not None and memo[0] is self.pack and memo[1] is record and memo[2] is directory:
+            return memo[3]
         tenant = None
         try:  # an operator's record, or an operator-wide admin's onboarding, or a pack tenant's admins' directory
             settings = record.settings if record is not None else None
@@ -137,8 +145,14 @@ class PolicyService:
         except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
             who = record.set_by if record is not None else "?"
             log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
+        self._tenants[tenant_id] = (self.pack, record, directory, tenant)
+        return tenant
+
+    def _controls(self, tenant_id: str, tool: str) -> Controls:
         return Controls(
-            killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
+            killswitch=self.control.killed(tenant_id, tool),
+            tenant_budget_usd=self.control.budgets.get(tenant_id),
+            tenant=self._tenant(tenant_id),
         )
 
     def _unseen(self, awaiting: list[str]) -> list[str]:
