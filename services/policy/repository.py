@@ -443,10 +443,10 @@ _INSERT_DECISIONS = (
     SELECT a, t, k, o, g::jsonb, m, 'reserved'
     FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::numeric[]) AS x(a, t, k, o, g, m)
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
-  delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM reserved GROUP BY tenant_id, task_id
+  delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
     UNION ALL SELECT tenant_id, '"""
     + TENANT_TOTAL
-    + """', sum(amount_usd) FROM reserved GROUP BY tenant_id)
+    + """', amount_usd FROM reserved) AS r GROUP BY tenant_id, task_id)
 INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id, task_id, amount FROM delta ORDER BY tenant_id, task_id
 ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
 )
