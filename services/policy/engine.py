@@ -136,7 +136,7 @@ def approvers_required(reasons: tuple[Reason, ...], tenant: TenantSettings) -> i
 
 def tenant_settings(pack: CompiledPack, tenant_id: str, controls: Controls) -> TenantSettings:
     """The tenant's settings: its `control.tenant` record when there is one, else the pack's settings."""
-    return controls.tenant if controls.tenant is not None else pack.settings.tenant(tenant_id)
+    return controls.tenant if controls.tenant is not None else pack.tenant(tenant_id)
 
 
 def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdict:

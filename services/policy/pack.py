@@ -299,6 +299,15 @@ class CompiledPack:
     # The whole pack, shadow policies included, when it has any: what it would decide if they were enforced.
     shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    _tenants: dict[str | None, TenantSettings] = field(default_factory=dict, compare=False, repr=False)
+
+    def tenant(self, tenant_id: str) -> TenantSettings:
+        """`settings.tenant(tenant_id)`, validated once per tenant the pack names and once for all the others (their `default`)."""
+        key = tenant_id if tenant_id in self.settings.tenants else None
+        found = self._tenants.get(key)
+        if found is None:
+            found = self._tenants[key] = self.settings.tenant(tenant_id)
+        return found
 
     def arg_errors(self, tool: str, args: dict[str, Any]) -> list[str]:
         """`ToolCatalog.arg_errors` (the catalog compiles each tool's validator once)."""

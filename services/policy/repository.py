@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
@@ -22,7 +22,17 @@ from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
 from services.policy.facts import History, SystemRecord
 
-__all__ = ["DecisionRecord", "InMemoryPolicyRepository", "Pending", "PgPolicyRepository", "PolicyRepository", "Reservation", "Settled"]
+__all__ = [
+    "DecisionRecord",
+    "Ending",
+    "InMemoryPolicyRepository",
+    "Pending",
+    "PgPolicyRepository",
+    "PolicyRepository",
+    "Reservation",
+    "Settled",
+    "TaskReads",
+]
 
 TENANT_TOTAL = "*"
 
@@ -65,6 +75,39 @@ class Settled:
     tenant_id: str
     tool: str
     args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TaskReads:
+    """What one task has stored, as a decision reads it: results awaited, values read, decisions taken, troubles, records read."""
+
+    awaiting: list[str]  # tools of its authorized calls whose result has not been seen yet
+    provenance: Provenance
+    decisions: list[tuple[str, str, dict[str, Any]]]  # oldest first, as (tool, outcome, facts)
+    troubles: tuple[int, int]
+    records: dict[str, SystemRecord]
+
+
+Scope = tuple[str, str]  # (tenant id, task id)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How an authorized call ended, stored in one unit: its outcome, what its result taught, and its reservation's fate.
+
+    `budget` is `release` (failed), `settle` (succeeded, at `cost_usd` when known, else the estimate)
+    or `hold` (unknown: held until a human settles it, never expired).
+    """
+
+    tenant_id: str
+    task_id: str
+    action_id: str
+    status: str
+    attempts: int
+    budget: Literal["release", "settle", "hold"]
+    cost_usd: float | None = None
+    learned: dict[str, str] = field(default_factory=dict)  # untrusted values of its result (value → where)
+    record: tuple[str, SystemRecord] | None = None  # what a trusted read said of an entry of the system of record
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -121,6 +164,13 @@ class PolicyRepository(Protocol):
         """The call's outcome is unknown: keep its reservation held until a human resolves it (never expire it)."""
         ...
 
+    async def end(self, ending: Ending) -> Settled | None:
+        """Record how a call ended, learn what its result taught, then release, settle or hold its reservation, all at once.
+
+        Returns what a settled reservation was for (None when nothing was settled or there is none).
+        """
+        ...
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """Release held reservations made before `reserved_before` with no result seen; their action ids."""
         ...
@@ -133,8 +183,8 @@ class PolicyRepository(Protocol):
         """Keep every policy version that decided something (for explanation and replay)."""
         ...
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
-        """Remember values the task has read (value → where), untrusted or vouched for by its request; idempotent."""
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """Remember values the task has read (value → where): those its request vouches for, and untrusted ones; idempotent."""
         ...
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -163,6 +213,10 @@ class PolicyRepository(Protocol):
 
     async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
         """The task's (retries, tool errors) so far: attempts beyond the first, and calls that failed or ended unknown."""
+        ...
+
+    async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
+        """Everything a decision reads of each task in `scopes` (the five reads above), in one snapshot."""
         ...
 
 
@@ -261,6 +315,21 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         self.unknown.add(action_id)
 
+    async def end(self, ending: Ending) -> Settled | None:
+        """See PolicyRepository."""
+        e = ending
+        await self.record_outcome(e.tenant_id, e.task_id, e.action_id, e.status, e.attempts)
+        await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
+        if e.record is not None:
+            await self.learn_record(e.tenant_id, e.task_id, *e.record)
+        if e.budget == "release":
+            await self.release(e.action_id)
+        elif e.budget == "hold":
+            await self.hold_unknown(e.action_id)
+        else:
+            return await self.settle(e.action_id, e.cost_usd)
+        return None
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (the twin marks them `expired`, PostgreSQL `released` with `expired_at`)."""
         due = sorted(
@@ -282,11 +351,12 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """See PolicyRepository."""
         rows = self.read.setdefault((tenant_id, task_id), {})
-        for value, source in values.items():
-            rows.setdefault((value, trusted), source)
+        for is_trusted, values in ((True, trusted), (False, untrusted)):
+            for value, source in values.items():
+                rows.setdefault((value, is_trusted), source)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -320,27 +390,123 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         return troubles(self.outcomes.get((tenant_id, task_id), {}).values())
 
+    async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
+        """See PolicyRepository."""
+        return {
+            (t, k): TaskReads(
+                await self.awaiting_results(t, k),
+                await self.provenance(t, k),
+                await self.task_decisions(t, k),
+                await self.task_troubles(t, k),
+                await self.records(t, k),
+            )
+            for t, k in scopes
+        }
 
-def _record_from_row(row: asyncpg.Record) -> DecisionRecord:
+
+def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
+    """A decision from its stored columns, in the order of `_COLUMNS`."""
+    key, action_id, tenant_id, task_id, outcome, digest, proposal, decided_event, authorized_event = row
     return DecisionRecord(
-        key=row["key"],
-        action_id=row["action_id"],
-        tenant_id=row["tenant_id"],
-        task_id=row["task_id"],
-        outcome=row["outcome"],
-        action_digest=row["action_digest"],
-        proposal=ActionProposedData.model_validate_json(row["proposal"]),
-        decided_event=row["decided_event"],
-        authorized_event=row["authorized_event"],
+        key=key,
+        action_id=action_id,
+        tenant_id=tenant_id,
+        task_id=task_id,
+        outcome=outcome,
+        action_digest=digest,
+        proposal=ActionProposedData.model_validate_json(proposal),
+        decided_event=decided_event,
+        authorized_event=authorized_event,
     )
 
 
-_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event"
-_SELECT_DECISIONS = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = ANY($1::text[])"
-_SELECT_DECISION = (
-    "SELECT key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text AS proposal, decided_event, authorized_event "
-    "FROM policy.decisions WHERE key = $1"
+_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text, decided_event, authorized_event"
+_SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
+
+# What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
+# spend of its scopes (tenant $2, task $3) and which of its (tenant $4, payee $5) are known.
+_SELECT_HISTORY = f"""SELECT
+  ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
+  ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
+        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON s.tenant_id = w.t AND s.task_id = w.k) AS spend,
+  ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
+        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
+
+# A batch's new decisions, their reservations and what those add to each scope's spend, in one statement.
+_INSERT_DECISIONS = (
+    """WITH decided AS (INSERT INTO policy.decisions
+    (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
+    SELECT d.key, d.action_id, d.tenant_id, d.task_id, d.outcome, d.action_digest, d.proposal::jsonb, d.decided_event, d.authorized_event
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+    AS d(key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)),
+  reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
+    SELECT a, t, k, o, g::jsonb, m, 'reserved'
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::numeric[]) AS x(a, t, k, o, g, m)
+    ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
+  delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
+    UNION ALL SELECT tenant_id, '"""
+    + TENANT_TOTAL
+    + """', amount_usd FROM reserved) AS r GROUP BY tenant_id, task_id)
+INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id, task_id, amount FROM delta ORDER BY tenant_id, task_id
+ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
 )
+
+
+# A decision's five reads of its task, one row per (tenant, task) asked for, in one statement (one snapshot).
+_SELECT_TASK_READS = """
+SELECT w.t AS tenant_id, w.k AS task_id,
+  ARRAY(SELECT r.tool FROM policy.reservations r WHERE r.tenant_id = w.t AND r.task_id = w.k AND r.status = 'reserved') AS awaiting,
+  ARRAY(SELECT (p.value, p.source, p.trusted) FROM policy.provenance p
+        WHERE p.tenant_id = w.t AND p.task_id = w.k ORDER BY p.learned_at) AS provenance,
+  ARRAY(SELECT (d.proposal->>'tool', d.outcome, d.decided_event) FROM policy.decisions d
+        WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
+  ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
+  ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
+        WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records
+FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
+"""
+
+# The fate of a call's reservation, as common table expressions over $1 (its action id); each adds what it
+# changes to the task's and the tenant's spend. A reservation released as expired (`expired_at` set) that
+# is settled after all is counted again: what was held is not subtracted from the settled cost.
+_SPEND = (
+    "spent AS (INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd)"
+    " SELECT b.tenant_id, w.k, b.delta FROM budget b CROSS JOIN LATERAL unnest(ARRAY[b.task_id, '" + TENANT_TOTAL + "']) AS w(k)"
+    " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd)"
+)
+_RELEASE = (
+    "budget AS (UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
+    " RETURNING tenant_id, task_id, -amount_usd AS delta), " + _SPEND
+)
+_HOLD = "held AS (UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1)"
+
+
+def _settle(cost: str) -> str:
+    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL)."""
+    actual = f"coalesce({cost}::numeric, amount_usd)"
+    return (
+        f"budget AS (UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
+        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
+        f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta), " + _SPEND
+    )
+
+
+# What a settled reservation was for, read in the statement's snapshot (these columns never change).
+_SETTLED = "SELECT tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
+
+# How a call ended and what its result taught ($2..$11), as common table expressions before its reservation's fate.
+_ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
+    VALUES ($2, $3, $1, $4, $5::integer) ON CONFLICT (action_id) DO NOTHING),
+  learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
+    SELECT $2, $3, v, false, s FROM unnest($6::text[], $7::text[]) AS w(v, s) ON CONFLICT DO NOTHING),
+  read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
+    SELECT $2, $3, $8::text, $9::double precision, $10::text, $11::text WHERE $8::text IS NOT NULL
+    ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
+    currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
+
+
+def _settled(row: asyncpg.Record | None) -> Settled | None:
+    return Settled(row["tenant_id"], row["tool"], json.loads(row["args"])) if row is not None else None
 
 
 class PgPolicyRepository(PolicyRepository):
@@ -353,7 +519,7 @@ class PgPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(_SELECT_DECISION, key)
-        return _record_from_row(row) if row else None
+        return _record_from(row) if row else None
 
     async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
         """See PolicyRepository."""
@@ -415,24 +581,19 @@ class PgPolicyRepository(PolicyRepository):
         conn: Any, items: list[Pending], tenants: list[str]
     ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
         """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees."""
-        rows = await conn.fetch(_SELECT_DECISIONS, [i.key for i in items])
-        recorded = {r["key"]: _record_from_row(r) for r in rows}
         scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
-        spend_rows = await conn.fetch(
-            "SELECT tenant_id, task_id, amount_usd FROM policy.spend s JOIN unnest($1::text[], $2::text[]) AS w(t, k)"
-            " ON s.tenant_id = w.t AND s.task_id = w.k",
+        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
+        row = await conn.fetchrow(
+            _SELECT_HISTORY,
+            [i.key for i in items],
             [sc[0] for sc in scopes],
             [sc[1] for sc in scopes],
-        )
-        spend = {(r["tenant_id"], r["task_id"]): float(r["amount_usd"]) for r in spend_rows}
-        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
-        payee_rows = await conn.fetch(
-            "SELECT p.tenant_id, p.payee FROM policy.known_payees p JOIN unnest($1::text[], $2::text[]) AS w(t, y)"
-            " ON p.tenant_id = w.t AND p.payee = w.y",
             [w[0] for w in wanted],
             [w[1] for w in wanted],
         )
-        return recorded, spend, {(r["tenant_id"], r["payee"]) for r in payee_rows}
+        recorded = {r[0]: _record_from(r) for r in row["decisions"]}
+        spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
+        return recorded, spend, {(t, y) for t, y in row["payees"]}
 
     @staticmethod
     def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
@@ -451,99 +612,67 @@ class PgPolicyRepository(PolicyRepository):
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:
             return
-        await conn.executemany(
-            "INSERT INTO policy.decisions"
-            " (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)",
-            [
-                (
-                    r.key,
-                    r.action_id,
-                    r.tenant_id,
-                    r.task_id,
-                    r.outcome,
-                    r.action_digest,
-                    r.proposal.model_dump_json(),
-                    r.decided_event,
-                    r.authorized_event,
-                )
-                for r in records
-            ],
-        )
         held = [r.reservation for r in records if r.reservation is not None]
-        if not held:
-            return
-        inserted = await conn.fetch(
-            "INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)"
-            " SELECT a, t, k, o, g::jsonb, m, 'reserved'"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::numeric[])"
-            " AS x(a, t, k, o, g, m) ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd",
-            [h.action_id for h in held],
-            [h.tenant_id for h in held],
-            [h.task_id for h in held],
-            [h.tool for h in held],
-            [json.dumps(h.args) for h in held],
-            [h.amount_usd for h in held],
-        )
-        deltas: dict[tuple[str, str], float] = {}
-        for row in inserted:
-            _count_spend(deltas, row["tenant_id"], row["task_id"], float(row["amount_usd"]))
-        await conn.executemany(
-            "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
-            " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
-            [(t, k, v) for (t, k), v in sorted(deltas.items())],
-        )
-
-    async def _add(self, conn: Any, tenant_id: str, task_id: str, amount: float) -> None:
         await conn.execute(
-            "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $4), ($1, $3, $4)"
-            " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
-            tenant_id,
-            task_id,
-            TENANT_TOTAL,
-            amount,
+            _INSERT_DECISIONS,
+            *zip(
+                *(
+                    (
+                        r.key,
+                        r.action_id,
+                        r.tenant_id,
+                        r.task_id,
+                        r.outcome,
+                        r.action_digest,
+                        r.proposal.model_dump_json(),
+                        r.decided_event,
+                        r.authorized_event,
+                    )
+                    for r in records
+                ),
+                strict=True,
+            ),
+            *([h.action_id for h in held], [h.tenant_id for h in held], [h.task_id for h in held]),
+            *([h.tool for h in held], [json.dumps(h.args) for h in held], [h.amount_usd for h in held]),
         )
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
-                " RETURNING tenant_id, task_id, amount_usd",
-                action_id,
-            )
-            if row is None:
-                return False
-            await self._add(conn, row["tenant_id"], row["task_id"], -float(row["amount_usd"]))
-            return True
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval(f"WITH {_RELEASE} SELECT count(*) FROM budget", action_id))
 
     async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
         """See PolicyRepository."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT tenant_id, task_id, tool, args::text AS args, amount_usd, status, expired_at IS NOT NULL AS expired"
-                " FROM policy.reservations WHERE action_id = $1 FOR UPDATE",
-                action_id,
-            )
-            if row is None:
-                return None
-            held = row["status"] == "reserved"
-            if held or (row["status"] == "released" and row["expired"]):  # an expired one ran after all: count it again
-                actual = float(row["amount_usd"]) if cost_usd is None else cost_usd
-                await conn.execute(
-                    "UPDATE policy.reservations SET status = 'settled', settled_usd = $2, updated_at = now() WHERE action_id = $1",
-                    action_id,
-                    actual,
-                )
-                await self._add(conn, row["tenant_id"], row["task_id"], actual - (float(row["amount_usd"]) if held else 0.0))
-            return Settled(row["tenant_id"], row["tool"], json.loads(row["args"]))
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"WITH {_settle('$2')} {_SETTLED}", action_id, cost_usd)
+        return _settled(row)
 
     async def hold_unknown(self, action_id: str) -> None:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1", action_id
-            )
+            await conn.execute(f"WITH {_HOLD} SELECT 1", action_id)
+
+    async def end(self, ending: Ending) -> Settled | None:
+        """See PolicyRepository: one statement (its own transaction), whatever the call's fate."""
+        e = ending
+        record_id, record = e.record if e.record is not None else (None, None)
+        args: list[Any] = [
+            e.action_id,
+            e.tenant_id,
+            e.task_id,
+            e.status,
+            e.attempts,
+            list(e.learned),
+            list(e.learned.values()),
+            record_id,
+            record.amount_usd if record else None,
+            record.currency if record else None,
+            record.source if record else None,
+        ]
+        budget = {"release": _RELEASE, "hold": _HOLD, "settle": _settle("$12")}[e.budget]
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"WITH {_ENDED}, {budget} {_SETTLED}", *args, *([e.cost_usd] if e.budget == "settle" else []))
+        return _settled(row) if e.budget == "settle" else None
 
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (several copies may sweep at once: a row another copy holds is skipped)."""
@@ -591,30 +720,20 @@ class PgPolicyRepository(PolicyRepository):
                 published_by,
             )
 
-    async def learn(self, tenant_id: str, task_id: str, values: dict[str, str], *, trusted: bool) -> None:
-        """See PolicyRepository."""
-        if not values:
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """See PolicyRepository: one statement for both."""
+        if not trusted and not untrusted:
             return
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
-                " SELECT $1, $2, v, $3, s FROM unnest($4::text[], $5::text[]) AS w(v, s) ON CONFLICT DO NOTHING",
+                " SELECT $1, $2, v, t, s FROM unnest($3::text[], $4::boolean[], $5::text[]) AS w(v, t, s) ON CONFLICT DO NOTHING",
                 tenant_id,
                 task_id,
-                trusted,
-                list(values),
-                list(values.values()),
+                [*trusted, *untrusted],
+                [True] * len(trusted) + [False] * len(untrusted),
+                [*trusted.values(), *untrusted.values()],
             )
-
-    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
-        """See PolicyRepository."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT value, source, trusted FROM policy.provenance WHERE tenant_id = $1 AND task_id = $2 ORDER BY learned_at",
-                tenant_id,
-                task_id,
-            )
-        return Provenance.of((r["value"], r["source"], r["trusted"]) for r in rows)
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""
@@ -631,35 +750,6 @@ class PgPolicyRepository(PolicyRepository):
                 record.source,
             )
 
-    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
-        """See PolicyRepository."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT record_id, amount_usd, currency, source FROM policy.records WHERE tenant_id = $1 AND task_id = $2",
-                tenant_id,
-                task_id,
-            )
-        return {r["record_id"]: SystemRecord(r["amount_usd"], r["currency"], r["source"]) for r in rows}
-
-    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """See PolicyRepository."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT proposal->>'tool' AS tool, outcome, decided_event FROM policy.decisions"
-                " WHERE tenant_id = $1 AND task_id = $2 ORDER BY decided_at, key",
-                tenant_id,
-                task_id,
-            )
-        return [_flow_row(r["tool"] or "", r["outcome"], r["decided_event"]) for r in rows]
-
-    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
-        """See PolicyRepository."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT tool FROM policy.reservations WHERE tenant_id = $1 AND task_id = $2 AND status = 'reserved'", tenant_id, task_id
-            )
-        return [r["tool"] for r in rows]
-
     async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
@@ -673,10 +763,40 @@ class PgPolicyRepository(PolicyRepository):
                 attempts,
             )
 
+    async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
+        """See PolicyRepository: one statement for every task of a batch."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_SELECT_TASK_READS, [t for t, _ in scopes], [k for _, k in scopes])
+        return {
+            (r["tenant_id"], r["task_id"]): TaskReads(
+                list(r["awaiting"]),
+                Provenance.of(r["provenance"]),
+                [_flow_row(tool or "", outcome, event) for tool, outcome, event in r["decisions"]],
+                troubles(r["outcomes"]),
+                {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
+            )
+            for r in rows
+        }
+
+    async def _read(self, tenant_id: str, task_id: str) -> TaskReads:
+        return (await self.task_reads([(tenant_id, task_id)]))[(tenant_id, task_id)]
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).provenance
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).records
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).decisions
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).awaiting
+
     async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
         """See PolicyRepository."""
-        async with self._pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT status, attempts FROM policy.call_outcomes WHERE tenant_id = $1 AND task_id = $2", tenant_id, task_id
-            )
-        return troubles((r["status"], r["attempts"]) for r in rows)
+        return (await self._read(tenant_id, task_id)).troubles

@@ -23,9 +23,9 @@ from schemas import (
     ActionFailed,
     ActionProposed,
     ActionProposedData,
+    ActionResult,
     ActionResultData,
     ActionSucceeded,
-    ActionUnknown,
     ApprovalData,
     ApprovalGranted,
     ApprovalRequested,
@@ -54,8 +54,8 @@ from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
-from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
-from services.policy.repository import DecisionRecord, Pending, PolicyRepository
+from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
+from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Settled, TaskReads
 from services.policy.settings import PolicySettings
 
 __all__ = ["PolicyService", "Publish", "PublishMany"]
@@ -116,6 +116,8 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Each tenant's settings as last validated, with the pack, record and directory they came from.
+    _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
 
     # --- wiring helpers ------------------------------------------------------------------------
 
@@ -128,8 +130,14 @@ class PolicyService:
                 await self.ready()
                 self._ready_done = True
 
-    def _controls(self, tenant_id: str, tool: str) -> Controls:
+    def _tenant(self, tenant_id: str) -> TenantSettings | None:
+        """The tenant's settings from its `control.tenant` record and directory, validated again only when either or the pack changed."""
         record, directory = self.control.tenants.get(tenant_id), self.control.directories.get(tenant_id)
+        if record is None and directory is None:
+            return None
+        memo = self._tenants.get(tenant_id)
+        if memo is not None and memo[0] is self.pack and memo[1] is record and memo[2] is directory:
+            return memo[3]
         tenant = None
         try:  # an operator's record, or an operator-wide admin's onboarding, or a pack tenant's admins' directory
             settings = record.settings if record is not None else None
@@ -137,33 +145,41 @@ class PolicyService:
         except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
             who = record.set_by if record is not None else "?"
             log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)
+        self._tenants[tenant_id] = (self.pack, record, directory, tenant)
+        return tenant
+
+    def _controls(self, tenant_id: str, tool: str) -> Controls:
         return Controls(
-            killswitch=self.control.killed(tenant_id, tool), tenant_budget_usd=self.control.budgets.get(tenant_id), tenant=tenant
+            killswitch=self.control.killed(tenant_id, tool),
+            tenant_budget_usd=self.control.budgets.get(tenant_id),
+            tenant=self._tenant(tenant_id),
         )
 
-    async def _unseen_reads(self, tenant_id: str, task_id: str) -> list[str]:
-        """The task's authorized calls whose result this service must learn (untrusted output, system-of-record figures) and has not yet.
+    def _unseen(self, awaiting: list[str]) -> list[str]:
+        """Of the tools of a task's calls whose result is not seen yet, those whose result this service must learn."""
+        return [t for t in awaiting if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
 
-        Results arrive on their own subscription, which may lag the proposals: a proposal waits for
-        them (polling, up to `provenance_wait_s`), so that what the task read is known before it is decided.
+    async def _task_contexts(self, scopes: list[tuple[str, str]]) -> dict[tuple[str, str], TaskContext]:
+        """What each task has read (provenance, system-of-record entries) and done (its flow) before the call under decision.
+
+        Results arrive on their own subscription, which may lag the proposals: a task whose authorized
+        calls have results this service must learn (untrusted output, system-of-record figures) and has
+        not yet is read again (polling, up to `provenance_wait_s`), so that what it read is known before
+        it is decided. All the tasks are read in one statement, then only those still waiting.
         """
         deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
-        while True:
-            tools = await self.repo.awaiting_results(tenant_id, task_id)
-            unseen = [t for t in tools if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
-            if not unseen or asyncio.get_running_loop().time() >= deadline:
-                return unseen
+        reads = await self.repo.task_reads(scopes)
+        while waiting := [s for s in scopes if self._unseen(reads[s].awaiting)]:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
             await asyncio.sleep(0.05)
+            reads |= await self.repo.task_reads(waiting)
+        return {scope: self._context(reads[scope]) for scope in scopes}
 
-    async def _task_context(self, tenant_id: str, task_id: str) -> TaskContext:
-        """What the task has read (provenance, system-of-record entries) and done (its flow) before the call under decision."""
-        unseen = [t for t in await self._unseen_reads(tenant_id, task_id) if self.catalog[t].untrusted_output]
-        provenance = await self.repo.provenance(tenant_id, task_id)
-        decisions = await self.repo.task_decisions(tenant_id, task_id)
-        troubles = await self.repo.task_troubles(tenant_id, task_id)
-        flow = Flow.of(decisions, untrusted_read=bool(provenance.untrusted) or bool(unseen), troubles=troubles)
-        records = await self.repo.records(tenant_id, task_id)
-        return TaskContext(provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen)))), records)
+    def _context(self, read: TaskReads) -> TaskContext:
+        unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]
+        flow = Flow.of(read.decisions, untrusted_read=bool(read.provenance.untrusted) or bool(unseen), troubles=read.troubles)
+        return TaskContext(read.provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen)))), read.records)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -195,11 +211,8 @@ class PolicyService:
         With `traced`, each evaluation span is a child of its proposal's `traceparent` (a batch has no handler span of its own).
         """
         await self._wait_ready()
-        read: dict[tuple[str, str], TaskContext] = {}
-        for event in events:  # what each task has read and done, loaded once per task of the batch
-            scope = (event.data.tenant_id, event.data.task_id)
-            if scope not in read:
-                read[scope] = await self._task_context(*scope)
+        # What each task has read and done, loaded once per task of the batch, all tasks at once.
+        read = await self._task_contexts(list(dict.fromkeys((e.data.tenant_id, e.data.task_id) for e in events)))
         pending = []
         for event in events:
             p = event.data
@@ -324,7 +337,8 @@ class PolicyService:
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
         args = data.edited_args if data.edited_args is not None else proposed.args
-        context = await self._task_context(original.tenant_id, original.task_id)
+        scope = (original.tenant_id, original.task_id)
+        context = (await self._task_contexts([scope]))[scope]
         call = context.of(dataclasses.replace(Call.from_proposal(proposed), args=args))
         pending = self._pending(
             key=f"approval:{data.approval_id}",
@@ -353,12 +367,7 @@ class PolicyService:
         if data.resolution == "confirmed_not_done":
             await self.repo.release(data.action_id)
             return
-        settled = await self.repo.settle(data.action_id, None)
-        spec = self.catalog.get(data.tool)
-        if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
-            payee = payee_of(spec, settled.args)
-            if payee:
-                await self.repo.add_known_payee(settled.tenant_id, payee, data.action_id)
+        await self._learn_payee(await self.repo.settle(data.action_id, None), data.tool, data.action_id)
 
     # --- results and control -------------------------------------------------------------------
 
@@ -369,53 +378,62 @@ class PolicyService:
         data = event.data
         untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
         trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
-        repo = self.repo
-        await repo.learn(data.tenant_id, data.task_id, Provenance().learn(trusted, "the task's request", trusted=True), trusted=True)
+        values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
         for key, value in untrusted.items():
-            values = Provenance().learn(value, f"the task input's untrusted field {key!r}")
-            await repo.learn(data.tenant_id, data.task_id, values, trusted=False)
+            for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
+                values.setdefault(v, source)
+        vouched = Provenance().learn(trusted, "the task's request", trusted=True)
+        await self.repo.learn(data.tenant_id, data.task_id, trusted=vouched, untrusted=values)
 
-    async def _learn_output(self, data: ActionResultData) -> None:
+    def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
         spec = self.catalog.get(data.tool)
         if spec is None or not spec.untrusted_output or data.result is None:
-            return
-        values = Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
-        await self.repo.learn(data.tenant_id, data.task_id, values, trusted=False)
+            return {}
+        return Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
 
-    async def _learn_record(self, data: ActionResultData) -> None:
-        """A trusted read of the system of record: remember the figures its catalog entry's `records` point at."""
+    def _record(self, data: ActionResultData) -> tuple[str, SystemRecord] | None:
+        """A trusted read of the system of record: the figures its catalog entry's `records` point at."""
         spec = self.catalog.get(data.tool)
         if spec is None or spec.records is None or data.result is None:
-            return
+            return None
         read = {"result": data.result}
         key, amount, currency = (arg_at(read, p) for p in (spec.records.key, spec.records.amount_usd, spec.records.currency))
         if key in (None, "") or not isinstance(amount, int | float) or isinstance(amount, bool) or not isinstance(currency, str):
             log.warning("policy: %s (action %s) returned no usable record figures; nothing learned", data.tool, data.action_id)
-            return
-        record = SystemRecord(float(amount), currency, f"the result of {data.tool} (action {data.action_id})")
-        await self.repo.learn_record(data.tenant_id, data.task_id, str(key), record)
+            return None
+        return str(key), SystemRecord(float(amount), currency, f"the result of {data.tool} (action {data.action_id})")
 
-    async def on_result(self, event: Envelope) -> None:
-        """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content)."""
+    async def on_result(self, event: ActionResult) -> None:
+        """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content).
+
+        What a success taught is stored with its settlement, at once: a proposal waiting for it sees both or neither.
+        An unknown outcome's reservation stays held (the money may be spent) until a human settles it, and never expires.
+        """
         data = event.data
-        if isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
-            await self.repo.record_outcome(data.tenant_id, data.task_id, data.action_id, data.status, data.attempts)
-        if isinstance(event, ActionSucceeded):  # learned before the call is settled: a proposal waits until then
-            await self._learn_output(data)
-            await self._learn_record(data)
-        if isinstance(event, ActionFailed):
-            await self.repo.release(data.action_id)
-        elif isinstance(event, ActionSucceeded):
-            settled = await self.repo.settle(data.action_id, data.cost.usd if data.cost.usd > 0 else None)
-            spec = self.catalog.get(data.tool)
-            if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
-                payee = payee_of(spec, settled.args)
-                if payee:
-                    await self.repo.add_known_payee(settled.tenant_id, payee, data.action_id)
-        elif isinstance(event, ActionUnknown):
-            # The money may be spent: the reservation stays held until a human settles it, and never expires.
-            await self.repo.hold_unknown(data.action_id)
+        succeeded = isinstance(event, ActionSucceeded)
+        settled = await self.repo.end(
+            Ending(
+                data.tenant_id,
+                data.task_id,
+                data.action_id,
+                data.status,
+                data.attempts,
+                budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
+                cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
+                learned=self._output(data) if succeeded else {},
+                record=self._record(data) if succeeded else None,
+            )
+        )
+        await self._learn_payee(settled, data.tool, data.action_id)
+
+    async def _learn_payee(self, settled: Settled | None, tool: str, action_id: str) -> None:
+        """A financial call settled: the tenant has paid its payee, who is known from now on."""
+        spec = self.catalog.get(tool)
+        if settled is not None and spec is not None and spec.risk is RiskClass.FINANCIAL:
+            payee = payee_of(spec, settled.args)
+            if payee:
+                await self.repo.add_known_payee(settled.tenant_id, payee, action_id)
 
     async def release_expired(self, now: datetime) -> list[str]:
         """Give back the budget of authorized calls that never ran: no result seen, authorization expired plus a margin.

@@ -7,8 +7,10 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from bus_helpers import Collector, Producer
 
@@ -18,10 +20,16 @@ from schemas import (
     ActionProposedData,
     ApprovalData,
     ApprovalGranted,
+    Envelope,
     ProposalCost,
 )
-from servicekit import ADMIN, KitSettings, ServiceProcess, SigningKey, approval_message, kafka_options
+from servicekit import ADMIN, REPO_ROOT, ControlState, KitSettings, ServiceProcess, SigningKey, ToolCatalog, approval_message, kafka_options
 from services.policy.app import build
+from services.policy.pack import PackSource, compile_pack
+from services.policy.repository import PgPolicyRepository
+from services.policy.service import PolicyService
+
+CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,35 @@ def grant(
     if key is not None:
         data = data.model_copy(update={"signature": key.sign(approval_message("tidegate.approval.granted", data))})
     return ApprovalGranted.build(data, source="tidegate/approval")
+
+
+def _policy_on(pool: asyncpg.Pool, tenant: str, settings: dict[str, Any], keys: Path) -> PolicyService:
+    """The policy's use cases on `pool` (no bus: publishing goes nowhere), with the default pack and `tenant`'s `settings`."""
+    source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
+    pack_settings = source.settings | {"tenants": source.settings["tenants"] | {tenant: settings}}
+
+    async def publish(topic: str, event: Envelope) -> None:
+        pass
+
+    async def publish_many(events: list[Any]) -> None:
+        pass
+
+    return PolicyService(
+        catalog=CATALOG,
+        pack=compile_pack(PackSource(files=source.files, settings=pack_settings), CATALOG),
+        repo=PgPolicyRepository(pool),
+        signer=SigningKey.load_or_create(keys, "policy"),
+        keys_dir=keys,
+        control=ControlState(),
+        publish=publish,
+        publish_many=publish_many,
+    )
+
+
+@pytest.fixture
+def policy_on() -> Callable[[asyncpg.Pool, str, dict[str, Any], Path], PolicyService]:
+    """Builds the policy's use cases on a pool of the real database, for a tenant's settings."""
+    return _policy_on
 
 
 @pytest.fixture

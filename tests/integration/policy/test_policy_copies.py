@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,11 @@ import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
-from schemas import ActionProposed, ActionProposedData, Envelope
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from schemas import ActionProposed, ActionProposedData
+from servicekit import REPO_ROOT
 from servicekit.db import apply_migrations, create_pool
-from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import PgPolicyRepository
 from services.policy.service import PolicyService
 
-CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
 BUDGET_USD = 0.105  # ten refunds at the catalog's 0.01 USD each, not eleven
 
@@ -38,30 +35,6 @@ async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
     finally:
         for pool in made:
             await pool.close()
-
-
-def _copy(pool: asyncpg.Pool, tenant: str, keys: Path) -> PolicyService:
-    source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
-    settings = source.settings | {
-        "tenants": source.settings["tenants"] | {tenant: {"allow_autonomous": True, "budget_usd": BUDGET_USD, "known_payees": ["cus_1001"]}}
-    }
-
-    async def publish(topic: str, event: Envelope) -> None:
-        pass
-
-    async def publish_many(events: list[Any]) -> None:
-        pass
-
-    return PolicyService(
-        catalog=CATALOG,
-        pack=compile_pack(PackSource(files=source.files, settings=settings), CATALOG),
-        repo=PgPolicyRepository(pool),
-        signer=SigningKey.load_or_create(keys, "policy"),
-        keys_dir=keys,
-        control=ControlState(),
-        publish=publish,
-        publish_many=publish_many,
-    )
 
 
 def _refunds(tenant: str, copy: int, round_: int, n: int = 6) -> list[ActionProposed]:
@@ -95,9 +68,12 @@ async def _both_waiting_on_the_lock(conn: asyncpg.Connection) -> None:
     raise AssertionError("the two copies never both waited on the tenant's lock")
 
 
-async def test_two_copies_never_spend_a_tenants_budget_twice(pools: list[asyncpg.Pool], infra: Any, tmp_path: Path) -> None:
+async def test_two_copies_never_spend_a_tenants_budget_twice(
+    pools: list[asyncpg.Pool], infra: Any, tmp_path: Path, policy_on: Callable[..., PolicyService]
+) -> None:
     tenant = f"race-{uuid.uuid4().hex[:8]}"
-    copies = [_copy(pool, tenant, tmp_path) for pool in pools]
+    settings = {"allow_autonomous": True, "budget_usd": BUDGET_USD, "known_payees": ["cus_1001"]}
+    copies = [policy_on(pool, tenant, settings, tmp_path) for pool in pools]
     admin = await asyncpg.connect(infra.database_url)
     try:
         # Round 0, made deterministic: hold the tenant's lock until both copies have decided on the same
