@@ -7,7 +7,6 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import asyncpg
 import pytest
 
 import schemas as s
-from servicekit import Keyring, SigningKey, ToolCatalog, action_digest, apply_migrations, authorization_message
+from servicekit import Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
 from servicekit.toolcontract import ToolContext
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
@@ -56,30 +55,6 @@ class Rig:
     tool: GatedTool
     published: list[s.Envelope]
     statements: list[str]
-    key: SigningKey
-
-    def authorize(self, action_id: str | None = None) -> s.ActionAuthorized:
-        args = {"amount_usd": 10}
-        now = datetime.now(UTC)
-        data = s.ActionAuthorizedData(
-            action_id=action_id or f"a-{uuid.uuid4().hex[:12]}",
-            task_id=f"t-{uuid.uuid4().hex[:8]}",
-            tenant_id="acme",
-            step=1,
-            tool="refund",
-            args=args,
-            authorization=s.Authorization(
-                via="policy",
-                policy_version="v1",
-                action_digest=action_digest("acme", "refund", args),
-                issued_at=now,
-                expires_at=now + timedelta(minutes=5),
-                key_id=self.key.key_id,
-                signature="",
-            ),
-        )
-        auth = data.authorization.model_copy(update={"signature": self.key.sign(authorization_message(data))})
-        return s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy")
 
 
 @pytest.fixture
@@ -97,9 +72,8 @@ async def logged_pool(infra: Any) -> AsyncIterator[tuple[asyncpg.Pool, list[str]
 
 
 @pytest.fixture
-def rig(logged_pool: tuple[asyncpg.Pool, list[str]], tmp_path: Path) -> Rig:
+def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_key: SigningKey) -> Rig:
     pool, statements = logged_pool
-    key = SigningKey.load_or_create(tmp_path, "policy")
     tool = GatedTool()
     published: list[s.Envelope] = []
 
@@ -118,18 +92,18 @@ def rig(logged_pool: tuple[asyncpg.Pool, list[str]], tmp_path: Path) -> Rig:
     )
     executor = Executor(
         catalog=ToolCatalog({"refund": spec}),
-        keyring_loader=lambda: Keyring.load(tmp_path, "policy"),
+        keyring_loader=lambda: Keyring.load(kit.keys_dir, "policy"),
         claims=PgClaimStore(pool, owner="test", prefix=f"rt-{uuid.uuid4().hex[:8]}."),
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
         credentials=CredentialStore({}, {}),
         publish=publish,
         killed=lambda tenant, tool: None,
     )
-    return Rig(executor, tool, published, statements, key)
+    return Rig(executor, tool, published, statements)
 
 
-async def test_an_action_costs_four_statements_and_its_redelivery_three(rig: Rig) -> None:
-    event = rig.authorize()
+async def test_an_action_costs_four_statements_and_its_redelivery_three(rig: Rig, authorize: Callable[..., s.ActionAuthorized]) -> None:
+    event = authorize("acme", "refund", {"amount_usd": 10})
     rig.statements.clear()
     await rig.executor.handle(event)
     first = list(rig.statements)
@@ -148,10 +122,13 @@ async def test_an_action_costs_four_statements_and_its_redelivery_three(rig: Rig
 
 
 async def test_a_redelivery_during_the_call_waits_for_the_outcome_and_never_calls_again(
-    rig: Rig, logged_pool: tuple[asyncpg.Pool, list[str]], wait_for: Callable[..., Awaitable[Any]]
+    rig: Rig,
+    authorize: Callable[..., s.ActionAuthorized],
+    logged_pool: tuple[asyncpg.Pool, list[str]],
+    wait_for: Callable[..., Awaitable[Any]],
 ) -> None:
     pool, _ = logged_pool
-    event = rig.authorize()
+    event = authorize("acme", "refund", {"amount_usd": 10})
     rig.tool.gate = asyncio.Event()
     first = asyncio.create_task(rig.executor.handle(event))
     await asyncio.wait_for(rig.tool.entered.wait(), 30)
