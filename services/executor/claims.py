@@ -56,10 +56,11 @@ class ClaimSession(Protocol):
 class ClaimStore(Protocol):
     """The claims of every action id."""
 
-    def claim(self, record: ClaimRecord) -> Any:
+    def claim(self, record: ClaimRecord, *, running: bool = False) -> Any:
         """Async context manager: wait for exclusive hold of the record's action id and claim it unless it was claimed before.
 
         Yields the session and the action's record: `record` itself when claimed now, else the one kept.
+        With `running`, a new claim is also marked as running its first attempt (as `running(1)` would).
         """
         ...
 
@@ -182,8 +183,8 @@ class PgClaimStore(ClaimStore):
         self._prefix = prefix  # the deployment's topic prefix: its rows are the only ones it settles at start
 
     @asynccontextmanager
-    async def claim(self, record: ClaimRecord) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
-        """Wait until nobody else holds the record's action id, hold it and claim it unless it was claimed before.
+    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+        """Wait until nobody else holds the record's action id, hold it and claim it unless it was claimed before (`ClaimStore.claim`).
 
         One round trip when the action is new: the lock is taken by the row the INSERT reads, so
         before its conflict check. When the id was claimed before, the record is read in a second
@@ -192,12 +193,14 @@ class PgClaimStore(ClaimStore):
         async with self._pool.acquire() as conn:
             session = _PgSession(conn, record.action_id, self._owner, self._prefix)
             claimed = await conn.fetchval(
-                "INSERT INTO executor.actions"
-                " (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, status, owner, topic_prefix) "
-                "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, 'claimed', $9, $10 FROM (SELECT pg_advisory_lock($11)) AS held "
+                "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, owner,"
+                " topic_prefix, status, attempts, started_at) "
+                "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, CASE WHEN $12::boolean THEN 'running' ELSE 'claimed' END,"
+                " $12::boolean::int, CASE WHEN $12::boolean THEN now() END FROM (SELECT pg_advisory_lock($11)) AS held "
                 "ON CONFLICT (action_id) DO NOTHING RETURNING true",
                 *_claim_values(record, self._owner, self._prefix),
                 _lock_key(record.action_id),
+                running,
             )
             kept = record if claimed else await session.get()
             if kept is None:  # the row was deleted between the conflict and the read: never claim twice
@@ -264,10 +267,13 @@ class InMemoryClaimStore(ClaimStore):
         self._locks: dict[str, asyncio.Lock] = {}
 
     @asynccontextmanager
-    async def claim(self, record: ClaimRecord) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
-        """Wait for the action's lock, hold it and claim the action unless it was claimed before."""
+    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+        """Wait for the action's lock, hold it and claim the action unless it was claimed before (`ClaimStore.claim`)."""
         async with self.hold(record.action_id) as session:
-            yield session, self.records.setdefault(record.action_id, record)
+            kept = self.records.get(record.action_id)
+            if kept is None:
+                self.records[record.action_id] = replace(record, status="running", attempts=1) if running else record
+            yield session, kept or record
 
     @asynccontextmanager
     async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:

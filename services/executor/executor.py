@@ -132,8 +132,12 @@ class Executor:
         if refusal is not None:
             raise Reject(refusal.code, refusal.message)
         spec = self.catalog.get(data.tool)
+        new = _new_record(event)
+        step = self._decide(new, spec, data)
+        # A new action about to be called is claimed and marked running in one statement: nothing awaits between that and the call.
+        run_now = isinstance(step, Call) and not _reads_prior_state(spec)
         with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
-            async with self.claims.claim(_new_record(event)) as (session, record):
+            async with self.claims.claim(new, running=run_now) as (session, record):
                 if record.tenant_id != data.tenant_id:
                     # Action ids are global; another tenant's outcome is never theirs to see nor to repeat.
                     raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {data.action_id} was already used by another tenant")
@@ -143,7 +147,10 @@ class Executor:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self._publish_result(session, record)
                 else:
-                    record = await self._run(session, record, spec, data)
+                    claimed_now = record is new
+                    if not claimed_now:  # claimed before (and never finished): decide on the record kept
+                        step = self._decide(record, spec, data)
+                    record = await self._run(session, record, spec, data, step, marked=claimed_now and run_now)
                     if record.error is not None and record.error.refusal is not None:
                         refused = Reject(record.error.refusal, record.error.message)
             s.set_attribute(Attr.OUTCOME, record.status)
@@ -156,15 +163,27 @@ class Executor:
                 f"action {data.action_id} was already authorized by event {record.event_id}; not executed again (outcome: {record.status})",
             )
 
-    async def _run(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> ClaimRecord:
+    def _decide(self, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> Finish | Call:
+        """What to do with the claimed, unfinished `record` now (`decide`, given the clock, kill switches and the catalog's args check)."""
         errors = self.catalog.arg_errors(data.tool, data.args) if spec is not None else []
-        step = decide(
+        return decide(
             record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data), arg_errors=errors
         )
+
+    async def _run(
+        self,
+        session: ClaimSession,
+        record: ClaimRecord,
+        spec: ToolSpec | None,
+        data: ActionAuthorizedData,
+        step: Finish | Call,
+        *,
+        marked: bool,
+    ) -> ClaimRecord:
         if isinstance(step, Finish):
             return await self._finish_without_call(session, record, step)
         assert spec is not None
-        return await self._call_with_retries(session, record, spec, data, step)
+        return await self._call_with_retries(session, record, spec, data, step, marked=marked)
 
     def _kill_reason(self, data: ActionAuthorizedData) -> str | None:
         return self.killed(data.tenant_id, data.tool)
@@ -174,8 +193,9 @@ class Executor:
         return await self._settle(session, replace(record, status=step.status, result=None, error=error))
 
     async def _call_with_retries(
-        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call
+        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call, *, marked: bool = False
     ) -> ClaimRecord:
+        """Call the tool, again while its errors allow; `marked`: the claim already marked the first attempt running."""
         if step.recovering:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
@@ -192,7 +212,8 @@ class Executor:
                     status = final_status(spec, maybe_applied=maybe_applied)
                     return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
             attempts += 1
-            await session.running(attempts)
+            if n > 1 or not marked:
+                await session.running(attempts)
             ctx = self._context(data, spec, attempts)
             self.calls += 1
             try:
@@ -362,6 +383,11 @@ class Executor:
 
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
     return CallError(str(type_), message, retryable, dead)
+
+
+def _reads_prior_state(spec: ToolSpec | None) -> bool:
+    """Whether the undo of `spec` reads the state before the first attempt (kept before the attempt is marked running)."""
+    return spec is not None and spec.undo is not None and spec.undo.before is not None
 
 
 def _undo_key(data: ActionAuthorizedData) -> UndoKey:

@@ -102,13 +102,13 @@ def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_ke
     return Rig(executor, tool, published, statements)
 
 
-async def test_an_action_costs_four_statements_and_its_redelivery_three(rig: Rig, authorize: Callable[..., s.ActionAuthorized]) -> None:
+async def test_an_action_costs_three_statements_and_its_redelivery_three(rig: Rig, authorize: Callable[..., s.ActionAuthorized]) -> None:
     event = authorize("acme", "refund", {"amount_usd": 10})
     rig.statements.clear()
     await rig.executor.handle(event)
     first = list(rig.statements)
-    # lock + claim, running, outcome + result event, and the reset of the released connection (which unlocks)
-    assert len(first) == 4, first
+    # lock + claim marked running, outcome + result event, and the reset of the released connection (which unlocks)
+    assert len(first) == 3, first
     assert "pg_advisory_lock" in first[0]
     assert "INSERT" in first[0]
     assert "pg_advisory_unlock_all" in first[-1]
@@ -132,6 +132,9 @@ async def test_a_redelivery_during_the_call_waits_for_the_outcome_and_never_call
     rig.tool.gate = asyncio.Event()
     first = asyncio.create_task(rig.executor.handle(event))
     await asyncio.wait_for(rig.tool.entered.wait(), 30)
+    # What a crash now would leave: the call marked running (settled or called again, never silently dropped).
+    row = await pool.fetchrow("SELECT status, attempts FROM executor.actions WHERE action_id = $1", event.data.action_id)
+    assert (row["status"], row["attempts"]) == ("running", 1)
     second = asyncio.create_task(rig.executor.handle(event))
     await wait_for(lambda: pool.fetchval(WAITING_FOR_LOCK, _lock_key(event.data.action_id)), what="the redelivery waiting for the lock")
     assert not second.done(), "the redelivery must wait for the call in flight"
