@@ -3,6 +3,9 @@
 Whoever works on an action holds its lock (a PostgreSQL session advisory lock) from the claim to the
 outcome. The lock dies with the process's connection, so a `running` row nobody holds is a call
 that was interrupted by a crash, and a redelivery never races the process still working on it.
+A session lock, not a transaction's: `running` must be committed before the tool is called, while
+the lock is still held. The pool's reset of a released connection (`pg_advisory_unlock_all()`, in
+the same round trip as the rest of the reset) ends it, so no statement of its own unlocks it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Protocol
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.executor.domain import CallError, ClaimRecord, Status
+from services.executor.domain import CallError, ClaimRecord
 
 __all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore"]
 
@@ -38,17 +41,11 @@ class ClaimSession(Protocol):
         """Mark that attempt number `attempts` is about to call the tool."""
         ...
 
-    async def finish(
-        self,
-        status: Status,
-        *,
-        result: dict[str, Any] | None,
-        error: CallError | None,
-        attempts: int,
-        duration_ms: float,
-        cost_usd: float,
-    ) -> ClaimRecord:
-        """Record the outcome; the action never runs again."""
+    async def finish(self, done: ClaimRecord) -> ClaimRecord:
+        """Record the outcome of `done` and its `result_event` (unless one is kept already); the action never runs again.
+
+        Returns `done` with the result event kept, the one to publish.
+        """
         ...
 
     async def remember_result(self, event_json: str) -> str:
@@ -58,6 +55,14 @@ class ClaimSession(Protocol):
 
 class ClaimStore(Protocol):
     """The claims of every action id."""
+
+    def claim(self, record: ClaimRecord, *, running: bool = False) -> Any:
+        """Async context manager: wait for exclusive hold of the record's action id and claim it unless it was claimed before.
+
+        Yields the session and the action's record: `record` itself when claimed now, else the one kept.
+        With `running`, a new claim is also marked as running its first attempt (as `running(1)` would).
+        """
+        ...
 
     def hold(self, action_id: str) -> Any:
         """Async context manager: wait for exclusive hold of `action_id`, yield a ClaimSession."""
@@ -96,6 +101,22 @@ def _record(row: asyncpg.Record) -> ClaimRecord:
     )
 
 
+def _claim_values(record: ClaimRecord, owner: str, prefix: str) -> tuple[Any, ...]:
+    """The values of a new claim's row, in the order of the INSERTs' columns."""
+    return (
+        record.action_id,
+        record.event_id,
+        record.tenant_id,
+        record.task_id,
+        record.step,
+        record.tool,
+        json.dumps(record.args),
+        record.action_digest,
+        owner,
+        prefix,
+    )
+
+
 class _PgSession:
     def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy, action_id: str, owner: str, prefix: str) -> None:
         self._conn = conn
@@ -112,16 +133,7 @@ class _PgSession:
             "INSERT INTO executor.actions"
             " (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, status, owner, topic_prefix) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, 'claimed', $9, $10) ON CONFLICT (action_id) DO NOTHING RETURNING *",
-            record.action_id,
-            record.event_id,
-            record.tenant_id,
-            record.task_id,
-            record.step,
-            record.tool,
-            json.dumps(record.args),
-            record.action_digest,
-            self._owner,
-            self._prefix,
+            *_claim_values(record, self._owner, self._prefix),
         )
         if row is None:  # cannot happen while we hold the lock, but never claim twice
             raise RuntimeError(f"action {record.action_id} was claimed concurrently")
@@ -136,29 +148,21 @@ class _PgSession:
             self._owner,
         )
 
-    async def finish(
-        self,
-        status: Status,
-        *,
-        result: dict[str, Any] | None,
-        error: CallError | None,
-        attempts: int,
-        duration_ms: float,
-        cost_usd: float,
-    ) -> ClaimRecord:
-        row = await self._conn.fetchrow(
+    async def finish(self, done: ClaimRecord) -> ClaimRecord:
+        kept = await self._conn.fetchval(
             "UPDATE executor.actions SET status = $2, result = $3::jsonb, error = $4::jsonb, attempts = $5, duration_ms = $6, "
-            "cost_usd = $7, finished_at = now(), updated_at = now() WHERE action_id = $1 RETURNING *",
+            "cost_usd = $7, result_event = coalesce(result_event, $8), finished_at = now(), updated_at = now() "
+            "WHERE action_id = $1 RETURNING result_event",
             self._action_id,
-            status,
-            json.dumps(result) if result is not None else None,
-            json.dumps(error.to_json()) if error is not None else None,
-            attempts,
-            duration_ms,
-            cost_usd,
+            done.status,
+            json.dumps(done.result) if done.result is not None else None,
+            json.dumps(done.error.to_json()) if done.error is not None else None,
+            done.attempts,
+            done.duration_ms,
+            done.cost_usd,
+            done.result_event,
         )
-        assert row is not None
-        return _record(row)
+        return replace(done, result_event=kept)
 
     async def remember_result(self, event_json: str) -> str:
         kept = await self._conn.fetchval(
@@ -179,28 +183,43 @@ class PgClaimStore(ClaimStore):
         self._prefix = prefix  # the deployment's topic prefix: its rows are the only ones it settles at start
 
     @asynccontextmanager
-    async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:
-        """Wait until nobody else holds `action_id`, then hold it (the lock dies with our connection)."""
+    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+        """Wait until nobody else holds the record's action id, hold it and claim it unless it was claimed before (`ClaimStore.claim`).
+
+        One round trip when the action is new: the lock is taken by the row the INSERT reads, so
+        before its conflict check. When the id was claimed before, the record is read in a second
+        statement, whose snapshot is taken after the lock (the first one's was taken before it).
+        """
         async with self._pool.acquire() as conn:
-            key = _lock_key(action_id)
-            await conn.execute("SELECT pg_advisory_lock($1)", key)
-            try:
-                yield _PgSession(conn, action_id, self._owner, self._prefix)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            session = _PgSession(conn, record.action_id, self._owner, self._prefix)
+            claimed = await conn.fetchval(
+                "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, owner,"
+                " topic_prefix, status, attempts, started_at) "
+                "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, CASE WHEN $12::boolean THEN 'running' ELSE 'claimed' END,"
+                " $12::boolean::int, CASE WHEN $12::boolean THEN now() END FROM (SELECT pg_advisory_lock($11)) AS held "
+                "ON CONFLICT (action_id) DO NOTHING RETURNING true",
+                *_claim_values(record, self._owner, self._prefix),
+                _lock_key(record.action_id),
+                running,
+            )
+            kept = record if claimed else await session.get()
+            if kept is None:  # the row was deleted between the conflict and the read: never claim twice
+                raise RuntimeError(f"action {record.action_id} vanished while claimed")
+            yield session, kept
+
+    @asynccontextmanager
+    async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:
+        """Wait until nobody else holds `action_id`, then hold it (until the connection goes back to the pool)."""
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _lock_key(action_id))
+            yield _PgSession(conn, action_id, self._owner, self._prefix)
 
     @asynccontextmanager
     async def try_hold(self, action_id: str) -> AsyncIterator[ClaimSession | None]:
         """Hold `action_id` if nobody does now; yield None otherwise."""
         async with self._pool.acquire() as conn:
-            key = _lock_key(action_id)
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                yield None
-                return
-            try:
-                yield _PgSession(conn, action_id, self._owner, self._prefix)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            held = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _lock_key(action_id))
+            yield _PgSession(conn, action_id, self._owner, self._prefix) if held else None
 
     async def interrupted(self) -> list[ClaimRecord]:
         """This deployment's rows left `running`, oldest first (another prefix's rows are its own executor's to settle)."""
@@ -227,27 +246,10 @@ class _MemorySession:
     async def running(self, attempts: int) -> None:
         self._store.records[self._action_id] = replace(self._store.records[self._action_id], status="running", attempts=attempts)
 
-    async def finish(
-        self,
-        status: Status,
-        *,
-        result: dict[str, Any] | None,
-        error: CallError | None,
-        attempts: int,
-        duration_ms: float,
-        cost_usd: float,
-    ) -> ClaimRecord:
-        rec = replace(
-            self._store.records[self._action_id],
-            status=status,
-            result=result,
-            error=error,
-            attempts=attempts,
-            duration_ms=duration_ms,
-            cost_usd=cost_usd,
-        )
-        self._store.records[self._action_id] = rec
-        return rec
+    async def finish(self, done: ClaimRecord) -> ClaimRecord:
+        kept = self._store.records[self._action_id].result_event
+        done = self._store.records[self._action_id] = replace(done, result_event=kept or done.result_event)
+        return done
 
     async def remember_result(self, event_json: str) -> str:
         rec = self._store.records[self._action_id]
@@ -263,6 +265,15 @@ class InMemoryClaimStore(ClaimStore):
     def __init__(self) -> None:
         self.records: dict[str, ClaimRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+        """Wait for the action's lock, hold it and claim the action unless it was claimed before (`ClaimStore.claim`)."""
+        async with self.hold(record.action_id) as session:
+            kept = self.records.get(record.action_id)
+            if kept is None:
+                self.records[record.action_id] = replace(record, status="running", attempts=1) if running else record
+            yield session, kept or record
 
     @asynccontextmanager
     async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:

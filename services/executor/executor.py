@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -132,21 +132,25 @@ class Executor:
         if refusal is not None:
             raise Reject(refusal.code, refusal.message)
         spec = self.catalog.get(data.tool)
+        new = _new_record(event)
+        step = self._decide(new, spec, data)
+        # A new action about to be called is claimed and marked running in one statement: nothing awaits between that and the call.
+        run_now = isinstance(step, Call) and not _reads_prior_state(spec)
         with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
-            async with self.claims.hold(data.action_id) as session:
-                record = await session.get()
-                if record is not None and record.tenant_id != data.tenant_id:
+            async with self.claims.claim(new, running=run_now) as (session, record):
+                if record.tenant_id != data.tenant_id:
                     # Action ids are global; another tenant's outcome is never theirs to see nor to repeat.
                     raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {data.action_id} was already used by another tenant")
-                replayed = record is not None and record.event_id != event.id
-                if record is None:
-                    record = await session.claim(_new_record(event))
+                replayed = record.event_id != event.id
                 refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
                 if record.terminal:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self._publish_result(session, record)
                 else:
-                    record = await self._run(session, record, spec, data)
+                    claimed_now = record is new
+                    if not claimed_now:  # claimed before (and never finished): decide on the record kept
+                        step = self._decide(record, spec, data)
+                    record = await self._run(session, record, spec, data, step, marked=claimed_now and run_now)
                     if record.error is not None and record.error.refusal is not None:
                         refused = Reject(record.error.refusal, record.error.message)
             s.set_attribute(Attr.OUTCOME, record.status)
@@ -159,34 +163,39 @@ class Executor:
                 f"action {data.action_id} was already authorized by event {record.event_id}; not executed again (outcome: {record.status})",
             )
 
-    async def _run(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> ClaimRecord:
+    def _decide(self, record: ClaimRecord, spec: ToolSpec | None, data: ActionAuthorizedData) -> Finish | Call:
+        """What to do with the claimed, unfinished `record` now (`decide`, given the clock, kill switches and the catalog's args check)."""
         errors = self.catalog.arg_errors(data.tool, data.args) if spec is not None else []
-        step = decide(
+        return decide(
             record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data), arg_errors=errors
         )
+
+    async def _run(
+        self,
+        session: ClaimSession,
+        record: ClaimRecord,
+        spec: ToolSpec | None,
+        data: ActionAuthorizedData,
+        step: Finish | Call,
+        *,
+        marked: bool,
+    ) -> ClaimRecord:
         if isinstance(step, Finish):
             return await self._finish_without_call(session, record, step)
         assert spec is not None
-        return await self._call_with_retries(session, record, spec, data, step)
+        return await self._call_with_retries(session, record, spec, data, step, marked=marked)
 
     def _kill_reason(self, data: ActionAuthorizedData) -> str | None:
         return self.killed(data.tenant_id, data.tool)
 
     async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, step: Finish) -> ClaimRecord:
-        done = await session.finish(
-            step.status,
-            result=None,
-            error=_error(step.error_type, step.message, dead=step.dead_letter),
-            attempts=record.attempts,
-            duration_ms=record.duration_ms,
-            cost_usd=record.cost_usd,
-        )
-        await self._publish_result(session, done)
-        return done
+        error = _error(step.error_type, step.message, dead=step.dead_letter)
+        return await self._settle(session, replace(record, status=step.status, result=None, error=error))
 
     async def _call_with_retries(
-        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call
+        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call, *, marked: bool = False
     ) -> ClaimRecord:
+        """Call the tool, again while its errors allow; `marked`: the claim already marked the first attempt running."""
         if step.recovering:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
@@ -201,9 +210,10 @@ class Executor:
                     maybe_applied = again.status == "unknown" or (error is not None and error.maybe_applied)
                     info = _error(again.error_type, again.message, dead=again.dead_letter)
                     status = final_status(spec, maybe_applied=maybe_applied)
-                    return await self._finish(session, data, spec, status, None, info, attempts, record.duration_ms, started, extra_cost)
+                    return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
             attempts += 1
-            await session.running(attempts)
+            if n > 1 or not marked:
+                await session.running(attempts)
             ctx = self._context(data, spec, attempts)
             self.calls += 1
             try:
@@ -218,9 +228,7 @@ class Executor:
             else:
                 extra_cost += answer.cost_usd
                 undo = await self._plan_undo(spec, data, answer.result, before)
-                return await self._finish(
-                    session, data, spec, "succeeded", answer.result, None, attempts, record.duration_ms, started, extra_cost, undo
-                )
+                return await self._finish(session, record, spec, "succeeded", answer.result, None, attempts, started, extra_cost, undo)
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
             if error.maybe_applied and not safe_to_repeat(spec):
                 break  # repeating could do it twice: the outcome is unknown, a person must check
@@ -229,7 +237,7 @@ class Executor:
         assert error is not None
         status = final_status(spec, maybe_applied=error.maybe_applied)
         info = _error(error.type, error.message, retryable=error.retryable)
-        return await self._finish(session, data, spec, status, None, info, attempts, record.duration_ms, started, extra_cost)
+        return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
 
     async def _prior_state(self, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool) -> dict[str, Any] | None:
         """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
@@ -281,37 +289,44 @@ class Executor:
     async def _finish(
         self,
         session: ClaimSession,
-        data: ActionAuthorizedData,
+        record: ClaimRecord,
         spec: ToolSpec,
         status: Any,
         result: dict[str, Any] | None,
         error: CallError | None,
         attempts: int,
-        previous_ms: float,
         started: float,
         extra_cost: float,
         undo: UndoPlan | None = None,
     ) -> ClaimRecord:
-        done = await session.finish(
-            status,
+        done = replace(
+            record,
+            status=status,
             result=result,
             error=error,
             attempts=attempts,
-            duration_ms=previous_ms + (time.monotonic() - started) * 1000,
+            duration_ms=record.duration_ms + (time.monotonic() - started) * 1000,
             cost_usd=call_cost_usd(spec.cost_usd, attempts, extra_cost),
         )
-        await self._publish_result(session, done, undo)
+        return await self._settle(session, done, undo)
+
+    async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
+        """Record the outcome `done` and its result event in one statement, then publish the event kept (made once)."""
+        event = self._result_event(done, undo)
+        made = encode(event).decode()
+        done = await session.finish(replace(done, result_event=made))
+        await self.publish("actions.results", event if done.result_event == made else decode("actions.results", str(done.result_event)))
         return done
 
-    async def _publish_result(self, session: ClaimSession, record: ClaimRecord, undo: UndoPlan | None = None) -> None:
+    async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
         """Publish the action's one result event: the one kept when it was first published, else a new one, kept first.
 
         A redelivered or replayed authorization so gets the same event (same id), not a second
         result that consumers summing costs would count again.
         """
         kept = record.result_event
-        if kept is None:
-            kept = await session.remember_result(encode(self._result_event(record, undo)).decode())
+        if kept is None:  # finished before the outcome and its result event were kept in one statement
+            kept = await session.remember_result(encode(self._result_event(record)).decode())
         await self.publish("actions.results", decode("actions.results", kept))
 
     def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
@@ -356,15 +371,10 @@ class Executor:
                     f"the executor stopped during a call to {record.tool}, which is not idempotent and takes no idempotency key: "
                     "the call may or may not have taken effect, so it is not repeated; a person must check"
                 )
-                done = await session.finish(
-                    "unknown",
-                    result=None,
-                    error=_error("interrupted", message),
-                    attempts=record.attempts,
-                    duration_ms=record.duration_ms,
-                    cost_usd=call_cost_usd(spec.cost_usd if spec else 0.0, record.attempts),
+                cost = call_cost_usd(spec.cost_usd if spec else 0.0, record.attempts)
+                await self._settle(
+                    session, replace(record, status="unknown", result=None, error=_error("interrupted", message), cost_usd=cost)
                 )
-                await self._publish_result(session, done)
                 settled += 1
         if settled:
             log.warning("settled %d interrupted calls as unknown", settled)
@@ -373,6 +383,11 @@ class Executor:
 
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
     return CallError(str(type_), message, retryable, dead)
+
+
+def _reads_prior_state(spec: ToolSpec | None) -> bool:
+    """Whether the undo of `spec` reads the state before the first attempt (kept before the attempt is marked running)."""
+    return spec is not None and spec.undo is not None and spec.undo.before is not None
 
 
 def _undo_key(data: ActionAuthorizedData) -> UndoKey:

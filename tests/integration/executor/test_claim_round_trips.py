@@ -1,0 +1,163 @@
+"""The executor's claims against the real database: the statements one action costs, and the lock that makes it run once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+import schemas as s
+from servicekit import Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
+from servicekit.toolcontract import ToolContext
+from services.executor.claims import PgClaimStore
+from services.executor.credentials import CredentialStore
+from services.executor.domain import ClaimRecord
+from services.executor.executor import Executor
+from services.executor.tools import ToolAnswer, ToolInvokers
+
+WAITING_FOR_LOCK = (
+    "SELECT true FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = $1"
+)
+MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "executor" / "migrations"
+
+
+def _lock_key(action_id: str) -> int:
+    """The advisory lock key of an action id, as the executor computes it."""
+    return int.from_bytes(hashlib.sha256(f"executor:{action_id}".encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass
+class GatedTool:
+    """A tool that counts its calls and, when `gate` is set, waits for it before answering."""
+
+    calls: int = 0
+    gate: asyncio.Event | None = None
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def invoke(self, spec: s.ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        self.calls += 1
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return ToolAnswer({"ok": True})
+
+
+@dataclass
+class Rig:
+    executor: Executor
+    tool: GatedTool
+    published: list[s.Envelope]
+    statements: list[str]
+
+
+@pytest.fixture
+async def logged_pool(infra: Any) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
+    """A pool that resets released connections (as the executor's does) and logs every statement sent."""
+    statements: list[str] = []
+
+    async def log_statements(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=4, init=log_statements)
+    await apply_migrations(pool, "executor", MIGRATIONS)
+    yield pool, statements
+    await pool.close()
+
+
+@pytest.fixture
+def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_key: SigningKey) -> Rig:
+    pool, statements = logged_pool
+    tool = GatedTool()
+    published: list[s.Envelope] = []
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        published.append(event)
+
+    spec = s.ToolSpec.model_validate(
+        {
+            "name": "refund",
+            "description": "d",
+            "args_schema": {"type": "object"},
+            "risk": "financial",
+            "kind": "python",
+            "entrypoint": "m:f",
+        }
+    )
+    executor = Executor(
+        catalog=ToolCatalog({"refund": spec}),
+        keyring_loader=lambda: Keyring.load(kit.keys_dir, "policy"),
+        claims=PgClaimStore(pool, owner="test", prefix=f"rt-{uuid.uuid4().hex[:8]}."),
+        invokers=ToolInvokers(python=tool, http=tool, topic=tool),
+        credentials=CredentialStore({}, {}),
+        publish=publish,
+        killed=lambda tenant, tool: None,
+    )
+    return Rig(executor, tool, published, statements)
+
+
+async def test_an_action_costs_three_statements_and_its_redelivery_three(rig: Rig, authorize: Callable[..., s.ActionAuthorized]) -> None:
+    event = authorize("acme", "refund", {"amount_usd": 10})
+    rig.statements.clear()
+    await rig.executor.handle(event)
+    first = list(rig.statements)
+    # lock + claim marked running, outcome + result event, and the reset of the released connection (which unlocks)
+    assert len(first) == 3, first
+    assert "pg_advisory_lock" in first[0]
+    assert "INSERT" in first[0]
+    assert "pg_advisory_unlock_all" in first[-1]
+
+    rig.statements.clear()
+    await rig.executor.handle(event)  # redelivered: answered from the record
+    assert len(rig.statements) == 3, rig.statements
+    assert rig.tool.calls == 1
+    assert [e.id for e in rig.published] == [rig.published[0].id] * 2
+    assert isinstance(rig.published[0], s.ActionSucceeded)
+
+
+async def test_a_redelivery_during_the_call_waits_for_the_outcome_and_never_calls_again(
+    rig: Rig,
+    authorize: Callable[..., s.ActionAuthorized],
+    logged_pool: tuple[asyncpg.Pool, list[str]],
+    wait_for: Callable[..., Awaitable[Any]],
+) -> None:
+    pool, _ = logged_pool
+    event = authorize("acme", "refund", {"amount_usd": 10})
+    rig.tool.gate = asyncio.Event()
+    first = asyncio.create_task(rig.executor.handle(event))
+    await asyncio.wait_for(rig.tool.entered.wait(), 30)
+    # What a crash now would leave: the call marked running (settled or called again, never silently dropped).
+    row = await pool.fetchrow("SELECT status, attempts FROM executor.actions WHERE action_id = $1", event.data.action_id)
+    assert (row["status"], row["attempts"]) == ("running", 1)
+    second = asyncio.create_task(rig.executor.handle(event))
+    await wait_for(lambda: pool.fetchval(WAITING_FOR_LOCK, _lock_key(event.data.action_id)), what="the redelivery waiting for the lock")
+    assert not second.done(), "the redelivery must wait for the call in flight"
+    rig.tool.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 30)
+    assert rig.tool.calls == 1
+    assert [type(e) for e in rig.published] == [s.ActionSucceeded, s.ActionSucceeded]
+    assert rig.published[0].id == rig.published[1].id  # the second read the outcome committed while it waited
+
+
+async def test_the_lock_ends_with_the_claim_even_when_the_work_fails(rig: Rig, logged_pool: tuple[asyncpg.Pool, list[str]]) -> None:
+    pool, _ = logged_pool
+    store = rig.executor.claims
+    record = ClaimRecord(f"a-{uuid.uuid4().hex[:12]}", "ev-1", "acme", "t-1", 1, "refund", {}, "sha256:x", "claimed")
+    key = _lock_key(record.action_id)
+    async with pool.acquire() as outsider:
+
+        async def claim_then_fail() -> None:
+            async with store.claim(record) as (_, kept):
+                assert kept == record
+                assert not await outsider.fetchval("SELECT pg_try_advisory_lock($1)", key), "held while claimed"
+                raise RuntimeError("tool blew up")
+
+        with pytest.raises(RuntimeError, match="tool blew up"):
+            await claim_then_fail()
+        assert await outsider.fetchval("SELECT pg_try_advisory_lock($1)", key), "released with the connection"
