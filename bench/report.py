@@ -187,6 +187,15 @@ CUTS = (
     "results, back to back with the code before, machine shared) 13.1 → 2.6 statements and 7.8–9.6 → 3.6–6.3 ms "
     "of the policy's CPU per action. What leads the policy's profile now: Cedar (~19 %), building and signing its "
     "records (~18 %), learning a task's input (~12 %), the signature checks (~7 %); asyncpg ~3 %.",
+    "- **The executor: eight statements per executed action.** Lock, read, claim, mark running, finish, keep the "
+    "result event, unlock. Now the lock, the claim and the first `running` are one `INSERT … SELECT FROM "
+    "pg_advisory_lock(…) ON CONFLICT DO NOTHING`, the outcome and its result event one UPDATE, and the lock ends "
+    "with the pool's reset on release, which the executor already paid: 8 → 3 statements per new action, 4 → 3 "
+    "per redelivery (tests/integration/executor/test_claim_round_trips.py, which also holds that a redelivery during "
+    "the call waits on the lock and never calls again). The result event just built is published as it is, not "
+    "decoded back from its stored JSON. The executor's CPU per action in process (real database, 1,000 actions, back "
+    "to back with the code before, load ~12): ≈ 2.96 → ≈ 1.85 ms. Why it stays exactly once, step by step: "
+    "docs/executor.md.",
 )
 
 
