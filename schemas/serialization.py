@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from types import ModuleType
 from typing import Any
 
@@ -60,20 +61,20 @@ def reference_canonical_json(value: Any) -> bytes:
 
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS) if orjson else 0
 # Where orjson's bytes may differ from the reference: a float below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
-# `1.5e-07`), and NaN or infinity (orjson writes `null`; the reference refuses them). Fast bytes with no value of
-# those shapes (at the start, or after `:`, `,`, `[` or a minus sign) are the reference's; any other value takes the
-# reference path (the same bytes, or its error). Text that merely looks like one (`"a:null"`) only costs that path.
+# `1.5e-07`), and NaN or infinity (orjson writes `null`, the reference refuses them). Fast bytes with no small float
+# (a number that starts a value: at the start, or after `:`, `,`, `[` or a minus sign) are the reference's, once a
+# `null` in them is known to be a None and not a NaN; any other value takes the reference path (the same bytes, or
+# its error). Text that merely looks like a small float (`"a:1e-5"`) only costs that path.
 _STARTS_A_VALUE = frozenset(b":,[-")
 _NUMBER_CHARS = frozenset(b"0123456789.")
 
 
-def _may_differ(fast: bytes) -> bool:
-    for pattern in (b"null", b"0.0000"):
-        at = fast.find(pattern)
-        while at != -1:
-            if at == 0 or fast[at - 1] in _STARTS_A_VALUE:
-                return True
-            at = fast.find(pattern, at + 1)
+def _small_float(fast: bytes) -> bool:
+    at = fast.find(b"0.0000")
+    while at != -1:
+        if at == 0 or fast[at - 1] in _STARTS_A_VALUE:
+            return True
+        at = fast.find(b"0.0000", at + 1)
     at = fast.find(b"e-")
     while at != -1:  # `<digits>e-<digits>`: walk back over the mantissa to where the value starts
         start = at
@@ -83,6 +84,20 @@ def _may_differ(fast: bytes) -> bool:
             return True
         at = fast.find(b"e-", at + 1)
     return False
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether no float in `value` (through its dicts, lists and tuples) is NaN or infinite."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def canonical_json(value: Any) -> bytes:
@@ -98,7 +113,7 @@ def canonical_json(value: Any) -> bytes:
         except (TypeError, ValueError):
             pass
         else:
-            if not _may_differ(fast):
+            if not _small_float(fast) and (b"null" not in fast or _all_finite(value)):
                 return fast
     return reference_canonical_json(value)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,6 +71,10 @@ def test_non_finite_numbers_are_refused_like_the_reference() -> None:
     for value in (math.nan, math.inf, -math.inf):
         with pytest.raises(ValueError, match="not JSON compliant"):
             canonical_json({"amount": value})
+        with pytest.raises(ValueError, match="not JSON compliant"):  # beside a None, deep in lists and tuples
+            canonical_json({"approval_id": None, "args": [{"x": (1, [value])}]})
+        with pytest.raises(ValueError, match="not JSON compliant"):  # in a dict subclass
+            canonical_json({"approval_id": None, "args": OrderedDict(x=value)})
 
 
 def test_text_escapes_and_key_order_match() -> None:
@@ -110,5 +115,6 @@ def test_an_event_with_hyphenated_ids_and_small_text_takes_the_fast_path(monkeyp
         "keyid": "policy-3f9a1c2b7d4e",
         "type": "tidegate.action.proposed",
         "data": {"args": {"note": "re-send the e-mail", "amount_usd": 12.5, "ratio": 0.0002}, "tainted_args": []},
+        "approval_id": None,  # an authorization's message holds nulls
     }
     assert serialization.canonical_json(event) == reference_canonical_json(event)
