@@ -89,12 +89,19 @@ def _small_float(fast: bytes) -> bool:
 def _all_finite(value: Any) -> bool:
     """Whether no float in `value` (through its dicts, lists and tuples) is NaN or infinite."""
     stack = [value]
+    pop, push = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
+        item = pop()
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float:
+            if item - item != 0.0:  # NaN and infinities alone give NaN here
+                return False
+        elif isinstance(item, dict):
+            push(item.values())
         elif isinstance(item, list | tuple):
-            stack.extend(item)
+            push(item)
         elif isinstance(item, float) and not math.isfinite(item):
             return False
     return True
