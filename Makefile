@@ -111,7 +111,7 @@ test-unit: install ## Unit tests only (no network, seconds)
 test-integration: infra-up ## Integration, security and e2e tests against the running infrastructure
 	$(BIN)/pytest tests/integration tests/security tests/e2e -q
 
-CHAOS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests/chaos $(BIN)/python tests/chaos/chaos_run.py
+CHAOS := PYTHONPATH=$(CURDIR):$(CURDIR)/tests:$(CURDIR)/tests/chaos $(BIN)/python tests/chaos/chaos_run.py
 
 .PHONY: test-chaos
 test-chaos: install ## The full chaos suite on its own Kafka (one node, then three) and PostgreSQL: every fault in turn under load (~25 min)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from ports import free_port_block
 
 from schemas import ControlTenant, ControlTenantData
 from servicekit import REPO_ROOT, KitSettings
@@ -35,29 +35,13 @@ COPIES = ("policy", "policy.2", "executor", "executor.2", "planner", "approval",
 """Every service, with two copies of policy and executor in one consumer group each (so a kill rebalances)."""
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def free_ports(n: int) -> int:
-    """The first of `n` consecutive free ports on the loopback, from an OS-chosen one."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n < 65000 and all(_free(p) for p in range(base, base + n)):
-            return base
-    raise RuntimeError(f"no {n} consecutive free ports")
-
-
 @dataclass
 class ChaosStack:
     """Kafka, PostgreSQL, the services (supervised, with copies) and the outside inventory service, all of this run's own."""
 
     root: Path
     brokers: int = 1
-    base_port: int = field(default_factory=lambda: free_ports(9))
+    base_port: int = field(default_factory=lambda: free_port_block(9))
     supervisor: subprocess.Popen[bytes] | None = None
     tool_service: subprocess.Popen[bytes] | None = None
 

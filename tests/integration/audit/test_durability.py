@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 
 from servicekit import REPO_ROOT, Keyring, KitSettings
 from services.audit.app import build
@@ -93,12 +93,6 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 # --- a PostgreSQL of the test's own, to stop and start -----------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, Any]]:
     """A throwaway PostgreSQL cluster (never the shared one); yields its DSN and a pg_ctl runner."""
@@ -109,7 +103,7 @@ def own_postgres() -> Iterator[tuple[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="tidegate-audit-pg-"))
     root.chmod(0o755)
     shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def as_postgres(*args: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)

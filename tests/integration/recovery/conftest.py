@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from private_infra import INFRA_SH, PrivateInfra, free_port, migrate_and_seed, scratch_infra
+from ports import free_port
+from private_infra import INFRA_SH, PrivateInfra, migrate_and_seed, scratch_infra
 
 from servicekit import REPO_ROOT, KitSettings
 
