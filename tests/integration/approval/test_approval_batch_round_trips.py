@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from approval_harness import ApprovalHarness, StartApproval, read_topic
 from signers import SigningBus
+from statements import Statements, counting_pool
 
 from schemas import ActionDecided, ActionFailed, ActionResult, ActionResultData, ActionSucceeded, Envelope, UndoPlan
 from servicekit import KitSettings, SigningKey
@@ -21,16 +21,6 @@ from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
 
 
-class Statements:
-    """Every statement the service's connection sends (asyncpg's query logger): a round trip each."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __call__(self, record: Any) -> None:
-        self.sent.append(record.query)
-
-
 @pytest.fixture
 async def counted(
     kit: KitSettings, start_approval: StartApproval, tmp_path: Path
@@ -39,14 +29,8 @@ async def counted(
     h = await start_approval()  # its start-up checks the schema is migrated
     statements = Statements()
 
-    async def log_statements(connection: asyncpg.Connection) -> None:
-        connection.add_query_logger(statements)
-
-    async def keep_session(_: asyncpg.Connection) -> None:  # as the service's pool: it leaves no session state (`pool_of`)
-        return None
-
-    url = kit.service_database_url("approval")
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, init=log_statements, reset=keep_session)
+    # as the service's pool: it leaves no session state (`pool_of`)
+    pool = await counting_pool(kit.service_database_url("approval"), statements, max_size=1, reset_session=False)
     published: list[tuple[str, Envelope]] = []
 
     class Published:

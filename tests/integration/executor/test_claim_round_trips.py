@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from statements import Statements, counting_pool
 
 import schemas as s
 from servicekit import Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
@@ -60,14 +61,10 @@ class Rig:
 @pytest.fixture
 async def logged_pool(infra: Any) -> AsyncIterator[tuple[asyncpg.Pool, list[str]]]:
     """A pool that resets released connections (as the executor's does) and logs every statement sent."""
-    statements: list[str] = []
-
-    async def log_statements(conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(lambda record: statements.append(record.query))
-
-    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=4, init=log_statements)
+    statements = Statements()
+    pool = await counting_pool(infra.database_url, statements, max_size=4)
     await apply_migrations(pool, "executor", MIGRATIONS)
-    yield pool, statements
+    yield pool, statements.sent
     await pool.close()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from statements import Statements, counting_pool
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ResultCost, TaskSubmitted, TaskSubmittedData
 from servicekit import REPO_ROOT
@@ -23,21 +24,6 @@ from services.policy.service import PolicyService
 
 MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
 KNOWN = {"allow_autonomous": True, "budget_usd": 100.0, "known_payees": [f"cus_{i}" for i in range(8)]}  # the tenant's settings
-
-
-class Statements:
-    """Every statement the pool's connections send (asyncpg's query logger), BEGIN and COMMIT included."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def __call__(self, record: Any) -> None:
-        self.sent.append(record.query)
-
-    def counted(self) -> int:
-        n = len(self.sent)
-        self.sent.clear()
-        return n
 
 
 @dataclass
@@ -54,13 +40,7 @@ class Counted:
 async def counted(infra: Any, tmp_path: Path, policy_on: Callable[..., PolicyService]) -> AsyncIterator[Counted]:
     statements = Statements()
 
-    async def log(conn: asyncpg.Connection) -> None:
-        conn.add_query_logger(statements)
-
-    async def keep(conn: asyncpg.Connection) -> None:  # as the service's pool: no reset query on release
-        pass
-
-    pool = await asyncpg.create_pool(infra.database_url, min_size=1, max_size=2, init=log, reset=keep)
+    pool = await counting_pool(infra.database_url, statements, max_size=2, reset_session=False)  # as the service's pool
     await apply_migrations(pool, "policy", MIGRATIONS)
     statements.sent.clear()
     tenant = f"rt-{uuid.uuid4().hex[:8]}"
