@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import shutil
 import sys
@@ -66,6 +67,7 @@ def summarise(collapsed: str, top: int = 12) -> dict[str, Any]:
     """Samples, the frames where most time is spent themselves (self), and those under which most time goes (total)."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
+    calls: dict[str, Counter[str]] = {}
     samples = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -76,14 +78,31 @@ def summarise(collapsed: str, top: int = 12) -> dict[str, Any]:
         frames = [short(f) for f in stack.split(";") if f]
         if frames:
             own[frames[-1]] += n
-        for frame in set(frames):
+        work = _below_spine(frames)
+        for frame in set(work):
             total[frame] += n
+        for caller, callee in set(itertools.pairwise(work)):
+            calls.setdefault(caller, Counter())[callee] += n
     if not samples:
         return {"samples": 0, "self": [], "total": []}
-    # The spine every sample shares (the process's main, the event loop) says nothing: frames under 95 % only.
-    below = [(f, n) for f, n in total.most_common() if n < 0.95 * samples][:top]
+    # What nearly every sample is under (the service's runner, its consume loop) says little too: under 95 % only;
+    # nor does a frame that passes nearly all its time to one callee (a chain of middlewares): its callee is listed.
+    below = [(f, n) for f, n in total.most_common() if n < 0.95 * samples and max(calls.get(f, Counter()).values(), default=0) < 0.97 * n][
+        :top
+    ]
     return {
         "samples": samples,
         "self": [(f, round(100 * n / samples, 1)) for f, n in own.most_common(top)],
         "total": [(f, round(100 * n / samples, 1)) for f, n in below],
     }
+
+
+# The event loop's dispatch: every frame from a stack's root down to the last of these is the process's spine
+# (its main, the CLI that started it, the loop), on the stack of every sample the loop ran, so it says nothing.
+_SPINE_ENDS = frozenset({"Handle._run (asyncio/events.py)", "BaseEventLoop._run_once (asyncio/base_events.py)"})
+
+
+def _below_spine(frames: list[str]) -> list[str]:
+    """`frames` (root first) without the event loop's spine: those after its last dispatch frame, or all if none."""
+    ends = [i for i, frame in enumerate(frames) if frame in _SPINE_ENDS]
+    return frames[ends[-1] + 1 :] if ends else frames

@@ -546,7 +546,8 @@ def render(
             "|---|---|",
             *(f"| {share} % | `{frame}` |" for frame, share in hot["self"]),
             "",
-            "What the time is spent under (frames on the stack, below the event loop's spine):",
+            "What the time is spent under (frames on the stack below the event loop's dispatch, where the work forks: "
+            "a frame that passes nearly all its time to one callee is left out for that callee):",
             "",
             "| share | frame |",
             "|---|---|",

@@ -113,6 +113,44 @@ def test_the_profile_is_summarised_by_self_and_total_time() -> None:
     assert hot["self"][0] == ("decide (/x/services/policy/engine.py)", 60.0)
     assert ("encode (schemas/envelope.py)", 30.0) in hot["self"]
     assert [frame for frame, _ in hot["total"]] == ["decide (/x/services/policy/engine.py)", "encode (schemas/envelope.py)"]
-    text = render(MACHINE, FIGURES, hot, full=False, failed=[])
-    assert "| 60.0 % | `decide (/x/services/policy/engine.py)` |" in text
-    assert "sampled the `policy` service" in text
+
+
+def test_the_event_loops_spine_is_not_what_time_is_spent_under() -> None:
+    """A service under light load: the CLI and the loop are on every sample's stack; the work is below `Handle._run`."""
+    spine = (
+        "main (tidegate/cli.py:9);BaseEventLoop.run_forever (asyncio/base_events.py:1);BaseEventLoop._run_once (asyncio/base_events.py:2)"
+    )
+    collapsed = "\n".join(
+        [
+            f"{spine};Handle._run (asyncio/events.py:3);handle (/x/servicekit/bus.py:4);decide (/x/services/policy/engine.py:5) 5",
+            f"{spine};Handle._run (asyncio/events.py:3);handle (/x/servicekit/bus.py:4);check (/x/servicekit/authority.py:6) 3",
+            f"{spine};select (selectors.py:7) 2",
+        ]
+    )
+    hot = summarise(collapsed)
+    under = dict(hot["total"])
+    assert under == {
+        "handle (/x/servicekit/bus.py)": 80.0,
+        "decide (/x/services/policy/engine.py)": 50.0,
+        "check (/x/servicekit/authority.py)": 30.0,
+        "select (selectors.py)": 20.0,
+    }
+
+
+def test_a_frame_that_only_passes_its_time_on_is_not_listed() -> None:
+    """A middleware chain spends all its time in the next link: only where the work forks is worth a row."""
+    chain = "Handle._run (asyncio/events.py:1);consume_scope (faststream/middleware.py:2);on_batch (/x/servicekit/consume.py:3)"
+    collapsed = "\n".join(
+        [
+            f"{chain};decide (/x/services/policy/engine.py:5) 6",
+            f"{chain};check (/x/servicekit/authority.py:6) 4",
+            "BaseEventLoop._run_once (asyncio/base_events.py:7);select (selectors.py:8) 10",
+        ]
+    )
+    under = dict(summarise(collapsed)["total"])
+    assert under == {
+        "on_batch (/x/servicekit/consume.py)": 50.0,
+        "select (selectors.py)": 50.0,
+        "decide (/x/services/policy/engine.py)": 30.0,
+        "check (/x/servicekit/authority.py)": 20.0,
+    }
