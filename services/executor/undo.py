@@ -85,17 +85,16 @@ class PgUndoStore:
 
     async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
         """See UndoStore."""
-        async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before) VALUES ($1, $2, $3, $4, $5::jsonb)"
-                " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before)",
-                key.action_id,
-                key.tenant_id,
-                key.task_id,
-                key.tool,
-                json.dumps(before),
-            )
-            text = await conn.fetchval("SELECT before::text FROM executor.undo_plans WHERE action_id = $1", key.action_id)
+        text = await self._pool.fetchval(
+            "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before) VALUES ($1, $2, $3, $4, $5::jsonb)"
+            " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before)"
+            " RETURNING before::text",
+            key.action_id,
+            key.tenant_id,
+            key.task_id,
+            key.tool,
+            json.dumps(before),
+        )
         return dict(json.loads(text))
 
     async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:

@@ -22,6 +22,7 @@ from services.executor.credentials import CredentialStore
 from services.executor.domain import ClaimRecord
 from services.executor.executor import Executor
 from services.executor.tools import ToolAnswer, ToolInvokers
+from services.executor.undo import PgUndoStore, UndoKey
 
 WAITING_FOR_LOCK = (
     "SELECT true FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = $1"
@@ -158,3 +159,15 @@ async def test_the_lock_ends_with_the_claim_even_when_the_work_fails(rig: Rig, l
         with pytest.raises(RuntimeError, match="tool blew up"):
             await claim_then_fail()
         assert await outsider.fetchval("SELECT pg_try_advisory_lock($1)", key), "released with the connection"
+
+
+async def test_the_state_before_a_call_is_kept_once_and_the_first_read_wins(logged_pool: tuple[asyncpg.Pool, list[str]]) -> None:
+    """An undo's prior state, kept in one statement: after a crash the first state read is what the undo restores."""
+    pool, statements = logged_pool
+    undo = PgUndoStore(pool)
+    key = UndoKey(f"a-{uuid.uuid4().hex[:12]}", "acme", "t-1", "tag_ticket")
+    statements.clear()
+    assert await undo.keep_prior_state(key, {"tags": ["vip"]}) == {"tags": ["vip"]}
+    assert [q for q in statements if "pg_advisory_unlock_all" not in q] == [statements[0]], statements
+    assert await undo.keep_prior_state(key, {"tags": ["vip", "refund"]}) == {"tags": ["vip"]}  # read again after the call: not kept
+    assert await undo.prior_state(key.action_id) == {"tags": ["vip"]}
