@@ -8,7 +8,7 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, reference_content_bytes
+from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, headers_json, reference_content_bytes
 
 
 def test_every_sample_event_is_valid_on_its_topic_with_its_fields_extracted(make: Any) -> None:
@@ -88,3 +88,7 @@ def test_the_fast_encoders_write_exactly_the_reference_bytes(make: Any) -> None:
         for recorded_at in (datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC)):
             row = LogRow.link(obs, seq=3, prev_hash=GENESIS, duplicate=True, recorded_at=recorded_at)
             assert content_bytes(row.hashed_values()) == reference_content_bytes(row.hashed_values())
+            assert row.hash == row.expected_hash()  # `link` hashes the record's bytes, made without the row's values
+            assert obs.headers_json == headers_json(obs.headers)
+            assert json.loads(obs.headers_json or "") == obs.headers
+            assert LogRow.link(obs._replace(headers_json=None), seq=3, prev_hash=GENESIS, duplicate=True, recorded_at=recorded_at) == row
