@@ -19,6 +19,7 @@ from json.encoder import encode_basestring as _json_str  # what json.dumps(ensur
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from schemas import canonical_json, topic_spec
 from schemas.topics import any_event_adapter
@@ -344,6 +345,18 @@ def _adapter(catalog_name: str) -> TypeAdapter[Any]:
         return any_event_adapter
 
 
+def _parse(value: bytes) -> Any:
+    """`json.loads(value)`: by pydantic's JSON parser (the same values, in about half the time) wherever it reads the value.
+
+    It refuses lone surrogates, a byte-order mark, encodings other than UTF-8 and nesting beyond its limit, all of
+    which `json.loads` reads: those values, and those neither reads, get `json.loads`'s answer or error.
+    """
+    try:
+        return from_json(value)
+    except ValueError:
+        return json.loads(value)
+
+
 def _validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -416,7 +429,7 @@ def observe(
     else:
         try:
             check_bounds(value, bounds)  # before any parser: a 100,000-deep array made json.loads raise RecursionError
-            doc = json.loads(value)
+            doc = _parse(value)
         except Refused as exc:
             reason = f"{exc.code}: {exc.message}"[:TEXT_LIMIT]
         except Exception as exc:  # ValueError, UnicodeDecodeError, MemoryError: recorded raw, with the reason
