@@ -38,8 +38,8 @@ def chain_records(
     known_event_ids: set[str],
     recorded_at: datetime,
     result: AppendResult,
-) -> Iterator[LogRow]:
-    """Rows to append for `records`, lazily (so COPY can stream them), counting into `result`.
+) -> Iterator[tuple[Observed, LogRow]]:
+    """Rows to append for `records` (each with the record it was made of), lazily (so COPY can stream them), counting into `result`.
 
     A record at or below its chain head's offset was recorded before (a redelivery after a crash or
     a rebalance) and is skipped: Kafka delivers a partition in offset order, so that is exactly
@@ -62,7 +62,7 @@ def chain_records(
         row = LogRow.link(obs, seq=head.seq + 1, prev_hash=head.hash, duplicate=duplicate, recorded_at=recorded_at)
         current[tp] = Head(row.seq, row.hash, row.kafka_offset)
         result.rows.append(row)
-        yield row
+        yield obs, row
 
 
 def chain_batch(

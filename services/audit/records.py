@@ -19,6 +19,7 @@ from json.encoder import encode_basestring as _json_str  # what json.dumps(ensur
 from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from schemas import canonical_json, topic_spec
 from schemas.topics import any_event_adapter
@@ -31,7 +32,9 @@ __all__ = [
     "Observed",
     "chain_hash",
     "content_bytes",
+    "headers_json",
     "observe",
+    "row_content",
     "trace_id_of",
 ]
 
@@ -100,6 +103,8 @@ class Observed(NamedTuple):
     trace_id: str | None
     traceparent: str | None
     event_time: datetime | None
+    headers_json: str | None = None
+    """`headers` as canonical JSON (made once: hashed, then handed to the jsonb column); None: made when needed."""
 
 
 class LogRow(NamedTuple):
@@ -139,13 +144,8 @@ class LogRow(NamedTuple):
     @classmethod
     def link(cls, obs: Observed, *, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
         """Place `obs` at `seq` after a row whose hash is `prev_hash`, and compute its own hash."""
-        values = (
-            obs.topic, obs.partition, obs.kafka_offset, seq, obs.kafka_ts, obs.ts_type, obs.key, obs.headers, obs.value,
-            obs.valid, obs.invalid_reason, obs.event_id, obs.event_type, obs.tenant_id, obs.task_id, obs.action_id,
-            obs.tool, obs.outcome, obs.reasons, obs.trace_id, obs.traceparent, obs.event_time, duplicate, recorded_at,
-        )  # fmt: skip
-        digest = chain_hash(prev_hash, content_bytes(values))
-        return cls(*values, prev_hash, digest)
+        digest = chain_hash(prev_hash, row_content(obs, seq, duplicate, recorded_at))
+        return cls._make((*obs[:3], seq, *obs[3:21], duplicate, recorded_at, prev_hash, digest))
 
     def hashed_values(self) -> tuple[Any, ...]:
         """The hashed columns' values (every column but `prev_hash` and `hash`), in order."""
@@ -211,6 +211,28 @@ def _time(value: datetime | None) -> bytes:
     return _NULL if value is None else _framed(value.astimezone(UTC).isoformat(timespec="microseconds").encode())
 
 
+@lru_cache(maxsize=4096)
+def _label(value: str | None) -> bytes:
+    # `_text` of a column whose values repeat (topic, event type, tenant, tool, outcome): cached.
+    return _text(value)
+
+
+@lru_cache(maxsize=1024)
+def _small_number(value: int | None) -> bytes:
+    # `_number` of a column whose values repeat (partition, timestamp type): cached.
+    return _number(value)
+
+
+def headers_json(value: Any) -> str:
+    """Canonical JSON of a row's `headers` (what the hash covers and the jsonb column is given)."""
+    parts = []
+    for item in value:
+        if type(item) is not dict or not all(type(k) is str and type(v) is str for k, v in item.items()):
+            return canonical_json(value).decode()
+        parts.append("{" + ",".join(_json_str(k) + ":" + _json_str(item[k]) for k in sorted(item)) + "}")
+    return "[" + ",".join(parts) + "]"
+
+
 def _string_list(value: Any) -> bytes:
     if all(type(v) is str for v in value):
         return _framed(("[" + ",".join(_json_str(v) for v in value) + "]").encode())
@@ -219,12 +241,7 @@ def _string_list(value: Any) -> bytes:
 
 def _string_dicts(value: Any) -> bytes:
     # Headers: a list of small {str: str} objects; canonical JSON written by hand (same bytes).
-    parts = []
-    for item in value:
-        if type(item) is not dict or not all(type(k) is str and type(v) is str for k, v in item.items()):
-            return _field(value)
-        parts.append("{" + ",".join(_json_str(k) + ":" + _json_str(item[k]) for k in sorted(item)) + "}")
-    return _framed(("[" + ",".join(parts) + "]").encode())
+    return _framed(headers_json(value).encode())
 
 
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {
@@ -240,6 +257,18 @@ _COLUMN_ENCODERS = tuple(_ENCODERS[c] for c in COLUMNS[:-2])
 def content_bytes(values: Sequence[Any]) -> bytes:
     """Canonical bytes of a row's hashed values (topic … recorded_at, in `COLUMNS` order)."""
     return b"".join([encode(v) for encode, v in zip(_COLUMN_ENCODERS, values, strict=True)])
+
+
+def row_content(obs: Observed, seq: int, duplicate: bool, recorded_at: datetime) -> bytes:
+    """`content_bytes` of the row `obs` makes at `seq`: the same bytes, without building its values first (once per row)."""
+    headers = obs.headers_json if obs.headers_json is not None else headers_json(obs.headers)
+    return b"".join((
+        _label(obs.topic), _small_number(obs.partition), _number(obs.kafka_offset), _number(seq), _time(obs.kafka_ts),
+        _small_number(obs.ts_type), _raw(obs.key), _framed(headers.encode()), _raw(obs.value), _flag(obs.valid),
+        _text(obs.invalid_reason), _text(obs.event_id), _label(obs.event_type), _label(obs.tenant_id), _text(obs.task_id),
+        _text(obs.action_id), _label(obs.tool), _label(obs.outcome), _string_list(obs.reasons), _text(obs.trace_id),
+        _text(obs.traceparent), _time(obs.event_time), _flag(duplicate), _time(recorded_at),
+    ))  # fmt: skip
 
 
 def reference_content_bytes(values: Sequence[Any]) -> bytes:
@@ -271,21 +300,31 @@ def _clean(value: Any, limit: int = TEXT_LIMIT) -> str | None:
     return text
 
 
-def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> list[dict[str, str]]:
+def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> tuple[list[dict[str, str]], str]:
+    """The record's headers as stored (`{"k": name, "v": text}`, `"b64"` when not text, no value: `k` alone), and their canonical JSON.
+
+    The JSON is written here, entry by entry with its keys in sorted order (`b64` < `k` < `v`), as `headers_json` would write it.
+    """
     out: list[dict[str, str]] = []
+    parts: list[str] = []
     for name, value in raw or ():
-        entry = {"k": _clean(name) or ""}
-        if value is not None:
-            try:
-                text = value.decode()
-            except UnicodeDecodeError:
-                text = None
-            if text is None or "\x00" in text:
-                entry["b64"] = base64.b64encode(value).decode()
-            else:
-                entry["v"] = text
-        out.append(entry)
-    return out
+        key = _clean(name) or ""
+        if value is None:
+            out.append({"k": key})
+            parts.append('{"k":' + _json_str(key) + "}")
+            continue
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\x00" in text:
+            b64 = base64.b64encode(value).decode()
+            out.append({"k": key, "b64": b64})
+            parts.append('{"b64":' + _json_str(b64) + ',"k":' + _json_str(key) + "}")
+        else:
+            out.append({"k": key, "v": text})
+            parts.append('{"k":' + _json_str(key) + ',"v":' + _json_str(text) + "}")
+    return out, "[" + ",".join(parts) + "]"
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-")
@@ -304,6 +343,18 @@ def _adapter(catalog_name: str) -> TypeAdapter[Any]:
         return topic_spec(catalog_name).adapter
     except KeyError:
         return any_event_adapter
+
+
+def _parse(value: bytes) -> Any:
+    """`json.loads(value)`: by pydantic's JSON parser (the same values, in about half the time) wherever it reads the value.
+
+    It refuses lone surrogates, a byte-order mark, encodings other than UTF-8 and nesting beyond its limit, all of
+    which `json.loads` reads: those values, and those neither reads, get `json.loads`'s answer or error.
+    """
+    try:
+        return from_json(value)
+    except ValueError:
+        return json.loads(value)
 
 
 def _validation_error(exc: ValidationError) -> str:
@@ -370,7 +421,7 @@ def observe(
     value as parsed here, not parsed again), an event whose signature does not verify is recorded as
     invalid, with the refusal's code as the reason (`signature_missing: ...`): recorded all the same.
     """
-    header_list = _headers(headers)
+    header_list, header_json = _headers(headers)
     doc: Any = None
     valid, reason = False, None
     if value is None:
@@ -378,7 +429,7 @@ def observe(
     else:
         try:
             check_bounds(value, bounds)  # before any parser: a 100,000-deep array made json.loads raise RecursionError
-            doc = json.loads(value)
+            doc = _parse(value)
         except Refused as exc:
             reason = f"{exc.code}: {exc.message}"[:TEXT_LIMIT]
         except Exception as exc:  # ValueError, UnicodeDecodeError, MemoryError: recorded raw, with the reason
@@ -394,53 +445,60 @@ def observe(
                 reason = _validation_error(exc)[:TEXT_LIMIT]
             except Exception as exc:
                 reason = f"not validated: {type(exc).__name__}: {exc}"[:TEXT_LIMIT]
-    raw = Observed(
-        topic=topic,
-        partition=partition,
-        kafka_offset=offset,
-        kafka_ts=EPOCH + timedelta(milliseconds=timestamp_ms),
-        ts_type=timestamp_type,
-        key=key,
-        headers=header_list,
-        value=value,
-        valid=valid,
-        invalid_reason=_clean(reason),
-        event_id=None,
-        event_type=None,
-        tenant_id=None,
-        task_id=None,
-        action_id=None,
-        tool=None,
-        outcome=None,
-        reasons=[],
-        trace_id=None,
-        traceparent=None,
-        event_time=None,
-    )
     try:
-        return _with_fields(raw, doc, header_list)
+        fields = _fields(doc, header_list)
     except Exception as exc:  # a record is never lost to a bug in reading its fields: kept raw, with the reason
-        return raw._replace(valid=False, invalid_reason=_clean(f"fields not readable: {type(exc).__name__}: {exc}"))
+        fields, valid, reason = _no_fields(), False, f"fields not readable: {type(exc).__name__}: {exc}"
+    return Observed(
+        topic,
+        partition,
+        offset,
+        _kafka_time(timestamp_ms),
+        timestamp_type,
+        key,
+        header_list,
+        value,
+        valid,
+        _clean(reason),
+        *fields,
+        header_json,
+    )
 
 
-def _with_fields(raw: Observed, doc: Any, header_list: list[dict[str, str]]) -> Observed:
+_Fields = tuple[
+    str | None, str | None, str | None, str | None, str | None, str | None, str | None, list[str], str | None, str | None, datetime | None
+]
+
+
+def _no_fields() -> _Fields:
+    return (None, None, None, None, None, None, None, [], None, None, None)
+
+
+@lru_cache(maxsize=4096)
+def _kafka_time(timestamp_ms: int) -> datetime:
+    # Cached: records of a batch share their millisecond more often than not.
+    return EPOCH + timedelta(milliseconds=timestamp_ms)
+
+
+def _fields(doc: Any, header_list: list[dict[str, str]]) -> _Fields:
+    """`Observed`'s event fields (event_id … event_time, in order) read from the parsed value."""
     if not isinstance(doc, dict):
-        doc = {}
+        doc = {}  # the trace may still be in the headers
     data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
     event_type = _clean(doc.get("type"), 200)
     traceparent = _clean(doc.get("traceparent"), 200) or next(
         (h.get("v") for h in header_list if h["k"] == "traceparent" and "v" in h), None
     )
-    return raw._replace(
-        event_id=_clean(doc.get("id"), 200),
-        event_type=event_type,
-        tenant_id=_clean(doc.get("tenantid"), 100) or _clean(data.get("tenant_id"), 100),
-        task_id=_clean(doc.get("subject"), 200) or _clean(data.get("task_id"), 200),
-        action_id=_clean(data.get("action_id"), 200),
-        tool=_clean(data.get("tool"), 100),
-        outcome=_outcome(event_type, data),
-        reasons=_reasons(event_type, data),
-        trace_id=trace_id_of(traceparent),
-        traceparent=_clean(traceparent, 200),
-        event_time=_parse_time(doc.get("time")),
+    return (
+        _clean(doc.get("id"), 200),
+        event_type,
+        _clean(doc.get("tenantid"), 100) or _clean(data.get("tenant_id"), 100),
+        _clean(doc.get("subject"), 200) or _clean(data.get("task_id"), 200),
+        _clean(data.get("action_id"), 200),
+        _clean(data.get("tool"), 100),
+        _outcome(event_type, data),
+        _reasons(event_type, data),
+        trace_id_of(traceparent),
+        _clean(traceparent, 200),
+        _parse_time(doc.get("time")),
     )

@@ -18,7 +18,7 @@ import asyncpg
 from servicekit import create_pool
 from services.audit.chain import AppendResult, Head, chain_batch, chain_records
 from services.audit.checkpoints import Checkpoint
-from services.audit.records import COLUMNS, LogRow, Observed
+from services.audit.records import COLUMNS, LogRow, Observed, headers_json
 
 __all__ = ["WRITER_ROLE", "AuditLog", "InMemoryAuditLog", "PostgresAuditLog", "SearchFilters"]
 
@@ -248,13 +248,9 @@ def _row(record: asyncpg.Record) -> LogRow:
     return LogRow(*values)
 
 
-def _db_tuple(r: LogRow) -> tuple[Any, ...]:
-    # Spelled out (not via COLUMNS) because it runs once per row; a unit test holds it to COLUMNS.
-    return (
-        r.topic, r.partition, r.kafka_offset, r.seq, r.kafka_ts, r.ts_type, r.key, json.dumps(r.headers), r.value, r.valid,
-        r.invalid_reason, r.event_id, r.event_type, r.tenant_id, r.task_id, r.action_id, r.tool, r.outcome, r.reasons, r.trace_id,
-        r.traceparent, r.event_time, r.duplicate, r.recorded_at, r.prev_hash, r.hash,
-    )  # fmt: skip
+def _db_tuple(r: LogRow, headers: str | None = None) -> tuple[Any, ...]:
+    """`r` as COPY writes it: the headers as JSON text (`headers`, when the record already made it, is not made again)."""
+    return (*r[:_HEADERS], headers_json(r.headers) if headers is None else headers, *r[_HEADERS + 1 :])
 
 
 def _checkpoint(record: asyncpg.Record) -> Checkpoint:
@@ -314,7 +310,7 @@ class PostgresAuditLog(AuditLog):
             result = AppendResult()
             # Lazily: asyncpg streams COPY data in chunks, so PostgreSQL stores the first rows while
             # the next ones are still being hashed.
-            rows = (_db_tuple(r) for r in chain_records(records, heads, known, datetime.now(UTC), result))
+            rows = (_db_tuple(row, obs.headers_json) for obs, row in chain_records(records, heads, known, datetime.now(UTC), result))
             await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=rows)
         return result
 

@@ -57,7 +57,9 @@ def test_the_database_tuple_follows_the_column_order(make: Any) -> None:
     from services.audit.records import COLUMNS
     from services.audit.repository import _db_tuple
 
-    row = chain_batch([make("tasks", s.encode(sample_events()[0][1]), headers=[("a", b"b")])], {}, set(), NOW).rows[0]
-    expected = list(row.as_tuple())
-    expected[COLUMNS.index("headers")] = json.dumps(row.headers)
-    assert _db_tuple(row) == tuple(expected)
+    obs = make("tasks", s.encode(sample_events()[0][1]), headers=[("a", b"b"), ("traceparent", "é".encode())])
+    row = chain_batch([obs], {}, set(), NOW).rows[0]
+    at = COLUMNS.index("headers")
+    for written in (_db_tuple(row), _db_tuple(row, obs.headers_json)):  # headers as JSON text, made here or by `observe`
+        assert written[:at] + written[at + 1 :] == row.as_tuple()[:at] + row.as_tuple()[at + 1 :]
+        assert json.loads(written[at]) == row.headers

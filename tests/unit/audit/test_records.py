@@ -8,7 +8,7 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, reference_content_bytes
+from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, headers_json, reference_content_bytes
 
 
 def test_every_sample_event_is_valid_on_its_topic_with_its_fields_extracted(make: Any) -> None:
@@ -88,3 +88,27 @@ def test_the_fast_encoders_write_exactly_the_reference_bytes(make: Any) -> None:
         for recorded_at in (datetime(2026, 1, 1, tzinfo=UTC), datetime.now(UTC)):
             row = LogRow.link(obs, seq=3, prev_hash=GENESIS, duplicate=True, recorded_at=recorded_at)
             assert content_bytes(row.hashed_values()) == reference_content_bytes(row.hashed_values())
+            assert row.hash == row.expected_hash()  # `link` hashes the record's bytes, made without the row's values
+            assert obs.headers_json == headers_json(obs.headers)
+            assert json.loads(obs.headers_json or "") == obs.headers
+            assert LogRow.link(obs._replace(headers_json=None), seq=3, prev_hash=GENESIS, duplicate=True, recorded_at=recorded_at) == row
+
+
+def test_the_parse_reads_every_value_as_json_loads_does() -> None:
+    # What `observe` checks the signature of and reads the fields from: pydantic's parser where it reads the value, else json.loads.
+    from services.audit.records import _parse
+
+    odd = [b"NaN", b"[1e400, -Infinity]", b'"\\ud800"', b'{"\\ud800":1}', b'"\xed\xa0\x80"', b"-0", b"0.1e-310", b'{"a":1,"a":2}', b"\xff"]
+    odd += ["é".encode("utf-16"), b"\xef\xbb\xbf{}", b"1 2", b'{"a":"\x01"}', b"[1,]", b"[-0.0, 1E2, 5e-324, 0.30000000000000004]"]
+    odd += [b"123456789012345678901234567890", b"[1.00000000000000000000001, 9223372036854775808]", b"1" * 4300, b"9" * 4301]
+    odd += [b"[" * 300 + b"]" * 300, b"+1", b"01", b".5", b"nan", b'"\\x41"', b"[1]\x00", b'"\\ud83d\\ude00"']
+    for value in [*odd, *(s.encode(event) for _, event in sample_events())]:
+        try:
+            expected: Any = json.loads(value)
+        except ValueError as exc:
+            expected = repr(exc)
+        try:
+            got: Any = _parse(value)
+        except ValueError as exc:
+            got = repr(exc)
+        assert repr(got) == repr(expected), value
