@@ -107,7 +107,7 @@ async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_
     assert await stack.state() != before
 
     for task_id, original in done.items():
-        events = await recorded(stack.kit, task_id, wait_for, count=3)  # proposed, decided (+ authorized), succeeded
+        events = await recorded(stack.kit, task_id, wait_for, count=4)  # proposed, decided, authorized, succeeded
         [step] = undo_steps(events, requested_by="ops@undo.example")
         assert step.proposal is not None
         assert step.proposal.undoes == original
@@ -116,7 +116,7 @@ async def test_each_reversible_demo_tool_is_undone_through_policy_and_linked_in_
         assert undo_result.type == "tidegate.action.succeeded", undo_result.data
         [decided] = stack.collector.decided(step.proposal.action_id)
         assert decided.data.outcome == "allow"  # policy decided the undo like any other call
-        linked = await recorded(stack.kit, task_id, wait_for, count=7)
+        linked = await recorded(stack.kit, task_id, wait_for, count=8)  # and the undo's four
         proposals = [e.data for e in linked if isinstance(e, s.ActionProposed) and e.data.undoes == original]
         assert [p.action_id for p in proposals] == [step.proposal.action_id]
         assert any(isinstance(e, s.ActionDecided) and e.data.action_id == step.proposal.action_id for e in linked)
