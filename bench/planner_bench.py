@@ -99,16 +99,16 @@ class Driver:
     cpu_s: float = 0.0
     events: int = 0
 
-    async def timed(self, call: Callable[[], Awaitable[None]]) -> None:
+    async def timed(self, handler: Callable[[Any], Awaitable[None]], event: Envelope) -> None:
         start = time.process_time()
-        await call()
+        await handler(event)
         self.cpu_s += time.process_time() - start
         self.events += 1
 
     async def run(self, task_id: str, ticket: Any) -> None:
         task = ticket_task(ticket, task_id=task_id)
         submitted = TaskSubmitted.build(task, source="bench")
-        await self.timed(lambda: self.handlers.on_task(submitted))
+        await self.timed(self.handlers.on_task, submitted)
         while self.sent:
             topic, event = self.sent.pop()
             if topic != "actions.proposed":
@@ -116,11 +116,11 @@ class Driver:
             proposal: ActionProposedData = event.data
             deny = proposal.tool in ("issue_refund", "delete_customer_data")
             decided = ActionDecided.build(decision(proposal, "deny" if deny else "allow"), source="bench")
-            await self.timed(lambda: self.handlers.on_decided(decided))
+            await self.timed(self.handlers.on_decided, decided)
             if deny:
                 continue
             result = ActionSucceeded.build(succeeded(proposal), source="bench")
-            await self.timed(lambda: self.handlers.on_result(result))
+            await self.timed(self.handlers.on_result, result)
 
     async def publish(self, topic: str, event: Envelope) -> None:
         self.sent.append((topic, event))
