@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
 MIX = ("T-1007", "T-1008", "T-1003", "T-1004")
+_OUTBOX_TOPICS = re.compile(r"unnest\(\$(\d+)::text\[\]")  # the write's parameter of the topics of the events it stores
 
 
 @dataclass
@@ -60,8 +62,9 @@ class StandInConnection:
         if "INSERT INTO planner.tasks" not in query:
             return None  # a read: the task is unknown (the write path never reads when it wrote the task last)
         self.writes += 1
-        self.state_bytes += len(args[10])
-        ids = list(range(self._next_id, self._next_id + len(args[13])))
+        self.state_bytes += sum(len(a) for a in args if isinstance(a, str) and a.startswith('{"task_id"'))
+        topics = args[int(_OUTBOX_TOPICS.search(query)[1]) - 1]  # type: ignore[index]
+        ids = list(range(self._next_id, self._next_id + len(topics)))
         self._next_id += len(ids)
         return {"version": str(self.writes), "ids": ids}
 
