@@ -56,14 +56,22 @@ class StandInConnection:
     state_bytes: int = 0
     statements: int = 0
     _next_id: int = 0
+    _at: dict[str, tuple[int, int]] = field(default_factory=dict)  # per statement: where its state and its outbox topics are
+
+    def _places(self, query: str, args: tuple[Any, ...]) -> tuple[int, int]:
+        """The positions of the state's JSON and the outbox topics among the write's parameters, found once per statement."""
+        state = next(i for i, a in enumerate(args) if isinstance(a, str) and a.startswith('{"task_id"'))
+        topics = int(_OUTBOX_TOPICS.search(query)[1]) - 1  # type: ignore[index]
+        return self._at.setdefault(query, (state, topics))
 
     async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:
         self.statements += 1
         if "INSERT INTO planner.tasks" not in query:
             return None  # a read: the task is unknown (the write path never reads when it wrote the task last)
         self.writes += 1
-        self.state_bytes += sum(len(a) for a in args if isinstance(a, str) and a.startswith('{"task_id"'))
-        topics = args[int(_OUTBOX_TOPICS.search(query)[1]) - 1]  # type: ignore[index]
+        state, topics_at = self._at.get(query) or self._places(query, args)
+        self.state_bytes += len(args[state])
+        topics = args[topics_at]
         ids = list(range(self._next_id, self._next_id + len(topics)))
         self._next_id += len(ids)
         return {"version": str(self.writes), "ids": ids}
