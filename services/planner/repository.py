@@ -20,7 +20,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from schemas import decode, encode
-from services.planner.domain import CostRates, Outbound, TaskState, Transition
+from services.planner.domain import CostRates, Outbound, StepRecord, TaskState, Transition
 
 __all__ = ["Change", "InMemoryTaskRepository", "PendingEvent", "PostgresTaskRepository", "TaskRepository"]
 
@@ -112,12 +112,20 @@ class _Kept:
 
 def _part_json(part: BaseModel, known: Parts, parts: Parts) -> str:
     kept = known.get(id(part))
-    text = kept[1] if kept is not None and kept[0] is part else part.model_dump_json()
+    if kept is not None and kept[0] is part:
+        text = kept[1]
+        if isinstance(part, StepRecord) and (planned := known.get(id(part.planned))) is not None:
+            parts[id(part.planned)] = planned  # for when the step changes
+    elif isinstance(part, StepRecord):  # a new or changed step: the call it proposes was a plan entry, or is unchanged
+        text = f'{part.model_dump_json(exclude=_PLANNED)[:-1]},"planned":{_part_json(part.planned, known, parts)}}}'
+    else:
+        text = part.model_dump_json()
     parts[id(part)] = (part, text)
     return text
 
 
 _SPLICED = {"plan", "steps"}
+_PLANNED = {"planned"}
 
 
 def _state_json(state: TaskState, known: Parts) -> tuple[str, Parts]:
@@ -144,26 +152,25 @@ class PostgresTaskRepository(TaskRepository):
     _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """One round trip when this process wrote the task last, two otherwise; no explicit transaction, no lock.
+        """One round trip when this process wrote the task last or the task is new, two otherwise; no explicit transaction, no lock.
 
         The write is one statement, so atomic, and it applies only if the task's row is still the
         version the state came from (its `xmin`: the transaction that last wrote it) and the event
         is not applied yet. The state this process wrote last is kept with its version, and an event
-        that changes it is written at once; when the guard refuses (another copy's step-timeout
+        that changes it (or starts a task it does not know) is written at once; when the guard refuses (another copy's step-timeout
         sweep, a redelivery) or the event changes nothing, the task is read and the event applied
         to the fresh state, or its stored outbox handed back if it was applied already.
         """
         async with self.pool.acquire() as conn:
             kept = self._states.get(task_id)
-            if kept is not None:
-                try:
-                    transition = change(kept.state)
-                except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
-                    transition = None
-                if transition is not None and transition.changed:
-                    written = await self._write(conn, event_id, kept, transition)
-                    if written is not None:
-                        return written
+            try:
+                transition = change(kept.state if kept else None)
+            except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
+                transition = None
+            if transition is not None and (kept is None or transition.changed):
+                written = await self._write(conn, event_id, kept, transition)
+                if written is not None:
+                    return written
             while True:
                 kept = self._states.get(task_id)
                 row = await conn.fetchrow(_READ, task_id, event_id, kept.version if kept else None)

@@ -43,6 +43,8 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
         [proposal] = first
         again = await repo.apply("ev-1", task.task_id, start)  # redelivered before `published`: the same event, same outbox row
         assert [(p.outbox_id, p.event.id) for p in again] == [(proposal.outbox_id, proposal.event.id)]
+        restarted = await PostgresTaskRepository(pool, RATES).apply("ev-1", task.task_id, start)  # to a copy that never saw the task
+        assert [(p.outbox_id, p.event.id) for p in restarted] == [(proposal.outbox_id, proposal.event.id)]
         await repo.published([proposal.outbox_id])
         assert await repo.apply("ev-1", task.task_id, start) == []
 
@@ -155,6 +157,11 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
         sent.clear()
         assert await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart")) == []  # redelivered
         assert len(sent) == 3, sent  # the refused write, the read that finds it applied, its (empty) outbox
+
+        another, start_another = _started(f"repo-{uuid.uuid4().hex[:8]}")
+        sent.clear()
+        await fresh.apply(f"ev-{another.task_id}", another.task_id, start_another)
+        assert len(sent) == 1, sent  # a new task is written at once: its insert is the guard
     finally:
         await pool.close()
 
