@@ -157,9 +157,10 @@ class PostgresTaskRepository(TaskRepository):
         The write is one statement, so atomic, and it applies only if the task's row is still the
         version the state came from (its `xmin`: the transaction that last wrote it) and the event
         is not applied yet. The state this process wrote last is kept with its version, and an event
-        that changes it (or starts a task it does not know) is written at once; when the guard refuses (another copy's step-timeout
-        sweep, a redelivery) or the event changes nothing, the task is read and the event applied
-        to the fresh state, or its stored outbox handed back if it was applied already.
+        that changes it, or starts a task this process does not hold, is written at once; when the
+        guard refuses (another copy's step-timeout sweep, a redelivery, a task that exists already)
+        or the event changes nothing, the task is read and the event applied to the fresh state, or
+        its stored outbox handed back if it was applied already.
         """
         async with self.pool.acquire() as conn:
             kept = self._states.get(task_id)
