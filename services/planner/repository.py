@@ -114,9 +114,7 @@ def _part_json(part: BaseModel, known: Parts, parts: Parts) -> str:
     kept = known.get(id(part))
     if kept is not None and kept[0] is part:
         text = kept[1]
-        if isinstance(part, StepRecord) and (planned := known.get(id(part.planned))) is not None:
-            parts[id(part.planned)] = planned  # for when the step changes
-    elif isinstance(part, StepRecord):  # a new or changed step: the call it proposes was a plan entry, or is unchanged
+    elif isinstance(part, StepRecord):  # a new or changed step: the call it proposes was a plan entry, or the step's before
         text = f'{part.model_dump_json(exclude=_PLANNED)[:-1]},"planned":{_part_json(part.planned, known, parts)}}}'
     else:
         text = part.model_dump_json()
