@@ -36,11 +36,7 @@ from schemas import (
     TaskSubmitted,
 )
 from servicekit import REPO_ROOT, ToolCatalog
-from services.planner.action_ids import ActionIds
-from services.planner.domain import CostRates
-from services.planner.handlers import PlannerHandlers
-from services.planner.repository import PostgresTaskRepository
-from services.planner.strategies import PlaybookStrategy
+from services.planner import ActionIds, CostRates, PlannerHandlers, PlaybookStrategy, PostgresTaskRepository
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
