@@ -12,33 +12,41 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.planner import domain
+    from services.planner.action_ids import ActionIds
     from services.planner.app import PlannerDeps, PlannerProcess, build
     from services.planner.domain import CostRates
+    from services.planner.handlers import PlannerHandlers
     from services.planner.llm import LiteLLMClient
-    from services.planner.repository import InMemoryTaskRepository
+    from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
     from services.planner.settings import PlannerSettings
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
 
 __all__ = [
+    "ActionIds",
     "CostRates",
     "InMemoryTaskRepository",
     "LiteLLMClient",
     "LlmStrategy",
     "PlannerDeps",
+    "PlannerHandlers",
     "PlannerProcess",
     "PlannerSettings",
     "PlaybookStrategy",
+    "PostgresTaskRepository",
     "build",
     "domain",
 ]
 
 _HOME = {
+    "ActionIds": "action_ids",
     "build": "app",
     "PlannerDeps": "app",
     "PlannerProcess": "app",
     "CostRates": "domain",
+    "PlannerHandlers": "handlers",
     "LiteLLMClient": "llm",
     "InMemoryTaskRepository": "repository",
+    "PostgresTaskRepository": "repository",
     "PlannerSettings": "settings",
     "LlmStrategy": "strategies",
     "PlaybookStrategy": "strategies",

@@ -10,7 +10,6 @@ a crash re-publishes identical events and never new ones.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
+from pydantic import BaseModel
 
 from schemas import decode, encode
 from services.planner.domain import CostRates, Outbound, StepRecord, TaskState, Transition
@@ -68,38 +68,75 @@ _READ = (
 )
 
 # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
-# inserted, or updated only if its row is still version $16 (`xmin`) and the event ($12) is not applied yet; everything
-# else is written only if it was.
+# inserted, or updated only if its row is still version $14 (`xmin`) and the event ($10) is not applied yet; everything
+# else is written only if it was. The state's JSON ($9) is sent once: its counts and its changed steps ($11) are read from it.
 _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix)
-               VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11::jsonb, $15)
+               VALUES ($1, $2, $3, $4, $5, $9::jsonb->'counts', $6::jsonb, $7, $8, $15, $9::jsonb, $13)
                ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                  human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                  state = EXCLUDED.state, updated_at = now()
-               WHERE planner.tasks.xmin::text = $16 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $12)
+               WHERE planner.tasks.xmin::text = $14 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $10)
                RETURNING xmin::text AS version),
-     p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $12, $1 FROM t),
+     p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $10, $1 FROM t),
      s AS (INSERT INTO planner.steps
                  (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
                SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
                       x.attempts, x.cost_usd
-               FROM jsonb_to_recordset($13::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
+               FROM jsonb_to_recordset($9::jsonb->'steps') AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
                       status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
-               WHERE EXISTS (SELECT 1 FROM t)
+               WHERE x.step = ANY($11::int[]) AND EXISTS (SELECT 1 FROM t)
                ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
                  reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
                  cost_usd = EXCLUDED.cost_usd, updated_at = now()),
      o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
-               SELECT $12, $1, x.topic, x.payload
-               FROM unnest($14::text[], $17::text[]) WITH ORDINALITY AS x(topic, payload, n)
+               SELECT $10, $1, x.topic, x.payload
+               FROM unnest($12::text[], $16::text[]) WITH ORDINALITY AS x(topic, payload, n)
                WHERE EXISTS (SELECT 1 FROM t)
                ORDER BY x.n
                RETURNING id)
 SELECT (SELECT version FROM t) AS version, coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}'::bigint[]) AS ids"""
 
+Parts = dict[int, tuple[BaseModel, str]]
+"""The JSON of a state's plan entries and steps by the identity of each, each kept beside its JSON (frozen: same object, same JSON)."""
 
-def _state_json(state: TaskState) -> str:
-    return state.model_dump_json()
+
+@dataclass(frozen=True)
+class _Kept:
+    """A task's state as this process last wrote or read it: its row's version, and the JSON of its parts if it wrote it."""
+
+    version: str
+    state: TaskState
+    parts: Parts
+
+
+def _part_json(part: BaseModel, known: Parts, parts: Parts) -> str:
+    kept = known.get(id(part))
+    if kept is not None and kept[0] is part:
+        text = kept[1]
+    elif isinstance(part, StepRecord):  # a new or changed step: the call it proposes was a plan entry, or the step's before
+        text = f'{part.model_dump_json(exclude=_PLANNED)[:-1]},"planned":{_part_json(part.planned, known, parts)}}}'
+    else:
+        text = part.model_dump_json()
+    parts[id(part)] = (part, text)
+    return text
+
+
+_SPLICED = {"plan", "steps"}
+_PLANNED = {"planned"}
+
+
+def _state_json(state: TaskState, known: Parts) -> tuple[str, Parts]:
+    """`state.model_dump_json()`, without serialising again the plan entries and steps `known` from the version before.
+
+    Most events change one step of a task and leave the rest of its steps and its plan as they
+    were (the same objects): only the rest of the state and what changed are serialised.
+    """
+    parts: Parts = {}
+    head = state.model_dump_json(exclude=_SPLICED)
+    plan = ",".join([_part_json(p, known, parts) for p in state.plan])
+    steps = ",".join([_part_json(s, known, parts) for s in state.steps])
+    return f'{head[:-1]},"plan":[{plan}],"steps":[{steps}]}}', parts
 
 
 @dataclass
@@ -110,50 +147,51 @@ class PostgresTaskRepository(TaskRepository):
     rates: CostRates
     prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
     cached_tasks: int = 1024  # states of the tasks last written, each with its version: most events then skip the parse
-    _states: OrderedDict[str, tuple[str, TaskState]] = field(default_factory=OrderedDict, init=False, repr=False)
+    _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """One round trip when this process wrote the task last, two otherwise; no explicit transaction, no lock.
+        """One round trip when this process wrote the task last or the task is new, two otherwise; no explicit transaction, no lock.
 
         The write is one statement, so atomic, and it applies only if the task's row is still the
         version the state came from (its `xmin`: the transaction that last wrote it) and the event
         is not applied yet. The state this process wrote last is kept with its version, and an event
-        that changes it is written at once; when the guard refuses (another copy's step-timeout
-        sweep, a redelivery) or the event changes nothing, the task is read and the event applied
-        to the fresh state, or its stored outbox handed back if it was applied already.
+        that changes it, or starts a task this process does not hold, is written at once; when the
+        guard refuses (another copy's step-timeout sweep, a redelivery, a task that exists already)
+        or the event changes nothing, the task is read and the event applied to the fresh state, or
+        its stored outbox handed back if it was applied already.
         """
         async with self.pool.acquire() as conn:
-            cached = self._states.get(task_id)
-            if cached is not None:
-                try:
-                    transition = change(cached[1])
-                except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
-                    transition = None
-                if transition is not None and transition.changed:
-                    written = await self._write(conn, event_id, *cached, transition)
-                    if written is not None:
-                        return written
+            kept = self._states.get(task_id)
+            try:
+                transition = change(kept.state if kept else None)
+            except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
+                transition = None
+            if transition is not None and (kept is None or transition.changed):
+                written = await self._write(conn, event_id, kept, transition)
+                if written is not None:
+                    return written
             while True:
-                cached = self._states.get(task_id)
-                row = await conn.fetchrow(_READ, task_id, event_id, cached[0] if cached else None)
-                version: str | None = None
-                state: TaskState | None = None
-                if row is not None:
+                kept = self._states.get(task_id)
+                row = await conn.fetchrow(_READ, task_id, event_id, kept.version if kept else None)
+                if row is None:
+                    kept = None
+                else:
                     if row["seen"]:
                         return await self._pending(conn, event_id)
-                    version = row["version"]
-                    state = cached[1] if cached is not None and row["state"] is None else TaskState.model_validate_json(row["state"])
-                    self._remember(task_id, version, state)
+                    if kept is None or row["state"] is not None:  # else the row is still the version this process holds
+                        kept = _Kept(row["version"], TaskState.model_validate_json(row["state"]), {})
+                    self._remember(task_id, kept)
+                state = kept.state if kept else None
                 transition = change(state)
                 if transition is None or (state is not None and not transition.changed):
                     return []  # nothing to do (or not our task: remember nothing about it)
-                written = await self._write(conn, event_id, version, state, transition)
+                written = await self._write(conn, event_id, kept, transition)
                 if written is not None:
                     return written
 
-    def _remember(self, task_id: str, version: str, state: TaskState) -> None:
+    def _remember(self, task_id: str, kept: _Kept) -> None:
         """Keep the state last written, so that the next event of the task skips reading and parsing it."""
-        self._states[task_id] = (version, state)
+        self._states[task_id] = kept
         self._states.move_to_end(task_id)
         if len(self._states) > self.cached_tasks:
             self._states.popitem(last=False)
@@ -162,13 +200,12 @@ class PostgresTaskRepository(TaskRepository):
         rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
         return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
 
-    async def _write(
-        self, conn: Any, event_id: str, version: str | None, old: TaskState | None, transition: Transition
-    ) -> list[PendingEvent] | None:
-        """Save the task, its changed steps, the applied event and the outbox in one statement; None if the task changed since `version`."""
+    async def _write(self, conn: Any, event_id: str, old: _Kept | None, transition: Transition) -> list[PendingEvent] | None:
+        """Save the task, its changed steps, the applied event and the outbox in one statement; None if the task changed since `old`."""
         new = transition.state
-        before = {s.step: s for s in old.steps} if old else {}
-        steps = [_step_doc(s) for s in new.steps if before.get(s.step) != s]
+        state_json, parts = _state_json(new, old.parts if old else {})
+        before = {s.step: s for s in old.state.steps} if old else {}
+        changed = [s.step for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
         row = await conn.fetchrow(
             _WRITE,
             new.task_id,
@@ -176,22 +213,21 @@ class PostgresTaskRepository(TaskRepository):
             new.workflow,
             new.strategy,
             new.status,
-            new.counts.model_dump_json(),
             new.cost(self.rates).model_dump_json(),
             new.human_touches,
             new.reason,
-            new.summary,
-            _state_json(new),
+            state_json,
             event_id,
-            json.dumps(steps),
+            changed,
             [o.topic for o in transition.outbound],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
-            version,
+            old.version if old else None,
+            new.summary,
             [encode(o.event).decode() for o in transition.outbound],
         )
         if row["version"] is None:
             return None
-        self._remember(new.task_id, row["version"], new)
+        self._remember(new.task_id, _Kept(row["version"], new, parts))
         return [PendingEvent(i, o.topic, o.event) for i, o in zip(row["ids"], transition.outbound, strict=True)]
 
     async def published(self, outbox_ids: list[int]) -> None:
@@ -222,22 +258,6 @@ class PostgresTaskRepository(TaskRepository):
             "SELECT id, topic, payload FROM planner.outbox WHERE starts_with(source_event_id, $1) ORDER BY id", source_prefix
         )
         return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
-
-
-def _step_doc(s: StepRecord) -> dict[str, Any]:
-    return {
-        "step": s.step,
-        "action_id": s.action_id,
-        "tool": s.tool,
-        "args": s.args,
-        "tainted_args": s.tainted_args,
-        "status": s.status,
-        "decision": s.decision,
-        "reasons": s.reasons,
-        "approval_id": s.approval_id,
-        "attempts": s.attempts,
-        "cost_usd": s.cost_usd,
-    }
 
 
 @dataclass

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from schemas import ActionDecided, ActionDecidedData, Reason, utcnow
+import asyncpg
+import pytest
+
+from schemas import ActionCounts, ActionDecided, ActionDecidedData, ActionResultData, Reason, ResultCost, utcnow
 from servicekit import REPO_ROOT, ToolCatalog, create_pool
 from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
@@ -38,6 +43,8 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
         [proposal] = first
         again = await repo.apply("ev-1", task.task_id, start)  # redelivered before `published`: the same event, same outbox row
         assert [(p.outbox_id, p.event.id) for p in again] == [(proposal.outbox_id, proposal.event.id)]
+        restarted = await PostgresTaskRepository(pool, RATES).apply("ev-1", task.task_id, start)  # to a copy that never saw the task
+        assert [(p.outbox_id, p.event.id) for p in restarted] == [(proposal.outbox_id, proposal.event.id)]
         await repo.published([proposal.outbox_id])
         assert await repo.apply("ev-1", task.task_id, start) == []
 
@@ -150,6 +157,11 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
         sent.clear()
         assert await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart")) == []  # redelivered
         assert len(sent) == 3, sent  # the refused write, the read that finds it applied, its (empty) outbox
+
+        another, start_another = _started(f"repo-{uuid.uuid4().hex[:8]}")
+        sent.clear()
+        await fresh.apply(f"ev-{another.task_id}", another.task_id, start_another)
+        assert len(sent) == 1, sent  # a new task is written at once: its insert is the guard
     finally:
         await pool.close()
 
@@ -183,3 +195,70 @@ async def test_a_task_another_copy_changed_is_applied_to_its_fresh_state(infra):
         assert len(applied) == 5  # each event once (the start's is recorded too)
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def pool(infra: Any) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the planner's migrated schema."""
+    pool = await create_pool(infra.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_event(pool: asyncpg.Pool) -> None:
+    """The state is written with the parts an event left alone serialised once; what is read back is the state, whole, every time."""
+    repo = PostgresTaskRepository(pool, RATES)
+    task = ticket_task(TICKETS[2], task_id=f"repo-{uuid.uuid4().hex[:8]}")  # a refund to a new payee: denied, re-planned
+    plan = await PlaybookStrategy(ToolCatalog.load(REPO_ROOT / "catalog" / "tools")).plan(task)
+    returned: list[TaskState] = []
+
+    def kept(step: Callable[[TaskState | None], Transition | None]) -> Change:
+        def change(state: TaskState | None) -> Transition | None:
+            transition = step(state)
+            if transition is not None:
+                returned.append(transition.state)
+            return transition
+
+        return change
+
+    start = lambda s: domain.start_task(task, plan.steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset())  # noqa: E731
+    [proposed] = await repo.apply(f"ev-{task.task_id}", task.task_id, kept(start))
+    for n in range(12):
+        p = proposed.event.data
+        outcome = "deny" if p.tool == "issue_refund" else "allow"
+        decided = ActionDecidedData(
+            action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, step=p.step, tool=p.tool, args=p.args,
+            action_digest="d", outcome=outcome, reasons=[Reason(code="new_payee_blocked", policy_id="k", message="new payee")],
+            policy_version="v", latency_ms=1,
+        )  # fmt: skip
+        decide = lambda s, d=decided: domain.on_decision(s, d, utcnow(), RATES, frozenset())  # noqa: E731
+        pending = await repo.apply(f"d{n}-{task.task_id}", task.task_id, kept(decide))
+        assert await repo.get(task.task_id) == returned[-1]
+        if outcome == "allow":
+            result = ActionResultData(
+                action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, step=p.step, tool=p.tool, status="succeeded",
+                result={"ok": True, "n": n}, attempts=2, duration_ms=1.0, cost=ResultCost(usd=0.25 * n),
+            )  # fmt: skip
+            run = lambda s, r=result: domain.on_result(s, r, utcnow(), RATES, frozenset())  # noqa: E731
+            pending = await repo.apply(f"r{n}-{task.task_id}", task.task_id, kept(run))
+        state = await repo.get(task.task_id)
+        assert state == returned[-1]
+        rows = await pool.fetch(
+            "SELECT s.*, t.counts FROM planner.steps s JOIN planner.tasks t USING (task_id) WHERE task_id = $1 ORDER BY step",
+            task.task_id,
+        )
+        columns = ("step", "action_id", "tool", "args", "tainted_args", "status", "decision", "reasons", "approval_id", "attempts")
+        assert [{c: r[c] if c not in ("args", "tainted_args", "reasons") else json.loads(r[c]) for c in columns} for r in rows] == [
+            s.model_dump(include=set(columns)) for s in state.steps
+        ]
+        assert [r["cost_usd"] for r in rows] == [s.cost_usd for s in state.steps]
+        assert all(ActionCounts.model_validate_json(r["counts"]) == state.counts for r in rows)
+        if pending[0].topic == "tasks.outcomes":
+            break
+        [proposed] = pending
+    assert state.status == "completed"
+    assert [s.status for s in state.steps].count("denied") == 1
+    assert len(state.steps) >= 4
