@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cedarpy
+import orjson
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
@@ -178,7 +179,10 @@ def _as_read(pack: CompiledPack, request: dict[str, Any]) -> str:
         context = request["context"]
         unread = dict.fromkeys(SPEND_FACTS, 0)
         request = request | {"context": context | {"facts": context["facts"] | unread}}
-    return json.dumps(request)
+    try:  # the same request gives the same bytes: its dicts are built in one order (`cedar_context`)
+        return orjson.dumps(request).decode()
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate: json writes them (Cedar reads what it can)
+        return json.dumps(request)
 
 
 def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> list[tuple[str, Reason]]:
