@@ -25,6 +25,7 @@ from services.policy.cedar_schema import action_entities, cedar_schema
 
 __all__ = [
     "DEFAULT_SENSITIVE_PATHS",
+    "REMEMBERED",
     "SPEND_FACTS",
     "CompiledPack",
     "PackError",
@@ -305,7 +306,8 @@ class CompiledPack:
     shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     _tenants: dict[str | None, TenantSettings] = field(default_factory=dict, compare=False, repr=False)
-    _answers: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Not an init field: a copy made with `dataclasses.replace` (other policies or entities) starts with no answers.
+    _answers: dict[Hashable, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
         """`compute()`, a pure function of this pack and `key`, computed once per key while the pack is in use.
