@@ -10,8 +10,10 @@ compare by kind, never by substring: `45` in a body does not taint `450`, and `f
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,32 +96,50 @@ def _amount(number: float) -> str:
 
 def values_of(text: str, *, words: bool = True) -> set[str]:
     """The normalised values in a piece of text, each as `kind:value` (plain words too, with `words`)."""
+    return set(_values_of(text, words))
+
+
+_REMEMBERED_TEXT = 512  # the values of texts up to this length are remembered: argument values and fields recur across calls
+_DIGIT = re.compile(r"\d")
+
+
+def _values_of(text: str, words: bool) -> frozenset[str]:
+    if len(text) <= _REMEMBERED_TEXT:
+        return _short_values_of(text, words)
+    return _find_values(text, words)
+
+
+def _find_values(text: str, words: bool) -> frozenset[str]:
     found: set[str] = set()
     rest = text
-    for m in _EMAIL.finditer(text):
-        found.add("email:" + m.group(0).lower())
-        found.add("host:" + m.group(0).rsplit("@", 1)[1].lower())
-    rest = _EMAIL.sub(" ", rest)
-    for m in _URL.finditer(rest):
-        host = re.sub(r"^[a-z]+://([^/@]*@)?", "", m.group(0).lower()).split("/")[0].split(":")[0].rstrip(".")
-        if host:
-            found.add("host:" + host)
-    rest = _URL.sub(" ", rest)
-    for m in _DOMAIN.finditer(rest):
-        if not m.group(0).replace(".", "").isdigit():
-            found.add("host:" + m.group(0).lower().rstrip("."))
-    for m in _IBAN.finditer(text):
-        found.add("account:" + m.group(0).replace(" ", ""))
-    for m in _ID.finditer(text):
-        ident = m.group(0).strip("-_")
-        if len(ident) >= 4 and (any(c.isalpha() for c in ident) or len(ident) >= 6):
-            found.add("id:" + ident.lower())
-    for m in _PHONE.finditer(text):
-        digits = re.sub(r"\D", "", m.group(0))
-        if 7 <= len(digits) <= 15:
-            found.add("phone:" + digits)
-    for m in _NUMBER.finditer(text):
-        found.add(_amount(float(m.group(0).replace(",", ""))))
+    if "@" in text:  # each pattern is run only where the characters it needs are present
+        for m in _EMAIL.finditer(text):
+            found.add("email:" + m.group(0).lower())
+            found.add("host:" + m.group(0).rsplit("@", 1)[1].lower())
+        rest = _EMAIL.sub(" ", rest)
+    if "://" in rest:
+        for m in _URL.finditer(rest):
+            host = re.sub(r"^[a-z]+://([^/@]*@)?", "", m.group(0).lower()).split("/")[0].split(":")[0].rstrip(".")
+            if host:
+                found.add("host:" + host)
+        rest = _URL.sub(" ", rest)
+    if "." in rest:
+        for m in _DOMAIN.finditer(rest):
+            if not m.group(0).replace(".", "").isdigit():
+                found.add("host:" + m.group(0).lower().rstrip("."))
+    if _DIGIT.search(text):
+        for m in _IBAN.finditer(text):
+            found.add("account:" + m.group(0).replace(" ", ""))
+        for m in _ID.finditer(text):
+            ident = m.group(0).strip("-_")
+            if len(ident) >= 4 and (any(c.isalpha() for c in ident) or len(ident) >= 6):
+                found.add("id:" + ident.lower())
+        for m in _PHONE.finditer(text):
+            digits = re.sub(r"\D", "", m.group(0))
+            if 7 <= len(digits) <= 15:
+                found.add("phone:" + digits)
+        for m in _NUMBER.finditer(text):
+            found.add(_amount(float(m.group(0).replace(",", ""))))
     found |= {_amount(n) for n in _word_numbers(text)}
     for m in _NAME.finditer(text):
         found.add("name:" + m.group(0).lower().replace("-", " "))
@@ -127,15 +147,18 @@ def values_of(text: str, *, words: bool = True) -> set[str]:
         word = m.group(0).strip(".-'").lower()
         if len(word) >= 3:
             found.add("word:" + word)
-    return found
+    return frozenset(found)
 
 
-def _leaf_values(value: Any, *, words: bool = True) -> set[str]:
+_short_values_of = functools.lru_cache(maxsize=4096)(_find_values)
+
+
+def _leaf_values(value: Any, *, words: bool = True) -> AbstractSet[str]:
     if isinstance(value, bool) or value is None:
         return set()
     if isinstance(value, int | float):
         return {_amount(float(value)), "id:" + str(value)} if abs(value) >= 100000 else {_amount(float(value))}
-    return values_of(str(value), words=words)
+    return _values_of(str(value), words)
 
 
 def arg_leaves(args: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -9,16 +9,18 @@ tool, invalid args, kill switch, budget — are checked in code, before and besi
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cedarpy
+import orjson
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
-from services.policy.pack import CompiledPack, TenantSettings
+from services.policy.pack import SPEND_FACTS, CompiledPack, TenantSettings
 
 __all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
 
@@ -171,8 +173,29 @@ def _budget_reasons(facts: Facts) -> list[Reason]:
     return reasons
 
 
+def _as_read(pack: CompiledPack, request: dict[str, Any]) -> str:
+    """`request` as the pack can read it: exact, but for spend figures that no policy of the pack mentions (`reads_spend`)."""
+    if not pack.reads_spend:
+        context = request["context"]
+        unread = dict.fromkeys(SPEND_FACTS, 0)
+        request = request | {"context": context | {"facts": context["facts"] | unread}}
+    try:  # the same request gives the same bytes: its dicts are built in one order (`cedar_context`)
+        return orjson.dumps(request).decode()
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate: json writes them (Cedar reads what it can)
+        return json.dumps(request)
+
+
 def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> list[tuple[str, Reason]]:
-    """The policies of `policy_set` that fired for `request` (shadow ones included if the set has them), in pack order."""
+    """The policies of `policy_set` that fired for `request` (shadow ones included if the set has them), in pack order.
+
+    Cedar's answer is a pure function of the policy set, the entities and the request: the pack
+    remembers it per request as the pack reads it (`_as_read`), so a request seen before costs no
+    evaluation. The policy sets are the pack's own (live, per tenant, shadow): their ids are stable while it lives.
+    """
+    return list(pack.remembered((id(policy_set), _as_read(pack, request)), lambda: _cedar(pack, policy_set, request)))
+
+
+def _cedar(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> tuple[tuple[str, Reason], ...]:
     diagnostics = cedarpy.is_authorized(request, policy_set, pack.entities).diagnostics
     fired: list[tuple[str, Reason]] = []
     if diagnostics.errors:
@@ -187,7 +210,10 @@ def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> l
             fired.append(("deny", Reason(code=ReasonCode.POLICY_ERROR, policy_id=generated, message="policy without @id fired")))
             continue
         rules.append(rule)
-    return fired + [(rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)]
+    return (
+        *fired,
+        *((rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)),
+    )
 
 
 def _shadow(pack: CompiledPack, request: dict[str, Any], live: list[tuple[str, Reason]], verdict: Verdict) -> dict[str, Any]:

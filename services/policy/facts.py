@@ -175,13 +175,16 @@ class Facts:
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc = {name: getattr(self, name) for name in _FACT_NAMES}
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
         doc["taint"] = [f.record() for f in self.taint]
         doc["record_read"] = asdict(self.record_read) if self.record_read is not None else None
         doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
+
+
+_FACT_NAMES = tuple(f.name for f in fields(Facts))
 
 
 def arg_at(args: dict[str, Any], path: str) -> Any:
@@ -254,6 +257,8 @@ def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[
 
 def unknown_tainted_args(call: Call) -> list[str]:
     """Paths in the agent's `tainted_args` that name nothing in args (an error, not silently ignored)."""
+    if not call.tainted_args:
+        return []
     paths = {p for p, _ in arg_leaves(call.args)}
     return [t for t in call.tainted_args if not any(p == t or p.startswith(t + ".") for p in paths)]
 

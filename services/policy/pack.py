@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import cedarpy
 import yaml
@@ -24,6 +25,8 @@ from services.policy.cedar_schema import action_entities, cedar_schema
 
 __all__ = [
     "DEFAULT_SENSITIVE_PATHS",
+    "REMEMBERED",
+    "SPEND_FACTS",
     "CompiledPack",
     "PackError",
     "PackSettings",
@@ -37,6 +40,9 @@ __all__ = [
 ]
 
 Outcome = Literal["allow", "escalate", "deny"]
+T = TypeVar("T")
+
+REMEMBERED = 4096  # answers a compiled pack keeps (`CompiledPack.remembered`): Cedar's, a few hundred bytes each
 
 DEFAULT_SENSITIVE_PATHS = [".github/*", "infra/*", "deploy/*", "*secret*", "*auth*", "*.env", "config/prod*", "*production*"]
 
@@ -300,6 +306,20 @@ class CompiledPack:
     shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     _tenants: dict[str | None, TenantSettings] = field(default_factory=dict, compare=False, repr=False)
+    # Not an init field: a copy made with `dataclasses.replace` (other policies or entities) starts with no answers.
+    _answers: dict[Hashable, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()`, a pure function of this pack and `key`, computed once per key while the pack is in use.
+
+        At most `REMEMBERED` answers are kept, the oldest forgotten first; a new pack starts with none.
+        """
+        if key in self._answers:
+            return cast(T, self._answers[key])
+        answer = self._answers[key] = compute()
+        if len(self._answers) > REMEMBERED:
+            del self._answers[next(iter(self._answers))]
+        return answer
 
     def tenant(self, tenant_id: str) -> TenantSettings:
         """`settings.tenant(tenant_id)`, validated once per tenant the pack names and once for all the others (their `default`)."""

@@ -83,7 +83,7 @@ class TaskReads:
 
     awaiting: list[str]  # tools of its authorized calls whose result has not been seen yet
     provenance: Provenance
-    decisions: list[tuple[str, str, dict[str, Any]]]  # oldest first, as (tool, outcome, facts)
+    decisions: list[tuple[str, str, dict[str, Any]]]  # oldest first, as (tool, outcome, the `FLOW_FACTS` of an allowed call)
     troubles: tuple[int, int]
     records: dict[str, SystemRecord]
 
@@ -226,9 +226,18 @@ def _count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: s
         spend[scope] = spend.get(scope, 0.0) + amount
 
 
-def _flow_row(tool: str, outcome: str, decided_event: str) -> tuple[str, str, dict[str, Any]]:
-    facts = (json.loads(decided_event).get("data") or {}).get("facts") or {}
-    return tool, outcome, facts
+FLOW_FACTS = ("external_recipients", "amount_usd")  # what `Flow.of` reads of an earlier allowed call's facts
+
+
+def _flow_row(tool: str, outcome: str, facts: Iterable[str | None]) -> tuple[str, str, dict[str, Any]]:
+    """An earlier decision as a flow reads it, from the JSON of its `FLOW_FACTS` (None where absent)."""
+    return tool, outcome, {name: json.loads(value) for name, value in zip(FLOW_FACTS, facts, strict=True) if value is not None}
+
+
+def _flow_facts(outcome: str, decided_event: str) -> list[str | None]:
+    """The JSON of a recorded decision's `FLOW_FACTS`, as `_SELECT_TASK_READS` reads them: an allowed call's only."""
+    facts = (json.loads(decided_event).get("data") or {}).get("facts") or {} if outcome == "allow" else {}
+    return [json.dumps(facts[name]) if name in facts else None for name in FLOW_FACTS]
 
 
 def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
@@ -380,7 +389,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
         records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
-        return [_flow_row(r.proposal.tool, r.outcome, r.decided_event) for r in records]
+        return [_flow_row(r.proposal.tool, r.outcome, _flow_facts(r.outcome, r.decided_event)) for r in records]
 
     async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
         """See PolicyRepository."""
@@ -458,7 +467,8 @@ SELECT w.t AS tenant_id, w.k AS task_id,
   ARRAY(SELECT r.tool FROM policy.reservations r WHERE r.tenant_id = w.t AND r.task_id = w.k AND r.status = 'reserved') AS awaiting,
   ARRAY(SELECT (p.value, p.source, p.trusted) FROM policy.provenance p
         WHERE p.tenant_id = w.t AND p.task_id = w.k ORDER BY p.learned_at) AS provenance,
-  ARRAY(SELECT (d.proposal->>'tool', d.outcome, d.decided_event) FROM policy.decisions d
+  ARRAY(SELECT (d.proposal->>'tool', d.outcome, f->'external_recipients', f->'amount_usd') FROM policy.decisions d
+        CROSS JOIN LATERAL (SELECT CASE WHEN d.outcome = 'allow' THEN d.decided_event::json #> '{data,facts}' END AS f) AS x
         WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
   ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
@@ -771,7 +781,7 @@ class PgPolicyRepository(PolicyRepository):
             (r["tenant_id"], r["task_id"]): TaskReads(
                 list(r["awaiting"]),
                 Provenance.of(r["provenance"]),
-                [_flow_row(tool or "", outcome, event) for tool, outcome, event in r["decisions"]],
+                [_flow_row(tool or "", outcome, facts) for tool, outcome, *facts in r["decisions"]],
                 troubles(r["outcomes"]),
                 {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
             )

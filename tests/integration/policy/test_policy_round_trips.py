@@ -118,3 +118,36 @@ async def test_a_tasks_trusted_and_untrusted_input_is_learned_in_one_statement(c
     assert "word:o-1" in learned.trusted
     assert learned.untrusted["email:mallory@evil.example"] == "the task input's untrusted field 'mail'"
     assert learned.untrusted["word:pay"] == "the task input's untrusted field 'note'"
+
+
+async def test_a_tasks_earlier_decisions_are_read_as_its_flow_reads_them(counted: Counted) -> None:
+    service, tenant = counted.service, counted.tenant
+    task = f"{tenant}-flow"
+
+    def refund(step: int, args: dict[str, Any]) -> ActionProposed:
+        data = ActionProposedData(
+            action_id=f"{task}-{step}", task_id=task, tenant_id=tenant, step=step, tool="issue_refund", args=args, proposer="test",
+            mode="autonomous",
+        )  # fmt: skip
+        return ActionProposed.build(data, source="test")
+
+    outcomes = []
+    for step, args in enumerate(
+        [
+            {"payee_id": "cus_1", "amount_usd": 10.5, "order_id": "O-1"},
+            {"payee_id": "cus_2"},
+            {"payee_id": "cus_3", "amount_usd": 4, "order_id": "O-3"},
+        ]
+    ):
+        [record] = await service.on_proposed_batch([refund(step, args)], traced=False)
+        outcomes.append(record.outcome)
+    assert outcomes == ["allow", "deny", "allow"]  # the second lacks required args
+    read = await service.repo.task_decisions(tenant, task)
+    assert read == [
+        ("issue_refund", "allow", {"external_recipients": 0, "amount_usd": 10.5}),
+        ("issue_refund", "deny", {}),
+        ("issue_refund", "allow", {"external_recipients": 0, "amount_usd": 4.0}),
+    ]
+    [fourth] = await service.on_proposed_batch([refund(3, {"payee_id": "cus_4", "amount_usd": 1.0, "order_id": "O-4"})], traced=False)
+    flow = fourth.decided.data.facts["flow"]
+    assert (flow["tool_calls"], flow["sent_amount_cents"], flow["last_decision"]) == (2, 1450, "allow")

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
+import cedarpy
 import pytest
 
 from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.cedar_schema import cedar_schema
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack, validate_pack
+from services.policy.pack import REMEMBERED, CompiledPack, PackError, PackSource, TenantSettings, compile_pack, validate_pack
 from services.policy.packtest import PolicyCase, load_cases, run_case, run_cases
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
@@ -165,6 +167,65 @@ def test_a_pack_that_reads_spend_takes_every_moved_decision_again() -> None:
     assert pack.reads_spend
     assert not still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=3.0))
     assert still_holds(pack, REFUND_CALL, Controls(), History(spend_tenant_usd=1.0), History(spend_tenant_usd=1.0))
+
+
+# --- Cedar's answers, remembered per pack: the same decisions, fewer evaluations ------------------------------------
+
+
+class CedarCalls:
+    """Counts Cedar evaluations (`cedarpy.is_authorized`), passing each through."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real = cedarpy.is_authorized
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(cedarpy, "is_authorized", counted)
+
+
+def _verdicts(pack: CompiledPack) -> list[tuple[Any, ...]]:
+    return [(r.verdict.outcome, r.verdict.reasons, r.verdict.facts) for r in run_cases(pack, CASES)]
+
+
+def test_a_remembered_answer_decides_exactly_as_cedar_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    cedar = CedarCalls(monkeypatch)
+    pack = _pack()
+    first = _verdicts(pack)
+    asked = cedar.count
+    assert asked > 0
+    assert _verdicts(pack) == first  # every case again: outcomes, reasons and facts as Cedar gave them
+    assert cedar.count == asked  # ... without evaluating anything again
+    assert _verdicts(_pack()) == first
+    assert cedar.count == 2 * asked
+
+
+def test_spend_that_no_policy_reads_costs_no_evaluation_and_spend_a_policy_reads_is_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    cedar = CedarCalls(monkeypatch)
+    pack = _pack()
+    assert not pack.reads_spend
+    for spent in (1.0, 3.0, 7.5):
+        assert decide(pack, REFUND_CALL, History(payee_known=True, spend_tenant_usd=spent), Controls()).outcome == "allow"
+    assert cedar.count == 1
+    reads = _pack(
+        '@id("big-spender") @outcome("escalate") @reason("needs_human_approval")\n'
+        "permit (principal, action, resource) when { context.facts.spend_tenant_cents > 200 };"
+    )
+    outcomes = [decide(reads, REFUND_CALL, History(payee_known=True, spend_tenant_usd=s), Controls()).outcome for s in (1.0, 3.0, 1.0)]
+    assert outcomes == ["allow", "escalate", "allow"]
+    assert cedar.count == 1 + 2  # the third is the first again
+
+
+def test_a_pack_remembers_a_bounded_number_of_answers_forgetting_the_oldest_first() -> None:
+    pack = _pack()
+    for i in range(REMEMBERED + 10):
+        assert pack.remembered(("k", i), functools.partial(int, 2 * i)) == 2 * i
+    assert pack.remembered(("k", REMEMBERED + 9), lambda: -1) == 2 * (REMEMBERED + 9)  # still known
+    assert pack.remembered(("k", 0), lambda: -1) == -1  # forgotten, computed again
+    copy = dataclasses.replace(pack, settings=pack.settings)
+    assert copy.remembered(("k", REMEMBERED + 9), lambda: -1) == -1  # a copy starts with no answers
 
 
 # --- policy slicing: a tenant's requests see only the policies that can apply to it ------------------------------

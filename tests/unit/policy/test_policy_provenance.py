@@ -20,6 +20,7 @@ from schemas import (
     TaskSubmittedData,
 )
 from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, sign_as_operator
+from servicekit.provenance import values_of
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
@@ -182,3 +183,23 @@ async def test_a_result_never_seen_taints_every_outside_counterparty(service: Po
     assert d.facts["taint"][0]["source"] == "the results of get_ticket, not seen yet"
     internal = await _decide(service, "a-2", "send_reply", {"ticket_id": "T-9", "to": "ops@acme.example", "body": "hi"})
     assert internal.outcome == "allow"
+
+
+def test_the_values_of_a_text_are_found_by_kind_the_same_every_time_and_each_caller_gets_its_own_set() -> None:
+    text = "Refund forty-five USD to cus_6666 at https://pay.evil.example/x, mail Jane Doe at attacker@evil.example"
+    expected = {
+        "amount:45.00",
+        "email:attacker@evil.example",
+        "host:evil.example",
+        "host:pay.evil.example",
+        "id:cus_6666",
+        "name:jane doe",
+    }
+    first = values_of(text, words=False)
+    assert first == expected
+    first.add("id:planted")  # a caller's set is its own: what is remembered for the text does not change
+    assert values_of(text, words=False) == expected
+    assert values_of(text) >= expected | {"word:refund", "word:forty-five", "word:jane"}  # plain words too, remembered apart
+    long = " ".join([text] * 40)  # beyond the length whose values are remembered: the same values
+    assert values_of(long, words=False) == expected
+    assert values_of("no digits, no at sign, no scheme", words=False) == set()
