@@ -30,7 +30,7 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
-from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode
+from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, sign_event
 from servicekit.bus_auth import security_from_options
@@ -422,10 +422,9 @@ class Bus:
         code: str
         try:
             check_bounds(record.value, self.bounds)
-            event = decode(topic, record.value or b"")
-            refusal = (
-                self.authority.check(record.value or b"", event, appended_ms=appended_ms(record)) if self.authority is not None else None
-            )
+            raw = record.value or b""
+            event, document = decode_document(topic, raw)  # parsed once: the check reads the same document
+            refusal = self.authority.check(raw, event, document, appended_ms=appended_ms(record)) if self.authority is not None else None
             if refusal is None:
                 return event
             code, error = refusal.code, refusal.message
