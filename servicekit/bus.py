@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
-from servicekit.authority import Authority, appended_ms, sign_event
+from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
@@ -252,13 +252,13 @@ class Bus:
             if event.id in batch.sent:  # the same recorded event again (its source redelivered in this batch): once is enough
                 return
             batch.sent.add(event.id)
-        if event.signature is None:
-            if event.traceparent is None:
-                tp = current_traceparent()
-                if tp:
-                    event = event.model_copy(update={"traceparent": tp})
-            event = self.sign(event)
-        await self.publish_recorded(topic, event.key, encode(event), event.traceparent, wait=wait)
+        if event.signature is None and event.traceparent is None:
+            tp = current_traceparent()
+            if tp:
+                event = event.model_copy(update={"traceparent": tp})
+        # Signed and encoded at once: the signed event itself is never built (its bytes are what goes out).
+        value = encode_signed(event, self.signer) if event.signature is None and self.signer is not None else encode(event)
+        await self.publish_recorded(topic, event.key, value, event.traceparent, wait=wait)
         metrics.observe_published(self.service, event)
 
     async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
@@ -449,7 +449,8 @@ class Bus:
 
     async def handle_event(self, record: ConsumerRecord[Any, Any], event: Any, handler: Handler) -> None:
         """Run the handler on a decoded event under a span; retried while errors are transient."""
-        header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
+        # The envelope's (signed) trace context; the header's only for an event that carries none.
+        parent = event.traceparent or next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
         attrs = {
             Attr.SERVICE: self.service,
             Attr.TOPIC: record.topic,
@@ -462,7 +463,7 @@ class Bus:
 
         async def attempt() -> str:
             name = f"{self.service} handle {event.type.removeprefix('tidegate.')}"
-            with span(name, parent=event.traceparent or header_tp, attributes=attrs) as s:
+            with span(name, parent=parent, attributes=attrs) as s:
                 try:
                     await handler(event)
                 except Reject as rej:
