@@ -236,10 +236,13 @@ class Bus:
         so it starts a trace. A signed event is sent exactly as signed. The `traceparent` header is
         always the envelope's.
         """
-        if event.signature is None and event.traceparent is None and current_traceparent() is None:
-            with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
-                await self._publish(topic, event)
-            return
+        if event.signature is None and event.traceparent is None:
+            tp = current_traceparent()
+            if tp is None:
+                with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
+                    await self._publish(topic, event)
+                return
+            event = event.model_copy(update={"traceparent": tp})  # what `_publish` would do: the context is read once
         await self._publish(topic, event)
 
     def sign(self, event: Envelope) -> Envelope:

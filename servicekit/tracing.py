@@ -101,10 +101,14 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
 
 
 def current_traceparent() -> str | None:
-    """The W3C `traceparent` of the current span, or None outside a recording span."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get("traceparent")
+    """The W3C `traceparent` of the current span, or None outside a recording span.
+
+    What the propagator's `inject` writes (it fills a carrier dict and formats the ids through helpers), made directly.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context == trace.INVALID_SPAN_CONTEXT:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 @contextmanager
