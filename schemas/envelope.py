@@ -10,11 +10,14 @@ from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from schemas.common import Contract
 
-__all__ = ["EVENT_TYPE_PREFIX", "REQUIRED_ATTRIBUTES", "Envelope", "new_id", "utcnow"]
+__all__ = ["EVENT_TYPE_PREFIX", "FROM_THE_WIRE", "REQUIRED_ATTRIBUTES", "Envelope", "new_id", "utcnow"]
 
 EVENT_TYPE_PREFIX = "tidegate."
 # CloudEvents' required attributes, plus `time` and `tenantid`: required on the wire, never invented on decode.
 REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type", "time", "tenantid")
+# Validation context of a document parsed from the wire and validated as Python (`schemas.decode_document`): held to
+# the wire's rules, as `validate_json` holds its input.
+FROM_THE_WIRE: dict[str, Any] = {"from_the_wire": True}
 
 
 def new_id() -> str:
@@ -88,7 +91,8 @@ class Envelope(Contract):
     @model_validator(mode="before")
     @classmethod
     def _required_on_the_wire(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.mode == "json" and isinstance(value, dict):
+        wire = info.mode == "json" or (isinstance(info.context, dict) and info.context.get("from_the_wire") is True)
+        if wire and isinstance(value, dict):
             missing = [name for name in REQUIRED_ATTRIBUTES if value.get(name) in (None, "")]
             if missing:
                 raise ValueError(f"missing required attribute(s): {', '.join(missing)}")

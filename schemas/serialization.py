@@ -8,7 +8,9 @@ import math
 from types import ModuleType
 from typing import Any
 
-from schemas.envelope import Envelope
+from pydantic_core import from_json
+
+from schemas.envelope import FROM_THE_WIRE, Envelope
 from schemas.topics import adapter_for, any_event_adapter
 
 orjson: ModuleType | None
@@ -22,6 +24,7 @@ __all__ = [
     "canonical_json",
     "decode",
     "decode_any",
+    "decode_document",
     "digest",
     "encode",
     "headers_for",
@@ -47,6 +50,23 @@ def headers_for(event: Envelope) -> dict[str, str]:
 def decode(topic: str, raw: bytes | str) -> Any:
     """Parse and validate one message of `topic` (catalog name, no prefix); raises ValidationError."""
     return adapter_for(topic).validate_json(raw)
+
+
+def decode_document(topic: str, raw: bytes | str) -> tuple[Any, Any]:
+    """`decode`, parsing `raw` once: the event, and the JSON document it was validated from (what a signature covers).
+
+    The document is parsed by the parser `validate_json` uses (pydantic's: the same values as `json.loads`
+    wherever both accept, big integers and repeated keys included) and validated as Python under
+    `FROM_THE_WIRE`, which holds it to the wire's rules. Whatever that refuses is decided again by `validate_json`,
+    so a refused value gets exactly `decode`'s error; this is about half the CPU of `decode` and `json.loads`.
+    """
+    adapter = adapter_for(topic)
+    try:
+        document = from_json(raw)
+        return adapter.validate_python(document, context=FROM_THE_WIRE), document
+    except ValueError:  # not JSON, or not the contract (a ValidationError is a ValueError): `decode` says why
+        pass
+    return adapter.validate_json(raw), json.loads(raw)
 
 
 def decode_any(raw: bytes | str) -> Any:

@@ -36,6 +36,7 @@ __all__ = [
     "client_key",
     "client_private_key",
     "deployment_authority",
+    "encode_signed",
     "next_sequence",
     "operator_key",
     "service_key",
@@ -90,13 +91,31 @@ def next_sequence() -> int:
     return time.time_ns()
 
 
-def sign_event(event: E, key: SigningKey, *, sequence: int | None = None) -> E:
-    """`event` with `keyid` and `signature` set by `key` (and `sequence`, for control records)."""
+def _signing(event: Envelope, key: SigningKey, sequence: int | None) -> tuple[dict[str, Any], bytes, str]:
+    """What `key` sets on `event` (`keyid`, and `sequence` when given), the bytes it signs, and the signature."""
     update: dict[str, Any] = {"keyid": key.key_id}
     if sequence is not None:
         update["sequence"] = sequence
     document = event.model_dump(mode="json", exclude_none=True) | update  # the event as it will be sent, but its signature
-    return event.model_copy(update=update | {"signature": key.sign(signed_bytes(document))})
+    message = signed_bytes(document)
+    return update, message, key.sign(message)
+
+
+def sign_event(event: E, key: SigningKey, *, sequence: int | None = None) -> E:
+    """`event` with `keyid` and `signature` set by `key` (and `sequence`, for control records)."""
+    update, _, signature = _signing(event, key, sequence)
+    return event.model_copy(update=update | {"signature": signature})
+
+
+def encode_signed(event: Envelope, key: SigningKey, *, sequence: int | None = None) -> bytes:
+    """The bytes of `sign_event(event, key)` to publish, made without building the signed event or dumping it again.
+
+    They are the signed canonical JSON with the signature appended as the last attribute: the same
+    document as `encode(sign_event(...))`, in another key order (a consumer verifies the canonical form of
+    what it parsed, whatever the order it came in). The signature is base64url: nothing in it needs escaping.
+    """
+    _, message, signature = _signing(event, key, sequence)
+    return b'%s,"signature":"%s"}' % (message[:-1], signature.encode())
 
 
 @dataclass(frozen=True)

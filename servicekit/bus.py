@@ -30,9 +30,9 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
-from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode, encode
+from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
-from servicekit.authority import Authority, appended_ms, sign_event
+from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
@@ -236,15 +236,27 @@ class Bus:
         so it starts a trace. A signed event is sent exactly as signed. The `traceparent` header is
         always the envelope's.
         """
-        if event.signature is None and event.traceparent is None and current_traceparent() is None:
-            with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
-                await self._publish(topic, event)
-            return
+        if event.signature is None and event.traceparent is None:
+            tp = current_traceparent()
+            if tp is None:
+                with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
+                    await self._publish(topic, event)
+                return
+            event = event.model_copy(update={"traceparent": tp})  # what `_publish` would do: the context is read once
         await self._publish(topic, event)
 
     def sign(self, event: Envelope) -> Envelope:
         """`event` signed with this bus's key (unchanged without a key)."""
         return sign_event(event, self.signer) if self.signer is not None else event
+
+    def _signed_value(self, event: Envelope) -> bytes:
+        """The bytes of `self.sign(event)`, signed and encoded at once with this bus's key (`encode_signed`).
+
+        The signed event itself is never built; a subclass that signs its own way (tests sign as each producer) goes through `sign`.
+        """
+        if self.signer is not None and type(self).sign is Bus.sign:
+            return encode_signed(event, self.signer)
+        return encode(self.sign(event))
 
     async def _publish(self, topic: str, event: Envelope, *, wait: bool = False) -> None:
         batch = _batch.get()
@@ -252,13 +264,12 @@ class Bus:
             if event.id in batch.sent:  # the same recorded event again (its source redelivered in this batch): once is enough
                 return
             batch.sent.add(event.id)
-        if event.signature is None:
-            if event.traceparent is None:
-                tp = current_traceparent()
-                if tp:
-                    event = event.model_copy(update={"traceparent": tp})
-            event = self.sign(event)
-        await self.publish_recorded(topic, event.key, encode(event), event.traceparent, wait=wait)
+        if event.signature is None and event.traceparent is None:
+            tp = current_traceparent()
+            if tp:
+                event = event.model_copy(update={"traceparent": tp})
+        value = self._signed_value(event) if event.signature is None else encode(event)
+        await self.publish_recorded(topic, event.key, value, event.traceparent, wait=wait)
         metrics.observe_published(self.service, event)
 
     async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
@@ -422,10 +433,9 @@ class Bus:
         code: str
         try:
             check_bounds(record.value, self.bounds)
-            event = decode(topic, record.value or b"")
-            refusal = (
-                self.authority.check(record.value or b"", event, appended_ms=appended_ms(record)) if self.authority is not None else None
-            )
+            raw = record.value or b""
+            event, document = decode_document(topic, raw)  # parsed once: the check reads the same document
+            refusal = self.authority.check(raw, event, document, appended_ms=appended_ms(record)) if self.authority is not None else None
             if refusal is None:
                 return event
             code, error = refusal.code, refusal.message
@@ -450,7 +460,8 @@ class Bus:
 
     async def handle_event(self, record: ConsumerRecord[Any, Any], event: Any, handler: Handler) -> None:
         """Run the handler on a decoded event under a span; retried while errors are transient."""
-        header_tp = next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
+        # The envelope's (signed) trace context; the header's only for an event that carries none.
+        parent = event.traceparent or next((_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
         attrs = {
             Attr.SERVICE: self.service,
             Attr.TOPIC: record.topic,
@@ -463,7 +474,7 @@ class Bus:
 
         async def attempt() -> str:
             name = f"{self.service} handle {event.type.removeprefix('tidegate.')}"
-            with span(name, parent=event.traceparent or header_tp, attributes=attrs) as s:
+            with span(name, parent=parent, attributes=attrs) as s:
                 try:
                     await handler(event)
                 except Reject as rej:

@@ -156,7 +156,11 @@ def observe_published(service: str, event: Any) -> None:
 
 
 def _observe(service: str, event: Any) -> None:
-    EVENTS_PUBLISHED.labels(service, _short(getattr(event, "type", "unknown"))).inc()
+    event_type = getattr(event, "type", "unknown")
+    published = _published.get((service, event_type))
+    if published is None:
+        published = _published[(service, event_type)] = EVENTS_PUBLISHED.labels(service, _short(event_type))
+    published.inc()
     data = event.data
     if isinstance(event, ActionDecided):
         reason = data.reasons[0].code if data.reasons else "none"
@@ -191,11 +195,23 @@ def _observe(service: str, event: Any) -> None:
         APPROVALS.labels(data.tenant_id, data.tool, _APPROVAL_KINDS[type(event)]).inc()
 
 
+# The labelled series every event touches, looked up once per label values (`labels` takes a lock and builds a
+# key each time). The values come from the service's name and the catalog's types: a few dozen at most.
+_handled: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_published: dict[tuple[str, str], Any] = {}
+
+
 def observe_handled(service: str, event_type: str, seconds: float, result: str) -> None:
     """Count one handled event and its handler's latency; `result` is `ok`, `rejected` or `error`."""
-    short = _short(event_type)
-    EVENTS_HANDLED.labels(service, short, result).inc()
-    HANDLER_LATENCY.labels(service, short).observe(seconds)
+    series = _handled.get((service, event_type, result))
+    if series is None:
+        short = _short(event_type)
+        series = _handled[(service, event_type, result)] = (
+            EVENTS_HANDLED.labels(service, short, result),
+            HANDLER_LATENCY.labels(service, short),
+        )
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def observe_retaken(tenant: str, count: int) -> None:

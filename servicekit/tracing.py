@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -100,10 +101,14 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
 
 
 def current_traceparent() -> str | None:
-    """The W3C `traceparent` of the current span, or None outside a recording span."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier)
-    return carrier.get("traceparent")
+    """The W3C `traceparent` of the current span, or None outside a recording span.
+
+    What the propagator's `inject` writes (it fills a carrier dict and formats the ids through helpers), made directly.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context == trace.INVALID_SPAN_CONTEXT:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 @contextmanager
@@ -113,14 +118,16 @@ def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | N
     Recorded (named, with its attributes, exported) when an exporter is installed; else only its
     context exists, a child of the same parent, so the trace chain in every `traceparent` is the same.
     """
-    context = context_from_traceparent(parent)
     if not _exporting:
-        outer = trace.get_current_span(context).get_span_context()
-        trace_id, flags = (outer.trace_id, outer.trace_flags) if outer.is_valid else (_ids.generate_trace_id(), _SAMPLED)
+        trace_id, flags = _parent_trace(parent)
         s: trace.Span = trace.NonRecordingSpan(trace.SpanContext(trace_id, _ids.generate_span_id(), is_remote=False, trace_flags=flags))
-        with trace.use_span(s, end_on_exit=False):
+        token = otel_context.attach(trace.set_span_in_context(s))  # what `trace.use_span` does for a span that records nothing
+        try:
             yield s
+        finally:
+            otel_context.detach(token)
         return
+    context = context_from_traceparent(parent)
     attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else None
     s = tracer().start_span(name, context=context, attributes=attrs)
     with trace.use_span(s, end_on_exit=True, record_exception=True, set_status_on_exception=True):
@@ -128,6 +135,19 @@ def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | N
 
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+
+
+def _parent_trace(parent: str | None) -> tuple[int, trace.TraceFlags]:
+    """The trace id and flags a child of `parent` (a traceparent; else the current span) carries: a new trace if neither is valid.
+
+    A version-00 `parent` with ids that are not all zeros is read straight from its text; anything
+    else goes through `context_from_traceparent`, as for a recorded span.
+    """
+    match = _VERSION_00.fullmatch(parent) if parent else None
+    if match is not None and int(match[2], 16) and (trace_id := int(match[1], 16)):
+        return trace_id, trace.TraceFlags(int(match[3], 16))
+    outer = trace.get_current_span(context_from_traceparent(parent)).get_span_context()
+    return (outer.trace_id, outer.trace_flags) if outer.is_valid else (_ids.generate_trace_id(), _SAMPLED)
 
 
 @contextmanager

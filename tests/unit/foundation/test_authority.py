@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from servicekit import (
     SigningKey,
     client_key,
     deployment_authority,
+    encode_signed,
     operator_key,
     service_key,
     sign_as_client,
@@ -94,6 +96,21 @@ def test_the_rightful_signer_passes_and_any_changed_byte_fails(kit: KitSettings,
         refusal = authority.check(raw, s.decode_any(raw))
         assert refusal is not None, path
         assert refusal.code == "signature_invalid", path
+
+
+@pytest.mark.parametrize("make", [decided, task, killswitch])
+def test_the_bytes_a_bus_publishes_are_the_signed_event_and_verify(kit: KitSettings, authority: Authority, make: Any) -> None:
+    """`encode_signed` (what `Bus.publish` sends) carries the document `encode(sign_event(...))` does, and the check accepts it."""
+    key, event = service_key(kit, "policy"), make()
+    raw = encode_signed(event, key, sequence=7)
+    signed = sign_event(event, key, sequence=7)
+    assert json.loads(raw) == json.loads(wire(signed))
+    assert authority.check(raw, s.decode_any(raw)) == authority.check(wire(signed), signed)  # None for a decision, else the same refusal
+    assert authority.check(*(lambda r: (r, s.decode_any(r)))(encode_signed(decided(), key))) is None
+    tampered = raw.replace(b'"source":"', b'"source":"x')
+    refusal = authority.check(tampered, s.decode_any(tampered))
+    assert refusal is not None
+    assert refusal.code == "signature_invalid"
 
 
 def test_unsigned_unknown_and_wrong_service_are_refused(kit: KitSettings, authority: Authority, tmp_path: Path) -> None:

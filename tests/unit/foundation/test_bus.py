@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import Bus, Reject
+from servicekit import Bus, KitSettings, Reject, deployment_authority, service_key
 
 
 @dataclass
@@ -174,3 +174,31 @@ async def test_lanes_with_a_limit_of_one_are_sequential() -> None:
     bus = LaneBus()
     await bus.handle_in_lanes([lane_record(b"a", 0), lane_record(b"b", 1)], ROUTES, asyncio.Semaphore(1))  # type: ignore[arg-type]
     assert bus.log == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
+
+
+async def test_what_a_signing_bus_publishes_is_signed_by_its_key_and_passes_a_consumers_check(tmp_path: Any) -> None:
+    kit = KitSettings(keys_dir=tmp_path / "keys")
+    broker = FakeBroker()
+    bus = Bus(broker, "planner", "unused:1", "p.", signer=service_key(kit, "planner"))  # type: ignore[arg-type]
+    consumer = Bus(FakeBroker(), "policy", "unused:1", "p.", authority=deployment_authority(kit))  # type: ignore[arg-type]
+    await bus.publish("actions.proposed", s.decode("actions.proposed", proposal()))
+    [(topic, value, key)] = broker.published
+    seen: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        seen.append(event)
+
+    await consumer.handle_record("actions.proposed", FakeRecord(topic, value, key=key), handler)  # type: ignore[arg-type]
+    assert [e.keyid for e in seen] == [service_key(kit, "planner").key_id]
+    assert seen[0].data == s.decode("actions.proposed", proposal()).data
+
+
+async def test_a_bus_that_signs_its_own_way_publishes_what_its_sign_returns() -> None:
+    class Stamping(Bus):
+        def sign(self, event: s.Envelope) -> s.Envelope:
+            return event.model_copy(update={"keyid": "stamp", "signature": "by-sign"})
+
+    broker = FakeBroker()
+    await Stamping(broker, "planner", "unused:1", "p.").publish("actions.proposed", s.decode("actions.proposed", proposal()))  # type: ignore[arg-type]
+    [(_, value, _)] = broker.published
+    assert (s.decode("actions.proposed", value).keyid, s.decode("actions.proposed", value).signature) == ("stamp", "by-sign")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from servicekit import tracing
 from servicekit.tracing import batch_span, context_from_traceparent, current_traceparent, install_tracing, span
@@ -57,6 +58,18 @@ def test_without_an_exporter_a_span_is_its_context_alone_and_the_trace_chain_is_
 def test_an_invalid_traceparent_gives_no_parent(traceparent: str | None) -> None:
     context = context_from_traceparent(traceparent)
     assert context is None or not trace.get_current_span(context).get_span_context().is_valid
+
+
+@pytest.mark.parametrize("traceparent", ["zz", f"00-{'0' * 32}-{PARENT}-01", f"00-{TRACE}-{'0' * 16}-01", f"00-{TRACE}-{PARENT}-01-extra"])
+def test_without_an_exporter_a_span_under_an_invalid_parent_starts_a_new_trace(monkeypatch: pytest.MonkeyPatch, traceparent: str) -> None:
+    monkeypatch.setattr(tracing, "_exporting", False)
+    with span("policy handle action.proposed", parent=traceparent) as s:
+        context = s.get_span_context()
+        assert context.is_valid
+        assert format(context.trace_id, "032x") != TRACE
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        assert current_traceparent() == carrier["traceparent"]  # the propagator's own text
 
 
 def test_a_later_version_is_read_by_the_propagator() -> None:

@@ -128,7 +128,7 @@ async def test_any_exception_while_decoding_is_the_records_and_is_dead_lettered(
     def explode(topic: str, raw: bytes) -> Any:
         raise exc
 
-    monkeypatch.setattr(bus_module, "decode", explode)
+    monkeypatch.setattr(bus_module, "decode_document", explode)  # what the bus parses a record with
     bus, broker = make_bus()
     await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), lambda e: None)  # type: ignore[arg-type, return-value]
     [rejected] = dead_letters(broker)
