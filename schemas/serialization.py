@@ -82,17 +82,31 @@ def reference_canonical_json(value: Any) -> bytes:
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS) if orjson else 0
 # Where orjson's bytes may differ from the reference: a float below 1e-4 (`0.00001`, `1.5e-7` against `1e-05`,
 # `1.5e-07`), and NaN or infinity (orjson writes `null`, the reference refuses them). Fast bytes with no small float
-# (a number that starts a value: at the start, or after `:`, `,`, `[` or a minus sign) are the reference's, once a
+# (a number that starts a value: at the start, or after `:`, `,`, `[`, or a minus sign there) are the reference's, once a
 # `null` in them is known to be a None and not a NaN; any other value takes the reference path (the same bytes, or
 # its error). Text that merely looks like a small float (`"a:1e-5"`) only costs that path.
-_STARTS_A_VALUE = frozenset(b":,[-")
+_STARTS_A_VALUE = frozenset(b":,[")
+_MINUS = ord("-")
 _NUMBER_CHARS = frozenset(b"0123456789.")
+
+
+def _starts_a_value(fast: bytes, at: int) -> bool:
+    """Whether a number at `at` would start a JSON value: at the start, after `:`, `,` or `[`, or after a minus sign that does.
+
+    A minus sign inside a string (a UUID's `-491e-`) starts nothing: only one after a value's start is a number's sign.
+    """
+    if at == 0:
+        return True
+    before = fast[at - 1]
+    if before == _MINUS:
+        return at == 1 or fast[at - 2] in _STARTS_A_VALUE
+    return before in _STARTS_A_VALUE
 
 
 def _small_float(fast: bytes) -> bool:
     at = fast.find(b"0.0000")
     while at != -1:
-        if at == 0 or fast[at - 1] in _STARTS_A_VALUE:
+        if _starts_a_value(fast, at):
             return True
         at = fast.find(b"0.0000", at + 1)
     at = fast.find(b"e-")
@@ -100,7 +114,7 @@ def _small_float(fast: bytes) -> bool:
         start = at
         while start > 0 and fast[start - 1] in _NUMBER_CHARS:
             start -= 1
-        if start < at and (start == 0 or fast[start - 1] in _STARTS_A_VALUE):
+        if start < at and _starts_a_value(fast, start):
             return True
         at = fast.find(b"e-", at + 1)
     return False

@@ -112,6 +112,7 @@ def test_an_event_with_hyphenated_ids_and_small_text_takes_the_fast_path(monkeyp
     monkeypatch.setattr(serialization, "reference_canonical_json", refuse)
     event = {
         "id": "3f9a1c2b-7d4e-4e1f-9a2b-0c1d2e3f4a5b",
+        "subject": "a4c2f0e1-491e-4b2a-8c3d-0e1f2a3b4c5d",  # `-491e-` reads like a number's sign, mantissa and exponent
         "keyid": "policy-3f9a1c2b7d4e",
         "type": "tidegate.action.proposed",
         "data": {"args": {"note": "re-send the e-mail", "amount_usd": 12.5, "ratio": 0.0002}, "tainted_args": []},
