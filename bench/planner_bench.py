@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients import emit_figures
+from bench.e2e_bench import MIX
 from schemas import (
     ActionDecided,
     ActionDecidedData,
@@ -34,13 +35,13 @@ from schemas import (
     ResultCost,
     RiskClass,
     TaskSubmitted,
+    action_identity,
 )
 from servicekit import REPO_ROOT, ToolCatalog
 from services.planner import ActionIds, CostRates, PlannerHandlers, PlaybookStrategy, PostgresTaskRepository
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
-MIX = ("T-1007", "T-1008", "T-1003", "T-1004")
 _OUTBOX_TOPICS = re.compile(r"unnest\(\$(\d+)::text\[\]")  # the write's parameter of the topics of the events it stores
 
 
@@ -137,10 +138,7 @@ def decision(p: ActionProposedData, outcome: str) -> ActionDecidedData:
     """What the policy would say about `p`."""
     code = "low_risk_write_allowed" if outcome == "allow" else "new_payee_blocked"
     return ActionDecidedData(
-        action_id=p.action_id,
-        task_id=p.task_id,
-        tenant_id=p.tenant_id,
-        step=p.step,
+        **action_identity(p),
         tool=p.tool,
         args=p.args,
         action_digest="d",
@@ -154,10 +152,7 @@ def decision(p: ActionProposedData, outcome: str) -> ActionDecidedData:
 def succeeded(p: ActionProposedData) -> ActionResultData:
     """The executor's result of `p`."""
     return ActionResultData(
-        action_id=p.action_id,
-        task_id=p.task_id,
-        tenant_id=p.tenant_id,
-        step=p.step,
+        **action_identity(p),
         tool=p.tool,
         status="succeeded",
         result={"ok": True, "id": f"r-{p.action_id[:8]}"},

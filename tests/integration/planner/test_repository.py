@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from schemas import ActionCounts, ActionDecided, ActionDecidedData, ActionResultData, Reason, ResultCost, utcnow
+from schemas import ActionCounts, ActionDecided, ActionDecidedData, ActionResultData, Reason, ResultCost, action_identity, utcnow
 from servicekit import REPO_ROOT, ToolCatalog, create_pool
 from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
@@ -230,18 +230,28 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
         p = proposed.event.data
         outcome = "deny" if p.tool == "issue_refund" else "allow"
         decided = ActionDecidedData(
-            action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, step=p.step, tool=p.tool, args=p.args,
-            action_digest="d", outcome=outcome, reasons=[Reason(code="new_payee_blocked", policy_id="k", message="new payee")],
-            policy_version="v", latency_ms=1,
-        )  # fmt: skip
+            **action_identity(p),
+            tool=p.tool,
+            args=p.args,
+            action_digest="d",
+            outcome=outcome,
+            reasons=[Reason(code="new_payee_blocked", policy_id="k", message="new payee")],
+            policy_version="v",
+            latency_ms=1,
+        )
         decide = lambda s, d=decided: domain.on_decision(s, d, utcnow(), RATES, frozenset())  # noqa: E731
         pending = await repo.apply(f"d{n}-{task.task_id}", task.task_id, kept(decide))
         assert await repo.get(task.task_id) == returned[-1]
         if outcome == "allow":
             result = ActionResultData(
-                action_id=p.action_id, task_id=p.task_id, tenant_id=p.tenant_id, step=p.step, tool=p.tool, status="succeeded",
-                result={"ok": True, "n": n}, attempts=2, duration_ms=1.0, cost=ResultCost(usd=0.25 * n),
-            )  # fmt: skip
+                **action_identity(p),
+                tool=p.tool,
+                status="succeeded",
+                result={"ok": True, "n": n},
+                attempts=2,
+                duration_ms=1.0,
+                cost=ResultCost(usd=0.25 * n),
+            )
             run = lambda s, r=result: domain.on_result(s, r, utcnow(), RATES, frozenset())  # noqa: E731
             pending = await repo.apply(f"r{n}-{task.task_id}", task.task_id, kept(run))
         state = await repo.get(task.task_id)
