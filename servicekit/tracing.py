@@ -91,13 +91,21 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
     """
     if not traceparent:
         return None
-    match = _VERSION_00.fullmatch(traceparent)
-    if match is not None:
-        trace_id, span_id = int(match[1], 16), int(match[2], 16)
-        if trace_id and span_id:
-            parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(int(match[3], 16)))
-            return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    ids = _version_00(traceparent)
+    if ids is not None:
+        trace_id, span_id, flags = ids
+        parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent))
     return _propagator.extract({"traceparent": traceparent})
+
+
+def _version_00(traceparent: str) -> tuple[int, int, trace.TraceFlags] | None:
+    """The trace id, span id and flags of a version-00 `traceparent` whose ids are not all zeros; else None."""
+    match = _VERSION_00.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    return (trace_id, span_id, trace.TraceFlags(int(match[3], 16))) if trace_id and span_id else None
 
 
 def current_traceparent() -> str | None:
@@ -106,7 +114,7 @@ def current_traceparent() -> str | None:
     What the propagator's `inject` writes (it fills a carrier dict and formats the ids through helpers), made directly.
     """
     context = trace.get_current_span().get_span_context()
-    if context == trace.INVALID_SPAN_CONTEXT:
+    if not context.is_valid:  # the propagator's rule: it injects nothing for an invalid context
         return None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
@@ -143,9 +151,9 @@ def _parent_trace(parent: str | None) -> tuple[int, trace.TraceFlags]:
     A version-00 `parent` with ids that are not all zeros is read straight from its text; anything
     else goes through `context_from_traceparent`, as for a recorded span.
     """
-    match = _VERSION_00.fullmatch(parent) if parent else None
-    if match is not None and int(match[2], 16) and (trace_id := int(match[1], 16)):
-        return trace_id, trace.TraceFlags(int(match[3], 16))
+    ids = _version_00(parent) if parent else None
+    if ids is not None:
+        return ids[0], ids[2]
     outer = trace.get_current_span(context_from_traceparent(parent)).get_span_context()
     return (outer.trace_id, outer.trace_flags) if outer.is_valid else (_ids.generate_trace_id(), _SAMPLED)
 
