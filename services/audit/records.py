@@ -301,30 +301,21 @@ def _clean(value: Any, limit: int = TEXT_LIMIT) -> str | None:
 
 
 def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> tuple[list[dict[str, str]], str]:
-    """The record's headers as stored (`{"k": name, "v": text}`, `"b64"` when not text, no value: `k` alone), and their canonical JSON.
-
-    The JSON is written here, entry by entry with its keys in sorted order (`b64` < `k` < `v`), as `headers_json` would write it.
-    """
+    """The record's headers as stored (`{"k": name, "v": text}`, `"b64"` when not text, no value: `k` alone), and their canonical JSON."""
     out: list[dict[str, str]] = []
-    parts: list[str] = []
     for name, value in raw or ():
-        key = _clean(name) or ""
-        if value is None:
-            out.append({"k": key})
-            parts.append('{"k":' + _json_str(key) + "}")
-            continue
-        try:
-            text = value.decode()
-        except UnicodeDecodeError:
-            text = None
-        if text is None or "\x00" in text:
-            b64 = base64.b64encode(value).decode()
-            out.append({"k": key, "b64": b64})
-            parts.append('{"b64":' + _json_str(b64) + ',"k":' + _json_str(key) + "}")
-        else:
-            out.append({"k": key, "v": text})
-            parts.append('{"k":' + _json_str(key) + ',"v":' + _json_str(text) + "}")
-    return out, "[" + ",".join(parts) + "]"
+        entry = {"k": _clean(name) or ""}
+        if value is not None:
+            try:
+                text = value.decode()
+            except UnicodeDecodeError:
+                text = None
+            if text is None or "\x00" in text:
+                entry["b64"] = base64.b64encode(value).decode()
+            else:
+                entry["v"] = text
+        out.append(entry)
+    return out, headers_json(out)
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-")
