@@ -46,8 +46,21 @@ class Route:
     handle_batch: BatchHandler | None = None
 
 
-def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_records: int = 500) -> None:
-    """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself)."""
+def consume_routes(
+    bus: Bus,
+    routes: dict[str, Route],
+    *,
+    group_id: str,
+    max_records: int = 500,
+    fetch_min_bytes: int = 1,
+    fetch_max_wait_ms: int = 500,
+) -> None:
+    """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself).
+
+    A consumer off the path from proposal to result (the approval service) can trade latency for
+    larger batches: with `fetch_min_bytes` the broker holds each fetch until that much is there, or
+    `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes` and `fetch.max.wait.ms`).
+    """
     names = {bus.topic(name): name for name in routes}
     bus.subscriptions.extend(routes)
     subscriber = bus.broker.subscriber(
@@ -56,6 +69,8 @@ def consume_routes(bus: Bus, routes: dict[str, Route], *, group_id: str, max_rec
         batch=True,
         max_records=max_records,
         batch_timeout_ms=POLL_WAIT_MS,
+        fetch_min_bytes=fetch_min_bytes,
+        fetch_max_wait_ms=fetch_max_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
         title=f"{bus.service}:{','.join(routes)}",

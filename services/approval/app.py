@@ -143,7 +143,13 @@ def build(
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),
         "actions.results": Route(handlers.on_result(service), handle_batch=handlers.on_result_batch(service)),
     }
-    consume_routes(bus, routes, group_id=f"{kit.topic_prefix}approval")
+    consume_routes(
+        bus,
+        routes,
+        group_id=f"{kit.topic_prefix}approval",
+        fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
     bus.consume("control", control.apply, group_id=None)
     bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
 

@@ -36,6 +36,18 @@ class ApprovalSettings(BaseSettings):
     decision_slo_s: float = Field(
         default=900.0, gt=0, description="A request pending longer than this is past the decision SLO (metric, alert, queue view)."
     )
+    fetch_min_bytes: int = Field(
+        default=64 * 1024,
+        ge=1,
+        description="The broker holds a fetch of decisions and results until this much is there (or `fetch_max_wait_ms` "
+        "passed): the service is off the path from proposal to result, so it takes larger batches, fewer writes and commits.",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        le=10_000,
+        description="Longest the broker holds a fetch for `fetch_min_bytes`: the most a decision or result waits.",
+    )
     sweep_interval_s: float = Field(default=2.0, gt=0, description="How often expiry, escalation and the outbox are checked.")
     webhook_max_attempts: int = Field(default=6, ge=1, description="Delivery attempts per webhook message before it is marked failed.")
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0, description="Delay before the 2nd attempt; doubles on each retry.")
