@@ -21,7 +21,17 @@ from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
 from schemas.reasons import REVIEW_REASONS, ReasonCode
-from schemas.serialization import CONTENT_TYPE, canonical_json, decode, decode_any, decode_document, digest, encode, headers_for
+from schemas.serialization import (
+    CONTENT_TYPE,
+    canonical_json,
+    decode,
+    decode_any,
+    decode_document,
+    digest,
+    encode,
+    headers_for,
+    validate_parsed,
+)
 from schemas.signed import action_digest, approval_message, authorization_message
 from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RecordFigures, RetryPolicy, ToolSpec, UndoSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, ControlEvent, TaskOutcome, TopicSpec, adapter_for, topic_spec
@@ -72,5 +82,6 @@ __all__ = [
     "new_id",
     "topic_spec",
     "utcnow",
+    "validate_parsed",
     *_events_all,
 ]

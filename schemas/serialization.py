@@ -8,6 +8,7 @@ import math
 from types import ModuleType
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic_core import from_json
 
 from schemas.envelope import FROM_THE_WIRE, Envelope
@@ -29,6 +30,7 @@ __all__ = [
     "encode",
     "headers_for",
     "reference_canonical_json",
+    "validate_parsed",
 ]
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -63,10 +65,21 @@ def decode_document(topic: str, raw: bytes | str) -> tuple[Any, Any]:
     adapter = adapter_for(topic)
     try:
         document = from_json(raw)
-        return adapter.validate_python(document, context=FROM_THE_WIRE), document
-    except ValueError:  # not JSON, or not the contract (a ValidationError is a ValueError): `decode` says why
-        pass
-    return adapter.validate_json(raw), json.loads(raw)
+    except ValueError:  # not JSON to pydantic's parser: `decode` says why
+        return adapter.validate_json(raw), json.loads(raw)
+    return validate_parsed(adapter, document, raw), document
+
+
+def validate_parsed(adapter: TypeAdapter[Any], document: Any, raw: bytes | str) -> Any:
+    """What `adapter.validate_json(raw)` gives, from `document`, `raw` as pydantic's parser (`from_json`) read it.
+
+    The document is validated as Python under `FROM_THE_WIRE`, which holds it to the wire's rules; whatever
+    that refuses is decided again by `validate_json`, so a refused value gets exactly its error.
+    """
+    try:
+        return adapter.validate_python(document, context=FROM_THE_WIRE)
+    except ValueError:  # not the contract (a ValidationError is a ValueError): `validate_json` says why
+        return adapter.validate_json(raw)
 
 
 def decode_any(raw: bytes | str) -> Any:

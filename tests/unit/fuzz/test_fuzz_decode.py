@@ -1,6 +1,6 @@
 """`decode_document` (the consume path's one parse) against `decode` and `json.loads`, on every consumed topic's hostile values.
 
-The kit parses a record once and validates the parsed document as Python; these hold it to what
+The kit (and the audit) parses a record once and validates the parsed document as Python; these hold it to what
 `validate_json` accepts and refuses (with the same error), and the document it hands to the signature
 check to the one `json.loads` reads from the same bytes.
 """
@@ -66,3 +66,26 @@ def test_decode_document_keeps_big_integers_and_the_last_of_repeated_keys_as_jso
         return
     assert document == json.loads(raw)
     assert document["x-big"] == -98765432109876543210987654321
+
+
+@pytest.mark.parametrize("topic", CONSUMED)
+@given(data=st.data())
+def test_the_audit_records_each_hostile_value_as_valid_or_invalid_for_the_reason_validate_json_gives(
+    topic: str, data: st.DataObject
+) -> None:
+    """The audit validates the value it parsed once (`validate_parsed`): the same record and reason as `validate_json` of the bytes."""
+    from unittest import mock
+
+    from services.audit import records
+
+    value = data.draw(hostile_value(topic), label="value")
+
+    def seen() -> records.Observed:
+        return records.observe(
+            topic=f"tidegate.{topic}", partition=0, offset=1, timestamp_ms=0, timestamp_type=0, key=None, value=value,
+            headers=None, prefix="tidegate.",
+        )  # fmt: skip
+
+    got = seen()
+    with mock.patch.object(records, "validate_parsed", lambda adapter, document, raw: adapter.validate_json(raw)):
+        assert got == seen()
