@@ -32,13 +32,21 @@ async def _ticket(conn: Connection, tenant_id: str, ticket_id: str, *, lock: boo
 
 async def get_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """The ticket with its tags, internal notes, drafts and sent replies (the body is untrusted content)."""
-    async with ctx.pool.acquire() as conn:
-        t = await _ticket(conn, ctx.tenant_id, args["ticket_id"])
-        key = (ctx.tenant_id, t["ticket_id"])
-        tags = await conn.fetch("SELECT tag FROM helpdesk.ticket_tags WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY tag", *key)
-        notes = await conn.fetch("SELECT note FROM helpdesk.internal_notes WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY note_id", *key)
-        drafts = await conn.fetch("SELECT body FROM helpdesk.reply_drafts WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY draft_id", *key)
-        sent = await conn.fetchval("SELECT count(*) FROM helpdesk.sent_replies WHERE tenant_id = $1 AND ticket_id = $2", *key)
+    # One statement (one round trip, one snapshot) for the ticket and what hangs off it.
+    t = await ctx.pool.fetchrow(
+        "SELECT t.*,"
+        " ARRAY(SELECT tag FROM helpdesk.ticket_tags g WHERE g.tenant_id = t.tenant_id AND g.ticket_id = t.ticket_id ORDER BY tag) AS tags,"
+        " ARRAY(SELECT note FROM helpdesk.internal_notes n WHERE n.tenant_id = t.tenant_id AND n.ticket_id = t.ticket_id"
+        " ORDER BY note_id) AS notes,"
+        " ARRAY(SELECT body FROM helpdesk.reply_drafts d WHERE d.tenant_id = t.tenant_id AND d.ticket_id = t.ticket_id"
+        " ORDER BY draft_id) AS drafts,"
+        " (SELECT count(*) FROM helpdesk.sent_replies r WHERE r.tenant_id = t.tenant_id AND r.ticket_id = t.ticket_id) AS sent "
+        "FROM helpdesk.tickets t WHERE t.tenant_id = $1 AND t.ticket_id = $2",
+        ctx.tenant_id,
+        args["ticket_id"],
+    )
+    if t is None:
+        raise ToolError("unknown_ticket", f"ticket {args['ticket_id']} does not exist")
     return {
         "ticket_id": t["ticket_id"],
         "customer_id": t["customer_id"],
@@ -48,10 +56,10 @@ async def get_ticket(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         "status": t["status"],
         "priority": t["priority"],
         "order_id": t["order_id"],
-        "tags": [r["tag"] for r in tags],
-        "internal_notes": [r["note"] for r in notes],
-        "drafts": [r["body"] for r in drafts],
-        "replies_sent": sent,
+        "tags": list(t["tags"]),
+        "internal_notes": list(t["notes"]),
+        "drafts": list(t["drafts"]),
+        "replies_sent": t["sent"],
     }
 
 
