@@ -131,24 +131,23 @@ async def delete_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[s
 
 async def add_internal_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """Add a note only agents see; one note per idempotency key."""
-    cols = {"ticket_id": args["ticket_id"], "note": args["note"]}
-    async with ctx.pool.acquire() as conn:
-        added = await insert_child_once(conn, "helpdesk.internal_notes", "note_id", cols, ctx.idempotency_key, ctx.tenant_id, _TICKETS)
-    if added is None:
-        raise _unknown_ticket(args["ticket_id"])
-    note_id, created = added
+    note_id, created = await _add_to_ticket(ctx, args["ticket_id"], "helpdesk.internal_notes", "note_id", {"note": args["note"]})
     return {"ticket_id": args["ticket_id"], "note_id": note_id, "created": created}
 
 
 async def draft_reply(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """Save a reply draft on the ticket for a person to review; nothing is sent."""
-    cols = {"ticket_id": args["ticket_id"], "body": args["body"]}
-    async with ctx.pool.acquire() as conn:
-        added = await insert_child_once(conn, "helpdesk.reply_drafts", "draft_id", cols, ctx.idempotency_key, ctx.tenant_id, _TICKETS)
-    if added is None:
-        raise _unknown_ticket(args["ticket_id"])
-    draft_id, created = added
+    draft_id, created = await _add_to_ticket(ctx, args["ticket_id"], "helpdesk.reply_drafts", "draft_id", {"body": args["body"]})
     return {"ticket_id": args["ticket_id"], "draft_id": draft_id, "created": created}
+
+
+async def _add_to_ticket(ctx: ToolContext, ticket_id: str, table: str, id_col: str, cols: dict[str, Any]) -> tuple[int, bool]:
+    """Insert a row of the ticket once per idempotency key (one statement when new): its id, and whether it was made now."""
+    async with ctx.pool.acquire() as conn:
+        added = await insert_child_once(conn, table, id_col, {"ticket_id": ticket_id, **cols}, ctx.idempotency_key, ctx.tenant_id, _TICKETS)
+    if added is None:
+        raise _unknown_ticket(ticket_id)
+    return added
 
 
 async def send_reply(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
