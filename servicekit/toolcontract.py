@@ -21,7 +21,9 @@ class ToolContext:
     """Everything a tool call may use besides its args; built by the executor for each attempt.
 
     Attributes:
-        pool: Connection pool of the database that holds the systems of record.
+        pool: Connection pool of the database that holds the systems of record. A connection goes back to it without a
+            session reset (a transaction left open is rolled back): a tool leaves no session state behind on it (use
+            transaction-scoped locks and `SET LOCAL`, never a session advisory lock, `SET` or `LISTEN`).
         tenant_id: Tenant the call is made for; every read and write is scoped to it.
         action_id: The authorized action; also the idempotency key.
         idempotency_key: Key the tool must deduplicate on (the action id).

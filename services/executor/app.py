@@ -94,8 +94,11 @@ def build(
             claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),
             grants=PgGrantStore(pool),
             undo=PgUndoStore(pool),
-            # In-process tools (the demo's systems of record) work in their own schemas as a role of their own.
-            tools_pool=unopened_pool(kit.service_database_url(role), max_size=settings.concurrency + 2) if role else None,
+            # In-process tools (the demo's systems of record) work in their own schemas as a role of their own. They keep no
+            # session state beyond a transaction (`ToolContext.pool`), so a released connection needs no reset round trip.
+            tools_pool=unopened_pool(kit.service_database_url(role), max_size=settings.concurrency + 2, reset_session=False)
+            if role
+            else None,
         )
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),

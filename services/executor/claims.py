@@ -29,6 +29,14 @@ __all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore"]
 class ClaimSession(Protocol):
     """One action id, held exclusively for as long as the session is open."""
 
+    @property
+    def connection(self) -> asyncpg.Connection | PoolConnectionProxy | None:
+        """The database connection that holds the claim (None in memory): the action's other statements run on it.
+
+        One connection an action: no further acquisition from the pool, and no further reset on release.
+        """
+        ...
+
     async def get(self) -> ClaimRecord | None:
         """The record, if the action was ever claimed."""
         ...
@@ -123,6 +131,10 @@ class _PgSession:
         self._action_id = action_id
         self._owner = owner
         self._prefix = prefix
+
+    @property
+    def connection(self) -> asyncpg.Connection | PoolConnectionProxy:
+        return self._conn
 
     async def get(self) -> ClaimRecord | None:
         row = await self._conn.fetchrow("SELECT * FROM executor.actions WHERE action_id = $1", self._action_id)
@@ -233,6 +245,10 @@ class _MemorySession:
     def __init__(self, store: InMemoryClaimStore, action_id: str) -> None:
         self._store = store
         self._action_id = action_id
+
+    @property
+    def connection(self) -> None:
+        return None
 
     async def get(self) -> ClaimRecord | None:
         return self._store.records.get(self._action_id)

@@ -193,13 +193,20 @@ class Executor:
         return await self._settle(session, replace(record, status=step.status, result=None, error=error))
 
     async def _call_with_retries(
-        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call, *, marked: bool = False
+        self,
+        session: ClaimSession,
+        record: ClaimRecord,
+        spec: ToolSpec,
+        data: ActionAuthorizedData,
+        step: Call,
+        *,
+        marked: bool = False,
     ) -> ClaimRecord:
         """Call the tool, again while its errors allow; `marked`: the claim already marked the first attempt running."""
         if step.recovering:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
-        before = await self._prior_state(spec, data, recovering=step.recovering)
+        before = await self._prior_state(session, spec, data, recovering=step.recovering)
         error: ToolError | None = None
         for n in range(1, spec.retry.max_attempts + 1):
             if n > 1:
@@ -217,7 +224,8 @@ class Executor:
             ctx = self._context(data, spec, attempts)
             self.calls += 1
             try:
-                answer = await asyncio.wait_for(self.invokers.invoke(spec, ctx, data.args), timeout=spec.timeout_s)
+                async with asyncio.timeout(spec.timeout_s):  # the call runs in this task: no task and no callback of its own
+                    answer = await self.invokers.invoke(spec, ctx, data.args)
             except ToolError as exc:
                 error = exc
             except TimeoutError:
@@ -227,7 +235,7 @@ class Executor:
                 error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)
             else:
                 extra_cost += answer.cost_usd
-                undo = await self._plan_undo(spec, data, answer.result, before)
+                undo = await self._plan_undo(session, spec, data, answer.result, before)
                 return await self._finish(session, record, spec, "succeeded", answer.result, None, attempts, started, extra_cost, undo)
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
             if error.maybe_applied and not safe_to_repeat(spec):
@@ -239,7 +247,9 @@ class Executor:
         info = _error(error.type, error.message, retryable=error.retryable)
         return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
 
-    async def _prior_state(self, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool) -> dict[str, Any] | None:
+    async def _prior_state(
+        self, session: ClaimSession, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool
+    ) -> dict[str, Any] | None:
         """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
 
         After a crash the state kept before the first attempt is used: reading again could see the
@@ -248,27 +258,33 @@ class Executor:
         """
         if spec.undo is None or spec.undo.before is None:
             return None
-        kept = await self.undo.prior_state(data.action_id)
+        kept = await self.undo.prior_state(data.action_id, held=session)
         read = self.catalog.get(spec.undo.before.tool)
         if kept is not None or recovering or read is None:
             return kept
         try:
             args = before_args(spec.undo, data.args)
             assert args is not None
-            answer = await asyncio.wait_for(self.invokers.invoke(read, self._context(data, read, 1), args), timeout=read.timeout_s)
+            async with asyncio.timeout(read.timeout_s):
+                answer = await self.invokers.invoke(read, self._context(data, read, 1), args)
         except (ToolError, TimeoutError, UndoUnavailable) as exc:
             log.warning("action %s: could not read the state before %s (%s): its undo will be unavailable", data.action_id, spec.name, exc)
             return None
-        return await self.undo.keep_prior_state(_undo_key(data), answer.result)
+        return await self.undo.keep_prior_state(_undo_key(data), answer.result, held=session)
 
     async def _plan_undo(
-        self, spec: ToolSpec, data: ActionAuthorizedData, result: dict[str, Any] | None, before: dict[str, Any] | None
+        self,
+        session: ClaimSession,
+        spec: ToolSpec,
+        data: ActionAuthorizedData,
+        result: dict[str, Any] | None,
+        before: dict[str, Any] | None,
     ) -> UndoPlan | None:
         """How to undo the call that just succeeded, kept in the executor's schema (None when the catalog declares no undo)."""
         if spec.undo is None:
             return None
         plan = plan_undo(spec.undo, data.args, result, before)
-        await self.undo.keep_plan(_undo_key(data), plan)
+        await self.undo.keep_plan(_undo_key(data), plan, held=session)
         return plan
 
     def _context(self, data: ActionAuthorizedData, spec: ToolSpec, attempt: int) -> ToolContext:

@@ -3,6 +3,8 @@
 The executor reads the prior state a catalog `undo.before` asks for right before the first attempt and
 keeps it, so that an attempt after a crash still restores what was there first; when the call
 succeeds it computes the plan (`servicekit.undo.plan_undo`), keeps it and puts it in the result.
+Given the action's claim (`held`), the statements run on the connection that holds it: an action
+takes one connection from the pool, whatever its undo needs.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from schemas import UndoPlan
+from services.executor.claims import ClaimSession
 
 __all__ = ["InMemoryUndoStore", "PgUndoStore", "UndoKey", "UndoStore"]
 
@@ -31,15 +35,15 @@ class UndoKey:
 class UndoStore(Protocol):
     """Prior states and undo plans by action id."""
 
-    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
-        """The state kept before the call, if any."""
+    async def prior_state(self, action_id: str, *, held: ClaimSession | None = None) -> dict[str, Any] | None:
+        """The state kept before the call, if any (`held`: the action's claim, whose connection reads it)."""
         ...
 
-    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any]:
         """Keep `before` unless a state is kept already; return the one kept (the first read wins)."""
         ...
 
-    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """Keep the plan computed when the call succeeded."""
         ...
 
@@ -55,15 +59,15 @@ class InMemoryUndoStore:
     befores: dict[str, dict[str, Any]] = field(default_factory=dict)
     plans: dict[str, UndoPlan] = field(default_factory=dict)
 
-    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
+    async def prior_state(self, action_id: str, *, held: ClaimSession | None = None) -> dict[str, Any] | None:
         """See UndoStore."""
         return self.befores.get(action_id)
 
-    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any]:
         """See UndoStore."""
         return self.befores.setdefault(key.action_id, before)
 
-    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """See UndoStore."""
         self.plans[key.action_id] = plan
 
@@ -78,14 +82,19 @@ class PgUndoStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def prior_state(self, action_id: str) -> dict[str, Any] | None:
+    def _on(self, held: ClaimSession | None) -> asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy:
+        """The claim's connection when there is one, else the pool."""
+        conn = held.connection if held is not None else None
+        return self._pool if conn is None else conn
+
+    async def prior_state(self, action_id: str, *, held: ClaimSession | None = None) -> dict[str, Any] | None:
         """See UndoStore."""
-        text = await self._pool.fetchval("SELECT before::text FROM executor.undo_plans WHERE action_id = $1", action_id)
+        text = await self._on(held).fetchval("SELECT before::text FROM executor.undo_plans WHERE action_id = $1", action_id)
         return None if text is None else dict(json.loads(text))
 
-    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any]) -> dict[str, Any]:
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any]:
         """See UndoStore."""
-        text = await self._pool.fetchval(
+        text = await self._on(held).fetchval(
             "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before) VALUES ($1, $2, $3, $4, $5::jsonb)"
             " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before)"
             " RETURNING before::text",
@@ -97,9 +106,9 @@ class PgUndoStore:
         )
         return dict(json.loads(text))
 
-    async def keep_plan(self, key: UndoKey, plan: UndoPlan) -> None:
+    async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """See UndoStore."""
-        await self._pool.execute(
+        await self._on(held).execute(
             "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, plan, planned_at)"
             " VALUES ($1, $2, $3, $4, $5::jsonb, now())"
             " ON CONFLICT (action_id) DO UPDATE SET plan = EXCLUDED.plan, planned_at = now()",

@@ -1,4 +1,4 @@
-"""The demo systems of record on the real database: seeding is idempotent, refunds happen once per key."""
+"""The demo systems of record on the real database: seeding is idempotent, refunds and notes happen once per key."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from servicekit.toolcontract import ToolContext, ToolError
+from systems.helpdesk import add_internal_note, draft_reply, get_ticket, tag_ticket
 from systems.payments import issue_refund, lookup_order
 from systems.seed import TICKETS, seed_demo
 
@@ -48,3 +49,41 @@ async def test_refunds_never_exceed_the_order_nor_go_to_a_payee_not_on_file(pool
         await issue_refund(ctx("k3"), {"payee_id": "attacker_payout_99", "amount_usd": 1.0, "order_id": "O-5005"})
     assert (over.value.type, stranger.value.type) == ("refund_exceeds_order", "unknown_payee")
     assert await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = $1", tenant) == 1
+
+
+async def test_a_ticket_is_tagged_noted_and_drafted_once_per_key_and_read_back_whole(pool: asyncpg.Pool, tenant: str) -> None:
+    def ctx(key: str) -> ToolContext:
+        return ToolContext(pool=pool, tenant_id=tenant, action_id=key, idempotency_key=key)
+
+    before = await get_ticket(ctx("r0"), {"ticket_id": "T-1007"})
+    assert (before["tags"], before["internal_notes"], before["drafts"], before["replies_sent"]) == ([], [], [], 0)
+    assert await tag_ticket(ctx("k1"), {"ticket_id": "T-1007", "tags": ["vip", "account"]}) == {
+        "ticket_id": "T-1007",
+        "tags": ["account", "vip"],
+    }
+    # Tags already there stay; the same tag twice in one call is added once.
+    tagged = await tag_ticket(ctx("k2"), {"ticket_id": "T-1007", "tags": ["password", "vip", "password"]})
+    assert tagged["tags"] == ["account", "password", "vip"]
+    note = await add_internal_note(ctx("k3"), {"ticket_id": "T-1007", "note": "first"})
+    again = await add_internal_note(ctx("k3"), {"ticket_id": "T-1007", "note": "first"})  # the same action called again
+    assert (note["created"], again["created"], again["note_id"]) == (True, False, note["note_id"])
+    drafts = [await draft_reply(ctx(key), {"ticket_id": "T-1007", "body": body}) for key, body in (("k4", "Hi"), ("k5", "Hello"))]
+    assert [d["created"] for d in drafts] == [True, True]
+    after = await get_ticket(ctx("r1"), {"ticket_id": "T-1007"})
+    assert (after["tags"], after["internal_notes"], after["drafts"]) == (["account", "password", "vip"], ["first"], ["Hi", "Hello"])
+    assert after["subject"] == "How do I reset my password?"
+
+
+@pytest.mark.parametrize("tool", [get_ticket, tag_ticket, add_internal_note, draft_reply])
+async def test_a_ticket_of_another_tenant_or_none_is_unknown_and_nothing_is_written(pool: asyncpg.Pool, tenant: str, tool: object) -> None:
+    stranger = ToolContext(pool=pool, tenant_id=f"other-{uuid.uuid4().hex[:8]}", action_id="k9", idempotency_key="k9")
+    args = {"ticket_id": "T-1007", "tags": ["x"], "note": "n", "body": "b"}
+    with pytest.raises(ToolError) as unknown:
+        await tool(stranger, args)  # type: ignore[operator]
+    assert unknown.value.type == "unknown_ticket"
+    written = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM helpdesk.ticket_tags WHERE tenant_id = $1) + (SELECT count(*) FROM helpdesk.internal_notes"
+        " WHERE tenant_id = $1) + (SELECT count(*) FROM helpdesk.reply_drafts WHERE tenant_id = $1)",
+        stranger.tenant_id,
+    )
+    assert written == 0

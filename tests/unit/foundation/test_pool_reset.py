@@ -41,3 +41,9 @@ def test_the_scan_tells_session_state_from_transaction_state() -> None:
     assert SESSION_STATE.search('await conn.execute("SET statement_timeout = 0")')
     assert not SESSION_STATE.search("await conn.execute(\"SELECT pg_advisory_xact_lock(hashtext('x'))\")")
     assert not SESSION_STATE.search('await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")')
+
+
+def test_the_in_process_tools_keep_no_session_state_on_their_pool() -> None:
+    """The executor releases the tools' connections without a reset (`ToolContext.pool`): no tool may leave session state on one."""
+    holding = {folder: _holds_session_state(REPO_ROOT / folder) for folder in ("systems", "connectors")}
+    assert not any(holding.values()), f"a tool holds session state on ToolContext.pool, which is never reset: {holding}"

@@ -1,0 +1,82 @@
+"""The statements one executed action costs with its undo and the demo's tools, against the real database (issue #12)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from statements import Statements, counting_pool
+
+import schemas as s
+from servicekit import REPO_ROOT, Keyring, KitSettings, ToolCatalog, apply_migrations
+from services.executor.claims import PgClaimStore
+from services.executor.credentials import CredentialStore
+from services.executor.executor import Executor
+from services.executor.tools import PythonTools, ToolInvokers
+from services.executor.undo import PgUndoStore
+
+MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "executor" / "migrations"
+
+
+class Counted:
+    """The executor with the demo's tools, each pool counting the statements it sends."""
+
+    def __init__(self, executor: Executor, claims: Statements, tools: Statements, published: list[s.Envelope]) -> None:
+        self.executor = executor
+        self.claims = claims
+        self.tools = tools
+        self.published = published
+
+
+@pytest.fixture
+async def counted(infra: Any, kit: KitSettings, tenant: str) -> AsyncIterator[Counted]:
+    """Pools as the service makes them: the claims' reset on release (it ends the claim's lock), the tools' not."""
+    claims, tools = Statements(), Statements()
+    pool = await counting_pool(infra.database_url, claims, max_size=4)
+    tools_pool = await counting_pool(infra.database_url, tools, max_size=4, reset_session=False)
+    await apply_migrations(pool, "executor", MIGRATIONS)
+    published: list[s.Envelope] = []
+
+    async def publish(topic: str, event: s.Envelope) -> None:
+        published.append(event)
+
+    executor = Executor(
+        catalog=ToolCatalog.load(REPO_ROOT / "catalog" / "tools"),
+        keyring_loader=lambda: Keyring.load(kit.keys_dir, "policy"),
+        claims=PgClaimStore(pool, owner="test", prefix=f"art-{uuid.uuid4().hex[:8]}."),
+        invokers=ToolInvokers(python=PythonTools(), http=PythonTools(), topic=PythonTools()),
+        credentials=CredentialStore({}, {}),
+        publish=publish,
+        killed=lambda tenant, tool: None,
+        context_pool=tools_pool,
+        undo=PgUndoStore(pool),
+    )
+    yield Counted(executor, claims, tools, published)
+    await tools_pool.close()
+    await pool.close()
+
+
+async def test_an_undoable_action_takes_one_connection_and_its_tools_one_statement_each(
+    counted: Counted, tenant: str, authorize: Callable[..., s.ActionAuthorized]
+) -> None:
+    tag = authorize(tenant, "tag_ticket", {"ticket_id": "T-1007", "tags": ["password"]})
+    counted.claims.sent.clear()
+    counted.tools.sent.clear()
+    await counted.executor.handle(tag)
+    [result] = counted.published
+    assert (result.type, result.data.undo.args) == ("tidegate.action.succeeded", {"ticket_id": "T-1007", "tags": ["password"]})
+    # claim, the state kept before (read, then kept), running, the plan, the outcome, and one reset: one connection, one release
+    assert len(counted.claims.sent) == 7, counted.claims.sent
+    assert sum("pg_advisory_unlock_all" in q for q in counted.claims.sent) == 1
+    assert len(counted.tools.sent) == 2, counted.tools.sent  # the ticket read before (get_ticket), then tag_ticket
+
+    note = authorize(tenant, "add_internal_note", {"ticket_id": "T-1007", "note": "checked"})
+    counted.claims.sent.clear()
+    counted.tools.sent.clear()
+    await counted.executor.handle(note)
+    assert counted.published[-1].data.undo.tool == "delete_internal_note"
+    assert len(counted.claims.sent) == 4, counted.claims.sent  # claim (running), the plan, the outcome, the reset
+    assert len(counted.tools.sent) == 1, counted.tools.sent
