@@ -7,6 +7,7 @@ its cost. Nothing here does I/O: the handlers load the state, call these functio
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -179,18 +180,22 @@ class StepTimeouts(_Model):
         return timedelta(seconds=self.by_tool.get(tool, self.default_s))
 
 
-class Outbound(_Model):
+# What a transition hands the repository is never validated nor serialised itself (its state and events are models):
+# plain frozen dataclasses, built at no more than the cost of a tuple.
+@dataclass(frozen=True, slots=True)
+class Outbound:
     """An event to publish on a catalog topic once the new state is saved."""
 
     topic: str
     event: Envelope
 
 
-class Transition(_Model):
+@dataclass(frozen=True, slots=True)
+class Transition:
     """The result of applying one event: the new state and what to publish."""
 
     state: TaskState
-    outbound: list[Outbound] = Field(default_factory=list)
+    outbound: list[Outbound] = field(default_factory=list)
     changed: bool = True
 
 
