@@ -10,9 +10,9 @@ outbox and every idempotency key stay stable, and no new secret needs storing or
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 
 from servicekit import SigningKey
 
@@ -44,6 +44,14 @@ class ActionIds:
 
     def of(self, tenant_id: str, task_id: str, step: int) -> str:
         """The id of `step` of `tenant_id`'s task `task_id`."""
-        message = json.dumps([tenant_id, task_id, step]).encode()  # unambiguous, whatever characters the ids hold
+        message = _message(tenant_id, task_id, step).encode()
         tag = hmac.digest(self.secret, message, "sha256")[:TAG_BYTES].hex()
         return f"{task_id}:{step}.{tag}"
+
+
+def _message(tenant_id: str, task_id: str, step: int) -> str:
+    """`json.dumps([tenant_id, task_id, step])`: unambiguous, whatever characters the ids hold.
+
+    Written with the string escaper `json.dumps` itself uses (ASCII-only, its default), without setting up an encoder per step.
+    """
+    return f"[{encode_basestring_ascii(tenant_id)}, {encode_basestring_ascii(task_id)}, {int(step)}]"

@@ -40,3 +40,11 @@ def test_the_secret_is_not_the_signing_key_and_is_separate_per_purpose(tmp_path:
 
 def test_a_run_inside_one_process_gets_ids_no_one_else_can_compute() -> None:
     assert ActionIds.throwaway().of("acme", "t-1", 1) != ActionIds.throwaway().of("acme", "t-1", 1)
+
+
+def test_an_upgraded_planner_names_the_steps_of_running_tasks_as_before() -> None:
+    # Ids derived by earlier releases (the tag over `json.dumps([tenant, task, step])`): a task started before an
+    # upgrade keeps its outbox and idempotency keys, whatever characters its ids hold.
+    ids = ActionIds(b"pinned-action-id-secret".ljust(32, b"."))
+    assert ids.of("acme", "t-1", 2) == "t-1:2.61b288b697299386be69"
+    assert ids.of('ténant "q"', "task\\\n\u2028😀", 25) == "task\\\n\u2028😀:25.201910c9cc399b0f3819"
