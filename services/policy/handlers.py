@@ -42,6 +42,10 @@ class PolicyHandlers:
         """`actions.results`: release or settle budget reservations, learn payees."""
         await self.service.on_result(event)
 
+    async def result_batch(self, events: list[ActionResult]) -> None:
+        """`actions.results`, a polled batch at a time: stored in one unit of work."""
+        await self.service.on_results(events)
+
     async def task(self, event: TaskSubmitted) -> None:
         """`tasks`: learn what the request vouches for and what its untrusted fields carry (provenance)."""
         await self.service.on_task(event)

@@ -171,6 +171,10 @@ class PolicyRepository(Protocol):
         """
         ...
 
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """`end` for a batch of calls in one transaction, in order; what each settled reservation was for."""
+        ...
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """Release held reservations made before `reserved_before` with no result seen; their action ids."""
         ...
@@ -339,6 +343,10 @@ class InMemoryPolicyRepository(PolicyRepository):
             return await self.settle(e.action_id, e.cost_usd)
         return None
 
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository."""
+        return [await self.end(e) for e in endings]
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (the twin marks them `expired`, PostgreSQL `released` with `expired_at`)."""
         due = sorted(
@@ -484,25 +492,44 @@ _SPEND = (
     " SELECT b.tenant_id, w.k, b.delta FROM budget b CROSS JOIN LATERAL unnest(ARRAY[b.task_id, '" + TENANT_TOTAL + "']) AS w(k)"
     " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd)"
 )
-_RELEASE = (
-    "budget AS (UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
-    " RETURNING tenant_id, task_id, -amount_usd AS delta), " + _SPEND
-)
-_HOLD = "held AS (UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1)"
+
+
+def _released(when: str = "") -> str:
+    """Release $1's reservation if it is still held (`when`: a further condition)."""
+    return (
+        "UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
+        + when
+        + " RETURNING tenant_id, task_id, -amount_usd AS delta"
+    )
+
+
+def _held(when: str = "") -> str:
+    """Hold $1's reservation until a human resolves the call (`when`: a further condition)."""
+    return "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1" + when
+
+
+def _settled_at(cost: str, when: str = "") -> str:
+    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL; `when`: a further condition)."""
+    actual = f"coalesce({cost}::numeric, amount_usd)"
+    return (
+        f"UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
+        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
+        + when
+        + f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta"
+    )
+
+
+_RELEASE = f"budget AS ({_released()}), {_SPEND}"
+_HOLD = f"held AS ({_held()})"
 
 
 def _settle(cost: str) -> str:
     """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL)."""
-    actual = f"coalesce({cost}::numeric, amount_usd)"
-    return (
-        f"budget AS (UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
-        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
-        f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta), " + _SPEND
-    )
+    return f"budget AS ({_settled_at(cost)}), {_SPEND}"
 
 
 # What a settled reservation was for, read in the statement's snapshot (these columns never change).
-_SETTLED = "SELECT tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
+_SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
 
 # How a call ended and what its result taught ($2..$11), as common table expressions before its reservation's fate.
 _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
@@ -513,6 +540,14 @@ _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, ac
     SELECT $2, $3, $8::text, $9::double precision, $10::text, $11::text WHERE $8::text IS NOT NULL
     ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
     currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
+
+# A call's whole ending in one statement: `_ENDED` ($1..$11), then its reservation's fate by $12 (`Ending.budget`):
+# released, held, or settled at $13 (the estimate when NULL); what a settled reservation was for is its one row.
+_END = (
+    "WITH " + _ENDED + ", released AS (" + _released(" AND $12::text = 'release'") + "),"
+    " held AS (" + _held(" AND $12::text = 'hold'") + "), settled AS (" + _settled_at("$13", " AND $12::text = 'settle'") + "),"
+    " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $12::text = 'settle'"
+)
 
 
 def _settled(row: asyncpg.Record | None) -> Settled | None:
@@ -664,25 +699,35 @@ class PgPolicyRepository(PolicyRepository):
 
     async def end(self, ending: Ending) -> Settled | None:
         """See PolicyRepository: one statement (its own transaction), whatever the call's fate."""
-        e = ending
-        record_id, record = e.record if e.record is not None else (None, None)
-        args: list[Any] = [
-            e.action_id,
-            e.tenant_id,
-            e.task_id,
-            e.status,
-            e.attempts,
-            list(e.learned),
-            list(e.learned.values()),
-            record_id,
-            record.amount_usd if record else None,
-            record.currency if record else None,
-            record.source if record else None,
-        ]
-        budget = {"release": _RELEASE, "hold": _HOLD, "settle": _settle("$12")}[e.budget]
+        return (await self.end_many([ending]))[0]
+
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository: one statement per ending (`_END`), all sent in one round trip and one transaction."""
+        if not endings:
+            return []
+        rows = []
+        for e in endings:
+            record_id, record = e.record if e.record is not None else (None, None)
+            rows.append(
+                (
+                    e.action_id,
+                    e.tenant_id,
+                    e.task_id,
+                    e.status,
+                    e.attempts,
+                    list(e.learned),
+                    list(e.learned.values()),
+                    record_id,
+                    record.amount_usd if record else None,
+                    record.currency if record else None,
+                    record.source if record else None,
+                    e.budget,
+                    e.cost_usd,
+                )
+            )
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(f"WITH {_ENDED}, {budget} {_SETTLED}", *args, *([e.cost_usd] if e.budget == "settle" else []))
-        return _settled(row) if e.budget == "settle" else None
+            settled = {r["action_id"]: _settled(r) for r in await conn.fetchmany(_END, rows)}  # a row for each settled reservation
+        return [settled.get(e.action_id) if e.budget == "settle" else None for e in endings]
 
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (several copies may sweep at once: a row another copy holds is skipped)."""

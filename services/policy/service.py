@@ -410,22 +410,29 @@ class PolicyService:
         What a success taught is stored with its settlement, at once: a proposal waiting for it sees both or neither.
         An unknown outcome's reservation stays held (the money may be spent) until a human settles it, and never expires.
         """
+        await self.on_results([event])
+
+    async def on_results(self, events: list[ActionResult]) -> None:
+        """`on_result` for a polled batch of results, stored in one unit of work, in order."""
+        settled = await self.repo.end_many([self._ending(event) for event in events])
+        for event, paid in zip(events, settled, strict=True):
+            await self._learn_payee(paid, event.data.tool, event.data.action_id)
+
+    def _ending(self, event: ActionResult) -> Ending:
+        """How the call of `event` ended, with what its result taught and its reservation's fate."""
         data = event.data
         succeeded = isinstance(event, ActionSucceeded)
-        settled = await self.repo.end(
-            Ending(
-                data.tenant_id,
-                data.task_id,
-                data.action_id,
-                data.status,
-                data.attempts,
-                budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
-                cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
-                learned=self._output(data) if succeeded else {},
-                record=self._record(data) if succeeded else None,
-            )
+        return Ending(
+            data.tenant_id,
+            data.task_id,
+            data.action_id,
+            data.status,
+            data.attempts,
+            budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
+            cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
+            learned=self._output(data) if succeeded else {},
+            record=self._record(data) if succeeded else None,
         )
-        await self._learn_payee(settled, data.tool, data.action_id)
 
     async def _learn_payee(self, settled: Settled | None, tool: str, action_id: str) -> None:
         """A financial call settled: the tenant has paid its payee, who is known from now on."""
