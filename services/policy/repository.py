@@ -63,7 +63,8 @@ class DecisionRecord:
     decided_event: str
     authorized_event: str | None = None
     reservation: Reservation | None = None
-    # The events as objects, only when just decided (not stored; a redelivery republishes the JSON above).
+    # The events as objects, only when just decided, as built before signing (their signature is in the JSON above);
+    # not stored: a redelivery republishes the JSON above.
     decided: Any = field(default=None, compare=False, repr=False)
     authorized: Any = field(default=None, compare=False, repr=False)
 
