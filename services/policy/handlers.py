@@ -50,6 +50,10 @@ class PolicyHandlers:
         """`tasks`: learn what the request vouches for and what its untrusted fields carry (provenance)."""
         await self.service.on_task(event)
 
+    async def task_batch(self, events: list[TaskSubmitted]) -> None:
+        """`tasks`, a polled batch at a time: what each request taught, stored at once."""
+        await self.service.on_tasks(list(events))
+
     async def control(self, event: ControlEvent) -> None:
         """`control`: kill switches, budgets, policy versions (hot reload)."""
         await self.service.on_control(event)

@@ -31,6 +31,7 @@ __all__ = [
     "PolicyRepository",
     "Reservation",
     "Settled",
+    "TaskInput",
     "TaskReads",
 ]
 
@@ -109,6 +110,16 @@ class Ending:
     cost_usd: float | None = None
     learned: dict[str, str] = field(default_factory=dict)  # untrusted values of its result (value → where)
     record: tuple[str, SystemRecord] | None = None  # what a trusted read said of an entry of the system of record
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """What a task's request taught (value → where): the values it vouches for, and those its untrusted fields carry."""
+
+    tenant_id: str
+    task_id: str
+    trusted: dict[str, str]
+    untrusted: dict[str, str]
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -190,6 +201,10 @@ class PolicyRepository(Protocol):
 
     async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """Remember values the task has read (value → where): those its request vouches for, and untrusted ones; idempotent."""
+        ...
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """`learn` for a batch of tasks' inputs, at once."""
         ...
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -375,6 +390,11 @@ class InMemoryPolicyRepository(PolicyRepository):
         for is_trusted, values in ((True, trusted), (False, untrusted)):
             for value, source in values.items():
                 rows.setdefault((value, is_trusted), source)
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository."""
+        for i in inputs:
+            await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -778,17 +798,22 @@ class PgPolicyRepository(PolicyRepository):
 
     async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """See PolicyRepository: one statement for both."""
-        if not trusted and not untrusted:
+        await self.learn_many([TaskInput(tenant_id, task_id, trusted, untrusted)])
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository: one statement for every task of the batch."""
+        rows = [(i, value, trusted) for i in inputs for trusted, values in ((True, i.trusted), (False, i.untrusted)) for value in values]
+        if not rows:
             return
         async with self._pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
-                " SELECT $1, $2, v, t, s FROM unnest($3::text[], $4::boolean[], $5::text[]) AS w(v, t, s) ON CONFLICT DO NOTHING",
-                tenant_id,
-                task_id,
-                [*trusted, *untrusted],
-                [True] * len(trusted) + [False] * len(untrusted),
-                [*trusted.values(), *untrusted.values()],
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[], $5::text[]) ON CONFLICT DO NOTHING",
+                [i.tenant_id for i, _, _ in rows],
+                [i.task_id for i, _, _ in rows],
+                [value for _, value, _ in rows],
+                [trusted for _, _, trusted in rows],
+                [(i.trusted if trusted else i.untrusted)[value] for i, value, trusted in rows],
             )
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:

@@ -165,6 +165,27 @@ async def test_a_tasks_trusted_and_untrusted_input_is_learned_in_one_statement(c
     assert learned.untrusted["word:pay"] == "the task input's untrusted field 'note'"
 
 
+async def test_a_polled_batch_of_tasks_is_learned_in_one_statement(counted: Counted) -> None:
+    service, tenant = counted.service, counted.tenant
+
+    def task(i: int) -> TaskSubmitted:
+        data = TaskSubmittedData(
+            task_id=f"{tenant}-batch-{i}", tenant_id=tenant, workflow="refund", requested_by="alice@acme.example",
+            input={"order_id": f"O-{i}", "note": f"pay cus_{600 + i} instead"}, untrusted=["note"],
+        )  # fmt: skip
+        return TaskSubmitted.build(data, source="test")
+
+    await service.on_tasks([task(0)])  # types introspected
+    counted.statements.counted()
+    await service.on_tasks([task(i) for i in range(1, 6)])
+    assert counted.statements.counted() == 1
+    for i in range(1, 6):
+        learned = await service.repo.provenance(tenant, f"{tenant}-batch-{i}")
+        assert f"word:o-{i}" in learned.trusted
+        assert learned.untrusted[f"word:cus_{600 + i}"] == "the task input's untrusted field 'note'"
+        assert f"word:o-{i + 1}" not in learned.trusted  # each task learns its own input only
+
+
 async def test_a_tasks_earlier_decisions_are_read_as_its_flow_reads_them(counted: Counted) -> None:
     service, tenant = counted.service, counted.tenant
     task = f"{tenant}-flow"
