@@ -567,22 +567,23 @@ def _settle(cost: str) -> str:
 # What a settled reservation was for, read in the statement's snapshot (these columns never change).
 _SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
 
-# How a call ended and what its result taught ($2..$11), as common table expressions before its reservation's fate.
+# How a call ended and what its result taught ($2..$10; $6: its untrusted values as a JSON object, value → where),
+# as common table expressions before its reservation's fate.
 _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
     VALUES ($2, $3, $1, $4, $5::integer) ON CONFLICT (action_id) DO NOTHING),
   learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
-    SELECT $2, $3, v, false, s FROM unnest($6::text[], $7::text[]) AS w(v, s) ON CONFLICT DO NOTHING),
+    SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
   read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
-    SELECT $2, $3, $8::text, $9::double precision, $10::text, $11::text WHERE $8::text IS NOT NULL
+    SELECT $2, $3, $7::text, $8::double precision, $9::text, $10::text WHERE $7::text IS NOT NULL
     ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
     currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
 
-# A call's whole ending in one statement: `_ENDED` ($1..$11), then its reservation's fate by $12 (`Ending.budget`):
-# released, held, or settled at $13 (the estimate when NULL); what a settled reservation was for is its one row.
+# A call's whole ending in one statement: `_ENDED` ($1..$10), then its reservation's fate by $11 (`Ending.budget`):
+# released, held, or settled at $12 (the estimate when NULL); what a settled reservation was for is its one row.
 _END = (
-    "WITH " + _ENDED + ", released AS (" + _released(" AND $12::text = 'release'") + "),"
-    " held AS (" + _held(" AND $12::text = 'hold'") + "), settled AS (" + _settled_at("$13", " AND $12::text = 'settle'") + "),"
-    " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $12::text = 'settle'"
+    "WITH " + _ENDED + ", released AS (" + _released(" AND $11::text = 'release'") + "),"
+    " held AS (" + _held(" AND $11::text = 'hold'") + "), settled AS (" + _settled_at("$12", " AND $11::text = 'settle'") + "),"
+    " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $11::text = 'settle'"
 )
 
 
@@ -751,8 +752,7 @@ class PgPolicyRepository(PolicyRepository):
                     e.task_id,
                     e.status,
                     e.attempts,
-                    list(e.learned),
-                    list(e.learned.values()),
+                    _json(e.learned),  # one parameter, not text arrays encoded element by element (`_json`)
                     record_id,
                     record.amount_usd if record else None,
                     record.currency if record else None,
