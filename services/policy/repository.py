@@ -471,16 +471,14 @@ _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
 
-# A batch's new decisions, their reservations and what those add to each scope's spend, in one statement.
+# A batch's new decisions ($1) and their reservations ($2), as JSON arrays of rows in the columns' order, and what
+# those add to each scope's spend, in one statement.
 _INSERT_DECISIONS = (
     """WITH decided AS (INSERT INTO policy.decisions
     (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
-    SELECT d.key, d.action_id, d.tenant_id, d.task_id, d.outcome, d.action_digest, d.proposal::jsonb, d.decided_event, d.authorized_event
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-    AS d(key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)),
+    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8 FROM json_array_elements($1::json) AS d),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
-    SELECT a, t, k, o, g::jsonb, m, 'reserved'
-    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::numeric[]) AS x(a, t, k, o, g, m)
+    SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM json_array_elements($2::json) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
   delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
     UNION ALL SELECT tenant_id, '"""
@@ -498,7 +496,11 @@ ON CONFLICT DO NOTHING"""
 
 
 def _json(value: Any) -> str:
-    """`value` as JSON text for a `json` parameter; orjson where it can (a lone surrogate: json, which escapes it)."""
+    """`value` as JSON text for a `json` parameter; orjson where it can (a lone surrogate: json, which escapes it).
+
+    One parameter PostgreSQL unpacks, not text arrays: asyncpg encodes an array element by element, at about a
+    microsecond each (a tenth of that as JSON).
+    """
     try:
         return orjson.dumps(value).decode()
     except TypeError:
@@ -694,29 +696,23 @@ class PgPolicyRepository(PolicyRepository):
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:
             return
+        decided = [
+            [
+                r.key,
+                r.action_id,
+                r.tenant_id,
+                r.task_id,
+                r.outcome,
+                r.action_digest,
+                r.proposal.model_dump_json(),
+                r.decided_event,
+                r.authorized_event,
+            ]
+            for r in records
+        ]
         held = [r.reservation for r in records if r.reservation is not None]
-        await conn.execute(
-            _INSERT_DECISIONS,
-            *zip(
-                *(
-                    (
-                        r.key,
-                        r.action_id,
-                        r.tenant_id,
-                        r.task_id,
-                        r.outcome,
-                        r.action_digest,
-                        r.proposal.model_dump_json(),
-                        r.decided_event,
-                        r.authorized_event,
-                    )
-                    for r in records
-                ),
-                strict=True,
-            ),
-            *([h.action_id for h in held], [h.tenant_id for h in held], [h.task_id for h in held]),
-            *([h.tool for h in held], [json.dumps(h.args) for h in held], [h.amount_usd for h in held]),
-        )
+        reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), h.amount_usd] for h in held]
+        await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved))
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""
@@ -818,8 +814,7 @@ class PgPolicyRepository(PolicyRepository):
     async def learn_many(self, inputs: list[TaskInput]) -> None:
         """See PolicyRepository: one statement for every task of the batch.
 
-        The values go as one JSON parameter, grouped by (tenant, task, trusted, source), which PostgreSQL
-        unpacks: asyncpg would encode text arrays element by element, at a few microseconds each.
+        The values go as one JSON parameter (`_json`), grouped by (tenant, task, trusted, source).
         """
         groups: dict[tuple[str, str, bool, str], list[str]] = {}
         for i in inputs:
