@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -711,7 +712,8 @@ class PgPolicyRepository(PolicyRepository):
             for r in records
         ]
         held = [r.reservation for r in records if r.reservation is not None]
-        reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), h.amount_usd] for h in held]
+        # An amount as asyncpg sent a float to a numeric column: its exact decimal value, rounded by the column.
+        reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), str(Decimal(h.amount_usd))] for h in held]
         await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved))
 
     async def release(self, action_id: str) -> bool:
