@@ -39,6 +39,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.bare_hop import cpu_seconds
 from bench.clients import emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
 from servicekit import REPO_ROOT, KitSettings, Recorded, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
@@ -257,6 +258,7 @@ async def through_kafka(
             wire = [(e.data.action_id, encode(e), e.key, [(k, v.encode()) for k, v in headers_for(e).items()]) for e in
                     (sign_as_producer(kit, proposal(i, run + "b")) for i in range(burst))]  # fmt: skip
             sent: dict[str, float] = {}
+            cpu_start = sum(cpu_seconds(p.pid) for p in procs)
             t_start = time.perf_counter()
             futures = []
             for action_id, value, key, headers in wire:
@@ -271,6 +273,7 @@ async def through_kafka(
                     await asyncio.wait_for(arrived.wait(), 5)
             done = [a for a in ids if a in seen]
             elapsed = max(seen[a] for a in done) - t_start
+            cpu_ms = (sum(cpu_seconds(p.pid) for p in procs) - cpu_start) * 1000 / max(len(done), 1)
             label = f"{n_policies:>3} policies{'' if per_tenant else ' (all evaluated)'}, {copies} cop{'y' if copies == 1 else 'ies'}"
             p50, p99 = statistics.median(latencies), pct(latencies, 0.99)
             print(f"  Kafka, {label}, one at a time:  p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   (n={len(latencies)})")
@@ -280,7 +283,9 @@ async def through_kafka(
                 f"p50 {statistics.median(burst_lat):7.1f} ms   p99 {pct(burst_lat, 0.99):7.1f} ms (queueing included)"
                 + ("" if len(done) == burst else f"   [{burst - len(done)} missing]")
             )
-            return {"seq_p50_ms": p50, "seq_p99_ms": p99, "burst_per_s": len(done) / elapsed, "burst_n": burst}
+            print(f"  Kafka, {label}, burst of {burst}: {cpu_ms:.3f} ms of the policy processes' CPU per decision (/proc)")
+            figures = {"seq_p50_ms": p50, "seq_p99_ms": p99, "burst_per_s": len(done) / elapsed, "burst_n": burst}
+            return figures | {"burst_cpu_ms_per_decision": cpu_ms}
         finally:
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

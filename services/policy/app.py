@@ -97,9 +97,9 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         "actions.proposed": Route(handlers.proposed, handle_batch=handlers.proposed_batch),
         "approvals": Route(handlers.approval),
         # Not in the design's table: results are needed to release a failed call's budget reservation.
-        "actions.results": Route(handlers.result),
+        "actions.results": Route(handlers.result, handle_batch=handlers.result_batch),
         # Also not in the table: a task's request vouches for values, its untrusted fields taint them (provenance).
-        "tasks": Route(handlers.task),
+        "tasks": Route(handlers.task, handle_batch=handlers.task_batch),
     }
     consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
     bus.consume("control", handlers.control, group_id=None)

@@ -12,9 +12,8 @@ from schemas import (
     ActionDecidedData,
     ActionProposedData,
     Authorization,
-    encode,
 )
-from servicekit import SigningKey, action_digest, authorization_message, sign_event
+from servicekit import SigningKey, action_digest, authorization_message, encode_signed
 from services.policy.engine import Verdict
 from services.policy.facts import Call
 from services.policy.repository import DecisionRecord, Reservation
@@ -111,7 +110,8 @@ def build_record(
         source=SOURCE,
         traceparent=traceparent,
     )
-    decided = sign_event(decided, signer)  # signed before it is stored: the recorded bytes are what is published
+    # Signed and encoded at once, before it is stored: the recorded bytes are what is published (and republished).
+    decided_json = encode_signed(decided, signer).decode()
     authorized_json: str | None = None
     authorized: ActionAuthorized | None = None
     reservation: Reservation | None = None
@@ -129,8 +129,8 @@ def build_record(
             estimated_cost_usd=verdict.estimated_cost_usd,
             digest=digest,
         )
-        authorized = sign_event(ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent), signer)
-        authorized_json = encode(authorized).decode()
+        authorized = ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)
+        authorized_json = encode_signed(authorized, signer).decode()
         reservation = Reservation(action_id, call.tenant_id, call.task_id, call.tool, call.args, verdict.estimated_cost_usd)
     return DecisionRecord(
         key=key,
@@ -140,7 +140,7 @@ def build_record(
         outcome=verdict.outcome,
         action_digest=digest,
         proposal=proposal,
-        decided_event=encode(decided).decode(),
+        decided_event=decided_json,
         authorized_event=authorized_json,
         reservation=reservation,
         decided=decided,

@@ -42,9 +42,17 @@ class PolicyHandlers:
         """`actions.results`: release or settle budget reservations, learn payees."""
         await self.service.on_result(event)
 
+    async def result_batch(self, events: list[ActionResult]) -> None:
+        """`actions.results`, a polled batch at a time: stored in one unit of work."""
+        await self.service.on_results(events)
+
     async def task(self, event: TaskSubmitted) -> None:
         """`tasks`: learn what the request vouches for and what its untrusted fields carry (provenance)."""
         await self.service.on_task(event)
+
+    async def task_batch(self, events: list[TaskSubmitted]) -> None:
+        """`tasks`, a polled batch at a time: what each request taught, stored at once."""
+        await self.service.on_tasks(list(events))
 
     async def control(self, event: ControlEvent) -> None:
         """`control`: kill switches, budgets, policy versions (hot reload)."""

@@ -13,9 +13,11 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import asyncpg
+import orjson
 
 from schemas import ActionProposedData
 from servicekit.metrics import observe_retaken
@@ -31,6 +33,7 @@ __all__ = [
     "PolicyRepository",
     "Reservation",
     "Settled",
+    "TaskInput",
     "TaskReads",
 ]
 
@@ -63,7 +66,8 @@ class DecisionRecord:
     decided_event: str
     authorized_event: str | None = None
     reservation: Reservation | None = None
-    # The events as objects, only when just decided (not stored; a redelivery republishes the JSON above).
+    # The events as objects, only when just decided, as built before signing (their signature is in the JSON above);
+    # not stored: a redelivery republishes the JSON above.
     decided: Any = field(default=None, compare=False, repr=False)
     authorized: Any = field(default=None, compare=False, repr=False)
 
@@ -108,6 +112,16 @@ class Ending:
     cost_usd: float | None = None
     learned: dict[str, str] = field(default_factory=dict)  # untrusted values of its result (value → where)
     record: tuple[str, SystemRecord] | None = None  # what a trusted read said of an entry of the system of record
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """What a task's request taught (value → where): the values it vouches for, and those its untrusted fields carry."""
+
+    tenant_id: str
+    task_id: str
+    trusted: dict[str, str]
+    untrusted: dict[str, str]
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -171,6 +185,10 @@ class PolicyRepository(Protocol):
         """
         ...
 
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """`end` for a batch of calls in one transaction, in order; what each settled reservation was for."""
+        ...
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """Release held reservations made before `reserved_before` with no result seen; their action ids."""
         ...
@@ -185,6 +203,10 @@ class PolicyRepository(Protocol):
 
     async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """Remember values the task has read (value → where): those its request vouches for, and untrusted ones; idempotent."""
+        ...
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """`learn` for a batch of tasks' inputs, at once."""
         ...
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -339,6 +361,10 @@ class InMemoryPolicyRepository(PolicyRepository):
             return await self.settle(e.action_id, e.cost_usd)
         return None
 
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository."""
+        return [await self.end(e) for e in endings]
+
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (the twin marks them `expired`, PostgreSQL `released` with `expired_at`)."""
         due = sorted(
@@ -366,6 +392,11 @@ class InMemoryPolicyRepository(PolicyRepository):
         for is_trusted, values in ((True, trusted), (False, untrusted)):
             for value, source in values.items():
                 rows.setdefault((value, is_trusted), source)
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository."""
+        for i in inputs:
+            await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -441,16 +472,14 @@ _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
 
-# A batch's new decisions, their reservations and what those add to each scope's spend, in one statement.
+# A batch's new decisions ($1) and their reservations ($2), as JSON arrays of rows in the columns' order, and what
+# those add to each scope's spend, in one statement.
 _INSERT_DECISIONS = (
     """WITH decided AS (INSERT INTO policy.decisions
     (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
-    SELECT d.key, d.action_id, d.tenant_id, d.task_id, d.outcome, d.action_digest, d.proposal::jsonb, d.decided_event, d.authorized_event
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-    AS d(key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)),
+    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8 FROM json_array_elements($1::json) AS d),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
-    SELECT a, t, k, o, g::jsonb, m, 'reserved'
-    FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::numeric[]) AS x(a, t, k, o, g, m)
+    SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM json_array_elements($2::json) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
   delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
     UNION ALL SELECT tenant_id, '"""
@@ -459,6 +488,24 @@ _INSERT_DECISIONS = (
 INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id, task_id, amount FROM delta ORDER BY tenant_id, task_id
 ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
 )
+
+
+# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...].
+_INSERT_PROVENANCE = """INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
+SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
+ON CONFLICT DO NOTHING"""
+
+
+def _json(value: Any) -> str:
+    """`value` as JSON text for a `json` parameter; orjson where it can (a lone surrogate: json, which escapes it).
+
+    One parameter PostgreSQL unpacks, not text arrays: asyncpg encodes an array element by element, at about a
+    microsecond each (a tenth of that as JSON).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 # A decision's five reads of its task, one row per (tenant, task) asked for, in one statement (one snapshot).
@@ -484,35 +531,63 @@ _SPEND = (
     " SELECT b.tenant_id, w.k, b.delta FROM budget b CROSS JOIN LATERAL unnest(ARRAY[b.task_id, '" + TENANT_TOTAL + "']) AS w(k)"
     " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd)"
 )
-_RELEASE = (
-    "budget AS (UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
-    " RETURNING tenant_id, task_id, -amount_usd AS delta), " + _SPEND
-)
-_HOLD = "held AS (UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1)"
+
+
+def _released(when: str = "") -> str:
+    """Release $1's reservation if it is still held (`when`: a further condition)."""
+    return (
+        "UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
+        + when
+        + " RETURNING tenant_id, task_id, -amount_usd AS delta"
+    )
+
+
+def _held(when: str = "") -> str:
+    """Hold $1's reservation until a human resolves the call (`when`: a further condition)."""
+    return "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1" + when
+
+
+def _settled_at(cost: str, when: str = "") -> str:
+    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL; `when`: a further condition)."""
+    actual = f"coalesce({cost}::numeric, amount_usd)"
+    return (
+        f"UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
+        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
+        + when
+        + f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta"
+    )
+
+
+_RELEASE = f"budget AS ({_released()}), {_SPEND}"
+_HOLD = f"held AS ({_held()})"
 
 
 def _settle(cost: str) -> str:
     """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL)."""
-    actual = f"coalesce({cost}::numeric, amount_usd)"
-    return (
-        f"budget AS (UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
-        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
-        f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta), " + _SPEND
-    )
+    return f"budget AS ({_settled_at(cost)}), {_SPEND}"
 
 
 # What a settled reservation was for, read in the statement's snapshot (these columns never change).
-_SETTLED = "SELECT tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
+_SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
 
-# How a call ended and what its result taught ($2..$11), as common table expressions before its reservation's fate.
+# How a call ended and what its result taught ($2..$10; $6: its untrusted values as a JSON object, value → where),
+# as common table expressions before its reservation's fate.
 _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
     VALUES ($2, $3, $1, $4, $5::integer) ON CONFLICT (action_id) DO NOTHING),
   learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
-    SELECT $2, $3, v, false, s FROM unnest($6::text[], $7::text[]) AS w(v, s) ON CONFLICT DO NOTHING),
+    SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
   read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
-    SELECT $2, $3, $8::text, $9::double precision, $10::text, $11::text WHERE $8::text IS NOT NULL
+    SELECT $2, $3, $7::text, $8::double precision, $9::text, $10::text WHERE $7::text IS NOT NULL
     ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
     currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
+
+# A call's whole ending in one statement: `_ENDED` ($1..$10), then its reservation's fate by $11 (`Ending.budget`):
+# released, held, or settled at $12 (the estimate when NULL); what a settled reservation was for is its one row.
+_END = (
+    "WITH " + _ENDED + ", released AS (" + _released(" AND $11::text = 'release'") + "),"
+    " held AS (" + _held(" AND $11::text = 'hold'") + "), settled AS (" + _settled_at("$12", " AND $11::text = 'settle'") + "),"
+    " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $11::text = 'settle'"
+)
 
 
 def _settled(row: asyncpg.Record | None) -> Settled | None:
@@ -622,29 +697,24 @@ class PgPolicyRepository(PolicyRepository):
     async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
         if not records:
             return
+        decided = [
+            [
+                r.key,
+                r.action_id,
+                r.tenant_id,
+                r.task_id,
+                r.outcome,
+                r.action_digest,
+                r.proposal.model_dump_json(),
+                r.decided_event,
+                r.authorized_event,
+            ]
+            for r in records
+        ]
         held = [r.reservation for r in records if r.reservation is not None]
-        await conn.execute(
-            _INSERT_DECISIONS,
-            *zip(
-                *(
-                    (
-                        r.key,
-                        r.action_id,
-                        r.tenant_id,
-                        r.task_id,
-                        r.outcome,
-                        r.action_digest,
-                        r.proposal.model_dump_json(),
-                        r.decided_event,
-                        r.authorized_event,
-                    )
-                    for r in records
-                ),
-                strict=True,
-            ),
-            *([h.action_id for h in held], [h.tenant_id for h in held], [h.task_id for h in held]),
-            *([h.tool for h in held], [json.dumps(h.args) for h in held], [h.amount_usd for h in held]),
-        )
+        # An amount as asyncpg sent a float to a numeric column: its exact decimal value, rounded by the column.
+        reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), str(Decimal(h.amount_usd))] for h in held]
+        await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved))
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""
@@ -664,25 +734,34 @@ class PgPolicyRepository(PolicyRepository):
 
     async def end(self, ending: Ending) -> Settled | None:
         """See PolicyRepository: one statement (its own transaction), whatever the call's fate."""
-        e = ending
-        record_id, record = e.record if e.record is not None else (None, None)
-        args: list[Any] = [
-            e.action_id,
-            e.tenant_id,
-            e.task_id,
-            e.status,
-            e.attempts,
-            list(e.learned),
-            list(e.learned.values()),
-            record_id,
-            record.amount_usd if record else None,
-            record.currency if record else None,
-            record.source if record else None,
-        ]
-        budget = {"release": _RELEASE, "hold": _HOLD, "settle": _settle("$12")}[e.budget]
+        return (await self.end_many([ending]))[0]
+
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository: one statement per ending (`_END`), all sent in one round trip and one transaction."""
+        if not endings:
+            return []
+        rows = []
+        for e in endings:
+            record_id, record = e.record if e.record is not None else (None, None)
+            rows.append(
+                (
+                    e.action_id,
+                    e.tenant_id,
+                    e.task_id,
+                    e.status,
+                    e.attempts,
+                    _json(e.learned),  # one parameter, not text arrays encoded element by element (`_json`)
+                    record_id,
+                    record.amount_usd if record else None,
+                    record.currency if record else None,
+                    record.source if record else None,
+                    e.budget,
+                    e.cost_usd,
+                )
+            )
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(f"WITH {_ENDED}, {budget} {_SETTLED}", *args, *([e.cost_usd] if e.budget == "settle" else []))
-        return _settled(row) if e.budget == "settle" else None
+            settled = {r["action_id"]: _settled(r) for r in await conn.fetchmany(_END, rows)}  # a row for each settled reservation
+        return [settled.get(e.action_id) if e.budget == "settle" else None for e in endings]
 
     async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
         """See PolicyRepository (several copies may sweep at once: a row another copy holds is skipped)."""
@@ -732,18 +811,22 @@ class PgPolicyRepository(PolicyRepository):
 
     async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """See PolicyRepository: one statement for both."""
-        if not trusted and not untrusted:
+        await self.learn_many([TaskInput(tenant_id, task_id, trusted, untrusted)])
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository: one statement for every task of the batch.
+
+        The values go as one JSON parameter (`_json`), grouped by (tenant, task, trusted, source).
+        """
+        groups: dict[tuple[str, str, bool, str], list[str]] = {}
+        for i in inputs:
+            for trusted, learned in ((True, i.trusted), (False, i.untrusted)):
+                for value, source in learned.items():
+                    groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
+        if not groups:
             return
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)"
-                " SELECT $1, $2, v, t, s FROM unnest($3::text[], $4::boolean[], $5::text[]) AS w(v, t, s) ON CONFLICT DO NOTHING",
-                tenant_id,
-                task_id,
-                [*trusted, *untrusted],
-                [True] * len(trusted) + [False] * len(untrusted),
-                [*trusted.values(), *untrusted.values()],
-            )
+            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]))
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""

@@ -35,6 +35,7 @@ from schemas import (
     ReasonCode,
     RiskClass,
     TaskSubmitted,
+    TaskSubmittedData,
     decode,
 )
 from servicekit import (
@@ -55,7 +56,7 @@ from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
-from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Settled, TaskReads
+from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Settled, TaskInput, TaskReads
 from services.policy.settings import PolicySettings
 
 __all__ = ["PolicyService", "Publish", "PublishMany"]
@@ -96,6 +97,18 @@ def _reused(proposal: ActionProposedData, recorded: DecisionRecord) -> Reject | 
     if recorded.action_digest != action_digest(proposal.tenant_id, proposal.tool, proposal.args):
         return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed for another call")
     return None
+
+
+def _task_input(data: TaskSubmittedData) -> TaskInput:
+    """What a task's request vouches for (its trusted input) and what its untrusted fields carry."""
+    untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
+    trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
+    values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
+    for key, value in untrusted.items():
+        for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
+            values.setdefault(v, source)
+    vouched = Provenance().learn(trusted, "the task's request", trusted=True)
+    return TaskInput(data.tenant_id, data.task_id, vouched, values)
 
 
 @dataclass
@@ -373,17 +386,11 @@ class PolicyService:
 
     async def on_task(self, event: Envelope) -> None:
         """Learn what a task's request vouches for (its trusted input) and what it carries from outside (its untrusted fields)."""
-        if not isinstance(event, TaskSubmitted):
-            return
-        data = event.data
-        untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
-        trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
-        values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
-        for key, value in untrusted.items():
-            for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
-                values.setdefault(v, source)
-        vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-        await self.repo.learn(data.tenant_id, data.task_id, trusted=vouched, untrusted=values)
+        await self.on_tasks([event])
+
+    async def on_tasks(self, events: list[Envelope]) -> None:
+        """`on_task` for a polled batch of `tasks` events, stored at once."""
+        await self.repo.learn_many([_task_input(event.data) for event in events if isinstance(event, TaskSubmitted)])
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
@@ -410,22 +417,29 @@ class PolicyService:
         What a success taught is stored with its settlement, at once: a proposal waiting for it sees both or neither.
         An unknown outcome's reservation stays held (the money may be spent) until a human settles it, and never expires.
         """
+        await self.on_results([event])
+
+    async def on_results(self, events: list[ActionResult]) -> None:
+        """`on_result` for a polled batch of results, stored in one unit of work, in order."""
+        settled = await self.repo.end_many([self._ending(event) for event in events])
+        for event, paid in zip(events, settled, strict=True):
+            await self._learn_payee(paid, event.data.tool, event.data.action_id)
+
+    def _ending(self, event: ActionResult) -> Ending:
+        """How the call of `event` ended, with what its result taught and its reservation's fate."""
         data = event.data
         succeeded = isinstance(event, ActionSucceeded)
-        settled = await self.repo.end(
-            Ending(
-                data.tenant_id,
-                data.task_id,
-                data.action_id,
-                data.status,
-                data.attempts,
-                budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
-                cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
-                learned=self._output(data) if succeeded else {},
-                record=self._record(data) if succeeded else None,
-            )
+        return Ending(
+            data.tenant_id,
+            data.task_id,
+            data.action_id,
+            data.status,
+            data.attempts,
+            budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
+            cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
+            learned=self._output(data) if succeeded else {},
+            record=self._record(data) if succeeded else None,
         )
-        await self._learn_payee(settled, data.tool, data.action_id)
 
     async def _learn_payee(self, settled: Settled | None, tool: str, action_id: str) -> None:
         """A financial call settled: the tenant has paid its payee, who is known from now on."""
