@@ -262,6 +262,16 @@ CUTS = (
     "that moves a task on changes it in the one copy that proposes the next step. Per event (cProfile): Python calls "
     "275 → 260, model builds 8.5 → 6.9, copies 3.9 → 3.2; ~5–10 % of the planner's own CPU in process, nothing "
     "measurable end to end: most of the planner's CPU is the kit's decode, check, sign and publish and asyncpg.",
+    "- **The policy: a statement per result and per task, arrays encoded element by element.** Results and tasks "
+    "are now handled a polled batch at a time, as proposals were: a batch's endings go in one round trip and one "
+    "transaction (asyncpg's `fetchmany`, one statement per ending that chooses the reservation's fate itself), a "
+    "batch's task inputs in one statement (`learn_many`); a batch that fails is handled again one event at a time. "
+    "asyncpg encodes an array parameter at ~1 µs an element against ~0.1 µs for one JSON text, so provenance values, "
+    "a result's untrusted values and a batch's decisions and reservations go as JSON that PostgreSQL unpacks (a demo "
+    "task's inputs: 450–975 → ~170 µs to store). A decision's events are signed and encoded in one step "
+    "(`encode_signed`, what `Bus.publish` sends: the same signed canonical bytes, stored and published in canonical "
+    "key order). Policy CPU per action back to back at a burst (4 pairs, load 4–6): 3.98 / 3.89 / 4.13 / 4.87 → "
+    "3.25 / 3.64 / 3.12 / 4.08 ms (−17 %); `bench.policy_bench` policy CPU per decision, 6 pairs: mean 1.63 → 1.47 ms.",
     "- **The approval service took 3.8 records a poll.** It is off the path from proposal to result, yet it fetched "
     "as eagerly as the policy: in a burst each poll brought 3.8 decisions and results on average (counted per poll), "
     "each batch its own write, span and offset commit. The broker now holds its fetch until 64 KiB are there or "
