@@ -43,10 +43,11 @@ class ApprovalSettings(BaseSettings):
         "passed): the service is off the path from proposal to result, so it takes larger batches, fewer writes and commits.",
     )
     fetch_max_wait_ms: int = Field(
-        default=100,
+        default=500,
         ge=0,
         le=10_000,
-        description="Longest the broker holds a fetch for `fetch_min_bytes`: the most a decision or result waits.",
+        description="Longest the broker holds a fetch for `fetch_min_bytes` (Kafka's default: an idle service fetches as "
+        "often as before): the most a decision or result waits.",
     )
     sweep_interval_s: float = Field(default=2.0, gt=0, description="How often expiry, escalation and the outbox are checked.")
     webhook_max_attempts: int = Field(default=6, ge=1, description="Delivery attempts per webhook message before it is marked failed.")
