@@ -258,9 +258,10 @@ CUTS = (
     "process against a database of its own, 2,233 / 2,960 / 3,040 → 2,001 / 2,069 / 2,235 µs back to back, load 6–15).",
     "- **The planner: models that were never serialised.** A transition and its outbound events were pydantic models "
     "validated on every event and never dumped; they are frozen dataclasses now. An action id's HMAC message is "
-    "written with json's own string escaper (the same bytes, pinned by a test with ids made before), and a result "
-    "that moves a task on changes it in the one copy that proposes the next step. Per event (cProfile): Python calls "
-    "275 → 260, model builds 8.5 → 6.9, copies 3.9 → 3.2; ~5–10 % of the planner's own CPU in process, nothing "
+    "written with json's own string escaper (the same bytes, pinned by a test with ids made before). Per event "
+    "(cProfile, measured with a third cut withdrawn in review: one state copy less per result, through an `_advance` that "
+    "applied a pending update, more code than its gain): Python calls 275 → 260, model builds 8.5 → 6.9; ~5–10 % "
+    "of the planner's own CPU in process, nothing "
     "measurable end to end: most of the planner's CPU is the kit's decode, check, sign and publish and asyncpg.",
     "- **The policy: a statement per result and per task, arrays encoded element by element.** Results and tasks "
     "are now handled a polled batch at a time, as proposals were: a batch's endings go in one round trip and one "

@@ -210,12 +210,9 @@ def _bump(counts: ActionCounts, **delta: int) -> ActionCounts:
     return counts.model_copy(update={k: getattr(counts, k) + v for k, v in delta.items()})
 
 
-def _steps_with(state: TaskState, record: StepRecord) -> list[StepRecord]:
-    return [record if s.step == record.step else s for s in state.steps]
-
-
 def _with_step(state: TaskState, record: StepRecord, **update: Any) -> TaskState:
-    return state.model_copy(update={"steps": _steps_with(state, record), **update})
+    steps = [record if s.step == record.step else s for s in state.steps]
+    return state.model_copy(update={"steps": steps, **update})
 
 
 def _fill_reason(value: Any, reason: str) -> Any:
@@ -262,31 +259,14 @@ def start_task(
     return _advance(state, now, rates, read_only, ids)
 
 
-def _advance(
-    state: TaskState,
-    now: datetime,
-    rates: CostRates,
-    read_only: frozenset[str],
-    ids: ActionIds,
-    *,
-    counted: dict[str, int] | None = None,
-    **update: Any,
-) -> Transition:
-    """Propose the next planned step, or complete the task when none is left.
-
-    `update` (fields set) and `counted` (counts to add) are what the event that moves the task on changed in it:
-    applied in the one copy of the state that proposes the next step, not in a copy of their own before it.
-    """
-    plan: list[PlannedStep] = update.get("plan", state.plan)
-    steps: list[StepRecord] = update.get("steps", state.steps)
-    if not plan or len(steps) >= MAX_STEPS:
-        if update or counted:
-            state = state.model_copy(update={**update, "counts": _bump(state.counts, **(counted or {}))})
-        if not plan:
-            return _close(state, now, rates, failed=False)
+def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: frozenset[str], ids: ActionIds) -> Transition:
+    """Propose the next planned step, or complete the task when none is left."""
+    if not state.plan:
+        return _close(state, now, rates, failed=False)
+    if len(state.steps) >= MAX_STEPS:
         return _close(state, now, rates, failed=True, reason="step_limit", why=f"more than {MAX_STEPS} steps")
-    planned, rest = plan[0], plan[1:]
-    step = len(steps) + 1
+    planned, rest = state.plan[0], state.plan[1:]
+    step = len(state.steps) + 1
     record = StepRecord(
         step=step,
         action_id=ids.of(state.tenant_id, state.task_id, step),
@@ -316,13 +296,12 @@ def _advance(
     )
     new = state.model_copy(
         update={
-            **update,
             "plan": rest,
-            "steps": [*steps, record],
+            "steps": [*state.steps, record],
             "status": "running",
-            "counts": _bump(state.counts, **(counted or {}), proposed=1),
+            "counts": _bump(state.counts, proposed=1),
             "model_usd": state.model_usd + planned.cost.usd,
-            "events": update.get("events", state.events) + 1,
+            "events": state.events + 1,
         }
     )
     return Transition(state=new, outbound=[Outbound(topic="actions.proposed", event=ActionProposed.build(data, source=SOURCE))])
@@ -375,7 +354,7 @@ def _refused(
         # denied would be wrong), so they carry every step the task still needs.
         text = _reason_text(record.reasons, record.reason_messages)
         alternatives = [s.model_copy(update={"args": _fill_reason(s.args, text)}) for s in record.planned.on_deny]
-        return _advance(state, now, rates, read_only, ids, plan=alternatives)
+        return _advance(state.model_copy(update={"plan": alternatives}), now, rates, read_only, ids)
     if not record.planned.required:
         return _advance(state, now, rates, read_only, ids)
     return _close(state, now, rates, failed=True, reason=reason, why=f"{record.tool} was refused and has no alternative")
@@ -512,10 +491,9 @@ def on_result(
         update["decision"] = "allow"
         delta["allowed"] = 1
     done = record.model_copy(update={**update, "error": error})
-    moved = {"steps": _steps_with(state, done), "events": state.events + 1, "status": "running", **costs}
+    new = _with_step(state, done, counts=_bump(state.counts, **delta), events=state.events + 1, status="running", **costs)
     if result.status == "succeeded" or (result.status == "failed" and record.planned.continue_on_failure):
-        return _advance(state, now, rates, read_only, ids, counted=delta, **moved)
-    new = state.model_copy(update={**moved, "counts": _bump(state.counts, **delta)})
+        return _advance(new, now, rates, read_only, ids)
     if result.status == "failed":
         return _close(new, now, rates, failed=True, reason="tool_failed", why=f"{record.tool}: {error}")
     return _close(new, now, rates, failed=True, reason="outcome_unknown", why=f"{record.tool} may or may not have run; a human follows up")
