@@ -52,7 +52,7 @@ class PolicyHandlers:
 
     async def task_batch(self, events: list[TaskSubmitted]) -> None:
         """`tasks`, a polled batch at a time: what each request taught, stored at once."""
-        await self.service.on_tasks(list(events))
+        await self.service.on_tasks(events)
 
     async def control(self, event: ControlEvent) -> None:
         """`control`: kill switches, budgets, policy versions (hot reload)."""

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -388,7 +388,7 @@ class PolicyService:
         """Learn what a task's request vouches for (its trusted input) and what it carries from outside (its untrusted fields)."""
         await self.on_tasks([event])
 
-    async def on_tasks(self, events: list[Envelope]) -> None:
+    async def on_tasks(self, events: Sequence[Envelope]) -> None:
         """`on_task` for a polled batch of `tasks` events, stored at once."""
         await self.repo.learn_many([_task_input(event.data) for event in events if isinstance(event, TaskSubmitted)])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from unittest import mock
 
 import pytest
 from fuzz_inputs import SAMPLES, hostile_value
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from schemas import decode, decode_document
 from schemas.envelope import REQUIRED_ATTRIBUTES
+from services.audit import records
 
 CONSUMED = sorted(SAMPLES)
 
@@ -74,10 +76,6 @@ def test_the_audit_records_each_hostile_value_as_valid_or_invalid_for_the_reason
     topic: str, data: st.DataObject
 ) -> None:
     """The audit validates the value it parsed once (`validate_parsed`): the same record and reason as `validate_json` of the bytes."""
-    from unittest import mock
-
-    from services.audit import records
-
     value = data.draw(hostile_value(topic), label="value")
 
     def seen() -> records.Observed:
