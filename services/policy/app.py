@@ -31,6 +31,7 @@ from services.policy.settings import PolicySettings
 __all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
 NAME = "policy"
+FACTS_GROUP = "policy.facts"  # the consumer group of results and tasks (`servicekit.bus_rights` grants it)
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +94,21 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
     )
     handlers = PolicyHandlers(service)
-    routes = {
+    decisions = {
         "actions.proposed": Route(handlers.proposed, handle_batch=handlers.proposed_batch),
         "approvals": Route(handlers.approval),
+    }
+    # What a task read, on a consumer of its own: a proposal may wait for the result of its task's
+    # earlier read (`provenance_wait_s`), and on one consumer with the proposals that result would be
+    # queued behind the waiting proposal, so the wait could only time out (and fail closed).
+    facts = {
         # Not in the design's table: results are needed to release a failed call's budget reservation.
         "actions.results": Route(handlers.result, handle_batch=handlers.result_batch),
         # Also not in the table: a task's request vouches for values, its untrusted fields taint them (provenance).
         "tasks": Route(handlers.task, handle_batch=handlers.task_batch),
     }
-    consume_routes(bus, routes, group_id=f"{kit.topic_prefix}policy")
+    consume_routes(bus, decisions, group_id=f"{kit.topic_prefix}policy")
+    consume_routes(bus, facts, group_id=f"{kit.topic_prefix}{FACTS_GROUP}")
     bus.consume("control", handlers.control, group_id=None)
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 

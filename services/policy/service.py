@@ -8,6 +8,7 @@ unit of work, and publishes the recorded events. Nothing here retries: the bus o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -129,6 +130,8 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Set (and replaced) each time results or tasks are stored: wakes the proposals waiting for them.
+    _learned: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     # Each tenant's settings as last validated, with the pack, record and directory they came from.
     _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
 
@@ -168,6 +171,11 @@ class PolicyService:
             tenant=self._tenant(tenant_id),
         )
 
+    def _wake(self) -> None:
+        """Wake the proposals waiting for what a task read: results or tasks were just stored."""
+        learned, self._learned = self._learned, asyncio.Event()
+        learned.set()
+
     def _unseen(self, awaiting: list[str]) -> list[str]:
         """Of the tools of a task's calls whose result is not seen yet, those whose result this service must learn."""
         return [t for t in awaiting if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
@@ -175,17 +183,24 @@ class PolicyService:
     async def _task_contexts(self, scopes: list[tuple[str, str]]) -> dict[tuple[str, str], TaskContext]:
         """What each task has read (provenance, system-of-record entries) and done (its flow) before the call under decision.
 
-        Results arrive on their own subscription, which may lag the proposals: a task whose authorized
-        calls have results this service must learn (untrusted output, system-of-record figures) and has
-        not yet is read again (polling, up to `provenance_wait_s`), so that what it read is known before
-        it is decided. All the tasks are read in one statement, then only those still waiting.
+        Results arrive on their own consumer (`app.py`), which may lag the proposals: a task whose
+        authorized calls have results this service must learn (untrusted output, system-of-record
+        figures) and has not yet is read again, up to `provenance_wait_s`, so that what it read is known
+        before it is decided. It is read again as soon as this process stored results or tasks, and at
+        least every 50 ms (another copy of the service may be the one that stores them). All the tasks
+        are read in one statement, then only those still waiting.
         """
-        deadline = asyncio.get_running_loop().time() + self.settings.provenance_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.provenance_wait_s
+        learned = self._learned
         reads = await self.repo.task_reads(scopes)
         while waiting := [s for s in scopes if self._unseen(reads[s].awaiting)]:
-            if asyncio.get_running_loop().time() >= deadline:
+            if (left := deadline - loop.time()) <= 0:
                 break
-            await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.05, left)):
+                    await learned.wait()
+            learned = self._learned
             reads |= await self.repo.task_reads(waiting)
         return {scope: self._context(reads[scope]) for scope in scopes}
 
@@ -391,6 +406,7 @@ class PolicyService:
     async def on_tasks(self, events: Sequence[Envelope]) -> None:
         """`on_task` for a polled batch of `tasks` events, stored at once."""
         await self.repo.learn_many([_task_input(event.data) for event in events if isinstance(event, TaskSubmitted)])
+        self._wake()
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
@@ -422,6 +438,7 @@ class PolicyService:
     async def on_results(self, events: list[ActionResult]) -> None:
         """`on_result` for a polled batch of results, stored in one unit of work, in order."""
         settled = await self.repo.end_many([self._ending(event) for event in events])
+        self._wake()
         for event, paid in zip(events, settled, strict=True):
             await self._learn_payee(paid, event.data.tool, event.data.action_id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -112,3 +113,31 @@ async def test_a_refund_is_decided_on_what_the_system_of_record_said_of_the_char
     assert await refund(60.0) == ("deny", ["exceeds_system_of_record"])
     await read_charge(70.0)  # read again: the latest read of the charge is what counts
     assert await refund(60.0) == ("allow", ["within_threshold"])
+
+
+async def test_a_proposal_waits_for_its_tasks_read_that_arrives_after_it(
+    policy, collector, producer, kit, wait_for, one, make_proposal
+) -> None:
+    """The agent proposes the refund before the service has consumed the charge's read (its result lags on the wire).
+
+    The proposal waits for the read (`provenance_wait_s`) and is decided on what it said. The result
+    is consumed apart from the proposals: on one consumer with them it would queue behind the waiting
+    proposal, and the wait could only end in a `record_not_read` escalation of a refund that is fine.
+    """
+    task_id = f"t-{uuid.uuid4().hex[:8]}"
+    read = make_proposal("stripe_get_charge", {"charge_id": "ch_91"}, task_id=task_id)
+    await producer.send("actions.proposed", read)
+    authorized = await wait_for(lambda: one(collector.authorized(read.data.action_id)), what="the read's authorization")
+    assert authorized is not None
+
+    refund = make_proposal("stripe_refund", {"charge_id": "ch_91", "amount_usd": 20.0, "payee_id": "cus_1001"}, task_id=task_id)
+    await producer.send("actions.proposed", refund)
+    await asyncio.sleep(0.5)  # the service holds the refund, waiting for the read it authorized
+    charge = {"charge_id": "ch_91", "amount_usd": 50.0, "amount_refunded_usd": 0.0, "amount_refundable_usd": 50.0, "currency": "usd"}
+    result = ActionResultData(
+        action_id=read.data.action_id, task_id=task_id, tenant_id="acme", tool="stripe_get_charge", status="succeeded",
+        result=charge, attempts=1, duration_ms=2.0,
+    )  # fmt: skip
+    await producer.send("actions.results", ActionSucceeded.build(result, source="tidegate/executor"))
+    decided = await wait_for(lambda: one(collector.decided(refund.data.action_id)), what="refund decision")
+    assert (decided.data.outcome, [r.code.value for r in decided.data.reasons]) == ("allow", ["within_threshold"])
