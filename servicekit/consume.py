@@ -7,7 +7,11 @@ acknowledged (`Bus.acknowledged_at_end`), and rewinds it if the handler raises a
 - `consume_routes`: several topics on ONE consumer of the service's group (the group never
   rebalances against itself); each topic's events are decoded once by `Bus.decode_record` (bounds,
   contract, signature; what fails is dead-lettered alone) and handled one at a time, or, when the
-  route has `handle_batch`, a polled batch at a time in one unit of work. A batch retried by
+  route has `handle_batch`, a polled batch at a time in one unit of work. A poll's topics are handled
+  in the order of `routes`, not in the order the poll returned them: a service lists first the topics
+  whose events the others build on (the policy learns a task's input before it decides the task's
+  proposals). A handler that must wait for another topic's events reads that topic on another
+  consumer (another group): on the same one, those events would queue behind the waiting handler. A batch retried by
   `Bus.retrying` while errors are transient, and failing for any other reason, is handled again one
   event at a time through `Bus.handle_event`, so that only the bad event is dead-lettered.
 - `consume_raw`: the polled records as they are, for a consumer that keeps what it cannot decode
@@ -57,6 +61,8 @@ def consume_routes(
 ) -> None:
     """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself).
 
+    The topics of a poll are handled in the order of `routes`.
+
     A consumer off the path from proposal to result (the approval service) can trade latency for
     larger batches: with `fetch_min_bytes` the broker holds each fetch until that much is there, or
     `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes` and `fetch.max.wait.ms`).
@@ -85,8 +91,9 @@ def consume_routes(
         by_topic: dict[str, list[Any]] = {}
         for record in polled:
             by_topic.setdefault(names[record.topic], []).append(record)
-        for name, records in by_topic.items():
-            route = routes[name]
+        for name, route in routes.items():  # the order of `routes`: what the later topics build on first
+            if (records := by_topic.get(name)) is None:
+                continue
             async with bus.acknowledged_at_end():  # what the handlers publish is acknowledged before the records count as handled
                 if route.handle_batch is None:
                     for record in records:

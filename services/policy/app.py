@@ -31,7 +31,7 @@ from services.policy.settings import PolicySettings
 __all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
 NAME = "policy"
-FACTS_GROUP = "policy.facts"  # the consumer group of results and tasks (`servicekit.bus_rights` grants it)
+RESULTS_GROUP = "policy.results"  # the consumer group of `actions.results` (`servicekit.bus_rights` grants it)
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,19 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     )
     handlers = PolicyHandlers(service)
     decisions = {
+        # Not in the design's table: a task's request vouches for values, its untrusted fields taint them
+        # (provenance). First: a poll's tasks are learned before its proposals are decided.
+        "tasks": Route(handlers.task, handle_batch=handlers.task_batch),
         "actions.proposed": Route(handlers.proposed, handle_batch=handlers.proposed_batch),
         "approvals": Route(handlers.approval),
     }
-    # What a task read, on a consumer of its own: a proposal may wait for the result of its task's
-    # earlier read (`provenance_wait_s`), and on one consumer with the proposals that result would be
-    # queued behind the waiting proposal, so the wait could only time out (and fail closed).
-    facts = {
-        # Not in the design's table: results are needed to release a failed call's budget reservation.
-        "actions.results": Route(handlers.result, handle_batch=handlers.result_batch),
-        # Also not in the table: a task's request vouches for values, its untrusted fields taint them (provenance).
-        "tasks": Route(handlers.task, handle_batch=handlers.task_batch),
-    }
+    # Also not in the table: results release a failed call's budget reservation and say what a read
+    # returned. On a consumer of their own: a proposal may wait for the result of its task's earlier read
+    # (`provenance_wait_s`), and on the proposals' consumer that result would queue behind the waiting
+    # proposal, so the wait could only time out (and fail closed).
+    results = {"actions.results": Route(handlers.result, handle_batch=handlers.result_batch)}
     consume_routes(bus, decisions, group_id=f"{kit.topic_prefix}policy")
-    consume_routes(bus, facts, group_id=f"{kit.topic_prefix}{FACTS_GROUP}")
+    consume_routes(bus, results, group_id=f"{kit.topic_prefix}{RESULTS_GROUP}")
     bus.consume("control", handlers.control, group_id=None)
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 

@@ -130,7 +130,7 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
-    # Set (and replaced) each time results or tasks are stored: wakes the proposals waiting for them.
+    # Set (and replaced) each time results are stored: wakes the proposals waiting for them.
     _learned: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     # Each tenant's settings as last validated, with the pack, record and directory they came from.
     _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
@@ -172,7 +172,7 @@ class PolicyService:
         )
 
     def _wake(self) -> None:
-        """Wake the proposals waiting for what a task read: results or tasks were just stored."""
+        """Wake the proposals waiting for what a task read: results were just stored."""
         learned, self._learned = self._learned, asyncio.Event()
         learned.set()
 
@@ -186,7 +186,7 @@ class PolicyService:
         Results arrive on their own consumer (`app.py`), which may lag the proposals: a task whose
         authorized calls have results this service must learn (untrusted output, system-of-record
         figures) and has not yet is read again, up to `provenance_wait_s`, so that what it read is known
-        before it is decided. It is read again as soon as this process stored results or tasks, and at
+        before it is decided. It is read again as soon as this process stored results, and at
         least every 50 ms (another copy of the service may be the one that stores them). All the tasks
         are read in one statement, then only those still waiting.
         """
@@ -406,7 +406,6 @@ class PolicyService:
     async def on_tasks(self, events: Sequence[Envelope]) -> None:
         """`on_task` for a polled batch of `tasks` events, stored at once."""
         await self.repo.learn_many([_task_input(event.data) for event in events if isinstance(event, TaskSubmitted)])
-        self._wake()
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 import schemas as s
 from schemas.examples import sample_events
 from servicekit import ADMIN, Bus, KitSettings, ensure_topics, kafka_options, make_broker
+from servicekit.consume import Route, consume_routes
 
 
 def consumed_topics() -> list[str]:
@@ -78,6 +79,40 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(ki
         assert any("tenantid" in r.data.error or "Field required" in r.data.error for r in rejected)
     finally:
         await producer.stop()
+        await bus.stop()
+
+
+async def test_a_polls_topics_are_handled_in_the_order_of_the_routes_not_of_the_poll(kit: KitSettings, wait_for: Any) -> None:
+    """The policy learns a task's input before it decides the task's proposals, whatever order a poll returns them in."""
+
+    def bus_named(name: str) -> Bus:
+        return Bus(make_broker(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix)
+
+    samples = dict((topic, event) for topic, event in sample_events() if topic in ("tasks", "actions.proposed"))
+    publisher = bus_named("publisher")
+    await publisher.start()
+    try:  # the proposal first, in its own partition; both are there before the consumer's first poll
+        await publisher.publish("actions.proposed", samples["actions.proposed"])
+        await publisher.publish("tasks", samples["tasks"])
+    finally:
+        await publisher.stop()
+
+    handled: list[str] = []
+
+    async def one(event: Any) -> None:
+        handled.append(event.type)
+
+    async def batch(events: list[Any]) -> None:
+        handled.extend(e.type for e in events)
+
+    bus = bus_named("ordered")
+    routes = {"tasks": Route(one, handle_batch=batch), "actions.proposed": Route(one, handle_batch=batch)}
+    consume_routes(bus, routes, group_id=f"{kit.topic_prefix}ordered")
+    await bus.start()
+    try:
+        await wait_for(lambda: len(handled) == 2, what="the task and the proposal handled")
+        assert handled == ["tidegate.task.submitted", "tidegate.action.proposed"]
+    finally:
         await bus.stop()
 
 
