@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.completeness import CompletenessReport, check_complete
+    from services.audit.completeness import CompletenessReport, Missing, check_complete
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story
@@ -29,6 +29,7 @@ __all__ = [
     "Checkpointer",
     "CompletenessReport",
     "Explanation",
+    "Missing",
     "PostgresAuditLog",
     "SearchFilters",
     "StoryLine",
@@ -51,6 +52,7 @@ _HOME = {
     "AuditProcess": "app",
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
+    "Missing": "completeness",
     "Checkpointer": "handlers",
     "read_published_checkpoints": "published",
     "StoryLine": "reading",

@@ -10,8 +10,9 @@ the bus, so an offset that holds no record (compacted away, a transaction marker
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -141,11 +142,37 @@ async def find_missing(log: AuditLog, bootstrap: str, offsets: Offsets, *, clien
     return missing
 
 
-async def check_complete(log: AuditLog, bootstrap: str, prefix: str, *, client_options: dict[str, Any] | None = None) -> CompletenessReport:
-    """Compare every offset of every topic of the deployment `prefix` on the bus with the audit log."""
+async def check_complete(
+    log: AuditLog,
+    bootstrap: str,
+    prefix: str,
+    *,
+    client_options: dict[str, Any] | None = None,
+    catch_up_s: float = 0.0,
+    waiting: Callable[[list[Missing]], None] | None = None,
+) -> CompletenessReport:
+    """Compare every offset of every topic of the deployment `prefix` on the bus with the audit log.
+
+    On a live deployment the newest records of a partition may be on the bus and not yet recorded
+    (the audit service is a poll behind; it also records its own checkpoints, published on a timer).
+    With `catch_up_s`, records missing at the end of their partition are looked for again, every half
+    second for up to that long, before they count as missing (`waiting` is told once, with them). The
+    offsets compared are those of the start: what is written meanwhile is not asked for. A record
+    missing before the end of its partition is not waited for: the audit service records each
+    partition in order, so it is missing for good.
+    """
     started = time.perf_counter()
     offsets = await bus_offsets(bootstrap, prefix, client_options=client_options)
     missing = await find_missing(log, bootstrap, offsets, client_options=client_options)
+    deadline = time.monotonic() + catch_up_s
+    if catch_up_s > 0 and waiting is not None and any(m.at_end for m in missing):
+        waiting([m for m in missing if m.at_end])
+    while (newest := {(m.topic, m.partition) for m in missing if m.at_end}) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        again = await find_missing(log, bootstrap, {tp: offsets[tp] for tp in newest}, client_options=client_options)
+        missing = sorted(
+            [m for m in missing if (m.topic, m.partition) not in newest] + again, key=lambda m: (m.topic, m.partition, m.first)
+        )
     return CompletenessReport(
         topics=len({t for t, _ in offsets}),
         partitions=len(offsets),

@@ -16,6 +16,7 @@ from rich.table import Table
 from servicekit import OPS, Keyring, kafka_options
 from services.audit import (
     CompletenessReport,
+    Missing,
     PostgresAuditLog,
     SearchFilters,
     StoryLine,
@@ -71,16 +72,31 @@ def verify(
     complete: bool = typer.Option(
         False, "--complete", help="Also prove every offset the bus still holds (every topic, partition) has its row; list the missing."
     ),
+    catch_up_s: float = typer.Option(
+        15.0,
+        "--catch-up-s",
+        min=0,
+        help="With --complete: how long the newest records of a partition may take to be recorded (the audit service "
+        "is a poll behind on a live deployment) before they count as missing. 0: report them at once.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
     kit = settings()
 
+    def waiting(newest: list[Missing]) -> None:
+        count = sum(m.count for m in newest)
+        err_console.print(f"waiting up to {catch_up_s:g} s for the audit service to record the newest {count} record(s) of the bus")
+
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if bus else []
         report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
-        return report, (await check_complete(log, kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if complete else None)
+        if not complete:
+            return report, None
+        return report, await check_complete(
+            log, kit.kafka_bootstrap, kit.topic_prefix, client_options=options, catch_up_s=catch_up_s, waiting=waiting
+        )
 
     report, completeness = run(_with_log(go))
     if as_json:

@@ -30,14 +30,14 @@ async def _complete_if_ok(kit: KitSettings) -> Any:
     return report if report.ok else None
 
 
-async def _cli(kit: KitSettings) -> Any:
+async def _cli(kit: KitSettings, *args: str) -> Any:
     env = {
         "TIDEGATE_DATABASE_URL": kit.database_url,
         "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
         "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
         "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
     }
-    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "verify", "--complete", "--json"], env=env)
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "verify", "--complete", "--json", *args], env=env)
 
 
 async def test_complete_then_a_deleted_row_and_records_written_while_the_audit_was_down_are_named(
@@ -81,9 +81,44 @@ async def test_complete_then_a_deleted_row_and_records_written_while_the_audit_w
         (tasks, 0, 4, 4, False),
     ]
     assert sum(m.count for m in report.missing if m.topic != checkpoints) == 4
-    result = await _cli(kit)
+    result = await _cli(kit, "--catch-up-s", "0")  # the audit service is down: what is missing at the end stays missing
     assert result.exit_code == 1
     doc = json.loads(result.output)
     named = [(m["topic"], m["first"], m["last"]) for m in doc["completeness"]["missing"] if m["topic"] != checkpoints]
     assert named == [(proposed, 5, 7), (tasks, 4, 4)]
     assert doc["breaks"]  # the deleted row also breaks its chain
+
+
+async def test_the_newest_records_are_waited_for_while_the_audit_service_catches_up(
+    kit: KitSettings, fast_settings: AuditSettings, producer: Any, probe: Any, wait_for: Any
+) -> None:
+    """On a live deployment the newest records are a poll behind (and the service's own checkpoints, on a timer, are
+    always being written): `--complete` waits for them, up to `--catch-up-s`, instead of naming them missing."""
+    proposed = kit.topic_prefix + "actions.proposed"
+    svc = build(kit, fast_settings)
+    await svc.start()
+    try:
+        await producer.send_and_wait(proposed, json.dumps({"n": 0}).encode(), partition=0)
+        await wait_for(probe.matches, timeout=30, what="every record in the log")
+    finally:
+        await svc.stop()
+    for i in range(3):  # written while the audit service is down; it is started again while the check waits
+        await producer.send_and_wait(proposed, json.dumps({"late": i}).encode(), partition=0)
+
+    told: list[Any] = []
+    log = await PostgresAuditLog.connect(kit.database_url)
+    again = build(kit, fast_settings)
+    try:
+        checking = asyncio.create_task(
+            check_complete(
+                log, kit.kafka_bootstrap, kit.topic_prefix, client_options=kafka_options(kit, ADMIN), catch_up_s=60, waiting=told.append
+            )
+        )
+        await wait_for(lambda: told, timeout=30, what="the check waiting for the newest records")
+        assert [(m.topic, m.first, m.last, m.at_end) for m in told[0] if m.topic == proposed] == [(proposed, 1, 3, True)]
+        await again.start()
+        report = await checking
+        assert report.ok, [m.describe() for m in report.missing]
+    finally:
+        await again.stop()
+        await log.close()
