@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,7 +57,7 @@ from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
-from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Settled, TaskInput, TaskReads
+from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Scope, Settled, TaskInput, TaskReads
 from services.policy.settings import PolicySettings
 
 __all__ = ["PolicyService", "Publish", "PublishMany"]
@@ -130,8 +130,8 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
-    # Set (and replaced) each time results are stored: wakes the proposals waiting for them.
-    _learned: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # The proposals waiting for a result of their task, by task: each one's event is set when one is stored.
+    _waiting: dict[Scope, set[asyncio.Event]] = field(default_factory=dict, init=False)
     # Each tenant's settings as last validated, with the pack, record and directory they came from.
     _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
 
@@ -171,16 +171,30 @@ class PolicyService:
             tenant=self._tenant(tenant_id),
         )
 
-    def _wake(self) -> None:
-        """Wake the proposals waiting for what a task read: results were just stored."""
-        learned, self._learned = self._learned, asyncio.Event()
-        learned.set()
+    def _wake(self, scopes: Iterable[Scope]) -> None:
+        """Wake the proposals waiting for a result of these tasks: one was just stored."""
+        for scope in scopes:
+            for woken in self._waiting.pop(scope, ()):
+                woken.set()
+
+    def _listen(self, scopes: Iterable[Scope], woken: asyncio.Event) -> None:
+        """Have `woken` set when a result of one of these tasks is stored."""
+        for scope in scopes:
+            self._waiting.setdefault(scope, set()).add(woken)
+
+    def _forget(self, scopes: Iterable[Scope], woken: asyncio.Event) -> None:
+        """Stop `_listen` for these tasks."""
+        for scope in scopes:
+            if (listeners := self._waiting.get(scope)) is not None:
+                listeners.discard(woken)
+                if not listeners:
+                    del self._waiting[scope]
 
     def _unseen(self, awaiting: list[str]) -> list[str]:
         """Of the tools of a task's calls whose result is not seen yet, those whose result this service must learn."""
         return [t for t in awaiting if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
 
-    async def _task_contexts(self, scopes: list[tuple[str, str]]) -> dict[tuple[str, str], TaskContext]:
+    async def _task_contexts(self, scopes: list[Scope]) -> dict[Scope, TaskContext]:
         """What each task has read (provenance, system-of-record entries) and done (its flow) before the call under decision.
 
         Results arrive on their own consumer (`app.py`), which may lag the proposals: a task whose
@@ -188,20 +202,26 @@ class PolicyService:
         figures) and has not yet is read again, up to `provenance_wait_s`, so that what it read is known
         before it is decided. It is read again as soon as this process stored results, and at
         least every 50 ms (another copy of the service may be the one that stores them). All the tasks
-        are read in one statement, then only those still waiting.
+        are read in one statement, then only those still waiting, each time one of their results is stored.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.provenance_wait_s
-        learned = self._learned
-        reads = await self.repo.task_reads(scopes)
-        while waiting := [s for s in scopes if self._unseen(reads[s].awaiting)]:
-            if (left := deadline - loop.time()) <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(0.05, left)):
-                    await learned.wait()
-            learned = self._learned
-            reads |= await self.repo.task_reads(waiting)
+        woken = asyncio.Event()
+        waiting = scopes
+        try:
+            self._listen(waiting, woken)  # before the read: a result stored after it wakes this wait
+            reads = await self.repo.task_reads(scopes)
+            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting)]:
+                if (left := deadline - loop.time()) <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(0.05, left)):
+                        await woken.wait()
+                woken.clear()
+                self._listen(waiting, woken)
+                reads |= await self.repo.task_reads(waiting)
+        finally:
+            self._forget(scopes, woken)
         return {scope: self._context(reads[scope]) for scope in scopes}
 
     def _context(self, read: TaskReads) -> TaskContext:
@@ -437,7 +457,7 @@ class PolicyService:
     async def on_results(self, events: list[ActionResult]) -> None:
         """`on_result` for a polled batch of results, stored in one unit of work, in order."""
         settled = await self.repo.end_many([self._ending(event) for event in events])
-        self._wake()
+        self._wake({(event.data.tenant_id, event.data.task_id) for event in events})
         for event, paid in zip(events, settled, strict=True):
             await self._learn_payee(paid, event.data.tool, event.data.action_id)
 
