@@ -149,15 +149,17 @@ async def _measure(kit: KitSettings, n_tasks: int, concurrency: int, admin: asyn
 
 
 def main() -> None:
-    """Command line: `python -m bench.executor_bench [--tasks N] [--concurrency C]`."""
+    """Command line: `python -m bench.executor_bench [--tasks N | --full] [--concurrency C]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--tasks", type=int, default=300, help="Triage tasks of three actions each (10 more warm up first).")
+    parser.add_argument("--tasks", type=int, default=None, help="Triage tasks of three actions each, 10 more warm up first (default 300).")
+    parser.add_argument("--full", action="store_true", help="3,000 tasks instead of 300.")
     parser.add_argument("--concurrency", type=int, default=8, help="Tasks in flight at once (the executor's default lanes).")
     parser.add_argument(
         "--admin-url", default=None, help="A superuser DSN to create and drop the bench database (the local cluster's by default)."
     )
     args = parser.parse_args()
-    figures = asyncio.run(run(args.tasks + 10, args.concurrency, args.admin_url or local_superuser_url(KitSettings())))
+    tasks = args.tasks if args.tasks is not None else 3000 if args.full else 300
+    figures = asyncio.run(run(tasks + 10, args.concurrency, args.admin_url or local_superuser_url(KitSettings())))
     emit_figures("executor_bench", figures)
 
 

@@ -41,6 +41,8 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("e2e", "bench.e2e_bench", ()),
     ("e2e_burst", "bench.e2e_bench", ("--rate", "0", "--tasks", "400", "--light", "0", "--idle", "0")),
     ("replay", "bench.replay_bench", ()),
+    ("executor", "bench.executor_bench", ()),
+    ("planner", "bench.planner_bench", ()),
     ("tracing", "bench.tracing_bench", ()),
     ("signing", "bench.signing_bench", ()),
 )
@@ -520,6 +522,36 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     ]
 
 
+def other_figures(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
+    """The benchmarks with no bare limit beside them: replay/what-if, and one service at a time on its own database."""
+    found: list[str] = []
+    if replay := figures.get("replay"):
+        found.append(
+            f"- replay/what-if over {replay.get('events', '?'):,} recorded events: read + validate "
+            f"{_fmt(_num(figures, 'replay', 'read_events_per_s'), ',.0f', ' events/s')}, what-if "
+            f"{_fmt(_num(figures, 'replay', 'whatif_per_s'), ',.0f', ' proposals/s')}, replay "
+            f"{_fmt(_num(figures, 'replay', 'replay_events_per_s'), ',.0f', ' events/s')} "
+            f"({command('bench.replay_bench', full)})"
+        )
+    if executor := figures.get("executor"):
+        found.append(
+            f"- the executor alone (built by its wiring point on a database of its own, the demo's systems of record; no Kafka) over "
+            f"{executor.get('actions', '?'):,} actions: {_fmt(_num(figures, 'executor', 'executor_cpu_us_per_action'), ',.0f', ' µs')} "
+            f"of CPU per action, {_fmt(_num(figures, 'executor', 'actions_per_s'), ',.0f', ' actions/s')}, "
+            f"{_fmt(_num(figures, 'executor', 'database_transactions_per_action'), '.2f')} database transactions per action "
+            f"({command('bench.executor_bench', full)})"
+        )
+    if planner := figures.get("planner"):
+        found.append(
+            f"- the planner's own Python (its handlers and state machine over a stand-in pool that answers as the database would; "
+            f"no Kafka, no database) over {planner.get('events', '?'):,} events of "
+            f"{planner.get('tasks', '?'):,} tasks: {_fmt(_num(figures, 'planner', 'cpu_us_per_event'), ',.0f', ' µs')} of CPU "
+            f"per event, {_fmt(_num(figures, 'planner', 'statements_per_event'), '.2f')} statements per event "
+            f"({command('bench.planner_bench', full)})"
+        )
+    return ["## Other figures (no bare limit)", "", *found, ""] if found else []
+
+
 def signature_floor(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
     """What the signatures alone cost a governed action at this run's prices, beside the CPU target."""
     sign, check = _num(figures, "signing", "sign_us"), _num(figures, "signing", "check_us")
@@ -590,18 +622,7 @@ def render(
     ]
     if failed:
         lines += [f"Not measured in this run (the benchmark failed; its output is above `make bench`'s): {', '.join(failed)}.", ""]
-    replay = figures.get("replay", {})
-    if replay:
-        lines += [
-            "## Other figures (no bare limit)",
-            "",
-            f"- replay/what-if over {replay.get('events', '?'):,} recorded events: read + validate "
-            f"{_fmt(_num(figures, 'replay', 'read_events_per_s'), ',.0f', ' events/s')}, what-if "
-            f"{_fmt(_num(figures, 'replay', 'whatif_per_s'), ',.0f', ' proposals/s')}, replay "
-            f"{_fmt(_num(figures, 'replay', 'replay_events_per_s'), ',.0f', ' events/s')} "
-            f"({command('bench.replay_bench', full)})",
-            "",
-        ]
+    lines += other_figures(figures, full)
     tracing = figures.get("tracing", {})
     if tracing:
         steps = (
