@@ -304,6 +304,15 @@ CUTS = (
     "of CPU a message, 8,300–9,900 against 2,600–3,100 messages/s; signed, 258 against 304 µs. It would save "
     "~60 µs a message, roughly 0.5–1 ms a governed action, the largest single item left outside the services' own "
     "work, and a port of the kit's consume and publish path (FastStream has a confluent broker).",
+    "- **What a correctness fix cost (2026-12-01, a faster machine: the bare hop 36 µs a message).** The policy "
+    "read results on the proposals' consumer, so a proposal waiting for its task's read held the consumer that "
+    "would deliver it; results now have a consumer (group) of their own. Back to back at a burst "
+    "(`bench.e2e_bench --tasks 300 --rate 0 --light 0 --idle 0`, f185973 against the fix, three pairs, load ~1): "
+    "the policy 1.47 / 1.60 / 1.51 → 1.89 / 1.86 / 1.74 ms of CPU per action with every stored batch of results "
+    "waking every waiting proposal to read its tasks again, then 1.71 / 1.68 / 1.75 once a proposal is woken only "
+    "by a result of its own task (five services 6.7 / 7.3 / 6.5 → 6.8 / 6.8 / 6.8 ms). At 5 tasks/s nothing "
+    "measurable (24.7 / 26.3 → 24.0 / 26.1 ms per action, p50 20 / 21 → 17 / 19 ms); idle +3 ms a second for "
+    "the second consumer.",
 )
 
 
