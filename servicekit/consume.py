@@ -11,9 +11,10 @@ acknowledged (`Bus.acknowledged_at_end`), and rewinds it if the handler raises a
   in the order of `routes`, not in the order the poll returned them: a service lists first the topics
   whose events the others build on (the policy learns a task's input before it decides the task's
   proposals). A handler that must wait for another topic's events reads that topic on another
-  consumer (another group): on the same one, those events would queue behind the waiting handler. A batch retried by
-  `Bus.retrying` while errors are transient, and failing for any other reason, is handled again one
-  event at a time through `Bus.handle_event`, so that only the bad event is dead-lettered.
+  consumer (another group): on the same one, those events would queue behind the waiting handler.
+  A batch retried by `Bus.retrying` while errors are transient, and failing for any other reason, is
+  handled again one event at a time through `Bus.handle_event`, so that only the bad event is
+  dead-lettered.
 - `consume_raw`: the polled records as they are, for a consumer that keeps what it cannot decode
   (the audit log records every record of every topic).
 """

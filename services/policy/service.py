@@ -130,7 +130,7 @@ class PolicyService:
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
-    # The proposals waiting for a result of their task, by task: each one's event is set when one is stored.
+    # The proposals waiting for a result of their task, by task: each one's event is set whenever one is stored.
     _waiting: dict[Scope, set[asyncio.Event]] = field(default_factory=dict, init=False)
     # Each tenant's settings as last validated, with the pack, record and directory they came from.
     _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
@@ -174,7 +174,7 @@ class PolicyService:
     def _wake(self, scopes: Iterable[Scope]) -> None:
         """Wake the proposals waiting for a result of these tasks: one was just stored."""
         for scope in scopes:
-            for woken in self._waiting.pop(scope, ()):
+            for woken in self._waiting.get(scope, ()):
                 woken.set()
 
     def _listen(self, scopes: Iterable[Scope], woken: asyncio.Event) -> None:
@@ -200,16 +200,16 @@ class PolicyService:
         Results arrive on their own consumer (`app.py`), which may lag the proposals: a task whose
         authorized calls have results this service must learn (untrusted output, system-of-record
         figures) and has not yet is read again, up to `provenance_wait_s`, so that what it read is known
-        before it is decided. It is read again as soon as this process stored results, and at
-        least every 50 ms (another copy of the service may be the one that stores them). All the tasks
-        are read in one statement, then only those still waiting, each time one of their results is stored.
+        before it is decided. All the tasks are read in one statement, then only those still waiting,
+        as soon as this process stored a result of one of them, and at least every 50 ms (another copy
+        of the service may be the one that stores it).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.provenance_wait_s
         woken = asyncio.Event()
         waiting = scopes
         try:
-            self._listen(waiting, woken)  # before the read: a result stored after it wakes this wait
+            self._listen(scopes, woken)  # before the read: a result stored after it wakes this wait
             reads = await self.repo.task_reads(scopes)
             while waiting := [s for s in waiting if self._unseen(reads[s].awaiting)]:
                 if (left := deadline - loop.time()) <= 0:
@@ -217,8 +217,7 @@ class PolicyService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(0.05, left)):
                         await woken.wait()
-                woken.clear()
-                self._listen(waiting, woken)
+                woken.clear()  # before the read: a result stored after it wakes this wait again
                 reads |= await self.repo.task_reads(waiting)
         finally:
             self._forget(scopes, woken)
