@@ -4,8 +4,9 @@ Prints figures; never asserts. The planner's handlers run the e2e bench's ticket
 delivery, a refund to a new payee and an account deletion, each refused once and handed off)
 through `PostgresTaskRepository` over a stand-in pool that answers each statement as the database
 would (the guarded write applies, the outbox ids come back), so the figure is the CPU of
-deciding, serialising the state and building and encoding the events to publish: what the planner
-spends beside the kit's consume and publish paths and asyncpg's round trips.
+deciding, serialising the state and building, signing and encoding the events to publish (each
+once, before the outbox keeps it): what the planner spends beside the kit's consume and publish
+paths and asyncpg's round trips.
 
     .venv/bin/python -m bench.planner_bench              # 300 tasks
     .venv/bin/python -m bench.planner_bench --tasks 2000
@@ -16,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.clients import emit_figures
@@ -37,7 +40,8 @@ from schemas import (
     TaskSubmitted,
     action_identity,
 )
-from servicekit import REPO_ROOT, ToolCatalog
+from servicekit import REPO_ROOT, Recorded, SigningKey, ToolCatalog, encode_signed
+from servicekit.outlet import record_event
 from services.planner import ActionIds, CostRates, PlannerHandlers, PlaybookStrategy, PostgresTaskRepository
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
@@ -103,6 +107,7 @@ class Driver:
     """Plays policy and executor for the planner: a step with alternatives is denied once, every other step allowed and run."""
 
     handlers: PlannerHandlers
+    signer: SigningKey
     sent: list[tuple[str, Envelope]] = field(default_factory=list)
     cpu_s: float = 0.0
     events: int = 0
@@ -130,8 +135,12 @@ class Driver:
             result = ActionSucceeded.build(succeeded(proposal), source="bench")
             await self.timed(self.handlers.on_result, result)
 
-    async def publish(self, topic: str, event: Envelope) -> None:
-        self.sent.append((topic, event))
+    def record(self, topic: str, event: Envelope) -> Recorded:
+        """The planner's outlet: each event signed and encoded as the service's bus does it, before it is stored."""
+        return record_event(topic, event, lambda e: encode_signed(e, self.signer))
+
+    async def publish_many(self, records: Sequence[Recorded]) -> None:
+        self.sent.extend((r.topic, r.event) for r in records if r.event is not None)
 
 
 def decision(p: ActionProposedData, outcome: str) -> ActionDecidedData:
@@ -167,11 +176,13 @@ async def bench(n_tasks: int) -> dict[str, Any]:
     catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
     pool = StandInPool()
     tickets = {t.ticket_id: t for t in TICKETS}
-    driver = Driver(handlers=None)  # type: ignore[arg-type]  # its handlers publish through it: set just below
+    with tempfile.TemporaryDirectory() as keys:
+        signer = SigningKey.load_or_create(Path(keys), "planner")
+    driver = Driver(handlers=None, signer=signer)  # type: ignore[arg-type]  # its handlers publish through it: set just below
     driver.handlers = PlannerHandlers(
         repo=PostgresTaskRepository(pool, CostRates()),  # type: ignore[arg-type]  # the stand-in answers as asyncpg's pool
         strategy=PlaybookStrategy(catalog),
-        publish=driver.publish,
+        out=driver,
         rates=CostRates(),
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
         ids=ActionIds(b"bench-planner-secret".ljust(32, b".")),

@@ -22,7 +22,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Recorded, Reject, make_broker, once_delivered, once_delivered_together
+from servicekit.bus import Bus, Handler, Reject, make_broker, once_delivered, once_delivered_together
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -30,6 +30,7 @@ from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
+from servicekit.outlet import EventOutlet, Outlet, Recorded
 from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import REPO_ROOT, KitSettings
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
@@ -49,9 +50,11 @@ __all__ = [
     "Bus",
     "CatalogError",
     "ControlState",
+    "EventOutlet",
     "Handler",
     "Keyring",
     "KitSettings",
+    "Outlet",
     "Recorded",
     "Refusal",
     "Reject",

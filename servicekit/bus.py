@@ -36,6 +36,7 @@ from servicekit.authority import Authority, appended_ms, encode_signed, sign_eve
 from servicekit.bus_auth import security_from_options
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
+from servicekit.outlet import Recorded, record_event
 from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
@@ -52,28 +53,13 @@ _ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
 _CONTENT_TYPE = CONTENT_TYPE.encode()
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """An encoded, signed event to publish as it is: catalog topic, Kafka key, its exact bytes, its `traceparent`.
-
-    What a service stored in its outbox goes out byte for byte (same event id, same signature) on
-    every (re)delivery, never decoded and encoded again.
-    """
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    traceparent: str | None
-    event: Envelope | None = None  # set when just made: counted in the published metric once, then
-
-
 @dataclass
 class _BatchDeliveries:
     """What the polled batch being handled has published: the acknowledgements it waits for, and what waits for them."""
 
     unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # `once_delivered`
-    sent: set[str] = field(default_factory=set)  # event ids: a redelivery inside the same batch publishes nothing twice
+    sent: set[str | bytes] = field(default_factory=set)  # `Recorded.identity`: a redelivery inside the batch publishes nothing twice
     gathered: dict[str, list[Any]] = field(default_factory=dict)  # `once_delivered_together`, by key
 
 
@@ -249,6 +235,14 @@ class Bus:
         """`event` signed with this bus's key (unchanged without a key)."""
         return sign_event(event, self.signer) if self.signer is not None else event
 
+    def record(self, topic: str, event: Envelope) -> Recorded:
+        """`event` as it goes out on catalog topic `topic` (`servicekit.outlet.Outlet`): signed, encoded once, with its trace.
+
+        An unsigned event without a trace context takes the current one. A service that stores what
+        it publishes stores these bytes and publishes them (`publish_many`) on every delivery.
+        """
+        return record_event(topic, event, self._signed_value)
+
     def _signed_value(self, event: Envelope) -> bytes:
         """The bytes of `self.sign(event)`, signed and encoded at once with this bus's key (`encode_signed`).
 
@@ -264,12 +258,8 @@ class Bus:
             if event.id in batch.sent:  # the same recorded event again (its source redelivered in this batch): once is enough
                 return
             batch.sent.add(event.id)
-        if event.signature is None and event.traceparent is None:
-            tp = current_traceparent()
-            if tp:
-                event = event.model_copy(update={"traceparent": tp})
-        value = self._signed_value(event) if event.signature is None else encode(event)
-        await self.publish_recorded(topic, event.key, value, event.traceparent, wait=wait)
+        made = self.record(topic, event)
+        await self.publish_recorded(topic, made.key, made.value, made.traceparent, wait=wait)
         metrics.observe_published(self.service, event)
 
     async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
@@ -294,11 +284,15 @@ class Bus:
 
         They are queued together, so the producer puts those of one partition in one request; inside
         a polled batch they are acknowledged when the batch ends, elsewhere this returns once the
-        broker acknowledged them all.
+        broker acknowledged them all. Inside a batch an event is published once (a source redelivered
+        in the same batch hands its stored records over again).
         """
+        batch = _batch.get()
+        if batch is not None:
+            records = [r for r in records if r.identity not in batch.sent]
+            batch.sent.update(r.identity for r in records)
         deliveries = [await self._send(r.topic, r.key, r.value, r.traceparent) for r in records]
         unacked = [d for d in deliveries if d is not None]
-        batch = _batch.get()
         if batch is None:
             await asyncio.gather(*unacked)
         else:

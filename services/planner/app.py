@@ -89,7 +89,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     handlers = PlannerHandlers(
         repo=deps.repo,
         strategy=deps.strategy or build_strategy(settings, catalog),
-        publish=bus.publish,
+        out=bus,
         rates=rates,
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
         ids=ActionIds.of_key(key),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,7 +20,7 @@ from schemas import (
     TaskSubmitted,
     utcnow,
 )
-from servicekit import once_delivered_together
+from servicekit import Attr, Outlet, once_delivered_together, span
 from services.planner import domain
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 OUR_PLANNER = "tidegate"
 _TIMEOUT_EVENT = "step-timeout:"
-Publish = Callable[[str, Envelope], Awaitable[None]]
 _APPROVAL_KINDS: dict[type[Envelope], str] = {
     ApprovalRequested: "requested",
     ApprovalGranted: "granted",
@@ -49,7 +48,7 @@ class PlannerHandlers:
 
     repo: TaskRepository
     strategy: Strategy
-    publish: Publish
+    out: Outlet  # the bus: each outbox event is signed before it is stored, and its stored bytes are what is published
     rates: CostRates
     read_only: frozenset[str]
     ids: ActionIds  # the planner's own: its action ids are unguessable and the same on every run
@@ -57,16 +56,15 @@ class PlannerHandlers:
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
 
     async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
-        await self._publish(await self.repo.apply(event_id, task_id, change))
+        await self._publish(await self.repo.apply(event_id, task_id, change, self.out.record))
 
     async def _publish(self, pending: list[PendingEvent]) -> None:
-        """Publish outbox entries; they are deleted once the broker has them, so a redelivery of their source publishes them again.
+        """Publish outbox entries as stored; deleted once the broker has them, a redelivery of their source publishes them again.
 
         In a polled batch they are deleted together, in one statement, once the whole batch is acknowledged.
         """
-        for item in pending:
-            await self.publish(item.topic, item.event)
         if pending:
+            await self.out.publish_many([p.record for p in pending])
             await once_delivered_together("planner.outbox", [p.outbox_id for p in pending], self.repo.published)
 
     async def on_task(self, event: TaskSubmitted) -> None:
@@ -131,7 +129,8 @@ class PlannerHandlers:
 
         The change is applied under a deterministic event id per step, so two copies that see the
         same overdue step close the task once. No bus redelivers such an id: an outcome a previous
-        tick stored but could not publish (the bus stopped first) is published here.
+        tick stored but could not publish (the bus stopped first) is published here. Each closing is
+        a span of its own, so its outcome starts a trace (no consumed event carries one in).
         """
         await self._publish(await self.repo.unpublished(_TIMEOUT_EVENT))
         now = self.clock()
@@ -140,11 +139,12 @@ class PlannerHandlers:
             state = await self.repo.get(task_id)
             if state is None or state.current is None:
                 continue
-            await self._apply(
-                f"{_TIMEOUT_EVENT}{task_id}:{state.current.step}",
-                task_id,
-                _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts)),
-            )
+            with span("planner step timeout", attributes={Attr.SERVICE: "planner", Attr.TASK: task_id, Attr.TENANT: state.tenant_id}):
+                await self._apply(
+                    f"{_TIMEOUT_EVENT}{task_id}:{state.current.step}",
+                    task_id,
+                    _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts)),
+                )
 
 
 def _existing(step: Callable[[TaskState], Transition]) -> Change:

@@ -2,9 +2,10 @@
 
 `apply` is the one unit of work: it skips an event already applied, runs the pure transition on the
 task's state, and in one statement saves state and steps and stores the events to publish in an
-outbox, unless the task changed since it was read (then it starts again). The caller publishes them
-and then calls `published`; an event redelivered before that hands back the same stored events, so
-a crash re-publishes identical events and never new ones.
+outbox, unless the task changed since it was read (then it starts again). The outbox keeps each event
+as it goes out (`servicekit.Outlet.record`: signed, with its trace context, encoded once). The caller
+publishes those bytes and then calls `published`; an event redelivered before that hands back the same
+stored bytes, so a crash re-publishes identical records (same id, same signature) and never new ones.
 """
 
 from __future__ import annotations
@@ -19,29 +20,48 @@ from typing import Any, Protocol
 import asyncpg
 from pydantic import BaseModel
 
-from schemas import decode, encode
-from services.planner.domain import CostRates, Outbound, StepRecord, TaskState, Transition
+from schemas import Envelope, decode
+from servicekit import Recorded
+from servicekit.outlet import record_event
+from services.planner.domain import CostRates, StepRecord, TaskState, Transition
 
-__all__ = ["Change", "InMemoryTaskRepository", "PendingEvent", "PostgresTaskRepository", "TaskRepository"]
+__all__ = ["Change", "InMemoryTaskRepository", "PendingEvent", "PostgresTaskRepository", "Seal", "TaskRepository", "unsigned"]
 
 Change = Callable[[TaskState | None], Transition | None]
 """Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
 
+Seal = Callable[[str, Envelope], Recorded]
+"""Makes an event's bytes as they go out on a topic (`servicekit.Outlet.record`), before they are stored."""
+
+
+def unsigned(topic: str, event: Envelope) -> Recorded:
+    """An event's bytes unsigned: for tests of the repository alone (the planner's handlers seal with the service's key)."""
+    return record_event(topic, event, None)
+
 
 @dataclass(frozen=True)
 class PendingEvent:
-    """An outbox entry: publish it, then mark it published."""
+    """An outbox entry: publish its bytes as they are, then mark it published."""
 
     outbox_id: int
-    topic: str
-    event: Any
+    record: Recorded
+
+    @property
+    def topic(self) -> str:
+        """The catalog topic it goes to."""
+        return self.record.topic
+
+    @property
+    def event(self) -> Any:
+        """The event, as its consumers decode it."""
+        return self.record.event if self.record.event is not None else decode(self.record.topic, self.record.value)
 
 
 class TaskRepository(Protocol):
     """Task state with exactly-once application of events."""
 
-    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
-        """Apply `change` once per `event_id`; return what must be published."""
+    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
+        """Apply `change` once per `event_id`, keeping its events as `seal` makes them; return what must be published."""
         ...
 
     async def published(self, outbox_ids: list[int]) -> None:
@@ -149,7 +169,7 @@ class PostgresTaskRepository(TaskRepository):
     cached_tasks: int = 1024  # states of the tasks last written, each with its version: most events then skip the parse
     _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
-    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
         """One round trip when this process wrote the task last or the task is new, two otherwise; no explicit transaction, no lock.
 
         The write is one statement, so atomic, and it applies only if the task's row is still the
@@ -167,7 +187,7 @@ class PostgresTaskRepository(TaskRepository):
             except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
                 transition = None
             if transition is not None and (kept is None or transition.changed):
-                written = await self._write(conn, event_id, kept, transition)
+                written = await self._write(conn, event_id, kept, transition, seal)
                 if written is not None:
                     return written
             while True:
@@ -185,7 +205,7 @@ class PostgresTaskRepository(TaskRepository):
                 transition = change(state)
                 if transition is None or (state is not None and not transition.changed):
                     return []  # nothing to do (or not our task: remember nothing about it)
-                written = await self._write(conn, event_id, kept, transition)
+                written = await self._write(conn, event_id, kept, transition, seal)
                 if written is not None:
                     return written
 
@@ -198,11 +218,12 @@ class PostgresTaskRepository(TaskRepository):
 
     async def _pending(self, conn: Any, event_id: str) -> list[PendingEvent]:
         rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
-        return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
+        return [PendingEvent(r["id"], Recorded.stored(r["topic"], r["payload"])) for r in rows]
 
-    async def _write(self, conn: Any, event_id: str, old: _Kept | None, transition: Transition) -> list[PendingEvent] | None:
+    async def _write(self, conn: Any, event_id: str, old: _Kept | None, transition: Transition, seal: Seal) -> list[PendingEvent] | None:
         """Save the task, its changed steps, the applied event and the outbox in one statement; None if the task changed since `old`."""
         new = transition.state
+        records = [seal(o.topic, o.event) for o in transition.outbound]
         state_json, parts = _state_json(new, old.parts if old else {})
         before = {s.step: s for s in old.state.steps} if old else {}
         changed = [s.step for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
@@ -219,16 +240,16 @@ class PostgresTaskRepository(TaskRepository):
             state_json,
             event_id,
             changed,
-            [o.topic for o in transition.outbound],  # topics and payloads as text arrays: no JSON around the events' JSON
+            [r.topic for r in records],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
             old.version if old else None,
             new.summary,
-            [encode(o.event).decode() for o in transition.outbound],
+            [r.value.decode() for r in records],
         )
         if row["version"] is None:
             return None
         self._remember(new.task_id, _Kept(row["version"], new, parts))
-        return [PendingEvent(i, o.topic, o.event) for i, o in zip(row["ids"], transition.outbound, strict=True)]
+        return [PendingEvent(i, r) for i, r in zip(row["ids"], records, strict=True)]
 
     async def published(self, outbox_ids: list[int]) -> None:
         """Delete delivered outbox entries."""
@@ -257,7 +278,7 @@ class PostgresTaskRepository(TaskRepository):
         rows = await self.pool.fetch(
             "SELECT id, topic, payload FROM planner.outbox WHERE starts_with(source_event_id, $1) ORDER BY id", source_prefix
         )
-        return [PendingEvent(r["id"], r["topic"], decode(r["topic"], r["payload"])) for r in rows]
+        return [PendingEvent(r["id"], Recorded.stored(r["topic"], r["payload"])) for r in rows]
 
 
 @dataclass
@@ -266,15 +287,15 @@ class InMemoryTaskRepository(TaskRepository):
 
     tasks: dict[str, TaskState] = field(default_factory=dict)
     processed: set[str] = field(default_factory=set)
-    outbox: dict[int, tuple[str, Outbound]] = field(default_factory=dict)
+    outbox: dict[int, tuple[str, Recorded]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _next: int = 0
 
-    async def apply(self, event_id: str, task_id: str, change: Change) -> list[PendingEvent]:
+    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
         """Same contract as the PostgreSQL implementation."""
         async with self._lock:
             if event_id in self.processed:
-                return [PendingEvent(i, o.topic, o.event) for i, (src, o) in sorted(self.outbox.items()) if src == event_id]
+                return [PendingEvent(i, r) for i, (src, r) in sorted(self.outbox.items()) if src == event_id]
             state = self.tasks.get(task_id)
             transition = change(state)
             if transition is None or not transition.changed:
@@ -286,8 +307,9 @@ class InMemoryTaskRepository(TaskRepository):
             pending = []
             for out in transition.outbound:
                 self._next += 1
-                self.outbox[self._next] = (event_id, out)
-                pending.append(PendingEvent(self._next, out.topic, out.event))
+                record = seal(out.topic, out.event)
+                self.outbox[self._next] = (event_id, record)
+                pending.append(PendingEvent(self._next, record))
             return pending
 
     async def published(self, outbox_ids: list[int]) -> None:
@@ -310,4 +332,4 @@ class InMemoryTaskRepository(TaskRepository):
 
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """See `TaskRepository`."""
-        return [PendingEvent(i, o.topic, o.event) for i, (src, o) in sorted(self.outbox.items()) if src.startswith(source_prefix)]
+        return [PendingEvent(i, r) for i, (src, r) in sorted(self.outbox.items()) if src.startswith(source_prefix)]

@@ -23,7 +23,7 @@ from schemas import (
     TaskSubmitted,
     utcnow,
 )
-from servicekit import REPO_ROOT, ToolCatalog
+from servicekit import REPO_ROOT, EventOutlet, ToolCatalog
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
@@ -47,7 +47,7 @@ class Harness:
         self.handlers = PlannerHandlers(
             repo=self.repo,
             strategy=PlaybookStrategy(catalog),
-            publish=self._publish,
+            out=EventOutlet(self._publish),
             rates=RATES,
             read_only=frozenset({"lookup_order", "get_ticket"}),
             ids=ActionIds(b"planner-test-secret-".ljust(32, b".")),

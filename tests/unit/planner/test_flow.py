@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas import TaskSubmittedData
+from servicekit import EventOutlet
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
@@ -169,10 +170,10 @@ async def test_a_crash_before_publishing_republishes_the_same_events_on_redelive
         lost.append(ev)
         raise ConnectionError("broker gone")
 
-    harness.handlers.publish = crash
+    harness.handlers.out = EventOutlet(crash)
     with pytest.raises(ConnectionError):
         await harness.handlers.on_task(event)
-    harness.handlers.publish = harness._publish
+    harness.handlers.out = EventOutlet(harness._publish)
     await harness.handlers.on_task(event)
     [(_, again)] = harness.published
     assert again.id == lost[0].id

@@ -8,6 +8,7 @@ rewound, and its redelivery found the event applied and the outbox empty: the ta
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from aiokafka.errors import KafkaTimeoutError
 from fake_producer import make_bus
 
 from schemas import TaskSubmitted, decode
+from servicekit import SigningKey, span
 from servicekit.bus import Bus
 from services.planner.handlers import PlannerHandlers
 from services.planner.strategies import PlaybookStrategy
@@ -28,36 +30,44 @@ def _handlers(harness: Any, bus: Bus, catalog: Any) -> PlannerHandlers:
     return PlannerHandlers(
         repo=harness.repo,
         strategy=PlaybookStrategy(catalog),
-        publish=bus.publish,
+        out=bus,
         rates=harness.handlers.rates,
         read_only=harness.handlers.read_only,
         ids=harness.handlers.ids,
     )
 
 
-async def test_a_proposal_lost_in_delivery_is_published_again_on_redelivery(harness: Any, catalog: Any) -> None:
+async def test_a_proposal_lost_in_delivery_is_published_again_on_redelivery(harness: Any, catalog: Any, tmp_path: Path) -> None:
     bus, producer = make_bus()
+    bus.signer = SigningKey.load_or_create(tmp_path, "planner")
     handlers = _handlers(harness, bus, catalog)
     event = TaskSubmitted.build(ticket_task(TICKET["T-1007"], task_id="t-T-1007"), source="test")
 
     async def first_delivery() -> None:
-        async with bus.acknowledged_at_end():
-            await handlers.on_task(event)
-            producer.deliveries[0].set_exception(KafkaTimeoutError())  # the broker never stores it
+        with span("planner handle task.submitted"):
+            async with bus.acknowledged_at_end():
+                await handlers.on_task(event)
+                producer.deliveries[0].set_exception(KafkaTimeoutError())  # the broker never stores it
 
     with pytest.raises(KafkaTimeoutError):
         await first_delivery()  # the batch is rewound: its offset is not committed
 
-    async def redelivery() -> None:
-        async with bus.acknowledged_at_end():
-            await handlers.on_task(event)
-            producer.ack_all()
+    async def redelivery() -> None:  # handled again, in a span (a trace context) of its own
+        with span("planner handle task.submitted"):
+            async with bus.acknowledged_at_end():
+                await handlers.on_task(event)
+                producer.ack_all()
 
     await asyncio.wait_for(redelivery(), 5)
     topics = [topic for topic, *_ in producer.sent]
     assert topics == ["p.actions.proposed", "p.actions.proposed"]
+    (_, first_bytes, *first_rest), (_, again_bytes, *again_rest) = producer.sent
+    assert again_bytes == first_bytes  # the stored record, byte for byte: same id, same signature, same trace context
+    assert again_rest == first_rest
     first, again = (decode("actions.proposed", value) for _, value, *_ in producer.sent)
     assert again.id == first.id  # the same recorded event: consumers see it once
+    assert first.signature is not None
+    assert first.keyid == bus.signer.key_id
     assert again.data.tool == "tag_ticket"
     assert await harness.repo.unpublished("") == []  # delivered now: the outbox is empty
 

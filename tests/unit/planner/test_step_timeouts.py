@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas import TaskSubmittedData
-from servicekit import ToolCatalog
+from servicekit import EventOutlet, ToolCatalog
 from services.planner.domain import StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.strategies import PlaybookStrategy
@@ -26,7 +26,7 @@ def timed(harness: Any, catalog: ToolCatalog) -> tuple[Any, list[datetime]]:
     harness.handlers = PlannerHandlers(
         repo=harness.repo,
         strategy=PlaybookStrategy(catalog),
-        publish=harness._publish,
+        out=EventOutlet(harness._publish),
         rates=harness.handlers.rates,
         read_only=harness.handlers.read_only,
         ids=harness.handlers.ids,
@@ -109,7 +109,7 @@ async def test_a_task_that_moves_on_is_never_timed_out(timed: Any) -> None:
 async def test_an_outcome_a_tick_could_not_publish_is_published_by_the_next(timed: Any) -> None:
     harness, now = timed
     await harness.submit(task("T-1007"))
-    publish, failing = harness.handlers.publish, [True]
+    publish, failing = harness._publish, [True]
 
     async def flaky(topic: str, event: Any) -> None:
         if failing and topic == "tasks.outcomes":
@@ -117,7 +117,7 @@ async def test_an_outcome_a_tick_could_not_publish_is_published_by_the_next(time
             raise ConnectionError("the bus stopped")
         await publish(topic, event)
 
-    harness.handlers.publish = flaky
+    harness.handlers.out = EventOutlet(flaky)
     now[0] = T0 + timedelta(seconds=61)
     with pytest.raises(ConnectionError):
         await harness.handlers.on_tick()
