@@ -2,11 +2,12 @@
 
 Prints figures; never asserts. The executor is built by its wiring point (`services.executor.build`,
 the service's pools and stores) on a database of its own (created with the PostgreSQL superuser,
-migrated, seeded, dropped at the end); only the bus is left out: results are signed and encoded as
-the bus would (`encode_signed`), then dropped. Each task runs the e2e bench's triage steps in order
-(tag the ticket, whose undo reads it first; add a note; draft a reply), `--concurrency` tasks at once
-as the service's lanes do. The figure is the process's CPU (`time.process_time`) over the actions:
-the executor's Python, asyncpg's and the event loop's work per action, without Kafka.
+migrated, seeded, dropped at the end); only the broker is left out: results are signed and encoded
+by the service's bus (`Bus.record`) and kept with their claims, as in the service, then dropped.
+Each task runs the e2e bench's triage steps in order (tag the ticket, whose undo reads it first;
+add a note; draft a reply), `--concurrency` tasks at once as the service's lanes do. The figure is
+the process's CPU (`time.process_time`) over the actions: the executor's Python, asyncpg's and the
+event loop's work per action, without Kafka.
 
     .venv/bin/python -m bench.executor_bench                  # 300 tasks, 900 actions
     .venv/bin/python -m bench.executor_bench --tasks 1000
@@ -20,6 +21,7 @@ import dataclasses
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ import asyncpg
 
 from bench.clients import emit_figures
 from schemas import ActionAuthorized, ActionAuthorizedData, Authorization, Envelope
-from servicekit import KitSettings, SigningKey, action_digest, authorization_message, encode_signed, service_key
+from servicekit import Bus, KitSettings, Recorded, SigningKey, action_digest, authorization_message
 from servicekit.db import open_pool
 from servicekit.dbroles import with_database
 from services.executor import build
@@ -96,20 +98,30 @@ async def _transactions(admin: asyncpg.Connection, dbname: str) -> int:
     return int(await admin.fetchval("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", dbname))
 
 
+@dataclasses.dataclass
+class Unsent:
+    """The executor's outlet without a broker: results are signed and encoded by its bus, as in the service; their sizes are kept."""
+
+    bus: Bus
+    sizes: list[int]
+
+    def record(self, topic: str, event: Envelope) -> Recorded:
+        return self.bus.record(topic, event)
+
+    async def publish_many(self, records: Sequence[Recorded]) -> None:
+        self.sizes.extend(len(r.value) for r in records)
+
+
 async def _measure(kit: KitSettings, n_tasks: int, concurrency: int, admin: asyncpg.Connection) -> dict[str, Any]:
     policy = SigningKey.load_or_create(kit.keys_dir, "policy")
-    signer = service_key(kit, "executor")
     published: list[int] = []
-
-    async def publish(topic: str, event: Envelope) -> None:  # what the bus does with a result before sending it
-        published.append(len(encode_signed(event, signer)))
 
     dbname = kit.database_url.rsplit("/", 1)[-1].split("?")[0]
     transactions = await _transactions(admin, dbname)
     process = build(kit)
     assert process.pool is not None
     await open_pool(process.pool, "the executor's database")
-    executor = dataclasses.replace(process.executor, publish=publish, ready=None)
+    executor = dataclasses.replace(process.executor, out=Unsent(process.bus, published), ready=None)
     if executor.context_pool is not None:
         await open_pool(executor.context_pool, "the systems' database")
     tickets = [t for t in TICKETS if t.ticket_id in TRIAGE]

@@ -126,7 +126,7 @@ def build(
         claims=deps.claims,
         invokers=ToolInvokers(python=python_tools, http=HttpTools(http_client), topic=topic_tools, connector=connector_tools),
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
-        publish=bus.publish,
+        out=bus,
         killed=kill_reason,
         context_pool=deps.tools_pool,
         ready=lambda: bus.wait_caught_up("control"),

@@ -29,10 +29,8 @@ from schemas import (
     ToolSpec,
     UndoPlan,
     action_identity,
-    decode,
-    encode,
 )
-from servicekit import Attr, Keyring, Reject, ToolCatalog, current_traceparent, span
+from servicekit import Attr, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
 from servicekit.costs import call_cost_usd
 from servicekit.toolcontract import ToolContext, ToolError
 from servicekit.undo import UndoUnavailable, before_args, plan_undo
@@ -56,7 +54,6 @@ __all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, Envelope], Awaitable[None]]
 KillCheck = Callable[[str, str], str | None]
 SOURCE = "tidegate/executor"
 _RESULT_EVENTS: dict[str, type[Envelope]] = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}
@@ -73,7 +70,8 @@ class Executor:
         claims: Where action ids are claimed.
         invokers: How each tool kind is called.
         credentials: Tenants' secrets by credential scope.
-        publish: Publishes an event on a catalog topic.
+        out: Where result events go out (the bus): each is signed and encoded once, kept with the claim, and its
+            kept bytes are what is published, on the first delivery and on every redelivery.
         killed: The reason of the kill switch stopping (tenant, tool), or None.
         context_pool: Database pool handed to in-process tools (the systems of record).
         ready: Awaited before the first call: `control` read to its end, so that a kill switch set while
@@ -88,7 +86,7 @@ class Executor:
     claims: ClaimStore
     invokers: ToolInvokers
     credentials: CredentialStore
-    publish: Publish
+    out: Outlet
     killed: KillCheck
     context_pool: Any = None
     ready: Callable[[], Awaitable[None]] | None = None
@@ -327,11 +325,11 @@ class Executor:
         return await self._settle(session, done, undo)
 
     async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
-        """Record the outcome `done` and its result event in one statement, then publish the event kept (made once)."""
-        event = self._result_event(done, undo)
-        made = encode(event).decode()
-        done = await session.finish(replace(done, result_event=made))
-        await self.publish("actions.results", event if done.result_event == made else decode("actions.results", str(done.result_event)))
+        """Record the outcome `done` and its result event (signed) in one statement, then publish the event kept, as kept."""
+        made = self.out.record("actions.results", self._result_event(done, undo))
+        text = made.value.decode()
+        done = await session.finish(replace(done, result_event=text))
+        await self._publish_kept(made, done.result_event)
         return done
 
     async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
@@ -340,10 +338,15 @@ class Executor:
         A redelivered or replayed authorization so gets the same event (same id), not a second
         result that consumers summing costs would count again.
         """
-        kept = record.result_event
-        if kept is None:  # finished before the outcome and its result event were kept in one statement
-            kept = await session.remember_result(encode(self._result_event(record)).decode())
-        await self.publish("actions.results", decode("actions.results", kept))
+        if record.result_event is not None:
+            await self.out.publish_many([Recorded.stored("actions.results", record.result_event)])
+            return
+        made = self.out.record("actions.results", self._result_event(record))  # finished before outcome and event were kept together
+        await self._publish_kept(made, await session.remember_result(made.value.decode()))
+
+    async def _publish_kept(self, made: Recorded, kept: str | None) -> None:
+        """Publish the result event kept: `made` when it was the one kept, else the one kept before it, byte for byte."""
+        await self.out.publish_many([made if kept == made.value.decode() else Recorded.stored("actions.results", str(kept))])
 
     def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
         error = None

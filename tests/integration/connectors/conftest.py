@@ -11,7 +11,7 @@ from connector_harness import CANARY, CATALOG, Executed
 
 import connectors as c
 import schemas as s
-from servicekit import REPO_ROOT, Keyring, SigningKey
+from servicekit import REPO_ROOT, EventOutlet, Keyring, SigningKey
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
@@ -72,7 +72,7 @@ def executed(tmp_path: Path) -> Executed:
         claims=InMemoryClaimStore(),
         invokers=ToolInvokers(python=python, http=python, topic=python, connector=ConnectorTools(c.ConnectorAccess(grants, vault), python)),
         credentials=CredentialStore({}, {}),
-        publish=publish,
+        out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
         sleep=no_wait,
     )

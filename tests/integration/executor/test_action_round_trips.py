@@ -11,7 +11,7 @@ import pytest
 from statements import Statements, counting_pool
 
 import schemas as s
-from servicekit import REPO_ROOT, Keyring, KitSettings, ToolCatalog, apply_migrations
+from servicekit import REPO_ROOT, EventOutlet, Keyring, KitSettings, ToolCatalog, apply_migrations
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
@@ -49,7 +49,7 @@ async def counted(infra: Any, kit: KitSettings, tenant: str) -> AsyncIterator[Co
         claims=PgClaimStore(pool, owner="test", prefix=f"art-{uuid.uuid4().hex[:8]}."),
         invokers=ToolInvokers(python=PythonTools(), http=PythonTools(), topic=PythonTools()),
         credentials=CredentialStore({}, {}),
-        publish=publish,
+        out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
         context_pool=tools_pool,
         undo=PgUndoStore(pool),

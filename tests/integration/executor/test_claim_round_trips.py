@@ -15,7 +15,7 @@ import pytest
 from statements import Statements, counting_pool
 
 import schemas as s
-from servicekit import Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
+from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
 from servicekit.toolcontract import ToolContext
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
@@ -94,7 +94,7 @@ def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_ke
         claims=PgClaimStore(pool, owner="test", prefix=f"rt-{uuid.uuid4().hex[:8]}."),
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
         credentials=CredentialStore({}, {}),
-        publish=publish,
+        out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
     )
     return Rig(executor, tool, published, statements)

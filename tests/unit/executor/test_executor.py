@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message, span
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
@@ -116,7 +116,7 @@ def world(tmp_path: Path) -> World:
         claims=claims,
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
         credentials=CredentialStore({("acme", "payments:refund"): "sk_acme"}, {}),
-        publish=publish,
+        out=EventOutlet(publish, signer=SigningKey.load_or_create(tmp_path, "executor")),  # signs as the service's bus does
         killed=lambda tenant, name: switches.get((tenant, name)),
         clock=lambda: NOW,
         sleep=sleep,
@@ -188,9 +188,11 @@ async def test_a_kill_switch_set_during_backoff_stops_the_retry(world: World) ->
 
 async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_lettered(world: World) -> None:
     event = world.authorize()
-    await world.executor.handle(event)
-    await world.executor.handle(event)
-    with pytest.raises(Reject) as rejected:
+    with span("executor handle action.authorized"):  # each delivery is handled in a trace context of its own
+        await world.executor.handle(event)
+    with span("executor handle action.authorized"):
+        await world.executor.handle(event)
+    with pytest.raises(Reject) as rejected, span("executor handle action.authorized"):
         await world.executor.handle(event.model_copy(update={"id": "another-event"}))
     assert rejected.value.code == "authorization_replayed"
     assert len(world.tool.contexts) == 1
@@ -198,7 +200,8 @@ async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_letter
     assert len({e.data.result["ok"] for e in world.published}) == 1
     # A redelivery and a replay get the result as first published, not a new event that a cost sum would count again.
     assert len({e.id for e in world.published}) == 1
-    assert len({s.encode(e) for e in world.published}) == 1
+    assert len({s.encode(e) for e in world.published}) == 1  # the kept bytes: same signature, same trace context
+    assert world.published[0].signature is not None
 
 
 async def test_an_interrupted_claim_is_recovered_by_calling_again_only_when_safe(world: World) -> None:

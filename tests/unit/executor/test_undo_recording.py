@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import Keyring, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import EventOutlet, Keyring, SigningKey, ToolCatalog, action_digest, authorization_message
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
@@ -58,7 +58,7 @@ def executor(tmp_path: Path, systems: Systems, published: list[s.Envelope], undo
         claims=InMemoryClaimStore(),
         invokers=ToolInvokers(python=systems, http=systems, topic=systems),
         credentials=CredentialStore({}, {}),
-        publish=publish,
+        out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
         clock=lambda: NOW,
         undo=undo,
