@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from servicekit import Recorded
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
 from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
 from services.approval._webhook_store import Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
@@ -37,12 +38,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """An event to publish on `topic`, encoded."""
+    """An event to publish on `topic`, encoded and signed: `payload` is stored, and published as it is."""
 
     event_id: str
     approval_id: str
     topic: str
     payload: str
+    made: Recorded | None = field(default=None, compare=False)  # the record `payload` was made from, while it is at hand
 
 
 class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
@@ -233,7 +235,7 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
 
     def _side(self, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery], now: datetime) -> None:
         for item in outbox:
-            self.outbox.setdefault(item.event_id, (item, False))
+            self.outbox.setdefault(item.event_id, (replace(item, made=None), False))  # kept as PostgreSQL keeps it: its stored text
         for d in deliveries:
             self.delivery_rows.setdefault(d.delivery_id, replace(d, next_attempt_at=now))
 

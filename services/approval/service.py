@@ -34,11 +34,21 @@ from schemas import (
     ApprovalResolved,
     Envelope,
     ReasonCode,
-    decode,
-    encode,
 )
-from servicekit import Attr, ControlState, Reject, SigningKey, ToolCatalog, current_traceparent, once_delivered, sign_event, span
+from servicekit import (
+    Attr,
+    ControlState,
+    Recorded,
+    Reject,
+    SigningKey,
+    ToolCatalog,
+    current_traceparent,
+    encode_signed,
+    once_delivered,
+    span,
+)
 from servicekit.metrics import observe_human_decision, observe_queue
+from servicekit.outlet import record_event
 from servicekit.undo import UndoRefused, undo_proposal
 from services.approval import auth, domain, webhooks
 from services.approval._undo_store import InMemoryUndoResults, UndoResults
@@ -68,10 +78,14 @@ _ENVELOPES: dict[str, type[Envelope]] = {
 
 
 class Publisher(Protocol):
-    """Publishes an event on a catalog topic (the Bus, or a list in tests)."""
+    """Publishes on catalog topics (the Bus; `servicekit.EventOutlet` in tests)."""
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """Publish."""
+        """Publish an event (signed by the publisher)."""
+        ...
+
+    async def publish_many(self, records: Sequence[Recorded]) -> None:
+        """Publish recorded events as they are (an outbox's stored bytes)."""
         ...
 
 
@@ -506,8 +520,9 @@ class ApprovalService(WebhookSide):
             data = (
                 domain.unsigned_request(record) if event_type == domain.REQUESTED else domain.signed_decision(record, event_type, self.key)
             )
-            event = sign_event(envelope_type.build(data, source=SOURCE, traceparent=current_traceparent()), self.key)
-            outbox.append(OutboxItem(event.id, record.approval_id, "approvals", encode(event).decode()))
+            event = envelope_type.build(data, source=SOURCE)
+            made = record_event("approvals", event, self._signed)  # with the current trace context, signed, before it is stored
+            outbox.append(OutboxItem(event.id, record.approval_id, "approvals", made.value.decode(), made))
         deliveries = [
             Delivery(
                 delivery_id=f"msg_{uuid.uuid4().hex}",
@@ -521,9 +536,14 @@ class ApprovalService(WebhookSide):
         ]
         return outbox, deliveries
 
+    def _signed(self, event: Envelope) -> bytes:
+        return encode_signed(event, self.key)
+
     async def _publish(self, outbox: Sequence[OutboxItem]) -> None:
-        for item in outbox:
-            await self.publisher.publish(item.topic, decode(item.topic, item.payload))
-            # Marked once the broker has it: in a polled batch the publish returned when queued (`once_delivered`).
+        """Publish outbox entries as they were stored (byte for byte, on every attempt), then mark them published."""
+        if not outbox:
+            return
+        await self.publisher.publish_many([item.made or Recorded.stored(item.topic, item.payload) for item in outbox])
+        for item in outbox:  # marked once the broker has it: in a polled batch the publish returned when queued (`once_delivered`)
             await once_delivered(functools.partial(self.repo.mark_published, item.event_id))
             self.published += 1

@@ -13,7 +13,7 @@ from signers import SigningBus
 from statements import Statements, counting_pool
 
 from schemas import ActionDecided, ActionFailed, ActionResult, ActionResultData, ActionSucceeded, Envelope, UndoPlan
-from servicekit import KitSettings, SigningKey
+from servicekit import EventOutlet, KitSettings, SigningKey
 from services.approval._undo_store import PgUndoResults
 from services.approval.domain import GroupsConfig
 from services.approval.repository import PgApprovalRepository
@@ -39,7 +39,7 @@ async def counted(
 
     service = ApprovalService(
         repo=PgApprovalRepository(pool, "approval"),
-        publisher=Published(),
+        publisher=EventOutlet(Published().publish),
         key=SigningKey.load_or_create(tmp_path, "approval"),
         groups=GroupsConfig(),
         settings=ApprovalSettings(),

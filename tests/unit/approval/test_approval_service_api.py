@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +13,30 @@ import httpx
 import pytest
 from signers import as_operator
 
-from schemas import ActionDecidedData, ActionResultData, ControlKillswitch, ControlKillswitchData, Envelope, ErrorInfo, Reason, ResultCost
-from servicekit import REPO_ROOT, ControlState, Keyring, Reject, SigningKey, ToolCatalog, action_digest, approval_message, span
+from schemas import (
+    ActionDecidedData,
+    ActionResultData,
+    ControlKillswitch,
+    ControlKillswitchData,
+    Envelope,
+    ErrorInfo,
+    Reason,
+    ResultCost,
+    decode,
+)
+from servicekit import (
+    REPO_ROOT,
+    ControlState,
+    EventOutlet,
+    Keyring,
+    Recorded,
+    Reject,
+    SigningKey,
+    ToolCatalog,
+    action_digest,
+    approval_message,
+    span,
+)
 from services.approval import auth, webhooks
 from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
@@ -99,7 +121,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     sender = FlakySender(failures=1)
     service = ApprovalService(
         repo=repo,
-        publisher=bus,
+        publisher=EventOutlet(bus.publish),
         key=SigningKey.load_or_create(tmp_path, "approval"),
         groups=GroupsConfig(),
         settings=ApprovalSettings(webhook_backoff_initial_s=1.0),
@@ -132,6 +154,39 @@ async def test_redelivery_opens_one_request_and_a_regrant_decision_none(world: W
     assert await world.service.on_decided(decided("a-3", outcome="allow"), event_id="e4", at=world.clock()) is None
     assert len(world.repo.records) == 1
     assert world.bus.types() == ["tidegate.approval.requested"]
+
+
+@dataclass
+class LosingOutlet:
+    """Loses the first records it is given (the broker went away) and keeps the bytes of what it publishes after."""
+
+    lost: list[bytes] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        raise AssertionError("an announcement goes out as the outbox stored it")
+
+    async def publish_many(self, records: Sequence[Recorded]) -> None:
+        if not self.lost:
+            self.lost.extend(r.value for r in records)
+            raise ConnectionError("the broker went away")
+        self.sent.extend(r.value for r in records)
+
+
+async def test_a_request_the_broker_never_got_is_republished_by_the_sweep_byte_for_byte(world: World) -> None:
+    outlet = LosingOutlet()
+    world.service.publisher = outlet
+    with span("approval handle action.decided"), pytest.raises(ConnectionError):
+        await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    world.clock.now += timedelta(minutes=1)
+    with span("approval sweep"):  # another trace context: the stored event keeps the one it was made in
+        assert (await world.service.sweep())["republished"] == 1
+    assert outlet.sent == outlet.lost
+    event = decode("approvals", outlet.sent[0])
+    assert event.type == "tidegate.approval.requested"
+    assert event.signature is not None
+    assert event.traceparent is not None
+    assert (await world.service.sweep())["republished"] == 0
 
 
 async def test_an_escalation_of_another_tenant_with_a_used_action_id_is_refused_not_handed_the_request(world: World) -> None:

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import ActionDecidedData, Reason
-from servicekit import REPO_ROOT, SigningKey, ToolCatalog, action_digest
+from servicekit import REPO_ROOT, EventOutlet, SigningKey, ToolCatalog, action_digest
 from services.approval import auth
 from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
@@ -53,7 +53,7 @@ class NoWebhooks:
 def approval_service(repo: InMemoryApprovalRepository, published: Published) -> ApprovalService:
     return ApprovalService(
         repo=repo,
-        publisher=published,
+        publisher=EventOutlet(published.publish),
         key=SigningKey.load_or_create(KEYS, "approval"),
         groups=GroupsConfig(),
         settings=ApprovalSettings(),
