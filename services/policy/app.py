@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from schemas import Envelope
 from servicekit import (
     Bus,
     ControlState,
     KitSettings,
+    Recorded,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
@@ -88,10 +89,9 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         signer=signer,
         keys_dir=kit.keys_dir,
         control=control,
-        publish=bus.publish,
+        publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
         settings=settings,
         ready=control_caught_up,
-        publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
     )
     handlers = PolicyHandlers(service)
     decisions = {
@@ -146,7 +146,7 @@ def in_process(
     """
     keys_dir = keys_dir or Path(tempfile.mkdtemp(prefix="tidegate-policy-in-process-"))
 
-    async def nowhere(topic: str, event: Envelope) -> None:
+    async def nowhere(records: Sequence[Recorded]) -> None:
         return None
 
     return PolicyService(
@@ -156,6 +156,5 @@ def in_process(
         signer=SigningKey.load_or_create(keys_dir, "policy"),
         keys_dir=keys_dir,
         control=ControlState(),
-        publish=nowhere,
-        publish_many=publish_many,
+        publish_many=publish_many or nowhere,
     )

@@ -37,7 +37,6 @@ from schemas import (
     RiskClass,
     TaskSubmitted,
     TaskSubmittedData,
-    decode,
 )
 from servicekit import (
     Attr,
@@ -60,11 +59,10 @@ from services.policy.pack import CompiledPack, PackError, PackSource, TenantSett
 from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Scope, Settled, TaskInput, TaskReads
 from services.policy.settings import PolicySettings
 
-__all__ = ["PolicyService", "Publish", "PublishMany"]
+__all__ = ["PolicyService", "PublishMany"]
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, Envelope], Awaitable[None]]
 PublishMany = Callable[[list[Recorded]], Awaitable[None]]  # `Bus.publish_many`: stored bytes as they are
 
 
@@ -122,10 +120,9 @@ class PolicyService:
     signer: SigningKey
     keys_dir: Path
     control: ControlState
-    publish: Publish
+    publish_many: PublishMany  # the recorded decisions and authorizations, as stored (`servicekit.Outlet.publish_many`)
     settings: PolicySettings = field(default_factory=PolicySettings)
     ready: Callable[[], Awaitable[None]] | None = None
-    publish_many: PublishMany | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
@@ -232,19 +229,13 @@ class PolicyService:
         await self._publish_records([record])
 
     async def _publish_records(self, records: list[DecisionRecord]) -> None:
-        """Publish the recorded events, decisions before authorizations of the same action."""
-        if self.publish_many is not None:
-            out: list[Recorded] = []
-            for record in records:
-                out.append(_recorded("actions.decided", record.task_id, record.decided_event, record.decided))
-                if record.authorized_event is not None:
-                    out.append(_recorded("actions.authorized", record.task_id, record.authorized_event, record.authorized))
-            await self.publish_many(out)
-            return
+        """Publish the recorded events as recorded, decisions before authorizations of the same action."""
+        out: list[Recorded] = []
         for record in records:
-            await self.publish("actions.decided", decode("actions.decided", record.decided_event))
+            out.append(_recorded("actions.decided", record.task_id, record.decided_event, record.decided))
             if record.authorized_event is not None:
-                await self.publish("actions.authorized", decode("actions.authorized", record.authorized_event))
+                out.append(_recorded("actions.authorized", record.task_id, record.authorized_event, record.authorized))
+        await self.publish_many(out)
 
     # --- proposals -----------------------------------------------------------------------------
 

@@ -20,10 +20,19 @@ from schemas import (
     ActionProposedData,
     ApprovalData,
     ApprovalGranted,
-    Envelope,
     ProposalCost,
 )
-from servicekit import ADMIN, REPO_ROOT, ControlState, KitSettings, ServiceProcess, SigningKey, ToolCatalog, approval_message, kafka_options
+from servicekit import (
+    ADMIN,
+    REPO_ROOT,
+    ControlState,
+    KitSettings,
+    ServiceProcess,
+    SigningKey,
+    ToolCatalog,
+    approval_message,
+    kafka_options,
+)
 from services.policy.app import build
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import PgPolicyRepository
@@ -109,9 +118,6 @@ def _policy_on(pool: asyncpg.Pool, tenant: str, settings: dict[str, Any], keys: 
     source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
     pack_settings = source.settings | {"tenants": source.settings["tenants"] | {tenant: settings}}
 
-    async def publish(topic: str, event: Envelope) -> None:
-        pass
-
     async def publish_many(events: list[Any]) -> None:
         pass
 
@@ -122,7 +128,6 @@ def _policy_on(pool: asyncpg.Pool, tenant: str, settings: dict[str, Any], keys: 
         signer=SigningKey.load_or_create(keys, "policy"),
         keys_dir=keys,
         control=ControlState(),
-        publish=publish,
         publish_many=publish_many,
     )
 

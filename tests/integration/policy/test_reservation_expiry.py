@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, Envelope, ResultCost
+from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
 from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
 from servicekit.db import apply_migrations, create_pool
 from services.policy.pack import PackSource, compile_pack
@@ -24,7 +24,7 @@ async def test_expired_reservations_are_released_once_and_a_late_result_is_spend
         "tenants": source.settings["tenants"] | {tenant: {"allow_autonomous": True, "known_payees": ["cus_1001"]}}
     }
 
-    async def publish(topic: str, event: Envelope) -> None:
+    async def nowhere(records: Any) -> None:
         pass
 
     pool = await create_pool(infra.database_url, max_size=2)
@@ -32,7 +32,7 @@ async def test_expired_reservations_are_released_once_and_a_late_result_is_spend
         await apply_migrations(pool, "policy", REPO_ROOT / "services" / "policy" / "migrations")
         service = PolicyService(
             catalog=CATALOG, pack=compile_pack(PackSource(files=source.files, settings=settings), CATALOG), repo=PgPolicyRepository(pool),
-            signer=SigningKey.load_or_create(tmp_path, "policy"), keys_dir=tmp_path, control=ControlState(), publish=publish,
+            signer=SigningKey.load_or_create(tmp_path, "policy"), keys_dir=tmp_path, control=ControlState(), publish_many=nowhere,
         )  # fmt: skip
         ids = {name: f"{tenant}-{name}" for name in ("never-ran", "unknown", "ran")}
         for action_id in ids.values():

@@ -19,7 +19,7 @@ from schemas import (
     TaskSubmitted,
     TaskSubmittedData,
 )
-from servicekit import REPO_ROOT, ControlState, KitSettings, SigningKey, ToolCatalog, sign_as_operator
+from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, ToolCatalog, sign_as_operator
 from servicekit.provenance import values_of
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
@@ -47,7 +47,7 @@ async def service(tmp_path: Path) -> PolicyService:
         signer=SigningKey.load_or_create(tmp_path, "policy"),
         keys_dir=tmp_path,
         control=ControlState(),
-        publish=publish,
+        publish_many=EventOutlet(publish).publish_many,
     )
     settings = TENANT | {"triggers": {"new_payee": {"action": "escalate"}}}
     record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=settings, set_by="admin"), source="cli")

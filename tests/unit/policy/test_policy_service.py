@@ -32,6 +32,7 @@ from schemas import (
 from servicekit import (
     REPO_ROOT,
     ControlState,
+    EventOutlet,
     Keyring,
     Reject,
     SigningKey,
@@ -75,7 +76,7 @@ def service(tmp_path: Path, published: Published) -> PolicyService:
         signer=SigningKey.load_or_create(tmp_path, "policy"),
         keys_dir=tmp_path,
         control=ControlState(),
-        publish=published,
+        publish_many=EventOutlet(published).publish_many,
         settings=PolicySettings(authorization_ttl_s=60, provenance_wait_s=0),  # no result is delivered in these tests
         clock=lambda: NOW,
     )

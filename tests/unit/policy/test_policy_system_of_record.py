@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, Envelope
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog
 from services.policy import PackSource, PolicyService, compile_pack, in_process
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.settings import PolicySettings
@@ -92,7 +92,7 @@ async def test_a_refund_proposed_before_the_charges_result_arrived_waits_for_it(
         signer=SigningKey.load_or_create(tmp_path, "policy"),
         keys_dir=tmp_path,
         control=ControlState(),
-        publish=_nowhere,
+        publish_many=EventOutlet(_nowhere).publish_many,
         settings=PolicySettings(provenance_wait_s=60),  # far longer than the test: it is the result that ends the wait
     )
     read = ActionProposedData(

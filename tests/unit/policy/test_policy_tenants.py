@@ -22,6 +22,7 @@ from schemas import (
 from servicekit import (
     REPO_ROOT,
     ControlState,
+    EventOutlet,
     KitSettings,
     SigningKey,
     ToolCatalog,
@@ -55,7 +56,7 @@ def service(tmp_path: Path, published: list[tuple[str, Envelope]]) -> PolicyServ
         signer=SigningKey.load_or_create(tmp_path, "policy"),
         keys_dir=tmp_path,
         control=ControlState(),
-        publish=publish,
+        publish_many=EventOutlet(publish).publish_many,
     )
 
 

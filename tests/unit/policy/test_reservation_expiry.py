@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
-from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
+from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
@@ -33,7 +33,7 @@ def service(tmp_path: Path) -> PolicyService:
         signer=SigningKey.load_or_create(tmp_path, "policy"),
         keys_dir=tmp_path,
         control=ControlState(),
-        publish=_publish,
+        publish_many=EventOutlet(_publish).publish_many,
         settings=PolicySettings(authorization_ttl_s=60, reservation_expiry_margin_s=30),
         clock=lambda: T0,
     )
