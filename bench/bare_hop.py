@@ -40,6 +40,7 @@ from schemas import ActionProposed, ActionProposedData, encode
 from servicekit import KitSettings
 
 PARTITIONS = 6
+IDLE_S = 3.0  # seconds the hop is left without messages, to measure what it spends idle
 SEED_VARIABLE = "TIDEGATE_BENCH_HOP_SEED"  # a signed hop's key, made for the run (hex seed): the driver signs, the hop checks
 
 
@@ -156,13 +157,20 @@ async def drive(
         await asyncio.gather(*[await producer.send(source, value, key=key) for key, value in warm])
         await wait_for({key for key, _ in warm}, 60)
 
+        idle_cpu0, idle_t0 = cpu_seconds(child.pid), time.perf_counter()
+        await asyncio.sleep(IDLE_S)  # nothing to read: what the hop spends polling
+        idle_ms_per_s = 1000 * (cpu_seconds(child.pid) - idle_cpu0) / (time.perf_counter() - idle_t0)
+
         latencies = []
+        sequential_cpu0, sequential_t0 = cpu_seconds(child.pid), time.perf_counter()
         for i in range(sequential):
             key, value = message(i, run + "s")
             t0 = time.perf_counter()
             await (await producer.send(source, value, key=key))
             await wait_for({key}, 30)
             latencies.append((seen[key] - t0) * 1000)
+        sequential_cpu = cpu_seconds(child.pid) - sequential_cpu0
+        sequential_wall = time.perf_counter() - sequential_t0
 
         messages = [message(i, run + "b") for i in range(burst)]  # encoded (and signed) before the clock starts
         cpu0 = cpu_seconds(child.pid)
@@ -191,6 +199,11 @@ async def drive(
         "hop_burst_per_s": burst / elapsed,
         "hop_burst_n": burst,
         "hop_cpu_us_per_message": 1e6 * cpu / burst,
+        # each message its own poll, fetch, commit and produce request (a service at a low, steady rate), with and
+        # without what the hop spends idle over the same time
+        "hop_sequential_cpu_us_per_message": 1e6 * sequential_cpu / sequential,
+        "hop_sequential_net_cpu_us_per_message": 1e6 * (sequential_cpu - idle_ms_per_s / 1000 * sequential_wall) / sequential,
+        "hop_idle_cpu_ms_per_s": idle_ms_per_s,
         "message_bytes": len(messages[0][1]),
     }
 
@@ -217,7 +230,9 @@ def main() -> None:
         f"one bare hop{' (each message checked, each output signed: Ed25519, libsodium)' if opts.signed else ''} "
         f"({figures['message_bytes']} bytes a message), one process:\n"
         f"  one at a time: p50 {figures[hop_ + 'p50_ms']:.2f} ms, p99 {figures[hop_ + 'p99_ms']:.2f} ms "
-        f"(n={figures[hop_ + 'sequential_n']}); three hops ≈ {3 * figures[hop_ + 'p50_ms']:.1f} ms\n"
+        f"(n={figures[hop_ + 'sequential_n']}); three hops ≈ {3 * figures[hop_ + 'p50_ms']:.1f} ms; "
+        f"{figures[hop_ + 'sequential_cpu_us_per_message']:.0f} µs of the hop's CPU a message "
+        f"({figures[hop_ + 'sequential_net_cpu_us_per_message']:.0f} µs beyond its idle {figures[hop_ + 'idle_cpu_ms_per_s']:.1f} ms/s)\n"
         f"  burst of {figures[hop_ + 'burst_n']}: {figures[hop_ + 'burst_per_s']:,.0f} messages/s, "
         f"{figures[hop_ + 'cpu_us_per_message']:.0f} µs of the hop's CPU a message"
     )

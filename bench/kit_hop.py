@@ -67,7 +67,9 @@ def main() -> None:
     figures: dict[str, Any] = asyncio.run(drive(1000 if opts.full else 200, 20_000 if opts.full else 5_000, "bench.kit_hop", sign))
     print(
         f"one hop through the kit ({figures['message_bytes']} bytes a message, signed and verified), one process:\n"
-        f"  one at a time: p50 {figures['hop_p50_ms']:.2f} ms, p99 {figures['hop_p99_ms']:.2f} ms (n={figures['hop_sequential_n']})\n"
+        f"  one at a time: p50 {figures['hop_p50_ms']:.2f} ms, p99 {figures['hop_p99_ms']:.2f} ms (n={figures['hop_sequential_n']}), "
+        f"{figures['hop_sequential_cpu_us_per_message']:.0f} µs of the hop's CPU a message "
+        f"({figures['hop_sequential_net_cpu_us_per_message']:.0f} µs beyond its idle {figures['hop_idle_cpu_ms_per_s']:.1f} ms/s)\n"
         f"  burst of {figures['hop_burst_n']}: {figures['hop_burst_per_s']:,.0f} messages/s, "
         f"{figures['hop_cpu_us_per_message']:.0f} µs of the hop's CPU a message"
     )
