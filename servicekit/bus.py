@@ -34,6 +34,7 @@ from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, Re
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
 from servicekit.bus_auth import security_from_options
+from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
@@ -191,6 +192,7 @@ class Bus:
     bounds: Bounds = field(default_factory=Bounds)
     signer: SigningKey | None = None  # signs every event this bus publishes (docs/security/signatures.md)
     authority: Authority | None = None  # checks every event's signature before a handler sees it
+    commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
@@ -201,6 +203,7 @@ class Bus:
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
     _routes: list[_Route] = field(default_factory=list, init=False)
+    _commits: list[Commits] = field(default_factory=list, init=False)  # one per consumer of a group
     _started: bool = field(default=False, init=False)
     # Subscribers that read only what comes after start, with their topics.
     _from_latest: list[tuple[Any, list[str]]] = field(default_factory=list, init=False)
@@ -540,8 +543,7 @@ class Bus:
             max_records=max(r.max_records for r in group_routes),
             batch_timeout_ms=POLL_WAIT_MS,
             auto_offset_reset="latest" if from_latest else "earliest",
-            # Commit when the batch handler returns (every record handled or dead-lettered); rewind if it raises.
-            ack_policy=AckPolicy.NACK_ON_ERROR if group_id else AckPolicy.MANUAL,
+            ack_policy=AckPolicy.MANUAL,  # the kit commits (`on_polled`)
             title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
             parser=tolerant_parser,
             decoder=raw_decoder,
@@ -551,8 +553,7 @@ class Bus:
             self._from_latest.append((subscriber, sorted(routes)))
         self.liveness.watch(subscriber)
 
-        @subscriber
-        async def _on_batch(records: Any) -> None:  # the polled records (`raw_decoder`)
+        async def handle(records: Any) -> None:  # the polled records (`raw_decoder`)
             if lanes:
                 await self.handle_in_lanes(records, routes, slots)
                 return
@@ -562,6 +563,29 @@ class Bus:
                     await self.handle_record(topic, record, handler)
             for record in records:  # handled, and what they published acknowledged
                 self.mark_handled(record)
+
+        self.on_polled(subscriber, handle)
+
+    def on_polled(self, subscriber: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Hand `subscriber`'s polled batches to `handle`: the one place where a consumer's offsets move.
+
+        `handle` returns once every record is handled or dead-lettered and what it published is
+        acknowledged (and marks them handled); the batch's offsets are then committed, gathered over
+        `commit_interval_s` (`servicekit.commits`). If it raises, the batch is rewound (each partition
+        seeks back to its first record) and read again.
+        """
+        commits = Commits(self.commit_interval_s, name=f"{self.service}:{getattr(subscriber, 'title_', '') or id(subscriber)}")
+        self._commits.append(commits)
+
+        @subscriber
+        async def _on_batch(records: Any) -> None:
+            consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
+            try:
+                await handle(records)
+            except BaseException:
+                rewind(consumer, records)
+                raise
+            await commits.handled(consumer, records)
 
     async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:
         """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
@@ -605,7 +629,9 @@ class Bus:
                 await asyncio.wait_for(consumer.position(tp), remaining)
 
     async def stop(self) -> None:
-        """Finish in-flight batches, commit, disconnect."""
+        """Commit what is handled, finish in-flight batches (each committed as it ends), disconnect."""
+        for commits in self._commits:
+            await commits.closing()
         await self.broker.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:

@@ -1,8 +1,10 @@
 """The kit's consumers in batch and raw mode, beside `Bus.consume` (one event at a time).
 
-Every mode subscribes through FastStream with the kit's tolerant parser (`rawbatch`), commits a
-polled batch only once every record is handled or dead-lettered and what the handlers published is
-acknowledged (`Bus.acknowledged_at_end`), and rewinds it if the handler raises anyway.
+Every mode subscribes through FastStream with the kit's tolerant parser (`rawbatch`) and hands its
+polled batches over through `Bus.on_polled`: a batch's offsets are committed only once every record
+is handled or dead-lettered and what the handlers published is acknowledged
+(`Bus.acknowledged_at_end`), gathered over `Bus.commit_interval_s`, and the batch is rewound if the
+handler raises anyway.
 
 - `consume_routes`: several topics on ONE consumer of the service's group (the group never
   rebalances against itself); each topic's events are decoded once by `Bus.decode_record` (bounds,
@@ -79,7 +81,7 @@ def consume_routes(
         fetch_min_bytes=fetch_min_bytes,
         fetch_max_wait_ms=fetch_max_wait_ms,
         auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR,  # commit once every record is handled or dead-lettered; rewind if raised
+        ack_policy=AckPolicy.MANUAL,  # the kit commits (`Bus.on_polled`)
         title=f"{bus.service}:{','.join(routes)}",
         parser=tolerant_parser,
         decoder=raw_decoder,
@@ -87,8 +89,7 @@ def consume_routes(
     wait_in_fetch(subscriber, max_records=max_records)
     bus.liveness.watch(subscriber)
 
-    @subscriber
-    async def _on_batch(polled: Any) -> None:  # the polled records (`raw_decoder`)
+    async def handle(polled: Any) -> None:  # the polled records (`raw_decoder`)
         by_topic: dict[str, list[Any]] = {}
         for record in polled:
             by_topic.setdefault(names[record.topic], []).append(record)
@@ -104,6 +105,8 @@ def consume_routes(
                         await _handle_batch(bus, name, records, route.handle_batch, route.handle_one)
             for record in records:
                 bus.mark_handled(record)
+
+    bus.on_polled(subscriber, handle)
 
 
 async def _handle_batch(
@@ -145,7 +148,7 @@ def consume_raw(
     fetch_min_bytes: int = 1,
     fetch_max_wait_ms: int = 500,
 ) -> None:
-    """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; commit after it returns.
+    """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; committed after it returns.
 
     A batch that is not full waits `batch_timeout_ms` once for more records before it is handed over.
     With `fetch_min_bytes` the broker holds each fetch until that much is there, or `fetch_max_wait_ms`
@@ -162,8 +165,7 @@ def consume_raw(
         fetch_min_bytes=fetch_min_bytes,
         fetch_max_wait_ms=fetch_max_wait_ms,
         auto_offset_reset="earliest",
-        # Commit after the handler returned (what it stored is committed); rewind (never commit) if it raised.
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        ack_policy=AckPolicy.MANUAL,  # committed once the handler returned (what it stored is committed): `Bus.on_polled`
         parser=tolerant_parser,
         decoder=raw_decoder,
         title=title,
@@ -171,10 +173,11 @@ def consume_raw(
     wait_in_fetch(subscriber, max_records=max_records, linger_ms=batch_timeout_ms)
     bus.liveness.watch(subscriber)
 
-    @subscriber
-    async def _on_batch(records: Any) -> None:  # the polled records (`raw_decoder`)
+    async def handle(records: Any) -> None:  # the polled records (`raw_decoder`)
         with bus.liveness.running():
             async with bus.acknowledged_at_end():
                 await handler(records)
         for record in records:
             bus.mark_handled(record)
+
+    bus.on_polled(subscriber, handle)

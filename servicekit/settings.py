@@ -116,6 +116,12 @@ class KitSettings(BaseSettings):
     stall_after_s: float = Field(
         default=120.0, gt=0, description="Liveness: records waiting and none handled for this long means the service is stalled."
     )
+    commit_interval_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="A consumer commits its handled offsets at most this often (0: after every polled batch); what a crash leaves"
+        " uncommitted is read again, and handled idempotently.",
+    )
     handler_limit_s: float = Field(
         default=300.0, gt=0, description="Liveness: one record (or batch) in handling, retries included, for longer than this is stalled."
     )

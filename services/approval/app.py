@@ -117,6 +117,7 @@ def build(
         kit.kafka_bootstrap,
         kit.topic_prefix,
         bounds=kit.bounds,
+        commit_interval_s=kit.commit_interval_s,
         signer=key,
         authority=deployment_authority(kit, catalog),
     )

@@ -59,7 +59,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = AuditDeps(log=PostgresAuditLog(pool))
     broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms, **kafka_options(kit, NAME))
-    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key)
+    bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key, commit_interval_s=kit.commit_interval_s)
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
 
     async def discard_broken(exc: BaseException) -> None:  # the process's own handling of a broken connection

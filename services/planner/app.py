@@ -83,6 +83,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         kit.kafka_bootstrap,
         kit.topic_prefix,
         bounds=kit.bounds,
+        commit_interval_s=kit.commit_interval_s,
         signer=key,
         authority=deployment_authority(kit, catalog),
     )

@@ -73,6 +73,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         kit.kafka_bootstrap,
         kit.topic_prefix,
         bounds=kit.bounds,
+        commit_interval_s=kit.commit_interval_s,
         signer=signer,
         authority=deployment_authority(kit, catalog),
     )
