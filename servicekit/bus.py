@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from faststream import AckPolicy, BaseMiddleware
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_S = 5.0
 Handler = Callable[[Any], Awaitable[None]]
-# The envelope's trace context rides to the inner middleware under this header, which becomes `traceparent` again.
-_ENVELOPE_TRACEPARENT = "x-tidegate-traceparent"
 _CONTENT_TYPE = CONTENT_TYPE.encode()
 
 
@@ -100,23 +97,6 @@ async def once_delivered_together(key: str, items: Sequence[T], action: Callable
     gathered.extend(items)
 
 
-class EnvelopeTraceparent(BaseMiddleware):  # type: ignore[type-arg]
-    """Publish middleware inside the telemetry one: the `traceparent` header is the envelope's, as the contract says.
-
-    FastStream's telemetry middleware writes its own publish span into `traceparent`; the envelope
-    (signed) carries the producing handler's. Consumers see one trace context, in both places.
-    """
-
-    async def publish_scope(self, call_next: Callable[[Any], Awaitable[Any]], cmd: Any) -> Any:
-        """Put the envelope's trace context back in the header (or none when the envelope has none)."""
-        envelope_tp = cmd.headers.pop(_ENVELOPE_TRACEPARENT, None)
-        if envelope_tp:
-            cmd.headers["traceparent"] = envelope_tp
-        else:
-            cmd.headers.pop("traceparent", None)
-        return await call_next(cmd)
-
-
 class Reject(Exception):
     """Raised by a handler for an event it will not accept; the event goes to `deadletter`."""
 
@@ -127,7 +107,7 @@ class Reject(Exception):
 
 
 def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
-    """A FastStream Kafka broker: idempotent producer, acks=all, OpenTelemetry middleware installed.
+    """A FastStream Kafka broker: idempotent producer, acks=all (spans are the kit's: `servicekit.tracing`).
 
     `kwargs` may carry `kafka_options(kit, principal)`: the broker then logs in as that principal.
     """
@@ -140,7 +120,8 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         allow_auto_create_topics=False,
-        middlewares=[KafkaTelemetryMiddleware(), EnvelopeTraceparent],  # the first listed is the outermost
+        # No FastStream telemetry middleware: the kit opens each handled event's span itself, in the event's trace
+        # (`handle_record`), and a batch's (`batch_span`); FastStream's added a "create" and a "process" span per poll.
         graceful_timeout=10.0,
         log_level=logging.DEBUG,
         **kwargs,
@@ -310,7 +291,7 @@ class Bus:
             raise ProducerDead("the producer's sender task has ended")
         producer = _producer_of(self.broker)
         if producer is None:  # FastStream's in-memory test broker, or a fake: through the broker's own publish
-            named = {"content-type": CONTENT_TYPE} | ({_ENVELOPE_TRACEPARENT: traceparent} if traceparent else {})
+            named = {"content-type": CONTENT_TYPE} | ({"traceparent": traceparent} if traceparent else {})
             await self.broker.publish(value, topic=self.topic(topic), key=key, headers=named)
             return None
         headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
