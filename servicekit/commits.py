@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 __all__ = ["Commits", "rewind"]
 
 log = logging.getLogger(__name__)
+_RETRY_S = 0.05  # the least a failed commit waits before it is tried again
 
 
 def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
@@ -66,13 +67,13 @@ class Commits:
         loop = asyncio.get_running_loop()
         if loop.time() - self._last >= self.interval_s:
             await self.flush()
-        elif self._flusher is None or self._flusher.done():
+        if self._pending and (self._flusher is None or self._flusher.done()):  # not yet due, or the commit failed
             self._flusher = loop.create_task(self._flush_later(), name=f"commits:{self.name}")
 
     async def _flush_later(self) -> None:
         """Commit what the last batches handled once the interval has passed (nothing else may come to do it)."""
         while self._pending:
-            await asyncio.sleep(max(0.0, self._last + self.interval_s - asyncio.get_running_loop().time()))
+            await asyncio.sleep(max(_RETRY_S, self._last + self.interval_s - asyncio.get_running_loop().time()))
             await self.flush()
 
     async def flush(self) -> None:
