@@ -339,14 +339,15 @@ class Executor:
         result that consumers summing costs would count again.
         """
         if record.result_event is not None:
-            await self.out.publish_many([Recorded.stored("actions.results", record.result_event)])
+            await self.out.publish_many([Recorded.stored("actions.results", record.result_event).signed_by(self.out)])
             return
         made = self.out.record("actions.results", self._result_event(record))  # finished before outcome and event were kept together
         await self._publish_kept(made, await session.remember_result(made.value.decode()))
 
     async def _publish_kept(self, made: Recorded, kept: str | None) -> None:
         """Publish the result event kept: `made` when it was the one kept, else the one kept before it, byte for byte."""
-        await self.out.publish_many([made if kept == made.value.decode() else Recorded.stored("actions.results", str(kept))])
+        kept_record = made if kept == made.value.decode() else Recorded.stored("actions.results", str(kept)).signed_by(self.out)
+        await self.out.publish_many([kept_record])
 
     def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
         error = None

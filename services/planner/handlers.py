@@ -64,7 +64,7 @@ class PlannerHandlers:
         In a polled batch they are deleted together, in one statement, once the whole batch is acknowledged.
         """
         if pending:
-            await self.out.publish_many([p.record for p in pending])
+            await self.out.publish_many([p.record.signed_by(self.out) for p in pending])
             await once_delivered_together("planner.outbox", [p.outbox_id for p in pending], self.repo.published)
 
     async def on_task(self, event: TaskSubmitted) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,6 +203,19 @@ async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_letter
     assert len({e.id for e in world.published}) == 1
     assert len({s.encode(e) for e in world.published}) == 1  # the kept bytes: same signature, same trace context
     assert world.published[0].signature is not None
+
+
+async def test_a_result_kept_unsigned_by_an_earlier_version_is_signed_when_it_is_published_again(world: World) -> None:
+    event = world.authorize()
+    await world.executor.handle(event)
+    record = world.claims.records[event.data.action_id]
+    assert record.result_event is not None
+    legacy = s.decode("actions.results", record.result_event).model_copy(update={"signature": None, "keyid": None, "traceparent": None})
+    world.claims.records[event.data.action_id] = dataclasses.replace(record, result_event=s.encode(legacy).decode())
+    await world.executor.handle(event)  # redelivered after the upgrade
+    again = world.published[-1]
+    assert again.id == world.published[0].id
+    assert again.signature is not None  # consumers would dead-letter it unsigned
 
 
 async def test_an_interrupted_claim_is_recovered_by_calling_again_only_when_safe(world: World) -> None:

@@ -15,8 +15,8 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 from fake_producer import make_bus
 
-from schemas import TaskSubmitted, decode
-from servicekit import SigningKey, span
+from schemas import TaskSubmitted, decode, encode
+from servicekit import Recorded, SigningKey, span
 from servicekit.bus import Bus
 from services.planner.handlers import PlannerHandlers
 from services.planner.strategies import PlaybookStrategy
@@ -83,3 +83,26 @@ async def test_a_task_read_twice_in_one_poll_is_proposed_once(harness: Any, cata
         producer.ack_all()
     assert [topic for topic, *_ in producer.sent] == ["p.actions.proposed"]
     assert await harness.repo.unpublished("") == []
+
+
+async def test_an_outbox_entry_kept_unsigned_by_an_earlier_version_is_signed_when_it_is_published(
+    harness: Any, catalog: Any, tmp_path: Path
+) -> None:
+    """Before events were signed as they were stored, the outbox kept them unsigned: one left at an upgrade must not go out so."""
+    bus, producer = make_bus()
+    bus.signer = SigningKey.load_or_create(tmp_path, "planner")
+    handlers = _handlers(harness, bus, catalog)
+    await harness.submit(ticket_task(TICKET["T-1007"], task_id="t-legacy"))
+    [proposal] = [event for topic, event in harness.published if topic == "actions.proposed"]  # unsigned: the harness signs nothing
+    harness.repo.outbox[999] = ("step-timeout:legacy", Recorded.stored("actions.proposed", encode(proposal)))
+    tick = asyncio.create_task(handlers.on_tick())  # what a tick finds in the outbox is published, and awaited
+    while not producer.sent:
+        await asyncio.sleep(0.01)
+    producer.ack_all()
+    await asyncio.wait_for(tick, 5)
+    [(topic, value, *_)] = producer.sent
+    assert topic == "p.actions.proposed"
+    published = decode("actions.proposed", value)
+    assert published.id == proposal.id
+    assert published.signature is not None
+    assert published.keyid == bus.signer.key_id
