@@ -517,6 +517,7 @@ class Bus:
         lanes = any(r.concurrency > 1 for r in group_routes)
 
         from_latest = any(r.from_latest for r in group_routes)
+        title = f"{self.service}:{','.join(t for t, _ in routes.values())}"
         subscriber = self.broker.subscriber(
             *routes,
             group_id=group_id,
@@ -525,7 +526,7 @@ class Bus:
             batch_timeout_ms=POLL_WAIT_MS,
             auto_offset_reset="latest" if from_latest else "earliest",
             ack_policy=AckPolicy.MANUAL,  # the kit commits (`on_polled`)
-            title=f"{self.service}:{','.join(t for t, _ in routes.values())}",
+            title=title,
             parser=tolerant_parser,
             decoder=raw_decoder,
         )
@@ -545,9 +546,9 @@ class Bus:
             for record in records:  # handled, and what they published acknowledged
                 self.mark_handled(record)
 
-        self.on_polled(subscriber, handle)
+        self.on_polled(subscriber, handle, name=title)
 
-    def on_polled(self, subscriber: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+    def on_polled(self, subscriber: Any, handle: Callable[[Any], Awaitable[None]], *, name: str) -> None:
         """Hand `subscriber`'s polled batches to `handle`: the one place where a consumer's offsets move.
 
         `handle` returns once every record is handled or dead-lettered and what it published is
@@ -555,7 +556,7 @@ class Bus:
         `commit_interval_s` (`servicekit.commits`). If it raises, the batch is rewound (each partition
         seeks back to its first record) and read again.
         """
-        commits = Commits(self.commit_interval_s, name=f"{self.service}:{getattr(subscriber, 'title_', '') or id(subscriber)}")
+        commits = Commits(self.commit_interval_s, name=name)
         self._commits.append(commits)
 
         @subscriber

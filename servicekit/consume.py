@@ -71,6 +71,7 @@ def consume_routes(
     `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes` and `fetch.max.wait.ms`).
     """
     names = {bus.topic(name): name for name in routes}
+    title = f"{bus.service}:{','.join(routes)}"
     bus.subscriptions.extend(routes)
     subscriber = bus.broker.subscriber(
         *names,
@@ -82,7 +83,7 @@ def consume_routes(
         fetch_max_wait_ms=fetch_max_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,  # the kit commits (`Bus.on_polled`)
-        title=f"{bus.service}:{','.join(routes)}",
+        title=title,
         parser=tolerant_parser,
         decoder=raw_decoder,
     )
@@ -106,7 +107,7 @@ def consume_routes(
             for record in records:
                 bus.mark_handled(record)
 
-    bus.on_polled(subscriber, handle)
+    bus.on_polled(subscriber, handle, name=title)
 
 
 async def _handle_batch(
@@ -180,4 +181,4 @@ def consume_raw(
         for record in records:
             bus.mark_handled(record)
 
-    bus.on_polled(subscriber, handle)
+    bus.on_polled(subscriber, handle, name=title)

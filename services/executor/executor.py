@@ -329,7 +329,7 @@ class Executor:
         made = self.out.record("actions.results", self._result_event(done, undo))
         text = made.value.decode()
         done = await session.finish(replace(done, result_event=text))
-        await self._publish_kept(made, done.result_event)
+        await self.out.publish_many([made if done.result_event == text else self._kept(str(done.result_event))])
         return done
 
     async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
@@ -339,15 +339,16 @@ class Executor:
         result that consumers summing costs would count again.
         """
         if record.result_event is not None:
-            await self.out.publish_many([Recorded.stored("actions.results", record.result_event).signed_by(self.out)])
+            await self.out.publish_many([self._kept(record.result_event)])
             return
         made = self.out.record("actions.results", self._result_event(record))  # finished before outcome and event were kept together
-        await self._publish_kept(made, await session.remember_result(made.value.decode()))
+        text = made.value.decode()
+        kept = await session.remember_result(text)
+        await self.out.publish_many([made if kept == text else self._kept(kept)])
 
-    async def _publish_kept(self, made: Recorded, kept: str | None) -> None:
-        """Publish the result event kept: `made` when it was the one kept, else the one kept before it, byte for byte."""
-        kept_record = made if kept == made.value.decode() else Recorded.stored("actions.results", str(kept)).signed_by(self.out)
-        await self.out.publish_many([kept_record])
+    def _kept(self, text: str) -> Recorded:
+        """The result event kept with a claim, to publish byte for byte (signed now if an earlier version kept it unsigned)."""
+        return Recorded.stored("actions.results", text).signed_by(self.out)
 
     def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
         error = None
