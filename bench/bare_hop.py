@@ -14,6 +14,10 @@ Its topics are deleted at the end.
     .venv/bin/python -m bench.bare_hop            # short: 200 one at a time, a burst of 20,000
     .venv/bin/python -m bench.bare_hop --full     # 1,000 one at a time, a burst of 100,000
     .venv/bin/python -m bench.bare_hop --signed   # the same, each message checked and each output signed
+    .venv/bin/python -m bench.bare_hop --client librdkafka   # the same hop on librdkafka (confluent-kafka), the C client
+
+The services consume with librdkafka (`servicekit.rdkafka`) and produce with aiokafka; the aiokafka hop is the bare
+limit issue #12 names, the librdkafka one the floor of a Python hop on the C client.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,37 @@ async def hop(source: str, sink: str, group: str) -> None:
         await consumer.stop()
 
 
+def hop_librdkafka(source: str, sink: str, group: str) -> None:
+    """The same hop on librdkafka: poll (waiting for the first record), take what else is fetched, produce, flush, commit."""
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import TopicPartition as RdTopicPartition
+
+    from servicekit.rdkafka import librdkafka_options
+
+    login = librdkafka_options(kafka_options(KitSettings()))
+    del login["logger"], login["partition.assignment.strategy"], login["queued.max.messages.kbytes"]
+    seed = os.environ.get(SEED_VARIABLE)
+    key = SigningKey(bytes.fromhex(seed)) if seed else None
+    consumer = Consumer(login | {"group.id": group, "enable.auto.commit": False})
+    producer = Producer(login | {"acks": "all", "enable.idempotence": True, "linger.ms": 1})
+    consumer.assign([RdTopicPartition(source, p, 0) for p in range(PARTITIONS)])
+    print("ready", flush=True)
+    while True:
+        first = consumer.poll(1.0)
+        if first is None:
+            continue
+        for record in [first, *consumer.consume(499, 0)]:
+            if record.error() is not None:
+                continue
+            value: bytes = record.value()
+            event = json.loads(key.verify_key.verify(value) if key is not None else value)
+            event["type"] = "tidegate.action.decided"
+            out = json.dumps(event).encode()
+            producer.produce(sink, bytes(key.sign(out)) if key is not None else out, key=record.key())
+        producer.flush()
+        consumer.commit(asynchronous=False)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (/proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -107,6 +142,7 @@ async def drive(
     hop_module: str = "bench.bare_hop",
     sign: Callable[[bytes], bytes] | None = None,
     env: dict[str, str] | None = None,
+    hop_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Time the hop `hop_module --hop SOURCE SINK GROUP` runs (with `env` added to its environment);
     `sign` turns each message into what that hop accepts."""
@@ -118,7 +154,7 @@ async def drive(
     await admin.start()
     await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink, prefix + "deadletter")])
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", *hop_args, stdout=asyncio.subprocess.PIPE,
         env=os.environ | (env or {}),
     )  # fmt: skip
     message = (lambda i, r: (lambda kv: (kv[0], sign(kv[1])))(payload(i, r))) if sign is not None else payload
@@ -212,22 +248,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="1,000 one at a time and a burst of 100,000.")
     parser.add_argument("--signed", action="store_true", help="Check each consumed message's Ed25519 signature and sign each produced one.")
+    parser.add_argument("--client", choices=("aiokafka", "librdkafka"), default="aiokafka", help="The Kafka client of the hop.")
     parser.add_argument("--hop", nargs=3, metavar=("SOURCE", "SINK", "GROUP"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.hop:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(hop(*opts.hop))
+            if opts.client == "librdkafka":
+                hop_librdkafka(*opts.hop)
+            else:
+                asyncio.run(hop(*opts.hop))
         return
+    hop_args = ("--client", opts.client)
     sequential, burst = (1000, 100_000) if opts.full else (200, 20_000)
     if opts.signed:
         key = SigningKey.generate()
-        signed = asyncio.run(drive(sequential, burst, sign=lambda value: bytes(key.sign(value)), env={SEED_VARIABLE: bytes(key).hex()}))
+        signed = asyncio.run(
+            drive(sequential, burst, sign=lambda value: bytes(key.sign(value)), env={SEED_VARIABLE: bytes(key).hex()}, hop_args=hop_args)
+        )
         figures = {name.replace("hop_", "signed_hop_", 1): value for name, value in signed.items()}
     else:
-        figures = asyncio.run(drive(sequential, burst))
+        figures = asyncio.run(drive(sequential, burst, hop_args=hop_args))
     hop_ = "signed_hop_" if opts.signed else "hop_"
     print(
-        f"one bare hop{' (each message checked, each output signed: Ed25519, libsodium)' if opts.signed else ''} "
+        f"one bare {opts.client} hop{' (each message checked, each output signed: Ed25519, libsodium)' if opts.signed else ''} "
         f"({figures['message_bytes']} bytes a message), one process:\n"
         f"  one at a time: p50 {figures[hop_ + 'p50_ms']:.2f} ms, p99 {figures[hop_ + 'p99_ms']:.2f} ms "
         f"(n={figures[hop_ + 'sequential_n']}); three hops ≈ {3 * figures[hop_ + 'p50_ms']:.1f} ms; "
@@ -236,7 +279,8 @@ def main() -> None:
         f"  burst of {figures[hop_ + 'burst_n']}: {figures[hop_ + 'burst_per_s']:,.0f} messages/s, "
         f"{figures[hop_ + 'cpu_us_per_message']:.0f} µs of the hop's CPU a message"
     )
-    emit_figures("bare_hop_signed" if opts.signed else "bare_hop", figures)
+    name = "bare_hop" + ("_librdkafka" if opts.client == "librdkafka" else "") + ("_signed" if opts.signed else "")
+    emit_figures(name, figures)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = ["BENCHES", "Row", "machine", "render", "rows"]
 BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("bare_hop", "bench.bare_hop", ()),
     ("bare_hop_signed", "bench.bare_hop", ("--signed",)),
+    ("bare_hop_librdkafka", "bench.bare_hop", ("--client", "librdkafka")),
     ("kit_hop", "bench.kit_hop", ()),
     ("bare_copy", "bench.bare_copy", ()),
     ("bare_copy_signed", "bench.bare_copy", ("--signed",)),
@@ -394,6 +395,9 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     hop_cpu, kit_cpu = get("bare_hop", "hop_cpu_us_per_message"), get("kit_hop", "hop_cpu_us_per_message")
     hop_one, kit_one = get("bare_hop", "hop_sequential_net_cpu_us_per_message"), get("kit_hop", "hop_sequential_net_cpu_us_per_message")
     signed_cpu, signed_burst = get("bare_hop_signed", "signed_hop_cpu_us_per_message"), get("bare_hop_signed", "signed_hop_burst_per_s")
+    rd_cpu = get("bare_hop_librdkafka", "hop_cpu_us_per_message")
+    rd_one = get("bare_hop_librdkafka", "hop_sequential_net_cpu_us_per_message")
+    rd_hop = command("bench.bare_hop", full, "--client librdkafka")
     rate = get("e2e", "rate_tasks_per_s")
     peaks = {name: get("e2e", f"peak_rss_mib_{name}") for name in SERVICES}
     measured_peaks = {n: v for n, v in peaks.items() if v is not None}
@@ -488,6 +492,15 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             _ratio(kit_one, hop_one, percent=False),
             "—",
             f"{kit}; {hop}",
+        ),
+        Row(
+            "same two rows against the bare hop on librdkafka (the C client the kit's consumers use): CPU per event, "
+            "burst; one at a time beyond idle",
+            f"{_fmt(kit_cpu, ',.0f', ' µs')}; {_fmt(kit_one, ',.0f', ' µs')}",
+            f"bare librdkafka hop: {_fmt(rd_cpu, ',.0f', ' µs')}; {_fmt(rd_one, ',.0f', ' µs')}",
+            f"{_ratio(kit_cpu, rd_cpu, percent=False)}; {_ratio(kit_one, rd_one, percent=False)}",
+            "—",
+            f"{kit}; {rd_hop}",
         ),
         Row(
             "policy, one process, burst: decisions/s",
