@@ -300,11 +300,23 @@ CUTS = (
     "instead of canonicalising the parsed document: 5.5 µs saved a check (`signed_bytes` 6.7 µs in process), about "
     "0.5 % of an action, not worth a second verification rule in the security review. A faster Ed25519 "
     "(ed25519-dalek through a Solana SDK's wheel: 60 against libsodium's 96 µs a check) would mean a large foreign "
-    "dependency with other acceptance rules (dalek's legacy verify). A C Kafka client, measured with a throwaway "
-    "bare hop on confluent-kafka 2.16 (librdkafka) beside `bench.bare_hop` in the same minutes: 42–43 against 106 µs "
-    "of CPU a message, 8,300–9,900 against 2,600–3,100 messages/s; signed, 258 against 304 µs. It would save "
-    "~60 µs a message, roughly 0.5–1 ms a governed action, the largest single item left outside the services' own "
-    "work, and a port of the kit's consume and publish path (FastStream has a confluent broker).",
+    "dependency with other acceptance rules (dalek's legacy verify).",
+    "- **Tried and not kept: the kit's consumers on librdkafka (2026-12-02).** The bare hop on confluent-kafka 2.16 "
+    "(`bench.bare_hop --client librdkafka`, a synchronous loop) spends 450–600 µs of CPU a message one at a time "
+    "and 21–23 µs in a burst, against aiokafka's 1,300–1,600 and 53–55 (the same minutes), and 0–3 ms a second idle "
+    "against 13–17. So every consumer of the kit was moved to librdkafka behind the aiokafka methods FastStream's "
+    "subscriber and the kit call (polls and commits in threads of the consumer's own, records handed over as "
+    "aiokafka `ConsumerRecord`s; 1976c7f, every test passing). In a service it did not pay: an event loop must "
+    "hand each poll to a thread and its records back, and throwaway hops measured that bridge at ~400 µs a message "
+    "one at a time (librdkafka consumer and producer under asyncio 850–1,000 µs; with aiokafka's producer "
+    "1,050–1,450). Back to back against 1693bc4: `bench.kit_hop` one at a time 2,150 / 1,950 against 1,900 / "
+    "1,800 µs a message (idle 23 against 13–17 ms a second), in a burst 300 / 294 against 310 / 310 µs; "
+    "`bench.e2e_bench --tasks 100 --rate 5 --light 30 --idle 5` 27.5 / 26.9 against 29.3 / 27.0 ms of CPU per "
+    "action, light-load p50 23 / 22 against 25 / 23 ms; at a burst of 300, 8.1 / 8.2 against 8.4 / 8.5 ms and "
+    "129 / 128 against 125 / 122 actions/s; RSS +4 MiB a service. About 3 % for a second Kafka client stack in "
+    "every service (its own threads, logs, errors and a bundled OpenSSL and SASL to review): reverted. The C "
+    "client would pay only with a consume loop that does not cross threads per poll, which its Python binding "
+    "does not offer (no queue event descriptor; its own asyncio wrapper uses a thread pool too).",
     "- **What a correctness fix cost (2026-12-01, a faster machine: the bare hop 36 µs a message).** The policy "
     "read results on the proposals' consumer, so a proposal waiting for its task's read held the consumer that "
     "would deliver it; results now have a consumer (group) of their own. Back to back at a burst "
@@ -494,8 +506,8 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             f"{kit}; {hop}",
         ),
         Row(
-            "same two rows against the bare hop on librdkafka (the C client the kit's consumers use): CPU per event, "
-            "burst; one at a time beyond idle",
+            "same two rows against a bare hop on librdkafka (confluent-kafka, the C client; a floor the kit does not "
+            "use, see 'Tried and not kept'): CPU per event, burst; one at a time beyond idle",
             f"{_fmt(kit_cpu, ',.0f', ' µs')}; {_fmt(kit_one, ',.0f', ' µs')}",
             f"bare librdkafka hop: {_fmt(rd_cpu, ',.0f', ' µs')}; {_fmt(rd_one, ',.0f', ' µs')}",
             f"{_ratio(kit_cpu, rd_cpu, percent=False)}; {_ratio(kit_one, rd_one, percent=False)}",

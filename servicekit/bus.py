@@ -38,7 +38,6 @@ from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead,
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
-from servicekit.rdkafka import RdConsumer
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -113,7 +112,7 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
     `kwargs` may carry `kafka_options(kit, principal)`: the broker then logs in as that principal.
     """
     security, kwargs = security_from_options(kwargs)
-    broker = KafkaBroker(
+    return KafkaBroker(
         # FastStream takes a string as ONE address; aiokafka's own clients split "a:1,b:2" (a cluster's list).
         [server.strip() for server in bootstrap.split(",") if server.strip()],
         security=security,
@@ -127,10 +126,6 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
         log_level=logging.DEBUG,
         **kwargs,
     )
-    # Its consumers are librdkafka's (`servicekit.rdkafka`), built with the options FastStream would give aiokafka's.
-    config = broker.config.broker_config
-    config.builder = functools.partial(RdConsumer, **config.builder.keywords)  # type: ignore[attr-defined]
-    return broker
 
 
 def _text(raw: bytes | None) -> str:

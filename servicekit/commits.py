@@ -26,8 +26,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from servicekit.rdkafka import RdConsumer
-
 __all__ = ["Commits", "rewind"]
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         tp = TopicPartition(record.topic, record.partition)
         if tp not in earliest or record.offset < earliest[tp]:
             earliest[tp] = record.offset
-    if isinstance(consumer, AIOKafkaConsumer | RdConsumer):  # FastStream's in-memory test broker has none: nothing to rewind
+    if isinstance(consumer, AIOKafkaConsumer):  # FastStream's in-memory test broker has none: nothing to rewind
         for tp, offset in earliest.items():
             consumer.seek(tp, offset)
 
@@ -53,15 +51,14 @@ class Commits:
     interval_s: float
     name: str = "consumer"
     _pending: dict[TopicPartition, int] = field(default_factory=dict, init=False)
-    _consumer: AIOKafkaConsumer | RdConsumer | None = field(default=None, init=False)
+    _consumer: AIOKafkaConsumer | None = field(default=None, init=False)
     _last: float = field(default=0.0, init=False)
     _flusher: asyncio.Task[None] | None = field(default=None, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def handled(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Every record of a polled batch is handled: commit now if the last commit is `interval_s` old, else soon."""
-        # a test broker, or a consumer outside any group
-        if not isinstance(consumer, AIOKafkaConsumer | RdConsumer) or consumer._group_id is None:
+        if not isinstance(consumer, AIOKafkaConsumer) or consumer._group_id is None:  # a test broker, or a consumer outside any group
             return
         self._consumer = consumer
         for record in records:

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from servicekit.rdkafka import RdConsumer
-
 __all__ = ["Liveness"]
 
 
@@ -64,9 +62,6 @@ class Liveness:
             if consumer is None:
                 continue
             with contextlib.suppress(Exception):  # not started, rebalancing, broker away: unknown this time
-                if isinstance(consumer, RdConsumer):
-                    waiting += await asyncio.wait_for(consumer.waiting(), 10)
-                    continue
                 tps = list(consumer.assignment())
                 ends = await asyncio.wait_for(consumer.end_offsets(tps), 10) if tps else {}
                 for tp in tps:

@@ -1,4 +1,4 @@
-"""How the kit's consumers poll, and a polled batch handed to a handler as aiokafka records, whatever their headers hold.
+"""How the kit's consumers poll, and a polled batch handed to a handler as raw aiokafka records, whatever their headers hold.
 
 FastStream's batch parser decodes every header value as UTF-8: one binary header from a plain Kafka
 client would fail the whole batch before any handler runs (and, since a failed batch is rewound,
@@ -12,15 +12,12 @@ import dataclasses
 from itertools import chain
 from typing import Any
 
-from aiokafka import ConsumerRecord
-
-from servicekit.rdkafka import RdConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 __all__ = ["POLL_WAIT_MS", "raw_decoder", "tolerant_parser", "wait_in_fetch"]
 
-# How long one poll waits for records when there are none. The consumer's `getmany` (`servicekit.rdkafka`)
-# returns as soon as a record is there, so this costs no latency; it only bounds how often an idle consumer's
-# poll comes back to the event loop.
+# How long one poll waits for records when there are none. aiokafka's `getmany` returns as soon as a
+# record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up.
 POLL_WAIT_MS = 1_000
 
 
@@ -30,13 +27,13 @@ def wait_in_fetch(subscriber: Any, *, max_records: int, linger_ms: int = 0) -> N
     FastStream's batch loop polls with `getmany(timeout_ms=batch_timeout_ms)` and sleeps as long
     again after a poll that found nothing: a short timeout wakes an idle consumer ~50 times a second
     (most of a service's idle CPU), a long one makes a record that arrives during the sleep wait it
-    out. The consumer's `getmany` returns as soon as any record is there, so the kit's consumers poll
+    out. aiokafka's `getmany` returns as soon as any record is fetched, so the kit's consumers poll
     with a long `POLL_WAIT_MS` and no sleep. With `linger_ms`, a batch that is not full waits that
     long once for more records (the audit writes fewer, larger transactions); records keep their
     order per partition.
     """
 
-    async def get_msg(consumer: RdConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         polled = await consumer.getmany(timeout_ms=POLL_WAIT_MS, max_records=max_records)
         records = tuple(chain.from_iterable(polled.values()))
         if records and linger_ms > 0 and len(records) < max_records:
