@@ -72,7 +72,7 @@ PRINCIPALS: dict[str, Rights] = {
     "policy": Rights(
         reads=("tasks", "actions.proposed", "approvals", "actions.results", "control", "directory"),  # tasks: untrusted input (provenance)
         writes=("actions.decided", "actions.authorized", "deadletter"),
-        groups=("policy", "policy.results"),  # policy.results: results, on a consumer of their own
+        groups=("policy", "policy.results", "policy.tasks"),  # results and tasks, each on a consumer of its own
         purpose="the policy service: the only writer of decisions and authorizations",
     ),
     "approval": Rights(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schemas import Envelope
 from servicekit import (
     Bus,
     ControlState,
@@ -33,6 +34,7 @@ __all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
 NAME = "policy"
 RESULTS_GROUP = "policy.results"  # the consumer group of `actions.results` (`servicekit.bus_rights` grants it)
+TASKS_GROUP = "policy.tasks"  # the consumer group of `tasks` (the same)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = PolicyDeps(repo=PgPolicyRepository(pool))
+    authority = deployment_authority(kit, catalog)
     bus = Bus(
         make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
@@ -75,9 +78,13 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         bounds=kit.bounds,
         commit_interval_s=kit.commit_interval_s,
         signer=signer,
-        authority=deployment_authority(kit, catalog),
+        authority=authority,
     )
     control = ControlState()
+
+    def planned(event: Envelope) -> bool:
+        """A proposal signed by the planner's key (checked by the bus before any handler saw it)."""
+        return bool(event.keyid) and any(p.kind == "service" and p.name == "planner" for p in authority.principals(event.keyid or ""))
 
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")
@@ -93,12 +100,10 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
         settings=settings,
         ready=control_caught_up,
+        planned=planned,
     )
     handlers = PolicyHandlers(service)
     decisions = {
-        # Not in the design's table: a task's request vouches for values, its untrusted fields taint them
-        # (provenance). First: a poll's tasks are learned before its proposals are decided.
-        "tasks": Route(handlers.task, handle_batch=handlers.task_batch),
         "actions.proposed": Route(handlers.proposed, handle_batch=handlers.proposed_batch),
         "approvals": Route(handlers.approval),
     }
@@ -107,8 +112,14 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     # (`provenance_wait_s`), and on the proposals' consumer that result would queue behind the waiting
     # proposal, so the wait could only time out (and fail closed).
     results = {"actions.results": Route(handlers.result, handle_batch=handlers.result_batch)}
+    # Not in the table either: a task's request vouches for values, its untrusted fields taint them (provenance).
+    # On a consumer of its own, for the same reason: a proposal the planner signed waits until its task is learned,
+    # and in a backlog (a poll cut at `max_records`) or on a cluster (the task's partition led by a slower broker)
+    # the task's record could come after the proposal's on a shared consumer, behind the waiting proposal.
+    tasks = {"tasks": Route(handlers.task, handle_batch=handlers.task_batch)}
     consume_routes(bus, decisions, group_id=f"{kit.topic_prefix}policy")
     consume_routes(bus, results, group_id=f"{kit.topic_prefix}{RESULTS_GROUP}")
+    consume_routes(bus, tasks, group_id=f"{kit.topic_prefix}{TASKS_GROUP}")
     bus.consume("control", handlers.control, group_id=None)
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 

@@ -44,6 +44,7 @@ class Flow:
     sent_amount_usd: float = 0.0  # amounts of allowed financial calls
     last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
     unseen_results: tuple[str, ...] = ()  # untrusted-output calls authorized but whose result the service has not seen
+    unseen_task: bool = False  # a planner's proposal whose task's request the service has not seen (what it carries is unknown)
     retries: int = 0  # attempts beyond the first of the task's calls, as their results report
     tool_errors: int = 0  # the task's calls that ended failed or unknown
 
@@ -329,8 +330,10 @@ def compute_facts(
     record = arg_at(call.args, f.record) if f.record else None
     record = str(record) if record not in (None, "") else None
     taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
-    if call.flow.unseen_results:  # what those calls read is unknown: every counterparty may come from it (fail closed)
-        source = "the results of " + ", ".join(call.flow.unseen_results) + ", not seen yet"
+    if call.flow.unseen_results or call.flow.unseen_task:  # what those read is unknown: any counterparty may come from it (fail closed)
+        unseen = ["the task's request"] if call.flow.unseen_task else []
+        unseen += ["the results of " + ", ".join(call.flow.unseen_results)] if call.flow.unseen_results else []
+        source = " and ".join(unseen) + ", not seen yet"
         vouched = _vouched(tenant)
         taint += [
             Finding(i.arg, f"{i.kind}:{i.value}", source)

@@ -90,6 +90,7 @@ class TaskReads:
     decisions: list[tuple[str, str, dict[str, Any]]]  # oldest first, as (tool, outcome, the `FLOW_FACTS` of an allowed call)
     troubles: tuple[int, int]
     records: dict[str, SystemRecord]
+    learned: bool  # the task's request (`tasks`) is learned: what its untrusted fields carry is known
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -122,6 +123,7 @@ class TaskInput:
     task_id: str
     trusted: dict[str, str]
     untrusted: dict[str, str]
+    request: bool = False  # from the task's request: the task is then learned (`TaskReads.learned`), even with no values
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -206,7 +208,7 @@ class PolicyRepository(Protocol):
         ...
 
     async def learn_many(self, inputs: list[TaskInput]) -> None:
-        """`learn` for a batch of tasks' inputs, at once."""
+        """`learn` for a batch of tasks' inputs, at once; a task whose request an input is (`TaskInput.request`) is then learned."""
         ...
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -286,6 +288,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     unknown: set[str] = field(default_factory=set)
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
+    learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -397,6 +400,8 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         for i in inputs:
             await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
+            if i.request:
+                self.learned_tasks.add((i.tenant_id, i.task_id))
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -439,6 +444,7 @@ class InMemoryPolicyRepository(PolicyRepository):
                 await self.task_decisions(t, k),
                 await self.task_troubles(t, k),
                 await self.records(t, k),
+                (t, k) in self.learned_tasks,
             )
             for t, k in scopes
         }
@@ -491,7 +497,10 @@ ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLU
 
 
 # Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...].
-_INSERT_PROVENANCE = """INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
+_INSERT_PROVENANCE = """WITH learned AS (
+  INSERT INTO policy.tasks_learned (tenant_id, task_id) SELECT t->>0, t->>1 FROM json_array_elements($2::json) AS t ON CONFLICT DO NOTHING
+)
+INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
 SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
 ON CONFLICT DO NOTHING"""
 
@@ -519,7 +528,8 @@ SELECT w.t AS tenant_id, w.k AS task_id,
         WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
   ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
-        WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records
+        WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
+  EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
 
@@ -816,17 +826,19 @@ class PgPolicyRepository(PolicyRepository):
     async def learn_many(self, inputs: list[TaskInput]) -> None:
         """See PolicyRepository: one statement for every task of the batch.
 
-        The values go as one JSON parameter (`_json`), grouped by (tenant, task, trusted, source).
+        The values go as one JSON parameter (`_json`), grouped by (tenant, task, trusted, source); the tasks
+        whose request it is are marked learned in the same statement.
         """
         groups: dict[tuple[str, str, bool, str], list[str]] = {}
         for i in inputs:
             for trusted, learned in ((True, i.trusted), (False, i.untrusted)):
                 for value, source in learned.items():
                     groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
-        if not groups:
+        requests = sorted({(i.tenant_id, i.task_id) for i in inputs if i.request})
+        if not groups and not requests:
             return
         async with self._pool.acquire() as conn:
-            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]))
+            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(requests))
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""
@@ -867,6 +879,7 @@ class PgPolicyRepository(PolicyRepository):
                 [_flow_row(tool or "", outcome, facts) for tool, outcome, *facts in r["decisions"]],
                 troubles(r["outcomes"]),
                 {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
+                r["learned"],
             )
             for r in rows
         }

@@ -107,7 +107,7 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
         for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
             values.setdefault(v, source)
     vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-    return TaskInput(data.tenant_id, data.task_id, vouched, values)
+    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True)
 
 
 @dataclass
@@ -124,6 +124,9 @@ class PolicyService:
     settings: PolicySettings = field(default_factory=PolicySettings)
     ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
+    # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
+    planned: Callable[[Envelope], bool] = field(default=lambda event: False)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -169,7 +172,7 @@ class PolicyService:
         )
 
     def _wake(self, scopes: Iterable[Scope]) -> None:
-        """Wake the proposals waiting for a result of these tasks: one was just stored."""
+        """Wake the proposals waiting for a result or the request of these tasks: one was just stored."""
         for scope in scopes:
             for woken in self._waiting.get(scope, ()):
                 woken.set()
@@ -191,15 +194,17 @@ class PolicyService:
         """Of the tools of a task's calls whose result is not seen yet, those whose result this service must learn."""
         return [t for t in awaiting if (spec := self.catalog.get(t)) is not None and (spec.untrusted_output or spec.records)]
 
-    async def _task_contexts(self, scopes: list[Scope]) -> dict[Scope, TaskContext]:
+    async def _task_contexts(self, scopes: list[Scope], planned: Collection[Scope] = ()) -> dict[Scope, TaskContext]:
         """What each task has read (provenance, system-of-record entries) and done (its flow) before the call under decision.
 
-        Results arrive on their own consumer (`app.py`), which may lag the proposals: a task whose
-        authorized calls have results this service must learn (untrusted output, system-of-record
-        figures) and has not yet is read again, up to `provenance_wait_s`, so that what it read is known
+        Results and tasks arrive on consumers of their own (`app.py`), which may lag the proposals: a task
+        whose authorized calls have results this service must learn (untrusted output, system-of-record
+        figures) and has not yet, or, for the tasks in `planned` (a proposal the planner signed), whose
+        request is not learned yet, is read again, up to `provenance_wait_s`, so that what it read is known
         before it is decided. All the tasks are read in one statement, then only those still waiting,
-        as soon as this process stored a result of one of them, and at least every 50 ms (another copy
-        of the service may be the one that stores it).
+        as soon as this process stored a result or a request of one of them, and at least every 50 ms
+        (another copy of the service may be the one that stores it). What is still unknown after the wait
+        is decided failing closed (`_context`).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.provenance_wait_s
@@ -208,7 +213,7 @@ class PolicyService:
         try:
             self._listen(scopes, woken)  # before the read: a result stored after it wakes this wait
             reads = await self.repo.task_reads(scopes)
-            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting)]:
+            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting) or (s in planned and not reads[s].learned)]:
                 if (left := deadline - loop.time()) <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -218,12 +223,14 @@ class PolicyService:
                 reads |= await self.repo.task_reads(waiting)
         finally:
             self._forget(scopes, woken)
-        return {scope: self._context(reads[scope]) for scope in scopes}
+        return {scope: self._context(reads[scope], unseen_task=scope in planned and not reads[scope].learned) for scope in scopes}
 
-    def _context(self, read: TaskReads) -> TaskContext:
+    def _context(self, read: TaskReads, *, unseen_task: bool = False) -> TaskContext:
         unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]
-        flow = Flow.of(read.decisions, untrusted_read=bool(read.provenance.untrusted) or bool(unseen), troubles=read.troubles)
-        return TaskContext(read.provenance, dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen)))), read.records)
+        untrusted = bool(read.provenance.untrusted) or bool(unseen) or unseen_task
+        flow = Flow.of(read.decisions, untrusted_read=untrusted, troubles=read.troubles)
+        flow = dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))), unseen_task=unseen_task)
+        return TaskContext(read.provenance, flow, read.records)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -250,7 +257,8 @@ class PolicyService:
         """
         await self._wait_ready()
         # What each task has read and done, loaded once per task of the batch, all tasks at once.
-        read = await self._task_contexts(list(dict.fromkeys((e.data.tenant_id, e.data.task_id) for e in events)))
+        planned = {(e.data.tenant_id, e.data.task_id) for e in events if self.planned(e)}
+        read = await self._task_contexts(list(dict.fromkeys((e.data.tenant_id, e.data.task_id) for e in events)), planned)
         pending = []
         for event in events:
             p = event.data
@@ -414,8 +422,10 @@ class PolicyService:
         await self.on_tasks([event])
 
     async def on_tasks(self, events: Sequence[Envelope]) -> None:
-        """`on_task` for a polled batch of `tasks` events, stored at once."""
-        await self.repo.learn_many([_task_input(event.data) for event in events if isinstance(event, TaskSubmitted)])
+        """`on_task` for a polled batch of `tasks` events, stored at once; the proposals waiting for them are woken."""
+        tasks = [event.data for event in events if isinstance(event, TaskSubmitted)]
+        await self.repo.learn_many([_task_input(data) for data in tasks])
+        self._wake({(data.tenant_id, data.task_id) for data in tasks})
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
         """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""

@@ -31,6 +31,6 @@ class PolicySettings(BaseSettings):
         default=2.0,
         ge=0,
         le=60,
-        description="How long a proposal waits for the results of its task's earlier untrusted-output calls; "
-        "after that its counterparties count as tainted (fail closed).",
+        description="How long a proposal waits for the results of its task's earlier untrusted-output calls, and a "
+        "proposal the planner signed for its task's request; after that its counterparties count as tainted (fail closed).",
     )

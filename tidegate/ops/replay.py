@@ -95,6 +95,20 @@ def _fresh(event: Envelope) -> Envelope:
     return event.model_copy(update={"traceparent": None})
 
 
+def _tasks_of(tasks: list[Envelope], proposals: list[Envelope]) -> list[Envelope]:
+    """The recorded submissions of the proposals' tasks, once each.
+
+    The policy decides a proposal the planner signed only once it has learned its task (what the task's untrusted
+    fields carry); a task submitted before the window is not in it, and its proposals are decided failing closed.
+    """
+    wanted = {e.data.task_id for e in proposals}
+    first: dict[str, Envelope] = {}
+    for task in tasks:
+        if task.data.task_id in wanted:
+            first.setdefault(task.data.task_id, task)
+    return list(first.values())
+
+
 async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callable[[str, int, int], None] | None = None) -> ReplayReport:
     """Replay the window of `opts` in a fresh sandbox prefix and compare then with now, task by task."""
     from services.planner import InMemoryTaskRepository, PlannerDeps, PlannerSettings
@@ -194,6 +208,9 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         await executor_bus.start()
         await collector.start()
         try:
+            if not opts.planner:  # the proposals' tasks first, as in production: a planner's proposal waits for its task
+                for task in _tasks_of(window.of(TaskSubmitted), inputs):
+                    await carrier.publish("tasks", _fresh(task))
             for event in inputs:
                 await carrier.publish("tasks" if opts.planner else "actions.proposed", _fresh(event))
             await _wait_done(opts, inputs, tracker, last_seen, report_progress)
