@@ -10,7 +10,9 @@ In process: `engine.decide` alone (Cedar evaluation with facts and guards), then
 use case with the in-memory repository (decide + sign + encode). Through Kafka: the real service
 as `python -m services.policy` processes (PostgreSQL repository, a database of its own) on a fresh topic prefix; latency is measured one
 proposal at a time (published → its `action.decided` consumed), throughput with a burst (encoded
-before the clock starts), by one process and by several in one consumer group. The in-process runs
+before the clock starts), by one process and by several in one consumer group. The proposals are
+the planner's (signed with its key), so, as in production, their tasks are published on `tasks`
+first and learned before the clock starts: a planner's proposal is decided once its task is learned. The in-process runs
 tune the garbage collector as a running service does (`servicekit.runner.tune_gc`).
 
 The packs of 10 and 100 policies hold per-tenant thresholds, which the engine slices away for the
@@ -41,7 +43,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.bare_hop import cpu_seconds
 from bench.clients import emit_figures, kafka_options
-from schemas import ActionProposed, ActionProposedData, Envelope, encode, headers_for
+from schemas import ActionProposed, ActionProposedData, Envelope, TaskSubmitted, TaskSubmittedData, encode, headers_for
 from servicekit import REPO_ROOT, KitSettings, Recorded, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import with_database
 from servicekit.runner import tune_gc
@@ -238,8 +240,31 @@ async def through_kafka(
                 prefix + "actions.proposed", encode(event), key=event.key, headers=[(k, v.encode()) for k, v in headers_for(event).items()]
             )
 
+        async def learn_tasks(suffix: str, count: int) -> None:
+            """Publish the tasks of `count` proposals of `suffix` (as a client signs them) and wait until the service learned them."""
+            ids = sorted({proposal(i, run + suffix).data.task_id for i in range(count)})
+            for task_id in ids:
+                data = TaskSubmittedData(task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="bench")
+                event = sign_as_producer(kit, TaskSubmitted.build(data, source="bench"))
+                headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+                await producer.send(prefix + "tasks", encode(event), key=event.key, headers=headers)
+            await producer.flush()
+            db = await asyncpg.connect(with_database(admin_url, dbname))
+            try:
+                deadline = time.perf_counter() + 120
+                learned = "SELECT count(*) FROM policy.tasks_learned WHERE task_id LIKE $1"
+                while await db.fetchval(learned, f"bench-{run}{suffix}-%") < len(ids):
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"the policy service learned too few of {len(ids)} tasks")
+                    await asyncio.sleep(0.1)
+            finally:
+                await db.close()
+
+        run = uuid.uuid4().hex[:6]
         try:
-            run = uuid.uuid4().hex[:6]
+            await learn_tasks("w", 20)
+            await learn_tasks("s", sequential)
+            await learn_tasks("b", burst)
             for i in range(20):  # warm up: consumer group joined, connections open
                 await (await send(proposal(i, run + "w")))
             while len(seen) < 20:
