@@ -67,6 +67,19 @@ def _outcome(task_id: str, total: float) -> s.TaskCompleted:
     return s.TaskCompleted.build(data, source="tidegate/planner")
 
 
+async def _rows_at(kit: KitSettings, start: datetime, end: datetime, positions: set[tuple[str, int, int]]) -> list[Any]:
+    """The audit's rows (duplicates too) at these (topic, partition, offset) positions: (position, valid, duplicate, event id)."""
+    from services.audit import PostgresAuditLog, SearchFilters
+
+    log = await PostgresAuditLog.connect(kit.database_url, max_size=1)
+    try:
+        rows = await log.search(SearchFilters(since=start, until=end, topic_prefix=kit.topic_prefix, include_duplicates=True))
+    finally:
+        await log.close()
+    found = [(r.topic, r.partition, r.kafka_offset, r.valid, r.duplicate, r.event_id) for r in rows]
+    return [row for row in found if row[:3] in positions]
+
+
 @pytest.fixture
 async def recorded(kit: KitSettings, tmp_path: Path) -> dict[str, Any]:
     """Good and bad records on the bus and in the audit log; the window and the task ids."""
@@ -107,7 +120,11 @@ async def recorded(kit: KitSettings, tmp_path: Path) -> dict[str, Any]:
             if on_bus.unreadable == 5 and (len(logged.events), logged.unreadable) == (len(on_bus.events), on_bus.unreadable):
                 break
             seen = (len(on_bus.events), on_bus.skipped.counts, len(logged.events), logged.skipped.counts)
-            assert time.monotonic() < deadline, f"the audit service did not record the window: {seen}"
+            if time.monotonic() >= deadline:  # say which records the log lacks, and what rows it holds at their positions
+                positions = [{(r.topic, r.partition, r.offset) for r in w.events} for w in (on_bus, logged)]
+                lacked = sorted(positions[0] - positions[1])
+                rows = await _rows_at(kit, start, end, {(kit.topic_prefix + t, p, o) for t, p, o in lacked})
+                raise AssertionError(f"the audit service did not record the window: {seen}; not in it: {lacked}; rows there: {rows}")
             await asyncio.sleep(0.2)
     finally:
         await producer.stop()
