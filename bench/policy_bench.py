@@ -234,20 +234,17 @@ async def through_kafka(
 
         collector = asyncio.create_task(collect())
 
-        async def send(event: Envelope) -> Any:
-            event = sign_as_producer(kit, event)  # signed as its producer would (the service verifies every proposal)
-            return await producer.send(
-                prefix + "actions.proposed", encode(event), key=event.key, headers=[(k, v.encode()) for k, v in headers_for(event).items()]
-            )
+        async def send(event: Envelope, topic: str = "actions.proposed") -> Any:
+            event = sign_as_producer(kit, event)  # signed as its producer would (the service verifies every event)
+            headers = [(k, v.encode()) for k, v in headers_for(event).items()]
+            return await producer.send(prefix + topic, encode(event), key=event.key, headers=headers)
 
         async def learn_tasks(suffix: str, count: int) -> None:
             """Publish the tasks of `count` proposals of `suffix` (as a client signs them) and wait until the service learned them."""
             ids = sorted({proposal(i, run + suffix).data.task_id for i in range(count)})
             for task_id in ids:
                 data = TaskSubmittedData(task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="bench")
-                event = sign_as_producer(kit, TaskSubmitted.build(data, source="bench"))
-                headers = [(k, v.encode()) for k, v in headers_for(event).items()]
-                await producer.send(prefix + "tasks", encode(event), key=event.key, headers=headers)
+                await send(TaskSubmitted.build(data, source="bench"), "tasks")
             await producer.flush()
             db = await asyncpg.connect(with_database(admin_url, dbname))
             try:

@@ -210,10 +210,14 @@ class PolicyService:
         deadline = loop.time() + self.settings.provenance_wait_s
         woken = asyncio.Event()
         waiting = scopes
+
+        def unseen_task(scope: Scope) -> bool:
+            return scope in planned and not reads[scope].learned
+
         try:
             self._listen(scopes, woken)  # before the read: a result stored after it wakes this wait
             reads = await self.repo.task_reads(scopes)
-            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting) or (s in planned and not reads[s].learned)]:
+            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting) or unseen_task(s)]:
                 if (left := deadline - loop.time()) <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -223,7 +227,7 @@ class PolicyService:
                 reads |= await self.repo.task_reads(waiting)
         finally:
             self._forget(scopes, woken)
-        return {scope: self._context(reads[scope], unseen_task=scope in planned and not reads[scope].learned) for scope in scopes}
+        return {scope: self._context(reads[scope], unseen_task=unseen_task(scope)) for scope in scopes}
 
     def _context(self, read: TaskReads, *, unseen_task: bool = False) -> TaskContext:
         unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]

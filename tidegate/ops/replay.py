@@ -101,11 +101,11 @@ def _tasks_of(tasks: list[Envelope], proposals: list[Envelope]) -> list[Envelope
     The policy decides a proposal the planner signed only once it has learned its task (what the task's untrusted
     fields carry); a task submitted before the window is not in it, and its proposals are decided failing closed.
     """
-    wanted = {e.data.task_id for e in proposals}
-    first: dict[str, Envelope] = {}
+    wanted = {(e.data.tenant_id, e.data.task_id) for e in proposals}  # a task id is its tenant's, as the policy keys it
+    first: dict[tuple[str, str], Envelope] = {}
     for task in tasks:
-        if task.data.task_id in wanted:
-            first.setdefault(task.data.task_id, task)
+        if (scope := (task.data.tenant_id, task.data.task_id)) in wanted:
+            first.setdefault(scope, task)
     return list(first.values())
 
 
