@@ -483,9 +483,9 @@ _SELECT_HISTORY = f"""SELECT
 _INSERT_DECISIONS = (
     """WITH decided AS (INSERT INTO policy.decisions
     (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
-    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8 FROM json_array_elements($1::json) AS d),
+    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8 FROM jsonb_array_elements($1::jsonb) AS d),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
-    SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM json_array_elements($2::json) AS x
+    SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM jsonb_array_elements($2::jsonb) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
   delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
     UNION ALL SELECT tenant_id, '"""
