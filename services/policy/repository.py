@@ -264,6 +264,14 @@ def _flow_facts(outcome: str, decided_event: str) -> list[str | None]:
     return [json.dumps(facts[name]) if name in facts else None for name in FLOW_FACTS]
 
 
+def _kept_flow_facts(record: DecisionRecord) -> dict[str, Any] | None:
+    """What is stored beside an allowed decision for later decisions of its task (`FLOW_FACTS`); None otherwise."""
+    if record.outcome != "allow":
+        return None
+    facts = record.decided.data.facts if record.decided is not None else json.loads(record.decided_event)["data"].get("facts") or {}
+    return {name: facts[name] for name in FLOW_FACTS if name in facts}
+
+
 def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
     """(retries, tool errors) of a task's call outcomes, given as (status, attempts)."""
     done = list(outcomes)
@@ -482,8 +490,9 @@ _SELECT_HISTORY = f"""SELECT
 # those add to each scope's spend, in one statement.
 _INSERT_DECISIONS = (
     """WITH decided AS (INSERT INTO policy.decisions
-    (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event)
-    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8 FROM jsonb_array_elements($1::jsonb) AS d),
+    (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event, flow_facts)
+    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8, nullif(d->9, 'null')
+    FROM jsonb_array_elements($1::jsonb) AS d),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
     SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM jsonb_array_elements($2::jsonb) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
@@ -524,7 +533,8 @@ SELECT w.t AS tenant_id, w.k AS task_id,
   ARRAY(SELECT (p.value, p.source, p.trusted) FROM policy.provenance p
         WHERE p.tenant_id = w.t AND p.task_id = w.k ORDER BY p.learned_at) AS provenance,
   ARRAY(SELECT (d.proposal->>'tool', d.outcome, f->'external_recipients', f->'amount_usd') FROM policy.decisions d
-        CROSS JOIN LATERAL (SELECT CASE WHEN d.outcome = 'allow' THEN d.decided_event::json #> '{data,facts}' END AS f) AS x
+        CROSS JOIN LATERAL (SELECT CASE WHEN d.outcome = 'allow'
+          THEN coalesce(d.flow_facts, d.decided_event::jsonb #> '{data,facts}') END AS f) AS x
         WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
   ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
@@ -718,6 +728,7 @@ class PgPolicyRepository(PolicyRepository):
                 r.proposal.model_dump_json(),
                 r.decided_event,
                 r.authorized_event,
+                _kept_flow_facts(r),
             ]
             for r in records
         ]

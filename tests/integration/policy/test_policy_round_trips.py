@@ -7,6 +7,7 @@ result is stored in one statement (two when it teaches a payee).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -214,6 +215,16 @@ async def test_a_tasks_earlier_decisions_are_read_as_its_flow_reads_them(counted
         ("issue_refund", "deny", {}),
         ("issue_refund", "allow", {"external_recipients": 0, "amount_usd": 4.0}),
     ]
+    # Kept beside each allow when it is recorded (not parsed out of its event on every read), and read the same way
+    # from the event for a decision recorded before that column was (migration 008).
+    kept = await counted.pool.fetch("SELECT flow_facts::text FROM policy.decisions WHERE task_id = $1 ORDER BY key", task)
+    assert [json.loads(r[0]) if r[0] is not None else None for r in kept] == [
+        {"external_recipients": 0, "amount_usd": 10.5},
+        None,
+        {"external_recipients": 0, "amount_usd": 4},
+    ]
+    await counted.pool.execute("UPDATE policy.decisions SET flow_facts = NULL WHERE task_id = $1", task)
+    assert await service.repo.task_decisions(tenant, task) == read
     [fourth] = await service.on_proposed_batch([refund(3, {"payee_id": "cus_4", "amount_usd": 1.0, "order_id": "O-4"})], traced=False)
     flow = fourth.decided.data.facts["flow"]
     assert (flow["tool_calls"], flow["sent_amount_cents"], flow["last_decision"]) == (2, 1450, "allow")
