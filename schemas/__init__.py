@@ -16,6 +16,7 @@ from schemas.common import (
     TaskCost,
     action_identity,
     is_finite_json,
+    storable,
 )
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
@@ -78,6 +79,7 @@ __all__ = [
     "digest",
     "encode",
     "is_finite_json",
+    "storable",
     "headers_for",
     "new_id",
     "topic_spec",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
@@ -25,6 +26,7 @@ __all__ = [
     "TaskCost",
     "action_identity",
     "is_finite_json",
+    "storable",
 ]
 
 
@@ -157,6 +159,68 @@ def is_finite_json(value: Any) -> bool:
         elif (kind is float and item - item != 0.0) or (kind is int and abs(item) > _DOUBLE_MAX):
             return False  # NaN - NaN and inf - inf are NaN; a finite float gives 0.0
     return True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable_text(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if _has_lone_surrogate(text):  # JSON's "\ud800" decodes to one
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _storable(item: Any) -> Any:
+    kind = type(item)
+    if kind is str:
+        return _storable_text(item)
+    if kind is dict:
+        return {_storable_text(k) if type(k) is str else k: _storable(v) for k, v in item.items()}
+    if kind is list or kind is tuple:
+        return [_storable(v) for v in item]
+    if (kind is float and item - item != 0.0) or (kind is int and abs(item) > _DOUBLE_MAX):
+        return None
+    return item
+
+
+def storable(value: Any) -> Any:
+    """`value` (a decoded JSON value from outside: a tool's answer, its error) as the contract and PostgreSQL can hold it.
+
+    In every string and key, U+0000 (which PostgreSQL's text and jsonb refuse) and lone surrogates (which UTF-8
+    cannot hold; JSON's escape of half a surrogate pair decodes to one) become U+FFFD; a NaN, an infinity or a number beyond a double
+    (which the contract refuses, `JsonObject`) becomes null. Anything else is returned as it is, the same object
+    when there is nothing to change. Without it, a system of record that answered with one such character
+    left a call that had happened with no result anyone could store.
+    """
+    if is_finite_json(value) and _all_text_storable(value):
+        return value
+    return _storable(value)
+
+
+def _all_text_storable(value: Any) -> bool:
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not (item.isascii() and "\x00" not in item) and ("\x00" in item or _has_lone_surrogate(item)):
+                return False
+        elif kind is dict:
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+    return True
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:

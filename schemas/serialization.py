@@ -8,8 +8,8 @@ import math
 from types import ModuleType
 from typing import Any
 
-from pydantic import TypeAdapter
-from pydantic_core import from_json
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from schemas.envelope import FROM_THE_WIRE, Envelope
 from schemas.topics import adapter_for, any_event_adapter
@@ -51,7 +51,47 @@ def headers_for(event: Envelope) -> dict[str, str]:
 
 def decode(topic: str, raw: bytes | str) -> Any:
     """Parse and validate one message of `topic` (catalog name, no prefix); raises ValidationError."""
-    return adapter_for(topic).validate_json(raw)
+    return validate_raw(adapter_for(topic), raw)
+
+
+def validate_raw(adapter: TypeAdapter[Any], raw: bytes | str) -> Any:
+    """The contract's definition of a valid event of `adapter`'s topic: `validate_json`, and no U+0000 in a string."""
+    event = adapter.validate_json(raw)
+    _refuse_nul(raw)
+    return event
+
+
+_NUL_ESCAPE = "\\u0000"
+_NUL_ESCAPE_BYTES = _NUL_ESCAPE.encode()
+
+
+def _refuse_nul(raw: bytes | str) -> None:
+    """Refuse a document with U+0000 in a string: valid JSON (an escape), but no service's database can keep it.
+
+    Part of the contract: else the first service to store the event failed on it after accepting it (a
+    handler error, or, for an executor, a call made whose result could not be kept). The raw text is searched;
+    a match is an escape only where an odd run of backslashes ends at its `u` (after an even run it is text).
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    at = text.find(_NUL_ESCAPE)
+    while at != -1:
+        start = at
+        while start > 0 and text[start - 1] == "\\":
+            start -= 1
+        if (at - start) % 2 == 0:  # an even run before this backslash: it starts an escape
+            raise ValidationError.from_exception_data(
+                "Envelope",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "storable_text", "Strings should hold no U+0000 character (no service's database can store it)"
+                        ),
+                        loc=("data",),
+                        input=text[max(0, at - 40) : at + 46],
+                    )
+                ],
+            )
+        at = text.find(_NUL_ESCAPE, at + 1)
 
 
 def decode_document(topic: str, raw: bytes | str) -> tuple[Any, Any]:
@@ -77,9 +117,12 @@ def validate_parsed(adapter: TypeAdapter[Any], document: Any, raw: bytes | str) 
     that refuses is decided again by `validate_json`, so a refused value gets exactly its error.
     """
     try:
-        return adapter.validate_python(document, context=FROM_THE_WIRE)
+        event = adapter.validate_python(document, context=FROM_THE_WIRE)
     except ValueError:  # not the contract (a ValidationError is a ValueError): `validate_json` says why
-        return adapter.validate_json(raw)
+        event = adapter.validate_json(raw)
+    if (_NUL_ESCAPE_BYTES if isinstance(raw, bytes) else _NUL_ESCAPE) in raw:  # type: ignore[operator]
+        _refuse_nul(raw)
+    return event
 
 
 def decode_any(raw: bytes | str) -> Any:

@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
-from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
+from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode, storable
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
 from servicekit.bus_auth import security_from_options
@@ -136,12 +136,15 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
 
 
 def _text(raw: bytes | None) -> str:
-    return raw.decode("utf-8", errors="replace") if raw is not None else ""
+    return storable(raw.decode("utf-8", errors="replace")) if raw is not None else ""
 
 
 def _utf8(text: str) -> str:
-    """`text` with what UTF-8 cannot hold (a lone surrogate, which `json.loads` lets through) replaced: a dead letter must always build."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """`text` as the contract holds it (`storable`: a lone surrogate, which `json.loads` lets through, and U+0000 replaced).
+
+    A dead letter must always build, and be read back by whoever keeps it.
+    """
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | None]:

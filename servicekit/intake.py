@@ -121,7 +121,7 @@ def describe_raw(value: bytes | None, limit: int = RAW_LIMIT) -> RawValue:
     """Describe `value` without parsing it; never raises on any bytes."""
     raw = value or b""
     return RawValue(
-        text=raw[:limit].decode("utf-8", errors="replace"),
+        text=raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd"),  # no U+0000 in an event: `size`, `sha256` are exact
         size=len(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
         truncated=len(raw) > limit,

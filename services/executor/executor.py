@@ -29,6 +29,7 @@ from schemas import (
     ToolSpec,
     UndoPlan,
     action_identity,
+    storable,
 )
 from servicekit import Attr, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
 from servicekit.costs import call_cost_usd
@@ -403,7 +404,8 @@ class Executor:
 
 
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
-    return CallError(str(type_), message, retryable, dead)
+    """An error as kept and published; its text may come from outside (a tool's message, an exception), so `storable`."""
+    return CallError(storable(str(type_)), storable(message), retryable, dead)
 
 
 def _reads_prior_state(spec: ToolSpec | None) -> bool:

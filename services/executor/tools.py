@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 
 from connectors import ConnectorAccess
-from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec
+from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec, storable
 from servicekit import Reject
 from servicekit.toolcontract import Tool, ToolContext, ToolError
 
@@ -281,9 +281,16 @@ class ToolInvokers:
         self._connector = connector
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
-        """Dispatch to the connector invoker for a connector's tool, else to the invoker of the tool's kind."""
+        """Dispatch to the connector invoker for a connector's tool, else to the invoker of the tool's kind.
+
+        What the tool answered is made `storable` here, the one door every answer comes through: a system of
+        record's U+0000, lone surrogate or NaN must not leave a call that happened without a result to keep.
+        """
         if spec.connector is not None:
             if self._connector is None:
                 raise ToolError("credential_missing", f"this executor has no connector credentials; {spec.name} cannot be called")
-            return await self._connector.invoke(spec, ctx, args)
-        return await self._by_kind[spec.kind].invoke(spec, ctx, args)
+            answer = await self._connector.invoke(spec, ctx, args)
+        else:
+            answer = await self._by_kind[spec.kind].invoke(spec, ctx, args)
+        result = storable(answer.result)
+        return answer if result is answer.result else ToolAnswer(result, answer.cost_usd)

@@ -101,6 +101,54 @@ async def test_4xx_is_final_and_a_missing_credential_never_calls(
     assert len(stub.requests) == 1
 
 
+async def test_an_answer_postgresql_cannot_store_still_gives_the_call_its_result(
+    start_executor: Any,
+    http_stub: Any,
+    make_tools_dir: Any,
+    publisher: Bus,
+    listener: Any,
+    authorize: Any,
+    tenant: str,
+    wait_for: Any,
+    pool: Any,
+) -> None:
+    """A system of record answers with U+0000, a lone surrogate and NaN (json.dumps writes them; httpx reads them back).
+
+    The label was bought: the call happened, so its result must be kept and published. Before, storing it failed on
+    PostgreSQL's refusal of U+0000, the authorization was dead-lettered as a handler error, and the claim stayed
+    `running` with no result for the planner, the policy's budget or the audit.
+    """
+    answers = iter(
+        [
+            (201, {"tracking": "1Z\u0000999", "carrier\u0000": "ups\ud800", "weight_kg": float("nan"), "label_url": "https://l/1"}),
+            (422, {"error": "weight over\u0000the limit \ud800"}),
+        ]
+    )
+
+    async def carrier(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return next(answers)
+
+    stub = await http_stub(carrier)
+    await start_executor(make_tools_dir(label_tool(f"{stub.url}/labels", tenant)), secret_env(tenant, "sk"))
+    bought, refused = authorize(tenant, "create_shipping_label", LABEL), authorize(tenant, "create_shipping_label", LABEL)
+    await publisher.publish("actions.authorized", bought)
+    [result] = await wait_for(lambda: listener.for_action(bought.data.action_id), what="the label's result")
+    await publisher.publish("actions.authorized", refused)
+    [failure] = await wait_for(lambda: listener.for_action(refused.data.action_id), what="the refusal's result")
+    assert result.type == "tidegate.action.succeeded"
+    assert result.data.result == {"tracking": "1Z\ufffd999", "carrier\ufffd": "ups\ufffd", "weight_kg": None, "label_url": "https://l/1"}
+    assert (failure.type, failure.data.error.type) == ("tidegate.action.failed", "http_422")
+    assert failure.data.error.message == "weight over\ufffdthe limit \ufffd"
+    assert listener.dead_codes(bought.data.action_id) == []
+    assert listener.dead_codes(refused.data.action_id) == []
+    kept = await pool.fetch(
+        "SELECT status FROM executor.actions WHERE action_id = ANY($1::text[]) ORDER BY status",
+        [bought.data.action_id, refused.data.action_id],
+    )
+    assert [r["status"] for r in kept] == ["failed", "succeeded"]
+    assert len(stub.requests) == 2
+
+
 async def test_a_timeout_is_retried_for_a_keyed_tool_but_ends_unknown_for_one_without_a_key(
     start_executor: Any, http_stub: Any, make_tools_dir: Any, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
 ) -> None:

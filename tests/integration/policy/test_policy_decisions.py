@@ -88,3 +88,23 @@ async def test_allow_escalate_deny_and_bad_input(policy, collector, producer, ki
         await conn.close()
     assert [float(r["amount_usd"]) for r in held] == [0.01]
     assert float(task_spend) == 0.01
+
+
+async def test_a_proposal_whose_text_holds_a_nul_is_refused_by_the_contract_not_by_the_database(
+    policy, collector, producer, wait_for, one, make_proposal
+) -> None:
+    """`\\u0000` is valid JSON, but no service's database can store it: the contract refuses it before any handler.
+
+    Before, the policy accepted the proposal, failed to store its decision and dead-lettered it as a handler error
+    carrying PostgreSQL's message (and an executor that met one in a tool's answer lost the call's result).
+    """
+    nul = make_proposal("get_ticket", {"ticket_id": "T-10\u000001"})
+    text = make_proposal("get_ticket", {"ticket_id": "T-10\\u000001"})  # a backslash, then text: not a NUL
+    await producer.send("actions.proposed", nul)
+    await producer.send("actions.proposed", text)
+    dead = await wait_for(lambda: one(collector.rejected(nul.id)), what="the NUL's dead letter")
+    assert (dead.data.code, dead.data.service) == ("invalid_event", "policy")
+    assert "U+0000" in dead.data.error
+    decided = await wait_for(lambda: one(collector.decided(text.data.action_id)), what="the backslash's decision")
+    assert decided.data.args == {"ticket_id": "T-10\\u000001"}
+    assert collector.decided(nul.data.action_id) == []
