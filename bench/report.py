@@ -347,6 +347,20 @@ CUTS = (
     "polls, otherwise within the noise. `bench.policy_bench` publishes its proposals' tasks first (its proposals "
     "are the planner's): without them each burst proposal waited `provenance_wait_s` and failed closed (175 "
     "decisions/s, p50 2 s).",
+    "- **The policy's burst, where its wall time went (2026-12-02).** `bench.policy_bench` used half a core: a polled "
+    "batch of 500 proposals spent ~540 ms, of which ~100 ms waited on the one statement that keeps the batch's "
+    "decisions and ~60 ms queueing its 1,000 signed events on the producer. (1) The statement unpacked its JSON "
+    "parameter as `json`, which PostgreSQL re-scans for each of a row's nine `->>`; as `jsonb` it is parsed once "
+    "(500 decisions of ~1.5 KB: 43–54 → 12–18 ms in isolation). (2) aiokafka's producer buffers 16 KiB per "
+    "partition and a send into a full buffer waits for the request ahead: ten signed events a request; the kit's "
+    "producer now takes 512 KiB (`PRODUCER_BATCH_BYTES`), queueing 55–78 → 22–26 ms a batch. (3) A task's earlier "
+    "decisions were read for the flow check by parsing each one's stored `decided_event` again, for every proposal "
+    "of the task (quadratic in its length): an allow's flow facts are now kept beside it (migration 008; decisions "
+    "recorded before fall back to their event). Back to back, three pairs each (`bench.policy_bench --burst 10000 "
+    "--sequential 20`, load ~1): (1)+(2) 1,010 / 1,016 / 1,037 → 1,267 / 1,287 / 1,259 decisions/s, 0.56 → 0.50 ms "
+    "of the policy's CPU per decision; (3) on top 1,394 / 1,337 / 1,250 → 1,758 / 1,441 / 1,310. End to end at a "
+    "burst (`bench.e2e_bench --tasks 300 --rate 0 --light 0 --idle 0`, two pairs) within the noise: 154 / 160 "
+    "against 144 / 159 actions/s, 6.5 / 6.5 against 7.2 / 6.4 ms per action.",
 )
 
 
