@@ -24,7 +24,7 @@ from servicekit.bus_rights import OPS
 from servicekit.settings import KitSettings
 from servicekit.unreadable import Skipped, Unreadable, read_event
 
-__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "parse_time", "read_audit_window", "read_window", "recorded_window"]
+__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "kafka_ms", "parse_time", "read_audit_window", "read_window", "recorded_window"]
 
 WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
 """The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
@@ -44,6 +44,23 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
         return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def kafka_ms(moment: datetime) -> int:
+    """`moment` at the precision of a Kafka timestamp: whole milliseconds since the epoch, rounded down (exactly, no float).
+
+    A window's bounds are taken at this precision on the bus and in the audit log alike: a record stamped in the
+    millisecond a window starts is in it, wherever it is read from (in the log, `kafka_ts` holds only milliseconds).
+    """
+    return (moment - _EPOCH) // _MS
+
+
+def _at_kafka_precision(moment: datetime | None) -> datetime | None:
+    return None if moment is None else _EPOCH + kafka_ms(moment) * _MS
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,7 @@ async def read_window(
     decode_events: bool = True,
     client_options: dict[str, Any] | None = None,
 ) -> Window:
-    """Read the events of `topics` (catalog names) under `prefix` whose timestamps fall in [start, end).
+    """Read the events of `topics` (catalog names) under `prefix` whose timestamps fall in [start, end) (`kafka_ms`).
 
     Args:
         bootstrap: Kafka bootstrap servers.
@@ -136,11 +153,11 @@ async def read_window(
         begins = await consumer.beginning_offsets(tps)
         first = dict(begins)
         if start is not None:
-            found = await consumer.offsets_for_times({tp: int(start.timestamp() * 1000) for tp in tps})
+            found = await consumer.offsets_for_times({tp: kafka_ms(start) for tp in tps})
             first = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
         stop = dict(ends)
         if end is not None:
-            found = await consumer.offsets_for_times({tp: int(end.timestamp() * 1000) for tp in tps})
+            found = await consumer.offsets_for_times({tp: kafka_ms(end) for tp in tps})
             stop = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
         pending = {tp for tp in tps if first[tp] < stop[tp]}
         total = sum(max(0, stop[tp] - first[tp]) for tp in tps)
@@ -209,7 +226,8 @@ async def read_audit_window(
     log = await PostgresAuditLog.connect(database_url, max_size=2)
     window = Window()
     try:
-        rows = await log.search(SearchFilters(tenant=tenant, since=start, until=end, topic_prefix=prefix), limit=limit)
+        since, until = _at_kafka_precision(start), _at_kafka_precision(end)  # as `read_window` reads the bus
+        rows = await log.search(SearchFilters(tenant=tenant, since=since, until=until, topic_prefix=prefix), limit=limit)
     finally:
         await log.close()
     wanted = set(WINDOW_TOPICS)
@@ -226,7 +244,7 @@ async def read_audit_window(
         if not row.valid:  # readable, but the audit service refused it as the services do (its signature, above all)
             window.skipped.add(_recorded_reason(row.invalid_reason), where, row.invalid_reason or "")
             continue
-        ts = int(row.kafka_ts.timestamp() * 1000)
+        ts = kafka_ms(row.kafka_ts)
         window.events.append(Recorded(name, row.partition, row.kafka_offset, ts, event))
     window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
     return window

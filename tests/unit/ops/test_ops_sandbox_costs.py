@@ -170,3 +170,34 @@ def test_a_sandbox_runs_under_the_sandbox_root_and_logs_in_as_ops(tmp_path: Path
     assert sandbox_settings(KitSettings(kafka_principal="admin"), prefix, tmp_path).kafka_principal == "admin"  # an explicit login wins
     with pytest.raises(ValueError, match=r"starts with 'sandbox\.'"):
         sandbox_settings(KitSettings(), "replay-1.", tmp_path)
+
+
+async def test_a_window_is_read_at_kafka_precision_from_the_audit_log_as_from_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record stamped in the millisecond a window starts is in it, wherever the window is read from.
+
+    The bus is searched by whole milliseconds (`offsets_for_times`), and the log's `kafka_ts` holds only those; the
+    log was searched from the exact start instead, so a record in the start's millisecond but before its microseconds
+    was on the bus's window and not the log's (tests/integration/ops/test_bad_records.py failed on it, 1 run in 3).
+    """
+    from services.audit import PostgresAuditLog, SearchFilters
+    from tidegate.ops.recorded import kafka_ms, read_audit_window
+
+    asked: list[SearchFilters] = []
+
+    class Log:
+        async def search(self, filters: SearchFilters, *, limit: int) -> list[Any]:
+            asked.append(filters)
+            return []
+
+        async def close(self) -> None:
+            pass
+
+    async def connect(dsn: str, *, max_size: int) -> Log:
+        return Log()
+
+    monkeypatch.setattr(PostgresAuditLog, "connect", connect)
+    start, end = datetime(2026, 12, 2, 6, 30, 54, 301069, tzinfo=UTC), datetime(2026, 12, 2, 6, 30, 54, 320778, tzinfo=UTC)
+    await read_audit_window("postgresql://unused", "tidegate.", start, end)
+    assert (asked[0].since, asked[0].until) == (start.replace(microsecond=301000), end.replace(microsecond=320000))
+    assert kafka_ms(start) == kafka_ms(start.replace(microsecond=301000)) == int(start.replace(microsecond=0).timestamp()) * 1000 + 301
+    assert kafka_ms(datetime(1969, 12, 31, 23, 59, 59, 999500, tzinfo=UTC)) == -1  # rounded down, as Kafka's clock would be
