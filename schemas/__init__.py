@@ -31,6 +31,7 @@ from schemas.serialization import (
     digest,
     encode,
     headers_for,
+    refuse_nul,
     validate_parsed,
 )
 from schemas.signed import action_digest, approval_message, authorization_message
@@ -84,6 +85,7 @@ __all__ = [
     "new_id",
     "topic_spec",
     "utcnow",
+    "refuse_nul",
     "validate_parsed",
     *_events_all,
 ]

@@ -30,7 +30,9 @@ __all__ = [
     "encode",
     "headers_for",
     "reference_canonical_json",
+    "refuse_nul",
     "validate_parsed",
+    "validate_raw",
 ]
 
 CONTENT_TYPE = "application/cloudevents+json"
@@ -57,7 +59,7 @@ def decode(topic: str, raw: bytes | str) -> Any:
 def validate_raw(adapter: TypeAdapter[Any], raw: bytes | str) -> Any:
     """The contract's definition of a valid event of `adapter`'s topic: `validate_json`, and no U+0000 in a string."""
     event = adapter.validate_json(raw)
-    _refuse_nul(raw)
+    refuse_nul(raw)
     return event
 
 
@@ -65,7 +67,7 @@ _NUL_ESCAPE = "\\u0000"
 _NUL_ESCAPE_BYTES = _NUL_ESCAPE.encode()
 
 
-def _refuse_nul(raw: bytes | str) -> None:
+def refuse_nul(raw: bytes | str, *, where: tuple[str, ...] = ("data",)) -> None:
     """Refuse a document with U+0000 in a string: valid JSON (an escape), but no service's database can keep it.
 
     Part of the contract: else the first service to store the event failed on it after accepting it (a
@@ -86,7 +88,7 @@ def _refuse_nul(raw: bytes | str) -> None:
                         type=PydanticCustomError(
                             "storable_text", "Strings should hold no U+0000 character (no service's database can store it)"
                         ),
-                        loc=("data",),
+                        loc=where,
                         input=text[max(0, at - 40) : at + 46],
                     )
                 ],
@@ -121,7 +123,7 @@ def validate_parsed(adapter: TypeAdapter[Any], document: Any, raw: bytes | str) 
     except ValueError:  # not the contract (a ValidationError is a ValueError): `validate_json` says why
         event = adapter.validate_json(raw)
     if (_NUL_ESCAPE_BYTES if isinstance(raw, bytes) else _NUL_ESCAPE) in raw:  # type: ignore[operator]
-        _refuse_nul(raw)
+        refuse_nul(raw)
     return event
 
 

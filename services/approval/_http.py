@@ -5,6 +5,7 @@ from typing import Any, TypeVar
 from fastapi import HTTPException
 from pydantic import BaseModel, ValidationError
 
+from schemas import refuse_nul
 from services.approval.domain import Refusal
 
 __all__ = ["error", "json_body", "parse"]
@@ -20,7 +21,9 @@ def error(refusal: Refusal) -> HTTPException:
 def parse(model: type[_M], raw: bytes, *, optional: bool = False) -> _M:
     """The request body as `model`, parsed only once the caller is known to be allowed (422 otherwise)."""
     try:
-        return model.model_validate_json(raw or (b"{}" if optional else b""))
+        body = model.model_validate_json(raw or (b"{}" if optional else b""))
+        refuse_nul(raw, where=())  # what it holds is kept and published: no database or event can hold U+0000
+        return body
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         raise HTTPException(422, detail={"code": "invalid_body", "message": problems[:1000]}) from exc

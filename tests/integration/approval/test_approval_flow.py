@@ -274,3 +274,22 @@ async def test_a_waiting_request_escalates_to_the_second_group(
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["escalated"] is True
+
+
+async def test_a_comment_no_database_can_keep_is_refused_with_a_reason_and_the_request_stays_open(
+    start_approval: StartApproval, http: httpx.AsyncClient, wait_for: Any
+) -> None:
+    """A U+0000 in an approver's comment (JSON's `\\u0000`) was a 500 from PostgreSQL; now a 422 that says why."""
+    h = await start_approval()
+    bob = await h.token("bob@acme.example", ["finance"])
+    decided = h.decided()
+    await h.escalate(decided)
+    record = await h.request_for(decided.action_id, wait_for)
+    url, headers = f"{h.url}/api/v1/approvals/{record.approval_id}/approve", {"Authorization": f"Bearer {bob}"}
+    refused = await http.post(url, json={"action_digest": record.action_digest, "comment": "known\u0000customer"}, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"]["code"] == "invalid_body"
+    assert "U+0000" in refused.json()["detail"]["message"]
+    assert (await h.repo.get(record.approval_id)).status == "pending"
+    granted = await http.post(url, json={"action_digest": record.action_digest, "comment": "known customer"}, headers=headers)
+    assert granted.status_code == 200, granted.text
