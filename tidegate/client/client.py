@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData, digest
+from schemas import ActionProposed, ActionProposedData, digest, refuse_nul
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
@@ -156,6 +156,8 @@ class Tidegate:
 
         Raises:
             ActionIdReused: `action_id` was proposed before for another tenant, task, tool or args (nothing is sent).
+            pydantic.ValidationError: A string in the call holds U+0000, which the contract refuses and no Tidegate
+                service can store (nothing is sent; sent, it would only be dead-lettered).
             TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up).
         """
         assert self._start is not None, "client not started: use `async with Tidegate() as tg:`"
@@ -179,6 +181,8 @@ class Tidegate:
             mode=self.settings.mode,
             requested_by=self.settings.principal,
         )
+        if recorded is None:
+            refuse_nul(data.model_dump_json())
         watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
         if recorded is None:
             position = self._start

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from schemas import ActionProposedData, ActionResultData, ActionSucceeded, ApprovalGranted
 from tidegate.client import (
@@ -216,6 +217,22 @@ async def test_an_action_id_reused_for_another_call_is_refused_and_nothing_is_pr
             await client.propose(tool, args, task=task, action_id="call_0")
     assert [p.action_id for p in stack.proposals] == ["call_0"]
     assert len(stack.calls["issue_refund"]) == 1
+
+
+async def test_a_call_no_service_could_store_is_refused_before_anything_is_sent(
+    bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path
+) -> None:
+    """A U+0000 in an agent's args (a model's output, a scraped page) is refused by the contract at every consumer.
+
+    Sent, the proposal would only be dead-lettered and the agent would wait out its timeout; the client says why at once.
+    """
+    async with Tidegate(transport=bus, task_id="ticket-1007", proposals=SqliteProposals(tmp_path / "p.sqlite3")) as client:
+        with pytest.raises(ValidationError, match="U\\+0000"):
+            await client.propose("tag_ticket", {"ticket_id": "T-1", "tags": ["vip\u0000"]}, action_id="call_nul")
+        assert client.proposals.lookup("call_nul") is None
+        done = await client.propose("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, action_id="call_ok")
+    assert isinstance(done, Executed)
+    assert [p.action_id for p in stack.proposals] == ["call_ok"]
 
 
 async def test_a_proposal_ledger_from_before_digests_still_resumes(bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path) -> None:
