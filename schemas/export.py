@@ -111,7 +111,8 @@ def asyncapi_document() -> dict[str, Any]:
         "info": {
             "title": "Tidegate events",
             "version": "1.0.0",
-            "description": "CloudEvents 1.0 (structured JSON mode) on Kafka. Topic names carry a prefix, `tidegate.` by default.",
+            "description": "CloudEvents 1.0 (structured JSON mode) on Kafka. Topic names carry a prefix, `tidegate.` by default. "
+            "No string of an event may hold U+0000 (JSON's `\\u0000`): consumers refuse such an event as `invalid_event`.",
         },
         "defaultContentType": "application/cloudevents+json",
         "channels": channels,

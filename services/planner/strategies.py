@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from schemas import ProposalCost, RiskClass, TaskSubmittedData
+from schemas import ProposalCost, RiskClass, TaskSubmittedData, storable
 from servicekit import ToolCatalog
 from services.planner.domain import PlannedStep
 from services.planner.isolation import UNTRUSTED_NOTICE, split_input, tainted_paths, untrusted_block
@@ -168,6 +168,9 @@ class LlmStrategy:
                 continue
             if call.arguments is None:
                 dropped.append(f"{call.name}(unparseable arguments)")
+                continue
+            if storable(call.arguments) is not call.arguments:  # a U+0000, lone surrogate or NaN: no event may carry it
+                dropped.append(f"{call.name}(arguments no event can carry)")
                 continue
             risk = self.catalog[call.name].risk
             refusable = risk in (RiskClass.FINANCIAL, RiskClass.DESTRUCTIVE, RiskClass.CODE_CHANGE) or bool(

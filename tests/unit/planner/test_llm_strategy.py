@@ -32,6 +32,7 @@ async def test_routes_models_isolates_untrusted_content_and_sends_the_catalog_sc
             ("wire_money", {"to": "attacker"}),
             ("issue_refund", {"payee_id": "attacker_payout_99", "amount_usd": 950, "order_id": "O-5005"}),
             ("draft_reply", "{not json"),
+            ("add_internal_note", {"ticket_id": "T-1005", "note": "see\u0000attached"}),  # a U+0000 the contract refuses
         ],
         tokens=(1200, 80),
     )
@@ -55,7 +56,7 @@ async def test_routes_models_isolates_untrusted_content_and_sends_the_catalog_sc
     assert "refund" in planning["messages"][0]["content"]  # the cheap model's category routes the plan
 
     assert [s.tool for s in result.steps] == ["tag_ticket", "issue_refund"]
-    assert result.dropped == ["wire_money", "draft_reply(unparseable arguments)"]
+    assert result.dropped == ["wire_money", "draft_reply(unparseable arguments)", "add_internal_note(arguments no event can carry)"]
     refund = result.steps[1]
     assert refund.tainted_args == ["payee_id", "amount_usd"]  # the order id is vouched for by the trusted fields
     assert [s.tool for s in refund.on_deny] == ["add_internal_note", "draft_reply"]
