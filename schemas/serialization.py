@@ -74,7 +74,12 @@ def refuse_nul(raw: bytes | str, *, where: tuple[str, ...] = ("data",)) -> None:
     handler error, or, for an executor, a call made whose result could not be kept). The raw text is searched;
     a match is an escape only where an odd run of backslashes ends at its `u` (after an even run it is text).
     """
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if isinstance(raw, bytes):
+        if _NUL_ESCAPE_BYTES not in raw:  # the common case: no decoding, one scan
+            return
+        text = raw.decode("utf-8", "replace")
+    else:
+        text = raw
     at = text.find(_NUL_ESCAPE)
     while at != -1:
         start = at
@@ -122,8 +127,7 @@ def validate_parsed(adapter: TypeAdapter[Any], document: Any, raw: bytes | str) 
         event = adapter.validate_python(document, context=FROM_THE_WIRE)
     except ValueError:  # not the contract (a ValidationError is a ValueError): `validate_json` says why
         event = adapter.validate_json(raw)
-    if (_NUL_ESCAPE_BYTES if isinstance(raw, bytes) else _NUL_ESCAPE) in raw:  # type: ignore[operator]
-        refuse_nul(raw)
+    refuse_nul(raw)
     return event
 
 
