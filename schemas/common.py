@@ -189,8 +189,8 @@ def storable(value: Any) -> Any:
     """`value` (a decoded JSON value from outside: a tool's answer, its error) as the contract and PostgreSQL can hold it.
 
     In every string and key, U+0000 (which PostgreSQL's text and jsonb refuse) and lone surrogates (which UTF-8
-    cannot hold; JSON's escape of half a surrogate pair decodes to one) become U+FFFD; a NaN, an infinity or a number beyond a double
-    (which the contract refuses, `JsonObject`) becomes null. Anything else is returned as it is, the same object
+    cannot hold; JSON's escape of half a surrogate pair decodes to one) become U+FFFD; a NaN, an infinity or a
+    number beyond a double (which the contract refuses, `JsonObject`) becomes null. Anything else is returned as it is, the same object
     when there is nothing to change. Without it, a system of record that answered with one such character
     left a call that had happened with no result anyone could store.
     """
@@ -205,7 +205,7 @@ def _all_text_storable(value: Any) -> bool:
         item = stack.pop()
         kind = type(item)
         if kind is str:
-            if not (item.isascii() and "\x00" not in item) and ("\x00" in item or _has_lone_surrogate(item)):
+            if "\x00" in item or (not item.isascii() and _has_lone_surrogate(item)):
                 return False
         elif kind is dict:
             stack.extend(item.values())
