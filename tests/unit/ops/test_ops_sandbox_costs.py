@@ -177,7 +177,7 @@ async def test_a_window_is_read_at_kafka_precision_from_the_audit_log_as_from_th
 
     The bus is searched by whole milliseconds (`offsets_for_times`), and the log's `kafka_ts` holds only those; the
     log was searched from the exact start instead, so a record in the start's millisecond but before its microseconds
-    was on the bus's window and not the log's (tests/integration/ops/test_bad_records.py failed on it, 1 run in 3).
+    was on the bus's window and not the log's (tests/integration/ops/test_bad_records.py failed on it, about 1 run in 4).
     """
     from services.audit import PostgresAuditLog, SearchFilters
     from tidegate.ops.recorded import kafka_ms, read_audit_window
