@@ -194,12 +194,11 @@ def storable(value: Any) -> Any:
     when there is nothing to change. Without it, a system of record that answered with one such character
     left a call that had happened with no result anyone could store.
     """
-    if is_finite_json(value) and _all_text_storable(value):
-        return value
-    return _storable(value)
+    return value if _is_storable(value) else _storable(value)
 
 
-def _all_text_storable(value: Any) -> bool:
+def _is_storable(value: Any) -> bool:
+    """Whether `_storable` would change nothing in `value`: one walk over its strings, keys and numbers."""
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
@@ -212,6 +211,8 @@ def _all_text_storable(value: Any) -> bool:
             stack.extend(item.keys())
         elif kind is list or kind is tuple:
             stack.extend(item)
+        elif (kind is float and item - item != 0.0) or (kind is int and abs(item) > _DOUBLE_MAX):
+            return False
     return True
 
 
