@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
-from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
+from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData, refuse_nul
 from tidegate.commands._common import console, fail, run, settings
 
 app = typer.Typer(help="Clients: submit tasks, propose actions, run the demo.")
@@ -28,20 +29,11 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
         fail(f"{what} is not valid JSON: {exc}")
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object")
-    if _holds_nul(value):
+    try:
+        refuse_nul(source)  # the contract's own check, on the text as given
+    except ValidationError:
         fail(f"{what} holds a U+0000 character in a string, which no Tidegate service can store (docs/contract.md)")
     return value
-
-
-def _holds_nul(value: Any) -> bool:
-    """Whether a string or key in `value` holds U+0000, which the contract refuses (`schemas.refuse_nul`)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    return False
 
 
 @app.command()
