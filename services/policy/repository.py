@@ -258,18 +258,21 @@ def _flow_row(tool: str, outcome: str, facts: Iterable[str | None]) -> tuple[str
     return tool, outcome, {name: json.loads(value) for name, value in zip(FLOW_FACTS, facts, strict=True) if value is not None}
 
 
-def _flow_facts(outcome: str, decided_event: str) -> list[str | None]:
-    """The JSON of a recorded decision's `FLOW_FACTS`, as `_SELECT_TASK_READS` reads them: an allowed call's only."""
-    facts = (json.loads(decided_event).get("data") or {}).get("facts") or {} if outcome == "allow" else {}
-    return [json.dumps(facts[name]) if name in facts else None for name in FLOW_FACTS]
-
-
 def _kept_flow_facts(record: DecisionRecord) -> dict[str, Any] | None:
     """What is stored beside an allowed decision for later decisions of its task (`FLOW_FACTS`); None otherwise."""
     if record.outcome != "allow":
         return None
-    facts = record.decided.data.facts if record.decided is not None else json.loads(record.decided_event)["data"].get("facts") or {}
+    if record.decided is not None:
+        facts = record.decided.data.facts or {}
+    else:
+        facts = (json.loads(record.decided_event).get("data") or {}).get("facts") or {}
     return {name: facts[name] for name in FLOW_FACTS if name in facts}
+
+
+def _flow_facts(record: DecisionRecord) -> list[str | None]:
+    """The JSON of a recorded decision's `FLOW_FACTS` (`_kept_flow_facts`), as `_SELECT_TASK_READS` reads them."""
+    kept = _kept_flow_facts(record) or {}
+    return [json.dumps(kept[name]) if name in kept else None for name in FLOW_FACTS]
 
 
 def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
@@ -433,7 +436,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
         records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
-        return [_flow_row(r.proposal.tool, r.outcome, _flow_facts(r.outcome, r.decided_event)) for r in records]
+        return [_flow_row(r.proposal.tool, r.outcome, _flow_facts(r)) for r in records]
 
     async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
         """See PolicyRepository."""
