@@ -29,12 +29,12 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
-from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode, storable
+from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
 from servicekit.bus_auth import security_from_options
 from servicekit.commits import Commits, rewind
-from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw
+from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
@@ -136,11 +136,11 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
 
 
 def _text(raw: bytes | None) -> str:
-    return storable(raw.decode("utf-8", errors="replace")) if raw is not None else ""
+    return text_of(raw) if raw is not None else ""
 
 
 def _utf8(text: str) -> str:
-    """`text` as the contract holds it (`storable`: a lone surrogate, which `json.loads` lets through, and U+0000 replaced).
+    """`text` as an event may carry it: a lone surrogate (which `json.loads` lets through) as `?`, U+0000 as U+FFFD.
 
     A dead letter must always build, and be read back by whoever keeps it.
     """

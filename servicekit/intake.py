@@ -29,7 +29,7 @@ from aiokafka.errors import (
 
 from schemas import ReasonCode
 
-__all__ = ["Bounds", "ErrorKind", "ProducerDead", "RawValue", "Refused", "check_bounds", "classify", "describe_raw"]
+__all__ = ["Bounds", "ErrorKind", "ProducerDead", "RawValue", "Refused", "check_bounds", "classify", "describe_raw", "text_of"]
 
 RAW_LIMIT = 64 * 1024
 
@@ -117,11 +117,16 @@ class RawValue:
     truncated: bool
 
 
+def text_of(raw: bytes) -> str:
+    """`raw` as text an event may carry: UTF-8, with what is not UTF-8 and U+0000 (which the contract refuses) as U+FFFD."""
+    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
 def describe_raw(value: bytes | None, limit: int = RAW_LIMIT) -> RawValue:
     """Describe `value` without parsing it; never raises on any bytes."""
     raw = value or b""
     return RawValue(
-        text=raw[:limit].decode("utf-8", errors="replace").replace("\x00", "\ufffd"),  # no U+0000 in an event: `size`, `sha256` are exact
+        text=text_of(raw[:limit]),  # `size` and `sha256` are of the exact bytes
         size=len(raw),
         sha256=hashlib.sha256(raw).hexdigest(),
         truncated=len(raw) > limit,
