@@ -26,6 +26,15 @@ async def of_type(h: ApprovalHarness, approval_id: str, type_: str) -> list[Any]
     return [e for e in await h.approvals() if e.type == type_ and e.data.approval_id == approval_id]
 
 
+async def finance_request(h: ApprovalHarness, wait_for: Any) -> tuple[Any, Any, str, dict[str, str]]:
+    """An escalated refund's open request, the URL that approves it and the headers of bob (finance): (decided, record, url, headers)."""
+    bob = await h.token("bob@acme.example", ["finance"])
+    decided = h.decided()
+    await h.escalate(decided)
+    record = await h.request_for(decided.action_id, wait_for)
+    return decided, record, f"{h.url}/api/v1/approvals/{record.approval_id}/approve", {"Authorization": f"Bearer {bob}"}
+
+
 async def test_escalation_is_requested_once_and_the_grant_is_signed(
     start_approval: StartApproval, http: httpx.AsyncClient, wait_for: Any
 ) -> None:
@@ -152,12 +161,7 @@ async def test_an_edited_call_is_granted_with_the_original_digest(
     start_approval: StartApproval, http: httpx.AsyncClient, wait_for: Any
 ) -> None:
     h = await start_approval()
-    bob = await h.token("bob@acme.example", ["finance"])
-    decided = h.decided()
-    await h.escalate(decided)
-    record = await h.request_for(decided.action_id, wait_for)
-    url = f"{h.url}/api/v1/approvals/{record.approval_id}/approve"
-    headers = {"Authorization": f"Bearer {bob}"}
+    decided, record, url, headers = await finance_request(h, wait_for)
     invalid = await http.post(url, json={"action_digest": record.action_digest, "edited_args": {"amount_usd": "lots"}}, headers=headers)
     assert invalid.status_code == 422
     edited = REFUND_ARGS | {"amount_usd": 450.0}
@@ -281,11 +285,7 @@ async def test_a_comment_no_database_can_keep_is_refused_with_a_reason_and_the_r
 ) -> None:
     """A U+0000 in an approver's comment (JSON's `\\u0000`) was a 500 from PostgreSQL; now a 422 that says why."""
     h = await start_approval()
-    bob = await h.token("bob@acme.example", ["finance"])
-    decided = h.decided()
-    await h.escalate(decided)
-    record = await h.request_for(decided.action_id, wait_for)
-    url, headers = f"{h.url}/api/v1/approvals/{record.approval_id}/approve", {"Authorization": f"Bearer {bob}"}
+    _, record, url, headers = await finance_request(h, wait_for)
     refused = await http.post(url, json={"action_digest": record.action_digest, "comment": "known\u0000customer"}, headers=headers)
     assert refused.status_code == 422, refused.text
     assert refused.json()["detail"]["code"] == "invalid_body"
