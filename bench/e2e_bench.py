@@ -13,7 +13,9 @@ submits a light-load phase, then N `support_triage` tasks open loop at a steady 
 every `task.completed` / `task.failed` of each phase. CPU per governed action is the five services'
 CPU time (from /proc) over the steady phase divided by its proposed actions, printed as it is and
 beyond what the services spend idle over the same time (at a low rate, idle work divided by few
-actions would otherwise make most of the figure).
+actions would otherwise make most of the figure). The Kafka broker and PostgreSQL share the cores, so
+their CPU over the phase is measured too (from /proc, by the pid files of `infra up`; PostgreSQL's also
+by the service role each backend serves): the whole machine's CPU per action, and the rate it allows.
 The mix is the demo's tickets that end without a human: ordinary triage (password,
 delivery), a refund to a new payee (denied, handed off) and an account deletion (human-only,
 handed off). Its topics and database are deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
@@ -43,7 +45,7 @@ from bench import profile
 from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
-from servicekit.dbroles import with_database
+from servicekit.dbroles import DEFAULT_ROLE_PREFIX, with_database
 from systems.seed import TICKETS, seed_demo
 from tidegate.database import local_superuser_url, migrate
 from tidegate.demo.tickets import ticket_task
@@ -142,6 +144,55 @@ async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: flo
     return seen | {"submit_s": submit_s, "wall": wall, "elapsed": elapsed, "lat": lat}
 
 
+def infra_pids(kit: KitSettings) -> dict[str, list[int]]:
+    """The local infrastructure's processes, where `infra up` keeps their pid files: the Kafka broker(s), PostgreSQL's postmaster."""
+    found: dict[str, list[int]] = {}
+    pid_files = sorted((kit.infra_dir / "kafka").glob("**/kafka.pid"))
+    brokers = [int(text) for text in (f.read_text().strip() for f in pid_files) if text.isdigit()]
+    postmaster = kit.infra_dir / "pg" / "data" / "postmaster.pid"
+    if brokers:
+        found["kafka"] = brokers
+    if postmaster.exists():
+        found["postgres"] = [int(postmaster.read_text().split()[0])]
+    return {name: [pid for pid in pids if os.path.exists(f"/proc/{pid}")] for name, pids in found.items()}
+
+
+def _ticks(pid: int, *, reaped: bool = False) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+
+
+async def backend_roles(admin_url: str) -> dict[int, str]:
+    """PostgreSQL's backends now, by the role each serves (each service logs in as its own)."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        return {r["pid"]: r["usename"] for r in await conn.fetch("SELECT pid, usename FROM pg_stat_activity WHERE usename IS NOT NULL")}
+    finally:
+        await conn.close()
+
+
+def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds so far of the broker(s) (all their threads) and of PostgreSQL: the postmaster with the children it
+    reaped (backends that ended) and those alive now (backends, WAL writer, checkpointer...); and, under
+    `postgres:<role>`, of the backends alive now by the role they serve (`roles`)."""
+    out: dict[str, float] = {}
+    for name, roots in pids.items():
+        ticks = 0
+        for pid in roots:
+            with contextlib.suppress(OSError):
+                ticks += _ticks(pid, reaped=name == "postgres")
+                if name == "postgres":
+                    for child in map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+                        with contextlib.suppress(OSError):
+                            spent = _ticks(child)
+                            ticks += spent
+                            if roles.get(child, "").startswith(DEFAULT_ROLE_PREFIX):  # a service's login (not this benchmark's own)
+                                key = f"postgres:{roles[child].removeprefix(DEFAULT_ROLE_PREFIX)}"
+                                out[key] = out.get(key, 0.0) + spent / CLK
+        out[name] = ticks / CLK
+    return out
+
+
 def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
     return {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
@@ -232,7 +283,9 @@ async def main(
                 f"p99 {figures['light_p99_ms']:.0f} ms (n={len(quiet['lat'])})"
             )
 
-        before, counted = cpu_now(pids), counts_now(pids)
+        infra = infra_pids(kit)
+        roles = await backend_roles(admin_url) if "postgres" in infra else {}
+        before, counted, infra_before = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
         expected_s = n_tasks / rate if rate > 0 else 30.0
         samplers = []
         if profile_to is not None and hottest in pids:
@@ -243,7 +296,8 @@ async def main(
             for name, pid in pids.items():
                 samplers.append(await profile.record(pid, profile_all / f"{name}.txt", max(5, int(expected_s))))
         seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
-        after, counted_after = cpu_now(pids), counts_now(pids)
+        roles = await backend_roles(admin_url) if "postgres" in infra else {}
+        after, counted_after, infra_after = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
         for sampler in samplers:
             await profile.stop(sampler)
         outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
@@ -294,6 +348,30 @@ async def main(
             f"five services: {figures['cpu_ms_per_action']:.1f} ms of CPU per governed action at {rate:g} tasks/s"
             + (f" ({figures['cpu_ms_per_action_net']:.1f} ms beyond their idle CPU)" if "cpu_ms_per_action_net" in figures else "")
         )
+        if n_actions and infra_before:
+            # The broker and the database run on the same cores: what they spend per action bounds the rate as the services do.
+            infra_ms = {
+                name: 1000 * (infra_after[name] - infra_before[name]) / n_actions for name in ("kafka", "postgres") if name in infra_before
+            }
+            figures |= {f"infra_cpu_ms_per_action_{name}": ms for name, ms in infra_ms.items()}
+            machine_ms = figures["cpu_ms_per_action"] + sum(infra_ms.values())
+            figures["machine_cpu_ms_per_action"] = machine_ms
+            figures["machine_ceiling_actions_per_s"] = 1000 * (os.cpu_count() or 1) / machine_ms
+            print(
+                "with the infrastructure (from /proc): "
+                + ", ".join(f"{name} {ms:.1f} ms" for name, ms in infra_ms.items())
+                + f" per governed action; the whole machine {machine_ms:.1f} ms, so at most "
+                f"{figures['machine_ceiling_actions_per_s']:.0f} actions/s on its {os.cpu_count()} cores"
+            )
+            # PostgreSQL's share by the role each backend serves (backends alive over the whole phase: pools keep theirs)
+            by_role = {
+                key.split(":", 1)[1]: 1000 * (infra_after[key] - infra_before[key]) / n_actions
+                for key in sorted(infra_after)
+                if key.startswith("postgres:") and key in infra_before
+            }
+            figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in by_role.items()}
+            if by_role:
+                print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in by_role.items()))
         print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
         if outcomes:
             keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")

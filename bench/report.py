@@ -419,6 +419,13 @@ def _idle_by_service(figures: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{name} {value:.0f}" for name, value in found.items() if value is not None)
 
 
+def _db_by_role(figures: dict[str, dict[str, Any]]) -> str:
+    """PostgreSQL's CPU per action in the burst by the service whose backends spent it, largest first."""
+    burst = figures.get("e2e_burst") or {}
+    spent = {key.removeprefix("db_cpu_ms_per_action_"): v for key, v in burst.items() if key.startswith("db_cpu_ms_per_action_")}
+    return ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
 def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
     """The table of issue #12 §4: each figure, its bare limit in the same run, the ratio, the target, the command."""
 
@@ -474,6 +481,20 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             "—",
             "—",
             "≤ 2 ms",
+            command("bench.e2e_bench", full, "--rate 0 --tasks 400 --light 0 --idle 0"),
+        ),
+        Row(
+            "same burst, the whole machine (the five services, the Kafka broker, PostgreSQL; /proc): CPU per governed action; "
+            "PostgreSQL's by the service it served; the most actions/s those would allow on this machine's cores",
+            f"{_fmt(get('e2e_burst', 'machine_cpu_ms_per_action'), '.1f', ' ms')} (services "
+            f"{_fmt(get('e2e_burst', 'cpu_ms_per_action'), '.1f', ' ms')}, Kafka "
+            f"{_fmt(get('e2e_burst', 'infra_cpu_ms_per_action_kafka'), '.1f', ' ms')}, PostgreSQL "
+            f"{_fmt(get('e2e_burst', 'infra_cpu_ms_per_action_postgres'), '.1f', ' ms')}"
+            + (f": {by_role}" if (by_role := _db_by_role(figures)) else "")
+            + f"); at most {_fmt(get('e2e_burst', 'machine_ceiling_actions_per_s'), ',.0f', ' actions/s')}",
+            "—",
+            "—",
+            "≥ 500 actions/s needs ≤ 4 ms for the whole machine on 2 cores",
             command("bench.e2e_bench", full, "--rate 0 --tasks 400 --light 0 --idle 0"),
         ),
         Row(

@@ -24,7 +24,17 @@ FIGURES: dict[str, dict[str, Any]] = {
     "policy": {"seq_p50_ms": 18.0, "burst_per_s": 800.0},
     "signing": {"sign_us": 100.0, "check_us": 200.0, "ed25519_sign_us": 60.0, "ed25519_verify_us": 130.0},
     "audit": {"ingest_events_per_s": 6000.0, "ingest_us_per_event": 140.0, "append_events_per_s": 10000.0, "append_us_per_event": 90.0},
-    "e2e_burst": {"tasks": 400, "actions_per_s": 40.0, "cpu_ms_per_action": 25.0},
+    "e2e_burst": {
+        "tasks": 400,
+        "actions_per_s": 40.0,
+        "cpu_ms_per_action": 25.0,
+        "infra_cpu_ms_per_action_kafka": 5.0,
+        "infra_cpu_ms_per_action_postgres": 10.0,
+        "machine_cpu_ms_per_action": 40.0,
+        "machine_ceiling_actions_per_s": 50.0,
+        "db_cpu_ms_per_action_policy": 2.0,
+        "db_cpu_ms_per_action_planner": 6.5,
+    },
     "e2e": {
         "rate_tasks_per_s": 5.0,
         "actions_per_s": 21.0,
@@ -56,6 +66,9 @@ def test_each_figure_stands_beside_its_bare_limit_with_the_ratio() -> None:
     assert table["service CPU per governed action (five services, /proc)"][0] == "18.0 ms"
     burst = next(v for k, v in table.items() if k.startswith("end to end, a burst of 400 tasks"))
     assert burst[0] == "40.0 actions/s; 25.0 ms of CPU per action"
+    machine = next(v for k, v in table.items() if k.startswith("same burst, the whole machine"))
+    # the broker and the database beside the services; the database's share by service, largest first; 2 cores / 40 ms
+    assert machine[0] == "40.0 ms (services 25.0 ms, Kafka 5.0 ms, PostgreSQL 10.0 ms: planner 6.50, policy 2.00); at most 50 actions/s"
     kit = next(v for k, v in table.items() if k.startswith("one hop through the kit (") and k.endswith("CPU per event"))
     assert kit[:3] == ["400 µs (2,000 events/s in a burst)", "bare hop: 80 µs (8,000 messages/s)", "5.0×"]
 
