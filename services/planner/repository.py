@@ -89,10 +89,11 @@ _READ = (
 
 # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
 # inserted, or updated only if its row is still version $14 (`xmin`) and the event ($10) is not applied yet; everything
-# else is written only if it was. The state's JSON ($9) is sent once: its counts and its changed steps ($11) are read from it.
+# else is written only if it was. The state ($9) is stored as `json`, checked but never parsed into a tree; its counts
+# ($17) and the steps that changed ($11, each as the state holds it) come as parameters of their own.
 _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix)
-               VALUES ($1, $2, $3, $4, $5, $9::jsonb->'counts', $6::jsonb, $7, $8, $15, $9::jsonb, $13)
+               VALUES ($1, $2, $3, $4, $5, $17::jsonb, $6::jsonb, $7, $8, $15, $9::json, $13)
                ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                  human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                  state = EXCLUDED.state, updated_at = now()
@@ -103,9 +104,9 @@ _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
                SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
                       x.attempts, x.cost_usd
-               FROM jsonb_to_recordset($9::jsonb->'steps') AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
+               FROM jsonb_to_recordset($11::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
                       status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
-               WHERE x.step = ANY($11::int[]) AND EXISTS (SELECT 1 FROM t)
+               WHERE EXISTS (SELECT 1 FROM t)
                ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
                  reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
                  cost_usd = EXCLUDED.cost_usd, updated_at = now()),
@@ -226,7 +227,7 @@ class PostgresTaskRepository(TaskRepository):
         records = [seal(o.topic, o.event) for o in transition.outbound]
         state_json, parts = _state_json(new, old.parts if old else {})
         before = {s.step: s for s in old.state.steps} if old else {}
-        changed = [s.step for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
+        changed = [parts[id(s)][1] for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
         row = await conn.fetchrow(
             _WRITE,
             new.task_id,
@@ -239,12 +240,13 @@ class PostgresTaskRepository(TaskRepository):
             new.reason,
             state_json,
             event_id,
-            changed,
+            f"[{','.join(changed)}]",  # each changed step's JSON as the state holds it
             [r.topic for r in records],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
             old.version if old else None,
             new.summary,
             [r.value.decode() for r in records],
+            new.counts.model_dump_json(),
         )
         if row["version"] is None:
             return None
