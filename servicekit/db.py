@@ -13,6 +13,7 @@ import asyncpg
 from servicekit.intake import DATABASE_ERRORS
 
 __all__ = [
+    "UNFLUSHED",
     "SchemaNotReady",
     "apply_migrations",
     "check_migrations",
@@ -24,6 +25,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+UNFLUSHED = "(SELECT set_config('synchronous_commit', 'off', true)) AS unflushed"
+"""A FROM item that commits its statement without waiting for the WAL to reach the disk (one fsync less).
+
+Only for a write that a flushed commit of the same work always follows before anything outside the
+database sees its effect (WAL reaches the disk in order, so that commit makes both durable), or whose
+loss after a crash only repeats what a crash repeats anyway. The setting is the statement's own
+transaction's (`set_config(..., true)`): the session keeps `synchronous_commit` as it was.
+"""
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

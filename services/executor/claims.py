@@ -201,6 +201,9 @@ class PgClaimStore(ClaimStore):
         One round trip when the action is new: the lock is taken by the row the INSERT reads, so
         before its conflict check. When the id was claimed before, the record is read in a second
         statement, whose snapshot is taken after the lock (the first one's was taken before it).
+        A claim not marked `running` is committed without waiting for the disk (`servicekit.UNFLUSHED`):
+        nothing is called before `running` or published before `finish`, both flushed, which make it
+        durable too; a crash before them loses a claim on which nothing happened.
         """
         async with self._pool.acquire() as conn:
             session = _PgSession(conn, record.action_id, self._owner, self._prefix)
@@ -208,7 +211,9 @@ class PgClaimStore(ClaimStore):
                 "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, owner,"
                 " topic_prefix, status, attempts, started_at) "
                 "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, CASE WHEN $12::boolean THEN 'running' ELSE 'claimed' END,"
-                " $12::boolean::int, CASE WHEN $12::boolean THEN now() END FROM (SELECT pg_advisory_lock($11)) AS held "
+                " $12::boolean::int, CASE WHEN $12::boolean THEN now() END"
+                " FROM (SELECT pg_advisory_lock($11), CASE WHEN NOT $12::boolean THEN set_config('synchronous_commit', 'off', true) END)"
+                " AS held "
                 "ON CONFLICT (action_id) DO NOTHING RETURNING true",
                 *_claim_values(record, self._owner, self._prefix),
                 _lock_key(record.action_id),

@@ -17,6 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from schemas import UndoPlan
+from servicekit import UNFLUSHED
 from services.executor.claims import ClaimSession
 
 __all__ = ["InMemoryUndoStore", "PgUndoStore", "UndoKey", "UndoStore"]
@@ -40,11 +41,17 @@ class UndoStore(Protocol):
         ...
 
     async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any]:
-        """Keep `before` unless a state is kept already; return the one kept (the first read wins)."""
+        """Keep `before` unless a state is kept already; return the one kept (the first read wins).
+
+        Durable once the claim's next write is (`running`, before the call): the caller makes one.
+        """
         ...
 
     async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
-        """Keep the plan computed when the call succeeded."""
+        """Keep the plan computed when the call succeeded.
+
+        Durable once the claim's next write is (`finish`, before the result is published): the caller makes one.
+        """
         ...
 
     async def plan(self, action_id: str) -> UndoPlan | None:
@@ -95,7 +102,8 @@ class PgUndoStore:
     async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any]:
         """See UndoStore."""
         text = await self._on(held).fetchval(
-            "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before) VALUES ($1, $2, $3, $4, $5::jsonb)"
+            "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before)"
+            f" SELECT $1, $2, $3, $4, $5::jsonb FROM {UNFLUSHED}"  # the claim's `running`, flushed, follows before the call
             " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before)"
             " RETURNING before::text",
             key.action_id,
@@ -110,7 +118,7 @@ class PgUndoStore:
         """See UndoStore."""
         await self._on(held).execute(
             "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, plan, planned_at)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, now())"
+            f" SELECT $1, $2, $3, $4, $5::jsonb, now() FROM {UNFLUSHED}"  # the claim's `finish`, flushed, follows
             " ON CONFLICT (action_id) DO UPDATE SET plan = EXCLUDED.plan, planned_at = now()",
             key.action_id,
             key.tenant_id,

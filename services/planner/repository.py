@@ -21,7 +21,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from schemas import Envelope, decode
-from servicekit import Recorded
+from servicekit import UNFLUSHED, Recorded
 from servicekit.outlet import record_event
 from services.planner.domain import CostRates, StepRecord, TaskState, Transition
 
@@ -256,7 +256,9 @@ class PostgresTaskRepository(TaskRepository):
     async def published(self, outbox_ids: list[int]) -> None:
         """Delete delivered outbox entries."""
         if outbox_ids:
-            await self.pool.execute("DELETE FROM planner.outbox WHERE id = ANY($1::bigint[])", outbox_ids)
+            # Unflushed: an entry a crash brings back is published again when its source event is redelivered (the
+            # same bytes, which consumers know by id), as it would be had the crash come before this delete.
+            await self.pool.execute(f"DELETE FROM planner.outbox USING {UNFLUSHED} WHERE id = ANY($1::bigint[])", outbox_ids)
 
     async def get(self, task_id: str) -> TaskState | None:
         """Load one task."""

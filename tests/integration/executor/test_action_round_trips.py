@@ -72,6 +72,12 @@ async def test_an_undoable_action_takes_one_connection_and_its_tools_one_stateme
     assert len(counted.claims.sent) == 7, counted.claims.sent
     assert sum("pg_advisory_unlock_all" in q for q in counted.claims.sent) == 1
     assert len(counted.tools.sent) == 2, counted.tools.sent  # the ticket read before (get_ticket), then tag_ticket
+    # Only the running mark (before the call) and the outcome (before the result is published) wait for the disk: the
+    # claim and the undo's records are committed unflushed, and made durable by the flushed commit that follows each.
+    writes = [q for q in counted.claims.sent if q.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    unflushed = [q for q in writes if "set_config('synchronous_commit', 'off', true)" in q]
+    assert [q.split()[0:3] for q in unflushed] == [["INSERT", "INTO", "executor.actions"], *[["INSERT", "INTO", "executor.undo_plans"]] * 2]
+    assert [q.split()[0:2] for q in writes if q not in unflushed] == [["UPDATE", "executor.actions"]] * 2
 
     note = authorize(tenant, "add_internal_note", {"ticket_id": "T-1007", "note": "checked"})
     counted.claims.sent.clear()

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from servicekit import KitSettings, apply_migrations, create_pool
+from servicekit import UNFLUSHED, KitSettings, apply_migrations, create_pool
 
 
 async def test_migrations_apply_once_and_data_round_trips(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -98,3 +98,37 @@ def test_an_operator_command_without_its_password_fails_in_one_line(infra, tmp_p
     assert "Traceback" not in done.stderr
     assert str(tmp_path / "absent.pgpass") in done.stderr
     assert "tidegate infra up" in done.stderr
+
+
+async def _wal_syncs(conn) -> int:  # type: ignore[no-untyped-def]
+    """The cluster's WAL flushes so far, this session's pending statistics included."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when the session goes idle, before the next query
+    return int(await conn.fetchval("SELECT wal_sync FROM pg_stat_wal"))
+
+
+async def test_an_unflushed_write_commits_without_waiting_for_the_disk_and_leaves_the_session_as_it_was(infra) -> None:  # type: ignore[no-untyped-def]
+    """What the executor's first claim writes, its undo records and the planner's outbox deletes rely on (`UNFLUSHED`)."""
+    table = f"unflushed_{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(infra.database_url)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(f"CREATE TABLE {table} (n int)")
+            assert await conn.fetchval(f"SELECT current_setting('synchronous_commit') FROM {UNFLUSHED}") == "off"
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"  # the statement's transaction only
+
+            before = await _wal_syncs(conn)
+            for n in range(30):
+                await conn.execute(f"INSERT INTO {table} SELECT $1 FROM {UNFLUSHED}", n)
+            unflushed = await _wal_syncs(conn) - before
+
+            before = await _wal_syncs(conn)
+            for n in range(30):
+                await conn.execute(f"INSERT INTO {table} VALUES ($1)", n)
+            flushed = await _wal_syncs(conn) - before
+
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 60  # committed all the same
+            await conn.execute(f"DROP TABLE {table}")
+        assert flushed >= 30  # each plain commit waits for its WAL flush
+        assert unflushed < 10, unflushed  # at most the WAL writer's own flushes in the background
+    finally:
+        await pool.close()
