@@ -503,7 +503,10 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
             _fmt(get("e2e_steady", "actions_per_s"), ",.1f", " actions/s")
             + f" ({_fmt(get('e2e_steady', 'tasks_per_s'), '.1f')} tasks/s); p50 {_fmt(get('e2e_steady', 'p50_ms'), '.0f', ' ms')}, "
             f"p99 {_fmt(get('e2e_steady', 'p99_ms'), '.0f', ' ms')}; "
-            f"{_fmt(get('e2e_steady', 'cpu_ms_per_action'), '.1f', ' ms')} of CPU per action",
+            f"{_fmt(get('e2e_steady', 'cpu_ms_per_action'), '.1f', ' ms')} of CPU per action (the whole machine "
+            f"{_fmt(get('e2e_steady', 'machine_cpu_ms_per_action'), '.1f', ' ms')}: Kafka "
+            f"{_fmt(get('e2e_steady', 'infra_cpu_ms_per_action_kafka'), '.1f', ' ms')}, PostgreSQL "
+            f"{_fmt(get('e2e_steady', 'infra_cpu_ms_per_action_postgres'), '.1f', ' ms')})",
             "—",
             "—",
             "≥ 500 actions/s for 5 min, p99 ≤ 250 ms; ≤ 2 ms",
@@ -696,6 +699,30 @@ def signature_floor(figures: dict[str, dict[str, Any]], full: bool) -> list[str]
     ]
 
 
+def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | None) -> list[str]:
+    """What the broker and the database spend per action beside the services, and the rate the whole machine allows."""
+    services = _num(figures, "e2e_burst", "cpu_ms_per_action")
+    kafka = _num(figures, "e2e_burst", "infra_cpu_ms_per_action_kafka")
+    postgres = _num(figures, "e2e_burst", "infra_cpu_ms_per_action_postgres")
+    if services is None or kafka is None or postgres is None or not cores:
+        return []
+    whole = services + kafka + postgres
+    budget = 1000 * cores / 500
+    return [
+        "## What the whole machine spends on a governed action",
+        "",
+        f"Kafka, PostgreSQL and the five services share the machine's {cores} cores. In the burst above the broker spent "
+        f"{kafka:.1f} ms of CPU per governed action and PostgreSQL {postgres:.1f} ms (by the service whose backends spent it: "
+        f"{_db_by_role(figures) or 'not measured'}), beside the services' {services:.1f} ms: {whole:.1f} ms, so this machine "
+        f"can govern at most ~{1000 * cores / whole:,.0f} actions/s however the services' own work is cut. Issue #12's "
+        f"500 actions/s needs the whole machine's CPU per action at or under {budget:.0f} ms on {cores} cores: the broker and "
+        f"the database alone take {(kafka + postgres) / budget:.0%} of that. The database's share is one commit (and WAL "
+        "flush) per unit of work a service must make durable before anything outside sees it; the broker's, the "
+        f"events each action produces and the dozen times consumers fetch them ({command('bench.e2e_bench', full, '--rate 0 --tasks 400 --light 0 --idle 0')}).",
+        "",
+    ]
+
+
 def render(
     machine_info: dict[str, Any], figures: dict[str, dict[str, Any]], hot: dict[str, Any] | None, *, full: bool, failed: list[str]
 ) -> str:
@@ -766,6 +793,7 @@ def render(
             "",
         ]
     lines += signature_floor(figures, full)
+    lines += machine_floor(figures, full, m["cores"])
     lines += ["## Profile of the hottest service under load", ""]
     if hot and hot.get("samples"):
         service = figures.get("e2e", {}).get("profiled_service", "?")

@@ -92,6 +92,15 @@ def test_the_report_prices_the_signatures_of_a_governed_action() -> None:
     assert "## What trusting no topic costs" not in render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=[])
 
 
+def test_the_report_sets_the_broker_and_the_database_beside_the_services() -> None:
+    text = render(MACHINE, FIGURES, None, full=False, failed=[])
+    # 25 + 5 + 10 = 40 ms an action: 2 cores allow 50 actions/s; 500 actions/s on 2 cores needs 4 ms, the infrastructure takes 15
+    assert "beside the services' 25.0 ms: 40.0 ms, so this machine can govern at most ~50 actions/s" in text
+    assert "at or under 4 ms on 2 cores: the broker and the database alone take 375% of that" in text
+    assert "(by the service whose backends spent it: planner 6.50, policy 2.00)" in text
+    assert "## What the whole machine spends" not in render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=[])
+
+
 def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
     assert all("python -m bench." in command and "--full" not in command for *_, command in by_figure().values())
     assert all(command.count("--full") == command.count("python -m") for *_, command in by_figure(full=True).values())
