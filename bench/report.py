@@ -364,6 +364,26 @@ CUTS = (
     "of the policy's CPU per decision; (3) on top 1,394 / 1,337 / 1,250 → 1,758 / 1,441 / 1,310. End to end at a "
     "burst (`bench.e2e_bench --tasks 300 --rate 0 --light 0 --idle 0`, two pairs) within the noise: 154 / 160 "
     "against 144 / 159 actions/s, 6.5 / 6.5 against 7.2 / 6.4 ms per action.",
+    "- **What the database spent, found by measuring it (2026-12-02).** The services were half of the machine's CPU per "
+    "governed action: `bench.e2e_bench` now reads the broker's and PostgreSQL's CPU from /proc too, PostgreSQL's by the "
+    "service role each backend serves. At a burst PostgreSQL took ~3.0 ms an action, the planner's backends 1.2–1.3 of "
+    "it. perf on them: 13 % building a jsonb tree of the task's whole state (~5 KB) at every event, 13 % flushing WAL, "
+    "7 % pglz (the executor's: 25 % flushing WAL; the policy's: 7 % pglz). (1) The planner's state is kept as `json` "
+    "(checked, not parsed into a tree) compressed with lz4, its counts and changed steps sent as parameters of their "
+    "own (migration planner 004; one 4.4 KB state updated 3,000 times, backend CPU an update with its commit: jsonb + "
+    "pglz ~155 µs, jsonb + lz4 ~128, json + lz4 ~108). (2) Three writes commit without waiting for the disk "
+    "(`servicekit.UNFLUSHED`; docs/reliability.md, guarantee 7): the executor's claim of an action not called at once "
+    "and its undo records, each followed by a flushed commit before anything outside sees them, and the planner's "
+    "delete of delivered outbox entries, whose loss a redelivery repeats. strace on the backends at 5 tasks/s: flushes "
+    "a governed action, planner 3.3 → 2.1, executor 3.1 → 1.8. (3) The policy's decisions compressed with lz4 "
+    "(migration policy 009). Back to back against 4478673, three pairs at a burst (`bench.e2e_bench --tasks 400 --rate "
+    "0 --light 0 --idle 0`): 192 / 195 / 176 → 210 / 204 / 208 actions/s; the whole machine 9.1 / 9.3 / 10.0 → 8.6 / "
+    "8.7 / 8.7 ms of CPU an action, PostgreSQL 2.8 / 3.0 / 3.0 → 2.6 / 2.5 / 2.6 (the planner's 1.16 / 1.22 / 1.22 → "
+    "0.98 / 0.99 / 1.01, the executor's 0.72 / 0.74 / 0.76 → 0.67 / 0.65 / 0.65); two pairs at 25 tasks/s (`--tasks 500 "
+    "--rate 25 --light 30`): proposal → result p50 68 / 67 → 58 / 59 ms, p99 109 / 113 → 89 / 99 ms, light-load p50 "
+    "15 / 15 → 13 / 13 ms, PostgreSQL 4.5 / 4.8 → 4.2 / 4.3 ms an action, the whole machine 16.8 ms either way. "
+    "Tried and not kept: aiokafka's producer lingering 2 ms for more events a request: −0.4 ms of CPU an action at 25 "
+    "tasks/s and −0.1 at a burst, but +4 ms at light load and +9 ms p50 at 25 tasks/s.",
 )
 
 
@@ -718,7 +738,8 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
         f"500 actions/s needs the whole machine's CPU per action at or under {budget:.0f} ms on {cores} cores: the broker and "
         f"the database alone take {(kafka + postgres) / budget:.0%} of that. The database's share is one commit (and WAL "
         "flush) per unit of work a service must make durable before anything outside sees it; the broker's, the "
-        f"events each action produces and the dozen times consumers fetch them ({command('bench.e2e_bench', full, '--rate 0 --tasks 400 --light 0 --idle 0')}).",
+        "events each action produces and the dozen times consumers fetch them "
+        f"({command('bench.e2e_bench', full, '--rate 0 --tasks 400 --light 0 --idle 0')}).",
         "",
     ]
 
