@@ -733,8 +733,9 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
         "",
         f"Kafka, PostgreSQL and the five services share the machine's {cores} cores. In the burst above the broker spent "
         f"{kafka:.1f} ms of CPU per governed action and PostgreSQL {postgres:.1f} ms (by the service whose backends spent it: "
-        f"{_db_by_role(figures) or 'not measured'}), beside the services' {services:.1f} ms: {whole:.1f} ms, so this machine "
-        f"can govern at most ~{1000 * cores / whole:,.0f} actions/s however the services' own work is cut. Issue #12's "
+        f"{_db_by_role(figures) or 'not measured'}), beside the services' {services:.1f} ms: {whole:.1f} ms, so at these "
+        f"costs this machine can govern at most ~{1000 * cores / whole:,.0f} actions/s, and were the services' own work "
+        f"cut to nothing, ~{1000 * cores / (kafka + postgres):,.0f}. Issue #12's "
         f"500 actions/s needs the whole machine's CPU per action at or under {budget:.0f} ms on {cores} cores: the broker and "
         f"the database alone take {(kafka + postgres) / budget:.0%} of that. The database's share is one commit (and WAL "
         "flush) per unit of work a service must make durable before anything outside sees it; the broker's, the "

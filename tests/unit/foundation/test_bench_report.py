@@ -95,7 +95,8 @@ def test_the_report_prices_the_signatures_of_a_governed_action() -> None:
 def test_the_report_sets_the_broker_and_the_database_beside_the_services() -> None:
     text = render(MACHINE, FIGURES, None, full=False, failed=[])
     # 25 + 5 + 10 = 40 ms an action: 2 cores allow 50 actions/s; 500 actions/s on 2 cores needs 4 ms, the infrastructure takes 15
-    assert "beside the services' 25.0 ms: 40.0 ms, so this machine can govern at most ~50 actions/s" in text
+    assert "beside the services' 25.0 ms: 40.0 ms, so at these costs this machine can govern at most ~50 actions/s" in text
+    assert "were the services' own work cut to nothing, ~133." in text  # 2,000 / (5 + 10)
     assert "at or under 4 ms on 2 cores: the broker and the database alone take 375% of that" in text
     assert "(by the service whose backends spent it: planner 6.50, policy 2.00)" in text
     assert "## What the whole machine spends" not in render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=[])
