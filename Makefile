@@ -143,4 +143,4 @@ contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from sche
 
 .PHONY: bench
 bench: infra-up ## Run every benchmark (short; FULL=1 for the long ones) and write docs/benchmarks.md (figures beside bare limits)
-	$(BIN)/python -m bench.report $(if $(FULL),--full,)
+	$(BIN)/python -m bench.report $(if $(FULL),--full,) --save artifacts/bench-figures.json

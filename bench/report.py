@@ -893,6 +893,7 @@ def main() -> None:
     hot = profile.summarise(profile_file.read_text()) if profile_file.exists() else None
     if opts.save is not None:
         kept = {"machine": machine_info, "figures": figures, "hot": hot, "full": opts.full, "failed": failed}
+        opts.save.parent.mkdir(parents=True, exist_ok=True)
         opts.save.write_text(json.dumps(kept))
     opts.out.write_text(render(machine_info, figures, hot, full=opts.full, failed=failed))
     print(f"wrote {opts.out}")
