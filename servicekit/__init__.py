@@ -28,7 +28,7 @@ from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
-from servicekit.db import UNFLUSHED, SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
+from servicekit.db import NO_FLUSH, UNFLUSHED, SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.outlet import EventOutlet, Outlet, Recorded
 from servicekit.runner import ServiceProcess, configure_logging, run_service
@@ -42,6 +42,7 @@ __all__ = [
     "ADMIN",
     "AGENT",
     "AUTHORITY",
+    "NO_FLUSH",
     "OPS",
     "REPO_ROOT",
     "SERVICES",

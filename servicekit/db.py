@@ -13,6 +13,7 @@ import asyncpg
 from servicekit.intake import DATABASE_ERRORS
 
 __all__ = [
+    "NO_FLUSH",
     "UNFLUSHED",
     "SchemaNotReady",
     "apply_migrations",
@@ -26,7 +27,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-UNFLUSHED = "(SELECT set_config('synchronous_commit', 'off', true)) AS unflushed"
+NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
+"""The SQL expression behind `UNFLUSHED`, for a statement that skips the flush only on a condition of its own."""
+
+UNFLUSHED = f"(SELECT {NO_FLUSH}) AS unflushed"
 """A FROM item that commits its statement without waiting for the WAL to reach the disk (one fsync less).
 
 Only for a write that a flushed commit of the same work always follows before anything outside the

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from servicekit import NO_FLUSH
 from services.executor.domain import CallError, ClaimRecord
 
 __all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore"]
@@ -212,8 +213,7 @@ class PgClaimStore(ClaimStore):
                 " topic_prefix, status, attempts, started_at) "
                 "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, CASE WHEN $12::boolean THEN 'running' ELSE 'claimed' END,"
                 " $12::boolean::int, CASE WHEN $12::boolean THEN now() END"
-                " FROM (SELECT pg_advisory_lock($11), CASE WHEN NOT $12::boolean THEN set_config('synchronous_commit', 'off', true) END)"
-                " AS held "
+                f" FROM (SELECT pg_advisory_lock($11), CASE WHEN NOT $12::boolean THEN {NO_FLUSH} END) AS held "
                 "ON CONFLICT (action_id) DO NOTHING RETURNING true",
                 *_claim_values(record, self._owner, self._prefix),
                 _lock_key(record.action_id),
