@@ -144,7 +144,7 @@ def _utf8(text: str) -> str:
 
     A dead letter must always build, and be read back by whoever keeps it.
     """
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return text_of(text.encode("utf-8", "replace"))
 
 
 def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | None]:
