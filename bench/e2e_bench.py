@@ -55,11 +55,21 @@ SERVICES = ("policy", "approval", "executor", "planner", "audit")
 CLK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: [11] and [12] are user and kernel CPU ticks, [13] and
+    [14] those of the children the process reaped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _status(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+
 def proc_stats(pid: int) -> tuple[float, int, int]:
     """(CPU seconds, RSS bytes, peak RSS bytes) of a process from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     cpu = (int(fields[11]) + int(fields[12])) / CLK
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    status = _status(pid)
     kib = lambda key: int(status.get(key, "0 kB").split()[0]) * 1024  # noqa: E731
     return cpu, kib("VmRSS"), kib("VmHWM")
 
@@ -158,7 +168,7 @@ def infra_pids(kit: KitSettings) -> dict[str, list[int]]:
 
 
 def _ticks(pid: int, *, reaped: bool = False) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
 
 
@@ -171,11 +181,12 @@ async def backend_roles(admin_url: str) -> dict[int, str]:
         await conn.close()
 
 
-def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> dict[str, float]:
+def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> tuple[dict[str, float], dict[str, float]]:
     """CPU seconds so far of the broker(s) (all their threads) and of PostgreSQL: the postmaster with the children it
-    reaped (backends that ended) and those alive now (backends, WAL writer, checkpointer...); and, under
-    `postgres:<role>`, of the backends alive now by the role they serve (`roles`)."""
-    out: dict[str, float] = {}
+    reaped (backends that ended) and those alive now (backends, WAL writer, checkpointer...); and, by the service whose
+    role they serve (`roles`), of PostgreSQL's backends alive now."""
+    totals: dict[str, float] = {}
+    by_role: dict[str, float] = {}
     for name, roots in pids.items():
         ticks = 0
         for pid in roots:
@@ -187,10 +198,10 @@ def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> dict[str, fl
                             spent = _ticks(child)
                             ticks += spent
                             if roles.get(child, "").startswith(DEFAULT_ROLE_PREFIX):  # a service's login (not this benchmark's own)
-                                key = f"postgres:{roles[child].removeprefix(DEFAULT_ROLE_PREFIX)}"
-                                out[key] = out.get(key, 0.0) + spent / CLK
-        out[name] = ticks / CLK
-    return out
+                                role = roles[child].removeprefix(DEFAULT_ROLE_PREFIX)
+                                by_role[role] = by_role.get(role, 0.0) + spent / CLK
+        totals[name] = ticks / CLK
+    return totals, by_role
 
 
 def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
@@ -199,8 +210,7 @@ def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
 
 def proc_counts(pid: int) -> dict[str, float]:
     """What a process did so far, from /proc: CPU in user mode and in the kernel (s), wake-ups (voluntary context switches)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields, status = _stat(pid), _status(pid)
     return {
         "user_s": int(fields[11]) / CLK,
         "sys_s": int(fields[12]) / CLK,
@@ -285,7 +295,7 @@ async def main(
 
         infra = infra_pids(kit)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
-        before, counted, infra_before = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
+        before, counted, (infra_before, db_before) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
         expected_s = n_tasks / rate if rate > 0 else 30.0
         samplers = []
         if profile_to is not None and hottest in pids:
@@ -297,7 +307,7 @@ async def main(
                 samplers.append(await profile.record(pid, profile_all / f"{name}.txt", max(5, int(expected_s))))
         seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
-        after, counted_after, infra_after = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
+        after, counted_after, (infra_after, db_after) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
         for sampler in samplers:
             await profile.stop(sampler)
         outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
@@ -350,9 +360,7 @@ async def main(
         )
         if n_actions and infra_before:
             # The broker and the database run on the same cores: what they spend per action bounds the rate as the services do.
-            infra_ms = {
-                name: 1000 * (infra_after[name] - infra_before[name]) / n_actions for name in ("kafka", "postgres") if name in infra_before
-            }
+            infra_ms = {name: 1000 * (infra_after[name] - infra_before[name]) / n_actions for name in infra_before}
             figures |= {f"infra_cpu_ms_per_action_{name}": ms for name, ms in infra_ms.items()}
             machine_ms = figures["cpu_ms_per_action"] + sum(infra_ms.values())
             figures["machine_cpu_ms_per_action"] = machine_ms
@@ -364,11 +372,7 @@ async def main(
                 f"{figures['machine_ceiling_actions_per_s']:.0f} actions/s on its {os.cpu_count()} cores"
             )
             # PostgreSQL's share by the role each backend serves (backends alive over the whole phase: pools keep theirs)
-            by_role = {
-                key.split(":", 1)[1]: 1000 * (infra_after[key] - infra_before[key]) / n_actions
-                for key in sorted(infra_after)
-                if key.startswith("postgres:") and key in infra_before
-            }
+            by_role = {role: 1000 * (db_after[role] - db_before[role]) / n_actions for role in sorted(db_after) if role in db_before}
             figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in by_role.items()}
             if by_role:
                 print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in by_role.items()))
