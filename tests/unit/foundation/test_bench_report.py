@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.profile import summarise
-from bench.report import render, rows
+from bench.report import BENCHES, render, rows
 
 MACHINE: dict[str, Any] = {
     "cores": 2,
@@ -100,6 +100,17 @@ def test_the_report_sets_the_broker_and_the_database_beside_the_services() -> No
     assert "at or under 4 ms on 2 cores: the broker and the database alone take 375% of that" in text
     assert "(by the service whose backends spent it: planner 6.50, policy 2.00)" in text
     assert "## What the whole machine spends" not in render(MACHINE, {"bare_hop": FIGURES["bare_hop"]}, None, full=False, failed=[])
+
+
+def test_the_steady_row_shows_its_worst_minute_and_the_command_make_bench_ran() -> None:
+    steady = {"rate_tasks_per_s": 30.0, "tasks": 9000, "actions_per_s": 126.0, "p50_ms": 108.0, "p99_ms": 379.0}
+    figures = FIGURES | {"e2e_steady": steady | {"worst_minute_p99_ms": 495.0}}
+    row = next(r for r in rows(figures, False) if r.figure.startswith("end to end, open loop at 30 tasks/s for 300 s"))
+    assert "p50 108 ms, p99 379 ms (the worst minute's p99 495 ms)" in row.tidegate
+    args = next(a for name, _, a in BENCHES if name == "e2e_steady")
+    assert row.command == f"`.venv/bin/python -m bench.e2e_bench {' '.join(args)}`"
+    short = next(r for r in rows(FIGURES | {"e2e_steady": steady}, False) if r.figure.startswith("end to end, open loop at 30"))
+    assert "p99 379 ms;" in short.tidegate  # a run of a minute or less has no minute to single out
 
 
 def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
