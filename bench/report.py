@@ -763,6 +763,35 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
     ]
 
 
+def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
+    """Why a governed action costs the services more at a steady rate than in a burst, from the same run's hops."""
+    steady = _num(figures, "e2e_steady", "cpu_ms_per_action")
+    burst = _num(figures, "e2e_burst", "cpu_ms_per_action")
+    alone = _num(figures, "bare_hop", "hop_sequential_net_cpu_us_per_message")
+    batched = _num(figures, "bare_hop", "hop_cpu_us_per_message")
+    rate = _num(figures, "e2e_steady", "rate_tasks_per_s")
+    if steady is None or burst is None or alone is None or not batched or rate is None:
+        return []
+    return [
+        "## Why an action costs more at a steady rate than in a burst",
+        "",
+        f"At {rate:g} tasks/s the five services spent {steady:.1f} ms of CPU per governed action, in the burst "
+        f"{burst:.1f} ms. In a burst a poll brings many events, and the Kafka client's work per request (a fetch, a "
+        "produce request, their responses, the event loop's turns around them) is shared by all of them; at a steady rate "
+        "most polls bring one event, and it pays that work alone. The bare hop shows the same split in the same run, with "
+        f"no Tidegate code at all: {alone:,.0f} µs of CPU a message one at a time (beyond its idle polling) against "
+        f"{batched:,.0f} µs in a burst, {alone / batched:.0f}×. perf on such a hop (50 messages/s) puts four fifths of "
+        "its CPU in the Python interpreter and a tenth in the kernel, and cProfile most of that Python in aiokafka's "
+        "fetcher, sender and protocol code (2026-12-02). What would cut it is fewer "
+        "requests per event: a consumer that waits a few milliseconds for more (`fetch.min.bytes`, `fetch.max.wait.ms`) or "
+        "a producer that lingers, each paid in latency at light load (a 2 ms linger: −0.4 ms of CPU an action at 25 "
+        "tasks/s, +4 ms p50 at light load; not kept), or a client whose work per request is not Python (librdkafka: "
+        "tried, its bridge between threads and the event loop cost what it saved; see the cuts below) "
+        f"({command('bench.bare_hop', full)}; {command('bench.e2e_bench', full, *bench_args('e2e_steady'))}).",
+        "",
+    ]
+
+
 def render(
     machine_info: dict[str, Any], figures: dict[str, dict[str, Any]], hot: dict[str, Any] | None, *, full: bool, failed: list[str]
 ) -> str:
@@ -834,6 +863,7 @@ def render(
         ]
     lines += signature_floor(figures, full)
     lines += machine_floor(figures, full, m["cores"])
+    lines += steady_against_burst(figures, full)
     lines += ["## Profile of the hottest service under load", ""]
     if hot and hot.get("samples"):
         service = figures.get("e2e", {}).get("profiled_service", "?")

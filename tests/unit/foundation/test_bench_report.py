@@ -113,6 +113,15 @@ def test_the_steady_row_shows_its_worst_minute_and_the_command_make_bench_ran() 
     assert "p99 379 ms;" in short.tidegate  # a run of a minute or less has no minute to single out
 
 
+def test_the_report_sets_a_steady_rates_cost_beside_the_burst_and_the_bare_hop_one_at_a_time() -> None:
+    hop = FIGURES["bare_hop"] | {"hop_sequential_net_cpu_us_per_message": 1200.0}
+    steady = {"rate_tasks_per_s": 25.0, "tasks": 7500, "cpu_ms_per_action": 9.7}
+    text = render(MACHINE, FIGURES | {"bare_hop": hop, "e2e_steady": steady}, None, full=False, failed=[])
+    assert "At 25 tasks/s the five services spent 9.7 ms of CPU per governed action, in the burst 25.0 ms." in text
+    assert "1,200 µs of CPU a message one at a time (beyond its idle polling) against 80 µs in a burst, 15×" in text
+    assert "## Why an action costs more" not in render(MACHINE, FIGURES, None, full=False, failed=[])  # no steady run
+
+
 def test_each_row_names_the_command_that_reproduces_it_short_or_full() -> None:
     assert all("python -m bench." in command and "--full" not in command for *_, command in by_figure().values())
     assert all(command.count("--full") == command.count("python -m") for *_, command in by_figure(full=True).values())
