@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
 
 from servicekit.toolcontract import ToolContext, ToolError
-from systems.helpdesk import add_internal_note, draft_reply, get_ticket, tag_ticket
+from systems.helpdesk import READ_TICKET, add_internal_note, draft_reply, get_ticket, tag_ticket
 from systems.payments import issue_refund, lookup_order
 from systems.seed import TICKETS, seed_demo
 
@@ -72,6 +74,48 @@ async def test_a_ticket_is_tagged_noted_and_drafted_once_per_key_and_read_back_w
     after = await get_ticket(ctx("r1"), {"ticket_id": "T-1007"})
     assert (after["tags"], after["internal_notes"], after["drafts"]) == (["account", "password", "vip"], ["first"], ["Hi", "Hello"])
     assert after["subject"] == "How do I reset my password?"
+
+
+def _index_conditions(plan: dict[str, Any], found: dict[str, str] | None = None) -> dict[str, str]:
+    """For each table the plan reads, the conditions it looks up in an index ('' for a scan of the whole table)."""
+    found = {} if found is None else found
+    if "Relation Name" in plan:
+        below = [c.get("Index Cond", "") for c in plan.get("Plans", []) if c["Node Type"] == "Bitmap Index Scan"]
+        found[plan["Relation Name"]] = found.get(plan["Relation Name"], "") + plan.get("Index Cond", "") + "".join(below)
+    for child in plan.get("Plans", []):
+        _index_conditions(child, found)
+    return found
+
+
+async def test_reading_a_ticket_reads_its_own_notes_drafts_and_replies_not_every_one_the_helpdesk_holds(
+    pool: asyncpg.Pool, tenant: str
+) -> None:
+    # A helpdesk that has run for a while: 400 tickets with 3,000 notes, drafts and sent replies each.
+    await pool.execute(
+        "INSERT INTO helpdesk.tickets (tenant_id, ticket_id, customer_id, requester_email, subject, body) "
+        "SELECT $1, 'T-' || (900000 + n), 'cus_1001', 'maria.gonzalez@example.com', 's', 'b' FROM generate_series(0, 399) AS n",
+        tenant,
+    )
+    for table, column in (("internal_notes", "note"), ("reply_drafts", "body")):
+        await pool.execute(
+            f"INSERT INTO helpdesk.{table} (tenant_id, ticket_id, {column}, idempotency_key) "
+            "SELECT $1, 'T-' || (900000 + n % 400), 'x', 'k' || n FROM generate_series(0, 2999) AS n",
+            tenant,
+        )
+    await pool.execute(
+        "INSERT INTO helpdesk.sent_replies (tenant_id, ticket_id, to_address, body, idempotency_key) "
+        "SELECT $1, 'T-' || (900000 + n % 400), 'a@example.com', 'x', 'k' || n FROM generate_series(0, 2999) AS n",
+        tenant,
+    )
+    await pool.execute("ANALYZE helpdesk.tickets, helpdesk.internal_notes, helpdesk.reply_drafts, helpdesk.sent_replies")
+
+    [explained] = json.loads(await pool.fetchval("EXPLAIN (FORMAT JSON) " + READ_TICKET, tenant, "T-900007"))
+    looked_up = _index_conditions(explained["Plan"])
+
+    for table in ("internal_notes", "reply_drafts", "sent_replies"):  # found by their ticket, not by all of the tenant's rows
+        assert "ticket_id" in looked_up[table], looked_up
+    read = await get_ticket(ToolContext(pool=pool, tenant_id=tenant, action_id="r", idempotency_key="r"), {"ticket_id": "T-900007"})
+    assert (len(read["internal_notes"]), len(read["drafts"]), read["replies_sent"]) == (8, 8, 8)  # 3,000 spread over 400
 
 
 @pytest.mark.parametrize("tool", [get_ticket, tag_ticket, add_internal_note, draft_reply])
