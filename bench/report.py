@@ -783,10 +783,13 @@ def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list
         f"{batched:,.0f} µs in a burst, {alone / batched:.0f}×. perf on such a hop (50 messages/s) puts four fifths of "
         "its CPU in the Python interpreter and a tenth in the kernel, and cProfile most of that Python in aiokafka's "
         "fetcher, sender and protocol code (2026-12-02). What would cut it is fewer "
-        "requests per event: a consumer that waits a few milliseconds for more (`fetch.min.bytes`, `fetch.max.wait.ms`) or "
-        "a producer that lingers, each paid in latency at light load (a 2 ms linger: −0.4 ms of CPU an action at 25 "
-        "tasks/s, +4 ms p50 at light load; not kept), or a client whose work per request is not Python (librdkafka: "
-        "tried, its bridge between threads and the event loop cost what it saved; see the cuts below) "
+        "requests per event, and each way to get there costs something else: a producer that lingers, or a consumer that "
+        "leaves what it fetched a few milliseconds before taking it (aiokafka sends a node no new fetch while records "
+        "from it wait), adds that wait to every hop at light load too (a 2 ms linger: −0.4 ms of CPU an action at 25 "
+        "tasks/s, +4 ms p50 at light load; not kept); a broker that holds fetches for more (`fetch.min.bytes` with a "
+        "`fetch.max.wait.ms` of a few milliseconds) makes every idle consumer fetch hundreds of times a second, since the "
+        "wait bounds each fetch; a client whose work per request is not Python (librdkafka) was tried, and its bridge "
+        "between threads and the event loop cost what it saved (see the cuts below) "
         f"({command('bench.bare_hop', full)}; {command('bench.e2e_bench', full, *bench_args('e2e_steady'))}).",
         "",
     ]
