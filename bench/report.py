@@ -43,7 +43,7 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("e2e_burst", "bench.e2e_bench", ("--rate", "0", "--tasks", "400", "--light", "0", "--idle", "0")),
     # Five minutes open loop (issue #12's length) at about the most this 2-core machine holds with p99 ≤ 250 ms: the
     # steady-rate figure issue #12's 500 actions/s is set against. Thirty seconds hid what five minutes show (2026-12-02,
-    # tickets triaged a copy each): 25 tasks/s p99 249 ms (the worst minute 339 ms); 30 tasks/s p99 379 ms (worst 495 ms).
+    # tickets triaged a copy each): 25 tasks/s p99 249 ms (the worst minute 300 ms); 30 tasks/s p99 379 ms (worst 495 ms).
     ("e2e_steady", "bench.e2e_bench", ("--rate", "25", "--tasks", "7500", "--light", "0", "--idle", "0")),
     ("replay", "bench.replay_bench", ()),
     ("executor", "bench.executor_bench", ()),

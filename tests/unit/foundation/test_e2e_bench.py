@@ -17,11 +17,12 @@ def test_latency_is_grouped_by_the_minute_its_proposal_was_made() -> None:
 
     windows = by_minute(proposed, results)
 
-    assert windows == [(2, 100, 300), (2, 50, 2000), (1, 400, 400)]
+    # the last window holds proposals of 5 seconds, not a minute: shown, but not a minute to call the worst
+    assert windows == [(2, 100, 300, True), (2, 50, 2000, True), (1, 400, 400, False)]
 
 
 def test_a_result_without_its_proposal_is_left_out_and_no_results_give_no_windows() -> None:
-    assert by_minute({"a": 1_000}, {"a": 1_250, "unseen": 2_000}) == [(1, 250, 250)]
+    assert by_minute({"a": 1_000}, {"a": 1_250, "unseen": 2_000}) == [(1, 250, 250, False)]
     assert by_minute({"a": 1_000}, {}) == []
 
 
