@@ -38,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -131,18 +132,17 @@ def bench_ticket(i: int) -> Ticket:
     return replace(next(t for t in TICKETS if t.ticket_id == MIX[i % len(MIX)]), ticket_id=f"T-{FIRST_BENCH_TICKET + i}")
 
 
-async def seed_bench_tickets(pool: asyncpg.Pool, tenant_id: str, count: int) -> None:
-    """Tickets T-<FIRST_BENCH_TICKET> … for `count` tasks, copies of the mix's seeded tickets, in one statement."""
+async def seed_bench_tickets(pool: asyncpg.Pool, tenant_id: str, tickets: Sequence[Ticket]) -> None:
+    """`tickets` in one statement, each requester the email the CRM holds for its customer (as `seed_demo` writes it)."""
     await pool.execute(
         "INSERT INTO helpdesk.tickets (tenant_id, ticket_id, customer_id, requester_email, subject, body, priority, order_id) "
-        "SELECT t.tenant_id, 'T-' || ($3::bigint + n), t.customer_id, t.requester_email, t.subject, t.body, t.priority, t.order_id "
-        "FROM generate_series(0, $2::int - 1) AS n "
-        "JOIN helpdesk.tickets t ON t.tenant_id = $1 AND t.ticket_id = ($4::text[])[1 + n % cardinality($4::text[])] "
+        "SELECT $1, x.ticket_id, x.customer_id, c.email, x.subject, x.body, x.priority, x.order_id "
+        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) "
+        "AS x(ticket_id, customer_id, subject, body, priority, order_id) "
+        "JOIN crm.customers c ON c.tenant_id = $1 AND c.customer_id = x.customer_id "
         "ON CONFLICT DO NOTHING",
         tenant_id,
-        count,
-        FIRST_BENCH_TICKET,
-        list(MIX),
+        *([getattr(t, field) for t in tickets] for field in ("ticket_id", "customer_id", "subject", "body", "priority", "order_id")),
     )
 
 
@@ -301,7 +301,8 @@ async def main(
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
-        await seed_bench_tickets(pool, "acme", n_tasks + light)
+        tickets = [bench_ticket(i) for i in range(n_tasks + light)]  # one of its own for each task
+        await seed_bench_tickets(pool, "acme", tickets)
         await pool.close()
         t = time.monotonic()
         up = await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, capture_output=True)
@@ -310,7 +311,7 @@ async def main(
         print(f"services up in {time.monotonic() - t:.1f}s (prefix {kit.topic_prefix}, database {dbname})")
         pids = service_pids(int((kit.run_dir / "up.pid").read_text()))
 
-        make = lambda i: ticket_task(bench_ticket(i), task_id=f"bench-{run_id}-{i}")  # noqa: E731
+        make = lambda i: ticket_task(tickets[i], task_id=f"bench-{run_id}-{i}")  # noqa: E731
         hottest = "policy"
         if idle_s > 0:  # no load at all: what the services spend waiting (polls, timers, sweeps), per second
             before, t_idle = cpu_now(pids), time.monotonic()

@@ -781,7 +781,7 @@ def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list
         "most polls bring one event, and it pays that work alone. The bare hop shows the same split in the same run, with "
         f"no Tidegate code at all: {alone:,.0f} µs of CPU a message one at a time (beyond its idle polling) against "
         f"{batched:,.0f} µs in a burst, {alone / batched:.0f}×. perf on such a hop (50 messages/s) puts four fifths of "
-        "its CPU in the Python interpreter and a tenth in the kernel, and cProfile most of that Python in aiokafka's "
+        "its CPU in the Python interpreter and under a tenth in the kernel, and cProfile most of that Python in aiokafka's "
         "fetcher, sender and protocol code (2026-12-02). What would cut it is fewer "
         "requests per event, and each way to get there costs something else: a producer that lingers, or a consumer that "
         "leaves what it fetched a few milliseconds before taking it (aiokafka sends a node no new fetch while records "
