@@ -403,6 +403,13 @@ CUTS = (
     "snapshot, so copies deciding for one tenant still overlap. Back to back against 53820ca at 25 tasks/s for a "
     "minute (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`): the policy's PostgreSQL 1.84 → 1.40 ms an "
     "action, all of PostgreSQL 4.6 → 4.1, proposal → result p50 70 → 59 ms, p99 151 → 116 ms.",
+    "- **The planner's outbox delete per event at a steady rate.** Delivered outbox entries were deleted once per polled "
+    "batch, and at 25 tasks/s a batch holds one event: 0.81 deletes an action (`pg_stat_statements`). They are now "
+    "gathered over the consumer's commit interval and deleted in one statement right before its offsets are committed "
+    "(`servicekit.commits`), so no offset is committed before its delete: 0.02 an action. Two pairs back to back against "
+    "8583dce at 25 tasks/s for a minute (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`): the planner's "
+    "PostgreSQL 1.11 / 1.16 → 0.99 / 1.01 ms an action, its wake-ups 1.7 → 1.4 / 1.5 an action; the planner's own CPU "
+    "and the whole machine within the noise.",
 )
 
 

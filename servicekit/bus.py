@@ -58,10 +58,12 @@ class _BatchDeliveries:
     unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # `once_delivered`
     sent: set[str | bytes] = field(default_factory=set)  # `Recorded.identity`: a redelivery inside the batch publishes nothing twice
-    gathered: dict[str, list[Any]] = field(default_factory=dict)  # `once_delivered_together`, by key
+    together: dict[str, tuple[Callable[[list[Any]], Awaitable[Any]], list[Any]]] = field(default_factory=dict)  # by key
 
 
 _batch: ContextVar[_BatchDeliveries | None] = ContextVar("tidegate_batch_deliveries", default=None)
+# The offsets of the polled batch being handled, when they are committed at intervals (`Bus.on_polled`).
+_committing: ContextVar[Commits | None] = ContextVar("tidegate_batch_commits", default=None)
 
 
 async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
@@ -81,20 +83,19 @@ async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
 
 
 async def once_delivered_together(key: str, items: Sequence[T], action: Callable[[list[T]], Awaitable[Any]]) -> None:
-    """`once_delivered` for what many handlers of a polled batch mark: `action` runs once, with every item given under `key`.
+    """`once_delivered` for what many handlers mark: `action` runs once, with every item given under `key`.
 
-    A service that deletes its delivered outbox entries then pays one statement per batch, not
-    one per event. Outside a batch a publish has waited, so `action` runs now with `items`.
+    In a polled batch whose offsets are committed at intervals (`servicekit.commits`), the items of
+    every batch since the last commit are gathered and `action` runs right before the next commit,
+    after everything those batches published is acknowledged: a service that deletes its delivered
+    outbox entries pays one statement per commit, not one per event at a steady rate. In any other
+    batch it runs once the batch is acknowledged; outside a batch a publish has waited, so now.
     """
     batch = _batch.get()
     if batch is None:
         await action(list(items))
         return
-    gathered = batch.gathered.get(key)
-    if gathered is None:
-        gathered = batch.gathered[key] = []
-        batch.after.append(functools.partial(action, gathered))
-    gathered.extend(items)
+    batch.together.setdefault(key, (action, []))[1].extend(items)
 
 
 class Reject(Exception):
@@ -338,6 +339,12 @@ class Bus:
             raise
         for action in batch.after:  # `once_delivered`: only now is what the batch published stored
             await self.retrying("a delivered batch's bookkeeping", action)
+        commits = _committing.get()
+        for key, (together, items) in batch.together.items():  # `once_delivered_together`
+            if commits is not None:
+                commits.before_commit(key, together, items)
+            else:
+                await self.retrying("a delivered batch's bookkeeping", functools.partial(together, items))
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
         """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.
@@ -572,11 +579,14 @@ class Bus:
         @subscriber
         async def _on_batch(records: Any) -> None:
             consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
+            token = _committing.set(commits if commits.interval_s > 0 and Commits.gathers(consumer) else None)
             try:
                 await handle(records)
             except BaseException:
                 rewind(consumer, records)
                 raise
+            finally:
+                _committing.reset(token)
             await commits.handled(consumer, records)
 
     async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:

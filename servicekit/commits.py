@@ -12,6 +12,11 @@ What a crash leaves uncommitted (at most `interval_s` of handled records, beside
 is read again on restart, as an in-flight batch always was: every handler is idempotent
 (docs/reliability.md). A graceful stop commits everything handled (`closing`); a partition taken away
 by a rebalance keeps its last commit, and its new owner reads the rest again.
+
+Bookkeeping of delivered events (`servicekit.once_delivered_together`: the planner deletes the outbox
+entries the broker has) is gathered the same way, `before_commit`, and done once, right before the
+offsets are committed: at a steady rate it was a statement per event. So an offset is never committed
+before that bookkeeping is done; if it fails, neither is, and both are tried again at the next flush.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +35,8 @@ __all__ = ["Commits", "rewind"]
 
 log = logging.getLogger(__name__)
 _RETRY_S = 0.05  # the least a failed commit waits before it is tried again
+
+Bookkeeping = Callable[[list[Any]], Awaitable[Any]]
 
 
 def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
@@ -55,6 +62,16 @@ class Commits:
     _last: float = field(default=0.0, init=False)
     _flusher: asyncio.Task[None] | None = field(default=None, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _before: dict[str, tuple[Bookkeeping, list[Any]]] = field(default_factory=dict, init=False)
+
+    @staticmethod
+    def gathers(consumer: Any) -> bool:
+        """Whether `consumer`'s offsets are committed here (a group's aiokafka consumer), so what must precede them can wait."""
+        return isinstance(consumer, AIOKafkaConsumer) and consumer._group_id is not None
+
+    def before_commit(self, key: str, action: Bookkeeping, items: Sequence[Any]) -> None:
+        """Run `action` once with every item given under `key` since the last commit, right before the next one."""
+        self._before.setdefault(key, (action, []))[1].extend(items)
 
     async def handled(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Every record of a polled batch is handled: commit now if the last commit is `interval_s` old, else soon."""
@@ -82,8 +99,10 @@ class Commits:
             consumer, offsets = self._consumer, self._pending
             if consumer is None or not offsets:
                 return
-            self._pending = {}
             self._last = asyncio.get_running_loop().time()
+            if not await self._bookkeeping():
+                return  # the offsets wait with it: the flusher tries both again after the interval
+            self._pending = {}
             assigned = consumer.assignment()
             # A partition given away in a rebalance keeps its last commit: its new owner reads the rest again.
             offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
@@ -99,6 +118,19 @@ class Commits:
                     self._pending[tp] = max(self._pending.get(tp, 0), offset)
             except Exception:  # the consumer is closed: what it handled since its last commit is read again
                 log.exception("%s: offsets not committed; they are read again", self.name)
+
+    async def _bookkeeping(self) -> bool:
+        """Do what must precede the commit (`before_commit`); False if some of it failed (kept for the next flush)."""
+        while self._before:
+            key = next(iter(self._before))
+            action, items = self._before.pop(key)  # what later batches give meanwhile gathers afresh
+            try:
+                await action(items)
+            except Exception:
+                log.exception("%s: %s not done; the offsets are not committed until it is", self.name, key)
+                self._before.setdefault(key, (action, []))[1][:0] = items
+                return False
+        return True
 
     async def closing(self) -> None:
         """The consumer is stopping: commit what is handled, and from now on every batch as it ends."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from schemas import (
     TaskSubmitted,
     utcnow,
 )
-from servicekit import Attr, Outlet, once_delivered_together, span
+from servicekit import Attr, Outlet, once_delivered, once_delivered_together, span
 from services.planner import domain
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
@@ -54,6 +55,7 @@ class PlannerHandlers:
     ids: ActionIds  # the planner's own: its action ids are unguessable and the same on every run
     clock: Callable[[], datetime] = utcnow
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
+    _delivered: set[int] = field(default_factory=set, init=False, repr=False)  # outbox entries the broker has, not yet deleted
 
     async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
         await self._publish(await self.repo.apply(event_id, task_id, change, self.out.record))
@@ -61,11 +63,24 @@ class PlannerHandlers:
     async def _publish(self, pending: list[PendingEvent]) -> None:
         """Publish outbox entries as stored; deleted once the broker has them, a redelivery of their source publishes them again.
 
-        In a polled batch they are deleted together, in one statement, once the whole batch is acknowledged.
+        They are deleted together, in one statement, right before the consumer next commits its offsets
+        (`once_delivered_together`); until then an entry the broker has is known here as delivered, so a
+        redelivery of its source meanwhile publishes nothing again, as it would find nothing once deleted.
         """
+        pending = [p for p in pending if p.outbox_id not in self._delivered]
         if pending:
+            ids = [p.outbox_id for p in pending]
             await self.out.publish_many([p.record.signed_by(self.out) for p in pending])
-            await once_delivered_together("planner.outbox", [p.outbox_id for p in pending], self.repo.published)
+            await once_delivered(functools.partial(self._mark_delivered, ids))
+            await once_delivered_together("planner.outbox", ids, self._forget)
+
+    async def _mark_delivered(self, outbox_ids: list[int]) -> None:
+        self._delivered.update(outbox_ids)
+
+    async def _forget(self, outbox_ids: list[int]) -> None:
+        """Delete delivered outbox entries (then no longer kept in memory)."""
+        await self.repo.published(outbox_ids)
+        self._delivered.difference_update(outbox_ids)
 
     async def on_task(self, event: TaskSubmitted) -> None:
         """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans."""

@@ -88,3 +88,47 @@ async def test_a_consumer_outside_a_group_or_a_test_brokers_commits_nothing() ->
     outside._group_id = None
     await commits.handled(outside, batch((A0, 0)))
     assert outside.commits == []
+
+
+class Deletes:
+    """Bookkeeping a consumer's handlers leave for the commit (the planner's outbox delete), failing when told to."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer, self.calls, self.failures = consumer, [], 0
+        self.order: list[str] = []
+
+    async def __call__(self, items: list[int]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the database went away")
+        self.calls.append(list(items))
+        self.order.append(f"deleted {items} with {len(self.consumer.commits)} commits made")
+
+
+async def test_what_must_precede_a_commit_is_done_once_for_every_batch_since_the_last_right_before_it() -> None:
+    """At a steady rate each batch holds one event: its delivered outbox entries cost a statement per commit, not per event."""
+    consumer, commits = FakeConsumer({A0}), Commits(60.0)
+    delete = Deletes(consumer)
+    await commits.handled(consumer, batch((A0, 0)))  # the first batch is committed at once
+    for offset, outbox_id in ((1, 11), (2, 12), (3, 13)):
+        commits.before_commit("outbox", delete, [outbox_id])
+        await commits.handled(consumer, batch((A0, offset)))
+    assert delete.calls == []  # gathered, as the offsets are
+    await commits.closing()
+    assert delete.calls == [[11, 12, 13]]
+    assert delete.order == ["deleted [11, 12, 13] with 1 commits made"]  # before the commit of the batches that gave them
+    assert consumer.commits == [{A0: 1}, {A0: 4}]
+
+
+async def test_failed_bookkeeping_holds_the_offsets_back_and_both_are_tried_again_with_what_came_meanwhile() -> None:
+    consumer, commits = FakeConsumer({A0}), Commits(0.05)
+    delete = Deletes(consumer)
+    delete.failures = 1
+    commits.before_commit("outbox", delete, [21])
+    await commits.handled(consumer, batch((A0, 5)))
+    assert (delete.calls, consumer.commits) == ([], [])  # not deleted, so not committed: a crash now redelivers offset 5
+    commits.before_commit("outbox", delete, [22])
+    await commits.handled(consumer, batch((A0, 6)))
+    await asyncio.sleep(0.2)
+    assert delete.calls == [[21, 22]]
+    assert consumer.commits == [{A0: 7}]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError, OutOfOrderSequenceNumber
 from fake_producer import make_bus
 
@@ -291,3 +293,61 @@ async def test_the_next_batch_publishes_an_event_again_when_its_source_is_redeli
             await bus.publish("actions.proposed", event)
             producer.ack_all()
     assert len(producer.sent) == 2
+
+
+TP = TopicPartition("p.actions.results", 0)
+
+
+class GroupConsumer(AIOKafkaConsumer):
+    """A consumer of group `g` that connects nowhere: it records the offsets committed."""
+
+    def __init__(self) -> None:  # no super().__init__: nothing connects
+        self._group_id = "g"
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def commit(self, offsets: Any = None) -> None:
+        self.commits.append(dict(offsets))
+
+
+async def test_in_a_batch_whose_offsets_are_committed_at_intervals_the_marks_wait_for_that_commit() -> None:
+    """The planner's outbox delete rides on its consumer's next commit: one statement for every batch since the last."""
+    bus, producer = make_bus()
+    calls, forget = _recording_marks()
+    consumer = GroupConsumer()
+    handlers: list[Callable[[Any], Awaitable[None]]] = []
+
+    class Subscriber:
+        def __init__(self) -> None:
+            self.consumer = consumer
+
+        def __call__(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+            handlers.append(handler)
+
+    async def handle(records: list[SimpleNamespace]) -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await once_delivered_together("outbox", [r.offset for r in records], forget)
+            producer.ack_all()
+
+    bus.commit_interval_s = 60.0
+    bus.on_polled(Subscriber(), handle, name="planner results")
+    [on_batch] = handlers
+
+    def polled(*offsets: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(topic=TP.topic, partition=TP.partition, offset=o) for o in offsets]
+
+    await on_batch(polled(0, 1))
+    assert (calls, consumer.commits) == ([[0, 1]], [{TP: 2}])  # the first batch is committed at once, its marks just before
+    await on_batch(polled(2))
+    await on_batch(polled(3))
+    assert (calls, consumer.commits) == ([[0, 1]], [{TP: 2}])  # handled, acknowledged: marks and offsets wait together
+    bus.broker.stop = _nothing  # type: ignore[attr-defined]
+    await bus.stop()  # a graceful stop commits what is handled, what must precede it first
+    assert (calls, consumer.commits) == ([[0, 1], [2, 3]], [{TP: 2}, {TP: 4}])
+
+
+async def _nothing() -> None:
+    """A broker that has nothing to disconnect."""
