@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark, then write docs/benchmarks.md (each figure beside its bare limit from the same run).
 
-    .venv/bin/python -m bench.report            # the short versions (~14 minutes, five of them the steady open loop)
+    .venv/bin/python -m bench.report            # the short versions (~9 minutes, five of them the steady open loop)
     .venv/bin/python -m bench.report --full     # the long ones (issue #12's 5-minute open-loop run among them)
 
 Each benchmark runs as its own process and prints its figures, the last line a `BENCH_JSON {...}`
@@ -404,16 +404,19 @@ CUTS = (
     "was decided twice over: first outside the tenant's lock on a snapshot of the history (a statement), then checked "
     "under the lock against the history read again. A batch of four or fewer is now decided under the lock at once: "
     "6 statements instead of 7 (tests/integration/policy/test_policy_round_trips.py); a burst's batches keep the "
-    "snapshot, so copies deciding for one tenant still overlap. Back to back against 53820ca at 25 tasks/s for a "
-    "minute (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`): the policy's PostgreSQL 1.84 → 1.40 ms an "
-    "action, all of PostgreSQL 4.6 → 4.1, proposal → result p50 70 → 59 ms, p99 151 → 116 ms.",
+    "snapshot, so copies deciding for one tenant still overlap. At 25 tasks/s that is about half a statement an "
+    "action fewer (`pg_stat_statements`: the history read 1.0 instead of 2.0 a batch). Its CPU is within the noise: "
+    "the policy's PostgreSQL per action in one-minute runs at 25 tasks/s (`bench.e2e_bench --tasks 1500 --rate 25 "
+    "--light 0 --idle 0`) was 1.28–1.84 ms with it (seven runs) and 1.84 without (one), and in `make bench`'s five "
+    "minutes 1.35 before (11:32 UTC) and after (13:49 UTC).",
     "- **The planner's outbox delete per event at a steady rate.** Delivered outbox entries were deleted once per polled "
     "batch, and at 25 tasks/s a batch holds one event: 0.81 deletes an action (`pg_stat_statements`). They are now "
     "gathered over the consumer's commit interval and deleted in one statement right before its offsets are committed "
     "(`servicekit.commits`), so no offset is committed before its delete: 0.02 an action. Two pairs back to back against "
     "8583dce at 25 tasks/s for a minute (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`): the planner's "
     "PostgreSQL 1.11 / 1.16 → 0.99 / 1.01 ms an action, its wake-ups 1.7 → 1.4 / 1.5 an action; the planner's own CPU "
-    "and the whole machine within the noise.",
+    "and the whole machine within the noise. In `make bench`'s five minutes at 25 tasks/s the planner's PostgreSQL "
+    "went 1.29 → 1.08 ms an action, in its burst 1.08 → 0.96 (11:32 and 13:49 UTC).",
 )
 
 
