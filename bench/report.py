@@ -417,6 +417,13 @@ CUTS = (
     "PostgreSQL 1.11 / 1.16 → 0.99 / 1.01 ms an action, its wake-ups 1.7 → 1.4 / 1.5 an action; the planner's own CPU "
     "and the whole machine within the noise. In `make bench`'s five minutes at 25 tasks/s the planner's PostgreSQL "
     "went 1.29 → 1.08 ms an action, in its burst 1.08 → 0.96 (11:32 and 13:49 UTC).",
+    "- **Tried and not kept: commits that do not wait for the disk, everywhere (2026-12-02).** Whether PostgreSQL's "
+    "flushes are what its CPU per action pays for: `synchronous_commit = off` for the whole cluster (not safe: a "
+    "decision's reservation and the executor's claim must be on disk before anything outside sees them). Two pairs "
+    "at 25 tasks/s for a minute (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`): PostgreSQL 4.1 / 4.1 → "
+    "3.8 / 3.9 ms an action, the whole machine 16.7 / 16.7 → 16.6 / 16.6 ms, p50 70 / 73 → 51 / 60 ms. The flushes "
+    "are not where the database's CPU goes; its WAL is (docs/operations.md: ~34 KB an action, most of it row and "
+    "index inserts). `wal_compression = lz4` changed nothing either (three minutes each: 16.7 / 16.8 ms).",
 )
 
 
