@@ -38,7 +38,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from bench.clients import emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import DEFAULT_ROLE_PREFIX, with_database
-from systems.seed import TICKETS, Ticket, seed_demo
+from systems.seed import TICKETS, Ticket, insert_tickets, seed_demo
 from tidegate.database import local_superuser_url, migrate
 from tidegate.demo.tickets import ticket_task
 
@@ -130,20 +129,6 @@ async def collect(kit: KitSettings, n_tasks: int, timeout_s: float, started: asy
 def bench_ticket(i: int) -> Ticket:
     """The i-th task's own ticket: the mix's ticket for it, under an id of its own."""
     return replace(next(t for t in TICKETS if t.ticket_id == MIX[i % len(MIX)]), ticket_id=f"T-{FIRST_BENCH_TICKET + i}")
-
-
-async def seed_bench_tickets(pool: asyncpg.Pool, tenant_id: str, tickets: Sequence[Ticket]) -> None:
-    """`tickets` in one statement, each requester the email the CRM holds for its customer (as `seed_demo` writes it)."""
-    await pool.execute(
-        "INSERT INTO helpdesk.tickets (tenant_id, ticket_id, customer_id, requester_email, subject, body, priority, order_id) "
-        "SELECT $1, x.ticket_id, x.customer_id, c.email, x.subject, x.body, x.priority, x.order_id "
-        "FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) "
-        "AS x(ticket_id, customer_id, subject, body, priority, order_id) "
-        "JOIN crm.customers c ON c.tenant_id = $1 AND c.customer_id = x.customer_id "
-        "ON CONFLICT DO NOTHING",
-        tenant_id,
-        *([getattr(t, field) for t in tickets] for field in ("ticket_id", "customer_id", "subject", "body", "priority", "order_id")),
-    )
 
 
 def by_minute(proposed: dict[str, int], results: dict[str, int], width_s: float = 60.0) -> list[tuple[int, float, float, bool]]:
@@ -302,7 +287,8 @@ async def main(
         pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
         tickets = [bench_ticket(i) for i in range(n_tasks + light)]  # one of its own for each task
-        await seed_bench_tickets(pool, "acme", tickets)
+        async with pool.acquire() as conn:
+            await insert_tickets(conn, "acme", tickets)
         await pool.close()
         t = time.monotonic()
         up = await asyncio.to_thread(subprocess.run, [*cli, "up", "--detach", "--wait", "180"], env=env, capture_output=True)

@@ -579,7 +579,7 @@ class Bus:
         @subscriber
         async def _on_batch(records: Any) -> None:
             consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
-            token = _committing.set(commits if commits.interval_s > 0 and Commits.gathers(consumer) else None)
+            token = _committing.set(commits if commits.interval_s > 0 and Commits.commits_for(consumer) else None)
             try:
                 await handle(records)
             except BaseException:

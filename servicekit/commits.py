@@ -65,8 +65,8 @@ class Commits:
     _before: dict[str, tuple[Bookkeeping, list[Any]]] = field(default_factory=dict, init=False)
 
     @staticmethod
-    def gathers(consumer: Any) -> bool:
-        """Whether `consumer`'s offsets are committed here (a group's aiokafka consumer), so what must precede them can wait."""
+    def commits_for(consumer: Any) -> bool:
+        """Whether `consumer`'s offsets are committed here: a group's aiokafka consumer (not a test broker's, not one outside any group)."""
         return isinstance(consumer, AIOKafkaConsumer) and consumer._group_id is not None
 
     def before_commit(self, key: str, action: Bookkeeping, items: Sequence[Any]) -> None:
@@ -75,7 +75,7 @@ class Commits:
 
     async def handled(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Every record of a polled batch is handled: commit now if the last commit is `interval_s` old, else soon."""
-        if not isinstance(consumer, AIOKafkaConsumer) or consumer._group_id is None:  # a test broker, or a consumer outside any group
+        if not self.commits_for(consumer):
             return
         self._consumer = consumer
         for record in records:

@@ -13,9 +13,10 @@ from decimal import Decimal
 
 import asyncpg
 
+from systems._db import Connection
 from systems._install import install
 
-__all__ = ["BULK_CUSTOMERS", "CUSTOMERS", "ORDERS", "TICKETS", "Customer", "Order", "Ticket", "seed_demo"]
+__all__ = ["BULK_CUSTOMERS", "CUSTOMERS", "ORDERS", "TICKETS", "Customer", "Order", "Ticket", "insert_tickets", "seed_demo"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ CUSTOMERS: tuple[Customer, ...] = (
 BULK_CUSTOMERS: tuple[Customer, ...] = tuple(
     Customer(f"cus_{1100 + i}", f"Customer {1100 + i}", f"customer{1100 + i}@example.com") for i in range(1, 201)
 )
+
+_EMAILS = {c.customer_id: c.email for c in (*CUSTOMERS, *BULK_CUSTOMERS)}  # what the CRM holds, and each ticket's requester
 
 ORDERS: tuple[Order, ...] = (
     Order("O-5001", "cus_1001", "Annual plan renewal (charged twice)", Decimal("42.50")),
@@ -150,7 +153,6 @@ async def seed_demo(pool: asyncpg.Pool, tenant_ids: Sequence[str] = ("acme", "gl
     await install(pool)
     inserted = {"customers": 0, "payees": 0, "orders": 0, "tickets": 0}
     customers = (*CUSTOMERS, *BULK_CUSTOMERS)
-    emails = {c.customer_id: c.email for c in customers}
     async with pool.acquire() as conn, conn.transaction():
         for tenant in tenant_ids:
             for c in customers:
@@ -186,23 +188,26 @@ async def seed_demo(pool: asyncpg.Pool, tenant_ids: Sequence[str] = ("acme", "gl
                         o.amount_usd,
                     )
                 )
-            for t in TICKETS:
-                inserted["tickets"] += _count(
-                    await conn.execute(
-                        "INSERT INTO helpdesk.tickets "
-                        "(tenant_id, ticket_id, customer_id, requester_email, subject, body, priority, order_id) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-                        tenant,
-                        t.ticket_id,
-                        t.customer_id,
-                        emails[t.customer_id],
-                        t.subject,
-                        t.body,
-                        t.priority,
-                        t.order_id,
-                    )
-                )
+            inserted["tickets"] += await insert_tickets(conn, tenant, TICKETS)
     return inserted
+
+
+async def insert_tickets(conn: Connection, tenant_id: str, tickets: Sequence[Ticket]) -> int:
+    """`tickets` of `tenant_id` in one statement, each requester its customer's email as seeded; how many were new."""
+    status = await conn.execute(
+        "INSERT INTO helpdesk.tickets (tenant_id, ticket_id, customer_id, requester_email, subject, body, priority, order_id) "
+        "SELECT $1, x.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) AS x "
+        "ON CONFLICT DO NOTHING",
+        tenant_id,
+        [t.ticket_id for t in tickets],
+        [t.customer_id for t in tickets],
+        [_EMAILS[t.customer_id] for t in tickets],
+        [t.subject for t in tickets],
+        [t.body for t in tickets],
+        [t.priority for t in tickets],
+        [t.order_id for t in tickets],
+    )
+    return _count(status)
 
 
 def _count(status: str) -> int:

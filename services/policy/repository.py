@@ -651,9 +651,7 @@ class PgPolicyRepository(PolicyRepository):
             return []
         tenants = sorted({i.tenant_id for i in items})
         async with self._pool.acquire() as conn:
-            provisional: dict[str, tuple[History, DecisionRecord]] = {}
-            if len(items) > DECIDED_UNDER_THE_LOCK:
-                await self._decide_on_a_snapshot(conn, items, tenants, provisional)
+            provisional = await self._decide_on_a_snapshot(conn, items, tenants) if len(items) > DECIDED_UNDER_THE_LOCK else {}
             async with conn.transaction():
                 # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
                 for tenant in tenants:
@@ -683,11 +681,10 @@ class PgPolicyRepository(PolicyRepository):
                 observe_retaken(tenant, count)
             return results
 
-    async def _decide_on_a_snapshot(
-        self, conn: Any, items: list[Pending], tenants: list[str], provisional: dict[str, tuple[History, DecisionRecord]]
-    ) -> None:
-        """Decide `items` outside the lock, on the history as it is now, into `provisional` (each with the history it read)."""
+    async def _decide_on_a_snapshot(self, conn: Any, items: list[Pending], tenants: list[str]) -> dict[str, tuple[History, DecisionRecord]]:
+        """Decide `items` outside the lock, on the history as it is now: each new decision by key, with the history it read."""
         recorded, spend, known = await self._read_history(conn, items, tenants)
+        provisional: dict[str, tuple[History, DecisionRecord]] = {}
         for item in items:
             if item.key in recorded or item.key in provisional:
                 continue
@@ -695,6 +692,7 @@ class PgPolicyRepository(PolicyRepository):
             record = item.decide(history)
             provisional[item.key] = (history, record)
             self._reserve(spend, item, record)
+        return provisional
 
     @staticmethod
     async def _read_history(
