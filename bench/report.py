@@ -79,13 +79,14 @@ CUTS = (
     "`getmany(timeout_ms=batch_timeout_ms)` and sleeps as long again after a poll that found nothing: with 100 ms a "
     "record waited up to 100 ms per hop at light load; with 10 ms each idle consumer woke ~50 times a second. "
     "aiokafka's `getmany` returns as soon as a record is fetched, so the kit's consumers now wait inside it for up "
-    "to a second and never sleep (`servicekit.rawbatch.wait_in_fetch`). The five services at idle "
+    "to a second and never sleep (then `servicekit.rawbatch.wait_in_fetch`, now `servicekit.polling.poll`). The five services at idle "
     "(`bench.e2e_bench --idle 10`, load average ~2–5): 177 → 49 ms of CPU per second (policy 47 → 10, approval "
     "45 → 13, executor 40 → 11, planner 31 → 4, audit 14 → 11); light-load p50 in the same two runs 657 → 175 ms.",
     "- **A worker thread per polled batch.** The batch handlers took FastStream's message through its context "
     "(`msg: KafkaMessage`); fast_depends resolves a context field, a plain function, with `anyio.to_thread`, so "
     "every batch (one record at light load) paid a thread round trip: the `threading.Condition` wait/notify in the "
-    "audit's profile. The handlers now take the polled records as their argument (`raw_decoder`). One hop through "
+    "audit's profile. The handlers now took the polled records as their argument (`raw_decoder`; since 2026-12-02 "
+    "the kit's own loop hands them over, `servicekit.polling`). One hop through "
     "the kit (`bench.kit_hop`, back to back, load average ~4): 420 → 394 µs of CPU per event.",
     "- **Ed25519 through OpenSSL.** Every consumer verifies every event, the audit all of them. libsodium (PyNaCl) "
     "verifies with about half the CPU of `cryptography`/OpenSSL here and signs with about two thirds "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from faststream import AckPolicy
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from pydantic import ValidationError
@@ -37,7 +37,7 @@ from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
-from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
+from servicekit.polling import Poller
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -111,6 +111,7 @@ class Reject(Exception):
 # 16 KiB: a polled batch's ~1.5 KB signed events then went out ten to a request, each send waiting on the last).
 # Below the broker's 1 MiB `message.max.bytes`.
 PRODUCER_BATCH_BYTES = 512 * 1024
+GRACEFUL_TIMEOUT_S = 10.0  # how long a stop waits for the batch in hand to finish
 
 
 def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
@@ -130,7 +131,7 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
         allow_auto_create_topics=False,
         # No FastStream telemetry middleware: the kit opens each handled event's span itself, in the event's trace
         # (`handle_record`), and a batch's (`batch_span`); FastStream's added a "create" and a "process" span per poll.
-        graceful_timeout=10.0,
+        graceful_timeout=GRACEFUL_TIMEOUT_S,
         log_level=logging.DEBUG,
         **kwargs,
     )
@@ -197,8 +198,9 @@ class Bus:
     _routes: list[_Route] = field(default_factory=list, init=False)
     _commits: list[Commits] = field(default_factory=list, init=False)  # one per consumer of a group
     _started: bool = field(default=False, init=False)
-    # Subscribers that read only what comes after start, with their topics.
-    _from_latest: list[tuple[Any, list[str]]] = field(default_factory=list, init=False)
+    pollers: list[Poller] = field(default_factory=list, init=False)  # one per Kafka consumer, started with the bus
+    # Consumers that read only what comes after start, with their topics.
+    _from_latest: list[tuple[Poller, list[str]]] = field(default_factory=list, init=False)
 
     def client_options(self) -> dict[str, Any]:
         """Login options of the broker's principal, for the raw aiokafka clients this bus opens."""
@@ -535,24 +537,12 @@ class Bus:
 
         from_latest = any(r.from_latest for r in group_routes)
         title = f"{self.service}:{','.join(t for t, _ in routes.values())}"
-        subscriber = self.broker.subscriber(
-            *routes,
-            group_id=group_id,
-            batch=True,
-            max_records=max(r.max_records for r in group_routes),
-            batch_timeout_ms=POLL_WAIT_MS,
-            auto_offset_reset="latest" if from_latest else "earliest",
-            ack_policy=AckPolicy.MANUAL,  # the kit commits (`on_polled`)
-            title=title,
-            parser=tolerant_parser,
-            decoder=raw_decoder,
-        )
-        wait_in_fetch(subscriber, max_records=max(r.max_records for r in group_routes))
+        max_records = max(r.max_records for r in group_routes)
+        poller = self.poller(title, topics=list(routes), group_id=group_id, max_records=max_records, from_latest=from_latest)
         if from_latest:
-            self._from_latest.append((subscriber, sorted(routes)))
-        self.liveness.watch(subscriber)
+            self._from_latest.append((poller, sorted(routes)))
 
-        async def handle(records: Any) -> None:  # the polled records (`raw_decoder`)
+        async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
             if lanes:
                 await self.handle_in_lanes(records, routes, slots)
                 return
@@ -563,10 +553,57 @@ class Bus:
             for record in records:  # handled, and what they published acknowledged
                 self.mark_handled(record)
 
-        self.on_polled(subscriber, handle, name=title)
+        self.on_polled(poller, handle, name=title)
 
-    def on_polled(self, subscriber: Any, handle: Callable[[Any], Awaitable[None]], *, name: str) -> None:
-        """Hand `subscriber`'s polled batches to `handle`: the one place where a consumer's offsets move.
+    def poller(
+        self,
+        name: str,
+        *,
+        group_id: str | None,
+        max_records: int,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        linger_ms: int = 0,
+        from_latest: bool = False,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        metadata_max_age_ms: int = 300_000,
+    ) -> Poller:
+        """A consumer of the full topic names `topics` (or those matching `pattern`) in `group_id`, started with the bus.
+
+        Its offsets are the kit's to commit (`on_polled`), never aiokafka's on a timer. A group's
+        partitions are spread round robin over its members. With `fetch_min_bytes` the broker holds
+        each fetch until that much is there, or `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes`
+        and `fetch.max.wait.ms`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
+        """
+        options: dict[str, Any] = {
+            "bootstrap_servers": [server.strip() for server in self.bootstrap.split(",") if server.strip()],
+            "client_id": f"tidegate-{self.service}",
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "latest" if from_latest else "earliest",
+            "fetch_min_bytes": fetch_min_bytes,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
+            "max_partition_fetch_bytes": max_partition_fetch_bytes,
+            "metadata_max_age_ms": metadata_max_age_ms,
+            "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
+            **self.client_options(),
+        }
+        poller = Poller(
+            functools.partial(AIOKafkaConsumer, **options),
+            name=name,
+            topics=topics,
+            pattern=pattern,
+            max_records=max_records,
+            linger_ms=linger_ms,
+        )
+        self.pollers.append(poller)
+        self.liveness.watch(poller)
+        return poller
+
+    def on_polled(self, poller: Poller, handle: Callable[[Sequence[ConsumerRecord[Any, Any]]], Awaitable[None]], *, name: str) -> None:
+        """Hand `poller`'s polled batches to `handle`: the one place where a consumer's offsets move.
 
         `handle` returns once every record is handled or dead-lettered and what it published is
         acknowledged (and marks them handled); the batch's offsets are then committed, gathered over
@@ -576,9 +613,9 @@ class Bus:
         commits = Commits(self.commit_interval_s, name=name)
         self._commits.append(commits)
 
-        @subscriber
-        async def _on_batch(records: Any) -> None:
-            consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
+        @poller
+        async def _on_batch(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+            consumer = poller.consumer
             token = _committing.set(commits if commits.interval_s > 0 and Commits.commits_for(consumer) else None)
             try:
                 await handle(records)
@@ -607,7 +644,7 @@ class Bus:
             self.mark_handled(record)
 
     async def start(self, *, timeout_s: float = 30.0) -> None:
-        """Create the subscribers and connect (producer and consumers).
+        """Connect the producer, then start the consumers (subscribed before: `consume`, `servicekit.consume`).
 
         Returns once every `from_latest` consumer knows where "latest" is: Kafka resolves that lazily,
         and a record that arrived in between (a tool's reply to a call made right after start) would
@@ -616,10 +653,12 @@ class Bus:
         if not self._started:
             self._register()
             self._started = True
-        await self.broker.start()
+        await self.broker.start()  # the producer: consumers' handlers publish from their first batch
+        for poller in self.pollers:
+            await poller.start()
         deadline = asyncio.get_running_loop().time() + timeout_s
-        for subscriber, topics in self._from_latest:
-            consumer = getattr(subscriber, "consumer", None)  # None under FastStream's in-memory test broker
+        for poller, topics in self._from_latest:
+            consumer = poller.consumer
             if consumer is None:
                 continue
             while not consumer.assignment():
@@ -634,6 +673,8 @@ class Bus:
         """Commit what is handled, finish in-flight batches (each committed as it ends), disconnect."""
         for commits in self._commits:
             await commits.closing()
+        for poller in self.pollers:
+            await poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S)
         await self.broker.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:

@@ -1,10 +1,10 @@
 """The kit's consumers in batch and raw mode, beside `Bus.consume` (one event at a time).
 
-Every mode subscribes through FastStream with the kit's tolerant parser (`rawbatch`) and hands its
-polled batches over through `Bus.on_polled`: a batch's offsets are committed only once every record
-is handled or dead-lettered and what the handlers published is acknowledged
-(`Bus.acknowledged_at_end`), gathered over `Bus.commit_interval_s`, and the batch is rewound if the
-handler raises anyway.
+Every mode polls through the kit's own consumer loop (`servicekit.polling`, `Bus.poller`) and hands
+its polled batches, the records as aiokafka returns them, over through `Bus.on_polled`: a batch's
+offsets are committed only once every record is handled or dead-lettered and what the handlers
+published is acknowledged (`Bus.acknowledged_at_end`), gathered over `Bus.commit_interval_s`, and
+the batch is rewound if the handler raises anyway.
 
 - `consume_routes`: several topics on ONE consumer of the service's group (the group never
   rebalances against itself); each topic's events are decoded once by `Bus.decode_record` (bounds,
@@ -30,11 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from faststream import AckPolicy
 
 from servicekit.bus import Bus, Handler
 from servicekit.metrics import observe_handled
-from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, tolerant_parser, wait_in_fetch
 from servicekit.tracing import Attr, batch_span
 
 __all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
@@ -73,24 +71,16 @@ def consume_routes(
     names = {bus.topic(name): name for name in routes}
     title = f"{bus.service}:{','.join(routes)}"
     bus.subscriptions.extend(routes)
-    subscriber = bus.broker.subscriber(
-        *names,
+    poller = bus.poller(
+        title,
+        topics=list(names),
         group_id=group_id,
-        batch=True,
         max_records=max_records,
-        batch_timeout_ms=POLL_WAIT_MS,
         fetch_min_bytes=fetch_min_bytes,
         fetch_max_wait_ms=fetch_max_wait_ms,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,  # the kit commits (`Bus.on_polled`)
-        title=title,
-        parser=tolerant_parser,
-        decoder=raw_decoder,
     )
-    wait_in_fetch(subscriber, max_records=max_records)
-    bus.liveness.watch(subscriber)
 
-    async def handle(polled: Any) -> None:  # the polled records (`raw_decoder`)
+    async def handle(polled: Sequence[ConsumerRecord[Any, Any]]) -> None:
         by_topic: dict[str, list[Any]] = {}
         for record in polled:
             by_topic.setdefault(names[record.topic], []).append(record)
@@ -107,7 +97,7 @@ def consume_routes(
             for record in records:
                 bus.mark_handled(record)
 
-    bus.on_polled(subscriber, handle, name=title)
+    bus.on_polled(poller, handle, name=title)
 
 
 async def _handle_batch(
@@ -148,37 +138,33 @@ def consume_raw(
     title: str,
     fetch_min_bytes: int = 1,
     fetch_max_wait_ms: int = 500,
+    metadata_max_age_ms: int = 300_000,
 ) -> None:
     """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; committed after it returns.
 
     A batch that is not full waits `batch_timeout_ms` once for more records before it is handed over.
     With `fetch_min_bytes` the broker holds each fetch until that much is there, or `fetch_max_wait_ms`
     passed: a consumer of every topic then pays one fetch (requests and answers naming every
-    partition) and one batch per interval, not per event.
+    partition) and one batch per interval, not per event. A topic created later that matches
+    `pattern` is read within `metadata_max_age_ms`.
     """
-    subscriber = bus.broker.subscriber(
+    poller = bus.poller(
+        title,
         pattern=pattern,
         group_id=group_id,
-        batch=True,
         max_records=max_records,
-        batch_timeout_ms=POLL_WAIT_MS,
+        linger_ms=batch_timeout_ms,
         max_partition_fetch_bytes=max_partition_fetch_bytes,
         fetch_min_bytes=fetch_min_bytes,
         fetch_max_wait_ms=fetch_max_wait_ms,
-        auto_offset_reset="earliest",
-        ack_policy=AckPolicy.MANUAL,  # committed once the handler returned (what it stored is committed): `Bus.on_polled`
-        parser=tolerant_parser,
-        decoder=raw_decoder,
-        title=title,
+        metadata_max_age_ms=metadata_max_age_ms,
     )
-    wait_in_fetch(subscriber, max_records=max_records, linger_ms=batch_timeout_ms)
-    bus.liveness.watch(subscriber)
 
-    async def handle(records: Any) -> None:  # the polled records (`raw_decoder`)
+    async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         with bus.liveness.running():
             async with bus.acknowledged_at_end():
                 await handler(records)
         for record in records:
             bus.mark_handled(record)
 
-    bus.on_polled(subscriber, handle, name=title)
+    bus.on_polled(poller, handle, name=title)

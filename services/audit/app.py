@@ -58,7 +58,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = AuditDeps(log=PostgresAuditLog(pool))
-    broker = make_broker(kit.kafka_bootstrap, NAME, metadata_max_age_ms=settings.topic_discovery_ms, **kafka_options(kit, NAME))
+    broker = make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME))
     bus = Bus(broker, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key, commit_interval_s=kit.commit_interval_s)
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
 
@@ -96,6 +96,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
         fetch_min_bytes=settings.fetch_min_bytes,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        metadata_max_age_ms=settings.topic_discovery_ms,  # how soon a topic created later is found and read
         title="audit:*",
     )
 

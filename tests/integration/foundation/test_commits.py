@@ -76,7 +76,9 @@ async def test_what_a_crashed_consumer_had_not_committed_is_read_again_and_a_gra
     for n in (1, 2):
         await crashing.publish("tasks", task(n, run))
     await wait_for(lambda: len(first) == 3, what="three tasks handled")
-    await crashing.broker.stop()  # a crash as far as offsets go: the consumer leaves without the kit's last commit
+    for poller in crashing.pollers:  # a crash as far as offsets go: the consumer leaves without the kit's last commit
+        await poller.stop()
+    await crashing.broker.stop()
     assert await committed(kit) == 1
 
     restarted = consumer_bus(kit, 60.0, second)

@@ -152,7 +152,7 @@ async def test_two_planners_in_one_group_share_the_load_and_never_propose_twice(
     await standin.start()
 
     def assigned(svc: Any) -> set[Any]:
-        return {tp for sub in svc.bus.broker.subscribers for tp in sub.consumer.assignment() if tp.topic.endswith("tasks")}
+        return {tp for poller in svc.bus.pollers if poller.consumer for tp in poller.consumer.assignment() if tp.topic.endswith("tasks")}
 
     try:
         await wait_for(lambda: assigned(first) and assigned(second), timeout=40, what="both planners assigned partitions of tasks")

@@ -1,19 +1,29 @@
-"""How the kit's consumers poll: they wait for records inside the fetch, never in a sleep between polls."""
+"""How the kit's consumers poll: inside the fetch, never in a sleep between polls; each batch handed over as it came.
+
+The loop is the kit's own (`servicekit.polling`): these tests drive it with a consumer that answers
+`getmany` from a script, as aiokafka's would, and hold what a service relies on: the records reach
+the handler untouched (binary headers included), a failing batch does not end the loop, a broker
+error is waited out, and a stop lets the batch in hand finish before the consumer leaves.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from faststream.kafka import KafkaBroker
+from aiokafka.errors import KafkaConnectionError
 
-from servicekit.rawbatch import POLL_WAIT_MS, raw_decoder, wait_in_fetch
+from servicekit import polling
+from servicekit.polling import POLL_WAIT_MS, Poller, poll
+
+TP = TopicPartition("tidegate.tasks", 0)
 
 
-def _record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord("tidegate.tasks", partition, offset, 0, 0, None, b"{}", None, 0, 2, [])
+def _record(partition: int, offset: int, headers: list[tuple[str, bytes | None]] | None = None) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("tidegate.tasks", partition, offset, 0, 0, None, b"{}", None, 0, 2, headers or [])
 
 
 class _Consumer:
@@ -28,11 +38,6 @@ class _Consumer:
         return self.polls.pop(0) if self.polls else {}
 
 
-def _subscriber() -> Any:
-    broker = KafkaBroker("127.0.0.1:1")
-    return broker.subscriber("tidegate.tasks", group_id="g", batch=True, max_records=10, batch_timeout_ms=POLL_WAIT_MS)
-
-
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     slept: list[float] = []
@@ -45,25 +50,21 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 async def test_a_poll_waits_in_the_fetch_and_returns_what_it_found_without_sleeping(no_sleep: list[float]) -> None:
-    subscriber = _subscriber()
-    wait_in_fetch(subscriber, max_records=10)
     first, second = _record(0, 5), _record(0, 6)
-    consumer = _Consumer({TopicPartition("tidegate.tasks", 0): [first, second]}, {})
+    consumer = _Consumer({TP: [first, second]}, {})
 
-    assert await subscriber.get_msg(consumer) == (first, second)
-    assert await subscriber.get_msg(consumer) == ()  # nothing came within the long wait: poll again, no sleep
+    assert await poll(consumer, max_records=10) == (first, second)  # type: ignore[arg-type]
+    assert await poll(consumer, max_records=10) == ()  # type: ignore[arg-type]  # nothing within the long wait: poll again
     assert consumer.calls == [(POLL_WAIT_MS, 10), (POLL_WAIT_MS, 10)]
     assert POLL_WAIT_MS >= 500  # an idle consumer wakes up rarely
     assert no_sleep == []
 
 
 async def test_a_lingering_batch_waits_once_for_more_and_keeps_each_partitions_order(no_sleep: list[float]) -> None:
-    subscriber = _subscriber()
-    wait_in_fetch(subscriber, max_records=10, linger_ms=100)
     p0, p1 = TopicPartition("tidegate.tasks", 0), TopicPartition("tidegate.tasks", 1)
     consumer = _Consumer({p0: [_record(0, 1)], p1: [_record(1, 7)]}, {p0: [_record(0, 2)], p1: [_record(1, 8)]})
 
-    records = await subscriber.get_msg(consumer)
+    records = await poll(consumer, max_records=10, linger_ms=100)  # type: ignore[arg-type]
 
     assert [(r.partition, r.offset) for r in records if r.partition == 0] == [(0, 1), (0, 2)]
     assert [(r.partition, r.offset) for r in records if r.partition == 1] == [(1, 7), (1, 8)]
@@ -72,22 +73,176 @@ async def test_a_lingering_batch_waits_once_for_more_and_keeps_each_partitions_o
 
 
 async def test_a_full_batch_does_not_linger(no_sleep: list[float]) -> None:
-    subscriber = _subscriber()
-    wait_in_fetch(subscriber, max_records=2, linger_ms=100)
-    consumer = _Consumer({TopicPartition("tidegate.tasks", 0): [_record(0, 1), _record(0, 2)]})
+    consumer = _Consumer({TP: [_record(0, 1), _record(0, 2)]})
 
-    assert len(await subscriber.get_msg(consumer)) == 2
+    assert len(await poll(consumer, max_records=2, linger_ms=100)) == 2  # type: ignore[arg-type]
     assert no_sleep == []
     assert len(consumer.calls) == 1
 
 
-async def test_the_handler_gets_the_polled_records_whatever_faststream_hands_over() -> None:
-    one, two = _record(0, 1), _record(0, 2)
+class _Broker:
+    """A consumer whose fetch waits, as aiokafka's does, until a batch is given to it (or the poll's wait ends)."""
 
-    class _Message:
-        raw_message: Any
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
+        self.subscribed: dict[str, Any] = {}
+        self.started = self.stopped = False
 
-    batch, single = _Message(), _Message()
-    batch.raw_message, single.raw_message = [one, two], one
-    assert await raw_decoder(batch) == (one, two)
-    assert await raw_decoder(single) == (one,)
+    def subscribe(self, *, topics: Any = (), pattern: str | None = None, listener: Any = None) -> None:
+        self.subscribed = {"topics": list(topics), "pattern": pattern, "listener": listener}
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        try:
+            batch = await asyncio.wait_for(self.batches.get(), timeout_ms / 1000)
+        except TimeoutError:
+            return {}
+        if isinstance(batch, BaseException):
+            raise batch
+        return {TP: batch}
+
+
+def _poller(broker: _Broker, **options: Any) -> Poller:
+    return Poller(lambda: broker, name="test", topics=options.pop("topics", ["tidegate.tasks"]), max_records=10, **options)  # type: ignore[arg-type, return-value]
+
+
+async def _until(predicate: Any, what: str) -> None:
+    for _ in range(200):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_handler_gets_the_polled_records_as_they_came_binary_headers_and_all() -> None:
+    """A plain Kafka client may send any header bytes; nothing between the fetch and the kit decodes them."""
+    broker, seen = _Broker(), []
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        seen.append(records)
+
+    await poller.start()
+    binary = _record(0, 1, [("bin", b"\xff\xfe"), ("none", None)])
+    plain = _record(0, 2, [("ok", b"yes")])
+    await broker.batches.put([binary, plain])
+    await _until(lambda: seen, "the batch")
+    await poller.stop()
+
+    assert seen == [(binary, plain)]
+    assert seen[0][0] is binary
+    assert seen[0][0].headers == [("bin", b"\xff\xfe"), ("none", None)]
+    assert broker.subscribed["topics"] == ["tidegate.tasks"]
+    assert broker.subscribed["listener"] is not None
+    assert broker.stopped
+    assert poller.consumer is None
+
+
+async def test_a_batch_that_fails_is_logged_and_the_loop_polls_on(caplog: pytest.LogCaptureFixture) -> None:
+    broker, seen = _Broker(), []
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        seen.append(records[0].offset)
+        if records[0].offset == 1:
+            raise RuntimeError("the handler broke")
+
+    await poller.start()
+    with caplog.at_level(logging.ERROR, logger="servicekit.polling"):
+        await broker.batches.put([_record(0, 1)])
+        await broker.batches.put([_record(0, 2)])
+        await _until(lambda: seen == [1, 2], "the next batch after a failure")
+    await poller.stop()
+
+    assert "a batch of 1 records failed" in caplog.text
+    assert "the handler broke" in caplog.text
+
+
+async def test_a_broker_error_is_waited_out_then_polling_goes_on(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(polling, "KAFKA_ERROR_PAUSE_S", 0.01)
+    broker, seen = _Broker(), []
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        seen.append(records[0].offset)
+
+    await poller.start()
+    with caplog.at_level(logging.ERROR, logger="servicekit.polling"):
+        await broker.batches.put(KafkaConnectionError("the broker went away"))
+        await broker.batches.put([_record(0, 3)])
+        await _until(lambda: seen == [3], "the batch after the error")
+    await poller.stop()
+
+    assert "polling failed" in caplog.text
+
+
+async def test_a_stop_lets_the_batch_in_hand_finish_before_the_consumer_leaves() -> None:
+    broker, finished = _Broker(), asyncio.Event()
+    release = asyncio.Event()
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        await release.wait()
+        finished.set()
+
+    await poller.start()
+    await broker.batches.put([_record(0, 1)])
+    await _until(lambda: broker.batches.empty(), "the batch taken")
+    await asyncio.sleep(0.02)
+    stopping = asyncio.get_running_loop().create_task(poller.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    assert not broker.stopped
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+
+    assert finished.is_set()
+    assert broker.stopped
+
+
+async def test_a_stop_while_waiting_in_a_fetch_does_not_wait_for_the_fetch() -> None:
+    broker = _Broker()
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        raise AssertionError("nothing was polled")
+
+    await poller.start()
+    await asyncio.sleep(0.02)
+    started = asyncio.get_running_loop().time()
+    await poller.stop()
+
+    assert asyncio.get_running_loop().time() - started < POLL_WAIT_MS / 1000 / 2
+    assert broker.stopped
+
+
+async def test_a_poller_reads_named_topics_or_a_pattern_and_has_one_handler() -> None:
+    broker = _Broker()
+    with pytest.raises(ValueError, match="either named topics or a pattern"):
+        Poller(lambda: broker, name="x", topics=["a"], pattern="^a", max_records=1)  # type: ignore[arg-type, return-value]
+    with pytest.raises(ValueError, match="either named topics or a pattern"):
+        Poller(lambda: broker, name="x", max_records=1)  # type: ignore[arg-type, return-value]
+    poller = Poller(lambda: broker, name="x", pattern="^tidegate\\..*", max_records=1)  # type: ignore[arg-type, return-value]
+    with pytest.raises(RuntimeError, match="no handler"):
+        await poller.start()
+
+    async def handle(records: Any) -> None:
+        pass
+
+    poller(handle)
+    with pytest.raises(RuntimeError, match="one handler"):
+        poller(handle)
+    await poller.start()
+    assert broker.subscribed["pattern"] == "^tidegate\\..*"
+    assert broker.subscribed["topics"] == []
+    await poller.stop()

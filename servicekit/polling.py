@@ -1,0 +1,163 @@
+"""How the kit's consumers poll: one aiokafka consumer and one loop of the kit's own per subscription.
+
+Nothing stands between a fetch and the kit's handling of it. A framework's consume loop (FastStream's,
+until 2026-12-02) parsed every polled batch into its own message, decoding each header as UTF-8 (one
+binary header from a plain Kafka client failed the whole batch, and, rewound, forever), resolved the
+handler's arguments through its dependency injection and slept after every empty poll; the kit had
+to patch its poll, wrap its parser and unwrap its decoder to get the records back as they came. Here
+the loop hands the polled records, as aiokafka returns them, to the one handler `Bus.on_polled`
+gives it, which decodes, checks, dead-letters, commits or rewinds them.
+
+A consumer waits for records inside the fetch (`poll`: one `getmany` of up to `POLL_WAIT_MS`, which
+returns as soon as a record is fetched), never in a sleep between short polls. A stop lets the batch
+in hand finish (it is committed as it ends) for up to `graceful_timeout_s`, then leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+__all__ = ["POLL_WAIT_MS", "Poller", "poll"]
+
+log = logging.getLogger(__name__)
+
+# How long one poll waits for records when there are none. aiokafka's `getmany` returns as soon as a
+# record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up.
+POLL_WAIT_MS = 1_000
+KAFKA_ERROR_PAUSE_S = 5.0  # after a poll the broker refused (no rights, the cluster away): tried again, not spun on
+
+Records = tuple[ConsumerRecord[Any, Any], ...]
+BatchHandler = Callable[[Records], Awaitable[None]]
+
+
+async def poll(consumer: AIOKafkaConsumer, *, max_records: int, linger_ms: int = 0) -> Records:
+    """The records of one poll: waited for inside the fetch, returned as soon as any came (or after `POLL_WAIT_MS`).
+
+    With `linger_ms`, a batch that is not full waits that long once for more records (the audit
+    writes fewer, larger transactions). Records keep their order per partition.
+    """
+    polled = await consumer.getmany(timeout_ms=POLL_WAIT_MS, max_records=max_records)
+    records = tuple(chain.from_iterable(polled.values()))
+    if records and linger_ms > 0 and len(records) < max_records:
+        await asyncio.sleep(linger_ms / 1000)
+        more = await consumer.getmany(timeout_ms=0, max_records=max_records - len(records))
+        records += tuple(chain.from_iterable(more.values()))
+    return records
+
+
+class _LoggedRebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
+    """What an on-call engineer reads when a group moves: which partitions this consumer took and gave up."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("%s: partitions revoked: %s", self.name, _names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self.name, _names(assigned) or "none")
+
+
+def _names(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
+class Poller:
+    """One Kafka consumer and the loop that hands each polled batch to one handler.
+
+    Register the handler by calling the poller with it (as a decorator); `start` connects and starts
+    the loop, `stop` ends it. `consumer` is None until started (what `Liveness` and `Bus.start` read).
+    """
+
+    def __init__(
+        self,
+        make_consumer: Callable[[], AIOKafkaConsumer],
+        *,
+        name: str,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        max_records: int,
+        linger_ms: int = 0,
+    ) -> None:
+        if bool(topics) == (pattern is not None):
+            raise ValueError("a poller reads either named topics or a pattern")
+        self.name = name
+        self.topics = tuple(topics)
+        self.pattern = pattern
+        self.max_records = max_records
+        self.linger_ms = linger_ms
+        self.consumer: AIOKafkaConsumer | None = None
+        self._make_consumer = make_consumer
+        self._handler: BatchHandler | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._handling = False
+        self._idle = asyncio.Event()
+
+    def __call__(self, handler: BatchHandler) -> BatchHandler:
+        """Hand every polled batch to `handler`."""
+        if self._handler is not None:
+            raise RuntimeError(f"{self.name}: a poller has one handler")
+        self._handler = handler
+        return handler
+
+    async def start(self) -> None:
+        """Connect, join the group (if any) and start polling."""
+        if self._handler is None:
+            raise RuntimeError(f"{self.name}: no handler to hand the polled batches to")
+        if self._task is not None:
+            return
+        consumer = self._make_consumer()
+        consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_LoggedRebalance(self.name))
+        await consumer.start()
+        self.consumer = consumer
+        self._running = True
+        self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._run(consumer), name=f"poll:{self.name}")
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        assert self._handler is not None
+        while self._running:
+            try:
+                records = await poll(consumer, max_records=self.max_records, linger_ms=self.linger_ms)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                log.error("%s: polling failed (%r); polling again in %.0fs", self.name, exc, KAFKA_ERROR_PAUSE_S)
+                await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
+                continue
+            if not records:
+                continue
+            self._handling = True
+            self._idle.clear()
+            try:
+                await self._handler(records)
+            except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
+                log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
+            finally:
+                self._handling = False
+                self._idle.set()
+
+    async def stop(self, *, graceful_timeout_s: float = 10.0) -> None:
+        """Stop polling: the batch in hand finishes (for up to `graceful_timeout_s`), then the consumer leaves its group."""
+        self._running = False
+        task, self._task = self._task, None
+        if task is not None:
+            if self._handling:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), graceful_timeout_s)
+            task.cancel()  # waiting in a fetch, or past the grace: its records were not committed, they are read again
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            await consumer.stop()
