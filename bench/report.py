@@ -425,6 +425,18 @@ CUTS = (
     "3.8 / 3.9 ms an action, the whole machine 16.7 / 16.7 → 16.6 / 16.6 ms, p50 70 / 73 → 51 / 60 ms. The flushes "
     "are not where the database's CPU goes; its WAL is (docs/operations.md: ~34 KB an action, most of it row and "
     "index inserts). `wal_compression = lz4` changed nothing either (three minutes each: 16.7 / 16.8 ms).",
+    "- **A framework's consume loop between the fetch and the kit (2026-12-02).** Every consumer was a FastStream batch "
+    "subscriber: each polled batch was parsed into FastStream's message (every header decoded as UTF-8), its handler's "
+    "arguments resolved through fast_depends, and the kit patched its poll, wrapped its parser and unwrapped its "
+    "decoder to get the records back. py-spy had put FastStream's loop at 5–10 % of a service's samples at 25 "
+    "tasks/s. The loop is now the kit's own (`servicekit.polling`): one aiokafka consumer per subscription, the "
+    "records handed to `Bus.on_polled` as aiokafka returned them. Two pairs back to back against 0d74fb1 "
+    "(`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 0`, load average 2–4): the five services 10.0 / 10.1 "
+    "→ 9.9 / 9.8 ms of CPU an action (policy 2.93 / 3.00 → 2.81 / 2.86, executor 2.38 / 2.39 → 2.39 / 2.39), the "
+    "whole machine 17.2 / 16.9 → 16.9 / 16.8 ms; `bench.kit_hop` one at a time 1,632 / 1,702 → 1,644 / 1,334 µs "
+    "beyond idle, in a burst 256 / 248 → 262 / 242 µs. About 2 %, at the edge of the noise: the samples py-spy "
+    "gave FastStream's frames were mostly the handlers' own work beneath them. Kept for what it removes, not for "
+    "its CPU: three workarounds, and a parser that could fail a batch on a header's bytes.",
 )
 
 
@@ -813,10 +825,11 @@ def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list
         "its CPU in the Python interpreter and under a tenth in the kernel, and cProfile most of that Python in aiokafka's "
         "fetcher, sender and protocol code (2026-12-02). In the services that is about half the difference: py-spy on "
         "the executor at 25 tasks/s against a burst (`bench.e2e_bench --profile-all`, 2026-12-02) put about half of its "
-        "extra CPU per action in the consume machinery outside its handler (aiokafka's own tasks, and FastStream's "
-        "consume loop and dependency injection, 5–10 % of each service's CPU at a steady rate), the other half in the "
-        "handlers and the event loop themselves. What would cut the Kafka client's share is fewer "
-        "requests per event, and each way to get there costs something else: a producer that lingers, or a consumer that "
+        "extra CPU per action in the consume machinery outside its handler (aiokafka's own tasks, and what py-spy "
+        "counted in FastStream's consume loop, 5–10 % of the samples; replacing that loop with the kit's own saved "
+        "about 2 %, see the cuts below), the other half in the handlers and the event loop themselves. What would cut "
+        "the Kafka client's share is fewer requests per event, and each way to get there costs something else: a "
+        "producer that lingers, or a consumer that "
         "leaves what it fetched a few milliseconds before taking it (aiokafka sends a node no new fetch while records "
         "from it wait), adds that wait to every hop at light load too (a 2 ms linger: −0.4 ms of CPU an action at 25 "
         "tasks/s, +4 ms p50 at light load; not kept); a broker that holds fetches for more (`fetch.min.bytes` with a "
