@@ -607,11 +607,13 @@ class Bus:
 
         `handle` returns once every record is handled or dead-lettered and what it published is
         acknowledged (and marks them handled); the batch's offsets are then committed, gathered over
-        `commit_interval_s` (`servicekit.commits`). If it raises, the batch is rewound (each partition
-        seeks back to its first record) and read again.
+        `commit_interval_s` (`servicekit.commits`), and at the latest when a rebalance takes the
+        partitions away. If it raises, the batch is rewound (each partition seeks back to its first
+        record) and read again.
         """
         commits = Commits(self.commit_interval_s, name=name)
         self._commits.append(commits)
+        poller.before_revoke = commits.flush  # what is handled is committed before a rebalance moves its partitions
 
         @poller
         async def _on_batch(records: Sequence[ConsumerRecord[Any, Any]]) -> None:

@@ -10,8 +10,10 @@ that finds the last commit that old, or by a flusher shortly after the last batc
 
 What a crash leaves uncommitted (at most `interval_s` of handled records, beside the batch in flight)
 is read again on restart, as an in-flight batch always was: every handler is idempotent
-(docs/reliability.md). A graceful stop commits everything handled (`closing`); a partition taken away
-by a rebalance keeps its last commit, and its new owner reads the rest again.
+(docs/reliability.md). A graceful stop commits everything handled (`closing`), and so does a consumer
+whose partitions a rebalance takes (`flush`, called before it rejoins the group: `Bus.on_polled`); a
+batch still in hand then, or a commit refused because the group moved on, leaves its records to the
+partition's new owner, which reads them again.
 
 Bookkeeping of delivered events (`servicekit.once_delivered_together`: the planner deletes the outbox
 entries the broker has) is gathered the same way, `before_commit`, and done once, right before the
@@ -104,7 +106,7 @@ class Commits:
                 return  # the offsets wait with it: the flusher tries both again after the interval
             self._pending = {}
             assigned = consumer.assignment()
-            # A partition given away in a rebalance keeps its last commit: its new owner reads the rest again.
+            # A partition already given away keeps its last commit: its new owner reads the rest again.
             offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
             if not offsets:
                 return

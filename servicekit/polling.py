@@ -53,15 +53,19 @@ async def poll(consumer: AIOKafkaConsumer, *, max_records: int, linger_ms: int =
     return records
 
 
-class _LoggedRebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
-    """What an on-call engineer reads when a group moves: which partitions this consumer took and gave up."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
+    """Before a consumer gives its partitions up, `poller.before_revoke`; and a log line of what moved, for on-call."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+        self.name = poller.name
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if revoked:
-            log.info("%s: partitions revoked: %s", self.name, _names(revoked))
+        if not revoked:
+            return
+        log.info("%s: partitions revoked: %s", self.name, _names(revoked))
+        if self.poller.before_revoke is not None:  # aiokafka awaits this before it rejoins: the generation still holds
+            await self.poller.before_revoke()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self.name, _names(assigned) or "none")
@@ -76,6 +80,8 @@ class Poller:
 
     Register the handler by calling the poller with it (as a decorator); `start` connects and starts
     the loop, `stop` ends it. `consumer` is None until started (what `Liveness` and `Bus.start` read).
+    `before_revoke` runs when a rebalance takes the consumer's partitions, before it rejoins the group
+    (the kit commits what it handled there: `Bus.on_polled`).
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class Poller:
         self.max_records = max_records
         self.linger_ms = linger_ms
         self.consumer: AIOKafkaConsumer | None = None
+        self.before_revoke: Callable[[], Awaitable[None]] | None = None
         self._make_consumer = make_consumer
         self._handler: BatchHandler | None = None
         self._task: asyncio.Task[None] | None = None
@@ -117,7 +124,7 @@ class Poller:
         if self._task is not None:
             return
         consumer = self._make_consumer()
-        consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_LoggedRebalance(self.name))
+        consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_Rebalance(self))
         await consumer.start()
         self.consumer = consumer
         self._running = True

@@ -96,3 +96,32 @@ async def test_what_a_crashed_consumer_had_not_committed_is_read_again_and_a_gra
         await wait_for(lambda: third == [f"{run}-3"], what="only the new task")
     finally:
         await after.stop()
+
+
+async def test_a_consumer_whose_partitions_a_rebalance_takes_commits_what_it_handled_first(kit: KitSettings, wait_for: Any) -> None:
+    """A second copy joining the group (a scale-out, a rolling deploy) reads nothing the first had handled."""
+    run, first, second = uuid.uuid4().hex[:8], [], []
+    one = consumer_bus(kit, 60.0, first)  # an interval no test waits for: only the rebalance can commit
+    await one.start()
+    try:
+        await one.publish("tasks", task(0, run))
+        await wait_for(lambda: first == [f"{run}-0"], what="the first task")
+        for n in (1, 2, 3):
+            await one.publish("tasks", task(n, run))
+        await wait_for(lambda: len(first) == 4, what="four tasks handled")
+        assert await committed(kit) == 1  # handled, not committed yet
+
+        two = consumer_bus(kit, 60.0, second)
+        await two.start()
+        try:
+            await wait_for(lambda: committed(kit, 4), timeout=30, what="the first copy's commit as the group rebalanced")
+            await wait_for(
+                lambda: two.pollers[0].consumer and two.pollers[0].consumer.assignment(), timeout=30, what="partitions for the second copy"
+            )
+            await one.publish("tasks", task(4, run))
+            await wait_for(lambda: f"{run}-4" in first + second, what="the task after the rebalance")
+        finally:
+            await two.stop()
+    finally:
+        await one.stop()
+    assert sorted(first + second) == [f"{run}-{n}" for n in range(5)]  # nothing handled twice

@@ -246,3 +246,25 @@ async def test_a_poller_reads_named_topics_or_a_pattern_and_has_one_handler() ->
     assert broker.subscribed["pattern"] == "^tidegate\\..*"
     assert broker.subscribed["topics"] == []
     await poller.stop()
+
+
+async def test_a_rebalance_that_takes_the_partitions_runs_the_pollers_hook_before_the_consumer_rejoins() -> None:
+    broker, calls = _Broker(), []
+    poller = _poller(broker)
+
+    @poller
+    async def handle(records: Any) -> None:
+        pass
+
+    async def before_revoke() -> None:
+        calls.append("flushed")
+
+    poller.before_revoke = before_revoke
+    await poller.start()
+    listener = broker.subscribed["listener"]
+    await listener.on_partitions_revoked(set())  # the first join revokes nothing: nothing to do
+    assert calls == []
+    await listener.on_partitions_revoked({TP})
+    assert calls == ["flushed"]
+    await listener.on_partitions_assigned({TP})
+    await poller.stop()
