@@ -142,6 +142,10 @@ class Poller:
                 log.error("%s: polling failed (%r); polling again in %.0fs", self.name, exc, KAFKA_ERROR_PAUSE_S)
                 await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
                 continue
+            except Exception:  # the client's own bug or state: a consumer must not end in silence
+                log.exception("%s: polling failed; polling again in %.0fs", self.name, KAFKA_ERROR_PAUSE_S)
+                await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
+                continue
             if not records:
                 continue
             self._handling = True
