@@ -656,8 +656,7 @@ class Bus:
             self._register()
             self._started = True
         await self.broker.start()  # the producer: consumers' handlers publish from their first batch
-        for poller in self.pollers:
-            await poller.start()
+        await asyncio.gather(*(poller.start() for poller in self.pollers))
         deadline = asyncio.get_running_loop().time() + timeout_s
         for poller, topics in self._from_latest:
             consumer = poller.consumer
@@ -672,11 +671,14 @@ class Bus:
                 await asyncio.wait_for(consumer.position(tp), remaining)
 
     async def stop(self) -> None:
-        """Commit what is handled, finish in-flight batches (each committed as it ends), disconnect."""
+        """Commit what is handled, finish in-flight batches (each committed as it ends), disconnect.
+
+        The consumers stop together: a stop waits for the longest batch in hand (at most
+        `GRACEFUL_TIMEOUT_S`), not for the sum of them.
+        """
         for commits in self._commits:
             await commits.closing()
-        for poller in self.pollers:
-            await poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S)
+        await asyncio.gather(*(poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S) for poller in self.pollers))
         await self.broker.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:

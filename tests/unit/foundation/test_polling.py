@@ -269,3 +269,42 @@ async def test_a_rebalance_that_takes_the_partitions_runs_the_pollers_hook_befor
     assert calls == ["flushed"]
     await listener.on_partitions_assigned({TP})
     await poller.stop()
+
+
+async def test_a_bus_stops_its_consumers_together_so_a_stop_waits_for_the_longest_batch_not_their_sum() -> None:
+    """A supervisor gives a stopping process a deadline: three batches in hand, each up to the grace, must not triple it."""
+    from fake_producer import make_bus
+
+    bus, _ = make_bus()
+    brokers, release, steps = [_Broker() for _ in range(3)], asyncio.Event(), []
+    for n, broker in enumerate(brokers):
+        poller = Poller(lambda broker=broker: broker, name=f"c{n}", topics=["tidegate.tasks"], max_records=10)  # type: ignore[misc]
+        bus.pollers.append(poller)
+
+        @poller
+        async def handle(records: Any) -> None:
+            await release.wait()
+
+        stop = poller.stop
+
+        async def stopping(*, graceful_timeout_s: float, name: str = poller.name, stop: Any = stop) -> None:
+            steps.append(f"stopping {name}")
+            await stop(graceful_timeout_s=graceful_timeout_s)
+            steps.append(f"stopped {name}")
+
+        poller.stop = stopping  # type: ignore[method-assign]
+        await poller.start()
+        await broker.batches.put([_record(0, n)])
+    await _until(lambda: all(b.batches.empty() for b in brokers), "every batch taken")
+    await asyncio.sleep(0.02)
+
+    async def broker_stop() -> None:
+        pass
+
+    bus.broker.stop = broker_stop  # type: ignore[attr-defined]
+    task = asyncio.get_running_loop().create_task(bus.stop())
+    await _until(lambda: len(steps) == 3, "every consumer told to stop")
+    assert steps == ["stopping c0", "stopping c1", "stopping c2"]  # all at once, none waiting on another's batch
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert all(b.stopped for b in brokers)
