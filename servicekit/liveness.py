@@ -1,7 +1,7 @@
 """Is this service making progress? What its watchdog, its `/health` endpoint and its exit code report.
 
-A service can be alive and useless: a producer that died, a fetch that stalled, a handler stuck on a
-call, a dependency retried forever. `Liveness` is told when a record starts and finishes, and reads
+A service can be alive and useless: a producer that died, a fetch that stalled, a consumer loop that
+ended, a handler stuck on a call, a dependency retried forever. `Liveness` is told when a record starts and finishes, and reads
 its consumers' lag (end offsets asked of the broker against the consumer's positions); `stalled`
 names what is wrong, or None.
 """
@@ -73,6 +73,9 @@ class Liveness:
     async def stalled(self, *, stall_after_s: float, handler_limit_s: float, now: float | None = None) -> str | None:
         """Why this service is not making progress, or None when it is (or has nothing to do)."""
         now = time.monotonic() if now is None else now
+        for subscriber in self._subscribers:  # a consumer whose loop ended reads nothing more, lag or none
+            if ended := getattr(subscriber, "ended", None):
+                return f"{subscriber.name}: its consumer loop ended ({ended})"
         if self._in_flight:
             oldest = min(self._in_flight.values())
             if now - oldest > handler_limit_s:

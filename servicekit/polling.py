@@ -110,6 +110,17 @@ class Poller:
         self._handling = False
         self._idle = asyncio.Event()
 
+    @property
+    def ended(self) -> str | None:
+        """Why the loop ended while the poller was not stopped (None while it runs, or once stopped): the service is stalled."""
+        task = self._task
+        if not self._running or task is None or not task.done():
+            return None
+        if task.cancelled():
+            return "cancelled"
+        exc = task.exception()
+        return repr(exc)[:300] if exc is not None else "the consumer was closed"
+
     def __call__(self, handler: BatchHandler) -> BatchHandler:
         """Hand every polled batch to `handler`."""
         if self._handler is not None:
@@ -167,8 +178,9 @@ class Poller:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), graceful_timeout_s)
             task.cancel()  # waiting in a fetch, or past the grace: its records were not committed, they are read again
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # ended, however it ended (a loop that died was reported by `ended`)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s: the consumer loop had ended: %r", self.name, task.exception())
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
             await consumer.stop()

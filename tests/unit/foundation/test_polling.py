@@ -308,3 +308,33 @@ async def test_a_bus_stops_its_consumers_together_so_a_stop_waits_for_the_longes
     release.set()
     await asyncio.wait_for(task, 5)
     assert all(b.stopped for b in brokers)
+
+
+async def test_a_consumer_loop_that_ends_while_not_stopped_makes_the_service_stalled() -> None:
+    """The watchdog (`Liveness.stalled`) exits the process for its supervisor to restart: a dead loop reads nothing more."""
+    from servicekit.liveness import Liveness
+
+    broker = _Broker()
+    poller = _poller(broker)
+
+    class Fatal(BaseException):
+        """Not an Exception: the loop lets it through (as it must a cancellation)."""
+
+    @poller
+    async def handle(records: Any) -> None:
+        raise Fatal("the loop ends")
+
+    live = Liveness()
+    live.watch(poller)
+    await poller.start()
+    assert poller.ended is None
+    assert await live.stalled(stall_after_s=30, handler_limit_s=300) is None
+    await broker.batches.put([_record(0, 1)])
+    await _until(lambda: poller.ended is not None, "the loop's end")
+
+    reason = await live.stalled(stall_after_s=30, handler_limit_s=300)
+    assert reason is not None
+    assert "test: its consumer loop ended" in reason
+    assert "Fatal" in reason
+    await poller.stop()
+    assert poller.ended is None  # stopped on purpose: nothing to report
