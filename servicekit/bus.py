@@ -114,6 +114,11 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 GRACEFUL_TIMEOUT_S = 10.0  # how long a stop waits for the batch in hand to finish
 
 
+def _servers(bootstrap: str) -> list[str]:
+    """A cluster's bootstrap list ("a:1, b:2") as the addresses its clients take, blanks and empty entries dropped."""
+    return [server.strip() for server in bootstrap.split(",") if server.strip()]
+
+
 def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
     """A FastStream Kafka broker: idempotent producer, acks=all (spans are the kit's: `servicekit.tracing`).
 
@@ -122,7 +127,7 @@ def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
     security, kwargs = security_from_options(kwargs)
     return KafkaBroker(
         # FastStream takes a string as ONE address; aiokafka's own clients split "a:1,b:2" (a cluster's list).
-        [server.strip() for server in bootstrap.split(",") if server.strip()],
+        _servers(bootstrap),
         security=security,
         client_id=f"tidegate-{service}",
         acks="all",
@@ -578,7 +583,7 @@ class Bus:
         and `fetch.max.wait.ms`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
         """
         options: dict[str, Any] = {
-            "bootstrap_servers": [server.strip() for server in self.bootstrap.split(",") if server.strip()],
+            "bootstrap_servers": _servers(self.bootstrap),
             "client_id": f"tidegate-{self.service}",
             "group_id": group_id,
             "enable_auto_commit": False,

@@ -48,7 +48,7 @@ def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         tp = TopicPartition(record.topic, record.partition)
         if tp not in earliest or record.offset < earliest[tp]:
             earliest[tp] = record.offset
-    if isinstance(consumer, AIOKafkaConsumer):  # FastStream's in-memory test broker has none: nothing to rewind
+    if isinstance(consumer, AIOKafkaConsumer):  # a consumer not started, or a test's stand-in: nothing to rewind
         for tp, offset in earliest.items():
             consumer.seek(tp, offset)
 
@@ -68,7 +68,7 @@ class Commits:
 
     @staticmethod
     def commits_for(consumer: Any) -> bool:
-        """Whether `consumer`'s offsets are committed here: a group's aiokafka consumer (not a test broker's, not one outside any group)."""
+        """Whether `consumer`'s offsets are committed here: a group's aiokafka consumer (not a stand-in, not one outside any group)."""
         return isinstance(consumer, AIOKafkaConsumer) and consumer._group_id is not None
 
     def before_commit(self, key: str, action: Bookkeeping, items: Sequence[Any]) -> None:

@@ -58,17 +58,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
     def __init__(self, poller: Poller) -> None:
         self.poller = poller
-        self.name = poller.name
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
             return
-        log.info("%s: partitions revoked: %s", self.name, _names(revoked))
+        log.info("%s: partitions revoked: %s", self.poller.name, _names(revoked))
         if self.poller.before_revoke is not None:  # aiokafka awaits this before it rejoins: the generation still holds
             await self.poller.before_revoke()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("%s: partitions assigned: %s", self.name, _names(assigned) or "none")
+        log.info("%s: partitions assigned: %s", self.poller.name, _names(assigned) or "none")
 
 
 def _names(tps: set[TopicPartition]) -> str:
@@ -107,8 +106,7 @@ class Poller:
         self._handler: BatchHandler | None = None
         self._task: asyncio.Task[None] | None = None
         self._running = False
-        self._handling = False
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # clear while a batch is in hand
 
     @property
     def ended(self) -> str | None:
@@ -149,24 +147,19 @@ class Poller:
                 records = await poll(consumer, max_records=self.max_records, linger_ms=self.linger_ms)
             except ConsumerStoppedError:
                 return
-            except KafkaError as exc:
-                log.error("%s: polling failed (%r); polling again in %.0fs", self.name, exc, KAFKA_ERROR_PAUSE_S)
-                await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
-                continue
-            except Exception:  # the client's own bug or state: a consumer must not end in silence
-                log.exception("%s: polling failed; polling again in %.0fs", self.name, KAFKA_ERROR_PAUSE_S)
+            except Exception as exc:  # the broker refused, or the client's own bug or state: never the end, in silence or not
+                trace = not isinstance(exc, KafkaError)  # a Kafka error says what it is; anything else needs its stack
+                log.error("%s: polling failed (%r); polling again in %.0fs", self.name, exc, KAFKA_ERROR_PAUSE_S, exc_info=trace)
                 await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
                 continue
             if not records:
                 continue
-            self._handling = True
             self._idle.clear()
             try:
                 await self._handler(records)
             except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
                 log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
             finally:
-                self._handling = False
                 self._idle.set()
 
     async def stop(self, *, graceful_timeout_s: float = 10.0) -> None:
@@ -174,7 +167,7 @@ class Poller:
         self._running = False
         task, self._task = self._task, None
         if task is not None:
-            if self._handling:
+            if not self._idle.is_set():  # a batch in hand
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), graceful_timeout_s)
             task.cancel()  # waiting in a fetch, or past the grace: its records were not committed, they are read again
