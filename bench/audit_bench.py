@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import statistics
 import tempfile
@@ -208,7 +207,6 @@ async def ingest_from_kafka(kit: KitSettings, records: list[tuple[str, bytes, by
 
 async def main(events: int) -> None:
     figures: dict[str, object] = {"events": events}
-    logging.getLogger("faststream").setLevel(logging.WARNING)
     kit0 = KitSettings()
     admin = local_superuser_url(kit0)
     dbname = f"tidegate_bench_{uuid.uuid4().hex[:8]}"

@@ -20,7 +20,7 @@ from typing import Any
 from bench.bare_hop import drive
 from bench.clients import emit_figures
 from schemas import ActionProposed, decode, encode
-from servicekit import ADMIN, Bus, KitSettings, deployment_authority, kafka_options, make_broker, service_key, sign_as_producer
+from servicekit import ADMIN, Bus, KitSettings, Producer, deployment_authority, kafka_options, service_key, sign_as_producer
 
 
 async def hop(source: str, sink: str, group: str) -> None:
@@ -29,7 +29,7 @@ async def hop(source: str, sink: str, group: str) -> None:
     prefix = source.removesuffix("actions.proposed")
     assert sink == prefix + "actions.decided"
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, "bench-kit-hop", **kafka_options(kit, ADMIN)),
+        Producer(kit.kafka_bootstrap, "bench-kit-hop", **kafka_options(kit, ADMIN)),
         "policy",
         kit.kafka_bootstrap,
         prefix,

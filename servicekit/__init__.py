@@ -22,7 +22,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Reject, make_broker, once_delivered, once_delivered_together
+from servicekit.bus import Bus, Handler, Reject, once_delivered, once_delivered_together
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -31,6 +31,7 @@ from servicekit.control import ControlState
 from servicekit.db import NO_FLUSH, UNFLUSHED, SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
 from servicekit.digests import action_digest, approval_message, authorization_message
 from servicekit.outlet import EventOutlet, Outlet, Recorded
+from servicekit.producer import Producer
 from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import REPO_ROOT, KitSettings
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
@@ -57,6 +58,7 @@ __all__ = [
     "Keyring",
     "KitSettings",
     "Outlet",
+    "Producer",
     "Recorded",
     "Refusal",
     "Reject",
@@ -88,7 +90,6 @@ __all__ = [
     "kafka_options",
     "key_id_of",
     "load_public",
-    "make_broker",
     "next_sequence",
     "once_delivered",
     "once_delivered_together",

@@ -1,4 +1,4 @@
-"""The Kafka bus every service uses: broker factory, publishing, and consumers that never die nor skip.
+"""The Kafka bus every service uses: publishing through its one producer, and consumers that never die nor skip.
 
 A consumer here checks each record's bounds and validates it against the topic's contract; what it
 cannot accept goes to `deadletter` ALONE, with the reason, its raw bytes (truncated), their size and
@@ -23,25 +23,23 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from faststream.kafka import KafkaBroker
-from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
 from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
-from servicekit.bus_auth import security_from_options
 from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.polling import Poller
+from servicekit.producer import Producer, servers
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Recorded", "Reject", "make_broker", "once_delivered", "once_delivered_together"]
+__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Producer", "Recorded", "Reject", "once_delivered", "once_delivered_together"]
 
 log = logging.getLogger(__name__)
 
@@ -107,39 +105,7 @@ class Reject(Exception):
         self.message = message
 
 
-# What the producer may buffer per partition before a send waits for the batch ahead to go (aiokafka's default is
-# 16 KiB: a polled batch's ~1.5 KB signed events then went out ten to a request, each send waiting on the last).
-# Below the broker's 1 MiB `message.max.bytes`.
-PRODUCER_BATCH_BYTES = 512 * 1024
 GRACEFUL_TIMEOUT_S = 10.0  # how long a stop waits for the batch in hand to finish
-
-
-def _servers(bootstrap: str) -> list[str]:
-    """A cluster's bootstrap list ("a:1, b:2") as the addresses its clients take, blanks and empty entries dropped."""
-    return [server.strip() for server in bootstrap.split(",") if server.strip()]
-
-
-def make_broker(bootstrap: str, service: str, **kwargs: Any) -> KafkaBroker:
-    """A FastStream Kafka broker: idempotent producer, acks=all (spans are the kit's: `servicekit.tracing`).
-
-    `kwargs` may carry `kafka_options(kit, principal)`: the broker then logs in as that principal.
-    """
-    security, kwargs = security_from_options(kwargs)
-    return KafkaBroker(
-        # FastStream takes a string as ONE address; aiokafka's own clients split "a:1,b:2" (a cluster's list).
-        _servers(bootstrap),
-        security=security,
-        client_id=f"tidegate-{service}",
-        acks="all",
-        enable_idempotence=True,
-        max_batch_size=PRODUCER_BATCH_BYTES,
-        allow_auto_create_topics=False,
-        # No FastStream telemetry middleware: the kit opens each handled event's span itself, in the event's trace
-        # (`handle_record`), and a batch's (`batch_span`); FastStream's added a "create" and a "process" span per poll.
-        graceful_timeout=GRACEFUL_TIMEOUT_S,
-        log_level=logging.DEBUG,
-        **kwargs,
-    )
 
 
 def _text(raw: bytes | None) -> str:
@@ -181,9 +147,9 @@ class _Route:
 
 @dataclass
 class Bus:
-    """A service's view of the bus: its prefix, its name, its broker."""
+    """A service's view of the bus: its prefix, its name, its producer (`servicekit.producer`), its consumers."""
 
-    broker: KafkaBroker
+    producer: Producer
     service: str
     bootstrap: str
     prefix: str = "tidegate."
@@ -208,10 +174,8 @@ class Bus:
     _from_latest: list[tuple[Poller, list[str]]] = field(default_factory=list, init=False)
 
     def client_options(self) -> dict[str, Any]:
-        """Login options of the broker's principal, for the raw aiokafka clients this bus opens."""
-        spec = getattr(self.broker, "specification", None)
-        options: dict[str, Any] = parse_security(getattr(spec, "security", None))
-        return options
+        """Login options of the producer's principal, for the raw aiokafka clients this bus opens."""
+        return self.producer.login
 
     def topic(self, name: str) -> str:
         """Full topic name of catalog topic `name`."""
@@ -304,17 +268,11 @@ class Bus:
                 metrics.observe_published(self.service, record.event)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None) -> asyncio.Future[Any] | None:
-        """Queue one record on the producer: its delivery (acknowledgement), or None once a test broker published it."""
-        if _sender_dead(self.broker):  # a send on it would wait forever (aio-libs/aiokafka#1017)
+        """Queue one record on the producer: its delivery (acknowledgement), or None when a stand-in delivered it."""
+        if self.producer.dead():  # a send on it would wait forever (aio-libs/aiokafka#1017)
             raise ProducerDead("the producer's sender task has ended")
-        producer = _producer_of(self.broker)
-        if producer is None:  # FastStream's in-memory test broker, or a fake: through the broker's own publish
-            named = {"content-type": CONTENT_TYPE} | ({"traceparent": traceparent} if traceparent else {})
-            await self.broker.publish(value, topic=self.topic(topic), key=key, headers=named)
-            return None
         headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
-        delivery: asyncio.Future[Any] = await producer.send(self.topic(topic), value, key=key, headers=headers)
-        return delivery
+        return await self.producer.send(self.topic(topic), value, key=key, headers=headers)
 
     @asynccontextmanager
     async def acknowledged_at_end(self) -> AsyncIterator[None]:
@@ -583,7 +541,7 @@ class Bus:
         and `fetch.max.wait.ms`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
         """
         options: dict[str, Any] = {
-            "bootstrap_servers": _servers(self.bootstrap),
+            "bootstrap_servers": servers(self.bootstrap),
             "client_id": f"tidegate-{self.service}",
             "group_id": group_id,
             "enable_auto_commit": False,
@@ -660,7 +618,7 @@ class Bus:
         if not self._started:
             self._register()
             self._started = True
-        await self.broker.start()  # the producer: consumers' handlers publish from their first batch
+        await self.producer.start()  # first: consumers' handlers publish from their first batch
         await asyncio.gather(*(poller.start() for poller in self.pollers))
         deadline = asyncio.get_running_loop().time() + timeout_s
         for poller, topics in self._from_latest:
@@ -684,7 +642,7 @@ class Bus:
         for commits in self._commits:
             await commits.closing()
         await asyncio.gather(*(poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S) for poller in self.pollers))
-        await self.broker.stop()
+        await self.producer.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
         """Wait until this process has handled `topic` up to its end offsets as of now."""
@@ -702,24 +660,6 @@ class Bus:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
-
-
-def _producer_of(broker: KafkaBroker) -> AIOKafkaProducer | None:
-    """The broker's connected aiokafka producer (FastStream keeps it at this path), or None (not connected, test broker, fake)."""
-    try:
-        producer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
-    except Exception:
-        return None
-    return producer if isinstance(producer, AIOKafkaProducer) else None
-
-
-def _sender_dead(broker: KafkaBroker) -> bool:
-    """True when the broker's aiokafka producer has a sender task that ended (FastStream keeps it at this path)."""
-    try:
-        task = broker.config.producer._producer.producer._sender.sender_task  # type: ignore[attr-defined]
-    except Exception:  # not connected, FastStream's test broker, or a fake: nothing to tell
-        return False
-    return task is not None and task.done()
 
 
 def _contract_code(exc: ValidationError) -> str:

@@ -1,7 +1,7 @@
 """How a Kafka client logs in: settings + principal in, client options out (SASL/SCRAM-SHA-512).
 
-`kafka_options` is the one place that turns a principal into the options every client takes, raw
-aiokafka clients and FastStream brokers alike (`make_broker` turns them into FastStream's security).
+`kafka_options` is the one place that turns a principal into the options every client takes: the
+kit's producer (`servicekit.producer`), its consumers and the admin clients are all aiokafka's.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from faststream.security import BaseSecurity, SASLScram512
-
 from servicekit.settings import KitSettings
 
-__all__ = ["MECHANISM", "PROTOCOL", "client_properties", "kafka_options", "read_password", "security_from_options"]
+__all__ = ["MECHANISM", "PROTOCOL", "client_properties", "kafka_options", "read_password"]
 
 PROTOCOL = "SASL_PLAINTEXT"
 MECHANISM = "SCRAM-SHA-512"
-_SASL_KEYS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
 _PASSWORD = re.compile(r'password="([^"]*)"')
 
 
@@ -63,11 +60,3 @@ def kafka_options(kit: KitSettings, principal: str) -> dict[str, Any]:
         return timeout
     login = {"security_protocol": PROTOCOL, "sasl_mechanism": MECHANISM, "sasl_plain_username": name, "sasl_plain_password": password}
     return login | timeout
-
-
-def security_from_options(options: dict[str, Any]) -> tuple[BaseSecurity | None, dict[str, Any]]:
-    """Split `kafka_options` output out of broker kwargs: (FastStream security, the remaining kwargs)."""
-    rest = {k: v for k, v in options.items() if k not in _SASL_KEYS}
-    if "sasl_plain_username" not in options:
-        return None, rest
-    return SASLScram512(options["sasl_plain_username"], options["sasl_plain_password"]), rest

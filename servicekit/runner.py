@@ -43,7 +43,7 @@ Hook = Callable[[], Awaitable[None]]
 def configure_logging(level: str = "INFO") -> None:
     """One log format for every service."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aiokafka", "faststream", "kafka"):
+    for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

@@ -1,4 +1,4 @@
-"""An aiokafka producer that connects nowhere and acknowledges only when the test says so, behind a `Bus`.
+"""Producers that connect nowhere, behind a `Bus`: one acknowledges only when the test says so, one at once.
 
 Shared by the unit tests of the publish path and of handlers that publish inside a polled batch.
 """
@@ -6,24 +6,38 @@ Shared by the unit tests of the publish path and of handlers that publish inside
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from servicekit import Bus, Producer
 
-from servicekit import Bus
-
-__all__ = ["FakeProducer", "make_bus"]
+__all__ = ["FakeProducer", "KeepingProducer", "make_bus"]
 
 
-class FakeProducer(AIOKafkaProducer):
-    """An aiokafka producer that records each send and acknowledges only when the test says so."""
+class KeepingProducer(Producer):
+    """A producer that connects nowhere: every send is delivered at once, and kept (`published`, `keys`)."""
 
-    def __init__(self) -> None:  # no super().__init__: nothing connects
+    def __init__(self, service: str = "test") -> None:
+        super().__init__("unused:1", service)
+        self.published: list[tuple[str, bytes]] = []
+        self.keys: list[bytes | None] = []
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        self.published.append((topic, value))
+        self.keys.append(key)
+
+
+class FakeProducer(Producer):
+    """A producer that records each send and acknowledges only when the test says so (nothing connects)."""
+
+    def __init__(self) -> None:
+        super().__init__("unused:1", "planner")
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
         self.deliveries: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, value: Any = None, key: Any = None, *args: Any, headers: Any = None, **kwargs: Any) -> Any:
+    async def start(self) -> None:
+        pass
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]) -> asyncio.Future[Any]:
         self.sent.append((topic, value, key, headers))
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.deliveries.append(delivery)
@@ -37,5 +51,4 @@ class FakeProducer(AIOKafkaProducer):
 
 def make_bus() -> tuple[Bus, FakeProducer]:
     producer = FakeProducer()
-    broker = SimpleNamespace(config=SimpleNamespace(producer=SimpleNamespace(_producer=SimpleNamespace(producer=producer))))
-    return Bus(broker, "planner", "unused:1", "p."), producer  # type: ignore[arg-type]
+    return Bus(producer, "planner", "unused:1", "p."), producer

@@ -15,9 +15,9 @@ from servicekit import (
     ADMIN,
     Bus,
     KitSettings,
+    Producer,
     SigningKey,
     kafka_options,
-    make_broker,
     sign_as_client,
     sign_as_operator,
     sign_as_producer,
@@ -71,7 +71,7 @@ class SigningBus(Bus):
 
     def __init__(self, kit: KitSettings, name: str, **kwargs: Any) -> None:
         super().__init__(
-            make_broker(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix, **kwargs
+            Producer(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix, **kwargs
         )
         self.kit = kit
 

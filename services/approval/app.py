@@ -14,12 +14,12 @@ from servicekit import (
     Bus,
     ControlState,
     KitSettings,
+    Producer,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     deployment_authority,
     kafka_options,
-    make_broker,
 )
 from servicekit.consume import Route, consume_routes
 from services.approval import handlers, webhooks
@@ -112,7 +112,7 @@ def build(
         deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender, undo_results=PgUndoResults(pool, NAME))
     own_sender = deps.sender is None
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
         kit.kafka_bootstrap,
         kit.topic_prefix,

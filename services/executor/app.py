@@ -18,12 +18,12 @@ from servicekit import (
     ControlState,
     Keyring,
     KitSettings,
+    Producer,
     ServiceProcess,
     ToolCatalog,
     deployment_authority,
     ensure_topics,
     kafka_options,
-    make_broker,
     service_key,
 )
 from servicekit.db import open_pool, unopened_pool
@@ -101,7 +101,7 @@ def build(
             else None,
         )
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
         kit.kafka_bootstrap,
         kit.topic_prefix,
@@ -161,7 +161,7 @@ def build(
             )
         vault.ensure()  # the credential key pair is made on the executor's first start
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.
-        await bus.broker.connect()
+        await bus.producer.start()
         await executor.settle_interrupted()
 
     async def close(_: ServiceProcess) -> None:

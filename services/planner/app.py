@@ -12,11 +12,11 @@ from servicekit import (
     Bus,
     Handler,
     KitSettings,
+    Producer,
     ServiceProcess,
     ToolCatalog,
     deployment_authority,
     kafka_options,
-    make_broker,
     service_key,
 )
 from services.planner.action_ids import ActionIds
@@ -78,7 +78,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix))
     key = service_key(kit, NAME)
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
         kit.kafka_bootstrap,
         kit.topic_prefix,

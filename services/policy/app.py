@@ -15,13 +15,13 @@ from servicekit import (
     Bus,
     ControlState,
     KitSettings,
+    Producer,
     Recorded,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     deployment_authority,
     kafka_options,
-    make_broker,
 )
 from servicekit.consume import Route, consume_routes
 from services.policy.handlers import PolicyHandlers
@@ -71,7 +71,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         deps = PolicyDeps(repo=PgPolicyRepository(pool))
     authority = deployment_authority(kit, catalog)
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
+        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
         NAME,
         kit.kafka_bootstrap,
         kit.topic_prefix,

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from schemas import Envelope
-from servicekit import OPS, Bus, KitSettings, kafka_options, make_broker, sign_as_operator
+from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, sign_as_operator
 
 __all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings"]
 
@@ -60,21 +60,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
     """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
-    broker = make_broker(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
-    await broker.start()
+    producer = Producer(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
+    await producer.start()
     try:
-        await Bus(broker, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", sign_as_operator(kit, event))
+        await Bus(producer, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", sign_as_operator(kit, event))
     finally:
-        await broker.stop()
+        await producer.stop()
 
 
-# FastStream gives its loggers their own stdout/stderr handlers and stops them propagating; these are they.
-_OWN_HANDLER_LOGGERS = ("faststream", "faststream.access", "faststream.access.kafka")
+# uvicorn (an HTTP service run in-process) gives its loggers their own stderr handlers and stops them propagating.
+_OWN_HANDLER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Divert(logging.Filter):
-    """Sends a logger's records to `handler` instead of the logger's own handlers (which FastStream may add later)."""
+    """Sends a logger's records to `handler` instead of the logger's own handlers (which uvicorn may add later)."""
 
     def __init__(self, handler: logging.Handler) -> None:
         super().__init__()

@@ -44,12 +44,12 @@ from servicekit import (
     OPS,
     Bus,
     KitSettings,
+    Producer,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     catalog_topic_names,
     kafka_options,
-    make_broker,
 )
 from tidegate.ops.control import read_trusted_control
 from tidegate.ops.recorded import recorded_window
@@ -164,7 +164,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         services: list[ServiceProcess] = [build_policy(kit=sandbox_kit, deps=PolicyDeps(repo=InMemoryPolicyRepository(payees=known)))]
 
         executor_bus = Bus(
-            make_broker(kit.kafka_bootstrap, "replay-executor", **sandbox_options), "replay-executor", kit.kafka_bootstrap, sandbox
+            Producer(kit.kafka_bootstrap, "replay-executor", **sandbox_options), "replay-executor", kit.kafka_bootstrap, sandbox
         )
         results = SandboxProducer(kit.kafka_bootstrap, sandbox, sandbox_kit, sandbox_options)
         await results.start()
@@ -192,7 +192,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             last_seen[0] = time.monotonic()
 
         collector = Bus(
-            make_broker(kit.kafka_bootstrap, "replay-collector", **sandbox_options), "replay-collector", kit.kafka_bootstrap, sandbox
+            Producer(kit.kafka_bootstrap, "replay-collector", **sandbox_options), "replay-collector", kit.kafka_bootstrap, sandbox
         )
         # Without a planner the proposals are the inputs themselves: no need to read them back.
         watched = (

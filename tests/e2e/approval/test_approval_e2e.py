@@ -147,10 +147,10 @@ async def stack(kit: KitSettings, tmp_path: Path, wait_for: Any) -> AsyncIterato
     bus = SigningBus(kit, "approval-e2e")
     try:
         await wait_for(healthy, timeout=60, interval=0.2, what="the approval service to answer /healthz")
-        await bus.broker.start()
+        await bus.producer.start()
         yield Stack(url=url, env=env, kit=kit, bus=bus, tenant=f"acme-{uuid.uuid4().hex[:8]}")
     finally:
-        await bus.broker.stop()
+        await bus.producer.stop()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)

@@ -171,7 +171,7 @@ async def test_an_allowed_task_is_one_trace_from_planner_to_audit(stack: dict[st
     while node is not None:
         chain.append(service_of(node))
         node = by_id.get(node.parent.span_id) if node.parent else None
-    # Up from the executor: policy, then planner (the root is the client's publish span, FastStream's middleware).
+    # Up from the executor: policy, then planner (the root is the client's publish span: `Bus.publish`'s own).
     services = [c for c in chain if c in ("planner", "policy", "approval", "executor")]
     assert services[-1] == "planner"
     assert "policy" in services

@@ -127,13 +127,13 @@ async def start_approval(kit: KitSettings) -> AsyncIterator[StartApproval]:
         proc = build(kit, settings)
         await proc.start()
         bus = SigningBus(kit, "approval-test")  # publishes as the policy service, executor... would: signed
-        await bus.broker.start()
+        await bus.producer.start()
         started.append((proc, bus))
         return ApprovalHarness(proc=proc, kit=kit, bus=bus)
 
     yield start
     for proc, bus in reversed(started):
-        await bus.broker.stop()
+        await bus.producer.stop()
         await proc.stop()
 
 

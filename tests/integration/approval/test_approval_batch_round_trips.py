@@ -107,7 +107,7 @@ async def test_one_reused_action_id_in_a_burst_is_dead_lettered_alone_and_the_re
 ) -> None:
     """Published before the service starts, so that its first poll holds them all: the batch falls back to one event at a time."""
     bus = SigningBus(kit, "approval-test")
-    await bus.broker.start()
+    await bus.producer.start()
     try:
         first = ApprovalHarness(proc=None, kit=kit, bus=bus)  # type: ignore[arg-type]
         other = ApprovalHarness(proc=None, kit=kit, bus=bus)  # type: ignore[arg-type]
@@ -117,7 +117,7 @@ async def test_one_reused_action_id_in_a_burst_is_dead_lettered_alone_and_the_re
         for event in [*allowed[:5], mine, theirs, *allowed[5:]]:
             await bus.publish("actions.decided", event)
     finally:
-        await bus.broker.stop()
+        await bus.producer.stop()
     h = await start_approval()
 
     async def dead_letters() -> list[Any] | None:

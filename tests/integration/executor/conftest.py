@@ -28,13 +28,13 @@ from servicekit import (
     REPO_ROOT,
     Bus,
     KitSettings,
+    Producer,
     ServiceProcess,
     SigningKey,
     action_digest,
     authorization_message,
     create_pool,
     kafka_options,
-    make_broker,
 )
 from systems.seed import seed_demo
 
@@ -123,7 +123,7 @@ class Listener:
 async def listener(kit: KitSettings) -> AsyncIterator[Listener]:
     found = Listener()
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, "test-listener", **kafka_options(kit, ADMIN)),
+        Producer(kit.kafka_bootstrap, "test-listener", **kafka_options(kit, ADMIN)),
         "test-listener",
         kit.kafka_bootstrap,
         kit.topic_prefix,

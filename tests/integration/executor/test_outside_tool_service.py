@@ -15,7 +15,7 @@ import pytest
 from signers import tool_key
 
 import schemas as s
-from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, ServiceProcess, SigningKey, kafka_options, make_broker, sign_event
+from servicekit import ADMIN, REPO_ROOT, Bus, KitSettings, Producer, ServiceProcess, SigningKey, kafka_options, sign_event
 
 SERVICE = REPO_ROOT / "examples" / "outside_tool_service" / "inventory_service.py"
 
@@ -65,7 +65,7 @@ def spy_on(publisher: Bus, replies: list[s.ToolReply], invocations: list[s.ToolI
         invocations.append(event)
 
     spy = Bus(
-        make_broker(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
+        Producer(publisher.bootstrap, "test-spy", **kafka_options(KitSettings(), ADMIN)),
         "test-spy",
         publisher.bootstrap,
         publisher.prefix,

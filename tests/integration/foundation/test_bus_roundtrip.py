@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 import schemas as s
 from schemas.examples import sample_events
-from servicekit import ADMIN, Bus, KitSettings, ensure_topics, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, Producer, ensure_topics, kafka_options
 from servicekit.consume import Route, consume_routes
 
 
@@ -19,9 +19,7 @@ def consumed_topics() -> list[str]:
 
 async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait_for: Any) -> None:
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, ["tools.update_inventory.requests", "tools.update_inventory.replies"])
-    bus = Bus(
-        make_broker(kit.kafka_bootstrap, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    bus = Bus(Producer(kit.kafka_bootstrap, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix)
     received: dict[str, Any] = {}
 
     def collector(topic: str) -> Any:
@@ -47,7 +45,7 @@ async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(make_broker(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)), "planner", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(Producer(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)), "planner", kit.kafka_bootstrap, kit.topic_prefix)
     handled: list[Any] = []
     rejected: list[s.EventRejected] = []
 
@@ -86,7 +84,7 @@ async def test_a_polls_topics_are_handled_in_the_order_of_the_routes_not_of_the_
     """The policy learns a task's input before it decides the task's proposals, whatever order a poll returns them in."""
 
     def bus_named(name: str) -> Bus:
-        return Bus(make_broker(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix)
+        return Bus(Producer(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix)
 
     samples = dict((topic, event) for topic, event in sample_events() if topic in ("tasks", "actions.proposed"))
     publisher = bus_named("publisher")
@@ -126,9 +124,7 @@ async def test_a_from_latest_consumer_reads_what_arrives_right_after_start(kit: 
     try:
         await producer.send_and_wait(kit.topic_prefix + topic, b"before start: never read", partition=0)
         for _ in range(3):
-            bus = Bus(
-                make_broker(kit.kafka_bootstrap, "latest", **kafka_options(kit, ADMIN)), "latest", kit.kafka_bootstrap, kit.topic_prefix
-            )
+            bus = Bus(Producer(kit.kafka_bootstrap, "latest", **kafka_options(kit, ADMIN)), "latest", kit.kafka_bootstrap, kit.topic_prefix)
             seen: list[bytes] = []
 
             async def handler(event: Any, seen: list[bytes] = seen) -> None:
@@ -157,8 +153,8 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
 
     from servicekit import install_tracing, span
 
-    install_tracing("test")  # a recording provider: FastStream's publish span would otherwise be invisible
-    bus = Bus(make_broker(kit.kafka_bootstrap, "tp", **kafka_options(kit, ADMIN)), "tp", kit.kafka_bootstrap, kit.topic_prefix)
+    install_tracing("test")  # a recording provider: the publish span would otherwise be its context alone
+    bus = Bus(Producer(kit.kafka_bootstrap, "tp", **kafka_options(kit, ADMIN)), "tp", kit.kafka_bootstrap, kit.topic_prefix)
     await bus.start()
     data = s.TaskSubmittedData(task_id="t-tp", tenant_id="acme", workflow="w", input={}, requested_by="a")
     try:
@@ -194,7 +190,7 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
 async def test_a_bus_given_a_clusters_address_list_works_while_the_first_address_is_down(kit: KitSettings, wait_for: Any) -> None:
     """`TIDEGATE_KAFKA_BOOTSTRAP=a:1,b:2,c:3` (a cluster, docs/operations.md): any address that answers will do."""
     servers = f"127.0.0.1:1,{kit.kafka_bootstrap}"  # nothing listens on port 1: a broker that is down
-    bus = Bus(make_broker(servers, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", servers, kit.topic_prefix)
+    bus = Bus(Producer(servers, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", servers, kit.topic_prefix)
     received: list[Any] = []
 
     async def on_task(event: Any) -> None:

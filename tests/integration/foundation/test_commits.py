@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
 
 
 def task(n: int, run: str) -> s.TaskSubmitted:
@@ -22,7 +22,7 @@ def task(n: int, run: str) -> s.TaskSubmitted:
 
 def consumer_bus(kit: KitSettings, interval_s: float, seen: list[str]) -> Bus:
     bus = Bus(
-        make_broker(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)),
+        Producer(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)),
         "planner",
         kit.kafka_bootstrap,
         kit.topic_prefix,
@@ -78,7 +78,7 @@ async def test_what_a_crashed_consumer_had_not_committed_is_read_again_and_a_gra
     await wait_for(lambda: len(first) == 3, what="three tasks handled")
     for poller in crashing.pollers:  # a crash as far as offsets go: the consumer leaves without the kit's last commit
         await poller.stop()
-    await crashing.broker.stop()
+    await crashing.producer.stop()
     assert await committed(kit) == 1
 
     restarted = consumer_bus(kit, 60.0, second)

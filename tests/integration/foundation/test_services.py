@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
 from tidegate.commands.services import SERVICES
 
 
@@ -59,9 +59,7 @@ async def test_malformed_input_on_every_consumed_topic_is_dead_lettered(
     service = importlib.import_module(f"services.{name}.app").build(kit=kit)
     topics = sorted(set(service.bus.subscriptions))
     assert topics, f"{name} subscribes to nothing"
-    watcher = Bus(
-        make_broker(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    watcher = Bus(Producer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix)
     rejected: list[s.EventRejected] = []
 
     async def on_dead(event: s.EventRejected) -> None:

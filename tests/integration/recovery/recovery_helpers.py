@@ -148,5 +148,5 @@ def skip_sequences(producer: Any, by: int = 5) -> int:
 
 
 def kit_producer(service: Any) -> Any:
-    """The aiokafka producer inside a service's FastStream broker (where `servicekit.bus` looks for a dead sender)."""
-    return _process(service).bus.broker.config.producer._producer.producer
+    """The aiokafka producer of a service's bus (whose sender task `servicekit.producer` watches)."""
+    return _process(service).bus.producer.client

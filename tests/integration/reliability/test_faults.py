@@ -12,8 +12,9 @@ from bus_helpers import Collector, Producer
 from reliability_helpers import BatchProducer, good_event, wire
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, kafka_options
 from servicekit.dbroles import service_role
+from servicekit.producer import Producer as KitProducer
 from services.policy.app import build as build_policy
 
 # The policy service's connections: it logs in as its own role (`<session prefix>policy`).
@@ -24,7 +25,7 @@ KILL_SERVICE_CONNECTIONS = (
 
 async def start_watcher(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
     watcher = Bus(
-        make_broker(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
+        KitProducer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
     )
 
     async def on_dead(event: s.EventRejected) -> None:

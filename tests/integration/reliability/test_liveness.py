@@ -13,8 +13,9 @@ import pytest
 from bus_helpers import Producer
 from reliability_helpers import good_event
 
-from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, kafka_options, make_broker, runner
+from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, kafka_options, runner
 from servicekit.health import serve_metrics_and_health
+from servicekit.producer import Producer as KitProducer
 
 
 class NoBroker:
@@ -87,7 +88,7 @@ async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervis
 
 
 async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_broker(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(make_broker(kit.kafka_bootstrap, "policy", **kafka_options(kit, ADMIN)), "policy", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = Bus(KitProducer(kit.kafka_bootstrap, "policy", **kafka_options(kit, ADMIN)), "policy", kit.kafka_bootstrap, kit.topic_prefix)
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def stuck(event: Any) -> None:

@@ -18,7 +18,7 @@ from bus_helpers import Collector
 from reliability_helpers import POISON, BatchProducer, audit_rows, good_event, wire
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, kafka_options, make_broker
+from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
 from services.audit.app import build as build_audit
 from services.audit.settings import AuditSettings
 
@@ -26,9 +26,7 @@ RECORD_CODES = {"invalid_event", "too_deep", "too_large", "not_finite", "handler
 
 
 async def start_watcher(kit: KitSettings, service: str, rejected: list[s.EventRejected]) -> Bus:
-    watcher = Bus(
-        make_broker(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    watcher = Bus(Producer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix)
 
     async def on_dead(event: s.EventRejected) -> None:
         if event.data.service == service:

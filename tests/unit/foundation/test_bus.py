@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_producer import KeepingProducer
 
 import schemas as s
 from servicekit import Bus, KitSettings, Reject, deployment_authority, service_key
@@ -22,17 +23,9 @@ class FakeRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass
-class FakeBroker:
-    published: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
-
-    async def publish(self, message: bytes, *, topic: str, key: bytes | None = None, headers: dict[str, str] | None = None) -> None:
-        self.published.append((topic, message, key))
-
-
-def make_bus() -> tuple[Bus, FakeBroker]:
-    broker = FakeBroker()
-    return Bus(broker, "policy", "unused:1", "p."), broker  # type: ignore[arg-type]
+def make_bus() -> tuple[Bus, KeepingProducer]:
+    broker = KeepingProducer()
+    return Bus(broker, "policy", "unused:1", "p."), broker
 
 
 def proposal() -> bytes:
@@ -48,8 +41,8 @@ def proposal() -> bytes:
     return s.encode(s.ActionProposed.build(data, source="agent"))
 
 
-def dead_letters(broker: FakeBroker) -> list[s.EventRejected]:
-    return [s.decode("deadletter", raw) for topic, raw, _ in broker.published if topic == "p.deadletter"]
+def dead_letters(broker: KeepingProducer) -> list[s.EventRejected]:
+    return [s.decode("deadletter", raw) for topic, raw in broker.published if topic == "p.deadletter"]
 
 
 async def test_valid_event_reaches_the_handler() -> None:
@@ -59,7 +52,7 @@ async def test_valid_event_reaches_the_handler() -> None:
     async def handler(event: Any) -> None:
         seen.append(event)
 
-    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)
     assert [e.data.action_id for e in seen] == ["a-1"]
     assert broker.published == []
 
@@ -71,7 +64,7 @@ async def test_invalid_message_is_dead_lettered_with_position_and_reason(raw: by
     async def handler(event: Any) -> None:
         raise AssertionError("must not be called")
 
-    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", raw), handler)  # type: ignore[arg-type]
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", raw), handler)
     [rejected] = dead_letters(broker)
     assert rejected.data.code == "invalid_event"
     assert rejected.data.topic == "p.actions.proposed"
@@ -94,7 +87,7 @@ async def test_handler_rejection_keeps_the_event_with_the_handlers_code() -> Non
     async def handler(event: Any) -> None:
         raise Reject(s.ReasonCode.SIGNATURE_INVALID, "signature does not verify")
 
-    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)
     [rejected] = dead_letters(broker)
     assert (rejected.data.code, rejected.data.error) == ("signature_invalid", "signature does not verify")
     assert rejected.data.tenant_id == "acme"
@@ -107,7 +100,7 @@ async def test_a_bug_in_a_handler_is_dead_lettered_not_fatal() -> None:
     async def handler(event: Any) -> None:
         raise KeyError("boom")
 
-    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)  # type: ignore[arg-type]
+    await bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler)
     [rejected] = dead_letters(broker)
     assert rejected.data.code == "handler_error"
     assert "KeyError" in rejected.data.error
@@ -123,7 +116,7 @@ async def test_transient_errors_are_retried_until_the_handler_succeeds() -> None
         if calls < 3:
             raise ConnectionRefusedError("database restarting")
 
-    await asyncio.wait_for(bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler), 5)
     assert calls == 3
     assert broker.published == []
 
@@ -132,7 +125,7 @@ class LaneBus(Bus):
     """A bus whose `handle_record` notes when each record starts and ends."""
 
     def __init__(self) -> None:
-        super().__init__(FakeBroker(), "executor", "unused:1", "p.")  # type: ignore[arg-type]
+        super().__init__(KeepingProducer(), "executor", "unused:1", "p.")
         self.log: list[tuple[str, int]] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -163,7 +156,7 @@ async def test_lanes_keep_one_keys_order_and_overlap_keys_up_to_the_limit() -> N
         lane_record(b"t-4", 4),
         lane_record(None, 5),
     ]
-    await bus.handle_in_lanes(records, ROUTES, asyncio.Semaphore(3))  # type: ignore[arg-type]
+    await bus.handle_in_lanes(records, ROUTES, asyncio.Semaphore(3))
     order = [offset for _, offset in bus.log]
     assert order.index(2) > len(order) - 1 - order[::-1].index(0)  # t-1's second record started after its first ended
     assert bus.most_in_flight == 3
@@ -172,23 +165,23 @@ async def test_lanes_keep_one_keys_order_and_overlap_keys_up_to_the_limit() -> N
 
 async def test_lanes_with_a_limit_of_one_are_sequential() -> None:
     bus = LaneBus()
-    await bus.handle_in_lanes([lane_record(b"a", 0), lane_record(b"b", 1)], ROUTES, asyncio.Semaphore(1))  # type: ignore[arg-type]
+    await bus.handle_in_lanes([lane_record(b"a", 0), lane_record(b"b", 1)], ROUTES, asyncio.Semaphore(1))
     assert bus.log == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
 
 
 async def test_what_a_signing_bus_publishes_is_signed_by_its_key_and_passes_a_consumers_check(tmp_path: Any) -> None:
     kit = KitSettings(keys_dir=tmp_path / "keys")
-    broker = FakeBroker()
-    bus = Bus(broker, "planner", "unused:1", "p.", signer=service_key(kit, "planner"))  # type: ignore[arg-type]
-    consumer = Bus(FakeBroker(), "policy", "unused:1", "p.", authority=deployment_authority(kit))  # type: ignore[arg-type]
+    broker = KeepingProducer()
+    bus = Bus(broker, "planner", "unused:1", "p.", signer=service_key(kit, "planner"))
+    consumer = Bus(KeepingProducer(), "policy", "unused:1", "p.", authority=deployment_authority(kit))
     await bus.publish("actions.proposed", s.decode("actions.proposed", proposal()))
-    [(topic, value, key)] = broker.published
+    [(topic, value)], [key] = broker.published, broker.keys
     seen: list[Any] = []
 
     async def handler(event: Any) -> None:
         seen.append(event)
 
-    await consumer.handle_record("actions.proposed", FakeRecord(topic, value, key=key), handler)  # type: ignore[arg-type]
+    await consumer.handle_record("actions.proposed", FakeRecord(topic, value, key=key), handler)
     assert [e.keyid for e in seen] == [service_key(kit, "planner").key_id]
     assert seen[0].data == s.decode("actions.proposed", proposal()).data
 
@@ -198,7 +191,7 @@ async def test_a_bus_that_signs_its_own_way_publishes_what_its_sign_returns() ->
         def sign(self, event: s.Envelope) -> s.Envelope:
             return event.model_copy(update={"keyid": "stamp", "signature": "by-sign"})
 
-    broker = FakeBroker()
-    await Stamping(broker, "planner", "unused:1", "p.").publish("actions.proposed", s.decode("actions.proposed", proposal()))  # type: ignore[arg-type]
-    [(_, value, _)] = broker.published
+    broker = KeepingProducer()
+    await Stamping(broker, "planner", "unused:1", "p.").publish("actions.proposed", s.decode("actions.proposed", proposal()))
+    [(_, value)] = broker.published
     assert (s.decode("actions.proposed", value).keyid, s.decode("actions.proposed", value).signature) == ("stamp", "by-sign")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_producer import KeepingProducer
 from fuzz_inputs import SAMPLES, hostile_value, paths_of, set_at, value_at
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,23 +38,13 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass
-class RecordingBroker:
-    """Stands in for FastStream's broker: keeps what is published."""
-
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-
-    async def publish(self, message: bytes, *, topic: str, key: bytes | None = None, headers: dict[str, str] | None = None) -> None:
-        self.published.append((topic, message))
-
-
-def dead_letters(broker: RecordingBroker) -> list[EventRejected]:
+def dead_letters(broker: KeepingProducer) -> list[EventRejected]:
     return [decode("deadletter", raw) for topic, raw in broker.published if topic == "p.deadletter"]
 
 
 async def consume(topic: str, values: list[bytes]) -> tuple[list[Any], list[EventRejected]]:
-    broker = RecordingBroker()
-    bus = Bus(broker, "fuzz", "unused:1", "p.")  # type: ignore[arg-type]
+    broker = KeepingProducer()
+    bus = Bus(broker, "fuzz", "unused:1", "p.")
     handled: list[Any] = []
 
     async def handler(event: Any) -> None:

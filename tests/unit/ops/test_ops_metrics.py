@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from fake_producer import KeepingProducer
 from prometheus_client import REGISTRY
 
 import schemas as s
 from servicekit import REPO_ROOT, Bus, Reject
 from servicekit.metrics import METRICS
-
-
-@dataclass
-class FakeBroker:
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-
-    async def publish(self, message: bytes, *, topic: str, key: bytes | None = None, headers: dict[str, str] | None = None) -> None:
-        self.published.append((topic, message))
 
 
 @dataclass
@@ -38,7 +31,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def bus(service: str) -> Bus:
-    return Bus(FakeBroker(), service, "unused:1", "p.")  # type: ignore[arg-type]
+    return Bus(KeepingProducer(), service, "unused:1", "p.")
 
 
 def decided(tenant: str, outcome: str, code: str) -> s.ActionDecided:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError, OutOfOrderSequenceNumber
+from fake_producer import KeepingProducer
 
 import schemas as s
-from servicekit import Bus
+from servicekit import Bus, Producer
 from servicekit.intake import Bounds, ErrorKind, Refused, check_bounds, classify
 from servicekit.liveness import Liveness
 
@@ -30,21 +31,21 @@ class FakeRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass
-class FlakyBroker:
-    """Publishes, failing the first `failures` times with `error`."""
+class FlakyBroker(KeepingProducer):
+    """Publishes, failing the first `failures` times with `error` (connects nowhere)."""
 
-    failures: int = 0
-    error: Exception = field(default_factory=lambda: KafkaConnectionError("broker down"))
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-    attempts: int = 0
+    def __init__(self, failures: int = 0, error: Exception | None = None) -> None:
+        super().__init__()
+        self.failures = failures
+        self.error = error or KafkaConnectionError("broker down")
+        self.attempts = 0
 
-    async def publish(self, message: bytes, *, topic: str, key: bytes | None = None, headers: dict[str, str] | None = None) -> None:
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         self.attempts += 1
         if self.failures:
             self.failures -= 1
             raise self.error
-        self.published.append((topic, message))
+        await super().send(topic, value, key=key, headers=headers)
 
 
 def proposal(action_id: str = "a-1", **args: Any) -> bytes:
@@ -56,7 +57,7 @@ def proposal(action_id: str = "a-1", **args: Any) -> bytes:
 
 def make_bus(broker: FlakyBroker | None = None, bounds: Bounds | None = None) -> tuple[Bus, FlakyBroker]:
     broker = broker or FlakyBroker()
-    return Bus(broker, "policy", "unused:1", "p.", bounds=bounds or Bounds()), broker  # type: ignore[arg-type]
+    return Bus(broker, "policy", "unused:1", "p.", bounds=bounds or Bounds()), broker
 
 
 def dead_letters(broker: FlakyBroker) -> list[s.EventRejected]:
@@ -242,17 +243,13 @@ async def test_liveness_reports_waiting_records_with_no_progress() -> None:
 
 async def test_publishing_on_a_producer_whose_sender_task_ended_is_a_dead_producer_not_a_hang() -> None:
     """aio-libs/aiokafka#1017: after OutOfOrderSequenceNumber the sender task is gone and sends wait forever."""
-    from faststream.kafka.publisher.state import RealProducer
-
-    from servicekit import make_broker
     from servicekit.intake import ProducerDead
 
-    broker = make_broker("unused:1", "policy")
+    producer = Producer("unused:1", "policy")
     sender_task: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     sender_task.set_exception(OutOfOrderSequenceNumber())
     sender_task.exception()
-    fake = type("P", (), {"_sender": type("S", (), {"sender_task": sender_task})(), "_closed": False})()
-    broker.config.producer._producer = RealProducer(fake)  # type: ignore[attr-defined, arg-type]
-    bus = Bus(broker, "policy", "unused:1", "p.")
+    producer.client = type("P", (), {"_sender": type("S", (), {"sender_task": sender_task})(), "_closed": False})()  # type: ignore[assignment]
+    bus = Bus(producer, "policy", "unused:1", "p.")
     with pytest.raises(ProducerDead):
         await asyncio.wait_for(bus.publish("deadletter", s.decode("actions.proposed", proposal())), 5)
