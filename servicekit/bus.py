@@ -472,7 +472,8 @@ class Bus:
         Subscriptions of one group share one Kafka consumer (one group per service, as the design
         says), created when the bus starts. With `group_id=None` the topic is read by this process
         alone, without committing offsets: from the beginning (how every service reads `control`),
-        or from the end with `from_latest` (replies that matter only to calls waiting now).
+        or from the end with `from_latest` (replies that matter only to calls waiting now); such
+        topics share one consumer too, one for those read from the beginning and one for the rest.
 
         With `concurrency` > 1 a polled batch is handled in lanes, one per Kafka key (the task id):
         a key's records stay in order, records of different keys overlap, at most `concurrency` at
@@ -484,14 +485,15 @@ class Bus:
         self._routes.append(_Route(topic, handler, group_id, max_records, concurrency, from_latest))
 
     def _register(self) -> None:
-        groups: dict[str, list[_Route]] = {}
+        """One Kafka consumer per group; one for the topics read alone from the beginning, one for those read from the end.
+
+        Each consumer fetches, and while idle wakes, on its own; topics read alone need no consumer each.
+        """
+        groups: dict[str | bool, list[_Route]] = {}
         for route in self._routes:
-            if route.group_id is None:
-                self._subscribe([route], None)
-            else:
-                groups.setdefault(route.group_id, []).append(route)
+            groups.setdefault(route.from_latest if route.group_id is None else route.group_id, []).append(route)
         for group, routes in groups.items():
-            self._subscribe(routes, group)
+            self._subscribe(routes, group if isinstance(group, str) else None)
 
     def _subscribe(self, group_routes: list[_Route], group_id: str | None) -> None:
         routes = {self.topic(r.topic): (r.topic, r.handler) for r in group_routes}

@@ -334,3 +334,42 @@ async def test_a_consumer_loop_that_ends_while_not_stopped_makes_the_service_sta
     assert "Fatal" in reason
     await poller.stop()
     assert poller.ended is None  # stopped on purpose: nothing to report
+
+
+async def test_topics_a_process_reads_alone_share_one_consumer_from_the_beginning_and_one_from_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each consumer fetches, and wakes while idle, on its own: `control` and `directory` need one, not one each."""
+    from fake_producer import make_bus
+
+    async def started(self: Poller) -> None:  # nothing connects
+        pass
+
+    monkeypatch.setattr(Poller, "start", started)
+    bus, _ = make_bus()
+
+    async def handler(event: Any) -> None:
+        pass
+
+    bus.consume("actions.proposed", handler, group_id="p.policy")
+    bus.consume("approvals", handler, group_id="p.policy")
+    bus.consume("actions.results", handler, group_id="p.policy-results")
+    bus.consume("control", handler, group_id=None)
+    bus.consume("directory", handler, group_id=None)
+    bus.consume("tools.a.replies", handler, group_id=None, from_latest=True)
+    bus.consume("tools.b.replies", handler, group_id=None, from_latest=True)
+    await bus.start()
+
+    def options(poller: Poller) -> tuple[Any, ...]:
+        made = poller._make_consumer.keywords  # type: ignore[attr-defined]  # the consumer's options (functools.partial)
+        return (poller.topics, made["group_id"], made["auto_offset_reset"])
+
+    assert sorted(map(options, bus.pollers), key=str) == sorted(
+        [
+            (("p.actions.proposed", "p.approvals"), "p.policy", "earliest"),
+            (("p.actions.results",), "p.policy-results", "earliest"),
+            (("p.control", "p.directory"), None, "earliest"),
+            (("p.tools.a.replies", "p.tools.b.replies"), None, "latest"),
+        ],
+        key=str,
+    )
