@@ -437,6 +437,18 @@ CUTS = (
     "beyond idle, in a burst 256 / 248 → 262 / 242 µs. About 2 %, at the edge of the noise: the samples py-spy "
     "gave FastStream's frames were mostly the handlers' own work beneath them. Kept for what it removes, not for "
     "its CPU: three workarounds, and a parser that could fail a batch on a header's bytes.",
+    "- **A framework's broker around the producer, and a consumer per topic read alone (2026-12-02).** The kit "
+    "published through the aiokafka producer inside a FastStream broker, found at a private path of FastStream's "
+    "(as was the sender task whose end makes the process exit), and the broker opened an admin client nothing used; "
+    "`control` and `directory`, which every copy reads whole, had a consumer each, and the executor one per outside "
+    "tool's replies. The producer is now the kit's own (`servicekit.Producer`), FastStream is no longer a dependency "
+    "(each service imports ~190 fewer modules), and the topics a process reads alone share one consumer from the "
+    "beginning and one from the end. Two pairs back to back against 8515d46 (`bench.e2e_bench --tasks 1500 --rate 25 "
+    "--light 0 --idle 20`, the VM slower than the day before: 25 tasks/s ran at its ceiling): peak RSS per service "
+    "5–10 MiB lower in both pairs (policy 110 / 106 → 99 / 100 MiB, approval 110 / 108 → 103 / 103, executor 102 / "
+    "102 → 96 / 96, planner 124 / 122 → 116 / 117, audit 100 / 100 → 93 / 93); the broker's CPU an action 2.1 / 2.1 → "
+    "1.9 / 1.9 ms; the services' CPU an action 13.0 / 11.7 → 10.7 / 11.8 ms and at idle 53.9 / 44.5 → 47.0 / 49.0 ms "
+    "a second, both within the noise.",
 )
 
 
