@@ -452,15 +452,6 @@ CUTS = (
     "--idle 30`, load average ~1): 51.0 / 46.3 / 47.0 → 47.3 / 43.0 / 38.6 ms of CPU a second (lower in every pair, "
     "about a tenth; the approval 14.7 / 13.3 / 11.0 → 11.3 / 10.0 / 10.3), and RSS after a short run ~6 MiB lower in "
     "every service (policy 94.5 → 88.8 MiB, planner 86.3 → 80.5).",
-    "- **An idle consumer fetched twice a second (2026-12-02).** Kafka's `fetch.max.wait.ms` (500 ms) is how long "
-    "the broker holds a fetch that finds nothing; a record ends the wait at once, so it only bounds how often an "
-    "idle consumer asks, and each ask is a request aiokafka builds and parses in Python. The kit's consumers now "
-    "wait 2 s (`servicekit.polling.FETCH_WAIT_MS`; the approval and the audit, which hold fetches for bytes, keep "
-    "500 ms). Three pairs of 30 s idle back to back against 0a21df4 (`bench.e2e_bench --tasks 10 --rate 5 --light 0 "
-    "--idle 30`, load average ~1): 46.0 / 52.6 / 44.3 → 39.6 / 36.0 / 34.6 ms of CPU a second (−23 %, lower in "
-    "every pair; planner 5.0 / 5.3 / 4.3 → 3.3 / 3.0 / 3.0, executor 10.7 / 11.0 / 9.7 → 7.7 / 7.3 / 6.3); proposal "
-    "→ result p50 at 5 tasks/s 34 / 32 / 21 → 33 / 16 / 24 ms, the same. The cost: a partition rewound after a "
-    "failed batch is fetched again once the fetch in flight returns, at most 2 s later.",
 )
 
 

@@ -34,7 +34,7 @@ from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
-from servicekit.polling import FETCH_WAIT_MS, Poller
+from servicekit.polling import Poller
 from servicekit.producer import Producer, servers
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
@@ -531,7 +531,7 @@ class Bus:
         linger_ms: int = 0,
         from_latest: bool = False,
         fetch_min_bytes: int = 1,
-        fetch_max_wait_ms: int = FETCH_WAIT_MS,
+        fetch_max_wait_ms: int = 500,
         max_partition_fetch_bytes: int = 1024 * 1024,
         metadata_max_age_ms: int = 300_000,
     ) -> Poller:

@@ -25,17 +25,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-__all__ = ["FETCH_WAIT_MS", "POLL_WAIT_MS", "Poller", "poll"]
+__all__ = ["POLL_WAIT_MS", "Poller", "poll"]
 
 log = logging.getLogger(__name__)
 
 # How long one poll waits for records when there are none. aiokafka's `getmany` returns as soon as a
 # record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up.
 POLL_WAIT_MS = 1_000
-# How long the broker holds a fetch that finds nothing (Kafka's `fetch.max.wait.ms`; its default is 500). With
-# `fetch.min.bytes` at 1 a record ends the wait at once, so this costs no latency; it bounds how often an idle
-# consumer fetches. What it delays: a rewound partition is fetched again once the fetch in flight returns.
-FETCH_WAIT_MS = 2_000
 KAFKA_ERROR_PAUSE_S = 5.0  # after a poll the broker refused (no rights, the cluster away): tried again, not spun on
 
 Records = tuple[ConsumerRecord[Any, Any], ...]
