@@ -12,10 +12,13 @@ from typing import Any
 
 from servicekit.settings import KitSettings
 
-__all__ = ["MECHANISM", "PROTOCOL", "client_properties", "kafka_options", "read_password"]
+__all__ = ["LOGIN_KEYS", "MECHANISM", "PROTOCOL", "client_properties", "kafka_options", "read_password"]
 
 PROTOCOL = "SASL_PLAINTEXT"
 MECHANISM = "SCRAM-SHA-512"
+# The options of `kafka_options` that log a client in, as its `login` below sets them (the rest, a request timeout,
+# are the producer's alone: `servicekit.Producer.login` hands only these to the bus's other clients).
+LOGIN_KEYS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
 _PASSWORD = re.compile(r'password="([^"]*)"')
 
 

@@ -13,14 +13,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-__all__ = ["LOGIN_KEYS", "PRODUCER_BATCH_BYTES", "Producer", "servers"]
+from servicekit.bus_auth import LOGIN_KEYS
+
+__all__ = ["PRODUCER_BATCH_BYTES", "Producer", "servers"]
 
 # What the producer may buffer per partition before a send waits for the batch ahead to go (aiokafka's default is
 # 16 KiB: a polled batch's ~1.5 KB signed events then went out ten to a request, each send waiting on the last).
 # Below the broker's 1 MiB `message.max.bytes`.
 PRODUCER_BATCH_BYTES = 512 * 1024
-# The options of `kafka_options` that log a client in (the rest, a request timeout, are the producer's alone).
-LOGIN_KEYS = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
 
 Headers = list[tuple[str, bytes]]
 
