@@ -282,7 +282,9 @@ async def main(
     cli = [sys.executable, "-m", "tidegate.cli"]
     figures: dict[str, Any] = {"tasks": n_tasks, "rate_tasks_per_s": rate}
     try:
-        await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))
+        await ensure_topics(
+            kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]), partitions=kit.topic_partitions
+        )
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))

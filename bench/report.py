@@ -452,6 +452,18 @@ CUTS = (
     "--idle 30`, load average ~1): 51.0 / 46.3 / 47.0 → 47.3 / 43.0 / 38.6 ms of CPU a second (lower in every pair, "
     "about a tenth; the approval 14.7 / 13.3 / 11.0 → 11.3 / 10.0 / 10.3), and RSS after a short run ~6 MiB lower in "
     "every service (policy 94.5 → 88.8 MiB, planner 86.3 → 80.5).",
+    "- **Partitions a deployment does not use (2026-12-03).** aiokafka names every partition a consumer holds in each "
+    "fetch and decodes each in Python (no fetch sessions): one producer and consumer at 50 messages/s spent 1,635 / "
+    "1,826 µs of CPU a message holding 1 partition, 2,217 / 2,431 holding 24, 2,597 / 3,032 holding 48 (~17–25 µs per "
+    "partition per message). The planner's consumer holds four topics of six partitions, the audit's every topic. A "
+    "deployment now chooses the count its topics are created with (`TIDEGATE_TOPIC_PARTITIONS`, unset: the catalog's "
+    "six, the most copies of a service that can share a topic; docs/operations.md, 'Partitions'). Three against six, "
+    "pairs back to back (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 20` and `--tasks 600 --rate 10`, two "
+    "pairs each): the five services at idle 48.0 / 48.5 / 51.9 / 44.5 against 53.9 / 51.0 / 56.9 / 53.4 ms of CPU a "
+    "second, lower in all four; under load within the noise (at 10 tasks/s 25.1 / 23.3 against 25.3 / 25.0 ms an "
+    "action; at 25 tasks/s 14.5 against 14.7, the other pair's 11.6 against 14.8 the first run after the broker "
+    "started). The default stays six: a count raised later moves keys between partitions, so scale-out is chosen "
+    "before the first task.",
 )
 
 

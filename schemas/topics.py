@@ -96,11 +96,20 @@ class TopicSpec:
     events: tuple[type[Envelope], ...]
     adapter: TypeAdapter[Any]
     description: str
-    partitions: int = 6
+    partitions: int = 6  # the catalog's: up to six copies of a service share the load (`KitSettings.topic_partitions` sets another)
     retention_ms: int = 7 * DAY_MS
     producers: tuple[str, ...] = ()
     consumers: tuple[str, ...] = ()
     config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ordered(self) -> bool:
+        """One partition, so that its records are totally ordered (`control`, `directory`, the checkpoints): no setting changes it."""
+        return self.partitions == 1
+
+    def partitions_given(self, spread: int | None) -> int:
+        """Partitions it is created with: one when `ordered`; else `spread` (the deployment's `topic_partitions`), else the catalog's."""
+        return self.partitions if self.ordered or spread is None else spread
 
     def full_name(self, prefix: str = DEFAULT_PREFIX) -> str:
         """The topic name on the broker, with the deployment's prefix."""

@@ -63,6 +63,15 @@ class KitSettings(BaseSettings):
         "never committed.",
     )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic (a replay or sandbox runs under another).")
+    topic_partitions: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Partitions a catalog topic that spreads load is created with (`infra up`, `tidegate topics ensure`): the most "
+        "copies of a service that can share it. Unset: the catalog's six. Each partition a consumer holds costs it CPU at every "
+        "fetch, so a deployment of one copy each spends less on fewer. `control`, `directory` and `audit.checkpoints` keep one; "
+        "a topic that exists keeps its count (docs/operations.md).",
+    )
     keys_dir: Path = Field(
         default=None,  # type: ignore[assignment]  # filled from run_dir below
         description="Ed25519 keys, generated on first run, never committed: `<keys_dir>/<service>/` holds a service's private key "

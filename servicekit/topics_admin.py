@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
 __all__ = ["catalog_topic_names", "ensure_topics", "replication_factor"]
+
+log = logging.getLogger(__name__)
 
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
 
@@ -42,8 +45,13 @@ async def ensure_topics(
     timeout_s: float = 30.0,
     client_options: Mapping[str, Any] | None = None,
     grant: bool = True,
+    partitions: int | None = None,
 ) -> list[str]:
     """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
+
+    A topic that spreads load is created with `partitions` (the deployment's `KitSettings.topic_partitions`; None: the
+    catalog's), an ordered one with one. An existing topic keeps its count: one with another than asked is logged, since
+    a count raised later moves keys to other partitions (docs/operations.md), which only an operator may decide.
 
     Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
     principal's ACLs on the prefix (and on the tools among `names`) are created too, so the caller needs
@@ -61,10 +69,16 @@ async def ensure_topics(
         wanted = {prefix + n: topic_spec(n) for n in names}
         replicas = replication_factor(len((await admin.describe_cluster())["brokers"]))
         new = [
-            NewTopic(name=full, num_partitions=spec.partitions, replication_factor=replicas, topic_configs=spec.kafka_config())
+            NewTopic(
+                name=full, num_partitions=spec.partitions_given(partitions), replication_factor=replicas, topic_configs=spec.kafka_config()
+            )
             for full, spec in wanted.items()
             if full not in existing
         ]
+        if partitions is not None:
+            await _report_other_counts(
+                admin, {full: spec.partitions_given(partitions) for full, spec in wanted.items() if full in existing}
+            )
         if new:
             response: Any = await admin.create_topics(new)
             refused = [(name, code, message) for name, code, message in response.topic_errors if code not in (0, _ALREADY_EXISTS)]
@@ -82,6 +96,18 @@ async def ensure_topics(
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def _report_other_counts(admin: AIOKafkaAdminClient, asked: Mapping[str, int]) -> None:
+    """Log each existing topic whose partition count is not the one asked for (it is left as it is)."""
+    if not asked:
+        return
+    described: Any = await admin.describe_topics(sorted(asked))
+    other = {t["topic"]: len(t["partitions"]) for t in described if t["topic"] in asked and len(t["partitions"]) != asked[t["topic"]]}
+    for full, count in sorted(other.items()):
+        log.warning(
+            "%s exists with %d partitions, not the %d asked for: kept as it is (docs/operations.md, 'Partitions')", full, count, asked[full]
+        )
 
 
 _ALIGNED = ("cleanup.policy", "message.timestamp.type")  # what the catalog's trust rests on (servicekit.control, .authority)

@@ -158,6 +158,7 @@ def build(
                 [f"tools.{t}.{end}" for t in topic_tool_names for end in ("requests", "replies")],
                 client_options=kafka_options(kit, NAME),
                 grant=False,  # the executor may not create topics or ACLs: `tidegate topics` / `infra up` does
+                partitions=kit.topic_partitions,
             )
         vault.ensure()  # the credential key pair is made on the executor's first start
         # Publishing needs the producer before consumers start: settle what a dead process left mid-call.

@@ -23,7 +23,7 @@ def _script(command: str, *args: str) -> int:
 async def _ensure_catalog_topics() -> list[str]:
     cfg = settings()
     topic_tools = [t.name for t in ToolCatalog.load(cfg.tools_dir).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
-    return await ensure_topics(cfg.kafka_bootstrap, cfg.topic_prefix, catalog_topic_names(topic_tools))
+    return await ensure_topics(cfg.kafka_bootstrap, cfg.topic_prefix, catalog_topic_names(topic_tools), partitions=cfg.topic_partitions)
 
 
 @app.command()

@@ -14,14 +14,19 @@ app = typer.Typer(help="The topic catalog: list it, create it on the broker.", n
 
 @app.command("list")
 def list_() -> None:
-    """Print every catalog topic with its events, partitions and retention."""
-    prefix = settings().topic_prefix
+    """Print every catalog topic with its events, partitions (as `ensure` creates it: TIDEGATE_TOPIC_PARTITIONS) and retention."""
+    cfg = settings()
+    prefix = cfg.topic_prefix
     table = Table("topic", "events", "partitions", "retention", "producers → consumers")
     for spec in TOPICS.values():
         retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 86_400_000} d"
         events = ", ".join(str(e.model_fields["type"].default).removeprefix("tidegate.") for e in spec.events)
         table.add_row(
-            prefix + spec.name, events, str(spec.partitions), retention, f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}"
+            prefix + spec.name,
+            events,
+            str(spec.partitions_given(cfg.topic_partitions)),
+            retention,
+            f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}",
         )
     console.print(table)
 

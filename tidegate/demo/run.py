@@ -333,7 +333,7 @@ async def run_demo(
     started = time.monotonic()
     catalog = ToolCatalog.load(kit.tools_dir)
     topic_tools = [t.name for t in catalog.values() if t.kind == "topic"]
-    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(topic_tools))
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(topic_tools), partitions=kit.topic_partitions)
     from systems.seed import seed_demo
 
     pool = await create_pool(kit.operator_database_url, max_size=2)

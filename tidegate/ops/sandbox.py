@@ -104,7 +104,9 @@ def sandbox_settings(kit: KitSettings, prefix: str, keys_dir: Path, **update: An
 
 async def make_sandbox(kit: KitSettings, prefix: str, names: Iterable[str]) -> None:
     """Create the topics `names` (catalog names) under sandbox `prefix`, as `ops`, on its standing rights (no ACL is made)."""
-    await ensure_topics(kit.kafka_bootstrap, prefix, names, client_options=kafka_options(kit, OPS), grant=False)
+    await ensure_topics(
+        kit.kafka_bootstrap, prefix, names, client_options=kafka_options(kit, OPS), grant=False, partitions=kit.topic_partitions
+    )
 
 
 async def drop_sandbox(kit: KitSettings, prefix: str) -> None:

@@ -89,6 +89,15 @@ def test_topic_names_carry_the_prefix_and_control_keeps_every_record() -> None:
         s.topic_spec("nope")
 
 
+def test_a_deployment_spreads_the_topics_that_share_load_and_never_the_ordered_ones() -> None:
+    assert s.TOPICS["tasks"].partitions_given(None) == 6  # unset: the catalog's
+    assert s.TOPICS["tasks"].partitions_given(2) == 2
+    assert s.topic_spec("tools.inventory.replies").partitions_given(12) == 12
+    for name in ("control", "directory", "audit.checkpoints"):  # totally ordered: one partition whatever the setting
+        assert s.TOPICS[name].ordered
+        assert s.TOPICS[name].partitions_given(12) == 1
+
+
 def test_reason_codes_of_the_design_exist() -> None:
     required = {
         "needs_human_approval",
