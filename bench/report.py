@@ -479,8 +479,46 @@ class Row:
     command: str
 
 
+def others_running(proc: Path = Path("/proc"), me: int | None = None) -> list[str]:
+    """Other Tidegate services, stacks and test runs on this machine now (`pid: command`): they share the cores measured.
+
+    A `tidegate up` left running, a demo, or a `make test` beside the benchmarks takes CPU from Kafka, PostgreSQL and
+    the services measured; the load average says the machine was busy, this says with what. This process, its
+    ancestors and its descendants are not counted.
+    """
+    parents: dict[int, int] = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    me = os.getpid() if me is None else me
+
+    def lineage(pid: int) -> list[int]:
+        chain = []
+        while pid > 1 and pid not in chain:
+            chain.append(pid)
+            pid = parents.get(pid, 0)
+        return chain
+
+    ancestors = set(lineage(me))
+    found = []
+    for pid in sorted(parents):
+        if pid in ancestors or me in lineage(pid):
+            continue
+        try:
+            argv = [a for a in (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+        except OSError:
+            continue
+        words = [a.rsplit("/", 1)[-1] for a in argv]
+        tidegate = any(w in ("tidegate", "tidegate.cli") for w in words) and any(w in ("service", "up", "demo") for w in words)
+        if tidegate or "pytest" in words or any(w.startswith("bench.") for w in words):
+            found.append(f"{pid}: {' '.join(argv)[:120]}")
+    return found
+
+
 def machine() -> dict[str, Any]:
-    """The machine the figures come from: cores, memory, CPU model, load average now."""
+    """The machine the figures come from: cores, memory, CPU model, load average now, and what else of ours runs on it."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
@@ -492,6 +530,7 @@ def machine() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "others": others_running(),
     }
 
 
@@ -904,6 +943,17 @@ def render(
             if m["load_average"][0] >= (m["cores"] or 1) / 2
             else ""
         ),
+        *(
+            [
+                f"- **Other Tidegate processes ran beside this one at the start** ({len(m['others'])}: "
+                + "; ".join(f"`{o}`" for o in m["others"][:5])
+                + (", …" if len(m["others"]) > 5 else "")
+                + "): their CPU came out of the same cores, so every figure below is lower than this machine gives. "
+                "Stop them (`tidegate down`) and run `make bench` again."
+            ]
+            if m.get("others")
+            else []
+        ),
         "",
         "## Figures",
         "",
@@ -1000,6 +1050,8 @@ def main() -> None:
         print(f"wrote {opts.out}")
         return
     machine_info = machine()
+    for other in machine_info["others"]:
+        print(f"warning: running beside this benchmark, sharing its cores: {other}", file=sys.stderr, flush=True)
     figures: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     profile_file = Path(tempfile.mkdtemp(prefix="tidegate-bench-profile-")) / "hottest.txt"

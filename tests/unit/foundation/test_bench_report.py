@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench.profile import summarise
-from bench.report import BENCHES, render, rows
+from bench.report import BENCHES, others_running, render, rows
 
 MACHINE: dict[str, Any] = {
     "cores": 2,
@@ -141,6 +142,37 @@ def test_the_report_states_the_machine_and_that_it_was_shared() -> None:
     assert "shared with other work" in text
     quiet = render(MACHINE | {"load_average": [0.2, 0.1, 0.1]}, FIGURES, None, full=False, failed=[])
     assert "shared with other work" not in quiet
+
+
+def fake_proc(root: Path, processes: dict[int, tuple[int, list[str]]]) -> Path:
+    """A /proc of `pid: (parent, argv)`."""
+    for pid, (parent, argv) in processes.items():
+        (root / str(pid)).mkdir()
+        (root / str(pid) / "stat").write_text(f"{pid} (python (x)) S {parent} 1 1 0")
+        (root / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    return root
+
+
+def test_the_report_names_other_tidegate_processes_that_share_the_cores(tmp_path: Path) -> None:
+    proc = fake_proc(
+        tmp_path,
+        {
+            10: (1, ["/usr/bin/make", "bench"]),
+            11: (10, ["/repo/.venv/bin/python", "-m", "bench.report"]),  # this run
+            12: (11, ["/repo/.venv/bin/python", "-m", "bench.kit_hop"]),  # this run's own benchmark
+            20: (1, ["/repo/.venv/bin/python", "-m", "tidegate.cli", "service", "run", "policy"]),  # a stack left running
+            21: (1, ["/repo/.venv/bin/python", "/repo/.venv/bin/tidegate", "up"]),
+            22: (1, ["/repo/.venv/bin/python", "-m", "pytest", "tests/integration"]),  # a CI run beside
+            23: (1, ["/repo/.venv/bin/python", "-m", "tidegate.cli", "approvals", "list"]),  # a quick command: not load
+            24: (1, ["java", "-cp", "kafka.jar", "kafka.Kafka", "server.properties"]),  # the infrastructure measured
+        },
+    )
+    found = others_running(proc, me=11)
+    assert [f.split(":")[0] for f in found] == ["20", "21", "22"]
+    text = render(MACHINE | {"others": found}, FIGURES, None, full=False, failed=[])
+    assert "Other Tidegate processes ran beside this one at the start** (3:" in text
+    assert "tidegate.cli service run policy" in text
+    assert "Other Tidegate processes" not in render(MACHINE | {"others": []}, FIGURES, None, full=False, failed=[])
 
 
 def test_the_profile_is_summarised_by_self_and_total_time() -> None:
