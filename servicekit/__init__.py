@@ -33,7 +33,7 @@ from servicekit.digests import action_digest, approval_message, authorization_me
 from servicekit.outlet import EventOutlet, Outlet, Recorded
 from servicekit.producer import Producer
 from servicekit.runner import ServiceProcess, configure_logging, run_service
-from servicekit.settings import REPO_ROOT, KitSettings
+from servicekit.settings import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.toolcontract import Tool, ToolContext, ToolError
 from servicekit.topics_admin import catalog_topic_names, ensure_topics
@@ -43,6 +43,7 @@ __all__ = [
     "ADMIN",
     "AGENT",
     "AUTHORITY",
+    "EX_CONFIG",
     "NO_FLUSH",
     "OPS",
     "REPO_ROOT",
@@ -97,6 +98,7 @@ __all__ = [
     "rotate",
     "run_service",
     "service_key",
+    "settings_problems",
     "sign_as_client",
     "sign_as_operator",
     "sign_as_producer",

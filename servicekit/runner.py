@@ -17,18 +17,20 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import asyncpg
+from pydantic import ValidationError
 
 from servicekit.bus import Bus
 from servicekit.control import ControlState
 from servicekit.db import check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.health import serve_metrics_and_health
-from servicekit.settings import KitSettings
+from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
 from servicekit.tracing import install_tracing
 
 __all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "run_service", "tune_gc"]
@@ -236,12 +238,34 @@ class ServiceProcess:
 
 
 def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:
-    """Run the service `build` assembles from the environment's settings until SIGTERM: every service's `python -m`."""
-    kit = KitSettings()
+    """Run the service `build` assembles from the environment's settings until SIGTERM: every service's `python -m`.
+
+    A setting that is not valid (the kit's or the service's own) stops it before anything starts, with one line per
+    variable on stderr and exit code `EX_CONFIG`, which `tidegate up` does not restart: only a person can fix it.
+    """
+    try:
+        kit = KitSettings()
+    except ValidationError as exc:
+        _not_started(name, exc)
     configure_logging(kit.log_level)
     install_tracing(name, otlp_endpoint=kit.otlp_endpoint)
 
     async def run() -> None:
-        await build(kit).run_until_signalled()  # built inside the loop that runs it: the pool is bound to that loop
+        try:
+            process = build(kit)  # built inside the loop that runs it: the pool is bound to that loop
+        except ValidationError as exc:
+            _not_started(name, exc)
+        await process.run_until_signalled()
 
     asyncio.run(run())
+
+
+def _not_started(name: str, exc: ValidationError) -> NoReturn:
+    """Exit `EX_CONFIG` with what is wrong with the settings; any other validation error is a bug, raised as it is."""
+    problems = settings_problems(exc)
+    if problems is None:
+        raise exc
+    print(
+        f"{name}: not started: {len(problems)} setting(s) not valid", *(f"  {p}" for p in problems), sep="\n", file=sys.stderr, flush=True
+    )
+    raise SystemExit(EX_CONFIG)

@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.intake import Bounds
 
-__all__ = ["REPO_ROOT", "KitSettings"]
+__all__ = ["EX_CONFIG", "REPO_ROOT", "KitSettings", "settings_problems"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+EX_CONFIG = 78  # sysexits.h: a setting is not valid; a supervisor does not restart what only a person can fix
 
 
 class KitSettings(BaseSettings):
@@ -176,3 +178,35 @@ class KitSettings(BaseSettings):
         data["operator_private_keys_dir"] = data.get("operator_private_keys_dir") or keys_dir.parent / f"{beside}operator-keys"
         data["client_private_keys_dir"] = data.get("client_private_keys_dir") or keys_dir.parent / f"{beside}client-keys"
         return data
+
+
+def _settings_classes(root: type[BaseSettings] = BaseSettings) -> dict[str, type[BaseSettings]]:
+    found: dict[str, type[BaseSettings]] = {}
+    for cls in root.__subclasses__():
+        found[cls.__name__] = cls
+        found |= _settings_classes(cls)
+    return found
+
+
+_SECRET = ("password", "secret", "token")
+
+
+def settings_problems(exc: ValidationError) -> list[str] | None:
+    """`exc` as one line per environment variable when a settings class raised it, else None.
+
+    `TIDEGATE_TOPIC_PARTITIONS: Input should be greater than or equal to 1 (got '0')`: the variable as it is set,
+    pydantic's reason, and the value given unless the variable may hold a secret.
+    """
+    cls = _settings_classes().get(exc.title)
+    if cls is None:
+        return None
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        variable = (prefix + field).upper() if field else f"{prefix}*"
+        secret = any(word in field for word in _SECRET) or "Secret" in repr(cls.model_fields.get(field))
+        given = err.get("input")
+        got = f" (got {given!r})" if field and not secret and isinstance(given, str | int | float) else ""
+        lines.append(f"{variable}: {err['msg']}{got}")
+    return lines

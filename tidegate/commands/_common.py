@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from schemas import Envelope
-from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, sign_as_operator
+from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
 
 __all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings"]
 
@@ -24,8 +25,12 @@ err_console = Console(stderr=True)
 
 
 def settings() -> KitSettings:
-    """Settings from the environment (`TIDEGATE_*`)."""
-    return KitSettings()
+    """Settings from the environment (`TIDEGATE_*`); one that is not valid is named, with why, and the command exits 2."""
+    try:
+        return KitSettings()
+    except ValidationError as exc:
+        problems = settings_problems(exc) or [str(exc)]
+        fail("; ".join(problems), code=2)
 
 
 BY_HELP = "The operator key that signs (default: TIDEGATE_OPERATOR); the record names its holder as its author."

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from servicekit import EX_CONFIG
 from tidegate.commands._common import console, fail, settings
 
 SERVICES = ("policy", "approval", "executor", "planner", "audit")
@@ -79,6 +80,18 @@ class Backoff:
         return delay
 
 
+def _not_started_reason(log: Path) -> str:
+    """What a service that exited `EX_CONFIG` wrote last (its `not started` line and the settings it names)."""
+    try:
+        tail = log.read_bytes()[-4096:].decode(errors="replace").splitlines()
+    except OSError:
+        tail = []
+    start = max((i for i, line in enumerate(tail) if "not started:" in line), default=None)
+    if start is None:
+        return f"a setting is not valid (see {log})"
+    return "; ".join(line.strip() for line in tail[start:] if line.strip())
+
+
 def _service_command(name: str) -> list[str]:
     return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
 
@@ -90,12 +103,14 @@ async def _supervise(
     command: Callable[[str], list[str]] = _service_command,
     clock: Callable[[], float] = time.monotonic,
     stopping: asyncio.Event | None = None,
-    on_restart: Callable[[str, int | None, float], None] | None = None,
+    on_restart: Callable[[str, int | None, float | None], None] | None = None,
 ) -> None:
     """Start each service as a child process; restart one that dies (with backoff); stop all on signal.
 
     A dead child waits out its own delay while the others are watched as usual (and a stop signal
-    during the wait stops at once). Tests pass a short `make_backoff`, a `command` and a `stopping` event.
+    during the wait stops at once). A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
+    `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
+    child is left. Tests pass a short `make_backoff`, a `command` and a `stopping` event.
     """
     run_dir = _run_dir()
     logs, ready = run_dir / "logs", run_dir / "ready"
@@ -125,8 +140,9 @@ async def _supervise(
 
     for name in names:
         (ready / f"{name}.ready").unlink(missing_ok=True)
+        (ready / f"{name}.failed").unlink(missing_ok=True)
         await start(name)
-    while not stopping.is_set():
+    while not stopping.is_set() and children:  # none left: each one's settings were not valid
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), tick_s)
         if stopping.is_set():
@@ -137,6 +153,13 @@ async def _supervise(
                 if now >= restart_at[name]:
                     del restart_at[name]
                     await start(name)
+            elif proc.returncode == EX_CONFIG:  # a setting is not valid: restarting cannot fix it, a person must
+                del children[name]
+                reason = _not_started_reason(logs / f"{name}.log")
+                (ready / f"{name}.failed").write_text(reason)
+                print(f"{name} did not start, and is not restarted: {reason}", flush=True)
+                if on_restart is not None:
+                    on_restart(name, proc.returncode, None)
             elif proc.returncode is not None:
                 delay = backoff[name].after_death(now - started_at[name])
                 restart_at[name] = now + delay
@@ -176,10 +199,13 @@ def up(
             asyncio.run(_supervise(names))
         finally:
             pidfile.unlink(missing_ok=True)
+        if failed := sorted(n for n in names if (_run_dir() / "ready" / f"{n}.failed").exists()):
+            fail(f"not started, settings not valid: {', '.join(failed)} (see above)", code=EX_CONFIG)
         return
     ready = _run_dir() / "ready"
     for n in names:
         (ready / f"{n}.ready").unlink(missing_ok=True)
+        (ready / f"{n}.failed").unlink(missing_ok=True)
     (_run_dir() / "logs").mkdir(parents=True, exist_ok=True)
     out = open(_run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
     args = [sys.executable, "-m", "tidegate.cli", "up", *[a for n in only for a in ("--only", n)]]
@@ -191,6 +217,10 @@ def up(
         while pending:
             pending = {n for n in pending if not (ready / f"{n}.ready").exists()}
             status.update(f"starting services… waiting for {', '.join(sorted(pending))}" if pending else "ready")
+            failed = sorted(n for n in pending if (ready / f"{n}.failed").exists())
+            if failed:
+                reasons = "; ".join((ready / f"{n}.failed").read_text() for n in failed)
+                fail(f"{reasons} (fix it, then `tidegate down` and `tidegate up` again)", code=EX_CONFIG)
             if proc.poll() is not None:
                 fail(f"supervisor exited with {proc.returncode}; see {_run_dir() / 'logs'}")
             if time.monotonic() > deadline:

@@ -31,7 +31,7 @@ async def run_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock:
     delays: list[float] = []
     stopping = asyncio.Event()
 
-    def on_restart(name: str, code: int | None, delay: float) -> None:
+    def on_restart(name: str, code: int | None, delay: float | None) -> None:
         assert (name, code) == ("policy", 3)
         delays.append(delay)
         if len(delays) >= restarts:

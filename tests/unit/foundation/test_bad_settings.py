@@ -1,0 +1,119 @@
+"""A setting that is not valid is named, with why, before anything starts: never a traceback, never a restart loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from typer.testing import CliRunner
+
+from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
+from services.policy.settings import PolicySettings
+from tidegate.cli import app
+from tidegate.commands.services import Backoff, _supervise
+
+
+def problems_of(make: object) -> list[str] | None:
+    with pytest.raises(ValidationError) as caught:
+        make()  # type: ignore[operator]
+    return settings_problems(caught.value)
+
+
+def test_each_problem_names_the_variable_as_it_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_TOPIC_PARTITIONS", "0")
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "soon")
+    assert problems_of(KitSettings) == [
+        "TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS: Input should be a valid integer, unable to parse string as an integer (got 'soon')",
+        "TIDEGATE_TOPIC_PARTITIONS: Input should be greater than or equal to 1 (got '0')",
+    ]
+    monkeypatch.setenv("TIDEGATE_POLICY_AUTHORIZATION_TTL_S", "-5")  # a service's own prefix
+    assert problems_of(PolicySettings) == ["TIDEGATE_POLICY_AUTHORIZATION_TTL_S: Input should be greater than 0 (got '-5')"]
+
+
+class _Hooks(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_HOOKS_")
+    signing_secret: int = 0
+
+
+def test_a_value_that_may_be_a_secret_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_HOOKS_SIGNING_SECRET", "whsec_do-not-print")
+    problems = problems_of(_Hooks)
+    assert problems is not None
+    assert problems[0].startswith("TIDEGATE_HOOKS_SIGNING_SECRET: Input should be a valid integer")
+    assert "whsec" not in "".join(problems)
+
+
+class _NotSettings(BaseModel):
+    n: int
+
+
+def test_a_validation_error_that_is_not_a_settings_one_is_left_alone() -> None:
+    assert problems_of(lambda: _NotSettings(n="x")) is None  # type: ignore[arg-type]
+
+
+def test_a_cli_command_says_which_setting_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_TOPIC_PARTITIONS", "0")
+    result = CliRunner().invoke(app, ["topics", "list"])
+    assert result.exit_code == 2
+    assert "TIDEGATE_TOPIC_PARTITIONS: Input should be greater than or equal to 1" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_a_service_with_a_bad_setting_exits_ex_config_before_it_connects() -> None:
+    env = os.environ | {"TIDEGATE_POLICY_AUTHORIZATION_TTL_S": "-5", "TIDEGATE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}  # nowhere
+    command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EX_CONFIG
+    assert done.stderr.splitlines()[-2:] == [
+        "policy: not started: 1 setting(s) not valid",
+        "  TIDEGATE_POLICY_AUTHORIZATION_TTL_S: Input should be greater than 0 (got '-5')",
+    ]
+
+
+async def test_the_supervisor_does_not_restart_a_service_whose_settings_are_not_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    seen: list[tuple[str, int | None, float | None]] = []
+    stopping = asyncio.Event()
+    says = "import sys; print('policy: not started: 1 setting(s) not valid', '  TIDEGATE_POLICY_X: bad', sep=chr(10), file=sys.stderr)"
+
+    def command(name: str) -> list[str]:
+        if name == "policy":
+            return [sys.executable, "-c", f"{says}; sys.exit({EX_CONFIG})"]
+        return [sys.executable, "-c", "import sys; sys.exit(3)"]  # a crash: restarted, as ever
+
+    def on_restart(name: str, code: int | None, delay: float | None) -> None:
+        seen.append((name, code, delay))
+        if sum(1 for n, _, _ in seen if n == "audit") >= 3:
+            stopping.set()
+
+    await asyncio.wait_for(
+        _supervise(
+            ("policy", "audit"),
+            make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.02, healthy_s=60),
+            command=command,
+            stopping=stopping,
+            on_restart=on_restart,
+        ),
+        timeout=20,
+    )
+    assert [s for s in seen if s[0] == "policy"] == [("policy", EX_CONFIG, None)]  # once, never restarted
+    assert (tmp_path / "ready" / "policy.failed").read_text() == "policy: not started: 1 setting(s) not valid; TIDEGATE_POLICY_X: bad"
+
+
+def test_up_detached_says_at_once_which_setting_keeps_a_service_from_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIDEGATE_POLICY_AUTHORIZATION_TTL_S", "-5")
+    monkeypatch.setenv("TIDEGATE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing is reached before the settings are read
+    result = CliRunner().invoke(app, ["up", "--detach", "--only", "policy", "--wait", "60"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == EX_CONFIG, said
+    assert "TIDEGATE_POLICY_AUTHORIZATION_TTL_S: Input should be greater than 0 (got '-5')" in said
+    assert CliRunner().invoke(app, ["down", "--timeout", "20"]).exit_code == 0  # the supervisor ended with its last child
