@@ -272,24 +272,3 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
     assert state.status == "completed"
     assert [s.status for s in state.steps].count("denied") == 1
     assert len(state.steps) >= 4
-
-
-async def test_a_tasks_state_stays_in_its_row_instead_of_being_moved_out_of_line_at_each_write(pool: asyncpg.Pool) -> None:
-    """Migration 005: a state that lz4 leaves above ~2 KB is kept in the row, not rewritten into the TOAST table at every event."""
-    toast = await pool.fetchval("SELECT reltoastrelid FROM pg_class WHERE oid = 'planner.tasks'::regclass")
-    before = await pool.fetchval("SELECT pg_relation_size($1::oid)", toast)
-    run = uuid.uuid4().hex[:8]
-
-    def state() -> str:  # ~4.5 KB of hex that lz4 leaves at ~3 KB: out of line with PostgreSQL's default storage
-        return json.dumps({"steps": [uuid.uuid4().hex for _ in range(120)]})
-
-    for i in range(60):
-        await pool.execute(
-            "INSERT INTO planner.tasks (task_id, tenant_id, workflow, strategy, status, counts, cost, state)"
-            " VALUES ($1, 'acme', 'w', 'playbook', 'running', '{}', '{}', $2::json)",
-            f"inline-{run}-{i}",
-            state(),
-        )
-        for _ in range(3):
-            await pool.execute("UPDATE planner.tasks SET state = $2::json WHERE task_id = $1", f"inline-{run}-{i}", state())
-    assert await pool.fetchval("SELECT pg_relation_size($1::oid)", toast) == before  # 240 states of ~3 KB written, none out of line
