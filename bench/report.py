@@ -464,6 +464,14 @@ CUTS = (
     "action; at 25 tasks/s 14.5 against 14.7, the other pair's 11.6 against 14.8 the first run after the broker "
     "started). The default stays six: a count raised later moves keys between partitions, so scale-out is chosen "
     "before the first task.",
+    "- **Tried and not kept: the planner's task state kept in its row (2026-12-03).** A state of 3.6–7 KB is 1.5–2.2 KB "
+    "after lz4, and above ~2 KB PostgreSQL moves it into the TOAST table, rewritten at every event. `STORAGE MAIN` with "
+    "`fillfactor = 75` (a planner migration) kept it in the row: one 5.3 KB state updated 3,000 times on a table with "
+    "the planner's two indexes wrote 2.66 → 2.06 KB of WAL an update, every update HOT. End to end it wrote more, not "
+    "less: back to back against the code before, a burst of 400 tasks 36.6 / 36.5 → 37.3 / 37.2 KB of WAL an action "
+    "(the planner's PostgreSQL 2.00 / 1.96 → 2.22 / 2.10 ms), 25 tasks/s for a minute 34.6 / 34.6 → 35.3 / 35.1 KB. "
+    "The microbenchmark updated 200 rows over and over; the planner inserts each task and updates it a few times, and "
+    "rows of ~2 KB in the heap with a quarter of each page free probably spread those writes over more pages. Reverted.",
 )
 
 
