@@ -13,6 +13,7 @@ Its topics are deleted at the end.
 
     .venv/bin/python -m bench.bare_hop            # short: 200 one at a time, a burst of 20,000
     .venv/bin/python -m bench.bare_hop --full     # 1,000 one at a time, a burst of 100,000
+    .venv/bin/python -m bench.bare_hop --partitions 1   # what a consumer pays per partition it holds
     .venv/bin/python -m bench.bare_hop --signed   # the same, each message checked and each output signed
     .venv/bin/python -m bench.bare_hop --client librdkafka   # the same hop on librdkafka (confluent-kafka), the C client
 
@@ -64,7 +65,7 @@ def payload(i: int, run: str) -> tuple[bytes, bytes]:
     return data.action_id.encode(), encode(ActionProposed.build(data, source="bench"))
 
 
-async def hop(source: str, sink: str, group: str) -> None:
+async def hop(source: str, sink: str, group: str, partitions_n: int = PARTITIONS) -> None:
     """The hop itself: every record parsed, re-encoded and produced, offsets committed once the batch is acknowledged.
 
     With a key in `SEED_VARIABLE` each record is a signed message (signature and bytes, libsodium's combined form):
@@ -78,7 +79,7 @@ async def hop(source: str, sink: str, group: str) -> None:
     await consumer.start()
     await producer.start()
     try:
-        partitions = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        partitions = [TopicPartition(source, p) for p in range(partitions_n)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         print("ready", flush=True)
@@ -100,7 +101,7 @@ async def hop(source: str, sink: str, group: str) -> None:
         await consumer.stop()
 
 
-def hop_librdkafka(source: str, sink: str, group: str) -> None:
+def hop_librdkafka(source: str, sink: str, group: str, partitions_n: int = PARTITIONS) -> None:
     """The same hop on librdkafka: poll (waiting for the first record), take what else is fetched, produce, flush, commit."""
     from confluent_kafka import Consumer, Producer
     from confluent_kafka import TopicPartition as RdTopicPartition
@@ -118,7 +119,7 @@ def hop_librdkafka(source: str, sink: str, group: str) -> None:
     key = SigningKey(bytes.fromhex(seed)) if seed else None
     consumer = Consumer(login | {"group.id": group, "enable.auto.commit": False})
     producer = Producer(login | {"acks": "all", "enable.idempotence": True, "linger.ms": 1})
-    consumer.assign([RdTopicPartition(source, p, 0) for p in range(PARTITIONS)])
+    consumer.assign([RdTopicPartition(source, p, 0) for p in range(partitions_n)])
     print("ready", flush=True)
     while True:
         first = consumer.poll(1.0)
@@ -149,6 +150,7 @@ async def drive(
     sign: Callable[[bytes], bytes] | None = None,
     env: dict[str, str] | None = None,
     hop_args: Sequence[str] = (),
+    partitions: int = PARTITIONS,
 ) -> dict[str, Any]:
     """Time the hop `hop_module --hop SOURCE SINK GROUP` runs (with `env` added to its environment);
     `sign` turns each message into what that hop accepts."""
@@ -158,7 +160,7 @@ async def drive(
     source, sink = prefix + "actions.proposed", prefix + "actions.decided"
     admin = AIOKafkaAdminClient(**kafka_options(kit))
     await admin.start()
-    await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (source, sink, prefix + "deadletter")])
+    await admin.create_topics([NewTopic(t, partitions, 1) for t in (source, sink, prefix + "deadletter")])
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", hop_module, "--hop", source, sink, f"bench-hop-{run}", *hop_args, stdout=asyncio.subprocess.PIPE,
         env=os.environ | (env or {}),
@@ -192,7 +194,7 @@ async def drive(
     try:
         assert child.stdout is not None
         await asyncio.wait_for(child.stdout.readline(), 120)
-        sink_partitions = [TopicPartition(sink, p) for p in range(PARTITIONS)]
+        sink_partitions = [TopicPartition(sink, p) for p in range(partitions)]
         consumer.assign(sink_partitions)
         await consumer.seek_to_beginning(*sink_partitions)
         warm = [message(i, run + "w") for i in range(50)]
@@ -255,29 +257,45 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="1,000 one at a time and a burst of 100,000.")
     parser.add_argument("--signed", action="store_true", help="Check each consumed message's Ed25519 signature and sign each produced one.")
     parser.add_argument("--client", choices=("aiokafka", "librdkafka"), default="aiokafka", help="The Kafka client of the hop.")
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=PARTITIONS,
+        help="Partitions of the hop's topics, all held by its one consumer (default 6, the catalog's): each fetch names every "
+        "one, so one at a time the hop's CPU a message grows with them (docs/operations.md, 'Partitions').",
+    )
     parser.add_argument("--hop", nargs=3, metavar=("SOURCE", "SINK", "GROUP"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.partitions < 1:
+        parser.error("--partitions must be at least 1")
     if opts.hop:
         with contextlib.suppress(KeyboardInterrupt):
             if opts.client == "librdkafka":
-                hop_librdkafka(*opts.hop)
+                hop_librdkafka(*opts.hop, opts.partitions)
             else:
-                asyncio.run(hop(*opts.hop))
+                asyncio.run(hop(*opts.hop, opts.partitions))
         return
-    hop_args = ("--client", opts.client)
+    hop_args = ("--client", opts.client, "--partitions", str(opts.partitions))
     sequential, burst = (1000, 100_000) if opts.full else (200, 20_000)
     if opts.signed:
         key = SigningKey.generate()
         signed = asyncio.run(
-            drive(sequential, burst, sign=lambda value: bytes(key.sign(value)), env={SEED_VARIABLE: bytes(key).hex()}, hop_args=hop_args)
+            drive(
+                sequential,
+                burst,
+                sign=lambda value: bytes(key.sign(value)),
+                env={SEED_VARIABLE: bytes(key).hex()},
+                hop_args=hop_args,
+                partitions=opts.partitions,
+            )
         )
         figures = {name.replace("hop_", "signed_hop_", 1): value for name, value in signed.items()}
     else:
-        figures = asyncio.run(drive(sequential, burst, hop_args=hop_args))
+        figures = asyncio.run(drive(sequential, burst, hop_args=hop_args, partitions=opts.partitions))
     hop_ = "signed_hop_" if opts.signed else "hop_"
     print(
         f"one bare {opts.client} hop{' (each message checked, each output signed: Ed25519, libsodium)' if opts.signed else ''} "
-        f"({figures['message_bytes']} bytes a message), one process:\n"
+        f"({figures['message_bytes']} bytes a message, {opts.partitions} partitions), one process:\n"
         f"  one at a time: p50 {figures[hop_ + 'p50_ms']:.2f} ms, p99 {figures[hop_ + 'p99_ms']:.2f} ms "
         f"(n={figures[hop_ + 'sequential_n']}); three hops ≈ {3 * figures[hop_ + 'p50_ms']:.1f} ms; "
         f"{figures[hop_ + 'sequential_cpu_us_per_message']:.0f} µs of the hop's CPU a message "

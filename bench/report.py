@@ -453,9 +453,10 @@ CUTS = (
     "about a tenth; the approval 14.7 / 13.3 / 11.0 → 11.3 / 10.0 / 10.3), and RSS after a short run ~6 MiB lower in "
     "every service (policy 94.5 → 88.8 MiB, planner 86.3 → 80.5).",
     "- **Partitions a deployment does not use (2026-12-03).** aiokafka names every partition a consumer holds in each "
-    "fetch and decodes each in Python (no fetch sessions): one producer and consumer at 50 messages/s spent 1,635 / "
-    "1,826 µs of CPU a message holding 1 partition, 2,217 / 2,431 holding 24, 2,597 / 3,032 holding 48 (~17–25 µs per "
-    "partition per message). The planner's consumer holds four topics of six partitions, the audit's every topic. A "
+    "fetch and decodes each in Python (no fetch sessions): one bare hop one message at a time spent 2,986 / 2,771 µs of "
+    "CPU a message beyond its idle polling holding 1 partition, 3,008 / 3,018 holding 6, 3,306 / 3,856 holding 24 (~20–30 "
+    "µs per partition per message; in a burst 106–119 µs a message for all three; `bench.bare_hop --partitions N`, two "
+    "runs each). The planner's consumer holds four topics of six partitions, the audit's every topic. A "
     "deployment now chooses the count its topics are created with (`TIDEGATE_TOPIC_PARTITIONS`, unset: the catalog's "
     "six, the most copies of a service that can share a topic; docs/operations.md, 'Partitions'). Three against six, "
     "pairs back to back (`bench.e2e_bench --tasks 1500 --rate 25 --light 0 --idle 20` and `--tasks 600 --rate 10`, two "
