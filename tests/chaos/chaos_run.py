@@ -2,7 +2,7 @@
 
     python tests/chaos/chaos_run.py                       # the full run on one broker (what `make test-chaos` runs first)
     python tests/chaos/chaos_run.py --brokers 3           # the full run on a three-node cluster (kills one node of three)
-    python tests/chaos/chaos_run.py --faults kill:executor,postgres --rate 2 --duration 60   # any selection
+    python tests/chaos/chaos_run.py --faults kill:executor,postgres --rate 2 --gap 30   # any selection, 30 s apart
 
 Faults (each at a random moment, one at a time, the load never pausing):
   kill:<copy>    SIGKILL one service copy (policy, policy.2, executor, executor.2, planner, approval, audit);
