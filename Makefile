@@ -141,6 +141,10 @@ fmt: install ## Format and fix imports
 contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from schemas/
 	$(BIN)/python -m schemas.export docs/contract
 
+.PHONY: settings-doc
+settings-doc: install ## Regenerate docs/settings.md (every TIDEGATE_* setting: default, what it accepts, what it does) from the settings' models
+	$(BIN)/python -m tidegate.settings_reference docs/settings.md
+
 .PHONY: bench
 bench: infra-up ## Run every benchmark (short; FULL=1 for the long ones) and write docs/benchmarks.md (figures beside bare limits)
 	$(BIN)/python -m bench.report $(if $(FULL),--full,) --save artifacts/bench-figures.json

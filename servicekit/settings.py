@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.intake import Bounds
@@ -104,17 +104,22 @@ class KitSettings(BaseSettings):
     retired_key_grace_s: float = Field(
         default=600.0,
         ge=0,
-        description="Seconds (wall clock, on the verifier) a key retired by `tidegate keys rotate` still verifies new events; "
-        "after that they are refused `signer_retired`. The audit log and replay accept every retired key.",
+        description="Seconds (wall clock, on the verifier) a key retired by `tidegate keys rotate` or `rotate-tool` still verifies "
+        "new events; after that they are refused `signer_retired` (docs/security/signatures.md, Rotation). The audit log and "
+        "replay accept every retired key.",
     )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
     policy_dir: Path = Field(
         default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`."
     )
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; spans are exported when set.")
-    metrics_port: int | None = Field(default=None, description="Port of the Prometheus endpoint; none when unset.")
-    log_level: str = Field(default="INFO")
-    db_pool_max: int = Field(default=10, ge=1)
+    metrics_port: int | None = Field(
+        default=None, description="Port of the Prometheus endpoint (`/metrics`), and of `/health` beside it; none when unset."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Level of the logs a process writes (any case: `debug` is `DEBUG`)."
+    )
+    db_pool_max: int = Field(default=10, ge=1, description="Most PostgreSQL connections a service's pool opens.")
     ready_dir: Path | None = Field(
         default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`)."
     )
@@ -125,16 +130,22 @@ class KitSettings(BaseSettings):
         default=64, ge=4, description="Deepest JSON nesting a consumer parses (checked on the bytes first); deeper is `too_deep`."
     )
     stall_after_s: float = Field(
-        default=120.0, gt=0, description="Liveness: records waiting and none handled for this long means the service is stalled."
+        default=120.0,
+        gt=0,
+        description="Liveness: records waiting and none handled for this long means the service is stalled: `/health` answers 503 "
+        "and the process exits 75 for its supervisor to restart it (docs/reliability.md).",
     )
     commit_interval_s: float = Field(
         default=0.5,
         ge=0,
         description="A consumer commits its handled offsets at most this often (0: after every polled batch); what a crash leaves"
-        " uncommitted is read again, and handled idempotently.",
+        " uncommitted is read again, and handled idempotently (docs/reliability.md).",
     )
     handler_limit_s: float = Field(
-        default=300.0, gt=0, description="Liveness: one record (or batch) in handling, retries included, for longer than this is stalled."
+        default=300.0,
+        gt=0,
+        description="Liveness: one record (or batch) in handling, retries included, for longer than this is stalled (as "
+        "`stall_after_s`: unhealthy, exit 75).",
     )
     run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`, and the keys.")
 
@@ -157,6 +168,11 @@ class KitSettings(BaseSettings):
             return self.database_url
         query = "&".join(q for q in (parts.query, f"passfile={quote(str(self.database_passfile))}") if q)
         return parts._replace(query=query).geturl()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod

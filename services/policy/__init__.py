@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from services.policy.packtest import load_cases, run_cases
     from services.policy.repository import InMemoryPolicyRepository
     from services.policy.service import PolicyService
+    from services.policy.settings import PolicySettings
 
 __all__ = [
     "Call",
@@ -33,6 +34,7 @@ __all__ = [
     "PolicyDeps",
     "PolicyProcess",
     "PolicyService",
+    "PolicySettings",
     "TenantSettings",
     "build",
     "cedar_schema_json",
@@ -66,6 +68,7 @@ _HOME = {
     "run_cases": "packtest",
     "InMemoryPolicyRepository": "repository",
     "PolicyService": "service",
+    "PolicySettings": "settings",
 }
 
 

@@ -36,6 +36,14 @@ def test_each_problem_names_the_variable_as_it_is_set(monkeypatch: pytest.Monkey
     assert problems_of(PolicySettings) == ["TIDEGATE_POLICY_AUTHORIZATION_TTL_S: Input should be greater than 0 (got '-5')"]
 
 
+def test_a_log_level_logging_does_not_know_is_refused_before_start_and_any_case_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_LOG_LEVEL", "loud")  # logging.basicConfig would raise at start, after the settings were read
+    levels = "'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"
+    assert problems_of(KitSettings) == [f"TIDEGATE_LOG_LEVEL: Input should be {levels} (got 'LOUD')"]
+    monkeypatch.setenv("TIDEGATE_LOG_LEVEL", "warning")
+    assert KitSettings().log_level == "WARNING"
+
+
 class _Hooks(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_HOOKS_")
     signing_secret: int = 0
