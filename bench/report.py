@@ -473,6 +473,17 @@ CUTS = (
     "(the planner's PostgreSQL 2.00 / 1.96 → 2.22 / 2.10 ms), 25 tasks/s for a minute 34.6 / 34.6 → 35.3 / 35.1 KB. "
     "The microbenchmark updated 200 rows over and over; the planner inserts each task and updates it a few times, and "
     "rows of ~2 KB in the heap with a quarter of each page free probably spread those writes over more pages. Reverted.",
+    "- **Tried and not kept: a longer fetch wait for idle consumers (2026-12-03).** The broker holds a fetch that finds "
+    "nothing for `fetch.max.wait.ms` (500 ms), so each idle consumer fetches twice a second; a record that arrives answers "
+    "the fetch at once. One idle consumer of 24 partitions spent 6.6–7.1 ms of CPU a second at 500 ms, 3.8–4.3 at 2,000. "
+    "With `TIDEGATE_FETCH_MAX_WAIT_MS=2000` (a setting now, pairs back to back against 500): the five services at idle "
+    "44.3 / 41.0 / 44.6 against 54.9 / 53.9 / 50.3 ms a second (`bench.e2e_bench --tasks 10 --rate 5 --light 0 --idle 30`), "
+    "light-load p50 unchanged; but at 15 tasks/s, near this machine's capacity, p99 2,301 / 2,737 against 344 / 627 ms "
+    "(`--tasks 900 --rate 15 --light 0 --idle 0`). Once records wait 100 ms unhandled, aiokafka fetches the consumer's "
+    "other partitions, and the handled partition's next fetch waits behind that held one for up to the wait. Raising "
+    "aiokafka's private 100 ms (`_prefetch_backoff`) to keep it from fetching the others did not clearly help at 10 tasks/s "
+    "(p99 251 / 374 against 260 / 250 ms at 500 and 148 / 497 at 2,000). The default stays 500; docs/operations.md says "
+    "when to raise it.",
 )
 
 

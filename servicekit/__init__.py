@@ -22,7 +22,7 @@ from servicekit.authority import (
     sign_as_producer,
     sign_event,
 )
-from servicekit.bus import Bus, Handler, Reject, once_delivered, once_delivered_together
+from servicekit.bus import Bus, Handler, Reject, once_delivered, once_delivered_together, service_bus
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN, AGENT, OPS
 from servicekit.catalog import CatalogError, ToolCatalog
@@ -97,6 +97,7 @@ __all__ = [
     "operator_key",
     "rotate",
     "run_service",
+    "service_bus",
     "service_key",
     "settings_problems",
     "sign_as_client",

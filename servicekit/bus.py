@@ -30,12 +30,14 @@ from pydantic import ValidationError
 from schemas import CONTENT_TYPE, Envelope, EventRejected, EventRejectedData, ReasonCode, decode_document, encode
 from servicekit import metrics
 from servicekit.authority import Authority, appended_ms, encode_signed, sign_event
+from servicekit.bus_auth import kafka_options
 from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.polling import Poller
 from servicekit.producer import Producer, servers
+from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -157,6 +159,7 @@ class Bus:
     signer: SigningKey | None = None  # signs every event this bus publishes (docs/security/signatures.md)
     authority: Authority | None = None  # checks every event's signature before a handler sees it
     commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
+    fetch_max_wait_ms: int = 500  # how long the broker holds a fetch that finds nothing (`KitSettings.fetch_max_wait_ms`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
@@ -531,7 +534,7 @@ class Bus:
         linger_ms: int = 0,
         from_latest: bool = False,
         fetch_min_bytes: int = 1,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int | None = None,
         max_partition_fetch_bytes: int = 1024 * 1024,
         metadata_max_age_ms: int = 300_000,
     ) -> Poller:
@@ -540,7 +543,8 @@ class Bus:
         Its offsets are the kit's to commit (`on_polled`), never aiokafka's on a timer. A group's
         partitions are spread round robin over its members. With `fetch_min_bytes` the broker holds
         each fetch until that much is there, or `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes`
-        and `fetch.max.wait.ms`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
+        and `fetch.max.wait.ms`; unset: the bus's, which with one byte only bounds how often an idle
+        consumer fetches); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
         """
         options: dict[str, Any] = {
             "bootstrap_servers": servers(self.bootstrap),
@@ -549,7 +553,7 @@ class Bus:
             "enable_auto_commit": False,
             "auto_offset_reset": "latest" if from_latest else "earliest",
             "fetch_min_bytes": fetch_min_bytes,
-            "fetch_max_wait_ms": fetch_max_wait_ms,
+            "fetch_max_wait_ms": self.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms,
             "max_partition_fetch_bytes": max_partition_fetch_bytes,
             "metadata_max_age_ms": metadata_max_age_ms,
             "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
@@ -662,6 +666,25 @@ class Bus:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+
+def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: Authority | None = None) -> Bus:
+    """Service `name`'s bus as the deployment's settings make it.
+
+    Its producer logged in as the service; the prefix, bounds, commit interval and fetch wait of `kit`; every
+    event it publishes signed by `signer`, every one it reads checked by `authority`.
+    """
+    return Bus(
+        Producer(kit.kafka_bootstrap, name, **kafka_options(kit, name)),
+        name,
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        bounds=kit.bounds,
+        signer=signer,
+        authority=authority,
+        commit_interval_s=kit.commit_interval_s,
+        fetch_max_wait_ms=kit.fetch_max_wait_ms,
+    )
 
 
 def _contract_code(exc: ValidationError) -> str:

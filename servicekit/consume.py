@@ -58,7 +58,7 @@ def consume_routes(
     group_id: str,
     max_records: int = 500,
     fetch_min_bytes: int = 1,
-    fetch_max_wait_ms: int = 500,
+    fetch_max_wait_ms: int | None = None,
 ) -> None:
     """Subscribe to every topic of `routes` with ONE consumer in `group_id` (so the group never rebalances against itself).
 
@@ -137,7 +137,7 @@ def consume_raw(
     max_partition_fetch_bytes: int,
     title: str,
     fetch_min_bytes: int = 1,
-    fetch_max_wait_ms: int = 500,
+    fetch_max_wait_ms: int | None = None,
     metadata_max_age_ms: int = 300_000,
 ) -> None:
     """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; committed after it returns.

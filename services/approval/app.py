@@ -11,15 +11,13 @@ from pathlib import Path
 import yaml
 
 from servicekit import (
-    Bus,
     ControlState,
     KitSettings,
-    Producer,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     deployment_authority,
-    kafka_options,
+    service_bus,
 )
 from servicekit.consume import Route, consume_routes
 from services.approval import handlers, webhooks
@@ -111,16 +109,7 @@ def build(
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender, undo_results=PgUndoResults(pool, NAME))
     own_sender = deps.sender is None
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
-        NAME,
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        bounds=kit.bounds,
-        commit_interval_s=kit.commit_interval_s,
-        signer=key,
-        authority=deployment_authority(kit, catalog),
-    )
+    bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
     control = ControlState()
 
     def base_url() -> str:  # links in webhooks point at the address the HTTP server listens on

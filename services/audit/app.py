@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from servicekit import (
-    Bus,
     KitSettings,
-    Producer,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     deployment_authority,
-    kafka_options,
+    service_bus,
 )
 from servicekit.consume import consume_raw
 from services.audit.checkpoints import CHECKPOINT_TOPIC
@@ -58,8 +56,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = AuditDeps(log=PostgresAuditLog(pool))
-    producer = Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME))
-    bus = Bus(producer, NAME, kit.kafka_bootstrap, kit.topic_prefix, bounds=kit.bounds, signer=key, commit_interval_s=kit.commit_interval_s)
+    bus = service_bus(kit, NAME, signer=key)
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
 
     async def discard_broken(exc: BaseException) -> None:  # the process's own handling of a broken connection

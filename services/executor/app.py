@@ -14,16 +14,15 @@ import httpx
 
 from connectors import ConnectorAccess, GrantStore, PgGrantStore, Vault
 from servicekit import (
-    Bus,
     ControlState,
     Keyring,
     KitSettings,
-    Producer,
     ServiceProcess,
     ToolCatalog,
     deployment_authority,
     ensure_topics,
     kafka_options,
+    service_bus,
     service_key,
 )
 from servicekit.db import open_pool, unopened_pool
@@ -100,16 +99,7 @@ def build(
             if role
             else None,
         )
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
-        NAME,
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        bounds=kit.bounds,
-        commit_interval_s=kit.commit_interval_s,
-        signer=service_key(kit, NAME),
-        authority=deployment_authority(kit, catalog),
-    )
+    bus = service_bus(kit, NAME, signer=service_key(kit, NAME), authority=deployment_authority(kit, catalog))
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)

@@ -9,14 +9,12 @@ from pathlib import Path
 
 from schemas import RiskClass
 from servicekit import (
-    Bus,
     Handler,
     KitSettings,
-    Producer,
     ServiceProcess,
     ToolCatalog,
     deployment_authority,
-    kafka_options,
+    service_bus,
     service_key,
 )
 from services.planner.action_ids import ActionIds
@@ -77,16 +75,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix))
     key = service_key(kit, NAME)
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
-        NAME,
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        bounds=kit.bounds,
-        commit_interval_s=kit.commit_interval_s,
-        signer=key,
-        authority=deployment_authority(kit, catalog),
-    )
+    bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
     handlers = PlannerHandlers(
         repo=deps.repo,
         strategy=deps.strategy or build_strategy(settings, catalog),

@@ -12,16 +12,14 @@ from pathlib import Path
 
 from schemas import Envelope
 from servicekit import (
-    Bus,
     ControlState,
     KitSettings,
-    Producer,
     Recorded,
     ServiceProcess,
     SigningKey,
     ToolCatalog,
     deployment_authority,
-    kafka_options,
+    service_bus,
 )
 from servicekit.consume import Route, consume_routes
 from services.policy.handlers import PolicyHandlers
@@ -70,16 +68,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = PolicyDeps(repo=PgPolicyRepository(pool))
     authority = deployment_authority(kit, catalog)
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, NAME, **kafka_options(kit, NAME)),
-        NAME,
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        bounds=kit.bounds,
-        commit_interval_s=kit.commit_interval_s,
-        signer=signer,
-        authority=authority,
-    )
+    bus = service_bus(kit, NAME, signer=signer, authority=authority)
     control = ControlState()
 
     def planned(event: Envelope) -> bool:

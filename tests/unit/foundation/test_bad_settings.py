@@ -125,3 +125,14 @@ def test_up_detached_says_at_once_which_setting_keeps_a_service_from_starting(tm
     assert result.exit_code == EX_CONFIG, said
     assert "TIDEGATE_POLICY_AUTHORIZATION_TTL_S: Input should be greater than 0 (got '-5')" in said
     assert CliRunner().invoke(app, ["down", "--timeout", "20"]).exit_code == 0  # the supervisor ended with its last child
+
+
+def test_a_fetch_wait_the_request_timeout_would_cut_short_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "3000")
+    monkeypatch.setenv("TIDEGATE_FETCH_MAX_WAIT_MS", "2000")
+    with pytest.raises(
+        ValidationError, match="TIDEGATE_FETCH_MAX_WAIT_MS \\(2000\\) must be at most half of TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS"
+    ):
+        KitSettings()
+    monkeypatch.setenv("TIDEGATE_FETCH_MAX_WAIT_MS", "1500")
+    assert KitSettings().fetch_max_wait_ms == 1500

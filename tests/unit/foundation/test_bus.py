@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_producer import KeepingProducer
 
 import schemas as s
-from servicekit import Bus, KitSettings, Reject, deployment_authority, service_key
+from servicekit import Bus, KitSettings, Reject, deployment_authority, service_bus, service_key
 
 
 @dataclass
@@ -195,3 +196,14 @@ async def test_a_bus_that_signs_its_own_way_publishes_what_its_sign_returns() ->
     await Stamping(broker, "planner", "unused:1", "p.").publish("actions.proposed", s.decode("actions.proposed", proposal()))
     [(_, value)] = broker.published
     assert (s.decode("actions.proposed", value).keyid, s.decode("actions.proposed", value).signature) == ("stamp", "by-sign")
+
+
+def test_a_service_bus_fetches_with_the_deployments_wait_unless_a_consumer_gives_its_own(tmp_path: Path) -> None:
+    """`TIDEGATE_FETCH_MAX_WAIT_MS` is how long the broker holds an idle consumer's fetch; a batching consumer keeps its own."""
+    kit = KitSettings(run_dir=tmp_path, fetch_max_wait_ms=1234, kafka_bootstrap="unused:1", topic_prefix="p.")
+    bus = service_bus(kit, "policy", signer=service_key(kit, "policy"))
+    assert (bus.fetch_max_wait_ms, bus.prefix, bus.commit_interval_s) == (1234, "p.", kit.commit_interval_s)
+    idle = bus.poller("idle", group_id="g", max_records=10, topics=["p.tasks"])
+    batching = bus.poller("batching", group_id="g", max_records=10, topics=["p.tasks"], fetch_min_bytes=65536, fetch_max_wait_ms=500)
+    assert idle._make_consumer.keywords["fetch_max_wait_ms"] == 1234  # type: ignore[attr-defined]
+    assert batching._make_consumer.keywords["fetch_max_wait_ms"] == 500  # type: ignore[attr-defined]
