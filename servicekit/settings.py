@@ -146,11 +146,9 @@ class KitSettings(BaseSettings):
         ge=10,
         le=30_000,
         description="How long the broker holds a consumer's fetch when nothing new is there (Kafka's `fetch.max.wait.ms`; "
-        "aiokafka's default). It sets how often an idle consumer fetches again (each fetch names every partition it holds): "
-        "2,000 cut the five services' idle CPU by about a sixth. But it is also how long a partition can wait after its "
-        "records were handled, when aiokafka fetched the consumer's other partitions meanwhile (it does once records wait "
-        "100 ms unhandled), and a rebalance's new partitions: near capacity, 2,000 made the p99 proposal → result 2.3–2.7 s "
-        "instead of 0.3–0.6 s (docs/operations.md). Raise it for a deployment that is mostly idle. Under half of "
+        "aiokafka's default). Longer: an idle consumer fetches less often (less CPU), but a partition can wait that long "
+        "after its records were handled, or after a rebalance gave it, which lengthens the latency tail near capacity "
+        "(measured in docs/operations.md). Raise it for a deployment that is mostly idle. At most half of "
         "`kafka_request_timeout_ms`. The approval and audit services batch with their own (`TIDEGATE_APPROVAL_`/`AUDIT_FETCH_*`).",
     )
     handler_limit_s: float = Field(

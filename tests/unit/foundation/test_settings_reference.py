@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from pydantic_settings import BaseSettings
 
 from servicekit import REPO_ROOT
 from tidegate.settings_reference import SECTIONS, render
@@ -46,3 +47,13 @@ def test_the_check_sees_a_misspelt_variable_and_takes_settings_prefixes_and_scri
     doc = "Set `TIDEGATE_APPROVAL_EXPIRE_S` (sic), `TIDEGATE_APPROVAL_EXPIRY_S`, any `TIDEGATE_POLICY_` one, `TIDEGATE_KAFKA_PORT`."
     script = "KAFKA_PORT=${TIDEGATE_KAFKA_PORT:-19092}"
     assert unknown_variables({"docs/x.md": doc}, code=script) == ["docs/x.md: TIDEGATE_APPROVAL_EXPIRE_S"]
+
+
+def test_every_settings_class_of_the_project_has_a_section() -> None:
+    """A settings class added to the code and not to `SECTIONS` would be read by a service and documented nowhere."""
+
+    def subclasses(cls: type) -> set[type]:
+        return {c for s in cls.__subclasses__() for c in {s, *subclasses(s)}}
+
+    ours = {c for c in subclasses(BaseSettings) if c.__module__.split(".")[0] in ("servicekit", "services", "tidegate")}
+    assert ours == {m for _, m, _ in SECTIONS}
