@@ -35,7 +35,7 @@ from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
-from servicekit.polling import Poller
+from servicekit.polling import FetchPace, Poller
 from servicekit.producer import Producer, servers
 from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey
@@ -160,6 +160,7 @@ class Bus:
     authority: Authority | None = None  # checks every event's signature before a handler sees it
     commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
     fetch_max_wait_ms: int = 500  # how long the broker holds a fetch that finds nothing (`KitSettings.fetch_max_wait_ms`)
+    busy_fetch_max_wait_ms: int = 100  # the same while a consumer's batches take long (`KitSettings.busy_fetch_max_wait_ms`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
@@ -544,8 +545,11 @@ class Bus:
         partitions are spread round robin over its members. With `fetch_min_bytes` the broker holds
         each fetch until that much is there, or `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes`
         and `fetch.max.wait.ms`; unset: the bus's, which with one byte only bounds how often an idle
-        consumer fetches); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
+        consumer fetches, and the bus's busy wait replaces it while the consumer's batches take long:
+        `FetchPace`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
         """
+        idle_ms = self.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
+        paced = fetch_max_wait_ms is None and fetch_min_bytes == 1 and self.busy_fetch_max_wait_ms < idle_ms
         options: dict[str, Any] = {
             "bootstrap_servers": servers(self.bootstrap),
             "client_id": f"tidegate-{self.service}",
@@ -553,7 +557,7 @@ class Bus:
             "enable_auto_commit": False,
             "auto_offset_reset": "latest" if from_latest else "earliest",
             "fetch_min_bytes": fetch_min_bytes,
-            "fetch_max_wait_ms": self.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms,
+            "fetch_max_wait_ms": idle_ms,
             "max_partition_fetch_bytes": max_partition_fetch_bytes,
             "metadata_max_age_ms": metadata_max_age_ms,
             "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
@@ -566,6 +570,7 @@ class Bus:
             pattern=pattern,
             max_records=max_records,
             linger_ms=linger_ms,
+            pace=FetchPace(idle_ms, self.busy_fetch_max_wait_ms) if paced else None,
         )
         self.pollers.append(poller)
         self.liveness.watch(poller)
@@ -684,6 +689,7 @@ def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: A
         authority=authority,
         commit_interval_s=kit.commit_interval_s,
         fetch_max_wait_ms=kit.fetch_max_wait_ms,
+        busy_fetch_max_wait_ms=kit.busy_fetch_max_wait_ms,
     )
 
 

@@ -11,6 +11,10 @@ gives it, which decodes, checks, dead-letters, commits or rewinds them.
 A consumer waits for records inside the fetch (`poll`: one `getmany` of up to `POLL_WAIT_MS`, which
 returns as soon as a record is fetched), never in a sleep between short polls. A stop lets the batch
 in hand finish (it is committed as it ends) for up to `graceful_timeout_s`, then leaves the group.
+
+How long the broker may hold a fetch that finds nothing follows the consumer's load (`FetchPace`):
+long while it keeps up, so that an idle consumer wakes seldom, short while its batches take long, so
+that no partition waits behind a held fetch of the others (see `FetchPace`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any
@@ -25,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-__all__ = ["POLL_WAIT_MS", "Poller", "poll"]
+__all__ = ["POLL_WAIT_MS", "FetchPace", "Poller", "poll"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,52 @@ async def poll(consumer: AIOKafkaConsumer, *, max_records: int, linger_ms: int =
         more = await consumer.getmany(timeout_ms=0, max_records=max_records - len(records))
         records += tuple(chain.from_iterable(more.values()))
     return records
+
+
+class FetchPace:
+    """How long the broker may hold this consumer's fetches: `idle_ms` while it keeps up, `busy_ms` while it does not.
+
+    aiokafka keeps what it fetched for a partition while the consumer handles the batch before; once
+    those records have waited 100 ms unhandled it fetches the consumer's other partitions without
+    them, and sends that broker no other fetch until the answer comes. With nothing new there, the
+    broker holds that fetch for `fetch.max.wait.ms`, and the partition whose records were just handled
+    waits behind it, however much arrived for it meanwhile. A long wait saves an idle consumer CPU
+    (it fetches less often), and near capacity it is what a partition waits (measured in
+    docs/operations.md, "Fetch wait"). So the wait is `busy_ms` from a batch that took at least
+    `BUSY_BATCH_S` to handle, or was full (a backlog), until `BUSY_FOR_S` passed without one; and
+    `idle_ms` otherwise, which is also what the consumer starts with.
+
+    The wait is aiokafka's fetcher's own attribute, read as it builds each fetch request (aiokafka
+    0.14 pins it; tests/integration/foundation/test_fetch_pace.py fails if it moves). A consumer without it keeps
+    its wait, with one warning.
+    """
+
+    BUSY_BATCH_S = 0.05  # half of aiokafka's 100 ms: records fetched during a batch this long may start the wait
+    BUSY_FOR_S = 2.0
+
+    def __init__(self, idle_ms: int, busy_ms: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_ms = idle_ms
+        self.busy_ms = busy_ms
+        self.clock = clock
+        self.current_ms = idle_ms
+        self._busy_until = float("-inf")
+        self._unsupported = False
+
+    def after(self, consumer: Any, *, took_s: float = 0.0, full: bool = False) -> None:
+        """Set `consumer`'s wait after a poll whose batch took `took_s` to handle (0 for an empty poll); `full`: it had all it may."""
+        now = self.clock()
+        if took_s >= self.BUSY_BATCH_S or full:
+            self._busy_until = now + self.BUSY_FOR_S
+        wait = self.busy_ms if now < self._busy_until else self.idle_ms
+        if wait == self.current_ms or self._unsupported:
+            return
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is None or not isinstance(getattr(fetcher, "_fetch_max_wait_ms", None), int):
+            self._unsupported = True
+            log.warning("this aiokafka's consumer has no fetch wait to set; its fetches keep %d ms", self.current_ms)
+            return
+        fetcher._fetch_max_wait_ms = wait
+        self.current_ms = wait
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
@@ -92,6 +143,7 @@ class Poller:
         pattern: str | None = None,
         max_records: int,
         linger_ms: int = 0,
+        pace: FetchPace | None = None,
     ) -> None:
         if bool(topics) == (pattern is not None):
             raise ValueError("a poller reads either named topics or a pattern")
@@ -100,6 +152,7 @@ class Poller:
         self.pattern = pattern
         self.max_records = max_records
         self.linger_ms = linger_ms
+        self.pace = pace
         self.consumer: AIOKafkaConsumer | None = None
         self.before_revoke: Callable[[], Awaitable[None]] | None = None
         self._make_consumer = make_consumer
@@ -153,14 +206,19 @@ class Poller:
                 await asyncio.sleep(KAFKA_ERROR_PAUSE_S)
                 continue
             if not records:
+                if self.pace is not None:
+                    self.pace.after(consumer)
                 continue
             self._idle.clear()
+            started = self.pace.clock() if self.pace is not None else 0.0
             try:
                 await self._handler(records)
             except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
                 log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
             finally:
                 self._idle.set()
+            if self.pace is not None:
+                self.pace.after(consumer, took_s=self.pace.clock() - started, full=len(records) >= self.max_records)
 
     async def stop(self, *, graceful_timeout_s: float = 10.0) -> None:
         """Stop polling: the batch in hand finishes (for up to `graceful_timeout_s`), then the consumer leaves its group."""

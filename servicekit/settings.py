@@ -146,10 +146,19 @@ class KitSettings(BaseSettings):
         ge=10,
         le=30_000,
         description="How long the broker holds a consumer's fetch when nothing new is there (Kafka's `fetch.max.wait.ms`; "
-        "aiokafka's default). Longer: an idle consumer fetches less often (less CPU), but a partition can wait that long "
-        "after its records were handled, or after a rebalance gave it, which lengthens the latency tail near capacity "
-        "(measured in docs/operations.md). Raise it for a deployment that is mostly idle. At most half of "
-        "`kafka_request_timeout_ms`. The approval and audit services batch with their own (`TIDEGATE_APPROVAL_`/`AUDIT_FETCH_*`).",
+        "aiokafka's default), while the consumer keeps up. Longer: an idle consumer fetches less often (less CPU), but a "
+        "partition a rebalance just gave can wait that long, and so can the first records of a busy spell (measured in "
+        "docs/operations.md). Raise it for a deployment that is mostly idle. At most half of `kafka_request_timeout_ms`. "
+        "The approval and audit services batch with their own (`TIDEGATE_APPROVAL_`/`AUDIT_FETCH_*`).",
+    )
+    busy_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=10,
+        le=30_000,
+        description="The broker's hold of a consumer's fetch while the consumer is busy: from a polled batch that took 50 ms "
+        "or more to handle, or was full, until 2 s pass without one (`servicekit.polling.FetchPace`). Records of a partition "
+        "fetched during a long batch make the Kafka client fetch the other partitions alone, and the partition just handled "
+        "waits behind that fetch for up to this long. At or above `fetch_max_wait_ms`: one wait, busy or not.",
     )
     handler_limit_s: float = Field(
         default=300.0,

@@ -200,10 +200,20 @@ async def test_a_bus_that_signs_its_own_way_publishes_what_its_sign_returns() ->
 
 def test_a_service_bus_fetches_with_the_deployments_wait_unless_a_consumer_gives_its_own(tmp_path: Path) -> None:
     """`TIDEGATE_FETCH_MAX_WAIT_MS` is how long the broker holds an idle consumer's fetch; a batching consumer keeps its own."""
-    kit = KitSettings(run_dir=tmp_path, fetch_max_wait_ms=1234, kafka_bootstrap="unused:1", topic_prefix="p.")
+    kit = KitSettings(run_dir=tmp_path, fetch_max_wait_ms=1234, busy_fetch_max_wait_ms=55, kafka_bootstrap="unused:1", topic_prefix="p.")
     bus = service_bus(kit, "policy", signer=service_key(kit, "policy"))
     assert (bus.fetch_max_wait_ms, bus.prefix, bus.commit_interval_s) == (1234, "p.", kit.commit_interval_s)
     idle = bus.poller("idle", group_id="g", max_records=10, topics=["p.tasks"])
     batching = bus.poller("batching", group_id="g", max_records=10, topics=["p.tasks"], fetch_min_bytes=65536, fetch_max_wait_ms=500)
     assert idle._make_consumer.keywords["fetch_max_wait_ms"] == 1234  # type: ignore[attr-defined]
     assert batching._make_consumer.keywords["fetch_max_wait_ms"] == 500  # type: ignore[attr-defined]
+    # The deployment's busy wait while the consumer's batches take long; a batching consumer's wait is its batching window, kept.
+    assert idle.pace is not None
+    assert (idle.pace.idle_ms, idle.pace.busy_ms) == (1234, 55)
+    assert batching.pace is None
+
+
+def test_a_busy_wait_at_or_above_the_idle_one_is_one_wait(tmp_path: Path) -> None:
+    kit = KitSettings(run_dir=tmp_path, fetch_max_wait_ms=100, busy_fetch_max_wait_ms=100, kafka_bootstrap="unused:1")
+    bus = service_bus(kit, "policy", signer=service_key(kit, "policy"))
+    assert bus.poller("one", group_id="g", max_records=1, topics=["t"]).pace is None

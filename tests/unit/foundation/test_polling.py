@@ -373,3 +373,87 @@ async def test_topics_a_process_reads_alone_share_one_consumer_from_the_beginnin
         ],
         key=str,
     )
+
+
+class _Fetcher:
+    def __init__(self, wait_ms: int) -> None:
+        self._fetch_max_wait_ms = wait_ms
+
+
+class _Paced:
+    """What `FetchPace` sets: aiokafka's fetcher's wait (read as each fetch request is built)."""
+
+    def __init__(self, wait_ms: int) -> None:
+        self._fetcher = _Fetcher(wait_ms)
+
+    @property
+    def wait_ms(self) -> int:
+        return self._fetcher._fetch_max_wait_ms
+
+
+def _pace(now: list[float]) -> polling.FetchPace:
+    return polling.FetchPace(2000, 100, clock=lambda: now[0])
+
+
+def test_a_consumer_that_keeps_up_keeps_the_long_wait() -> None:
+    now = [0.0]
+    pace, consumer = _pace(now), _Paced(2000)
+    for _ in range(5):
+        now[0] += 0.3
+        pace.after(consumer, took_s=0.01)  # quick batches: records never wait in the client long enough to split its fetches
+        pace.after(consumer)  # and empty polls
+    assert consumer.wait_ms == 2000
+
+
+def test_a_long_batch_shortens_the_wait_until_two_seconds_pass_without_one() -> None:
+    now = [0.0]
+    pace, consumer = _pace(now), _Paced(2000)
+    pace.after(consumer, took_s=polling.FetchPace.BUSY_BATCH_S)
+    assert consumer.wait_ms == 100  # no partition waits behind a fetch held for two seconds
+    now[0] += 1.5
+    pace.after(consumer, took_s=0.01)
+    assert consumer.wait_ms == 100  # still within the busy spell
+    now[0] += 0.6
+    pace.after(consumer)
+    assert consumer.wait_ms == 2000  # two seconds without a long batch: idle again, fetching seldom
+
+
+def test_a_full_batch_is_a_backlog_and_shortens_the_wait_however_fast_it_went() -> None:
+    now = [0.0]
+    pace, consumer = _pace(now), _Paced(2000)
+    pace.after(consumer, took_s=0.001, full=True)
+    assert consumer.wait_ms == 100
+
+
+def test_a_consumer_without_the_wait_keeps_its_own_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    pace = _pace(now)
+    with caplog.at_level(logging.WARNING, logger="servicekit.polling"):
+        for _ in range(3):
+            pace.after(object(), took_s=1.0)  # an aiokafka whose fetcher moved its wait: never an error in the loop
+    assert [r.getMessage() for r in caplog.records] == ["this aiokafka's consumer has no fetch wait to set; its fetches keep 2000 ms"]
+    assert pace.current_ms == 2000
+
+
+async def test_the_loop_paces_the_consumer_by_how_long_each_batch_took() -> None:
+    class _Scripted(_Consumer, _Paced):
+        def __init__(self, *polls: dict[TopicPartition, list[Any]]) -> None:
+            _Consumer.__init__(self, *polls)
+            _Paced.__init__(self, 2000)
+
+    consumer = _Scripted({TP: [_record(0, 1)]}, {TP: [_record(0, 2)]})
+    waits: list[int] = []
+    times = [0.0, 0.2, 0.2, 1.0, 1.001, 1.001]  # each batch: its start, its end, the pace's now; the first takes 200 ms, the second 1 ms
+    pace = polling.FetchPace(2000, 100, clock=lambda: times.pop(0) if len(times) > 1 else times[0])
+    poller = Poller(lambda: consumer, name="paced", topics=["tidegate.tasks"], max_records=10, pace=pace)
+
+    @poller
+    async def handle(records: Any) -> None:
+        waits.append(consumer.wait_ms)
+        if len(waits) == 2:
+            poller._running = False
+
+    poller._running = True
+    await poller._run(consumer)  # type: ignore[arg-type]
+    assert waits == [2000, 100]  # the second batch was fetched with the short wait the long first one set
+    assert consumer.wait_ms == 100  # and a quick batch within the busy spell keeps it
