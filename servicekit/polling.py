@@ -67,7 +67,7 @@ class FetchPace:
     broker holds that fetch for `fetch.max.wait.ms`, and the partition whose records were just handled
     waits behind it, however much arrived for it meanwhile. A long wait saves an idle consumer CPU
     (it fetches less often), and near capacity it is what a partition waits (measured in
-    docs/operations.md, "Fetch wait"). So the wait is `busy_ms` from a batch that took at least
+    docs/operations.md, the `fetch.max.wait.ms` row of the Kafka clients' table). So the wait is `busy_ms` from a batch that took at least
     `BUSY_BATCH_S` to handle, or was full (a backlog), until `BUSY_FOR_S` passed without one; and
     `idle_ms` otherwise, which is also what the consumer starts with.
 

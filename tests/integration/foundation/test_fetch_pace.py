@@ -12,17 +12,13 @@ import uuid
 from typing import Any
 
 from aiokafka.protocol.fetch import FetchRequest
+from test_commits import task
 
 import schemas as s
 from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
 from servicekit.polling import FetchPace
 
 IDLE_MS, BUSY_MS = 3_000, 100
-
-
-def _task(task_id: str) -> s.TaskSubmitted:
-    data = s.TaskSubmittedData(task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="a@acme.example")
-    return s.TaskSubmitted.build(data, source="test")
 
 
 async def test_a_long_batch_makes_the_next_fetches_wait_briefly_and_an_idle_spell_restores_the_long_wait(
@@ -60,10 +56,11 @@ async def test_a_long_batch_makes_the_next_fetches_wait_briefly_and_an_idle_spel
             return await send(node_id, request, **kw)
 
         consumer._client.send = recording
-        first, second = f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
-        await bus.publish("tasks", _task(first))
+        run = f"t-{uuid.uuid4().hex[:8]}"
+        first, second = f"{run}-1", f"{run}-2"
+        await bus.publish("tasks", task(1, run))
         await wait_for(lambda: handled == [first], what="the long batch handled")
-        await bus.publish("tasks", _task(second))
+        await bus.publish("tasks", task(2, run))
         await wait_for(lambda: handled == [first, second], what="the next record handled")
         assert {w for n, w in waits if n == 0} <= {IDLE_MS}  # before any long batch: the idle wait
         assert BUSY_MS in {w for n, w in waits if n >= 1}  # after it: the broker was asked to hold fetches briefly
