@@ -482,8 +482,8 @@ CUTS = (
     "(`--tasks 900 --rate 15 --light 0 --idle 0`). Once records wait 100 ms unhandled, aiokafka fetches the consumer's "
     "other partitions, and the handled partition's next fetch waits behind that held one for up to the wait. Raising "
     "aiokafka's private 100 ms (`_prefetch_backoff`) to keep it from fetching the others did not clearly help at 10 tasks/s "
-    "(p99 251 / 374 against 260 / 250 ms at 500 and 148 / 497 at 2,000). The default stays 500; docs/operations.md says "
-    "when to raise it.",
+    "(p99 251 / 374 against 260 / 250 ms at 500 and 148 / 497 at 2,000). The default stayed 500 then (it is 2,000 since "
+    "the pace switches during a batch, below).",
     "- **A partition held behind a fetch of the others (2026-12-03).** That stall is not only near capacity: at 10 tasks/s "
     "a batch often takes over 50 ms, the records fetched meanwhile wait their 100 ms, and the next fetch of the partition "
     "just handled waits behind a fetch of the others that the broker holds for 500 ms. The kit now shortens the wait to "
@@ -493,6 +493,15 @@ CUTS = (
     "proposal → result p50 median 100 → 73 ms, p99 median 243 → 201 ms, the worst p99 455 → 237 ms, CPU per action "
     "unchanged (25.3 / 25.5 ms); at 15 tasks/s within the noise (p99 261 / 366 → 262 / 296 ms). Each run's figures are "
     "in docs/operations.md.",
+    "- **The fetch wait of an idle consumer, 500 → 2,000 ms (2026-12-03).** What made 2,000 worse near capacity was the "
+    "fetch built during the first long batch of a busy spell: the wait switched only once that batch ended, so the fetch "
+    "of the others carried the idle wait and the handled partition waited behind it. The pace now switches 50 ms into a "
+    "batch (a timer started with each batch and cancelled as it ends, `FetchPace.watch`); a fetch of the others is only "
+    "built during a batch at least that long. Then 2,000 against 500 on the same code, pairs alternated: the five services "
+    "at idle 53.9 / 50.9 / 49.6 against 71.9 / 60.3 / 62.9 ms of CPU a second (`bench.e2e_bench --tasks 10 --rate 5 "
+    "--light 0 --idle 30`); at 15 tasks/s p99 1,310 / 1,183 / 575 against 2,904 / 3,698 / 980 ms (`--tasks 900 --rate 15 "
+    "--light 0 --idle 0`, more than the VM held that hour); at 10 tasks/s and at light load within the noise. The default "
+    "is 2,000 (`TIDEGATE_FETCH_MAX_WAIT_MS`, lowered to half a request timeout set shorter).",
 )
 
 

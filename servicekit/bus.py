@@ -37,7 +37,7 @@ from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.polling import FetchPace, Poller
 from servicekit.producer import Producer, servers
-from servicekit.settings import KitSettings
+from servicekit.settings import IDLE_FETCH_MAX_WAIT_MS, KitSettings
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -159,7 +159,7 @@ class Bus:
     signer: SigningKey | None = None  # signs every event this bus publishes (docs/security/signatures.md)
     authority: Authority | None = None  # checks every event's signature before a handler sees it
     commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
-    fetch_max_wait_ms: int = 500  # how long the broker holds a fetch that finds nothing (`KitSettings.fetch_max_wait_ms`)
+    fetch_max_wait_ms: int = IDLE_FETCH_MAX_WAIT_MS  # how long the broker holds an idle fetch (`KitSettings.fetch_max_wait_ms`)
     busy_fetch_max_wait_ms: int = 100  # the same while a consumer's batches take long (`KitSettings.busy_fetch_max_wait_ms`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)

@@ -13,8 +13,8 @@ returns as soon as a record is fetched), never in a sleep between short polls. A
 in hand finish (it is committed as it ends) for up to `graceful_timeout_s`, then leaves the group.
 
 How long the broker may hold a fetch that finds nothing follows the consumer's load (`FetchPace`):
-long while it keeps up, so that an idle consumer wakes seldom, short while its batches take long, so
-that no partition waits behind a held fetch of the others (see `FetchPace`).
+long while it keeps up, so that an idle consumer wakes seldom, short from the moment a batch takes
+long, so that no partition waits behind a held fetch of the others (see `FetchPace`).
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ class FetchPace:
     broker holds that fetch for `fetch.max.wait.ms`, and the partition whose records were just handled
     waits behind it, however much arrived for it meanwhile. A long wait saves an idle consumer CPU
     (it fetches less often), and near capacity it is what a partition waits (measured in
-    docs/operations.md, the `fetch.max.wait.ms` row of the Kafka clients' table). So the wait is `busy_ms` from a batch that took at least
-    `BUSY_BATCH_S` to handle, or was full (a backlog), until `BUSY_FOR_S` passed without one; and
-    `idle_ms` otherwise, which is also what the consumer starts with.
+    docs/operations.md, the `fetch.max.wait.ms` row of the Kafka clients' table). So the wait is
+    `busy_ms` from the moment a batch has been in hand for `BUSY_BATCH_S` (`watch`: a fetch of the
+    others can only start during a batch that long), or one came full (a backlog), until `BUSY_FOR_S`
+    passed without either; and `idle_ms` otherwise, which is also what the consumer starts with.
 
     The wait is aiokafka's fetcher's own attribute, read as it builds each fetch request (aiokafka
     0.14 pins it; tests/integration/foundation/test_fetch_pace.py fails if it moves). A consumer without it keeps
@@ -87,12 +88,28 @@ class FetchPace:
         self._busy_until = float("-inf")
         self._unsupported = False
 
+    def watch(self, consumer: Any) -> asyncio.TimerHandle:
+        """Called as a batch is handed over: once it has been in hand `BUSY_BATCH_S`, the consumer is busy (cancel it as the batch ends).
+
+        The fetch that can hold a partition back is built while a batch is still in hand (records
+        fetched meanwhile wait their 100 ms): it must already carry the short wait, not only the
+        fetches after the batch. A first long batch after an idle spell would otherwise leave a
+        fetch held for the whole idle wait.
+        """
+        return asyncio.get_running_loop().call_later(self.BUSY_BATCH_S, self._busy, consumer)
+
     def after(self, consumer: Any, *, took_s: float = 0.0, full: bool = False) -> None:
         """Set `consumer`'s wait after a poll whose batch took `took_s` to handle (0 for an empty poll); `full`: it had all it may."""
         now = self.clock()
         if took_s >= self.BUSY_BATCH_S or full:
             self._busy_until = now + self.BUSY_FOR_S
-        wait = self.busy_ms if now < self._busy_until else self.idle_ms
+        self._set(consumer, self.busy_ms if now < self._busy_until else self.idle_ms)
+
+    def _busy(self, consumer: Any) -> None:
+        self._busy_until = self.clock() + self.BUSY_FOR_S
+        self._set(consumer, self.busy_ms)
+
+    def _set(self, consumer: Any, wait: int) -> None:
         if wait == self.current_ms or self._unsupported:
             return
         fetcher = getattr(consumer, "_fetcher", None)
@@ -211,12 +228,15 @@ class Poller:
                 continue
             self._idle.clear()
             started = self.pace.clock() if self.pace is not None else 0.0
+            watch = self.pace.watch(consumer) if self.pace is not None else None
             try:
                 await self._handler(records)
             except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
                 log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
             finally:
                 self._idle.set()
+                if watch is not None:
+                    watch.cancel()
             if self.pace is not None:
                 self.pace.after(consumer, took_s=self.pace.clock() - started, full=len(records) >= self.max_records)
 

@@ -15,6 +15,9 @@ __all__ = ["EX_CONFIG", "REPO_ROOT", "KitSettings", "settings_problems"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+IDLE_FETCH_MAX_WAIT_MS = 2_000
+"""The broker's hold of an idle consumer's fetch, unless set (`KitSettings.fetch_max_wait_ms`)."""
+
 EX_CONFIG = 78  # sysexits.h: a setting is not valid; a supervisor does not restart what only a person can fix
 
 
@@ -142,23 +145,24 @@ class KitSettings(BaseSettings):
         " uncommitted is read again, and handled idempotently (docs/reliability.md).",
     )
     fetch_max_wait_ms: int = Field(
-        default=500,
+        default=IDLE_FETCH_MAX_WAIT_MS,
         ge=10,
         le=30_000,
-        description="How long the broker holds a consumer's fetch when nothing new is there (Kafka's `fetch.max.wait.ms`; "
-        "aiokafka's default), while the consumer keeps up. Longer: an idle consumer fetches less often (less CPU), but a "
-        "partition a rebalance just gave can wait that long, and so can the first records of a busy spell (measured in "
-        "docs/operations.md). Raise it for a deployment that is mostly idle. At most half of `kafka_request_timeout_ms`. "
-        "The approval and audit services batch with their own (`TIDEGATE_APPROVAL_`/`AUDIT_FETCH_*`).",
+        description="How long the broker holds a consumer's fetch when nothing new is there (Kafka's `fetch.max.wait.ms`), "
+        "while the consumer keeps up. A record that arrives answers the fetch at once, so this is how often an idle consumer "
+        "fetches again: longer, less CPU at idle (2,000 against aiokafka's 500: about a sixth less for the five services, "
+        "measured in docs/operations.md). A consumer whose batch is in hand for 50 ms or more uses "
+        "`busy_fetch_max_wait_ms` instead, from then on. At most half of `kafka_request_timeout_ms` (unset, it is "
+        "lowered to that). The approval and audit services batch with their own (`TIDEGATE_APPROVAL_`/`AUDIT_FETCH_*`).",
     )
     busy_fetch_max_wait_ms: int = Field(
         default=100,
         ge=10,
         le=30_000,
-        description="The broker's hold of a consumer's fetch while the consumer is busy: from a polled batch that took 50 ms "
-        "or more to handle, or was full, until 2 s pass without one (`servicekit.polling.FetchPace`). Records of a partition "
-        "fetched during a long batch make the Kafka client fetch the other partitions alone, and the partition just handled "
-        "waits behind that fetch for up to this long. At or above `fetch_max_wait_ms`: one wait, busy or not.",
+        description="The broker's hold of a consumer's fetch while the consumer is busy: from the moment a polled batch has "
+        "been in hand for 50 ms, or one came full, until 2 s pass without either (`servicekit.polling.FetchPace`). Records of "
+        "a partition fetched during a long batch make the Kafka client fetch the other partitions alone, and the partition "
+        "just handled waits behind that fetch for up to this long. At or above `fetch_max_wait_ms`: one wait, busy or not.",
     )
     handler_limit_s: float = Field(
         default=300.0,
@@ -187,6 +191,18 @@ class KitSettings(BaseSettings):
             return self.database_url
         query = "&".join(q for q in (parts.query, f"passfile={quote(str(self.database_passfile))}") if q)
         return parts._replace(query=query).geturl()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_fetch_wait_within_the_request_timeout(cls, data: Any) -> Any:
+        """Unset, the fetch wait is `IDLE_FETCH_MAX_WAIT_MS`, or half a request timeout set lower (a held fetch must not time out)."""
+        if not isinstance(data, dict) or data.get("fetch_max_wait_ms") is not None:
+            return data
+        try:
+            timeout = int(data.get("kafka_request_timeout_ms"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):  # unset, or not a number (its own field says so)
+            return data
+        return {**data, "fetch_max_wait_ms": timeout // 2} if timeout < 2 * IDLE_FETCH_MAX_WAIT_MS else data
 
     @model_validator(mode="after")
     def _fetch_wait_within_the_request_timeout(self) -> KitSettings:

@@ -136,3 +136,12 @@ def test_a_fetch_wait_the_request_timeout_would_cut_short_is_refused(monkeypatch
         KitSettings()
     monkeypatch.setenv("TIDEGATE_FETCH_MAX_WAIT_MS", "1500")
     assert KitSettings().fetch_max_wait_ms == 1500
+
+
+def test_an_unset_fetch_wait_stays_within_a_short_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert KitSettings().fetch_max_wait_ms == 2000  # the default: an idle consumer fetches every two seconds
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "3000")
+    assert KitSettings().fetch_max_wait_ms == 1500  # a request timeout set short lowers the default, never refuses it
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "soon")
+    with pytest.raises(ValidationError, match="kafka_request_timeout_ms"):
+        KitSettings()  # a bad timeout is reported as itself, not as a fetch wait

@@ -391,6 +391,14 @@ class _Paced:
         return self._fetcher._fetch_max_wait_ms
 
 
+class _PacedConsumer(_Consumer, _Paced):
+    """A scripted consumer with aiokafka's fetch wait (2,000 ms to begin with)."""
+
+    def __init__(self, *polls: dict[TopicPartition, list[Any]]) -> None:
+        _Consumer.__init__(self, *polls)
+        _Paced.__init__(self, 2000)
+
+
 def _pace(now: list[float]) -> polling.FetchPace:
     return polling.FetchPace(2000, 100, clock=lambda: now[0])
 
@@ -436,12 +444,7 @@ def test_a_consumer_without_the_wait_keeps_its_own_and_says_so_once(caplog: pyte
 
 
 async def test_the_loop_paces_the_consumer_by_how_long_each_batch_took() -> None:
-    class _Scripted(_Consumer, _Paced):
-        def __init__(self, *polls: dict[TopicPartition, list[Any]]) -> None:
-            _Consumer.__init__(self, *polls)
-            _Paced.__init__(self, 2000)
-
-    consumer = _Scripted({TP: [_record(0, 1)]}, {TP: [_record(0, 2)]})
+    consumer = _PacedConsumer({TP: [_record(0, 1)]}, {TP: [_record(0, 2)]})
     waits: list[int] = []
     times = [0.0, 0.2, 0.2, 1.0, 1.001, 1.001]  # each batch: its start, its end, the pace's now; the first takes 200 ms, the second 1 ms
     pace = polling.FetchPace(2000, 100, clock=lambda: times.pop(0) if len(times) > 1 else times[0])
@@ -457,3 +460,39 @@ async def test_the_loop_paces_the_consumer_by_how_long_each_batch_took() -> None
     await poller._run(consumer)  # type: ignore[arg-type]
     assert waits == [2000, 100]  # the second batch was fetched with the short wait the long first one set
     assert consumer.wait_ms == 100  # and a quick batch within the busy spell keeps it
+
+
+async def test_a_batch_still_in_hand_after_fifty_ms_shortens_the_wait_before_it_ends() -> None:
+    """The fetch that holds a partition back is built during a long batch: it must carry the short wait already."""
+
+    consumer = _PacedConsumer({TP: [_record(0, 1)]}, {TP: [_record(0, 2)]})
+    seen: list[tuple[int, int]] = []  # (the wait as the batch began, the wait late in it)
+    poller = Poller(lambda: consumer, name="paced", topics=["tidegate.tasks"], max_records=10, pace=polling.FetchPace(2000, 100))
+
+    @poller
+    async def handle(records: Any) -> None:
+        began = consumer.wait_ms
+        await asyncio.sleep(polling.FetchPace.BUSY_BATCH_S * 2 if not seen else 0.001)
+        seen.append((began, consumer.wait_ms))
+        if len(seen) == 2:
+            poller._running = False
+
+    poller._running = True
+    await poller._run(consumer)  # type: ignore[arg-type]
+    assert seen[0] == (2000, 100)  # the first batch began idle and was busy before it ended
+    assert seen[1] == (100, 100)  # a quick one right after stays within the busy spell
+
+
+async def test_a_quick_batch_leaves_the_long_wait_alone_even_after_it() -> None:
+    """The timer a batch starts is cancelled as it ends: it never makes an idle consumer busy later."""
+    consumer = _PacedConsumer({TP: [_record(0, 1)]})
+    poller = Poller(lambda: consumer, name="paced", topics=["tidegate.tasks"], max_records=10, pace=polling.FetchPace(2000, 100))
+
+    @poller
+    async def handle(records: Any) -> None:
+        poller._running = False
+
+    poller._running = True
+    await poller._run(consumer)  # type: ignore[arg-type]
+    await asyncio.sleep(polling.FetchPace.BUSY_BATCH_S * 2)
+    assert consumer.wait_ms == 2000
