@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from servicekit.bus import Bus
 from servicekit.control import ControlState
 from servicekit.db import check_migrations, discard_broken_connections, open_pool, unopened_pool
+from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
 from servicekit.tracing import install_tracing
@@ -105,7 +106,7 @@ class ServiceProcess:
         return cls(
             name=name,
             bus=bus,
-            database_url=kit.service_database_url(name) if pool is not None else None,
+            database_url=service_database_url(kit, name) if pool is not None else None,
             pool=pool,
             schema=name if migrations is not None else None,
             migrations=migrations,
@@ -124,7 +125,7 @@ class ServiceProcess:
         `SET` without `LOCAL`, `LISTEN`) passes `session_state=True`, so that asyncpg resets each
         connection it releases; the others skip that round trip (tests/unit/foundation/test_pool_reset.py).
         """
-        return unopened_pool(kit.service_database_url(name), max_size=max_size or kit.db_pool_max, reset_session=session_state)
+        return unopened_pool(service_database_url(kit, name), max_size=max_size or kit.db_pool_max, reset_session=session_state)
 
     async def start(self) -> None:
         """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""

@@ -177,12 +177,6 @@ class KitSettings(BaseSettings):
         """The bounds every consumer checks a record's value against before parsing it."""
         return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)
 
-    def service_database_url(self, service: str) -> str:
-        """The DSN `service` logs in with: its own role (`<db_credentials_dir>/<service>/<service>.json`) on `database_url`'s database."""
-        from servicekit.dbroles import service_database_url  # the roles module builds on these settings
-
-        return service_database_url(self, service)
-
     @property
     def operator_database_url(self) -> str:
         """`database_url` as the operator logs in with it: without a password in it, libpq's `passfile` names `database_passfile`."""

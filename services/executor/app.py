@@ -26,6 +26,7 @@ from servicekit import (
     service_key,
 )
 from servicekit.db import open_pool, unopened_pool
+from servicekit.dbroles import service_database_url
 from services.executor import handlers
 from services.executor.claims import ClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
@@ -95,7 +96,7 @@ def build(
             undo=PgUndoStore(pool),
             # In-process tools (the demo's systems of record) work in their own schemas as a role of their own. They keep no
             # session state beyond a transaction (`ToolContext.pool`), so a released connection needs no reset round trip.
-            tools_pool=unopened_pool(kit.service_database_url(role), max_size=settings.concurrency + 2, reset_session=False)
+            tools_pool=unopened_pool(service_database_url(kit, role), max_size=settings.concurrency + 2, reset_session=False)
             if role
             else None,
         )
@@ -140,7 +141,7 @@ def build(
 
     async def begin(_: ServiceProcess) -> None:
         if tools_pool is not None:
-            await open_pool(tools_pool, kit.service_database_url(role or NAME))
+            await open_pool(tools_pool, service_database_url(kit, role or NAME))
         if topic_tool_names:
             await ensure_topics(
                 kit.kafka_bootstrap,

@@ -14,6 +14,7 @@ from statements import Statements, counting_pool
 
 from schemas import ActionDecided, ActionFailed, ActionResult, ActionResultData, ActionSucceeded, Envelope, UndoPlan
 from servicekit import EventOutlet, KitSettings, SigningKey
+from servicekit.dbroles import service_database_url
 from services.approval._undo_store import PgUndoResults
 from services.approval.domain import GroupsConfig
 from services.approval.repository import PgApprovalRepository
@@ -30,7 +31,7 @@ async def counted(
     statements = Statements()
 
     # as the service's pool: it leaves no session state (`pool_of`)
-    pool = await counting_pool(kit.service_database_url("approval"), statements, max_size=1, reset_session=False)
+    pool = await counting_pool(service_database_url(kit, "approval"), statements, max_size=1, reset_session=False)
     published: list[tuple[str, Envelope]] = []
 
     class Published:

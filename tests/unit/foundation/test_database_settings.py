@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from servicekit import REPO_ROOT, KitSettings
+from servicekit.dbroles import service_database_url
 
 
 @pytest.fixture
@@ -55,4 +56,4 @@ def test_a_services_login_never_points_at_the_operators_passfile(clean_env: pyte
     kit = KitSettings(
         database_url="postgresql://tidegate@127.0.0.1:55432/tidegate?passfile=/x/tidegate.pgpass", db_credentials_dir=tmp_path
     )
-    assert kit.service_database_url("planner") == "postgresql://tidegate_planner:p%40ss@127.0.0.1:55432/tidegate"
+    assert service_database_url(kit, "planner") == "postgresql://tidegate_planner:p%40ss@127.0.0.1:55432/tidegate"
