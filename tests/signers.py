@@ -24,7 +24,7 @@ from servicekit import (
     sign_event,
 )
 
-__all__ = ["SigningBus", "as_client", "as_operator", "as_service", "as_tool", "signed", "tool_key"]
+__all__ = ["AdminBus", "SigningBus", "as_client", "as_operator", "as_service", "as_tool", "signed", "tool_key"]
 
 E = TypeVar("E", bound=Envelope)
 
@@ -66,14 +66,18 @@ def signed(event: E, kit: KitSettings | None = None) -> E:
     return event if event.signature is not None else sign_as_producer(_kit(kit), event)
 
 
-class SigningBus(Bus):
-    """A test bus that publishes every event signed by its rightful producer (see `signed`)."""
+class AdminBus(Bus):
+    """A test bus logged in as the admin principal, on `kit`'s broker and topic prefix; it publishes events as they are."""
 
     def __init__(self, kit: KitSettings, name: str, **kwargs: Any) -> None:
         super().__init__(
             Producer(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix, **kwargs
         )
         self.kit = kit
+
+
+class SigningBus(AdminBus):
+    """A test bus that publishes every event signed by its rightful producer (see `signed`)."""
 
     def sign(self, event: Envelope) -> Envelope:
         """`event` signed as its producer would (unless already signed)."""

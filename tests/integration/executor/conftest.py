@@ -20,21 +20,18 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
-from signers import SigningBus
+from signers import AdminBus, SigningBus
 
 import schemas as s
 from servicekit import (
-    ADMIN,
     REPO_ROOT,
     Bus,
     KitSettings,
-    Producer,
     ServiceProcess,
     SigningKey,
     action_digest,
     authorization_message,
     create_pool,
-    kafka_options,
 )
 from systems.seed import seed_demo
 
@@ -122,12 +119,7 @@ class Listener:
 @pytest.fixture
 async def listener(kit: KitSettings) -> AsyncIterator[Listener]:
     found = Listener()
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, "test-listener", **kafka_options(kit, ADMIN)),
-        "test-listener",
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-    )
+    bus = AdminBus(kit, "test-listener")
 
     async def on_result(event: Any) -> None:
         found.results.append(event)

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from signers import AdminBus
 
 import schemas as s
 from schemas.examples import sample_events
@@ -19,7 +20,7 @@ def consumed_topics() -> list[str]:
 
 async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait_for: Any) -> None:
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, ["tools.update_inventory.requests", "tools.update_inventory.replies"])
-    bus = Bus(Producer(kit.kafka_bootstrap, "roundtrip", **kafka_options(kit, ADMIN)), "roundtrip", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = AdminBus(kit, "roundtrip")
     received: dict[str, Any] = {}
 
     def collector(topic: str) -> Any:
@@ -45,7 +46,7 @@ async def test_every_event_type_round_trips_through_kafka(kit: KitSettings, wait
 
 
 async def test_malformed_messages_are_dead_lettered_and_consumption_continues(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(Producer(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)), "planner", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = AdminBus(kit, "planner")
     handled: list[Any] = []
     rejected: list[s.EventRejected] = []
 
@@ -84,7 +85,7 @@ async def test_a_polls_topics_are_handled_in_the_order_of_the_routes_not_of_the_
     """The policy learns a task's input before it decides the task's proposals, whatever order a poll returns them in."""
 
     def bus_named(name: str) -> Bus:
-        return Bus(Producer(kit.kafka_bootstrap, name, **kafka_options(kit, ADMIN)), name, kit.kafka_bootstrap, kit.topic_prefix)
+        return AdminBus(kit, name)
 
     samples = dict((topic, event) for topic, event in sample_events() if topic in ("tasks", "actions.proposed"))
     publisher = bus_named("publisher")
@@ -124,7 +125,7 @@ async def test_a_from_latest_consumer_reads_what_arrives_right_after_start(kit: 
     try:
         await producer.send_and_wait(kit.topic_prefix + topic, b"before start: never read", partition=0)
         for _ in range(3):
-            bus = Bus(Producer(kit.kafka_bootstrap, "latest", **kafka_options(kit, ADMIN)), "latest", kit.kafka_bootstrap, kit.topic_prefix)
+            bus = AdminBus(kit, "latest")
             seen: list[bytes] = []
 
             async def handler(event: Any, seen: list[bytes] = seen) -> None:
@@ -154,7 +155,7 @@ async def test_the_traceparent_header_is_the_envelopes_on_every_published_event(
     from servicekit import install_tracing, span
 
     install_tracing("test")  # a recording provider: the publish span would otherwise be its context alone
-    bus = Bus(Producer(kit.kafka_bootstrap, "tp", **kafka_options(kit, ADMIN)), "tp", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = AdminBus(kit, "tp")
     await bus.start()
     data = s.TaskSubmittedData(task_id="t-tp", tenant_id="acme", workflow="w", input={}, requested_by="a")
     try:

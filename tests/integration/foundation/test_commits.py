@@ -10,9 +10,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from signers import AdminBus
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
+from servicekit import ADMIN, Bus, KitSettings, kafka_options
 
 
 def task(n: int, run: str) -> s.TaskSubmitted:
@@ -21,13 +22,7 @@ def task(n: int, run: str) -> s.TaskSubmitted:
 
 
 def consumer_bus(kit: KitSettings, interval_s: float, seen: list[str]) -> Bus:
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, "planner", **kafka_options(kit, ADMIN)),
-        "planner",
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        commit_interval_s=interval_s,
-    )
+    bus = AdminBus(kit, "planner", commit_interval_s=interval_s)
 
     async def on_task(event: s.TaskSubmitted) -> None:
         seen.append(event.data.task_id)

@@ -12,10 +12,11 @@ import uuid
 from typing import Any
 
 from aiokafka.protocol.fetch import FetchRequest
+from signers import AdminBus
 from test_commits import task
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
+from servicekit import KitSettings
 from servicekit.polling import FetchPace
 
 IDLE_MS, BUSY_MS = 3_000, 100
@@ -25,14 +26,7 @@ async def test_a_long_batch_makes_the_fetches_sent_during_and_after_it_wait_brie
     kit: KitSettings, wait_for: Any
 ) -> None:
     """What the broker is asked while a long batch is in hand, with a record arriving meanwhile (the partition-holding fetch)."""
-    bus = Bus(
-        Producer(kit.kafka_bootstrap, "pace", **kafka_options(kit, ADMIN)),
-        "pace",
-        kit.kafka_bootstrap,
-        kit.topic_prefix,
-        fetch_max_wait_ms=IDLE_MS,
-        busy_fetch_max_wait_ms=BUSY_MS,
-    )
+    bus = AdminBus(kit, "pace", fetch_max_wait_ms=IDLE_MS, busy_fetch_max_wait_ms=BUSY_MS)
     handled: list[str] = []
     phase = ["before"]  # "before" the first batch, "during" it, "after" it
     run = f"t-{uuid.uuid4().hex[:8]}"

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from signers import AdminBus
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
+from servicekit import ADMIN, KitSettings, kafka_options
 from tidegate.commands.services import SERVICES
 
 
@@ -59,7 +60,7 @@ async def test_malformed_input_on_every_consumed_topic_is_dead_lettered(
     service = importlib.import_module(f"services.{name}.app").build(kit=kit)
     topics = sorted(set(service.bus.subscriptions))
     assert topics, f"{name} subscribes to nothing"
-    watcher = Bus(Producer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix)
+    watcher = AdminBus(kit, "watcher")
     rejected: list[s.EventRejected] = []
 
     async def on_dead(event: s.EventRejected) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 from bus_helpers import Collector, Producer
 from reliability_helpers import BatchProducer, good_event, wire
+from signers import AdminBus
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, kafka_options
+from servicekit import Bus, KitSettings
 from servicekit.dbroles import service_role
-from servicekit.producer import Producer as KitProducer
 from services.policy.app import build as build_policy
 
 # The policy service's connections: it logs in as its own role (`<session prefix>policy`).
@@ -24,9 +24,7 @@ KILL_SERVICE_CONNECTIONS = (
 
 
 async def start_watcher(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
-    watcher = Bus(
-        KitProducer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix
-    )
+    watcher = AdminBus(kit, "watcher")
 
     async def on_dead(event: s.EventRejected) -> None:
         rejected.append(event)

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from bus_helpers import Producer
 from reliability_helpers import good_event
+from signers import AdminBus
 
-from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, kafka_options, runner
+from servicekit import Bus, KitSettings, ServiceProcess, runner
 from servicekit.health import serve_metrics_and_health
-from servicekit.producer import Producer as KitProducer
 
 
 class NoBroker:
@@ -88,7 +88,7 @@ async def test_a_process_whose_producer_died_stops_and_exits_75_for_its_supervis
 
 
 async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_broker(kit: KitSettings, wait_for: Any) -> None:
-    bus = Bus(KitProducer(kit.kafka_bootstrap, "policy", **kafka_options(kit, ADMIN)), "policy", kit.kafka_bootstrap, kit.topic_prefix)
+    bus = AdminBus(kit, "policy")
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def stuck(event: Any) -> None:

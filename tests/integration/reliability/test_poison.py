@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from bus_helpers import Collector
 from reliability_helpers import POISON, BatchProducer, audit_rows, good_event, wire
+from signers import AdminBus
 
 import schemas as s
-from servicekit import ADMIN, Bus, KitSettings, Producer, kafka_options
+from servicekit import Bus, KitSettings
 from services.audit.app import build as build_audit
 from services.audit.settings import AuditSettings
 
@@ -26,7 +27,7 @@ RECORD_CODES = {"invalid_event", "too_deep", "too_large", "not_finite", "handler
 
 
 async def start_watcher(kit: KitSettings, service: str, rejected: list[s.EventRejected]) -> Bus:
-    watcher = Bus(Producer(kit.kafka_bootstrap, "watcher", **kafka_options(kit, ADMIN)), "watcher", kit.kafka_bootstrap, kit.topic_prefix)
+    watcher = AdminBus(kit, "watcher")
 
     async def on_dead(event: s.EventRejected) -> None:
         if event.data.service == service:
