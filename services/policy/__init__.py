@@ -11,13 +11,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.policy._memory_repository import InMemoryPolicyRepository
     from services.policy.app import PolicyDeps, PolicyProcess, build, in_process
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
     from services.policy.facts import Call, Flow, History
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
-    from services.policy.repository import InMemoryPolicyRepository
     from services.policy.service import PolicyService
     from services.policy.settings import PolicySettings
 
@@ -66,7 +66,7 @@ _HOME = {
     "validate_pack": "pack",
     "load_cases": "packtest",
     "run_cases": "packtest",
-    "InMemoryPolicyRepository": "repository",
+    "InMemoryPolicyRepository": "_memory_repository",
     "PolicyService": "service",
     "PolicySettings": "settings",
 }

@@ -22,9 +22,11 @@ from servicekit import (
     service_bus,
 )
 from servicekit.consume import Route, consume_routes
+from services.policy._memory_repository import InMemoryPolicyRepository
+from services.policy._pg_repository import PgPolicyRepository
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import CompiledPack, PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository, PgPolicyRepository, PolicyRepository
+from services.policy.repository import PolicyRepository
 from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
 

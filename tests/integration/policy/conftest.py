@@ -33,9 +33,9 @@ from servicekit import (
     approval_message,
     kafka_options,
 )
+from services.policy._pg_repository import PgPolicyRepository
 from services.policy.app import build
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import PgPolicyRepository
 from services.policy.service import PolicyService
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")

@@ -10,8 +10,8 @@ from typing import Any
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
 from servicekit import REPO_ROOT, ControlState, SigningKey, ToolCatalog
 from servicekit.db import apply_migrations, create_pool
+from services.policy._pg_repository import PgPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import PgPolicyRepository
 from services.policy.service import PolicyService
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")

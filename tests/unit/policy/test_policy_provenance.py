@@ -21,8 +21,8 @@ from schemas import (
 )
 from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, ToolCatalog, sign_as_operator
 from servicekit.provenance import values_of
+from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 

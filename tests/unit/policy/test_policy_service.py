@@ -41,8 +41,9 @@ from servicekit import (
     approval_message,
     authorization_message,
 )
+from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository, Reservation
+from services.policy.repository import Reservation
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 

@@ -10,8 +10,7 @@ import pytest
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, Envelope
 from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog
-from services.policy import PackSource, PolicyService, compile_pack, in_process
-from services.policy.repository import InMemoryPolicyRepository
+from services.policy import InMemoryPolicyRepository, PackSource, PolicyService, compile_pack, in_process
 from services.policy.settings import PolicySettings
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")

@@ -31,8 +31,8 @@ from servicekit import (
     sign_as_operator,
     sign_event,
 )
+from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
 from tidegate.commands.tenant import parse_trigger, tenant_record
 

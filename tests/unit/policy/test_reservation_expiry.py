@@ -10,8 +10,8 @@ import pytest
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
 from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog
+from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import InMemoryPolicyRepository
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 

@@ -1,0 +1,212 @@
+"""The in-memory twin of the policy's repository (`repository.PolicyRepository`): for unit tests, what-if and the in-process benchmark.
+
+It keeps the same rules as the PostgreSQL implementation through the helpers they share
+(`repository.count_spend`, `flow_row`, `troubles`, ...); tests/unit/policy runs the service on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from servicekit.provenance import Provenance
+from services.policy.facts import SystemRecord
+from services.policy.repository import (
+    TENANT_TOTAL,
+    Decide,
+    DecisionRecord,
+    Ending,
+    Pending,
+    PolicyRepository,
+    Reservation,
+    Scope,
+    Settled,
+    TaskInput,
+    TaskReads,
+    count_spend,
+    flow_facts,
+    flow_row,
+    history_from,
+    troubles,
+)
+
+__all__ = ["InMemoryPolicyRepository"]
+
+
+@dataclass
+class InMemoryPolicyRepository(PolicyRepository):
+    """The in-memory twin, for unit tests and the in-process benchmark."""
+
+    decisions: dict[str, DecisionRecord] = field(default_factory=dict)
+    reservations: dict[str, tuple[Reservation, str]] = field(default_factory=dict)
+    spend: dict[tuple[str, str], float] = field(default_factory=dict)
+    payees: set[tuple[str, str]] = field(default_factory=set)
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    reserved_at: dict[str, datetime] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)
+    read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
+    read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
+    learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
+    by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
+    outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def decision(self, key: str) -> DecisionRecord | None:
+        """See PolicyRepository."""
+        return self.decisions.get(key)
+
+    async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
+        """See PolicyRepository."""
+        async with self._lock:
+            if key in self.decisions:
+                return self.decisions[key], False
+            history = history_from(
+                self.spend.get((tenant_id, task_id), 0.0),
+                self.spend.get((tenant_id, TENANT_TOTAL), 0.0),
+                payee is not None and (tenant_id, payee) in self.payees,
+            )
+            record = decide(history)
+            self.decisions[key] = record
+            self.by_task.setdefault((tenant_id, task_id), []).append(key)
+            res = record.reservation
+            if res is not None and res.action_id not in self.reservations:
+                self.reservations[res.action_id] = (res, "reserved")
+                self.reserved_at[res.action_id] = self.clock()
+                self._add(res, res.amount_usd)
+            return record, True
+
+    async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
+        """See PolicyRepository."""
+        return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
+
+    def _add(self, res: Reservation, amount: float) -> None:
+        count_spend(self.spend, res.tenant_id, res.task_id, amount)
+
+    async def release(self, action_id: str) -> bool:
+        """See PolicyRepository."""
+        held = self.reservations.get(action_id)
+        if held is None or held[1] != "reserved":
+            return False
+        self.reservations[action_id] = (held[0], "released")
+        self._add(held[0], -held[0].amount_usd)
+        return True
+
+    async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
+        """See PolicyRepository."""
+        held = self.reservations.get(action_id)
+        if held is None:
+            return None
+        res, status = held
+        if status in ("reserved", "expired"):
+            self.reservations[action_id] = (res, "settled")
+            actual = res.amount_usd if cost_usd is None else cost_usd
+            self._add(res, actual - (res.amount_usd if status == "reserved" else 0.0))
+        return Settled(res.tenant_id, res.tool, res.args)
+
+    async def hold_unknown(self, action_id: str) -> None:
+        """See PolicyRepository."""
+        self.unknown.add(action_id)
+
+    async def end(self, ending: Ending) -> Settled | None:
+        """See PolicyRepository."""
+        e = ending
+        await self.record_outcome(e.tenant_id, e.task_id, e.action_id, e.status, e.attempts)
+        await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
+        if e.record is not None:
+            await self.learn_record(e.tenant_id, e.task_id, *e.record)
+        if e.budget == "release":
+            await self.release(e.action_id)
+        elif e.budget == "hold":
+            await self.hold_unknown(e.action_id)
+        else:
+            return await self.settle(e.action_id, e.cost_usd)
+        return None
+
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository."""
+        return [await self.end(e) for e in endings]
+
+    async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
+        """See PolicyRepository (the twin marks them `expired`, PostgreSQL `released` with `expired_at`)."""
+        due = sorted(
+            (self.reserved_at[a], a)
+            for a, (_, status) in self.reservations.items()
+            if status == "reserved" and a not in self.unknown and self.reserved_at.get(a, reserved_before) < reserved_before
+        )[:limit]
+        for _, action_id in due:
+            res = self.reservations[action_id][0]
+            self.reservations[action_id] = (res, "expired")
+            self._add(res, -res.amount_usd)
+        return [a for _, a in due]
+
+    async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
+        """See PolicyRepository."""
+        self.payees.add((tenant_id, payee))
+
+    async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
+        """See PolicyRepository."""
+        self.versions.setdefault(version, {"files": files, "settings": settings, "published_by": published_by})
+
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """See PolicyRepository."""
+        rows = self.read.setdefault((tenant_id, task_id), {})
+        for is_trusted, values in ((True, trusted), (False, untrusted)):
+            for value, source in values.items():
+                rows.setdefault((value, is_trusted), source)
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository."""
+        for i in inputs:
+            await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
+            if i.request:
+                self.learned_tasks.add((i.tenant_id, i.task_id))
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        rows = self.read.get((tenant_id, task_id), {})
+        return Provenance.of((value, source, trusted) for (value, trusted), source in rows.items())
+
+    async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
+        """See PolicyRepository."""
+        self.read_records.setdefault((tenant_id, task_id), {})[record_id] = record
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """See PolicyRepository."""
+        return dict(self.read_records.get((tenant_id, task_id), {}))
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        keys = self.by_task.get((tenant_id, task_id), [])
+        held = [self.reservations.get(self.decisions[k].action_id) for k in keys]
+        return [h[0].tool for h in held if h is not None and h[1] == "reserved"]
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
+        return [flow_row(r.proposal.tool, r.outcome, flow_facts(r)) for r in records]
+
+    async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
+        """See PolicyRepository."""
+        self.outcomes.setdefault((tenant_id, task_id), {}).setdefault(action_id, (status, attempts))
+
+    async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
+        """See PolicyRepository."""
+        return troubles(self.outcomes.get((tenant_id, task_id), {}).values())
+
+    async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
+        """See PolicyRepository."""
+        return {
+            (t, k): TaskReads(
+                await self.awaiting_results(t, k),
+                await self.provenance(t, k),
+                await self.task_decisions(t, k),
+                await self.task_troubles(t, k),
+                await self.records(t, k),
+                (t, k) in self.learned_tasks,
+            )
+            for t, k in scopes
+        }

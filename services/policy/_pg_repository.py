@@ -1,0 +1,513 @@
+"""The policy's repository on PostgreSQL (schema `policy`): `repository.PolicyRepository` in as few statements as it takes.
+
+A decision's reads and writes are one statement each (`_SELECT_HISTORY`, `_INSERT_DECISIONS`), under
+its tenant's advisory lock; a call's ending is one statement (`_END`); a task's five reads are one
+(`_SELECT_TASK_READS`). tests/integration/policy holds the statements to their counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from schemas import ActionProposedData
+from servicekit.metrics import observe_retaken
+from servicekit.provenance import Provenance
+from services.policy.facts import History, SystemRecord
+from services.policy.repository import (
+    TENANT_TOTAL,
+    Decide,
+    DecisionRecord,
+    Ending,
+    Pending,
+    PolicyRepository,
+    Scope,
+    Settled,
+    TaskInput,
+    TaskReads,
+    count_spend,
+    flow_row,
+    history_from,
+    kept_flow_facts,
+    troubles,
+)
+
+__all__ = ["PgPolicyRepository"]
+
+# A polled batch of at most this many proposals is decided under its tenant's lock only, not first on a snapshot
+# (`PgPolicyRepository.decide_many`): a steady rate polls one or two at a time, and the snapshot was a statement of seven.
+DECIDED_UNDER_THE_LOCK = 4
+
+
+def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
+    """A decision from its stored columns, in the order of `_COLUMNS`."""
+    key, action_id, tenant_id, task_id, outcome, digest, proposal, decided_event, authorized_event = row
+    return DecisionRecord(
+        key=key,
+        action_id=action_id,
+        tenant_id=tenant_id,
+        task_id=task_id,
+        outcome=outcome,
+        action_digest=digest,
+        proposal=ActionProposedData.model_validate_json(proposal),
+        decided_event=decided_event,
+        authorized_event=authorized_event,
+    )
+
+
+_COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text, decided_event, authorized_event"
+_SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
+
+# What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
+# spend of its scopes (tenant $2, task $3) and which of its (tenant $4, payee $5) are known.
+_SELECT_HISTORY = f"""SELECT
+  ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
+  ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
+        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON s.tenant_id = w.t AND s.task_id = w.k) AS spend,
+  ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
+        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
+
+# A batch's new decisions ($1) and their reservations ($2), as JSON arrays of rows in the columns' order, and what
+# those add to each scope's spend, in one statement.
+_INSERT_DECISIONS = (
+    """WITH decided AS (INSERT INTO policy.decisions
+    (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event, flow_facts)
+    SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8, nullif(d->9, 'null')
+    FROM jsonb_array_elements($1::jsonb) AS d),
+  reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
+    SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM jsonb_array_elements($2::jsonb) AS x
+    ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
+  delta AS (SELECT tenant_id, task_id, sum(amount_usd) AS amount FROM (SELECT tenant_id, task_id, amount_usd FROM reserved
+    UNION ALL SELECT tenant_id, '"""
+    + TENANT_TOTAL
+    + """', amount_usd FROM reserved) AS r GROUP BY tenant_id, task_id)
+INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id, task_id, amount FROM delta ORDER BY tenant_id, task_id
+ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
+)
+
+
+# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...].
+_INSERT_PROVENANCE = """WITH learned AS (
+  INSERT INTO policy.tasks_learned (tenant_id, task_id) SELECT t->>0, t->>1 FROM json_array_elements($2::json) AS t ON CONFLICT DO NOTHING
+)
+INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
+SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
+ON CONFLICT DO NOTHING"""
+
+
+def _json(value: Any) -> str:
+    """`value` as JSON text for a `json` parameter; orjson where it can (a lone surrogate: json, which escapes it).
+
+    One parameter PostgreSQL unpacks, not text arrays: asyncpg encodes an array element by element, at about a
+    microsecond each (a tenth of that as JSON).
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+# A decision's five reads of its task, one row per (tenant, task) asked for, in one statement (one snapshot).
+_SELECT_TASK_READS = """
+SELECT w.t AS tenant_id, w.k AS task_id,
+  ARRAY(SELECT r.tool FROM policy.reservations r WHERE r.tenant_id = w.t AND r.task_id = w.k AND r.status = 'reserved') AS awaiting,
+  ARRAY(SELECT (p.value, p.source, p.trusted) FROM policy.provenance p
+        WHERE p.tenant_id = w.t AND p.task_id = w.k ORDER BY p.learned_at) AS provenance,
+  ARRAY(SELECT (d.proposal->>'tool', d.outcome, f->'external_recipients', f->'amount_usd') FROM policy.decisions d
+        CROSS JOIN LATERAL (SELECT CASE WHEN d.outcome = 'allow'
+          THEN coalesce(d.flow_facts, d.decided_event::jsonb #> '{data,facts}') END AS f) AS x
+        WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
+  ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
+  ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
+        WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
+  EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned
+FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
+"""
+
+# The fate of a call's reservation, as common table expressions over $1 (its action id); each adds what it
+# changes to the task's and the tenant's spend. A reservation released as expired (`expired_at` set) that
+# is settled after all is counted again: what was held is not subtracted from the settled cost.
+_SPEND = (
+    "spent AS (INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd)"
+    " SELECT b.tenant_id, w.k, b.delta FROM budget b CROSS JOIN LATERAL unnest(ARRAY[b.task_id, '" + TENANT_TOTAL + "']) AS w(k)"
+    " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd)"
+)
+
+
+def _released(when: str = "") -> str:
+    """Release $1's reservation if it is still held (`when`: a further condition)."""
+    return (
+        "UPDATE policy.reservations SET status = 'released', updated_at = now() WHERE action_id = $1 AND status = 'reserved'"
+        + when
+        + " RETURNING tenant_id, task_id, -amount_usd AS delta"
+    )
+
+
+def _held(when: str = "") -> str:
+    """Hold $1's reservation until a human resolves the call (`when`: a further condition)."""
+    return "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1" + when
+
+
+def _settled_at(cost: str, when: str = "") -> str:
+    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL; `when`: a further condition)."""
+    actual = f"coalesce({cost}::numeric, amount_usd)"
+    return (
+        f"UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
+        " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
+        + when
+        + f" RETURNING tenant_id, task_id, {actual} - CASE WHEN expired_at IS NULL THEN amount_usd ELSE 0 END AS delta"
+    )
+
+
+_RELEASE = f"budget AS ({_released()}), {_SPEND}"
+_HOLD = f"held AS ({_held()})"
+
+
+def _settle(cost: str) -> str:
+    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL)."""
+    return f"budget AS ({_settled_at(cost)}), {_SPEND}"
+
+
+# What a settled reservation was for, read in the statement's snapshot (these columns never change).
+_SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
+
+# How a call ended and what its result taught ($2..$10; $6: its untrusted values as a JSON object, value → where),
+# as common table expressions before its reservation's fate.
+_ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
+    VALUES ($2, $3, $1, $4, $5::integer) ON CONFLICT (action_id) DO NOTHING),
+  learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
+    SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
+  read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
+    SELECT $2, $3, $7::text, $8::double precision, $9::text, $10::text WHERE $7::text IS NOT NULL
+    ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
+    currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
+
+# A call's whole ending in one statement: `_ENDED` ($1..$10), then its reservation's fate by $11 (`Ending.budget`):
+# released, held, or settled at $12 (the estimate when NULL); what a settled reservation was for is its one row.
+_END = (
+    "WITH " + _ENDED + ", released AS (" + _released(" AND $11::text = 'release'") + "),"
+    " held AS (" + _held(" AND $11::text = 'hold'") + "), settled AS (" + _settled_at("$12", " AND $11::text = 'settle'") + "),"
+    " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $11::text = 'settle'"
+)
+
+
+def _settled(row: asyncpg.Record | None) -> Settled | None:
+    return Settled(row["tenant_id"], row["tool"], json.loads(row["args"])) if row is not None else None
+
+
+class PgPolicyRepository(PolicyRepository):
+    """The asyncpg implementation, on the `policy` schema."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def decision(self, key: str) -> DecisionRecord | None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_SELECT_DECISION, key)
+        return _record_from(row) if row else None
+
+    async def decide_once(self, key: str, tenant_id: str, task_id: str, payee: str | None, decide: Decide) -> tuple[DecisionRecord, bool]:
+        """See PolicyRepository."""
+        return (await self.decide_many([Pending(key, tenant_id, task_id, payee, decide)]))[0]
+
+    async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
+        """See PolicyRepository: one transaction, one commit, a handful of round trips for the whole batch.
+
+        Two copies of the service must never both spend a tenant's last dollar, so the unit of work
+        holds the tenant's lock. Deciding a large batch is the costly part, so it is done first, outside
+        the lock, on a snapshot of the history; under the lock the history is read again and each
+        decision is kept only if it still holds (`Pending.holds`), else taken again there. One copy
+        alone always keeps its decisions; several copies deciding for one tenant overlap all but the
+        writes. A batch of at most `DECIDED_UNDER_THE_LOCK` proposals (what a steady rate polls) is
+        decided under the lock at once: the snapshot would cost a statement to save a fraction of a millisecond of lock.
+        """
+        if not items:
+            return []
+        tenants = sorted({i.tenant_id for i in items})
+        async with self._pool.acquire() as conn:
+            provisional = await self._decide_on_a_snapshot(conn, items, tenants) if len(items) > DECIDED_UNDER_THE_LOCK else {}
+            async with conn.transaction():
+                # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
+                for tenant in tenants:
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
+                recorded, spend, known = await self._read_history(conn, items, tenants)
+                results: list[tuple[DecisionRecord, bool]] = []
+                new: list[DecisionRecord] = []
+                retaken: dict[str, int] = {}
+                for item in items:
+                    if item.key in recorded:
+                        results.append((recorded[item.key], False))
+                        continue
+                    history = self._history_of(item, spend, known)
+                    taken = provisional.get(item.key)
+                    if taken is not None and item.holds(taken[0], history):
+                        record = taken[1]
+                    else:
+                        record = item.decide(history)
+                        if taken is not None:  # decided on the snapshot, which went stale
+                            retaken[item.tenant_id] = retaken.get(item.tenant_id, 0) + 1
+                    recorded[item.key] = record
+                    new.append(record)
+                    results.append((record, True))
+                    self._reserve(spend, item, record)
+                await self._insert(conn, new)
+            for tenant, count in retaken.items():
+                observe_retaken(tenant, count)
+            return results
+
+    async def _decide_on_a_snapshot(self, conn: Any, items: list[Pending], tenants: list[str]) -> dict[str, tuple[History, DecisionRecord]]:
+        """Decide `items` outside the lock, on the history as it is now: each new decision by key, with the history it read."""
+        recorded, spend, known = await self._read_history(conn, items, tenants)
+        provisional: dict[str, tuple[History, DecisionRecord]] = {}
+        for item in items:
+            if item.key in recorded or item.key in provisional:
+                continue
+            history = self._history_of(item, spend, known)
+            record = item.decide(history)
+            provisional[item.key] = (history, record)
+            self._reserve(spend, item, record)
+        return provisional
+
+    @staticmethod
+    async def _read_history(
+        conn: Any, items: list[Pending], tenants: list[str]
+    ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
+        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees."""
+        scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
+        wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
+        row = await conn.fetchrow(
+            _SELECT_HISTORY,
+            [i.key for i in items],
+            [sc[0] for sc in scopes],
+            [sc[1] for sc in scopes],
+            [w[0] for w in wanted],
+            [w[1] for w in wanted],
+        )
+        recorded = {r[0]: _record_from(r) for r in row["decisions"]}
+        spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
+        return recorded, spend, {(t, y) for t, y in row["payees"]}
+
+    @staticmethod
+    def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
+        return history_from(
+            spend.get((item.tenant_id, item.task_id), 0.0),
+            spend.get((item.tenant_id, TENANT_TOTAL), 0.0),
+            item.payee is not None and (item.tenant_id, item.payee) in known,
+        )
+
+    @staticmethod
+    def _reserve(spend: dict[tuple[str, str], float], item: Pending, record: DecisionRecord) -> None:
+        """Count `record`'s reservation in `spend`, so that the next decision of the batch sees it."""
+        if record.reservation is not None:
+            count_spend(spend, item.tenant_id, item.task_id, record.reservation.amount_usd)
+
+    async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
+        if not records:
+            return
+        decided = [
+            [
+                r.key,
+                r.action_id,
+                r.tenant_id,
+                r.task_id,
+                r.outcome,
+                r.action_digest,
+                r.proposal.model_dump_json(),
+                r.decided_event,
+                r.authorized_event,
+                kept_flow_facts(r),
+            ]
+            for r in records
+        ]
+        held = [r.reservation for r in records if r.reservation is not None]
+        # An amount as asyncpg sent a float to a numeric column: its exact decimal value, rounded by the column.
+        reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), str(Decimal(h.amount_usd))] for h in held]
+        await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved))
+
+    async def release(self, action_id: str) -> bool:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval(f"WITH {_RELEASE} SELECT count(*) FROM budget", action_id))
+
+    async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"WITH {_settle('$2')} {_SETTLED}", action_id, cost_usd)
+        return _settled(row)
+
+    async def hold_unknown(self, action_id: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(f"WITH {_HOLD} SELECT 1", action_id)
+
+    async def end(self, ending: Ending) -> Settled | None:
+        """See PolicyRepository: one statement (its own transaction), whatever the call's fate."""
+        return (await self.end_many([ending]))[0]
+
+    async def end_many(self, endings: list[Ending]) -> list[Settled | None]:
+        """See PolicyRepository: one statement per ending (`_END`), all sent in one round trip and one transaction."""
+        if not endings:
+            return []
+        rows = []
+        for e in endings:
+            record_id, record = e.record if e.record is not None else (None, None)
+            rows.append(
+                (
+                    e.action_id,
+                    e.tenant_id,
+                    e.task_id,
+                    e.status,
+                    e.attempts,
+                    _json(e.learned),  # one parameter, not text arrays encoded element by element (`_json`)
+                    record_id,
+                    record.amount_usd if record else None,
+                    record.currency if record else None,
+                    record.source if record else None,
+                    e.budget,
+                    e.cost_usd,
+                )
+            )
+        async with self._pool.acquire() as conn:
+            settled = {r["action_id"]: _settled(r) for r in await conn.fetchmany(_END, rows)}  # a row for each settled reservation
+        return [settled.get(e.action_id) if e.budget == "settle" else None for e in endings]
+
+    async def release_expired(self, reserved_before: datetime, *, limit: int = 1000) -> list[str]:
+        """See PolicyRepository (several copies may sweep at once: a row another copy holds is skipped)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE policy.reservations SET status = 'released', expired_at = now(), updated_at = now()"
+                " WHERE action_id IN (SELECT action_id FROM policy.reservations WHERE status = 'reserved'"
+                "   AND outcome_unknown_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                " RETURNING action_id, tenant_id, task_id, amount_usd",
+                reserved_before,
+                limit,
+            )
+            deltas: dict[tuple[str, str], float] = {}
+            for row in rows:
+                count_spend(deltas, row["tenant_id"], row["task_id"], -float(row["amount_usd"]))
+            for (tenant_id, task_id), amount in sorted(deltas.items()):
+                await conn.execute(
+                    "INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd",
+                    tenant_id,
+                    task_id,
+                    amount,
+                )
+            return [r["action_id"] for r in rows]
+
+    async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.known_payees (tenant_id, payee, learned_from) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                tenant_id,
+                payee,
+                learned_from,
+            )
+
+    async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.policy_versions (version, files, settings, published_by)"
+                " VALUES ($1, $2::jsonb, $3::jsonb, $4) ON CONFLICT DO NOTHING",
+                version,
+                json.dumps(files),
+                json.dumps(settings, default=str),
+                published_by,
+            )
+
+    async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
+        """See PolicyRepository: one statement for both."""
+        await self.learn_many([TaskInput(tenant_id, task_id, trusted, untrusted)])
+
+    async def learn_many(self, inputs: list[TaskInput]) -> None:
+        """See PolicyRepository: one statement for every task of the batch.
+
+        The values go as one JSON parameter (`_json`), grouped by (tenant, task, trusted, source); the tasks
+        whose request it is are marked learned in the same statement.
+        """
+        groups: dict[tuple[str, str, bool, str], list[str]] = {}
+        for i in inputs:
+            for trusted, learned in ((True, i.trusted), (False, i.untrusted)):
+                for value, source in learned.items():
+                    groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
+        requests = sorted({(i.tenant_id, i.task_id) for i in inputs if i.request})
+        if not groups and not requests:
+            return
+        async with self._pool.acquire() as conn:
+            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(requests))
+
+    async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,"
+                " currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now()",
+                tenant_id,
+                task_id,
+                record_id,
+                record.amount_usd,
+                record.currency,
+                record.source,
+            )
+
+    async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts) VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (action_id) DO NOTHING",
+                tenant_id,
+                task_id,
+                action_id,
+                status,
+                attempts,
+            )
+
+    async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
+        """See PolicyRepository: one statement for every task of a batch."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_SELECT_TASK_READS, [t for t, _ in scopes], [k for _, k in scopes])
+        return {
+            (r["tenant_id"], r["task_id"]): TaskReads(
+                list(r["awaiting"]),
+                Provenance.of(r["provenance"]),
+                [flow_row(tool or "", outcome, facts) for tool, outcome, *facts in r["decisions"]],
+                troubles(r["outcomes"]),
+                {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
+                r["learned"],
+            )
+            for r in rows
+        }
+
+    async def _read(self, tenant_id: str, task_id: str) -> TaskReads:
+        return (await self.task_reads([(tenant_id, task_id)]))[(tenant_id, task_id)]
+
+    async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).provenance
+
+    async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).records
+
+    async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).decisions
+
+    async def awaiting_results(self, tenant_id: str, task_id: str) -> list[str]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).awaiting
+
+    async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
+        """See PolicyRepository."""
+        return (await self._read(tenant_id, task_id)).troubles
