@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.intake import Bounds
 
-__all__ = ["EX_CONFIG", "REPO_ROOT", "KitSettings", "settings_problems"]
+__all__ = ["EX_CONFIG", "IDLE_FETCH_MAX_WAIT_MS", "REPO_ROOT", "KitSettings", "settings_problems"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from schemas import ActionProposed, ActionProposedData, Envelope, TaskSubmitted, encode, headers_for
 from servicekit import AGENT, KitSettings, kafka_options, sign_as_client
+from servicekit.intake import DATABASE_ERRORS
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
@@ -149,7 +150,7 @@ class Load:
                     order_id,
                 )
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (OSError, asyncpg.PostgresError, *DATABASE_ERRORS):  # a connection the restart broke, however asyncpg says so
                 await self.pool.expire_connections()
                 await asyncio.sleep(0.5)
 
