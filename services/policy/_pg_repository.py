@@ -1,8 +1,9 @@
 """The policy's repository on PostgreSQL (schema `policy`): `repository.PolicyRepository` in as few statements as it takes.
 
-A decision's reads and writes are one statement each (`_SELECT_HISTORY`, `_INSERT_DECISIONS`), under
-its tenant's advisory lock; a call's ending is one statement (`_END`); a task's five reads are one
-(`_SELECT_TASK_READS`). tests/integration/policy holds the statements to their counts.
+A batch of decisions reads what it depends on in one statement and records itself in one
+(`_SELECT_HISTORY`, `_INSERT_DECISIONS`), under its tenants' advisory locks; each call's ending is one
+statement (`_END`), a batch's endings sent in one round trip; the five reads of a batch's tasks are one
+(`_SELECT_TASK_READS`). tests/integration/policy/test_policy_round_trips.py holds the statements to their counts.
 """
 
 from __future__ import annotations
