@@ -83,7 +83,7 @@ def _task_event(row: asyncpg.Record) -> TaskEvent:
     )
 
 
-class PgTaskEventStore:
+class PgTaskEventStore(TaskEventStore):
     """The PostgreSQL part (table `task_events`); the repository sets `pool` and `s`."""
 
     pool: asyncpg.Pool
@@ -133,7 +133,7 @@ class PgTaskEventStore:
 
 
 @dataclass
-class InMemoryTaskEventStore:
+class InMemoryTaskEventStore(TaskEventStore):
     """The in-memory twin's part."""
 
     events: dict[str, TaskEvent] = field(default_factory=dict)

@@ -93,7 +93,7 @@ def _token(row: asyncpg.Record) -> TokenInfo:
     )
 
 
-class PgTokenStore:
+class PgTokenStore(TokenStore):
     """The PostgreSQL part (tables `approver_tokens`, `used_links`); the repository sets `pool` and `s`."""
 
     pool: asyncpg.Pool
@@ -198,7 +198,7 @@ class PgTokenStore:
 
 
 @dataclass
-class InMemoryTokenStore:
+class InMemoryTokenStore(TokenStore):
     """The in-memory twin's part."""
 
     token_rows: dict[str, tuple[str, TokenInfo]] = field(default_factory=dict)

@@ -26,7 +26,7 @@ class UndoResults(Protocol):
 
 
 @dataclass
-class InMemoryUndoResults:
+class InMemoryUndoResults(UndoResults):
     """The in-memory twin, for unit tests."""
 
     results: dict[str, ActionResultData] = field(default_factory=dict)
@@ -41,7 +41,7 @@ class InMemoryUndoResults:
         return self.results.get(action_id)
 
 
-class PgUndoResults:
+class PgUndoResults(UndoResults):
     """Results in `approval.undo_results`."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:

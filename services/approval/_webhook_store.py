@@ -129,7 +129,7 @@ def _endpoint(row: asyncpg.Record) -> Endpoint:
     )
 
 
-class PgWebhookStore:
+class PgWebhookStore(WebhookStore):
     """The PostgreSQL part (tables `webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`, `inbound_messages`)."""
 
     pool: asyncpg.Pool
@@ -259,7 +259,7 @@ class PgWebhookStore:
 
 
 @dataclass
-class InMemoryWebhookStore:
+class InMemoryWebhookStore(WebhookStore):
     """The in-memory twin's part."""
 
     messages: set[tuple[str, str, str]] = field(default_factory=set)

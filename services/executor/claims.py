@@ -126,7 +126,7 @@ def _claim_values(record: ClaimRecord, owner: str, prefix: str) -> tuple[Any, ..
     )
 
 
-class _PgSession:
+class _PgSession(ClaimSession):
     def __init__(self, conn: asyncpg.Connection | PoolConnectionProxy, action_id: str, owner: str, prefix: str) -> None:
         self._conn = conn
         self._action_id = action_id
@@ -246,7 +246,7 @@ class PgClaimStore(ClaimStore):
         return [_record(r) for r in rows]
 
 
-class _MemorySession:
+class _MemorySession(ClaimSession):
     def __init__(self, store: InMemoryClaimStore, action_id: str) -> None:
         self._store = store
         self._action_id = action_id

@@ -60,7 +60,7 @@ class UndoStore(Protocol):
 
 
 @dataclass
-class InMemoryUndoStore:
+class InMemoryUndoStore(UndoStore):
     """The in-memory twin of PgUndoStore, for tests and in-process tooling."""
 
     befores: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -83,7 +83,7 @@ class InMemoryUndoStore:
         return self.plans.get(action_id)
 
 
-class PgUndoStore:
+class PgUndoStore(UndoStore):
     """Undo records in `executor.undo_plans`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
