@@ -502,6 +502,17 @@ CUTS = (
     "--light 0 --idle 30`); at 15 tasks/s p99 1,310 / 1,183 / 575 against 2,904 / 3,698 / 980 ms (`--tasks 900 --rate 15 "
     "--light 0 --idle 0`, more than the VM held that hour); at 10 tasks/s and at light load within the noise. The default "
     "is 2,000 (`TIDEGATE_FETCH_MAX_WAIT_MS`, lowered to half a request timeout set shorter).",
+    "- **Tried and not kept: generic plans for the services' statements (2026-12-03).** PostgreSQL plans a prepared "
+    "statement anew at every execution while its custom plans look cheaper than a generic one, as the policy's "
+    "statements over arrays of keys always do. Logged for the service roles (`log_min_duration_statement = 0`, "
+    "`bench.e2e_bench --tasks 100 --rate 5 --light 0 --idle 0`), the bind, where that planning happens, of the "
+    "policy's task-context read took a median 784 µs against 269 µs for its execution, and of its history read 532 µs "
+    "against about 100. With `plan_cache_mode = force_generic_plan` for the five writing roles (`ALTER ROLE`) the "
+    "first bind fell to 257 µs. Three pairs alternated at 10 tasks/s (`--tasks 300 --rate 10 --light 0 --idle 0`): "
+    "the policy's PostgreSQL 3.31 / 3.32 / 3.07 → 3.04 / 2.95 / 3.09 ms of CPU an action, all of PostgreSQL 7.95 / "
+    "8.15 / 8.45 → 7.63 / 7.69 / 7.98, the whole machine 41.0 / 40.8 / 42.0 → 41.1 / 41.1 / 40.9 ms. About 0.4 ms of "
+    "the database's CPU, inside the machine's noise, against plans made without the values, which cannot prune an "
+    "optional filter (the approval's listings have them). Not kept.",
 )
 
 
