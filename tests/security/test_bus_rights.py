@@ -62,24 +62,30 @@ async def write(kit: KitSettings, principal: str | None, topic: str, *, password
         await producer.stop()
 
 
-async def read_first(kit: KitSettings, principal: str, topic: str, *, timeout_s: float = 4.0) -> bytes | None:
-    """The first record of partition 0 of `<prefix><topic>` as `principal` sees it, or None when nothing comes."""
+async def read_first(kit: KitSettings, principal: str, topic: str, *, timeout_s: float = 10.0) -> bytes | None:
+    """The first record of partition 0 of `<prefix><topic>` as `principal` sees it, or None when nothing comes in `timeout_s`.
+
+    The seek is inside the deadline: on a topic the principal may not describe, aiokafka's `seek_to_beginning`
+    waits out the whole request timeout (40 s) for a leader the refused metadata never names.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **login(kit, principal))
     await consumer.start()
-    try:
-        tp = TopicPartition(kit.topic_prefix + topic, 0)
+    tp = TopicPartition(kit.topic_prefix + topic, 0)
+
+    async def first() -> bytes | None:
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
+        while True:
             batches = await consumer.getmany(tp, timeout_ms=500)
             for records in batches.values():
                 if records:
                     value: bytes | None = records[0].value
                     return value
-        return None
-    except TopicAuthorizationFailedError:
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await first()
+    except (TimeoutError, TopicAuthorizationFailedError):
         return None
     finally:
         await consumer.stop()
