@@ -241,11 +241,26 @@ class ChaosStack:
         return int(((kafka / "kafka.pid") if node == 1 else (kafka / f"node-{node}" / "kafka.pid")).read_text())
 
     async def kill_broker(self, node: int) -> None:
-        """SIGKILL one Kafka node and wait until it is gone."""
+        """SIGKILL one Kafka node and wait until it is gone and its port refuses connections.
+
+        The JVM's main thread shows as a zombie while its other threads are still exiting, and those
+        hold the listening socket: `infra.sh up` run then found the port taken and refused to start the node.
+        """
         pid = self.broker_pid(node)
         os.kill(pid, signal.SIGKILL)
         while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
             await asyncio.sleep(0.1)
+        port, deadline = self.kafka_port + 2 * (node - 1), time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
+            except TimeoutError:  # an OSError too: no answer is not a refusal
+                continue
+            except OSError:
+                return  # refused: the listener is gone
+            writer.close()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"Kafka node {node} (pid {pid}) still accepts connections on 127.0.0.1:{port} 60 s after SIGKILL")
 
     async def start_brokers(self) -> None:
         """`infra.sh up`: starts every Kafka node that is not running and waits until each answers."""
