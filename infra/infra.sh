@@ -28,6 +28,8 @@
 #   TIDEGATE_KAFKA_READY_TIMEOUT=90       seconds
 #   TIDEGATE_PG_PORT=55432                PostgreSQL on 127.0.0.1
 #   TIDEGATE_PG_READY_TIMEOUT=60          seconds
+#   TIDEGATE_PORT_FREE_TIMEOUT=20         seconds `up` waits for a taken port to be let go (a process
+#                                         killed a moment ago may still hold its listener) before refusing
 #   JAVA_HOME                             java is $JAVA_HOME/bin/java if set, else java on PATH
 #
 # Connection details once up:
@@ -55,6 +57,7 @@ KAFKA_HEAP_OPTS=${TIDEGATE_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 KAFKA_READY_TIMEOUT=${TIDEGATE_KAFKA_READY_TIMEOUT:-90}
 PG_PORT=${TIDEGATE_PG_PORT:-55432}
 PG_READY_TIMEOUT=${TIDEGATE_PG_READY_TIMEOUT:-60}
+PORT_FREE_TIMEOUT=${TIDEGATE_PORT_FREE_TIMEOUT:-20}
 JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 
 K="$INFRA/kafka"
@@ -140,6 +143,23 @@ cmdline_has() {
 
 # Is something listening on 127.0.0.1:PORT?
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Returns once nothing listens on 127.0.0.1:PORT, waiting up to PORT_FREE_TIMEOUT seconds; dies with
+# HINT if the port is still taken then. The wait is for a process killed a moment ago: a SIGKILLed
+# broker's JVM threads can hold its listener for seconds after the kill, and `kill -9` then `up` is
+# what an operator (and the chaos and recovery tests) does.
+await_port_free() {
+  local port=$1 hint=$2 t deadline
+  port_busy "$port" || return 0
+  t=$(now)
+  log "127.0.0.1:$port is taken; waiting up to ${PORT_FREE_TIMEOUT}s for it to be let go"
+  deadline=$((SECONDS + PORT_FREE_TIMEOUT))
+  while port_busy "$port"; do
+    ((SECONDS < deadline)) || die "127.0.0.1:$port is taken by another process (${hint})"
+    sleep 0.2
+  done
+  log "127.0.0.1:$port let go after $(since "$t")"
+}
 
 # Serialise concurrent invocations (several engineers share this tree). fd 9 holds the lock and
 # must not leak into the daemons started below (every launch closes it with 9>&-).
@@ -610,7 +630,7 @@ pg_up() {
     return 0
   fi
   pg_prepare
-  port_busy "$PG_PORT" && die "127.0.0.1:$PG_PORT is taken by another process (set TIDEGATE_PG_PORT)"
+  await_port_free "$PG_PORT" "set TIDEGATE_PG_PORT"
   [[ $EUID -eq 0 && -e $P_LOG ]] && chown postgres:postgres "$P_LOG"
   as_pg "$PG_BIN/pg_ctl" -D "$P_DATA" -l "$P_LOG" -w -t "$PG_READY_TIMEOUT" start >/dev/null \
     || { tail -n 20 "$P_LOG" >&2; die "pg_ctl start failed (see $(rel "$P_LOG"))"; }
@@ -652,8 +672,8 @@ cmd_up() {
       kafka_jars
       kafka_credentials
       kafka_write_config
-      port_busy "$K_NODE_PORT" && die "127.0.0.1:$K_NODE_PORT is taken by another process (set TIDEGATE_KAFKA_PORT)"
-      port_busy "$K_NODE_CPORT" && die "127.0.0.1:$K_NODE_CPORT is taken (set TIDEGATE_KAFKA_CONTROLLER_PORT)"
+      await_port_free "$K_NODE_PORT" "set TIDEGATE_KAFKA_PORT"
+      await_port_free "$K_NODE_CPORT" "set TIDEGATE_KAFKA_CONTROLLER_PORT"
       kafka_format
       pid=$(kafka_launch)
       launched+=("$i")

@@ -1,4 +1,5 @@
-"""`infra up` twice, then `infra down`, leaves none of its processes running; `up` generates the database logins and rotates old ones.
+"""`infra up` twice, then `infra down`, leaves none of its processes running; `up` generates the database logins and rotates old ones;
+`up` waits for a port a killed process still holds, and refuses one that stays taken.
 
 Runs a copy of infra/ in a scratch repo on other ports, so the shared infrastructure is untouched.
 """
@@ -7,9 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -103,5 +107,53 @@ def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> Non
         assert logs_in(port, "tidegate", passfile=passfile)
         assert passfile.read_text() != first, "the operator's password was not generated anew"
     finally:
+        subprocess.run([*script, "down"], env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def hold_port(port: str, seconds: float | None) -> subprocess.Popen[bytes]:
+    """Another process listening on 127.0.0.1:PORT, for `seconds` (None: until killed), as a broker killed a moment ago still does."""
+    hold = f"import time; time.sleep({seconds})" if seconds is not None else "import time; time.sleep(3600)"
+    code = f"import socket; s = socket.create_server(('127.0.0.1', {port})); {hold}"
+    holder = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", int(port))) == 0:
+                return holder
+        time.sleep(0.05)
+    holder.kill()
+    raise RuntimeError(f"the holder never listened on 127.0.0.1:{port}")
+
+
+def test_up_waits_for_a_port_being_let_go_and_refuses_one_that_stays_taken() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
+    os.chmod(scratch, 0o755)
+    root = scratch / "repo"
+    shutil.copytree(REPO_ROOT / "infra", root / "infra")
+    env = scratch_env() | {"TIDEGATE_PORT_FREE_TIMEOUT": "2"}
+    port = env["TIDEGATE_KAFKA_PORT"]
+    script = ["bash", str(root / "infra" / "infra.sh")]
+    holder = hold_port(port, None)
+    try:
+        refused = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=240)
+        assert refused.returncode != 0
+        assert f"127.0.0.1:{port} is taken by another process (set TIDEGATE_KAFKA_PORT)" in refused.stderr
+        assert ours(root) == [], "up started something though it refused"
+        holder.kill()
+        holder.wait()
+
+        # Held for 3 s, longer than a bare check takes, within a 20 s wait: up waits and then starts the broker there.
+        holder = hold_port(port, 3)
+        patient = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "20"}
+        waited = subprocess.run([*script, "up"], env=patient, capture_output=True, text=True, timeout=240)
+        assert waited.returncode == 0, waited.stderr[-2000:]
+        assert f"127.0.0.1:{port} let go after" in waited.stdout
+        assert holder.poll() is not None
+        status = subprocess.run([*script, "status"], env=env, capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0
+        assert port in status.stdout
+    finally:
+        holder.kill()
         subprocess.run([*script, "down"], env=env, timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
