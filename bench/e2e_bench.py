@@ -5,6 +5,7 @@ Prints figures; never asserts. Run with the infrastructure up (`tidegate infra u
     .venv/bin/python -m bench.e2e_bench                 # short: 20 tasks at 2/s (light load), then 300 at 5/s
     .venv/bin/python -m bench.e2e_bench --full          # 5 minutes open loop at 118 tasks/s (~500 actions/s)
     .venv/bin/python -m bench.e2e_bench --rate 0 --tasks 1000   # a burst
+    .venv/bin/python -m bench.e2e_bench --ramp 10,14,18,22,26,30 --light 0 --idle 0   # the most it holds, then 5 minutes of it
 
 It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
 database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
@@ -23,6 +24,13 @@ come with their ticket: four tickets triaged over and over piled notes and draft
 every later read of the ticket carried, and a long run slowed as they grew). A run of more than a
 minute prints its latency minute by minute, as it holds or falls behind. Its topics and database are
 deleted at the end. Latency is the broker timestamp of an `action.proposed` to that of its result.
+
+With `--ramp R1,R2,...` the rate is found in the same run instead of given: a phase submits R1 tasks/s for
+`--step-s` seconds, then R2, and so on; a step holds when every action proposed in it got its result and their
+p99 is within `--p99-ms`. The highest rate held with every step below it held is this machine's capacity at
+that latency, which a fixed rate cannot show (on a slower hour or a busier machine a rate near the knee is
+simply overloaded, and its p99 says only that). The steady phase then runs at that rate for `--hold-s`
+seconds (issue #12's five minutes): whether a minute's step holds for five.
 """
 
 from __future__ import annotations
@@ -38,9 +46,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -149,6 +158,68 @@ def by_minute(proposed: dict[str, int], results: dict[str, int], width_s: float 
     return [(len(v), pct(v, 0.5), pct(v, 0.99), start + (k + 1) * width_s * 1000 <= end) for k, v in sorted(windows.items())]
 
 
+class Ramp(NamedTuple):
+    """`--ramp`: the rates (tasks/s) to step through, each for `step_s`; the latency a step must keep; the hold after it."""
+
+    rates: tuple[float, ...]
+    step_s: float
+    p99_ms: float
+    hold_s: float
+
+
+def ramp_offsets(rates: Sequence[float], step_s: float) -> list[float]:
+    """When to send each task (seconds from the start) for a rate that steps up: `rates[k]` tasks/s for `step_s` each."""
+    offsets: list[float] = []
+    for k, rate in enumerate(rates):
+        offsets += [k * step_s + i / rate for i in range(round(rate * step_s))]
+    return offsets
+
+
+class Step(NamedTuple):
+    """One step of a ramp: the actions proposed while it ran, and whether they kept within the latency limit."""
+
+    rate: float
+    actions: int
+    executed: int
+    actions_per_s: float
+    p50_ms: float
+    p99_ms: float
+    held: bool
+
+
+def by_step(
+    proposed: dict[str, int], results: dict[str, int], start_ms: float, rates: Sequence[float], step_s: float, p99_ms: float
+) -> list[Step]:
+    """The ramp's steps, each the actions proposed (broker time) while it submitted; held: all executed, p99 within `p99_ms`.
+
+    An action is counted in the step its proposal fell in, not its task's: a task's later actions follow the results
+    of its earlier ones, and they load the machine when they are proposed.
+    """
+    lat: list[list[float]] = [[] for _ in rates]
+    counts = [0 for _ in rates]
+    for action, at in proposed.items():
+        k = int((at - start_ms) / 1000 / step_s)
+        if 0 <= k < len(rates):
+            counts[k] += 1
+            if action in results:
+                lat[k].append(results[action] - at)
+    steps = []
+    for rate, n, done in zip(rates, counts, lat, strict=True):
+        p99 = pct(done, 0.99)
+        steps.append(Step(rate, n, len(done), n / step_s, pct(done, 0.5), p99, n > 0 and len(done) == n and p99 <= p99_ms))
+    return steps
+
+
+def capacity(steps: Sequence[Step]) -> Step | None:
+    """The highest step held with every step before it held; None when the first did not hold."""
+    found = None
+    for step in steps:
+        if not step.held:
+            break
+        found = step
+    return found
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0..1) by nearest rank."""
     if not values:
@@ -157,8 +228,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: float) -> dict[str, Any]:
-    """Submit `tasks` open loop at `rate` tasks/s (0: all at once) and read until each has its outcome."""
+async def submit(
+    kit: KitSettings, tasks: list[Any], rate: float, timeout_s: float, offsets: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Submit `tasks` open loop at `rate` tasks/s (0: all at once) or each at its `offsets` (s from the start); read every outcome."""
     started = asyncio.Event()
     collector = asyncio.create_task(collect(kit, len(tasks), timeout_s, started))
     await started.wait()
@@ -167,7 +240,9 @@ async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: flo
     t0_wall = time.time()
     t0 = time.monotonic()
     for i, task in enumerate(tasks):
-        if rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
+        if offsets is not None:
+            await asyncio.sleep(max(0.0, t0 + offsets[i] - time.monotonic()))
+        elif rate > 0:  # open loop at a fixed rate: latency then shows service time, not the backlog of a burst
             await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         ev = sign_as_producer(kit, TaskSubmitted.build(task, source="bench"))  # signed by the requester's client key
         await producer.send(
@@ -180,7 +255,7 @@ async def submit(kit: KitSettings, tasks: list[Any], rate: float, timeout_s: flo
     wall = time.monotonic() - t0
     elapsed = (seen["last_ts"] / 1000 - t0_wall) if seen["last_ts"] else wall
     lat = [seen["results"][a] - seen["proposed"][a] for a in seen["results"] if a in seen["proposed"]]
-    return seen | {"submit_s": submit_s, "wall": wall, "elapsed": elapsed, "lat": lat}
+    return seen | {"submit_s": submit_s, "wall": wall, "elapsed": elapsed, "lat": lat, "start_ms": 1000 * t0_wall}
 
 
 def infra_pids(kit: KitSettings) -> dict[str, list[int]]:
@@ -251,6 +326,37 @@ def counts_now(pids: dict[str, int]) -> dict[str, dict[str, float]]:
     return {name: proc_counts(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
 
+async def find_capacity(
+    kit: KitSettings, ramp: Ramp, offsets: list[float], tasks: list[Any], timeout_s: float, figures: dict[str, Any]
+) -> tuple[float, int]:
+    """Run the ramp, print and record its steps; the steady phase's rate (the capacity found) and its tasks."""
+    print(
+        f"ramp: {', '.join(f'{r:g}' for r in ramp.rates)} tasks/s, {ramp.step_s:g} s each; a step holds when every action "
+        f"proposed in it got its result, p99 ≤ {ramp.p99_ms:g} ms"
+    )
+    climbed = await submit(kit, tasks, 0.0, timeout_s, offsets)
+    steps = by_step(climbed["proposed"], climbed["results"], climbed["start_ms"], ramp.rates, ramp.step_s, ramp.p99_ms)
+    for k, step in enumerate(steps):
+        print(
+            f"  {step.rate:5g} tasks/s: {step.actions_per_s:6.1f} actions/s proposed, {step.executed}/{step.actions} executed, "
+            f"p50 {step.p50_ms:.0f} ms, p99 {step.p99_ms:.0f} ms  {'held' if step.held else 'NOT HELD'}"
+        )
+        figures |= {f"ramp_{k}_rate": step.rate, f"ramp_{k}_actions_per_s": step.actions_per_s, f"ramp_{k}_p99_ms": step.p99_ms}
+        figures[f"ramp_{k}_held"] = 1.0 if step.held else 0.0
+    figures |= {"ramp_steps": len(steps), "ramp_step_s": ramp.step_s, "ramp_p99_limit_ms": ramp.p99_ms, "hold_s": ramp.hold_s}
+    held = capacity(steps)
+    if held is None:
+        print(f"  not even the first step held: the steady phase runs at {ramp.rates[0]:g} tasks/s")
+        rate = ramp.rates[0]
+    else:
+        figures |= {"capacity_tasks_per_s": held.rate, "capacity_actions_per_s": held.actions_per_s}
+        print(f"  capacity: {held.rate:g} tasks/s ({held.actions_per_s:.1f} actions/s); now {ramp.hold_s:g} s at that rate")
+        rate = held.rate
+    n_tasks = round(rate * ramp.hold_s)
+    figures |= {"tasks": n_tasks, "rate_tasks_per_s": rate}
+    return rate, n_tasks
+
+
 async def main(
     n_tasks: int,
     timeout_s: float,
@@ -261,6 +367,7 @@ async def main(
     idle_s: float,
     profile_to: Path | None,
     profile_all: Path | None = None,
+    ramp: Ramp | None = None,
 ) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
@@ -280,6 +387,9 @@ async def main(
         "TIDEGATE_LOG_LEVEL": "WARNING",
     }
     cli = [sys.executable, "-m", "tidegate.cli"]
+    if ramp is not None:  # the steady phase's rate and length are known only once the ramp has run: a ticket for the most
+        n_tasks = round(max(ramp.rates) * ramp.hold_s)
+        climb = ramp_offsets(ramp.rates, ramp.step_s)
     figures: dict[str, Any] = {"tasks": n_tasks, "rate_tasks_per_s": rate}
     try:
         await ensure_topics(
@@ -288,7 +398,8 @@ async def main(
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
-        tickets = [bench_ticket(i) for i in range(n_tasks + light)]  # one of its own for each task
+        n_ramp = len(climb) if ramp is not None else 0
+        tickets = [bench_ticket(i) for i in range(n_tasks + light + n_ramp)]  # one of its own for each task
         async with pool.acquire() as conn:
             await insert_tickets(conn, "acme", tickets)
         await pool.close()
@@ -325,6 +436,9 @@ async def main(
                 f"light load ({light} tasks at {light_rate:g} tasks/s): proposal → result p50 {figures['light_p50_ms']:.0f} ms, "
                 f"p99 {figures['light_p99_ms']:.0f} ms (n={len(quiet['lat'])})"
             )
+
+        if ramp is not None:
+            rate, n_tasks = await find_capacity(kit, ramp, climb, [make(n_tasks + light + i) for i in range(n_ramp)], timeout_s, figures)
 
         infra = infra_pids(kit)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
@@ -463,12 +577,36 @@ if __name__ == "__main__":
         "--profile-all", type=Path, default=None, help="Sample every service with py-spy during the steady phase, into <dir>/<service>.txt."
     )
     parser.add_argument(
+        "--ramp",
+        default=None,
+        help="Find the rate first: step through these tasks/s (comma-separated, rising), each for --step-s; the steady phase then "
+        "holds the highest one whose steps all kept p99 within --p99-ms, for --hold-s (--rate and --tasks do not apply).",
+    )
+    parser.add_argument("--step-s", type=float, default=60.0, help="Seconds of each --ramp step.")
+    parser.add_argument("--p99-ms", type=float, default=250.0, help="The p99 (proposal → result) a --ramp step must keep (issue #12's).")
+    parser.add_argument(
+        "--hold-s", type=float, default=300.0, help="Seconds of the steady phase after a --ramp (issue #12's five minutes)."
+    )
+    parser.add_argument(
         "--admin-url",
         default=None,
         help="PostgreSQL superuser DSN, to create and drop the benchmark's database (default: the local cluster's superuser, by socket).",
     )
     args = parser.parse_args()
+    ramp = None
+    if args.ramp is not None:
+        if args.rate is not None or args.tasks is not None:  # --full adds nothing: the hold is already issue #12's 5 minutes
+            parser.error("--ramp finds the steady phase's rate and length: leave out --rate and --tasks")
+        try:
+            rates = tuple(float(r) for r in args.ramp.split(","))
+        except ValueError:
+            parser.error(f"--ramp takes rates in tasks/s separated by commas, such as 10,14,18 (got {args.ramp!r})")
+        if not rates or any(r <= 0 for r in rates) or list(rates) != sorted(rates):
+            parser.error(f"--ramp's rates must be above 0 and rising (got {args.ramp!r})")
+        if args.step_s <= 0 or args.hold_s <= 0:
+            parser.error("--step-s and --hold-s must be above 0")
+        ramp = Ramp(rates, args.step_s, args.p99_ms, args.hold_s)
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
     admin_url = args.admin_url or local_superuser_url(KitSettings())
-    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile, args.profile_all))
+    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile, args.profile_all, ramp))

@@ -106,12 +106,28 @@ def test_the_report_sets_the_broker_and_the_database_beside_the_services() -> No
 def test_the_steady_row_shows_its_worst_minute_and_the_command_make_bench_ran() -> None:
     steady = {"rate_tasks_per_s": 30.0, "tasks": 9000, "actions_per_s": 126.0, "p50_ms": 108.0, "p99_ms": 379.0}
     figures = FIGURES | {"e2e_steady": steady | {"worst_minute_p99_ms": 495.0}}
-    row = next(r for r in rows(figures, False) if r.figure.startswith("end to end, open loop at 30 tasks/s for 300 s"))
+    row = next(r for r in rows(figures, False) if r.figure.startswith("same run, then open loop at 30 tasks/s for 300 s"))
     assert "p50 108 ms, p99 379 ms (the worst minute's p99 495 ms)" in row.tidegate
     args = next(a for name, _, a in BENCHES if name == "e2e_steady")
     assert row.command == f"`.venv/bin/python -m bench.e2e_bench {' '.join(args)}`"
-    short = next(r for r in rows(FIGURES | {"e2e_steady": steady}, False) if r.figure.startswith("end to end, open loop at 30"))
+    short = next(r for r in rows(FIGURES | {"e2e_steady": steady}, False) if r.figure.startswith("same run, then open loop at 30"))
     assert "p99 379 ms;" in short.tidegate  # a run of a minute or less has no minute to single out
+
+
+def test_the_capacity_row_names_the_rate_the_ramp_held_and_every_step() -> None:
+    ramp = {"ramp_steps": 3, "capacity_tasks_per_s": 14.0, "capacity_actions_per_s": 58.8}
+    for k, (rate, p99, held) in enumerate([(10.0, 61.0, 1.0), (14.0, 190.0, 1.0), (18.0, 2400.0, 0.0)]):
+        ramp |= {f"ramp_{k}_rate": rate, f"ramp_{k}_p99_ms": p99, f"ramp_{k}_held": held}
+
+    def capacity_row(steady: dict[str, float]) -> str:
+        figures = FIGURES | {"e2e_steady": steady}
+        return next(r for r in rows(figures, False) if r.figure.startswith("end to end, the most this machine holds")).tidegate
+
+    assert capacity_row(ramp) == (
+        "14 tasks/s (58.8 actions/s); steps: 10 tasks/s p99 61 ms held, 14 tasks/s p99 190 ms held, 18 tasks/s p99 2400 ms not held"
+    )
+    first_lost = {k: v for k, v in ramp.items() if not k.startswith("capacity")} | {"ramp_0_held": 0.0}
+    assert capacity_row(first_lost).startswith("not even the first step held; steps: 10 tasks/s p99 61 ms not held")
 
 
 def test_the_report_sets_a_steady_rates_cost_beside_the_burst_and_the_bare_hop_one_at_a_time() -> None:

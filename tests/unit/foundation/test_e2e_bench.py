@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.e2e_bench import MIX, bench_ticket, by_minute
+from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_step, capacity, ramp_offsets
 from systems.seed import TICKETS
 
 
@@ -43,3 +43,30 @@ def test_each_task_triages_a_ticket_of_its_own_that_the_tools_accept() -> None:
             model.body,
             model.order_id,
         )
+
+
+def test_a_ramp_sends_each_steps_rate_for_its_length_one_step_after_another() -> None:
+    offsets = ramp_offsets((2, 4), 1.5)
+
+    assert offsets == [0.0, 0.5, 1.0, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
+
+
+def test_a_step_holds_only_when_every_action_proposed_in_it_has_its_result_within_the_p99() -> None:
+    start = 10_000
+    proposed = {"a": 10_100, "b": 10_900, "c": 11_100, "d": 11_500, "e": 12_200, "early": 9_000, "after": 13_500}
+    results = {"a": 10_200, "b": 11_000, "c": 11_200, "d": 12_000, "after": 13_600}  # d too slow, e never executed
+
+    steps = by_step(proposed, results, start, (5, 10, 15), 1.0, 250)
+
+    assert steps[:2] == [Step(5, 2, 2, 2.0, 100, 100, True), Step(10, 2, 2, 2.0, 100, 500, False)]  # d's 500 ms
+    assert (steps[2].actions, steps[2].executed, steps[2].held) == (1, 0, False)  # e's result never came
+    assert len(steps) == 3  # "early" (before the ramp) and "after" (past its last step) belong to no step
+    assert capacity(steps) == steps[0]
+
+
+def test_capacity_is_the_last_step_held_before_the_first_that_did_not() -> None:
+    held, lost = Step(1, 1, 1, 1.0, 1, 1, True), Step(2, 1, 1, 1.0, 900, 900, False)
+
+    assert capacity([held, held._replace(rate=2), lost._replace(rate=3), held._replace(rate=4)]) == held._replace(rate=2)
+    assert capacity([lost, held]) is None  # a step held after one that did not is noise, not capacity
+    assert capacity([]) is None
