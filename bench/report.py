@@ -704,11 +704,11 @@ def rows(figures: dict[str, dict[str, Any]], full: bool) -> list[Row]:
         ),
         Row(
             "end to end, the most this machine holds with proposal → result p99 ≤ 250 ms: a ramp of open-loop steps in the "
-            "same run, each held when every action proposed in it got its result within that p99",
+            "same run, each held when the actions proposed in it were executed within that p99",
             (
                 f"{held_rate:g} tasks/s ({_fmt(get('e2e_steady', 'capacity_actions_per_s'), ',.1f', ' actions/s')})"
                 if held_rate is not None
-                else "not even the first step held"
+                else "no step held"
             )
             + (f"; steps: {steps}" if (steps := _ramp_steps(figures)) else ""),
             "—",

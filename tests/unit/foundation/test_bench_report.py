@@ -127,7 +127,7 @@ def test_the_capacity_row_names_the_rate_the_ramp_held_and_every_step() -> None:
         "14 tasks/s (58.8 actions/s); steps: 10 tasks/s p99 61 ms held, 14 tasks/s p99 190 ms held, 18 tasks/s p99 2400 ms not held"
     )
     first_lost = {k: v for k, v in ramp.items() if not k.startswith("capacity")} | {"ramp_0_held": 0.0}
-    assert capacity_row(first_lost).startswith("not even the first step held; steps: 10 tasks/s p99 61 ms not held")
+    assert capacity_row(first_lost).startswith("no step held; steps: 10 tasks/s p99 61 ms not held")
 
 
 def test_the_report_sets_a_steady_rates_cost_beside_the_burst_and_the_bare_hop_one_at_a_time() -> None:
