@@ -288,12 +288,12 @@ async def backend_roles(admin_url: str) -> dict[int, str]:
         await conn.close()
 
 
-def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> tuple[dict[str, float], dict[str, float]]:
+def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> tuple[dict[str, float], dict[int, tuple[str, float]]]:
     """CPU seconds so far of the broker(s) (all their threads) and of PostgreSQL: the postmaster with the children it
-    reaped (backends that ended) and those alive now (backends, WAL writer, checkpointer...); and, by the service whose
-    role they serve (`roles`), of PostgreSQL's backends alive now."""
+    reaped (backends that ended) and those alive now (backends, WAL writer, checkpointer...); and, by backend pid, the
+    service whose role it serves (`roles`) and its CPU seconds, for PostgreSQL's backends alive now (`by_role`)."""
     totals: dict[str, float] = {}
-    by_role: dict[str, float] = {}
+    backends: dict[int, tuple[str, float]] = {}
     for name, roots in pids.items():
         ticks = 0
         for pid in roots:
@@ -306,9 +306,24 @@ def infra_cpu(pids: dict[str, list[int]], roles: dict[int, str]) -> tuple[dict[s
                             ticks += spent
                             if roles.get(child, "").startswith(DEFAULT_ROLE_PREFIX):  # a service's login (not this benchmark's own)
                                 role = roles[child].removeprefix(DEFAULT_ROLE_PREFIX)
-                                by_role[role] = by_role.get(role, 0.0) + spent / CLK
+                                backends[child] = (role, spent / CLK)
         totals[name] = ticks / CLK
-    return totals, by_role
+    return totals, backends
+
+
+def by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds PostgreSQL's backends spent between two `infra_cpu` readings, by the role they serve.
+
+    Per backend: one alive at both readings counts its difference, one started between them all it spent. One that
+    ended between them is left out: its CPU went to the postmaster's reaped children, counted in the total but no
+    longer by role (summing the roles' backends alive at each reading instead went negative once a pool closed an
+    idle connection and opened another during a five-minute run).
+    """
+    spent: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        then = before.get(pid)
+        spent[role] = spent.get(role, 0.0) + seconds - (then[1] if then is not None and then[0] == role else 0.0)
+    return dict(sorted(spent.items()))
 
 
 def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
@@ -531,10 +546,10 @@ async def main(
                 f"{figures['machine_ceiling_actions_per_s']:.0f} actions/s on its {os.cpu_count()} cores"
             )
             # PostgreSQL's share by the role each backend serves (backends alive over the whole phase: pools keep theirs)
-            by_role = {role: 1000 * (db_after[role] - db_before[role]) / n_actions for role in sorted(db_after) if role in db_before}
-            figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in by_role.items()}
-            if by_role:
-                print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in by_role.items()))
+            served = {role: 1000 * seconds / n_actions for role, seconds in by_role(db_before, db_after).items()}
+            figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in served.items()}
+            if served:
+                print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in served.items()))
         print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
         if outcomes:
             keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")

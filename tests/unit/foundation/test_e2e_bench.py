@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_step, capacity, ramp_offsets
+from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_role, by_step, capacity, ramp_offsets
 from systems.seed import TICKETS
 
 
@@ -70,3 +70,12 @@ def test_capacity_is_the_last_step_held_before_the_first_that_did_not() -> None:
     assert capacity([held, held._replace(rate=2), lost._replace(rate=3), held._replace(rate=4)]) == held._replace(rate=2)
     assert capacity([lost, held]) is None  # a step held after one that did not is noise, not capacity
     assert capacity([]) is None
+
+
+def test_postgres_cpu_by_role_counts_each_backend_from_its_own_start_and_never_goes_negative() -> None:
+    before = {10: ("policy", 40.0), 11: ("policy", 2.0), 20: ("planner", 5.0)}
+    # 10 ended (its pool closed it, idle) and 12 replaced it; 11 and 20 lived on; 30 started for the executor
+    after = {11: ("policy", 2.5), 12: ("policy", 1.0), 20: ("planner", 7.0), 30: ("executor", 0.75)}
+
+    assert by_role(before, after) == {"executor": 0.75, "planner": 2.0, "policy": 1.5}
+    assert by_role(before, {}) == {}  # every backend ended: nothing to tell by role
