@@ -49,6 +49,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -326,6 +327,19 @@ def by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, fl
     return dict(sorted(spent.items()))
 
 
+def write_latencies(path: Path, proposed: dict[str, int], results: dict[str, int]) -> None:
+    """The steady phase's actions as CSV, by proposal time: `proposed_at` (UTC, ISO 8601, ms), `latency_ms`, `action_id`.
+
+    For lining a latency tail up with what else happened then (PostgreSQL's checkpoints in its log, a service's own).
+    """
+    rows = sorted((proposed[a], results[a] - proposed[a], a) for a in results if a in proposed)
+    with path.open("w") as out:
+        out.write("proposed_at,latency_ms,action_id\n")
+        for at, ms, action in rows:
+            stamp = datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds")
+            out.write(f"{stamp},{ms},{action}\n")
+
+
 def cpu_now(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
     return {name: proc_stats(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
@@ -389,6 +403,7 @@ async def main(
     profile_to: Path | None,
     profile_all: Path | None = None,
     ramp: Ramp | None = None,
+    latencies_to: Path | None = None,
 ) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
@@ -479,6 +494,8 @@ async def main(
         for sampler in samplers:
             await profile.stop(sampler)
         outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
+        if latencies_to is not None:  # one line per executed action: when it was proposed, how long to its result
+            write_latencies(latencies_to, seen["proposed"], seen["results"])
         n_actions = len(seen["proposed"])
         print(
             f"\ntasks: {len(outcomes)}/{n_tasks} closed in {elapsed:.1f}s (submitting took {seen['submit_s']:.1f}s)"
@@ -598,6 +615,9 @@ if __name__ == "__main__":
         "--profile-all", type=Path, default=None, help="Sample every service with py-spy during the steady phase, into <dir>/<service>.txt."
     )
     parser.add_argument(
+        "--latencies", type=Path, default=None, help="Write the steady phase's actions (proposed at, latency) to this CSV file."
+    )
+    parser.add_argument(
         "--ramp",
         default=None,
         help="Find the rate first: step through these tasks/s (comma-separated, rising), each for --step-s; the steady phase then "
@@ -630,4 +650,5 @@ if __name__ == "__main__":
     tasks = args.tasks if args.tasks is not None else (35_400 if args.full else 300)
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
     admin_url = args.admin_url or local_superuser_url(KitSettings())
-    asyncio.run(main(tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle, args.profile, args.profile_all, ramp))
+    phases = (tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle)
+    asyncio.run(main(*phases, args.profile, args.profile_all, ramp, args.latencies))

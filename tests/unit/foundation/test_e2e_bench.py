@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_role, by_step, capacity, ramp_offsets
+from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_role, by_step, capacity, ramp_offsets, write_latencies
 from systems.seed import TICKETS
 
 
@@ -79,3 +79,17 @@ def test_postgres_cpu_by_role_counts_each_backend_from_its_own_start_and_never_g
 
     assert by_role(before, after) == {"executor": 0.75, "planner": 2.0, "policy": 1.5}
     assert by_role(before, {}) == {}  # every backend ended: nothing to tell by role
+
+
+def test_the_latencies_file_lists_each_executed_action_by_when_it_was_proposed(tmp_path: Path) -> None:
+    out = tmp_path / "latencies.csv"
+
+    write_latencies(
+        out, {"b": 1_700_000_001_500, "a": 1_700_000_000_250, "denied": 1_700_000_000_300}, {"a": 1_700_000_000_290, "b": 1_700_000_001_800}
+    )
+
+    assert out.read_text().splitlines() == [
+        "proposed_at,latency_ms,action_id",
+        "2023-11-14T22:13:20.250+00:00,40,a",
+        "2023-11-14T22:13:21.500+00:00,300,b",
+    ]
