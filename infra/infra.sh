@@ -151,6 +151,8 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 await_port_free() {
   local port=$1 hint=$2 t deadline
   port_busy "$port" || return 0
+  [[ $PORT_FREE_TIMEOUT =~ ^[0-9]+$ ]] \
+    || die "TIDEGATE_PORT_FREE_TIMEOUT must be a whole number of seconds (got '$PORT_FREE_TIMEOUT')"
   t=$(now)
   log "127.0.0.1:$port is taken; waiting up to ${PORT_FREE_TIMEOUT}s for it to be let go"
   deadline=$((SECONDS + PORT_FREE_TIMEOUT))

@@ -140,6 +140,10 @@ def test_up_waits_for_a_port_being_let_go_and_refuses_one_that_stays_taken() -> 
         assert refused.returncode != 0
         assert f"127.0.0.1:{port} is taken by another process (set TIDEGATE_KAFKA_PORT)" in refused.stderr
         assert ours(root) == [], "up started something though it refused"
+        garbled_env = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "2s"}
+        garbled = subprocess.run([*script, "up"], env=garbled_env, capture_output=True, text=True, timeout=240)
+        assert garbled.returncode != 0
+        assert "TIDEGATE_PORT_FREE_TIMEOUT must be a whole number of seconds (got '2s')" in garbled.stderr
         holder.kill()
         holder.wait()
 
