@@ -358,15 +358,14 @@ def counts_now(pids: dict[str, int]) -> dict[str, dict[str, float]]:
     return {name: proc_counts(pid) for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")}
 
 
-async def find_capacity(
-    kit: KitSettings, ramp: Ramp, offsets: list[float], tasks: list[Any], timeout_s: float, figures: dict[str, Any]
-) -> tuple[float, int]:
-    """Run the ramp, print and record its steps; the steady phase's rate (the capacity found) and its tasks."""
+async def find_capacity(kit: KitSettings, ramp: Ramp, tasks: list[Any], timeout_s: float, figures: dict[str, Any]) -> tuple[float, int]:
+    """Run the ramp (a task of `tasks` for each of its sends), print and record its steps; the steady phase's rate (the capacity
+    found) and its tasks."""
     print(
         f"ramp: {', '.join(f'{r:g}' for r in ramp.rates)} tasks/s, {ramp.step_s:g} s each; a step holds when the actions "
         f"proposed in it were executed with p99 ≤ {ramp.p99_ms:g} ms"
     )
-    climbed = await submit(kit, tasks, 0.0, timeout_s, offsets)
+    climbed = await submit(kit, tasks, 0.0, timeout_s, ramp_offsets(ramp.rates, ramp.step_s))
     steps = by_step(climbed["proposed"], climbed["results"], climbed["start_ms"], ramp.rates, ramp.step_s, ramp.p99_ms)
     for k, step in enumerate(steps):
         print(
@@ -425,7 +424,6 @@ async def main(
     cli = [sys.executable, "-m", "tidegate.cli"]
     if ramp is not None:  # the steady phase's rate and length are known only once the ramp has run: a ticket for the most
         n_tasks = round(max(ramp.rates) * ramp.hold_s)
-        climb = ramp_offsets(ramp.rates, ramp.step_s)
     figures: dict[str, Any] = {"tasks": n_tasks, "rate_tasks_per_s": rate}
     try:
         await ensure_topics(
@@ -434,7 +432,7 @@ async def main(
         await migrate(kit)  # as the operator would: services log in as their own roles and never migrate
         pool = await asyncpg.create_pool(kit.operator_database_url, min_size=1, max_size=2)
         await seed_demo(pool, ("acme",))
-        n_ramp = len(climb) if ramp is not None else 0
+        n_ramp = len(ramp_offsets(ramp.rates, ramp.step_s)) if ramp is not None else 0
         tickets = [bench_ticket(i) for i in range(n_tasks + light + n_ramp)]  # one of its own for each task
         async with pool.acquire() as conn:
             await insert_tickets(conn, "acme", tickets)
@@ -474,7 +472,7 @@ async def main(
             )
 
         if ramp is not None:
-            rate, n_tasks = await find_capacity(kit, ramp, climb, [make(n_tasks + light + i) for i in range(n_ramp)], timeout_s, figures)
+            rate, n_tasks = await find_capacity(kit, ramp, [make(n_tasks + light + i) for i in range(n_ramp)], timeout_s, figures)
 
         infra = infra_pids(kit)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
