@@ -6,6 +6,7 @@ Runs a copy of infra/ in a scratch repo on other ports, so the shared infrastruc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +33,13 @@ def scratch_env() -> dict[str, str]:
     return env | {name: str(free_port()) for name in ports}
 
 
-def ours(root: Path) -> list[str]:
-    out = subprocess.run(["pgrep", "-af", str(root / ".infra")], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
+@contextlib.contextmanager
+def scratch_infra() -> Iterator[tuple[Path, dict[str, str], list[str]]]:
+    """A copy of infra/ in a scratch repo on free ports: (the repo, its environment, the script to run); `down`, then deleted.
 
-
-def test_up_twice_then_down_leaves_nothing_running() -> None:
-    # Not pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to 0700, and the `postgres` user
-    # must reach its data directory for as long as the test runs (a session started meanwhile broke `down` once).
+    Not pytest's tmp_path: every pytest session resets /tmp/pytest-of-<user> to 0700, and the `postgres` user must reach
+    its data directory for as long as the test runs (a session started meanwhile broke `down` once).
+    """
     scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
     os.chmod(scratch, 0o755)
     root = scratch / "repo"
@@ -46,6 +47,19 @@ def test_up_twice_then_down_leaves_nothing_running() -> None:
     env = scratch_env()
     script = ["bash", str(root / "infra" / "infra.sh")]
     try:
+        yield root, env, script
+    finally:
+        subprocess.run([*script, "down"], env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def ours(root: Path) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", str(root / ".infra")], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def test_up_twice_then_down_leaves_nothing_running() -> None:
+    with scratch_infra() as (root, env, script):
         subprocess.run([*script, "up"], env=env, check=True, timeout=240)
         assert ours(root), "nothing started"
         subprocess.run([*script, "up"], env=env, check=True, timeout=120)
@@ -56,9 +70,6 @@ def test_up_twice_then_down_leaves_nothing_running() -> None:
         subprocess.run([*script, "down"], env=env, check=True, timeout=120)
         assert ours(root) == []
         assert subprocess.run([*script, "status"], env=env, capture_output=True, timeout=60).returncode == 3
-    finally:
-        subprocess.run([*script, "down"], env=env, timeout=120)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # The logins a cluster made by an older infra.sh has: the committed development passwords, for the operator and the superuser.
@@ -76,16 +87,10 @@ def logs_in(port: str, user: str, *, password: str | None = None, passfile: Path
 
 
 def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
-    os.chmod(scratch, 0o755)
-    root = scratch / "repo"
-    shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    env = scratch_env()
-    port = env["TIDEGATE_PG_PORT"]
-    script = ["bash", str(root / "infra" / "infra.sh")]
-    pg = root / ".infra" / "pg"
-    passfile = pg / "credentials" / "tidegate.pgpass"
-    try:
+    with scratch_infra() as (root, env, script):
+        port = env["TIDEGATE_PG_PORT"]
+        pg = root / ".infra" / "pg"
+        passfile = pg / "credentials" / "tidegate.pgpass"
         subprocess.run([*script, "up"], env=env, check=True, timeout=240)
         assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
         assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
@@ -106,9 +111,6 @@ def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> Non
         assert not any(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items())
         assert logs_in(port, "tidegate", passfile=passfile)
         assert passfile.read_text() != first, "the operator's password was not generated anew"
-    finally:
-        subprocess.run([*script, "down"], env=env, timeout=120)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def hold_port(port: str, seconds: float | None) -> subprocess.Popen[bytes]:
@@ -127,37 +129,31 @@ def hold_port(port: str, seconds: float | None) -> subprocess.Popen[bytes]:
 
 
 def test_up_waits_for_a_port_being_let_go_and_refuses_one_that_stays_taken() -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="tidegate-infra-test-"))
-    os.chmod(scratch, 0o755)
-    root = scratch / "repo"
-    shutil.copytree(REPO_ROOT / "infra", root / "infra")
-    env = scratch_env() | {"TIDEGATE_PORT_FREE_TIMEOUT": "2"}
-    port = env["TIDEGATE_KAFKA_PORT"]
-    script = ["bash", str(root / "infra" / "infra.sh")]
-    holder = hold_port(port, None)
-    try:
-        refused = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=240)
-        assert refused.returncode != 0
-        assert f"127.0.0.1:{port} is taken by another process (set TIDEGATE_KAFKA_PORT)" in refused.stderr
-        assert ours(root) == [], "up started something though it refused"
-        garbled_env = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "2s"}
-        garbled = subprocess.run([*script, "up"], env=garbled_env, capture_output=True, text=True, timeout=240)
-        assert garbled.returncode != 0
-        assert "TIDEGATE_PORT_FREE_TIMEOUT must be a whole number of seconds (got '2s')" in garbled.stderr
-        holder.kill()
-        holder.wait()
+    with scratch_infra() as (root, base_env, script):
+        env = base_env | {"TIDEGATE_PORT_FREE_TIMEOUT": "2"}
+        port = env["TIDEGATE_KAFKA_PORT"]
+        holder = hold_port(port, None)
+        try:
+            refused = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=240)
+            assert refused.returncode != 0
+            assert f"127.0.0.1:{port} is taken by another process (set TIDEGATE_KAFKA_PORT)" in refused.stderr
+            assert ours(root) == [], "up started something though it refused"
+            garbled_env = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "2s"}
+            garbled = subprocess.run([*script, "up"], env=garbled_env, capture_output=True, text=True, timeout=240)
+            assert garbled.returncode != 0
+            assert "TIDEGATE_PORT_FREE_TIMEOUT must be a whole number of seconds (got '2s')" in garbled.stderr
+            holder.kill()
+            holder.wait()
 
-        # Held for 3 s, longer than a bare check takes, within a 20 s wait: up waits and then starts the broker there.
-        holder = hold_port(port, 3)
-        patient = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "20"}
-        waited = subprocess.run([*script, "up"], env=patient, capture_output=True, text=True, timeout=240)
-        assert waited.returncode == 0, waited.stderr[-2000:]
-        assert f"127.0.0.1:{port} let go after" in waited.stdout
-        assert holder.poll() is not None
-        status = subprocess.run([*script, "status"], env=env, capture_output=True, text=True, timeout=60)
-        assert status.returncode == 0
-        assert port in status.stdout
-    finally:
-        holder.kill()
-        subprocess.run([*script, "down"], env=env, timeout=120)
-        shutil.rmtree(scratch, ignore_errors=True)
+            # Held for 3 s, longer than a bare check takes, within a 20 s wait: up waits and then starts the broker there.
+            holder = hold_port(port, 3)
+            patient = env | {"TIDEGATE_PORT_FREE_TIMEOUT": "20"}
+            waited = subprocess.run([*script, "up"], env=patient, capture_output=True, text=True, timeout=240)
+            assert waited.returncode == 0, waited.stderr[-2000:]
+            assert f"127.0.0.1:{port} let go after" in waited.stdout
+            assert holder.poll() is not None
+            status = subprocess.run([*script, "status"], env=env, capture_output=True, text=True, timeout=60)
+            assert status.returncode == 0
+            assert port in status.stdout
+        finally:
+            holder.kill()
