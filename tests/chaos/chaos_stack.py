@@ -57,9 +57,13 @@ class ChaosStack:
     def approval_port(self) -> int:
         return self.base_port + 7
 
+    def node_port(self, node: int) -> int:
+        """Kafka node `node`'s client port (infra.sh numbers node i's at the first node's + 2(i-1))."""
+        return self.kafka_port + 2 * (node - 1)
+
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{self.kafka_port + 2 * i}" for i in range(self.brokers))
+        return ",".join(f"127.0.0.1:{self.node_port(node)}" for node in range(1, self.brokers + 1))
 
     @property
     def infra_dir(self) -> Path:
@@ -248,7 +252,7 @@ class ChaosStack:
         """
         pid = self.broker_pid(node)
         os.kill(pid, signal.SIGKILL)
-        port, deadline = self.kafka_port + 2 * (node - 1), time.monotonic() + 60
+        port, deadline = self.node_port(node), time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
