@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -139,14 +141,23 @@ async def test_a_restarted_service_records_nothing_twice_and_stops_checkpointing
         await second.stop()
 
 
-async def test_the_service_role_may_only_insert_and_select_and_a_trigger_guards_the_owner(
-    kit: KitSettings, fast_settings: AuditSettings, infra: Any
-) -> None:
-    svc = build(kit, fast_settings)
+@contextlib.asynccontextmanager
+async def _migrated_log_as_owner(kit: KitSettings, settings: AuditSettings, infra: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the log's owner, once the service has migrated the log (started and stopped)."""
+    svc = build(kit, settings)
     await svc.start()
     await svc.stop()
     conn = await asyncpg.connect(infra.database_url)
     try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_the_service_role_may_only_insert_and_select_and_a_trigger_guards_the_owner(
+    kit: KitSettings, fast_settings: AuditSettings, infra: Any
+) -> None:
+    async with _migrated_log_as_owner(kit, fast_settings, infra) as conn:
         for statement in (
             "UPDATE audit.log SET valid = true",
             "DELETE FROM audit.log",
@@ -162,8 +173,32 @@ async def test_the_service_role_may_only_insert_and_select_and_a_trigger_guards_
             # the owner (the services' role) is stopped by the trigger
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
                 await conn.execute(statement)
-    finally:
-        await conn.close()
+
+
+async def test_analyze_keeps_statistics_only_for_the_columns_searches_filter_on(
+    kit: KitSettings, fast_settings: AuditSettings, infra: Any
+) -> None:
+    """ANALYZE (autovacuum's, every tenth of growth) spends nothing on the raw bytes, headers, hashes and traceparent."""
+    async with _migrated_log_as_owner(kit, fast_settings, infra) as conn:
+        rows_of_this_test = conn.transaction()  # rolled back: the log stays append-only and its chains untouched
+        await rows_of_this_test.start()
+        await conn.execute(
+            """INSERT INTO audit.log (topic, partition, kafka_offset, seq, kafka_ts, ts_type, key, headers, value, valid,
+                   invalid_reason, event_id, event_type, tenant_id, task_id, action_id, tool, outcome, reasons, trace_id,
+                   traceparent, event_time, duplicate, recorded_at, prev_hash, hash)
+               SELECT $1, 0, i, i + 1, now(), 0, ('k' || i)::bytea, jsonb_build_array(jsonb_build_object('k', 'h', 'v', i::text)),
+                   ('{"n": ' || i || '}')::bytea, i % 2 = 0, CASE WHEN i % 2 = 1 THEN 'signature_missing: ' || i END,
+                   'e-' || i, 'tidegate.action.proposed', 'acme', 't-' || (i % 7), 'a-' || i, 'issue_refund', 'allowed',
+                   ARRAY['r' || (i % 3)], 'tr-' || i, '00-' || i, now(), false, now(), sha256(i::text::bytea),
+                   sha256((i + 1)::text::bytea)
+               FROM generate_series(0, 199) AS i""",
+            kit.topic_prefix + "statistics",
+        )
+        await conn.execute("ANALYZE audit.log")  # inside the transaction: it samples this transaction's rows too
+        kept = {r["attname"] for r in await conn.fetch("SELECT attname FROM pg_stats WHERE schemaname = 'audit' AND tablename = 'log'")}
+        await rows_of_this_test.rollback()
+    assert {"topic", "seq", "kafka_ts", "key", "event_type", "tenant_id", "task_id", "action_id", "trace_id", "reasons"} <= kept
+    assert not kept & {"value", "headers", "prev_hash", "hash", "traceparent", "invalid_reason"}
 
 
 def _all() -> Any:
