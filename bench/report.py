@@ -514,6 +514,19 @@ CUTS = (
     "8.15 / 8.45 → 7.63 / 7.69 / 7.98, the whole machine 41.0 / 40.8 / 42.0 → 41.1 / 41.1 / 40.9 ms. About 0.4 ms of "
     "the database's CPU, inside the machine's noise, against plans made without the values, which cannot prune an "
     "optional filter (the approval's listings have them). Not kept.",
+    "- **A backlog's share of every partition, in memory (2026-12-04).** aiokafka fetches up to 1 MiB of each partition a "
+    "consumer reads and keeps what it fetched until the handler takes it, so in a backlog every partition's share waits in "
+    "the service's memory (the planner reads 24 partitions). The kit's consumers now fetch at most 256 KiB of a partition "
+    "at a time (`TIDEGATE_MAX_PARTITION_FETCH_BYTES`; the audit keeps its own 4 MiB). Two pairs alternated, a burst of "
+    "10,000 tasks (`bench.e2e_bench --rate 0 --tasks 10000 --light 0 --idle 0`; the first run at 1 MiB with the default "
+    "light-load and idle phases before its burst): peak RSS of the planner 157 / 154 → 140 / 143 MiB (issue #12's bound "
+    "is 150 MB), the policy 127 / 118 → 114 / 119, the executor 107 / 108 → 102 / 102. The same runs read 119.5 / 113.0 "
+    "→ 136.6 / 135.5 actions/s, but that is not a finding: the VM sped up over the hour (a burst of 1,000 tasks on one "
+    "code went from 103 to 179 actions/s), each pair ran 1 MiB first, and at 1,000 tasks two pairs alternated gave 1 MiB "
+    "155 / 179 against 141 / 159 actions/s (`--rate 0 --tasks 1000 --light 0 --idle 0`). The planner's other large "
+    "holding is the states of the tasks it wrote last (1,024, ~35 KiB each for a demo task; "
+    "`TIDEGATE_PLANNER_CACHED_TASKS`, a setting now). At a steady rate a fetch holds a record or two, so the fetch size "
+    "should change nothing there; that was not measured.",
 )
 
 

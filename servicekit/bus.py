@@ -161,6 +161,7 @@ class Bus:
     commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
     fetch_max_wait_ms: int = IDLE_FETCH_MAX_WAIT_MS  # how long the broker holds an idle fetch (`KitSettings.fetch_max_wait_ms`)
     busy_fetch_max_wait_ms: int = 100  # the same while a consumer's batches take long (`KitSettings.busy_fetch_max_wait_ms`)
+    max_partition_fetch_bytes: int = 256 * 1024  # the most fetched of a partition at a time (`KitSettings.max_partition_fetch_bytes`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).
@@ -536,7 +537,7 @@ class Bus:
         from_latest: bool = False,
         fetch_min_bytes: int = 1,
         fetch_max_wait_ms: int | None = None,
-        max_partition_fetch_bytes: int = 1024 * 1024,
+        max_partition_fetch_bytes: int | None = None,
         metadata_max_age_ms: int = 300_000,
     ) -> Poller:
         """A consumer of the full topic names `topics` (or those matching `pattern`) in `group_id`, started with the bus.
@@ -546,7 +547,8 @@ class Bus:
         each fetch until that much is there, or `fetch_max_wait_ms` passed (Kafka's `fetch.min.bytes`
         and `fetch.max.wait.ms`; unset: the bus's, which with one byte only bounds how often an idle
         consumer fetches, and the bus's busy wait replaces it while the consumer's batches take long:
-        `FetchPace`); `metadata_max_age_ms` bounds how late a pattern finds a new topic.
+        `FetchPace`); `metadata_max_age_ms` bounds how late a pattern finds a new topic, and
+        `max_partition_fetch_bytes` (unset: the bus's) what it holds fetched of each partition.
         """
         idle_ms = self.fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
         paced = fetch_max_wait_ms is None and fetch_min_bytes == 1 and self.busy_fetch_max_wait_ms < idle_ms
@@ -558,7 +560,7 @@ class Bus:
             "auto_offset_reset": "latest" if from_latest else "earliest",
             "fetch_min_bytes": fetch_min_bytes,
             "fetch_max_wait_ms": idle_ms,
-            "max_partition_fetch_bytes": max_partition_fetch_bytes,
+            "max_partition_fetch_bytes": self.max_partition_fetch_bytes if max_partition_fetch_bytes is None else max_partition_fetch_bytes,
             "metadata_max_age_ms": metadata_max_age_ms,
             "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
             **self.client_options(),
@@ -690,6 +692,7 @@ def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: A
         commit_interval_s=kit.commit_interval_s,
         fetch_max_wait_ms=kit.fetch_max_wait_ms,
         busy_fetch_max_wait_ms=kit.busy_fetch_max_wait_ms,
+        max_partition_fetch_bytes=kit.max_partition_fetch_bytes,
     )
 
 

@@ -164,6 +164,15 @@ class KitSettings(BaseSettings):
         "a partition fetched during a long batch make the Kafka client fetch the other partitions alone, and the partition "
         "just handled waits behind that fetch for up to this long. At or above `fetch_max_wait_ms`: one wait, busy or not.",
     )
+    max_partition_fetch_bytes: int = Field(
+        default=256 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="The most a consumer fetches of one partition at a time (Kafka's `max.partition.fetch.bytes`; aiokafka's "
+        "default is 1 MiB). What a consumer holds fetched and not yet handled is at most this for each partition it reads, so "
+        "this bounds a service's memory in a backlog: the planner reads 24 partitions. A record batch larger than this is "
+        "still fetched whole. The audit fetches with its own (`TIDEGATE_AUDIT_MAX_PARTITION_FETCH_BYTES`).",
+    )
     handler_limit_s: float = Field(
         default=300.0,
         gt=0,

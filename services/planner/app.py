@@ -73,7 +73,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
-        deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix))
+        deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix, cached_tasks=settings.cached_tasks))
     key = service_key(kit, NAME)
     bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
     handlers = PlannerHandlers(

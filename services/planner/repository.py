@@ -167,7 +167,7 @@ class PostgresTaskRepository(TaskRepository):
     pool: asyncpg.Pool
     rates: CostRates
     prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
-    cached_tasks: int = 1024  # states of the tasks last written, each with its version: most events then skip the parse
+    cached_tasks: int = 1024  # states of the tasks last written, each with its version (`PlannerSettings.cached_tasks`)
     _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:

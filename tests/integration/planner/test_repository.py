@@ -14,8 +14,10 @@ from schemas import ActionCounts, ActionDecided, ActionDecidedData, ActionResult
 from servicekit import REPO_ROOT, ToolCatalog, create_pool
 from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
+from services.planner.app import build
 from services.planner.domain import CostRates, PlannedStep, TaskState, Transition
 from services.planner.repository import Change, PostgresTaskRepository
+from services.planner.settings import PlannerSettings
 from services.planner.strategies import PlaybookStrategy
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
@@ -162,6 +164,34 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
         sent.clear()
         await fresh.apply(f"ev-{another.task_id}", another.task_id, start_another)
         assert len(sent) == 1, sent  # a new task is written at once: its insert is the guard
+    finally:
+        await pool.close()
+
+
+async def test_a_process_keeps_the_states_of_as_many_tasks_as_its_setting_and_reads_the_others_first(infra, kit):
+    """`TIDEGATE_PLANNER_CACHED_TASKS` trades memory (each kept state) for a read and a parse per event of a task not kept."""
+    assert build(kit, PlannerSettings(cached_tasks=3)).planner.repo.cached_tasks == 3  # type: ignore[attr-defined]
+    pool = unopened_pool(infra.database_url, max_size=1, reset_session=False)
+    await open_pool(pool, infra.database_url)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        sent: list[str] = []
+        async with pool.acquire() as conn:  # the pool's one connection
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        for kept, statements in ((1, [1, 2]), (0, [2, 2])):
+            repo = PostgresTaskRepository(pool, RATES, cached_tasks=kept)
+            first, start_first = _started(f"repo-{uuid.uuid4().hex[:8]}")
+            second, start_second = _started(f"repo-{uuid.uuid4().hex[:8]}")
+            await repo.apply(f"ev-{first.task_id}", first.task_id, start_first)
+            await repo.apply(f"ev-{second.task_id}", second.task_id, start_second)  # with one kept, the first task's state goes
+            counted = []
+            for task in (second, first):  # the task written last, then the one before it
+                sent.clear()
+                await repo.apply(f"ev2-{task.task_id}", task.task_id, _noted("summary", "noted"))
+                counted.append(len(sent))
+                assert (await repo.get(task.task_id)).summary == "noted"
+            assert counted == statements, (kept, counted)  # a task not kept: its read, then its write
+            assert len(repo._states) <= kept
     finally:
         await pool.close()
 

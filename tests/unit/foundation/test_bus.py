@@ -213,6 +213,17 @@ def test_a_service_bus_fetches_with_the_deployments_wait_unless_a_consumer_gives
     assert batching.pace is None
 
 
+def test_a_service_bus_bounds_what_a_consumer_holds_fetched_of_a_partition_unless_it_gives_its_own(tmp_path: Path) -> None:
+    """`TIDEGATE_MAX_PARTITION_FETCH_BYTES` bounds a consumer's backlog in memory (256 KiB a partition, not aiokafka's 1 MiB)."""
+    assert KitSettings(run_dir=tmp_path).max_partition_fetch_bytes == 256 * 1024
+    kit = KitSettings(run_dir=tmp_path, max_partition_fetch_bytes=65536, kafka_bootstrap="unused:1", topic_prefix="p.")
+    bus = service_bus(kit, "planner", signer=service_key(kit, "planner"))
+    deployment = bus.poller("deployment", group_id="g", max_records=10, topics=["p.tasks"])
+    own = bus.poller("own", group_id="g", max_records=10, topics=["p.tasks"], max_partition_fetch_bytes=4 * 1024 * 1024)
+    assert deployment._make_consumer.keywords["max_partition_fetch_bytes"] == 65536  # type: ignore[attr-defined]
+    assert own._make_consumer.keywords["max_partition_fetch_bytes"] == 4 * 1024 * 1024  # type: ignore[attr-defined]
+
+
 def test_a_busy_wait_at_or_above_the_idle_one_is_one_wait(tmp_path: Path) -> None:
     kit = KitSettings(run_dir=tmp_path, fetch_max_wait_ms=100, busy_fetch_max_wait_ms=100, kafka_bootstrap="unused:1")
     bus = service_bus(kit, "policy", signer=service_key(kit, "policy"))
