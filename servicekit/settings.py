@@ -171,8 +171,8 @@ class KitSettings(BaseSettings):
         description="The most a consumer fetches of one partition at a time (Kafka's `max.partition.fetch.bytes`; aiokafka's "
         "default is 1 MiB). What a consumer holds fetched and not yet handled is at most this for each partition it reads, so "
         "this bounds a service's memory in a backlog: the planner reads four topics, 24 partitions at the catalog's six. A "
-        "record batch larger than this is still fetched whole. The audit fetches with its own "
-        "(`TIDEGATE_AUDIT_MAX_PARTITION_FETCH_BYTES`).",
+        "record batch larger than this is still fetched whole, when its partition comes first in a response (Kafka's "
+        "KIP-74), so at worst a fetch later. The audit fetches with its own (`TIDEGATE_AUDIT_MAX_PARTITION_FETCH_BYTES`).",
     )
     handler_limit_s: float = Field(
         default=300.0,
