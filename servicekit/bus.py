@@ -37,7 +37,7 @@ from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.polling import FetchPace, Poller
 from servicekit.producer import Producer, servers
-from servicekit.settings import IDLE_FETCH_MAX_WAIT_MS, KitSettings
+from servicekit.settings import IDLE_FETCH_MAX_WAIT_MS, PARTITION_FETCH_BYTES, KitSettings
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
@@ -161,7 +161,7 @@ class Bus:
     commit_interval_s: float = 0.5  # handled offsets are committed at most this often (`servicekit.commits`)
     fetch_max_wait_ms: int = IDLE_FETCH_MAX_WAIT_MS  # how long the broker holds an idle fetch (`KitSettings.fetch_max_wait_ms`)
     busy_fetch_max_wait_ms: int = 100  # the same while a consumer's batches take long (`KitSettings.busy_fetch_max_wait_ms`)
-    max_partition_fetch_bytes: int = 256 * 1024  # the most fetched of a partition at a time (`KitSettings.max_partition_fetch_bytes`)
+    max_partition_fetch_bytes: int = PARTITION_FETCH_BYTES  # per partition and fetch (`KitSettings.max_partition_fetch_bytes`)
     rejected: int = field(default=0, init=False)
     liveness: Liveness = field(default_factory=Liveness, init=False)
     # Called with each transient error before the retry (the runner discards the pool's connections on a database error).

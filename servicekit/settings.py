@@ -11,12 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit.intake import Bounds
 
-__all__ = ["EX_CONFIG", "IDLE_FETCH_MAX_WAIT_MS", "REPO_ROOT", "KitSettings", "settings_problems"]
+__all__ = ["EX_CONFIG", "IDLE_FETCH_MAX_WAIT_MS", "PARTITION_FETCH_BYTES", "REPO_ROOT", "KitSettings", "settings_problems"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 IDLE_FETCH_MAX_WAIT_MS = 2_000
 """The broker's hold of an idle consumer's fetch, unless set (`KitSettings.fetch_max_wait_ms`)."""
+
+PARTITION_FETCH_BYTES = 256 * 1024
+"""The most a consumer fetches of one partition at a time, unless set (`KitSettings.max_partition_fetch_bytes`)."""
 
 EX_CONFIG = 78  # sysexits.h: a setting is not valid; a supervisor does not restart what only a person can fix
 
@@ -165,7 +168,7 @@ class KitSettings(BaseSettings):
         "just handled waits behind that fetch for up to this long. At or above `fetch_max_wait_ms`: one wait, busy or not.",
     )
     max_partition_fetch_bytes: int = Field(
-        default=256 * 1024,
+        default=PARTITION_FETCH_BYTES,
         ge=16 * 1024,
         le=64 * 1024 * 1024,
         description="The most a consumer fetches of one partition at a time (Kafka's `max.partition.fetch.bytes`; aiokafka's "
