@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 import schemas as s
-from bench.clients import emit_figures, kafka_options
+from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from servicekit import (
     Authority,
     Keyring,
@@ -272,6 +272,7 @@ async def main(events: int) -> None:
         conn = await asyncpg.connect(admin)
         await conn.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         await conn.close()
+        await drop_bench_prefix(kit)
     emit_figures("audit", figures)
 
 

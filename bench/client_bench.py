@@ -22,8 +22,8 @@ from pathlib import Path
 import asyncpg
 import mcp
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.clients import drop_bench_prefix
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog, catalog_topic_names, ensure_topics
 from servicekit.dbroles import with_database
 from services.executor import build as build_executor
@@ -108,13 +108,7 @@ async def main(calls: int, concurrent: int, admin_url: str) -> None:
         for svc in reversed(services):
             with contextlib.suppress(Exception):
                 await svc.stop()
-        with contextlib.suppress(Exception):
-            kafka_admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, request_timeout_ms=60000)
-            await kafka_admin.start()
-            try:
-                await kafka_admin.delete_topics([t for t in await kafka_admin.list_topics() if t.startswith(kit.topic_prefix)])
-            finally:
-                await kafka_admin.close()
+        await drop_bench_prefix(kit)
         with contextlib.suppress(Exception):
             admin = await asyncpg.connect(admin_url)
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -55,10 +55,9 @@ from typing import Any, NamedTuple
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import profile
-from bench.clients import emit_figures, kafka_options
+from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import DEFAULT_ROLE_PREFIX, with_database
@@ -581,13 +580,7 @@ async def main(
             )
     finally:
         await asyncio.to_thread(subprocess.run, [*cli, "down"], env=env, capture_output=True, check=False, timeout=120)
-        with contextlib.suppress(Exception):
-            kafka_admin = AIOKafkaAdminClient(request_timeout_ms=60000, **kafka_options(kit))
-            await kafka_admin.start()
-            try:
-                await kafka_admin.delete_topics([t for t in await kafka_admin.list_topics() if t.startswith(kit.topic_prefix)])
-            finally:
-                await kafka_admin.close()
+        await drop_bench_prefix(kit)
         with contextlib.suppress(Exception):
             admin = await asyncpg.connect(admin_url)
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -39,10 +39,9 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.bare_hop import cpu_seconds
-from bench.clients import emit_figures, kafka_options
+from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import ActionProposed, ActionProposedData, Envelope, TaskSubmitted, TaskSubmittedData, encode, headers_for
 from servicekit import REPO_ROOT, KitSettings, Recorded, ToolCatalog, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import with_database
@@ -318,19 +317,7 @@ async def through_kafka(
             show_failures(Path(tmp))
             await admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
             await admin.close()
-            await delete_topics(prefix)
-
-
-async def delete_topics(prefix: str) -> None:
-    """Leave no benchmark topics behind (thousands of partitions slow the shared broker down)."""
-    client = AIOKafkaAdminClient(**kafka_options(KitSettings()))
-    await client.start()
-    try:
-        ours = [t for t in await client.list_topics() if t.startswith(prefix)]
-        if ours:
-            await client.delete_topics(ours)
-    finally:
-        await client.close()
+            await drop_bench_prefix(kit0, prefix)
 
 
 async def main() -> None:

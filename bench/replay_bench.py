@@ -25,9 +25,8 @@ from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.clients import emit_figures, kafka_options
+from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import ActionDecided, ActionProposed
 from servicekit import (
     REPO_ROOT,
@@ -122,17 +121,6 @@ def candidate_pack(tmp: Path) -> Path:
     return target
 
 
-async def drop_topics(kit: KitSettings) -> None:
-    admin = AIOKafkaAdminClient(**kafka_options(kit))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
 async def main(events: int, replay: bool) -> None:
     figures: dict[str, float] = {"events": events}
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
@@ -189,7 +177,7 @@ async def main(events: int, replay: bool) -> None:
                 f"{done.unanswerable:,} calls unanswerable"
             )
     finally:
-        await drop_topics(kit)
+        await drop_bench_prefix(kit)
         shutil.rmtree(tmp, ignore_errors=True)
     emit_figures("replay", figures)
 

@@ -36,7 +36,7 @@ from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.toolcontract import Tool, ToolContext, ToolError
-from servicekit.topics_admin import catalog_topic_names, ensure_topics
+from servicekit.topics_admin import Dropped, catalog_topic_names, drop_prefix, ensure_topics, stale_rights
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "Bus",
     "CatalogError",
     "ControlState",
+    "Dropped",
     "EventOutlet",
     "Handler",
     "Keyring",
@@ -85,6 +86,7 @@ __all__ = [
     "current_traceparent",
     "declaration_problems",
     "deployment_authority",
+    "drop_prefix",
     "encode_signed",
     "ensure_topics",
     "install_tracing",
@@ -105,4 +107,5 @@ __all__ = [
     "sign_as_producer",
     "sign_event",
     "span",
+    "stale_rights",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,15 +18,24 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import SecurityDisabled, for_code
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeAclsRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
 
 from servicekit.bus_auth import client_properties, kafka_options, read_password
-from servicekit.bus_rights import ADMIN, AclBinding, acl_bindings, principal_names, retired_bindings, sandbox_bindings
+from servicekit.bus_rights import (
+    ADMIN,
+    AclBinding,
+    Pattern,
+    Resource,
+    acl_bindings,
+    principal_names,
+    retired_bindings,
+    sandbox_bindings,
+)
 from servicekit.settings import KitSettings
 
-__all__ = ["ensure_principals", "grant_rights", "revoke_rights", "tools_of"]
+__all__ = ["ensure_principals", "grant_rights", "granted_prefixes", "revoke_rights", "tools_of"]
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +153,42 @@ async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[
     return len(bindings)
 
 
-async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> None:
-    """Delete the ACLs `grant_rights` made for `prefix` (when a test prefix goes away); the sandboxes' standing ones stay."""
+async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
+    """Delete the ACLs `grant_rights` made for `prefix` (when the prefix goes away); the sandboxes' standing ones stay.
+
+    Each binding is deleted by an exact filter, so another prefix's rules are never touched, even one that
+    `prefix` begins (`tidegate.` and `tidegate.eu.`). Returns how many bindings were deleted.
+    """
     response: Any = await admin._send_request(_DeleteAcls(acl_bindings(prefix, tools)))
+    if all(r[0] == SecurityDisabled.errno for r in response.filter_responses):
+        return 0  # a broker without an authorizer: it has no rules to delete (`grant_rights` made none)
     _raise_errors(((r[0], r[1]) for r in response.filter_responses), f"DeleteAcls for prefix {prefix!r}")
+    return sum(len(r[2]) for r in response.filter_responses)
+
+
+_ANY = 1  # DescribeAcls' filter value that matches every resource type, pattern type, operation and permission
+_TASKS = "tasks"  # the catalog topic every deployment prefix's rights name (the planner reads it)
+_TOOL_REQUESTS = re.compile(r"tools\.([^.]+)\.requests")
+
+
+async def granted_prefixes(admin: AIOKafkaAdminClient) -> dict[str, list[str]]:
+    """Every deployment prefix that has rights on the broker, with the tools its rights name: what `revoke_rights` takes.
+
+    A prefix is known by the literal rule on its `tasks` topic, which `grant_rights` makes for every prefix,
+    and its tools by the literal rules on `<prefix>tools.<tool>.requests`. The sandboxes' standing rules
+    belong to no prefix and are not listed.
+    """
+    response: Any = await admin._send_request(DescribeAclsRequest(_ANY, None, _ANY, None, None, _ANY, _ANY))
+    if response.error_code == SecurityDisabled.errno:
+        return {}  # a broker without an authorizer keeps no rules
+    _raise_errors([(response.error_code, response.error_message)], "DescribeAcls")
+    literal_topics = [name for kind, name, pattern, _acls in response.resources if kind == Resource.TOPIC and pattern == Pattern.LITERAL]
+    prefixes: dict[str, list[str]] = {name.removesuffix(_TASKS): [] for name in literal_topics if name.endswith(_TASKS)}
+    for name in literal_topics:
+        for prefix, tools in prefixes.items():
+            if name.startswith(prefix) and (match := _TOOL_REQUESTS.fullmatch(name.removeprefix(prefix))):
+                tools.append(match.group(1))
+    return {prefix: sorted(tools) for prefix, tools in sorted(prefixes.items())}
 
 
 def tools_of(topic_names: Iterable[str]) -> list[str]:

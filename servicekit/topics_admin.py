@@ -1,27 +1,29 @@
-"""Create the catalog's topics on the broker, with their partitions, retention and ACLs, idempotently."""
+"""Create the catalog's topics on the broker, with their partitions, retention and ACLs, idempotently; drop a prefix's again."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from schemas import TOPICS, TopicSpec, topic_spec
-from servicekit.bus_admin import grant_rights, tools_of
+from servicekit.bus_admin import grant_rights, granted_prefixes, revoke_rights, tools_of
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
-__all__ = ["catalog_topic_names", "ensure_topics", "replication_factor"]
+__all__ = ["Dropped", "catalog_topic_names", "drop_prefix", "ensure_topics", "replication_factor", "stale_rights"]
 
 log = logging.getLogger(__name__)
 
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
+_GONE = UnknownTopicOrPartitionError.errno  # another process deleted it in between: fine
 
 
 def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
@@ -94,6 +96,73 @@ async def ensure_topics(
                 raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(set(wanted) - set(await admin.list_topics()))}")
             await asyncio.sleep(0.1)
         return [t.name for t in new]
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """What `drop_prefix` removed from the broker."""
+
+    topics: tuple[str, ...]
+    rights: int  # ACL bindings of the prefix deleted
+
+
+def _admin(bootstrap: str, client_options: Mapping[str, Any] | None, timeout_s: float) -> AIOKafkaAdminClient:
+    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": int(timeout_s * 1000)}))
+
+
+async def drop_prefix(
+    bootstrap: str, prefix: str, *, client_options: Mapping[str, Any] | None = None, revoke: bool = True, timeout_s: float = 60.0
+) -> Dropped:
+    """Delete every topic under `prefix` and, with `revoke`, every ACL `ensure_topics` granted on it.
+
+    What a test, a benchmark or a retired deployment must do when its prefix goes away: topics left behind
+    keep their partitions open on the broker, and rights left behind keep granting every principal access
+    to any topic created under that prefix later. The prefix's tools are found both from its topics and
+    from its rules, so rights outlive no topic deleted earlier. Logs in as `admin` unless `client_options`
+    says otherwise; a sandbox's prefix is dropped as `ops` with `revoke=False` (its standing rules belong to
+    no prefix, and `ops` may not delete ACLs).
+    """
+    if not prefix:
+        raise ValueError("an empty prefix would name every topic on the broker")
+    admin = _admin(bootstrap, client_options, timeout_s)
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+        if names:
+            response: Any = await admin.delete_topics(names)
+            refused = [(name, code) for name, code, *_ in response.topic_error_codes if code not in (0, _GONE)]
+            if refused:
+                raise for_code(refused[0][1])(f"could not delete {[name for name, _ in refused]} under {prefix!r}")
+        rights = 0
+        if revoke:
+            tools = {*tools_of(n.removeprefix(prefix) for n in names), *(await granted_prefixes(admin)).get(prefix, [])}
+            rights = await revoke_rights(admin, prefix, tools)
+        return Dropped(tuple(names), rights)
+    finally:
+        await admin.close()
+
+
+async def stale_rights(
+    bootstrap: str, *, revoke: bool = False, client_options: Mapping[str, Any] | None = None, timeout_s: float = 60.0
+) -> dict[str, list[str]]:
+    """The prefixes whose rights remain on the broker but under which no topic is left, with their tools; with `revoke`, revoked.
+
+    What a test or a benchmark stopped before it cleaned up, or a deployment retired by deleting its topics,
+    leaves behind (`tidegate topics prune`). A prefix another live prefix lies under (`tidegate.` beside a
+    live `tidegate.eu.`) counts as live: only a prefix with no topic at all is stale.
+    """
+    admin = _admin(bootstrap, client_options, timeout_s)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+        stale = {p: tools for p, tools in (await granted_prefixes(admin)).items() if not any(t.startswith(p) for t in topics)}
+        if revoke:
+            for prefix, tools in stale.items():
+                await revoke_rights(admin, prefix, tools)
+        return stale
     finally:
         await admin.close()
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import (
     ActionAuthorized,
@@ -47,6 +46,7 @@ from servicekit import (
     approval_message,
     authorization_message,
     current_traceparent,
+    drop_prefix,
     ensure_topics,
     kafka_options,
     sign_as_producer,
@@ -113,14 +113,7 @@ async def drop_sandbox(kit: KitSettings, prefix: str) -> None:
     """Delete every topic under sandbox `prefix`, as `ops` (there are no ACLs of the sandbox to drop)."""
     if not prefix.startswith(SANDBOX_ROOT):
         raise ValueError(f"not a sandbox prefix: {prefix!r}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, OPS))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await drop_prefix(kit.kafka_bootstrap, prefix, client_options=kafka_options(kit, OPS), revoke=False)
 
 
 class SandboxProducer:

@@ -14,12 +14,11 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from bus_helpers import every_record
 
 import connectors
 from schemas import decode
-from servicekit import ADMIN, KitSettings, kafka_options
+from servicekit import ADMIN, KitSettings, drop_prefix, kafka_options
 
 CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -44,13 +43,8 @@ async def stack_env(infra, prefix: str, tmp_path: Path) -> AsyncIterator[dict[st
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Leave no topics behind (thousands of test partitions slow every Kafka restart)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN), request_timeout_ms=30000)
-    await admin.start()
-    try:
-        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
-    finally:
-        await admin.close()
+    """Leave no topics behind (thousands of test partitions slow every Kafka restart), nor the rights the demo granted."""
+    await drop_prefix(bootstrap, prefix)
 
 
 async def read_all(bootstrap: str, prefix: str) -> dict[str, list[Any]]:

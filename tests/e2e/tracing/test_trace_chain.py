@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import ADMIN, Attr, KitSettings, create_pool, install_tracing, kafka_options
+from servicekit import ADMIN, Attr, KitSettings, create_pool, install_tracing
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -62,16 +62,9 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
 
 
 async def delete_topics(kit: KitSettings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from servicekit import drop_prefix
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await drop_prefix(kit.kafka_bootstrap, kit.topic_prefix)
 
 
 async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, *, grant: bool = False) -> str:

@@ -19,7 +19,7 @@ import httpx
 from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
-from servicekit import ADMIN, KitSettings, catalog_topic_names, create_pool, ensure_topics, kafka_options
+from servicekit import ADMIN, KitSettings, catalog_topic_names, create_pool, ensure_topics
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.tickets import ticket_task
 
@@ -47,17 +47,10 @@ class Traffic:
 
 
 async def delete_topics(kit: KitSettings) -> None:
-    """Delete every topic under the kit's prefix."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """Drop every topic under the kit's prefix, and the rights granted on it."""
+    from servicekit import drop_prefix
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(kit.topic_prefix)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await drop_prefix(kit.kafka_bootstrap, kit.topic_prefix)
 
 
 async def systems_fingerprint(database_url: str) -> dict[str, tuple[int, str]]:

@@ -23,7 +23,6 @@ from schemas import (
     ProposalCost,
 )
 from servicekit import (
-    ADMIN,
     REPO_ROOT,
     ControlState,
     KitSettings,
@@ -31,12 +30,12 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     approval_message,
-    kafka_options,
 )
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.app import build
 from services.policy.pack import PackSource, compile_pack
 from services.policy.service import PolicyService
+from tests.conftest import delete_prefix_topics
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 
@@ -193,21 +192,6 @@ def make_grant() -> Callable[..., ApprovalGranted]:
 
 @pytest.fixture(autouse=True)
 def _delete_test_topics(infra: Any, prefix: str) -> Iterator[None]:
-    """Delete this test's topics afterwards: thousands of leftover partitions slow the shared broker down."""
+    """Drop this test's topics and rights afterwards: thousands of leftover partitions slow the shared broker down."""
     yield
-    asyncio.run(_delete_topics(infra.kafka_bootstrap, prefix))
-
-
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options(KitSettings(), ADMIN))
-    try:
-        await admin.start()
-        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    except Exception:  # cleanup must never fail a test
-        log.warning("could not delete the topics of %s", prefix)
-    finally:
-        await admin.close()
+    asyncio.run(delete_prefix_topics(infra.kafka_bootstrap, prefix))
