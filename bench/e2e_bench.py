@@ -6,6 +6,7 @@ Prints figures; never asserts. Run with the infrastructure up (`tidegate infra u
     .venv/bin/python -m bench.e2e_bench --full          # 5 minutes open loop at 118 tasks/s (~500 actions/s)
     .venv/bin/python -m bench.e2e_bench --rate 0 --tasks 1000   # a burst
     .venv/bin/python -m bench.e2e_bench --ramp 10,14,18,22,26,30 --light 0 --idle 0   # the most it holds, then 5 minutes of it
+    .venv/bin/python -m bench.e2e_bench --rate 10 --tasks 600 --light 0 --idle 0 --profile-broker b.jfr   # what the broker's CPU goes to
 
 It starts the five services as processes (`tidegate up --detach`) on a fresh topic prefix and a
 database of their own (created with the PostgreSQL superuser, dropped at the end), seeds the systems
@@ -56,7 +57,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench import profile
+from bench import broker_profile, profile
 from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
@@ -402,6 +403,7 @@ async def main(
     profile_all: Path | None = None,
     ramp: Ramp | None = None,
     latencies_to: Path | None = None,
+    broker_to: Path | None = None,
 ) -> None:
     base = KitSettings()
     run_id = uuid.uuid4().hex[:8]
@@ -485,11 +487,17 @@ async def main(
             profile_all.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240  (once, before the phase)
             for name, pid in pids.items():
                 samplers.append(await profile.record(pid, profile_all / f"{name}.txt", max(5, int(expected_s))))
+        broker = infra.get("kafka", [None])[0] if broker_to is not None else None
+        recording = await broker_profile.record(broker, broker_to, max(5, int(expected_s))) if broker and broker_to else None
         seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
         after, counted_after, (infra_after, db_after) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
         for sampler in samplers:
             await profile.stop(sampler)
+        if broker and broker_to:
+            await broker_profile.stop(broker, recording)
+            if (broker_parts := await asyncio.to_thread(broker_profile.read, broker_to)) is not None:
+                figures["broker_profile"] = broker_parts
         outcomes, elapsed, wall, lat = seen["outcomes"], seen["elapsed"], seen["wall"], seen["lat"]
         if latencies_to is not None:  # one line per executed action: when it was proposed, how long to its result
             write_latencies(latencies_to, seen["proposed"], seen["results"])
@@ -564,6 +572,11 @@ async def main(
             figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in served.items()}
             if served:
                 print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in served.items()))
+        if "broker_profile" in figures:
+            shares = figures["broker_profile"]
+            print(f"  the broker's CPU by what it went to (Java Flight Recorder, {shares['samples']:,} samples):")
+            for label, share in shares["parts"]:
+                print(f"    {share:5.1f} %  {label}")
         print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (shared)")
         if outcomes:
             keys = ("model", "retrieval", "tools", "orchestration", "retries", "human_review", "total")
@@ -609,6 +622,13 @@ if __name__ == "__main__":
         "--latencies", type=Path, default=None, help="Write the steady phase's actions (proposed at, latency) to this CSV file."
     )
     parser.add_argument(
+        "--profile-broker",
+        type=Path,
+        default=None,
+        help="Record the Kafka broker with Java Flight Recorder during the steady phase, into this .jfr file, and print what its CPU "
+        "went to (needs the JDK's jcmd and jfr).",
+    )
+    parser.add_argument(
         "--ramp",
         default=None,
         help="Find the rate first: step through these tasks/s (comma-separated, rising), each for --step-s; the steady phase then "
@@ -642,4 +662,4 @@ if __name__ == "__main__":
     rate = args.rate if args.rate is not None else (118.0 if args.full else 5.0)
     admin_url = args.admin_url or local_superuser_url(KitSettings())
     phases = (tasks, args.timeout, admin_url, rate, args.light, args.light_rate, args.idle)
-    asyncio.run(main(*phases, args.profile, args.profile_all, ramp, args.latencies))
+    asyncio.run(main(*phases, args.profile, args.profile_all, ramp, args.latencies, args.profile_broker))

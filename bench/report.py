@@ -963,6 +963,37 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
     ]
 
 
+def broker_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
+    """What the broker's CPU went to in the steady phase, from a Java Flight Recorder recording of it."""
+    found = figures.get("e2e_steady", {}).get("broker_profile")
+    kafka = _num(figures, "e2e_steady", "infra_cpu_ms_per_action_kafka")
+    rate = _num(figures, "e2e_steady", "rate_tasks_per_s")
+    if not found or not found.get("samples") or kafka is None or rate is None:
+        return []
+    requests = ", ".join(f"{name} requests {share:g} %" for name, share in found["requests"]) or "none"
+    return [
+        "## What the broker's CPU goes to",
+        "",
+        f"At {rate:g} tasks/s the broker spent {kafka:.1f} ms of CPU per governed action. Java Flight Recorder (the JDK's, "
+        f"`settings=profile`) sampled it over the same five minutes: {found['samples']:,} samples of its threads running Java "
+        "code, each counted in the first part below whose frames are on its stack (`bench/broker_profile.py`).",
+        "",
+        "| share | what the broker was doing |",
+        "|---|---|",
+        *(f"| {share:g} % | {label} |" for label, share in found["parts"]),
+        "",
+        f"By request: {requests}. None of it is Tidegate's code; it follows the requests the services send. Two parts are "
+        "the price of running the bus as it must run, on every request: checking it against the ACLs (each principal "
+        "may do only its own part, docs/security/bus.md), and the latency histograms Kafka records for every request (no "
+        "setting turns them off). The fetches held in purgatory are the consumers' long polls: each waits for data on "
+        "every partition it holds, and a write to any of them makes the broker try the waiting fetches again, each over "
+        "all its partitions, so this part grows with the consumers and the partitions each holds (the audit's holds all "
+        "of them; docs/operations.md, 'Partitions') "
+        f"({command('bench.e2e_bench', full, *bench_args('e2e_steady'), '--profile-broker', 'broker.jfr')}).",
+        "",
+    ]
+
+
 def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
     """Why a governed action costs the services more at a steady rate than in a burst, from the same run's hops."""
     steady = _num(figures, "e2e_steady", "cpu_ms_per_action")
@@ -1087,6 +1118,7 @@ def render(
         ]
     lines += signature_floor(figures, full)
     lines += machine_floor(figures, full, m["cores"])
+    lines += broker_work(figures, full)
     lines += steady_against_burst(figures, full)
     lines += ["## Profile of the hottest service under load", ""]
     if hot and hot.get("samples"):
@@ -1152,6 +1184,7 @@ def main() -> None:
     figures: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     profile_file = Path(tempfile.mkdtemp(prefix="tidegate-bench-profile-")) / "hottest.txt"
+    profiling = {"e2e": ("--profile", str(profile_file)), "e2e_steady": ("--profile-broker", str(profile_file.with_name("broker.jfr")))}
     if opts.only is None:
         print("warming the broker up (not recorded)", flush=True)
         for module in WARM_UP:
@@ -1159,7 +1192,7 @@ def main() -> None:
     for name, module, args in BENCHES:
         if opts.only is not None and name not in opts.only:
             continue
-        extra = ("--profile", str(profile_file)) if name == "e2e" else ()
+        extra = profiling.get(name, ())
         found = run_one(module, args + extra, opts.full)
         if found is None:
             failed.append(name)

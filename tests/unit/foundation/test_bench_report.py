@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.broker_profile import summarise as broker_summarise
 from bench.profile import summarise
 from bench.report import BENCHES, others_running, render, rows
 
@@ -245,3 +246,71 @@ def test_a_frame_that_only_passes_its_time_on_is_not_listed() -> None:
         "decide (/x/services/policy/engine.py)": 30.0,
         "check (/x/servicekit/authority.py)": 20.0,
     }
+
+
+def jfr_sample(thread: str, *frames: str) -> str:
+    """One event as `jfr print --events jdk.ExecutionSample` prints it, innermost frame first."""
+    stack = "\n".join(f"    {frame} line: {n}" for n, frame in enumerate(frames, 1))
+    head = f'jdk.ExecutionSample {{\n  startTime = 03:17:34.324\n  sampledThread = "{thread}" (javaThreadId = 83)\n'
+    return f'{head}  state = "STATE_RUNNABLE"\n  stackTrace = [\n{stack}\n  ]\n}}\n'
+
+
+def test_the_brokers_samples_are_counted_in_the_first_part_on_their_stack() -> None:
+    handler = "data-plane-kafka-request-handler-4"
+    printed = "".join(
+        [
+            # a write that makes the broker try a held fetch again: the purgatory, though it is under a produce request
+            jfr_sample(
+                handler,
+                "java.util.HashMap.getNode(Object)",
+                "kafka.server.DelayedFetch.tryComplete()",
+                "kafka.server.ReplicaManager.appendRecords(long, short, boolean)",
+                "kafka.server.KafkaApis.handleProduceRequest(RequestChannel$Request, RequestLocal)",
+                "kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal)",
+            ),
+            jfr_sample(
+                handler,
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizerData.findAclRule(Set, String, Action)",
+                "kafka.server.AuthHelper.filterByAuthorized(RequestContext, AclOperation)",
+                "kafka.server.KafkaApis.handleFetchRequest(RequestChannel$Request)",
+                "kafka.server.KafkaApis.handle(RequestChannel$Request, RequestLocal)",
+            ),
+            jfr_sample(
+                "data-plane-kafka-network-thread-1-BROKER-SASL_PLAINTEXT-0",
+                "java.nio.channels.spi.AbstractSelector.begin()",
+                "kafka.network.Processor.poll()",
+            ),
+            jfr_sample("kafka-1-raft-io-thread", "org.apache.kafka.raft.KafkaRaftClient.poll()"),
+            "jdk.ExecutionSample {\n  stackTrace = [\n  ]\n}\n",  # nothing sampled: not counted
+        ]
+    )
+    found = broker_summarise(printed)
+    assert found["samples"] == 4
+    assert dict(found["parts"]) == {
+        "trying the fetches held in purgatory again (after each write, and as each fetch comes)": 25.0,
+        "checking each request against the ACLs (the authorizer)": 25.0,
+        "network threads: reading requests, writing responses": 25.0,
+        "the controller, metadata, log cleaning and the JVM's own threads": 25.0,
+    }
+    assert dict(found["requests"]) == {"produce": 25.0, "fetch": 25.0}
+
+
+def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_steady_phase() -> None:
+    steady = {
+        "rate_tasks_per_s": 14.0,
+        "infra_cpu_ms_per_action_kafka": 5.5,
+        "broker_profile": {
+            "samples": 2000,
+            "parts": [["checking each request against the ACLs (the authorizer)", 14.0], ["reading records for fetches", 9.5]],
+            "requests": [["fetch", 33.0], ["produce", 18.0]],
+            "threads": [],
+        },
+    }
+    text = render(MACHINE, FIGURES | {"e2e_steady": steady}, None, full=False, failed=[])
+    assert "## What the broker's CPU goes to" in text
+    assert "At 14 tasks/s the broker spent 5.5 ms of CPU per governed action." in text
+    assert "2,000 samples" in text
+    assert "| 14 % | checking each request against the ACLs (the authorizer) |" in text
+    assert "By request: fetch requests 33 %, produce requests 18 %." in text
+    assert "--profile-broker broker.jfr" in text
+    assert "What the broker's CPU goes to" not in render(MACHINE, FIGURES, None, full=False, failed=[])
