@@ -965,9 +965,9 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
 
 def broker_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
     """What the broker's CPU went to in the steady phase, from a Java Flight Recorder recording of it."""
-    found = figures.get("e2e_steady", {}).get("broker_profile")
-    kafka = _num(figures, "e2e_steady", "infra_cpu_ms_per_action_kafka")
-    rate = _num(figures, "e2e_steady", "rate_tasks_per_s")
+    found = figures.get("e2e", {}).get("broker_profile")
+    kafka = _num(figures, "e2e", "infra_cpu_ms_per_action_kafka")
+    rate = _num(figures, "e2e", "rate_tasks_per_s")
     if not found or not found.get("samples") or kafka is None or rate is None:
         return []
     requests = ", ".join(f"{name} requests {share:g} %" for name, share in found["requests"]) or "none"
@@ -975,7 +975,7 @@ def broker_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
         "## What the broker's CPU goes to",
         "",
         f"At {rate:g} tasks/s the broker spent {kafka:.1f} ms of CPU per governed action. Java Flight Recorder (the JDK's, "
-        f"`settings=profile`) sampled it over the same five minutes: {found['samples']:,} samples of its threads running Java "
+        f"`settings=profile`) sampled it over the same phase: {found['samples']:,} samples of its threads running Java "
         "code, each counted in the first part below whose frames are on its stack (`bench/broker_profile.py`).",
         "",
         "| share | what the broker was doing |",
@@ -989,7 +989,7 @@ def broker_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
         "every partition it holds, and a write to any of them makes the broker try the waiting fetches again, each over "
         "all its partitions, so this part grows with the consumers and the partitions each holds (the audit's holds all "
         "of them; docs/operations.md, 'Partitions') "
-        f"({command('bench.e2e_bench', full, *bench_args('e2e_steady'), '--profile-broker', 'broker.jfr')}).",
+        f"({command('bench.e2e_bench', full, *bench_args('e2e'), '--profile-broker', 'broker.jfr')}).",
         "",
     ]
 
@@ -1184,7 +1184,10 @@ def main() -> None:
     figures: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     profile_file = Path(tempfile.mkdtemp(prefix="tidegate-bench-profile-")) / "hottest.txt"
-    profiling = {"e2e": ("--profile", str(profile_file)), "e2e_steady": ("--profile-broker", str(profile_file.with_name("broker.jfr")))}
+    # The broker is recorded in the 5 tasks/s run, not in the capacity hold: starting a recording stalls it briefly, and at
+    # the knee a stall of a second leaves a backlog for minutes (the hold at 18 tasks/s of 2026-12-04 03:58, recorded:
+    # p99 1,732 and 894 ms its first two minutes, 124–361 ms after).
+    profiling = {"e2e": ("--profile", str(profile_file), "--profile-broker", str(profile_file.with_name("broker.jfr")))}
     if opts.only is None:
         print("warming the broker up (not recorded)", flush=True)
         for module in WARM_UP:

@@ -154,12 +154,13 @@ async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[
 
 
 async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
-    """Delete the ACLs `grant_rights` made for `prefix` (when the prefix goes away); the sandboxes' standing ones stay.
+    """Delete the ACLs `grant_rights` made for `prefix` (when the prefix goes away), and those earlier versions made; the sandboxes' stay.
 
     Each binding is deleted by an exact filter, so another prefix's rules are never touched, even one that
     `prefix` begins (`tidegate.` and `tidegate.eu.`). Returns how many bindings were deleted.
     """
-    response: Any = await admin._send_request(_DeleteAcls(acl_bindings(prefix, tools)))
+    tools = sorted(set(tools))
+    response: Any = await admin._send_request(_DeleteAcls(acl_bindings(prefix, tools) + retired_bindings(prefix, tools)))
     if all(r[0] == SecurityDisabled.errno for r in response.filter_responses):
         return 0  # a broker without an authorizer: it has no rules to delete (`grant_rights` made none)
     _raise_errors(((r[0], r[1]) for r in response.filter_responses), f"DeleteAcls for prefix {prefix!r}")

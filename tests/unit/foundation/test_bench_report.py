@@ -295,7 +295,7 @@ def test_the_brokers_samples_are_counted_in_the_first_part_on_their_stack() -> N
     assert dict(found["requests"]) == {"produce": 25.0, "fetch": 25.0}
 
 
-def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_steady_phase() -> None:
+def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_profiled_run() -> None:
     steady = {
         "rate_tasks_per_s": 14.0,
         "infra_cpu_ms_per_action_kafka": 5.5,
@@ -306,7 +306,7 @@ def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_steady_phase() -> 
             "threads": [],
         },
     }
-    text = render(MACHINE, FIGURES | {"e2e_steady": steady}, None, full=False, failed=[])
+    text = render(MACHINE, FIGURES | {"e2e": FIGURES["e2e"] | steady}, None, full=False, failed=[])
     assert "## What the broker's CPU goes to" in text
     assert "At 14 tasks/s the broker spent 5.5 ms of CPU per governed action." in text
     assert "2,000 samples" in text
