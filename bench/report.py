@@ -1186,7 +1186,8 @@ def main() -> None:
     profile_file = Path(tempfile.mkdtemp(prefix="tidegate-bench-profile-")) / "hottest.txt"
     # The broker is recorded in the 5 tasks/s run, not in the capacity hold, whose figures must not carry the recording's
     # cost: at the knee any stall leaves a backlog for minutes. The one hold recorded (18 tasks/s, 2026-12-04 03:58) had
-    # p99 1,732 and 894 ms its first two minutes and 124–361 ms after; whether the recording's start caused it is not known.
+    # p99 1,732 and 894 ms its first two minutes and 124–361 ms after; the next, not recorded (26 tasks/s, 04:37), had 635–1,409
+    # ms in four minutes of five, so a hold at the knee fails without it too.
     profiling = {"e2e": ("--profile", str(profile_file), "--profile-broker", str(profile_file.with_name("broker.jfr")))}
     if opts.only is None:
         print("warming the broker up (not recorded)", flush=True)
