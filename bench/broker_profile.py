@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = ["PARTS", "read", "record", "stop", "summarise", "tools"]
 
+NETWORK = "network threads: reading requests, writing responses"  # also a network thread's sample no other part takes
 # (label, frames any of which puts a sample in it), in the order a sample is matched: the first part that matches wins.
 PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("checking each request against the ACLs (the authorizer)", ("kafka.server.AuthHelper.", ".authorizer.StandardAuthorizer")),
@@ -28,7 +29,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("appending produced records and acknowledging them", ("ReplicaManager.appendRecords", "ReplicaManager.appendToLocalLog")),
     ("consumer groups: joins, heartbeats, offsets", ("group.GroupCoordinator", "coordinator.group.", "handleOffsetCommitRequest")),
     ("handling requests otherwise (parsing, building responses)", ("kafka.server.KafkaApis.handle",)),
-    ("network threads: reading requests, writing responses", ("kafka.network.Processor.",)),
+    (NETWORK, ("kafka.network.Processor.",)),
 )
 REQUESTS = (("fetch", "KafkaApis.handleFetchRequest"), ("produce", "KafkaApis.handleProduceRequest"))
 OTHER = "the controller, metadata, log cleaning and the JVM's own threads"
@@ -73,14 +74,13 @@ def part_of(thread: str, frames: list[str]) -> str:
     for label, markers in PARTS:
         if any(marker in frame for frame in frames for marker in markers):
             return label
-    return OTHER if "network-thread" not in thread else PARTS[-1][0]
+    return NETWORK if "network-thread" in thread else OTHER
 
 
 def summarise(printed: str) -> dict[str, Any]:
-    """Shares of the samples (`jfr print --events jdk.ExecutionSample --stack-depth 64`) by part, by request and by thread."""
+    """Shares of the samples (`jfr print --events jdk.ExecutionSample --stack-depth 64`) by part and by request."""
     parts: Counter[str] = Counter()
     requests: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
     samples = 0
     for event in _EVENT.split(printed)[1:]:
         frames = _FRAME.findall(event)
@@ -90,7 +90,6 @@ def summarise(printed: str) -> dict[str, Any]:
         thread_match = _THREAD.search(event)
         thread = thread_match.group(1) if thread_match else "?"
         parts[part_of(thread, frames)] += 1
-        threads[re.sub(r"-?\d+", "", thread).replace("--", "-")] += 1
         for name, marker in REQUESTS:
             if any(marker in frame for frame in frames):
                 requests[name] += 1
@@ -98,7 +97,7 @@ def summarise(printed: str) -> dict[str, Any]:
     def shares(counts: Counter[str]) -> list[tuple[str, float]]:
         return [(label, round(100 * n / samples, 1)) for label, n in counts.most_common()] if samples else []
 
-    return {"samples": samples, "parts": shares(parts), "requests": shares(requests), "threads": shares(threads)[:4]}
+    return {"samples": samples, "parts": shares(parts), "requests": shares(requests)}
 
 
 def read(jfr_file: Path) -> dict[str, Any] | None:

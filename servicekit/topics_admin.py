@@ -39,6 +39,12 @@ def replication_factor(brokers: int) -> int:
     return max(1, min(3, brokers))
 
 
+def _admin(bootstrap: str, client_options: Mapping[str, Any] | None, timeout_s: float) -> AIOKafkaAdminClient:
+    """An admin client logged in with `client_options` (default: the `admin` principal's local credentials)."""
+    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": int(timeout_s * 1000)}))
+
+
 async def ensure_topics(
     bootstrap: str,
     prefix: str,
@@ -61,8 +67,7 @@ async def ensure_topics(
     passes `grant=False` and its own options.
     """
     names = list(names)
-    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": int(timeout_s * 1000)}))
+    admin = _admin(bootstrap, client_options, timeout_s)
     await admin.start()
     try:
         if grant:
@@ -106,11 +111,6 @@ class Dropped:
 
     topics: tuple[str, ...]
     rights: int  # ACL bindings of the prefix deleted
-
-
-def _admin(bootstrap: str, client_options: Mapping[str, Any] | None, timeout_s: float) -> AIOKafkaAdminClient:
-    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": int(timeout_s * 1000)}))
 
 
 async def drop_prefix(

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.protocol.admin import DescribeAclsRequest
 
 from servicekit import ADMIN, KitSettings, drop_prefix, ensure_topics, kafka_options, stale_rights
 from servicekit.bus_admin import grant_rights, granted_prefixes
+from servicekit.bus_rights import Pattern, Resource
 from tests.conftest import delete_prefix_topics
 from tests.security.test_bus_rights import write
 
@@ -75,17 +77,13 @@ async def test_drop_prefix_finds_the_tools_of_a_prefix_whose_topics_are_gone(inf
         assert gone.topics == ()
         assert gone.rights > 0
         assert prefix not in await granted_prefixes(admin)
-        described = await admin._send_request(_describe_topic_rules(f"{prefix}tools.update_inventory.requests"))
+        rules_of_the_tool = DescribeAclsRequest(
+            Resource.TOPIC, f"{prefix}tools.update_inventory.requests", Pattern.LITERAL, None, None, 1, 1
+        )
+        described = await admin._send_request(rules_of_the_tool)  # 1, 1: any operation, any permission
         assert not [r for r in described.resources if r[1].startswith(prefix)]
     finally:
         await delete_prefix_topics(infra.kafka_bootstrap, prefix)
-
-
-def _describe_topic_rules(name: str) -> Any:
-    from aiokafka.protocol.admin import DescribeAclsRequest
-
-    literal, topic, any_ = 3, 2, 1
-    return DescribeAclsRequest(topic, name, literal, None, None, any_, any_)
 
 
 async def test_pruning_revokes_the_rights_of_prefixes_without_topics_and_no_others(infra: Any, admin: AIOKafkaAdminClient) -> None:

@@ -303,7 +303,6 @@ def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_profiled_run() -> 
             "samples": 2000,
             "parts": [["checking each request against the ACLs (the authorizer)", 14.0], ["reading records for fetches", 9.5]],
             "requests": [["fetch", 33.0], ["produce", 18.0]],
-            "threads": [],
         },
     }
     text = render(MACHINE, FIGURES | {"e2e": FIGURES["e2e"] | steady}, None, full=False, failed=[])
