@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench import broker_profile, profile
+from bench import broker_profile, db_profile, profile
 from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
@@ -478,6 +478,7 @@ async def main(
         infra = infra_pids(kit)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
         before, counted, (infra_before, db_before) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
+        statements_before = await db_profile.read(admin_url, dbname) if "postgres" in infra else None
         expected_s = n_tasks / rate if rate > 0 else 30.0
         samplers = []
         if profile_to is not None and hottest in pids:
@@ -492,6 +493,7 @@ async def main(
         seen = await submit(kit, [make(i) for i in range(n_tasks)], rate, timeout_s)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
         after, counted_after, (infra_after, db_after) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
+        statements_after = await db_profile.read(admin_url, dbname) if statements_before is not None else None
         for sampler in samplers:
             await profile.stop(sampler)
         if broker and broker_to:
@@ -572,6 +574,20 @@ async def main(
             figures |= {f"db_cpu_ms_per_action_{role}": ms for role, ms in served.items()}
             if served:
                 print("  PostgreSQL by the role served: " + ", ".join(f"{role} {ms:.2f} ms" for role, ms in served.items()))
+        if n_actions and statements_before is not None and statements_after is not None:
+            if statements := db_profile.summarise(statements_before, statements_after, n_actions):
+                figures["db_statements"] = statements
+                print(
+                    f"  PostgreSQL's statements (pg_stat_statements, by the wall clock): {statements['calls']:.1f} an action, "
+                    f"{statements['exec_ms']:.2f} ms executing and {statements['plan_ms']:.2f} ms planning an action; the most:"
+                )
+                for row in statements["statements"]:
+                    print(
+                        f"    {row['exec_ms'] + row['plan_ms']:5.2f} ms  {row['calls']:4.2f} calls ({row['planned']:4.0%} planned)  "
+                        f"{row['service']}: {row['what']}"
+                    )
+        elif n_actions and "postgres" in infra:
+            print("  PostgreSQL's statements: not counted (the cluster does not load pg_stat_statements; `tidegate infra down && up`)")
         if "broker_profile" in figures:
             shares = figures["broker_profile"]
             print(f"  the broker's CPU by what it went to (Java Flight Recorder, {shares['samples']:,} samples):")

@@ -513,7 +513,14 @@ CUTS = (
     "the policy's PostgreSQL 3.31 / 3.32 / 3.07 → 3.04 / 2.95 / 3.09 ms of CPU an action, all of PostgreSQL 7.95 / "
     "8.15 / 8.45 → 7.63 / 7.69 / 7.98, the whole machine 41.0 / 40.8 / 42.0 → 41.1 / 41.1 / 40.9 ms. About 0.4 ms of "
     "the database's CPU, inside the machine's noise, against plans made without the values, which cannot prune an "
-    "optional filter (the approval's listings have them). Not kept.",
+    "optional filter (the approval's listings have them). Not kept. Tried again for the policy alone with "
+    "`pg_stat_statements` (2026-12-04, `--tasks 800 --rate 20 --light 0 --idle 0`): its two reads were planned at 1,491 "
+    "of 1,488 and 1,199 of 1,601 calls, 0.28 ms of planning an action by the wall clock; with generic plans their planning "
+    "went to nothing, but the generic plans, made in a service's first seconds while its tables were nearly empty, "
+    "scanned `policy.spend` and `policy.tasks_learned` whole at every call once they had grown (2,274 sequential scans "
+    "each in 40 s), the history read's execution rose from 344 to 1,881 ms, and rewritten so that no generic plan could "
+    "hash a join (lookups per key), a result's ending then scanned `policy.reservations` whole (8,320 scans; 1,414 → "
+    "4,041 ms). A custom plan is made for the tables as they are; a generic one, once, for the tables as they were.",
     "- **A backlog's share of every partition, in memory (2026-12-04).** aiokafka fetches up to 1 MiB of each partition a "
     "consumer reads and keeps what it fetched until the handler takes it, so in a backlog every partition's share waits in "
     "the service's memory (the planner reads 24 partitions). The kit's consumers now fetch at most 256 KiB of a partition "
@@ -994,6 +1001,52 @@ def broker_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
     ]
 
 
+def database_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
+    """What PostgreSQL's time went to, statement by statement, in the capacity hold (else the e2e run's steady phase)."""
+    run = next((name for name in ("e2e_steady", "e2e") if (figures.get(name) or {}).get("db_statements")), None)
+    if run is None:
+        return []
+    found, rate = figures[run]["db_statements"], _num(figures, run, "rate_tasks_per_s")
+    cpu = _num(figures, run, "infra_cpu_ms_per_action_postgres")
+    timed = found["exec_ms"] + found["plan_ms"]
+    services = ", ".join(f"{name} {ms:.2f}" for name, ms in found["by_service"].items())
+    args = bench_args(run)
+    return [
+        "## What PostgreSQL's time goes to",
+        "",
+        (f"At {rate:g} tasks/s" if rate is not None else "In the steady phase")
+        + (f" PostgreSQL spent {cpu:.1f} ms of CPU per governed action (/proc). " if cpu is not None else " ")
+        + f"`pg_stat_statements` (PostgreSQL's contrib module, loaded by the local cluster) counted {found['calls']:.1f} "
+        f"statements an action over the same phase, {found['exec_ms']:.2f} ms executing them and {found['plan_ms']:.2f} ms "
+        f"planning them, and {found['wal_kb']:.1f} KB of WAL. Its times are by the wall clock: with every core busy they "
+        "also count waits for a core, so they are shares, not CPU"
+        + (
+            f" (they sum to {timed / cpu:.0%} of the database's CPU; the rest is each statement's parse, bind and commit "
+            "outside the executor, and the WAL writer's and the background processes' own work)"
+            if cpu
+            else ""
+        )
+        + f". By service, executing and planning, ms an action: {services}. The statements that took the most "
+        "(`bench/db_profile.py` names each by the tables it writes, else those it reads):",
+        "",
+        "| ms an action (executing + planning) | calls an action | planned at each call | WAL an action | service | statement |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {row['exec_ms'] + row['plan_ms']:.2f} ({row['exec_ms']:.2f} + {row['plan_ms']:.2f}) | {row['calls']:.2f} | "
+            f"{row['planned']:.0%} | {row['wal_kb']:.1f} KB | {row['service']} | {row['what']} |"
+            for row in found["statements"]
+        ),
+        "",
+        "A COPY's time counts receiving its rows from the client, as fast as the client sends them (the audit streams "
+        "each polled batch in one). A statement planned at nearly every call is a prepared statement whose custom plans, "
+        "made with its values, look "
+        "cheaper than a generic one: the policy's reads over arrays of keys, whose generic plans assume a hundred keys. "
+        "Generic plans for them were tried and not kept (below: a generic plan made while the tables are small scans them "
+        f"whole once they have grown) ({command('bench.e2e_bench', full, *args)}).",
+        "",
+    ]
+
+
 def steady_against_burst(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
     """Why a governed action costs the services more at a steady rate than in a burst, from the same run's hops."""
     steady = _num(figures, "e2e_steady", "cpu_ms_per_action")
@@ -1119,6 +1172,7 @@ def render(
     lines += signature_floor(figures, full)
     lines += machine_floor(figures, full, m["cores"])
     lines += broker_work(figures, full)
+    lines += database_work(figures, full)
     lines += steady_against_burst(figures, full)
     lines += ["## Profile of the hottest service under load", ""]
     if hot and hot.get("samples"):

@@ -520,6 +520,9 @@ shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
 password_encryption = scram-sha-256
+# What each statement costs (calls, planning and execution time, WAL): read by bench.e2e_bench, docs/operations.md.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track_planning = on
 EOF
   pg_write_auth
 }

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import db_profile
 from bench.broker_profile import summarise as broker_summarise
+from bench.db_profile import Statement
 from bench.profile import summarise
 from bench.report import BENCHES, others_running, render, rows
 
@@ -313,3 +315,73 @@ def test_the_report_shows_what_the_brokers_cpu_went_to_in_the_profiled_run() -> 
     assert "By request: fetch requests 33 %, produce requests 18 %." in text
     assert "--profile-broker broker.jfr" in text
     assert "What the broker's CPU goes to" not in render(MACHINE, FIGURES, None, full=False, failed=[])
+
+
+def test_a_phase_costs_what_its_statements_did_between_two_readings_per_action() -> None:
+    upsert = "WITH t AS (INSERT INTO planner.tasks (task_id) VALUES ($1) RETURNING 1), o AS (INSERT INTO planner.outbox SELECT 1) SELECT 1"
+    reads = "SELECT ARRAY(SELECT key FROM policy.decisions WHERE key = ANY($1)), ARRAY(SELECT 1 FROM policy.spend s JOIN unnest($2) w)"
+    copy = 'COPY "audit"."log"("topic") FROM STDIN'
+    before = {
+        ("tidegate_planner", 1, True): Statement("tidegate_planner", upsert, 100, 1, 50.0, 0.5, 100_000),
+        ("tidegate_policy", 2, True): Statement("tidegate_policy", reads, 40, 40, 10.0, 12.0, 0),
+        ("tidegate_executor", 3, True): Statement("tidegate_executor", "SELECT pg_advisory_unlock_all()", 7, 0, 1.0, 0.0, 0),
+    }
+    after = {
+        ("tidegate_planner", 1, True): Statement("tidegate_planner", upsert, 300, 2, 250.0, 1.5, 2_148_000),
+        ("tidegate_policy", 2, True): Statement("tidegate_policy", reads, 140, 139, 60.0, 70.0, 0),
+        ("tidegate_executor", 3, True): Statement("tidegate_executor", "SELECT pg_advisory_unlock_all()", 7, 0, 1.0, 0.0, 0),  # not run
+        ("tidegate_audit_writer", 4, True): Statement("tidegate_audit_writer", copy, 10, 0, 30.0, 0.0, 1_024_000),  # new since
+    }
+    found = db_profile.summarise(before, after, 100)
+    # largest first by time executing and planning; a statement that did not run in the phase is left out
+    assert [(r["service"], r["what"]) for r in found["statements"]] == [
+        ("planner", "writes planner.tasks, planner.outbox"),
+        ("policy", "reads policy.decisions, policy.spend"),
+        ("audit", "copies rows into audit.log"),  # the audit's writer role is the audit's
+    ]
+    planner, policy, audit = found["statements"]
+    assert [planner[k] for k in ("calls", "exec_ms", "plan_ms", "planned", "wal_kb")] == [2.0, 2.0, 0.01, 0.005, 20.0]
+    assert (policy["planned"], policy["plan_ms"]) == (0.99, 0.58)  # a statement planned at nearly every call
+    assert (audit["calls"], audit["exec_ms"]) == (0.1, 0.3)
+    assert found["calls"] == 3.1
+    assert found["by_service"] == {"planner": 2.01, "policy": 1.08, "audit": 0.3}
+    assert db_profile.summarise(before, before, 100) == {}  # nothing ran: nothing to say
+
+
+def test_a_statement_is_told_by_the_tables_it_writes_else_those_it_reads() -> None:
+    assert db_profile.what("UPDATE executor.actions SET status = $2 WHERE action_id = $1") == "writes executor.actions"
+    upsert = "INSERT INTO policy.spend AS s (k) SELECT k FROM policy.reserved ON CONFLICT (k) DO UPDATE SET amount = s.amount + 1"
+    assert db_profile.what(upsert) == "writes policy.spend"  # an upsert's update is of the table it inserts into
+    assert db_profile.what("DELETE FROM planner.outbox USING (SELECT 1) AS x WHERE id = ANY($1)") == "writes planner.outbox"
+    assert db_profile.what("SELECT state FROM planner.tasks WHERE task_id = $1") == "reads planner.tasks"
+    assert db_profile.what("SELECT   pg_advisory_xact_lock(hashtext($2 || $1))") == "SELECT pg_advisory_xact_lock(hashtext($2 || $1))"
+    roles = ("tidegate_policy", "tidegate", "tidegate_audit_writer")
+    assert [db_profile.service(role) for role in roles] == ["policy", "operator", "audit"]
+
+
+def test_the_report_shows_what_postgresqls_time_went_to_in_the_hold() -> None:
+    hold = {
+        "rate_tasks_per_s": 26.0,
+        "infra_cpu_ms_per_action_postgres": 4.0,
+        "db_statements": {
+            "actions": 1000,
+            "calls": 9.5,
+            "exec_ms": 2.5,
+            "plan_ms": 0.5,
+            "wal_kb": 35.0,
+            "by_service": {"policy": 1.5, "planner": 1.0},
+            "statements": [
+                {"service": "policy", "what": "reads policy.decisions", "calls": 0.5, "exec_ms": 0.2, "plan_ms": 0.25, "planned": 1.0,
+                 "wal_kb": 0.0},
+            ],
+        },
+    }  # fmt: skip
+    text = render(MACHINE, FIGURES | {"e2e_steady": hold}, None, full=False, failed=[])
+    assert "## What PostgreSQL's time goes to" in text
+    assert "At 26 tasks/s PostgreSQL spent 4.0 ms of CPU per governed action (/proc)." in text
+    assert "counted 9.5 statements an action over the same phase, 2.50 ms executing them and 0.50 ms planning them" in text
+    assert "(they sum to 75% of the database's CPU;" in text
+    assert "By service, executing and planning, ms an action: policy 1.50, planner 1.00." in text
+    assert "| 0.45 (0.20 + 0.25) | 0.50 | 100% | 0.0 KB | policy | reads policy.decisions |" in text
+    assert "--ramp 10,14,18,22,26,30" in text
+    assert "What PostgreSQL's time goes to" not in render(MACHINE, FIGURES, None, full=False, failed=[])
