@@ -71,23 +71,31 @@ def service(role: str) -> str:
     return SERVICE_OF_ROLE.get(name, name)
 
 
-_WRITE = re.compile(r"\b(?:INSERT\s+INTO|(?<!DO\s)UPDATE|DELETE\s+FROM)\s+((?:\"?\w+\"?\.)?\"?\w+\"?)", re.IGNORECASE)
-_COPY = re.compile(r"^\s*COPY\s+((?:\"?\w+\"?\.)?\"?\w+\"?)", re.IGNORECASE)
+_TABLE = r"((?:\"?\w+\"?\.)?\"?\w+\"?)"
+_WRITES = (
+    ("inserts into", re.compile(r"\bINSERT\s+INTO\s+" + _TABLE, re.IGNORECASE)),  # an upsert's DO UPDATE is of the same table
+    ("updates", re.compile(r"(?<!DO\s)\bUPDATE\s+" + _TABLE, re.IGNORECASE)),
+    ("deletes from", re.compile(r"\bDELETE\s+FROM\s+" + _TABLE, re.IGNORECASE)),
+)
 _READ = re.compile(r"\b(?:FROM|JOIN)\s+((?:\"?\w+\"?\.)\"?\w+\"?)", re.IGNORECASE)
+_COPY = re.compile(r"^\s*COPY\s+" + _TABLE, re.IGNORECASE)
+
+
+def _tables(pattern: re.Pattern[str], query: str) -> list[str]:
+    return list(dict.fromkeys(t.replace('"', "") for t in pattern.findall(query)))
 
 
 def what(query: str) -> str:
-    """A statement told by what it does: the tables it writes, else those it reads, else its first words.
+    """A statement told by what it does: the tables it inserts into, updates or deletes from, else those it reads, else its first words.
 
     A COPY says so: its time counts receiving its rows from the client, as fast as the client sends them.
     """
     if copied := _COPY.match(query):
         return "copies rows into " + copied.group(1).replace('"', "")
-    written = list(dict.fromkeys(t.replace('"', "") for t in _WRITE.findall(query)))
+    written = [f"{verb} {', '.join(tables)}" for verb, pattern in _WRITES if (tables := _tables(pattern, query))]
     if written:
-        return "writes " + ", ".join(written)
-    read_ = list(dict.fromkeys(t.replace('"', "") for t in _READ.findall(query)))
-    if read_:
+        return "; ".join(written)
+    if read_ := _tables(_READ, query):
         return "reads " + ", ".join(read_)
     return " ".join(query.split())[:60]
 

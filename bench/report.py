@@ -1027,7 +1027,7 @@ def database_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
             else ""
         )
         + f". By service, executing and planning, ms an action: {services}. The statements that took the most "
-        "(`bench/db_profile.py` names each by the tables it writes, else those it reads):",
+        "(`bench/db_profile.py` names each by the tables it inserts into, updates or deletes from, else those it reads):",
         "",
         "| ms an action (executing + planning) | calls an action | planned at each call | WAL an action | service | statement |",
         "|---|---|---|---|---|---|",

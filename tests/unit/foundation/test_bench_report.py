@@ -335,7 +335,7 @@ def test_a_phase_costs_what_its_statements_did_between_two_readings_per_action()
     found = db_profile.summarise(before, after, 100)
     # largest first by time executing and planning; a statement that did not run in the phase is left out
     assert [(r["service"], r["what"]) for r in found["statements"]] == [
-        ("planner", "writes planner.tasks, planner.outbox"),
+        ("planner", "inserts into planner.tasks, planner.outbox"),
         ("policy", "reads policy.decisions, policy.spend"),
         ("audit", "copies rows into audit.log"),  # the audit's writer role is the audit's
     ]
@@ -349,10 +349,12 @@ def test_a_phase_costs_what_its_statements_did_between_two_readings_per_action()
 
 
 def test_a_statement_is_told_by_the_tables_it_writes_else_those_it_reads() -> None:
-    assert db_profile.what("UPDATE executor.actions SET status = $2 WHERE action_id = $1") == "writes executor.actions"
+    assert db_profile.what("UPDATE executor.actions SET status = $2 WHERE action_id = $1") == "updates executor.actions"
     upsert = "INSERT INTO policy.spend AS s (k) SELECT k FROM policy.reserved ON CONFLICT (k) DO UPDATE SET amount = s.amount + 1"
-    assert db_profile.what(upsert) == "writes policy.spend"  # an upsert's update is of the table it inserts into
-    assert db_profile.what("DELETE FROM planner.outbox USING (SELECT 1) AS x WHERE id = ANY($1)") == "writes planner.outbox"
+    assert db_profile.what(upsert) == "inserts into policy.spend"  # an upsert's update is of the table it inserts into
+    ending = "WITH o AS (INSERT INTO policy.call_outcomes VALUES ($1)), r AS (UPDATE policy.reservations SET s = $2) SELECT 1"
+    assert db_profile.what(ending) == "inserts into policy.call_outcomes; updates policy.reservations"
+    assert db_profile.what("DELETE FROM planner.outbox USING (SELECT 1) AS x WHERE id = ANY($1)") == "deletes from planner.outbox"
     assert db_profile.what("SELECT state FROM planner.tasks WHERE task_id = $1") == "reads planner.tasks"
     assert db_profile.what("SELECT   pg_advisory_xact_lock(hashtext($2 || $1))") == "SELECT pg_advisory_xact_lock(hashtext($2 || $1))"
     roles = ("tidegate_policy", "tidegate", "tidegate_audit_writer")
