@@ -18,7 +18,8 @@ from bus_helpers import every_record
 
 import connectors
 from schemas import decode
-from servicekit import ADMIN, KitSettings, drop_prefix, kafka_options
+from servicekit import ADMIN, KitSettings, kafka_options
+from tests.conftest import delete_prefix_topics
 
 CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -39,12 +40,7 @@ async def stack_env(infra, prefix: str, tmp_path: Path) -> AsyncIterator[dict[st
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "tidegate.cli", "down"], env=env, capture_output=True, timeout=60, check=False
     )
-    await delete_topics(infra.kafka_bootstrap, prefix)
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Leave no topics behind (thousands of test partitions slow every Kafka restart), nor the rights the demo granted."""
-    await drop_prefix(bootstrap, prefix)
+    await delete_prefix_topics(infra.kafka_bootstrap, prefix)  # no topics left behind, nor the rights the demo granted
 
 
 async def read_all(bootstrap: str, prefix: str) -> dict[str, list[Any]]:

@@ -21,6 +21,7 @@ from signers import SigningBus
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
 from servicekit import ADMIN, Attr, KitSettings, create_pool, install_tracing
 from systems.seed import TICKETS, seed_demo
+from tests.conftest import delete_prefix_topics
 from tidegate.demo.tickets import ticket_task
 
 EXPORTER = InMemorySpanExporter()
@@ -58,13 +59,7 @@ async def stack(kit: KitSettings) -> AsyncIterator[dict[str, Any]]:
         await client.stop()
         for svc in reversed(services.values()):
             await svc.stop()
-        await delete_topics(kit)  # the broker keeps every partition open: leave none behind
-
-
-async def delete_topics(kit: KitSettings) -> None:
-    from servicekit import drop_prefix
-
-    await drop_prefix(kit.kafka_bootstrap, kit.topic_prefix)
+        await delete_prefix_topics(kit.kafka_bootstrap, kit.topic_prefix)  # the broker keeps every partition open: leave none behind
 
 
 async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, *, grant: bool = False) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_traffic import Traffic, delete_topics, record_traffic
+from ops_traffic import Traffic, record_traffic
 
 from servicekit import KitSettings
+from tests.conftest import delete_prefix_topics
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def traffic(infra: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
         keys_dir=Path(tmp_path_factory.mktemp("ops-keys")),
     )
     yield asyncio.run(record_traffic(kit))
-    asyncio.run(delete_topics(kit))  # the broker keeps every partition open: leave none behind
+    asyncio.run(delete_prefix_topics(kit.kafka_bootstrap, kit.topic_prefix))  # the broker keeps every partition open: leave none behind
 
 
 @pytest.fixture(scope="module")
