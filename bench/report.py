@@ -962,8 +962,10 @@ def machine_floor(figures: dict[str, dict[str, Any]], full: bool, cores: int | N
         f"costs this machine can govern at most ~{1000 * cores / whole:,.0f} actions/s, and were the services' own work "
         f"cut to nothing, ~{1000 * cores / (kafka + postgres):,.0f}. Issue #12's "
         f"500 actions/s needs the whole machine's CPU per action at or under {budget:.0f} ms on {cores} cores: the broker and "
-        f"the database alone take {(kafka + postgres) / budget:.0%} of that. The database's share is one commit (and WAL "
-        "flush) per unit of work a service must make durable before anything outside sees it; the broker's, the "
+        f"the database alone take {(kafka + postgres) / budget:.0%} of that. The database's share is the statements each "
+        "unit of work runs, and makes durable, before anything outside sees it"
+        + (" (which ones: the section 'What PostgreSQL's time goes to')" if database_work(figures, full) else "")
+        + "; the broker's, the "
         "events each action produces and the dozen times consumers fetch them "
         f"({command('bench.e2e_bench', full, *bench_args('e2e_burst'))}).",
         "",
@@ -1027,7 +1029,7 @@ def database_work(figures: dict[str, dict[str, Any]], full: bool) -> list[str]:
             else ""
         )
         + f". By service, executing and planning, ms an action: {services}. The statements that took the most "
-        "(`bench/db_profile.py` names each by the tables it inserts into, updates or deletes from, else those it reads):",
+        "(`bench/db_profile.py` names each by the tables it changes, else those it reads):",
         "",
         "| ms an action (executing + planning) | calls an action | planned at each call | WAL an action | service | statement |",
         "|---|---|---|---|---|---|",

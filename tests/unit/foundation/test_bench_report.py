@@ -386,4 +386,4 @@ def test_the_report_shows_what_postgresqls_time_went_to_in_the_hold() -> None:
     assert "By service, executing and planning, ms an action: policy 1.50, planner 1.00." in text
     assert "| 0.45 (0.20 + 0.25) | 0.50 | 100% | 0.0 KB | policy | reads policy.decisions |" in text
     assert "--ramp 10,14,18,22,26,30" in text
-    assert "What PostgreSQL's time goes to" not in render(MACHINE, FIGURES, None, full=False, failed=[])
+    assert "What PostgreSQL's time goes to" not in render(MACHINE, FIGURES, None, full=False, failed=[])  # nor a pointer to it
