@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from schemas import RiskClass
@@ -20,7 +21,7 @@ from servicekit import (
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
-from services.planner.repository import PostgresTaskRepository, TaskRepository
+from services.planner.repository import PostgresTaskRepository, TaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
 from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
 
@@ -99,6 +100,16 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
             except Exception:  # the next tick tries again; a sweep must never stop the service
                 log.exception("step-timeout sweep failed")
 
+    async def forget_applied_events() -> None:
+        while True:
+            await asyncio.sleep(settings.applied_events_check_s)
+            cutoff = datetime.now(UTC) - timedelta(seconds=settings.applied_events_kept_s)
+            try:
+                if forgotten := await forget_applied(deps.repo, cutoff):
+                    log.info("planner: forgot %d applied event ids older than %s", forgotten, cutoff.isoformat())
+            except Exception:  # the next round tries again; a sweep must never stop the service
+                log.exception("planner: forgetting applied event ids failed")
+
     routes: dict[str, Handler] = {
         "tasks": handlers.on_task,
         "actions.decided": handlers.on_decided,
@@ -116,6 +127,6 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         bus,
         pool=pool,
         migrations=Path(__file__).parent / "migrations",
-        loops=[sweep_step_timeouts],
+        loops=[sweep_step_timeouts, forget_applied_events],
         planner=handlers,
     )

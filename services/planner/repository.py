@@ -14,7 +14,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -25,7 +25,16 @@ from servicekit import UNFLUSHED, Recorded
 from servicekit.outlet import record_event
 from services.planner.domain import CostRates, StepRecord, TaskState, Transition
 
-__all__ = ["Change", "InMemoryTaskRepository", "PendingEvent", "PostgresTaskRepository", "Seal", "TaskRepository", "unsigned"]
+__all__ = [
+    "Change",
+    "InMemoryTaskRepository",
+    "PendingEvent",
+    "PostgresTaskRepository",
+    "Seal",
+    "TaskRepository",
+    "forget_applied",
+    "unsigned",
+]
 
 Change = Callable[[TaskState | None], Transition | None]
 """Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
@@ -79,6 +88,20 @@ class TaskRepository(Protocol):
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """Outbox entries of events whose ids start with `source_prefix` (no redelivery will hand them back)."""
         ...
+
+    async def forget_applied_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
+        """Forget up to `limit` ids of events applied before `cutoff`, which no bus keeps any more; how many were forgotten."""
+        ...
+
+
+async def forget_applied(repo: TaskRepository, cutoff: datetime, *, batch: int = 10_000) -> int:
+    """Forget every id of an event applied before `cutoff`, `batch` at a time (no statement holds the table long); how many."""
+    total = 0
+    while True:
+        forgotten = await repo.forget_applied_before(cutoff, limit=batch)
+        total += forgotten
+        if forgotten < batch:
+            return total
 
 
 # The task's version (`xmin`), its state unless the caller holds that version already ($3), and whether the event was applied.
@@ -260,6 +283,16 @@ class PostgresTaskRepository(TaskRepository):
             # same bytes, which consumers know by id), as it would be had the crash come before this delete.
             await self.pool.execute(f"DELETE FROM planner.outbox USING {UNFLUSHED} WHERE id = ANY($1::bigint[])", outbox_ids)
 
+    async def forget_applied_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
+        """See `TaskRepository`: the oldest first, found by the BRIN index on `seen_at` (ids are applied in time order)."""
+        status = await self.pool.execute(
+            "DELETE FROM planner.processed_events WHERE event_id IN "
+            "(SELECT event_id FROM planner.processed_events WHERE seen_at < $1 LIMIT $2)",
+            cutoff,
+            limit,
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
     async def get(self, task_id: str) -> TaskState | None:
         """Load one task."""
         raw = await self.pool.fetchval("SELECT state FROM planner.tasks WHERE task_id = $1", task_id)
@@ -290,8 +323,9 @@ class InMemoryTaskRepository(TaskRepository):
     """The in-memory twin, for unit tests."""
 
     tasks: dict[str, TaskState] = field(default_factory=dict)
-    processed: set[str] = field(default_factory=set)
+    processed: dict[str, datetime] = field(default_factory=dict)  # applied event ids, when each was applied
     outbox: dict[int, tuple[str, Recorded]] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _next: int = 0
 
@@ -304,9 +338,9 @@ class InMemoryTaskRepository(TaskRepository):
             transition = change(state)
             if transition is None or not transition.changed:
                 if state is not None:
-                    self.processed.add(event_id)
+                    self.processed[event_id] = self.clock()
                 return []
-            self.processed.add(event_id)
+            self.processed[event_id] = self.clock()
             self.tasks[task_id] = transition.state
             pending = []
             for out in transition.outbound:
@@ -337,3 +371,11 @@ class InMemoryTaskRepository(TaskRepository):
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """See `TaskRepository`."""
         return [PendingEvent(i, r) for i, (src, r) in sorted(self.outbox.items()) if src.startswith(source_prefix)]
+
+    async def forget_applied_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
+        """See `TaskRepository`."""
+        async with self._lock:
+            old = [event_id for event_id, at in self.processed.items() if at < cutoff][:limit]
+            for event_id in old:
+                del self.processed[event_id]
+            return len(old)

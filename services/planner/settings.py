@@ -42,3 +42,11 @@ class PlannerSettings(BaseSettings):
     )  # fmt: skip
     step_timeout_default_s: float = Field(default=900.0, gt=0, description="Step timeout of a risk class not listed in `step_timeouts_s`.")
     step_timeout_check_s: float = Field(default=30.0, gt=0, description="How often the planner looks for steps past their timeout.")
+    applied_events_kept_s: float = Field(
+        default=15 * 86400.0,
+        ge=3600,
+        description="How long the id of an applied event is kept, so that a redelivery of it is refused: past the longest "
+        "retention of the topics the planner reads (7 days) plus the time Kafka may keep a closed segment beyond it (its "
+        "`segment.ms`, 7 days by default). An older event delivered again anyway finds its task ended and changes nothing.",
+    )
+    applied_events_check_s: float = Field(default=600.0, gt=0, description="How often the ids kept longer than that are forgotten.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -16,7 +18,7 @@ from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
 from services.planner.app import build
 from services.planner.domain import CostRates, PlannedStep, TaskState, Transition
-from services.planner.repository import Change, PostgresTaskRepository
+from services.planner.repository import Change, PostgresTaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
 from services.planner.strategies import PlaybookStrategy
 from systems.seed import TICKETS
@@ -302,3 +304,57 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
     assert state.status == "completed"
     assert [s.status for s in state.steps].count("denied") == 1
     assert len(state.steps) >= 4
+
+
+async def test_the_ids_of_events_applied_before_a_cutoff_are_forgotten_and_a_late_redelivery_changes_nothing(infra):
+    """`planner.processed_events` no longer grows by a row per event forever (`PlannerSettings.applied_events_kept_s`)."""
+    pool = await create_pool(infra.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
+        repo = PostgresTaskRepository(pool, RATES)
+        run = uuid.uuid4().hex[:8]
+        started = [_started(f"forget-{run}-{n}") for n in range(3)]
+        for n, (task, start) in enumerate(started):
+            [proposal] = await repo.apply(f"{run}-ev-{n}", task.task_id, start)
+            await repo.published([proposal.outbox_id])
+        # the first two were applied long ago (before any other row of this database), the third now
+        for n in (0, 1):
+            await pool.execute(f"UPDATE planner.processed_events SET seen_at = '1990-01-0{n + 1}' WHERE event_id = $1", f"{run}-ev-{n}")
+
+        assert await forget_applied(repo, datetime(1991, 1, 1, tzinfo=UTC), batch=1) == 2  # one statement a batch, until done
+
+        kept = await pool.fetch("SELECT event_id FROM planner.processed_events WHERE event_id LIKE $1 ORDER BY event_id", f"{run}-%")
+        assert [r["event_id"] for r in kept] == [f"{run}-ev-2"]
+        # delivered again after its id was forgotten: its task exists, so (as the domain does) nothing is proposed or written
+        task, start = started[0]
+        before = await pool.fetchval("SELECT xmin::text FROM planner.tasks WHERE task_id = $1", task.task_id)
+        assert await repo.apply(f"{run}-ev-0", task.task_id, lambda state: None if state is not None else start(state)) == []
+        assert await pool.fetchval("SELECT xmin::text FROM planner.tasks WHERE task_id = $1", task.task_id) == before
+    finally:
+        await pool.close()
+
+
+async def test_the_running_planner_forgets_on_its_timer_as_its_own_login(infra, kit):
+    """The sweep runs in the service as `tidegate_planner`, which may delete its applied ids, and keeps the recent ones."""
+    run = uuid.uuid4().hex[:8]
+    owner = await asyncpg.connect(infra.database_url)
+    try:
+        await owner.execute(
+            "INSERT INTO planner.processed_events (event_id, task_id, seen_at) "
+            "VALUES ($1, 't', now() - interval '2 hours'), ($2, 't', now())",
+            f"{run}-old",
+            f"{run}-new",
+        )
+        planner = build(kit, PlannerSettings(applied_events_kept_s=3600, applied_events_check_s=0.2))
+        await planner.start()
+        try:
+            for _ in range(100):
+                left = await owner.fetch("SELECT event_id FROM planner.processed_events WHERE event_id LIKE $1", f"{run}-%")
+                if len(left) < 2:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await planner.stop()
+        assert [r["event_id"] for r in left] == [f"{run}-new"]
+    finally:
+        await owner.close()
