@@ -16,18 +16,7 @@ import asyncpg
 from systems._db import Connection
 from systems._install import install
 
-__all__ = [
-    "BULK_CUSTOMERS",
-    "CUSTOMERS",
-    "ORDERS",
-    "TICKETS",
-    "Customer",
-    "Order",
-    "Ticket",
-    "insert_orders",
-    "insert_tickets",
-    "seed_demo",
-]
+__all__ = ["BULK_CUSTOMERS", "CUSTOMERS", "ORDERS", "TICKETS", "Customer", "Order", "Ticket", "insert_tickets", "seed_demo"]
 
 
 @dataclass(frozen=True)
@@ -187,25 +176,20 @@ async def seed_demo(pool: asyncpg.Pool, tenant_ids: Sequence[str] = ("acme", "gl
                         c.email,
                     )
                 )
-            inserted["orders"] += await insert_orders(conn, tenant, ORDERS)
+            for o in ORDERS:
+                inserted["orders"] += _count(
+                    await conn.execute(
+                        "INSERT INTO payments.orders (tenant_id, order_id, customer_id, payee_id, description, amount_usd) "
+                        "VALUES ($1, $2, $3, $3, $4, $5) ON CONFLICT DO NOTHING",
+                        tenant,
+                        o.order_id,
+                        o.customer_id,
+                        o.description,
+                        o.amount_usd,
+                    )
+                )
             inserted["tickets"] += await insert_tickets(conn, tenant, TICKETS)
     return inserted
-
-
-async def insert_orders(conn: Connection, tenant_id: str, orders: Sequence[Order]) -> int:
-    """`orders` of `tenant_id` in one statement, each paid to its customer (the customer is the payee); how many were new."""
-    status = await conn.execute(
-        "INSERT INTO payments.orders (tenant_id, order_id, customer_id, payee_id, description, amount_usd) "
-        "SELECT $1, x.order_id, x.customer_id, x.customer_id, x.description, x.amount_usd "
-        "FROM unnest($2::text[], $3::text[], $4::text[], $5::numeric[]) AS x(order_id, customer_id, description, amount_usd) "
-        "ON CONFLICT DO NOTHING",
-        tenant_id,
-        [o.order_id for o in orders],
-        [o.customer_id for o in orders],
-        [o.description for o in orders],
-        [o.amount_usd for o in orders],
-    )
-    return _count(status)
 
 
 async def insert_tickets(conn: Connection, tenant_id: str, tickets: Sequence[Ticket]) -> int:

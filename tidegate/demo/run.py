@@ -39,7 +39,7 @@ from servicekit import (
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
 
-__all__ = ["TaskView", "Watcher", "publish_events", "run_demo"]
+__all__ = ["TaskView", "Watcher", "fresh_orders", "publish_events", "run_demo"]
 
 WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -280,9 +280,12 @@ def _verify_audit(console: Console) -> str:
     return "verified" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
 
 
-async def _fresh_orders(pool: Any, tenant: str) -> dict[str, str]:
-    """A copy of each refund ticket's order under a new id, so every run has an unrefunded order to refund."""
-    suffix = f"{int(time.time()) % 10**8:08d}"
+async def fresh_orders(pool: Any, tenant: str, suffix: str | None = None) -> dict[str, str]:
+    """A copy of each refund ticket's order under a new id, so every run has an unrefunded order to refund; new ids by ticket.
+
+    A new id is the old one and `suffix` (by default the time's last eight digits).
+    """
+    suffix = suffix or f"{int(time.time()) % 10**8:08d}"
     by_id = {t.ticket_id: t for t in TICKETS}
     orders: dict[str, str] = {}
     for ticket_id in FRESH_ORDER_TICKETS:
@@ -339,7 +342,7 @@ async def run_demo(
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         inserted = await seed_demo(pool)
-        orders = await _fresh_orders(pool, tenant)
+        orders = await fresh_orders(pool, tenant)
     finally:
         await pool.close()
     console.print(f"systems of record seeded ({sum(inserted.values())} new rows; helpdesk, payments, mail, crm in PostgreSQL)")

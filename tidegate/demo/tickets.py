@@ -8,12 +8,11 @@ words and are marked untrusted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from schemas import Mode, TaskSubmittedData
-from systems.seed import BULK_CUSTOMERS, CUSTOMERS, ORDERS, TICKETS, Order, Ticket
+from systems.seed import BULK_CUSTOMERS, CUSTOMERS, ORDERS, TICKETS, Ticket
 
 __all__ = ["DEMO_CASES", "DEMO_TENANTS", "FRESH_ORDER_TICKETS", "DemoCase", "demo_tasks", "ticket_task"]
 
@@ -70,11 +69,10 @@ def ticket_task(
     mode: Mode = "autonomous",
     requested_by: str = "demo@acme.example",
     order_id: str | None = None,
-    orders: Sequence[Order] = ORDERS,
 ) -> TaskSubmittedData:
-    """The `support_triage` task for one seeded ticket, its order one of `orders`; `order_id` replaces the order (same amount and payee)."""
+    """The `support_triage` task for one seeded ticket; `order_id` replaces the ticket's order (same amount and payee)."""
     customer = next(c for c in CUSTOMERS if c.customer_id == ticket.customer_id)
-    order = next((o for o in orders if o.order_id == ticket.order_id), None)
+    order = next((o for o in ORDERS if o.order_id == ticket.order_id), None)
     if order is not None and order_id is not None:
         order = replace(order, order_id=order_id)
     inp: dict[str, Any] = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,8 @@ from signers import SigningBus
 
 from schemas import TaskCompleted, TaskFailed, TaskSubmitted
 from servicekit import ADMIN, KitSettings, catalog_topic_names, create_pool, ensure_topics
-from systems.seed import ORDERS, TICKETS, Order, Ticket, insert_orders, insert_tickets, seed_demo
+from systems.seed import TICKETS, seed_demo
+from tidegate.demo.run import fresh_orders
 from tidegate.demo.tickets import ticket_task
 
 SYSTEM_SCHEMAS = ("helpdesk", "payments", "mail", "crm", "code")
@@ -115,22 +116,6 @@ async def _decide_approvals(approval: Any, kit: KitSettings, grant_task: str, re
         assert no.status_code == 200, no.text
 
 
-def own_copies(base: int) -> tuple[dict[str, Ticket], list[Order]]:
-    """The demo's tickets and orders under numbers of one recording's own (`base` + the demo's), tickets by the demo's id.
-
-    The demo's T-1001 asks for the refund of order O-5001, which another test (or a demo run) may already have refunded
-    in the shared database: the recording would then hold a refund that failed where the tests reading it expect one
-    that succeeded (tests/e2e/tracing before this module did exactly that).
-    """
-    orders = {o.order_id: replace(o, order_id=f"O-{base + int(o.order_id[2:])}") for o in ORDERS}
-    tickets = {}
-    for t in TICKETS:
-        order = orders[t.order_id].order_id if t.order_id else None
-        body = t.body.replace(t.order_id, order) if t.order_id and order else t.body
-        tickets[t.ticket_id] = replace(t, ticket_id=f"T-{base + int(t.ticket_id[2:])}", order_id=order, body=body)
-    return tickets, list(orders.values())
-
-
 async def record_traffic(kit: KitSettings) -> Traffic:
     """Run the services, submit the tickets, decide the two approvals, wait for every outcome."""
     from services.approval.app import build as build_approval
@@ -141,17 +126,18 @@ async def record_traffic(kit: KitSettings) -> Traffic:
 
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]))  # the catalog's topic tool
     run = uuid.uuid4().hex[:8]
-    tickets, orders = own_copies(int(run, 16) % 10**7 * 10**4)
     pool = await create_pool(kit.database_url, max_size=2)
     try:
-        await seed_demo(pool, ("acme",))  # the customers and payees the tickets name
-        async with pool.acquire() as conn:
-            await insert_orders(conn, "acme", orders)
-            await insert_tickets(conn, "acme", list(tickets.values()))
+        await seed_demo(pool, ("acme",))
+        # The refund tickets' orders under ids of this recording's own, as each demo run does: another test (or a demo
+        # run) may already have refunded the demo's O-5001 in the shared database, and the recording would then hold a
+        # refund that failed where the tests reading it expect one that succeeded (tests/e2e/tracing did exactly that).
+        orders = await fresh_orders(pool, "acme", suffix=str(int(run, 16) % 10**8))
     finally:
         await pool.close()
-    tasks = {tid: ticket_task(t, tenant_id="acme", task_id=f"ops-{run}-{tid}", orders=orders) for tid, t in tickets.items()}
-    tasks["T-1002-again"] = ticket_task(tickets["T-1002"], tenant_id="acme", task_id=f"ops-{run}-T-1002-again", orders=orders)
+    tickets = {t.ticket_id: t for t in TICKETS}
+    tasks = {tid: ticket_task(t, tenant_id="acme", task_id=f"ops-{run}-{tid}", order_id=orders.get(tid)) for tid, t in tickets.items()}
+    tasks["T-1002-again"] = ticket_task(tickets["T-1002"], tenant_id="acme", task_id=f"ops-{run}-T-1002-again", order_id=orders["T-1002"])
     from services.audit.app import build as build_audit
 
     approval = build_approval(kit, ApprovalSettings(http_port=0))
