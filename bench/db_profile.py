@@ -18,9 +18,10 @@ from typing import Any
 
 import asyncpg
 
+from servicekit.dbroles import DEFAULT_ROLE_PREFIX
+
 __all__ = ["Reading", "Statement", "read", "summarise", "what"]
 
-ROLE_PREFIX = "tidegate_"
 SERVICE_OF_ROLE = {"audit_writer": "audit"}  # the audit's backends write as their own role (`SET LOCAL ROLE`)
 
 _QUERY = """SELECT u.rolname AS role, s.queryid, s.toplevel, s.query, s.calls, s.plans, s.total_exec_time, s.total_plan_time,
@@ -67,7 +68,9 @@ async def read(admin_url: str, database: str) -> Reading | None:
 
 def service(role: str) -> str:
     """The service (or `operator`) a PostgreSQL role is the login of."""
-    name = role.removeprefix(ROLE_PREFIX) if role.startswith(ROLE_PREFIX) else "operator" if role == ROLE_PREFIX[:-1] else role
+    if not role.startswith(DEFAULT_ROLE_PREFIX):
+        return "operator" if role == DEFAULT_ROLE_PREFIX.rstrip("_") else role  # the operator logs in as `tidegate`
+    name = role.removeprefix(DEFAULT_ROLE_PREFIX)
     return SERVICE_OF_ROLE.get(name, name)
 
 
