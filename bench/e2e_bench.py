@@ -477,8 +477,8 @@ async def main(
 
         infra = infra_pids(kit)
         roles = await backend_roles(admin_url) if "postgres" in infra else {}
+        statements_before = await db_profile.read(admin_url, dbname) if "postgres" in infra else None  # before the CPU readings
         before, counted, (infra_before, db_before) = cpu_now(pids), counts_now(pids), infra_cpu(infra, roles)
-        statements_before = await db_profile.read(admin_url, dbname) if "postgres" in infra else None
         expected_s = n_tasks / rate if rate > 0 else 30.0
         samplers = []
         if profile_to is not None and hottest in pids:
