@@ -45,6 +45,7 @@ class ReasonCode(StrEnum):
     SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
     EXCEEDS_SYSTEM_OF_RECORD = "exceeds_system_of_record"
     RECORD_NOT_READ = "record_not_read"
+    TASK_EXPIRED = "task_expired"
     # The rubric's escalation triggers and rollback path (docs/autonomy.md).
     LOW_CONFIDENCE = "low_confidence"
     REPEATED_TOOL_ERRORS = "repeated_tool_errors"

@@ -19,6 +19,7 @@ from services.policy.repository import (
     Decide,
     DecisionRecord,
     Ending,
+    Forgotten,
     Pending,
     PolicyRepository,
     Reservation,
@@ -53,6 +54,8 @@ class InMemoryPolicyRepository(PolicyRepository):
     learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
+    began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
+    forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -154,6 +157,8 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def learn(self, tenant_id: str, task_id: str, *, trusted: dict[str, str], untrusted: dict[str, str]) -> None:
         """See PolicyRepository."""
         rows = self.read.setdefault((tenant_id, task_id), {})
+        if trusted or untrusted:
+            self._began(tenant_id, task_id)
         for is_trusted, values in ((True, trusted), (False, untrusted)):
             for value, source in values.items():
                 rows.setdefault((value, is_trusted), source)
@@ -164,6 +169,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
             if i.request:
                 self.learned_tasks.add((i.tenant_id, i.task_id))
+                self._began(i.tenant_id, i.task_id)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -173,6 +179,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""
         self.read_records.setdefault((tenant_id, task_id), {})[record_id] = record
+        self._began(tenant_id, task_id)
 
     async def records(self, tenant_id: str, task_id: str) -> dict[str, SystemRecord]:
         """See PolicyRepository."""
@@ -192,6 +199,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
         """See PolicyRepository."""
         self.outcomes.setdefault((tenant_id, task_id), {}).setdefault(action_id, (status, attempts))
+        self._began(tenant_id, task_id)
 
     async def task_troubles(self, tenant_id: str, task_id: str) -> tuple[int, int]:
         """See PolicyRepository."""
@@ -207,6 +215,35 @@ class InMemoryPolicyRepository(PolicyRepository):
                 await self.task_troubles(t, k),
                 await self.records(t, k),
                 (t, k) in self.learned_tasks,
+                (t, k) in self.forgotten,
             )
             for t, k in scopes
         }
+
+    def _began(self, tenant_id: str, task_id: str) -> None:
+        self.began.setdefault((tenant_id, task_id), self.clock())
+
+    async def forget_tasks_before(self, cutoff: datetime, *, limit: int = 10_000) -> Forgotten:
+        """See PolicyRepository: a task whose oldest working state is older than `cutoff` is forgotten whole, at once.
+
+        PostgreSQL forgets the same tasks row by row: their younger rows there go later, once old enough, and
+        no decision reads them meanwhile. `limit` is not needed here: nothing is held while it runs.
+        """
+        ended = [a for a, (_, status) in self.reservations.items() if status != "reserved" and self.reserved_at[a] < cutoff]
+        old = sorted({s for s, at in self.began.items() if at < cutoff} | {self._scope(a) for a in ended})
+        rows = len(ended)
+        for scope in old:
+            self.began.pop(scope, None)
+            rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
+            if scope in self.learned_tasks:
+                self.learned_tasks.discard(scope)
+                rows += 1
+        for action_id in ended:
+            del self.reservations[action_id], self.reserved_at[action_id]
+        new = [s for s in old if s not in self.forgotten]
+        self.forgotten.update(old)
+        return Forgotten(rows, len(new))
+
+    def _scope(self, action_id: str) -> tuple[str, str]:
+        res = self.reservations[action_id][0]
+        return res.tenant_id, res.task_id

@@ -26,6 +26,7 @@ from services.policy.repository import (
     Decide,
     DecisionRecord,
     Ending,
+    Forgotten,
     Pending,
     PolicyRepository,
     Scope,
@@ -127,9 +128,28 @@ SELECT w.t AS tenant_id, w.k AS task_id,
   ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
         WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
-  EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned
+  EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned,
+  EXISTS(SELECT 1 FROM policy.tasks_forgotten f WHERE f.tenant_id = w.t AND f.task_id = w.k) AS forgotten
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
+
+# A task's working state, as (table, when a row was written, which rows may go): a held reservation stays until resolved.
+_WORKING_STATE = (
+    ("provenance", "learned_at", ""),
+    ("records", "read_at", ""),
+    ("call_outcomes", "seen_at", ""),
+    ("tasks_learned", "learned_at", ""),
+    ("reservations", "created_at", " AND status <> 'reserved'"),
+)
+
+# Up to $2 rows of one kind written before $1, deleted by their addresses (by key, PostgreSQL may hash the batch and
+# scan the whole table), and their tasks named forgotten in the same statement.
+_FORGET = """WITH gone AS (
+  DELETE FROM policy.{table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM policy.{table} WHERE {written_at} < $1{only} LIMIT $2))
+  RETURNING tenant_id, task_id),
+named AS (INSERT INTO policy.tasks_forgotten (tenant_id, task_id) SELECT DISTINCT tenant_id, task_id FROM gone
+  ON CONFLICT DO NOTHING RETURNING 1)
+SELECT (SELECT count(*) FROM gone) AS rows, (SELECT count(*) FROM named) AS tasks"""
 
 # The fate of a call's reservation, as common table expressions over $1 (its action id); each adds what it
 # changes to the task's and the tenant's spend. A reservation released as expired (`expired_at` set) that
@@ -403,6 +423,19 @@ class PgPolicyRepository(PolicyRepository):
                 )
             return [r["action_id"] for r in rows]
 
+    async def forget_tasks_before(self, cutoff: datetime, *, limit: int = 10_000) -> Forgotten:
+        """See PolicyRepository: each kind of row in one statement, found by its BRIN index and deleted by address.
+
+        Each statement deletes and names the tasks in one step, so no decision ever reads a task with part of
+        its state gone and not yet named forgotten. Copies sweeping at once skip the rows the other deleted.
+        """
+        done = Forgotten()
+        async with self._pool.acquire() as conn:
+            for table, written_at, only in _WORKING_STATE:
+                rows, tasks = await conn.fetchrow(_FORGET.format(table=table, written_at=written_at, only=only), cutoff, limit) or (0, 0)
+                done += Forgotten(rows, tasks, rows >= limit)
+        return done
+
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
@@ -486,6 +519,7 @@ class PgPolicyRepository(PolicyRepository):
                 troubles(r["outcomes"]),
                 {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
                 r["learned"],
+                r["forgotten"],
             )
             for r in rows
         }

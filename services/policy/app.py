@@ -7,7 +7,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from schemas import Envelope
@@ -26,7 +26,7 @@ from services.policy._memory_repository import InMemoryPolicyRepository
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import CompiledPack, PackSource, compile_pack
-from services.policy.repository import PolicyRepository
+from services.policy.repository import PolicyRepository, forget_tasks
 from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
 
@@ -122,6 +122,17 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
             except Exception:  # the next round tries again; a sweep must never stop the service
                 log.exception("policy: releasing expired reservations failed")
 
+    async def forget_old_tasks() -> None:
+        while True:
+            await asyncio.sleep(settings.task_state_check_s)
+            cutoff = datetime.now(UTC) - timedelta(seconds=settings.task_state_kept_s)
+            try:
+                if (done := await forget_tasks(deps.repo, cutoff)).rows:
+                    log.info("policy: forgot %d rows of working state older than %s (%d tasks more now forgotten)",
+                             done.rows, cutoff.isoformat(), done.tasks)  # fmt: skip
+            except Exception:  # the next round tries again; a sweep must never stop the service
+                log.exception("policy: forgetting old tasks' working state failed")
+
     async def begin(_: ServiceProcess) -> None:
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
 
@@ -133,7 +144,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         migrations=Path(__file__).parent / "migrations",
         control=control,
         on_start=[begin],
-        loops=[release_expired],
+        loops=[release_expired, forget_old_tasks],
         policy=service,
     )
 

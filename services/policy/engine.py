@@ -274,6 +274,15 @@ def decide(
             "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
         )
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+    if call.flow.forgotten:
+        reason = Reason(
+            code=ReasonCode.TASK_EXPIRED,
+            policy_id="builtin:task-expired",
+            message=f"task {call.task_id!r} began longer ago than the policy keeps a task's working state "
+            "(TIDEGATE_POLICY_TASK_STATE_KEPT_S): what it read, and so what its arguments may carry, is no longer known; "
+            "run the work as a new task",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
     tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:

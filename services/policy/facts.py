@@ -45,6 +45,7 @@ class Flow:
     last_decisions: tuple[tuple[str, str], ...] = ()  # tool → outcome of its latest decision
     unseen_results: tuple[str, ...] = ()  # untrusted-output calls authorized but whose result the service has not seen
     unseen_task: bool = False  # a planner's proposal whose task's request the service has not seen (what it carries is unknown)
+    forgotten: bool = False  # the task began longer ago than the service keeps a task's working state: nothing is decided for it
     retries: int = 0  # attempts beyond the first of the task's calls, as their results report
     tool_errors: int = 0  # the task's calls that ended failed or unknown
 

@@ -26,6 +26,7 @@ __all__ = [
     "TENANT_TOTAL",
     "DecisionRecord",
     "Ending",
+    "Forgotten",
     "Pending",
     "PolicyRepository",
     "Reservation",
@@ -36,6 +37,7 @@ __all__ = [
     "count_spend",
     "flow_facts",
     "flow_row",
+    "forget_tasks",
     "history_from",
     "kept_flow_facts",
     "troubles",
@@ -95,6 +97,7 @@ class TaskReads:
     troubles: tuple[int, int]
     records: dict[str, SystemRecord]
     learned: bool  # the task's request (`tasks`) is learned: what its untrusted fields carry is known
+    forgotten: bool = False  # its working state was forgotten (`forget_tasks_before`): it began too long ago to decide for
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -246,6 +249,38 @@ class PolicyRepository(Protocol):
     async def task_reads(self, scopes: list[Scope]) -> dict[Scope, TaskReads]:
         """Everything a decision reads of each task in `scopes` (the five reads above), in one snapshot."""
         ...
+
+    async def forget_tasks_before(self, cutoff: datetime, *, limit: int = 10_000) -> Forgotten:
+        """Forget working state written before `cutoff`, up to `limit` rows of each kind, and name every task that lost some.
+
+        Working state: what a task read (provenance, records), how its calls ended, whether its request
+        is learned, and its reservations once settled or released (a held one stays until it is
+        resolved). A task named forgotten stays so (`TaskReads.forgotten`): what it read is no longer
+        known, so nothing more is decided for it. Decisions and spend are records, kept.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What one round of `forget_tasks_before` did."""
+
+    rows: int = 0  # rows of working state deleted
+    tasks: int = 0  # tasks named forgotten for the first time
+    full: bool = False  # some kind of row reached the round's limit: more may be due
+
+    def __add__(self, other: Forgotten) -> Forgotten:
+        return Forgotten(self.rows + other.rows, self.tasks + other.tasks, self.full or other.full)
+
+
+async def forget_tasks(repo: PolicyRepository, cutoff: datetime, *, batch: int = 10_000) -> Forgotten:
+    """Forget every task's working state written before `cutoff`, `batch` rows of a kind at a time (no statement holds a table long)."""
+    total = Forgotten()
+    while True:
+        done = await repo.forget_tasks_before(cutoff, limit=batch)
+        total += done
+        if not done.full:
+            return Forgotten(total.rows, total.tasks)
 
 
 def count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:

@@ -204,7 +204,7 @@ class PolicyService:
         before it is decided. All the tasks are read in one statement, then only those still waiting,
         as soon as this process stored a result or a request of one of them, and at least every 50 ms
         (another copy of the service may be the one that stores it). What is still unknown after the wait
-        is decided failing closed (`_context`).
+        is decided failing closed (`_context`). A forgotten task (`TaskReads.forgotten`) waits for nothing: it is denied.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.provenance_wait_s
@@ -217,7 +217,7 @@ class PolicyService:
         try:
             self._listen(scopes, woken)  # before the read: a result stored after it wakes this wait
             reads = await self.repo.task_reads(scopes)
-            while waiting := [s for s in waiting if self._unseen(reads[s].awaiting) or unseen_task(s)]:
+            while waiting := [s for s in waiting if not reads[s].forgotten and (self._unseen(reads[s].awaiting) or unseen_task(s))]:
                 if (left := deadline - loop.time()) <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -233,7 +233,7 @@ class PolicyService:
         unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]
         untrusted = bool(read.provenance.untrusted) or bool(unseen) or unseen_task
         flow = Flow.of(read.decisions, untrusted_read=untrusted, troubles=read.troubles)
-        flow = dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))), unseen_task=unseen_task)
+        flow = dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))), unseen_task=unseen_task, forgotten=read.forgotten)
         return TaskContext(read.provenance, flow, read.records)
 
     async def _publish_record(self, record: DecisionRecord) -> None:

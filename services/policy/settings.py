@@ -34,3 +34,11 @@ class PolicySettings(BaseSettings):
         description="How long a proposal waits for the results of its task's earlier untrusted-output calls, and a "
         "proposal the planner signed for its task's request; after that its counterparties count as tainted (fail closed).",
     )
+    task_state_kept_s: float = Field(
+        default=7 * 86_400.0,
+        ge=3_600,
+        description="How long a task's working state (what it read, how its calls ended) is kept: the longest a task may run. "
+        "Older state is forgotten and the task with it; a later proposal or grant for it is denied `task_expired`. "
+        "Keep it above the longest approval wait (`TIDEGATE_APPROVAL_EXPIRY_S`) and step timeout.",
+    )
+    task_state_check_s: float = Field(default=600.0, gt=0, description="How often the state kept longer than that is forgotten.")

@@ -43,7 +43,7 @@ from servicekit import (
 )
 from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
-from services.policy.repository import Reservation
+from services.policy.repository import Reservation, forget_tasks
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -210,6 +210,22 @@ async def test_grant_lifts_only_what_is_escalated(service: PolicyService, publis
     with pytest.raises(Reject) as exc:
         await service.on_approval(approval(ApprovalGranted, denied, key, approval_id="ap-2"))
     assert exc.value.code == "approval_unauthenticated"
+
+
+async def test_a_grant_that_comes_after_its_task_was_forgotten_is_denied(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    """A human's grant lifts an escalation, never the fail-closed denial of a task whose working state is gone."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.repo.learn("acme", "t-1", trusted={}, untrusted={"id:cus_1001": "a ticket"})
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    assert escalated.data.outcome == "escalate"
+    assert (await forget_tasks(service.repo, datetime.now(UTC) + timedelta(seconds=1))).tasks == 1
+    await service.on_approval(approval(ApprovalGranted, escalated, key))
+    after = published.on("actions.decided")[-1]
+    assert (after.data.outcome, after.data.via, [r.code.value for r in after.data.reasons]) == ("deny", "approval", ["task_expired"])
+    assert published.on("actions.authorized") == []
 
 
 async def test_unverifiable_approvals_are_rejected(service: PolicyService, published: Published, tmp_path: Path) -> None:
