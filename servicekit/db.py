@@ -20,6 +20,7 @@ __all__ = [
     "check_migrations",
     "connect",
     "create_pool",
+    "delete_in_batches",
     "discard_broken_connections",
     "open_pool",
     "unopened_pool",
@@ -38,6 +39,19 @@ database sees its effect (WAL reaches the disk in order, so that commit makes bo
 loss after a crash only repeats what a crash repeats anyway. The setting is the statement's own
 transaction's (`set_config(..., true)`): the session keeps `synchronous_commit` as it was.
 """
+
+
+async def delete_in_batches(delete: Callable[[int], Awaitable[int]], batch: int = 10_000) -> int:
+    """Call `delete(batch)` (which deletes at most `batch` rows and says how many) until a call deletes fewer; the total.
+
+    How the services forget what they no longer need: in batches, so that no statement holds a table long.
+    """
+    total = 0
+    while True:
+        deleted = await delete(batch)
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -21,6 +22,7 @@ from servicekit import (
 )
 from servicekit.consume import Route, consume_routes
 from services.approval import handlers, webhooks
+from services.approval._task_event_store import forget_task_events
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
 from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
@@ -155,6 +157,14 @@ def build(
     async def sweep() -> None:
         await _every(settings.sweep_interval_s, "sweep", service.sweep)
 
+    async def forget_old_task_events() -> None:
+        async def step() -> None:
+            cutoff = datetime.now(UTC) - timedelta(seconds=settings.task_events_kept_s)
+            if forgotten := await forget_task_events(service.repo, cutoff):
+                log.info("approval: forgot %d task events older than %s", forgotten, cutoff.isoformat())
+
+        await _every(settings.task_events_check_s, "forgetting old task events", step)
+
     async def deliver_webhooks() -> None:
         await _every(min(1.0, settings.sweep_interval_s), "webhook delivery", service.deliver_webhooks)
 
@@ -174,7 +184,7 @@ def build(
         http_port=settings.http_port,
         on_start=[install_file_endpoints],
         on_stop=[close],
-        loops=[sweep, deliver_webhooks],
+        loops=[sweep, deliver_webhooks, forget_old_task_events],
         approval=service,
     )
     return proc

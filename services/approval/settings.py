@@ -50,6 +50,13 @@ class ApprovalSettings(BaseSettings):
         "often as before): the most a decision or result waits.",
     )
     sweep_interval_s: float = Field(default=2.0, gt=0, description="How often expiry, escalation and the outbox are checked.")
+    task_events_kept_s: float = Field(
+        default=30 * 86_400.0,
+        ge=3_600,
+        description="How long the decisions and results of a task are kept as the context an approver reads beside a request "
+        "(the audit log keeps them all). Keep it above `expiry_s`, so a pending request never loses its context.",
+    )
+    task_events_check_s: float = Field(default=600.0, gt=0, description="How often the task events kept longer than that are forgotten.")
     webhook_max_attempts: int = Field(default=6, ge=1, description="Delivery attempts per webhook message before it is marked failed.")
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0, description="Delay before the 2nd attempt; doubles on each retry.")
     webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="Cap of the retry delay.")

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from schemas import Envelope, decode
 from servicekit import UNFLUSHED, Recorded
+from servicekit.db import delete_in_batches
 from servicekit.outlet import record_event
 from services.planner.domain import CostRates, StepRecord, TaskState, Transition
 
@@ -96,12 +97,7 @@ class TaskRepository(Protocol):
 
 async def forget_applied(repo: TaskRepository, cutoff: datetime, *, batch: int = 10_000) -> int:
     """Forget every id of an event applied before `cutoff`, `batch` at a time (no statement holds the table long); how many."""
-    total = 0
-    while True:
-        forgotten = await repo.forget_applied_before(cutoff, limit=batch)
-        total += forgotten
-        if forgotten < batch:
-            return total
+    return await delete_in_batches(lambda limit: repo.forget_applied_before(cutoff, limit=limit), batch)
 
 
 # The task's version (`xmin`), its state unless the caller holds that version already ($3), and whether the event was applied.
