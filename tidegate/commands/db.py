@@ -1,8 +1,11 @@
-"""`tidegate db migrate`: create each service's PostgreSQL role and migrate every schema (as the operator)."""
+"""`tidegate db`: create each service's PostgreSQL role and migrate every schema (as the operator); see what the tables hold."""
 
 from __future__ import annotations
 
+import json
+
 import typer
+from rich.table import Table
 
 from tidegate.commands._common import console, run, settings
 
@@ -26,3 +29,41 @@ def migrate_all() -> None:
 def migrate() -> None:
     """Create (or update) one role per service, migrate every schema, grant each service only its own."""
     migrate_all()
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86_400:g} d" if seconds >= 86_400 else f"{seconds / 3600:g} h"
+
+
+@app.command()
+def usage(as_json: bool = typer.Option(False, "--json", help="Print one JSON object a line, a table each, instead of a table.")) -> None:
+    """Each table's rows and size, largest first; for working state, how long it is kept and how many rows are due.
+
+    A service forgets its working state on a timer (docs/operations.md, 'What the database keeps'): a few rows due
+    between two sweeps are normal; many, or more at each look, mean that service's sweep is not running.
+    """
+    from tidegate.usage import PASSING_THROUGH
+    from tidegate.usage import usage as read_usage
+
+    tables = run(read_usage(settings()))
+    if as_json:
+        for t in tables:
+            typer.echo(json.dumps(t.as_dict()))
+        return
+    view = Table("table", "rows (estimate)", "size", "kept", "due now", title="What the database holds")
+    for t in tables:
+        if t.kept_s is not None:
+            kept = f"{_days(t.kept_s)} ({t.setting})"
+        else:
+            kept = "until published" if t.name in PASSING_THROUGH else "migrations" if t.name.endswith(".schema_migrations") else "record"
+        view.add_row(t.name, f"{t.rows:,}", _size(t.bytes), kept, "" if t.due is None else f"{t.due:,}")
+    console.print(view)
+    console.print("kept 'record': nothing prunes it (the deployment's retention policy); 'due now': rows the next sweep forgets")

@@ -1,0 +1,117 @@
+"""What the database holds, table by table, and whether each service's sweep keeps its working state within its setting.
+
+Working state (docs/operations.md, "What the database keeps, and for how long") is forgotten by the service that
+owns it, on a timer. `usage` shows each table's rows and size and, for working state, how many rows are older than
+the setting says they may be: a few are due between two sweeps; many, or a count that grows from one look to the
+next, mean the service's sweep is not running (the service is down, or its log says why the sweep failed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from servicekit import KitSettings
+from services.approval import ApprovalSettings
+from services.planner import PlannerSettings
+from services.policy import PolicySettings
+from tidegate.database import SCHEMAS
+
+__all__ = ["PASSING_THROUGH", "WORKING_STATE", "Swept", "TableUsage", "usage"]
+
+
+@dataclass(frozen=True)
+class Swept:
+    """A table of working state: when each row was written, which rows may go, and the setting that says when."""
+
+    schema: str
+    table: str
+    written_at: str
+    setting: str  # the environment variable
+    kept_s: Callable[[], float]  # its value, as the service reads it
+    only: str = ""  # a condition the rows the sweep may forget also meet
+
+    @property
+    def name(self) -> str:
+        """`schema.table`."""
+        return f"{self.schema}.{self.table}"
+
+
+def _policy_kept() -> float:
+    return PolicySettings().task_state_kept_s
+
+
+_POLICY = "TIDEGATE_POLICY_TASK_STATE_KEPT_S"
+
+WORKING_STATE: tuple[Swept, ...] = (
+    Swept(
+        "planner", "processed_events", "seen_at", "TIDEGATE_PLANNER_APPLIED_EVENTS_KEPT_S", lambda: PlannerSettings().applied_events_kept_s
+    ),
+    Swept("policy", "provenance", "learned_at", _POLICY, _policy_kept),
+    Swept("policy", "records", "read_at", _POLICY, _policy_kept),
+    Swept("policy", "call_outcomes", "seen_at", _POLICY, _policy_kept),
+    Swept("policy", "tasks_learned", "learned_at", _POLICY, _policy_kept),
+    Swept("policy", "reservations", "created_at", _POLICY, _policy_kept, only="status <> 'reserved'"),
+    Swept("approval", "task_events", "at", "TIDEGATE_APPROVAL_TASK_EVENTS_KEPT_S", lambda: ApprovalSettings().task_events_kept_s),
+)
+"""Every table whose rows a service forgets on its timer (each service's sweep names the same tables; a unit test holds them to it)."""
+
+PASSING_THROUGH = frozenset({"planner.outbox", "approval.outbox"})
+"""Tables whose rows are deleted as they are done with: events waiting to be published."""
+
+
+@dataclass(frozen=True)
+class TableUsage:
+    """One table: its rows (PostgreSQL's estimate, from its statistics) and size; for working state, its setting and rows due."""
+
+    name: str
+    rows: int
+    bytes: int
+    setting: str | None = None
+    kept_s: float | None = None
+    due: int | None = None  # rows older than the setting: the sweep forgets them at its next round
+
+    def as_dict(self) -> dict[str, object]:
+        """For `--json`."""
+        return {"table": self.name, "rows": self.rows, "bytes": self.bytes, "setting": self.setting, "kept_s": self.kept_s, "due": self.due}
+
+
+_TABLES = """
+SELECT n.nspname || '.' || c.relname AS name,
+       greatest(coalesce(s.n_live_tup, 0), c.reltuples::bigint) AS rows,
+       pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
+ORDER BY bytes DESC, name
+"""
+
+
+async def usage(kit: KitSettings, *, now: datetime | None = None) -> list[TableUsage]:
+    """Every table of the deployment's schemas, largest first, as the operator's role reads them.
+
+    Rows due are counted through the BRIN index the sweep itself uses, so the count costs what forgetting them
+    would (nothing when none is due).
+    """
+    now = now or datetime.now(UTC)
+    swept = {s.name: s for s in WORKING_STATE}
+    conn = await asyncpg.connect(kit.operator_database_url)
+    try:
+        rows = await conn.fetch(_TABLES, [s.name for s in SCHEMAS])
+        out = []
+        for r in rows:
+            s = swept.get(r["name"])
+            if s is None:
+                out.append(TableUsage(r["name"], r["rows"], r["bytes"]))
+                continue
+            kept = s.kept_s()
+            cutoff = now - timedelta(seconds=kept)
+            only = f" AND {s.only}" if s.only else ""
+            due = await conn.fetchval(f"SELECT count(*) FROM {s.name} WHERE {s.written_at} < $1{only}", cutoff)
+            out.append(TableUsage(r["name"], r["rows"], r["bytes"], s.setting, kept, due))
+        return out
+    finally:
+        await conn.close()
