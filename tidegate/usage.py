@@ -93,8 +93,8 @@ ORDER BY bytes DESC, name
 async def usage(kit: KitSettings, *, now: datetime | None = None) -> list[TableUsage]:
     """Every table of the deployment's schemas, largest first, as the operator's role reads them.
 
-    Rows due are counted through the BRIN index the sweep itself uses, so the count costs what forgetting them
-    would (nothing when none is due).
+    Rows due are counted with the BRIN index the sweep itself uses: on a large table the count reads about the pages
+    forgetting them would (next to nothing when none is due).
     """
     now = now or datetime.now(UTC)
     swept = {s.name: s for s in WORKING_STATE}

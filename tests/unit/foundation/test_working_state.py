@@ -14,11 +14,13 @@ def test_the_policy_rows_are_the_ones_its_sweep_forgets() -> None:
     assert listed == [(table, written_at, only.removeprefix(" AND ")) for table, written_at, only in POLICY_SWEEP]
 
 
-def test_every_swept_table_has_the_brin_index_its_sweep_and_the_count_of_rows_due_use() -> None:
+def test_every_swept_table_has_the_brin_index_its_sweep_and_the_count_of_rows_due_use_kept_summarized() -> None:
+    """Unsummarized page ranges are read page by page: without `autosummarize`, every page written since the last VACUUM."""
     for swept in WORKING_STATE:
         migrations = "\n".join(p.read_text() for p in sorted((REPO_ROOT / "services" / swept.schema / "migrations").glob("*.sql")))
-        pattern = rf"ON {swept.table} USING brin \({swept.written_at}\)"
-        assert re.search(pattern, migrations), f"{swept.name}: no BRIN index on {swept.written_at}"
+        found = re.search(rf"CREATE INDEX (\w+) ON {swept.table} USING brin \({swept.written_at}\)", migrations)
+        assert found, f"{swept.name}: no BRIN index on {swept.written_at}"
+        assert f"ALTER INDEX {found[1]} SET (autosummarize = on)" in migrations, f"{found[1]} is not kept summarized"
 
 
 def test_each_setting_is_read_as_its_service_reads_it(monkeypatch) -> None:
