@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from servicekit import KitSettings
+from servicekit.db import connect
 from services.approval import ApprovalSettings
 from services.planner import PlannerSettings
 from services.policy import PolicySettings
@@ -98,7 +97,7 @@ async def usage(kit: KitSettings, *, now: datetime | None = None) -> list[TableU
     """
     now = now or datetime.now(UTC)
     swept = {s.name: s for s in WORKING_STATE}
-    conn = await asyncpg.connect(kit.operator_database_url)
+    conn = await connect(kit.operator_database_url)  # down, or refusing the login: one line that says what to do
     try:
         rows = await conn.fetch(_TABLES, [s.name for s in SCHEMAS])
         out = []

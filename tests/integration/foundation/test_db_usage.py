@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -52,3 +53,15 @@ async def test_rows_older_than_the_setting_are_due_and_records_are_kept(infra: A
         await conn.execute("DELETE FROM policy.provenance WHERE tenant_id = $1", tenant)
         await conn.execute("DELETE FROM policy.reservations WHERE tenant_id = $1", tenant)
         await conn.close()
+
+
+def test_a_refused_login_is_one_line_that_says_what_to_do(infra: Any) -> None:
+    parts = urlsplit(infra.database_url)
+    wrong = parts._replace(netloc=f"{parts.username}:not-the-password@{parts.hostname}:{parts.port}", query="").geturl()
+    env = os.environ | {"TIDEGATE_DATABASE_URL": wrong}
+    done = subprocess.run(
+        [sys.executable, "-m", "tidegate.cli", "db", "usage"], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert done.returncode != 0
+    assert "refused" in done.stderr
+    assert "Traceback" not in done.stderr
