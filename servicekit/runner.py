@@ -34,13 +34,28 @@ from servicekit.health import serve_metrics_and_health
 from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
 from servicekit.tracing import install_tracing
 
-__all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "run_service", "tune_gc"]
+__all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "every", "run_service", "tune_gc"]
 
 EXIT_STALLED = 75  # EX_TEMPFAIL: alive but not making progress; restart me
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+
+async def every(interval_s: float, what: str, step: Callable[[], Awaitable[object]], *, at_start: bool = False) -> None:
+    """Run `step` every `interval_s` forever (first right away with `at_start`, else after one interval): a service's sweep.
+
+    A step that fails is logged with `what` and tried again at the next round: a sweep must never stop the service.
+    """
+    if not at_start:
+        await asyncio.sleep(interval_s)
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("%s failed; retrying in %.1fs", what, interval_s)
+        await asyncio.sleep(interval_s)
 
 
 def configure_logging(level: str = "INFO") -> None:

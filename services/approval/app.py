@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ from servicekit import (
     service_bus,
 )
 from servicekit.consume import Route, consume_routes
+from servicekit.runner import every
 from services.approval import handlers, webhooks
 from services.approval._task_event_store import forget_task_events
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
@@ -58,18 +57,6 @@ def load_endpoints(path: Path | None) -> list[Endpoint]:
             )
         )
     return found
-
-
-async def _every(interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
-    """Run `step` forever; an error is logged and retried next round (this loop owns those retries)."""
-    while True:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("approval: %s failed; retrying in %.1fs", what, interval_s)
-        await asyncio.sleep(interval_s)
 
 
 @dataclass(frozen=True)
@@ -155,7 +142,7 @@ def build(
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 
     async def sweep() -> None:
-        await _every(settings.sweep_interval_s, "sweep", service.sweep)
+        await every(settings.sweep_interval_s, "approval: sweep", service.sweep, at_start=True)
 
     async def forget_old_task_events() -> None:
         async def step() -> None:
@@ -163,10 +150,10 @@ def build(
             if forgotten := await forget_task_events(service.repo, cutoff):
                 log.info("approval: forgot %d task events older than %s", forgotten, cutoff.isoformat())
 
-        await _every(settings.task_events_check_s, "forgetting old task events", step)
+        await every(settings.task_events_check_s, "approval: forgetting old task events", step, at_start=True)
 
     async def deliver_webhooks() -> None:
-        await _every(min(1.0, settings.sweep_interval_s), "webhook delivery", service.deliver_webhooks)
+        await every(min(1.0, settings.sweep_interval_s), "approval: webhook delivery", service.deliver_webhooks, at_start=True)
 
     async def close(_: ServiceProcess) -> None:
         if own_sender and isinstance(service.sender, webhooks.HttpxSender):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from servicekit import (
     service_bus,
     service_key,
 )
+from servicekit.runner import every
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
@@ -93,22 +93,15 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     )
 
     async def sweep_step_timeouts() -> None:
-        while True:
-            await asyncio.sleep(settings.step_timeout_check_s)
-            try:
-                await handlers.on_tick()
-            except Exception:  # the next tick tries again; a sweep must never stop the service
-                log.exception("step-timeout sweep failed")
+        await every(settings.step_timeout_check_s, "planner: step-timeout sweep", handlers.on_tick)
 
     async def forget_applied_events() -> None:
-        while True:
-            await asyncio.sleep(settings.applied_events_check_s)
+        async def step() -> None:
             cutoff = datetime.now(UTC) - timedelta(seconds=settings.applied_events_kept_s)
-            try:
-                if forgotten := await forget_applied(deps.repo, cutoff):
-                    log.info("planner: forgot %d applied event ids older than %s", forgotten, cutoff.isoformat())
-            except Exception:  # the next round tries again; a sweep must never stop the service
-                log.exception("planner: forgetting applied event ids failed")
+            if forgotten := await forget_applied(deps.repo, cutoff):
+                log.info("planner: forgot %d applied event ids older than %s", forgotten, cutoff.isoformat())
+
+        await every(settings.applied_events_check_s, "planner: forgetting applied event ids", step)
 
     routes: dict[str, Handler] = {
         "tasks": handlers.on_task,

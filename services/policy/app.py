@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from servicekit import (
     service_bus,
 )
 from servicekit.consume import Route, consume_routes
+from servicekit.runner import every
 from services.policy._memory_repository import InMemoryPolicyRepository
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.handlers import PolicyHandlers
@@ -115,23 +115,18 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 
     async def release_expired() -> None:
-        while True:
-            await asyncio.sleep(settings.reservation_check_s)
-            try:
-                await service.release_expired(datetime.now(UTC))
-            except Exception:  # the next round tries again; a sweep must never stop the service
-                log.exception("policy: releasing expired reservations failed")
+        await every(
+            settings.reservation_check_s, "policy: releasing expired reservations", lambda: service.release_expired(datetime.now(UTC))
+        )
 
     async def forget_old_tasks() -> None:
-        while True:
-            await asyncio.sleep(settings.task_state_check_s)
+        async def step() -> None:
             cutoff = datetime.now(UTC) - timedelta(seconds=settings.task_state_kept_s)
-            try:
-                if (done := await forget_tasks(deps.repo, cutoff)).rows:
-                    log.info("policy: forgot %d rows of working state older than %s (%d tasks more now forgotten)",
-                             done.rows, cutoff.isoformat(), done.tasks)  # fmt: skip
-            except Exception:  # the next round tries again; a sweep must never stop the service
-                log.exception("policy: forgetting old tasks' working state failed")
+            if (done := await forget_tasks(deps.repo, cutoff)).rows:
+                log.info("policy: forgot %d rows of working state older than %s (%d tasks more now forgotten)",
+                         done.rows, cutoff.isoformat(), done.tasks)  # fmt: skip
+
+        await every(settings.task_state_check_s, "policy: forgetting old tasks' working state", step)
 
     async def begin(_: ServiceProcess) -> None:
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
