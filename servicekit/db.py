@@ -42,7 +42,7 @@ transaction's (`set_config(..., true)`): the session keeps `synchronous_commit` 
 
 
 async def delete_in_batches(delete: Callable[[int], Awaitable[int]], batch: int = 10_000) -> int:
-    """Call `delete(batch)` (which deletes at most `batch` rows and says how many) until a call deletes fewer; the total.
+    """Call `delete(batch)` (up to `batch` rows of each kind it deletes; how many in all) until a call deletes fewer; the total.
 
     How the services forget what they no longer need: in batches, so that no statement holds a table long.
     """

@@ -429,12 +429,12 @@ class PgPolicyRepository(PolicyRepository):
         Each statement deletes and names the tasks in one step, so no decision ever reads a task with part of
         its state gone and not yet named forgotten. Copies sweeping at once skip the rows the other deleted.
         """
-        done = Forgotten()
+        rows = tasks = 0
         async with self._pool.acquire() as conn:
             for table, written_at, only in _WORKING_STATE:
-                rows, tasks = await conn.fetchrow(_FORGET.format(table=table, written_at=written_at, only=only), cutoff, limit) or (0, 0)
-                done += Forgotten(rows, tasks, rows >= limit)
-        return done
+                deleted, named = await conn.fetchrow(_FORGET.format(table=table, written_at=written_at, only=only), cutoff, limit) or (0, 0)
+                rows, tasks = rows + deleted, tasks + named
+        return Forgotten(rows, tasks)
 
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
         """See PolicyRepository."""

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from schemas import ActionProposedData
+from servicekit.db import delete_in_batches
 from servicekit.provenance import Provenance
 from services.policy.facts import History, SystemRecord
 
@@ -263,24 +264,26 @@ class PolicyRepository(Protocol):
 
 @dataclass(frozen=True)
 class Forgotten:
-    """What one round of `forget_tasks_before` did."""
+    """What `forget_tasks_before` or `forget_tasks` did."""
 
     rows: int = 0  # rows of working state deleted
     tasks: int = 0  # tasks named forgotten for the first time
-    full: bool = False  # some kind of row reached the round's limit: more may be due
-
-    def __add__(self, other: Forgotten) -> Forgotten:
-        return Forgotten(self.rows + other.rows, self.tasks + other.tasks, self.full or other.full)
 
 
 async def forget_tasks(repo: PolicyRepository, cutoff: datetime, *, batch: int = 10_000) -> Forgotten:
-    """Forget every task's working state written before `cutoff`, `batch` rows of a kind at a time (no statement holds a table long)."""
-    total = Forgotten()
-    while True:
-        done = await repo.forget_tasks_before(cutoff, limit=batch)
-        total += done
-        if not done.full:
-            return Forgotten(total.rows, total.tasks)
+    """Forget every task's working state written before `cutoff`, `batch` rows of a kind at a time (no statement holds a table long).
+
+    Rounds go on while one deletes `batch` rows or more in all: while some kind may have had more due than a statement took.
+    """
+    tasks = 0
+
+    async def one_round(limit: int) -> int:
+        nonlocal tasks
+        done = await repo.forget_tasks_before(cutoff, limit=limit)
+        tasks += done.tasks
+        return done.rows
+
+    return Forgotten(await delete_in_batches(one_round, batch), tasks)
 
 
 def count_spend(spend: dict[tuple[str, str], float], tenant_id: str, task_id: str, amount: float) -> None:
