@@ -8,9 +8,10 @@ next, mean the service's sweep is not running (the service is down, or its log s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from pydantic_settings import BaseSettings
 
 from servicekit import KitSettings
 from servicekit.db import connect
@@ -24,13 +25,13 @@ __all__ = ["PASSING_THROUGH", "WORKING_STATE", "Swept", "TableUsage", "usage"]
 
 @dataclass(frozen=True)
 class Swept:
-    """A table of working state: when each row was written, which rows may go, and the setting that says when."""
+    """A table of working state: when each row was written, which rows may go, and the setting that says how long they stay."""
 
     schema: str
     table: str
     written_at: str
-    setting: str  # the environment variable
-    kept_s: Callable[[], float]  # its value, as the service reads it
+    settings: type[BaseSettings]  # the owning service's settings
+    field: str  # the one of them that says how long, in seconds
     only: str = ""  # a condition the rows the sweep may forget also meet
 
     @property
@@ -38,23 +39,24 @@ class Swept:
         """`schema.table`."""
         return f"{self.schema}.{self.table}"
 
+    @property
+    def setting(self) -> str:
+        """The environment variable of the setting."""
+        return f"{self.settings.model_config.get('env_prefix', '')}{self.field}".upper()
 
-def _policy_kept() -> float:
-    return PolicySettings().task_state_kept_s
+    def kept_s(self) -> float:
+        """The setting's value, as the service reads it from the environment."""
+        return float(getattr(self.settings(), self.field))
 
-
-_POLICY = "TIDEGATE_POLICY_TASK_STATE_KEPT_S"
 
 WORKING_STATE: tuple[Swept, ...] = (
-    Swept(
-        "planner", "processed_events", "seen_at", "TIDEGATE_PLANNER_APPLIED_EVENTS_KEPT_S", lambda: PlannerSettings().applied_events_kept_s
-    ),
-    Swept("policy", "provenance", "learned_at", _POLICY, _policy_kept),
-    Swept("policy", "records", "read_at", _POLICY, _policy_kept),
-    Swept("policy", "call_outcomes", "seen_at", _POLICY, _policy_kept),
-    Swept("policy", "tasks_learned", "learned_at", _POLICY, _policy_kept),
-    Swept("policy", "reservations", "created_at", _POLICY, _policy_kept, only="status <> 'reserved'"),
-    Swept("approval", "task_events", "at", "TIDEGATE_APPROVAL_TASK_EVENTS_KEPT_S", lambda: ApprovalSettings().task_events_kept_s),
+    Swept("planner", "processed_events", "seen_at", PlannerSettings, "applied_events_kept_s"),
+    Swept("policy", "provenance", "learned_at", PolicySettings, "task_state_kept_s"),
+    Swept("policy", "records", "read_at", PolicySettings, "task_state_kept_s"),
+    Swept("policy", "call_outcomes", "seen_at", PolicySettings, "task_state_kept_s"),
+    Swept("policy", "tasks_learned", "learned_at", PolicySettings, "task_state_kept_s"),
+    Swept("policy", "reservations", "created_at", PolicySettings, "task_state_kept_s", only="status <> 'reserved'"),
+    Swept("approval", "task_events", "at", ApprovalSettings, "task_events_kept_s"),
 )
 """Every table whose rows a service forgets on its timer (each service's sweep names the same tables; a unit test holds them to it)."""
 
@@ -73,9 +75,19 @@ class TableUsage:
     kept_s: float | None = None
     due: int | None = None  # rows older than the setting: the sweep forgets them at its next round
 
+    @property
+    def kept(self) -> str:
+        """How long its rows stay: `working state` (see `setting`), `until published`, `migrations` or `record` (nothing prunes it)."""
+        if self.kept_s is not None:
+            return "working state"
+        return "until published" if self.name in PASSING_THROUGH else "migrations" if self.name.endswith(".schema_migrations") else "record"
+
     def as_dict(self) -> dict[str, object]:
         """For `--json`."""
-        return {"table": self.name, "rows": self.rows, "bytes": self.bytes, "setting": self.setting, "kept_s": self.kept_s, "due": self.due}
+        return {
+            "table": self.name, "rows": self.rows, "bytes": self.bytes, "kept": self.kept, "setting": self.setting, "kept_s": self.kept_s,
+            "due": self.due,
+        }  # fmt: skip
 
 
 _TABLES = """

@@ -31,12 +31,14 @@ def migrate() -> None:
     migrate_all()
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:,.0f} B"
+    for unit in ("KiB", "MiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1024:,.1f} GiB"
 
 
 def _days(seconds: float) -> str:
@@ -50,7 +52,6 @@ def usage(as_json: bool = typer.Option(False, "--json", help="Print one JSON obj
     A service forgets its working state on a timer (docs/operations.md, 'What the database keeps'): a few rows due
     between two sweeps are normal; many, or more at each look, mean that service's sweep is not running.
     """
-    from tidegate.usage import PASSING_THROUGH
     from tidegate.usage import usage as read_usage
 
     tables = run(read_usage(settings()))
@@ -60,10 +61,7 @@ def usage(as_json: bool = typer.Option(False, "--json", help="Print one JSON obj
         return
     view = Table("table", "rows (estimate)", "size", "kept", "due now", title="What the database holds")
     for t in tables:
-        if t.kept_s is not None:
-            kept = f"{_days(t.kept_s)} ({t.setting})"
-        else:
-            kept = "until published" if t.name in PASSING_THROUGH else "migrations" if t.name.endswith(".schema_migrations") else "record"
+        kept = t.kept if t.kept_s is None else f"{_days(t.kept_s)} ({t.setting})"
         view.add_row(t.name, f"{t.rows:,}", _size(t.bytes), kept, "" if t.due is None else f"{t.due:,}")
     console.print(view)
     console.print("kept 'record': nothing prunes it (the deployment's retention policy); 'due now': rows the next sweep forgets")
