@@ -262,10 +262,10 @@ class Authority:
             return retired
         try:
             message = signed_bytes(json.loads(raw) if document is None else document)
-            valid = verifies(holders[0].public, unb64url(event.signature), message)
+            holders = _verified(holders, unb64url(event.signature), message)
         except (ValueError, TypeError):
-            valid = False
-        if not valid:
+            holders = []
+        if not holders:
             return Refusal(ReasonCode.SIGNATURE_INVALID, f"signature of {event.type} by {event.keyid} does not verify")
         if not any(_may_sign(p, allowed, event) for p in holders):
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)
@@ -282,6 +282,23 @@ class Authority:
         if all(p.retired_at is not None and p.retired_at < arrived - (self.retired_grace_s if p.grace else 0) for p in holders):
             return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
         return None
+
+
+def _verified(holders: list[Principal], signature: bytes, message: bytes) -> list[Principal]:
+    """The holders whose own public key verifies `signature` (each distinct key checked once).
+
+    A key id names a principal and 48 bits of its key's hash: two holders of one id with different keys (a client named
+    as a tool, and a collision) must not lend each other their rights, so only a holder whose key signed may authorize.
+    """
+    verdicts: dict[bytes, bool] = {}
+    out = []
+    for p in holders:
+        raw = p.public.public_bytes_raw()
+        if raw not in verdicts:
+            verdicts[raw] = verifies(p.public, signature, message)
+        if verdicts[raw]:
+            out.append(p)
+    return out
 
 
 def appended_ms(record: Any) -> int | None:

@@ -55,9 +55,41 @@ class WebhookSide:
             return Refusal(
                 code="unknown_approvers", status=422, message=f"not registered approvers of tenant {tenant!r}: {', '.join(strangers)}"
             )
+        if not who.operator:
+            # An endpoint's secret posts decisions in the names of its approvers: an admin names only themselves, and keeps only
+            # those who enrolled the endpoint as it is (same URL and secret); anyone else enrols with their own token.
+            existing = await self.repo.endpoint(tenant, endpoint_id)
+            enrolled = existing.approvers if existing is not None and (existing.url, existing.secret) == (url, secret) else ()
+            unconsented = [a for a in dict.fromkeys(approvers) if a != who.approver and a not in enrolled]
+            if unconsented:
+                return Refusal(
+                    code="approver_not_enrolled",
+                    status=403,
+                    message=f"an endpoint decides in an approver's name only once they enrolled it with their own token "
+                    f"(POST /api/v1/webhooks/endpoints/{endpoint_id}/enrol): not enrolled: {', '.join(unconsented)}",
+                )
         endpoint = Endpoint(endpoint_id, url, secret, tenant, tuple(dict.fromkeys(approvers)), True, "api")
         await self.repo.upsert_endpoint(endpoint)
         return endpoint
+
+    async def enrol(self, who: Approver, endpoint_id: str, *, url: str, enrolled: bool) -> Endpoint | Refusal:
+        """Let an endpoint of the caller's own tenant decide in the caller's name (or stop it: `enrolled=False`).
+
+        `url` is the endpoint's URL as the caller saw it: an endpoint whose URL changed since is refused
+        (`409 endpoint_changed`), so nobody enrols an endpoint other than the one they read. A later change of the
+        endpoint's URL or secret by an admin drops every enrolment but the admin's own.
+        """
+        if not await self.repo.is_registered(who.approver, who.tenant_id):
+            return Refusal(
+                code="unknown_approvers", status=422, message=f"{who.approver} is not a registered approver of {who.tenant_id!r}"
+            )
+        found = await self.repo.endpoint(who.tenant_id, endpoint_id)
+        if found is None:
+            return Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
+        changed = await self.repo.set_endpoint_approver(who.tenant_id, endpoint_id, who.approver, url=url, enrolled=enrolled)
+        if changed is None:
+            return Refusal(code="endpoint_changed", status=409, message=f"endpoint {endpoint_id} is not at {url} (read it again)")
+        return changed
 
     async def callback_endpoint(
         self, tenant_id: str | None, endpoint_id: str, headers: Mapping[str, str], body: bytes

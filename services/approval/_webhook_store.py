@@ -65,6 +65,10 @@ class WebhookStore(Protocol):
         """One endpoint of a tenant."""
         ...
 
+    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
+        """Add `approver` to the endpoint's approvers (or remove them) in one statement, if it is still at `url`; None otherwise."""
+        ...
+
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
         """Every tenant's endpoint with this id, enabled or not (for the older callback URL without a tenant)."""
         ...
@@ -166,6 +170,19 @@ class PgWebhookStore(WebhookStore):
         """One endpoint of a tenant."""
         row = await self.pool.fetchrow(
             f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2", tenant_id, endpoint_id
+        )
+        return _endpoint(row) if row else None
+
+    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
+        """Add or remove an approver atomically (two approvers enrolling at once both stay), if the endpoint is still at `url`."""
+        row = await self.pool.fetchrow(
+            f"UPDATE {self.s}.webhook_endpoints SET approvers = CASE WHEN $5 THEN array_append(array_remove(approvers, $3), $3) "
+            "ELSE array_remove(approvers, $3) END WHERE tenant_id = $1 AND endpoint_id = $2 AND url = $4 RETURNING *",
+            tenant_id,
+            endpoint_id,
+            approver,
+            url,
+            enrolled,
         )
         return _endpoint(row) if row else None
 
@@ -281,6 +298,15 @@ class InMemoryWebhookStore(WebhookStore):
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
         """One endpoint of a tenant."""
         return self.endpoint_rows.get((tenant_id, endpoint_id))
+
+    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
+        """Add or remove an approver, if the endpoint is still at `url`."""
+        found = self.endpoint_rows.get((tenant_id, endpoint_id))
+        if found is None or found.url != url:
+            return None
+        others = tuple(a for a in found.approvers if a != approver)
+        changed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, approvers=(*others, approver) if enrolled else others)
+        return changed
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
         """Every tenant's endpoint with this id."""

@@ -149,7 +149,8 @@ class EndpointIn(BaseModel):
     tenant_id: str | None = Field(default=None, description="Your tenant (the default); another only for an operator, `*` too.")
     approvers: list[str] = Field(
         default_factory=list,
-        description="Registered approvers of the tenant who get a one-time link in each message and may decide through callbacks.",
+        description="Registered approvers of the tenant who get a one-time link in each message and may decide through callbacks: "
+        "an admin names only themselves and those who enrolled this endpoint (`POST …/{endpoint_id}/enrol`); an operator, anyone.",
     )
     secret: str | None = Field(default=None, description="`whsec_<base64>`; generated when omitted.")
 
@@ -160,6 +161,14 @@ class RotatedToken(BaseModel):
     token_id: str
     token: str
     expires_at: str
+
+
+class Enrolment(BaseModel):
+    """Enrolment on an endpoint: its URL as the approver read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, description="The endpoint's URL as you read it; refused (409) if it changed since.")
 
 
 class EndpointOut(BaseModel):
@@ -256,6 +265,13 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
 
     Auth = Annotated[Session, Depends(get_session)]
 
+    def require_token(session: Session) -> None:
+        """Refuse a one-time link: it acts on its one request (see it, decide it once), and reads nothing else of its tenant."""
+        if session.link is not None:
+            raise HTTPException(
+                403, detail={"code": "not_a_token", "message": "a one-time link shows and decides its own request only; use an API token"}
+            )
+
     def require_admin(session: Session) -> None:
         who = session.approver
         if session.link is not None or not (who.operator or ADMIN_GROUP in who.groups):
@@ -296,7 +312,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         """The taxonomy an approver picks from when rejecting or editing: code → meaning (the defaults and the tenant's own)."""
         return service.review_reasons(session.approver.tenant_id)
 
-    @v1.get("/report", tags=["approvers"], summary="Why calls were rejected or edited; how approvals go")
+    @v1.get("/report", tags=["approvers"], summary="Why calls were rejected or edited; how approvals go", responses={401: {}, 403: {}})
     async def report(
         service: Svc,
         session: Auth,
@@ -306,6 +322,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
 
         Your tenant's requests (an operator: every tenant's); each example names its `tidegate audit explain` command.
         """
+        require_token(session)
         who = session.approver
         return await service.review_report(None if who.operator else who.tenant_id, since_days)
 
@@ -325,22 +342,35 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
             raise _error(proposed)
         return proposed.model_dump(mode="json")
 
-    @v1.get("/queue", response_model=QueueAge, tags=["approvers"], summary="How old my queue is")
+    @v1.get("/queue", response_model=QueueAge, tags=["approvers"], summary="How old my queue is", responses={401: {}, 403: {}})
     async def queue(service: Svc, session: Auth) -> QueueAge:
         """Pending requests of your tenant (an operator: every tenant), the oldest one's age, and how many are past the SLO."""
+        require_token(session)
         who = session.approver
         return await service.queue(None if who.operator else who.tenant_id)
 
-    @v1.post("/tokens/rotate", response_model=RotatedToken, tags=["approvers"], summary="Rotate your token", responses={401: {}, 403: {}})
+    @v1.post(
+        "/tokens/rotate",
+        response_model=RotatedToken,
+        tags=["approvers"],
+        summary="Rotate your token",
+        responses={401: {}, 403: {}, 422: {}},
+    )
     async def rotate(
         service: Svc,
         session: Auth,
         expires_in_days: Annotated[
-            float | None, Query(gt=0, le=3650, description="Lifetime of the new token (default: the setting).")
+            float | None,
+            Query(gt=0, le=3650, description="Lifetime of the new token (default: the setting); at most the calling token's own lifetime."),
         ] = None,
     ) -> RotatedToken:
-        """A new token with the same approver, tenant and groups, shown once; the token that called is revoked at once."""
+        """A new token with the same approver, tenant and groups, shown once; the token that called is revoked at once.
+
+        It lives no longer than the calling token was made to live (422 `lifetime_too_long` if asked to): rotation never widens a token.
+        """
         rotated = await service.rotate_token(session, expires_in_days)
+        if isinstance(rotated, Refusal):
+            raise _error(rotated)
         if rotated is None:
             raise HTTPException(403, detail={"code": "not_a_token", "message": "only an API token can be rotated (not a one-time link)"})
         token, info = rotated
@@ -506,6 +536,43 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         if isinstance(result, Refusal):
             raise _error(result)
         return _endpoint_out(result, secret=result.secret)
+
+    @v1.post(
+        "/webhooks/endpoints/{endpoint_id}/enrol",
+        response_model=EndpointOut,
+        tags=["webhooks"],
+        summary="Let an endpoint decide in your name",
+        responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+    )
+    async def enrol(endpoint_id: str, body: Enrolment, service: Svc, session: Auth) -> EndpointOut:
+        """Enrol yourself on one of your tenant's endpoints: it then gets your one-time links, and its signed callbacks decide as you.
+
+        Only you can: an admin names nobody but themselves on an endpoint. Send the endpoint's `url` as you read it (409
+        `endpoint_changed` if it moved since). A later change of its URL or secret drops your enrolment.
+        """
+        require_token(session)
+        result = await service.enrol(session.approver, endpoint_id, url=body.url, enrolled=True)
+        if isinstance(result, Refusal):
+            raise _error(result)
+        return _endpoint_out(result)
+
+    @v1.delete(
+        "/webhooks/endpoints/{endpoint_id}/enrol",
+        response_model=EndpointOut,
+        tags=["webhooks"],
+        summary="Stop an endpoint deciding in your name",
+        responses={401: {}, 403: {}, 404: {}, 409: {}},
+    )
+    async def leave(endpoint_id: str, service: Svc, session: Auth) -> EndpointOut:
+        """Take yourself off one of your tenant's endpoints: no more links to it, no more callbacks in your name."""
+        require_token(session)
+        found = await service.repo.endpoint(session.approver.tenant_id, endpoint_id)
+        if found is None:
+            raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
+        result = await service.enrol(session.approver, endpoint_id, url=found.url, enrolled=False)
+        if isinstance(result, Refusal):
+            raise _error(result)
+        return _endpoint_out(result)
 
     @v1.get("/webhooks/deliveries", tags=["webhooks"], summary="The delivery log (admin)")
     async def deliveries(service: Svc, session: Auth, approval_id: str | None = None) -> list[dict[str, Any]]:

@@ -100,6 +100,8 @@ class Session:
     approver: Approver
     link: auth.LinkClaims | None = None
     token_id: str | None = None
+    token_lifetime: timedelta | None = None
+    """For a token: how long it was made to live (`expires_at - created_at`); a rotation gives its successor no longer."""
 
 
 class CallbackDecision(BaseModel):
@@ -301,14 +303,30 @@ class ApprovalService(WebhookSide):
         if info is None:
             raise AuthError("unknown, revoked or expired token")
         who = Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups), operator=info.operator)
-        return Session(who, token_id=info.token_id)
+        lifetime = info.expires_at - info.created_at if info.expires_at is not None else None
+        return Session(who, token_id=info.token_id, token_lifetime=lifetime)
 
-    async def rotate_token(self, session: Session, ttl_days: float | None = None) -> tuple[str, TokenInfo] | None:
-        """A new token for the caller's own token (same approver, tenant, groups); the old one is revoked at once."""
+    async def rotate_token(self, session: Session, ttl_days: float | None = None) -> tuple[str, TokenInfo] | Refusal | None:
+        """A new token for the caller's own token (same approver, tenant, groups); the old one is revoked at once.
+
+        The new token lives at most as long as the one it replaces was made to live (by default the setting's
+        lifetime, or that one's if shorter): a token, stolen or not, is never widened over HTTP; a longer one is
+        the operator's (`tidegate approvals token create`). None: the caller is not a token.
+        """
         if session.token_id is None:
             return None
+        lifetime = timedelta(days=self.settings.token_ttl_days) if ttl_days is None else timedelta(days=ttl_days)
+        if session.token_lifetime is not None:
+            if ttl_days is not None and lifetime > session.token_lifetime + timedelta(seconds=1):
+                most = session.token_lifetime / timedelta(days=1)
+                return Refusal(
+                    code="lifetime_too_long",
+                    status=422,
+                    message=f"a rotated token lives at most as long as the one it replaces ({most:g} days); an operator makes longer ones",
+                )
+            lifetime = min(lifetime, session.token_lifetime)
         token = auth.new_token()
-        expires_at = self.clock() + timedelta(days=ttl_days or self.settings.token_ttl_days)
+        expires_at = self.clock() + lifetime
         info = await self.repo.rotate_token(session.token_id, auth.hash_token(token), expires_at)
         return (token, info) if info is not None else None
 

@@ -57,15 +57,15 @@ async def test_tenant_as_admin_cannot_create_replace_list_probe_or_read_tenant_b
     h = await start(start_approval, tmp_path)
     tenant_a = f"evil-{uuid.uuid4().hex[:8]}"
     b_admin = await h.token("root@b.example", ["admin"])
-    await h.token("bob@b.example", ["finance"])
+    bob = await h.token("bob@b.example", ["finance"])
     a_admin = await h.token("mallory@a.example", ["admin", "finance"], tenant=tenant_a)
     operator = await h.token("ops@tidegate.example", ["admin"], operator=True)
     endpoints = f"{h.url}/api/v1/webhooks/endpoints"
     b_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}"
-    created = await http.post(
-        endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b", "approvers": ["bob@b.example"]}, headers=bearer(b_admin)
-    )
+    created = await http.post(endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b"}, headers=bearer(b_admin))
     assert created.status_code == 200, created.text
+    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json={"url": "http://127.0.0.1:9/b"}, headers=bearer(bob))
+    assert enrolled.status_code == 200, enrolled.text
     original = await h.repo.endpoint(h.tenant, b_endpoint)
     assert original is not None
 
@@ -144,15 +144,15 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
     h = await start(start_approval, tmp_path)
     tenant_a = f"evil-{uuid.uuid4().hex[:8]}"
     b_admin = await h.token("root@b.example", ["admin"])
-    await h.token("bob@b.example", ["finance"])
+    bob = await h.token("bob@b.example", ["finance"])
     await h.token("carol@b.example", ["finance"])
     a_admin = await h.token("mallory@a.example", ["admin", "finance"], tenant=tenant_a)
     endpoints = f"{h.url}/api/v1/webhooks/endpoints"
     b_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}"
-    b_made = await http.post(
-        endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b", "approvers": ["bob@b.example"]}, headers=bearer(b_admin)
-    )
+    b_made = await http.post(endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b"}, headers=bearer(b_admin))
     b_secret = b_made.json()["secret"]
+    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json={"url": "http://127.0.0.1:9/b"}, headers=bearer(bob))
+    assert enrolled.status_code == 200, enrolled.text
     chosen = webhooks.new_secret()  # the attacker's own secret, on the attacker's own endpoint, under B's endpoint id
     a_made = await http.post(
         endpoints,

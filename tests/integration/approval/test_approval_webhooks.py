@@ -105,14 +105,20 @@ async def test_inbound_callbacks_check_signature_timestamp_and_replay(
 ) -> None:
     h = await start_approval()
     admin = await h.token("ops@acme.example", ["admin"])
-    await h.token("bob@acme.example", ["finance"])
+    bob = await h.token("bob@acme.example", ["finance"])
     created = await http.post(
         f"{h.url}/api/v1/webhooks/endpoints",
-        json={"endpoint_id": f"slack-{h.tenant}", "url": "http://127.0.0.1:9/unused", "approvers": ["bob@acme.example"]},
+        json={"endpoint_id": f"slack-{h.tenant}", "url": "http://127.0.0.1:9/unused", "approvers": []},
         headers={"Authorization": f"Bearer {admin}"},
     )
     assert created.status_code == 200, created.text
     secret = created.json()["secret"]
+    enrolled = await http.post(  # bob lets the chat tool decide in his name (an admin cannot do it for him)
+        f"{h.url}/api/v1/webhooks/endpoints/slack-{h.tenant}/enrol",
+        json={"url": "http://127.0.0.1:9/unused"},
+        headers={"Authorization": f"Bearer {bob}"},
+    )
+    assert enrolled.json()["approvers"] == ["bob@acme.example"], enrolled.text
     assert secret.startswith("whsec_")
     decided = h.decided()
     await h.escalate(decided)

@@ -516,3 +516,123 @@ async def test_a_credential_past_its_rate_gets_429_with_retry_after(world: World
         assert int(answers[-1].headers["retry-after"]) >= 1
         assert (await client.get("/api/v1/me", headers=bearer(world.tokens["dan"]))).status_code == 200
         assert (await client.get("/healthz")).status_code == 200  # the page and liveness are not limited
+
+
+async def test_a_one_time_link_reads_its_own_request_only_before_and_after_it_is_spent(world: World) -> None:
+    """A link travels in chat messages, which get forwarded: it must not read the tenant's report, queue or other requests."""
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", webhooks.new_secret(), "acme", ("bob@acme.example",)))
+    other = await world.service.on_decided(decided("a-9", task_id="t-secret"), event_id="e9", at=world.clock())
+    assert other is not None
+    comment = {"comment": "customer cus_1 is under fraud investigation"}
+    assert (
+        await world.client.post(f"/api/v1/approvals/{other.approval_id}/reject", json=comment, headers=bearer(world.tokens["bob"]))
+    ).is_success
+    record = await world.service.on_decided(decided("a-1"), event_id="e1", at=world.clock())
+    assert record is not None
+    world.sender.failures = 0
+    await world.service.deliver_webhooks()
+    body = next(json.loads(b) for _, _, b in reversed(world.sender.got) if json.loads(b)["data"].get("approval_id") == record.approval_id)
+    link = body["data"]["links"]["bob@acme.example"].split("#link=")[1]
+
+    async def what_the_link_reads() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for path in ("/api/v1/report", "/api/v1/queue"):
+            answer = await world.client.get(path, headers=bearer(link))
+            assert "fraud" not in answer.text
+            seen[path] = (answer.status_code, answer.json()["detail"]["code"])
+        listed = (await world.client.get("/api/v1/approvals?status=all", headers=bearer(link))).json()
+        seen["listed"] = [r["approval_id"] for r in listed]
+        seen["other"] = (await world.client.get(f"/api/v1/approvals/{other.approval_id}", headers=bearer(link))).status_code
+        seen["own"] = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(link))).status_code
+        return seen
+
+    expected = {
+        "/api/v1/report": (403, "not_a_token"),
+        "/api/v1/queue": (403, "not_a_token"),
+        "listed": [record.approval_id],
+        "other": 404,
+        "own": 200,
+    }
+    assert await what_the_link_reads() == expected
+    wrong = await world.client.post(f"/api/v1/approvals/{other.approval_id}/approve", json={}, headers=bearer(link))
+    assert (wrong.status_code, wrong.json()["detail"]["code"]) == (403, "wrong_link")
+    spent = await world.client.post(
+        f"/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(link)
+    )
+    assert spent.status_code == 200
+    assert await what_the_link_reads() == expected
+    # the same routes with the approver's own token still answer
+    assert (await world.client.get("/api/v1/report", headers=bearer(world.tokens["bob"]))).status_code == 200
+    assert (await world.client.get("/api/v1/queue", headers=bearer(world.tokens["bob"]))).status_code == 200
+
+
+async def test_rotating_a_token_never_makes_it_live_longer_than_it_was_made_to(world: World) -> None:
+    """A stolen day-long token must not become a ten-year one over HTTP."""
+    short = auth.new_token()
+    await world.repo.add_token(
+        auth.hash_token(short), "erin@acme.example", "acme", ["finance"], expires_at=datetime.now(UTC) + timedelta(days=1)
+    )
+    widened = await world.client.post("/api/v1/tokens/rotate", params={"expires_in_days": 3650}, headers=bearer(short))
+    assert (widened.status_code, widened.json()["detail"]["code"]) == (422, "lifetime_too_long")
+    assert (await world.client.get("/api/v1/me", headers=bearer(short))).status_code == 200  # refused before anything was revoked
+    rotated = await world.client.post("/api/v1/tokens/rotate", headers=bearer(short))  # the default (30 days) is cut to the token's day
+    assert rotated.status_code == 200, rotated.text
+    lifetime = datetime.fromisoformat(rotated.json()["expires_at"]) - world.clock()
+    assert timedelta(hours=23) < lifetime <= timedelta(days=1, seconds=5)
+    again = await world.client.post("/api/v1/tokens/rotate", params={"expires_in_days": 0.5}, headers=bearer(rotated.json()["token"]))
+    assert again.status_code == 200  # shorter is always allowed
+
+
+async def test_an_admin_cannot_make_an_endpoint_decide_in_other_approvers_names(world: World) -> None:
+    """An endpoint's secret posts decisions as its approvers: a tenant admin alone must not be able to list colleagues on it
+    and vote as them (two 'finance' callbacks of her own making would grant a refund that needs two finance approvers)."""
+    world.service.settings = world.service.settings.model_copy(update={"webhook_allowed_hosts": ["chat.test", "evil.test"]})
+    mallory = auth.new_token()
+    await world.repo.add_token(auth.hash_token(mallory), "mallory@acme.example", "acme", ["admin"])
+    endpoints = "/api/v1/webhooks/endpoints"
+    made = await world.client.post(
+        endpoints,
+        json={"endpoint_id": "bot", "url": "http://evil.test/hook", "approvers": ["alice@acme.example", "bob@acme.example"]},
+        headers=bearer(mallory),
+    )
+    assert (made.status_code, made.json()["detail"]["code"]) == (403, "approver_not_enrolled")
+    made = await world.client.post(
+        endpoints,
+        json={"endpoint_id": "bot", "url": "http://chat.test/hook", "approvers": ["mallory@acme.example"]},
+        headers=bearer(mallory),
+    )
+    assert made.status_code == 200, made.text
+    secret = made.json()["secret"]
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+
+    async def callback_as(approver: str, msg_id: str) -> httpx.Response:
+        data = {"approval_id": record.approval_id, "approver": approver, "decision": "approve", "action_digest": record.action_digest}
+        payload = json.dumps({"type": "approval.decision", "data": data}).encode()
+        headers = webhooks.signed_headers(secret, msg_id, int(world.clock().timestamp()), payload)
+        return await world.client.post("/api/v1/callbacks/acme/bot", content=payload, headers=headers)
+
+    forged = await callback_as("bob@acme.example", "msg_1")
+    assert (forged.status_code, forged.json()["detail"]["code"]) == (403, "not_endpoint_approver")
+    # bob enrols the endpoint he read, with his own token: from now on it speaks for him (that is what enrolling means)
+    moved = await world.client.post(f"{endpoints}/bot/enrol", json={"url": "http://elsewhere.test/"}, headers=bearer(world.tokens["bob"]))
+    assert (moved.status_code, moved.json()["detail"]["code"]) == (409, "endpoint_changed")
+    enrolled = await world.client.post(f"{endpoints}/bot/enrol", json={"url": "http://chat.test/hook"}, headers=bearer(world.tokens["bob"]))
+    assert enrolled.json()["approvers"] == ["mallory@acme.example", "bob@acme.example"]
+    # the admin moves it to her own server (to get bob's links): bob's enrolment goes with the old URL
+    again = {"endpoint_id": "bot", "url": "http://evil.test/hook", "secret": secret}
+    refused = await world.client.post(
+        endpoints, json=again | {"approvers": ["mallory@acme.example", "bob@acme.example"]}, headers=bearer(mallory)
+    )
+    assert (refused.status_code, refused.json()["detail"]["code"]) == (403, "approver_not_enrolled")
+    moved = await world.client.post(endpoints, json=again | {"approvers": ["mallory@acme.example"]}, headers=bearer(mallory))
+    assert moved.json()["approvers"] == ["mallory@acme.example"]
+    dropped = await callback_as("bob@acme.example", "msg_2")
+    assert (dropped.status_code, dropped.json()["detail"]["code"]) == (403, "not_endpoint_approver")
+    link_holder = await world.client.post(
+        f"{endpoints}/bot/enrol", json={"url": "http://evil.test/hook"}, headers=bearer(world.tokens["dan"])
+    )
+    assert link_holder.status_code == 200  # dan enrols himself: his choice, and only his name
+    left = await world.client.delete(f"{endpoints}/bot/enrol", headers=bearer(world.tokens["dan"]))
+    assert left.json()["approvers"] == ["mallory@acme.example"]
+    assert (await world.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]

@@ -203,6 +203,32 @@ def test_tool_replies_need_the_key_the_catalog_names(kit: KitSettings, tmp_path:
     assert check(authority, sign_event(reply("inv"), service_key(kit, "executor"))) == "signer_not_allowed"
 
 
+def test_two_holders_of_one_key_id_do_not_lend_each_other_their_rights(
+    kit: KitSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key id is a name and 48 bits of the key's hash: a client registered under a tool's name, given a collision,
+    shares the tool's key id. Its signature must not be judged with the tool's rights (simulated: ids without the hash)."""
+    import servicekit.authority as authority_module
+
+    monkeypatch.setattr(authority_module, "key_id_of", lambda name, public: f"{name}-000000000000")
+    spec = s.ToolSpec(name="inv", description="d", args_schema={}, risk="write_low", kind="topic", reply_key_file="tools/inv.pub")  # type: ignore[arg-type]
+    tool = SigningKey.load_or_create(kit.keys_dir / "tools", "inv")
+    mallory = client_key(kit, "acme", "inv")  # loads before the tool's key: the first holder of the shared id
+    authority = deployment_authority(kit, {"inv": spec})
+    assert [p.kind for p in authority.principals("inv-000000000000")] == ["client", "tool"]
+    reply = s.ToolReply.build(s.ToolReplyData(action_id="a", task_id="t", tenant_id="acme", tool="inv", ok=True), source="w")
+    forged = reply.model_copy(update={"keyid": "inv-000000000000"})
+    forged = forged.model_copy(
+        update={"signature": mallory.sign(authority_module.signed_bytes(forged.model_dump(mode="json", exclude_none=True)))}
+    )
+    assert check(authority, forged) == "signer_not_allowed"  # the client's key verifies, and a client may not reply for a tool
+    genuine = reply.model_copy(update={"keyid": "inv-000000000000"})
+    genuine = genuine.model_copy(
+        update={"signature": tool.sign(authority_module.signed_bytes(genuine.model_dump(mode="json", exclude_none=True)))}
+    )
+    assert check(authority, genuine) is None  # the tool's own key still does, though it is not the first holder
+
+
 def test_control_needs_an_operator_on_the_allow_list_and_a_sequence(kit: KitSettings, authority: Authority, tmp_path: Path) -> None:
     assert check(authority, sign_as_operator(kit, killswitch())) is None
     assert check(authority, sign_event(killswitch(), service_key(kit, "policy"))) == "signer_not_allowed"
