@@ -116,6 +116,13 @@ def verify(
             err_console.print(f"[bold red]BROKEN:[/] {report.breaks[0].describe()}")
             for brk in report.breaks[1:]:
                 err_console.print(f"  also: {brk.describe()}")
+        if not bus:
+            # The database's own checkpoints prove nothing to someone who can rewrite the database: the published copies can.
+            none = " (none is stored)" if report.rows and not report.checkpoints else ""
+            err_console.print(
+                f"checked against the checkpoints stored in the database{none}: a superuser can rewrite the chains and delete those; "
+                "add --bus to compare with the checkpoints the audit published on Kafka"
+            )
         if completeness is not None:
             _print_completeness(completeness)
     if not report.ok or (completeness is not None and not completeness.ok):

@@ -176,3 +176,29 @@ async def test_a_forged_checkpoint_is_named(kit: KitSettings, infra: Any, record
     await _attack(infra, "UPDATE audit.checkpoints SET rows = rows + 1, heads = heads")
     report = await _verify(kit)
     assert any("signature" in b.problem for b in report.breaks)
+
+
+async def test_a_rewrite_with_the_checkpoints_deleted_is_named_only_by_the_published_copies_and_verify_says_so(
+    kit: KitSettings, infra: Any, recorded: str
+) -> None:
+    """A superuser can cut the chain's tail and delete the checkpoint rows beside it: the chains alone then check out,
+    so `verify` says it checked only what the database holds, and the copy the audit published (`--bus`) names the cut."""
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        published = await log.checkpoints(kit.topic_prefix)  # what the audit published on Kafka: out of the superuser's reach
+    finally:
+        await log.close()
+    assert len(published) == 1
+    await _attack(infra, f"DELETE FROM audit.log WHERE {_where(recorded)} AND seq > 17", "DELETE FROM audit.checkpoints")
+    assert (await _verify(kit)).ok  # nothing left in the database to tell
+    result = await _cli_verify(kit)
+    assert result.exit_code == 0
+    assert "(none is stored)" in result.output
+    assert "add --bus" in result.output
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
+    finally:
+        await log.close()
+    assert not report.ok
+    assert any("truncated" in b.problem or "missing" in b.problem for b in report.breaks), report.breaks
