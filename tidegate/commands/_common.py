@@ -10,12 +10,15 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import asyncpg
 import typer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
 
 from schemas import Envelope
 from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
+from tidegate.ops.recorded import BadTime
 
 __all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings"]
 
@@ -54,13 +57,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion; connection errors become one readable line."""
+    """Run a coroutine to completion; connection errors, and input read on the way, become one readable line."""
     try:
         return asyncio.run(coro)
-    except (ConnectionError, PermissionError) as exc:  # PermissionError: a key that may not sign (revoked client, denied operator)
+    except (ConnectionError, PermissionError, BadTime) as exc:  # PermissionError: a key that may not sign (revoked client, denied operator)
         fail(str(exc))
+    except FileNotFoundError as exc:
+        fail(f"{exc.strerror}: {exc.filename}")
     except OSError as exc:
         fail(f"{exc} (is `tidegate infra up` running?)")
+    except KafkaError as exc:  # aiokafka's, not an OSError: a broker not reached, a login refused, a topic not allowed
+        kit = settings()
+        login = "TIDEGATE_KAFKA_PRINCIPAL / _PASSWORD / _CREDENTIALS_DIR"
+        fail(f"Kafka at {kit.kafka_bootstrap}: {exc} (is `tidegate infra up` running? the login: {login})")
+    except asyncpg.ClientConfigurationError as exc:
+        fail(f"TIDEGATE_DATABASE_URL: {exc}", code=2)
 
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:

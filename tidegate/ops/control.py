@@ -69,8 +69,8 @@ async def read_trusted_control(
     authority = deployment_authority(kit)
     topic = f"{kit.topic_prefix}{name}"
     consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a broker not reached still closes the client
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
             await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka

@@ -24,7 +24,17 @@ from servicekit.bus_rights import OPS
 from servicekit.settings import KitSettings
 from servicekit.unreadable import Skipped, Unreadable, read_event
 
-__all__ = ["WINDOW_TOPICS", "Recorded", "Window", "kafka_ms", "parse_time", "read_audit_window", "read_window", "recorded_window"]
+__all__ = [
+    "WINDOW_TOPICS",
+    "BadTime",
+    "Recorded",
+    "Window",
+    "kafka_ms",
+    "parse_time",
+    "read_audit_window",
+    "read_window",
+    "recorded_window",
+]
 
 WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
 """The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
@@ -33,8 +43,12 @@ _RELATIVE = re.compile(r"^-?(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
+class BadTime(ValueError):
+    """A time given on the command line that is none of the forms `parse_time` reads (the message says which are)."""
+
+
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
-    """`now`, an ISO 8601 time (UTC if no zone), or a duration ago: `15m`, `-2h`, `1d`."""
+    """`now`, an ISO 8601 time (UTC if no zone), or a duration ago: `15m`, `-2h`, `1d`; raises `BadTime` for anything else."""
     now = now or datetime.now(UTC)
     text = text.strip()
     if text == "now":
@@ -42,7 +56,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(text)
     if match:
         return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadTime(f"cannot read the time {text!r}: give `now`, a duration ago (`15m`, `2h`, `1.5d`) or an ISO 8601 time") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -140,9 +157,9 @@ async def read_window(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=2000, **(client_options or {})
     )
-    await consumer.start()
     window = Window()
     try:
+        await consumer.start()  # inside: a broker not reached still closes the client (no "Unclosed AIOKafkaConsumer" after the error)
         names = {f"{prefix}{t}": t for t in topics}
         await consumer._client.force_metadata_update()
         tps = [TopicPartition(full, p) for full in names for p in sorted(consumer.partitions_for_topic(full) or ())]
