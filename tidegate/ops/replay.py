@@ -22,7 +22,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -211,8 +211,11 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             if not opts.planner:  # the proposals' tasks first, as in production: a planner's proposal waits for its task
                 for task in _tasks_of(window.of(TaskSubmitted), inputs):
                     await carrier.publish("tasks", _fresh(task))
-            for event in inputs:
-                await carrier.publish("tasks" if opts.planner else "actions.proposed", _fresh(event))
+            if opts.planner:
+                for event in inputs:
+                    await carrier.publish("tasks", _fresh(event))
+            else:
+                await _propose_in_step(inputs, lambda e: carrier.publish("actions.proposed", _fresh(e)), tracker, opts.idle_s)
             await _wait_done(opts, inputs, tracker, last_seen, report_progress)
         finally:
             await collector.stop()
@@ -244,8 +247,19 @@ class _Tracker:
     done: set[str] = field(default_factory=set)
     allowed: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
+    _waiting: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def ran(self, key: str) -> None:
+        """Return once `key` (an action id; a task id with a planner) has run its course."""
+        if key not in self.done:
+            await self._waiting.setdefault(key, asyncio.Event()).wait()
 
     def see(self, e: Any) -> None:
+        self._see(e)
+        for key in [k for k in self._waiting if k in self.done]:
+            self._waiting.pop(key).set()
+
+    def _see(self, e: Any) -> None:
         d = e.data
         if self.planner:
             if isinstance(e, TaskCompleted | TaskFailed):
@@ -264,6 +278,28 @@ class _Tracker:
             self.answered.add(d.action_id)
             if d.action_id in self.allowed:
                 self.done.add(d.action_id)
+
+
+async def _propose_in_step(
+    inputs: list[Envelope], publish: Callable[[Envelope], Awaitable[Any]], tracker: _Tracker, step_wait_s: float
+) -> None:
+    """Publish each task's recorded proposals in their order, the next once the one before ran its course (or `step_wait_s`).
+
+    As the planner or an agent did: a step was proposed once the one before was decided and answered. All at once, a
+    refund could be decided before the read of the charge before it was answered, and so escalated `record_not_read`
+    where it had been allowed: a change replay would report that today's policy did not make. Tasks go side by side.
+    """
+    steps: dict[tuple[str, str], list[Envelope]] = {}
+    for event in inputs:
+        steps.setdefault((event.data.tenant_id, event.data.task_id), []).append(event)
+
+    async def one_task(events: list[Envelope]) -> None:
+        for event in events:
+            await publish(event)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(tracker.ran(event.data.action_id), step_wait_s)
+
+    await asyncio.gather(*(one_task(events) for events in steps.values()))
 
 
 async def _wait_done(
