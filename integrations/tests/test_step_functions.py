@@ -107,7 +107,7 @@ async def test_an_allowed_task_succeeds_with_the_result(
     assert done["status"] == "SUCCEEDED"
     output = json.loads(done["output"])
     assert (output["outcome"], output["result"]["refund_id"]) == ("executed", "re_1")
-    assert governance.proposals[0].action_id == f"sfn:{execution}:Refund"
+    assert governance.proposals[0].action_id.startswith(f"sfn:{execution}:Refund:")
 
 
 async def test_a_denied_task_fails_with_tidegate_denied_and_its_reasons_and_nothing_runs(
@@ -120,7 +120,8 @@ async def test_a_denied_task_fails_with_tidegate_denied_and_its_reasons_and_noth
     assert failed["taskFailedEventDetails"]["error"] == "tidegate.denied"  # what a Catch matches
     [sent] = sfn.failures
     assert json.loads(sent["cause"])["reasons"] == ["budget_exceeded"]  # the cause the state machine gets (moto drops it)
-    assert [p.action_id for p in governance.proposals] == [f"sfn:{execution}:Refund"]
+    [proposed] = governance.proposals
+    assert proposed.action_id.startswith(f"sfn:{execution}:Refund:")
     assert governance.calls.get("issue_refund") is None
     assert PendingTokens(tmp_path / "tokens.sqlite3").rows() == []
 
@@ -176,3 +177,122 @@ async def test_a_bridge_restarted_while_a_human_decides_completes_the_task_once(
     assert done["status"] == "SUCCEEDED"
     assert len(governance.calls["issue_refund"]) == 1
     assert len(governance.proposals) == 1
+
+
+def machine_of(aws: tuple[Any, Any, str, str], name: str, states: dict[str, Any], start_at: str) -> str:
+    sfn, _, _, _ = aws
+    definition = {"StartAt": start_at, "States": states}
+    return str(
+        sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn="arn:aws:iam::123456789012:role/sfn")[
+            "stateMachineArn"
+        ]
+    )
+
+
+async def take_all(bridge: StepFunctionsBridge, count: int) -> None:
+    taken = 0
+    for _ in range(200):  # moto runs a Map's iterations in threads: poll until every message came
+        taken += await bridge.poll()
+        if taken >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{taken} of {count} messages from the state machine")
+
+
+async def test_each_iteration_of_a_map_state_is_its_own_action(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    """Every iteration enters the same state of the same execution: only the task token tells them apart."""
+    sfn, sqs, queue, _ = aws
+    refunds = [
+        {"payee_id": "cus_1", "amount_usd": 40.0},
+        {"payee_id": "cus_2", "amount_usd": 60.0},
+        {"payee_id": "cus_3", "amount_usd": 70.0},
+    ]
+    iterator = {"StartAt": "Refund", "States": {"Refund": governed_task(queue, "issue_refund", "$") | {"End": True}}}
+    machine = machine_of(
+        aws, "batch-refunds", {"Each": {"Type": "Map", "ItemsPath": "$.refunds", "Iterator": iterator, "End": True}}, "Each"
+    )
+    async with make_client() as client:
+        execution = str(sfn.start_execution(stateMachineArn=machine, name="batch", input=json.dumps({"refunds": refunds}))["executionArn"])
+        await take_all(StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3")), len(refunds))
+        done = await finished(sfn, execution)
+    assert done["status"] == "SUCCEEDED"
+    assert sorted(o["result"]["amount_usd"] for o in json.loads(done["output"])) == [40.0, 60.0, 70.0]
+    ids = [p.action_id for p in governance.proposals]
+    assert len(set(ids)) == 3
+    assert all(i.startswith(f"sfn:{execution}:Refund:") for i in ids)
+    assert sorted(c["amount_usd"] for c in governance.calls["issue_refund"]) == [40.0, 60.0, 70.0]
+
+
+class RedeliversOnce:
+    """The SQS client of a bridge that dies before its first delete: that message comes back (visibility timeout 0)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self.sqs = sqs
+        self.redelivered = False
+
+    def delete_message(self, **kwargs: Any) -> Any:
+        if not self.redelivered:
+            self.redelivered = True
+            return self.sqs.change_message_visibility(**kwargs, VisibilityTimeout=0)
+        return self.sqs.delete_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sqs, name)
+
+
+async def test_a_redelivered_message_follows_its_first_proposal(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs, queue, _ = aws
+    flaky = RedeliversOnce(sqs)
+    async with make_client() as client:
+        bridge = StepFunctionsBridge(client, sfn, flaky, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
+        execution = await start(aws, "redelivered-refund", 900.0)
+        await take(bridge)
+        assert flaky.redelivered
+        await take(bridge)  # the same message, the same token: the same action
+        await governance.approve(await wait_pending(governance))
+        assert await bridge.complete_decided(timeout_s=5) == 1
+        done = await finished(sfn, execution)
+    assert done["status"] == "SUCCEEDED"
+    assert len(governance.proposals) == 1
+    assert len(governance.calls["issue_refund"]) == 1
+
+
+async def test_a_call_that_cannot_be_proposed_fails_its_task_and_leaves_the_queue(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    """Args the contract refuses (a U+0000) would be refused on every redelivery: the task fails at once, with the reason."""
+    sfn, sqs, queue, machine = aws
+    async with make_client() as client:
+        bridge = StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3"))
+        refund = {"refund": {"payee_id": "cus_\u0000", "amount_usd": 40.0}}
+        execution = str(sfn.start_execution(stateMachineArn=machine, name="nul-refund", input=json.dumps(refund))["executionArn"])
+        await take(bridge)
+        done = await finished(sfn, execution)
+        assert await bridge.poll() == 0  # deleted, not redelivered
+    assert done["status"] == "FAILED"
+    [sent] = sfn.failures
+    assert sent["error"] == "tidegate.invalid"
+    assert "U+0000" in json.loads(sent["cause"])["message"]
+    assert governance.proposals == []
+
+
+async def test_a_message_that_is_not_a_governed_task_fails_its_task(
+    aws: tuple[Any, Any, str, str], make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs, queue, _ = aws
+    state = {"Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken", "End": True}
+    state["Parameters"] = {"QueueUrl": queue, "MessageBody": {"tool": "issue_refund", "token.$": "$$.Task.Token"}}  # no execution, no state
+    machine = machine_of(aws, "hand-written", {"Refund": state}, "Refund")
+    async with make_client() as client:
+        execution = str(sfn.start_execution(stateMachineArn=machine, name="bad-body", input="{}")["executionArn"])
+        await take(StepFunctionsBridge(client, sfn, sqs, queue, PendingTokens(tmp_path / "tokens.sqlite3")))
+        done = await finished(sfn, execution)
+    assert done["status"] == "FAILED"
+    [sent] = sfn.failures
+    assert (sent["error"], json.loads(sent["cause"])["outcome"]) == ("tidegate.invalid", "invalid")
+    assert "execution" in json.loads(sent["cause"])["message"]
+    assert governance.proposals == []

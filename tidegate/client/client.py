@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData, digest, refuse_nul
+from schemas import ActionProposed, ActionProposedData, decode, digest, encode, refuse_nul
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
@@ -43,6 +43,8 @@ class Tidegate:
     in `service_keys_dir`; on a `MemoryTransport`, the keys of the stand-in serving it).
     A proposal whose action id is already in `proposals` is not sent again: its story is read from
     the position recorded with it (how a framework's re-run or a restarted agent picks up a call).
+    One the broker never acknowledged (the send failed, or the agent died before it) is sent again,
+    as the very event recorded with it.
     The ledger binds each action id to its call (tenant, task, tool, args): the same id for another
     call raises `ActionIdReused` instead of handing back the earlier call's outcome.
     """
@@ -144,7 +146,8 @@ class Tidegate:
             tenant: Tenant (default from the settings).
             tainted_args: Arg paths whose values came from untrusted content.
             action_id: The idempotency key; pass a stable one (a framework's tool-call id, namespaced by its thread or run):
-                proposing the same call under it again sends nothing and follows the first proposal instead.
+                proposing the same call under it again sends nothing and follows the first proposal instead
+                (unless the first send failed: then the recorded proposal is sent again).
             rationale: Why the agent wants it (recorded).
             step: Position in the task (default: this client's running count).
             wait_for_human: Return only once a human decided (default: return `Escalated` at once).
@@ -184,14 +187,19 @@ class Tidegate:
         if recorded is None:
             refuse_nul(data.model_dump_json())
         watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
+        send: ActionProposed | None
         if recorded is None:
             position = self._start
-            self.proposals.record(data.action_id, position.token(), call)
-            event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
-            await self.transport.publish("actions.proposed", self.signer.sign(event))
+            send = self.signer.sign(ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}"))
+            self.proposals.record(data.action_id, position.token(), call, encode(send).decode())
         else:
             position = Position.parse(recorded[0])
+            unsent = self.proposals.unsent(key)  # recorded, but the broker never acknowledged it: send that same event again
+            send = decode("actions.proposed", unsent) if unsent is not None else None
             self.run_in_background(self._catch_up(watch, position))
+        if send is not None:
+            await self.transport.publish("actions.proposed", send)  # a failure leaves it unsent, for a retry to send again
+            self.proposals.sent(key)
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         await self._until(watch, lambda p: p.final() is not None or p.escalated, limit)
         final = watch.progress.final()

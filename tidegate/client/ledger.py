@@ -90,7 +90,13 @@ class ActionIdReused(ValueError):
 
 
 class ProposalLedger(Protocol):
-    """Which action ids this agent already proposed, for which call, and where the answer topics stood then."""
+    """Which action ids this agent already proposed, for which call, and where the answer topics stood then.
+
+    A proposal is recorded before it is sent, together with the signed event, and marked `sent` once the
+    broker acknowledged it. Until then `unsent` hands back that very event: a retry (or a restarted agent)
+    sends it again instead of waiting on a proposal no service ever saw. Sending it twice is harmless:
+    it is the same signed proposal under the same action id, which policy decides once.
+    """
 
     def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """(position token, call digest) recorded with the proposal, or None when it was never proposed.
@@ -99,8 +105,16 @@ class ProposalLedger(Protocol):
         """
         ...
 
-    def record(self, action_id: str, position: str, call: str) -> None:
-        """Record a proposal (its position and the digest of its call) before it is sent."""
+    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
+        """Record a proposal (its position, the digest of its call, the signed event as JSON) before it is sent."""
+        ...
+
+    def unsent(self, action_id: str) -> str | None:
+        """The signed proposal recorded but never acknowledged by the broker, else None (sent, or never recorded)."""
+        ...
+
+    def sent(self, action_id: str) -> None:
+        """Mark the proposal acknowledged by the broker."""
         ...
 
 
@@ -109,34 +123,64 @@ class MemoryProposals:
 
     def __init__(self) -> None:
         self._rows: dict[str, tuple[str, str | None]] = {}
+        self._unsent: dict[str, str] = {}
 
     def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
         return self._rows.get(action_id)
 
-    def record(self, action_id: str, position: str, call: str) -> None:
+    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
         """See `ProposalLedger`."""
-        self._rows.setdefault(action_id, (position, call))
+        if action_id not in self._rows:
+            self._rows[action_id] = (position, call)
+            self._unsent[action_id] = proposal
+
+    def unsent(self, action_id: str) -> str | None:
+        """See `ProposalLedger`."""
+        return self._unsent.get(action_id)
+
+    def sent(self, action_id: str) -> None:
+        """See `ProposalLedger`."""
+        self._unsent.pop(action_id, None)
 
 
 class SqliteProposals:
-    """Proposals kept in a SQLite file, so a restarted agent never proposes the same action twice."""
+    """Proposals kept in a SQLite file, so a restarted agent never proposes the same action twice.
+
+    `unsent` holds the signed event until the broker acknowledged it (NULL afterwards, and in rows of older files).
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("CREATE TABLE IF NOT EXISTS proposals (action_id TEXT PRIMARY KEY, position TEXT NOT NULL, call TEXT)")
-        if "call" not in {row[1] for row in self._db.execute("PRAGMA table_info(proposals)")}:  # a file from before digests
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS proposals (action_id TEXT PRIMARY KEY, position TEXT NOT NULL, call TEXT, unsent TEXT)"
+        )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(proposals)")}
+        if "call" not in columns:  # a file from before digests
             self._db.execute("ALTER TABLE proposals ADD COLUMN call TEXT")
+        if "unsent" not in columns:  # a file from before resending: its rows count as sent, as they did then
+            self._db.execute("ALTER TABLE proposals ADD COLUMN unsent TEXT")
 
     def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
         row = self._db.execute("SELECT position, call FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
         return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
-    def record(self, action_id: str, position: str, call: str) -> None:
+    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
         """See `ProposalLedger`."""
-        self._db.execute("INSERT OR IGNORE INTO proposals (action_id, position, call) VALUES (?, ?, ?)", (action_id, position, call))
+        self._db.execute(
+            "INSERT OR IGNORE INTO proposals (action_id, position, call, unsent) VALUES (?, ?, ?, ?)", (action_id, position, call, proposal)
+        )
+
+    def unsent(self, action_id: str) -> str | None:
+        """See `ProposalLedger`."""
+        row = self._db.execute("SELECT unsent FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def sent(self, action_id: str) -> None:
+        """See `ProposalLedger`."""
+        self._db.execute("UPDATE proposals SET unsent = NULL WHERE action_id = ?", (action_id,))
 
     def close(self) -> None:
         """Close the file."""

@@ -36,7 +36,10 @@ class Position:
     @classmethod
     def parse(cls, token: str) -> Position:
         """The position a `token()` wrote."""
-        raw = json.loads(token)
+        try:
+            raw = json.loads(token)
+        except ValueError:
+            raise ValueError("not a position token") from None
         if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
             raise ValueError("not a position token")
         return cls({str(k): int(v) for k, v in raw.items()})

@@ -8,24 +8,50 @@ The state machine sends the call to an SQS queue and waits:
                    "token.$": "$$.Task.Token", "execution.$": "$$.Execution.Id", "state.$": "$$.State.Name"}}}
 
 `StepFunctionsBridge.poll` takes each message, proposes the call (task = the execution, action id =
-execution + state, so a retried state follows the first proposal), and deletes the message once the call is recorded;
-`complete_decided` sends `SendTaskSuccess` (executed, with the outcome as output) or
+execution + state + a digest of the task token: each entry of the state, each iteration of a Map or a
+loop, is its own action, while a redelivered message follows its first proposal), and deletes the message
+once the call is recorded; `complete_decided` sends `SendTaskSuccess` (executed, with the outcome as output) or
 `SendTaskFailure` (`tidegate.denied`, `tidegate.rejected`, `tidegate.expired`, `tidegate.failed`…)
-when Tidegate has decided. boto3 is blocking, so its calls run in a thread.
+when Tidegate has decided. A message that cannot be proposed at all (malformed, args the contract refuses,
+an action id taken by another call) fails its task at once with `tidegate.invalid` and the reason.
+boto3 is blocking, so its calls run in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tidegate.client import Decided, Escalated, Executed, Tidegate
+from pydantic import ValidationError
+
+from tidegate.client import ActionIdReused, Decided, Escalated, Executed, Tidegate
 from tidegate.integrations._common import outcome_dict
 
-__all__ = ["PendingTokens", "StepFunctionsBridge", "governed_task"]
+__all__ = ["PendingTokens", "StepFunctionsBridge", "action_id_for", "governed_task"]
+
+log = logging.getLogger(__name__)
+
+_ACTION_ID_MAX = 256  # the contract's limit (schemas.events.ACTION_ID)
+
+
+def action_id_for(execution: str, state: str, token: str) -> str:
+    """`sfn:<execution>:<state>:<digest of the task token>`.
+
+    A state's name repeats in every iteration of a Map state and every pass of a loop, but its task token
+    is new at each entry (and each retry), and the same in a redelivered message: the digest makes every
+    entry its own action and a redelivery the same one. Cut to the contract's length, the digest kept.
+    """
+    tail = ":" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    return f"sfn:{execution}:{state}"[: _ACTION_ID_MAX - len(tail)] + tail
+
+
+class _Unproposable(ValueError):
+    """A message no retry can propose: its task is failed with the reason instead of being redelivered forever."""
 
 
 def governed_task(queue_url: str, tool: str, args_path: str) -> dict[str, Any]:
@@ -76,28 +102,61 @@ class StepFunctionsBridge:
         self.pending = pending
 
     async def poll(self, wait_s: int = 0) -> int:
-        """Take the queue's messages once; returns how many were handled."""
+        """Take the queue's messages once; returns how many were handled.
+
+        One message's trouble stays its own: a call that cannot be proposed fails its task (`tidegate.invalid`)
+        and is deleted; one whose decision did not come in time is left for SQS to deliver again (it then
+        follows the proposal already made); the other messages are handled either way.
+        """
         answer = await asyncio.to_thread(self.sqs.receive_message, QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
         messages = answer.get("Messages", [])
         for message in messages:
-            await self._accept(json.loads(message["Body"]))
+            try:
+                await self._accept(message["Body"])
+            except _Unproposable as exc:
+                await self._refuse(message["Body"], str(exc))
+            except TimeoutError as exc:
+                log.warning("step functions message left for redelivery: %s", exc)
+                continue
             # Deleted only once the call is proposed and its token recorded or answered: a crash before means a redelivery.
             await asyncio.to_thread(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
 
-    async def _accept(self, body: dict[str, Any]) -> None:
-        action_id = f"sfn:{body['execution']}:{body['state']}"
-        outcome = await self.client.propose(
-            str(body["tool"]),
-            dict(body.get("args") or {}),
-            task=str(body["execution"]),
-            action_id=action_id,
-            rationale="Step Functions task",
-        )
+    async def _accept(self, raw: str) -> None:
+        try:
+            body = json.loads(raw)
+            execution, state, token, tool = (str(body[k]) for k in ("execution", "state", "token", "tool"))
+            args = body.get("args") or {}
+            if not isinstance(args, dict):
+                raise TypeError(f"args is a JSON object, not {type(args).__name__}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _Unproposable(f"not a governed task's message: {exc!r}") from exc
+        action_id = action_id_for(execution, state, token)
+        try:
+            outcome = await self.client.propose(tool, dict(args), task=execution, action_id=action_id, rationale="Step Functions task")
+        except (
+            ActionIdReused,
+            ValidationError,
+            ValueError,
+            TypeError,
+        ) as exc:  # the call itself is refused; sending it again changes nothing
+            raise _Unproposable(str(exc)) from exc
         if isinstance(outcome, Escalated):
-            self.pending.add(action_id, outcome.position, str(body["token"]))
+            self.pending.add(action_id, outcome.position, token)
         else:
-            await self._send(str(body["token"]), outcome)
+            await self._send(token, outcome)
+
+    async def _refuse(self, raw: str, reason: str) -> None:
+        """Fail the message's task with the reason; a message without a token cannot be answered, only logged."""
+        try:
+            token = json.loads(raw)["token"]
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            log.error("dropped a step functions message with no task token to fail: %s", reason)
+            return
+        cause = json.dumps({"outcome": "invalid", "reasons": ["unproposable"], "message": reason})
+        await asyncio.to_thread(self.sfn.send_task_failure, taskToken=token, error="tidegate.invalid", cause=cause[:32768])
 
     async def complete_decided(self, *, timeout_s: float = 1.0) -> int:
         """Send the decision of every waiting task whose human decided; returns how many."""

@@ -2,12 +2,16 @@
 
 allowed → executed once by the executor, its result returned; denied or rejected → a tool error
 (`is_error`) carrying the reason codes; escalated → the call waits for the human with progress
-notifications, or returns a pending result that `tidegate_action_status` answers later.
+notifications, or returns a pending result that `tidegate_action_status` answers later. A call whose
+decision does not come within the client's decision timeout also returns a pending result: the
+proposal stands, and the action id in the result is how to follow it (or to retry the call without
+proposing it twice).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +20,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from schemas import ToolSpec
-from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected, Tidegate
+from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Failed, Outcome, Position, Rejected, Tidegate
 from tidegate.mcp_gateway.settings import GatewaySettings
 
 __all__ = ["IDEMPOTENCY_META", "STATUS_TOOL", "build_server", "result_of"]
@@ -53,11 +57,13 @@ def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: Gatewa
         if params.name not in specs:
             return _error(f"unknown tool {params.name}", {"outcome": "unknown_tool"})
         named = dict(ctx.meta or {}).get(IDEMPOTENCY_META)
-        action_id = str(named) if named else None
+        action_id = str(named) if named else f"mcp-{uuid.uuid4().hex}"  # named here, so a call without an answer can say what to poll
         try:
             outcome = await client.propose(params.name, arguments, action_id=action_id, rationale="MCP tools/call")
         except ActionIdReused as reused:  # the client's retry key names another call: refuse it, never answer with the other's outcome
             return _error(str(reused), {"outcome": "action_id_reused", "action_id": reused.action_id})
+        except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
+            return _undecided(client, action_id)
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             outcome = await _wait_for_human(ctx, outcome, settings)
         return result_of(outcome)
@@ -82,12 +88,46 @@ async def _wait_for_human(ctx: ServerRequestContext[Any], outcome: Escalated, se
     return outcome
 
 
+def _undecided(client: Tidegate, action_id: str) -> types.CallToolResult:
+    recorded = client.proposals.lookup(action_id)
+    return _text(
+        {
+            "outcome": "pending",
+            "action_id": action_id,
+            "position": recorded[0] if recorded else None,
+            "poll": STATUS_TOOL,
+            "message": f"Proposed, but Tidegate has not decided yet. Call {STATUS_TOOL} with this action_id and position to "
+            f"learn how it ends; do not call the tool again (or, to retry it, pass this action_id in _meta {IDEMPOTENCY_META}).",
+        },
+        is_error=False,
+    )
+
+
 async def _status(client: Tidegate, arguments: dict[str, Any]) -> types.CallToolResult:
-    action_id = str(arguments.get("action_id", ""))
+    action_id = arguments.get("action_id")
+    if not isinstance(action_id, str) or not action_id.strip():
+        return _error("action_id is required: the action_id of a pending result", {"outcome": "invalid_request", "field": "action_id"})
+    position = arguments.get("position")
+    if position is not None:
+        try:
+            Position.parse(str(position))
+        except ValueError:  # json's JSONDecodeError is a ValueError too
+            return _error(
+                "position is not a position token: pass the position of the pending result as given, or leave it out",
+                {"outcome": "invalid_request", "field": "position", "action_id": action_id},
+            )
+    recorded = client.proposals.lookup(action_id)
+    start = str(position) if position is not None else (recorded[0] if recorded else None)
     try:
-        final = await client.resume(action_id, position=arguments.get("position"), timeout_s=2.0)
+        final = await client.resume(action_id, position=start, timeout_s=2.0)
     except TimeoutError:
-        return _text({"outcome": "pending", "action_id": action_id}, is_error=False)
+        if recorded is None and position is None:  # nothing proposed it here, nothing answered it on the bus: most likely a wrong id
+            return _error(
+                f"unknown action {action_id!r}: this gateway proposed no such action and Tidegate has not answered one; "
+                "check the action_id (and pass the position) of the pending result",
+                {"outcome": "unknown", "action_id": action_id},
+            )
+        return _text({"outcome": "pending", "action_id": action_id, "position": start, "poll": STATUS_TOOL}, is_error=False)
     return result_of(final)
 
 

@@ -275,3 +275,59 @@ async def test_answers_not_signed_by_the_service_that_produces_them_are_not_beli
     await stack.reject(request.approval_id)  # read after the forgeries: had one been believed, the call would have ended before it
     assert isinstance(await outcome.decision(timeout_s=5), Rejected)
     assert stack.calls.get("issue_refund") is None
+
+
+class FlakyBus(MemoryTransport):
+    """A bus whose next `failures` proposals fail to send, as when the broker goes away mid-call."""
+
+    failures = 0
+
+    async def publish(self, topic: str, event: Any) -> None:
+        if topic == "actions.proposed" and self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker went away")
+        await super().publish(topic, event)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-client", "restarted-client"])
+async def test_a_proposal_whose_send_failed_is_sent_again_when_retried_under_its_action_id(tmp_path: Path, restart: bool) -> None:
+    bus = FlakyBus()
+    args = {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-11"}
+    async with ScriptedTidegate(bus, rule, tools={"issue_refund": refund}) as stack:
+        client = Tidegate(transport=bus, task_id="ticket-1007", proposals=SqliteProposals(tmp_path / "p.sqlite3"))
+        async with client:
+            bus.failures = 1
+            with pytest.raises(ConnectionError):
+                await client.propose("issue_refund", args, action_id="call-11", timeout_s=5)
+            assert client.proposals.unsent("call-11") is not None
+            if not restart:
+                retried = await client.propose("issue_refund", args, action_id="call-11", timeout_s=5)
+        if restart:
+            async with Tidegate(transport=bus, task_id="ticket-1007", proposals=SqliteProposals(tmp_path / "p.sqlite3")) as again:
+                retried = await again.propose("issue_refund", args, action_id="call-11", timeout_s=5)
+                assert again.proposals.unsent("call-11") is None
+                with pytest.raises(ActionIdReused):  # the unsent record still binds the id to its call
+                    await again.propose("issue_refund", {**args, "amount_usd": 41.0}, action_id="call-11", timeout_s=5)
+    assert isinstance(retried, Executed)
+    assert retried.result == {"refund_id": "re_O-11", "amount_usd": 40.0}
+    assert [p.action_id for p in stack.proposals] == ["call-11"]
+    assert stack.calls["issue_refund"] == [args]
+
+
+async def test_a_retry_after_a_failed_send_sends_the_very_proposal_recorded_not_another(tmp_path: Path) -> None:
+    """A crash between recording and sending leaves the signed event in the ledger: the retry sends those bytes, never a new call."""
+    bus = FlakyBus()
+    async with ScriptedTidegate(bus, rule) as stack, Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "p.sqlite3")) as client:
+        bus.failures = 1
+        with pytest.raises(ConnectionError):
+            await client.propose("tag_ticket", {"ticket_id": "T-1"}, action_id="call-12", rationale="first", step=3)
+        recorded = client.proposals.unsent("call-12")
+        with pytest.raises(ActionIdReused):
+            await client.propose("tag_ticket", {"ticket_id": "T-2"}, action_id="call-12")
+        assert len(stack.proposals) == 0
+        done = await client.propose("tag_ticket", {"ticket_id": "T-1"}, action_id="call-12", rationale="second", step=9)
+    assert isinstance(done, Executed)
+    [sent] = bus.topics["actions.proposed"]
+    assert recorded is not None
+    assert sent.model_dump_json(exclude_none=True) == recorded
+    assert (sent.data.rationale, sent.data.step) == ("first", 3)

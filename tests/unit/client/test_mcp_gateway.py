@@ -8,9 +8,10 @@ from typing import Any
 
 import mcp
 import pytest
+from mcp import types as mcp_types
 
 from schemas import ActionProposedData, ToolSpec
-from tidegate.client import MemoryTransport, Tidegate
+from tidegate.client import ClientSettings, MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
 from tidegate.mcp_gateway.server import IDEMPOTENCY_META
@@ -183,3 +184,57 @@ async def test_a_call_that_waits_past_the_limit_returns_pending_and_can_be_polle
         await approve_when_pending(scripted)
         done = await mcp_client.call_tool(STATUS_TOOL, {"action_id": pending.structured_content["action_id"]})
     assert done.structured_content == {"refunded": 70.0}
+
+
+def text_of(result: mcp_types.CallToolResult) -> str:
+    [content] = result.content
+    assert isinstance(content, mcp_types.TextContent)
+    return content.text
+
+
+async def test_a_call_without_a_decision_in_time_returns_pending_with_its_action_id_and_is_polled() -> None:
+    """The proposal stands: the model gets what to poll instead of an internal error, and a retry under its id proposes nothing new."""
+    bus = MemoryTransport()
+    scripted = ScriptedTidegate(bus, rule, tools={"tag_ticket": lambda args: {"tagged": True}})  # not running yet: nobody decides
+    async with (
+        Tidegate(ClientSettings(decision_timeout_s=0.2), transport=bus) as client,
+        mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client,
+    ):
+        pending = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-3"})
+        assert (pending.is_error, pending.structured_content["outcome"]) == (False, "pending")
+        action_id = pending.structured_content["action_id"]
+        assert pending.structured_content["poll"] == STATUS_TOOL
+        said = text_of(pending)  # what a model reads
+        assert action_id in said
+        assert STATUS_TOOL in said
+        ask = {"action_id": action_id, "position": pending.structured_content["position"]}
+        assert (await mcp_client.call_tool(STATUS_TOOL, ask)).structured_content["outcome"] == "pending"
+        retry_key: Any = {IDEMPOTENCY_META: action_id}
+        async with scripted:  # governance comes back and decides the standing proposal
+            done = await mcp_client.call_tool(STATUS_TOOL, ask)
+            retried = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-3"}, meta=retry_key)
+    assert (done.is_error, done.structured_content) == (False, {"tagged": True})
+    assert (retried.is_error, retried.structured_content) == (False, {"tagged": True})
+    assert [p.action_id for p in scripted.proposals] == [action_id]
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-3"}]}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "outcome", "says"),
+    [
+        ({}, "invalid_request", "action_id is required"),
+        ({"action_id": "  "}, "invalid_request", "action_id is required"),
+        ({"action_id": "does-not-exist"}, "unknown", "unknown action"),
+        ({"action_id": "x", "position": "garbage"}, "invalid_request", "position"),
+    ],
+    ids=["missing", "blank", "unknown", "garbage-position"],
+)
+async def test_the_status_tool_refuses_what_it_cannot_follow(
+    stack: tuple[ScriptedTidegate, Tidegate], arguments: dict[str, Any], outcome: str, says: str
+) -> None:
+    _, client = stack
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
+        answer = await mcp_client.call_tool(STATUS_TOOL, arguments)
+    assert answer.is_error
+    assert answer.structured_content["outcome"] == outcome
+    assert says in text_of(answer)
