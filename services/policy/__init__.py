@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from services.policy.app import PolicyDeps, PolicyProcess, build, in_process
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
-    from services.policy.facts import Call, Flow, History
+    from services.policy.facts import Call, Flow, History, SystemRecord
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.service import PolicyService
@@ -35,6 +35,7 @@ __all__ = [
     "PolicyProcess",
     "PolicyService",
     "PolicySettings",
+    "SystemRecord",
     "TenantSettings",
     "build",
     "cedar_schema_json",
@@ -57,6 +58,7 @@ _HOME = {
     "Call": "facts",
     "History": "facts",
     "Flow": "facts",
+    "SystemRecord": "facts",
     "CompiledPack": "pack",
     "PackError": "pack",
     "PackSettings": "pack",

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from servicekit import REPO_ROOT
-from tidegate.commands._common import console, fail, logs_aside, run, settings
+from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
 eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
@@ -349,6 +349,31 @@ def eval_compare(
 # --- costs ---------------------------------------------------------------------------------------
 
 
+def _audit_window(kit: Any, t0: Any, t1: Any, tenant: str | None) -> tuple[Any, str | None]:
+    """The window from the audit log; or None and why there is nothing to read there (no audit schema, no row in the window).
+
+    A database that cannot be reached, refuses the login or refuses the read is an error: the topics keep
+    7 days where the log keeps everything, so reading them instead would give partial figures silently.
+    """
+    import asyncpg
+
+    from tidegate.ops.recorded import read_audit_window
+
+    where = kit.operator_database_url.split("@")[-1].split("?")[0]
+    instead = "or read the topics instead with --source topics"
+    try:
+        window = asyncio.run(read_audit_window(kit.operator_database_url, kit.topic_prefix, t0, t1, tenant=tenant))
+    except ConnectionError as exc:  # servicekit.db: down, or the login refused; the message says what to set
+        fail(f"{str(exc).rstrip('.')}; {instead}")
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return None, f"no audit log in the database at {where} (the audit service never ran there)"
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        fail(f"cannot read the audit log at {where}: {exc}; {instead}")
+    if not window.events:
+        return None, "the audit log has no event in this window"
+    return window, None
+
+
 @app.command()
 def costs(
     by: str = typer.Option("workflow", "--by", help="workflow, tenant or tool."),
@@ -358,7 +383,10 @@ def costs(
     review_minutes: float = typer.Option(4.0, "--review-minutes", help="Minutes of a person's time per approval decision."),
     hourly_rate: float = typer.Option(60.0, "--rate", help="Hourly rate of reviewers, USD."),
     source: str = typer.Option(
-        "audit", "--source", help="`audit`: the audit service's log in PostgreSQL (falls back to the topics when it has nothing); `topics`."
+        "audit",
+        "--source",
+        help="`audit`: the audit service's log in PostgreSQL (an error if it cannot be read; the topics, said on stderr, "
+        "when it has no event in the window); `topics`.",
     ),
     chart: Path = typer.Option(Path("tidegate-costs.png"), "--chart", help="Where to save the chart (PNG)."),
     no_chart: bool = typer.Option(False, "--no-chart"),
@@ -367,7 +395,7 @@ def costs(
 ) -> None:
     """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
     from tidegate.ops.costs import ReviewRate, cost_report, save_chart
-    from tidegate.ops.recorded import read_audit_window, recorded_window
+    from tidegate.ops.recorded import recorded_window
 
     if by not in ("workflow", "tenant", "tool"):
         fail("--by is workflow, tenant or tool")
@@ -375,24 +403,19 @@ def costs(
         fail("--source is audit or topics")
     t0, t1 = _window(start, end)
     kit = settings()
-    window = None
-    used = source
+    window, fallback = None, None
     with logs_aside("costs", verbose=verbose):
         if source == "audit":
-            import asyncpg
-
-            try:
-                window = asyncio.run(read_audit_window(kit.operator_database_url, kit.topic_prefix, t0, t1, tenant=tenant))
-            except (asyncpg.PostgresError, OSError):
-                window = None  # no audit schema here (the audit service never ran): read the topics
-            if window is None or not window.events:
-                used = "topics (the audit log has nothing for this window)"
-                window = None
+            window, fallback = _audit_window(kit, t0, t1, tenant)
         if window is None:
+            if fallback is not None:
+                err_console.print(f"{fallback}: reading the topics instead")
             window = run(recorded_window(kit, t0, t1, tenant=tenant))
+    used = "audit" if fallback is None and source == "audit" else "topics"
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()
     doc["source"] = used
+    doc["fallback_reason"] = fallback  # why the topics were read though the audit log was asked for; None: it was not
     doc["skipped"] = window.skipped.as_dict()
     if not no_chart:
         doc["chart"] = str(save_chart(report, chart))
@@ -409,6 +432,6 @@ def costs(
             f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
         )  # fmt: skip
     console.print(table)
-    console.print(f"read from: {used}; {window.skipped.summary()}")
+    console.print(f"read from: {used}{f' ({fallback})' if fallback else ''}; {window.skipped.summary()}")
     if "chart" in doc:
         console.print(f"chart saved to {doc['chart']}")

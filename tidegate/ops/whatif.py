@@ -2,13 +2,14 @@
 
 Each recorded `action.proposed` is decided again with the policy service's own pure decision
 (`services.policy.engine.decide`). The facts the policy service computed from its state at the time
-(payee known, spend so far, kill switch) are taken from the `action.decided` recorded for the same
-action id, so no database is read and nothing is published: what-if has no side effects.
+(payee known, spend so far, kill switch, what the task had read and done) are taken from the
+`action.decided` recorded for the same action id, so no database is read and nothing is published: what-if has no side effects.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,7 @@ from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, Co
 from servicekit import ToolCatalog
 from servicekit.provenance import Provenance
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
-from services.policy import Call, CompiledPack, Controls, Flow, History, PackSource, TenantSettings, compile_pack, decide
+from services.policy import Call, CompiledPack, Controls, Flow, History, PackSource, SystemRecord, TenantSettings, compile_pack, decide
 
 __all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
 
@@ -170,8 +171,53 @@ def _controls(decided: ActionDecidedData | None) -> Controls:
     return Controls()
 
 
+def _records(facts: dict[str, Any]) -> dict[str, Any]:
+    """The system-of-record entry the call acts on, as the task's earlier trusted read gave it (`record_id`, `record_read`).
+
+    The policy service learns an entry from a read's result (`learn_record`) and keeps it with the task; the
+    decision records what it read of the entry the call names. Without it a refund that followed its
+    `stripe_get_charge` would look unread (`record_not_read`) to the candidate though the service had read it.
+    """
+    record_id, read = facts.get("record_id"), facts.get("record_read")
+    if record_id in (None, "") or read is None:
+        return {}
+    if not isinstance(read, dict):
+        raise TypeError(f"the recorded record_read is not an object: {read!r:.80}")
+    amount, currency = read.get("amount_usd"), read.get("currency")
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not isinstance(currency, str):
+        raise TypeError(f"the recorded record_read of {record_id} has no amount_usd number or currency")
+    if not math.isfinite(amount):
+        raise ValueError(f"the recorded record_read of {record_id} holds an amount that is not finite")
+    return {str(record_id): SystemRecord(float(amount), currency, str(read.get("source") or "recorded"))}
+
+
+def _flow(tool: str, flow: dict[str, Any]) -> Flow:
+    """The task's flow as the recorded `facts.flow` shows it: a flow whose Cedar context is the recorded one.
+
+    The record gives the calls of this tool, the tools called and the total; how the rest splits between the
+    other tools is not recorded and no policy can see it, so the remainder goes to the first of them.
+    """
+    this_tool = int(flow.get("tool_calls") or 0)
+    calls = {str(t): 1 for t in flow.get("tools_called") or [] if t != tool}
+    if this_tool > 0:
+        calls[tool] = this_tool
+    others = [t for t in sorted(calls) if t != tool]
+    rest = int(flow.get("calls") or sum(calls.values())) - sum(calls.values())
+    if rest > 0 and others:
+        calls[others[0]] += rest
+    return Flow(
+        tool_calls=tuple(sorted(calls.items())),
+        untrusted_read=bool(flow.get("untrusted_read")),
+        external_sends=int(flow.get("external_sends") or 0),
+        sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,
+        last_decisions=((tool, str(flow["last_decision"])),) if flow.get("last_decision") else (),
+        retries=int(flow.get("retries") or 0),
+        tool_errors=int(flow.get("tool_errors") or 0),
+    )
+
+
 def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
-    """The proposal as the policy service saw it: with what its task had read (the recorded taint) and done (its flow)."""
+    """The proposal as the policy service saw it: with what its task had read (the recorded taint and record) and done (its flow)."""
     call = Call.from_proposal(p)
     if then is None:
         return call
@@ -179,17 +225,8 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
     for finding in then.facts.get("taint") or []:
         if isinstance(finding, dict) and finding.get("value"):
             read.untrusted.setdefault(str(finding["value"]), str(finding.get("source", "recorded")))
-    flow = then.facts.get("flow") or {}
-    recorded_flow = Flow(
-        tool_calls=tuple(sorted(({t: 1 for t in flow.get("tools_called", [])} | {p.tool: int(flow.get("tool_calls") or 0)}).items())),
-        untrusted_read=bool(flow.get("untrusted_read")),
-        external_sends=int(flow.get("external_sends") or 0),
-        sent_amount_usd=int(flow.get("sent_amount_cents") or 0) / 100,
-        last_decisions=((p.tool, str(flow["last_decision"])),) if flow.get("last_decision") else (),
-        retries=int(flow.get("retries") or 0),
-        tool_errors=int(flow.get("tool_errors") or 0),
-    )
-    return dataclasses.replace(call, provenance=read, flow=recorded_flow)
+    flow = _flow(p.tool, then.facts.get("flow") or {})
+    return dataclasses.replace(call, provenance=read, flow=flow, records=_records(then.facts))
 
 
 def evaluate(
