@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 import schemas as s
 from servicekit.unreadable import Skipped, Unreadable, read_event
@@ -86,6 +86,11 @@ class StoryLine(_Frozen):
     summary: str
     valid: bool
     duplicate: bool
+
+    @field_serializer("at", when_used="json")
+    def _at(self, at: datetime) -> str:
+        """Always to the microsecond, in UTC: a whole second keeps its `.000000`, so the times sort as text."""
+        return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _money(usd: float) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +29,7 @@ from services.audit import (
 )
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._common import console, err_console, fail, run, settings
+from tidegate.ops.recorded import BadTime, parse_time
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
 
@@ -107,7 +107,7 @@ def verify(
     else:
         rate = report.rows / report.seconds if report.seconds else 0.0
         console.print(
-            f"checked {report.rows} rows in {report.chains} chains and {report.checkpoints} checkpoints "
+            f"checked {report.rows} rows in {report.chains} chain(s) and {report.checkpoints} checkpoint(s) "
             f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
         )
         if report.ok:
@@ -185,21 +185,14 @@ def explain(
         typer.echo(text, nl=False)
 
 
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
-
-
 def _when(value: str | None) -> datetime | None:
+    """A time as every operator command reads it (`now`, a duration ago, ISO 8601), or None."""
     if value is None:
         return None
-    m = _RELATIVE.match(value)
-    if m:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(UTC) - timedelta(**{unit: int(m.group(1))})
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"cannot read time {value!r}: use ISO 8601 (2026-11-24T10:00) or an age like 15m, 2h, 1d")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parse_time(value)
+    except BadTime as exc:
+        fail(str(exc))
 
 
 @app.command("search")
@@ -208,8 +201,8 @@ def search_(
     tool: str | None = typer.Option(None, help="Tool name."),
     outcome: str | None = typer.Option(None, help="allow, deny, escalate, granted, rejected, succeeded, failed, completed…"),
     reason: str | None = typer.Option(None, help="Reason code, e.g. needs_human_approval."),
-    since: str | None = typer.Option(None, help="From this time (ISO 8601) or age (15m, 2h, 1d)."),
-    until: str | None = typer.Option(None, help="Before this time (ISO 8601) or age."),
+    since: str | None = typer.Option(None, help="From this time: ISO 8601, `now`, or a duration ago (15m, 2h, 1.5d)."),
+    until: str | None = typer.Option(None, help="Before this time: ISO 8601, `now`, or a duration ago."),
     trace: str | None = typer.Option(None, help="Trace id (32 hex), or a whole traceparent."),
     task: str | None = typer.Option(None, help="Task id."),
     event_type: str | None = typer.Option(None, "--type", help="Event type, e.g. action.decided."),
@@ -221,8 +214,11 @@ def search_(
         trace = trace.split("-")[1]
     if event_type and not event_type.startswith("tidegate."):
         event_type = "tidegate." + event_type
+    start, end = _when(since), _when(until)
+    if start is not None and end is not None and start >= end:
+        fail(f"--since ({start:%Y-%m-%d %H:%M:%S}) is not before --until ({end:%Y-%m-%d %H:%M:%S}): nothing can match")
     filters = SearchFilters(
-        tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=_when(since), until=_when(until),
+        tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=start, until=end,
         trace_id=trace, task_id=task, event_type=event_type, topic_prefix=settings().topic_prefix,
     )  # fmt: skip
 

@@ -87,3 +87,19 @@ async def test_search_by_reason_tool_outcome_and_tenant(env: dict[str, str]) -> 
     assert [json.loads(line)["event_type"] for line in by_tool.output.splitlines()] == ["action.succeeded"]
     since = await _cli(env, "search", "--since", "2000-01-01", "--until", "2001-01-01", "--json")
     assert since.output == ""
+
+
+async def test_times_read_as_every_operator_command_reads_them_and_print_fixed_width(env: dict[str, str]) -> None:
+    for since in ("now", "-5m", "1.5h", "100000d"):
+        result = await _cli(env, "search", "--since", since, "--json")
+        assert result.exit_code == 0, (since, result.output)
+    everything = await _cli(env, "search", "--since", "100000d", "--until", "now", "--json")
+    stamps = [json.loads(line)["at"] for line in everything.output.splitlines()]
+    assert stamps[0].endswith(":20.000000Z")  # a whole second keeps its microseconds: the times sort as text
+    assert len({len(at) for at in stamps}) == 1
+    assert stamps == sorted(stamps)
+    inverted = await _cli(env, "search", "--since", "1m", "--until", "2h")
+    assert inverted.exit_code == 1
+    assert "is not before --until" in inverted.output
+    bad = await _cli(env, "search", "--since", "yesterday")
+    assert (bad.exit_code, "Traceback" in bad.output) == (1, False)
