@@ -31,9 +31,12 @@ def _window(start: str, end: str) -> tuple[Any, Any]:
     from tidegate.ops.recorded import parse_time
 
     try:
-        return parse_time(start), parse_time(end)
+        t0, t1 = parse_time(start), parse_time(end)
     except ValueError as exc:
         fail(f"cannot read the time: {exc}")
+    if t0 >= t1:
+        fail(f"--from ({t0:%Y-%m-%d %H:%M:%S}) is not before --to ({t1:%Y-%m-%d %H:%M:%S}): the window is empty")
+    return t0, t1
 
 
 def _pack(policy_dir: Path | None) -> Any:
@@ -67,6 +70,8 @@ def replay(
     from tidegate.ops.replay import ReplayOptions, run_replay
 
     t0, t1 = _window(start, end)
+    if policy_dir is not None:
+        _pack(policy_dir)  # a candidate that does not compile is said before the window is read and a sandbox made
     opts = ReplayOptions(t0, t1, tenant=tenant, task=task, planner=planner, policy_dir=policy_dir, keep_topics=keep, idle_s=idle_s)
     with (
         logs_aside("replay", verbose=verbose),
@@ -83,6 +88,9 @@ def replay(
             bar.update(ids[stage], completed=done, total=total)
 
         report = run(run_replay(settings(), opts, progress=progress))
+    if report.inputs == 0 and (task or tenant):
+        which = f"task {task!r}" if task else f"tenant {tenant!r}"
+        fail(f"no recorded {'task' if planner else 'proposal'} of {which} between {t0:%Y-%m-%d %H:%M} and {t1:%Y-%m-%d %H:%M} UTC")
     if as_json:
         print(json.dumps(report.as_dict(), indent=2, default=str))
         return
@@ -109,7 +117,7 @@ def replay(
         f"{report.answered} calls answered from the record, {report.unanswerable} unanswerable, "
         f"{report.refused} authorizations refused; no tool was called. {report.seconds:.1f}s."
     )
-    console.print(f"{report.skipped.summary()} recorded event(s) not replayed")
+    console.print(f"recorded events not replayed: {report.skipped.summary()}")
 
 
 # --- what-if -------------------------------------------------------------------------------------
@@ -117,7 +125,9 @@ def replay(
 
 @app.command()
 def whatif(
-    policy_dir: Path = typer.Option(None, "--policy", help="Directory of the candidate policy pack (default: today's pack)."),
+    policy_dir: Path = typer.Option(
+        None, "--policy", help="Directory of the candidate policy pack (with --tenant-settings alone: today's pack)."
+    ),
     start: str = FROM,
     end: str = TO,
     tenant: str = typer.Option(None, "--tenant", help="Only this tenant's proposals."),
@@ -142,7 +152,12 @@ def whatif(
         fail("give a candidate: --policy <pack directory> and/or --tenant-settings <file>")
     candidates: dict[str, Any] = {}
     if tenant_settings is not None:
-        loaded = yaml.safe_load(tenant_settings.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(tenant_settings.read_text()) or {}
+        except OSError as exc:
+            fail(f"--tenant-settings: cannot read {tenant_settings}: {exc.strerror}")
+        except yaml.YAMLError as exc:
+            fail(f"--tenant-settings: {tenant_settings} is not YAML: {str(exc).splitlines()[0]}")
         candidates = loaded.get("tenants", loaded) if isinstance(loaded, dict) else {}
         if not isinstance(candidates, dict) or not all(isinstance(v, dict) for v in candidates.values()):
             fail(f"{tenant_settings}: expected tenant → settings (a mapping of mappings)")

@@ -259,7 +259,8 @@ async def read_audit_window(
             window.skipped.add(exc.reason, where, exc.detail)
             continue
         if not row.valid:  # readable, but the audit service refused it as the services do (its signature, above all)
-            window.skipped.add(_recorded_reason(row.invalid_reason), where, row.invalid_reason or "")
+            reason = _recorded_reason(row.invalid_reason)  # the detail is the rest: the code is said once
+            window.skipped.add(reason, where, (row.invalid_reason or "").removeprefix(f"{reason}: "))
             continue
         ts = kafka_ms(row.kafka_ts)
         window.events.append(Recorded(name, row.partition, row.kafka_offset, ts, event))

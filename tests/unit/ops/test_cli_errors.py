@@ -51,3 +51,26 @@ def test_a_time_that_is_none_of_the_forms_says_which_are() -> None:
 def test_a_bug_is_not_dressed_up_as_a_user_error() -> None:
     with pytest.raises(KeyError):
         run(failing(KeyError("a bug")))
+
+
+def test_operator_commands_refuse_an_empty_window_and_a_bad_candidate_before_reading_anything(tmp_path: Any) -> None:
+    """Said at once, in one line, before the broker is asked for anything (it is not even reachable here)."""
+    from typer.testing import CliRunner
+
+    from tidegate.cli import app
+
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "COLUMNS": "300"}
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("tenants: [")
+    for args, says in [
+        (["replay", "--from", "now", "--to", "1h"], "is not before --to"),
+        (["whatif", "--policy", "policies/default", "--from", "now", "--to", "1h"], "is not before --to"),
+        (["costs", "--from", "1h", "--to", "2h", "--no-chart"], "is not before --to"),
+        (["replay", "--policy", str(tmp_path / "nowhere")], "does not compile"),
+        (["whatif", "--tenant-settings", str(tmp_path / "nowhere.yaml")], "cannot read"),
+        (["whatif", "--tenant-settings", str(bad_yaml)], "is not YAML"),
+    ]:
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 1, (args, result.output)
+        assert says in result.output, (args, result.output)
+        assert "Traceback" not in result.output
