@@ -179,7 +179,10 @@ def explain(
     else:
         text = explanation.model_dump_json(indent=2) + "\n"
     if output is not None:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"-o: cannot write {output}: {exc.strerror}")
         console.print(f"wrote {output}")
     else:
         typer.echo(text, nl=False)
