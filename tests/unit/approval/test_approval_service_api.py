@@ -636,3 +636,18 @@ async def test_an_admin_cannot_make_an_endpoint_decide_in_other_approvers_names(
     left = await world.client.delete(f"{endpoints}/bot/enrol", headers=bearer(world.tokens["dan"]))
     assert left.json()["approvers"] == ["mallory@acme.example"]
     assert (await world.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]
+
+
+async def test_a_webhook_message_posted_back_as_a_callback_decides_nothing(world: World) -> None:
+    """Outgoing messages and callbacks share the endpoint's secret: a captured message, replayed to the callback URL with its own
+    valid signature, must not read as a decision (its data is the request, not a vote)."""
+    await world.repo.upsert_endpoint(Endpoint("chat", "http://chat.test/hook", webhooks.new_secret(), "acme", ("bob@acme.example",)))
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    world.sender.failures = 0
+    assert await world.service.deliver_webhooks() == 1
+    _url, headers, body = world.sender.got[-1]
+    reflected = await world.client.post("/api/v1/callbacks/acme/chat", content=body, headers=headers)
+    assert (reflected.status_code, reflected.json()["detail"]["code"]) == (422, "invalid_callback")
+    assert (await world.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]
+    assert world.bus.types() == ["tidegate.approval.requested"]
