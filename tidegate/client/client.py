@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,13 +18,19 @@ from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
-from tidegate.client.signing import Signer, signer_for
+from tidegate.client.signing import EnvelopeSigner, Signer, signer_for
 from tidegate.client.transport import KafkaTransport, Position, Transport
 from tidegate.client.trust import Trust
 
 __all__ = ["Tidegate"]
 
 log = logging.getLogger(__name__)
+
+_UNSIGNED = (
+    "no TIDEGATE_CLIENT_SIGNING_KEY_PATH: proposals go out unsigned, and a Tidegate deployment refuses them as "
+    "`signature_missing` (dead-lettered, never answered); register a client key with `tidegate clients add <tenant> <principal>` "
+    "and set TIDEGATE_CLIENT_SIGNING_KEY_PATH to its private key"
+)
 
 
 @dataclass
@@ -79,11 +86,25 @@ class Tidegate:
             self._trust = on_bus or Trust.load(self.settings.service_keys_dir, retired_grace_s=self.settings.retired_key_grace_s)
         return self._trust
 
+    @property
+    def unsigned(self) -> bool:
+        """Whether proposals go out unsigned to a real deployment (no signing key; a memory bus's stand-in checks none)."""
+        return isinstance(self.signer, EnvelopeSigner) and not isinstance(self.transport, MemoryTransport)
+
     async def start(self) -> None:
-        """Check the deployment's keys are known, connect, note where the answer topics end, and follow them from there."""
+        """Check the deployment's keys are known, connect, note where the answer topics end, and follow them from there.
+
+        A start that fails leaves nothing connected.
+        """
         self.trust.require()
+        if self.unsigned:
+            log.warning(_UNSIGNED)
         await self.transport.start()
-        self._start = await self.transport.end(ANSWER_TOPICS)
+        try:
+            self._start = await self.transport.end(ANSWER_TOPICS)
+        except BaseException:
+            await self.transport.stop()
+            raise
         self._pump = asyncio.create_task(self._follow_live(self._start))
 
     async def stop(self) -> None:
@@ -161,9 +182,16 @@ class Tidegate:
             ActionIdReused: `action_id` was proposed before for another tenant, task, tool or args (nothing is sent).
             pydantic.ValidationError: A string in the call holds U+0000, which the contract refuses and no Tidegate
                 service can store (nothing is sent; sent, it would only be dead-lettered).
-            TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up).
+            TypeError: `tainted_args` is a str, not a list of arg paths.
+            ValueError: An arg holds NaN or infinity, which JSON cannot carry (nothing is sent).
+            TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up); without
+                a signing key it says the proposal went out unsigned.
         """
-        assert self._start is not None, "client not started: use `async with Tidegate() as tg:`"
+        if self._start is None:
+            raise RuntimeError("client not started: use `async with Tidegate() as tg:` (or `await tg.start()`)")
+        if isinstance(tainted_args, str):  # a str is an iterable of characters: "payee_id" would taint "p", "a", …
+            raise TypeError("tainted_args is a list of arg paths")
+        _refuse_non_finite(args)
         key = action_id or f"act-{uuid.uuid4().hex}"
         task_id, tenant_id = task or self.task_id, tenant or self.settings.tenant
         call = digest({"tenant_id": tenant_id, "task_id": task_id, "tool": tool, "args": args})
@@ -201,7 +229,7 @@ class Tidegate:
             await self.transport.publish("actions.proposed", send)  # a failure leaves it unsent, for a retry to send again
             self.proposals.sent(key)
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
-        await self._until(watch, lambda p: p.final() is not None or p.escalated, limit)
+        await self._until(watch, lambda p: p.final() is not None or p.escalated, limit, hint=_UNSIGNED if self.unsigned else "")
         final = watch.progress.final()
         if final is not None:
             self._watches.pop(data.action_id, None)
@@ -238,7 +266,7 @@ class Tidegate:
             _decision=decision,
         )
 
-    async def _until(self, watch: _Watch, done: Any, timeout_s: float | None) -> None:
+    async def _until(self, watch: _Watch, done: Any, timeout_s: float | None, *, hint: str = "") -> None:
         async def wait() -> None:
             while not done(watch.progress):
                 watch.changed.clear()
@@ -247,7 +275,8 @@ class Tidegate:
         try:
             await asyncio.wait_for(wait(), timeout_s)
         except TimeoutError:
-            raise TimeoutError(f"no conclusive answer for action {watch.progress.action_id} within {timeout_s} s") from None
+            said = f"no conclusive answer for action {watch.progress.action_id} within {timeout_s} s"
+            raise TimeoutError(f"{said} ({hint})" if hint else said) from None
 
     async def resume(self, action_id: str, *, position: str | None = None, timeout_s: float | None = None) -> Decided:
         """Wait for how an earlier proposal ends, e.g. after a restart while a human decides.
@@ -270,3 +299,19 @@ class Tidegate:
             return await asyncio.wait_for(follow(), timeout_s)
         except TimeoutError:
             raise TimeoutError(f"no conclusive answer for action {action_id} within {timeout_s} s") from None
+
+
+def _refuse_non_finite(args: dict[str, Any]) -> None:
+    """Refuse NaN and infinity, naming the arg: JSON cannot carry them, so no service could read the proposal."""
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"arg {path} is {value}: Tidegate refuses NaN and infinity (JSON has no such numbers)")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(args, "")

@@ -5,10 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ClientSettings"]
+
+_CHECKOUT = Path(__file__).resolve().parents[2]
+# Where `tidegate up` keeps its keys and state (`<checkout>/.tidegate`, as the services' TIDEGATE_RUN_DIR): the client run
+# from a Tidegate checkout finds them from any working directory; installed elsewhere (the package alone), the working
+# directory's `.tidegate`. The client imports no servicekit (it installs without it), hence its own look at the checkout.
+RUN_DIR = (_CHECKOUT if (_CHECKOUT / "servicekit").is_dir() else Path()) / ".tidegate"
 
 
 class ClientSettings(BaseSettings):
@@ -41,9 +47,10 @@ class ClientSettings(BaseSettings):
         "(the catalog's `reply_key_file` names the public half).",
     )
     service_keys_dir: Path = Field(
-        default=Path(".tidegate") / "keys",
+        default=RUN_DIR / "keys",
         description="The deployment's public keys (`policy.pub`, `approval.pub`, `executor.pub`: its `TIDEGATE_KEYS_DIR`): the client "
-        "believes only answers its services signed, and a governed function runs only on an authorization the policy key signed.",
+        "believes only answers its services signed, and a governed function runs only on an authorization the policy key signed. "
+        "Default: the checkout's `.tidegate/keys` (the services' default) when the client runs from one, else `.tidegate/keys`.",
     )
     retired_key_grace_s: float = Field(
         default=600.0,
@@ -52,9 +59,18 @@ class ClientSettings(BaseSettings):
         "`TIDEGATE_RETIRED_KEY_GRACE_S`); after that nothing it signs is.",
     )
     state_dir: Path = Field(
-        default=Path(".tidegate") / "client", description="Where governed tools record the calls they ran (SQLite, one file per tool)."
+        default=RUN_DIR / "client",
+        description="Where governed tools record the calls they ran (SQLite, one file per tool). Default: the checkout's "
+        "`.tidegate/client` when the client runs from one, else `.tidegate/client`.",
     )
     decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision and the result.")
+
+    @field_validator("service_keys_dir", "state_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():  # Path("") is the working directory: never what an empty setting meant
+            raise ValueError("is empty: give a directory, or unset it for the default")
+        return value
 
     def kafka_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients: bootstrap and, when configured, SASL."""

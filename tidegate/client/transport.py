@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas import Envelope, decode, encode, headers_for
@@ -94,9 +95,16 @@ class KafkaTransport:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        """Start the producer (idempotent, acks=all)."""
-        self._producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._settings.kafka_options())
-        await self._producer.start()
+        """Start the producer (idempotent, acks=all); a broker not reached raises `ConnectionError` naming it and the login."""
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._settings.kafka_options())
+        try:
+            await producer.start()
+        except BaseException as exc:
+            await producer.stop()  # nothing left open behind a failed start
+            if isinstance(exc, KafkaError):
+                raise ConnectionError(_unreachable(self._settings, exc)) from exc
+            raise
+        self._producer = producer
 
     async def stop(self) -> None:
         """Flush and stop the producer."""
@@ -106,7 +114,8 @@ class KafkaTransport:
 
     async def publish(self, topic: str, event: Envelope) -> None:
         """Send with the contract's key and headers; returns when the broker acknowledged it."""
-        assert self._producer is not None, "transport not started"
+        if self._producer is None:
+            raise RuntimeError("transport not started: call start() first")
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
         await self._producer.send_and_wait(self._prefix + topic, encode(event), key=event.key, headers=headers)
 
@@ -124,19 +133,21 @@ class KafkaTransport:
     async def end(self, topics: tuple[str, ...]) -> Position:
         """End offsets of every partition of the topics."""
         consumer = self._consumer()
-        await consumer.start()
-        try:
+        try:  # started inside: a start that fails or is cancelled still closes the consumer
+            await consumer.start()
             parts = await self._partitions(consumer, topics)
             ends = await consumer.end_offsets(parts)
             return Position({f"{tp.topic.removeprefix(self._prefix)}:{tp.partition}": off for tp, off in ends.items()})
+        except KafkaError as exc:
+            raise ConnectionError(_unreachable(self._settings, exc)) from exc
         finally:
             await consumer.stop()
 
     async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
         """Assign every partition (no consumer group: reading commits nothing) and follow from `start`."""
         consumer = self._consumer()
-        await consumer.start()
-        try:
+        try:  # started inside: a client stopped while this reader starts still closes its consumer
+            await consumer.start()
             parts = await self._partitions(consumer, topics)
             consumer.assign(parts)
             if start is None:
@@ -159,8 +170,8 @@ class KafkaTransport:
         """Consume with a group; the offset is committed by `ack()`, so an unanswered request is redelivered."""
         consumer = self._consumer(group_id=self._prefix + group, auto_offset_reset="earliest")
         consumer.subscribe([self._prefix + topic])
-        await consumer.start()
         try:
+            await consumer.start()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
@@ -176,6 +187,22 @@ class KafkaTransport:
                         yield Delivery(event, ack)
         finally:
             await consumer.stop()
+
+
+def _unreachable(settings: ClientSettings, exc: BaseException) -> str:
+    """Why the bus was not reached, with what the client tried: the bootstrap and whether it logged in.
+
+    aiokafka says "Unable to bootstrap" both for a broker that is down and for a login it refused, and a
+    broker that requires SASL (`tidegate infra up`'s) refuses a client without one the same way.
+    """
+    options = settings.kafka_options()
+    if settings.sasl_username:
+        login = f"as SASL user {settings.sasl_username!r} ({options['security_protocol']}, {settings.sasl_mechanism})"
+        check = "Is the broker up, and TIDEGATE_CLIENT_SASL_PASSWORD that user's password?"
+    else:
+        login = f"without a login ({options['security_protocol']}, TIDEGATE_CLIENT_SASL_USERNAME unset)"
+        check = "Is the broker up? `tidegate infra up`'s requires a login: TIDEGATE_CLIENT_SASL_USERNAME=agent and its _SASL_PASSWORD."
+    return f"Kafka at {settings.kafka_bootstrap} not reached {login}: {exc}. {check} (docs/integrations.md)"
 
 
 def _decoded(topic: str, raw: bytes | None) -> Any:

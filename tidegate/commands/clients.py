@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -21,8 +21,49 @@ from tidegate.commands._common import console, fail, run, settings
 app = typer.Typer(help="Clients: submit tasks, propose actions, run the demo.")
 
 
+# The flag each field of the published data comes from: a value the contract refuses is named by its flag.
+SUBMIT_FLAGS = {
+    "task_id": "--task-id",
+    "tenant_id": "--tenant",
+    "workflow": "--workflow",
+    "input": "--input",
+    "untrusted": "--untrusted",
+    "requested_by": "--requested-by",
+    "budget_usd": "--budget",
+    "mode": "--mode",
+    "planner": "--planner",
+}
+PROPOSE_FLAGS = {
+    "action_id": "--action-id",
+    "task_id": "--task-id",
+    "tenant_id": "--tenant",
+    "tool": "--tool",
+    "args": "--args",
+    "rationale": "--rationale",
+    "proposer": "--proposer",
+    "tainted_args": "--tainted",
+    "mode": "--mode",
+    "requested_by": "--requested-by",
+}
+
+
+def _fail_on_fields(exc: ValidationError, flags: dict[str, str]) -> NoReturn:
+    """One line naming the flag of each refused field (`--tenant: String should have at least 1 character`)."""
+    said = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        said.append(f"{flags.get(field, field or exc.title)}: {err['msg']}")
+    fail("; ".join(said))
+
+
 def _json_arg(text: str, what: str) -> dict[str, Any]:
-    source = Path(text[1:]).read_text() if text.startswith("@") else text
+    if text.startswith("@"):
+        try:
+            source = Path(text[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"{what}: cannot read {text[1:]}: {getattr(exc, 'strerror', None) or exc}")
+    else:
+        source = text
     try:
         value = json.loads(source)
     except ValueError as exc:
@@ -60,22 +101,29 @@ def submit(
         match = next((t for t in TICKETS if t.ticket_id == ticket), None)
         if match is None:
             fail(f"no seeded ticket {ticket}; the demo tickets are {', '.join(t.ticket_id for t in TICKETS)}")
-        data = ticket_task(match, tenant_id=tenant, task_id=task_id, mode=mode, requested_by=requested_by)  # type: ignore[arg-type]
+        try:
+            data = ticket_task(match, tenant_id=tenant, task_id=task_id, mode=mode, requested_by=requested_by)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            _fail_on_fields(exc, SUBMIT_FLAGS)
         data = data.model_copy(update={"planner": planner, "budget_usd": budget_usd if budget_usd is not None else data.budget_usd})
     else:
         if input_json is None:
             fail("give --input JSON (or --ticket T-…)")
-        data = TaskSubmittedData(
-            task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
-            tenant_id=tenant,
-            workflow=workflow,
-            input=_json_arg(input_json, "--input"),
-            untrusted=untrusted,
-            requested_by=requested_by,
-            budget_usd=budget_usd,
-            mode=mode,  # type: ignore[arg-type]
-            planner=planner,
-        )
+        task_input = _json_arg(input_json, "--input")
+        try:
+            data = TaskSubmittedData(
+                task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
+                tenant_id=tenant,
+                workflow=workflow,
+                input=task_input,
+                untrusted=untrusted,
+                requested_by=requested_by,
+                budget_usd=budget_usd,
+                mode=mode,  # type: ignore[arg-type]
+                planner=planner,
+            )
+        except ValidationError as exc:
+            _fail_on_fields(exc, SUBMIT_FLAGS)
     event = TaskSubmitted.build(data, source="tidegate/cli")
     outcome = run(_publish_and_wait("tasks", event, wait, lambda name, ev: name == "tasks.outcomes" and ev.data.task_id == data.task_id))
     console.print(f"submitted task [bold]{data.task_id}[/] (event {event.id})")
@@ -102,19 +150,23 @@ def propose(
     """Propose one action on `actions.proposed`, as an outside agent would, and print the decision."""
     if mode not in ("draft", "autonomous"):
         fail("--mode is draft or autonomous")
-    data = ActionProposedData(
-        action_id=action_id or f"act-{uuid.uuid4().hex[:12]}",
-        task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
-        tenant_id=tenant,
-        step=1,
-        tool=tool,
-        args=_json_arg(args_json, "--args"),
-        rationale=rationale,
-        proposer=proposer,
-        tainted_args=tainted,
-        mode=mode,  # type: ignore[arg-type]
-        requested_by=requested_by,
-    )
+    args = _json_arg(args_json, "--args")
+    try:
+        data = ActionProposedData(
+            action_id=action_id or f"act-{uuid.uuid4().hex[:12]}",
+            task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
+            tenant_id=tenant,
+            step=1,
+            tool=tool,
+            args=args,
+            rationale=rationale,
+            proposer=proposer,
+            tainted_args=tainted,
+            mode=mode,  # type: ignore[arg-type]
+            requested_by=requested_by,
+        )
+    except ValidationError as exc:
+        _fail_on_fields(exc, PROPOSE_FLAGS)
     event = ActionProposed.build(data, source=proposer if ":" in proposer else f"external/{proposer}")
     decision = run(
         _publish_and_wait(

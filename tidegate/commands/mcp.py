@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
-from tidegate.commands._common import console, fail
+from servicekit import settings_problems
+from tidegate.commands._common import console, fail, run, settings
 
 __all__ = ["app"]
 
+T = TypeVar("T")
+
 app = typer.Typer(help="MCP: serve the catalog's tools, governed; import an upstream MCP server's tools.", no_args_is_help=True)
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first leaf of a (nested) exception group: what went wrong, under anyio's task-group wrapping."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _one_line(exc: BaseException, upstream: str) -> str | None:
+    """What a person needs to read about an ordinary failure of the gateway or an import; None for a bug."""
+    from mcp import MCPError
+
+    from tidegate.client import SigningNotWired, TrustNotWired
+
+    if isinstance(exc, ValidationError):
+        problems = settings_problems(exc) or [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
+        return "; ".join(problems)
+    if isinstance(exc, TrustNotWired | SigningNotWired):
+        return str(exc)
+    if isinstance(exc, MCPError):
+        if exc.error.message == "Connection closed":
+            return f"{upstream} closed the connection (does it serve MCP? a stdio server's own output, if any, is above)"
+        return f"{upstream}: {exc.error.message}"
+    return None
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]], upstream: str = "the MCP client") -> T:
+    """Build settings and run; settings, keys, a bus or an upstream that is not right end as one line and a non-zero exit."""
+    try:
+        return run(make())  # the bus, a file, a connection: `run`'s one line
+    except BaseException as exc:
+        if isinstance(exc, typer.Exit | KeyboardInterrupt | SystemExit):
+            raise
+        inner = _innermost(exc)
+        said = _one_line(inner, upstream)
+        if said is not None:
+            fail(said, code=2 if isinstance(inner, ValidationError) else 1)
+        if inner is not exc:  # a task group's wrapping (an upstream not reached, say): its cause, not 300 lines of it
+            fail(f"{upstream}: {type(inner).__name__}: {inner}")
+        raise
 
 
 @app.command("serve")
@@ -20,27 +66,42 @@ def serve(
     port: int = typer.Option(None, "--port", help="HTTP port (default TIDEGATE_MCP_HTTP_PORT or 8765)."),
     on_escalation: str = typer.Option(None, "--on-escalation", help="`wait` (progress notifications) or `pending` (poll)."),
 ) -> None:
-    """Serve the catalog as an MCP server; every call is proposed, decided, approved if needed, executed once."""
+    """Serve the catalog as an MCP server; every call is proposed, decided, approved if needed, executed once.
+
+    The deployment's public keys are read where the services keep them (TIDEGATE_KEYS_DIR) unless
+    TIDEGATE_CLIENT_SERVICE_KEYS_DIR says otherwise.
+    """
     from tidegate.client import ClientSettings
     from tidegate.mcp_gateway import GatewaySettings
     from tidegate.mcp_gateway.run import serve_http, serve_stdio
 
     overrides: dict[str, object] = {}
     if port is not None:
+        if not 0 <= port <= 65535:
+            fail(f"--port is 0 to 65535, not {port}")
         overrides["http_port"] = port
     if on_escalation is not None:
         if on_escalation not in ("wait", "pending"):
             fail("--on-escalation is wait or pending")
         overrides["on_escalation"] = on_escalation
-    settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
-    asyncio.run((serve_http if http else serve_stdio)(settings, ClientSettings()))
+
+    async def go() -> None:
+        gateway = GatewaySettings(**overrides)  # type: ignore[arg-type]
+        client = ClientSettings()
+        if "service_keys_dir" not in client.model_fields_set:  # the services' keys, wherever this is run from
+            client = client.model_copy(update={"service_keys_dir": settings().keys_dir})
+        await (serve_http if http else serve_stdio)(gateway, client)
+
+    _run(go)
 
 
 @app.command("import")
 def import_tools(
     url: str = typer.Option(None, "--url", help="Streamable HTTP endpoint of the upstream server."),
     command: str = typer.Option(None, "--command", help="Command line that starts a stdio upstream server."),
-    out: Path = typer.Option(Path("catalog/tools"), "--out", help="Catalog directory to write into."),
+    out: Path = typer.Option(
+        None, "--out", help="Catalog directory to write into (default: the one `mcp serve` serves, TIDEGATE_MCP_TOOLS_DIR)."
+    ),
     prefix: str = typer.Option("", "--prefix", help="Prefix for the imported tools' names (e.g. `github_`)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
 ) -> None:
@@ -48,12 +109,24 @@ def import_tools(
     import shlex
 
     from schemas import McpUpstream
+    from tidegate.mcp_gateway import GatewaySettings
     from tidegate.mcp_gateway.importer import import_upstream
 
     if (url is None) == (command is None):
         fail("give exactly one of --url and --command")
-    upstream = McpUpstream(url=url, command=shlex.split(command) if command else None, tool="*")
-    written = asyncio.run(import_upstream(upstream, out, prefix=prefix, overwrite=overwrite))
+    try:
+        argv = shlex.split(command) if command is not None else None
+    except ValueError as exc:
+        fail(f"--command is not a command line: {exc}")
+    if argv == []:
+        fail("--command is empty")
+    upstream_name = f"the upstream at {url}" if url else f"the upstream `{command}`"
+
+    async def go() -> list[Path]:
+        upstream = McpUpstream(url=url, command=argv, tool="*")
+        return await import_upstream(upstream, out or GatewaySettings().tools_dir, prefix=prefix, overwrite=overwrite)
+
+    written = _run(go, upstream_name)
     for path in written:
         console.print(f"wrote {path}")
     console.print(f"{len(written)} tool(s) imported; fill in each file's `risk` before the agent relies on them")

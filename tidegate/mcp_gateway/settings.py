@@ -19,7 +19,9 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_MCP_", extra="ignore", frozen=True)
 
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="The catalog whose tools are served.")
-    tools: list[str] | None = Field(default=None, description="Serve only these tools (all of the catalog when unset).")
+    tools: list[str] | None = Field(
+        default=None, description='Serve only these tools, a JSON list (`["tag_ticket", "get_ticket"]`; all of the catalog when unset).'
+    )
     on_escalation: Literal["wait", "pending"] = Field(
         default="wait",
         description="`wait`: the call waits for the human, sending progress notifications; "
@@ -28,4 +30,4 @@ class GatewaySettings(BaseSettings):
     wait_limit_s: float = Field(default=3600.0, gt=0, description="Longest a waiting call waits for a human before it returns pending.")
     progress_every_s: float = Field(default=5.0, gt=0, description="Interval of progress notifications while a human decides.")
     http_host: str = Field(default="127.0.0.1", description="Streamable HTTP: address to listen on.")
-    http_port: int = Field(default=8765, ge=0, description="Streamable HTTP: port.")
+    http_port: int = Field(default=8765, ge=0, le=65535, description="Streamable HTTP: port.")
