@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -81,6 +84,22 @@ def _call(
     return response.json()
 
 
+_APPROVAL_ID = re.compile(r"^(ap|fu)-[0-9a-f]{1,64}$")
+_STATUSES = ("pending", "granted", "rejected", "expired", "resolved", "all")
+
+
+def _approval(approval_id: str, then: str = "") -> str:
+    """The API path of one request: its id checked for shape and quoted, so a pasted id cannot reach another route."""
+    if not _APPROVAL_ID.match(approval_id):
+        fail(f"{approval_id!r} is not an approval id (ap-… or fu-… with hex digits, as `tidegate approvals list` shows them)")
+    return f"/api/v1/approvals/{quote(approval_id, safe='')}{then}"
+
+
+def _interactive() -> bool:
+    """Whether a person at a terminal can confirm what is shown (not a script, not a pipe)."""
+    return sys.stdin.isatty()
+
+
 def _print_one(item: dict[str, Any]) -> None:
     console.print(f"[bold]{item['approval_id']}[/]  {item['kind']}  [bold]{item['status']}[/]  {item['tenant_id']}  task {item['task_id']}")
     console.print(
@@ -119,6 +138,8 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """List approval requests (pending by default)."""
+    if status not in _STATUSES:
+        fail(f"--status is one of {', '.join(_STATUSES)}, not {status!r}")
     items = _call("GET", url, "/api/v1/approvals", token, params={"tenant": tenant, "tool": tool, "reason": reason, "status": status})
     if as_json:
         console.print_json(data=items)
@@ -141,11 +162,13 @@ def list_(
 @app.command()
 def show(approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
     """Show one request with its reasons, facts, the task's context and cost so far."""
-    item = _call("GET", url, f"/api/v1/approvals/{approval_id}", token)
+    item = _call("GET", url, _approval(approval_id), token)
     if as_json:
         console.print_json(data=item)
-    else:
-        _print_one(item)
+        return
+    _print_one(item)
+    if item["can_decide"]:
+        console.print(escape(f"to approve this exact call: tidegate approvals approve {approval_id} --digest {item['action_digest']}"))
 
 
 @app.command()
@@ -162,10 +185,20 @@ def approve(
     ] = None,
     reason: ReviewReason = None,
 ) -> None:
-    """Approve the call (optionally with edited args). Binds to the digest you reviewed."""
+    """Approve the call (optionally with edited args). Binds to the digest you reviewed.
+
+    Without --digest the call is shown in full and approved only once you confirm it in a terminal: the call may
+    have changed since you looked (a re-proposal under the same action id), and an approval binds to what you saw.
+    """
+    path = _approval(approval_id)
+    if reason is not None and edit_args is None:
+        fail("--reason says why you edited the args: give it with --edit-args (or with `tidegate approvals reject`)")
     edited = None
     if edit_args is not None:
-        text = Path(edit_args[1:]).read_text() if edit_args.startswith("@") else edit_args
+        try:
+            text = Path(edit_args[1:]).read_text() if edit_args.startswith("@") else edit_args
+        except OSError as exc:
+            fail(f"--edit-args: cannot read {edit_args[1:]}: {exc.strerror}")
         try:
             edited = json.loads(text)
         except ValueError as exc:
@@ -173,10 +206,12 @@ def approve(
         if not isinstance(edited, dict):
             fail("--edit-args must be a JSON object")
     if digest is None:
-        current = _call("GET", url, f"/api/v1/approvals/{approval_id}", token)
-        console.print(
-            escape(f"approving {current['tool']} {json.dumps(current['args'], sort_keys=True)} (digest {current['action_digest'][:16]}…)")
-        )
+        current = _call("GET", url, path, token)
+        _print_one(current)
+        if not _interactive():
+            fail(f"give --digest {current['action_digest']} to approve the call shown above (or run this in a terminal to confirm it)")
+        if not typer.confirm("approve this exact call?", default=False):
+            fail("not approved")
         digest = current["action_digest"]
         if current.get("edited_args") is not None and current["status"] == "pending" and edited != current["edited_args"]:
             warning = (
@@ -187,7 +222,7 @@ def approve(
     item = _call(
         "POST",
         url,
-        f"/api/v1/approvals/{approval_id}/approve",
+        f"{path}/approve",
         token,
         body={"action_digest": digest, "comment": comment, "edited_args": edited} | _reason(reason if edited is not None else None),
     )
@@ -211,7 +246,7 @@ def reject(
     reason: ReviewReason = None,
 ) -> None:
     """Reject the call (for a follow-up: record that it did not happen)."""
-    item = _call("POST", url, f"/api/v1/approvals/{approval_id}/reject", token, body={"comment": comment} | _reason(reason))
+    item = _call("POST", url, _approval(approval_id, "/reject"), token, body={"comment": comment} | _reason(reason))
     console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
 
 

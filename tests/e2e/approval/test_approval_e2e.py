@@ -177,15 +177,18 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     assert "needs_human_approval" in shown.stdout
     assert decided.action_digest in shown.stdout
 
-    forged = stack.cli("approvals", "approve", approval_id, token="tga_forged")
+    forged = stack.cli("approvals", "approve", approval_id, "--digest", decided.action_digest, token="tga_forged")
     assert forged.returncode == 1
     assert "401 not authenticated" in " ".join(forged.stderr.split())
-    own = stack.cli("approvals", "approve", approval_id, token=alice)
+    own = stack.cli("approvals", "approve", approval_id, "--digest", decided.action_digest, token=alice)
     assert own.returncode == 1
     assert "403" in own.stderr
     assert "four eyes" in " ".join(own.stderr.split())
 
-    granted = stack.cli("approvals", "approve", approval_id, "-m", "known customer", token=bob)
+    unconfirmed = stack.cli("approvals", "approve", approval_id, token=bob)  # no terminal, no --digest: nobody confirmed the call
+    assert unconfirmed.returncode == 1
+    assert decided.action_digest in " ".join(unconfirmed.stderr.split())
+    granted = stack.cli("approvals", "approve", approval_id, "--digest", decided.action_digest, "-m", "known customer", token=bob)
     assert granted.returncode == 0, granted.stderr
     assert "granted" in granted.stdout
     again = stack.cli("approvals", "reject", approval_id, token=bob)

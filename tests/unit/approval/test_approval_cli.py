@@ -57,8 +57,11 @@ def runner() -> CliRunner:
 def test_approve_binds_to_the_digest_it_showed(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     api = FakeApi([(200, ITEM), (200, ITEM | {"status": "granted", "approvers": ["bob@acme.example"]})])
     monkeypatch.setattr(approvals.httpx, "request", api)
-    result = runner.invoke(approvals.app, ["approve", "ap-1", "-m", "ok", "--token", "tga_x", "--url", "http://approvals.test"])
+    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    args = ["approve", "ap-1", "-m", "ok", "--token", "tga_x", "--url", "http://approvals.test"]
+    result = runner.invoke(approvals.app, args, input="y\n")
     assert result.exit_code == 0, result.output
+    assert "approve this exact call?" in result.output
     assert "granted" in result.output
     post = api.calls[1]
     assert post["url"] == "http://approvals.test/api/v1/approvals/ap-1/approve"
@@ -123,3 +126,39 @@ def test_a_token_across_tenants_is_only_an_explicit_operator_token(runner: CliRu
     result = runner.invoke(approvals.app, ["token", "create", "--approver", "eve@acme.example", *args])
     assert result.exit_code == 1
     assert "--operator" in result.output
+
+
+def test_approve_without_a_digest_never_approves_a_call_nobody_confirmed(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """The call may have changed since the approver looked (re-proposed under the same action id, 9000 to another payee):
+    an approval binds to what a person saw, so without --digest the CLI shows the call and waits for a yes."""
+    changed = ITEM | {"args": {"payee_id": "cus_ATTACKER", "amount_usd": 9000.0}, "action_digest": "e" * 64}
+    api = FakeApi([(200, changed), (200, changed)])
+    monkeypatch.setattr(approvals.httpx, "request", api)
+    scripted = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"])  # not a terminal: nobody to confirm
+    assert scripted.exit_code == 1
+    assert "cus_ATTACKER" in scripted.output
+    assert f"give --digest {'e' * 64}" in " ".join(scripted.output.split())
+    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    declined = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"], input="n\n")
+    assert declined.exit_code == 1
+    assert [c["method"] for c in api.calls] == ["GET", "GET"]  # nothing was posted
+
+
+def test_an_approval_id_reaches_its_own_route_only(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """A pasted id from a spoofed chat message must not turn `approve` into a call to another route (a token rotation)."""
+    api = FakeApi([])
+    monkeypatch.setattr(approvals.httpx, "request", api)
+    for command in (["approve", "../tokens/rotate?x=", "--digest", "x"], ["show", "../me"], ["reject", "ap-1/../../me"]):
+        result = runner.invoke(approvals.app, [*command, "--token", "tga_x"])
+        assert result.exit_code == 1, command
+        assert "is not an approval id" in result.output
+    assert api.calls == []
+
+
+def test_bad_flags_are_one_line(runner: CliRunner, tmp_path: Any) -> None:
+    missing = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x", "--edit-args", f"@{tmp_path}/nope.json"])
+    assert (missing.exit_code, "cannot read" in missing.output) == (1, True)
+    reason = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x", "--digest", "d", "--reason", "wrong_amount"])
+    assert (reason.exit_code, "--edit-args" in reason.output) == (1, True)
+    status = runner.invoke(approvals.app, ["list", "--token", "tga_x", "--status", "bogus"])
+    assert (status.exit_code, "--status is one of" in status.output) == (1, True)
