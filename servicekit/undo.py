@@ -6,6 +6,7 @@ and the approval API turn a `ready` plan into an ordinary proposal that policy d
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from schemas import ActionProposedData, ActionResultData, ArgSource, Mode, ReasonCode, UndoPlan, UndoSpec
@@ -85,15 +86,33 @@ class UndoRefused(ValueError):
         self.message = message
 
 
+_LONGEST_ACTION_ID = 256  # the contract's
+
+
 def undo_action_id(action_id: str) -> str:
-    """The action id of the undo of `action_id`: the same every time, so an action is undone at most once."""
-    return f"undo-{action_id}"[:256]  # the contract's longest action id
+    """The action id of the undo of `action_id`: the same every time, so an action is undone at most once.
+
+    `undo-<action_id>`; when that is longer than the contract allows, its head and a digest of the whole
+    id, so two actions never share an undo id.
+    """
+    whole = f"undo-{action_id}"
+    if len(whole) <= _LONGEST_ACTION_ID:
+        return whole
+    digest = hashlib.sha256(action_id.encode()).hexdigest()[:32]
+    return f"{whole[: _LONGEST_ACTION_ID - len(digest) - 1]}-{digest}"
 
 
 def undo_proposal(
     result: ActionResultData, *, requested_by: str, proposer: str, mode: Mode = "autonomous", rationale: str = ""
 ) -> ActionProposedData:
     """The governed proposal that undoes the call `result` reports; raises UndoRefused when there is nothing a tool can undo."""
+    if result.status == "unknown":
+        why = f" ({result.error.type}: {result.error.message})" if result.error is not None else ""
+        raise UndoRefused(
+            ReasonCode.UNDO_IRREVERSIBLE,
+            f"action {result.action_id} did not succeed: its outcome is unknown{why}; a person must check {result.tool}'s system "
+            "of record and correct it by hand (an undo computed from a call that may not have happened could do harm)",
+        )
     if result.status != "succeeded":
         raise UndoRefused(
             ReasonCode.UNDO_IRREVERSIBLE, f"action {result.action_id} did not succeed ({result.status}): nothing was done to undo"

@@ -24,6 +24,7 @@ __all__ = [
     "backoff_s",
     "check_authenticity",
     "decide",
+    "end_of_interrupted",
     "final_status",
     "safe_to_repeat",
 ]
@@ -151,13 +152,10 @@ def decide(
     if spec is None:
         return Finish("failed", ReasonCode.UNKNOWN_TOOL, f"tool {record.tool!r} is not in the executor's catalog", ReasonCode.UNKNOWN_TOOL)
     interrupted = record.status == "running"
-    if interrupted and not safe_to_repeat(spec):
-        return Finish(
-            "unknown",
-            "interrupted",
-            f"the executor stopped during a call to {spec.name}, which is not idempotent and takes no idempotency key: "
-            "the call may or may not have taken effect, so it is not repeated; a person must check",
-        )
+    if interrupted:
+        ended = end_of_interrupted(record, spec)
+        if ended is not None:
+            return ended
     # After an interruption the first call may have taken effect, so a refusal now leaves the outcome unknown.
     refused: Literal["failed", "unknown"] = "unknown" if interrupted else "failed"
     if now >= expires_at:
@@ -173,6 +171,31 @@ def decide(
         message = f"args break {spec.name}'s schema in the executor's catalog: " + "; ".join(arg_errors)[:1000]
         return Finish(refused, ReasonCode.INVALID_ARGS, message, ReasonCode.INVALID_ARGS)
     return Call(recovering=interrupted)
+
+
+def end_of_interrupted(record: ClaimRecord, spec: ToolSpec | None) -> Finish | None:
+    """How a call a dead process left `running` ends without calling again, or None when it may be called again.
+
+    It is called again (same idempotency key) only when that is safe and `retry.max_attempts` leaves an
+    attempt: the interrupted attempts count, so a call that kills the process is not repeated after every restart.
+    """
+    if spec is None or not safe_to_repeat(spec):
+        name = spec.name if spec is not None else record.tool
+        return Finish(
+            "unknown",
+            "interrupted",
+            f"the executor stopped during a call to {name}, which is not idempotent and takes no idempotency key: "
+            "the call may or may not have taken effect, so it is not repeated; a person must check",
+        )
+    if record.attempts >= spec.retry.max_attempts:
+        return Finish(
+            final_status(spec, maybe_applied=True),
+            "interrupted",
+            f"the executor stopped during attempt {record.attempts} of a call to {spec.name}, the last its retry.max_attempts "
+            f"({spec.retry.max_attempts}) allows: it is not called again; the call may or may not have taken effect"
+            + ("; a person must check" if spec.writes else ""),
+        )
+    return None
 
 
 def final_status(spec: ToolSpec, *, maybe_applied: bool) -> Literal["failed", "unknown"]:

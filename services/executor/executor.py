@@ -45,6 +45,7 @@ from services.executor.domain import (
     backoff_s,
     check_authenticity,
     decide,
+    end_of_interrupted,
     final_status,
     safe_to_repeat,
 )
@@ -123,7 +124,9 @@ class Executor:
         Replays: an action id runs once, whatever arrives later. A redelivery of the event that
         claimed it is normal (at-least-once) and is answered from the record. Any other event for the
         same action id (a copy with a new event id, or a second signature of the same action) is
-        also answered from the record, then dead-lettered as `authorization_replayed`.
+        also answered from the record, then dead-lettered as `authorization_replayed`. A second
+        signature of another call under the same action id (its digest differs from the record's) is
+        never called: an interrupted original ends as it would on its own redelivery.
         """
         await self._wait_ready()
         data = event.data
@@ -141,10 +144,14 @@ class Executor:
                     # Action ids are global; another tenant's outcome is never theirs to see nor to repeat.
                     raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {data.action_id} was already used by another tenant")
                 replayed = record.event_id != event.id
+                # Another call signed under a used action id (a signing bug, a second deployment): the record's call is the action's.
+                differs = record.action_digest != data.authorization.action_digest
                 refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
                 if record.terminal:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self._publish_result(session, record)
+                elif differs:
+                    record = await self._end_if_interrupted(session, record)
                 else:
                     claimed_now = record is new
                     if not claimed_now:  # claimed before (and never finished): decide on the record kept
@@ -156,6 +163,13 @@ class Executor:
             s.set_attribute(Attr.ATTEMPTS, record.attempts)
         if refused is not None:
             raise refused
+        if differs:
+            raise Reject(
+                ReasonCode.AUTHORIZATION_REPLAYED,
+                f"action {data.action_id} was already authorized by event {record.event_id} for another call ({record.tool}, digest "
+                f"{record.action_digest[:16]}…): this call of {data.tool} (digest {data.authorization.action_digest[:16]}…) differs "
+                f"and is not executed (outcome of the action: {record.status})",
+            )
         if replayed:
             raise Reject(
                 ReasonCode.AUTHORIZATION_REPLAYED,
@@ -180,16 +194,26 @@ class Executor:
         marked: bool,
     ) -> ClaimRecord:
         if isinstance(step, Finish):
-            return await self._finish_without_call(session, record, step)
+            return await self._finish_without_call(session, record, spec, step)
         assert spec is not None
         return await self._call_with_retries(session, record, spec, data, step, marked=marked)
 
     def _kill_reason(self, data: ActionAuthorizedData) -> str | None:
         return self.killed(data.tenant_id, data.tool)
 
-    async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, step: Finish) -> ClaimRecord:
+    async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, step: Finish) -> ClaimRecord:
+        """End the action as `step` says, calling nothing now; attempts an interrupted process made are priced, as they were made."""
         error = _error(step.error_type, step.message, dead=step.dead_letter)
-        return await self._settle(session, replace(record, status=step.status, result=None, error=error))
+        cost = call_cost_usd(spec.cost_usd if spec is not None else 0.0, record.attempts)
+        return await self._settle(session, replace(record, status=step.status, result=None, error=error, cost_usd=cost))
+
+    async def _end_if_interrupted(self, session: ClaimSession, record: ClaimRecord) -> ClaimRecord:
+        """End `record` if a dead process left it `running` and it must not be called again (`end_of_interrupted`), else keep it."""
+        if record.status != "running":
+            return record
+        spec = self.catalog.get(record.tool)
+        ended = end_of_interrupted(record, spec)
+        return record if ended is None else await self._finish_without_call(session, record, spec, ended)
 
     async def _call_with_retries(
         self,
@@ -207,16 +231,15 @@ class Executor:
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
         before = await self._prior_state(session, spec, data, recovering=step.recovering)
         error: ToolError | None = None
-        for n in range(1, spec.retry.max_attempts + 1):
+        # Attempts of an interrupted process count: `retry.max_attempts` bounds the action's calls in all (`end_of_interrupted`).
+        for n in range(1, spec.retry.max_attempts - record.attempts + 1):
             if n > 1:
                 await self.sleep(backoff_s(spec.retry, n - 1, error.retry_after_s if error is not None else None))
-                # Re-check right before every call, not only the first: a switch set during backoff stops the retry.
+            if n > 1 or not marked:
+                # Re-check right before every call: a switch set (or the expiry passed) during the read before or a backoff stops it.
                 again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
                 if isinstance(again, Finish):
-                    maybe_applied = again.status == "unknown" or (error is not None and error.maybe_applied)
-                    info = _error(again.error_type, again.message, dead=again.dead_letter)
-                    status = final_status(spec, maybe_applied=maybe_applied)
-                    return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
+                    return await self._stopped(session, record, spec, again, error, attempts, started, extra_cost)
             attempts += 1
             if n > 1 or not marked:
                 await session.running(attempts)
@@ -246,14 +269,41 @@ class Executor:
         info = _error(error.type, error.message, retryable=error.retryable)
         return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
 
+    async def _stopped(
+        self,
+        session: ClaimSession,
+        record: ClaimRecord,
+        spec: ToolSpec,
+        stop: Finish,
+        error: ToolError | None,
+        attempts: int,
+        started: float,
+        extra_cost: float,
+    ) -> ClaimRecord:
+        """End the call that the re-check before its next attempt stopped (`stop`: kill switch or expiry).
+
+        After a failed attempt the authorization was used: it is not dead-lettered, and an error that may
+        have taken effect stays the result's error (what the person checking needs), with why the retry stopped.
+        """
+        if error is None:  # nothing called in this delivery: a refusal before the call
+            info = _error(stop.error_type, stop.message, dead=stop.dead_letter)
+            return await self._finish(session, record, spec, stop.status, None, info, attempts, started, extra_cost)
+        status = final_status(spec, maybe_applied=error.maybe_applied or stop.status == "unknown")
+        if error.maybe_applied:
+            info = _error(error.type, f"{error.message} (the retry was stopped: {stop.message})", retryable=error.retryable)
+        else:
+            info = _error(stop.error_type, f"{stop.message} (stopped the retry after {error.type}: {error.message})")
+        return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
+
     async def _prior_state(
         self, session: ClaimSession, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool
     ) -> dict[str, Any] | None:
         """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
 
         After a crash the state kept before the first attempt is used: reading again could see the
-        call's own effect. A read that fails leaves the undo `unavailable`; it never stops the call,
-        which policy allowed on its own terms.
+        call's own effect. A read that fails, however (a tool error, a timeout, a bug or an answer of
+        an unexpected shape), leaves the undo `unavailable`; it never stops the call, which policy
+        allowed on its own terms.
         """
         if spec.undo is None or spec.undo.before is None:
             return None
@@ -266,8 +316,16 @@ class Executor:
             assert args is not None
             async with asyncio.timeout(read.timeout_s):
                 answer = await self.invokers.invoke(read, self._context(data, read, 1), args)
-        except (ToolError, TimeoutError, UndoUnavailable) as exc:
-            log.warning("action %s: could not read the state before %s (%s): its undo will be unavailable", data.action_id, spec.name, exc)
+        except Exception as exc:  # whatever the read raises, the call goes on: it is the undo that is lost
+            expected = isinstance(exc, ToolError | TimeoutError | UndoUnavailable)
+            log.warning(
+                "action %s: could not read the state before %s (%s: %s): its undo will be unavailable",
+                data.action_id,
+                spec.name,
+                type(exc).__name__,
+                exc,
+                exc_info=not expected,
+            )
             return None
         return await self.undo.keep_prior_state(_undo_key(data), answer.result, held=session)
 
@@ -373,33 +431,25 @@ class Executor:
     # --- start-up ----------------------------------------------------------------------------
 
     async def settle_interrupted(self) -> int:
-        """At start, end as `unknown` every call a dead process left mid-way on a tool that is unsafe to repeat.
+        """At start, end every call a dead process left mid-way that must not be called again (`end_of_interrupted`).
 
-        Calls that are safe to repeat are left to the redelivery of their authorization, which calls
-        again with the same idempotency key. Rows still held by a live executor are skipped.
+        That is a tool unsafe to repeat (`unknown`), or one whose `retry.max_attempts` is used up. Other
+        calls are left to the redelivery of their authorization, which calls again with the same
+        idempotency key. Rows still held by a live executor are skipped.
         """
         settled = 0
         for candidate in await self.claims.interrupted():
-            spec = self.catalog.get(candidate.tool)
-            if spec is not None and safe_to_repeat(spec):
+            if end_of_interrupted(candidate, self.catalog.get(candidate.tool)) is None:
                 continue
             async with self.claims.try_hold(candidate.action_id) as session:
                 if session is None:
                     continue
                 record = await session.get()
-                if record is None or record.status != "running":
+                if record is None or (await self._end_if_interrupted(session, record)) is record:
                     continue
-                message = (
-                    f"the executor stopped during a call to {record.tool}, which is not idempotent and takes no idempotency key: "
-                    "the call may or may not have taken effect, so it is not repeated; a person must check"
-                )
-                cost = call_cost_usd(spec.cost_usd if spec else 0.0, record.attempts)
-                await self._settle(
-                    session, replace(record, status="unknown", result=None, error=_error("interrupted", message), cost_usd=cost)
-                )
                 settled += 1
         if settled:
-            log.warning("settled %d interrupted calls as unknown", settled)
+            log.warning("settled %d interrupted calls without calling them again", settled)
         return settled
 
 

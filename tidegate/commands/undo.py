@@ -38,7 +38,11 @@ def undo(
     mode: str = typer.Option("autonomous", "--mode", help="`autonomous` (policy decides) or `draft` (a human approves each undo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the undo calls without proposing them."),
 ) -> None:
-    """Propose the undo of a succeeded call (from the plan the executor recorded); an irreversible one is refused with a reason."""
+    """Propose the undo of a succeeded call (from the plan the executor recorded); what cannot be undone is refused with a reason.
+
+    Refused with the reason and what to do: an irreversible call, one that failed, was denied or has an
+    unknown outcome, one undone already (or whose undo failed or was denied), and an undo itself.
+    """
     from schemas import ActionProposed, Envelope
     from tidegate.demo.run import publish_events
 
@@ -47,9 +51,16 @@ def undo(
     if mode not in ("draft", "autonomous"):
         fail("--mode is draft or autonomous")
     steps = run(_steps(action_id, task, requested_by, mode))
+    if not steps and action_id is not None:
+        fail(
+            f"action {action_id} is not in the audit log: check the id (`tidegate audit search --since 7d` lists recent actions); "
+            "the audit records what it reads from the bus: an action of the last seconds may not be there yet (is the audit running?)"
+        )
     if not steps:
-        what = f"task {task}" if task else f"action {action_id}"
-        fail(f"nothing to undo: no succeeded call of {what} in the audit log that is not undone already (is the audit service running?)")
+        fail(
+            f"nothing to undo in task {task}: no succeeded call with an undo plan that is not undone already "
+            f"(`tidegate audit explain {task}` shows its calls; is the audit service running?)"
+        )
     proposals: list[tuple[str, Envelope]] = []
     for step in steps:
         if step.refused is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,17 @@ import pytest
 
 import schemas as s
 from servicekit import Keyring, SigningKey, action_digest, authorization_message
-from services.executor.domain import Call, ClaimRecord, Finish, backoff_s, check_authenticity, decide, final_status, safe_to_repeat
+from services.executor.domain import (
+    Call,
+    ClaimRecord,
+    Finish,
+    backoff_s,
+    check_authenticity,
+    decide,
+    end_of_interrupted,
+    final_status,
+    safe_to_repeat,
+)
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ARGS = {"payee_id": "cus_1", "amount_usd": 40.0, "order_id": "O-1"}
@@ -127,3 +138,15 @@ def test_a_retry_after_lengthens_the_wait_within_the_policys_cap() -> None:
     assert backoff_s(policy, 1, retry_after_s=3) == 3.0
     assert backoff_s(policy, 1, retry_after_s=60) == 5.0  # the catalog's policy stays the bound
     assert backoff_s(policy, 3, retry_after_s=0.1) == 0.8
+
+
+def test_an_interrupted_call_is_not_repeated_once_its_attempts_are_used_up() -> None:
+    later = NOW + timedelta(seconds=1)
+    used_up = replace(record("running"), attempts=3)
+    for tool, status in ((spec(accepts_idempotency_key=True), "unknown"), (spec(risk="read"), "failed")):
+        ended = decide(used_up, tool, now=NOW, expires_at=later, killed=None)
+        assert isinstance(ended, Finish)
+        assert (ended.status, ended.error_type) == (status, "interrupted")
+        assert end_of_interrupted(used_up, tool) == ended
+    assert decide(replace(used_up, attempts=2), spec(idempotent=True), now=NOW, expires_at=later, killed=None) == Call(recovering=True)
+    assert end_of_interrupted(replace(used_up, attempts=2), spec(idempotent=True)) is None

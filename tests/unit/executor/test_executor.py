@@ -87,6 +87,11 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def make_world(tmp_path: Path) -> World:
+    """An executor over in-memory fakes, with the catalog the tests here use (other test modules build theirs with it)."""
     key = SigningKey.load_or_create(tmp_path, "policy")
     tool = ScriptedTool()
     published: list[s.Envelope] = []

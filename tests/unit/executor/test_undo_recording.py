@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import schemas as s
-from servicekit import EventOutlet, Keyring, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
@@ -28,10 +28,13 @@ class Systems:
         self.tags = list(tags)
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.fail_reads = False
+        self.during_read: Any = None  # what else happens while the read before the call is in flight
 
     async def invoke(self, spec: s.ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
         self.calls.append((spec.name, args))
         if spec.name == "get_ticket":
+            if self.during_read is not None:
+                self.during_read()
             if self.fail_reads:
                 raise ToolError("unavailable", "helpdesk down", retryable=True)
             return ToolAnswer({"ticket_id": args["ticket_id"], "tags": sorted(self.tags), "status": "open"})
@@ -147,3 +150,47 @@ async def test_a_tool_without_an_undo_declared_carries_no_plan(tmp_path: Path, k
     published: list[s.Envelope] = []
     await executor(tmp_path, Systems([]), published, InMemoryUndoStore()).handle(authorize(key, "get_ticket", {"ticket_id": "T-1"}))
     assert published[0].data.undo is None
+
+
+def _crash_reading() -> None:
+    raise KeyError("ticket")  # e.g. an answer of 200 without the body expected: a connector's bug, not a ToolError
+
+
+async def test_a_read_before_that_raises_anything_leaves_the_undo_unavailable_and_the_call_still_runs(
+    tmp_path: Path, key: SigningKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    published: list[s.Envelope] = []
+    systems = Systems([])
+    systems.during_read = _crash_reading
+    await executor(tmp_path, systems, published, InMemoryUndoStore()).handle(
+        authorize(key, "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]})
+    )
+    assert [name for name, _ in systems.calls] == ["get_ticket", "tag_ticket"]
+    [result] = published
+    assert (result.type, result.data.undo.status) == ("tidegate.action.succeeded", "unavailable")
+    assert "KeyError: 'ticket'" in caplog.text
+
+
+async def test_a_kill_switch_set_during_the_read_before_stops_the_call(tmp_path: Path, key: SigningKey) -> None:
+    published: list[s.Envelope] = []
+    systems, switches = Systems([]), {}
+    systems.during_read = lambda: switches.update({("acme", "tag_ticket"): "incident: stop tagging"})
+    run = executor(tmp_path, systems, published, InMemoryUndoStore())
+    run.killed = lambda tenant, tool: switches.get((tenant, tool))
+    await run.handle(authorize(key, "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}))
+    assert [name for name, _ in systems.calls] == ["get_ticket"]
+    [result] = published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 0)
+
+
+async def test_an_authorization_that_expires_during_the_read_before_is_not_called(tmp_path: Path, key: SigningKey) -> None:
+    published: list[s.Envelope] = []
+    systems, now = Systems([]), [NOW]
+    systems.during_read = lambda: now.__setitem__(0, NOW + timedelta(minutes=10))  # the read outlasted the authorization
+    run = executor(tmp_path, systems, published, InMemoryUndoStore())
+    run.clock = lambda: now[0]
+    with pytest.raises(Reject) as refused:
+        await run.handle(authorize(key, "tag_ticket", {"ticket_id": "T-1", "tags": ["x"]}))
+    assert refused.value.code == "authorization_expired"
+    assert [name for name, _ in systems.calls] == ["get_ticket"]
+    assert (published[0].type, published[0].data.error.type) == ("tidegate.action.failed", "authorization_expired")

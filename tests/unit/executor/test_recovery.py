@@ -1,0 +1,131 @@
+"""Crash recovery, copies of an action id, and the re-checks before each attempt (in-memory twins)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import schemas as s
+from servicekit import Reject, authorization_message
+from servicekit.toolcontract import ToolError
+from tests.unit.executor.test_executor import NOW, World, _claimed, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+async def _crash_mid_call(world: World, event: s.ActionAuthorized, attempts: int = 1) -> None:
+    async with world.claims.hold(event.data.action_id) as session:
+        await session.claim(_claimed(event))
+        await session.running(attempts)  # then the process died
+
+
+def _signed_under(world: World, event: s.ActionAuthorized, action_id: str) -> s.ActionAuthorized:
+    """`event`'s call, signed again as the policy would under `action_id` (a signing bug, a second deployment)."""
+    data = event.data.model_copy(update={"action_id": action_id})
+    auth = data.authorization.model_copy(update={"signature": world.key.sign(authorization_message(data))})
+    return s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy")
+
+
+async def test_another_call_signed_under_an_interrupted_action_id_is_never_called(world: World) -> None:
+    push = world.authorize("push", {"files": ["x"]})  # unsafe to repeat
+    await _crash_mid_call(world, push)
+    copy = _signed_under(world, world.authorize("refund", {"amount_usd": 999}), push.data.action_id)
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(copy)
+    assert refused.value.code == "authorization_replayed"
+    assert "differs" in str(refused.value)
+    assert world.tool.contexts == []  # neither the refund nor the push again
+    [result] = world.published  # the original ended as its own redelivery would end it
+    assert (result.type, result.data.tool, result.data.error.type, result.data.attempts) == (
+        "tidegate.action.unknown",
+        "push",
+        "interrupted",
+        1,
+    )
+
+
+async def test_another_call_signed_under_a_finished_action_id_is_answered_from_the_record(world: World) -> None:
+    first = world.authorize()
+    await world.executor.handle(first)
+    copy = _signed_under(world, world.authorize(args={"amount_usd": 999}), first.data.action_id)
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(copy)
+    assert refused.value.code == "authorization_replayed"
+    assert "differs" in str(refused.value)
+    assert len(world.tool.contexts) == 1
+    assert [e.id for e in world.published] == [world.published[0].id] * 2
+
+
+async def test_recovery_never_goes_past_max_attempts_in_all(world: World) -> None:
+    keyed = world.authorize()  # refund: safe to repeat (idempotency key), a write, 3 attempts at most
+    await _crash_mid_call(world, keyed, attempts=3)
+    await world.executor.handle(keyed)
+    assert world.tool.contexts == []
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts, result.data.cost.usd) == (
+        "tidegate.action.unknown",
+        "interrupted",
+        3,
+        0.03,
+    )
+    # Attempts left: only those are made.
+    again = world.authorize(args={"amount_usd": 11})
+    await _crash_mid_call(world, again, attempts=2)
+    world.tool.script = [ToolError("busy", "x", retryable=True)] * 3
+    await world.executor.handle(again)
+    assert (world.published[-1].type, world.published[-1].data.attempts) == ("tidegate.action.failed", 3)
+    assert len(world.tool.contexts) == 1
+
+
+async def test_start_up_settles_a_safe_call_whose_attempts_are_used_up(world: World) -> None:
+    read, keyed = world.authorize("read", {"id": 1}), world.authorize()
+    await _crash_mid_call(world, read, attempts=3)
+    await _crash_mid_call(world, keyed, attempts=1)
+    assert await world.executor.settle_interrupted() == 1
+    [result] = world.published
+    assert (result.type, result.data.action_id, result.data.attempts) == ("tidegate.action.failed", read.data.action_id, 3)  # a read
+    assert world.claims.records[keyed.data.action_id].status == "running"  # attempts left: its redelivery calls again
+
+
+async def test_an_interrupted_call_costs_the_same_settled_on_redelivery_or_at_start(world: World) -> None:
+    on_redelivery = world.authorize("push", {"files": ["a"]})
+    await _crash_mid_call(world, on_redelivery, attempts=1)
+    await world.executor.handle(on_redelivery)
+    await _crash_mid_call(world, world.authorize("push", {"files": ["b"]}), attempts=1)
+    await world.executor.settle_interrupted()
+    first, second = world.published
+    assert (first.data.cost.usd, first.data.duration_ms, first.data.attempts) == (0.01, 0.0, 1)
+    assert (second.data.cost.usd, second.data.duration_ms, second.data.attempts) == (0.01, 0.0, 1)
+
+
+async def test_a_switch_after_a_maybe_applied_error_keeps_the_error_and_says_why_the_retry_stopped(world: World) -> None:
+    async def set_switch(seconds: float) -> None:
+        world.switches[("acme", "refund")] = "ops stop"
+
+    world.executor.sleep = set_switch
+    world.tool.script = [ToolError("timeout", "refund did not answer in 10 s", retryable=True, maybe_applied=True)]
+    await world.executor.handle(world.authorize())
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "timeout", 1)
+    assert "refund did not answer" in result.data.error.message
+    assert "retry was stopped: kill switch set for refund: ops stop" in result.data.error.message
+
+
+async def test_an_expiry_after_a_maybe_applied_error_keeps_the_error_and_does_not_dead_letter_the_used_authorization(world: World) -> None:
+    now = [NOW]
+
+    async def pass_time(seconds: float) -> None:
+        now[0] = NOW + timedelta(seconds=400)
+
+    world.executor.sleep = pass_time
+    world.executor.clock = lambda: now[0]
+    world.tool.script = [ToolError("http_502", "bad gateway", retryable=True, maybe_applied=True)]
+    await world.executor.handle(world.authorize())  # no Reject: the authorization was used
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "http_502", 1)
+    assert "authorization expired" in result.data.error.message
