@@ -172,6 +172,10 @@ class WebhookSide:
             "expires_at": record.expires_at.isoformat(),
             "decided_by": record.decided_by,
             "approvers": record.approvers,
+            # A decision's own words: the args that run instead of `args` (an approval with edits), the comment and the reason.
+            "edited_args": record.edited_args if record.status == "granted" else None,
+            "comment": record.comment,
+            "review_reason": record.review_reason,
             "resolution": record.resolution,
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",

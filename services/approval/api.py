@@ -21,7 +21,7 @@ from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
 from services.approval.repository import Endpoint
-from services.approval.service import ApprovalService, AuthError, Session
+from services.approval.service import LINK_USED, ApprovalService, AuthError, Session
 from services.approval.tenants import ADMIN_GROUP
 from services.approval.tenants_api import TENANT_BODIES, tenant_routes
 
@@ -63,7 +63,10 @@ class ApprovalView(BaseModel):
 
     approval_id: str = Field(description="Id of the request.", examples=["ap-1f2e3d4c5b6a7980"])
     kind: Literal["approval", "follow_up"] = Field(description="`approval`: an escalated call; `follow_up`: an unknown outcome to resolve.")
-    status: str = Field(description="`pending`, `granted`, `rejected`, `expired` or `resolved` (follow-ups).")
+    status: str = Field(
+        description="`pending`, `granted`, `rejected`, `expired` (also a pending one past its expiry, before the sweep closes it) "
+        "or `resolved` (follow-ups)."
+    )
     tenant_id: str
     task_id: str
     action_id: str
@@ -87,7 +90,15 @@ class ApprovalView(BaseModel):
     created_at: str
     expires_at: str
     escalated: bool
-    can_decide: bool = Field(description="Whether the caller may decide it now.")
+    can_decide: bool = Field(
+        description="Whether the caller may decide it now (approve or reject); false under a kill switch on the tool, "
+        "where approving would end in a final deny."
+    )
+    can_reject: bool = Field(
+        default=False,
+        description="Whether the caller may reject it now (also when approving is held: a kill switch, the caller's approval counted, "
+        "an operator and a request whose requester is unknown).",
+    )
     cannot_decide_because: str | None = Field(description="Why not, in words.")
     killswitch: dict[str, Any] | None = Field(description="An active kill switch on this tool and tenant, if any.")
 
@@ -203,18 +214,51 @@ def _page_headers(html: str) -> dict[str, str]:
     }
 
 
+def _overdue(service: ApprovalService, record: ApprovalRecord) -> bool:
+    """Pending, but past its expiry: a vote is refused (`409 expired`) and the next sweep closes it."""
+    return record.is_pending and service.clock() >= record.expires_at
+
+
 def _view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
-    refusal = domain.check_access(record, session.approver, service.groups)
-    if refusal is None and not record.is_pending:
-        refusal = Refusal(code="not_pending", status=409, message=f"already {record.status}")
-    if refusal is None and session.approver.approver in record.approvers:
+    """A request as the caller sees it, with whether they may decide it now (approve or reject) and reject it now.
+
+    The access checks come first (as for a vote), then the state: settled (by whom, when), past its expiry,
+    the caller's one-time link spent. Then what holds an approve only: the caller's approval already counts,
+    or a kill switch is set on the tool, under which a grant ends in the policy's final deny.
+    """
+    who = session.approver
+    overdue = _overdue(service, record)
+    state: Refusal | None = None
+    if not record.is_pending:
+        state = Refusal(code="not_pending", status=409, message=domain.already_settled(record))
+    elif overdue:
+        state = Refusal(
+            code="expired",
+            status=409,
+            message=f"expired at {record.expires_at.isoformat(timespec='seconds')}; nobody may decide it any more",
+        )
+    elif service.link_spent(session):
+        state = Refusal(code="link_used", status=401, message=LINK_USED)
+    rejecting = domain.check_access(record, who, service.groups, rejecting=True) or state
+    refusal = domain.check_access(record, who, service.groups) or state
+    if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
+    switch = service.killswitch(record.tenant_id, record.tool)
+    if refusal is None and switch is not None and record.kind == "approval":
+        refusal = Refusal(
+            code="killswitch",
+            status=409,
+            message=f"a kill switch is set on {record.tool} ({switch['reason']}): approving now ends in a deny that stays final, "
+            "even once the switch is lifted; reject it, or wait for the switch to lift and approve then",
+        )
     return {
         **record.model_dump(mode="json", exclude={"version", "estimated_cost_usd", "proposer", "step", "escalated_at"}),
+        "status": "expired" if overdue else record.status,
         "escalated": record.escalated_at is not None,
         "can_decide": refusal is None,
+        "can_reject": rejecting is None,
         "cannot_decide_because": refusal.message if refusal else None,
-        "killswitch": service.killswitch(record.tenant_id, record.tool),
+        "killswitch": switch,
     }
 
 
@@ -399,6 +443,8 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         )
         if session.link is not None:
             records = [r for r in records if r.approval_id == session.link.approval_id]
+        if status == "pending":  # past its expiry it is no longer waiting for anyone, even before the sweep closes it
+            records = [r for r in records if not _overdue(service, r)]
         return [_view(service, r, session) for r in records]
 
     @v1.get("/approvals/{approval_id}", response_model=ApprovalDetail, tags=["approvers"], summary="Show one request")

@@ -27,16 +27,19 @@ __all__ = [
     "TenantGroups",
     "Transition",
     "Vote",
+    "already_settled",
     "check_access",
     "cost_so_far",
     "decide",
     "escalate",
     "expire",
     "follow_up_from_result",
+    "has_approved",
     "not_found",
     "opens_request",
     "refresh_request",
     "request_from_decision",
+    "same_person",
     "signed_decision",
     "unsigned_request",
 ]
@@ -239,19 +242,26 @@ def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> Approval
     """The stored request after a redelivered or re-proposed escalation of the same action.
 
     The same call again changes nothing (None). A changed call (another digest) replaces the pending
-    request's call and clears the votes so far: a grant must bind to what the approvers saw, and a
-    human who saw the old call is refused by the digest check.
+    request's call, with what follows from it in `fresh` (the tool, its risk class and the approvals it
+    needs, as `request_from_decision` computed them), and clears the votes so far, each with the groups
+    it signed: a grant must bind to what the approvers saw, and a human who saw the old call is refused
+    by the digest check.
     """
     if not existing.is_pending or existing.action_digest == fresh.action_digest:
         return None
     return existing.model_copy(
         update={
+            "tool": fresh.tool,
             "args": fresh.args,
             "action_digest": fresh.action_digest,
             "reasons": fresh.reasons,
             "facts": fresh.facts,
+            "risk": fresh.risk,
             "policy_version": fresh.policy_version,
+            "estimated_cost_usd": fresh.estimated_cost_usd,
+            "required_approvals": fresh.required_approvals,
             "approvers": [],
+            "approver_groups": {},
             "edited_args": None,
             "version": existing.version + 1,
         }
@@ -300,6 +310,26 @@ def not_found(approval_id: str) -> Refusal:
     return _refuse("not_found", 404, f"no approval {approval_id}")
 
 
+def same_person(a: str, b: str) -> bool:
+    """Whether two approver names are one person: compared case-insensitively, by four eyes and by the quorum alike."""
+    return a.casefold() == b.casefold()
+
+
+def has_approved(record: ApprovalRecord, approver: str) -> bool:
+    """Whether `approver` (in any spelling of case) is among the approvals counted so far."""
+    return any(same_person(approver, a) for a in record.approvers)
+
+
+def already_settled(record: ApprovalRecord) -> str:
+    """Why a request that is no longer pending cannot be decided: its status, who settled it and when."""
+    message = f"approval {record.approval_id} is already {record.status}"
+    if record.decided_by:
+        message += f" by {record.decided_by}"
+    if record.decided_at is not None:
+        message += f" at {record.decided_at.isoformat(timespec='seconds')}"
+    return message
+
+
 def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *, rejecting: bool = False) -> Refusal | None:
     """Whether `who` may decide `record` at all, in this order: tenant, known requester, group, four eyes; None when they may.
 
@@ -326,9 +356,7 @@ def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *,
             f"{record.risk} actions of {record.tenant_id} need a member of {sorted(allowed) or 'no group'}; "
             f"{who.approver} is in {sorted(who.groups) or 'none'}",
         )
-    if record.kind == "approval" and not record.requested_by:  # four eyes needs an authenticated requester (a signed task)
-        return _refuse("requester_unknown", 403, "the task's requester is unknown, so nobody may decide it (four eyes)")
-    if record.requested_by and who.approver.casefold() == record.requested_by.casefold():
+    if record.requested_by and same_person(who.approver, record.requested_by):
         return _refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")
     return None
 
@@ -337,15 +365,16 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
     """Apply one human's vote to a request, or say why it is refused.
 
     Order matters: access first (so a stranger learns nothing), then state, expiry and the digest.
-    With several required approvals, each distinct approver's grant counts once; edited args that
-    differ from the ones already approved restart the count with this approver, since the others
-    approved a different call. One reject settles the request.
+    With several required approvals, each distinct approver's grant counts once (names compared
+    case-insensitively, as four eyes does); edited args that differ from the ones already approved
+    restart the count with this approver, since the others approved a different call, while "edited"
+    args equal to the call are no edit. One reject settles the request.
     """
     refused = check_access(record, who, groups, rejecting=vote.decision == "reject")
     if refused:
         return refused
     if not record.is_pending:
-        return _refuse("not_pending", 409, f"approval {record.approval_id} is already {record.status}")
+        return _refuse("not_pending", 409, already_settled(record))
     if now >= record.expires_at:
         return _refuse("expired", 409, f"approval {record.approval_id} expired at {record.expires_at.isoformat()}")
     if vote.seen_digest is not None and vote.seen_digest != record.action_digest:
@@ -359,7 +388,9 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
         return Transition(record=_settled(record, "resolved", who, vote, now, resolution=resolution), event_type=RESOLVED)
     if vote.decision == "reject":
         return Transition(record=_settled(record, "rejected", who, vote, now), event_type=REJECTED)
-    if who.approver in record.approvers and vote.edited_args == record.edited_args:
+    if vote.edited_args is not None and vote.edited_args == record.args:
+        vote = vote.model_copy(update={"edited_args": None})  # "edited" to the call itself: a plain approve, which keeps the votes
+    if has_approved(record, who.approver) and vote.edited_args == record.edited_args:
         return _refuse(
             "already_approved", 409, f"{who.approver} already approved; {record.required_approvals} distinct approvals are needed"
         )

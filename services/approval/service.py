@@ -59,13 +59,19 @@ from services.approval.repository import ApprovalRepository, Delivery, OutboxIte
 from services.approval.reviews import review_report
 from services.approval.settings import ApprovalSettings
 
-__all__ = ["ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
+__all__ = ["LINK_USED", "ApprovalService", "AuthError", "CallbackDecision", "Publisher", "Session"]
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 5000  # pending requests read to measure a queue's age
 QUEUE_METRICS_EVERY_S = 15.0
 REPORT_LIMIT = 20000  # requests read for the approver page's report
+SPENT_LINKS_KEPT = 10000  # spent one-time links this process remembers for the page (a hint; the store refuses a second use)
+LINK_USED = (
+    "this one-time link was already used; to see or decide this request again, open the approval page with your API token "
+    "(tidegate approvals token create), or ask for a new link"
+)
+DIGEST_CHANGED = "the call changed since you saw it; reload and decide on the current call"
 
 SOURCE = "tidegate/approval"
 _ENVELOPES: dict[str, type[Envelope]] = {
@@ -187,6 +193,7 @@ class ApprovalService(WebhookSide):
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     published: int = field(default=0, init=False)
+    _spent_links: set[str] = field(default_factory=set, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
 
     # --- requests ------------------------------------------------------------------------------
@@ -361,22 +368,25 @@ class ApprovalService(WebhookSide):
         if session.link is not None:
             if session.link.approval_id != approval_id:
                 return Refusal(code="wrong_link", status=403, message="this link is for another approval")
-            if not await self.repo.spend_link(session.link.link_id, approval_id, session.approver.approver):
-                return Refusal(code="link_used", status=401, message="this one-time link was already used")
+            # What the credential does not change is judged before the link is spent, so a mistake in the body (or a
+            # call that changed since it was read) leaves the link usable for the corrected vote.
+            record = await self.repo.get(approval_id)
+            if record is None:
+                return domain.not_found(approval_id)
+            refused = self._vote_refusal(record, session, vote)
+            if refused is not None:
+                return refused
+            spent = await self.repo.spend_link(session.link.link_id, approval_id, session.approver.approver)
+            self._remember_spent(session.link.link_id)
+            if not spent:
+                return Refusal(code="link_used", status=401, message=LINK_USED)
         for _ in range(5):
             record = await self.repo.get(approval_id)
             if record is None:
                 return domain.not_found(approval_id)
-            refused = domain.check_access(record, session.approver, self.groups, rejecting=vote.decision == "reject")
-            if refused is not None:  # who may act comes before anything about the call (its args included) is judged
+            refused = self._vote_refusal(record, session, vote)
+            if refused is not None:
                 return refused
-            unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason)
-            if unknown_reason is not None:
-                return unknown_reason
-            if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
-                errors = self.catalog.arg_errors(record.tool, vote.edited_args)
-                if errors:
-                    return Refusal(code="invalid_args", status=422, message="edited args break the tool's schema: " + "; ".join(errors))
             outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups)
             if isinstance(outcome, Refusal):
                 return outcome
@@ -390,10 +400,37 @@ class ApprovalService(WebhookSide):
                 return outcome.record
         return Refusal(code="conflict", status=409, message="the approval kept changing while you decided; reload and try again")
 
+    def _vote_refusal(self, record: ApprovalRecord, session: Session, vote: Vote) -> Refusal | None:
+        """Why a vote is refused before the domain decides it: who may act, then the body (its reason, its edited args, the digest)."""
+        refused = domain.check_access(record, session.approver, self.groups, rejecting=vote.decision == "reject")
+        if refused is not None:  # who may act comes before anything about the call (its args included) is judged
+            return refused
+        unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason)
+        if unknown_reason is not None:
+            return unknown_reason
+        if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
+            errors = self.catalog.arg_errors(record.tool, vote.edited_args)
+            if errors:
+                return Refusal(code="invalid_args", status=422, message="edited args break the tool's schema: " + "; ".join(errors))
+        live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
+        if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
+            return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
+        return None
+
+    def _remember_spent(self, link_id: str) -> None:
+        if len(self._spent_links) >= SPENT_LINKS_KEPT:
+            self._spent_links.clear()
+        self._spent_links.add(link_id)
+
+    def link_spent(self, session: Session) -> bool:
+        """Whether this process saw the session's one-time link spent (a hint for the page: the store is what refuses it)."""
+        return session.link is not None and session.link.link_id in self._spent_links
+
     async def queue(self, tenant_id: str | None, now: datetime | None = None) -> QueueAge:
-        """The age of a tenant's queue of pending requests (every tenant's for None)."""
+        """The age of a tenant's queue of pending requests (every tenant's for None; one past its expiry no longer counts)."""
+        now = now or self.clock()
         pending = await self.repo.search(tenant_id=tenant_id, status="pending", limit=QUEUE_LIMIT)
-        return queue_age(pending, now or self.clock(), self.settings.decision_slo_s)
+        return queue_age([r for r in pending if now < r.expires_at], now, self.settings.decision_slo_s)
 
     async def _observe_queue(self, now: datetime) -> None:
         """Refresh the pending and past-SLO gauges, at most every `QUEUE_METRICS_EVERY_S`."""

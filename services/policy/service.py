@@ -399,10 +399,9 @@ class PolicyService:
             requested_by=proposed.requested_by,
             approval_id=data.approval_id,
             parent=None,
-            # Four eyes, groups and quorum, counted here again: the requester never counts as an approver.
-            approvers={
-                a: tuple(data.approver_groups.get(a, ())) for a in (*data.approvers, data.approver) if a and a != proposed.requested_by
-            },
+            # Four eyes, groups and quorum, counted here again: the requester never counts as an approver, and names
+            # that differ only in case are one person (as the approval service compares them).
+            approvers=_distinct_approvers((*data.approvers, data.approver), data.approver_groups, proposed.requested_by),
         )
         [(record, _)] = await self.repo.decide_many([pending])
         await self._publish_record(record)
@@ -522,3 +521,16 @@ class PolicyService:
             return False
         log.info("policy: switched to pack %s published by %s", self.pack.version, published_by)
         return True
+
+
+def _distinct_approvers(
+    names: Sequence[str | None], groups: Mapping[str, Sequence[str]], requested_by: str | None
+) -> dict[str, tuple[str, ...]]:
+    """The distinct humans a grant names, each with the groups it signed: case-insensitive, the requester left out."""
+    seen = {requested_by.casefold()} if requested_by else set()
+    distinct: dict[str, tuple[str, ...]] = {}
+    for name in names:
+        if name and name.casefold() not in seen:  # each person under the first spelling the grant gives
+            seen.add(name.casefold())
+            distinct[name] = tuple(groups.get(name, ()))
+    return distinct
