@@ -19,9 +19,13 @@ from pydantic import ValidationError
 from schemas import Envelope, decode, encode, headers_for
 from tidegate.client.settings import ClientSettings
 
-__all__ = ["Delivery", "KafkaTransport", "Position", "Transport"]
+__all__ = ["Delivery", "KafkaTransport", "Position", "TopicsMissing", "Transport"]
 
 log = logging.getLogger(__name__)
+
+
+class TopicsMissing(RuntimeError):
+    """The broker has no topic of that name under the client's prefix: another deployment's prefix, or topics never created."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,10 @@ class KafkaTransport:
         parts = [TopicPartition(self._prefix + t, p) for t in topics for p in sorted(consumer.partitions_for_topic(self._prefix + t) or ())]
         missing = [t for t in topics if not any(tp.topic == self._prefix + t for tp in parts)]
         if missing:
-            raise RuntimeError(f"topics missing on the broker: {', '.join(self._prefix + t for t in missing)}")
+            raise TopicsMissing(
+                f"topics missing on the broker: {', '.join(self._prefix + t for t in missing)} (is TIDEGATE_CLIENT_TOPIC_PREFIX the "
+                "deployment's? `tidegate topics ensure` creates a deployment's topics)"
+            )
         return parts
 
     async def end(self, topics: tuple[str, ...]) -> Position:

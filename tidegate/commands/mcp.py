@@ -31,11 +31,12 @@ def _one_line(exc: BaseException, upstream: str) -> str | None:
     from mcp import MCPError
 
     from tidegate.client import SigningNotWired, TrustNotWired
+    from tidegate.client.transport import TopicsMissing
 
     if isinstance(exc, ValidationError):
         problems = settings_problems(exc) or [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
         return "; ".join(problems)
-    if isinstance(exc, TrustNotWired | SigningNotWired):
+    if isinstance(exc, TrustNotWired | SigningNotWired | TopicsMissing):
         return str(exc)
     if isinstance(exc, MCPError):
         if exc.error.message == "Connection closed":

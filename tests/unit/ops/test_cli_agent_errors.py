@@ -93,3 +93,12 @@ def test_import_writes_into_the_catalog_the_gateway_serves(monkeypatch: pytest.M
     result = runner.invoke(app, ["mcp", "import", "--url", "http://127.0.0.1:1/mcp"])
     assert result.exit_code == 0, result.output
     assert written_to == [tmp_path / "served"]
+
+
+def test_topics_missing_under_the_clients_prefix_is_one_line_that_says_what_to_check() -> None:
+    from tidegate.client.transport import TopicsMissing
+    from tidegate.commands.mcp import _one_line
+
+    said = _one_line(TopicsMissing("topics missing on the broker: nope.actions.decided (is TIDEGATE_CLIENT_TOPIC_PREFIX …)"), "x")
+    assert said is not None
+    assert "TIDEGATE_CLIENT_TOPIC_PREFIX" in said
