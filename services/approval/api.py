@@ -79,6 +79,7 @@ class ApprovalView(BaseModel):
     policy_version: str
     requested_by: str | None = Field(description="Requester of the task; may not approve (four eyes).")
     required_approvals: int = Field(description="Distinct approvals needed before the grant is published.")
+    estimated_cost_usd: float = Field(default=0.0, description="What the call itself is expected to cost (the tool's price), beside it.")
     approvers: list[str] = Field(description="Who approved so far (or decided).")
     edited_args: dict[str, Any] | None
     comment: str | None
@@ -252,7 +253,7 @@ def _view(service: ApprovalService, record: ApprovalRecord, session: Session) ->
             "even once the switch is lifted; reject it, or wait for the switch to lift and approve then",
         )
     return {
-        **record.model_dump(mode="json", exclude={"version", "estimated_cost_usd", "proposer", "step", "escalated_at"}),
+        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
         "status": "expired" if overdue else record.status,
         "escalated": record.escalated_at is not None,
         "can_decide": refusal is None,

@@ -103,7 +103,8 @@ def _interactive() -> bool:
 def _print_one(item: dict[str, Any]) -> None:
     console.print(f"[bold]{item['approval_id']}[/]  {item['kind']}  [bold]{item['status']}[/]  {item['tenant_id']}  task {item['task_id']}")
     console.print(
-        f"tool {item['tool']} (risk {item['risk']}), requested by {item.get('requested_by') or '?'}, expires {item['expires_at']}"
+        f"tool {item['tool']} (risk {item['risk']}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
+        f"requested by {item.get('requested_by') or '?'}, expires {item['expires_at']}"
     )
     console.print("args: " + escape(json.dumps(item["args"], sort_keys=True)))
     console.print(f"digest: {item['action_digest']}")

@@ -651,3 +651,10 @@ async def test_a_webhook_message_posted_back_as_a_callback_decides_nothing(world
     assert (reflected.status_code, reflected.json()["detail"]["code"]) == (422, "invalid_callback")
     assert (await world.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]
     assert world.bus.types() == ["tidegate.approval.requested"]
+
+
+async def test_the_approver_sees_what_the_call_itself_costs_beside_it(world: World) -> None:
+    record = await world.service.on_decided(decided(estimated_cost_usd=0.25), event_id="e1", at=world.clock())
+    assert record is not None
+    shown = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
+    assert shown["estimated_cost_usd"] == 0.25
