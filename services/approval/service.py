@@ -415,6 +415,14 @@ class ApprovalService(WebhookSide):
         live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
         if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
             return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
+        switch = self.killswitch(record.tenant_id, record.tool) if live and record.kind == "approval" else None
+        if switch is not None and vote.decision == "approve":  # the grant would end in the policy's final deny: keep it pending
+            return Refusal(
+                code="killswitch",
+                status=409,
+                message=f"a kill switch is set on {record.tool} ({switch['reason']}): a grant now ends in a deny that stays final; "
+                "the request stays pending: approve it once the switch is lifted, or reject it",
+            )
         return None
 
     def _remember_spent(self, link_id: str) -> None:

@@ -114,6 +114,9 @@ async def test_under_a_kill_switch_approving_is_held_and_rejecting_offered(world
     page = (await world.client.get("/")).text
     assert "Approving will not run it while the switch is set" not in page
     assert "Approving now ends in a deny that stays final" in page
+    held = await approve(world, record.approval_id, world.tokens["bob"], action_digest=record.action_digest)  # over the API too
+    assert (held.status_code, held.json()["detail"]["code"]) == (409, "killswitch")
+    assert (await world.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]
     rejected = await world.client.post(f"/api/v1/approvals/{record.approval_id}/reject", json={}, headers=bearer(world.tokens["bob"]))
     assert rejected.json()["status"] == "rejected"
 
