@@ -87,7 +87,7 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         ...
 
     async def mark_published(self, event_id: str) -> None:
-        """Record that an outbox item is on the bus."""
+        """Forget an outbox item that is on the bus."""
         ...
 
 
@@ -221,8 +221,8 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         return [OutboxItem(r["event_id"], r["approval_id"], r["topic"], r["payload"]) for r in rows]
 
     async def mark_published(self, event_id: str) -> None:
-        """Record that an outbox item is on the bus."""
-        await self.pool.execute(f"UPDATE {self.s}.outbox SET published_at = now() WHERE event_id = $1 AND published_at IS NULL", event_id)
+        """Forget an outbox item that is on the bus (the audit log keeps the event; nothing reads a published item again)."""
+        await self.pool.execute(f"DELETE FROM {self.s}.outbox WHERE event_id = $1", event_id)
 
 
 @dataclass
@@ -297,6 +297,5 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         return [item for item, done in self.outbox.values() if not done]
 
     async def mark_published(self, event_id: str) -> None:
-        """Record that an outbox item is on the bus."""
-        item, _ = self.outbox[event_id]
-        self.outbox[event_id] = (item, True)
+        """Forget an outbox item that is on the bus, as PostgreSQL does."""
+        self.outbox.pop(event_id, None)
