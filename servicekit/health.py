@@ -20,15 +20,22 @@ class _Quiet(WSGIRequestHandler):
 
 
 def serve_metrics_and_health(port: int, status: Callable[[], dict[str, Any]], addr: str = "127.0.0.1") -> Any:
-    """Serve `/health` (200 when `status()["ok"]`, else 503, JSON body) and the metrics everywhere else; returns the server."""
+    """Serve `/health` (200 when `status()["ok"]`, else 503, JSON body) and `/metrics`; returns the server.
+
+    Any other path is 404: a probe of `/ready` or `/healthz` must fail loudly, not pass on the metrics' 200.
+    """
     metrics = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/health":
+        path = environ.get("PATH_INFO")
+        if path == "/health":
             body = status()
             start_response("200 OK" if body.get("ok") else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [json.dumps(body).encode()]
-        return metrics(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: /metrics and /health are served here\n"]
 
     server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics-and-health").start()

@@ -101,6 +101,7 @@ class ServiceProcess:
     http_host: str = "127.0.0.1"
     http_port: int = 0
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     ready_dir: Path | None = None
     stall_after_s: float = 120.0
     handler_limit_s: float = 300.0
@@ -114,6 +115,7 @@ class ServiceProcess:
     _http_task: asyncio.Task[None] | None = field(default=None, init=False)
     stalled: str | None = field(default=None, init=False)
     _health_server: Any = field(default=None, init=False)
+    started: bool = field(default=False, init=False)  # True once `start` returned; `/health` says `starting` until then
 
     @classmethod
     def of(cls, kit: KitSettings, name: str, bus: Bus, *, pool: asyncpg.Pool | None, migrations: Path | None = None, **more: Any) -> Self:
@@ -128,6 +130,7 @@ class ServiceProcess:
             stall_after_s=kit.stall_after_s,
             handler_limit_s=kit.handler_limit_s,
             metrics_port=kit.metrics_port,
+            metrics_host=kit.metrics_host,
             ready_dir=kit.ready_dir,
             **more,
         )
@@ -143,7 +146,21 @@ class ServiceProcess:
         return unopened_pool(service_database_url(kit, name), max_size=max_size or kit.db_pool_max, reset_session=session_state)
 
     async def start(self) -> None:
-        """Connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP."""
+        """Serve the probes, connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP.
+
+        `/health` and `/metrics` come first (`/health` 503 `starting` until started): a port taken fails the start before
+        the service joins any consumer group (a crash-looping copy would otherwise make the running ones rebalance at
+        every try), and a probe sees a start that hangs.
+        """
+        if self.metrics_port is not None and self._health_server is None:
+            self._health_server = serve_metrics_and_health(self.metrics_port, self.health, addr=self.metrics_host)
+        try:
+            await self._start()
+        except BaseException:
+            self._close_health_server()  # a start that failed serves no probe: the process is about to end, or to try again
+            raise
+
+    async def _start(self) -> None:
         if self.pool is not None:
             await open_pool(self.pool, self.database_url or "the service's database")
             pool = self.pool
@@ -156,8 +173,6 @@ class ServiceProcess:
         if self.control is not None:
             await self.bus.wait_caught_up("control")
         self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
-        if self.metrics_port is not None:
-            self._health_server = serve_metrics_and_health(self.metrics_port, self.health)
         if self.http_app is not None:
             import uvicorn
 
@@ -172,6 +187,7 @@ class ServiceProcess:
         if self.ready_dir is not None:
             self.ready_dir.mkdir(parents=True, exist_ok=True)
             (self.ready_dir / f"{self.name}.ready").write_text(self.http_url if self._http is not None else "ok")
+        self.started = True
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
@@ -181,9 +197,7 @@ class ServiceProcess:
             await self._http_task
         if self.ready_dir is not None:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
-        if self._health_server is not None:
-            self._health_server.shutdown()
-            self._health_server.server_close()
+        self._close_health_server()
         await self.bus.stop()
         for task in self._loop_tasks:
             task.cancel()
@@ -196,6 +210,12 @@ class ServiceProcess:
         if self.pool is not None:
             await self.pool.close()
         log.info("%s stopped", self.name)
+
+    def _close_health_server(self) -> None:
+        server, self._health_server, self.started = self._health_server, None, False
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     @property
     def serving(self) -> bool:
@@ -213,6 +233,8 @@ class ServiceProcess:
     def health(self) -> dict[str, Any]:
         """What `/health` answers: ok, or why not (a dead producer, a stall), with the lag and the last retried error."""
         reason = str(self.bus.failure) if self.bus.failure is not None else self.stalled
+        if reason is None and not self.started:
+            reason = "starting"
         return {"ok": reason is None, "service": self.name, "reason": reason, "retrying": self.bus.liveness.last_error}
 
     async def watch(self) -> str:

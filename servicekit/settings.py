@@ -120,7 +120,15 @@ class KitSettings(BaseSettings):
     )
     otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; spans are exported when set.")
     metrics_port: int | None = Field(
-        default=None, description="Port of the Prometheus endpoint (`/metrics`), and of `/health` beside it; none when unset."
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint (`/metrics`), and of `/health` beside it; none when unset.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address `/metrics` and `/health` listen on: `0.0.0.0` to be scraped and probed from outside a container.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Level of the logs a process writes (any case: `debug` is `DEBUG`)."

@@ -38,7 +38,14 @@ async def test_health_turns_503_and_the_watchdog_fires_when_a_record_is_stuck_in
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         status, body = await asyncio.to_thread(get, f"{url}/health")
+        assert (status, body["reason"]) == (503, "starting")  # a probe sees a start that has not finished (or hangs)
+        process.started = True  # as `start` leaves it
+        status, body = await asyncio.to_thread(get, f"{url}/health")
         assert (status, body["ok"]) == (200, True)
+        for elsewhere in ("/ready", "/healthz", "/"):  # a probe aimed at another path fails, it does not pass on the metrics' 200
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                await asyncio.to_thread(urllib.request.urlopen, f"{url}{elsewhere}", timeout=5)
+            assert missing.value.code == 404
         with bus.liveness.running():  # a handler that never returns
             reason = await asyncio.wait_for(process.watch(), 5)
         assert "in handling" in reason
