@@ -61,7 +61,11 @@ class Producer:
             max_batch_size=PRODUCER_BATCH_BYTES,
             **self.options,
         )
-        await client.start()
+        try:
+            await client.start()
+        except BaseException:
+            await client.stop()  # a broker not reached: its half-open client is closed, not left for the garbage collector to report
+            raise
         self.client = client
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Self
 
 import asyncpg
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from servicekit.bus import Bus
@@ -255,7 +256,12 @@ class ServiceProcess:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        try:
+            await self.start()
+        except (ConnectionError, OSError, KafkaError) as exc:  # what it needs is not there (yet): said in a line by `run_service`
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise NotStarted(f"{type(exc).__name__}: {exc}") from exc
         tune_gc()
         signalled = asyncio.create_task(stop.wait())
         watchdog = asyncio.create_task(self.watch())
@@ -273,6 +279,10 @@ class ServiceProcess:
         except Exception:  # exiting anyway: the records are read again after the restart
             log.exception("%s: unclean stop", self.name)
         raise SystemExit(EXIT_STALLED)
+
+
+class NotStarted(RuntimeError):
+    """A service could not start because the database, the broker or its port is not there: what to say, in one line."""
 
 
 def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:
@@ -295,7 +305,12 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
             _not_started(name, exc)
         await process.run_until_signalled()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except NotStarted as exc:  # the database, the broker or a port not there at start: one line, not a trace
+        # Exit 1, which a supervisor restarts (with backoff): what is missing may come back; the line says what it was.
+        print(f"{name}: not started: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def _not_started(name: str, exc: ValidationError) -> NoReturn:

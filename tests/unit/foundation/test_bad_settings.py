@@ -84,6 +84,27 @@ def test_a_service_with_a_bad_setting_exits_ex_config_before_it_connects() -> No
     ]
 
 
+def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and_exits_1_for_a_restart() -> None:
+    """Not a setting a person must fix (exit 1, restarted with backoff), and not a traceback of hundreds of lines."""
+    for over, says in [
+        ({"TIDEGATE_DATABASE_URL": "postgresql://127.0.0.1:9/tidegate"}, ("cannot reach PostgreSQL at 127.0.0.1:9",)),
+        # the database is asked first: with none running (unit tests need none) it is what is said, else the broker
+        (
+            {"TIDEGATE_KAFKA_BOOTSTRAP": "127.0.0.1:9", "TIDEGATE_KAFKA_CREDENTIALS_DIR": "/nonexistent"},
+            ("Unable to bootstrap", "cannot reach PostgreSQL"),
+        ),
+    ]:
+        env = os.environ | {"TIDEGATE_POLICY_PROVENANCE_WAIT_S": "1"} | over  # nowhere: port 9 (discard) is closed here
+        command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("policy: not started: "), last
+        assert any(said in last for said in says), last
+        assert "Traceback" not in done.stderr
+        assert "Unclosed" not in done.stderr
+
+
 async def test_the_supervisor_does_not_restart_a_service_whose_settings_are_not_valid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
