@@ -51,7 +51,8 @@ async def main() -> list[str]:
         request = paused["__interrupt__"][0].value["tidegate"]
         story.append(f"paused: {request['tool']} needs a human ({', '.join(request['reasons'])}), approval {request['approval_id']}")
         await tidegate.approve(request["approval_id"], "bob@acme.example")  # in real life: the approver page or API
-        done = await agent.ainvoke(Command(resume=True), config)
+        # One resume value per pending interrupt: a turn with several escalated calls pauses with one interrupt each.
+        done = await agent.ainvoke(Command(resume={i.id: True for i in paused["__interrupt__"]}), config)
         story.append(f"resumed: {done['messages'][-2].content} → {done['messages'][-1].content}")
     for line in story:
         print(line)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import ToolCallSummaryMessage
 from autogen_core import FunctionCall
@@ -135,3 +136,31 @@ async def test_a_process_that_crashed_while_a_human_decided_replays_the_call_and
     assert said == "refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [args]
     assert len(governance.proposals) == 1
+
+
+async def test_an_agent_with_a_governed_workbench_refuses_to_dump_rather_than_load_back_ungoverned(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+        agent = build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0})
+        with pytest.raises(NotImplementedError, match="GovernedWorkbench cannot be dumped"):
+            agent.dump_component()
+        with pytest.raises(NotImplementedError, match="GovernedWorkbench cannot be dumped"):
+            GovernedWorkbench.load_component({"provider": "tidegate.integrations.autogen.GovernedWorkbench", "config": {"tools": []}})
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_the_workbench_refuses_a_tool_it_does_not_serve_and_proposes_nothing(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:
+
+        def issue_refund(payee_id: str, amount_usd: float) -> str:
+            return "ok"
+
+        workbench = GovernedWorkbench(client, [FunctionTool(issue_refund, description="Refund a customer.")])
+        result = await workbench.call_tool("delete_customer_data", {"customer_id": "c1"}, call_id="call-9")
+    assert result.is_error
+    assert result.to_text() == "Tool delete_customer_data not found."
+    assert governance.proposals == []

@@ -53,6 +53,7 @@ class World:
         self.bus = MemoryTransport()
         self.tmp_path = tmp_path
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.provider_down = False
         self.governance = ScriptedTidegate(self.bus, rule, topic_tools=("issue_refund", "delete_customer_data"))
 
     def client(self) -> SyncTidegate:
@@ -64,6 +65,8 @@ class World:
         def issue_refund(payee_id: str, amount_usd: float) -> str:
             """Refund a customer."""
             self.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+            if self.provider_down:
+                raise ConnectionError("payment provider down")
             return f"refunded {amount_usd:.2f} to {payee_id}"
 
         def delete_customer_data(customer_id: str) -> str:
@@ -163,3 +166,23 @@ def test_a_crew_rerun_after_the_wait_ran_out_gets_the_decision_and_the_call_runs
     assert "refunded 700.00 to cus_1" in again.raw
     assert [args for name, args in world.calls if name == "issue_refund"] == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(world.bus.topics["actions.proposed"]) == 1  # the re-run sent nothing new
+
+
+def test_a_crew_rerun_after_a_failed_call_tries_it_again_and_a_later_rerun_follows_that_attempt(world: World) -> None:
+    args = '{"payee_id": "cus_1", "amount_usd": 40.0}'
+    world.provider_down = True
+    outputs = []
+    for _ in range(3):  # the provider is down for the first kickoff; each kickoff is a new process on the same ledger
+        tg = started(world)
+        try:
+            outputs.append(world.crew(tg, "issue_refund", args).kickoff().raw)
+        finally:
+            stopped(world, tg)
+        world.provider_down = False
+    assert "payment provider down" in outputs[0]
+    assert "refunded 40.00 to cus_1" in outputs[1]
+    assert "refunded 40.00 to cus_1" in outputs[2]
+    assert len(world.calls) == 2  # the failed attempt, and the retry; the third kickoff ran nothing
+    assert len(world.bus.topics["actions.proposed"]) == 2
+    first, retry = {p.action_id for p in world.governance.proposals}, f"{world.governance.proposals[0].action_id}:attempt-2"
+    assert first == {world.governance.proposals[0].action_id, retry}

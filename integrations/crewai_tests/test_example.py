@@ -17,4 +17,7 @@ def test_the_crewai_example_blocks_the_crew_for_a_human_and_runs_the_edited_call
     monkeypatch.syspath_prepend(str(EXAMPLES))
     story = importlib.import_module("crewai_crew").main()
     sys.modules.pop("crewai_crew", None)
-    assert story == ["waiting: the crew is blocked on issue_refund (needs_human_approval)", "resumed: refunded 450.00 to cus_1"]
+    assert story == [
+        "waiting: the crew is blocked on issue_refund (needs_human_approval)",
+        'resumed: A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1',
+    ]

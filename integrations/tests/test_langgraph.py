@@ -173,3 +173,63 @@ async def test_threads_whose_model_reuses_call_ids_each_propose_their_own_call(
     assert (tool_message(first).content, tool_message(second).content) == ("tagged T-1", "tagged T-2")
     assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "tags": ["vip"]}, {"ticket_id": "T-2", "tags": ["spam"]}]
     assert [p.action_id for p in governance.proposals] == ["langgraph:thread-1:call_0", "langgraph:thread-2:call_0"]
+
+
+async def test_a_call_to_a_tool_the_agent_was_not_given_is_an_error_and_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    _, issue_refund, _ = tools_for(effects)
+    async with make_client() as client:  # tag_ticket is in the catalog and policy allows it, but this agent was given only refunds
+        graph = create_agent(
+            script("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}),
+            tools=[issue_refund],
+            middleware=[TidegateMiddleware(client, serve=[issue_refund])],
+            checkpointer=InMemorySaver(),
+        )
+        state = await graph.ainvoke({"messages": [("user", "tag T-1")]}, CONFIG)
+    message = tool_message(state)
+    assert (message.status, message.content) == ("error", "Error: tag_ticket is not a valid tool, try one of [issue_refund].")
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_an_edited_call_tells_the_model_the_args_that_ran(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    edited = {"payee_id": "cus_1", "amount_usd": 450.0}
+    async with make_client() as client:
+        graph = agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}), InMemorySaver())
+        await graph.ainvoke({"messages": [("user", "refund 900")]}, CONFIG)
+        await governance.approve(await wait_pending(governance), edited_args=edited)
+        state = await graph.ainvoke(Command(resume=True), CONFIG)
+    message = tool_message(state)
+    assert (
+        message.content
+        == 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
+    )
+    assert message.artifact["edited_args"] == edited
+    assert effects.of("issue_refund") == [edited]
+
+
+async def test_several_escalations_in_one_turn_resume_by_interrupt_id(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    calls = [
+        {"name": "issue_refund", "args": {"payee_id": "cus_1", "amount_usd": 900.0}, "id": "call-1"},
+        {"name": "issue_refund", "args": {"payee_id": "cus_2", "amount_usd": 800.0}, "id": "call-2"},
+    ]
+    async with make_client() as client:
+        graph = agent(
+            client, effects, ScriptedModel(messages=iter([AIMessage(content="", tool_calls=calls), AIMessage("done")])), InMemorySaver()
+        )
+        paused = await graph.ainvoke({"messages": [("user", "refund both")]}, CONFIG)
+        assert len(paused["__interrupt__"]) == 2
+        for request in list(governance.pending()):
+            await governance.approve(request.approval_id)
+        state = await graph.ainvoke(Command(resume={i.id: True for i in paused["__interrupt__"]}), CONFIG)
+    assert "__interrupt__" not in state
+    assert sorted(m.content for m in state["messages"] if isinstance(m, ToolMessage)) == [
+        "refunded 800.00 to cus_2",
+        "refunded 900.00 to cus_1",
+    ]
+    assert len(effects.of("issue_refund")) == 2

@@ -61,11 +61,15 @@ async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], gov
     assert effects.calls == []
 
 
+# What the model reads after an approver changed 900 to 450: the args that ran, not only the function's value.
+EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
+
+
 @pytest.mark.parametrize(
     ("decision", "expected_calls", "expected_text"),
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "done: refunded 900.00 to cus_1"),
-        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "done: refunded 450.00 to cus_1"),
+        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], f"done: {EDITED_TEXT}"),
         ("reject", [], "approval_rejected"),
     ],
 )

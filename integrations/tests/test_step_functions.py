@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from integrations.harness import rule, wait_pending
@@ -296,3 +297,74 @@ async def test_a_message_that_is_not_a_governed_task_fails_its_task(
     assert (sent["error"], json.loads(sent["cause"])["outcome"]) == ("tidegate.invalid", "invalid")
     assert "execution" in json.loads(sent["cause"])["message"]
     assert governance.proposals == []
+
+
+class TroubledStepFunctions:
+    """Step Functions whose `dead-` tokens timed out (`TaskTimedOut`) and which throttles `slow-` ones; the rest it records."""
+
+    def __init__(self) -> None:
+        self.answered: list[tuple[str, str]] = []
+
+    def _answer(self, token: str, what: str, operation: str) -> None:
+        if token.startswith("dead-"):
+            raise ClientError({"Error": {"Code": "TaskTimedOut", "Message": "Task Timed Out"}}, operation)
+        if token.startswith("slow-"):
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, operation)
+        self.answered.append((what, token))
+
+    def send_task_success(self, taskToken: str, output: str) -> None:
+        self._answer(taskToken, "success", "SendTaskSuccess")
+
+    def send_task_failure(self, taskToken: str, error: str, cause: str) -> None:
+        self._answer(taskToken, error, "SendTaskFailure")
+
+
+class OneBatch:
+    """SQS holding one batch of messages, recording which are deleted."""
+
+    def __init__(self, tokens_and_amounts: list[tuple[str, float]]) -> None:
+        self.messages = [
+            {
+                "ReceiptHandle": f"rh-{token}",
+                "Body": json.dumps(
+                    {"tool": "issue_refund", "args": {"payee_id": "cus_1", "amount_usd": amount}, "token": token}
+                    | {"execution": f"arn:exec:{token}", "state": "Refund"}
+                ),
+            }
+            for token, amount in tokens_and_amounts
+        ]
+        self.deleted: list[str] = []
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        batch, self.messages = self.messages, []
+        return {"Messages": batch}
+
+    def delete_message(self, QueueUrl: str, ReceiptHandle: str) -> None:
+        self.deleted.append(ReceiptHandle)
+
+
+async def test_a_message_whose_task_timed_out_does_not_stop_the_batch(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs = TroubledStepFunctions(), OneBatch([("dead-1", 40.0), ("slow-2", 40.0), ("live-3", 40.0)])
+    async with make_client() as client:
+        assert await StepFunctionsBridge(client, sfn, sqs, "queue", PendingTokens(tmp_path / "tokens.sqlite3")).poll() == 3
+    assert sfn.answered == [("success", "live-3")]
+    assert sqs.deleted == ["rh-dead-1", "rh-live-3"]  # its task is gone: deleted; throttled: left for redelivery
+
+
+async def test_a_task_that_cannot_be_answered_does_not_block_the_other_decisions(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    sfn, sqs = TroubledStepFunctions(), OneBatch([("dead-1", 900.0), ("slow-2", 900.0), ("live-3", 900.0)])
+    pending = PendingTokens(tmp_path / "tokens.sqlite3")
+    async with make_client() as client:
+        bridge = StepFunctionsBridge(client, sfn, sqs, "queue", pending)
+        assert await bridge.poll() == 3
+        assert len(pending.rows()) == 3
+        for request in list(governance.pending()):
+            await governance.approve(request.approval_id)
+        assert await bridge.complete_decided(timeout_s=5) == 1
+        assert [token for _, _, token in pending.rows()] == ["slow-2"]  # timed out: dropped; throttled: kept for the next sweep
+        assert await bridge.complete_decided(timeout_s=5) == 0
+    assert sfn.answered == [("success", "live-3")]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from integrations.harness import rule, wait_pending
@@ -131,3 +132,42 @@ async def test_a_reused_workflow_id_proposes_its_own_calls_not_the_earlier_runs(
         second = await environment(run_id="run-2").run(activities.propose, GovernedCall("tag_ticket", {"ticket_id": "T-2"}))
     assert (first["action_id"], second["action_id"]) == ("temporal:refund-wf:run-1:1", "temporal:refund-wf:run-2:1")
     assert governance.calls["tag_ticket"] == [{"ticket_id": "T-1"}, {"ticket_id": "T-2"}]
+
+
+class GoneOrDown(FakeTemporal):
+    """Temporal that answers NOT_FOUND for one token (the workflow ended meanwhile) and is unreachable for another."""
+
+    def __call__(self, *, task_token: bytes) -> Any:
+        temporal = self
+
+        class Handle:
+            async def complete(self, result: Any = None) -> None:
+                if task_token == b"token-gone":
+                    raise RPCError("workflow execution already completed", RPCStatusCode.NOT_FOUND, b"")
+                if task_token == b"token-down":
+                    raise RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b"")
+                temporal.completed[task_token] = result
+
+        return Handle()
+
+
+async def test_an_activity_that_cannot_be_completed_does_not_block_the_others(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pending = PendingActivities(tmp_path / "pending.sqlite3")
+    temporal = GoneOrDown()
+    async with make_client() as client:
+        activities = TidegateActivities(client, pending)
+        for activity_id, token in (("1", b"token-gone"), ("2", b"token-down"), ("3", b"token-live")):
+            with pytest.raises(COMPLETE_ASYNC):
+                await environment(activity_id, token).run(
+                    activities.propose, GovernedCall("issue_refund", {"payee_id": f"cus_{activity_id}", "amount_usd": 900.0})
+                )
+        for request in list(governance.pending()):
+            await governance.approve(request.approval_id)
+        assert await complete_decided(client, pending, temporal, timeout_s=5) == 1
+        assert [row[0] for row in pending.rows()] == ["temporal:refund-wf:run-1:2"]  # gone: dropped; unreachable: kept
+        assert await complete_decided(client, pending, temporal, timeout_s=5) == 0  # the next sweep raises nothing either
+    assert list(temporal.completed) == [b"token-live"]
+    assert "temporal:refund-wf:run-1:1 is gone" in caplog.text
+    assert "temporal:refund-wf:run-1:2 not completed" in caplog.text

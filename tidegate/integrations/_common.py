@@ -30,10 +30,13 @@ def result_value(outcome: Executed) -> Any:
 
 
 def outcome_text(outcome: Decided) -> str:
-    """What the model reads: the result, or why nothing ran (with the reason codes it can act on)."""
+    """What the model reads: the result (after the args a human chose, when they edited the call), or why nothing ran."""
     if isinstance(outcome, Executed):
         value = result_value(outcome)
-        return value if isinstance(value, str) else json.dumps(value)
+        text = value if isinstance(value, str) else json.dumps(value)
+        if outcome.edited_args is not None:  # the model asked for other args: it must not believe its own ran
+            return f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran: {text}"
+        return text
     if isinstance(outcome, Denied):
         return f"Tidegate denied this call ({', '.join(outcome.codes)}); it did not run."
     if isinstance(outcome, Rejected):

@@ -43,7 +43,8 @@ class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
             payload = escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, args)
             context.result = Content.from_function_approval_request(id=call_id, function_call=call, additional_properties=payload)
             return
-        value = result_value(outcome) if isinstance(outcome, Executed) else outcome_text(outcome)
+        # The function's value, or (a call that did not run, or ran with the args a human chose instead) what to tell the model.
+        value = result_value(outcome) if isinstance(outcome, Executed) and outcome.edited_args is None else outcome_text(outcome)
         context.result = value if isinstance(value, str) else str(value)
 
 

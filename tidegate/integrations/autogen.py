@@ -13,18 +13,20 @@ once per call however often it is invoked.
 AutoGen has no approval of its own for tool calls: an escalated call waits for the human's decision
 (as AutoGen's `UserProxyAgent` waits for its human), and a run that restarts after a crash replays
 the same call id, which follows the first proposal instead of making a second one.
+A governed workbench is not a declarative component: `dump_component()` (of it, or of an agent or team
+holding it) raises instead of writing a plain `StaticWorkbench` that would load back ungoverned, since
+its client (keys, login, proposal ledger) cannot live in a config. Build the agent in code instead.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool, StaticWorkbench, TextResultContent, ToolResult
 
-from tidegate.client import Decided, Escalated, Executed, Tidegate
+from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import outcome_text, serve_function
 
 __all__ = ["GovernedWorkbench"]
@@ -39,6 +41,8 @@ class GovernedWorkbench(StaticWorkbench):
         human_timeout_s: Longest a call waits for a human (default: as long as it takes); past it the
             call returns an error result naming the approval, and the same call id later picks it up.
     """
+
+    component_provider_override = "tidegate.integrations.autogen.GovernedWorkbench"
 
     def __init__(self, client: Tidegate, tools: Sequence[BaseTool[Any, Any]], *, human_timeout_s: float | None = None) -> None:
         super().__init__(list(tools))
@@ -55,6 +59,8 @@ class GovernedWorkbench(StaticWorkbench):
         call_id: str | None = None,
     ) -> ToolResult:
         """Propose the call (keyed on the model's call id), wait for policy and any human, return the outcome as the tool's result."""
+        if name not in {tool.name for tool in self._tools}:  # only the agent's own tools, as `StaticWorkbench` answers
+            return _result(name, f"Tool {name} not found.", is_error=True)
         args = dict(arguments or {})
         action_id = f"autogen:{self.client.task_id}:{call_id}" if call_id else None
         outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
@@ -65,14 +71,21 @@ class GovernedWorkbench(StaticWorkbench):
             except TimeoutError:
                 waiting = f"Waiting for a human to decide approval {escalated.approval_id} ({', '.join(escalated.codes)}); it has not run."
                 return _result(name, waiting, is_error=True)
-        return _result(name, _text(outcome), is_error=not isinstance(outcome, Executed))
+        return _result(name, outcome_text(outcome), is_error=not isinstance(outcome, Executed))
+
+    def _to_config(self) -> NoReturn:
+        # Dumped as a StaticWorkbench it would load back running the functions in process, ungoverned.
+        raise NotImplementedError(_NOT_A_CONFIG)
+
+    @classmethod
+    def _from_config(cls, config: Any) -> NoReturn:
+        raise NotImplementedError(_NOT_A_CONFIG)
 
 
-def _text(outcome: Decided) -> str:
-    text = outcome_text(outcome)
-    if isinstance(outcome, Executed) and outcome.edited_args is not None:
-        return f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran: {text}"
-    return text
+_NOT_A_CONFIG = (
+    "GovernedWorkbench cannot be dumped to or loaded from a component config: it needs a started Tidegate client, "
+    "and as a plain StaticWorkbench its tools would run ungoverned. Build the agent in code with GovernedWorkbench(client, tools)."
+)
 
 
 def _result(name: str, text: str, *, is_error: bool) -> ToolResult:

@@ -8,6 +8,9 @@ action, whether CrewAI repeats it or the whole crew is re-run after a crash. An 
 the crew until the human decides (at most `human_timeout_s`); if that runs out, the tool answers that
 the call is waiting, and re-running the crew with the same run key picks up the human's decision
 instead of proposing again (keep proposals in `SqliteProposals` for that to hold across processes).
+A call that failed (it did not happen) is tried again when it is made again, as a new attempt
+(`…:attempt-2`, proposed and decided afresh); one whose outcome is `unknown` (it may have happened)
+is not: it stays the answer under that run key until a human has followed it up.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 from crewai.tools import tool as crewai_tool
 
 from schemas import digest
-from tidegate.client import Escalated, SyncTidegate
+from tidegate.client import Escalated, Failed, SyncTidegate
 from tidegate.integrations._common import outcome_text, serve_function
 
 __all__ = ["governed_crewai_tool"]
@@ -35,8 +39,14 @@ def governed_crewai_tool(
 
     @functools.wraps(fn)
     def proposed(**kwargs: Any) -> str:
-        action_id = f"crewai:{run_key}:{name}:{digest(kwargs)[:24]}"
-        outcome = client.propose(name, kwargs, action_id=action_id, rationale="CrewAI tool call")
+        base = f"crewai:{run_key}:{name}:{digest(kwargs)[:24]}"
+        for attempt in itertools.count(1):
+            action_id = base if attempt == 1 else f"{base}:attempt-{attempt}"
+            earlier = client.client.proposals.lookup(action_id) is not None
+            outcome = client.propose(name, kwargs, action_id=action_id, rationale="CrewAI tool call")
+            # An earlier call that failed (it did not happen) is no answer for this one: try it again as the next attempt.
+            if not (earlier and isinstance(outcome, Failed) and outcome.status == "failed"):
+                break
         if not isinstance(outcome, Escalated):
             return outcome_text(outcome)
         try:

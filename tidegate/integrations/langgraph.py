@@ -1,12 +1,20 @@
 """LangGraph / LangChain agents: every tool call is a Tidegate proposal; an escalation is a LangGraph `interrupt`.
 
     agent = create_agent(model, tools, middleware=[TidegateMiddleware(client, serve=tools)], checkpointer=saver)
+    state = await agent.ainvoke({"messages": [...]}, config)      # escalations → state["__interrupt__"]
+    state = await agent.ainvoke(Command(resume={i.id: True for i in state["__interrupt__"]}), config)
+
+A turn with several escalated calls (a model calling tools in parallel) pauses with one interrupt per
+call, and LangGraph then wants the resume value keyed by interrupt id (`Command(resume=True)` is refused
+when more than one is pending); the form above works for one interrupt or many. A call to a tool the agent
+was not given gets LangChain's own "not a valid tool" error and is never proposed.
 
 The action id is `langgraph:<thread id>:<tool-call id>`, so the node's re-run on resume (and a restarted
 process, with `SqliteProposals`) follows the first proposal instead of proposing again, while another
 thread whose model numbers its calls the same way ("call_0") proposes its own. Without a thread
 (no checkpointer, so no resume) each call gets a fresh action id. What `Command(resume=...)`
 carries is only a wake-up: the decision is Tidegate's (signed approval, bound to the exact args).
+When a human edited the args, the `ToolMessage` tells the model the args that ran (and its artifact carries `edited_args`).
 """
 
 from __future__ import annotations
@@ -42,9 +50,13 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         for tool in serve:
             serve_function(client, tool.name, _runner(tool))
 
-    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]]) -> ToolMessage:
+    async def awrap_tool_call(
+        self, request: Any, handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]]
+    ) -> ToolMessage | Command[Any]:
         """Propose the call; pause the graph for a human when Tidegate escalates; answer with what really happened."""
         call = request.tool_call
+        if request.tool is None:  # not one of the agent's tools: the framework's own "not a valid tool" error, nothing proposed
+            return await handler(request)
         config = getattr(request.runtime, "config", None) or {}
         thread = (config.get("configurable") or {}).get("thread_id")
         action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
@@ -59,7 +71,11 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
             tool_call_id=call["id"],
             name=call["name"],
             status="success" if isinstance(outcome, Executed) else "error",
-            artifact={"tidegate": type(outcome).__name__.lower(), "action_id": outcome.action_id},
+            artifact={
+                "tidegate": type(outcome).__name__.lower(),
+                "action_id": outcome.action_id,
+                "edited_args": outcome.edited_args if isinstance(outcome, Executed) else None,
+            },
         )
 
 

@@ -56,7 +56,9 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
                     )
                 )
             outcome = await outcome.decision(self.client.settings.decision_timeout_s)
-        return result_value(outcome) if isinstance(outcome, Executed) else outcome_text(outcome)
+        if isinstance(outcome, Executed) and outcome.edited_args is None:
+            return result_value(outcome)
+        return outcome_text(outcome)  # why nothing ran, or the result after the args a human chose instead of the model's
 
 
 async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, timeout_s: float = 2.0) -> DeferredToolResults | None:

@@ -50,6 +50,17 @@ def action_id_for(execution: str, state: str, token: str) -> str:
     return f"sfn:{execution}:{state}"[: _ACTION_ID_MAX - len(tail)] + tail
 
 
+# What Step Functions answers for a task token nothing can answer any more (the task timed out, the execution ended).
+_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+
+
+def _task_gone(exc: Exception) -> bool:
+    """Whether `exc` is boto3's `ClientError` saying the task is gone (read by duck typing: botocore is the caller's)."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    return isinstance(error, dict) and error.get("Code") in _GONE
+
+
 class _Unproposable(ValueError):
     """A message no retry can propose: its task is failed with the reason instead of being redelivered forever."""
 
@@ -86,9 +97,12 @@ class PendingTokens:
         """Every task still waiting."""
         return [(str(a), str(p), str(t)) for a, p, t in self._db.execute("SELECT action_id, position, token FROM pending")]
 
-    def remove(self, action_id: str) -> None:
-        """Forget a completed task."""
-        self._db.execute("DELETE FROM pending WHERE action_id = ?", (action_id,))
+    def remove(self, action_id: str, token: str | None = None) -> None:
+        """Forget a completed task (with `token`: only if no retried state replaced that token)."""
+        if token is None:
+            self._db.execute("DELETE FROM pending WHERE action_id = ?", (action_id,))
+        else:
+            self._db.execute("DELETE FROM pending WHERE action_id = ? AND token = ?", (action_id, token))
 
 
 class StepFunctionsBridge:
@@ -102,22 +116,28 @@ class StepFunctionsBridge:
         self.pending = pending
 
     async def poll(self, wait_s: int = 0) -> int:
-        """Take the queue's messages once; returns how many were handled.
+        """Take the queue's messages once; returns how many were received.
 
-        One message's trouble stays its own: a call that cannot be proposed fails its task (`tidegate.invalid`)
-        and is deleted; one whose decision did not come in time is left for SQS to deliver again (it then
-        follows the proposal already made); the other messages are handled either way.
+        One message's trouble stays its own, and the other messages of the batch are handled either way:
+        a call that cannot be proposed fails its task (`tidegate.invalid`) and is deleted; one whose task
+        Step Functions no longer has (`TaskTimedOut`, `TaskDoesNotExist`, `InvalidToken` when answering it)
+        is logged and deleted, as nothing can answer it any more; any other error (the decision did not
+        come in time, Step Functions or Tidegate unreachable) is logged and the message left for SQS to
+        deliver again, which then follows the proposal already made.
         """
         answer = await asyncio.to_thread(self.sqs.receive_message, QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s)
         messages = answer.get("Messages", [])
         for message in messages:
             try:
-                await self._accept(message["Body"])
-            except _Unproposable as exc:
-                await self._refuse(message["Body"], str(exc))
-            except TimeoutError as exc:
-                log.warning("step functions message left for redelivery: %s", exc)
-                continue
+                try:
+                    await self._accept(message["Body"])
+                except _Unproposable as exc:
+                    await self._refuse(message["Body"], str(exc))
+            except Exception as exc:  # any error is this message's alone; the batch goes on
+                if not _task_gone(exc):
+                    log.warning("step functions message left for redelivery: %r", exc)
+                    continue
+                log.warning("step functions message deleted, its task is gone: %s", exc)
             # Deleted only once the call is proposed and its token recorded or answered: a crash before means a redelivery.
             await asyncio.to_thread(self.sqs.delete_message, QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return len(messages)
@@ -159,14 +179,27 @@ class StepFunctionsBridge:
         await asyncio.to_thread(self.sfn.send_task_failure, taskToken=token, error="tidegate.invalid", cause=cause[:32768])
 
     async def complete_decided(self, *, timeout_s: float = 1.0) -> int:
-        """Send the decision of every waiting task whose human decided; returns how many."""
+        """Send the decision of every waiting task whose human decided; returns how many.
+
+        One task's trouble stays its own: an error sending its decision is logged and the sweep goes on. A task
+        Step Functions no longer has (`TaskTimedOut`, `TaskDoesNotExist`, `InvalidToken`) is dropped; on any
+        other error (Step Functions unreachable, throttled) the task stays for the next sweep.
+        """
         completed = 0
         for action_id, position, token in self.pending.rows():
             try:
                 final = await self.client.resume(action_id, position=position, timeout_s=timeout_s)
             except TimeoutError:
                 continue
-            await self._send(token, final)
+            try:
+                await self._send(token, final)
+            except Exception as exc:  # any error is this task's alone; the sweep goes on
+                if _task_gone(exc):
+                    log.warning("step functions task %s is gone, its decision is dropped: %s", action_id, exc)
+                    self.pending.remove(action_id, token)
+                else:
+                    log.warning("step functions task %s not answered, kept for the next sweep: %r", action_id, exc)
+                continue
             self.pending.remove(action_id)
             completed += 1
         return completed

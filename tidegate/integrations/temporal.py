@@ -14,6 +14,7 @@ follows the first proposal instead of proposing again, and a later run under a r
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +22,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from temporalio import activity
+from temporalio.service import RPCError, RPCStatusCode
 
 from tidegate.client import Escalated, Tidegate
 from tidegate.integrations._common import outcome_dict
 
 __all__ = ["GovernedCall", "PendingActivities", "TidegateActivities", "complete_decided", "outcome_dict"]
+
+log = logging.getLogger(__name__)
+
+# What Temporal answers when the activity can never be completed: the workflow ended or the activity timed out
+# (a retry has a new token, recorded over this one), or the token is not one.
+_GONE = frozenset({RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT})
 
 
 @dataclass
@@ -58,9 +66,12 @@ class PendingActivities:
         """Every activity still waiting."""
         return [(str(a), str(p), bytes(t)) for a, p, t in self._db.execute("SELECT action_id, position, task_token FROM pending")]
 
-    def remove(self, action_id: str) -> None:
-        """Forget an activity once it is completed."""
-        self._db.execute("DELETE FROM pending WHERE action_id = ?", (action_id,))
+    def remove(self, action_id: str, task_token: bytes | None = None) -> None:
+        """Forget an activity once it is completed (with `task_token`: only if no retried attempt replaced that token)."""
+        if task_token is None:
+            self._db.execute("DELETE FROM pending WHERE action_id = ?", (action_id,))
+        else:
+            self._db.execute("DELETE FROM pending WHERE action_id = ? AND task_token = ?", (action_id, task_token))
 
 
 class Completer(Protocol):
@@ -95,14 +106,28 @@ class TidegateActivities:
 async def complete_decided(
     client: Tidegate, pending: PendingActivities, handle_for: Callable[..., Completer], *, timeout_s: float = 1.0
 ) -> int:
-    """Complete every waiting activity whose human decided (run it in a loop beside the worker); returns how many."""
+    """Complete every waiting activity whose human decided (run it in a loop beside the worker); returns how many.
+
+    One activity's trouble stays its own: an error completing it is logged and the sweep goes on. When
+    Temporal says the activity is gone (`NOT_FOUND`: the workflow ended or the activity timed out meanwhile;
+    `INVALID_ARGUMENT`: a token it cannot read) the row is dropped, since no later sweep can complete it;
+    otherwise (Temporal unreachable, say) the row stays for the next sweep.
+    """
     completed = 0
     for action_id, position, token in pending.rows():
         try:
             final = await client.resume(action_id, position=position, timeout_s=timeout_s)
         except TimeoutError:
             continue
-        await handle_for(task_token=token).complete(outcome_dict(final))
+        try:
+            await handle_for(task_token=token).complete(outcome_dict(final))
+        except Exception as exc:  # any error is this row's alone; the sweep goes on
+            if isinstance(exc, RPCError) and exc.status in _GONE:
+                log.warning("temporal activity %s is gone, its decision is dropped: %s", action_id, exc)
+                pending.remove(action_id, token)
+            else:
+                log.warning("temporal activity %s not completed, kept for the next sweep: %r", action_id, exc)
+            continue
         pending.remove(action_id)
         completed += 1
     return completed
