@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from servicekit.bus import Bus
 from servicekit.control import ControlState
-from servicekit.db import check_migrations, discard_broken_connections, open_pool, unopened_pool
+from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
@@ -258,7 +258,7 @@ class ServiceProcess:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-        except (ConnectionError, OSError, KafkaError) as exc:  # what it needs is not there (yet): said in a line by `run_service`
+        except (ConnectionError, OSError, KafkaError, SchemaNotReady) as exc:  # what it needs is not there (yet): a line, by `run_service`
             with contextlib.suppress(Exception):
                 await self.stop()
             raise NotStarted(f"{type(exc).__name__}: {exc}") from exc
@@ -282,7 +282,7 @@ class ServiceProcess:
 
 
 class NotStarted(RuntimeError):
-    """A service could not start because the database, the broker or its port is not there: what to say, in one line."""
+    """A service could not start because the database (or its schema's migrations), the broker or its port is not there."""
 
 
 def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:
