@@ -16,7 +16,10 @@ def test_a_schema_not_migrated_is_one_line_naming_the_command_that_migrates_it(i
     empty = f"tidegate_empty_{uuid.uuid4().hex[:8]}"
     subprocess.run(["psql", infra.admin_database_url, "-qc", f"CREATE DATABASE {empty}"], check=True)
     try:
-        env = os.environ | {"TIDEGATE_DATABASE_URL": with_database(infra.database_url, empty), "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap}
+        env = os.environ | {
+            "TIDEGATE_DATABASE_URL": with_database(infra.database_url, empty),
+            "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        }
         command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     finally:
