@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Coroutine, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -18,9 +19,9 @@ from rich.console import Console
 
 from schemas import Envelope
 from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
-from tidegate.ops.recorded import BadTime
+from tidegate.ops.recorded import BadTime, parse_time
 
-__all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings"]
+__all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings", "when"]
 
 T = TypeVar("T")
 console = Console()
@@ -54,6 +55,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print a clear error and exit non-zero."""
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def when(text: str) -> datetime:
+    """A time as every operator command reads it (`now`, a duration ago, ISO 8601), or one line saying which forms are."""
+    try:
+        return parse_time(text)
+    except BadTime as exc:
+        fail(str(exc))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

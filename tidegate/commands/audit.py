@@ -28,8 +28,7 @@ from services.audit import (
     verify_log,
 )
 from tidegate.audit_render import render_html, render_markdown
-from tidegate.commands._common import console, err_console, fail, run, settings
-from tidegate.ops.recorded import BadTime, parse_time
+from tidegate.commands._common import console, err_console, fail, run, settings, when
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
 
@@ -189,13 +188,7 @@ def explain(
 
 
 def _when(value: str | None) -> datetime | None:
-    """A time as every operator command reads it (`now`, a duration ago, ISO 8601), or None."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except BadTime as exc:
-        fail(str(exc))
+    return None if value is None else when(value)
 
 
 @app.command("search")

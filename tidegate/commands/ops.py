@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from servicekit import REPO_ROOT
-from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings
+from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings, when
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
 eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
@@ -28,12 +28,7 @@ VERBOSE = typer.Option(False, "--verbose", "-v", help="Show the logs on stderr (
 
 
 def _window(start: str, end: str) -> tuple[Any, Any]:
-    from tidegate.ops.recorded import parse_time
-
-    try:
-        t0, t1 = parse_time(start), parse_time(end)
-    except ValueError as exc:
-        fail(f"cannot read the time: {exc}")
+    t0, t1 = when(start), when(end)
     if t0 >= t1:
         fail(f"--from ({t0:%Y-%m-%d %H:%M:%S}) is not before --to ({t1:%Y-%m-%d %H:%M:%S}): the window is empty")
     return t0, t1
