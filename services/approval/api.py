@@ -244,14 +244,7 @@ def _view(service: ApprovalService, record: ApprovalRecord, session: Session) ->
     refusal = domain.check_access(record, who, service.groups) or state
     if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
-    switch = service.killswitch(record.tenant_id, record.tool)
-    if refusal is None and switch is not None and record.kind == "approval":
-        refusal = Refusal(
-            code="killswitch",
-            status=409,
-            message=f"a kill switch is set on {record.tool} ({switch['reason']}): approving now ends in a deny that stays final, "
-            "even once the switch is lifted; reject it, or wait for the switch to lift and approve then",
-        )
+    refusal = refusal or service.approval_held(record)
     return {
         **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
         "status": "expired" if overdue else record.status,
@@ -259,7 +252,7 @@ def _view(service: ApprovalService, record: ApprovalRecord, session: Session) ->
         "can_decide": refusal is None,
         "can_reject": rejecting is None,
         "cannot_decide_because": refusal.message if refusal else None,
-        "killswitch": switch,
+        "killswitch": service.killswitch(record.tenant_id, record.tool),
     }
 
 

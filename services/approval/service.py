@@ -370,23 +370,17 @@ class ApprovalService(WebhookSide):
                 return Refusal(code="wrong_link", status=403, message="this link is for another approval")
             # What the credential does not change is judged before the link is spent, so a mistake in the body (or a
             # call that changed since it was read) leaves the link usable for the corrected vote.
-            record = await self.repo.get(approval_id)
-            if record is None:
-                return domain.not_found(approval_id)
-            refused = self._vote_refusal(record, session, vote)
-            if refused is not None:
-                return refused
+            judged = await self._judged(approval_id, session, vote)
+            if isinstance(judged, Refusal):
+                return judged
             spent = await self.repo.spend_link(session.link.link_id, approval_id, session.approver.approver)
             self._remember_spent(session.link.link_id)
             if not spent:
                 return Refusal(code="link_used", status=401, message=LINK_USED)
         for _ in range(5):
-            record = await self.repo.get(approval_id)
-            if record is None:
-                return domain.not_found(approval_id)
-            refused = self._vote_refusal(record, session, vote)
-            if refused is not None:
-                return refused
+            record = await self._judged(approval_id, session, vote)
+            if isinstance(record, Refusal):
+                return record
             outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups)
             if isinstance(outcome, Refusal):
                 return outcome
@@ -399,6 +393,13 @@ class ApprovalService(WebhookSide):
                 log.info("approval %s: %s by %s -> %s", approval_id, vote.decision, session.approver.approver, outcome.record.status)
                 return outcome.record
         return Refusal(code="conflict", status=409, message="the approval kept changing while you decided; reload and try again")
+
+    async def _judged(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
+        """The request as stored now, or why the vote is refused before the domain decides it (`_vote_refusal`)."""
+        record = await self.repo.get(approval_id)
+        if record is None:
+            return domain.not_found(approval_id)
+        return self._vote_refusal(record, session, vote) or record
 
     def _vote_refusal(self, record: ApprovalRecord, session: Session, vote: Vote) -> Refusal | None:
         """Why a vote is refused before the domain decides it: who may act, then the body (its reason, its edited args, the digest)."""
@@ -415,15 +416,19 @@ class ApprovalService(WebhookSide):
         live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
         if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
             return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
-        switch = self.killswitch(record.tenant_id, record.tool) if live and record.kind == "approval" else None
-        if switch is not None and vote.decision == "approve":  # the grant would end in the policy's final deny: keep it pending
-            return Refusal(
-                code="killswitch",
-                status=409,
-                message=f"a kill switch is set on {record.tool} ({switch['reason']}): a grant now ends in a deny that stays final; "
-                "the request stays pending: approve it once the switch is lifted, or reject it",
-            )
-        return None
+        return self.approval_held(record) if live and vote.decision == "approve" else None
+
+    def approval_held(self, record: ApprovalRecord) -> Refusal | None:
+        """Why an approve of `record` is held now: a kill switch on its tool, under which a grant ends in the policy's final deny."""
+        switch = self.killswitch(record.tenant_id, record.tool) if record.kind == "approval" else None
+        if switch is None:
+            return None
+        return Refusal(
+            code="killswitch",
+            status=409,
+            message=f"a kill switch is set on {record.tool} ({switch['reason']}): a grant now ends in a deny that stays final, even "
+            "once the switch is lifted; the request stays pending: approve it once the switch is lifted, or reject it",
+        )
 
     def _remember_spent(self, link_id: str) -> None:
         if len(self._spent_links) >= SPENT_LINKS_KEPT:
