@@ -1,17 +1,45 @@
 """Undo plans: the call that takes back a succeeded write, computed from its catalog entry, args, result and prior state.
 
 Pure functions: the executor computes a plan when a call succeeds (and records it), `tidegate undo`
-and the approval API turn a `ready` plan into an ordinary proposal that policy decides.
+and the approval API turn a `ready` plan into an ordinary proposal that policy decides. Both refuse
+what cannot be undone now by one rule (`undo_refusal`), each from what it knows of the action and its
+undo (`ActionState`): the audit log's events (`undo_states`) or the approval service's records.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from schemas import ActionProposedData, ActionResultData, ArgSource, Mode, ReasonCode, UndoPlan, UndoSpec
+from schemas import (
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionProposedData,
+    ActionResultData,
+    ActionSucceeded,
+    ActionUnknown,
+    ArgSource,
+    Mode,
+    ReasonCode,
+    UndoPlan,
+    UndoSpec,
+)
 
-__all__ = ["UndoRefused", "UndoUnavailable", "before_args", "plan_undo", "resolve", "undo_action_id", "undo_proposal"]
+__all__ = [
+    "ActionState",
+    "UndoRefused",
+    "UndoUnavailable",
+    "before_args",
+    "plan_undo",
+    "resolve",
+    "undo_action_id",
+    "undo_proposal",
+    "undo_refusal",
+    "undo_states",
+]
 
 
 class UndoUnavailable(ValueError):
@@ -102,31 +130,145 @@ def undo_action_id(action_id: str) -> str:
     return f"{whole[: _LONGEST_ACTION_ID - len(digest) - 1]}-{digest}"
 
 
+@dataclass(frozen=True)
+class ActionState:
+    """What is known of one action when its undo is asked for; None (or empty) where nothing is known yet.
+
+    `undoes`: the action it undoes, when it is an undo itself. `decision`: policy's last outcome (allow, deny,
+    escalate), `denied_for` the reason codes of a deny. `status`: its result's (succeeded, failed, unknown),
+    `error` what went wrong, `plan` the executor's undo plan of a succeeded call.
+    """
+
+    action_id: str
+    tool: str
+    task_id: str
+    undoes: str | None = None
+    decision: str | None = None
+    denied_for: str = ""
+    status: str | None = None
+    error: str | None = None
+    plan: UndoPlan | None = None
+
+    @classmethod
+    def of_result(cls, result: ActionResultData, *, undoes: str | None = None) -> ActionState:
+        """The state a result reports (`undoes`: the action it undoes, when known)."""
+        error = f"{result.error.type}: {result.error.message}" if result.error is not None else None
+        return cls(result.action_id, result.tool, result.task_id, undoes=undoes, status=result.status, error=error, plan=result.undo)
+
+
+def undo_refusal(action: ActionState, undo: ActionState | None = None) -> UndoRefused | None:
+    """Why `action` cannot be undone now, given its state and its undo's (None: no undo of it is known); None when it may be.
+
+    The one rule of `tidegate undo` and the approval API, checked in this order: an undo is not undone; an action
+    whose undo exists (succeeded, failed, unknown, denied or pending) is not undone again; what did not run or did
+    not succeed left nothing to undo; a succeeded call is undone by its plan, when the plan is ready.
+    """
+    if action.undoes:
+        return UndoRefused(
+            ReasonCode.UNDO_IRREVERSIBLE,
+            f"action {action.action_id} is the undo of {action.undoes}: an undo is not undone (that would be an undo of an undo); "
+            f"to make {action.undoes}'s change again, propose that call again as a new action",
+        )
+    if undo is not None:
+        return UndoRefused(ReasonCode.ACTION_ID_REUSED, _undone_already(action.action_id, undo))
+    if action.status is None:
+        return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, _not_run(action))
+    if action.status != "succeeded":
+        return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, _not_succeeded(action))
+    plan = action.plan
+    if plan is None:
+        return UndoRefused(
+            ReasonCode.UNDO_IRREVERSIBLE,
+            f"{action.tool} declares no undo in the catalog: a person must check and correct the system of record by hand",
+        )
+    if plan.status == "irreversible":
+        return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, f"{action.tool} is irreversible: {plan.message}")
+    if plan.status != "ready" or plan.tool is None or plan.args is None:
+        return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, f"{action.tool} (action {action.action_id}): {plan.message}")
+    return None
+
+
+def _not_run(action: ActionState) -> str:
+    """Why an action with no result has nothing to undo: denied, or not run yet."""
+    if action.decision == "deny":
+        return f"action {action.action_id} was denied by policy ({action.denied_for or 'no reason given'}): it never ran, nothing to undo"
+    state = "waits for a human approval" if action.decision == "escalate" else "has no result yet"
+    return (
+        f"action {action.action_id} {state}: nothing was done to undo yet; once it has succeeded, undo it again "
+        f"(`tidegate audit explain {action.task_id}` shows where it is)"
+    )
+
+
+def _not_succeeded(action: ActionState) -> str:
+    """Why a failed or unknown call is not undone by a tool."""
+    if action.status == "unknown":
+        why = f" ({action.error})" if action.error else ""
+        return (
+            f"action {action.action_id} did not succeed: its outcome is unknown{why}; a person must check {action.tool}'s system "
+            "of record and correct it by hand (an undo computed from a call that may not have happened could do harm)"
+        )
+    return f"action {action.action_id} did not succeed ({action.status}): nothing was done to undo"
+
+
+def _undone_already(action_id: str, undo: ActionState) -> str:
+    """What became of the undo of `action_id`, proposed already (its id cannot be used again)."""
+    by_hand = f"correct the system of record by hand (the undo's id {undo.action_id} cannot be used again)"
+    of = f"the undo {undo.action_id} of action {action_id}"
+    why = f": {undo.error}" if undo.error else ""
+    if undo.status == "succeeded":
+        return f"action {action_id} was undone already by {undo.action_id} ({undo.tool}, succeeded)"
+    if undo.status == "unknown":
+        return f"{of} has an unknown outcome{why}; a person must check and {by_hand}"
+    if undo.status is not None:
+        return f"{of} failed{why}; {by_hand}"
+    if undo.decision == "deny":
+        return f"{of} was denied by policy ({undo.denied_for or 'no reason given'}); {by_hand}"
+    if undo.decision == "escalate":
+        return f"{of} was proposed already and waits for a human approval"
+    return f"{of} was proposed already and has no result yet (`tidegate audit explain` shows where it is)"
+
+
+def undo_states(events: Iterable[Any], action_id: str) -> tuple[ActionState | None, ActionState | None]:
+    """The states of the action `action_id` and of its undo (None: unknown), told by `events`: theirs, as the audit log records them.
+
+    The undo is the proposal that names the action in `undoes`, or that holds its undo id (`undo_action_id`).
+    """
+    events = list(events)
+    proposals = {e.data.action_id: e.data for e in events if isinstance(e, ActionProposed)}
+    undo_id = undo_action_id(action_id)
+    undo = next((p.action_id for p in proposals.values() if p.undoes == action_id or p.action_id == undo_id), None)
+    return _state_in(events, action_id, proposals.get(action_id)), _state_in(events, undo, proposals.get(undo)) if undo else None
+
+
+def _state_in(events: list[Any], action_id: str, proposal: ActionProposedData | None) -> ActionState | None:
+    results = [e.data for e in events if isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and e.data.action_id == action_id]
+    result = results[0] if results else None  # the first result holds (the executor runs an action once)
+    decisions = [e.data for e in events if isinstance(e, ActionDecided) and e.data.action_id == action_id]
+    decision = decisions[-1] if decisions else None  # the last decision holds (a human's grant re-evaluated)
+    undoes = proposal.undoes if proposal is not None else None
+    if result is not None:
+        state = ActionState.of_result(result, undoes=undoes)
+    else:
+        own = decision or proposal
+        if own is None:
+            return None
+        state = ActionState(action_id, own.tool, own.task_id, undoes=undoes)
+    if decision is None:
+        return state
+    return replace(state, decision=decision.outcome, denied_for=", ".join(r.code for r in decision.reasons))
+
+
 def undo_proposal(
     result: ActionResultData, *, requested_by: str, proposer: str, mode: Mode = "autonomous", rationale: str = ""
 ) -> ActionProposedData:
     """The governed proposal that undoes the call `result` reports; raises UndoRefused when there is nothing a tool can undo."""
-    if result.status == "unknown":
-        why = f" ({result.error.type}: {result.error.message})" if result.error is not None else ""
-        raise UndoRefused(
-            ReasonCode.UNDO_IRREVERSIBLE,
-            f"action {result.action_id} did not succeed: its outcome is unknown{why}; a person must check {result.tool}'s system "
-            "of record and correct it by hand (an undo computed from a call that may not have happened could do harm)",
-        )
-    if result.status != "succeeded":
-        raise UndoRefused(
-            ReasonCode.UNDO_IRREVERSIBLE, f"action {result.action_id} did not succeed ({result.status}): nothing was done to undo"
-        )
+    refused = undo_refusal(ActionState.of_result(result))
+    if refused is not None:
+        raise refused
     plan = result.undo
-    if plan is None:
-        raise UndoRefused(
-            ReasonCode.UNDO_IRREVERSIBLE,
-            f"{result.tool} declares no undo in the catalog: a person must check and correct the system of record by hand",
-        )
-    if plan.status == "irreversible":
-        raise UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, f"{result.tool} is irreversible: {plan.message}")
-    if plan.status != "ready" or plan.tool is None or plan.args is None:
-        raise UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, f"{result.tool} (action {result.action_id}): {plan.message}")
+    assert plan is not None  # undo_refusal refuses a call without a ready plan
+    assert plan.tool is not None
+    assert plan.args is not None
     return ActionProposedData(
         action_id=undo_action_id(result.action_id),
         task_id=result.task_id,

@@ -66,6 +66,10 @@ class TaskEventStore(Protocol):
         """The latest event of a type for an action."""
         ...
 
+    async def action_events(self, action_ids: Sequence[str]) -> list[TaskEvent]:
+        """Every event kept of these actions, oldest first."""
+        ...
+
     async def forget_task_events_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
         """Forget up to `limit` events that happened before `cutoff`; how many were forgotten."""
         ...
@@ -142,6 +146,13 @@ class PgTaskEventStore(TaskEventStore):
         )
         return _task_event(row) if row else None
 
+    async def action_events(self, action_ids: Sequence[str]) -> list[TaskEvent]:
+        """Every event kept of these actions, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.task_events WHERE action_id = ANY($1::text[]) ORDER BY at, event_id", list(action_ids)
+        )
+        return [_task_event(r) for r in rows]
+
     async def forget_task_events_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
         """See `TaskEventStore`: found by the BRIN index on `at` (migration 005), deleted by their rows' addresses."""
         status = await self.pool.execute(
@@ -171,6 +182,10 @@ class InMemoryTaskEventStore(TaskEventStore):
         """The latest event of a type for an action."""
         found = [e for e in self.events.values() if e.action_id == action_id and e.type == type_]
         return max(found, key=lambda e: e.at) if found else None
+
+    async def action_events(self, action_ids: Sequence[str]) -> list[TaskEvent]:
+        """Every event kept of these actions, oldest first."""
+        return sorted((e for e in self.events.values() if e.action_id in action_ids), key=lambda e: (e.at, e.event_id))
 
     async def forget_task_events_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
         """See `TaskEventStore`."""

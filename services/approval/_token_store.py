@@ -78,6 +78,10 @@ class TokenStore(Protocol):
         """Record a link as used; False when it was used before."""
         ...
 
+    async def link_spent(self, link_id: str) -> bool:
+        """Whether a link was used already (by this process or any other on the same database)."""
+        ...
+
 
 def _token(row: asyncpg.Record) -> TokenInfo:
     return TokenInfo(
@@ -196,6 +200,11 @@ class PgTokenStore(TokenStore):
         )
         return done is not None
 
+    async def link_spent(self, link_id: str) -> bool:
+        """Whether a link was used already (its row in `used_links`)."""
+        found = await self.pool.fetchval(f"SELECT 1 FROM {self.s}.used_links WHERE link_id = $1", link_id)
+        return found is not None
+
 
 @dataclass
 class InMemoryTokenStore(TokenStore):
@@ -267,6 +276,10 @@ class InMemoryTokenStore(TokenStore):
             return False
         self.links.add(link_id)
         return True
+
+    async def link_spent(self, link_id: str) -> bool:
+        """Whether a link was used already."""
+        return link_id in self.links
 
     def _now(self) -> datetime:
         from schemas import utcnow

@@ -220,12 +220,13 @@ def _overdue(service: ApprovalService, record: ApprovalRecord) -> bool:
     return record.is_pending and service.clock() >= record.expires_at
 
 
-def _view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
+async def _view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
     """A request as the caller sees it, with whether they may decide it now (approve or reject) and reject it now.
 
     The access checks come first (as for a vote), then the state: settled (by whom, when), past its expiry,
-    the caller's one-time link spent. Then what holds an approve only: the caller's approval already counts,
-    or a kill switch is set on the tool, under which a grant ends in the policy's final deny.
+    the caller's one-time link spent (read from the store: whichever replica spent it). Then what holds an approve
+    only: the caller's approval already counts, or a kill switch is set on the tool, under which a grant ends in
+    the policy's final deny.
     """
     who = session.approver
     overdue = _overdue(service, record)
@@ -238,7 +239,7 @@ def _view(service: ApprovalService, record: ApprovalRecord, session: Session) ->
             status=409,
             message=f"expired at {record.expires_at.isoformat(timespec='seconds')}; nobody may decide it any more",
         )
-    elif service.link_spent(session):
+    elif await service.link_spent(session):
         state = Refusal(code="link_used", status=401, message=LINK_USED)
     rejecting = domain.check_access(record, who, service.groups, rejecting=True) or state
     refusal = domain.check_access(record, who, service.groups) or state
@@ -439,7 +440,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
             records = [r for r in records if r.approval_id == session.link.approval_id]
         if status == "pending":  # past its expiry it is no longer waiting for anyone, even before the sweep closes it
             records = [r for r in records if not _overdue(service, r)]
-        return [_view(service, r, session) for r in records]
+        return [await _view(service, r, session) for r in records]
 
     @v1.get("/approvals/{approval_id}", response_model=ApprovalDetail, tags=["approvers"], summary="Show one request")
     async def show(approval_id: str, service: Svc, session: Auth) -> dict[str, Any]:
@@ -449,7 +450,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         if record is None or other_link or not session.approver.may_see(record.tenant_id):
             raise _error(domain.not_found(approval_id))
         context = await service.context(record)
-        return {**_view(service, record, session), "context": context["events"], "cost": context["cost"]}
+        return {**await _view(service, record, session), "context": context["events"], "cost": context["cost"]}
 
     @v1.post(
         "/approvals/{approval_id}/approve",
@@ -476,7 +477,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         )
         if isinstance(result, Refusal):
             raise _error(result)
-        return _view(service, result, session)
+        return await _view(service, result, session)
 
     @v1.post(
         "/approvals/{approval_id}/reject",
@@ -494,7 +495,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         result = await service.vote(approval_id, session, vote)
         if isinstance(result, Refusal):
             raise _error(result)
-        return _view(service, result, session)
+        return await _view(service, result, session)
 
     async def answer_callback(tenant_id: str | None, endpoint_id: str, request: Request, service: ApprovalService) -> dict[str, Any]:
         result = await service.callback(tenant_id, endpoint_id, request.headers, await request.body())

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode, action_identity
 from servicekit import SigningKey, action_digest, approval_message
+from servicekit.people import same_person
 
 __all__ = [
     "DEFAULT_GROUPS",
@@ -39,7 +40,6 @@ __all__ = [
     "opens_request",
     "refresh_request",
     "request_from_decision",
-    "same_person",
     "signed_decision",
     "unsigned_request",
 ]
@@ -308,11 +308,6 @@ def _refuse(code: str, status: int, message: str) -> Refusal:
 def not_found(approval_id: str) -> Refusal:
     """The answer for an id that does not exist and for one of another tenant alike, so a stranger learns nothing."""
     return _refuse("not_found", 404, f"no approval {approval_id}")
-
-
-def same_person(a: str, b: str) -> bool:
-    """Whether two approver names are one person: compared case-insensitively, by four eyes and by the quorum alike."""
-    return a.casefold() == b.casefold()
 
 
 def has_approved(record: ApprovalRecord, approver: str) -> bool:

@@ -49,8 +49,9 @@ from servicekit import (
 )
 from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.outlet import record_event
-from servicekit.undo import UndoRefused, undo_proposal
+from servicekit.undo import undo_proposal, undo_refusal
 from services.approval import auth, domain, webhooks
+from services.approval._undo_states import undo_case
 from services.approval._undo_store import InMemoryUndoResults, UndoResults
 from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 5000  # pending requests read to measure a queue's age
 QUEUE_METRICS_EVERY_S = 15.0
 REPORT_LIMIT = 20000  # requests read for the approver page's report
-SPENT_LINKS_KEPT = 10000  # spent one-time links this process remembers for the page (a hint; the store refuses a second use)
 LINK_USED = (
     "this one-time link was already used; to see or decide this request again, open the approval page with your API token "
     "(tidegate approvals token create), or ask for a new link"
@@ -146,6 +146,7 @@ def _decided_task_event(decided: ActionDecidedData, event_id: str, at: datetime)
 
 
 def _result_task_event(result: ActionResultData, event_type: str, event_id: str, at: datetime) -> TaskEvent:
+    error = f": {result.error.type}: {result.error.message}" if result.error else ""  # as the audit writes it (`_undo_states` reads it)
     return TaskEvent(
         event_id=event_id,
         tenant_id=result.tenant_id,
@@ -156,7 +157,7 @@ def _result_task_event(result: ActionResultData, event_type: str, event_id: str,
         at=at,
         outcome=result.status,
         cost_usd=result.cost.usd,
-        summary=f"{result.status} after {result.attempts} attempt(s)" + (f": {result.error.message}" if result.error else ""),
+        summary=f"{result.status} after {result.attempts} attempt(s){error}",
     )
 
 
@@ -193,7 +194,6 @@ class ApprovalService(WebhookSide):
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     published: int = field(default=0, init=False)
-    _spent_links: set[str] = field(default_factory=set, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
 
     # --- requests ------------------------------------------------------------------------------
@@ -374,7 +374,6 @@ class ApprovalService(WebhookSide):
             if isinstance(judged, Refusal):
                 return judged
             spent = await self.repo.spend_link(session.link.link_id, approval_id, session.approver.approver)
-            self._remember_spent(session.link.link_id)
             if not spent:
                 return Refusal(code="link_used", status=401, message=LINK_USED)
         for _ in range(5):
@@ -430,14 +429,9 @@ class ApprovalService(WebhookSide):
             "once the switch is lifted; the request stays pending: approve it once the switch is lifted, or reject it",
         )
 
-    def _remember_spent(self, link_id: str) -> None:
-        if len(self._spent_links) >= SPENT_LINKS_KEPT:
-            self._spent_links.clear()
-        self._spent_links.add(link_id)
-
-    def link_spent(self, session: Session) -> bool:
-        """Whether this process saw the session's one-time link spent (a hint for the page: the store is what refuses it)."""
-        return session.link is not None and session.link.link_id in self._spent_links
+    async def link_spent(self, session: Session) -> bool:
+        """Whether the session's one-time link is spent, read from the store: by this replica or any other on its database."""
+        return session.link is not None and await self.repo.link_spent(session.link.link_id)
 
     async def queue(self, tenant_id: str | None, now: datetime | None = None) -> QueueAge:
         """The age of a tenant's queue of pending requests (every tenant's for None; one past its expiry no longer counts)."""
@@ -465,16 +459,19 @@ class ApprovalService(WebhookSide):
         """Propose the undo of a succeeded call for an approver of its tenant: an ordinary proposal that policy decides.
 
         The proposal is signed by this service (`requested_by` is the approver) and names the original in `undoes`;
-        another tenant's action is 404, as an unknown one; what no tool can undo is 422 with the reason.
+        another tenant's action is 404, as an unknown one; what cannot be undone now is 422 with the reason and what
+        to do, by the rule `tidegate undo` applies (`servicekit.undo.undo_refusal`): an undo itself, an action undone
+        already (or whose undo failed, is unknown, denied or pending), one that failed, was denied or has no result.
         """
-        result = await self.undo_results.get(action_id)
-        if result is None or not session.approver.may_see(result.tenant_id) or session.link is not None:
-            return Refusal(code="not_found", status=404, message=f"no succeeded call {action_id} with an undo is known here")
+        case = await undo_case(self.undo_results, self.repo, action_id) if session.link is None else None
+        if case is None or not session.approver.may_see(case.tenant_id):
+            return Refusal(code="not_found", status=404, message=f"no call {action_id} is known here")
+        refused = undo_refusal(case.action, case.undo)
+        if refused is not None:
+            return Refusal(code=str(refused.code), status=422, message=refused.message)
+        assert case.result is not None  # a call with a ready plan is a kept result
         who = session.approver.approver
-        try:
-            proposal = undo_proposal(result, requested_by=who, proposer=f"undo:{who}", rationale=f"undo requested by {who}")
-        except UndoRefused as exc:
-            return Refusal(code=str(exc.code), status=422, message=exc.message)
+        proposal = undo_proposal(case.result, requested_by=who, proposer=f"undo:{who}", rationale=f"undo requested by {who}")
         await self.publisher.publish("actions.proposed", ActionProposed.build(proposal, source="tidegate/approval"))
         log.info("approval: %s proposed the undo of %s (%s)", who, action_id, proposal.tool)
         return proposal

@@ -51,6 +51,7 @@ from servicekit import (
     current_traceparent,
     span,
 )
+from servicekit.people import person
 from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
@@ -526,11 +527,11 @@ class PolicyService:
 def _distinct_approvers(
     names: Sequence[str | None], groups: Mapping[str, Sequence[str]], requested_by: str | None
 ) -> dict[str, tuple[str, ...]]:
-    """The distinct humans a grant names, each with the groups it signed: case-insensitive, the requester left out."""
-    seen = {requested_by.casefold()} if requested_by else set()
+    """The distinct humans a grant names, each with the groups it signed: one per person (`servicekit.people`), the requester left out."""
+    seen = {person(requested_by)} if requested_by else set()
     distinct: dict[str, tuple[str, ...]] = {}
     for name in names:
-        if name and name.casefold() not in seen:  # each person under the first spelling the grant gives
-            seen.add(name.casefold())
+        if name and person(name) not in seen:  # each person under the first spelling the grant gives
+            seen.add(person(name))
             distinct[name] = tuple(groups.get(name, ()))
     return distinct

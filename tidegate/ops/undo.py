@@ -11,18 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import (
-    ActionDecided,
-    ActionDecidedData,
-    ActionFailed,
     ActionProposed,
     ActionProposedData,
     ActionResultData,
     ActionSucceeded,
-    ActionUnknown,
     Mode,
-    ReasonCode,
 )
-from servicekit.undo import UndoRefused, undo_action_id, undo_proposal
+from servicekit.undo import UndoRefused, undo_action_id, undo_proposal, undo_refusal, undo_states
 from servicekit.unreadable import Unreadable, read_event
 from services.audit import PostgresAuditLog, SearchFilters
 
@@ -98,71 +93,8 @@ def refusal_of(events: Iterable[Any], action_id: str) -> UndoStep | None:
     """Why the action `action_id` cannot be undone now, read from its events and its undo's, or None when it may be.
 
     `events` are the action's and its undo's (`undo_action_id`); None too when they know nothing of the action.
+    The rule is the one the approval API applies (`servicekit.undo.undo_refusal`).
     """
-    events = list(events)
-    undo_id = undo_action_id(action_id)
-    proposals = {e.data.action_id: e.data for e in events if isinstance(e, ActionProposed)}
-    results: dict[str, ActionResultData] = {}
-    decisions: dict[str, ActionDecidedData] = {}
-    for e in events:
-        if isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown):
-            results.setdefault(e.data.action_id, e.data)
-        elif isinstance(e, ActionDecided):
-            decisions[e.data.action_id] = e.data  # the last decision holds (a human's grant re-evaluated)
-    own = results.get(action_id) or decisions.get(action_id) or proposals.get(action_id)
-    if own is None:
-        return None
-    tool = own.tool
-
-    def refuse(code: ReasonCode, message: str) -> UndoStep:
-        return UndoStep(action_id, tool, refused=UndoRefused(code, message))
-
-    proposal = proposals.get(action_id)
-    if proposal is not None and proposal.undoes:
-        return refuse(
-            ReasonCode.UNDO_IRREVERSIBLE,
-            f"action {action_id} is the undo of {proposal.undoes}: an undo is not undone with `tidegate undo`; to make "
-            f"{proposal.undoes}'s change again, propose that call again as a new action",
-        )
-    undo = next((p for p in proposals.values() if p.undoes == action_id or p.action_id == undo_id), None)
-    if undo is not None:
-        return refuse(ReasonCode.ACTION_ID_REUSED, _undone_already(action_id, undo.action_id, results, decisions))
-    result = results.get(action_id)
-    if result is None:
-        decision = decisions.get(action_id)
-        if decision is not None and decision.outcome == "deny":
-            why = ", ".join(r.code for r in decision.reasons) or "no reason given"
-            return refuse(ReasonCode.UNDO_IRREVERSIBLE, f"action {action_id} was denied by policy ({why}): it never ran, nothing to undo")
-        state = "waits for a human approval" if decision is not None and decision.outcome == "escalate" else "has no result yet"
-        return refuse(
-            ReasonCode.UNDO_IRREVERSIBLE,
-            f"action {action_id} {state}: nothing was done to undo yet; once it has succeeded, undo it again "
-            f"(`tidegate audit explain {own.task_id}` shows where it is)",
-        )
-    if result.status != "succeeded":
-        try:
-            undo_proposal(result, requested_by="-", proposer="-")
-        except UndoRefused as exc:
-            return UndoStep(action_id, tool, refused=exc)
-    return None
-
-
-def _undone_already(action_id: str, undo_id: str, results: dict[str, ActionResultData], decisions: dict[str, ActionDecidedData]) -> str:
-    """What became of the undo `undo_id` of `action_id`, proposed already (its id cannot be used again)."""
-    result, decision = results.get(undo_id), decisions.get(undo_id)
-    by_hand = f"correct the system of record by hand (the undo's id {undo_id} cannot be used again)"
-    if result is not None and result.status == "succeeded":
-        return f"action {action_id} was undone already by {undo_id} ({result.tool}, succeeded)"
-    if result is not None:
-        why = f": {result.error.type}: {result.error.message}" if result.error is not None else ""
-        if result.status == "unknown":
-            return f"the undo {undo_id} of action {action_id} has an unknown outcome{why}; a person must check and {by_hand}"
-        return f"the undo {undo_id} of action {action_id} failed{why}; {by_hand}"
-    if decision is not None and decision.outcome == "deny":
-        why = ", ".join(r.code for r in decision.reasons) or "no reason given"
-        return f"the undo {undo_id} of action {action_id} was denied by policy ({why}); {by_hand}"
-    if decision is not None and decision.outcome == "escalate":
-        return f"the undo {undo_id} of action {action_id} was proposed already and waits for a human approval"
-    return (
-        f"the undo {undo_id} of action {action_id} was proposed already and has no result yet (`tidegate audit explain` shows where it is)"
-    )
+    action, undo = undo_states(events, action_id)
+    refused = undo_refusal(action, undo) if action is not None else None
+    return None if refused is None or action is None else UndoStep(action_id, action.tool, refused=refused)

@@ -1,0 +1,80 @@
+"""What the approval service knows of an action an approver asks to undo, and of its undo, as `servicekit.undo`'s rule reads it.
+
+From the results it keeps (`_undo_store`: succeeded calls with a plan, and the id each one's undo has) and the
+decisions and results it saw (`_task_event_store`, forgotten after `task_events_kept_s`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas import ActionResultData
+from servicekit.undo import ActionState, undo_action_id
+from services.approval._task_event_store import TaskEvent, TaskEventStore
+from services.approval._undo_store import UndoResults
+
+__all__ = ["UndoCase", "undo_case"]
+
+DECIDED = "tidegate.action.decided"
+
+
+@dataclass(frozen=True)
+class UndoCase:
+    """An action asked to be undone: its tenant, its state and its undo's (None: none seen), and its kept result, if any."""
+
+    tenant_id: str
+    action: ActionState
+    undo: ActionState | None
+    result: ActionResultData | None
+
+
+async def undo_case(results: UndoResults, seen: TaskEventStore, action_id: str) -> UndoCase | None:
+    """What the service knows of `action_id` and of its undo; None when it knows nothing of the action."""
+    undo_id = undo_action_id(action_id)
+    kept, undone = await results.get(action_id), await results.get(undo_id)
+    events = await seen.action_events([action_id, undo_id])
+    tenant = kept.tenant_id if kept is not None else next((e.tenant_id for e in events if e.action_id == action_id), None)
+    if tenant is None:
+        return None
+    action = _state(action_id, kept, _of(events, action_id, tenant), await results.original_of(action_id, tenant))
+    if action is None:
+        return None
+    if undone is not None and undone.tenant_id != tenant:
+        undone = None  # another tenant's action holds the id: nothing of it is told
+    return UndoCase(tenant, action, _state(undo_id, undone, _of(events, undo_id, tenant), action_id), kept)
+
+
+def _of(events: Sequence[TaskEvent], action_id: str, tenant_id: str) -> list[TaskEvent]:
+    return [e for e in events if e.action_id == action_id and e.tenant_id == tenant_id]
+
+
+def _state(action_id: str, kept: ActionResultData | None, events: Sequence[TaskEvent], undoes: str | None) -> ActionState | None:
+    """The state of an action from its kept result, else from the events seen of it; None when there are neither."""
+    if kept is not None:
+        return ActionState.of_result(kept, undoes=undoes)
+    if not events:
+        return None
+    decisions = [e for e in events if e.type == DECIDED]
+    results = [e for e in events if e.type != DECIDED]
+    decision = decisions[-1] if decisions else None  # the last decision holds (a human's grant re-evaluated)
+    result = results[0] if results else None  # the first result holds (the executor runs an action once)
+    return ActionState(
+        action_id,
+        events[0].tool,
+        events[0].task_id,
+        undoes=undoes,
+        decision=decision.outcome if decision else None,
+        denied_for=_detail(decision) if decision else "",
+        status=result.outcome if result else None,
+        error=(_detail(result) or None) if result else None,
+    )
+
+
+def _detail(event: TaskEvent) -> str:
+    """What a task event's summary says after its first colon: a decision's reason codes, a result's error message.
+
+    The service writes them so (`_decided_task_event`: "deny via policy: kill_switch"; `_result_task_event`:
+    "failed after 2 attempt(s): http_503: helpdesk down").
+    """
+    return event.summary.partition(": ")[2]

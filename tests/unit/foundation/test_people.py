@@ -1,0 +1,23 @@
+"""One rule says who is one person (`servicekit.people`): the approval service's four eyes and quorum, and the policy's count of a grant."""
+
+from __future__ import annotations
+
+import pytest
+
+from servicekit.people import same_person
+from services.approval.domain import ApprovalRecord, has_approved
+from services.policy.service import _distinct_approvers
+
+SPELLINGS = [
+    ("bob@acme.example", "BOB@Acme.Example", True),
+    ("strasse@acme.example", "STRAßE@acme.example", True),  # case folding, not lower(): ß is ss
+    ("bob@acme.example", "bob2@acme.example", False),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "one"), SPELLINGS)
+def test_the_approval_service_and_the_policy_count_one_person_alike(a: str, b: str, one: bool) -> None:
+    assert same_person(a, b) is one
+    assert has_approved(ApprovalRecord.model_construct(approvers=[a]), b) is one  # the quorum, at the approval service
+    assert len(_distinct_approvers([a, b], {}, None)) == (1 if one else 2)  # the grant's distinct approvers, at the policy
+    assert (_distinct_approvers([b], {}, a) == {}) is one  # the requester is left out in any spelling
