@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from servicekit.toolcontract import ToolError
 
-__all__ = ["raise_for_answer", "retry_after_s", "send"]
+__all__ = ["parse_answer", "raise_for_answer", "retry_after_s", "send"]
+
+_Shape = TypeVar("_Shape", bound=BaseModel)
+_SHOWN_BYTES = 200
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -55,6 +59,29 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     if status == 404:
         raise ToolError("not_found", f"{vendor}: {detail}")
     raise ToolError(f"http_{status}", f"{vendor}: {detail}")
+
+
+def parse_answer(response: httpx.Response, vendor: str, shape: type[_Shape]) -> _Shape:
+    """The 2xx answer read as `shape`; a ToolError saying what came instead when it is not JSON of that shape.
+
+    Such an answer (an HTML page from a proxy, an API that changed) may come after the system acted, as a
+    5xx may: `maybe_applied`, and retryable, so only a call that is safe to repeat is tried again.
+    """
+    try:
+        return shape.model_validate_json(response.content)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        problem = f"{where}: {first['msg']}" if where else first["msg"]
+        request = response.request
+        raise ToolError(
+            "bad_answer",
+            f"{vendor} answered {request.method} {_where(str(request.url))} with HTTP {response.status_code} "
+            f"({response.headers.get('content-type', 'no content-type')}) that cannot be read ({problem}); "
+            f"it starts {response.content[:_SHOWN_BYTES]!r}",
+            retryable=True,
+            maybe_applied=True,
+        ) from exc
 
 
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:

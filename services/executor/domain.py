@@ -156,21 +156,41 @@ def decide(
         ended = end_of_interrupted(record, spec)
         if ended is not None:
             return ended
-    # After an interruption the first call may have taken effect, so a refusal now leaves the outcome unknown.
-    refused: Literal["failed", "unknown"] = "unknown" if interrupted else "failed"
+    refused = _refusal(spec, now=now, expires_at=expires_at, killed=killed, arg_errors=arg_errors)
+    if refused is None:
+        return Call(recovering=interrupted)
+    return _stopped_after_interruption(record, spec, refused) if interrupted else refused
+
+
+def _refusal(spec: ToolSpec, *, now: datetime, expires_at: datetime, killed: str | None, arg_errors: Sequence[str]) -> Finish | None:
+    """Why an authorization of `spec` may not be called now (expired, kill switch, args the catalog refuses), or None."""
     if now >= expires_at:
         return Finish(
-            refused,
+            "failed",
             ReasonCode.AUTHORIZATION_EXPIRED,
             f"authorization expired at {expires_at.isoformat()}",
             ReasonCode.AUTHORIZATION_EXPIRED,
         )
     if killed is not None:
-        return Finish(refused, ReasonCode.KILL_SWITCH, f"kill switch set for {spec.name}: {killed}")
+        return Finish("failed", ReasonCode.KILL_SWITCH, f"kill switch set for {spec.name}: {killed}")
     if arg_errors:
         message = f"args break {spec.name}'s schema in the executor's catalog: " + "; ".join(arg_errors)[:1000]
-        return Finish(refused, ReasonCode.INVALID_ARGS, message, ReasonCode.INVALID_ARGS)
-    return Call(recovering=interrupted)
+        return Finish("failed", ReasonCode.INVALID_ARGS, message, ReasonCode.INVALID_ARGS)
+    return None
+
+
+def _stopped_after_interruption(record: ClaimRecord, spec: ToolSpec, refused: Finish) -> Finish:
+    """How an interrupted call that may not be called again now ends (`refused` says why not): as an interrupted call.
+
+    The interrupted attempt may have taken effect, so the authorization was used: the outcome of a write is
+    unknown (a person checks it), and the authorization is not dead-lettered as if it had been refused before any call.
+    """
+    return Finish(
+        final_status(spec, maybe_applied=True),
+        "interrupted",
+        f"the executor stopped during attempt {record.attempts} of a call to {spec.name}; since then: {refused.message}; "
+        "it is not called again, and the call may or may not have taken effect" + ("; a person must check" if spec.writes else ""),
+    )
 
 
 def end_of_interrupted(record: ClaimRecord, spec: ToolSpec | None) -> Finish | None:

@@ -5,7 +5,8 @@ allowed → executed once by the executor, its result returned; denied or reject
 notifications, or returns a pending result that `tidegate_action_status` answers later. A call whose
 decision does not come within the client's decision timeout also returns a pending result: the
 proposal stands, and the action id in the result is how to follow it (or to retry the call without
-proposing it twice).
+proposing it twice). A call or a poll that cannot reach the governance bus is a tool error saying so,
+with the action id to retry under.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from mcp import types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -22,12 +24,14 @@ from mcp.server.lowlevel import Server
 from schemas import ToolSpec
 from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Failed, Outcome, Position, Rejected, Tidegate
 from tidegate.mcp_gateway.settings import GatewaySettings
+from tidegate.mcp_gateway.tasks import ActionTasks, MemoryActionTasks
 
 __all__ = ["IDEMPOTENCY_META", "STATUS_TOOL", "build_server", "result_of"]
 
 STATUS_TOOL = "tidegate_action_status"
 IDEMPOTENCY_META = "io.tidegate/action_id"
 """A client may name the action in `_meta` so a retried `tools/call` never proposes twice."""
+_BUS_DOWN = (KafkaError, ConnectionError)  # aiokafka's errors are RuntimeErrors; the client's own say ConnectionError
 
 _STATUS_SCHEMA = {
     "type": "object",
@@ -40,8 +44,12 @@ _STATUS_SCHEMA = {
 }
 
 
-def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: GatewaySettings) -> Server[Any]:
-    """An MCP low-level server over a started client; serve it with stdio or streamable HTTP."""
+def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: GatewaySettings, tasks: ActionTasks | None = None) -> Server[Any]:
+    """An MCP low-level server over a started client; serve it with stdio or streamable HTTP.
+
+    `tasks`: the task of each action proposed (default: this process's memory; `run.gateway` keeps it on disk).
+    """
+    tasks = tasks or MemoryActionTasks()
     specs = {s.name: s for s in catalog if settings.tools is None or s.name in settings.tools}
     listed = [types.Tool(name=s.name, description=s.description, input_schema=s.args_schema) for s in specs.values()]
     # Listed in both modes: a waiting call that reaches `wait_limit_s` also returns a pending result to poll.
@@ -59,11 +67,19 @@ def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: Gatewa
         named = dict(ctx.meta or {}).get(IDEMPOTENCY_META)
         action_id = str(named) if named else f"mcp-{uuid.uuid4().hex}"  # named here, so a call without an answer can say what to poll
         try:
-            outcome = await client.propose(params.name, arguments, action_id=action_id, rationale="MCP tools/call")
+            task = tasks.bind(action_id, client.task_id)  # a retry after a restart: the task it was first proposed in
+            outcome = await client.propose(params.name, arguments, action_id=action_id, task=task, rationale="MCP tools/call")
         except ActionIdReused as reused:  # the client's retry key names another call: refuse it, never answer with the other's outcome
             return _error(str(reused), {"outcome": "action_id_reused", "action_id": reused.action_id})
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
             return _undecided(client, action_id)
+        except _BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
+            return _error(
+                f"the governance bus is unreachable ({_said(exc)}): action {action_id} may not have reached Tidegate, and nothing "
+                f"was decided here. Call the tool again with this action_id in _meta {IDEMPOTENCY_META} once it is back: "
+                "it is proposed once, never twice",
+                {"outcome": "unreachable", "action_id": action_id},
+            )
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             outcome = await _wait_for_human(ctx, outcome, settings)
         return result_of(outcome)
@@ -120,7 +136,18 @@ async def _status(client: Tidegate, arguments: dict[str, Any]) -> types.CallTool
     start = str(position) if position is not None else (recorded[0] if recorded else None)
     try:
         final = await client.resume(action_id, position=start, timeout_s=2.0)
+    except _BUS_DOWN as exc:
+        return _error(
+            f"the governance bus is unreachable ({_said(exc)}): cannot tell where action {action_id} stands; poll again later",
+            {"outcome": "unreachable", "action_id": action_id},
+        )
     except TimeoutError:
+        if client.proposals.unsent(action_id) is not None:  # recorded, never acknowledged: polling alone never sends it
+            return _error(
+                f"action {action_id} may never have reached Tidegate (the governance bus was unreachable when it was proposed): "
+                f"call the tool again with this action_id in _meta {IDEMPOTENCY_META} to send it",
+                {"outcome": "not_sent", "action_id": action_id},
+            )
         if recorded is None and position is None:  # nothing proposed it here, nothing answered it on the bus: most likely a wrong id
             return _error(
                 f"unknown action {action_id!r}: this gateway proposed no such action and Tidegate has not answered one; "
@@ -155,6 +182,12 @@ def result_of(outcome: Outcome | Decided) -> types.CallToolResult:
     assert isinstance(outcome, Failed)
     error = outcome.error.model_dump() if outcome.error else None
     return _error(f"the call {outcome.status}: {error}", {"outcome": outcome.status, "action_id": outcome.action_id, "error": error})
+
+
+def _said(exc: BaseException) -> str:
+    """An exception in one line: its type, and its message when it has one (aiokafka's messages start with the type already)."""
+    name, text = type(exc).__name__, str(exc)
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 def _text(value: dict[str, Any], *, is_error: bool) -> types.CallToolResult:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from conftest import Stack
 
 from servicekit import ToolCatalog
 from tidegate.client import ClientSettings, Tidegate
-from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
+from tidegate.mcp_gateway import IDEMPOTENCY_META, STATUS_TOOL, GatewaySettings, build_server
 
 
 def notes(tmp_path: Path) -> list[dict[str, object]]:
@@ -100,11 +102,8 @@ async def test_in_pending_mode_an_escalated_mcp_call_returns_at_once_and_is_poll
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]
 
 
-async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_settings: ClientSettings, tmp_path: Path) -> None:
-    """`tidegate mcp serve` as an MCP client starts it: a subprocess on stdio, configured by the environment."""
-    import os
-    import sys
-
+def _gateway_process(stack: Stack, client_settings: ClientSettings, **more: str) -> mcp.StdioServerParameters:
+    """`tidegate mcp serve` on stdio, configured by the environment as the test's client (its state dir too), plus `more`."""
     env = {
         **os.environ,
         "TIDEGATE_CLIENT_KAFKA_BOOTSTRAP": client_settings.kafka_bootstrap,
@@ -115,12 +114,18 @@ async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_
         "TIDEGATE_CLIENT_SIGNING_KEY_PATH": str(client_settings.signing_key_path),
         "TIDEGATE_CLIENT_TOOL_KEYS_DIR": str(client_settings.tool_keys_dir),
         "TIDEGATE_CLIENT_SERVICE_KEYS_DIR": str(client_settings.service_keys_dir),
+        "TIDEGATE_CLIENT_STATE_DIR": str(client_settings.state_dir),
         **({"TIDEGATE_CLIENT_SASL_USERNAME": client_settings.sasl_username} if client_settings.sasl_username else {}),
         **({"TIDEGATE_CLIENT_SASL_PASSWORD": client_settings.sasl_password.get_secret_value()} if client_settings.sasl_password else {}),
         "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),
-        "TIDEGATE_MCP_TOOLS": '["notes_add_note", "delete_customer_data"]',
+        **more,
     }
-    server = mcp.StdioServerParameters(command=sys.executable, args=["-m", "tidegate.cli", "mcp", "serve"], env=env, cwd=str(Path.cwd()))
+    return mcp.StdioServerParameters(command=sys.executable, args=["-m", "tidegate.cli", "mcp", "serve"], env=env, cwd=str(Path.cwd()))
+
+
+async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_settings: ClientSettings, tmp_path: Path) -> None:
+    """`tidegate mcp serve` as an MCP client starts it: a subprocess on stdio, configured by the environment."""
+    server = _gateway_process(stack, client_settings, TIDEGATE_MCP_TOOLS='["notes_add_note", "delete_customer_data"]')
     async with mcp.Client(server) as agent:
         assert sorted(t.name for t in (await agent.list_tools()).tools) == [
             "delete_customer_data",
@@ -134,3 +139,35 @@ async def test_tidegate_mcp_serve_over_stdio_governs_calls(stack: Stack, client_
     assert denied.is_error
     assert "human_only" in denied.structured_content["reasons"]
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]
+
+
+async def test_a_restarted_gateway_process_answers_a_poll_without_a_position_and_a_retry_follows_the_first_proposal(
+    stack: Stack, client_settings: ClientSettings, tmp_path: Path, wait_for: Any
+) -> None:
+    """What the gateway proposed is kept in the client's state dir: a new `tidegate mcp serve` still knows the action."""
+    pending_mode = {"TIDEGATE_CLIENT_MODE": "draft", "TIDEGATE_MCP_ON_ESCALATION": "pending", "TIDEGATE_MCP_TOOLS": '["notes_add_note"]'}
+    call = {"customer": "cus_1004", "text": "after a restart"}
+    async with mcp.Client(_gateway_process(stack, client_settings, **pending_mode)) as agent:
+        pending = await agent.call_tool("notes_add_note", call)
+    assert not pending.is_error, pending.content
+    assert pending.structured_content["outcome"] == "pending"
+    ask = {"action_id": pending.structured_content["action_id"]}  # no position: the model kept the id only
+
+    async with mcp.Client(_gateway_process(stack, client_settings, **pending_mode)) as agent:  # the gateway restarted
+        still = await agent.call_tool(STATUS_TOOL, ask)
+        assert (still.is_error, still.structured_content["outcome"]) == (False, "pending"), still.content
+        token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
+        listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+        [request] = [a for a in listing.json() if a["action_id"] == ask["action_id"]]
+        await stack.decide(request["approval_id"], "approve", token)
+
+        async def settled() -> Any:
+            answer = await agent.call_tool(STATUS_TOOL, ask)
+            return answer if answer.structured_content.get("outcome") != "pending" else None
+
+        done = await wait_for(settled, timeout=60, interval=0.2, what="the approved call's result")
+        retried = await agent.call_tool("notes_add_note", call, meta={IDEMPOTENCY_META: ask["action_id"]})
+    assert not done.is_error, done.content
+    assert done.structured_content["customer"] == "cus_1004"
+    assert (retried.is_error, retried.structured_content) == (False, done.structured_content), retried.content
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1004"]  # once

@@ -83,6 +83,17 @@ async def test_zendesk_error_shapes(zendesk: ZendeskStandIn) -> None:
     assert (broken.value.retryable, broken.value.maybe_applied) == (True, True)
 
 
+async def test_an_answer_of_another_shape_is_a_bad_answer_for_the_executor_not_a_crash(zendesk: ZendeskStandIn, executed: Executed) -> None:
+    await executed.connect("acme", "zendesk", tools=["zendesk_set_status"], base_url=zendesk.url, email="agent@acme.example")
+    for _ in range(3):  # each attempt (set_status is safe to repeat) gets a ticket without its status
+        zendesk.inject(200, {"ticket": {"id": 101}})
+    result = await executed.run(executed.authorize("acme", "zendesk_set_status", {"ticket_id": 101, "status": "pending"}))
+    assert result.data.error is not None
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "bad_answer", 3)
+    assert "Zendesk answered PUT" in result.data.error.message
+    assert "(ticket.status: Field required)" in result.data.error.message
+
+
 async def test_a_next_page_on_another_host_is_not_followed_with_the_credential(zendesk: ZendeskStandIn) -> None:
     zendesk.inject(200, {"ticket": zendesk.tickets[101]}, method="GET")
     zendesk.inject(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +90,9 @@ def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_ke
             "entrypoint": "m:f",
         }
     )
+    keyed = spec.model_copy(update={"name": "keyed_refund", "accepts_idempotency_key": True})  # safe to call again after a crash
     executor = Executor(
-        catalog=ToolCatalog({"refund": spec}),
+        catalog=ToolCatalog({"refund": spec, "keyed_refund": keyed}),
         keyring_loader=lambda: Keyring.load(kit.keys_dir, "policy"),
         claims=PgClaimStore(pool, owner="test", prefix=f"rt-{uuid.uuid4().hex[:8]}."),
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
@@ -171,3 +174,34 @@ async def test_the_state_before_a_call_is_kept_once_and_the_first_read_wins(logg
     assert [q for q in statements if "pg_advisory_unlock_all" not in q] == [statements[0]], statements
     assert await undo.keep_prior_state(key, {"tags": ["vip", "refund"]}) == {"tags": ["vip"]}  # read again after the call: not kept
     assert await undo.prior_state(key.action_id) == {"tags": ["vip"]}
+
+
+async def test_a_call_interrupted_mid_way_and_found_expired_on_redelivery_ends_unknown_without_a_dead_letter(
+    rig: Rig, authorize: Callable[..., s.ActionAuthorized], logged_pool: tuple[asyncpg.Pool, list[str]]
+) -> None:
+    """The claim and the call happened, then the process died; the authorization expired before its redelivery.
+
+    The authorization was used: the action ends as an interrupted call (unknown, a person checks), never as a refusal.
+    """
+    pool, _ = logged_pool
+    event = authorize("acme", "keyed_refund", {"amount_usd": 10}, ttl_s=60)
+    rig.tool.gate = asyncio.Event()  # never set: the call hangs until the "crash"
+    first = asyncio.create_task(rig.executor.handle(event))
+    await asyncio.wait_for(rig.tool.entered.wait(), 30)
+    first.cancel()  # the process dies mid-call: its connection, and so its lock, goes
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    row = await pool.fetchrow("SELECT status, attempts FROM executor.actions WHERE action_id = $1", event.data.action_id)
+    assert (row["status"], row["attempts"]) == ("running", 1)
+
+    rig.executor.clock = lambda: datetime.now(UTC) + timedelta(minutes=5)  # redelivered after the expiry
+    await rig.executor.handle(event)  # no Reject: no dead letter for an authorization that was used
+    assert rig.tool.calls == 1
+    [result] = rig.published
+    assert isinstance(result, s.ActionUnknown)
+    assert (result.data.error.type, result.data.attempts) == ("interrupted", 1)
+    assert "since then: authorization expired at" in result.data.error.message
+    row = await pool.fetchrow("SELECT status, error FROM executor.actions WHERE action_id = $1", event.data.action_id)
+    assert row["status"] == "unknown"
+    assert "dead_letter" not in json.loads(row["error"])
+    assert await rig.executor.settle_interrupted() == 0  # nothing left running for the start-up to settle

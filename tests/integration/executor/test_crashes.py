@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -128,3 +129,49 @@ async def test_a_crash_in_the_middle_of_a_non_idempotent_call_ends_unknown_and_i
     await wait_for(lambda: len(listener.for_action(event.data.action_id)) >= 2, timeout=30, what="the redelivery's answer")
     assert len(ledger.requests) == 1
     assert ledger.requests[0]["headers"]["idempotency-key"] == event.data.action_id
+
+
+async def test_a_keyed_call_killed_mid_way_and_expired_before_the_restart_ends_unknown_and_is_not_dead_lettered(
+    spawn_executor: Any, http_stub: Any, make_tools_dir: Any, publisher: Bus, listener: Any, authorize: Any, tenant: str, wait_for: Any
+) -> None:
+    """Safe to call again, but the authorization expired while the executor was down: the interrupted call ends as such.
+
+    Its authorization was used by the first attempt: the audit gets no `authorization_expired` refusal for it.
+    """
+    arrived = asyncio.Event()
+
+    async def hang(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        arrived.set()
+        await asyncio.sleep(3600)
+        return 200, {}
+
+    payments = await http_stub(hang)
+    tools = make_tools_dir(
+        {
+            "name": "post_keyed_payment",
+            "description": "Post a payment (takes an idempotency key: safe to call again).",
+            "risk": "financial",
+            "kind": "http",
+            "url": f"{payments.url}/payments",
+            "timeout_s": 60,
+            "accepts_idempotency_key": True,
+            "args_schema": {"type": "object", "properties": {"amount_usd": {"type": "number"}}},
+        }
+    )
+    first = await spawn_executor(tools)
+    event = authorize(tenant, "post_keyed_payment", {"amount_usd": 250.0}, ttl_s=10)
+    await publisher.publish("actions.authorized", event)
+    await asyncio.wait_for(arrived.wait(), timeout=10)
+    first.kill()
+    await asyncio.sleep(max(0.0, (event.data.authorization.expires_at - datetime.now(UTC)).total_seconds()))  # until the expiry
+
+    await spawn_executor(tools)
+    [result] = await wait_for(lambda: listener.for_action(event.data.action_id), timeout=60, what="the interrupted outcome")
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "interrupted", 1)
+    assert "since then: authorization expired at" in result.data.error.message
+    assert len(payments.requests) == 1  # never called again
+    # A dead letter of this one would have gone out before the executor handles a later one: wait for that one's, then look.
+    later = authorize(tenant, "post_keyed_payment", {"amount_usd": 1.0}, ttl_s=-1)
+    await publisher.publish("actions.authorized", later)
+    await wait_for(lambda: listener.dead_codes(later.data.action_id), timeout=60, what="the later authorization's dead letter")
+    assert listener.dead_codes(event.data.action_id) == []

@@ -150,3 +150,22 @@ def test_an_interrupted_call_is_not_repeated_once_its_attempts_are_used_up() -> 
         assert end_of_interrupted(used_up, tool) == ended
     assert decide(replace(used_up, attempts=2), spec(idempotent=True), now=NOW, expires_at=later, killed=None) == Call(recovering=True)
     assert end_of_interrupted(replace(used_up, attempts=2), spec(idempotent=True)) is None
+
+
+def test_an_interrupted_call_refused_now_ends_as_interrupted_and_is_never_dead_lettered() -> None:
+    """The interrupted attempt may have happened: the authorization was used, so no refusal of it is dead-lettered."""
+    later = NOW + timedelta(seconds=1)
+    running = replace(record("running"), attempts=1)
+    for tool, status in ((spec(accepts_idempotency_key=True), "unknown"), (spec(risk="read"), "failed")):
+        refusals = (
+            (dict(expires_at=NOW, killed=None), "authorization expired at"),
+            (dict(expires_at=later, killed="fraud"), "kill switch set for t: fraud"),
+            (dict(expires_at=later, killed=None, arg_errors=["amount_usd: too big"]), "amount_usd: too big"),
+        )
+        for kw, why in refusals:
+            ended = decide(running, tool, now=NOW, **kw)  # type: ignore[arg-type]
+            assert isinstance(ended, Finish)
+            assert (ended.status, ended.error_type, ended.dead_letter) == (status, "interrupted", None)
+            assert "stopped during attempt 1 of a call to t; since then: " in ended.message
+            assert why in ended.message
+            assert "may or may not have taken effect" in ended.message

@@ -129,3 +129,25 @@ async def test_an_expiry_after_a_maybe_applied_error_keeps_the_error_and_does_no
     [result] = world.published
     assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "http_502", 1)
     assert "authorization expired" in result.data.error.message
+
+
+async def test_an_interrupted_call_found_expired_on_redelivery_ends_unknown_and_is_not_dead_lettered(world: World) -> None:
+    keyed = world.authorize(ttl_s=60)  # refund: safe to repeat, a write
+    await _crash_mid_call(world, keyed)
+    world.executor.clock = lambda: NOW + timedelta(seconds=120)  # redelivered after the authorization expired
+    await world.executor.handle(keyed)  # no Reject: the interrupted attempt used the authorization
+    assert world.tool.contexts == []
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts, result.data.cost.usd) == (
+        "tidegate.action.unknown",
+        "interrupted",
+        1,
+        0.01,
+    )
+    assert "since then: authorization expired at" in result.data.error.message
+    record = world.claims.records[keyed.data.action_id]
+    assert (record.status, record.error.refusal if record.error else "no error") == ("unknown", None)
+    # A copy of it is still dead-lettered as a replay, not as expired.
+    with pytest.raises(Reject) as refused:
+        await world.executor.handle(keyed.model_copy(update={"id": "another-event"}))
+    assert refused.value.code == "authorization_replayed"

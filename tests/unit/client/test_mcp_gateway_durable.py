@@ -1,0 +1,105 @@
+"""The MCP gateway across a restart and a broker outage, driven by the `mcp` package's own client over a memory bus.
+
+A restarted gateway still knows what it proposed (kept in the client's state dir), so a poll without a
+position answers; a bus it cannot reach is a tool error naming the action id to retry under, not an internal error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import mcp
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from schemas import Envelope
+from tests.unit.client.test_mcp_gateway import CATALOG, approve_when_pending, rule, text_of
+from tidegate.client import ClientSettings, MemoryTransport
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.client.transport import Position
+from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings
+from tidegate.mcp_gateway.run import gateway, state_file
+from tidegate.mcp_gateway.server import IDEMPOTENCY_META
+
+TOOLS = {"issue_refund": lambda args: {"refunded": args["amount_usd"]}, "tag_ticket": lambda args: {"tagged": True}}
+
+
+class FlakyBus(MemoryTransport):
+    """A memory bus whose broker can go away: sends and new readers then fail as aiokafka's do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    async def publish(self, topic: str, event: Envelope) -> None:
+        if self.down:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19092, <AddressFamily.AF_INET: 2>)]")
+        await super().publish(topic, event)
+
+    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+        if self.down:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19092, <AddressFamily.AF_INET: 2>)]")
+        async for item in super().read(topics, start):
+            yield item
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> ClientSettings:
+    return ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
+
+
+async def test_a_restarted_gateway_answers_a_poll_without_a_position_for_what_it_proposed(settings: ClientSettings) -> None:
+    bus = MemoryTransport()
+    pending_mode = GatewaySettings(on_escalation="pending")
+    async with ScriptedTidegate(bus, rule, tools=TOOLS) as scripted:
+        async with gateway(pending_mode, settings, CATALOG, transport=bus) as server, mcp.Client(server) as agent:
+            pending = await agent.call_tool("issue_refund", {"amount_usd": 90.0})
+        assert pending.structured_content["outcome"] == "pending"
+        ask = {"action_id": pending.structured_content["action_id"]}  # the model kept the id, not the position
+        assert state_file(settings).exists()
+
+        # The gateway restarts (a new process: a new client, whose answers start after the escalation).
+        async with gateway(pending_mode, settings, CATALOG, transport=bus) as server, mcp.Client(server) as agent:
+            still = await agent.call_tool(STATUS_TOOL, ask)
+            assert (still.is_error, still.structured_content["outcome"]) == (False, "pending")
+            assert still.structured_content["position"] == pending.structured_content["position"]
+            await approve_when_pending(scripted)
+            done = await agent.call_tool(STATUS_TOOL, ask)
+            retried = await agent.call_tool("issue_refund", {"amount_usd": 90.0}, meta={IDEMPOTENCY_META: ask["action_id"]})
+    assert (done.is_error, done.structured_content) == (False, {"refunded": 90.0})
+    assert (retried.is_error, retried.structured_content) == (False, {"refunded": 90.0})  # followed, not proposed again
+    assert len(scripted.proposals) == 1
+    assert scripted.calls == {"issue_refund": [{"amount_usd": 90.0}]}
+
+
+async def test_a_bus_down_during_a_call_is_a_tool_error_with_the_action_id_to_retry_under(settings: ClientSettings) -> None:
+    bus = FlakyBus()
+    async with (
+        ScriptedTidegate(bus, rule, tools=TOOLS) as scripted,
+        gateway(GatewaySettings(), settings, CATALOG, transport=bus) as server,
+        mcp.Client(server) as agent,
+    ):
+        bus.down = True
+        failed = await agent.call_tool("tag_ticket", {"ticket_id": "T-1"})
+        assert failed.is_error
+        action_id = failed.structured_content["action_id"]
+        assert failed.structured_content == {"outcome": "unreachable", "action_id": action_id}
+        said = text_of(failed)  # what a model reads
+        assert said.startswith("the governance bus is unreachable (KafkaConnectionError: Unable to bootstrap")
+        assert action_id in said
+        assert IDEMPOTENCY_META in said
+
+        polled = await agent.call_tool(STATUS_TOOL, {"action_id": action_id})
+        assert (polled.is_error, polled.structured_content) == (True, {"outcome": "unreachable", "action_id": action_id})
+        assert "cannot tell where action" in text_of(polled)
+
+        bus.down = False
+        unsent = await agent.call_tool(STATUS_TOOL, {"action_id": action_id})
+        assert (unsent.is_error, unsent.structured_content["outcome"]) == (True, "not_sent")
+        assert scripted.proposals == []
+        retried = await agent.call_tool("tag_ticket", {"ticket_id": "T-1"}, meta={IDEMPOTENCY_META: action_id})
+    assert (retried.is_error, retried.structured_content) == (False, {"tagged": True})
+    assert [p.action_id for p in scripted.proposals] == [action_id]
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1"}]}
