@@ -21,6 +21,9 @@ IDLE_FETCH_MAX_WAIT_MS = 2_000
 PARTITION_FETCH_BYTES = 256 * 1024
 """The most a consumer fetches of one partition at a time, unless set (`KitSettings.max_partition_fetch_bytes`)."""
 
+MIN_REQUEST_TIMEOUT_MS = 1_000
+"""The shortest `KitSettings.kafka_request_timeout_ms` accepted."""
+
 EX_CONFIG = 78  # sysexits.h: a setting is not valid; a supervisor does not restart what only a person can fix
 
 
@@ -43,7 +46,7 @@ class KitSettings(BaseSettings):
     )
     kafka_request_timeout_ms: int | None = Field(
         default=None,
-        ge=1000,
+        ge=MIN_REQUEST_TIMEOUT_MS,
         description="Request timeout of every Kafka client, also how long a produced record may wait for a broker before it "
         "fails; unset: aiokafka's 40,000 ms. A broker outage longer than this is the one that kills an idempotent producer "
         "(docs/reliability.md).",
@@ -210,12 +213,17 @@ class KitSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _default_fetch_wait_within_the_request_timeout(cls, data: Any) -> Any:
-        """Unset, the fetch wait is `IDLE_FETCH_MAX_WAIT_MS`, or half a request timeout set lower (a held fetch must not time out)."""
+        """Unset, the fetch wait is `IDLE_FETCH_MAX_WAIT_MS`, or half a request timeout set lower (a held fetch must not time out).
+
+        A timeout its own field refuses derives nothing: the error names the variable a person set, not the one derived from it.
+        """
         if not isinstance(data, dict) or data.get("fetch_max_wait_ms") is not None:
             return data
         try:
             timeout = int(data.get("kafka_request_timeout_ms"))  # type: ignore[arg-type]
         except (TypeError, ValueError):  # unset, or not a number (its own field says so)
+            return data
+        if timeout < MIN_REQUEST_TIMEOUT_MS:  # refused by its own field, which says so
             return data
         return {**data, "fetch_max_wait_ms": timeout // 2} if timeout < 2 * IDLE_FETCH_MAX_WAIT_MS else data
 

@@ -22,6 +22,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("db", "db"),
     ("topics", "topics"),
     ("services", None),
+    ("status", None),
     ("clients", None),
     ("approvals", "approvals"),
     ("policy", "policy"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from pydantic_settings import BaseSettings
 
 from servicekit import KitSettings
@@ -66,7 +67,7 @@ PASSING_THROUGH = frozenset({"planner.outbox", "approval.outbox"})
 
 @dataclass(frozen=True)
 class TableUsage:
-    """One table: its rows (PostgreSQL's estimate, from its statistics) and size; for working state, its setting and rows due."""
+    """One table: its rows (PostgreSQL's estimate; counted when never analysed) and size; for working state, its setting and due rows."""
 
     name: str
     rows: int
@@ -91,14 +92,26 @@ class TableUsage:
 
 
 _TABLES = """
-SELECT n.nspname || '.' || c.relname AS name,
-       greatest(coalesce(s.n_live_tup, 0), c.reltuples::bigint) AS rows,
+SELECT n.nspname || '.' || c.relname AS name, format('%I.%I', n.nspname, c.relname) AS quoted,
+       greatest(coalesce(s.n_live_tup, 0), c.reltuples::bigint) AS estimate, c.reltuples < 0 AS never_analysed,
        pg_total_relation_size(c.oid) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p')
 ORDER BY bytes DESC, name
 """
+
+
+async def _rows(conn: asyncpg.Connection, table: asyncpg.Record) -> int:
+    """The table's rows: PostgreSQL's estimate, or a count for a table never vacuumed nor analysed.
+
+    Such a table has no estimate (`reltuples` is -1), and the statistics' live count starts again at 0 when the
+    server restarts, so the estimate would say 0 of a table that holds rows. Autovacuum analyses a table once
+    about 50 rows have changed, so one never analysed is small, or new: the count is cheap.
+    """
+    if not table["never_analysed"]:
+        return int(table["estimate"])
+    return int(await conn.fetchval(f"SELECT count(*) FROM {table['quoted']}"))
 
 
 async def usage(kit: KitSettings, *, now: datetime | None = None) -> list[TableUsage]:
@@ -115,14 +128,15 @@ async def usage(kit: KitSettings, *, now: datetime | None = None) -> list[TableU
         out = []
         for r in rows:
             s = swept.get(r["name"])
+            count = await _rows(conn, r)
             if s is None:
-                out.append(TableUsage(r["name"], r["rows"], r["bytes"]))
+                out.append(TableUsage(r["name"], count, r["bytes"]))
                 continue
             kept = s.kept_s()
             cutoff = now - timedelta(seconds=kept)
             only = f" AND {s.only}" if s.only else ""
             due = await conn.fetchval(f"SELECT count(*) FROM {s.name} WHERE {s.written_at} < $1{only}", cutoff)
-            out.append(TableUsage(r["name"], r["rows"], r["bytes"], s.setting, kept, due))
+            out.append(TableUsage(r["name"], count, r["bytes"], s.setting, kept, due))
         return out
     finally:
         await conn.close()

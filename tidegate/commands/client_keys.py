@@ -19,7 +19,7 @@ app = typer.Typer(help="Security: client keys per tenant (who may submit tasks a
 
 @app.command("add")
 def add(
-    tenant: str = typer.Argument(..., help="Tenant the client acts for."),
+    tenant: str = typer.Argument(..., help="Tenant the client acts for.", metavar="TENANT"),
     principal: str = typer.Argument(..., help="Who the client is; its tasks' `requested_by`.", metavar="PRINCIPAL"),
     public_key: Path = typer.Option(
         None, "--public-key", exists=True, dir_okay=False, help="The client's Ed25519 public key (PEM); default: make a key pair here."
@@ -43,7 +43,7 @@ def add(
 
 
 @app.command("revoke")
-def revoke(tenant: str = typer.Argument(...), principal: str = typer.Argument(..., metavar="PRINCIPAL")) -> None:
+def revoke(tenant: str = typer.Argument(..., metavar="TENANT"), principal: str = typer.Argument(..., metavar="PRINCIPAL")) -> None:
     """Revoke a client key: its tasks and proposals are refused from now on (the public key moves to `revoked/`)."""
     kit = settings()
     folder = kit.client_keys_dir / tenant
@@ -60,7 +60,7 @@ def revoke(tenant: str = typer.Argument(...), principal: str = typer.Argument(..
 
 
 @app.command("list")
-def list_clients(tenant: str = typer.Argument(None, help="Only this tenant.")) -> None:
+def list_clients(tenant: str = typer.Argument(None, help="Only this tenant.", metavar="TENANT")) -> None:
     """Registered (active) client keys, per tenant."""
     kit = settings()
     for path in sorted(kit.client_keys_dir.glob(f"{tenant or '*'}/*.pub")):

@@ -77,6 +77,17 @@ def _json_arg(text: str, what: str) -> dict[str, Any]:
     return value
 
 
+def _ticket_fields(ticket_id: str) -> dict[str, Any]:
+    """The task of a seeded demo ticket (`--ticket`), as fields: its workflow, input and untrusted keys, a budget of 5 USD."""
+    from systems.seed import TICKETS
+    from tidegate.demo.tickets import ticket_task
+
+    match = next((t for t in TICKETS if t.ticket_id == ticket_id), None)
+    if match is None:
+        fail(f"no seeded ticket {ticket_id}; the demo tickets are {', '.join(t.ticket_id for t in TICKETS)}")
+    return ticket_task(match).model_dump()
+
+
 @app.command()
 def submit(
     workflow: str = typer.Option("support_triage", "--workflow", "-w", help="Workflow (picks the playbook)."),
@@ -95,35 +106,24 @@ def submit(
     if mode not in ("draft", "autonomous"):
         fail("--mode is draft or autonomous")
     if ticket:
-        from systems.seed import TICKETS
-        from tidegate.demo.tickets import ticket_task
-
-        match = next((t for t in TICKETS if t.ticket_id == ticket), None)
-        if match is None:
-            fail(f"no seeded ticket {ticket}; the demo tickets are {', '.join(t.ticket_id for t in TICKETS)}")
-        try:
-            data = ticket_task(match, tenant_id=tenant, task_id=task_id, mode=mode, requested_by=requested_by)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            _fail_on_fields(exc, SUBMIT_FLAGS)
-        data = data.model_copy(update={"planner": planner, "budget_usd": budget_usd if budget_usd is not None else data.budget_usd})
+        fields = _ticket_fields(ticket)
+    elif input_json is None:
+        fail("give --input JSON (or --ticket T-…)")
     else:
-        if input_json is None:
-            fail("give --input JSON (or --ticket T-…)")
         task_input = _json_arg(input_json, "--input")
-        try:
-            data = TaskSubmittedData(
-                task_id=task_id or f"task-{uuid.uuid4().hex[:12]}",
-                tenant_id=tenant,
-                workflow=workflow,
-                input=task_input,
-                untrusted=untrusted,
-                requested_by=requested_by,
-                budget_usd=budget_usd,
-                mode=mode,  # type: ignore[arg-type]
-                planner=planner,
-            )
-        except ValidationError as exc:
-            _fail_on_fields(exc, SUBMIT_FLAGS)
+        fields = {"task_id": f"task-{uuid.uuid4().hex[:12]}", "workflow": workflow, "input": task_input, "untrusted": untrusted}
+    given = {
+        "tenant_id": tenant,
+        "task_id": task_id or None,
+        "mode": mode,
+        "requested_by": requested_by,
+        "budget_usd": budget_usd,
+        "planner": planner,
+    }
+    try:  # the flags given override a ticket's task; one construction, so each refused value is named by its flag
+        data = TaskSubmittedData(**fields | {name: value for name, value in given.items() if value is not None})
+    except ValidationError as exc:
+        _fail_on_fields(exc, SUBMIT_FLAGS)
     event = TaskSubmitted.build(data, source="tidegate/cli")
     outcome = run(_publish_and_wait("tasks", event, wait, lambda name, ev: name == "tasks.outcomes" and ev.data.task_id == data.task_id))
     console.print(f"submitted task [bold]{data.task_id}[/] (event {event.id})")

@@ -12,12 +12,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
 
 from servicekit import EX_CONFIG
 from tidegate.commands._common import console, fail, settings
+from tidegate.commands._supervised import Child, Supervised, alive, health_url, record_path, save, utc_stamp
 
 SERVICES = ("policy", "approval", "executor", "planner", "audit")
 
@@ -44,14 +46,14 @@ def _pidfile() -> Path:
     return _run_dir() / "up.pid"
 
 
-def _alive(pid: int) -> bool:
+def supervisor_pid() -> int | None:
+    """The pid of the running `tidegate up` (detached or not) of this run directory, or None when none runs."""
+    pidfile = _pidfile()
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        pid = int(pidfile.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if alive(pid) else None
 
 
 @dataclass
@@ -96,6 +98,19 @@ def _service_command(name: str) -> list[str]:
     return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
 
 
+def _say(message: str) -> None:
+    """One line of the supervisor's log (stdout: `supervisor.log` when detached), stamped in UTC: it is read during incidents."""
+    print(f"{utc_stamp()} {message}", flush=True)
+
+
+def _keep(path: Path, record: Supervised) -> None:
+    """Save the record `tidegate status` reads; a disk that refuses it is said, and does not stop the supervision."""
+    try:
+        save(path, record)
+    except OSError as exc:
+        _say(f"cannot write {path} (`tidegate status` reads it): {exc}")
+
+
 async def _supervise(
     names: tuple[str, ...],
     *,
@@ -110,9 +125,12 @@ async def _supervise(
     A dead child waits out its own delay while the others are watched as usual (and a stop signal
     during the wait stops at once). A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
     `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
-    child is left. Tests pass a short `make_backoff`, a `command` and a `stopping` event.
+    child is left. Each start, death and restart is a line on stdout stamped in UTC, and is kept in
+    `<run_dir>/up.json` for `tidegate status` (restarts counted). Tests pass a short `make_backoff`, a
+    `command` and a `stopping` event.
     """
-    run_dir = _run_dir()
+    kit = settings()
+    run_dir = kit.run_dir
     logs, ready = run_dir / "logs", run_dir / "ready"
     logs.mkdir(parents=True, exist_ok=True)
     ready.mkdir(parents=True, exist_ok=True)
@@ -129,18 +147,37 @@ async def _supervise(
     tick_s = min(1.0, min(b.initial_s for b in backoff.values()) / 2) if backoff else 1.0
 
     metrics_base = os.environ.get("TIDEGATE_METRICS_PORT")
+    record_file = record_path(run_dir)
+    record = Supervised(supervisor_pid=os.getpid(), started_at=datetime.now(UTC))
+
+    def note(name: str, **change: object) -> None:
+        record.services[name] = record.services[name].model_copy(update=change)
+        _keep(record_file, record)
 
     async def start(name: str) -> None:
+        (ready / f"{name}.ready").unlink(missing_ok=True)  # a killed child's is still there: this one is not ready yet
+        (ready / f"{name}.failed").unlink(missing_ok=True)
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
         # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
-        own = {"TIDEGATE_METRICS_PORT": str(int(metrics_base) + SERVICES.index(name))} if metrics_base else {}
-        children[name] = await asyncio.create_subprocess_exec(*command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own)
+        port = int(metrics_base) + SERVICES.index(name) if metrics_base else None
+        own = {"TIDEGATE_METRICS_PORT": str(port)} if port is not None else {}
+        proc = children[name] = await asyncio.create_subprocess_exec(*command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own)
         started_at[name] = clock()
         log.close()
+        before = record.services.get(name)
+        record.services[name] = Child(
+            state="running",
+            pid=proc.pid,
+            started_at=datetime.now(UTC),
+            restarts=0 if before is None else before.restarts + 1,
+            last_exit=None if before is None else before.last_exit,
+            health_url=health_url(kit.metrics_host, port),
+        )
+        _keep(record_file, record)
+        _say(f"{name} started (pid {proc.pid})" if before is None else f"{name} restarted (pid {proc.pid}, restart {before.restarts + 1})")
 
+    _say(f"supervising {', '.join(names)} (pid {os.getpid()}); logs in {logs}")
     for name in names:
-        (ready / f"{name}.ready").unlink(missing_ok=True)
-        (ready / f"{name}.failed").unlink(missing_ok=True)
         await start(name)
     while not stopping.is_set() and children:  # none left: each one's settings were not valid
         with contextlib.suppress(TimeoutError):
@@ -157,15 +194,19 @@ async def _supervise(
                 del children[name]
                 reason = _not_started_reason(logs / f"{name}.log")
                 (ready / f"{name}.failed").write_text(reason)
-                print(f"{name} did not start, and is not restarted: {reason}", flush=True)
+                note(name, state="not started", last_exit=proc.returncode, reason=reason)
+                _say(f"{name} did not start, and is not restarted: {reason}")
                 if on_restart is not None:
                     on_restart(name, proc.returncode, None)
             elif proc.returncode is not None:
                 delay = backoff[name].after_death(now - started_at[name])
                 restart_at[name] = now + delay
-                print(f"{name} exited with {proc.returncode}; restarting in {delay:.0f}s", flush=True)
+                note(name, state="restarting", last_exit=proc.returncode, restart_at=datetime.now(UTC) + timedelta(seconds=delay))
+                _say(f"{name} exited with {proc.returncode}; restarting in {delay:.0f}s")
                 if on_restart is not None:
                     on_restart(name, proc.returncode, delay)
+    if children:
+        _say(f"stopping {', '.join(children)}")
     for proc in children.values():
         if proc.returncode is None:
             proc.terminate()
@@ -173,8 +214,25 @@ async def _supervise(
         try:
             await asyncio.wait_for(proc.wait(), 20)
         except TimeoutError:
-            print(f"{name} did not stop in 20 s; killing it", flush=True)
+            _say(f"{name} did not stop in 20 s; killing it")
             proc.kill()
+    record_file.unlink(missing_ok=True)
+    _say("stopped")
+
+
+def _check_metrics_ports(names: tuple[str, ...]) -> None:
+    """Refuse, up front, a `TIDEGATE_METRICS_PORT` base that puts a service's port (base + its index) outside 1-65535."""
+    base = settings().metrics_port
+    if base is None:
+        return
+    ports = {n: base + SERVICES.index(n) for n in names}
+    if outside := [f"{n}'s {p}" for n, p in ports.items() if not 1 <= p <= 65535]:
+        highest = 65535 - max(SERVICES.index(n) for n in names)
+        fail(
+            f"TIDEGATE_METRICS_PORT={base}: `tidegate up` gives service i of {', '.join(SERVICES)} the port base + i, "
+            f"and {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} outside 1-65535; set a base from 1 to {highest}",
+            code=2,
+        )
 
 
 @app.command()
@@ -188,11 +246,12 @@ def up(
     for n in names:
         if n not in SERVICES:
             fail(f"unknown service {n!r}; choose from {', '.join(SERVICES)}")
-    pidfile = _pidfile()
-    if pidfile.exists() and _alive(int(pidfile.read_text())):
-        console.print(f"services already running (pid {pidfile.read_text().strip()}); `tidegate down` stops them")
+    _check_metrics_ports(names)
+    if (running := supervisor_pid()) is not None:
+        console.print(f"services already running (pid {running}); `tidegate down` stops them")
         return
     if not detach:
+        pidfile = _pidfile()
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         pidfile.write_text(str(os.getpid()))
         try:
@@ -200,7 +259,8 @@ def up(
         finally:
             pidfile.unlink(missing_ok=True)
         if failed := sorted(n for n in names if (_run_dir() / "ready" / f"{n}.failed").exists()):
-            fail(f"not started, settings not valid: {', '.join(failed)} (see above)", code=EX_CONFIG)
+            _say(f"error: not started, settings not valid: {', '.join(failed)} (see above)")
+            raise typer.Exit(EX_CONFIG)
         return
     ready = _run_dir() / "ready"
     for n in names:
@@ -232,15 +292,14 @@ def up(
 @app.command()
 def down(timeout_s: float = typer.Option(40.0, "--timeout", help="Seconds to wait for a clean stop.")) -> None:
     """Stop the services started by `tidegate up --detach` (SIGTERM, then wait)."""
-    pidfile = _pidfile()
-    if not pidfile.exists() or not _alive(pid := int(pidfile.read_text())):
-        pidfile.unlink(missing_ok=True)
+    if (pid := supervisor_pid()) is None:
+        _pidfile().unlink(missing_ok=True)
         console.print("services are not running")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    if alive(pid):
         fail(f"supervisor {pid} still running after {timeout_s:.0f}s")
     console.print("services stopped")

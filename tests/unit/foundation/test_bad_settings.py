@@ -148,6 +148,13 @@ def test_up_detached_says_at_once_which_setting_keeps_a_service_from_starting(tm
     assert CliRunner().invoke(app, ["down", "--timeout", "20"]).exit_code == 0  # the supervisor ended with its last child
 
 
+def test_a_request_timeout_too_short_is_named_alone_not_the_fetch_wait_derived_from_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "4")  # the fetch wait, unset, would be derived as 2: not the person's
+    assert problems_of(KitSettings) == ["TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS: Input should be greater than or equal to 1000 (got '4')"]
+    monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "1000")
+    assert KitSettings().fetch_max_wait_ms == 500  # a timeout it accepts still lowers the wait to half of it
+
+
 def test_a_fetch_wait_the_request_timeout_would_cut_short_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "3000")
     monkeypatch.setenv("TIDEGATE_FETCH_MAX_WAIT_MS", "2000")

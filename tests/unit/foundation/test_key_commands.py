@@ -198,3 +198,9 @@ def test_rotating_a_tool_key_keeps_replies_in_flight_and_retires_the_old_key_aft
     )
     assert again.exit_code != 0
     assert "current key already" in again.output
+
+
+@pytest.mark.parametrize(("command", "usage"), [("add", "{TENANT} {PRINCIPAL}"), ("revoke", "{TENANT} {PRINCIPAL}"), ("list", "[TENANT]")])
+def test_clients_help_names_its_arguments_alike(command: str, usage: str) -> None:
+    shown = runner.invoke(app, ["clients", command, "--help"], terminal_width=200).output
+    assert usage in shown, shown

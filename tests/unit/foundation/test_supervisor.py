@@ -1,14 +1,23 @@
-"""`tidegate up` restarts a dead service after a delay that doubles on quick deaths and resets after a healthy run."""
+"""`tidegate up` restarts a dead service after a delay that doubles on quick deaths and resets after a healthy run; it says
+when, in UTC, and records each child for `tidegate status`."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import re
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tidegate.cli import app
+from tidegate.commands import services
+from tidegate.commands._supervised import Child, load, record_path
 from tidegate.commands.services import Backoff, _supervise
 
 
@@ -52,11 +61,88 @@ async def run_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock:
 
 
 async def test_the_supervisor_backs_off_a_child_that_keeps_dying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
     assert await run_supervisor(tmp_path, monkeypatch, time.monotonic, 5) == [0.02, 0.04, 0.08, 0.08, 0.08]
 
 
 async def test_the_supervisor_resets_the_delay_of_a_child_that_ran_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = itertools.count(step=100.0)  # every reading is 100 s after the last: each child "ran" past healthy_s
     assert await run_supervisor(tmp_path, monkeypatch, lambda: next(ticks), 4) == [0.02, 0.02, 0.02, 0.02]
+
+
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S")
+
+
+async def test_every_line_of_the_supervisor_starts_with_its_time_in_utc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    await run_supervisor(tmp_path, monkeypatch, time.monotonic, 2)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("policy exited with 3; restarting in 0s" in line for line in lines), lines
+    assert lines
+    assert all(STAMPED.match(line) for line in lines), lines
+    stamps = [datetime.fromisoformat(line.split(" ", 1)[0]) for line in lines]
+    assert stamps == sorted(stamps)
+    assert before <= stamps[0] <= datetime.now(UTC)  # UTC, not local time: read beside other logs
+
+
+async def test_the_supervisor_records_each_child_and_its_restarts_for_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIDEGATE_METRICS_PORT", "9300")
+    monkeypatch.setenv("TIDEGATE_METRICS_HOST", "0.0.0.0")  # bound by nobody here: a wildcard is probed on the loopback
+    seen: list[Child] = []
+    stopping = asyncio.Event()
+
+    def on_restart(name: str, code: int | None, delay: float | None) -> None:
+        record = load(record_path(tmp_path))
+        assert record is not None
+        assert record.supervisor_pid == os.getpid()
+        seen.append(record.services[name])
+        if len(seen) >= 3:
+            stopping.set()
+
+    await asyncio.wait_for(
+        _supervise(
+            ("audit",),
+            make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.02, healthy_s=60),
+            command=lambda name: [sys.executable, "-c", "import sys; sys.exit(3)"],
+            stopping=stopping,
+            on_restart=on_restart,
+        ),
+        timeout=20,
+    )
+    assert [(c.state, c.restarts, c.last_exit) for c in seen] == [("restarting", 0, 3), ("restarting", 1, 3), ("restarting", 2, 3)]
+    assert {c.health_url for c in seen} == {"http://127.0.0.1:9304/health"}  # audit is the fifth: base + 4
+    assert all(c.restart_at is not None and c.restart_at >= c.started_at for c in seen)
+    assert not record_path(tmp_path).exists()  # stopped: nothing for `status` to mistake for a running service
+
+
+def test_up_refuses_a_metrics_base_whose_last_port_is_past_65535(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
+    supervised: list[tuple[str, ...]] = []
+
+    async def supervise(names: tuple[str, ...]) -> None:
+        supervised.append(names)
+
+    monkeypatch.setattr(services, "_supervise", supervise)
+    monkeypatch.setenv("TIDEGATE_METRICS_PORT", "65533")
+    refused = CliRunner().invoke(app, ["up"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.count("\n") == 1, refused.output  # one line
+    assert "TIDEGATE_METRICS_PORT=65533" in refused.output
+    assert "planner's 65536, audit's 65537 are outside 1-65535; set a base from 1 to 65531" in refused.output
+    assert supervised == []  # nothing started
+    assert CliRunner().invoke(app, ["up", "--only", "approval"]).exit_code == 0  # 65534: fits
+    monkeypatch.setenv("TIDEGATE_METRICS_PORT", "65531")
+    assert CliRunner().invoke(app, ["up"]).exit_code == 0
+    assert supervised == [("approval",), services.SERVICES]
+
+
+async def test_a_record_that_cannot_be_written_is_said_and_the_supervision_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "up.json.part").mkdir()  # where each record is written first: the write fails (root ignores file modes)
+    assert await run_supervisor(tmp_path, monkeypatch, time.monotonic, 3) == [0.02, 0.04, 0.08]
+    said = capsys.readouterr().out
+    assert f"cannot write {tmp_path / 'up.json'} (`tidegate status` reads it): [Errno 21] Is a directory" in said

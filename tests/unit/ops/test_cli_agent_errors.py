@@ -35,6 +35,9 @@ def one_line_error(command: list[str], says: str) -> None:
         (["propose", "--tool", "tag_ticket", "--args", "{}", "--action-id", "a" * 300, "--wait", "0"], "--action-id: String should have"),
         (["propose", "--tool", "tag_ticket", "--args", "{}", "--tenant", "", "--wait", "0"], "--tenant: String should have at least 1"),
         (["submit", "--input", "{}", "--tenant", ""], "--tenant: String should have at least 1"),
+        (["submit", "--ticket", "T-1001", "--tenant", ""], "--tenant: String should have at least 1"),
+        (["submit", "--input", "{}", "--budget", "-1"], "--budget: Input should be greater than or equal to 0"),
+        (["submit", "--ticket", "T-1001", "--budget", "-1"], "--budget: Input should be greater than or equal to 0"),  # a ticket's too
     ],
 )
 def test_propose_and_submit_name_the_flag_before_publishing(command: list[str], says: str) -> None:

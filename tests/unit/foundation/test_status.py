@@ -1,0 +1,182 @@
+"""`tidegate status`: each service of the running `tidegate up`, its pid, uptime and restarts, and what its `/health` answers.
+
+The record is the one the supervisor writes (tests/unit/foundation/test_supervisor.py checks it writes it); each `/health`
+here is a real server of the kit's own (`serve_metrics_and_health`) on the loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from servicekit.health import serve_metrics_and_health
+from tidegate.cli import app
+from tidegate.commands._supervised import Child, Supervised, record_path, save
+from tidegate.commands.status import EXIT_NOT_RUNNING, health_answer
+
+
+@pytest.fixture(autouse=True)
+def _run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture
+def health() -> Iterator[Callable[[dict[str, Any]], str]]:
+    """Serve a `/health` answering `body` (200 when `body["ok"]`, else 503); returns its URL."""
+    servers: list[Any] = []
+
+    def serve(body: dict[str, Any]) -> str:
+        servers.append(serve_metrics_and_health(0, lambda: body))
+        return f"http://127.0.0.1:{servers[-1].server_port}/health"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def body(reason: str | None = None, retrying: str | None = None) -> dict[str, Any]:
+    return {"ok": reason is None, "service": "x", "reason": reason, "retrying": retrying}
+
+
+def a_dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+
+
+def a_closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def running(url: str | None, *, restarts: int = 0, ago_s: float = 60) -> Child:
+    started = datetime.now(UTC) - timedelta(seconds=ago_s)
+    return Child(state="running", pid=os.getpid(), started_at=started, restarts=restarts, health_url=url)
+
+
+def supervising(run_dir: Path, services: dict[str, Child], supervisor: int | None = None) -> None:
+    """What a running `tidegate up` leaves: its pid file and its record (this test process plays the supervisor)."""
+    pid = os.getpid() if supervisor is None else supervisor
+    (run_dir / "up.pid").write_text(str(os.getpid()))
+    save(record_path(run_dir), Supervised(supervisor_pid=pid, started_at=datetime.now(UTC), services=services))
+
+
+def status(*args: str) -> Result:
+    return CliRunner().invoke(app, ["status", *args])
+
+
+def test_each_service_its_pid_uptime_restarts_and_what_health_answers(tmp_path: Path, health: Callable[[dict[str, Any]], str]) -> None:
+    now = datetime.now(UTC)
+    supervising(
+        tmp_path,
+        {
+            "policy": running(health(body()), ago_s=2 * 3600 + 180),
+            "approval": running(health(body(retrying="ConnectionRefusedError(111)")), restarts=2),
+            "executor": running(health(body(reason="starting")), ago_s=3),
+            "planner": Child(
+                state="restarting", pid=a_dead_pid(), started_at=now, restarts=3, last_exit=1, restart_at=now + timedelta(hours=1)
+            ),
+            "audit": running(f"http://127.0.0.1:{a_closed_port()}/health"),
+        },
+    )
+    said = status("--json")
+    assert said.exit_code == 1, said.output  # not all healthy
+    report = json.loads(said.output)
+    assert report["supervisor_pid"] == os.getpid()
+    assert report["healthy"] is False
+    by = {s["service"]: s for s in report["services"]}
+    assert [(s["service"], s["state"], s["health"], s["restarts"]) for s in report["services"]] == [
+        ("policy", "running", "ok", 0),
+        ("approval", "running", "retrying", 2),
+        ("executor", "running", "starting", 0),
+        ("planner", "restarting", "not running", 3),
+        ("audit", "running", "unreachable", 0),
+    ]
+    assert by["policy"]["pid"] == os.getpid()
+    assert by["policy"]["healthy"] is True
+    assert 2 * 3600 + 180 <= by["policy"]["up_s"] < 2 * 3600 + 240
+    assert by["approval"]["detail"] == "ConnectionRefusedError(111)"
+    assert (by["planner"]["pid"], by["planner"]["last_exit"], by["planner"]["detail"]) == (None, 1, "exited with 1")
+    assert "ConnectError" in by["audit"]["detail"]
+
+    table = status()
+    assert table.exit_code == 1
+    lines = table.output.splitlines()
+    assert lines[0].startswith(f"supervisor pid {os.getpid()} (`tidegate up`) since ")
+    assert any("policy" in line and "2h 03m" in line and " ok " in line for line in lines), table.output
+    assert any("planner" in line and re.search(r"restarting in (3600|35\d\d)s", line) for line in lines), table.output
+    assert lines[-1] == "not healthy: approval, executor, planner, audit"
+
+
+def test_all_healthy_exits_0_and_a_stalled_service_is_named_with_why(tmp_path: Path, health: Callable[[dict[str, Any]], str]) -> None:
+    answer = body()
+    supervising(tmp_path, {"policy": running(health(answer))})
+    said = status()
+    assert said.exit_code == 0, said.output
+    assert said.output.splitlines()[-1] == "all healthy"
+    answer |= body(reason="a record has been in handling for 301s")  # what the watchdog says before the process exits 75
+    said = status("--json")
+    assert said.exit_code == 1
+    stalled = {"health": "unhealthy", "detail": "a record has been in handling for 301s"}
+    assert json.loads(said.output)["services"][0].items() >= stalled.items()
+
+
+def test_without_a_metrics_port_the_ready_file_says_whether_a_service_serves(tmp_path: Path) -> None:
+    supervising(tmp_path, {"policy": running(None), "audit": running(None)})
+    (tmp_path / "ready").mkdir()
+    (tmp_path / "ready" / "policy.ready").write_text("ok")
+    said = status("--json")
+    assert said.exit_code == 1
+    assert [(s["health"], s["probe"]) for s in json.loads(said.output)["services"]] == [("ready", "ready file"), ("starting", "ready file")]
+    assert "no /health to ask (TIDEGATE_METRICS_PORT was not set for `tidegate up`)" in status().output
+
+
+def test_a_child_gone_before_the_supervisor_saw_it_is_not_running(tmp_path: Path, health: Callable[[dict[str, Any]], str]) -> None:
+    url = health(body())  # something else answers on its port: not its process
+    supervising(tmp_path, {"policy": Child(state="running", pid=a_dead_pid(), started_at=datetime.now(UTC), health_url=url)})
+    said = status("--json")
+    assert said.exit_code == 1
+    assert json.loads(said.output)["services"][0].items() >= {"state": "exited", "health": "not running", "healthy": False}.items()
+
+
+def test_no_supervisor_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    said = status()
+    assert said.exit_code == EXIT_NOT_RUNNING
+    assert said.output == f"services are not running: no `tidegate up` for {tmp_path} (`tidegate up --detach` starts them)\n"
+    (tmp_path / "up.pid").write_text(str(a_dead_pid()))  # a supervisor killed with its pid file left behind
+    said = status("--json")
+    assert said.exit_code == EXIT_NOT_RUNNING
+    assert json.loads(said.output.splitlines()[0]) == {"supervisor_pid": None, "healthy": False, "services": []}
+
+
+def test_a_record_left_by_another_supervisor_is_not_read_as_this_ones(tmp_path: Path) -> None:
+    supervising(tmp_path, {"policy": running(None)}, supervisor=a_dead_pid())
+    said = status()
+    assert said.exit_code == 1
+    assert f"`tidegate up` (pid {os.getpid()}) has recorded no service yet" in said.output
+
+
+@pytest.mark.parametrize(
+    ("code", "answer", "means"),
+    [
+        (200, body(), ("ok", None)),
+        (200, body(retrying="TimeoutError()"), ("retrying", "TimeoutError()")),
+        (503, body(reason="starting"), ("starting", None)),
+        (503, body(reason="producer dead: KafkaError()"), ("unhealthy", "producer dead: KafkaError()")),
+        (200, "# HELP python_info", ("unhealthy", "HTTP 200, not the JSON of a Tidegate /health")),
+    ],
+)
+def test_what_an_answer_of_health_means(code: int, answer: Any, means: tuple[str, str | None]) -> None:
+    assert health_answer(code, answer) == means

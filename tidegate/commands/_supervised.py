@@ -1,0 +1,92 @@
+"""What `tidegate up`'s supervisor records of its children (`<run_dir>/up.json`), for `tidegate status` to read.
+
+The supervisor rewrites the file whenever a child starts, dies or is given up on, and deletes it when it ends;
+only the supervisor writes it, and each write replaces the file whole, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Child", "Supervised", "alive", "health_url", "load", "record_path", "save", "utc_stamp"]
+
+
+def alive(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def utc_stamp(at: datetime | None = None) -> str:
+    """`at` (default: now) as ISO 8601 in UTC, to the millisecond, fixed width: `2026-12-04T17:51:54.033Z`."""
+    return (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Child(BaseModel):
+    """One supervised service: its latest process, how often it was restarted, and where its `/health` is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: Literal["running", "restarting", "not started"] = Field(
+        description="`running`: a process was started and has not been seen to exit; `restarting`: it exited and waits "
+        "out its backoff; `not started`: its settings are not valid, so it is not restarted."
+    )
+    pid: int | None = Field(description="The process id of its latest start.")
+    started_at: datetime = Field(description="When its latest process was started (UTC).")
+    restarts: int = Field(default=0, ge=0, description="Starts after the first: each one followed a death.")
+    last_exit: int | None = Field(default=None, description="The exit status of its last process that ended, if any.")
+    restart_at: datetime | None = Field(default=None, description="While `restarting`: when it is started again.")
+    reason: str | None = Field(default=None, description="While `not started`: what its log says keeps it from starting.")
+    health_url: str | None = Field(default=None, description="Its `/health`, when `TIDEGATE_METRICS_PORT` gives it a port.")
+
+
+class Supervised(BaseModel):
+    """The whole file: the supervisor and every child it supervises."""
+
+    supervisor_pid: int
+    started_at: datetime
+    services: dict[str, Child] = Field(default_factory=dict)
+
+
+def health_url(host: str, port: int | None) -> str | None:
+    """Where a child listening on `host` and given `port` answers `/health` (a wildcard address is asked on the loopback)."""
+    if port is None:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/health"
+
+
+def record_path(run_dir: Path) -> Path:
+    """Where the supervisor of `run_dir` keeps its record, beside its pid file (`up.pid`)."""
+    return run_dir / "up.json"
+
+
+def save(path: Path, supervised: Supervised) -> None:
+    """Replace the file at once (write beside it, then rename over it)."""
+    part = path.with_name(f"{path.name}.part")
+    part.write_text(supervised.model_dump_json(indent=1))
+    os.replace(part, path)
+
+
+def load(path: Path) -> Supervised | None:
+    """The record, or None when there is none (no supervisor, or one that has not written it yet).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValidationError: it is not such a record.
+    """
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return Supervised.model_validate_json(text)
