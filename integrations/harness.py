@@ -76,3 +76,21 @@ async def wait_pending(governance: ScriptedTidegate) -> str:
             return governance.pending()[0].approval_id
         await asyncio.sleep(0.01)
     raise AssertionError("no approval request")
+
+
+class ResumesAtOnce:
+    """Counts how many of `client.resume` run at the same time (a sweep's rows checked together or one after another)."""
+
+    def __init__(self, client: Tidegate) -> None:
+        self.running = self.most = 0
+        resume = client.resume
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            try:
+                return await resume(*args, **kwargs)
+            finally:
+                self.running -= 1
+
+        client.resume = counted  # type: ignore[method-assign]

@@ -12,7 +12,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import ToolCallSummaryMessage
 from autogen_core import FunctionCall
 from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsage
-from autogen_core.tools import FunctionTool
+from autogen_core.tools import FunctionTool, StaticWorkbench
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from integrations.harness import SideEffects, wait_pending
@@ -164,3 +164,21 @@ async def test_the_workbench_refuses_a_tool_it_does_not_serve_and_proposes_nothi
     assert result.is_error
     assert result.to_text() == "Tool delete_customer_data not found."
     assert governance.proposals == []
+
+
+async def test_args_that_do_not_fit_the_tool_get_the_workbenchs_own_error_and_are_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return "refunded"
+
+    misspelt = {"payee": "cus_1", "amount_usd": 900.0}  # would escalate: a human would approve a call that cannot run
+    tools = [FunctionTool(issue_refund, description="Refund a customer.")]
+    expected = await StaticWorkbench(tools).call_tool("issue_refund", misspelt, call_id="call-1")
+    async with make_client() as client:
+        result = await asyncio.wait_for(GovernedWorkbench(client, tools).call_tool("issue_refund", misspelt, call_id="call-1"), 5)
+    assert (result.is_error, result.to_text()) == (True, expected.to_text())
+    assert "payee_id" in result.to_text()
+    assert governance.proposals == []
+    assert effects.calls == []

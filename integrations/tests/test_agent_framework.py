@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from agent_framework import Agent, BaseChatClient, ChatResponse, Content, Message, tool
+from agent_framework import Agent, BaseChatClient, ChatResponse, Content, FunctionTool, Message, tool
 from agent_framework._middleware import ChatMiddlewareLayer
 from agent_framework._tools import FunctionInvocationLayer
 
-from integrations.harness import SideEffects, wait_pending
-from tidegate.client import Tidegate
+from integrations.harness import SideEffects, rule, wait_pending
+from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.agent_framework import TidegateFunctionMiddleware, tidegate_approval_responses
 
@@ -30,7 +30,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         return ChatResponse(messages=[Message(role="assistant", contents=[self.call])])
 
 
-def build_agent(client: Tidegate, effects: SideEffects, name: str, args: dict[str, Any]) -> Agent:
+def functions(effects: SideEffects) -> list[Callable[..., str]]:
     def issue_refund(payee_id: str, amount_usd: float) -> str:
         """Refund a customer."""
         effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
@@ -41,9 +41,12 @@ def build_agent(client: Tidegate, effects: SideEffects, name: str, args: dict[st
         effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
         return "deleted"
 
-    functions = [issue_refund, delete_customer_data]
-    tools = [tool(fn, approval_mode="never_require") for fn in functions]
-    return Agent(client=ScriptedChatClient(name, args), tools=tools, middleware=[TidegateFunctionMiddleware(client, serve=functions)])
+    return [issue_refund, delete_customer_data]
+
+
+def build_agent(client: Tidegate, effects: SideEffects, name: str, args: dict[str, Any]) -> Agent:
+    tools: list[FunctionTool] = [tool(fn, approval_mode="never_require") for fn in functions(effects)]
+    return Agent(client=ScriptedChatClient(name, args), tools=tools, middleware=[TidegateFunctionMiddleware(client, serve=tools)])
 
 
 async def test_an_allowed_call_runs_once(make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects) -> None:
@@ -70,7 +73,7 @@ EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
         ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], EDITED_TEXT.lower()),
-        ("reject", [], "reject"),
+        ("reject", [], "a human rejected this call (approval_rejected); it did not run."),
     ],
 )
 async def test_an_escalation_is_a_framework_approval_request_answered_from_tidegate(
@@ -97,7 +100,10 @@ async def test_an_escalation_is_a_framework_approval_request_answered_from_tideg
             await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
         responses = await tidegate_approval_responses(client, paused.user_input_requests)
         assert responses is not None
-        assert [r.approved for r in responses] == [decision != "reject"]
+        # Approved in the framework's terms whatever Tidegate decided: the middleware then answers with Tidegate's outcome.
+        assert [r.approved for r in responses] == [True]
+        outcome = {"approve": "executed", "edit": "executed", "reject": "rejected"}[decision]
+        assert [r.additional_properties["tidegate"]["outcome"] for r in responses] == [outcome]
         result = await agent.run(Message(role="user", contents=responses), session=session)
     assert expected_text in result.text.lower()
     assert effects.of("issue_refund") == expected_calls
@@ -123,3 +129,75 @@ async def test_a_process_restarted_while_a_human_decides_runs_the_call_once(
     assert "refunded 700.00 to cus_1" in result.text
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_args_that_do_not_fit_the_tool_get_the_frameworks_own_error_and_are_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    misspelt = {"payee": "cus_1", "amount_usd": 900.0}  # would escalate: a human would approve a call that cannot run
+    ungoverned = Agent(client=ScriptedChatClient("issue_refund", misspelt), tools=[tool(fn) for fn in functions(effects)])
+    expected = (await ungoverned.run("refund 900")).text
+    async with make_client() as client:
+        result = await build_agent(client, effects, "issue_refund", misspelt).run("refund 900")
+    assert result.user_input_requests == []
+    assert result.text == expected == "done: Error: Argument parsing failed."
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_a_tool_named_apart_from_its_function_is_served_under_the_tools_name(
+    bus: MemoryTransport, make_client: Callable[[], Tidegate], effects: SideEffects
+) -> None:
+    refund = tool(functions(effects)[0], name="refund", approval_mode="never_require")
+    async with ScriptedTidegate(bus, rule, topic_tools=("refund",)) as governance, make_client() as client:
+        agent = Agent(
+            client=ScriptedChatClient("refund", {"payee_id": "cus_1", "amount_usd": 40.0}),
+            tools=[refund],
+            middleware=[TidegateFunctionMiddleware(client, serve=[refund])],
+        )
+        result = await agent.run("refund 40")
+    assert result.text == "done: refunded 40.00 to cus_1"
+    assert [p.tool for p in governance.proposals] == ["refund"]
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+
+
+async def test_a_value_that_is_not_text_reaches_the_model_as_json(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate
+) -> None:
+    def issue_refund(payee_id: str, amount_usd: float) -> dict[str, Any]:
+        """Refund a customer."""
+        return {"refund_id": "re_1", "amount_usd": amount_usd, "settled": True}
+
+    async with make_client() as client:
+        agent = Agent(
+            client=ScriptedChatClient("issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0}),
+            tools=[tool(issue_refund, approval_mode="never_require")],
+            middleware=[TidegateFunctionMiddleware(client, serve=[issue_refund])],
+        )
+        result = await agent.run("refund 40")
+    assert result.text == 'done: {"refund_id": "re_1", "amount_usd": 40.0, "settled": true}'
+
+
+async def test_an_approval_request_tidegate_did_not_raise_is_left_to_the_application(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    def tag_ticket(ticket_id: str, tags: list[str]) -> str:
+        """Tag a helpdesk ticket."""
+        effects.calls.append(("tag_ticket", {"ticket_id": ticket_id, "tags": tags}))
+        return f"tagged {ticket_id}"
+
+    async with make_client() as client:
+        agent = Agent(
+            client=ScriptedChatClient("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}),
+            tools=[tool(tag_ticket, approval_mode="always_require")],  # the application's own approval, asked before any proposal
+            middleware=[TidegateFunctionMiddleware(client, serve=[tag_ticket])],
+        )
+        session = agent.create_session()
+        paused = await agent.run("tag T-1", session=session)
+        [request] = paused.user_input_requests
+        assert await tidegate_approval_responses(client, paused.user_input_requests) == []
+        assert governance.proposals == []  # Tidegate answered nothing for the application's own approval
+        result = await agent.run(Message(role="user", contents=[request.to_function_approval_response(True)]), session=session)
+    assert result.text == "done: tagged T-1"  # approved by the application; then proposed, and allowed by Tidegate
+    assert len(governance.proposals) == 1
+    assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "tags": ["vip"]}]

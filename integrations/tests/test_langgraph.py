@@ -233,3 +233,35 @@ async def test_several_escalations_in_one_turn_resume_by_interrupt_id(
         "refunded 900.00 to cus_1",
     ]
     assert len(effects.of("issue_refund")) == 2
+
+
+async def test_args_that_do_not_fit_the_tool_get_langchains_own_retry_message_and_are_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    misspelt = {"payee": "cus_1", "amount_usd": 900.0}  # would escalate: a human would approve a call that cannot run
+    ungoverned = create_agent(script("issue_refund", misspelt), tools=tools_for(effects), checkpointer=InMemorySaver())
+    expected = tool_message(await ungoverned.ainvoke({"messages": [("user", "refund 900")]}, CONFIG))
+    async with make_client() as client:
+        graph = agent(client, effects, script("issue_refund", misspelt), InMemorySaver())
+        state = await graph.ainvoke({"messages": [("user", "refund 900")]}, CONFIG)
+    message = tool_message(state)
+    assert (message.status, message.content) == ("error", expected.content)
+    assert message.content.startswith("Error invoking tool 'issue_refund'")
+    assert "payee_id" in message.content
+    assert "__interrupt__" not in state
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_a_graph_without_a_checkpointer_is_refused_before_anything_is_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    tools = tools_for(effects)
+    async with make_client() as client:
+        graph = create_agent(
+            script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}), tools=tools, middleware=[TidegateMiddleware(client)]
+        )
+        with pytest.raises(ValueError, match=r"needs a checkpointed thread.*checkpointer=.*thread_id"):
+            await graph.ainvoke({"messages": [("user", "refund 900")]})
+    assert governance.proposals == []
+    assert effects.calls == []

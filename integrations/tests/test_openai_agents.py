@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import Agent, Runner, RunState, set_tracing_disabled
+from agents import Agent, Runner, RunState, function_tool, set_tracing_disabled
 from agents.exceptions import UserError
 from agents.testing import ScriptedModel, assistant_message, function_call
 
@@ -22,7 +23,7 @@ def _no_trace_export() -> None:
     set_tracing_disabled(True)  # offline: the SDK would otherwise try to export traces to its platform
 
 
-def build_agent(client: Tidegate, effects: SideEffects, model: ScriptedModel) -> Agent[Any]:
+def functions(effects: SideEffects) -> list[Callable[..., str]]:
     def issue_refund(payee_id: str, amount_usd: float) -> str:
         """Refund a customer."""
         effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
@@ -33,7 +34,11 @@ def build_agent(client: Tidegate, effects: SideEffects, model: ScriptedModel) ->
         effects.calls.append(("delete_customer_data", {"customer_id": customer_id}))
         return "deleted"
 
-    tools = [governed_function_tool(client, issue_refund), governed_function_tool(client, delete_customer_data)]
+    return [issue_refund, delete_customer_data]
+
+
+def build_agent(client: Tidegate, effects: SideEffects, model: ScriptedModel) -> Agent[Any]:
+    tools = [governed_function_tool(client, fn) for fn in functions(effects)]
     return Agent(name="support", instructions="Help the customer.", model=model, tools=tools)
 
 
@@ -144,3 +149,49 @@ async def test_another_task_reusing_a_call_id_proposes_its_own_call(
             result = await Runner.run(build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": amount})), "")
         assert tool_output(result) == f"refunded {amount:.2f} to cus_1"
     assert [p.action_id for p in governance.proposals] == ["openai-agents:ticket-1:call-1", "openai-agents:ticket-2:call-1"]
+
+
+async def test_args_that_do_not_fit_the_function_get_the_sdks_own_tool_error_and_are_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    misspelt = {"payee": "cus_1", "amount_usd": 900.0}  # would escalate: a human would approve a call that cannot run
+    ungoverned = Agent(name="support", model=script("issue_refund", misspelt), tools=[function_tool(fn) for fn in functions(effects)])
+    expected = tool_output(await Runner.run(ungoverned, "refund 900"))
+    async with make_client() as client:
+        result = await Runner.run(build_agent(client, effects, script("issue_refund", misspelt)), "refund 900")
+    assert result.interruptions == []
+    assert tool_output(result) == expected == "An error occurred while running the tool. Please try again."
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_args_that_are_not_json_are_rejected_by_settle_and_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    model = ScriptedModel(
+        [[function_call("issue_refund", '{"payee_id": "cus_1", "amount_usd": 9', call_id="call-1")], [assistant_message("done")]]
+    )
+    async with make_client() as client:
+        agent = build_agent(client, effects, model)
+        paused = await Runner.run(agent, "refund")  # the SDK asks for approval of args it cannot read, without asking Tidegate
+        state = paused.to_state()
+        assert await settle_interruptions(client, state)
+        result = await Runner.run(agent, state)
+    assert tool_output(result).startswith("Invalid JSON input for tool issue_refund")
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_an_sdk_approval_before_the_human_decided_in_tidegate_fails_the_run_at_once_and_nothing_runs(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    async with make_client() as client:  # the client waits up to 5 s for a decision: the run must not
+        agent = build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
+        state = (await Runner.run(agent, "refund 900")).to_state()
+        for item in state.get_interruptions():
+            state.approve(item)  # instead of settle_interruptions: the human has not decided in Tidegate
+        with pytest.raises(UserError, match=r"still waits for a human in Tidegate; it did not run\..*settle_interruptions"):
+            await asyncio.wait_for(Runner.run(agent, state), 2)
+        assert len(governance.pending()) == 1  # still the human's to decide
+    assert effects.calls == []
+    assert len(governance.proposals) == 1

@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pydantic_ai import Agent, DeferredToolRequests
+from pydantic_ai import Agent, DeferredToolRequests, RunContext, Tool, ToolApproved
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from integrations.harness import SideEffects, wait_pending
-from tidegate.client import Tidegate
+from integrations.harness import SideEffects, rule, wait_pending
+from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.pydantic_ai import TidegateCapability, tidegate_results
 
@@ -144,3 +144,80 @@ async def test_conversations_whose_model_reuses_call_ids_each_propose_their_own_
     assert (first.output, second.output) == ("done: refunded 40.00 to cus_1", "done: refunded 60.00 to cus_1")
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}, {"payee_id": "cus_1", "amount_usd": 60.0}]
     assert len({p.action_id for p in governance.proposals}) == 2
+
+
+async def test_a_tool_named_apart_from_its_function_is_served_under_the_tools_name(
+    bus: MemoryTransport, make_client: Callable[[], Tidegate], effects: SideEffects
+) -> None:
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    refund = Tool(issue_refund, name="refund")
+    async with ScriptedTidegate(bus, rule, topic_tools=("refund",)) as governance, make_client() as client:
+        agent = Agent(
+            scripted("refund", {"payee_id": "cus_1", "amount_usd": 40.0}),
+            tools=[refund],
+            output_type=[str, DeferredToolRequests],
+            capabilities=[TidegateCapability(client, serve=[refund])],
+        )
+        result = await agent.run("refund 40")
+    assert result.output == "done: refunded 40.00 to cus_1"
+    assert [p.tool for p in governance.proposals] == ["refund"]
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+
+
+async def test_serving_a_tool_whose_function_takes_the_run_context_is_refused(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate
+) -> None:
+    def issue_refund(ctx: RunContext[None], payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        return "refunded"
+
+    async with make_client() as client:
+        with pytest.raises(ValueError, match="'issue_refund', whose function takes a RunContext"):
+            TidegateCapability(client, serve=[issue_refund])
+
+
+async def test_an_approval_the_agent_asked_for_itself_is_left_to_the_application(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    def tag_ticket(ticket_id: str, tags: list[str]) -> str:
+        """Tag a helpdesk ticket."""
+        effects.calls.append(("tag_ticket", {"ticket_id": ticket_id, "tags": tags}))
+        return f"tagged {ticket_id}"
+
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returned = sorted(str(p.content) for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart))
+        if returned:
+            return ModelResponse(parts=[TextPart(f"done: {returned}")])
+        tag = ToolCallPart("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, tool_call_id="call-tag")
+        return ModelResponse(
+            parts=[tag, ToolCallPart("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}, tool_call_id="call-refund")]
+        )
+
+    async with make_client() as client:
+        agent = Agent(
+            FunctionModel(respond),
+            tools=[Tool(tag_ticket, requires_approval=True), issue_refund],  # pydantic-ai's own approval beside Tidegate's
+            output_type=[str, DeferredToolRequests],
+            capabilities=[TidegateCapability(client, serve=[tag_ticket, issue_refund])],
+        )
+        paused = await agent.run("tag T-1 and refund 900")
+        assert isinstance(paused.output, DeferredToolRequests)
+        assert sorted(call.tool_call_id for call in paused.output.approvals) == ["call-refund", "call-tag"]
+        await governance.approve(await wait_pending(governance))
+        results = await tidegate_results(client, paused.output)
+        assert results is not None
+        assert list(results.approvals) == ["call-refund"]  # Tidegate's; the application answers its own
+        results.approvals["call-tag"] = ToolApproved()
+        result = await agent.run(message_history=paused.all_messages(), deferred_tool_results=results)
+    assert result.output == "done: ['refunded 900.00 to cus_1', 'tagged T-1']"
+    assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "tags": ["vip"]}]  # approved by the application, then allowed by Tidegate
+    assert [p.tool for p in governance.proposals] == ["issue_refund", "tag_ticket"]

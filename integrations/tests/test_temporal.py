@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from integrations.harness import rule, wait_pending
+from integrations.harness import ResumesAtOnce, rule, wait_pending
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.temporal import GovernedCall, PendingActivities, TidegateActivities, complete_decided
@@ -171,3 +171,24 @@ async def test_an_activity_that_cannot_be_completed_does_not_block_the_others(
     assert list(temporal.completed) == [b"token-live"]
     assert "temporal:refund-wf:run-1:1 is gone" in caplog.text
     assert "temporal:refund-wf:run-1:2 not completed" in caplog.text
+
+
+async def test_a_sweep_checks_the_waiting_activities_together_not_one_timeout_after_another(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+) -> None:
+    pending = PendingActivities(tmp_path / "pending.sqlite3")
+    temporal = FakeTemporal()
+    async with make_client() as client:
+        activities = TidegateActivities(client, pending)
+        for n in range(10):
+            with pytest.raises(COMPLETE_ASYNC):
+                await environment(str(n), b"token-%d" % n).run(
+                    activities.propose, GovernedCall("issue_refund", {"payee_id": f"cus_{n}", "amount_usd": 900.0})
+                )
+        [decided, *_] = governance.pending()
+        await governance.approve(decided.approval_id)
+        checks = ResumesAtOnce(client)
+        assert await complete_decided(client, pending, temporal, timeout_s=0.5) == 1
+    assert len(temporal.completed) == 1
+    assert len(pending.rows()) == 9
+    assert checks.most == 10  # one after another (1), each undecided activity held the rows after it for its timeout

@@ -1,15 +1,31 @@
-"""What every adapter shares: serving a framework's tool functions as governed tools, and outcome text for a model."""
+"""What every adapter shares: serving a framework's tool functions as governed tools, outcome text for a model, sweeps."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from tidegate.client import Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
 from tidegate.client.ledger import CallLedger
 
-__all__ = ["escalation_payload", "outcome_dict", "outcome_text", "result_value", "serve_function"]
+__all__ = [
+    "SWEEP_CONCURRENCY",
+    "escalation_payload",
+    "function_runner",
+    "outcome_dict",
+    "outcome_text",
+    "result_value",
+    "serve_function",
+    "settle_each",
+]
+
+T = TypeVar("T")
+
+# How many waiting rows a sweep (Temporal, Step Functions) checks at once: each check reads the answer topics with a consumer of its own.
+SWEEP_CONCURRENCY = 32
 
 
 def serve_function(client: Tidegate, tool: str, run: Callable[[dict[str, Any]], Awaitable[Any]], ledger: CallLedger | None = None) -> None:
@@ -20,6 +36,42 @@ def serve_function(client: Tidegate, tool: str, run: Callable[[dict[str, Any]], 
 
     chosen = ledger or SqliteLedger(client.settings.state_dir / f"{tool}.sqlite3")
     client.run_in_background(serve_tool(client, tool, as_result, chosen))
+
+
+def function_runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
+    """How a served plain function is called with the args Tidegate's executor sends: `fn(**args)`, awaited when it is async."""
+
+    async def run(args: dict[str, Any]) -> Any:
+        value = fn(**args)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    return run
+
+
+async def settle_each(items: Sequence[T], settle: Callable[[T], Awaitable[bool]], *, concurrency: int) -> int:
+    """Run `settle` over `items`, at most `concurrency` at once; returns how many it settled (returned True).
+
+    A sweep over waiting approvals uses it, so one undecided row's wait does not hold up the rows after
+    it. An error `settle` raises fails the sweep, as it did one row at a time: the first is raised,
+    and the rows not settled yet wait for the next sweep.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency is at least 1, not {concurrency}")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: T) -> bool:
+        async with gate:
+            return await settle(item)
+
+    tasks = [asyncio.create_task(one(item)) for item in items]
+    try:
+        return sum(await asyncio.gather(*tasks))
+    finally:  # after an error, the rows not yet settled stop here and wait for the next sweep
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def result_value(outcome: Executed) -> Any:

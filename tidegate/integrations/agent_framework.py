@@ -1,13 +1,19 @@
 """Microsoft Agent Framework (AutoGen's successor): function middleware that sends each call through Tidegate.
 
-    agent = Agent(client=chat_client, tools=[issue_refund], middleware=[TidegateFunctionMiddleware(client, serve=[issue_refund_fn])])
+    refund = tool(issue_refund, approval_mode="never_require")       # Tidegate decides per call
+    agent = Agent(client=chat_client, tools=[refund], middleware=[TidegateFunctionMiddleware(client, serve=[refund])])
     result = await agent.run("...", session=session)                 # escalation → result.user_input_requests
     responses = await tidegate_approval_responses(client, result.user_input_requests)   # None while waiting
     result = await agent.run(Message(role="user", contents=responses), session=session)
 
 An escalation becomes the framework's own `function_approval_request` (the middleware returns it
 as the call's result); the approval responses are built from Tidegate's decisions, never the other
-way round. The action id is `agent-framework:<task id>:<call id>`, so the call's re-run after approval
+way round. A response is `approved` once Tidegate decided, whatever it decided: the framework then
+re-runs the call through the middleware, which answers the model with Tidegate's outcome (the result,
+or why nothing ran, with the reason codes), since the framework's own rejection tells the model only
+"rejected by user". Args are checked first with the tool's own validation: a call whose args do not fit
+is never proposed, and the model gets the framework's usual "Argument parsing failed" result.
+The action id is `agent-framework:<task id>:<call id>`, so the call's re-run after approval
 follows the first proposal; use a task (`Tidegate(task_id=...)`) per session and keep it when resuming.
 """
 
@@ -16,24 +22,35 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from agent_framework import Content, FunctionInvocationContext, FunctionMiddleware
+from agent_framework import Content, FunctionInvocationContext, FunctionMiddleware, FunctionTool, tool
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import escalation_payload, outcome_text, result_value, serve_function
+from tidegate.integrations._common import escalation_payload, function_runner, outcome_dict, outcome_text, result_value, serve_function
 
 __all__ = ["TidegateFunctionMiddleware", "tidegate_approval_responses"]
 
 
 class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
-    """Never calls the function itself: Tidegate's executor does (functions in `serve` are served from this process)."""
+    """Never calls the function itself: Tidegate's executor does (the tools in `serve` are served from this process).
 
-    def __init__(self, client: Tidegate, *, serve: Sequence[Callable[..., Any]] = ()) -> None:
+    Args:
+        client: A started `Tidegate` client.
+        serve: The agent's tools (`tool(fn, ...)`, served under the tool's name) or plain functions (served
+            under the function's name, as `tool(fn)` names them) whose functions this process runs when
+            Tidegate's executor invokes them; each is a catalog tool of kind `topic`.
+    """
+
+    def __init__(self, client: Tidegate, *, serve: Sequence[FunctionTool | Callable[..., Any]] = ()) -> None:
         self.client = client
-        for fn in serve:
-            serve_function(client, fn.__name__, _runner(fn))
+        for item in serve:
+            name, fn = _served(item)
+            serve_function(client, name, function_runner(fn))
 
     async def process(self, context: FunctionInvocationContext, call_next: Callable[[], Awaitable[None]]) -> None:
         """Propose; on escalation return the framework's approval request; otherwise return Tidegate's outcome."""
+        # The tool's own validation, which the framework runs before calling the function: bad args raise
+        # its argument error, which it answers with "Error: Argument parsing failed."; nothing is proposed.
+        context.function._prepare_arguments(context.arguments)
         call_id = str(context.metadata.get("call_id") or "")
         name = context.function.name
         args = dict(context.arguments)
@@ -43,16 +60,24 @@ class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
             payload = escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, args)
             context.result = Content.from_function_approval_request(id=call_id, function_call=call, additional_properties=payload)
             return
-        # The function's value, or (a call that did not run, or ran with the args a human chose instead) what to tell the model.
-        value = result_value(outcome) if isinstance(outcome, Executed) and outcome.edited_args is None else outcome_text(outcome)
-        context.result = value if isinstance(value, str) else str(value)
+        if isinstance(outcome, Executed) and outcome.edited_args is None:
+            context.result = FunctionTool.parse_result(result_value(outcome))  # as the framework gives a function's value: JSON text
+        else:  # a call that did not run, or ran with the args a human chose instead: what to tell the model
+            context.result = outcome_text(outcome)
 
 
 async def tidegate_approval_responses(client: Tidegate, requests: Sequence[Any], *, timeout_s: float = 2.0) -> list[Any] | None:
-    """Approval responses from Tidegate's decisions (executed → approved; anything else → rejected); None while waiting."""
+    """Approval responses for the requests Tidegate raised, once it decided them all; None while a human has not decided.
+
+    Each response is `approved`: the framework re-runs the call through the middleware, which answers
+    with Tidegate's outcome (the result, or why nothing ran). What Tidegate decided is in the response's
+    `additional_properties["tidegate"]["outcome"]` (`executed`, `rejected`, `expired`, `denied`, `failed`…).
+    Requests Tidegate did not raise (a tool with the framework's own `approval_mode="always_require"`) are
+    left out: the application answers them itself and sends its responses with these.
+    """
     responses: list[Any] = []
     for request in requests:
-        if request.type != "function_approval_request":
+        if request.type != "function_approval_request" or "tidegate" not in (request.additional_properties or {}):
             continue
         call = request.function_call
         outcome = await client.propose(call.name, dict(call.parse_arguments() or {}), action_id=_action_id(client, call.call_id))
@@ -61,19 +86,20 @@ async def tidegate_approval_responses(client: Tidegate, requests: Sequence[Any],
                 outcome = await outcome.decision(timeout_s)
             except TimeoutError:
                 return None
-        responses.append(request.to_function_approval_response(isinstance(outcome, Executed)))
+        response = request.to_function_approval_response(True)
+        decided = request.additional_properties["tidegate"] | {"outcome": outcome_dict(outcome)["outcome"]}
+        response.additional_properties = request.additional_properties | {"tidegate": decided}
+        responses.append(response)
     return responses
+
+
+def _served(item: FunctionTool | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
+    """The name Tidegate knows the tool by (the framework's own naming), and the function its executor's invocation runs."""
+    served = item if isinstance(item, FunctionTool) else tool(item)
+    if served.func is None:
+        raise ValueError(f"serve= got tool {served.name!r}, which has no function to run (a declaration only)")
+    return served.name, served.func
 
 
 def _action_id(client: Tidegate, call_id: str | None) -> str | None:
     return f"agent-framework:{client.task_id}:{call_id}" if call_id else None
-
-
-def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
-    async def run(args: dict[str, Any]) -> Any:
-        value = fn(**args)
-        if hasattr(value, "__await__"):
-            value = await value
-        return value
-
-    return run

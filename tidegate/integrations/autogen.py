@@ -7,7 +7,9 @@
 AutoGen's agents reach their tools through a `Workbench`; this one proposes each call (action id
 `autogen:<task id>:<call id>`: use a task per conversation and keep it when resuming) and returns
 what Tidegate made of it: the result of a call that ran, or an error result with the reason codes
-of one that was denied or rejected. The tool functions are served as governed `topic` tools, so a
+of one that was denied or rejected. Args are checked first with the tool's own model (as `run_json`
+checks them): a call whose args do not fit gets the error `StaticWorkbench` gives and is never proposed.
+The tool functions are served as governed `topic` tools, so a
 function runs only when Tidegate's executor invokes it with the policy's signed authorization, and
 once per call however often it is invoked.
 AutoGen has no approval of its own for tool calls: an escalated call waits for the human's decision
@@ -25,6 +27,7 @@ from typing import Any, NoReturn
 
 from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool, StaticWorkbench, TextResultContent, ToolResult
+from pydantic import ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import outcome_text, serve_function
@@ -59,9 +62,14 @@ class GovernedWorkbench(StaticWorkbench):
         call_id: str | None = None,
     ) -> ToolResult:
         """Propose the call (keyed on the model's call id), wait for policy and any human, return the outcome as the tool's result."""
-        if name not in {tool.name for tool in self._tools}:  # only the agent's own tools, as `StaticWorkbench` answers
+        tool = next((tool for tool in self._tools if tool.name == name), None)
+        if tool is None:  # only the agent's own tools, as `StaticWorkbench` answers
             return _result(name, f"Tool {name} not found.", is_error=True)
         args = dict(arguments or {})
+        try:  # the tool's own check (`run_json` validates with it first): bad args are answered as `StaticWorkbench` does, never proposed
+            tool.args_type().model_validate(args)
+        except ValidationError as exc:
+            return _result(name, self._format_errors(exc), is_error=True)
         action_id = f"autogen:{self.client.task_id}:{call_id}" if call_id else None
         outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
         if isinstance(outcome, Escalated):

@@ -7,14 +7,16 @@
 A turn with several escalated calls (a model calling tools in parallel) pauses with one interrupt per
 call, and LangGraph then wants the resume value keyed by interrupt id (`Command(resume=True)` is refused
 when more than one is pending); the form above works for one interrupt or many. A call to a tool the agent
-was not given gets LangChain's own "not a valid tool" error and is never proposed.
+was not given gets LangChain's own "not a valid tool" error, and a call whose args do not fit the tool's
+schema gets LangChain's own "Error invoking tool … Please fix the error and try again."; neither is proposed.
 
-The action id is `langgraph:<thread id>:<tool-call id>`, so the node's re-run on resume (and a restarted
-process, with `SqliteProposals`) follows the first proposal instead of proposing again, while another
-thread whose model numbers its calls the same way ("call_0") proposes its own. Without a thread
-(no checkpointer, so no resume) each call gets a fresh action id. What `Command(resume=...)`
-carries is only a wake-up: the decision is Tidegate's (signed approval, bound to the exact args).
-When a human edited the args, the `ToolMessage` tells the model the args that ran (and its artifact carries `edited_args`).
+Only a checkpointed thread can be resumed, so a graph without a checkpointer or a `thread_id` is refused
+when it starts, before the model is asked anything. The action id is `langgraph:<thread id>:<tool-call id>`,
+so the node's re-run on resume (and a restarted process, with `SqliteProposals`) follows the first proposal
+instead of proposing again, while another thread whose model numbers its calls the same way ("call_0")
+proposes its own. What `Command(resume=...)` carries is only a wake-up: the decision is Tidegate's (signed
+approval, bound to the exact args). When a human edited the args, the `ToolMessage` tells the model the
+args that ran (and its artifact carries `edited_args`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph.config import get_config
+from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
+from langgraph.prebuilt.tool_node import ToolInvocationError
 from langgraph.types import Command, interrupt
+from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import escalation_payload, outcome_text, serve_function
@@ -50,6 +56,12 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         for tool in serve:
             serve_function(client, tool.name, _runner(tool))
 
+    def before_agent(self, state: Any, runtime: Any) -> None:
+        """Refuse a run whose escalations could not be resumed: no checkpointer, or no thread to resume."""
+        configurable = get_config().get(CONF) or {}
+        if configurable.get(CONFIG_KEY_CHECKPOINTER) is None or configurable.get("thread_id") is None:
+            raise ValueError(_NOT_RESUMABLE)
+
     async def awrap_tool_call(
         self, request: Any, handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]]
     ) -> ToolMessage | Command[Any]:
@@ -57,8 +69,8 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         call = request.tool_call
         if request.tool is None:  # not one of the agent's tools: the framework's own "not a valid tool" error, nothing proposed
             return await handler(request)
-        config = getattr(request.runtime, "config", None) or {}
-        thread = (config.get("configurable") or {}).get("thread_id")
+        _check_args(request.tool, call)
+        thread = ((getattr(request.runtime, "config", None) or {}).get(CONF) or {}).get("thread_id")
         action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
         outcome = await self.client.propose(call["name"], dict(call["args"]), action_id=action_id, rationale="LangGraph tool call")
         if isinstance(outcome, Escalated):
@@ -77,6 +89,28 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
                 "edited_args": outcome.edited_args if isinstance(outcome, Executed) else None,
             },
         )
+
+
+_NOT_RESUMABLE = (
+    "TidegateMiddleware needs a checkpointed thread: an escalated call pauses the graph with interrupt(), which only "
+    "a checkpointer can resume. Pass checkpointer= to create_agent (a durable one in production) and "
+    '{"configurable": {"thread_id": ...}} as the config.'
+)
+
+
+def _check_args(tool: BaseTool, call: Any) -> None:
+    """Validate the call's args with the tool's own schema (as `ToolNode` does before running a tool), so bad args are never proposed.
+
+    Raises LangGraph's `ToolInvocationError`, which `ToolNode` answers with its usual "Error invoking tool …
+    Please fix the error and try again." message; a tool with a JSON-schema dict is not validated by LangChain either.
+    """
+    schema = tool.tool_call_schema  # the args the model controls (injected ones excluded)
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return
+    try:
+        schema.model_validate(call["args"])
+    except ValidationError as exc:
+        raise ToolInvocationError(call["name"], exc, call["args"], exc.errors()) from exc
 
 
 def _runner(tool: BaseTool) -> Callable[[dict[str, Any]], Awaitable[Any]]:

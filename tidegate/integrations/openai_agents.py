@@ -10,6 +10,10 @@
 
 `needs_approval` proposes the call and asks for the SDK's approval only when Tidegate escalated;
 the SDK's approve/reject mirrors what the human decided in Tidegate, never the other way round.
+Args are checked first with the SDK's own model of the function (what `@function_tool` validates with):
+a call whose args do not fit is never proposed, and the model gets the SDK's usual tool error. An SDK
+approval given while Tidegate's human has not decided fails the run at once (nothing ran): mirror Tidegate's
+decision with `settle_interruptions` instead of approving in the SDK.
 The SDK gives a run no id that survives `RunState`, so the action id is `openai-agents:<task id>:<call id>`:
 use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it when resuming.
 """
@@ -21,10 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from agents import FunctionTool, RunContextWrapper, RunState, function_tool
+from agents.exceptions import ModelBehaviorError
+from agents.function_schema import function_schema
+from agents.tool import maybe_invoke_function_tool_failure_error_function
 from agents.tool_context import ToolContext
+from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import outcome_text, serve_function
+from tidegate.integrations._common import function_runner, outcome_text, serve_function
 
 __all__ = ["governed_function_tool", "settle_interruptions"]
 
@@ -34,23 +42,35 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
 
     With `serve`, this process runs `fn` when Tidegate's executor invokes it (a catalog tool of kind `topic`).
     """
+    params = function_schema(fn).params_pydantic_model  # the SDK's own model of fn's args, as `@function_tool` builds it
 
-    async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any], call_id: str) -> bool:
+    async def needs_approval(ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
+        try:
+            _checked(params, tool.name, args)
+        except ModelBehaviorError:
+            return False  # not proposed: `invoke` answers it with the SDK's tool error
         outcome = await client.propose(
-            tool.name, dict(params), action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call"
+            tool.name, dict(args), action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call"
         )
         return isinstance(outcome, Escalated)
 
     async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
-        outcome = await client.propose(tool.name, json.loads(arguments or "{}"), action_id=_action_id(client, ctx.tool_call_id))
-        if isinstance(outcome, Escalated):  # approved in the SDK before Tidegate answered: Tidegate's answer decides
-            outcome = await outcome.decision(client.settings.decision_timeout_s)
+        try:
+            args = _checked(params, tool.name, arguments)
+        except ModelBehaviorError as exc:  # what the SDK's own invoker does with bad args: its failure function answers the model
+            message = await maybe_invoke_function_tool_failure_error_function(function_tool=tool, context=ctx, error=exc)
+            if message is None:
+                raise
+            return str(message)
+        outcome = await client.propose(tool.name, args, action_id=_action_id(client, ctx.tool_call_id))
+        if isinstance(outcome, Escalated):  # approved in the SDK while Tidegate's human has not decided
+            raise RuntimeError(_approved_too_early(tool.name, outcome.approval_id))
         return outcome_text(outcome)
 
     tool = function_tool(fn, needs_approval=needs_approval, **function_tool_kwargs)
     tool.on_invoke_tool = invoke
     if serve:
-        serve_function(client, tool.name, _runner(fn))
+        serve_function(client, tool.name, function_runner(fn))
     return tool
 
 
@@ -68,7 +88,12 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         if not call_id or not item.tool_name:
             settled = False
             continue
-        outcome = await client.propose(item.tool_name, json.loads(arguments or "{}"), action_id=_action_id(client, str(call_id)))
+        try:
+            args = _checked(None, item.tool_name, arguments)
+        except ModelBehaviorError as exc:  # args the SDK could not read asked for approval without consulting Tidegate
+            state.reject(item, rejection_message=f"{exc}; it did not run.")
+            continue
+        outcome = await client.propose(item.tool_name, args, action_id=_action_id(client, str(call_id)))
         if isinstance(outcome, Escalated):
             try:
                 outcome = await outcome.decision(timeout_s)
@@ -86,11 +111,27 @@ def _action_id(client: Tidegate, call_id: str) -> str:
     return f"openai-agents:{client.task_id}:{call_id}"
 
 
-def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
-    async def run(args: dict[str, Any]) -> Any:
-        value = fn(**args)
-        if hasattr(value, "__await__"):
-            value = await value
-        return value
+def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The call's args, checked as the SDK's own invoker checks them (against `params`, when given).
 
-    return run
+    Raises the SDK's `ModelBehaviorError` ("Invalid JSON input for tool …"), as its invoker does.
+    """
+    try:
+        args = json.loads(arguments) if isinstance(arguments, str) and arguments else arguments or {}
+    except ValueError as exc:
+        raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {arguments}") from exc
+    if not isinstance(args, dict):
+        raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: expected a JSON object")
+    if params is not None:
+        try:
+            params(**args)
+        except ValidationError as exc:
+            raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
+    return args
+
+
+def _approved_too_early(tool: str, approval_id: str) -> str:
+    return (
+        f"{tool} was approved in the SDK while approval {approval_id} still waits for a human in Tidegate; it did not run. "
+        "Let the human decide in Tidegate, then mirror the decision with settle_interruptions instead of RunState.approve."
+    )

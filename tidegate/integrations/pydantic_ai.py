@@ -10,19 +10,21 @@
 The action id is `pydantic-ai:<conversation id>:<tool-call id>` (a resumed run carries the conversation
 id on its message history), so the run resumed with the human's decision follows the first proposal and
 another conversation reusing call ids proposes its own; the tool function runs only when Tidegate's executor invokes it.
+Approvals the agent asks for itself (a tool with pydantic-ai's own `requires_approval=True`) are not
+Tidegate's: `tidegate_results` leaves them to the application, which adds its answers to the results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, ToolApproved, ToolDenied
+from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, Tool, ToolApproved, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ApprovalRequired
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import escalation_payload, outcome_text, result_value, serve_function
+from tidegate.integrations._common import escalation_payload, function_runner, outcome_text, result_value, serve_function
 
 __all__ = ["TidegateCapability", "tidegate_results"]
 
@@ -32,13 +34,16 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
 
     Args:
         client: A started `Tidegate` client.
-        serve: Functions this process serves as governed (`topic`) tools, by tool name.
+        serve: The agent's tools whose functions this process runs when Tidegate's executor invokes them
+            (each a catalog tool of kind `topic`): a `Tool` is served under its name (`Tool(fn, name="refund")`
+            as `refund`), a plain function under the function's name, as pydantic-ai names it.
     """
 
-    def __init__(self, client: Tidegate, *, serve: Sequence[Callable[..., Any]] = ()) -> None:
+    def __init__(self, client: Tidegate, *, serve: Sequence[Tool[Any] | Callable[..., Any]] = ()) -> None:
         self.client = client
-        for fn in serve:
-            serve_function(client, fn.__name__, _runner(fn))
+        for item in serve:
+            name, fn = _served(item)
+            serve_function(client, name, function_runner(fn))
 
     async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
@@ -66,11 +71,16 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
 
     An approval with edits becomes `ToolApproved(override_args=...)`; a rejection, an expiry or a
     denial after the grant becomes `ToolDenied` with the reason codes. Each result carries the escalation
-    as metadata, so the resumed call follows the proposal it answers.
+    as metadata, so the resumed call follows the proposal it answers. Only the approvals Tidegate asked
+    for are answered: one the agent asked for itself (pydantic-ai's `requires_approval=True`) has no
+    Tidegate request, so the application adds its own answer (`results.approvals[call_id] = ...`) before resuming.
     """
     approvals: dict[str, ToolApproved | ToolDenied] = {}
+    metadata: dict[str, dict[str, Any]] = {}
     for call in requests.approvals:
-        proposal = requests.metadata[call.tool_call_id]  # the escalation: the action id and args the capability proposed
+        proposal = requests.metadata.get(call.tool_call_id) or {}
+        if "tidegate" not in proposal:  # not Tidegate's escalation: the application's to answer
+            continue
         outcome = await client.propose(call.tool_name, proposal["tidegate"]["args"], action_id=proposal["tidegate"]["action_id"])
         if isinstance(outcome, Escalated):
             try:
@@ -81,16 +91,13 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
             approvals[call.tool_call_id] = ToolApproved(override_args=outcome.edited_args)
         else:
             approvals[call.tool_call_id] = ToolDenied(outcome_text(outcome))
-    return DeferredToolResults(
-        approvals=approvals, metadata={call.tool_call_id: requests.metadata[call.tool_call_id] for call in requests.approvals}
-    )
+        metadata[call.tool_call_id] = proposal
+    return DeferredToolResults(approvals=approvals, metadata=metadata)
 
 
-def _runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
-    async def run(args: dict[str, Any]) -> Any:
-        value = fn(**args)
-        if hasattr(value, "__await__"):
-            value = await value
-        return value
-
-    return run
+def _served(item: Tool[Any] | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
+    """The name Tidegate knows the tool by (pydantic-ai's own naming), and the function its executor's invocation runs."""
+    tool = item if isinstance(item, Tool) else Tool(item)
+    if tool.takes_ctx:
+        raise ValueError(f"serve= got tool {tool.name!r}, whose function takes a RunContext that Tidegate's executor cannot give it")
+    return tool.name, tool.function

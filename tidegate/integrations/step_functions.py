@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tidegate.client import ActionIdReused, Decided, Escalated, Executed, Tidegate
-from tidegate.integrations._common import outcome_dict
+from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, settle_each
 
 __all__ = ["PendingTokens", "StepFunctionsBridge", "action_id_for", "governed_task"]
 
@@ -178,19 +178,22 @@ class StepFunctionsBridge:
         cause = json.dumps({"outcome": "invalid", "reasons": ["unproposable"], "message": reason})
         await asyncio.to_thread(self.sfn.send_task_failure, taskToken=token, error="tidegate.invalid", cause=cause[:32768])
 
-    async def complete_decided(self, *, timeout_s: float = 1.0) -> int:
+    async def complete_decided(self, *, timeout_s: float = 1.0, concurrency: int = SWEEP_CONCURRENCY) -> int:
         """Send the decision of every waiting task whose human decided; returns how many.
 
+        The tasks are checked `concurrency` at a time, each waiting at most `timeout_s` for its decision, so
+        a sweep takes about `timeout_s` per `concurrency` undecided tasks, not per task.
         One task's trouble stays its own: an error sending its decision is logged and the sweep goes on. A task
         Step Functions no longer has (`TaskTimedOut`, `TaskDoesNotExist`, `InvalidToken`) is dropped; on any
         other error (Step Functions unreachable, throttled) the task stays for the next sweep.
         """
-        completed = 0
-        for action_id, position, token in self.pending.rows():
+
+        async def complete(row: tuple[str, str, str]) -> bool:
+            action_id, position, token = row
             try:
                 final = await self.client.resume(action_id, position=position, timeout_s=timeout_s)
             except TimeoutError:
-                continue
+                return False
             try:
                 await self._send(token, final)
             except Exception as exc:  # any error is this task's alone; the sweep goes on
@@ -199,10 +202,11 @@ class StepFunctionsBridge:
                     self.pending.remove(action_id, token)
                 else:
                     log.warning("step functions task %s not answered, kept for the next sweep: %r", action_id, exc)
-                continue
+                return False
             self.pending.remove(action_id)
-            completed += 1
-        return completed
+            return True
+
+        return await settle_each(self.pending.rows(), complete, concurrency=concurrency)
 
     async def _send(self, token: str, outcome: Decided) -> None:
         body = outcome_dict(outcome)

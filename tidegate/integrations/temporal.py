@@ -10,6 +10,8 @@ durably (days, across worker restarts) until the bridge sees Tidegate's decision
 activity with it. The action id is `temporal:<workflow id>:<run id>:<activity id>`, so a retried attempt
 follows the first proposal instead of proposing again, and a later run under a reused workflow id
 (activity ids restart at 1) proposes its own calls instead of inheriting the earlier run's outcomes.
+The human's wait counts against the activity's `start_to_close_timeout`: set it longer than an approval
+can stay open (see docs/integrations.md), and no `heartbeat_timeout`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 
 from tidegate.client import Escalated, Tidegate
-from tidegate.integrations._common import outcome_dict
+from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, settle_each
 
 __all__ = ["GovernedCall", "PendingActivities", "TidegateActivities", "complete_decided", "outcome_dict"]
 
@@ -104,21 +106,29 @@ class TidegateActivities:
 
 
 async def complete_decided(
-    client: Tidegate, pending: PendingActivities, handle_for: Callable[..., Completer], *, timeout_s: float = 1.0
+    client: Tidegate,
+    pending: PendingActivities,
+    handle_for: Callable[..., Completer],
+    *,
+    timeout_s: float = 1.0,
+    concurrency: int = SWEEP_CONCURRENCY,
 ) -> int:
     """Complete every waiting activity whose human decided (run it in a loop beside the worker); returns how many.
 
+    The activities are checked `concurrency` at a time, each waiting at most `timeout_s` for its decision,
+    so a sweep takes about `timeout_s` per `concurrency` undecided activities, not per activity.
     One activity's trouble stays its own: an error completing it is logged and the sweep goes on. When
     Temporal says the activity is gone (`NOT_FOUND`: the workflow ended or the activity timed out meanwhile;
     `INVALID_ARGUMENT`: a token it cannot read) the row is dropped, since no later sweep can complete it;
     otherwise (Temporal unreachable, say) the row stays for the next sweep.
     """
-    completed = 0
-    for action_id, position, token in pending.rows():
+
+    async def complete(row: tuple[str, str, bytes]) -> bool:
+        action_id, position, token = row
         try:
             final = await client.resume(action_id, position=position, timeout_s=timeout_s)
         except TimeoutError:
-            continue
+            return False
         try:
             await handle_for(task_token=token).complete(outcome_dict(final))
         except Exception as exc:  # any error is this row's alone; the sweep goes on
@@ -127,7 +137,8 @@ async def complete_decided(
                 pending.remove(action_id, token)
             else:
                 log.warning("temporal activity %s not completed, kept for the next sweep: %r", action_id, exc)
-            continue
+            return False
         pending.remove(action_id)
-        completed += 1
-    return completed
+        return True
+
+    return await settle_each(pending.rows(), complete, concurrency=concurrency)
