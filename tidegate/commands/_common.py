@@ -16,6 +16,7 @@ import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from schemas import Envelope
 from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
@@ -52,8 +53,11 @@ def signer_settings(by: str | None) -> KitSettings:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print a clear error and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    """Print a clear error, one line however wide the terminal (a log's reader greps it), and exit non-zero.
+
+    The message is text, never markup: a value quoted in it (a file name, a tenant's input) is shown as it is.
+    """
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -284,7 +284,10 @@ def up(
             if proc.poll() is not None:
                 fail(f"supervisor exited with {proc.returncode}; see {_run_dir() / 'logs'}")
             if time.monotonic() > deadline:
-                fail(f"not ready after {wait_s:.0f}s: {', '.join(sorted(pending))}; see {_run_dir() / 'logs'}")
+                fail(
+                    f"not ready after {wait_s:.0f}s: {', '.join(sorted(pending))}; see {_run_dir() / 'logs'}; the supervisor (pid "
+                    f"{proc.pid}) is still running and restarting them: `tidegate status` shows each, `tidegate down` stops them"
+                )
             time.sleep(0.2)
     console.print(f"services running (supervisor pid {proc.pid}); logs in {_run_dir() / 'logs'}; stop with `tidegate down`")
 
