@@ -60,7 +60,7 @@ def _explain(response: httpx.Response) -> NoReturn:
         detail = response.text
     message = detail.get("message") if isinstance(detail, dict) else json.dumps(detail)
     code = f" [{detail.get('code')}]" if isinstance(detail, dict) and detail.get("code") else ""
-    fail(escape(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}"))  # [..] is not markup
+    fail(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}")  # fail shows [..] as text
 
 
 def _call(
