@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
+import requests
 from pydantic import BaseModel, ValidationError
 
 from servicekit.toolcontract import ToolError
@@ -61,8 +62,10 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     raise ToolError(f"http_{status}", f"{vendor}: {detail}")
 
 
-def parse_answer(response: httpx.Response, vendor: str, shape: type[_Shape]) -> _Shape:
+def parse_answer(response: httpx.Response | requests.Response, vendor: str, shape: type[_Shape]) -> _Shape:
     """The 2xx answer read as `shape`; a ToolError saying what came instead when it is not JSON of that shape.
+
+    An httpx response, or the requests one an SDK built on requests received (Salesforce's, BigQuery's).
 
     Such an answer (an HTML page from a proxy, an API that changed) may come after the system acted, as a
     5xx may: `maybe_applied`, and retryable, so only a call that is safe to repeat is tried again.
@@ -100,7 +103,7 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
 def _detail(response: httpx.Response) -> str:
     try:
         doc = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (an HTML page), or nested deeper than json reads
         return response.text[:300] or response.reason_phrase
     if not isinstance(doc, dict):
         return str(doc)[:300]

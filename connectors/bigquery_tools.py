@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
+import requests
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import Credentials
 from google.auth.exceptions import RefreshError
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import bigquery
 from google.oauth2 import credentials as oauth2
 from google.oauth2 import service_account
+from pydantic import BaseModel, Field, RootModel
 
+from connectors._http import parse_answer
 from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["COST_KEY", "run_query"]
@@ -33,6 +39,83 @@ TIB = 1024**4
 _MAX_ROWS = 1000
 _NO_RETRY: Any = None  # the client's own retries are off: the executor is the one layer that retries
 _TYPES = {bool: "BOOL", int: "INT64", float: "FLOAT64", str: "STRING"}
+
+
+class _TableReference(BaseModel):
+    projectId: str
+    datasetId: str
+    tableId: str
+
+
+class _QueryStatistics(BaseModel):
+    statementType: str | None = None
+    referencedTables: list[_TableReference] = Field(default_factory=list)
+    totalBytesProcessed: int | None = None
+    totalBytesBilled: int | None = None
+
+
+class _Statistics(BaseModel):
+    query: _QueryStatistics | None = None
+
+
+class _JobReference(BaseModel):
+    projectId: str
+    jobId: str | None = None  # a dry run's job has none
+
+
+class _Job(BaseModel):
+    """A job (`jobs.insert`, `jobs.get`): the fields the client and this connector read, in BigQuery's names."""
+
+    jobReference: _JobReference
+    statistics: _Statistics = Field(default_factory=_Statistics)
+
+
+class _Cell(BaseModel):
+    v: Any = None
+
+
+class _Row(BaseModel):
+    f: list[_Cell]
+
+
+class _Column(BaseModel):
+    name: str
+    type: str
+
+
+class _Schema(BaseModel):
+    fields: list[_Column] = Field(default_factory=list)
+
+
+class _QueryResults(BaseModel):
+    """A page of a query's rows (`jobs.getQueryResults`); a job still running has none yet."""
+
+    jobComplete: bool | None = None
+    table_schema: _Schema | None = Field(default=None, alias="schema")
+    rows: list[_Row] = Field(default_factory=list)
+    totalRows: int | None = None
+
+
+class _Resource(RootModel[dict[str, Any]]):
+    """Any other answer: the client reads every BigQuery answer as a JSON object."""
+
+
+_SHAPES: list[tuple[re.Pattern[str], type[BaseModel]]] = [
+    (re.compile(r"/projects/[^/]+/jobs(/[^/]+)?$"), _Job),
+    (re.compile(r"/projects/[^/]+/queries/[^/]+$"), _QueryResults),
+]
+
+
+def _guard(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """The session's response hook: each 2xx answer is read through the guard before the client reads it.
+
+    The client would fail on an answer that is not JSON of the expected shape with a bare decoding or key error,
+    or read a list of rows that is not one as no rows at all; here that answer is `bad_answer` instead.
+    """
+    if 200 <= response.status_code < 300:
+        path = urlsplit(response.url).path
+        shape = next((shape for pattern, shape in _SHAPES if pattern.search(path)), _Resource)
+        parse_answer(response, "BigQuery", shape)
 
 
 def _client(ctx: ToolContext) -> bigquery.Client:
@@ -50,7 +133,9 @@ def _client(ctx: ToolContext) -> bigquery.Client:
         creds = oauth2.Credentials(ctx.credential)  # type: ignore[no-untyped-call]
     endpoint = ctx.connection.get("base_url")
     options = ClientOptions(api_endpoint=endpoint) if endpoint else None
-    return bigquery.Client(project=project, credentials=creds, client_options=options)
+    session = AuthorizedSession(creds)  # type: ignore[no-untyped-call]  # as the client builds it, plus the guard
+    session.hooks["response"].append(_guard)
+    return bigquery.Client(project=project, credentials=creds, client_options=options, _http=session)
 
 
 def _parameters(params: dict[str, Any]) -> list[bigquery.ScalarQueryParameter]:

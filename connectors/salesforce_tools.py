@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import requests
+from pydantic import BaseModel, RootModel
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceError,
@@ -25,6 +27,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
+from connectors._http import parse_answer
 from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["add_task", "delete_task", "get_record", "update_opportunity_stage"]
@@ -37,8 +40,44 @@ FIELDS = {
 UNTRUSTED = ["Name", "Description", "Title", "Website"]
 
 
+_Shape = TypeVar("_Shape", bound=BaseModel)
+
+
+class _Record(RootModel[dict[str, Any]]):
+    """An account, contact or opportunity: a JSON object of its fields (Salesforce's own names)."""
+
+
+class _Task(BaseModel):
+    WhatId: str | None = None
+    Subject: str | None = None
+    Description: str | None = None
+
+
+class _Opportunity(BaseModel):
+    StageName: str | None = None
+    Amount: float | None = None
+
+
+class _Created(BaseModel):
+    """What `POST .../sobjects/<Object>/` answers: the new record's id (and `success`, `errors`)."""
+
+    id: str
+
+
+@dataclass
+class _Org:
+    """A Salesforce client and every answer its session received, so the connector reads them through the guard."""
+
+    sf: Salesforce
+    answers: list[requests.Response] = field(default_factory=list)
+
+    def keep(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """The session's response hook."""
+        self.answers.append(response)
+
+
 @contextmanager
-def _sf(ctx: ToolContext) -> Iterator[Salesforce]:
+def _sf(ctx: ToolContext) -> Iterator[_Org]:
     if not ctx.credential:
         raise ToolError("credential_missing", "no Salesforce access token for this call")
     instance = ctx.connection.get("instance_url")
@@ -50,7 +89,9 @@ def _sf(ctx: ToolContext) -> Iterator[Salesforce]:
         session.trust_env = False  # else REQUESTS_CA_BUNDLE in the environment would win over this CA
     version = ctx.connection.get("api_version", "59.0")
     try:
-        yield Salesforce(instance_url=instance, session_id=ctx.credential, session=session, version=version)
+        org = _Org(Salesforce(instance_url=instance, session_id=ctx.credential, session=session, version=version))
+        session.hooks["response"].append(org.keep)
+        yield org
     finally:
         session.close()
 
@@ -66,9 +107,10 @@ def _codes(exc: SalesforceError) -> set[str]:
     return {str(e.get("errorCode")) for e in exc.content if isinstance(e, dict)} if isinstance(exc.content, list) else set()
 
 
-def _call(fn: Any, *args: Any) -> Any:
+def _call(fn: Any, *args: Any) -> None:
+    """One SDK call, its failures as ToolErrors; what it answered is read by `_read`, through the guard."""
     try:
-        return fn(*args)
+        fn(*args)
     except SalesforceExpiredSession as exc:
         raise ToolError("credential_rejected", "Salesforce refused the tenant's session (HTTP 401)") from exc
     except SalesforceRefusedRequest as exc:
@@ -91,10 +133,21 @@ def _call(fn: Any, *args: Any) -> Any:
         raise ToolError("transport_error", f"Salesforce: {type(exc).__name__}", retryable=True, maybe_applied=True) from exc
 
 
+def _read(org: _Org, shape: type[_Shape], fn: Any, *args: Any) -> _Shape:
+    """One SDK call and its answer read as `shape`, not as the SDK decoded it: an answer that is not JSON of that shape is `bad_answer`."""
+
+    def call() -> None:
+        with suppress(requests.JSONDecodeError):  # a 2xx answer that is not JSON: parse_answer says what came instead
+            fn(*args)
+
+    _call(call)
+    return parse_answer(org.answers[-1], "Salesforce", shape)
+
+
 def _get_record(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     obj = args["object"]
-    with _sf(ctx) as sf:
-        record = _call(getattr(sf, obj).get, args["record_id"])
+    with _sf(ctx) as org:
+        record = _read(org, _Record, getattr(org.sf, obj).get, args["record_id"]).root
     fields = {k: record.get(k) for k in FIELDS[obj] if k in record}
     return {"object": obj, "record": fields, "untrusted": [f"record.{k}" for k in UNTRUSTED if k in fields]}
 
@@ -103,37 +156,37 @@ def _add_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     task = {"WhatId": args["what_id"], "Subject": args["subject"], "Status": "Not Started", "Priority": "Normal"}
     if args.get("description"):
         task["Description"] = args["description"]
-    with _sf(ctx) as sf:
-        made = _call(sf.Task.create, task)
-    return {"task_id": made["id"], "what_id": args["what_id"]}
+    with _sf(ctx) as org:
+        made = _read(org, _Created, org.sf.Task.create, task)
+    return {"task_id": made.id, "what_id": args["what_id"]}
 
 
 def _delete_task(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    with _sf(ctx) as sf:
+    with _sf(ctx) as org:
         try:
-            task = _call(sf.Task.get, args["task_id"])
-            _call(sf.Task.delete, args["task_id"])
+            task = _read(org, _Task, org.sf.Task.get, args["task_id"])
+            _call(org.sf.Task.delete, args["task_id"])
         except ToolError as exc:
             if exc.type != "not_found":
                 raise
             return {"task_id": args["task_id"], "deleted": True}
-    kept = {"what_id": task.get("WhatId"), "subject": task.get("Subject")}
-    return {"task_id": args["task_id"], "deleted": True, **kept, "description": task.get("Description") or ""}
+    kept = {"what_id": task.WhatId, "subject": task.Subject}
+    return {"task_id": args["task_id"], "deleted": True, **kept, "description": task.Description or ""}
 
 
 def _update_stage(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    with _sf(ctx) as sf:
-        opp = _call(sf.Opportunity.get, args["opportunity_id"])
-        recorded = float(opp.get("Amount") or 0)
+    with _sf(ctx) as org:
+        opp = _read(org, _Opportunity, org.sf.Opportunity.get, args["opportunity_id"])
+        recorded = float(opp.Amount or 0)
         if recorded > float(args["amount_usd"]) + 0.005:
             raise ToolError(
                 "amount_mismatch",
                 f"Salesforce records {recorded:.2f} on {args['opportunity_id']}, more than the {args['amount_usd']:.2f} proposed",
             )
-        _call(sf.Opportunity.update, args["opportunity_id"], {"StageName": args["stage"]})
+        _call(org.sf.Opportunity.update, args["opportunity_id"], {"StageName": args["stage"]})
     return {
         "opportunity_id": args["opportunity_id"],
-        "previous_stage": opp.get("StageName"),
+        "previous_stage": opp.StageName,
         "stage": args["stage"],
         "amount_usd": recorded,
     }

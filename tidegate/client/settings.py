@@ -60,7 +60,8 @@ class ClientSettings(BaseSettings):
     )
     state_dir: Path = Field(
         default=RUN_DIR / "client",
-        description="Where governed tools record the calls they ran (SQLite, one file per tool). Default: the checkout's "
+        description="Where governed tools record the calls they ran (SQLite, one file per tool), and where the MCP gateway "
+        "keeps the proposals it made (`mcp-gateway.<topic prefix>sqlite3`, one file per deployment). Default: the checkout's "
         "`.tidegate/client` when the client runs from one, else `.tidegate/client`.",
     )
     decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision and the result.")

@@ -102,3 +102,13 @@ async def test_missing_credential(bigquery: BigQueryStandIn, executed: Executed)
     assert failed.data.error is not None
     assert failed.data.error.type == "credential_missing"
     assert bigquery.requests == []
+
+
+async def test_a_dry_run_answer_that_cannot_be_read_is_retried(bigquery: BigQueryStandIn, executed: Executed) -> None:
+    await executed.connect("acme", "bigquery", tools=[], base_url=bigquery.url, project="acme-analytics", datasets="support")
+    bigquery.inject(200, {"kind": "bigquery#job"})  # the first dry run's answer has no jobReference
+    result = await executed.run(executed.authorize("acme", "bigquery_query", {"sql": ORDERS, "params": {"customer": "cus_1002"}}))
+    assert isinstance(result, s.ActionSucceeded)
+    assert result.data.attempts == 2
+    assert result.data.result is not None
+    assert [r["order_id"] for r in result.data.result["rows"]] == ["O-2", "O-5"]

@@ -122,3 +122,17 @@ async def test_undo_of_a_comment_deletes_it_and_undoing_the_delete_posts_the_tex
         executed.authorize("acme", "github_delete_comment", {"repo": "acme/web", "comment_id": made.data.result["comment_id"]})
     )
     assert isinstance(gone, s.ActionSucceeded)
+
+
+async def test_an_unreadable_answer_is_retried_for_a_read_and_unknown_for_a_comment(github: GitHubStandIn, executed: Executed) -> None:
+    await executed.connect("acme", "github", tools=["github_comment"], base_url=github.url)
+    github.inject(200, {"message": "moved"}, method="GET")  # the first read of the issue has no number
+    read = await executed.run(executed.authorize("acme", "github_get_issue", {"repo": "acme/web", "number": 7}))
+    assert (read.type, read.data.attempts) == ("tidegate.action.succeeded", 2)
+
+    github.inject(201, {"message": "Created"}, method="POST")  # a comment's answer without its id: made or not, we cannot tell
+    lost = await executed.run(executed.authorize("acme", "github_comment", {"repo": "acme/web", "number": 7, "body": "merged"}))
+    assert lost.data.error is not None
+    assert (lost.type, lost.data.error.type, lost.data.attempts) == ("tidegate.action.unknown", "bad_answer", 1)
+    assert "GitHub answered POST 127.0.0.1/repos/acme/web/issues/7/comments with HTTP 201" in lost.data.error.message
+    assert "(id: Field required)" in lost.data.error.message

@@ -119,3 +119,20 @@ async def test_undo_deletes_the_task_and_moves_the_stage_back(salesforce: Salesf
     assert again.args == {"what_id": account, "subject": "Call back", "description": "renewal"}
     [(_, readded)] = salesforce.records["Task"].items()
     assert (readded["WhatId"], readded["Subject"], readded["Description"]) == (account, "Call back", "renewal")
+
+
+async def test_an_answer_that_cannot_be_read_is_retried_for_a_read_and_unknown_for_a_task(
+    salesforce: SalesforceStandIn, executed: Executed, tmp_path: Path
+) -> None:
+    account, _ = ids(salesforce)
+    await executed.connect("acme", "salesforce", tools=["salesforce_add_task"], base_url="", instance_url=salesforce.url,
+                           ca_bundle=str(tmp_path / "tls" / "standin.crt"))  # fmt: skip
+    salesforce.inject(200, [{"Id": account}], method="GET")  # a list where the record should be
+    read = await executed.run(executed.authorize("acme", "salesforce_get_record", {"object": "Account", "record_id": account}))
+    assert (read.type, read.data.attempts) == ("tidegate.action.succeeded", 2)
+
+    salesforce.inject(201, {"success": True, "errors": []}, method="POST")  # no id: created or not, we cannot tell
+    lost = await executed.run(executed.authorize("acme", "salesforce_add_task", {"what_id": account, "subject": "renewal signed"}))
+    assert lost.data.error is not None
+    assert (lost.type, lost.data.error.type, lost.data.attempts) == ("tidegate.action.unknown", "bad_answer", 1)
+    assert "Salesforce answered POST 127.0.0.1/services/data/v59.0/sobjects/Task/ with HTTP 201" in lost.data.error.message

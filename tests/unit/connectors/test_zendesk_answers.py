@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import httpx
@@ -21,16 +20,6 @@ def _ctx() -> ToolContext:
         pool=None, tenant_id="acme", action_id="a-1", idempotency_key="a-1", task_id="t-1", attempt=1,
         credential="tok", connection={"base_url": "https://acme.zendesk.test", "email": "agent@acme.example"},
     )  # fmt: skip
-
-
-@pytest.fixture
-def answer(monkeypatch: pytest.MonkeyPatch) -> Callable[[Answer], None]:
-    """Make Zendesk answer every request with `respond` (an httpx MockTransport: nothing leaves the process)."""
-
-    def use(respond: Answer) -> None:
-        monkeypatch.setattr(zd.httpx, "AsyncClient", partial(httpx.AsyncClient, transport=httpx.MockTransport(respond)))
-
-    return use
 
 
 def _json(doc: Any) -> Answer:
