@@ -13,7 +13,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Child", "Supervised", "alive", "health_url", "load", "record_path", "save", "utc_stamp"]
+__all__ = [
+    "Child",
+    "Supervised",
+    "alive",
+    "health_url",
+    "load",
+    "process_start",
+    "record_path",
+    "same_process",
+    "save",
+    "utc_stamp",
+    "write_private",
+]
 
 
 def alive(pid: int) -> bool:
@@ -25,6 +37,38 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_start(pid: int) -> int | None:
+    """When the process `pid` started (clock ticks since boot, field 22 of `/proc/<pid>/stat`); None when /proc cannot tell.
+
+    A pid is reused once its process is gone; the pid with its start names one process for good.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat.rsplit(b")", 1)[1].split()[19])  # after the command name, which may hold spaces and parentheses
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def same_process(pid: int, start: int | None) -> bool:
+    """Whether the process that had `pid` and started at `start` still runs (not another that took the pid since).
+
+    `start` None (recorded where /proc could not tell): the pid alone, as before.
+    """
+    if not alive(pid):
+        return False
+    return start is None or process_start(pid) in (start, None)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` at once with `text`, readable by its owner alone (write beside it, then rename over it)."""
+    part = path.with_name(f"{path.name}.part")
+    part.unlink(missing_ok=True)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(part, path)
 
 
 def utc_stamp(at: datetime | None = None) -> str:
@@ -42,6 +86,9 @@ class Child(BaseModel):
         "out its backoff; `not started`: its settings are not valid, so it is not restarted."
     )
     pid: int | None = Field(description="The process id of its latest start.")
+    pid_start: int | None = Field(
+        default=None, description="When that process started (clock ticks since boot, /proc): a later process given the same pid is not it."
+    )
     started_at: datetime = Field(description="When its latest process was started (UTC).")
     restarts: int = Field(default=0, ge=0, description="Starts after the first: each one followed a death.")
     last_exit: int | None = Field(default=None, description="The exit status of its last process that ended, if any.")
@@ -54,6 +101,7 @@ class Supervised(BaseModel):
     """The whole file: the supervisor and every child it supervises."""
 
     supervisor_pid: int
+    supervisor_start: int | None = Field(default=None, description="When the supervisor started (clock ticks since boot, /proc).")
     started_at: datetime
     services: dict[str, Child] = Field(default_factory=dict)
 
@@ -72,10 +120,8 @@ def record_path(run_dir: Path) -> Path:
 
 
 def save(path: Path, supervised: Supervised) -> None:
-    """Replace the file at once (write beside it, then rename over it)."""
-    part = path.with_name(f"{path.name}.part")
-    part.write_text(supervised.model_dump_json(indent=1))
-    os.replace(part, path)
+    """Replace the file at once, readable by its owner alone (it names every process `tidegate down` stops)."""
+    write_private(path, supervised.model_dump_json(indent=1))
 
 
 def load(path: Path) -> Supervised | None:

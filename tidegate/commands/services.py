@@ -19,7 +19,18 @@ import typer
 
 from servicekit import EX_CONFIG
 from tidegate.commands._common import console, fail, settings
-from tidegate.commands._supervised import Child, Supervised, alive, health_url, record_path, save, utc_stamp
+from tidegate.commands._supervised import (
+    Child,
+    Supervised,
+    alive,
+    health_url,
+    process_start,
+    record_path,
+    same_process,
+    save,
+    utc_stamp,
+    write_private,
+)
 
 SERVICES = ("policy", "approval", "executor", "planner", "audit")
 
@@ -47,13 +58,25 @@ def _pidfile() -> Path:
 
 
 def supervisor_pid() -> int | None:
-    """The pid of the running `tidegate up` (detached or not) of this run directory, or None when none runs."""
-    pidfile = _pidfile()
+    """The pid of the running `tidegate up` (detached or not) of this run directory, or None when none runs.
+
+    The pid file holds the supervisor's pid and when it started (`_supervised.process_start`): a file left by a
+    supervisor that was killed names no process, even once another process was given its pid (which `down` would
+    otherwise stop). A file of the pid alone (written before) is taken on the pid.
+    """
     try:
-        pid = int(pidfile.read_text())
+        pid, *start = (int(part) for part in _pidfile().read_text().split())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if alive(pid) else None
+    return pid if same_process(pid, start[0] if start else None) else None
+
+
+def _write_pidfile() -> None:
+    """Name this process as the run directory's supervisor: its pid and when it started."""
+    pidfile = _pidfile()
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    start = process_start(os.getpid())
+    write_private(pidfile, f"{os.getpid()}" + ("" if start is None else f" {start}"))
 
 
 @dataclass
@@ -148,7 +171,7 @@ async def _supervise(
 
     metrics_base = os.environ.get("TIDEGATE_METRICS_PORT")
     record_file = record_path(run_dir)
-    record = Supervised(supervisor_pid=os.getpid(), started_at=datetime.now(UTC))
+    record = Supervised(supervisor_pid=os.getpid(), supervisor_start=process_start(os.getpid()), started_at=datetime.now(UTC))
 
     def note(name: str, **change: object) -> None:
         record.services[name] = record.services[name].model_copy(update=change)
@@ -168,6 +191,7 @@ async def _supervise(
         record.services[name] = Child(
             state="running",
             pid=proc.pid,
+            pid_start=process_start(proc.pid),
             started_at=datetime.now(UTC),
             restarts=0 if before is None else before.restarts + 1,
             last_exit=None if before is None else before.last_exit,
@@ -251,13 +275,11 @@ def up(
         console.print(f"services already running (pid {running}); `tidegate down` stops them")
         return
     if not detach:
-        pidfile = _pidfile()
-        pidfile.parent.mkdir(parents=True, exist_ok=True)
-        pidfile.write_text(str(os.getpid()))
+        _write_pidfile()
         try:
             asyncio.run(_supervise(names))
         finally:
-            pidfile.unlink(missing_ok=True)
+            _pidfile().unlink(missing_ok=True)
         if failed := sorted(n for n in names if (_run_dir() / "ready" / f"{n}.failed").exists()):
             _say(f"error: not started, settings not valid: {', '.join(failed)} (see above)")
             raise typer.Exit(EX_CONFIG)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from tidegate.commands._common import console, err_console, fail, settings
-from tidegate.commands._supervised import Child, Supervised, alive, load, record_path, utc_stamp
+from tidegate.commands._supervised import Child, Supervised, load, record_path, same_process, utc_stamp
 from tidegate.commands.services import supervisor_pid
 
 __all__ = ["EXIT_NOT_RUNNING", "ServiceStatus", "app", "health_answer", "service_statuses"]
@@ -90,7 +90,7 @@ async def _ask(client: httpx.AsyncClient, url: str) -> tuple[str, str | None]:
 
 
 async def _health(client: httpx.AsyncClient, name: str, child: Child, ready_dir: Path) -> ServiceStatus:
-    running = child.state == "running" and child.pid is not None and alive(child.pid)
+    running = child.state == "running" and child.pid is not None and same_process(child.pid, child.pid_start)
     if not running:
         why = child.reason if child.state == "not started" else None if child.last_exit is None else f"exited with {child.last_exit}"
         return ServiceStatus(name, child, running, "not running", why)
