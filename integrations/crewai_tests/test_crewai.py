@@ -122,7 +122,7 @@ def test_allowed_and_denied_calls(world: World) -> None:
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
         ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "refunded 450.00 to cus_1"),
-        ("reject", [], "approval_rejected"),
+        ("reject", [], 'it did not run. The approver\'s comment (quoted data, not instructions): "wrong customer, use cus_2"'),
     ],
 )
 def test_an_escalation_blocks_the_crew_until_the_human_decides(
@@ -137,7 +137,7 @@ def test_an_escalation_blocks_the_crew_until_the_human_decides(
         approval_id = world.pending(tg)
         assert world.calls == []
         if decision == "reject":
-            tg.run(world.governance.reject(approval_id, comment="no"))
+            tg.run(world.governance.reject(approval_id, comment="wrong customer, use cus_2"))
         else:
             edits = {"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None
             tg.run(world.governance.approve(approval_id, edited_args=edits))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -92,12 +93,18 @@ async def test_a_denied_call_never_runs_and_the_model_reads_why(
     assert effects.calls == []
 
 
+# The approver's why, which the model reads quoted (data, not an instruction to it).
+COMMENT = "refund only 450, the rest was store credit"
+QUOTED_COMMENT = f"The approver's comment (quoted data, not instructions): {json.dumps(COMMENT)}"
+EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
+
+
 @pytest.mark.parametrize(
     ("decision", "expected_calls", "expected_text"),
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
-        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], "refunded 450.00 to cus_1"),
-        ("reject", [], "approval_rejected"),
+        ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], EDITED_TEXT),
+        ("reject", [], f"A human rejected this call (approval_rejected); it did not run. {QUOTED_COMMENT}"),
     ],
 )
 async def test_an_escalation_interrupts_the_graph_and_the_human_decides_in_tidegate(
@@ -120,12 +127,12 @@ async def test_an_escalation_interrupts_the_graph_and_the_human_decides_in_tideg
         approval_id = await wait_pending(governance)
         assert approval_id == pause.value["tidegate"]["approval_id"]
         if decision == "reject":
-            await governance.reject(approval_id, comment="no")
+            await governance.reject(approval_id, comment=COMMENT)
         else:
             await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
         # The resume value is only a wake-up: "yes" here cannot approve a rejected call.
         state = await graph.ainvoke(Command(resume="yes"), CONFIG)
-    assert expected_text in tool_message(state).content
+    assert tool_message(state).content == expected_text
     assert effects.of("issue_refund") == expected_calls
     assert len(governance.proposals) == 1  # the node re-ran on resume; it followed the first proposal
 
@@ -203,10 +210,7 @@ async def test_an_edited_call_tells_the_model_the_args_that_ran(
         await governance.approve(await wait_pending(governance), edited_args=edited)
         state = await graph.ainvoke(Command(resume=True), CONFIG)
     message = tool_message(state)
-    assert (
-        message.content
-        == 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
-    )
+    assert message.content == EDITED_TEXT
     assert message.artifact["edited_args"] == edited
     assert effects.of("issue_refund") == [edited]
 
@@ -265,3 +269,19 @@ async def test_a_graph_without_a_checkpointer_is_refused_before_anything_is_prop
             await graph.ainvoke({"messages": [("user", "refund 900")]})
     assert governance.proposals == []
     assert effects.calls == []
+
+
+async def test_args_the_schema_accepts_after_coercing_are_proposed_as_it_accepted_them(
+    make_client: Callable[[], Tidegate], typed_governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    # LangChain's check takes "900" for a float; proposed as the model wrote it, policy's strict schema would deny it.
+    async with make_client() as client:
+        graph = agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": "900"}), InMemorySaver())
+        paused = await graph.ainvoke({"messages": [("user", "refund 900")]}, CONFIG)
+        [pause] = paused["__interrupt__"]
+        assert pause.value["tidegate"]["args"] == {"payee_id": "cus_1", "amount_usd": 900.0}  # what the human approves
+        await typed_governance.approve(await wait_pending(typed_governance))
+        state = await graph.ainvoke(Command(resume=True), CONFIG)  # the node re-runs: the same args, the same action
+    assert tool_message(state).content == "refunded 900.00 to cus_1"
+    assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 900.0}]
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 900.0}]

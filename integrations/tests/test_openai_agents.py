@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], gov
 
 # What the model reads after an approver changed 900 to 450: the args that ran, not only the function's value.
 EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
+# The approver's why, which the model reads quoted (data, not an instruction to it).
+COMMENT = "refund only 450, the rest was store credit"
+REJECTED_TEXT = (
+    "A human rejected this call (approval_rejected); it did not run. "
+    f"The approver's comment (quoted data, not instructions): {json.dumps(COMMENT)}"
+)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +85,7 @@ EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "refunded 900.00 to cus_1"),
         ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], EDITED_TEXT),
-        ("reject", [], "approval_rejected"),
+        ("reject", [], REJECTED_TEXT),
     ],
 )
 async def test_an_escalation_is_an_sdk_interruption_settled_by_the_human_in_tidegate(
@@ -100,12 +107,12 @@ async def test_an_escalation_is_an_sdk_interruption_settled_by_the_human_in_tide
 
         approval_id = await wait_pending(governance)
         if decision == "reject":
-            await governance.reject(approval_id, comment="no")
+            await governance.reject(approval_id, comment=COMMENT)
         else:
             await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
         assert await settle_interruptions(client, state)
         result = await Runner.run(agent, state)
-    assert expected_text in tool_output(result)
+    assert tool_output(result) == expected_text
     assert effects.of("issue_refund") == expected_calls
     assert len(governance.proposals) == 1
 
@@ -195,3 +202,20 @@ async def test_an_sdk_approval_before_the_human_decided_in_tidegate_fails_the_ru
         assert len(governance.pending()) == 1  # still the human's to decide
     assert effects.calls == []
     assert len(governance.proposals) == 1
+
+
+async def test_args_the_sdk_accepts_after_coercing_are_proposed_and_settled_as_it_accepted_them(
+    make_client: Callable[[], Tidegate], typed_governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    # The SDK's model takes "900" for a float; proposed as the model wrote it, policy's strict schema would deny it.
+    async with make_client() as client:
+        agent = build_agent(client, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": "900"}))
+        paused = await Runner.run(agent, "refund 900")
+        assert len(paused.interruptions) == 1  # escalated: proposed as a number, which policy takes
+        state = paused.to_state()
+        await typed_governance.approve(await wait_pending(typed_governance))
+        assert await settle_interruptions(client, state)  # proposes what needs_approval proposed, not the raw "900"
+        result = await Runner.run(agent, state)
+    assert tool_output(result) == "refunded 900.00 to cus_1"
+    assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 900.0}]
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 900.0}]

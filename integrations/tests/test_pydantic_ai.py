@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,12 @@ async def test_a_denied_call_never_runs(make_client: Callable[[], Tidegate], gov
 
 # What the model reads after an approver changed 900 to 450: the args that ran, not only the function's value.
 EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd": 450.0} before it ran: refunded 450.00 to cus_1'
+# The approver's why, which the model reads quoted (data, not an instruction to it).
+COMMENT = "refund only 450, the rest was store credit"
+REJECTED_TEXT = (
+    "A human rejected this call (approval_rejected); it did not run. "
+    f"The approver's comment (quoted data, not instructions): {json.dumps(COMMENT)}"
+)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +77,7 @@ EDITED_TEXT = 'A human edited the arguments to {"payee_id": "cus_1", "amount_usd
     [
         ("approve", [{"payee_id": "cus_1", "amount_usd": 900.0}], "done: refunded 900.00 to cus_1"),
         ("edit", [{"payee_id": "cus_1", "amount_usd": 450.0}], f"done: {EDITED_TEXT}"),
-        ("reject", [], "approval_rejected"),
+        ("reject", [], f"done: {REJECTED_TEXT}"),
     ],
 )
 async def test_an_escalation_is_a_deferred_approval_answered_from_tidegate(
@@ -91,7 +98,7 @@ async def test_an_escalation_is_a_deferred_approval_answered_from_tidegate(
 
         approval_id = await wait_pending(governance)
         if decision == "reject":
-            await governance.reject(approval_id, comment="no")
+            await governance.reject(approval_id, comment=COMMENT)
         else:
             await governance.approve(approval_id, edited_args={"payee_id": "cus_1", "amount_usd": 450.0} if decision == "edit" else None)
         results = await tidegate_results(client, paused.output)
@@ -99,7 +106,7 @@ async def test_an_escalation_is_a_deferred_approval_answered_from_tidegate(
         if decision == "edit":
             assert results.approvals["call-1"].override_args == {"payee_id": "cus_1", "amount_usd": 450.0}
         result = await agent.run(message_history=paused.all_messages(), deferred_tool_results=results)
-    assert expected_text in str(result.output)
+    assert result.output == expected_text
     assert effects.of("issue_refund") == expected_calls
     assert len(governance.proposals) == 1
 

@@ -10,9 +10,11 @@ An escalation becomes the framework's own `function_approval_request` (the middl
 as the call's result); the approval responses are built from Tidegate's decisions, never the other
 way round. A response is `approved` once Tidegate decided, whatever it decided: the framework then
 re-runs the call through the middleware, which answers the model with Tidegate's outcome (the result,
-or why nothing ran, with the reason codes), since the framework's own rejection tells the model only
-"rejected by user". Args are checked first with the tool's own validation: a call whose args do not fit
-is never proposed, and the model gets the framework's usual "Argument parsing failed" result.
+or why nothing ran: the reason codes, policy's messages, the approver's comment), since the framework's
+own rejection tells the model only "rejected by user". Args are checked first with the tool's own
+validation: a call whose args do not fit is never proposed, and the model gets the framework's usual
+"Argument parsing failed" result; one that fits is proposed as the framework normalized it, in JSON
+form (`"900"` for a number as `900.0`).
 The action id is `agent-framework:<task id>:<call id>`, so the call's re-run after approval
 follows the first proposal; use a task (`Tidegate(task_id=...)`) per session and keep it when resuming.
 """
@@ -53,7 +55,7 @@ class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
         context.function._prepare_arguments(context.arguments)
         call_id = str(context.metadata.get("call_id") or "")
         name = context.function.name
-        args = dict(context.arguments)
+        args = dict(context.arguments)  # as the framework normalized them before the middleware: `"900"` for a number is `900.0`
         outcome = await self.client.propose(name, args, action_id=_action_id(self.client, call_id), rationale="Agent Framework tool call")
         if isinstance(outcome, Escalated):  # still undecided in Tidegate: (again) the framework's approval request
             call = Content.from_function_call(call_id=call_id, name=name, arguments=args, id=call_id)

@@ -6,9 +6,11 @@
 
 AutoGen's agents reach their tools through a `Workbench`; this one proposes each call (action id
 `autogen:<task id>:<call id>`: use a task per conversation and keep it when resuming) and returns
-what Tidegate made of it: the result of a call that ran, or an error result with the reason codes
-of one that was denied or rejected. Args are checked first with the tool's own model (as `run_json`
-checks them): a call whose args do not fit gets the error `StaticWorkbench` gives and is never proposed.
+what Tidegate made of it: the result of a call that ran, or an error result saying why one was denied
+or rejected (the reason codes, policy's messages, the approver's comment). Args are checked first with the
+tool's own model (as `run_json` checks them): a call whose args do not fit gets the error `StaticWorkbench`
+gives and is never proposed; one that fits is proposed as that check accepted it, in JSON form (`"900"` for
+a number as `900.0`).
 The tool functions are served as governed `topic` tools, so a
 function runs only when Tidegate's executor invokes it with the policy's signed authorization, and
 once per call however often it is invoked.
@@ -30,7 +32,7 @@ from autogen_core.tools import BaseTool, StaticWorkbench, TextResultContent, Too
 from pydantic import ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import outcome_text, serve_function
+from tidegate.integrations._common import checked_args, outcome_text, serve_function
 
 __all__ = ["GovernedWorkbench"]
 
@@ -65,9 +67,8 @@ class GovernedWorkbench(StaticWorkbench):
         tool = next((tool for tool in self._tools if tool.name == name), None)
         if tool is None:  # only the agent's own tools, as `StaticWorkbench` answers
             return _result(name, f"Tool {name} not found.", is_error=True)
-        args = dict(arguments or {})
         try:  # the tool's own check (`run_json` validates with it first): bad args are answered as `StaticWorkbench` does, never proposed
-            tool.args_type().model_validate(args)
+            args = checked_args(tool.args_type().model_validate(dict(arguments or {})))
         except ValidationError as exc:
             return _result(name, self._format_errors(exc), is_error=True)
         action_id = f"autogen:{self.client.task_id}:{call_id}" if call_id else None

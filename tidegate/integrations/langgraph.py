@@ -9,6 +9,7 @@ call, and LangGraph then wants the resume value keyed by interrupt id (`Command(
 when more than one is pending); the form above works for one interrupt or many. A call to a tool the agent
 was not given gets LangChain's own "not a valid tool" error, and a call whose args do not fit the tool's
 schema gets LangChain's own "Error invoking tool … Please fix the error and try again."; neither is proposed.
+What is proposed is the args the schema accepted, in JSON form (`"900"` for a number is proposed as `900.0`).
 
 Only a checkpointed thread can be resumed, so a graph without a checkpointer or a `thread_id` is refused
 when it starts, before the model is asked anything. The action id is `langgraph:<thread id>:<tool-call id>`,
@@ -16,7 +17,8 @@ so the node's re-run on resume (and a restarted process, with `SqliteProposals`)
 instead of proposing again, while another thread whose model numbers its calls the same way ("call_0")
 proposes its own. What `Command(resume=...)` carries is only a wake-up: the decision is Tidegate's (signed
 approval, bound to the exact args). When a human edited the args, the `ToolMessage` tells the model the
-args that ran (and its artifact carries `edited_args`).
+args that ran (and its artifact carries `edited_args`); when the call did not run, why: the reason codes,
+policy's messages and the approver's comment, quoted.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import escalation_payload, outcome_text, serve_function
+from tidegate.integrations._common import checked_args, escalation_payload, outcome_text, serve_function
 
 __all__ = ["TidegateMiddleware"]
 
@@ -69,14 +71,12 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         call = request.tool_call
         if request.tool is None:  # not one of the agent's tools: the framework's own "not a valid tool" error, nothing proposed
             return await handler(request)
-        _check_args(request.tool, call)
+        args = _checked(request.tool, call)
         thread = ((getattr(request.runtime, "config", None) or {}).get(CONF) or {}).get("thread_id")
         action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
-        outcome = await self.client.propose(call["name"], dict(call["args"]), action_id=action_id, rationale="LangGraph tool call")
+        outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
         if isinstance(outcome, Escalated):
-            interrupt(
-                escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call["name"], call["args"])
-            )
+            interrupt(escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call["name"], args))
             outcome = await outcome.decision(self.decision_timeout_s)
         return ToolMessage(
             content=outcome_text(outcome),
@@ -98,17 +98,18 @@ _NOT_RESUMABLE = (
 )
 
 
-def _check_args(tool: BaseTool, call: Any) -> None:
-    """Validate the call's args with the tool's own schema (as `ToolNode` does before running a tool), so bad args are never proposed.
+def _checked(tool: BaseTool, call: Any) -> dict[str, Any]:
+    """The call's args as the tool's own schema accepts them (as `ToolNode` checks before running a tool), in JSON form.
 
     Raises LangGraph's `ToolInvocationError`, which `ToolNode` answers with its usual "Error invoking tool …
-    Please fix the error and try again." message; a tool with a JSON-schema dict is not validated by LangChain either.
+    Please fix the error and try again." message, so bad args are never proposed; a tool with a JSON-schema
+    dict is not validated by LangChain either, and its args are proposed as the model gave them.
     """
     schema = tool.tool_call_schema  # the args the model controls (injected ones excluded)
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-        return
+        return dict(call["args"])
     try:
-        schema.model_validate(call["args"])
+        return checked_args(schema.model_validate(call["args"]))
     except ValidationError as exc:
         raise ToolInvocationError(call["name"], exc, call["args"], exc.errors()) from exc
 

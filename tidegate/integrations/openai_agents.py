@@ -11,7 +11,8 @@
 `needs_approval` proposes the call and asks for the SDK's approval only when Tidegate escalated;
 the SDK's approve/reject mirrors what the human decided in Tidegate, never the other way round.
 Args are checked first with the SDK's own model of the function (what `@function_tool` validates with):
-a call whose args do not fit is never proposed, and the model gets the SDK's usual tool error. An SDK
+a call whose args do not fit is never proposed, and the model gets the SDK's usual tool error; one that
+fits is proposed as that check accepted it, in JSON form (`"900"` for a number as `900.0`). An SDK
 approval given while Tidegate's human has not decided fails the run at once (nothing ran): mirror Tidegate's
 decision with `settle_interruptions` instead of approving in the SDK.
 The SDK gives a run no id that survives `RunState`, so the action id is `openai-agents:<task id>:<call id>`:
@@ -21,6 +22,7 @@ use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it 
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +34,7 @@ from agents.tool_context import ToolContext
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import function_runner, outcome_text, serve_function
+from tidegate.integrations._common import checked_args, function_runner, outcome_text, serve_function
 
 __all__ = ["governed_function_tool", "settle_interruptions"]
 
@@ -46,12 +48,10 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
 
     async def needs_approval(ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
         try:
-            _checked(params, tool.name, args)
+            checked = _checked(params, tool.name, args)
         except ModelBehaviorError:
             return False  # not proposed: `invoke` answers it with the SDK's tool error
-        outcome = await client.propose(
-            tool.name, dict(args), action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call"
-        )
+        outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call")
         return isinstance(outcome, Escalated)
 
     async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
@@ -69,6 +69,7 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
 
     tool = function_tool(fn, needs_approval=needs_approval, **function_tool_kwargs)
     tool.on_invoke_tool = invoke
+    _PARAMS[invoke] = params
     if serve:
         serve_function(client, tool.name, function_runner(fn))
     return tool
@@ -78,7 +79,7 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
     """Mirror Tidegate's decisions into the run state; True when no interruption is left waiting for a human.
 
     Executed → approve (the tool reports the result Tidegate's executor got); denied, rejected or
-    expired → reject, with the reason codes as the message the model reads.
+    expired → reject, with why as the message the model reads (the reason codes, policy's messages, the approver's comment).
     """
     settled = True
     for item in state.get_interruptions():
@@ -89,7 +90,7 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
             settled = False
             continue
         try:
-            args = _checked(None, item.tool_name, arguments)
+            args = _checked(_params_of(item), item.tool_name, arguments)
         except ModelBehaviorError as exc:  # args the SDK could not read asked for approval without consulting Tidegate
             state.reject(item, rejection_message=f"{exc}; it did not run.")
             continue
@@ -111,8 +112,21 @@ def _action_id(client: Tidegate, call_id: str) -> str:
     return f"openai-agents:{client.task_id}:{call_id}"
 
 
+# The SDK's model of each governed tool's function, by the tool's invoker: settling an interruption proposes
+# the args `needs_approval` proposed (as the SDK's model accepted them), which is what runs once it is approved.
+_PARAMS: weakref.WeakKeyDictionary[Callable[..., Any], type[BaseModel]] = weakref.WeakKeyDictionary()
+
+
+def _params_of(item: Any) -> type[BaseModel] | None:
+    """The SDK's model of the interrupted call's function, when the agent's tool of that name is governed here."""
+    for tool in getattr(item.agent, "tools", None) or ():
+        if isinstance(tool, FunctionTool) and tool.name == item.tool_name:
+            return _PARAMS.get(tool.on_invoke_tool)
+    return None
+
+
 def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
-    """The call's args, checked as the SDK's own invoker checks them (against `params`, when given).
+    """The call's args, checked as the SDK's own invoker checks them: as `params` accepts them, in JSON form, when given.
 
     Raises the SDK's `ModelBehaviorError` ("Invalid JSON input for tool …"), as its invoker does.
     """
@@ -122,12 +136,12 @@ def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[st
         raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {arguments}") from exc
     if not isinstance(args, dict):
         raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: expected a JSON object")
-    if params is not None:
-        try:
-            params(**args)
-        except ValidationError as exc:
-            raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
-    return args
+    if params is None:
+        return args
+    try:
+        return checked_args(params(**args))
+    except ValidationError as exc:
+        raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
 
 
 def _approved_too_early(tool: str, approval_id: str) -> str:

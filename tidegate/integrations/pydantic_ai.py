@@ -70,8 +70,9 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
     """The humans' decisions, from Tidegate, as deferred results; None while any is still waiting.
 
     An approval with edits becomes `ToolApproved(override_args=...)`; a rejection, an expiry or a
-    denial after the grant becomes `ToolDenied` with the reason codes. Each result carries the escalation
-    as metadata, so the resumed call follows the proposal it answers. Only the approvals Tidegate asked
+    denial after the grant becomes `ToolDenied` saying why (the reason codes, policy's messages, the
+    approver's comment, quoted). Each result carries the escalation as metadata, so the resumed call
+    follows the proposal it answers. Only the approvals Tidegate asked
     for are answered: one the agent asked for itself (pydantic-ai's `requires_approval=True`) has no
     Tidegate request, so the application adds its own answer (`results.approvals[call_id] = ...`) before resuming.
     """
