@@ -120,14 +120,16 @@ _LONGEST_ACTION_ID = 256  # the contract's
 def undo_action_id(action_id: str) -> str:
     """The action id of the undo of `action_id`: the same every time, so an action is undone at most once.
 
-    `undo-<action_id>`; when that is longer than the contract allows, its head and a digest of the whole
-    id, so two actions never share an undo id.
+    `undo-<action_id>` while that fits the contract's 256 characters; for a longer one, `undo~`, the id's first 218
+    characters, a dash and 32 hex digits of the SHA-256 of the whole id (UTF-8). Each form has its own prefix, so two
+    actions never share an undo id: a crafted short id cannot take a long id's (docs/autonomy.md).
     """
     whole = f"undo-{action_id}"
     if len(whole) <= _LONGEST_ACTION_ID:
         return whole
     digest = hashlib.sha256(action_id.encode()).hexdigest()[:32]
-    return f"{whole[: _LONGEST_ACTION_ID - len(digest) - 1]}-{digest}"
+    hashed = "undo~"  # never the plain form's `undo-`: a cut undo id never equals a plain one
+    return f"{hashed}{action_id[: _LONGEST_ACTION_ID - len(hashed) - len(digest) - 1]}-{digest}"
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,34 @@
 """What every route of the approval service's API shares: refusals as HTTP errors, bodies parsed after the checks."""
 
+import re
 from typing import Any, TypeVar
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
 from schemas import refuse_nul
 from services.approval.domain import Refusal
 
-__all__ = ["error", "json_body", "parse"]
+__all__ = ["error", "json_body", "parse", "refuse_control_characters"]
 
 _M = TypeVar("_M", bound=BaseModel)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc): U+0000 above all, which no database text holds
+
+
+async def refuse_control_characters(request: Request) -> None:
+    """Refuse an id in the path or a filter in the query that holds a control character: `422 invalid_param`, on every route.
+
+    No id or filter of the service holds one, and PostgreSQL refuses U+0000 in any text: checked once here, before
+    the credential, rather than failing on the database (a 500) in whichever route reads it.
+    """
+    for where, params in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
+        for name, value in params:
+            found = _CONTROL.search(value) if isinstance(value, str) else None
+            if found is not None:
+                message = f"{where} parameter {name} holds the control character U+{ord(found.group()):04X}; no id or filter holds one"
+                raise HTTPException(422, detail={"code": "invalid_param", "message": message})
 
 
 def error(refusal: Refusal) -> HTTPException:

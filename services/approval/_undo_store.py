@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,8 +17,12 @@ __all__ = ["InMemoryUndoResults", "PgUndoResults", "UndoResults"]
 class UndoResults(Protocol):
     """Results that carry an undo plan."""
 
-    async def keep(self, results: Sequence[ActionResultData]) -> None:
-        """Remember succeeded calls' results, all in one write (idempotent per action id)."""
+    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
+        """Remember succeeded calls' results, all in one write (idempotent per action id).
+
+        Returns the action ids whose undo id another kept action holds already (none, short of a row an older copy of
+        the service wrote: `undo_action_id` gives every action its own): those are kept without it, never refused.
+        """
         ...
 
     async def get(self, action_id: str) -> ActionResultData | None:
@@ -35,11 +39,21 @@ class InMemoryUndoResults(UndoResults):
     """The in-memory twin, for unit tests."""
 
     results: dict[str, ActionResultData] = field(default_factory=dict)
+    undo_ids: dict[str, str | None] = field(default_factory=dict)
+    """Each kept action's undo id, as the table's column (None: another action held it when this one was kept)."""
 
-    async def keep(self, results: Sequence[ActionResultData]) -> None:
+    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
         """See UndoResults."""
+        clashes = []
         for result in results:
-            self.results.setdefault(result.action_id, result)
+            if result.action_id in self.results:
+                continue
+            undo_id: str | None = undo_action_id(result.action_id)
+            if undo_id in self.undo_ids.values():
+                clashes.append(result.action_id)
+                undo_id = None
+            self.results[result.action_id], self.undo_ids[result.action_id] = result, undo_id
+        return clashes
 
     async def get(self, action_id: str) -> ActionResultData | None:
         """See UndoResults."""
@@ -47,8 +61,8 @@ class InMemoryUndoResults(UndoResults):
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
         """See UndoResults."""
-        kept = (r.action_id for r in self.results.values() if r.tenant_id == tenant_id)
-        return next((action_id for action_id in kept if undo_action_id(action_id) == undo_id), None)
+        held = (a for a, u in self.undo_ids.items() if u == undo_id and self.results[a].tenant_id == tenant_id)
+        return next(held, None)
 
 
 class PgUndoResults(UndoResults):
@@ -58,15 +72,36 @@ class PgUndoResults(UndoResults):
         self._pool = pool
         self._s = schema
 
-    async def keep(self, results: Sequence[ActionResultData]) -> None:
-        """See UndoResults: one round trip for a polled batch's results."""
+    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
+        """See UndoResults: one round trip for a polled batch's results (new or redelivered), one more for a clash."""
         if not results:
-            return
-        await self._pool.executemany(
-            f"INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result, undo_id) VALUES ($1, $2, $3, $4::jsonb, $5)"
-            " ON CONFLICT (action_id) DO NOTHING",
-            [(r.action_id, r.tenant_id, r.task_id, r.model_dump_json(), undo_action_id(r.action_id)) for r in results],
+            return []
+        rows = {r.action_id: (r.tenant_id, r.task_id, r.model_dump_json(), undo_action_id(r.action_id)) for r in results}
+        clashes = await self._insert(rows)
+        if clashes:  # kept without the undo id another row holds: its undo is still proposed, by the action's own id
+            await self._insert({a: (*rows[a][:3], None) for a in clashes})
+        return clashes
+
+    async def _insert(self, rows: Mapping[str, tuple[str, str, str, str | None]]) -> list[str]:
+        """Insert the rows that conflict on no key; the action ids of those that conflicted on their undo id alone.
+
+        The outer query reads the table as it was before the insert: a row not inserted and not kept before held an
+        undo id another row has (or a copy of the service kept it in the meantime: then it is not inserted again).
+        """
+        tenants, tasks, texts, undo_ids = zip(*rows.values(), strict=True)
+        clashing = await self._pool.fetch(
+            f"WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS x(a, t, k, r, u)), "
+            f"inserted AS (INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result, undo_id) "
+            "SELECT a, t, k, r::jsonb, u FROM x ON CONFLICT DO NOTHING RETURNING action_id) "
+            "SELECT a FROM x WHERE a NOT IN (SELECT action_id FROM inserted) "
+            f"AND NOT EXISTS (SELECT 1 FROM {self._s}.undo_results kept WHERE kept.action_id = x.a)",
+            list(rows),
+            list(tenants),
+            list(tasks),
+            list(texts),
+            list(undo_ids),
         )
+        return sorted({str(row["a"]) for row in clashing})
 
     async def get(self, action_id: str) -> ActionResultData | None:
         """See UndoResults."""

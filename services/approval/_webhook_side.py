@@ -14,10 +14,18 @@ from urllib.parse import quote
 from servicekit import SigningKey
 from services.approval import auth, webhooks
 from services.approval.domain import ApprovalRecord, Approver, Refusal
-from services.approval.repository import ApprovalRepository, Endpoint
+from services.approval.repository import ApprovalRepository, Delivery, Endpoint
 from services.approval.settings import ApprovalSettings
 
 __all__ = ["WebhookSide"]
+
+
+def _endpoint_changed(endpoint_id: str, url: str, fingerprint: str) -> Refusal:
+    return Refusal(
+        code="endpoint_changed",
+        status=409,
+        message=f"endpoint {endpoint_id} is not at {url} with the secret of fingerprint {fingerprint} (check it again with your chat tool)",
+    )
 
 
 class WebhookSide:
@@ -72,24 +80,42 @@ class WebhookSide:
         await self.repo.upsert_endpoint(endpoint)
         return endpoint
 
-    async def enrol(self, who: Approver, endpoint_id: str, *, url: str, enrolled: bool) -> Endpoint | Refusal:
-        """Let an endpoint of the caller's own tenant decide in the caller's name (or stop it: `enrolled=False`).
+    async def enrol(self, who: Approver, endpoint_id: str, *, url: str, secret_fingerprint: str) -> Endpoint | Refusal:
+        """Let an endpoint of the caller's own tenant decide in the caller's name and get their one-time links.
 
-        `url` is the endpoint's URL as the caller saw it: an endpoint whose URL changed since is refused
-        (`409 endpoint_changed`), so nobody enrols an endpoint other than the one they read. A later change of the
-        endpoint's URL or secret by an admin drops every enrolment but the admin's own.
+        `url` and `secret_fingerprint` (`webhooks.secret_fingerprint`) are the endpoint as the caller knows it: an endpoint
+        whose URL or secret is another (`409 endpoint_changed`), now or by the time the enrolment is written, is not
+        enrolled, so nobody enrols an endpoint other than the one they checked. A later change of the endpoint's URL or
+        secret by an admin drops every enrolment but the admin's own.
         """
+        found = await self._enrolment_target(who, endpoint_id)
+        if isinstance(found, Refusal):
+            return found
+        if (found.url, webhooks.secret_fingerprint(found.secret)) != (url, secret_fingerprint):
+            return _endpoint_changed(endpoint_id, url, secret_fingerprint)
+        return await self.repo.set_endpoint_approver(
+            who.tenant_id, endpoint_id, who.approver, url=found.url, secret=found.secret, enrolled=True
+        ) or _endpoint_changed(endpoint_id, url, secret_fingerprint)
+
+    async def leave(self, who: Approver, endpoint_id: str) -> Endpoint | Refusal:
+        """Take the caller off an endpoint of their own tenant: no more links to it, no more callbacks in their name."""
+        found = await self._enrolment_target(who, endpoint_id)
+        if isinstance(found, Refusal):
+            return found
+        left = await self.repo.set_endpoint_approver(
+            who.tenant_id, endpoint_id, who.approver, url=found.url, secret=found.secret, enrolled=False
+        )
+        changed = f"endpoint {endpoint_id} changed while you left it; leave again"
+        return left or Refusal(code="endpoint_changed", status=409, message=changed)
+
+    async def _enrolment_target(self, who: Approver, endpoint_id: str) -> Endpoint | Refusal:
+        """The endpoint of the caller's tenant that they enrol on or leave; refused for someone not an approver of the tenant."""
         if not await self.repo.is_registered(who.approver, who.tenant_id):
             return Refusal(
                 code="unknown_approvers", status=422, message=f"{who.approver} is not a registered approver of {who.tenant_id!r}"
             )
         found = await self.repo.endpoint(who.tenant_id, endpoint_id)
-        if found is None:
-            return Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
-        changed = await self.repo.set_endpoint_approver(who.tenant_id, endpoint_id, who.approver, url=url, enrolled=enrolled)
-        if changed is None:
-            return Refusal(code="endpoint_changed", status=409, message=f"endpoint {endpoint_id} is not at {url} (read it again)")
-        return changed
+        return found or Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
 
     async def callback_endpoint(
         self, tenant_id: str | None, endpoint_id: str, headers: Mapping[str, str], body: bytes
@@ -129,7 +155,7 @@ class WebhookSide:
         sent = 0
         lease = timedelta(seconds=self.settings.webhook_timeout_s * 2 + 5)
         for delivery, endpoint in await self.repo.claim_due_deliveries(now, lease):
-            body = delivery.body.encode()
+            body = await self._attempt_body(delivery, endpoint)
             headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
             result = await self.sender.send(endpoint.url, headers, body)
             attempt = delivery.attempts + 1
@@ -154,7 +180,35 @@ class WebhookSide:
             )
         return sent
 
+    async def _attempt_body(self, delivery: Delivery, endpoint: Endpoint) -> bytes:
+        """The body of one attempt: the message as stored, with a one-time link for each approver `endpoint` lists now.
+
+        Links are minted here, never stored: `endpoint` is the row this attempt is sent to, read at once with its URL,
+        secret and approvers, so a link only ever goes to the URL and secret its approver enrolled. A message queued
+        before an admin re-pointed the endpoint carries the links of the approvers listed after the change (the change
+        dropped the others), and none once the request is settled.
+        """
+        message = json.loads(delivery.body)
+        data = message["data"]
+        data.pop("links", None)  # minted for the endpoint as it was (a message an older copy of the service stored)
+        if endpoint.approvers and data.get("status") == "pending":
+            record = await self.repo.get(delivery.approval_id)
+            if record is not None and record.is_pending:
+                data["links"] = self._links(record, endpoint.approvers)
+        return json.dumps(message).encode()
+
+    def _links(self, record: ApprovalRecord, approvers: Sequence[str]) -> dict[str, str]:
+        """A one-time link to `record` for each of `approvers`, valid until the request expires (at most `link_ttl_s`)."""
+        base = self.base_url().rstrip("/")
+        expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))
+        return {
+            approver: f"{base}/?approval={quote(record.approval_id)}#link="
+            + auth.issue_link(self.key, approval_id=record.approval_id, approver=approver, tenant_id=record.tenant_id, expires_at=expiry)
+            for approver in approvers
+        }
+
     def _webhook_body(self, record: ApprovalRecord, event_type: str, endpoint: Endpoint) -> str:
+        """The message as stored: everything but the one-time links, which each attempt adds (`_attempt_body`)."""
         base = self.base_url().rstrip("/")
         payload: dict[str, Any] = {
             "approval_id": record.approval_id,
@@ -180,13 +234,4 @@ class WebhookSide:
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }
-        if record.is_pending and endpoint.approvers:
-            link_expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))
-            payload["links"] = {
-                approver: f"{base}/?approval={quote(record.approval_id)}#link="
-                + auth.issue_link(
-                    self.key, approval_id=record.approval_id, approver=approver, tenant_id=record.tenant_id, expires_at=link_expiry
-                )
-                for approver in endpoint.approvers
-            }
         return json.dumps({"type": event_type.removeprefix("tidegate."), "timestamp": self.clock().isoformat(), "data": payload})

@@ -65,8 +65,13 @@ class WebhookStore(Protocol):
         """One endpoint of a tenant."""
         ...
 
-    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
-        """Add `approver` to the endpoint's approvers (or remove them) in one statement, if it is still at `url`; None otherwise."""
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add `approver` to the endpoint's approvers (or remove them) in one statement, if it still has this `url` and `secret`.
+
+        None otherwise: the endpoint changed since it was read.
+        """
         ...
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
@@ -82,7 +87,10 @@ class WebhookStore(Protocol):
         ...
 
     async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased so that another copy of the service does not send them too."""
+        """Pending deliveries due now, leased so that another copy of the service does not send them too.
+
+        Each with its endpoint as one row read now: the attempt's URL, secret and the approvers whose links it carries.
+        """
         ...
 
     async def record_attempt(
@@ -173,16 +181,19 @@ class PgWebhookStore(WebhookStore):
         )
         return _endpoint(row) if row else None
 
-    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
-        """Add or remove an approver atomically (two approvers enrolling at once both stay), if the endpoint is still at `url`."""
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add or remove an approver atomically (two enrolling at once both stay), if the endpoint still has this URL and secret."""
         row = await self.pool.fetchrow(
             f"UPDATE {self.s}.webhook_endpoints SET approvers = CASE WHEN $5 THEN array_append(array_remove(approvers, $3), $3) "
-            "ELSE array_remove(approvers, $3) END WHERE tenant_id = $1 AND endpoint_id = $2 AND url = $4 RETURNING *",
+            "ELSE array_remove(approvers, $3) END WHERE tenant_id = $1 AND endpoint_id = $2 AND url = $4 AND secret = $6 RETURNING *",
             tenant_id,
             endpoint_id,
             approver,
             url,
             enrolled,
+            secret,
         )
         return _endpoint(row) if row else None
 
@@ -299,10 +310,12 @@ class InMemoryWebhookStore(WebhookStore):
         """One endpoint of a tenant."""
         return self.endpoint_rows.get((tenant_id, endpoint_id))
 
-    async def set_endpoint_approver(self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, enrolled: bool) -> Endpoint | None:
-        """Add or remove an approver, if the endpoint is still at `url`."""
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add or remove an approver, if the endpoint still has this URL and secret."""
         found = self.endpoint_rows.get((tenant_id, endpoint_id))
-        if found is None or found.url != url:
+        if found is None or (found.url, found.secret) != (url, secret):
             return None
         others = tuple(a for a in found.approvers if a != approver)
         changed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, approvers=(*others, approver) if enrolled else others)

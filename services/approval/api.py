@@ -13,10 +13,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.approval import domain
+from services.approval import domain, webhooks
 from services.approval._http import error as _error
 from services.approval._http import json_body as _json_body
 from services.approval._http import parse as _parse
+from services.approval._http import refuse_control_characters
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
@@ -38,7 +39,8 @@ on the `approvals` topic.
 (`tidegate approvals token create`; tokens expire, `POST /api/v1/tokens/rotate` replaces yours), or
 with a one-time link token (`tgl.…`) from a webhook. A token acts in its own tenant only; an
 operator token (made by the operator CLI) in every tenant.
-**Check order**: client-address rate limit (429), credential (401), credential rate limit (429),
+**Check order**: client-address rate limit (429), ids and filters without control characters (422
+`invalid_param`), credential (401), credential rate limit (429),
 role (403), the request itself: another tenant's answers exactly as a missing one (404), group and
 four eyes (403/409), then the body (422), then the state (409). See docs/security/approval.md.
 **Errors** carry `{"detail": {"code", "message"}}`: 401 unauthenticated (unknown, revoked or
@@ -176,15 +178,21 @@ class RotatedToken(BaseModel):
 
 
 class Enrolment(BaseModel):
-    """Enrolment on an endpoint: its URL as the approver read it."""
+    """Enrolment on an endpoint: its URL and its secret's fingerprint, as the approver's chat tool knows them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, description="The endpoint's URL as you read it; refused (409) if it changed since.")
+    url: str = Field(min_length=1, description="The endpoint's URL; refused (409 endpoint_changed) unless it is the endpoint's now.")
+    secret_fingerprint: str = Field(
+        pattern="^[0-9a-f]{32}$",
+        description="The first 32 hex digits of the SHA-256 of the endpoint's secret (`whsec_…`, UTF-8), from the chat tool that "
+        "holds it; refused (409 endpoint_changed) unless it is the endpoint's secret now.",
+        examples=["3f1a9c2b7d10e4f5a6b7c8d9e0f1a2b3"],
+    )
 
 
 class EndpointOut(BaseModel):
-    """A webhook endpoint (the secret only when just created)."""
+    """A webhook endpoint (the secret only when just created; its fingerprint always)."""
 
     endpoint_id: str
     url: str
@@ -192,6 +200,7 @@ class EndpointOut(BaseModel):
     approvers: list[str]
     enabled: bool
     source: str
+    secret_fingerprint: str = Field(description="The first 32 hex digits of the SHA-256 of the secret: which secret, not the secret.")
     secret: str | None = None
 
 
@@ -265,6 +274,7 @@ def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
         approvers=list(e.approvers),
         enabled=e.enabled,
         source=e.source,
+        secret_fingerprint=webhooks.secret_fingerprint(e.secret),
         secret=secret,
     )
 
@@ -284,7 +294,11 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         """First check of every API call: the client address's rate (before the credential, so guessing is slowed too)."""
         await rate_limits.check_ip(request.client.host if request.client else "unknown")
 
-    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(limit_address)], responses={429: {"description": "Too many requests"}})
+    v1 = APIRouter(
+        prefix="/api/v1",
+        dependencies=[Depends(limit_address), Depends(refuse_control_characters)],  # in this order: the rate, then ids and filters
+        responses={429: {"description": "Too many requests"}},
+    )
 
     def get_service() -> ApprovalService:
         return service
@@ -584,15 +598,18 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         tags=["webhooks"],
         summary="Let an endpoint decide in your name",
         responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+        openapi_extra=_json_body(Enrolment),
     )
-    async def enrol(endpoint_id: str, body: Enrolment, service: Svc, session: Auth) -> EndpointOut:
+    async def enrol(endpoint_id: str, request: Request, service: Svc, session: Auth) -> EndpointOut:
         """Enrol yourself on one of your tenant's endpoints: it then gets your one-time links, and its signed callbacks decide as you.
 
-        Only you can: an admin names nobody but themselves on an endpoint. Send the endpoint's `url` as you read it (409
-        `endpoint_changed` if it moved since). A later change of its URL or secret drops your enrolment.
+        Only you can: an admin names nobody but themselves on an endpoint. Send the endpoint's `url` and `secret_fingerprint`
+        as your chat tool has them (409 `endpoint_changed` if the endpoint has another URL or secret). A later change of
+        its URL or secret drops your enrolment.
         """
         require_token(session)
-        result = await service.enrol(session.approver, endpoint_id, url=body.url, enrolled=True)
+        body = _parse(Enrolment, await request.body())
+        result = await service.enrol(session.approver, endpoint_id, url=body.url, secret_fingerprint=body.secret_fingerprint)
         if isinstance(result, Refusal):
             raise _error(result)
         return _endpoint_out(result)
@@ -607,10 +624,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
     async def leave(endpoint_id: str, service: Svc, session: Auth) -> EndpointOut:
         """Take yourself off one of your tenant's endpoints: no more links to it, no more callbacks in your name."""
         require_token(session)
-        found = await service.repo.endpoint(session.approver.tenant_id, endpoint_id)
-        if found is None:
-            raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
-        result = await service.enrol(session.approver, endpoint_id, url=found.url, enrolled=False)
+        result = await service.leave(session.approver, endpoint_id)
         if isinstance(result, Refusal):
             raise _error(result)
         return _endpoint_out(result)
@@ -644,7 +658,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         if api.openapi_schema is None:
             doc = schema_of_routes()
             components = doc.setdefault("components", {}).setdefault("schemas", {})
-            for model in (ApproveRequest, RejectRequest, EndpointIn, *TENANT_BODIES):
+            for model in (ApproveRequest, RejectRequest, EndpointIn, Enrolment, *TENANT_BODIES):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema

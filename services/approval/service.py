@@ -251,7 +251,7 @@ class ApprovalService(WebhookSide):
     async def on_result(self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime) -> ApprovalRecord | None:
         """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry)."""
         await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at)])
-        await self.undo_results.keep([result] if _undoable(result) else [])
+        await self._keep_undoable([result])
         return await self._follow_up(result) if result.status == "unknown" else None
 
     async def on_result_batch(self, events: Sequence[ActionResult]) -> None:
@@ -260,11 +260,16 @@ class ApprovalService(WebhookSide):
         As `on_decided_batch`: what raises sends the batch back to the bus, to be handled one event at a time.
         """
         await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time) for e in events])
-        await self.undo_results.keep([e.data for e in events if _undoable(e.data)])
+        await self._keep_undoable([e.data for e in events])
         for event in events:
             if event.data.status == "unknown":
                 with _handling(event):
                     await self._follow_up(event.data)
+
+    async def _keep_undoable(self, results: Sequence[ActionResultData]) -> None:
+        """Keep the results an approver may undo; one whose undo id another kept action holds is kept without it, and said."""
+        for action_id in await self.undo_results.keep([r for r in results if _undoable(r)]):
+            log.warning("approval: the undo id of %s is held by another kept action: kept without it (not known by its undo id)", action_id)
 
     async def _follow_up(self, result: ActionResultData) -> ApprovalRecord | None:
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import ipaddress
 import secrets
 import socket
@@ -35,6 +36,7 @@ __all__ = [
     "check_secret",
     "check_url",
     "new_secret",
+    "secret_fingerprint",
     "sign",
     "signed_headers",
     "system_resolver",
@@ -49,6 +51,15 @@ LIBRARY_TOLERANCE_S = 300.0  # standardwebhooks refuses timestamps more than 5 m
 def new_secret() -> str:
     """A fresh endpoint secret, `whsec_` + base64 of 32 random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def secret_fingerprint(secret: str) -> str:
+    """What shows which secret an endpoint holds without revealing it: the first 32 hex digits of the SHA-256 of the secret (UTF-8).
+
+    An approver enrols an endpoint by its URL and this fingerprint (from the chat tool that holds the secret), so an
+    admin who swapped in a secret of her own is refused (`409 endpoint_changed`).
+    """
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
 
 
 def check_secret(secret: str) -> None:

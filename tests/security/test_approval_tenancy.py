@@ -64,7 +64,8 @@ async def test_tenant_as_admin_cannot_create_replace_list_probe_or_read_tenant_b
     b_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}"
     created = await http.post(endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b"}, headers=bearer(b_admin))
     assert created.status_code == 200, created.text
-    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json={"url": "http://127.0.0.1:9/b"}, headers=bearer(bob))
+    b_chat = {"url": "http://127.0.0.1:9/b", "secret_fingerprint": webhooks.secret_fingerprint(created.json()["secret"])}
+    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json=b_chat, headers=bearer(bob))
     assert enrolled.status_code == 200, enrolled.text
     original = await h.repo.endpoint(h.tenant, b_endpoint)
     assert original is not None
@@ -151,7 +152,8 @@ async def test_a_callback_signed_with_a_secret_the_attacker_chose_or_naming_anot
     b_endpoint = f"b-chat-{uuid.uuid4().hex[:6]}"
     b_made = await http.post(endpoints, json={"endpoint_id": b_endpoint, "url": "http://127.0.0.1:9/b"}, headers=bearer(b_admin))
     b_secret = b_made.json()["secret"]
-    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json={"url": "http://127.0.0.1:9/b"}, headers=bearer(bob))
+    b_chat = {"url": "http://127.0.0.1:9/b", "secret_fingerprint": webhooks.secret_fingerprint(b_secret)}
+    enrolled = await http.post(f"{endpoints}/{b_endpoint}/enrol", json=b_chat, headers=bearer(bob))
     assert enrolled.status_code == 200, enrolled.text
     chosen = webhooks.new_secret()  # the attacker's own secret, on the attacker's own endpoint, under B's endpoint id
     a_made = await http.post(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -111,6 +114,48 @@ class ApprovalHarness:
         assert self.proc.pool is not None
         left = await self.proc.pool.fetchval("SELECT count(*) FROM approval.outbox")  # an item on the bus is deleted, not kept
         return left == 0
+
+
+@dataclass
+class Receiver:
+    """A chat tool's webhook endpoint on loopback: answers 503 to the first `failures` messages, then 200."""
+
+    failures: int
+    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def listening(cls, failures: int) -> AsyncIterator[Receiver]:
+        """A receiver listening on a free loopback port until the block ends."""
+        receiver = cls(failures)
+        receiver.server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+        try:
+            yield receiver
+        finally:
+            receiver.server.close()
+            await receiver.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}/hook"
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The bodies received, parsed."""
+        return [json.loads(body) for _, body in self.got]
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.got.append((headers, body))
+        status = b"503 Service Unavailable" if len(self.got) <= self.failures else b"200 OK"
+        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
 
 StartApproval = Callable[..., Awaitable[ApprovalHarness]]

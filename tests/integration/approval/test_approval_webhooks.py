@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from approval_harness import StartApproval
+from approval_harness import Receiver, StartApproval
 
 from services.approval import webhooks
 
 
-@dataclass
-class Receiver:
-    """A chat tool's webhook endpoint on loopback: answers 503 to the first `failures` messages, then 200."""
-
-    failures: int
-    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}/hook"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        self.got.append((headers, body))
-        status = b"503 Service Unavailable" if len(self.got) <= self.failures else b"200 OK"
-        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver(failures=2)
-    r.server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
-    yield r
-    r.server.close()
-    await r.server.wait_closed()
+    async with Receiver.listening(failures=2) as r:
+        yield r
 
 
 async def test_webhooks_are_signed_retried_logged_and_carry_one_time_links(
@@ -115,7 +84,7 @@ async def test_inbound_callbacks_check_signature_timestamp_and_replay(
     secret = created.json()["secret"]
     enrolled = await http.post(  # bob lets the chat tool decide in his name (an admin cannot do it for him)
         f"{h.url}/api/v1/webhooks/endpoints/slack-{h.tenant}/enrol",
-        json={"url": "http://127.0.0.1:9/unused"},
+        json={"url": "http://127.0.0.1:9/unused", "secret_fingerprint": webhooks.secret_fingerprint(secret)},
         headers={"Authorization": f"Bearer {bob}"},
     )
     assert enrolled.json()["approvers"] == ["bob@acme.example"], enrolled.text

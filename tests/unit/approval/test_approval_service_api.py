@@ -614,10 +614,19 @@ async def test_an_admin_cannot_make_an_endpoint_decide_in_other_approvers_names(
 
     forged = await callback_as("bob@acme.example", "msg_1")
     assert (forged.status_code, forged.json()["detail"]["code"]) == (403, "not_endpoint_approver")
-    # bob enrols the endpoint he read, with his own token: from now on it speaks for him (that is what enrolling means)
-    moved = await world.client.post(f"{endpoints}/bot/enrol", json={"url": "http://elsewhere.test/"}, headers=bearer(world.tokens["bob"]))
+    # bob enrols the endpoint his chat tool knows, with his own token: from now on it speaks for him (that is what enrolling means)
+    fingerprint = webhooks.secret_fingerprint(secret)
+    moved = await world.client.post(
+        f"{endpoints}/bot/enrol",
+        json={"url": "http://elsewhere.test/", "secret_fingerprint": fingerprint},
+        headers=bearer(world.tokens["bob"]),
+    )
     assert (moved.status_code, moved.json()["detail"]["code"]) == (409, "endpoint_changed")
-    enrolled = await world.client.post(f"{endpoints}/bot/enrol", json={"url": "http://chat.test/hook"}, headers=bearer(world.tokens["bob"]))
+    enrolled = await world.client.post(
+        f"{endpoints}/bot/enrol",
+        json={"url": "http://chat.test/hook", "secret_fingerprint": fingerprint},
+        headers=bearer(world.tokens["bob"]),
+    )
     assert enrolled.json()["approvers"] == ["mallory@acme.example", "bob@acme.example"]
     # the admin moves it to her own server (to get bob's links): bob's enrolment goes with the old URL
     again = {"endpoint_id": "bot", "url": "http://evil.test/hook", "secret": secret}
@@ -630,7 +639,9 @@ async def test_an_admin_cannot_make_an_endpoint_decide_in_other_approvers_names(
     dropped = await callback_as("bob@acme.example", "msg_2")
     assert (dropped.status_code, dropped.json()["detail"]["code"]) == (403, "not_endpoint_approver")
     link_holder = await world.client.post(
-        f"{endpoints}/bot/enrol", json={"url": "http://evil.test/hook"}, headers=bearer(world.tokens["dan"])
+        f"{endpoints}/bot/enrol",
+        json={"url": "http://evil.test/hook", "secret_fingerprint": fingerprint},
+        headers=bearer(world.tokens["dan"]),
     )
     assert link_holder.status_code == 200  # dan enrols himself: his choice, and only his name
     left = await world.client.delete(f"{endpoints}/bot/enrol", headers=bearer(world.tokens["dan"]))

@@ -7,6 +7,7 @@ them (and the proposals) from the audit log. Where one refuses, the other refuse
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from test_approval_service_api import World, bearer, world  # noqa: F401  (the f
 import schemas as s
 from servicekit import action_digest
 from servicekit.undo import undo_action_id, undo_proposal
+from services.approval._undo_store import InMemoryUndoResults
 
 UNTAG = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 RETAG = s.UndoPlan(status="ready", tool="tag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
@@ -154,3 +156,22 @@ async def test_an_action_of_another_tenant_or_never_seen_is_not_found(world: Wor
     theirs = type(theirs).build(theirs.data.model_copy(update={"tenant_id": "globex"}), source="tidegate/executor")  # type: ignore[attr-defined]
     assert (await _api(world, [theirs], "a-9")).status_code == 404
     assert (await _api(world, [], "never-seen")).status_code == 404
+
+
+async def test_a_result_whose_undo_id_another_kept_action_holds_is_kept_without_it_and_said(
+    world: World,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A row an older copy of the service kept can hold the undo id a result gets now (its long id's old `undo-<head>-<digest>`):
+    the result is still kept, so its undo can be proposed, and the clash is logged as itself, never a handler error."""
+    long_id = "t-1:1." + "v" * 250
+    crafted = long_id[:218] + "-" + hashlib.sha256(long_id.encode()).hexdigest()[:32]
+    kept = world.service.undo_results
+    assert isinstance(kept, InMemoryUndoResults)
+    kept.results[long_id] = _result(s.ActionSucceeded, long_id, "tag_ticket", "succeeded", undo=UNTAG).data  # type: ignore[assignment]
+    kept.undo_ids[long_id] = "undo-" + crafted
+    answer = await _api(world, [_result(s.ActionSucceeded, crafted, "tag_ticket", "succeeded", undo=UNTAG)], crafted)
+    assert answer.status_code == 200, answer.text
+    assert [p.data.undoes for p in _proposed(world)] == [crafted]
+    assert kept.undo_ids[crafted] is None
+    assert f"the undo id of {crafted} is held by another kept action" in caplog.text

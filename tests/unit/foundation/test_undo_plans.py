@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 import schemas as s
-from servicekit.undo import UndoRefused, plan_undo, undo_proposal
+from servicekit.undo import UndoRefused, plan_undo, undo_action_id, undo_proposal
 from tidegate.ops.undo import undo_steps
 
 UNTAG = s.UndoSpec.model_validate(
@@ -52,6 +54,19 @@ def test_the_undo_is_an_ordinary_proposal_linked_to_the_original() -> None:
         "a-1",
         "ops@acme.example",
     )
+
+
+def test_a_crafted_id_of_251_characters_never_takes_a_long_ids_undo_id() -> None:
+    """A long id's undo id was its head and a digest: a 251-character id spelling that out had the same undo id, so a tenant
+    who read another's long id could take its undo id (the other's result then failed to be kept, its undo refused)."""
+    long_id = "t-1:1." + "v" * 250
+    crafted = long_id[:218] + "-" + hashlib.sha256(long_id.encode()).hexdigest()[:32]
+    assert len(crafted) == 251
+    assert undo_action_id(crafted) == "undo-" + crafted  # short enough: the plain form, unchanged
+    assert undo_action_id(long_id) != undo_action_id(crafted)
+    assert undo_action_id(long_id) == "undo~" + long_id[:218] + "-" + hashlib.sha256(long_id.encode()).hexdigest()[:32]
+    assert len(undo_action_id(long_id)) == 256
+    assert undo_action_id("é" * 300).startswith("undo~")  # characters, not bytes, are counted
 
 
 @pytest.mark.parametrize(
