@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData, decode, digest, encode, refuse_nul
+from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
@@ -30,6 +30,10 @@ _UNSIGNED = (
     "no TIDEGATE_CLIENT_SIGNING_KEY_PATH: proposals go out unsigned, and a Tidegate deployment refuses them as "
     "`signature_missing` (dead-lettered, never answered); register a client key with `tidegate clients add <tenant> <principal>` "
     "and set TIDEGATE_CLIENT_SIGNING_KEY_PATH to its private key"
+)
+_MAYBE_TAKEN = (
+    "if another tenant or another call used this action id first, the policy refused this proposal as `action_id_reused` "
+    "(dead-lettered: clients cannot read it) and no answer will come: propose the call under a new action id"
 )
 
 
@@ -54,6 +58,9 @@ class Tidegate:
     as the very event recorded with it.
     The ledger binds each action id to its call (tenant, task, tool, args): the same id for another
     call raises `ActionIdReused` instead of handing back the earlier call's outcome.
+    Action ids are global across tenants: a proposal is answered only by its own tenant's events, and only
+    once the policy's decision of that very call (its `action_digest`) was seen. When the policy decided
+    another call under the id, the proposal raises `ActionIdReused` (the policy refused it).
     """
 
     def __init__(
@@ -214,12 +221,15 @@ class Tidegate:
         )
         if recorded is None:
             refuse_nul(data.model_dump_json())
-        watch = self._watches.setdefault(data.action_id, _Watch(Progress(data.action_id, tool)))
+        event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
+        expected = _decided_digest(event)
+        progress = Progress(key, tenant_id=tenant_id, action_digest=expected, tool=tool)
+        watch = self._watches.setdefault(key, _Watch(progress))
         send: ActionProposed | None
         if recorded is None:
             position = self._start
-            send = self.signer.sign(ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}"))
-            self.proposals.record(data.action_id, position.token(), call, encode(send).decode())
+            send = self.signer.sign(event)
+            self.proposals.record(key, position.token(), call, encode(send).decode(), action_digest=expected)
         else:
             position = Position.parse(recorded[0])
             unsent = self.proposals.unsent(key)  # recorded, but the broker never acknowledged it: send that same event again
@@ -229,10 +239,14 @@ class Tidegate:
             await self.transport.publish("actions.proposed", send)  # a failure leaves it unsent, for a retry to send again
             self.proposals.sent(key)
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
-        await self._until(watch, lambda p: p.final() is not None or p.escalated, limit, hint=_UNSIGNED if self.unsigned else "")
+        hint = _UNSIGNED if self.unsigned else ""
+        await self._until(watch, lambda p: p.final() is not None or p.escalated or p.refused, limit, hint=hint)
+        if watch.progress.refused:
+            self._watches.pop(key, None)
+            raise ActionIdReused(key, by_deployment=True)
         final = watch.progress.final()
         if final is not None:
-            self._watches.pop(data.action_id, None)
+            self._watches.pop(key, None)
             return final
         escalated = self._escalated(watch, position)
         return await escalated.decision(human_timeout_s) if wait_for_human else escalated
@@ -242,7 +256,7 @@ class Tidegate:
         async for topic, event in self.transport.read(ANSWER_TOPICS, position):
             if self.trust.believes(event) and watch.progress.apply(topic, event):
                 watch.changed.set()
-                if watch.progress.final() is not None:
+                if watch.progress.final() is not None or watch.progress.refused:
                     return
 
     def _escalated(self, watch: _Watch, position: Position) -> Escalated:
@@ -275,21 +289,30 @@ class Tidegate:
         try:
             await asyncio.wait_for(wait(), timeout_s)
         except TimeoutError:
-            said = f"no conclusive answer for action {watch.progress.action_id} within {timeout_s} s"
-            raise TimeoutError(f"{said} ({hint})" if hint else said) from None
+            raise _no_answer(watch.progress, timeout_s, hint) from None
 
-    async def resume(self, action_id: str, *, position: str | None = None, timeout_s: float | None = None) -> Decided:
+    async def resume(
+        self, action_id: str, *, position: str | None = None, timeout_s: float | None = None, tenant: str | None = None
+    ) -> Decided:
         """Wait for how an earlier proposal ends, e.g. after a restart while a human decides.
 
         Reads the answer topics from `position` (an `Escalated.position`) or, without one, from their
-        beginning, keeping only this action's events; then waits for the rest.
+        beginning, keeping only this action's events of `tenant` (default from the settings); then waits for
+        the rest. A proposal `proposals` recorded is answered only by the policy's decision of that very call;
+        for an id it did not record, any call of the tenant under that id is taken for it.
+
+        Raises:
+            ActionIdReused: The policy decided another call under this id (another tenant's, or other args).
+            TimeoutError: Nothing conclusive arrived in time.
         """
-        progress = Progress(action_id)
+        progress = Progress(action_id, tenant_id=tenant or self.settings.tenant, action_digest=self.proposals.action_digest(action_id))
         start = Position.parse(position) if position else None
 
         async def follow() -> Decided:
             async for topic, event in self.transport.read(ANSWER_TOPICS, start):
                 if self.trust.believes(event) and progress.apply(topic, event):
+                    if progress.refused:
+                        raise ActionIdReused(action_id, by_deployment=True)
                     final = progress.final()
                     if final is not None:
                         return final
@@ -298,7 +321,20 @@ class Tidegate:
         try:
             return await asyncio.wait_for(follow(), timeout_s)
         except TimeoutError:
-            raise TimeoutError(f"no conclusive answer for action {action_id} within {timeout_s} s") from None
+            raise _no_answer(progress, timeout_s) from None
+
+
+def _decided_digest(event: ActionProposed) -> str:
+    """The `action_digest` the policy's decision of `event` carries: over the call as the policy reads it off the wire."""
+    seen = decode("actions.proposed", encode(event)).data
+    return action_digest(seen.tenant_id, seen.tool, seen.args)
+
+
+def _no_answer(progress: Progress, timeout_s: float | None, hint: str = "") -> TimeoutError:
+    """The timeout of a wait; before any decision of the call it says the id may be another's."""
+    hints = [h for h in (hint, _MAYBE_TAKEN if progress.decision is None else "") if h]
+    said = f"no conclusive answer for action {progress.action_id} within {timeout_s} s"
+    return TimeoutError(f"{said} ({'; '.join(hints)})" if hints else said)
 
 
 def _refuse_non_finite(args: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 
+from tidegate.client._private import private_file
+
 __all__ = ["ActionIdReused", "CallLedger", "MemoryLedger", "MemoryProposals", "ProposalLedger", "SqliteLedger", "SqliteProposals"]
 
 
@@ -49,8 +51,7 @@ class SqliteLedger:
     """One SQLite file; each write is committed before the call runs or the reply is sent."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(private_file(path), isolation_level=None)  # it holds the tool's replies: its owner's only
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, reply TEXT)")
 
     def lookup(self, key: str) -> tuple[bool, dict[str, Any] | None]:
@@ -74,19 +75,30 @@ class SqliteLedger:
 
 
 class ActionIdReused(ValueError):
-    """An action id already names another call (other tenant, task, tool or args): nothing was proposed.
+    """An action id already names another call (other tenant, task, tool or args): nothing of this call runs.
 
+    Raised before anything is sent when this agent's ledger binds the id to another call; raised once the
+    proposal was sent (`by_deployment`) when the policy's decision under that id is another call's (another
+    tenant's, or other args): the policy refuses the proposal as `action_id_reused`, and the other call's
+    answers are never taken for this one's.
     An idempotency key names one call. A provider that numbers its tool calls per turn ("call_0") needs
     them namespaced (with the thread, run or workflow run id) before they serve as action ids.
     """
 
-    def __init__(self, action_id: str) -> None:
+    def __init__(self, action_id: str, *, by_deployment: bool = False) -> None:
+        said = (
+            f"action id {action_id!r} is another call's at the deployment (another tenant's, or other args): the policy "
+            "refused this proposal as `action_id_reused`, and nothing of it runs"
+            if by_deployment
+            else f"action id {action_id!r} was already proposed for a different call (tenant, task, tool or args differ); "
+            "nothing was proposed"
+        )
         super().__init__(
-            f"action id {action_id!r} was already proposed for a different call (tenant, task, tool or args differ); "
-            "nothing was proposed. Give each call its own action id (namespace a model's call ids with the thread or run id), "
+            f"{said}. Give each call its own action id (namespace a model's call ids with the thread or run id), "
             "and resume an earlier call with the same task, tool and args."
         )
         self.action_id = action_id
+        self.by_deployment = by_deployment
 
 
 class ProposalLedger(Protocol):
@@ -105,8 +117,19 @@ class ProposalLedger(Protocol):
         """
         ...
 
-    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
-        """Record a proposal (its position, the digest of its call, the signed event as JSON) before it is sent."""
+    def record(self, action_id: str, position: str, call: str, proposal: str, *, action_digest: str) -> None:
+        """Record a proposal before it is sent.
+
+        With it: its position, the digest of its call, the signed event as JSON, and its `action_digest`
+        (tenant, tool, args: what the policy's decision of it carries).
+        """
+        ...
+
+    def action_digest(self, action_id: str) -> str | None:
+        """The `action_digest` recorded with the proposal: only a decision carrying it answers it.
+
+        None when it was never proposed, or for a row written before digests were recorded.
+        """
         ...
 
     def unsent(self, action_id: str) -> str | None:
@@ -124,16 +147,22 @@ class MemoryProposals:
     def __init__(self) -> None:
         self._rows: dict[str, tuple[str, str | None]] = {}
         self._unsent: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
 
     def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
         return self._rows.get(action_id)
 
-    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
+    def record(self, action_id: str, position: str, call: str, proposal: str, *, action_digest: str) -> None:
         """See `ProposalLedger`."""
         if action_id not in self._rows:
             self._rows[action_id] = (position, call)
             self._unsent[action_id] = proposal
+            self._digests[action_id] = action_digest
+
+    def action_digest(self, action_id: str) -> str | None:
+        """See `ProposalLedger`."""
+        return self._digests.get(action_id)
 
     def unsent(self, action_id: str) -> str | None:
         """See `ProposalLedger`."""
@@ -151,27 +180,36 @@ class SqliteProposals:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Its owner's only: it holds signed proposals with their args.
+        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS proposals (action_id TEXT PRIMARY KEY, position TEXT NOT NULL, call TEXT, unsent TEXT)"
+            "CREATE TABLE IF NOT EXISTS proposals "
+            "(action_id TEXT PRIMARY KEY, position TEXT NOT NULL, call TEXT, unsent TEXT, action_digest TEXT)"
         )
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(proposals)")}
         if "call" not in columns:  # a file from before digests
             self._db.execute("ALTER TABLE proposals ADD COLUMN call TEXT")
         if "unsent" not in columns:  # a file from before resending: its rows count as sent, as they did then
             self._db.execute("ALTER TABLE proposals ADD COLUMN unsent TEXT")
+        if "action_digest" not in columns:  # a file from before answers were matched to the call: its rows match by tenant only
+            self._db.execute("ALTER TABLE proposals ADD COLUMN action_digest TEXT")
 
     def lookup(self, action_id: str) -> tuple[str, str | None] | None:
         """See `ProposalLedger`."""
         row = self._db.execute("SELECT position, call FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
         return None if row is None else (str(row[0]), None if row[1] is None else str(row[1]))
 
-    def record(self, action_id: str, position: str, call: str, proposal: str) -> None:
+    def record(self, action_id: str, position: str, call: str, proposal: str, *, action_digest: str) -> None:
         """See `ProposalLedger`."""
         self._db.execute(
-            "INSERT OR IGNORE INTO proposals (action_id, position, call, unsent) VALUES (?, ?, ?, ?)", (action_id, position, call, proposal)
+            "INSERT OR IGNORE INTO proposals (action_id, position, call, unsent, action_digest) VALUES (?, ?, ?, ?, ?)",
+            (action_id, position, call, proposal, action_digest),
         )
+
+    def action_digest(self, action_id: str) -> str | None:
+        """See `ProposalLedger`."""
+        row = self._db.execute("SELECT action_digest FROM proposals WHERE action_id = ?", (action_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     def unsent(self, action_id: str) -> str | None:
         """See `ProposalLedger`."""

@@ -15,21 +15,36 @@ ANSWER_TOPICS = ("actions.decided", "approvals", "actions.results")
 
 @dataclass
 class Progress:
-    """Everything seen so far about one action id, in the order the topics told it."""
+    """Everything seen so far about one action id of one tenant, in the order the topics told it.
+
+    Action ids are global, and the first call the policy decides under one owns it: it refuses any other
+    proposal of that id (`action_id_reused`, dead-lettered: a client cannot read it). So only events of
+    `tenant_id` count, and only once the policy's decision of the call proposed (`action_digest`; any call of
+    the tenant when it is not known) was seen: the rest of the story (approvals, the result) is that call's.
+    A policy decision of another call under the id means this proposal was refused: `refused` then holds.
+    """
 
     action_id: str
+    tenant_id: str
+    action_digest: str | None = None
     tool: str = ""
     decision: ActionDecidedData | None = None
     requested: ApprovalData | None = None
     human: tuple[str, ApprovalData] | None = None
     redecision: ActionDecidedData | None = None
     result: tuple[str, ActionResultData] | None = None
+    taken_by: ActionDecidedData | None = None
     seen: list[str] = field(default_factory=list)
 
     def apply(self, topic: str, event: Any) -> bool:
-        """Take one event (of any action; others are ignored); True when it was about this action."""
+        """Take one event (of any action; others are ignored); True when it told something about this action."""
         data = event.data
         if getattr(data, "action_id", None) != self.action_id:
+            return False
+        if topic == "actions.decided" and data.via == "policy" and not self._ours(data):
+            self.taken_by = self.taken_by or data  # another call owns the id: the policy refused this one
+            return True
+        if data.tenant_id != self.tenant_id:  # another tenant's story under the same id is never this one's
             return False
         kind = event.type.removeprefix("tidegate.")
         self.seen.append(kind)
@@ -48,13 +63,28 @@ class Progress:
             self.result = (str(data.status), data)
         return True
 
+    def _ours(self, decided: ActionDecidedData) -> bool:
+        digest_matches = self.action_digest is None or decided.action_digest == self.action_digest
+        return decided.tenant_id == self.tenant_id and digest_matches
+
+    @property
+    def refused(self) -> bool:
+        """The policy decided another call under this id (and not this one): this proposal was refused `action_id_reused`."""
+        return self.taken_by is not None and self.decision is None
+
     @property
     def escalated(self) -> bool:
         """Policy escalated and the approval request exists (so there is an approval id to show)."""
         return self.decision is not None and self.decision.outcome == "escalate" and self.requested is not None
 
     def final(self) -> Decided | None:
-        """The end of the story, when it has been told; None while something is still to come."""
+        """The end of the story, when it has been told; None while something is still to come.
+
+        Nothing ends before the policy's decision of this call was seen: what came before it (under a
+        topic read ahead of another) counts from then on, as this call's.
+        """
+        if self.decision is None:
+            return None
         via: Literal["policy", "approval"] = "approval" if self.redecision is not None else "policy"
         if self.result is not None:
             status, data = self.result

@@ -52,7 +52,11 @@ LocalTool = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any
 
 
 class ScriptedTidegate:
-    """Scripted governance on a memory bus; `calls[tool]` lists the args each executed call ran with."""
+    """Scripted governance on a memory bus; `calls[tool]` lists the args each executed call ran with.
+
+    As the policy does, it refuses a proposal whose action id another call (another tenant's, or other args)
+    was decided under: nothing is published for it, and it is kept in `refused`.
+    """
 
     def __init__(
         self, transport: MemoryTransport, rule: Rule, *, tools: dict[str, LocalTool] | None = None, topic_tools: tuple[str, ...] = ()
@@ -65,6 +69,7 @@ class ScriptedTidegate:
         self.topic_tools = topic_tools
         self.calls: dict[str, list[dict[str, Any]]] = {}
         self.proposals: list[ActionProposedData] = []
+        self.refused: list[ActionProposedData] = []
         self._decided: dict[str, ActionDecidedData] = {}
         self._requests: dict[str, ApprovalData] = {}
         self._executed: set[str] = set()
@@ -91,6 +96,9 @@ class ScriptedTidegate:
     async def _decide(self, p: ActionProposedData) -> None:
         self.proposals.append(p)
         known = self._decided.get(p.action_id)
+        if known is not None and (known.tenant_id, known.action_digest) != (p.tenant_id, action_digest(p.tenant_id, p.tool, p.args)):
+            self.refused.append(p)  # the policy dead-letters it `action_id_reused`: no client reads that
+            return
         if known is not None:  # a redelivered proposal gets its recorded decision again, never a second one
             await self._publish("policy", "actions.decided", ActionDecided.build(known, source="scripted/policy"))
             return

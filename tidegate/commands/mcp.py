@@ -32,11 +32,12 @@ def _one_line(exc: BaseException, upstream: str) -> str | None:
 
     from tidegate.client import SigningNotWired, TrustNotWired
     from tidegate.client.transport import TopicsMissing
+    from tidegate.mcp_gateway.bearer import UnprotectedHost
 
     if isinstance(exc, ValidationError):
         problems = settings_problems(exc) or [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
         return "; ".join(problems)
-    if isinstance(exc, TrustNotWired | SigningNotWired | TopicsMissing):
+    if isinstance(exc, TrustNotWired | SigningNotWired | TopicsMissing | UnprotectedHost):
         return str(exc)
     if isinstance(exc, MCPError):
         if exc.error.message == "Connection closed":
@@ -70,10 +71,12 @@ def serve(
     """Serve the catalog as an MCP server; every call is proposed, decided, approved if needed, executed once.
 
     The deployment's public keys are read where the services keep them (TIDEGATE_KEYS_DIR) unless
-    TIDEGATE_CLIENT_SERVICE_KEYS_DIR says otherwise.
+    TIDEGATE_CLIENT_SERVICE_KEYS_DIR says otherwise. Over HTTP every client sends a bearer token:
+    TIDEGATE_MCP_HTTP_TOKEN, or the one made on first run (where it is kept is printed at start).
     """
     from tidegate.client import ClientSettings
     from tidegate.mcp_gateway import GatewaySettings
+    from tidegate.mcp_gateway.bearer import gateway_url, http_token
     from tidegate.mcp_gateway.run import serve_http, serve_stdio
 
     overrides: dict[str, object] = {}
@@ -91,7 +94,16 @@ def serve(
         client = ClientSettings()
         if "service_keys_dir" not in client.model_fields_set:  # the services' keys, wherever this is run from
             client = client.model_copy(update={"service_keys_dir": settings().keys_dir})
-        await (serve_http if http else serve_stdio)(gateway, client)
+        if not http:
+            await serve_stdio(gateway, client)
+            return
+        token, source = http_token(gateway, client)
+        console.print(
+            f"MCP gateway at {gateway_url(gateway)}/mcp: clients send `Authorization: Bearer <token>`, the token in {source}",
+            markup=False,
+            soft_wrap=True,
+        )
+        await serve_http(gateway, client, token=token)
 
     _run(go)
 

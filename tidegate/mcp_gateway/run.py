@@ -14,6 +14,7 @@ from mcp.server.stdio import stdio_server
 from schemas import ToolSpec
 from servicekit import ToolCatalog
 from tidegate.client import ClientSettings, SqliteProposals, Tidegate, Transport
+from tidegate.mcp_gateway.bearer import http_auth
 from tidegate.mcp_gateway.server import build_server
 from tidegate.mcp_gateway.settings import GatewaySettings
 from tidegate.mcp_gateway.tasks import SqliteActionTasks
@@ -52,9 +53,9 @@ async def serve_stdio(settings: GatewaySettings, client_settings: ClientSettings
         await server.run(read, write, server.create_initialization_options())
 
 
-async def serve_http(settings: GatewaySettings, client_settings: ClientSettings) -> None:
-    """Serve streamable HTTP at `http://<host>:<port>/mcp` until stopped."""
+async def serve_http(settings: GatewaySettings, client_settings: ClientSettings, *, token: str) -> None:
+    """Serve streamable HTTP at `http://<host>:<port>/mcp` until stopped, to clients that send `token` (`bearer.http_token`)."""
     catalog = ToolCatalog.load(settings.tools_dir)
     async with gateway(settings, client_settings, catalog.tools.values()) as server:
-        app = server.streamable_http_app(host=settings.http_host)
+        app = server.streamable_http_app(host=settings.http_host, **http_auth(settings, token))
         await uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning")).serve()

@@ -7,6 +7,8 @@ decision does not come within the client's decision timeout also returns a pendi
 proposal stands, and the action id in the result is how to follow it (or to retry the call without
 proposing it twice). A call or a poll that cannot reach the governance bus is a tool error saying so,
 with the action id to retry under.
+`tidegate_action_status` answers only the actions this gateway proposed (its ledger of proposals), each with
+its own call's answers: any other id is `unknown`, however the tool caller learned it.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def build_server(client: Tidegate, catalog: Iterable[ToolSpec], settings: Gatewa
         try:
             task = tasks.bind(action_id, client.task_id)  # a retry after a restart: the task it was first proposed in
             outcome = await client.propose(params.name, arguments, action_id=action_id, task=task, rationale="MCP tools/call")
-        except ActionIdReused as reused:  # the client's retry key names another call: refuse it, never answer with the other's outcome
-            return _error(str(reused), {"outcome": "action_id_reused", "action_id": reused.action_id})
+        except ActionIdReused as reused:  # the retry key names another call (here, or at the deployment): never its outcome
+            return _reused(reused)
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
             return _undecided(client, action_id)
         except _BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
@@ -113,7 +115,9 @@ def _undecided(client: Tidegate, action_id: str) -> types.CallToolResult:
             "position": recorded[0] if recorded else None,
             "poll": STATUS_TOOL,
             "message": f"Proposed, but Tidegate has not decided yet. Call {STATUS_TOOL} with this action_id and position to "
-            f"learn how it ends; do not call the tool again (or, to retry it, pass this action_id in _meta {IDEMPOTENCY_META}).",
+            f"learn how it ends; do not call the tool again (or, to retry it, pass this action_id in _meta {IDEMPOTENCY_META}). "
+            "If no answer ever comes, the action id may be another's (the policy then refused this call): call the tool "
+            "without it, or with a new one.",
         },
         is_error=False,
     )
@@ -133,9 +137,16 @@ async def _status(client: Tidegate, arguments: dict[str, Any]) -> types.CallTool
                 {"outcome": "invalid_request", "field": "position", "action_id": action_id},
             )
     recorded = client.proposals.lookup(action_id)
-    start = str(position) if position is not None else (recorded[0] if recorded else None)
+    if recorded is None:  # only what this gateway proposed: another's id (another tenant's, a guessed one) says nothing
+        return _error(
+            f"unknown action {action_id!r}: this gateway proposed no such action; pass the action_id of a pending result it returned",
+            {"outcome": "unknown", "action_id": action_id},
+        )
+    start = str(position) if position is not None else recorded[0]
     try:
         final = await client.resume(action_id, position=start, timeout_s=2.0)
+    except ActionIdReused as reused:
+        return _reused(reused)
     except _BUS_DOWN as exc:
         return _error(
             f"the governance bus is unreachable ({_said(exc)}): cannot tell where action {action_id} stands; poll again later",
@@ -148,14 +159,12 @@ async def _status(client: Tidegate, arguments: dict[str, Any]) -> types.CallTool
                 f"call the tool again with this action_id in _meta {IDEMPOTENCY_META} to send it",
                 {"outcome": "not_sent", "action_id": action_id},
             )
-        if recorded is None and position is None:  # nothing proposed it here, nothing answered it on the bus: most likely a wrong id
-            return _error(
-                f"unknown action {action_id!r}: this gateway proposed no such action and Tidegate has not answered one; "
-                "check the action_id (and pass the position) of the pending result",
-                {"outcome": "unknown", "action_id": action_id},
-            )
         return _text({"outcome": "pending", "action_id": action_id, "position": start, "poll": STATUS_TOOL}, is_error=False)
     return result_of(final)
+
+
+def _reused(reused: ActionIdReused) -> types.CallToolResult:
+    return _error(str(reused), {"outcome": "action_id_reused", "action_id": reused.action_id})
 
 
 def result_of(outcome: Outcome | Decided) -> types.CallToolResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from servicekit import REPO_ROOT
@@ -31,3 +31,19 @@ class GatewaySettings(BaseSettings):
     progress_every_s: float = Field(default=5.0, gt=0, description="Interval of progress notifications while a human decides.")
     http_host: str = Field(default="127.0.0.1", description="Streamable HTTP: address to listen on.")
     http_port: int = Field(default=8765, ge=0, le=65535, description="Streamable HTTP: port.")
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="Streamable HTTP: the bearer token every client must send (`Authorization: Bearer <token>`; 401 without it). "
+        "Unset: one is made on first run and kept, readable by its owner only, in the client's state dir (`mcp-gateway.token`). "
+        "Required to listen on any address but loopback.",
+    )
+
+    @field_validator("http_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if len(token) < 16:
+            raise ValueError("is shorter than 16 characters: use a random one, e.g. `openssl rand -hex 32`")
+        return SecretStr(token)

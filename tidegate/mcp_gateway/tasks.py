@@ -12,6 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Protocol
 
+from tidegate.client._private import private_file
+
 __all__ = ["ActionTasks", "MemoryActionTasks", "SqliteActionTasks"]
 
 
@@ -38,8 +40,7 @@ class SqliteActionTasks:
     """Kept in a SQLite file (the gateway's proposals file: one file of state); each bind is committed at once."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)  # its owner's only
         self._db.execute("CREATE TABLE IF NOT EXISTS gateway_tasks (action_id TEXT PRIMARY KEY, task_id TEXT NOT NULL)")
 
     def bind(self, action_id: str, task_id: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from mcp import types as mcp_types
 
 from schemas import ActionProposedData, ToolSpec
-from tidegate.client import ClientSettings, MemoryTransport, Tidegate
+from tidegate.client import ClientSettings, Escalated, Executed, MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings, build_server
 from tidegate.mcp_gateway.server import IDEMPOTENCY_META
@@ -148,33 +148,6 @@ async def test_a_tool_outside_the_served_set_is_refused_without_a_proposal(stack
     assert scripted.proposals == []
 
 
-async def test_the_gateway_serves_streamable_http(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
-    import socket
-
-    import uvicorn
-
-    scripted, client = stack
-    app = build_server(client, CATALOG, GatewaySettings()).streamable_http_app()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        async with mcp.Client(f"http://127.0.0.1:{port}/mcp") as mcp_client:
-            assert "tag_ticket" in [t.name for t in (await mcp_client.list_tools()).tools]
-            result = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-2"})
-            denied = await mcp_client.call_tool("delete_customer_data", {"customer_id": "c"})
-    finally:
-        server.should_exit = True
-        await serving
-    assert (result.is_error, result.structured_content) == (False, {"tagged": True})
-    assert (denied.is_error, denied.structured_content["reasons"]) == (True, ["human_only"])
-    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-2"}]}
-
-
 async def test_a_call_that_waits_past_the_limit_returns_pending_and_can_be_polled(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
     scripted, client = stack
     settings = GatewaySettings(wait_limit_s=0.2, progress_every_s=0.1)
@@ -238,3 +211,64 @@ async def test_the_status_tool_refuses_what_it_cannot_follow(
     assert answer.is_error
     assert answer.structured_content["outcome"] == outcome
     assert says in text_of(answer)
+
+
+async def test_the_status_of_an_action_this_gateway_did_not_propose_is_unknown(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+    """A tool caller (a prompt-injected model, another HTTP client) names an id it learned: the gateway tells it nothing of it."""
+    scripted, client = stack
+    async with Tidegate(ClientSettings(tenant="globex"), transport=client.transport) as globex:
+        done = await globex.propose("issue_refund", {"amount_usd": 5.0}, action_id="globex-refund-1")
+        approved = asyncio.create_task(approve_when_pending(scripted))
+        assert isinstance(done, Escalated)
+        await approved
+        assert isinstance(await done.decision(timeout_s=5), Executed)
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client:
+        for ask in ({"action_id": "globex-refund-1"}, {"action_id": "globex-refund-1", "position": done.position}):
+            answer = await mcp_client.call_tool(STATUS_TOOL, ask)
+            assert answer.is_error
+            assert answer.structured_content == {"outcome": "unknown", "action_id": "globex-refund-1"}
+            assert "refunded" not in text_of(answer)
+
+
+async def test_a_call_under_an_id_another_tenant_took_never_returns_its_result() -> None:
+    """Another tenant's call under the id ran before this gateway's reader started: the call and its polls stay without answer."""
+    bus = MemoryTransport()
+    async with ScriptedTidegate(bus, rule, tools={"tag_ticket": lambda args: {"tagged": args["ticket_id"]}}) as scripted:
+        async with Tidegate(ClientSettings(tenant="globex"), transport=bus) as globex:
+            assert isinstance(await globex.propose("tag_ticket", {"ticket_id": "GLX-1"}, action_id="shared-id"), Executed)
+        async with (
+            Tidegate(ClientSettings(decision_timeout_s=0.3), transport=bus) as client,
+            mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client,
+        ):
+            called = await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"}, meta={IDEMPOTENCY_META: "shared-id"})
+            polled = await mcp_client.call_tool(STATUS_TOOL, {"action_id": "shared-id"})
+    assert (called.is_error, called.structured_content["outcome"]) == (False, "pending")
+    assert "may be another's" in text_of(called)
+    assert (polled.is_error, polled.structured_content["outcome"]) == (False, "pending")
+    assert "GLX-1" not in text_of(called) + text_of(polled)
+    assert [p.tenant_id for p in scripted.refused] == ["acme"]
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "GLX-1"}]}
+
+
+async def test_a_call_whose_id_another_tenant_takes_meanwhile_is_refused_as_reused() -> None:
+    bus = MemoryTransport()
+    scripted = ScriptedTidegate(bus, rule, tools={"tag_ticket": lambda args: {"tagged": args["ticket_id"]}})  # decides once entered
+    async with (
+        Tidegate(ClientSettings(tenant="globex"), transport=bus) as globex,
+        Tidegate(ClientSettings(decision_timeout_s=5), transport=bus) as client,
+        mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client,
+    ):
+        first = asyncio.create_task(globex.propose("tag_ticket", {"ticket_id": "GLX-1"}, action_id="shared-id"))
+        while not bus.topics["actions.proposed"]:
+            await asyncio.sleep(0.01)
+        called = asyncio.create_task(mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"}, meta={IDEMPOTENCY_META: "shared-id"}))
+        while len(bus.topics["actions.proposed"]) < 2:
+            await asyncio.sleep(0.01)
+        async with scripted:
+            assert isinstance(await first, Executed)
+            refused = await called
+            polled = await mcp_client.call_tool(STATUS_TOOL, {"action_id": "shared-id"})
+    assert refused.is_error
+    assert refused.structured_content == {"outcome": "action_id_reused", "action_id": "shared-id"}
+    assert (polled.is_error, polled.structured_content["outcome"]) == (True, "action_id_reused")
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "GLX-1"}]}

@@ -1,0 +1,88 @@
+"""The streamable HTTP transport's bearer token: where it comes from, and the MCP SDK's check of it.
+
+Whoever reaches the gateway proposes as its principal, with its signing key, and polls what it proposed:
+so every HTTP request must carry the token (`Authorization: Bearer <token>`), or it is refused 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from pathlib import Path
+from typing import Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+
+from tidegate.client import ClientSettings
+from tidegate.client._private import private_file
+from tidegate.mcp_gateway.settings import GatewaySettings
+
+__all__ = ["BearerToken", "UnprotectedHost", "gateway_url", "http_auth", "http_token", "token_file"]
+
+
+class UnprotectedHost(ValueError):
+    """The gateway would listen beyond loopback with no token chosen for it."""
+
+
+def token_file(client_settings: ClientSettings) -> Path:
+    """Where the token made on first run is kept: the client's state dir, readable by its owner only."""
+    return client_settings.state_dir / "mcp-gateway.token"
+
+
+def http_token(settings: GatewaySettings, client_settings: ClientSettings) -> tuple[str, str]:
+    """The token every HTTP client must send, and where a person finds it (the setting, or the file made on first run).
+
+    Raises:
+        UnprotectedHost: `http_host` is not a loopback address and `TIDEGATE_MCP_HTTP_TOKEN` is unset.
+    """
+    if settings.http_token is not None:
+        return settings.http_token.get_secret_value(), "TIDEGATE_MCP_HTTP_TOKEN"
+    if not _loopback(settings.http_host):
+        raise UnprotectedHost(
+            f"TIDEGATE_MCP_HTTP_HOST is {settings.http_host}, beyond this machine: set TIDEGATE_MCP_HTTP_TOKEN to a token of "
+            "your own for its clients (and put TLS in front: plain HTTP shows the token to the network), or listen on 127.0.0.1"
+        )
+    path = private_file(token_file(client_settings))
+    token = path.read_text().strip()
+    if not token:  # first run (or a file left empty): make one
+        token = secrets.token_urlsafe(32)
+        path.write_text(f"{token}\n")
+    return token, str(path)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+class BearerToken:
+    """The SDK's `TokenVerifier` for one shared token, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """The access of a request carrying `token`; None (refused 401) for any other."""
+        if not hmac.compare_digest(token.encode(), self._token):
+            return None
+        return AccessToken(token=token, client_id="tidegate-mcp-gateway", scopes=[])
+
+
+def gateway_url(settings: GatewaySettings) -> str:
+    """`http://<host>:<port>`, an IPv6 host in brackets."""
+    host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+    return f"http://{host}:{settings.http_port}"
+
+
+def http_auth(settings: GatewaySettings, token: str) -> dict[str, Any]:
+    """`streamable_http_app` keyword arguments that refuse (401) every request without `token`."""
+    # The SDK mounts its bearer check only with `AuthSettings`, whose issuer it requires; no OAuth route is mounted
+    # (no authorization server provider, no resource server URL), so the issuer is never shown to anyone.
+    auth = AuthSettings(issuer_url=gateway_url(settings), resource_server_url=None)  # type: ignore[arg-type]
+    return {"auth": auth, "token_verifier": BearerToken(token)}
