@@ -32,8 +32,9 @@ class UndoCase:
 async def undo_case(results: UndoResults, seen: TaskEventStore, action_id: str) -> UndoCase | None:
     """What the service knows of `action_id` and of its undo; None when it knows nothing of the action."""
     undo_id = undo_action_id(action_id)
-    kept, undone = await results.get(action_id), await results.get(undo_id)
+    # The events first: a result is kept before it is recorded among them (`on_result`), so one they show is found kept.
     events = await seen.action_events([action_id, undo_id])
+    kept, undone = await results.get(action_id), await results.get(undo_id)
     tenant = kept.tenant_id if kept is not None else next((e.tenant_id for e in events if e.action_id == action_id), None)
     if tenant is None:
         return None

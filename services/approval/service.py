@@ -250,8 +250,8 @@ class ApprovalService(WebhookSide):
 
     async def on_result(self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime) -> ApprovalRecord | None:
         """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry)."""
+        await self._keep_undoable([result])  # first: whoever sees the result among the task events finds it kept (_undo_states)
         await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at)])
-        await self._keep_undoable([result])
         return await self._follow_up(result) if result.status == "unknown" else None
 
     async def on_result_batch(self, events: Sequence[ActionResult]) -> None:
@@ -259,8 +259,8 @@ class ApprovalService(WebhookSide):
 
         As `on_decided_batch`: what raises sends the batch back to the bus, to be handled one event at a time.
         """
+        await self._keep_undoable([e.data for e in events])  # first, as in `on_result`
         await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time) for e in events])
-        await self._keep_undoable([e.data for e in events])
         for event in events:
             if event.data.status == "unknown":
                 with _handling(event):

@@ -175,3 +175,22 @@ async def test_a_result_whose_undo_id_another_kept_action_holds_is_kept_without_
     assert [p.data.undoes for p in _proposed(world)] == [crafted]
     assert kept.undo_ids[crafted] is None
     assert f"the undo id of {crafted} is held by another kept action" in caplog.text
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_result_is_kept_for_undo_before_it_shows_among_the_task_events(world: World, batch: bool) -> None:  # noqa: F811
+    """An approver who asks right after the result must not be told the call 'declares no undo' (the events showed it succeeded first)."""
+    result = _result(s.ActionSucceeded, "a-7", "tag_ticket", "succeeded", undo=UNTAG)
+    kept_when_recorded: list[bool] = []
+    record = world.service.repo.record_task_events
+
+    async def recording(events: Any) -> Any:
+        kept_when_recorded.append(await world.service.undo_results.get("a-7") is not None)
+        return await record(events)
+
+    world.service.repo.record_task_events = recording  # type: ignore[method-assign]
+    if batch:
+        await world.service.on_result_batch([result])  # type: ignore[list-item]
+    else:
+        await world.service.on_result(result.data, event_type=result.type, event_id=result.id, at=world.clock())  # type: ignore[attr-defined]
+    assert kept_when_recorded == [True]
