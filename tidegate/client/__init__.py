@@ -11,6 +11,7 @@ Imports only schemas/, aiokafka and pydantic, never a service:
 from tidegate.client.client import Tidegate
 from tidegate.client.governed import GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
 from tidegate.client.ledger import ActionIdReused, CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
+from tidegate.client.limits import Unsendable
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
 from tidegate.client.progress import ANSWER_TOPICS, Progress
@@ -54,6 +55,7 @@ __all__ = [
     "Transport",
     "Trust",
     "TrustNotWired",
+    "Unsendable",
     "decided",
     "governed",
     "serve_tool",

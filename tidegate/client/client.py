@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 
 from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
+from tidegate.client.limits import Unsendable, check_args, check_size
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
@@ -188,9 +188,11 @@ class Tidegate:
         Raises:
             ActionIdReused: `action_id` was proposed before for another tenant, task, tool or args (nothing is sent).
             pydantic.ValidationError: A string in the call holds U+0000, which the contract refuses and no Tidegate
-                service can store (nothing is sent; sent, it would only be dead-lettered).
+                service can store (nothing is sent; sent, it would only be dead-lettered); for an arg, its path.
             TypeError: `tainted_args` is a str, not a list of arg paths.
-            ValueError: An arg holds NaN or infinity, which JSON cannot carry (nothing is sent).
+            Unsendable: A call no service could read, which the policy would dead-letter and so never answer: an arg
+                holds NaN or infinity, the args nest deeper than `max_json_depth` allows, or the proposal is larger than
+                `max_proposal_bytes` or the broker takes (nothing of it stands: it is not recorded, a retry is refused again).
             TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up); without
                 a signing key it says the proposal went out unsigned.
         """
@@ -198,7 +200,7 @@ class Tidegate:
             raise RuntimeError("client not started: use `async with Tidegate() as tg:` (or `await tg.start()`)")
         if isinstance(tainted_args, str):  # a str is an iterable of characters: "payee_id" would taint "p", "a", …
             raise TypeError("tainted_args is a list of arg paths")
-        _refuse_non_finite(args)
+        check_args(args, max_depth=self.settings.max_json_depth)
         key = action_id or f"act-{uuid.uuid4().hex}"
         task_id, tenant_id = task or self.task_id, tenant or self.settings.tenant
         call = digest({"tenant_id": tenant_id, "task_id": task_id, "tool": tool, "args": args})
@@ -223,21 +225,28 @@ class Tidegate:
             refuse_nul(data.model_dump_json())
         event = ActionProposed.build(data, source=f"urn:tidegate:client:{self.settings.proposer}")
         expected = _decided_digest(event)
-        progress = Progress(key, tenant_id=tenant_id, action_digest=expected, tool=tool)
-        watch = self._watches.setdefault(key, _Watch(progress))
         send: ActionProposed | None
         if recorded is None:
-            position = self._start
             send = self.signer.sign(event)
-            self.proposals.record(key, position.token(), call, encode(send).decode(), action_digest=expected)
+            raw = encode(send)
+            check_size(raw, max_bytes=self.settings.max_proposal_bytes)  # before it is recorded: nothing of it stands
+            position = self._start
+            self.proposals.record(key, position.token(), call, raw.decode(), action_digest=expected)
         else:
             position = Position.parse(recorded[0])
             unsent = self.proposals.unsent(key)  # recorded, but the broker never acknowledged it: send that same event again
             send = decode("actions.proposed", unsent) if unsent is not None else None
-            self.run_in_background(self._catch_up(watch, position))
+        watch = self._watches.setdefault(key, _Watch(Progress(key, tenant_id=tenant_id, action_digest=expected, tool=tool)))
         if send is not None:
-            await self.transport.publish("actions.proposed", send)  # a failure leaves it unsent, for a retry to send again
+            try:
+                await self.transport.publish("actions.proposed", send)  # a failure leaves it unsent, for a retry to send again
+            except Unsendable:  # but the broker never takes a record this large: nothing of it stands
+                self.proposals.withdraw(key)
+                self._watches.pop(key, None)
+                raise
             self.proposals.sent(key)
+        if recorded is not None:
+            self.run_in_background(self._catch_up(watch, position))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         hint = _UNSIGNED if self.unsigned else ""
         await self._until(watch, lambda p: p.final() is not None or p.escalated or p.refused, limit, hint=hint)
@@ -335,19 +344,3 @@ def _no_answer(progress: Progress, timeout_s: float | None, hint: str = "") -> T
     hints = [h for h in (hint, _MAYBE_TAKEN if progress.decision is None else "") if h]
     said = f"no conclusive answer for action {progress.action_id} within {timeout_s} s"
     return TimeoutError(f"{said} ({'; '.join(hints)})" if hints else said)
-
-
-def _refuse_non_finite(args: dict[str, Any]) -> None:
-    """Refuse NaN and infinity, naming the arg: JSON cannot carry them, so no service could read the proposal."""
-
-    def walk(value: Any, path: str) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"arg {path} is {value}: Tidegate refuses NaN and infinity (JSON has no such numbers)")
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{path}.{k}" if path else str(k))
-        elif isinstance(value, list | tuple):
-            for i, v in enumerate(value):
-                walk(v, f"{path}[{i}]")
-
-    walk(args, "")

@@ -140,6 +140,13 @@ class ProposalLedger(Protocol):
         """Mark the proposal acknowledged by the broker."""
         ...
 
+    def withdraw(self, action_id: str) -> None:
+        """Forget a proposal the broker refused for good (too large): never sent, it can never be, so nothing of it stands.
+
+        A proposal already acknowledged is kept.
+        """
+        ...
+
 
 class MemoryProposals:
     """Proposals of this process's lifetime."""
@@ -171,6 +178,12 @@ class MemoryProposals:
     def sent(self, action_id: str) -> None:
         """See `ProposalLedger`."""
         self._unsent.pop(action_id, None)
+
+    def withdraw(self, action_id: str) -> None:
+        """See `ProposalLedger`."""
+        if self._unsent.pop(action_id, None) is not None:
+            del self._rows[action_id]
+            self._digests.pop(action_id, None)
 
 
 class SqliteProposals:
@@ -219,6 +232,10 @@ class SqliteProposals:
     def sent(self, action_id: str) -> None:
         """See `ProposalLedger`."""
         self._db.execute("UPDATE proposals SET unsent = NULL WHERE action_id = ?", (action_id,))
+
+    def withdraw(self, action_id: str) -> None:
+        """See `ProposalLedger`."""
+        self._db.execute("DELETE FROM proposals WHERE action_id = ? AND unsent IS NOT NULL", (action_id,))
 
     def close(self) -> None:
         """Close the file."""

@@ -13,7 +13,11 @@ __all__ = ["Decided", "Denied", "Escalated", "Executed", "Failed", "Outcome", "R
 
 @dataclass(frozen=True)
 class Executed:
-    """Allowed (by policy, or after a human) and run once by the executor."""
+    """Allowed (by policy, or after a human) and run once by the executor.
+
+    After a human's grant: who granted, and, when they edited the call, the args that ran (`edited_args`), their
+    comment and their review reason (a code of the tenant's taxonomy, such as `wrong_amount`).
+    """
 
     action_id: str
     tool: str
@@ -22,6 +26,8 @@ class Executed:
     approval_id: str | None = None
     approver: str | None = None
     edited_args: dict[str, Any] | None = None
+    comment: str | None = None
+    review_reason: str | None = None
 
     ok: Literal[True] = True
 
@@ -58,7 +64,10 @@ class Denied:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A human rejected the escalated call, or nobody decided before it expired; nothing ran."""
+    """A human rejected the escalated call, or nobody decided before it expired; nothing ran.
+
+    A rejection carries the approver's comment and review reason (a code of the tenant's taxonomy), when they gave them.
+    """
 
     action_id: str
     tool: str
@@ -66,6 +75,7 @@ class Rejected:
     expired: bool
     approver: str | None = None
     comment: str | None = None
+    review_reason: str | None = None
 
     ok: Literal[False] = False
 

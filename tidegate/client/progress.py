@@ -98,6 +98,8 @@ class Progress:
                     approval_id=granted.approval_id if granted else None,
                     approver=granted.approver if granted else None,
                     edited_args=granted.edited_args if granted else None,
+                    comment=granted.comment if granted else None,
+                    review_reason=granted.review_reason if granted else None,
                 )
             return Failed(self.action_id, data.tool, "unknown" if status == "unknown" else "failed", data.error, via)
         for decided in (self.decision, self.redecision):
@@ -105,5 +107,6 @@ class Progress:
                 return Denied(self.action_id, decided.tool, tuple(decided.reasons), decided.via)
         if self.human is not None and self.human[0] != "approval.granted":
             kind, human = self.human
-            return Rejected(self.action_id, human.tool, human.approval_id, kind == "approval.expired", human.approver, human.comment)
+            expired = kind == "approval.expired"
+            return Rejected(self.action_id, human.tool, human.approval_id, expired, human.approver, human.comment, human.review_reason)
         return None

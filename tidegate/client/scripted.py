@@ -45,8 +45,8 @@ from tidegate.client.trust import DeploymentKeys
 
 __all__ = ["Rule", "ScriptedTidegate"]
 
-Rule = Callable[[ActionProposedData], tuple[str, str]]
-"""Decides a proposal: (`allow`|`deny`|`escalate`, reason code)."""
+Rule = Callable[[ActionProposedData], tuple[str, str] | tuple[str, str, str]]
+"""Decides a proposal: (`allow`|`deny`|`escalate`, reason code), or with the reason's message as a third item."""
 
 LocalTool = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
@@ -102,8 +102,8 @@ class ScriptedTidegate:
         if known is not None:  # a redelivered proposal gets its recorded decision again, never a second one
             await self._publish("policy", "actions.decided", ActionDecided.build(known, source="scripted/policy"))
             return
-        outcome, code = self.rule(p)
-        decided = self._decision(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, outcome, code, "policy")
+        outcome, code, *message = self.rule(p)
+        decided = self._decision(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, outcome, code, "policy", *message)
         self._decided[p.action_id] = decided
         await self._publish("policy", "actions.decided", ActionDecided.build(decided, source="scripted/policy"))
         if outcome == "allow":
@@ -125,7 +125,16 @@ class ScriptedTidegate:
             await self._publish("approval", "approvals", ApprovalRequested.build(request, source="scripted/approval"))
 
     def _decision(
-        self, action_id: str, task_id: str, tenant: str, tool: str, args: dict[str, Any], outcome: str, code: str, via: str
+        self,
+        action_id: str,
+        task_id: str,
+        tenant: str,
+        tool: str,
+        args: dict[str, Any],
+        outcome: str,
+        code: str,
+        via: str,
+        message: str = "",
     ) -> ActionDecidedData:
         digest = action_digest(tenant, tool, args)
         return ActionDecidedData.model_validate(
@@ -137,17 +146,26 @@ class ScriptedTidegate:
                 "args": args,
                 "action_digest": digest,
                 "outcome": outcome,
-                "reasons": [Reason(code=code, policy_id="scripted")],
+                "reasons": [Reason(code=code, policy_id="scripted", message=message)],
                 "policy_version": "scripted",
                 "latency_ms": 0.0,
                 "via": via,
             }
         )
 
-    async def approve(self, approval_id: str, approver: str = "human@example", edited_args: dict[str, Any] | None = None) -> None:
-        """A human grants; policy (scripted: always) allows the call as edited, and it runs."""
+    async def approve(
+        self,
+        approval_id: str,
+        approver: str = "human@example",
+        edited_args: dict[str, Any] | None = None,
+        *,
+        comment: str | None = None,
+        review_reason: str | None = None,
+    ) -> None:
+        """A human grants (an edit with its comment and review reason, if given); policy (scripted: always) allows it as edited; it runs."""
         request = self._requests[approval_id]
-        granted = request.model_copy(update={"approver": approver, "edited_args": edited_args, "decided_at": datetime.now(UTC)})
+        decided = {"approver": approver, "edited_args": edited_args, "comment": comment, "review_reason": review_reason}
+        granted = request.model_copy(update={**decided, "decided_at": datetime.now(UTC)})
         self._requests[approval_id] = granted
         await self._publish("approval", "approvals", ApprovalGranted.build(granted, source="scripted/approval"))
         args = edited_args if edited_args is not None else request.args
@@ -157,10 +175,13 @@ class ScriptedTidegate:
         await self._publish("policy", "actions.decided", ActionDecided.build(again, source="scripted/policy"))
         self._spawn(self._execute(again))
 
-    async def reject(self, approval_id: str, approver: str = "human@example", comment: str | None = None) -> None:
-        """A human rejects; nothing runs."""
+    async def reject(
+        self, approval_id: str, approver: str = "human@example", comment: str | None = None, *, review_reason: str | None = None
+    ) -> None:
+        """A human rejects (with a comment and a review reason, if given); nothing runs."""
         request = self._requests[approval_id]
-        rejected = request.model_copy(update={"approver": approver, "comment": comment, "decided_at": datetime.now(UTC)})
+        decided = {"approver": approver, "comment": comment, "review_reason": review_reason, "decided_at": datetime.now(UTC)}
+        rejected = request.model_copy(update=decided)
         self._requests[approval_id] = rejected
         await self._publish("approval", "approvals", ApprovalRejected.build(rejected, source="scripted/approval"))
 

@@ -61,10 +61,23 @@ class ClientSettings(BaseSettings):
     state_dir: Path = Field(
         default=RUN_DIR / "client",
         description="Where governed tools record the calls they ran (SQLite, one file per tool), and where the MCP gateway "
-        "keeps the proposals it made (`mcp-gateway.<topic prefix>sqlite3`, one file per deployment). Default: the checkout's "
+        "keeps the proposals it made (`mcp-gateway.<topic prefix>sqlite3`, one file per deployment; beside it, a lock file per running "
+        "gateway in `mcp-gateway.<topic prefix>holders`). Default: the checkout's "
         "`.tidegate/client` when the client runs from one, else `.tidegate/client`.",
     )
     decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision and the result.")
+    max_proposal_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="The deployment's `TIDEGATE_MAX_VALUE_BYTES`: a proposal larger than this (its record as sent, signature "
+        "included) is refused before it is sent, as the policy would dead-letter it `too_large`. Set it when the deployment's differs.",
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=4,
+        description="The deployment's `TIDEGATE_MAX_JSON_DEPTH`: args nested deeper than this less 2 (the proposal's envelope and "
+        "`data` hold them) are refused before they are sent, as the policy would dead-letter them `too_deep`.",
+    )
 
     @field_validator("service_keys_dir", "state_dir", mode="before")
     @classmethod

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from schemas import Envelope, decode, encode, headers_for
+from tidegate.client.limits import Unsendable, too_large
 from tidegate.client.settings import ClientSettings
 
 __all__ = ["Delivery", "KafkaTransport", "Position", "TopicsMissing", "Transport"]
@@ -35,17 +36,27 @@ class Position:
     offsets: dict[str, int]
 
     def token(self) -> str:
-        """A string to keep beside an action id (a database column, a workflow's state)."""
-        return json.dumps(self.offsets, sort_keys=True, separators=(",", ":"))
+        """A short string to keep beside an action id (a database column, a workflow's state, a model's context).
+
+        Each topic and its offsets by partition, `actions.decided:12,40,0;approvals:3,,7` (an empty one is a partition
+        the position does not name): plain text, nothing for JSON to escape.
+        """
+        topics: dict[str, dict[int, int]] = {}
+        for key, offset in self.offsets.items():
+            topic, _, partition = key.rpartition(":")
+            topics.setdefault(topic, {})[int(partition)] = offset
+        return ";".join(
+            f"{topic}:{','.join(str(by[p]) if p in by else '' for p in range(max(by) + 1))}" for topic, by in sorted(topics.items())
+        )
 
     @classmethod
     def parse(cls, token: str) -> Position:
-        """The position a `token()` wrote."""
+        """The position a `token()` wrote (this form, or the JSON object earlier versions wrote)."""
         try:
-            raw = json.loads(token)
+            raw = json.loads(token) if token.startswith("{") else _offsets(token)
         except ValueError:
             raise ValueError("not a position token") from None
-        if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
+        if not isinstance(raw, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in raw.values()):
             raise ValueError("not a position token")
         return cls({str(k): int(v) for k, v in raw.items()})
 
@@ -74,7 +85,7 @@ class Transport(Protocol):
         ...
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """Send one event and wait until the broker has it."""
+        """Send one event and wait until the broker has it; `Unsendable` when it never takes one this large."""
         ...
 
     async def end(self, topics: tuple[str, ...]) -> Position:
@@ -117,11 +128,19 @@ class KafkaTransport:
             self._producer = None
 
     async def publish(self, topic: str, event: Envelope) -> None:
-        """Send with the contract's key and headers; returns when the broker acknowledged it."""
+        """Send with the contract's key and headers; returns when the broker acknowledged it.
+
+        Raises:
+            Unsendable: The record is larger than the producer or the broker takes (never an outage: it is never taken).
+        """
         if self._producer is None:
             raise RuntimeError("transport not started: call start() first")
         headers = [(k, v.encode()) for k, v in headers_for(event).items()]
-        await self._producer.send_and_wait(self._prefix + topic, encode(event), key=event.key, headers=headers)
+        value = encode(event)
+        try:
+            await self._producer.send_and_wait(self._prefix + topic, value, key=event.key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            raise Unsendable(too_large(len(value), f"no more than the broker does ({exc})"), code="too_large") from exc
 
     def _consumer(self, **kwargs: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(enable_auto_commit=False, fetch_max_wait_ms=50, **self._settings.kafka_options(), **kwargs)
@@ -194,6 +213,19 @@ class KafkaTransport:
                         yield Delivery(event, ack)
         finally:
             await consumer.stop()
+
+
+def _offsets(token: str) -> dict[str, int]:
+    """The offsets of a `Position.token()` (`topic:1,2;topic:3`); ValueError for anything else."""
+    offsets: dict[str, int] = {}
+    for part in token.split(";"):
+        topic, colon, listed = part.partition(":")
+        if not topic or not colon:
+            raise ValueError(part)
+        for partition, offset in enumerate(listed.split(",")):
+            if offset:
+                offsets[f"{topic}:{partition}"] = int(offset)
+    return offsets
 
 
 def _unreachable(settings: ClientSettings, exc: BaseException) -> str:

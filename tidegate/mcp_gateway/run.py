@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,18 +33,24 @@ def state_file(client_settings: ClientSettings) -> Path:
 
 @asynccontextmanager
 async def gateway(
-    settings: GatewaySettings, client_settings: ClientSettings, catalog: Iterable[ToolSpec], *, transport: Transport | None = None
+    settings: GatewaySettings,
+    client_settings: ClientSettings,
+    catalog: Iterable[ToolSpec],
+    *,
+    transport: Transport | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> AsyncIterator[Server[Any]]:
     """The gateway's MCP server over a started client, what it proposed kept in `state_file`.
 
     Kept on disk, a gateway restarted (or another one sharing the state dir) still knows each action it
     proposed, its task, and where its answers start: a `tidegate_action_status` poll without a position
-    answers, and a call retried under its action id follows the first proposal (or sends it, if it never went out).
+    answers, and a call retried under its action id follows the first proposal (or sends it, if it never went out);
+    so does the same call made again without one when its caller was cut off unanswered. `stopping`: see `build_server`.
     """
     proposals, tasks = SqliteProposals(state_file(client_settings)), SqliteActionTasks(state_file(client_settings))
     try:
         async with Tidegate(client_settings, transport=transport, proposals=proposals) as client:
-            yield build_server(client, catalog, settings, tasks)
+            yield build_server(client, catalog, settings, tasks, stopping)
     finally:
         tasks.close()
         proposals.close()
@@ -53,9 +63,48 @@ async def serve_stdio(settings: GatewaySettings, client_settings: ClientSettings
         await server.run(read, write, server.create_initialization_options())
 
 
-async def serve_http(settings: GatewaySettings, client_settings: ClientSettings, *, token: str) -> None:
-    """Serve streamable HTTP at `http://<host>:<port>/mcp` until stopped, to clients that send `token` (`bearer.http_token`)."""
+async def serve_http(settings: GatewaySettings, client_settings: ClientSettings, *, token: str, transport: Transport | None = None) -> None:
+    """Serve streamable HTTP at `http://<host>:<port>/mcp` to clients that send `token` (`bearer.http_token`), until SIGTERM or SIGINT.
+
+    Stopped, it answers the calls waiting for a human with their pending result, lets open calls finish for up to
+    `stop_grace_s`, and returns (the process exits 0).
+    """
     catalog = ToolCatalog.load(settings.tools_dir)
-    async with gateway(settings, client_settings, catalog.tools.values()) as server:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with gateway(settings, client_settings, catalog.tools.values(), transport=transport, stopping=stopping) as server:
         app = server.streamable_http_app(host=settings.http_host, **http_auth(settings, token))
-        await uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning")).serve()
+        config = uvicorn.Config(
+            app, host=settings.http_host, port=settings.http_port, log_level="warning", timeout_graceful_shutdown=settings.stop_grace_s
+        )
+        await _StoppableServer(config, on_stop=lambda: loop.call_soon_threadsafe(stopping.set)).serve()
+
+
+class _StoppableServer(uvicorn.Server):
+    """uvicorn's server, whose SIGTERM is a clean stop as its SIGINT is.
+
+    uvicorn shuts down gracefully on either, then raises the signal again for the process's own handler: SIGTERM's
+    default then kills the process (exit -15), the way systemd and `docker stop` stop it. Here it returns instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], object]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the server (`handle_exit`) while it serves; the earlier handlers are back afterwards."""
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        earlier = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in earlier.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Stop serving, and tell the calls waiting for a human to return."""
+        super().handle_exit(sig, frame)
+        self._on_stop()

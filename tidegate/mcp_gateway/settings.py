@@ -29,6 +29,12 @@ class GatewaySettings(BaseSettings):
     )
     wait_limit_s: float = Field(default=3600.0, gt=0, description="Longest a waiting call waits for a human before it returns pending.")
     progress_every_s: float = Field(default=5.0, gt=0, description="Interval of progress notifications while a human decides.")
+    stop_grace_s: int = Field(
+        default=5,
+        ge=1,
+        description="Streamable HTTP: on SIGTERM or SIGINT, how long open calls may take to finish before they are cut off (a call "
+        "waiting for a human returns its pending result at once); the process then exits 0.",
+    )
     http_host: str = Field(default="127.0.0.1", description="Streamable HTTP: address to listen on.")
     http_port: int = Field(default=8765, ge=0, le=65535, description="Streamable HTTP: port.")
     http_token: SecretStr | None = Field(

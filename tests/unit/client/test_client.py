@@ -85,10 +85,12 @@ async def test_an_escalation_waits_for_the_human_and_runs_the_edited_call(tg: Ti
     assert isinstance(outcome, Escalated)
     assert outcome.codes == ["needs_human_approval"]
     assert stack.calls == {}
-    await stack.approve(outcome.approval_id, "bob@acme.example", edited_args={"payee_id": "cus_1", "amount_usd": 450.0, "order_id": "O-2"})
+    edited = {"payee_id": "cus_1", "amount_usd": 450.0, "order_id": "O-2"}
+    await stack.approve(outcome.approval_id, "bob@acme.example", edited, comment="half was store credit", review_reason="wrong_amount")
     final = await outcome.decision(timeout_s=5)
     assert isinstance(final, Executed)
     assert (final.via, final.approver, final.approval_id) == ("approval", "bob@acme.example", outcome.approval_id)
+    assert (final.edited_args, final.comment, final.review_reason) == (edited, "half was store credit", "wrong_amount")
     assert final.result["amount_usd"] == 450.0
     assert stack.calls["issue_refund"] == [{"payee_id": "cus_1", "amount_usd": 450.0, "order_id": "O-2"}]
 
@@ -96,10 +98,11 @@ async def test_an_escalation_waits_for_the_human_and_runs_the_edited_call(tg: Ti
 async def test_a_rejected_escalation_runs_nothing(tg: Tidegate, stack: ScriptedTidegate) -> None:
     outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-3"})
     assert isinstance(outcome, Escalated)
-    await stack.reject(outcome.approval_id, "bob@acme.example", comment="not this month")
+    await stack.reject(outcome.approval_id, "bob@acme.example", comment="not this month", review_reason="wrong_recipient")
     final = await outcome.decision(timeout_s=5)
     assert isinstance(final, Rejected)
     assert (final.codes, final.approver, final.comment) == (["approval_rejected"], "bob@acme.example", "not this month")
+    assert final.review_reason == "wrong_recipient"
     assert stack.calls == {}
 
 
@@ -166,8 +169,20 @@ def test_a_position_token_round_trips_and_rejects_garbage() -> None:
     position = Position({"approvals:0": 12, "actions.results:3": 7})
     assert Position.parse(position.token()) == position
     assert position.offset("actions.decided", 0) == 0
-    with pytest.raises(ValueError, match="position"):
-        Position.parse('["not", "a", "position"]')
+    for garbage in ('["not", "a", "position"]', "garbage", "approvals:x", ":1", "approvals:-1", '{"approvals:0": -1}'):
+        with pytest.raises(ValueError, match="position"):
+            Position.parse(garbage)
+
+
+def test_a_position_token_is_short_plain_text_and_earlier_tokens_still_parse() -> None:
+    """A token goes in every pending result a model reads: 3 topics of 6 partitions were ~500 characters of JSON to escape."""
+    position = Position({f"{topic}:{p}": 1_000_000 + p for topic in ("actions.decided", "approvals", "actions.results") for p in range(6)})
+    token = position.token()
+    assert len(token) < 200
+    assert '"' not in token
+    assert Position.parse(token) == position
+    earlier = '{"actions.decided:0":12,"approvals:0":3}'  # what a ledger or a workflow kept before
+    assert Position.parse(earlier) == Position({"actions.decided:0": 12, "approvals:0": 3})
 
 
 async def test_the_client_waits_on_many_proposals_at_once(tg: Tidegate, stack: ScriptedTidegate) -> None:

@@ -196,7 +196,7 @@ async def test_a_call_without_a_decision_in_time_returns_pending_with_its_action
     ("arguments", "outcome", "says"),
     [
         ({}, "invalid_request", "action_id is required"),
-        ({"action_id": "  "}, "invalid_request", "action_id is required"),
+        ({"action_id": "  "}, "invalid_request", "action_id is empty"),
         ({"action_id": "does-not-exist"}, "unknown", "unknown action"),
         ({"action_id": "x", "position": "garbage"}, "invalid_request", "position"),
     ],

@@ -6,6 +6,10 @@ position answers; a bus it cannot reach is a tool error naming the action id to 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from tidegate.client.transport import Position
 from tidegate.mcp_gateway import STATUS_TOOL, GatewaySettings
 from tidegate.mcp_gateway.run import gateway, state_file
 from tidegate.mcp_gateway.server import IDEMPOTENCY_META
+from tidegate.mcp_gateway.tasks import SqliteActionTasks
 
 TOOLS = {"issue_refund": lambda args: {"refunded": args["amount_usd"]}, "tag_ticket": lambda args: {"tagged": True}}
 
@@ -103,3 +108,77 @@ async def test_a_bus_down_during_a_call_is_a_tool_error_with_the_action_id_to_re
     assert (retried.is_error, retried.structured_content) == (False, {"tagged": True})
     assert [p.action_id for p in scripted.proposals] == [action_id]
     assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1"}]}
+
+
+async def test_a_call_cut_off_by_a_gateway_restart_is_followed_when_made_again_not_proposed_twice(settings: ClientSettings) -> None:
+    """`wait` mode: the gateway stops while a human decides; the same call made again (no action id) is the first one."""
+    bus = MemoryTransport()
+    waiting = GatewaySettings(progress_every_s=0.05)
+    progress: list[str] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async def first_gateway() -> None:
+        async with gateway(waiting, settings, CATALOG, transport=bus) as server, mcp.Client(server) as agent:
+            await agent.call_tool("issue_refund", {"amount_usd": 90.0}, progress_callback=on_progress)
+
+    async with ScriptedTidegate(bus, rule, tools=TOOLS) as scripted:
+        cut_off = asyncio.create_task(first_gateway())
+        while not progress:
+            await asyncio.sleep(0.01)
+        cut_off.cancel()  # the process goes away while the call waits
+        with contextlib.suppress(asyncio.CancelledError):
+            await cut_off
+        [first] = scripted.proposals
+        assert first.action_id in progress[0]
+
+        async with gateway(waiting, settings, CATALOG, transport=bus) as server, mcp.Client(server) as agent:
+            progress.clear()
+            again = asyncio.create_task(agent.call_tool("issue_refund", {"amount_usd": 90.0}, progress_callback=on_progress))
+            while not progress:  # the model called again, without the id: it waits on the first proposal
+                await asyncio.sleep(0.01)
+            assert [p.action_id for p in scripted.proposals] == [first.action_id]
+            await approve_when_pending(scripted)
+            # Answered, it is not followed any more: the same call made once more is a call of its own.
+            progress.clear()
+            another = asyncio.create_task(agent.call_tool("issue_refund", {"amount_usd": 90.0}, progress_callback=on_progress))
+            while not progress:
+                await asyncio.sleep(0.01)
+            await approve_when_pending(scripted)
+            answers = [await again, await another]
+    assert [(a.is_error, a.structured_content) for a in answers] == [(False, {"refunded": 90.0})] * 2
+    assert len({p.action_id for p in scripted.proposals}) == 2
+    assert len(scripted.calls["issue_refund"]) == 2
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from tidegate.mcp_gateway.tasks import SqliteActionTasks
+tasks = SqliteActionTasks(Path(sys.argv[1]))
+tasks.bind("mcp-held", "task-1")
+tasks.hold("mcp-held", "the-call")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_call_held_by_a_running_gateway_is_never_taken_over_and_one_whose_gateway_died_is(tmp_path: Path) -> None:
+    path = tmp_path / "mcp-gateway.tidegate.sqlite3"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        tasks = SqliteActionTasks(path)
+        assert tasks.orphan("the-call") is None  # another gateway, alive, still waits on it
+        holder.kill()  # SIGKILL: nothing of the process runs any more, its lock is released by the kernel
+        holder.wait()
+        assert tasks.orphan("the-call") == "mcp-held"
+        assert tasks.bind("mcp-held", "task-2") == "task-1"  # followed under the task it was proposed in
+        assert tasks.orphan("the-call") is None  # taken: the next one is a call of its own
+        tasks.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()

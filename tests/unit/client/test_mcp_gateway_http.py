@@ -7,8 +7,12 @@ governance on a memory bus, and called by the `mcp` package's own client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +139,66 @@ def test_serving_http_beyond_loopback_without_a_token_is_one_line_before_anythin
     assert result.exit_code != 0
     assert result.output.count("\n") == 1, result.output
     assert "TIDEGATE_MCP_HTTP_HOST is 0.0.0.0, beyond this machine: set TIDEGATE_MCP_HTTP_TOKEN" in result.output
+
+
+SERVE_HTTP = """
+import asyncio, sys
+from pathlib import Path
+from tidegate.client import ClientSettings, MemoryTransport
+from tidegate.client.scripted import ScriptedTidegate
+from tidegate.mcp_gateway import GatewaySettings
+from tidegate.mcp_gateway.run import serve_http
+
+async def main() -> None:
+    bus = MemoryTransport()
+    async with ScriptedTidegate(bus, lambda p: ("escalate", "needs_human_approval")):
+        settings = GatewaySettings(http_port=int(sys.argv[1]), tools=["tag_ticket"], progress_every_s=0.05)
+        await serve_http(settings, ClientSettings(state_dir=Path(sys.argv[2])), token=sys.argv[3], transport=bus)
+    print("stopped cleanly", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigterm_answers_a_waiting_call_with_its_pending_result_and_exits_0(tmp_path: Path) -> None:
+    """systemd and `docker stop` send SIGTERM: the gateway stops as on SIGINT, the waiting call learns what to poll."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    served = subprocess.Popen(
+        [sys.executable, "-c", SERVE_HTTP, str(port), str(tmp_path / "state"), TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient() as http:
+            while served.poll() is None:  # until it listens (or it died: its exit code and stderr are asserted below)
+                with contextlib.suppress(httpx.TransportError):
+                    await http.get(f"http://127.0.0.1:{port}/mcp")
+                    break
+                await asyncio.sleep(0.05)
+        assert served.poll() is None, served.communicate()
+        progress: list[str] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(message or "")
+
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http2,
+            mcp.Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http2)) as agent,
+        ):
+            call = asyncio.create_task(agent.call_tool("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, progress_callback=on_progress))
+            while not progress:
+                await asyncio.sleep(0.01)
+            served.send_signal(signal.SIGTERM)
+            answer = await call
+        out, err = served.communicate()
+    finally:
+        if served.poll() is None:
+            served.kill()
+            served.communicate()
+    assert (served.returncode, out) == (0, "stopped cleanly\n"), err
+    assert (answer.is_error, answer.structured_content["outcome"]) == (False, "pending")
+    assert answer.structured_content["action_id"] in progress[0]
+    assert "The gateway is stopping before a human decided this call" in answer.structured_content["message"]
