@@ -115,14 +115,15 @@ def outcome_text(outcome: Decided) -> str:
         value = result_value(outcome)
         text = value if isinstance(value, str) else json.dumps(value)
         if outcome.edited_args is not None:  # the model asked for other args: it must not believe its own ran
-            return f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran: {text}"
+            edited = f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran"
+            why = _approver_said(outcome.review_reason, outcome.comment)
+            return f"{edited}.{why}. The result: {text}" if why else f"{edited}: {text}"
         return text
     if isinstance(outcome, Denied):
         return f"Tidegate denied this call ({', '.join(outcome.codes)}); it did not run.{_policy_said(outcome.reasons)}"
     if isinstance(outcome, Rejected):
         decided = "let this call expire" if outcome.expired else "rejected this call"
-        comment = f" The approver's comment {_AS_DATA}: {quoted(outcome.comment)}" if outcome.comment else ""
-        return f"A human {decided} ({', '.join(outcome.codes)}); it did not run.{comment}"
+        return f"A human {decided} ({', '.join(outcome.codes)}); it did not run.{_approver_said(outcome.review_reason, outcome.comment)}"
     assert isinstance(outcome, Failed)
     if outcome.status == "unknown":
         said = "The call's outcome is unknown: it may or may not have happened, and a human follows it up; do not call it again."
@@ -130,6 +131,12 @@ def outcome_text(outcome: Decided) -> str:
         said = "The call failed."
     error = f" The tool's error {_AS_DATA}: {quoted(f'{outcome.error.type}: {outcome.error.message}')}" if outcome.error else ""
     return said + error
+
+
+def _approver_said(review_reason: str | None, comment: str | None) -> str:
+    """The approver's review reason (a code of the tenant's taxonomy, as the contract's pattern holds it) and comment (quoted)."""
+    reason = f" The approver's reason: {review_reason}." if review_reason else ""
+    return reason + (f" The approver's comment {_AS_DATA}: {quoted(comment)}" if comment else "")
 
 
 def _policy_said(reasons: Sequence[Reason]) -> str:
