@@ -443,7 +443,7 @@ async def main(
         if up.returncode != 0:
             raise RuntimeError(f"`tidegate up` failed ({up.returncode}): {up.stderr.decode(errors='replace')[-3000:]}")
         print(f"services up in {time.monotonic() - t:.1f}s (prefix {kit.topic_prefix}, database {dbname})")
-        pids = service_pids(int((kit.run_dir / "up.pid").read_text()))
+        pids = service_pids(int((kit.run_dir / "up.pid").read_text().split()[0]))  # the supervisor's pid, then when it started
 
         make = lambda i: ticket_task(tickets[i], task_id=f"bench-{run_id}-{i}")  # noqa: E731
         hottest = "policy"
