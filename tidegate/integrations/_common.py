@@ -178,14 +178,21 @@ def escalation_payload(
 
 
 def outcome_dict(outcome: Outcome | Decided) -> dict[str, Any]:
-    """A workflow-friendly (JSON) form of the outcome."""
+    """A workflow-friendly (JSON) form of the outcome: the stable codes, and what a person or policy said with them.
+
+    `reasons` are the codes a workflow branches on; `said` (policy's message for each code), `comment` and
+    `review_reason` (the approver's) are what its failure handler or a person reads.
+    """
     base: dict[str, Any] = {"action_id": outcome.action_id, "tool": outcome.tool}
     if isinstance(outcome, Executed):
-        return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args}
+        edit = {"comment": outcome.comment, "review_reason": outcome.review_reason} if outcome.edited_args is not None else {}
+        return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args} | edit
     if isinstance(outcome, Failed):
         return base | {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
     if isinstance(outcome, Denied):
-        return base | {"outcome": "denied", "reasons": outcome.codes}
+        said = [{"code": r.code, "message": r.message} for r in outcome.reasons]
+        return base | {"outcome": "denied", "reasons": outcome.codes, "said": said}
     if isinstance(outcome, Rejected):
-        return base | {"outcome": "expired" if outcome.expired else "rejected", "reasons": outcome.codes, "approver": outcome.approver}
+        decided = {"outcome": "expired" if outcome.expired else "rejected", "reasons": outcome.codes, "approver": outcome.approver}
+        return base | decided | {"comment": outcome.comment, "review_reason": outcome.review_reason}
     return base | {"outcome": "escalated", "approval_id": outcome.approval_id, "reasons": outcome.codes}

@@ -15,6 +15,7 @@ the call was cancelled) follows the first proposal (`tasks.ActionTasks`).
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -74,7 +75,8 @@ def build_server(
         if params.name == STATUS_TOOL:
             return await status(client, arguments)
         if params.name not in specs:
-            return error(f"unknown tool {params.name}", {"outcome": "unknown_tool"})
+            named = json.dumps(params.name[:100]) + (f" (cut: {len(params.name)} characters in all)" if len(params.name) > 100 else "")
+            return error(f"unknown tool {named}; call one of tools/list", {"outcome": "unknown_tool"})
         meta: dict[str, Any] = dict(ctx.meta or {})
         if IDEMPOTENCY_META in meta and (problem := id_problem(meta[IDEMPOTENCY_META])):
             return invalid(
