@@ -75,8 +75,8 @@ def build_server(
         if params.name == STATUS_TOOL:
             return await status(client, arguments)
         if params.name not in specs:
-            named = json.dumps(params.name[:100]) + (f" (cut: {len(params.name)} characters in all)" if len(params.name) > 100 else "")
-            return error(f"unknown tool {named}; call one of tools/list", {"outcome": "unknown_tool"})
+            shown = json.dumps(params.name[:100]) + (f" (cut: {len(params.name)} characters in all)" if len(params.name) > 100 else "")
+            return error(f"unknown tool {shown}; call one of tools/list", {"outcome": "unknown_tool"})
         meta: dict[str, Any] = dict(ctx.meta or {})
         if IDEMPOTENCY_META in meta and (problem := id_problem(meta[IDEMPOTENCY_META])):
             return invalid(
