@@ -172,7 +172,8 @@ def _query(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
             retry=_NO_RETRY, job_retry=_NO_RETRY,
         )  # fmt: skip
         if dry.statement_type != "SELECT":
-            raise ToolError("not_read_only", f"only SELECT statements run here, not {dry.statement_type}")
+            kind = dry.statement_type or "a statement whose type BigQuery's dry run did not say"
+            raise ToolError("not_read_only", f"only SELECT statements run here, not {kind}; nothing was run")
         outside = sorted({f"{t.project}.{t.dataset_id}" for t in dry.referenced_tables if t.dataset_id not in allowed})
         if outside:
             raise ToolError("dataset_not_allowed", f"the query reads datasets the tenant has not allowed: {', '.join(outside)}")

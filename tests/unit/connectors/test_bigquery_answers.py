@@ -102,3 +102,24 @@ async def test_well_formed_answers_still_read_as_before(answer: Any) -> None:
     assert result["rows"] == [{"order_id": "O-1"}, {"order_id": "O-4"}]
     assert (result["total_rows"], result["bytes_estimated"], result["bytes_billed"]) == (2, 1024, 10485760)
     assert [step.split()[0] for step in bigquery.asked] == ["dry", "run", "rows"]
+
+
+async def test_a_dry_run_that_names_no_statement_type_is_refused_in_words_and_nothing_runs(answer: Any, refused: Any) -> None:
+    def untyped(request: httpx.Request) -> dict[str, Any]:
+        job = _job(request)
+        del job["statistics"]["query"]["statementType"]
+        return job
+
+    class Untyped(BigQuery):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and json.loads(request.content)["configuration"].get("dryRun"):
+                self.asked.append("dry")
+                return httpx.Response(200, json=untyped(request))
+            return super().__call__(request)
+
+    bigquery = Untyped()
+    answer(bigquery)
+    error = await refused(bq.run_query, _ctx(), QUERY)
+    assert error.type == "not_read_only"
+    assert error.message == "only SELECT statements run here, not a statement whose type BigQuery's dry run did not say; nothing was run"
+    assert bigquery.asked == ["dry"]  # said 'not None' before
