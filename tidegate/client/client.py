@@ -82,7 +82,7 @@ class Tidegate:
         self._watches: dict[str, _Watch] = {}
         self._start: Position | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._background: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._steps = 0
 
     @property
@@ -118,7 +118,7 @@ class Tidegate:
         """Stop reading and serving, then disconnect."""
         for task in [*self._background, *([self._pump] if self._pump else [])]:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a task that failed said so when it did
                 await task
         self._background.clear()
         self._pump = None
@@ -132,8 +132,23 @@ class Tidegate:
         await self.stop()
 
     def run_in_background(self, coro: Any) -> None:
-        """Keep a task (a governed tool's server, say) running until the client stops."""
-        self._background.append(asyncio.create_task(coro))
+        """Keep a task (a governed tool's server, say) running until the client stops.
+
+        A task that fails says so in the log at once (never "exception was never retrieved" at exit, nor raised
+        by `stop`), and one that ends is let go.
+        """
+        task = asyncio.create_task(self._logged(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _logged(coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a background task of the Tidegate client stopped (%s)", getattr(coro, "__qualname__", coro))
 
     async def _follow_live(self, start: Position) -> None:
         try:

@@ -346,3 +346,32 @@ async def test_a_retry_after_a_failed_send_sends_the_very_proposal_recorded_not_
     assert recorded is not None
     assert sent.model_dump_json(exclude_none=True) == recorded
     assert (sent.data.rationale, sent.data.step) == ("first", 3)
+
+
+class CatchUpFails(MemoryTransport):
+    """The bus of `bus`, whose reads after the client's own live reader fail (a broker gone while a restarted client catches up)."""
+
+    def __init__(self, bus: MemoryTransport) -> None:
+        self.__dict__ = bus.__dict__  # the same topics and keys
+        self.reads = 0
+
+    def read(self, topics: tuple[str, ...], start: Position | None) -> Any:
+        self.reads += 1
+        if self.reads > 1:
+            raise ConnectionError("the broker went away")
+        return super().read(topics, start)
+
+
+async def test_a_catch_up_that_fails_is_logged_at_once_and_stop_does_not_raise_it(
+    bus: MemoryTransport, stack: ScriptedTidegate, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    args = {"payee_id": "cus_1", "amount_usd": 650.0, "order_id": "O-7"}
+    async with Tidegate(transport=bus, task_id="ticket-1008", proposals=SqliteProposals(tmp_path / "proposals.sqlite3")) as first:
+        assert isinstance(await first.propose("issue_refund", args, action_id="tool-call-18"), Escalated)
+    second = Tidegate(transport=CatchUpFails(bus), task_id="ticket-1008", proposals=SqliteProposals(tmp_path / "proposals.sqlite3"))
+    await second.start()
+    with pytest.raises(TimeoutError):
+        await second.propose("issue_refund", args, action_id="tool-call-18", timeout_s=0.3)  # the escalation before its start is not seen
+    assert "a background task of the Tidegate client stopped" in caplog.text
+    assert "the broker went away" in caplog.text
+    await second.stop()  # raised the catch-up's ConnectionError
