@@ -24,6 +24,11 @@ from tidegate.client.scripted import ScriptedTidegate
 SERVICES = KitSettings.model_fields
 
 
+def governed(bus: MemoryTransport) -> ScriptedTidegate:
+    """A deployment on `bus` (its keys are what the client trusts; a fresh clone has no `.tidegate/keys` to fall back on)."""
+    return ScriptedTidegate(bus, lambda p: ("allow", "low_risk_write_allowed"))
+
+
 def nested(levels: int) -> Any:
     """A value `levels` deep: `levels` lists, the innermost empty."""
     value: Any = []
@@ -71,7 +76,7 @@ async def test_args_nested_past_the_services_bound_are_refused_naming_the_arg_an
 
 async def test_args_nested_100000_deep_are_refused_not_a_recursion_error() -> None:
     bus = MemoryTransport()
-    async with Tidegate(transport=bus) as client:
+    async with governed(bus), Tidegate(transport=bus) as client:
         with pytest.raises(Unsendable, match="args nest deeper"):
             await client.propose("tag_ticket", {"extra": nested(100_000)})
     assert bus.topics["actions.proposed"] == []
@@ -79,7 +84,7 @@ async def test_args_nested_100000_deep_are_refused_not_a_recursion_error() -> No
 
 async def test_a_call_larger_than_the_services_read_is_refused_before_it_is_recorded(tmp_path: Path) -> None:
     bus = MemoryTransport()
-    async with Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "p.sqlite3")) as client:
+    async with governed(bus), Tidegate(transport=bus, proposals=SqliteProposals(tmp_path / "p.sqlite3")) as client:
         with pytest.raises(
             Unsendable, match=r"too large: its proposal is 20\d{5} bytes, and Tidegate takes at most 1048576 bytes"
         ) as refused:
@@ -144,7 +149,7 @@ async def test_the_kafka_transport_says_a_record_too_large_for_the_broker_is_uns
 
 async def test_a_nul_in_an_arg_is_refused_naming_the_arg() -> None:
     bus = MemoryTransport()
-    async with Tidegate(transport=bus) as client:
+    async with governed(bus), Tidegate(transport=bus) as client:
         with pytest.raises(ValidationError, match=r"args\.`refund\.lines\[1\]`\n.*U\+0000"):
             await client.propose("issue_refund", {"refund": {"lines": ["a", "b\u0000"]}})
         with pytest.raises(ValidationError, match=r"U\+0000"):  # in an arg's name

@@ -84,7 +84,7 @@ def test_a_service_with_a_bad_setting_exits_ex_config_before_it_connects() -> No
     ]
 
 
-def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and_exits_1_for_a_restart() -> None:
+def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and_exits_1_for_a_restart(tmp_path: Path) -> None:
     """Not a setting a person must fix (exit 1, restarted with backoff), and not a traceback of hundreds of lines."""
     for over, says in [
         ({"TIDEGATE_DATABASE_URL": "postgresql://127.0.0.1:9/tidegate"}, ("cannot reach PostgreSQL at 127.0.0.1:9",)),
@@ -95,6 +95,7 @@ def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and
         ),
     ]:
         env = os.environ | {"TIDEGATE_POLICY_PROVENANCE_WAIT_S": "1"} | over  # nowhere: port 9 (discard) is closed here
+        env |= {"TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}  # the key it makes at start is not the checkout's
         command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1, done.stderr[-2000:]
