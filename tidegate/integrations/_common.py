@@ -99,10 +99,10 @@ _MOST_REASONS = 5  # policy's messages the model reads; the codes are always all
 _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
-def quoted(text: str) -> str:
-    """`text` as a JSON string on one line, cut to `QUOTE_LIMIT` characters."""
-    cut = f" (cut: {len(text)} characters in all)" if len(text) > QUOTE_LIMIT else ""
-    return json.dumps(text[:QUOTE_LIMIT], ensure_ascii=False).translate(_LINE_BREAKS) + cut
+def quoted(text: str, *, limit: int = QUOTE_LIMIT) -> str:
+    """`text` as a JSON string on one line, cut to `limit` characters."""
+    cut = f" (cut: {len(text)} characters in all)" if len(text) > limit else ""
+    return json.dumps(text[:limit], ensure_ascii=False).translate(_LINE_BREAKS) + cut
 
 
 def outcome_text(outcome: Decided) -> str:

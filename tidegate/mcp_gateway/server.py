@@ -15,7 +15,6 @@ the call was cancelled) follows the first proposal (`tasks.ActionTasks`).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 from schemas import ToolSpec, action_digest
 from tidegate.client import ActionIdReused, Decided, Escalated, Tidegate, Unsendable
 from tidegate.client.limits import check_args
+from tidegate.integrations._common import quoted
 from tidegate.mcp_gateway.answers import (
     BUS_DOWN,
     IDEMPOTENCY_META,
@@ -75,8 +75,7 @@ def build_server(
         if params.name == STATUS_TOOL:
             return await status(client, arguments)
         if params.name not in specs:
-            shown = json.dumps(params.name[:100]) + (f" (cut: {len(params.name)} characters in all)" if len(params.name) > 100 else "")
-            return error(f"unknown tool {shown}; call one of tools/list", {"outcome": "unknown_tool"})
+            return error(f"unknown tool {quoted(params.name, limit=100)}; call one of tools/list", {"outcome": "unknown_tool"})
         meta: dict[str, Any] = dict(ctx.meta or {})
         if IDEMPOTENCY_META in meta and (problem := id_problem(meta[IDEMPOTENCY_META])):
             return invalid(
