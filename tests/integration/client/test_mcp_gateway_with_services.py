@@ -72,6 +72,19 @@ async def test_mcp_calls_are_allowed_denied_and_escalated_then_approved(
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1001", "cus_1002"]
 
 
+async def approve_then_poll(stack: Stack, agent: mcp.Client, ask: dict[str, Any], token: str, wait_for: Any) -> Any:
+    """Approve the pending call `ask` names over the approval API, then poll the status tool until it is no longer pending."""
+    listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+    [request] = [a for a in listing.json() if a["action_id"] == ask["action_id"]]
+    await stack.decide(request["approval_id"], "approve", token)
+
+    async def settled() -> Any:
+        answer = await agent.call_tool(STATUS_TOOL, ask)
+        return answer if answer.structured_content.get("outcome") != "pending" else None
+
+    return await wait_for(settled, timeout=60, interval=0.2, what="the approved call's result")
+
+
 async def test_in_pending_mode_an_escalated_mcp_call_returns_at_once_and_is_polled_until_a_human_approves(
     stack: Stack, client_settings: ClientSettings, tmp_path: Path, wait_for: Any
 ) -> None:
@@ -88,15 +101,7 @@ async def test_in_pending_mode_an_escalated_mcp_call_returns_at_once_and_is_poll
         assert (await agent.call_tool(STATUS_TOOL, ask)).structured_content["outcome"] == "pending"
         assert notes(tmp_path) == []
 
-        listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
-        [request] = [a for a in listing.json() if a["action_id"] == ask["action_id"]]
-        await stack.decide(request["approval_id"], "approve", token)
-
-        async def settled() -> Any:
-            answer = await agent.call_tool(STATUS_TOOL, ask)
-            return answer if answer.structured_content.get("outcome") != "pending" else None
-
-        done = await wait_for(settled, timeout=60, interval=0.2, what="the approved call's result")
+        done = await approve_then_poll(stack, agent, ask, token, wait_for)
     assert not done.is_error, done.content
     assert done.structured_content["customer"] == "cus_1003"
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1003"]
@@ -157,15 +162,7 @@ async def test_a_restarted_gateway_process_answers_a_poll_without_a_position_and
         still = await agent.call_tool(STATUS_TOOL, ask)
         assert (still.is_error, still.structured_content["outcome"]) == (False, "pending"), still.content
         token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
-        listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
-        [request] = [a for a in listing.json() if a["action_id"] == ask["action_id"]]
-        await stack.decide(request["approval_id"], "approve", token)
-
-        async def settled() -> Any:
-            answer = await agent.call_tool(STATUS_TOOL, ask)
-            return answer if answer.structured_content.get("outcome") != "pending" else None
-
-        done = await wait_for(settled, timeout=60, interval=0.2, what="the approved call's result")
+        done = await approve_then_poll(stack, agent, ask, token, wait_for)
         retried = await agent.call_tool("notes_add_note", call, meta={IDEMPOTENCY_META: ask["action_id"]})
     assert not done.is_error, done.content
     assert done.structured_content["customer"] == "cus_1004"
