@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from tidegate.commands.services import _service_command, _supervise
+from tidegate.commands._supervisor import service_command, supervise
 
 
 def copy_command(copy: str) -> list[str]:
     """The service command of one copy, marked in its environment."""
-    return ["env", f"TIDEGATE_CHAOS_COPY={copy}", *_service_command(copy.split(".")[0])]
+    return ["env", f"TIDEGATE_CHAOS_COPY={copy}", *service_command(copy.split(".")[0])]
 
 
 if __name__ == "__main__":
-    asyncio.run(_supervise(tuple(sys.argv[1:]), command=copy_command))
+    asyncio.run(supervise(tuple(sys.argv[1:]), command=copy_command))

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
 from services.policy.settings import PolicySettings
 from tidegate.cli import app
-from tidegate.commands.services import Backoff, _supervise
+from tidegate.commands._supervisor import Backoff, supervise
 
 
 def problems_of(make: object) -> list[str] | None:
@@ -125,7 +125,7 @@ async def test_the_supervisor_does_not_restart_a_service_whose_settings_are_not_
             stopping.set()
 
     await asyncio.wait_for(
-        _supervise(
+        supervise(
             ("policy", "audit"),
             make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.02, healthy_s=60),
             command=command,

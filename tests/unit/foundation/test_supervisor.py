@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tidegate.cli import app
 from tidegate.commands import services
 from tidegate.commands._supervised import Child, load, record_path
-from tidegate.commands.services import Backoff, _supervise
+from tidegate.commands._supervisor import Backoff, supervise
 
 
 def test_the_delay_doubles_on_quick_deaths_up_to_the_maximum() -> None:
@@ -47,7 +47,7 @@ async def run_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock:
             stopping.set()
 
     await asyncio.wait_for(
-        _supervise(
+        supervise(
             ("policy",),
             make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.08, healthy_s=60),
             command=lambda name: [sys.executable, "-c", "import sys; sys.exit(3)"],
@@ -102,7 +102,7 @@ async def test_the_supervisor_records_each_child_and_its_restarts_for_status(tmp
             stopping.set()
 
     await asyncio.wait_for(
-        _supervise(
+        supervise(
             ("audit",),
             make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.02, healthy_s=60),
             command=lambda name: [sys.executable, "-c", "import sys; sys.exit(3)"],
@@ -122,10 +122,10 @@ def test_up_refuses_a_metrics_base_whose_last_port_is_past_65535(tmp_path: Path,
     monkeypatch.setenv("COLUMNS", "400")
     supervised: list[tuple[str, ...]] = []
 
-    async def supervise(names: tuple[str, ...]) -> None:
+    async def record_names(names: tuple[str, ...]) -> None:
         supervised.append(names)
 
-    monkeypatch.setattr(services, "_supervise", supervise)
+    monkeypatch.setattr(services, "supervise", record_names)
     monkeypatch.setenv("TIDEGATE_METRICS_PORT", "65533")
     refused = CliRunner().invoke(app, ["up"])
     assert refused.exit_code == 2, refused.output

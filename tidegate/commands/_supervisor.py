@@ -1,0 +1,186 @@
+"""The supervisor `tidegate up` runs: each service a child process, restarted with backoff when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from servicekit import EX_CONFIG
+from tidegate.commands._common import settings
+from tidegate.commands._supervised import Child, Supervised, health_url, process_start, record_path, save, utc_stamp
+
+SERVICES = ("policy", "approval", "executor", "planner", "audit")
+
+
+@dataclass
+class Backoff:
+    """How long to wait before restarting a service that died: doubling on each quick death, reset by a healthy run.
+
+    A child that ran at least `healthy_s` before dying was healthy: it is restarted after `initial_s`
+    again, so one crash a day never waits the maximum. One that keeps dying at start-up waits
+    `initial_s`, then twice that, up to `max_s`.
+    """
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    healthy_s: float = 60.0
+    _next_s: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._next_s = self.initial_s
+
+    def after_death(self, ran_s: float) -> float:
+        """The delay before the next start of a child that died after running `ran_s` seconds."""
+        if ran_s >= self.healthy_s:
+            self._next_s = self.initial_s
+        delay = self._next_s
+        self._next_s = min(self._next_s * 2, self.max_s)
+        return delay
+
+
+def _not_started_reason(log: Path) -> str:
+    """What a service that exited `EX_CONFIG` wrote last (its `not started` line and the settings it names)."""
+    try:
+        tail = log.read_bytes()[-4096:].decode(errors="replace").splitlines()
+    except OSError:
+        tail = []
+    start = max((i for i, line in enumerate(tail) if "not started:" in line), default=None)
+    if start is None:
+        return f"a setting is not valid (see {log})"
+    return "; ".join(line.strip() for line in tail[start:] if line.strip())
+
+
+def service_command(name: str) -> list[str]:
+    return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
+
+
+def say(message: str) -> None:
+    """One line of the supervisor's log (stdout: `supervisor.log` when detached), stamped in UTC: it is read during incidents."""
+    print(f"{utc_stamp()} {message}", flush=True)
+
+
+def _keep(path: Path, record: Supervised) -> None:
+    """Save the record `tidegate status` reads; a disk that refuses it is said, and does not stop the supervision."""
+    try:
+        save(path, record)
+    except OSError as exc:
+        say(f"cannot write {path} (`tidegate status` reads it): {exc}")
+
+
+async def supervise(
+    names: tuple[str, ...],
+    *,
+    make_backoff: Callable[[], Backoff] = Backoff,
+    command: Callable[[str], list[str]] = service_command,
+    clock: Callable[[], float] = time.monotonic,
+    stopping: asyncio.Event | None = None,
+    on_restart: Callable[[str, int | None, float | None], None] | None = None,
+) -> None:
+    """Start each service as a child process; restart one that dies (with backoff); stop all on signal.
+
+    A dead child waits out its own delay while the others are watched as usual (and a stop signal
+    during the wait stops at once). A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
+    `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
+    child is left. Each start, death and restart is a line on stdout stamped in UTC, and is kept in
+    `<run_dir>/up.json` for `tidegate status` (restarts counted). Tests pass a short `make_backoff`, a
+    `command` and a `stopping` event.
+    """
+    kit = settings()
+    run_dir = kit.run_dir
+    logs, ready = run_dir / "logs", run_dir / "ready"
+    logs.mkdir(parents=True, exist_ok=True)
+    ready.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {"TIDEGATE_READY_DIR": str(ready)}
+    children: dict[str, asyncio.subprocess.Process] = {}
+    backoff = {name: make_backoff() for name in names}
+    started_at: dict[str, float] = {}
+    restart_at: dict[str, float] = {}
+    if stopping is None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+    tick_s = min(1.0, min(b.initial_s for b in backoff.values()) / 2) if backoff else 1.0
+
+    metrics_base = os.environ.get("TIDEGATE_METRICS_PORT")
+    record_file = record_path(run_dir)
+    record = Supervised(supervisor_pid=os.getpid(), supervisor_start=process_start(os.getpid()), started_at=datetime.now(UTC))
+
+    def note(name: str, **change: object) -> None:
+        record.services[name] = record.services[name].model_copy(update=change)
+        _keep(record_file, record)
+
+    async def start(name: str) -> None:
+        (ready / f"{name}.ready").unlink(missing_ok=True)  # a killed child's is still there: this one is not ready yet
+        (ready / f"{name}.failed").unlink(missing_ok=True)
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
+        # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
+        port = int(metrics_base) + SERVICES.index(name) if metrics_base else None
+        own = {"TIDEGATE_METRICS_PORT": str(port)} if port is not None else {}
+        proc = children[name] = await asyncio.create_subprocess_exec(*command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own)
+        started_at[name] = clock()
+        log.close()
+        before = record.services.get(name)
+        record.services[name] = Child(
+            state="running",
+            pid=proc.pid,
+            pid_start=process_start(proc.pid),
+            started_at=datetime.now(UTC),
+            restarts=0 if before is None else before.restarts + 1,
+            last_exit=None if before is None else before.last_exit,
+            health_url=health_url(kit.metrics_host, port),
+        )
+        _keep(record_file, record)
+        say(f"{name} started (pid {proc.pid})" if before is None else f"{name} restarted (pid {proc.pid}, restart {before.restarts + 1})")
+
+    say(f"supervising {', '.join(names)} (pid {os.getpid()}); logs in {logs}")
+    for name in names:
+        await start(name)
+    while not stopping.is_set() and children:  # none left: each one's settings were not valid
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), tick_s)
+        if stopping.is_set():
+            break
+        now = clock()
+        for name, proc in list(children.items()):
+            if name in restart_at:
+                if now >= restart_at[name]:
+                    del restart_at[name]
+                    await start(name)
+            elif proc.returncode == EX_CONFIG:  # a setting is not valid: restarting cannot fix it, a person must
+                del children[name]
+                reason = _not_started_reason(logs / f"{name}.log")
+                (ready / f"{name}.failed").write_text(reason)
+                note(name, state="not started", last_exit=proc.returncode, reason=reason)
+                say(f"{name} did not start, and is not restarted: {reason}")
+                if on_restart is not None:
+                    on_restart(name, proc.returncode, None)
+            elif proc.returncode is not None:
+                delay = backoff[name].after_death(now - started_at[name])
+                restart_at[name] = now + delay
+                note(name, state="restarting", last_exit=proc.returncode, restart_at=datetime.now(UTC) + timedelta(seconds=delay))
+                say(f"{name} exited with {proc.returncode}; restarting in {delay:.0f}s")
+                if on_restart is not None:
+                    on_restart(name, proc.returncode, delay)
+    if children:
+        say(f"stopping {', '.join(children)}")
+    for proc in children.values():
+        if proc.returncode is None:
+            proc.terminate()
+    for name, proc in children.items():
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            say(f"{name} did not stop in 20 s; killing it")
+            proc.kill()
+    record_file.unlink(missing_ok=True)
+    say("stopped")
