@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from schemas import ActionProposedData
-from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Tidegate
+from tidegate.client import ANSWER_TOPICS, ClientSettings, MemoryTransport, Position, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 
 TOOLS = ("tag_ticket", "issue_refund", "delete_customer_data")
@@ -78,19 +78,16 @@ async def wait_pending(governance: ScriptedTidegate) -> str:
     raise AssertionError("no approval request")
 
 
-class ResumesAtOnce:
-    """Counts how many of `client.resume` run at the same time (a sweep's rows checked together or one after another)."""
+class ReadsOpened:
+    """Counts the readers of the answer topics opened on `bus` from now on (a sweep's one read, or one per row)."""
 
-    def __init__(self, client: Tidegate) -> None:
-        self.running = self.most = 0
-        resume = client.resume
+    def __init__(self, bus: MemoryTransport) -> None:
+        self.count = 0
+        read = bus.read
 
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            self.running += 1
-            self.most = max(self.most, self.running)
-            try:
-                return await resume(*args, **kwargs)
-            finally:
-                self.running -= 1
+        def counted(topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+            if topics == ANSWER_TOPICS:
+                self.count += 1
+            return read(topics, start)
 
-        client.resume = counted  # type: ignore[method-assign]
+        bus.read = counted  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from integrations.harness import ResumesAtOnce, rule, wait_pending
+from integrations.harness import ReadsOpened, rule, wait_pending
 from schemas import ActionProposedData
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
@@ -370,8 +370,8 @@ async def test_a_task_that_cannot_be_answered_does_not_block_the_other_decisions
     assert sfn.answered == [("success", "live-3")]
 
 
-async def test_a_sweep_checks_the_waiting_tasks_together_not_one_timeout_after_another(
-    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+async def test_a_sweep_reads_the_answer_topics_once_for_all_its_waiting_tasks(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, bus: MemoryTransport, tmp_path: Path
 ) -> None:
     sfn, sqs = TroubledStepFunctions(), OneBatch([(f"live-{n}", 900.0) for n in range(10)])
     pending = PendingTokens(tmp_path / "tokens.sqlite3")
@@ -380,8 +380,8 @@ async def test_a_sweep_checks_the_waiting_tasks_together_not_one_timeout_after_a
         assert await bridge.poll() == 10
         [decided, *_] = governance.pending()
         await governance.approve(decided.approval_id)
-        checks = ResumesAtOnce(client)
+        reads = ReadsOpened(bus)
         assert await bridge.complete_decided(timeout_s=0.5) == 1
+    assert reads.count == 1  # one per waiting task (10) before
     assert len(sfn.answered) == 1
     assert len(pending.rows()) == 9
-    assert checks.most == 10  # one after another (1), each undecided task held the rows after it for its timeout

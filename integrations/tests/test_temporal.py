@@ -16,8 +16,8 @@ from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
-from integrations.harness import ResumesAtOnce, rule, wait_pending
-from tidegate.client import MemoryTransport, Tidegate
+from integrations.harness import ReadsOpened, rule, wait_pending
+from tidegate.client import ANSWER_TOPICS, ClientSettings, Executed, MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.temporal import GovernedCall, PendingActivities, TidegateActivities, complete_decided
 
@@ -173,8 +173,8 @@ async def test_an_activity_that_cannot_be_completed_does_not_block_the_others(
     assert "temporal:refund-wf:run-1:2 not completed" in caplog.text
 
 
-async def test_a_sweep_checks_the_waiting_activities_together_not_one_timeout_after_another(
-    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, tmp_path: Path
+async def test_a_sweep_reads_the_answer_topics_once_for_all_its_waiting_activities(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, bus: MemoryTransport, tmp_path: Path
 ) -> None:
     pending = PendingActivities(tmp_path / "pending.sqlite3")
     temporal = FakeTemporal()
@@ -185,10 +185,42 @@ async def test_a_sweep_checks_the_waiting_activities_together_not_one_timeout_af
                 await environment(str(n), b"token-%d" % n).run(
                     activities.propose, GovernedCall("issue_refund", {"payee_id": f"cus_{n}", "amount_usd": 900.0})
                 )
-        [decided, *_] = governance.pending()
-        await governance.approve(decided.approval_id)
-        checks = ResumesAtOnce(client)
-        assert await complete_decided(client, pending, temporal, timeout_s=0.5) == 1
-    assert len(temporal.completed) == 1
-    assert len(pending.rows()) == 9
-    assert checks.most == 10  # one after another (1), each undecided activity held the rows after it for its timeout
+        approved, rejected, *_ = governance.pending()
+        await governance.approve(approved.approval_id)
+        await governance.reject(rejected.approval_id)
+        reads = ReadsOpened(bus)
+        assert await complete_decided(client, pending, temporal, timeout_s=0.5) == 2
+    assert reads.count == 1  # one per waiting activity (10) before
+    assert {result["action_id"]: result["outcome"] for result in temporal.completed.values()} == {
+        approved.action_id: "executed",
+        rejected.action_id: "rejected",
+    }
+    assert len(pending.rows()) == 8
+
+
+async def test_an_activity_whose_id_another_call_took_is_kept_and_logged_and_the_others_complete(
+    make_client: Callable[[], Tidegate],
+    governance: ScriptedTidegate,
+    bus: MemoryTransport,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    taken = "temporal:refund-wf:run-1:taken"
+    pending = PendingActivities(tmp_path / "pending.sqlite3")
+    temporal = FakeTemporal()
+    async with make_client() as client:
+        before = (await bus.end(ANSWER_TOPICS)).token()
+        async with Tidegate(ClientSettings(tenant="globex"), transport=bus) as globex:  # another tenant takes the id first
+            assert isinstance(await globex.propose("tag_ticket", {"ticket_id": "G-1"}, action_id=taken), Executed)
+        pending.add(taken, before, b"token-taken")  # a row the policy refused (say, recorded by a bridge of another tenant)
+        with pytest.raises(COMPLETE_ASYNC):
+            await environment("1", b"token-1").run(
+                TidegateActivities(client, pending).propose, GovernedCall("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0})
+            )
+        await governance.approve(await wait_pending(governance))
+        assert await complete_decided(client, pending, temporal, timeout_s=5) == 1  # before: ActionIdReused failed the sweep
+    assert list(temporal.completed) == [b"token-1"]
+    assert [row[0] for row in pending.rows()] == [taken]
+    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert f"temporal activity {taken} kept for a person to look at" in error.getMessage()
+    assert "action_id_reused" in error.getMessage()

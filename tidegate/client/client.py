@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul
+from tidegate.client._resume import by_position, read_until_settled, settled
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.limits import Unsendable, check_args, check_size
 from tidegate.client.memory import MemoryTransport
@@ -328,24 +329,43 @@ class Tidegate:
         Raises:
             ActionIdReused: The policy decided another call under this id (another tenant's, or other args).
             TimeoutError: Nothing conclusive arrived in time.
+            ValueError: `position` is not a position token.
         """
-        progress = Progress(action_id, tenant_id=tenant or self.settings.tenant, action_digest=self.proposals.action_digest(action_id))
-        start = Position.parse(position) if position else None
+        progress = self._progress(action_id, tenant)
+        await read_until_settled(self.transport, self.trust, by_position([(progress, position)]), timeout_s)
+        outcome = settled(progress)
+        if isinstance(outcome, ActionIdReused):
+            raise outcome
+        if outcome is None:
+            raise _no_answer(progress, timeout_s)
+        return outcome
 
-        async def follow() -> Decided:
-            async for topic, event in self.transport.read(ANSWER_TOPICS, start):
-                if self.trust.believes(event) and progress.apply(topic, event):
-                    if progress.refused:
-                        raise ActionIdReused(action_id, by_deployment=True)
-                    final = progress.final()
-                    if final is not None:
-                        return final
-            raise RuntimeError("the answer topics ended")  # a transport's read never ends; this is for the type checker
+    async def resume_many(
+        self, rows: Iterable[tuple[str, str | None]], *, timeout_s: float, tenant: str | None = None
+    ) -> dict[str, Decided | ActionIdReused]:
+        """How each of many earlier proposals ended, read at once: what a sweep over waiting approvals asks.
 
-        try:
-            return await asyncio.wait_for(follow(), timeout_s)
-        except TimeoutError:
-            raise _no_answer(progress, timeout_s) from None
+        `rows` are `(action_id, position)` pairs (a position as `resume` takes it; None: the topics' beginning).
+        Each action is answered as `resume` would answer it, from its own position on, but the actions that share
+        a position share one read of the answer topics: a client's proposals all carry its start position, so a
+        sweep reads once per client start, however many actions wait. The reads end when every action is
+        settled or `timeout_s` passed.
+
+        Returns:
+            The settled actions, in the order given: the final outcome, or the `ActionIdReused` the policy's
+            decision of another call under that id means for that action alone. The undecided are left out.
+
+        Raises:
+            ValueError: An action id given twice, or a position that is not a position token (nothing is read).
+        """
+        progresses = [(self._progress(action_id, tenant), position) for action_id, position in rows]
+        await read_until_settled(self.transport, self.trust, by_position(progresses), timeout_s)
+        answers = ((progress.action_id, settled(progress)) for progress, _ in progresses)
+        return {action_id: outcome for action_id, outcome in answers if outcome is not None}
+
+    def _progress(self, action_id: str, tenant: str | None) -> Progress:
+        """An earlier proposal to follow: the tenant's, matched to the call the ledger recorded under the id (if it did)."""
+        return Progress(action_id, tenant_id=tenant or self.settings.tenant, action_digest=self.proposals.action_digest(action_id))
 
 
 def _decided_digest(event: ActionProposed) -> str:

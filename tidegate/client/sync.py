@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from tidegate.client.client import Tidegate
+from tidegate.client.ledger import ActionIdReused
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 
 __all__ = ["SyncTidegate"]
@@ -60,3 +61,9 @@ class SyncTidegate:
     def resume(self, action_id: str, *, position: str | None = None, timeout_s: float | None = None) -> Decided:
         """`Tidegate.resume`, blocking."""
         return self._run(self.client.resume(action_id, position=position, timeout_s=timeout_s))
+
+    def resume_many(
+        self, rows: Iterable[tuple[str, str | None]], *, timeout_s: float, tenant: str | None = None
+    ) -> dict[str, Decided | ActionIdReused]:
+        """`Tidegate.resume_many`, blocking."""
+        return self._run(self.client.resume_many(rows, timeout_s=timeout_s, tenant=tenant))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from schemas import Reason
-from tidegate.client import Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
+from tidegate.client import ActionIdReused, Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
 from tidegate.client.ledger import CallLedger
 
 __all__ = [
@@ -27,11 +28,14 @@ __all__ = [
     "result_value",
     "serve_function",
     "settle_each",
+    "sweep",
 ]
 
 T = TypeVar("T")
 
-# How many waiting rows a sweep (Temporal, Step Functions) checks at once: each check reads the answer topics with a consumer of its own.
+log = logging.getLogger(__name__)
+
+# How many decided rows a sweep (Temporal, Step Functions) completes at once (a call to Temporal or Step Functions each).
 SWEEP_CONCURRENCY = 32
 
 
@@ -60,13 +64,10 @@ def function_runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaita
 async def settle_each(items: Sequence[T], settle: Callable[[T], Awaitable[bool]], *, concurrency: int) -> int:
     """Run `settle` over `items`, at most `concurrency` at once; returns how many it settled (returned True).
 
-    A sweep over waiting approvals uses it, so one undecided row's wait does not hold up the rows after
-    it. An error `settle` raises fails the sweep, as it did one row at a time: the first is raised,
-    and the rows not settled yet wait for the next sweep.
+    A sweep completes its decided rows with it, so one slow completion does not hold up the others. An
+    error `settle` raises fails the sweep: the first is raised, and the rows not settled yet wait for the next sweep.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency is at least 1, not {concurrency}")
-    gate = asyncio.Semaphore(concurrency)
+    gate = asyncio.Semaphore(_checked(concurrency))
 
     async def one(item: T) -> bool:
         async with gate:
@@ -79,6 +80,40 @@ async def settle_each(items: Sequence[T], settle: Callable[[T], Awaitable[bool]]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def sweep(
+    client: Tidegate,
+    rows: Sequence[tuple[str, str, T]],
+    complete: Callable[[str, T, Decided], Awaitable[bool]],
+    *,
+    what: str,
+    timeout_s: float,
+    concurrency: int,
+) -> int:
+    """Complete each waiting row (action id, position, the framework's token) whose decision came; returns how many.
+
+    One `resume_many` reads every row's story, at most `timeout_s` (one read of the answer topics per position
+    the rows share: per client start, not per row); then `complete(action_id, token, outcome)` runs for each
+    decided row, `concurrency` at a time. A row whose id the policy decided for another call (`ActionIdReused`)
+    is logged as an error and kept, for a person to look at: neither its decision nor its failure can be told.
+    """
+    _checked(concurrency)  # before the read: a bad value waits for nothing
+    answers = await client.resume_many([(action_id, position) for action_id, position, _ in rows], timeout_s=timeout_s)
+    decided: list[tuple[str, T, Decided]] = []
+    for action_id, _, token in rows:
+        outcome = answers.get(action_id)
+        if isinstance(outcome, ActionIdReused):
+            log.error("%s %s kept for a person to look at: %s", what, action_id, outcome)
+        elif outcome is not None:
+            decided.append((action_id, token, outcome))
+    return await settle_each(decided, lambda row: complete(*row), concurrency=concurrency)
+
+
+def _checked(concurrency: int) -> int:
+    if concurrency < 1:
+        raise ValueError(f"concurrency is at least 1, not {concurrency}")
+    return concurrency
 
 
 def result_value(outcome: Executed) -> Any:

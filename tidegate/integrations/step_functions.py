@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tidegate.client import ActionIdReused, Decided, Escalated, Executed, Tidegate
-from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, settle_each
+from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, sweep
 
 __all__ = ["PendingTokens", "StepFunctionsBridge", "action_id_for", "governed_task"]
 
@@ -181,19 +181,16 @@ class StepFunctionsBridge:
     async def complete_decided(self, *, timeout_s: float = 1.0, concurrency: int = SWEEP_CONCURRENCY) -> int:
         """Send the decision of every waiting task whose human decided; returns how many.
 
-        The tasks are checked `concurrency` at a time, each waiting at most `timeout_s` for its decision, so
-        a sweep takes about `timeout_s` per `concurrency` undecided tasks, not per task.
+        One read of the answer topics serves the whole sweep (one per position the rows share, that is per
+        client start), waiting at most `timeout_s` for the decisions, so a sweep takes about `timeout_s` however
+        many tasks wait; then the decisions are sent, `concurrency` at a time.
         One task's trouble stays its own: an error sending its decision is logged and the sweep goes on. A task
         Step Functions no longer has (`TaskTimedOut`, `TaskDoesNotExist`, `InvalidToken`) is dropped; on any
-        other error (Step Functions unreachable, throttled) the task stays for the next sweep.
+        other error (Step Functions unreachable, throttled) the task stays for the next sweep. A task whose action
+        id the policy decided for another call is logged as an error and kept.
         """
 
-        async def complete(row: tuple[str, str, str]) -> bool:
-            action_id, position, token = row
-            try:
-                final = await self.client.resume(action_id, position=position, timeout_s=timeout_s)
-            except TimeoutError:
-                return False
+        async def complete(action_id: str, token: str, final: Decided) -> bool:
             try:
                 await self._send(token, final)
             except Exception as exc:  # any error is this task's alone; the sweep goes on
@@ -206,7 +203,8 @@ class StepFunctionsBridge:
             self.pending.remove(action_id)
             return True
 
-        return await settle_each(self.pending.rows(), complete, concurrency=concurrency)
+        rows = self.pending.rows()
+        return await sweep(self.client, rows, complete, what="step functions task", timeout_s=timeout_s, concurrency=concurrency)
 
     async def _send(self, token: str, outcome: Decided) -> None:
         body = outcome_dict(outcome)

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 from temporalio import activity
 from temporalio.service import RPCError, RPCStatusCode
 
-from tidegate.client import Escalated, Tidegate
-from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, settle_each
+from tidegate.client import Decided, Escalated, Tidegate
+from tidegate.integrations._common import SWEEP_CONCURRENCY, outcome_dict, sweep
 
 __all__ = ["GovernedCall", "PendingActivities", "TidegateActivities", "complete_decided", "outcome_dict"]
 
@@ -115,20 +115,17 @@ async def complete_decided(
 ) -> int:
     """Complete every waiting activity whose human decided (run it in a loop beside the worker); returns how many.
 
-    The activities are checked `concurrency` at a time, each waiting at most `timeout_s` for its decision,
-    so a sweep takes about `timeout_s` per `concurrency` undecided activities, not per activity.
+    One read of the answer topics serves the whole sweep (one per position the rows share, that is per client
+    start), waiting at most `timeout_s` for the decisions, so a sweep takes about `timeout_s` however many
+    activities wait; then the decided ones are completed, `concurrency` at a time.
     One activity's trouble stays its own: an error completing it is logged and the sweep goes on. When
     Temporal says the activity is gone (`NOT_FOUND`: the workflow ended or the activity timed out meanwhile;
     `INVALID_ARGUMENT`: a token it cannot read) the row is dropped, since no later sweep can complete it;
-    otherwise (Temporal unreachable, say) the row stays for the next sweep.
+    otherwise (Temporal unreachable, say) the row stays for the next sweep. A row whose action id the policy
+    decided for another call is logged as an error and kept.
     """
 
-    async def complete(row: tuple[str, str, bytes]) -> bool:
-        action_id, position, token = row
-        try:
-            final = await client.resume(action_id, position=position, timeout_s=timeout_s)
-        except TimeoutError:
-            return False
+    async def complete(action_id: str, token: bytes, final: Decided) -> bool:
         try:
             await handle_for(task_token=token).complete(outcome_dict(final))
         except Exception as exc:  # any error is this row's alone; the sweep goes on
@@ -141,4 +138,4 @@ async def complete_decided(
         pending.remove(action_id)
         return True
 
-    return await settle_each(pending.rows(), complete, concurrency=concurrency)
+    return await sweep(client, pending.rows(), complete, what="temporal activity", timeout_s=timeout_s, concurrency=concurrency)
