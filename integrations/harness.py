@@ -85,9 +85,11 @@ class ReadsOpened:
         self.count = 0
         read = bus.read
 
-        def counted(topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+        def counted(
+            topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+        ) -> AsyncIterator[tuple[str, Any]]:
             if topics == ANSWER_TOPICS:
                 self.count += 1
-            return read(topics, start)
+            return read(topics, start, caught_up=caught_up)
 
         bus.read = counted  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from tidegate.client.ledger import ActionIdReused
 from tidegate.client.outcomes import Decided
@@ -51,31 +52,60 @@ def _parsed(action_id: str, token: str) -> Position:
 
 
 async def read_until_settled(transport: Transport, trust: Trust, follows: Follows, timeout_s: float | None) -> None:
-    """Apply every believed answer to its action's progress, one read per position, until all are settled or `timeout_s` passed.
+    """Apply every believed answer to its action's progress, one read per position, until all are settled or time is up.
 
-    Running out of time is not an error here: the caller reads off each progress where it stands.
-    A read that fails (the broker gone, the topics missing) raises, and the other reads stop with it.
+    `timeout_s` is the wait for answers not given yet: it counts from when every read has read what was
+    on the topics as it began, so a long history (a busy bus, an old position) is read to its end however
+    long that takes, while it moves on; a read that stalls for `timeout_s` ends the wait too. Running out of
+    time is not an error here: the caller reads off each progress where it stands. A read that fails (the
+    broker gone, the topics missing) raises, and the other reads stop with it.
     """
-    reads = [asyncio.create_task(_read(transport, trust, start, progresses)) for start, progresses in follows]
-    limit = asyncio.timeout(timeout_s)
+    if not follows:
+        return
+    readers = [_Reader(start, progresses) for start, progresses in follows]
+    reads = [asyncio.create_task(_read(transport, trust, reader)) for reader in readers]
+    finished = asyncio.gather(*reads)
+    clock = asyncio.get_running_loop().time
     try:
-        async with limit:
-            await asyncio.gather(*reads)
-    except TimeoutError:
-        if not limit.expired():  # a read's own timeout is a failure of that read, not the end of the wait
-            raise
+        while not finished.done():
+            left = None if timeout_s is None else timeout_s - (clock() - max(reader.moved_at for reader in readers))
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait({finished}, timeout=left)
+        if finished.done():
+            finished.result()  # a read's failure, raised
     finally:
         for read in reads:
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
 
 
-async def _read(transport: Transport, trust: Trust, start: Position | None, progresses: Sequence[Progress]) -> None:
-    """One reader from `start`, until each of `progresses` is settled."""
-    waiting = {p.action_id: p for p in progresses}
-    async for topic, event in transport.read(ANSWER_TOPICS, start):
-        progress = waiting.get(getattr(event.data, "action_id", ""))
-        if progress is not None and trust.believes(event) and progress.apply(topic, event) and settled(progress) is not None:
-            del waiting[progress.action_id]
-            if not waiting:
-                return
+@dataclass
+class _Reader:
+    """One read of the answer topics from `start` for the actions that share it, and how far along it is."""
+
+    start: Position | None
+    progresses: Sequence[Progress]
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    moved_at: float = field(default_factory=lambda: asyncio.get_running_loop().time())  # when it last read history; then caught up
+
+    def moved(self) -> None:
+        self.moved_at = asyncio.get_running_loop().time()
+
+
+async def _read(transport: Transport, trust: Trust, reader: _Reader) -> None:
+    """One reader, until each of its actions is settled."""
+    waiting = {p.action_id: p for p in reader.progresses}
+    caught_up = asyncio.create_task(reader.caught_up.wait())
+    caught_up.add_done_callback(lambda _: reader.moved())
+    try:
+        async for topic, event in transport.read(ANSWER_TOPICS, reader.start, caught_up=reader.caught_up):
+            if not reader.caught_up.is_set():
+                reader.moved()
+            progress = waiting.get(getattr(event.data, "action_id", ""))
+            if progress is not None and trust.believes(event) and progress.apply(topic, event) and settled(progress) is not None:
+                del waiting[progress.action_id]
+                if not waiting:
+                    return
+    finally:
+        caught_up.cancel()

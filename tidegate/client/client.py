@@ -323,8 +323,9 @@ class Tidegate:
 
         Reads the answer topics from `position` (an `Escalated.position`) or, without one, from their
         beginning, keeping only this action's events of `tenant` (default from the settings); then waits for
-        the rest. A proposal `proposals` recorded is answered only by the policy's decision of that very call;
-        for an id it did not record, any call of the tenant under that id is taken for it.
+        the rest, `timeout_s` at most (reading what was already there does not count, while it moves on). A
+        proposal `proposals` recorded is answered only by the policy's decision of that very call; for an id
+        it did not record, any call of the tenant under that id is taken for it.
 
         Raises:
             ActionIdReused: The policy decided another call under this id (another tenant's, or other args).

@@ -48,9 +48,18 @@ class MemoryTransport:
         """Current length of each topic."""
         return Position({f"{t}:0": len(self.topics[t]) for t in topics})
 
-    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
-        """Every event from `start`, then wait for more."""
+    async def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Every event from `start`, then wait for more; `caught_up` is set once those there at the start were yielded."""
         next_index = {t: (start.offset(t, 0) if start else 0) for t in topics}
+        history = [(t, e) for t in topics for e in self.topics[t][next_index[t] :]]
+        for t in topics:
+            next_index[t] = len(self.topics[t])
+        for item in history:
+            yield item
+        if caught_up is not None:
+            caught_up.set()
         while True:
             async with self._changed:
                 await self._changed.wait_for(lambda: any(len(self.topics[t]) > next_index[t] for t in topics))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -92,8 +93,14 @@ class Transport(Protocol):
         """Where the topics end now."""
         ...
 
-    def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
-        """Every valid event of the topics from `start` (the beginning when None), then new ones as they come."""
+    def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """Every valid event of the topics from `start` (the beginning when None), then new ones as they come.
+
+        `caught_up` is set once every event that was on the topics when the read began has been yielded
+        (at once when there was none): what came after is live.
+        """
         ...
 
     def serve(self, topic: str, group: str) -> AsyncIterator[Delivery]:
@@ -169,7 +176,9 @@ class KafkaTransport:
         finally:
             await consumer.stop()
 
-    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+    async def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         """Assign every partition (no consumer group: reading commits nothing) and follow from `start`."""
         consumer = self._consumer()
         try:  # started inside: a client stopped while this reader starts still closes its consumer
@@ -181,7 +190,12 @@ class KafkaTransport:
             else:
                 for tp in parts:
                     consumer.seek(tp, start.offset(tp.topic.removeprefix(self._prefix), tp.partition))
+            ends = await consumer.end_offsets(parts) if caught_up is not None else {}
             while True:
+                if ends and await _reached(consumer, ends):
+                    ends = {}
+                if caught_up is not None and not ends:
+                    caught_up.set()
                 batch = await consumer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
                     name = tp.topic.removeprefix(self._prefix)
@@ -213,6 +227,14 @@ class KafkaTransport:
                         yield Delivery(event, ack)
         finally:
             await consumer.stop()
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether the consumer's next offset of each partition is at or past where it ended (markers and deleted records skipped too)."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
 
 
 def _offsets(token: str) -> dict[str, int]:

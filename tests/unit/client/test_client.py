@@ -355,11 +355,11 @@ class CatchUpFails(MemoryTransport):
         self.__dict__ = bus.__dict__  # the same topics and keys
         self.reads = 0
 
-    def read(self, topics: tuple[str, ...], start: Position | None) -> Any:
+    def read(self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None) -> Any:
         self.reads += 1
         if self.reads > 1:
             raise ConnectionError("the broker went away")
-        return super().read(topics, start)
+        return super().read(topics, start, caught_up=caught_up)
 
 
 async def test_a_catch_up_that_fails_is_logged_at_once_and_stop_does_not_raise_it(

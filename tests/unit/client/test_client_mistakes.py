@@ -42,8 +42,10 @@ class Unanswered:
             raise RuntimeError("topics missing on the broker: nope.actions.decided")
         return await self.memory.end(topics)
 
-    def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
-        return self.memory.read(topics, start)
+    def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        return self.memory.read(topics, start, caught_up=caught_up)
 
     def serve(self, topic: str, group: str) -> AsyncIterator[Delivery]:
         return self.memory.serve(topic, group)

@@ -43,10 +43,12 @@ class FlakyBus(MemoryTransport):
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19092, <AddressFamily.AF_INET: 2>)]")
         await super().publish(topic, event)
 
-    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+    async def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         if self.down:
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 19092, <AddressFamily.AF_INET: 2>)]")
-        async for item in super().read(topics, start):
+        async for item in super().read(topics, start, caught_up=caught_up):
             yield item
 
 

@@ -6,6 +6,7 @@ readers; each row still answered exactly as `resume` would answer it, by its ten
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,10 +45,12 @@ class CountedBus(MemoryTransport):
         super().__init__()
         self.reads = 0
 
-    def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+    def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         if topics == ANSWER_TOPICS:
             self.reads += 1
-        return super().read(topics, start)
+        return super().read(topics, start, caught_up=caught_up)
 
 
 @pytest.fixture
@@ -162,10 +165,12 @@ class BrokenReads(MemoryTransport):
 
     broken = False
 
-    async def read(self, topics: tuple[str, ...], start: Position | None) -> AsyncIterator[tuple[str, Any]]:
+    async def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
         if self.broken and topics == ANSWER_TOPICS:
             raise TimeoutError("the broker timed out a fetch")
-        async for item in super().read(topics, start):
+        async for item in super().read(topics, start, caught_up=caught_up):
             yield item
 
 
@@ -192,3 +197,58 @@ def test_the_sync_flavour_resumes_many() -> None:
         finally:
             tg.run(stack.__aexit__(None, None, None))
     assert isinstance(answers[outcome.action_id], Rejected)
+
+
+class SlowHistory(MemoryTransport):
+    """A bus whose readers of the answer topics take `per_event_s` for each event that was there before they began:
+    a busy deployment's history, read from an old position. `stall` makes them never read it at all."""
+
+    per_event_s = 0.0
+    stall = False
+
+    async def read(
+        self, topics: tuple[str, ...], start: Position | None, *, caught_up: asyncio.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        if topics != ANSWER_TOPICS or not (self.per_event_s or self.stall):
+            async for item in super().read(topics, start, caught_up=caught_up):
+                yield item
+            return
+        if self.stall:
+            await asyncio.Event().wait()  # connected, never fetching
+        history = caught_up or asyncio.Event()
+        async for item in super().read(topics, start, caught_up=history):
+            if not history.is_set():
+                await asyncio.sleep(self.per_event_s)
+            yield item
+
+
+async def test_a_history_longer_to_read_than_the_timeout_is_read_to_its_end_and_the_decision_in_it_found() -> None:
+    """The timeout is the wait for answers not given yet; reading what is already there, while it moves on, does not count."""
+    bus = SlowHistory()
+    async with ScriptedTidegate(bus, rule) as stack, Tidegate(tenant("acme"), transport=bus) as tg:
+        waiting = [await escalated(tg, f"H-{n}") for n in range(4)]
+        await stack.reject(waiting[-1].approval_id, comment="read to the end")
+        history = sum(len(bus.topics[t]) for t in ANSWER_TOPICS)
+        bus.per_event_s = 0.02
+        began = time.monotonic()
+        answers = await tg.resume_many([(e.action_id, e.position) for e in waiting], timeout_s=0.1)
+        took = time.monotonic() - began
+        rejected = await tg.resume(waiting[-1].action_id, position=waiting[-1].position, timeout_s=0.1)
+    assert history * bus.per_event_s > 0.1  # the history alone takes longer than the timeout
+    assert list(answers) == [waiting[-1].action_id]
+    assert isinstance(answers[waiting[-1].action_id], Rejected)
+    assert isinstance(rejected, Rejected)
+    assert rejected.comment == "read to the end"
+    assert took < 10
+
+
+async def test_a_read_that_never_moves_ends_the_wait_after_the_timeout() -> None:
+    bus = SlowHistory()
+    async with ScriptedTidegate(bus, rule), Tidegate(tenant("acme"), transport=bus) as tg:
+        waiting = await escalated(tg, "N-1")
+        bus.stall = True
+        began = time.monotonic()
+        assert await tg.resume_many([(waiting.action_id, waiting.position)], timeout_s=0.2) == {}
+        with pytest.raises(TimeoutError, match="no conclusive answer"):
+            await tg.resume(waiting.action_id, position=waiting.position, timeout_s=0.2)
+    assert time.monotonic() - began < 5
