@@ -279,7 +279,7 @@ class ApprovalService(WebhookSide):
             result,
             approval_id=f"fu-{uuid.uuid4().hex[:16]}",
             now=self.clock(),
-            ttl=timedelta(seconds=self.settings.expiry_s),
+            ttl=timedelta(seconds=self.settings.follow_up_expiry_s),
             risk=self.risk_of(result.tool),
             requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),
             args=args,
@@ -559,6 +559,15 @@ class ApprovalService(WebhookSide):
                 if await self.repo.save(record.version, transition.record, outbox, deliveries):
                     await self._publish(outbox)
                     counts["expired"] += 1
+                    if record.kind == "follow_up":  # nothing is published for it: the log says it, for the on-call engineer
+                        log.warning(
+                            "approval: follow-up %s of %s (tenant %s, %s) expired unresolved: whether the call took effect is "
+                            "still unknown and the budget it held stays held; check the system of record",
+                            record.approval_id,
+                            record.action_id,
+                            record.tenant_id,
+                            record.tool,
+                        )
         if self.settings.escalate_after_s is not None:
             after = timedelta(seconds=self.settings.escalate_after_s)
             for record in await self.repo.due_for_escalation(now - after):

@@ -22,6 +22,13 @@ class ApprovalSettings(BaseSettings):
         default=None, description="Base URL approvers reach the page at, used in one-time links; defaults to http://<host>:<port>."
     )
     expiry_s: float = Field(default=3600.0, gt=0, description="How long a request waits for a human before it expires (fail closed).")
+    follow_up_expiry_s: float = Field(
+        default=3 * 86_400.0,
+        gt=0,
+        description="How long a follow-up of an unknown outcome waits for a person to record what happened (a weekend): the "
+        "question stays true (money may have moved) long after a request to run would be stale. One that expires is logged "
+        "as a warning and its budget stays held. Keep it under `task_events_kept_s` and the policy's `TASK_STATE_KEPT_S`.",
+    )
     escalate_after_s: float | None = Field(
         default=None,
         gt=0,

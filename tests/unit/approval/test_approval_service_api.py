@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -308,6 +309,30 @@ async def test_unknown_outcome_opens_a_follow_up_whose_resolution_is_signed_and_
         headers=bearer(world.tokens["bob"]),
     )
     assert again.status_code == 409  # resolved once
+
+
+async def test_a_follow_up_outlives_a_request_and_says_so_in_the_log_when_it_expires_unresolved(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether 900 USD left the account stays a question after an hour: a follow-up waits days, and never ends silently."""
+    await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    result = ActionResultData(
+        action_id="a-1", task_id="t-1", tenant_id="acme", tool="issue_refund", status="unknown",
+        error=ErrorInfo(type="timeout", message="payments did not answer"), attempts=3, duration_ms=30_000,
+    )  # fmt: skip
+    follow_up = await world.service.on_result(result, event_type="tidegate.action.unknown", event_id="e2", at=world.clock())
+    assert follow_up is not None
+    settings = world.service.settings
+    assert follow_up.expires_at - follow_up.created_at == timedelta(seconds=settings.follow_up_expiry_s) > timedelta(days=1)
+    world.clock.now += timedelta(seconds=settings.expiry_s + 60)  # a request to run would have expired by now
+    assert (await world.service.sweep())["expired"] == 1  # the request the follow-up came after
+    assert (await world.repo.get(follow_up.approval_id)).status == "pending"
+    world.clock.now = follow_up.expires_at + timedelta(seconds=1)
+    with caplog.at_level(logging.WARNING, logger="services.approval.service"):
+        assert (await world.service.sweep())["expired"] == 1
+    assert (await world.repo.get(follow_up.approval_id)).status == "expired"
+    assert f"follow-up {follow_up.approval_id} of a-1 (tenant acme, issue_refund) expired unresolved" in caplog.text
+    assert "budget it held stays held" in caplog.text
 
 
 async def test_one_time_link_from_the_webhook_works_once(world: World) -> None:
