@@ -175,6 +175,30 @@ async def test_a_tool_named_apart_from_its_function_is_served_under_the_tools_na
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
 
 
+async def test_the_proposal_holds_the_args_the_model_gave_checked_not_the_defaults_it_left_out(
+    bus: MemoryTransport, make_client: Callable[[], Tidegate], effects: SideEffects
+) -> None:
+    """A default the model never chose (`note: None`) is not part of the call a strict catalog or an approver reads."""
+
+    def tag_ticket(ticket_id: str, count: int, note: str | None = None) -> str:
+        """Tag a ticket."""
+        effects.calls.append(("tag_ticket", {"ticket_id": ticket_id, "count": count, "note": note}))
+        return f"tagged {ticket_id}"
+
+    async with ScriptedTidegate(bus, rule, topic_tools=("tag_ticket",)) as governance, make_client() as client:
+        agent = Agent(
+            scripted("tag_ticket", {"ticket_id": "T-1", "count": "3"}),
+            tools=[tag_ticket],
+            output_type=[str, DeferredToolRequests],
+            capabilities=[TidegateCapability(client, serve=[tag_ticket])],
+        )
+        result = await agent.run("tag T-1")
+    assert result.output == "done: tagged T-1"
+    [proposal] = governance.proposals
+    assert proposal.args == {"ticket_id": "T-1", "count": 3}  # checked ("3" → 3), and no `note` the model never gave
+    assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "count": 3, "note": None}]  # the function's default, where it runs
+
+
 async def test_serving_a_tool_whose_function_takes_the_run_context_is_refused(
     make_client: Callable[[], Tidegate], governance: ScriptedTidegate
 ) -> None:

@@ -48,7 +48,8 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
     async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
         action_id = f"pydantic-ai:{ctx.conversation_id or ctx.run_id}:{call.tool_call_id}"
-        proposed = dict(args)
+        given = call.args_as_dict()
+        proposed = {name: value for name, value in args.items() if name in given}  # checked, without defaults the model left out
         if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
             # Resuming the escalated call: follow it as proposed (the args may now be the approver's edits).
             action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
@@ -57,7 +58,7 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
             if not ctx.tool_call_approved:
                 raise ApprovalRequired(
                     metadata=escalation_payload(
-                        outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, args
+                        outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, proposed
                     )
                 )
             outcome = await outcome.decision(self.client.settings.decision_timeout_s)
