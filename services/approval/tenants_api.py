@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import TenantDirectory
+from servicekit.domains import domain_problems
 from services.approval._http import error, json_body, parse
 from services.approval.service import ApprovalService, Session
 from services.approval.tenants import TenantDirectories, normalised
@@ -40,6 +41,13 @@ class DirectoryChange(BaseModel):
 
 
 TENANT_BODIES = (TenantIn, DirectoryChange, TenantDirectory)
+
+
+def checked(directory: TenantDirectory) -> TenantDirectory:
+    """`directory`, or 422 `invalid_domain` naming each domain entry that is not one or is a public suffix (`com`, `github.io`)."""
+    if problems := domain_problems(directory.model_dump()):
+        raise HTTPException(422, detail={"code": "invalid_domain", "message": "; ".join(problems)[:1000]})
+    return directory
 
 
 def tenant_routes(router: APIRouter, get_service: Callable[[], ApprovalService], get_session: Callable[..., Awaitable[Session]]) -> None:
@@ -84,7 +92,7 @@ def tenant_routes(router: APIRouter, get_service: Callable[[], ApprovalService],
         body = parse(TenantIn, await request.body())
         if tenants.onboarded(body.tenant_id):
             raise HTTPException(409, detail={"code": "already_onboarded", "message": f"tenant {body.tenant_id} is onboarded"})
-        event = await tenants.publish_directory(body.tenant_id, normalised(body.directory), session.approver, onboards=True)
+        event = await tenants.publish_directory(body.tenant_id, checked(normalised(body.directory)), session.approver, onboards=True)
         return published(event)
 
     @router.get("/tenants/{tenant_id}", tags=["tenants"], summary="A tenant's settings and directory (admin)", responses={404: {}})
@@ -106,7 +114,7 @@ def tenant_routes(router: APIRouter, get_service: Callable[[], ApprovalService],
         tenants = directories(service)
         admitted(tenants, session, tenant_id)
         body = parse(TenantDirectory, await request.body())
-        return published(await tenants.publish_directory(tenant_id, normalised(body), session.approver))
+        return published(await tenants.publish_directory(tenant_id, checked(normalised(body)), session.approver))
 
     @router.patch(
         "/tenants/{tenant_id}/directory",
@@ -120,4 +128,5 @@ def tenant_routes(router: APIRouter, get_service: Callable[[], ApprovalService],
         tenants = directories(service)
         admitted(tenants, session, tenant_id)
         body = parse(DirectoryChange, await request.body())
+        checked(body.add)  # what is added only: a bad entry already there can always be taken out
         return published(await tenants.publish_directory(tenant_id, tenants.changed(tenant_id, body.add, body.remove), session.approver))

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
 from servicekit import KitSettings
+from servicekit.domains import domain_problems
 from services.policy import PackError, PackSettings, PackSource, TenantSettings
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 from tidegate.commands.killswitch import read_control
@@ -78,6 +79,12 @@ def _changes(
         if values:
             changes[field_name] = [v.strip().lower() if option != "payee" else v.strip() for v in values]
     return changes
+
+
+def _refuse_bad_domains(changes: dict[str, Any]) -> None:
+    """A domain entry that is not one, or a public suffix (`com`: every address would be internal), is refused up front."""
+    if problems := domain_problems(changes):
+        fail("; ".join(problems), code=2)
 
 
 AUTONOMOUS = typer.Option(None, "--autonomous/--draft", help="Whether the tenant's tasks may run autonomously (else every write waits).")
@@ -171,6 +178,7 @@ def add(
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
     changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, None, tenant)
+    _refuse_bad_domains(changes)
     _write(tenant, must_exist=False, changes=changes, triggers=trigger, classes=class_, by=by)
 
 
@@ -198,6 +206,7 @@ def set_(
     lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
     lists |= {"payee": payee, "site": site, "organisation": organisation}
     changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, candidate, tenant)
+    _refuse_bad_domains(changes)
     _write(tenant, must_exist=True, changes=changes, triggers=trigger, classes=class_, by=by)
 
 
