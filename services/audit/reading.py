@@ -133,7 +133,20 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
         case s.TaskCompleted() | s.TaskFailed():
             return f"task {d.status}: {d.summary} (total {_money(d.cost.total)})"
         case s.EventRejected():
-            return f"dead-lettered by {d.service}: {d.code}: {d.error[:200]}"
+            return f"dead-lettered by {d.service} from {d.topic}[{d.partition}]@{d.offset}: {d.code}: {d.error[:200]}"
+        case s.ControlKillswitch():
+            because = f": {d.reason}" if d.reason else ""
+            return f"kill switch {'SET' if d.active else 'cleared'} on tool={d.tool} tenant={d.tenant_id} by {d.set_by}{because}"
+        case s.ControlBudget():
+            return f"budget of tenant {d.tenant_id} set to {d.limit_usd!r} USD by {d.set_by}"
+        case s.ControlTenant():
+            return f"tenant {d.tenant_id} onboarded or changed by {d.set_by}: {json.dumps(d.settings, sort_keys=True)[:200]}"
+        case s.ControlPolicy():
+            return f"policy {d.version[:19]} published by {d.published_by} ({len(d.files)} file(s))"
+        case s.DirectoryUpdated():
+            onboards = ", onboarding it" if d.onboards else ""
+            entries = ", ".join(f"{name} {len(values)}" for name, values in d.directory.model_dump().items() if values) or "empty"
+            return f"directory of tenant {d.tenant_id} replaced by {d.set_by}{onboards} ({entries})"
         case s.ToolInvocation():
             return f"{d.tool} invoked over Kafka (attempt {d.attempt})"
         case s.ToolReply():

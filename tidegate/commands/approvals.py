@@ -17,6 +17,8 @@ from rich.table import Table
 
 from tidegate.commands._common import console, fail, run, settings
 
+__all__ = ["app", "configured_url", "service_url", "token_app"]
+
 app = typer.Typer(
     help="Approvers: the queue of escalated actions, and your decisions (HTTP API of the approval service).", no_args_is_help=True
 )
@@ -27,7 +29,15 @@ token_app = typer.Typer(
 )
 app.add_typer(token_app, name="token")
 
-Url = Annotated[str, typer.Option("--url", envvar="TIDEGATE_APPROVAL_URL", help="Base URL of the approval service.")]
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="TIDEGATE_APPROVAL_URL",
+        help="Base URL of the approval service (default: where it listens by the same settings, TIDEGATE_APPROVAL_PUBLIC_URL "
+        "or TIDEGATE_APPROVAL_HTTP_HOST and _HTTP_PORT).",
+    ),
+]
 Token = Annotated[
     str | None, typer.Option("--token", envvar="TIDEGATE_APPROVER_TOKEN", help="Your approver token (or a one-time link token).")
 ]
@@ -40,7 +50,7 @@ ReviewReason = Annotated[
         "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`).",
     ),
 ]
-DEFAULT_URL = "http://127.0.0.1:8081"
+_ANY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # a service listening on every address is reached on this machine's loopback
 
 _STATUS_WORDS = {
     401: "not authenticated: the token is unknown, revoked, expired or already used (set TIDEGATE_APPROVER_TOKEN or pass --token)",
@@ -51,6 +61,35 @@ _STATUS_WORDS = {
     422: "invalid input",
     503: "the approval service is starting; try again in a moment",
 }
+
+
+def configured_url() -> str | None:
+    """Where the approval service listens, by the settings it reads itself: its public URL, else its HTTP host and port.
+
+    None when its port is 0 (any free port): then only `--url` can say where.
+    """
+    from pydantic import ValidationError
+
+    from services.approval import ApprovalSettings
+
+    try:
+        service = ApprovalSettings()
+    except ValidationError as exc:
+        fail(f"the approval service's settings (TIDEGATE_APPROVAL_*): {exc.errors()[0]['msg']}; or pass --url", code=2)
+    if service.public_url:
+        return service.public_url
+    if service.http_port == 0:
+        return None
+    host = _ANY_ADDRESS.get(service.http_host, service.http_host)
+    return f"http://[{host}]:{service.http_port}" if ":" in host else f"http://{host}:{service.http_port}"
+
+
+def service_url() -> str:
+    """The URL the approvals commands call when no `--url` (nor TIDEGATE_APPROVAL_URL) is given."""
+    url = configured_url()
+    if url is None:
+        fail("TIDEGATE_APPROVAL_HTTP_PORT is 0 (any free port): pass --url or set TIDEGATE_APPROVAL_URL to where it listens", code=2)
+    return url
 
 
 def _explain(response: httpx.Response) -> NoReturn:
@@ -64,8 +103,9 @@ def _explain(response: httpx.Response) -> NoReturn:
 
 
 def _call(
-    method: str, url: str, path: str, token: str | None, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
+    method: str, url: str | None, path: str, token: str | None, body: dict[str, Any] | None = None, params: dict[str, Any] | None = None
 ) -> Any:
+    url = url or service_url()
     if not token:
         fail("no approver token: set TIDEGATE_APPROVER_TOKEN or pass --token (an admin creates one with `tidegate approvals token create`)")
     try:
@@ -130,7 +170,7 @@ def _print_one(item: dict[str, Any]) -> None:
 
 @app.command("list")
 def list_(
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     token: Token = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant (default: your own).")] = None,
     tool: Annotated[str | None, typer.Option(help="Only this tool.")] = None,
@@ -161,7 +201,7 @@ def list_(
 
 
 @app.command()
-def show(approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+def show(approval_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
     """Show one request with its reasons, facts, the task's context and cost so far."""
     item = _call("GET", url, _approval(approval_id), token)
     if as_json:
@@ -175,7 +215,7 @@ def show(approval_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json:
 @app.command()
 def approve(
     approval_id: str,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     token: Token = None,
     comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
     edit_args: Annotated[
@@ -241,7 +281,7 @@ def _reason(reason: str | None) -> dict[str, str]:
 @app.command()
 def reject(
     approval_id: str,
-    url: Url = DEFAULT_URL,
+    url: Url = None,
     token: Token = None,
     comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
     reason: ReviewReason = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import typer
@@ -9,8 +10,8 @@ from rich.table import Table
 
 from schemas import ControlBudget, ControlBudgetData
 from servicekit import KitSettings, connect
-from services.policy import PackError, PackSettings, PackSource
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
+from tidegate.commands._known import onboarded_tenants, pack_settings, refuse_unknown
 from tidegate.commands.killswitch import read_control
 
 __all__ = ["BudgetLine", "app", "budget_lines", "publish_budget"]
@@ -43,11 +44,7 @@ async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set
 async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
     """Every tenant with a cap or with spend: the cap `control` sets (else the pack's settings) and the policy schema's spend."""
     state = await read_control(kit)
-    try:
-        source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
-        pack_settings = PackSettings.model_validate(source.settings)
-    except (PackError, ValueError):
-        pack_settings = PackSettings()
+    pack = pack_settings(kit, state)
     conn = await connect(kit.operator_database_url)
     try:
         has_schema = await conn.fetchval("SELECT to_regclass('policy.spend') IS NOT NULL")
@@ -55,14 +52,14 @@ async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
     finally:
         await conn.close()
     spent = {r["tenant_id"]: float(r["amount_usd"]) for r in rows}
-    tenants = sorted((set(pack_settings.tenants) - {"default"}) | set(state.budgets) | set(spent))
+    tenants = sorted((set(pack.tenants) - {"default"}) | set(state.budgets) | set(spent))
     lines = []
     for tenant in tenants:
         limit: float | None
         if tenant in state.budgets:
             limit, where = state.budgets[tenant], "control"
         else:
-            limit = pack_settings.tenant(tenant).budget_usd
+            limit = pack.tenant(tenant).budget_usd
             where = "pack settings" if limit is not None else "none"
         lines.append(BudgetLine(tenant, limit, where, spent.get(tenant, 0.0)))
     return lines
@@ -73,15 +70,22 @@ def set_(
     tenant: str = typer.Argument(..., help="Tenant whose cap to set."),
     limit_usd: float = typer.Argument(..., help="The new cap, USD (spend so far counts against it; 0 stops all spending)."),
     by: str = typer.Option(None, "--by", help=BY_HELP),
+    force: bool = typer.Option(False, "--force", help="Set it even for a tenant not onboarded (yet)."),
 ) -> None:
     """Set a tenant's spend cap. It overrides the pack's `budget_usd` at once, on every copy of the policy service."""
+    if not math.isfinite(limit_usd):
+        fail(f"a budget is a finite number of USD (got {limit_usd})")
     if limit_usd < 0:
         fail(f"a budget cannot be negative (got {limit_usd})")
     if tenant in ("", "*"):
         fail("name one tenant: a budget is per tenant")
     kit = signer_settings(by)
+    if not force:
+        state = run(read_control(kit))
+        run(read_control(kit, "directory", state))
+        refuse_unknown("tenant", tenant, onboarded_tenants(kit, state), "onboarded (`tidegate tenant show` lists them)")
     run(publish_budget(kit, tenant=tenant, limit_usd=limit_usd, set_by=kit.operator))
-    console.print(f"budget set: tenant={tenant} limit={limit_usd:.2f} USD")
+    console.print(f"budget set: tenant={tenant} limit={limit_usd!r} USD")
 
 
 @app.command("list")

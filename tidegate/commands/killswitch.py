@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import typer
 from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from servicekit import ControlState, KitSettings
-from tidegate.commands._common import BY_HELP, console, err_console, publish_control, run, settings, signer_settings
+from tidegate.commands._common import BY_HELP, console, err_console, fail, publish_control, run, settings, signer_settings
+from tidegate.commands._known import catalog_tools, onboarded_tenants, refuse_unknown
 from tidegate.ops.control import read_trusted_control
 
-__all__ = ["app", "publish_killswitch", "read_control"]
+__all__ = ["app", "no_such_switch", "publish_killswitch", "read_control"]
 
 app = typer.Typer(help="Kill switches on the `control` topic: effective within a second, no restart.", no_args_is_help=True)
 
@@ -39,19 +42,35 @@ async def read_control(kit: KitSettings, name: str = "control", state: ControlSt
     return await read_trusted_control(kit, name, state, on_skip=report)
 
 
+FORCE = typer.Option(False, "--force", help="Set it even for a tool in no catalog, or a tenant not onboarded (one added later).")
+
+
 @app.command("set")
 def set_(
     tool: str = TOOL,
     tenant: str = TENANT,
     reason: str = typer.Option(..., "--reason", help="Why (recorded, shown in every denial)."),
     by: str = typer.Option(None, "--by", help=BY_HELP),
+    force: bool = FORCE,
 ) -> None:
     """Set a kill switch: every matching proposal is denied `kill_switch`, and the executor refuses matching calls."""
     if tool == "*" and tenant == "*":
         console.print("[yellow]warning:[/] stopping every tool for every tenant")
     kit = signer_settings(by)
+    if not force:
+        _refuse_unknown_scope(kit, tool=tool, tenant=tenant)
     run(publish_killswitch(kit, tenant=tenant, tool=tool, active=True, reason=reason, set_by=kit.operator))
     console.print(f"kill switch set: tenant={tenant} tool={tool}")
+
+
+def _refuse_unknown_scope(kit: KitSettings, *, tool: str, tenant: str) -> None:
+    """A switch naming a tool or tenant nothing would match stops nothing: said at once, so a typo does not pass for a stop."""
+    if tool != "*":
+        refuse_unknown("tool", tool, catalog_tools(kit), f"in the tool catalog ({kit.tools_dir})")
+    if tenant != "*":
+        state = run(read_control(kit))
+        run(read_control(kit, "directory", state))
+        refuse_unknown("tenant", tenant, onboarded_tenants(kit, state), "onboarded (`tidegate tenant show` lists them)")
 
 
 @app.command()
@@ -61,10 +80,22 @@ def clear(
     by: str = typer.Option(None, "--by", help=BY_HELP),
     reason: str = typer.Option("", "--reason", help="Why it is cleared."),
 ) -> None:
-    """Clear the kill switch of exactly this scope (tenant, tool)."""
+    """Clear the kill switch of exactly this scope (tenant, tool); exit 1, naming the active ones near it, when none is set there."""
     kit = signer_settings(by)
+    active = run(read_control(kit)).killswitches
+    if (tenant, tool) not in active:
+        fail(no_such_switch(tenant, tool, active))
     run(publish_killswitch(kit, tenant=tenant, tool=tool, active=False, reason=reason, set_by=kit.operator))
     console.print(f"kill switch cleared: tenant={tenant} tool={tool}")
+
+
+def no_such_switch(tenant: str, tool: str, active: Collection[tuple[str, str]]) -> str:
+    """Why nothing is cleared, and the active switches of the same tool (or tenant) with the options that name them."""
+    near = sorted(scope for scope in active if (tool != "*" and scope[1] == tool) or (tenant != "*" and scope[0] == tenant))
+    said = f"no active kill switch has exactly tenant={tenant} tool={tool}, nothing cleared"
+    if not near:
+        return f"{said} (`tidegate killswitch list` shows the active ones)"
+    return f"{said}; " + "; ".join(f"{t}/{n} is active: use --tenant {t} --tool {n}" for t, n in near)
 
 
 @app.command("list")

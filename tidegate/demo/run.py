@@ -259,7 +259,10 @@ def _approve_hint() -> str:
     except ModuleNotFoundError:
         return "(approve it on the approval service's page)"
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in module.app.registered_commands}
-    return "tidegate approvals approve {approval_id}" if "approve" in names else "(approve it on the approval service's page)"
+    if "approve" not in names:
+        return "(approve it on the approval service's page)"
+    url = module.configured_url()  # this deployment's, so the line works pasted in any shell, whatever port it listens on
+    return "tidegate approvals approve {approval_id}" + (f" --url {url}" if url else "")
 
 
 def _verify_audit(console: Console) -> str:
