@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Self
@@ -154,7 +156,8 @@ class ServiceProcess:
         every try), and a probe sees a start that hangs.
         """
         if self.metrics_port is not None and self._health_server is None:
-            self._health_server = serve_metrics_and_health(self.metrics_port, self.health, addr=self.metrics_host)
+            with _naming_the_port(self.metrics_host, self.metrics_port, "TIDEGATE_METRICS_PORT"):
+                self._health_server = serve_metrics_and_health(self.metrics_port, self.health, addr=self.metrics_host)
         try:
             await self._start()
         except BaseException:
@@ -180,7 +183,10 @@ class ServiceProcess:
             config = uvicorn.Config(self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off")
             self._http = uvicorn.Server(config)
             self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own signals
-            self._http_task = asyncio.create_task(self._http.serve())
+            # Each service's own settings take the prefix `TIDEGATE_<NAME>_` (services/<name>/settings.py).
+            with _naming_the_port(self.http_host, self.http_port, f"TIDEGATE_{self.name.upper()}_HTTP_PORT"):
+                listener = _listen(self.http_host, self.http_port)  # bound here: uvicorn would log a bind error and exit
+            self._http_task = asyncio.create_task(self._http.serve(sockets=[listener]))
             while not self._http.started:
                 if self._http_task.done():
                     self._http_task.result()
@@ -279,6 +285,22 @@ class ServiceProcess:
         except Exception:  # exiting anyway: the records are read again after the restart
             log.exception("%s: unclean stop", self.name)
         raise SystemExit(EXIT_STALLED)
+
+
+@contextlib.contextmanager
+def _naming_the_port(host: str, port: int, setting: str) -> Iterator[None]:
+    """Raise an address that cannot be listened on again, naming it and the setting that gives it (`[Errno 98]` alone does not)."""
+    try:
+        yield
+    except OSError as exc:
+        hint = "; is another copy still running? `tidegate status` says" if exc.errno == errno.EADDRINUSE else ""
+        raise OSError(exc.errno, f"cannot listen on {host}:{port} (set by {setting}): {exc.strerror or exc}{hint}") from exc
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host`:`port` (IPv4 or IPv6, as `host` resolves), as uvicorn would bind it."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 class NotStarted(RuntimeError):

@@ -18,6 +18,7 @@ __all__ = [
     "Supervised",
     "alive",
     "health_url",
+    "left_running",
     "load",
     "process_start",
     "record_path",
@@ -39,16 +40,22 @@ def alive(pid: int) -> bool:
     return True
 
 
+def _stat(pid: int) -> tuple[bytes, int] | None:
+    """The state (`R`, `S`, `Z`…) and start (field 22) of `/proc/<pid>/stat`; None when /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()  # after the command name, which may hold ")"
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_start(pid: int) -> int | None:
     """When the process `pid` started (clock ticks since boot, field 22 of `/proc/<pid>/stat`); None when /proc cannot tell.
 
     A pid is reused once its process is gone; the pid with its start names one process for good.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        return int(stat.rsplit(b")", 1)[1].split()[19])  # after the command name, which may hold spaces and parentheses
-    except (OSError, ValueError, IndexError):
-        return None
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
 
 
 def same_process(pid: int, start: int | None) -> bool:
@@ -136,3 +143,18 @@ def load(path: Path) -> Supervised | None:
     except FileNotFoundError:
         return None
     return Supervised.model_validate_json(text)
+
+
+def left_running(services: dict[str, Child]) -> dict[str, Child]:
+    """The children of `services` (a supervisor's record) whose own process still runs: what a killed supervisor left behind.
+
+    Each is taken on its pid and its recorded start: one recorded without a start (no /proc) is not, since its pid
+    may name another process by now, which `tidegate down` would stop.
+    """
+    return {name: child for name, child in services.items() if child.pid is not None and _running_since(child.pid, child.pid_start)}
+
+
+def _running_since(pid: int, start: int | None) -> bool:
+    """Whether the process `pid` that started at `start` runs (a zombie does not: it has ended, and waits to be reaped)."""
+    stat = _stat(pid)
+    return start is not None and stat is not None and stat[1] == start and stat[0] != b"Z"

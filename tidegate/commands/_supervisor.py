@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -59,6 +60,31 @@ def _not_started_reason(log: Path) -> str:
     return "; ".join(line.strip() for line in tail[start:] if line.strip())
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes a child get SIGTERM when this process dies, even by `kill -9` (Linux; None elsewhere).
+
+    Without it, a supervisor killed outright leaves its services running, unsupervised, holding their ports. The kernel
+    sends the signal when the *thread* that forked the child ends: the supervisor forks from its event loop's thread, the
+    main thread of `tidegate up`, which lives as long as the process. A supervisor that died between the fork and the
+    `prctl` is no longer the child's parent: the child then ends itself at once.
+    """
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child, between fork and exec, only calls it
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def service_command(name: str) -> list[str]:
     return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
 
@@ -85,13 +111,14 @@ async def supervise(
     stopping: asyncio.Event | None = None,
     on_restart: Callable[[str, int | None, float | None], None] | None = None,
 ) -> None:
-    """Start each service as a child process; restart one that dies (with backoff); stop all on signal.
+    """Start each service as a child process; restart one that dies (with backoff); stop all on signal, or by dying.
 
     A dead child waits out its own delay while the others are watched as usual (and a stop signal
     during the wait stops at once). A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
     `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
     child is left. Each start, death and restart is a line on stdout stamped in UTC, and is kept in
-    `<run_dir>/up.json` for `tidegate status` (restarts counted). Tests pass a short `make_backoff`, a
+    `<run_dir>/up.json` for `tidegate status` (restarts counted). A supervisor killed outright takes its children with it
+    (`die_with_this_process`). Tests pass a short `make_backoff`, a
     `command` and a `stopping` event.
     """
     kit = settings()
@@ -100,6 +127,7 @@ async def supervise(
     logs.mkdir(parents=True, exist_ok=True)
     ready.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"TIDEGATE_READY_DIR": str(ready)}
+    preexec = die_with_this_process()
     children: dict[str, asyncio.subprocess.Process] = {}
     backoff = {name: make_backoff() for name in names}
     started_at: dict[str, float] = {}
@@ -126,7 +154,9 @@ async def supervise(
         # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
         port = int(metrics_base) + SERVICES.index(name) if metrics_base else None
         own = {"TIDEGATE_METRICS_PORT": str(port)} if port is not None else {}
-        proc = children[name] = await asyncio.create_subprocess_exec(*command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own)
+        proc = children[name] = await asyncio.create_subprocess_exec(
+            *command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own, preexec_fn=preexec
+        )
         started_at[name] = clock()
         log.close()
         before = record.services.get(name)

@@ -12,13 +12,24 @@ import time
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from servicekit import EX_CONFIG
 from tidegate.commands._common import console, fail, settings
-from tidegate.commands._supervised import alive, process_start, same_process, write_private
+from tidegate.commands._supervised import (
+    Child,
+    Supervised,
+    alive,
+    left_running,
+    load,
+    process_start,
+    record_path,
+    same_process,
+    write_private,
+)
 from tidegate.commands._supervisor import SERVICES, say, supervise
 
-__all__ = ["SERVICES", "app", "supervisor_pid"]
+__all__ = ["SERVICES", "app", "left_behind", "left_behind_line", "read_record", "supervisor_pid"]
 
 app = typer.Typer(help="Run Tidegate's services.")
 service_app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
@@ -55,6 +66,30 @@ def supervisor_pid() -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     return pid if same_process(pid, start[0] if start else None) else None
+
+
+def read_record(run_dir: Path) -> Supervised | None:
+    """The supervisor's record of its children (`up.json`), or None; one that cannot be read ends the command with why."""
+    try:
+        return load(record_path(run_dir))
+    except (OSError, ValidationError) as exc:
+        fail(f"cannot read {record_path(run_dir)}: {exc}")
+
+
+def left_behind() -> dict[str, Child]:
+    """The services a supervisor that is gone (killed with `kill -9`) left running: `up.json` names each by pid and start.
+
+    Call it when `supervisor_pid()` is None. Since the supervisor gives each child a parent-death signal, these are rare:
+    a supervisor of an older version, or a system without it.
+    """
+    record = read_record(_run_dir())
+    return {} if record is None else left_running(record.services)
+
+
+def left_behind_line(left: dict[str, Child]) -> str:
+    """`supervisor gone, 2 services still running (pids 101 policy, 102 audit)`."""
+    pids = ", ".join(f"{child.pid} {name}" for name, child in left.items())
+    return f"supervisor gone, {len(left)} service{'s' if len(left) > 1 else ''} still running (pids {pids})"
 
 
 def _write_pidfile() -> None:
@@ -95,6 +130,8 @@ def up(
     if (running := supervisor_pid()) is not None:
         console.print(f"services already running (pid {running}); `tidegate down` stops them")
         return
+    if left := left_behind():  # a second set would only crash-loop on their ports
+        fail(f"{left_behind_line(left)}, unsupervised: `tidegate down` stops them, then `tidegate up` starts them anew")
     if not detach:
         _write_pidfile()
         try:
@@ -139,8 +176,12 @@ def up(
 def down(timeout_s: float = typer.Option(40.0, "--timeout", help="Seconds to wait for a clean stop.")) -> None:
     """Stop the services started by `tidegate up --detach` (SIGTERM, then wait)."""
     if (pid := supervisor_pid()) is None:
+        if left := left_behind():
+            _stop_left_behind(left, timeout_s)
+        else:
+            console.print("services are not running")
         _pidfile().unlink(missing_ok=True)
-        console.print("services are not running")
+        record_path(_run_dir()).unlink(missing_ok=True)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -148,4 +189,18 @@ def down(timeout_s: float = typer.Option(40.0, "--timeout", help="Seconds to wai
         time.sleep(0.2)
     if alive(pid):
         fail(f"supervisor {pid} still running after {timeout_s:.0f}s")
+    console.print("services stopped")
+
+
+def _stop_left_behind(left: dict[str, Child], timeout_s: float) -> None:
+    """SIGTERM each service a dead supervisor left running (taken on its pid and start), then wait for all to end."""
+    console.print(f"{left_behind_line(left)}: stopping them", soft_wrap=True)
+    for child in left_running(left).values():  # each taken again on its pid and start, just before the signal
+        if child.pid is not None:  # always: `left_running` takes only children with a pid
+            os.kill(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while (running := left_running(left)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if running:
+        fail(f"{left_behind_line(running)} {timeout_s:.0f}s after SIGTERM")
     console.print("services stopped")

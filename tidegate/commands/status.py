@@ -7,16 +7,15 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
 from tidegate.commands._common import console, err_console, fail, settings
-from tidegate.commands._supervised import Child, Supervised, load, record_path, same_process, utc_stamp
-from tidegate.commands.services import supervisor_pid
+from tidegate.commands._supervised import Child, Supervised, same_process, utc_stamp
+from tidegate.commands.services import left_behind, left_behind_line, read_record, supervisor_pid
 
 __all__ = ["EXIT_NOT_RUNNING", "ServiceStatus", "app", "health_answer", "service_statuses"]
 
@@ -113,13 +112,6 @@ def _since(seconds: float) -> str:
     return f"{days}d {h}h" if days else f"{h}h {m:02d}m" if hours else f"{m}m {s:02d}s" if minutes else f"{s}s"
 
 
-def _record(run_dir: Path) -> Supervised | None:
-    try:
-        return load(record_path(run_dir))
-    except (OSError, ValidationError) as exc:
-        fail(f"cannot read {record_path(run_dir)}: {exc}")
-
-
 def _show(record: Supervised, found: list[ServiceStatus], now: datetime, logs: Path) -> None:
     since = utc_stamp(record.started_at)
     console.print(f"supervisor pid {record.supervisor_pid} (`tidegate up`) since {since}; logs in {logs}", soft_wrap=True)
@@ -135,6 +127,19 @@ def _show(record: Supervised, found: list[ServiceStatus], now: datetime, logs: P
     console.print(f"not healthy: {', '.join(unhealthy)}" if unhealthy else "all healthy", soft_wrap=True)
 
 
+def _no_supervisor(run_dir: Path, as_json: bool) -> NoReturn:
+    """No `tidegate up` runs: exit 3, or 1 when the services of one that was killed still run, unsupervised."""
+    left = left_behind()
+    if as_json:
+        orphans = {"left_running": [{"service": name, "pid": child.pid} for name, child in left.items()]} if left else {}
+        typer.echo(json.dumps({"supervisor_pid": None, "healthy": False, "services": [], **orphans}))
+    if left:
+        err_console.print(f"{left_behind_line(left)}, unsupervised: `tidegate down` stops them", soft_wrap=True)
+        raise typer.Exit(1)
+    err_console.print(f"services are not running: no `tidegate up` for {run_dir} (`tidegate up --detach` starts them)", soft_wrap=True)
+    raise typer.Exit(EXIT_NOT_RUNNING)
+
+
 @app.command()
 def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
@@ -142,16 +147,14 @@ def status(
 ) -> None:
     """Each service of the running `tidegate up`: its pid, how long it has run, its restarts and what its /health answers.
 
-    Exit 0 when every one is running and healthy, 1 when one is not, 3 when `tidegate up` is not running.
+    Exit 0 when every one is running and healthy, 1 when one is not (or the supervisor is gone and services it started
+    still run), 3 when `tidegate up` is not running.
     """
     run_dir = settings().run_dir
     pid = supervisor_pid()
     if pid is None:
-        if as_json:
-            typer.echo(json.dumps({"supervisor_pid": None, "healthy": False, "services": []}))
-        err_console.print(f"services are not running: no `tidegate up` for {run_dir} (`tidegate up --detach` starts them)", soft_wrap=True)
-        raise typer.Exit(EXIT_NOT_RUNNING)
-    record = _record(run_dir)
+        _no_supervisor(run_dir, as_json)
+    record = read_record(run_dir)
     if record is None or record.supervisor_pid != pid:
         fail(f"`tidegate up` (pid {pid}) has recorded no service yet: it has just started, or it predates `tidegate status`")
     now = datetime.now(UTC)
