@@ -20,6 +20,7 @@ import orjson
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
+from services.policy.messages import render_message
 from services.policy.pack import SPEND_FACTS, CompiledPack, TenantSettings
 
 __all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
@@ -212,7 +213,10 @@ def _cedar(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> tupl
         rules.append(rule)
     return (
         *fired,
-        *((rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id)) for rule in sorted(rules, key=lambda r: r.position)),
+        *(
+            (rule.outcome, Reason(code=rule.reason, policy_id=rule.policy_id, message=render_message(rule.message, request["context"])))
+            for rule in sorted(rules, key=lambda r: r.position)
+        ),
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from schemas import ControlPolicyData, ReasonCode, RiskClass, TenantDirectory, digest
 from servicekit import ToolCatalog
 from services.policy.cedar_schema import action_entities, cedar_schema
+from services.policy.messages import message_problem
 
 __all__ = [
     "DEFAULT_SENSITIVE_PATHS",
@@ -285,6 +286,7 @@ class Rule:
     effect: str
     position: int = 0  # order in the pack (files by name, policies as written): reasons are listed in this order
     shadow: bool = False  # `@mode("shadow")`: evaluated and recorded, never changes an outcome
+    message: str = ""  # `@message("…")`: the reason's sentence, with the request's values (`messages.render_message`)
 
 
 @dataclass(frozen=True)
@@ -418,8 +420,17 @@ def _rules(text: str, problems: list[str]) -> dict[str, Rule]:
         effect = policy.get("effect", "permit")
         if effect == "forbid" and outcome != "deny":
             problems.append(f'{where}: a forbid policy can only have @outcome("deny")')
+        message = notes.get("message", "")
+        if problem := message_problem(message):
+            problems.append(f"{where}: @message: {problem}")
         rules[pid] = Rule(
-            policy_id=pid, outcome=outcome, reason=ReasonCode(reason), effect=effect, position=len(rules), shadow=mode == "shadow"
+            policy_id=pid,
+            outcome=outcome,
+            reason=ReasonCode(reason),
+            effect=effect,
+            position=len(rules),
+            shadow=mode == "shadow",
+            message=message,
         )
     if doc.get("templates"):
         problems.append("templates are not supported in a policy pack")
@@ -474,7 +485,7 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         settings=PackSettings.model_validate(source.settings),
         entities=cedarpy.Entities.from_json_str(json.dumps(action_entities(catalog))),
         catalog=catalog,
-        reads_spend=any(name in text for name in SPEND_FACTS),
+        reads_spend=any(name in text or name.replace("_cents", "_usd") in text for name in SPEND_FACTS),  # a @message's too
         policies=policies,
         tenant_bound=bound,
     )
