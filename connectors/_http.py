@@ -16,17 +16,20 @@ from pydantic import BaseModel, ValidationError
 
 from servicekit.toolcontract import ToolError
 
-__all__ = ["parse_answer", "raise_for_answer", "retry_after_s", "send"]
+__all__ = ["NEVER_SENT", "parse_answer", "raise_for_answer", "retry_after_s", "send"]
 
 _Shape = TypeVar("_Shape", bound=BaseModel)
 _SHOWN_BYTES = 200
+
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+"""httpx's errors raised before a request left: the connection was refused or not opened in time, so nothing was applied."""
 
 
 async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
     """One request; transport failures become ToolErrors (a refused connection was never sent, a read timeout may have been)."""
     try:
         return await client.request(method, url, **kwargs)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+    except NEVER_SENT as exc:
         raise ToolError("unreachable", f"{method} {_where(url)}: {type(exc).__name__}", retryable=True) from exc
     except httpx.TimeoutException as exc:
         raise ToolError("timeout", f"{method} {_where(url)} did not answer in time", retryable=True, maybe_applied=True) from exc

@@ -14,6 +14,7 @@ from typing import Any
 
 import stripe
 
+from connectors._http import NEVER_SENT
 from servicekit.toolcontract import ToolContext, ToolError
 
 __all__ = ["create_credit_note", "get_charge", "get_payment_intent", "issue_refund"]
@@ -57,8 +58,10 @@ async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
         kind = "not_found" if exc.http_status == 404 else (exc.code or "invalid_request")
         raise ToolError(f"stripe_{kind}", str(exc.user_message or exc)[:500]) from exc
     except stripe.APIConnectionError as exc:
-        # Sent or not, we cannot tell; Stripe deduplicates writes on the idempotency key, so a retry is safe.
-        raise ToolError("unreachable", f"Stripe: {exc.user_message}", retryable=True, maybe_applied=True) from exc
+        # The SDK chains httpx's error: a refused (or timed-out) connect never reached Stripe. After that, sent or not,
+        # we cannot tell; Stripe deduplicates writes on the idempotency key, so a retry is safe either way.
+        sent = not isinstance(exc.__cause__, NEVER_SENT)
+        raise ToolError("unreachable", f"Stripe: {exc.user_message}", retryable=True, maybe_applied=sent) from exc
     except stripe.APIError as exc:
         status = exc.http_status or 500
         raise ToolError(f"http_{status}", f"Stripe: {exc.user_message}", retryable=status >= 500, maybe_applied=True) from exc

@@ -48,7 +48,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     reserved_at: dict[str, datetime] = field(default_factory=dict)
-    unknown: set[str] = field(default_factory=set)
+    unknown: dict[str, float | None] = field(default_factory=dict)  # held for a human: what the attempts cost, if reported
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
     learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
@@ -106,13 +106,13 @@ class InMemoryPolicyRepository(PolicyRepository):
         res, status = held
         if status in ("reserved", "expired"):
             self.reservations[action_id] = (res, "settled")
-            actual = res.amount_usd if cost_usd is None else cost_usd
+            actual = next((c for c in (cost_usd, self.unknown.get(action_id)) if c is not None), res.amount_usd)
             self._add(res, actual - (res.amount_usd if status == "reserved" else 0.0))
         return Settled(res.tenant_id, res.tool, res.args)
 
-    async def hold_unknown(self, action_id: str) -> None:
+    async def hold_unknown(self, action_id: str, cost_usd: float | None = None) -> None:
         """See PolicyRepository."""
-        self.unknown.add(action_id)
+        self.unknown.setdefault(action_id, cost_usd)
 
     async def end(self, ending: Ending) -> Settled | None:
         """See PolicyRepository."""
@@ -124,7 +124,7 @@ class InMemoryPolicyRepository(PolicyRepository):
         if e.budget == "release":
             await self.release(e.action_id)
         elif e.budget == "hold":
-            await self.hold_unknown(e.action_id)
+            await self.hold_unknown(e.action_id, e.cost_usd)
         else:
             return await self.settle(e.action_id, e.cost_usd)
         return None

@@ -170,14 +170,24 @@ def _released(when: str = "") -> str:
     )
 
 
-def _held(when: str = "") -> str:
-    """Hold $1's reservation until a human resolves the call (`when`: a further condition)."""
-    return "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()) WHERE action_id = $1" + when
+def _held(cost: str, when: str = "") -> str:
+    """Hold $1's reservation until a human resolves the call, keeping what its attempts cost (parameter `cost`).
+
+    A held reservation's `settled_usd` is that reported cost (NULL: none reported): the figure a human's
+    `confirmed_done` settles it at. `when`: a further condition.
+    """
+    return (
+        "UPDATE policy.reservations SET outcome_unknown_at = coalesce(outcome_unknown_at, now()),"
+        f" settled_usd = coalesce(settled_usd, {cost}::numeric) WHERE action_id = $1" + when
+    )
 
 
 def _settled_at(cost: str, when: str = "") -> str:
-    """Settle $1's reservation at the cost in parameter `cost` (the estimate when NULL; `when`: a further condition)."""
-    actual = f"coalesce({cost}::numeric, amount_usd)"
+    """Settle $1's reservation at the cost in parameter `cost` (when NULL: what its unknown outcome cost, else the estimate).
+
+    `when`: a further condition.
+    """
+    actual = f"coalesce({cost}::numeric, settled_usd, amount_usd)"
     return (
         f"UPDATE policy.reservations SET status = 'settled', settled_usd = {actual}, updated_at = now()"
         " WHERE action_id = $1 AND (status = 'reserved' OR (status = 'released' AND expired_at IS NOT NULL))"
@@ -187,7 +197,7 @@ def _settled_at(cost: str, when: str = "") -> str:
 
 
 _RELEASE = f"budget AS ({_released()}), {_SPEND}"
-_HOLD = f"held AS ({_held()})"
+_HOLD = f"held AS ({_held('$2')})"
 
 
 def _settle(cost: str) -> str:
@@ -210,10 +220,11 @@ _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, ac
     currency = EXCLUDED.currency, source = EXCLUDED.source, read_at = now())"""
 
 # A call's whole ending in one statement: `_ENDED` ($1..$10), then its reservation's fate by $11 (`Ending.budget`):
-# released, held, or settled at $12 (the estimate when NULL); what a settled reservation was for is its one row.
+# released, held (keeping $12, what the attempts cost), or settled at $12 (as `_settled_at` when NULL); what a settled
+# reservation was for is its one row.
 _END = (
     "WITH " + _ENDED + ", released AS (" + _released(" AND $11::text = 'release'") + "),"
-    " held AS (" + _held(" AND $11::text = 'hold'") + "), settled AS (" + _settled_at("$12", " AND $11::text = 'settle'") + "),"
+    " held AS (" + _held("$12", " AND $11::text = 'hold'") + "), settled AS (" + _settled_at("$12", " AND $11::text = 'settle'") + "),"
     " budget AS (SELECT * FROM released UNION ALL SELECT * FROM settled), " + _SPEND + " " + _SETTLED + " AND $11::text = 'settle'"
 )
 
@@ -363,10 +374,10 @@ class PgPolicyRepository(PolicyRepository):
             row = await conn.fetchrow(f"WITH {_settle('$2')} {_SETTLED}", action_id, cost_usd)
         return _settled(row)
 
-    async def hold_unknown(self, action_id: str) -> None:
+    async def hold_unknown(self, action_id: str, cost_usd: float | None = None) -> None:
         """See PolicyRepository."""
         async with self._pool.acquire() as conn:
-            await conn.execute(f"WITH {_HOLD} SELECT 1", action_id)
+            await conn.execute(f"WITH {_HOLD} SELECT 1", action_id, cost_usd)
 
     async def end(self, ending: Ending) -> Settled | None:
         """See PolicyRepository: one statement (its own transaction), whatever the call's fate."""

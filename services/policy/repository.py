@@ -109,7 +109,8 @@ class Ending:
     """How an authorized call ended, stored in one unit: its outcome, what its result taught, and its reservation's fate.
 
     `budget` is `release` (failed), `settle` (succeeded, at `cost_usd` when known, else the estimate)
-    or `hold` (unknown: held until a human settles it, never expired).
+    or `hold` (unknown: held until a human settles it, never expired; `cost_usd` is what the attempts cost,
+    the figure a human's `confirmed_done` settles it at).
     """
 
     tenant_id: str
@@ -178,14 +179,18 @@ class PolicyRepository(Protocol):
         ...
 
     async def settle(self, action_id: str, cost_usd: float | None) -> Settled | None:
-        """Mark the reservation spent (at the actual cost when known); returns what it was for.
+        """Mark the reservation spent; returns what it was for.
 
+        At `cost_usd` when given; else at the cost its `action.unknown` reported (`hold_unknown`), else at the estimate.
         A reservation already released as expired is counted again: the call ran after all.
         """
         ...
 
-    async def hold_unknown(self, action_id: str) -> None:
-        """The call's outcome is unknown: keep its reservation held until a human resolves it (never expire it)."""
+    async def hold_unknown(self, action_id: str, cost_usd: float | None = None) -> None:
+        """The call's outcome is unknown: keep its reservation held until a human resolves it (never expire it).
+
+        `cost_usd` is what its attempts cost, as its `action.unknown` reported (None: not reported); the first one is kept.
+        """
         ...
 
     async def end(self, ending: Ending) -> Settled | None:

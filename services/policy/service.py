@@ -411,8 +411,8 @@ class PolicyService:
     async def _on_resolved(self, data: ApprovalData) -> None:
         """A human's finding on an `action.unknown`: the reservation it left held is spent, or given back.
 
-        `confirmed_done` settles it at the estimate (the call's real cost was never reported) and, for a
-        financial call, makes its payee known; `confirmed_not_done` releases it.
+        `confirmed_done` settles it at what the `action.unknown` reported its attempts cost (the estimate when it
+        reported none) and, for a financial call, makes its payee known; `confirmed_not_done` releases it.
         """
         if data.resolution == "confirmed_not_done":
             await self.repo.release(data.action_id)
@@ -469,14 +469,15 @@ class PolicyService:
         """How the call of `event` ended, with what its result taught and its reservation's fate."""
         data = event.data
         succeeded = isinstance(event, ActionSucceeded)
+        failed = isinstance(event, ActionFailed)
         return Ending(
             data.tenant_id,
             data.task_id,
             data.action_id,
             data.status,
             data.attempts,
-            budget="settle" if succeeded else "release" if isinstance(event, ActionFailed) else "hold",
-            cost_usd=data.cost.usd if succeeded and data.cost.usd > 0 else None,
+            budget="settle" if succeeded else "release" if failed else "hold",
+            cost_usd=data.cost.usd if not failed and data.cost.usd > 0 else None,  # an unknown one's is kept for a human's finding
             learned=self._output(data) if succeeded else {},
             record=self._record(data) if succeeded else None,
         )

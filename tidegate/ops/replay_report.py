@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +16,20 @@ __all__ = ["ReplayReport", "Story", "TaskDiff", "stories"]
 
 @dataclass
 class Story:
-    """What happened to one task, on one side of the comparison."""
+    """What happened to one task, on one side of the comparison.
+
+    `cost_usd` is the figure compared: the task's total (`task_cost_usd`, which its outcome event reports: model,
+    tools, orchestration, human review) when both sides have one, else the sum of its actions' costs.
+    """
 
     actions: list[dict[str, Any]] = field(default_factory=list)
     outcome: str | None = None
     cost_usd: float = 0.0
+    task_cost_usd: float | None = None
+
+    def actions_cost_usd(self) -> float:
+        """What its actions cost: each proposal's cost and its result's."""
+        return round(sum(float(a["cost_usd"]) for a in self.actions), 8)
 
     def signature(self) -> list[tuple[str, str]]:
         """The actions as (tool, args digest), to tell a changed plan from a changed decision."""
@@ -34,6 +44,13 @@ class TaskDiff:
     tenant_id: str
     then: Story
     now: Story
+
+    def __post_init__(self) -> None:
+        # A side without a task total (recorded proposals replayed, no planner) is the sum of its actions' costs:
+        # the other side is then compared by that sum too, never a task's total against a sum of tool costs.
+        if (self.then.task_cost_usd is None) != (self.now.task_cost_usd is None):
+            self.then = dataclasses.replace(self.then, cost_usd=self.then.actions_cost_usd())
+            self.now = dataclasses.replace(self.now, cost_usd=self.now.actions_cost_usd())
 
     @property
     def actions_changed(self) -> bool:
@@ -131,8 +148,7 @@ def stories(events: list[Any]) -> dict[str, Story]:
             a["cost_usd"] = round(a["cost_usd"] + d.cost.usd, 8)
         elif isinstance(e, TaskCompleted | TaskFailed):
             story.outcome = d.status
-            story.cost_usd = d.cost.total
+            story.task_cost_usd = d.cost.total
     for story in stories.values():
-        if story.outcome is None:
-            story.cost_usd = round(sum(a["cost_usd"] for a in story.actions), 8)
+        story.cost_usd = story.task_cost_usd if story.task_cost_usd is not None else story.actions_cost_usd()
     return stories

@@ -159,16 +159,37 @@ def _history(facts: dict[str, Any]) -> History:
 
 
 def _controls(decided: ActionDecidedData | None) -> Controls:
-    """A kill switch that held then still holds in the what-if (it is not part of the pack)."""
+    """The operators' controls that held then, which the pack does not set: the kill switch and the tenant's spend cap."""
     if decided is None:
         return Controls()
+    return Controls(killswitch=_killswitch(decided), tenant_budget_usd=_tenant_cap(decided.facts))
+
+
+def _killswitch(decided: ActionDecidedData) -> ControlKillswitch | None:
+    """A kill switch that held then still holds in the what-if."""
     for r in decided.reasons:
         if r.code == "kill_switch":
             _, _, scope = r.policy_id.partition("builtin:killswitch:")
             tenant, _, tool = scope.partition(":")
             data = ControlKillswitchData(tenant_id=tenant or "*", tool=tool or "*", active=True, reason=r.message, set_by="recorded")
-            return Controls(killswitch=ControlKillswitch.build(data, source="tidegate/whatif"))
-    return Controls()
+            return ControlKillswitch.build(data, source="tidegate/whatif")
+    return None
+
+
+def _tenant_cap(facts: dict[str, Any]) -> float | None:
+    """The tenant's spend cap then (`facts.tenant_budget_usd`: a `control.budget` record, else its settings); None: no cap.
+
+    Spend caps are operators' figures (`tidegate budget set`), so the what-if keeps them as recorded: a cap lowered then
+    and raised since does not turn that `budget_exceeded` into a flip.
+    """
+    cap = facts.get("tenant_budget_usd")
+    if cap is None:
+        return None
+    if isinstance(cap, bool) or not isinstance(cap, int | float):
+        raise TypeError(f"the recorded spend cap is not a number: {cap!r:.80}")  # (no "tenant": `skip_reason` reads "nan" in it)
+    if not math.isfinite(cap):
+        raise ValueError(f"the recorded spend cap is not finite: {cap}")
+    return float(cap)
 
 
 def _records(facts: dict[str, Any]) -> dict[str, Any]:
