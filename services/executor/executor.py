@@ -231,6 +231,7 @@ class Executor:
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
         before = await self._prior_state(session, spec, data, recovering=step.recovering)
         error: ToolError | None = None
+        maybe: ToolError | None = None  # the first error after which the call may have taken effect: later attempts cannot undo that
         # Attempts of an interrupted process count: `retry.max_attempts` bounds the action's calls in all (`end_of_interrupted`).
         for n in range(1, spec.retry.max_attempts - record.attempts + 1):
             if n > 1:
@@ -239,7 +240,8 @@ class Executor:
                 # Re-check right before every call: a switch set (or the expiry passed) during the read before or a backoff stops it.
                 again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
                 if isinstance(again, Finish):
-                    return await self._stopped(session, record, spec, again, error, attempts, started, extra_cost)
+                    last = _sticky(error, maybe) if error is not None else None
+                    return await self._stopped(session, record, spec, again, last, attempts, started, extra_cost)
             attempts += 1
             if n > 1 or not marked:
                 await session.running(attempts)
@@ -260,11 +262,13 @@ class Executor:
                 undo = await self._plan_undo(session, spec, data, answer.result, before)
                 return await self._finish(session, record, spec, "succeeded", answer.result, None, attempts, started, extra_cost, undo)
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
+            maybe = maybe or (error if error.maybe_applied else None)
             if error.maybe_applied and not safe_to_repeat(spec):
                 break  # repeating could do it twice: the outcome is unknown, a person must check
             if not error.retryable:
                 break
         assert error is not None
+        error = _sticky(error, maybe)
         status = final_status(spec, maybe_applied=error.maybe_applied)
         info = _error(error.type, error.message, retryable=error.retryable)
         return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
@@ -456,6 +460,19 @@ class Executor:
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
     """An error as kept and published; its text may come from outside (a tool's message, an exception), so `storable`."""
     return CallError(storable(str(type_)), storable(message), retryable, dead)
+
+
+def _sticky(error: ToolError, maybe: ToolError | None) -> ToolError:
+    """The last attempt's error, still maybe-applied when an earlier attempt's was (a refused retry does not undo a timeout)."""
+    if maybe is None or error.maybe_applied:
+        return error
+    return ToolError(
+        error.type,
+        f"{error.message} (an earlier attempt may have taken effect: {maybe.type}: {maybe.message})",
+        retryable=error.retryable,
+        maybe_applied=True,
+        retry_after_s=error.retry_after_s,
+    )
 
 
 def _reads_prior_state(spec: ToolSpec | None) -> bool:

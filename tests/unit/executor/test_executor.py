@@ -192,6 +192,35 @@ async def test_a_kill_switch_set_during_backoff_stops_the_retry(world: World) ->
     assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.failed", "kill_switch", 1)
 
 
+async def test_a_refused_retry_after_an_attempt_that_may_have_applied_still_ends_unknown(world: World) -> None:
+    """Attempt 1 timed out after sending (the refund may be done); attempts 2 and 3 never reached the system: unknown, not failed."""
+    maybe = ToolError("timeout", "no answer after the request was sent", retryable=True, maybe_applied=True)
+    refused = ToolError("unreachable", "connection refused", retryable=True)
+    world.tool.script = [maybe, refused, refused]
+    await world.executor.handle(world.authorize())
+    [result] = world.published
+    assert (result.type, result.data.attempts, result.data.error.type) == ("tidegate.action.unknown", 3, "unreachable")
+    assert "an earlier attempt may have taken effect: timeout: no answer after the request was sent" in result.data.error.message
+
+
+async def test_a_retry_stopped_after_an_attempt_that_may_have_applied_still_ends_unknown(world: World) -> None:
+    sleeps = 0
+
+    async def switch_on_the_second_wait(seconds: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        if sleeps == 2:
+            world.switches[("acme", "refund")] = "ops stop"
+
+    world.executor.sleep = switch_on_the_second_wait
+    sent = ToolError("timeout", "sent, no answer", retryable=True, maybe_applied=True)
+    world.tool.script = [sent, ToolError("busy", "x", retryable=True)]
+    await world.executor.handle(world.authorize())
+    [result] = world.published
+    assert (result.type, result.data.attempts) == ("tidegate.action.unknown", 2)
+    assert "an earlier attempt may have taken effect" in result.data.error.message
+
+
 async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_lettered(world: World) -> None:
     event = world.authorize()
     with span("executor handle action.authorized"):  # each delivery is handled in a trace context of its own
