@@ -69,6 +69,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         bounds=kit.bounds,
         authority=deployment_authority(kit, tools, history=True),
         on_retry=discard_broken,
+        liveness=bus.liveness,
     )
 
     async def publish(event: Any) -> None:

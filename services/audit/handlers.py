@@ -20,6 +20,7 @@ from aiokafka import ConsumerRecord
 from schemas import AuditCheckpoint
 from servicekit import Authority, SigningKey
 from servicekit.intake import Bounds
+from servicekit.liveness import Liveness
 from services.audit.chain import AppendResult
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
 from services.audit.records import DEFAULT_BOUNDS, Observed, observe
@@ -62,6 +63,8 @@ class Recorder:
     # Called before each retry (the app discards the pool's connections: one broken by a restart must not be reused).
     on_retry: Callable[[BaseException], Awaitable[None]] | None = None
     authority: Authority | None = None  # records whether each event's signature verified (never drops one)
+    # The process's liveness: `/health` says `retrying: <error>` while a batch is not written, and no longer once one is.
+    liveness: Liveness | None = None
     recorded: int = 0
     skipped: int = 0
     retries: int = 0
@@ -78,6 +81,8 @@ class Recorder:
                 raise
             except Exception as exc:  # the database is down or restarting: wait, never skip a record
                 self.retries += 1
+                if self.liveness is not None:
+                    self.liveness.retrying(exc)
                 if self.on_retry is not None:
                     await self.on_retry(exc)
                 level = logging.WARNING if delay < self.max_delay_s else logging.ERROR
@@ -85,6 +90,8 @@ class Recorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay_s)
                 continue
+            if self.liveness is not None:
+                self.liveness.progressed()
             self.recorded += len(result.rows)
             self.skipped += result.already_recorded
             return result
