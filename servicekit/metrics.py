@@ -126,11 +126,17 @@ APPROVALS_PAST_SLO = Gauge(
     "Approval requests pending longer than the decision SLO (TIDEGATE_APPROVAL_DECISION_SLO_S), by tenant and risk class.",
     ["tenant", "risk"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "tidegate_webhook_deliveries",
+    "Webhook delivery attempts of the approval service, by tenant and status: delivered, retried (failed, tried again "
+    "later) or failed (given up: out of attempts, or the request expired first).",
+    ["tenant", "status"],
+)
 
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
-    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO,
+    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -224,6 +230,12 @@ def observe_human_decision(tenant: str, risk: str, decision: str, seconds: float
     """Time a human took to decide a request."""
     with contextlib.suppress(Exception):
         APPROVAL_DECISION_SECONDS.labels(tenant, risk, decision).observe(max(seconds, 0.0))
+
+
+def observe_webhook_delivery(tenant: str, status: str) -> None:
+    """Count one webhook delivery attempt's outcome (`delivered`, `retried` or `failed`) for the endpoint's tenant."""
+    with contextlib.suppress(Exception):
+        WEBHOOK_DELIVERIES.labels(tenant, status).inc()
 
 
 def observe_queue(by_tenant: dict[str, dict[str, dict[str, float]]]) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from servicekit.people import approver_name, person, same_person
+
 __all__ = ["DEFAULT_TOKEN_TTL", "InMemoryTokenStore", "PgTokenStore", "TokenInfo", "TokenStore"]
 
 DEFAULT_TOKEN_TTL = timedelta(days=30)  # what the schema gives a token inserted without an expiry (migration 002)
@@ -47,7 +49,10 @@ class TokenStore(Protocol):
         expires_at: datetime | None = None,
         operator: bool = False,
     ) -> TokenInfo:
-        """Store a token's hash for an approver, expiring at `expires_at` (None: 30 days from now); an operator token is tenant `*`."""
+        """Store a token's hash for an approver, expiring at `expires_at` (None: 30 days from now); an operator token is tenant `*`.
+
+        The name is stored normalised (`servicekit.people.approver_name`); ValueError for one that is not a plain email or login.
+        """
         ...
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
@@ -55,11 +60,14 @@ class TokenStore(Protocol):
         ...
 
     async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor (same approver, tenant, groups) at once; None when not live."""
+        """Revoke a live token and store its successor (same person, under their normalised name; same tenant, groups) at once.
+
+        None when not live.
+        """
         ...
 
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
+        """Whether `approver` (the person, in any spelling: `servicekit.people`) holds a live token of exactly this tenant."""
         ...
 
     async def tokens(self) -> list[TokenInfo]:
@@ -71,7 +79,7 @@ class TokenStore(Protocol):
         ...
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant (empty: not a registered approver)."""
+        """Union of the groups of the live tokens of `approver` (the person, in any spelling) in a tenant (empty: not registered)."""
         ...
 
     async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
@@ -81,6 +89,13 @@ class TokenStore(Protocol):
     async def link_spent(self, link_id: str) -> bool:
         """Whether a link was used already (by this process or any other on the same database)."""
         ...
+
+
+def _new_token_owner(approver: str, tenant_id: str, operator: bool) -> str:
+    """The approver's name as a new token stores it; ValueError, one line, for a bad name or tenant."""
+    if operator != (tenant_id == "*"):
+        raise ValueError("an operator token is tenant '*', and only an operator token is")
+    return approver_name(approver)
 
 
 def _token(row: asyncpg.Record) -> TokenInfo:
@@ -114,14 +129,13 @@ class PgTokenStore(TokenStore):
         operator: bool = False,
     ) -> TokenInfo:
         """Store a token's hash for an approver (an operator token is tenant `*`)."""
+        approver = _new_token_owner(approver, tenant_id, operator)
         async with self.pool.acquire() as conn:
             return await self._add_token(conn, token_sha256, approver, tenant_id, groups, expires_at, operator)
 
     async def _add_token(
         self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
     ) -> TokenInfo:
-        if operator != (tenant_id == "*"):
-            raise ValueError("an operator token is tenant '*', and only an operator token is")
         row = await conn.fetchrow(
             f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, expires_at, operator) "
             f"VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() + interval '{DEFAULT_TOKEN_TTL.days} days'), $7) RETURNING *",
@@ -155,17 +169,17 @@ class PgTokenStore(TokenStore):
             )
             if old is None:
                 return None
-            return await self._add_token(conn, new_sha256, old["approver"], old["tenant_id"], old["groups"], expires_at, old["operator"])
+            return await self._add_token(
+                conn, new_sha256, person(old["approver"]), old["tenant_id"], old["groups"], expires_at, old["operator"]
+            )
 
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
-        found = await self.pool.fetchval(
-            f"SELECT 1 FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id = $2 AND revoked_at IS NULL "
-            "AND expires_at > now() LIMIT 1",
-            approver,
+        """Whether `approver` (in any spelling) holds a live token of exactly this tenant."""
+        rows = await self.pool.fetch(
+            f"SELECT approver FROM {self.s}.approver_tokens WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at > now()",
             tenant_id,
         )
-        return found is not None
+        return any(same_person(r["approver"], approver) for r in rows)
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
@@ -180,14 +194,13 @@ class PgTokenStore(TokenStore):
         return done is not None
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant."""
-        rows = await self.pool.fetch(
-            f"SELECT groups FROM {self.s}.approver_tokens WHERE approver = $1 AND tenant_id IN ($2, '*') AND revoked_at IS NULL "
+        """Union of the groups of an approver's (in any spelling) live tokens in a tenant."""
+        rows = await self.pool.fetch(  # every live token of the tenant: one person's may be stored in several spellings (made before)
+            f"SELECT approver, groups FROM {self.s}.approver_tokens WHERE tenant_id IN ($1, '*') AND revoked_at IS NULL "
             "AND expires_at > now()",
-            approver,
             tenant_id,
         )
-        return {g for r in rows for g in r["groups"]}
+        return {g for r in rows if same_person(r["approver"], approver) for g in r["groups"]}
 
     async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
         """Record a link as used; False when it was used before."""
@@ -225,8 +238,12 @@ class InMemoryTokenStore(TokenStore):
         operator: bool = False,
     ) -> TokenInfo:
         """Store a token's hash."""
-        if operator != (tenant_id == "*"):
-            raise ValueError("an operator token is tenant '*', and only an operator token is")
+        approver = _new_token_owner(approver, tenant_id, operator)
+        return self._store(token_sha256, approver, tenant_id, groups, expires_at, operator)
+
+    def _store(
+        self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
+    ) -> TokenInfo:
         info = TokenInfo(
             "tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), self._now(), expires_at=expires_at, operator=operator
         )
@@ -243,11 +260,11 @@ class InMemoryTokenStore(TokenStore):
             return None
         h, old = self.token_rows[token_id]
         self.token_rows[token_id] = (h, replace(old, revoked_at=self._now()))
-        return await self.add_token(new_sha256, old.approver, old.tenant_id, old.groups, expires_at=expires_at, operator=old.operator)
+        return self._store(new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
 
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
         """Whether `approver` holds a live token of exactly this tenant."""
-        return any(i.approver == approver and i.tenant_id == tenant_id and self._live(i) for _, i in self.token_rows.values())
+        return any(same_person(i.approver, approver) and i.tenant_id == tenant_id and self._live(i) for _, i in self.token_rows.values())
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
@@ -266,7 +283,7 @@ class InMemoryTokenStore(TokenStore):
         return {
             g
             for _, info in self.token_rows.values()
-            if info.approver == approver and info.tenant_id in (tenant_id, "*") and self._live(info)
+            if same_person(info.approver, approver) and info.tenant_id in (tenant_id, "*") and self._live(info)
             for g in info.groups
         }
 

@@ -5,6 +5,7 @@ Part of `ApprovalService` (`services.approval.service` composes it), over the sa
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -12,8 +13,9 @@ from typing import Any
 from urllib.parse import quote
 
 from servicekit import SigningKey
-from services.approval import auth, webhooks
-from services.approval.domain import ApprovalRecord, Approver, Refusal
+from servicekit.metrics import observe_webhook_delivery
+from services.approval import auth, domain, webhooks
+from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint
 from services.approval.settings import ApprovalSettings
 
@@ -33,6 +35,7 @@ class WebhookSide:
 
     repo: ApprovalRepository
     key: SigningKey
+    groups: GroupsConfig
     settings: ApprovalSettings
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
@@ -148,54 +151,109 @@ class WebhookSide:
         return Refusal(code=refusal.code, status=401, message=str(refusal))
 
     async def deliver_webhooks(self) -> int:
-        """Send due webhook messages once each; failures are retried later with exponential backoff."""
-        if self.sender is None:
+        """Send due webhook messages once each, endpoints side by side; failures are retried later with exponential backoff.
+
+        This layer owns the retries of a message (the sender makes one attempt). Each endpoint's claimed messages go one at
+        a time in the order they fell due, at most `webhook_concurrency` attempts at once over all endpoints, so a slow or
+        hanging receiver holds up only its own messages. A round starts attempts for `webhook_timeout_s` and each lasts at
+        most that long, so the lease (three times it, and 10 s) outlives the round: no other copy sends a claimed message
+        too. Claimed messages not started in time are given back, due at once.
+        """
+        sender = self.sender
+        if sender is None:
             return 0
-        now = self.clock()
-        sent = 0
-        lease = timedelta(seconds=self.settings.webhook_timeout_s * 2 + 5)
-        for delivery, endpoint in await self.repo.claim_due_deliveries(now, lease):
-            body = await self._attempt_body(delivery, endpoint)
-            headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
-            result = await self.sender.send(endpoint.url, headers, body)
-            attempt = delivery.attempts + 1
-            if result.ok:
-                outcome, next_at = "delivered", None
-                sent += 1
-            elif attempt >= self.settings.webhook_max_attempts:
-                outcome, next_at = "failed", None
-            else:
-                delay = webhooks.backoff(
-                    attempt, initial_s=self.settings.webhook_backoff_initial_s, max_s=self.settings.webhook_backoff_max_s
-                )
-                outcome, next_at = "pending", self.clock() + delay
-            await self.repo.record_attempt(
-                delivery.delivery_id,
-                attempt,
-                status_code=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                outcome=outcome,
-                next_at=next_at,
-            )
-        return sent
+        timeout_s = self.settings.webhook_timeout_s
+        claimed = await self.repo.claim_due_deliveries(self.clock(), timedelta(seconds=timeout_s * 3 + 10))
+        queues: dict[tuple[str, str], list[tuple[Delivery, Endpoint]]] = {}
+        for delivery, endpoint in claimed:
+            queues.setdefault((endpoint.tenant_id, endpoint.endpoint_id), []).append((delivery, endpoint))
+        gate = asyncio.Semaphore(self.settings.webhook_concurrency)
+        last_start = asyncio.get_running_loop().time() + timeout_s
+        async with asyncio.TaskGroup() as group:
+            turns = [group.create_task(self._deliver_in_turn(sender, queue, gate, last_start)) for queue in queues.values()]
+        left = [delivery_id for turn in turns for delivery_id in turn.result()[1]]
+        if left:
+            await self.repo.release_deliveries(left, self.clock())
+        return sum(turn.result()[0] for turn in turns)
 
-    async def _attempt_body(self, delivery: Delivery, endpoint: Endpoint) -> bytes:
-        """The body of one attempt: the message as stored, with a one-time link for each approver `endpoint` lists now.
+    async def _deliver_in_turn(
+        self, sender: webhooks.WebhookSender, queue: Sequence[tuple[Delivery, Endpoint]], gate: asyncio.Semaphore, last_start: float
+    ) -> tuple[int, list[str]]:
+        """One endpoint's messages, one attempt at a time, none started after `last_start`: (delivered, ids not attempted)."""
+        delivered = 0
+        for done, (delivery, endpoint) in enumerate(queue):
+            async with gate:
+                if asyncio.get_running_loop().time() >= last_start:
+                    return delivered, [d.delivery_id for d, _ in queue[done:]]
+                delivered += await self._attempt(sender, delivery, endpoint)
+        return delivered, []
 
-        Links are minted here, never stored: `endpoint` is the row this attempt is sent to, read at once with its URL,
-        secret and approvers, so a link only ever goes to the URL and secret its approver enrolled. A message queued
-        before an admin re-pointed the endpoint carries the links of the approvers listed after the change (the change
-        dropped the others), and none once the request is settled.
+    async def _attempt(self, sender: webhooks.WebhookSender, delivery: Delivery, endpoint: Endpoint) -> bool:
+        """One attempt of one message, logged, counted and moved on (delivered, pending until the next try, or failed)."""
+        body, retry_until = await self._attempt_body(delivery, endpoint)
+        headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
+        result = await sender.send(endpoint.url, headers, body)
+        attempt = delivery.attempts + 1
+        outcome, next_at = self._next_step(attempt, result.ok, retry_until)
+        await self.repo.record_attempt(
+            delivery.delivery_id,
+            attempt,
+            status_code=result.status_code,
+            error=result.error,
+            duration_ms=result.duration_ms,
+            outcome=outcome,
+            next_at=next_at,
+        )
+        observe_webhook_delivery(endpoint.tenant_id, "retried" if outcome == "pending" else outcome)
+        return result.ok
+
+    def _next_step(self, attempt: int, ok: bool, retry_until: datetime | None) -> tuple[str, datetime | None]:
+        """Where an attempt leaves its message: `delivered`, `pending` until the next try, or `failed`.
+
+        Failed: no attempts left, or the next one would come after `retry_until` (a request expired by then needs no decision).
+        """
+        if ok:
+            return "delivered", None
+        delay = webhooks.backoff(attempt, initial_s=self.settings.webhook_backoff_initial_s, max_s=self.settings.webhook_backoff_max_s)
+        next_at = self.clock() + delay
+        settings = self.settings
+        if attempt >= settings.webhook_max_attempts or (retry_until is not None and next_at >= retry_until):
+            return "failed", None
+        return "pending", next_at
+
+    async def _attempt_body(self, delivery: Delivery, endpoint: Endpoint) -> tuple[bytes, datetime | None]:
+        """The body of one attempt, and until when a message asking for a decision is worth retrying (its request's expiry).
+
+        The body is the message as stored, with a one-time link for each approver `endpoint` lists now who may decide the
+        request (`_link_holders`). Links are minted here, never stored: `endpoint` is the row this attempt is sent to, read
+        at once with its URL, secret and approvers, so a link only ever goes to the URL and secret its approver enrolled. A
+        message queued before an admin re-pointed the endpoint carries the links of the approvers listed after the change
+        (the change dropped the others), and none once the request is settled.
         """
         message = json.loads(delivery.body)
         data = message["data"]
         data.pop("links", None)  # minted for the endpoint as it was (a message an older copy of the service stored)
-        if endpoint.approvers and data.get("status") == "pending":
+        retry_until = None
+        if data.get("status") == "pending":
             record = await self.repo.get(delivery.approval_id)
-            if record is not None and record.is_pending:
-                data["links"] = self._links(record, endpoint.approvers)
-        return json.dumps(message).encode()
+            if record is not None:
+                retry_until = record.expires_at
+            if record is not None and record.is_pending and endpoint.approvers:
+                data["links"] = self._links(record, await self._link_holders(record, endpoint.approvers))
+        return json.dumps(message).encode(), retry_until
+
+    async def _link_holders(self, record: ApprovalRecord, approvers: Sequence[str]) -> list[str]:
+        """Those of `approvers` who may decide `record` now: never its requester (four eyes), nor anyone outside its groups.
+
+        A link of anyone else could not decide the request, and would only be one more credential in the message.
+        """
+        holders = []
+        for approver in approvers:
+            groups = frozenset(await self.repo.groups_of(approver, record.tenant_id))
+            who = Approver(approver=approver, tenant_id=record.tenant_id, groups=groups, via="link")
+            if domain.check_access(record, who, self.groups) is None:
+                holders.append(approver)
+        return holders
 
     def _links(self, record: ApprovalRecord, approvers: Sequence[str]) -> dict[str, str]:
         """A one-time link to `record` for each of `approvers`, valid until the request expires (at most `link_ttl_s`)."""

@@ -10,6 +10,7 @@ the transaction of the state they announce (outbox).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -35,6 +36,7 @@ class Delivery:
     last_status_code: int | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    created_at: datetime | None = field(default=None, compare=False)  # when it was queued: where a page of the log resumes
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,19 @@ class WebhookStore(Protocol):
         """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
         ...
 
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
         """Pending deliveries due now, leased so that another copy of the service does not send them too.
 
+        At most `per_endpoint` of each endpoint, earliest due first, and every endpoint's first before any endpoint's
+        second: an endpoint with a backlog (a dead or slow receiver) cannot fill the batch and starve the others.
         Each with its endpoint as one row read now: the attempt's URL, secret and the approvers whose links it carries.
         """
+        ...
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back: due again at `now`, without counting an attempt."""
         ...
 
     async def record_attempt(
@@ -107,8 +117,19 @@ class WebhookStore(Protocol):
         """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`)."""
         ...
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
+    async def deliveries(
+        self,
+        approval_id: str | None = None,
+        limit: int = 200,
+        *,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints; with `status`: in that status).
+
+        `after` (`created_at`, `delivery_id`) resumes past that message: the next page.
+        """
         ...
 
 
@@ -126,6 +147,7 @@ def _delivery(row: asyncpg.Record) -> Delivery:
         last_status_code=row["last_status_code"],
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
+        created_at=row["created_at"],
     )
 
 
@@ -216,19 +238,28 @@ class PgWebhookStore(WebhookStore):
         rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
         return [_endpoint(r) for r in rows]
 
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased (next attempt pushed out) under SKIP LOCKED."""
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased (next attempt pushed out).
+
+        A row another copy claims meanwhile is skipped: the update waits for its lock, then finds it no longer due.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 WHERE delivery_id IN ("
-                f"SELECT delivery_id FROM {self.s}.webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 "
-                "ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING d.*",
+                f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 FROM (SELECT delivery_id, turn, due_at FROM ("
+                "SELECT delivery_id, next_attempt_at AS due_at, row_number() OVER (PARTITION BY tenant_id, endpoint_id "
+                f"ORDER BY next_attempt_at, created_at) AS turn FROM {self.s}.webhook_deliveries "
+                "WHERE status = 'pending' AND next_attempt_at <= $1) ranked WHERE turn <= $4 ORDER BY turn, due_at LIMIT $3) due "
+                "WHERE d.delivery_id = due.delivery_id AND d.status = 'pending' AND d.next_attempt_at <= $1 "
+                "RETURNING d.*, due.turn, due.due_at",
                 now,
                 now + lease,
                 limit,
+                per_endpoint,
             )
             result = []
-            for row in rows:
+            for row in sorted(rows, key=lambda r: (r["turn"], r["due_at"])):  # each endpoint's in the order they fell due
                 ep = await conn.fetchrow(
                     f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2",
                     row["tenant_id"],
@@ -237,6 +268,14 @@ class PgWebhookStore(WebhookStore):
                 if ep is not None:
                     result.append((_delivery(row), _endpoint(ep)))
         return result
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back, due at `now`."""
+        await self.pool.execute(
+            f"UPDATE {self.s}.webhook_deliveries SET next_attempt_at = $2 WHERE delivery_id = ANY($1::text[]) AND status = 'pending'",
+            list(delivery_ids),
+            now,
+        )
 
     async def record_attempt(
         self,
@@ -274,14 +313,26 @@ class PgWebhookStore(WebhookStore):
                 next_at,
             )
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints)."""
+    async def deliveries(
+        self,
+        approval_id: str | None = None,
+        limit: int = 200,
+        *,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Delivery]:
+        """The delivery log, newest first (with `tenant_id`: only messages to that tenant's endpoints; `after`: the next page)."""
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.webhook_deliveries WHERE ($1::text IS NULL OR approval_id = $1) AND ($3::text IS NULL OR "
-            "tenant_id = $3) ORDER BY created_at DESC LIMIT $2",
+            "tenant_id = $3) AND ($4::text IS NULL OR status = $4) "
+            "AND ($5::timestamptz IS NULL OR (created_at, delivery_id) < ($5, $6::text)) "
+            "ORDER BY created_at DESC, delivery_id DESC LIMIT $2",
             approval_id,
             limit,
             tenant_id,
+            status,
+            *(after or (None, None)),
         )
         return [_delivery(r) for r in rows]
 
@@ -333,14 +384,27 @@ class InMemoryWebhookStore(WebhookStore):
         """The endpoints that belong to a tenant."""
         return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
 
-    async def claim_due_deliveries(self, now: datetime, lease: timedelta, limit: int = 20) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, leased."""
-        due = [
-            d for d in self.delivery_rows.values() if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now
-        ][:limit]
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased."""
+        turns: dict[tuple[str, str], int] = {}
+        ranked = []
+        for d in sorted(self.delivery_rows.values(), key=lambda d: d.next_attempt_at or now):
+            if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now:
+                turn = turns[d.tenant_id, d.endpoint_id] = turns.get((d.tenant_id, d.endpoint_id), 0) + 1
+                ranked.append((turn, d))
+        due = [d for turn, d in sorted(ranked, key=lambda pair: pair[0]) if turn <= per_endpoint][:limit]
         for d in due:
             self.delivery_rows[d.delivery_id] = replace(d, next_attempt_at=now + lease)
         return [(d, self.endpoint_rows[d.tenant_id, d.endpoint_id]) for d in due if (d.tenant_id, d.endpoint_id) in self.endpoint_rows]
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back, due at `now`."""
+        for delivery_id in delivery_ids:
+            d = self.delivery_rows[delivery_id]
+            if d.status == "pending":
+                self.delivery_rows[delivery_id] = replace(d, next_attempt_at=now)
 
     async def record_attempt(
         self,
@@ -365,10 +429,28 @@ class InMemoryWebhookStore(WebhookStore):
             next_attempt_at=next_at or d.next_attempt_at,
         )
 
-    async def deliveries(self, approval_id: str | None = None, limit: int = 200, *, tenant_id: str | None = None) -> list[Delivery]:
-        """The delivery log."""
-        return [
+    async def deliveries(
+        self,
+        approval_id: str | None = None,
+        limit: int = 200,
+        *,
+        tenant_id: str | None = None,
+        status: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Delivery]:
+        """The delivery log, newest first."""
+        found = [
             d
             for d in self.delivery_rows.values()
-            if (approval_id is None or d.approval_id == approval_id) and (tenant_id is None or d.tenant_id == tenant_id)
-        ][:limit]
+            if (approval_id is None or d.approval_id == approval_id)
+            and (tenant_id is None or d.tenant_id == tenant_id)
+            and (status is None or d.status == status)
+        ]
+        ordered = sorted(found, key=_log_order, reverse=True)
+        return [d for d in ordered if after is None or _log_order(d) < after][:limit]
+
+
+def _log_order(d: Delivery) -> tuple[datetime, str]:
+    """Where a message stands in the delivery log (the in-memory twin's `ORDER BY created_at, delivery_id`)."""
+    assert d.created_at is not None  # set when it is queued
+    return d.created_at, d.delivery_id

@@ -4,20 +4,27 @@
 
 import base64
 import hashlib
+import logging
 import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from servicekit.intake import DATABASE_ERRORS
 from services.approval import domain, webhooks
+from services.approval._errors import install_error_handlers
 from services.approval._http import error as _error
 from services.approval._http import json_body as _json_body
 from services.approval._http import parse as _parse
 from services.approval._http import refuse_control_characters
+from services.approval._limits import MAX_BODY_BYTES, NEXT_CURSOR, BodyLimit, next_cursor, read_cursor, refuse_unsigned
+from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
@@ -26,9 +33,16 @@ from services.approval.service import LINK_USED, ApprovalService, AuthError, Ses
 from services.approval.tenants import ADMIN_GROUP
 from services.approval.tenants_api import TENANT_BODIES, tenant_routes
 
-__all__ = ["create_api"]
+__all__ = ["DATABASE_UNAVAILABLE", "create_api"]
+
+log = logging.getLogger(__name__)
 
 PAGE = Path(__file__).parent / "web" / "index.html"
+
+# What a route meets while PostgreSQL is away: a refused or broken connection (asyncpg's connection errors, `OSError`)
+# or a pool that found no connection in time (`TimeoutError`, an `OSError`). Answered 503, never a bare 500.
+DATABASE_UNAVAILABLE = cast(tuple[type[Exception], ...], (OSError, *DATABASE_ERRORS))  # each of them is an Exception
+RETRY_AFTER_S = 5
 
 DESCRIPTION = """
 Humans in the loop for Tidegate. The policy service escalates an action; this service keeps the
@@ -45,8 +59,9 @@ role (403), the request itself: another tenant's answers exactly as a missing on
 four eyes (403/409), then the body (422), then the state (409). See docs/security/approval.md.
 **Errors** carry `{"detail": {"code", "message"}}`: 401 unauthenticated (unknown, revoked or
 expired), 403 not allowed (role, group, four eyes), 404 unknown (or another tenant's), 409 conflict
-(already decided, expired, the call changed, replay, requester unknown), 422 invalid input,
-429 too many requests (with `Retry-After`).
+(already decided, expired, the call changed, replay, requester unknown), 405 `method_not_allowed`, 413 `too_large`
+(a body over 1 MiB), 422 invalid input (`invalid_param` for a query or path parameter), messages one line of at most 1,000 characters,
+429 too many requests (with `Retry-After`), 503 `database_unavailable` (PostgreSQL is not answering; with `Retry-After`).
 """
 
 
@@ -103,6 +118,13 @@ class ApprovalView(BaseModel):
         "an operator and a request whose requester is unknown).",
     )
     cannot_decide_because: str | None = Field(description="Why not, in words.")
+    cannot_decide_code: str | None = Field(
+        default=None, description="Why not, as the code a vote would be refused with (`link_used`, `not_pending`, `four_eyes`…)."
+    )
+    key_args: list[str] = Field(
+        default_factory=list,
+        description="Args the tool's catalog facts name (amount, payee, recipients…), in that order: what to read first.",
+    )
     killswitch: dict[str, Any] | None = Field(description="An active kill switch on this tool and tenant, if any.")
 
 
@@ -254,6 +276,7 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
     refusal = domain.check_access(record, who, service.groups) or state
     if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
+    refusal = refusal or domain.second_vote_without_token(record, who, Vote(decision="approve", edited_args=record.edited_args))
     refusal = refusal or service.approval_held(record)
     return {
         **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
@@ -262,6 +285,8 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
         "can_decide": refusal is None,
         "can_reject": rejecting is None,
         "cannot_decide_because": refusal.message if refusal else None,
+        "cannot_decide_code": refusal.code if refusal else None,
+        "key_args": key_args(service.catalog, record.tool),
         "killswitch": service.killswitch(record.tenant_id, record.tool),
     }
 
@@ -279,16 +304,40 @@ def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
     )
 
 
-def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
-    """The FastAPI app: JSON API under `/api/v1` (rate-limited), the approver page at `/`."""
+def create_api(
+    service: ApprovalService,
+    rate_limits: ApiRateLimits,
+    *,
+    on_database_error: Callable[[BaseException], Awaitable[None]] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The FastAPI app: JSON API under `/api/v1` (rate-limited), the approver page at `/`.
+
+    A request that meets the database down is answered `503 database_unavailable` and logged in one line;
+    `on_database_error` is then told (the process shows it on `/health` and discards its broken connections).
+    """
     api = FastAPI(title="Tidegate approval service", version="1", description=DESCRIPTION, docs_url="/docs", redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="An approver API token (`tga_…`) or a one-time link token (`tgl.…`).")
+    api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # no body over the bound is read, signed in or not: 413 too_large
+    install_error_handlers(api)  # one error shape: `{"detail": {"code", "message"}}`, one line
 
     @api.exception_handler(Throttled)
     async def throttled(_: Request, exc: Throttled) -> JSONResponse:
         return JSONResponse(
             {"detail": {"code": "rate_limited", "message": str(exc)}}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
         )
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("approval: %s %s answered 503, database unavailable: %r", request.method, request.url.path, exc)
+        if on_database_error is not None:
+            await on_database_error(exc)
+        message = f"database unavailable, retrying: try again in {RETRY_AFTER_S}s"
+        return JSONResponse(
+            {"detail": {"code": "database_unavailable", "message": message}}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
+
+    for unavailable in DATABASE_UNAVAILABLE:
+        api.add_exception_handler(unavailable, database_unavailable)
 
     async def limit_address(request: Request) -> None:
         """First check of every API call: the client address's rate (before the credential, so guessing is slowed too)."""
@@ -434,22 +483,42 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
     async def list_approvals(
         service: Svc,
         session: Auth,
+        response: Response,
         tenant: Annotated[str | None, Query(description="Tenant (defaults to the approver's own).")] = None,
         tool: Annotated[str | None, Query(description="Only this tool.")] = None,
         reason: Annotated[str | None, Query(description="Only requests with this reason code.", examples=["needs_human_approval"])] = None,
         status: Annotated[
-            str | None, Query(description="`pending` (default), `granted`, `rejected`, `expired`, `resolved`, or `all`.")
+            Literal["pending", "granted", "rejected", "expired", "resolved", "all"],
+            Query(description="`pending` (default; soonest to expire first), `granted`, `rejected`, `expired`, `resolved`, or `all`."),
         ] = "pending",
         limit: Annotated[int, Query(ge=1, le=500)] = 200,
+        cursor: Annotated[str | None, Query(description=f"The `{NEXT_CURSOR}` header of the page before: the page after it.")] = None,
     ) -> list[dict[str, Any]]:
-        """Requests of the approver's tenant, newest first; each says whether the caller may decide it."""
+        """Requests of the approver's tenant: pending ones soonest to expire first, the others newest first.
+
+        Each says whether the caller may decide it. A full page has an `X-Next-Cursor` header: send it back as `cursor` for the
+        next page.
+        """
         who = session.approver
         if tenant is not None and not who.may_see(tenant):
             raise HTTPException(403, detail={"code": "wrong_tenant", "message": f"{who.approver} may not see tenant {tenant!r}"})
         scope = tenant or (None if who.operator else who.tenant_id)
+        expiring = status == "pending"  # the most urgent first; one at or past its expiry waits for nobody: start after now
+        order = "expiring" if expiring else "newest"
+        now = service.clock() + timedelta(microseconds=1)  # the precision of a timestamptz: every expiry after now, none at it
+        after = read_cursor(cursor, order) if cursor else ((now, "") if expiring else None)
         records = await service.repo.search(
-            tenant_id=scope, status=None if status == "all" else status, tool=tool, reason=reason, limit=limit
+            tenant_id=scope,
+            status=None if status == "all" else status,
+            tool=tool,
+            reason=reason,
+            limit=limit,
+            expiring_first=expiring,
+            after=after,
         )
+        if len(records) == limit:
+            last = records[-1]
+            response.headers[NEXT_CURSOR] = next_cursor(order, last.expires_at if expiring else last.created_at, last.approval_id)
         if session.link is not None:
             records = [r for r in records if r.approval_id == session.link.approval_id]
         if status == "pending":  # past its expiry it is no longer waiting for anyone, even before the sweep closes it
@@ -512,6 +581,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         return await _view(service, result, session)
 
     async def answer_callback(tenant_id: str | None, endpoint_id: str, request: Request, service: ApprovalService) -> dict[str, Any]:
+        refuse_unsigned(request.headers)  # before the body is read: nobody unsigned makes the service read one
         result = await service.callback(tenant_id, endpoint_id, request.headers, await request.body())
         if isinstance(result, Refusal):
             raise _error(result)
@@ -630,10 +700,27 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
         return _endpoint_out(result)
 
     @v1.get("/webhooks/deliveries", tags=["webhooks"], summary="The delivery log (admin)")
-    async def deliveries(service: Svc, session: Auth, approval_id: str | None = None) -> list[dict[str, Any]]:
-        """Outgoing messages to your tenant's endpoints (an operator: all) with their status, attempts and last error."""
+    async def deliveries(
+        service: Svc,
+        session: Auth,
+        response: Response,
+        approval_id: str | None = None,
+        status: Annotated[Literal["pending", "delivered", "failed"] | None, Query(description="Only messages in this status.")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 200,
+        cursor: Annotated[str | None, Query(description=f"The `{NEXT_CURSOR}` header of the page before: the page after it.")] = None,
+    ) -> list[dict[str, Any]]:
+        """Outgoing messages to your tenant's endpoints (an operator: all) with their status, attempts and last error, newest first.
+
+        A full page has an `X-Next-Cursor` header: send it back as `cursor` for the next page.
+        """
         require_admin(session)
         who = session.approver
+        after = read_cursor(cursor, "deliveries") if cursor else None
+        found = await service.repo.deliveries(
+            approval_id, limit, tenant_id=None if who.operator else who.tenant_id, status=status, after=after
+        )
+        if len(found) == limit and found[-1].created_at is not None:
+            response.headers[NEXT_CURSOR] = next_cursor("deliveries", found[-1].created_at, found[-1].delivery_id)
         return [
             {
                 "delivery_id": d.delivery_id,
@@ -646,7 +733,7 @@ def create_api(service: ApprovalService, rate_limits: ApiRateLimits) -> FastAPI:
                 "last_status_code": d.last_status_code,
                 "last_error": d.last_error,
             }
-            for d in await service.repo.deliveries(approval_id, tenant_id=None if who.operator else who.tenant_id)
+            for d in found
         ]
 
     tenant_routes(v1, get_service, get_session)

@@ -21,6 +21,7 @@ from servicekit import (
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from services.approval import handlers, webhooks
+from services.approval._outage import DatabaseOutage
 from services.approval._task_event_store import forget_task_events
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
 from services.approval.api import create_api
@@ -100,6 +101,7 @@ def build(
     own_sender = deps.sender is None
     bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
     control = ControlState()
+    outage = DatabaseOutage(bus)  # the API's and the sweeps' database errors on `/health`, beside the consumers'
 
     def base_url() -> str:  # links in webhooks point at the address the HTTP server listens on
         if settings.public_url:
@@ -142,7 +144,7 @@ def build(
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 
     async def sweep() -> None:
-        await every(settings.sweep_interval_s, "approval: sweep", service.sweep, at_start=True)
+        await every(settings.sweep_interval_s, "approval: sweep", outage.guarded("approval: sweep", service.sweep), at_start=True)
 
     async def forget_old_task_events() -> None:
         async def step() -> None:
@@ -150,10 +152,12 @@ def build(
             if forgotten := await forget_task_events(service.repo, cutoff):
                 log.info("approval: forgot %d task events older than %s", forgotten, cutoff.isoformat())
 
-        await every(settings.task_events_check_s, "approval: forgetting old task events", step, at_start=True)
+        what = "approval: forgetting old task events"
+        await every(settings.task_events_check_s, what, outage.guarded(what, step), at_start=True)
 
     async def deliver_webhooks() -> None:
-        await every(min(1.0, settings.sweep_interval_s), "approval: webhook delivery", service.deliver_webhooks, at_start=True)
+        what = "approval: webhook delivery"
+        await every(min(1.0, settings.sweep_interval_s), what, outage.guarded(what, service.deliver_webhooks), at_start=True)
 
     async def close(_: ServiceProcess) -> None:
         if own_sender and isinstance(service.sender, webhooks.HttpxSender):
@@ -166,7 +170,9 @@ def build(
         pool=pool,
         migrations=Path(__file__).parent / "migrations",
         control=control,
-        http_app=create_api(service, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip)),
+        http_app=create_api(
+            service, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip), on_database_error=outage.failed
+        ),
         http_host=settings.http_host,
         http_port=settings.http_port,
         on_start=[install_file_endpoints],

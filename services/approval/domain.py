@@ -40,12 +40,14 @@ __all__ = [
     "opens_request",
     "refresh_request",
     "request_from_decision",
+    "second_vote_without_token",
     "signed_decision",
     "unsigned_request",
 ]
 
 Status = Literal["pending", "granted", "rejected", "expired", "resolved"]
 Kind = Literal["approval", "follow_up"]
+Via = Literal["token", "link", "callback"]
 Resolution = Literal["confirmed_done", "confirmed_not_done"]
 GRANTED, REJECTED, EXPIRED, REQUESTED, RESOLVED = (
     "tidegate.approval.granted",
@@ -84,6 +86,7 @@ class ApprovalRecord(_Frozen):
     required_approvals: int = 1
     approvers: list[str] = Field(default_factory=list)
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)  # approver → groups held when they voted
+    approved_via: dict[str, Via] = Field(default_factory=dict)  # approver → how their counted approval came (absent: a token)
     edited_args: dict[str, Any] | None = None
     comment: str | None = None
     review_reason: str | None = None  # why a human rejected or edited (the tenant's taxonomy)
@@ -162,7 +165,7 @@ class Approver(_Frozen):
     approver: str
     tenant_id: str
     groups: frozenset[str] = frozenset()
-    via: Literal["token", "link", "callback"] = "token"
+    via: Via = "token"
     operator: bool = False
 
     def may_see(self, tenant_id: str) -> bool:
@@ -262,6 +265,7 @@ def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> Approval
             "required_approvals": fresh.required_approvals,
             "approvers": [],
             "approver_groups": {},
+            "approved_via": {},
             "edited_args": None,
             "version": existing.version + 1,
         }
@@ -315,6 +319,28 @@ def has_approved(record: ApprovalRecord, approver: str) -> bool:
     return any(same_person(approver, a) for a in record.approvers)
 
 
+def second_vote_without_token(record: ApprovalRecord, who: Approver, vote: Vote) -> Refusal | None:
+    """Why an approve through a one-time link or a chat callback is refused: another such approval already counts toward the quorum.
+
+    A request that needs two or more approvals takes at most one of them without the approver's own token.
+    Links and callbacks are bearer credentials that travel together: one webhook message carries every
+    approver's link, and whoever holds the endpoint's secret signs callbacks in any of its approvers' names.
+    Whoever holds the message (a chat channel, a log) would otherwise meet a two-person rule alone.
+    """
+    if vote.decision != "approve" or who.via == "token" or record.required_approvals < 2 or vote.edited_args != record.edited_args:
+        return None  # a reject settles alone anyway; other edited args restart the count with this one approval
+    if has_approved(record, who.approver):
+        return None  # their approval counts already: `already_approved` says so
+    if not any(record.approved_via.get(a, "token") != "token" for a in record.approvers):
+        return None
+    return _refuse(
+        "own_token_needed",
+        403,
+        f"this request needs {record.required_approvals} approvals and takes at most one through a one-time link or chat, which it "
+        "has (two-person rule): sign in with your API token to approve (the page with your token, or `tidegate approvals approve`)",
+    )
+
+
 def already_settled(record: ApprovalRecord) -> str:
     """Why a request that is no longer pending cannot be decided: its status, who settled it and when."""
     message = f"approval {record.approval_id} is already {record.status}"
@@ -360,8 +386,9 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
     """Apply one human's vote to a request, or say why it is refused.
 
     Order matters: access first (so a stranger learns nothing), then state, expiry and the digest.
-    With several required approvals, each distinct approver's grant counts once (names compared
-    case-insensitively, as four eyes does); edited args that differ from the ones already approved
+    With several required approvals, each distinct approver's grant counts once (one person in any
+    spelling, as four eyes does: `servicekit.people`), and at most one of them may come without the
+    approver's own token (`second_vote_without_token`); edited args that differ from the ones already approved
     restart the count with this approver, since the others approved a different call, while "edited"
     args equal to the call are no edit. One reject settles the request.
     """
@@ -389,16 +416,19 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
         return _refuse(
             "already_approved", 409, f"{who.approver} already approved; {record.required_approvals} distinct approvals are needed"
         )
+    refused = second_vote_without_token(record, who, vote)
+    if refused:
+        return refused
     same_call = vote.edited_args == record.edited_args
     approvers = [*record.approvers, who.approver] if same_call else [who.approver]
     # The groups each approver held, signed into the grant: the policy service counts only the groups its settings require.
     held = (dict(record.approver_groups) if same_call else {}) | {who.approver: sorted(who.groups)}
+    via = (dict(record.approved_via) if same_call else {}) | ({who.approver: who.via} if who.via != "token" else {})
+    counted = {"approvers": approvers, "approver_groups": held, "approved_via": via}
     if len(approvers) < record.required_approvals:
-        partial = record.model_copy(
-            update={"approvers": approvers, "approver_groups": held, "edited_args": vote.edited_args, "version": record.version + 1}
-        )
+        partial = record.model_copy(update=counted | {"edited_args": vote.edited_args, "version": record.version + 1})
         return Transition(record=partial)
-    granted = _settled(record, "granted", who, vote, now).model_copy(update={"approvers": approvers, "approver_groups": held})
+    granted = _settled(record, "granted", who, vote, now).model_copy(update=counted)
     return Transition(record=granted, event_type=GRANTED)
 
 

@@ -65,9 +65,20 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         ...
 
     async def search(
-        self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
+        self,
+        *,
+        tenant_id: str | None,
+        status: str | None,
+        tool: str | None = None,
+        reason: str | None = None,
+        limit: int = 200,
+        expiring_first: bool = False,
+        after: tuple[datetime, str] | None = None,
     ) -> list[ApprovalRecord]:
-        """Requests, newest first, filtered."""
+        """Requests, filtered: newest first, or soonest to expire first (`expiring_first`).
+
+        `after` (the sort key, `created_at` or `expires_at`, and the `approval_id`) resumes past that request: the next page.
+        """
         ...
 
     async def save(self, old_version: int, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> bool:
@@ -163,19 +174,30 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         return _record(row) if row else None
 
     async def search(
-        self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
+        self,
+        *,
+        tenant_id: str | None,
+        status: str | None,
+        tool: str | None = None,
+        reason: str | None = None,
+        limit: int = 200,
+        expiring_first: bool = False,
+        after: tuple[datetime, str] | None = None,
     ) -> list[ApprovalRecord]:
-        """Requests, newest first, filtered (reason: any of the request's reason codes)."""
+        """Requests, filtered (reason: any of the request's reason codes), in the page's order from `after` on."""
+        key, past, order = ("expires_at", ">", "ASC") if expiring_first else ("created_at", "<", "DESC")
         rows = await self.pool.fetch(
             f"SELECT record FROM {self.s}.approvals WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR status = $2) "
             "AND ($3::text IS NULL OR tool = $3) "
             "AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jsonb_array_elements(record->'reasons') r WHERE r->>'code' = $4)) "
-            "ORDER BY created_at DESC LIMIT $5",
+            f"AND ($6::timestamptz IS NULL OR ({key}, approval_id) {past} ($6, $7::text)) "
+            f"ORDER BY {key} {order}, approval_id {order} LIMIT $5",
             tenant_id,
             status,
             tool,
             reason,
             limit,
+            *(after or (None, None)),
         )
         return [_record(r) for r in rows]
 
@@ -237,7 +259,7 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         for item in outbox:
             self.outbox.setdefault(item.event_id, (replace(item, made=None), False))  # kept as PostgreSQL keeps it: its stored text
         for d in deliveries:
-            self.delivery_rows.setdefault(d.delivery_id, replace(d, next_attempt_at=now))
+            self.delivery_rows.setdefault(d.delivery_id, replace(d, next_attempt_at=now, created_at=now))
 
     async def insert_request(
         self, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]
@@ -259,9 +281,17 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         return next((r for r in self.records.values() if (r.action_id, r.kind, r.tenant_id) == (action_id, kind, tenant_id)), None)
 
     async def search(
-        self, *, tenant_id: str | None, status: str | None, tool: str | None = None, reason: str | None = None, limit: int = 200
+        self,
+        *,
+        tenant_id: str | None,
+        status: str | None,
+        tool: str | None = None,
+        reason: str | None = None,
+        limit: int = 200,
+        expiring_first: bool = False,
+        after: tuple[datetime, str] | None = None,
     ) -> list[ApprovalRecord]:
-        """Requests, newest first, filtered."""
+        """Requests, filtered, in the page's order from `after` on."""
         found = [
             r
             for r in self.records.values()
@@ -270,7 +300,9 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
             and (tool is None or r.tool == tool)
             and (reason is None or any(x.code == reason for x in r.reasons))
         ]
-        return sorted(found, key=lambda r: r.created_at, reverse=True)[:limit]
+        key = _expiring if expiring_first else _newest
+        ordered = sorted(found, key=key, reverse=not expiring_first)
+        return [r for r in ordered if after is None or (key(r) > after if expiring_first else key(r) < after)][:limit]
 
     async def save(self, old_version: int, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> bool:
         """Conditional update."""
@@ -299,3 +331,11 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
     async def mark_published(self, event_id: str) -> None:
         """Forget an outbox item that is on the bus, as PostgreSQL does."""
         self.outbox.pop(event_id, None)
+
+
+def _newest(record: ApprovalRecord) -> tuple[datetime, str]:
+    return record.created_at, record.approval_id
+
+
+def _expiring(record: ApprovalRecord) -> tuple[datetime, str]:
+    return record.expires_at, record.approval_id

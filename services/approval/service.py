@@ -420,7 +420,9 @@ class ApprovalService(WebhookSide):
         live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
         if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
             return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
-        return self.approval_held(record) if live and vote.decision == "approve" else None
+        if not live or vote.decision != "approve":
+            return None
+        return domain.second_vote_without_token(record, session.approver, vote) or self.approval_held(record)
 
     def approval_held(self, record: ApprovalRecord) -> Refusal | None:
         """Why an approve of `record` is held now: a kill switch on its tool, under which a grant ends in the policy's final deny."""

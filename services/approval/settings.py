@@ -64,10 +64,28 @@ class ApprovalSettings(BaseSettings):
         "(the audit log keeps them all). Keep it above `expiry_s`, so a pending request never loses its context.",
     )
     task_events_check_s: float = Field(default=600.0, gt=0, description="How often the task events kept longer than that are forgotten.")
-    webhook_max_attempts: int = Field(default=6, ge=1, description="Delivery attempts per webhook message before it is marked failed.")
+    webhook_max_attempts: int = Field(
+        default=24,
+        ge=1,
+        description="Delivery attempts per webhook message before it is marked failed. With the default backoff the attempts "
+        "span about 6.5 hours (1 s doubling to 30 min, then every 30 min), so a receiver that is down for a while still gets "
+        "the message; a message asking for a decision (`approval.requested`, `approval.escalated`) is retried only until its "
+        "request expires, whichever comes first, then marked failed.",
+    )
     webhook_backoff_initial_s: float = Field(default=1.0, gt=0, description="Delay before the 2nd attempt; doubles on each retry.")
-    webhook_backoff_max_s: float = Field(default=300.0, gt=0, description="Cap of the retry delay.")
-    webhook_timeout_s: float = Field(default=5.0, gt=0, description="HTTP timeout of one delivery attempt.")
+    webhook_backoff_max_s: float = Field(default=1800.0, gt=0, description="Cap of the retry delay.")
+    webhook_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Deadline of one whole delivery attempt: resolving the name, connecting, sending and the answer's headers "
+        "(the answer's body is never read).",
+    )
+    webhook_concurrency: int = Field(
+        default=16,
+        ge=1,
+        description="Delivery attempts in flight at once, over all endpoints (one at a time per endpoint), so a slow or "
+        "hanging receiver delays only its own messages.",
+    )
     callback_tolerance_s: float = Field(
         default=300.0,
         gt=0,

@@ -205,7 +205,10 @@ class SendResult:
 
 
 class WebhookSender(Protocol):
-    """Sends one signed message; never raises for network errors (they are a failed attempt)."""
+    """Sends one signed message within its own deadline; never raises for network errors or a timeout (a failed attempt).
+
+    `deliver_webhooks` leases a message for three times `webhook_timeout_s`: a sender must return well within that.
+    """
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
         """POST `body` to `url`."""
@@ -213,13 +216,16 @@ class WebhookSender(Protocol):
 
 
 class HttpxSender:
-    """The real sender: one shared httpx client, a timeout, 2xx counts as delivered.
+    """The real sender: one shared httpx client, one deadline per attempt, 2xx counts as delivered.
 
     The URL rules are checked again before each attempt, and the attempt connects to the address
     that was checked (Host header and TLS server name stay the URL's name; see `check_url`).
+    `timeout_s` bounds the whole attempt (name resolution, connecting, sending, the answer's status
+    line and headers), so a receiver that answers slowly or never costs one attempt `timeout_s` at
+    most. A receiver's answer body is never read (the status says delivered or not; the delivery log
+    shows the status code only: a body can hold anything the receiver chose, and a slow one trickles).
     Connections are not kept alive: a pooled connection to one address, verified for one name,
-    must not carry another name's message. A receiver's answer body is never kept (the delivery
-    log shows the status code only: a body can hold anything the receiver chose).
+    must not carry another name's message.
     """
 
     def __init__(
@@ -232,25 +238,33 @@ class HttpxSender:
         self._client = httpx.AsyncClient(
             timeout=timeout_s, follow_redirects=False, transport=transport, limits=httpx.Limits(max_keepalive_connections=0)
         )
+        self._timeout_s = timeout_s
         self._allowed_hosts = tuple(allowed_hosts)
         self._resolver = resolver
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> SendResult:
-        """POST the message; a refused URL, a non-2xx answer or a network error is a failed attempt."""
+        """POST the message; a refused URL, a non-2xx answer, a network error or the deadline passing is a failed attempt."""
         started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                status_code, error = await self._post(url, headers, body)
+        except TimeoutError:
+            status_code, error = None, f"timeout: no answer within {self._timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            status_code, error = None, type(exc).__name__
+        return SendResult(error is None, status_code, error, (time.perf_counter() - started) * 1000)
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int | None, str | None]:
+        """Check the URL, POST to the checked address and close at the answer's headers: (status code, error or None)."""
         checked = await check_url(url, self._allowed_hosts, self._resolver)
         if isinstance(checked, str):
-            return SendResult(False, None, f"url_refused: {checked}"[:500], (time.perf_counter() - started) * 1000)
+            return None, f"url_refused: {checked}"[:500]
         if checked.host is not None:
             headers = {**headers, "host": checked.host}
         extensions = {} if checked.server_name is None else {"sni_hostname": checked.server_name}
-        try:
-            response = await self._client.post(checked.url, content=body, headers=headers, extensions=extensions)
-        except httpx.HTTPError as exc:
-            return SendResult(False, None, type(exc).__name__, (time.perf_counter() - started) * 1000)
-        ok = 200 <= response.status_code < 300
-        error = None if ok else f"HTTP {response.status_code}"
-        return SendResult(ok, response.status_code, error, (time.perf_counter() - started) * 1000)
+        async with self._client.stream("POST", checked.url, content=body, headers=headers, extensions=extensions) as response:
+            ok = 200 <= response.status_code < 300
+            return response.status_code, None if ok else f"HTTP {response.status_code}"
 
     async def close(self) -> None:
         """Close the client."""

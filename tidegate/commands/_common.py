@@ -22,11 +22,26 @@ from schemas import Envelope
 from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
 from tidegate.ops.recorded import BadTime, parse_time
 
-__all__ = ["BY_HELP", "console", "err_console", "fail", "logs_aside", "publish_control", "run", "settings", "signer_settings", "when"]
+__all__ = [
+    "BY_HELP",
+    "TEXT_MAX",
+    "console",
+    "err_console",
+    "fail",
+    "logs_aside",
+    "one_line",
+    "publish_control",
+    "run",
+    "settings",
+    "shown",
+    "signer_settings",
+    "when",
+]
 
 T = TypeVar("T")
-console = Console()
-err_console = Console(stderr=True)
+# No `:name:` emoji codes: a value someone else wrote (a task id, a comment) is printed as it is.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def settings() -> KitSettings:
@@ -59,6 +74,34 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+SHOWN_MAX = 200  # characters of an id or a name; longer ones are cut with `…`
+TEXT_MAX = 2000  # characters of free text (a reason's message, a comment)
+
+
+def _visible(char: str) -> str:
+    r"""`char`, or its escape (`\n`, `\x1b`, `\u202e`) when it is not printable (`str.isprintable`).
+
+    Not printable: a control, format (bidi, zero-width), separator, private-use or unassigned character, a space but U+0020.
+    """
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
+def one_line(value: object, limit: int | None = SHOWN_MAX) -> str:
+    r"""A value someone else wrote, as plain text on one line.
+
+    Line breaks, controls, bidi and other format characters show as escapes (`\n`, `\u202e`), so it cannot add a line
+    or reorder what follows; past `limit` characters it is cut with `…`.
+    """
+    text = str(value)
+    cut = limit is not None and len(text) > limit
+    return "".join(map(_visible, text[:limit])) + ("…" if cut else "")
+
+
+def shown(value: object, limit: int | None = SHOWN_MAX) -> str:
+    """Markup that prints a value someone else wrote (an agent's task id, a tool name, a comment) as it is: `one_line`, markup escaped."""
+    return escape(one_line(value, limit))
 
 
 def when(text: str) -> datetime:

@@ -12,10 +12,9 @@ from urllib.parse import quote
 
 import httpx
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import TEXT_MAX, console, fail, one_line, run, settings, shown
 
 __all__ = ["app", "configured_url", "service_url", "token_app"]
 
@@ -59,7 +58,7 @@ _STATUS_WORDS = {
     404: "not found",
     409: "conflict: the request is no longer in the state you saw",
     422: "invalid input",
-    503: "the approval service is starting; try again in a moment",
+    503: "the approval service cannot answer now (starting, or its database away); try again in a moment",
 }
 
 
@@ -99,7 +98,8 @@ def _explain(response: httpx.Response) -> NoReturn:
         detail = response.text
     message = detail.get("message") if isinstance(detail, dict) else json.dumps(detail)
     code = f" [{detail.get('code')}]" if isinstance(detail, dict) and detail.get("code") else ""
-    fail(f"{response.status_code} {_STATUS_WORDS.get(response.status_code, 'error')}{code}: {message}")  # fail shows [..] as text
+    words = _STATUS_WORDS.get(response.status_code, "error")
+    fail(f"{response.status_code} {words}{one_line(code)}: {one_line(message, TEXT_MAX)}")  # fail shows [..] as text
 
 
 def _call(
@@ -141,31 +141,35 @@ def _interactive() -> bool:
 
 
 def _print_one(item: dict[str, Any]) -> None:
-    console.print(f"[bold]{item['approval_id']}[/]  {item['kind']}  [bold]{item['status']}[/]  {item['tenant_id']}  task {item['task_id']}")
+    """One request, each value as it is and on its own line (`shown`): text a proposer wrote cannot fake another line."""
+    what = (item["approval_id"], item["kind"], item["status"], item["tenant_id"])
+    console.print("[bold]{}[/]  {}  [bold]{}[/]  {}".format(*map(shown, what)) + f"  task {shown(item['task_id'])}")
     console.print(
-        f"tool {item['tool']} (risk {item['risk']}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
-        f"requested by {item.get('requested_by') or '?'}, expires {item['expires_at']}"
+        f"tool {shown(item['tool'])} (risk {shown(item['risk'])}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
+        f"requested by {shown(item.get('requested_by') or '?')}, expires {shown(item['expires_at'])}"
     )
-    console.print("args: " + escape(json.dumps(item["args"], sort_keys=True)))
-    console.print(f"digest: {item['action_digest']}")
+    console.print("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
+    console.print(f"digest: {shown(item['action_digest'])}")
     for reason in item["reasons"]:
-        console.print(f"  reason [cyan]{reason['code']}[/] ({reason['policy_id']}): " + escape(reason["message"]))
+        console.print(f"  reason [cyan]{shown(reason['code'])}[/] ({shown(reason['policy_id'])}): " + shown(reason["message"], TEXT_MAX))
     if item.get("facts"):
-        console.print("facts: " + escape(json.dumps(item["facts"], sort_keys=True)))
+        console.print("facts: " + shown(json.dumps(item["facts"], sort_keys=True), limit=None))
     if item.get("result_error"):
-        console.print(escape(f"executor error: {item['result_error'].get('type')}: {item['result_error'].get('message')}"))
-    console.print(f"approvals: {len(item['approvers'])}/{item['required_approvals']} {', '.join(item['approvers'])}")
+        error = item["result_error"]
+        console.print(f"executor error: {shown(error.get('type'))}: " + shown(error.get("message"), TEXT_MAX))
+    console.print(f"approvals: {len(item['approvers'])}/{item['required_approvals']} " + ", ".join(map(shown, item["approvers"])))
     if item.get("killswitch"):
         ks = item["killswitch"]
-        console.print("[yellow]" + escape(f"kill switch active on {ks['tool']}@{ks['tenant_id']}: {ks['reason']}") + "[/]")
+        console.print(f"[yellow]kill switch active on {shown(ks['tool'])}@{shown(ks['tenant_id'])}: {shown(ks['reason'], TEXT_MAX)}[/]")
     if not item["can_decide"]:
-        console.print("[yellow]" + escape(f"you cannot decide it: {item['cannot_decide_because']}") + "[/]")
+        console.print(f"[yellow]you cannot decide it: {shown(item['cannot_decide_because'], TEXT_MAX)}[/]")
     if "cost" in item:
         cost = item["cost"]
         console.print(f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}")
         for ev in item.get("context", []):
             kind = ev["type"].removeprefix("tidegate.")
-            console.print(f"  {ev['at']}  {kind}  {ev['action_id']}  {ev['tool']}  {ev.get('outcome') or ''}  ${ev['cost_usd']:.4f}")
+            line = (ev["at"], kind, ev["action_id"], ev["tool"], ev.get("outcome") or "")
+            console.print("  " + "  ".join(map(shown, line)) + f"  ${ev['cost_usd']:.4f}")
 
 
 @app.command("list")
@@ -188,14 +192,11 @@ def list_(
     table = Table("approval", "status", "tenant", "tool", "reasons", "approvals", "expires", "you may decide")
     for item in items:
         table.add_row(
-            item["approval_id"],
-            item["status"],
-            item["tenant_id"],
-            item["tool"],
-            ", ".join(r["code"] for r in item["reasons"]),
+            *map(shown, (item["approval_id"], item["status"], item["tenant_id"], item["tool"])),
+            ", ".join(shown(r["code"]) for r in item["reasons"]),
             f"{len(item['approvers'])}/{item['required_approvals']}",
-            item["expires_at"],
-            "yes" if item["can_decide"] else escape(f"no: {item['cannot_decide_because']}"),
+            shown(item["expires_at"]),
+            "yes" if item["can_decide"] else "no: " + shown(item["cannot_decide_because"], TEXT_MAX),
         )
     console.print(table)
 
@@ -209,7 +210,7 @@ def show(approval_id: str, url: Url = None, token: Token = None, as_json: AsJson
         return
     _print_one(item)
     if item["can_decide"]:
-        console.print(escape(f"to approve this exact call: tidegate approvals approve {approval_id} --digest {item['action_digest']}"))
+        console.print(shown(f"to approve this exact call: tidegate approvals approve {approval_id} --digest {item['action_digest']}", None))
 
 
 @app.command()
@@ -259,7 +260,7 @@ def approve(
                 f"{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
                 "yours differ, so the count restarts with you (pass the same --edit-args to concur)"
             )
-            console.print(f"[yellow]{escape(warning)}[/]")
+            console.print(f"[yellow]{shown(warning, None)}[/]")
     item = _call(
         "POST",
         url,
@@ -270,7 +271,13 @@ def approve(
     if item["status"] == "pending":
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
     else:
-        console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+        _print_outcome(approval_id, item)
+
+
+def _print_outcome(approval_id: str, item: dict[str, Any]) -> None:
+    """What became of the request after your decision: its status, and how it was resolved if it was."""
+    resolution = f" ({shown(item['resolution'], TEXT_MAX)})" if item.get("resolution") else ""
+    console.print(f"{shown(approval_id)}: [bold]{shown(item['status'])}[/]{resolution}")
 
 
 def _reason(reason: str | None) -> dict[str, str]:
@@ -288,7 +295,7 @@ def reject(
 ) -> None:
     """Reject the call (for a follow-up: record that it did not happen)."""
     item = _call("POST", url, _approval(approval_id, "/reject"), token, body={"comment": comment} | _reason(reason))
-    console.print(f"{approval_id}: [bold]{item['status']}[/]" + (f" ({item['resolution']})" if item.get("resolution") else ""))
+    _print_outcome(approval_id, item)
 
 
 async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
@@ -331,6 +338,7 @@ def token_create(
     expires_in_days: ExpiresIn = None,
 ) -> None:
     """Create an approver token and print it once (only its SHA-256 is stored)."""
+    from servicekit.people import approver_name
     from services.approval import hash_token, new_token
 
     names = [g.strip() for g in groups.split(",") if g.strip()]
@@ -341,14 +349,18 @@ def token_create(
     if not operator and tenant in (None, "*"):
         fail("--tenant is required (a token acts in one tenant); an operator token across tenants is --operator")
     tenant_id = "*" if operator else str(tenant)
+    try:
+        approver = approver_name(approver)  # stored as the store would: normalised (`servicekit.people`)
+    except ValueError as exc:
+        fail(f"--approver: {exc}", code=2)
     token = new_token()
     info = run(
         _repo_call("add_token", hash_token(token), approver, tenant_id, names, expires_at=_expiry(expires_in_days), operator=operator)
     )
     kind = "operator token" if operator else "token"
     console.print(
-        f"{kind} {info.token_id} for {approver} ({tenant_id}; groups {', '.join(names)}; expires {info.expires_at:%Y-%m-%d %H:%M}). "
-        "Shown once, keep it safe:"
+        f"{kind} {info.token_id} for {shown(approver)} ({shown(tenant_id)}; groups {shown(', '.join(names))}; "
+        f"expires {info.expires_at:%Y-%m-%d %H:%M}). Shown once, keep it safe:"
     )
     print(token)
 
@@ -362,7 +374,8 @@ def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
     info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days)))
     if info is None:
         fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
-    console.print(f"{token_id} revoked; its successor {info.token_id} expires {info.expires_at:%Y-%m-%d %H:%M}. Shown once, keep it safe:")
+    successor = f"its successor {info.token_id} expires {info.expires_at:%Y-%m-%d %H:%M}"
+    console.print(f"{shown(token_id)} revoked; {successor}. Shown once, keep it safe:")
     print(token)
 
 
@@ -373,9 +386,9 @@ def token_list() -> None:
     for info in run(_repo_call("tokens")):
         table.add_row(
             info.token_id,
-            info.approver,
-            info.tenant_id + (" (operator)" if info.operator else ""),
-            ",".join(info.groups),
+            shown(info.approver),
+            shown(info.tenant_id) + (" (operator)" if info.operator else ""),
+            shown(",".join(info.groups)),
             f"{info.created_at:%Y-%m-%d %H:%M}",
             f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "",
             f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "",
@@ -389,7 +402,7 @@ def token_revoke(token_id: str) -> None:
     """Revoke a token at once."""
     if not run(_repo_call("revoke_token", token_id)):
         fail(f"no live token {token_id}")
-    console.print(f"revoked {token_id}")
+    console.print(f"revoked {shown(token_id)}")
 
 
 @app.command()
@@ -426,19 +439,19 @@ def report(
         table = Table(dim, "reason (reject or edit)", "count", title=f"rejections and edits by {dim}")
         for name, counts in rows.items():
             for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-                table.add_row(name, reason, str(n))
+                table.add_row(shown(name), shown(reason), str(n))
         console.print(table)
     for reason, examples in doc["examples"].items():
         for ex in examples:
             said = f": “{ex['comment']}”" if ex["comment"] else ""
-            console.print(escape(f"{reason}: {ex['tool']} {ex['outcome']} by {ex['approver']}{said} — {ex['explain']}"))
+            console.print(shown(f"{reason}: {ex['tool']} {ex['outcome']} by {ex['approver']}{said} — {ex['explain']}", TEXT_MAX))
     times = Table("by", "group", "n", "p50 s", "p95 s", title="time to decision")
     for by, rows in doc["time_to_decision_s"].items():
         for name, t in rows.items():
-            times.add_row(by.removeprefix("by_"), name, str(t["n"]), str(t["p50"]), str(t["p95"]))
+            times.add_row(by.removeprefix("by_"), shown(name), str(t["n"]), str(t["p50"]), str(t["p95"]))
     console.print(times)
     stamp = doc["rubber_stamp"]
     console.print(
         f"rubber-stamp signals: {stamp['fast_approvals']} approvals faster than {stamp['fast_s']} s; "
-        f"approvers who never reject or edit: {', '.join(stamp['never_reject']) or 'none'}"
+        f"approvers who never reject or edit: {', '.join(map(shown, stamp['never_reject'])) or 'none'}"
     )

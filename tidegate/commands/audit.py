@@ -28,7 +28,7 @@ from services.audit import (
     verify_log,
 )
 from tidegate.audit_render import render_html, render_markdown
-from tidegate.commands._common import console, err_console, fail, run, settings, when
+from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
 
@@ -156,7 +156,7 @@ def show(
         for line in lines:
             typer.echo(line.model_dump_json())
         return
-    console.print(_lines_table(lines, f"task {task_id}: {len(lines)} records"))
+    console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
 @app.command()

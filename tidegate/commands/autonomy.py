@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, run, settings, shown
 
 app = typer.Typer(help="Earn trust, widen permissions: the autonomy report.", no_args_is_help=True)
 
@@ -67,7 +67,7 @@ def report(
         "tenant", "tool", "trigger", "approved unchanged", "edited", "rejected", "expired", "pending", title=f"escalations since {since}"
     )
     for row in doc["rows"]:
-        table.add_row(*(str(row[k]) for k in ("tenant", "tool", "trigger", "approved", "edited", "rejected", "expired", "pending")))
+        table.add_row(*(shown(row[k]) for k in ("tenant", "tool", "trigger", "approved", "edited", "rejected", "expired", "pending")))
     console.print(table)
     if not candidate:
         console.print("no wider setting is supported by the record (every trigger with approvals also had rejections in the way)")

@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData, refuse_nul
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, run, settings, shown
 
 app = typer.Typer(help="Clients: submit tasks, propose actions, run the demo.")
 
@@ -126,7 +126,7 @@ def submit(
         _fail_on_fields(exc, SUBMIT_FLAGS)
     event = TaskSubmitted.build(data, source="tidegate/cli")
     outcome = run(_publish_and_wait("tasks", event, wait, lambda name, ev: name == "tasks.outcomes" and ev.data.task_id == data.task_id))
-    console.print(f"submitted task [bold]{data.task_id}[/] (event {event.id})")
+    console.print(f"submitted task [bold]{shown(data.task_id)}[/] (event {event.id})")
     if outcome is not None:
         console.print_json(outcome.model_dump_json())
     elif wait:
@@ -173,11 +173,11 @@ def propose(
             "actions.proposed", event, wait, lambda name, ev: name == "actions.decided" and ev.data.action_id == data.action_id
         )
     )
-    console.print(f"proposed action [bold]{data.action_id}[/] on task {data.task_id}")
+    console.print(f"proposed action [bold]{shown(data.action_id)}[/] on task {shown(data.task_id)}")
     if decision is not None:
         d = decision.data
-        reasons = ", ".join(f"{r.code} ({r.policy_id})" for r in d.reasons)
-        console.print(f"decision: [bold]{d.outcome}[/] — {reasons}")
+        reasons = ", ".join(f"{shown(r.code)} ({shown(r.policy_id)})" for r in d.reasons)
+        console.print(f"decision: [bold]{shown(d.outcome)}[/] — {reasons}")
         if d.outcome == "escalate":
             console.print("a human decides next: `tidegate approvals list`")
     elif wait:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from servicekit import ControlState, KitSettings
-from tidegate.commands._common import BY_HELP, console, err_console, fail, publish_control, run, settings, signer_settings
+from tidegate.commands._common import BY_HELP, console, err_console, fail, publish_control, run, settings, shown, signer_settings
 from tidegate.commands._known import catalog_tools, onboarded_tenants, refuse_unknown
 from tidegate.ops.control import read_trusted_control
 
@@ -107,5 +107,6 @@ def list_() -> None:
         return
     table = Table("tenant", "tool", "reason", "set by", "since")
     for (tenant, tool), event in sorted(state.killswitches.items()):
-        table.add_row(tenant, tool, event.data.reason, event.data.set_by, event.time.isoformat(timespec="seconds"))
+        since = event.time.isoformat(timespec="seconds")
+        table.add_row(shown(tenant), shown(tool), shown(event.data.reason), shown(event.data.set_by), since)
     console.print(table)

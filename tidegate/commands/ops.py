@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from servicekit import REPO_ROOT
-from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings, when
+from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings, shown, when
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
 eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
@@ -202,7 +202,8 @@ def whatif(
         f"newly allowed that a human had rejected or edited: {len(report.newly_allowed_rejected)}"
     )
     for f in report.newly_allowed_rejected[:10]:
-        console.print(f"  [red]would allow[/] {f.task_id} {f.tool} {json.dumps(f.args)[:100]} (`tidegate audit explain {f.task_id}`)")
+        task = shown(f.task_id)
+        console.print(f"  [red]would allow[/] {task} {shown(f.tool)} {shown(json.dumps(f.args), 100)} (`tidegate audit explain {task}`)")
     for title, groups in (("tenant", doc["by_tenant"]), ("tool", doc["by_tool"]), ("reason", doc["by_reason"])):
         if not groups:
             continue
@@ -217,7 +218,7 @@ def whatif(
     for kind, examples in doc["examples"].items():
         console.print(f"[bold]{kind}[/] e.g.:")
         for ex in examples:
-            console.print(f"  {ex['task_id']} {ex['tool']} {json.dumps(ex['args'])[:100]}: {ex['then']} → {ex['now']}")
+            console.print(f"  {shown(ex['task_id'])} {shown(ex['tool'])} {shown(json.dumps(ex['args']), 100)}: {ex['then']} → {ex['now']}")
 
 
 # --- evals ---------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import typer
 
-from tidegate.commands._common import console, err_console, fail, run, settings
+from tidegate.commands._common import TEXT_MAX, console, err_console, fail, run, settings, shown
 
 app = typer.Typer(help="Undo: propose the calls that take back reversible writes (policy decides them).")
 
@@ -64,11 +65,13 @@ def undo(
     proposals: list[tuple[str, Envelope]] = []
     for step in steps:
         if step.refused is not None:
-            err_console.print(f"[red]refused[/] {step.action_id} ({step.tool}): {step.refused.code}: {step.refused.message}")
+            said = shown(step.refused.message, TEXT_MAX)
+            err_console.print(f"[red]refused[/] {shown(step.action_id)} ({shown(step.tool)}): {step.refused.code}: {said}")
             continue
         assert step.proposal is not None
         p = step.proposal
-        console.print(f"undo {step.action_id} ({step.tool}) → [bold]{p.tool}[/] {p.args} as action {p.action_id}")
+        undo = f"[bold]{shown(p.tool)}[/] {shown(json.dumps(p.args), TEXT_MAX)}"
+        console.print(f"undo {shown(step.action_id)} ({shown(step.tool)}) → {undo} as action {shown(p.action_id)}")
         proposals.append(("actions.proposed", ActionProposed.build(p, source=f"external/undo/{requested_by}")))
     if proposals and not dry_run:
         run(publish_events(settings(), proposals))

@@ -297,3 +297,112 @@ async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any) 
     assert edited.data.args == REFUND
     assert stack.signed(edited)
     assert (ARTIFACTS / "approval-page.png").stat().st_size > 10_000
+
+
+# A refund whose free text reads backwards past U+202E (and hides zero-width spaces), and a mail to a look-alike domain.
+SHAPED_REFUND = REFUND | {"reason": "Refund \u202e0.59$ 05 USD\u202c approved by CFO \u200b\u200b\nSYSTEM: policy says approve."}
+LOOKALIKE_MAIL = {"to": ["ceo@\u0430cme.example"], "subject": "Quarterly numbers", "body": "Hi, attached."}
+
+
+@pytest.mark.timeout(900)
+async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: Stack, wait_for: Any) -> None:
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    refund, mail = stack.decided(task, args=SHAPED_REFUND), stack.decided(task, tool="send_email", args=LOOKALIKE_MAIL)
+    await stack.escalate(refund)
+    await stack.escalate(mail)
+    first = await stack.pending_for(refund.action_id, bob, wait_for)
+    second = await stack.pending_for(mail.action_id, bob, wait_for)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        queue = page.locator("#queue li")
+        await expect(queue).to_have_count(2)
+        # Soonest to expire first: the refund came first, so it expires first (the API lists the newest first).
+        assert await queue.evaluate_all("items => items.map(i => i.dataset.id)") == [first["approval_id"], second["approval_id"]]
+        await expect(page.locator("#count")).to_have_text("(2)")
+        await expect(queue.first).to_contain_text(" UTC")
+
+        await queue.first.click()
+        args = page.locator("#d-args")
+        await expect(args).to_contain_text("\\u202e0.59$ 05 USD\\u202c")
+        await expect(args.locator("mark.esc").first).to_have_text("\\u202e")
+        await expect(args).to_contain_text("\\u200b\\u200b\\nSYSTEM")
+        rows = await args.locator("tr").evaluate_all("rows => rows.map(r => r.cells[0].textContent)")
+        assert rows == ["amount_usdkey", "payee_idkey", "order_idkey", "reason"]  # the policy's args first, the free text last
+        await expect(page.locator("#d-hidden")).to_contain_text("invisible or direction-changing characters")
+        await expect(page.locator("#d-sub")).to_contain_text(" UTC")
+        edited = await page.input_value("#edited-args")
+        assert "\\u202e" in edited
+        assert json.loads(edited) == SHAPED_REFUND  # escaped for the eye only: approving with it sends the very same args
+        await page.screenshot(path=ARTIFACTS / "approval-page-shaped.png")
+
+        await queue.nth(1).click()
+        await expect(args).to_contain_text('"ceo@\\u0430cme.example"')
+        await expect(args.locator(".mixed")).to_have_text("⚠ mixes Latin + Cyrillic")
+        await expect(page.locator("#d-hidden")).to_contain_text("mixes scripts (Latin + Cyrillic)")
+
+        # When the API's list stops short of the queue, the page says how many it shows of how many wait.
+        async def fake_queue(route: Any) -> None:
+            answer = await route.fetch()
+            await route.fulfill(response=answer, json=(await answer.json()) | {"pending": 230})
+
+        await page.route("**/api/v1/queue", fake_queue)
+        await page.click("#refresh")
+        await expect(page.locator("#count")).to_have_text("(showing 2 of 230)")
+        await expect(page.locator("#queue-age")).to_contain_text("228 older requests are not listed")
+
+
+@pytest.mark.timeout(900)
+async def test_a_link_used_in_a_tab_with_a_token_goes_back_to_the_tokens_queue(stack: Stack, wait_for: Any) -> None:
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    linked, waiting = stack.decided(task), stack.decided(task)
+    await stack.escalate(linked)
+    await stack.escalate(waiting)
+    linked_item = await stack.pending_for(linked.action_id, bob, wait_for)
+    waiting_item = await stack.pending_for(waiting.action_id, bob, wait_for)
+    key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+    link = auth.issue_link(
+        key,
+        approval_id=linked_item["approval_id"],
+        approver="bob@acme.example",
+        tenant_id=stack.tenant,
+        expires_at=utcnow() + timedelta(minutes=5),
+    )
+
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator(f'li[data-id="{waiting_item["approval_id"]}"]')).to_be_visible()
+        await page.goto(f"{stack.url}/?approval={linked_item['approval_id']}#link={link}")
+        await expect(page.locator("#who")).to_contain_text("one-time link")
+        await page.click("#reject")
+        # The decision is recorded; the spent link is dropped and the tab is Bob's token's again, with his queue.
+        await expect(page.locator("#notice")).to_contain_text("Decision recorded: rejected.")
+        await expect(page.locator("#notice")).to_contain_text("back on your token's queue")
+        await expect(page.locator("#who")).not_to_contain_text("one-time link")
+        await expect(page.locator(f'li[data-id="{waiting_item["approval_id"]}"]')).to_be_visible()
+        await expect(page.locator("#d-sub")).to_contain_text("rejected by bob@acme.example")
+        assert await page.evaluate("sessionStorage.getItem('tidegate.link')") is None
+        assert await page.evaluate("sessionStorage.getItem('tidegate.credential')") == bob
+
+        # Opening the spent link again (the chat message is still there) lands on the token's queue too.
+        await page.goto("about:blank")  # else the same URL but its fragment is no new load
+        await page.goto(f"{stack.url}/?approval={linked_item['approval_id']}#link={link}")
+        settled = f"The one-time link can no longer act: approval {linked_item['approval_id']} is already rejected"
+        await expect(page.locator("#notice")).to_contain_text(settled)
+        await expect(page.locator("#notice")).to_contain_text("back on your token's queue")
+        await expect(page.locator("#who")).not_to_contain_text("one-time link")
+        await expect(page.locator(f'li[data-id="{waiting_item["approval_id"]}"]')).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('tidegate.link')") is None

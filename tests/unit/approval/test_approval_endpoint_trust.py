@@ -77,7 +77,7 @@ async def test_links_go_with_the_endpoint_row_the_attempt_is_sent_to_even_when_i
 
     async def claimed_then_repointed(*args: Any, **kw: Any) -> Any:
         due = await claim(*args, **kw)
-        await world.repo.upsert_endpoint(Endpoint("chat", "http://mallory.test/steal", mine, "acme", (MALLORY,)))
+        await world.repo.upsert_endpoint(Endpoint("chat", "http://mallory.test/steal", mine, "acme", (MALLORY, BOB)))
         return due
 
     monkeypatch.setattr(world.repo, "claim_due_deliveries", claimed_then_repointed)
@@ -88,7 +88,7 @@ async def test_links_go_with_the_endpoint_row_the_attempt_is_sent_to_even_when_i
     world.clock.now += timedelta(seconds=5)
     await world.service.deliver_webhooks()
     url, headers, retry = _sent(world)
-    assert (url, sorted(retry["data"]["links"])) == ("http://mallory.test/steal", [MALLORY])
+    assert (url, sorted(retry["data"]["links"])) == ("http://mallory.test/steal", [BOB])  # never one for the requester
     webhooks.verify(mine, headers, world.sender.got[-1][2], now=world.clock().timestamp(), tolerance_s=300)
 
 

@@ -12,6 +12,11 @@ SPELLINGS = [
     ("bob@acme.example", "BOB@Acme.Example", True),
     ("strasse@acme.example", "STRAßE@acme.example", True),  # case folding, not lower(): ß is ss
     ("bob@acme.example", "bob2@acme.example", False),
+    ("p1@acme.example", "p1@acme.example ", True),  # surrounding whitespace (approver probe 2, finding 3a)
+    ("p1@acme.example", "\tp1@acme.example", True),
+    ("p1@acme.example", "ｐ1@acme.example", True),  # a fullwidth ｐ: a Unicode compatibility form (NFKC)
+    ("p1@acme.example", "p1\u200b@acme.example", True),  # an invisible format character
+    ("p1@acme.example", "р1@acme.example", False),  # a Cyrillic р is another letter (new tokens refuse it: `approver_name`)
 ]
 
 
