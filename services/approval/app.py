@@ -171,7 +171,10 @@ def build(
         migrations=Path(__file__).parent / "migrations",
         control=control,
         http_app=create_api(
-            service, ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip), on_database_error=outage.failed
+            service,
+            ApiRateLimits(settings.rate_limit_per_token, settings.rate_limit_per_ip),
+            on_database_error=outage.failed,
+            max_body_bytes=kit.bounds.max_bytes,  # the largest event the deployment's consumers read: edited args always fit
         ),
         http_host=settings.http_host,
         http_port=settings.http_port,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
+from servicekit import KitSettings
 from services.approval._limits import MAX_BODY_BYTES
+from services.approval.app import build
 
 CHUNK = 64 * 1024
 ATTACK = 5 * 1024 * 1024
@@ -75,3 +79,11 @@ async def test_edited_args_near_the_bound_still_fit(world: World) -> None:  # no
         url, json={"action_digest": record.action_digest, "comment": comment, "edited_args": edited}, headers=bearer(world.tokens["bob"])
     )
     assert answer.status_code != 413, answer.text
+
+
+async def test_the_service_bounds_bodies_by_the_deployments_event_bound(tmp_path: Path) -> None:
+    """`tidegate up` builds the API with the bound its consumers read events by (`TIDEGATE_MAX_VALUE_BYTES`), not a fixed 1 MiB."""
+    process = build(KitSettings(keys_dir=tmp_path / "keys", tools_dir=tmp_path / "no-tools", max_value_bytes=4096))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=process.http_app), base_url="http://approvals.test") as client:
+        refused = await client.post("/api/v1/approvals/ap-1/approve", content=b"x" * 5000, headers={"content-type": "application/json"})
+    assert (refused.status_code, refused.json()["detail"]["code"]) == (413, "too_large")
