@@ -21,6 +21,7 @@ from schemas import (
     ActionResultData,
     ActionSucceeded,
     ActionUnknown,
+    ApprovalResolved,
     ArgSource,
     Mode,
     ReasonCode,
@@ -138,7 +139,9 @@ class ActionState:
 
     `undoes`: the action it undoes, when it is an undo itself. `decision`: policy's last outcome (allow, deny,
     escalate), `denied_for` the reason codes of a deny. `status`: its result's (succeeded, failed, unknown),
-    `error` what went wrong, `plan` the executor's undo plan of a succeeded call.
+    `error` what went wrong, `plan` the executor's undo plan of a succeeded call. `resolution`: what a person found
+    in the system of record after an unknown outcome (its follow-up's `confirmed_done` or `confirmed_not_done`), and
+    `resolved_by` who.
     """
 
     action_id: str
@@ -150,6 +153,8 @@ class ActionState:
     status: str | None = None
     error: str | None = None
     plan: UndoPlan | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
 
     @classmethod
     def of_result(cls, result: ActionResultData, *, undoes: str | None = None) -> ActionState:
@@ -163,7 +168,9 @@ def undo_refusal(action: ActionState, undo: ActionState | None = None) -> UndoRe
 
     The one rule of `tidegate undo` and the approval API, checked in this order: an undo is not undone; an action
     whose undo exists (succeeded, failed, unknown, denied or pending) is not undone again; what did not run or did
-    not succeed left nothing to undo; a succeeded call is undone by its plan, when the plan is ready.
+    not succeed left nothing to undo; a succeeded call is undone by its plan, when the plan is ready. An unknown
+    outcome a person resolved counts as what they found: `confirmed_not_done` left nothing to undo, `confirmed_done`
+    is a call that succeeded (undone by its plan, when the executor recorded one).
     """
     if action.undoes:
         return UndoRefused(
@@ -175,9 +182,11 @@ def undo_refusal(action: ActionState, undo: ActionState | None = None) -> UndoRe
         return UndoRefused(ReasonCode.ACTION_ID_REUSED, _undone_already(action.action_id, undo))
     if action.status is None:
         return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, _not_run(action))
-    if action.status != "succeeded":
+    if _outcome(action) != "succeeded":
         return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, _not_succeeded(action))
     plan = action.plan
+    if plan is None and action.status == "unknown":
+        return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, _done_without_plan(action))
     if plan is None:
         return UndoRefused(
             ReasonCode.UNDO_IRREVERSIBLE,
@@ -188,6 +197,29 @@ def undo_refusal(action: ActionState, undo: ActionState | None = None) -> UndoRe
     if plan.status != "ready" or plan.tool is None or plan.args is None:
         return UndoRefused(ReasonCode.UNDO_IRREVERSIBLE, f"{action.tool} (action {action.action_id}): {plan.message}")
     return None
+
+
+def _outcome(action: ActionState) -> str | None:
+    """The call's outcome for undo: its result's status, or what a person confirmed of an unknown one."""
+    if action.status == "unknown" and action.resolution == "confirmed_done":
+        return "succeeded"
+    if action.status == "unknown" and action.resolution == "confirmed_not_done":
+        return "not_done"
+    return action.status
+
+
+def _resolved(action: ActionState) -> str:
+    by = f" by {action.resolved_by}" if action.resolved_by else ""
+    return f"its unknown outcome was resolved {action.resolution}{by}"
+
+
+def _done_without_plan(action: ActionState) -> str:
+    """Why a call a person confirmed done is not undone by a tool: the executor never had its result to plan the undo from."""
+    return (
+        f"action {action.action_id}: {_resolved(action)}, but the executor never received the call's result, so no undo was "
+        f"computed from it: correct {action.tool}'s system of record by hand, or propose the undo call yourself with the "
+        "values that system shows"
+    )
 
 
 def _not_run(action: ActionState) -> str:
@@ -202,7 +234,9 @@ def _not_run(action: ActionState) -> str:
 
 
 def _not_succeeded(action: ActionState) -> str:
-    """Why a failed or unknown call is not undone by a tool."""
+    """Why a failed or unknown call (or one a person confirmed did not happen) is not undone by a tool."""
+    if _outcome(action) == "not_done":
+        return f"action {action.action_id} did not take effect: {_resolved(action)}; nothing was done to undo"
     if action.status == "unknown":
         why = f" ({action.error})" if action.error else ""
         return (
@@ -247,9 +281,12 @@ def _state_in(events: list[Any], action_id: str, proposal: ActionProposedData | 
     result = results[0] if results else None  # the first result holds (the executor runs an action once)
     decisions = [e.data for e in events if isinstance(e, ActionDecided) and e.data.action_id == action_id]
     decision = decisions[-1] if decisions else None  # the last decision holds (a human's grant re-evaluated)
+    resolved = next((e.data for e in events if isinstance(e, ApprovalResolved) and e.data.action_id == action_id), None)
     undoes = proposal.undoes if proposal is not None else None
     if result is not None:
         state = ActionState.of_result(result, undoes=undoes)
+        if resolved is not None:  # a follow-up is resolved once (the approval service settles it once)
+            state = replace(state, resolution=resolved.resolution, resolved_by=resolved.approver)
     else:
         own = decision or proposal
         if own is None:

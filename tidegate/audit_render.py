@@ -33,6 +33,18 @@ def _reasons(reasons: Sequence[s.Reason]) -> str:
     return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
 
 
+def _approval_line(ap: Any) -> str:
+    """One approval step (an `ApprovalStep`) as a Markdown bullet."""
+    who = ", ".join(ap.approvers) or ap.approver or "-"
+    return (
+        f"- **Approval** {ap.approval_id} {ap.status}"
+        + (f" ({ap.resolution})" if ap.resolution else "")
+        + f" by {who} at {ap.decided_at or ap.at}"
+        + (f": {ap.comment}" if ap.comment else "")
+        + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
+    )
+
+
 def render_markdown(x: Explanation) -> str:
     """The explanation as Markdown, for a reviewer or a ticket."""
     out = [f"# Task {x.task_id}", ""]
@@ -77,15 +89,7 @@ def render_markdown(x: Explanation) -> str:
             for t in d.facts.get("taint") or []:
                 if isinstance(t, dict):
                     out.append(f"  - **Tainted by Tidegate:** `{t.get('arg')}`: {t.get('why')}")
-        for ap in a.approvals:
-            who = ", ".join(ap.approvers) or ap.approver or "-"
-            out.append(
-                f"- **Approval** {ap.approval_id} {ap.status}"
-                + (f" ({ap.resolution})" if ap.resolution else "")
-                + f" by {who} at {ap.decided_at or ap.at}"
-                + (f": {ap.comment}" if ap.comment else "")
-                + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
-            )
+        out += [_approval_line(ap) for ap in a.approvals if ap.status != "resolved"]
         if a.authorization:
             au = a.authorization
             out.append(f"- **Authorized** via {au.via} by key {au.key_id} at {au.issued_at}, expires {au.expires_at}")
@@ -96,6 +100,7 @@ def render_markdown(x: Explanation) -> str:
                 else (f"error {c.error.type}: {c.error.message}" if c.error else "")
             )
             out.append(f"- **Tool call** {c.status} after {c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}: {detail}")
+        out += [_approval_line(ap) for ap in a.approvals if ap.status == "resolved"]  # a follow-up resolves the call: after it
         if a.proposal_cost:
             pc = a.proposal_cost
             out.append(f"- **Proposal cost:** {_money(pc.usd)} ({pc.model or 'no model'}, {pc.tokens_in} in / {pc.tokens_out} out)")
@@ -147,6 +152,11 @@ def render_html(x: Explanation) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
+    def approvals(steps: Sequence[Any]) -> list[str]:
+        rows = [[ap.approval_id, f"{ap.status} ({ap.resolution})" if ap.resolution else ap.status,
+                 ", ".join(ap.approvers) or ap.approver, ap.decided_at or ap.at, ap.comment] for ap in steps]  # fmt: skip
+        return [table(["approval", "status", "approver", "decided at", "comment"], rows)] if rows else []
+
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>Task {e(x.task_id)}: audit explanation</title>",
@@ -191,22 +201,7 @@ def render_html(x: Explanation) -> str:
                      for d in a.decisions],
                 )
             )  # fmt: skip
-        if a.approvals:
-            parts.append(
-                table(
-                    ["approval", "status", "approver", "decided at", "comment"],
-                    [
-                        [
-                            ap.approval_id,
-                            f"{ap.status} ({ap.resolution})" if ap.resolution else ap.status,
-                            ", ".join(ap.approvers) or ap.approver,
-                            ap.decided_at or ap.at,
-                            ap.comment,
-                        ]
-                        for ap in a.approvals
-                    ],
-                )
-            )
+        parts += approvals([ap for ap in a.approvals if ap.status != "resolved"])
         if a.calls:
             parts.append(
                 table(
@@ -215,6 +210,7 @@ def render_html(x: Explanation) -> str:
                      for c in a.calls],
                 )
             )  # fmt: skip
+        parts += approvals([ap for ap in a.approvals if ap.status == "resolved"])  # a follow-up resolves the call: after it
     c = x.costs
     parts.append("<h2>Costs</h2>")
     if c.reported:

@@ -1,18 +1,20 @@
 """What the approval service knows of an action an approver asks to undo, and of its undo, as `servicekit.undo`'s rule reads it.
 
 From the results it keeps (`_undo_store`: succeeded calls with a plan, and the id each one's undo has) and the
-decisions and results it saw (`_task_event_store`, forgotten after `task_events_kept_s`).
+decisions and results it saw (`_task_event_store`, forgotten after `task_events_kept_s`), and the resolution of the
+action's follow-up, when a person recorded one (its repository).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from schemas import ActionResultData
 from servicekit.undo import ActionState, undo_action_id
-from services.approval._task_event_store import TaskEvent, TaskEventStore
+from services.approval._task_event_store import TaskEvent
 from services.approval._undo_store import UndoResults
+from services.approval.repository import ApprovalRepository
 
 __all__ = ["UndoCase", "undo_case"]
 
@@ -29,8 +31,8 @@ class UndoCase:
     result: ActionResultData | None
 
 
-async def undo_case(results: UndoResults, seen: TaskEventStore, action_id: str) -> UndoCase | None:
-    """What the service knows of `action_id` and of its undo; None when it knows nothing of the action."""
+async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: str) -> UndoCase | None:
+    """What the service knows of `action_id` and of its undo (with its follow-up's resolution); None when it knows nothing of it."""
     undo_id = undo_action_id(action_id)
     # The events first: a result is kept before it is recorded among them (`on_result`), so one they show is found kept.
     events = await seen.action_events([action_id, undo_id])
@@ -41,6 +43,9 @@ async def undo_case(results: UndoResults, seen: TaskEventStore, action_id: str) 
     action = _state(action_id, kept, _of(events, action_id, tenant), await results.original_of(action_id, tenant))
     if action is None:
         return None
+    follow_up = await seen.get_by_action(action_id, "follow_up", tenant_id=tenant)
+    if follow_up is not None and follow_up.resolution is not None:  # what a person found of an unknown outcome
+        action = replace(action, resolution=follow_up.resolution, resolved_by=follow_up.decided_by)
     if undone is not None and undone.tenant_id != tenant:
         undone = None  # another tenant's action holds the id: nothing of it is told
     return UndoCase(tenant, action, _state(undo_id, undone, _of(events, undo_id, tenant), action_id), kept)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,8 @@ from services.approval import auth, domain, webhooks
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint
 from services.approval.settings import ApprovalSettings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["WebhookSide"]
 
@@ -40,6 +43,10 @@ class WebhookSide:
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
     base_url: Callable[[], str]
+
+    def access(self, record: ApprovalRecord, who: Approver, *, rejecting: bool = False) -> Refusal | None:
+        """Whether `who` may decide `record` (`domain.check_access`); the service narrows it to the groups the policy counts."""
+        return domain.check_access(record, who, self.groups, rejecting=rejecting)
 
     async def register_endpoint(
         self, who: Approver, *, endpoint_id: str, url: str, tenant_id: str | None, approvers: Sequence[str], secret: str | None
@@ -150,6 +157,29 @@ class WebhookSide:
                 return endpoint, msg_id
         return Refusal(code=refusal.code, status=401, message=str(refusal))
 
+    async def requeue(self, who: Approver, delivery_id: str) -> Delivery | Refusal:
+        """A failed message of the caller's tenant (an operator: any) sent again: pending, due now, with a fresh count of attempts.
+
+        Another tenant's is `404` as a missing one; one not failed is `409 not_failed`, one whose endpoint was removed
+        `409 endpoint_removed`. Its body is written at each attempt (`_attempt_body`): a request settled since goes out
+        without links, and its retries stop at the request's expiry as a first delivery's do.
+        """
+        found = await self.repo.delivery(delivery_id)
+        if found is None or not who.may_see(found.tenant_id):
+            return Refusal(code="not_found", status=404, message=f"no delivery {delivery_id}")
+        requeued = await self.repo.requeue_delivery(delivery_id, self.clock())
+        if requeued is not None:
+            return requeued
+        now = await self.repo.delivery(delivery_id) or found
+        if now.status != "failed":
+            message = f"delivery {delivery_id} is {now.status}; only a failed one is sent again"
+            return Refusal(code="not_failed", status=409, message=message)
+        return Refusal(
+            code="endpoint_removed",
+            status=409,
+            message=f"endpoint {found.endpoint_id} was removed; register it again (POST /api/v1/webhooks/endpoints) to send to it",
+        )
+
     async def deliver_webhooks(self) -> int:
         """Send due webhook messages once each, endpoints side by side; failures are retried later with exponential backoff.
 
@@ -190,6 +220,10 @@ class WebhookSide:
 
     async def _attempt(self, sender: webhooks.WebhookSender, delivery: Delivery, endpoint: Endpoint) -> bool:
         """One attempt of one message, logged, counted and moved on (delivered, pending until the next try, or failed)."""
+        now = await self.repo.endpoint(endpoint.tenant_id, endpoint.endpoint_id)
+        if now is None or not now.enabled:  # removed by an admin since this round claimed it: never sent, links never minted
+            log.info("approval: message %s not sent: its endpoint %s was removed", delivery.delivery_id, endpoint.endpoint_id)
+            return False
         body, retry_until = await self._attempt_body(delivery, endpoint)
         headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
         result = await sender.send(endpoint.url, headers, body)
@@ -251,7 +285,7 @@ class WebhookSide:
         for approver in approvers:
             groups = frozenset(await self.repo.groups_of(approver, record.tenant_id))
             who = Approver(approver=approver, tenant_id=record.tenant_id, groups=groups, via="link")
-            if domain.check_access(record, who, self.groups) is None:
+            if self.access(record, who) is None:  # the groups the policy counts too: a link of anyone else could never grant
                 holders.append(approver)
         return holders
 

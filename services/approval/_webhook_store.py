@@ -17,7 +17,9 @@ from typing import Protocol
 
 import asyncpg
 
-__all__ = ["Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
+from schemas import utcnow
+
+__all__ = ["Attempt", "Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,18 @@ class Delivery:
     last_error: str | None = None
     delivered_at: datetime | None = None
     created_at: datetime | None = field(default=None, compare=False)  # when it was queued: where a page of the log resumes
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at sending a delivery, as the log `webhook_attempts` keeps it (numbered on across re-queues)."""
+
+    delivery_id: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,32 @@ class WebhookStore(Protocol):
         outcome: str,
         next_at: datetime | None,
     ) -> None:
-        """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`)."""
+        """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`), if it is still pending.
+
+        A delivery failed meanwhile (its endpoint removed) stays failed; the attempt is logged all the same.
+        """
+        ...
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable an endpoint and take its approvers off it, and fail its pending deliveries with `reason`, at once.
+
+        The row stays (disabled), for the delivery log and the inbound message ids that name it. None when it does not exist.
+        """
+        ...
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery."""
+        ...
+
+    async def requeue_delivery(self, delivery_id: str, now: datetime) -> Delivery | None:
+        """A failed delivery to an enabled endpoint made pending again, due at `now`, its attempts counted from zero.
+
+        None when it is not failed or its endpoint is disabled (by then).
+        """
+        ...
+
+    async def attempts_of(self, delivery_id: str) -> list[Attempt]:
+        """The attempts logged for a delivery, in order."""
         ...
 
     async def deliveries(
@@ -148,6 +187,17 @@ def _delivery(row: asyncpg.Record) -> Delivery:
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
         created_at=row["created_at"],
+    )
+
+
+def _attempt(row: asyncpg.Record) -> Attempt:
+    return Attempt(
+        delivery_id=row["delivery_id"],
+        attempt=row["attempt"],
+        at=row["at"],
+        status_code=row["status_code"],
+        error=row["error"],
+        duration_ms=row["duration_ms"],
     )
 
 
@@ -249,8 +299,10 @@ class PgWebhookStore(WebhookStore):
             rows = await conn.fetch(
                 f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 FROM (SELECT delivery_id, turn, due_at FROM ("
                 "SELECT delivery_id, next_attempt_at AS due_at, row_number() OVER (PARTITION BY tenant_id, endpoint_id "
-                f"ORDER BY next_attempt_at, created_at) AS turn FROM {self.s}.webhook_deliveries "
-                "WHERE status = 'pending' AND next_attempt_at <= $1) ranked WHERE turn <= $4 ORDER BY turn, due_at LIMIT $3) due "
+                f"ORDER BY next_attempt_at, created_at) AS turn FROM {self.s}.webhook_deliveries w "
+                "WHERE status = 'pending' AND next_attempt_at <= $1 "
+                f"AND EXISTS (SELECT 1 FROM {self.s}.webhook_endpoints e WHERE e.tenant_id = w.tenant_id AND e.endpoint_id = w.endpoint_id "
+                "AND e.enabled)) ranked WHERE turn <= $4 ORDER BY turn, due_at LIMIT $3) due "
                 "WHERE d.delivery_id = due.delivery_id AND d.status = 'pending' AND d.next_attempt_at <= $1 "
                 "RETURNING d.*, due.turn, due.due_at",
                 now,
@@ -260,8 +312,8 @@ class PgWebhookStore(WebhookStore):
             )
             result = []
             for row in sorted(rows, key=lambda r: (r["turn"], r["due_at"])):  # each endpoint's in the order they fell due
-                ep = await conn.fetchrow(
-                    f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2",
+                ep = await conn.fetchrow(  # an endpoint removed since the ranking: its deliveries are failed, never sent
+                    f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 AND enabled",
                     row["tenant_id"],
                     row["endpoint_id"],
                 )
@@ -288,11 +340,11 @@ class PgWebhookStore(WebhookStore):
         outcome: str,
         next_at: datetime | None,
     ) -> None:
-        """Log one attempt and move the delivery on."""
+        """Log one attempt (numbered after those before a re-queue) and move the delivery on, if it is still pending."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) VALUES ($1, $2, "
-                "$3, $4, $5) "
+                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) "
+                f"SELECT $1, GREATEST($2, COALESCE(MAX(attempt), 0) + 1), $3, $4, $5 FROM {self.s}.webhook_attempts WHERE delivery_id = $1 "
                 "ON CONFLICT DO NOTHING",
                 delivery_id,
                 attempt,
@@ -304,7 +356,7 @@ class PgWebhookStore(WebhookStore):
                 f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, last_error = $5, "
                 "next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE "
                 "delivered_at END "
-                "WHERE delivery_id = $1",
+                "WHERE delivery_id = $1 AND status = 'pending'",
                 delivery_id,
                 attempt,
                 outcome,
@@ -312,6 +364,47 @@ class PgWebhookStore(WebhookStore):
                 error,
                 next_at,
             )
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable the endpoint, drop its approvers and fail its pending deliveries, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}' WHERE tenant_id = $1 AND endpoint_id = $2 "
+                "RETURNING *",
+                tenant_id,
+                endpoint_id,
+            )
+            if row is None:
+                return None
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_deliveries SET status = 'failed', last_error = $3 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+                tenant_id,
+                endpoint_id,
+                reason,
+            )
+        return _endpoint(row)
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery."""
+        row = await self.pool.fetchrow(f"SELECT * FROM {self.s}.webhook_deliveries WHERE delivery_id = $1", delivery_id)
+        return _delivery(row) if row else None
+
+    async def requeue_delivery(self, delivery_id: str, now: datetime) -> Delivery | None:
+        """A failed delivery to an enabled endpoint made pending again (the endpoint row locked: a removal waits, then fails it)."""
+        row = await self.pool.fetchrow(
+            f"UPDATE {self.s}.webhook_deliveries d SET status = 'pending', attempts = 0, next_attempt_at = $2 "
+            f"FROM {self.s}.webhook_endpoints e WHERE d.delivery_id = $1 AND d.status = 'failed' AND e.tenant_id = d.tenant_id "
+            "AND e.endpoint_id = d.endpoint_id AND e.enabled RETURNING d.*",
+            delivery_id,
+            now,
+        )
+        return _delivery(row) if row else None
+
+    async def attempts_of(self, delivery_id: str) -> list[Attempt]:
+        """The attempts logged for a delivery, in order."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_attempts WHERE delivery_id = $1 ORDER BY attempt", delivery_id)
+        return [_attempt(r) for r in rows]
 
     async def deliveries(
         self,
@@ -344,7 +437,7 @@ class InMemoryWebhookStore(WebhookStore):
     messages: set[tuple[str, str, str]] = field(default_factory=set)
     endpoint_rows: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
     delivery_rows: dict[str, Delivery] = field(default_factory=dict)
-    attempts: list[tuple[str, int, int | None, str | None]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
 
     async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
         """Record an inbound message id."""
@@ -391,7 +484,7 @@ class InMemoryWebhookStore(WebhookStore):
         turns: dict[tuple[str, str], int] = {}
         ranked = []
         for d in sorted(self.delivery_rows.values(), key=lambda d: d.next_attempt_at or now):
-            if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now:
+            if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now and self._enabled(d):
                 turn = turns[d.tenant_id, d.endpoint_id] = turns.get((d.tenant_id, d.endpoint_id), 0) + 1
                 ranked.append((turn, d))
         due = [d for turn, d in sorted(ranked, key=lambda pair: pair[0]) if turn <= per_endpoint][:limit]
@@ -417,9 +510,12 @@ class InMemoryWebhookStore(WebhookStore):
         outcome: str,
         next_at: datetime | None,
     ) -> None:
-        """Log one attempt and move the delivery on."""
+        """Log one attempt and move the delivery on, if it is still pending."""
         d = self.delivery_rows[delivery_id]
-        self.attempts.append((delivery_id, attempt, status_code, error))
+        number = max([attempt, *(a.attempt + 1 for a in self.attempts if a.delivery_id == delivery_id)])
+        self.attempts.append(Attempt(delivery_id, number, utcnow(), status_code, error, duration_ms))
+        if d.status != "pending":
+            return
         self.delivery_rows[delivery_id] = replace(
             d,
             attempts=attempt,
@@ -428,6 +524,37 @@ class InMemoryWebhookStore(WebhookStore):
             last_error=error,
             next_attempt_at=next_at or d.next_attempt_at,
         )
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable the endpoint, drop its approvers and fail its pending deliveries."""
+        found = self.endpoint_rows.get((tenant_id, endpoint_id))
+        if found is None:
+            return None
+        removed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, enabled=False, approvers=())
+        for d in list(self.delivery_rows.values()):
+            if (d.tenant_id, d.endpoint_id, d.status) == (tenant_id, endpoint_id, "pending"):
+                self.delivery_rows[d.delivery_id] = replace(d, status="failed", last_error=reason)
+        return removed
+
+    async def delivery(self, delivery_id: str) -> Delivery | None:
+        """One delivery."""
+        return self.delivery_rows.get(delivery_id)
+
+    async def requeue_delivery(self, delivery_id: str, now: datetime) -> Delivery | None:
+        """A failed delivery to an enabled endpoint made pending again."""
+        d = self.delivery_rows.get(delivery_id)
+        if d is None or d.status != "failed" or not self._enabled(d):
+            return None
+        requeued = self.delivery_rows[delivery_id] = replace(d, status="pending", attempts=0, next_attempt_at=now)
+        return requeued
+
+    async def attempts_of(self, delivery_id: str) -> list[Attempt]:
+        """The attempts logged for a delivery, in order."""
+        return sorted((a for a in self.attempts if a.delivery_id == delivery_id), key=lambda a: a.attempt)
+
+    def _enabled(self, d: Delivery) -> bool:
+        endpoint = self.endpoint_rows.get((d.tenant_id, d.endpoint_id))
+        return endpoint is not None and endpoint.enabled
 
     async def deliveries(
         self,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from servicekit.intake import DATABASE_ERRORS
 from services.approval import domain, webhooks
+from services.approval._admin_api import admin_routes, delivery_view, require_admin
 from services.approval._errors import install_error_handlers
 from services.approval._http import error as _error
 from services.approval._http import json_body as _json_body
@@ -30,7 +31,6 @@ from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
 from services.approval.repository import Endpoint
 from services.approval.service import LINK_USED, ApprovalService, AuthError, Session
-from services.approval.tenants import ADMIN_GROUP
 from services.approval.tenants_api import TENANT_BODIES, tenant_routes
 
 __all__ = ["DATABASE_UNAVAILABLE", "create_api"]
@@ -272,8 +272,8 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
         )
     elif await service.link_spent(session):
         state = Refusal(code="link_used", status=401, message=LINK_USED)
-    rejecting = domain.check_access(record, who, service.groups, rejecting=True) or state
-    refusal = domain.check_access(record, who, service.groups) or state
+    rejecting = service.access(record, who, rejecting=True) or state
+    refusal = service.access(record, who) or state
     if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
     refusal = refusal or domain.second_vote_without_token(record, who, Vote(decision="approve", edited_args=record.edited_args))
@@ -372,14 +372,6 @@ def create_api(
         if session.link is not None:
             raise HTTPException(
                 403, detail={"code": "not_a_token", "message": "a one-time link shows and decides its own request only; use an API token"}
-            )
-
-    def require_admin(session: Session) -> None:
-        who = session.approver
-        if session.link is not None or not (who.operator or ADMIN_GROUP in who.groups):
-            raise HTTPException(
-                403,
-                detail={"code": "not_admin", "message": f"managing webhooks needs a token in group {ADMIN_GROUP!r} (or an operator token)"},
             )
 
     async def admitted(service: ApprovalService, approval_id: str, session: Session, decision: Literal["approve", "reject"]) -> None:
@@ -721,22 +713,10 @@ def create_api(
         )
         if len(found) == limit and found[-1].created_at is not None:
             response.headers[NEXT_CURSOR] = next_cursor("deliveries", found[-1].created_at, found[-1].delivery_id)
-        return [
-            {
-                "delivery_id": d.delivery_id,
-                "endpoint_id": d.endpoint_id,
-                "tenant_id": d.tenant_id,
-                "approval_id": d.approval_id,
-                "event_type": d.event_type,
-                "status": d.status,
-                "attempts": d.attempts,
-                "last_status_code": d.last_status_code,
-                "last_error": d.last_error,
-            }
-            for d in found
-        ]
+        return [delivery_view(d) for d in found]
 
     tenant_routes(v1, get_service, get_session)
+    admin_routes(v1, get_service, get_session)
     api.include_router(v1)
     schema_of_routes = api.openapi
 

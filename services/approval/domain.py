@@ -7,7 +7,7 @@ when the request is settled, the decision event type to publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode, action_identity
 from servicekit import SigningKey, action_digest, approval_message
+from servicekit.approver_groups import counts
 from servicekit.people import same_person
 
 __all__ = [
@@ -351,12 +352,17 @@ def already_settled(record: ApprovalRecord) -> str:
     return message
 
 
-def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *, rejecting: bool = False) -> Refusal | None:
-    """Whether `who` may decide `record` at all, in this order: tenant, known requester, group, four eyes; None when they may.
+def check_access(
+    record: ApprovalRecord, who: Approver, groups: GroupsConfig, *, rejecting: bool = False, counted: Collection[str] = ()
+) -> Refusal | None:
+    """Whether `who` may decide `record` at all, in this order: tenant, known requester, group, four eyes, counted; None when they may.
 
     Another tenant's request is `not_found`, exactly as a missing one. Four eyes needs the requester:
     nobody approves a request whose requester is unknown; it stays pending until an operator token
-    rejects it (fail closed) or it expires.
+    rejects it (fail closed) or it expires. `counted` are the groups whose approvals the policy service
+    counts for the request's class under the tenant's settings (`servicekit.approver_groups`; none:
+    anyone's): an approve by anyone else is refused, since the grant it made would be denied
+    `approval_quorum_not_met`; a reject, which settles alone, is not.
     """
     if not who.may_see(record.tenant_id):
         return not_found(record.approval_id)
@@ -379,10 +385,19 @@ def check_access(record: ApprovalRecord, who: Approver, groups: GroupsConfig, *,
         )
     if record.requested_by and same_person(who.approver, record.requested_by):
         return _refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")
+    if record.kind == "approval" and not rejecting and not counts(counted, who.groups):
+        return _refuse(
+            "groups_not_counted",
+            403,
+            f"your approval would not count: the tenant's settings require a member of {sorted(counted)} for {record.risk} calls "
+            f"(approver_groups); {who.approver} is in {sorted(who.groups) or 'none'}",
+        )
     return None
 
 
-def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, groups: GroupsConfig) -> Transition | Refusal:
+def decide(
+    record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, groups: GroupsConfig, counted: Collection[str] = ()
+) -> Transition | Refusal:
     """Apply one human's vote to a request, or say why it is refused.
 
     Order matters: access first (so a stranger learns nothing), then state, expiry and the digest.
@@ -390,9 +405,9 @@ def decide(record: ApprovalRecord, who: Approver, vote: Vote, *, now: datetime, 
     spelling, as four eyes does: `servicekit.people`), and at most one of them may come without the
     approver's own token (`second_vote_without_token`); edited args that differ from the ones already approved
     restart the count with this approver, since the others approved a different call, while "edited"
-    args equal to the call are no edit. One reject settles the request.
+    args equal to the call are no edit. One reject settles the request. `counted`: as `check_access`.
     """
-    refused = check_access(record, who, groups, rejecting=vote.decision == "reject")
+    refused = check_access(record, who, groups, rejecting=vote.decision == "reject", counted=counted)
     if refused:
         return refused
     if not record.is_pending:

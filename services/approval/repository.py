@@ -21,11 +21,12 @@ import asyncpg
 from servicekit import Recorded
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
 from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
-from services.approval._webhook_store import Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
+from services.approval._webhook_store import Attempt, Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
 from services.approval.domain import ApprovalRecord
 
 __all__ = [
     "ApprovalRepository",
+    "Attempt",
     "Delivery",
     "Endpoint",
     "InMemoryApprovalRepository",

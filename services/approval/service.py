@@ -51,6 +51,7 @@ from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.outlet import record_event
 from servicekit.undo import undo_proposal, undo_refusal
 from services.approval import auth, domain, webhooks
+from services.approval._groups_counted import counted_groups, disagreement
 from services.approval._undo_states import undo_case
 from services.approval._undo_store import InMemoryUndoResults, UndoResults
 from services.approval._webhook_side import WebhookSide
@@ -195,6 +196,7 @@ class ApprovalService(WebhookSide):
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
+    _disagreements_told: set[str] = field(default_factory=set, init=False)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -228,6 +230,7 @@ class ApprovalService(WebhookSide):
         )
         if fresh is None:
             return None
+        self.counted(fresh)  # tells a disagreement of the groups file with the tenant's settings as the request opens
         fresh = fresh.model_copy(update={"traceparent": current_traceparent()})
         existing = await self.repo.get_by_action(decided.action_id, tenant_id=decided.tenant_id)
         if existing is not None:
@@ -342,6 +345,19 @@ class ApprovalService(WebhookSide):
         info = await self.repo.rotate_token(session.token_id, auth.hash_token(token), expires_at)
         return (token, info) if info is not None else None
 
+    def access(self, record: ApprovalRecord, who: Approver, *, rejecting: bool = False) -> Refusal | None:
+        """`domain.check_access` with this service's groups file and the groups the tenant's settings count (`counted`)."""
+        return domain.check_access(record, who, self.groups, rejecting=rejecting, counted=self.counted(record))
+
+    def counted(self, record: ApprovalRecord) -> frozenset[str]:
+        """The groups whose approvals of `record` the policy counts (empty: anyone's); a disagreement with the groups file is told once."""
+        counted = counted_groups(self.control, record.tenant_id, record.risk)
+        told = disagreement(self.groups, record.tenant_id, record.risk, counted)
+        if told is not None and told not in self._disagreements_told:
+            self._disagreements_told.add(told)
+            log.warning("%s", told)
+        return counted
+
     async def admission(self, approval_id: str, session: Session, decision: Literal["approve", "reject"]) -> Refusal | None:
         """Whether the caller may decide this request at all, judged before its body is read (None: go on).
 
@@ -353,7 +369,7 @@ class ApprovalService(WebhookSide):
         record = await self.repo.get(approval_id)
         if record is None:
             return domain.not_found(approval_id)
-        return domain.check_access(record, session.approver, self.groups, rejecting=decision == "reject")
+        return self.access(record, session.approver, rejecting=decision == "reject")
 
     async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:
         """Take one human's vote; the record after it, or why it is refused.
@@ -385,7 +401,7 @@ class ApprovalService(WebhookSide):
             record = await self._judged(approval_id, session, vote)
             if isinstance(record, Refusal):
                 return record
-            outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups)
+            outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups, counted=self.counted(record))
             if isinstance(outcome, Refusal):
                 return outcome
             outbox, deliveries = await self._announce(outcome.record, outcome.event_type) if outcome.event_type else ([], [])
@@ -407,7 +423,7 @@ class ApprovalService(WebhookSide):
 
     def _vote_refusal(self, record: ApprovalRecord, session: Session, vote: Vote) -> Refusal | None:
         """Why a vote is refused before the domain decides it: who may act, then the body (its reason, its edited args, the digest)."""
-        refused = domain.check_access(record, session.approver, self.groups, rejecting=vote.decision == "reject")
+        refused = self.access(record, session.approver, rejecting=vote.decision == "reject")
         if refused is not None:  # who may act comes before anything about the call (its args included) is judged
             return refused
         unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason)

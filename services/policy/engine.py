@@ -19,6 +19,7 @@ import cedarpy
 import orjson
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
+from servicekit.approver_groups import counts, groups_counted
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.messages import render_message
 from services.policy.pack import SPEND_FACTS, CompiledPack, TenantSettings
@@ -342,8 +343,8 @@ def decide(
 def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: Mapping[str, Collection[str]], triggered: int) -> list[Reason]:
     """Why a grant falls short: fewer approvers in the required groups than the class or the call's triggers need."""
     required = max(tenant.approvers_for(risk), triggered)
-    groups = set(tenant.approver_groups.get(risk.value) or ())
-    counted = [a for a, held in approvers.items() if not groups or groups & set(held)]
+    groups = groups_counted(tenant.approver_groups, risk.value)
+    counted = [a for a, held in approvers.items() if counts(groups, held)]
     if len(counted) >= required:
         return []
     message = f"{risk.value} needs {required} distinct approvers (the requester not counted)"

@@ -140,6 +140,21 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
+def _decided(item: dict[str, Any]) -> str | None:
+    """Who settled a request and when (`resolved (confirmed_done) by sue@… at …`); None while it is open or when nobody decided it."""
+    if item["status"] == "pending" or not item.get("decided_by"):
+        return None
+    found = f" ({item['resolution']})" if item.get("resolution") else ""
+    at = f" at {item['decided_at']}" if item.get("decided_at") else ""
+    return f"{item['status']}{found} by {item['decided_by']}{at}"
+
+
+def _why_not(item: dict[str, Any]) -> str:
+    """Why the caller cannot decide it: `already …` for a settled request (the service's reason may name a group instead)."""
+    decided = _decided(item)
+    return f"already {decided}" if decided else str(item["cannot_decide_because"])
+
+
 def _print_one(item: dict[str, Any]) -> None:
     """One request, each value as it is and on its own line (`shown`): text a proposer wrote cannot fake another line."""
     what = (item["approval_id"], item["kind"], item["status"], item["tenant_id"])
@@ -162,7 +177,7 @@ def _print_one(item: dict[str, Any]) -> None:
         ks = item["killswitch"]
         console.print(f"[yellow]kill switch active on {shown(ks['tool'])}@{shown(ks['tenant_id'])}: {shown(ks['reason'], TEXT_MAX)}[/]")
     if not item["can_decide"]:
-        console.print(f"[yellow]you cannot decide it: {shown(item['cannot_decide_because'], TEXT_MAX)}[/]")
+        console.print(f"[yellow]you cannot decide it: {shown(_why_not(item), TEXT_MAX)}[/]")
     if "cost" in item:
         cost = item["cost"]
         console.print(f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}")
@@ -196,7 +211,7 @@ def list_(
             ", ".join(shown(r["code"]) for r in item["reasons"]),
             f"{len(item['approvers'])}/{item['required_approvals']}",
             shown(item["expires_at"]),
-            "yes" if item["can_decide"] else "no: " + shown(item["cannot_decide_because"], TEXT_MAX),
+            "yes" if item["can_decide"] else "no: " + shown(_why_not(item), TEXT_MAX),
         )
     console.print(table)
 

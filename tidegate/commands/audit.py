@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import typer
@@ -29,6 +29,7 @@ from services.audit import (
 )
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
+from tidegate.commands._progress import progress_display
 
 app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
 
@@ -65,6 +66,35 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
     return table
 
 
+_VERIFY_EVERY = 5000  # rows between two progress reports (verify reads thousands of rows a second)
+
+
+class _Reporting:
+    """The log as `verify_log` reads it, telling `progress` how many chain rows were read of the `total` the chains' heads hold."""
+
+    def __init__(self, log: PostgresAuditLog, total: int, progress: Callable[[int, int], None]) -> None:
+        self._log, self._total, self._progress, self.read = log, total, progress, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[Any]:
+        """The chain's rows, as the log yields them, counted."""
+        async for row in self._log.chain_rows(topic, partition):
+            self.read += 1
+            if self.read % _VERIFY_EVERY == 0:
+                self._progress(self.read, self._total)
+            yield row
+        self._progress(self.read, self._total)
+
+
+async def _reporting(log: PostgresAuditLog, prefix: str, progress: Callable[[int, int], None]) -> PostgresAuditLog:
+    """`log`, reporting the rows `verify_log` reads to `progress` (rows read, rows its chains hold by their heads)."""
+    total = sum(head.seq for head in (await log.heads(prefix)).values())
+    progress(0, total)
+    return cast(PostgresAuditLog, _Reporting(log, total, progress))  # the same log to `verify_log`: every other read passes through
+
+
 @app.command()
 def verify(
     bus: bool = typer.Option(False, "--bus", help="Also compare with the checkpoints published on Kafka (catches deleted checkpoints)."),
@@ -90,7 +120,9 @@ def verify(
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if bus else []
-        report = await verify_log(log, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
+        with progress_display({"rows": "verifying the chains"}, quiet=as_json) as progress:
+            counted = await _reporting(log, kit.topic_prefix, lambda done, total: progress("rows", done, total))
+            report = await verify_log(counted, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
         if not complete:
             return report, None
         return report, await check_complete(

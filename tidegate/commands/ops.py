@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from servicekit import REPO_ROOT
 from tidegate.commands._common import console, err_console, fail, logs_aside, run, settings, shown, when
+from tidegate.commands._progress import progress_display
 
 app = typer.Typer(help="Operations: replay, policy what-if, evals, costs.")
 eval_app = typer.Typer(help="Score a planner strategy and a policy pack on a versioned eval set.", no_args_is_help=True)
@@ -47,6 +47,8 @@ def _pack(policy_dir: Path | None) -> Any:
 
 # --- replay --------------------------------------------------------------------------------------
 
+_REPLAY_STAGES = {"read": "reading recorded events", "replay": "replaying in the sandbox"}
+
 
 @app.command()
 def replay(
@@ -68,20 +70,7 @@ def replay(
     if policy_dir is not None:
         _pack(policy_dir)  # a candidate that does not compile is said before the window is read and a sandbox made
     opts = ReplayOptions(t0, t1, tenant=tenant, task=task, planner=planner, policy_dir=policy_dir, keep_topics=keep, idle_s=idle_s)
-    with (
-        logs_aside("replay", verbose=verbose),
-        Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=as_json
-        ) as bar,
-    ):
-        ids: dict[str, Any] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in ids:
-                label = "reading recorded events" if stage == "read" else "replaying in the sandbox"
-                ids[stage] = bar.add_task(label, total=total)
-            bar.update(ids[stage], completed=done, total=total)
-
+    with logs_aside("replay", verbose=verbose), progress_display(_REPLAY_STAGES, quiet=as_json) as progress:
         report = run(run_replay(settings(), opts, progress=progress))
     if report.inputs == 0 and (task or tenant):
         which = f"task {task!r}" if task else f"tenant {tenant!r}"
@@ -116,6 +105,8 @@ def replay(
 
 
 # --- what-if -------------------------------------------------------------------------------------
+
+_WHATIF_STAGES = {"read": "reading recorded events", "evaluate": "deciding with the candidate"}
 
 
 @app.command()
@@ -159,8 +150,9 @@ def whatif(
     pack = _pack(policy_dir)
     t0, t1 = _window(start, end)
     kit = settings()
-    with logs_aside("whatif", verbose=verbose):
-        window = run(recorded_window(kit, t0, t1, topics=("actions.proposed", "actions.decided", "approvals"), tenant=tenant))
+    with logs_aside("whatif", verbose=verbose), progress_display(_WHATIF_STAGES, quiet=as_json) as progress:
+        topics = ("actions.proposed", "actions.decided", "approvals")
+        window = run(recorded_window(kit, t0, t1, topics=topics, tenant=tenant, progress=lambda done, total: progress("read", done, total)))
         proposed = window.of(ActionProposed)
         times = [e.time for e in proposed]
         days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
@@ -182,7 +174,10 @@ def whatif(
                 fail(f"{tenant_settings}: the candidate settings of {name} are not valid: {exc}")
         decisions = [e.data for e in window.of(ActionDecided)]
         humans = human_outcomes(r.event for r in window.events)
-        report = evaluate(pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days, humans=humans)
+        report = evaluate(
+            pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days, humans=humans,
+            progress=lambda done: progress("evaluate", done, len(proposed)),
+        )  # fmt: skip
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -359,8 +354,10 @@ def eval_compare(
 
 # --- costs ---------------------------------------------------------------------------------------
 
+_COSTS_STAGES = {"audit": "reading the audit log", "topics": "reading recorded events"}
 
-def _audit_window(kit: Any, t0: Any, t1: Any, tenant: str | None) -> tuple[Any, str | None]:
+
+def _audit_window(kit: Any, t0: Any, t1: Any, tenant: str | None, progress: Callable[[int, int], None]) -> tuple[Any, str | None]:
     """The window from the audit log; or None and why there is nothing to read there (no audit schema, no row in the window).
 
     A database that cannot be reached, refuses the login or refuses the read is an error: the topics keep
@@ -373,7 +370,7 @@ def _audit_window(kit: Any, t0: Any, t1: Any, tenant: str | None) -> tuple[Any, 
     where = kit.operator_database_url.split("@")[-1].split("?")[0]
     instead = "or read the topics instead with --source topics"
     try:
-        window = asyncio.run(read_audit_window(kit.operator_database_url, kit.topic_prefix, t0, t1, tenant=tenant))
+        window = asyncio.run(read_audit_window(kit.operator_database_url, kit.topic_prefix, t0, t1, tenant=tenant, progress=progress))
     except ConnectionError as exc:  # servicekit.db: down, or the login refused; the message says what to set
         fail(f"{str(exc).rstrip('.')}; {instead}")
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
@@ -415,13 +412,14 @@ def costs(
     t0, t1 = _window(start, end)
     kit = settings()
     window, fallback = None, None
-    with logs_aside("costs", verbose=verbose):
+    with logs_aside("costs", verbose=verbose), progress_display(_COSTS_STAGES, quiet=as_json) as progress:
         if source == "audit":
-            window, fallback = _audit_window(kit, t0, t1, tenant)
+            progress("audit", 0, None)  # the query has no count of its own: the bar pulses until its rows are read
+            window, fallback = _audit_window(kit, t0, t1, tenant, lambda done, total: progress("audit", done, total))
         if window is None:
             if fallback is not None:
                 err_console.print(f"{fallback}: reading the topics instead")
-            window = run(recorded_window(kit, t0, t1, tenant=tenant))
+            window = run(recorded_window(kit, t0, t1, tenant=tenant, progress=lambda done, total: progress("topics", done, total)))
     used = "audit" if fallback is None and source == "audit" else "topics"
     report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
     doc = report.as_dict()

@@ -230,13 +230,21 @@ async def recorded_window(
 
 
 async def read_audit_window(
-    database_url: str, prefix: str, start: datetime | None, end: datetime | None, *, tenant: str | None = None, limit: int = 5_000_000
+    database_url: str,
+    prefix: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    tenant: str | None = None,
+    limit: int = 5_000_000,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Window:
     """The same window, read from the audit service's log in PostgreSQL (its own reading functions).
 
     Non-duplicate rows of the deployment's topics are decoded by their topic; a row that is not a
     usable event, or one the audit service recorded as not valid (its signature refused, or not an event
-    of its topic), is counted in `skipped` under the reason the audit recorded.
+    of its topic), is counted in `skipped` under the reason the audit recorded. `progress` is called with
+    (rows decoded, rows read) as decoding goes, as `read_window` reports.
     """
     from services.audit import PostgresAuditLog, SearchFilters
 
@@ -248,7 +256,11 @@ async def read_audit_window(
     finally:
         await log.close()
     wanted = set(WINDOW_TOPICS)
-    for row in rows:
+    if progress is not None:
+        progress(0, len(rows))
+    for done, row in enumerate(rows, 1):
+        if progress is not None and (done % _AUDIT_PROGRESS_EVERY == 0 or done == len(rows)):
+            progress(done, len(rows))
         name = row.topic.removeprefix(prefix)
         if name not in wanted or row.duplicate:
             continue
@@ -267,6 +279,8 @@ async def read_audit_window(
     window.events.sort(key=lambda r: (r.timestamp_ms, r.topic, r.partition, r.offset))
     return window
 
+
+_AUDIT_PROGRESS_EVERY = 2000  # rows between two progress reports of `read_audit_window` (as a poll of `read_window` holds)
 
 _REASON = re.compile(r"^([a-z_]+): ")
 

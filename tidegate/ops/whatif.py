@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from services.policy import Call, CompiledPack, Controls, Flow, History, PackSou
 __all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
 
 MAX_EXAMPLES = 3
+PROGRESS_EVERY = 500  # proposals between two progress reports (a report per proposal would cost more than deciding it)
 
 
 def load_pack(policy_dir: Path, tools_dir: Path) -> CompiledPack:
@@ -259,6 +260,7 @@ def evaluate(
     tenants: Mapping[str, TenantSettings] | None = None,
     days: float = 1.0,
     humans: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> WhatIfReport:
     """Decide every proposal with `pack` and compare with the decision recorded for it.
 
@@ -269,7 +271,8 @@ def evaluate(
     the rest are evaluated; `skipped` starts with what reading the record already skipped. With `humans`
     (action id → `approved`, `edited`, `rejected`, `expired`: what a human made of its escalation), an
     escalation the candidate allows counts as a human touch saved when it was approved unchanged, and is
-    listed when a human had rejected or edited it.
+    listed when a human had rejected or edited it. `progress` is called with how many proposals were taken so far,
+    every `PROGRESS_EVERY` of them and once at the end.
     """
     started = time.perf_counter()
     recorded: dict[str, ActionDecidedData] = {}
@@ -279,7 +282,11 @@ def evaluate(
     report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped(), days=days)
     tenants = tenants or {}
     seen: set[str] = set()
+    taken = 0
     for p in proposals:
+        taken += 1
+        if progress is not None and taken % PROGRESS_EVERY == 0:
+            progress(taken)
         if p.action_id in seen:  # a redelivered proposal is the same question
             continue
         seen.add(p.action_id)
@@ -314,5 +321,7 @@ def evaluate(
             report.touches_saved += 1
         elif flip.kind == "escalate→allow" and human in ("rejected", "edited"):
             report.newly_allowed_rejected.append(flip)
+    if progress is not None:
+        progress(taken)
     report.seconds = time.perf_counter() - started
     return report

@@ -36,7 +36,7 @@ async def test_a_bogus_status_is_refused_not_an_empty_list(world: World) -> None
 
 async def test_unknown_routes_and_methods_answer_in_the_one_shape(world: World) -> None:  # noqa: F811
     assert "/api/v1/nothing" in one_error(await world.client.get("/api/v1/nothing"), 404, "not_found")
-    answer = await world.client.delete("/api/v1/webhooks/endpoints/acme-chat", headers=bearer(world.tokens["bob"]))
+    answer = await world.client.put("/api/v1/webhooks/endpoints/acme-chat", headers=bearer(world.tokens["bob"]))
     one_error(answer, 405, "method_not_allowed")
     assert answer.headers["allow"]
 
