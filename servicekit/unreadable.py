@@ -10,6 +10,7 @@ consumers' own (`servicekit.intake.check_bounds`), so a reader skips exactly wha
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -87,11 +88,14 @@ def has_non_finite(value: Any) -> bool:
     return not is_finite_json(value)
 
 
+_NOT_FINITE = re.compile(r"\bnan\b|finite|infinit", re.IGNORECASE)
+
+
 def skip_reason(exc: BaseException) -> SkipReason:
     """The reason code of an error met while using an event that did read (e.g. a decision that cannot be computed)."""
     if isinstance(exc, Unreadable):
         return exc.reason
-    if "finite" in str(exc).lower() or "nan" in str(exc).lower():
+    if _NOT_FINITE.search(str(exc)):  # the word NaN, or (in)finite: not the letters in "tenant" or "maintenance"
         return "nan"
     return "not_decidable"
 

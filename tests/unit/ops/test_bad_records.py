@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 import schemas as s
 from servicekit import KitSettings
-from servicekit.unreadable import MAX_EVENT_BYTES, Skipped, Unreadable, read_event
+from servicekit.unreadable import MAX_EVENT_BYTES, Skipped, Unreadable, read_event, skip_reason
 from services.policy.engine import Controls, NonFiniteAmount, cedar_context, decide
 from services.policy.facts import Call, History
 from tidegate.ops.whatif import evaluate, load_pack
@@ -193,3 +193,17 @@ def test_a_broken_eval_case_is_refused_naming_its_file(tmp_path: Any, text: str)
     (tmp_path / "c1.yaml").write_text(text)
     with pytest.raises(ValueError, match=r"c1\.yaml"):
         load_set(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("amount is NaN", "nan"),
+        ("Input should be a finite number", "nan"),
+        ("an infinite budget", "nan"),
+        ("tenant globex has no settings", "not_decidable"),  # "tenant" holds the letters n-a-n: not a NaN
+        ("maintenance window", "not_decidable"),
+    ],
+)
+def test_a_skip_is_called_nan_only_for_a_number_that_is_not_finite(message: str, reason: str) -> None:
+    assert skip_reason(ValueError(message)) == reason
