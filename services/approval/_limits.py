@@ -6,6 +6,7 @@ and while it streams (a chunked body declares none), so no caller, signed in or 
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,7 +18,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.intake import Bounds
 
-__all__ = ["MAX_BODY_BYTES", "NEXT_CURSOR", "WEBHOOK_HEADERS", "BodyLimit", "BodyTooLarge", "next_cursor", "read_cursor", "refuse_unsigned"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "NEXT_CURSOR",
+    "WEBHOOK_HEADERS",
+    "BodyLimit",
+    "BodyTooLarge",
+    "listing",
+    "next_cursor",
+    "read_cursor",
+    "refuse_unsigned",
+]
 
 # The largest legitimate body is an approve with edited args. Those args travel in one `approval.granted` record, which no
 # consumer reads past the kit's bound on a record (1 MiB): a larger body could never be published anyway.
@@ -25,6 +36,7 @@ MAX_BODY_BYTES = Bounds().max_bytes
 
 WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
+CURSOR_MAX_CHARS = 1024  # a cursor this service gives is ~150 characters (an order, a time, an id of at most 256)
 NEXT_CURSOR = "X-Next-Cursor"  # the response header of a full page: send it back as `cursor` for the next one
 
 
@@ -80,19 +92,29 @@ def refuse_unsigned(headers: Mapping[str, str]) -> None:
         raise HTTPException(401, detail={"code": "missing_headers", "message": message})
 
 
+def listing(order: str, **filters: object) -> str:
+    """The identity of a listing a cursor belongs to: its order and its filters (a cursor of `tool=a` is not one of `tool=b`)."""
+    said = json.dumps(filters, sort_keys=True, default=str)
+    return f"{order}:{hashlib.sha256(said.encode()).hexdigest()[:16]}"
+
+
 def next_cursor(order: str, at: datetime, item_id: str) -> str:
-    """An opaque cursor past the item with sort key `at` and id `item_id`, in a listing of `order`."""
+    """An opaque cursor past the item with sort key `at` and id `item_id`, in the listing `order` (`listing(...)`)."""
     return base64.urlsafe_b64encode(json.dumps([order, at.isoformat(), item_id]).encode()).decode()
 
 
 def read_cursor(token: str, order: str) -> tuple[datetime, str]:
-    """The sort key and id a `cursor` of `order` resumes after; `422 invalid_param` for any other string."""
-    try:
-        kind, at, item_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        key = datetime.fromisoformat(at)
-        if kind == order and isinstance(item_id, str) and key.tzinfo is not None:
-            return key, item_id
-    except (ValueError, TypeError, binascii.Error):
-        pass
+    """The sort key and id a `cursor` of the listing `order` resumes after; `422 invalid_param` for any other string.
+
+    Bounded before it is parsed (a cursor is ~150 characters; a deep JSON array made the parser recurse until it failed).
+    """
+    if len(token) <= CURSOR_MAX_CHARS:
+        try:
+            kind, at, item_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+            key = datetime.fromisoformat(at)
+            if kind == order and isinstance(item_id, str) and key.tzinfo is not None:
+                return key, item_id
+        except (ValueError, TypeError, binascii.Error, RecursionError):
+            pass
     message = f"cursor {token[:40]!r} is not one this listing gave (send back its {NEXT_CURSOR} header, with the same filters)"
     raise HTTPException(422, detail={"code": "invalid_param", "message": message})

@@ -24,7 +24,7 @@ from services.approval._http import error as _error
 from services.approval._http import json_body as _json_body
 from services.approval._http import parse as _parse
 from services.approval._http import refuse_control_characters
-from services.approval._limits import MAX_BODY_BYTES, NEXT_CURSOR, BodyLimit, next_cursor, read_cursor, refuse_unsigned
+from services.approval._limits import MAX_BODY_BYTES, NEXT_CURSOR, BodyLimit, listing, next_cursor, read_cursor, refuse_unsigned
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
@@ -496,7 +496,7 @@ def create_api(
             raise HTTPException(403, detail={"code": "wrong_tenant", "message": f"{who.approver} may not see tenant {tenant!r}"})
         scope = tenant or (None if who.operator else who.tenant_id)
         expiring = status == "pending"  # the most urgent first; one at or past its expiry waits for nobody: start after now
-        order = "expiring" if expiring else "newest"
+        order = listing("expiring" if expiring else "newest", tenant=scope, status=status, tool=tool, reason=reason)
         now = service.clock() + timedelta(microseconds=1)  # the precision of a timestamptz: every expiry after now, none at it
         after = read_cursor(cursor, order) if cursor else ((now, "") if expiring else None)
         records = await service.repo.search(
@@ -707,12 +707,12 @@ def create_api(
         """
         require_admin(session)
         who = session.approver
-        after = read_cursor(cursor, "deliveries") if cursor else None
-        found = await service.repo.deliveries(
-            approval_id, limit, tenant_id=None if who.operator else who.tenant_id, status=status, after=after
-        )
+        scope = None if who.operator else who.tenant_id
+        order = listing("deliveries", tenant=scope, approval_id=approval_id, status=status)
+        after = read_cursor(cursor, order) if cursor else None
+        found = await service.repo.deliveries(approval_id, limit, tenant_id=scope, status=status, after=after)
         if len(found) == limit and found[-1].created_at is not None:
-            response.headers[NEXT_CURSOR] = next_cursor("deliveries", found[-1].created_at, found[-1].delivery_id)
+            response.headers[NEXT_CURSOR] = next_cursor(order, found[-1].created_at, found[-1].delivery_id)
         return [delivery_view(d) for d in found]
 
     tenant_routes(v1, get_service, get_session)

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from servicekit import ControlState, KitSettings
-from tidegate.commands._common import BY_HELP, console, err_console, fail, publish_control, run, settings, shown, signer_settings
+from tidegate.commands._common import BY_HELP, TEXT_MAX, console, err_console, fail, publish_control, run, settings, shown, signer_settings
 from tidegate.commands._known import catalog_tools, onboarded_tenants, refuse_unknown
 from tidegate.ops.control import read_trusted_control
 
@@ -37,7 +37,7 @@ async def read_control(kit: KitSettings, name: str = "control", state: ControlSt
     """
 
     def report(offset: int, why: str) -> None:
-        err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {why}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {shown(why, TEXT_MAX)}", highlight=False)
 
     return await read_trusted_control(kit, name, state, on_skip=report)
 

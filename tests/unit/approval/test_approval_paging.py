@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
@@ -76,3 +77,17 @@ async def test_deliveries_filter_by_status_and_page_past_the_cap(world: World) -
     delivered = (await world.client.get(url, params={"status": "delivered"}, headers=bearer(admin))).json()
     assert (len(pending), len(delivered)) == (1, 4)
     assert (await world.client.get(url, params={"status": "bogus"}, headers=bearer(admin))).status_code == 422
+
+
+async def test_a_cursor_of_other_filters_or_a_crafted_deep_one_is_invalid_param_never_a_500(world: World) -> None:  # noqa: F811
+    """Security review 3: a cursor from `tool=a` was taken for `tool=b` (a wrong page), and base64 of 5,000 `[` made the
+    JSON parser recurse until it failed (a 500 and a traceback per request, for any token holder)."""
+    await _requests(world, 2)
+    first = await world.client.get("/api/v1/approvals", params={"limit": 1, "tool": "issue_refund"}, headers=bearer(world.tokens["bob"]))
+    deep = base64.urlsafe_b64encode(b"[" * 5000).decode()
+    for params in ({"tool": "tag_ticket", "cursor": first.headers[NEXT_CURSOR]}, {"cursor": deep}):
+        answer = await world.client.get("/api/v1/approvals", params=params, headers=bearer(world.tokens["bob"]))
+        assert (answer.status_code, answer.json()["detail"]["code"]) == (422, "invalid_param")
+    deep_short = base64.urlsafe_b64encode(b"[" * 700).decode()  # under the length bound: the parser's own depth is caught
+    answer = await world.client.get("/api/v1/approvals", params={"cursor": deep_short}, headers=bearer(world.tokens["bob"]))
+    assert (answer.status_code, answer.json()["detail"]["code"]) == (422, "invalid_param")
