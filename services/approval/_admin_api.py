@@ -50,6 +50,11 @@ class RevokedToken(TokenView):
         description="The person's other live tokens in the tenant: while any is live, their one-time links and callbacks still "
         "act for them; revoke those too to cut them off."
     )
+    operator_token_live: bool = Field(
+        default=False,
+        description="The person also holds a live operator token (across tenants, which only the operator's CLI revokes): "
+        "their links and callbacks in this tenant still act until it is revoked too.",
+    )
 
 
 def require_admin(session: Session) -> None:
@@ -193,5 +198,10 @@ def admin_routes(router: APIRouter, get_service: Callable[[], ApprovalService], 
         now = service.clock()
         tokens = await service.repo.tokens()
         revoked = next(t for t in tokens if t.token_id == token_id)
-        others = [_token_view(t, now) for t in tokens if t.tenant_id == found.tenant_id and same_person(t.approver, found.approver)]
-        return {**_token_view(revoked, now), "still_live": [t["token_id"] for t in others if t["live"]]}
+        theirs = [_token_view(t, now) for t in tokens if same_person(t.approver, found.approver) and t.token_id != token_id]
+        live = [t for t in theirs if t["live"]]
+        return {
+            **_token_view(revoked, now),
+            "still_live": [t["token_id"] for t in live if t["tenant_id"] == found.tenant_id],
+            "operator_token_live": found.tenant_id != "*" and any(t["tenant_id"] == "*" for t in live),
+        }

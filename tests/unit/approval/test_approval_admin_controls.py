@@ -170,7 +170,17 @@ async def test_revoking_one_of_two_tokens_says_the_person_still_holds_the_other(
     rows = (await world.client.get("/api/v1/tokens", headers=bearer(admin))).json()
     bobs = [r["token_id"] for r in rows if r["approver"] == "bob@acme.example"]
     revoked = (await world.client.post(f"/api/v1/tokens/{bobs[0]}/revoke", headers=bearer(admin))).json()
-    assert revoked["still_live"] == [bobs[1]]
+    assert (revoked["still_live"], revoked["operator_token_live"]) == ([bobs[1]], False)
+
+
+async def test_revoking_says_when_the_person_still_acts_through_an_operator_token(world: World) -> None:  # noqa: F811
+    """Security review 3: links log in on any live token of the person in the tenant or `*`; `still_live: []` hid the second."""
+    admin, _ = await _admins(world)
+    await world.repo.add_token(auth.hash_token(auth.new_token()), "bob@acme.example", "*", ["finance"], operator=True)
+    rows = (await world.client.get("/api/v1/tokens", headers=bearer(admin))).json()
+    bobs = [r["token_id"] for r in rows if r["approver"] == "bob@acme.example"]  # the tenant's own: the operator's is not listed
+    revoked = (await world.client.post(f"/api/v1/tokens/{bobs[0]}/revoke", headers=bearer(admin))).json()
+    assert (revoked["still_live"], revoked["operator_token_live"]) == ([], True)
 
 
 async def test_an_admin_resends_a_failed_message_and_reads_its_attempts(world: World) -> None:  # noqa: F811
