@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from schemas import ControlTenant, ControlTenantData
 from servicekit import KitSettings
 from servicekit.domains import domain_problems
-from services.policy import PackError, PackSettings, PackSource, TenantSettings
+from services.policy import TenantSettings
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
+from tidegate.commands._known import onboarded_tenants, pack_settings
 from tidegate.commands.killswitch import read_control
 
 __all__ = ["app", "parse_trigger", "publish_tenant", "tenant_record"]
@@ -216,28 +217,23 @@ def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenan
     kit = settings()
     state = run(read_control(kit))
     run(read_control(kit, "directory", state))
-    try:
-        source = PackSource.from_control(state.policy) if state.policy is not None else PackSource.from_dir(kit.policy_dir)
-        pack_settings = PackSettings.model_validate(source.settings)
-    except (PackError, ValueError):
-        pack_settings = PackSettings()
-    onboarded = set(state.tenants) | set(state.directories) | {t for t in pack_settings.tenants if pack_settings.onboarded(t)}
-    names = [tenant] if tenant else sorted(onboarded)
+    pack = pack_settings(kit, state)
+    names = [tenant] if tenant else sorted(onboarded_tenants(kit, state))
     for name in names:
         record, admins = state.tenants.get(name), state.directories.get(name)
-        effective = pack_settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
+        effective = pack.from_records(name, record.settings if record else None, admins.directory if admins else None)
         if effective is not None:
             where = (
                 f"control.tenant (set by {record.set_by})"
                 if record
                 else "the policy pack's settings.yaml"
-                if pack_settings.onboarded(name)
+                if pack.onboarded(name)
                 else "the pack's default (onboarded over the approval API)"
             )
             if admins is not None:
                 where += f" and the directory its admins keep (last set by {admins.set_by})"
-        elif pack_settings.onboarded(name):
-            effective, where = pack_settings.tenant(name), "the policy pack's settings.yaml"
+        elif pack.onboarded(name):
+            effective, where = pack.tenant(name), "the policy pack's settings.yaml"
         else:
             console.print(f"{name}: not onboarded (`tidegate tenant add {name} …`)")
             continue
