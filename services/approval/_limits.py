@@ -17,11 +17,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from servicekit.intake import Bounds
+from services.approval import webhooks
 
 __all__ = [
     "MAX_BODY_BYTES",
     "NEXT_CURSOR",
-    "WEBHOOK_HEADERS",
     "BodyLimit",
     "BodyTooLarge",
     "listing",
@@ -34,7 +34,6 @@ __all__ = [
 # consumer reads past the kit's bound on a record (1 MiB): a larger body could never be published anyway.
 MAX_BODY_BYTES = Bounds().max_bytes
 
-WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 CURSOR_MAX_CHARS = 1024  # a cursor this service gives is ~150 characters (an order, a time, an id of at most 256)
 NEXT_CURSOR = "X-Next-Cursor"  # the response header of a full page: send it back as `cursor` for the next one
@@ -87,9 +86,8 @@ def refuse_unsigned(headers: Mapping[str, str]) -> None:
 
     Without them no signature can be checked, so nobody gets the service to read a body it will refuse anyway.
     """
-    if not all(headers.get(name) for name in WEBHOOK_HEADERS):
-        message = f"{', '.join(WEBHOOK_HEADERS[:-1])} and {WEBHOOK_HEADERS[-1]} are required"
-        raise HTTPException(401, detail={"code": "missing_headers", "message": message})
+    if not all(headers.get(name) for name in webhooks.HEADERS):
+        raise HTTPException(401, detail={"code": "missing_headers", "message": webhooks.MISSING_HEADERS})
 
 
 def listing(order: str, **filters: object) -> str:

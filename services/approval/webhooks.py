@@ -25,7 +25,9 @@ import httpx
 import standardwebhooks
 
 __all__ = [
+    "HEADERS",
     "LIBRARY_TOLERANCE_S",
+    "MISSING_HEADERS",
     "Destination",
     "HttpxSender",
     "Resolver",
@@ -43,6 +45,9 @@ __all__ = [
     "url_refusal",
     "verify",
 ]
+
+HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")  # Standard Webhooks: a message's id, time and signature
+MISSING_HEADERS = "webhook-id, webhook-timestamp and webhook-signature are required"
 
 SECRET_PREFIX = "whsec_"
 LIBRARY_TOLERANCE_S = 300.0  # standardwebhooks refuses timestamps more than 5 minutes from the real time; ours can only narrow it
@@ -104,10 +109,9 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float, 
     ASCII, no version) is a refusal, never an error. Several space-separated signatures are
     accepted, as the spec allows during secret rotation. Replay protection by id is the caller's.
     """
-    wanted = ("webhook-id", "webhook-timestamp", "webhook-signature")
-    msg_id, ts_text, sig_header = (headers.get(h) for h in wanted)
+    msg_id, ts_text, sig_header = (headers.get(h) for h in HEADERS)
     if not msg_id or not ts_text or not sig_header:
-        raise WebhookVerificationError("missing_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
+        raise WebhookVerificationError("missing_headers", MISSING_HEADERS)
     try:
         timestamp = int(ts_text)
     except ValueError as exc:
@@ -115,7 +119,7 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float, 
     if abs(now - timestamp) > min(tolerance_s, LIBRARY_TOLERANCE_S):
         raise WebhookVerificationError("stale_timestamp", f"webhook-timestamp is more than {tolerance_s:.0f} s away from now")
     try:
-        standardwebhooks.Webhook(secret).verify(body, {h: str(headers.get(h)) for h in wanted}, json_parse=False)
+        standardwebhooks.Webhook(secret).verify(body, {h: str(headers.get(h)) for h in HEADERS}, json_parse=False)
     except (standardwebhooks.WebhookVerificationError, ValueError, TypeError) as exc:
         raise WebhookVerificationError("bad_signature", "webhook-signature does not match") from exc
     return msg_id, timestamp
