@@ -33,9 +33,12 @@ def pack_settings(kit: KitSettings, state: ControlState) -> PackSettings:
         return PackSettings()
 
 
-def onboarded_tenants(kit: KitSettings, state: ControlState) -> set[str]:
-    """Every onboarded tenant, as `tidegate tenant show` lists them (`state` read from `control` and `directory`)."""
-    settings = pack_settings(kit, state)
+def onboarded_tenants(kit: KitSettings, state: ControlState, pack: PackSettings | None = None) -> set[str]:
+    """Every onboarded tenant, as `tidegate tenant show` lists them (`state` read from `control` and `directory`).
+
+    `pack` is `pack_settings`' answer when the caller has it already (the pack is then not read twice).
+    """
+    settings = pack or pack_settings(kit, state)
     return set(state.tenants) | set(state.directories) | {t for t in settings.tenants if settings.onboarded(t)}
 
 

@@ -218,7 +218,7 @@ def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenan
     state = run(read_control(kit))
     run(read_control(kit, "directory", state))
     pack = pack_settings(kit, state)
-    names = [tenant] if tenant else sorted(onboarded_tenants(kit, state))
+    names = [tenant] if tenant else sorted(onboarded_tenants(kit, state, pack))
     for name in names:
         record, admins = state.tenants.get(name), state.directories.get(name)
         effective = pack.from_records(name, record.settings if record else None, admins.directory if admins else None)
