@@ -6,15 +6,13 @@ The executor is the one layer that retries; these functions only say whether a r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
 import requests
 from pydantic import BaseModel, ValidationError
 
-from servicekit.toolcontract import ToolError
+from servicekit.toolcontract import ToolError, retry_after_s
 
 __all__ = ["NEVER_SENT", "parse_answer", "raise_for_answer", "retry_after_s", "send"]
 
@@ -88,19 +86,6 @@ def parse_answer(response: httpx.Response | requests.Response, vendor: str, shap
             retryable=True,
             maybe_applied=True,
         ) from exc
-
-
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds a `Retry-After` header asks for (delay-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -169,6 +169,8 @@ class Bus:
     # Set when the producer can no longer deliver: the process exits for its supervisor to restart it.
     failure: BaseException | None = field(default=None, init=False)
     failed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # Set as `stop` begins: a handler between two steps (the executor between two attempts) starts no new one.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
     subscriptions: list[str] = field(default_factory=list, init=False)
     _routes: list[_Route] = field(default_factory=list, init=False)
@@ -652,6 +654,7 @@ class Bus:
         The consumers stop together: a stop waits for the longest batch in hand (at most
         `GRACEFUL_TIMEOUT_S`), not for the sum of them.
         """
+        self.stopping.set()
         for commits in self._commits:
             await commits.closing()
         await asyncio.gather(*(poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S) for poller in self.pollers))

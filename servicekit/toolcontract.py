@@ -6,14 +6,15 @@ The demo's systems of record, the connectors and any integrator's own Python too
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import asyncpg
 
 from schemas import ActionAuthorizedData
 
-__all__ = ["Tool", "ToolContext", "ToolError"]
+__all__ = ["Tool", "ToolContext", "ToolError", "retry_after_s"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,21 @@ class Tool(Protocol):
     async def __call__(self, ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
         """Perform the call for `ctx.tenant_id` with `args`; raise `ToolError` when it did not succeed."""
         ...
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds an HTTP `Retry-After` header asks for (delay-seconds or an HTTP date); None when absent or unreadable.
+
+    What a tool hands to `ToolError(retry_after_s=...)`; a date gone by asks for no wait beyond the backoff.
+    """
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT; one written without a zone is read so
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)

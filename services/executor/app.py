@@ -123,6 +123,7 @@ def build(
         context_pool=deps.tools_pool,
         ready=lambda: bus.wait_caught_up("control"),
         undo=deps.undo,
+        stopping=bus.stopping,
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
     bus.consume(

@@ -2,7 +2,8 @@
 
 Whoever works on an action holds its lock (a PostgreSQL session advisory lock) from the claim to the
 outcome. The lock dies with the process's connection, so a `running` row nobody holds is a call
-that was interrupted by a crash, and a redelivery never races the process still working on it.
+that was interrupted by a crash, and a redelivery never races the process still working on it; a
+`waiting` row is one between two attempts (a backoff), with no call in flight.
 A session lock, not a transaction's: `running` must be committed before the tool is called, while
 the lock is still held. The pool's reset of a released connection (`pg_advisory_unlock_all()`, in
 the same round trip as the rest of the reset) ends it, so no statement of its own unlocks it.
@@ -16,6 +17,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -48,6 +50,14 @@ class ClaimSession(Protocol):
 
     async def running(self, attempts: int) -> None:
         """Mark that attempt number `attempts` is about to call the tool."""
+        ...
+
+    async def waiting(self, attempts: int, error: CallError, retry_at: datetime) -> None:
+        """Mark that attempt number `attempts` failed with `error` (safe to repeat) and the next may be made at `retry_at`.
+
+        No call is in flight until `running` again: a process that stops now leaves the next attempt to the next
+        process, which does not take the action for a call cut off mid-way.
+        """
         ...
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
@@ -107,6 +117,7 @@ def _record(row: asyncpg.Record) -> ClaimRecord:
         duration_ms=row["duration_ms"],
         cost_usd=row["cost_usd"],
         result_event=row["result_event"],
+        retry_at=row["retry_at"],
     )
 
 
@@ -159,6 +170,16 @@ class _PgSession(ClaimSession):
             self._action_id,
             attempts,
             self._owner,
+        )
+
+    async def waiting(self, attempts: int, error: CallError, retry_at: datetime) -> None:
+        await self._conn.execute(
+            "UPDATE executor.actions SET status = 'waiting', attempts = $2, error = $3::jsonb, retry_at = $4, updated_at = now() "
+            "WHERE action_id = $1",
+            self._action_id,
+            attempts,
+            json.dumps(error.to_json()),
+            retry_at,
         )
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
@@ -266,6 +287,10 @@ class _MemorySession(ClaimSession):
 
     async def running(self, attempts: int) -> None:
         self._store.records[self._action_id] = replace(self._store.records[self._action_id], status="running", attempts=attempts)
+
+    async def waiting(self, attempts: int, error: CallError, retry_at: datetime) -> None:
+        record = self._store.records[self._action_id]
+        self._store.records[self._action_id] = replace(record, status="waiting", attempts=attempts, error=error, retry_at=retry_at)
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
         kept = self._store.records[self._action_id].result_event

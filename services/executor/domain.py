@@ -29,7 +29,7 @@ __all__ = [
     "safe_to_repeat",
 ]
 
-Status = Literal["claimed", "running", "succeeded", "failed", "unknown"]
+Status = Literal["claimed", "running", "waiting", "succeeded", "failed", "unknown"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "unknown"})
 
 
@@ -41,19 +41,28 @@ class CallError:
     message: str
     retryable: bool = False
     refusal: ReasonCode | None = None  # the authorization itself was refused: its event is dead-lettered with this code too
+    maybe_applied: bool = False  # kept while `waiting`: a failed attempt may have taken effect (the next process needs to know)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (the `dead_letter` key names the refusal, as rows written before this type read)."""
         doc: dict[str, Any] = {"type": self.type, "message": self.message, "retryable": self.retryable}
         if self.refusal is not None:
             doc["dead_letter"] = str(self.refusal)
+        if self.maybe_applied:
+            doc["maybe_applied"] = True
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> CallError:
         """Read the stored form back."""
         refusal = doc.get("dead_letter")
-        return cls(str(doc["type"]), str(doc["message"]), bool(doc.get("retryable", False)), ReasonCode(refusal) if refusal else None)
+        return cls(
+            str(doc["type"]),
+            str(doc["message"]),
+            bool(doc.get("retryable", False)),
+            ReasonCode(refusal) if refusal else None,
+            bool(doc.get("maybe_applied", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class ClaimRecord:
     duration_ms: float = 0.0
     cost_usd: float = 0.0
     result_event: str | None = None  # the result event's JSON as first published; re-sent as is
+    retry_at: datetime | None = None  # `waiting`: when the next attempt may be made (the backoff after `error`)
 
     @property
     def terminal(self) -> bool:
@@ -141,7 +151,8 @@ def decide(
     """What to do with a claimed, not yet finished action, right before calling its tool.
 
     Args:
-        record: The claim (status `claimed`, or `running` when a previous process died mid-call).
+        record: The claim (status `claimed`; `running` when a previous process died mid-call; `waiting` when it
+            stopped between two attempts, with no call in flight: the next attempt is made, none is taken as cut off).
         spec: The catalogued tool, or None when the executor does not know it.
         now: The current time.
         expires_at: When the authorization stops being valid.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from schemas import (
     ActionAuthorized,
@@ -80,6 +80,8 @@ class Executor:
             the executor was down holds for its backlog of authorizations.
         clock: Current time (tests move it).
         sleep: Waits between attempts (tests make it instant).
+        stopping: Set as the process begins to stop (`Bus.stopping`): no call starts after it, and a wait between
+            two attempts ends in it; the action, `waiting`, is left to the next process (`_park`).
         undo: Where the prior states and undo plans of calls are kept (`executor.undo_plans`).
     """
 
@@ -94,6 +96,7 @@ class Executor:
     ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    stopping: asyncio.Event | None = None
     undo: UndoStore = field(default_factory=InMemoryUndoStore)
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
@@ -129,6 +132,8 @@ class Executor:
         never called: an interrupted original ends as it would on its own redelivery.
         """
         await self._wait_ready()
+        if self.stopping is not None and self.stopping.is_set():
+            await self._park(event.data.action_id, "before its first call")
         data = event.data
         refusal = check_authenticity(data, self._keys(data.authorization.key_id))
         if refusal is not None:
@@ -194,6 +199,8 @@ class Executor:
         marked: bool,
     ) -> ClaimRecord:
         if isinstance(step, Finish):
+            if record.status == "waiting" and spec is not None:  # stopped between two attempts: the authorization was used
+                return await self._stopped(session, record, spec, step, _kept_error(record), record.attempts, time.monotonic(), 0.0)
             return await self._finish_without_call(session, record, spec, step)
         assert spec is not None
         return await self._call_with_retries(session, record, spec, data, step, marked=marked)
@@ -230,20 +237,21 @@ class Executor:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
         before = await self._prior_state(session, spec, data, recovering=step.recovering)
-        error: ToolError | None = None
-        maybe: ToolError | None = None  # the first error after which the call may have taken effect: later attempts cannot undo that
+        # A process that stopped between two attempts left the last error and when the next may be made (`waiting`).
+        error: ToolError | None = _kept_error(record) if record.status == "waiting" else None
+        maybe: ToolError | None = error if error is not None and error.maybe_applied else None  # then later attempts cannot undo it
         # Attempts of an interrupted process count: `retry.max_attempts` bounds the action's calls in all (`end_of_interrupted`).
         for n in range(1, spec.retry.max_attempts - record.attempts + 1):
-            if n > 1:
-                await self.sleep(backoff_s(spec.retry, n - 1, error.retry_after_s if error is not None else None))
-            if n > 1 or not marked:
+            if error is not None:
+                await self._between_attempts(session, record, spec, error, attempts, resumed=n == 1)
+            if error is not None or not marked:
                 # Re-check right before every call: a switch set (or the expiry passed) during the read before or a backoff stops it.
                 again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
                 if isinstance(again, Finish):
                     last = _sticky(error, maybe) if error is not None else None
                     return await self._stopped(session, record, spec, again, last, attempts, started, extra_cost)
             attempts += 1
-            if n > 1 or not marked:
+            if error is not None or not marked:
                 await session.running(attempts)
             ctx = self._context(data, spec, attempts)
             self.calls += 1
@@ -272,6 +280,38 @@ class Executor:
         status = final_status(spec, maybe_applied=error.maybe_applied)
         info = _error(error.type, error.message, retryable=error.retryable)
         return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
+
+    async def _between_attempts(
+        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, error: ToolError, attempts: int, *, resumed: bool
+    ) -> None:
+        """Wait out the backoff after `error`, the action `waiting` meanwhile; `resumed`: the wait a stopped process left."""
+        if resumed:
+            wait_s = max(0.0, (record.retry_at - self.clock()).total_seconds()) if record.retry_at is not None else 0.0
+        else:
+            wait_s = backoff_s(spec.retry, attempts, error.retry_after_s)
+            kept = CallError(error.type, error.message, error.retryable, maybe_applied=error.maybe_applied)
+            await session.waiting(attempts, kept, self.clock() + timedelta(seconds=wait_s))
+        if self.stopping is None:
+            await self.sleep(wait_s)
+            return
+        slept, stopped = asyncio.ensure_future(self.sleep(wait_s)), asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({slept, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (slept, stopped):
+                waiter.cancel()
+        if self.stopping.is_set():
+            await self._park(record.action_id, f"before attempt {attempts + 1}")
+
+    async def _park(self, action_id: str, where: str) -> NoReturn:
+        """Start no call while the process stops: wait to be cancelled, leaving the authorization uncommitted for the next process.
+
+        The stop lets the batch in hand finish for its grace (calls in flight end as they would), then
+        cancels what is left, this wait among it; the next process reads the authorization again.
+        """
+        log.info("action %s: the executor is stopping; %s is left to the next process", action_id, where)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: the wait ends only by cancellation")  # pragma: no cover
 
     async def _stopped(
         self,
@@ -455,6 +495,12 @@ class Executor:
         if settled:
             log.warning("settled %d interrupted calls without calling them again", settled)
         return settled
+
+
+def _kept_error(record: ClaimRecord) -> ToolError:
+    """The error of the attempt a `waiting` record's process made last, as the retry loop holds it."""
+    kept = record.error or CallError("interrupted", "the last attempt's error was not kept", retryable=True)
+    return ToolError(kept.type, kept.message, retryable=kept.retryable, maybe_applied=kept.maybe_applied)
 
 
 def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:

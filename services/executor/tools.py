@@ -21,7 +21,7 @@ import httpx
 from connectors import ConnectorAccess
 from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec, storable
 from servicekit import Reject
-from servicekit.toolcontract import Tool, ToolContext, ToolError
+from servicekit.toolcontract import Tool, ToolContext, ToolError, retry_after_s
 
 __all__ = ["ConnectorTools", "HttpTools", "Invoker", "McpTools", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
 
@@ -116,8 +116,8 @@ class HttpTools:
             payload = response.json() if response.content else {}
             return ToolAnswer(payload if isinstance(payload, dict) else {"value": payload})
         detail = _error_detail(response)
-        if status in (429, 503):
-            raise ToolError(f"http_{status}", detail, retryable=True)
+        if status in (429, 503):  # not processed; the next attempt waits at least what `Retry-After` asks (within the backoff's cap)
+            raise ToolError(f"http_{status}", detail, retryable=True, retry_after_s=retry_after_s(response.headers.get("Retry-After")))
         if status >= 500:
             raise ToolError(f"http_{status}", detail, retryable=True, maybe_applied=True)
         raise ToolError(f"http_{status}", detail)

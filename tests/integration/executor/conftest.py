@@ -241,7 +241,20 @@ def make_tools_dir(tmp_path: Path) -> Callable[..., Path]:
     return lambda *extra: tools_dir_with(tmp_path, *extra)
 
 
-Behaviour = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]]]]
+def ledger_entry_tool(url: str, **kw: Any) -> dict[str, Any]:
+    """An HTTP tool unsafe to repeat (no idempotency key, not idempotent) posting to `url`/entries: a general ledger."""
+    return {
+        "name": "post_ledger_entry",
+        "description": "Post an entry to the general ledger (no idempotency key, not idempotent).",
+        "risk": "financial",
+        "kind": "http",
+        "url": f"{url}/entries",
+        "args_schema": {"type": "object", "properties": {"amount_usd": {"type": "number"}}},
+    } | kw
+
+
+# What the stub answers a request: a status and a JSON body, and optionally headers.
+Behaviour = Callable[[dict[str, Any]], Awaitable[tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]]]
 
 
 @dataclass
@@ -267,10 +280,12 @@ class HttpStub:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             request = {"method": method, "path": path, "headers": headers, "json": json.loads(body) if body else None}
             self.requests.append(request)
-            status, payload = await self.behaviour(request)
+            status, payload, *more = await self.behaviour(request)
             raw = json.dumps(payload).encode()
+            extra = "".join(f"{name}: {value}\r\n" for name, value in (more[0] if more else {}).items())
             writer.write(
-                f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(raw)}\r\nconnection: close\r\n\r\n".encode()
+                f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(raw)}\r\n{extra}"
+                f"connection: close\r\n\r\n".encode()
                 + raw
             )
             await writer.drain()

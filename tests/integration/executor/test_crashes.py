@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from servicekit import Bus
+from tests.integration.executor.conftest import ledger_entry_tool
 
 BATCH = 500
 
@@ -103,17 +104,7 @@ async def test_a_crash_in_the_middle_of_a_non_idempotent_call_ends_unknown_and_i
         return 200, {}
 
     ledger = await http_stub(hang)
-    tools = make_tools_dir(
-        {
-            "name": "post_ledger_entry",
-            "description": "Post an entry to the general ledger (no idempotency key, not idempotent).",
-            "risk": "financial",
-            "kind": "http",
-            "url": f"{ledger.url}/entries",
-            "timeout_s": 60,
-            "args_schema": {"type": "object", "properties": {"amount_usd": {"type": "number"}}},
-        }
-    )
+    tools = make_tools_dir(ledger_entry_tool(ledger.url, timeout_s=60))
     first = await spawn_executor(tools)
     event = authorize(tenant, "post_ledger_entry", {"amount_usd": 250.0})
     await publisher.publish("actions.authorized", event)

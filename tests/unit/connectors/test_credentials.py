@@ -143,7 +143,7 @@ async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Va
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     from datetime import UTC, datetime
 
-    from connectors._http import retry_after_s
+    from servicekit.toolcontract import retry_after_s
 
     now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
     assert retry_after_s("7") == 7.0

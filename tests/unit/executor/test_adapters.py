@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,21 @@ def ctx(**kw: Any) -> ToolContext:
     return ToolContext(pool=None, tenant_id="acme", action_id="a-1", idempotency_key="a-1", task_id="t-1", **kw)  # type: ignore[arg-type]
 
 
-async def call_with(status: int, body: dict[str, Any] | None = None, *, raise_: Exception | None = None, **ctx_kw: Any) -> Any:
+async def call_with(
+    status: int,
+    body: dict[str, Any] | None = None,
+    *,
+    raise_: Exception | None = None,
+    headers: dict[str, str] | None = None,
+    **ctx_kw: Any,
+) -> Any:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if raise_ is not None:
             raise raise_
-        return httpx.Response(status, json=body or {})
+        return httpx.Response(status, json=body or {}, headers=headers)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         try:
@@ -61,6 +69,28 @@ async def test_a_2xx_answer_is_the_result_and_the_request_carries_key_and_creden
 async def test_http_errors_map_to_retryable_and_maybe_applied(status: int, retryable: bool, maybe_applied: bool) -> None:
     error, _ = await call_with(status, {"error": "nope"})
     assert (error.type, error.retryable, error.maybe_applied, error.message) == (f"http_{status}", retryable, maybe_applied, "nope")
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected_s"),
+    [
+        (429, "7", 7.0),
+        (503, "2", 2.0),
+        (503, "2.5", None),  # delay-seconds are whole (RFC 9110): not readable, the backoff alone
+        (429, "in 60 s", 60.0),  # an HTTP-date a minute ahead (written when the test runs)
+        (429, "Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date gone by: no wait beyond the backoff
+        (429, "soon", None),  # not a number nor a date: the backoff alone
+        (429, "-3", None),
+    ],
+)
+async def test_a_refusal_says_how_long_to_wait_through_retry_after(status: int, retry_after: str, expected_s: float | None) -> None:
+    if retry_after == "in 60 s":
+        retry_after = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    error, _ = await call_with(status, {"error": "slow down"}, headers={"Retry-After": retry_after})
+    if expected_s is None:
+        assert error.retry_after_s is None
+    else:
+        assert error.retry_after_s == pytest.approx(expected_s, abs=2.0)
 
 
 async def test_connection_failures_were_never_applied_but_read_timeouts_may_have_been() -> None:
