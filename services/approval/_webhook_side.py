@@ -43,6 +43,8 @@ class WebhookSide:
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
     base_url: Callable[[], str]
+    _turns: dict[tuple[str, str], asyncio.Task[int]]
+    _webhook_gate: asyncio.Semaphore | None
 
     def access(self, record: ApprovalRecord, who: Approver, *, rejecting: bool = False) -> Refusal | None:
         """Whether `who` may decide `record` (`domain.check_access`); the service narrows it to the groups the policy counts."""
@@ -180,7 +182,7 @@ class WebhookSide:
             message=f"endpoint {found.endpoint_id} was removed; register it again (POST /api/v1/webhooks/endpoints) to send to it",
         )
 
-    async def deliver_webhooks(self) -> int:
+    async def deliver_webhooks(self, *, wait_s: float | None = None) -> int:
         """Send due webhook messages once each, endpoints side by side; failures are retried later with exponential backoff.
 
         This layer owns the retries of a message (the sender makes one attempt). Each endpoint's claimed messages go one at
@@ -188,6 +190,11 @@ class WebhookSide:
         hanging receiver holds up only its own messages. A round starts attempts for `webhook_timeout_s` and each lasts at
         most that long, so the lease (three times it, and 10 s) outlives the round: no other copy sends a claimed message
         too. Claimed messages not started in time are given back, due at once.
+
+        A round waits for its endpoints' turns for at most `wait_s` (None: until they end); a turn still going on then goes
+        on by itself, and later rounds give its endpoint's newly claimed messages back until it ends. So a hanging receiver
+        delays the next round, and every other endpoint's next message, by `wait_s` at most, not by its attempts' timeout.
+        Returns how many messages the turns that ended in the round delivered.
         """
         sender = self.sender
         if sender is None:
@@ -197,14 +204,50 @@ class WebhookSide:
         queues: dict[tuple[str, str], list[tuple[Delivery, Endpoint]]] = {}
         for delivery, endpoint in claimed:
             queues.setdefault((endpoint.tenant_id, endpoint.endpoint_id), []).append((delivery, endpoint))
-        gate = asyncio.Semaphore(self.settings.webhook_concurrency)
+        busy = [d.delivery_id for key, queue in queues.items() if key in self._turns for d, _ in queue]
+        if busy:  # that endpoint's earlier turn still holds its one attempt at a time
+            await self.repo.release_deliveries(busy, self.clock())
+        if self._webhook_gate is None:  # one for the turns of every round: some go on past theirs
+            self._webhook_gate = asyncio.Semaphore(self.settings.webhook_concurrency)
+        gate = self._webhook_gate
         last_start = asyncio.get_running_loop().time() + timeout_s
-        async with asyncio.TaskGroup() as group:
-            turns = [group.create_task(self._deliver_in_turn(sender, queue, gate, last_start)) for queue in queues.values()]
-        left = [delivery_id for turn in turns for delivery_id in turn.result()[1]]
-        if left:
-            await self.repo.release_deliveries(left, self.clock())
-        return sum(turn.result()[0] for turn in turns)
+        turns = [self._start_turn(key, sender, queue, gate, last_start) for key, queue in queues.items() if key not in self._turns]
+        if not turns:
+            return 0
+        done, _ = await asyncio.wait(turns, timeout=wait_s)
+        return sum(turn.result() for turn in done if not turn.cancelled() and turn.exception() is None)
+
+    def _start_turn(
+        self,
+        key: tuple[str, str],
+        sender: webhooks.WebhookSender,
+        queue: Sequence[tuple[Delivery, Endpoint]],
+        gate: asyncio.Semaphore,
+        last_start: float,
+    ) -> asyncio.Task[int]:
+        """Start one endpoint's turn as a task of its own, known as going on (`_turns`) until it ends."""
+
+        async def turn() -> int:
+            try:
+                delivered, left = await self._deliver_in_turn(sender, queue, gate, last_start)
+                if left:
+                    await self.repo.release_deliveries(left, self.clock())
+                return delivered
+            except Exception:  # a database gone mid-turn: its messages' leases run out and a later round claims them again
+                log.exception("approval: webhook deliveries to endpoint %s of %s stopped; their leases will run out", key[1], key[0])
+                return 0
+            finally:
+                self._turns.pop(key, None)
+
+        task = self._turns[key] = asyncio.get_running_loop().create_task(turn(), name=f"webhooks:{key[0]}/{key[1]}")
+        return task
+
+    async def stop_webhook_turns(self) -> None:
+        """Cancel the turns still going on (the process stops): their messages' leases run out, and another copy sends them."""
+        turns = list(self._turns.values())
+        for turn in turns:
+            turn.cancel()
+        await asyncio.gather(*turns, return_exceptions=True)
 
     async def _deliver_in_turn(
         self, sender: webhooks.WebhookSender, queue: Sequence[tuple[Delivery, Endpoint]], gate: asyncio.Semaphore, last_start: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -157,9 +158,13 @@ def build(
 
     async def deliver_webhooks() -> None:
         what = "approval: webhook delivery"
-        await every(min(1.0, settings.sweep_interval_s), what, outage.guarded(what, service.deliver_webhooks), at_start=True)
+        interval_s = min(1.0, settings.sweep_interval_s)
+        # A round waits for its turns as long as the interval: a hanging receiver delays no other endpoint's next message more.
+        deliver = functools.partial(service.deliver_webhooks, wait_s=interval_s)
+        await every(interval_s, what, outage.guarded(what, deliver), at_start=True)
 
     async def close(_: ServiceProcess) -> None:
+        await service.stop_webhook_turns()
         if own_sender and isinstance(service.sender, webhooks.HttpxSender):
             await service.sender.close()
 

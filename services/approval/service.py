@@ -7,6 +7,7 @@ second approver of an N-of-M request is counted rather than refused; the bus own
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -197,6 +198,8 @@ class ApprovalService(WebhookSide):
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
     _disagreements_told: set[str] = field(default_factory=set, init=False)
+    _turns: dict[tuple[str, str], asyncio.Task[int]] = field(default_factory=dict, init=False)  # endpoints whose attempts go on
+    _webhook_gate: asyncio.Semaphore | None = field(default=None, init=False)  # `webhook_concurrency` over every round's turns
 
     # --- requests ------------------------------------------------------------------------------
 

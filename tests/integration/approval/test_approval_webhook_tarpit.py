@@ -153,3 +153,36 @@ async def test_a_claim_takes_every_endpoint_before_a_backlog(infra: Any) -> None
     assert [d.delivery_id for d, _ in claimed if d.endpoint_id == "tarpit"] == ["msg_t0", "msg_t1", "msg_t2"]
     assert [d.delivery_id for d, _ in again] == ["msg_t3", "msg_t4", "msg_t5"]  # the first claim's are leased
     assert [d.delivery_id for d, _ in released] == ["msg_t6", "msg_t7", "msg_t0"]  # due again, behind those due before
+
+
+async def test_a_hanging_receiver_does_not_hold_the_next_message_of_another(
+    start_approval: StartApproval, wait_for: Any, tmp_path: Path
+) -> None:
+    """A round used to wait for its slowest attempt: every endpoint's next message waited for the hanging one's timeout."""
+    held = 0
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal held
+        held += 1
+        try:
+            await _hang(reader, writer)
+        finally:
+            held -= 1
+
+    tenant = f"acme-held-{uuid.uuid4().hex[:8]}"
+    async with Receiver.listening(failures=0) as healthy, _serving(hang) as hung:
+        endpoints = tmp_path / "webhooks.yaml"
+        endpoints.write_text(
+            "endpoints:\n"
+            + "".join(
+                f"  - endpoint_id: {name}\n    url: {url}\n    secret: {webhooks.new_secret()}\n    tenant_id: {tenant}\n"
+                for name, url in (("hang", hung), ("chat", healthy.url))
+            )
+        )
+        h = await start_approval(webhooks_file=endpoints, webhook_timeout_s=8.0)
+        h.tenant = tenant
+        await h.escalate(h.decided())
+        await wait_for(lambda: len(healthy.got) >= 1 and held == 1, timeout=10.0, what="the first message, held by the hanging one")
+        await h.escalate(h.decided())
+        await wait_for(lambda: len(healthy.got) >= 2, timeout=10.0, what="the second message to the healthy receiver")
+        assert held == 1, "the second message came only once the hanging receiver's 8 s attempt had ended"
