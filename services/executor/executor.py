@@ -240,6 +240,8 @@ class Executor:
         # A process that stopped between two attempts left the last error and when the next may be made (`waiting`).
         error: ToolError | None = _kept_error(record) if record.status == "waiting" else None
         maybe: ToolError | None = error if error is not None and error.maybe_applied else None  # then later attempts cannot undo it
+        if step.recovering:  # the attempt a dead process was making may have taken effect, whatever the next ones meet
+            maybe = _interrupted_attempt(record, spec)
         # Attempts of an interrupted process count: `retry.max_attempts` bounds the action's calls in all (`end_of_interrupted`).
         for n in range(1, spec.retry.max_attempts - record.attempts + 1):
             if error is not None:
@@ -248,7 +250,7 @@ class Executor:
                 # Re-check right before every call: a switch set (or the expiry passed) during the read before or a backoff stops it.
                 again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
                 if isinstance(again, Finish):
-                    last = _sticky(error, maybe) if error is not None else None
+                    last = _sticky(error, maybe) if error is not None else maybe  # maybe: an interrupted attempt
                     return await self._stopped(session, record, spec, again, last, attempts, started, extra_cost)
             attempts += 1
             if error is not None or not marked:
@@ -518,6 +520,16 @@ def _sticky(error: ToolError, maybe: ToolError | None) -> ToolError:
         retryable=error.retryable,
         maybe_applied=True,
         retry_after_s=error.retry_after_s,
+    )
+
+
+def _interrupted_attempt(record: ClaimRecord, spec: ToolSpec) -> ToolError:
+    """The attempt a dead process left `running`, as an error that may have taken effect (a recovery's attempts cannot undo it)."""
+    return ToolError(
+        "interrupted",
+        f"the executor stopped during attempt {record.attempts} of {spec.name}",
+        retryable=True,
+        maybe_applied=True,
     )
 
 

@@ -112,15 +112,25 @@ class HttpTools:
         except httpx.HTTPError as exc:
             raise ToolError("transport_error", f"{spec.url}: {type(exc).__name__}: {exc}", retryable=True, maybe_applied=True) from exc
         status = response.status_code
-        if 200 <= status < 300:
-            payload = response.json() if response.content else {}
-            return ToolAnswer(payload if isinstance(payload, dict) else {"value": payload})
+        if 200 <= status < 300:  # done: whatever the body, the call took effect; a body that is not a JSON object is its `value`
+            return ToolAnswer(_answer_of(response))
         detail = _error_detail(response)
         if status in (429, 503):  # not processed; the next attempt waits at least what `Retry-After` asks (within the backoff's cap)
             raise ToolError(f"http_{status}", detail, retryable=True, retry_after_s=retry_after_s(response.headers.get("Retry-After")))
         if status >= 500:
             raise ToolError(f"http_{status}", detail, retryable=True, maybe_applied=True)
         raise ToolError(f"http_{status}", detail)
+
+
+def _answer_of(response: httpx.Response) -> dict[str, Any]:
+    """The result of a 2xx answer: its JSON object, else `{"value": …}` with its JSON value or, not JSON, its text."""
+    if not response.content:
+        return {}
+    try:
+        payload = response.json()
+    except (ValueError, RecursionError):  # text, HTML, or JSON nested deeper than json reads
+        return {"value": response.text}
+    return payload if isinstance(payload, dict) else {"value": payload}
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -252,23 +262,34 @@ class McpTools:
         upstream = spec.mcp
         server: Any = upstream.url or mcp.StdioServerParameters(command=upstream.command[0], args=upstream.command[1:])  # type: ignore[index]
         meta: Any = {self.META_KEY: ctx.idempotency_key}
-        async with contextlib.AsyncExitStack() as stack:
-            try:
+        where = upstream.url or " ".join(upstream.command or [])
+        result: Any = None
+        sent = False
+        try:
+            async with contextlib.AsyncExitStack() as stack:
                 client = await stack.enter_async_context(mcp.Client(server))
-            except Exception as exc:  # refused, bad command, failed handshake: the call never reached the tool
-                where = upstream.url or " ".join(upstream.command or [])
-                raise ToolError("unreachable", f"mcp upstream {where}: {type(exc).__name__}: {exc}", retryable=True) from exc
-            try:
+                sent = True
                 result = await client.call_tool(upstream.tool, args, read_timeout_seconds=spec.timeout_s, meta=meta)
-            except Exception as exc:  # sent: the upstream may have acted
+        except Exception as exc:  # the client's task group raises what broke it as an ExceptionGroup, often as it closes
+            if not sent:  # refused, bad command, failed handshake: the call never reached the tool
+                raise ToolError("unreachable", f"mcp upstream {where}: {_described(exc)}", retryable=True) from exc
+            if result is None:  # sent, and cut off before its answer: the upstream may have acted
                 raise ToolError(
-                    "mcp_call_failed", f"{upstream.tool}: {type(exc).__name__}: {exc}", retryable=True, maybe_applied=True
+                    "mcp_call_failed", f"{upstream.tool} at {where}: {_described(exc)}", retryable=True, maybe_applied=True
                 ) from exc
+            log.warning("mcp upstream %s: closing after %s answered failed: %s", where, upstream.tool, _described(exc))
         text = "\n".join(getattr(block, "text", "") for block in result.content)
         if result.is_error:
             raise ToolError("mcp_tool_error", text[:2000] or f"{upstream.tool} returned an error")
         structured = result.structured_content
         return ToolAnswer(structured if isinstance(structured, dict) else {"text": text})
+
+
+def _described(exc: BaseException) -> str:
+    """What broke, in a line: an exception group's innermost errors (`unhandled errors in a TaskGroup` says nothing)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_described(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class ToolInvokers:

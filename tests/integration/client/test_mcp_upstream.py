@@ -137,3 +137,52 @@ def test_an_mcp_tool_needs_exactly_one_transport() -> None:
         s.McpUpstream(tool="x")
     with pytest.raises(ValueError, match="exactly one"):
         s.McpUpstream(tool="x", url="http://127.0.0.1:1/mcp", command=["x"])
+
+
+DYING_SERVER = """
+import os, sys
+import uvicorn
+from mcp import types
+from mcp.server.lowlevel import Server
+
+async def list_tools(ctx, params):
+    return types.ListToolsResult(tools=[types.Tool(name="add-note", description="d", input_schema={"type": "object"})])
+
+async def call_tool(ctx, params):
+    with open(sys.argv[2], "a") as calls:
+        calls.write("called\\n")  # the note is added, then the server dies before it answers
+    os._exit(1)
+
+server = Server("dying", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
+uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+async def test_an_upstream_that_dies_after_taking_the_call_may_have_applied_it_and_says_what_broke(
+    tmp_path: Path, wait_for: Callable[..., Awaitable[Any]]
+) -> None:
+    """The client's task group raised what broke as it closed, outside the call: the error was `tool_crashed`, not retried,
+    its message "ExceptionGroup: unhandled errors in a TaskGroup"."""
+    script, calls = tmp_path / "dying.py", tmp_path / "calls.txt"
+    script.write_text(DYING_SERVER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(sys.executable, str(script), str(port), str(calls))
+    try:
+        await wait_for(lambda: _listening(port), timeout=20, what="the dying MCP server to listen")
+        with pytest.raises(ToolError) as broke:
+            await McpTools().invoke(spec(tmp_path / "unused.json", url=f"http://127.0.0.1:{port}/mcp"), ctx("a-9"), {"customer": "c"})
+    finally:
+        if server.returncode is None:
+            server.kill()
+        await server.wait()
+    assert calls.read_text() == "called\n"
+    assert (broke.value.type, broke.value.retryable, broke.value.maybe_applied) == ("mcp_call_failed", True, True)
+    assert "TaskGroup" not in broke.value.message
+    assert f"127.0.0.1:{port}" in broke.value.message
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

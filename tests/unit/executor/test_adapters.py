@@ -93,6 +93,16 @@ async def test_a_refusal_says_how_long_to_wait_through_retry_after(status: int, 
         assert error.retry_after_s == pytest.approx(expected_s, abs=2.0)
 
 
+async def test_a_2xx_answer_that_is_not_a_json_object_is_the_result_s_value() -> None:
+    async def answered(response: httpx.Response) -> Any:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(lambda request: response)) as client:
+            return (await HttpTools(client).invoke(http_spec(), ctx(), {"order_id": "O-1"})).result
+
+    assert await answered(httpx.Response(201, text="<html>created</html>")) == {"value": "<html>created</html>"}  # the write was done
+    assert await answered(httpx.Response(200, json=[1, 2])) == {"value": [1, 2]}
+    assert await answered(httpx.Response(204)) == {}
+
+
 async def test_connection_failures_were_never_applied_but_read_timeouts_may_have_been() -> None:
     refused, _ = await call_with(0, raise_=httpx.ConnectError("refused"))
     timed_out, _ = await call_with(0, raise_=httpx.ReadTimeout("slow"))

@@ -78,7 +78,8 @@ async def test_recovery_never_goes_past_max_attempts_in_all(world: World) -> Non
     await _crash_mid_call(world, again, attempts=2)
     world.tool.script = [ToolError("busy", "x", retryable=True)] * 3
     await world.executor.handle(again)
-    assert (world.published[-1].type, world.published[-1].data.attempts) == ("tidegate.action.failed", 3)
+    # `unknown`, not `failed`: the interrupted attempt may have refunded, and `busy` refusals after it cannot say it did not.
+    assert (world.published[-1].type, world.published[-1].data.attempts) == ("tidegate.action.unknown", 3)
     assert len(world.tool.contexts) == 1
 
 
@@ -151,3 +152,19 @@ async def test_an_interrupted_call_found_expired_on_redelivery_ends_unknown_and_
     with pytest.raises(Reject) as refused:
         await world.executor.handle(keyed.model_copy(update={"id": "another-event"}))
     assert refused.value.code == "authorization_replayed"
+
+
+async def test_a_recovery_whose_attempts_are_refused_still_says_the_interrupted_one_may_have_taken_effect(world: World) -> None:
+    """A refund killed mid-call, then refused on recovery (already refunded; or unreachable to the end), is not `failed`."""
+    refused_after = world.authorize()  # refund: keyed, a write
+    await _crash_mid_call(world, refused_after, attempts=1)
+    world.tool.script = [ToolError("amount_exceeds_charge", "50.00 USD is more than the 0.00 USD left")]  # final, never applied
+    await world.executor.handle(refused_after)
+    unreachable = world.authorize(args={"amount_usd": 11})
+    await _crash_mid_call(world, unreachable, attempts=1)
+    world.tool.script = [ToolError("unreachable", "connection refused", retryable=True)] * 2
+    await world.executor.handle(unreachable)
+    first, second = world.published
+    assert (first.type, first.data.attempts, first.data.error.type) == ("tidegate.action.unknown", 2, "amount_exceeds_charge")
+    assert "an earlier attempt may have taken effect: interrupted" in first.data.error.message
+    assert (second.type, second.data.attempts, second.data.error.type) == ("tidegate.action.unknown", 3, "unreachable")
