@@ -8,6 +8,7 @@ Stripe in cents, and a refund or credit is checked against what the system of re
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,9 @@ from servicekit.toolcontract import ToolContext, ToolError
 __all__ = ["create_credit_note", "get_charge", "get_payment_intent", "issue_refund"]
 
 DEFAULT_BASE_URL = "https://api.stripe.com"
+
+# A Stripe key, whole or masked ("rk_live_****abc"): secret (sk_), restricted (rk_) or publishable (pk_).
+_KEY_LIKE = re.compile(r"\b[spr]k_[^\s'\"]+")
 
 
 @asynccontextmanager
@@ -39,6 +43,11 @@ async def _client(ctx: ToolContext) -> AsyncIterator[stripe.StripeClient]:
         await http.close_async()  # type: ignore[no-untyped-call]
 
 
+def _said(exc: stripe.StripeError) -> str:
+    """What Stripe said, for a result that lands on a topic: any key in it (a 403 names the restricted key) redacted."""
+    return _KEY_LIKE.sub("<key redacted>", str(exc.user_message or exc))[:500]
+
+
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run one Stripe request, mapping Stripe's errors onto the executor's retry semantics."""
     try:
@@ -47,24 +56,29 @@ async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
         # Stripe's message echoes part of the key: keep it out of the result, which lands on a topic.
         raise ToolError("credential_rejected", f"Stripe refused the tenant's API key (HTTP {exc.http_status})") from exc
     except stripe.PermissionError as exc:
-        raise ToolError("permission_denied", f"the tenant's Stripe key may not do this: {exc.user_message}") from exc
+        raise ToolError("permission_denied", f"the tenant's Stripe key may not do this: {_said(exc)}") from exc
     except stripe.RateLimitError as exc:
-        raise ToolError("rate_limited", f"Stripe answered 429: {exc.user_message}", retryable=True) from exc
+        raise ToolError("rate_limited", f"Stripe answered 429: {_said(exc)}", retryable=True) from exc
     except stripe.IdempotencyError as exc:
-        raise ToolError("idempotency_conflict", f"Stripe saw this action id with other arguments: {exc.user_message}") from exc
+        raise ToolError("idempotency_conflict", f"Stripe saw this action id with other arguments: {_said(exc)}") from exc
     except stripe.CardError as exc:
-        raise ToolError(f"stripe_{exc.code or 'card_error'}", str(exc.user_message)) from exc
+        raise ToolError(f"stripe_{exc.code or 'card_error'}", _said(exc)) from exc
     except stripe.InvalidRequestError as exc:
         kind = "not_found" if exc.http_status == 404 else (exc.code or "invalid_request")
-        raise ToolError(f"stripe_{kind}", str(exc.user_message or exc)[:500]) from exc
+        raise ToolError(f"stripe_{kind}", _said(exc)) from exc
     except stripe.APIConnectionError as exc:
         # The SDK chains httpx's error: a refused (or timed-out) connect never reached Stripe. After that, sent or not,
         # we cannot tell; Stripe deduplicates writes on the idempotency key, so a retry is safe either way.
         sent = not isinstance(exc.__cause__, NEVER_SENT)
-        raise ToolError("unreachable", f"Stripe: {exc.user_message}", retryable=True, maybe_applied=sent) from exc
+        raise ToolError("unreachable", f"Stripe: {_said(exc)}", retryable=True, maybe_applied=sent) from exc
     except stripe.APIError as exc:
+        if exc.http_status == 409:
+            # Another request with the same Idempotency-Key (an earlier attempt of this action) is still running at Stripe:
+            # it may yet complete, and the key makes a later retry return its result instead of acting twice.
+            message = f"Stripe is still processing this same action (HTTP 409), try again later: {_said(exc)}"
+            raise ToolError("idempotency_in_progress", message, retryable=True, maybe_applied=True) from exc
         status = exc.http_status or 500
-        raise ToolError(f"http_{status}", f"Stripe: {exc.user_message}", retryable=status >= 500, maybe_applied=True) from exc
+        raise ToolError(f"http_{status}", f"Stripe: {_said(exc)}", retryable=status >= 500, maybe_applied=True) from exc
 
 
 def _usd(cents: int) -> float:
@@ -112,11 +126,24 @@ async def get_payment_intent(ctx: ToolContext, args: dict[str, Any]) -> dict[str
     }
 
 
-def _refusal_if_over(what: str, currency: str, available_cents: int, amount_usd: float) -> None:
+def _refusal_if_over(what: str, currency: str, amount_usd: float, bound_cents: int, bound: str) -> None:
+    """Refuse, before anything is sent, an amount not in USD or above `bound_cents` (`bound` names that bound for the message)."""
     if currency != "usd":
         raise ToolError("currency_mismatch", f"{what} is in {currency.upper()}; this tool refunds USD amounts only")
-    if _cents(amount_usd) > available_cents:
-        raise ToolError("amount_exceeds_charge", f"{amount_usd:.2f} USD is more than the {_usd(available_cents):.2f} USD left on {what}")
+    if _cents(amount_usd) > bound_cents:
+        raise ToolError("amount_exceeds_charge", f"{amount_usd:.2f} USD is more than the {_usd(bound_cents):.2f} USD {bound} {what}")
+
+
+def _refund_bound(ctx: ToolContext, ch: Any) -> tuple[int, str]:
+    """What a refund may take from the charge, in cents, and its name: what is left on it; on a repeat attempt, all it charged.
+
+    A repeat may follow an attempt that Stripe applied but did not confirm (a 5xx, a dropped connection): the charge then
+    counts our own refund, and refusing here would keep back the keyed POST that Stripe answers with that first refund.
+    Stripe itself refuses a refund above what is left, and deduplicates on the key.
+    """
+    if ctx.attempt > 1:
+        return ch.amount, "charged on"
+    return ch.amount - ch.amount_refunded, "left on"
 
 
 async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +154,7 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     async with _client(ctx) as client:
         charge_id = args["charge_id"]
         ch = await _call(lambda: client.v1.charges.retrieve_async(charge_id))
-        _refusal_if_over(f"charge {charge_id}", ch.currency, ch.amount - ch.amount_refunded, args["amount_usd"])
+        _refusal_if_over(f"charge {charge_id}", ch.currency, args["amount_usd"], *_refund_bound(ctx, ch))
         if args.get("payee_id") and args["payee_id"] != ch.customer:
             raise ToolError("payee_mismatch", f"charge {charge_id} was paid by {ch.customer}, not {args['payee_id']}: nothing refunded")
         params: dict[str, Any] = {"charge": charge_id, "amount": _cents(args["amount_usd"]), "metadata": {"tidegate_action": ctx.action_id}}
@@ -149,7 +176,8 @@ async def create_credit_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str
     async with _client(ctx) as client:
         invoice_id = args["invoice_id"]
         inv = await _call(lambda: client.v1.invoices.retrieve_async(invoice_id))
-        _refusal_if_over(f"invoice {invoice_id}", inv.currency, inv.total, args["amount_usd"])
+        # Bounded by the invoice's total, which an earlier credit note of ours does not lower: a repeat attempt passes as the first did.
+        _refusal_if_over(f"invoice {invoice_id}", inv.currency, args["amount_usd"], inv.total, "total of")
         params: dict[str, Any] = {
             "invoice": invoice_id,
             "amount": _cents(args["amount_usd"]),

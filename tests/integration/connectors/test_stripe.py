@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,79 @@ async def test_stripe_error_shapes_map_to_retry_semantics_without_echoing_the_ke
         with pytest.raises(ToolError) as failed:
             await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
         assert (failed.value.type, failed.value.retryable) == (kind, retryable), body
+
+
+async def test_a_repeat_attempt_does_not_count_our_own_earlier_refund_and_reaches_stripe_with_the_key(stripe_proxy: RecordingProxy) -> None:
+    # Attempt 1 refunded all 42.50 and Stripe's answer was lost (a 500, a reset): the charge now shows it refunded.
+    ours = {"id": "ch_O5001", "amount": 4250, "amount_refunded": 4250, "customer": "cus_1001", "currency": "usd"}
+    stripe_proxy.fixtures["/v1/charges/ch_O5001"] = ours
+    stripe_proxy.fixtures["/v1/charges/ch_EUR"] = {**ours, "id": "ch_EUR", "currency": "eur"}
+    args = {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "cus_1001"}
+    first = call_context(base_url=stripe_proxy.url, action_id="act-refund-3")
+    with pytest.raises(ToolError) as refused:
+        await stripe_tools.issue_refund(first, args)
+    assert refused.value.type == "amount_exceeds_charge"
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
+
+    repeat = replace(first, attempt=2)
+    refund = await stripe_tools.issue_refund(repeat, args)  # Stripe answers the keyed repeat with the first refund
+    assert refund["refund_id"].startswith("re_")
+    [post] = stripe_proxy.sent("POST", "/v1/refunds")
+    assert post.headers["idempotency-key"] == "act-refund-3"
+    assert b"amount=4250" in post.body
+
+    # A repeat is still bounded by what the charge took, its currency and who paid it: refused unsent.
+    for wrong, kind in [
+        ({**args, "amount_usd": 42.51}, "amount_exceeds_charge"),
+        ({**args, "charge_id": "ch_EUR"}, "currency_mismatch"),
+        ({**args, "payee_id": "acct_attacker"}, "payee_mismatch"),
+    ]:
+        with pytest.raises(ToolError) as other:
+            await stripe_tools.issue_refund(repeat, wrong)
+        assert other.value.type == kind
+    assert len(stripe_proxy.sent("POST", "/v1/refunds")) == 1
+
+
+async def test_a_403_names_no_key_and_keeps_what_stripe_said(stripe_proxy: RecordingProxy) -> None:
+    said = (
+        "The provided key 'rk_live_*********************************9xQ2' does not have the required permissions for this endpoint "
+        f"on account 'acct_1Nv0FG'. Having the 'rak_charge_read' permission would allow this request to continue. (key {CANARY})"
+    )
+    stripe_proxy.inject(403, {"error": {"type": "invalid_request_error", "message": said}}, method="GET")
+    with pytest.raises(ToolError) as denied:
+        await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+    assert (denied.value.type, denied.value.retryable) == ("permission_denied", False)
+    assert "9xQ2" not in denied.value.message
+    assert CANARY not in denied.value.message
+    assert "does not have the required permissions for this endpoint" in denied.value.message
+    assert "rak_charge_read" in denied.value.message
+
+
+IN_PROGRESS = {
+    "error": {
+        "type": "idempotency_error",
+        "message": "There is currently another in-progress request using this Idempotent Key (that probably means you submitted "
+        "twice, and the other request is still going through): act-refund-5. Please try again later.",
+    }
+}
+
+
+async def test_a_409_for_the_same_key_in_progress_is_retried_with_the_key(stripe_proxy: RecordingProxy, executed: Executed) -> None:
+    stripe_proxy.inject(409, IN_PROGRESS)
+    with pytest.raises(ToolError) as busy:
+        await stripe_tools.issue_refund(
+            call_context(base_url=stripe_proxy.url, action_id="act-refund-5"), {"charge_id": "ch_123", "amount_usd": 0.4}
+        )
+    assert (busy.value.type, busy.value.retryable, busy.value.maybe_applied) == ("idempotency_in_progress", True, True)
+    assert "still processing" in busy.value.message
+
+    await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_proxy.url)
+    stripe_proxy.inject(409, IN_PROGRESS)  # attempt 1 meets the other request still running; attempt 2 gets its refund
+    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4})
+    result = await executed.run(event)
+    assert isinstance(result, s.ActionSucceeded)
+    assert result.data.attempts == 2
+    assert [p.headers["idempotency-key"] for p in stripe_proxy.sent("POST", "/v1/refunds")[1:]] == [event.data.action_id] * 2
 
 
 async def test_a_retried_and_replayed_refund_reaches_stripe_with_one_idempotency_key_and_runs_once(
