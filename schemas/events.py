@@ -354,7 +354,12 @@ class ActionResultData(Contract):
     step: int = Field(default=0, ge=0)
     tool: str = TOOL
     status: Literal["succeeded", "failed", "unknown"] = Field(description="Outcome of the call.")
-    result: JsonObject | None = Field(default=None, description="Tool result on success.")
+    result: JsonObject | None = Field(
+        default=None,
+        description="Tool result on success. A result that would make the event larger than the executor's bound "
+        "(`TIDEGATE_EXECUTOR_MAX_RESULT_BYTES`) is a stand-in: `{truncated: true, bytes, sha256, preview, kept_in, message}`, "
+        "the whole kept in `executor.actions` (docs/executor.md).",
+    )
     error: ErrorInfo | None = Field(default=None, description="Why it failed or is unknown.")
     attempts: int = Field(ge=0, description="Calls made (0 when refused before calling).")
     duration_ms: float = Field(ge=0, description="Wall time of all attempts.")

@@ -124,6 +124,7 @@ def build(
         ready=lambda: bus.wait_caught_up("control"),
         undo=deps.undo,
         stopping=bus.stopping,
+        max_result_bytes=_result_bound(kit, settings),
     )
     # Tool calls mostly wait (PostgreSQL, HTTP, outside services): run different tasks' calls at once.
     bus.consume(
@@ -173,3 +174,17 @@ def build(
         on_stop=[close],
         executor=executor,
     )
+
+
+def _result_bound(kit: KitSettings, settings: ExecutorSettings) -> int:
+    """`max_result_bytes`, kept 64 KiB under what the deployment's consumers parse (`TIDEGATE_MAX_VALUE_BYTES`, perhaps lowered)."""
+    ceiling = max(kit.max_value_bytes - 64 * 1024, kit.max_value_bytes // 2)
+    if settings.max_result_bytes > ceiling:
+        log.warning(
+            "TIDEGATE_EXECUTOR_MAX_RESULT_BYTES=%d leaves too little room under TIDEGATE_MAX_VALUE_BYTES=%d: using %d",
+            settings.max_result_bytes,
+            kit.max_value_bytes,
+            ceiling,
+        )
+        return ceiling
+    return settings.max_result_bytes

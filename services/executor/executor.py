@@ -23,7 +23,6 @@ from schemas import (
     ActionSucceeded,
     ActionUnknown,
     Envelope,
-    ErrorInfo,
     ReasonCode,
     ResultCost,
     ToolSpec,
@@ -49,6 +48,8 @@ from services.executor.domain import (
     final_status,
     safe_to_repeat,
 )
+from services.executor.results import bounded_error, result_stand_in, undo_stand_in
+from services.executor.settings import DEFAULT_MAX_RESULT_BYTES
 from services.executor.tools import ToolInvokers
 from services.executor.undo import InMemoryUndoStore, UndoKey, UndoStore
 
@@ -83,6 +84,8 @@ class Executor:
         stopping: Set as the process begins to stop (`Bus.stopping`): no call starts after it, and a wait between
             two attempts ends in it; the action, `waiting`, is left to the next process (`_park`).
         undo: Where the prior states and undo plans of calls are kept (`executor.undo_plans`).
+        max_result_bytes: The largest result event that carries the whole result (`TIDEGATE_EXECUTOR_MAX_RESULT_BYTES`);
+            a larger one carries a stand-in (`services.executor.results`), the claim row the whole.
     """
 
     catalog: ToolCatalog
@@ -98,6 +101,7 @@ class Executor:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     stopping: asyncio.Event | None = None
     undo: UndoStore = field(default_factory=InMemoryUndoStore)
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     calls: int = field(default=0, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
@@ -431,7 +435,7 @@ class Executor:
 
     async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
         """Record the outcome `done` and its result event (signed) in one statement, then publish the event kept, as kept."""
-        made = self.out.record("actions.results", self._result_event(done, undo))
+        made = self._recorded_result(done, undo)
         text = made.value.decode()
         done = await session.finish(replace(done, result_event=text))
         await self.out.publish_many([made if done.result_event == text else self._kept(str(done.result_event))])
@@ -446,7 +450,7 @@ class Executor:
         if record.result_event is not None:
             await self.out.publish_many([self._kept(record.result_event)])
             return
-        made = self.out.record("actions.results", self._result_event(record))  # finished before outcome and event were kept together
+        made = self._recorded_result(record)  # finished before outcome and event were kept together
         text = made.value.decode()
         kept = await session.remember_result(text)
         await self.out.publish_many([made if kept == text else self._kept(kept)])
@@ -455,10 +459,30 @@ class Executor:
         """The result event kept with a claim, to publish byte for byte (signed now if an earlier version kept it unsigned)."""
         return Recorded.stored("actions.results", text).signed_by(self.out)
 
+    def _recorded_result(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Recorded:
+        """The result event of `record`, signed and encoded: its whole result only while it fits `max_result_bytes`.
+
+        Else the result, then the undo plan, give way to stand-ins that say where the whole is kept: a
+        record the producer refuses (over ~1 MiB) was never published, and the planner waited for it forever.
+        """
+        bound = self.max_result_bytes
+        made = self.out.record("actions.results", self._result_event(record, undo))
+        if len(made.value) <= bound:
+            return made
+        log.warning(
+            "action %s: its result event is %d bytes, over %d: the result goes out as a stand-in", record.action_id, len(made.value), bound
+        )
+        if record.result is not None:
+            record = replace(record, result=result_stand_in(record.result, bound))
+            made = self.out.record("actions.results", self._result_event(record, undo))
+        if len(made.value) > bound and undo is not None:
+            undo = undo_stand_in(undo, len(undo.model_dump_json()), bound)
+            made = self.out.record("actions.results", self._result_event(record, undo))
+        return made
+
     def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
-        error = None
-        if record.error is not None:
-            error = ErrorInfo(type=record.error.type, message=record.error.message, retryable=record.error.retryable)
+        kept = record.error
+        error = None if kept is None else bounded_error(kept.type, kept.message, kept.retryable)
         data = ActionResultData(
             **action_identity(record),
             tool=record.tool,

@@ -7,7 +7,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ExecutorSettings"]
+__all__ = ["DEFAULT_MAX_RESULT_BYTES", "ExecutorSettings"]
+
+DEFAULT_MAX_RESULT_BYTES = 256 * 1024
 
 
 class ExecutorSettings(BaseSettings):
@@ -32,4 +34,12 @@ class ExecutorSettings(BaseSettings):
         default="systems",
         description="PostgreSQL role the in-process tools (the demo's systems of record) log in as, on a pool of their own; "
         "empty: no database for them. Their schemas are installed by `tidegate db migrate`, not by the executor.",
+    )
+    max_result_bytes: int = Field(
+        default=DEFAULT_MAX_RESULT_BYTES,
+        ge=64 * 1024,
+        le=768 * 1024,
+        description="Largest result event (signed, in bytes) that carries a tool's whole result; a larger result is kept whole in "
+        "`executor.actions` and the event carries a stand-in (size, SHA-256, preview). At most 768 KiB: headroom below the "
+        "1 MiB that the broker and consumers take (`TIDEGATE_MAX_VALUE_BYTES`).",
     )
