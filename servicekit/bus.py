@@ -227,12 +227,12 @@ class Bus:
 
     async def _publish(self, topic: str, event: Envelope, *, wait: bool = False) -> None:
         batch = _batch.get()
-        if batch is not None and not wait:
-            if event.id in batch.sent:  # the same recorded event again (its source redelivered in this batch): once is enough
-                return
-            batch.sent.add(event.id)
+        if batch is not None and not wait and event.id in batch.sent:
+            return  # the same recorded event again (its source redelivered in this batch): once is enough
         made = self.record(topic, event)
         await self.publish_recorded(topic, made.key, made.value, made.traceparent, wait=wait)
+        if batch is not None and not wait:
+            batch.sent.add(event.id)  # only once queued: a send that raised is made again by the handler's retry
         metrics.observe_published(self.service, event)
 
     async def publish_recorded(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, wait: bool = False) -> None:
@@ -263,8 +263,11 @@ class Bus:
         batch = _batch.get()
         if batch is not None:
             records = [r for r in records if r.identity not in batch.sent]
-            batch.sent.update(r.identity for r in records)
-        deliveries = [await self._send(r.topic, r.key, r.value, r.traceparent) for r in records]
+        deliveries = []
+        for r in records:
+            deliveries.append(await self._send(r.topic, r.key, r.value, r.traceparent))
+            if batch is not None:
+                batch.sent.add(r.identity)  # only once queued: a send that raised is made again by the handler's retry
         unacked = [d for d in deliveries if d is not None]
         if batch is None:
             await asyncio.gather(*unacked)

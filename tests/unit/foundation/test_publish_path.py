@@ -284,6 +284,34 @@ async def test_an_event_redelivered_inside_the_same_batch_is_published_once() ->
     assert len(producer.sent) == 1
 
 
+@pytest.mark.parametrize("path", ["publish", "publish_many"])
+async def test_a_send_that_raised_is_made_again_by_the_handler_s_retry_in_the_same_batch(path: str) -> None:
+    """The event was marked sent before its send: a send refused at once (a full buffer, a record too large) was skipped
+    by the handler's retry inside the same batch, and the batch was committed with the event never published."""
+    bus, producer = make_bus()
+    event = proposal()
+    refused = [KafkaTimeoutError()]
+    queue = producer.send
+
+    async def send_once_refused(topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        if refused:
+            raise refused.pop()
+        return await queue(topic, value, key=key, headers=headers)
+
+    producer.send = send_once_refused  # type: ignore[method-assign]
+
+    async def handler() -> None:
+        if path == "publish":
+            await bus.publish("actions.proposed", event)
+        else:
+            await bus.publish_many([bus.record("actions.proposed", event)])
+
+    async with bus.acknowledged_at_end():
+        await bus.retrying("a handler", handler)  # the one layer that retries handlers
+        producer.ack_all()
+    assert len(producer.sent) == 1
+
+
 async def test_the_next_batch_publishes_an_event_again_when_its_source_is_redelivered() -> None:
     """Only inside one batch: after a rewind, the redelivery must publish it again (its first delivery may have failed)."""
     bus, producer = make_bus()
