@@ -23,6 +23,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("topics", "topics"),
     ("services", None),
     ("status", None),
+    ("restart", None),
     ("clients", None),
     ("approvals", "approvals"),
     ("policy", "policy"),

@@ -17,11 +17,14 @@ __all__ = [
     "Child",
     "Supervised",
     "alive",
+    "ask_restart",
     "health_url",
     "left_running",
     "load",
     "process_start",
     "record_path",
+    "restart_request",
+    "restarts_asked",
     "same_process",
     "save",
     "utc_stamp",
@@ -90,14 +93,14 @@ class Child(BaseModel):
 
     state: Literal["running", "restarting", "not started"] = Field(
         description="`running`: a process was started and has not been seen to exit; `restarting`: it exited and waits "
-        "out its backoff; `not started`: its settings are not valid, so it is not restarted."
+        "out its backoff; `not started`: its settings are not valid, so it is not restarted (unless `tidegate restart` asks)."
     )
     pid: int | None = Field(description="The process id of its latest start.")
     pid_start: int | None = Field(
         default=None, description="When that process started (clock ticks since boot, /proc): a later process given the same pid is not it."
     )
     started_at: datetime = Field(description="When its latest process was started (UTC).")
-    restarts: int = Field(default=0, ge=0, description="Starts after the first: each one followed a death.")
+    restarts: int = Field(default=0, ge=0, description="Starts after the first: each one followed a death or a `tidegate restart`.")
     last_exit: int | None = Field(default=None, description="The exit status of its last process that ended, if any.")
     restart_at: datetime | None = Field(default=None, description="While `restarting`: when it is started again.")
     reason: str | None = Field(default=None, description="While `not started`: what its log says keeps it from starting.")
@@ -124,6 +127,31 @@ def health_url(host: str, port: int | None) -> str | None:
 def record_path(run_dir: Path) -> Path:
     """Where the supervisor of `run_dir` keeps its record, beside its pid file (`up.pid`)."""
     return run_dir / "up.json"
+
+
+def restart_request(run_dir: Path, name: str) -> Path:
+    """Where `tidegate restart NAME` asks the supervisor of `run_dir` to restart `name`; the supervisor deletes it as it acts."""
+    return run_dir / "restart" / name
+
+
+def ask_restart(run_dir: Path, name: str) -> Path:
+    """Ask the supervisor of `run_dir` to stop `name` cleanly and start it again at once (it looks at each tick, every second)."""
+    path = restart_request(run_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, utc_stamp())
+    return path
+
+
+def restarts_asked(run_dir: Path, names: tuple[str, ...]) -> list[str]:
+    """The services of `names` whose restart was asked, each request taken (deleted)."""
+    taken = []
+    for name in names:
+        try:
+            restart_request(run_dir, name).unlink()
+        except FileNotFoundError:
+            continue
+        taken.append(name)
+    return taken
 
 
 def save(path: Path, supervised: Supervised) -> None:

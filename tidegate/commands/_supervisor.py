@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from servicekit import EX_CONFIG
+from tidegate.commands._child_log import LOG_KEEP, LOG_MAX_BYTES, Copy, RotatingLog, start_logged
 from tidegate.commands._common import settings
-from tidegate.commands._supervised import Child, Supervised, health_url, process_start, record_path, save, utc_stamp
+from tidegate.commands._supervised import Child, Supervised, health_url, process_start, record_path, restarts_asked, save, utc_stamp
 
 SERVICES = ("policy", "approval", "executor", "planner", "audit")
 
@@ -102,6 +103,10 @@ def _keep(path: Path, record: Supervised) -> None:
         say(f"cannot write {path} (`tidegate status` reads it): {exc}")
 
 
+STOP_S = 20.0  # a child asked to stop (by `tidegate down` or `tidegate restart`) is killed if still running after this
+_DRAIN_S = 1.0  # how long a dead child's last output may take to reach its log before its death is handled
+
+
 async def supervise(
     names: tuple[str, ...],
     *,
@@ -110,15 +115,21 @@ async def supervise(
     clock: Callable[[], float] = time.monotonic,
     stopping: asyncio.Event | None = None,
     on_restart: Callable[[str, int | None, float | None], None] | None = None,
+    log_max_bytes: int = LOG_MAX_BYTES,
+    log_keep: int = LOG_KEEP,
 ) -> None:
     """Start each service as a child process; restart one that dies (with backoff); stop all on signal, or by dying.
 
     A dead child waits out its own delay while the others are watched as usual (and a stop signal
-    during the wait stops at once). A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
+    during the wait stops at once). A child that exits 0 without being asked (a clean stop: someone sent it
+    SIGTERM) did not crash: it is started again at once. A child that exits `EX_CONFIG` (a setting not valid) is not restarted:
     `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
-    child is left. Each start, death and restart is a line on stdout stamped in UTC, and is kept in
-    `<run_dir>/up.json` for `tidegate status` (restarts counted). A supervisor killed outright takes its children with it
-    (`die_with_this_process`). Tests pass a short `make_backoff`, a
+    child is left. `tidegate restart NAME` (a file `<run_dir>/restart/<name>`, looked for at each tick) stops that
+    child with SIGTERM and starts it again as soon as it has ended, or at once when it waits out a delay or was not restarted.
+    Each start, death and restart is a line on stdout stamped in UTC, and is kept in
+    `<run_dir>/up.json` for `tidegate status` (restarts counted). Each child's stdout and stderr go through a pipe
+    into `<run_dir>/logs/<name>.log` (mode 0600), rotated at `log_max_bytes` with `log_keep` old ones kept.
+    A supervisor killed outright takes its children with it (`die_with_this_process`). Tests pass a short `make_backoff`, a
     `command` and a `stopping` event.
     """
     kit = settings()
@@ -126,12 +137,17 @@ async def supervise(
     logs, ready = run_dir / "logs", run_dir / "ready"
     logs.mkdir(parents=True, exist_ok=True)
     ready.mkdir(parents=True, exist_ok=True)
+    restarts_asked(run_dir, names)  # asked of a supervisor before this one: not of this one
     env = os.environ | {"TIDEGATE_READY_DIR": str(ready)}
     preexec = die_with_this_process()
     children: dict[str, asyncio.subprocess.Process] = {}
+    log_of = {name: RotatingLog(logs / f"{name}.log", log_max_bytes, log_keep, say=say) for name in names}
+    copies: dict[str, Copy] = {}
+    lingering: list[Copy] = []  # copies of children gone whose pipe a process they started still holds
     backoff = {name: make_backoff() for name in names}
     started_at: dict[str, float] = {}
     restart_at: dict[str, float] = {}
+    stop_asked: dict[str, float] = {}  # children stopped for `tidegate restart`: when to kill one still running
     if stopping is None:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -147,18 +163,18 @@ async def supervise(
         record.services[name] = record.services[name].model_copy(update=change)
         _keep(record_file, record)
 
-    async def start(name: str) -> None:
+    async def start(name: str, last_exit: int | None = None) -> None:
         (ready / f"{name}.ready").unlink(missing_ok=True)  # a killed child's is still there: this one is not ready yet
         (ready / f"{name}.failed").unlink(missing_ok=True)
-        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230  (the child keeps it open)
         # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
         port = int(metrics_base) + SERVICES.index(name) if metrics_base else None
         own = {"TIDEGATE_METRICS_PORT": str(port)} if port is not None else {}
-        proc = children[name] = await asyncio.create_subprocess_exec(
-            *command(name), stdout=log, stderr=subprocess.STDOUT, env=env | own, preexec_fn=preexec
-        )
+        lingering[:] = [c for c in lingering if not c.done]
+        if name in copies and not copies[name].done:
+            lingering.append(copies[name])
+        proc, copies[name] = await start_logged(command(name), log_of[name], env=env | own, preexec_fn=preexec)
+        children[name] = proc
         started_at[name] = clock()
-        log.close()
         before = record.services.get(name)
         record.services[name] = Child(
             state="running",
@@ -166,11 +182,32 @@ async def supervise(
             pid_start=process_start(proc.pid),
             started_at=datetime.now(UTC),
             restarts=0 if before is None else before.restarts + 1,
-            last_exit=None if before is None else before.last_exit,
+            last_exit=last_exit if last_exit is not None or before is None else before.last_exit,
             health_url=health_url(kit.metrics_host, port),
         )
         _keep(record_file, record)
         say(f"{name} started (pid {proc.pid})" if before is None else f"{name} restarted (pid {proc.pid}, restart {before.restarts + 1})")
+
+    async def restart_asked(name: str, now: float) -> None:
+        """`tidegate restart NAME`: stop it cleanly if it runs; start it at once if it waits out a delay or was given up."""
+        proc = children.get(name)
+        if proc is None:
+            say(f"{name}: restart asked (`tidegate restart`); starting it again")
+            await start(name)
+        elif name in restart_at:
+            say(f"{name}: restart asked (`tidegate restart`); starting it now, not after its delay")
+            restart_at[name] = now
+        elif name not in stop_asked:
+            stop_asked[name] = now + STOP_S
+            if proc.returncode is None:
+                say(f"{name}: restart asked (`tidegate restart`); stopping it (pid {proc.pid})")
+                proc.terminate()
+
+    async def restart_now(name: str, code: int, why: str) -> None:
+        say(f"{name} exited with {code} ({why}); starting it again now")
+        await start(name, last_exit=code)
+        if on_restart is not None:
+            on_restart(name, code, 0.0)
 
     say(f"supervising {', '.join(names)} (pid {os.getpid()}); logs in {logs}")
     for name in names:
@@ -181,11 +218,25 @@ async def supervise(
         if stopping.is_set():
             break
         now = clock()
+        for name in restarts_asked(run_dir, names):
+            await restart_asked(name, now)
         for name, proc in list(children.items()):
             if name in restart_at:
                 if now >= restart_at[name]:
                     del restart_at[name]
                     await start(name)
+                continue
+            if proc.returncode is None:
+                if now >= stop_asked.get(name, math.inf):
+                    say(f"{name} did not stop in {STOP_S:.0f} s; killing it")
+                    stop_asked[name] = math.inf
+                    proc.kill()
+                continue
+            await copies[name].drained(_DRAIN_S)  # its last lines (the reason it did not start) are in its log
+            if stop_asked.pop(name, None) is not None:
+                await restart_now(name, proc.returncode, "stopped for `tidegate restart`")
+            elif proc.returncode == 0:  # a clean stop the supervisor did not ask for: not a crash, so no backoff
+                await restart_now(name, 0, "a clean stop the supervisor did not ask for")
             elif proc.returncode == EX_CONFIG:  # a setting is not valid: restarting cannot fix it, a person must
                 del children[name]
                 reason = _not_started_reason(logs / f"{name}.log")
@@ -194,7 +245,7 @@ async def supervise(
                 say(f"{name} did not start, and is not restarted: {reason}")
                 if on_restart is not None:
                     on_restart(name, proc.returncode, None)
-            elif proc.returncode is not None:
+            else:
                 delay = backoff[name].after_death(now - started_at[name])
                 restart_at[name] = now + delay
                 note(name, state="restarting", last_exit=proc.returncode, restart_at=datetime.now(UTC) + timedelta(seconds=delay))
@@ -208,9 +259,14 @@ async def supervise(
             proc.terminate()
     for name, proc in children.items():
         try:
-            await asyncio.wait_for(proc.wait(), 20)
+            await asyncio.wait_for(proc.wait(), STOP_S)
         except TimeoutError:
-            say(f"{name} did not stop in 20 s; killing it")
+            say(f"{name} did not stop in {STOP_S:.0f} s; killing it")
             proc.kill()
+    for copy in [*copies.values(), *lingering]:
+        if not await copy.drained(_DRAIN_S):
+            copy.close()
+    for log in log_of.values():
+        log.close()
     record_file.unlink(missing_ok=True)
     say("stopped")

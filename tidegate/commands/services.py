@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from servicekit import EX_CONFIG
+from tidegate.commands._child_log import open_private_log
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands._supervised import (
     Child,
@@ -147,10 +148,10 @@ def up(
         (ready / f"{n}.ready").unlink(missing_ok=True)
         (ready / f"{n}.failed").unlink(missing_ok=True)
     (_run_dir() / "logs").mkdir(parents=True, exist_ok=True)
-    out = open(_run_dir() / "logs" / "supervisor.log", "ab")  # noqa: SIM115
+    out = open_private_log(_run_dir() / "logs" / "supervisor.log")
     args = [sys.executable, "-m", "tidegate.cli", "up", *[a for n in only for a in ("--only", n)]]
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    out.close()
+    os.close(out)
     deadline = time.monotonic() + wait_s
     pending = set(names)
     with console.status("starting services…") as status:

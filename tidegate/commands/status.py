@@ -88,21 +88,41 @@ async def _ask(client: httpx.AsyncClient, url: str) -> tuple[str, str | None]:
     return health_answer(answer.status_code, body)
 
 
-async def _health(client: httpx.AsyncClient, name: str, child: Child, ready_dir: Path) -> ServiceStatus:
+def _last_words(log: Path) -> str | None:
+    """The `<service>: not started: …` line a service printed as it ended (the last line of its log), if that is its last line."""
+    try:
+        with log.open("rb") as lines:
+            lines.seek(max(0, lines.seek(0, 2) - 4096))  # the tail alone: a log may be large
+            tail = [line.strip() for line in lines.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return tail[-1] if tail and ": not started: " in tail[-1] else None
+
+
+def _why_not_running(name: str, child: Child, logs: Path) -> str | None:
+    """Why a service is not running: the settings it named, or its exit with the line it printed (backoff after `not started`)."""
+    if child.state == "not started":
+        return child.reason
+    if child.last_exit is None:
+        return None
+    said = _last_words(logs / f"{name}.log") if child.state == "restarting" else None
+    return f"exited with {child.last_exit}" + (f": {said}" if said else "")
+
+
+async def _health(client: httpx.AsyncClient, name: str, child: Child, run_dir: Path) -> ServiceStatus:
     running = child.state == "running" and child.pid is not None and same_process(child.pid, child.pid_start)
     if not running:
-        why = child.reason if child.state == "not started" else None if child.last_exit is None else f"exited with {child.last_exit}"
-        return ServiceStatus(name, child, running, "not running", why)
+        return ServiceStatus(name, child, running, "not running", _why_not_running(name, child, run_dir / "logs"))
     if child.health_url is None:
-        ready = (ready_dir / f"{name}.ready").exists()
+        ready = (run_dir / "ready" / f"{name}.ready").exists()
         return ServiceStatus(name, child, running, "ready" if ready else "starting")
     return ServiceStatus(name, child, running, *await _ask(client, child.health_url))
 
 
-async def service_statuses(record: Supervised, ready_dir: Path, *, timeout_s: float = 2.0) -> list[ServiceStatus]:
-    """Each recorded service, its `/health` asked (all at once, each for at most `timeout_s`)."""
+async def service_statuses(record: Supervised, run_dir: Path, *, timeout_s: float = 2.0) -> list[ServiceStatus]:
+    """Each recorded service of `run_dir`, its `/health` asked (all at once, each for at most `timeout_s`)."""
     async with httpx.AsyncClient(timeout=timeout_s) as client:
-        return list(await asyncio.gather(*(_health(client, name, child, ready_dir) for name, child in record.services.items())))
+        return list(await asyncio.gather(*(_health(client, name, child, run_dir) for name, child in record.services.items())))
 
 
 def _since(seconds: float) -> str:
@@ -158,7 +178,7 @@ def status(
     if record is None or record.supervisor_pid != pid:
         fail(f"`tidegate up` (pid {pid}) has recorded no service yet: it has just started, or it predates `tidegate status`")
     now = datetime.now(UTC)
-    found = asyncio.run(service_statuses(record, run_dir / "ready", timeout_s=timeout_s))
+    found = asyncio.run(service_statuses(record, run_dir, timeout_s=timeout_s))
     healthy = all(s.healthy for s in found)
     if as_json:
         services = [s.as_dict(now) for s in found]

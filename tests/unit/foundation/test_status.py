@@ -180,3 +180,23 @@ def test_a_record_left_by_another_supervisor_is_not_read_as_this_ones(tmp_path: 
 )
 def test_what_an_answer_of_health_means(code: int, answer: Any, means: tuple[str, str | None]) -> None:
     assert health_answer(code, answer) == means
+
+
+def test_a_service_in_backoff_shows_the_line_it_printed_as_it_ended(tmp_path: Path) -> None:
+    """`exited with 1` alone sent on-call to the log for the reason the service had said in one line."""
+    now = datetime.now(UTC)
+    said = "planner: not started: SchemaNotReady: schema planner is not at this code's version: run `tidegate db migrate`"
+    (tmp_path / "logs").mkdir()
+    stopped = "2026-12-04T02:43:50.714Z INFO servicekit.runner: planner stopped"
+    (tmp_path / "logs" / "planner.log").write_text(f"{'x' * 5000}\n{stopped}\n{said}\n")  # more than the tail it reads
+    (tmp_path / "logs" / "policy.log").write_text(f"{said}\nTraceback (most recent call last):\nKeyError: 'a later crash'\n")
+    restarting = Child(state="restarting", pid=a_dead_pid(), started_at=now, last_exit=1, restart_at=now + timedelta(hours=1))
+    supervising(tmp_path, {"planner": restarting, "policy": restarting, "audit": restarting})
+    report = json.loads(status("--json").output)
+    by = {s["service"]: s["detail"] for s in report["services"]}
+    assert by == {
+        "planner": f"exited with 1: {said}",
+        "policy": "exited with 1",  # the line it ended with is another: the old one would mislead
+        "audit": "exited with 1",  # no log
+    }
+    assert f"not running: exited with 1: {said}" in " ".join(status().output.split())
