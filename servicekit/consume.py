@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from servicekit.bus import Bus, Handler
 from servicekit.metrics import observe_handled
@@ -139,6 +139,7 @@ def consume_raw(
     fetch_min_bytes: int = 1,
     fetch_max_wait_ms: int | None = None,
     metadata_max_age_ms: int = 300_000,
+    on_assigned: Callable[[AIOKafkaConsumer, set[TopicPartition]], Awaitable[None]] | None = None,
 ) -> None:
     """Hand every polled batch of the topics matching `pattern` to `handler` as raw records; committed after it returns.
 
@@ -146,7 +147,9 @@ def consume_raw(
     With `fetch_min_bytes` the broker holds each fetch until that much is there, or `fetch_max_wait_ms`
     passed: a consumer of every topic then pays one fetch (requests and answers naming every
     partition) and one batch per interval, not per event. A topic created later that matches
-    `pattern` is read within `metadata_max_age_ms`.
+    `pattern` is read within `metadata_max_age_ms`. `on_assigned` is awaited whenever the consumer is given partitions,
+    before it fetches from them: it may seek them to where the handler's own store says to start (the group's committed
+    offsets are only where to start otherwise).
     """
     poller = bus.poller(
         title,
@@ -159,6 +162,7 @@ def consume_raw(
         fetch_max_wait_ms=fetch_max_wait_ms,
         metadata_max_age_ms=metadata_max_age_ms,
     )
+    poller.on_assigned = on_assigned
 
     async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         with bus.liveness.running():

@@ -122,10 +122,14 @@ class FetchPace:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's listener is untyped
-    """Before a consumer gives its partitions up, `poller.before_revoke`; and a log line of what moved, for on-call."""
+    """Before a consumer gives its partitions up, `poller.before_revoke`; once it got some, `poller.on_assigned`; a log line of each.
 
-    def __init__(self, poller: Poller) -> None:
+    The log lines say what moved, for on-call.
+    """
+
+    def __init__(self, poller: Poller, consumer: AIOKafkaConsumer) -> None:
         self.poller = poller
+        self.consumer = consumer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
@@ -136,6 +140,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self.poller.name, _names(assigned) or "none")
+        if assigned and self.poller.on_assigned is not None:  # awaited before the first fetch: a seek here decides where it starts
+            await self.poller.on_assigned(self.consumer, assigned)
 
 
 def _names(tps: set[TopicPartition]) -> str:
@@ -148,7 +154,8 @@ class Poller:
     Register the handler by calling the poller with it (as a decorator); `start` connects and starts
     the loop, `stop` ends it. `consumer` is None until started (what `Liveness` and `Bus.start` read).
     `before_revoke` runs when a rebalance takes the consumer's partitions, before it rejoins the group
-    (the kit commits what it handled there: `Bus.on_polled`).
+    (the kit commits what it handled there: `Bus.on_polled`); `on_assigned` runs when it is given partitions, before it
+    fetches from them (a consumer whose position is kept elsewhere than in the group's offsets seeks there: the audit).
     """
 
     def __init__(
@@ -172,6 +179,7 @@ class Poller:
         self.pace = pace
         self.consumer: AIOKafkaConsumer | None = None
         self.before_revoke: Callable[[], Awaitable[None]] | None = None
+        self.on_assigned: Callable[[AIOKafkaConsumer, set[TopicPartition]], Awaitable[None]] | None = None
         self._make_consumer = make_consumer
         self._handler: BatchHandler | None = None
         self._task: asyncio.Task[None] | None = None
@@ -203,7 +211,7 @@ class Poller:
         if self._task is not None:
             return
         consumer = self._make_consumer()
-        consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_Rebalance(self))
+        consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_Rebalance(self, consumer))
         await consumer.start()
         self.consumer = consumer
         self._running = True

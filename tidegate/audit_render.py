@@ -118,7 +118,7 @@ def render_markdown(x: Explanation) -> str:
             + " |"
         )
     else:
-        out.append(f"Not reported (task open); from its events: model {_money(costs.model_usd)}, tools {_money(costs.tools_usd)}.")
+        out.append(f"Not reported (no task outcome); from its events: model {_money(costs.model_usd)}, tools {_money(costs.tools_usd)}.")
     out += ["", "## Dead-lettered and invalid records", ""]
     if x.dead_letters:
         out += ["| at | topic | offset | code | service | error |", "|---|---|---|---|---|---|"]
@@ -222,7 +222,7 @@ def render_html(x: Explanation) -> str:
             )
         )
     else:
-        parts.append(f"<p>Not reported (task open); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.</p>")
+        parts.append(f"<p>Not reported (no task outcome); from its events: model {_money(c.model_usd)}, tools {_money(c.tools_usd)}.</p>")
     parts.append("<h2>Dead-lettered and invalid records</h2>")
     if x.skipped:
         parts.append(f"<p>{html.escape(_skipped(x.skipped))}: records that hold no usable event.</p>")

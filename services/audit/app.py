@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from servicekit import (
+    Keyring,
     KitSettings,
     ServiceProcess,
-    SigningKey,
     ToolCatalog,
     deployment_authority,
     service_bus,
+    service_key,
 )
 from servicekit.consume import consume_raw
 from services.audit.checkpoints import CHECKPOINT_TOPIC
 from services.audit.handlers import Checkpointer, Recorder
+from services.audit.published import latest_published_checkpoint
 from services.audit.repository import AuditLog, PostgresAuditLog
 from services.audit.settings import AuditSettings
 
@@ -51,7 +53,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
     """Assemble the audit service: the log in its schema (through a pool `start` connects first) unless `deps` gives another."""
     kit = kit or KitSettings()
     settings = settings or AuditSettings()
-    key = SigningKey.load_or_create(kit.keys_dir, settings.key_name)
+    key = service_key(kit, settings.key_name)
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
@@ -96,8 +98,24 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         metadata_max_age_ms=settings.topic_discovery_ms,  # how soon a topic created later is found and read
         title="audit:*",
+        on_assigned=recorder.seek_to_log,  # where the log ends, not the group's offsets: a restored database is caught up again
     )
 
+    async def continue_after_published(_: Any) -> None:  # before the consumer starts: a restore's heads are signed as restored
+        keyring = Keyring.load(kit.keys_dir, settings.key_name)
+        options = bus.client_options()
+        await checkpointer.continue_after(
+            await latest_published_checkpoint(kit.kafka_bootstrap, kit.topic_prefix, keyring, client_options=options)
+        )
+
     return AuditProcess.of(
-        kit, NAME, bus, pool=pool, migrations=MIGRATIONS, loops=[checkpointer.run], recorder=recorder, checkpointer=checkpointer
+        kit,
+        NAME,
+        bus,
+        pool=pool,
+        migrations=MIGRATIONS,
+        loops=[checkpointer.run],
+        on_start=[continue_after_published],
+        recorder=recorder,
+        checkpointer=checkpointer,
     )

@@ -20,6 +20,7 @@ from services.audit.chain import Head
 __all__ = [
     "CHECKPOINT_TOPIC",
     "Checkpoint",
+    "Restore",
     "chain_name",
     "checkpoint_needed",
     "heads_document",
@@ -48,6 +49,24 @@ class Checkpoint(BaseModel):
     rows: int
     key_id: str
     signature: str
+
+
+class Restore(BaseModel):
+    """A restore of the database to an earlier backup, as the audit service found it on starting (`audit.restores`).
+
+    The checkpoints `superseded_from`..`checkpoint_id` - 1 were published on the bus before the restore
+    and are not in the database; checkpoint `checkpoint_id` signs the heads the restored database held,
+    before any record was read again.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    superseded_from: int
+
+    def supersedes(self, checkpoint_id: int) -> bool:
+        """Whether the published checkpoint `checkpoint_id` was taken before this restore and is not in the database."""
+        return self.superseded_from <= checkpoint_id < self.checkpoint_id
 
 
 def chain_name(topic: str, partition: int) -> str:

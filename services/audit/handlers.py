@@ -13,9 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas import AuditCheckpoint
 from servicekit import Authority, SigningKey
@@ -29,6 +29,7 @@ from services.audit.repository import AuditLog
 __all__ = ["Checkpointer", "Recorder", "observe_record"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def observe_record(
@@ -73,27 +74,52 @@ class Recorder:
     async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
         observed = [observe_record(r, self.prefix, self.bounds, self.authority) for r in records]
+        result = await self._durably(f"batch of {len(observed)} not written", lambda: self.log.append(observed))
+        self.recorded += len(result.rows)
+        self.skipped += result.already_recorded
+        return result
+
+    async def seek_to_log(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Start each assigned partition right after its last row in the log, or at the beginning the broker keeps if it has none.
+
+        The database is the truth, not the group's committed offsets: after a restore of the database
+        to an earlier backup, the records recorded since are read again and appended, not skipped.
+        """
+        heads = await self._durably("chain heads not read", lambda: self.log.heads(self.prefix))
+        fresh = []
+        for tp in assigned:
+            head = heads.get((tp.topic, tp.partition))
+            if head is None:
+                fresh.append(tp)
+            else:
+                consumer.seek(tp, head.offset + 1)
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+        log.info(
+            "audit: %d partition(s) start after their last row in the log, %d at the beginning", len(assigned) - len(fresh), len(fresh)
+        )
+
+    async def _durably(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` until it succeeds, with capped backoff: the database is down or restarting, so wait, never skip a record."""
         delay = 0.1
         while True:
             try:
-                result = await self.log.append(observed)
+                result = await attempt()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database is down or restarting: wait, never skip a record
+            except Exception as exc:
                 self.retries += 1
                 if self.liveness is not None:
                     self.liveness.retrying(exc)
                 if self.on_retry is not None:
                     await self.on_retry(exc)
                 level = logging.WARNING if delay < self.max_delay_s else logging.ERROR
-                log.log(level, "audit: batch of %d not written, retrying in %.1fs: %r", len(observed), delay, exc)
+                log.log(level, "audit: %s, retrying in %.1fs: %r", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay_s)
                 continue
             if self.liveness is not None:
                 self.liveness.progressed()
-            self.recorded += len(result.rows)
-            self.skipped += result.already_recorded
             return result
 
 
@@ -134,6 +160,31 @@ class Checkpointer:
             await self.publish(to_event(self.unpublished[0]))
             self.unpublished.pop(0)
         return taken
+
+    async def continue_after(self, published: Checkpoint | None) -> Checkpoint | None:
+        """Called at start with the latest checkpoint published on the bus; returns the restore's checkpoint, or None.
+
+        If the database's latest checkpoint is older than the bus's, the database was restored from a backup. Then the
+        heads it holds now are signed at once, numbered after the published one (before any record is read again), and
+        stored as the restore's checkpoint: the ids continue, and `verify` knows which published checkpoints it superseded.
+        """
+        async with self._ticking:
+            latest = await self.log.latest_checkpoint(self.prefix)
+            stored = latest.checkpoint_id if latest else 0
+            if published is None or published.checkpoint_id <= stored:
+                return None
+            heads = await self.log.heads(self.prefix)
+            cp = sign_checkpoint(self.key, published.checkpoint_id + 1, heads, datetime.now(UTC), scope=self.prefix)
+            if not await self.log.add_restore(cp, superseded_from=stored + 1):  # another copy of the service found it first
+                return None
+            log.warning(
+                "audit: the database is behind the bus (its latest checkpoint is %d, the bus's %d): restored from a backup; "
+                "checkpoint %d signs the heads it holds, and the records since are read again from the bus",
+                stored, published.checkpoint_id, cp.checkpoint_id,
+            )  # fmt: skip
+            self.taken += 1
+            self.unpublished.append(cp)
+            return cp
 
     async def run(self) -> None:
         """Tick every `interval_s` (the first after one interval, once the broker is up) until cancelled.

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 import schemas as s
 from servicekit.unreadable import Skipped, Unreadable, read_event
+from services.audit._standing import TaskStatus, standing
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
 
@@ -268,7 +269,10 @@ class Explanation(_Frozen):
     workflow: str | None
     requested_by: str | None
     mode: str | None
-    status: Literal["completed", "failed", "open"]
+    status: TaskStatus = Field(
+        description="From the task's outcome when it has one. A task no outcome will ever close (proposed by a client, or "
+        "planned outside Tidegate): `ended` when every action ended, else `open`; `summary` then counts its actions."
+    )
     summary: str | None
     submitted_at: datetime | None
     ended_at: datetime | None
@@ -294,6 +298,8 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     dead: list[DeadLetter] = []
     traces: list[str] = []
     skipped = Skipped()
+    requesters: list[str] = []  # of a task with no `task.submitted`: as its proposals, decisions and approvals name them
+    modes: list[str] = []
 
     def action(action_id: str) -> dict[str, Any]:
         return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
@@ -321,12 +327,15 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
             case s.TaskSubmitted():
                 submitted, submitted_at = d, event.time
             case s.ActionProposed():
+                _note(requesters, d.requested_by)
+                _note(modes, d.mode)
                 a = action(d.action_id)
                 a.update(
                     step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale,
                     tainted_args=d.tainted_args, proposal_cost=d.cost,
                 )  # fmt: skip
             case s.ActionDecided():
+                _note(requesters, d.requested_by)
                 a = action(d.action_id)
                 a.setdefault("tool", d.tool)
                 a.setdefault("args", d.args)
@@ -338,6 +347,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                     )
                 )  # fmt: skip
             case s.ApprovalRequested() | s.ApprovalGranted() | s.ApprovalRejected() | s.ApprovalExpired() | s.ApprovalResolved():
+                _note(requesters, d.requested_by)
                 action(d.action_id)["approvals"].append(
                     ApprovalStep(
                         at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
@@ -371,14 +381,15 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     tools_usd = sum(c.cost_usd for a in stories for c in a.calls)
     versions = sorted({d.policy_version for a in stories for d in a.decisions})
     tenant = submitted.tenant_id if submitted else next((r.tenant_id for r in rows if r.tenant_id), None)
+    status, summary = standing(submitted, outcome, stories)
     return Explanation(
         task_id=task_id,
         tenant_id=tenant,
         workflow=submitted.workflow if submitted else (outcome.workflow if outcome else None),
-        requested_by=submitted.requested_by if submitted else None,
-        mode=submitted.mode if submitted else None,
-        status=outcome.status if outcome else "open",
-        summary=outcome.summary if outcome else None,
+        requested_by=submitted.requested_by if submitted else (", ".join(requesters) or None),
+        mode=submitted.mode if submitted else (", ".join(modes) or None),
+        status=status,
+        summary=summary,
         submitted_at=submitted_at,
         ended_at=ended_at,
         sources=submitted.input if submitted else {},
@@ -396,6 +407,11 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
         records=len(rows),
         trace_ids=traces,
     )
+
+
+def _note(seen: list[str], value: str | None) -> None:
+    if value and value not in seen:
+        seen.append(value)
 
 
 async def explain_task(log: AuditLog, task_id: str, prefix: str = "") -> Explanation:

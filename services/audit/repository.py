@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from servicekit import create_pool
 from services.audit.chain import AppendResult, Head, chain_batch, chain_records
-from services.audit.checkpoints import Checkpoint
+from services.audit.checkpoints import Checkpoint, Restore
 from services.audit.records import COLUMNS, LogRow, Observed, headers_json
 
 __all__ = ["WRITER_ROLE", "AuditLog", "InMemoryAuditLog", "PostgresAuditLog", "SearchFilters"]
@@ -89,6 +90,14 @@ class AuditLog(Protocol):
         """Every checkpoint of `scope`, by id."""
         ...
 
+    async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
+        """Store the checkpoint of a restore and the restore, together (`Restore`); False if the id is taken (as `add_checkpoint`)."""
+        ...
+
+    async def restores(self, scope: str = "") -> list[Restore]:
+        """Every restore of `scope`, by checkpoint id."""
+        ...
+
     async def chains(self, prefix: str = "") -> list[tuple[str, int]]:
         """Every (topic, partition) whose topic starts with `prefix` and that has rows."""
         ...
@@ -123,6 +132,7 @@ class InMemoryAuditLog(AuditLog):
 
     rows: list[LogRow] = field(default_factory=list)
     stored_checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
+    stored_restores: dict[tuple[str, int], Restore] = field(default_factory=dict)
     fail_next: list[BaseException] = field(default_factory=list)
 
     async def append(self, records: Sequence[Observed]) -> AppendResult:
@@ -161,6 +171,18 @@ class InMemoryAuditLog(AuditLog):
     async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""
         return [cp for key, cp in sorted(self.stored_checkpoints.items()) if key[0] == scope]
+
+    async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
+        """See `AuditLog`."""
+        if not await self.add_checkpoint(checkpoint):
+            return False
+        restore = Restore(checkpoint_id=checkpoint.checkpoint_id, superseded_from=superseded_from)
+        self.stored_restores[(checkpoint.scope, checkpoint.checkpoint_id)] = restore
+        return True
+
+    async def restores(self, scope: str = "") -> list[Restore]:
+        """See `AuditLog`."""
+        return [r for key, r in sorted(self.stored_restores.items()) if key[0] == scope]
 
     async def chains(self, prefix: str = "") -> list[tuple[str, int]]:
         """See `AuditLog`."""
@@ -265,6 +287,22 @@ def _checkpoint(record: asyncpg.Record) -> Checkpoint:
     )
 
 
+async def _insert_checkpoint(conn: asyncpg.Connection | PoolConnectionProxy, checkpoint: Checkpoint) -> bool:
+    """Insert `checkpoint` (in the caller's transaction, as the writer); False if its id is taken in its scope."""
+    status = await conn.execute(
+        f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature, scope) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, checkpoint_id) DO NOTHING",
+        checkpoint.checkpoint_id,
+        checkpoint.taken_at,
+        json.dumps(checkpoint.heads),
+        checkpoint.rows,
+        checkpoint.key_id,
+        checkpoint.signature,
+        checkpoint.scope,
+    )
+    return bool(status == "INSERT 0 1")
+
+
 class PostgresAuditLog(AuditLog):
     """The log in PostgreSQL schema `audit`; writes as `tidegate_audit_writer`."""
 
@@ -331,18 +369,29 @@ class PostgresAuditLog(AuditLog):
         """See `AuditLog`."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
-            status = await conn.execute(
-                f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature, scope) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, checkpoint_id) DO NOTHING",
-                checkpoint.checkpoint_id,
-                checkpoint.taken_at,
-                json.dumps(checkpoint.heads),
-                checkpoint.rows,
-                checkpoint.key_id,
-                checkpoint.signature,
+            return await _insert_checkpoint(conn, checkpoint)
+
+    async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
+            if not await _insert_checkpoint(conn, checkpoint):
+                return False
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.restores (scope, checkpoint_id, superseded_from) VALUES ($1, $2, $3)",
                 checkpoint.scope,
+                checkpoint.checkpoint_id,
+                superseded_from,
             )
-        return bool(status == "INSERT 0 1")
+        return True
+
+    async def restores(self, scope: str = "") -> list[Restore]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            records = await conn.fetch(
+                f"SELECT checkpoint_id, superseded_from FROM {SCHEMA}.restores WHERE scope = $1 ORDER BY checkpoint_id", scope
+            )
+        return [Restore(checkpoint_id=r["checkpoint_id"], superseded_from=r["superseded_from"]) for r in records]
 
     async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""

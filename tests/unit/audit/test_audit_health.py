@@ -36,6 +36,7 @@ def _record(offset: int) -> ConsumerRecord[bytes, bytes]:
 async def test_health_says_retrying_while_a_batch_is_not_written_and_clears_once_one_is(tmp_path: Path) -> None:
     down = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
     log = WatchedLog(fail_next=[down, down])
+    (tmp_path / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
     process = build(KitSettings(keys_dir=tmp_path / "keys", tools_dir=tmp_path / "no-tools"), deps=AuditDeps(log=log))
     log.health = process.health
 
