@@ -410,6 +410,7 @@ async def main(
     dbname = f"tidegate_bench_{run_id}"
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
     db_url = with_database(base.database_url, dbname)
+    (tmp / "keys").mkdir()  # a service refuses a keys folder that is not there (a mistyped TIDEGATE_KEYS_DIR)
     kit = KitSettings(database_url=db_url, topic_prefix=f"bench-{run_id}.", keys_dir=tmp / "keys", run_dir=tmp / "run")
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f"CREATE DATABASE {dbname} OWNER tidegate")

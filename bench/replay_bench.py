@@ -124,6 +124,7 @@ def candidate_pack(tmp: Path) -> Path:
 async def main(events: int, replay: bool) -> None:
     figures: dict[str, float] = {"events": events}
     tmp = Path(tempfile.mkdtemp(prefix="tidegate-bench-"))
+    (tmp / "keys").mkdir()  # a service refuses a keys folder that is not there (a mistyped TIDEGATE_KEYS_DIR)
     kit = KitSettings(topic_prefix=f"bench-ops-{uuid.uuid4().hex[:8]}.", keys_dir=tmp / "keys")
     await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
     try:

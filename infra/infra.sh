@@ -600,25 +600,27 @@ EOF
   PG_OPERATOR_PASSWORD=$password
 }
 
-# psql as the superuser, over the cluster's socket (peer authentication, see pg_write_auth).
+# psql as the superuser, over the cluster's socket (peer authentication, see pg_write_auth). In a session of
+# its own (setsid), with no terminal: psql's \password then reads the new password from stdin.
 pg_superuser_psql() {
-  PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$P_RUN" -p "$1" -U postgres -d postgres "${@:2}"
+  PGCONNECT_TIMEOUT=5 setsid -w "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$P_RUN" -p "$1" -U postgres -d postgres "${@:2}"
 }
 
 # The operator role and database (postgres-init.sql), the operator's password from its passfile (so an
 # older cluster is rotated on its next `up`), and no password at all for the superuser. The password
-# goes through stdin, not the command line (which every local user can read in /proc).
+# goes through stdin, not the command line (which every local user can read in /proc), to psql's
+# \password, which sends the server only its SCRAM verifier. Its prompts are shown only when it fails.
 pg_bootstrap_db() {
-  local port=$1 deadline=$((SECONDS + 15))
+  local port=$1 deadline=$((SECONDS + 15)) out
   pg_operator_passfile "$port"
   # A running cluster may still be reloading the pg_hba.conf written just before.
   until pg_superuser_psql "$port" -c 'SELECT 1' >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "cannot log in as the superuser postgres over $(rel "$P_RUN") (peer, as $(id -un)); see $(rel "$P_LOG")"
     sleep 0.2
   done
-  { printf '\\set tidegate_password %s\n' "$PG_OPERATOR_PASSWORD"; cat "$P_INIT_SQL"; printf 'ALTER ROLE postgres PASSWORD NULL;\n'; } \
-    | pg_superuser_psql "$port" >/dev/null \
-    || die "could not create role/database tidegate (infra/postgres-init.sql, as the superuser over $(rel "$P_RUN"))"
+  out=$(printf '%s\n%s\n' "$PG_OPERATOR_PASSWORD" "$PG_OPERATOR_PASSWORD" \
+    | pg_superuser_psql "$port" -f "$P_INIT_SQL" -c 'ALTER ROLE postgres PASSWORD NULL' 2>&1 >/dev/null) \
+    || die "could not create role/database tidegate (infra/postgres-init.sql, as the superuser over $(rel "$P_RUN")): $out"
   log "postgres: operator role tidegate, password in $(rel "$P_PASSFILE") (0600)"
 }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
@@ -361,8 +362,21 @@ def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None 
 
 
 def service_key(kit: KitSettings, service: str) -> SigningKey:
-    """`service`'s own signing key (created on first run)."""
+    """`service`'s own signing key, as the service loads it at start: made on its first start, in a keys folder that is there.
+
+    A keys folder that does not exist is refused as a setting not valid (`run_service` exits `EX_CONFIG`), unless it is
+    the default `<run_dir>/keys` (a first `tidegate up`): a mistyped `TIDEGATE_KEYS_DIR` would otherwise give the service
+    a new key that no one trusts and no operator's key to obey, while it takes its share of the live group's partitions.
+    """
+    if not kit.keys_dir.is_dir() and kit.keys_dir != kit.run_dir / "keys":
+        raise _not_valid("keys_dir", str(kit.keys_dir), "no such folder (make it and its keys with `tidegate keys init --all`)")
     return SigningKey.load_or_create(kit.keys_dir, service)
+
+
+def _not_valid(setting: str, value: str, why: str) -> ValidationError:
+    """A `KitSettings` value that is well formed but cannot be used, raised as pydantic raises a value not valid."""
+    error = InitErrorDetails(type=PydanticCustomError("not_usable", why), loc=(setting,), input=value)
+    return ValidationError.from_exception_data(KitSettings.__name__, [error])
 
 
 def operator_key(kit: KitSettings) -> SigningKey:
@@ -418,4 +432,4 @@ def sign_as_producer(kit: KitSettings, event: E) -> E:
     if TOOL in allowed:
         return sign_event(event, SigningKey.load_or_create(kit.keys_dir / "tools", event.data.tool))
     service = next((name for name in SERVICES if name in allowed), "executor")  # `event.rejected`: any service
-    return sign_event(event, service_key(kit, service))
+    return sign_event(event, SigningKey.load_or_create(kit.keys_dir, service))

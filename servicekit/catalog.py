@@ -31,7 +31,10 @@ class ToolCatalog(Mapping[str, ToolSpec]):
 
     @classmethod
     def load(cls, directory: Path) -> ToolCatalog:
-        """Load every `*.yaml` in `directory`; a bad file raises CatalogError naming it."""
+        """Load every `*.yaml` in `directory`; a bad file raises CatalogError naming it, and so does a folder with no tool.
+
+        A catalog of no tools is a mistyped path (`TIDEGATE_TOOLS_DIR`), never a deployment: every proposal would be refused.
+        """
         tools: dict[str, ToolSpec] = {}
         if not directory.is_dir():
             raise CatalogError(f"tool catalog directory {directory} does not exist")
@@ -46,6 +49,8 @@ class ToolCatalog(Mapping[str, ToolSpec]):
             if problems := declaration_problems(spec):
                 raise CatalogError(f"{path}: " + "; ".join(problems))
             tools[spec.name] = spec
+        if not tools:
+            raise CatalogError(f"tool catalog directory {directory} holds no tool (no *.yaml file)")
         problems = _undo_problems(tools)
         if problems:
             raise CatalogError(f"{directory}: " + "; ".join(problems))

@@ -6,11 +6,15 @@ service, applies every schema's migrations, hands every object to the owner role
 service only what it needs in its own schema. Each service's password is generated here on first
 run and kept 0600 in its own folder of the credentials directory, `<dir>/<service>/<service>.json` (so a
 deployment mounts into each service its own folder and nothing else, as with the keys);
-`service_database_url` is how a service finds its DSN.
+`service_database_url` is how a service finds its DSN. Passwords reach PostgreSQL only as SCRAM-SHA-256
+verifiers computed here (`scram_verifier`), never as text a server log or `pg_stat_statements` could keep.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -31,12 +35,15 @@ __all__ = [
     "Grant",
     "SchemaSpec",
     "credentials_file",
+    "login_passfile",
     "owner_role",
     "provision",
+    "scram_verifier",
     "service_database_url",
     "service_role",
     "with_database",
     "with_login",
+    "with_passfile",
 ]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
@@ -99,8 +106,17 @@ def credentials_file(credentials_dir: Path, service: str) -> Path:
     return credentials_dir / service / f"{service}.json"
 
 
+def login_passfile(credentials_dir: Path, service: str) -> Path:
+    """The same login in libpq's passfile format, beside `credentials_file`: what the service connects with."""
+    return credentials_dir / service / f"{service}.pgpass"
+
+
 def service_database_url(kit: KitSettings, service: str) -> str:
     """The DSN `service` logs in with: `kit.database_url`'s host and database, the service's own role.
+
+    With the login's passfile (which `provision` writes) the DSN names it, and asyncpg reads it at each new
+    connection: a password rotated by `tidegate db migrate` is picked up without a restart. Without one (a
+    login mounted from a secret store as the JSON file alone) the password is in the DSN.
 
     Raises:
         RuntimeError: No credentials for the service (the migrator has not provisioned the roles yet).
@@ -112,15 +128,27 @@ def service_database_url(kit: KitSettings, service: str) -> str:
         raise RuntimeError(
             f"no database credentials for {service} at {path}: run `tidegate infra up` or `tidegate db migrate` first"
         ) from None
+    passfile = login_passfile(kit.db_credentials_dir, service)
+    if passfile.is_file():
+        return with_passfile(kit.database_url, str(creds["user"]), passfile)
     return with_login(kit.database_url, str(creds["user"]), str(creds["password"]))
 
 
 def with_login(dsn: str, user: str, password: str) -> str:
     """`dsn` with its user and password replaced (and no `passfile`: the password is the login's own)."""
+    return _logged_in(dsn, f"{quote(user, safe='')}:{quote(password, safe='')}", [])
+
+
+def with_passfile(dsn: str, user: str, passfile: Path) -> str:
+    """`dsn` as `user`, with no password but libpq's `passfile` parameter naming where it is read at each connection."""
+    return _logged_in(dsn, quote(user, safe=""), [("passfile", str(passfile))])
+
+
+def _logged_in(dsn: str, login: str, query: list[tuple[str, str]]) -> str:
     parts = urlsplit(dsn)
     host = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "passfile"])
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}", query=query))
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k != "passfile"]
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}", query=urlencode(kept + query)))
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -129,30 +157,62 @@ def with_database(dsn: str, database: str) -> str:
 
 
 def _password(credentials_dir: Path, service: str, role: str) -> str:
-    """The service's password: the one stored, or a new one written 0600 (never committed: the folder is git-ignored).
+    """The service's password: the one stored, or a new one; kept 0600 with its passfile (never committed: the folder is git-ignored).
 
-    A login of the former flat layout (`<credentials_dir>/<service>.json`) moves into the service's folder.
+    A login of the former flat layout (`<credentials_dir>/<service>.json`) moves into the service's folder. The passfile
+    is written anew from the JSON file each time, so a password put there by hand reaches it on the next migration.
     """
     path = credentials_file(credentials_dir, service)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     flat = credentials_dir / f"{service}.json"
     if flat.exists() and not path.exists():
         os.replace(flat, path)
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("user") == role and stored.get("password"):
-            return str(stored["password"])
-    password = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"user": role, "password": password}, out)
-    tmp.replace(path)
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    password = str(stored["password"]) if stored.get("user") == role and stored.get("password") else None
+    if password is None:
+        password = secrets.token_urlsafe(32)
+        _write_secret(path, json.dumps({"user": role, "password": password}))
+    _write_secret(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
     return password
 
 
+def _passfile_line(role: str, password: str, source: Path) -> str:
+    # asyncpg's passfile reader does not undo libpq's escapes: a password that would need one cannot be written there.
+    if any(c in password for c in ":\\\n"):
+        raise ValueError(f"the password in {source} holds ':', '\\' or a line break: give {role} one without (passfile format)")
+    return f"*:*:*:{role}:{password}\n"
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write `path` 0600 at once (a reader sees the old file or the new one, never a part)."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """What PostgreSQL stores for `password` under SCRAM-SHA-256 (RFC 5802, 7677), as libpq's `PQencryptPasswordConn` makes it.
+
+    Sent in `CREATE/ALTER ROLE … PASSWORD`, it sets the password without the password itself reaching the server, its
+    logs or `pg_stat_statements`. Only ASCII passwords: libpq first applies SASLprep, which changes no ASCII text.
+    """
+    if not password.isascii():
+        raise ValueError("a database password must be ASCII (SASLprep, which PostgreSQL applies, is not done here)")
+    salt = secrets.token_bytes(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 async def _ensure_role(conn: Connection, role: str, password: str | None) -> None:
-    login = f"LOGIN PASSWORD {_literal(password)}" if password is not None else "NOLOGIN"
+    login = f"LOGIN PASSWORD {_literal(scram_verifier(password))}" if password is not None else "NOLOGIN"
     if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
         try:
             await conn.execute(f"CREATE ROLE {_ident(role)} {login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")

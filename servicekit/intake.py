@@ -23,8 +23,10 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    RecordListTooLargeError,
 )
 
 from schemas import ReasonCode
@@ -150,33 +152,41 @@ _PRODUCER_FATAL: tuple[type[BaseException], ...] = (
     IllegalStateError,
 )
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-    KafkaError,
-    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
+# The database is down, refuses this service, or lacks what it needs: its environment's failure, never the record's, so a
+# record that meets one is retried (and the pool's connections expired, `servicekit.db.discard_broken_connections`), never
+# dead-lettered. Whole SQLSTATE classes, so that a code PostgreSQL adds to one is covered too. The approval API answers 503.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08, incl. ConnectionDoesNotExistError
     asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
     asyncpg.InternalClientError,  # "cannot switch to state 12/15" on a pooled connection broken by a shutdown
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,  # pg_terminate_backend, fast shutdown
-    asyncpg.CrashShutdownError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # class 28: a refused login (a password rotated before the restart, NOLOGIN)
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections (for the server or the role), disk full, out of memory
+    asyncpg.OperatorInterventionError,  # class 57: admin or crash shutdown, cannot connect now, query cancelled, database dropped
+    asyncpg.PostgresSystemError,  # class 58: I/O error
+    asyncpg.ReadOnlySQLTransactionError,  # 25006: a failover onto a standby, `default_transaction_read_only` during maintenance
+    asyncpg.DataCorruptedError,  # XX001 and XX002: the storage's, until repaired (REINDEX, a restore)
+    asyncpg.IndexCorruptedError,
 )
 
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+# A transaction PostgreSQL rolled back for the sake of a concurrent one: run again, it passes.
+_CONFLICTS: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,  # 40001
+    asyncpg.DeadlockDetectedError,  # 40P01
 )
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, KafkaError, *DATABASE_ERRORS, *_CONFLICTS)
+
+# Kafka errors about the record itself: larger than the producer's `max_request_size` (raised at send) or than the broker's
+# `message.max.bytes`. Sent again it is refused again: retried, it would stall its partition for ever.
+_RECORD_REFUSED_BY_KAFKA: tuple[type[BaseException], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 def classify(exc: BaseException) -> ErrorKind:
     """Transient, dead producer, or about the record (the default: only that is dead-lettered)."""
     if isinstance(exc, _PRODUCER_FATAL):
         return ErrorKind.PRODUCER_DEAD
+    if isinstance(exc, _RECORD_REFUSED_BY_KAFKA):
+        return ErrorKind.RECORD
     if isinstance(exc, TRANSIENT_ERRORS):
         return ErrorKind.TRANSIENT
     return ErrorKind.RECORD

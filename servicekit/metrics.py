@@ -12,6 +12,7 @@ against; labels stay low in cardinality (tenant, tool, outcome, reason code, ser
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -33,7 +34,7 @@ from schemas import (
     TaskFailed,
 )
 
-__all__ = ["METRICS", "observe_handled", "observe_published", "observe_retaken"]
+__all__ = ["METRICS", "observe_broker_silence", "observe_handled", "observe_published", "observe_retaken"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FANOUT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 50)
@@ -133,10 +134,17 @@ WEBHOOK_DELIVERIES = Counter(
     ["tenant", "status"],
 )
 
+BROKER_SILENT = Gauge(
+    "tidegate_broker_silent_seconds",
+    "Seconds since the broker last answered this service's checks (end offsets or metadata, every 5 s), while it does not; "
+    "0 once it answers. By service.",
+    ["service"],
+)
+
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
-    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES,
+    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -224,6 +232,11 @@ def observe_retaken(tenant: str, count: int) -> None:
     """Count decisions the policy service took again under a tenant's lock (copies competing for one tenant)."""
     with contextlib.suppress(Exception):
         RETAKEN.labels(tenant).inc(count)
+
+
+def observe_broker_silence(service: str, silent_s: Callable[[], float]) -> None:
+    """Read `service`'s broker silence (`Liveness.silent_s`) at each scrape."""
+    BROKER_SILENT.labels(service).set_function(silent_s)
 
 
 def observe_human_decision(tenant: str, risk: str, decision: str, seconds: float) -> None:

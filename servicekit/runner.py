@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import errno
 import gc
+import json
 import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +30,16 @@ from typing import Any, NoReturn, Self
 import asyncpg
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from servicekit.bus import Bus
+from servicekit.catalog import CatalogError
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
+from servicekit.logfilter import limit_repeats
+from servicekit.metrics import observe_broker_silence
 from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
 from servicekit.tracing import install_tracing
 
@@ -61,11 +67,34 @@ async def every(interval_s: float, what: str, step: Callable[[], Awaitable[objec
         await asyncio.sleep(interval_s)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One log format for every service."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class _UtcFormatter(logging.Formatter):
+    """`2026-12-04T02:43:50.714Z INFO name: message`: ISO 8601 in UTC whatever the host's TZ, as `tidegate up` stamps its own lines."""
+
+    converter = time.gmtime  # type: ignore[assignment]  # typeshed matches gmtime's no-argument overload
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+
+class _JsonFormatter(_UtcFormatter):
+    """One JSON object a line (`time`, `level`, `logger`, `message`, and `exception` with its traceback) for a log collector."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """One log format for every service: `text` lines stamped in UTC, or `json` objects (`TIDEGATE_LOG_FORMAT`)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    limit_repeats()  # a broker away: aiokafka's reconnect errors, once and then counted (`servicekit.logfilter`)
 
 
 # Young-generation size before a collection (CPython's default is 700). Services allocate many short-lived
@@ -116,6 +145,7 @@ class ServiceProcess:
     _loop_tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _http: Any = field(default=None, init=False)
     _http_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _http_listener: socket.socket | None = field(default=None, init=False)  # bound by `start` before the bus, served by `_start`
     stalled: str | None = field(default=None, init=False)
     _health_server: Any = field(default=None, init=False)
     started: bool = field(default=False, init=False)  # True once `start` returned; `/health` says `starting` until then
@@ -151,17 +181,23 @@ class ServiceProcess:
     async def start(self) -> None:
         """Serve the probes, connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP.
 
-        `/health` and `/metrics` come first (`/health` 503 `starting` until started): a port taken fails the start before
-        the service joins any consumer group (a crash-looping copy would otherwise make the running ones rebalance at
-        every try), and a probe sees a start that hangs.
+        `/health` and `/metrics` come first (`/health` 503 `starting` until started), and the HTTP port is bound with them:
+        a port taken fails the start before the service joins any consumer group (a crash-looping copy would otherwise
+        make the running ones rebalance at every try), and a probe sees a start that hangs. A connection to the HTTP port
+        made during the start waits in its backlog until the service serves it.
         """
         if self.metrics_port is not None and self._health_server is None:
             with _naming_the_port(self.metrics_host, self.metrics_port, "TIDEGATE_METRICS_PORT"):
                 self._health_server = serve_metrics_and_health(self.metrics_port, self.health, addr=self.metrics_host)
         try:
+            if self.http_app is not None and self._http_listener is None:
+                # Each service's own settings take the prefix `TIDEGATE_<NAME>_` (services/<name>/settings.py).
+                with _naming_the_port(self.http_host, self.http_port, f"TIDEGATE_{self.name.upper()}_HTTP_PORT"):
+                    self._http_listener = _listen(self.http_host, self.http_port)  # here: uvicorn would bind it after the bus
             await self._start()
         except BaseException:
             self._close_health_server()  # a start that failed serves no probe: the process is about to end, or to try again
+            self._close_http_listener()
             raise
 
     async def _start(self) -> None:
@@ -183,9 +219,8 @@ class ServiceProcess:
             config = uvicorn.Config(self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off")
             self._http = uvicorn.Server(config)
             self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own signals
-            # Each service's own settings take the prefix `TIDEGATE_<NAME>_` (services/<name>/settings.py).
-            with _naming_the_port(self.http_host, self.http_port, f"TIDEGATE_{self.name.upper()}_HTTP_PORT"):
-                listener = _listen(self.http_host, self.http_port)  # bound here: uvicorn would log a bind error and exit
+            listener, self._http_listener = self._http_listener, None  # uvicorn closes it when it stops
+            assert listener is not None, "bound by `start`"
             self._http_task = asyncio.create_task(self._http.serve(sockets=[listener]))
             while not self._http.started:
                 if self._http_task.done():
@@ -218,6 +253,11 @@ class ServiceProcess:
             await self.pool.close()
         log.info("%s stopped", self.name)
 
+    def _close_http_listener(self) -> None:
+        listener, self._http_listener = self._http_listener, None
+        if listener is not None:
+            listener.close()
+
     def _close_health_server(self) -> None:
         server, self._health_server, self.started = self._health_server, None, False
         if server is not None:
@@ -238,14 +278,22 @@ class ServiceProcess:
         return f"http://{host}:{port}"
 
     def health(self) -> dict[str, Any]:
-        """What `/health` answers: ok, or why not (a dead producer, a stall), with the lag and the last retried error."""
+        """What `/health` answers: ok, or why not (a dead producer, a stall, no answer from the broker), with the last retried error.
+
+        A broker that has not answered for `stall_after_s` makes the service unhealthy, not stalled: the watchdog does not
+        exit for it (docs/reliability.md, Liveness). Shorter, its silence shows as `retrying`.
+        """
+        live = self.bus.liveness
         reason = str(self.bus.failure) if self.bus.failure is not None else self.stalled
         if reason is None and not self.started:
             reason = "starting"
-        return {"ok": reason is None, "service": self.name, "reason": reason, "retrying": self.bus.liveness.last_error}
+        if reason is None and live.silent_s() > self.stall_after_s:
+            reason = live.broker_silence()
+        return {"ok": reason is None, "service": self.name, "reason": reason, "retrying": live.last_error or live.broker_silence()}
 
     async def watch(self) -> str:
-        """Return (only) when this service can no longer make progress, with the reason."""
+        """Return (only) when this service can no longer make progress, with the reason; its checks also time the broker's silence."""
+        observe_broker_silence(self.name, self.bus.liveness.silent_s)
         while True:
             if self.bus.failure is not None:
                 return f"producer dead: {self.bus.failure!r}"
@@ -289,11 +337,20 @@ class ServiceProcess:
 
 @contextlib.contextmanager
 def _naming_the_port(host: str, port: int, setting: str) -> Iterator[None]:
-    """Raise an address that cannot be listened on again, naming it and the setting that gives it (`[Errno 98]` alone does not)."""
+    """Raise an address that cannot be listened on again, naming it and the setting that gives it (`[Errno 98]` alone does not).
+
+    A host name that does not exist is a setting to fix (`SettingNotUsable`, named as the `_HOST` beside `setting`);
+    anything else may pass (a port another process frees), so it stays an `OSError`, which is restarted.
+    """
     try:
         yield
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:
+            raise
+        host_setting = setting.removesuffix("_PORT") + "_HOST"
+        raise SettingNotUsable(f"{host_setting}: cannot listen on {host!r}: no such host ({exc.strerror})") from exc
     except OSError as exc:
-        hint = "; is another copy still running? `tidegate status` says" if exc.errno == errno.EADDRINUSE else ""
+        hint = "; is another copy still running? `tidegate status` shows those of `tidegate up`" if exc.errno == errno.EADDRINUSE else ""
         raise OSError(exc.errno, f"cannot listen on {host}:{port} (set by {setting}): {exc.strerror or exc}{hint}") from exc
 
 
@@ -307,6 +364,10 @@ class NotStarted(RuntimeError):
     """A service could not start because the database (or its schema's migrations), the broker or its port is not there."""
 
 
+class SettingNotUsable(RuntimeError):
+    """A setting valid in form that cannot be used (a host that does not exist): exit `EX_CONFIG`, as a setting not valid."""
+
+
 def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:
     """Run the service `build` assembles from the environment's settings until SIGTERM: every service's `python -m`.
 
@@ -315,15 +376,15 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
     """
     try:
         kit = KitSettings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         _not_started(name, exc)
-    configure_logging(kit.log_level)
+    configure_logging(kit.log_level, kit.log_format)
     install_tracing(name, otlp_endpoint=kit.otlp_endpoint)
 
     async def run() -> None:
         try:
             process = build(kit)  # built inside the loop that runs it: the pool is bound to that loop
-        except ValidationError as exc:
+        except (ValidationError, SettingsError) as exc:
             _not_started(name, exc)
         await process.run_until_signalled()
 
@@ -333,11 +394,17 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
         # Exit 1, which a supervisor restarts (with backoff): what is missing may come back; the line says what it was.
         print(f"{name}: not started: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    except SettingNotUsable as exc:
+        _not_started(name, exc)
+    except asyncpg.ClientConfigurationError as exc:  # a DSN asyncpg cannot use, named as the CLI names it (commands/_common.py)
+        _not_started(name, SettingNotUsable(f"TIDEGATE_DATABASE_URL: {exc}"))
+    except CatalogError as exc:  # a tools folder that is not there, holds no tool, or a tool file that is not valid
+        _not_started(name, SettingNotUsable(f"TIDEGATE_TOOLS_DIR: {exc}"))
 
 
-def _not_started(name: str, exc: ValidationError) -> NoReturn:
+def _not_started(name: str, exc: ValidationError | SettingsError | SettingNotUsable) -> NoReturn:
     """Exit `EX_CONFIG` with what is wrong with the settings; any other validation error is a bug, raised as it is."""
-    problems = settings_problems(exc)
+    problems = [str(exc)] if isinstance(exc, SettingNotUsable) else settings_problems(exc)
     if problems is None:
         raise exc
     print(

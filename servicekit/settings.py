@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from servicekit.intake import Bounds
 
@@ -136,6 +138,12 @@ class KitSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Level of the logs a process writes (any case: `debug` is `DEBUG`)."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How a service writes its log lines, each stamped in UTC (ISO 8601, `Z`): `text`, one line each "
+        "(a traceback on the lines after it), or `json`, one JSON object a line (`time`, `level`, `logger`, `message`, "
+        "`exception`) for a log collector.",
+    )
     db_pool_max: int = Field(default=10, ge=1, description="Most PostgreSQL connections a service's pool opens.")
     ready_dir: Path | None = Field(
         default=None, description="When set, a started service touches `<ready_dir>/<service>.ready` (used by `tidegate up`)."
@@ -242,6 +250,11 @@ class KitSettings(BaseSettings):
     def _level_in_capitals(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     @model_validator(mode="before")
     @classmethod
     def _defaults_from_the_local_dirs(cls, data: Any) -> Any:
@@ -275,22 +288,54 @@ def _settings_classes(root: type[BaseSettings] = BaseSettings) -> dict[str, type
 _SECRET = ("password", "secret", "token")
 
 
-def settings_problems(exc: ValidationError) -> list[str] | None:
+def settings_problems(exc: ValidationError | SettingsError) -> list[str] | None:
     """`exc` as one line per environment variable when a settings class raised it, else None.
 
     `TIDEGATE_TOPIC_PARTITIONS: Input should be greater than or equal to 1 (got '0')`: the variable as it is set,
-    pydantic's reason, and the value given unless the variable may hold a secret.
+    pydantic's reason, and the value given unless the variable may hold a secret. A `SettingsError` is a value
+    pydantic-settings could not decode before validation (JSON of a list or a mapping that is not JSON).
     """
+    if isinstance(exc, SettingsError):
+        return _undecoded(exc)
     cls = _settings_classes().get(exc.title)
     if cls is None:
         return None
-    prefix = str(cls.model_config.get("env_prefix") or "")
     lines = []
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else ""
-        variable = (prefix + field).upper() if field else f"{prefix}*"
-        secret = any(word in field for word in _SECRET) or "Secret" in repr(cls.model_fields.get(field))
         given = err.get("input")
-        got = f" (got {given!r})" if field and not secret and isinstance(given, str | int | float) else ""
-        lines.append(f"{variable}: {err['msg']}{got}")
+        lines.append(f"{_variable(cls, field)}: {err['msg']}{_got(cls, field, given)}")
     return lines
+
+
+def _variable(cls: type[BaseSettings], field: str) -> str:
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    return (prefix + field).upper() if field else f"{prefix}*"
+
+
+def _got(cls: type[BaseSettings], field: str, given: object) -> str:
+    """` (got '…')`, or nothing when the field may hold a secret or the value is not a plain one."""
+    secret = any(word in field for word in _SECRET) or "Secret" in repr(cls.model_fields.get(field))
+    return f" (got {given!r})" if field and not secret and isinstance(given, str | int | float) else ""
+
+
+def _undecoded(exc: SettingsError) -> list[str] | None:
+    """`error parsing value for field "step_timeouts_s"` as `TIDEGATE_PLANNER_STEP_TIMEOUTS_S: Input should be JSON (…): …`.
+
+    The error names the field, not its class: every settings class with such a field is named (one, in practice).
+    """
+    named = re.search(r'field "(\w+)"', str(exc))
+    owners = [cls for cls in _settings_classes().values() if named and named[1] in cls.model_fields]
+    if named is None or not owners:
+        return None
+    field, cause = named[1], exc.__cause__
+    given = cause.doc if isinstance(cause, json.JSONDecodeError) else None
+    why = str(cause or exc)
+    return [
+        f"{_variable(cls, field)}: Input should be JSON ({_shown(cls.model_fields[field].annotation)}): {why}{_got(cls, field, given)}"
+        for cls in owners
+    ]
+
+
+def _shown(annotation: object) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)

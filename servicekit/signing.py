@@ -14,11 +14,14 @@ import base64
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,6 +47,9 @@ __all__ = [
 ]
 
 NO_GRACE = "no grace"
+RECHECK_S = 1.0  # how long a running signer may go on with a key `rotate` replaced: its key file is read at most this often
+
+log = logging.getLogger(__name__)
 
 
 def b64url(raw: bytes) -> str:
@@ -170,17 +176,70 @@ _RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<name>.<hash>.pub`, as `rotat
 
 
 @dataclass(frozen=True)
-class SigningKey:
-    """A named Ed25519 private key; its id names the public key that verifies it."""
+class _Loaded:
+    """A private key as read from its file: the file's bytes (what a change is seen by), the key, its id and its libsodium twin."""
 
-    name: str
-    key_id: str
+    pem: bytes
     private: Ed25519PrivateKey
+    key_id: str
     # The same key for libsodium, which signs with ~two thirds of OpenSSL's CPU here (Ed25519 is deterministic: the same signature).
-    _sodium: SodiumKey = field(init=False, repr=False, compare=False)
+    sodium: SodiumKey
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_sodium", SodiumKey(self.private.private_bytes_raw()))
+
+class SigningKey:
+    """A named Ed25519 private key; its id names the public key that verifies it.
+
+    A key loaded from its file (`load_or_create`) follows that file: when its id is read, the file is read again if
+    `recheck_s` has passed, and a new key found there (`tidegate keys rotate`) is signed with from then on, without a
+    restart, before the retired one's grace runs out. Callers read `key_id` before they `sign`, so a signature always
+    matches the id beside it; a file missing for a moment (mid-rotation) or unreadable keeps the key it had.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        private: Ed25519PrivateKey,
+        *,
+        path: Path | None = None,
+        recheck_s: float = RECHECK_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._path, self._recheck_s, self._monotonic = path, recheck_s, monotonic
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        self._loaded = _loaded(name, pem, private)
+        self._checked = monotonic()
+
+    @property
+    def key_id(self) -> str:
+        """The id of the key `sign` signs with now: `<name>-<first 12 hex of its public key's SHA-256>`."""
+        if self._path is not None and self._monotonic() - self._checked >= self._recheck_s:
+            self._follow_file()
+        return self._loaded.key_id
+
+    @property
+    def private(self) -> Ed25519PrivateKey:
+        """The private key `sign` signs with now."""
+        return self._loaded.private
+
+    def _follow_file(self) -> None:
+        """Read the key file again, and sign with the key in it from now on if it is another, valid one."""
+        assert self._path is not None
+        self._checked = self._monotonic()
+        try:
+            pem = self._path.read_bytes()
+        except OSError:  # mid-rotation (deleted, not yet made again) or taken away: keep the key in memory
+            return
+        if pem == self._loaded.pem:
+            return
+        try:
+            loaded = _loaded(self.name, pem, _private_key(pem, self._path))
+        except ValueError as exc:
+            log.warning("%s: %s; still signing with %s", self.name, exc, self._loaded.key_id)
+            return
+        if loaded.key_id != self._loaded.key_id:
+            log.info("%s: signing with its new key %s (was %s), read from %s", self.name, loaded.key_id, self._loaded.key_id, self._path)
+        self._loaded = loaded
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, name: str, private_dir: Path | None = None) -> SigningKey:
@@ -189,7 +248,7 @@ class SigningKey:
         With `private_dir` the private key is `<private_dir>/<name>.key` instead, outside the public tree (operators'
         and clients' keys: whoever receives the public keys must not receive those). A key found where an earlier
         layout kept it is moved, with a message on stderr. A key whose public key was retired (`rotate`, or an
-        operator denied) is not put back on the list: it raises PermissionError.
+        operator denied) is not put back on the list: it raises PermissionError. The key follows its file (see the class).
         """
         own_dir = keys_dir / name if private_dir is None else private_dir
         own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -197,10 +256,7 @@ class SigningKey:
         priv_path, pub_path = own_dir / f"{name}.key", keys_dir / f"{name}.pub"
         _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
         if priv_path.exists():
-            loaded = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise ValueError(f"{priv_path} is not an Ed25519 key")
-            private = loaded
+            private = _private_key(priv_path.read_bytes(), priv_path)
         else:
             private = Ed25519PrivateKey.generate()
             pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -220,11 +276,11 @@ class SigningKey:
             if (keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub").exists():
                 raise PermissionError(f"{name}'s key {key_id} was retired or denied: it signs nothing new")
             pub_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        return cls(name=name, key_id=_key_id(name, public), private=private)
+        return cls(name, private, path=priv_path)
 
     def sign(self, message: bytes) -> str:
         """Signature of `message`, base64url."""
-        return b64url(self._sodium.sign(message).signature)
+        return b64url(self._loaded.sodium.sign(message).signature)
 
     def derived_secret(self, purpose: str) -> bytes:
         """A 32-byte secret for `purpose` only, derived from this private key (HKDF-SHA256, `purpose` as its label).
@@ -234,6 +290,21 @@ class SigningKey:
         """
         kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"tidegate/{self.name}/{purpose}".encode())
         return kdf.derive(self.private.private_bytes_raw())
+
+
+def _private_key(pem: bytes, path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in `pem` (read from `path`); ValueError naming `path` if it holds anything else."""
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not an Ed25519 private key (PEM): {exc}") from exc
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 key")
+    return loaded
+
+
+def _loaded(name: str, pem: bytes, private: Ed25519PrivateKey) -> _Loaded:
+    return _Loaded(pem, private, _key_id(name, private.public_key()), SodiumKey(private.private_bytes_raw()))
 
 
 class Keyring:

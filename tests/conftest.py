@@ -149,7 +149,8 @@ async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
 
 @pytest.fixture
 def kit(infra: Infra, topics: str, tmp_path: Any) -> KitSettings:
-    """Kit settings pointing at the real infrastructure, this test's prefix and its own key directory."""
+    """Kit settings pointing at the real infrastructure, this test's prefix and its own key directory (made, as `keys init` would)."""
+    (tmp_path / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
     return KitSettings(
         kafka_bootstrap=infra.kafka_bootstrap,
         database_url=infra.database_url,

@@ -14,10 +14,10 @@ from servicekit import (
     ControlState,
     KitSettings,
     ServiceProcess,
-    SigningKey,
     ToolCatalog,
     deployment_authority,
     service_bus,
+    service_key,
 )
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
@@ -91,7 +91,7 @@ def build(
     """
     kit = kit or KitSettings()
     settings = settings or ApprovalSettings()
-    key = SigningKey.load_or_create(kit.keys_dir, NAME)
+    key = service_key(kit, NAME)
     groups = GroupsConfig.load(settings.groups_file)
     catalog = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
     file_endpoints = load_endpoints(settings.webhooks_file)

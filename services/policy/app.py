@@ -19,6 +19,7 @@ from servicekit import (
     ToolCatalog,
     deployment_authority,
     service_bus,
+    service_key,
 )
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
@@ -64,7 +65,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     settings = settings or PolicySettings()
     catalog = ToolCatalog.load(kit.tools_dir)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
-    signer = SigningKey.load_or_create(kit.keys_dir, settings.signing_key_name)
+    signer = service_key(kit, settings.signing_key_name)
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from servicekit import SERVICES, KitSettings, SigningKey, ToolCatalog, key_id_of, load_public, rotate
-from servicekit.signing import NO_GRACE, retire, retired_without_grace
+from servicekit.signing import NO_GRACE, RECHECK_S, retire, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
@@ -86,8 +86,8 @@ def list_keys() -> None:
 def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERVICES)}) or `operator` (this CLI's operator key).")) -> None:
     """Make a new key for NAME; the old private key is deleted, its public key kept (what it signed still verifies).
 
-    Restart the service afterwards (`tidegate up` restarts what it supervises): a running process
-    keeps the key it loaded at start.
+    No restart is needed: a running service reads its key file again at most every second and signs with the new key
+    from then on, well within the old key's grace (`TIDEGATE_RETIRED_KEY_GRACE_S`).
     """
     kit = settings()
     if name == "operator":
@@ -97,6 +97,9 @@ def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERV
     else:
         fail(f"unknown key {name!r}: a service ({', '.join(SERVICES)}) or `operator`")
     console.print(f"{name}: {old or '(none)'} retired → {new}")
+    if name in SERVICES:
+        grace = f"; {old} still verifies what arrives in the next {kit.retired_key_grace_s:.0f}s" if old else ""
+        console.print(f"the running {name} signs with {new} within {RECHECK_S:.0f}s, no restart needed{grace}")
 
 
 def _tool_key(kit: KitSettings, tool: str) -> Path:

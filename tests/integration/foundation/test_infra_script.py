@@ -86,20 +86,28 @@ def logs_in(port: str, user: str, *, password: str | None = None, passfile: Path
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=30).stdout.strip() == user
 
 
+def statement_texts(superuser: list[str]) -> str:
+    """Every statement text `pg_stat_statements` keeps (the cluster preloads it), as a monitoring role reads them."""
+    subprocess.run([*superuser, "-c", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"], check=True, timeout=30)
+    return subprocess.run([*superuser, "-Atc", "SELECT query FROM pg_stat_statements"], check=True, capture_output=True, text=True).stdout
+
+
 def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> None:
     with scratch_infra() as (root, env, script):
         port = env["TIDEGATE_PG_PORT"]
         pg = root / ".infra" / "pg"
         passfile = pg / "credentials" / "tidegate.pgpass"
+        superuser = ["psql", "-X", "-q", "-h", str(pg / "run"), "-p", port, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
         subprocess.run([*script, "up"], env=env, check=True, timeout=240)
         assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
         assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
         assert logs_in(port, "tidegate", passfile=passfile)
         assert not any(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items())
         first = passfile.read_text()
+        # psql's \password sent the server a SCRAM verifier: the password is in no statement the server keeps.
+        assert first.split(":")[-1].strip() not in statement_texts(superuser)
 
         # Make it a cluster of an older infra.sh: the committed passwords, password logins on the socket, no passfile.
-        superuser = ["psql", "-X", "-q", "-h", str(pg / "run"), "-p", port, "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
         for user, password in OLD_LOGINS.items():
             subprocess.run([*superuser, "-c", f"ALTER ROLE {user} PASSWORD '{password}'"], check=True, timeout=30)
         (pg / "data" / "pg_hba.conf").write_text("local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n")
@@ -111,6 +119,7 @@ def test_up_generates_the_database_logins_and_rotates_an_older_clusters() -> Non
         assert not any(logs_in(port, user, password=password) for user, password in OLD_LOGINS.items())
         assert logs_in(port, "tidegate", passfile=passfile)
         assert passfile.read_text() != first, "the operator's password was not generated anew"
+        assert passfile.read_text().split(":")[-1].strip() not in statement_texts(superuser)
 
 
 def hold_port(port: str, seconds: float | None) -> subprocess.Popen[bytes]:

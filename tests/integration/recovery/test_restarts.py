@@ -39,6 +39,7 @@ TASKS_PER_WAVE = 60 if LONG else 16
 @pytest.fixture
 async def kit(private_infra: PrivateInfra, tmp_path: Path) -> KitSettings:
     """Settings on the private broker and database, a prefix and keys of this test's own."""
+    (tmp_path / "keys").mkdir()  # a service refuses a keys folder that is not there
     kit = KitSettings(
         kafka_bootstrap=private_infra.kafka_bootstrap,
         kafka_credentials_dir=private_infra.kafka_credentials_dir,

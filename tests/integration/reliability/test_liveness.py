@@ -125,3 +125,68 @@ async def test_liveness_sees_records_waiting_behind_a_stuck_handler_on_the_real_
         release.set()
         await bus.stop()
         await producer.stop()
+
+
+def _refused_port() -> int:
+    """A loopback port nothing listens on: a broker that went away."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_consumer_cut_off_from_the_real_broker_turns_health_503_without_exiting_and_recovers(
+    kit: KitSettings, wait_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """findings/platform2.md item 2: with the broker gone, `/health` said ok for ever (an unknown lag counted as 0)."""
+    from aiokafka.cluster import BrokerMetadata
+
+    from servicekit import liveness
+
+    monkeypatch.setattr(liveness, "BROKER_CHECK_TIMEOUT_S", 2.0)  # the check's wait for an answer, shortened for the test
+    bus = AdminBus(kit, "policy")
+
+    async def handle(event: Any) -> None:
+        return None
+
+    bus.consume("actions.proposed", handle, group_id=f"{kit.topic_prefix}policy-{uuid.uuid4().hex[:6]}", max_records=1)
+    await bus.start()
+    process = ServiceProcess(name="policy", bus=bus, stall_after_s=1.0, watch_interval_s=0.2)
+    process.started = True
+    server = serve_metrics_and_health(0, process.health)
+    url = f"http://127.0.0.1:{server.server_port}/health"
+    watch = asyncio.create_task(process.watch())
+    client = bus.pollers[0].consumer._client  # type: ignore[union-attr]
+    real = dict(client.cluster._brokers)
+    try:
+        await wait_for(lambda: bus.liveness.last_answer > 0 and bus.liveness.unanswered is None, what="a first answered check")
+        assert (await asyncio.to_thread(get, url))[0] == 200
+
+        refused = _refused_port()  # every broker the client knows now points nowhere, and its connections drop
+        client.cluster._brokers = {node: BrokerMetadata(node, "127.0.0.1", refused, None) for node in real}
+        for conn in list(client._conns.values()):
+            conn.close()
+
+        async def unhealthy() -> dict[str, Any] | None:
+            status, body = await asyncio.to_thread(get, url)
+            return body if status == 503 else None
+
+        body = await wait_for(unhealthy, timeout=30, what="/health 503 for the silent broker")
+        assert "the broker has not answered for" in body["reason"]
+        assert not watch.done()  # unhealthy, not restarted: a restart would not bring the broker back
+
+        client.cluster._brokers = real  # the broker is back
+        for conn in list(client._conns.values()):
+            conn.close()
+
+        async def healthy() -> bool:
+            return (await asyncio.to_thread(get, url))[0] == 200
+
+        await wait_for(healthy, timeout=60, what="/health 200 once the broker answers again")
+    finally:
+        client.cluster._brokers = real
+        watch.cancel()
+        server.shutdown()
+        server.server_close()
+        await bus.stop()

@@ -83,6 +83,7 @@ async def test_edited_args_near_the_bound_still_fit(world: World) -> None:  # no
 
 async def test_the_service_bounds_bodies_by_the_deployments_event_bound(tmp_path: Path) -> None:
     """`tidegate up` builds the API with the bound its consumers read events by (`TIDEGATE_MAX_VALUE_BYTES`), not a fixed 1 MiB."""
+    (tmp_path / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
     process = build(KitSettings(keys_dir=tmp_path / "keys", tools_dir=tmp_path / "no-tools", max_value_bytes=4096))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=process.http_app), base_url="http://approvals.test") as client:
         refused = await client.post("/api/v1/approvals/ap-1/approve", content=b"x" * 5000, headers={"content-type": "application/json"})

@@ -54,6 +54,7 @@ async def _approval(tmp_path: Path) -> tuple[ApprovalProcess, DownRepository, st
     repo = DownRepository()
     token = auth.new_token()
     await repo.add_token(auth.hash_token(token), "alice@acme.example", "acme", ["finance"])
+    (tmp_path / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
     process = build(KitSettings(keys_dir=tmp_path / "keys", tools_dir=tmp_path / "no-tools"), deps=ApprovalDeps(repo=repo))
     return process, repo, token
 

@@ -34,6 +34,7 @@ from servicekit.signing import retire, rotate
 
 @pytest.fixture
 def kit(tmp_path: Path) -> KitSettings:
+    (tmp_path / "keys").mkdir()  # a deployment's keys folder: `service_key` refuses one that is not there
     return KitSettings(keys_dir=tmp_path / "keys")
 
 

@@ -95,6 +95,7 @@ def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and
         ),
     ]:
         env = os.environ | {"TIDEGATE_POLICY_PROVENANCE_WAIT_S": "1"} | over  # nowhere: port 9 (discard) is closed here
+        (tmp_path / "keys").mkdir(exist_ok=True)
         env |= {"TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}  # the key it makes at start is not the checkout's
         command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
         done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -171,6 +171,7 @@ async def test_lanes_with_a_limit_of_one_are_sequential() -> None:
 
 
 async def test_what_a_signing_bus_publishes_is_signed_by_its_key_and_passes_a_consumers_check(tmp_path: Any) -> None:
+    (tmp_path / "keys").mkdir()
     kit = KitSettings(keys_dir=tmp_path / "keys")
     broker = KeepingProducer()
     bus = Bus(broker, "planner", "unused:1", "p.", signer=service_key(kit, "planner"))

@@ -250,16 +250,19 @@ def test_postgres_and_the_migrator_get_the_same_generated_operator_password(made
     assert password != (made / "postgres" / "superuser" / "password").read_text().strip()
     stub = tmp_path / "bin"
     stub.mkdir()
-    (stub / "psql").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" >{tmp_path / "psql.args"}\n')
+    (stub / "psql").write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" >{tmp_path / "psql.args"}\ncat >{tmp_path / "psql.stdin"}\n')
     (stub / "psql").chmod(0o755)
     env = os.environ | {"OPERATOR_PASSWORD_FILE": str(made / "postgres" / "operator" / "password"), "PATH": f"{stub}:{os.environ['PATH']}"}
     sql = compose()["services"]["postgres"]["volumes"]
     assert "./infra/postgres-init.sql:/opt/tidegate/postgres-init.sql:ro" in sql
     assert "./infra/compose-postgres-init.sh:/docker-entrypoint-initdb.d/10-tidegate.sh:ro" in sql
     subprocess.run(["bash", str(SCRIPTS / "compose-postgres-init.sh")], env=env, check=True, capture_output=True)
-    psql = (tmp_path / "psql.args").read_text().splitlines()
-    assert f"tidegate_password={password}" in psql
-    assert psql[-2:] == ["-f", "/opt/tidegate/postgres-init.sql"]
+    psql = (tmp_path / "psql.args").read_text()
+    # The password goes to the script's \password on stdin (psql sends the server its SCRAM verifier), never on a command line.
+    assert password not in psql
+    assert (tmp_path / "psql.stdin").read_text() == f"{password}\n{password}\n"
+    assert psql.splitlines()[-2:] == ["-f", "/opt/tidegate/postgres-init.sql"]
+    assert "\\password tidegate" in (REPO_ROOT / "infra" / "postgres-init.sql").read_text()
     record = tmp_path / "migrate.env"
     cli = tmp_path / "tidegate"
     cli.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$TIDEGATE_DATABASE_URL" "$@" >{record}\n')

@@ -92,6 +92,7 @@ def test_keys_live_in_the_run_directory_a_deployment_names_never_in_the_source_t
         tmp_path / "second" / "operator-keys",
         tmp_path / "second" / "client-keys",
     )
+    (tmp_path / "first").mkdir()
     assert service_key(second, "policy").key_id != service_key(KitSettings(keys_dir=tmp_path / "first"), "policy").key_id
 
 

@@ -40,6 +40,7 @@ def taken() -> Iterator[int]:
 
 
 def test_a_taken_metrics_port_is_named_with_its_setting(tmp_path: Path, taken: int) -> None:
+    (tmp_path / "keys").mkdir()  # a keys folder that is not there is refused before any port is bound
     env = os.environ | {"TIDEGATE_METRICS_PORT": str(taken), "TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}
     command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -47,7 +48,7 @@ def test_a_taken_metrics_port_is_named_with_its_setting(tmp_path: Path, taken: i
     last = done.stderr.strip().splitlines()[-1]
     assert last == (
         f"policy: not started: OSError: [Errno 98] cannot listen on 127.0.0.1:{taken} (set by TIDEGATE_METRICS_PORT): "
-        "Address already in use; is another copy still running? `tidegate status` says"
+        "Address already in use; is another copy still running? `tidegate status` shows those of `tidegate up`"
     ), done.stderr[-2000:]
 
 

@@ -15,6 +15,7 @@ from tidegate.ops.control import apply_trusted
 
 @pytest.fixture
 def kit(tmp_path: Path) -> KitSettings:
+    (tmp_path / "keys").mkdir()  # a deployment's keys folder: `service_key` refuses one that is not there
     return KitSettings(keys_dir=tmp_path / "keys")
 
 

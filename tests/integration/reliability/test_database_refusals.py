@@ -1,0 +1,91 @@
+"""The database refusing a service (a password rotated before the restart, `too many connections`): retried, shown, nothing lost.
+
+Acted on the real database as its operator would: the policy service's role is changed under the running service
+and its connections dropped (as a restart, a failover or asyncpg's idle timeout does), so that its pool must log in
+again. Before, the refusal was taken for the record's fault: each proposal was dead-lettered `handler_error` and lost.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from bus_helpers import Collector, Producer
+from reliability_helpers import good_event
+from signers import AdminBus
+
+import schemas as s
+from servicekit import Bus, KitSettings
+from servicekit.dbroles import credentials_file, scram_verifier, service_role
+from services.policy.app import build as build_policy
+
+KILL_ROLE_CONNECTIONS = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1"
+
+
+def _the_stored_password(infra: Any) -> str:
+    """The policy's login as its file keeps it (what the role's password is back to)."""
+    password = json.loads(credentials_file(infra.db_credentials_dir, "policy").read_text())["password"]
+    return f"PASSWORD '{scram_verifier(password)}'"  # a verifier, as `db migrate` sends it: no password in pg_stat_statements
+
+
+# (what the operator does to the role, what undoes it, the error the service then meets)
+REFUSALS = {
+    "too_many_connections": ("CONNECTION LIMIT 0", lambda infra: "CONNECTION LIMIT -1", "TooManyConnectionsError"),
+    "password_rotated": (f"PASSWORD '{scram_verifier('rotated-before-the-restart')}'", _the_stored_password, "InvalidPasswordError"),
+}
+
+
+async def _watch_dead_letters(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
+    watcher = AdminBus(kit, "watcher")
+
+    async def on_dead(event: s.EventRejected) -> None:
+        rejected.append(event)
+
+    watcher.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}watcher")
+    await watcher.start()
+    return watcher
+
+
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once_it_takes_the_service_again(
+    refusal: str, kit: KitSettings, infra: Any, wait_for: Any
+) -> None:
+    change, undo, error = REFUSALS[refusal]
+    role = service_role("policy", infra.role_prefix)
+    service = build_policy(kit=kit)
+    rejected: list[s.EventRejected] = []
+    watcher = await _watch_dead_letters(kit, rejected)
+    decided = Collector(kit, ["actions.decided"])
+    producer = Producer(kit)
+    await decided.start()
+    await producer.start()
+    await service.start()
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        await admin.execute(f'ALTER ROLE "{role}" {change}')
+        assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # its pool must log in again
+        events = [good_event("actions.proposed", f"t-{uuid.uuid4().hex[:8]}") for _ in range(3)]
+        for event in events:
+            await producer.send("actions.proposed", event)
+        retrying = await wait_for(
+            lambda: (service.health()["retrying"] or "") if error in (service.health()["retrying"] or "") else None,
+            timeout=30,
+            what=f"/health retrying: {error}",
+        )
+        assert service.health()["ok"], retrying
+        await admin.execute(f'ALTER ROLE "{role}" {undo(infra)}')
+        ids = {e.data.action_id for e in events}
+        await wait_for(
+            lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=60, what="every proposal decided"
+        )
+        assert [r for r in rejected if r.data.service == "policy"] == []  # nothing dead-lettered: nothing lost
+    finally:
+        await admin.execute(f'ALTER ROLE "{role}" {undo(infra)}')
+        await admin.close()
+        await service.stop()
+        await producer.stop()
+        await decided.stop()
+        await watcher.stop()
