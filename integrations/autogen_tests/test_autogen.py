@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,9 @@ from autogen_core.models import CreateResult, ModelFamily, ModelInfo, RequestUsa
 from autogen_core.tools import FunctionTool, StaticWorkbench
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from integrations.harness import SideEffects, wait_pending
-from tidegate.client import Tidegate
+from integrations.harness import SideEffects, rule, wait_pending
+from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
+from tidegate.client import ClientSettings, MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.autogen import GovernedWorkbench
 
@@ -198,3 +200,43 @@ async def test_args_the_tool_accepts_after_coercing_are_proposed_as_it_accepted_
     assert said == "refunded 40.00 to cus_1"
     assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 40.0}]
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+
+
+async def test_a_call_policy_does_not_decide_in_time_is_an_error_result_naming_the_proposal_not_a_hung_agent(
+    bus: MemoryTransport, tmp_path: Path, effects: SideEffects
+) -> None:
+    # No governance runs (policy down): AutoGen's agent waits for ever on a workbench that raises instead of answering.
+    ScriptedTidegate(bus, rule)  # the deployment's keys, never started: policy is down
+    async with Tidegate(ClientSettings(state_dir=tmp_path, decision_timeout_s=0.2), transport=bus, task_id="t-1") as client:
+        agent = build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})
+        said = await asyncio.wait_for(tool_result(agent, "refund 40"), 10)
+    assert said == (
+        "Tidegate has not decided this call yet (action autogen:t-1:call-1); the proposal stands and may still be approved "
+        "and run. Do not make this call again: it would be a second action."
+    )
+    assert effects.calls == []
+
+
+@pytest.mark.parametrize(("payee", "why"), REFUSED_PAYEES)
+async def test_args_the_client_refuses_are_an_error_result_saying_why_and_never_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str, why: str
+) -> None:
+    async with make_client() as client:
+        agent = build_agent(client, effects, "issue_refund", {"payee_id": payee, "amount_usd": 4.0})
+        said = await asyncio.wait_for(tool_result(agent, "refund"), 10)
+    assert refused_text_of(said, why)
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_a_call_id_another_call_holds_in_the_task_is_an_error_result_not_a_hung_agent(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    # Two conversations on one task, and the model numbers its calls the same way: the second is refused, and told so.
+    async with make_client() as client:
+        await tool_result(build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 10.0}), "first")
+        agent = build_agent(client, effects, "issue_refund", {"payee_id": "cus_2", "amount_usd": 20.0})
+        said = await asyncio.wait_for(tool_result(agent, "second"), 10)
+    assert said.startswith("Tidegate refused this call; it did not run. action id 'autogen:ticket-1007:call-1' was already proposed")
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 10.0}]
+    assert len(governance.proposals) == 1

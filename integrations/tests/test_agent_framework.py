@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from agent_framework._middleware import ChatMiddlewareLayer
 from agent_framework._tools import FunctionInvocationLayer
 
 from integrations.harness import SideEffects, rule, wait_pending
-from tidegate.client import MemoryTransport, Tidegate
+from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
+from tidegate.client import ClientSettings, MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.agent_framework import TidegateFunctionMiddleware, tidegate_approval_responses
 
@@ -227,3 +229,28 @@ async def test_args_the_tool_accepts_after_coercing_are_proposed_as_it_accepted_
     assert result.text == "done: refunded 900.00 to cus_1"
     assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 900.0}]
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 900.0}]
+
+
+@pytest.mark.parametrize(("payee", "why"), REFUSED_PAYEES)
+async def test_args_the_client_refuses_tell_the_model_why_not_that_the_function_failed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str, why: str
+) -> None:
+    async with make_client() as client:
+        result = await build_agent(client, effects, "issue_refund", {"payee_id": payee, "amount_usd": 4.0}).run("refund")
+    assert refused_text_of(result.text.removeprefix("done: "), why)
+    assert governance.proposals == []
+    assert effects.calls == []
+
+
+async def test_a_call_policy_does_not_decide_in_time_tells_the_model_the_proposal_stands_so_it_does_not_call_again(
+    bus: MemoryTransport, tmp_path: Path, effects: SideEffects
+) -> None:
+    # No governance runs (policy down): told only "Function failed", a model would call again, a second action.
+    ScriptedTidegate(bus, rule)  # the deployment's keys, never started: policy is down
+    async with Tidegate(ClientSettings(state_dir=tmp_path, decision_timeout_s=0.2), transport=bus, task_id="t-1") as client:
+        result = await build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0}).run("refund 40")
+    assert result.text == (
+        "done: Tidegate has not decided this call yet (action agent-framework:t-1:call-1); the proposal stands and may still "
+        "be approved and run. Do not make this call again: it would be a second action."
+    )
+    assert effects.calls == []

@@ -15,6 +15,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from integrations.harness import SideEffects, wait_pending
+from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
 from tidegate.client import Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.langgraph import TidegateMiddleware
@@ -285,3 +286,18 @@ async def test_args_the_schema_accepts_after_coercing_are_proposed_as_it_accepte
     assert tool_message(state).content == "refunded 900.00 to cus_1"
     assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 900.0}]
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 900.0}]
+
+
+@pytest.mark.parametrize(("payee", "why"), REFUSED_PAYEES)
+async def test_args_the_client_refuses_are_an_error_tool_message_saying_why_not_the_runs_end(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str, why: str
+) -> None:
+    async with make_client() as client:
+        model = script("issue_refund", {"payee_id": payee, "amount_usd": 4.0})
+        state = await agent(client, effects, model, InMemorySaver()).ainvoke({"messages": [("user", "refund")]}, CONFIG)
+    message = tool_message(state)
+    assert message.status == "error"
+    assert refused_text_of(str(message.content), why)
+    assert state["messages"][-1].content == "done"  # the model read it and answered: the run went on
+    assert governance.proposals == []
+    assert effects.calls == []

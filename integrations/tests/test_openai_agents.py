@@ -14,6 +14,7 @@ from agents.exceptions import UserError
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from integrations.harness import SideEffects, wait_pending
+from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
 from tidegate.client import ActionIdReused, ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions
@@ -219,3 +220,15 @@ async def test_args_the_sdk_accepts_after_coercing_are_proposed_and_settled_as_i
     assert tool_output(result) == "refunded 900.00 to cus_1"
     assert [p.args for p in typed_governance.proposals] == [{"payee_id": "cus_1", "amount_usd": 900.0}]
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 900.0}]
+
+
+@pytest.mark.parametrize(("payee", "why"), REFUSED_PAYEES)
+async def test_args_the_client_refuses_are_a_tool_output_saying_why_not_the_runs_end(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str, why: str
+) -> None:
+    async with make_client() as client:
+        result = await Runner.run(build_agent(client, effects, script("issue_refund", {"payee_id": payee, "amount_usd": 4.0})), "refund")
+    assert refused_text_of(tool_output(result), why)
+    assert result.final_output == "done"
+    assert governance.proposals == []
+    assert effects.calls == []

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent, DeferredToolRequests, RunContext, Tool, ToolApproved
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, RetryPromptPart, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from integrations.harness import SideEffects, rule, wait_pending
+from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
 from tidegate.client import MemoryTransport, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.pydantic_ai import TidegateCapability, tidegate_results
@@ -252,3 +253,21 @@ async def test_an_approval_the_agent_asked_for_itself_is_left_to_the_application
     assert result.output == "done: ['refunded 900.00 to cus_1', 'tagged T-1']"
     assert effects.of("tag_ticket") == [{"ticket_id": "T-1", "tags": ["vip"]}]  # approved by the application, then allowed by Tidegate
     assert [p.tool for p in governance.proposals] == ["issue_refund", "tag_ticket"]
+
+
+@pytest.mark.parametrize(("payee", "why"), REFUSED_PAYEES)
+async def test_args_the_client_refuses_are_a_retry_prompt_saying_why_not_the_runs_end(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str, why: str
+) -> None:
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        told = [p for m in messages for p in getattr(m, "parts", []) if isinstance(p, RetryPromptPart | ToolReturnPart)]
+        if told:  # the framework's retry of a tool (a `ModelRetry`), which this version hands the model as the tool's return
+            return ModelResponse(parts=[TextPart(f"told: {told[-1].content}")])
+        return ModelResponse(parts=[ToolCallPart("issue_refund", {"payee_id": payee, "amount_usd": 4.0}, tool_call_id="call-1")])
+
+    async with make_client() as client:
+        result = await build_agent(client, effects, FunctionModel(respond)).run("refund")
+    assert isinstance(result.output, str)
+    assert refused_text_of(result.output.removeprefix("told: "), why)
+    assert governance.proposals == []
+    assert effects.calls == []

@@ -34,13 +34,19 @@ class Executed:
 
 @dataclass(frozen=True)
 class Failed:
-    """Allowed, but the call failed (`failed`) or may or may not have happened (`unknown`: a human follows up)."""
+    """Allowed, but the call failed (`failed`) or may or may not have happened (`unknown`: a human follows up).
+
+    After a human's grant that edited the call: the args that were tried (`edited_args`), the approver's comment and review reason.
+    """
 
     action_id: str
     tool: str
     status: Literal["failed", "unknown"]
     error: ErrorInfo | None
     via: Literal["policy", "approval"] = "policy"
+    edited_args: dict[str, Any] | None = None
+    comment: str | None = None
+    review_reason: str | None = None
 
     ok: Literal[False] = False
 

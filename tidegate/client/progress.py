@@ -88,8 +88,8 @@ class Progress:
         via: Literal["policy", "approval"] = "approval" if self.redecision is not None else "policy"
         if self.result is not None:
             status, data = self.result
+            granted = self.human[1] if self.human and self.human[0] == "approval.granted" else None
             if status == "succeeded":
-                granted = self.human[1] if self.human and self.human[0] == "approval.granted" else None
                 return Executed(
                     action_id=self.action_id,
                     tool=data.tool,
@@ -101,7 +101,17 @@ class Progress:
                     comment=granted.comment if granted else None,
                     review_reason=granted.review_reason if granted else None,
                 )
-            return Failed(self.action_id, data.tool, "unknown" if status == "unknown" else "failed", data.error, via)
+            edited = granted if granted and granted.edited_args is not None else None  # what failed was the human's edit
+            return Failed(
+                self.action_id,
+                data.tool,
+                "unknown" if status == "unknown" else "failed",
+                data.error,
+                via,
+                edited_args=edited.edited_args if edited else None,
+                comment=edited.comment if edited else None,
+                review_reason=edited.review_reason if edited else None,
+            )
         for decided in (self.decision, self.redecision):
             if decided is not None and decided.outcome == "deny":
                 return Denied(self.action_id, decided.tool, tuple(decided.reasons), decided.via)

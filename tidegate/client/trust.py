@@ -130,7 +130,7 @@ class Trust:
         return service is not None and self.signed_by(service, event.keyid, event.signature, _envelope_bytes(event))
 
     def refuses(self, invocation: Envelope) -> str | None:
-        """Why a `tool.invocation` must not run (None: it may): the executor's signature, then the policy's authorization of this call."""
+        """Why a `tool.invocation` must not run (None: it may): the executor's signature, the policy's authorization, then `late`."""
         if invocation.type != "tidegate.tool.invocation" or not self.believes(invocation):
             return "the invocation is not signed by the executor's key"
         data: ToolInvocationData = invocation.data
@@ -145,6 +145,20 @@ class Trust:
             return "the authorization names another call"
         if auth.action_digest != action_digest(data.tenant_id, data.tool, data.args):
             return "the authorization's digest is not this call's"
+        return self.late(data)
+
+    def late(self, data: ToolInvocationData) -> str | None:
+        """Why an invocation is too late to run (None: it is not): the executor stopped waiting, or the authorization expired.
+
+        Run late, the call would happen after the executor recorded the action `unknown` or retried it: the
+        executor's next attempt carries a fresh deadline, and an expired authorization is never invoked again.
+        """
+        now = self.clock()
+        if now > data.deadline.timestamp():
+            return f"it arrived after its deadline ({data.deadline.isoformat()}): the executor has stopped waiting for it"
+        expires_at = data.authorized.authorization.expires_at if data.authorized else None
+        if expires_at is not None and now > expires_at.timestamp():  # the executor refuses to invoke after it, so should the tool
+            return f"its authorization expired at {expires_at.isoformat()}"
         return None
 
 

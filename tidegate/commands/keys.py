@@ -110,6 +110,30 @@ def _tool_key(kit: KitSettings, tool: str) -> Path:
     return kit.keys_dir / spec.reply_key_file  # an absolute reply_key_file stays as it is
 
 
+@app.command("add-tool")
+def add_tool(
+    tool: str = typer.Argument(
+        ..., help="A `topic` tool of the catalog served by a governed function (`@governed`, an adapter's `serve=`)."
+    ),
+) -> None:
+    """Make the reply key of TOOL, a governed function served from this machine; a key that exists is kept.
+
+    The public half goes where the catalog's `reply_key_file` says (the executor verifies replies with it), the private
+    half into `<that folder>/<tool>/<tool>.key`: set TIDEGATE_CLIENT_TOOL_KEYS_DIR to that folder in the serving process.
+    """
+    kit = settings()
+    path = _tool_key(kit, tool)
+    folder, name = path.parent, path.name.removesuffix(".pub")
+    if name != tool:
+        fail(f"the catalog's reply_key_file of {tool} is {path.name}: a governed function signs with `{tool}.key`, name it `{tool}.pub`")
+    existed = (folder / tool / f"{tool}.key").exists()
+    if path.exists() and not existed:
+        fail(f"{path} is there but not its private key: {tool} is served elsewhere (its service keeps its key; see `keys rotate-tool`)")
+    key = SigningKey.load_or_create(folder, tool)
+    console.print(f"tool      {tool:<10} {key.key_id}  {'kept' if existed else 'made'}")
+    console.print(f"serve it with TIDEGATE_CLIENT_TOOL_KEYS_DIR={folder}")
+
+
 @app.command("rotate-tool")
 def rotate_tool(
     tool: str = typer.Argument(..., help="A `topic` tool of the catalog (its `reply_key_file` names the key)."),

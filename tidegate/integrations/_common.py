@@ -9,22 +9,37 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from schemas import Reason
-from tidegate.client import ActionIdReused, Decided, Denied, Executed, Failed, Outcome, Rejected, SqliteLedger, Tidegate, serve_tool
+from tidegate.client import (
+    ActionIdReused,
+    Decided,
+    Denied,
+    Executed,
+    Failed,
+    Outcome,
+    Rejected,
+    SqliteLedger,
+    Tidegate,
+    Unsendable,
+    serve_tool,
+)
 from tidegate.client.ledger import CallLedger
 
 __all__ = [
     "QUOTE_LIMIT",
+    "REFUSED_ARGS",
     "SWEEP_CONCURRENCY",
     "checked_args",
     "escalation_payload",
     "function_runner",
     "outcome_dict",
     "outcome_text",
+    "proposal_error_text",
     "quoted",
+    "refused_text",
     "result_value",
     "serve_function",
     "settle_each",
@@ -150,9 +165,8 @@ def outcome_text(outcome: Decided) -> str:
         value = result_value(outcome)
         text = value if isinstance(value, str) else json.dumps(value)
         if outcome.edited_args is not None:  # the model asked for other args: it must not believe its own ran
-            edited = f"A human edited the arguments to {json.dumps(outcome.edited_args)} before it ran"
             why = _approver_said(outcome.review_reason, outcome.comment)
-            return f"{edited}.{why}. The result: {text}" if why else f"{edited}: {text}"
+            return f"{_edited(outcome.edited_args)}.{why}. The result: {text}" if why else f"{_edited(outcome.edited_args)}: {text}"
         return text
     if isinstance(outcome, Denied):
         return f"Tidegate denied this call ({', '.join(outcome.codes)}); it did not run.{_policy_said(outcome.reasons)}"
@@ -165,7 +179,46 @@ def outcome_text(outcome: Decided) -> str:
     else:
         said = "The call failed."
     error = f" The tool's error {_AS_DATA}: {quoted(f'{outcome.error.type}: {outcome.error.message}')}" if outcome.error else ""
+    if outcome.edited_args is not None:  # what failed is the human's call, not the model's: it must not retry its own as if it had
+        said = f"{_edited(outcome.edited_args)}.{_approver_said(outcome.review_reason, outcome.comment)} {said}"
     return said + error
+
+
+def _edited(args: dict[str, Any]) -> str:
+    return f"A human edited the arguments to {json.dumps(args)} before it ran"
+
+
+REFUSED_ARGS = (Unsendable, ValidationError)
+"""The client's refusals of a call's args before anything is proposed (too large, too deep, NaN, U+0000): the model's to fix."""
+
+
+def refused_text(exc: Unsendable | ValidationError) -> str:
+    """What the model reads when the client refused its call's args: why, in one line; nothing was proposed, nothing ran."""
+    if isinstance(exc, Unsendable):
+        why = str(exc)
+    else:  # the contract's U+0000 refusal, at the arg's path (`args.tags.1`)
+        why = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+    return f"Tidegate cannot take this call: {why}. Nothing was proposed and it did not run; call again with args that fit."
+
+
+def proposal_error_text(exc: Exception, action_id: str | None) -> str | None:
+    """What the model reads when proposing raised: refused args, no decision in time, an action id another call holds.
+
+    None for any other error (a bug, the bus unreachable): the adapter lets it out as the framework's own error.
+    """
+    if isinstance(exc, REFUSED_ARGS):
+        return refused_text(exc)
+    if isinstance(exc, ActionIdReused):  # the integrator's to fix (a task per conversation): logged for them, told to the model
+        log.error("%s", exc)
+        return f"Tidegate refused this call; it did not run. {exc}"
+    if isinstance(exc, TimeoutError):  # the proposal stands: a second call under a new call id would be a second action
+        log.warning("%s", exc)  # with the client's hints (an unsigned proposal, an id another call took)
+        which = f"action {action_id}" if action_id else "its proposal"
+        return (
+            f"Tidegate has not decided this call yet ({which}); the proposal stands and may still be approved and run. "
+            "Do not make this call again: it would be a second action."
+        )
+    return None
 
 
 def _approver_said(review_reason: str | None, comment: str | None) -> str:
@@ -223,7 +276,10 @@ def outcome_dict(outcome: Outcome | Decided) -> dict[str, Any]:
         edit = {"comment": outcome.comment, "review_reason": outcome.review_reason} if outcome.edited_args is not None else {}
         return base | {"outcome": "executed", "result": outcome.result, "via": outcome.via, "edited_args": outcome.edited_args} | edit
     if isinstance(outcome, Failed):
-        return base | {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
+        failed = {"outcome": outcome.status, "error": outcome.error.model_dump() if outcome.error else None}
+        if outcome.edited_args is None:
+            return base | failed
+        return base | failed | {"edited_args": outcome.edited_args, "comment": outcome.comment, "review_reason": outcome.review_reason}
     if isinstance(outcome, Denied):
         said = [{"code": r.code, "message": r.message} for r in outcome.reasons]
         return base | {"outcome": "denied", "reasons": outcome.codes, "said": said}

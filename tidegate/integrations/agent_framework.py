@@ -15,6 +15,8 @@ own rejection tells the model only "rejected by user". Args are checked first wi
 validation: a call whose args do not fit is never proposed, and the model gets the framework's usual
 "Argument parsing failed" result; one that fits is proposed as the framework normalized it, in JSON
 form (`"900"` for a number as `900.0`).
+Args the client refuses, no decision in time (the proposal stands: the model is told not to call again)
+and an action id another call holds are answered with why, not the framework's bare "Function failed.".
 The action id is `agent-framework:<task id>:<call id>`, so the call's re-run after approval
 follows the first proposal; use a task (`Tidegate(task_id=...)`) per session and keep it when resuming.
 """
@@ -27,7 +29,15 @@ from typing import Any
 from agent_framework import Content, FunctionInvocationContext, FunctionMiddleware, FunctionTool, tool
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import escalation_payload, function_runner, outcome_dict, outcome_text, result_value, serve_function
+from tidegate.integrations._common import (
+    escalation_payload,
+    function_runner,
+    outcome_dict,
+    outcome_text,
+    proposal_error_text,
+    result_value,
+    serve_function,
+)
 
 __all__ = ["TidegateFunctionMiddleware", "tidegate_approval_responses"]
 
@@ -56,7 +66,15 @@ class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
         call_id = str(context.metadata.get("call_id") or "")
         name = context.function.name
         args = dict(context.arguments)  # as the framework normalized them before the middleware: `"900"` for a number is `900.0`
-        outcome = await self.client.propose(name, args, action_id=_action_id(self.client, call_id), rationale="Agent Framework tool call")
+        action_id = _action_id(self.client, call_id)
+        try:
+            outcome = await self.client.propose(name, args, action_id=action_id, rationale="Agent Framework tool call")
+        except Exception as exc:  # the framework would tell the model only "Error: Function failed."
+            said = proposal_error_text(exc, action_id)
+            if said is None:
+                raise
+            context.result = said
+            return
         if isinstance(outcome, Escalated):  # still undecided in Tidegate: (again) the framework's approval request
             call = Content.from_function_call(call_id=call_id, name=name, arguments=args, id=call_id)
             payload = escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, args)

@@ -14,6 +14,8 @@ a number as `900.0`).
 The tool functions are served as governed `topic` tools, so a
 function runs only when Tidegate's executor invokes it with the policy's signed authorization, and
 once per call however often it is invoked.
+`call_tool` never raises (AutoGen's agent would wait for ever): args the client refuses, no decision
+in time and an action id another call holds are error results saying why, as `StaticWorkbench` answers errors.
 AutoGen has no approval of its own for tool calls: an escalated call waits for the human's decision
 (as AutoGen's `UserProxyAgent` waits for its human), and a run that restarts after a crash replays
 the same call id, which follows the first proposal instead of making a second one.
@@ -24,6 +26,7 @@ its client (keys, login, proposal ledger) cannot live in a config. Build the age
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -32,9 +35,11 @@ from autogen_core.tools import BaseTool, StaticWorkbench, TextResultContent, Too
 from pydantic import ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import checked_args, outcome_text, serve_function
+from tidegate.integrations._common import checked_args, outcome_text, proposal_error_text, serve_function
 
 __all__ = ["GovernedWorkbench"]
+
+log = logging.getLogger(__name__)
 
 
 class GovernedWorkbench(StaticWorkbench):
@@ -72,7 +77,13 @@ class GovernedWorkbench(StaticWorkbench):
         except ValidationError as exc:
             return _result(name, self._format_errors(exc), is_error=True)
         action_id = f"autogen:{self.client.task_id}:{call_id}" if call_id else None
-        outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
+        try:  # AutoGen's agent waits for ever on a workbench that raises: every error is a result, as `StaticWorkbench` answers
+            outcome = await self.client.propose(name, args, action_id=action_id, rationale="AutoGen tool call")
+        except Exception as exc:
+            said = proposal_error_text(exc, action_id)
+            if said is None:
+                log.exception("proposing %s failed", name)
+            return _result(name, said or f"Proposing this call to Tidegate failed: {self._format_errors(exc)}", is_error=True)
         if isinstance(outcome, Escalated):
             escalated = outcome
             try:

@@ -36,7 +36,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import checked_args, escalation_payload, outcome_text, serve_function
+from tidegate.integrations._common import REFUSED_ARGS, checked_args, escalation_payload, outcome_text, refused_text, serve_function
 
 __all__ = ["TidegateMiddleware"]
 
@@ -74,7 +74,11 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         args = _checked(request.tool, call)
         thread = ((getattr(request.runtime, "config", None) or {}).get(CONF) or {}).get("thread_id")
         action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
-        outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
+        try:
+            outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
+        except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): its to fix, not the run's end
+            refused = {"tidegate": "refused", "action_id": None, "edited_args": None}
+            return ToolMessage(content=refused_text(exc), tool_call_id=call["id"], name=call["name"], status="error", artifact=refused)
         if isinstance(outcome, Escalated):
             interrupt(escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call["name"], args))
             outcome = await outcome.decision(self.decision_timeout_s)

@@ -34,7 +34,7 @@ from agents.tool_context import ToolContext
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import checked_args, function_runner, outcome_text, serve_function
+from tidegate.integrations._common import REFUSED_ARGS, checked_args, function_runner, outcome_text, refused_text, serve_function
 
 __all__ = ["governed_function_tool", "settle_interruptions"]
 
@@ -49,9 +49,9 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
     async def needs_approval(ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
         try:
             checked = _checked(params, tool.name, args)
-        except ModelBehaviorError:
+            outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale=_RATIONALE)
+        except (ModelBehaviorError, *REFUSED_ARGS):
             return False  # not proposed: `invoke` answers it with the SDK's tool error
-        outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale="OpenAI Agents SDK tool call")
         return isinstance(outcome, Escalated)
 
     async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
@@ -62,7 +62,10 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             if message is None:
                 raise
             return str(message)
-        outcome = await client.propose(tool.name, args, action_id=_action_id(client, ctx.tool_call_id))
+        try:
+            outcome = await client.propose(tool.name, args, action_id=_action_id(client, ctx.tool_call_id))
+        except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): told why, as a denial is (the SDK's default hides why)
+            return refused_text(exc)
         if isinstance(outcome, Escalated):  # approved in the SDK while Tidegate's human has not decided
             raise RuntimeError(_approved_too_early(tool.name, outcome.approval_id))
         return outcome_text(outcome)
@@ -106,6 +109,9 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         else:
             state.reject(item, rejection_message=outcome_text(outcome))
     return settled
+
+
+_RATIONALE = "OpenAI Agents SDK tool call"
 
 
 def _action_id(client: Tidegate, call_id: str) -> str:

@@ -21,10 +21,18 @@ from typing import Any
 
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, Tool, ToolApproved, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import ApprovalRequired
+from pydantic_ai.exceptions import ApprovalRequired, ModelRetry
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import escalation_payload, function_runner, outcome_text, result_value, serve_function
+from tidegate.integrations._common import (
+    REFUSED_ARGS,
+    escalation_payload,
+    function_runner,
+    outcome_text,
+    refused_text,
+    result_value,
+    serve_function,
+)
 
 __all__ = ["TidegateCapability", "tidegate_results"]
 
@@ -53,7 +61,10 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
         if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
             # Resuming the escalated call: follow it as proposed (the args may now be the approver's edits).
             action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
-        outcome = await self.client.propose(call.tool_name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
+        try:
+            outcome = await self.client.propose(call.tool_name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
+        except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): a retry prompt for it, not the run's end
+            raise ModelRetry(refused_text(exc)) from exc
         if isinstance(outcome, Escalated):
             if not ctx.tool_call_approved:
                 raise ApprovalRequired(

@@ -18,6 +18,7 @@ from tidegate.client import (
     Denied,
     Escalated,
     Executed,
+    Failed,
     MemoryTransport,
     Position,
     Rejected,
@@ -375,3 +376,13 @@ async def test_a_catch_up_that_fails_is_logged_at_once_and_stop_does_not_raise_i
     assert "a background task of the Tidegate client stopped" in caplog.text
     assert "the broker went away" in caplog.text
     await second.stop()  # raised the catch-up's ConnectionError
+
+
+async def test_an_edited_call_that_failed_carries_the_edit(tg: Tidegate, stack: ScriptedTidegate) -> None:
+    outcome = await tg.propose("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-9"})
+    assert isinstance(outcome, Escalated)
+    edited = {"payee_id": "cus_1", "amount_usd": 450.0}  # without the order the refund needs: the tool raises
+    await stack.approve(outcome.approval_id, "bob@acme.example", edited, comment="half was store credit", review_reason="wrong_amount")
+    final = await outcome.decision(timeout_s=5)
+    assert isinstance(final, Failed)
+    assert (final.edited_args, final.comment, final.review_reason) == (edited, "half was store credit", "wrong_amount")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,21 @@ from schemas import (
     action_digest,
     authorization_message,
 )
-from tidegate.client import ClientSettings, GovernanceError, MemoryLedger, MemoryTransport, SqliteLedger, Tidegate, governed, serve_tool
+from tidegate.client import (
+    ClientSettings,
+    GovernanceError,
+    KeySigner,
+    MemoryLedger,
+    MemoryTransport,
+    Position,
+    SqliteLedger,
+    Tidegate,
+    governed,
+    serve_tool,
+)
+from tidegate.client.governed import NotServed, tool_login
 from tidegate.client.scripted import ScriptedTidegate
+from tidegate.client.transport import TopicsMissing
 from tidegate.client.trust import DeploymentKeys
 
 
@@ -51,11 +65,13 @@ def keys(bus: MemoryTransport) -> DeploymentKeys:
     return made
 
 
-def authorization(keys: DeploymentKeys, action_id: str, args: dict[str, Any], *, signer: str = "policy") -> ActionAuthorizedData:
+def authorization(
+    keys: DeploymentKeys, action_id: str, args: dict[str, Any], *, signer: str = "policy", lasts: timedelta = timedelta(minutes=5)
+) -> ActionAuthorizedData:
     """What the policy signs for a call of `reorder_stock` with `args` (`signer` forges it with another key)."""
     now = datetime.now(UTC)
     auth = Authorization(via="policy", policy_version="v1", action_digest=action_digest("acme", "reorder_stock", args), issued_at=now,
-                         expires_at=now + timedelta(minutes=5), key_id=keys.key_id(signer), signature="")  # fmt: skip
+                         expires_at=now + lasts, key_id=keys.key_id(signer), signature="")  # fmt: skip
     data = ActionAuthorizedData(action_id=action_id, task_id="t-1", tenant_id="acme", tool="reorder_stock", args=args, authorization=auth)
     return data.model_copy(update={"authorization": auth.model_copy(update={"signature": keys.sign(signer, authorization_message(data))})})
 
@@ -68,6 +84,7 @@ def invocation(
     args: dict[str, Any] | None = None,
     authorized: ActionAuthorizedData | None = None,
     signer: str | None = "executor",
+    deadline: datetime | None = None,
 ) -> ToolInvocation:
     """An invocation as the executor sends it: signed, carrying the policy's authorization of these args (unless told otherwise)."""
     args = args or {"sku": "KB-1", "quantity": 3}
@@ -78,7 +95,7 @@ def invocation(
         tool="reorder_stock",
         args=args,
         idempotency_key=action_id,
-        deadline=datetime.now(UTC) + timedelta(seconds=30),
+        deadline=deadline or datetime.now(UTC) + timedelta(seconds=30),
         reply_topic=reply_topic,
         authorized=authorized or authorization(keys, action_id, args),
     )
@@ -228,3 +245,118 @@ async def test_the_function_runs_only_on_an_executor_invocation_carrying_the_pol
         [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
     assert reply.data.action_id == "a-5"
     assert ran == [{"sku": "KB-1", "quantity": 3}]
+
+
+async def test_an_invocation_the_executor_gave_up_on_or_whose_authorization_expired_does_not_run(
+    bus: MemoryTransport, keys: DeploymentKeys, wait_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The executor recorded those actions `unknown` (or will retry with a fresh deadline): run now, they would run unseen."""
+    ran: list[dict[str, Any]] = []
+
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        ran.append(args)
+        return {}
+
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    stale = [
+        invocation(keys, "late-1", deadline=past),  # sat on the topic while nobody served the tool
+        invocation(keys, "late-2", authorized=authorization(keys, "late-2", {"sku": "KB-1", "quantity": 3}, lasts=-timedelta(seconds=1))),
+    ]
+    async with Tidegate(transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger()))
+        for event in [*stale, invocation(keys, "a-6")]:
+            await bus.publish("tools.reorder_stock.requests", event)
+        [reply] = await wait_for(lambda: bus.topics["tools.reorder_stock.replies"])
+    assert reply.data.action_id == "a-6"
+    assert ran == [{"sku": "KB-1", "quantity": 3}]
+    assert "after its deadline" in caplog.text
+    assert "authorization expired" in caplog.text
+
+
+def private_key(path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    path.write_bytes(pem)
+    return path
+
+
+async def test_a_function_whose_replies_cannot_be_signed_is_refused_before_it_serves_anything(
+    bus: MemoryTransport, keys: DeploymentKeys, tmp_path: Path
+) -> None:
+    """Found out after the function ran, its result would be lost and the action reported unknown although it ran."""
+    signer = KeySigner(private_key(tmp_path / "client.key"), "agent@acme.example")  # no TOOL_KEYS_DIR
+    ran: list[int] = []
+    async with Tidegate(transport=bus, signer=signer) as tg:
+        with pytest.raises(
+            NotServed, match=r"tool reorder_stock is not served: .*TIDEGATE_CLIENT_TOOL_KEYS_DIR.*keys add-tool reorder_stock"
+        ):
+
+            @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+            def reorder_stock(sku: str, quantity: int) -> int:
+                ran.append(quantity)
+                return quantity
+
+        with pytest.raises(NotServed, match="not served"):
+            serve_tool(tg, "reorder_stock", lambda args: asyncio.sleep(0, {}), MemoryLedger())  # adapters' `serve=` too
+        await bus.publish("tools.reorder_stock.requests", invocation(keys, "a-7"))
+        await asyncio.sleep(0.1)
+    assert ran == []
+
+
+class RefusingBus(MemoryTransport):
+    """A bus whose tool topics this login may not read (or that has none): as the broker answers a login without the tool's ACLs."""
+
+    async def end(self, topics: tuple[str, ...]) -> Position:
+        if any(t.startswith("tools.") for t in topics):
+            raise TopicsMissing(f"topics missing on the broker: {topics}")
+        return await super().end(topics)
+
+
+@pytest.mark.parametrize(
+    ("login", "why"),
+    [
+        ("agent", r"SASL user 'agent' may not read tidegate.tools.reorder_stock.requests .*`tool-reorder_stock`"),
+        ("admin", r"tidegate.tools.reorder_stock.requests is not on the broker: declare reorder_stock .* kind `topic`.*executor itself"),
+    ],
+)
+async def test_a_function_the_bus_will_not_let_this_process_serve_fails_its_caller_at_once(
+    login: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a 30 s timeout with the reason only in a log, and no proposal that the executor would then invoke into the void."""
+    monkeypatch.setattr(importlib.import_module("tidegate.client.governed"), "CREDENTIALS_DIR", tmp_path)  # no tool login here
+    bus = RefusingBus()
+    async with ScriptedTidegate(bus, rule, topic_tools=("reorder_stock",)) as refusing:
+        tg = Tidegate(ClientSettings(sasl_username=login), transport=bus)
+        await tg.start()
+
+        @governed("reorder_stock", client=tg, ledger=MemoryLedger())
+        def reorder_stock(sku: str, quantity: int) -> int:
+            return quantity
+
+        with pytest.raises(NotServed, match=why):
+            await asyncio.wait_for(reorder_stock("KB-1", 3), 5)
+        with pytest.raises(NotServed):  # and every later call, not a hang
+            await asyncio.wait_for(reorder_stock("KB-1", 3), 5)
+        await tg.stop()
+        assert refusing.proposals == []
+
+
+def test_a_tool_login_is_read_from_the_properties_file_infra_up_makes(tmp_path: Path) -> None:
+    properties = tmp_path / "tool-reorder_stock.properties"
+    properties.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="tool-reorder_stock" password="s3cret";\n'
+    )
+    login = tool_login(ClientSettings(sasl_username="agent", topic_prefix="x."), properties)
+    assert (login.sasl_username, login.sasl_password and login.sasl_password.get_secret_value(), login.topic_prefix) == (
+        "tool-reorder_stock",
+        "s3cret",
+        "x.",
+    )
+    with pytest.raises(ValueError, match="cannot read the bus login"):
+        tool_login(ClientSettings(), tmp_path / "missing.properties")
