@@ -55,6 +55,7 @@ async def main(calls: int, concurrent: int, admin_url: str) -> None:
     (tools / "bench_echo.yaml").write_text(yaml.safe_dump(TOOL))
     base = KitSettings()
     dbname = f"tidegate_bench_{run_id}"
+    (tmp / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
     kit = KitSettings(
         database_url=with_database(base.database_url, dbname),
         topic_prefix=f"bench-{run_id}.",

@@ -208,6 +208,7 @@ async def through_kafka(
         import yaml
 
         (pack_dir / "settings.yaml").write_text(yaml.safe_dump(source.settings))
+        (Path(tmp) / "keys").mkdir(exist_ok=True)  # a service refuses a keys folder that is not there
         kit = KitSettings(
             topic_prefix=prefix, database_url=with_database(base_url, dbname), keys_dir=Path(tmp) / "keys", policy_dir=pack_dir
         )
