@@ -88,7 +88,8 @@ class KitSettings(BaseSettings):
     keys_dir: Path = Field(
         default=None,  # type: ignore[assignment]  # filled from run_dir below
         description="Ed25519 keys, generated on first run, never committed: `<keys_dir>/<service>/` holds a service's private key "
-        "alone, `<keys_dir>/*.pub` the public keys. Default `<run_dir>/keys`.",
+        "alone, `<keys_dir>/*.pub` the public keys. Default `<run_dir>/keys` (made on a first start); a folder set here must "
+        "exist, or the service refuses to start (exit 78): a mistyped one would give it a key no one trusts.",
     )
     operator_keys_dir: Path = Field(
         default=None,  # type: ignore[assignment]
