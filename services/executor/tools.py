@@ -72,11 +72,25 @@ class PythonTools:
             result = await fn(ctx, args)
         except ToolError:
             raise
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError) as exc:
+            # cut off mid-way (a lost connection, a backend shut down): its commit may have gone through
             raise ToolError("connection_lost", f"{type(exc).__name__}: {exc}", retryable=True, maybe_applied=True) from exc
+        except _REFUSED_BEFORE_ANY_CHANGE as exc:  # rolled back or never begun, and likely to pass later
+            raise ToolError("database_unavailable", f"{type(exc).__name__}: {exc}", retryable=True) from exc
         except asyncpg.PostgresError as exc:  # the tool's transaction was rolled back
             raise ToolError("database_error", f"{type(exc).__name__}: {exc}") from exc
         return ToolAnswer(result if isinstance(result, dict) else {"value": result})
+
+
+# A database that refused the tool's work as a whole, for a while: a login refused (class 28: a password rotated), no
+# connection or memory or disk to spare (53), a conflict with another transaction (40: serialization, deadlock), a standby
+# after a failover (25006). Nothing was changed, and the same call may pass on a later attempt.
+_REFUSED_BEFORE_ANY_CHANGE: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
 
 
 class HttpTools:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -197,3 +198,32 @@ async def test_a_reply_naming_another_tenant_tool_or_attempt_is_refused_and_the_
     assert not call.done()
     await tools.on_reply(s.ToolReply.build(s.ToolReplyData(**genuine, ok=True, result={"on_hand": 7}), source="warehouse"))
     assert (await asyncio.wait_for(call, timeout=2)).result == {"on_hand": 7}
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (asyncpg.TooManyConnectionsError("too many connections"), ("database_unavailable", True, False)),
+        (asyncpg.InvalidPasswordError("password authentication failed"), ("database_unavailable", True, False)),
+        (asyncpg.DeadlockDetectedError("deadlock detected"), ("database_unavailable", True, False)),
+        (asyncpg.AdminShutdownError("terminating connection"), ("connection_lost", True, True)),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), ("connection_lost", True, True)),
+        (asyncpg.UniqueViolationError("duplicate key"), ("database_error", False, False)),
+    ],
+)
+async def test_an_in_process_tool_s_database_error_says_whether_to_try_again_and_whether_it_may_have_applied(
+    raised: Exception, expected: tuple[str, bool, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused login or too many connections was a final `database_error`: a tool the pool could not serve failed for good."""
+
+    async def tool(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+        raise raised
+
+    tools = PythonTools()
+    spec = s.ToolSpec.model_validate(
+        {"name": "t", "description": "d", "args_schema": {}, "risk": "write_low", "kind": "python", "entrypoint": "m:f"}
+    )
+    monkeypatch.setattr(tools, "resolve", lambda spec: tool)
+    with pytest.raises(ToolError) as failed:
+        await tools.invoke(spec, ctx(), {})
+    assert (failed.value.type, failed.value.retryable, failed.value.maybe_applied) == expected
