@@ -27,6 +27,7 @@ CATALOG = ["tasks", "actions.proposed", "actions.decided", "approvals", "actions
 @pytest.fixture
 async def stack_env(infra, prefix: str, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
     """Environment of a private stack: this test's database, topic prefix, keys, run dir; any free approval port."""
+    (tmp_path / "keys").mkdir()  # a keys folder set by TIDEGATE_KEYS_DIR must exist (a mistyped one is refused)
     env = os.environ | {
         "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
         "TIDEGATE_DATABASE_URL": infra.database_url,
