@@ -184,15 +184,20 @@ async def test_sigterm_answers_a_waiting_call_with_its_pending_result_and_exits_
         async def on_progress(done: float, total: float | None, message: str | None) -> None:
             progress.append(message or "")
 
-        async with (
-            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http2,
-            mcp.Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http2)) as agent,
-        ):
-            call = asyncio.create_task(agent.call_tool("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, progress_callback=on_progress))
-            while not progress:
-                await asyncio.sleep(0.01)
-            served.send_signal(signal.SIGTERM)
-            answer = await call
+        answer = None
+        try:
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http2,
+                mcp.Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http2)) as agent,
+            ):
+                args = {"ticket_id": "T-1", "tags": ["vip"]}
+                call = asyncio.create_task(agent.call_tool("tag_ticket", args, progress_callback=on_progress))
+                while not progress:
+                    await asyncio.sleep(0.01)
+                served.send_signal(signal.SIGTERM)
+                answer = await call
+        except* httpx2.ConnectError:  # the gateway exited once it had answered: the client's goodbye on closing may find no one
+            assert answer is not None, "the call itself got no answer"
         out, err = served.communicate()
     finally:
         if served.poll() is None:
