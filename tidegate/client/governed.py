@@ -111,16 +111,18 @@ class GovernedTool(Generic[P, R]):
             NotServed: Its replies cannot be signed (checked before any request is taken); a failure on the bus
                 is raised by the next call of the function instead.
         """
-        ledger = self.ledger or SqliteLedger(self.client.settings.state_dir / f"{self.tool}.sqlite3")
         self._serving = asyncio.Event()
         self._failure = None
-        serving = serve_tool(self.client, self.tool, self.run, ledger, login=self.login, started=self._serving)
+        serving = serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login, started=self._serving)
         self.client.run_in_background(self._watched(serving))
 
     async def serve(self) -> None:
         """Answer this tool's invocations until cancelled (see `serve_tool`)."""
-        ledger = self.ledger or SqliteLedger(self.client.settings.state_dir / f"{self.tool}.sqlite3")
-        await serve_tool(self.client, self.tool, self.run, ledger, login=self.login)
+        await serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login)
+
+    def _ledger(self) -> CallLedger:
+        """The ledger given, or SQLite under the client's state dir: each idempotency key's answer, kept across restarts."""
+        return self.ledger or SqliteLedger(self.client.settings.state_dir / f"{self.tool}.sqlite3")
 
     async def _watched(self, serving: Coroutine[Any, Any, None]) -> None:
         """Run the serve loop; when it fails, the next call of the function raises why (and the client's log says so at once)."""
@@ -214,7 +216,7 @@ def _check_signs(client: Tidegate, tool: str) -> None:
     """Raise `NotServed` unless a reply of `tool` can be signed: found out after the function ran, its result would be lost."""
     probe = ToolReplyData(action_id="probe", task_id="probe", tenant_id=client.settings.tenant, tool=tool, ok=True, result={})
     try:
-        client.signer.sign(ToolReply.build(probe, source=f"urn:tidegate:client:{client.settings.proposer}"))
+        _signed_reply(client, probe)
     except Exception as exc:  # SigningNotWired, or a key file that is not a key
         raise NotServed(tool, f"{exc} (make the key with `tidegate keys add-tool {tool}`)") from exc
 
@@ -285,9 +287,13 @@ async def _answer(client: Tidegate, transport: Transport, tool: str, run: Run, l
     answer = ToolReplyData(
         action_id=data.action_id, task_id=data.task_id, tenant_id=data.tenant_id, tool=tool, attempt=data.attempt, **reply
     )
-    event = ToolReply.build(answer, source=f"urn:tidegate:client:{client.settings.proposer}")
-    await transport.publish(f"tools.{tool}.replies", client.signer.sign(event))
+    await transport.publish(f"tools.{tool}.replies", _signed_reply(client, answer))
     await delivery.ack()
+
+
+def _signed_reply(client: Tidegate, answer: ToolReplyData) -> ToolReply:
+    """`answer` as the reply this client sends: from its proposer, signed with its tool key (what `_check_signs` tries first)."""
+    return client.signer.sign(ToolReply.build(answer, source=f"urn:tidegate:client:{client.settings.proposer}"))
 
 
 async def _attempt(run: Run, args: dict[str, Any]) -> dict[str, Any]:
