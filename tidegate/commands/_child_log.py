@@ -1,15 +1,22 @@
 """The log of each service `tidegate up` supervises: the child writes into a pipe, the supervisor copies it into a file it rotates.
 
 A pipe, not the file itself, is the child's stdout and stderr, so that the supervisor can rotate the file while the service
-runs (a service runs for months without a restart, so reopening the file at each start would not bound it).
+runs (a service runs for months without a restart, so reopening the file at each start would not bound it). The rotation is
+the standard library's (`RotatingFileHandler`); `RotatingLog` adds what a service's log needs on top of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Callable
+from io import TextIOWrapper
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,7 @@ __all__ = ["LOG_KEEP", "LOG_MAX_BYTES", "Copy", "RotatingLog", "open_private_log
 LOG_MAX_BYTES = 50 * 1024 * 1024  # a service's log is rotated once it holds this much
 LOG_KEEP = 3  # rotated logs kept beside it: <name>.log.1 (the newest) to <name>.log.3
 _LINE_MAX = 1024 * 1024  # a line with no end in this many bytes past the limit is cut, so one line cannot grow a log for ever
+_PIECES = re.compile(r"[^\n]*\n|[^\n]+")  # each line with its end, and what follows the last end
 
 
 def open_private_log(path: Path) -> int:
@@ -30,81 +38,90 @@ def open_private_log(path: Path) -> int:
     return fd
 
 
-class RotatingLog:
+class RotatingLog(RotatingFileHandler):
     """`path`, appended to, rotated at a line's end before it holds more than `max_bytes`: `path.1` is the newest of `keep` old ones.
 
-    A write or rotation the disk refuses is said once (`say`) until one succeeds again; the service is never held up by it.
+    What the standard library's handler does not: it is fed raw output (`write`), in pieces that may end inside a line; each
+    file is created readable by its owner alone; a line longer than `max_bytes` is kept whole in a file of its own, unless
+    it has no end `_LINE_MAX` bytes past the limit (then it is cut); a write or rotation the disk refuses is said once (`say`)
+    until one succeeds again, and never holds up the service: what cannot be written is dropped, a log that cannot be
+    rotated grows on. `follow`: descriptors pointed at each file it opens (the supervisor's stdout and stderr, so that what
+    it prints outside its log, a traceback, lands in the current file, not in a rotated one).
     """
 
-    def __init__(self, path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP, *, say: Callable[[str], None]) -> None:
-        self.path, self.max_bytes, self.keep = path, max_bytes, keep
-        self._say = say
-        self._failing = False
-        self._fd = open_private_log(path)
-        self._size = os.fstat(self._fd).st_size
+    terminator = ""  # each piece carries its own line end
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int = LOG_MAX_BYTES,
+        keep: int = LOG_KEEP,
+        *,
+        say: Callable[[str], None],
+        follow: tuple[int, ...] = (),
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep={keep}: the standard library's handler never rotates a log that keeps no old one")
+        self._say, self._follow = say, follow
+        self._refusing: set[str] = set()  # what the disk refuses now ("write", "rotate"): said once until it succeeds again
+        self._refused_now = False
         self._ends_line = True  # what was written last ends a line (taken so of a log left by an earlier run)
+        # Latin-1 maps each byte to one character and back: the bytes come out as the child wrote them, and a length in
+        # characters (what the handler measures) is one in bytes.
+        super().__init__(path, maxBytes=max_bytes, backupCount=keep, encoding="latin-1")
 
     def write(self, data: bytes) -> None:
-        """Append `data`, rotating at the last line end that keeps the file within `max_bytes` (a longer line is kept whole)."""
-        while self._size + len(data) > self.max_bytes:
-            cut = data.rfind(b"\n", 0, max(0, self.max_bytes - self._size)) + 1  # through the last whole line that fits
-            if not cut and self._ends_line and self._size:  # not one more line fits: the next one starts the next file
-                if not self._rotate():
-                    break
-                continue
-            cut = cut or data.find(b"\n") + 1  # a line longer than what is left: whole, past the limit
-            if not cut:
-                break  # no line ends here: written below, rotated once it ends
-            self._put(data[:cut])
-            data = data[cut:]
-            if not self._rotate():
-                break
-        self._put(data)
-        if self._size >= self.max_bytes + _LINE_MAX:
-            self._rotate()  # a line that never ends is cut
+        """Append `data` (what the child wrote), rotating first at a line's end when the next line would not fit."""
+        for piece in _PIECES.findall(data.decode("latin-1")):
+            self.handle(logging.makeLogRecord({"msg": piece}))
 
-    def close(self) -> None:
-        os.close(self._fd)
+    def emit(self, record: logging.LogRecord) -> None:
+        self._refused_now = False
+        super().emit(record)  # rotates when `shouldRollover` says so, writes and flushes: nothing waits in this process
+        if not self._refused_now:
+            self._refusing.discard("write")
+            self._ends_line = record.msg.endswith("\n")
 
-    def _put(self, data: bytes) -> None:
-        if not data:
-            return
-        view = memoryview(data)
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        """Whether to rotate before `record` (a line, or the start of one): it starts a line that would take the file past the limit."""
+        if self.stream is None:  # a write refused dropped it
+            self.stream = self._open()
+        size = os.fstat(self.stream.fileno()).st_size  # the file's, whoever wrote to it (the supervisor's stderr)
+        if size >= self.maxBytes + _LINE_MAX:
+            return True  # a line that never ends is cut
+        return self._ends_line and size > 0 and size + len(record.msg) > self.maxBytes
+
+    def doRollover(self) -> None:
         try:
-            while view:
-                written = os.write(self._fd, view)
-                self._size += written
-                view = view[written:]
+            super().doRollover()
         except OSError as exc:
-            self._failed(f"cannot write {self.path}: {exc}; the service's output is lost until it can")
+            self._refused("rotate", f"cannot rotate {self.baseFilename}: {exc}; it grows on")
             return
-        self._failing = False
-        self._ends_line = data.endswith(b"\n")
+        self._refusing.discard("rotate")
 
-    def _rotate(self) -> bool:
-        try:
-            for i in range(self.keep, 1, -1):
-                if self._numbered(i - 1).exists():
-                    os.replace(self._numbered(i - 1), self._numbered(i))  # the oldest is replaced
-            if self.keep:
-                os.replace(self.path, self._numbered(1))
-            else:
-                self.path.unlink()
-            fd = open_private_log(self.path)
-        except OSError as exc:
-            self._failed(f"cannot rotate {self.path}: {exc}; it grows on")
-            return False
-        os.close(self._fd)
-        self._fd, self._size = fd, 0
-        return True
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A write the disk refused: said once, what the stream still holds dropped (the standard library prints a traceback each time)."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._refused_now = True
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None  # type: ignore[assignment]  # opened again by the next write
+        self._refused("write", f"cannot write {self.baseFilename}: {exc}; the service's output is lost until it can")
 
-    def _numbered(self, i: int) -> Path:
-        return self.path.with_name(f"{self.path.name}.{i}")
+    def _open(self) -> TextIOWrapper:
+        fd = open_private_log(Path(self.baseFilename))
+        for target in self._follow:
+            os.dup2(fd, target)
+        return open(fd, "a", encoding="latin-1", newline="")  # the handler closes it
 
-    def _failed(self, message: str) -> None:
-        if not self._failing:
+    def _refused(self, what: str, message: str) -> None:
+        if what not in self._refusing:
+            self._refusing.add(what)  # before saying it: `say` may write into this very log
             self._say(message)
-        self._failing = True
 
 
 class Copy(asyncio.Protocol):

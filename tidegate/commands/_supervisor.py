@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -90,9 +90,32 @@ def service_command(name: str) -> list[str]:
     return [sys.executable, "-m", "tidegate.cli", "service", "run", name]
 
 
+_own_log: list[RotatingLog] = []  # where `say` writes when not on stdout (`saying_into`)
+
+
 def say(message: str) -> None:
-    """One line of the supervisor's log (stdout: `supervisor.log` when detached), stamped in UTC: it is read during incidents."""
-    print(f"{utc_stamp()} {message}", flush=True)
+    """One line of the supervisor's log (stdout, or `supervisor.log` when detached), stamped in UTC: it is read during incidents."""
+    line = f"{utc_stamp()} {message}"
+    if _own_log:
+        _own_log[-1].write(f"{line}\n".encode())
+    else:
+        print(line, flush=True)
+
+
+@contextlib.contextmanager
+def saying_into(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP, *, follow: tuple[int, ...] = ()) -> Iterator[None]:
+    """While in it, `say` writes into `path` rotated as a service's log is (the detached supervisor's `supervisor.log`).
+
+    A disk that refuses it is said once, into the log itself (read once it takes writes again); the supervision goes on.
+    `follow` (the supervisor's stdout and stderr) is pointed at the current file: see `RotatingLog`.
+    """
+    log = RotatingLog(path, max_bytes, keep, say=say, follow=follow)
+    _own_log.append(log)
+    try:
+        yield
+    finally:
+        _own_log.remove(log)
+        log.close()
 
 
 def _keep(path: Path, record: Supervised) -> None:
@@ -126,7 +149,7 @@ async def supervise(
     `<run_dir>/ready/<name>.failed` says why (`on_restart` gets no delay), and the supervisor ends when no
     child is left. `tidegate restart NAME` (a file `<run_dir>/restart/<name>`, looked for at each tick) stops that
     child with SIGTERM and starts it again as soon as it has ended, or at once when it waits out a delay or was not restarted.
-    Each start, death and restart is a line on stdout stamped in UTC, and is kept in
+    Each start, death and restart is a line `say`s (stdout, or a rotated log: `saying_into`) stamped in UTC, and is kept in
     `<run_dir>/up.json` for `tidegate status` (restarts counted). Each child's stdout and stderr go through a pipe
     into `<run_dir>/logs/<name>.log` (mode 0600), rotated at `log_max_bytes` with `log_keep` old ones kept.
     A supervisor killed outright takes its children with it (`die_with_this_process`). Tests pass a short `make_backoff`, a
@@ -138,7 +161,8 @@ async def supervise(
     logs.mkdir(parents=True, exist_ok=True)
     ready.mkdir(parents=True, exist_ok=True)
     restarts_asked(run_dir, names)  # asked of a supervisor before this one: not of this one
-    env = os.environ | {"TIDEGATE_READY_DIR": str(ready)}
+    # Unbuffered: what a service prints is in the pipe at once, not lost with it when it is killed (by `kill -9`, or a supervisor gone).
+    env = os.environ | {"TIDEGATE_READY_DIR": str(ready), "PYTHONUNBUFFERED": "1"}
     preexec = die_with_this_process()
     children: dict[str, asyncio.subprocess.Process] = {}
     log_of = {name: RotatingLog(logs / f"{name}.log", log_max_bytes, log_keep, say=say) for name in names}

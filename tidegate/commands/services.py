@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -28,7 +29,7 @@ from tidegate.commands._supervised import (
     same_process,
     write_private,
 )
-from tidegate.commands._supervisor import SERVICES, say, supervise
+from tidegate.commands._supervisor import SERVICES, say, saying_into, supervise
 
 __all__ = ["SERVICES", "app", "left_behind", "left_behind_line", "read_record", "supervisor_pid"]
 
@@ -121,6 +122,7 @@ def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; `tidegate down` stops it."),
     only: list[str] = typer.Option([], "--only", help="Start only these services (repeatable)."),
     wait_s: float = typer.Option(90.0, "--wait", help="With --detach: seconds to wait for every service to be ready."),
+    own_log: bool = typer.Option(False, "--own-log", hidden=True, help="What --detach starts: say into logs/supervisor.log, rotated."),
 ) -> None:
     """Start every service, supervised: a service that dies is restarted."""
     names = tuple(only) or SERVICES
@@ -135,21 +137,25 @@ def up(
         fail(f"{left_behind_line(left)}, unsupervised: `tidegate down` stops them, then `tidegate up` starts them anew")
     if not detach:
         _write_pidfile()
-        try:
-            asyncio.run(supervise(names))
-        finally:
-            _pidfile().unlink(missing_ok=True)
-        if failed := sorted(n for n in names if (_run_dir() / "ready" / f"{n}.failed").exists()):
-            say(f"error: not started, settings not valid: {', '.join(failed)} (see above)")
-            raise typer.Exit(EX_CONFIG)
+        (_run_dir() / "logs").mkdir(parents=True, exist_ok=True)
+        # Detached, the supervisor's stdout and stderr (what it prints outside `say`: a traceback) follow its rotated log.
+        saying = saying_into(_run_dir() / "logs" / "supervisor.log", follow=(1, 2)) if own_log else contextlib.nullcontext()
+        with saying:
+            try:
+                asyncio.run(supervise(names))
+            finally:
+                _pidfile().unlink(missing_ok=True)
+            if failed := sorted(n for n in names if (_run_dir() / "ready" / f"{n}.failed").exists()):
+                say(f"error: not started, settings not valid: {', '.join(failed)} (see above)")
+                raise typer.Exit(EX_CONFIG)
         return
     ready = _run_dir() / "ready"
     for n in names:
         (ready / f"{n}.ready").unlink(missing_ok=True)
         (ready / f"{n}.failed").unlink(missing_ok=True)
     (_run_dir() / "logs").mkdir(parents=True, exist_ok=True)
-    out = open_private_log(_run_dir() / "logs" / "supervisor.log")
-    args = [sys.executable, "-m", "tidegate.cli", "up", *[a for n in only for a in ("--only", n)]]
+    out = open_private_log(_run_dir() / "logs" / "supervisor.log")  # what it prints before it opens the log itself (`--own-log`)
+    args = [sys.executable, "-m", "tidegate.cli", "up", "--own-log", *[a for n in only for a in ("--only", n)]]
     proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     os.close(out)
     deadline = time.monotonic() + wait_s

@@ -4,7 +4,9 @@ can hold tenant data): each is created 0600, and the supervisor, which copies ea
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -84,9 +86,10 @@ def test_up_detached_keeps_the_supervisor_log_private(tmp_path: Path, monkeypatc
 
     class Exited:
         pid, returncode = 0, 1
+        argv: list[str] = []
 
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            pass
+        def __init__(self, argv: list[str], *args: object, **kwargs: object) -> None:
+            Exited.argv = argv
 
         def poll(self) -> int:
             return 1
@@ -95,6 +98,7 @@ def test_up_detached_keeps_the_supervisor_log_private(tmp_path: Path, monkeypatc
     done = CliRunner().invoke(app, ["up", "--detach", "--only", "policy"])
     assert done.exit_code == 1
     assert mode(tmp_path / "logs" / "supervisor.log") == 0o600
+    assert "--own-log" in Exited.argv  # the supervisor it starts writes (and rotates) supervisor.log itself
 
 
 def test_a_line_longer_than_the_limit_is_kept_whole_in_a_file_of_its_own(tmp_path: Path) -> None:
@@ -104,3 +108,71 @@ def test_a_line_longer_than_the_limit_is_kept_whole_in_a_file_of_its_own(tmp_pat
     log.close()
     files = [tmp_path / "policy.log.2", tmp_path / "policy.log.1", tmp_path / "policy.log"]
     assert [p.read_bytes() for p in files] == [b"short 1\n", b"y" * 250 + b"\n", b"short 2\n"]
+
+
+# A disk that refuses writes, in a process of its own: past RLIMIT_FSIZE, a write fails with EFBIG (SIGXFSZ ignored).
+REFUSED = """
+import json, os, resource, signal, sys
+from pathlib import Path
+from tidegate.commands._child_log import RotatingLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+said = []
+path = Path(sys.argv[1])
+log = RotatingLog(path, max_bytes=10_000, keep=2, say=said.append)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+fds = len(os.listdir("/proc/self/fd"))
+def refused(pieces):
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, hard))  # not one byte more
+    for piece in pieces:
+        log.write(piece)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+log.write(b"before\\n")
+refused([b"refused %02d\\n" % i for i in range(50)])
+log.write(b"after\\n")
+refused([b"refused again\\n", b"and again\\n"])
+log.write(b"last\\n")
+print(json.dumps({"said": said, "descriptors_left": len(os.listdir("/proc/self/fd")) - fds}))
+log.close()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts descriptors in /proc")
+def test_a_disk_that_refuses_writes_is_said_once_each_time_and_holds_nothing_up(tmp_path: Path) -> None:
+    path = tmp_path / "policy.log"
+    done = subprocess.run([sys.executable, "-c", REFUSED, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no traceback per refused write (what the standard library's handler prints)
+    out = json.loads(done.stdout)
+    assert [m.split(":", 1)[0] for m in out["said"]] == [f"cannot write {path}"] * 2  # once per time it refuses, not per write
+    assert all(m.endswith("the service's output is lost until it can") for m in out["said"])
+    assert out["descriptors_left"] == 0  # the stream that failed was closed, not leaked
+    assert path.read_bytes() == b"before\nafter\nlast\n"  # what it refused is dropped, nothing of it written later
+
+
+def test_a_log_that_cannot_be_rotated_grows_on_said_once_each_time(tmp_path: Path) -> None:
+    said: list[str] = []
+    log = RotatingLog(tmp_path / "policy.log", max_bytes=50, keep=2, say=said.append)
+    blocker = tmp_path / "policy.log.2"
+
+    def block() -> None:  # the oldest cannot be removed to make room: a folder with a file in it stands in its place
+        blocker.unlink(missing_ok=True)
+        blocker.mkdir()
+        (blocker / "x").write_text("x")
+
+    lines = [b"line %04d\n" % i for i in range(40)]
+    log.write(b"".join(lines[:5]))  # 50 bytes: full
+    log.write(lines[5])  # rotated: policy.log.1
+    block()
+    for line in lines[6:20]:  # each asks for a rotation, refused: the log grows on
+        log.write(line)
+    assert (tmp_path / "policy.log").read_bytes() == b"".join(lines[5:20])
+    (blocker / "x").unlink()
+    blocker.rmdir()
+    log.write(lines[20])  # rotates again
+    block()
+    for line in lines[21:40]:
+        log.write(line)
+    log.close()
+    assert [m.split(":", 1)[0] for m in said] == [f"cannot rotate {tmp_path / 'policy.log'}"] * 2
+    assert all(m.endswith("; it grows on") for m in said)
+    assert lines_of(tmp_path / "policy.log.1", tmp_path / "policy.log") == [f"line {i:04d}" for i in range(5, 40)]
