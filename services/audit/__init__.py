@@ -12,17 +12,24 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
+    from services.audit.archive import ArchiveError
+    from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
+    from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_before
     from services.audit.settings import AuditSettings
-    from services.audit.verify import VerifyReport, verify_log
+    from services.audit.verify import VerifyReport, starting_heads, verify_log
 
 __all__ = [
     "MIGRATIONS",
+    "ArchiveError",
+    "ArchiveRefused",
+    "ArchiveReport",
+    "Archived",
     "AuditDeps",
     "AuditProcess",
     "AuditSettings",
@@ -35,13 +42,17 @@ __all__ = [
     "StoryLine",
     "ToolCall",
     "VerifyReport",
+    "archive_log",
     "build",
     "check_complete",
+    "checkpoint_before",
     "explain_task",
     "observe",
     "read_published_checkpoints",
     "search",
+    "starting_heads",
     "story",
+    "verify_archives",
     "verify_log",
 ]
 
@@ -50,6 +61,13 @@ _HOME = {
     "build": "app",
     "AuditDeps": "app",
     "AuditProcess": "app",
+    "ArchiveError": "archive",
+    "ArchiveReport": "archive_check",
+    "verify_archives": "archive_check",
+    "Archived": "retention",
+    "ArchiveRefused": "retention",
+    "archive_log": "retention",
+    "checkpoint_before": "retention",
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Missing": "completeness",
@@ -67,6 +85,7 @@ _HOME = {
     "AuditSettings": "settings",
     "VerifyReport": "verify",
     "verify_log": "verify",
+    "starting_heads": "verify",
 }
 
 

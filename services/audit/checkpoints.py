@@ -20,6 +20,7 @@ from services.audit.chain import Head
 __all__ = [
     "CHECKPOINT_TOPIC",
     "Checkpoint",
+    "Prune",
     "Restore",
     "chain_name",
     "checkpoint_needed",
@@ -67,6 +68,22 @@ class Restore(BaseModel):
     def supersedes(self, checkpoint_id: int) -> bool:
         """Whether the published checkpoint `checkpoint_id` was taken before this restore and is not in the database."""
         return self.superseded_from <= checkpoint_id < self.checkpoint_id
+
+
+class Prune(BaseModel):
+    """A prune of the log (`audit.prunes`): every row before the heads checkpoint `checkpoint_id` signed left the database.
+
+    Those head rows stayed: they are the anchor each kept chain is verified from. The rows removed are in the
+    archive whose sha256 is `archive_sha256` (`tidegate audit archive`).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    rows_removed: int
+    archive_sha256: str
+    pruned_at: datetime
+    pruned_by: str
 
 
 def chain_name(topic: str, partition: int) -> str:

@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from servicekit import create_pool
 from services.audit.chain import AppendResult, Head, chain_batch, chain_records
-from services.audit.checkpoints import Checkpoint, Restore
+from services.audit.checkpoints import Checkpoint, Prune, Restore, chain_name, split_chain_name
 from services.audit.records import COLUMNS, LogRow, Observed, headers_json
 
 __all__ = ["WRITER_ROLE", "AuditLog", "InMemoryAuditLog", "PostgresAuditLog", "SearchFilters"]
@@ -102,8 +102,20 @@ class AuditLog(Protocol):
         """Every (topic, partition) whose topic starts with `prefix` and that has rows."""
         ...
 
-    def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
-        """Rows of one chain in seq order."""
+    def chain_rows(self, topic: str, partition: int, first: int = 1, last: int | None = None) -> AsyncIterator[LogRow]:
+        """Rows of one chain in seq order, from seq `first` through `last` (None: to the head)."""
+        ...
+
+    async def prunes(self, scope: str = "") -> list[Prune]:
+        """Every prune of `scope`, by checkpoint id (`Prune`)."""
+        ...
+
+    async def prune(self, scope: str, checkpoint_id: int, archive_sha256: str, expected_rows: int) -> int:
+        """Remove every row before the heads checkpoint `checkpoint_id` signed, in one transaction, and record it; the rows removed.
+
+        Refused (nothing removed) when the count differs from `expected_rows`, a head row is not the one signed,
+        or the log is already pruned through that checkpoint.
+        """
         ...
 
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
@@ -133,6 +145,7 @@ class InMemoryAuditLog(AuditLog):
     rows: list[LogRow] = field(default_factory=list)
     stored_checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
     stored_restores: dict[tuple[str, int], Restore] = field(default_factory=dict)
+    stored_prunes: dict[tuple[str, int], Prune] = field(default_factory=dict)
     fail_next: list[BaseException] = field(default_factory=list)
 
     async def append(self, records: Sequence[Observed]) -> AppendResult:
@@ -188,10 +201,43 @@ class InMemoryAuditLog(AuditLog):
         """See `AuditLog`."""
         return sorted({(r.topic, r.partition) for r in self.rows if r.topic.startswith(prefix)})
 
-    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
+    async def chain_rows(self, topic: str, partition: int, first: int = 1, last: int | None = None) -> AsyncIterator[LogRow]:
         """See `AuditLog`."""
-        for r in sorted((r for r in self.rows if r.topic == topic and r.partition == partition), key=lambda r: r.seq):
+        mine = (
+            r for r in self.rows if r.topic == topic and r.partition == partition and first <= r.seq and (last is None or r.seq <= last)
+        )
+        for r in sorted(mine, key=lambda r: r.seq):
             yield r
+
+    async def prunes(self, scope: str = "") -> list[Prune]:
+        """See `AuditLog`."""
+        return [p for key, p in sorted(self.stored_prunes.items()) if key[0] == scope]
+
+    async def prune(self, scope: str, checkpoint_id: int, archive_sha256: str, expected_rows: int) -> int:
+        """See `AuditLog` (the checks of `audit.prune_log`, in memory)."""
+        cp = self.stored_checkpoints.get((scope, checkpoint_id))
+        if cp is None:
+            raise LookupError(f"no checkpoint {checkpoint_id} in scope {scope!r}")
+        if any(key[0] == scope and key[1] >= checkpoint_id for key in self.stored_prunes):
+            raise ValueError(f"the log of scope {scope!r} is already pruned through checkpoint {checkpoint_id} or later")
+        below = {split_chain_name(name): int(head["seq"]) for name, head in cp.heads.items()}
+        for (topic, partition), seq in below.items():
+            signed = bytes.fromhex(cp.heads[chain_name(topic, partition)]["hash"])
+            if not any(r.topic == topic and r.partition == partition and r.seq == seq and r.hash == signed for r in self.rows):
+                raise ValueError(f"the row at {topic}[{partition}] seq {seq} is not the head checkpoint {checkpoint_id} signed")
+        kept = [r for r in self.rows if r.seq >= below.get((r.topic, r.partition), 0)]
+        removed = len(self.rows) - len(kept)
+        if removed != expected_rows:
+            raise ValueError(f"the prune would remove {removed} rows, the archive read {expected_rows}")
+        self.rows = kept
+        self.stored_prunes[(scope, checkpoint_id)] = Prune(
+            checkpoint_id=checkpoint_id,
+            rows_removed=removed,
+            archive_sha256=archive_sha256,
+            pruned_at=datetime.now(UTC),
+            pruned_by="memory",
+        )
+        return removed
 
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""
@@ -409,12 +455,31 @@ class PostgresAuditLog(AuditLog):
         async with self.pool.acquire() as conn:
             return [(r["first"], r["last"]) for r in await conn.fetch(_OFFSET_GAPS, topic, partition, begin, end)]
 
-    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[LogRow]:
+    async def chain_rows(self, topic: str, partition: int, first: int = 1, last: int | None = None) -> AsyncIterator[LogRow]:
         """See `AuditLog`."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            query = f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 ORDER BY seq"
-            async for record in conn.cursor(query, topic, partition, prefetch=5000):
+            query = (
+                f"SELECT {_SELECT} FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 AND seq >= $3 "
+                "AND ($4::bigint IS NULL OR seq <= $4) ORDER BY seq"
+            )
+            async for record in conn.cursor(query, topic, partition, first, last, prefetch=5000):
                 yield _row(record)
+
+    async def prunes(self, scope: str = "") -> list[Prune]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            records = await conn.fetch(
+                f"SELECT checkpoint_id, rows_removed, archive_sha256, pruned_at, pruned_by FROM {SCHEMA}.prunes "
+                "WHERE scope = $1 ORDER BY checkpoint_id",
+                scope,
+            )
+        return [Prune(**dict(r)) for r in records]
+
+    async def prune(self, scope: str, checkpoint_id: int, archive_sha256: str, expected_rows: int) -> int:
+        """See `AuditLog`: `audit.prune_log`, which only the schema's owner and its members (the operator's login) may run."""
+        async with self.pool.acquire() as conn:
+            removed = await conn.fetchval(f"SELECT {SCHEMA}.prune_log($1, $2, $3, $4)", scope, checkpoint_id, archive_sha256, expected_rows)
+        return int(removed)
 
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""

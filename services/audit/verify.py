@@ -3,6 +3,10 @@
 A row edited, deleted, inserted or moved breaks its chain (its hash, or the link to the row before
 it). Rows cut off at the end of a chain leave the chain intact; only a signed checkpoint that names
 a later head shows it. The first broken link of each chain is reported with where and what.
+
+A chain may be checked from a signed head on (its anchor) rather than from seq 1: after a prune (the rows
+before it are in an archive, `archive.py`) or when asked to (`--from-checkpoint`). The anchor row must be
+the one signed, unchanged; every row after it is checked as always.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
-from services.audit.checkpoints import Checkpoint, Restore, signature_valid, split_chain_name
+from services.audit.chain import Head
+from services.audit.checkpoints import Checkpoint, Prune, Restore, signature_valid, split_chain_name
 from services.audit.records import GENESIS, LogRow
 from services.audit.repository import AuditLog
 
-__all__ = ["Break", "ChainChecker", "VerifyReport", "verify_log"]
+__all__ = ["Break", "ChainChecker", "VerifyReport", "anchor_heads", "check_checkpoints", "prune_anchor", "starting_heads", "verify_log"]
 
 
 class Break(BaseModel):
@@ -56,6 +61,14 @@ class VerifyReport(BaseModel):
     checkpoints: int
     seconds: float
     breaks: list[Break]
+    kept_from: int | None = None
+    """The checkpoint whose signed heads the chains were checked from (None: every chain from seq 1)."""
+    kept_from_reason: str | None = None
+    """`pruned` (the rows before are archived) or `requested` (`--from-checkpoint`: they were not re-hashed)."""
+    rows_before: int = 0
+    """Rows before the anchor heads, not checked here (archived, or skipped on request)."""
+    checkpoints_before: int = 0
+    """Checkpoints older than `kept_from`: their signatures and ids checked, their heads not (they are before the anchor)."""
 
     @property
     def ok(self) -> bool:
@@ -70,6 +83,11 @@ class ChainChecker:
     topic: str
     partition: int
     wanted: set[int] = field(default_factory=set)
+    # The signed head the chain is checked from (after a prune, or on request), and which checkpoint signed it.
+    anchor: Head | None = None
+    anchor_checkpoint: int = 0
+    # In an archive: the head the chain's rows start after (not in the file; the archive before holds it).
+    after: Head | None = None
     # Offset windows (after, through] a checkpoint superseded by a restore signed past the restored head, and the rows found in each.
     windows: dict[tuple[int, int], int] = field(default_factory=dict)
     rows: int = 0
@@ -78,6 +96,12 @@ class ChainChecker:
     last_offset: int = -1
     at: dict[int, LogRow] = field(default_factory=dict)
     broken: Break | None = None
+
+    def __post_init__(self) -> None:
+        if self.anchor is not None:
+            self.last_seq, self.last_offset = self.anchor.seq - 1, self.anchor.offset - 1
+        elif self.after is not None:
+            self.last_seq, self.last_hash, self.last_offset = self.after.seq, self.after.hash, self.after.offset
 
     def _break(self, row: LogRow, problem: str) -> None:
         self.broken = Break(topic=self.topic, partition=self.partition, seq=row.seq, offset=row.kafka_offset, problem=problem)
@@ -88,9 +112,23 @@ class ChainChecker:
             return False
         self.rows += 1
         expected_seq = self.last_seq + 1
-        if row.seq != expected_seq:
+        anchor = self.anchor
+        if anchor is not None and row.seq != expected_seq and self.last_seq == anchor.seq - 1:
+            self._break(
+                row,
+                f"seq {anchor.seq}, the head checkpoint {self.anchor_checkpoint} signed and the chain is kept from, is missing "
+                "(rows deleted?)",
+            )
+        elif row.seq != expected_seq:
             gap = f"seq {expected_seq}" if row.seq == expected_seq + 1 else f"seq {expected_seq}..{row.seq - 1}"
             self._break(row, f"{gap} missing: the row before this one is seq {self.last_seq} (rows deleted?)")
+        elif anchor is not None and row.seq == anchor.seq:
+            if (row.hash, row.kafka_offset) != (anchor.hash, anchor.offset):
+                self._break(
+                    row, f"row differs from the head checkpoint {self.anchor_checkpoint} signed, where the chain is kept from (rewritten)"
+                )
+            elif row.expected_hash() != row.hash:
+                self._break(row, "content does not match its hash (row edited)")
         elif row.prev_hash != self.last_hash:
             self._break(row, f"prev_hash does not match the hash of seq {self.last_seq} (a row inserted, deleted or moved before this one)")
         elif row.expected_hash() != row.hash:
@@ -107,21 +145,63 @@ class ChainChecker:
         self.last_seq, self.last_hash, self.last_offset = row.seq, row.hash, row.kafka_offset
         return True
 
+    def finish(self) -> None:
+        """After the last row: an anchored chain with no row left lost its anchor too."""
+        if self.broken is None and self.anchor is not None and self.last_seq < self.anchor.seq:
+            problem = (
+                f"seq {self.anchor.seq}, the head checkpoint {self.anchor_checkpoint} signed and the chain is kept from, is missing: "
+                "the chain has no row (rows deleted?)"
+            )
+            self.broken = Break(topic=self.topic, partition=self.partition, seq=self.anchor.seq, offset=self.anchor.offset, problem=problem)
+
+
+def anchor_heads(cp: Checkpoint) -> dict[tuple[str, int], Head]:
+    """The heads `cp` signed, as chain anchors."""
+    return {split_chain_name(name): Head(int(h["seq"]), bytes.fromhex(str(h["hash"])), int(h["offset"])) for name, h in cp.heads.items()}
+
+
+def prune_anchor(prunes: Iterable[Prune], by_id: dict[int, Checkpoint], keyring: Keyring) -> tuple[Checkpoint | None, list[Break]]:
+    """The checkpoint of the latest prune that names a validly signed checkpoint, and a break for each prune that does not.
+
+    A prune record is only a row: a superuser can insert one. What makes it a prune is the signed checkpoint it
+    names; without one it anchors nothing, and the rows it claims to have removed are missing rows.
+    """
+    anchor, breaks = None, []
+    for prune in prunes:
+        cp = by_id.get(prune.checkpoint_id)
+        if cp is None or not signature_valid(keyring, cp):
+            what = "no such checkpoint" if cp is None else f"its signature is not valid for a trusted audit key ({cp.key_id})"
+            problem = (
+                f"a prune (by {prune.pruned_by}, {prune.rows_removed} rows) names checkpoint {prune.checkpoint_id}: {what} "
+                "(rows removed outside the prune path?)"
+            )
+            breaks.append(Break(topic="*", partition=-1, checkpoint_id=prune.checkpoint_id, problem=problem))
+        else:
+            anchor = cp
+    return anchor, breaks
+
 
 def _cp_break(cp: Checkpoint, problem: str) -> Break:
     return Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=problem)
 
 
 def check_checkpoints(
-    checkpoints: Iterable[Checkpoint], checkers: dict[tuple[str, int], ChainChecker], keyring: Keyring, restores: Iterable[Restore] = ()
+    checkpoints: Iterable[Checkpoint],
+    checkers: dict[tuple[str, int], ChainChecker],
+    keyring: Keyring,
+    restores: Iterable[Restore] = (),
+    *,
+    heads_from: int = 0,
+    first_id: int = 1,
 ) -> list[Break]:
     """Each checkpoint must be validly signed, and every head it signed must still be in its chain.
 
-    The ids run on without a gap, except the ones a restore superseded (`Restore`).
+    The ids run on without a gap from `first_id`, except the ones a restore superseded (`Restore`). The heads of
+    checkpoints before `heads_from` (the anchor) are before what the chains hold: only their signatures and ids count.
     """
     breaks: list[Break] = []
     previous: dict[str, int] = {}
-    expected_id = 1
+    expected_id = first_id
     resumed = {r.checkpoint_id: r.superseded_from for r in restores}
     for cp in checkpoints:
         if resumed.get(cp.checkpoint_id) == expected_id:
@@ -162,7 +242,7 @@ def check_checkpoints(
                     )
                 )
             previous[name] = seq
-            if (found := _head_break(cp.checkpoint_id, name, head, checkers)) is not None:
+            if cp.checkpoint_id >= heads_from and (found := _head_break(cp.checkpoint_id, name, head, checkers)) is not None:
                 breaks.append(found)
     return breaks
 
@@ -174,6 +254,10 @@ def _head_break(checkpoint_id: int, name: str, head: dict[str, Any], checkers: d
     checker = checkers.get((topic, partition))
     if checker is not None and checker.broken is not None and checker.broken.seq is not None and checker.broken.seq <= seq:
         return None  # already reported as a broken link inside the chain
+    if checker is not None and checker.anchor is not None and seq < checker.anchor.seq:
+        return None  # before the anchor: archived, or not checked on request
+    if checker is not None and checker.after is not None and seq <= checker.after.seq:
+        return None  # in the archive before this one
     row = checker.at.get(seq) if checker else None
     if row is None:
         end = checker.last_seq if checker else 0
@@ -239,11 +323,18 @@ def _within_restore(cp: Checkpoint, restore: Checkpoint) -> Checkpoint:
     return cp.model_copy(update={"heads": {name: head for name, head in cp.heads.items() if name not in past}})
 
 
-async def verify_log(log: AuditLog, keyring: Keyring, *, prefix: str = "", extra_checkpoints: Iterable[Checkpoint] = ()) -> VerifyReport:
+async def verify_log(
+    log: AuditLog, keyring: Keyring, *, prefix: str = "", extra_checkpoints: Iterable[Checkpoint] = (), from_checkpoint: int | None = None
+) -> VerifyReport:
     """Recompute every chain of the deployment `prefix` and check its checkpoints.
 
     `extra_checkpoints` are copies kept elsewhere (the bus): one missing from or differing from
-    the database is a break, and the copy is what the chains are checked against.
+    the database is a break, and the copy is what the chains are checked against. After a prune, each
+    chain is checked from the head the prune's checkpoint signed; `from_checkpoint` checks them from that
+    checkpoint's heads instead, when it is later (fast, incremental: the rows before are not re-hashed).
+
+    Raises:
+        LookupError: `from_checkpoint` is not a validly signed checkpoint of the log.
     """
     started = time.perf_counter()
     by_id = {cp.checkpoint_id: cp for cp in await log.checkpoints(prefix)}
@@ -262,6 +353,8 @@ async def verify_log(log: AuditLog, keyring: Keyring, *, prefix: str = "", extra
             breaks.append(_cp_break(cp, "differs from the copy published on the bus"))
             by_id[cp.checkpoint_id] = cp  # the published copy is the one the attacker could not edit
     checkpoints = [by_id[k] for k in sorted(by_id)]
+    start, reason, prune_breaks = await _start(log, prefix, by_id, keyring, from_checkpoint)
+    anchors = anchor_heads(start) if start is not None else {}
     within = [_within_restore(cp, restored) for cp, restored in superseded]
     wanted: dict[tuple[str, int], set[int]] = {}
     for cp in [*checkpoints, *within]:
@@ -273,16 +366,22 @@ async def verify_log(log: AuditLog, keyring: Keyring, *, prefix: str = "", extra
             windows.setdefault(split_chain_name(name), {})[window] = 0
     checkers: dict[tuple[str, int], ChainChecker] = {}
     chain_breaks: list[Break] = []
-    for topic, partition in await log.chains(prefix):
+    for topic, partition in sorted({*await log.chains(prefix), *anchors}):
         tp = (topic, partition)
-        checker = ChainChecker(topic, partition, wanted=wanted.get(tp, set()), windows=windows.get(tp, {}))
-        checkers[(topic, partition)] = checker
-        async for row in log.chain_rows(topic, partition):
+        anchor = anchors.get(tp)
+        checker = ChainChecker(
+            topic, partition, wanted=wanted.get(tp, set()), windows=windows.get(tp, {}), anchor=anchor,
+            anchor_checkpoint=start.checkpoint_id if start is not None else 0,
+        )  # fmt: skip
+        checkers[tp] = checker
+        async for row in log.chain_rows(topic, partition, first=anchor.seq if anchor is not None else 1):
             if not checker.feed(row):
                 break
+        checker.finish()
         if checker.broken is not None:
             chain_breaks.append(checker.broken)
-    breaks = chain_breaks + breaks + check_checkpoints(checkpoints, checkers, keyring, restores)
+    heads_from = start.checkpoint_id if start is not None else 0
+    breaks = chain_breaks + prune_breaks + breaks + check_checkpoints(checkpoints, checkers, keyring, restores, heads_from=heads_from)
     breaks += check_superseded(superseded, checkers, keyring) + _heads_checked(within, checkers)
     return VerifyReport(
         rows=sum(c.rows for c in checkers.values()),
@@ -290,4 +389,30 @@ async def verify_log(log: AuditLog, keyring: Keyring, *, prefix: str = "", extra
         checkpoints=len(checkpoints),
         seconds=time.perf_counter() - started,
         breaks=breaks,
+        kept_from=start.checkpoint_id if start is not None else None,
+        kept_from_reason=reason,
+        rows_before=sum(a.seq - 1 for a in anchors.values()),
+        checkpoints_before=sum(1 for cp in checkpoints if cp.checkpoint_id < heads_from),
     )
+
+
+async def _start(
+    log: AuditLog, prefix: str, by_id: dict[int, Checkpoint], keyring: Keyring, from_checkpoint: int | None
+) -> tuple[Checkpoint | None, str | None, list[Break]]:
+    """The checkpoint the chains are checked from, why (`pruned`, `requested`), and the breaks of prunes that name no valid checkpoint."""
+    pruned, breaks = prune_anchor(await log.prunes(prefix), by_id, keyring)
+    if from_checkpoint is None or (pruned is not None and from_checkpoint <= pruned.checkpoint_id):
+        return pruned, "pruned" if pruned is not None else None, breaks
+    asked = by_id.get(from_checkpoint)
+    if asked is None or not signature_valid(keyring, asked):
+        raise LookupError(f"checkpoint {from_checkpoint} is not a validly signed checkpoint of this log: verify cannot start from it")
+    return asked, "requested", breaks
+
+
+async def starting_heads(
+    log: AuditLog, keyring: Keyring, *, prefix: str = "", from_checkpoint: int | None = None
+) -> dict[tuple[str, int], Head]:
+    """The heads `verify_log` will check each chain from (none: from seq 1), for a progress display's total."""
+    by_id = {cp.checkpoint_id: cp for cp in await log.checkpoints(prefix)}
+    start, _, _ = await _start(log, prefix, by_id, keyring, from_checkpoint)
+    return anchor_heads(start) if start is not None else {}

@@ -1,4 +1,4 @@
-"""`tidegate audit`: verify the hash-chained log, tell a task's story, explain it, search the log."""
+"""`tidegate audit`: verify the hash-chained log, archive and prune its oldest rows, tell a task's story, explain it, search the log."""
 
 from __future__ import annotations
 
@@ -10,28 +10,35 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from servicekit import OPS, Keyring, kafka_options
 from services.audit import (
+    ArchiveRefused,
+    ArchiveReport,
     CompletenessReport,
     Missing,
     PostgresAuditLog,
     SearchFilters,
     StoryLine,
     VerifyReport,
+    archive_log,
     check_complete,
+    checkpoint_before,
     explain_task,
     read_published_checkpoints,
     search,
+    starting_heads,
     story,
+    verify_archives,
     verify_log,
 )
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 from tidegate.commands._progress import progress_display
 
-app = typer.Typer(help="The audit log: verify its chains, show and explain a task, search.", no_args_is_help=True)
+app = typer.Typer(help="The audit log: verify its chains, archive and prune, show and explain a task, search.", no_args_is_help=True)
 
 T = TypeVar("T")
 
@@ -78,9 +85,9 @@ class _Reporting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
-    async def chain_rows(self, topic: str, partition: int) -> AsyncIterator[Any]:
+    async def chain_rows(self, topic: str, partition: int, first: int = 1, last: int | None = None) -> AsyncIterator[Any]:
         """The chain's rows, as the log yields them, counted."""
-        async for row in self._log.chain_rows(topic, partition):
+        async for row in self._log.chain_rows(topic, partition, first, last):
             self.read += 1
             if self.read % _VERIFY_EVERY == 0:
                 self._progress(self.read, self._total)
@@ -88,9 +95,12 @@ class _Reporting:
         self._progress(self.read, self._total)
 
 
-async def _reporting(log: PostgresAuditLog, prefix: str, progress: Callable[[int, int], None]) -> PostgresAuditLog:
-    """`log`, reporting the rows `verify_log` reads to `progress` (rows read, rows its chains hold by their heads)."""
-    total = sum(head.seq for head in (await log.heads(prefix)).values())
+async def _reporting(
+    log: PostgresAuditLog, prefix: str, progress: Callable[[int, int], None], starts: dict[tuple[str, int], Any] | None = None
+) -> PostgresAuditLog:
+    """`log`, reporting the rows `verify_log` reads to `progress` (rows read, rows its chains hold by their heads from `starts` on)."""
+    starts = starts or {}
+    total = sum(head.seq - (starts[tp].seq - 1 if tp in starts else 0) for tp, head in (await log.heads(prefix)).items())
     progress(0, total)
     return cast(PostgresAuditLog, _Reporting(log, total, progress))  # the same log to `verify_log`: every other read passes through
 
@@ -108,21 +118,52 @@ def verify(
         help="With --complete: how long the newest records of a partition may take to be recorded (the audit service "
         "is a poll behind on a live deployment) before they count as missing. 0: report them at once.",
     ),
+    from_checkpoint: int | None = typer.Option(
+        None,
+        "--from-checkpoint",
+        min=1,
+        help="Check each chain only from the heads this signed checkpoint holds on (fast, incremental); the rows before are not re-hashed.",
+    ),
+    archives: list[Path] = typer.Option(
+        [],
+        "--archive",
+        help="Verify this archive file offline (repeat for a sequence of archives); no database is read unless --with-log.",
+    ),
+    with_log: bool = typer.Option(
+        False, "--with-log", help="With --archive: also verify the live log, and that the archives are the ones its prunes recorded."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
     kit = settings()
+    if archives and not with_log:
+        _verify_archives(archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json)
+        return
 
     def waiting(newest: list[Missing]) -> None:
         count = sum(m.count for m in newest)
         err_console.print(f"waiting up to {catch_up_s:g} s for the audit service to record the newest {count} record(s) of the bus")
 
+    archived: ArchiveReport | None = None
+
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if bus else []
+        keyring = Keyring.load(kit.keys_dir, "audit")
         with progress_display({"rows": "verifying the chains"}, quiet=as_json) as progress:
-            counted = await _reporting(log, kit.topic_prefix, lambda done, total: progress("rows", done, total))
-            report = await verify_log(counted, Keyring.load(kit.keys_dir, "audit"), prefix=kit.topic_prefix, extra_checkpoints=published)
+            try:
+                starts = await starting_heads(log, keyring, prefix=kit.topic_prefix, from_checkpoint=from_checkpoint)
+                counted = await _reporting(log, kit.topic_prefix, lambda done, total: progress("rows", done, total), starts)
+                report = await verify_log(
+                    counted, keyring, prefix=kit.topic_prefix, extra_checkpoints=published, from_checkpoint=from_checkpoint
+                )
+            except LookupError as exc:
+                raise ConnectionError(str(exc)) from None  # one line, exit 1: there is nothing to start from
+        if archives:
+            prunes = await log.prunes(kit.topic_prefix)
+            live_from = report.kept_from if report.kept_from_reason == "pruned" else None
+            nonlocal archived
+            archived = _checked_archives(archives, keyring, prunes=prunes, live_from=live_from)
         if not complete:
             return report, None
         return report, await check_complete(
@@ -134,6 +175,8 @@ def verify(
         doc = json.loads(report.model_dump_json())
         if completeness is not None:
             doc["completeness"] = json.loads(completeness.model_dump_json())
+        if archived is not None:
+            doc["archives"] = json.loads(archived.model_dump_json())
         console.print_json(json.dumps(doc))
     else:
         rate = report.rows / report.seconds if report.seconds else 0.0
@@ -141,6 +184,7 @@ def verify(
             f"checked {report.rows} rows in {report.chains} chain(s) and {report.checkpoints} checkpoint(s) "
             f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
         )
+        _print_start(report)
         if report.ok:
             console.print("[bold green]intact:[/] every chain and checkpoint checks out")
         else:
@@ -156,8 +200,123 @@ def verify(
             )
         if completeness is not None:
             _print_completeness(completeness)
-    if not report.ok or (completeness is not None and not completeness.ok):
+        if archived is not None:
+            _print_archives(archived)
+    if not report.ok or (completeness is not None and not completeness.ok) or (archived is not None and not archived.ok):
         raise typer.Exit(1)
+
+
+def _print_start(report: VerifyReport) -> None:
+    if report.kept_from_reason == "pruned":
+        console.print(
+            f"the log is pruned through checkpoint {report.kept_from}: each chain checked from the head it signed; "
+            f"{report.rows_before} earlier row(s) are archived (verify them with --archive), "
+            f"{report.checkpoints_before} earlier checkpoint(s) checked for signature and id only"
+        )
+    elif report.kept_from_reason == "requested":
+        console.print(
+            f"[yellow]incremental:[/] each chain checked from the heads of checkpoint {report.kept_from} on; "
+            f"{report.rows_before} earlier row(s) were not re-hashed, {report.checkpoints_before} earlier checkpoint(s) "
+            "checked for signature and id only"
+        )
+
+
+def _checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
+    try:
+        return verify_archives(paths, keyring, **live)
+    except OSError as exc:
+        fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
+
+
+def _verify_archives(paths: list[Path], keyring: Keyring, *, as_json: bool) -> None:
+    """Archives alone, offline: no database is read."""
+    report = _checked_archives(paths, keyring)
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        _print_archives(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_archives(report: ArchiveReport) -> None:
+    for a in report.archives:
+        start = f"after checkpoint {a.after_checkpoint}" if a.after_checkpoint is not None else "from seq 1"
+        console.print(
+            f"archive {shown(a.path)}: {a.rows} rows in {a.chains} chain(s), {start} through checkpoint {a.through_checkpoint} "
+            f"(sha256 {a.sha256})"
+        )
+    if report.ok:
+        console.print(f"[bold green]intact:[/] {len(report.archives)} archive(s) check out, each chain and checkpoint, in sequence")
+        return
+    err_console.print(f"[bold red]BROKEN:[/] {escape(report.breaks[0].describe())}", soft_wrap=True)
+    for brk in report.breaks[1:]:
+        err_console.print(f"  also: {escape(brk.describe())}", soft_wrap=True)
+
+
+@app.command()
+def archive(
+    out: Path = typer.Option(..., "--out", "-o", help="The archive file to write (gzip'd JSON lines); refused if it exists."),
+    through_checkpoint: int | None = typer.Option(None, "--through-checkpoint", min=1, help="Archive through this checkpoint's heads."),
+    before: str | None = typer.Option(
+        None, "--before", help="Archive through the newest checkpoint taken before this time (ISO 8601, or a duration ago: 90d)."
+    ),
+    prune: bool = typer.Option(False, "--prune", help="Then remove the archived rows from the database (each chain's head row stays)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write the log's rows from the last prune through a signed checkpoint to FILE, checking every chain; with --prune, remove them."""
+    if (through_checkpoint is None) == (before is None):
+        fail("give one of --through-checkpoint N or --before DATE")
+    if out.exists():
+        fail(f"--out: {out} exists; an archive is never overwritten")
+    kit = settings()
+    cutoff = when(before) if before is not None else None
+
+    async def go(log: PostgresAuditLog) -> tuple[Any, int | None]:
+        through = through_checkpoint
+        if cutoff is not None:
+            found = await checkpoint_before(log, kit.topic_prefix, cutoff)
+            if found is None:
+                raise ConnectionError(f"no checkpoint was taken before {cutoff:%Y-%m-%d %H:%M:%S}: nothing to archive")
+            through = found.checkpoint_id
+        assert through is not None
+        with progress_display({"rows": f"archiving through checkpoint {through}"}, quiet=as_json) as progress:
+            try:
+                done = await archive_log(
+                    log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through,
+                    progress=lambda n, total: progress("rows", n, total),
+                )  # fmt: skip
+            except LookupError as exc:
+                raise ConnectionError(str(exc)) from None
+            except ArchiveRefused as exc:
+                raise ConnectionError(f"refused, nothing archived: {exc}") from None
+        if not prune:
+            return done, None
+        try:
+            return done, await log.prune(kit.topic_prefix, done.checkpoint_id, done.sha256, done.prunable_rows)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise ConnectionError(
+                f"{out} is written, but this login may not prune ({exc}): run it as the operator (the schema owner's member)"
+            ) from None
+        except asyncpg.PostgresError as exc:
+            raise ConnectionError(f"{out} is written, but the prune was refused and nothing was removed: {exc}") from None
+
+    done, removed = run(_with_log(go))
+    if as_json:
+        console.print_json(json.dumps({**done.model_dump(), "pruned_rows": removed}))
+        return
+    start = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
+    console.print(
+        f"wrote {done.path}: {done.rows} rows of {done.chains} chain(s), {start} through checkpoint {done.checkpoint_id}, "
+        "every chain checked"
+    )
+    console.print(f"sha256 {done.sha256}")
+    if removed is not None:
+        console.print(
+            f"pruned: {removed} row(s) removed from the database; each chain is kept from the head checkpoint {done.checkpoint_id} signed"
+        )
+    else:
+        console.print(f"nothing removed (add --prune to remove the {done.prunable_rows} row(s) it holds below the heads)")
 
 
 def _print_completeness(c: CompletenessReport) -> None:

@@ -1,0 +1,184 @@
+"""The archive file: rows of the audit log that left the database, in a form an auditor can verify offline.
+
+One gzip'd file of JSON lines. The first line is the header (`ArchiveHeader`): the scope, the signed checkpoint
+whose heads the archive ends at, the one it starts after (the previous prune's, or none: from seq 1), and every
+checkpoint between, with their signatures. Each further line is one row of `audit.log` with every column its hash
+covers (bytes in base64, hashes in hex, times to the microsecond), chain by chain in seq order. Nothing but the
+file and the audit's public keys is needed to check it (`archive_check.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.audit.checkpoints import Checkpoint, Restore
+from services.audit.records import COLUMNS, LogRow
+
+__all__ = ["FORMAT", "ArchiveError", "ArchiveHeader", "ArchiveWriter", "file_sha256", "read_archive", "row_from_json", "row_to_json"]
+
+FORMAT: Literal["tidegate.audit.archive"] = "tidegate.audit.archive"
+_BYTES = frozenset({"key", "value"})
+_HASHES = frozenset({"prev_hash", "hash"})
+_TIMES = frozenset({"kafka_ts", "event_time", "recorded_at"})
+
+
+class ArchiveError(ValueError):
+    """A file that is not a readable archive (not gzip, not JSON lines, a header or row of the wrong shape)."""
+
+
+class ArchiveHeader(BaseModel):
+    """The first line of an archive: what it holds and the signed checkpoints that prove it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: Literal["tidegate.audit.archive"] = FORMAT
+    version: Literal[1] = 1
+    scope: str = Field(description="The deployment's topic prefix whose chains the archive holds.")
+    created_at: datetime
+    checkpoint: Checkpoint = Field(description="The archive ends at the heads this checkpoint signed (those rows included).")
+    previous: Checkpoint | None = Field(
+        description="The archive starts after the heads this checkpoint signed (the previous prune's); None: at seq 1."
+    )
+    checkpoints: list[Checkpoint] = Field(description="Every checkpoint after `previous` through `checkpoint`, by id.")
+    restores: list[Restore] = Field(default_factory=list, description="Restores among those checkpoints (their ids skip).")
+    rows: int = Field(description="Rows in the file after this header.")
+
+
+def row_to_json(row: LogRow) -> dict[str, Any]:
+    """`row` as one archive line's object: every column, bytes in base64, hashes in hex, times in ISO 8601 with microseconds."""
+    out: dict[str, Any] = {}
+    value: Any
+    for name, value in zip(COLUMNS, row, strict=True):
+        if value is None:
+            out[name] = None
+        elif name in _BYTES:
+            out[name] = base64.b64encode(value).decode()
+        elif name in _HASHES:
+            out[name] = value.hex()
+        elif name in _TIMES:
+            out[name] = value.isoformat(timespec="microseconds")
+        else:
+            out[name] = value
+    return out
+
+
+def row_from_json(doc: Any) -> LogRow:
+    """The row an archive line holds (the inverse of `row_to_json`).
+
+    Raises:
+        ArchiveError: Not an object of exactly the log's columns, or a value of the wrong kind.
+    """
+    if not isinstance(doc, dict) or set(doc) != set(COLUMNS):
+        raise ArchiveError(f"a row must be an object of exactly the log's columns ({', '.join(COLUMNS)})")
+    values = []
+    try:
+        for name in COLUMNS:
+            value = doc[name]
+            if value is not None and name in _BYTES:
+                value = base64.b64decode(value, validate=True)
+            elif value is not None and name in _HASHES:
+                value = bytes.fromhex(value)
+            elif value is not None and name in _TIMES:
+                value = datetime.fromisoformat(value)
+            values.append(value)
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(f"column {name}: {exc}") from exc
+    return LogRow(*values)
+
+
+class _Hashing:
+    """A binary file that also hashes what is written to it (the archive's sha256 is its bytes', as `sha256sum` gives it)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.digest = raw, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class ArchiveWriter:
+    """Writes an archive to `<path>.partial`, renamed to `path` only by `commit`: a file at `path` is always whole."""
+
+    def __init__(self, path: Path, header: ArchiveHeader) -> None:
+        self.path, self.partial = path, path.with_name(path.name + ".partial")
+        self._raw = self.partial.open("wb")
+        self._hashing = _Hashing(self._raw)
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._hashing, mtime=0)  # type: ignore[arg-type]
+        self._line(header.model_dump(mode="json"))
+
+    def _line(self, doc: Any) -> None:
+        self._gz.write(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+
+    def row(self, row: LogRow) -> None:
+        """Append one row."""
+        self._line(row_to_json(row))
+
+    def commit(self) -> str:
+        """Finish the file, make it durable, put it at `path`; its sha256 (hex)."""
+        self._gz.close()
+        self._raw.flush()
+        self._raw.close()
+        with self.partial.open("rb") as f:  # the data on disk before the name points at it
+            os.fsync(f.fileno())
+        self.partial.replace(self.path)
+        return self._hashing.digest.hexdigest()
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._gz.close()
+        self._raw.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def read_archive(path: Path) -> tuple[ArchiveHeader, Iterator[tuple[int, LogRow]]]:
+    """The header of the archive at `path`, and its rows with their line numbers, read lazily.
+
+    Raises:
+        ArchiveError: The header (at once) or a row (as it is read) is not of the archive's format.
+    """
+    lines = _lines(path)
+    try:
+        _, first = next(lines)
+    except StopIteration:
+        raise ArchiveError(f"{path}: empty: not an audit archive") from None
+    try:
+        header = ArchiveHeader.model_validate_json(first)
+    except ValidationError as exc:
+        raise ArchiveError(f"{path}: line 1 is not an audit archive's header: {exc.errors()[0]['msg']}") from exc
+
+    def rows() -> Iterator[tuple[int, LogRow]]:
+        for number, line in lines:
+            try:
+                yield number, row_from_json(json.loads(line))
+            except (ValueError, ArchiveError) as exc:
+                raise ArchiveError(f"{path}: line {number}: {exc}") from exc
+
+    return header, rows()
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    try:
+        with gzip.open(path, "rb") as f:
+            yield from enumerate(f, start=1)
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise ArchiveError(f"{path}: not a whole gzip file ({exc})") from exc

@@ -1,0 +1,146 @@
+"""`tidegate audit verify --archive FILE…`: check archives offline, each on its own and as a sequence, and against the live log's prunes.
+
+An archive checks out when its checkpoints are validly signed with ids running on from the one it starts after, and
+every chain runs from the head that checkpoint signed (or seq 1) through the head its last checkpoint signed, link by
+link, every row's hash recomputed: an edited, dropped or inserted line is named by chain and seq. Consecutive archives
+must follow each other (one starts after the checkpoint the other ends at); given the live log's prunes too, each
+archive must be the file its prune recorded (by sha256), and the newest must end where the live log is kept from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from servicekit import Keyring
+from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, read_archive
+from services.audit.checkpoints import Checkpoint, Prune, chain_name, signature_valid, split_chain_name
+from services.audit.verify import Break, ChainChecker, anchor_heads, check_checkpoints
+
+__all__ = ["ArchiveReport", "ArchiveSummary", "verify_archives"]
+
+
+class ArchiveSummary(BaseModel):
+    """One archive as checked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    sha256: str
+    scope: str
+    after_checkpoint: int | None
+    through_checkpoint: int
+    rows: int
+    chains: int
+
+
+class ArchiveReport(BaseModel):
+    """What the archives hold and every break found in them (empty when they check out)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    archives: list[ArchiveSummary]
+    breaks: list[Break]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when every archive checks out, alone and in sequence."""
+        return not self.breaks
+
+
+def _file_break(path: Path, problem: str, checkpoint_id: int | None = None) -> Break:
+    return Break(topic=str(path), partition=-1, checkpoint_id=checkpoint_id, problem=problem)
+
+
+def _check_one(path: Path, keyring: Keyring) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break]]:
+    """One archive on its own: its header, its checkpoints, every chain in it."""
+    sha256 = file_sha256(path)
+    try:
+        header, rows = read_archive(path)
+    except ArchiveError as exc:
+        return None, None, [_file_break(path, str(exc))]
+    breaks: list[Break] = []
+    previous = header.previous
+    if previous is not None and not signature_valid(keyring, previous):
+        breaks.append(
+            _file_break(path, f"the checkpoint it starts after is not validly signed ({previous.key_id})", previous.checkpoint_id)
+        )
+    if not header.checkpoints or header.checkpoints[-1] != header.checkpoint:
+        breaks.append(_file_break(path, "its checkpoints do not end at the checkpoint it names", header.checkpoint.checkpoint_id))
+    after = anchor_heads(previous) if previous is not None else {}
+    wanted: dict[tuple[str, int], set[int]] = {}
+    for cp in header.checkpoints:
+        for name, head in cp.heads.items():
+            wanted.setdefault(split_chain_name(name), set()).add(int(head["seq"]))
+    signed = set(anchor_heads(header.checkpoint))
+    checkers = {tp: ChainChecker(*tp, wanted=wanted.get(tp, set()), after=after.get(tp)) for tp in signed}
+    count = 0
+    try:
+        for number, row in rows:
+            count += 1
+            checker = checkers.get((row.topic, row.partition))
+            if checker is None:
+                name = chain_name(row.topic, row.partition)
+                problem = f"line {number}: a row of {name}, a chain checkpoint {header.checkpoint.checkpoint_id} did not sign"
+                breaks.append(_file_break(path, problem))
+                continue
+            checker.feed(row)
+    except ArchiveError as exc:
+        breaks.append(_file_break(path, str(exc)))
+    breaks += [c.broken for c in checkers.values() if c.broken is not None]
+    first_id = previous.checkpoint_id + 1 if previous is not None else 1
+    breaks += check_checkpoints(header.checkpoints, checkers, keyring, header.restores, first_id=first_id)
+    if count != header.rows:
+        breaks.append(_file_break(path, f"holds {count} rows, its header says {header.rows}"))
+    summary = ArchiveSummary(
+        path=str(path), sha256=sha256, scope=header.scope, after_checkpoint=previous.checkpoint_id if previous else None,
+        through_checkpoint=header.checkpoint.checkpoint_id, rows=count, chains=len(checkers),
+    )  # fmt: skip
+    return summary, header, breaks
+
+
+def _same(a: Checkpoint | None, b: Checkpoint | None) -> bool:
+    return a is not None and b is not None and (a.checkpoint_id, a.heads, a.signature) == (b.checkpoint_id, b.heads, b.signature)
+
+
+def verify_archives(
+    paths: Sequence[Path], keyring: Keyring, *, prunes: Sequence[Prune] | None = None, live_from: int | None = None
+) -> ArchiveReport:
+    """Check each archive, then that they follow each other.
+
+    With the live log's `prunes` (and `live_from`, the checkpoint it is kept from), each archive against its prune's sha256.
+    """
+    started = time.perf_counter()
+    checked = [(path, *_check_one(path, keyring)) for path in paths]
+    breaks = [b for _, _, _, found in checked for b in found]
+    whole = sorted(((s, h) for _, s, h, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)
+    scopes = {s.scope for s, _ in whole}
+    if len(scopes) > 1:
+        breaks.append(Break(topic="*", partition=-1, problem=f"the archives are of different deployments: {', '.join(sorted(scopes))}"))
+    for (a, ha), (b, hb) in itertools.pairwise(whole):
+        if not _same(hb.previous, ha.checkpoint):
+            problem = (
+                f"{b.path} starts after checkpoint {b.after_checkpoint}, but {a.path} before it ends at checkpoint {a.through_checkpoint}"
+            )
+            breaks.append(_file_break(Path(b.path), problem + " (an archive between them missing, or one of them not of this log)"))
+    if prunes is not None:
+        recorded = {p.checkpoint_id: p for p in prunes}
+        for s, _ in whole:
+            prune = recorded.get(s.through_checkpoint)
+            if prune is not None and prune.archive_sha256 != s.sha256:
+                problem = (
+                    f"is not the file the prune of checkpoint {s.through_checkpoint} recorded "
+                    f"(sha256 {prune.archive_sha256[:16]}…, this file {s.sha256[:16]}…)"
+                )
+                breaks.append(_file_break(Path(s.path), problem, s.through_checkpoint))
+        if whole and live_from is not None and whole[-1][0].through_checkpoint != live_from:
+            problem = (
+                f"the newest archive ends at checkpoint {whole[-1][0].through_checkpoint}, the live log is kept from checkpoint {live_from}"
+            )
+            breaks.append(Break(topic="*", partition=-1, checkpoint_id=live_from, problem=problem))
+    return ArchiveReport(archives=[s for s, _ in whole], breaks=breaks, seconds=time.perf_counter() - started)
