@@ -6,6 +6,8 @@ chained). Completeness compares the other way: for every partition of every topi
 deployment, each offset between the earliest the broker keeps (retention) and the latest must have
 exactly one row (one at most is the table's UNIQUE constraint). A gap in the log is read back from
 the bus, so an offset that holds no record (compacted away, a transaction marker) is not reported.
+After a prune (`tidegate audit archive --prune`) each pruned chain is compared from its anchor on: the offsets
+before it left the database for an archive (`verify --archive` proves those), and are counted as archived.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
+from services.audit.checkpoints import split_chain_name
 from services.audit.repository import AuditLog
 
 __all__ = ["CompletenessReport", "Missing", "bus_offsets", "check_complete", "find_missing"]
@@ -55,6 +58,7 @@ class CompletenessReport(BaseModel):
     offsets: int
     seconds: float
     missing: list[Missing]
+    archived: int = 0  # offsets the bus still holds that a prune moved to an archive (before each chain's anchor): not compared
 
     @property
     def ok(self) -> bool:
@@ -162,7 +166,9 @@ async def check_complete(
     partition in order, so it is missing for good.
     """
     started = time.perf_counter()
-    offsets = await bus_offsets(bootstrap, prefix, client_options=client_options)
+    held = await bus_offsets(bootstrap, prefix, client_options=client_options)
+    anchors = await pruned_through(log, prefix)
+    offsets = {tp: (max(begin, min(anchors.get(tp, begin), end)), end) for tp, (begin, end) in held.items()}
     missing = await find_missing(log, bootstrap, offsets, client_options=client_options)
     deadline = time.monotonic() + catch_up_s
     if catch_up_s > 0 and waiting is not None and any(m.at_end for m in missing):
@@ -179,4 +185,17 @@ async def check_complete(
         offsets=sum(end - begin for begin, end in offsets.values()),
         seconds=time.perf_counter() - started,
         missing=missing,
+        archived=sum(offsets[tp][0] - begin for tp, (begin, _) in held.items()),
     )
+
+
+async def pruned_through(log: AuditLog, scope: str) -> dict[tuple[str, int], int]:
+    """The offset of each chain's anchor after the latest prune of `scope` (the first offset kept); empty if never pruned."""
+    prunes = await log.prunes(scope)
+    if not prunes:
+        return {}
+    latest = prunes[-1].checkpoint_id
+    anchor = next((cp for cp in await log.checkpoints(scope) if cp.checkpoint_id == latest), None)
+    if anchor is None:  # a prune row with no checkpoint: `verify` names it; nothing is taken as archived here
+        return {}
+    return {split_chain_name(name): int(head["offset"]) for name, head in anchor.heads.items()}

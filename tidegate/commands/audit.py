@@ -323,6 +323,8 @@ def _print_completeness(c: CompletenessReport) -> None:
     console.print(
         f"compared {c.offsets} offsets of {c.partitions} partitions of {c.topics} topics on the bus with the log in {c.seconds:.2f} s"
     )
+    if c.archived:
+        console.print(f"{c.archived} older offset(s) the bus still holds were pruned into archives: not compared (see --archive)")
     if c.ok:
         console.print("[bold green]complete:[/] every record the bus holds has exactly one row")
         return

@@ -122,3 +122,37 @@ async def test_the_newest_records_are_waited_for_while_the_audit_service_catches
     finally:
         await again.stop()
         await log.close()
+
+
+async def test_records_pruned_into_an_archive_while_the_bus_still_holds_them_are_not_named_missing(
+    kit: KitSettings, fast_settings: AuditSettings, producer: Any, probe: Any, wait_for: Any, tmp_path: Any
+) -> None:
+    """A prune (`tidegate audit archive --prune`) of records the bus still keeps: `--complete` compares each pruned
+    chain from its anchor on and counts the offsets before it as archived, instead of naming them missing."""
+    tasks = kit.topic_prefix + "tasks"
+    svc = build(kit, fast_settings)
+    await svc.start()
+    try:
+        for i in range(10):
+            await producer.send_and_wait(tasks, json.dumps({"n": i}).encode(), partition=0)
+        await wait_for(probe.matches, timeout=30, what="every record in the log")
+        await wait_for(lambda: _complete_if_ok(kit), timeout=30, what="a complete log, checkpointed")
+    finally:
+        await svc.stop()
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        latest = await conn.fetchval("SELECT max(checkpoint_id) FROM audit.checkpoints WHERE scope = $1", kit.topic_prefix)
+    finally:
+        await conn.close()
+    env = {"TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_KEYS_DIR": str(kit.keys_dir), "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix}
+    archive = tmp_path / "audit.jsonl.gz"
+    args = ["audit", "archive", "--through-checkpoint", str(latest), "--out", str(archive), "--prune"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert result.exit_code == 0, result.output
+
+    report = await _complete(kit)
+    assert report.ok, [m.describe() for m in report.missing]
+    assert report.archived >= 9  # tasks[0] offsets 0..8 at least: each chain keeps the head its checkpoint signed
+    result = await _cli(kit, "--catch-up-s", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["completeness"]["archived"] == report.archived
