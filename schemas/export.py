@@ -87,6 +87,7 @@ def asyncapi_document() -> dict[str, Any]:
                     "topicConfiguration": {
                         "cleanup.policy": [spec.kafka_config()["cleanup.policy"]],
                         "retention.ms": spec.retention_ms,
+                        "message.timestamp.type": spec.kafka_config()["message.timestamp.type"],  # stamped by the broker
                     },
                 }
             },

@@ -119,14 +119,11 @@ class TopicSpec:
         """Topic-level configs for creation.
 
         No topic is compacted: compaction keeps the last record per key by offset, so on `control` a replayed
-        old record would delete the newer one it replays (servicekit.control).
+        old record would delete the newer one it replays (servicekit.control). Every topic is stamped by the
+        broker, not by the producer: a retired signing key's grace is judged at that time, which whoever holds
+        the key cannot choose, by the live services and by the audit log alike (servicekit.authority).
         """
-        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)} | self.config
-
-
-# The broker, not the producer, stamps these records' timestamps: a retired signing key's grace is judged at
-# that time when the topic is read again from the start (servicekit.authority).
-_BROKER_STAMPED = {"message.timestamp.type": "LogAppendTime"}
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms), "message.timestamp.type": "LogAppendTime"} | self.config
 
 
 def _spec(name: str, union: Any, events: tuple[type[Envelope], ...], description: str, **kw: Any) -> TopicSpec:
@@ -198,7 +195,6 @@ TOPICS: dict[str, TopicSpec] = {
             retention_ms=-1,
             producers=("cli",),
             consumers=("policy", "approval", "executor"),
-            config=_BROKER_STAMPED,
         ),
         _spec(
             "directory",
@@ -210,7 +206,6 @@ TOPICS: dict[str, TopicSpec] = {
             retention_ms=-1,
             producers=("approval",),
             consumers=("policy", "approval"),
-            config=_BROKER_STAMPED,
         ),
         _spec(
             "deadletter",

@@ -28,12 +28,14 @@ from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, r
 
 __all__ = [
     "AUTHORITY",
+    "LOG_APPEND_TIME",
     "SERVICES",
     "Authority",
     "Principal",
     "Refusal",
     "appended_ms",
     "authority_for",
+    "broker_time_ms",
     "client_key",
     "client_private_key",
     "deployment_authority",
@@ -152,11 +154,12 @@ class Authority:
     The files are read again when a key folder changed, looked at when an unknown key id arrives (then
     not again for that id within `recheck_s`) and every `recheck_s`, so a key added or rotated after
     start is found at once and a revoked one is refused within `recheck_s`. A retired key (`<name>.<hash>.pub`) verifies what arrives within
-    `retired_grace_s` after its retirement, and then only for readers of history (`retired_grace_s=None`:
-    the audit log, replay): an event it signs later is refused as `signer_retired`. "Arrives" is the
-    broker's append time on topics the broker stamps (`control` and `directory`, read again from the
-    start at every restart), the verifier's wall clock elsewhere; never the envelope's `time` or
-    `sequence`, which the signer chooses.
+    `retired_grace_s` after its retirement: an event it signs later is refused as `signer_retired`. "Arrives" is the
+    broker's append time (every catalog topic is stamped by the broker, `LogAppendTime`), never the envelope's `time`
+    or `sequence`, nor a producer's timestamp, which the signer chooses. A live consumer judges a record that carries
+    no append time (one its topic held before it was stamped) at its wall clock; a reader of history (`history`: the
+    audit log, replay) judges only at the append time, so its verdict on a record is the same whenever it reads it,
+    and keeps what was appended before its topic was stamped (no time its signer could not have chosen is known).
     """
 
     keys_dir: Path
@@ -164,7 +167,8 @@ class Authority:
     clients_dir: Path
     tool_keys: dict[str, Path] = field(default_factory=dict)
     recheck_s: float = 0.1  # how stale a known key may be: a revocation takes effect within this
-    retired_grace_s: float | None = 600.0  # how long a retired key still verifies; None: forever (history)
+    retired_grace_s: float | None = 600.0  # how long a retired key still verifies; None: forever
+    history: bool = False  # a reader of history (the audit log, replay): a retired key's grace judged at the append time only
     clock: Callable[[], float] = time.time  # wall clock, for the retirement grace
     monotonic: Callable[[], float] = time.monotonic  # for `recheck_s`
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
@@ -249,7 +253,7 @@ class Authority:
 
         `document` is `raw` already parsed by `json.loads`, when the caller has it (the audit does): it is not parsed again.
         `appended_ms` is when the broker appended the record (`appended_ms(record)`), if its topic is stamped
-        by the broker (`control`, `directory`): a retired key's grace is then judged at that time, not now.
+        by the broker (every catalog topic): a retired key's grace is then judged at that time, not now.
         """
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
@@ -279,7 +283,12 @@ class Authority:
         """Why `event` is refused when every holder of its key was retired longer before it arrived than the grace window."""
         if self.retired_grace_s is None:
             return None
-        arrived = appended_ms / 1000 if appended_ms is not None else self.clock()
+        if appended_ms is not None:
+            arrived = appended_ms / 1000
+        elif self.history:
+            return None  # appended before its topic was stamped by the broker: kept, as the audit recorded it then
+        else:
+            arrived = self.clock()
         if all(p.retired_at is not None and p.retired_at < arrived - (self.retired_grace_s if p.grace else 0) for p in holders):
             return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
         return None
@@ -304,10 +313,16 @@ def _verified(holders: list[Principal], signature: bytes, message: bytes) -> lis
 
 def appended_ms(record: Any) -> int | None:
     """When the broker appended a consumer `record` (ms), if its topic is stamped by the broker (LogAppendTime); else None."""
-    return int(record.timestamp) if getattr(record, "timestamp_type", None) == _LOG_APPEND_TIME else None
+    stamped = getattr(record, "timestamp_type", None) == LOG_APPEND_TIME
+    return int(record.timestamp) if stamped else None
 
 
-_LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker, not by its producer
+def broker_time_ms(timestamp_ms: int, timestamp_type: int | None) -> int | None:
+    """`timestamp_ms` if a record's `timestamp_type` says the broker stamped it (LogAppendTime); else None (its producer's)."""
+    return int(timestamp_ms) if timestamp_type == LOG_APPEND_TIME else None
+
+
+LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker, not by its producer (CreateTime: 0)
 
 
 def _holder(path: Path) -> str:
@@ -346,19 +361,26 @@ def authority_for(
     clients_dir: Path,
     tools: Mapping[str, ToolSpec] | None = None,
     retired_grace_s: float | None = 600.0,
+    *,
+    history: bool = False,
 ) -> Authority:
-    """The deployment's `Authority`: its key directories and the reply keys its catalog names."""
+    """The deployment's `Authority`: its key directories and the reply keys its catalog names (`history`: see `Authority`)."""
     tool_keys = {
         name: (keys_dir / spec.reply_key_file if not Path(spec.reply_key_file).is_absolute() else Path(spec.reply_key_file))
         for name, spec in (tools or {}).items()
         if spec.reply_key_file
     }
-    return Authority(keys_dir, operators_dir, clients_dir, tool_keys, retired_grace_s=retired_grace_s)
+    return Authority(keys_dir, operators_dir, clients_dir, tool_keys, retired_grace_s=retired_grace_s, history=history)
 
 
 def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None = None, *, history: bool = False) -> Authority:
-    """`authority_for` the key directories `kit` names; with `history`, retired keys verify forever (the audit log, replay)."""
-    return authority_for(kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir, tools, None if history else kit.retired_key_grace_s)
+    """`authority_for` the key directories `kit` names; with `history`, a retired key's grace is judged at the broker's append time only.
+
+    What the audit log and replay read with: what a retired key signed within its grace verifies forever, what it
+    signed later never does, whenever it is read.
+    """
+    keys = (kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir)
+    return authority_for(*keys, tools, kit.retired_key_grace_s, history=history)
 
 
 def service_key(kit: KitSettings, service: str) -> SigningKey:

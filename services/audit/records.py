@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from json.encoder import encode_basestring as _json_str  # what json.dumps(ensure_ascii=False) uses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
 from schemas import canonical_json, topic_spec, validate_parsed
 from schemas.topics import any_event_adapter
+from servicekit.authority import broker_time_ms
 from servicekit.intake import Bounds, Refused, check_bounds
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "GENESIS",
     "LogRow",
     "Observed",
+    "SignatureCheck",
     "chain_hash",
     "content_bytes",
     "headers_json",
@@ -391,6 +393,13 @@ def _reasons(event_type: str | None, data: dict[str, Any]) -> list[str]:
     return codes
 
 
+class SignatureCheck(Protocol):
+    """`Authority.check`: None when the event is signed by a key allowed to produce it, else the refusal (code and message)."""
+
+    def __call__(self, raw: bytes, event: Any, document: Any, *, appended_ms: int | None) -> Any:
+        """Check `event` (decoded from `raw`, parsed as `document`), a retired key's grace judged at `appended_ms` if given."""
+
+
 def observe(
     *,
     topic: str,
@@ -403,7 +412,7 @@ def observe(
     headers: Sequence[tuple[str, bytes | None]] | None,
     prefix: str,
     bounds: Bounds = DEFAULT_BOUNDS,
-    check: Callable[[bytes, Any, Any], Any] | None = None,
+    check: SignatureCheck | None = None,
 ) -> Observed:
     """Read one Kafka record: keep it raw, check it against its topic's contract, extract its fields.
 
@@ -411,6 +420,9 @@ def observe(
     not the contract) is recorded raw with the reason. With `check` (`Authority.check`, handed the
     value as parsed here, not parsed again), an event whose signature does not verify is recorded as
     invalid, with the refusal's code as the reason (`signature_missing: ...`): recorded all the same.
+    The check is handed the broker's append time when the broker stamped the record (`timestamp_type`
+    LogAppendTime): an event signed by a key retired longer than the grace before it is `signer_retired`.
+    That time is stored (`kafka_ts`, `ts_type`, both hashed), so the verdict can be reached again from the row.
     """
     header_list, header_json = _headers(headers)
     doc: Any = None
@@ -430,7 +442,8 @@ def observe(
                 adapter = _adapter(topic.removeprefix(prefix))
                 # validated from the value as parsed here, as the kit does (`validate_parsed`), unless only json.loads read it
                 event = validate_parsed(adapter, doc, value) if by_pydantic else adapter.validate_json(value)
-                refusal = check(value, event, doc) if check is not None else None
+                appended = broker_time_ms(timestamp_ms, timestamp_type)
+                refusal = check(value, event, doc, appended_ms=appended) if check is not None else None
                 valid = refusal is None
                 if refusal is not None:
                     reason = f"{refusal.code}: {refusal.message}"[:TEXT_LIMIT]

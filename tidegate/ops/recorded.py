@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import Envelope
-from servicekit.authority import Authority, deployment_authority
+from servicekit.authority import Authority, appended_ms, deployment_authority
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import OPS
 from servicekit.settings import KitSettings
@@ -145,8 +145,8 @@ async def read_window(
         prefix: Topic prefix of the deployment (`tidegate.`).
         start: First timestamp (None: from the beginning).
         end: Timestamp where reading stops, exclusive (None: the end of each partition as of now).
-        authority: Who may have signed what (`deployment_authority(kit, history=True)`: retired keys count, for
-            what they signed before); an event it refuses is skipped under its reason code.
+        authority: Who may have signed what (`deployment_authority(kit, history=True)`: a retired key counts for what
+            the broker appended within its grace, as in the audit log); an event it refuses is skipped under its reason code.
         topics: Catalog topic names to read.
         tenant: Keep only this tenant's events.
         task: Keep only this task's events.
@@ -198,7 +198,7 @@ async def read_window(
                             continue
                         if not _matches(event, tenant, task):
                             continue
-                        if (refusal := authority.check(record.value, event)) is not None:
+                        if (refusal := authority.check(record.value, event, appended_ms=appended_ms(record))) is not None:
                             window.skipped.add(refusal.code.value, f"{tp.topic}[{tp.partition}]@{record.offset}", refusal.message)
                             continue
                     else:
@@ -220,7 +220,8 @@ async def recorded_window(
 ) -> Window:
     """`read_window` of `kit`'s deployment, logged in as `principal` (the operator tools: `ops`), checked against its keys.
 
-    Retired keys verify what they signed (history), as in the audit service.
+    A retired key verifies what the broker appended within its grace after the retirement, whenever it is read: the
+    verdict the audit service recorded (`read_audit_window` reads that).
     """
     authority = deployment_authority(kit, history=True)
     client_options = kafka_options(kit, principal)
