@@ -68,6 +68,9 @@ class ReasonCode(StrEnum):
     TOO_DEEP = "too_deep"
     NOT_FINITE = "not_finite"
     TOOL_REPLY_MISMATCH = "tool_reply_mismatch"
+    # Dead letters of an input whose handling published an event Kafka refuses for good (servicekit.refusals).
+    OUTPUT_TOO_LARGE = "output_too_large"
+    OUTPUT_REFUSED = "output_refused"
     # Envelope signatures (docs/security/signatures.md).
     SIGNATURE_MISSING = "signature_missing"
     SIGNER_NOT_ALLOWED = "signer_not_allowed"

@@ -8,6 +8,9 @@ be written is retried, never skipped), and if it raises anyway the batch is rewo
 This module is the one layer that retries a handler (`Bus.retrying`): transient infrastructure errors
 (`servicekit.intake.classify`) are retried with capped backoff, forever, blocking the partition
 rather than losing the event; a dead producer makes the process exit for its supervisor to restart.
+An event a handler published that Kafka refuses for good (`servicekit.refusals`: too large for the
+topic, invalid) is not retried either: the input whose handling published it is dead-lettered with
+the broker's reason, and its batch-mates go on (`acknowledged_at_end`).
 """
 
 from __future__ import annotations
@@ -36,12 +39,23 @@ from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead,
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
 from servicekit.polling import FetchPace, Poller
-from servicekit.producer import Producer, servers
+from servicekit.producer import Headers, Producer, servers
+from servicekit.refusals import REFUSED_FOR_GOOD, refusal_code, refusal_name
 from servicekit.settings import IDLE_FETCH_MAX_WAIT_MS, PARTITION_FETCH_BYTES, KitSettings
 from servicekit.signing import SigningKey
 from servicekit.tracing import Attr, current_traceparent, span
 
-__all__ = ["TRANSIENT_ERRORS", "Bus", "Handler", "Producer", "Recorded", "Reject", "once_delivered", "once_delivered_together"]
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "Bus",
+    "Handler",
+    "OutputRefused",
+    "Producer",
+    "Recorded",
+    "Reject",
+    "once_delivered",
+    "once_delivered_together",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +65,40 @@ Handler = Callable[[Any], Awaitable[None]]
 _CONTENT_TYPE = CONTENT_TYPE.encode()
 
 
+@dataclass(frozen=True)
+class _Delivery:
+    """A record published inside a polled batch, as it was sent (to send it again alone), and the input it is owed to."""
+
+    future: asyncio.Future[Any]  # the broker's acknowledgement
+    topic: str  # catalog name
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    identity: str | bytes  # the event's id, else its bytes (`Recorded.identity`)
+    source: ConsumerRecord[Any, Any] | None  # the input being handled when it was published (`handle_event`), if one was
+
+
+Refusal = tuple[_Delivery, BaseException]  # a record Kafka refused for good, and its error
+
+
+class OutputRefused(Exception):
+    """Kafka refused for good what a polled batch published, and no one input is known to have published it (a batch handler's)."""
+
+    def __init__(self, refused: Sequence[Refusal]) -> None:
+        super().__init__("; ".join(_refused_text(d, exc) for d, exc in refused))
+        self.refused = list(refused)
+
+
+def _refused_text(delivery: _Delivery, exc: BaseException) -> str:
+    return f"{refusal_name(exc)} for {delivery.topic} ({len(delivery.value)} bytes)"
+
+
 @dataclass
 class _BatchDeliveries:
     """What the polled batch being handled has published: the acknowledgements it waits for, and what waits for them."""
 
-    unacked: list[asyncio.Future[Any]] = field(default_factory=list)
+    unacked: list[_Delivery] = field(default_factory=list)
+    unowned: list[Refusal] = field(default_factory=list)  # refused for good before its input was known (`confirm_published`)
     after: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)  # `once_delivered`
     sent: set[str | bytes] = field(default_factory=set)  # `Recorded.identity`: a redelivery inside the batch publishes nothing twice
     together: dict[str, tuple[Callable[[list[Any]], Awaitable[Any]], list[Any]]] = field(default_factory=dict)  # by key
@@ -64,6 +107,8 @@ class _BatchDeliveries:
 _batch: ContextVar[_BatchDeliveries | None] = ContextVar("tidegate_batch_deliveries", default=None)
 # The offsets of the polled batch being handled, when they are committed at intervals (`Bus.on_polled`).
 _committing: ContextVar[Commits | None] = ContextVar("tidegate_batch_commits", default=None)
+# The input record whose handler runs (`Bus.handle_event`): what it publishes is owed to it.
+_source: ContextVar[ConsumerRecord[Any, Any] | None] = ContextVar("tidegate_publishing_for", default=None)
 
 
 async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:
@@ -108,6 +153,15 @@ class Reject(Exception):
 
 
 GRACEFUL_TIMEOUT_S = 10.0  # how long a stop waits for the batch in hand to finish
+
+
+def _headers(traceparent: str | None) -> Headers:
+    return [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
+
+
+async def _acknowledged(delivery: asyncio.Future[Any] | None) -> None:
+    if delivery is not None:  # None: a stand-in delivered it
+        await delivery
 
 
 def _text(raw: bytes | None) -> str:
@@ -230,7 +284,7 @@ class Bus:
         if batch is not None and not wait and event.id in batch.sent:
             return  # the same recorded event again (its source redelivered in this batch): once is enough
         made = self.record(topic, event)
-        await self.publish_recorded(topic, made.key, made.value, made.traceparent, wait=wait)
+        await self._deliver(topic, made.key, made.value, made.traceparent, identity=event.id, wait=wait)
         if batch is not None and not wait:
             batch.sent.add(event.id)  # only once queued: a send that raised is made again by the handler's retry
         metrics.observe_published(self.service, event)
@@ -243,14 +297,20 @@ class Bus:
         queued, and the batch is committed only after the broker acknowledged every record it
         published; elsewhere (and with `wait`) it returns once the broker acknowledged this record.
         """
-        delivery = await self._send(topic, key, value, traceparent)
+        await self._deliver(topic, key, value, traceparent, identity=value, wait=wait)
+
+    async def _deliver(
+        self, topic: str, key: bytes | None, value: bytes, traceparent: str | None, *, identity: str | bytes, wait: bool
+    ) -> None:
+        headers = _headers(traceparent)
+        delivery = await self._send(topic, key, value, headers)
         batch = _batch.get()
         if delivery is None:
             return
         if batch is None or wait:
             await delivery
         else:
-            batch.unacked.append(delivery)
+            batch.unacked.append(_Delivery(delivery, topic, key, value, headers, identity, _source.get()))
 
     async def publish_many(self, records: Sequence[Recorded]) -> None:
         """Publish recorded events in order, each as its stored bytes, through the one publish path (`publish_recorded`).
@@ -265,23 +325,23 @@ class Bus:
             records = [r for r in records if r.identity not in batch.sent]
         deliveries = []
         for r in records:
-            deliveries.append(await self._send(r.topic, r.key, r.value, r.traceparent))
-            if batch is not None:
-                batch.sent.add(r.identity)  # only once queued: a send that raised is made again by the handler's retry
-        unacked = [d for d in deliveries if d is not None]
-        if batch is None:
-            await asyncio.gather(*unacked)
-        else:
-            batch.unacked.extend(unacked)
+            headers = _headers(r.traceparent)
+            delivery = await self._send(r.topic, r.key, r.value, headers)
+            if batch is None:
+                deliveries += [delivery] if delivery is not None else []
+                continue
+            if delivery is not None:
+                batch.unacked.append(_Delivery(delivery, r.topic, r.key, r.value, headers, r.identity, _source.get()))
+            batch.sent.add(r.identity)  # only once queued: a send that raised is made again by the handler's retry
+        await asyncio.gather(*deliveries)
         for record in records:
             if record.event is not None:
                 metrics.observe_published(self.service, record.event)
 
-    async def _send(self, topic: str, key: bytes | None, value: bytes, traceparent: str | None) -> asyncio.Future[Any] | None:
+    async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> asyncio.Future[Any] | None:
         """Queue one record on the producer: its delivery (acknowledgement), or None when a stand-in delivered it."""
         if self.producer.dead():  # a send on it would wait forever (aio-libs/aiokafka#1017)
             raise ProducerDead("the producer's sender task has ended")
-        headers = [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
         return await self.producer.send(self.topic(topic), value, key=key, headers=headers)
 
     @asynccontextmanager
@@ -295,6 +355,13 @@ class Bus:
         its outbox entries not yet marked and hands them over again, and they are not sent twice. A
         delivery that failed raises here: the batch is rewound and handled again (handlers are
         idempotent); a producer that can no longer deliver stops the process.
+
+        A record Kafka refuses for good (`servicekit.refusals`) is not a failed delivery: sent again it
+        is refused again, and the batch would be handled for ever. Each record the broker refused is
+        sent again alone (`_settle`: the broker answers for a whole record batch, the refused record's
+        batch-mates included); the input whose handling published one it refuses again is dead-lettered
+        with the broker's reason (`output_too_large`, `output_refused`), and its batch-mates count as
+        handled. One no single input is known to have published raises `OutputRefused`: rewound.
         """
         batch = _BatchDeliveries()
         token = _batch.set(batch)
@@ -302,16 +369,18 @@ class Bus:
             yield
         except BaseException:
             _batch.reset(token)
-            await asyncio.gather(*batch.unacked, return_exceptions=True)  # nothing left unretrieved; the batch is rewound anyway
+            await asyncio.gather(*(d.future for d in batch.unacked), return_exceptions=True)  # nothing left unretrieved; rewound anyway
             raise
         _batch.reset(token)
-        try:
-            await asyncio.gather(*batch.unacked)
-        except Exception as exc:
-            await asyncio.gather(*batch.unacked, return_exceptions=True)
-            if classify(exc) is ErrorKind.PRODUCER_DEAD:
-                await self.producer_dead(exc)
-            raise
+        sent_again = {d.identity for d in batch.unacked}
+        if lost := [(d, exc) for d, exc in batch.unowned if d.identity not in sent_again]:
+            log.error("%s: Kafka refuses %s for good, and no input handled alone published it again", self.service, OutputRefused(lost))
+            raise OutputRefused(lost)
+        refused = await self._settle(batch)
+        if unowned := [(d, exc) for d, exc in refused if d.source is None]:
+            log.error("%s: Kafka refuses %s for good, published by no one input", self.service, OutputRefused(unowned))
+            raise OutputRefused(unowned)
+        await self._dead_letter_refused(refused)
         for action in batch.after:  # `once_delivered`: only now is what the batch published stored
             await self.retrying("a delivered batch's bookkeeping", action)
         commits = _committing.get()
@@ -320,6 +389,72 @@ class Bus:
                 commits.before_commit(key, together, items)
             else:
                 await self.retrying("a delivered batch's bookkeeping", functools.partial(together, items))
+
+    async def confirm_published(self) -> None:
+        """Inside a polled batch: wait for the broker's answer to what was published so far (`_settle`).
+
+        Raises `OutputRefused` when Kafka refuses some of it for good, for the caller to find the input
+        that published it (a batch handler handles its events again one at a time, `servicekit.consume`:
+        each event's handler publishes its events again, owed to it); any other failure as at the end.
+        """
+        batch = _batch.get()
+        if batch is None:
+            return
+        if refused := await self._settle(batch):
+            batch.unowned += refused
+            raise OutputRefused(refused)
+
+    async def _settle(self, batch: _BatchDeliveries) -> list[Refusal]:
+        """Wait for the broker's answer to what `batch` published so far; return what it refuses for good, sent alone.
+
+        The broker answers for a whole record batch: a record of it that is too large fails every record
+        the producer had put with it. Each record refused is so sent again in a batch of its own (no
+        duplicate: the broker stored nothing of the refused batch); those refused again are returned, and
+        no longer count as sent in `batch`, so that their input publishes them again if it is handled
+        again. Any other failure raises (the polled batch is rewound); a producer that can no longer
+        deliver stops the process.
+        """
+        pending, batch.unacked = batch.unacked, []
+        answers = await asyncio.gather(*(d.future for d in pending), return_exceptions=True)
+        failed = [(d, exc) for d, exc in zip(pending, answers, strict=True) if isinstance(exc, BaseException)]
+        await self._unless_refused([exc for _, exc in failed])
+        if not failed:
+            return []
+        why = refusal_name(failed[0][1])
+        log.warning("%s: Kafka refused a batch of %d records (%s); each is sent again alone", self.service, len(failed), why)
+        again = [await self._send_alone(d) for d, _ in failed]  # in the order they were published
+        answers = await asyncio.gather(*(_acknowledged(f) for f in again), return_exceptions=True)
+        refused = [(d, exc) for (d, _), exc in zip(failed, answers, strict=True) if isinstance(exc, BaseException)]
+        await self._unless_refused([exc for _, exc in refused])
+        for d, _ in refused:
+            batch.sent.discard(d.identity)
+        return refused
+
+    async def _unless_refused(self, errors: Sequence[BaseException]) -> None:
+        """Raise the first of `errors` that is not a refusal for good (a dead producer stops the process first)."""
+        others = [exc for exc in errors if not isinstance(exc, REFUSED_FOR_GOOD)]
+        for exc in others:
+            if classify(exc) is ErrorKind.PRODUCER_DEAD:
+                await self.producer_dead(exc)
+        if others:
+            raise others[0]
+
+    async def _send_alone(self, delivery: _Delivery) -> asyncio.Future[Any] | None:
+        if self.producer.dead():
+            raise ProducerDead("the producer's sender task has ended")
+        return await self.producer.send_alone(self.topic(delivery.topic), delivery.value, key=delivery.key, headers=delivery.headers)
+
+    async def _dead_letter_refused(self, refused: Sequence[Refusal]) -> None:
+        """Dead-letter each input whose handling published what Kafka refuses for good, once, with every refusal and the broker's reason."""
+        owed: dict[tuple[str, int, int], list[Refusal]] = {}
+        for d, exc in refused:
+            assert d.source is not None
+            owed.setdefault((d.source.topic, d.source.partition, d.source.offset), []).append((d, exc))
+        for refusals in owed.values():
+            record, first = refusals[0][0].source, refusals[0][1]
+            assert record is not None
+            why = f"Kafka refuses for good what handling it published: {OutputRefused(refusals)}"
+            await self.dead_letter(record, record.topic.removeprefix(self.prefix), refusal_code(first) or ReasonCode.OUTPUT_REFUSED, why)
 
     async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
         """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.
@@ -445,19 +580,23 @@ class Bus:
         async def attempt() -> str:
             name = f"{self.service} handle {event.type.removeprefix('tidegate.')}"
             with span(name, parent=parent, attributes=attrs) as s:
+                source = _source.set(record)  # what it publishes is owed to this record
                 try:
                     await handler(event)
                 except Reject as rej:
                     s.set_attribute(Attr.REJECTED, rej.code)
                     await self.dead_letter(record, record.topic.removeprefix(self.prefix), rej.code, rej.message)
                     return "rejected"
+                finally:
+                    _source.reset(source)
             return "ok"
 
         try:
             result = await self.retrying(f"{record.topic}@{record.offset}", attempt)
         except Exception as exc:  # a bug must not kill the consumer; the event is kept with the reason
             log.exception("%s: handler failed on %s@%d", self.service, record.topic, record.offset)
-            await self.dead_letter(record, record.topic.removeprefix(self.prefix), ReasonCode.HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+            code = refusal_code(exc) or ReasonCode.HANDLER_ERROR  # an event it published that Kafka refuses for good (at send)
+            await self.dead_letter(record, record.topic.removeprefix(self.prefix), code, f"{type(exc).__name__}: {exc}")
             result = "error"
         metrics.observe_handled(self.service, event.type, time.perf_counter() - started, result)
 

@@ -16,7 +16,8 @@ the batch is rewound if the handler raises anyway.
   consumer (another group): on the same one, those events would queue behind the waiting handler.
   A batch retried by `Bus.retrying` while errors are transient, and failing for any other reason, is
   handled again one event at a time through `Bus.handle_event`, so that only the bad event is
-  dead-lettered.
+  dead-lettered; so is a batch that published an event Kafka refuses for good (`Bus.confirm_published`),
+  so that only the event whose handling publishes it is dead-lettered (`output_too_large`, `output_refused`).
 - `consume_raw`: the polled records as they are, for a consumer that keeps what it cannot decode
   (the audit log records every record of every topic).
 """
@@ -31,7 +32,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from servicekit.bus import Bus, Handler
+from servicekit.bus import Bus, Handler, OutputRefused
 from servicekit.metrics import observe_handled
 from servicekit.tracing import Attr, batch_span
 
@@ -113,12 +114,20 @@ async def _handle_batch(
         return
     started = time.perf_counter()
     attributes = {Attr.SERVICE: bus.service, Attr.TOPIC: topic, Attr.BATCH_SIZE: len(events)}
+    alone = False
     try:  # one span for the batch, linked to every event's trace; work done per event opens spans in the event's trace
         with batch_span(f"{bus.service} handle batch {topic}", attributes=attributes, links=[e.traceparent for e in events]):
             await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
     except Exception:  # one bad event must not hold the others: fall back to one at a time
         log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
-        for record, event in zip(kept, events, strict=True):
+        alone = True
+    try:  # which event published what Kafka refuses for good is known only one event at a time
+        await bus.confirm_published()
+    except OutputRefused as refused:
+        log.warning("%s: Kafka refuses %s, published by a batch from %s; handling it one event at a time", bus.service, refused, topic)
+        alone = True
+    if alone:
+        for record, event in zip(kept, events, strict=True):  # what the batch published is not published again, but the refused
             await bus.handle_event(record, event, handle_one)
         return
     share = (time.perf_counter() - started) / len(events)

@@ -23,13 +23,12 @@ from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     KafkaError,
-    MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
-    RecordListTooLargeError,
 )
 
 from schemas import ReasonCode
+from servicekit.refusals import REFUSED_FOR_GOOD
 
 __all__ = ["Bounds", "ErrorKind", "ProducerDead", "RawValue", "Refused", "check_bounds", "classify", "describe_raw", "text_of"]
 
@@ -176,9 +175,10 @@ _CONFLICTS: tuple[type[BaseException], ...] = (
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError, KafkaError, *DATABASE_ERRORS, *_CONFLICTS)
 
-# Kafka errors about the record itself: larger than the producer's `max_request_size` (raised at send) or than the broker's
-# `message.max.bytes`. Sent again it is refused again: retried, it would stall its partition for ever.
-_RECORD_REFUSED_BY_KAFKA: tuple[type[BaseException], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
+# Kafka errors about the record itself (`servicekit.refusals`): too large for the producer's `max_request_size` (raised at
+# send) or the topic's `max.message.bytes`, invalid, corrupt, refused by a policy. Sent again it is refused again: retried,
+# it would stall its partition for ever.
+_RECORD_REFUSED_BY_KAFKA = REFUSED_FOR_GOOD
 
 
 def classify(exc: BaseException) -> ErrorKind:

@@ -4,18 +4,32 @@ The kit's own, as its consumers are (`servicekit.polling`): one aiokafka produce
 It was a FastStream broker's until 2026-12-02; the kit sent straight to the aiokafka producer inside
 it anyway, found at a private path of FastStream's (as was the sender task it watches), and the broker
 also opened an admin client no service used. Its logins are `kafka_options`'s (`servicekit.bus_auth`).
+
+A record batch the broker refuses for good (`servicekit.refusals`: larger than the topic's `max.message.bytes`, a
+record a compacted topic cannot take, a corrupt one, a policy's refusal) fails every record in it, and aiokafka's
+idempotent producer keeps the sequence numbers it gave them: the broker, which stored nothing, then refuses every
+later batch of that partition as out of sequence, which the kit must take for a dead producer. The producer here
+gives those numbers back as the refusal is handled (`_SequenceKeeper`), so the partition takes the next batch, and
+`send_alone` sends a refused record again in a batch of its own, to tell which of its batch-mates the broker refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from servicekit.bus_auth import LOGIN_KEYS
+from servicekit.refusals import REFUSED_FOR_GOOD
 
 __all__ = ["PRODUCER_BATCH_BYTES", "Producer", "servers"]
+
+log = logging.getLogger(__name__)
+
 
 # What the producer may buffer per partition before a send waits for the batch ahead to go (aiokafka's default is
 # 16 KiB: a polled batch's ~1.5 KB signed events then went out ten to a request, each send waiting on the last).
@@ -61,6 +75,7 @@ class Producer:
             max_batch_size=PRODUCER_BATCH_BYTES,
             **self.options,
         )
+        _give_back_refused_sequences(client)
         try:
             await client.start()
         except BaseException:
@@ -81,7 +96,58 @@ class Producer:
 
     async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
         """Queue one record: its delivery, which the broker's acknowledgement completes (None: a stand-in that delivered it)."""
+        delivery: asyncio.Future[Any] = await self._started().send(topic, value, key=key, headers=headers)
+        return delivery
+
+    async def send_alone(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
+        """Queue one record in a record batch of its own, on the partition `send` would choose: its delivery.
+
+        The broker answers for a whole batch: a record sent alone is refused only for what it is itself.
+        """
+        client = self._started()
+        partitions = sorted(await client.partitions_for(topic))
+        batch = client.create_batch()
+        batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first record of a batch always fits
+        batch.close()
+        delivery: asyncio.Future[Any] = await client.send_batch(batch, topic, partition=_PARTITIONER(key, partitions, partitions))
+        return delivery
+
+    def _started(self) -> AIOKafkaProducer:
         if self.client is None:
             raise RuntimeError(f"{self.service}: the producer is not started")
-        delivery: asyncio.Future[Any] = await self.client.send(topic, value, key=key, headers=headers)
-        return delivery
+        return self.client
+
+
+_PARTITIONER = DefaultPartitioner()  # aiokafka's own, which `send` uses: a key's records go to one partition either way
+
+
+def _give_back_refused_sequences(client: AIOKafkaProducer) -> None:
+    """Have aiokafka's sender give back the sequence numbers of a batch the broker refused for good, as it handles the refusal.
+
+    The broker stored nothing of that batch, so the partition's next batch must start at the batch's first number, or
+    it is refused as out of sequence (`OutOfOrderSequenceNumber`, which the kit takes for a dead producer). aiokafka
+    numbers a batch as it takes it to send, sends one request at a time to a broker and numbers no other batch before
+    the answer is handled (`Sender._send_produce_req`, wrapped here): the numbers given back are exactly the refused
+    batch's, and no batch holds later ones. aiokafka 0.14 pins these internals; a producer without them keeps
+    aiokafka's behaviour, with one warning (tests/integration/reliability/test_refused_outputs.py fails if they move).
+    """
+    sender = getattr(client, "_sender", None)
+    sequences: Any = getattr(client, "_txn_manager", None)
+    send: Callable[[int, dict[Any, Any]], Awaitable[None]] | None = getattr(sender, "_send_produce_req", None)
+    if send is None or not all(callable(getattr(sequences, name, None)) for name in ("sequence_number", "increment_sequence_number")):
+        log.warning("this aiokafka's producer keeps the sequence numbers of a refused batch: its partition will refuse the next one")
+        return
+
+    async def send_produce_req(node_id: int, batches: dict[Any, Any]) -> None:
+        drawn = {tp: sequences.sequence_number(tp) for tp in batches}
+        await send(node_id, batches)
+        for tp, batch in batches.items():  # no await since the answer was handled: no batch of these partitions was numbered since
+            if _refused_for_good(batch) and sequences.sequence_number(tp) == drawn[tp]:
+                sequences.increment_sequence_number(tp, -batch.record_count)
+
+    sender._send_produce_req = send_produce_req  # type: ignore[union-attr]
+
+
+def _refused_for_good(batch: Any) -> bool:
+    future = batch.future
+    return bool(future.done() and not future.cancelled() and isinstance(future.exception(), REFUSED_FOR_GOOD))

@@ -139,5 +139,5 @@ async def test_a_handler_whose_event_kafka_refuses_as_too_large_dead_letters_its
     [(topic, raw)] = producer.published
     assert topic == "p.deadletter"
     rejected = s.decode("deadletter", raw)
-    assert (rejected.data.code, rejected.data.offset) == ("handler_error", 7)
+    assert (rejected.data.code, rejected.data.offset) == ("output_too_large", 7)
     assert "MessageSizeTooLargeError" in rejected.data.error
