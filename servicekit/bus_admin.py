@@ -1,8 +1,8 @@
 """Administer logins and rights on the broker through Kafka's Admin API (no JVM per call).
 
-aiokafka's admin client has no `create_acls` or `alter_user_scram_credentials`, but it sends any
-request built from its protocol classes: CreateAcls/DeleteAcls v1 are in aiokafka, and the
-AlterUserScramCredentials v0 structure (KIP-554) is declared here.
+aiokafka's admin client has no `create_acls`, `alter_user_scram_credentials` or `alter_client_quotas`, but it sends
+any request built from its protocol classes: CreateAcls/DeleteAcls v1 are in aiokafka, and the
+AlterUserScramCredentials v0 (KIP-554) and AlterClientQuotas v0 (KIP-546) structures are declared here.
 """
 
 from __future__ import annotations
@@ -18,13 +18,27 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import SecurityDisabled, for_code
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeAclsRequest
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeAclsRequest, DescribeClientQuotasRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
-from aiokafka.protocol.types import CompactArray, CompactBytes, CompactString, Int8, Int16, Int32, Schema, TaggedFields
+from aiokafka.protocol.types import (
+    Array,
+    Boolean,
+    CompactArray,
+    CompactBytes,
+    CompactString,
+    Float64,
+    Int8,
+    Int16,
+    Int32,
+    Schema,
+    String,
+    TaggedFields,
+)
 
 from servicekit.bus_auth import client_properties, kafka_options, read_password
 from servicekit.bus_rights import (
     ADMIN,
+    AGENT,
     AclBinding,
     Pattern,
     Resource,
@@ -32,10 +46,26 @@ from servicekit.bus_rights import (
     principal_names,
     retired_bindings,
     sandbox_bindings,
+    tool_principal,
 )
 from servicekit.settings import KitSettings
 
-__all__ = ["ensure_principals", "grant_rights", "granted_prefixes", "revoke_rights", "tools_of"]
+__all__ = [
+    "OUTSIDE_PRODUCE_BYTES_PER_S",
+    "ensure_principals",
+    "grant_rights",
+    "granted_prefixes",
+    "produce_quotas",
+    "produce_quotas_set",
+    "revoke_rights",
+    "tools_of",
+]
+
+OUTSIDE_PRODUCE_BYTES_PER_S = 4 * 1024 * 1024
+"""What each outside principal (`agent`, `tool-<name>`) may produce a second, all its clients together, by default: some
+2,700 proposals of 1.5 KB a second. Past it the broker slows that principal's clients down (it delays their answers), and
+no one else's: a leaked or runaway agent login cannot fill the bus, and the audit log that keeps every record, at broker
+speed (`KitSettings.kafka_outside_produce_bytes_per_s`; docs/security/bus.md, Quotas)."""
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +156,61 @@ class _AlterScram(Request[_AlterScramStruct]):
         return request_struct_class([], upsertions, {})
 
 
+_QUOTA_ENTITY = Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8")))
+
+
+class _AlterQuotasResponse(Response):
+    API_KEY = 49
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("entries", Array(("error_code", Int16), ("error_message", String("utf-8")), ("entity", _QUOTA_ENTITY))),
+    )
+
+
+class _AlterQuotasStruct(RequestStruct):
+    API_KEY = 49
+    API_VERSION = 0
+    RESPONSE_TYPE = _AlterQuotasResponse
+    SCHEMA = Schema(
+        ("entries", Array(("entity", _QUOTA_ENTITY), ("ops", Array(("key", String("utf-8")), ("value", Float64), ("remove", Boolean))))),
+        ("validate_only", Boolean),
+    )
+
+
+class _AlterQuotas(Request[_AlterQuotasStruct]):
+    """AlterClientQuotas v0: each user's `producer_byte_rate` set (a rate) or removed (None)."""
+
+    API_KEY = 49
+
+    def __init__(self, rates: Mapping[str, float | None]) -> None:
+        self.rates = rates
+
+    def build(self, request_struct_class: type[_AlterQuotasStruct]) -> _AlterQuotasStruct:
+        entries = [
+            ([("user", user)], [("producer_byte_rate", float(rate or 0), rate is None)]) for user, rate in sorted(self.rates.items())
+        ]
+        return request_struct_class(entries, False)
+
+
 def _raise_errors(pairs: Iterable[tuple[int, str | None]], what: str) -> None:
     for code, message in pairs:
         if code != 0:
             raise for_code(code)(f"{what}: {message}")
 
 
-async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:
-    """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones.
+async def grant_rights(
+    admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = (), *, produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S
+) -> int:
+    """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the outside quotas.
 
-    Idempotent: Kafka ignores a binding it already has.
+    Idempotent: Kafka ignores a binding it already has. Each outside principal (`agent`, each tool's) may produce
+    `produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
 
     The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
     `revoke_rights` leaves them, since they belong to no prefix.
     """
+    tools = list(tools)
     bindings = acl_bindings(prefix, tools) + sandbox_bindings()
     response: Any = await admin._send_request(_CreateAcls(bindings))
     errors = [(r[0], r[1]) for r in response.creation_responses]
@@ -150,7 +221,26 @@ async def grant_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[
     if retired := retired_bindings(prefix, tools):
         deleted: Any = await admin._send_request(_DeleteAcls(retired))
         _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
+    await produce_quotas(admin, {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]})
     return len(bindings)
+
+
+async def produce_quotas(admin: AIOKafkaAdminClient, rates: Mapping[str, float | None]) -> None:
+    """Set each principal's `producer_byte_rate` (bytes a second, all its clients together), or remove it (None)."""
+    response: Any = await admin._send_request(_AlterQuotas(rates))
+    _raise_errors(((code, message) for code, message, _ in response.entries), "AlterClientQuotas")
+
+
+async def produce_quotas_set(admin: AIOKafkaAdminClient) -> dict[str, float]:
+    """Every user's `producer_byte_rate` the broker holds (DescribeClientQuotas v0, any user)."""
+    response: Any = await admin._send_request(DescribeClientQuotasRequest([("user", _MATCH_SPECIFIED, None)], False))
+    _raise_errors([(response.error_code, response.error_message)], "DescribeClientQuotas")
+    return {
+        dict(entity).get("user", ""): value for entity, values in response.entries for name, value in values if name == "producer_byte_rate"
+    }
+
+
+_MATCH_SPECIFIED = 2  # DescribeClientQuotas: every entity of the type that has a name (0: this name, 1: the default entity)
 
 
 async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = ()) -> int:

@@ -53,6 +53,13 @@ class KitSettings(BaseSettings):
         "fails; unset: aiokafka's 40,000 ms. A broker outage longer than this is the one that kills an idempotent producer "
         "(docs/reliability.md).",
     )
+    kafka_outside_produce_bytes_per_s: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        description="Bytes a second each outside principal (`agent`, each `tool-<name>`) may produce, all its clients together: "
+        "past it the broker slows that principal down, no one else (a Kafka user quota, set by `infra up` and `tidegate topics "
+        "ensure`); 0: no quota. Default 4 MiB/s (docs/security/bus.md, Quotas).",
+    )
     infra_dir: Path = Field(
         default=REPO_ROOT / ".infra",
         description="Where `infra up` keeps the local infrastructure's data and generated logins (the variable infra/infra.sh reads).",

@@ -23,7 +23,7 @@ from aiokafka.errors import (
 )
 
 from servicekit import ADMIN, OPS, KitSettings, catalog_topic_names, ensure_topics, kafka_options
-from servicekit.bus_admin import grant_rights
+from servicekit.bus_admin import OUTSIDE_PRODUCE_BYTES_PER_S, ensure_principals, grant_rights, produce_quotas, produce_quotas_set
 from servicekit.bus_rights import PRINCIPALS, principal_names, rights_of, tool_principal
 from tidegate.ops.sandbox import drop_sandbox, make_sandbox, sandbox_prefix
 
@@ -284,3 +284,41 @@ async def test_no_one_but_ops_makes_reads_or_writes_a_sandbox(kit: KitSettings, 
     await write(sandbox, OPS, "tasks")
     assert await read_first(sandbox, principal, "tasks", timeout_s=3.0) is None
     assert await read_first(sandbox, OPS, "tasks") == b"{}"
+
+
+async def test_outside_principals_produce_under_a_quota_they_cannot_lift(kit: KitSettings) -> None:
+    """A leaked or runaway agent login (or a tool service's) cannot fill the bus, and the audit log that keeps every record,
+    at broker speed: `ensure_topics` gives each outside principal a produce quota, and that principal cannot lift it.
+
+    A quota is the broker's, per principal, whatever the prefix (other sessions set the agent's at the same time): the
+    exact figure is checked on a tool of this test's own."""
+    tool = f"quota_{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names([tool]), produce_bytes_per_s=3 * 1024 * 1024)
+    await ensure_principals(kit.kafka_bootstrap, kit.kafka_credentials_dir, [tool])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **login(kit, ADMIN))
+    await admin.start()
+    try:
+        quotas = await produce_quotas_set(admin)
+        assert quotas[tool_principal(tool)] == 3 * 1024 * 1024
+        assert quotas["agent"] > 0
+        assert not {p for p in quotas if p in SERVICES}  # the platform's own principals are not slowed down
+    finally:
+        await admin.close()
+
+    for principal in ("agent", tool_principal(tool)):
+        attacker = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, request_timeout_ms=10000, **login(kit, principal))
+        await attacker.start()
+        try:
+            with pytest.raises(ClusterAuthorizationFailedError):
+                await produce_quotas(attacker, {principal: None})
+        finally:
+            await attacker.close()
+
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names([tool]), produce_bytes_per_s=0)  # 0: none
+    admin = AIOKafkaAdminClient(bootstrap_servers=kit.kafka_bootstrap, **login(kit, ADMIN))
+    await admin.start()
+    try:
+        assert tool_principal(tool) not in await produce_quotas_set(admin)
+    finally:
+        await produce_quotas(admin, {"agent": OUTSIDE_PRODUCE_BYTES_PER_S})  # as every other session leaves it
+        await admin.close()

@@ -23,7 +23,13 @@ def _script(command: str, *args: str) -> int:
 async def _ensure_catalog_topics() -> list[str]:
     cfg = settings()
     topic_tools = [t.name for t in ToolCatalog.load(cfg.tools_dir).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
-    return await ensure_topics(cfg.kafka_bootstrap, cfg.topic_prefix, catalog_topic_names(topic_tools), partitions=cfg.topic_partitions)
+    return await ensure_topics(
+        cfg.kafka_bootstrap,
+        cfg.topic_prefix,
+        catalog_topic_names(topic_tools),
+        partitions=cfg.topic_partitions,
+        produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
+    )
 
 
 @app.command()

@@ -339,7 +339,13 @@ async def run_demo(
     started = time.monotonic()
     catalog = ToolCatalog.load(kit.tools_dir)
     topic_tools = [t.name for t in catalog.values() if t.kind == "topic"]
-    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(topic_tools), partitions=kit.topic_partitions)
+    await ensure_topics(
+        kit.kafka_bootstrap,
+        kit.topic_prefix,
+        catalog_topic_names(topic_tools),
+        partitions=kit.topic_partitions,
+        produce_bytes_per_s=kit.kafka_outside_produce_bytes_per_s,
+    )
     from systems.seed import seed_demo
 
     pool = await create_pool(kit.operator_database_url, max_size=2)
