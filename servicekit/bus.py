@@ -38,6 +38,7 @@ from servicekit.commits import Commits, rewind
 from servicekit.intake import TRANSIENT_ERRORS, Bounds, ErrorKind, ProducerDead, Refused, check_bounds, classify, describe_raw, text_of
 from servicekit.liveness import Liveness
 from servicekit.outlet import Recorded, record_event
+from servicekit.parking import Parked, Parking, park, parking
 from servicekit.polling import FetchPace, Poller
 from servicekit.producer import Headers, Producer, servers
 from servicekit.refusals import REFUSED_FOR_GOOD, refusal_code, refusal_name
@@ -153,6 +154,24 @@ class Reject(Exception):
 
 
 GRACEFUL_TIMEOUT_S = 10.0  # how long a stop waits for the batch in hand to finish
+
+
+async def _unless_only_parked(work: asyncio.Future[Any], lanes: Parking) -> None:
+    """Await `work` (a batch's lanes), unless only parked lanes are left while the process stops: then cancel them, raise `Parked`."""
+    only_parked = asyncio.ensure_future(lanes.only_parked.wait())
+    try:
+        await asyncio.wait({work, only_parked}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        only_parked.cancel()
+        cut = not work.done()
+        if cut:  # only parked lanes left, or this batch cancelled (the stop's grace ran out: that goes on as it was)
+            work.cancel()
+            await asyncio.wait([work])
+            work.exception()  # the lanes' cancellation: retrieved, not reported
+    if not cut:
+        work.result()  # a lane's error, raised as `gather` raises it
+        return
+    raise Parked(f"{lanes.parked} handler(s) parked while the process stops: their records are left to the next process")
 
 
 def _headers(traceparent: str | None) -> Headers:
@@ -754,14 +773,33 @@ class Bus:
         for record in records:
             by_key.setdefault(record.key, []).append(record)
 
-        async def run(lane: list[Any]) -> None:
-            for record in lane:
-                topic, handler = routes[record.topic]
-                async with slots:
-                    await self.handle_record(topic, record, handler)
+        lanes = Parking(running=len(by_key), stopping=self.stopping)
 
-        async with self.acknowledged_at_end():
-            await asyncio.gather(*(run(lane) for lane in by_key.values()))
+        async def run(lane: list[Any]) -> None:
+            try:
+                for record in lane:
+                    topic, handler = routes[record.topic]
+                    lanes.waiting += 1
+                    lanes.check()
+                    try:
+                        await slots.acquire()
+                    finally:
+                        lanes.waiting -= 1
+                    try:
+                        if lanes.parked and self.stopping.is_set():
+                            await park()  # a handler of this batch parked: none starts any more (`servicekit.parking`)
+                        await self.handle_record(topic, record, handler)
+                    finally:
+                        slots.release()
+            finally:
+                lanes.lane_done()
+
+        token = parking.set(lanes)  # the lanes' tasks, made below, see it (`servicekit.parking.park`)
+        try:
+            async with self.acknowledged_at_end():
+                await _unless_only_parked(asyncio.gather(*(run(lane) for lane in by_key.values())), lanes)
+        finally:
+            parking.reset(token)
         for record in records:  # only now: lanes finish out of order
             self.mark_handled(record)
 

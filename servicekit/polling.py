@@ -30,6 +30,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
+from servicekit.parking import Parked
+
 __all__ = ["POLL_WAIT_MS", "FetchPace", "Poller", "poll"]
 
 log = logging.getLogger(__name__)
@@ -239,6 +241,8 @@ class Poller:
             watch = self.pace.watch(consumer) if self.pace is not None else None
             try:
                 await self._handler(records)
+            except Parked as parked:  # the process stops: rewound, left to the next process
+                log.info("%s: %s", self.name, parked)
             except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
                 log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
             finally:

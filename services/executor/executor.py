@@ -32,6 +32,7 @@ from schemas import (
 )
 from servicekit import Attr, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
 from servicekit.costs import call_cost_usd
+from servicekit.parking import park
 from servicekit.toolcontract import ToolContext, ToolError
 from servicekit.undo import UndoUnavailable, before_args, plan_undo
 from services.executor.claims import ClaimSession, ClaimStore
@@ -313,11 +314,11 @@ class Executor:
         """Start no call while the process stops: wait to be cancelled, leaving the authorization uncommitted for the next process.
 
         The stop lets the batch in hand finish for its grace (calls in flight end as they would), then
-        cancels what is left, this wait among it; the next process reads the authorization again.
+        cancels what is left, this wait among it; the next process reads the authorization again. Once
+        every handler still running is parked, the batch ends at once (`servicekit.parking`).
         """
         log.info("action %s: the executor is stopping; %s is left to the next process", action_id, where)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable: the wait ends only by cancellation")  # pragma: no cover
+        await park()
 
     async def _stopped(
         self,

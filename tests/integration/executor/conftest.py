@@ -191,7 +191,7 @@ async def spawn_executor(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Call
     """Start executor processes on this test's prefix, database and keys; waits until each is ready."""
     started: list[ExecutorProcess] = []
 
-    async def spawn(tools_dir: Path | None = None) -> ExecutorProcess:
+    async def spawn(tools_dir: Path | None = None, *, log_level: str = "WARNING") -> ExecutorProcess:
         n = len(started)
         ready = tmp_path / f"ready-{n}"
         env = {
@@ -202,7 +202,7 @@ async def spawn_executor(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Call
             "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
             "TIDEGATE_TOOLS_DIR": str(tools_dir or kit.tools_dir),
             "TIDEGATE_READY_DIR": str(ready),
-            "TIDEGATE_LOG_LEVEL": "WARNING",
+            "TIDEGATE_LOG_LEVEL": log_level,
         }
         log = tmp_path / f"executor-{n}.log"
         with log.open("wb") as out:

@@ -30,7 +30,7 @@ async def test_a_stop_during_the_backoff_leaves_the_call_to_the_next_process_not
 
     ledger = await http_stub(busy_once)
     tools = make_tools_dir(ledger_entry_tool(ledger.url, retry={"max_attempts": 3, "backoff_initial_s": 1, "backoff_max_s": 60}))
-    first = await spawn_executor(tools)
+    first = await spawn_executor(tools, log_level="INFO")
     event = authorize(tenant, "post_ledger_entry", {"amount_usd": 250.0})
     await publisher.publish("actions.authorized", event)
     row_sql = (
@@ -44,6 +44,8 @@ async def test_a_stop_during_the_backoff_leaves_the_call_to_the_next_process_not
     await asyncio.to_thread(first.stop)  # SIGTERM, as `tidegate down` and every supervisor send it
     print(f"\nstopped in {time.monotonic() - stopping:.1f} s with the action waiting for its next attempt")
     assert len(ledger.requests) == 1  # no attempt started during the stop's grace
+    # ... nor did the stop wait its grace for the parked action: its batch ended as soon as nothing else was at work
+    assert "parked while the process stops" in first.log.read_text()
     assert listener.for_action(event.data.action_id) == []
     await pool.execute("UPDATE executor.actions SET retry_at = now() WHERE action_id = $1", event.data.action_id)  # the wait is over
 
