@@ -130,6 +130,12 @@ class ActionCounts(Contract):
     succeeded: int = 0
     failed: int = 0
     unknown: int = 0
+    refused: int = Field(
+        default=0,
+        ge=0,
+        description="Authorizations the executor refused before making any call (expired, kill switch, invalid args, unknown "
+        "tool): not calls, so counted apart from `failed`.",
+    )
 
 
 class ErrorInfo(Contract):

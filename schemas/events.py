@@ -163,6 +163,15 @@ class ActionProposedData(Contract):
         description="The action this call undoes (`tidegate undo`); the audit links the two.",
         examples=["a-42-1"],
     )
+    repeats: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="The action this proposal makes again because the executor refused its authorization as expired before "
+        "making any call (`authorization_expired`, 0 attempts): policy decides afresh (a human-approved call is asked again); "
+        "the audit links the two.",
+        examples=["t-42:2.9f3c2a7b51d04e68a1c2"],
+    )
 
 
 class ActionProposed(Envelope):
@@ -198,6 +207,13 @@ class ActionDecidedData(Contract):
     mode: Mode = Field(default="draft", description="Effective task mode.")
     requested_by: str | None = Field(default=None, description="Requester of the task.")
     proposer: str | None = Field(default=None, description="Who proposed the action.")
+    rationale: str = Field(
+        default="",
+        max_length=4000,
+        description="Why the agent proposed it: the proposal's rationale as the agent wrote it (untrusted text, shown to the approver "
+        "as text). Empty when the proposal gave none.",
+        examples=["customer asked for a refund of a duplicate charge"],
+    )
     estimated_cost_usd: float = Field(default=0.0, ge=0, description="Projected cost of the call, reserved against the budget on allow.")
 
 
@@ -368,6 +384,16 @@ class ActionResultData(Contract):
     undo: UndoPlan | None = Field(
         default=None, description="On success of a tool whose catalog entry declares `undo`: how to undo this call."
     )
+
+    @property
+    def refusal(self) -> str | None:
+        """The reason code when the executor refused the authorization before making any call (`failed` with 0 attempts), else None.
+
+        No call was made: certain (the executor counts an attempt before it starts one). Not a tool's failure.
+        """
+        if self.status != "failed" or self.attempts:
+            return None
+        return self.error.type if self.error is not None else "refused"
 
 
 class ActionSucceeded(Envelope):

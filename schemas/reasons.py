@@ -80,6 +80,10 @@ class ReasonCode(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     # Closing a task whose action never got an answer (the planner).
     STEP_TIMEOUT = "step_timeout"
+    # Decisions added by the default policy pack: a human-granted financial call over the threshold, and a call on an
+    # entry of the system of record whose read the task tried and that failed.
+    OVER_THRESHOLD_APPROVED = "over_threshold_approved"
+    RECORD_READ_FAILED = "record_read_failed"
 
 
 REVIEW_REASONS: dict[str, str] = {

@@ -33,8 +33,17 @@ from schemas import (
     TaskCompleted,
     TaskFailed,
 )
+from servicekit.task_outcomes import outcome_of
 
-__all__ = ["METRICS", "observe_broker_silence", "observe_handled", "observe_published", "observe_retaken"]
+__all__ = [
+    "METRICS",
+    "observe_audit_conflict",
+    "observe_broker_silence",
+    "observe_handled",
+    "observe_published",
+    "observe_retaken",
+    "observe_row_refused",
+]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _FANOUT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 25, 50)
@@ -70,7 +79,17 @@ APPROVALS = Counter(
     "tidegate_approvals", "Approval events, by tenant, tool and kind (requested, granted, rejected, expired).", ["tenant", "tool", "kind"]
 )
 RESULTS = Counter(
-    "tidegate_action_results", "Tool call results, by tenant, tool and status (succeeded, failed, unknown).", ["tenant", "tool", "status"]
+    "tidegate_action_results",
+    "Results of authorized actions, by tenant, tool and status: succeeded, failed, unknown (calls made), or refused (the executor "
+    "refused the authorization before any call: expired, kill switch, invalid args, unknown tool; by reason in "
+    "tidegate_action_refusals_total). A refusal is not the tool's failure.",
+    ["tenant", "tool", "status"],
+)
+REFUSALS = Counter(
+    "tidegate_action_refusals",
+    "Authorizations the executor refused before making any call, by tenant, tool and reason (authorization_expired: it was "
+    "not run within its lifetime, e.g. the executor was down; kill_switch, invalid_args, unknown_tool).",
+    ["tenant", "tool", "reason"],
 )
 RETRIES = Counter(
     "tidegate_action_retries", "Extra attempts of tool calls (attempts - 1 of each result), by tenant and tool.", ["tenant", "tool"]
@@ -83,7 +102,9 @@ TOOL_LATENCY = Histogram(
 )
 SPEND = Counter("tidegate_spend_usd", "Money spent, USD: `model` (proposals), `tool` (results), by tenant.", ["tenant", "kind"])
 OUTCOMES = Counter(
-    "tidegate_task_outcomes", "Task outcomes, by tenant, workflow and status (completed, failed).", ["tenant", "workflow", "status"]
+    "tidegate_task_outcomes",
+    "Task outcomes, by tenant, workflow and status (completed, completed_with_handoff: completed with a refused action, failed).",
+    ["tenant", "workflow", "status"],
 )
 TASK_COST = Histogram(
     "tidegate_task_cost_usd",
@@ -134,6 +155,13 @@ WEBHOOK_DELIVERIES = Counter(
     ["tenant", "status"],
 )
 
+ROWS_REFUSED = Counter(
+    "tidegate_rows_refused",
+    "Rows of a service's own database refused as authority because their proof (a signature by a key the database does not "
+    "hold) is missing (`unsigned`) or does not verify (`invalid`), by service and table.",
+    ["service", "table", "reason"],
+)
+
 BROKER_SILENT = Gauge(
     "tidegate_broker_silent_seconds",
     "Seconds since the broker last answered this service's checks (end offsets or metadata, every 5 s), while it does not; "
@@ -141,10 +169,18 @@ BROKER_SILENT = Gauge(
     ["service"],
 )
 
+AUDIT_CONFLICTS = Counter(
+    "tidegate_audit_conflicts",
+    "Records the bus delivered at a position the audit log is past that the log does not hold as delivered (the row there "
+    "holds other content, or none): tamper evidence, recorded in audit.conflicts. By topic.",
+    ["topic"],
+)
+
 _ALL: tuple[Any, ...] = (
-    EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, RETRIES,
+    EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
-    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT,
+    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
+    ROWS_REFUSED,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -190,6 +226,10 @@ def _observe(service: str, event: Any) -> None:
     elif isinstance(event, ActionAuthorized):
         AUTHORIZATIONS.labels(data.tenant_id, data.tool, data.authorization.via).inc()
     elif isinstance(event, ActionSucceeded | ActionFailed | ActionUnknown):
+        if (refusal := data.refusal) is not None:  # no call was made: neither the tool's failure nor a call's latency
+            RESULTS.labels(data.tenant_id, data.tool, "refused").inc()
+            REFUSALS.labels(data.tenant_id, data.tool, refusal).inc()
+            return
         RESULTS.labels(data.tenant_id, data.tool, data.status).inc()
         if data.attempts > 1:
             RETRIES.labels(data.tenant_id, data.tool).inc(data.attempts - 1)
@@ -197,7 +237,7 @@ def _observe(service: str, event: Any) -> None:
         if data.cost.usd:
             SPEND.labels(data.tenant_id, "tool").inc(data.cost.usd)
     elif isinstance(event, TaskCompleted | TaskFailed):
-        OUTCOMES.labels(data.tenant_id, data.workflow, data.status).inc()
+        OUTCOMES.labels(data.tenant_id, data.workflow, outcome_of(data.status, data.counts)).inc()  # a hand-off apart
         TASK_COST.labels(data.tenant_id, data.workflow).observe(data.cost.total)
         c = data.counts
         FANOUT.labels(data.tenant_id, data.workflow).observe(c.succeeded + c.failed + c.unknown)
@@ -249,6 +289,18 @@ def observe_webhook_delivery(tenant: str, status: str) -> None:
     """Count one webhook delivery attempt's outcome (`delivered`, `retried` or `failed`) for the endpoint's tenant."""
     with contextlib.suppress(Exception):
         WEBHOOK_DELIVERIES.labels(tenant, status).inc()
+
+
+def observe_row_refused(service: str, table: str, reason: str) -> None:
+    """Count one row of `service`'s own schema refused as authority (`reason`: `unsigned` or `invalid`)."""
+    with contextlib.suppress(Exception):
+        ROWS_REFUSED.labels(service, table, reason).inc()
+
+
+def observe_audit_conflict(topic: str) -> None:
+    """Count one conflict the audit service found (`services/audit/chain.py` `Conflict`)."""
+    with contextlib.suppress(Exception):
+        AUDIT_CONFLICTS.labels(topic).inc()
 
 
 def observe_queue(by_tenant: dict[str, dict[str, dict[str, float]]]) -> None:
