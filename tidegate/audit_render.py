@@ -33,13 +33,21 @@ def _reasons(reasons: Sequence[s.Reason]) -> str:
     return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
 
 
+def _who(ap: Any) -> str:
+    """An approval step's status and who it names: a decision's approvers, a request's task requester, an expiry's clock."""
+    said = ap.status + (f" ({ap.resolution})" if ap.resolution else "")
+    if ap.status == "requested":
+        return f"{said} by {ap.requested_by or 'an unnamed requester'} (the task's requester)"
+    if ap.status == "expired":
+        return f"{said} unanswered: closed by {ap.source or 'the approval service'} at its expiry, no human decided"
+    return f"{said} by {', '.join(ap.approvers) or ap.approver or 'an unnamed approver'}"
+
+
 def _approval_line(ap: Any) -> str:
     """One approval step (an `ApprovalStep`) as a Markdown bullet."""
-    who = ", ".join(ap.approvers) or ap.approver or "-"
     return (
-        f"- **Approval** {ap.approval_id} {ap.status}"
-        + (f" ({ap.resolution})" if ap.resolution else "")
-        + f" by {who} at {ap.decided_at or ap.at}"
+        f"- **Approval** {ap.approval_id} {_who(ap)} at {ap.decided_at or ap.at}"
+        + (f"; expires {ap.expires_at}" if ap.status == "requested" and ap.expires_at else "")
         + (f": {ap.comment}" if ap.comment else "")
         + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
     )
@@ -153,9 +161,8 @@ def render_html(x: Explanation) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def approvals(steps: Sequence[Any]) -> list[str]:
-        rows = [[ap.approval_id, f"{ap.status} ({ap.resolution})" if ap.resolution else ap.status,
-                 ", ".join(ap.approvers) or ap.approver, ap.decided_at or ap.at, ap.comment] for ap in steps]  # fmt: skip
-        return [table(["approval", "status", "approver", "decided at", "comment"], rows)] if rows else []
+        rows = [[ap.approval_id, _who(ap), ap.decided_at or ap.at, ap.comment] for ap in steps]
+        return [table(["approval", "status and who", "at", "comment"], rows)] if rows else []
 
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

@@ -15,14 +15,15 @@ if TYPE_CHECKING:
     from services.audit.archive import ArchiveError
     from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete
+    from services.audit.content import ContentReport, check_content
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
-    from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story
+    from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story, tasks_of_action
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_before
     from services.audit.settings import AuditSettings
-    from services.audit.verify import VerifyReport, starting_heads, verify_log
+    from services.audit.verify import VerifyReport, signature_recheck, starting_heads, verify_log
 
 __all__ = [
     "MIGRATIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "AuditSettings",
     "Checkpointer",
     "CompletenessReport",
+    "ContentReport",
     "Explanation",
     "Missing",
     "PostgresAuditLog",
@@ -45,13 +47,16 @@ __all__ = [
     "archive_log",
     "build",
     "check_complete",
+    "check_content",
     "checkpoint_before",
     "explain_task",
     "observe",
     "read_published_checkpoints",
     "search",
+    "signature_recheck",
     "starting_heads",
     "story",
+    "tasks_of_action",
     "verify_archives",
     "verify_log",
 ]
@@ -71,6 +76,8 @@ _HOME = {
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Missing": "completeness",
+    "ContentReport": "content",
+    "check_content": "content",
     "Checkpointer": "handlers",
     "read_published_checkpoints": "published",
     "StoryLine": "reading",
@@ -79,6 +86,7 @@ _HOME = {
     "ToolCall": "reading",
     "search": "reading",
     "story": "reading",
+    "tasks_of_action": "reading",
     "observe": "records",
     "PostgresAuditLog": "repository",
     "SearchFilters": "repository",
@@ -86,6 +94,7 @@ _HOME = {
     "VerifyReport": "verify",
     "verify_log": "verify",
     "starting_heads": "verify",
+    "signature_recheck": "verify",
 }
 
 

@@ -21,6 +21,7 @@ from schemas import AuditCheckpoint
 from servicekit import Authority, SigningKey
 from servicekit.intake import Bounds
 from servicekit.liveness import Liveness
+from servicekit.metrics import observe_audit_conflict
 from services.audit.chain import AppendResult
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
 from services.audit.records import DEFAULT_BOUNDS, Observed, observe
@@ -68,6 +69,7 @@ class Recorder:
     liveness: Liveness | None = None
     recorded: int = 0
     skipped: int = 0
+    conflicts: int = 0
     retries: int = 0
     max_delay_s: float = 5.0
 
@@ -77,6 +79,10 @@ class Recorder:
         result = await self._durably(f"batch of {len(observed)} not written", lambda: self.log.append(observed))
         self.recorded += len(result.rows)
         self.skipped += result.already_recorded
+        for conflict in result.conflicts:  # stored in audit.conflicts with the batch; said here, counted, alerted on
+            self.conflicts += 1
+            observe_audit_conflict(conflict.record.topic)
+            log.error("audit: CONFLICT %s; the genuine record is kept in audit.conflicts", conflict.describe())
         return result
 
     async def seek_to_log(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:

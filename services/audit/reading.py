@@ -34,6 +34,7 @@ __all__ = [
     "search",
     "story",
     "summarize",
+    "tasks_of_action",
     "unreadable",
 ]
 
@@ -209,6 +210,9 @@ class ApprovalStep(_Frozen):
     edited_args: dict[str, Any] | None
     reasons: list[s.Reason]
     resolution: str | None = None  # a follow-up of an unknown outcome: what the human found
+    requested_by: str | None = Field(default=None, description="Who asked for the task, as the approval names them (never an approver).")
+    expires_at: datetime | None = Field(default=None, description="When the request expires unanswered (fail closed).")
+    source: str | None = Field(default=None, description="The service that published the step: an expiry is the approval service's.")
 
 
 class ToolCall(_Frozen):
@@ -352,7 +356,8 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                     ApprovalStep(
                         at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
-                        reasons=d.reasons, resolution=d.resolution,
+                        reasons=d.reasons, resolution=d.resolution, requested_by=d.requested_by, expires_at=d.expires_at,
+                        source=event.source,
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():
@@ -417,6 +422,19 @@ def _note(seen: list[str], value: str | None) -> None:
 async def explain_task(log: AuditLog, task_id: str, prefix: str = "") -> Explanation:
     """Read a task's rows (in the deployment `prefix`) and explain it."""
     return explain(task_id, await log.task_rows(task_id, prefix))
+
+
+async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> list[tuple[str, str | None]]:
+    """The tasks (task id, tenant) whose records name `action_id`: one, unless outside agents of several tenants reused the id.
+
+    An action id is what a system of record sees (the executor's idempotency key), so on-call often starts from one.
+    """
+    rows = await log.search(SearchFilters(action_id=action_id, topic_prefix=prefix), limit=200)
+    found: list[tuple[str, str | None]] = []
+    for row in rows:
+        if row.task_id and (row.task_id, row.tenant_id) not in found:
+            found.append((row.task_id, row.tenant_id))
+    return found
 
 
 async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100) -> list[StoryLine]:

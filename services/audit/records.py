@@ -29,12 +29,14 @@ from servicekit.intake import Bounds, Refused, check_bounds
 __all__ = [
     "COLUMNS",
     "GENESIS",
+    "Fingerprint",
     "LogRow",
     "Observed",
     "SignatureCheck",
     "chain_hash",
     "content_bytes",
     "headers_json",
+    "kafka_fingerprint",
     "observe",
     "row_content",
     "trace_id_of",
@@ -156,6 +158,53 @@ class LogRow(NamedTuple):
     def expected_hash(self) -> bytes:
         """The hash this row must carry given its `prev_hash` and content."""
         return chain_hash(self.prev_hash, content_bytes(self.hashed_values()))
+
+
+class Fingerprint(NamedTuple):
+    """What of a record came from Kafka, besides its position: its timestamp and type, key, headers and value (bytes as SHA-256).
+
+    The same for a row and for the record it was made of: a redelivery of the record a row holds has its row's
+    fingerprint; any other record at that position does not (tamper evidence: `chain.Conflict`, `content.py`).
+    """
+
+    kafka_ts: datetime
+    ts_type: int
+    key_sha256: bytes | None
+    headers: str
+    value_sha256: bytes | None
+
+    @classmethod
+    def of(cls, record: Observed | LogRow) -> Fingerprint:
+        """The fingerprint of an observed record or of a row."""
+        headers = record.headers_json if isinstance(record, Observed) and record.headers_json is not None else headers_json(record.headers)
+        return cls(record.kafka_ts, record.ts_type, _sha256(record.key), headers, _sha256(record.value))
+
+    def differences(self, other: Fingerprint) -> list[str]:
+        """The parts of the record that differ from `other`'s (`timestamp`, `timestamp type`, `key`, `headers`, `value`)."""
+        names = ("timestamp", "timestamp type", "key", "headers", "value")
+        return [name for name, mine, theirs in zip(names, self, other, strict=True) if mine != theirs]
+
+    def digest(self) -> bytes:
+        """One SHA-256 of the whole fingerprint, length-prefixed as the chain's content (what names a record in `audit.conflicts`)."""
+        parts = (
+            _time(self.kafka_ts),
+            _number(self.ts_type),
+            _raw(self.key_sha256),
+            _framed(self.headers.encode()),
+            _raw(self.value_sha256),
+        )
+        return hashlib.sha256(b"".join(parts)).digest()
+
+
+def _sha256(raw: bytes | None) -> bytes | None:
+    return None if raw is None else hashlib.sha256(raw).digest()
+
+
+def kafka_fingerprint(
+    *, timestamp_ms: int, timestamp_type: int, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+) -> Fingerprint:
+    """The `Fingerprint` of a Kafka record as read from the bus, without observing its value (`observe` stores these same fields)."""
+    return Fingerprint(_kafka_time(timestamp_ms), timestamp_type, _sha256(key), _headers(headers)[1], _sha256(value))
 
 
 _NULL = b"\x00"

@@ -17,9 +17,9 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from servicekit import create_pool
-from services.audit.chain import AppendResult, Head, chain_batch, chain_records
+from services.audit.chain import AppendResult, Conflict, Head, Logged, RecordedConflict, chain_batch, chain_records
 from services.audit.checkpoints import Checkpoint, Prune, Restore, chain_name, split_chain_name
-from services.audit.records import COLUMNS, LogRow, Observed, headers_json
+from services.audit.records import COLUMNS, Fingerprint, LogRow, Observed, headers_json
 
 __all__ = ["WRITER_ROLE", "AuditLog", "InMemoryAuditLog", "PostgresAuditLog", "SearchFilters"]
 
@@ -134,6 +134,14 @@ class AuditLog(Protocol):
         """Rows in the log."""
         ...
 
+    async def conflicts(self, prefix: str = "") -> list[RecordedConflict]:
+        """Every conflict recorded in the deployment `prefix` (`chain.Conflict`), by position."""
+        ...
+
+    def fingerprints(self, topic: str, partition: int, first_offset: int) -> AsyncIterator[tuple[int, int, Fingerprint]]:
+        """(offset, seq, fingerprint) of each row of one chain from offset `first_offset` on, in offset order."""
+        ...
+
 
 # --- in memory ----------------------------------------------------------------------------------
 
@@ -146,6 +154,7 @@ class InMemoryAuditLog(AuditLog):
     stored_checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
     stored_restores: dict[tuple[str, int], Restore] = field(default_factory=dict)
     stored_prunes: dict[tuple[str, int], Prune] = field(default_factory=dict)
+    stored_conflicts: dict[tuple[str, int, int, bytes], RecordedConflict] = field(default_factory=dict)
     fail_next: list[BaseException] = field(default_factory=list)
 
     async def append(self, records: Sequence[Observed]) -> AppendResult:
@@ -153,9 +162,29 @@ class InMemoryAuditLog(AuditLog):
         if self.fail_next:
             raise self.fail_next.pop(0)
         known = {r.event_id for r in self.rows if r.valid and not r.duplicate and r.event_id}
-        result = chain_batch(records, await self.heads(), known, datetime.now(UTC))
+        heads = await self.heads()
+        logged = {}
+        for tp, (first, last) in _batch_ranges(records).items():
+            if tp in heads and first <= heads[tp].offset:
+                chain = [r for r in self.rows if (r.topic, r.partition) == tp]
+                held = {r.kafka_offset: (r.seq, Fingerprint.of(r)) for r in chain if first <= r.kafka_offset <= last}
+                logged[tp] = Logged(min(chain, key=lambda r: r.seq).kafka_offset, held)
+        result = chain_batch(records, heads, known, datetime.now(UTC), logged)
         self.rows.extend(result.rows)
+        for c in result.conflicts:
+            recorded = _recorded(c, datetime.now(UTC))
+            self.stored_conflicts.setdefault((c.record.topic, c.record.partition, c.record.kafka_offset, recorded.record_sha256), recorded)
         return result
+
+    async def conflicts(self, prefix: str = "") -> list[RecordedConflict]:
+        """See `AuditLog`."""
+        return [c for _, c in sorted(self.stored_conflicts.items()) if c.topic.startswith(prefix)]
+
+    async def fingerprints(self, topic: str, partition: int, first_offset: int) -> AsyncIterator[tuple[int, int, Fingerprint]]:
+        """See `AuditLog`."""
+        mine = (r for r in self.rows if r.topic == topic and r.partition == partition and r.kafka_offset >= first_offset)
+        for r in sorted(mine, key=lambda r: r.kafka_offset):
+            yield r.kafka_offset, r.seq, Fingerprint.of(r)
 
     async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:
         """See `AuditLog`."""
@@ -266,6 +295,24 @@ class InMemoryAuditLog(AuditLog):
         return len(self.rows)
 
 
+def _batch_ranges(records: Sequence[Observed]) -> dict[tuple[str, int], tuple[int, int]]:
+    """The first and last offset of each chain a batch reaches."""
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        first, last = ranges.get(tp, (r.kafka_offset, r.kafka_offset))
+        ranges[tp] = (min(first, r.kafka_offset), max(last, r.kafka_offset))
+    return ranges
+
+
+def _recorded(c: Conflict, detected_at: datetime) -> RecordedConflict:
+    r = c.record
+    return RecordedConflict(
+        topic=r.topic, partition=r.partition, kafka_offset=r.kafka_offset, logged_seq=c.seq, differs=list(c.differs),
+        record_sha256=Fingerprint.of(r).digest(), detected_at=detected_at,
+    )  # fmt: skip
+
+
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 _SELECT = ", ".join(COLUMNS)
@@ -277,6 +324,38 @@ CROSS JOIN LATERAL (
     SELECT seq, hash, kafka_offset FROM {SCHEMA}.log l
     WHERE l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq DESC LIMIT 1
 ) h
+"""
+
+# The heads of the chains a batch reaches ($1, $2) and, only for a chain the batch reaches behind its head (its first
+# offset $3 at or below the head's: a redelivery, or tampering), the chain's first kept offset and the fingerprints of
+# its rows at the batch's offsets ($3..$4): one round trip, and no more read for a batch past its heads (the usual case).
+_BATCH_HEADS = f"""
+SELECT tp.topic, tp.partition, h.seq, h.hash, h.kafka_offset, k.kept_from,
+       b.offsets, b.seqs, b.stamps, b.stamp_types, b.keys, b.headers, b.vals
+FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[]) AS tp(topic, partition, first, last)
+CROSS JOIN LATERAL (
+    SELECT seq, hash, kafka_offset FROM {SCHEMA}.log l
+    WHERE l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq DESC LIMIT 1
+) h
+LEFT JOIN LATERAL (
+    SELECT kafka_offset AS kept_from FROM {SCHEMA}.log l
+    WHERE tp.first <= h.kafka_offset AND l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq LIMIT 1
+) k ON true
+LEFT JOIN LATERAL (
+    SELECT array_agg(l.kafka_offset) AS offsets, array_agg(l.seq) AS seqs, array_agg(l.kafka_ts) AS stamps,
+           array_agg(l.ts_type) AS stamp_types, array_agg(sha256(l.key)) AS keys, array_agg(l.headers::text) AS headers,
+           array_agg(sha256(l.value)) AS vals
+    FROM {SCHEMA}.log l
+    WHERE tp.first <= h.kafka_offset AND l.topic = tp.topic AND l.partition = tp.partition
+      AND l.kafka_offset BETWEEN tp.first AND least(tp.last, h.kafka_offset)
+) b ON true
+"""
+
+_INSERT_CONFLICT = f"""
+INSERT INTO {SCHEMA}.conflicts
+    (topic, partition, kafka_offset, logged_seq, differs, kafka_ts, ts_type, key, headers, value, record_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT DO NOTHING
 """
 
 # The gaps between consecutive recorded offsets of one partition in [$3, $4), the end included (the
@@ -314,6 +393,30 @@ def _row(record: asyncpg.Record) -> LogRow:
     values = list(record.values())
     values[_HEADERS] = json.loads(values[_HEADERS])
     return LogRow(*values)
+
+
+def _canonical_headers(stored: str) -> str:
+    """A row's headers as the hash covers them, from the jsonb column's text (which orders and spaces keys its own way)."""
+    return headers_json(json.loads(stored))
+
+
+def _logged(r: asyncpg.Record) -> Logged:
+    """The `Logged` of one chain from a `_BATCH_HEADS` row that read it."""
+    parts = (r["seqs"], r["stamps"], r["stamp_types"], r["keys"], r["headers"], r["vals"])
+    rows = {
+        offset: (seq, Fingerprint(stamp, stamp_type, key, _canonical_headers(headers), value))
+        for offset, seq, stamp, stamp_type, key, headers, value in zip(r["offsets"] or (), *(p or () for p in parts), strict=True)
+    }
+    return Logged(r["kept_from"], rows)
+
+
+def _conflict_args(c: Conflict) -> tuple[Any, ...]:
+    r = c.record
+    headers = r.headers_json if r.headers_json is not None else headers_json(r.headers)
+    return (
+        r.topic, r.partition, r.kafka_offset, c.seq, list(c.differs), r.kafka_ts, r.ts_type, r.key, headers, r.value,
+        Fingerprint.of(r).digest(),
+    )  # fmt: skip
 
 
 def _db_tuple(r: LogRow, headers: str | None = None) -> tuple[Any, ...]:
@@ -368,7 +471,8 @@ class PostgresAuditLog(AuditLog):
         """See `AuditLog`."""
         if not records:
             return AppendResult()
-        pairs = sorted({(r.topic, r.partition) for r in records})
+        ranges = _batch_ranges(records)
+        pairs = sorted(ranges)
         topics, partitions = [p[0] for p in pairs], [p[1] for p in pairs]
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
@@ -380,10 +484,9 @@ class PostgresAuditLog(AuditLog):
                 topics,
                 partitions,
             )
-            heads = {
-                (r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"])
-                for r in await conn.fetch(_HEADS_OF, topics, partitions)
-            }
+            found = await conn.fetch(_BATCH_HEADS, topics, partitions, [ranges[p][0] for p in pairs], [ranges[p][1] for p in pairs])
+            heads = {(r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"]) for r in found}
+            logged = {(r["topic"], r["partition"]): _logged(r) for r in found if r["kept_from"] is not None}
             ids = list({r.event_id for r in records if r.valid and r.event_id})
             known = {
                 r["event_id"]
@@ -394,9 +497,33 @@ class PostgresAuditLog(AuditLog):
             result = AppendResult()
             # Lazily: asyncpg streams COPY data in chunks, so PostgreSQL stores the first rows while
             # the next ones are still being hashed.
-            rows = (_db_tuple(row, obs.headers_json) for obs, row in chain_records(records, heads, known, datetime.now(UTC), result))
+            rows = (
+                _db_tuple(row, obs.headers_json) for obs, row in chain_records(records, heads, known, datetime.now(UTC), result, logged)
+            )
             await conn.copy_records_to_table("log", schema_name=SCHEMA, columns=COLUMNS, records=rows)
+            if result.conflicts:  # evidence, durable with the batch: never dropped
+                await conn.executemany(_INSERT_CONFLICT, [_conflict_args(c) for c in result.conflicts])
         return result
+
+    async def conflicts(self, prefix: str = "") -> list[RecordedConflict]:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            records = await conn.fetch(
+                f"SELECT topic, partition, kafka_offset, logged_seq, differs, record_sha256, detected_at FROM {SCHEMA}.conflicts "
+                "WHERE starts_with(topic, $1) ORDER BY topic, partition, kafka_offset, record_sha256",
+                prefix,
+            )
+        return [RecordedConflict(**dict(r)) for r in records]
+
+    async def fingerprints(self, topic: str, partition: int, first_offset: int) -> AsyncIterator[tuple[int, int, Fingerprint]]:
+        """See `AuditLog`: the bytes hashed by PostgreSQL, so a row's value does not cross the network."""
+        query = (
+            f"SELECT kafka_offset, seq, kafka_ts, ts_type, sha256(key), headers::text, sha256(value) FROM {SCHEMA}.log "
+            "WHERE topic = $1 AND partition = $2 AND kafka_offset >= $3 ORDER BY kafka_offset"
+        )
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async for r in conn.cursor(query, topic, partition, first_offset, prefetch=5000):
+                yield r[0], r[1], Fingerprint(r[2], r[3], r[4], _canonical_headers(r[5]), r[6])
 
     async def heads(self, prefix: str = "") -> dict[tuple[str, int], Head]:
         """See `AuditLog`."""

@@ -7,24 +7,43 @@ a later head shows it. The first broken link of each chain is reported with wher
 A chain may be checked from a signed head on (its anchor) rather than from seq 1: after a prune (the rows
 before it are in an archive, `archive.py`) or when asked to (`--from-checkpoint`). The anchor row must be
 the one signed, unchanged; every row after it is checked as always.
+
+The hashes prove the rows were not changed since they were written, not that the audit service wrote them:
+its database login may INSERT. So `verify` also reports every conflict the service recorded (`audit.conflicts`:
+a record the bus delivered at a position whose row holds other content), and, with `recheck`
+(`signature_recheck`, `--signatures`), re-observes each row stored as a valid event: a row that claims a
+signature its value does not carry is named. Comparing every row with the bus is `content.py` (`--content`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
+from servicekit.intake import Bounds
 from services.audit.chain import Head
 from services.audit.checkpoints import Checkpoint, Prune, Restore, signature_valid, split_chain_name
-from services.audit.records import GENESIS, LogRow
+from services.audit.records import EPOCH, GENESIS, LogRow, SignatureCheck, observe
 from services.audit.repository import AuditLog
 
-__all__ = ["Break", "ChainChecker", "VerifyReport", "anchor_heads", "check_checkpoints", "prune_anchor", "starting_heads", "verify_log"]
+__all__ = [
+    "Break",
+    "ChainChecker",
+    "Recheck",
+    "VerifyReport",
+    "anchor_heads",
+    "check_checkpoints",
+    "prune_anchor",
+    "signature_recheck",
+    "starting_heads",
+    "verify_log",
+]
 
 
 class Break(BaseModel):
@@ -69,6 +88,10 @@ class VerifyReport(BaseModel):
     """Rows before the anchor heads, not checked here (archived, or skipped on request)."""
     checkpoints_before: int = 0
     """Checkpoints older than `kept_from`: their signatures and ids checked, their heads not (they are before the anchor)."""
+    conflicts: int = 0
+    """Conflicts the audit service recorded (`audit.conflicts`), each also a break."""
+    signatures_checked: int | None = None
+    """Rows stored as valid events whose verdict was reached again (`--signatures`); None: not asked."""
 
     @property
     def ok(self) -> bool:
@@ -153,6 +176,33 @@ class ChainChecker:
                 "the chain has no row (rows deleted?)"
             )
             self.broken = Break(topic=self.topic, partition=self.partition, seq=self.anchor.seq, offset=self.anchor.offset, problem=problem)
+
+
+Recheck = Callable[[LogRow], str | None]
+"""The problem with a row's stored verdict, reached again from its value (None: it holds)."""
+
+
+def signature_recheck(check: SignatureCheck, prefix: str, bounds: Bounds) -> Recheck:
+    """A `Recheck` that observes a row's value again as the audit service did (`check`: the history authority).
+
+    Only a row stored as a valid event is asked about: one the authority refuses now claims a signature it
+    does not carry (or a key that was taken out of the keyring: keep retired public keys). A row stored as
+    refused is not: a key registered since may verify it now, and a refused event grants nothing.
+    """
+
+    def recheck(row: LogRow) -> str | None:
+        if not row.valid:
+            return None
+        stamp_ms = (row.kafka_ts - EPOCH) // timedelta(milliseconds=1)
+        again = observe(
+            topic=row.topic, partition=row.partition, offset=row.kafka_offset, timestamp_ms=stamp_ms, timestamp_type=row.ts_type,
+            key=row.key, value=row.value, headers=None, prefix=prefix, bounds=bounds, check=check,
+        )  # fmt: skip
+        if again.valid:
+            return None
+        return f"stored as a valid event, but its value does not verify: {again.invalid_reason} (a row the audit service did not write?)"
+
+    return recheck
 
 
 def anchor_heads(cp: Checkpoint) -> dict[tuple[str, int], Head]:
@@ -324,7 +374,13 @@ def _within_restore(cp: Checkpoint, restore: Checkpoint) -> Checkpoint:
 
 
 async def verify_log(
-    log: AuditLog, keyring: Keyring, *, prefix: str = "", extra_checkpoints: Iterable[Checkpoint] = (), from_checkpoint: int | None = None
+    log: AuditLog,
+    keyring: Keyring,
+    *,
+    prefix: str = "",
+    extra_checkpoints: Iterable[Checkpoint] = (),
+    from_checkpoint: int | None = None,
+    recheck: Recheck | None = None,
 ) -> VerifyReport:
     """Recompute every chain of the deployment `prefix` and check its checkpoints.
 
@@ -332,6 +388,7 @@ async def verify_log(
     the database is a break, and the copy is what the chains are checked against. After a prune, each
     chain is checked from the head the prune's checkpoint signed; `from_checkpoint` checks them from that
     checkpoint's heads instead, when it is later (fast, incremental: the rows before are not re-hashed).
+    Every conflict the service recorded is a break; with `recheck`, so is every row whose stored verdict it refutes.
 
     Raises:
         LookupError: `from_checkpoint` is not a validly signed checkpoint of the log.
@@ -366,6 +423,8 @@ async def verify_log(
             windows.setdefault(split_chain_name(name), {})[window] = 0
     checkers: dict[tuple[str, int], ChainChecker] = {}
     chain_breaks: list[Break] = []
+    verdict_breaks: list[Break] = []
+    rechecked = 0
     for topic, partition in sorted({*await log.chains(prefix), *anchors}):
         tp = (topic, partition)
         anchor = anchors.get(tp)
@@ -375,6 +434,10 @@ async def verify_log(
         )  # fmt: skip
         checkers[tp] = checker
         async for row in log.chain_rows(topic, partition, first=anchor.seq if anchor is not None else 1):
+            if recheck is not None and row.valid:
+                rechecked += 1
+                if (problem := recheck(row)) is not None:
+                    verdict_breaks.append(Break(topic=topic, partition=partition, seq=row.seq, offset=row.kafka_offset, problem=problem))
             if not checker.feed(row):
                 break
         checker.finish()
@@ -383,6 +446,9 @@ async def verify_log(
     heads_from = start.checkpoint_id if start is not None else 0
     breaks = chain_breaks + prune_breaks + breaks + check_checkpoints(checkpoints, checkers, keyring, restores, heads_from=heads_from)
     breaks += check_superseded(superseded, checkers, keyring) + _heads_checked(within, checkers)
+    conflicts = await log.conflicts(prefix)
+    breaks += [Break(topic=c.topic, partition=c.partition, seq=c.logged_seq, offset=c.kafka_offset, problem=c.problem()) for c in conflicts]
+    breaks += verdict_breaks
     return VerifyReport(
         rows=sum(c.rows for c in checkers.values()),
         chains=len(checkers),
@@ -393,6 +459,8 @@ async def verify_log(
         kept_from_reason=reason,
         rows_before=sum(a.seq - 1 for a in anchors.values()),
         checkpoints_before=sum(1 for cp in checkpoints if cp.checkpoint_id < heads_from),
+        conflicts=len(conflicts),
+        signatures_checked=rechecked if recheck is not None else None,
     )
 
 

@@ -13,11 +13,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from servicekit import OPS, Keyring, kafka_options
+from servicekit import OPS, Keyring, ToolCatalog, deployment_authority, kafka_options
 from services.audit import (
     ArchiveRefused,
     ArchiveReport,
     CompletenessReport,
+    ContentReport,
     Missing,
     PostgresAuditLog,
     SearchFilters,
@@ -25,12 +26,15 @@ from services.audit import (
     VerifyReport,
     archive_log,
     check_complete,
+    check_content,
     checkpoint_before,
     explain_task,
     read_published_checkpoints,
     search,
+    signature_recheck,
     starting_heads,
     story,
+    tasks_of_action,
     verify_archives,
     verify_log,
 )
@@ -111,6 +115,18 @@ def verify(
     complete: bool = typer.Option(
         False, "--complete", help="Also prove every offset the bus still holds (every topic, partition) has its row; list the missing."
     ),
+    content: bool = typer.Option(
+        False,
+        "--content",
+        help="Also compare each row whose offset the bus still holds with the bus's record there (timestamp, key, headers, value): "
+        "names a row the audit service did not write. Reads every record the bus keeps.",
+    ),
+    signatures: bool = typer.Option(
+        False,
+        "--signatures",
+        help="Also observe each row stored as a valid event again with the deployment's keys: names a row claiming a signature "
+        "its value does not carry (about ten times the time of the chains alone).",
+    ),
     catch_up_s: float = typer.Option(
         15.0,
         "--catch-up-s",
@@ -145,20 +161,33 @@ def verify(
         err_console.print(f"waiting up to {catch_up_s:g} s for the audit service to record the newest {count} record(s) of the bus")
 
     archived: ArchiveReport | None = None
+    compared: ContentReport | None = None
+    recheck = None
+    if signatures:
+        tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+        recheck = signature_recheck(deployment_authority(kit, tools, history=True).check, kit.topic_prefix, kit.bounds)
 
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)
         published = await read_published_checkpoints(kit.kafka_bootstrap, kit.topic_prefix, client_options=options) if bus else []
         keyring = Keyring.load(kit.keys_dir, "audit")
-        with progress_display({"rows": "verifying the chains"}, quiet=as_json) as progress:
+        labels = {"rows": "verifying the chains", "content": "comparing rows with the bus"}
+        with progress_display(labels, quiet=as_json) as progress:
             try:
                 starts = await starting_heads(log, keyring, prefix=kit.topic_prefix, from_checkpoint=from_checkpoint)
                 counted = await _reporting(log, kit.topic_prefix, lambda done, total: progress("rows", done, total), starts)
                 report = await verify_log(
-                    counted, keyring, prefix=kit.topic_prefix, extra_checkpoints=published, from_checkpoint=from_checkpoint
-                )
+                    counted, keyring, prefix=kit.topic_prefix, extra_checkpoints=published, from_checkpoint=from_checkpoint,
+                    recheck=recheck,
+                )  # fmt: skip
             except LookupError as exc:
                 raise ConnectionError(str(exc)) from None  # one line, exit 1: there is nothing to start from
+            if content:
+                nonlocal compared
+                compared = await check_content(
+                    log, kit.kafka_bootstrap, kit.topic_prefix, client_options=options,
+                    progress=lambda done, total: progress("content", done, total),
+                )  # fmt: skip
         if archives:
             prunes = await log.prunes(kit.topic_prefix)
             live_from = report.kept_from if report.kept_from_reason == "pruned" else None
@@ -177,6 +206,8 @@ def verify(
             doc["completeness"] = json.loads(completeness.model_dump_json())
         if archived is not None:
             doc["archives"] = json.loads(archived.model_dump_json())
+        if compared is not None:
+            doc["content"] = json.loads(compared.model_dump_json())
         console.print_json(json.dumps(doc))
     else:
         rate = report.rows / report.seconds if report.seconds else 0.0
@@ -185,6 +216,8 @@ def verify(
             f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
         )
         _print_start(report)
+        if report.signatures_checked is not None:
+            console.print(f"observed {report.signatures_checked} row(s) stored as valid events again: their signatures checked")
         if report.ok:
             console.print("[bold green]intact:[/] every chain and checkpoint checks out")
         else:
@@ -200,10 +233,26 @@ def verify(
             )
         if completeness is not None:
             _print_completeness(completeness)
+        if compared is not None:
+            _print_content(compared)
         if archived is not None:
             _print_archives(archived)
-    if not report.ok or (completeness is not None and not completeness.ok) or (archived is not None and not archived.ok):
+    if any(part is not None and not part.ok for part in (report, completeness, compared, archived)):
         raise typer.Exit(1)
+
+
+def _print_content(c: ContentReport) -> None:
+    console.print(f"compared {c.compared} row(s) of {c.partitions} partitions with the records the bus holds in {c.seconds:.2f} s")
+    if c.not_on_bus:
+        err_console.print(f"{c.not_on_bus} row(s) of chains whose partition the bus does not have: not compared")
+    if c.ok:
+        console.print("[bold green]as on the bus:[/] every row the bus can vouch for holds the bus's record")
+        return
+    err_console.print(f"[bold red]NOT AS ON THE BUS:[/] {len(c.mismatches)} row(s) differ from the bus")
+    for m in c.mismatches[:50]:
+        err_console.print(f"  {escape(m.describe())}", soft_wrap=True)
+    if len(c.mismatches) > 50:
+        err_console.print(f"  … and {len(c.mismatches) - 50} more (--json lists them all)")
 
 
 def _print_start(report: VerifyReport) -> None:
@@ -335,15 +384,44 @@ def _print_completeness(c: CompletenessReport) -> None:
         err_console.print(f"  … and {len(c.missing) - 50} more range(s) (--json lists them all)")
 
 
+async def _task_of(log: PostgresAuditLog, ident: str, prefix: str) -> str | None:
+    """The task `ident` names: itself when the log has a record of that task, else the one task whose records name it as an action id.
+
+    Says on stderr when an action id was resolved; an action id of several tasks (outside agents of several tenants may
+    reuse one) is an error listing them.
+    """
+    if await log.task_rows(ident, prefix):
+        return ident
+    tasks = await tasks_of_action(log, ident, prefix)
+    if not tasks:
+        return None
+    if len(tasks) > 1:
+        listed = ", ".join(f"{task} ({tenant or '-'})" for task, tenant in tasks)
+        raise ConnectionError(f"action {ident!r} is named by {len(tasks)} tasks: {listed}; give the task id")
+    task, tenant = tasks[0]
+    err_console.print(f"{shown(ident)} is an action id: it belongs to task {shown(task)} (tenant {shown(tenant or '-')})", soft_wrap=True)
+    return task
+
+
+_NOTHING = "no record of task or action {!r} in the audit log"
+
+
 @app.command()
 def show(
-    task_id: str = typer.Argument(..., help="The task id."),
+    task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
-    rows = run(_with_log(lambda log: log.task_rows(task_id, settings().topic_prefix)))
+    prefix = settings().topic_prefix
+
+    async def go(log: PostgresAuditLog) -> tuple[str, list[Any]]:
+        task = await _task_of(log, task_id, prefix)
+        return (task, await log.task_rows(task, prefix)) if task is not None else (task_id, [])
+
+    task, rows = run(_with_log(go))
     if not rows:
-        fail(f"no record of task {task_id!r} in the audit log")
+        fail(_NOTHING.format(task_id))
+    task_id = task
     lines = story(rows)
     if as_json:
         for line in lines:
@@ -354,16 +432,22 @@ def show(
 
 @app.command()
 def explain(
-    task_id: str = typer.Argument(..., help="The task id."),
+    task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
-    explanation = run(_with_log(lambda log: explain_task(log, task_id, settings().topic_prefix)))
-    if explanation.records == 0:
-        fail(f"no record of task {task_id!r} in the audit log")
+    prefix = settings().topic_prefix
+
+    async def go(log: PostgresAuditLog) -> Any:
+        task = await _task_of(log, task_id, prefix)
+        return None if task is None else await explain_task(log, task, prefix)
+
+    explanation = run(_with_log(go))
+    if explanation is None or explanation.records == 0:
+        fail(_NOTHING.format(task_id))
     if fmt == "md":
         text = render_markdown(explanation)
     elif fmt == "html":
@@ -395,10 +479,11 @@ def search_(
     trace: str | None = typer.Option(None, help="Trace id (32 hex), or a whole traceparent."),
     task: str | None = typer.Option(None, help="Task id."),
     event_type: str | None = typer.Option(None, "--type", help="Event type, e.g. action.decided."),
+    action: str | None = typer.Option(None, "--action", help="Action id (the idempotency key a system of record shows)."),
     limit: int = typer.Option(100, min=1, help="At most this many records."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
-    """Find records by tenant, tool, outcome, reason code, time range and trace id."""
+    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id."""
     if trace and len(trace) > 32 and "-" in trace:
         trace = trace.split("-")[1]
     if event_type and not event_type.startswith("tidegate."):
@@ -408,7 +493,7 @@ def search_(
         fail(f"--since ({start:%Y-%m-%d %H:%M:%S}) is not before --until ({end:%Y-%m-%d %H:%M:%S}): nothing can match")
     filters = SearchFilters(
         tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=start, until=end,
-        trace_id=trace, task_id=task, event_type=event_type, topic_prefix=settings().topic_prefix,
+        trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=settings().topic_prefix,
     )  # fmt: skip
 
     async def go(log: PostgresAuditLog) -> list[Any]:

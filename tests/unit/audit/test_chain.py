@@ -7,8 +7,8 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.chain import Head, chain_batch
-from services.audit.records import GENESIS
+from services.audit.chain import Head, Logged, chain_batch
+from services.audit.records import GENESIS, Fingerprint
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -26,13 +26,16 @@ def test_rows_are_numbered_and_linked_per_partition(make: Any) -> None:
 def test_positions_already_recorded_are_skipped_after_a_redelivery(make: Any) -> None:
     first = chain_batch([make("tasks", b"x", offset=o) for o in range(5)], {}, set(), NOW)
     head = first.rows[-1]
+    held = Logged(kept_from=0, rows={r.kafka_offset: (r.seq, Fingerprint.of(r)) for r in first.rows})
     again = chain_batch(
         [make("tasks", b"x", offset=o) for o in range(3, 8)],
         {("tidegate.tasks", 0): Head(head.seq, head.hash, head.kafka_offset)},
         set(),
         NOW,
+        {("tidegate.tasks", 0): held},
     )
     assert again.already_recorded == 2
+    assert again.conflicts == []
     assert [(r.seq, r.kafka_offset) for r in again.rows] == [(6, 5), (7, 6), (8, 7)]
     assert again.rows[0].prev_hash == head.hash
 

@@ -1,0 +1,210 @@
+"""The audit's own database login forges rows ahead of the service: the genuine records are never dropped in silence.
+
+The login may INSERT into `audit.log` (the service writes as it). A row of the attacker's content, correctly chained
+at the next offset of a partition, used to make the service take the genuine record at that offset for one already
+recorded, and drop it; every `verify` mode passed (outside review, round 3, F1). Now the genuine record is a conflict:
+stored in `audit.conflicts` (which the login cannot change), logged at ERROR, counted, and named by `verify`. With the
+service stopped, `verify --content` names the forged row against the bus, and `verify --signatures` names a row that
+claims a signature its value does not carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
+from typer.testing import CliRunner
+
+import schemas as s
+from schemas.examples import sample_events
+from servicekit import ADMIN, KitSettings, kafka_options
+from servicekit.dbroles import service_database_url
+from services.audit.app import build as build_audit
+from services.audit.handlers import Recorder
+from services.audit.records import COLUMNS, GENESIS, LogRow, headers_json, observe
+from services.audit.repository import PostgresAuditLog
+from services.audit.settings import AuditSettings
+from tidegate.cli import app as cli
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=2000)
+
+
+@pytest.fixture
+async def producer(kit: KitSettings) -> AsyncIterator[AIOKafkaProducer]:
+    """Whoever writes the genuine records (the bus is out of the database login's reach)."""
+    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+def a_result_event() -> bytes:
+    """A valid `actions.results` event (the contract's sample), unsigned: what the attacker can write, not sign."""
+    event = next(e for topic, e in sample_events() if topic == "actions.results")
+    return s.encode(event.model_copy(update={"id": str(uuid.uuid4())}))
+
+
+async def forge(kit: KitSettings, topic: str, value: bytes, *, ahead: int = 1) -> int:
+    """As the audit's own login: append a correctly chained row of `value`, marked a valid event, `ahead` offsets past the head."""
+    conn = await asyncpg.connect(service_database_url(kit, "audit"))
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE tidegate_audit_writer")
+            head = await conn.fetchrow(
+                "SELECT seq, hash, kafka_offset FROM audit.log WHERE topic = $1 AND partition = 0 ORDER BY seq DESC LIMIT 1", topic
+            )
+            seq, prev, offset = (head["seq"], head["hash"], head["kafka_offset"]) if head else (0, GENESIS, -1)
+            obs = observe(
+                topic=topic, partition=0, offset=offset + ahead, timestamp_ms=int(datetime.now(UTC).timestamp() * 1000),
+                timestamp_type=1, key=None, value=value, headers=[], prefix=kit.topic_prefix,
+            )._replace(valid=True, invalid_reason=None)  # fmt: skip
+            row = LogRow.link(obs, seq=seq + 1, prev_hash=prev, duplicate=False, recorded_at=datetime.now(UTC))
+            values = list(row)
+            values[COLUMNS.index("headers")] = headers_json(row.headers)
+            await conn.copy_records_to_table("log", schema_name="audit", columns=COLUMNS, records=[tuple(values)])
+            return offset + ahead
+    finally:
+        await conn.close()
+
+
+async def rows(kit: KitSettings, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def logged_offsets(kit: KitSettings, topic: str) -> list[int]:
+    return [r["kafka_offset"] for r in await rows(kit, "SELECT kafka_offset FROM audit.log WHERE topic = $1 ORDER BY seq", topic)]
+
+
+async def verify(kit: KitSettings, *args: str) -> Any:
+    env = {
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+    }
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "verify", *args], env=env)
+
+
+async def test_a_row_forged_at_the_next_offset_makes_the_genuine_record_a_recorded_logged_counted_conflict(
+    kit: KitSettings, producer: AIOKafkaProducer, wait_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = kit.topic_prefix + "actions.results"
+    before = REGISTRY.get_sample_value("tidegate_audit_conflicts_total", {"topic": topic}) or 0.0
+    audit = build_audit(kit, SETTINGS)
+    await audit.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="services.audit.handlers"):
+            for n in range(2):
+                await producer.send_and_wait(topic, json.dumps({"genuine": n}).encode(), partition=0)
+            await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1]), timeout=60, what="the first two records logged")
+            assert await forge(kit, topic, a_result_event()) == 2
+            genuine = json.dumps({"genuine": 2}).encode()
+            for value in (genuine, json.dumps({"genuine": 3}).encode()):
+                await producer.send_and_wait(topic, value, partition=0)
+            await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1, 2, 3]), timeout=60, what="the chain going on")
+            [conflict] = await wait_for(lambda: rows(kit, "SELECT * FROM audit.conflicts WHERE topic = $1", topic), what="the conflict")
+    finally:
+        await audit.stop()
+
+    assert (conflict["kafka_offset"], conflict["logged_seq"], conflict["value"]) == (2, 3, genuine)
+    assert "value" in conflict["differs"]
+    assert REGISTRY.get_sample_value("tidegate_audit_conflicts_total", {"topic": topic}) == before + 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "CONFLICT" in r.getMessage()]
+    assert len(said) == 1
+    assert f"{topic}[0] offset 2" in said[0]
+
+    result = await verify(kit)
+    assert result.exit_code == 1, result.output
+    assert f"{topic}[0] seq 3 (offset 2): conflict recorded" in result.output
+
+    # The evidence is out of the login's reach: it may not change or remove it.
+    conn = await asyncpg.connect(service_database_url(kit, "audit"))
+    try:
+        for sql in ("DELETE FROM audit.conflicts", "UPDATE audit.conflicts SET value = NULL", "TRUNCATE audit.conflicts"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_plain_redelivery_of_the_same_records_is_not_a_conflict(kit: KitSettings, producer: AIOKafkaProducer) -> None:
+    topic = kit.topic_prefix + "actions.results"
+    for n in range(3):
+        await producer.send_and_wait(topic, json.dumps({"n": n}).encode(), partition=0, key=b"k", headers=[("h", b"v")])
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records = (await consumer.getmany(tp, timeout_ms=10_000))[tp]
+    finally:
+        await consumer.stop()
+    assert [r.offset for r in records] == [0, 1, 2]
+    log = await PostgresAuditLog.connect(service_database_url(kit, "audit"))  # as the service writes: its own login
+    try:
+        recorder = Recorder(prefix=kit.topic_prefix, log=log)
+        first = await recorder.record_batch(records)
+        again = await recorder.record_batch(records[1:])  # a redelivery after a rebalance or a crash before the commit
+    finally:
+        await log.close()
+    assert (len(first.rows), first.conflicts) == (3, [])
+    assert (again.already_recorded, again.rows, again.conflicts) == (2, [], [])
+    assert await rows(kit, "SELECT 1 FROM audit.conflicts WHERE starts_with(topic, $1)", kit.topic_prefix) == []
+
+
+async def test_with_the_service_stopped_verify_content_and_signatures_name_the_forged_rows(
+    kit: KitSettings, producer: AIOKafkaProducer, wait_for: Any
+) -> None:
+    topic = kit.topic_prefix + "actions.results"
+    audit = build_audit(kit, SETTINGS)
+    await audit.start()
+    try:
+        for n in range(2):
+            await producer.send_and_wait(topic, json.dumps({"genuine": n}).encode(), partition=0)
+        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1]), timeout=60, what="the first two records logged")
+    finally:
+        await audit.stop()
+    assert await forge(kit, topic, a_result_event()) == 2  # while the service is stopped: it will start after it
+    await producer.send_and_wait(topic, json.dumps({"genuine": 2}).encode(), partition=0)
+    assert await forge(kit, topic, a_result_event(), ahead=100) == 102  # an offset the bus never had
+
+    plain = await verify(kit)
+    assert plain.exit_code == 0, plain.output  # the chains are intact: the hashes cannot tell who wrote a row
+
+    doc = json.loads((await verify(kit, "--content", "--json")).output)
+    assert [(m["seq"], m["offset"]) for m in doc["content"]["mismatches"]] == [(3, 2), (4, 102)], doc["content"]
+    assert "value" in doc["content"]["mismatches"][0]["problem"]
+    content = await verify(kit, "--content")
+    assert content.exit_code == 1, content.output
+    assert f"{topic}[0] seq 3 (offset 2): differs from the record the bus holds at this offset (timestamp" in content.output
+    assert f"{topic}[0] seq 4 (offset 102): the bus never had this offset" in content.output
+
+    signatures = await verify(kit, "--signatures", "--json")
+    assert signatures.exit_code == 1, signatures.output
+    report = json.loads(signatures.output)
+    assert report["signatures_checked"] == 2
+    named = [(b["topic"], b["seq"], b["offset"], b["problem"].split(": ")[1]) for b in report["breaks"]]
+    assert named == [(topic, 3, 2, "signature_missing"), (topic, 4, 102, "signature_missing")]
+    assert report["breaks"][0]["problem"].startswith("stored as a valid event, but its value does not verify")
+
+
+async def _equals(got: Any, expected: Any) -> bool:
+    return bool(await got == expected)
