@@ -2,22 +2,30 @@
 
 A connector tool is a catalog tool of kind `python` with `connector: <name>`; the executor calls it
 only for a tenant that enabled it, with that tenant's credential opened from its sealed grant
-(`ToolContext.credential`, `ToolContext.connection`). This package imports the kit and `systems`'
-tool interface, never a service.
+(`ToolContext.credential`, `ToolContext.connection`), and only under the signature of the operator who wrote
+the grant (`GrantVerifier`). This package imports the kit and `systems`' tool interface, never a service.
 """
 
 from connectors._access import Access, ConnectorAccess
-from connectors._manage import ConnectorError, connector_tools, disable, enable, reseal_all, set_credential
-from connectors._store import Grant, GrantStore, InMemoryGrantStore, PgGrantStore
+from connectors._manage import ConnectorError, GrantWriter, connector_tools, disable, enable, reseal_all, set_credential
+from connectors._proof import GRANT_TAMPERED, GRANT_UNSIGNED, GrantRefused, GrantSigner, GrantVerifier, grant_message
+from connectors._store import Grant, GrantProof, GrantStore, InMemoryGrantStore, PgGrantStore
 from connectors._vault import KEY_NAME, Sealed, Vault, VaultError
 
 __all__ = [
+    "GRANT_TAMPERED",
+    "GRANT_UNSIGNED",
     "KEY_NAME",
     "Access",
     "ConnectorAccess",
     "ConnectorError",
     "Grant",
+    "GrantProof",
+    "GrantRefused",
+    "GrantSigner",
     "GrantStore",
+    "GrantVerifier",
+    "GrantWriter",
     "InMemoryGrantStore",
     "PgGrantStore",
     "Sealed",
@@ -26,6 +34,7 @@ __all__ = [
     "connector_tools",
     "disable",
     "enable",
+    "grant_message",
     "reseal_all",
     "set_credential",
 ]

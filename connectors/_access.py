@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from connectors._proof import GRANT_UNSIGNED, GrantRefused, GrantVerifier
 from connectors._store import GrantStore
 from connectors._vault import Vault, VaultError
+from servicekit.metrics import observe_row_refused
 from servicekit.toolcontract import ToolError
 
 __all__ = ["Access", "ConnectorAccess"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -20,20 +25,33 @@ class Access:
 
 
 class ConnectorAccess:
-    """Checks the tenant's grant for a tool and opens its sealed credential; the executor's only door to secrets of connectors."""
+    """Checks the tenant's grant for a tool and opens its sealed credential; the executor's only door to secrets of connectors.
 
-    def __init__(self, store: GrantStore, vault: Vault) -> None:
+    The grant is believed only under an operator's signature (`verifier`): its enabled tools, its account
+    settings (where the credential is sent) and the sealed credential are all signed together.
+    """
+
+    def __init__(self, store: GrantStore, vault: Vault, verifier: GrantVerifier) -> None:
         self.store = store
         self.vault = vault
+        self.verifier = verifier
 
     async def for_call(self, tenant_id: str, connector: str, tool: str) -> Access:
         """The credential for `tool` of `connector` for `tenant_id`.
 
         Raises:
-            ToolError: `credential_missing` (no grant, disabled, no secret, or a secret the executor cannot open) or
-                `tool_not_enabled` (the tenant did not enable this tool); neither is retryable, nothing was sent.
+            ToolError: `credential_missing` (no grant, disabled, no secret, or a secret the executor cannot open),
+                `tool_not_enabled` (the tenant did not enable this tool), or `grant_unsigned` / `grant_tampered` (the grant
+                carries no operator's signature, or one that does not verify); none is retryable, nothing was sent.
         """
         grant = await self.store.get(tenant_id, connector)
+        if grant is not None:
+            try:
+                self.verifier.check(grant)
+            except GrantRefused as refused:
+                log.warning("refused a call of %s for tenant %s: %s: %s", tool, tenant_id, refused.code, refused)
+                observe_row_refused("executor", "connector_grants", "unsigned" if refused.code == GRANT_UNSIGNED else "invalid")
+                raise ToolError(refused.code, str(refused)) from refused
         if grant is None or not grant.enabled:
             state = "is not connected" if grant is None else "was disabled"
             raise ToolError("credential_missing", f"{connector} {state} for tenant {tenant_id} (see `tidegate connectors`)")

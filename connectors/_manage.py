@@ -1,19 +1,66 @@
-"""What `tidegate connectors` does, over a grant store and the vault: enable, disable, set a credential, rotate the key."""
+"""What `tidegate connectors` does, over a grant store and the vault: enable, disable, set a credential, sign, rotate the key.
+
+Every grant written is signed by the operator (`GrantWriter`), and a stored grant is carried into a new one only
+if it verifies: a row someone changed in the database is never signed over by a later command.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from connectors._proof import GrantRefused, GrantSigner, GrantVerifier
 from connectors._store import Grant, GrantStore
 from connectors._vault import Vault, VaultError
 from schemas import RiskClass, ToolSpec
+from servicekit.authority import deployment_authority, operator_key
+from servicekit.settings import KitSettings
 
-__all__ = ["ConnectorError", "connector_tools", "disable", "enable", "reseal_all", "set_credential"]
+__all__ = ["ConnectorError", "GrantWriter", "connector_tools", "disable", "enable", "reseal_all", "set_credential"]
 
 
 class ConnectorError(ValueError):
-    """A request the catalog or the grants refuse (unknown connector or tool, empty secret)."""
+    """A request the catalog or the grants refuse (unknown connector or tool, empty secret, a stored grant that does not verify)."""
+
+
+@dataclass(frozen=True)
+class GrantWriter:
+    """The operator's door to the grants: a stored grant is read only if it verifies, and each grant written is signed."""
+
+    store: GrantStore
+    signer: GrantSigner
+    verifier: GrantVerifier
+
+    @classmethod
+    def of_operator(cls, kit: KitSettings, store: GrantStore) -> GrantWriter:
+        """This machine's operator (`kit.operator`, its key made and allow-listed on first use) writing to `store`."""
+        return cls(store, GrantSigner(operator_key(kit)), GrantVerifier(deployment_authority(kit)))
+
+    async def current(self, tenant_id: str, connector: str) -> Grant | None:
+        """The stored grant of (tenant, connector), if any; ConnectorError if it does not verify (nothing is changed then)."""
+        grant = await self.store.get(tenant_id, connector)
+        if grant is not None:
+            try:
+                self.verifier.check(grant)
+            except GrantRefused as refused:
+                raise ConnectorError(f"{refused}; nothing was changed") from refused
+        return grant
+
+    async def put(self, grant: Grant) -> Grant:
+        """Sign `grant` with the operator's key and store it; the grant as stored."""
+        signed = self.signer.sign(grant)
+        await self.store.put(signed)
+        return signed
+
+    async def unverified(self) -> list[tuple[Grant, GrantRefused]]:
+        """Every stored grant the executor would refuse, with why."""
+        out = []
+        for grant in await self.store.all():
+            try:
+                self.verifier.check(grant)
+            except GrantRefused as refused:
+                out.append((grant, refused))
+        return out
 
 
 def connector_tools(catalog: Mapping[str, ToolSpec]) -> dict[str, list[ToolSpec]]:
@@ -26,7 +73,7 @@ def connector_tools(catalog: Mapping[str, ToolSpec]) -> dict[str, list[ToolSpec]
 
 
 async def enable(
-    store: GrantStore,
+    writer: GrantWriter,
     catalog: Mapping[str, ToolSpec],
     tenant_id: str,
     connector: str,
@@ -47,45 +94,56 @@ async def enable(
     if unknown:
         raise ConnectorError(f"{', '.join(unknown)} not tools of {connector} (its tools: {', '.join(sorted(names))})")
     chosen = names if all_tools else {s.name for s in specs if s.risk is RiskClass.READ} | set(tools)
-    grant = await store.get(tenant_id, connector) or Grant(tenant_id, connector)
+    grant = await writer.current(tenant_id, connector) or Grant(tenant_id, connector)
     grant = replace(grant, enabled=True, tools=grant.tools | chosen, connection={**grant.connection, **(connection or {})})
-    await store.put(grant)
-    return grant
+    return await writer.put(grant)
 
 
-async def disable(store: GrantStore, tenant_id: str, connector: str, *, tools: Iterable[str] = (), forget: bool = False) -> Grant | None:
-    """Disable the named tools, or the whole connector (every call then fails `credential_missing`); `forget` deletes the secret."""
-    grant = await store.get(tenant_id, connector)
-    if grant is None:
+async def disable(writer: GrantWriter, tenant_id: str, connector: str, *, tools: Iterable[str] = (), forget: bool = False) -> Grant | None:
+    """Disable the named tools, or the whole connector (every call then fails `credential_missing`); `forget` deletes the secret.
+
+    The whole connector disabled with `forget` also resets a stored grant that does not verify: to a signed,
+    disabled grant with no tool, no account setting and no credential (nothing of the untrusted row is kept).
+    """
+    stored = await writer.store.get(tenant_id, connector)
+    if stored is None:
         return None
     names = set(tools)
+    if forget and not names:
+        try:
+            grant = await writer.current(tenant_id, connector)
+        except ConnectorError:
+            return await writer.put(Grant(tenant_id, connector, enabled=False))
+    else:
+        grant = await writer.current(tenant_id, connector)
+    assert grant is not None
     grant = replace(grant, tools=grant.tools - names) if names else replace(grant, enabled=False)
     if forget:
         grant = replace(grant, sealed=None)
-    await store.put(grant)
-    return grant
+    return await writer.put(grant)
 
 
-async def set_credential(store: GrantStore, vault: Vault, tenant_id: str, connector: str, secret: str) -> Grant:
+async def set_credential(writer: GrantWriter, vault: Vault, tenant_id: str, connector: str, secret: str) -> Grant:
     """Seal `secret` to the executor's key and store it in the tenant's grant (created disabled-by-scope: no tool yet)."""
     secret = secret.strip()
     if not secret:
         raise ConnectorError("empty credential")
-    grant = await store.get(tenant_id, connector) or Grant(tenant_id, connector)
-    grant = replace(grant, sealed=vault.seal(secret, tenant_id, connector))
-    await store.put(grant)
-    return grant
+    grant = await writer.current(tenant_id, connector) or Grant(tenant_id, connector)
+    return await writer.put(replace(grant, sealed=vault.seal(secret, tenant_id, connector)))
 
 
-async def reseal_all(store: GrantStore, vault: Vault) -> tuple[int, int]:
-    """Seal every stored secret this vault can open again to its current key.
+async def reseal_all(writer: GrantWriter, vault: Vault) -> tuple[int, int]:
+    """Seal every stored secret this vault can open again to its current key, and sign each grant so changed.
 
     Returns (moved, foreign): how many were sealed again, and how many are sealed to a key this vault does not
-    hold (another deployment's, sharing the database); those are left as they are.
+    hold (another deployment's, sharing the database); those are left as they are. If a grant to seal again does not
+    verify, nothing is sealed (ConnectorError): its secret would be lost with the old key, and signing it would trust it.
     """
     current = vault.current_key_id()
-    moved = foreign = 0
-    for grant in await store.all():
+    moving: list[tuple[Grant, str]] = []
+    foreign = 0
+    refused: list[str] = []
+    for grant in await writer.store.all():
         if grant.sealed is None or grant.sealed.key_id == current:
             continue
         try:
@@ -93,6 +151,13 @@ async def reseal_all(store: GrantStore, vault: Vault) -> tuple[int, int]:
         except VaultError:
             foreign += 1
             continue
-        await store.put(replace(grant, sealed=vault.seal(secret, grant.tenant_id, grant.connector)))
-        moved += 1
-    return moved, foreign
+        try:
+            writer.verifier.check(grant)
+        except GrantRefused as why:
+            refused.append(str(why))
+        moving.append((grant, secret))
+    if refused:
+        raise ConnectorError("; ".join(refused) + "; no credential was sealed again")
+    for grant, secret in moving:
+        await writer.put(replace(grant, sealed=vault.seal(secret, grant.tenant_id, grant.connector)))
+    return len(moving), foreign

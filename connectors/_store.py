@@ -1,22 +1,41 @@
 """Where tenants' connector grants live: which tools each tenant enabled, its account settings, its sealed secret.
 
-The rows sit in the executor's own schema (`executor.connector_grants`, migration
-`services/executor/migrations/005_connector_grants.sql`): every executor replica reads the same
-grants, a revocation takes effect on the next call, and the secret in them is sealed to the executor's
-key, so a database dump or a reader of the table learns nothing usable.
+The rows sit in the executor's own schema (`executor.connector_grants`, migrations
+`services/executor/migrations/005_connector_grants.sql` and `008_connector_grant_proof.sql`): every executor
+replica reads the same grants, a revocation takes effect on the next call, the secret in them is sealed to
+the executor's key, so a database dump or a reader of the table learns nothing usable, and each row carries
+the signature of the operator who wrote it (`connectors._proof`), so a writer of the table cannot widen it.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 
 from connectors._vault import Sealed
 
-__all__ = ["Grant", "GrantStore", "InMemoryGrantStore", "PgGrantStore"]
+__all__ = ["Grant", "GrantProof", "GrantStore", "InMemoryGrantStore", "PgGrantStore"]
+
+
+@dataclass(frozen=True)
+class GrantProof:
+    """An operator's Ed25519 signature of a whole grant (`connectors._proof.grant_message`), made by `tidegate connectors`.
+
+    Attributes:
+        key_id: The operator's key (`<operator>-<hash>`), on the deployment's allow-list of operators.
+        signature: base64url signature of the grant's canonical bytes.
+        signed_by: The operator (the key's holder).
+        signed_at: When the operator signed (their clock; shown, and signed, never trusted for order).
+    """
+
+    key_id: str
+    signature: str
+    signed_by: str
+    signed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,7 @@ class Grant:
         tools: The catalog tools the tenant enabled (its scope); read-only tools by default.
         connection: Account settings that are not secret (API base URL, account email or subdomain).
         sealed: The credential, sealed to the executor's key; None until one is set.
+        proof: The operator's signature of all of the above; None on a row written before grants were signed.
     """
 
     tenant_id: str
@@ -38,6 +58,7 @@ class Grant:
     tools: frozenset[str] = frozenset()
     connection: dict[str, str] = field(default_factory=dict)
     sealed: Sealed | None = field(default=None, repr=False)
+    proof: GrantProof | None = field(default=None, repr=False)
 
 
 class GrantStore(Protocol):
@@ -90,14 +111,17 @@ class PgGrantStore(GrantStore):
 
     async def put(self, grant: Grant) -> None:
         """Create or replace the grant."""
-        sealed = grant.sealed
+        sealed, proof = grant.sealed, grant.proof
         await self._pool.execute(
             """
-            INSERT INTO executor.connector_grants (tenant_id, connector, enabled, tools, connection, key_id, sealed_secret, updated_at)
-            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, now())
+            INSERT INTO executor.connector_grants (tenant_id, connector, enabled, tools, connection, key_id, sealed_secret,
+                proof_key_id, proof_signature, signed_by, signed_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, now())
             ON CONFLICT (tenant_id, connector) DO UPDATE SET
                 enabled = EXCLUDED.enabled, tools = EXCLUDED.tools, connection = EXCLUDED.connection,
-                key_id = EXCLUDED.key_id, sealed_secret = EXCLUDED.sealed_secret, updated_at = now()
+                key_id = EXCLUDED.key_id, sealed_secret = EXCLUDED.sealed_secret, proof_key_id = EXCLUDED.proof_key_id,
+                proof_signature = EXCLUDED.proof_signature, signed_by = EXCLUDED.signed_by, signed_at = EXCLUDED.signed_at,
+                updated_at = now()
             """,
             grant.tenant_id,
             grant.connector,
@@ -106,6 +130,10 @@ class PgGrantStore(GrantStore):
             json.dumps(grant.connection),
             sealed.key_id if sealed else None,
             sealed.ciphertext if sealed else None,
+            proof.key_id if proof else None,
+            proof.signature if proof else None,
+            proof.signed_by if proof else None,
+            proof.signed_at if proof else None,
         )
 
     async def all(self) -> list[Grant]:
@@ -117,6 +145,9 @@ class PgGrantStore(GrantStore):
 def _grant(row: asyncpg.Record) -> Grant:
     sealed = Sealed(row["key_id"], bytes(row["sealed_secret"])) if row["sealed_secret"] is not None else None
     connection = row["connection"]
+    proof = None
+    if row["proof_signature"] is not None:
+        proof = GrantProof(row["proof_key_id"], row["proof_signature"], row["signed_by"], row["signed_at"])
     return Grant(
         tenant_id=row["tenant_id"],
         connector=row["connector"],
@@ -124,4 +155,5 @@ def _grant(row: asyncpg.Record) -> Grant:
         tools=frozenset(row["tools"]),
         connection=json.loads(connection) if isinstance(connection, str) else dict(connection),
         sealed=sealed,
+        proof=proof,
     )

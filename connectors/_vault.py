@@ -43,9 +43,9 @@ def _key_id(public: X25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _info(tenant_id: str, connector: str) -> bytes:
+def _info(purpose: str, tenant_id: str, connector: str) -> bytes:
     # Binds the ciphertext to its row: a secret copied to another tenant's row does not open.
-    return f"tidegate/connector-credential/v1\x00{tenant_id}\x00{connector}".encode()
+    return f"tidegate/{purpose}/v1\x00{tenant_id}\x00{connector}".encode()
 
 
 def _write_private(path: Path, private: X25519PrivateKey) -> None:
@@ -65,25 +65,30 @@ def _load_private(path: Path) -> X25519PrivateKey:
 
 
 class Vault:
-    """The executor's credential key pair(s) under `keys_dir`: the current one seals, any known one opens."""
+    """The executor's credential key pair(s) under `keys_dir`: the current one seals, any known one opens.
 
-    def __init__(self, keys_dir: Path) -> None:
+    Another service keeps secrets of its own the same way under another `owner` (its key folder), `key_name` and
+    `purpose` (what a ciphertext is bound to besides its row: a secret of one purpose never opens as another's).
+    """
+
+    def __init__(self, keys_dir: Path, *, owner: str = OWNER, key_name: str = KEY_NAME, purpose: str = "connector-credential") -> None:
         self.keys_dir = keys_dir
+        self.owner, self.key_name, self.purpose = owner, key_name, purpose
 
     @property
     def private_dir(self) -> Path:
         """The executor's own key folder, where the private keys sit."""
-        return self.keys_dir / OWNER
+        return self.keys_dir / self.owner
 
     @property
     def private_path(self) -> Path:
         """The current private key (0600): only the executor's host should hold it."""
-        return self.private_dir / f"{KEY_NAME}.key"
+        return self.private_dir / f"{self.key_name}.key"
 
     @property
     def public_path(self) -> Path:
         """The current public key: all that `tidegate connectors set-credential` needs."""
-        return self.keys_dir / f"{KEY_NAME}.pub"
+        return self.keys_dir / f"{self.key_name}.pub"
 
     def ensure(self) -> str:
         """Create the key pair on first run (safe when the executor and the CLI race to do it); return the current key id."""
@@ -92,7 +97,7 @@ class Vault:
             return self.current_key_id()  # an operator's machine: the public key only
         self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.private_path.exists():
-            tmp = self.private_dir / f"{KEY_NAME}.{os.getpid()}.tmp"
+            tmp = self.private_dir / f"{self.key_name}.{os.getpid()}.tmp"
             _write_private(tmp, X25519PrivateKey.generate())
             try:
                 os.link(tmp, self.private_path)  # atomic, and refuses to replace a key another process just made
@@ -108,7 +113,7 @@ class Vault:
 
     def _adopt_flat_keys(self) -> None:
         """Move private keys of the former flat layout (`<keys_dir>/connector-credentials*.key`) into the executor's folder."""
-        flat = list(self.keys_dir.glob(f"{KEY_NAME}*.key"))
+        flat = list(self.keys_dir.glob(f"{self.key_name}*.key"))
         if flat:
             self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for path in flat:
@@ -135,11 +140,11 @@ class Vault:
     def seal(self, secret: str, tenant_id: str, connector: str) -> Sealed:
         """Seal `secret` for (tenant, connector) to the current public key."""
         public = self._public()
-        return Sealed(_key_id(public), _SUITE.encrypt(secret.encode(), public, info=_info(tenant_id, connector)))
+        return Sealed(_key_id(public), _SUITE.encrypt(secret.encode(), public, info=_info(self.purpose, tenant_id, connector)))
 
     def _private_by_id(self) -> dict[str, X25519PrivateKey]:
         keys: dict[str, X25519PrivateKey] = {}
-        for path in sorted(self.private_dir.glob(f"{KEY_NAME}*.key")):
+        for path in sorted(self.private_dir.glob(f"{self.key_name}*.key")):
             private = _load_private(path)
             keys[_key_id(private.public_key())] = private
         return keys
@@ -150,7 +155,7 @@ class Vault:
         if private is None:
             raise VaultError(f"sealed to key {sealed.key_id}, which the executor does not hold")
         try:
-            return _SUITE.decrypt(sealed.ciphertext, private, info=_info(tenant_id, connector)).decode()
+            return _SUITE.decrypt(sealed.ciphertext, private, info=_info(self.purpose, tenant_id, connector)).decode()
         except Exception as exc:  # cryptography raises InvalidTag (or a ValueError for a malformed one)
             raise VaultError(f"sealed secret for {tenant_id}/{connector} does not open with key {sealed.key_id}") from exc
 
@@ -161,13 +166,13 @@ class Vault:
         """
         old = _load_private(self.private_path)
         old_id = _key_id(old.public_key())
-        _write_private(self.private_dir / f"{KEY_NAME}.{old_id}.key", old)
+        _write_private(self.private_dir / f"{self.key_name}.{old_id}.key", old)
         new = X25519PrivateKey.generate()
         self._install(new)
         return old_id, _key_id(new.public_key())
 
     def retire(self, key_id: str) -> None:
         """Delete a former private key once no stored secret is sealed to it."""
-        path = self.private_dir / f"{KEY_NAME}.{key_id}.key"
+        path = self.private_dir / f"{self.key_name}.{key_id}.key"
         if path.exists():
             path.unlink()

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.executor.app import ExecutorDeps, ExecutorProcess, build
+    from services.executor.in_flight import CallState, calls_of
     from services.executor.settings import ExecutorSettings
 
 __all__ = [
+    "CallState",
     "ExecutorDeps",
     "ExecutorProcess",
     "ExecutorSettings",
     "build",
+    "calls_of",
 ]
 
 _HOME = {
@@ -26,6 +29,8 @@ _HOME = {
     "build": "app",
     "ExecutorDeps": "app",
     "ExecutorProcess": "app",
+    "CallState": "in_flight",
+    "calls_of": "in_flight",
 }
 
 

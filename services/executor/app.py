@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from connectors import ConnectorAccess, GrantStore, PgGrantStore, Vault
+from connectors import ConnectorAccess, GrantStore, GrantVerifier, PgGrantStore, Vault
 from servicekit import (
     ControlState,
     Keyring,
@@ -100,13 +100,15 @@ def build(
             if role
             else None,
         )
-    bus = service_bus(kit, NAME, signer=service_key(kit, NAME), authority=deployment_authority(kit, catalog))
+    authority = deployment_authority(kit, catalog)
+    bus = service_bus(kit, NAME, signer=service_key(kit, NAME), authority=authority)
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
     python_tools = PythonTools()
     vault = Vault(settings.connector_keys_dir or kit.keys_dir)
-    connector_tools = ConnectorTools(ConnectorAccess(deps.grants, vault), python_tools)
+    # A grant is trusted only under the signature of an operator on the allow-list (a file, never the executor's database).
+    connector_tools = ConnectorTools(ConnectorAccess(deps.grants, vault, GrantVerifier(authority)), python_tools)
 
     def kill_reason(tenant_id: str, tool: str) -> str | None:
         switch = control.killed(tenant_id, tool)

@@ -1,8 +1,9 @@
-"""`tidegate connectors list|enable|disable|set-credential|init-key|rotate-key`: tenants' accounts at systems of record.
+"""`tidegate connectors list|enable|disable|set-credential|sign|init-key|rotate-key`: tenants' accounts at systems of record.
 
-Writes the grants where the executor reads them (`executor.connector_grants`); a credential is read
-from stdin or a file (never from the command line, so never in a shell history) and sealed to the
-executor's public key before it leaves this process.
+Writes the grants where the executor reads them (`executor.connector_grants`), each signed with this
+operator's key (`servicekit.operator_key`: the executor trusts a grant only under an allow-listed operator's
+signature); a credential is read from stdin or a file (never from the command line, so never in a shell
+history) and sealed to the executor's public key before it leaves this process.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def executor_vault(kit: KitSettings) -> c.Vault:
 
 
 @asynccontextmanager
-async def _store(kit: KitSettings) -> AsyncIterator[c.PgGrantStore]:
+async def _store(kit: KitSettings) -> AsyncIterator[c.GrantWriter]:
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", MIGRATIONS)  # the table may not exist before the executor's first start
-        yield c.PgGrantStore(pool)
+        yield c.GrantWriter.of_operator(kit, c.PgGrantStore(pool))
     finally:
         await pool.close()
 
@@ -64,16 +65,23 @@ def list_(tenant: str | None = typer.Option(None, "--tenant", help="Only this te
             tools.add_row(name, spec.name, str(spec.risk))
     console.print(tools)
 
-    async def grants() -> list[c.Grant]:
-        async with _store(kit) as store:
-            return [g for g in await store.all() if tenant is None or g.tenant_id == tenant]
+    async def grants() -> tuple[list[c.Grant], dict[tuple[str, str], c.GrantRefused]]:
+        async with _store(kit) as writer:
+            refused = {(g.tenant_id, g.connector): why for g, why in await writer.unverified()}
+            return [g for g in await writer.store.all() if tenant is None or g.tenant_id == tenant], refused
 
-    table = Table("tenant", "connector", "enabled", "tools", "credential", "account", title="grants")
-    for g in run(grants()):
+    listed, refused = run(grants())
+    table = Table("tenant", "connector", "enabled", "tools", "credential", "account", "signed", title="grants")
+    for g in listed:
         credential = f"sealed (key {g.sealed.key_id})" if g.sealed else "[red]missing[/]"
         account = ", ".join(f"{k}={v}" for k, v in sorted(g.connection.items()))
-        table.add_row(g.tenant_id, g.connector, "yes" if g.enabled else "no", ", ".join(sorted(g.tools)), credential, account)
+        why = refused.get((g.tenant_id, g.connector))
+        signed = f"by {g.proof.signed_by}" if why is None and g.proof else f"[red]{why.code if why else 'no'}: refused[/]"
+        table.add_row(g.tenant_id, g.connector, "yes" if g.enabled else "no", ", ".join(sorted(g.tools)), credential, account, signed)
     console.print(table)
+    for (t, _), why in sorted(refused.items()):
+        if tenant is None or t == tenant:
+            console.print(f"[red]{why.code}[/]: {why}")
 
 
 @app.command()
@@ -89,8 +97,8 @@ def enable(
     catalog = ToolCatalog.load(kit.tools_dir)
 
     async def go() -> c.Grant:
-        async with _store(kit) as store:
-            return await c.enable(store, catalog, tenant, connector, tools=tool, all_tools=all_tools, connection=_pairs(set_))
+        async with _store(kit) as writer:
+            return await c.enable(writer, catalog, tenant, connector, tools=tool, all_tools=all_tools, connection=_pairs(set_))
 
     try:
         grant = run(go())
@@ -111,10 +119,14 @@ def disable(
     kit = settings()
 
     async def go() -> c.Grant | None:
-        async with _store(kit) as store:
-            return await c.disable(store, tenant, connector, tools=tool, forget=forget)
+        async with _store(kit) as writer:
+            return await c.disable(writer, tenant, connector, tools=tool, forget=forget)
 
-    if run(go()) is None:
+    try:
+        grant = run(go())
+    except c.ConnectorError as exc:
+        fail(str(exc))
+    if grant is None:
         fail(f"{connector} is not connected for {tenant}")
     console.print(f"{connector} {'tools ' + ', '.join(tool) if tool else ''} disabled for {tenant}".replace("  ", " "))
 
@@ -137,8 +149,8 @@ def set_credential(
     vault.ensure()
 
     async def go() -> c.Grant:
-        async with _store(kit) as store:
-            return await c.set_credential(store, vault, tenant, connector, secret)
+        async with _store(kit) as writer:
+            return await c.set_credential(writer, vault, tenant, connector, secret)
 
     try:
         grant = run(go())
@@ -146,6 +158,55 @@ def set_credential(
         fail(str(exc))
     assert grant.sealed is not None
     console.print(f"credential of {connector} for {tenant} sealed to key {grant.sealed.key_id}")
+
+
+@app.command()
+def sign(
+    connector: str | None = typer.Argument(None, help="Connector, e.g. zendesk (with --tenant); or --all."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant whose grant to sign."),
+    all_: bool = typer.Option(False, "--all", help="Every grant refused as `grant_unsigned` (no signature, or a denied operator's)."),
+    yes: bool = typer.Option(False, "--yes", help="Sign without asking (the grants are still shown)."),
+) -> None:
+    """Sign grants as they stand, after you checked them: those from before grants were signed, or of a denied operator.
+
+    The executor refuses a grant no allow-listed operator signed (`grant_unsigned`). Signing trusts every tool,
+    setting and credential shown. A grant changed after it was signed (`grant_tampered`) is left out of `--all`:
+    reset it (`disable --forget-credential`, then `enable` and `set-credential`) rather than sign it.
+    """
+    named = connector is not None and tenant is not None
+    if (connector is None) != (tenant is None) or all_ == named:
+        fail("name one grant (CONNECTOR --tenant TENANT), or --all")
+    kit = settings()
+
+    async def pending() -> list[tuple[c.Grant, c.GrantRefused]]:
+        async with _store(kit) as writer:
+            refused = await writer.unverified()
+        if all_:
+            return [(g, why) for g, why in refused if why.code == c.GRANT_UNSIGNED]
+        return [(g, why) for g, why in refused if (g.tenant_id, g.connector) == (tenant, connector)]
+
+    chosen = run(pending())
+    if not chosen:
+        console.print("no grant to sign" if all_ else f"{connector} of {tenant}: no grant that needs signing")
+        return
+    for grant, why in chosen:
+        account = ", ".join(f"{k}={v}" for k, v in sorted(grant.connection.items()))
+        sealed = f"sealed (key {grant.sealed.key_id})" if grant.sealed else "no credential"
+        enabled = "enabled" if grant.enabled else "disabled"
+        console.print(
+            f"{grant.tenant_id}/{grant.connector} ({enabled}): tools {', '.join(sorted(grant.tools)) or '-'}; {account}; {sealed}"
+        )
+        console.print(f"  refused now: {why.code}")
+    if not yes and not typer.confirm(f"sign {len(chosen)} grant(s) as shown, as operator {kit.operator}?"):
+        fail("nothing signed")
+
+    async def go() -> int:
+        async with _store(kit) as writer:
+            for grant, _ in chosen:
+                await writer.put(grant)  # exactly the grant shown, whatever the row holds by now
+        return len(chosen)
+
+    console.print(f"{run(go())} grant(s) signed by {kit.operator}")
 
 
 @app.command("init-key")
@@ -164,10 +225,13 @@ def rotate_key() -> None:
     old, new = vault.rotate()
 
     async def go() -> tuple[int, int]:
-        async with _store(kit) as store:
-            return await c.reseal_all(store, vault)
+        async with _store(kit) as writer:
+            return await c.reseal_all(writer, vault)
 
-    moved, foreign = run(go())
+    try:
+        moved, foreign = run(go())
+    except c.ConnectorError as exc:
+        fail(f"{exc}. The old key {old} is kept, so every credential still opens: sign or reset those grants, then rotate again")
     vault.retire(old)
     note = f"; {foreign} sealed to keys this host does not hold were left as they are" if foreign else ""
     console.print(f"rotated {old} -> {new}; {moved} credentials sealed again{note}")

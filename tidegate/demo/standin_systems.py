@@ -86,7 +86,7 @@ async def _connect(kit: KitSettings, tenant: str, *, stripe_url: str, zendesk: Z
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", MIGRATIONS)
-        store = c.PgGrantStore(pool)
+        store = c.GrantWriter.of_operator(kit, c.PgGrantStore(pool))  # signed by this machine's operator, as the CLI signs
         await c.enable(store, catalog, tenant, "zendesk", tools=ZENDESK_TOOLS, connection={"base_url": zendesk.url, "email": zendesk.email})
         await c.set_credential(store, vault, tenant, "zendesk", zendesk.token)
         await c.enable(store, catalog, tenant, "stripe", tools=STRIPE_TOOLS, connection={"base_url": stripe_url})

@@ -89,7 +89,7 @@ async def _connect(kit: KitSettings, tenant: str, connections: dict[str, dict[st
     pool: asyncpg.Pool = await create_pool(kit.database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", REPO_ROOT / "services" / "executor" / "migrations")
-        store = c.PgGrantStore(pool)
+        store = c.GrantWriter.of_operator(kit, c.PgGrantStore(pool))
         for connector, connection in connections.items():
             await c.enable(store, catalog, tenant, connector, tools=WRITES[connector], connection=connection)
             await c.set_credential(store, vault, tenant, connector, token)

@@ -12,6 +12,7 @@ from connector_harness import CANARY, CATALOG, Executed
 import connectors as c
 import schemas as s
 from servicekit import REPO_ROOT, EventOutlet, Keyring, SigningKey
+from servicekit.authority import authority_for
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
@@ -51,9 +52,12 @@ def pytest_collection_modifyitems(items: list[Any]) -> None:
 @pytest.fixture
 def executed(tmp_path: Path) -> Executed:
     """The executor with the shipped catalog and no tenant connected yet."""
-    key = SigningKey.load_or_create(tmp_path / "keys", "policy")
-    grants, vault = c.InMemoryGrantStore(), c.Vault(tmp_path / "keys")
+    keys = tmp_path / "keys"
+    key = SigningKey.load_or_create(keys, "policy")
+    grants, vault = c.InMemoryGrantStore(), c.Vault(keys)
     vault.ensure()
+    operator = SigningKey.load_or_create(keys / "operators", "ops", tmp_path / "operator-keys")
+    verifier = c.GrantVerifier(authority_for(keys, keys / "operators", keys / "clients"))
     results: list[s.Envelope] = []
 
     async def publish(topic: str, event: s.Envelope) -> None:
@@ -66,17 +70,18 @@ def executed(tmp_path: Path) -> Executed:
         waits.append(seconds)
 
     python = PythonTools()
+    connector = ConnectorTools(c.ConnectorAccess(grants, vault, verifier), python)
     executor = Executor(
         catalog=CATALOG,
         keyring_loader=lambda: Keyring.load(tmp_path / "keys", "policy"),
         claims=InMemoryClaimStore(),
-        invokers=ToolInvokers(python=python, http=python, topic=python, connector=ConnectorTools(c.ConnectorAccess(grants, vault), python)),
+        invokers=ToolInvokers(python=python, http=python, topic=python, connector=connector),
         credentials=CredentialStore({}, {}),
         out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
         sleep=no_wait,
     )
-    return Executed(executor, grants, vault, key, results, waits)
+    return Executed(executor, grants, vault, key, c.GrantWriter(grants, c.GrantSigner(operator), verifier), results, waits)
 
 
 @pytest.fixture

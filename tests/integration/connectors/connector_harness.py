@@ -44,13 +44,14 @@ class Executed:
     grants: c.InMemoryGrantStore
     vault: c.Vault
     key: SigningKey
+    operator: c.GrantWriter  # the grants as `tidegate connectors` writes them: signed by an allow-listed operator
     results: list[s.Envelope] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
 
     async def connect(self, tenant: str, connector: str, *, tools: list[str], base_url: str, secret: str = CANARY, **more: str) -> None:
         """What `tidegate connectors enable … && set-credential …` does."""
-        await c.enable(self.grants, CATALOG, tenant, connector, tools=tools, connection={"base_url": base_url, **more})
-        await c.set_credential(self.grants, self.vault, tenant, connector, secret)
+        await c.enable(self.operator, CATALOG, tenant, connector, tools=tools, connection={"base_url": base_url, **more})
+        await c.set_credential(self.operator, self.vault, tenant, connector, secret)
 
     def authorize(self, tenant: str, tool: str, args: dict[str, Any], action_id: str | None = None) -> s.ActionAuthorized:
         """A signed `action.authorized`, as the policy service makes it."""

@@ -9,7 +9,7 @@ import asyncpg
 from connector_harness import CANARY, cli
 
 import connectors as c
-from servicekit import KitSettings
+from servicekit import KitSettings, deployment_authority
 
 
 async def test_enable_seal_rotate_and_disable_as_the_executor_sees_it(kit: KitSettings) -> None:
@@ -20,19 +20,23 @@ async def test_enable_seal_rotate_and_disable_as_the_executor_sees_it(kit: KitSe
     said += cli(kit, "connectors", "set-credential", "github", "--tenant", tenant, "--from-file", str(secret_file))
     pool: Any = await asyncpg.create_pool(kit.database_url, min_size=1, max_size=2)
     try:
-        access = c.ConnectorAccess(c.PgGrantStore(pool), c.Vault(kit.keys_dir))
+        access = c.ConnectorAccess(c.PgGrantStore(pool), c.Vault(kit.keys_dir), c.GrantVerifier(deployment_authority(kit)))
         granted = await access.for_call(tenant, "github", "github_get_issue")
         assert (granted.secret, granted.connection) == (CANARY, {"base_url": "http://127.0.0.1:9"})
         before = await c.PgGrantStore(pool).get(tenant, "github")
         assert before is not None
         assert before.sealed is not None
         assert before.tools == {"github_get_file", "github_get_issue"}  # read-only by default
+        assert before.proof is not None
+        assert before.proof.signed_by == kit.operator  # signed with the CLI's operator key, which the executor checks
 
         said += cli(kit, "connectors", "rotate-key")
         after = await c.PgGrantStore(pool).get(tenant, "github")
         assert after is not None
         assert after.sealed is not None
         assert after.sealed.key_id != before.sealed.key_id
+        assert after.proof is not None
+        assert after.proof.signature != before.proof.signature  # the grant so changed is signed again
         assert (await access.for_call(tenant, "github", "github_get_issue")).secret == CANARY
         assert not list((kit.keys_dir / "executor").glob(f"{c.KEY_NAME}.*.key"))  # the old private key is gone
 

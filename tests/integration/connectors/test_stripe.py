@@ -198,7 +198,7 @@ async def test_missing_or_revoked_credential_and_a_tool_not_enabled_fail_clearly
 
     from connectors import disable
 
-    await disable(executed.grants, "acme", "stripe")
+    await disable(executed.operator, "acme", "stripe")
     revoked = await executed.run(executed.authorize("acme", "stripe_get_charge", {"charge_id": "ch_123"}))
     assert revoked.data.error is not None
     assert revoked.data.error.type == "credential_missing"

@@ -9,6 +9,8 @@ import pytest
 
 import connectors as c
 import schemas as s
+from servicekit.authority import authority_for
+from servicekit.signing import SigningKey
 from servicekit.toolcontract import ToolError
 
 SECRET = "sk_test_CANARY_4f1d2b"
@@ -38,6 +40,15 @@ def vault(tmp_path: Path) -> c.Vault:
     return v
 
 
+@pytest.fixture
+def writer(tmp_path: Path) -> c.GrantWriter:
+    """Grants in memory as `tidegate connectors` writes them: signed by an operator on the allow-list."""
+    keys = tmp_path / "keys"
+    operator = SigningKey.load_or_create(keys / "operators", "ops", tmp_path / "operator-keys")
+    verifier = c.GrantVerifier(authority_for(keys, keys / "operators", keys / "clients"))
+    return c.GrantWriter(c.InMemoryGrantStore(), c.GrantSigner(operator), verifier)
+
+
 async def test_secret_is_sealed_for_its_tenant_and_connector_only(vault: c.Vault) -> None:
     sealed = vault.seal(SECRET, "acme", "stripe")
     assert SECRET.encode() not in sealed.ciphertext
@@ -58,8 +69,8 @@ async def test_sealing_needs_only_the_public_key(vault: c.Vault, tmp_path: Path)
     assert oct(vault.private_path.stat().st_mode & 0o777) == "0o600"
 
 
-async def test_enable_defaults_to_read_only_tools_and_refuses_unknown_ones() -> None:
-    store = c.InMemoryGrantStore()
+async def test_enable_defaults_to_read_only_tools_and_refuses_unknown_ones(writer: c.GrantWriter) -> None:
+    store = writer
     grant = await c.enable(store, CATALOG, "acme", "stripe")
     assert grant.tools == {"stripe_get_charge"}
     grant = await c.enable(store, CATALOG, "acme", "stripe", tools=["stripe_refund"], connection={"base_url": "http://x"})
@@ -71,9 +82,9 @@ async def test_enable_defaults_to_read_only_tools_and_refuses_unknown_ones() -> 
         await c.enable(store, CATALOG, "acme", "salesforce")
 
 
-async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault) -> None:
-    store = c.InMemoryGrantStore()
-    access = c.ConnectorAccess(store, vault)
+async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault, writer: c.GrantWriter) -> None:
+    store = writer
+    access = c.ConnectorAccess(writer.store, vault, writer.verifier)
     with pytest.raises(ToolError) as missing:
         await access.for_call("acme", "stripe", "stripe_get_charge")
     assert missing.value.type == "credential_missing"
@@ -88,7 +99,7 @@ async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault) ->
     granted = await access.for_call("acme", "stripe", "stripe_get_charge")
     assert (granted.secret, granted.connection) == (SECRET, {"base_url": "http://x"})
     assert SECRET not in repr(granted)
-    assert SECRET not in repr(await store.get("acme", "stripe"))
+    assert SECRET not in repr(await writer.store.get("acme", "stripe"))
 
     with pytest.raises(ToolError) as scope:
         await access.for_call("acme", "stripe", "stripe_refund")  # a write the tenant did not enable
@@ -104,38 +115,43 @@ async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault) ->
     assert "disabled" in revoked.value.message
 
 
-async def test_a_secret_swapped_into_another_tenants_row_does_not_open(vault: c.Vault) -> None:
-    store = c.InMemoryGrantStore()
+async def test_a_secret_swapped_into_another_tenants_row_does_not_open(vault: c.Vault, writer: c.GrantWriter) -> None:
+    store = writer.store
     for tenant in ("acme", "globex"):
-        await c.enable(store, CATALOG, tenant, "stripe")
-    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+        await c.enable(writer, CATALOG, tenant, "stripe")
+    await c.set_credential(writer, vault, "acme", "stripe", SECRET)
     stolen = await store.get("acme", "stripe")
     globex = await store.get("globex", "stripe")
     assert stolen is not None
     assert globex is not None
-    await store.put(replace(globex, sealed=stolen.sealed))
+    access = c.ConnectorAccess(store, vault, writer.verifier)
+    await store.put(replace(globex, sealed=stolen.sealed))  # by a writer of the table: the operator's signature no longer holds
+    with pytest.raises(ToolError) as tampered:
+        await access.for_call("globex", "stripe", "stripe_get_charge")
+    assert tampered.value.type == "grant_tampered"
+    await writer.put(replace(globex, sealed=stolen.sealed))  # even signed by an operator, the seal is bound to its tenant
     with pytest.raises(ToolError) as refused:
-        await c.ConnectorAccess(store, vault).for_call("globex", "stripe", "stripe_get_charge")
+        await access.for_call("globex", "stripe", "stripe_get_charge")
     assert refused.value.type == "credential_missing"
-    assert SECRET not in refused.value.message
+    assert SECRET not in refused.value.message + tampered.value.message
 
 
-async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Vault) -> None:
-    store = c.InMemoryGrantStore()
-    await c.enable(store, CATALOG, "acme", "stripe")
-    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+async def test_rotation_reseals_every_secret_and_retires_the_old_key(vault: c.Vault, writer: c.GrantWriter) -> None:
+    store = writer.store
+    await c.enable(writer, CATALOG, "acme", "stripe")
+    await c.set_credential(writer, vault, "acme", "stripe", SECRET)
     before = await store.get("acme", "stripe")
     assert before is not None
     assert before.sealed is not None
     old, new = vault.rotate()
     assert old == before.sealed.key_id != new
-    assert await c.reseal_all(store, vault) == (1, 0)
+    assert await c.reseal_all(writer, vault) == (1, 0)
     vault.retire(old)
     after = await store.get("acme", "stripe")
     assert after is not None
     assert after.sealed is not None
     assert after.sealed.key_id == new
-    assert await c.ConnectorAccess(store, vault).for_call("acme", "stripe", "stripe_get_charge") == c.Access(SECRET, {})
+    assert await c.ConnectorAccess(store, vault, writer.verifier).for_call("acme", "stripe", "stripe_get_charge") == c.Access(SECRET, {})
     with pytest.raises(c.VaultError):
         vault.open(before.sealed, "acme", "stripe")  # the old ciphertext is dead once its key is gone
 
@@ -163,14 +179,14 @@ async def test_the_public_key_always_matches_the_private_one_after_a_race(tmp_pa
     assert first.open(sealed, "acme", "stripe") == SECRET
 
 
-async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: c.Vault, tmp_path: Path) -> None:
+async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: c.Vault, writer: c.GrantWriter, tmp_path: Path) -> None:
     other = c.Vault(tmp_path / "other")
     other.ensure()
-    store = c.InMemoryGrantStore()
-    await c.set_credential(store, other, "globex", "stripe", SECRET)
-    await c.set_credential(store, vault, "acme", "stripe", SECRET)
+    store = writer.store
+    await c.set_credential(writer, other, "globex", "stripe", SECRET)
+    await c.set_credential(writer, vault, "acme", "stripe", SECRET)
     vault.rotate()
-    assert await c.reseal_all(store, vault) == (1, 1)
+    assert await c.reseal_all(writer, vault) == (1, 1)
     globex = await store.get("globex", "stripe")
     assert globex is not None
     assert globex.sealed is not None

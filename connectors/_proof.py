@@ -1,0 +1,119 @@
+"""An operator's signature over a whole connector grant: what makes a row of `executor.connector_grants` trusted.
+
+The executor's database login may write the grants it reads, so nothing in the row is believed on its own:
+`tidegate connectors` signs the canonical grant (tenant, connector, enabled, every tool, every account setting,
+the sealed credential's key id and SHA-256) with the operator's Ed25519 key, and the executor verifies it
+against the operators' allow-list on disk (`Authority`, `TIDEGATE_OPERATOR_KEYS_DIR`) before it opens the
+credential. A re-pointed `base_url`, an added tool, or a credential swapped in from elsewhere no longer verifies;
+the call is refused before anything leaves the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from connectors._store import Grant, GrantProof
+from schemas.serialization import canonical_json
+from servicekit.authority import OPERATOR, Authority
+from servicekit.signing import SigningKey, unb64url, verifies
+
+__all__ = ["GRANT_TAMPERED", "GRANT_UNSIGNED", "GrantRefused", "GrantSigner", "GrantVerifier", "grant_message"]
+
+# No signature of a trusted operator: a row from before grants were signed, or signed by an operator since denied.
+# An operator may check such a row and sign it (`tidegate connectors sign`).
+GRANT_UNSIGNED = "grant_unsigned"
+# A signature that does not hold: the row was changed after it was signed, or it is not an operator's key. Reset, never signed over.
+GRANT_TAMPERED = "grant_tampered"
+_DOMAIN = b"tidegate/connector-grant/v1\n"  # what the bytes are: a grant's signature is never anything else's
+
+
+class GrantRefused(Exception):
+    """A grant the executor does not trust, with its code (`grant_unsigned`, `grant_tampered`) and why, for the operator."""
+
+    def __init__(self, code: str, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def grant_message(grant: Grant, proof: GrantProof) -> bytes:
+    """The bytes an operator signs for `grant`: all of it, and who signs, with which key, when (not the signature)."""
+    sealed = grant.sealed
+    credential = None if sealed is None else {"key_id": sealed.key_id, "sha256": hashlib.sha256(sealed.ciphertext).hexdigest()}
+    document = {
+        "tenant_id": grant.tenant_id,
+        "connector": grant.connector,
+        "enabled": grant.enabled,
+        "tools": sorted(grant.tools),
+        "connection": grant.connection,
+        "credential": credential,
+        "key_id": proof.key_id,
+        "signed_by": proof.signed_by,
+        "signed_at": _ts(proof.signed_at),
+    }
+    return _DOMAIN + canonical_json(document)
+
+
+@dataclass(frozen=True)
+class GrantSigner:
+    """An operator's key (`servicekit.operator_key`) signing each grant `tidegate connectors` writes."""
+
+    key: SigningKey
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def sign(self, grant: Grant) -> Grant:
+        """`grant` with a fresh proof by this operator."""
+        unsigned = GrantProof(self.key.key_id, "", self.key.name, self.clock())  # the id read before signing: they match
+        return replace(grant, proof=replace(unsigned, signature=self.key.sign(grant_message(grant, unsigned))))
+
+
+@dataclass(frozen=True)
+class GrantVerifier:
+    """Trusts a grant only under a valid signature by an operator on the allow-list whose key was not taken away.
+
+    A key the operator rotated (`tidegate keys rotate operator`) still verifies what it signed; a key denied
+    (`tidegate keys deny-operator`) does not, since a grant carries no time its signer could not have chosen:
+    another operator signs those grants again (`tidegate connectors sign`).
+    """
+
+    authority: Authority
+
+    def check(self, grant: Grant) -> None:
+        """Return if `grant` is trusted; else raise `GrantRefused` saying why and what the operator runs."""
+        where = f"the {grant.connector} grant of tenant {grant.tenant_id}"
+        proof = grant.proof
+        if proof is None:
+            raise GrantRefused(
+                GRANT_UNSIGNED,
+                f"{where} carries no operator's signature (written before grants were signed, or not by `tidegate connectors`): "
+                f"check it with `tidegate connectors list --tenant {grant.tenant_id}`, then "
+                f"`tidegate connectors sign {grant.connector} --tenant {grant.tenant_id}`",
+            )
+        holders = [p for p in self.authority.principals(proof.key_id) if p.kind == OPERATOR and p.name == proof.signed_by]
+        if not holders:
+            raise GrantRefused(GRANT_TAMPERED, f"{where} is signed with key {proof.key_id!r}, which is no operator's on the allow-list")
+        try:
+            signature = unb64url(proof.signature)
+        except ValueError:
+            signature = b""
+        message = grant_message(grant, proof)
+        signers = [p for p in holders if verifies(p.public, signature, message)]
+        if not signers:
+            raise GrantRefused(
+                GRANT_TAMPERED,
+                f"{where} does not match the signature of {proof.signed_by} ({proof.key_id}): it was changed after the operator "
+                f"signed it; nothing was sent. Check it (`tidegate connectors list --tenant {grant.tenant_id}`) and write it again "
+                f"(`tidegate connectors disable {grant.connector} --tenant {grant.tenant_id} --forget-credential`, then enable it)",
+            )
+        if all(p.retired_at is not None and not p.grace for p in signers):
+            raise GrantRefused(
+                GRANT_UNSIGNED,
+                f"{where} is signed by {proof.signed_by}, whose key was taken away (`tidegate keys deny-operator`): an operator "
+                f"on the allow-list checks and signs it again (`tidegate connectors sign {grant.connector} --tenant {grant.tenant_id}`)",
+            )
