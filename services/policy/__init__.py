@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from services.policy.app import PolicyDeps, PolicyProcess, build, in_process
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
-    from services.policy.facts import Call, Flow, History, SystemRecord
+    from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.service import PolicyService
@@ -25,6 +25,7 @@ __all__ = [
     "Call",
     "CompiledPack",
     "Controls",
+    "FailedRead",
     "Flow",
     "History",
     "InMemoryPolicyRepository",
@@ -56,6 +57,7 @@ _HOME = {
     "Controls": "engine",
     "decide": "engine",
     "Call": "facts",
+    "FailedRead": "facts",
     "History": "facts",
     "Flow": "facts",
     "SystemRecord": "facts",

@@ -39,7 +39,10 @@ __all__ = ["InMemoryPolicyRepository"]
 
 @dataclass
 class InMemoryPolicyRepository(PolicyRepository):
-    """The in-memory twin, for unit tests and the in-process benchmark."""
+    """The in-memory twin, for unit tests and the in-process benchmark.
+
+    Its known payees need no proof (`payees.PayeeSeal`): no database login can write this process's memory.
+    """
 
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
     reservations: dict[str, tuple[Reservation, str]] = field(default_factory=dict)
@@ -54,6 +57,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
+    read_errors: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # failed reads' errors by task, by action id
     began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
     forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -121,6 +125,8 @@ class InMemoryPolicyRepository(PolicyRepository):
         await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
         if e.record is not None:
             await self.learn_record(e.tenant_id, e.task_id, *e.record)
+        if e.read_error is not None:
+            self.read_errors.setdefault((e.tenant_id, e.task_id), {}).setdefault(e.action_id, e.read_error)
         if e.budget == "release":
             await self.release(e.action_id)
         elif e.budget == "hold":
@@ -216,9 +222,16 @@ class InMemoryPolicyRepository(PolicyRepository):
                 await self.records(t, k),
                 (t, k) in self.learned_tasks,
                 (t, k) in self.forgotten,
+                self._failed_reads(t, k),
             )
             for t, k in scopes
         }
+
+    def _failed_reads(self, tenant_id: str, task_id: str) -> list[tuple[str, dict[str, Any], str, str]]:
+        """The task's failed trusted reads, with what their reservations say they asked for (as PostgreSQL joins them)."""
+        errors = self.read_errors.get((tenant_id, task_id), {})
+        held = [(a, self.reservations[a][0], error) for a, error in errors.items() if a in self.reservations]
+        return [(r.tool, r.args, error, a) for a, r, error in held]
 
     def _began(self, tenant_id: str, task_id: str) -> None:
         self.began.setdefault((tenant_id, task_id), self.clock())
@@ -234,6 +247,7 @@ class InMemoryPolicyRepository(PolicyRepository):
         rows = len(ended)
         for scope in old:
             self.began.pop(scope, None)
+            self.read_errors.pop(scope, None)  # a column of the call's outcome in PostgreSQL: no row of its own
             rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
             if scope in self.learned_tasks:
                 self.learned_tasks.discard(scope)

@@ -21,6 +21,7 @@ from schemas import ActionProposedData
 from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
 from services.policy.facts import History, SystemRecord
+from services.policy.payees import PayeeSeal
 from services.policy.repository import (
     TENANT_TOTAL,
     Decide,
@@ -67,12 +68,12 @@ _COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal
 _SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
 
 # What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
-# spend of its scopes (tenant $2, task $3) and which of its (tenant $4, payee $5) are known.
+# spend of its scopes (tenant $2, task $3) and the rows of its (tenant $4, payee $5) known, with their proofs.
 _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
   ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
         JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON s.tenant_id = w.t AND s.task_id = w.k) AS spend,
-  ARRAY(SELECT (p.tenant_id, p.payee) FROM policy.known_payees p
+  ARRAY(SELECT (p.tenant_id, p.payee, p.key_id, p.proof) FROM policy.known_payees p
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
 
 # A batch's new decisions ($1) and their reservations ($2), as JSON arrays of rows in the columns' order, and what
@@ -93,6 +94,11 @@ INSERT INTO policy.spend AS s (tenant_id, task_id, amount_usd) SELECT tenant_id,
 ON CONFLICT (tenant_id, task_id) DO UPDATE SET amount_usd = s.amount_usd + EXCLUDED.amount_usd"""
 )
 
+
+# A payee learned ($1, $2, from $3) with its proof ($4, $5); a stored row keeps its first lesson while its proof is the same.
+_INSERT_PAYEE = """INSERT INTO policy.known_payees AS p (tenant_id, payee, learned_from, key_id, proof) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, payee) DO UPDATE SET learned_from = EXCLUDED.learned_from, key_id = EXCLUDED.key_id, proof = EXCLUDED.proof,
+  added_at = now() WHERE p.proof IS DISTINCT FROM EXCLUDED.proof"""
 
 # Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...].
 _INSERT_PROVENANCE = """WITH learned AS (
@@ -126,6 +132,8 @@ SELECT w.t AS tenant_id, w.k AS task_id,
           THEN coalesce(d.flow_facts, d.decided_event::jsonb #> '{data,facts}') END AS f) AS x
         WHERE d.tenant_id = w.t AND d.task_id = w.k ORDER BY d.decided_at, d.key) AS decisions,
   ARRAY(SELECT (o.status, o.attempts) FROM policy.call_outcomes o WHERE o.tenant_id = w.t AND o.task_id = w.k) AS outcomes,
+  ARRAY(SELECT (r.tool, r.args::text, o.error, o.action_id) FROM policy.call_outcomes o JOIN policy.reservations r USING (action_id)
+        WHERE o.tenant_id = w.t AND o.task_id = w.k AND o.error IS NOT NULL) AS failed_reads,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
         WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
   EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned,
@@ -208,10 +216,11 @@ def _settle(cost: str) -> str:
 # What a settled reservation was for, read in the statement's snapshot (these columns never change).
 _SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
 
-# How a call ended and what its result taught ($2..$10; $6: its untrusted values as a JSON object, value → where),
+# How a call ended and what its result taught ($2..$10, $13; $6: its untrusted values as a JSON object, value → where;
+# $13: why a trusted read of the system of record failed),
 # as common table expressions before its reservation's fate.
-_ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts)
-    VALUES ($2, $3, $1, $4, $5::integer) ON CONFLICT (action_id) DO NOTHING),
+_ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts, error)
+    VALUES ($2, $3, $1, $4, $5::integer, $13::text) ON CONFLICT (action_id) DO NOTHING),
   learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
     SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
   read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
@@ -234,10 +243,15 @@ def _settled(row: asyncpg.Record | None) -> Settled | None:
 
 
 class PgPolicyRepository(PolicyRepository):
-    """The asyncpg implementation, on the `policy` schema."""
+    """The asyncpg implementation, on the `policy` schema.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    `seal` signs the payees it learns and checks those it reads (`payees.PayeeSeal`): the policy's login can write
+    `policy.known_payees`, so a row counts only with its proof. Without a seal no stored payee counts (fail closed).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, seal: PayeeSeal | None = None) -> None:
         self._pool = pool
+        self._seal = seal
 
     async def decision(self, key: str) -> DecisionRecord | None:
         """See PolicyRepository."""
@@ -307,11 +321,11 @@ class PgPolicyRepository(PolicyRepository):
             self._reserve(spend, item, record)
         return provisional
 
-    @staticmethod
     async def _read_history(
-        conn: Any, items: list[Pending], tenants: list[str]
+        self, conn: Any, items: list[Pending], tenants: list[str]
     ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
-        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees."""
+        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees (those proven)."""
+        seal = self._seal
         scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
         wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
         row = await conn.fetchrow(
@@ -324,7 +338,7 @@ class PgPolicyRepository(PolicyRepository):
         )
         recorded = {r[0]: _record_from(r) for r in row["decisions"]}
         spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
-        return recorded, spend, {(t, y) for t, y in row["payees"]}
+        return recorded, spend, {(t, y) for t, y, key_id, proof in row["payees"] if seal is not None and seal.known(t, y, key_id, proof)}
 
     @staticmethod
     def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
@@ -404,6 +418,7 @@ class PgPolicyRepository(PolicyRepository):
                     record.source if record else None,
                     e.budget,
                     e.cost_usd,
+                    e.read_error,
                 )
             )
         async with self._pool.acquire() as conn:
@@ -448,14 +463,10 @@ class PgPolicyRepository(PolicyRepository):
         return Forgotten(rows, tasks)
 
     async def add_known_payee(self, tenant_id: str, payee: str, learned_from: str) -> None:
-        """See PolicyRepository."""
+        """See PolicyRepository: with its proof, which replaces a stored row's when that differs (none, forged, another key's)."""
+        proof = self._seal.prove(tenant_id, payee) if self._seal is not None else None
         async with self._pool.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO policy.known_payees (tenant_id, payee, learned_from) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                tenant_id,
-                payee,
-                learned_from,
-            )
+            await conn.execute(_INSERT_PAYEE, tenant_id, payee, learned_from, proof and proof.key_id, proof and proof.signature)
 
     async def record_policy_version(self, version: str, files: dict[str, str], settings: dict[str, Any], published_by: str) -> None:
         """See PolicyRepository."""
@@ -531,6 +542,7 @@ class PgPolicyRepository(PolicyRepository):
                 {i: SystemRecord(amount, currency, source) for i, amount, currency, source in r["records"]},
                 r["learned"],
                 r["forgotten"],
+                [(tool, json.loads(args), error, action_id) for tool, args, error, action_id in r["failed_reads"]],
             )
             for r in rows
         }

@@ -27,6 +27,7 @@ from services.policy._memory_repository import InMemoryPolicyRepository
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.handlers import PolicyHandlers
 from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy.payees import PayeeSeal
 from services.policy.repository import PolicyRepository, forget_tasks
 from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
@@ -69,7 +70,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
-        deps = PolicyDeps(repo=PgPolicyRepository(pool))
+        deps = PolicyDeps(repo=PgPolicyRepository(pool, PayeeSeal(signer, kit.keys_dir)))  # known payees carry the key's proof
     authority = deployment_authority(kit, catalog)
     bus = service_bus(kit, NAME, signer=signer, authority=authority)
     control = ControlState()

@@ -12,11 +12,15 @@ from schemas import (
     ActionDecidedData,
     ActionProposedData,
     Authorization,
+    Reason,
+    ReasonCode,
+    canonical_json,
 )
 from servicekit import SigningKey, action_digest, authorization_message, encode_signed
 from services.policy.engine import Verdict
 from services.policy.facts import Call
 from services.policy.repository import DecisionRecord, Reservation
+from services.policy.settings import DEFAULT_MAX_DECISION_BYTES
 
 __all__ = ["SOURCE", "build_record", "sign_authorization"]
 
@@ -82,40 +86,49 @@ def build_record(
     ttl_s: float,
     latency_ms: float,
     traceparent: str | None,
+    max_bytes: int = DEFAULT_MAX_DECISION_BYTES,
 ) -> DecisionRecord:
-    """The decision as events ready to publish (and to republish on redelivery), with its reservation."""
+    """The decision as events ready to publish (and to republish on redelivery), with its reservation.
+
+    An event larger than `max_bytes` (`TIDEGATE_POLICY_MAX_DECISION_BYTES`) would be refused by the broker, and the
+    proposer would wait for ever: such a call is denied `too_large` instead, by a decision that carries its digest
+    and sizes but not its args (`_too_large`).
+    """
     digest = action_digest(call.tenant_id, call.tool, call.args)
-    decided = ActionDecided.build(
-        ActionDecidedData(
+
+    def made(v: Verdict, args: dict[str, Any]) -> tuple[ActionDecided, bytes]:
+        """The `action.decided` of `v`, carrying `args`, and its signed JSON (what is stored and published)."""
+        data = ActionDecidedData(
             action_id=action_id,
             task_id=call.task_id,
             tenant_id=call.tenant_id,
             step=step,
             tool=call.tool,
-            args=call.args,
+            args=args,
             action_digest=digest,
-            outcome=verdict.outcome,
-            reasons=list(verdict.reasons),
-            policy_version=verdict.policy_version,
-            risk=verdict.risk,
+            outcome=v.outcome,
+            reasons=list(v.reasons),
+            policy_version=v.policy_version,
+            risk=v.risk,
             latency_ms=round(latency_ms, 3),
-            facts=verdict.facts,
+            facts=v.facts,
             via=via,
             approval_id=approval_id,
-            mode="autonomous" if verdict.mode == "autonomous" else "draft",
+            mode="autonomous" if v.mode == "autonomous" else "draft",
             requested_by=requested_by,
             proposer=call.proposer,
-            estimated_cost_usd=verdict.estimated_cost_usd,
-        ),
-        source=SOURCE,
-        traceparent=traceparent,
-    )
-    # Signed and encoded at once, before it is stored: the recorded bytes are what is published (and republished).
-    decided_json = encode_signed(decided, signer).decode()
-    authorized_json: str | None = None
+            rationale=call.rationale,
+            estimated_cost_usd=v.estimated_cost_usd,
+        )
+        event = ActionDecided.build(data, source=SOURCE, traceparent=traceparent)
+        # Signed and encoded at once, before it is stored: the recorded bytes are what is published (and republished).
+        return event, encode_signed(event, signer)
+
+    decided, decided_json = made(verdict, call.args)
+    authorized_json: bytes | None = None
     authorized: ActionAuthorized | None = None
     reservation: Reservation | None = None
-    if verdict.outcome == "allow":
+    if verdict.outcome == "allow" and len(decided_json) <= max_bytes:
         data = sign_authorization(
             signer,
             call=call,
@@ -130,19 +143,40 @@ def build_record(
             digest=digest,
         )
         authorized = ActionAuthorized.build(data, source=SOURCE, traceparent=traceparent)
-        authorized_json = encode_signed(authorized, signer).decode()
+        authorized_json = encode_signed(authorized, signer)
         reservation = Reservation(action_id, call.tenant_id, call.task_id, call.tool, call.args, verdict.estimated_cost_usd)
+    largest = max(len(decided_json), len(authorized_json or b""))
+    if largest > max_bytes:
+        denied = _too_large(verdict, call, largest, max_bytes)
+        decided, decided_json = made(denied, {})
+        authorized = authorized_json = reservation = None
     return DecisionRecord(
         key=key,
         action_id=action_id,
         tenant_id=call.tenant_id,
         task_id=call.task_id,
-        outcome=verdict.outcome,
+        outcome=decided.data.outcome,
         action_digest=digest,
         proposal=proposal,
-        decided_event=decided_json,
-        authorized_event=authorized_json,
+        decided_event=decided_json.decode(),
+        authorized_event=authorized_json.decode() if authorized_json is not None else None,
         reservation=reservation,
         decided=decided,
         authorized=authorized,
     )
+
+
+def _too_large(verdict: Verdict, call: Call, largest: int, max_bytes: int) -> Verdict:
+    """A deny `too_large` in place of `verdict`, whose event of `largest` bytes would not fit `max_bytes`.
+
+    Its decision carries the call's digest and sizes, no copy of its args: the proposer reads why, and the
+    proposal (kept whole in `policy.decisions`) is never published again.
+    """
+    args_bytes = len(canonical_json(call.args))
+    message = (
+        f"the decision on this call would be {largest} bytes, over the {max_bytes} a decision may be "
+        f"(TIDEGATE_POLICY_MAX_DECISION_BYTES; its args are {args_bytes} bytes): it is denied, and carries no args"
+    )
+    reason = Reason(code=ReasonCode.TOO_LARGE, policy_id="builtin:decision-size", message=message)
+    facts = {"mode": verdict.facts.get("mode", call.mode), "args_bytes": args_bytes, "decision_bytes": largest}
+    return Verdict("deny", (reason,), verdict.policy_version, verdict.risk, facts | {"max_decision_bytes": max_bytes}, mode=verdict.mode)

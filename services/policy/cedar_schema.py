@@ -59,6 +59,9 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         has_record=_bool(),
         record_read=_bool(),
         within_record=_bool(),
+        record_id=_str(),
+        record_read_failed=_bool(),
+        record_read_error=_str(),
     ),
     settings=_record(
         refund_threshold_cents=_long(),

@@ -107,6 +107,9 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "has_record": facts.record_id is not None,
             "record_read": facts.record_read is not None,
             "within_record": facts.record_read is None or facts.record_read.within(facts.amount_usd),
+            "record_id": facts.record_id or "",
+            "record_read_failed": facts.record_read_failed is not None,
+            "record_read_error": facts.record_read_failed.error if facts.record_read_failed is not None else "",
         },
         "settings": {
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),

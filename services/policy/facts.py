@@ -20,6 +20,7 @@ from services.policy.pack import TenantSettings
 __all__ = [
     "Call",
     "Facts",
+    "FailedRead",
     "Flow",
     "History",
     "SystemRecord",
@@ -102,6 +103,24 @@ class SystemRecord:
 
 
 @dataclass(frozen=True)
+class FailedRead:
+    """A trusted read of the system of record the task tried and that failed (the system down, say): why, as the executor said."""
+
+    error: str  # the executor's error and how many attempts it made
+    source: str  # which read it was
+
+    @classmethod
+    def entries(cls, tool: str, args: Mapping[str, Any], error: str, action_id: str = "") -> dict[str, FailedRead]:
+        """The failed read by each entry it may have asked for: every text value of its args (a charge id, say).
+
+        A read's catalog entry names its entry's id in the result (`records.key`), which a failed read has not;
+        its args name the entry. A value that is no entry's id matches no call's `facts.record`, so it is harmless.
+        """
+        read = cls(error, f"{tool} (action {action_id})" if action_id else tool)
+        return {str(value): read for _, value in arg_leaves(dict(args)) if isinstance(value, str) and value}
+
+
+@dataclass(frozen=True)
 class Call:
     """The tool call under evaluation, as proposed (or as an approver edited it)."""
 
@@ -112,6 +131,7 @@ class Call:
     proposer: str
     tainted_args: tuple[str, ...] = ()
     mode: Mode = "draft"
+    rationale: str = field(default="", compare=False)  # the agent's, carried to the decision for the approver; never decided on
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
     confidence: float | None = None  # the proposer's, 0–1; None: not given
@@ -120,6 +140,9 @@ class Call:
     records: Mapping[str, SystemRecord] = field(
         default_factory=dict, compare=False
     )  # entries the task read, by id (the service loads them)
+    failed_reads: Mapping[str, FailedRead] = field(
+        default_factory=dict, compare=False
+    )  # entries whose read the task tried and that failed, by id (the service loads them)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:
@@ -132,6 +155,7 @@ class Call:
             proposer=p.proposer,
             tainted_args=tuple(p.tainted_args),
             mode=p.mode,
+            rationale=p.rationale,
             model_cost_usd=p.cost.usd,
             task_budget_usd=p.budget_usd,
             confidence=p.confidence,
@@ -174,6 +198,7 @@ class Facts:
     reversible: bool = False  # the catalog names a tool that undoes the call
     irreversible: bool = False  # a write the catalog declares irreversible (no tool undoes it)
     confidence: float | None = None
+    record_read_failed: FailedRead | None = None  # the entry was not read: the task's read of it failed, and why
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -182,6 +207,7 @@ class Facts:
         doc["sensitive_paths"] = list(self.sensitive_paths)
         doc["taint"] = [f.record() for f in self.taint]
         doc["record_read"] = asdict(self.record_read) if self.record_read is not None else None
+        doc["record_read_failed"] = asdict(self.record_read_failed) if self.record_read_failed is not None else None
         doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
         return doc
 
@@ -330,6 +356,7 @@ def compute_facts(
     payee = payee_of(spec, call.args)
     record = arg_at(call.args, f.record) if f.record else None
     record = str(record) if record not in (None, "") else None
+    read = call.records.get(record) if record is not None else None
     taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
     if call.flow.unseen_results or call.flow.unseen_task:  # what those read is unknown: any counterparty may come from it (fail closed)
         unseen = ["the task's request"] if call.flow.unseen_task else []
@@ -364,8 +391,9 @@ def compute_facts(
         task_budget_usd=call.task_budget_usd,
         tenant_budget_usd=tenant_budget_usd,
         record_id=record,
-        record_read=call.records.get(record) if record is not None else None,
+        record_read=read,
         reversible=spec.undo is not None and spec.undo.reversible,
         irreversible=spec.writes and spec.undo is not None and not spec.undo.reversible,
         confidence=call.confidence,
+        record_read_failed=call.failed_reads.get(record) if record is not None and read is None else None,
     )

@@ -23,6 +23,7 @@ A case file is `tests/*.yaml` in a pack directory, a list of cases:
   flow: {}                     # the task so far: untrusted_read, tool_calls {tool: n}, external_sends, sent_amount_usd, last_decisions,
                                # retries, tool_errors
   records: {}                  # entries of the system of record the task read: {id: {amount_usd: 80, currency: usd}}
+  failed_reads: {}             # entries whose read the task tried and that failed: {id: "http_500: down after 3 attempts"}
   settings: null               # a control.tenant record (e.g. triggers: {new_payee: {action: escalate}})
   expect: {outcome: allow, reason: within_threshold}   # reason: a code that must be among the reasons
                                # absent: [codes] that must not be among them
@@ -40,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import ControlKillswitch, ControlKillswitchData
 from services.policy.engine import Controls, Verdict, decide
-from services.policy.facts import Call, Flow, History, SystemRecord
+from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
 from services.policy.pack import CompiledPack, TenantSettings
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_case", "run_cases"]
@@ -97,6 +98,9 @@ class PolicyCase(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     flow: dict[str, Any] = Field(default_factory=dict, description="The task's flow so far (`facts.Flow` fields).")
     records: dict[str, RecordRead] = Field(default_factory=dict, description="Entries of the system of record the task read, by id.")
+    failed_reads: dict[str, str] = Field(
+        default_factory=dict, description="Entries of the system of record whose read the task tried and that failed: id → the error."
+    )
     settings: dict[str, Any] | None = Field(
         default=None, description="The tenant's `control.tenant` record (over the pack's `default` entry); `{}` onboards with defaults."
     )
@@ -165,6 +169,7 @@ def run_case(pack: CompiledPack, case: PolicyCase) -> CaseResult:
         confidence=case.confidence,
         flow=_flow(case.flow),
         records={k: SystemRecord(r.amount_usd, r.currency, "the policy test") for k, r in case.records.items()},
+        failed_reads={k: FailedRead(error, "the policy test") for k, error in case.failed_reads.items()},
     )
     st = case.state
     history = History(payee_known=st.payee_known, spend_task_usd=st.spend_task_usd, spend_tenant_usd=st.spend_tenant_usd)

@@ -99,6 +99,9 @@ class TaskReads:
     records: dict[str, SystemRecord]
     learned: bool  # the task's request (`tasks`) is learned: what its untrusted fields carry is known
     forgotten: bool = False  # its working state was forgotten (`forget_tasks_before`): it began too long ago to decide for
+    # Its failed trusted reads of the system of record, as (tool, args, error, action id): a later call on an entry one
+    # asked for says so (`facts.FailedRead`), not that the entry was never read.
+    failed_reads: list[tuple[str, dict[str, Any], str, str]] = field(default_factory=list)
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -122,6 +125,7 @@ class Ending:
     cost_usd: float | None = None
     learned: dict[str, str] = field(default_factory=dict)  # untrusted values of its result (value → where)
     record: tuple[str, SystemRecord] | None = None  # what a trusted read said of an entry of the system of record
+    read_error: str | None = None  # a trusted read of the system of record that was tried and failed: why (error, attempts)
 
 
 @dataclass(frozen=True)
@@ -323,9 +327,14 @@ def flow_facts(record: DecisionRecord) -> list[str | None]:
 
 
 def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
-    """(retries, tool errors) of a task's call outcomes, given as (status, attempts)."""
+    """(retries, tool errors) of a task's call outcomes, given as (status, attempts).
+
+    An authorization the executor refused before any call (0 attempts: expired while it was down, a kill switch) is no
+    tool's error: counted, two of them would escalate the task's next writes as if its tools were failing.
+    """
     done = list(outcomes)
-    return sum(max(attempts - 1, 0) for _, attempts in done), sum(1 for status, _ in done if status in ("failed", "unknown"))
+    errors = sum(1 for status, attempts in done if status in ("failed", "unknown") and attempts > 0)
+    return sum(max(attempts - 1, 0) for _, attempts in done), errors
 
 
 def history_from(task: float, tenant: float, payee_known: bool) -> History:

@@ -55,7 +55,7 @@ from servicekit.people import person
 from servicekit.provenance import Provenance
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
-from services.policy.facts import Call, Flow, History, SystemRecord, arg_at, payee_of
+from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord, arg_at, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
 from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Scope, Settled, TaskInput, TaskReads
 from services.policy.settings import PolicySettings
@@ -74,10 +74,11 @@ class TaskContext:
     provenance: Provenance
     flow: Flow
     records: Mapping[str, SystemRecord]
+    failed_reads: Mapping[str, FailedRead] = field(default_factory=dict)  # entries whose read failed, by id
 
     def of(self, call: Call) -> Call:
         """`call` with its task's context."""
-        return dataclasses.replace(call, provenance=self.provenance, flow=self.flow, records=self.records)
+        return dataclasses.replace(call, provenance=self.provenance, flow=self.flow, records=self.records, failed_reads=self.failed_reads)
 
 
 def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Recorded:
@@ -235,7 +236,11 @@ class PolicyService:
         untrusted = bool(read.provenance.untrusted) or bool(unseen) or unseen_task
         flow = Flow.of(read.decisions, untrusted_read=untrusted, troubles=read.troubles)
         flow = dataclasses.replace(flow, unseen_results=tuple(sorted(set(unseen))), unseen_task=unseen_task, forgotten=read.forgotten)
-        return TaskContext(read.provenance, flow, read.records)
+        failed: dict[str, FailedRead] = {}
+        for tool, args, error, action_id in read.failed_reads:  # one failed read of an entry is enough to say so
+            for entry, why in FailedRead.entries(tool, args, error, action_id).items():
+                failed.setdefault(entry, why)
+        return TaskContext(read.provenance, flow, read.records, failed)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -334,6 +339,7 @@ class PolicyService:
                     ttl_s=self.settings.authorization_ttl_s,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     traceparent=current_traceparent(),
+                    max_bytes=self.settings.max_decision_bytes,
                 )
 
         def holds(seen: History, now: History) -> bool:
@@ -387,7 +393,9 @@ class PolicyService:
             raise Reject(
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
-        args = data.edited_args if data.edited_args is not None else proposed.args
+        # The call as the grant signed it (bound to the digest above), never as stored: the policy's login can rewrite
+        # `policy.decisions.proposal`, and a stored copy would run args no approver saw (docs/security/database.md).
+        args = data.edited_args if data.edited_args is not None else data.args
         scope = (original.tenant_id, original.task_id)
         context = (await self._task_contexts([scope]))[scope]
         call = context.of(dataclasses.replace(Call.from_proposal(proposed), args=args))
@@ -450,6 +458,14 @@ class PolicyService:
             return None
         return str(key), SystemRecord(float(amount), currency, f"the result of {data.tool} (action {data.action_id})")
 
+    def _read_error(self, data: ActionResultData) -> str | None:
+        """Why a trusted read of the system of record failed, when one was tried (attempts made, not refused before calling)."""
+        spec = self.catalog.get(data.tool)
+        if spec is None or spec.records is None or data.status != "failed" or not data.attempts:
+            return None
+        why = f"{data.error.type}: {data.error.message}" if data.error is not None else "no error given"
+        return f"{why[:300]} after {data.attempts} attempt{'s' if data.attempts != 1 else ''}"
+
     async def on_result(self, event: ActionResult) -> None:
         """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content).
 
@@ -480,6 +496,7 @@ class PolicyService:
             cost_usd=data.cost.usd if not failed and data.cost.usd > 0 else None,  # an unknown one's is kept for a human's finding
             learned=self._output(data) if succeeded else {},
             record=self._record(data) if succeeded else None,
+            read_error=self._read_error(data),
         )
 
     async def _learn_payee(self, settled: Settled | None, tool: str, action_id: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PolicySettings"]
+__all__ = ["DEFAULT_MAX_DECISION_BYTES", "PolicySettings"]
+
+DEFAULT_MAX_DECISION_BYTES = 768 * 1024
 
 
 class PolicySettings(BaseSettings):
@@ -42,3 +44,11 @@ class PolicySettings(BaseSettings):
         "Keep it above the longest approval wait (`TIDEGATE_APPROVAL_EXPIRY_S`) and step timeout.",
     )
     task_state_check_s: float = Field(default=600.0, gt=0, description="How often the state kept longer than that is forgotten.")
+    max_decision_bytes: int = Field(
+        default=DEFAULT_MAX_DECISION_BYTES,
+        ge=64 * 1024,
+        le=768 * 1024,
+        description="Largest decision event (signed, in bytes: `action.decided`, and `action.authorized` for an allow); a call "
+        "whose decision would be larger is denied `too_large` by a decision that carries its digest, not its args. At most "
+        "768 KiB: headroom below the 1 MiB that the broker and consumers take (`TIDEGATE_MAX_VALUE_BYTES`).",
+    )

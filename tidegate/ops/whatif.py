@@ -21,9 +21,21 @@ from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, Co
 from servicekit import ToolCatalog
 from servicekit.provenance import Provenance
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
-from services.policy import Call, CompiledPack, Controls, Flow, History, PackSource, SystemRecord, TenantSettings, compile_pack, decide
+from services.policy import (
+    Call,
+    CompiledPack,
+    Controls,
+    FailedRead,
+    Flow,
+    History,
+    PackSource,
+    SystemRecord,
+    TenantSettings,
+    compile_pack,
+    decide,
+)
 
-__all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack"]
+__all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack", "settings_ignored"]
 
 MAX_EXAMPLES = 3
 PROGRESS_EVERY = 500  # proposals between two progress reports (a report per proposal would cost more than deciding it)
@@ -32,6 +44,16 @@ PROGRESS_EVERY = 500  # proposals between two progress reports (a report per pro
 def load_pack(policy_dir: Path, tools_dir: Path) -> CompiledPack:
     """Compile the candidate pack in `policy_dir` against the tool catalog (raises PackError listing problems)."""
     return compile_pack(PackSource.from_dir(policy_dir), ToolCatalog.load(tools_dir))
+
+
+def settings_ignored(candidate: CompiledPack, live: CompiledPack, recorded: Iterable[str]) -> list[str]:
+    """Tenants whose entry in the candidate's `settings.yaml` differs from today's but is never read: each has a `control.tenant` record.
+
+    Such a record wins over the pack's entry (docs/policy.md), in the what-if as in the policy service, so the change is not
+    evaluated and reads as "changes nothing". `recorded`: the tenants with a record. The `default` entry is read under a record.
+    """
+    named = candidate.settings.tenants
+    return sorted(t for t in set(recorded) if t != "default" and t in named and named[t] != live.settings.tenants.get(t))
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,7 @@ class WhatIfReport:
     shadow_flips: int = 0  # decisions the candidate's `@mode("shadow")` policies would flip (recorded, not enforced)
     touches_saved: int = 0  # escalations a human approved unchanged that the candidate allows
     newly_allowed_rejected: list[Flip] = field(default_factory=list)  # allowed now, though a human rejected or edited them
+    settings_ignored: list[str] = field(default_factory=list)  # tenants whose candidate entry their own record shadows
 
     def human_load(self) -> dict[str, float]:
         """Escalations per day (each one a human's decision): as recorded, and under the candidate."""
@@ -145,6 +168,7 @@ class WhatIfReport:
                 for f in self.newly_allowed_rejected
             ],
             "shadow_flips": self.shadow_flips,
+            "candidate_settings_ignored": self.settings_ignored,
             "seconds": round(self.seconds, 3),
             "proposals_per_second": round(self.evaluated / self.seconds, 1) if self.seconds else None,
         }
@@ -213,6 +237,16 @@ def _records(facts: dict[str, Any]) -> dict[str, Any]:
     return {str(record_id): SystemRecord(float(amount), currency, str(read.get("source") or "recorded"))}
 
 
+def _failed_reads(facts: dict[str, Any]) -> dict[str, FailedRead]:
+    """The entry the call acts on, when the task's read of it had failed then (`record_read_failed`): so it still reads failed."""
+    record_id, failed = facts.get("record_id"), facts.get("record_read_failed")
+    if record_id in (None, "") or failed is None:
+        return {}
+    if not isinstance(failed, dict) or not isinstance(failed.get("error"), str):
+        raise TypeError(f"the recorded record_read_failed of {record_id} has no error text: {failed!r:.80}")
+    return {str(record_id): FailedRead(failed["error"], str(failed.get("source") or "recorded"))}
+
+
 def _flow(tool: str, flow: dict[str, Any]) -> Flow:
     """The task's flow as the recorded `facts.flow` shows it: a flow whose Cedar context is the recorded one.
 
@@ -248,7 +282,7 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
         if isinstance(finding, dict) and finding.get("value"):
             read.untrusted.setdefault(str(finding["value"]), str(finding.get("source", "recorded")))
     flow = _flow(p.tool, then.facts.get("flow") or {})
-    return dataclasses.replace(call, provenance=read, flow=flow, records=_records(then.facts))
+    return dataclasses.replace(call, provenance=read, flow=flow, records=_records(then.facts), failed_reads=_failed_reads(then.facts))
 
 
 def evaluate(

@@ -48,6 +48,15 @@ async def test_repeated_tool_errors_in_a_task_escalate_its_further_writes(servic
     assert (after_two.facts["flow"]["tool_errors"], read.outcome) == (2, "allow")
 
 
+async def test_authorizations_refused_before_any_call_are_no_tool_errors(service: PolicyService) -> None:  # noqa: F811
+    """Two authorizations that expired while the executor was down (refused, 0 attempts) do not make the task's tools look failing."""
+    await _result(service, "a-1", "failed", attempts=0)
+    await _decide(service, "a-2", "tag_ticket", TAG)
+    await _result(service, "a-2", "failed", attempts=0)
+    after = await _decide(service, "a-3", "tag_ticket", TAG)
+    assert (after.outcome, after.facts["flow"]["tool_errors"]) == ("allow", 0)
+
+
 async def test_retries_that_ended_in_success_count_too(service: PolicyService) -> None:  # noqa: F811
     await _result(service, "a-1", "succeeded", attempts=4)
     d = await _decide(service, "a-2", "tag_ticket", TAG)

@@ -140,6 +140,16 @@ async def test_allow_is_signed_for_exactly_the_call(service: PolicyService, publ
     assert auth.data.estimated_cost_usd == decided.data.estimated_cost_usd == 0.01
 
 
+async def test_the_decision_carries_the_agents_rationale_for_the_approver(service: PolicyService, published: Published) -> None:
+    """Probe oncall3 (F2): the approver could not see why the agent asked; the proposal's rationale rides on the decision."""
+    why = "duplicate charge on order O-1"
+    await service.on_proposed(proposed("issue_refund", refund(900.0), rationale=why))
+    await service.on_proposed(proposed("issue_refund", refund(40.0), action_id="a-2"))
+    escalated, allowed = published.on("actions.decided")
+    assert (escalated.data.outcome, escalated.data.rationale) == ("escalate", why)
+    assert (allowed.data.outcome, allowed.data.rationale) == ("allow", "")
+
+
 async def test_redelivery_republishes_without_a_second_reservation(service: PolicyService, published: Published) -> None:
     repo = service.repo
     assert isinstance(repo, InMemoryPolicyRepository)
