@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.approval._row_proofs import Seals, approval_seals
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
     from services.approval.repository import PgApprovalRepository
@@ -23,6 +24,8 @@ __all__ = [
     "ApprovalSettings",
     "PgApprovalRepository",
     "Review",
+    "Seals",
+    "approval_seals",
     "build",
     "hash_token",
     "new_token",
@@ -41,6 +44,8 @@ _HOME = {
     "review_report": "reviews",
     "reviews_from_events": "reviews",
     "ApprovalSettings": "settings",
+    "Seals": "_row_proofs",
+    "approval_seals": "_row_proofs",
 }
 
 

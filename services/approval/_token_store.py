@@ -14,9 +14,11 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from schemas import utcnow
 from servicekit.people import approver_name, person, same_person
+from services.approval._row_proofs import RowSeal, micros
 
-__all__ = ["DEFAULT_TOKEN_TTL", "InMemoryTokenStore", "PgTokenStore", "TokenInfo", "TokenStore"]
+__all__ = ["DEFAULT_TOKEN_TTL", "REISSUE", "InMemoryTokenStore", "PgTokenStore", "TokenInfo", "TokenStore", "token_claims"]
 
 DEFAULT_TOKEN_TTL = timedelta(days=30)  # what the schema gives a token inserted without an expiry (migration 002)
 
@@ -34,6 +36,60 @@ class TokenInfo:
     last_used_at: datetime | None = None
     expires_at: datetime | None = None
     operator: bool = False
+    key_id: str | None = None  # the key that signed the row: an operator's (the CLI) or the approval service's (its API)
+    signature: str | None = None
+    unproven: str | None = field(default=None, compare=False)  # why the row grants nothing (None: its signature verifies)
+
+
+REISSUE = "re-issue it with `tidegate approvals token rotate {token_id}` (the operator), after checking who it names"
+
+
+def token_claims(
+    token_id: str,
+    token_sha256: str,
+    approver: str,
+    tenant_id: str,
+    groups: Sequence[str],
+    operator: bool,
+    created_at: datetime,
+    expires_at: datetime | None,
+) -> dict[str, Any]:
+    """What a token's signature covers: everything of its row that grants (not `last_used_at`, nor `revoked_at`)."""
+    return {
+        "token_id": token_id,
+        "token_sha256": token_sha256,
+        "approver": approver,
+        "tenant_id": tenant_id,
+        "groups": list(groups),
+        "operator": operator,
+        "created_at": micros(created_at),
+        "expires_at": micros(expires_at) if expires_at is not None else None,  # None: only an in-memory twin's
+    }
+
+
+def _claims_of(info: TokenInfo, token_sha256: str) -> dict[str, Any]:
+    return token_claims(
+        info.token_id, token_sha256, info.approver, info.tenant_id, info.groups, info.operator, info.created_at, info.expires_at
+    )
+
+
+def _proven(seal: RowSeal | None, info: TokenInfo, token_sha256: str) -> TokenInfo:
+    """`info` with `unproven` set when its row's signature fails (`seal` None: an in-memory twin without one trusts its memory)."""
+    if seal is None:
+        return info
+    why = seal.why_not(_claims_of(info, token_sha256), info.key_id, info.signature)
+    return info if why is None else replace(info, unproven=why)
+
+
+def _refused(seal: RowSeal | None, info: TokenInfo) -> bool:
+    """Whether a token read as a credential or a membership is refused (told once per read: a log line and the metric)."""
+    if info.unproven is None:
+        return False
+    if seal is not None:
+        seal.refused(
+            f"token {info.token_id} ({info.approver}, tenant {info.tenant_id})", info.unproven, REISSUE.format(token_id=info.token_id)
+        )
+    return True
 
 
 class TokenStore(Protocol):
@@ -59,10 +115,11 @@ class TokenStore(Protocol):
         """The live (not revoked, not expired) token with this hash; marks it used."""
         ...
 
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
         """Revoke a live token and store its successor (same person, under their normalised name; same tenant, groups) at once.
 
-        None when not live.
+        None when not live, or when its row is not proven (`reissue`: the operator re-issues a row made before tokens were
+        signed, or one refused, having checked who it names).
         """
         ...
 
@@ -71,7 +128,7 @@ class TokenStore(Protocol):
         ...
 
     async def tokens(self) -> list[TokenInfo]:
-        """Every token."""
+        """Every token, each with `unproven` set when its row's signature fails (so that it can be seen and revoked)."""
         ...
 
     async def revoke_token(self, token_id: str) -> bool:
@@ -98,8 +155,8 @@ def _new_token_owner(approver: str, tenant_id: str, operator: bool) -> str:
     return approver_name(approver)
 
 
-def _token(row: asyncpg.Record) -> TokenInfo:
-    return TokenInfo(
+def _token(row: asyncpg.Record, seal: RowSeal | None) -> TokenInfo:
+    info = TokenInfo(
         token_id=row["token_id"],
         approver=row["approver"],
         tenant_id=row["tenant_id"],
@@ -109,14 +166,40 @@ def _token(row: asyncpg.Record) -> TokenInfo:
         last_used_at=row["last_used_at"],
         expires_at=row["expires_at"],
         operator=row["operator"],
+        key_id=row["key_id"],
+        signature=row["signature"],
     )
+    return _proven(seal, info, row["token_sha256"])
+
+
+def _new_row(
+    seal: RowSeal | None,
+    sha: str,
+    approver: str,
+    tenant_id: str,
+    groups: Sequence[str],
+    expires_at: datetime | None,
+    operator: bool,
+    now: datetime,
+) -> TokenInfo:
+    """A new token's row: a fresh id, made `now`, expiring at `expires_at`, signed by `seal`'s key (if any)."""
+    info = TokenInfo("tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), now, expires_at=expires_at, operator=operator)
+    if seal is None:
+        return info
+    proof = seal.sign(_claims_of(info, sha))
+    return replace(info, key_id=proof.key_id, signature=proof.signature)
 
 
 class PgTokenStore(TokenStore):
-    """The PostgreSQL part (tables `approver_tokens`, `used_links`); the repository sets `pool` and `s`."""
+    """The PostgreSQL part (tables `approver_tokens`, `used_links`); the repository sets `pool`, `s` and `token_seal`.
+
+    Every row it writes is signed by `token_seal`'s key, and every row it reads as a credential or a membership is
+    verified: the schema's own login can write rows, not signatures (`services.approval._row_proofs`).
+    """
 
     pool: asyncpg.Pool
     s: str
+    token_seal: RowSeal
 
     async def add_token(
         self,
@@ -128,7 +211,7 @@ class PgTokenStore(TokenStore):
         expires_at: datetime | None = None,
         operator: bool = False,
     ) -> TokenInfo:
-        """Store a token's hash for an approver (an operator token is tenant `*`)."""
+        """Store a token's hash for an approver (an operator token is tenant `*`), signed by this process's key."""
         approver = _new_token_owner(approver, tenant_id, operator)
         async with self.pool.acquire() as conn:
             return await self._add_token(conn, token_sha256, approver, tenant_id, groups, expires_at, operator)
@@ -136,54 +219,66 @@ class PgTokenStore(TokenStore):
     async def _add_token(
         self, conn: Any, sha: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
     ) -> TokenInfo:
+        now = utcnow()
+        new = _new_row(self.token_seal, sha, approver, tenant_id, groups, expires_at or now + DEFAULT_TOKEN_TTL, operator, now)
         row = await conn.fetchrow(
-            f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, expires_at, operator) "
-            f"VALUES ($1, $2, $3, $4, $5, COALESCE($6, now() + interval '{DEFAULT_TOKEN_TTL.days} days'), $7) RETURNING *",
-            "tok_" + secrets.token_hex(6),
+            f"INSERT INTO {self.s}.approver_tokens (token_id, token_sha256, approver, tenant_id, groups, created_at, expires_at, "
+            "operator, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+            new.token_id,
             sha,
             approver,
             tenant_id,
             list(groups),
-            expires_at,
+            new.created_at,
+            new.expires_at,
             operator,
+            new.key_id,
+            new.signature,
         )
         assert row is not None  # RETURNING of a successful INSERT
-        return _token(row)
+        return _token(row, self.token_seal)
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live (not revoked, not expired) token with this hash; marks it used."""
+        """The live (not revoked, not expired) token with this hash, if its row is proven; marks it used."""
         row = await self.pool.fetchrow(
             f"UPDATE {self.s}.approver_tokens SET last_used_at = now() WHERE token_sha256 = $1 AND revoked_at IS NULL "
             "AND expires_at > now() RETURNING *",
             token_sha256,
         )
-        return _token(row) if row else None
+        info = _token(row, self.token_seal) if row else None
+        return None if info is None or _refused(self.token_seal, info) else info
 
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor (same approver, tenant, groups) in one transaction."""
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
+        """Revoke a live token and store its successor (same approver, tenant, groups) in one transaction, if its row is proven."""
         async with self.pool.acquire() as conn, conn.transaction():
-            old = await conn.fetchrow(
-                f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL "
-                "AND expires_at > now() RETURNING *",
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.approver_tokens WHERE token_id = $1 AND revoked_at IS NULL AND expires_at > now() FOR UPDATE",
                 token_id,
             )
-            if old is None:
+            if row is None:
                 return None
-            return await self._add_token(
-                conn, new_sha256, person(old["approver"]), old["tenant_id"], old["groups"], expires_at, old["operator"]
-            )
+            old = _token(row, self.token_seal)
+            if not reissue and _refused(self.token_seal, old):  # its groups or tenant may be another's: never signed over
+                return None
+            await conn.execute(f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1", token_id)
+            return await self._add_token(conn, new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
+
+    async def _live_proven(self, tenant_ids: Sequence[str]) -> list[TokenInfo]:
+        """The live tokens of these tenants whose rows are proven (the others are told, and left out)."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.approver_tokens WHERE tenant_id = ANY($1::text[]) AND revoked_at IS NULL AND expires_at > now()",
+            list(tenant_ids),
+        )
+        return [info for info in (_token(r, self.token_seal) for r in rows) if not _refused(self.token_seal, info)]
 
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` (in any spelling) holds a live token of exactly this tenant."""
-        rows = await self.pool.fetch(
-            f"SELECT approver FROM {self.s}.approver_tokens WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at > now()",
-            tenant_id,
-        )
-        return any(same_person(r["approver"], approver) for r in rows)
+        """Whether `approver` (in any spelling) holds a live, proven token of exactly this tenant."""
+        return any(same_person(info.approver, approver) for info in await self._live_proven([tenant_id]))
 
     async def tokens(self) -> list[TokenInfo]:
-        """Every token."""
-        return [_token(r) for r in await self.pool.fetch(f"SELECT * FROM {self.s}.approver_tokens ORDER BY created_at")]
+        """Every token, each with `unproven` set when its row's signature fails."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.approver_tokens ORDER BY created_at")
+        return [_token(r, self.token_seal) for r in rows]
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token; False when unknown or already revoked."""
@@ -194,13 +289,9 @@ class PgTokenStore(TokenStore):
         return done is not None
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's (in any spelling) live tokens in a tenant."""
-        rows = await self.pool.fetch(  # every live token of the tenant: one person's may be stored in several spellings (made before)
-            f"SELECT approver, groups FROM {self.s}.approver_tokens WHERE tenant_id IN ($1, '*') AND revoked_at IS NULL "
-            "AND expires_at > now()",
-            tenant_id,
-        )
-        return {g for r in rows if same_person(r["approver"], approver) for g in r["groups"]}
+        """Union of the groups of an approver's (in any spelling) live, proven tokens in a tenant."""
+        # every live token of the tenant: one person's may be stored in several spellings (made before)
+        return {g for info in await self._live_proven([tenant_id, "*"]) if same_person(info.approver, approver) for g in info.groups}
 
     async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
         """Record a link as used; False when it was used before."""
@@ -221,11 +312,12 @@ class PgTokenStore(TokenStore):
 
 @dataclass
 class InMemoryTokenStore(TokenStore):
-    """The in-memory twin's part."""
+    """The in-memory twin's part: with a `token_seal` it signs and verifies as the PostgreSQL part does; else it trusts its memory."""
 
     token_rows: dict[str, tuple[str, TokenInfo]] = field(default_factory=dict)
     links: set[str] = field(default_factory=set)
     clock: Any = None
+    token_seal: RowSeal | None = None
 
     async def add_token(
         self,
@@ -244,31 +336,39 @@ class InMemoryTokenStore(TokenStore):
     def _store(
         self, token_sha256: str, approver: str, tenant_id: str, groups: Sequence[str], expires_at: datetime | None, operator: bool
     ) -> TokenInfo:
-        info = TokenInfo(
-            "tok_" + secrets.token_hex(6), approver, tenant_id, tuple(groups), self._now(), expires_at=expires_at, operator=operator
-        )
+        info = _new_row(self.token_seal, token_sha256, approver, tenant_id, groups, expires_at, operator, self._now())
         self.token_rows[info.token_id] = (token_sha256, info)
         return info
 
-    async def token(self, token_sha256: str) -> TokenInfo | None:
-        """The live token with this hash."""
-        return next((info for h, info in self.token_rows.values() if h == token_sha256 and self._live(info)), None)
+    def _read(self, token_sha256: str, info: TokenInfo) -> TokenInfo:
+        return _proven(self.token_seal, info, token_sha256)
 
-    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime) -> TokenInfo | None:
-        """Revoke a live token and store its successor."""
+    async def token(self, token_sha256: str) -> TokenInfo | None:
+        """The live token with this hash, if proven."""
+        found = next((self._read(h, i) for h, i in self.token_rows.values() if h == token_sha256 and self._live(i)), None)
+        return None if found is None or _refused(self.token_seal, found) else found
+
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
+        """Revoke a live token and store its successor, if its row is proven."""
         if token_id not in self.token_rows or not self._live(self.token_rows[token_id][1]):
             return None
         h, old = self.token_rows[token_id]
+        if not reissue and _refused(self.token_seal, self._read(h, old)):
+            return None
         self.token_rows[token_id] = (h, replace(old, revoked_at=self._now()))
         return self._store(new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
 
+    def _live_proven(self, tenant_ids: Sequence[str]) -> list[TokenInfo]:
+        found = [self._read(h, i) for h, i in self.token_rows.values() if i.tenant_id in tenant_ids and self._live(i)]
+        return [info for info in found if not _refused(self.token_seal, info)]
+
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
-        """Whether `approver` holds a live token of exactly this tenant."""
-        return any(same_person(i.approver, approver) and i.tenant_id == tenant_id and self._live(i) for _, i in self.token_rows.values())
+        """Whether `approver` holds a live, proven token of exactly this tenant."""
+        return any(same_person(i.approver, approver) for i in self._live_proven([tenant_id]))
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
-        return [info for _, info in self.token_rows.values()]
+        return [self._read(h, info) for h, info in self.token_rows.values()]
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token."""
@@ -279,13 +379,8 @@ class InMemoryTokenStore(TokenStore):
         return True
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
-        """Union of the groups of an approver's live tokens in a tenant."""
-        return {
-            g
-            for _, info in self.token_rows.values()
-            if same_person(info.approver, approver) and info.tenant_id in (tenant_id, "*") and self._live(info)
-            for g in info.groups
-        }
+        """Union of the groups of an approver's live, proven tokens in a tenant."""
+        return {g for info in self._live_proven([tenant_id, "*"]) if same_person(info.approver, approver) for g in info.groups}
 
     async def spend_link(self, link_id: str, approval_id: str, approver: str) -> bool:
         """Record a link as used."""
@@ -299,8 +394,6 @@ class InMemoryTokenStore(TokenStore):
         return link_id in self.links
 
     def _now(self) -> datetime:
-        from schemas import utcnow
-
         return self.clock() if self.clock is not None else utcnow()
 
     def _live(self, info: TokenInfo) -> bool:

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from servicekit import SigningKey
+from servicekit import SigningKey, ToolCatalog
 from servicekit.metrics import observe_webhook_delivery
 from services.approval import auth, domain, webhooks
+from services.approval._summary import decision_summary
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint
 from services.approval.settings import ApprovalSettings
@@ -40,6 +41,7 @@ class WebhookSide:
     key: SigningKey
     groups: GroupsConfig
     settings: ApprovalSettings
+    catalog: ToolCatalog | None
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
     base_url: Callable[[], str]
@@ -366,6 +368,8 @@ class WebhookSide:
             "comment": record.comment,
             "review_reason": record.review_reason,
             "resolution": record.resolution,
+            # What a person needs to decide it (the page's summary): a chat message can show the amount, payee and record.
+            "summary": decision_summary(record, self.catalog, self.settings),
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }

@@ -1,7 +1,8 @@
 """Where webhooks are kept: endpoints (one tenant each), the delivery log with its attempts, inbound message ids.
 
 An endpoint is keyed by (tenant_id, endpoint_id): each tenant names its endpoints in its own space,
-so no tenant can take, replace or probe another's ids.
+so no tenant can take, replace or probe another's ids. Its secret is stored sealed and its row signed
+(`services.approval._endpoint_rows`): a row the schema's own login wrote or changed is no endpoint.
 
 Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
 the asyncpg part and the in-memory twin's part. New deliveries are written by the request part, in
@@ -13,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
 from schemas import utcnow
+from services.approval._endpoint_rows import EndpointRows, SealedSecret
 
 __all__ = ["Attempt", "Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
 
@@ -64,6 +66,7 @@ class Endpoint:
     approvers: tuple[str, ...] = ()
     enabled: bool = True
     source: str = "api"
+    unproven: str | None = field(default=None, compare=False)  # why the row is no endpoint (None: signed, its secret opened)
 
 
 class WebhookStore(Protocol):
@@ -201,23 +204,47 @@ def _attempt(row: asyncpg.Record) -> Attempt:
     )
 
 
-def _endpoint(row: asyncpg.Record) -> Endpoint:
-    return Endpoint(
-        endpoint_id=row["endpoint_id"],
-        url=row["url"],
-        secret=row["secret"],
-        tenant_id=row["tenant_id"],
-        approvers=tuple(row["approvers"]),
-        enabled=row["enabled"],
-        source=row["source"],
-    )
+def _sealed(row: asyncpg.Record) -> SealedSecret | None:
+    """The row's sealed secret; None for a row from before secrets were sealed (migration 011)."""
+    if row["secret_key_id"] is None or row["secret_sealed"] is None:
+        return None
+    return SealedSecret(row["secret_key_id"], bytes(row["secret_sealed"]))
 
 
 class PgWebhookStore(WebhookStore):
-    """The PostgreSQL part (tables `webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`, `inbound_messages`)."""
+    """The PostgreSQL part (tables `webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`, `inbound_messages`).
+
+    The repository sets `pool`, `s` and `endpoint_rows`. Every endpoint row it writes has its secret sealed and is signed;
+    every row it reads is verified and its secret opened. A row that fails is no endpoint where one grants (a message to
+    send, a callback, an enrolment): left out, logged and counted. Listings (`endpoints()` of all, `endpoints_of`) show
+    it with `unproven` set, so that an admin sees what to register again.
+    """
 
     pool: asyncpg.Pool
     s: str
+    endpoint_rows: EndpointRows
+
+    def _endpoint(self, row: asyncpg.Record) -> Endpoint:
+        """A row as an endpoint: its secret opened, or `unproven` set (and an empty secret)."""
+        read = Endpoint(
+            endpoint_id=row["endpoint_id"],
+            url=row["url"],
+            secret="",
+            tenant_id=row["tenant_id"],
+            approvers=tuple(row["approvers"]),
+            enabled=row["enabled"],
+            source=row["source"],
+        )
+        return self.endpoint_rows.read(read, _sealed(row), row["key_id"], row["signature"])
+
+    def _proven(self, rows: Sequence[asyncpg.Record]) -> list[Endpoint]:
+        """The rows that are endpoints (the others told, and left out)."""
+        return [e for e in map(self._endpoint, rows) if not self.endpoint_rows.refused(e)]
+
+    def _row_values(self, endpoint: Endpoint, secret: SealedSecret) -> tuple[str, bytes, str, str]:
+        """The sealed secret's and the proof's columns of `endpoint` as it is written now."""
+        proof = self.endpoint_rows.sign(endpoint, secret)
+        return secret.key_id, secret.ciphertext, proof.key_id, proof.signature
 
     async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
         """Record an inbound message id of an endpoint; False when seen before (a replay)."""
@@ -231,62 +258,78 @@ class PgWebhookStore(WebhookStore):
         return done is not None
 
     async def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        """Create or replace the endpoint of its tenant with its id (the key is the pair: never another tenant's)."""
+        """Create or replace the endpoint of its tenant with its id (the key is the pair: never another tenant's).
+
+        Its secret is sealed and the row signed by this process's key (the clear `secret` column stays empty).
+        """
+        sealed = self.endpoint_rows.sealed(endpoint.tenant_id, endpoint.endpoint_id, endpoint.secret)
         await self.pool.execute(
-            f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret, "
-            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source",
+            f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
+            "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, "
+            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source, secret_key_id = EXCLUDED.secret_key_id, "
+            "secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, signature = EXCLUDED.signature",
             endpoint.endpoint_id,
             endpoint.url,
-            endpoint.secret,
             endpoint.tenant_id,
             list(endpoint.approvers),
             endpoint.enabled,
             endpoint.source,
+            *self._row_values(endpoint, sealed),
         )
 
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
-        """One endpoint of a tenant."""
+        """One endpoint of a tenant (None too for a row that is refused: told, and no endpoint)."""
         row = await self.pool.fetchrow(
             f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2", tenant_id, endpoint_id
         )
-        return _endpoint(row) if row else None
+        return next(iter(self._proven([row])), None) if row else None
 
     async def set_endpoint_approver(
         self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
     ) -> Endpoint | None:
-        """Add or remove an approver atomically (two enrolling at once both stay), if the endpoint still has this URL and secret."""
-        row = await self.pool.fetchrow(
-            f"UPDATE {self.s}.webhook_endpoints SET approvers = CASE WHEN $5 THEN array_append(array_remove(approvers, $3), $3) "
-            "ELSE array_remove(approvers, $3) END WHERE tenant_id = $1 AND endpoint_id = $2 AND url = $4 AND secret = $6 RETURNING *",
-            tenant_id,
-            endpoint_id,
-            approver,
-            url,
-            enrolled,
-            secret,
-        )
-        return _endpoint(row) if row else None
+        """Add or remove an approver, the row re-signed, if it is proven and still has this URL and secret.
+
+        The row is locked while it changes: two enrolling at once both stay.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE", tenant_id, endpoint_id
+            )
+            found = next(iter(self._proven([row])), None) if row else None
+            sealed = _sealed(row) if row else None
+            if found is None or sealed is None or (found.url, found.secret) != (url, secret):
+                return None
+            others = tuple(a for a in found.approvers if a != approver)
+            changed = replace(found, approvers=(*others, approver) if enrolled else others)
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, key_id = $4, signature = $5 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2",
+                tenant_id,
+                endpoint_id,
+                list(changed.approvers),
+                *self._row_values(changed, sealed)[2:],
+            )
+        return changed
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
-        """Every tenant's endpoint with this id, enabled or not."""
+        """Every tenant's endpoint with this id, enabled or not (the refused ones told, and left out)."""
         rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1 ORDER BY tenant_id", endpoint_id)
-        return [_endpoint(r) for r in rows]
+        return self._proven(rows)
 
     async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
-        """Enabled endpoints for a tenant (its own and `*`), or all."""
+        """Enabled, proven endpoints for a tenant (its own and `*`: the refused ones told, and left out), or all (with `unproven`)."""
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.webhook_endpoints WHERE ($1::text IS NULL OR (enabled AND tenant_id IN ($1, '*'))) "
             "ORDER BY tenant_id, endpoint_id",
             tenant_id,
         )
-        return [_endpoint(r) for r in rows]
+        return [self._endpoint(r) for r in rows] if tenant_id is None else self._proven(rows)
 
     async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
-        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not, each with `unproven` when refused."""
         rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
-        return [_endpoint(r) for r in rows]
+        return [self._endpoint(r) for r in rows]
 
     async def claim_due_deliveries(
         self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
@@ -294,6 +337,7 @@ class PgWebhookStore(WebhookStore):
         """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased (next attempt pushed out).
 
         A row another copy claims meanwhile is skipped: the update waits for its lock, then finds it no longer due.
+        The pending messages of an endpoint whose row is refused are failed, with why, never sent.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
@@ -317,9 +361,24 @@ class PgWebhookStore(WebhookStore):
                     row["tenant_id"],
                     row["endpoint_id"],
                 )
-                if ep is not None:
-                    result.append((_delivery(row), _endpoint(ep)))
+                endpoint = self._endpoint(ep) if ep is not None else None
+                if endpoint is not None and endpoint.unproven is not None:
+                    await self._fail_refused(conn, endpoint)
+                elif endpoint is not None:
+                    result.append((_delivery(row), endpoint))
         return result
+
+    async def _fail_refused(self, conn: Any, endpoint: Endpoint) -> None:
+        """Fail the pending messages of an endpoint whose row is refused (told once), with why: they are never sent."""
+        failed = await conn.execute(
+            f"UPDATE {self.s}.webhook_deliveries SET status = 'failed', last_error = $3 "
+            "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+            endpoint.tenant_id,
+            endpoint.endpoint_id,
+            f"not sent: its endpoint's row is refused ({endpoint.unproven}); register the endpoint again, then send it again",
+        )
+        if failed != "UPDATE 0":
+            self.endpoint_rows.refused(endpoint)
 
     async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
         """Give claimed deliveries that were not attempted back, due at `now`."""
@@ -366,16 +425,26 @@ class PgWebhookStore(WebhookStore):
             )
 
     async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
-        """Disable the endpoint, drop its approvers and fail its pending deliveries, in one transaction."""
+        """Disable the endpoint, drop its approvers and fail its pending deliveries, in one transaction.
+
+        A proven row is signed again as it now is; one that is refused stays refused (its proof is dropped, never laundered).
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}' WHERE tenant_id = $1 AND endpoint_id = $2 "
-                "RETURNING *",
-                tenant_id,
-                endpoint_id,
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE", tenant_id, endpoint_id
             )
             if row is None:
                 return None
+            found, sealed = self._endpoint(row), _sealed(row)
+            removed = replace(found, enabled=False, approvers=())
+            proof = self._row_values(removed, sealed)[2:] if found.unproven is None and sealed is not None else (None, None)
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2",
+                tenant_id,
+                endpoint_id,
+                *proof,
+            )
             await conn.execute(
                 f"UPDATE {self.s}.webhook_deliveries SET status = 'failed', last_error = $3 "
                 "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
@@ -383,7 +452,7 @@ class PgWebhookStore(WebhookStore):
                 endpoint_id,
                 reason,
             )
-        return _endpoint(row)
+        return removed
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         """One delivery."""

@@ -4,6 +4,7 @@
 
 import base64
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,8 @@ from services.approval._http import json_body as _json_body
 from services.approval._http import parse as _parse
 from services.approval._http import refuse_control_characters
 from services.approval._limits import MAX_BODY_BYTES, NEXT_CURSOR, BodyLimit, listing, next_cursor, read_cursor, refuse_unsigned
+from services.approval._outcome import earlier_grants, outcome_of
+from services.approval._summary import decision_summary
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
@@ -71,6 +74,45 @@ class ReasonView(BaseModel):
     code: str
     policy_id: str
     message: str
+
+
+class RecordSeen(BaseModel):
+    """The system-of-record entry the call acts on, and what a trusted read of it said earlier in the task."""
+
+    arg: str | None = Field(description="The arg that names it (the catalog's `facts.record`).")
+    id: str
+    read: dict[str, Any] | None = Field(description="`amount_usd`, `currency`, `source` of the read; null: the task never read it.")
+
+
+class UntrustedArg(BaseModel):
+    """An arg whose value came from content outside the tenant (a ticket, an email), as the policy found it."""
+
+    arg: str
+    why: str
+
+
+class DecisionSummary(BaseModel):
+    """What a person needs to decide: the request at a glance, the money, the record, what approving does, what deciding costs."""
+
+    subject: str = Field(
+        description="One line that tells requests apart in a queue: amount, payee, record, the other key args (cut with …, one line).",
+        examples=["899.00 USD · to cus_1002 · charge_id ch_O5002"],
+    )
+    amount_usd: float | None = Field(description="The amount the call moves (the policy's fact, else the catalog's amount arg).")
+    payee: str | None = Field(description="Who receives it (the catalog's payee arg).")
+    payee_is_new: bool | None = Field(description="The tenant never paid this payee before (the policy's fact).")
+    record: RecordSeen | None
+    tool_does: str | None = Field(description="What the tool does, from the catalog (trusted text, not the agent's).")
+    on_approve: str = Field(description="What happens when the request is approved.")
+    untrusted_args: list[UntrustedArg] = Field(description="Args whose values came from untrusted content: check them.")
+    proposer: str | None = Field(description="Who proposed the call (the planner's strategy or the outside agent).")
+    rationale: str = Field(
+        default="", description="Why the agent proposed it, as the agent wrote it: untrusted text (it may carry an injected instruction)."
+    )
+    human_review_usd: float = Field(
+        description="The price of one human decision, as `tidegate costs` and the planner price it (`servicekit.costs.review_cost_usd`: "
+        "`TIDEGATE_APPROVAL_HUMAN_REVIEW_MINUTES` × `..._HUMAN_HOURLY_RATE_USD`)."
+    )
 
 
 class ApprovalView(BaseModel):
@@ -126,13 +168,27 @@ class ApprovalView(BaseModel):
         description="Args the tool's catalog facts name (amount, payee, recipients…), in that order: what to read first.",
     )
     killswitch: dict[str, Any] | None = Field(description="An active kill switch on this tool and tenant, if any.")
+    outcome: dict[str, Any] | None = Field(
+        default=None,
+        description="A granted request: what became of the call once its result arrived (`status`: `executed`, `failed`, `unknown`, "
+        "`expired_unused`: the authorization expired before the executor ran it and nothing was done, `refused`; with `reason`, "
+        "`message`, `attempts`, `at`); null while no result has arrived.",
+    )
+    summary: DecisionSummary = Field(description="What a person needs to decide it, at a glance (`subject`) and in full.")
 
 
 class ApprovalDetail(ApprovalView):
     """A request with the task's context."""
 
-    context: list[dict[str, Any]] = Field(description="The task's decisions and results this service has seen.")
+    context: list[dict[str, Any]] = Field(
+        description="The task's decisions and results this service has seen, oldest first; a decision with the args of its call."
+    )
     cost: dict[str, Any] = Field(description="Cost so far: `spent_usd` (results), `reserved_usd` (allowed, no result yet), event counts.")
+    earlier: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Earlier grants of this same call in the task that could not be carried out (their authorization expired before "
+        "the executor ran it, so the agent proposed the call again): `approval_id`, `action_id`, `approvers`, `decided_at`, `why`.",
+    )
 
 
 class ApproveRequest(BaseModel):
@@ -224,6 +280,11 @@ class EndpointOut(BaseModel):
     source: str
     secret_fingerprint: str = Field(description="The first 32 hex digits of the SHA-256 of the secret: which secret, not the secret.")
     secret: str | None = None
+    refused: str | None = Field(
+        default=None,
+        description="Why the endpoint's stored row is refused (unsigned: registered before secrets were sealed; or changed in the "
+        "database): no message goes to it and no callback is accepted until it is registered again. None: it is in force.",
+    )
 
 
 def _page_headers(html: str) -> dict[str, str]:
@@ -244,6 +305,13 @@ def _page_headers(html: str) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "X-Content-Type-Options": "nosniff",
     }
+
+
+def _as_received(refusal: Refusal, received: str) -> HTTPException:
+    """`refusal` as its HTTP error; an unknown id is named as the caller sent it, quoted, so stray whitespace shows."""
+    if refusal.code == "not_found":
+        refusal = refusal.model_copy(update={"message": f"no approval {json.dumps(received)}"})
+    return _error(refusal)
 
 
 def _overdue(service: ApprovalService, record: ApprovalRecord) -> bool:
@@ -288,6 +356,8 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
         "cannot_decide_code": refusal.code if refusal else None,
         "key_args": key_args(service.catalog, record.tool),
         "killswitch": service.killswitch(record.tenant_id, record.tool),
+        "outcome": await outcome_of(service.repo, record),
+        "summary": decision_summary(record, service.catalog, service.settings),
     }
 
 
@@ -299,8 +369,9 @@ def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
         approvers=list(e.approvers),
         enabled=e.enabled,
         source=e.source,
-        secret_fingerprint=webhooks.secret_fingerprint(e.secret),
+        secret_fingerprint=webhooks.secret_fingerprint(e.secret) if e.unproven is None else "",
         secret=secret,
+        refused=e.unproven,
     )
 
 
@@ -374,10 +445,13 @@ def create_api(
                 403, detail={"code": "not_a_token", "message": "a one-time link shows and decides its own request only; use an API token"}
             )
 
-    async def admitted(service: ApprovalService, approval_id: str, session: Session, decision: Literal["approve", "reject"]) -> None:
+    async def admitted(service: ApprovalService, received: str, session: Session, decision: Literal["approve", "reject"]) -> str:
+        """The id the caller means (stray whitespace of a paste stripped), once they may vote on it."""
+        approval_id = received.strip()
         refusal = await service.admission(approval_id, session, decision)
         if refusal is not None:
-            raise _error(refusal)
+            raise _as_received(refusal, received)
+        return approval_id
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -479,6 +553,9 @@ def create_api(
         tenant: Annotated[str | None, Query(description="Tenant (defaults to the approver's own).")] = None,
         tool: Annotated[str | None, Query(description="Only this tool.")] = None,
         reason: Annotated[str | None, Query(description="Only requests with this reason code.", examples=["needs_human_approval"])] = None,
+        action: Annotated[
+            str | None, Query(description="Only the requests of this action id (the idempotency key a system of record shows).")
+        ] = None,
         status: Annotated[
             Literal["pending", "granted", "rejected", "expired", "resolved", "all"],
             Query(description="`pending` (default; soonest to expire first), `granted`, `rejected`, `expired`, `resolved`, or `all`."),
@@ -496,7 +573,7 @@ def create_api(
             raise HTTPException(403, detail={"code": "wrong_tenant", "message": f"{who.approver} may not see tenant {tenant!r}"})
         scope = tenant or (None if who.operator else who.tenant_id)
         expiring = status == "pending"  # the most urgent first; one at or past its expiry waits for nobody: start after now
-        order = listing("expiring" if expiring else "newest", tenant=scope, status=status, tool=tool, reason=reason)
+        order = listing("expiring" if expiring else "newest", tenant=scope, status=status, tool=tool, reason=reason, action=action)
         now = service.clock() + timedelta(microseconds=1)  # the precision of a timestamptz: every expiry after now, none at it
         after = read_cursor(cursor, order) if cursor else ((now, "") if expiring else None)
         records = await service.repo.search(
@@ -507,6 +584,7 @@ def create_api(
             limit=limit,
             expiring_first=expiring,
             after=after,
+            action_id=action,
         )
         if len(records) == limit:
             last = records[-1]
@@ -519,13 +597,18 @@ def create_api(
 
     @v1.get("/approvals/{approval_id}", response_model=ApprovalDetail, tags=["approvers"], summary="Show one request")
     async def show(approval_id: str, service: Svc, session: Auth) -> dict[str, Any]:
-        """A request with the task's other events known here and its cost so far (another tenant's: 404, as a missing one)."""
+        """A request with the task's other events known here and its cost so far (another tenant's: 404, as a missing one).
+
+        Whitespace around the id (a paste from a chat message) is stripped; an unknown id is named as sent, quoted.
+        """
+        received, approval_id = approval_id, approval_id.strip()
         record = await service.repo.get(approval_id)
         other_link = session.link is not None and session.link.approval_id != approval_id  # a link shows its own approval only
         if record is None or other_link or not session.approver.may_see(record.tenant_id):
-            raise _error(domain.not_found(approval_id))
+            raise _as_received(domain.not_found(approval_id), received)
         context = await service.context(record)
-        return {**await _view(service, record, session), "context": context["events"], "cost": context["cost"]}
+        earlier = await earlier_grants(service.repo, record, context["events"])
+        return {**await _view(service, record, session), "context": context["events"], "cost": context["cost"], "earlier": earlier}
 
     @v1.post(
         "/approvals/{approval_id}/approve",
@@ -537,7 +620,7 @@ def create_api(
     )
     async def approve(approval_id: str, request: Request, service: Svc, session: Auth) -> dict[str, Any]:
         """Approve the exact call you saw. With several required approvals the grant is published when enough distinct approvers agreed."""
-        await admitted(service, approval_id, session, "approve")
+        received, approval_id = approval_id, await admitted(service, approval_id, session, "approve")
         body = _parse(ApproveRequest, await request.body())
         result = await service.vote(
             approval_id,
@@ -551,7 +634,7 @@ def create_api(
             ),
         )
         if isinstance(result, Refusal):
-            raise _error(result)
+            raise _as_received(result, received)
         return await _view(service, result, session)
 
     @v1.post(
@@ -564,12 +647,12 @@ def create_api(
     )
     async def reject(approval_id: str, request: Request, service: Svc, session: Auth) -> dict[str, Any]:
         """Reject the call; one reject settles the request."""
-        await admitted(service, approval_id, session, "reject")
+        received, approval_id = approval_id, await admitted(service, approval_id, session, "reject")
         body = _parse(RejectRequest, await request.body(), optional=True)
         vote = Vote(decision="reject", comment=body.comment, review_reason=body.review_reason, seen_digest=body.action_digest)
         result = await service.vote(approval_id, session, vote)
         if isinstance(result, Refusal):
-            raise _error(result)
+            raise _as_received(result, received)
         return await _view(service, result, session)
 
     async def answer_callback(tenant_id: str | None, endpoint_id: str, request: Request, service: ApprovalService) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from servicekit import (
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from services.approval import handlers, webhooks
+from services.approval._endpoint_rows import EndpointRows, webhook_vault
 from services.approval._outage import DatabaseOutage
+from services.approval._row_proofs import approval_seals
 from services.approval._task_event_store import forget_task_events
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
 from services.approval.api import create_api
@@ -95,12 +97,19 @@ def build(
     groups = GroupsConfig.load(settings.groups_file)
     catalog = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
     file_endpoints = load_endpoints(settings.webhooks_file)
+    authority = deployment_authority(kit, catalog)
+    # What the schema's rows grant is signed by keys it does not hold: the service's for what it writes, an operator's for tokens.
+    # Endpoints' secrets are sealed to a key pair of its own beside that key (not derived from it: `keys rotate` keeps them).
+    vault = webhook_vault(kit.keys_dir)
+    vault.ensure()
+    seals = approval_seals(authority, service_key=key, vault=vault)
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
-        deps = ApprovalDeps(repo=PgApprovalRepository(pool, NAME), sender=sender, undo_results=PgUndoResults(pool, NAME))
+        repo = PgApprovalRepository(pool, NAME, seals=seals)
+        deps = ApprovalDeps(repo=repo, sender=sender, undo_results=PgUndoResults(pool, NAME))
     own_sender = deps.sender is None
-    bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
+    bus = service_bus(kit, NAME, signer=key, authority=authority)
     control = ControlState()
     outage = DatabaseOutage(bus)  # the API's and the sweeps' database errors on `/health`, beside the consumers'
 
@@ -120,6 +129,7 @@ def build(
         sender=deps.sender or webhooks.HttpxSender(settings.webhook_timeout_s, settings.webhook_allowed_hosts),
         undo_results=deps.undo_results,
         base_url=base_url,
+        seals=seals,
     )
     routes = {
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),
@@ -140,7 +150,9 @@ def build(
             await service.repo.upsert_endpoint(endpoint)
         in_file = {(e.tenant_id, e.endpoint_id) for e in file_endpoints}
         for endpoint in await service.repo.endpoints():
-            if endpoint.source == "file" and endpoint.enabled and (endpoint.tenant_id, endpoint.endpoint_id) not in in_file:
+            if endpoint.unproven is not None:  # e.g. registered before migration 011: said once at start, and at each use
+                EndpointRows(seals.endpoints, vault).refused(endpoint)
+            elif endpoint.source == "file" and endpoint.enabled and (endpoint.tenant_id, endpoint.endpoint_id) not in in_file:
                 # removed from the file since the last start: stop sending to it (kept for the delivery log)
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_GROUPS",
     "ApprovalRecord",
     "Approver",
+    "Ballot",
     "GroupsConfig",
     "Refusal",
     "TenantGroups",
@@ -64,6 +65,13 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Ballot(_Frozen):
+    """The approval service's proof of one counted approval of a request: the key that signed it and the signature."""
+
+    key_id: str
+    signature: str
+
+
 class ApprovalRecord(_Frozen):
     """One request for a human: an escalated call awaiting approval, or an unknown outcome to follow up."""
 
@@ -82,12 +90,15 @@ class ApprovalRecord(_Frozen):
     policy_version: str = ""
     requested_by: str | None = None
     proposer: str | None = None
+    rationale: str = ""  # why the agent proposed it, as it wrote it (untrusted: shown as text)
     estimated_cost_usd: float = 0.0
     status: Status = "pending"
     required_approvals: int = 1
     approvers: list[str] = Field(default_factory=list)
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)  # approver → groups held when they voted
     approved_via: dict[str, Via] = Field(default_factory=dict)  # approver → how their counted approval came (absent: a token)
+    # approver → the service's signature of their counted approval (`_ballots`): the database cannot add one of its own
+    ballots: dict[str, Ballot] = Field(default_factory=dict)
     edited_args: dict[str, Any] | None = None
     comment: str | None = None
     review_reason: str | None = None  # why a human rejected or edited (the tenant's taxonomy)
@@ -228,6 +239,7 @@ def request_from_decision(
         policy_version=decided.policy_version,
         requested_by=decided.requested_by,
         proposer=decided.proposer,
+        rationale=decided.rationale,
         estimated_cost_usd=decided.estimated_cost_usd,
         # The tenant's triggers may ask for more approvers than the risk class (the policy records it); never fewer.
         required_approvals=max(groups.required(decided.tenant_id, risk), _asked_by_policy(decided.facts)),

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import asyncpg
 
 from servicekit import Recorded
+from services.approval._endpoint_rows import EndpointRows
+from services.approval._row_proofs import Seals, approval_seals
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
 from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
 from services.approval._webhook_store import Attempt, Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
@@ -75,10 +77,12 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         limit: int = 200,
         expiring_first: bool = False,
         after: tuple[datetime, str] | None = None,
+        action_id: str | None = None,
     ) -> list[ApprovalRecord]:
         """Requests, filtered: newest first, or soonest to expire first (`expiring_first`).
 
-        `after` (the sort key, `created_at` or `expires_at`, and the `approval_id`) resumes past that request: the next page.
+        `after` (the sort key, `created_at` or `expires_at`, and the `approval_id`) resumes past that request: the next page;
+        `action_id`: only the requests of that action (its approval, and any follow-up).
         """
         ...
 
@@ -110,9 +114,13 @@ def _record(row: asyncpg.Record) -> ApprovalRecord:
 class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, ApprovalRepository):
     """PostgreSQL storage in the `approval` schema (tables qualified, so any search_path works)."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str = "approval") -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str = "approval", *, seals: Seals | None = None) -> None:
+        """`seals`: how its rows that grant are signed and verified (default: it signs none and trusts none)."""
         self.pool = pool
         self.s = f'"{schema}"'
+        self.seals = seals or approval_seals(None)
+        self.token_seal = self.seals.tokens
+        self.endpoint_rows = EndpointRows(self.seals.endpoints, self.seals.vault)
 
     async def _write_side(self, conn: Any, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> None:
         for item in outbox:
@@ -184,6 +192,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         limit: int = 200,
         expiring_first: bool = False,
         after: tuple[datetime, str] | None = None,
+        action_id: str | None = None,
     ) -> list[ApprovalRecord]:
         """Requests, filtered (reason: any of the request's reason codes), in the page's order from `after` on."""
         key, past, order = ("expires_at", ">", "ASC") if expiring_first else ("created_at", "<", "DESC")
@@ -192,6 +201,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             "AND ($3::text IS NULL OR tool = $3) "
             "AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jsonb_array_elements(record->'reasons') r WHERE r->>'code' = $4)) "
             f"AND ($6::timestamptz IS NULL OR ({key}, approval_id) {past} ($6, $7::text)) "
+            "AND ($8::text IS NULL OR action_id = $8) "
             f"ORDER BY {key} {order}, approval_id {order} LIMIT $5",
             tenant_id,
             status,
@@ -199,6 +209,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             reason,
             limit,
             *(after or (None, None)),
+            action_id,
         )
         return [_record(r) for r in rows]
 
@@ -291,6 +302,7 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         limit: int = 200,
         expiring_first: bool = False,
         after: tuple[datetime, str] | None = None,
+        action_id: str | None = None,
     ) -> list[ApprovalRecord]:
         """Requests, filtered, in the page's order from `after` on."""
         found = [
@@ -300,6 +312,7 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
             and (status is None or r.status == status)
             and (tool is None or r.tool == tool)
             and (reason is None or any(x.code == reason for x in r.reasons))
+            and (action_id is None or r.action_id == action_id)
         ]
         key = _expiring if expiring_first else _newest
         ordered = sorted(found, key=key, reverse=not expiring_first)

@@ -70,10 +70,10 @@ class ReviewReport:
         return {
             "reviews": len(self.reviews),
             "outcomes": dict(Counter(r.outcome for r in self.reviews)),
-            "rates": {
+            "rates": {  # fractions only (counts are under `outcomes`): reject and edit of the decided, expire of every request
                 "reject": round(sum(r.outcome == "rejected" for r in decided) / len(decided), 3) if decided else None,
                 "edit": round(sum(r.outcome == "edited" for r in decided) / len(decided), 3) if decided else None,
-                "expired": sum(r.outcome == "expired" for r in self.reviews),
+                "expire": round(sum(r.outcome == "expired" for r in self.reviews) / len(self.reviews), 3) if self.reviews else None,
             },
             "reasons": {dim: {k: dict(v) for k, v in sorted(rows.items())} for dim, rows in _reason_counts(touched).items()},
             "examples": _examples(touched),

@@ -52,7 +52,9 @@ from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.outlet import record_event
 from servicekit.undo import undo_proposal, undo_refusal
 from services.approval import auth, domain, webhooks
+from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._groups_counted import counted_groups, disagreement
+from services.approval._row_proofs import Seals
 from services.approval._undo_states import undo_case
 from services.approval._undo_store import InMemoryUndoResults, UndoResults
 from services.approval._webhook_side import WebhookSide
@@ -195,6 +197,7 @@ class ApprovalService(WebhookSide):
     undo_results: UndoResults = field(default_factory=InMemoryUndoResults)
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
+    seals: Seals | None = None  # signs and checks the approvals a request counts (`_ballots`); None: a twin trusting its memory
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
     _disagreements_told: set[str] = field(default_factory=set, init=False)
@@ -333,6 +336,12 @@ class ApprovalService(WebhookSide):
         """
         if session.token_id is None:
             return None
+        if session.approver.operator:  # the service signs a tenant's tokens only: an operator token is the operator key's
+            return Refusal(
+                code="operator_token",
+                status=403,
+                message="an operator token is rotated by the operator: `tidegate approvals token rotate <token id>`",
+            )
         lifetime = timedelta(days=self.settings.token_ttl_days) if ttl_days is None else timedelta(days=ttl_days)
         if session.token_lifetime is not None:
             if ttl_days is not None and lifetime > session.token_lifetime + timedelta(seconds=1):
@@ -407,6 +416,9 @@ class ApprovalService(WebhookSide):
             outcome = domain.decide(record, session.approver, vote, now=self.clock(), groups=self.groups, counted=self.counted(record))
             if isinstance(outcome, Refusal):
                 return outcome
+            if vote.decision == "approve":  # signed as it is counted: a name the database adds later is not (`_ballots`)
+                proven = with_ballot(self.seals.ballots if self.seals else None, record, outcome.record, session.approver.approver)
+                outcome = outcome.model_copy(update={"record": proven})
             outbox, deliveries = await self._announce(outcome.record, outcome.event_type) if outcome.event_type else ([], [])
             if await self.repo.save(record.version, outcome.record, outbox, deliveries):
                 await self._publish(outbox)
@@ -422,6 +434,7 @@ class ApprovalService(WebhookSide):
         record = await self.repo.get(approval_id)
         if record is None:
             return domain.not_found(approval_id)
+        record = proven_approvals(self.seals.ballots if self.seals else None, record)  # an approval the service did not sign counts not
         return self._vote_refusal(record, session, vote) or record
 
     def _vote_refusal(self, record: ApprovalRecord, session: Session, vote: Vote) -> Refusal | None:
@@ -553,7 +566,7 @@ class ApprovalService(WebhookSide):
         """The task's other events known here and its cost so far."""
         events = await self.repo.task_events(record.tenant_id, record.task_id)
         rows = [{"type": e.type, "action_id": e.action_id, "outcome": e.outcome, "cost_usd": e.cost_usd} for e in events]
-        return {"events": [e.as_dict() for e in events], "cost": domain.cost_so_far(rows)}
+        return {"events": [{**e.as_dict(), "args": e.args} for e in events], "cost": domain.cost_so_far(rows)}  # a decision's call
 
     def killswitch(self, tenant_id: str, tool: str) -> dict[str, Any] | None:
         """The kill switch that stops this tool for this tenant, if any (shown on the page)."""

@@ -120,3 +120,15 @@ class ApprovalSettings(BaseSettings):
         return value
 
     link_ttl_s: float = Field(default=3600.0, gt=0, description="Lifetime of a one-time approval link (never beyond the request's expiry).")
+    human_review_minutes: float = Field(
+        default=4.0,
+        ge=0,
+        description="Minutes of a person's time one decision costs, for the price the page shows (`servicekit.costs`); keep it "
+        "equal to the planner's `TIDEGATE_PLANNER_HUMAN_REVIEW_MINUTES` and `tidegate costs --review-minutes`.",
+    )
+    human_hourly_rate_usd: float = Field(
+        default=60.0,
+        ge=0,
+        description="Hourly rate of the people who approve, USD; keep it equal to the planner's `TIDEGATE_PLANNER_HUMAN_HOURLY_RATE_USD` "
+        "and `tidegate costs --rate`.",
+    )

@@ -124,12 +124,17 @@ def _call(
     return response.json()
 
 
+CONTEXT_ARGS_MAX = 300  # characters of an earlier call's args in `show` (cut with …; `--json` has them all)
 _APPROVAL_ID = re.compile(r"^(ap|fu)-[0-9a-f]{1,64}$")
 _STATUSES = ("pending", "granted", "rejected", "expired", "resolved", "all")
 
 
 def _approval(approval_id: str, then: str = "") -> str:
-    """The API path of one request: its id checked for shape and quoted, so a pasted id cannot reach another route."""
+    """The API path of one request: its id checked for shape and quoted, so a pasted id cannot reach another route.
+
+    Whitespace around it (a paste from a chat message or a table) is stripped first.
+    """
+    approval_id = approval_id.strip()
     if not _APPROVAL_ID.match(approval_id):
         fail(f"{approval_id!r} is not an approval id (ap-… or fu-… with hex digits, as `tidegate approvals list` shows them)")
     return f"/api/v1/approvals/{quote(approval_id, safe='')}{then}"
@@ -138,6 +143,14 @@ def _approval(approval_id: str, then: str = "") -> str:
 def _interactive() -> bool:
     """Whether a person at a terminal can confirm what is shown (not a script, not a pipe)."""
     return sys.stdin.isatty()
+
+
+def _minute(iso: str) -> str:
+    """A time of the API as a person reads it in a queue: `2026-12-05 05:40 UTC` (as given when it is not ISO 8601)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso
 
 
 def _decided(item: dict[str, Any]) -> str | None:
@@ -163,8 +176,17 @@ def _print_one(item: dict[str, Any]) -> None:
         f"tool {shown(item['tool'])} (risk {shown(item['risk'])}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
         f"requested by {shown(item.get('requested_by') or '?')}, expires {shown(item['expires_at'])}"
     )
+    summary = item.get("summary") or {}
+    if summary.get("subject"):
+        console.print("what: " + shown(summary["subject"], None))
+    if summary.get("tool_does"):
+        console.print("the tool: " + shown(summary["tool_does"], TEXT_MAX))
     console.print("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
     console.print(f"digest: {shown(item['action_digest'])}")
+    for found in summary.get("untrusted_args") or []:
+        console.print(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")
+    if summary.get("on_approve"):
+        console.print("on approve: " + shown(summary["on_approve"], TEXT_MAX))
     for reason in item["reasons"]:
         console.print(f"  reason [cyan]{shown(reason['code'])}[/] ({shown(reason['policy_id'])}): " + shown(reason["message"], TEXT_MAX))
     if item.get("facts"):
@@ -180,11 +202,16 @@ def _print_one(item: dict[str, Any]) -> None:
         console.print(f"[yellow]you cannot decide it: {shown(_why_not(item), TEXT_MAX)}[/]")
     if "cost" in item:
         cost = item["cost"]
-        console.print(f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}")
+        review = summary.get("human_review_usd")
+        console.print(
+            f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}"
+            + (f"; your decision costs ${review:.2f} of a person's time (as `tidegate costs` prices it)" if review is not None else "")
+        )
         for ev in item.get("context", []):
             kind = ev["type"].removeprefix("tidegate.")
             line = (ev["at"], kind, ev["action_id"], ev["tool"], ev.get("outcome") or "")
-            console.print("  " + "  ".join(map(shown, line)) + f"  ${ev['cost_usd']:.4f}")
+            called = f"  {shown(json.dumps(ev['args'], sort_keys=True), CONTEXT_ARGS_MAX)}" if ev.get("args") else ""
+            console.print("  " + "  ".join(map(shown, line)) + f"  ${ev['cost_usd']:.4f}" + called)
 
 
 @app.command("list")
@@ -194,26 +221,36 @@ def list_(
     tenant: Annotated[str | None, typer.Option(help="Tenant (default: your own).")] = None,
     tool: Annotated[str | None, typer.Option(help="Only this tool.")] = None,
     reason: Annotated[str | None, typer.Option(help="Only this reason code, e.g. outcome_unknown.")] = None,
-    status: Annotated[str, typer.Option(help="pending, granted, rejected, expired, resolved or all.")] = "pending",
+    status: Annotated[
+        str | None, typer.Option(help="pending, granted, rejected, expired, resolved or all (default: pending; with --action: all).")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action id (the idempotency key a system of record shows).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List approval requests (pending by default)."""
+    """List approval requests (pending by default; with --action, of every status unless --status is given)."""
+    status = status or ("all" if action else "pending")
     if status not in _STATUSES:
         fail(f"--status is one of {', '.join(_STATUSES)}, not {status!r}")
-    items = _call("GET", url, "/api/v1/approvals", token, params={"tenant": tenant, "tool": tool, "reason": reason, "status": status})
+    params = {"tenant": tenant, "tool": tool, "reason": reason, "status": status, "action": action}
+    items = _call("GET", url, "/api/v1/approvals", token, params=params)
     if as_json:
         console.print_json(data=items)
         return
-    table = Table("approval", "status", "tenant", "tool", "reasons", "approvals", "expires", "you may decide")
+    # One block a request, its id first and whole whatever the width (a pipe is 80 columns): it is what `approve` and `show`
+    # take. The second line tells requests apart: the amount, payee and record (the summary).
     for item in items:
-        table.add_row(
-            *map(shown, (item["approval_id"], item["status"], item["tenant_id"], item["tool"])),
-            ", ".join(shown(r["code"]) for r in item["reasons"]),
-            f"{len(item['approvers'])}/{item['required_approvals']}",
-            shown(item["expires_at"]),
-            "yes" if item["can_decide"] else "no: " + shown(_why_not(item), TEXT_MAX),
-        )
-    console.print(table)
+        approvals_so_far = f"{len(item['approvers'])}/{item['required_approvals']} approvals"
+        what = f"{item['tool']} · {item['tenant_id']}"
+        head = (item["approval_id"], item["status"], what, approvals_so_far)
+        console.print("[bold]{}[/]  {}  {}  {}".format(*map(shown, head)))
+        subject = (item.get("summary") or {}).get("subject")
+        if subject:
+            console.print("  " + shown(subject, None))
+        decide = "you may decide: " + ("yes" if item["can_decide"] else "no: " + shown(_why_not(item), TEXT_MAX))
+        reasons = ", ".join(shown(r["code"]) for r in item["reasons"])
+        console.print(f"  {reasons} · expires {shown(_minute(item['expires_at']))} · {decide}")
+    if not items:
+        console.print("nothing waits for you" if status == "pending" else "no request")
 
 
 @app.command()
@@ -225,7 +262,8 @@ def show(approval_id: str, url: Url = None, token: Token = None, as_json: AsJson
         return
     _print_one(item)
     if item["can_decide"]:
-        console.print(shown(f"to approve this exact call: tidegate approvals approve {approval_id} --digest {item['action_digest']}", None))
+        command = f"tidegate approvals approve {item['approval_id']} --digest {item['action_digest']}"
+        console.print(shown(f"to approve this exact call: {command}", None))
 
 
 @app.command()
@@ -265,6 +303,8 @@ def approve(
     if digest is None:
         current = _call("GET", url, path, token)
         _print_one(current)
+        if not current["can_decide"]:  # settled, expired, not yours: no --digest makes it approvable
+            fail(f"nothing to approve: {_why_not(current)}")
         if not _interactive():
             fail(f"give --digest {current['action_digest']} to approve the call shown above (or run this in a terminal to confirm it)")
         if not typer.confirm("approve this exact call?", default=False):
@@ -286,7 +326,7 @@ def approve(
     if item["status"] == "pending":
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
     else:
-        _print_outcome(approval_id, item)
+        _print_outcome(approval_id.strip(), item)
 
 
 def _print_outcome(approval_id: str, item: dict[str, Any]) -> None:
@@ -310,20 +350,22 @@ def reject(
 ) -> None:
     """Reject the call (for a follow-up: record that it did not happen)."""
     item = _call("POST", url, _approval(approval_id, "/reject"), token, body={"comment": comment} | _reason(reason))
-    _print_outcome(approval_id, item)
+    _print_outcome(approval_id.strip(), item)
 
 
 async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
-    from servicekit import apply_migrations, create_pool
-    from services.approval import PgApprovalRepository
+    """Call the approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked."""
+    from servicekit import apply_migrations, create_pool, deployment_authority, operator_key
+    from services.approval import PgApprovalRepository, approval_seals
 
     kit = settings()
+    seals = approval_seals(deployment_authority(kit), operator_key=operator_key(kit))
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         import services.approval
 
         await apply_migrations(pool, "approval", Path(services.approval.__file__).parent / "migrations")
-        return await getattr(PgApprovalRepository(pool), what)(*args, **kwargs)
+        return await getattr(PgApprovalRepository(pool, seals=seals), what)(*args, **kwargs)
     finally:
         await pool.close()
 
@@ -382,11 +424,24 @@ def token_create(
 
 @token_app.command("rotate")
 def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
-    """Replace a live token with a new one (same approver, tenant, groups), print it once, and revoke the old one at once."""
+    """Replace a live token with a new one (same approver, tenant, groups), print it once, and revoke the old one at once.
+
+    The successor is signed with your operator key. A token made before tokens were signed (or one whose row does not
+    verify) is re-issued too, once you confirm who it names: the service refuses such a token until then.
+    """
     from services.approval import hash_token, new_token
 
+    found = next((t for t in run(_repo_call("tokens")) if t.token_id == token_id), None)
+    if found is not None and found.unproven is not None:
+        console.print(
+            f"[yellow]{shown(token_id)} is {shown(found.unproven, TEXT_MAX)}: the service refuses it. Its row names "
+            f"{shown(found.approver)} ({shown(found.tenant_id)}; groups {shown(', '.join(found.groups))}"
+            f"{'; operator' if found.operator else ''}): anyone with the service's database login could have written it.[/]"
+        )
+        if not _interactive() or not typer.confirm("re-issue it, signed with your operator key?", default=False):
+            fail("not re-issued (revoke it with `tidegate approvals token revoke`, or confirm in a terminal)")
     token = new_token()
-    info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days)))
+    info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days), reissue=True))
     if info is None:
         fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
     successor = f"its successor {info.token_id} expires {info.expires_at:%Y-%m-%d %H:%M}"
@@ -396,8 +451,8 @@ def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
 
 @token_app.command("list")
 def token_list() -> None:
-    """List tokens (never the tokens themselves)."""
-    table = Table("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked")
+    """List tokens (never the tokens themselves), with the key that signed each; a token the service refuses says why."""
+    table = Table("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked", "proof")
     for info in run(_repo_call("tokens")):
         table.add_row(
             info.token_id,
@@ -408,6 +463,7 @@ def token_list() -> None:
             f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "",
             f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "",
             f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
+            shown(info.key_id or "") if info.unproven is None else "[red]REFUSED: " + shown(info.unproven, TEXT_MAX) + "[/]",
         )
     console.print(table)
 
@@ -446,7 +502,10 @@ def report(
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
-    console.print(f"{doc['reviews']} approval requests since {since}: {doc['outcomes']}; rates {doc['rates']}; {window.skipped.summary()}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(doc["outcomes"].items())) or "none"
+    rate = {k: "-" if v is None else f"{v:.1%}" for k, v in doc["rates"].items()}
+    said = f"reject {rate['reject']}, edit {rate['edit']} (of the decided); expire {rate['expire']} (of every request)"
+    console.print(f"{doc['reviews']} approval requests since {since}: counts {counts}; rates {said}; {window.skipped.summary()}")
     for dim in ("reason", "tool", "workflow", "policy"):
         rows = doc["reasons"][dim]
         if not rows:

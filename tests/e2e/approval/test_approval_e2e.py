@@ -4,6 +4,7 @@ approver page in a real headless Chromium (a screenshot lands in artifacts/)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
 from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options
+from servicekit.costs import review_cost_usd
 from services.approval import auth
 
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -406,3 +408,73 @@ async def test_a_link_used_in_a_tab_with_a_token_goes_back_to_the_tokens_queue(s
         await expect(page.locator("#who")).not_to_contain_text("one-time link")
         await expect(page.locator(f'li[data-id="{waiting_item["approval_id"]}"]')).to_be_visible()
         assert await page.evaluate("sessionStorage.getItem('tidegate.link')") is None
+
+
+@pytest.mark.timeout(900)
+async def test_the_page_tells_requests_apart_and_shows_a_request_someone_else_decided(stack: Stack, wait_for: Any) -> None:
+    """Probe oncall3: two 899 USD refunds read alike (F2), a long value fills the page, and after "already granted by
+    carol" the page still said pending with live buttons (F11); the page said $0.0000 where a decision costs $4.00 (F13)."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob, carol = stack.token("bob@acme.example", "finance"), stack.token("carol@acme.example", "finance")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    long_note = "Refund request: 900.00 USD for order O-1 to payee cus_1. " + "All 20 stands arrived bent. " * 30
+    note = {"ticket_id": "T-1002", "note": long_note}
+    await stack.escalate(stack.decided(task, tool="add_internal_note", args=note, outcome="allow", risk="write_low"))
+    other = {"payee_id": "cus_2", "amount_usd": 900.0, "order_id": "O-2"}
+    first_call = stack.decided(task, rationale="customer says the 20 stands arrived bent: refund order O-1")
+    second_call = stack.decided(task, args=other)
+    await stack.escalate(first_call)
+    await stack.escalate(second_call)
+    first = await stack.pending_for(first_call.action_id, bob, wait_for)
+    second = await stack.pending_for(second_call.action_id, bob, wait_for)
+    price = review_cost_usd(1, 4.0, 60.0)  # the defaults of `tidegate costs --review-minutes --rate` and the planner's
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        mine = page.locator(f'li[data-id="{first["approval_id"]}"]')
+        await expect(mine).to_contain_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(page.locator(f'li[data-id="{second["approval_id"]}"]')).to_contain_text("900.00 USD · to cus_2 · order_id O-2")
+
+        await mine.click()
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(page.locator("#d-does")).to_have_text("The tool: Refund an amount in USD to a payee for an order.")
+        await expect(page.locator("#d-why")).to_contain_text("The agent says (its words, not checked): customer says the 20 stands")
+        await expect(page.locator("#d-on-approve")).to_contain_text("the executor calls issue_refund once with these args")
+        await expect(page.locator("#d-expiry")).to_contain_text("undecided by then, it expires and nothing runs")
+        await expect(page.locator("#d-cost")).to_contain_text(f"a human decision costs ${price:.2f} of a person's time")
+        more = page.locator("#d-context td button.more")  # inside its cell: the row keeps its columns
+        await expect(more).to_have_text(re.compile(r"show more \(\d+ characters\)"))
+        await expect(page.locator("#d-context")).to_contain_text("All 20 stands arrived bent.")
+        await more.click()
+        await expect(more).to_have_text("show less")
+        await page.screenshot(path=ARTIFACTS / "approval-page-summary.png")
+
+        # Carol approves it over the API while Bob reads it; Bob's click is refused and the page shows it as it is now.
+        async with httpx.AsyncClient() as client:
+            done = await client.post(
+                f"{stack.url}/api/v1/approvals/{first['approval_id']}/approve",
+                json={"action_digest": first["action_digest"], "comment": "known customer"},
+                headers={"Authorization": f"Bearer {carol}"},
+            )
+        assert done.json()["status"] == "granted", done.text
+        await page.click("#approve")
+        await expect(page.locator("#result")).to_contain_text("already granted by carol@acme.example")
+        await expect(page.locator("#d-sub")).to_contain_text("granted by carol@acme.example")
+        await expect(page.locator("#approve")).to_be_disabled()
+        await expect(page.locator("#reject")).to_be_disabled()
+        await expect(mine).to_have_count(0)  # the queue no longer lists it
+        await page.screenshot(path=ARTIFACTS / "approval-page-stale.png")
+
+        # A link opened after its time says that a request past its expiry ran nothing (probe F13), not only "expired".
+        key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+        past = utcnow() - timedelta(seconds=1)
+        late = auth.issue_link(key, approval_id=second["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=past)
+        await page.evaluate("sessionStorage.clear()")
+        await page.goto("about:blank")
+        await page.goto(f"{stack.url}/?approval={second['approval_id']}#link={late}")
+        await expect(page.locator("#signin-error")).to_contain_text("if the request expired undecided, nothing ran")

@@ -89,10 +89,9 @@ async def submit_and_wait(stack: dict[str, Any], kit: KitSettings, ticket: str, 
 
 async def grant_pending(approval: Any, task_id: str) -> None:
     from services.approval import auth
-    from services.approval.repository import PgApprovalRepository
 
     token = auth.new_token()
-    await PgApprovalRepository(approval.pool).add_token(auth.hash_token(token), "fin@acme.example", "acme", ["finance"])
+    await approval.approval.repo.add_token(auth.hash_token(token), "fin@acme.example", "acme", ["finance"])
     async with httpx.AsyncClient(base_url=approval.http_url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http:
         deadline = time.monotonic() + 60
         while True:

@@ -17,8 +17,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, Envelope, Reason, decode
-from servicekit import ADMIN, Bus, KitSettings, ServiceProcess, action_digest, kafka_options
-from services.approval import auth
+from servicekit import (
+    ADMIN,
+    Bus,
+    KitSettings,
+    ServiceProcess,
+    action_digest,
+    deployment_authority,
+    kafka_options,
+    operator_key,
+    service_key,
+)
+from services.approval import Seals, approval_seals, auth
+from services.approval._endpoint_rows import webhook_vault
 from services.approval.app import build
 from services.approval.repository import PgApprovalRepository
 from services.approval.settings import ApprovalSettings
@@ -50,6 +61,14 @@ async def read_topic(bootstrap: str, topic: str, catalog_name: str) -> list[Any]
         await consumer.stop()
 
 
+def service_seals(kit: KitSettings) -> Seals:
+    """The seals the approval service itself uses (its signing key, its endpoints' secrets key pair), for a repository of a test's own."""
+    key = service_key(kit, "approval")
+    vault = webhook_vault(kit.keys_dir)
+    vault.ensure()
+    return approval_seals(deployment_authority(kit), service_key=key, vault=vault)
+
+
 @dataclass
 class ApprovalHarness:
     """A running approval service, a producer, and helpers to act as policy and as approvers."""
@@ -65,8 +84,9 @@ class ApprovalHarness:
 
     @property
     def repo(self) -> PgApprovalRepository:
-        assert self.proc.pool is not None
-        return PgApprovalRepository(self.proc.pool)
+        assert self.proc.pool is not None  # as the operator's CLI uses it: the tokens it makes are signed with the operator's key
+        seals = approval_seals(deployment_authority(self.kit), operator_key=operator_key(self.kit), vault=webhook_vault(self.kit.keys_dir))
+        return PgApprovalRepository(self.proc.pool, seals=seals)
 
     async def token(
         self, approver: str, groups: list[str], tenant: str | None = None, *, expires_at: datetime | None = None, operator: bool = False

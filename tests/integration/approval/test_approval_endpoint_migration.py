@@ -9,7 +9,7 @@ from typing import Any
 
 from servicekit import REPO_ROOT, create_pool
 from servicekit.db import apply_migrations
-from services.approval.repository import Endpoint, PgApprovalRepository
+from services.approval.repository import PgApprovalRepository
 
 MIGRATIONS = REPO_ROOT / "services" / "approval" / "migrations"
 PER_TENANT = "004_endpoints_per_tenant.sql"
@@ -45,11 +45,16 @@ async def test_existing_endpoints_deliveries_and_message_ids_keep_their_tenant_a
         assert (delivery.delivery_id, delivery.tenant_id, delivery.endpoint_id) == ("msg_1", "acme", "chat")
         assert not await repo.remember_message("acme", "chat", "in_1")  # a message accepted before the upgrade is still a replay
         assert await pool.fetchval(f"SELECT count(*) FROM {s}.inbound_messages WHERE endpoint_id = 'gone'") == 0
-        await repo.upsert_endpoint(Endpoint("chat", "https://evil/", "y", "evil"))  # the same id in another tenant: its own
-        acme = await repo.endpoint("acme", "chat")
-        assert acme is not None
-        assert acme.url == "https://b/"
-        assert [e.tenant_id for e in await repo.endpoints_named("chat")] == ["acme", "evil"]
+        # the same id in another tenant: its own (as SQL: rows written since migration 011 are sealed and signed, see
+        # test_approval_sealed_endpoints_migration.py)
+        await pool.execute(
+            f"INSERT INTO {s}.webhook_endpoints (endpoint_id, url, secret, tenant_id) VALUES ('chat', 'https://evil/', 'y', 'evil')"
+        )
+        assert (
+            await pool.fetchval(f"SELECT url FROM {s}.webhook_endpoints WHERE tenant_id = 'acme' AND endpoint_id = 'chat'") == "https://b/"
+        )
+        named = await pool.fetch(f"SELECT tenant_id FROM {s}.webhook_endpoints WHERE endpoint_id = 'chat' ORDER BY tenant_id")
+        assert [r["tenant_id"] for r in named] == ["acme", "evil"]
     finally:
         await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await pool.close()

@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from approval_harness import Receiver, StartApproval
+from approval_harness import Receiver, StartApproval, service_seals
 
-from servicekit import REPO_ROOT, create_pool
+from servicekit import REPO_ROOT, KitSettings, create_pool
 from servicekit.db import apply_migrations
 from services.approval import webhooks
 from services.approval.repository import Delivery, Endpoint, PgApprovalRepository
@@ -126,13 +126,13 @@ async def _attempted(h: Any, tenant: str, endpoint_id: str) -> bool:
     return len(rows) == 6 and all(d.status == "delivered" for d in rows)
 
 
-async def test_a_claim_takes_every_endpoint_before_a_backlog(infra: Any) -> None:
+async def test_a_claim_takes_every_endpoint_before_a_backlog(infra: Any, kit: KitSettings) -> None:
     """PostgreSQL's claim: at most `per_endpoint` of each endpoint, every endpoint's first before anyone's second, in due order."""
     schema = f"approval_claim_{uuid.uuid4().hex[:8]}"
     pool = await create_pool(infra.database_url, max_size=2)
     try:
         await apply_migrations(pool, schema, REPO_ROOT / "services" / "approval" / "migrations")
-        repo = PgApprovalRepository(pool, schema)
+        repo = PgApprovalRepository(pool, schema, seals=service_seals(kit))
         for name in ("tarpit", "chat"):
             await repo.upsert_endpoint(Endpoint(name, f"https://{name}.example/hook", webhooks.new_secret(), "acme"))
         due = datetime.now(UTC) - timedelta(minutes=1)

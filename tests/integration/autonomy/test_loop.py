@@ -22,7 +22,6 @@ import schemas as s
 from servicekit import ADMIN, KitSettings, create_pool
 from services.approval import auth, review_report, reviews_from_events
 from services.approval.app import build as build_approval
-from services.approval.repository import PgApprovalRepository
 from services.approval.settings import ApprovalSettings
 from services.audit import PostgresAuditLog, SearchFilters
 from services.audit.app import build as build_audit
@@ -98,7 +97,7 @@ async def stack(kit: KitSettings) -> AsyncIterator[Stack]:
     for svc in services:
         await svc.start()
     token = auth.new_token()
-    await PgApprovalRepository(services[1].pool).add_token(auth.hash_token(token), "bob@loop.example", tenant, ["support"])
+    await services[1].approval.repo.add_token(auth.hash_token(token), "bob@loop.example", tenant, ["support"])
     collector = Collector(kit, WATCHED)
     await collector.start()
     async with httpx.AsyncClient(timeout=10) as http:

@@ -22,7 +22,6 @@ import schemas as s
 from servicekit import KitSettings, create_pool
 from services.approval import auth
 from services.approval.app import build as build_approval
-from services.approval.repository import PgApprovalRepository
 from services.approval.settings import ApprovalSettings
 from services.audit.app import build as build_audit
 from services.executor.app import build as build_executor
@@ -133,7 +132,7 @@ async def test_an_approver_undoes_through_the_api_and_an_irreversible_call_is_re
     try:
         token = auth.new_token()
         assert approval.pool is not None
-        await PgApprovalRepository(approval.pool).add_token(auth.hash_token(token), "bob@undo.example", stack.tenant, ["support"])
+        await approval.approval.repo.add_token(auth.hash_token(token), "bob@undo.example", stack.tenant, ["support"])
         before = await stack.state()
         action = await stack.propose("set_ticket_status", {"ticket_id": "T-1001", "status": "closed"}, f"t-api-{uuid.uuid4().hex[:6]}")
         await wait_for(lambda: stack.result(action), timeout=30, what="the status change")

@@ -135,11 +135,10 @@ class Stack:
 
     async def approver_token(self, approver: str, groups: list[str]) -> str:
         from services.approval import auth
-        from services.approval.repository import PgApprovalRepository
 
         assert self.approval.pool is not None
         token = auth.new_token()
-        await PgApprovalRepository(self.approval.pool).add_token(auth.hash_token(token), approver, "acme", groups)
+        await self.approval.approval.repo.add_token(auth.hash_token(token), approver, "acme", groups)
         return token
 
     async def decide(self, approval_id: str, verb: str, token: str, **body: Any) -> None:

@@ -16,7 +16,6 @@ from conftest import Stack
 
 from servicekit import ToolCatalog, client_key, client_private_key
 from services.approval import auth
-from services.approval.repository import PgApprovalRepository
 from tidegate.client import ClientSettings, Escalated, Executed, Tidegate, governed
 from tidegate.mcp_gateway import IDEMPOTENCY_META, STATUS_TOOL, GatewaySettings, build_server
 
@@ -40,7 +39,7 @@ async def approve_as_globex(stack: Stack, approval_id: str) -> None:
     assert stack.approval.pool is not None
     token = auth.new_token()
     groups = ["support", "finance", "ops"]
-    await PgApprovalRepository(stack.approval.pool).add_token(auth.hash_token(token), "gina@globex.example", "globex", groups)
+    await stack.approval.approval.repo.add_token(auth.hash_token(token), "gina@globex.example", "globex", groups)
     headers = {"Authorization": f"Bearer {token}"}
     record = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals/{approval_id}", headers=headers)
     assert record.status_code == 200, record.text

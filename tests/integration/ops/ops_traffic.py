@@ -93,10 +93,9 @@ async def _audit_caught_up(kit: KitSettings, start: datetime, end: datetime) -> 
 
 async def _decide_approvals(approval: Any, kit: KitSettings, grant_task: str, reject_task: str) -> None:
     from services.approval import auth
-    from services.approval.repository import PgApprovalRepository
 
     token = auth.new_token()
-    await PgApprovalRepository(approval.pool).add_token(auth.hash_token(token), "fin@acme.example", "acme", ["finance"])
+    await approval.approval.repo.add_token(auth.hash_token(token), "fin@acme.example", "acme", ["finance"])
     headers = {"Authorization": f"Bearer {token}"}
     pending: dict[str, dict[str, Any]] = {}
     async with httpx.AsyncClient(base_url=approval.http_url, headers=headers, timeout=10) as http:

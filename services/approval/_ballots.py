@@ -1,0 +1,67 @@
+"""Proof on the approvals a request has counted so far: the service signs each as it records it, and checks them all before counting.
+
+A request needing several approvals keeps the ones given so far in its row (`approvers`, with the groups each
+held and how each came). The service's database login could add a name there, and the next genuine approval
+would then complete the quorum, with that name's groups signed into the grant. So each counted approval
+carries the service's signature over what it approved (request, call, edited args) and who gave it with which
+groups and credential (`ApprovalRecord.ballots`); before a vote is counted, an approval whose signature fails
+is dropped from the request (a log line, the metric), never counted nor signed into a grant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.approval._row_proofs import RowSeal
+from services.approval.domain import ApprovalRecord, Ballot
+
+__all__ = ["ballot_claims", "proven_approvals", "with_ballot"]
+
+
+def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
+    """What the signature of `approver`'s counted approval of `record` covers."""
+    return {
+        "approval_id": record.approval_id,
+        "action_id": record.action_id,
+        "tenant_id": record.tenant_id,
+        "tool": record.tool,
+        "action_digest": record.action_digest,
+        "edited_args": record.edited_args,
+        "approver": approver,
+        "groups": sorted(record.approver_groups.get(approver, [])),
+        "via": record.approved_via.get(approver, "token"),
+    }
+
+
+def proven_approvals(seal: RowSeal | None, record: ApprovalRecord) -> ApprovalRecord:
+    """`record` with only the approvals whose signature verifies (`seal` None: a twin without one trusts its memory)."""
+    if seal is None or not record.is_pending or not record.approvers:
+        return record
+    kept = []
+    for approver in record.approvers:
+        ballot = record.ballots.get(approver)
+        why = seal.why_not(ballot_claims(record, approver), ballot.key_id if ballot else None, ballot.signature if ballot else None)
+        if why is None:
+            kept.append(approver)
+        else:
+            fix = "the approval is not counted; the approver may approve again"
+            seal.refused(f"approval of {record.approval_id} by {approver}", why, fix)
+    if len(kept) == len(record.approvers):
+        return record
+    return record.model_copy(
+        update={
+            "approvers": kept,
+            "approver_groups": {a: g for a, g in record.approver_groups.items() if a in kept},
+            "approved_via": {a: v for a, v in record.approved_via.items() if a in kept},
+            "ballots": {a: b for a, b in record.ballots.items() if a in kept},
+        }
+    )
+
+
+def with_ballot(seal: RowSeal | None, before: ApprovalRecord, after: ApprovalRecord, approver: str) -> ApprovalRecord:
+    """`after` (a vote of `approver` applied to `before`) with the proof of each approval it counts: kept, and `approver`'s signed now."""
+    if seal is None or approver not in after.approvers:
+        return after
+    kept = {a: b for a, b in before.ballots.items() if a in after.approvers and a != approver}
+    proof = seal.sign(ballot_claims(after, approver))
+    return after.model_copy(update={"ballots": kept | {approver: Ballot(key_id=proof.key_id, signature=proof.signature)}})

@@ -1,0 +1,117 @@
+"""Webhook endpoint rows as the approval schema keeps them: the secret sealed, the row signed (security3 F3b).
+
+The service's own database login can read and write every column of `webhook_endpoints`, but it holds neither the
+key that opens a secret (the service's `webhook-secrets` X25519 key pair, in its own key folder beside its signing
+key: `connectors.Vault`, HPKE bound to the row's tenant and endpoint id) nor a key that signs a row (`RowSeal`: the
+service's Ed25519 key, or an operator's). So it can neither read a secret nor set one, nor re-point an endpoint,
+nor list another approver on it: a row whose signature fails, or whose secret does not open, is no endpoint.
+`tidegate keys rotate approval` changes the signing key only: what the retired key signed still verifies, and the
+secrets' key pair is another file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connectors import Sealed, Vault, VaultError
+from services.approval._row_proofs import Proof, RowSeal
+
+if TYPE_CHECKING:
+    from services.approval._webhook_store import Endpoint
+
+__all__ = ["REREGISTER", "WEBHOOK_SECRETS_KEY", "EndpointRows", "SealedSecret", "endpoint_claims", "webhook_vault"]
+
+WEBHOOK_SECRETS_KEY = "webhook-secrets"
+REREGISTER = (
+    "no webhook goes to it and no callback from it is accepted until an admin of its tenant (or an operator) checks its "
+    "URL and approvers and registers it again (POST /api/v1/webhooks/endpoints)"
+)
+
+
+def webhook_vault(keys_dir: Path) -> Vault:
+    """The approval service's key pair for endpoints' secrets: private in `<keys_dir>/approval/`, never in the database."""
+    return Vault(keys_dir, owner="approval", key_name=WEBHOOK_SECRETS_KEY, purpose="webhook-secret")
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """An endpoint's secret as stored: the id of the key pair it is sealed to, and the HPKE ciphertext."""
+
+    key_id: str
+    ciphertext: bytes
+
+    @property
+    def digest(self) -> str:
+        """What a row's signature covers of its secret: the ciphertext's SHA-256."""
+        return hashlib.sha256(self.ciphertext).hexdigest()
+
+
+def endpoint_claims(
+    tenant_id: str, endpoint_id: str, url: str, approvers: Sequence[str], enabled: bool, source: str, secret: SealedSecret
+) -> dict[str, Any]:
+    """What an endpoint row's signature covers: every column that says where messages go and who may decide through it."""
+    return {
+        "tenant_id": tenant_id,
+        "endpoint_id": endpoint_id,
+        "url": url,
+        "approvers": list(approvers),
+        "enabled": enabled,
+        "source": source,
+        "secret_key_id": secret.key_id,
+        "secret_sha256": secret.digest,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _opened(vault: Vault, key_id: str, ciphertext: bytes, tenant_id: str, endpoint_id: str) -> str:
+    """A secret opened, remembered by content: every message sent and every callback reads its endpoint's."""
+    return vault.open(Sealed(key_id, ciphertext), tenant_id, endpoint_id)
+
+
+@dataclass(frozen=True)
+class EndpointRows:
+    """Seals an endpoint's secret and signs its row when the store writes one; verifies and opens it when it reads one."""
+
+    seal: RowSeal
+    vault: Vault | None
+
+    def sealed(self, tenant_id: str, endpoint_id: str, secret: str) -> SealedSecret:
+        """`secret` sealed for this endpoint; RuntimeError when this process holds no key pair to seal with."""
+        if self.vault is None:
+            raise RuntimeError("webhook_endpoints: this process holds no key to seal endpoints' secrets with")
+        sealed = self.vault.seal(secret, tenant_id, endpoint_id)
+        return SealedSecret(sealed.key_id, sealed.ciphertext)
+
+    def sign(self, endpoint: Endpoint, secret: SealedSecret) -> Proof:
+        """The proof of `endpoint` stored with `secret`."""
+        e = endpoint
+        return self.seal.sign(endpoint_claims(e.tenant_id, e.endpoint_id, e.url, e.approvers, e.enabled, e.source, secret))
+
+    def read(self, endpoint: Endpoint, secret: SealedSecret | None, key_id: str | None, signature: str | None) -> Endpoint:
+        """`endpoint` (read with an empty secret) with its secret opened, or with `unproven` set: why the row is no endpoint."""
+        e = endpoint
+        if secret is None:
+            return replace(e, unproven="unsigned")  # a row from before migration 011 (its clear secret was dropped)
+        claims = endpoint_claims(e.tenant_id, e.endpoint_id, e.url, e.approvers, e.enabled, e.source, secret)
+        why = self.seal.why_not(claims, key_id, signature)
+        if why is not None:
+            return replace(e, unproven=why)
+        if self.vault is None:
+            return replace(e, unproven="its secret cannot be opened here (no webhook-secrets key)")
+        try:
+            return replace(e, secret=_opened(self.vault, secret.key_id, secret.ciphertext, e.tenant_id, e.endpoint_id))
+        except (VaultError, OSError) as exc:
+            return replace(e, unproven=f"its secret does not open: {exc}")
+
+    def refused(self, endpoint: Endpoint) -> bool:
+        """Whether a row read as an endpoint is refused (told: a log line naming it and how to mend it, and the metric)."""
+        if endpoint.unproven is None:
+            return False
+        what = f"webhook endpoint {endpoint.endpoint_id} of tenant {endpoint.tenant_id} ({endpoint.url})"
+        self.seal.refused(what, endpoint.unproven, REREGISTER)
+        return True
