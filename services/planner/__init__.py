@@ -20,13 +20,16 @@ if TYPE_CHECKING:
     from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
     from services.planner.settings import PlannerSettings
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
+    from services.planner.task_views import ClosedTask, OpenTask, handed_off_tasks, open_tasks
 
 __all__ = [
     "ActionIds",
+    "ClosedTask",
     "CostRates",
     "InMemoryTaskRepository",
     "LiteLLMClient",
     "LlmStrategy",
+    "OpenTask",
     "PlannerDeps",
     "PlannerHandlers",
     "PlannerProcess",
@@ -35,6 +38,8 @@ __all__ = [
     "PostgresTaskRepository",
     "build",
     "domain",
+    "handed_off_tasks",
+    "open_tasks",
 ]
 
 _HOME = {
@@ -45,6 +50,10 @@ _HOME = {
     "CostRates": "domain",
     "PlannerHandlers": "handlers",
     "LiteLLMClient": "llm",
+    "ClosedTask": "task_views",
+    "OpenTask": "task_views",
+    "handed_off_tasks": "task_views",
+    "open_tasks": "task_views",
     "InMemoryTaskRepository": "repository",
     "PostgresTaskRepository": "repository",
     "PlannerSettings": "settings",

@@ -84,6 +84,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         rates=rates,
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
         ids=ActionIds.of_key(key),
+        proposals_again=settings.proposals_again_after_expiry,
         timeouts=StepTimeouts(
             default_s=settings.step_timeout_default_s,
             by_tool={

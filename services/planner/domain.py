@@ -52,7 +52,9 @@ __all__ = [
 
 SOURCE = "tidegate/planner"
 
-StepStatus = Literal["proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown", "timed_out"]
+StepStatus = Literal[
+    "proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown", "timed_out", "refused"
+]
 TaskStatus = Literal["running", "waiting_human", "completed", "failed"]
 
 
@@ -99,6 +101,9 @@ class StepRecord(_Model):
     waiting_since: datetime | None = Field(
         default=None, description="When the step last started waiting for a machine's answer (proposed, allowed or granted)."
     )
+    approved_args: dict[str, Any] | None = Field(default=None, description="The args a human granted, when they edited the call.")
+    repeats: str | None = Field(default=None, description="The action this step proposes again (its authorization expired unused).")
+    proposals: int = Field(default=1, ge=1, description="How many times this planned call has been proposed, this step included.")
     planned: PlannedStep
 
 
@@ -259,23 +264,35 @@ def start_task(
     return _advance(state, now, rates, read_only, ids)
 
 
-def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: frozenset[str], ids: ActionIds) -> Transition:
-    """Propose the next planned step, or complete the task when none is left."""
+def _advance(
+    state: TaskState,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    ids: ActionIds,
+    *,
+    repeats: StepRecord | None = None,
+    why_again: str = "",
+) -> Transition:
+    """Propose the next planned step, or complete the task when none is left; `repeats`: the step it proposes again, and why."""
     if not state.plan:
         return _close(state, now, rates, failed=False)
     if len(state.steps) >= MAX_STEPS:
         return _close(state, now, rates, failed=True, reason="step_limit", why=f"more than {MAX_STEPS} steps")
     planned, rest = state.plan[0], state.plan[1:]
     step = len(state.steps) + 1
+    rationale = f"{why_again} {planned.rationale}".strip() if why_again else planned.rationale
     record = StepRecord(
         step=step,
         action_id=ids.of(state.tenant_id, state.task_id, step),
         tool=planned.tool,
         args=planned.args,
-        rationale=planned.rationale,
+        rationale=rationale,
         tainted_args=planned.tainted_args,
         read_only=planned.tool in read_only,
         waiting_since=now,
+        repeats=repeats.action_id if repeats else None,
+        proposals=repeats.proposals + 1 if repeats else 1,
         planned=planned,
     )
     data = ActionProposedData(
@@ -285,7 +302,7 @@ def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: froze
         step=step,
         tool=planned.tool,
         args=planned.args,
-        rationale=planned.rationale[:4000],
+        rationale=rationale[:4000],
         proposer=f"{SOURCE}/{state.strategy}",
         tainted_args=planned.tainted_args,
         cost=planned.cost,
@@ -293,6 +310,7 @@ def _advance(state: TaskState, now: datetime, rates: CostRates, read_only: froze
         requested_by=state.requested_by,
         budget_usd=state.budget_usd,
         confidence=planned.confidence,
+        repeats=record.repeats,
     )
     new = state.model_copy(
         update={
@@ -439,7 +457,9 @@ def on_approval(
         return Transition(
             state=_with_step(
                 state,
-                record.model_copy(update={"approval_id": approval.approval_id, "waiting_since": now}),
+                record.model_copy(
+                    update={"approval_id": approval.approval_id, "waiting_since": now, "approved_args": approval.edited_args}
+                ),
                 counts=_bump(state.counts, approved=1),
                 events=events,
                 human_touches=state.human_touches + touches,
@@ -470,10 +490,14 @@ def on_result(
     read_only: frozenset[str],
     *,
     ids: ActionIds = IN_PROCESS_IDS,
+    proposals_again: int = 2,
 ) -> Transition:
-    """The executor performed (or tried) one of our actions."""
+    """The executor performed (or tried) one of our actions, or refused its authorization before any call.
+
+    `proposals_again`: how many times a step whose authorization expired unused is proposed again before the task fails.
+    """
     record = state.step_by_action(result.action_id, result.tenant_id)
-    if record is None or state.status in ("completed", "failed") or record.status in ("succeeded", "failed", "unknown"):
+    if record is None or state.status in ("completed", "failed") or record.status in ("succeeded", "failed", "unknown", "refused"):
         return _unchanged(state)
     attempts = max(result.attempts, 1)
     first = result.cost.usd / attempts
@@ -484,19 +508,64 @@ def on_result(
         "retries_usd": state.retries_usd + extra,
     }
     error = f"{result.error.type}: {result.error.message}" if result.error else None
-    update: dict[str, Any] = {"status": result.status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result}
-    delta: dict[str, int] = {result.status: 1}
+    refusal = result.refusal  # no call was made: not a tool's failure
+    status = "refused" if refusal is not None else result.status
+    update: dict[str, Any] = {"status": status, "attempts": result.attempts, "cost_usd": result.cost.usd, "result": result.result}
+    if refusal is not None:
+        update |= {"reasons": [refusal], "reason_messages": [result.error.message if result.error else ""]}
+    delta: dict[str, int] = {status: 1}
     if record.status == "proposed":
         # Only an allowed action runs: the result overtook its decision, which will then only be recorded.
         update["decision"] = "allow"
         delta["allowed"] = 1
     done = record.model_copy(update={**update, "error": error})
     new = _with_step(state, done, counts=_bump(state.counts, **delta), events=state.events + 1, status="running", **costs)
+    if refusal is not None:
+        return _after_refusal(new, done, refusal, str(error), now, rates, read_only, ids, proposals_again)
     if result.status == "succeeded" or (result.status == "failed" and record.planned.continue_on_failure):
         return _advance(new, now, rates, read_only, ids)
     if result.status == "failed":
         return _close(new, now, rates, failed=True, reason="tool_failed", why=f"{record.tool}: {error}")
     return _close(new, now, rates, failed=True, reason="outcome_unknown", why=f"{record.tool} may or may not have run; a human follows up")
+
+
+def _after_refusal(
+    state: TaskState,
+    record: StepRecord,
+    refusal: str,
+    error: str,
+    now: datetime,
+    rates: CostRates,
+    read_only: frozenset[str],
+    ids: ActionIds,
+    proposals_again: int,
+) -> Transition:
+    """The executor refused a step's authorization before making any call: propose it again, move on, or fail naming the refusal.
+
+    Only an expiry is proposed again (the executor was down, restarting or behind longer than an authorization lives:
+    the call was governed and never made), as a new action (the executor's record closed the old id for good) that
+    policy decides afresh: a call a human approved is escalated again, so a person is asked again. A kill switch,
+    args the executor's catalog refuses or an unknown tool would be refused again: they end the step at once.
+    """
+    if refusal == ReasonCode.AUTHORIZATION_EXPIRED and record.proposals <= proposals_again:
+        # The call a human granted is the one proposed again, with the args they edited, if they did.
+        planned = record.planned.model_copy(update={"args": record.approved_args if record.approved_args is not None else record.args})
+        why = (
+            f"Proposed again ({record.proposals + 1} of {proposals_again + 1}): the authorization of {record.action_id} expired "
+            f"before any executor ran it ({error}); no call was made, so policy decides afresh"
+            + (f" and a person is asked again (the approval {record.approval_id} could not be carried out)." if record.approval_id else ".")
+        )
+        plan = [planned, *state.plan]
+        return _advance(state.model_copy(update={"plan": plan}), now, rates, read_only, ids, repeats=record, why_again=why)
+    if record.planned.continue_on_failure:
+        return _advance(state, now, rates, read_only, ids)
+    why = f"{record.tool}: the executor refused the call before making it ({error})"
+    if refusal == ReasonCode.AUTHORIZATION_EXPIRED:
+        why += (
+            f"; proposed {record.proposals} time(s), each authorization expired before an executor ran it: the executor was "
+            "down or behind longer than authorizations live (docs/operations.md)"
+        )
+    return _close(state, now, rates, failed=True, reason=refusal, why=why)
 
 
 def on_tick(state: TaskState, now: datetime, rates: CostRates, timeouts: StepTimeouts) -> Transition:

@@ -55,6 +55,7 @@ class PlannerHandlers:
     ids: ActionIds  # the planner's own: its action ids are unguessable and the same on every run
     clock: Callable[[], datetime] = utcnow
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
+    proposals_again: int = 2  # times a step whose authorization expired unused is proposed again (settings)
     _delivered: set[int] = field(default_factory=set, init=False, repr=False)  # outbox entries the broker has, not yet deleted
 
     async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
@@ -131,12 +132,16 @@ class PlannerHandlers:
         )
 
     async def on_result(self, event: ActionResult) -> None:
-        """The executor's result: propose the next step or close the task."""
+        """The executor's result: propose the next step (or the same call again, its authorization expired unused) or close the task."""
         now = self.clock()
         await self._apply(
             event.id,
             event.data.task_id,
-            _existing(lambda s: domain.on_result(s, event.data, now, self.rates, self.read_only, ids=self.ids)),
+            _existing(
+                lambda s: domain.on_result(
+                    s, event.data, now, self.rates, self.read_only, ids=self.ids, proposals_again=self.proposals_again
+                )
+            ),
         )
 
     async def on_tick(self) -> None:

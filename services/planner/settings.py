@@ -40,6 +40,14 @@ class PlannerSettings(BaseSettings):
         },
         description="Seconds a step may wait for its decision or result, per tool risk class, before its task fails `step_timeout`.",
     )  # fmt: skip
+    proposals_again_after_expiry: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="How many times a step is proposed again when the executor refused its authorization as expired before "
+        "making any call (an executor down or behind longer than `TIDEGATE_POLICY_AUTHORIZATION_TTL_S`): policy decides "
+        "afresh each time (a call a human approved is asked again); past it the task fails `authorization_expired`.",
+    )
     step_timeout_default_s: float = Field(default=900.0, gt=0, description="Step timeout of a risk class not listed in `step_timeouts_s`.")
     step_timeout_check_s: float = Field(default=30.0, gt=0, description="How often the planner looks for steps past their timeout.")
     applied_events_kept_s: float = Field(

@@ -139,3 +139,18 @@ def test_the_check_catches_an_unknown_metric() -> None:
     assert exported("tidegate_task_cost_usd_bucket")
     assert not exported("tidegate_decisions")
     assert not exported("tidegate_made_up_total")
+
+
+async def test_an_authorization_refused_before_any_call_is_counted_refused_with_its_reason_not_as_the_tools_failure() -> None:
+    """An executor down longer than the authorizations live booked every expiry as a failure of the tool (outside probe, F1)."""
+    refused = s.ActionResultData(
+        action_id="a-9", task_id="t-9", tenant_id="m-ref", tool="tag_ticket", status="failed", attempts=0, duration_ms=0.0,
+        error=s.ErrorInfo(type="authorization_expired", message="authorization expired at 2026-01-01T00:05:00+00:00"),
+    )  # fmt: skip
+    failed = refused.model_copy(update={"action_id": "a-10", "attempts": 1, "error": s.ErrorInfo(type="http_500", message="boom")})
+    await bus("executor").publish("actions.results", s.ActionFailed.build(refused, source="tidegate/executor"))
+    await bus("executor").publish("actions.results", s.ActionFailed.build(failed, source="tidegate/executor"))
+    assert sample("tidegate_action_results_total", tenant="m-ref", tool="tag_ticket", status="refused") == 1
+    assert sample("tidegate_action_results_total", tenant="m-ref", tool="tag_ticket", status="failed") == 1  # the call made
+    assert sample("tidegate_action_refusals_total", tenant="m-ref", tool="tag_ticket", reason="authorization_expired") == 1
+    assert sample("tidegate_tool_call_seconds_count", tool="tag_ticket", status="failed") == 1  # no latency of a call never made

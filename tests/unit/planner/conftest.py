@@ -108,7 +108,9 @@ class Harness:
         await self.handlers.on_result(event)
         return event
 
-    async def approval(self, proposal: Any, kind: str, approvers: list[str] | None = None) -> Envelope:
+    async def approval(
+        self, proposal: Any, kind: str, approvers: list[str] | None = None, *, edited_args: dict[str, Any] | None = None
+    ) -> Envelope:
         cls = {"requested": ApprovalRequested, "granted": ApprovalGranted, "rejected": ApprovalRejected, "expired": ApprovalExpired}[kind]
         data = ApprovalData(
             approval_id=f"ap-{proposal.action_id}",
@@ -120,6 +122,7 @@ class Harness:
             action_digest="d",
             approver=(approvers or [None])[0] if kind in ("granted", "rejected") else None,
             approvers=approvers or [],
+            edited_args=edited_args,
             expires_at=utcnow(),
         )
         event = cls.build(data, source="test")
