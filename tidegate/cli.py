@@ -23,6 +23,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("topics", "topics"),
     ("services", None),
     ("status", None),
+    ("tasks", None),
     ("restart", None),
     ("clients", None),
     ("approvals", "approvals"),

@@ -132,7 +132,7 @@ def whatif(
     from tidegate.commands.killswitch import read_control
     from tidegate.ops.autonomy import human_outcomes
     from tidegate.ops.recorded import recorded_window
-    from tidegate.ops.whatif import evaluate
+    from tidegate.ops.whatif import evaluate, settings_ignored
 
     if policy_dir is None and tenant_settings is None:
         fail("give a candidate: --policy <pack directory> and/or --tenant-settings <file>")
@@ -178,6 +178,8 @@ def whatif(
             pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days, humans=humans,
             progress=lambda done: progress("evaluate", done, len(proposed)),
         )  # fmt: skip
+        if policy_dir is not None:  # a tenant's own record wins over the candidate's entry for it: say so, not "0 flips"
+            report.settings_ignored = settings_ignored(pack, _pack(None), control.tenants)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
@@ -186,6 +188,11 @@ def whatif(
         f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips, "
         f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
     )
+    for name in report.settings_ignored:
+        console.print(
+            f"[yellow]candidate settings for {shown(name)} ignored[/]: {shown(name)} has its own settings record (control.tenant), "
+            f"which wins over the pack's entry; try the change with --tenant-settings"
+        )
     console.print(report.skipped.summary())
     load = report.human_load()
     console.print(
@@ -401,7 +408,10 @@ def costs(
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Cost per completed outcome (p50, p95), blocked and rejected proposals, human review time, by workflow, tenant or tool."""
+    """Cost per completed outcome (p50, p95), hand-offs, blocked, rejected and expired proposals, human review time.
+
+    By workflow, tenant or tool. A task completed with a refused action (handed to a human) is counted apart from completed.
+    """
     from tidegate.ops.costs import ReviewRate, cost_report, save_chart
     from tidegate.ops.recorded import recorded_window
 
@@ -432,12 +442,15 @@ def costs(
         print(json.dumps(doc, indent=2))
         return
     table = Table(title=f"cost per outcome by {by} (review at {review_minutes:g} min x ${hourly_rate:g}/h)")
-    for col in (by, "completed", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected (USD)", "human review (USD)"):
+    columns = (by, "completed", "handed off", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected by a human (USD)",
+               "expired unanswered (USD)", "human review (USD)")  # fmt: skip
+    for col in columns:
         table.add_column(col, justify="left" if col == by else "right")
     for g in doc["groups"]:
         table.add_row(
-            g["name"], str(g["completed"]), f"{g['cost_per_completed_p50_usd']:.5f}", f"{g['cost_per_completed_p95_usd']:.5f}",
-            str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})", f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})",
+            g["name"], str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
+            f"{g['cost_per_completed_p95_usd']:.5f}", str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})",
+            f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})", f"{g['expired_proposals']} ({g['expired_usd']:.5f})",
             f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
         )  # fmt: skip
     console.print(table)

@@ -1,8 +1,12 @@
-"""Cost per outcome: what each completed task cost, what blocked and rejected proposals cost, and human review time.
+"""Cost per outcome: what each completed task cost, what blocked, rejected and expired proposals cost, and human review time.
 
 Computed from recorded events only (the task outcomes carry the planner's cost breakdown; proposals
 carry model cost; results carry tool cost; approvals say who decided). Grouped by workflow, tenant
 or tool. For `tool`, the unit is one executed call (its proposal's model cost plus the call's cost).
+
+A task that closed completed with a refused action (`servicekit.task_outcomes`: handed to a human) is not a completed
+outcome here: it is counted apart, as `completed_with_handoff`, and left out of the cost per completed outcome.
+A request nobody answered is an expiry, counted apart from a human's rejection.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from schemas import (
     TaskSubmitted,
 )
 from servicekit.costs import review_cost_usd
+from servicekit.task_outcomes import outcome_of
 
 __all__ = ["CostReport", "GroupCosts", "ReviewRate", "cost_report", "quantile", "save_chart"]
 
@@ -61,11 +66,14 @@ class GroupCosts:
 
     name: str
     completed: list[float] = field(default_factory=list)
+    handed_off: list[float] = field(default_factory=list)
     failed: list[float] = field(default_factory=list)
     blocked: int = 0
     blocked_usd: float = 0.0
     rejected: int = 0
     rejected_usd: float = 0.0
+    expired: int = 0
+    expired_usd: float = 0.0
     human_decisions: int = 0
     human_review_usd: float = 0.0
 
@@ -77,12 +85,16 @@ class GroupCosts:
             "cost_per_completed_p50_usd": round(quantile(self.completed, 0.5), 6),
             "cost_per_completed_p95_usd": round(quantile(self.completed, 0.95), 6),
             "completed_total_usd": round(sum(self.completed), 6),
+            "completed_with_handoff": len(self.handed_off),
+            "completed_with_handoff_total_usd": round(sum(self.handed_off), 6),
             "failed": len(self.failed),
             "failed_total_usd": round(sum(self.failed), 6),
             "blocked_proposals": self.blocked,
             "blocked_usd": round(self.blocked_usd, 6),
             "rejected_proposals": self.rejected,
             "rejected_usd": round(self.rejected_usd, 6),
+            "expired_proposals": self.expired,
+            "expired_usd": round(self.expired_usd, 6),
             "human_decisions": self.human_decisions,
             "human_review_usd": round(self.human_review_usd, 6),
         }
@@ -153,7 +165,8 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = Non
     else:
         for task_id, o in outcomes.items():
             g = report.group(key_of(o.tenant_id, task_id, ""))
-            (g.completed if o.status == "completed" else g.failed).append(o.cost.total)
+            by_outcome = {"completed": g.completed, "completed_with_handoff": g.handed_off, "failed": g.failed}
+            by_outcome[outcome_of(o.status, o.counts)].append(o.cost.total)
 
     for action_id, dec in first_decision.items():
         if dec.outcome != "deny":
@@ -168,10 +181,13 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = Non
         people = max(1, len(d.approvers)) if not isinstance(e, ApprovalExpired) else 0
         g.human_decisions += people
         g.human_review_usd += people * rate.per_decision_usd
-        if not isinstance(e, ApprovalGranted | ApprovalResolved):  # a resolution is review work, not a refusal
-            p = proposals.get(d.action_id)
+        p = proposals.get(d.action_id)
+        if isinstance(e, ApprovalRejected):  # a resolution is review work, not a refusal
             g.rejected += 1
             g.rejected_usd += (p.cost.usd if p else 0.0) + people * rate.per_decision_usd
+        elif isinstance(e, ApprovalExpired):  # nobody decided: no review time, the proposal's cost is lost all the same
+            g.expired += 1
+            g.expired_usd += p.cost.usd if p else 0.0
     return report
 
 
@@ -206,11 +222,13 @@ def save_chart(report: CostReport, path: Path) -> Path:
     parts: dict[str, list[float]] = defaultdict(list)
     for g in groups:
         parts["completed work"].append(sum(g.completed))
+        parts["handed-off tasks"].append(sum(g.handed_off))
         parts["failed tasks"].append(sum(g.failed))
         parts["blocked proposals"].append(g.blocked_usd)
         parts["rejected proposals (incl. review)"].append(g.rejected_usd)
-    colors = {"completed work": "#54A24B", "failed tasks": "#B279A2", "blocked proposals": "#E45756",
-              "rejected proposals (incl. review)": "#FF9DA6"}  # fmt: skip
+        parts["expired proposals"].append(g.expired_usd)
+    colors = {"completed work": "#54A24B", "handed-off tasks": "#EECA3B", "failed tasks": "#B279A2", "blocked proposals": "#E45756",
+              "rejected proposals (incl. review)": "#FF9DA6", "expired proposals": "#9D755D"}  # fmt: skip
     bottom = [0.0] * len(groups)
     for label, values in parts.items():
         right.bar(list(x)[: len(values)], values, 0.6, bottom=bottom, label=label, color=colors[label])

@@ -60,7 +60,8 @@ def test_costs_per_outcome_with_chart(traffic: Traffic, tmp_path: Path) -> None:
     report = cli(traffic, "costs", "--by", "workflow", "--chart", str(chart))
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (triage,) = [g for g in report["groups"] if g["name"] == "support_triage"]
-    assert triage["completed"] + triage["failed"] == len(traffic.task_ids)
+    assert triage["completed"] + triage["completed_with_handoff"] + triage["failed"] == len(traffic.task_ids)
+    assert triage["completed_with_handoff"] >= 4  # the refused refund, payee, deletion and bulk email were handed to a human
     assert 0 < triage["cost_per_completed_p50_usd"] <= triage["cost_per_completed_p95_usd"]
     assert triage["blocked_proposals"] >= 4  # new payee, injection, deletion, bulk email
     assert triage["rejected_proposals"] == 1

@@ -1,0 +1,119 @@
+"""`tidegate tasks`: what each open task waits on now, from the planner's state, the executor's calls and the audit log.
+
+The planner says which step a task waits on; the executor says where that step's call stands (running, or a retry
+due at T); the audit log's `approval.requested` says when a human was asked and until when. `describe` joins them
+(pure, tested without a database); `read_open` reads the three as the operator, read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from servicekit import KitSettings, connect
+from servicekit.unreadable import Unreadable, read_event
+
+__all__ = ["Asked", "Stuck", "describe", "read_handoffs", "read_open"]
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A human's approval as the audit log recorded its request."""
+
+    approval_id: str
+    requested_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """One open task and what it waits on, in words, with the times that matter."""
+
+    task: Any  # services.planner.OpenTask
+    waits_on: str
+    since: datetime  # when the wait began (the request, the proposal, the authorization, or the task's last change)
+    expires_at: datetime | None = None  # a human's approval: when it expires unanswered
+    retry_at: datetime | None = None  # a call between two attempts: when the next is due
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            **self.task.model_dump(mode="json"),
+            "waits_on": self.waits_on,
+            "since": self.since.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+        }
+
+
+def describe(task: Any, call: Any | None, asked: Asked | None, now: datetime) -> Stuck:
+    """What `task` (an `OpenTask`) waits on, given its step's call (`services.executor.CallState`) and approval request."""
+    tool = task.tool or "?"
+    if task.waits == "human":
+        if asked is None:
+            return Stuck(task, f"a human's approval of {tool} ({task.approval_id or 'request not recorded yet'})", task.updated_at)
+        overdue = " (past its expiry: the approval service closes it)" if asked.expires_at <= now else ""
+        return Stuck(task, f"a human's approval {asked.approval_id} of {tool}{overdue}", asked.requested_at, expires_at=asked.expires_at)
+    since = task.waiting_since or task.updated_at
+    if task.waits == "decision":
+        after = " after a human's grant" if task.approval_id else ""
+        return Stuck(task, f"policy's decision on {tool}{after}", since)
+    if task.waits == "result":
+        if call is None:
+            return Stuck(task, f"the executor to take the call of {tool} (authorized, not claimed)", since)
+        if call.status == "waiting":
+            return Stuck(task, f"a retry of {tool} (attempt {call.attempts} failed)", since, retry_at=call.retry_at)
+        if call.status in ("claimed", "running"):
+            return Stuck(task, f"the call of {tool} in progress (attempt {max(call.attempts, 1)})", call.started_at or since)
+        return Stuck(task, f"the planner to apply the {call.status} result of {tool}", call.updated_at)
+    return Stuck(task, "the planner's next step", task.updated_at)
+
+
+def _asked(rows: Sequence[Any]) -> Asked | None:
+    for row in reversed(rows):  # the newest request of the action
+        try:
+            event = read_event(None, row.value) if row.valid and row.value is not None else None
+        except Unreadable:
+            continue
+        if event is not None and event.type == "tidegate.approval.requested":
+            return Asked(event.data.approval_id, row.kafka_ts, event.data.expires_at)
+    return None
+
+
+async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = None, limit: int = 500) -> list[Stuck]:
+    """The deployment's open tasks with what each waits on (oldest first), read as the operator."""
+    from services.audit import PostgresAuditLog, SearchFilters
+    from services.executor import calls_of
+    from services.planner import open_tasks
+
+    conn = await connect(kit.operator_database_url)
+    try:
+        tasks = await open_tasks(conn, kit.topic_prefix, tenant=tenant, limit=limit)
+        calls = await calls_of(conn, [t.action_id for t in tasks if t.waits == "result" and t.action_id])
+    finally:
+        await conn.close()
+    asked: dict[str, Asked | None] = {}
+    humans = [t for t in tasks if t.waits == "human" and t.action_id]
+    if humans:
+        log = await PostgresAuditLog.connect(kit.operator_database_url, max_size=1)
+        try:
+            for t in humans:
+                assert t.action_id is not None
+                found = SearchFilters(action_id=t.action_id, event_type="tidegate.approval.requested", topic_prefix=kit.topic_prefix)
+                asked[t.action_id] = _asked(await log.search(found, limit=20))
+        finally:
+            await log.close()
+    return [describe(t, calls.get(t.action_id or ""), asked.get(t.action_id or ""), now) for t in tasks]
+
+
+async def read_handoffs(kit: KitSettings, since: datetime, *, tenant: str | None = None, limit: int = 500) -> list[Any]:
+    """Tasks closed `completed_with_handoff` since `since` (`services.planner.ClosedTask`), newest first."""
+    from services.planner import handed_off_tasks
+
+    conn = await connect(kit.operator_database_url)
+    try:
+        return await handed_off_tasks(conn, kit.topic_prefix, since, tenant=tenant, limit=limit)
+    finally:
+        await conn.close()
