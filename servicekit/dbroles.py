@@ -68,6 +68,8 @@ class SchemaSpec:
         user: The service (or `systems`, the executor's in-process tools) that works in it.
         grant: `Grant.READ_WRITE`, or `Grant.APPEND_ONLY` with `writer_role`.
         writer_role: A NOLOGIN role (created by the schema's migrations) the user may `SET ROLE` to for inserts.
+        read_only: Tables of a `READ_WRITE` schema the user may only read: what the operator writes for it (the
+            executor's connector grants), so that the service's own login cannot write them at all.
     """
 
     name: str
@@ -75,6 +77,7 @@ class SchemaSpec:
     user: str
     grant: str = Grant.READ_WRITE
     writer_role: str | None = None
+    read_only: tuple[str, ...] = ()
 
 
 def service_role(service: str, prefix: str = DEFAULT_ROLE_PREFIX) -> str:
@@ -272,6 +275,8 @@ async def _grant(conn: Connection, spec: SchemaSpec, role: str) -> None:
     if spec.grant == Grant.READ_WRITE:
         await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {_ident(role)}")
         await conn.execute(f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {s} TO {_ident(role)}")
+        for table in spec.read_only:  # after every migration, as the grant above is
+            await conn.execute(f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {s}.{_ident(table)} FROM {_ident(role)}")
     elif spec.grant == Grant.APPEND_ONLY:
         if spec.writer_role is None:
             raise ValueError(f"schema {spec.name}: an append-only grant needs its writer role")

@@ -28,7 +28,8 @@ SCHEMAS: tuple[SchemaSpec, ...] = (
     SchemaSpec("planner", _migrations(services.planner), user="planner"),
     SchemaSpec("policy", _migrations(services.policy), user="policy"),
     SchemaSpec("approval", _migrations(services.approval), user="approval"),
-    SchemaSpec("executor", _migrations(services.executor), user="executor"),
+    # Connector grants are the operator's (`tidegate connectors`, signed with the operator's key): the executor only reads them.
+    SchemaSpec("executor", _migrations(services.executor), user="executor", read_only=("connector_grants",)),
     SchemaSpec("audit", _migrations(services.audit), user="audit", grant=Grant.APPEND_ONLY, writer_role=AUDIT_WRITER_ROLE),
     # The executor's in-process tools (the demo systems of record) log in as a role of their own.
     *(SchemaSpec(name, systems.MIGRATIONS / name, user="systems") for name in systems.SYSTEMS),

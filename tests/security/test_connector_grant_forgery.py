@@ -1,7 +1,9 @@
 """The executor's own database login cannot re-point a connector grant nor widen its tools (outside review round 3, F2).
 
-The attacker holds only `tidegate_executor`'s password: it may write `executor.connector_grants`, but not the
-operator's key that signs each grant. The tenant is connected with the real CLI; the real executor
+The attacker held only `tidegate_executor`'s password, which could write `executor.connector_grants`. Two locks now:
+that login may only read the table (`SchemaSpec.read_only`), and whoever can write it (the operator's login here, or a
+superuser) still lacks the operator's key that signs each grant, so the executor refuses the row.
+The tenant is connected with the real CLI; the real executor
 (`services.executor.build`, real Kafka and PostgreSQL) runs signed authorizations as the policy service sends them.
 A listener of the attacker's records every request it gets: none may arrive, so no credential leaves the process.
 """
@@ -75,7 +77,7 @@ class Stage:
     tenant: str
     zendesk: ZendeskStandIn
     attacker: Listener
-    login: asyncpg.Connection  # the executor's own login: all the attacker holds
+    login: asyncpg.Connection  # a login that may write the grants (the operator's): the second lock is the signature
     producer: Producer
     collector: Collector
     policy: SigningKey
@@ -96,7 +98,7 @@ class Stage:
         return result
 
     async def tamper(self, sql: str) -> None:
-        """One statement as `tidegate_executor`, on this tenant's zendesk grant."""
+        """One statement as a login that may write the table (not the executor's: it may only read it), on this tenant's zendesk grant."""
         done = await self.login.execute(sql + " WHERE tenant_id = $1 AND connector = 'zendesk'", self.tenant)
         assert done == "UPDATE 1"
 
@@ -116,7 +118,7 @@ async def stage(kit: KitSettings) -> AsyncIterator[Stage]:
         producer, collector = Producer(kit), Collector(kit, ["actions.results"])
         await producer.start()
         await collector.start()
-        login = await asyncpg.connect(service_database_url(kit, "executor"))
+        login = await asyncpg.connect(kit.database_url)  # the operator's login: the executor's may no longer write grants
         try:
             policy = SigningKey.load_or_create(kit.keys_dir, "policy")
             yield Stage(kit, tenant, zendesk, attacker, login, producer, collector, policy)
@@ -219,3 +221,20 @@ async def test_a_copied_unsigned_or_reseeded_row_is_refused_and_an_operator_sign
     )  # fmt: skip
     assert (await stage.call("zendesk_get_ticket", {"ticket_id": 42}, wait_for)).data.error.type == "grant_tampered"
     assert stage.attacker.requests == []
+
+
+async def test_the_executors_own_login_may_read_grants_but_not_write_them(stage: Stage) -> None:
+    """The first lock: what the operator writes for the executor, the executor's login cannot change (nor roll back)."""
+    login = await asyncpg.connect(service_database_url(stage.kit, "executor"))
+    try:
+        assert await login.fetchval("SELECT count(*) FROM executor.connector_grants WHERE tenant_id = $1", stage.tenant) == 1
+        for sql in (
+            "UPDATE executor.connector_grants SET tools = array_append(tools, 'zendesk_set_status') WHERE tenant_id = $1",
+            "DELETE FROM executor.connector_grants WHERE tenant_id = $1",
+            "INSERT INTO executor.connector_grants (tenant_id, connector, enabled, tools, connection) "
+            "VALUES ($1, 'github', true, '{}', '{}')",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await login.execute(sql, stage.tenant)
+    finally:
+        await login.close()
