@@ -102,6 +102,41 @@ async def verify(kit: KitSettings, *args: str) -> Any:
     return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "verify", *args], env=env)
 
 
+async def test_rows_forged_ahead_while_the_service_is_stopped_are_caught_when_it_starts_again(
+    kit: KitSettings, producer: AIOKafkaProducer, wait_for: Any
+) -> None:
+    """The service started after the log's last row, so rows forged ahead while it was down made it skip the genuine
+    records at those offsets, unread: it now starts no later than the group's committed offset, which is in Kafka."""
+    topic = kit.topic_prefix + "actions.results"
+    audit = build_audit(kit, SETTINGS)
+    await audit.start()
+    try:
+        await producer.send_and_wait(topic, json.dumps({"genuine": 0}).encode(), partition=0)
+        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0]), timeout=60, what="the first record logged")
+    finally:
+        await audit.stop()  # a graceful stop commits what it handled: the group's offset is 1
+    assert await forge(kit, topic, a_result_event()) == 1
+    assert await forge(kit, topic, a_result_event()) == 2
+    for n in (1, 2, 3):
+        await producer.send_and_wait(topic, json.dumps({"genuine": n}).encode(), partition=0)
+    again = build_audit(kit, SETTINGS)
+    await again.start()
+    try:
+        found = await wait_for(
+            lambda: _conflicts_at(kit, topic, 2), timeout=60, what="the genuine records at the forged offsets found as conflicts"
+        )
+        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1, 2, 3]), timeout=60, what="the chain going on")
+    finally:
+        await again.stop()
+    assert sorted(r["kafka_offset"] for r in found) == [1, 2]
+    assert sorted(json.loads(r["value"])["genuine"] for r in found) == [1, 2]
+
+
+async def _conflicts_at(kit: KitSettings, topic: str, count: int) -> list[asyncpg.Record] | None:
+    found = await rows(kit, "SELECT * FROM audit.conflicts WHERE topic = $1", topic)
+    return found if len(found) >= count else None
+
+
 async def test_a_row_forged_at_the_next_offset_makes_the_genuine_record_a_recorded_logged_counted_conflict(
     kit: KitSettings, producer: AIOKafkaProducer, wait_for: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
