@@ -116,8 +116,12 @@ async def test_a_rewrite_is_not_passed_off_as_a_restore(restored: tuple[InMemory
 
 
 class FakeConsumer:
-    def __init__(self) -> None:
+    def __init__(self, committed: dict[TopicPartition, int] | None = None) -> None:
         self.sought: dict[TopicPartition, int | str] = {}
+        self.offsets = committed or {}  # the group's committed offsets, as Kafka keeps them
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.offsets.get(tp)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.sought[tp] = offset
@@ -129,10 +133,20 @@ class FakeConsumer:
 async def test_assigned_partitions_start_after_the_logs_last_row_not_at_the_groups_offsets(make: Any) -> None:
     log = InMemoryAuditLog()
     await _record(log, make, range(7))
-    consumer = FakeConsumer()
     recorded, fresh = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = FakeConsumer({recorded: 12})  # a database restored to before offset 12: the log's end wins
     await Recorder(prefix=PREFIX, log=log).seek_to_log(consumer, {recorded, fresh})  # type: ignore[arg-type]
     assert consumer.sought == {recorded: 7, fresh: "beginning"}
+
+
+async def test_rows_past_the_groups_committed_offset_do_not_move_the_start_past_it(make: Any) -> None:
+    """Rows the audit's login forged ahead (out of Kafka's reach, the committed offset bounds the start): read again."""
+    log = InMemoryAuditLog()
+    await _record(log, make, range(7))
+    recorded = TopicPartition(TOPIC, 0)
+    consumer = FakeConsumer({recorded: 4})
+    await Recorder(prefix=PREFIX, log=log).seek_to_log(consumer, {recorded})  # type: ignore[arg-type]
+    assert consumer.sought == {recorded: 4}
 
 
 class RestartingLog(InMemoryAuditLog):
