@@ -107,6 +107,30 @@ async def ensure_topics(
         await admin.close()
 
 
+def _aligned_config(spec: TopicSpec, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """The spec's config, the topic's own overrides over it, and the aligned keys (what trust rests on) as the spec has them."""
+    config = spec.kafka_config()
+    return {**config, **overrides, **{key: config.get(key, _DEFAULTS[key]) for key in _ALIGNED}}
+
+
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs v1+: a value set on the topic itself (not the broker's default nor a static one)
+
+
+async def _overrides(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Every config each topic holds as its own (set on it, not inherited), by topic."""
+    described: Any = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, full) for full in names])
+    found: dict[str, dict[str, str]] = {}
+    for response in described:
+        with_source = response.API_VERSION >= 1  # v0 says `is_default` where later versions say the source
+        for _code, _message, _type, name, entries in response.resources:
+            found[name] = {
+                key: value
+                for key, value, read_only, source, *_ in entries
+                if value is not None and not read_only and (source == _DYNAMIC_TOPIC_CONFIG if with_source else not source)
+            }
+    return found
+
+
 @dataclass(frozen=True)
 class Dropped:
     """What `drop_prefix` removed from the broker."""
@@ -186,9 +210,11 @@ _DEFAULTS = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
 
 
 async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, TopicSpec]) -> None:
-    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's whole config.
+    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's values of those.
 
-    AlterConfigs replaces a topic's configs with those given, so the spec's whole config is sent.
+    AlterConfigs (aiokafka has no incremental one) replaces a topic's configs with those given, so what is sent is the
+    spec's config, then every override the topic holds now (a team's longer retention stays theirs), then the aligned
+    keys as the spec has them: an upgrade that restamps every topic must not drop what operators set on them.
     """
     if not existing:
         return
@@ -206,8 +232,9 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
         if any(current.get(full, {}).get(key) != spec.kafka_config().get(key, _DEFAULTS[key]) for key in _ALIGNED)
     ]
     if stale:
+        kept = await _overrides(admin, stale)
         altered: Any = await admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, full, existing[full].kafka_config()) for full in stale]
+            [ConfigResource(ConfigResourceType.TOPIC, full, _aligned_config(existing[full], kept.get(full, {}))) for full in stale]
         )
         for response in altered:
             for code, message, _type, name, *_ in response.resources:

@@ -148,10 +148,14 @@ async def test_infra_up_turns_a_topic_its_producers_stamped_into_one_the_broker_
     topic = prefix + "actions.decided"
     try:
         replicas = replication_factor(len((await admin.describe_cluster())["brokers"]))
-        await admin.create_topics([NewTopic(topic, 1, replicas, topic_configs={"message.timestamp.type": "CreateTime"})])
+        month = str(30 * 86_400_000)  # the team's own retention, longer than the catalog's 7 days: theirs to keep
+        old = {"message.timestamp.type": "CreateTime", "retention.ms": month}
+        await admin.create_topics([NewTopic(topic, 1, replicas, topic_configs=old)])
         await wait_for(lambda: timestamp_type(admin, topic, "CreateTime"), what="the old topic")
         await ensure_topics(kit.kafka_bootstrap, prefix, catalog_topic_names())  # what `tidegate infra up` runs
         await wait_for(lambda: timestamp_type(admin, topic, "LogAppendTime"), what="the topic stamped by the broker")
+        described: Any = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": None})])
+        assert described[0].resources[0][4][0][1] == month  # the upgrade restamped the topic and kept the team's setting
         # The time a producer chooses is replaced by the broker's, and consumers read it as the broker's.
         chosen = 1_000_000_000_000  # 2001: a time the key's holder would like its record judged at
         producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, ADMIN))
