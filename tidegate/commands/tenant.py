@@ -106,7 +106,9 @@ LEARN = typer.Option(
 )
 MEMBER = typer.Option([], "--chat-member", help="A chat user of the tenant's workspace. Repeatable.")
 CHANNEL = typer.Option([], "--chat-channel", help="A chat channel of the tenant's workspace. Repeatable.")
-PAYEE = typer.Option([], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable.")
+PAYEE = typer.Option(
+    [], "--payee", help="A payee the tenant already pays (account id, IBAN). Repeatable. With `set`, the whole list: give every payee."
+)
 SITE = typer.Option([], "--site", help="A web domain the tenant trusts. Repeatable.")
 ORG = typer.Option([], "--organisation", help="An organisation that is the tenant itself. Repeatable.")
 BY = typer.Option(None, "--by", help=BY_HELP)
