@@ -36,7 +36,7 @@ from servicekit.runner import ServiceProcess, configure_logging, run_service
 from servicekit.settings import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, rotate
 from servicekit.toolcontract import Tool, ToolContext, ToolError
-from servicekit.topics_admin import Dropped, catalog_topic_names, drop_prefix, ensure_topics, stale_rights
+from servicekit.topics_admin import Dropped, TopicCheck, catalog_topic_names, check_topics, drop_prefix, ensure_topics, stale_rights
 from servicekit.tracing import Attr, current_traceparent, install_tracing, span
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "ToolCatalog",
     "ToolContext",
     "ToolError",
+    "TopicCheck",
     "action_digest",
     "appended_ms",
     "apply_migrations",
@@ -78,6 +79,7 @@ __all__ = [
     "authorization_message",
     "catalog_topic_names",
     "check_migrations",
+    "check_topics",
     "client_key",
     "client_private_key",
     "configure_logging",

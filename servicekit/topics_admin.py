@@ -18,7 +18,16 @@ from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
-__all__ = ["Dropped", "catalog_topic_names", "drop_prefix", "ensure_topics", "replication_factor", "stale_rights"]
+__all__ = [
+    "Dropped",
+    "TopicCheck",
+    "catalog_topic_names",
+    "check_topics",
+    "drop_prefix",
+    "ensure_topics",
+    "replication_factor",
+    "stale_rights",
+]
 
 log = logging.getLogger(__name__)
 
@@ -240,3 +249,94 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
             for code, message, _type, name, *_ in response.resources:
                 if code:
                     raise for_code(code)(f"could not give {name} the catalog's configs: {message}")
+
+
+_SHOWN = (*_ALIGNED, "retention.ms")  # what `check_topics` reads of each topic: the aligned keys, and the retention a team may set
+
+
+@dataclass(frozen=True)
+class TopicCheck:
+    """One catalog topic as the broker holds it, beside what the catalog asks (`check_topics`).
+
+    `partitions` None: the topic is not on the broker. `config`: its values of the aligned keys and its retention.
+    """
+
+    topic: str
+    partitions: int | None
+    asked_partitions: int
+    config: Mapping[str, str]
+    asked: Mapping[str, str]
+
+    @property
+    def missing(self) -> bool:
+        """Not on the broker: `tidegate topics ensure` creates it."""
+        return self.partitions is None
+
+    @property
+    def misaligned(self) -> dict[str, tuple[str | None, str]]:
+        """The keys trust rests on whose value is not the catalog's, as (now, asked): `ensure` aligns them."""
+        if self.missing:
+            return {}
+        return {key: (self.config.get(key), self.asked[key]) for key in _ALIGNED if self.config.get(key) != self.asked[key]}
+
+    @property
+    def own(self) -> dict[str, tuple[str | None, str]]:
+        """Settings the topic holds other than the catalog's that `ensure` keeps (a team's retention, its partition count)."""
+        if self.missing:
+            return {}
+        own = {
+            key: (self.config.get(key), self.asked[key])
+            for key in _SHOWN
+            if key not in _ALIGNED and self.config.get(key) != self.asked[key]
+        }
+        if self.partitions != self.asked_partitions:
+            own["partitions"] = (str(self.partitions), str(self.asked_partitions))
+        return own
+
+    @property
+    def ok(self) -> bool:
+        """On the broker, with the catalog's values of what trust rests on (its own retention or partition count aside)."""
+        return not self.missing and not self.misaligned
+
+
+async def check_topics(
+    bootstrap: str,
+    prefix: str,
+    names: Iterable[str],
+    *,
+    partitions: int | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    timeout_s: float = 30.0,
+) -> list[TopicCheck]:
+    """Each of `names` (catalog names) under `prefix` as the broker holds it, beside the catalog; nothing is changed.
+
+    What an operator reads before and after an upgrade (docs/operations.md, 'Upgrading'): a topic missing, or
+    whose timestamp type or cleanup policy is not the catalog's (a topic an older release made `CreateTime`,
+    or one set by hand), is what `tidegate topics ensure` mends; a retention or partition count of the topic's
+    own is shown and kept. Logs in as `admin` unless `client_options` says otherwise (it needs DescribeConfigs).
+    """
+    wanted = {prefix + n: topic_spec(n) for n in names}
+    admin = _admin(bootstrap, client_options, timeout_s)
+    await admin.start()
+    try:
+        present = set(await admin.list_topics()) & set(wanted)
+        counts: dict[str, int] = {}
+        configs: dict[str, dict[str, str]] = {}
+        if present:
+            described: Any = await admin.describe_topics(sorted(present))
+            counts = {t["topic"]: len(t["partitions"]) for t in described if t["topic"] in present}
+            answered: Any = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, full, dict.fromkeys(_SHOWN)) for full in sorted(present)]
+            )
+            configs = {
+                name: {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+                for response in answered
+                for _code, _message, _type, name, entries in response.resources
+            }
+    finally:
+        await admin.close()
+    checks = []
+    for full, spec in wanted.items():
+        asked = {key: spec.kafka_config().get(key, _DEFAULTS.get(key, "")) for key in _SHOWN}
+        checks.append(TopicCheck(full, counts.get(full), spec.partitions_given(partitions), configs.get(full, {}), asked))
+    return checks

@@ -20,13 +20,19 @@ def _script(command: str, *args: str) -> int:
     return subprocess.call(["bash", str(SCRIPT), command, *args])
 
 
-async def _ensure_catalog_topics() -> list[str]:
+def _deployment_topic_names() -> list[str]:
+    """The catalog's topics and the request/reply topics of every `topic` tool in the deployment's tool catalog."""
     cfg = settings()
     topic_tools = [t.name for t in ToolCatalog.load(cfg.tools_dir).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
+    return catalog_topic_names(topic_tools)
+
+
+async def _ensure_catalog_topics() -> list[str]:
+    cfg = settings()
     return await ensure_topics(
         cfg.kafka_bootstrap,
         cfg.topic_prefix,
-        catalog_topic_names(topic_tools),
+        _deployment_topic_names(),
         partitions=cfg.topic_partitions,
         produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
     )

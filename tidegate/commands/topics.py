@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from schemas import TOPICS
-from servicekit import stale_rights
+from servicekit import TopicCheck, check_topics, stale_rights
 from tidegate.commands._common import console, run, settings
-from tidegate.commands.infra import _ensure_catalog_topics
+from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics
 
 app = typer.Typer(help="The topic catalog: list it, create it on the broker, prune rights left by prefixes gone.", no_args_is_help=True)
 
@@ -30,6 +32,60 @@ def list_() -> None:
             f"{', '.join(spec.producers)} → {', '.join(spec.consumers)}",
         )
     console.print(table)
+
+
+EXIT_NOT_ALIGNED = 1
+
+
+def _state(check: TopicCheck) -> str:
+    """What `check` shows of one topic: ok, missing, or each value that is not the catalog's (now → asked)."""
+    if check.missing:
+        return "[red]missing[/red]"
+    parts = [f"[red]{key} {now} → {asked}[/red]" for key, (now, asked) in check.misaligned.items()]
+    parts += [f"own {key} {now} (catalog {asked}), kept" for key, (now, asked) in check.own.items()]
+    return "; ".join(parts) or "ok"
+
+
+@app.command()
+def check(as_json: bool = typer.Option(False, "--json", help="One JSON object per topic instead of the table.")) -> None:
+    """Compare every topic on the broker with the catalog: present, stamped by the broker (LogAppendTime), never compacted.
+
+    Changes nothing. A topic missing, or whose timestamp type or cleanup policy is not the catalog's (a topic an older
+    release created `CreateTime`, or one changed by hand), exits 1: `tidegate topics ensure` mends it and keeps the topic's
+    own settings. A retention or partition count of the topic's own is shown and is not a fault. Logs in as `admin`.
+    """
+    cfg = settings()
+    checks = run(check_topics(cfg.kafka_bootstrap, cfg.topic_prefix, _deployment_topic_names(), partitions=cfg.topic_partitions))
+    faults = [c for c in checks if not c.ok]
+    if as_json:
+        for c in checks:
+            print(json.dumps({
+                "topic": c.topic, "ok": c.ok, "missing": c.missing, "partitions": c.partitions, "catalog_partitions": c.asked_partitions,
+                "config": dict(c.config), "misaligned": {k: {"now": n, "catalog": a} for k, (n, a) in c.misaligned.items()},
+                "own": {k: {"now": n, "catalog": a} for k, (n, a) in c.own.items()},
+            }))  # fmt: skip
+    else:
+        table = Table("partitions", "timestamp", "cleanup", "retention ms", "state")
+        table.columns.insert(0, Column("topic", overflow="fold"))
+        for c in checks:
+            table.add_row(
+                c.topic,
+                "—" if c.partitions is None else str(c.partitions),
+                c.config.get("message.timestamp.type", "—"),
+                c.config.get("cleanup.policy", "—"),
+                c.config.get("retention.ms", "—"),
+                _state(c),
+            )
+        console.print(table)
+        if faults:
+            console.print(
+                f"{len(faults)} of {len(checks)} topics are not as the catalog asks: `tidegate topics ensure` creates the missing ones and "
+                "aligns the others (their own retention and partitions kept; docs/operations.md, 'Upgrading')"
+            )
+        else:
+            console.print(f"all {len(checks)} topics are on the broker as the catalog asks")
+    if faults:
+        raise typer.Exit(EXIT_NOT_ALIGNED)
 
 
 @app.command()

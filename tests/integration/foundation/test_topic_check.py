@@ -1,0 +1,71 @@
+"""`tidegate topics check` shows each topic as the broker holds it beside the catalog, on the real broker; it changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from typer.testing import CliRunner
+
+from servicekit import ADMIN, check_topics, drop_prefix, ensure_topics, kafka_options
+from servicekit.settings import KitSettings
+from servicekit.topics_admin import replication_factor
+from tidegate.cli import app
+
+MONTH = str(30 * 86_400_000)
+NAMES = ["tasks", "control", "actions.results"]
+
+
+@pytest.fixture
+async def older(infra: Any, prefix: str) -> AsyncIterator[str]:
+    """A prefix as an older release left it: `tasks` stamped by producers (CreateTime) with the team's own month of retention,
+    `control` as the catalog asks, `actions.results` not created at all."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, **kafka_options(KitSettings(), ADMIN))
+    await admin.start()
+    try:
+        replicas = replication_factor(len((await admin.describe_cluster())["brokers"]))
+        old = {"message.timestamp.type": "CreateTime", "retention.ms": MONTH}
+        await admin.create_topics([NewTopic(prefix + "tasks", 2, replicas, topic_configs=old)])
+    finally:
+        await admin.close()
+    await ensure_topics(infra.kafka_bootstrap, prefix, ["control"], grant=False)
+    yield prefix
+    await drop_prefix(infra.kafka_bootstrap, prefix)
+
+
+async def test_an_older_releases_topic_is_shown_not_aligned_and_a_missing_one_missing_until_ensure(infra: Any, older: str) -> None:
+    before = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, NAMES, partitions=6)}
+    assert before["tasks"].misaligned == {"message.timestamp.type": ("CreateTime", "LogAppendTime")}
+    assert before["tasks"].own == {"retention.ms": (MONTH, str(7 * 86_400_000)), "partitions": ("2", "6")}
+    assert not before["tasks"].ok
+    assert before["control"].ok
+    assert before["control"].own == {}
+    assert before["actions.results"].missing
+    assert not before["actions.results"].ok
+
+    await ensure_topics(infra.kafka_bootstrap, older, NAMES, partitions=6)  # what the checklist says to run
+
+    after = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, NAMES, partitions=6)}
+    assert all(c.ok for c in after.values()), after
+    assert after["tasks"].own == {"retention.ms": (MONTH, str(7 * 86_400_000)), "partitions": ("2", "6")}  # kept: the team's
+
+
+async def test_the_command_exits_1_naming_what_ensure_mends_and_changes_nothing(infra: Any, older: str) -> None:
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "200"}
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check"], env=env)  # the CLI runs its own event loop
+    assert result.exit_code == 1, result.output
+    assert "message.timestamp.type CreateTime → LogAppendTime" in result.stdout
+    assert "`tidegate topics ensure`" in result.stdout
+
+    as_json = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check", "--json"], env=env)
+    shown = [json.loads(line) for line in as_json.stdout.splitlines()]
+    tasks = next(t for t in shown if t["topic"] == older + "tasks")
+    assert tasks["misaligned"] == {"message.timestamp.type": {"now": "CreateTime", "catalog": "LogAppendTime"}}
+    # nothing was changed by looking
+    again = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, ["tasks", "actions.results"])}
+    assert again["tasks"].config["message.timestamp.type"] == "CreateTime"
+    assert again["actions.results"].missing
