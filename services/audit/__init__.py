@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from services.audit.archive import ArchiveError
     from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete
+    from services.audit.conflict_check import AcknowledgedConflict
+    from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATIONS",
+    "AcknowledgedConflict",
     "ArchiveError",
     "ArchiveRefused",
     "ArchiveReport",
@@ -36,6 +39,7 @@ __all__ = [
     "AuditSettings",
     "Checkpointer",
     "CompletenessReport",
+    "ConflictState",
     "ContentReport",
     "Explanation",
     "Missing",
@@ -44,12 +48,14 @@ __all__ = [
     "StoryLine",
     "ToolCall",
     "VerifyReport",
+    "acknowledge_conflict",
     "archive_log",
     "build",
     "check_complete",
     "check_content",
     "checkpoint_before",
     "explain_task",
+    "list_conflicts",
     "observe",
     "read_published_checkpoints",
     "search",
@@ -76,6 +82,10 @@ _HOME = {
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Missing": "completeness",
+    "AcknowledgedConflict": "conflict_check",
+    "ConflictState": "conflicts",
+    "acknowledge_conflict": "conflicts",
+    "list_conflicts": "conflicts",
     "ContentReport": "content",
     "check_content": "content",
     "Checkpointer": "handlers",

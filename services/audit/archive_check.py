@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
 from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, read_archive
+from services.audit.chain_check import Break, ChainChecker
+from services.audit.checkpoint_check import anchor_heads, check_checkpoints
 from services.audit.checkpoints import Checkpoint, Prune, chain_name, signature_valid, split_chain_name
-from services.audit.verify import Break, ChainChecker, anchor_heads, check_checkpoints
 
 __all__ = ["ArchiveReport", "ArchiveSummary", "verify_archives"]
 

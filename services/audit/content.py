@@ -7,12 +7,14 @@ record the bus holds at its offset (`Fingerprint`: timestamp and type, key, head
 names a row that differs, and a row at an offset the bus holds no record at (before its end: compacted away,
 or never written; at or after it: the bus never had it). It reads every record the bus keeps: slower than
 `--complete`, which reads only the offsets with no row. Records with no row are `--complete`'s to name.
+A row that differs from the bus's record where an operator acknowledged the conflict of that very record and row
+(`acknowledgements.py`) is listed apart, not a mismatch: it is the row the acknowledged conflict named.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -54,6 +56,8 @@ class ContentReport(BaseModel):
     mismatches: list[Mismatch]
     not_on_bus: int = 0
     """Rows of chains whose partition the bus does not have (a topic deleted, or made up): not compared."""
+    acknowledged: list[Mismatch] = []
+    """Rows that differ from the bus's record where an operator acknowledged that conflict (the record and the row): not mismatches."""
 
     @property
     def ok(self) -> bool:
@@ -87,11 +91,26 @@ async def _bus_records(
                 )
 
 
+Acknowledged = Collection[tuple[str, int, int, bytes, int]]
+"""(topic, partition, offset, the bus record's digest, the logged row's seq) of each conflict an operator acknowledged."""
+
+
 async def _compare_chain(
-    log: AuditLog, bus: AsyncIterator[tuple[int, Fingerprint]], topic: str, partition: int, begin: int, end: int, seen: Callable[[], None]
-) -> tuple[int, list[Mismatch]]:
-    """Merge one chain's rows from `begin` on with the bus's records of [begin, end): the rows compared and those that differ."""
+    log: AuditLog,
+    bus: AsyncIterator[tuple[int, Fingerprint]],
+    topic: str,
+    partition: int,
+    begin: int,
+    end: int,
+    seen: Callable[[], None],
+    acknowledged: Acknowledged = (),
+) -> tuple[int, list[Mismatch], list[Mismatch]]:
+    """Merge one chain's rows from `begin` on with the bus's records of [begin, end).
+
+    Returns the rows compared, those that differ, and those that differ where an operator acknowledged that conflict.
+    """
     mismatches: list[Mismatch] = []
+    known: list[Mismatch] = []
     compared = 0
     pending = await anext(bus, None)
     async for offset, seq, stored in log.fingerprints(topic, partition, begin):
@@ -105,13 +124,16 @@ async def _compare_chain(
             problem = "the bus holds no record at this offset (compacted away, or never written): a row the audit service did not write?"
         elif differs := pending[1].differences(stored):
             problem = f"differs from the record the bus holds at this offset ({', '.join(differs)}): a row the audit service did not write"
+            if acknowledged and (topic, partition, offset, pending[1].digest(), seq) in acknowledged:
+                known.append(Mismatch(topic=topic, partition=partition, seq=seq, offset=offset, problem=problem + " (acknowledged)"))
+                continue
         else:
             continue
         mismatches.append(Mismatch(topic=topic, partition=partition, seq=seq, offset=offset, problem=problem))
     while pending is not None:
         seen()
         pending = await anext(bus, None)
-    return compared, mismatches
+    return compared, mismatches, known
 
 
 async def check_content(
@@ -122,11 +144,13 @@ async def check_content(
     client_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     timeout_s: float = 30.0,
+    acknowledged: Acknowledged = (),
 ) -> ContentReport:
     """Compare every row of the deployment `prefix` whose offset the bus still holds (or is past its end) with the bus's record.
 
     The rows before each chain's prune anchor are archived (`pruned_through`): compared from the anchor on, as `--complete` does.
     `progress(done, total)` is told the bus records read, of those the bus holds in the compared ranges.
+    `acknowledged`: the conflicts operators acknowledged (`VerifyReport.acknowledged`); the row each names is listed apart.
     """
     started = time.perf_counter()
     held: Offsets = await bus_offsets(bootstrap, prefix, client_options=client_options)
@@ -143,7 +167,7 @@ async def check_content(
 
     if progress is not None:
         progress(0, total)
-    compared, mismatches, not_on_bus = 0, [], 0
+    compared, mismatches, known, not_on_bus = 0, [], [], 0
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=5000, **(client_options or {})
     )
@@ -155,13 +179,15 @@ async def check_content(
                 continue
             begin, end = ranges[(topic, partition)]
             bus = _bus_records(consumer, topic, partition, begin, end, timeout_s)
-            n, found = await _compare_chain(log, bus, topic, partition, begin, end, seen)
+            n, found, acked = await _compare_chain(log, bus, topic, partition, begin, end, seen, acknowledged)
             compared += n
             mismatches.extend(found)
+            known.extend(acked)
     finally:
         await consumer.stop()
     if progress is not None:
         progress(done, total)
     return ContentReport(
-        partitions=len(ranges), compared=compared, seconds=time.perf_counter() - started, mismatches=mismatches, not_on_bus=not_on_bus
-    )
+        partitions=len(ranges), compared=compared, seconds=time.perf_counter() - started, mismatches=mismatches, not_on_bus=not_on_bus,
+        acknowledged=known,
+    )  # fmt: skip

@@ -22,7 +22,8 @@ from servicekit import Authority, SigningKey
 from servicekit.intake import Bounds
 from servicekit.liveness import Liveness
 from servicekit.metrics import observe_audit_conflict
-from services.audit.chain import AppendResult
+from services.audit.acknowledgements import acknowledged_positions, detected_position
+from services.audit.chain import AppendResult, Conflict
 from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
 from services.audit.records import DEFAULT_BOUNDS, Observed, observe
 from services.audit.repository import AuditLog
@@ -79,11 +80,23 @@ class Recorder:
         result = await self._durably(f"batch of {len(observed)} not written", lambda: self.log.append(observed))
         self.recorded += len(result.rows)
         self.skipped += result.already_recorded
-        for conflict in result.conflicts:  # stored in audit.conflicts with the batch; said here, counted, alerted on
+        for conflict in await self._unacknowledged(result):  # stored in audit.conflicts with the batch; said here, counted, alerted on
             self.conflicts += 1
             observe_audit_conflict(conflict.record.topic)
             log.error("audit: CONFLICT %s; the genuine record is kept in audit.conflicts", conflict.describe())
         return result
+
+    async def _unacknowledged(self, result: AppendResult) -> list[Conflict]:
+        """The batch's conflicts but those an operator acknowledged: a redelivery of one is not alerted on again."""
+        if not result.conflicts:
+            return []
+        recorded = await self._durably("conflicts not read", lambda: self.log.conflicts(self.prefix))
+        acks = await self._durably("acknowledgements not read", lambda: self.log.acknowledgements(self.prefix))
+        known = acknowledged_positions(recorded, acks, self.authority)
+        for conflict in result.conflicts:
+            if detected_position(conflict) in known:
+                log.warning("audit: conflict %s again; an operator acknowledged it: not alerted", conflict.describe())
+        return [c for c in result.conflicts if detected_position(c) not in known]
 
     async def seek_to_log(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         """Start each assigned partition after its last row in the log (none: the beginning), never after the group's committed offset.

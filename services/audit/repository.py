@@ -17,6 +17,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from servicekit import create_pool
+from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import AppendResult, Conflict, Head, Logged, RecordedConflict, chain_batch, chain_records
 from services.audit.checkpoints import Checkpoint, Prune, Restore, chain_name, split_chain_name
 from services.audit.records import COLUMNS, Fingerprint, LogRow, Observed, headers_json
@@ -142,6 +143,14 @@ class AuditLog(Protocol):
         """(offset, seq, fingerprint) of each row of one chain from offset `first_offset` on, in offset order."""
         ...
 
+    async def acknowledgements(self, prefix: str = "") -> list[Acknowledgement]:
+        """Every acknowledgement of a conflict stored in the deployment `prefix` (`acknowledgements.py`), verified or not."""
+        ...
+
+    async def add_acknowledgement(self, ack: Acknowledgement) -> None:
+        """Store an operator's acknowledgement of a conflict (the operator's login: the service's may not)."""
+        ...
+
 
 # --- in memory ----------------------------------------------------------------------------------
 
@@ -155,6 +164,7 @@ class InMemoryAuditLog(AuditLog):
     stored_restores: dict[tuple[str, int], Restore] = field(default_factory=dict)
     stored_prunes: dict[tuple[str, int], Prune] = field(default_factory=dict)
     stored_conflicts: dict[tuple[str, int, int, bytes], RecordedConflict] = field(default_factory=dict)
+    stored_acks: list[Acknowledgement] = field(default_factory=list)
     fail_next: list[BaseException] = field(default_factory=list)
 
     async def append(self, records: Sequence[Observed]) -> AppendResult:
@@ -179,6 +189,14 @@ class InMemoryAuditLog(AuditLog):
     async def conflicts(self, prefix: str = "") -> list[RecordedConflict]:
         """See `AuditLog`."""
         return [c for _, c in sorted(self.stored_conflicts.items()) if c.topic.startswith(prefix)]
+
+    async def acknowledgements(self, prefix: str = "") -> list[Acknowledgement]:
+        """See `AuditLog`."""
+        return [a for a in self.stored_acks if a.topic.startswith(prefix)]
+
+    async def add_acknowledgement(self, ack: Acknowledgement) -> None:
+        """See `AuditLog`."""
+        self.stored_acks.append(ack)
 
     async def fingerprints(self, topic: str, partition: int, first_offset: int) -> AsyncIterator[tuple[int, int, Fingerprint]]:
         """See `AuditLog`."""
@@ -351,6 +369,8 @@ LEFT JOIN LATERAL (
 ) b ON true
 """
 
+_ACK_COLUMNS = "topic, partition, kafka_offset, record_sha256, logged_seq, differs, reason, acked_by, acked_at, key_id, signature"
+
 _INSERT_CONFLICT = f"""
 INSERT INTO {SCHEMA}.conflicts
     (topic, partition, kafka_offset, logged_seq, differs, kafka_ts, ts_type, key, headers, value, record_sha256)
@@ -514,6 +534,24 @@ class PostgresAuditLog(AuditLog):
                 prefix,
             )
         return [RecordedConflict(**dict(r)) for r in records]
+
+    async def acknowledgements(self, prefix: str = "") -> list[Acknowledgement]:
+        """See `AuditLog`: none in a schema older than `009_conflict_acks.sql` (every conflict then stays a break)."""
+        try:
+            async with self.pool.acquire() as conn:
+                records = await conn.fetch(f"SELECT {_ACK_COLUMNS} FROM {SCHEMA}.conflict_acks WHERE starts_with(topic, $1)", prefix)
+        except asyncpg.UndefinedTableError:
+            return []
+        return [Acknowledgement(**{**dict(r), "differs": tuple(r["differs"])}) for r in records]
+
+    async def add_acknowledgement(self, ack: Acknowledgement) -> None:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.conflict_acks ({_ACK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                ack.topic, ack.partition, ack.kafka_offset, ack.record_sha256, ack.logged_seq, list(ack.differs), ack.reason,
+                ack.acked_by, ack.acked_at, ack.key_id, ack.signature,
+            )  # fmt: skip
 
     async def fingerprints(self, topic: str, partition: int, first_offset: int) -> AsyncIterator[tuple[int, int, Fingerprint]]:
         """See `AuditLog`: the bytes hashed by PostgreSQL, so a row's value does not cross the network."""

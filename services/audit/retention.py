@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
 from services.audit.archive import ArchiveHeader, ArchiveWriter
+from services.audit.chain_check import Break, ChainChecker
+from services.audit.checkpoint_check import anchor_heads, check_checkpoints, prune_anchor
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
 from services.audit.repository import AuditLog
-from services.audit.verify import Break, ChainChecker, anchor_heads, check_checkpoints, prune_anchor
 
 __all__ = ["ArchiveRefused", "Archived", "archive_log", "checkpoint_before"]
 

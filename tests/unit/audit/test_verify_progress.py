@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import tidegate.commands.audit as audit_cli
+import tidegate.commands._audit_verify as audit_cli
 from servicekit import Keyring
 from services.audit.repository import InMemoryAuditLog
 from services.audit.verify import verify_log

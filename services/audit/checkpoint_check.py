@@ -1,0 +1,196 @@
+"""The checkpoints of `tidegate audit verify`: each validly signed, the ids without a gap, every signed head in its chain.
+
+After a prune, the chains are checked from the heads the prune's signed checkpoint names (`prune_anchor`). A
+checkpoint published on the bus that a restore of the database superseded is checked against what the restored
+database holds and what was recorded again after it (`check_superseded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from servicekit import Keyring
+from services.audit.chain import Head
+from services.audit.chain_check import Break, ChainChecker
+from services.audit.checkpoints import Checkpoint, Prune, Restore, signature_valid, split_chain_name
+
+__all__ = [
+    "anchor_heads",
+    "check_checkpoints",
+    "check_superseded",
+    "checkpoint_break",
+    "heads_checked",
+    "past_restore",
+    "prune_anchor",
+    "within_restore",
+]
+
+
+def anchor_heads(cp: Checkpoint) -> dict[tuple[str, int], Head]:
+    """The heads `cp` signed, as chain anchors."""
+    return {split_chain_name(name): Head(int(h["seq"]), bytes.fromhex(str(h["hash"])), int(h["offset"])) for name, h in cp.heads.items()}
+
+
+def prune_anchor(prunes: Iterable[Prune], by_id: dict[int, Checkpoint], keyring: Keyring) -> tuple[Checkpoint | None, list[Break]]:
+    """The checkpoint of the latest prune that names a validly signed checkpoint, and a break for each prune that does not.
+
+    A prune record is only a row: a superuser can insert one. What makes it a prune is the signed checkpoint it
+    names; without one it anchors nothing, and the rows it claims to have removed are missing rows.
+    """
+    anchor, breaks = None, []
+    for prune in prunes:
+        cp = by_id.get(prune.checkpoint_id)
+        if cp is None or not signature_valid(keyring, cp):
+            what = "no such checkpoint" if cp is None else f"its signature is not valid for a trusted audit key ({cp.key_id})"
+            problem = (
+                f"a prune (by {prune.pruned_by}, {prune.rows_removed} rows) names checkpoint {prune.checkpoint_id}: {what} "
+                "(rows removed outside the prune path?)"
+            )
+            breaks.append(Break(topic="*", partition=-1, checkpoint_id=prune.checkpoint_id, problem=problem))
+        else:
+            anchor = cp
+    return anchor, breaks
+
+
+def checkpoint_break(cp: Checkpoint, problem: str) -> Break:
+    """A break of checkpoint `cp` as a whole (no chain of its own)."""
+    return Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=problem)
+
+
+def check_checkpoints(
+    checkpoints: Iterable[Checkpoint],
+    checkers: dict[tuple[str, int], ChainChecker],
+    keyring: Keyring,
+    restores: Iterable[Restore] = (),
+    *,
+    heads_from: int = 0,
+    first_id: int = 1,
+) -> list[Break]:
+    """Each checkpoint must be validly signed, and every head it signed must still be in its chain.
+
+    The ids run on without a gap from `first_id`, except the ones a restore superseded (`Restore`). The heads of
+    checkpoints before `heads_from` (the anchor) are before what the chains hold: only their signatures and ids count.
+    """
+    breaks: list[Break] = []
+    previous: dict[str, int] = {}
+    expected_id = first_id
+    resumed = {r.checkpoint_id: r.superseded_from for r in restores}
+    for cp in checkpoints:
+        if resumed.get(cp.checkpoint_id) == expected_id:
+            expected_id = cp.checkpoint_id
+        if cp.checkpoint_id != expected_id:
+            breaks.append(
+                Break(
+                    topic="*",
+                    partition=-1,
+                    checkpoint_id=cp.checkpoint_id,
+                    problem=f"checkpoints {expected_id}..{cp.checkpoint_id - 1} are missing",
+                )
+            )
+        expected_id = cp.checkpoint_id + 1
+        if not signature_valid(keyring, cp):
+            breaks.append(
+                Break(
+                    topic="*",
+                    partition=-1,
+                    checkpoint_id=cp.checkpoint_id,
+                    problem=f"signature is not valid for a trusted audit key ({cp.key_id})",
+                )
+            )
+            continue
+        if cp.rows != sum(int(h["seq"]) for h in cp.heads.values()):
+            breaks.append(checkpoint_break(cp, "row count does not match its heads"))
+        for name, head in sorted(cp.heads.items()):
+            topic, partition = split_chain_name(name)
+            seq = int(head["seq"])
+            if seq < previous.get(name, 0):
+                breaks.append(
+                    Break(
+                        topic=topic,
+                        partition=partition,
+                        seq=seq,
+                        checkpoint_id=cp.checkpoint_id,
+                        problem="head went backwards since the previous checkpoint",
+                    )
+                )
+            previous[name] = seq
+            if cp.checkpoint_id >= heads_from and (found := _head_break(cp.checkpoint_id, name, head, checkers)) is not None:
+                breaks.append(found)
+    return breaks
+
+
+def _head_break(checkpoint_id: int, name: str, head: dict[str, Any], checkers: dict[tuple[str, int], ChainChecker]) -> Break | None:
+    """What is wrong with the row a checkpoint signed as the head `name` (None: it is in its chain, unchanged)."""
+    topic, partition = split_chain_name(name)
+    seq, digest, offset = int(head["seq"]), str(head["hash"]), int(head["offset"])
+    checker = checkers.get((topic, partition))
+    if checker is not None and checker.broken is not None and checker.broken.seq is not None and checker.broken.seq <= seq:
+        return None  # already reported as a broken link inside the chain
+    if checker is not None and checker.anchor is not None and seq < checker.anchor.seq:
+        return None  # before the anchor: archived, or not checked on request
+    if checker is not None and checker.after is not None and seq <= checker.after.seq:
+        return None  # in the archive before this one
+    row = checker.at.get(seq) if checker else None
+    if row is None:
+        end = checker.last_seq if checker else 0
+        problem = (
+            f"signed head seq {seq} (offset {offset}) is missing: the chain ends at seq {end} (tail truncated: {seq - end} row(s) gone)"
+        )
+        return Break(topic=topic, partition=partition, seq=seq, offset=offset, checkpoint_id=checkpoint_id, problem=problem)
+    if row.hash.hex() != digest or row.kafka_offset != offset:
+        problem = "row differs from the signed head (chain rewritten after the checkpoint)"
+        return Break(topic=topic, partition=partition, seq=seq, offset=row.kafka_offset, checkpoint_id=checkpoint_id, problem=problem)
+    return None
+
+
+def check_superseded(
+    superseded: Iterable[tuple[Checkpoint, Checkpoint]], checkers: dict[tuple[str, int], ChainChecker], keyring: Keyring
+) -> list[Break]:
+    """Published checkpoints a restore superseded, each with the restore's checkpoint (the heads the restored database held).
+
+    What such a checkpoint signed up to the restored heads is in the restored database: it must be there,
+    unchanged (checked by hash, as any head: `heads_checked`). What it signed past them was recorded again
+    from the bus after the restore, with a new `recorded_at` and so a new hash: each chain must hold again
+    as many rows between the two heads' offsets as the checkpoint counted. A row short is a record that
+    was recorded before the restore and that the bus no longer held when the audit read it again.
+    """
+    breaks: list[Break] = []
+    for cp, restored in superseded:
+        if not signature_valid(keyring, cp):
+            breaks.append(checkpoint_break(cp, f"signature is not valid for a trusted audit key ({cp.key_id})"))
+            continue
+        for name, (window, signed) in sorted(past_restore(cp, restored).items()):
+            topic, partition = split_chain_name(name)
+            checker = checkers.get((topic, partition))
+            found = checker.windows.get(window, 0) if checker else 0
+            if found < signed:
+                problem = (
+                    f"{signed - found} of the {signed} record(s) at offsets {window[0] + 1}..{window[1]} recorded before the database was "
+                    f"restored (to checkpoint {restored.checkpoint_id}) are not in the log again: the bus no longer held them (a gap the "
+                    "restore left)"
+                )
+                breaks.append(Break(topic=topic, partition=partition, offset=window[1], checkpoint_id=cp.checkpoint_id, problem=problem))
+    return breaks
+
+
+def heads_checked(checkpoints: Iterable[Checkpoint], checkers: dict[tuple[str, int], ChainChecker]) -> list[Break]:
+    """Every head of `checkpoints` in its chain, unchanged (their signatures are checked elsewhere)."""
+    found = (_head_break(cp.checkpoint_id, name, head, checkers) for cp in checkpoints for name, head in sorted(cp.heads.items()))
+    return [b for b in found if b is not None]
+
+
+def past_restore(cp: Checkpoint, restored: Checkpoint) -> dict[str, tuple[tuple[int, int], int]]:
+    """The chains `cp` signed past the heads `restored` signed: the offset window (after, through] and how many rows it held."""
+    past = {}
+    for name, head in cp.heads.items():
+        before = restored.heads.get(name, {"seq": 0, "offset": -1})
+        if int(head["seq"]) > int(before["seq"]):
+            past[name] = ((int(before["offset"]), int(head["offset"])), int(head["seq"]) - int(before["seq"]))
+    return past
+
+
+def within_restore(cp: Checkpoint, restore: Checkpoint) -> Checkpoint:
+    """`cp` with only the heads up to those `restore` signed: what the restored database must hold unchanged."""
+    past = past_restore(cp, restore)
+    return cp.model_copy(update={"heads": {name: head for name, head in cp.heads.items() if name not in past}})

@@ -1,0 +1,196 @@
+"""An operator acknowledges a known conflict so `verify` goes green; the audit's own login cannot acknowledge one for them.
+
+Real PostgreSQL, the real CLI. The conflict is made as the audit's login can make one (a forged row at the next
+offset, then the genuine record there). The attacker holds the audit's database login and the audit service's
+signing key (both on the audit host): the login may not write `audit.conflict_acks` at all, and a row written by a
+login that may (the operator's, or a superuser's) under any key but an allow-listed operator's does not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from typer.testing import CliRunner
+
+from servicekit import ADMIN, KitSettings, SigningKey, kafka_options, service_key
+from servicekit.dbroles import service_database_url
+from services.audit.acknowledgements import acknowledge
+from services.audit.handlers import Recorder
+from services.audit.records import Observed, observe
+from services.audit.repository import PostgresAuditLog
+from tidegate.cli import app as cli
+
+pytestmark = pytest.mark.integration
+
+
+def record(kit: KitSettings, offset: int, value: bytes) -> Observed:
+    return observe(
+        topic=kit.topic_prefix + "actions.results", partition=0, offset=offset, timestamp_ms=1_790_000_000_000 + offset,
+        timestamp_type=1, key=None, value=value, headers=[], prefix=kit.topic_prefix,
+    )  # fmt: skip
+
+
+async def conflict_at(kit: KitSettings, offset: int) -> None:
+    """As the audit's login: a row of its own at `offset`, then the genuine record there, which the log records as a conflict."""
+    log = await PostgresAuditLog.connect(service_database_url(kit, "audit"), max_size=1)
+    try:
+        if offset == 1:
+            await log.append([record(kit, 0, b'{"genuine": 0}')])
+        await log.append([record(kit, offset, b'{"forged": true}')])
+        result = await log.append([record(kit, offset, b'{"genuine": %d}' % offset)])
+        assert [c.record.kafka_offset for c in result.conflicts] == [offset]
+    finally:
+        await log.close()
+
+
+def flat(output: str) -> str:
+    """The CLI's output with its line wrapping undone."""
+    return " ".join(output.split())
+
+
+async def tidegate(kit: KitSettings, *args: str) -> Any:
+    env = {
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+    }
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", *args], env=env)
+
+
+async def test_an_operator_acknowledges_a_conflict_and_no_one_else_can(kit: KitSettings) -> None:
+    topic = kit.topic_prefix + "actions.results"
+    await conflict_at(kit, 1)
+    broken = await tidegate(kit, "verify")
+    assert broken.exit_code == 1, broken.output
+    assert f"{topic}[0] seq 2 (offset 1): conflict recorded" in flat(broken.output)
+
+    listed = await tidegate(kit, "conflicts", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    [conflict] = [json.loads(line) for line in listed.output.splitlines()]
+    assert (conflict["offset"], conflict["logged_seq"], conflict["acknowledged"]) == (1, 2, False)
+    ident = conflict["conflict_id"]
+
+    # The audit's own login may not write an acknowledgement, as itself or as its writer role.
+    stolen = await asyncpg.connect(service_database_url(kit, "audit"))
+    try:
+        for role in ("", "SET ROLE tidegate_audit_writer"):
+            if role:
+                await stolen.execute(role)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await stolen.execute(
+                    "INSERT INTO audit.conflict_acks (topic, partition, kafka_offset, record_sha256, logged_seq, differs, reason, "
+                    "acked_by, acked_at, key_id, signature) SELECT topic, partition, kafka_offset, record_sha256, logged_seq, differs, "
+                    "'known', 'operator', now(), 'x', 'x' FROM audit.conflicts WHERE topic = $1",
+                    topic,
+                )
+    finally:
+        await stolen.close()
+
+    # A login that may write it (the operator's database login, stolen) signs with the audit service's key, under the operator's name.
+    log = await PostgresAuditLog.connect(kit.database_url, max_size=1)
+    try:
+        [recorded] = await log.conflicts(kit.topic_prefix)
+        audit_key = service_key(kit, "audit")
+        await log.add_acknowledgement(
+            acknowledge(SigningKey(kit.operator, audit_key.private), recorded, "nothing to see", datetime.now(UTC))
+        )
+    finally:
+        await log.close()
+    still = await tidegate(kit, "verify")
+    assert still.exit_code == 1, still.output
+    assert "an acknowledgement is stored but does not count" in flat(still.output)
+    assert "which is no operator's key on the allow-list" in flat(still.output)
+
+    acked = await tidegate(kit, "conflicts", "ack", ident, "--reason", "forged row of the 2026-12-05 drill (INC-42)")
+    assert acked.exit_code == 0, acked.output
+    assert f"conflict {ident}" in flat(acked.output)
+    green = await tidegate(kit, "verify")
+    assert green.exit_code == 0, green.output
+    assert f"acknowledged: {topic}[0] seq 2 (offset 1): conflict {ident} acknowledged by {kit.operator}" in flat(green.output)
+    doc = json.loads((await tidegate(kit, "verify", "--json")).output)
+    assert (doc["conflicts"], doc["breaks"]) == (1, [])
+    assert doc["acknowledged"][0]["reason"] == "forged row of the 2026-12-05 drill (INC-42)"
+
+    # Signed and append-only: nobody rewrites what was acknowledged, nor removes it, not even the operator's login.
+    owner = await asyncpg.connect(kit.database_url)
+    try:
+        for sql in ("UPDATE audit.conflict_acks SET reason = 'other'", "DELETE FROM audit.conflict_acks", "TRUNCATE audit.conflict_acks"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await owner.execute(sql)
+    finally:
+        await owner.close()
+
+    await conflict_at(kit, 3)  # the next conflict still fails verify
+    again = await tidegate(kit, "verify")
+    assert again.exit_code == 1, again.output
+    assert f"{topic}[0] seq 3 (offset 3): conflict recorded" in flat(again.output)
+    assert "acknowledged: " in flat(again.output)
+    listed = await tidegate(kit, "conflicts", "list", "--json")
+    states = [json.loads(line) for line in listed.output.splitlines()]
+    assert [(c["offset"], c["acknowledged"], c["acknowledged_by"]) for c in states] == [(1, True, kit.operator), (3, False, None)]
+    still_open = await tidegate(kit, "conflicts", "list", "--open", "--json")
+    assert [json.loads(line)["offset"] for line in still_open.output.splitlines()] == [3]
+    table = await tidegate(kit, "conflicts", "list")
+    assert table.exit_code == 0, table.output
+    assert "2 conflict(s)" in table.output
+
+
+async def test_verify_content_shows_the_row_of_an_acknowledged_conflict_apart_and_still_names_a_new_forged_row(kit: KitSettings) -> None:
+    """`--content` compares rows with the bus: the forged row an operator acknowledged is listed as such, not a mismatch."""
+    topic = kit.topic_prefix + "actions.results"
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(topic, b'{"genuine": %d}' % n, partition=0)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        records = (await consumer.getmany(tp, timeout_ms=10_000))[tp]
+    finally:
+        await consumer.stop()
+    assert [r.offset for r in records] == [0, 1, 2]
+    log = await PostgresAuditLog.connect(service_database_url(kit, "audit"), max_size=1)  # as the service writes: its own login
+    try:
+        recorder = Recorder(prefix=kit.topic_prefix, log=log)
+        await recorder.record_batch(records[:1])
+        await log.append([record(kit, 1, b'{"forged": true}')])  # the login's row, ahead of the genuine record 1
+        await recorder.record_batch(records[1:])
+        assert recorder.conflicts == 1
+    finally:
+        await log.close()
+
+    before = await tidegate(kit, "verify", "--content")
+    assert before.exit_code == 1, before.output
+    assert f"{topic}[0] seq 2 (offset 1): differs from the record the bus holds at this offset" in flat(before.output)
+    [conflict] = [json.loads(line) for line in (await tidegate(kit, "conflicts", "list", "--json")).output.splitlines()]
+    acked = await tidegate(kit, "conflicts", "ack", conflict["conflict_id"], "--reason", "INC-43: drill")
+    assert acked.exit_code == 0, acked.output
+
+    after = await tidegate(kit, "verify", "--content")
+    assert after.exit_code == 0, after.output
+    assert f"acknowledged: {topic}[0] seq 2 (offset 1): differs from the record the bus holds" in flat(after.output)
+    assert "but the 1 row(s) of acknowledged conflicts" in flat(after.output)
+    doc = json.loads((await tidegate(kit, "verify", "--content", "--json")).output)
+    assert (doc["content"]["mismatches"], [m["seq"] for m in doc["content"]["acknowledged"]]) == ([], [2])
+
+    log = await PostgresAuditLog.connect(service_database_url(kit, "audit"), max_size=1)
+    try:
+        await log.append([record(kit, 102, b'{"forged": true}')])  # a new forged row: the bus never had this offset
+    finally:
+        await log.close()
+    again = await tidegate(kit, "verify", "--content")
+    assert again.exit_code == 1, again.output
+    assert f"{topic}[0] seq 4 (offset 102): the bus never had this offset" in flat(again.output)

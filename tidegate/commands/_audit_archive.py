@@ -1,0 +1,116 @@
+"""`tidegate audit archive`, and the archive files `verify --archive` checks: the log's oldest rows, kept out of the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import typer
+from rich.markup import escape
+
+from servicekit import Keyring
+from services.audit import ArchiveRefused, ArchiveReport, PostgresAuditLog, archive_log, checkpoint_before, verify_archives
+from tidegate.commands._audit_log import with_audit_log
+from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
+from tidegate.commands._progress import progress_display
+
+__all__ = ["archive", "checked_archives", "print_archives", "verify_archives_only"]
+
+
+def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
+    try:
+        return verify_archives(paths, keyring, **live)
+    except OSError as exc:
+        fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
+
+
+def verify_archives_only(paths: list[Path], keyring: Keyring, *, as_json: bool) -> None:
+    """Archives alone, offline: no database is read."""
+    report = checked_archives(paths, keyring)
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        print_archives(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def print_archives(report: ArchiveReport) -> None:
+    for a in report.archives:
+        start = f"after checkpoint {a.after_checkpoint}" if a.after_checkpoint is not None else "from seq 1"
+        console.print(
+            f"archive {shown(a.path)}: {a.rows} rows in {a.chains} chain(s), {start} through checkpoint {a.through_checkpoint} "
+            f"(sha256 {a.sha256})"
+        )
+    if report.ok:
+        console.print(f"[bold green]intact:[/] {len(report.archives)} archive(s) check out, each chain and checkpoint, in sequence")
+        return
+    err_console.print(f"[bold red]BROKEN:[/] {escape(report.breaks[0].describe())}", soft_wrap=True)
+    for brk in report.breaks[1:]:
+        err_console.print(f"  also: {escape(brk.describe())}", soft_wrap=True)
+
+
+def archive(
+    out: Path = typer.Option(..., "--out", "-o", help="The archive file to write (gzip'd JSON lines); refused if it exists."),
+    through_checkpoint: int | None = typer.Option(None, "--through-checkpoint", min=1, help="Archive through this checkpoint's heads."),
+    before: str | None = typer.Option(
+        None, "--before", help="Archive through the newest checkpoint taken before this time (ISO 8601, or a duration ago: 90d)."
+    ),
+    prune: bool = typer.Option(False, "--prune", help="Then remove the archived rows from the database (each chain's head row stays)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write the log's rows from the last prune through a signed checkpoint to FILE, checking every chain; with --prune, remove them."""
+    if (through_checkpoint is None) == (before is None):
+        fail("give one of --through-checkpoint N or --before DATE")
+    if out.exists():
+        fail(f"--out: {out} exists; an archive is never overwritten")
+    kit = settings()
+    cutoff = when(before) if before is not None else None
+
+    async def go(log: PostgresAuditLog) -> tuple[Any, int | None]:
+        through = through_checkpoint
+        if cutoff is not None:
+            found = await checkpoint_before(log, kit.topic_prefix, cutoff)
+            if found is None:
+                raise ConnectionError(f"no checkpoint was taken before {cutoff:%Y-%m-%d %H:%M:%S}: nothing to archive")
+            through = found.checkpoint_id
+        assert through is not None
+        with progress_display({"rows": f"archiving through checkpoint {through}"}, quiet=as_json) as progress:
+            try:
+                done = await archive_log(
+                    log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through,
+                    progress=lambda n, total: progress("rows", n, total),
+                )  # fmt: skip
+            except LookupError as exc:
+                raise ConnectionError(str(exc)) from None
+            except ArchiveRefused as exc:
+                raise ConnectionError(f"refused, nothing archived: {exc}") from None
+        if not prune:
+            return done, None
+        try:
+            return done, await log.prune(kit.topic_prefix, done.checkpoint_id, done.sha256, done.prunable_rows)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise ConnectionError(
+                f"{out} is written, but this login may not prune ({exc}): run it as the operator (the schema owner's member)"
+            ) from None
+        except asyncpg.PostgresError as exc:
+            raise ConnectionError(f"{out} is written, but the prune was refused and nothing was removed: {exc}") from None
+
+    done, removed = run(with_audit_log(go))
+    if as_json:
+        console.print_json(json.dumps({**done.model_dump(), "pruned_rows": removed}))
+        return
+    start = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
+    console.print(
+        f"wrote {done.path}: {done.rows} rows of {done.chains} chain(s), {start} through checkpoint {done.checkpoint_id}, "
+        "every chain checked"
+    )
+    console.print(f"sha256 {done.sha256}")
+    if removed is not None:
+        console.print(
+            f"pruned: {removed} row(s) removed from the database; each chain is kept from the head checkpoint {done.checkpoint_id} signed"
+        )
+    else:
+        console.print(f"nothing removed (add --prune to remove the {done.prunable_rows} row(s) it holds below the heads)")

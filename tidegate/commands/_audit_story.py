@@ -1,0 +1,156 @@
+"""`tidegate audit show|explain|search`: a task's story, its explainability artifact, and records found by what they name."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from services.audit import PostgresAuditLog, SearchFilters, StoryLine, explain_task, search, story, tasks_of_action
+from tidegate.audit_render import render_html, render_markdown
+from tidegate.commands._audit_log import with_audit_log
+from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
+
+__all__ = ["explain", "search_", "show"]
+
+
+def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False) -> Table:
+    columns = ["time (UTC)", "topic", "offset", "event", "source", *(["tenant", "task"] if with_task else []), "what happened"]
+    table = Table(*columns, title=title)
+    for line in lines:
+        flag = "" if line.valid else " [red](invalid)[/]"
+        flag += " [yellow](duplicate)[/]" if line.duplicate else ""
+        table.add_row(
+            line.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+            f"{line.topic}[{line.partition}]",
+            str(line.offset),
+            line.event_type + flag,
+            line.source,
+            *([line.tenant_id or "-", line.task_id or "-"] if with_task else []),
+            line.summary,
+        )
+    return table
+
+
+async def _task_of(log: PostgresAuditLog, ident: str, prefix: str) -> str | None:
+    """The task `ident` names: itself when the log has a record of that task, else the one task whose records name it as an action id.
+
+    Says on stderr when an action id was resolved; an action id of several tasks (outside agents of several tenants may
+    reuse one) is an error listing them.
+    """
+    if await log.task_rows(ident, prefix):
+        return ident
+    tasks = await tasks_of_action(log, ident, prefix)
+    if not tasks:
+        return None
+    if len(tasks) > 1:
+        listed = ", ".join(f"{task} ({tenant or '-'})" for task, tenant in tasks)
+        raise ConnectionError(f"action {ident!r} is named by {len(tasks)} tasks: {listed}; give the task id")
+    task, tenant = tasks[0]
+    err_console.print(f"{shown(ident)} is an action id: it belongs to task {shown(task)} (tenant {shown(tenant or '-')})", soft_wrap=True)
+    return task
+
+
+_NOTHING = "no record of task or action {!r} in the audit log"
+
+
+def show(
+    task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """The full story of a task, in order: every record about it, valid or not."""
+    prefix = settings().topic_prefix
+
+    async def go(log: PostgresAuditLog) -> tuple[str, list[Any]]:
+        task = await _task_of(log, task_id, prefix)
+        return (task, await log.task_rows(task, prefix)) if task is not None else (task_id, [])
+
+    task, rows = run(with_audit_log(go))
+    if not rows:
+        fail(_NOTHING.format(task_id))
+    task_id = task
+    lines = story(rows)
+    if as_json:
+        for line in lines:
+            typer.echo(line.model_dump_json())
+        return
+    console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
+
+
+def explain(
+    task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
+    if fmt not in ("md", "html", "json"):
+        fail(f"unknown format {fmt!r}: choose md, html or json")
+    prefix = settings().topic_prefix
+
+    async def go(log: PostgresAuditLog) -> Any:
+        task = await _task_of(log, task_id, prefix)
+        return None if task is None else await explain_task(log, task, prefix)
+
+    explanation = run(with_audit_log(go))
+    if explanation is None or explanation.records == 0:
+        fail(_NOTHING.format(task_id))
+    if fmt == "md":
+        text = render_markdown(explanation)
+    elif fmt == "html":
+        text = render_html(explanation)
+    else:
+        text = explanation.model_dump_json(indent=2) + "\n"
+    if output is not None:
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"-o: cannot write {output}: {exc.strerror}")
+        console.print(f"wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+def _when(value: str | None) -> datetime | None:
+    return None if value is None else when(value)
+
+
+def search_(
+    tenant: str | None = typer.Option(None, help="Tenant id."),
+    tool: str | None = typer.Option(None, help="Tool name."),
+    outcome: str | None = typer.Option(None, help="allow, deny, escalate, granted, rejected, succeeded, failed, completed…"),
+    reason: str | None = typer.Option(None, help="Reason code, e.g. needs_human_approval."),
+    since: str | None = typer.Option(None, help="From this time: ISO 8601, `now`, or a duration ago (15m, 2h, 1.5d)."),
+    until: str | None = typer.Option(None, help="Before this time: ISO 8601, `now`, or a duration ago."),
+    trace: str | None = typer.Option(None, help="Trace id (32 hex), or a whole traceparent."),
+    task: str | None = typer.Option(None, help="Task id."),
+    event_type: str | None = typer.Option(None, "--type", help="Event type, e.g. action.decided."),
+    action: str | None = typer.Option(None, "--action", help="Action id (the idempotency key a system of record shows)."),
+    limit: int = typer.Option(100, min=1, help="At most this many records."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id."""
+    if trace and len(trace) > 32 and "-" in trace:
+        trace = trace.split("-")[1]
+    if event_type and not event_type.startswith("tidegate."):
+        event_type = "tidegate." + event_type
+    start, end = _when(since), _when(until)
+    if start is not None and end is not None and start >= end:
+        fail(f"--since ({start:%Y-%m-%d %H:%M:%S}) is not before --until ({end:%Y-%m-%d %H:%M:%S}): nothing can match")
+    filters = SearchFilters(
+        tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=start, until=end,
+        trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=settings().topic_prefix,
+    )  # fmt: skip
+
+    async def go(log: PostgresAuditLog) -> list[Any]:
+        return await search(log, filters, limit=limit)
+
+    lines = run(with_audit_log(go))
+    if as_json:
+        for line in lines:
+            typer.echo(json.dumps(line.model_dump(mode="json")))
+        return
+    console.print(_lines_table(lines, f"{len(lines)} records" + (f" (limit {limit})" if len(lines) == limit else ""), with_task=True))
