@@ -7,10 +7,11 @@ the grant (`GrantVerifier`). This package imports the kit and `systems`' tool in
 """
 
 from connectors._access import Access, ConnectorAccess
+from connectors._credentials import KEY_NAME, Vault
 from connectors._manage import ConnectorError, GrantWriter, connector_tools, disable, enable, reseal_all, set_credential
 from connectors._proof import GRANT_TAMPERED, GRANT_UNSIGNED, GrantRefused, GrantSigner, GrantVerifier, grant_message
 from connectors._store import Grant, GrantProof, GrantStore, InMemoryGrantStore, PgGrantStore
-from connectors._vault import KEY_NAME, Sealed, Vault, VaultError
+from servicekit.vault import Sealed, VaultError
 
 __all__ = [
     "GRANT_TAMPERED",

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from connectors._proof import GRANT_UNSIGNED, GrantRefused, GrantVerifier
 from connectors._store import GrantStore
-from connectors._vault import Vault, VaultError
 from servicekit.metrics import observe_row_refused
 from servicekit.toolcontract import ToolError
+from servicekit.vault import Vault, VaultError
 
 __all__ = ["Access", "ConnectorAccess"]
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 
 from connectors._proof import GrantRefused, GrantSigner, GrantVerifier
 from connectors._store import Grant, GrantStore
-from connectors._vault import Vault, VaultError
 from schemas import RiskClass, ToolSpec
 from servicekit.authority import deployment_authority, operator_key
 from servicekit.settings import KitSettings
+from servicekit.vault import Vault, VaultError
 
 __all__ = ["ConnectorError", "GrantWriter", "connector_tools", "disable", "enable", "reseal_all", "set_credential"]
 

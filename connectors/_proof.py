@@ -5,7 +5,8 @@ The executor's database login may write the grants it reads, so nothing in the r
 the sealed credential's key id and SHA-256) with the operator's Ed25519 key, and the executor verifies it
 against the operators' allow-list on disk (`Authority`, `TIDEGATE_OPERATOR_KEYS_DIR`) before it opens the
 credential. A re-pointed `base_url`, an added tool, or a credential swapped in from elsewhere no longer verifies;
-the call is refused before anything leaves the process.
+the call is refused before anything leaves the process. The signing and the check are the kit's row seal
+(`servicekit.row_proofs.RowSeal`), as for every row that grants; the bytes are this module's (`grant_message`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from connectors._store import Grant, GrantProof
-from schemas.serialization import canonical_json
-from servicekit.authority import OPERATOR, Authority
-from servicekit.signing import SigningKey, unb64url, verifies
+from servicekit.authority import OPERATOR, Authority, Principal
+from servicekit.row_proofs import NOT_ALLOWED, UNKNOWN_KEY, UNSIGNED, RowSeal
+from servicekit.signing import SigningKey
 
-__all__ = ["GRANT_TAMPERED", "GRANT_UNSIGNED", "GrantRefused", "GrantSigner", "GrantVerifier", "grant_message"]
+__all__ = ["GRANT_TAMPERED", "GRANT_UNSIGNED", "GrantRefused", "GrantSigner", "GrantVerifier", "grant_claims", "grant_message"]
 
 # No signature of a trusted operator: a row from before grants were signed, or signed by an operator since denied.
 # An operator may check such a row and sign it (`tidegate connectors sign`).
@@ -42,11 +44,11 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def grant_message(grant: Grant, proof: GrantProof) -> bytes:
-    """The bytes an operator signs for `grant`: all of it, and who signs, with which key, when (not the signature)."""
+def grant_claims(grant: Grant, proof: GrantProof) -> dict[str, Any]:
+    """What an operator signs of `grant`: all of it, and who signs, with which key, when (not the signature)."""
     sealed = grant.sealed
     credential = None if sealed is None else {"key_id": sealed.key_id, "sha256": hashlib.sha256(sealed.ciphertext).hexdigest()}
-    document = {
+    return {
         "tenant_id": grant.tenant_id,
         "connector": grant.connector,
         "enabled": grant.enabled,
@@ -57,7 +59,25 @@ def grant_message(grant: Grant, proof: GrantProof) -> bytes:
         "signed_by": proof.signed_by,
         "signed_at": _ts(proof.signed_at),
     }
-    return _DOMAIN + canonical_json(document)
+
+
+def _the_signing_operator(principal: Principal, claims: dict[str, Any]) -> bool:
+    """Only the key of the operator the row names as its signer counts, whoever else holds a key of that id."""
+    return principal.kind == OPERATOR and principal.name == claims["signed_by"]
+
+
+def _not_denied(principal: Principal, claims: dict[str, Any]) -> bool:
+    """A grant carries no time its signer could not have chosen: a denied operator's key proves none (a rotated one does)."""
+    return principal.retired_at is None or principal.grace
+
+
+def _seal(authority: Authority | None = None, key: SigningKey | None = None) -> RowSeal:
+    return RowSeal("executor", "connector_grants", _DOMAIN, key, authority, _not_denied, _the_signing_operator)
+
+
+def grant_message(grant: Grant, proof: GrantProof) -> bytes:
+    """The bytes an operator signs for `grant`: the domain, then the canonical JSON of `grant_claims`."""
+    return _seal().message(grant_claims(grant, proof))
 
 
 @dataclass(frozen=True)
@@ -69,8 +89,9 @@ class GrantSigner:
 
     def sign(self, grant: Grant) -> Grant:
         """`grant` with a fresh proof by this operator."""
-        unsigned = GrantProof(self.key.key_id, "", self.key.name, self.clock())  # the id read before signing: they match
-        return replace(grant, proof=replace(unsigned, signature=self.key.sign(grant_message(grant, unsigned))))
+        at = self.clock()
+        proof = _seal(key=self.key).sign(lambda key_id: grant_claims(grant, GrantProof(key_id, "", self.key.name, at)))
+        return replace(grant, proof=GrantProof(proof.key_id, proof.signature, self.key.name, at))
 
 
 @dataclass(frozen=True)
@@ -95,25 +116,20 @@ class GrantVerifier:
                 f"check it with `tidegate connectors list --tenant {grant.tenant_id}`, then "
                 f"`tidegate connectors sign {grant.connector} --tenant {grant.tenant_id}`",
             )
-        holders = [p for p in self.authority.principals(proof.key_id) if p.kind == OPERATOR and p.name == proof.signed_by]
-        if not holders:
+        unproven = _seal(self.authority).check(grant_claims(grant, proof), proof.key_id, proof.signature)
+        if unproven is None:
+            return
+        if unproven.reason == UNKNOWN_KEY or (unproven.reason == UNSIGNED and not proof.key_id):
             raise GrantRefused(GRANT_TAMPERED, f"{where} is signed with key {proof.key_id!r}, which is no operator's on the allow-list")
-        try:
-            signature = unb64url(proof.signature)
-        except ValueError:
-            signature = b""
-        message = grant_message(grant, proof)
-        signers = [p for p in holders if verifies(p.public, signature, message)]
-        if not signers:
-            raise GrantRefused(
-                GRANT_TAMPERED,
-                f"{where} does not match the signature of {proof.signed_by} ({proof.key_id}): it was changed after the operator "
-                f"signed it; nothing was sent. Check it (`tidegate connectors list --tenant {grant.tenant_id}`) and write it again "
-                f"(`tidegate connectors disable {grant.connector} --tenant {grant.tenant_id} --forget-credential`, then enable it)",
-            )
-        if all(p.retired_at is not None and not p.grace for p in signers):
+        if unproven.reason == NOT_ALLOWED:
             raise GrantRefused(
                 GRANT_UNSIGNED,
                 f"{where} is signed by {proof.signed_by}, whose key was taken away (`tidegate keys deny-operator`): an operator "
                 f"on the allow-list checks and signs it again (`tidegate connectors sign {grant.connector} --tenant {grant.tenant_id}`)",
             )
+        raise GrantRefused(  # ALTERED, or an empty signature: the row was changed
+            GRANT_TAMPERED,
+            f"{where} does not match the signature of {proof.signed_by} ({proof.key_id}): it was changed after the operator "
+            f"signed it; nothing was sent. Check it (`tidegate connectors list --tenant {grant.tenant_id}`) and write it again "
+            f"(`tidegate connectors disable {grant.connector} --tenant {grant.tenant_id} --forget-credential`, then enable it)",
+        )

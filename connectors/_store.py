@@ -16,7 +16,7 @@ from typing import Protocol
 
 import asyncpg
 
-from connectors._vault import Sealed
+from servicekit.vault import Sealed
 
 __all__ = ["Grant", "GrantProof", "GrantStore", "InMemoryGrantStore", "PgGrantStore"]
 

@@ -2,7 +2,7 @@
 
 The service's own database login can read and write every column of `webhook_endpoints`, but it holds neither the
 key that opens a secret (the service's `webhook-secrets` X25519 key pair, in its own key folder beside its signing
-key: `connectors.Vault`, HPKE bound to the row's tenant and endpoint id) nor a key that signs a row (`RowSeal`: the
+key: `servicekit.vault.Vault`, HPKE bound to the row's tenant and endpoint id) nor a key that signs a row (`RowSeal`: the
 service's Ed25519 key, or an operator's). So it can neither read a secret nor set one, nor re-point an endpoint,
 nor list another approver on it: a row whose signature fails, or whose secret does not open, is no endpoint.
 `tidegate keys rotate approval` changes the signing key only: what the retired key signed still verifies, and the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors import Sealed, Vault, VaultError
+from servicekit.vault import Sealed, Vault, VaultError
 from services.approval._row_proofs import Proof, RowSeal
 
 if TYPE_CHECKING:

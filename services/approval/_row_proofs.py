@@ -1,118 +1,34 @@
-"""Proof on the approval schema's rows that grant authority: a signature by a key the database does not hold.
+"""The approval schema's rows that grant authority, and the seals that prove them (`servicekit.row_proofs`).
 
-The service's database login can insert and alter any row of its schema, but it cannot sign. So a row
-that authenticates a person (an approver token) or counts toward a decision (an approval already given)
-carries an Ed25519 signature over what it grants, made by whoever rightfully wrote it, and is verified
-each time it is read as authority. Signatures are checked against the deployment's public keys
-(`servicekit.authority.Authority`), so what a key signed before `tidegate keys rotate` still verifies
-(its public key is kept, retired), while a denied operator's key (`tidegate keys deny-operator`) proves
-nothing any more. A row that fails is refused, logged and counted (`tidegate_rows_refused_total`).
+An approver token authenticates a person, an approval already given counts toward a decision, a webhook endpoint says
+where messages go and who decides through it: each row carries an Ed25519 signature over what it grants, made by
+whoever rightfully wrote it (the service, or an operator's CLI), and is verified each time it is read as authority
+against the deployment's public keys (`servicekit.authority.Authority`), so what a key signed before `tidegate keys
+rotate` still verifies (its public key is kept, retired), while a denied operator's key (`tidegate keys
+deny-operator`) proves nothing any more. A row that fails is refused, logged and counted (`tidegate_rows_refused_total`).
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from schemas import canonical_json
 from servicekit import SigningKey
 from servicekit.authority import OPERATOR, Principal
-from servicekit.metrics import observe_row_refused
-from servicekit.signing import unb64url, verifies
-
-if TYPE_CHECKING:
-    from connectors import Vault
+from servicekit.row_proofs import KeyHolders, Proof, RowSeal
+from servicekit.vault import Vault
 
 __all__ = ["KeyHolders", "Proof", "RowSeal", "Seals", "approval_seals", "micros", "operator_or_service", "service_only"]
 
-log = logging.getLogger(__name__)
-
+_SERVICE = "approval"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def micros(at: datetime) -> int:
     """`at` as whole microseconds since the epoch: what a signature covers of a time, the same read back from PostgreSQL."""
     return (at - _EPOCH) // timedelta(microseconds=1)
-
-
-class KeyHolders(Protocol):
-    """Who holds a public key, by key id (`servicekit.authority.Authority` is one)."""
-
-    def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id`; empty when it is not trusted."""
-        ...
-
-
-@dataclass(frozen=True)
-class Proof:
-    """A row's proof: the id of the key that signed it and the signature (base64url)."""
-
-    key_id: str
-    signature: str
-
-
-@functools.lru_cache(maxsize=8192)
-def _verifies(public_raw: bytes, signature: str, message: bytes) -> bool:
-    """A signature check, remembered by content: a token is read on every API call, and its row rarely changes."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    try:
-        return verifies(Ed25519PublicKey.from_public_bytes(public_raw), unb64url(signature), message)
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True)
-class RowSeal:
-    """Signs the rows of one kind that this process writes, and verifies those it reads.
-
-    `domain` keeps the signatures of one kind of row apart from every other thing the same key signs.
-    `signer`: the key this process writes with (None: it writes none of these rows). `holders`: whose keys are
-    trusted (None: none, every row is refused). `may_sign(principal, claims)`: whether that holder may have
-    written a row with these claims (an operator any token; the service no operator token).
-    """
-
-    table: str
-    domain: bytes
-    signer: SigningKey | None = None
-    holders: KeyHolders | None = None
-    may_sign: Callable[[Principal, dict[str, Any]], bool] = lambda principal, claims: False
-
-    def message(self, claims: dict[str, Any]) -> bytes:
-        """The bytes a row's signature covers: the domain, then the canonical JSON of its claims."""
-        return self.domain + canonical_json(claims)
-
-    def sign(self, claims: dict[str, Any]) -> Proof:
-        """This process's proof of a row it writes; RuntimeError when it holds no key to write such rows with."""
-        if self.signer is None:
-            raise RuntimeError(f"{self.table}: this process holds no key to sign these rows with")
-        key_id = self.signer.key_id  # read first: the signature matches the id beside it, across a rotation
-        return Proof(key_id, self.signer.sign(self.message(claims)))
-
-    def why_not(self, claims: dict[str, Any], key_id: str | None, signature: str | None) -> str | None:
-        """Why a row with these claims and this proof grants nothing (None: it is proven)."""
-        if not key_id or not signature:
-            return "unsigned"
-        holders = self.holders.principals(key_id) if self.holders is not None else []
-        if not holders:
-            return f"signed by key {key_id}, which is not trusted"
-        message = self.message(claims)
-        signers = [p for p in holders if _verifies(p.public.public_bytes_raw(), signature, message)]
-        if not signers:
-            return f"its signature by {key_id} does not verify (the row was changed after it was signed)"
-        if not any(self.may_sign(p, claims) for p in signers):
-            who = ", ".join(f"{p.kind} {p.name}" for p in signers)
-            return f"{who} may not sign it"
-        return None
-
-    def refused(self, what: str, why: str, fix: str) -> None:
-        """Tell the operator a row was refused: one log line naming it and how to mend it, and the metric."""
-        log.warning("approval: %s refused: %s; %s", what, why, fix)
-        observe_row_refused("approval", self.table, "unsigned" if why == "unsigned" else "invalid")
 
 
 def operator_or_service(*, service_may: Callable[[dict[str, Any]], bool]) -> Callable[[Principal, dict[str, Any]], bool]:
@@ -125,14 +41,14 @@ def operator_or_service(*, service_may: Callable[[dict[str, Any]], bool]) -> Cal
     def may_sign(principal: Principal, claims: dict[str, Any]) -> bool:
         if principal.kind == OPERATOR:
             return principal.retired_at is None or principal.grace
-        return principal.kind == "service" and principal.name == "approval" and service_may(claims)
+        return principal.kind == "service" and principal.name == _SERVICE and service_may(claims)
 
     return may_sign
 
 
 def service_only(principal: Principal, claims: dict[str, Any]) -> bool:
     """A `may_sign` for rows only the approval service writes."""
-    return principal.kind == "service" and principal.name == "approval"
+    return principal.kind == "service" and principal.name == _SERVICE
 
 
 TOKEN_DOMAIN = b"tidegate-approver-token\n"
@@ -172,11 +88,21 @@ def approval_seals(
     """
     return Seals(
         tokens=RowSeal(
-            "approver_tokens", TOKEN_DOMAIN, operator_key or service_key, holders, operator_or_service(service_may=_service_may_mint)
+            _SERVICE,
+            "approver_tokens",
+            TOKEN_DOMAIN,
+            operator_key or service_key,
+            holders,
+            operator_or_service(service_may=_service_may_mint),
         ),
-        ballots=RowSeal("approvals", BALLOT_DOMAIN, service_key, holders, service_only),
+        ballots=RowSeal(_SERVICE, "approvals", BALLOT_DOMAIN, service_key, holders, service_only),
         endpoints=RowSeal(
-            "webhook_endpoints", ENDPOINT_DOMAIN, operator_key or service_key, holders, operator_or_service(service_may=lambda claims: True)
+            _SERVICE,
+            "webhook_endpoints",
+            ENDPOINT_DOMAIN,
+            operator_key or service_key,
+            holders,
+            operator_or_service(service_may=lambda claims: True),
         ),
         vault=vault,
     )

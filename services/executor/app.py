@@ -33,7 +33,7 @@ from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
-from services.executor.undo import InMemoryUndoStore, PgUndoStore, UndoStore
+from services.executor.undo import InMemoryUndoStore, PgUndoStore, UndoStore, undo_seals
 
 __all__ = ["NAME", "ExecutorDeps", "ExecutorProcess", "build"]
 
@@ -85,6 +85,8 @@ def build(
     catalog = ToolCatalog.load(kit.tools_dir)
     pool = None
     role = settings.tools_database_role
+    authority = deployment_authority(kit, catalog)
+    key = service_key(kit, NAME)
     if deps is None:
         # Each call in flight holds its claim's connection and may borrow one more for the tool.
         size = max(kit.db_pool_max, 2 * settings.concurrency + 2)
@@ -93,15 +95,14 @@ def build(
         deps = ExecutorDeps(
             claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),
             grants=PgGrantStore(pool),
-            undo=PgUndoStore(pool),
+            undo=PgUndoStore(pool, undo_seals(key, authority)),  # undo records carry the executor's signature
             # In-process tools (the demo's systems of record) work in their own schemas as a role of their own. They keep no
             # session state beyond a transaction (`ToolContext.pool`), so a released connection needs no reset round trip.
             tools_pool=unopened_pool(service_database_url(kit, role), max_size=settings.concurrency + 2, reset_session=False)
             if role
             else None,
         )
-    authority = deployment_authority(kit, catalog)
-    bus = service_bus(kit, NAME, signer=service_key(kit, NAME), authority=authority)
+    bus = service_bus(kit, NAME, signer=key, authority=authority)
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)

@@ -133,7 +133,7 @@ async def test_a_repointed_url_or_an_added_approver_makes_the_endpoint_refused(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     (groups := tmp_path / "groups.yaml").write_text(GROUPS)
-    caplog.set_level(logging.WARNING, logger="services.approval._row_proofs")
+    caplog.set_level(logging.WARNING, logger="servicekit.row_proofs")
     async with Receiver.listening(failures=1) as chat, Receiver.listening(failures=0) as listener:
         h = await start_approval(groups_file=groups, webhook_backoff_initial_s=0.3, webhook_max_attempts=50)
         await h.token(EVE, ["finance"])

@@ -92,7 +92,7 @@ async def test_token_rows_the_approval_login_inserts_are_refused_as_an_unknown_t
         "approver with a genuine row's proof": (h.tenant, ["finance"], {"key_id": row["key_id"], "signature": row["signature"]}),
     }
     unsigned, invalid = refused("approver_tokens", "unsigned"), refused("approver_tokens", "invalid")
-    caplog.set_level(logging.WARNING, logger="services.approval._row_proofs")
+    caplog.set_level(logging.WARNING, logger="servicekit.row_proofs")
     for what, (tenant, groups, proof) in forged.items():
         token = "tga_" + uuid.uuid4().hex
         await insert_token(attacker, token, f"mallory-{uuid.uuid4().hex[:4]}@acme.example", tenant, groups, **proof)

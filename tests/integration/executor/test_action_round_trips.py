@@ -12,11 +12,13 @@ from statements import Statements, counting_pool
 
 import schemas as s
 from servicekit import REPO_ROOT, EventOutlet, Keyring, KitSettings, ToolCatalog, apply_migrations
+from servicekit.row_proofs import ServiceKeys
+from servicekit.signing import SigningKey
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
 from services.executor.tools import PythonTools, ToolInvokers
-from services.executor.undo import PgUndoStore
+from services.executor.undo import PgUndoStore, undo_seals
 
 MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "executor" / "migrations"
 
@@ -39,6 +41,7 @@ async def counted(infra: Any, kit: KitSettings, tenant: str) -> AsyncIterator[Co
     tools_pool = await counting_pool(infra.database_url, tools, max_size=4, reset_session=False)
     await apply_migrations(pool, "executor", MIGRATIONS)
     published: list[s.Envelope] = []
+    signer = SigningKey.load_or_create(kit.keys_dir, "executor")
 
     async def publish(topic: str, event: s.Envelope) -> None:
         published.append(event)
@@ -52,7 +55,7 @@ async def counted(infra: Any, kit: KitSettings, tenant: str) -> AsyncIterator[Co
         out=EventOutlet(publish),
         killed=lambda tenant, tool: None,
         context_pool=tools_pool,
-        undo=PgUndoStore(pool),
+        undo=PgUndoStore(pool, undo_seals(signer, ServiceKeys(kit.keys_dir, "executor", signer=signer))),
     )
     yield Counted(executor, claims, tools, published)
     await tools_pool.close()

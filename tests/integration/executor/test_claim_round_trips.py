@@ -18,13 +18,14 @@ from statements import Statements, counting_pool
 
 import schemas as s
 from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
+from servicekit.row_proofs import ServiceKeys
 from servicekit.toolcontract import ToolContext
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import ClaimRecord
 from services.executor.executor import Executor
 from services.executor.tools import ToolAnswer, ToolInvokers
-from services.executor.undo import PgUndoStore, UndoKey
+from services.executor.undo import PgUndoStore, UndoKey, undo_seals
 
 WAITING_FOR_LOCK = (
     "SELECT true FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = $1"
@@ -164,16 +165,19 @@ async def test_the_lock_ends_with_the_claim_even_when_the_work_fails(rig: Rig, l
         assert await outsider.fetchval("SELECT pg_try_advisory_lock($1)", key), "released with the connection"
 
 
-async def test_the_state_before_a_call_is_kept_once_and_the_first_read_wins(logged_pool: tuple[asyncpg.Pool, list[str]]) -> None:
+async def test_the_state_before_a_call_is_kept_once_and_the_first_read_wins(
+    logged_pool: tuple[asyncpg.Pool, list[str]], tmp_path: Path
+) -> None:
     """An undo's prior state, kept in one statement: after a crash the first state read is what the undo restores."""
     pool, statements = logged_pool
-    undo = PgUndoStore(pool)
-    key = UndoKey(f"a-{uuid.uuid4().hex[:12]}", "acme", "t-1", "tag_ticket")
+    key = SigningKey.load_or_create(tmp_path, "executor")
+    undo = PgUndoStore(pool, undo_seals(key, ServiceKeys(tmp_path, "executor", signer=key)))
+    call = UndoKey(f"a-{uuid.uuid4().hex[:12]}", "acme", "t-1", "tag_ticket")
     statements.clear()
-    assert await undo.keep_prior_state(key, {"tags": ["vip"]}) == {"tags": ["vip"]}
+    assert await undo.keep_prior_state(call, {"tags": ["vip"]}) == {"tags": ["vip"]}
     assert [q for q in statements if "pg_advisory_unlock_all" not in q] == [statements[0]], statements
-    assert await undo.keep_prior_state(key, {"tags": ["vip", "refund"]}) == {"tags": ["vip"]}  # read again after the call: not kept
-    assert await undo.prior_state(key.action_id) == {"tags": ["vip"]}
+    assert await undo.keep_prior_state(call, {"tags": ["vip", "refund"]}) == {"tags": ["vip"]}  # read again after the call: not kept
+    assert await undo.prior_state(call.action_id) == {"tags": ["vip"]}
 
 
 async def test_a_call_interrupted_mid_way_and_found_expired_on_redelivery_ends_unknown_without_a_dead_letter(

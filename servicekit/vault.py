@@ -1,12 +1,13 @@
-"""Sealing tenants' connector credentials so that only the executor can read them.
+"""Sealing secrets a service keeps in its database so that only that service can read them.
 
-Each secret is sealed with HPKE (RFC 9180: X25519, HKDF-SHA256, AES-256-GCM, from `cryptography`) to
-the executor's public key, bound to its tenant and connector. Whoever sets a credential needs only the
-public key; only the holder of the private key (the executor) can open it. The key pair is generated
-on first use under the git-ignored keys directory: the private key in the executor's own folder
-(`<keys_dir>/executor/connector-credentials.key`, beside its signing key, the one folder only the
-executor mounts), the public key at the top with the other public keys. After a rotation the old
-private keys stay, named by key id, until every stored secret has been sealed again.
+Each secret is sealed with HPKE (RFC 9180: X25519, HKDF-SHA256, AES-256-GCM, from `cryptography`) to the
+owning service's public key, bound to its purpose and its row (tenant, and the connector or endpoint). Whoever
+seals needs only the public key; only the holder of the private key (the owner) can open it. The executor seals
+tenants' connector credentials (`connectors.Vault`), the approval service its webhook endpoints' secrets
+(`services.approval._endpoint_rows.webhook_vault`). A key pair is generated on first use under the git-ignored
+keys directory: the private key in the owner's own folder (`<keys_dir>/<owner>/<key name>.key`, beside its signing
+key, the one folder only that service mounts), the public key at the top with the other public keys. After a
+rotation the old private keys stay, named by key id, until every stored secret has been sealed again.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-__all__ = ["KEY_NAME", "OWNER", "Sealed", "Vault", "VaultError"]
+__all__ = ["Sealed", "Vault", "VaultError"]
 
-KEY_NAME = "connector-credentials"
-OWNER = "executor"  # whose key folder holds the private keys
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
 
 class VaultError(ValueError):
-    """A secret that cannot be opened: unknown key id, or sealed for another tenant or connector, or altered."""
+    """A secret that cannot be sealed or opened: no key pair, an unknown key id, sealed for another row or purpose, or altered."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +42,9 @@ def _key_id(public: X25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _info(purpose: str, tenant_id: str, connector: str) -> bytes:
-    # Binds the ciphertext to its row: a secret copied to another tenant's row does not open.
-    return f"tidegate/{purpose}/v1\x00{tenant_id}\x00{connector}".encode()
+def _info(purpose: str, tenant_id: str, row: str) -> bytes:
+    # Binds the ciphertext to its purpose and row: a secret copied to another tenant's row, or another row, does not open.
+    return f"tidegate/{purpose}/v1\x00{tenant_id}\x00{row}".encode()
 
 
 def _write_private(path: Path, private: X25519PrivateKey) -> None:
@@ -65,33 +64,35 @@ def _load_private(path: Path) -> X25519PrivateKey:
 
 
 class Vault:
-    """The executor's credential key pair(s) under `keys_dir`: the current one seals, any known one opens.
+    """A service's key pair(s) for sealing secrets under `keys_dir`: the current one seals, any known one opens.
 
-    Another service keeps secrets of its own the same way under another `owner` (its key folder), `key_name` and
-    `purpose` (what a ciphertext is bound to besides its row: a secret of one purpose never opens as another's).
+    `owner`: the service that opens (its key folder holds the private keys). `key_name`: the key pair's file name.
+    `purpose`: what a ciphertext is bound to besides its row, so a secret of one purpose never opens as another's.
+    `made_by`: how the key pair is first made, said when its public key is missing.
     """
 
-    def __init__(self, keys_dir: Path, *, owner: str = OWNER, key_name: str = KEY_NAME, purpose: str = "connector-credential") -> None:
+    def __init__(self, keys_dir: Path, *, owner: str, key_name: str, purpose: str, made_by: str = "") -> None:
         self.keys_dir = keys_dir
         self.owner, self.key_name, self.purpose = owner, key_name, purpose
+        self.made_by = made_by or f"start the {owner} service once"
 
     @property
     def private_dir(self) -> Path:
-        """The executor's own key folder, where the private keys sit."""
+        """The owner's own key folder, where the private keys sit."""
         return self.keys_dir / self.owner
 
     @property
     def private_path(self) -> Path:
-        """The current private key (0600): only the executor's host should hold it."""
+        """The current private key (0600): only the owner's host should hold it."""
         return self.private_dir / f"{self.key_name}.key"
 
     @property
     def public_path(self) -> Path:
-        """The current public key: all that `tidegate connectors set-credential` needs."""
+        """The current public key: all that whoever seals a secret needs."""
         return self.keys_dir / f"{self.key_name}.pub"
 
     def ensure(self) -> str:
-        """Create the key pair on first run (safe when the executor and the CLI race to do it); return the current key id."""
+        """Create the key pair on first run (safe when the owner and a CLI race to do it); return the current key id."""
         self._adopt_flat_keys()
         if self.public_path.exists() and not self.private_path.exists():
             return self.current_key_id()  # an operator's machine: the public key only
@@ -112,7 +113,7 @@ class Vault:
         return _key_id(public)
 
     def _adopt_flat_keys(self) -> None:
-        """Move private keys of the former flat layout (`<keys_dir>/connector-credentials*.key`) into the executor's folder."""
+        """Move private keys of the former flat layout (`<keys_dir>/<key name>*.key`) into the owner's folder."""
         flat = list(self.keys_dir.glob(f"{self.key_name}*.key"))
         if flat:
             self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -127,7 +128,7 @@ class Vault:
 
     def _public(self) -> X25519PublicKey:
         if not self.public_path.exists():
-            raise VaultError(f"no {self.public_path}: start the executor once (or run `tidegate connectors init-key`) to create it")
+            raise VaultError(f"no {self.public_path}: {self.made_by} to create it")
         key = serialization.load_pem_public_key(self.public_path.read_bytes())
         if not isinstance(key, X25519PublicKey):
             raise VaultError(f"{self.public_path} is not an X25519 public key")
@@ -137,10 +138,10 @@ class Vault:
         """Id of the key pair new secrets are sealed to."""
         return _key_id(self._public())
 
-    def seal(self, secret: str, tenant_id: str, connector: str) -> Sealed:
-        """Seal `secret` for (tenant, connector) to the current public key."""
+    def seal(self, secret: str, tenant_id: str, row: str) -> Sealed:
+        """Seal `secret` for (tenant, row: a connector, an endpoint id) to the current public key."""
         public = self._public()
-        return Sealed(_key_id(public), _SUITE.encrypt(secret.encode(), public, info=_info(self.purpose, tenant_id, connector)))
+        return Sealed(_key_id(public), _SUITE.encrypt(secret.encode(), public, info=_info(self.purpose, tenant_id, row)))
 
     def _private_by_id(self) -> dict[str, X25519PrivateKey]:
         keys: dict[str, X25519PrivateKey] = {}
@@ -149,15 +150,15 @@ class Vault:
             keys[_key_id(private.public_key())] = private
         return keys
 
-    def open(self, sealed: Sealed, tenant_id: str, connector: str) -> str:
-        """The secret; raises VaultError when no known key opens it for this tenant and connector."""
+    def open(self, sealed: Sealed, tenant_id: str, row: str) -> str:
+        """The secret; raises VaultError when no known key opens it for this tenant and row."""
         private = self._private_by_id().get(sealed.key_id)
         if private is None:
-            raise VaultError(f"sealed to key {sealed.key_id}, which the executor does not hold")
+            raise VaultError(f"sealed to key {sealed.key_id}, which the {self.owner} service does not hold (not in {self.private_dir})")
         try:
-            return _SUITE.decrypt(sealed.ciphertext, private, info=_info(self.purpose, tenant_id, connector)).decode()
+            return _SUITE.decrypt(sealed.ciphertext, private, info=_info(self.purpose, tenant_id, row)).decode()
         except Exception as exc:  # cryptography raises InvalidTag (or a ValueError for a malformed one)
-            raise VaultError(f"sealed secret for {tenant_id}/{connector} does not open with key {sealed.key_id}") from exc
+            raise VaultError(f"sealed {self.purpose} for {tenant_id}/{row} does not open with key {sealed.key_id}") from exc
 
     def rotate(self) -> tuple[str, str]:
         """Make a new current key pair; the old private key stays as `<name>.<old id>.key` to open what is not resealed yet.
