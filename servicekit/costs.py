@@ -6,11 +6,19 @@ before rounding, so a total is the rounded sum of its parts, not the sum of roun
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from schemas import TaskCost
 
-__all__ = ["call_cost_usd", "estimated_cost_usd", "review_cost_usd", "task_cost"]
+__all__ = ["HOURLY_RATE_USD", "REVIEW_MINUTES", "ReviewPrice", "call_cost_usd", "estimated_cost_usd", "task_cost"]
 
 PLACES = 6
+
+REVIEW_MINUTES = 4.0
+"""Minutes of a person's time one approval decision costs, unless set (`TIDEGATE_HUMAN_REVIEW_MINUTES`)."""
+
+HOURLY_RATE_USD = 60.0
+"""Hourly rate of the people who approve, USD, unless set (`TIDEGATE_HUMAN_HOURLY_RATE_USD`)."""
 
 
 def call_cost_usd(per_call_usd: float, attempts: int, reported_usd: float = 0.0) -> float:
@@ -23,9 +31,25 @@ def estimated_cost_usd(per_call_usd: float, model_usd: float) -> float:
     return round(per_call_usd + model_usd, PLACES)
 
 
-def review_cost_usd(decisions: float, minutes_per_decision: float, hourly_rate_usd: float) -> float:
-    """People's time for `decisions` approval decisions, at `minutes_per_decision` each and `hourly_rate_usd`."""
-    return decisions * (minutes_per_decision / 60.0 * hourly_rate_usd)
+@dataclass(frozen=True)
+class ReviewPrice:
+    """The price of a human decision: `minutes_per_decision` of a person's time at `hourly_rate_usd`.
+
+    One price for the planner's task costs, the approval page's figure and `tidegate costs`: the kit's `TIDEGATE_HUMAN_*`
+    (`servicekit.settings.review_price`).
+    """
+
+    minutes_per_decision: float = REVIEW_MINUTES
+    hourly_rate_usd: float = HOURLY_RATE_USD
+
+    def usd(self, decisions: float) -> float:
+        """People's time for `decisions` approval decisions, USD (not rounded: a sum is rounded once, where it is published)."""
+        return decisions * (self.minutes_per_decision / 60.0 * self.hourly_rate_usd)
+
+    @property
+    def per_decision_usd(self) -> float:
+        """The price of one human decision, USD."""
+        return self.usd(1)
 
 
 def task_cost(*, model: float, retrieval: float, tools: float, orchestration: float, retries: float, human_review: float) -> TaskCost:

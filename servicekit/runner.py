@@ -40,7 +40,7 @@ from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
 from servicekit.metrics import observe_broker_silence
-from servicekit.settings import EX_CONFIG, KitSettings, settings_problems
+from servicekit.settings import EX_CONFIG, KitSettings, SettingNotUsable, settings_problems
 from servicekit.tracing import install_tracing
 
 __all__ = ["EXIT_STALLED", "ServiceProcess", "configure_logging", "every", "run_service", "tune_gc"]
@@ -362,10 +362,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 class NotStarted(RuntimeError):
     """A service could not start because the database (or its schema's migrations), the broker or its port is not there."""
-
-
-class SettingNotUsable(RuntimeError):
-    """A setting valid in form that cannot be used (a host that does not exist): exit `EX_CONFIG`, as a setting not valid."""
 
 
 def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -11,9 +12,21 @@ from urllib.parse import parse_qs, quote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from servicekit.costs import HOURLY_RATE_USD, REVIEW_MINUTES, ReviewPrice
 from servicekit.intake import Bounds
 
-__all__ = ["EX_CONFIG", "IDLE_FETCH_MAX_WAIT_MS", "PARTITION_FETCH_BYTES", "REPO_ROOT", "KitSettings", "settings_problems"]
+__all__ = [
+    "EX_CONFIG",
+    "IDLE_FETCH_MAX_WAIT_MS",
+    "PARTITION_FETCH_BYTES",
+    "REPO_ROOT",
+    "KitSettings",
+    "SettingNotUsable",
+    "review_price",
+    "settings_problems",
+]
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +40,10 @@ MIN_REQUEST_TIMEOUT_MS = 1_000
 """The shortest `KitSettings.kafka_request_timeout_ms` accepted."""
 
 EX_CONFIG = 78  # sysexits.h: a setting is not valid; a supervisor does not restart what only a person can fix
+
+
+class SettingNotUsable(RuntimeError):
+    """A setting valid in form that cannot be used (a host that does not exist): exit `EX_CONFIG`, as a setting not valid."""
 
 
 class KitSettings(BaseSettings):
@@ -211,6 +228,21 @@ class KitSettings(BaseSettings):
         "`stall_after_s`: unhealthy, exit 75).",
     )
     run_dir: Path = Field(default=REPO_ROOT / ".tidegate", description="Logs and pid files of `tidegate up --detach`, and the keys.")
+    human_review_minutes: float = Field(
+        default=REVIEW_MINUTES,
+        ge=0,
+        description="Minutes of a person's time one approval decision costs: the price of a human decision is this at "
+        "`human_hourly_rate_usd`, in the planner's task costs, on the approval page (`summary.human_review_usd`) and in "
+        "`tidegate costs` (`servicekit.costs.ReviewPrice`). Replaces `TIDEGATE_PLANNER_HUMAN_REVIEW_MINUTES` and "
+        "`TIDEGATE_APPROVAL_HUMAN_REVIEW_MINUTES`, still read, deprecated (docs/costs.md).",
+    )
+    human_hourly_rate_usd: float = Field(
+        default=HOURLY_RATE_USD,
+        ge=0,
+        description="Hourly rate of the people who approve, USD (with `human_review_minutes`, the price of a human decision). "
+        "Replaces `TIDEGATE_PLANNER_HUMAN_HOURLY_RATE_USD` and `TIDEGATE_APPROVAL_HUMAN_HOURLY_RATE_USD`, still read, "
+        "deprecated (docs/costs.md).",
+    )
 
     @property
     def bounds(self) -> Bounds:
@@ -283,6 +315,33 @@ class KitSettings(BaseSettings):
         data["operator_private_keys_dir"] = data.get("operator_private_keys_dir") or keys_dir.parent / f"{beside}operator-keys"
         data["client_private_keys_dir"] = data.get("client_private_keys_dir") or keys_dir.parent / f"{beside}client-keys"
         return data
+
+
+_PRICE_FIELDS = ("human_review_minutes", "human_hourly_rate_usd")
+
+
+def review_price(kit: KitSettings, own: BaseSettings) -> ReviewPrice:
+    """The price of a human decision: `TIDEGATE_HUMAN_*`, or a service's deprecated `TIDEGATE_<SERVICE>_HUMAN_*` in `own`.
+
+    A deprecated name set alone is obeyed, with a warning naming the new one, so a deployment that set it prices as
+    before. Set beside the new name with another value, neither is taken: `SettingNotUsable` names both (the service
+    exits `EX_CONFIG`), as whichever won would price decisions at a figure someone set for nothing.
+    """
+    minutes, rate = (_renamed(kit, own, name) for name in _PRICE_FIELDS)
+    return ReviewPrice(minutes, rate)
+
+
+def _renamed(kit: KitSettings, own: BaseSettings, name: str) -> float:
+    """The kit's `name`, or the same field of `own` (its old name) when that is set and does not contradict a set new one."""
+    new, old = _variable(KitSettings, name), _variable(type(own), name)
+    value: float = getattr(kit, name)
+    before: float | None = getattr(own, name, None)
+    if before is None:
+        return value
+    if name in kit.model_fields_set and before != value:
+        raise SettingNotUsable(f"{old} ({before:g}) and {new} ({value:g}) disagree: {old} is deprecated, set {new} alone")
+    log.warning("%s is deprecated: set %s instead (to %g, the value read)", old, new, before)
+    return before
 
 
 def _settings_classes(root: type[BaseSettings] = BaseSettings) -> dict[str, type[BaseSettings]]:

@@ -11,10 +11,9 @@ from typing import Any
 
 from schemas import ToolSpec
 from servicekit import ToolCatalog
-from servicekit.costs import review_cost_usd
+from servicekit.costs import ReviewPrice
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord
-from services.approval.settings import ApprovalSettings
 
 __all__ = ["SUBJECT_MAX", "VALUE_MAX", "decision_summary", "summary"]
 
@@ -102,8 +101,7 @@ def summary(record: ApprovalRecord, spec: ToolSpec | None, *, review_usd: float,
     }
 
 
-def decision_summary(record: ApprovalRecord, catalog: ToolCatalog | None, settings: ApprovalSettings) -> dict[str, Any]:
-    """`summary` of a request with its tool's catalog entry and the price of a human decision from the one place the cost math lives."""
+def decision_summary(record: ApprovalRecord, catalog: ToolCatalog | None, price: ReviewPrice) -> dict[str, Any]:
+    """`summary` of a request with its tool's catalog entry and the price of a human decision (`servicekit.costs`, the one place)."""
     spec = catalog[record.tool] if catalog is not None and record.tool in catalog else None
-    price = review_cost_usd(1, settings.human_review_minutes, settings.human_hourly_rate_usd)
-    return summary(record, spec, review_usd=price, key_args=key_args(catalog, record.tool))
+    return summary(record, spec, review_usd=price.per_decision_usd, key_args=key_args(catalog, record.tool))

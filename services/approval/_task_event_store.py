@@ -1,7 +1,8 @@
 """The decisions and results of tasks the approval service saw: the context an approver reads beside a request.
 
 Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
-the asyncpg part and the in-memory twin's part.
+the asyncpg part and the in-memory twin's part. A result is kept with its fields (`TaskEvent.result`), so what is
+read of it (a refusal, a call's failure) is the schemas' rule applied to them, not a parse of its summary.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from schemas import ActionResultData
 from servicekit.db import delete_in_batches
+from services.approval._legacy_results import legacy_result
 
-__all__ = ["InMemoryTaskEventStore", "PgTaskEventStore", "TaskEvent", "TaskEventStore", "forget_task_events"]
+__all__ = [
+    "RESULT_TYPES",
+    "InMemoryTaskEventStore",
+    "PgTaskEventStore",
+    "TaskEvent",
+    "TaskEventStore",
+    "forget_task_events",
+]
+
+RESULT_TYPES = frozenset({"tidegate.action.succeeded", "tidegate.action.failed", "tidegate.action.unknown"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,9 @@ class TaskEvent:
     risk: str | None = None
     args: dict[str, Any] | None = None
     summary: str = ""
+    # A result's event: the result, without what the call returned nor its undo plan (None for a decision, and for a
+    # result kept before migration 012 whose summary does not read as one).
+    result: ActionResultData | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form for the API."""
@@ -80,6 +95,15 @@ async def forget_task_events(store: TaskEventStore, cutoff: datetime, *, batch: 
     return await delete_in_batches(lambda limit: store.forget_task_events_before(cutoff, limit=limit), batch)
 
 
+def _result(row: asyncpg.Record) -> ActionResultData | None:
+    """The result a row keeps; for a result kept before migration 012 (no `result`), what its summary says (`_legacy_results`)."""
+    if row["result"] is not None:
+        return ActionResultData.model_validate_json(row["result"])
+    if row["type"] not in RESULT_TYPES:
+        return None
+    return legacy_result(row["action_id"], row["task_id"], row["tenant_id"], row["tool"], row["cost_usd"], row["summary"])
+
+
 def _task_event(row: asyncpg.Record) -> TaskEvent:
     return TaskEvent(
         event_id=row["event_id"],
@@ -95,6 +119,7 @@ def _task_event(row: asyncpg.Record) -> TaskEvent:
         risk=row["risk"],
         args=json.loads(row["args"]) if row["args"] else None,
         summary=row["summary"],
+        result=_result(row),
     )
 
 
@@ -110,8 +135,8 @@ class PgTaskEventStore(TaskEventStore):
             return
         await self.pool.executemany(
             f"INSERT INTO {self.s}.task_events (event_id, tenant_id, task_id, action_id, type, tool, outcome, cost_usd, "
-            "requested_by, risk, args, summary, at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING",
+            "requested_by, risk, args, summary, at, result) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING",
             [
                 (
                     e.event_id,
@@ -127,6 +152,7 @@ class PgTaskEventStore(TaskEventStore):
                     json.dumps(e.args) if e.args is not None else None,
                     e.summary,
                     e.at,
+                    e.result.model_dump_json() if e.result is not None else None,
                 )
                 for e in events
             ],

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from servicekit import SigningKey, ToolCatalog
+from servicekit.costs import ReviewPrice
 from servicekit.metrics import observe_webhook_delivery
 from services.approval import auth, domain, webhooks
 from services.approval._summary import decision_summary
@@ -41,6 +42,7 @@ class WebhookSide:
     key: SigningKey
     groups: GroupsConfig
     settings: ApprovalSettings
+    review_price: ReviewPrice
     catalog: ToolCatalog | None
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
@@ -369,7 +371,7 @@ class WebhookSide:
             "review_reason": record.review_reason,
             "resolution": record.resolution,
             # What a person needs to decide it (the page's summary): a chat message can show the amount, payee and record.
-            "summary": decision_summary(record, self.catalog, self.settings),
+            "summary": decision_summary(record, self.catalog, self.review_price),
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }

@@ -29,6 +29,7 @@ from services.approval._limits import MAX_BODY_BYTES, NEXT_CURSOR, BodyLimit, li
 from services.approval._outcome import earlier_grants, outcome_of
 from services.approval._summary import decision_summary
 from services.approval._view_args import key_args
+from services.approval._votes_counted import NotCounted, votes_counted
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.quality import QueueAge
 from services.approval.ratelimit import ApiRateLimits, Throttled
@@ -110,8 +111,8 @@ class DecisionSummary(BaseModel):
         default="", description="Why the agent proposed it, as the agent wrote it: untrusted text (it may carry an injected instruction)."
     )
     human_review_usd: float = Field(
-        description="The price of one human decision, as `tidegate costs` and the planner price it (`servicekit.costs.review_cost_usd`: "
-        "`TIDEGATE_APPROVAL_HUMAN_REVIEW_MINUTES` × `..._HUMAN_HOURLY_RATE_USD`)."
+        description="The price of one human decision, as `tidegate costs` and the planner price it (`servicekit.costs.ReviewPrice`: "
+        "`TIDEGATE_HUMAN_REVIEW_MINUTES` × `TIDEGATE_HUMAN_HOURLY_RATE_USD`)."
     )
 
 
@@ -139,7 +140,12 @@ class ApprovalView(BaseModel):
     requested_by: str | None = Field(description="Requester of the task; may not approve (four eyes).")
     required_approvals: int = Field(description="Distinct approvals needed before the grant is published.")
     estimated_cost_usd: float = Field(default=0.0, description="What the call itself is expected to cost (the tool's price), beside it.")
-    approvers: list[str] = Field(description="Who approved so far (or decided).")
+    approvers: list[str] = Field(description="Who approved so far (or decided): of a pending request, the approvals the service counts.")
+    not_counted: list[NotCounted] = Field(
+        default_factory=list,
+        description="A pending request's approvals the service does not count (no valid signature of the service: given before "
+        "approvals were signed, or written into the database), each with why and what to do (the approver votes again).",
+    )
     edited_args: dict[str, Any] | None
     comment: str | None
     review_reason: str | None = Field(default=None, description="Why the approver rejected or edited (the tenant's taxonomy).")
@@ -325,9 +331,10 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
     The access checks come first (as for a vote), then the state: settled (by whom, when), past its expiry,
     the caller's one-time link spent (read from the store: whichever replica spent it). Then what holds an approve
     only: the caller's approval already counts, or a kill switch is set on the tool, under which a grant ends in
-    the policy's final deny.
+    the policy's final deny. Its approvals are those the service counts, as a vote does (`_votes_counted`), the others said apart.
     """
     who = session.approver
+    record, not_counted = votes_counted(service.seals.ballots if service.seals else None, record)
     overdue = _overdue(service, record)
     state: Refusal | None = None
     if not record.is_pending:
@@ -357,7 +364,8 @@ async def _view(service: ApprovalService, record: ApprovalRecord, session: Sessi
         "key_args": key_args(service.catalog, record.tool),
         "killswitch": service.killswitch(record.tenant_id, record.tool),
         "outcome": await outcome_of(service.repo, record),
-        "summary": decision_summary(record, service.catalog, service.settings),
+        "not_counted": not_counted,
+        "summary": decision_summary(record, service.catalog, service.review_price),
     }
 
 

@@ -21,6 +21,7 @@ from servicekit import (
 )
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
+from servicekit.settings import review_price
 from services.approval import handlers, webhooks
 from services.approval._endpoint_rows import EndpointRows, webhook_vault
 from services.approval._outage import DatabaseOutage
@@ -93,6 +94,7 @@ def build(
     """
     kit = kit or KitSettings()
     settings = settings or ApprovalSettings()
+    price = review_price(kit, settings)
     key = service_key(kit, NAME)
     groups = GroupsConfig.load(settings.groups_file)
     catalog = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
@@ -130,6 +132,7 @@ def build(
         undo_results=deps.undo_results,
         base_url=base_url,
         seals=seals,
+        review_price=price,
     )
     routes = {
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),

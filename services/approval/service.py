@@ -48,6 +48,7 @@ from servicekit import (
     once_delivered,
     span,
 )
+from servicekit.costs import ReviewPrice
 from servicekit.metrics import observe_human_decision, observe_queue
 from servicekit.outlet import record_event
 from servicekit.undo import undo_proposal, undo_refusal
@@ -162,6 +163,7 @@ def _result_task_event(result: ActionResultData, event_type: str, event_id: str,
         outcome=result.status,
         cost_usd=result.cost.usd,
         summary=f"{result.status} after {result.attempts} attempt(s){error}",
+        result=result.model_copy(update={"result": None, "undo": None}),  # what the call returned is the executor's to keep
     )
 
 
@@ -198,6 +200,7 @@ class ApprovalService(WebhookSide):
     clock: Callable[[], datetime] = _utcnow
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     seals: Seals | None = None  # signs and checks the approvals a request counts (`_ballots`); None: a twin trusting its memory
+    review_price: ReviewPrice = field(default_factory=ReviewPrice)  # what the summary prices a decision at (`TIDEGATE_HUMAN_*`)
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
     _disagreements_told: set[str] = field(default_factory=set, init=False)

@@ -120,15 +120,15 @@ class ApprovalSettings(BaseSettings):
         return value
 
     link_ttl_s: float = Field(default=3600.0, gt=0, description="Lifetime of a one-time approval link (never beyond the request's expiry).")
-    human_review_minutes: float = Field(
-        default=4.0,
+    human_review_minutes: float | None = Field(
+        default=None,
         ge=0,
-        description="Minutes of a person's time one decision costs, for the price the page shows (`servicekit.costs`); keep it "
-        "equal to the planner's `TIDEGATE_PLANNER_HUMAN_REVIEW_MINUTES` and `tidegate costs --review-minutes`.",
+        description="Deprecated: set `TIDEGATE_HUMAN_REVIEW_MINUTES`. Still obeyed when set alone (the service warns at start); "
+        "set beside it with another value, the service does not start (exit 78, both values named).",
     )
-    human_hourly_rate_usd: float = Field(
-        default=60.0,
+    human_hourly_rate_usd: float | None = Field(
+        default=None,
         ge=0,
-        description="Hourly rate of the people who approve, USD; keep it equal to the planner's `TIDEGATE_PLANNER_HUMAN_HOURLY_RATE_USD` "
-        "and `tidegate costs --rate`.",
+        description="Deprecated: set `TIDEGATE_HUMAN_HOURLY_RATE_USD`. Still obeyed when set alone (the service warns at start); "
+        "set beside it with another value, the service does not start (exit 78, both values named).",
     )

@@ -18,6 +18,7 @@ from servicekit import (
     service_key,
 )
 from servicekit.runner import every
+from servicekit.settings import review_price
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
@@ -65,12 +66,8 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     """Assemble the planner: every dependency once, the PostgreSQL task state unless `deps` gives another."""
     kit = kit or KitSettings()
     settings = settings or PlannerSettings()
+    rates = CostRates(orchestration_usd_per_event=settings.orchestration_usd_per_event, review=review_price(kit, settings))
     catalog = ToolCatalog.load(kit.tools_dir)
-    rates = CostRates(
-        orchestration_usd_per_event=settings.orchestration_usd_per_event,
-        human_review_minutes=settings.human_review_minutes,
-        human_hourly_rate_usd=settings.human_hourly_rate_usd,
-    )
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)

@@ -30,7 +30,7 @@ from schemas import (
     TaskOutcomeData,
     TaskSubmittedData,
 )
-from servicekit.costs import review_cost_usd, task_cost
+from servicekit.costs import ReviewPrice, task_cost
 from services.planner.action_ids import ActionIds
 
 __all__ = [
@@ -111,13 +111,7 @@ class CostRates(_Model):
     """Prices the planner applies to what it cannot read off events."""
 
     orchestration_usd_per_event: float = 0.00001
-    human_review_minutes: float = 4.0
-    human_hourly_rate_usd: float = 60.0
-
-    @property
-    def per_touch_usd(self) -> float:
-        """Price of one human decision."""
-        return review_cost_usd(1, self.human_review_minutes, self.human_hourly_rate_usd)
+    review: ReviewPrice = ReviewPrice()  # of one human touch: the kit's `TIDEGATE_HUMAN_*`, as everywhere a decision is priced
 
 
 class TaskState(_Model):
@@ -165,7 +159,7 @@ class TaskState(_Model):
             tools=self.tools_usd,
             orchestration=self.events * rates.orchestration_usd_per_event,
             retries=self.retries_usd,
-            human_review=review_cost_usd(self.human_touches, rates.human_review_minutes, rates.human_hourly_rate_usd),
+            human_review=rates.review.usd(self.human_touches),
         )
 
 

@@ -17,8 +17,18 @@ class PlannerSettings(BaseSettings):
 
     strategy: Literal["playbook", "llm"] = Field(default="playbook", description="`playbook` (deterministic, offline) or `llm` (litellm).")
     orchestration_usd_per_event: float = Field(default=0.00001, ge=0, description="Price of one event handled or published for a task.")
-    human_review_minutes: float = Field(default=4.0, ge=0, description="Minutes of a person's time one approval decision costs.")
-    human_hourly_rate_usd: float = Field(default=60.0, ge=0, description="Hourly rate of the people who approve.")
+    human_review_minutes: float | None = Field(
+        default=None,
+        ge=0,
+        description="Deprecated: set `TIDEGATE_HUMAN_REVIEW_MINUTES`. Still obeyed when set alone (the planner warns at start); set "
+        "beside it with another value, the planner does not start (exit 78, both values named).",
+    )
+    human_hourly_rate_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="Deprecated: set `TIDEGATE_HUMAN_HOURLY_RATE_USD`. Still obeyed when set alone (the planner warns at start); "
+        "set beside it with another value, the planner does not start (exit 78, both values named).",
+    )
     cheap_model: str = Field(default="openai/gpt-4o-mini", description="litellm model for classification and extraction.")
     strong_model: str = Field(default="openai/gpt-4o", description="litellm model for planning.")
     llm_api_base: str | None = Field(default=None, description="Base URL of an OpenAI-compatible endpoint (litellm `api_base`).")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -168,6 +170,14 @@ def _why_not(item: dict[str, Any]) -> str:
     return f"already {decided}" if decided else str(item["cannot_decide_because"])
 
 
+def _not_counted(item: dict[str, Any]) -> list[str]:
+    """A line for each approval the request's row holds that the service does not count: who, why, and what to do."""
+    return [
+        f"[yellow]not counted: {shown(n['approver'])}: {shown(n['why'], TEXT_MAX)}; {shown(n['fix'], TEXT_MAX)}[/]"
+        for n in item.get("not_counted") or []
+    ]
+
+
 def _print_one(item: dict[str, Any]) -> None:
     """One request, each value as it is and on its own line (`shown`): text a proposer wrote cannot fake another line."""
     what = (item["approval_id"], item["kind"], item["status"], item["tenant_id"])
@@ -195,6 +205,8 @@ def _print_one(item: dict[str, Any]) -> None:
         error = item["result_error"]
         console.print(f"executor error: {shown(error.get('type'))}: " + shown(error.get("message"), TEXT_MAX))
     console.print(f"approvals: {len(item['approvers'])}/{item['required_approvals']} " + ", ".join(map(shown, item["approvers"])))
+    for said in _not_counted(item):
+        console.print("  " + said)
     if item.get("killswitch"):
         ks = item["killswitch"]
         console.print(f"[yellow]kill switch active on {shown(ks['tool'])}@{shown(ks['tenant_id'])}: {shown(ks['reason'], TEXT_MAX)}[/]")
@@ -239,7 +251,10 @@ def list_(
     # One block a request, its id first and whole whatever the width (a pipe is 80 columns): it is what `approve` and `show`
     # take. The second line tells requests apart: the amount, payee and record (the summary).
     for item in items:
-        approvals_so_far = f"{len(item['approvers'])}/{item['required_approvals']} approvals"
+        uncounted = len(item.get("not_counted") or [])
+        approvals_so_far = f"{len(item['approvers'])}/{item['required_approvals']} approvals" + (
+            f" ({uncounted} not counted)" if uncounted else ""
+        )
         what = f"{item['tool']} · {item['tenant_id']}"
         head = (item["approval_id"], item["status"], what, approvals_so_far)
         console.print("[bold]{}[/]  {}  {}  {}".format(*map(shown, head)))
@@ -249,6 +264,8 @@ def list_(
         decide = "you may decide: " + ("yes" if item["can_decide"] else "no: " + shown(_why_not(item), TEXT_MAX))
         reasons = ", ".join(shown(r["code"]) for r in item["reasons"])
         console.print(f"  {reasons} · expires {shown(_minute(item['expires_at']))} · {decide}")
+        for said in _not_counted(item):
+            console.print("  " + said)
     if not items:
         console.print("nothing waits for you" if status == "pending" else "no request")
 
@@ -353,8 +370,9 @@ def reject(
     _print_outcome(approval_id.strip(), item)
 
 
-async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked."""
+@asynccontextmanager
+async def _operator_repo() -> AsyncIterator[Any]:
+    """The approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked."""
     from servicekit import apply_migrations, create_pool, deployment_authority, operator_key
     from services.approval import PgApprovalRepository, approval_seals
 
@@ -365,9 +383,15 @@ async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
         import services.approval
 
         await apply_migrations(pool, "approval", Path(services.approval.__file__).parent / "migrations")
-        return await getattr(PgApprovalRepository(pool, seals=seals), what)(*args, **kwargs)
+        yield PgApprovalRepository(pool, seals=seals)
     finally:
         await pool.close()
+
+
+async def _repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one method of the approval repository as the operator (`_operator_repo`)."""
+    async with _operator_repo() as repo:
+        return await getattr(repo, what)(*args, **kwargs)
 
 
 ExpiresIn = Annotated[
@@ -422,31 +446,133 @@ def token_create(
     print(token)
 
 
-@token_app.command("rotate")
-def token_rotate(token_id: str, expires_in_days: ExpiresIn = None) -> None:
-    """Replace a live token with a new one (same approver, tenant, groups), print it once, and revoke the old one at once.
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts): what is shown is done.")]
 
-    The successor is signed with your operator key. A token made before tokens were signed (or one whose row does not
-    verify) is re-issued too, once you confirm who it names: the service refuses such a token until then.
+
+def _successor_expiry(old: Any, days: float | None) -> datetime:
+    """When a rotated token's successor expires: when the old one would have (what it had left), or `days` from now when given.
+
+    A row that does not verify (one made before tokens were signed, re-issued) may carry any expiry, one the database's
+    login wrote too: its successor keeps at most the default lifetime.
     """
+    if days is not None or old.expires_at is None:
+        return _expiry(days)
+    expires: datetime = old.expires_at
+    return expires if old.unproven is None else min(expires, _expiry(None))
+
+
+def _live(info: Any) -> bool:
+    """Whether a token (as `token list` reads it) is neither revoked nor expired."""
+    return bool(info.revoked_at is None and info.expires_at is not None and info.expires_at > datetime.now(UTC))
+
+
+async def _rotate_each(olds: list[Any], days: float | None) -> list[tuple[Any, Any, str]]:
+    """Rotate each token (its successor signed with the operator's key), in one session: (old, successor or None, new token)."""
     from services.approval import hash_token, new_token
 
+    done = []
+    async with _operator_repo() as repo:
+        for old in olds:
+            token = new_token()
+            # A row that verified when shown is rotated only if it still does (no re-issue of a row changed since).
+            info = await repo.rotate_token(old.token_id, hash_token(token), _successor_expiry(old, days), reissue=old.unproven is not None)
+            done.append((old, info, token))
+    return done
+
+
+def _print_rotated(old: Any, info: Any, token: str) -> None:
+    successor = f"its successor {info.token_id} for {shown(info.approver)} expires {info.expires_at:%Y-%m-%d %H:%M}"
+    console.print(f"{shown(old.token_id)} revoked; {successor}. Shown once, keep it safe:")
+    print(token)
+
+
+@token_app.command("rotate")
+def token_rotate(
+    token_id: Annotated[
+        str | None, typer.Argument(help="The token to replace (its id, as `token list` shows it); none with --all.")
+    ] = None,
+    expires_in_days: Annotated[
+        float | None,
+        typer.Option(
+            "--expires-in-days",
+            min=0.001,
+            max=3650,
+            help="Lifetime of the successor from now (default: it expires when the old token would have).",
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every live token of --tenant (after a leak): shown, then rotated once you confirm (or --yes).")
+    ] = False,
+    tenant: Annotated[str | None, typer.Option(help="With --all: the tenant whose tokens are rotated (`*`: the operator tokens).")] = None,
+    yes: Yes = False,
+) -> None:
+    """Replace a live token with a new one (same approver, tenant, groups and expiry), print it once, and revoke the old one at once.
+
+    The successor expires when the old token would have, unless --expires-in-days gives it a lifetime from now. It is
+    signed with your operator key. A token made before tokens were signed (or one whose row does not verify) is
+    re-issued too, once you confirm who it names (or with --yes): the service refuses such a token until then, and its
+    successor keeps at most the default lifetime (TIDEGATE_APPROVAL_TOKEN_TTL_DAYS). With --all, every live token of
+    a tenant is rotated, except such unverified ones: each of those is re-issued alone, after checking who it names.
+    """
+    if all_:
+        _rotate_all(token_id, tenant, expires_in_days, yes)
+        return
+    if token_id is None or tenant is not None:
+        fail("give the id of the token to rotate (`tidegate approvals token list`), or --all --tenant TENANT for every token of a tenant")
     found = next((t for t in run(_repo_call("tokens")) if t.token_id == token_id), None)
-    if found is not None and found.unproven is not None:
+    if found is None or not _live(found):
+        fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
+    if found.unproven is not None:
         console.print(
             f"[yellow]{shown(token_id)} is {shown(found.unproven, TEXT_MAX)}: the service refuses it. Its row names "
             f"{shown(found.approver)} ({shown(found.tenant_id)}; groups {shown(', '.join(found.groups))}"
             f"{'; operator' if found.operator else ''}): anyone with the service's database login could have written it.[/]"
         )
-        if not _interactive() or not typer.confirm("re-issue it, signed with your operator key?", default=False):
-            fail("not re-issued (revoke it with `tidegate approvals token revoke`, or confirm in a terminal)")
-    token = new_token()
-    info = run(_repo_call("rotate_token", token_id, hash_token(token), _expiry(expires_in_days), reissue=True))
+        if not yes and (not _interactive() or not typer.confirm("re-issue it, signed with your operator key?", default=False)):
+            fail("not re-issued (revoke it with `tidegate approvals token revoke`, or confirm in a terminal, or pass --yes)")
+    [(old, info, token)] = run(_rotate_each([found], expires_in_days))
     if info is None:
-        fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
-    successor = f"its successor {info.token_id} expires {info.expires_at:%Y-%m-%d %H:%M}"
-    console.print(f"{shown(token_id)} revoked; {successor}. Shown once, keep it safe:")
-    print(token)
+        fail(f"{token_id} was not rotated: it was revoked, expired or changed since it was read (`tidegate approvals token list`)")
+    _print_rotated(old, info, token)
+
+
+def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, yes: bool) -> None:
+    """`token rotate --all --tenant T`: every live token of the tenant whose row verifies, shown first and confirmed."""
+    if token_id is not None or tenant is None:
+        fail("--all rotates every live token of one tenant: give --tenant TENANT (and no token id)")
+    live = [t for t in run(_repo_call("tokens")) if t.tenant_id == tenant and _live(t)]
+    olds, unverified = [t for t in live if t.unproven is None], [t for t in live if t.unproven is not None]
+    for t in unverified:
+        console.print(
+            f"[yellow]left as it is: {shown(t.token_id)} ({shown(t.approver)}) is {shown(t.unproven, TEXT_MAX)}: the service refuses it; "
+            f"re-issue it alone after checking who it names (`tidegate approvals token rotate {shown(t.token_id)}`) or revoke it[/]"
+        )
+    if not olds:
+        fail(f"no live token of tenant {tenant!r} to rotate")
+    table = Table("token id", "approver", "groups", "expires", "successor expires", title=f"live tokens of {shown(tenant)}")
+    for t in olds:
+        assert t.expires_at is not None  # live
+        table.add_row(
+            shown(t.token_id),
+            shown(t.approver),
+            shown(",".join(t.groups)),
+            f"{t.expires_at:%Y-%m-%d %H:%M}",
+            f"{_successor_expiry(t, days):%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+    if not yes:
+        if not _interactive():
+            fail(f"give --yes to rotate these {len(olds)} tokens without a prompt (or run this in a terminal to confirm)")
+        if not typer.confirm(f"revoke these {len(olds)} tokens now and print their successors?", default=False):
+            fail("nothing rotated")
+    missed = []
+    for old, info, token in run(_rotate_each(olds, days)):
+        if info is None:
+            missed.append(old.token_id)
+        else:
+            _print_rotated(old, info, token)
+    if missed:
+        fail(f"not rotated (revoked, expired or changed since they were read): {', '.join(missed)}")
 
 
 @token_app.command("list")

@@ -395,8 +395,12 @@ def costs(
     start: str = FROM,
     end: str = TO,
     tenant: str = typer.Option(None, "--tenant"),
-    review_minutes: float = typer.Option(4.0, "--review-minutes", help="Minutes of a person's time per approval decision."),
-    hourly_rate: float = typer.Option(60.0, "--rate", help="Hourly rate of reviewers, USD."),
+    review_minutes: float | None = typer.Option(
+        None, "--review-minutes", min=0, help="Minutes of a person's time per approval decision; default: TIDEGATE_HUMAN_REVIEW_MINUTES."
+    ),
+    hourly_rate: float | None = typer.Option(
+        None, "--rate", min=0, help="Hourly rate of reviewers, USD; default: TIDEGATE_HUMAN_HOURLY_RATE_USD."
+    ),
     source: str = typer.Option(
         "audit",
         "--source",
@@ -412,7 +416,8 @@ def costs(
 
     By workflow, tenant or tool. A task completed with a refused action (handed to a human) is counted apart from completed.
     """
-    from tidegate.ops.costs import ReviewRate, cost_report, save_chart
+    from servicekit.costs import ReviewPrice
+    from tidegate.ops.costs import cost_report, save_chart
     from tidegate.ops.recorded import recorded_window
 
     if by not in ("workflow", "tenant", "tool"):
@@ -421,6 +426,10 @@ def costs(
         fail("--source is audit or topics")
     t0, t1 = _window(start, end)
     kit = settings()
+    price = ReviewPrice(  # the services' price of a decision (`TIDEGATE_HUMAN_*`), unless an option gives another
+        kit.human_review_minutes if review_minutes is None else review_minutes,
+        kit.human_hourly_rate_usd if hourly_rate is None else hourly_rate,
+    )
     window, fallback = None, None
     with logs_aside("costs", verbose=verbose), progress_display(_COSTS_STAGES, quiet=as_json) as progress:
         if source == "audit":
@@ -431,7 +440,7 @@ def costs(
                 err_console.print(f"{fallback}: reading the topics instead")
             window = run(recorded_window(kit, t0, t1, tenant=tenant, progress=lambda done, total: progress("topics", done, total)))
     used = "audit" if fallback is None and source == "audit" else "topics"
-    report = cost_report([r.event for r in window.events], by=by, rate=ReviewRate(review_minutes, hourly_rate))  # type: ignore[arg-type]
+    report = cost_report([r.event for r in window.events], by=by, rate=price)  # type: ignore[arg-type]
     doc = report.as_dict()
     doc["source"] = used
     doc["fallback_reason"] = fallback  # why the topics were read though the audit log was asked for; None: it was not
@@ -441,7 +450,7 @@ def costs(
     if as_json:
         print(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"cost per outcome by {by} (review at {review_minutes:g} min x ${hourly_rate:g}/h)")
+    table = Table(title=f"cost per outcome by {by} (review at {price.minutes_per_decision:g} min x ${price.hourly_rate_usd:g}/h)")
     columns = (by, "completed", "handed off", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected by a human (USD)",
                "expired unanswered (USD)", "human review (USD)")  # fmt: skip
     for col in columns:

@@ -28,25 +28,12 @@ from schemas import (
     TaskFailed,
     TaskSubmitted,
 )
-from servicekit.costs import review_cost_usd
+from servicekit.costs import ReviewPrice
 from servicekit.task_outcomes import outcome_of
 
-__all__ = ["CostReport", "GroupCosts", "ReviewRate", "cost_report", "quantile", "save_chart"]
+__all__ = ["CostReport", "GroupCosts", "cost_report", "quantile", "save_chart"]
 
 GroupBy = Literal["workflow", "tenant", "tool"]
-
-
-@dataclass(frozen=True)
-class ReviewRate:
-    """How human review time is priced."""
-
-    minutes_per_decision: float = 4.0
-    hourly_rate_usd: float = 60.0
-
-    @property
-    def per_decision_usd(self) -> float:
-        """Price of one human decision."""
-        return review_cost_usd(1, self.minutes_per_decision, self.hourly_rate_usd)
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -105,7 +92,7 @@ class CostReport:
     """Costs of a window, by group."""
 
     by: str
-    rate: ReviewRate
+    rate: ReviewPrice
     groups: dict[str, GroupCosts] = field(default_factory=dict)
 
     def group(self, name: str) -> GroupCosts:
@@ -122,9 +109,9 @@ class CostReport:
         }
 
 
-def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = None) -> CostReport:
+def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewPrice | None = None) -> CostReport:
     """Aggregate recorded events (any order) into costs by `by`."""
-    rate = rate or ReviewRate()
+    rate = rate or ReviewPrice()
     report = CostReport(by=by, rate=rate)
     workflow: dict[str, str] = {}
     proposals: dict[str, Any] = {}
@@ -180,11 +167,11 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewRate | None = Non
         g = report.group(key_of(d.tenant_id, d.task_id, d.tool))
         people = max(1, len(d.approvers)) if not isinstance(e, ApprovalExpired) else 0
         g.human_decisions += people
-        g.human_review_usd += people * rate.per_decision_usd
+        g.human_review_usd += rate.usd(people)
         p = proposals.get(d.action_id)
         if isinstance(e, ApprovalRejected):  # a resolution is review work, not a refusal
             g.rejected += 1
-            g.rejected_usd += (p.cost.usd if p else 0.0) + people * rate.per_decision_usd
+            g.rejected_usd += (p.cost.usd if p else 0.0) + rate.usd(people)
         elif isinstance(e, ApprovalExpired):  # nobody decided: no review time, the proposal's cost is lost all the same
             g.expired += 1
             g.expired_usd += p.cost.usd if p else 0.0

@@ -24,7 +24,7 @@ from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
 from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options
-from servicekit.costs import review_cost_usd
+from servicekit.costs import ReviewPrice
 from services.approval import auth
 
 ARTIFACTS = REPO_ROOT / "artifacts"
@@ -429,7 +429,7 @@ async def test_the_page_tells_requests_apart_and_shows_a_request_someone_else_de
     await stack.escalate(second_call)
     first = await stack.pending_for(first_call.action_id, bob, wait_for)
     second = await stack.pending_for(second_call.action_id, bob, wait_for)
-    price = review_cost_usd(1, 4.0, 60.0)  # the defaults of `tidegate costs --review-minutes --rate` and the planner's
+    price = ReviewPrice().per_decision_usd  # unset, `TIDEGATE_HUMAN_*`: the price `tidegate costs` and the planner use too
 
     ARTIFACTS.mkdir(exist_ok=True)
     async with page_in_chromium(executable) as page:

@@ -4,15 +4,20 @@ approving does, the args that came from untrusted content, the price of the deci
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
-from servicekit import action_digest
-from servicekit.costs import review_cost_usd
+from servicekit import KitSettings, action_digest
+from servicekit.costs import ReviewPrice
 from services.approval._summary import SUBJECT_MAX, decision_summary
 from services.approval._webhook_store import Endpoint
+from services.approval.app import ApprovalDeps, build
+from services.approval.repository import InMemoryApprovalRepository
+from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
 
 OTHER = {"payee_id": "cus_2", "amount_usd": 900.0, "order_id": "O-2"}
@@ -60,7 +65,7 @@ async def test_the_approver_reads_why_the_agent_asks_in_its_own_words(world: Wor
     assert bare is not None
     shown = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
     assert shown["summary"]["rationale"] == why
-    assert decision_summary(bare, world.service.catalog, ApprovalSettings())["rationale"] == ""
+    assert decision_summary(bare, world.service.catalog, ReviewPrice())["rationale"] == ""
 
 
 async def test_the_page_prices_a_human_decision_as_tidegate_costs_does(world: World) -> None:  # noqa: F811
@@ -68,9 +73,9 @@ async def test_the_page_prices_a_human_decision_as_tidegate_costs_does(world: Wo
     record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
     assert record is not None
     shown = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
-    assert shown["summary"]["human_review_usd"] == review_cost_usd(1, 4.0, 60.0)  # `tidegate costs`' defaults: 4 min at $60/h
-    dearer = decision_summary(record, world.service.catalog, ApprovalSettings(human_review_minutes=10, human_hourly_rate_usd=90))
-    assert dearer["human_review_usd"] == review_cost_usd(1, 10, 90)
+    assert shown["summary"]["human_review_usd"] == 4.0  # unset, `TIDEGATE_HUMAN_*` (as `tidegate costs`): 4 min at $60/h
+    dearer = decision_summary(record, world.service.catalog, ReviewPrice(minutes_per_decision=10, hourly_rate_usd=90))
+    assert dearer["human_review_usd"] == 15.0
 
 
 async def test_show_carries_the_args_of_the_tasks_earlier_calls(world: World) -> None:  # noqa: F811
@@ -89,7 +94,36 @@ async def test_the_webhook_message_carries_the_summary(world: World) -> None:  #
     endpoint = Endpoint(endpoint_id="chat", url="https://chat.example/hook", secret="whsec_x", tenant_id="acme")
     body = json.loads(world.service._webhook_body(record, "tidegate.approval.requested", endpoint))
     assert body["data"]["summary"]["subject"] == "900.00 USD · to cus_2 · order_id O-2"
-    assert body["data"]["summary"]["human_review_usd"] == review_cost_usd(1, 4.0, 60.0)
+    assert body["data"]["summary"]["human_review_usd"] == ReviewPrice().per_decision_usd
+
+
+def built(tmp_path: Path) -> ApprovalService:
+    """The service the approval's `build` wires from the environment, as `python -m services.approval` does."""
+    (tmp_path / "keys").mkdir(exist_ok=True)
+    kit = KitSettings(keys_dir=tmp_path / "keys")
+    return build(kit, ApprovalSettings(), deps=ApprovalDeps(repo=InMemoryApprovalRepository())).approval
+
+
+async def test_the_price_shown_follows_the_kit_setting(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """One price of a decision, `TIDEGATE_HUMAN_*`, for the planner, this service and `tidegate costs`."""
+    monkeypatch.setenv("TIDEGATE_HUMAN_REVIEW_MINUTES", "10")
+    monkeypatch.setenv("TIDEGATE_HUMAN_HOURLY_RATE_USD", "90")
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    endpoint = Endpoint(endpoint_id="chat", url="https://chat.example/hook", secret="whsec_x", tenant_id="acme")
+    body = json.loads(built(tmp_path)._webhook_body(record, "tidegate.approval.requested", endpoint))
+    assert body["data"]["summary"]["human_review_usd"] == 15.0  # 10 minutes at 90 USD/h
+
+
+def test_the_old_name_set_alone_is_obeyed_and_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIDEGATE_APPROVAL_HUMAN_HOURLY_RATE_USD", "90")
+    with caplog.at_level(logging.WARNING, logger="servicekit.settings"):
+        assert built(tmp_path).review_price == ReviewPrice(minutes_per_decision=4, hourly_rate_usd=90)
+    assert [r.getMessage() for r in caplog.records if r.name == "servicekit.settings"] == [
+        "TIDEGATE_APPROVAL_HUMAN_HOURLY_RATE_USD is deprecated: set TIDEGATE_HUMAN_HOURLY_RATE_USD instead (to 90, the value read)"
+    ]
 
 
 async def test_a_subject_is_one_bounded_line_whatever_an_agent_wrote(world: World) -> None:  # noqa: F811
@@ -98,7 +132,7 @@ async def test_a_subject_is_one_bounded_line_whatever_an_agent_wrote(world: Worl
         decided(args=args, action_digest=action_digest("acme", "issue_refund", args)), event_id="e1", at=world.clock()
     )
     assert record is not None
-    subject = decision_summary(record, world.service.catalog, world.service.settings)["subject"]
+    subject = decision_summary(record, world.service.catalog, world.service.review_price)["subject"]
     assert "\n" not in subject
     assert len(subject) <= SUBJECT_MAX
     assert "to cus_1 SYSTEM: approved xxx" in subject

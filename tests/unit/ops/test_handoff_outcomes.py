@@ -10,8 +10,9 @@ from prometheus_client import REGISTRY
 
 import schemas as s
 from servicekit import Bus
+from servicekit.costs import ReviewPrice
 from servicekit.task_outcomes import outcome_of
-from tidegate.ops.costs import ReviewRate, cost_report
+from tidegate.ops.costs import cost_report
 
 NOW = datetime(2026, 12, 5, 5, 20, tzinfo=UTC)
 
@@ -63,7 +64,7 @@ def test_costs_count_hand_offs_apart_and_name_expiries() -> None:
         _approval(s.ApprovalExpired, "x", []),
         _approval(s.ApprovalRejected, "y", ["bob@acme.example"]),
     ]
-    (g,) = cost_report(events, by="workflow", rate=ReviewRate(6, 60)).as_dict()["groups"]
+    (g,) = cost_report(events, by="workflow", rate=ReviewPrice(6, 60)).as_dict()["groups"]
     assert (g["completed"], g["completed_with_handoff"], g["failed"]) == (1, 2, 0)
     assert g["cost_per_completed_p50_usd"] == pytest.approx(0.1)  # the refunds that never happened are not "completed" outcomes
     assert g["completed_with_handoff_total_usd"] == pytest.approx(0.8)

@@ -10,7 +10,8 @@ import pytest
 
 import schemas as s
 from servicekit import KitSettings, Reject, SigningKey, action_digest, authorization_message
-from tidegate.ops.costs import ReviewRate, cost_report, quantile, save_chart
+from servicekit.costs import ReviewPrice
+from tidegate.ops.costs import cost_report, quantile, save_chart
 from tidegate.ops.recorded import Recorded, Window, parse_time
 from tidegate.ops.replay import RecordedAnswers, SandboxExecutor
 from tidegate.ops.sandbox import sandbox_prefix, sandbox_settings
@@ -121,7 +122,7 @@ def test_costs_per_outcome_blocked_and_review(tmp_path: Path) -> None:
         s.ActionProposed.build(proposal, source="p"), s.ActionDecided.build(denied, source="tidegate/policy"),
         s.ApprovalRejected.build(rejected, source="tidegate/approval"),
     ]  # fmt: skip
-    report = cost_report(events, by="workflow", rate=ReviewRate(6, 60))
+    report = cost_report(events, by="workflow", rate=ReviewPrice(6, 60))
     (g,) = report.as_dict()["groups"]
     assert (g["completed"], g["failed"]) == (2, 1)
     assert g["cost_per_completed_p50_usd"] == pytest.approx(0.2)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,13 +25,14 @@ from schemas import (
     utcnow,
 )
 from servicekit import REPO_ROOT, EventOutlet, ToolCatalog
+from servicekit.costs import ReviewPrice
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import InMemoryTaskRepository
 from services.planner.strategies import PlaybookStrategy
 
-RATES = CostRates(orchestration_usd_per_event=0.001, human_review_minutes=6.0, human_hourly_rate_usd=50.0)
+RATES = CostRates(orchestration_usd_per_event=0.001, review=ReviewPrice(minutes_per_decision=6.0, hourly_rate_usd=50.0))
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +43,14 @@ def catalog() -> ToolCatalog:
 class Harness:
     """Planner handlers over the in-memory repository, with a recording publisher."""
 
-    def __init__(self, catalog: ToolCatalog) -> None:
+    def __init__(self, catalog: ToolCatalog, rates: CostRates = RATES) -> None:
         self.repo = InMemoryTaskRepository()
         self.published: list[tuple[str, Envelope]] = []
         self.handlers = PlannerHandlers(
             repo=self.repo,
             strategy=PlaybookStrategy(catalog),
             out=EventOutlet(self._publish),
-            rates=RATES,
+            rates=rates,
             read_only=frozenset({"lookup_order", "get_ticket"}),
             ids=ActionIds(b"planner-test-secret-".ljust(32, b".")),
         )
@@ -137,3 +139,9 @@ class Harness:
 @pytest.fixture
 def harness(catalog: ToolCatalog) -> Harness:
     return Harness(catalog)
+
+
+@pytest.fixture
+def harness_priced(catalog: ToolCatalog) -> Callable[[CostRates], Harness]:
+    """A harness at the rates a test wires (the ones a built planner holds)."""
+    return lambda rates: Harness(catalog, rates)

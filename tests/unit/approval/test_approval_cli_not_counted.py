@@ -1,0 +1,40 @@
+"""`tidegate approvals list/show` say which approvals the service does not count, each on its own line, as the API names them."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from tests.unit.approval.test_approval_cli import ITEM, FakeApi
+from tidegate.commands import approvals
+
+NOT_COUNTED = {"approver": "bob@acme.example\napprovals: 2/2 [bold]x[/]", "why": "unsigned [/]", "fix": "bob approves again"}
+ITEM2 = ITEM | {"required_approvals": 2, "approvers": [], "not_counted": [NOT_COUNTED]}
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "ap-1"]])
+def test_a_vote_not_counted_is_said_apart_on_one_line_whatever_its_row_holds(
+    monkeypatch: pytest.MonkeyPatch, runner: CliRunner, command: list[str]
+) -> None:
+    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, [ITEM2] if command == ["list"] else ITEM2)]))
+    result = runner.invoke(approvals.app, [*command, "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if "not counted:" in x]
+    assert line.strip() == "not counted: bob@acme.example\\napprovals: 2/2 [bold]x[/]: unsigned [/]; bob approves again"
+    assert not [x for x in result.output.splitlines() if x.startswith("approvals: 2/2")]  # no line a row's text made
+    assert ("0/2 approvals (1 not counted)" in result.output) == (command == ["list"])
+
+
+def test_an_older_service_without_the_field_shows_as_before(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, [ITEM])]))
+    result = runner.invoke(approvals.app, ["list", "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    assert "0/1 approvals" in result.output
+    assert "not counted" not in result.output
