@@ -15,7 +15,7 @@ from typing import Any
 from services.approval._row_proofs import RowSeal
 from services.approval.domain import ApprovalRecord, Ballot
 
-__all__ = ["ballot_claims", "proven_approvals", "with_ballot"]
+__all__ = ["ballot_claims", "proven_approvals", "sort_approvals", "with_ballot"]
 
 
 def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
@@ -35,20 +35,29 @@ def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
 
 def proven_approvals(seal: RowSeal | None, record: ApprovalRecord) -> ApprovalRecord:
     """`record` with only the approvals whose signature verifies (`seal` None: a twin without one trusts its memory)."""
+    return sort_approvals(seal, record)[0]
+
+
+def sort_approvals(seal: RowSeal | None, record: ApprovalRecord) -> tuple[ApprovalRecord, dict[str, str]]:
+    """`record` with only the approvals whose signature verifies, and each other approver with why theirs does not.
+
+    Each one dropped is told to the operator once (a log line) and counted at every read (the metric).
+    """
     if seal is None or not record.is_pending or not record.approvers:
-        return record
-    kept = []
+        return record, {}
+    kept, dropped = [], {}
     for approver in record.approvers:
         ballot = record.ballots.get(approver)
         why = seal.why_not(ballot_claims(record, approver), ballot.key_id if ballot else None, ballot.signature if ballot else None)
         if why is None:
             kept.append(approver)
         else:
+            dropped[approver] = why
             fix = "the approval is not counted; the approver may approve again"
-            seal.refused(f"approval of {record.approval_id} by {approver}", why, fix)
-    if len(kept) == len(record.approvers):
-        return record
-    return record.model_copy(
+            seal.refused(f"approval of {record.approval_id} by {approver}", why, fix, row=(record.approval_id, approver, why))
+    if not dropped:
+        return record, {}
+    counted = record.model_copy(
         update={
             "approvers": kept,
             "approver_groups": {a: g for a, g in record.approver_groups.items() if a in kept},
@@ -56,6 +65,7 @@ def proven_approvals(seal: RowSeal | None, record: ApprovalRecord) -> ApprovalRe
             "ballots": {a: b for a, b in record.ballots.items() if a in kept},
         }
     )
+    return counted, dropped
 
 
 def with_ballot(seal: RowSeal | None, before: ApprovalRecord, after: ApprovalRecord, approver: str) -> ApprovalRecord:

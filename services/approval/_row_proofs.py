@@ -95,7 +95,8 @@ def approval_seals(
             holders,
             operator_or_service(service_may=_service_may_mint),
         ),
-        ballots=RowSeal(_SERVICE, "approvals", BALLOT_DOMAIN, service_key, holders, service_only),
+        # a request is read at every listing: a dropped approval is told once, counted at each read
+        ballots=RowSeal(_SERVICE, "approvals", BALLOT_DOMAIN, service_key, holders, service_only, log_once=True),
         endpoints=RowSeal(
             _SERVICE,
             "webhook_endpoints",

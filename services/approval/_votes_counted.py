@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.approval._ballots import ballot_claims, proven_approvals
+from servicekit.row_proofs import UNSIGNED
+from services.approval._ballots import sort_approvals
 from services.approval._row_proofs import RowSeal
 from services.approval.domain import ApprovalRecord
 
@@ -35,20 +36,16 @@ class NotCounted(BaseModel):
 def votes_counted(seal: RowSeal | None, record: ApprovalRecord) -> tuple[ApprovalRecord, list[NotCounted]]:
     """`record` with only the approvals the service counts (as a vote counts them: `proven_approvals`), and the others, each with why.
 
-    `seal` None: a twin without one trusts its memory, and every approval counts.
+    `seal` None: a twin without one trusts its memory, and every approval counts. Reading a request is not a vote: a
+    dropped approval is logged once (the first read that finds it), counted at every read.
     """
-    counted = proven_approvals(seal, record)
-    if seal is None or counted.approvers == record.approvers:
-        return record, []
-    not_counted = []
-    for approver in (a for a in record.approvers if a not in counted.approvers):
-        ballot = record.ballots.get(approver)
-        why = seal.why_not(ballot_claims(record, approver), ballot.key_id if ballot else None, ballot.signature if ballot else None)
-        not_counted.append(
-            NotCounted(
-                approver=approver,
-                why=_UNSIGNED if why == "unsigned" else why or "its signature does not verify",
-                fix=f"{approver} approves again (their vote is then signed and counted)",
-            )
+    counted, dropped = sort_approvals(seal, record)
+    not_counted = [
+        NotCounted(
+            approver=approver,
+            why=_UNSIGNED if why == UNSIGNED else why,
+            fix=f"{approver} approves again (their vote is then signed and counted)",
         )
+        for approver, why in dropped.items()
+    ]
     return counted, not_counted

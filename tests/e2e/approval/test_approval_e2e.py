@@ -360,6 +360,18 @@ async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: 
         await expect(page.locator("#count")).to_have_text("(showing 2 of 230)")
         await expect(page.locator("#queue-age")).to_contain_text("228 older requests are not listed")
 
+        # An approval the service does not count (its row holds no valid signature of the service) is said, not shown as given.
+        bobs = {"approver": "cy@acme.example", "why": "unsigned", "fix": "cy@acme.example approves again"}
+
+        async def not_counted(route: Any) -> None:
+            answer = await route.fetch()
+            await route.fulfill(response=answer, json=(await answer.json()) | {"not_counted": [bobs]})
+
+        await page.route("**/api/v1/approvals/" + first["approval_id"], not_counted)
+        await queue.first.click()
+        said = "Not counted: cy@acme.example's approval (unsigned); cy@acme.example approves again."
+        await expect(page.locator("#d-hidden")).to_contain_text(said)
+
 
 @pytest.mark.timeout(900)
 async def test_a_link_used_in_a_tab_with_a_token_goes_back_to_the_tokens_queue(stack: Stack, wait_for: Any) -> None:

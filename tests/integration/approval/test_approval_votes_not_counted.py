@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,15 @@ async def cli(h: ApprovalHarness, token: str, *args: str) -> Result:
 
 
 async def test_a_vote_from_before_approvals_were_signed_is_shown_not_counted_and_its_approver_may_vote_again(
-    infra: Any, start_approval: StartApproval, wait_for: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    infra: Any,
+    start_approval: StartApproval,
+    wait_for: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))  # one line a line, whatever the width
+    caplog.set_level(logging.WARNING, logger="servicekit.row_proofs")
     groups = tmp_path / "groups.yaml"
     groups.write_text(GROUPS)
     h = await start_approval(groups_file=groups)
@@ -65,6 +72,9 @@ async def test_a_vote_from_before_approvals_were_signed_is_shown_not_counted_and
     assert f"not counted: {BOB}: it carries no signature" in shown
     assert "you cannot decide it" not in shown  # not "you already approved": the service would take bob's vote
     assert f"to approve this exact call: tidegate approvals approve {record.approval_id}" in shown
+    # each listing reads the request again: the operator is told of the vote not counted once, not at every read
+    told = [r for r in caplog.records if f"approval of {record.approval_id} by {BOB} refused" in r.getMessage()]
+    assert len(told) == 1, [r.getMessage() for r in told]
 
     approved = (await cli(h, bob, "approve", record.approval_id, "--digest", record.action_digest)).output
     assert "recorded your approval (1/2); waiting for another approver" in approved
