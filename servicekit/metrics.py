@@ -172,7 +172,8 @@ BROKER_SILENT = Gauge(
 AUDIT_CONFLICTS = Counter(
     "tidegate_audit_conflicts",
     "Records the bus delivered at a position the audit log is past that the log does not hold as delivered (the row there "
-    "holds other content, or none): tamper evidence, recorded in audit.conflicts. By topic.",
+    "holds other content, or none): tamper evidence, recorded in audit.conflicts; a redelivery of a conflict an operator acknowledged "
+    "is not counted again (`tidegate audit conflicts ack`). By topic.",
     ["topic"],
 )
 

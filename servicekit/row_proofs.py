@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from schemas import canonical_json
-from servicekit.authority import Principal
+from servicekit.authority import OPERATOR, Principal
 from servicekit.metrics import observe_row_refused
 from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, unb64url, verifies
 
@@ -36,6 +36,8 @@ __all__ = [
     "ServiceKeys",
     "Unproven",
     "any_holder",
+    "operator_named",
+    "operator_not_denied",
     "row_refused",
 ]
 
@@ -98,6 +100,27 @@ def _verifies(public_raw: bytes, signature: str, message: bytes) -> bool:
 def any_holder(principal: Principal, claims: dict[str, Any]) -> bool:
     """A `trusts` or `may_sign` that lets every holder count."""
     return True
+
+
+def operator_named(field: str) -> Callable[[Principal, dict[str, Any]], bool]:
+    """A `trusts` for rows an operator signs: only the key of the operator the claims name (`claims[field]`) counts.
+
+    Whoever else holds a key of that id (another operator, a service) proves nothing for such a row.
+    """
+
+    def named(principal: Principal, claims: dict[str, Any]) -> bool:
+        return principal.kind == OPERATOR and principal.name == claims[field]
+
+    return named
+
+
+def operator_not_denied(principal: Principal, claims: dict[str, Any]) -> bool:
+    """A `may_sign` for rows an operator signs: not by a key taken away (`tidegate keys deny-operator`).
+
+    Such a row carries no time its signer could not have chosen, so a denied key (retired without grace) proves none of
+    them; a rotated key (retired with grace, its private key deleted) still proves what it signed.
+    """
+    return principal.retired_at is None or principal.grace
 
 
 def row_refused(service: str, table: str, what: str, why: str, fix: str, *, counted_as: str) -> None:

@@ -3,10 +3,12 @@
 A conflict (`audit.conflicts`) is evidence and stays for good. An on-call engineer who looked at one and found its
 cause acknowledges it (`tidegate audit conflicts ack`): the acknowledgement names the conflict exactly (its position,
 the genuine record's digest, the row the log holds there and what differs), says why, and is signed with the
-operator's key (`servicekit.operator_key`), as grants are (`connectors/_proof.py`). `verify` counts a conflict as
-acknowledged (shown, not a break) only under a valid signature by an operator on the allow-list (`Authority`) whose
-key was not taken away (`tidegate keys deny-operator`). A row of `audit.conflict_acks` written without such a key
-proves nothing: the conflict stays a break and says why the acknowledgement does not count.
+operator's key (`servicekit.operator_key`). The signing and the check are the kit's row seal
+(`servicekit.row_proofs.RowSeal`), as for every row that grants; the bytes are this module's (`ack_message`, the same
+as before the kit held them: acknowledgements stored before still verify). `verify` counts a conflict as acknowledged
+(shown, not a break) only under a valid signature by the operator it names, on the allow-list (`Authority`), whose key
+was not taken away (`tidegate keys deny-operator`). A row of `audit.conflict_acks` written without such a key proves
+nothing: the conflict stays a break and says why the acknowledgement does not count.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any
 
-from schemas.serialization import canonical_json
-from servicekit.authority import OPERATOR, Principal
-from servicekit.signing import SigningKey, unb64url, verifies
+from servicekit.row_proofs import ALTERED, NOT_ALLOWED, UNKNOWN_KEY, KeyHolders, RowSeal, operator_named, operator_not_denied
+from servicekit.signing import SigningKey
 from services.audit.chain import Conflict, RecordedConflict
 from services.audit.records import Fingerprint
 
@@ -26,6 +27,7 @@ __all__ = [
     "Acknowledgement",
     "Judged",
     "KeyHolders",
+    "ack_claims",
     "ack_message",
     "acknowledge",
     "acknowledged_positions",
@@ -39,14 +41,6 @@ _DOMAIN = b"tidegate/audit-conflict-ack/v1\n"  # what the bytes are: an acknowle
 
 Position = tuple[str, int, int, bytes]
 """(topic, partition, kafka_offset, record_sha256): what names one conflict (`audit.conflicts`' key)."""
-
-
-class KeyHolders(Protocol):
-    """Who holds a public key, by key id (`servicekit.authority.Authority` is one)."""
-
-    def principals(self, key_id: str) -> list[Principal]:
-        """Holders of `key_id`; empty when it is not trusted."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -80,9 +74,9 @@ def _position(c: RecordedConflict) -> Position:
     return (c.topic, c.partition, c.kafka_offset, c.record_sha256)
 
 
-def ack_message(ack: Acknowledgement) -> bytes:
-    """The bytes an operator signs: the whole conflict as shown, the reason, who, with which key, when (not the signature)."""
-    document = {
+def ack_claims(ack: Acknowledgement) -> dict[str, Any]:
+    """What an operator signs: the whole conflict as shown, the reason, who, with which key, when (not the signature)."""
+    return {
         "topic": ack.topic,
         "partition": ack.partition,
         "kafka_offset": ack.kafka_offset,
@@ -94,7 +88,16 @@ def ack_message(ack: Acknowledgement) -> bytes:
         "acked_at": ack.acked_at.astimezone(UTC).isoformat(timespec="microseconds"),  # what PostgreSQL keeps of a time
         "key_id": ack.key_id,
     }
-    return _DOMAIN + canonical_json(document)
+
+
+def _seal(operators: KeyHolders | None = None, key: SigningKey | None = None) -> RowSeal:
+    """The seal of `audit.conflict_acks`: signed by the operator the row names, one whose key was not taken away."""
+    return RowSeal("audit", "conflict_acks", _DOMAIN, key, operators, operator_not_denied, operator_named("acked_by"))
+
+
+def ack_message(ack: Acknowledgement) -> bytes:
+    """The bytes an operator signs for `ack`: the domain, then the canonical JSON of `ack_claims`."""
+    return _seal().message(ack_claims(ack))
 
 
 def acknowledge(key: SigningKey, conflict: RecordedConflict, reason: str, at: datetime) -> Acknowledgement:
@@ -103,24 +106,21 @@ def acknowledge(key: SigningKey, conflict: RecordedConflict, reason: str, at: da
         conflict.topic, conflict.partition, conflict.kafka_offset, conflict.record_sha256, conflict.logged_seq, tuple(conflict.differs),
         reason, key.name, at.astimezone(UTC), key.key_id,
     )  # fmt: skip
-    return replace(unsigned, signature=key.sign(ack_message(unsigned)))
+    proof = _seal(key=key).sign(lambda key_id: ack_claims(replace(unsigned, key_id=key_id)))
+    return replace(unsigned, key_id=proof.key_id, signature=proof.signature)
 
 
 def refusal(ack: Acknowledgement, operators: KeyHolders) -> str | None:
-    """Why `ack` does not count (None: an operator on the allow-list signed it, with a key not taken away)."""
-    holders = [p for p in operators.principals(ack.key_id) if p.kind == OPERATOR and p.name == ack.acked_by]
-    if not holders:
+    """Why `ack` does not count (None: the operator it names, on the allow-list, signed it with a key not taken away)."""
+    unproven = _seal(operators).check(ack_claims(ack), ack.key_id, ack.signature)
+    if unproven is None:
+        return None
+    if unproven.reason == UNKNOWN_KEY or not ack.key_id:
         return f"signed with key {ack.key_id!r} as {ack.acked_by!r}, which is no operator's key on the allow-list"
-    try:
-        signature = unb64url(ack.signature)
-    except ValueError:
-        signature = b""
-    signers = [p for p in holders if verifies(p.public, signature, ack_message(ack))]
-    if not signers:
-        return f"its signature by {ack.acked_by} ({ack.key_id}) does not verify: forged, or changed after it was signed"
-    if all(p.retired_at is not None and not p.grace for p in signers):
+    if unproven.reason == NOT_ALLOWED:
         return f"signed by {ack.acked_by}, whose key was taken away (`tidegate keys deny-operator`): acknowledge it again"
-    return None
+    forged = "forged, or changed after it was signed" if unproven.reason == ALTERED else "it carries none"  # UNSIGNED: no signature
+    return f"its signature by {ack.acked_by} ({ack.key_id}) does not verify: {forged}"
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,20 @@ otherwise than recorded, or by an operator whose key was taken away, does not co
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
-from servicekit import Keyring, KitSettings, SigningKey, deployment_authority, operator_key, service_key
+from servicekit import Authority, Keyring, KitSettings, SigningKey, deployment_authority, operator_key, service_key
 from servicekit.signing import retire
-from services.audit.acknowledgements import Acknowledgement, acknowledge
+from services.audit.acknowledgements import Acknowledgement, ack_message, acknowledge, refusal
 from services.audit.chain import RecordedConflict
 from services.audit.conflicts import acknowledge_conflict, list_conflicts
 from services.audit.handlers import Recorder
@@ -221,3 +224,62 @@ async def test_the_recorder_does_not_alert_again_on_a_redelivered_conflict_an_op
     assert f"{TOPIC}[0] offset 3" in errors[0]
     assert any("an operator acknowledged it: not alerted" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert other.kafka_offset == 3
+
+
+# Made by the code before the acknowledgement was sealed with `servicekit.row_proofs` (its own `ack_message` and
+# `verifies`), with a fixed operator key: stored acknowledgements like these must still count after the upgrade.
+OPS = SigningKey("ops", Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"ops-seed").digest()))
+STORED = RecordedConflict(
+    TOPIC, 0, 1, 2, ["value", "headers"], hashlib.sha256(b"genuine").digest(), datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+)
+STORED_AT = datetime(2026, 12, 5, 9, 30, 15, 123456, tzinfo=UTC)
+OLD_ACK = ("ops-3c39293a7d29", "_cWJGZqw9AQxPv3YfE25I_extNECK6mpGBQ2rwWgqM-vvQvcSqHy3FW12q3CGNXgrELcnKyZnD2ft1a_OBpbDw")
+OLD_BYTES = (
+    b'tidegate/audit-conflict-ack/v1\n{"acked_at":"2026-12-05T09:30:15.123456+00:00","acked_by":"ops","differs":["value","headers"],'
+    b'"kafka_offset":1,"key_id":"ops-3c39293a7d29","logged_seq":2,"partition":0,"reason":"INC-42: restore drill",'
+    b'"record_sha256":"dfec22473777f0ddaea98d74045c22ae9029a8e3b75aa8fcce941aa29e5b073b","topic":"tidegate.actions.results"}'
+)
+
+
+def _allow_listed(tmp_path: Path, key: SigningKey) -> Authority:
+    operators = tmp_path / "keys" / "operators"
+    operators.mkdir(parents=True, exist_ok=True)
+    public = key.private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (operators / f"{key.name}.pub").write_bytes(public)
+    return Authority(tmp_path / "keys", operators, tmp_path / "keys" / "clients", recheck_s=0.0)
+
+
+def test_an_acknowledgement_the_former_code_stored_still_counts_and_the_seal_signs_the_same_bytes(tmp_path: Path) -> None:
+    operators = _allow_listed(tmp_path, OPS)
+    stored = Acknowledgement(
+        TOPIC, 0, 1, STORED.record_sha256, 2, ("value", "headers"), "INC-42: restore drill", "ops", STORED_AT, *OLD_ACK
+    )
+    assert refusal(stored, operators) is None
+    assert ack_message(stored) == OLD_BYTES
+    made = acknowledge(OPS, STORED, "INC-42: restore drill", STORED_AT.astimezone(UTC))
+    assert made == stored
+    assert refusal(dataclasses.replace(stored, reason="INC-42: restore drill, and more"), operators) is not None
+
+
+async def test_an_acknowledgement_by_an_operator_who_rotated_their_key_still_counts(make: Any, kit: KitSettings) -> None:
+    log, conflict = await conflicted(make)
+    log.stored_acks.append(acknowledge(operator_key(kit), conflict, "drill", AT))
+    retire(kit.operator_keys_dir, kit.operator, now=AT)  # `tidegate keys rotate operator`: the old key is kept, with grace
+    assert (await verify(log, kit)).ok
+
+
+def test_an_acknowledgement_signed_by_another_operator_under_this_ones_name_does_not_count(tmp_path: Path) -> None:
+    """An operator on the allow-list may acknowledge as themselves, not as a colleague: the key must be the named operator's."""
+    operators = _allow_listed(tmp_path, OPS)
+    mallory = SigningKey("mallory", Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"mallory-seed").digest()))
+    _allow_listed(tmp_path, mallory)
+    as_ops = dataclasses.replace(acknowledge(mallory, STORED, "drill", AT), acked_by="ops")
+    forged = acknowledge(SigningKey("ops", mallory.private), STORED, "drill", AT)  # mallory's key, named as ops'
+    assert refusal(as_ops, operators) is not None
+    assert "which is no operator's key on the allow-list" in (refusal(forged, operators) or "")
+    assert refusal(acknowledge(mallory, STORED, "drill", AT), operators) is None
+
+
+def test_the_conflicts_metric_says_an_acknowledged_conflicts_redelivery_is_not_counted_again() -> None:
+    [help_text] = [m.documentation for m in REGISTRY.collect() if m.name == "tidegate_audit_conflicts"]
+    assert "a redelivery of a conflict an operator acknowledged is not counted again" in help_text

@@ -21,7 +21,16 @@ from prometheus_client import REGISTRY
 
 import connectors as c
 from servicekit.authority import Authority
-from servicekit.row_proofs import ALTERED, NOT_ALLOWED, UNKNOWN_KEY, UNSIGNED, RowSeal, ServiceKeys
+from servicekit.row_proofs import (
+    ALTERED,
+    NOT_ALLOWED,
+    UNKNOWN_KEY,
+    UNSIGNED,
+    RowSeal,
+    ServiceKeys,
+    operator_named,
+    operator_not_denied,
+)
 from servicekit.signing import SigningKey, retire
 from servicekit.vault import Sealed
 from services.approval._row_proofs import approval_seals
@@ -155,6 +164,22 @@ def test_a_check_says_why_a_row_is_refused(keys: Path, tmp_path: Path) -> None:
     assert (refused.reason, refused.why) == (NOT_ALLOWED, "operator ops may not sign it")
     only_operators = _seal(keys, trusts=lambda p, claims: p.kind == "operator")
     assert only_operators.check({"n": 1}, proof.key_id, proof.signature).reason == UNKNOWN_KEY  # type: ignore[union-attr]
+
+
+def test_a_row_an_operator_signs_counts_only_by_the_operator_it_names_with_a_key_not_taken_away(keys: Path) -> None:
+    seal = RowSeal("audit", "things", b"tidegate-test-thing\n", OPERATOR, _authority(keys), operator_not_denied, operator_named("by"))
+    proof = seal.sign({"by": "ops"})
+    assert seal.check({"by": "ops"}, proof.key_id, proof.signature) is None
+    assert seal.check({"by": "ann"}, proof.key_id, proof.signature).reason == UNKNOWN_KEY  # type: ignore[union-attr]  # not whom it names
+    by_service = RowSeal("audit", "things", b"tidegate-test-thing\n", SERVICE).sign({"by": "approval"})
+    assert seal.check({"by": "approval"}, by_service.key_id, by_service.signature).reason == UNKNOWN_KEY  # type: ignore[union-attr]  # no operator
+    retire(keys / "operators", "ops", grace=True)  # `tidegate keys rotate operator`: what the old key signed stands
+    assert seal.check({"by": "ops"}, proof.key_id, proof.signature) is None
+    _publish(keys / "operators" / "ops.pub", OPERATOR)
+    retire(keys / "operators", "ops", grace=False)  # `tidegate keys deny-operator`
+    refused = seal.check({"by": "ops"}, proof.key_id, proof.signature)
+    assert refused is not None
+    assert refused.reason == NOT_ALLOWED
 
 
 def _refused(service: str, table: str, reason: str) -> float:
