@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connectors._store import Grant, GrantProof
-from servicekit.authority import OPERATOR, Authority, Principal
-from servicekit.row_proofs import NOT_ALLOWED, UNKNOWN_KEY, UNSIGNED, RowSeal
+from servicekit.authority import Authority
+from servicekit.row_proofs import NOT_ALLOWED, UNKNOWN_KEY, UNSIGNED, RowSeal, operator_named, operator_not_denied
 from servicekit.signing import SigningKey
 
 __all__ = ["GRANT_TAMPERED", "GRANT_UNSIGNED", "GrantRefused", "GrantSigner", "GrantVerifier", "grant_claims", "grant_message"]
@@ -61,18 +61,8 @@ def grant_claims(grant: Grant, proof: GrantProof) -> dict[str, Any]:
     }
 
 
-def _the_signing_operator(principal: Principal, claims: dict[str, Any]) -> bool:
-    """Only the key of the operator the row names as its signer counts, whoever else holds a key of that id."""
-    return principal.kind == OPERATOR and principal.name == claims["signed_by"]
-
-
-def _not_denied(principal: Principal, claims: dict[str, Any]) -> bool:
-    """A grant carries no time its signer could not have chosen: a denied operator's key proves none (a rotated one does)."""
-    return principal.retired_at is None or principal.grace
-
-
 def _seal(authority: Authority | None = None, key: SigningKey | None = None) -> RowSeal:
-    return RowSeal("executor", "connector_grants", _DOMAIN, key, authority, _not_denied, _the_signing_operator)
+    return RowSeal("executor", "connector_grants", _DOMAIN, key, authority, operator_not_denied, operator_named("signed_by"))
 
 
 def grant_message(grant: Grant, proof: GrantProof) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 
 from servicekit import SigningKey
 from servicekit.authority import OPERATOR, Principal
-from servicekit.row_proofs import KeyHolders, Proof, RowSeal
+from servicekit.row_proofs import KeyHolders, Proof, RowSeal, operator_not_denied
 from servicekit.vault import Vault
 
 __all__ = ["KeyHolders", "Proof", "RowSeal", "Seals", "approval_seals", "micros", "operator_or_service", "service_only"]
@@ -40,7 +40,7 @@ def operator_or_service(*, service_may: Callable[[dict[str, Any]], bool]) -> Cal
 
     def may_sign(principal: Principal, claims: dict[str, Any]) -> bool:
         if principal.kind == OPERATOR:
-            return principal.retired_at is None or principal.grace
+            return operator_not_denied(principal, claims)
         return principal.kind == "service" and principal.name == _SERVICE and service_may(claims)
 
     return may_sign
