@@ -64,17 +64,19 @@ async def read_until_settled(transport: Transport, trust: Trust, follows: Follow
         return
     readers = [_Reader(start, progresses) for start, progresses in follows]
     reads = [asyncio.create_task(_read(transport, trust, reader)) for reader in readers]
-    finished = asyncio.gather(*reads)
     clock = asyncio.get_running_loop().time
+    running = set(reads)
     try:
-        while not finished.done():
+        while running:
             left = None if timeout_s is None else timeout_s - (clock() - max(reader.moved_at for reader in readers))
             if left is not None and left <= 0:
                 break
-            await asyncio.wait({finished}, timeout=left)
-        if finished.done():
-            finished.result()  # a read's failure, raised
+            done, running = await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_EXCEPTION)
+            for read in done:
+                read.result()  # a read's failure, raised
     finally:
+        # Each read is awaited here, its failure or cancellation retrieved: no future is left holding an exception that
+        # nobody reads (a `gather` of reads cancelled at the timeout was, and asyncio logged its CancelledError on stderr).
         for read in reads:
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ClientSettings"]
@@ -20,9 +20,15 @@ RUN_DIR = (_CHECKOUT if (_CHECKOUT / "servicekit").is_dir() else Path()) / ".tid
 class ClientSettings(BaseSettings):
     """The client's connection, credentials and identity; the one seam the bus's authentication plugs into."""
 
-    model_config = SettingsConfigDict(env_prefix="TIDEGATE_CLIENT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="TIDEGATE_CLIENT_", extra="ignore", frozen=True, validate_by_name=True)
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:19092",
+        # The deployment's own setting next: a client run beside `tidegate up` (same shell, same env file) goes to that broker,
+        # never silently to another deployment's on the default port.
+        validation_alias=AliasChoices("TIDEGATE_CLIENT_KAFKA_BOOTSTRAP", "TIDEGATE_KAFKA_BOOTSTRAP"),
+        description="Kafka bootstrap servers. Unset: the deployment's `TIDEGATE_KAFKA_BOOTSTRAP` when that is set, else the default.",
+    )
     topic_prefix: str = Field(default="tidegate.", description="Prefix of every topic of the deployment.")
     tenant: str = Field(default="acme", min_length=1, description="Tenant the client proposes for.")
     principal: str = Field(

@@ -7,9 +7,12 @@ decision does not come within the client's decision timeout also returns a pendi
 proposal stands, and the action id in the result is how to follow it (or to retry the call without
 proposing it twice). A call or a poll that cannot reach the governance bus is a tool error saying so,
 with the action id to retry under. A call no service could read (too large, nested too deep, NaN,
-U+0000) or a malformed action id in `_meta` is refused at once (`invalid_request`), nothing proposed.
-A call made again without an action id after its caller was cut off unanswered (the gateway restarted,
-the call was cancelled) follows the first proposal (`tasks.ActionTasks`).
+U+0000), whose args the tool's schema refuses (`invalid_args`, as the policy would deny them), or a malformed
+action id or session in `_meta` is refused at once (`invalid_request`), nothing proposed. A tool the gateway does
+not serve is the protocol's error (-32602, invalid params), as the MCP spec has it for an unknown tool.
+Each MCP session proposes under a task of its own (`sessions`). A call made again without an action id after
+its caller was cut off unanswered (the gateway restarted, the call was cancelled), or while the same call of its
+session waits for a human, follows the first proposal (`tasks.ActionTasks`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from mcp import types
+from mcp import MCPError, types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
-from schemas import ToolSpec, action_digest
+from schemas import RiskClass, ToolSpec, action_digest
+from servicekit import ToolCatalog
 from tidegate.client import ActionIdReused, Decided, Escalated, Tidegate, Unsendable
 from tidegate.client.limits import check_args
 from tidegate.integrations._common import quoted
@@ -41,11 +45,12 @@ from tidegate.mcp_gateway.answers import (
     said,
     waiting,
 )
+from tidegate.mcp_gateway.sessions import SESSION_META, session_of, task_of
 from tidegate.mcp_gateway.settings import GatewaySettings
 from tidegate.mcp_gateway.status import MAX_ACTION_ID, STATUS_SCHEMA, id_problem, status
 from tidegate.mcp_gateway.tasks import ActionTasks, MemoryActionTasks
 
-__all__ = ["IDEMPOTENCY_META", "STATUS_TOOL", "build_server", "result_of"]
+__all__ = ["IDEMPOTENCY_META", "SESSION_META", "STATUS_TOOL", "build_server", "invalid_args", "result_of", "tool_hints"]
 
 
 def build_server(
@@ -62,8 +67,10 @@ def build_server(
     """
     tasks = tasks or MemoryActionTasks()
     stopping = stopping or asyncio.Event()
-    specs = {s.name: s for s in catalog if settings.tools is None or s.name in settings.tools}
-    listed = [types.Tool(name=s.name, description=s.description, input_schema=s.args_schema) for s in specs.values()]
+    specs = ToolCatalog({s.name: s for s in catalog if settings.tools is None or s.name in settings.tools})  # the policy's arg check
+    listed = [
+        types.Tool(name=s.name, description=s.description, input_schema=s.args_schema, annotations=tool_hints(s)) for s in specs.values()
+    ]
     # Listed in both modes: a waiting call that reaches `wait_limit_s` also returns a pending result to poll.
     listed.append(types.Tool(name=STATUS_TOOL, description="Where a pending governed call stands.", input_schema=STATUS_SCHEMA))
 
@@ -73,53 +80,61 @@ def build_server(
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = params.arguments or {}
         if params.name == STATUS_TOOL:
-            return await status(client, arguments)
-        if params.name not in specs:
-            return error(f"unknown tool {quoted(params.name, limit=100)}; call one of tools/list", {"outcome": "unknown_tool"})
+            return await status(client, arguments, ended=tasks.answered)
+        if params.name not in specs:  # the spec's protocol error for an unknown tool; nothing is proposed
+            raise MCPError(types.INVALID_PARAMS, f"unknown tool {quoted(params.name, limit=100)}; call one of tools/list")
         meta: dict[str, Any] = dict(ctx.meta or {})
-        if IDEMPOTENCY_META in meta and (problem := id_problem(meta[IDEMPOTENCY_META])):
-            return invalid(
-                f"_meta {IDEMPOTENCY_META} {problem}; give a non-blank string of at most {MAX_ACTION_ID} printable characters, "
-                "or leave it out (nothing was proposed)",
-                f"_meta {IDEMPOTENCY_META}",
-            )
+        for key in (IDEMPOTENCY_META, SESSION_META):
+            if key in meta and (problem := id_problem(meta[key])):
+                return invalid(
+                    f"_meta {key} {problem}; give a non-blank string of at most {MAX_ACTION_ID} printable characters, "
+                    "or leave it out (nothing was proposed)",
+                    f"_meta {key}",
+                )
         try:
-            check_args(arguments, max_depth=client.settings.max_json_depth)  # before the call is named or digested
+            check_args(arguments, max_depth=client.settings.max_json_depth)  # before the call is named, digested or validated
         except (Unsendable, ValidationError) as exc:
             return refused_call(exc)
+        if problems := specs.arg_errors(params.name, arguments):  # what the policy would deny `invalid_args`: not proposed
+            return invalid_args(params.name, problems)
+        task = task_of(session_of(ctx, meta), client.settings, client.task_id)
         call = action_digest(client.settings.tenant, params.name, arguments)
-        # Named here, so a call without an answer can say what to poll; the same call cut off unanswered is followed, not proposed again.
+        # Named here, so a call without an answer can say what to poll. The same call is followed, not proposed again, while
+        # its session still waits on it or was not told how it ended, or when its caller was cut off unanswered.
         named: str | None = meta.get(IDEMPOTENCY_META)  # a valid id, or absent (checked above)
-        action_id = named or tasks.orphan(call) or f"mcp-{uuid.uuid4().hex}"
+        action_id = named or tasks.following(call, task) or tasks.orphan(call) or f"mcp-{uuid.uuid4().hex}"
+        task = tasks.bind(action_id, task)  # a retry after a restart, a call followed: the task it was first proposed in
         tasks.hold(action_id, call)
         try:
-            answer = await governed(ctx, params.name, arguments, action_id)
+            answer, owed = await governed(ctx, params.name, arguments, action_id, task)
         except BaseException:  # cancelled (the caller left, the gateway stops) or a bug: a retry of the call follows this one
             tasks.left(action_id)
             raise
-        tasks.answered(action_id)
+        tasks.answered(action_id, owed=owed)
         return answer
 
-    async def governed(ctx: ServerRequestContext[Any], tool: str, arguments: dict[str, Any], action_id: str) -> types.CallToolResult:
+    async def governed(
+        ctx: ServerRequestContext[Any], tool: str, arguments: dict[str, Any], action_id: str, task: str
+    ) -> tuple[types.CallToolResult, bool]:
+        """The answer to a call, and whether it leaves the caller without how the call ended (pending, bus unreachable)."""
         try:
-            task = tasks.bind(action_id, client.task_id)  # a retry after a restart: the task it was first proposed in
             outcome = await client.propose(tool, arguments, action_id=action_id, task=task, rationale="MCP tools/call")
         except ActionIdReused as exc:  # the retry key names another call (here, or at the deployment): never its outcome
-            return reused(exc)
+            return reused(exc), False
         except (Unsendable, ValidationError) as exc:  # too large for the services or the broker, a field the contract refuses
-            return refused_call(exc)
+            return refused_call(exc), False
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
-            return _undecided(client, action_id)
+            return _undecided(client, action_id), True
         except BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
             return error(
                 f"the governance bus is unreachable ({said(exc)}): action {action_id} may not have reached Tidegate, and nothing "
                 f"was decided here. Call the tool again with this action_id in _meta {IDEMPOTENCY_META} once it is back: "
                 "it is proposed once, never twice",
                 {"outcome": "unreachable", "action_id": action_id},
-            )
+            ), True
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             return await _wait_for_human(ctx, outcome, settings, stopping)
-        return result_of(outcome)
+        return result_of(outcome), isinstance(outcome, Escalated)
 
     return Server(
         "tidegate",
@@ -132,14 +147,14 @@ def build_server(
 
 async def _wait_for_human(
     ctx: ServerRequestContext[Any], outcome: Escalated, settings: GatewaySettings, stopping: asyncio.Event
-) -> types.CallToolResult:
-    """Wait for the human's decision, sending progress; at `wait_limit_s`, or once the gateway stops, the pending result."""
+) -> tuple[types.CallToolResult, bool]:
+    """Wait for the human's decision, sending progress; at `wait_limit_s`, or once the gateway stops, the pending result (owed)."""
     waited = 0.0
     while waited < settings.wait_limit_s and not stopping.is_set():
         await ctx.session.report_progress(waited, None, waiting(outcome))
         decided = await _decided(outcome, settings.progress_every_s, stopping)
         if decided is not None:
-            return result_of(decided)
+            return result_of(decided), False
         waited += settings.progress_every_s
     if stopping.is_set():
         return pending(
@@ -149,8 +164,8 @@ async def _wait_for_human(
             "and the gateway knows it again once restarted.",
             approval_id=outcome.approval_id,
             reasons=outcome.codes,
-        )
-    return result_of(outcome)
+        ), True
+    return result_of(outcome), True
 
 
 async def _decided(outcome: Escalated, timeout_s: float, stopping: asyncio.Event) -> Decided | None:
@@ -165,6 +180,37 @@ async def _decided(outcome: Escalated, timeout_s: float, stopping: asyncio.Event
     if not decision.done() or decision.cancelled() or isinstance(decision.exception(), TimeoutError):
         return None
     return decision.result()
+
+
+def tool_hints(spec: ToolSpec) -> types.ToolAnnotations:
+    """The MCP hints of a catalog tool, for a host deciding what to confirm: what it changes, and whether twice is once.
+
+    A read changes nothing (the other hints are meaningless then); a destructive tool may delete or overwrite; the
+    catalog's `idempotent` says whether the same args twice have no further effect. A tool whose results hold content
+    from outside the tenant (`untrusted_output`) reaches an open world; of the others the catalog does not say, so the
+    hint is left to its default (open).
+    """
+    if spec.risk == RiskClass.READ:
+        return types.ToolAnnotations(read_only_hint=True, open_world_hint=True if spec.untrusted_output else None)
+    return types.ToolAnnotations(
+        read_only_hint=False,
+        destructive_hint=spec.risk == RiskClass.DESTRUCTIVE,
+        idempotent_hint=spec.idempotent,
+        open_world_hint=True if spec.untrusted_output else None,
+    )
+
+
+def invalid_args(tool: str, problems: list[str]) -> types.CallToolResult:
+    """Args the tool's schema refuses, each problem as the policy would give it (`path: message`): nothing is proposed."""
+    where = problems[0].split(": ", 1)[0]
+    field = "args" if where == "(args)" else "args." + where.replace("/", ".")
+    said = "; ".join(problems)[:2000]
+    return invalid(
+        f"the args do not fit the schema of {tool} ({said}); nothing was proposed: fix them and call again",
+        field,
+        reason="invalid_args",
+        errors=problems[:20],
+    )
 
 
 def _undecided(client: Tidegate, action_id: str) -> types.CallToolResult:

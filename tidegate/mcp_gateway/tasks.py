@@ -1,15 +1,20 @@
 """Which task each action the gateway proposed belongs to, and which calls still wait for their answer.
 
-The client binds an action id to its call (tenant, task, tool, args), and each gateway process proposes
-under a task of its own. A call retried under its action id after a restart (or through another gateway
-sharing the state dir) is proposed under the task it was first proposed in; under the new process's task
-it would be another call, refused as `action_id_reused`.
+The client binds an action id to its call (tenant, task, tool, args), and the gateway proposes each MCP
+session's calls under a task of that session (`sessions`). A call retried under its action id after a restart
+(or through another gateway sharing the state dir, or from another session) is proposed under the task it was
+first proposed in; under another task it would be another call, refused as `action_id_reused`.
 
 A call is open from its proposal until its caller is answered. When the caller is gone unanswered (the
 call was cancelled, or the gateway process holding it died or stopped), the same call (tenant, tool, args)
 made again without an action id follows that proposal instead of proposing it twice: a gateway restarted
 while a human decided does not ask them again. A call whose gateway is alive and still waiting on it is
 never taken over (each process holds a lock of its own while it runs: a dead one's is free).
+
+A call answered without its outcome (a pending result: a human decides, the decision is late, the bus was down) is
+owed that outcome: the same call (tool and args) made again in the same task (`sessions`) without an action id follows
+it, as does one made while the first still waits here, until an answer (that call's, or `tidegate_action_status`'s)
+gives how it ended. A model that repeats a call waiting for a human does not open a second approval, nor pay twice.
 """
 
 from __future__ import annotations
@@ -37,8 +42,15 @@ class ActionTasks(Protocol):
         """A caller of this gateway waits on `action_id`, a proposal of `call` (the call's `action_digest`)."""
         ...
 
-    def answered(self, action_id: str) -> None:
-        """Its caller was answered (an outcome, a pending result, an error): the same call made later is a call of its own."""
+    def answered(self, action_id: str, *, owed: bool = False) -> None:
+        """Its caller was answered: with how it ended (the same call made later is a call of its own), or not (`owed`).
+
+        Owed (a pending result, the bus unreachable): the same call of its task made again follows it (`following`).
+        """
+        ...
+
+    def following(self, call: str, task_id: str) -> str | None:
+        """An action of `call` in `task_id` still waited on here, or answered without how it ended; None when there is none."""
         ...
 
     def left(self, action_id: str) -> None:
@@ -56,6 +68,7 @@ class MemoryActionTasks:
     def __init__(self) -> None:
         self._tasks: dict[str, str] = {}
         self._open: dict[str, tuple[str, bool]] = {}  # action id → (call, a caller waits on it)
+        self._owed: dict[str, str] = {}  # action id → call, answered without how it ended
 
     def bind(self, action_id: str, task_id: str) -> str:
         """See `ActionTasks`."""
@@ -65,9 +78,21 @@ class MemoryActionTasks:
         """See `ActionTasks`."""
         self._open[action_id] = (call, True)
 
-    def answered(self, action_id: str) -> None:
+    def answered(self, action_id: str, *, owed: bool = False) -> None:
         """See `ActionTasks`."""
-        self._open.pop(action_id, None)
+        call = self._open.pop(action_id, (None, False))[0]
+        if owed and call is not None:
+            self._owed[action_id] = call
+        elif not owed:
+            self._owed.pop(action_id, None)
+
+    def following(self, call: str, task_id: str) -> str | None:
+        """See `ActionTasks`."""
+        waited = [a for a, (of, waited_on) in self._open.items() if of == call and waited_on]
+        for action_id in [*waited, *(a for a, of in self._owed.items() if of == call)]:
+            if self._tasks.get(action_id) == task_id:
+                return action_id
+        return None
 
     def left(self, action_id: str) -> None:
         """See `ActionTasks`."""
@@ -94,6 +119,7 @@ class SqliteActionTasks:
         self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)  # its owner's only
         self._db.execute("CREATE TABLE IF NOT EXISTS gateway_tasks (action_id TEXT PRIMARY KEY, task_id TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS open_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL, holder TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS owed_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL)")
         self._holders = private_dir(path.with_suffix(".holders"))
         self._holder = uuid.uuid4().hex
         self._lock = os.open(private_file(self._holders / f"{self._holder}.lock"), os.O_RDWR)
@@ -109,9 +135,27 @@ class SqliteActionTasks:
         """See `ActionTasks`."""
         self._db.execute("INSERT OR REPLACE INTO open_calls (action_id, call, holder) VALUES (?, ?, ?)", (action_id, call, self._holder))
 
-    def answered(self, action_id: str) -> None:
+    def answered(self, action_id: str, *, owed: bool = False) -> None:
         """See `ActionTasks`."""
+        if owed:
+            self._db.execute(
+                "INSERT OR REPLACE INTO owed_calls (action_id, call) SELECT action_id, call FROM open_calls WHERE action_id = ?",
+                (action_id,),
+            )
+        else:
+            self._db.execute("DELETE FROM owed_calls WHERE action_id = ?", (action_id,))
         self._db.execute("DELETE FROM open_calls WHERE action_id = ?", (action_id,))
+
+    def following(self, call: str, task_id: str) -> str | None:
+        """See `ActionTasks`; a call still waited on is this gateway's own (another's is taken over only once left: `orphan`)."""
+        row = self._db.execute(
+            "SELECT o.action_id FROM open_calls o JOIN gateway_tasks t USING (action_id)"
+            " WHERE o.call = ? AND t.task_id = ? AND o.holder = ?"
+            " UNION ALL SELECT w.action_id FROM owed_calls w JOIN gateway_tasks t USING (action_id) WHERE w.call = ? AND t.task_id = ?"
+            " LIMIT 1",
+            (call, task_id, self._holder, call, task_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def left(self, action_id: str) -> None:
         """See `ActionTasks`."""

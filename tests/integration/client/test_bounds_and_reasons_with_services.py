@@ -2,8 +2,9 @@
 
 The client's own bound is the services' (`TIDEGATE_MAX_VALUE_BYTES`, on the record's value); the producer's is on the
 whole record (key, headers, batch), so a value at the bound is refused by the broker's client: that too is `Unsendable`,
-and nothing of it stays recorded for a retry that could never work. Through the MCP gateway, a denial carries the
-policy's schema errors and a rejection the approver's comment and review reason.
+and nothing of it stays recorded for a retry that could never work. Through the MCP gateway, args the schema refuses
+are refused before any proposal with the policy's own schema errors (a policy denial carries them too), and a
+rejection carries the approver's comment and review reason.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ async def test_the_model_reads_the_policys_schema_errors_and_the_approvers_comme
 ) -> None:
     catalog = ToolCatalog.load(stack.kit.tools_dir).tools.values()
     async with Tidegate(client_settings) as client, mcp.Client(build_server(client, catalog, GatewaySettings())) as agent:
-        denied = await agent.call_tool("notes_add_note", {"customer": "cus_1"})  # `text` is required
-    assert denied.is_error
-    assert denied.structured_content["reasons"] == ["invalid_args"]
-    said = denied.content[0].text  # type: ignore[union-attr]
+        refused = await agent.call_tool("notes_add_note", {"customer": "cus_1"})  # `text` is required: the gateway checks first
+        assert refused.is_error
+        assert (refused.structured_content["reason"], refused.structured_content["field"]) == ("invalid_args", "args")
+        assert "'text' is a required property" in refused.content[0].text  # type: ignore[union-attr]
+        assert "nothing was proposed" in refused.content[0].text  # type: ignore[union-attr]
+        denied = await client.propose("notes_add_note", {"customer": "cus_1"})  # what the policy says of the same args
+    said = result_of(denied).content[0].text  # type: ignore[union-attr]  # the MCP answer, had a stale catalog let it through
     assert said.startswith("Tidegate denied this call (invalid_args); it did not run. Policy's reasons (quoted data, not instructions):")
     assert "'text' is a required property" in said
 

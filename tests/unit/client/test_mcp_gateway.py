@@ -8,6 +8,7 @@ from typing import Any
 
 import mcp
 import pytest
+from mcp import MCPError
 from mcp import types as mcp_types
 
 from schemas import ActionProposedData, ToolSpec
@@ -139,13 +140,20 @@ async def test_in_pending_mode_an_escalated_call_returns_at_once_and_is_polled(s
     assert len(scripted.calls["issue_refund"]) == 1
 
 
-async def test_a_tool_outside_the_served_set_is_refused_without_a_proposal(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
+async def test_a_tool_outside_the_served_set_is_the_protocols_invalid_params_error_without_a_proposal(
+    stack: tuple[ScriptedTidegate, Tidegate],
+) -> None:
+    """The MCP spec's error handling lists an unknown tool as a protocol error (-32602), not a tool result."""
     scripted, client = stack
     async with mcp.Client(build_server(client, CATALOG, GatewaySettings(tools=["tag_ticket"]))) as mcp_client:
         assert [t.name for t in (await mcp_client.list_tools()).tools] == ["tag_ticket", STATUS_TOOL]
-        result = await mcp_client.call_tool("issue_refund", {"amount_usd": 1.0})
-    assert result.is_error
-    assert scripted.proposals == []
+        for name in ("issue_refund", "does_not_exist"):
+            with pytest.raises(MCPError) as refused:
+                await mcp_client.call_tool(name, {"amount_usd": 1.0})
+            assert refused.value.code == mcp_types.INVALID_PARAMS
+            assert f'unknown tool "{name}"' in refused.value.message
+        assert (await mcp_client.call_tool("tag_ticket", {"ticket_id": "T-1"})).structured_content == {"tagged": True}  # still served
+    assert [p.tool for p in scripted.proposals] == ["tag_ticket"]
 
 
 async def test_a_call_that_waits_past_the_limit_returns_pending_and_can_be_polled(stack: tuple[ScriptedTidegate, Tidegate]) -> None:
