@@ -5,8 +5,10 @@ records the event first (`Outlet.record`: the current trace context set, signed 
 key, encoded) and stores those bytes; it then publishes the stored bytes (`Outlet.publish_many`),
 on the first delivery and on every redelivery alike. The same event so goes out with the same
 bytes, the same signature and the same `traceparent` each time, and is never decoded and encoded
-again on its way. `servicekit.Bus` is the outlet of a running service; `EventOutlet` is the one
-for code without a broker (tests, in-process tools).
+again on its way. Stored bytes are never signed on their way out: the service's database login can
+write what is stored, and a service that signed it as it published would sign what that login wrote.
+`servicekit.Bus` is the outlet of a running service; `EventOutlet` is the one for code without a
+broker (tests, in-process tools).
 """
 
 from __future__ import annotations
@@ -36,18 +38,13 @@ class Recorded:
     value: bytes
     traceparent: str | None
     event: Envelope | None = None  # the event it was made from (before signing), when known: counted in the published metric
-    signed: bool = True  # False: `value` carries no signature (stored by a version that signed only as it published)
 
     @classmethod
     def stored(cls, topic: str, value: str | bytes) -> Recorded:
         """An event as a service stored it (its recorded JSON), to publish again byte for byte; its key and trace are read from it."""
         raw = value.encode() if isinstance(value, str) else value
         event = decode(topic, raw)  # only a redelivery comes here: its key is the event's own (`Envelope.key`)
-        return cls(topic, event.key, raw, event.traceparent, event, signed=event.signature is not None)
-
-    def signed_by(self, out: Outlet) -> Recorded:
-        """This record, or, when it was stored unsigned (by a version that signed only as it published), its event recorded by `out`."""
-        return out.record(self.topic, self.event) if not self.signed and self.event is not None else self
+        return cls(topic, event.key, raw, event.traceparent, event)
 
     @property
     def identity(self) -> str | bytes:
@@ -66,7 +63,7 @@ def record_event(topic: str, event: Envelope, signed: Callable[[Envelope], bytes
         if traceparent:
             event = event.model_copy(update={"traceparent": traceparent})
     value = signed(event) if signed is not None and event.signature is None else encode(event)
-    return Recorded(topic, event.key, value, event.traceparent, event, signed=signed is not None or event.signature is not None)
+    return Recorded(topic, event.key, value, event.traceparent, event)
 
 
 class Outlet(Protocol):

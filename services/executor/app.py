@@ -123,6 +123,7 @@ def build(
         credentials=CredentialStore.load(settings.credentials_file, os.environ if environ is None else environ),
         out=bus,
         killed=kill_reason,
+        authority=authority,  # a kept result goes out again only as the executor's own, signed for that very action
         context_pool=deps.tools_pool,
         ready=lambda: bus.wait_caught_up("control"),
         undo=deps.undo,

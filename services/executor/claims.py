@@ -61,14 +61,10 @@ class ClaimSession(Protocol):
         ...
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
-        """Record the outcome of `done` and its `result_event` (unless one is kept already); the action never runs again.
+        """Record the outcome of `done` and its `result_event`, the one to publish; the action never runs again.
 
-        Returns `done` with the result event kept, the one to publish.
+        The event replaces whatever the row held: an unfinished action has none but one its database login wrote.
         """
-        ...
-
-    async def remember_result(self, event_json: str) -> str:
-        """Keep the result event about to be published, unless one is kept already; return the one kept."""
         ...
 
 
@@ -183,10 +179,9 @@ class _PgSession(ClaimSession):
         )
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
-        kept = await self._conn.fetchval(
+        await self._conn.execute(
             "UPDATE executor.actions SET status = $2, result = $3::jsonb, error = $4::jsonb, attempts = $5, duration_ms = $6, "
-            "cost_usd = $7, result_event = coalesce(result_event, $8), finished_at = now(), updated_at = now() "
-            "WHERE action_id = $1 RETURNING result_event",
+            "cost_usd = $7, result_event = $8, finished_at = now(), updated_at = now() WHERE action_id = $1",
             self._action_id,
             done.status,
             json.dumps(done.result) if done.result is not None else None,
@@ -196,16 +191,7 @@ class _PgSession(ClaimSession):
             done.cost_usd,
             done.result_event,
         )
-        return replace(done, result_event=kept)
-
-    async def remember_result(self, event_json: str) -> str:
-        kept = await self._conn.fetchval(
-            "UPDATE executor.actions SET result_event = coalesce(result_event, $2) WHERE action_id = $1 RETURNING result_event",
-            self._action_id,
-            event_json,
-        )
-        assert kept is not None
-        return str(kept)
+        return done
 
 
 class PgClaimStore(ClaimStore):
@@ -293,16 +279,8 @@ class _MemorySession(ClaimSession):
         self._store.records[self._action_id] = replace(record, status="waiting", attempts=attempts, error=error, retry_at=retry_at)
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
-        kept = self._store.records[self._action_id].result_event
-        done = self._store.records[self._action_id] = replace(done, result_event=kept or done.result_event)
+        self._store.records[self._action_id] = done
         return done
-
-    async def remember_result(self, event_json: str) -> str:
-        rec = self._store.records[self._action_id]
-        if rec.result_event is None:
-            rec = self._store.records[self._action_id] = replace(rec, result_event=event_json)
-        assert rec.result_event is not None
-        return rec.result_event
 
 
 class InMemoryClaimStore(ClaimStore):

@@ -30,7 +30,7 @@ from schemas import (
     action_identity,
     storable,
 )
-from servicekit import Attr, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
+from servicekit import Attr, Authority, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
 from servicekit.costs import call_cost_usd
 from servicekit.parking import park
 from servicekit.toolcontract import ToolContext, ToolError
@@ -49,6 +49,7 @@ from services.executor.domain import (
     final_status,
     safe_to_repeat,
 )
+from services.executor.kept_results import kept_result
 from services.executor.results import bounded_error, result_stand_in, undo_stand_in
 from services.executor.settings import DEFAULT_MAX_RESULT_BYTES
 from services.executor.tools import ToolInvokers
@@ -76,6 +77,9 @@ class Executor:
         credentials: Tenants' secrets by credential scope.
         out: Where result events go out (the bus): each is signed and encoded once, kept with the claim, and its
             kept bytes are what is published, on the first delivery and on every redelivery.
+        authority: The deployment's public keys: a kept result event is published again only when it verifies as the
+            executor's own for that very action (`kept_results`); None trusts none (a redelivery of a finished action
+            is then dead-lettered).
         killed: The reason of the kill switch stopping (tenant, tool), or None.
         context_pool: Database pool handed to in-process tools (the systems of record).
         ready: Awaited before the first call: `control` read to its end, so that a kill switch set while
@@ -96,6 +100,7 @@ class Executor:
     credentials: CredentialStore
     out: Outlet
     killed: KillCheck
+    authority: Authority | None = None
     context_pool: Any = None
     ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -130,7 +135,8 @@ class Executor:
         """Perform the authorized call of `event` at most once; raise Reject for what must not run.
 
         Replays: an action id runs once, whatever arrives later. A redelivery of the event that
-        claimed it is normal (at-least-once) and is answered from the record. Any other event for the
+        claimed it is normal (at-least-once) and is answered from the record: the result event kept, when it
+        proves the executor's own for this action (`kept_results`; else it is dead-lettered). Any other event for the
         same action id (a copy with a new event id, or a second signature of the same action) is
         also answered from the record, then dead-lettered as `authorization_replayed`. A second
         signature of another call under the same action id (its digest differs from the record's) is
@@ -159,7 +165,7 @@ class Executor:
                 refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
                 if record.terminal:
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
-                    await self._publish_result(session, record)
+                    await self.out.publish_many([kept_result(record.result_event, data, self.authority)])
                 elif differs:
                     record = await self._end_if_interrupted(session, record)
                 else:
@@ -435,30 +441,15 @@ class Executor:
         return await self._settle(session, done, undo)
 
     async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
-        """Record the outcome `done` and its result event (signed) in one statement, then publish the event kept, as kept."""
-        made = self._recorded_result(done, undo)
-        text = made.value.decode()
-        done = await session.finish(replace(done, result_event=text))
-        await self.out.publish_many([made if done.result_event == text else self._kept(str(done.result_event))])
-        return done
+        """Record the outcome `done` and its result event (signed) in one statement, then publish that event.
 
-    async def _publish_result(self, session: ClaimSession, record: ClaimRecord) -> None:
-        """Publish the action's one result event: the one kept when it was first published, else a new one, kept first.
-
-        A redelivered or replayed authorization so gets the same event (same id), not a second
-        result that consumers summing costs would count again.
+        A redelivered or replayed authorization is answered with the event kept (`kept_results`: the same id,
+        not a second result that consumers summing costs would count again), never with one signed anew.
         """
-        if record.result_event is not None:
-            await self.out.publish_many([self._kept(record.result_event)])
-            return
-        made = self._recorded_result(record)  # finished before outcome and event were kept together
-        text = made.value.decode()
-        kept = await session.remember_result(text)
-        await self.out.publish_many([made if kept == text else self._kept(kept)])
-
-    def _kept(self, text: str) -> Recorded:
-        """The result event kept with a claim, to publish byte for byte (signed now if an earlier version kept it unsigned)."""
-        return Recorded.stored("actions.results", text).signed_by(self.out)
+        made = self._recorded_result(done, undo)
+        done = await session.finish(replace(done, result_event=made.value.decode()))
+        await self.out.publish_many([made])
+        return done
 
     def _recorded_result(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Recorded:
         """The result event of `record`, signed and encoded: its whole result only while it fits `max_result_bytes`.

@@ -57,7 +57,8 @@ def executed(tmp_path: Path) -> Executed:
     grants, vault = c.InMemoryGrantStore(), c.Vault(keys)
     vault.ensure()
     operator = SigningKey.load_or_create(keys / "operators", "ops", tmp_path / "operator-keys")
-    verifier = c.GrantVerifier(authority_for(keys, keys / "operators", keys / "clients"))
+    authority = authority_for(keys, keys / "operators", keys / "clients")
+    verifier = c.GrantVerifier(authority)
     results: list[s.Envelope] = []
 
     async def publish(topic: str, event: s.Envelope) -> None:
@@ -77,8 +78,9 @@ def executed(tmp_path: Path) -> Executed:
         claims=InMemoryClaimStore(),
         invokers=ToolInvokers(python=python, http=python, topic=python, connector=connector),
         credentials=CredentialStore({}, {}),
-        out=EventOutlet(publish),
+        out=EventOutlet(publish, signer=SigningKey.load_or_create(keys, "executor")),  # signs as the service's bus does
         killed=lambda tenant, tool: None,
+        authority=authority,  # a kept result is published again only as the executor's own
         sleep=no_wait,
     )
     return Executed(executor, grants, vault, key, c.GrantWriter(grants, c.GrantSigner(operator), verifier), results, waits)

@@ -18,6 +18,7 @@ from statements import Statements, counting_pool
 
 import schemas as s
 from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
+from servicekit.authority import deployment_authority
 from servicekit.row_proofs import ServiceKeys
 from servicekit.toolcontract import ToolContext
 from services.executor.claims import PgClaimStore
@@ -98,8 +99,9 @@ def rig(logged_pool: tuple[asyncpg.Pool, list[str]], kit: KitSettings, policy_ke
         claims=PgClaimStore(pool, owner="test", prefix=f"rt-{uuid.uuid4().hex[:8]}."),
         invokers=ToolInvokers(python=tool, http=tool, topic=tool),
         credentials=CredentialStore({}, {}),
-        out=EventOutlet(publish),
+        out=EventOutlet(publish, signer=SigningKey.load_or_create(kit.keys_dir, "executor")),  # signs as the service's bus does
         killed=lambda tenant, tool: None,
+        authority=deployment_authority(kit),  # a kept result is published again only as the executor's own
     )
     return Rig(executor, tool, published, statements)
 

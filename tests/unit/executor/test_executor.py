@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 import schemas as s
 from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message, span
+from servicekit.authority import authority_for
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
@@ -124,6 +126,7 @@ def make_world(tmp_path: Path) -> World:
         credentials=CredentialStore({("acme", "payments:refund"): "sk_acme"}, {}),
         out=EventOutlet(publish, signer=SigningKey.load_or_create(tmp_path, "executor")),  # signs as the service's bus does
         killed=lambda tenant, name: switches.get((tenant, name)),
+        authority=authority_for(tmp_path, tmp_path / "operators", tmp_path / "clients"),  # a kept result is re-sent only as its own
         clock=lambda: NOW,
         sleep=sleep,
     )
@@ -239,17 +242,58 @@ async def test_redelivery_answers_from_the_record_and_a_copy_is_also_dead_letter
     assert world.published[0].signature is not None
 
 
-async def test_a_result_kept_unsigned_by_an_earlier_version_is_signed_when_it_is_published_again(world: World) -> None:
-    event = world.authorize()
+def _keep(world: World, action_id: str, result_event: str | None) -> None:
+    """What the executor's database login can do: put another result event (or none) in a finished claim."""
+    world.claims.records[action_id] = dataclasses.replace(world.claims.records[action_id], result_event=result_event)
+
+
+def _forged_results(world: World, event: s.ActionAuthorized, other: s.ActionAuthorized) -> dict[str, tuple[str | None, str]]:
+    """Result events the login may keep in `event`'s finished claim, each with the metric's reason for refusing it."""
+    kept = s.decode("actions.results", world.claims.records[event.data.action_id].result_event or "")
+    richer = kept.data.model_copy(update={"result": {"ok": True, "refunded_usd": 10_000}})
+    return {
+        "unsigned": (s.encode(kept.model_copy(update={"data": richer, "signature": None, "keyid": None})).decode(), "unsigned"),
+        "altered": (s.encode(kept.model_copy(update={"data": richer})).decode(), "invalid"),  # the genuine signature, another result
+        "another action's": (world.claims.records[other.data.action_id].result_event, "invalid"),  # genuine, signed, not this action's
+        "none": (None, "unsigned"),
+    }
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "altered", "another action's", "none"])
+async def test_a_result_the_login_kept_in_a_finished_claim_is_never_signed_nor_published_again(world: World, forgery: str) -> None:
+    event, other = world.authorize(), world.authorize("push", {"files": ["x"]})
     await world.executor.handle(event)
-    record = world.claims.records[event.data.action_id]
-    assert record.result_event is not None
-    legacy = s.decode("actions.results", record.result_event).model_copy(update={"signature": None, "keyid": None, "traceparent": None})
-    world.claims.records[event.data.action_id] = dataclasses.replace(record, result_event=s.encode(legacy).decode())
-    await world.executor.handle(event)  # redelivered after the upgrade
-    again = world.published[-1]
-    assert again.id == world.published[0].id
-    assert again.signature is not None  # consumers would dead-letter it unsigned
+    await world.executor.handle(other)
+    text, reason = _forged_results(world, event, other)[forgery]
+    _keep(world, event.data.action_id, text)
+    sent = len(world.published)
+    labels = {"service": "executor", "table": "actions", "reason": reason}
+    before = REGISTRY.get_sample_value("tidegate_rows_refused_total", labels) or 0.0
+    with pytest.raises(Reject) as rejected:
+        await world.executor.handle(event)  # redelivered
+    assert rejected.value.code == "authorization_replayed"
+    assert "the result event its claim keeps" in rejected.value.message
+    assert len(world.published) == sent  # nothing published, so nothing signed
+    assert len(world.tool.contexts) == 2  # nor called again
+    assert REGISTRY.get_sample_value("tidegate_rows_refused_total", labels) == before + 1
+
+
+async def test_a_result_the_login_put_in_an_unfinished_claim_is_replaced_by_the_calls_own(world: World) -> None:
+    """A claim not yet finished keeps no result event but one its database login wrote: the call's outcome replaces it."""
+    event = world.authorize()
+    forged = s.ActionSucceeded.build(
+        s.ActionResultData(
+            **s.action_identity(event.data), tool="refund", status="succeeded", result={"refunded_usd": 10_000}, attempts=1, duration_ms=1.0
+        ),
+        source="tidegate/executor",
+    )
+    world.claims.records[event.data.action_id] = replace(_claimed(event), result_event=s.encode(forged).decode())
+    await world.executor.handle(event)
+    [result] = world.published
+    assert result.id != forged.id
+    assert result.data.result == {"ok": True}  # what the tool answered
+    assert result.signature is not None
+    assert s.decode("actions.results", world.claims.records[event.data.action_id].result_event or "").id == result.id  # the one kept
 
 
 async def test_an_interrupted_claim_is_recovered_by_calling_again_only_when_safe(world: World) -> None:

@@ -85,16 +85,20 @@ async def test_a_task_read_twice_in_one_poll_is_proposed_once(harness: Any, cata
     assert await harness.repo.unpublished("") == []
 
 
-async def test_an_outbox_entry_kept_unsigned_by_an_earlier_version_is_signed_when_it_is_published(
+async def test_an_outbox_entry_stored_unsigned_goes_out_as_stored_never_signed_by_the_planner(
     harness: Any, catalog: Any, tmp_path: Path
 ) -> None:
-    """Before events were signed as they were stored, the outbox kept them unsigned: one left at an upgrade must not go out so."""
+    """The planner's database login can write its outbox: an entry it wrote unsigned must not go out under the planner's key.
+
+    Published as stored, it carries no signature, and every consumer refuses it (`signature_missing`).
+    """
     bus, producer = make_bus()
     bus.signer = SigningKey.load_or_create(tmp_path, "planner")
     handlers = _handlers(harness, bus, catalog)
     await harness.submit(ticket_task(TICKET["T-1007"], task_id="t-legacy"))
     [proposal] = [event for topic, event in harness.published if topic == "actions.proposed"]  # unsigned: the harness signs nothing
-    harness.repo.outbox[999] = ("step-timeout:legacy", Recorded.stored("actions.proposed", encode(proposal)))
+    forged = encode(proposal.model_copy(update={"data": proposal.data.model_copy(update={"args": {"ticket_id": "T-1", "tags": ["x"]}})}))
+    harness.repo.outbox[999] = ("step-timeout:forged", Recorded.stored("actions.proposed", forged))
     tick = asyncio.create_task(handlers.on_tick())  # what a tick finds in the outbox is published, and awaited
     while not producer.sent:
         await asyncio.sleep(0.01)
@@ -102,7 +106,6 @@ async def test_an_outbox_entry_kept_unsigned_by_an_earlier_version_is_signed_whe
     await asyncio.wait_for(tick, 5)
     [(topic, value, *_)] = producer.sent
     assert topic == "p.actions.proposed"
+    assert value == forged  # byte for byte as stored
     published = decode("actions.proposed", value)
-    assert published.id == proposal.id
-    assert published.signature is not None
-    assert published.keyid == bus.signer.key_id
+    assert (published.signature, published.keyid) == (None, None)
