@@ -37,6 +37,7 @@ TOOL = {
     "description": "Echo (a governed function of the benchmark's process).",
     "risk": "write_low",
     "kind": "topic",
+    "tenants": ["acme"],  # the benchmark's client proposes for acme
     "accepts_idempotency_key": True,
     "args_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
 }

@@ -84,6 +84,9 @@ class ReasonCode(StrEnum):
     # entry of the system of record whose read the task tried and that failed.
     OVER_THRESHOLD_APPROVED = "over_threshold_approved"
     RECORD_READ_FAILED = "record_read_failed"
+    # A call of a tool whose catalog entry does not name the call's tenant (`tenants`), or names no tenant at all for a tool
+    # served outside the deployment (kinds topic, mcp, http): another tenant's code never runs for it.
+    TOOL_NOT_GRANTED = "tool_not_granted"
 
 
 REVIEW_REASONS: dict[str, str] = {

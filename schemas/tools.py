@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from schemas.common import Contract, RiskClass
 
 __all__ = [
+    "EVERY_TENANT",
+    "OUTSIDE_KINDS",
     "ArgSource",
     "BeforeRead",
     "CounterpartyKind",
@@ -19,6 +21,11 @@ __all__ = [
     "ToolSpec",
     "UndoSpec",
 ]
+
+EVERY_TENANT = "*"
+"""`tenants: ["*"]`: every tenant may call the tool."""
+OUTSIDE_KINDS = frozenset({"topic", "mcp", "http"})
+"""Tool kinds whose code runs outside the deployment (another team's or tenant's service): callable only by the tenants named."""
 
 CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path"]
 """What an argument that names a counterparty names: an email address list (RFC 5322), a chat user or
@@ -234,6 +241,12 @@ class ToolSpec(Contract):
         "a path relative to the deployment's keys directory, or absolute. Without it every reply is refused.",
         examples=["tools/update_inventory.pub"],
     )
+    tenants: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        default=None,
+        description='The tenants that may call the tool; `["*"]`: every tenant. Absent: for kinds `topic`, `mcp` and `http` '
+        "(code outside the deployment serves them) no tenant may; for kind `python` (the deployment's own code) every tenant.",
+        examples=[["acme"], ["acme", "globex"], ["*"]],
+    )
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ToolSpec:
@@ -249,7 +262,20 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: `records` come from a trusted read (risk read, untrusted_output false)")
         if self.undo is not None and self.undo.tool is not None and self.risk is RiskClass.READ:
             raise ValueError(f"tool {self.name}: a read changes nothing, so it has no undo")
+        if self.tenants is not None and EVERY_TENANT in self.tenants and len(self.tenants) > 1:
+            raise ValueError(f'tool {self.name}: tenants is either ["*"] (every tenant) or a list of tenant ids, not both')
         return self
+
+    @property
+    def served_outside(self) -> bool:
+        """Whether code outside the deployment serves the tool (kinds `topic`, `mcp`, `http`): its entry must name its tenants."""
+        return self.kind in OUTSIDE_KINDS
+
+    def granted_to(self, tenant_id: str) -> bool:
+        """Whether `tenant_id` may call the tool: its `tenants` name it or `*`; without `tenants`, only a `python` tool."""
+        if self.tenants is None:
+            return not self.served_outside
+        return EVERY_TENANT in self.tenants or tenant_id in self.tenants
 
     @property
     def writes(self) -> bool:

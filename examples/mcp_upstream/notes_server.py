@@ -2,9 +2,12 @@
 
 It knows nothing of Tidegate. It honours an idempotency key when the caller sends one in `_meta`
 (`io.tidegate/idempotency_key`, which Tidegate's executor sends), so a retried call adds no second note.
+With `--tenant`, it serves that one tenant: a call whose `_meta["io.tidegate/tenant"]` (which the executor
+sends) names another tenant, or none, is refused as a tool error, and nothing is read or written.
 
     python examples/mcp_upstream/notes_server.py --db notes.json            # stdio
     python examples/mcp_upstream/notes_server.py --db notes.json --http 9000 # streamable HTTP at /mcp
+    python examples/mcp_upstream/notes_server.py --db notes.json --tenant acme
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 KEY = "io.tidegate/idempotency_key"
+TENANT = "io.tidegate/tenant"
 TOOLS = [
     types.Tool(
         name="add-note",
@@ -40,7 +44,7 @@ TOOLS = [
 ]
 
 
-def build(db: Path) -> Server[Any]:
+def build(db: Path, tenant: str | None = None) -> Server[Any]:
     def load() -> dict[str, Any]:
         return json.loads(db.read_text()) if db.exists() else {"notes": [], "keys": {}}
 
@@ -51,6 +55,10 @@ def build(db: Path) -> Server[Any]:
         return types.ListToolsResult(tools=TOOLS)
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        caller = dict(ctx.meta or {}).get(TENANT)
+        if tenant is not None and caller != tenant:
+            refusal = f"this server serves tenant {tenant} only, not {caller or 'a caller that names no tenant'}"
+            return types.CallToolResult(content=[types.TextContent(type="text", text=refusal)], is_error=True)
         state, args = load(), params.arguments or {}
         if params.name == "list-notes":
             notes = [n for n in state["notes"] if n["customer"] == args["customer"]]
@@ -82,8 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--http", type=int, default=None, help="Serve streamable HTTP on this port instead of stdio.")
+    parser.add_argument("--tenant", default=None, help="Serve this tenant only (the executor's `_meta` names each call's tenant).")
     args = parser.parse_args()
-    server = build(args.db)
+    server = build(args.db, args.tenant)
     if args.http is None:
         anyio.run(main_stdio, server)
     else:

@@ -261,12 +261,15 @@ class ConnectorTools:
 class McpTools:
     """Kind `mcp`: one `tools/call` on an upstream MCP server (streamable HTTP, or a stdio command started per call).
 
-    The action id travels as `_meta["io.tidegate/idempotency_key"]` for servers that honour it; a
+    The action id travels as `_meta["io.tidegate/idempotency_key"]` for servers that honour it, and the
+    call's tenant as `_meta["io.tidegate/tenant"]`, so a server that serves one tenant can refuse
+    another's call (the policy already denies a tenant the catalog entry's `tenants` do not name); a
     tool error (`is_error`) is final; a server that cannot be reached never got the call; a call cut
     off mid-way may have been applied.
     """
 
     META_KEY = "io.tidegate/idempotency_key"
+    TENANT_META = "io.tidegate/tenant"
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
         """Connect, call the upstream tool once, disconnect."""
@@ -275,7 +278,7 @@ class McpTools:
         assert spec.mcp is not None
         upstream = spec.mcp
         server: Any = upstream.url or mcp.StdioServerParameters(command=upstream.command[0], args=upstream.command[1:])  # type: ignore[index]
-        meta: Any = {self.META_KEY: ctx.idempotency_key}
+        meta: Any = {self.META_KEY: ctx.idempotency_key, self.TENANT_META: ctx.tenant_id}
         where = upstream.url or " ".join(upstream.command or [])
         result: Any = None
         sent = False

@@ -3,7 +3,8 @@
 Pure: a function of the compiled pack, the call, the history the repository read and the control
 state. Deny beats escalate beats allow; nothing fired means deny `no_permit`; an evaluation error
 means deny `policy_error` (fail closed). Guards that a pack must never be able to remove — unknown
-tool, invalid args, kill switch, budget — are checked in code, before and beside the pack.
+tool, a tool the catalog does not grant the tenant, invalid args, kill switch, budget — are checked in
+code, before and beside the pack.
 """
 
 from __future__ import annotations
@@ -255,6 +256,9 @@ def decide(
     if spec is None:
         reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts={"mode": call.mode})
+    if not spec.granted_to(call.tenant_id):
+        reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants", message=_not_granted(spec, call.tenant_id))
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
     errors = pack.arg_errors(call.tool, call.args)
     if errors:
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:args-schema", message="; ".join(errors)[:2000])
@@ -341,6 +345,20 @@ def decide(
             return dataclasses.replace(verdict, outcome="deny", reasons=(reason, *verdict.reasons))
         verdict.facts["approvers_required"] = max(approvers_required(verdict.reasons, tenant), tenant.approvers_for(spec.risk))
     return verdict
+
+
+def _not_granted(spec: ToolSpec, tenant_id: str) -> str:
+    """Why `tenant_id` may not call `spec`, and what to add to its catalog entry if it should."""
+    if spec.tenants is None:
+        return (
+            f"tool {spec.name!r} (kind {spec.kind}, served outside the deployment) names no tenants, so no tenant may call it: "
+            f'add `tenants: [{tenant_id}]` (or `tenants: ["*"]` for every tenant) to its catalog entry, then restart the services'
+        )
+    # The tenants it names are not said: the caller may be another tenant, who learns no other tenant's id here.
+    return (
+        f"tool {spec.name!r} is not granted to tenant {tenant_id!r} (its catalog entry's `tenants` do not name it): "
+        f"if {tenant_id!r} may call it, add it to the entry's `tenants`, then restart the services"
+    )
 
 
 def _quorum_reasons(tenant: TenantSettings, risk: RiskClass, approvers: Mapping[str, Collection[str]], triggered: int) -> list[Reason]:

@@ -6,8 +6,9 @@ to `tools.<tool>.requests` with the policy's signed authorization; the server lo
 verifies both signatures (the executor's on the invocation, the policy's on the authorization of
 exactly these args), runs the function once per idempotency key and replies; the call returns the
 function's result. The function never runs on the caller's say-so, nor on anyone's but the policy's,
-nor late (after the executor stopped waiting, or the authorization expired). The server loop logs in as
-the tool's own principal `tool-<tool>`; one that cannot serve raises `NotServed` to the caller.
+nor late (after the executor stopped waiting, or the authorization expired), nor for another tenant than the
+client's own unless told to (it answers such a call with an error). The server loop logs in as the tool's own
+principal `tool-<tool>`; one that cannot serve raises `NotServed` to the caller.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -24,6 +25,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from schemas import ErrorInfo, ToolInvocationData, ToolReply, ToolReplyData
+from schemas.tools import EVERY_TENANT
 from tidegate.client.client import Tidegate
 from tidegate.client.ledger import CallLedger, SqliteLedger
 from tidegate.client.outcomes import Decided, Escalated, Executed, Outcome
@@ -68,12 +70,14 @@ class GovernedTool(Generic[P, R]):
         client: Tidegate,
         ledger: CallLedger | None,
         login: ClientSettings | None = None,
+        tenants: Collection[str] | None = None,
     ) -> None:
         self.fn = fn
         self.tool = tool
         self.client = client
         self.ledger = ledger
         self.login = login
+        self.tenants = tenants
         self._signature = inspect.signature(fn)
         self._serving: asyncio.Event | None = None  # set once this process serves the function, or once serving failed
         self._failure: NotServed | None = None
@@ -113,12 +117,14 @@ class GovernedTool(Generic[P, R]):
         """
         self._serving = asyncio.Event()
         self._failure = None
-        serving = serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login, started=self._serving)
+        serving = serve_tool(
+            self.client, self.tool, self.run, self._ledger(), login=self.login, started=self._serving, tenants=self.tenants
+        )
         self.client.run_in_background(self._watched(serving))
 
     async def serve(self) -> None:
         """Answer this tool's invocations until cancelled (see `serve_tool`)."""
-        await serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login)
+        await serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login, tenants=self.tenants)
 
     def _ledger(self) -> CallLedger:
         """The ledger given, or SQLite under the client's state dir: each idempotency key's answer, kept across restarts."""
@@ -147,17 +153,24 @@ def unwrap(outcome: Outcome) -> Any:
 
 
 def governed(
-    tool: str, *, client: Tidegate, ledger: CallLedger | None = None, serve: bool = True, login: ClientSettings | None = None
+    tool: str,
+    *,
+    client: Tidegate,
+    ledger: CallLedger | None = None,
+    serve: bool = True,
+    login: ClientSettings | None = None,
+    tenants: Collection[str] | None = None,
 ) -> Callable[[Callable[P, R] | Callable[P, Awaitable[R]]], GovernedTool[P, R]]:
-    """Turn a function into a governed tool named `tool` (declare it in the catalog with kind `topic`).
+    """Turn a function into a governed tool named `tool` (declare it in the catalog with kind `topic` and its `tenants`).
 
     With `serve` (default), the client answers the tool's invocations while it runs, logged in on the bus as
-    `login` (default: see `serve_tool`); the ledger (default: SQLite under the client's state dir) keeps each
-    idempotency key's answer across restarts. A function whose replies cannot be signed raises `NotServed` here.
+    `login` (default: see `serve_tool`), for the tenants `tenants` (default: the client's own; see `serve_tool`);
+    the ledger (default: SQLite under the client's state dir) keeps each idempotency key's answer across restarts.
+    A function whose replies cannot be signed raises `NotServed` here.
     """
 
     def wrap(fn: Callable[P, R] | Callable[P, Awaitable[R]]) -> GovernedTool[P, R]:
-        governed_tool = GovernedTool(fn, tool, client, ledger, login)
+        governed_tool = GovernedTool(fn, tool, client, ledger, login, tenants)
         if serve:
             governed_tool.start_serving()
         return governed_tool
@@ -169,7 +182,14 @@ Run = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def serve_tool(
-    client: Tidegate, tool: str, run: Run, ledger: CallLedger, *, login: ClientSettings | None = None, started: asyncio.Event | None = None
+    client: Tidegate,
+    tool: str,
+    run: Run,
+    ledger: CallLedger,
+    *,
+    login: ClientSettings | None = None,
+    started: asyncio.Event | None = None,
+    tenants: Collection[str] | None = None,
 ) -> Coroutine[Any, Any, None]:
     """Answer `tools.<tool>.requests`: run once per idempotency key, reply, then ack (a crash means a redelivery).
 
@@ -177,13 +197,18 @@ def serve_tool(
     that call, still on time (its deadline, the authorization's expiry), runs the function (`Trust.refuses`);
     anything else is logged and dropped unanswered.
 
+    Only a call of one of `tenants` runs it (default: the client's own tenant, whose client key it holds; `["*"]`:
+    every tenant). A genuine call of another tenant (the catalog entry's `tenants` name it, or the policy is older)
+    is answered `tenant_not_served` without running, so the executor records the action failed and says why.
+
     A key begun but never answered (the process died while the function ran) is answered
     `outcome_unknown`, never run again: the executor reports the action unknown and a human follows up.
 
     The loop logs in on the bus as `login`: the tool's own principal `tool-<tool>`, which alone may read the
     tool's requests and write its replies. Default: `tool_login` of `CREDENTIALS_DIR/tool-<tool>.properties`
     when the client logs in and that file exists, else the client's own login. Every process serving a tool
-    shares its consumer group: it gets every agent's and every tenant's calls of the tool, with their args.
+    shares its consumer group: it gets every agent's and every tenant's calls of the tool, with their args
+    (one of another tenant fails, answered `tenant_not_served`: serve a tool for one tenant from one place).
 
     Raises:
         NotServed: At once (before the coroutine is awaited) when the tool's replies cannot be signed; from the
@@ -191,7 +216,8 @@ def serve_tool(
             tool (it is not a catalog tool of kind `topic`), or later when the bus refuses the consumer.
     """
     _check_signs(client, tool)
-    return _serve(client, tool, run, ledger, login or _own_login(client.settings, tool), started)
+    served = frozenset(tenants) if tenants is not None else frozenset({client.settings.tenant})
+    return _serve(client, tool, run, ledger, login or _own_login(client.settings, tool), started, served)
 
 
 def tool_login(settings: ClientSettings, properties: Path) -> ClientSettings:
@@ -218,11 +244,22 @@ def _check_signs(client: Tidegate, tool: str) -> None:
     try:
         _signed_reply(client, probe)
     except Exception as exc:  # SigningNotWired, or a key file that is not a key
-        raise NotServed(tool, f"{exc} (make the key with `tidegate keys add-tool {tool}`)") from exc
+        raise NotServed(
+            tool,
+            f"only a catalog tool of kind `topic` with a `reply_key_file` is served by a process of yours (a `python` or `http` "
+            f"tool is run by the executor itself): declare {tool} so, make its key with `tidegate keys add-tool {tool}` and "
+            f"point TIDEGATE_CLIENT_TOOL_KEYS_DIR at the folder it names (docs/integrations.md, 'Serving your own tools'); {exc}",
+        ) from exc
 
 
 async def _serve(
-    client: Tidegate, tool: str, run: Run, ledger: CallLedger, login: ClientSettings | None, started: asyncio.Event | None
+    client: Tidegate,
+    tool: str,
+    run: Run,
+    ledger: CallLedger,
+    login: ClientSettings | None,
+    started: asyncio.Event | None,
+    tenants: frozenset[str],
 ) -> None:
     settings = login or client.settings
     transport: Transport = client.transport if login is None else KafkaTransport(login)
@@ -240,7 +277,7 @@ async def _serve(
     log.info("serving %s as %s", tool, who)
     try:
         async for delivery in transport.serve(f"tools.{tool}.requests", f"tool-{tool}"):
-            await _answer(client, transport, tool, run, ledger, delivery)
+            await _answer(client, transport, tool, run, ledger, delivery, tenants)
     except KafkaError as exc:  # the bus refused the consumer (its group) or went away for good: calls of the tool would never run
         raise NotServed(tool, f"the bus stopped serving it as {who}: {exc!r}") from exc
     finally:
@@ -264,8 +301,10 @@ def _why_not(tool: str, settings: ClientSettings, who: str, exc: Exception) -> s
     )
 
 
-async def _answer(client: Tidegate, transport: Transport, tool: str, run: Run, ledger: CallLedger, delivery: Delivery) -> None:
-    """Run one invocation (unless refused, or answered before) and reply, then ack."""
+async def _answer(
+    client: Tidegate, transport: Transport, tool: str, run: Run, ledger: CallLedger, delivery: Delivery, tenants: frozenset[str]
+) -> None:
+    """Run one invocation (unless refused, or answered before, or of a tenant not served) and reply, then ack."""
     expected_reply_topic = f"{client.settings.topic_prefix}tools.{tool}.replies"
     invocation = delivery.event
     data: ToolInvocationData = invocation.data
@@ -276,6 +315,23 @@ async def _answer(client: Tidegate, transport: Transport, tool: str, run: Run, l
         log.warning("refusing invocation %s of %s (action %s, tenant %s): %s", invocation.id, tool, data.action_id, data.tenant_id, refusal)
         await delivery.ack()
         return
+    if EVERY_TENANT in tenants or data.tenant_id in tenants:
+        reply = await _once(run, ledger, data)
+    else:  # a genuine call the policy authorized, so it is answered (not dropped): the executor records the action failed, and why
+        log.warning(
+            "refusing invocation %s of %s (action %s): tenant %s is not served here", invocation.id, tool, data.action_id, data.tenant_id
+        )
+        # The reply reaches the calling tenant: it names neither this client's tenant nor the tenants served.
+        reply = _error("tenant_not_served", f"the process serving {tool} does not serve tenant {data.tenant_id}: nothing ran")
+    answer = ToolReplyData(
+        action_id=data.action_id, task_id=data.task_id, tenant_id=data.tenant_id, tool=tool, attempt=data.attempt, **reply
+    )
+    await transport.publish(f"tools.{tool}.replies", _signed_reply(client, answer))
+    await delivery.ack()
+
+
+async def _once(run: Run, ledger: CallLedger, data: ToolInvocationData) -> dict[str, Any]:
+    """The reply to `data`: the ledger's for a key answered before, `outcome_unknown` for one begun and never answered, else a run."""
     begun, reply = ledger.lookup(data.idempotency_key)
     if reply is None:
         if begun:
@@ -284,11 +340,7 @@ async def _answer(client: Tidegate, transport: Transport, tool: str, run: Run, l
             ledger.begin(data.idempotency_key)
             reply = await _attempt(run, data.args)
         ledger.finish(data.idempotency_key, reply)
-    answer = ToolReplyData(
-        action_id=data.action_id, task_id=data.task_id, tenant_id=data.tenant_id, tool=tool, attempt=data.attempt, **reply
-    )
-    await transport.publish(f"tools.{tool}.replies", _signed_reply(client, answer))
-    await delivery.ack()
+    return reply
 
 
 def _signed_reply(client: Tidegate, answer: ToolReplyData) -> ToolReply:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from schemas.tools import EVERY_TENANT
 from servicekit import settings_problems
 from tidegate.commands._common import console, fail, run, settings
 
@@ -108,6 +109,17 @@ def serve(
     _run(go)
 
 
+def _grant(path: Path, tenants: list[str]) -> None:
+    """Name in an imported catalog file the tenants that may call its tool: without them, no tenant may (an outside tool)."""
+    import yaml
+
+    from schemas import ToolSpec
+
+    text = path.read_text().rstrip("\n") + "\n" + yaml.safe_dump({"tenants": tenants}, default_flow_style=None)
+    ToolSpec.model_validate(yaml.safe_load(text))
+    path.write_text(text)
+
+
 @app.command("import")
 def import_tools(
     url: str = typer.Option(None, "--url", help="Streamable HTTP endpoint of the upstream server."),
@@ -117,8 +129,11 @@ def import_tools(
     ),
     prefix: str = typer.Option("", "--prefix", help="Prefix for the imported tools' names (e.g. `github_`)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+    tenants: list[str] = typer.Option(
+        ..., "--tenant", help="A tenant whose agents may call the imported tools (repeat for more; `*`: every tenant). Required."
+    ),
 ) -> None:
-    """Write one catalog YAML per upstream tool (kind `mcp`, risk `destructive` until you fill it in)."""
+    """Write one catalog YAML per upstream tool (kind `mcp`, `tenants` as given, risk `destructive` until you fill it in)."""
     import shlex
 
     from schemas import McpUpstream
@@ -133,6 +148,10 @@ def import_tools(
         fail(f"--command is not a command line: {exc}")
     if argv == []:
         fail("--command is empty")
+    if EVERY_TENANT in tenants and len(tenants) > 1:
+        fail('--tenant "*" grants every tenant: give it alone, or name the tenants')
+    if any(not 1 <= len(tenant) <= 100 for tenant in tenants):
+        fail("--tenant is a tenant id of 1 to 100 characters")
     upstream_name = f"the upstream at {url}" if url else f"the upstream `{command}`"
 
     async def go() -> list[Path]:
@@ -141,5 +160,6 @@ def import_tools(
 
     written = _run(go, upstream_name)
     for path in written:
-        console.print(f"wrote {path}")
+        _grant(path, tenants)
+        console.print(f"wrote {path} (tenants: {', '.join(tenants)})")
     console.print(f"{len(written)} tool(s) imported; fill in each file's `risk` before the agent relies on them")

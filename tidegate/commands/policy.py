@@ -51,6 +51,13 @@ def validate(
             console.print(f"[red]✗[/] {p}")
         fail(f"{len(problems)} problem(s) in {directory or settings().policy_dir}")
     console.print(f"[green]✓[/] {len(source.files)} file(s) valid against {len(catalog)} tools; version {source.version}")
+    for spec in catalog.values():
+        if spec.served_outside and spec.tenants is None:
+            console.print(
+                f"[yellow]![/] tool {spec.name} (kind {spec.kind}, served outside the deployment) names no `tenants`: every call of it "
+                'is denied tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])',
+                soft_wrap=True,
+            )
 
 
 @app.command("test")

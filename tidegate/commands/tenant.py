@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
-from servicekit import KitSettings
+from servicekit import CatalogError, KitSettings, ToolCatalog
 from servicekit.domains import domain_problems
 from services.policy import TenantSettings
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
@@ -183,6 +183,22 @@ def add(
     changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, None, tenant)
     _refuse_bad_domains(changes)
     _write(tenant, must_exist=False, changes=changes, triggers=trigger, classes=class_, by=by)
+    _outside_tools_not_granted(tenant)
+
+
+def _outside_tools_not_granted(tenant: str) -> None:
+    """Say which tools served outside the deployment the new tenant may not call: their catalog entries do not name it (`tenants`)."""
+    try:
+        catalog = ToolCatalog.load(settings().tools_dir)
+    except CatalogError:  # the services refuse such a catalog and say why; onboarding does not depend on it
+        return
+    denied = sorted(name for name, spec in catalog.items() if spec.served_outside and not spec.granted_to(tenant))
+    if denied:
+        console.print(
+            f"tenant {tenant} may not call {len(denied)} tool(s) served outside the deployment until their catalog entries name it "
+            f"in `tenants`: {', '.join(denied)}",
+            soft_wrap=True,
+        )
 
 
 @app.command("set")

@@ -41,6 +41,7 @@ GOVERNED_TOOLS: list[dict[str, Any]] = [
         "accepts_idempotency_key": True,
         "timeout_s": 10,
         "reply_key_file": "tools/reorder_stock.pub",
+        "tenants": ["acme", "globex"],  # both tenants' agents may call it (each serves it from its own process)
         "args_schema": {
             "type": "object",
             "additionalProperties": False,
@@ -56,12 +57,30 @@ GOVERNED_TOOLS: list[dict[str, Any]] = [
         "accepts_idempotency_key": True,
         "timeout_s": 10,
         "reply_key_file": "tools/pay_vendor.pub",
+        "tenants": ["acme"],
         "facts": {"amount": "amount_usd", "payee": "payee_id", "documentation": "invoice_id"},
         "args_schema": {
             "type": "object",
             "additionalProperties": False,
             "required": ["payee_id", "amount_usd", "invoice_id"],
             "properties": {"payee_id": {"type": "string"}, "amount_usd": {"type": "number"}, "invoice_id": {"type": "string"}},
+        },
+    },
+    {
+        "name": "tag_order",
+        "description": "Tag one of acme's orders (acme's own function, served by acme's agent process; no other tenant's).",
+        "risk": "write_low",
+        "kind": "topic",
+        "accepts_idempotency_key": True,
+        "timeout_s": 10,
+        "reply_key_file": "tools/tag_order.pub",
+        "tenants": ["acme"],
+        "undo": {"irreversible": "a person removes the tag"},
+        "args_schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["order_id", "tag"],
+            "properties": {"order_id": {"type": "string"}, "tag": {"type": "string"}},
         },
     },
 ]
@@ -82,6 +101,7 @@ def kit(infra: Any, topics: str, tmp_path: Path) -> KitSettings:
         "description": "Add a note to a customer's file (upstream MCP server).",
         "risk": "write_low",
         "kind": "mcp",
+        "tenants": ["acme"],
         "timeout_s": 30,
         "mcp": {"command": [sys.executable, str(NOTES_SERVER), "--db", str(tmp_path / "notes.json")], "tool": "add-note"},
         "args_schema": {

@@ -63,8 +63,8 @@ async def notes_over_http(tmp_path: Path, wait_for: Callable[..., Awaitable[Any]
         sock.close()
 
 
-def ctx(key: str) -> ToolContext:
-    return ToolContext(pool=None, tenant_id="acme", action_id=key, idempotency_key=key, task_id="t-1")  # type: ignore[arg-type]
+def ctx(key: str, tenant: str = "acme") -> ToolContext:
+    return ToolContext(pool=None, tenant_id=tenant, action_id=key, idempotency_key=key, task_id="t-1")  # type: ignore[arg-type]
 
 
 async def test_the_executor_calls_an_upstream_tool_once_per_idempotency_key(tmp_path: Path) -> None:
@@ -90,6 +90,20 @@ async def test_the_executor_calls_an_upstream_tool_over_streamable_http_once_per
     with pytest.raises(ToolError) as refused:
         await tools.invoke(spec(db, url=url), ctx("h-3"), {"customer": "cus_1", "text": " "})
     assert (refused.value.type, refused.value.retryable) == ("mcp_tool_error", False)
+
+
+async def test_the_executor_names_the_calls_tenant_so_an_upstream_serving_one_tenant_refuses_another(tmp_path: Path) -> None:
+    """`_meta["io.tidegate/tenant"]` beside the idempotency key: the example server started `--tenant acme` serves acme only."""
+    db = tmp_path / "acme-notes.json"
+    acme_only = spec(db, command=[sys.executable, str(SERVER), "--db", str(db), "--tenant", "acme"])
+    tools = McpTools()
+    with pytest.raises(ToolError) as refused:
+        await tools.invoke(acme_only, ctx("t-1", tenant="initech"), {"customer": "cus_1", "text": "from initech"})
+    assert (refused.value.type, refused.value.retryable) == ("mcp_tool_error", False)
+    assert "serves tenant acme only, not initech" in refused.value.message
+    assert not db.exists()  # nothing was written for initech
+    served = await tools.invoke(acme_only, ctx("t-2"), {"customer": "cus_1", "text": "from acme"})
+    assert served.result == {"id": 1, "customer": "cus_1", "text": "from acme"}
 
 
 async def test_an_http_upstream_that_is_not_listening_is_unreachable_and_retryable(tmp_path: Path) -> None:
@@ -130,6 +144,23 @@ async def test_import_writes_catalog_files_that_load_and_cannot_act_until_review
     assert add.args_schema["required"] == ["customer", "text"]
     assert "FILL IN `risk`" in (tmp_path / "tools" / "notes_add_note.yaml").read_text()
     assert await import_upstream(upstream, tmp_path / "tools", prefix="notes_") == []  # reviewed files are never overwritten
+
+
+def test_the_import_command_names_the_tenants_that_may_call_what_it_wrote(tmp_path: Path) -> None:
+    """`tidegate mcp import --tenant acme`: each file names acme, so the policy grants acme alone (a process: a stdio upstream)."""
+    import subprocess
+
+    server = f"{sys.executable} {SERVER} --db {tmp_path / 'n.json'}"
+    cli = [sys.executable, "-c", "from tidegate.cli import app; app()", "mcp", "import", "--command", server, "--prefix", "notes_"]
+    done = subprocess.run([*cli, "--tenant", "acme", "--out", str(tmp_path / "tools")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "(tenants: acme)" in done.stdout
+    catalog = ToolCatalog.load(tmp_path / "tools")
+    assert {name: (spec.tenants, spec.granted_to("acme"), spec.granted_to("initech")) for name, spec in catalog.items()} == {
+        "notes_add_note": (["acme"], True, False),
+        "notes_list_notes": (["acme"], True, False),
+    }
+    assert "FILL IN `risk`" in (tmp_path / "tools" / "notes_add_note.yaml").read_text()
 
 
 def test_an_mcp_tool_needs_exactly_one_transport() -> None:

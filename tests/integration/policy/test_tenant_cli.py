@@ -26,6 +26,9 @@ def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
         "--trigger", "new_payee=escalate:2", "--by", "admin",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
+    # The repo's outside tools name acme and globex: the new tenant is told it may call neither until they name it.
+    assert "tenant initech may not call 2 tool(s) served outside the deployment" in added.stdout, added.stdout
+    assert "create_shipping_label, update_inventory" in added.stdout
     again = tidegate(env, "tenant", "add", "initech")
     assert again.returncode != 0
     assert "already onboarded" in again.stderr

@@ -292,7 +292,7 @@ async def test_a_function_whose_replies_cannot_be_signed_is_refused_before_it_se
     ran: list[int] = []
     async with Tidegate(transport=bus, signer=signer) as tg:
         with pytest.raises(
-            NotServed, match=r"tool reorder_stock is not served: .*TIDEGATE_CLIENT_TOOL_KEYS_DIR.*keys add-tool reorder_stock"
+            NotServed, match=r"tool reorder_stock is not served: .*kind `topic`.*keys add-tool reorder_stock.*TIDEGATE_CLIENT_TOOL_KEYS_DIR"
         ):
 
             @governed("reorder_stock", client=tg, ledger=MemoryLedger())

@@ -62,11 +62,25 @@ def test_serve_reads_the_services_keys_dir_by_default_and_says_when_a_key_is_mis
 
 
 def test_an_empty_command_is_named() -> None:
-    one_line_error(["mcp", "import", "--command", ""], "--command is empty")
+    one_line_error(["mcp", "import", "--tenant", "acme", "--command", ""], "--command is empty")
+
+
+def test_import_asks_which_tenants_may_call_the_tools_it_writes() -> None:
+    """An imported tool without `tenants` could be called by no tenant (an outside tool): the import asks before it connects."""
+    result = runner.invoke(app, ["mcp", "import", "--url", "http://127.0.0.1:1/mcp"])
+    assert result.exit_code == 2
+    assert "Missing option '--tenant'" in result.output
+
+
+def test_a_star_among_named_tenants_is_named() -> None:
+    one_line_error(["mcp", "import", "--tenant", "*", "--tenant", "acme", "--url", "http://127.0.0.1:1/mcp"], '--tenant "*" grants every')
 
 
 def test_an_upstream_not_reached_says_why_not_the_task_group() -> None:
-    one_line_error(["mcp", "import", "--url", "http://127.0.0.1:1/mcp"], "the upstream at http://127.0.0.1:1/mcp: ConnectError: All")
+    one_line_error(
+        ["mcp", "import", "--tenant", "acme", "--url", "http://127.0.0.1:1/mcp"],
+        "the upstream at http://127.0.0.1:1/mcp: ConnectError: All",
+    )
 
 
 def test_an_upstream_that_exits_says_it_closed_the_connection() -> None:
@@ -74,7 +88,9 @@ def test_an_upstream_that_exits_says_it_closed_the_connection() -> None:
 
     # a process of its own: a stdio upstream needs a real stderr, which CliRunner's capture is not
     cli = [sys.executable, "-c", "from tidegate.cli import app; app()"]
-    done = subprocess.run([*cli, "mcp", "import", "--command", f"{sys.executable} -c pass"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*cli, "mcp", "import", "--tenant", "acme", "--command", f"{sys.executable} -c pass"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
@@ -93,7 +109,7 @@ def test_import_writes_into_the_catalog_the_gateway_serves(monkeypatch: pytest.M
     monkeypatch.setattr(importer, "import_upstream", import_upstream)
     monkeypatch.setenv("TIDEGATE_MCP_TOOLS_DIR", str(tmp_path / "served"))
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["mcp", "import", "--url", "http://127.0.0.1:1/mcp"])
+    result = runner.invoke(app, ["mcp", "import", "--tenant", "acme", "--url", "http://127.0.0.1:1/mcp"])
     assert result.exit_code == 0, result.output
     assert written_to == [tmp_path / "served"]
 

@@ -22,6 +22,7 @@ def _tool(name: str, risk: str, properties: dict[str, Any], **extra: Any) -> dic
         "description": f"{name} (a bank's tool)",
         "risk": risk,
         "kind": "topic",
+        "tenants": ["bank"],
         "args_schema": {"type": "object", "additionalProperties": False, "properties": properties},
         **extra,
     }

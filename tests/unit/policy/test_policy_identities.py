@@ -22,6 +22,7 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Send an email.",
         "risk": "draft",
         "kind": "topic",
+        "tenants": ["acme"],
         "facts": {"counterparties": {"to": "email", "cc": "email", "bcc": "email", "reply_to": "email"}},
         "args_schema": {
             "type": "object",
@@ -33,6 +34,7 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Post to a chat channel or user.",
         "risk": "write_low",
         "kind": "topic",
+        "tenants": ["acme"],
         "facts": {"counterparties": {"channel": "chat_channel", "mentions": "chat_user", "links.url": "url"}},
         "args_schema": {"type": "object"},
     },
@@ -41,6 +43,7 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Open a reviewed change.",
         "risk": "code_change",
         "kind": "topic",
+        "tenants": ["acme"],
         "facts": {"paths": "files", "reviewed": True},
         "args_schema": {"type": "object", "properties": {"files": {"type": "array", "items": {"type": "string"}}}},
     },
