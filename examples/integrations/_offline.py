@@ -12,7 +12,7 @@ from tidegate.client.scripted import LocalTool, ScriptedTidegate
 
 def rule(p: ActionProposedData) -> tuple[str, str]:
     """Refunds of 500 USD or more need a human; the rest is allowed."""
-    if p.tool == "issue_refund" and p.args.get("amount_usd", 0) >= 500:
+    if p.tool in ("issue_refund", "refund_customer") and p.args.get("amount_usd", 0) >= 500:
         return "escalate", "needs_human_approval"
     return "allow", "low_risk_write_allowed"
 

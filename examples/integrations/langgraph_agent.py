@@ -1,6 +1,15 @@
 """A LangGraph agent governed by Tidegate, offline: a scripted model asks for a 900 USD refund; a human approves.
 
 PYTHONPATH=. .venv-integrations/bin/python examples/integrations/langgraph_agent.py
+
+`refund_customer` is the agent's own function, not a catalog tool Tidegate's executor runs: this process serves
+it (`serve=`). Against a running deployment (docs/integrations.md, "Serving your own tools"):
+1. `cp examples/integrations/catalog/refund_customer.yaml catalog/tools/`, `tidegate keys add-tool refund_customer`,
+   `tidegate infra up`, `tidegate topics ensure`, restart the services (`tidegate down && tidegate up -d`);
+2. in `main`, replace `_, tidegate, client = offline(...)` and `async with tidegate, client:` by
+   `async with Tidegate() as client:` (its TIDEGATE_CLIENT_* settings, TOOL_KEYS_DIR included), and the
+   `tidegate.approve(...)` line by a human approving on the approver page: the resume waits for their decision
+   while this process keeps serving `refund_customer`.
 """
 
 from __future__ import annotations
@@ -25,18 +34,18 @@ class ScriptedModel(GenericFakeChatModel):
 
 
 @tool
-def issue_refund(payee_id: str, amount_usd: float) -> str:
+def refund_customer(payee_id: str, amount_usd: float) -> str:
     """Refund a customer."""
     return f"refunded {amount_usd:.2f} to {payee_id}"
 
 
 async def main() -> list[str]:
     story: list[str] = []
-    _, tidegate, client = offline(("issue_refund",))
+    _, tidegate, client = offline(("refund_customer",))
     model = ScriptedModel(
         messages=iter(
             [
-                AIMessage("", tool_calls=[{"name": "issue_refund", "args": {"payee_id": "cus_1", "amount_usd": 900.0}, "id": "c1"}]),
+                AIMessage("", tool_calls=[{"name": "refund_customer", "args": {"payee_id": "cus_1", "amount_usd": 900.0}, "id": "c1"}]),
                 AIMessage("Refunded."),
             ]
         )
@@ -44,7 +53,7 @@ async def main() -> list[str]:
     async with tidegate, client:
         # The three lines that govern an existing agent: a client, the middleware, a checkpointer.
         agent = create_agent(
-            model, tools=[issue_refund], middleware=[TidegateMiddleware(client, serve=[issue_refund])], checkpointer=InMemorySaver()
+            model, tools=[refund_customer], middleware=[TidegateMiddleware(client, serve=[refund_customer])], checkpointer=InMemorySaver()
         )
         config = {"configurable": {"thread_id": "ticket-1007"}}
         paused = await agent.ainvoke({"messages": [("user", "refund order O-1 (900 USD)")]}, config)

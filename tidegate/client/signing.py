@@ -78,8 +78,9 @@ class KeySigner:
         if tool not in self._tools:
             if self._tool_keys_dir is None:
                 raise SigningNotWired(f"a reply of {tool} must be signed with its tool key: set TIDEGATE_CLIENT_TOOL_KEYS_DIR")
-            own = self._tool_keys_dir / tool / f"{tool}.key"  # the layout Tidegate's key commands make
-            self._tools[tool] = _Key(own if own.exists() else self._tool_keys_dir / f"{tool}.key", tool)
+            own = self._tool_keys_dir / tool / f"{tool}.key"  # the layout `tidegate keys add-tool` makes
+            flat = self._tool_keys_dir / f"{tool}.key"  # a key put there by hand, still read
+            self._tools[tool] = _Key(flat if flat.exists() and not own.exists() else own, tool)  # missing: names `own`
         return self._tools[tool]
 
     def sign(self, event: E) -> E:

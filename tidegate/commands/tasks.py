@@ -41,7 +41,9 @@ def tasks(
 ) -> None:
     """What is stuck now: every open task, what it waits on (a human's approval, policy, a call in progress, a retry at T) and since when.
 
-    Reads the planner's, the executor's and the audit service's schemas as the operator, read-only.
+    Outside agents' open actions (the client, LangGraph, MCP: no planner task) are listed too, marked with who proposed them.
+    Reads the planner's, the policy's, the approval service's, the executor's and the audit service's schemas as the
+    operator, read-only.
     """
     from tidegate.ops.stuck import read_handoffs, read_open
 
@@ -69,12 +71,18 @@ def tasks(
         for s in found:
             typer.echo(json.dumps(s.as_dict()))
         return
-    title = f"{len(found)} open task(s)" + (f" waiting since before {_at(cutoff)}" if cutoff else "")
-    table = Table("task", "tenant", "status", "step", "waits on", "since (UTC)", "waited", "expires / retry at (UTC)", title=title)
+    outside = sum(1 for s in found if s.outside)
+    title = f"{len(found) - outside} open task(s), {outside} open action(s) of outside agents" + (
+        f" waiting since before {_at(cutoff)}" if cutoff else ""
+    )
+    table = Table(
+        "task", "tenant", "proposed by", "status", "step", "waits on", "since (UTC)", "waited", "expires / retry at (UTC)", title=title
+    )
     for s in found:
         t = s.task
+        by = f"outside agent {s.proposed_by}" if s.outside else "planner"
         table.add_row(
-            shown(t.task_id, None), shown(t.tenant_id), t.status, str(t.step or ""), shown(s.waits_on), _at(s.since), _ago(now, s.since),
-            _at(s.expires_at or s.retry_at),
+            shown(t.task_id, None), shown(t.tenant_id), shown(by), t.status, str(t.step or ""), shown(s.waits_on), _at(s.since),
+            _ago(now, s.since), _at(s.expires_at or s.retry_at),
         )  # fmt: skip
     console.print(table)

@@ -4,6 +4,10 @@
     state = await agent.ainvoke({"messages": [...]}, config)      # escalations → state["__interrupt__"]
     state = await agent.ainvoke(Command(resume={i.id: True for i in state["__interrupt__"]}), config)
 
+    # or a graph of your own: its ToolNode sends each call through the same middleware
+    builder.add_node("tools", ToolNode(tools, awrap_tool_call=TidegateMiddleware(client, serve=tools).awrap_tool_call))
+    graph = builder.compile(checkpointer=saver)
+
 A turn with several escalated calls (a model calling tools in parallel) pauses with one interrupt per
 call, and LangGraph then wants the resume value keyed by interrupt id (`Command(resume=True)` is refused
 when more than one is pending); the form above works for one interrupt or many. A call to a tool the agent
@@ -12,7 +16,8 @@ schema gets LangChain's own "Error invoking tool … Please fix the error and tr
 What is proposed is the args the schema accepted, in JSON form (`"900"` for a number is proposed as `900.0`).
 
 Only a checkpointed thread can be resumed, so a graph without a checkpointer or a `thread_id` is refused
-when it starts, before the model is asked anything. The action id is `langgraph:<thread id>:<tool-call id>`,
+when it starts, before the model is asked anything (`create_agent`), or at its first tool call, before
+anything is proposed (a `ToolNode` of a graph of your own: it runs no agent hooks). The action id is `langgraph:<thread id>:<tool-call id>`,
 so the node's re-run on resume (and a restarted process, with `SqliteProposals`) follows the first proposal
 instead of proposing again, while another thread whose model numbers its calls the same way ("call_0")
 proposes its own. What `Command(resume=...)` carries is only a wake-up: the decision is Tidegate's (signed
@@ -60,9 +65,7 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
 
     def before_agent(self, state: Any, runtime: Any) -> None:
         """Refuse a run whose escalations could not be resumed: no checkpointer, or no thread to resume."""
-        configurable = get_config().get(CONF) or {}
-        if configurable.get(CONFIG_KEY_CHECKPOINTER) is None or configurable.get("thread_id") is None:
-            raise ValueError(_NOT_RESUMABLE)
+        _refuse_unresumable(get_config())
 
     async def awrap_tool_call(
         self, request: Any, handler: Callable[[Any], Awaitable[ToolMessage | Command[Any]]]
@@ -71,9 +74,12 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         call = request.tool_call
         if request.tool is None:  # not one of the agent's tools: the framework's own "not a valid tool" error, nothing proposed
             return await handler(request)
+        # Checked again here, not only in `before_agent`: a hand-built graph's `ToolNode(awrap_tool_call=...)` runs no
+        # agent hooks, and a pause it could not resume would leave a human's grant unrun (the action ends `unknown`).
+        configurable = _refuse_unresumable(getattr(request.runtime, "config", None))
         args = _checked(request.tool, call)
-        thread = ((getattr(request.runtime, "config", None) or {}).get(CONF) or {}).get("thread_id")
-        action_id = f"langgraph:{thread}:{call['id']}" if thread is not None and call["id"] else None
+        thread = configurable["thread_id"]
+        action_id = f"langgraph:{thread}:{call['id']}" if call["id"] else None
         try:
             outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): its to fix, not the run's end
@@ -97,9 +103,20 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
 
 _NOT_RESUMABLE = (
     "TidegateMiddleware needs a checkpointed thread: an escalated call pauses the graph with interrupt(), which only "
-    "a checkpointer can resume. Pass checkpointer= to create_agent (a durable one in production) and "
-    '{"configurable": {"thread_id": ...}} as the config.'
+    "a checkpointer can resume. Pass checkpointer= to create_agent, or to compile() for a graph of your own with "
+    'ToolNode(awrap_tool_call=...) (a durable one in production), and {"configurable": {"thread_id": ...}} as the config.'
 )
+
+
+def _refuse_unresumable(config: Any) -> dict[str, Any]:
+    """The run's `configurable` when a pause of it can be resumed, else `ValueError` (before anything is proposed).
+
+    LangGraph puts the graph's checkpointer there for every node it runs, a `ToolNode`'s tool calls included.
+    """
+    configurable: dict[str, Any] = (config or {}).get(CONF) or {}
+    if configurable.get(CONFIG_KEY_CHECKPOINTER) is None or configurable.get("thread_id") is None:
+        raise ValueError(_NOT_RESUMABLE)
+    return configurable
 
 
 def _checked(tool: BaseTool, call: Any) -> dict[str, Any]:

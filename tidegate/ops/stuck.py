@@ -2,7 +2,8 @@
 
 The planner says which step a task waits on; the executor says where that step's call stands (running, or a retry
 due at T); the audit log's `approval.requested` says when a human was asked and until when. `describe` joins them
-(pure, tested without a database); `read_open` reads the three as the operator, read-only.
+(pure, tested without a database); `read_open` reads the three as the operator, read-only. An outside agent's actions
+(no planner task behind them) come from the services that hold them (`_outside`), each described by `describe_outside`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from typing import Any
 
 from servicekit import KitSettings, connect
 from servicekit.unreadable import Unreadable, read_event
+from tidegate.ops._outside import OutsideAction, read_outside
 
-__all__ = ["Asked", "Stuck", "describe", "read_handoffs", "read_open"]
+__all__ = ["Asked", "OutsideAction", "Stuck", "describe", "describe_outside", "read_handoffs", "read_open"]
+
+PLANNER = "tidegate/planner"
+"""`proposed_by` of a planner task's row (an outside agent's row names its proposer)."""
 
 
 @dataclass(frozen=True)
@@ -31,16 +36,28 @@ class Asked:
 class Stuck:
     """One open task and what it waits on, in words, with the times that matter."""
 
-    task: Any  # services.planner.OpenTask
+    task: Any  # services.planner.OpenTask, or an outside agent's OutsideAction
     waits_on: str
     since: datetime  # when the wait began (the request, the proposal, the authorization, or the task's last change)
     expires_at: datetime | None = None  # a human's approval: when it expires unanswered
     retry_at: datetime | None = None  # a call between two attempts: when the next is due
 
+    @property
+    def outside(self) -> bool:
+        """Whether an outside agent proposed it (no planner task behind it)."""
+        return isinstance(self.task, OutsideAction)
+
+    @property
+    def proposed_by(self) -> str:
+        """Who proposed the action it waits on: the planner, or the outside agent's recorded name."""
+        return self.task.proposed_by if isinstance(self.task, OutsideAction) else PLANNER
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {
             **self.task.model_dump(mode="json"),
+            "proposed_by": self.proposed_by,
+            "outside_agent": self.outside,
             "waits_on": self.waits_on,
             "since": self.since.isoformat(),
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
@@ -71,6 +88,22 @@ def describe(task: Any, call: Any | None, asked: Asked | None, now: datetime) ->
     return Stuck(task, "the planner's next step", task.updated_at)
 
 
+def describe_outside(action: OutsideAction, now: datetime) -> Stuck:
+    """What an outside agent's open action waits on, in the words `describe` uses for a planner task's step."""
+    tool = action.tool
+    if action.status == "approval pending" or action.status == "follow-up pending":
+        what = "approval" if action.status == "approval pending" else "follow-up (its outcome is unknown)"
+        overdue = " (past its expiry: the approval service closes it)" if action.expires_at and action.expires_at <= now else ""
+        return Stuck(action, f"a human's {what} {action.approval_id} of {tool}{overdue}", action.since, expires_at=action.expires_at)
+    if action.status == "granted":
+        return Stuck(action, f"policy's decision on {tool} after a human's grant ({action.approval_id})", action.since)
+    if action.status == "authorized":
+        return Stuck(action, f"the executor to take the call of {tool} (authorized, not claimed)", action.since)
+    if action.status == "waiting":
+        return Stuck(action, f"a retry of {tool} (attempt {action.attempts} failed)", action.since, retry_at=action.retry_at)
+    return Stuck(action, f"the call of {tool} in progress (attempt {max(action.attempts, 1)})", action.since)
+
+
 def _asked(rows: Sequence[Any]) -> Asked | None:
     for row in reversed(rows):  # the newest request of the action
         try:
@@ -83,7 +116,7 @@ def _asked(rows: Sequence[Any]) -> Asked | None:
 
 
 async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = None, limit: int = 500) -> list[Stuck]:
-    """The deployment's open tasks with what each waits on (oldest first), read as the operator."""
+    """Open tasks (oldest first), then outside agents' open actions (longest waiting first), each with what it waits on."""
     from services.audit import PostgresAuditLog, SearchFilters
     from services.executor import calls_of
     from services.planner import open_tasks
@@ -92,6 +125,7 @@ async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = Non
     try:
         tasks = await open_tasks(conn, kit.topic_prefix, tenant=tenant, limit=limit)
         calls = await calls_of(conn, [t.action_id for t in tasks if t.waits == "result" and t.action_id])
+        outside = await read_outside(conn, kit.topic_prefix, tenant=tenant, limit=limit)
     finally:
         await conn.close()
     asked: dict[str, Asked | None] = {}
@@ -105,7 +139,8 @@ async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = Non
                 asked[t.action_id] = _asked(await log.search(found, limit=20))
         finally:
             await log.close()
-    return [describe(t, calls.get(t.action_id or ""), asked.get(t.action_id or ""), now) for t in tasks]
+    planned = [describe(t, calls.get(t.action_id or ""), asked.get(t.action_id or ""), now) for t in tasks]
+    return planned + [describe_outside(a, now) for a in outside]
 
 
 async def read_handoffs(kit: KitSettings, since: datetime, *, tenant: str | None = None, limit: int = 500) -> list[Any]:
