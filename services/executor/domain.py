@@ -1,6 +1,6 @@
 """The executor's decisions, as pure functions: is an authorization genuine, may the call run, what next.
 
-Nothing here does I/O; `executor.py` applies these decisions with the claim store, the tools and the bus.
+Nothing here does I/O; `executor.py` and `attempts.py` apply these decisions with the claim store, the tools and the bus.
 """
 
 from __future__ import annotations

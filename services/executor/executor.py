@@ -1,8 +1,7 @@
-"""Performing one authorized action exactly once: verify, claim, call with retries, record, publish.
+"""Performing one authorized action exactly once: verify, claim, then call (`attempts`) or answer from the record.
 
-This is the one layer that retries tool calls. The bus below retries only infrastructure errors of
-the handler as a whole (and the claim makes that safe); tools and invokers never retry, so every
-attempt is counted, costed and visible in `attempts` of the result.
+The attempts and their retries are `attempts.py`'s (the one layer that retries tool calls); the outcome and its
+result event, `outcomes.py`'s; what a redelivery of a finished action is answered with, `kept_results.py`'s.
 """
 
 from __future__ import annotations
@@ -13,55 +12,26 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from schemas import (
-    ActionAuthorized,
-    ActionAuthorizedData,
-    ActionFailed,
-    ActionResultData,
-    ActionSucceeded,
-    ActionUnknown,
-    Envelope,
-    ReasonCode,
-    ResultCost,
-    ToolSpec,
-    UndoPlan,
-    action_identity,
-    storable,
-)
-from servicekit import Attr, Authority, Keyring, Outlet, Recorded, Reject, ToolCatalog, current_traceparent, span
+from schemas import ActionAuthorized, ActionAuthorizedData, ReasonCode, ToolSpec, action_identity
+from servicekit import Attr, Authority, Keyring, Outlet, Reject, ToolCatalog, span
 from servicekit.costs import call_cost_usd
-from servicekit.parking import park
-from servicekit.toolcontract import ToolContext, ToolError
-from servicekit.undo import UndoUnavailable, before_args, plan_undo
+from servicekit.toolcontract import ToolContext
+from services.executor.attempts import Attempts, KillCheck, park_while_stopping
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
-from services.executor.domain import (
-    Call,
-    CallError,
-    ClaimRecord,
-    Finish,
-    backoff_s,
-    check_authenticity,
-    decide,
-    end_of_interrupted,
-    final_status,
-    safe_to_repeat,
-)
+from services.executor.domain import Call, ClaimRecord, Finish, check_authenticity, decide, end_of_interrupted
 from services.executor.kept_results import kept_result
-from services.executor.results import bounded_error, result_stand_in, undo_stand_in
+from services.executor.outcomes import call_error, settle
 from services.executor.settings import DEFAULT_MAX_RESULT_BYTES
-from services.executor.tools import ToolInvokers
-from services.executor.undo import InMemoryUndoStore, UndoKey, UndoStore
+from services.executor.tools import ToolAnswer, ToolInvokers
+from services.executor.undo import InMemoryUndoStore, UndoStore
+from services.executor.undo_recording import UndoRecording, reads_prior_state
 
 __all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
-
-KillCheck = Callable[[str, str], str | None]
-SOURCE = "tidegate/executor"
-_RESULT_EVENTS: dict[str, type[Envelope]] = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}
 
 
 @dataclass
@@ -87,7 +57,7 @@ class Executor:
         clock: Current time (tests move it).
         sleep: Waits between attempts (tests make it instant).
         stopping: Set as the process begins to stop (`Bus.stopping`): no call starts after it, and a wait between
-            two attempts ends in it; the action, `waiting`, is left to the next process (`_park`).
+            two attempts ends in it; the action, `waiting`, is left to the next process (`attempts.park_while_stopping`).
         undo: Where the prior states and undo plans of calls are kept (`executor.undo_plans`).
         max_result_bytes: The largest result event that carries the whole result (`TIDEGATE_EXECUTOR_MAX_RESULT_BYTES`);
             a larger one carries a stand-in (`services.executor.results`), the claim row the whole.
@@ -144,7 +114,7 @@ class Executor:
         """
         await self._wait_ready()
         if self.stopping is not None and self.stopping.is_set():
-            await self._park(event.data.action_id, "before its first call")
+            await park_while_stopping(event.data.action_id, "before its first call")
         data = event.data
         refusal = check_authenticity(data, self._keys(data.authorization.key_id))
         if refusal is not None:
@@ -153,7 +123,7 @@ class Executor:
         new = _new_record(event)
         step = self._decide(new, spec, data)
         # A new action about to be called is claimed and marked running in one statement: nothing awaits between that and the call.
-        run_now = isinstance(step, Call) and not _reads_prior_state(spec)
+        run_now = isinstance(step, Call) and not reads_prior_state(spec)
         with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
             async with self.claims.claim(new, running=run_now) as (session, record):
                 if record.tenant_id != data.tenant_id:
@@ -211,19 +181,20 @@ class Executor:
     ) -> ClaimRecord:
         if isinstance(step, Finish):
             if record.status == "waiting" and spec is not None:  # stopped between two attempts: the authorization was used
-                return await self._stopped(session, record, spec, step, _kept_error(record), record.attempts, time.monotonic(), 0.0)
+                return await self._attempts().stopped_while_waiting(session, record, spec, step)
             return await self._finish_without_call(session, record, spec, step)
         assert spec is not None
-        return await self._call_with_retries(session, record, spec, data, step, marked=marked)
+        return await self._attempts().call(session, record, spec, data, step, marked=marked)
 
     def _kill_reason(self, data: ActionAuthorizedData) -> str | None:
         return self.killed(data.tenant_id, data.tool)
 
     async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, step: Finish) -> ClaimRecord:
         """End the action as `step` says, calling nothing now; attempts an interrupted process made are priced, as they were made."""
-        error = _error(step.error_type, step.message, dead=step.dead_letter)
+        error = call_error(step.error_type, step.message, dead=step.dead_letter)
         cost = call_cost_usd(spec.cost_usd if spec is not None else 0.0, record.attempts)
-        return await self._settle(session, replace(record, status=step.status, result=None, error=error, cost_usd=cost))
+        done = replace(record, status=step.status, result=None, error=error, cost_usd=cost)
+        return await settle(session, done, self.out, self.max_result_bytes)
 
     async def _end_if_interrupted(self, session: ClaimSession, record: ClaimRecord) -> ClaimRecord:
         """End `record` if a dead process left it `running` and it must not be called again (`end_of_interrupted`), else keep it."""
@@ -233,175 +204,28 @@ class Executor:
         ended = end_of_interrupted(record, spec)
         return record if ended is None else await self._finish_without_call(session, record, spec, ended)
 
-    async def _call_with_retries(
-        self,
-        session: ClaimSession,
-        record: ClaimRecord,
-        spec: ToolSpec,
-        data: ActionAuthorizedData,
-        step: Call,
-        *,
-        marked: bool = False,
-    ) -> ClaimRecord:
-        """Call the tool, again while its errors allow; `marked`: the claim already marked the first attempt running."""
-        if step.recovering:
-            log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
-        attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
-        before = await self._prior_state(session, spec, data, recovering=step.recovering)
-        # A process that stopped between two attempts left the last error and when the next may be made (`waiting`).
-        error: ToolError | None = _kept_error(record) if record.status == "waiting" else None
-        maybe: ToolError | None = error if error is not None and error.maybe_applied else None  # then later attempts cannot undo it
-        if step.recovering:  # the attempt a dead process was making may have taken effect, whatever the next ones meet
-            maybe = _interrupted_attempt(record, spec)
-        # Attempts of an interrupted process count: `retry.max_attempts` bounds the action's calls in all (`end_of_interrupted`).
-        for n in range(1, spec.retry.max_attempts - record.attempts + 1):
-            if error is not None:
-                await self._between_attempts(session, record, spec, error, attempts, resumed=n == 1)
-            if error is not None or not marked:
-                # Re-check right before every call: a switch set (or the expiry passed) during the read before or a backoff stops it.
-                again = decide(record, spec, now=self.clock(), expires_at=data.authorization.expires_at, killed=self._kill_reason(data))
-                if isinstance(again, Finish):
-                    last = _sticky(error, maybe) if error is not None else maybe  # maybe: an interrupted attempt
-                    return await self._stopped(session, record, spec, again, last, attempts, started, extra_cost)
-            attempts += 1
-            if error is not None or not marked:
-                await session.running(attempts)
-            ctx = self._context(data, spec, attempts)
-            self.calls += 1
-            try:
-                async with asyncio.timeout(spec.timeout_s):  # the call runs in this task: no task and no callback of its own
-                    answer = await self.invokers.invoke(spec, ctx, data.args)
-            except ToolError as exc:
-                error = exc
-            except TimeoutError:
-                error = ToolError("timeout", f"{spec.name} did not answer in {spec.timeout_s} s", retryable=True, maybe_applied=True)
-            except Exception as exc:  # a bug in a tool is its failure, not the executor's
-                log.exception("tool %s raised", spec.name)
-                error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)
-            else:
-                extra_cost += answer.cost_usd
-                undo = await self._plan_undo(session, spec, data, answer.result, before)
-                return await self._finish(session, record, spec, "succeeded", answer.result, None, attempts, started, extra_cost, undo)
-            log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
-            maybe = maybe or (error if error.maybe_applied else None)
-            if error.maybe_applied and not safe_to_repeat(spec):
-                break  # repeating could do it twice: the outcome is unknown, a person must check
-            if not error.retryable:
-                break
-        assert error is not None
-        error = _sticky(error, maybe)
-        status = final_status(spec, maybe_applied=error.maybe_applied)
-        info = _error(error.type, error.message, retryable=error.retryable)
-        return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
+    def _attempts(self) -> Attempts:
+        """How the calls of this delivery are made, with the executor's fields as they are now (one set after start holds from the next)."""
+        undo = UndoRecording(self.undo, self.catalog, self.invokers, self._context)
+        return Attempts(
+            call_tool=self._call_tool,
+            context=self._context,
+            undo=undo,
+            killed=self.killed,
+            out=self.out,
+            max_result_bytes=self.max_result_bytes,
+            clock=self.clock,
+            sleep=self.sleep,
+            stopping=self.stopping,
+        )
 
-    async def _between_attempts(
-        self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, error: ToolError, attempts: int, *, resumed: bool
-    ) -> None:
-        """Wait out the backoff after `error`, the action `waiting` meanwhile; `resumed`: the wait a stopped process left."""
-        if resumed:
-            wait_s = max(0.0, (record.retry_at - self.clock()).total_seconds()) if record.retry_at is not None else 0.0
-        else:
-            wait_s = backoff_s(spec.retry, attempts, error.retry_after_s)
-            kept = CallError(error.type, error.message, error.retryable, maybe_applied=error.maybe_applied)
-            await session.waiting(attempts, kept, self.clock() + timedelta(seconds=wait_s))
-        if self.stopping is None:
-            await self.sleep(wait_s)
-            return
-        slept, stopped = asyncio.ensure_future(self.sleep(wait_s)), asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({slept, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (slept, stopped):
-                waiter.cancel()
-        if self.stopping.is_set():
-            await self._park(record.action_id, f"before attempt {attempts + 1}")
-
-    async def _park(self, action_id: str, where: str) -> NoReturn:
-        """Start no call while the process stops: wait to be cancelled, leaving the authorization uncommitted for the next process.
-
-        The stop lets the batch in hand finish for its grace (calls in flight end as they would), then
-        cancels what is left, this wait among it; the next process reads the authorization again. Once
-        every handler still running is parked, the batch ends at once (`servicekit.parking`).
-        """
-        log.info("action %s: the executor is stopping; %s is left to the next process", action_id, where)
-        await park()
-
-    async def _stopped(
-        self,
-        session: ClaimSession,
-        record: ClaimRecord,
-        spec: ToolSpec,
-        stop: Finish,
-        error: ToolError | None,
-        attempts: int,
-        started: float,
-        extra_cost: float,
-    ) -> ClaimRecord:
-        """End the call that the re-check before its next attempt stopped (`stop`: kill switch or expiry).
-
-        After a failed attempt the authorization was used: it is not dead-lettered, and an error that may
-        have taken effect stays the result's error (what the person checking needs), with why the retry stopped.
-        """
-        if error is None:  # nothing called in this delivery: a refusal before the call
-            info = _error(stop.error_type, stop.message, dead=stop.dead_letter)
-            return await self._finish(session, record, spec, stop.status, None, info, attempts, started, extra_cost)
-        status = final_status(spec, maybe_applied=error.maybe_applied or stop.status == "unknown")
-        if error.maybe_applied:
-            info = _error(error.type, f"{error.message} (the retry was stopped: {stop.message})", retryable=error.retryable)
-        else:
-            info = _error(stop.error_type, f"{stop.message} (stopped the retry after {error.type}: {error.message})")
-        return await self._finish(session, record, spec, status, None, info, attempts, started, extra_cost)
-
-    async def _prior_state(
-        self, session: ClaimSession, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool
-    ) -> dict[str, Any] | None:
-        """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
-
-        After a crash the state kept before the first attempt is used: reading again could see the
-        call's own effect. A read that fails, however (a tool error, a timeout, a bug or an answer of
-        an unexpected shape), leaves the undo `unavailable`; it never stops the call, which policy
-        allowed on its own terms.
-        """
-        if spec.undo is None or spec.undo.before is None:
-            return None
-        kept = await self.undo.prior_state(data.action_id, held=session)
-        read = self.catalog.get(spec.undo.before.tool)
-        if kept is not None or recovering or read is None:
-            return kept
-        try:
-            args = before_args(spec.undo, data.args)
-            assert args is not None
-            async with asyncio.timeout(read.timeout_s):
-                answer = await self.invokers.invoke(read, self._context(data, read, 1), args)
-        except Exception as exc:  # whatever the read raises, the call goes on: it is the undo that is lost
-            expected = isinstance(exc, ToolError | TimeoutError | UndoUnavailable)
-            log.warning(
-                "action %s: could not read the state before %s (%s: %s): its undo will be unavailable",
-                data.action_id,
-                spec.name,
-                type(exc).__name__,
-                exc,
-                exc_info=not expected,
-            )
-            return None
-        return await self.undo.keep_prior_state(_undo_key(data), answer.result, held=session)
-
-    async def _plan_undo(
-        self,
-        session: ClaimSession,
-        spec: ToolSpec,
-        data: ActionAuthorizedData,
-        result: dict[str, Any] | None,
-        before: dict[str, Any] | None,
-    ) -> UndoPlan | None:
-        """How to undo the call that just succeeded, kept in the executor's schema (None when the catalog declares no undo)."""
-        if spec.undo is None:
-            return None
-        plan = plan_undo(spec.undo, data.args, result, before)
-        await self.undo.keep_plan(_undo_key(data), plan, held=session)
-        return plan
+    async def _call_tool(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
+        """One attempt of a call: every attempt comes through here and is counted in `calls`."""
+        self.calls += 1
+        return await self.invokers.invoke(spec, ctx, args)
 
     def _context(self, data: ActionAuthorizedData, spec: ToolSpec, attempt: int) -> ToolContext:
+        """What attempt number `attempt` of `spec` is called with: its pool, idempotency key, deadline and the tenant's credential."""
         scope = spec.credential_scopes.get(data.tenant_id)
         return ToolContext(
             pool=self.context_pool,
@@ -415,80 +239,6 @@ class Executor:
             credential=self.credentials.secret(data.tenant_id, scope) if scope else None,
             authorized=data,
         )
-
-    async def _finish(
-        self,
-        session: ClaimSession,
-        record: ClaimRecord,
-        spec: ToolSpec,
-        status: Any,
-        result: dict[str, Any] | None,
-        error: CallError | None,
-        attempts: int,
-        started: float,
-        extra_cost: float,
-        undo: UndoPlan | None = None,
-    ) -> ClaimRecord:
-        done = replace(
-            record,
-            status=status,
-            result=result,
-            error=error,
-            attempts=attempts,
-            duration_ms=record.duration_ms + (time.monotonic() - started) * 1000,
-            cost_usd=call_cost_usd(spec.cost_usd, attempts, extra_cost),
-        )
-        return await self._settle(session, done, undo)
-
-    async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
-        """Record the outcome `done` and its result event (signed) in one statement, then publish that event.
-
-        A redelivered or replayed authorization is answered with the event kept (`kept_results`: the same id,
-        not a second result that consumers summing costs would count again), never with one signed anew.
-        """
-        made = self._recorded_result(done, undo)
-        done = await session.finish(replace(done, result_event=made.value.decode()))
-        await self.out.publish_many([made])
-        return done
-
-    def _recorded_result(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Recorded:
-        """The result event of `record`, signed and encoded: its whole result only while it fits `max_result_bytes`.
-
-        Else the result, then the undo plan, give way to stand-ins that say where the whole is kept: a
-        record the producer refuses (over ~1 MiB) was never published, and the planner waited for it forever.
-        """
-        bound = self.max_result_bytes
-        made = self.out.record("actions.results", self._result_event(record, undo))
-        if len(made.value) <= bound:
-            return made
-        log.warning(
-            "action %s: its result event is %d bytes, over %d: the result goes out as a stand-in", record.action_id, len(made.value), bound
-        )
-        if record.result is not None:
-            record = replace(record, result=result_stand_in(record.result, bound))
-            made = self.out.record("actions.results", self._result_event(record, undo))
-        if len(made.value) > bound and undo is not None:
-            undo = undo_stand_in(undo, len(undo.model_dump_json()), bound)
-            made = self.out.record("actions.results", self._result_event(record, undo))
-        return made
-
-    def _result_event(self, record: ClaimRecord, undo: UndoPlan | None = None) -> Envelope:
-        kept = record.error
-        error = None if kept is None else bounded_error(kept.type, kept.message, kept.retryable)
-        data = ActionResultData(
-            **action_identity(record),
-            tool=record.tool,
-            status=record.status,  # type: ignore[arg-type]  # terminal here
-            result=record.result,
-            error=error,
-            attempts=record.attempts,
-            duration_ms=max(record.duration_ms, 0.0),
-            cost=ResultCost(usd=record.cost_usd),
-            idempotency_key=record.action_id,
-            undo=undo,
-        )
-        # The trace context is part of the kept event: a re-sent result points at the call's own span.
-        return _RESULT_EVENTS[record.status].build(data, source=SOURCE, traceparent=current_traceparent())
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -513,49 +263,6 @@ class Executor:
         if settled:
             log.warning("settled %d interrupted calls without calling them again", settled)
         return settled
-
-
-def _kept_error(record: ClaimRecord) -> ToolError:
-    """The error of the attempt a `waiting` record's process made last, as the retry loop holds it."""
-    kept = record.error or CallError("interrupted", "the last attempt's error was not kept", retryable=True)
-    return ToolError(kept.type, kept.message, retryable=kept.retryable, maybe_applied=kept.maybe_applied)
-
-
-def _error(type_: str, message: str, *, retryable: bool = False, dead: ReasonCode | None = None) -> CallError:
-    """An error as kept and published; its text may come from outside (a tool's message, an exception), so `storable`."""
-    return CallError(storable(str(type_)), storable(message), retryable, dead)
-
-
-def _sticky(error: ToolError, maybe: ToolError | None) -> ToolError:
-    """The last attempt's error, still maybe-applied when an earlier attempt's was (a refused retry does not undo a timeout)."""
-    if maybe is None or error.maybe_applied:
-        return error
-    return ToolError(
-        error.type,
-        f"{error.message} (an earlier attempt may have taken effect: {maybe.type}: {maybe.message})",
-        retryable=error.retryable,
-        maybe_applied=True,
-        retry_after_s=error.retry_after_s,
-    )
-
-
-def _interrupted_attempt(record: ClaimRecord, spec: ToolSpec) -> ToolError:
-    """The attempt a dead process left `running`, as an error that may have taken effect (a recovery's attempts cannot undo it)."""
-    return ToolError(
-        "interrupted",
-        f"the executor stopped during attempt {record.attempts} of {spec.name}",
-        retryable=True,
-        maybe_applied=True,
-    )
-
-
-def _reads_prior_state(spec: ToolSpec | None) -> bool:
-    """Whether the undo of `spec` reads the state before the first attempt (kept before the attempt is marked running)."""
-    return spec is not None and spec.undo is not None and spec.undo.before is not None
-
-
-def _undo_key(data: ActionAuthorizedData) -> UndoKey:
-    return UndoKey(action_id=data.action_id, tenant_id=data.tenant_id, task_id=data.task_id, tool=data.tool)
 
 
 def _new_record(event: ActionAuthorized) -> ClaimRecord:

@@ -1,4 +1,4 @@
-"""What a result event carries of a call, kept within a size the bus and its consumers take (pure; `executor.py` applies it).
+"""What a result event carries of a call, kept within a size the bus and its consumers take (pure; `outcomes.py` applies it).
 
 The claim row (`executor.actions`) keeps the whole result; the event carries it only when the whole
 event fits `TIDEGATE_EXECUTOR_MAX_RESULT_BYTES`. Otherwise a stand-in says so plainly: how large the

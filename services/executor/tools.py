@@ -1,7 +1,7 @@
 """How the executor reaches each kind of tool: in-process Python, HTTP, or an outside service on Kafka.
 
 Every invoker makes exactly one attempt and reports failure as `ToolError` (retryable or not, maybe
-applied or not); the retry loop lives in `executor.py` alone.
+applied or not); the retry loop lives in `attempts.py` alone.
 """
 
 from __future__ import annotations
