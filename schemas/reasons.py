@@ -59,6 +59,8 @@ class ReasonCode(StrEnum):
     DIGEST_MISMATCH = "digest_mismatch"
     AUTHORIZATION_EXPIRED = "authorization_expired"
     AUTHORIZATION_REPLAYED = "authorization_replayed"
+    # A finished action whose kept result event is not the executor's own signed one (its database login wrote it).
+    KEPT_RESULT_REFUSED = "kept_result_refused"
     ACTION_ID_REUSED = "action_id_reused"
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"

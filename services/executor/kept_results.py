@@ -6,7 +6,7 @@ kept is published again only when it verifies as the executor's (`Authority.chec
 of the executor, current or retired within its grace) for exactly the authorization's action, tenant, task and step.
 Nothing kept is ever signed on its way out. A kept event that fails, or none at all, is refused: a log line, the
 metric `tidegate_rows_refused_total{service="executor",table="actions"}`, and the delivery dead-lettered
-(`authorization_replayed`, with why): the action is finished, so it is not run again either.
+(`kept_result_refused`, with why): the action is finished, so it is not run again either.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def kept_result(text: str | None, data: ActionAuthorizedData, authority: Authori
     what = f"the result event kept for action {data.action_id} ({data.tool}, tenant {data.tenant_id}, task {data.task_id})"
     row_refused("executor", "actions", what, why, _FIX, counted_as=counted_as)
     raise Reject(
-        ReasonCode.AUTHORIZATION_REPLAYED,
+        ReasonCode.KEPT_RESULT_REFUSED,
         f"action {data.action_id} already finished, but the result event its claim keeps {why}: it is not published again "
         "(nothing is signed) and the action is not run again; the executor's database login may have written it",
     )

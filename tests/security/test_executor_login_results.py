@@ -149,7 +149,7 @@ async def test_a_result_the_login_wrote_into_a_finished_claim_is_never_signed_no
     for name in FORGERIES:
         action_id = actions[name].data.action_id
         [dead] = await wait_for(lambda a=action_id: stage.collector.rejected(a), what=f"the {name} redelivery's dead letter")
-        assert dead.data.code == "authorization_replayed"
+        assert dead.data.code == "kept_result_refused"
         assert "the result event its claim keeps" in dead.data.error
         assert [e.id for e in stage.results(action_id)] == [genuine[name].id]  # nothing new: no result signed for the login
     published = stage.collector.events["actions.results"]

@@ -271,7 +271,7 @@ async def test_a_result_the_login_kept_in_a_finished_claim_is_never_signed_nor_p
     before = REGISTRY.get_sample_value("tidegate_rows_refused_total", labels) or 0.0
     with pytest.raises(Reject) as rejected:
         await world.executor.handle(event)  # redelivered
-    assert rejected.value.code == "authorization_replayed"
+    assert rejected.value.code == "kept_result_refused"
     assert "the result event its claim keeps" in rejected.value.message
     assert len(world.published) == sent  # nothing published, so nothing signed
     assert len(world.tool.contexts) == 2  # nor called again
