@@ -57,8 +57,8 @@ def test_a_second_copy_of_an_event_is_kept_but_flagged_duplicate(make: Any) -> N
 def test_the_database_tuple_follows_the_column_order(make: Any) -> None:
     import json
 
+    from services.audit._pg_rows import db_tuple as _db_tuple
     from services.audit.records import COLUMNS
-    from services.audit.repository import _db_tuple
 
     obs = make("tasks", s.encode(sample_events()[0][1]), headers=[("a", b"b"), ("traceparent", "é".encode())])
     row = chain_batch([obs], {}, set(), NOW).rows[0]

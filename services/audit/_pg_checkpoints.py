@@ -1,0 +1,102 @@
+"""The audit log's checkpoints on PostgreSQL, and what hangs off one: the restores it marks and the prunes through it.
+
+Checkpoints and restores are written as the writer role (a restore's checkpoint and the restore in one
+transaction); a prune is `audit.prune_log`, which only the schema's owner and its members may run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.audit._pg_rows import SCHEMA, WRITER_ROLE, PgPart
+from services.audit.checkpoints import Checkpoint, Prune, Restore
+
+__all__ = ["PgCheckpoints"]
+
+
+def _checkpoint(record: asyncpg.Record) -> Checkpoint:
+    return Checkpoint(
+        scope=record["scope"],
+        checkpoint_id=record["checkpoint_id"],
+        taken_at=record["taken_at"],
+        heads=json.loads(record["heads"]),
+        rows=record["rows"],
+        key_id=record["key_id"],
+        signature=record["signature"],
+    )
+
+
+async def _insert_checkpoint(conn: asyncpg.Connection | PoolConnectionProxy, checkpoint: Checkpoint) -> bool:
+    """Insert `checkpoint` (in the caller's transaction, as the writer); False if its id is taken in its scope."""
+    status = await conn.execute(
+        f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature, scope) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, checkpoint_id) DO NOTHING",
+        checkpoint.checkpoint_id,
+        checkpoint.taken_at,
+        json.dumps(checkpoint.heads),
+        checkpoint.rows,
+        checkpoint.key_id,
+        checkpoint.signature,
+        checkpoint.scope,
+    )
+    return bool(status == "INSERT 0 1")
+
+
+class PgCheckpoints(PgPart):
+    """`AuditLog`'s checkpoints, restores and prunes on PostgreSQL."""
+
+    async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
+        """See `AuditLog`."""
+        record = await self.pool.fetchrow(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id DESC LIMIT 1", scope)
+        return _checkpoint(record) if record else None
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
+            return await _insert_checkpoint(conn, checkpoint)
+
+    async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
+        """See `AuditLog`."""
+        records = await self.pool.fetch(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id", scope)
+        return [_checkpoint(r) for r in records]
+
+    async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
+        """See `AuditLog`."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
+            if not await _insert_checkpoint(conn, checkpoint):
+                return False
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.restores (scope, checkpoint_id, superseded_from) VALUES ($1, $2, $3)",
+                checkpoint.scope,
+                checkpoint.checkpoint_id,
+                superseded_from,
+            )
+        return True
+
+    async def restores(self, scope: str = "") -> list[Restore]:
+        """See `AuditLog`."""
+        records = await self.pool.fetch(
+            f"SELECT checkpoint_id, superseded_from FROM {SCHEMA}.restores WHERE scope = $1 ORDER BY checkpoint_id", scope
+        )
+        return [Restore(checkpoint_id=r["checkpoint_id"], superseded_from=r["superseded_from"]) for r in records]
+
+    async def prunes(self, scope: str = "") -> list[Prune]:
+        """See `AuditLog`."""
+        records = await self.pool.fetch(
+            f"SELECT checkpoint_id, rows_removed, archive_sha256, pruned_at, pruned_by FROM {SCHEMA}.prunes "
+            "WHERE scope = $1 ORDER BY checkpoint_id",
+            scope,
+        )
+        return [Prune(**dict(r)) for r in records]
+
+    async def prune(self, scope: str, checkpoint_id: int, archive_sha256: str, expected_rows: int) -> int:
+        """See `AuditLog`: `audit.prune_log`, which only the schema's owner and its members (the operator's login) may run."""
+        removed = await self.pool.fetchval(
+            f"SELECT {SCHEMA}.prune_log($1, $2, $3, $4)", scope, checkpoint_id, archive_sha256, expected_rows
+        )
+        return int(removed)
