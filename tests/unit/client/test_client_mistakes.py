@@ -128,6 +128,8 @@ async def test_a_broker_not_reached_is_named_with_the_login_tried_and_nothing_is
     settings: dict[str, Any], says: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     FakeProducer.made.clear()
+    for name in ("TIDEGATE_CLIENT_KAFKA_BOOTSTRAP", "TIDEGATE_KAFKA_BOOTSTRAP"):  # the default address, whatever this machine sets
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(transport_module, "AIOKafkaProducer", FakeProducer)
     bus = KafkaTransport(ClientSettings(**settings))
     with pytest.raises(ConnectionError, match=says) as failed:
