@@ -43,6 +43,7 @@ __all__ = [
     "observe_published",
     "observe_retaken",
     "observe_row_refused",
+    "observe_webhook_owed",
 ]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -154,6 +155,12 @@ WEBHOOK_DELIVERIES = Counter(
     "later) or failed (given up: out of attempts, or the request expired first).",
     ["tenant", "status"],
 )
+WEBHOOK_OWED = Gauge(
+    "tidegate_webhook_messages_owed",
+    "Approval requests still pending that a webhook endpoint whose row is refused has no message of, by tenant and endpoint: "
+    "sent once an admin or operator registers the endpoint again.",
+    ["tenant", "endpoint"],
+)
 
 ROWS_REFUSED = Counter(
     "tidegate_rows_refused",
@@ -181,7 +188,7 @@ _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
     APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
-    ROWS_REFUSED,
+    ROWS_REFUSED, WEBHOOK_OWED,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -290,6 +297,15 @@ def observe_webhook_delivery(tenant: str, status: str) -> None:
     """Count one webhook delivery attempt's outcome (`delivered`, `retried` or `failed`) for the endpoint's tenant."""
     with contextlib.suppress(Exception):
         WEBHOOK_DELIVERIES.labels(tenant, status).inc()
+
+
+def observe_webhook_owed(owed: dict[tuple[str, str], int]) -> None:
+    """Set the owed-messages gauge from each refused endpoint's count, (tenant, endpoint) → count (others go to 0)."""
+    with contextlib.suppress(Exception):
+        for labels in [tuple(s.labels.values()) for m in WEBHOOK_OWED.collect() for s in m.samples]:
+            WEBHOOK_OWED.labels(*labels).set(0)
+        for (tenant, endpoint), count in owed.items():
+            WEBHOOK_OWED.labels(tenant, endpoint).set(count)
 
 
 def observe_row_refused(service: str, table: str, reason: str) -> None:

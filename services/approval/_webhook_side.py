@@ -6,6 +6,7 @@ Part of `ApprovalService` (`services.approval.service` composes it), over the sa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,7 @@ from urllib.parse import quote
 
 from servicekit import SigningKey, ToolCatalog
 from servicekit.costs import ReviewPrice
-from servicekit.metrics import observe_webhook_delivery
+from servicekit.metrics import observe_webhook_delivery, observe_webhook_owed
 from services.approval import auth, domain, webhooks
 from services.approval._summary import decision_summary
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
@@ -24,7 +25,15 @@ from services.approval.settings import ApprovalSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WebhookSide"]
+__all__ = ["WebhookSide", "owed_message_id"]
+
+FOLLOW_UP = "tidegate.approval.follow_up"
+
+
+def owed_message_id(tenant_id: str, endpoint_id: str, approval_id: str) -> str:
+    """The `webhook-id` of the message a request owes an endpoint: one id per endpoint and request, so it is written once."""
+    digest = hashlib.sha256("\0".join(("owed", tenant_id, endpoint_id, approval_id)).encode()).hexdigest()
+    return f"msg_{digest[:32]}"
 
 
 def _endpoint_changed(endpoint_id: str, url: str, fingerprint: str) -> Refusal:
@@ -200,6 +209,7 @@ class WebhookSide:
         delays the next round, and every other endpoint's next message, by `wait_s` at most, not by its attempts' timeout.
         Returns how many messages the turns that ended in the round delivered.
         """
+        await self.queue_owed()
         sender = self.sender
         if sender is None:
             return 0
@@ -220,6 +230,46 @@ class WebhookSide:
             return 0
         done, _ = await asyncio.wait(turns, timeout=wait_s)
         return sum(turn.result() for turn in done if not turn.cancelled() and turn.exception() is None)
+
+    async def queue_owed(self) -> int:
+        """Write the messages owed to endpoints registered again after their row was refused, and count what refused ones are owed.
+
+        One message per request of the endpoint's tenant still pending and not expired that it has none of (a message failed
+        because its row was refused counts as none): the request's message as it would be written now, with an id derived
+        from the endpoint and the request, so a registration repeated, a round run again or by another copy writes it once.
+        Requests decided or expired meanwhile owe nothing. From then on it is a message like any other: signed at each
+        attempt, retried, sent in its endpoint's turn. Each endpoint still refused sets `tidegate_webhook_messages_owed`.
+        Returns how many messages were written.
+        """
+        now = self.clock()
+        written = 0
+        for endpoint in await self.repo.owed_endpoints():
+            owed = [await self.repo.get(approval_id) for approval_id in await self.repo.owed_requests(endpoint, now)]
+            messages = [self._owed_message(record, endpoint) for record in owed if record is not None]
+            queued = await self.repo.queue_owed(endpoint, messages, now)
+            written += queued
+            log.info(
+                "approval: %d messages owed to endpoint %s of %s (registered again after its row was refused) queued",
+                queued,
+                endpoint.endpoint_id,
+                endpoint.tenant_id,
+            )
+        refused = [e for e in await self.repo.endpoints() if e.enabled and e.unproven is not None]
+        counts = await self.repo.owed_counts(refused, now)
+        observe_webhook_owed({(e.tenant_id, e.endpoint_id): n for e, n in zip(refused, counts, strict=True)})
+        return written
+
+    def _owed_message(self, record: ApprovalRecord, endpoint: Endpoint) -> Delivery:
+        """The message `record` owes `endpoint`: what `_announce` writes when a request is raised, as the request is now."""
+        event_type = domain.REQUESTED if record.kind == "approval" else FOLLOW_UP
+        return Delivery(
+            delivery_id=owed_message_id(endpoint.tenant_id, endpoint.endpoint_id, record.approval_id),
+            endpoint_id=endpoint.endpoint_id,
+            tenant_id=endpoint.tenant_id,
+            approval_id=record.approval_id,
+            event_type=event_type.removeprefix("tidegate."),
+            body=self._webhook_body(record, event_type, endpoint),
+        )
 
     def _start_turn(
         self,

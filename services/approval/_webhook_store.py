@@ -6,7 +6,8 @@ so no tenant can take, replace or probe another's ids. Its secret is stored seal
 
 Part of the approval service's repository (`services.approval.repository` composes it): a Protocol,
 the asyncpg part and the in-memory twin's part. New deliveries are written by the request part, in
-the transaction of the state they announce (outbox).
+the transaction of the state they announce (outbox). Messages an endpoint is owed from while its row was refused are
+written after it is registered again (`owed_endpoints`, `owed_requests`, `queue_owed`; docs/approval.md).
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 from schemas import utcnow
 from services.approval._endpoint_rows import EndpointRows, SealedSecret
 
-__all__ = ["Attempt", "Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
+if TYPE_CHECKING:
+    from services.approval.domain import ApprovalRecord
+
+__all__ = ["REFUSED_UNSENT", "Attempt", "Delivery", "Endpoint", "InMemoryWebhookStore", "PgWebhookStore", "WebhookStore"]
+
+REFUSED_UNSENT = "not sent: its endpoint's row is refused"
+"""How a message failed because its endpoint's row was refused begins: such a message is owed again once it is registered again."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,29 @@ class WebhookStore(Protocol):
         """
         ...
 
+    async def owed_endpoints(self) -> list[Endpoint]:
+        """Enabled, proven endpoints registered again after their row was refused, whose owed messages are not yet written."""
+        ...
+
+    async def owed_requests(self, endpoint: Endpoint, now: datetime) -> list[str]:
+        """The requests `endpoint` is owed a message of, oldest first.
+
+        Those of its tenant (`*`: every tenant), pending and not expired at `now`, with no message to it but one failed
+        because its row was refused (`REFUSED_UNSENT`).
+        """
+        ...
+
+    async def owed_counts(self, endpoints: Sequence[Endpoint], now: datetime) -> list[int]:
+        """How many requests each of `endpoints` is owed a message of (`owed_requests`), in order."""
+        ...
+
+    async def queue_owed(self, endpoint: Endpoint, deliveries: Sequence[Delivery], now: datetime) -> int:
+        """Write the owed messages not written yet whose requests are still owed, and mark the endpoint as owing no more.
+
+        At once; how many were written. A request decided or expired since `owed_requests` read it is skipped.
+        """
+        ...
+
     async def delivery(self, delivery_id: str) -> Delivery | None:
         """One delivery."""
         ...
@@ -260,23 +290,33 @@ class PgWebhookStore(WebhookStore):
     async def upsert_endpoint(self, endpoint: Endpoint) -> None:
         """Create or replace the endpoint of its tenant with its id (the key is the pair: never another tenant's).
 
-        Its secret is sealed and the row signed by this process's key (the clear `secret` column stays empty).
+        Its secret is sealed and the row signed by this process's key (the clear `secret` column stays empty). A row that
+        was enabled and refused, registered again enabled, is marked as owed the messages it missed (`owed_due`).
         """
         sealed = self.endpoint_rows.sealed(endpoint.tenant_id, endpoint.endpoint_id, endpoint.secret)
-        await self.pool.execute(
-            f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
-            "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
-            "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, "
-            "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source, secret_key_id = EXCLUDED.secret_key_id, "
-            "secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, signature = EXCLUDED.signature",
-            endpoint.endpoint_id,
-            endpoint.url,
-            endpoint.tenant_id,
-            list(endpoint.approvers),
-            endpoint.enabled,
-            endpoint.source,
-            *self._row_values(endpoint, sealed),
-        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            before = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE",
+                endpoint.tenant_id,
+                endpoint.endpoint_id,
+            )
+            owed = before is not None and before["enabled"] and endpoint.enabled and self._endpoint(before).unproven is not None
+            await conn.execute(
+                f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
+                "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
+                "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, approvers = EXCLUDED.approvers, "
+                "enabled = EXCLUDED.enabled, source = EXCLUDED.source, secret_key_id = EXCLUDED.secret_key_id, "
+                "secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, signature = EXCLUDED.signature, "
+                f"owed_due = EXCLUDED.enabled AND ({self.s}.webhook_endpoints.owed_due OR $11)",
+                endpoint.endpoint_id,
+                endpoint.url,
+                endpoint.tenant_id,
+                list(endpoint.approvers),
+                endpoint.enabled,
+                endpoint.source,
+                *self._row_values(endpoint, sealed),
+                owed,
+            )
 
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
         """One endpoint of a tenant (None too for a row that is refused: told, and no endpoint)."""
@@ -375,7 +415,7 @@ class PgWebhookStore(WebhookStore):
             "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
             endpoint.tenant_id,
             endpoint.endpoint_id,
-            f"not sent: its endpoint's row is refused ({endpoint.unproven}); register the endpoint again, then send it again",
+            f"{REFUSED_UNSENT} ({endpoint.unproven}); registering the endpoint again sends its request anew if still pending",
         )
         if failed != "UPDATE 0":
             self.endpoint_rows.refused(endpoint)
@@ -439,7 +479,7 @@ class PgWebhookStore(WebhookStore):
             removed = replace(found, enabled=False, approvers=())
             proof = self._row_values(removed, sealed)[2:] if found.unproven is None and sealed is not None else (None, None)
             await conn.execute(
-                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4 "
+                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4, owed_due = false "
                 "WHERE tenant_id = $1 AND endpoint_id = $2",
                 tenant_id,
                 endpoint_id,
@@ -453,6 +493,73 @@ class PgWebhookStore(WebhookStore):
                 reason,
             )
         return removed
+
+    async def owed_endpoints(self) -> list[Endpoint]:
+        """Enabled endpoints marked as owed, whose rows are proven now (a refused one stays refused: told, and left out)."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE owed_due AND enabled ORDER BY tenant_id, endpoint_id")
+        return self._proven(rows)
+
+    def _owed(self, tenant: str, endpoint_id: str) -> str:
+        """The condition that request `a` is owed a message by the endpoint `tenant`, `endpoint_id` (SQL), as of `$3`.
+
+        `$4` is `REFUSED_UNSENT`: a message failed because the row was refused does not count as one it has.
+        """
+        return (
+            f"a.status = 'pending' AND a.expires_at > $3 AND ({tenant} = '*' OR a.tenant_id = {tenant}) "
+            f"AND NOT EXISTS (SELECT 1 FROM {self.s}.webhook_deliveries d WHERE d.tenant_id = {tenant} AND d.endpoint_id = {endpoint_id} "
+            "AND d.approval_id = a.approval_id AND NOT (d.status = 'failed' AND starts_with(COALESCE(d.last_error, ''), $4)))"
+        )
+
+    async def owed_requests(self, endpoint: Endpoint, now: datetime) -> list[str]:
+        """The requests `endpoint` is owed a message of, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT a.approval_id FROM {self.s}.approvals a WHERE {self._owed('$1', '$2')} ORDER BY a.created_at, a.approval_id",
+            endpoint.tenant_id,
+            endpoint.endpoint_id,
+            now,
+            REFUSED_UNSENT,
+        )
+        return [r["approval_id"] for r in rows]
+
+    async def owed_counts(self, endpoints: Sequence[Endpoint], now: datetime) -> list[int]:
+        """How many requests each of `endpoints` is owed a message of, in one statement."""
+        if not endpoints:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT e.n, (SELECT count(*) FROM {self.s}.approvals a WHERE {self._owed('e.tenant_id', 'e.endpoint_id')}) AS owed "
+            "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS e(tenant_id, endpoint_id, n) ORDER BY e.n",
+            [e.tenant_id for e in endpoints],
+            [e.endpoint_id for e in endpoints],
+            now,
+            REFUSED_UNSENT,
+        )
+        return [r["owed"] for r in rows]
+
+    async def queue_owed(self, endpoint: Endpoint, deliveries: Sequence[Delivery], now: datetime) -> int:
+        """Write each message whose request is still owed (`ON CONFLICT`: an id written before stays), clear `owed_due`, at once."""
+        written = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for d in deliveries:
+                done = await conn.fetchval(
+                    f"INSERT INTO {self.s}.webhook_deliveries (delivery_id, endpoint_id, tenant_id, approval_id, event_type, body, "
+                    f"status, next_attempt_at) SELECT $5, $2, $1, $6, $7, $8, 'pending', now() FROM {self.s}.approvals a "
+                    f"WHERE a.approval_id = $6 AND {self._owed('$1', '$2')} ON CONFLICT DO NOTHING RETURNING delivery_id",
+                    endpoint.tenant_id,
+                    endpoint.endpoint_id,
+                    now,
+                    REFUSED_UNSENT,
+                    d.delivery_id,
+                    d.approval_id,
+                    d.event_type,
+                    d.body,
+                )
+                written += done is not None
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET owed_due = false WHERE tenant_id = $1 AND endpoint_id = $2",
+                endpoint.tenant_id,
+                endpoint.endpoint_id,
+            )
+        return written
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         """One delivery."""
@@ -505,6 +612,8 @@ class InMemoryWebhookStore(WebhookStore):
 
     messages: set[tuple[str, str, str]] = field(default_factory=set)
     endpoint_rows: dict[tuple[str, str], Endpoint] = field(default_factory=dict)
+    owed_due: set[tuple[str, str]] = field(default_factory=set)
+    records: dict[str, ApprovalRecord] = field(default_factory=dict)  # the requests (the repository's part keeps them)
     delivery_rows: dict[str, Delivery] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -516,8 +625,14 @@ class InMemoryWebhookStore(WebhookStore):
         return True
 
     async def upsert_endpoint(self, endpoint: Endpoint) -> None:
-        """Create or replace the endpoint of its tenant with its id."""
-        self.endpoint_rows[endpoint.tenant_id, endpoint.endpoint_id] = endpoint
+        """Create or replace the endpoint of its tenant with its id; one enabled and refused before is marked as owed."""
+        key = endpoint.tenant_id, endpoint.endpoint_id
+        before = self.endpoint_rows.get(key)
+        if before is not None and before.enabled and before.unproven is not None and endpoint.enabled:
+            self.owed_due.add(key)
+        elif not endpoint.enabled:
+            self.owed_due.discard(key)
+        self.endpoint_rows[key] = endpoint
 
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
         """One endpoint of a tenant."""
@@ -600,10 +715,44 @@ class InMemoryWebhookStore(WebhookStore):
         if found is None:
             return None
         removed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, enabled=False, approvers=())
+        self.owed_due.discard((tenant_id, endpoint_id))
         for d in list(self.delivery_rows.values()):
             if (d.tenant_id, d.endpoint_id, d.status) == (tenant_id, endpoint_id, "pending"):
                 self.delivery_rows[d.delivery_id] = replace(d, status="failed", last_error=reason)
         return removed
+
+    async def owed_endpoints(self) -> list[Endpoint]:
+        """Enabled, proven endpoints marked as owed."""
+        found = (self.endpoint_rows.get(key) for key in sorted(self.owed_due))
+        return [e for e in found if e is not None and e.enabled and e.unproven is None]
+
+    async def owed_requests(self, endpoint: Endpoint, now: datetime) -> list[str]:
+        """The requests `endpoint` is owed a message of, oldest first."""
+        has = {
+            d.approval_id
+            for d in self.delivery_rows.values()
+            if (d.tenant_id, d.endpoint_id) == (endpoint.tenant_id, endpoint.endpoint_id)
+            and not (d.status == "failed" and (d.last_error or "").startswith(REFUSED_UNSENT))
+        }
+        owed = [
+            r
+            for r in self.records.values()
+            if r.is_pending and r.expires_at > now and endpoint.tenant_id in ("*", r.tenant_id) and r.approval_id not in has
+        ]
+        return [r.approval_id for r in sorted(owed, key=lambda r: (r.created_at, r.approval_id))]
+
+    async def owed_counts(self, endpoints: Sequence[Endpoint], now: datetime) -> list[int]:
+        """How many requests each of `endpoints` is owed a message of."""
+        return [len(await self.owed_requests(e, now)) for e in endpoints]
+
+    async def queue_owed(self, endpoint: Endpoint, deliveries: Sequence[Delivery], now: datetime) -> int:
+        """Write each message whose request is still owed and that is not written yet; mark the endpoint as owing nothing more."""
+        owed = set(await self.owed_requests(endpoint, now))
+        fresh = [d for d in deliveries if d.approval_id in owed and d.delivery_id not in self.delivery_rows]
+        for d in fresh:
+            self.delivery_rows[d.delivery_id] = replace(d, status="pending", next_attempt_at=now, created_at=now)
+        self.owed_due.discard((endpoint.tenant_id, endpoint.endpoint_id))
+        return len(fresh)
 
     async def delivery(self, delivery_id: str) -> Delivery | None:
         """One delivery."""
