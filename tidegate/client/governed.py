@@ -274,7 +274,9 @@ async def _serve(
         raise NotServed(tool, _why_not(tool, settings, who, exc)) from exc
     if started is not None:
         started.set()
-    log.info("serving %s as %s", tool, who)
+    served = "every tenant" if EVERY_TENANT in tenants else "tenant " + ", ".join(sorted(tenants))
+    # said at start: a process upgraded past tool tenancy serves only its client's tenant unless told otherwise
+    log.info("serving %s as %s, for %s (another tenant's call is answered tenant_not_served)", tool, who, served)
     try:
         async for delivery in transport.serve(f"tools.{tool}.requests", f"tool-{tool}"):
             await _answer(client, transport, tool, run, ledger, delivery, tenants)

@@ -23,6 +23,8 @@ def migrate_all() -> None:
         f"database: {len(applied)} schemas at their latest version ({len(done)} migrations applied now); "
         f"service logins in {cfg.db_credentials_dir}"
     )
+    for name in done:  # by name: an upgrade's checklist (docs/operations.md) names the migrations its steps follow from
+        console.print(f"  applied {name}")
 
 
 @app.command()

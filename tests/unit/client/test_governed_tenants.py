@@ -95,3 +95,20 @@ async def test_a_process_told_which_tenants_it_serves_runs_their_calls(
         )
     assert [(r.data.tenant_id, r.data.ok) for r in replies] == [(c, c == runs) for c in callers]
     assert ran == ["ran"]
+
+
+@pytest.mark.parametrize(
+    ("served", "said"), [(None, "for tenant acme"), (["initech", "acme"], "for tenant acme, initech"), (["*"], "for every tenant")]
+)
+async def test_the_serve_loop_says_at_start_which_tenants_it_serves(
+    bus: MemoryTransport, keys: DeploymentKeys, caplog: pytest.LogCaptureFixture, wait_for: Any, served: list[str] | None, said: str
+) -> None:
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    caplog.set_level("INFO", logger="tidegate.client.governed")
+    async with Tidegate(ClientSettings(tenant="acme"), transport=bus) as tg:
+        tg.run_in_background(serve_tool(tg, "reorder_stock", run, MemoryLedger(), tenants=served))
+        line = await wait_for(lambda: next((r.getMessage() for r in caplog.records if r.getMessage().startswith("serving ")), None))
+    assert "serving reorder_stock as " in line
+    assert line.endswith(f"{said} (another tenant's call is answered tenant_not_served)")
