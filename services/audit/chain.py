@@ -75,6 +75,13 @@ class RecordedConflict:
     differs: list[str]
     record_sha256: bytes
     detected_at: datetime
+    stored_sha256: bytes | None = None
+    """The digest of the record the row stores, re-derived when read (None: the store keeps no record to re-derive it from)."""
+
+    @property
+    def forged(self) -> bool:
+        """True when the row's `record_sha256` is not its stored record's digest: no conflict the service recorded."""
+        return self.stored_sha256 is not None and self.stored_sha256 != self.record_sha256
 
     def problem(self) -> str:
         """What `verify` says of it."""

@@ -194,3 +194,68 @@ async def test_verify_content_shows_the_row_of_an_acknowledged_conflict_apart_an
     again = await tidegate(kit, "verify", "--content")
     assert again.exit_code == 1, again.output
     assert f"{topic}[0] seq 4 (offset 102): the bus never had this offset" in flat(again.output)
+
+
+async def test_the_audits_login_cannot_make_a_genuine_conflict_impossible_to_acknowledge(kit: KitSettings) -> None:
+    """Finding F4: a decoy conflict row carrying the genuine conflict's digest at another offset made `ack` refuse for good.
+
+    As the audit's login: the genuine conflict (a forged log row, then the genuine record), then two decoys with its
+    digest: a copy of its record at offset 999998 (consistent) and a record of its own at 999999 (forged: the digest
+    is not its record's). The operator acknowledges the genuine one by position; the decoys stay breaks (the forged
+    one said to be so) until acknowledged by position themselves.
+    """
+    topic = kit.topic_prefix + "actions.results"
+    await conflict_at(kit, 1)
+    stolen = await asyncpg.connect(service_database_url(kit, "audit"))
+    try:
+        copied = await stolen.execute(
+            "INSERT INTO audit.conflicts (topic, partition, kafka_offset, logged_seq, differs, kafka_ts, ts_type, key, headers, value, "
+            "record_sha256) SELECT topic, partition, 999998, NULL, '{}', kafka_ts, ts_type, key, headers, value, record_sha256 "
+            "FROM audit.conflicts WHERE topic = $1 AND kafka_offset = 1",
+            topic,
+        )
+        forged = await stolen.execute(
+            "INSERT INTO audit.conflicts (topic, partition, kafka_offset, logged_seq, differs, kafka_ts, ts_type, key, headers, value, "
+            "record_sha256) SELECT topic, partition, 999999, NULL, ARRAY['value'], now(), 1, NULL, '[]'::jsonb, '{\"decoy\": true}', "
+            "record_sha256 FROM audit.conflicts WHERE topic = $1 AND kafka_offset = 1",
+            topic,
+        )
+        assert (copied, forged) == ("INSERT 0 1", "INSERT 0 1")
+    finally:
+        await stolen.close()
+
+    listed = [json.loads(line) for line in (await tidegate(kit, "conflicts", "list", "--json")).output.splitlines()]
+    assert [(c["offset"], c["at"], c["forged"]) for c in listed] == [
+        (1, f"{topic}[0]@1", False),  # the genuine conflict: its digest re-derived from the stored record is its own
+        (999998, f"{topic}[0]@999998", False),
+        (999999, f"{topic}[0]@999999", True),
+    ]
+    assert len({c["record_sha256"] for c in listed}) == 1
+    ident, digest = listed[0]["conflict_id"], listed[0]["record_sha256"]
+    for named in (ident, digest):
+        refused = await tidegate(kit, "conflicts", "ack", named, "--reason", "INC-46")
+        assert refused.exit_code == 1, refused.output
+        assert "names 3 conflicts; pick one" in flat(refused.output)
+        assert f"ack --at {topic}[0]@1" in flat(refused.output)
+        assert f"ack --at {topic}[0]@999999" in flat(refused.output)
+
+    acked = await tidegate(kit, "conflicts", "ack", ident, "--at", f"{topic}[0]@1", "--reason", "INC-46: forged row of the drill")
+    assert acked.exit_code == 0, acked.output
+    assert f"conflict {ident} ({topic}[0]@1) acknowledged by {kit.operator}" in flat(acked.output)
+    still = await tidegate(kit, "verify")
+    assert still.exit_code == 1, still.output
+    said = flat(still.output)
+    assert f"acknowledged: {topic}[0] seq 2 (offset 1): conflict {ident} acknowledged by {kit.operator}" in said
+    assert f"{topic}[0] (offset 999999): forged conflict row" in said
+    assert f"tidegate audit conflicts ack --at {topic}[0]@999999" in said
+    table = await tidegate(kit, "conflicts", "list")
+    assert table.exit_code == 0, table.output
+    assert "forged" in table.output
+
+    for offset in (999998, 999999):
+        decoy = await tidegate(kit, "conflicts", "ack", "--at", f"{topic}[0]@{offset}", "--reason", "INC-46: the audit login's decoys")
+        assert decoy.exit_code == 0, decoy.output
+    green = await tidegate(kit, "verify", "--json")
+    assert green.exit_code == 0, green.output
+    doc = json.loads(green.output)
+    assert [(a["offset"], a["forged"]) for a in doc["acknowledged"]] == [(1, False), (999998, False), (999999, True)]

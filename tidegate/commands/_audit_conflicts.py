@@ -26,12 +26,13 @@ app = typer.Typer(help="Conflicts the audit recorded (rows it did not write): li
 
 
 def _status(s: ConflictState) -> str:
+    forged = "[bold red]forged conflict row[/] (not the service's: `verify` says why), " if s.forged else ""
     if s.acknowledged:
-        return (
+        return forged + (
             f"[green]acknowledged[/] by {escape(str(s.acknowledged_by))} at {s.acknowledged_at:%Y-%m-%d %H:%M:%S}: {escape(str(s.reason))}"
         )
     refused = f" ({len(s.refused)} acknowledgement(s) that do not count: {escape('; '.join(s.refused))})" if s.refused else ""
-    return f"[bold red]open[/]{refused}"
+    return f"{forged}[bold red]open[/]{refused}"
 
 
 @app.command("list")
@@ -53,18 +54,23 @@ def list_(
     elif not states:
         console.print("no conflict is recorded" + (" that is not acknowledged" if open_only else ""))
     else:
-        table = Table("id", "where", "logged row", "differs", "detected (UTC)", "status", title=f"{len(states)} conflict(s)")
+        table = Table("id", "at (--at)", "logged row", "differs", "detected (UTC)", "status", title=f"{len(states)} conflict(s)")
         for s in states:
             logged = "-" if s.logged_seq is None else f"seq {s.logged_seq}"
-            where = f"{escape(s.topic)}[{s.partition}] offset {s.offset}"
-            table.add_row(s.conflict_id, where, logged, ", ".join(s.differs) or "no row", f"{s.detected_at:%Y-%m-%d %H:%M:%S}", _status(s))
+            detected = f"{s.detected_at:%Y-%m-%d %H:%M:%S}"
+            table.add_row(s.conflict_id, escape(s.at), logged, ", ".join(s.differs) or "no row", detected, _status(s))
         console.print(table)
 
 
 @app.command()
 def ack(
-    conflict: str = typer.Argument(..., help="The conflict's id, as `tidegate audit conflicts list` shows it (or more of its digest)."),
+    conflict: str | None = typer.Argument(
+        None, help="The conflict's id, as `tidegate audit conflicts list` shows it (or more of its digest); or name it by --at."
+    ),
     reason: str = typer.Option(..., "--reason", help="Why it is known (the incident, the drill): kept, signed, with the acknowledgement."),
+    where: str | None = typer.Option(
+        None, "--at", help="The conflict's position, topic[partition]@offset (the list's `at`): picks one where an id names several."
+    ),
     by: str | None = typer.Option(None, "--by", help=BY_HELP),
 ) -> None:
     """Acknowledge a conflict whose cause you found and know: signed with your operator key; `verify` then shows it, not fails."""
@@ -74,21 +80,21 @@ def ack(
 
     async def go(log: PostgresAuditLog) -> tuple[ConflictState, bool]:
         try:
-            return await acknowledge_conflict(log, key, conflict, reason, operators, prefix=kit.topic_prefix, at=datetime.now(UTC))
+            return await acknowledge_conflict(
+                log, key, conflict, reason, operators, prefix=kit.topic_prefix, at=datetime.now(UTC), where=where
+            )
         except (LookupError, ValueError) as exc:
             raise ConnectionError(str(exc)) from None  # one line, exit 1: nothing was written
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConnectionError(f"this login may not acknowledge ({exc}): run it as the operator (the schema owner's member)") from None
 
     state, written = run(with_audit_log(go))
-    where = f"{state.topic}[{state.partition}] offset {state.offset}"
+    what = f"{'forged conflict row' if state.forged else 'conflict'} {state.conflict_id} ({escape(state.at)})"
     if not written:
         console.print(
-            f"conflict {state.conflict_id} ({escape(where)}) is already acknowledged by {escape(str(state.acknowledged_by))} "
+            f"{what} is already acknowledged by {escape(str(state.acknowledged_by))} "
             f"at {state.acknowledged_at:%Y-%m-%d %H:%M:%S}: {escape(str(state.reason))}"
         )
         return
-    console.print(
-        f"conflict {state.conflict_id} ({escape(where)}) acknowledged by {escape(str(state.acknowledged_by))}, signed with key {key.key_id}"
-    )
+    console.print(f"{what} acknowledged by {escape(str(state.acknowledged_by))}, signed with key {key.key_id}")
     err_console.print("the conflict stays recorded: `tidegate audit verify` shows it as acknowledged, and a new one still fails it")

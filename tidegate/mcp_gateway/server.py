@@ -10,9 +10,10 @@ with the action id to retry under. A call no service could read (too large, nest
 U+0000), whose args the tool's schema refuses (`invalid_args`, as the policy would deny them), or a malformed
 action id or session in `_meta` is refused at once (`invalid_request`), nothing proposed. A tool the gateway does
 not serve is the protocol's error (-32602, invalid params), as the MCP spec has it for an unknown tool.
-Each MCP session proposes under a task of its own (`sessions`). A call made again without an action id after
-its caller was cut off unanswered (the gateway restarted, the call was cancelled), or while the same call of its
-session waits for a human, follows the first proposal (`tasks.ActionTasks`).
+Each MCP session proposes under a task of its own (`sessions`); a `_meta` session named inside a transport session
+(stdio, `Mcp-Session-Id`) is refused (`invalid_request`, reason `session_in_session`), nothing proposed. A call made
+again without an action id after its caller was cut off unanswered (the gateway restarted, the call was cancelled),
+or while the same call of its session waits for a human, follows the first proposal (`tasks.ActionTasks`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from tidegate.mcp_gateway.answers import (
     said,
     waiting,
 )
-from tidegate.mcp_gateway.sessions import SESSION_META, session_of, task_of
+from tidegate.mcp_gateway.sessions import SESSION_META, SessionInSession, session_of, task_of
 from tidegate.mcp_gateway.settings import GatewaySettings
 from tidegate.mcp_gateway.status import MAX_ACTION_ID, STATUS_SCHEMA, id_problem, status
 from tidegate.mcp_gateway.tasks import ActionTasks, MemoryActionTasks
@@ -97,7 +98,11 @@ def build_server(
             return refused_call(exc)
         if problems := specs.arg_errors(params.name, arguments):  # what the policy would deny `invalid_args`: not proposed
             return invalid_args(params.name, problems)
-        task = task_of(session_of(ctx, meta), client.settings, client.task_id)
+        try:
+            session = session_of(ctx, meta)
+        except SessionInSession as exc:  # a transport session is one task: a _meta session does not leave it
+            return invalid(str(exc), f"_meta {SESSION_META}", reason="session_in_session")
+        task = task_of(session, client.settings, client.task_id)
         call = action_digest(client.settings.tenant, params.name, arguments)
         # Named here, so a call without an answer can say what to poll. The same call is followed, not proposed again, while
         # its session still waits on it or was not told how it ended, or when its caller was cut off unanswered.

@@ -77,6 +77,15 @@ async def test_one_sessions_failed_calls_do_not_escalate_another_sessions_writes
 
             held = await wait_for(escalated, timeout=60, interval=0.2, what="session 1's write to escalate")
             assert held["reasons"] == ["repeated_tool_errors"]
+            # Finding F5: naming a fresh `_meta` session inside the Mcp-Session-Id session left its task (what it read, how
+            # its calls ended) and the write ran. A transport session is one task: refused, nothing proposed.
+            escape = await first.call_tool(
+                "notes_add_note", {"customer": "cus_1009", "text": "escape"}, meta={SESSION_META: "a-fresh-session"}
+            )
+            assert escape.is_error, escape.content
+            assert (escape.structured_content["outcome"], escape.structured_content["reason"]) == ("invalid_request", "session_in_session")
+            still = await first.call_tool("notes_add_note", {"customer": "cus_1009", "text": "still held"})
+            assert (still.structured_content["outcome"], still.structured_content["reasons"]) == ("pending", ["repeated_tool_errors"])
 
         async with session(url) as second:  # another MCP session (its own Mcp-Session-Id) of the same gateway
             added = await second.call_tool("notes_add_note", {"customer": "cus_1002", "text": "another session"})
@@ -86,6 +95,7 @@ async def test_one_sessions_failed_calls_do_not_escalate_another_sessions_writes
     assert added.structured_content["customer"] == "cus_1002"
     assert not named.is_error, named.content
     assert {"cus_1002", "cus_1003"} <= {n["customer"] for n in notes(tmp_path)}
+    assert "cus_1009" not in {n["customer"] for n in notes(tmp_path)}
 
 
 async def test_a_pending_call_repeated_over_stdio_follows_the_first_and_runs_once(
@@ -103,6 +113,10 @@ async def test_a_pending_call_repeated_over_stdio_follows_the_first_and_runs_onc
             ask = {"action_id": first.structured_content["action_id"]}
             polled = await agent.call_tool(STATUS_TOOL, ask)
             again = await agent.call_tool("notes_add_note", call)  # no _meta: the model repeats itself
+            elsewhere = await agent.call_tool("notes_add_note", call, meta={SESSION_META: "another-task"})  # the connection is one
+            assert elsewhere.is_error, elsewhere.content
+            assert elsewhere.structured_content["reason"] == "session_in_session"
+            assert "this stdio connection is one task" in elsewhere.content[0].text  # type: ignore[union-attr]
             for answer in (polled, again):
                 assert answer.structured_content["outcome"] == "pending", answer.content
                 assert answer.structured_content["action_id"] == ask["action_id"]

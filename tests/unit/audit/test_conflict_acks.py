@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from servicekit import Authority, Keyring, KitSettings, SigningKey, deployment_authority, operator_key, service_key
 from servicekit.signing import retire
-from services.audit.acknowledgements import Acknowledgement, ack_message, acknowledge, refusal
+from services.audit.acknowledgements import Acknowledgement, ack_message, acknowledge, conflict_id, refusal
 from services.audit.chain import RecordedConflict
 from services.audit.conflicts import acknowledge_conflict, list_conflicts
 from services.audit.handlers import Recorder
@@ -283,3 +283,100 @@ def test_an_acknowledgement_signed_by_another_operator_under_this_ones_name_does
 def test_the_conflicts_metric_says_an_acknowledged_conflicts_redelivery_is_not_counted_again() -> None:
     [help_text] = [m.documentation for m in REGISTRY.collect() if m.name == "tidegate_audit_conflicts"]
     assert "a redelivery of a conflict an operator acknowledged is not counted again" in help_text
+
+
+def decoy(log: InMemoryAuditLog, genuine: RecordedConflict, offset: int, *, forged: bool) -> RecordedConflict:
+    """What the audit's login can insert: a conflict row carrying `genuine`'s digest at another offset.
+
+    A copy of the genuine row's record (consistent: its digest is its record's), or a record of its own (`forged`: the
+    digest is not its record's, as `PgConflicts` re-derives it when read).
+    """
+    row = dataclasses.replace(
+        genuine, kafka_offset=offset, logged_seq=None, differs=[], stored_sha256=hashlib.sha256(b"decoy").digest() if forged else None
+    )
+    log.stored_conflicts[(row.topic, row.partition, offset, row.record_sha256)] = row
+    return row
+
+
+async def test_a_decoy_carrying_a_conflicts_digest_cannot_block_its_acknowledgement(make: Any, kit: KitSettings) -> None:
+    """Finding F4: the id (even all 64 hex digits) named the genuine conflict and the decoy, so `ack` refused both for good."""
+    log, conflict = await conflicted(make)
+    decoy(log, conflict, 999_999, forged=False)
+    operators = deployment_authority(kit)
+    for ident in (conflict.record_sha256.hex()[:16], conflict.record_sha256.hex()):
+        with pytest.raises(LookupError, match="names 2 conflicts; pick one") as refused:
+            await acknowledge_conflict(log, operator_key(kit), ident, "INC-44", operators, at=AT)
+        assert f"ack --at {TOPIC}[0]@1" in str(refused.value)
+        assert f"ack --at {TOPIC}[0]@999999" in str(refused.value)
+    assert log.stored_acks == []
+
+    state, written = await acknowledge_conflict(
+        log, operator_key(kit), conflict.record_sha256.hex()[:16], "INC-44", operators, at=AT, where=f"{TOPIC}[0]@1"
+    )
+    assert (written, state.offset, state.at, state.acknowledged_by) == (True, 1, f"{TOPIC}[0]@1", kit.operator)
+    report = await verify(log, kit)
+    [shown] = report.acknowledged
+    assert (shown.offset, shown.forged) == (1, False)
+    [brk] = report.breaks  # the decoy is a conflict of its own, still open
+    assert brk.offset == 999_999
+
+    # The acknowledgement signs the position: moved to the decoy (a login that may write acks, stolen), it does not count.
+    log.stored_acks.append(dataclasses.replace(log.stored_acks[0], kafka_offset=999_999, logged_seq=None, differs=()))
+    [brk] = (await verify(log, kit)).breaks
+    assert brk.offset == 999_999
+    assert "does not verify: forged, or changed after it was signed" in brk.problem
+
+    # By position alone (the topic as listed, or without the deployment's prefix), the decoy is acknowledged too.
+    state, written = await acknowledge_conflict(log, operator_key(kit), None, "INC-44: the decoy", operators, prefix="tidegate.", at=AT,
+                                                where="actions.results[0]@999999")  # fmt: skip
+    assert (written, state.offset) == (True, 999_999)
+    assert (await verify(log, kit)).ok
+
+
+async def test_a_conflict_row_whose_digest_is_not_its_records_is_shown_as_forged_and_acknowledged_by_position(
+    make: Any, kit: KitSettings
+) -> None:
+    log, conflict = await conflicted(make)
+    forged = decoy(log, conflict, 999_999, forged=True)
+    operators = deployment_authority(kit)
+    states = {s.offset: s for s in await list_conflicts(log, operators, "tidegate.")}
+    assert (states[1].forged, states[999_999].forged) == (False, True)
+    assert states[999_999].problem.startswith("forged conflict row: its record_sha256")
+    assert f"tidegate audit conflicts ack --at {TOPIC}[0]@999999" in states[999_999].problem
+    assert not states[1].problem.startswith("forged")
+    report = await verify(log, kit)
+    forged_break = next(b for b in report.breaks if b.offset == 999_999)
+    assert "forged conflict row" in forged_break.problem
+    assert "the audit service did not write it" in forged_break.problem
+    with pytest.raises(LookupError, match=r"\(forged conflict row\): ack --at"):
+        await acknowledge_conflict(log, operator_key(kit), conflict_id(forged), "x", operators, at=AT)
+
+    for where in (f"{TOPIC}[0]@1", f"{TOPIC}[0]@999999"):
+        await acknowledge_conflict(log, operator_key(kit), None, "INC-45", operators, at=AT, where=where)
+    report = await verify(log, kit)
+    assert report.ok, [b.describe() for b in report.breaks]
+    assert {(a.offset, a.forged) for a in report.acknowledged} == {(1, False), (999_999, True)}
+    assert "forged conflict row" in next(a for a in report.acknowledged if a.forged).describe()
+
+
+async def test_a_position_names_one_conflict_or_says_why_not(make: Any, kit: KitSettings) -> None:
+    log, conflict = await conflicted(make)
+    operators = deployment_authority(kit)
+    with pytest.raises(LookupError, match="name the conflict"):
+        await acknowledge_conflict(log, operator_key(kit), None, "x", operators, at=AT)
+    for bad in ("actions.results@1", "actions.results[0]", "a b[0]@1", "actions.results[-1]@1"):
+        with pytest.raises(LookupError, match="is not a position"):
+            await acknowledge_conflict(log, operator_key(kit), None, "x", operators, at=AT, where=bad)
+    with pytest.raises(LookupError, match="no conflict"):
+        await acknowledge_conflict(log, operator_key(kit), None, "x", operators, at=AT, where=f"{TOPIC}[0]@2")
+    with pytest.raises(LookupError, match="no conflict"):  # the id and the position must name the same conflict
+        await acknowledge_conflict(log, operator_key(kit), "0" * 16, "x", operators, at=AT, where=f"{TOPIC}[0]@1")
+    # Two conflict rows at one position (the genuine record and another the login inserted there): the id picks, as told.
+    other = dataclasses.replace(conflict, record_sha256=hashlib.sha256(b"other").digest())
+    log.stored_conflicts[(TOPIC, 0, 1, other.record_sha256)] = other
+    with pytest.raises(LookupError, match="names 2 conflicts") as refused:
+        await acknowledge_conflict(log, operator_key(kit), None, "x", operators, at=AT, where=f"{TOPIC}[0]@1")
+    assert f"ack {conflict.record_sha256.hex()} --at {TOPIC}[0]@1" in str(refused.value)
+    full = conflict.record_sha256.hex()
+    state, _ = await acknowledge_conflict(log, operator_key(kit), full, "x", operators, at=AT, where=f"{TOPIC}[0]@1")
+    assert state.record_sha256 == conflict.record_sha256.hex()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,19 @@ async def serve_http(server: Any) -> tuple[str, uvicorn.Server, asyncio.Task[Non
     return f"http://127.0.0.1:{port}/mcp", uv, serving
 
 
-async def tags_over_http(url: str, mode: str, tickets: list[str], meta: dict[str, Any] | None = None) -> None:
-    """One MCP client (one session, where the protocol era has them) tagging `tickets`."""
+@asynccontextmanager
+async def agent_over_http(url: str, mode: str) -> AsyncIterator[mcp.Client]:
+    """One MCP client over streamable HTTP: one session (`Mcp-Session-Id`) in `legacy` mode, none in `auto` (2026-07-28)."""
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
         mcp.Client(streamable_http_client(url, http_client=http), mode=mode) as agent,  # type: ignore[arg-type]
     ):
+        yield agent
+
+
+async def tags_over_http(url: str, mode: str, tickets: list[str], meta: dict[str, Any] | None = None) -> None:
+    """One MCP client (one session, where the protocol era has them) tagging `tickets`."""
+    async with agent_over_http(url, mode) as agent:
         for ticket in tickets:
             answer = await agent.call_tool("tag_ticket", {"ticket_id": ticket}, meta=meta)
             assert answer.structured_content == {"tagged": ticket}, answer.content
@@ -105,9 +113,15 @@ async def test_a_named_session_is_the_same_task_after_a_restart_and_a_bad_name_i
     settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
     async with ScriptedTidegate(bus, rule, tools=TOOLS) as scripted:
         for ticket in ("R-1", "R-2"):
-            async with gateway(GatewaySettings(), settings, CATALOG, transport=bus) as server, mcp.Client(server) as agent:
-                await agent.call_tool("tag_ticket", {"ticket_id": ticket}, meta={SESSION_META: "conversation-r"})
-                refused = await agent.call_tool("tag_ticket", {"ticket_id": "X"}, meta={SESSION_META: "  "})
+            async with gateway(GatewaySettings(), settings, CATALOG, transport=bus) as server:
+                url, uv, serving = await serve_http(server)
+                try:
+                    await tags_over_http(url, "auto", [ticket], meta={SESSION_META: "conversation-r"})
+                    async with agent_over_http(url, "auto") as agent:
+                        refused = await agent.call_tool("tag_ticket", {"ticket_id": "X"}, meta={SESSION_META: "  "})
+                finally:
+                    uv.should_exit = True
+                    await serving
                 assert refused.is_error
                 assert refused.structured_content["field"] == f"_meta {SESSION_META}"
     task = tasks_of(scripted)
@@ -115,17 +129,62 @@ async def test_a_named_session_is_the_same_task_after_a_restart_and_a_bad_name_i
     assert "X" not in task
 
 
+async def test_a_meta_session_inside_an_mcp_session_is_refused_and_the_session_stays_one_task(
+    governance: tuple[ScriptedTidegate, Tidegate],
+) -> None:
+    """Finding F5: a client left its Mcp-Session-Id session's task (what it read: its taint) by naming a fresh `_meta` session."""
+    scripted, client = governance
+    url, uv, serving = await serve_http(build_server(client, CATALOG, GatewaySettings()))
+    try:
+        async with agent_over_http(url, "legacy") as agent:
+            await agent.call_tool("tag_ticket", {"ticket_id": "S-1"})
+            escape = await agent.call_tool("tag_ticket", {"ticket_id": "S-escape"}, meta={SESSION_META: "a-fresh-one"})
+            await agent.call_tool("tag_ticket", {"ticket_id": "S-2"})
+    finally:
+        uv.should_exit = True
+        await serving
+    assert escape.is_error
+    assert escape.structured_content == {"outcome": "invalid_request", "field": f"_meta {SESSION_META}", "reason": "session_in_session"}
+    assert "Mcp-Session-Id" in text_of(escape)
+    assert "nothing was proposed" in text_of(escape)
+    task = tasks_of(scripted)
+    assert "S-escape" not in task
+    assert task["S-1"] == task["S-2"] != client.task_id
+
+
+async def test_a_meta_session_on_a_stdio_connection_is_refused_and_the_connection_stays_one_task(
+    governance: tuple[ScriptedTidegate, Tidegate],
+) -> None:
+    """A connection (stdio; the SDK's in-memory one alike) is the gateway's one task: a `_meta` session does not leave it."""
+    scripted, client = governance
+    async with mcp.Client(build_server(client, CATALOG, GatewaySettings())) as agent:  # 2026-07-28 on a connection
+        await agent.call_tool("tag_ticket", {"ticket_id": "C-1"})
+        escape = await agent.call_tool("tag_ticket", {"ticket_id": "C-escape"}, meta={SESSION_META: "a-fresh-one"})
+        await agent.call_tool("tag_ticket", {"ticket_id": "C-2"})
+    assert escape.is_error
+    assert (escape.structured_content["field"], escape.structured_content["reason"]) == (f"_meta {SESSION_META}", "session_in_session")
+    assert "this stdio connection is one task" in text_of(escape)
+    task = tasks_of(scripted)
+    assert "C-escape" not in task
+    assert task["C-1"] == task["C-2"] == client.task_id
+
+
 async def test_a_call_repeated_while_a_human_decides_follows_the_first_in_its_session_only(
     governance: tuple[ScriptedTidegate, Tidegate],
 ) -> None:
     """The model repeats a pending refund: the same action and approval, one proposal; another session's same call is its own."""
     scripted, client = governance
-    server = build_server(client, CATALOG, GatewaySettings(on_escalation="pending"))
-    async with mcp.Client(server) as agent:
-        first = await agent.call_tool("issue_refund", REFUND)
-        polled = await agent.call_tool(STATUS_TOOL, {"action_id": first.structured_content["action_id"]})
-        again = await agent.call_tool("issue_refund", REFUND)  # no _meta: a model that repeats itself
-        other = await agent.call_tool("issue_refund", REFUND, meta={SESSION_META: "another-conversation"})
+    url, uv, serving = await serve_http(build_server(client, CATALOG, GatewaySettings(on_escalation="pending")))
+    try:
+        async with agent_over_http(url, "legacy") as agent:
+            first = await agent.call_tool("issue_refund", REFUND)
+            polled = await agent.call_tool(STATUS_TOOL, {"action_id": first.structured_content["action_id"]})
+            again = await agent.call_tool("issue_refund", REFUND)  # no _meta: a model that repeats itself
+        async with agent_over_http(url, "legacy") as another:  # another MCP session of the same gateway
+            other = await another.call_tool("issue_refund", REFUND)
+    finally:
+        uv.should_exit = True
+        await serving
     assert first.structured_content["outcome"] == again.structured_content["outcome"] == "pending"
     for answer in (polled, again):
         assert answer.structured_content["action_id"] == first.structured_content["action_id"]
