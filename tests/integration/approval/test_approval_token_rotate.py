@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from servicekit import KitSettings
 from services.approval import auth
-from tidegate.commands import approvals
+from tidegate.commands import _approvals_tokens, approvals
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ TOKEN = re.compile(r"^tga_\S+$", re.MULTILINE)
 
 @pytest.fixture(autouse=True)
 def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))  # one line a line, whatever the width
+    monkeypatch.setattr(_approvals_tokens, "console", Console(width=1000, emoji=False))  # one line a line, whatever the width
 
 
 def env_of(kit: KitSettings) -> dict[str, str]:
@@ -128,7 +128,7 @@ async def test_all_rotates_every_live_signed_token_of_one_tenant_once_confirmed(
     assert "give --yes to rotate these 2 tokens" in scripted.output
     assert "ann@acme.example" in scripted.output
     assert "sam@acme.example" in scripted.output
-    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    monkeypatch.setattr(_approvals_tokens, "interactive", lambda: True)
     declined = await rotate(kit, "--all", "--tenant", h.tenant, stdin="n\n", code=1)
     assert "nothing rotated" in declined.output
     assert [await works(h, http, t) for t in (ann, sam, globex)] == [True, True, True]

@@ -19,7 +19,7 @@ from approval_harness import ApprovalHarness, StartApproval
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from tidegate.commands import approvals
+from tidegate.commands import _approvals_queue, approvals
 
 GROUPS = """
 default:
@@ -44,7 +44,7 @@ async def test_a_vote_from_before_approvals_were_signed_is_shown_not_counted_and
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))  # one line a line, whatever the width
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=1000, emoji=False))  # one line a line, whatever the width
     caplog.set_level(logging.WARNING, logger="servicekit.row_proofs")
     groups = tmp_path / "groups.yaml"
     groups.write_text(GROUPS)

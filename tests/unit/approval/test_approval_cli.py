@@ -8,7 +8,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tidegate.commands import approvals
+from tidegate.commands import _approvals_queue, approvals
 
 ITEM = {
     "approval_id": "ap-1",
@@ -56,8 +56,8 @@ def runner() -> CliRunner:
 
 def test_approve_binds_to_the_digest_it_showed(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     api = FakeApi([(200, ITEM), (200, ITEM | {"status": "granted", "approvers": ["bob@acme.example"]})])
-    monkeypatch.setattr(approvals.httpx, "request", api)
-    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    monkeypatch.setattr(httpx, "request", api)
+    monkeypatch.setattr(_approvals_queue, "interactive", lambda: True)
     args = ["approve", "ap-1", "-m", "ok", "--token", "tga_x", "--url", "http://approvals.test"]
     result = runner.invoke(approvals.app, args, input="y\n")
     assert result.exit_code == 0, result.output
@@ -80,7 +80,7 @@ def test_approve_binds_to_the_digest_it_showed(monkeypatch: pytest.MonkeyPatch, 
 )
 def test_refusals_are_explained_in_words(monkeypatch: pytest.MonkeyPatch, runner: CliRunner, status: int, code: str, words: str) -> None:
     api = FakeApi([(status, {"detail": {"code": code, "message": "because"}})])
-    monkeypatch.setattr(approvals.httpx, "request", api)
+    monkeypatch.setattr(httpx, "request", api)
     result = runner.invoke(approvals.app, ["reject", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 1
     assert words in " ".join(result.output.split())
@@ -106,7 +106,7 @@ def test_show_prints_untrusted_text_verbatim_not_as_markup(monkeypatch: pytest.M
         "can_decide": False,
         "cannot_decide_because": "needs a member of ['finance']",
     }
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, item)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, item)]))
     result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert '"[red]pay now[/red]"' in result.output
@@ -133,12 +133,12 @@ def test_approve_without_a_digest_never_approves_a_call_nobody_confirmed(monkeyp
     an approval binds to what a person saw, so without --digest the CLI shows the call and waits for a yes."""
     changed = ITEM | {"args": {"payee_id": "cus_ATTACKER", "amount_usd": 9000.0}, "action_digest": "e" * 64}
     api = FakeApi([(200, changed), (200, changed)])
-    monkeypatch.setattr(approvals.httpx, "request", api)
+    monkeypatch.setattr(httpx, "request", api)
     scripted = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"])  # not a terminal: nobody to confirm
     assert scripted.exit_code == 1
     assert "cus_ATTACKER" in scripted.output
     assert f"give --digest {'e' * 64}" in " ".join(scripted.output.split())
-    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    monkeypatch.setattr(_approvals_queue, "interactive", lambda: True)
     declined = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"], input="n\n")
     assert declined.exit_code == 1
     assert [c["method"] for c in api.calls] == ["GET", "GET"]  # nothing was posted
@@ -147,7 +147,7 @@ def test_approve_without_a_digest_never_approves_a_call_nobody_confirmed(monkeyp
 def test_an_approval_id_reaches_its_own_route_only(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     """A pasted id from a spoofed chat message must not turn `approve` into a call to another route (a token rotation)."""
     api = FakeApi([])
-    monkeypatch.setattr(approvals.httpx, "request", api)
+    monkeypatch.setattr(httpx, "request", api)
     for command in (["approve", "../tokens/rotate?x=", "--digest", "x"], ["show", "../me"], ["reject", "ap-1/../../me"]):
         result = runner.invoke(approvals.app, [*command, "--token", "tga_x"])
         assert result.exit_code == 1, command

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.unit.approval.test_approval_cli import ITEM, FakeApi
-from tidegate.commands import approvals
+from tidegate.commands import _approvals_queue, approvals
 
 NOT_COUNTED = {"approver": "bob@acme.example\napprovals: 2/2 [bold]x[/]", "why": "unsigned [/]", "fix": "bob approves again"}
 ITEM2 = ITEM | {"required_approvals": 2, "approvers": [], "not_counted": [NOT_COUNTED]}
@@ -15,7 +16,7 @@ ITEM2 = ITEM | {"required_approvals": 2, "approvers": [], "not_counted": [NOT_CO
 
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=1000, emoji=False))
     return CliRunner()
 
 
@@ -23,7 +24,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 def test_a_vote_not_counted_is_said_apart_on_one_line_whatever_its_row_holds(
     monkeypatch: pytest.MonkeyPatch, runner: CliRunner, command: list[str]
 ) -> None:
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, [ITEM2] if command == ["list"] else ITEM2)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [ITEM2] if command == ["list"] else ITEM2)]))
     result = runner.invoke(approvals.app, [*command, "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     [line] = [x for x in result.output.splitlines() if "not counted:" in x]
@@ -33,7 +34,7 @@ def test_a_vote_not_counted_is_said_apart_on_one_line_whatever_its_row_holds(
 
 
 def test_an_older_service_without_the_field_shows_as_before(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, [ITEM])]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [ITEM])]))
     result = runner.invoke(approvals.app, ["list", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert "0/1 approvals" in result.output

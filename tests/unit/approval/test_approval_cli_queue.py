@@ -3,12 +3,13 @@ requests told apart by their summary, ids pasted with whitespace, and no pointle
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.unit.approval.test_approval_cli import ITEM, FakeApi
-from tidegate.commands import approvals
+from tidegate.commands import _approvals_queue, approvals
 
 LONG_ID = "ap-b41f0c9e2d7a4b55"
 SUMMARY = {
@@ -23,7 +24,7 @@ SUMMARY = {
 @pytest.fixture
 def narrow(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """The CLI as in an 80-column terminal, or a pipe."""
-    monkeypatch.setattr(approvals, "console", Console(width=80, emoji=False))
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=80, emoji=False))
     return CliRunner()
 
 
@@ -32,7 +33,7 @@ def test_the_list_never_cuts_an_id_at_80_columns(monkeypatch: pytest.MonkeyPatch
         ITEM | {"approval_id": LONG_ID, "summary": SUMMARY, "expires_at": "2026-12-05T05:40:58.975082+00:00"},
         ITEM | {"approval_id": "ap-" + "c" * 16, "summary": SUMMARY | {"subject": "450.00 USD · to cus_1007 · order_id O-5007"}},
     ]
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, items)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, items)]))
     result = narrow.invoke(approvals.app, ["list", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert max(len(line) for line in result.output.splitlines()) <= 80
@@ -46,9 +47,9 @@ def test_the_list_never_cuts_an_id_at_80_columns(monkeypatch: pytest.MonkeyPatch
 def test_show_says_what_is_decided_what_approving_does_and_what_a_decision_costs(
     monkeypatch: pytest.MonkeyPatch, narrow: CliRunner
 ) -> None:
-    monkeypatch.setattr(approvals, "console", Console(width=1000, emoji=False))
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=1000, emoji=False))
     item = ITEM | {"summary": SUMMARY, "cost": {"spent_usd": 0.0, "reserved_usd": 0.0}, "context": []}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, item)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, item)]))
     result = narrow.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -60,7 +61,7 @@ def test_show_says_what_is_decided_what_approving_does_and_what_a_decision_costs
 
 def test_an_id_pasted_with_whitespace_is_stripped(monkeypatch: pytest.MonkeyPatch, narrow: CliRunner) -> None:
     api = FakeApi([(200, ITEM | {"approval_id": LONG_ID})])
-    monkeypatch.setattr(approvals.httpx, "request", api)
+    monkeypatch.setattr(httpx, "request", api)
     result = narrow.invoke(approvals.app, ["show", f" {LONG_ID} ", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert api.calls[0]["url"].endswith(f"/api/v1/approvals/{LONG_ID}")
@@ -69,7 +70,7 @@ def test_an_id_pasted_with_whitespace_is_stripped(monkeypatch: pytest.MonkeyPatc
 def test_approving_a_settled_request_says_so_instead_of_asking_for_a_digest(monkeypatch: pytest.MonkeyPatch, narrow: CliRunner) -> None:
     expired = ITEM | {"status": "expired", "can_decide": False, "cannot_decide_because": "expired at 2026-12-05T05:38:23+00:00"}
     api = FakeApi([(200, expired)])
-    monkeypatch.setattr(approvals.httpx, "request", api)
+    monkeypatch.setattr(httpx, "request", api)
     result = narrow.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 1
     flat = " ".join(result.output.split())

@@ -9,12 +9,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from tests.unit.approval.test_approval_cli import ITEM, FakeApi
-from tidegate.commands import approvals, clients
+from tidegate.commands import _approvals_queue, approvals, clients
 from tidegate.commands._common import SHOWN_MAX, console, shown
 
 CRASHES = "t9 [/]\nx"
@@ -25,7 +26,7 @@ FAKE_ARGS = '\ntool issue_refund\nargs: {"amount_usd": 70.0}'
 def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """A runner whose console is wide: a line is one line of output, never wrapped at 80 columns."""
     wide = Console(width=1000, emoji=False)
-    for module in (approvals, clients):
+    for module in (_approvals_queue, clients):
         monkeypatch.setattr(module, "console", wide)
     return CliRunner()
 
@@ -36,7 +37,7 @@ def _lines(output: str, start: str) -> list[str]:
 
 def test_a_task_id_with_markup_and_a_line_break_shows_on_one_line(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     item = ITEM | {"task_id": CRASHES, "requested_by": "[bold]eve[/]", "tool": "issue_refund[/]"}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, item)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, item)]))
     result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert "ap-1  approval  pending  acme  task t9 [/]\\nx" in result.output.splitlines()
@@ -47,8 +48,8 @@ def test_a_task_id_with_markup_and_a_line_break_shows_on_one_line(monkeypatch: p
 def test_a_task_id_cannot_fake_the_args_above_the_call_to_approve(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     item = ITEM | {"task_id": FAKE_ARGS, "args": {"amount_usd": 7000.0}}
     api = FakeApi([(200, item), (200, item | {"status": "granted"})])
-    monkeypatch.setattr(approvals.httpx, "request", api)
-    monkeypatch.setattr(approvals, "_interactive", lambda: True)
+    monkeypatch.setattr(httpx, "request", api)
+    monkeypatch.setattr(_approvals_queue, "interactive", lambda: True)
     result = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x"], input="y\n")
     assert result.exit_code == 0, result.output
     assert _lines(result.output, "args:") == ['args: {"amount_usd": 7000.0}']
@@ -58,14 +59,14 @@ def test_a_task_id_cannot_fake_the_args_above_the_call_to_approve(monkeypatch: p
 
 def test_the_queue_and_the_context_show_proposer_text_as_it_is(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     item = ITEM | {"tool": "refund [/]", "reasons": [{"code": "x[/]", "policy_id": "p", "message": "m"}], "can_decide": True}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, [item])]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [item])]))
     listed = runner.invoke(approvals.app, ["list", "--token", "tga_x"])
     assert listed.exit_code == 0, listed.output
     assert "refund [/]" in listed.output
     assert "x[/]" in listed.output
     context = {"at": "2026-11-24T10:00:00+00:00", "type": "tidegate.action.decided", "action_id": "a\n[/]", "tool": "t\u202eb"}
     shown_item = ITEM | {"cost": {"spent_usd": 1.0, "reserved_usd": 0.0}, "context": [context | {"outcome": "allow", "cost_usd": 0.5}]}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, shown_item)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, shown_item)]))
     result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
     assert result.exit_code == 0, result.output
     assert "action.decided  a\\n[/]  t\\u202eb  allow  $0.5000" in result.output
@@ -73,12 +74,12 @@ def test_the_queue_and_the_context_show_proposer_text_as_it_is(monkeypatch: pyte
 
 def test_the_outcome_and_a_refusal_are_one_line(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     done = ITEM | {"status": "granted", "resolution": "paid [/]\nrefund approved"}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(200, done)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, done)]))
     result = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x", "--digest", "d" * 64])
     assert result.exit_code == 0, result.output
     assert "ap-1: granted (paid [/]\\nrefund approved)" in result.output
     refusal = {"detail": {"code": "four_eyes", "message": "eve\napproved: yes\nrequested this task"}}
-    monkeypatch.setattr(approvals.httpx, "request", FakeApi([(403, refusal)]))
+    monkeypatch.setattr(httpx, "request", FakeApi([(403, refusal)]))
     refused = runner.invoke(approvals.app, ["reject", "ap-1", "--token", "tga_x"])
     assert refused.exit_code == 1
     assert "eve\\napproved: yes\\nrequested this task" in refused.output

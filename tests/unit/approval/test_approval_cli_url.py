@@ -20,7 +20,7 @@ def _called(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, list[str]
         urls.append(url)
         return httpx.Response(200, json=[], request=httpx.Request(method, url))
 
-    monkeypatch.setattr(approvals.httpx, "request", request)
+    monkeypatch.setattr(httpx, "request", request)
     monkeypatch.setenv("TIDEGATE_APPROVER_TOKEN", "tok")
     result = CliRunner().invoke(approvals.app, list(args))
     return result.exit_code, urls, result.output

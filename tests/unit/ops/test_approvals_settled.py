@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import tidegate.commands.approvals as approvals_cli
+import tidegate.commands._approvals_queue as approvals_cli
 from tidegate.cli import app
 
 RESOLVED = {
@@ -28,7 +28,7 @@ PENDING = RESOLVED | {
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, answer: Any, *args: str) -> str:
-    monkeypatch.setattr(approvals_cli, "_call", lambda *a, **kw: answer)
+    monkeypatch.setattr(approvals_cli, "call", lambda *a, **kw: answer)
     result = CliRunner().invoke(app, ["approvals", *args, "--token", "t", "--url", "http://127.0.0.1:1"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())

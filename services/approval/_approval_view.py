@@ -1,0 +1,194 @@
+"""A request as an approver sees it: the response models of the API, and the view of a record for one caller."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.approval import domain
+from services.approval._outcome import outcome_of
+from services.approval._summary import decision_summary
+from services.approval._view_args import key_args
+from services.approval._votes_counted import NotCounted, votes_counted
+from services.approval.domain import ApprovalRecord, Refusal, Vote
+from services.approval.service import LINK_USED, ApprovalService, Session
+
+__all__ = ["ApprovalDetail", "ApprovalView", "is_overdue", "view"]
+
+
+class ReasonView(BaseModel):
+    """One reason behind the escalation."""
+
+    code: str
+    policy_id: str
+    message: str
+
+
+class RecordSeen(BaseModel):
+    """The system-of-record entry the call acts on, and what a trusted read of it said earlier in the task."""
+
+    arg: str | None = Field(description="The arg that names it (the catalog's `facts.record`).")
+    id: str
+    read: dict[str, Any] | None = Field(description="`amount_usd`, `currency`, `source` of the read; null: the task never read it.")
+
+
+class UntrustedArg(BaseModel):
+    """An arg whose value came from content outside the tenant (a ticket, an email), as the policy found it."""
+
+    arg: str
+    why: str
+
+
+class DecisionSummary(BaseModel):
+    """What a person needs to decide: the request at a glance, the money, the record, what approving does, what deciding costs."""
+
+    subject: str = Field(
+        description="One line that tells requests apart in a queue: amount, payee, record, the other key args (cut with …, one line).",
+        examples=["899.00 USD · to cus_1002 · charge_id ch_O5002"],
+    )
+    amount_usd: float | None = Field(description="The amount the call moves (the policy's fact, else the catalog's amount arg).")
+    payee: str | None = Field(description="Who receives it (the catalog's payee arg).")
+    payee_is_new: bool | None = Field(description="The tenant never paid this payee before (the policy's fact).")
+    record: RecordSeen | None
+    tool_does: str | None = Field(description="What the tool does, from the catalog (trusted text, not the agent's).")
+    on_approve: str = Field(description="What happens when the request is approved.")
+    untrusted_args: list[UntrustedArg] = Field(description="Args whose values came from untrusted content: check them.")
+    proposer: str | None = Field(description="Who proposed the call (the planner's strategy or the outside agent).")
+    rationale: str = Field(
+        default="", description="Why the agent proposed it, as the agent wrote it: untrusted text (it may carry an injected instruction)."
+    )
+    human_review_usd: float = Field(
+        description="The price of one human decision, as `tidegate costs` and the planner price it (`servicekit.costs.ReviewPrice`: "
+        "`TIDEGATE_HUMAN_REVIEW_MINUTES` × `TIDEGATE_HUMAN_HOURLY_RATE_USD`)."
+    )
+
+
+class ApprovalView(BaseModel):
+    """A request as an approver sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    approval_id: str = Field(description="Id of the request.", examples=["ap-1f2e3d4c5b6a7980"])
+    kind: Literal["approval", "follow_up"] = Field(description="`approval`: an escalated call; `follow_up`: an unknown outcome to resolve.")
+    status: str = Field(
+        description="`pending`, `granted`, `rejected`, `expired` (also a pending one past its expiry, before the sweep closes it) "
+        "or `resolved` (follow-ups)."
+    )
+    tenant_id: str
+    task_id: str
+    action_id: str
+    tool: str
+    args: dict[str, Any] = Field(description="The exact call the request is about.")
+    action_digest: str = Field(description="SHA-256 of the call; send it back when deciding, so a changed call is refused.")
+    reasons: list[ReasonView]
+    facts: dict[str, Any] = Field(description="Facts policy computed (payee is new, amounts, taint…).")
+    risk: str
+    policy_version: str
+    requested_by: str | None = Field(description="Requester of the task; may not approve (four eyes).")
+    required_approvals: int = Field(description="Distinct approvals needed before the grant is published.")
+    estimated_cost_usd: float = Field(default=0.0, description="What the call itself is expected to cost (the tool's price), beside it.")
+    approvers: list[str] = Field(description="Who approved so far (or decided): of a pending request, the approvals the service counts.")
+    not_counted: list[NotCounted] = Field(
+        default_factory=list,
+        description="A pending request's approvals the service does not count (no valid signature of the service: given before "
+        "approvals were signed, or written into the database), each with why and what to do (the approver votes again).",
+    )
+    edited_args: dict[str, Any] | None
+    comment: str | None
+    review_reason: str | None = Field(default=None, description="Why the approver rejected or edited (the tenant's taxonomy).")
+    decided_by: str | None
+    decided_at: str | None
+    resolution: str | None = Field(description="Follow-ups: `confirmed_done` or `confirmed_not_done`.")
+    result_error: dict[str, Any] | None = Field(description="Follow-ups: the error the executor reported.")
+    created_at: str
+    expires_at: str
+    escalated: bool
+    can_decide: bool = Field(
+        description="Whether the caller may decide it now (approve or reject); false under a kill switch on the tool, "
+        "where approving would end in a final deny."
+    )
+    can_reject: bool = Field(
+        default=False,
+        description="Whether the caller may reject it now (also when approving is held: a kill switch, the caller's approval counted, "
+        "an operator and a request whose requester is unknown).",
+    )
+    cannot_decide_because: str | None = Field(description="Why not, in words.")
+    cannot_decide_code: str | None = Field(
+        default=None, description="Why not, as the code a vote would be refused with (`link_used`, `not_pending`, `four_eyes`…)."
+    )
+    key_args: list[str] = Field(
+        default_factory=list,
+        description="Args the tool's catalog facts name (amount, payee, recipients…), in that order: what to read first.",
+    )
+    killswitch: dict[str, Any] | None = Field(description="An active kill switch on this tool and tenant, if any.")
+    outcome: dict[str, Any] | None = Field(
+        default=None,
+        description="A granted request: what became of the call once its result arrived (`status`: `executed`, `failed`, `unknown`, "
+        "`expired_unused`: the authorization expired before the executor ran it and nothing was done, `refused`; with `reason`, "
+        "`message`, `attempts`, `at`); null while no result has arrived.",
+    )
+    summary: DecisionSummary = Field(description="What a person needs to decide it, at a glance (`subject`) and in full.")
+
+
+class ApprovalDetail(ApprovalView):
+    """A request with the task's context."""
+
+    context: list[dict[str, Any]] = Field(
+        description="The task's decisions and results this service has seen, oldest first; a decision with the args of its call."
+    )
+    cost: dict[str, Any] = Field(description="Cost so far: `spent_usd` (results), `reserved_usd` (allowed, no result yet), event counts.")
+    earlier: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Earlier grants of this same call in the task that could not be carried out (their authorization expired before "
+        "the executor ran it, so the agent proposed the call again): `approval_id`, `action_id`, `approvers`, `decided_at`, `why`.",
+    )
+
+
+def is_overdue(service: ApprovalService, record: ApprovalRecord) -> bool:
+    """Pending, but past its expiry: a vote is refused (`409 expired`) and the next sweep closes it."""
+    return record.is_pending and service.clock() >= record.expires_at
+
+
+async def view(service: ApprovalService, record: ApprovalRecord, session: Session) -> dict[str, Any]:
+    """A request as the caller sees it, with whether they may decide it now (approve or reject) and reject it now.
+
+    The access checks come first (as for a vote), then the state: settled (by whom, when), past its expiry,
+    the caller's one-time link spent (read from the store: whichever replica spent it). Then what holds an approve
+    only: the caller's approval already counts, or a kill switch is set on the tool, under which a grant ends in
+    the policy's final deny. Its approvals are those the service counts, as a vote does (`_votes_counted`), the others said apart.
+    """
+    who = session.approver
+    record, not_counted = votes_counted(service.seals.ballots if service.seals else None, record)
+    overdue = is_overdue(service, record)
+    state: Refusal | None = None
+    if not record.is_pending:
+        state = Refusal(code="not_pending", status=409, message=domain.already_settled(record))
+    elif overdue:
+        state = Refusal(
+            code="expired",
+            status=409,
+            message=f"expired at {record.expires_at.isoformat(timespec='seconds')}; nobody may decide it any more",
+        )
+    elif await service.link_spent(session):
+        state = Refusal(code="link_used", status=401, message=LINK_USED)
+    rejecting = service.access(record, who, rejecting=True) or state
+    refusal = service.access(record, who) or state
+    if refusal is None and domain.has_approved(record, who.approver):
+        refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
+    refusal = refusal or domain.second_vote_without_token(record, who, Vote(decision="approve", edited_args=record.edited_args))
+    refusal = refusal or service.approval_held(record)
+    return {
+        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
+        "status": "expired" if overdue else record.status,
+        "escalated": record.escalated_at is not None,
+        "can_decide": refusal is None,
+        "can_reject": rejecting is None,
+        "cannot_decide_because": refusal.message if refusal else None,
+        "cannot_decide_code": refusal.code if refusal else None,
+        "key_args": key_args(service.catalog, record.tool),
+        "killswitch": service.killswitch(record.tenant_id, record.tool),
+        "outcome": await outcome_of(service.repo, record),
+        "not_counted": not_counted,
+        "summary": decision_summary(record, service.catalog, service.review_price),
+    }

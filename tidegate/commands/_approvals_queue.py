@@ -1,0 +1,164 @@
+"""The approver's queue and decisions in `tidegate approvals`: list, show, approve and reject through the service's HTTP API.
+
+An approval binds to the call the approver saw (its `action_digest`): without `--digest` the call is shown in full and
+approved only once a person at a terminal confirms it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import typer
+
+from tidegate.commands._approvals_client import AsJson, Token, Url, call
+from tidegate.commands._approvals_shown import interactive, outcome_line, queue_lines, request_lines, why_not
+from tidegate.commands._common import console, fail, shown
+
+__all__ = ["approve", "list_", "reject", "show"]
+
+ReviewReason = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Why you reject or edit: wrong_recipient, wrong_amount, policy_should_have_denied, should_not_need_approval, "
+        "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`).",
+    ),
+]
+_APPROVAL_ID = re.compile(r"^(ap|fu)-[0-9a-f]{1,64}$")
+_STATUSES = ("pending", "granted", "rejected", "expired", "resolved", "all")
+
+
+def _approval(approval_id: str, then: str = "") -> str:
+    """The API path of one request: its id checked for shape and quoted, so a pasted id cannot reach another route.
+
+    Whitespace around it (a paste from a chat message or a table) is stripped first.
+    """
+    approval_id = approval_id.strip()
+    if not _APPROVAL_ID.match(approval_id):
+        fail(f"{approval_id!r} is not an approval id (ap-… or fu-… with hex digits, as `tidegate approvals list` shows them)")
+    return f"/api/v1/approvals/{quote(approval_id, safe='')}{then}"
+
+
+def list_(
+    url: Url = None,
+    token: Token = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant (default: your own).")] = None,
+    tool: Annotated[str | None, typer.Option(help="Only this tool.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code, e.g. outcome_unknown.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, granted, rejected, expired, resolved or all (default: pending; with --action: all).")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action id (the idempotency key a system of record shows).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """List approval requests (pending by default; with --action, of every status unless --status is given)."""
+    status = status or ("all" if action else "pending")
+    if status not in _STATUSES:
+        fail(f"--status is one of {', '.join(_STATUSES)}, not {status!r}")
+    params = {"tenant": tenant, "tool": tool, "reason": reason, "status": status, "action": action}
+    items = call("GET", url, "/api/v1/approvals", token, params=params)
+    if as_json:
+        console.print_json(data=items)
+        return
+    for item in items:
+        for line in queue_lines(item):
+            console.print(line)
+    if not items:
+        console.print("nothing waits for you" if status == "pending" else "no request")
+
+
+def show(approval_id: str, url: Url = None, token: Token = None, as_json: AsJson = False) -> None:
+    """Show one request with its reasons, facts, the task's context and cost so far."""
+    item = call("GET", url, _approval(approval_id), token)
+    if as_json:
+        console.print_json(data=item)
+        return
+    for line in request_lines(item):
+        console.print(line)
+    if item["can_decide"]:
+        command = f"tidegate approvals approve {item['approval_id']} --digest {item['action_digest']}"
+        console.print(shown(f"to approve this exact call: {command}", None))
+
+
+def approve(
+    approval_id: str,
+    url: Url = None,
+    token: Token = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+    edit_args: Annotated[
+        str | None, typer.Option("--edit-args", help="Replacement args as JSON (or @file.json); policy re-evaluates them.")
+    ] = None,
+    digest: Annotated[
+        str | None, typer.Option("--digest", help="The action digest you reviewed (default: the current one, shown first).")
+    ] = None,
+    reason: ReviewReason = None,
+) -> None:
+    """Approve the call (optionally with edited args). Binds to the digest you reviewed.
+
+    Without --digest the call is shown in full and approved only once you confirm it in a terminal: the call may
+    have changed since you looked (a re-proposal under the same action id), and an approval binds to what you saw.
+    """
+    path = _approval(approval_id)
+    if reason is not None and edit_args is None:
+        fail("--reason says why you edited the args: give it with --edit-args (or with `tidegate approvals reject`)")
+    edited = None
+    if edit_args is not None:
+        try:
+            text = Path(edit_args[1:]).read_text() if edit_args.startswith("@") else edit_args
+        except OSError as exc:
+            fail(f"--edit-args: cannot read {edit_args[1:]}: {exc.strerror}")
+        try:
+            edited = json.loads(text)
+        except ValueError as exc:
+            fail(f"--edit-args is not valid JSON: {exc}")
+        if not isinstance(edited, dict):
+            fail("--edit-args must be a JSON object")
+    if digest is None:
+        current = call("GET", url, path, token)
+        for line in request_lines(current):
+            console.print(line)
+        if not current["can_decide"]:  # settled, expired, not yours: no --digest makes it approvable
+            fail(f"nothing to approve: {why_not(current)}")
+        if not interactive():
+            fail(f"give --digest {current['action_digest']} to approve the call shown above (or run this in a terminal to confirm it)")
+        if not typer.confirm("approve this exact call?", default=False):
+            fail("not approved")
+        digest = current["action_digest"]
+        if current.get("edited_args") is not None and current["status"] == "pending" and edited != current["edited_args"]:
+            warning = (
+                f"{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
+                "yours differ, so the count restarts with you (pass the same --edit-args to concur)"
+            )
+            console.print(f"[yellow]{shown(warning, None)}[/]")
+    item = call(
+        "POST",
+        url,
+        f"{path}/approve",
+        token,
+        body={"action_digest": digest, "comment": comment, "edited_args": edited} | _reason(reason if edited is not None else None),
+    )
+    if item["status"] == "pending":
+        console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
+    else:
+        console.print(outcome_line(approval_id.strip(), item))
+
+
+def _reason(reason: str | None) -> dict[str, str]:
+    """The `review_reason` of a body, when one was given."""
+    return {"review_reason": reason} if reason else {}
+
+
+def reject(
+    approval_id: str,
+    url: Url = None,
+    token: Token = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-m", help="Why.")] = None,
+    reason: ReviewReason = None,
+) -> None:
+    """Reject the call (for a follow-up: record that it did not happen)."""
+    item = call("POST", url, _approval(approval_id, "/reject"), token, body={"comment": comment} | _reason(reason))
+    console.print(outcome_line(approval_id.strip(), item))

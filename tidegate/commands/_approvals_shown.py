@@ -1,0 +1,135 @@
+"""How the approvals commands show a request to a person, and whether one is at the terminal to confirm it.
+
+Every value is `shown` (its markup and line breaks made inert). Each function returns the lines (rich markup) for
+the command to print; none prints or calls the service.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from tidegate.commands._common import TEXT_MAX, shown
+
+__all__ = ["interactive", "outcome_line", "queue_lines", "request_lines", "why_not"]
+
+CONTEXT_ARGS_MAX = 300  # characters of an earlier call's args in `show` (cut with …; `--json` has them all)
+
+
+def interactive() -> bool:
+    """Whether a person at a terminal can confirm what is shown (not a script, not a pipe)."""
+    return sys.stdin.isatty()
+
+
+def minute(iso: str) -> str:
+    """A time of the API as a person reads it in a queue: `2026-12-05 05:40 UTC` (as given when it is not ISO 8601)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return iso
+
+
+def decided(item: dict[str, Any]) -> str | None:
+    """Who settled a request and when (`resolved (confirmed_done) by sue@… at …`); None while it is open or when nobody decided it."""
+    if item["status"] == "pending" or not item.get("decided_by"):
+        return None
+    found = f" ({item['resolution']})" if item.get("resolution") else ""
+    at = f" at {item['decided_at']}" if item.get("decided_at") else ""
+    return f"{item['status']}{found} by {item['decided_by']}{at}"
+
+
+def why_not(item: dict[str, Any]) -> str:
+    """Why the caller cannot decide it: `already …` for a settled request (the service's reason may name a group instead)."""
+    settled = decided(item)
+    return f"already {settled}" if settled else str(item["cannot_decide_because"])
+
+
+def not_counted(item: dict[str, Any]) -> list[str]:
+    """A line for each approval the request's row holds that the service does not count: who, why, and what to do."""
+    return [
+        f"[yellow]not counted: {shown(n['approver'])}: {shown(n['why'], TEXT_MAX)}; {shown(n['fix'], TEXT_MAX)}[/]"
+        for n in item.get("not_counted") or []
+    ]
+
+
+def queue_lines(item: dict[str, Any]) -> list[str]:
+    """A request in the queue, one block: its id, what tells it apart, and whether you may decide it.
+
+    The id comes first and whole whatever the width (a pipe is 80 columns): it is what `approve` and `show` take.
+    The second line tells requests apart: the amount, payee and record (the summary).
+    """
+    lines: list[str] = []
+    uncounted = len(item.get("not_counted") or [])
+    approvals_so_far = f"{len(item['approvers'])}/{item['required_approvals']} approvals" + (
+        f" ({uncounted} not counted)" if uncounted else ""
+    )
+    what = f"{item['tool']} · {item['tenant_id']}"
+    head = (item["approval_id"], item["status"], what, approvals_so_far)
+    lines.append("[bold]{}[/]  {}  {}  {}".format(*map(shown, head)))
+    subject = (item.get("summary") or {}).get("subject")
+    if subject:
+        lines.append("  " + shown(subject, None))
+    decide = "you may decide: " + ("yes" if item["can_decide"] else "no: " + shown(why_not(item), TEXT_MAX))
+    reasons = ", ".join(shown(r["code"]) for r in item["reasons"])
+    lines.append(f"  {reasons} · expires {shown(minute(item['expires_at']))} · {decide}")
+    for said in not_counted(item):
+        lines.append("  " + said)
+    return lines
+
+
+def request_lines(item: dict[str, Any]) -> list[str]:
+    """One request, each value as it is and on its own line (`shown`): text a proposer wrote cannot fake another line."""
+    lines: list[str] = []
+    what = (item["approval_id"], item["kind"], item["status"], item["tenant_id"])
+    lines.append("[bold]{}[/]  {}  [bold]{}[/]  {}".format(*map(shown, what)) + f"  task {shown(item['task_id'])}")
+    lines.append(
+        f"tool {shown(item['tool'])} (risk {shown(item['risk'])}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
+        f"requested by {shown(item.get('requested_by') or '?')}, expires {shown(item['expires_at'])}"
+    )
+    summary = item.get("summary") or {}
+    if summary.get("subject"):
+        lines.append("what: " + shown(summary["subject"], None))
+    if summary.get("tool_does"):
+        lines.append("the tool: " + shown(summary["tool_does"], TEXT_MAX))
+    lines.append("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
+    lines.append(f"digest: {shown(item['action_digest'])}")
+    for found in summary.get("untrusted_args") or []:
+        lines.append(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")
+    if summary.get("on_approve"):
+        lines.append("on approve: " + shown(summary["on_approve"], TEXT_MAX))
+    for reason in item["reasons"]:
+        lines.append(f"  reason [cyan]{shown(reason['code'])}[/] ({shown(reason['policy_id'])}): " + shown(reason["message"], TEXT_MAX))
+    if item.get("facts"):
+        lines.append("facts: " + shown(json.dumps(item["facts"], sort_keys=True), limit=None))
+    if item.get("result_error"):
+        error = item["result_error"]
+        lines.append(f"executor error: {shown(error.get('type'))}: " + shown(error.get("message"), TEXT_MAX))
+    lines.append(f"approvals: {len(item['approvers'])}/{item['required_approvals']} " + ", ".join(map(shown, item["approvers"])))
+    for said in not_counted(item):
+        lines.append("  " + said)
+    if item.get("killswitch"):
+        ks = item["killswitch"]
+        lines.append(f"[yellow]kill switch active on {shown(ks['tool'])}@{shown(ks['tenant_id'])}: {shown(ks['reason'], TEXT_MAX)}[/]")
+    if not item["can_decide"]:
+        lines.append(f"[yellow]you cannot decide it: {shown(why_not(item), TEXT_MAX)}[/]")
+    if "cost" in item:
+        cost = item["cost"]
+        review = summary.get("human_review_usd")
+        lines.append(
+            f"task cost so far: spent ${cost['spent_usd']:.4f}, reserved ${cost['reserved_usd']:.4f}"
+            + (f"; your decision costs ${review:.2f} of a person's time (as `tidegate costs` prices it)" if review is not None else "")
+        )
+        for ev in item.get("context", []):
+            kind = ev["type"].removeprefix("tidegate.")
+            line = (ev["at"], kind, ev["action_id"], ev["tool"], ev.get("outcome") or "")
+            called = f"  {shown(json.dumps(ev['args'], sort_keys=True), CONTEXT_ARGS_MAX)}" if ev.get("args") else ""
+            lines.append("  " + "  ".join(map(shown, line)) + f"  ${ev['cost_usd']:.4f}" + called)
+    return lines
+
+
+def outcome_line(approval_id: str, item: dict[str, Any]) -> str:
+    """What became of the request after your decision: its status, and how it was resolved if it was."""
+    resolution = f" ({shown(item['resolution'], TEXT_MAX)})" if item.get("resolution") else ""
+    return f"{shown(approval_id)}: [bold]{shown(item['status'])}[/]{resolution}"

@@ -1,0 +1,260 @@
+"""`tidegate approvals token`: approver API tokens, made, rotated, listed and revoked as the operator, in the database.
+
+Tokens are stored hashed in the approval service's schema and signed with the operator's key; these commands run where
+the database is reachable. A row that does not verify (made before tokens were signed, or written by the database's
+login) is shown refused, and re-issued only once the operator confirms who it names (or passes --yes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tidegate.commands._approvals_shown import interactive
+from tidegate.commands._common import TEXT_MAX, console, fail, run, settings, shown
+
+__all__ = ["repo_call", "token_app"]
+
+token_app = typer.Typer(
+    help="Approver API tokens (stored hashed in the approval service's schema; operator commands, run where the database is reachable). "
+    "Tokens expire (default TIDEGATE_APPROVAL_TOKEN_TTL_DAYS, 30 days); rotate replaces one and revokes the old at once.",
+    no_args_is_help=True,
+)
+
+
+@asynccontextmanager
+async def _operator_repo() -> AsyncIterator[Any]:
+    """The approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked."""
+    from servicekit import apply_migrations, create_pool, deployment_authority, operator_key
+    from services.approval import PgApprovalRepository, approval_seals
+
+    kit = settings()
+    seals = approval_seals(deployment_authority(kit), operator_key=operator_key(kit))
+    pool = await create_pool(kit.operator_database_url, max_size=2)
+    try:
+        import services.approval
+
+        await apply_migrations(pool, "approval", Path(services.approval.__file__).parent / "migrations")
+        yield PgApprovalRepository(pool, seals=seals)
+    finally:
+        await pool.close()
+
+
+async def repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call one method of the approval repository as the operator (`_operator_repo`)."""
+    async with _operator_repo() as repo:
+        return await getattr(repo, what)(*args, **kwargs)
+
+
+ExpiresIn = Annotated[
+    float | None,
+    typer.Option("--expires-in-days", min=0.001, max=3650, help="Lifetime of the token (default: TIDEGATE_APPROVAL_TOKEN_TTL_DAYS, 30)."),
+]
+
+
+def _expiry(days: float | None) -> datetime:
+    from services.approval import ApprovalSettings
+
+    return datetime.now(UTC) + timedelta(days=days or ApprovalSettings().token_ttl_days)
+
+
+@token_app.command("create")
+def token_create(
+    approver: Annotated[str, typer.Option(help="The approver's identity, e.g. bob@acme.example.")],
+    groups: Annotated[
+        str, typer.Option(help="Comma-separated approver groups, e.g. finance,support (`admin`: manages the tenant's webhooks).")
+    ],
+    tenant: Annotated[str | None, typer.Option(help="Tenant the approver decides for; the token acts in that tenant only.")] = None,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator token: every tenant (tenant `*`), webhook endpoints of any tenant.")
+    ] = False,
+    expires_in_days: ExpiresIn = None,
+) -> None:
+    """Create an approver token and print it once (only its SHA-256 is stored)."""
+    from servicekit.people import approver_name
+    from services.approval import hash_token, new_token
+
+    names = [g.strip() for g in groups.split(",") if g.strip()]
+    if not names:
+        fail("--groups needs at least one group")
+    if operator == (tenant is not None and tenant != "*"):
+        fail("give either --tenant TENANT (an approver of that tenant) or --operator (every tenant), not both")
+    if not operator and tenant in (None, "*"):
+        fail("--tenant is required (a token acts in one tenant); an operator token across tenants is --operator")
+    tenant_id = "*" if operator else str(tenant)
+    try:
+        approver = approver_name(approver)  # stored as the store would: normalised (`servicekit.people`)
+    except ValueError as exc:
+        fail(f"--approver: {exc}", code=2)
+    token = new_token()
+    info = run(
+        repo_call("add_token", hash_token(token), approver, tenant_id, names, expires_at=_expiry(expires_in_days), operator=operator)
+    )
+    kind = "operator token" if operator else "token"
+    console.print(
+        f"{kind} {info.token_id} for {shown(approver)} ({shown(tenant_id)}; groups {shown(', '.join(names))}; "
+        f"expires {info.expires_at:%Y-%m-%d %H:%M}). Shown once, keep it safe:"
+    )
+    print(token)
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts): what is shown is done.")]
+
+
+def _successor_expiry(old: Any, days: float | None) -> datetime:
+    """When a rotated token's successor expires: when the old one would have (what it had left), or `days` from now when given.
+
+    A row that does not verify (one made before tokens were signed, re-issued) may carry any expiry, one the database's
+    login wrote too: its successor keeps at most the default lifetime.
+    """
+    if days is not None or old.expires_at is None:
+        return _expiry(days)
+    expires: datetime = old.expires_at
+    return expires if old.unproven is None else min(expires, _expiry(None))
+
+
+def _live(info: Any) -> bool:
+    """Whether a token (as `token list` reads it) is neither revoked nor expired."""
+    return bool(info.revoked_at is None and info.expires_at is not None and info.expires_at > datetime.now(UTC))
+
+
+async def _rotate_each(olds: list[Any], days: float | None) -> list[tuple[Any, Any, str]]:
+    """Rotate each token (its successor signed with the operator's key), in one session: (old, successor or None, new token)."""
+    from services.approval import hash_token, new_token
+
+    done = []
+    async with _operator_repo() as repo:
+        for old in olds:
+            token = new_token()
+            # A row that verified when shown is rotated only if it still does (no re-issue of a row changed since).
+            info = await repo.rotate_token(old.token_id, hash_token(token), _successor_expiry(old, days), reissue=old.unproven is not None)
+            done.append((old, info, token))
+    return done
+
+
+def _print_rotated(old: Any, info: Any, token: str) -> None:
+    successor = f"its successor {info.token_id} for {shown(info.approver)} expires {info.expires_at:%Y-%m-%d %H:%M}"
+    console.print(f"{shown(old.token_id)} revoked; {successor}. Shown once, keep it safe:")
+    print(token)
+
+
+@token_app.command("rotate")
+def token_rotate(
+    token_id: Annotated[
+        str | None, typer.Argument(help="The token to replace (its id, as `token list` shows it); none with --all.")
+    ] = None,
+    expires_in_days: Annotated[
+        float | None,
+        typer.Option(
+            "--expires-in-days",
+            min=0.001,
+            max=3650,
+            help="Lifetime of the successor from now (default: it expires when the old token would have).",
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every live token of --tenant (after a leak): shown, then rotated once you confirm (or --yes).")
+    ] = False,
+    tenant: Annotated[str | None, typer.Option(help="With --all: the tenant whose tokens are rotated (`*`: the operator tokens).")] = None,
+    yes: Yes = False,
+) -> None:
+    """Replace a live token with a new one (same approver, tenant, groups and expiry), print it once, and revoke the old one at once.
+
+    The successor expires when the old token would have, unless --expires-in-days gives it a lifetime from now. It is
+    signed with your operator key. A token made before tokens were signed (or one whose row does not verify) is
+    re-issued too, once you confirm who it names (or with --yes): the service refuses such a token until then, and its
+    successor keeps at most the default lifetime (TIDEGATE_APPROVAL_TOKEN_TTL_DAYS). With --all, every live token of
+    a tenant is rotated, except such unverified ones: each of those is re-issued alone, after checking who it names.
+    """
+    if all_:
+        _rotate_all(token_id, tenant, expires_in_days, yes)
+        return
+    if token_id is None or tenant is not None:
+        fail("give the id of the token to rotate (`tidegate approvals token list`), or --all --tenant TENANT for every token of a tenant")
+    found = next((t for t in run(repo_call("tokens")) if t.token_id == token_id), None)
+    if found is None or not _live(found):
+        fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
+    if found.unproven is not None:
+        console.print(
+            f"[yellow]{shown(token_id)} is {shown(found.unproven, TEXT_MAX)}: the service refuses it. Its row names "
+            f"{shown(found.approver)} ({shown(found.tenant_id)}; groups {shown(', '.join(found.groups))}"
+            f"{'; operator' if found.operator else ''}): anyone with the service's database login could have written it.[/]"
+        )
+        if not yes and (not interactive() or not typer.confirm("re-issue it, signed with your operator key?", default=False)):
+            fail("not re-issued (revoke it with `tidegate approvals token revoke`, or confirm in a terminal, or pass --yes)")
+    [(old, info, token)] = run(_rotate_each([found], expires_in_days))
+    if info is None:
+        fail(f"{token_id} was not rotated: it was revoked, expired or changed since it was read (`tidegate approvals token list`)")
+    _print_rotated(old, info, token)
+
+
+def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, yes: bool) -> None:
+    """`token rotate --all --tenant T`: every live token of the tenant whose row verifies, shown first and confirmed."""
+    if token_id is not None or tenant is None:
+        fail("--all rotates every live token of one tenant: give --tenant TENANT (and no token id)")
+    live = [t for t in run(repo_call("tokens")) if t.tenant_id == tenant and _live(t)]
+    olds, unverified = [t for t in live if t.unproven is None], [t for t in live if t.unproven is not None]
+    for t in unverified:
+        console.print(
+            f"[yellow]left as it is: {shown(t.token_id)} ({shown(t.approver)}) is {shown(t.unproven, TEXT_MAX)}: the service refuses it; "
+            f"re-issue it alone after checking who it names (`tidegate approvals token rotate {shown(t.token_id)}`) or revoke it[/]"
+        )
+    if not olds:
+        fail(f"no live token of tenant {tenant!r} to rotate")
+    table = Table("token id", "approver", "groups", "expires", "successor expires", title=f"live tokens of {shown(tenant)}")
+    for t in olds:
+        assert t.expires_at is not None  # live
+        table.add_row(
+            shown(t.token_id),
+            shown(t.approver),
+            shown(",".join(t.groups)),
+            f"{t.expires_at:%Y-%m-%d %H:%M}",
+            f"{_successor_expiry(t, days):%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+    if not yes:
+        if not interactive():
+            fail(f"give --yes to rotate these {len(olds)} tokens without a prompt (or run this in a terminal to confirm)")
+        if not typer.confirm(f"revoke these {len(olds)} tokens now and print their successors?", default=False):
+            fail("nothing rotated")
+    missed = []
+    for old, info, token in run(_rotate_each(olds, days)):
+        if info is None:
+            missed.append(old.token_id)
+        else:
+            _print_rotated(old, info, token)
+    if missed:
+        fail(f"not rotated (revoked, expired or changed since they were read): {', '.join(missed)}")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List tokens (never the tokens themselves), with the key that signed each; a token the service refuses says why."""
+    table = Table("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked", "proof")
+    for info in run(repo_call("tokens")):
+        table.add_row(
+            info.token_id,
+            shown(info.approver),
+            shown(info.tenant_id) + (" (operator)" if info.operator else ""),
+            shown(",".join(info.groups)),
+            f"{info.created_at:%Y-%m-%d %H:%M}",
+            f"{info.expires_at:%Y-%m-%d %H:%M}" if info.expires_at else "",
+            f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "",
+            f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
+            shown(info.key_id or "") if info.unproven is None else "[red]REFUSED: " + shown(info.unproven, TEXT_MAX) + "[/]",
+        )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token at once."""
+    if not run(repo_call("revoke_token", token_id)):
+        fail(f"no live token {token_id}")
+    console.print(f"revoked {shown(token_id)}")
