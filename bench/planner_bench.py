@@ -4,9 +4,9 @@ Prints figures; never asserts. The planner's handlers run the e2e bench's ticket
 delivery, a refund to a new payee and an account deletion, each refused once and handed off)
 through `PostgresTaskRepository` over a stand-in pool that answers each statement as the database
 would (the guarded write applies, the outbox ids come back), so the figure is the CPU of
-deciding, serialising the state and building, signing and encoding the events to publish (each
-once, before the outbox keeps it): what the planner spends beside the kit's consume and publish
-paths and asyncpg's round trips.
+deciding, serialising and signing the state (`StateSeal`, once per write) and building, signing
+and encoding the events to publish (each once, before the outbox keeps it): what the planner
+spends beside the kit's consume and publish paths and asyncpg's round trips.
 
     .venv/bin/python -m bench.planner_bench              # 300 tasks
     .venv/bin/python -m bench.planner_bench --tasks 2000
@@ -42,7 +42,7 @@ from schemas import (
 )
 from servicekit import REPO_ROOT, Recorded, SigningKey, ToolCatalog, encode_signed
 from servicekit.outlet import record_event
-from services.planner import ActionIds, CostRates, PlannerHandlers, PlaybookStrategy, PostgresTaskRepository
+from services.planner import ActionIds, CostRates, PlannerHandlers, PlaybookStrategy, PostgresTaskRepository, StateSeal
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
@@ -178,9 +178,10 @@ async def bench(n_tasks: int) -> dict[str, Any]:
     tickets = {t.ticket_id: t for t in TICKETS}
     with tempfile.TemporaryDirectory() as keys:
         signer = SigningKey.load_or_create(Path(keys), "planner")
+        seal = StateSeal(signer, Path(keys))  # each state written is signed, as the service does
     driver = Driver(handlers=None, signer=signer)  # type: ignore[arg-type]  # its handlers publish through it: set just below
     driver.handlers = PlannerHandlers(
-        repo=PostgresTaskRepository(pool, CostRates()),  # type: ignore[arg-type]  # the stand-in answers as asyncpg's pool
+        repo=PostgresTaskRepository(pool, CostRates(), seal=seal),  # type: ignore[arg-type]  # the stand-in answers as asyncpg's pool
         strategy=PlaybookStrategy(catalog),
         out=driver,
         rates=CostRates(),

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from services.planner.llm import LiteLLMClient
     from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
     from services.planner.settings import PlannerSettings
+    from services.planner.state_seal import StateSeal
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
     from services.planner.task_views import ClosedTask, OpenTask, handed_off_tasks, open_tasks
 
@@ -36,6 +37,7 @@ __all__ = [
     "PlannerSettings",
     "PlaybookStrategy",
     "PostgresTaskRepository",
+    "StateSeal",
     "build",
     "domain",
     "handed_off_tasks",
@@ -57,6 +59,7 @@ _HOME = {
     "InMemoryTaskRepository": "repository",
     "PostgresTaskRepository": "repository",
     "PlannerSettings": "settings",
+    "StateSeal": "state_seal",
     "LlmStrategy": "strategies",
     "PlaybookStrategy": "strategies",
 }

@@ -48,6 +48,12 @@ class ActionIds:
         tag = hmac.digest(self.secret, message, "sha256")[:TAG_BYTES].hex()
         return f"{task_id}:{step}.{tag}"
 
+    def owns(self, action_id: str, tenant_id: str, task_id: str) -> bool:
+        """Whether `action_id` is one this planner names for a step of `tenant_id`'s task `task_id` (so the task is its own)."""
+        head = f"{task_id}:"
+        step = action_id[len(head) :].partition(".")[0] if action_id.startswith(head) else ""
+        return step.isascii() and step.isdigit() and hmac.compare_digest(self.of(tenant_id, task_id, int(step)), action_id)
+
 
 def _message(tenant_id: str, task_id: str, step: int) -> str:
     """`json.dumps([tenant_id, task_id, step])`: unambiguous, whatever characters the ids hold.

@@ -24,6 +24,7 @@ from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import PostgresTaskRepository, TaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
+from services.planner.state_seal import StateSeal
 from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
 
 __all__ = ["NAME", "PlannerDeps", "PlannerProcess", "build"]
@@ -69,10 +70,11 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     rates = CostRates(orchestration_usd_per_event=settings.orchestration_usd_per_event, review=review_price(kit, settings))
     catalog = ToolCatalog.load(kit.tools_dir)
     pool = None
+    key = service_key(kit, NAME)
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
-        deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, prefix=kit.topic_prefix, cached_tasks=settings.cached_tasks))
-    key = service_key(kit, NAME)
+        seal = StateSeal(key, kit.keys_dir)  # each task state signed as it is written, checked when read back from elsewhere
+        deps = PlannerDeps(repo=PostgresTaskRepository(pool, rates, seal=seal, prefix=kit.topic_prefix, cached_tasks=settings.cached_tasks))
     bus = service_bus(kit, NAME, signer=key, authority=deployment_authority(kit, catalog))
     handlers = PlannerHandlers(
         repo=deps.repo,

@@ -36,6 +36,7 @@ from services.planner.action_ids import ActionIds
 __all__ = [
     "IN_PROCESS_IDS",
     "SOURCE",
+    "STATE_REFUSED",
     "CostRates",
     "Outbound",
     "PlannedStep",
@@ -46,11 +47,13 @@ __all__ = [
     "on_approval",
     "on_decision",
     "on_result",
+    "on_state_refused",
     "on_tick",
     "start_task",
 ]
 
 SOURCE = "tidegate/planner"
+STATE_REFUSED = "state_refused"  # the reason code of a task ended because its stored state was refused (`on_state_refused`)
 
 StepStatus = Literal[
     "proposed", "allowed", "escalated", "denied", "rejected", "expired", "succeeded", "failed", "unknown", "timed_out", "refused"
@@ -560,6 +563,29 @@ def _after_refusal(
             "down or behind longer than authorizations live (docs/operations.md)"
         )
     return _close(state, now, rates, failed=True, reason=refusal, why=why)
+
+
+def on_state_refused(
+    task_id: str, tenant_id: str, why: str, now: datetime, rates: CostRates, *, task: TaskSubmittedData | None = None
+) -> Transition:
+    """End a task whose stored state the planner refused (its proof failed: `why`), from what a signed event proves of it.
+
+    Nothing of the refused state is used: the task is closed failed `state_refused` under the task id and tenant the
+    event names (`task`: the submission itself, when it is the event), with no plan, no steps and nothing proposed, so
+    the requester is told rather than left waiting, and the closed state written in its place is the planner's own.
+    """
+    state = TaskState(
+        task_id=task_id,
+        tenant_id=tenant_id,
+        workflow=task.workflow if task else "unknown",
+        mode=task.mode if task else "draft",
+        requested_by=task.requested_by if task else "unknown",
+        budget_usd=task.budget_usd if task else None,
+        strategy="none",
+        started_at=now,
+    )
+    why = f"the planner's stored state of the task was refused ({why}): nothing was proposed from it; resubmit the task"
+    return _close(state, now, rates, failed=True, reason=STATE_REFUSED, why=why)
 
 
 def on_tick(state: TaskState, now: datetime, rates: CostRates, timeouts: StepTimeouts) -> Transition:

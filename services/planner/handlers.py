@@ -25,7 +25,7 @@ from servicekit import Attr, Outlet, once_delivered, once_delivered_together, sp
 from services.planner import domain
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
-from services.planner.repository import Change, PendingEvent, TaskRepository
+from services.planner.repository import Change, Ending, PendingEvent, TaskRepository
 from services.planner.strategies import Strategy
 
 __all__ = ["OUR_PLANNER", "PlannerHandlers"]
@@ -58,8 +58,22 @@ class PlannerHandlers:
     proposals_again: int = 2  # times a step whose authorization expired unused is proposed again (settings)
     _delivered: set[int] = field(default_factory=set, init=False, repr=False)  # outbox entries the broker has, not yet deleted
 
-    async def _apply(self, event_id: str, task_id: str, change: Change) -> None:
-        await self._publish(await self.repo.apply(event_id, task_id, change, self.out.record))
+    async def _apply(self, event_id: str, task_id: str, change: Change, ending: Ending | None = None) -> None:
+        await self._publish(await self.repo.apply(event_id, task_id, change, self.out.record, ending=ending))
+
+    def _ending(self, action_id: str, tenant_id: str, task_id: str, now: datetime) -> Ending:
+        """How an event about `action_id` ends its task when the stored state is refused: only if the planner proposed that action.
+
+        The action id proves the task the planner's own and names its tenant (`ActionIds.owns`, checked only then); an
+        event about any other action (an outside agent's, an undo) proves nothing of the task: the refused state is left.
+        """
+
+        def ending(why: str) -> Transition | None:
+            if not self.ids.owns(action_id, tenant_id, task_id):
+                return None
+            return domain.on_state_refused(task_id, tenant_id, why, now, self.rates)
+
+        return ending
 
     async def _publish(self, pending: list[PendingEvent]) -> None:
         """Publish outbox entries as stored; deleted once the broker has them, a redelivery of their source publishes them again.
@@ -111,7 +125,10 @@ class PlannerHandlers:
                 ids=self.ids,
             )
 
-        await self._apply(event.id, task.task_id, change)
+        def ending(why: str) -> Transition:  # the client signed the submission: it names the task, its tenant and this planner
+            return domain.on_state_refused(task.task_id, task.tenant_id, why, now, self.rates, task=task)
+
+        await self._apply(event.id, task.task_id, change, ending)
 
     async def on_decided(self, event: ActionDecided) -> None:
         """Policy decided on an action: wait for its result, wait for a human, or re-plan."""
@@ -120,6 +137,7 @@ class PlannerHandlers:
             event.id,
             event.data.task_id,
             _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only, ids=self.ids)),
+            self._ending(event.data.action_id, event.data.tenant_id, event.data.task_id, now),
         )
 
     async def on_approval(self, event: Approval) -> None:
@@ -130,6 +148,7 @@ class PlannerHandlers:
             event.id,
             event.data.task_id,
             _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only, ids=self.ids)),
+            self._ending(event.data.action_id, event.data.tenant_id, event.data.task_id, now),
         )
 
     async def on_result(self, event: ActionResult) -> None:
@@ -143,6 +162,7 @@ class PlannerHandlers:
                     s, event.data, now, self.rates, self.read_only, ids=self.ids, proposals_again=self.proposals_again
                 )
             ),
+            self._ending(event.data.action_id, event.data.tenant_id, event.data.task_id, now),
         )
 
     async def on_tick(self) -> None:
@@ -151,7 +171,8 @@ class PlannerHandlers:
         The change is applied under a deterministic event id per step, so two copies that see the
         same overdue step close the task once. No bus redelivers such an id: an outcome a previous
         tick stored but could not publish (the bus stopped first) is published here. Each closing is
-        a span of its own, so its outcome starts a trace (no consumed event carries one in).
+        a span of its own, so its outcome starts a trace (no consumed event carries one in). A task whose stored state is
+        refused is left to its next event (`repo.get` logs and counts it): the sweep reads only the row, which proves nothing.
         """
         await self._publish(await self.repo.unpublished(_TIMEOUT_EVENT))
         now = self.clock()

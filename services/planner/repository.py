@@ -6,6 +6,10 @@ outbox, unless the task changed since it was read (then it starts again). The ou
 as it goes out (`servicekit.Outlet.record`: signed, with its trace context, encoded once). The caller
 publishes those bytes and then calls `published`; an event redelivered before that hands back the same
 stored bytes, so a crash re-publishes identical records (same id, same signature) and never new ones.
+
+Each state is written with the planner's signature over its exact text (`StateSeal`, one per write) and checked when
+read from a row version this process did not write itself: a state that fails is refused, never applied to (nothing is
+proposed from it), and the task is ended by the caller's `ending`, when the event applied proves the task its own.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from servicekit import UNFLUSHED, Recorded
 from servicekit.db import delete_in_batches
 from servicekit.outlet import record_event
 from services.planner.domain import CostRates, StepRecord, TaskState, Transition
+from services.planner.state_seal import StateSeal
 
 __all__ = [
     "Change",
+    "Ending",
     "InMemoryTaskRepository",
     "PendingEvent",
     "PostgresTaskRepository",
@@ -39,6 +45,11 @@ __all__ = [
 
 Change = Callable[[TaskState | None], Transition | None]
 """Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
+
+Ending = Callable[[str], Transition | None]
+"""Given why the task's stored state was refused, the transition that ends the task (from what the signed event being
+applied proves of it), or None to leave it as it is (the event proves nothing of the task: the step-timeout sweep, an
+action the planner did not propose)."""
 
 Seal = Callable[[str, Envelope], Recorded]
 """Makes an event's bytes as they go out on a topic (`servicekit.Outlet.record`), before they are stored."""
@@ -70,8 +81,14 @@ class PendingEvent:
 class TaskRepository(Protocol):
     """Task state with exactly-once application of events."""
 
-    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
-        """Apply `change` once per `event_id`, keeping its events as `seal` makes them; return what must be published."""
+    async def apply(
+        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+    ) -> list[PendingEvent]:
+        """Apply `change` once per `event_id`, keeping its events as `seal` makes them; return what must be published.
+
+        A stored state that fails its proof is never given to `change`: it is refused, and `ending` decides what the
+        event does instead (nothing when it is None).
+        """
         ...
 
     async def published(self, outbox_ids: list[int]) -> None:
@@ -79,7 +96,7 @@ class TaskRepository(Protocol):
         ...
 
     async def get(self, task_id: str) -> TaskState | None:
-        """The task's state, if the planner runs it."""
+        """The task's state, if the planner runs it (None also when its stored state is refused: logged and counted)."""
         ...
 
     async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
@@ -100,22 +117,28 @@ async def forget_applied(repo: TaskRepository, cutoff: datetime, *, batch: int =
     return await delete_in_batches(lambda limit: repo.forget_applied_before(cutoff, limit=limit), batch)
 
 
-# The task's version (`xmin`), its state unless the caller holds that version already ($3), and whether the event was applied.
+# The task's version (`xmin`), its state unless the caller holds that version already ($3), the state's proof, and whether
+# the event was applied.
 _READ = (
-    "SELECT xmin::text AS version, CASE WHEN xmin::text = $3 THEN NULL ELSE state END AS state, "
-    "EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen FROM planner.tasks WHERE task_id = $1"
+    "SELECT xmin::text AS version, CASE WHEN xmin::text = $3 THEN NULL ELSE state END AS state, state_key_id AS key_id, "
+    "state_signature AS signature, EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen "
+    "FROM planner.tasks WHERE task_id = $1"
 )
+_GET = "SELECT xmin::text AS version, state, state_key_id AS key_id, state_signature AS signature FROM planner.tasks WHERE task_id = $1"
 
 # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
 # inserted, or updated only if its row is still version $14 (`xmin`) and the event ($10) is not applied yet; everything
 # else is written only if it was. The state ($9) is stored as `json`, checked but never parsed into a tree; its counts
-# ($17) and the steps that changed ($11, each as the state holds it) come as parameters of their own.
+# ($17) and the steps that changed ($11, each as the state holds it) come as parameters of their own; the state's proof
+# (`StateSeal`) as $18 and $19.
 _WRITE = """WITH t AS (INSERT INTO planner.tasks
-                 (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix)
-               VALUES ($1, $2, $3, $4, $5, $17::jsonb, $6::jsonb, $7, $8, $15, $9::json, $13)
+                 (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix,
+                  state_key_id, state_signature)
+               VALUES ($1, $2, $3, $4, $5, $17::jsonb, $6::jsonb, $7, $8, $15, $9::json, $13, $18, $19)
                ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                  human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
-                 state = EXCLUDED.state, updated_at = now()
+                 state = EXCLUDED.state, state_key_id = EXCLUDED.state_key_id, state_signature = EXCLUDED.state_signature,
+                 updated_at = now()
                WHERE planner.tasks.xmin::text = $14 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $10)
                RETURNING xmin::text AS version),
      p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $10, $1 FROM t),
@@ -181,15 +204,18 @@ def _state_json(state: TaskState, known: Parts) -> tuple[str, Parts]:
 
 @dataclass
 class PostgresTaskRepository(TaskRepository):
-    """`TaskRepository` on the planner's own schema."""
+    """`TaskRepository` on the planner's own schema; `seal` signs each state written and checks each one read."""
 
     pool: asyncpg.Pool
     rates: CostRates
+    seal: StateSeal = field(kw_only=True)
     prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
     cached_tasks: int = 1024  # states of the tasks last written, each with its version (`PlannerSettings.cached_tasks`)
     _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
-    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
+    async def apply(
+        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+    ) -> list[PendingEvent]:
         """One round trip when this process wrote the task last or the task is new, two otherwise; no explicit transaction, no lock.
 
         The write is one statement, so atomic, and it applies only if the task's row is still the
@@ -198,7 +224,8 @@ class PostgresTaskRepository(TaskRepository):
         that changes it, or starts a task this process does not hold, is written at once; when the
         guard refuses (another copy's step-timeout sweep, a redelivery, a task that exists already)
         or the event changes nothing, the task is read and the event applied to the fresh state, or
-        its stored outbox handed back if it was applied already.
+        its stored outbox handed back if it was applied already. A state read is checked (`StateSeal`) unless it is the
+        version this process wrote or checked last: one that fails is refused, and the task ended by `ending`, if given.
         """
         async with self.pool.acquire() as conn:
             kept = self._states.get(task_id)
@@ -207,7 +234,7 @@ class PostgresTaskRepository(TaskRepository):
             except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
                 transition = None
             if transition is not None and (kept is None or transition.changed):
-                written = await self._write(conn, event_id, kept, transition, seal)
+                written = await self._write(conn, event_id, kept.version if kept else None, kept, transition, seal)
                 if written is not None:
                     return written
             while True:
@@ -219,15 +246,33 @@ class PostgresTaskRepository(TaskRepository):
                     if row["seen"]:
                         return await self._pending(conn, event_id)
                     if kept is None or row["state"] is not None:  # else the row is still the version this process holds
-                        kept = _Kept(row["version"], TaskState.model_validate_json(row["state"]), {})
+                        proven = self._proven(task_id, row)
+                        if isinstance(proven, str):  # refused: nothing is applied to it; the task ends if the event proves it ours
+                            ended = ending(proven) if ending is not None else None
+                            if ended is None:
+                                return []
+                            written = await self._write(conn, event_id, row["version"], None, ended, seal)
+                            if written is not None:
+                                return written
+                            continue
+                        kept = proven
                     self._remember(task_id, kept)
                 state = kept.state if kept else None
                 transition = change(state)
                 if transition is None or (state is not None and not transition.changed):
                     return []  # nothing to do (or not our task: remember nothing about it)
-                written = await self._write(conn, event_id, kept, transition, seal)
+                written = await self._write(conn, event_id, kept.version if kept else None, kept, transition, seal)
                 if written is not None:
                     return written
+
+    def _proven(self, task_id: str, row: Any) -> _Kept | str:
+        """The row's state if its proof holds, else why not (refused: logged once per version, counted, forgotten here)."""
+        unproven = self.seal.check(task_id, self.prefix, row["state"], row["key_id"], row["signature"])
+        if unproven is None:
+            return _Kept(row["version"], TaskState.model_validate_json(row["state"]), {})
+        self.seal.refused(task_id, row["version"], unproven)
+        self._states.pop(task_id, None)
+        return unproven.why
 
     def _remember(self, task_id: str, kept: _Kept) -> None:
         """Keep the state last written, so that the next event of the task skips reading and parsing it."""
@@ -240,11 +285,17 @@ class PostgresTaskRepository(TaskRepository):
         rows = await conn.fetch("SELECT id, topic, payload FROM planner.outbox WHERE source_event_id = $1 ORDER BY id", event_id)
         return [PendingEvent(r["id"], Recorded.stored(r["topic"], r["payload"])) for r in rows]
 
-    async def _write(self, conn: Any, event_id: str, old: _Kept | None, transition: Transition, seal: Seal) -> list[PendingEvent] | None:
-        """Save the task, its changed steps, the applied event and the outbox in one statement; None if the task changed since `old`."""
+    async def _write(
+        self, conn: Any, event_id: str, version: str | None, old: _Kept | None, transition: Transition, seal: Seal
+    ) -> list[PendingEvent] | None:
+        """Save the task, its changed steps, the applied event and the outbox in one statement; None if its row is no longer `version`.
+
+        `old`: the state the transition started from (its JSON is reused, its steps tell which changed), None for a new one.
+        """
         new = transition.state
         records = [seal(o.topic, o.event) for o in transition.outbound]
         state_json, parts = _state_json(new, old.parts if old else {})
+        proof = self.seal.sign(new.task_id, self.prefix, state_json)
         before = {s.step: s for s in old.state.steps} if old else {}
         changed = [parts[id(s)][1] for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
         row = await conn.fetchrow(
@@ -262,10 +313,12 @@ class PostgresTaskRepository(TaskRepository):
             f"[{','.join(changed)}]",  # each changed step's JSON as the state holds it
             [r.topic for r in records],  # topics and payloads as text arrays: no JSON around the events' JSON
             self.prefix,
-            old.version if old else None,
+            version,
             new.summary,
             [r.value.decode() for r in records],
             new.counts.model_dump_json(),
+            proof.key_id,
+            proof.signature,
         )
         if row["version"] is None:
             return None
@@ -294,9 +347,15 @@ class PostgresTaskRepository(TaskRepository):
         return int(status.rsplit(" ", 1)[-1])
 
     async def get(self, task_id: str) -> TaskState | None:
-        """Load one task."""
-        raw = await self.pool.fetchval("SELECT state FROM planner.tasks WHERE task_id = $1", task_id)
-        return TaskState.model_validate_json(raw) if raw else None
+        """Load one task: the state this process holds if the row is still that version, else the stored one, checked."""
+        row = await self.pool.fetchrow(_GET, task_id)
+        if row is None:
+            return None
+        kept = self._states.get(task_id)
+        if kept is not None and kept.version == row["version"]:
+            return kept.state
+        proven = self._proven(task_id, row)
+        return None if isinstance(proven, str) else proven.state
 
     async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
         """See `TaskRepository`: this deployment's open tasks only (the partial index `tasks_open` keeps this small)."""
@@ -329,8 +388,10 @@ class InMemoryTaskRepository(TaskRepository):
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _next: int = 0
 
-    async def apply(self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned) -> list[PendingEvent]:
-        """Same contract as the PostgreSQL implementation."""
+    async def apply(
+        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+    ) -> list[PendingEvent]:
+        """Same contract as the PostgreSQL implementation (a state held in memory is never refused: `ending` is not needed)."""
         async with self._lock:
             if event_id in self.processed:
                 return [PendingEvent(i, r) for i, (src, r) in sorted(self.outbox.items()) if src == event_id]

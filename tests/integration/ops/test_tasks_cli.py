@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,14 +13,18 @@ from typing import Any
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import REPO_ROOT, create_pool
+from servicekit import REPO_ROOT, SigningKey, create_pool
 from servicekit.db import apply_migrations
 from services.audit.app import MIGRATIONS as AUDIT_MIGRATIONS
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
 from services.planner.domain import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from services.planner.repository import PostgresTaskRepository
+from services.planner.state_seal import StateSeal
 from tidegate.cli import app as cli
+
+with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder
+    SEAL = StateSeal(SigningKey.load_or_create(Path(_keys), "planner"), Path(_keys))
 
 NOW = datetime.now(UTC)
 
@@ -40,7 +45,7 @@ async def _fill(database_url: str, prefix: str, ids: dict[str, str]) -> None:
     try:
         for schema in ("planner", "executor"):
             await apply_migrations(pool, schema, REPO_ROOT / "services" / schema / "migrations")
-        repo = PostgresTaskRepository(pool, CostRates(), prefix=prefix)
+        repo = PostgresTaskRepository(pool, CostRates(), seal=SEAL, prefix=prefix)
         states = [
             _state(ids["human"], "waiting_human", "escalated", ids["human"] + ":4", approval_id="ap-h"),
             _state(ids["retry"], "running", "allowed", ids["retry"] + ":4", waiting_since=NOW - timedelta(minutes=20)),

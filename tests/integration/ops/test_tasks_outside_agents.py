@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,13 +18,17 @@ from typing import Any
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import REPO_ROOT, create_pool
+from servicekit import REPO_ROOT, SigningKey, create_pool
 from servicekit.db import apply_migrations
 from services.approval.domain import ApprovalRecord
 from services.approval.repository import PgApprovalRepository
 from services.planner.domain import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from services.planner.repository import PostgresTaskRepository
+from services.planner.state_seal import StateSeal
 from tidegate.cli import app as cli
+
+with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder
+    SEAL = StateSeal(SigningKey.load_or_create(Path(_keys), "planner"), Path(_keys))
 
 NOW = datetime.now(UTC)
 
@@ -75,7 +80,7 @@ async def _fill(database_url: str, prefix: str, tenant: str, ids: dict[str, str]
             task_id=ids["planned"], tenant_id=tenant, workflow="support_triage", mode="draft", requested_by="r", strategy="playbook",
             status="waiting_human", steps=[record], counts=s.ActionCounts(proposed=1, escalated=1), started_at=NOW - timedelta(hours=1),
         )  # fmt: skip
-        await PostgresTaskRepository(pool, CostRates(), prefix=prefix).apply(
+        await PostgresTaskRepository(pool, CostRates(), seal=SEAL, prefix=prefix).apply(
             f"ev-{ids['planned']}", state.task_id, lambda _o: Transition(state=state)
         )
         approvals = PgApprovalRepository(pool)

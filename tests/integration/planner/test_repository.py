@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from schemas import ActionCounts, ActionDecided, ActionDecidedData, ActionResultData, Reason, ResultCost, action_identity, utcnow
-from servicekit import REPO_ROOT, ToolCatalog, create_pool
+from servicekit import REPO_ROOT, SigningKey, ToolCatalog, create_pool
 from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
 from services.planner.app import build
 from services.planner.domain import CostRates, PlannedStep, TaskState, Transition
 from services.planner.repository import Change, PostgresTaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
+from services.planner.state_seal import StateSeal
 from services.planner.strategies import PlaybookStrategy
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
+
+with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder
+    SEAL = StateSeal(SigningKey.load_or_create(Path(_keys), "planner"), Path(_keys))
 
 RATES = CostRates()
 
@@ -31,7 +37,7 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
     pool = await create_pool(infra.database_url, max_size=2)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        repo = PostgresTaskRepository(pool, RATES)
+        repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
         catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
         task = ticket_task(TICKETS[6], task_id=f"repo-{uuid.uuid4().hex[:8]}")
         plan = await PlaybookStrategy(catalog).plan(task)
@@ -47,7 +53,9 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
         [proposal] = first
         again = await repo.apply("ev-1", task.task_id, start)  # redelivered before `published`: the same event, same outbox row
         assert [(p.outbox_id, p.event.id) for p in again] == [(proposal.outbox_id, proposal.event.id)]
-        restarted = await PostgresTaskRepository(pool, RATES).apply("ev-1", task.task_id, start)  # to a copy that never saw the task
+        restarted = await PostgresTaskRepository(pool, RATES, seal=SEAL).apply(
+            "ev-1", task.task_id, start
+        )  # to a copy that never saw the task
         assert [(p.outbox_id, p.event.id) for p in restarted] == [(proposal.outbox_id, proposal.event.id)]
         await repo.published([proposal.outbox_id])
         assert await repo.apply("ev-1", task.task_id, start) == []
@@ -91,7 +99,7 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
     pool = await create_pool(infra.database_url, max_size=2)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        repo = PostgresTaskRepository(pool, RATES, prefix=f"test-{uuid.uuid4().hex[:8]}.")
+        repo = PostgresTaskRepository(pool, RATES, seal=SEAL, prefix=f"test-{uuid.uuid4().hex[:8]}.")
         catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
         task = ticket_task(TICKETS[6], task_id=f"repo-{uuid.uuid4().hex[:8]}")
         plan = await PlaybookStrategy(catalog).plan(task)
@@ -101,7 +109,7 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
         await repo.published([proposal.outbox_id])
         assert task.task_id not in await repo.waiting_since_before(then)
         assert task.task_id in await repo.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
-        other = PostgresTaskRepository(pool, RATES, prefix="another-deployment.")  # same database, another deployment
+        other = PostgresTaskRepository(pool, RATES, seal=SEAL, prefix="another-deployment.")  # same database, another deployment
         assert task.task_id not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
 
         timeouts = domain.StepTimeouts(default_s=60)
@@ -142,7 +150,7 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
     await open_pool(pool, infra.database_url)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        repo = PostgresTaskRepository(pool, RATES)
+        repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
         task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
         [proposal] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
         sent: list[str] = []
@@ -154,7 +162,7 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
         assert len(sent) == 2
         assert (await repo.get(task.task_id)).summary == "noted"
 
-        fresh = PostgresTaskRepository(pool, RATES)  # a restarted process: the task is read first
+        fresh = PostgresTaskRepository(pool, RATES, seal=SEAL)  # a restarted process: the task is read first
         sent.clear()
         await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart"))
         assert len(sent) == 2, sent
@@ -181,7 +189,7 @@ async def test_a_process_keeps_the_states_of_as_many_tasks_as_its_setting_and_re
         async with pool.acquire() as conn:  # the pool's one connection
             conn.add_query_logger(lambda record: sent.append(record.query))
         for kept, statements in ((1, [1, 2]), (0, [2, 2])):
-            repo = PostgresTaskRepository(pool, RATES, cached_tasks=kept)
+            repo = PostgresTaskRepository(pool, RATES, seal=SEAL, cached_tasks=kept)
             first, start_first = _started(f"repo-{uuid.uuid4().hex[:8]}")
             second, start_second = _started(f"repo-{uuid.uuid4().hex[:8]}")
             await repo.apply(f"ev-{first.task_id}", first.task_id, start_first)
@@ -203,7 +211,7 @@ async def test_a_task_another_copy_changed_is_applied_to_its_fresh_state(infra):
     pool = await create_pool(infra.database_url, max_size=3)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        ours, other = PostgresTaskRepository(pool, RATES), PostgresTaskRepository(pool, RATES)
+        ours, other = PostgresTaskRepository(pool, RATES, seal=SEAL), PostgresTaskRepository(pool, RATES, seal=SEAL)
         task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
         await ours.apply(f"ev-{task.task_id}", task.task_id, start)
         await other.apply(f"other-{task.task_id}", task.task_id, _noted("summary", "by the other copy"))
@@ -242,7 +250,7 @@ async def pool(infra: Any) -> AsyncIterator[asyncpg.Pool]:
 
 async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_event(pool: asyncpg.Pool) -> None:
     """The state is written with the parts an event left alone serialised once; what is read back is the state, whole, every time."""
-    repo = PostgresTaskRepository(pool, RATES)
+    repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
     task = ticket_task(TICKETS[2], task_id=f"repo-{uuid.uuid4().hex[:8]}")  # a refund to a new payee: denied, re-planned
     plan = await PlaybookStrategy(ToolCatalog.load(REPO_ROOT / "catalog" / "tools")).plan(task)
     returned: list[TaskState] = []
@@ -311,7 +319,7 @@ async def test_the_ids_of_events_applied_before_a_cutoff_are_forgotten_and_a_lat
     pool = await create_pool(infra.database_url, max_size=2)
     try:
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
-        repo = PostgresTaskRepository(pool, RATES)
+        repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
         run = uuid.uuid4().hex[:8]
         started = [_started(f"forget-{run}-{n}") for n in range(3)]
         for n, (task, start) in enumerate(started):
