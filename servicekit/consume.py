@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from servicekit.bus import Bus, Handler, OutputRefused
 from servicekit.metrics import observe_handled
+from servicekit.received import receiving
 from servicekit.tracing import Attr, batch_span
 
 __all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
@@ -116,7 +117,9 @@ async def _handle_batch(
     attributes = {Attr.SERVICE: bus.service, Attr.TOPIC: topic, Attr.BATCH_SIZE: len(events)}
     alone = False
     try:  # one span for the batch, linked to every event's trace; work done per event opens spans in the event's trace
-        with batch_span(f"{bus.service} handle batch {topic}", attributes=attributes, links=[e.traceparent for e in events]):
+        links = [e.traceparent for e in events]
+        # `receiving`: a handler that keeps a signed event as it came finds its bytes (`servicekit.received`)
+        with batch_span(f"{bus.service} handle batch {topic}", attributes=attributes, links=links), receiving(events, kept):
             await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
     except Exception:  # one bad event must not hold the others: fall back to one at a time
         log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)

@@ -2,7 +2,9 @@
 
 From the results it keeps (`_undo_store`: succeeded calls with a plan, and the id each one's undo has) and the
 decisions and results it saw (`_task_event_store`, forgotten after `task_events_kept_s`), and the resolution of the
-action's follow-up, when a person recorded one (its repository).
+action's follow-up, when a person recorded one (its repository). The plan an undo may be proposed from is only ever
+the executor's signed event kept for the action (`_undo_proofs`): the rest, which the service's database login can
+write, can only make an undo refused.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from schemas import ActionResultData
+from servicekit import Authority
 from servicekit.undo import ActionState, undo_action_id
 from services.approval._task_event_store import TaskEvent
+from services.approval._undo_proofs import RowRefused, proven_result
 from services.approval._undo_store import UndoResults
 from services.approval.repository import ApprovalRepository
 
@@ -23,20 +27,32 @@ DECIDED = "tidegate.action.decided"
 
 @dataclass(frozen=True)
 class UndoCase:
-    """An action asked to be undone: its tenant, its state and its undo's (None: none seen), and its kept result, if any."""
+    """An action asked to be undone: its tenant, its state and its undo's (None: none seen), and its kept result, if any.
+
+    `result` is the executor's signed result of the action, verified (None: none kept, or `refused`, with why).
+    """
 
     tenant_id: str
     action: ActionState
     undo: ActionState | None
     result: ActionResultData | None
+    refused: RowRefused | None = None
 
 
-async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: str) -> UndoCase | None:
-    """What the service knows of `action_id` and of its undo (with its follow-up's resolution); None when it knows nothing of it."""
+async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: str, authority: Authority | None) -> UndoCase | None:
+    """What the service knows of `action_id` and of its undo (with its follow-up's resolution); None when it knows nothing of it.
+
+    A kept result is verified against `authority` (`_undo_proofs.proven_result`): one that fails is logged, counted and
+    `refused`; its row's copy then still tells the action's state (it can only make the undo refused).
+    """
     undo_id = undo_action_id(action_id)
     # The events first: a result is kept before it is recorded among them (`on_result`), so one they show is found kept.
     events = await seen.action_events([action_id, undo_id])
-    kept, undone = await results.get(action_id), await results.get(undo_id)
+    row, undone_row = await results.get(action_id), await results.get(undo_id)
+    proven = proven_result(row, action_id, authority) if row is not None else None
+    refused = proven if isinstance(proven, RowRefused) else None
+    kept = proven if isinstance(proven, ActionResultData) else row.result if row is not None else None
+    undone = undone_row.result if undone_row is not None else None  # only ever a reason to refuse: never proposed from
     tenant = kept.tenant_id if kept is not None else next((e.tenant_id for e in events if e.action_id == action_id), None)
     if tenant is None:
         return None
@@ -48,7 +64,8 @@ async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: s
         action = replace(action, resolution=follow_up.resolution, resolved_by=follow_up.decided_by)
     if undone is not None and undone.tenant_id != tenant:
         undone = None  # another tenant's action holds the id: nothing of it is told
-    return UndoCase(tenant, action, _state(undo_id, undone, _of(events, undo_id, tenant), action_id), kept)
+    undo = _state(undo_id, undone, _of(events, undo_id, tenant), action_id)
+    return UndoCase(tenant, action, undo, kept if refused is None else None, refused)
 
 
 def _of(events: Sequence[TaskEvent], action_id: str, tenant_id: str) -> list[TaskEvent]:

@@ -1,4 +1,8 @@
-"""The succeeded calls an approver may undo: their results (with the executor's undo plan), by action id and by their undo's id."""
+"""The succeeded calls an approver may undo: their results and the executor's signed result events, by action id and by their undo's id.
+
+The event is kept as received (envelope and signature): the undo API proposes a plan only from it, once it verifies
+(`_undo_proofs`). The result beside it is the row's own copy, which the service's database login can rewrite.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,34 @@ import asyncpg
 from schemas import ActionResultData
 from servicekit.undo import undo_action_id
 
-__all__ = ["InMemoryUndoResults", "PgUndoResults", "UndoResults"]
+__all__ = ["InMemoryUndoResults", "KeptResult", "PgUndoResults", "UndoResults"]
+
+
+@dataclass(frozen=True)
+class KeptResult:
+    """A succeeded call's result as kept: `result` (the row's copy: unsigned, never a plan to propose) and `event`.
+
+    `event`: the executor's signed `action.succeeded` as the service received it, to verify at use; None for a row
+    kept before migration 014 (or by an older copy of the service), whose undo is then refused.
+    """
+
+    result: ActionResultData
+    event: str | None
 
 
 class UndoResults(Protocol):
     """Results that carry an undo plan."""
 
-    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
-        """Remember succeeded calls' results, all in one write (idempotent per action id).
+    async def keep(self, results: Sequence[KeptResult]) -> list[str]:
+        """Remember succeeded calls' results and their events, all in one write (idempotent per action id).
 
         Returns the action ids whose undo id another kept action holds already (none, short of a row an older copy of
         the service wrote: `undo_action_id` gives every action its own): those are kept without it, never refused.
         """
         ...
 
-    async def get(self, action_id: str) -> ActionResultData | None:
-        """The result of `action_id`, if it was kept."""
+    async def get(self, action_id: str) -> KeptResult | None:
+        """The result of `action_id` and its event, as kept (unverified), if it was kept."""
         ...
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
@@ -38,30 +54,31 @@ class UndoResults(Protocol):
 class InMemoryUndoResults(UndoResults):
     """The in-memory twin, for unit tests."""
 
-    results: dict[str, ActionResultData] = field(default_factory=dict)
+    results: dict[str, KeptResult] = field(default_factory=dict)
     undo_ids: dict[str, str | None] = field(default_factory=dict)
     """Each kept action's undo id, as the table's column (None: another action held it when this one was kept)."""
 
-    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
+    async def keep(self, results: Sequence[KeptResult]) -> list[str]:
         """See UndoResults."""
         clashes = []
-        for result in results:
-            if result.action_id in self.results:
+        for kept in results:
+            action_id = kept.result.action_id
+            if action_id in self.results:
                 continue
-            undo_id: str | None = undo_action_id(result.action_id)
+            undo_id: str | None = undo_action_id(action_id)
             if undo_id in self.undo_ids.values():
-                clashes.append(result.action_id)
+                clashes.append(action_id)
                 undo_id = None
-            self.results[result.action_id], self.undo_ids[result.action_id] = result, undo_id
+            self.results[action_id], self.undo_ids[action_id] = kept, undo_id
         return clashes
 
-    async def get(self, action_id: str) -> ActionResultData | None:
+    async def get(self, action_id: str) -> KeptResult | None:
         """See UndoResults."""
         return self.results.get(action_id)
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
         """See UndoResults."""
-        held = (a for a, u in self.undo_ids.items() if u == undo_id and self.results[a].tenant_id == tenant_id)
+        held = (a for a, u in self.undo_ids.items() if u == undo_id and self.results[a].result.tenant_id == tenant_id)
         return next(held, None)
 
 
@@ -72,41 +89,47 @@ class PgUndoResults(UndoResults):
         self._pool = pool
         self._s = schema
 
-    async def keep(self, results: Sequence[ActionResultData]) -> list[str]:
+    async def keep(self, results: Sequence[KeptResult]) -> list[str]:
         """See UndoResults: one round trip for a polled batch's results (new or redelivered), one more for a clash."""
         if not results:
             return []
-        rows = {r.action_id: (r.tenant_id, r.task_id, r.model_dump_json(), undo_action_id(r.action_id)) for r in results}
+        rows = {
+            r.action_id: (r.tenant_id, r.task_id, r.model_dump_json(), k.event, undo_action_id(r.action_id))
+            for k in results
+            for r in (k.result,)
+        }
         clashes = await self._insert(rows)
         if clashes:  # kept without the undo id another row holds: its undo is still proposed, by the action's own id
-            await self._insert({a: (*rows[a][:3], None) for a in clashes})
+            await self._insert({a: (*rows[a][:4], None) for a in clashes})
         return clashes
 
-    async def _insert(self, rows: Mapping[str, tuple[str, str, str, str | None]]) -> list[str]:
+    async def _insert(self, rows: Mapping[str, tuple[str, str, str, str | None, str | None]]) -> list[str]:
         """Insert the rows that conflict on no key; the action ids of those that conflicted on their undo id alone.
 
         The outer query reads the table as it was before the insert: a row not inserted and not kept before held an
         undo id another row has (or a copy of the service kept it in the meantime: then it is not inserted again).
         """
-        tenants, tasks, texts, undo_ids = zip(*rows.values(), strict=True)
+        tenants, tasks, texts, events, undo_ids = zip(*rows.values(), strict=True)
         clashing = await self._pool.fetch(
-            f"WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS x(a, t, k, r, u)), "
-            f"inserted AS (INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result, undo_id) "
-            "SELECT a, t, k, r::jsonb, u FROM x ON CONFLICT DO NOTHING RETURNING action_id) "
+            "WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) "
+            "AS x(a, t, k, r, e, u)), "
+            f"inserted AS (INSERT INTO {self._s}.undo_results (action_id, tenant_id, task_id, result, event, undo_id) "
+            "SELECT a, t, k, r::jsonb, e, u FROM x ON CONFLICT DO NOTHING RETURNING action_id) "
             "SELECT a FROM x WHERE a NOT IN (SELECT action_id FROM inserted) "
             f"AND NOT EXISTS (SELECT 1 FROM {self._s}.undo_results kept WHERE kept.action_id = x.a)",
             list(rows),
             list(tenants),
             list(tasks),
             list(texts),
+            list(events),
             list(undo_ids),
         )
         return sorted({str(row["a"]) for row in clashing})
 
-    async def get(self, action_id: str) -> ActionResultData | None:
+    async def get(self, action_id: str) -> KeptResult | None:
         """See UndoResults."""
-        text = await self._pool.fetchval(f"SELECT result::text FROM {self._s}.undo_results WHERE action_id = $1", action_id)
-        return None if text is None else ActionResultData.model_validate_json(text)
+        row = await self._pool.fetchrow(f"SELECT result::text, event FROM {self._s}.undo_results WHERE action_id = $1", action_id)
+        return None if row is None else KeptResult(ActionResultData.model_validate_json(row["result"]), row["event"])
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
         """See UndoResults."""

@@ -133,6 +133,7 @@ def build(
         base_url=base_url,
         seals=seals,
         review_price=price,
+        authority=authority,
     )
     routes = {
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),

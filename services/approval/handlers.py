@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from schemas import ActionDecided, ActionResult
 from servicekit import Handler, Reject
+from servicekit.received import received
 from servicekit.unreadable import has_non_finite
 from services.approval.service import ApprovalService
 
@@ -39,10 +40,13 @@ def on_decided_batch(service: ApprovalService) -> Callable[[list[ActionDecided]]
 
 
 def on_result(service: ApprovalService) -> Handler:
-    """`actions.results`: keep the result for cost; an unknown outcome opens a follow-up for a human."""
+    """`actions.results`: keep the result for cost; an unknown outcome opens a follow-up for a human.
+
+    A result with an undo plan is kept with its signed event as received (`servicekit.received`): an undo's plan comes from it.
+    """
 
     async def handle(event: ActionResult) -> None:
-        await service.on_result(event.data, event_type=event.type, event_id=event.id, at=event.time)
+        await service.on_result(event.data, event_type=event.type, event_id=event.id, at=event.time, signed=received(event))
 
     return handle
 
@@ -51,6 +55,6 @@ def on_result_batch(service: ApprovalService) -> Callable[[list[ActionResult]], 
     """`actions.results`, a polled batch at a time: the results in one write, then the follow-ups of unknown outcomes."""
 
     async def handle(events: list[ActionResult]) -> None:
-        await service.on_result_batch(events)
+        await service.on_result_batch(events, [received(e) for e in events])
 
     return handle

@@ -38,6 +38,7 @@ from schemas import (
 )
 from servicekit import (
     Attr,
+    Authority,
     ControlState,
     Recorded,
     Reject,
@@ -57,7 +58,7 @@ from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._groups_counted import counted_groups, disagreement
 from services.approval._row_proofs import Seals
 from services.approval._undo_states import undo_case
-from services.approval._undo_store import InMemoryUndoResults, UndoResults
+from services.approval._undo_store import InMemoryUndoResults, KeptResult, UndoResults
 from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, Vote
 from services.approval.quality import QueueAge, queue_age, review_of
@@ -201,6 +202,7 @@ class ApprovalService(WebhookSide):
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     seals: Seals | None = None  # signs and checks the approvals a request counts (`_ballots`); None: a twin trusting its memory
     review_price: ReviewPrice = field(default_factory=ReviewPrice)  # what the summary prices a decision at (`TIDEGATE_HUMAN_*`)
+    authority: Authority | None = None  # verifies the executor's kept result events an undo's plan comes from; None: none is trusted
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
     _disagreements_told: set[str] = field(default_factory=set, init=False)
@@ -260,27 +262,38 @@ class ApprovalService(WebhookSide):
         log.info("approval %s requested for %s/%s (%s)", fresh.approval_id, fresh.tenant_id, fresh.action_id, fresh.tool)
         return fresh
 
-    async def on_result(self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime) -> ApprovalRecord | None:
-        """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry)."""
-        await self._keep_undoable([result])  # first: whoever sees the result among the task events finds it kept (_undo_states)
+    async def on_result(
+        self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime, signed: bytes | None = None
+    ) -> ApprovalRecord | None:
+        """Remember a result for cost; an unknown outcome opens a follow-up for a human (never a retry).
+
+        `signed`: the executor's event as received (`servicekit.received`), kept for an undo's plan (None: its undo is refused).
+        """
+        await self._keep_undoable([(result, signed)])  # first: whoever sees the result among the task events finds it kept (_undo_states)
         await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at)])
         return await self._follow_up(result) if result.status == "unknown" else None
 
-    async def on_result_batch(self, events: Sequence[ActionResult]) -> None:
+    async def on_result_batch(self, events: Sequence[ActionResult], signed: Sequence[bytes | None] | None = None) -> None:
         """A polled batch of results: kept in one write (and the undoable ones in one more), then a follow-up for each unknown outcome.
 
-        As `on_decided_batch`: what raises sends the batch back to the bus, to be handled one event at a time.
+        `signed`: each event as received, as in `on_result` (None: none). As `on_decided_batch`: what raises sends the
+        batch back to the bus, to be handled one event at a time.
         """
-        await self._keep_undoable([e.data for e in events])  # first, as in `on_result`
+        received = signed or [None] * len(events)
+        await self._keep_undoable(list(zip([e.data for e in events], received, strict=True)))  # first, as in `on_result`
         await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time) for e in events])
         for event in events:
             if event.data.status == "unknown":
                 with _handling(event):
                     await self._follow_up(event.data)
 
-    async def _keep_undoable(self, results: Sequence[ActionResultData]) -> None:
-        """Keep the results an approver may undo; one whose undo id another kept action holds is kept without it, and said."""
-        for action_id in await self.undo_results.keep([r for r in results if _undoable(r)]):
+    async def _keep_undoable(self, results: Sequence[tuple[ActionResultData, bytes | None]]) -> None:
+        """Keep the results an approver may undo, each with its signed event as received.
+
+        One whose undo id another kept action holds is kept without it, and said.
+        """
+        undoable = [KeptResult(r, None if e is None else e.decode("utf-8", "replace")) for r, e in results if _undoable(r)]
+        for action_id in await self.undo_results.keep(undoable):
             log.warning("approval: the undo id of %s is held by another kept action: kept without it (not known by its undo id)", action_id)
 
     async def _follow_up(self, result: ActionResultData) -> ApprovalRecord | None:
@@ -504,14 +517,18 @@ class ApprovalService(WebhookSide):
         another tenant's action is 404, as an unknown one; what cannot be undone now is 422 with the reason and what
         to do, by the rule `tidegate undo` applies (`servicekit.undo.undo_refusal`): an undo itself, an action undone
         already (or whose undo failed, is unknown, denied or pending), one that failed, was denied or has no result.
+        The plan proposed is only ever the executor's signed one (`_undo_proofs`): a kept result whose event does not
+        verify for this action is 422 `undo_irreversible`, saying why, and nothing is proposed.
         """
-        case = await undo_case(self.undo_results, self.repo, action_id) if session.link is None else None
+        case = await undo_case(self.undo_results, self.repo, action_id, self.authority) if session.link is None else None
         if case is None or not session.approver.may_see(case.tenant_id):
             return Refusal(code="not_found", status=404, message=f"no call {action_id} is known here")
         refused = undo_refusal(case.action, case.undo)
         if refused is not None:
             return Refusal(code=str(refused.code), status=422, message=refused.message)
-        assert case.result is not None  # a call with a ready plan is a kept result
+        if case.refused is not None:  # the row's copy would have it proposed: the executor's signed event does not say so
+            return Refusal(code=str(ReasonCode.UNDO_IRREVERSIBLE), status=422, message=case.refused.message)
+        assert case.result is not None  # a call with a ready plan is a kept result, verified
         who = session.approver.approver
         proposal = undo_proposal(case.result, requested_by=who, proposer=f"undo:{who}", rationale=f"undo requested by {who}")
         await self.publisher.publish("actions.proposed", ActionProposed.build(proposal, source="tidegate/approval"))

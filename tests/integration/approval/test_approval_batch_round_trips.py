@@ -94,7 +94,7 @@ async def test_a_batch_of_results_is_one_statement_and_one_more_for_the_undoable
     for event in undoable:
         kept = await service.undo_results.get(event.data.action_id)
         assert kept is not None
-        assert kept.undo == ready
+        assert kept.result.undo == ready
     assert [await service.undo_results.get(e.data.action_id) for e in others] == [None] * 10
 
     statements.sent.clear()

@@ -18,11 +18,12 @@ import schemas as s
 from servicekit import REPO_ROOT, create_pool
 from servicekit.db import apply_migrations
 from servicekit.undo import undo_action_id
-from services.approval._undo_store import PgUndoResults
+from services.approval._undo_store import KeptResult, PgUndoResults
 
 MIGRATIONS = REPO_ROOT / "services" / "approval" / "migrations"
 UNDO_IDS = "008_undo_ids.sql"
 UNDO_IDS_APART = "009_undo_ids_apart.sql"
+RESULT_EVENTS = "014_undo_result_events.sql"  # the column the service keeps each result's signed event in
 UNTAG = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 RETAG = s.UndoPlan(status="ready", tool="tag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 
@@ -34,12 +35,12 @@ def _succeeded(action_id: str, tenant: str, tool: str, undo: s.UndoPlan) -> s.Ac
 
 
 @asynccontextmanager
-async def _schema_before(infra: Any, folder: Path, migration: str) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
-    """A schema of its own migrated up to `migration` (excluded), from a copy of the migrations in `folder`; dropped after."""
+async def _schema_before(infra: Any, folder: Path, migration: str, *also: str) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """A schema of its own migrated up to `migration` (excluded), and `also`, from a copy of the migrations in `folder`; dropped after."""
     schema = f"approval_undo_ids_{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     for path in sorted(MIGRATIONS.glob("*.sql")):
-        if path.name < migration:
+        if path.name < migration or path.name in also:
             shutil.copy(path, folder / path.name)
     pool = await create_pool(infra.database_url, max_size=2)
     try:
@@ -77,7 +78,14 @@ async def test_results_kept_before_the_migrations_get_their_undo_id_as_serviceki
         results = PgUndoResults(pool, schema)
         assert [await results.original_of(undo_action_id(action_id), "acme") for action_id in ids] == ids
         assert await results.original_of(undo_action_id("a-1"), "globex") is None  # another tenant's undo id tells nothing
-        await results.keep([_succeeded("a-2", "acme", "tag_ticket", UNTAG)])  # kept from now on: the service writes the id
+        shutil.copy(MIGRATIONS / RESULT_EVENTS, folder / RESULT_EVENTS)
+        assert await apply_migrations(pool, schema, folder) == [RESULT_EVENTS]
+        kept = await results.get("a-1")
+        assert kept is not None
+        assert kept.event is None  # kept before the signed event was: its undo is refused over the API (docs/autonomy.md)
+        await results.keep(
+            [KeptResult(_succeeded("a-2", "acme", "tag_ticket", UNTAG), None)]
+        )  # kept from now on: the service writes the id
         assert await results.original_of("undo-a-2", "acme") == "a-2"
 
 
@@ -87,12 +95,14 @@ async def test_an_undo_id_held_already_is_kept_without_it_and_migration_009_give
     long_id = "t-1:1." + "v" * 250
     digest = hashlib.sha256(long_id.encode()).hexdigest()[:32]
     crafted = long_id[:218] + "-" + digest
-    async with _schema_before(infra, tmp_path / "migrations", UNDO_IDS_APART) as (pool, schema):
+    async with _schema_before(infra, tmp_path / "migrations", UNDO_IDS_APART, RESULT_EVENTS) as (pool, schema):
         await _kept_as_before(pool, schema, long_id, undo_id="undo-" + crafted)  # what undo_action_id(long_id) was before 009
         results = PgUndoResults(pool, schema)
-        assert await results.keep([_succeeded(crafted, "acme", "tag_ticket", UNTAG)]) == [crafted]
+        assert await results.keep([KeptResult(_succeeded(crafted, "acme", "tag_ticket", UNTAG), None)]) == [crafted]
         assert await results.get(crafted) is not None  # its undo can still be proposed
-        assert await results.keep([_succeeded(crafted, "acme", "tag_ticket", UNTAG)]) == []  # a redelivery: kept already, no clash
+        assert (
+            await results.keep([KeptResult(_succeeded(crafted, "acme", "tag_ticket", UNTAG), None)]) == []
+        )  # a redelivery: kept already, no clash
         assert await _undo_ids(pool, schema) == {long_id: "undo-" + crafted, crafted: None}
         shutil.copy(MIGRATIONS / UNDO_IDS_APART, tmp_path / "migrations" / UNDO_IDS_APART)
         assert await apply_migrations(pool, schema, tmp_path / "migrations") == [UNDO_IDS_APART]

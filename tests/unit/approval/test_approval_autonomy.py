@@ -120,11 +120,11 @@ async def test_an_approver_proposes_an_undo_that_policy_decides_and_only_in_thei
     from schemas import UndoPlan
 
     ready = UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
-    at = world.clock()
-    await world.service.on_result(_succeeded("a-ours", "acme", ready), event_type="tidegate.action.succeeded", event_id="r1", at=at)
-    await world.service.on_result(_succeeded("a-theirs", "globex", ready), event_type="tidegate.action.succeeded", event_id="r2", at=at)
+    from schemas import ActionSucceeded
+
     irreversible = UndoPlan(status="irreversible", message="send a correction")
-    await world.service.on_result(_succeeded("a-sent", "acme", irreversible), event_type="tidegate.action.succeeded", event_id="r3", at=at)
+    for action_id, tenant, plan in (("a-ours", "acme", ready), ("a-theirs", "globex", ready), ("a-sent", "acme", irreversible)):
+        await world.receive(ActionSucceeded.build(_succeeded(action_id, tenant, plan), source="tidegate/executor"))
     who = bearer(world.tokens["bob"])
 
     answer = await world.client.post("/api/v1/actions/a-ours/undo", headers=who)

@@ -54,7 +54,9 @@ async def test_a_batch_of_results_keeps_the_undo_plans_and_opens_a_follow_up_for
         [ActionSucceeded.build(tagged, source="tidegate/executor"), ActionUnknown.build(lost, source="tidegate/executor")]
     )
 
-    assert await world.service.undo_results.get("a-1") == tagged
+    kept = await world.service.undo_results.get("a-1")
+    assert kept is not None
+    assert kept.result == tagged
     assert await world.service.undo_results.get("a-9") is None
     follow_up = await world.repo.get_by_action("a-9", "follow_up", tenant_id="acme")
     assert follow_up is not None

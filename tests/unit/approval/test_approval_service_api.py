@@ -27,6 +27,7 @@ from schemas import (
 )
 from servicekit import (
     REPO_ROOT,
+    Authority,
     ControlState,
     EventOutlet,
     Keyring,
@@ -36,11 +37,12 @@ from servicekit import (
     ToolCatalog,
     action_digest,
     approval_message,
+    encode_signed,
     span,
 )
 from services.approval import auth, webhooks
 from services.approval.api import create_api
-from services.approval.domain import GroupsConfig
+from services.approval.domain import ApprovalRecord, GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import Endpoint, InMemoryApprovalRepository
 from services.approval.service import ApprovalService
@@ -92,6 +94,13 @@ class World:
     client: httpx.AsyncClient
     sender: FlakySender
     tokens: dict[str, str]
+    executor: SigningKey  # the executor's key, which the service trusts (`receive`)
+
+    async def receive(self, event: Envelope, at: datetime | None = None) -> ApprovalRecord | None:
+        """The service handles a result event as the bus hands it over: signed by the executor, with the bytes it came in."""
+        data = event.data
+        raw = encode_signed(event, self.executor)
+        return await self.service.on_result(data, event_type=event.type, event_id=event.id, at=at or self.clock(), signed=raw)
 
 
 def decided(action_id: str = "a-1", *, args: dict[str, Any] | None = None, **over: Any) -> ActionDecidedData:
@@ -130,6 +139,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         sender=sender,
         clock=clock,
         base_url=lambda: "http://approvals.test",
+        authority=Authority(tmp_path, tmp_path / "operators", tmp_path / "clients"),
     )
     tokens = {}
     for who, groups in (("alice@acme.example", ["finance"]), ("bob@acme.example", ["finance"]), ("dan@acme.example", ["security"])):
@@ -138,7 +148,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         tokens[who.split("@")[0]] = token
     api = create_api(service, ApiRateLimits(per_token="1000/minute", per_ip="1000/minute"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://approvals.test") as client:
-        yield World(service, repo, bus, clock, client, sender, tokens)
+        yield World(service, repo, bus, clock, client, sender, tokens, SigningKey.load_or_create(tmp_path, "executor"))
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from test_approval_service_api import World, bearer, world  # noqa: F401  (the f
 import schemas as s
 from servicekit import action_digest
 from servicekit.undo import undo_action_id, undo_proposal
-from services.approval._undo_store import InMemoryUndoResults
+from services.approval._undo_store import InMemoryUndoResults, KeptResult
 
 UNTAG = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 RETAG = s.UndoPlan(status="ready", tool="tag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
@@ -88,7 +88,7 @@ async def _api(world: World, events: list[s.Envelope], action_id: str) -> Any:  
         if isinstance(event, s.ActionDecided):
             await world.service.on_decided(event.data, event_id=event.id, at=at)
         elif not isinstance(event, s.ActionProposed):
-            await world.service.on_result(event.data, event_type=event.type, event_id=event.id, at=at)  # type: ignore[attr-defined]
+            await world.receive(event, at)
     return await world.client.post(f"/api/v1/actions/{action_id}/undo", headers=bearer(world.tokens["bob"]))
 
 
@@ -168,7 +168,7 @@ async def test_a_result_whose_undo_id_another_kept_action_holds_is_kept_without_
     crafted = long_id[:218] + "-" + hashlib.sha256(long_id.encode()).hexdigest()[:32]
     kept = world.service.undo_results
     assert isinstance(kept, InMemoryUndoResults)
-    kept.results[long_id] = _result(s.ActionSucceeded, long_id, "tag_ticket", "succeeded", undo=UNTAG).data  # type: ignore[assignment]
+    kept.results[long_id] = KeptResult(_result(s.ActionSucceeded, long_id, "tag_ticket", "succeeded", undo=UNTAG).data, None)  # type: ignore[arg-type]
     kept.undo_ids[long_id] = "undo-" + crafted
     answer = await _api(world, [_result(s.ActionSucceeded, crafted, "tag_ticket", "succeeded", undo=UNTAG)], crafted)
     assert answer.status_code == 200, answer.text
@@ -192,5 +192,5 @@ async def test_a_result_is_kept_for_undo_before_it_shows_among_the_task_events(w
     if batch:
         await world.service.on_result_batch([result])  # type: ignore[list-item]
     else:
-        await world.service.on_result(result.data, event_type=result.type, event_id=result.id, at=world.clock())  # type: ignore[attr-defined]
+        await world.receive(result)
     assert kept_when_recorded == [True]
