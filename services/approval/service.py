@@ -473,7 +473,19 @@ class ApprovalService(WebhookSide):
         return domain.second_vote_without_token(record, session.approver, vote) or self.approval_held(record)
 
     def approval_held(self, record: ApprovalRecord) -> Refusal | None:
-        """Why an approve of `record` is held now: a kill switch on its tool, under which a grant ends in the policy's final deny."""
+        """Why an approve of `record` is held now: a grant would end in the policy's deny.
+
+        A kill switch on its tool (a final deny), or a catalog that no longer grants the tool to the request's tenant
+        (`tool_not_granted`: a request raised before its entry named its tenants).
+        """
+        spec = self.catalog.get(record.tool) if self.catalog is not None and record.kind == "approval" else None
+        if spec is not None and not spec.granted_to(record.tenant_id):
+            return Refusal(
+                code="tool_not_granted",
+                status=409,
+                message=f"the catalog does not grant {record.tool} to tenant {record.tenant_id} (its entry's `tenants`): a grant would "
+                "be denied tool_not_granted and nothing would run; reject it, or have an operator grant the tool first (docs/tools.md)",
+            )
         switch = self.killswitch(record.tenant_id, record.tool) if record.kind == "approval" else None
         if switch is None:
             return None

@@ -704,3 +704,24 @@ async def test_the_approver_sees_what_the_call_itself_costs_beside_it(world: Wor
     assert record is not None
     shown = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
     assert shown["estimated_cost_usd"] == 0.25
+
+
+async def test_a_request_for_a_tool_the_catalog_no_longer_grants_its_tenant_cannot_be_approved_only_rejected(world: World) -> None:
+    # Raised before the catalog named the tool's tenants (an upgrade past tool tenancy): a grant would be denied
+    # tool_not_granted by the policy and nothing would run, so the approver is told so instead of "you may decide".
+    record = await world.service.on_decided(decided(), event_id="e1", at=world.clock())
+    assert record is not None
+    catalog = world.service.catalog
+    assert catalog is not None
+    world.service.catalog = ToolCatalog(
+        {**catalog.tools, "issue_refund": catalog["issue_refund"].model_copy(update={"tenants": ["globex"]})}
+    )
+    url = f"/api/v1/approvals/{record.approval_id}"
+    shown = (await world.client.get(url, headers=bearer(world.tokens["bob"]))).json()
+    assert (shown["can_decide"], shown["cannot_decide_code"], shown["can_reject"]) == (False, "tool_not_granted", True)
+    assert "does not grant issue_refund to tenant acme" in shown["cannot_decide_because"]
+    refused = await world.client.post(f"{url}/approve", json={"action_digest": record.action_digest}, headers=bearer(world.tokens["bob"]))
+    assert (refused.status_code, refused.json()["detail"]["code"]) == (409, "tool_not_granted")
+    rejected = await world.client.post(f"{url}/reject", json={"action_digest": record.action_digest}, headers=bearer(world.tokens["bob"]))
+    assert rejected.status_code == 200, rejected.text
+    assert world.bus.types()[-1] == "tidegate.approval.rejected"
