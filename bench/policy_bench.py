@@ -243,7 +243,9 @@ async def through_kafka(
             """Publish the tasks of `count` proposals of `suffix` (as a client signs them) and wait until the service learned them."""
             ids = sorted({proposal(i, run + suffix).data.task_id for i in range(count)})
             for task_id in ids:
-                data = TaskSubmittedData(task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="bench")
+                data = TaskSubmittedData(
+                    task_id=task_id, tenant_id="acme", workflow="support_triage", input={}, requested_by="bench", mode="autonomous"
+                )  # as the proposals ask: a task's mode bounds its proposals
                 await send(TaskSubmitted.build(data, source="bench"), "tasks")
             await producer.flush()
             db = await asyncpg.connect(with_database(admin_url, dbname))

@@ -8,13 +8,13 @@ a draft aside, which reaches no one until a person sends it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from schemas import RiskClass, ToolSpec
-from schemas.tools import CounterpartyKind
+from schemas.tools import EVERY_TENANT, CounterpartyKind
 
-__all__ = ["ADDRESS_FORMATS", "ADDRESS_NAMES", "address_args", "address_kinds", "declaration_problems"]
+__all__ = ["ADDRESS_FORMATS", "ADDRESS_NAMES", "address_args", "address_kinds", "declaration_problems", "undo_tenancy_warnings"]
 
 ADDRESS_NAMES = frozenset({"to", "cc", "bcc", "reply_to", "recipient", "recipients", "email", "emails", "url", "urls"})
 """Property names that name where a write sends something."""
@@ -86,3 +86,46 @@ def declaration_problems(spec: ToolSpec) -> list[str]:
                     f"`facts.counterparties` (e.g. `{arg}: email`, or `url`), so the policy checks who it reaches"
                 )
     return problems
+
+
+def _grants(spec: ToolSpec) -> frozenset[str] | None:
+    """The tenants that may call `spec` (`ToolSpec.granted_to`): None for every tenant."""
+    if spec.tenants is None:
+        return None if not spec.served_outside else frozenset()
+    return None if EVERY_TENANT in spec.tenants else frozenset(spec.tenants)
+
+
+def _uncovered(spec: ToolSpec, other: ToolSpec) -> str | None:
+    """The tenants of `spec` that may not call `other`, as a sentence; None when `other` serves every tenant of `spec`."""
+    mine, theirs = _grants(spec), _grants(other)
+    if theirs is None or (mine is not None and mine <= theirs):
+        return None
+    if mine is None:
+        return f"the tenants its entry does not name ({spec.name} is granted to every tenant)"
+    return ", ".join(sorted(mine - theirs))
+
+
+def undo_tenancy_warnings(tools: Mapping[str, ToolSpec]) -> list[str]:
+    """Writes whose undo's tools (`undo.before.tool`, `undo.tool`) are not granted to every tenant the write is: each a warning.
+
+    A tenant the `before` read is not granted to is denied the write (`tool_not_granted`); one the undo tool is not
+    granted to has no rollback path (the write escalates `no_rollback_path`). The catalog still loads: the policy
+    decides each call safely, and the entry is most likely a mistake to fix.
+    """
+    warnings = []
+    for spec in tools.values():
+        undo = spec.undo
+        if undo is None or undo.tool is None:
+            continue
+        before = tools.get(undo.before.tool) if undo.before is not None else None
+        if before is not None and (missing := _uncovered(spec, before)) is not None:
+            warnings.append(
+                f"tool {spec.name}: its undo.before read {before.name} is not granted to {missing}: {spec.name} is denied "
+                f"tool_not_granted for them (add them to {before.name}'s `tenants`, or read with a tool they may call)"
+            )
+        if (inverse := tools.get(undo.tool)) is not None and (missing := _uncovered(spec, inverse)) is not None:
+            warnings.append(
+                f"tool {spec.name}: its undo tool {inverse.name} is not granted to {missing}: for them a call of {spec.name} "
+                f"cannot be undone, so it has no rollback path (add them to {inverse.name}'s `tenants`)"
+            )
+    return warnings

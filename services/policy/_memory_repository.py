@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas import Mode
 from servicekit.provenance import Provenance
-from services.policy.facts import SystemRecord
+from services.policy.facts import SystemRecord, stricter
 from services.policy.repository import (
     TENANT_TOTAL,
     Decide,
@@ -54,7 +55,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     unknown: dict[str, float | None] = field(default_factory=dict)  # held for a human: what the attempts cost, if reported
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
-    learned_tasks: set[tuple[str, str]] = field(default_factory=set)  # tasks whose request is learned
+    learned_tasks: dict[tuple[str, str], Mode] = field(default_factory=dict)  # tasks whose request is learned, with the mode it asked
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     read_errors: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # failed reads' errors by task, by action id
@@ -173,8 +174,9 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         for i in inputs:
             await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
-            if i.request:
-                self.learned_tasks.add((i.tenant_id, i.task_id))
+            if i.request:  # learned again: the stricter mode (as PostgreSQL keeps it)
+                scope = (i.tenant_id, i.task_id)
+                self.learned_tasks[scope] = stricter(i.mode, self.learned_tasks.get(scope))
                 self._began(i.tenant_id, i.task_id)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -223,6 +225,7 @@ class InMemoryPolicyRepository(PolicyRepository):
                 (t, k) in self.learned_tasks,
                 (t, k) in self.forgotten,
                 self._failed_reads(t, k),
+                mode=self.learned_tasks.get((t, k)),
             )
             for t, k in scopes
         }
@@ -249,8 +252,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             self.began.pop(scope, None)
             self.read_errors.pop(scope, None)  # a column of the call's outcome in PostgreSQL: no row of its own
             rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
-            if scope in self.learned_tasks:
-                self.learned_tasks.discard(scope)
+            if self.learned_tasks.pop(scope, None) is not None:
                 rows += 1
         for action_id in ended:
             del self.reservations[action_id], self.reserved_at[action_id]

@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from schemas import ActionProposedData
+from schemas import ActionProposedData, Mode
 from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
-from services.policy.facts import History, SystemRecord
+from services.policy.facts import History, SystemRecord, stricter
 from services.policy.payees import PayeeSeal
 from services.policy.repository import (
     TENANT_TOTAL,
@@ -100,9 +100,11 @@ _INSERT_PAYEE = """INSERT INTO policy.known_payees AS p (tenant_id, payee, learn
 ON CONFLICT (tenant_id, payee) DO UPDATE SET learned_from = EXCLUDED.learned_from, key_id = EXCLUDED.key_id, proof = EXCLUDED.proof,
   added_at = now() WHERE p.proof IS DISTINCT FROM EXCLUDED.proof"""
 
-# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...].
+# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...]; the tasks whose request it is,
+# with the mode each asked for ($2): [[tenant, task, mode], ...], once each. A task learned again keeps the stricter mode.
 _INSERT_PROVENANCE = """WITH learned AS (
-  INSERT INTO policy.tasks_learned (tenant_id, task_id) SELECT t->>0, t->>1 FROM json_array_elements($2::json) AS t ON CONFLICT DO NOTHING
+  INSERT INTO policy.tasks_learned AS l (tenant_id, task_id, mode) SELECT t->>0, t->>1, t->>2 FROM json_array_elements($2::json) AS t
+  ON CONFLICT (tenant_id, task_id) DO UPDATE SET mode = 'draft' WHERE EXCLUDED.mode = 'draft' AND l.mode = 'autonomous'
 )
 INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
 SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
@@ -136,6 +138,7 @@ SELECT w.t AS tenant_id, w.k AS task_id,
   ARRAY(SELECT (s.record_id, s.amount_usd, s.currency, s.source) FROM policy.records s
         WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
   EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned,
+  (SELECT l.mode FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS mode,
   EXISTS(SELECT 1 FROM policy.tasks_forgotten f WHERE f.tenant_id = w.t AND f.task_id = w.k) AS forgotten
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
@@ -497,11 +500,15 @@ class PgPolicyRepository(PolicyRepository):
             for trusted, learned in ((True, i.trusted), (False, i.untrusted)):
                 for value, source in learned.items():
                     groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
-        requests = sorted({(i.tenant_id, i.task_id) for i in inputs if i.request})
+        requests: dict[tuple[str, str], Mode] = {}  # each task once (a statement may not update a row twice), the stricter mode
+        for i in inputs:
+            if i.request:
+                requests[(i.tenant_id, i.task_id)] = stricter(i.mode, requests.get((i.tenant_id, i.task_id)))
         if not groups and not requests:
             return
+        tasks = [[*scope, mode] for scope, mode in sorted(requests.items())]
         async with self._pool.acquire() as conn:
-            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(requests))
+            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(tasks))
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""
@@ -549,6 +556,7 @@ class PgPolicyRepository(PolicyRepository):
                 r["learned"],
                 r["forgotten"],
                 [(calls[a][0], json.loads(calls[a][1]), error, a) for _, _, error, a in r["outcomes"] if error is not None and a in calls],
+                mode=r["mode"],
             )
             for r in rows
         }

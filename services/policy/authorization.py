@@ -178,5 +178,6 @@ def _too_large(verdict: Verdict, call: Call, largest: int, max_bytes: int) -> Ve
         f"(TIDEGATE_POLICY_MAX_DECISION_BYTES; its args are {args_bytes} bytes): it is denied, and carries no args"
     )
     reason = Reason(code=ReasonCode.TOO_LARGE, policy_id="builtin:decision-size", message=message)
-    facts = {"mode": verdict.facts.get("mode", call.mode), "args_bytes": args_bytes, "decision_bytes": largest}
+    facts = {"mode": verdict.facts.get("mode", call.requested_mode), "task_mode": call.task_mode}
+    facts |= {"args_bytes": args_bytes, "decision_bytes": largest}
     return Verdict("deny", (reason,), verdict.policy_version, verdict.risk, facts | {"max_decision_bytes": max_bytes}, mode=verdict.mode)

@@ -159,7 +159,16 @@ def _combine(fired: list[tuple[str, Reason]], version: str, **kw: Any) -> Verdic
 def _facts(pack: CompiledPack, call: Call, spec: ToolSpec, tenant: TenantSettings, history: History, controls: Controls) -> Facts:
     """The facts of `call` under `history`; a `control.budget` record overrides the tenant's budget from settings."""
     tenant_budget = controls.tenant_budget_usd if controls.tenant_budget_usd is not None else tenant.budget_usd
-    return compute_facts(call, spec, tenant, history, sensitive_patterns=pack.settings.sensitive_paths, tenant_budget_usd=tenant_budget)
+    undo = pack.catalog.get(spec.undo.tool) if spec.undo is not None and spec.undo.tool else None
+    return compute_facts(
+        call,
+        spec,
+        tenant,
+        history,
+        sensitive_patterns=pack.settings.sensitive_paths,
+        tenant_budget_usd=tenant_budget,
+        undo_granted=undo is None or undo.granted_to(call.tenant_id),
+    )
 
 
 def _budget_reasons(facts: Facts) -> list[Reason]:
@@ -255,10 +264,15 @@ def decide(
     spec = pack.catalog.get(call.tool)
     if spec is None:
         reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts=_modes(call))
     if not spec.granted_to(call.tenant_id):
         reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants", message=_not_granted(spec, call.tenant_id))
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+    if (before := _before_not_granted(pack, spec, call.tenant_id)) is not None:
+        # The executor calls the `before` read for the write's tenant, under the write's authorization: allowing the
+        # write would run a tool the tenant may not call, and hand its answer to the tenant in the undo plan.
+        reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants:before", message=before)
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     errors = pack.arg_errors(call.tool, call.args)
     if errors:
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:args-schema", message="; ".join(errors)[:2000])
@@ -267,7 +281,7 @@ def decide(
             reasons=(reason,),
             policy_version=pack.version,
             risk=spec.risk,
-            facts={"mode": call.mode, "arg_errors": errors[:20]},
+            facts=_modes(call) | {"arg_errors": errors[:20]},
         )
 
     unknown = unknown_tainted_args(call)
@@ -277,7 +291,7 @@ def decide(
             policy_id="builtin:tainted-args",
             message=f"tainted_args names paths that are not in args: {', '.join(unknown)[:500]}",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if controls.tenant is None and not pack.settings.onboarded(call.tenant_id):
         reason = Reason(
             code=ReasonCode.TENANT_NOT_ONBOARDED,
@@ -285,7 +299,7 @@ def decide(
             message=f"tenant {call.tenant_id!r} was never onboarded: run `tidegate tenant add {call.tenant_id} "
             "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if call.flow.forgotten:
         reason = Reason(
             code=ReasonCode.TASK_EXPIRED,
@@ -294,7 +308,7 @@ def decide(
             "(TIDEGATE_POLICY_TASK_STATE_KEPT_S): what it read, and so what its arguments may carry, is no longer known; "
             "run the work as a new task",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
@@ -302,7 +316,7 @@ def decide(
     non_finite = _non_finite_money(facts, tenant.refund_threshold_usd)
     if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts={"mode": call.mode})
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 
@@ -358,6 +372,26 @@ def _not_granted(spec: ToolSpec, tenant_id: str) -> str:
     return (
         f"tool {spec.name!r} is not granted to tenant {tenant_id!r} (its catalog entry's `tenants` do not name it): "
         f"if {tenant_id!r} may call it, add it to the entry's `tenants`, then restart the services"
+    )
+
+
+def _modes(call: Call) -> dict[str, Any]:
+    """The facts of a call denied before its facts are computed: the mode asked for and the task's (what-if reads them)."""
+    return {"mode": call.requested_mode, "task_mode": call.task_mode}
+
+
+def _before_not_granted(pack: CompiledPack, spec: ToolSpec, tenant_id: str) -> str | None:
+    """Why `tenant_id` may not have `spec` called: the read its undo makes before it (`undo.before`) is not granted to it; None: it is."""
+    name = spec.undo.before.tool if spec.undo is not None and spec.undo.before is not None else None
+    read = pack.catalog.get(name) if name is not None else None
+    if name is None or (read is not None and read.granted_to(tenant_id)):
+        return None
+    # As `_not_granted`: the tenants the read names are not said (the caller may be another tenant).
+    return (
+        f"tool {spec.name!r} reads the state its undo restores with {name!r} (its catalog entry's `undo.before`), "
+        f"which is not granted to tenant {tenant_id!r}: the write would run it for {tenant_id!r}; if {tenant_id!r} may call "
+        f"{name!r}, add it to that entry's `tenants`, else give {spec.name!r} a `before` read {tenant_id!r} may call; "
+        "then restart the services"
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "effective_mode",
     "is_internal",
     "payee_of",
+    "stricter",
     "unknown_tainted_args",
 ]
 
@@ -130,7 +131,7 @@ class Call:
     args: dict[str, Any]
     proposer: str
     tainted_args: tuple[str, ...] = ()
-    mode: Mode = "draft"
+    mode: Mode = "draft"  # as proposed: it can make the task stricter, never looser (`requested_mode`)
     rationale: str = field(default="", compare=False)  # the agent's, carried to the decision for the approver; never decided on
     model_cost_usd: float = 0.0
     task_budget_usd: float | None = None
@@ -143,6 +144,13 @@ class Call:
     failed_reads: Mapping[str, FailedRead] = field(
         default_factory=dict, compare=False
     )  # entries whose read the task tried and that failed, by id (the service loads them)
+    # The mode the task's signed request asked for (`task.submitted`, the service loads it); None: no task learned.
+    task_mode: Mode | None = None
+
+    @property
+    def requested_mode(self) -> Mode:
+        """The mode asked for: the stricter of the proposal's and its task's request's (the tenant may lower it further)."""
+        return stricter(self.mode, self.task_mode)
 
     @classmethod
     def from_proposal(cls, p: ActionProposedData) -> Call:
@@ -199,6 +207,8 @@ class Facts:
     irreversible: bool = False  # a write the catalog declares irreversible (no tool undoes it)
     confidence: float | None = None
     record_read_failed: FailedRead | None = None  # the entry was not read: the task's read of it failed, and why
+    task_mode: Mode | None = None  # the mode the task's signed request asked for (None: no task learned); `mode` is at most it
+    undo_not_granted: str | None = None  # the tool that would undo the call, not granted to the tenant: no rollback path
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -234,6 +244,11 @@ def payee_of(spec: ToolSpec | None, args: dict[str, Any]) -> str | None:
         return None
     value = arg_at(args, arg)
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+
+
+def stricter(mode: Mode, *others: Mode | None) -> Mode:
+    """The strictest of the modes (None: not said): draft when any is draft."""
+    return "draft" if "draft" in (mode, *others) else "autonomous"
 
 
 def effective_mode(requested: Mode, tenant: TenantSettings) -> Mode:
@@ -345,8 +360,13 @@ def compute_facts(
     *,
     sensitive_patterns: list[str],
     tenant_budget_usd: float | None,
+    undo_granted: bool = True,
 ) -> Facts:
-    """The facts of `call`; every value is defined (absent inputs give neutral values), so no policy meets a missing attribute."""
+    """The facts of `call`; every value is defined (absent inputs give neutral values), so no policy meets a missing attribute.
+
+    `undo_granted`: whether the tenant may call the tool that undoes the call (catalog `undo.tool`); an undo it may not
+    call would always be denied, so the call has no rollback path (not `reversible`).
+    """
     f = spec.facts
     named = identities_of(call.args, f.declared_counterparties())
     recipients = [i for i in named if i.kind in _ADDRESSED]
@@ -371,7 +391,7 @@ def compute_facts(
     tainted_paths = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in taint)]))
     important_taint = _tainted_important(tainted_paths, _important(spec)) if _acts(spec) else ()
     return Facts(
-        mode=effective_mode(call.mode, tenant),
+        mode=effective_mode(call.requested_mode, tenant),
         amount_usd=_amount(arg_at(call.args, f.amount)) if f.amount else None,
         payee=payee,
         payee_is_new=payee is not None and payee not in tenant.known_payees and not history.payee_known,
@@ -392,8 +412,10 @@ def compute_facts(
         tenant_budget_usd=tenant_budget_usd,
         record_id=record,
         record_read=read,
-        reversible=spec.undo is not None and spec.undo.reversible,
+        reversible=spec.undo is not None and spec.undo.reversible and undo_granted,
         irreversible=spec.writes and spec.undo is not None and not spec.undo.reversible,
         confidence=call.confidence,
         record_read_failed=call.failed_reads.get(record) if record is not None and read is None else None,
+        task_mode=call.task_mode,
+        undo_not_granted=spec.undo.tool if spec.undo is not None and spec.undo.tool and not undo_granted else None,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from schemas import ActionProposedData
+from schemas import ActionProposedData, Mode
 from servicekit.db import delete_in_batches
 from servicekit.provenance import Provenance
 from services.policy.facts import History, SystemRecord
@@ -102,6 +102,9 @@ class TaskReads:
     # Its failed trusted reads of the system of record, as (tool, args, error, action id): a later call on an entry one
     # asked for says so (`facts.FailedRead`), not that the entry was never read.
     failed_reads: list[tuple[str, dict[str, Any], str, str]] = field(default_factory=list)
+    # The mode its request asked for (`task.submitted`, signed by the requester's client); None: not learned, or learned
+    # before migration 014 kept none (a learned task is then decided as draft, the strictest).
+    mode: Mode | None = None
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -137,6 +140,7 @@ class TaskInput:
     trusted: dict[str, str]
     untrusted: dict[str, str]
     request: bool = False  # from the task's request: the task is then learned (`TaskReads.learned`), even with no values
+    mode: Mode = "draft"  # the mode the request asked for (with `request`); a second request of the task can only make it stricter
 
 
 Decide = Callable[[History], DecisionRecord]

@@ -33,6 +33,7 @@ from schemas import (
     ApprovalResolved,
     ControlPolicy,
     Envelope,
+    Mode,
     ReasonCode,
     RiskClass,
     TaskSubmitted,
@@ -75,10 +76,13 @@ class TaskContext:
     flow: Flow
     records: Mapping[str, SystemRecord]
     failed_reads: Mapping[str, FailedRead] = field(default_factory=dict)  # entries whose read failed, by id
+    mode: Mode | None = None  # the mode the task's signed request asked for; None: no task learned (`_context`)
 
     def of(self, call: Call) -> Call:
-        """`call` with its task's context."""
-        return dataclasses.replace(call, provenance=self.provenance, flow=self.flow, records=self.records, failed_reads=self.failed_reads)
+        """`call` with its task's context: what it read and did, and the mode its request asked for (the proposal's is at most it)."""
+        return dataclasses.replace(
+            call, provenance=self.provenance, flow=self.flow, records=self.records, failed_reads=self.failed_reads, task_mode=self.mode
+        )
 
 
 def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Recorded:
@@ -109,7 +113,7 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
         for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
             values.setdefault(v, source)
     vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True)
+    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True, mode=data.mode)
 
 
 @dataclass
@@ -240,7 +244,11 @@ class PolicyService:
         for tool, args, error, action_id in read.failed_reads:  # one failed read of an entry is enough to say so
             for entry, why in FailedRead.entries(tool, args, error, action_id).items():
                 failed.setdefault(entry, why)
-        return TaskContext(read.provenance, flow, read.records, failed)
+        # The mode is the requester's, signed on `tasks`: a proposal (the planner's, whose state its database login can
+        # rewrite) can make it stricter, never looser. A planner's proposal whose task is not learned asked for nothing
+        # anyone signed: draft (fail closed). Another's without a learned task: its own mode, as the tenant allows.
+        mode = (read.mode or "draft") if read.learned else "draft" if unseen_task else None
+        return TaskContext(read.provenance, flow, read.records, failed, mode=mode)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])

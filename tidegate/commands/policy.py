@@ -9,6 +9,7 @@ from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
+from servicekit.catalog_checks import undo_tenancy_warnings
 from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 
@@ -58,6 +59,8 @@ def validate(
                 'is denied tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])',
                 soft_wrap=True,
             )
+    for warning in undo_tenancy_warnings(catalog.tools):
+        console.print(f"[yellow]![/] {warning}", soft_wrap=True)
 
 
 @app.command("test")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData
+from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData, Mode
 from servicekit import ToolCatalog
 from servicekit.provenance import Provenance
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
@@ -282,7 +282,27 @@ def _call(p: ActionProposedData, then: ActionDecidedData | None) -> Call:
         if isinstance(finding, dict) and finding.get("value"):
             read.untrusted.setdefault(str(finding["value"]), str(finding.get("source", "recorded")))
     flow = _flow(p.tool, then.facts.get("flow") or {})
-    return dataclasses.replace(call, provenance=read, flow=flow, records=_records(then.facts), failed_reads=_failed_reads(then.facts))
+    return dataclasses.replace(
+        call,
+        provenance=read,
+        flow=flow,
+        records=_records(then.facts),
+        failed_reads=_failed_reads(then.facts),
+        task_mode=_task_mode(then.facts),
+    )
+
+
+def _task_mode(facts: dict[str, Any]) -> Mode | None:
+    """The mode the task's signed request asked for, as the decision recorded it (`facts.task_mode`): the proposal's is at most it.
+
+    None when no task was learned (or the decision predates the fact): the proposal's mode, as then.
+    """
+    mode = facts.get("task_mode")
+    if mode is None:
+        return None
+    if mode not in ("draft", "autonomous"):
+        raise TypeError(f"the recorded task_mode is neither draft nor autonomous: {mode!r:.80}")
+    return "draft" if mode == "draft" else "autonomous"
 
 
 def evaluate(

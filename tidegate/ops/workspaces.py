@@ -211,8 +211,9 @@ class _Run:
 
     async def start(self) -> None:
         data = TaskSubmittedData(
-            task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user"
-        )
+            task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user",
+            mode="autonomous",  # as its proposals ask (a proposal can make its task stricter, never looser): the tenant decides
+        )  # fmt: skip
         await self.service.on_task(TaskSubmitted.build(data, source="eval"))
 
     async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:
@@ -472,8 +473,9 @@ class _BusRun(_Run):
 
     async def start(self) -> None:
         data = TaskSubmittedData(
-            task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user"
-        )
+            task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user",
+            mode="autonomous",  # as its proposals ask (a proposal can make its task stricter, never looser): the tenant decides
+        )  # fmt: skip
         await self.driver.publish("tasks", TaskSubmitted.build(data, source="eval"))
 
     async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:

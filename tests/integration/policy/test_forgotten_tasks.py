@@ -58,7 +58,7 @@ def _service(pool: asyncpg.Pool, tenant: str, keys: Path) -> PolicyService:
 async def _run_task(service: PolicyService, tenant: str, task: str) -> None:
     """The task's request, a ticket read, a charge looked up, two refunds: one that ran, one whose outcome is unknown (held for a human)."""
     request = TaskSubmittedData(
-        task_id=task, tenant_id=tenant, workflow="w", input={"body": "refund"}, untrusted=["body"], requested_by="a"
+        task_id=task, tenant_id=tenant, workflow="w", input={"body": "refund"}, untrusted=["body"], requested_by="a", mode="autonomous"
     )
     await service.on_tasks([TaskSubmitted.build(request, source="client")])
     common = {"task_id": task, "tenant_id": tenant, "attempts": 1, "duration_ms": 1.0}

@@ -81,7 +81,7 @@ def repo_of(service: PolicyService) -> InMemoryPolicyRepository:
 async def learn_task(service: PolicyService, task_id: str) -> None:
     """The task's request arrives (its body untrusted) and it reads a ticket carrying an injected payee."""
     request = TaskSubmittedData(
-        task_id=task_id, tenant_id="acme", workflow="w", input={"body": "refund"}, untrusted=["body"], requested_by="a"
+        task_id=task_id, tenant_id="acme", workflow="w", input={"body": "refund"}, untrusted=["body"], requested_by="a", mode="autonomous"
     )
     await service.on_tasks([TaskSubmitted.build(request, source="client")])
     read = ActionResultData(
