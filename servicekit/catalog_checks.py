@@ -14,7 +14,15 @@ from typing import Any
 from schemas import RiskClass, ToolSpec
 from schemas.tools import EVERY_TENANT, CounterpartyKind
 
-__all__ = ["ADDRESS_FORMATS", "ADDRESS_NAMES", "address_args", "address_kinds", "declaration_problems", "undo_tenancy_warnings"]
+__all__ = [
+    "ADDRESS_FORMATS",
+    "ADDRESS_NAMES",
+    "address_args",
+    "address_kinds",
+    "declaration_problems",
+    "undo_tenancy_warnings",
+    "ungranted_outside_tools",
+]
 
 ADDRESS_NAMES = frozenset({"to", "cc", "bcc", "reply_to", "recipient", "recipients", "email", "emails", "url", "urls"})
 """Property names that name where a write sends something."""
@@ -129,3 +137,18 @@ def undo_tenancy_warnings(tools: Mapping[str, ToolSpec]) -> list[str]:
                 f"cannot be undone, so it has no rollback path (add them to {inverse.name}'s `tenants`)"
             )
     return warnings
+
+
+def ungranted_outside_tools(tools: Mapping[str, ToolSpec]) -> list[str]:
+    """Tools served outside the deployment whose entry names no `tenants`: no tenant may call them, each a warning.
+
+    Such a tool is denied `tool_not_granted` for every tenant while every service reports healthy: said at the policy's
+    start and by `tidegate policy validate`, so that an upgrade past tool tenancy that skipped naming them is seen before
+    the first failed call (docs/operations.md, the upgrade checklist).
+    """
+    return [
+        f"tool {spec.name} (kind {spec.kind}, served outside the deployment) names no `tenants`: every call of it is denied "
+        'tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])'
+        for spec in tools.values()
+        if spec.served_outside and spec.tenants is None
+    ]

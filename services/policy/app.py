@@ -21,7 +21,7 @@ from servicekit import (
     service_bus,
     service_key,
 )
-from servicekit.catalog_checks import undo_tenancy_warnings
+from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from services.policy._memory_repository import InMemoryPolicyRepository
@@ -66,7 +66,8 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     kit = kit or KitSettings()
     settings = settings or PolicySettings()
     catalog = ToolCatalog.load(kit.tools_dir)
-    for warning in undo_tenancy_warnings(catalog.tools):  # decided safely (`engine.decide`), but most likely a mistake
+    # decided safely (`engine.decide`), but most likely a mistake, or an upgrade's step skipped: said before the first call fails
+    for warning in [*ungranted_outside_tools(catalog.tools), *undo_tenancy_warnings(catalog.tools)]:
         log.warning("policy: %s", warning)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = service_key(kit, settings.signing_key_name)

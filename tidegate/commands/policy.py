@@ -9,7 +9,7 @@ from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
-from servicekit.catalog_checks import undo_tenancy_warnings
+from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools
 from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 
@@ -52,13 +52,8 @@ def validate(
             console.print(f"[red]✗[/] {p}")
         fail(f"{len(problems)} problem(s) in {directory or settings().policy_dir}")
     console.print(f"[green]✓[/] {len(source.files)} file(s) valid against {len(catalog)} tools; version {source.version}")
-    for spec in catalog.values():
-        if spec.served_outside and spec.tenants is None:
-            console.print(
-                f"[yellow]![/] tool {spec.name} (kind {spec.kind}, served outside the deployment) names no `tenants`: every call of it "
-                'is denied tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])',
-                soft_wrap=True,
-            )
+    for warning in ungranted_outside_tools(catalog.tools):
+        console.print(f"[yellow]![/] {warning}", soft_wrap=True)
     for warning in undo_tenancy_warnings(catalog.tools):
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
 

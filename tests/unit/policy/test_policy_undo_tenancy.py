@@ -147,3 +147,22 @@ def test_the_policy_service_warns_at_start(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="services.policy.app"):
         build(KitSettings(tools_dir=tools, keys_dir=tmp_path / "keys"), deps=PolicyDeps(repo=InMemoryPolicyRepository()))
     assert any("globex_note: its undo.before read crm_lookup" in r.getMessage() for r in caplog.records)
+
+
+def test_the_policy_service_says_at_start_which_outside_tools_no_tenant_may_call(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # An upgrade past tool tenancy that skipped naming an outside tool's tenants: every call of it is denied while every
+    # service reports healthy, so the policy says so at start, before the first call fails.
+    from services.policy import InMemoryPolicyRepository, PolicyDeps, build
+
+    tools = tmp_path / "tools"
+    shutil.copytree(REPO_ROOT / "catalog" / "tools", tools)
+    entry = tools / "update_inventory.yaml"
+    entry.write_text("\n".join(line for line in entry.read_text().splitlines() if not line.startswith("tenants")) + "\n")
+    (tmp_path / "keys").mkdir()
+    with caplog.at_level(logging.WARNING, logger="services.policy.app"):
+        build(KitSettings(tools_dir=tools, keys_dir=tmp_path / "keys"), deps=PolicyDeps(repo=InMemoryPolicyRepository()))
+    said = [r.getMessage() for r in caplog.records if "names no `tenants`" in r.getMessage()]
+    assert said == [
+        "policy: tool update_inventory (kind topic, served outside the deployment) names no `tenants`: every call of it is denied "
+        'tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])'
+    ]
