@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import schemas as s
@@ -30,7 +31,14 @@ from tidegate.cli import app as cli
 with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder
     SEAL = StateSeal(SigningKey.load_or_create(Path(_keys), "planner"), Path(_keys))
 
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC)  # set again as each test starts (`_now`): the suite may run it long after this module is imported
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """The test's times are relative to when it runs, not to when the suite collected it (CI ran it 20 minutes later)."""
+    global NOW
+    NOW = datetime.now(UTC)
 
 
 def _request(ids: dict[str, str], tenant: str, key: str, **extra: Any) -> ApprovalRecord:
