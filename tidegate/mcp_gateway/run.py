@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,6 +15,8 @@ from typing import Any
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from sse_starlette.sse import AppStatus
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas import ToolSpec
 from servicekit import ToolCatalog
@@ -67,29 +70,76 @@ async def serve_http(settings: GatewaySettings, client_settings: ClientSettings,
     """Serve streamable HTTP at `http://<host>:<port>/mcp` to clients that send `token` (`bearer.http_token`), until SIGTERM or SIGINT.
 
     Stopped, it answers the calls waiting for a human with their pending result, lets open calls finish for up to
-    `stop_grace_s`, and returns (the process exits 0).
+    `stop_grace_s`, sends each answer, and returns (the process exits 0).
     """
     catalog = ToolCatalog.load(settings.tools_dir)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with gateway(settings, client_settings, catalog.tools.values(), transport=transport, stopping=stopping) as server:
-        app = server.streamable_http_app(host=settings.http_host, **http_auth(settings, token))
+        app = _Answering(server.streamable_http_app(host=settings.http_host, **http_auth(settings, token)))
         config = uvicorn.Config(
             app, host=settings.http_host, port=settings.http_port, log_level="warning", timeout_graceful_shutdown=settings.stop_grace_s
         )
-        await _StoppableServer(config, on_stop=lambda: loop.call_soon_threadsafe(stopping.set)).serve()
+        await _StoppableServer(config, on_stop=lambda: loop.call_soon_threadsafe(stopping.set), answering=app).serve()
+
+
+class _Answering:
+    """The gateway's app, knowing when it answers no request: none but the clients' GET streams, open until they are ended."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._open = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "GET":
+            await self._app(scope, receive, send)
+            return
+        self._open += 1
+        self.idle.clear()
+        try:
+            await self._app(scope, receive, send)  # a POSTed call: its SSE stream ends once its answer is sent
+        finally:
+            self._open -= 1
+            if not self._open:
+                self.idle.set()
 
 
 class _StoppableServer(uvicorn.Server):
-    """uvicorn's server, whose SIGTERM is a clean stop as its SIGINT is.
+    """uvicorn's server, whose SIGTERM is a clean stop as its SIGINT is, and that cuts no answer of an open call.
 
     uvicorn shuts down gracefully on either, then raises the signal again for the process's own handler: SIGTERM's
     default then kills the process (exit -15), the way systemd and `docker stop` stop it. Here it returns instead.
+    The `mcp` SDK answers the calls of a session (protocols before 2026-07-28) over SSE with sse-starlette, which ends
+    every SSE stream within 0.5 s of seeing the server stop, answered or not: here it learns of the stop once no call is open.
     """
 
-    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], object]) -> None:
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], object], answering: _Answering) -> None:
         super().__init__(config)
         self._on_stop = on_stop
+        self._answering = answering
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until stopped; sse-starlette's process-wide switches are as they were afterwards (a later server is not cut)."""
+        drains, ended = AppStatus.enable_automatic_graceful_drain, AppStatus.should_exit
+        AppStatus.enable_automatic_graceful_drain = False  # its switch (`disable_automatic_graceful_drain`): `shutdown` ends them
+        try:
+            await super().serve(sockets)
+        finally:
+            AppStatus.enable_automatic_graceful_drain, AppStatus.should_exit = drains, ended
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Shut down as uvicorn does (open calls have `timeout_graceful_shutdown`); once none is open, the SSE streams end too."""
+        ending = asyncio.create_task(self._end_streams_once_answered())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ending.cancel()
+
+    async def _end_streams_once_answered(self) -> None:
+        await self._answering.idle.wait()  # or uvicorn cancels what is still open at `timeout_graceful_shutdown`
+        AppStatus.should_exit = True  # sse-starlette ends every SSE stream within 0.5 s: the clients' GET streams are left
 
     @contextmanager
     def capture_signals(self) -> Iterator[None]:

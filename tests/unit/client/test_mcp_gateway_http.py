@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import stat
@@ -25,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from tests.conftest import eventually
 from tests.unit.client.test_mcp_gateway import CATALOG, rule
 from tidegate.cli import app as cli
 from tidegate.client import ClientSettings, MemoryTransport, Tidegate
@@ -55,8 +57,7 @@ async def served() -> AsyncIterator[tuple[str, ScriptedTidegate]]:
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         serving = asyncio.create_task(server.serve())
         try:
-            while not server.started:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: server.started, what="uvicorn serving")
             yield f"http://127.0.0.1:{port}/mcp", scripted
         finally:
             server.should_exit = True
@@ -142,68 +143,176 @@ def test_serving_http_beyond_loopback_without_a_token_is_one_line_before_anythin
 
 
 SERVE_HTTP = """
-import asyncio, sys
+import asyncio, signal, sys
 from pathlib import Path
+from sse_starlette import sse
 from tidegate.client import ClientSettings, MemoryTransport
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.mcp_gateway import GatewaySettings
+from tidegate.mcp_gateway import GatewaySettings, server
 from tidegate.mcp_gateway.run import serve_http
+
+port, state, token, held = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4:] == ["held"]
+looks: list[asyncio.Event] = []
+find_server = sse._get_uvicorn_server  # sse-starlette's watcher calls it each time it looks (every 0.5 s) whether the server stops
+
+def looking():
+    for look in looks:
+        look.set()
+    looks.clear()
+    return find_server()
+
+sse._get_uvicorn_server = looking
+
+async def look() -> None:
+    looks.append(looked := asyncio.Event())
+    await looked.wait()
+
+async def past_the_watcher() -> None:
+    '''Once the server stops, until sse-starlette's watcher looked twice more: had it seen the stop, it ended every SSE stream.'''
+    stopped = signal.getsignal(signal.SIGTERM).__self__
+    while not stopped.should_exit:
+        await look()
+    await look()
+    await look()
+
+async def running(args):  # tag_ticket T-2 is allowed: it runs until the server stopped, then past the watcher
+    (state.parent / "running").touch()
+    await past_the_watcher()
+    return {"tagged": True}
+
+if held:  # and a call waiting for a human is answered pending once the server stops, then held past the watcher
+    waited = server._wait_for_human
+
+    async def _wait_for_human(*args):
+        answer = await waited(*args)
+        await past_the_watcher()
+        return answer
+
+    server._wait_for_human = _wait_for_human
+
+def rule(p):
+    return ("allow", "low_risk_write_allowed") if p.args["ticket_id"] == "T-2" else ("escalate", "needs_human_approval")
 
 async def main() -> None:
     bus = MemoryTransport()
-    async with ScriptedTidegate(bus, lambda p: ("escalate", "needs_human_approval")):
-        settings = GatewaySettings(http_port=int(sys.argv[1]), tools=["tag_ticket"], progress_every_s=0.05)
-        await serve_http(settings, ClientSettings(state_dir=Path(sys.argv[2])), token=sys.argv[3], transport=bus)
+    async with ScriptedTidegate(bus, rule, tools={"tag_ticket": running}):
+        # stop_grace_s: no test waits for it; only a call cut off would
+        settings = GatewaySettings(http_port=port, tools=["tag_ticket"], progress_every_s=0.05, stop_grace_s=60)
+        await serve_http(settings, ClientSettings(state_dir=state), token=token, transport=bus)
     print("stopped cleanly", flush=True)
 
 asyncio.run(main())
 """
 
 
-async def test_sigterm_answers_a_waiting_call_with_its_pending_result_and_exits_0(tmp_path: Path) -> None:
-    """systemd and `docker stop` send SIGTERM: the gateway stops as on SIGINT, the waiting call learns what to poll."""
+@contextlib.asynccontextmanager
+async def _gateway_process(tmp_path: Path, *hooks: str) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+    """`SERVE_HTTP` in a process of its own, listening: (the process, its /mcp URL); killed afterwards if it still runs.
+
+    `hooks`: `held` holds the answer of a call waiting for a human past sse-starlette's watcher once the server stops.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
     served = subprocess.Popen(
-        [sys.executable, "-c", SERVE_HTTP, str(port), str(tmp_path / "state"), TOKEN],
+        [sys.executable, "-c", SERVE_HTTP, str(port), str(tmp_path / "state"), TOKEN, *hooks],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         async with httpx.AsyncClient() as http:
-            while served.poll() is None:  # until it listens (or it died: its exit code and stderr are asserted below)
+
+            async def listening() -> httpx.Response | None:
+                assert served.poll() is None, served.communicate()  # it died: its exit code and stderr
                 with contextlib.suppress(httpx.TransportError):
-                    await http.get(f"http://127.0.0.1:{port}/mcp")
-                    break
-                await asyncio.sleep(0.05)
-        assert served.poll() is None, served.communicate()
-        progress: list[str] = []
+                    return await http.get(url)
+                return None
 
-        async def on_progress(done: float, total: float | None, message: str | None) -> None:
-            progress.append(message or "")
-
-        answer = None
-        try:
-            async with (
-                httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http2,
-                mcp.Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http2)) as agent,
-            ):
-                args = {"ticket_id": "T-1", "tags": ["vip"]}
-                call = asyncio.create_task(agent.call_tool("tag_ticket", args, progress_callback=on_progress))
-                while not progress:
-                    await asyncio.sleep(0.01)
-                served.send_signal(signal.SIGTERM)
-                answer = await call
-        except* httpx2.ConnectError:  # the gateway exited once it had answered: the client's goodbye on closing may find no one
-            assert answer is not None, "the call itself got no answer"
-        out, err = served.communicate()
+            await eventually(listening, timeout=60, what="the gateway listening")
+        yield served, url
     finally:
         if served.poll() is None:
             served.kill()
             served.communicate()
+
+
+async def test_sigterm_answers_a_waiting_call_with_its_pending_result_and_exits_0(tmp_path: Path) -> None:
+    """systemd and `docker stop` send SIGTERM: the gateway stops as on SIGINT, the waiting call learns what to poll.
+
+    The tools are listed first, as a host lists them for its model: the SDK's client checks a result against the tool's
+    listed output schema, and asks `tools/list` after the answer for a tool it never listed, which a stopped gateway refuses.
+    """
+    progress: list[str] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with (
+        _gateway_process(tmp_path) as (served, url),
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
+        mcp.Client(streamable_http_client(url, http_client=http)) as agent,
+    ):
+        await agent.list_tools()
+        call = asyncio.create_task(agent.call_tool("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, progress_callback=on_progress))
+        await eventually(lambda: progress, what="the call waiting for a human")
+        served.send_signal(signal.SIGTERM)
+        answer = await call
+        out, err = await asyncio.to_thread(served.communicate, timeout=60)
     assert (served.returncode, out) == (0, "stopped cleanly\n"), err
     assert (answer.is_error, answer.structured_content["outcome"]) == (False, "pending")
     assert answer.structured_content["action_id"] in progress[0]
     assert "The gateway is stopping before a human decided this call" in answer.structured_content["message"]
+
+
+async def test_the_pending_answer_is_sent_before_the_gateway_exits(tmp_path: Path) -> None:
+    """However slow its caller, the stopping gateway has sent the waiting call's answer once it has exited: read only then."""
+    accept = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "tag_ticket", "arguments": {"ticket_id": "T-1", "tags": ["vip"]}, "_meta": {"progressToken": "p"}},
+    }
+    async with _gateway_process(tmp_path) as (served, url), httpx.AsyncClient(headers=accept, timeout=30) as http:
+        opened = await http.post(url, json=INITIALIZE)
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-06-18"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        async with http.stream("POST", url, json=call, headers=session) as answer:
+            events = (json.loads(line.removeprefix("data:")) async for line in answer.aiter_lines() if line.startswith("data:"))
+            assert (await anext(events))["method"] == "notifications/progress"  # the call waits for a human
+            served.send_signal(signal.SIGTERM)
+            await eventually(lambda: served.poll() is not None, timeout=60, what="the gateway exited")
+            sent = [event async for event in events]
+    assert served.returncode == 0, served.communicate()
+    assert [event["id"] for event in sent if "id" in event] == [2]
+    assert sent[-1]["result"]["structuredContent"]["outcome"] == "pending"
+
+
+async def test_sigterm_cuts_no_answer_held_past_the_sse_watcher(tmp_path: Path) -> None:
+    """A session's answers go over sse-starlette's SSE streams, which it ends once it sees the server stop: told only once no
+    call is open, it cuts neither the pending answer of a call waiting for a human nor a running call, both answered only
+    after its watcher looked twice since SIGTERM (without the fix: `MCPError: SSE stream ended without a response`).
+    """
+    progress: list[str] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with (
+        _gateway_process(tmp_path, "held") as (served, url),
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
+        mcp.Client(streamable_http_client(url, http_client=http), mode="legacy") as agent,
+    ):
+        await agent.list_tools()
+        waits = asyncio.create_task(agent.call_tool("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, progress_callback=on_progress))
+        runs = asyncio.create_task(agent.call_tool("tag_ticket", {"ticket_id": "T-2", "tags": ["vip"]}))
+        await eventually(lambda: progress and (tmp_path / "running").exists(), what="one call waiting for a human, one running")
+        served.send_signal(signal.SIGTERM)
+        waited, ran = await waits, await runs
+        out, err = await asyncio.to_thread(served.communicate, timeout=90)
+    assert (served.returncode, out) == (0, "stopped cleanly\n"), err
+    assert "timeout graceful shutdown exceeded" not in err  # its session's GET stream too ended once both were answered
+    assert (waited.is_error, waited.structured_content["outcome"]) == (False, "pending")
+    assert (ran.is_error, ran.structured_content) == (False, {"tagged": True})
