@@ -54,7 +54,9 @@ async def test_mcp_calls_are_allowed_denied_and_escalated_then_approved(
     async def human() -> None:
         while True:
             listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
-            pending = [a for a in listing.json() if a["status"] == "pending"] if listing.status_code == 200 else []
+            mine = {"customer": "cus_1002", "text": "refund promised"}  # other tests of the tenant may leave requests pending
+            listed = listing.json() if listing.status_code == 200 else []
+            pending = [a for a in listed if a["status"] == "pending" and a["tool"] == "notes_add_note" and a["args"] == mine]
             if pending and progress:  # approve only once the caller is visibly waiting
                 await stack.decide(pending[0]["approval_id"], "approve", token)
                 return
