@@ -331,6 +331,14 @@ async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: 
         await expect(page.locator("#count")).to_have_text("(2)")
         await expect(queue.first).to_contain_text(" UTC")
 
+        # An approval the service does not count (its row holds no valid signature of the service) is said, not shown as given.
+        bobs = {"approver": "cy@acme.example", "why": "unsigned", "fix": "cy@acme.example approves again"}
+
+        async def not_counted(route: Any) -> None:
+            answer = await route.fetch()
+            await route.fulfill(response=answer, json=(await answer.json()) | {"not_counted": [bobs]})
+
+        await page.route("**/api/v1/approvals/" + first["approval_id"], not_counted)
         await queue.first.click()
         args = page.locator("#d-args")
         await expect(args).to_contain_text("\\u202e0.59$ 05 USD\\u202c")
@@ -339,6 +347,8 @@ async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: 
         rows = await args.locator("tr").evaluate_all("rows => rows.map(r => r.cells[0].textContent)")
         assert rows == ["amount_usdkey", "payee_idkey", "order_idkey", "reason"]  # the policy's args first, the free text last
         await expect(page.locator("#d-hidden")).to_contain_text("invisible or direction-changing characters")
+        said = "Not counted: cy@acme.example's approval (unsigned); cy@acme.example approves again."
+        await expect(page.locator("#d-hidden")).to_contain_text(said)
         await expect(page.locator("#d-sub")).to_contain_text(" UTC")
         edited = await page.input_value("#edited-args")
         assert "\\u202e" in edited
@@ -359,18 +369,6 @@ async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: 
         await page.click("#refresh")
         await expect(page.locator("#count")).to_have_text("(showing 2 of 230)")
         await expect(page.locator("#queue-age")).to_contain_text("228 older requests are not listed")
-
-        # An approval the service does not count (its row holds no valid signature of the service) is said, not shown as given.
-        bobs = {"approver": "cy@acme.example", "why": "unsigned", "fix": "cy@acme.example approves again"}
-
-        async def not_counted(route: Any) -> None:
-            answer = await route.fetch()
-            await route.fulfill(response=answer, json=(await answer.json()) | {"not_counted": [bobs]})
-
-        await page.route("**/api/v1/approvals/" + first["approval_id"], not_counted)
-        await queue.first.click()
-        said = "Not counted: cy@acme.example's approval (unsigned); cy@acme.example approves again."
-        await expect(page.locator("#d-hidden")).to_contain_text(said)
 
 
 @pytest.mark.timeout(900)
