@@ -117,6 +117,16 @@ def _check_metrics_ports(names: tuple[str, ...]) -> None:
         )
 
 
+_SETTLE_S = 10.0  # after one service failed to start: how long `up --detach` waits for the others' verdicts
+
+
+def _not_started(failed: list[str], starting: set[str], ready: Path) -> str:
+    """Every service not started and why (each a settings fix), and those still starting when `up --detach` gave up on them."""
+    reasons = "; ".join((ready / f"{n}.failed").read_text() for n in failed)
+    still = f"; still starting: {', '.join(sorted(starting))} (`tidegate status` shows each)" if starting else ""
+    return f"{reasons}{still} (fix it, then `tidegate down` and `tidegate up` again)"
+
+
 @app.command()
 def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background; `tidegate down` stops it."),
@@ -160,15 +170,18 @@ def up(
     os.close(out)
     deadline = time.monotonic() + wait_s
     pending = set(names)
+    settled_by: float | None = None  # once one service failed: until when the others may still fail or get ready
     with console.status("starting services…") as status:
         while pending:
             pending = {n for n in pending if not (ready / f"{n}.ready").exists()}
             status.update(f"starting services… waiting for {', '.join(sorted(pending))}" if pending else "ready")
             failed = sorted(n for n in pending if (ready / f"{n}.failed").exists())
             if failed:
-                reasons = "; ".join((ready / f"{n}.failed").read_text() for n in failed)
-                fail(f"{reasons} (fix it, then `tidegate down` and `tidegate up` again)", code=EX_CONFIG)
-            if proc.poll() is not None:
+                # the others start from the same settings: wait for their verdicts so one run names every fix
+                settled_by = settled_by or min(deadline, time.monotonic() + _SETTLE_S)
+                if set(failed) == pending or time.monotonic() > settled_by or proc.poll() is not None:
+                    fail(_not_started(failed, pending - set(failed), ready), code=EX_CONFIG)
+            elif proc.poll() is not None:
                 fail(f"supervisor exited with {proc.returncode}; see {_run_dir() / 'logs'}")
             if time.monotonic() > deadline:
                 fail(

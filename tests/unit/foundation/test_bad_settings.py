@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, settings_problems
 from services.policy.settings import PolicySettings
 from tidegate.cli import app
+from tidegate.commands import services
 from tidegate.commands._supervisor import Backoff, supervise
 
 
@@ -175,3 +177,52 @@ def test_an_unset_fetch_wait_stays_within_a_short_request_timeout(monkeypatch: p
     monkeypatch.setenv("TIDEGATE_KAFKA_REQUEST_TIMEOUT_MS", "soon")
     with pytest.raises(ValidationError, match="kafka_request_timeout_ms"):
         KitSettings()  # a bad timeout is reported as itself, not as a fetch wait
+
+
+def test_up_detached_waits_for_every_services_verdict_and_names_each_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second service failing a moment after the first is named too: one run of `up --detach` lists every fix."""
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    ready = tmp_path / "ready"
+
+    class Supervisor:  # what `up --detach` starts, its services failing one after the other
+        pid, returncode = 4242, None
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            ready.mkdir(parents=True, exist_ok=True)
+            (ready / "policy.failed").write_text("policy: not started: 1 setting(s) not valid; TIDEGATE_POLICY_X: bad")
+            audit = "audit: not started: 1 setting(s) not valid; TIDEGATE_AUDIT_Y: bad"
+            threading.Timer(1.5, (ready / "audit.failed").write_text, [audit]).start()
+            threading.Timer(2.0, (ready / "planner.ready").touch).start()
+
+        def poll(self) -> int | None:
+            return None
+
+    monkeypatch.setattr(services.subprocess, "Popen", Supervisor)
+    result = CliRunner().invoke(app, ["up", "--detach", "--only", "policy", "--only", "audit", "--only", "planner", "--wait", "60"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == EX_CONFIG, said
+    assert "TIDEGATE_POLICY_X: bad" in said, said
+    assert "TIDEGATE_AUDIT_Y: bad" in said, said
+    assert "still starting" not in said, said  # the planner got ready within the wait: nothing is left unsaid
+
+
+def test_up_detached_names_a_service_still_starting_when_another_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(services, "_SETTLE_S", 0.5)
+    ready = tmp_path / "ready"
+
+    class Supervisor:
+        pid, returncode = 4242, None
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            ready.mkdir(parents=True, exist_ok=True)
+            (ready / "policy.failed").write_text("policy: not started: 1 setting(s) not valid; TIDEGATE_POLICY_X: bad")
+
+        def poll(self) -> int | None:
+            return None
+
+    monkeypatch.setattr(services.subprocess, "Popen", Supervisor)
+    result = CliRunner().invoke(app, ["up", "--detach", "--only", "policy", "--only", "executor", "--wait", "60"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == EX_CONFIG, said
+    assert "TIDEGATE_POLICY_X: bad; still starting: executor" in said, said
