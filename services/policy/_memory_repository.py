@@ -61,6 +61,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     read_errors: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # failed reads' errors by task, by action id
     began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
     forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
+    flow_rows: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)  # each decision as a flow reads it, made once
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -201,8 +202,15 @@ class InMemoryPolicyRepository(PolicyRepository):
 
     async def task_decisions(self, tenant_id: str, task_id: str) -> list[tuple[str, str, dict[str, Any]]]:
         """See PolicyRepository."""
-        records = [self.decisions[k] for k in self.by_task.get((tenant_id, task_id), [])]
-        return [flow_row(r.proposal.tool, r.outcome, flow_facts(r)) for r in records]
+        return [self._flow_row(k) for k in self.by_task.get((tenant_id, task_id), [])]
+
+    def _flow_row(self, key: str) -> tuple[str, str, dict[str, Any]]:
+        """A stored decision as a flow reads it: made at its first read, not at each (a long task's replay reads them all per step)."""
+        row = self.flow_rows.get(key)
+        if row is None:
+            r = self.decisions[key]
+            row = self.flow_rows[key] = flow_row(r.proposal.tool, r.outcome, flow_facts(r))
+        return row
 
     async def record_outcome(self, tenant_id: str, task_id: str, action_id: str, status: str, attempts: int) -> None:
         """See PolicyRepository."""
