@@ -65,6 +65,14 @@ class ToolCatalog(Mapping[str, ToolSpec]):
     def __len__(self) -> int:
         return len(self.tools)
 
+    def for_tenant(self, tenant_id: str) -> ToolCatalog:
+        """The tools `tenant_id` may call and no other: what a model planning or acting for the tenant is shown.
+
+        The rule is the policy's `tool_not_granted` one, `ToolSpec.granted_to`: another tenant's outside tool is left out,
+        its name, description and schema with it.
+        """
+        return ToolCatalog({name: spec for name, spec in self.tools.items() if spec.granted_to(tenant_id)})
+
     def arg_errors(self, name: str, args: dict[str, Any]) -> list[str]:
         """Every way `args` break the tool's schema, as readable strings (empty when valid)."""
         validator = self._validators.get(name)

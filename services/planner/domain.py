@@ -137,7 +137,11 @@ class TaskState(_Model):
     retries_usd: float = 0.0
     events: int = Field(default=0, description="Events handled or published for the task (orchestration cost).")
     human_touches: int = 0
-    dropped: list[str] = Field(default_factory=list, description="What the strategy wanted but the planner refused (uncatalogued tools).")
+    dropped: list[str] = Field(
+        default_factory=list,
+        description="What the strategy wanted but the planner refused: a tool not in the catalog (its name alone), or the tool "
+        "and why in brackets (not granted to the task's tenant, arguments that are not JSON or that no event can carry).",
+    )
     started_at: datetime
     ended_at: datetime | None = None
     summary: str | None = None
@@ -329,7 +333,7 @@ def _close(state: TaskState, now: datetime, rates: CostRates, *, failed: bool, r
     if failed:
         summary += f". Failed: {reason}" + (f" — {why}" if why else "")
     if state.dropped:
-        summary += f". Dropped proposals for uncatalogued tools: {', '.join(state.dropped)}"
+        summary += f". Dropped proposals (a name alone: not in the catalog): {', '.join(state.dropped)}"
     closed = state.model_copy(
         update={
             "status": "failed" if failed else "completed",

@@ -1,7 +1,8 @@
 """Planning strategies: deterministic playbooks (default, offline) and an LLM strategy with model routing.
 
 A strategy turns a submitted task into the ordered steps the planner will propose one at a time.
-Whatever it produces, only catalogued tools get through; anything else is dropped and recorded.
+Whatever it produces, only catalogued tools the task's tenant may call get through (a model is shown no
+other); anything else is dropped and recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from services.planner.isolation import UNTRUSTED_NOTICE, split_input, tainted_pa
 from services.planner.model_api import ModelClient, ModelError, ModelReply
 from services.planner.playbooks import PLAYBOOKS, classify_ticket, handoff_steps
 
-__all__ = ["LlmStrategy", "PlanResult", "PlaybookStrategy", "Strategy", "catalog_tools_for_model", "keep_catalogued"]
+__all__ = ["LlmStrategy", "PlanResult", "PlaybookStrategy", "Strategy", "catalog_tools_for_model", "keep_callable"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,28 @@ class Strategy(Protocol):
         ...
 
 
-def keep_catalogued(steps: list[PlannedStep], catalog: ToolCatalog) -> tuple[list[PlannedStep], list[str]]:
-    """Steps (and alternatives) on catalogued tools only, and the names of what was dropped."""
+def _unplannable(tool: str, catalog: ToolCatalog, tenant_id: str) -> str | None:
+    """What `dropped` records for a step on `tool` in a task of `tenant_id`; None: the step may be proposed.
+
+    The name alone for a tool not in the catalog; with why for one not granted to the tenant (`ToolSpec.granted_to`, the
+    policy's `tool_not_granted` rule, which would deny it).
+    """
+    if tool not in catalog:
+        return tool
+    if not catalog[tool].granted_to(tenant_id):
+        return f"{tool}(not granted to tenant {tenant_id})"
+    return None
+
+
+def keep_callable(steps: list[PlannedStep], catalog: ToolCatalog, tenant_id: str) -> tuple[list[PlannedStep], list[str]]:
+    """Steps (and alternatives) on catalogued tools `tenant_id` may call only, and what was dropped (`_unplannable`)."""
     kept: list[PlannedStep] = []
     dropped: list[str] = []
     for step in steps:
-        if step.tool not in catalog:
-            dropped.append(step.tool)
+        if (why := _unplannable(step.tool, catalog, tenant_id)) is not None:
+            dropped.append(why)
             continue
-        alternatives, lost = keep_catalogued(step.on_deny, catalog)
+        alternatives, lost = keep_callable(step.on_deny, catalog, tenant_id)
         dropped += lost
         kept.append(step.model_copy(update={"on_deny": alternatives}) if lost else step)
     return kept, dropped
@@ -66,7 +80,7 @@ class PlaybookStrategy:
         playbook = PLAYBOOKS.get(task.workflow)
         if playbook is None:
             return PlanResult([], error="unknown_workflow", detail=f"no playbook for workflow {task.workflow!r}")
-        steps, dropped = keep_catalogued(playbook(task), self.catalog)
+        steps, dropped = keep_callable(playbook(task), self.catalog, task.tenant_id)
         return PlanResult(steps, dropped)
 
 
@@ -89,6 +103,7 @@ PLAN_PROMPT = (
     "action the ticket needs if any, and draft a reply for a human to review. Use only the tools given. Every call is "
     "checked by policy before it runs. " + UNTRUSTED_NOTICE
 )
+_HANDOFF_REPLY = "Thanks for your patience; a member of our team will follow up."
 _CATEGORIES = {"refund", "account_deletion", "bulk_email", "general"}
 STATED_DEFAULT_CONFIDENCE = 0.8  # a usable classification that states no confidence
 FALLBACK_CONFIDENCE = 0.4  # the model's classification was unusable: keywords chose the category
@@ -113,7 +128,7 @@ def _user_message(task: TaskSubmittedData) -> str:
 
 @dataclass
 class LlmStrategy:
-    """Plans with models through litellm: a cheap model classifies, a strong one plans with the catalog's tools."""
+    """Plans with models through litellm: a cheap model classifies, a strong one plans with the tools the task's tenant may call."""
 
     catalog: ToolCatalog
     client: ModelClient
@@ -149,13 +164,16 @@ class LlmStrategy:
         return classify_ticket(f"{task.input.get('subject', '')}\n{task.input.get('body', '')}")[0], FALLBACK_CONFIDENCE
 
     async def plan(self, task: TaskSubmittedData) -> PlanResult:
-        """Classify with the cheap model, plan with the strong one; fail closed if a model is unavailable."""
+        """Classify with the cheap model, plan with the strong one; fail closed if a model is unavailable.
+
+        The strong model is offered the tools of the task's tenant only (`ToolCatalog.for_tenant`): another tenant's outside
+        tools, their descriptions and schemas, never reach it, and a call of one it names anyway is dropped.
+        """
+        offered = catalog_tools_for_model(self.catalog.for_tenant(task.tenant_id))
         try:
             classified = await self.client.complete(model=self.cheap_model, messages=self.classify_messages(task))
             category, confidence = self._category(classified, task)
-            planned = await self.client.complete(
-                model=self.strong_model, messages=self.plan_messages(task, category), tools=catalog_tools_for_model(self.catalog)
-            )
+            planned = await self.client.complete(model=self.strong_model, messages=self.plan_messages(task, category), tools=offered)
         except ModelError as exc:
             return PlanResult([], error="model_unavailable", detail=str(exc))
         trusted, untrusted = split_input(task.input, task.untrusted)
@@ -163,8 +181,8 @@ class LlmStrategy:
         steps: list[PlannedStep] = []
         dropped: list[str] = []
         for call in planned.tool_calls:
-            if call.name not in self.catalog:
-                dropped.append(call.name)
+            if (why := _unplannable(call.name, self.catalog, task.tenant_id)) is not None:
+                dropped.append(why)
                 continue
             if call.arguments is None:
                 dropped.append(f"{call.name}(unparseable arguments)")
@@ -176,15 +194,16 @@ class LlmStrategy:
             refusable = risk in (RiskClass.FINANCIAL, RiskClass.DESTRUCTIVE, RiskClass.CODE_CHANGE) or bool(
                 self.catalog[call.name].facts.recipients
             )
+            handoff = handoff_steps(ticket, call.name, _HANDOFF_REPLY) if refusable and ticket else []
+            handoff, lost = keep_callable(handoff, self.catalog, task.tenant_id)  # the playbook's hand-off tools, as the playbook's
+            dropped += lost
             steps.append(
                 PlannedStep(
                     tool=call.name,
                     args=call.arguments,
                     rationale=f"planned by {self.strong_model} for a {category} ticket",
                     tainted_args=tainted_paths(call.arguments, untrusted, trusted),
-                    on_deny=handoff_steps(ticket, f"{call.name}", "Thanks for your patience; a member of our team will follow up.")
-                    if refusable and ticket
-                    else [],
+                    on_deny=handoff,
                     required=refusable,
                     continue_on_failure=risk is RiskClass.READ,
                     confidence=confidence,

@@ -9,7 +9,9 @@ proposing it twice). A call or a poll that cannot reach the governance bus is a 
 with the action id to retry under. A call no service could read (too large, nested too deep, NaN,
 U+0000), whose args the tool's schema refuses (`invalid_args`, as the policy would deny them), or a malformed
 action id or session in `_meta` is refused at once (`invalid_request`), nothing proposed. A tool the gateway does
-not serve is the protocol's error (-32602, invalid params), as the MCP spec has it for an unknown tool.
+not serve is the protocol's error (-32602, invalid params), as the MCP spec has it for an unknown tool. The gateway
+serves the client's tenant only the tools it may call (`ToolCatalog.for_tenant`, the policy's `tool_not_granted` rule):
+`tools/list` shows no other tenant's tool, and a call of one is answered as an unknown tool's, nothing proposed, and logged.
 Each MCP session proposes under a task of its own (`sessions`); a `_meta` session named inside a transport session
 (stdio, `Mcp-Session-Id`) is refused (`invalid_request`, reason `session_in_session`), nothing proposed. A call made
 again without an action id after its caller was cut off unanswered (the gateway restarted, the call was cancelled),
@@ -19,6 +21,7 @@ or while the same call of its session waits for a human, follows the first propo
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +56,8 @@ from tidegate.mcp_gateway.tasks import ActionTasks, MemoryActionTasks
 
 __all__ = ["IDEMPOTENCY_META", "SESSION_META", "STATUS_TOOL", "build_server", "invalid_args", "result_of", "tool_hints"]
 
+log = logging.getLogger(__name__)
+
 
 def build_server(
     client: Tidegate,
@@ -68,7 +73,10 @@ def build_server(
     """
     tasks = tasks or MemoryActionTasks()
     stopping = stopping or asyncio.Event()
-    specs = ToolCatalog({s.name: s for s in catalog if settings.tools is None or s.name in settings.tools})  # the policy's arg check
+    served = ToolCatalog({s.name: s for s in catalog if settings.tools is None or s.name in settings.tools})
+    # What the client's tenant may call, and so all a model behind it is shown: another tenant's tools, their descriptions and
+    # schemas, are never listed, and a call of one is answered as an unknown tool's (no answer tells a name apart as taken).
+    specs = served.for_tenant(client.settings.tenant)  # and the policy's arg check
     listed = [
         types.Tool(name=s.name, description=s.description, input_schema=s.args_schema, annotations=tool_hints(s)) for s in specs.values()
     ]
@@ -83,6 +91,13 @@ def build_server(
         if params.name == STATUS_TOOL:
             return await status(client, arguments, ended=tasks.answered)
         if params.name not in specs:  # the spec's protocol error for an unknown tool; nothing is proposed
+            if params.name in served:
+                log.warning(
+                    "mcp gateway: refused a call of %s, which tenant %s may not call (not granted in its catalog entry's `tenants`), "
+                    "as an unknown tool; nothing proposed",
+                    quoted(params.name, limit=100),
+                    client.settings.tenant,
+                )
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {quoted(params.name, limit=100)}; call one of tools/list")
         meta: dict[str, Any] = dict(ctx.meta or {})
         for key in (IDEMPOTENCY_META, SESSION_META):
