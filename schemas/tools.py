@@ -271,11 +271,20 @@ class ToolSpec(Contract):
         """Whether code outside the deployment serves the tool (kinds `topic`, `mcp`, `http`): its entry must name its tenants."""
         return self.kind in OUTSIDE_KINDS
 
-    def granted_to(self, tenant_id: str) -> bool:
-        """Whether `tenant_id` may call the tool: its `tenants` name it or `*`; without `tenants`, only a `python` tool."""
+    @property
+    def grants(self) -> frozenset[str] | None:
+        """The tenants that may call the tool; None: every tenant (`*`, or a `python` tool without `tenants`).
+
+        An outside tool (`served_outside`) without `tenants` serves no tenant: the empty set.
+        """
         if self.tenants is None:
-            return not self.served_outside
-        return EVERY_TENANT in self.tenants or tenant_id in self.tenants
+            return None if not self.served_outside else frozenset()
+        return None if EVERY_TENANT in self.tenants else frozenset(self.tenants)
+
+    def granted_to(self, tenant_id: str) -> bool:
+        """Whether `tenant_id` may call the tool (`grants`): its `tenants` name it or `*`; without `tenants`, only a `python` tool."""
+        grants = self.grants
+        return grants is None or tenant_id in grants
 
     @property
     def writes(self) -> bool:

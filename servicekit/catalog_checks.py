@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from schemas import RiskClass, ToolSpec
-from schemas.tools import EVERY_TENANT, CounterpartyKind
+from schemas.tools import CounterpartyKind
 
 __all__ = [
     "ADDRESS_FORMATS",
@@ -96,16 +96,9 @@ def declaration_problems(spec: ToolSpec) -> list[str]:
     return problems
 
 
-def _grants(spec: ToolSpec) -> frozenset[str] | None:
-    """The tenants that may call `spec` (`ToolSpec.granted_to`): None for every tenant."""
-    if spec.tenants is None:
-        return None if not spec.served_outside else frozenset()
-    return None if EVERY_TENANT in spec.tenants else frozenset(spec.tenants)
-
-
 def _uncovered(spec: ToolSpec, other: ToolSpec) -> str | None:
     """The tenants of `spec` that may not call `other`, as a sentence; None when `other` serves every tenant of `spec`."""
-    mine, theirs = _grants(spec), _grants(other)
+    mine, theirs = spec.grants, other.grants
     if theirs is None or (mine is not None and mine <= theirs):
         return None
     if mine is None:
