@@ -16,8 +16,8 @@ from schemas import ActionResultData
 from servicekit import Authority
 from servicekit.undo import ActionState, undo_action_id
 from services.approval._task_event_store import TaskEvent
-from services.approval._undo_proofs import RowRefused, proven_result
-from services.approval._undo_store import UndoResults
+from services.approval._undo_proofs import RowRefused, proven_result, unreadable_undo
+from services.approval._undo_store import KeptResult, UndoResults, UnreadableResult
 from services.approval.repository import ApprovalRepository
 
 __all__ = ["UndoCase", "undo_case"]
@@ -30,10 +30,11 @@ class UndoCase:
     """An action asked to be undone: its tenant, its state and its undo's (None: none seen), and its kept result, if any.
 
     `result` is the executor's signed result of the action, verified (None: none kept, or `refused`, with why).
+    `action` is None only when its kept row's copy is not a result (`refused` says so): nothing else tells its plan.
     """
 
     tenant_id: str
-    action: ActionState
+    action: ActionState | None
     undo: ActionState | None
     result: ActionResultData | None
     refused: RowRefused | None = None
@@ -43,7 +44,8 @@ async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: s
     """What the service knows of `action_id` and of its undo (with its follow-up's resolution); None when it knows nothing of it.
 
     A kept result is verified against `authority` (`_undo_proofs.proven_result`): one that fails is logged, counted and
-    `refused`; its row's copy then still tells the action's state (it can only make the undo refused).
+    `refused`; its row's copy then still tells the action's state (it can only make the undo refused), unless it is not
+    a result at all. A row kept for the undo whose copy is not a result refuses the undo too (that undo may have run).
     """
     undo_id = undo_action_id(action_id)
     # The events first: a result is kept before it is recorded among them (`on_result`), so one they show is found kept.
@@ -51,14 +53,18 @@ async def undo_case(results: UndoResults, seen: ApprovalRepository, action_id: s
     row, undone_row = await results.get(action_id), await results.get(undo_id)
     proven = proven_result(row, action_id, authority) if row is not None else None
     refused = proven if isinstance(proven, RowRefused) else None
+    if isinstance(row, UnreadableResult):  # nothing tells its plan (the events seen lack it): only the refusal is told
+        return UndoCase(row.tenant_id, None, None, None, refused)  # its tenant column, to tell it to that tenant only
     kept = proven if isinstance(proven, ActionResultData) else row.result if row is not None else None
-    undone = undone_row.result if undone_row is not None else None  # only ever a reason to refuse: never proposed from
+    undone = undone_row.result if isinstance(undone_row, KeptResult) else None  # only ever a reason to refuse: never proposed from
     tenant = kept.tenant_id if kept is not None else next((e.tenant_id for e in events if e.action_id == action_id), None)
     if tenant is None:
         return None
     action = _state(action_id, kept, _of(events, action_id, tenant), await results.original_of(action_id, tenant))
     if action is None:
         return None
+    if isinstance(undone_row, UnreadableResult) and undone_row.tenant_id == tenant and refused is None:
+        refused = unreadable_undo(undone_row, action_id)  # the undo may have run: it is not proposed again
     follow_up = await seen.get_by_action(action_id, "follow_up", tenant_id=tenant)
     if follow_up is not None and follow_up.resolution is not None:  # what a person found of an unknown outcome
         action = replace(action, resolution=follow_up.resolution, resolved_by=follow_up.decided_by)

@@ -15,7 +15,7 @@ import asyncpg
 from schemas import ActionResultData
 from servicekit.undo import undo_action_id
 
-__all__ = ["InMemoryUndoResults", "KeptResult", "PgUndoResults", "UndoResults"]
+__all__ = ["InMemoryUndoResults", "KeptResult", "PgUndoResults", "UndoResults", "UnreadableResult"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,19 @@ class KeptResult:
     event: str | None
 
 
+@dataclass(frozen=True)
+class UnreadableResult:
+    """A kept row whose copy of the result is not one (the service writes none such; its database login can): its columns and why.
+
+    Its undo is refused (`_undo_proofs`), never an error of the API.
+    """
+
+    action_id: str
+    tenant_id: str
+    task_id: str
+    why: str
+
+
 class UndoResults(Protocol):
     """Results that carry an undo plan."""
 
@@ -41,8 +54,8 @@ class UndoResults(Protocol):
         """
         ...
 
-    async def get(self, action_id: str) -> KeptResult | None:
-        """The result of `action_id` and its event, as kept (unverified), if it was kept."""
+    async def get(self, action_id: str) -> KeptResult | UnreadableResult | None:
+        """The result of `action_id` and its event, as kept (unverified), if it was kept; UnreadableResult when its copy is not a result."""
         ...
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
@@ -126,10 +139,18 @@ class PgUndoResults(UndoResults):
         )
         return sorted({str(row["a"]) for row in clashing})
 
-    async def get(self, action_id: str) -> KeptResult | None:
+    async def get(self, action_id: str) -> KeptResult | UnreadableResult | None:
         """See UndoResults."""
-        row = await self._pool.fetchrow(f"SELECT result::text, event FROM {self._s}.undo_results WHERE action_id = $1", action_id)
-        return None if row is None else KeptResult(ActionResultData.model_validate_json(row["result"]), row["event"])
+        row = await self._pool.fetchrow(
+            f"SELECT tenant_id, task_id, result::text, event FROM {self._s}.undo_results WHERE action_id = $1", action_id
+        )
+        if row is None:
+            return None
+        try:
+            return KeptResult(ActionResultData.model_validate_json(row["result"]), row["event"])
+        except ValueError as exc:  # pydantic's ValidationError: a copy the service did not write
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            return UnreadableResult(action_id, row["tenant_id"], row["task_id"], why)
 
     async def original_of(self, undo_id: str, tenant_id: str) -> str | None:
         """See UndoResults."""

@@ -535,7 +535,7 @@ class ApprovalService(WebhookSide):
         case = await undo_case(self.undo_results, self.repo, action_id, self.authority) if session.link is None else None
         if case is None or not session.approver.may_see(case.tenant_id):
             return Refusal(code="not_found", status=404, message=f"no call {action_id} is known here")
-        refused = undo_refusal(case.action, case.undo)
+        refused = undo_refusal(case.action, case.undo) if case.action is not None else None  # None: its kept row is refused
         if refused is not None:
             return Refusal(code=str(refused.code), status=422, message=refused.message)
         if case.refused is not None:  # the row's copy would have it proposed: the executor's signed event does not say so
