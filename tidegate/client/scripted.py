@@ -38,6 +38,7 @@ from schemas import (
     ToolInvocationData,
     ToolReplyData,
     action_digest,
+    action_identity,
     authorization_message,
 )
 from tidegate.client.memory import MemoryTransport
@@ -103,7 +104,7 @@ class ScriptedTidegate:
             await self._publish("policy", "actions.decided", ActionDecided.build(known, source="scripted/policy"))
             return
         outcome, code, *message = self.rule(p)
-        decided = self._decision(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, outcome, code, "policy", *message)
+        decided = self._decision(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, outcome, code, "policy", *message, step=p.step)
         self._decided[p.action_id] = decided
         await self._publish("policy", "actions.decided", ActionDecided.build(decided, source="scripted/policy"))
         if outcome == "allow":
@@ -135,6 +136,8 @@ class ScriptedTidegate:
         code: str,
         via: str,
         message: str = "",
+        *,
+        step: int = 0,
     ) -> ActionDecidedData:
         digest = action_digest(tenant, tool, args)
         return ActionDecidedData.model_validate(
@@ -142,6 +145,7 @@ class ScriptedTidegate:
                 "action_id": action_id,
                 "task_id": task_id,
                 "tenant_id": tenant,
+                "step": step,
                 "tool": tool,
                 "args": args,
                 "action_digest": digest,
@@ -169,8 +173,9 @@ class ScriptedTidegate:
         self._requests[approval_id] = granted
         await self._publish("approval", "approvals", ApprovalGranted.build(granted, source="scripted/approval"))
         args = edited_args if edited_args is not None else request.args
+        step = self._decided[request.action_id].step  # the escalated decision's: an approval names no step
         again = self._decision(
-            request.action_id, request.task_id, request.tenant_id, request.tool, args, "allow", "approved_by_human", "approval"
+            request.action_id, request.task_id, request.tenant_id, request.tool, args, "allow", "approved_by_human", "approval", step=step
         )
         await self._publish("policy", "actions.decided", ActionDecided.build(again, source="scripted/policy"))
         self._spawn(self._execute(again))
@@ -201,9 +206,7 @@ class ScriptedTidegate:
             key_id=self.keys.key_id("policy"),
             signature="",
         )
-        data = ActionAuthorizedData(
-            action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, tool=d.tool, args=d.args, authorization=auth
-        )
+        data = ActionAuthorizedData(**action_identity(d), tool=d.tool, args=d.args, authorization=auth)
         signed = auth.model_copy(update={"signature": self.keys.sign("policy", authorization_message(data))})
         return data.model_copy(update={"authorization": signed})
 
@@ -221,9 +224,7 @@ class ScriptedTidegate:
         except Exception as exc:  # the tool's failure is the action's result
             result, status, error = None, "failed", ErrorInfo(type=type(exc).__name__, message=str(exc))
         data = ActionResultData(
-            action_id=d.action_id,
-            task_id=d.task_id,
-            tenant_id=d.tenant_id,
+            **action_identity(d),
             tool=d.tool,
             status=status,  # type: ignore[arg-type]
             result=result,

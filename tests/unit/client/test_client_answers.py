@@ -180,3 +180,18 @@ def test_a_decision_of_another_call_under_the_id_refuses_this_one_and_its_story_
     assert progress.refused
     assert progress.final() is None
     assert progress.decision is None
+
+
+async def test_scripted_governance_keeps_the_step_of_each_call_as_the_services_do(bus: MemoryTransport) -> None:
+    """A call proposed at step 3 is decided, granted and reported at step 3: tests on the stand-in see what production sends."""
+    async with ScriptedTidegate(bus, rule, tools={"reorder_stock": reorder}) as stack, Tidegate(tenant("acme"), transport=bus) as acme:
+        allowed = await acme.propose("reorder_stock", {"sku": "A-1", "quantity": 1}, step=3)
+        waiting = asyncio.create_task(acme.propose("reorder_stock", {"sku": "A-2", "quantity": 500}, step=4, wait_for_human=True))
+        while not stack.pending():
+            await asyncio.sleep(0.01)
+        await stack.approve(stack.pending()[0].approval_id)
+        granted = await waiting
+    assert isinstance(allowed, Executed)
+    assert isinstance(granted, Executed)
+    steps = {(e.data.action_id, e.data.step) for topic in ("actions.decided", "actions.results") for e in bus.topics[topic]}
+    assert steps == {(allowed.action_id, 3), (granted.action_id, 4)}
