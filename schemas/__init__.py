@@ -4,6 +4,7 @@ Imports pydantic only.
 """
 
 from schemas.common import (
+    SERVICE_PROPOSERS,
     ActionCounts,
     ActionIdentity,
     Decision,
@@ -63,6 +64,7 @@ __all__ = [
     "ResultCost",
     "RetryPolicy",
     "RiskClass",
+    "SERVICE_PROPOSERS",
     "TaskCost",
     "TaskOutcome",
     "ToolSpec",

@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 from schemas.reasons import ReasonCode
 
 __all__ = [
+    "SERVICE_PROPOSERS",
     "ActionCounts",
     "ActionIdentity",
     "Contract",
@@ -28,6 +29,9 @@ __all__ = [
     "is_finite_json",
     "storable",
 ]
+
+
+SERVICE_PROPOSERS = "tidegate/"  # a proposal's `proposer` here names a service of the deployment: only a service key signs one
 
 
 class ActionIdentity(TypedDict):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from schemas import Envelope, ReasonCode, ToolSpec, canonical_json
+from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json
 from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, retired_without_grace, unb64url, verifies
 
@@ -274,6 +274,11 @@ class Authority:
             return Refusal(ReasonCode.SIGNATURE_INVALID, f"signature of {event.type} by {event.keyid} does not verify")
         if not any(_may_sign(p, allowed, event) for p in holders):
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)
+            if (named := _service_name_taken(holders, event)) is not None:
+                return Refusal(
+                    ReasonCode.SIGNER_NOT_ALLOWED,
+                    f"{who} may not propose as {named!r}: `{SERVICE_PROPOSERS}…` names the deployment's own services (their keys alone)",
+                )
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not produce {event.type} for tenant {event.tenantid}")
         if OPERATOR in allowed and event.sequence is None:  # control and directory records: their sequence must grow
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
@@ -340,12 +345,20 @@ _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
 _AUTHOR_FIELDS = ("set_by", "published_by")  # who a control record says made it
 
 
+def _service_name_taken(holders: list[Principal], event: Envelope) -> str | None:
+    """The `proposer` of a proposal no service signed, when it names one of the deployment's services; else None."""
+    named = getattr(event.data, "proposer", None)
+    if event.type != "tidegate.action.proposed" or not isinstance(named, str) or not named.startswith(SERVICE_PROPOSERS):
+        return None
+    return None if any(p.kind == "service" for p in holders) else named
+
+
 def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:
     if principal.kind == "service":
         condition = _ONLY_WHEN.get((principal.name, event.type))
         return (principal.name in allowed or ANY_SERVICE in allowed) and (condition is None or condition(event))
-    if principal.kind not in allowed:
-        return False
+    if principal.kind not in allowed or _service_name_taken([principal], event) is not None:
+        return False  # an agent calling itself `tidegate/planner/…` would be shown to approvers, the audit and Cedar as the planner
     if principal.kind == CLIENT:
         # A client acts for its own tenant only, and names itself as the requester.
         return principal.tenant == event.tenantid and getattr(event.data, "requested_by", None) == principal.name

@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas import SERVICE_PROPOSERS
+
 __all__ = ["ClientSettings"]
 
 _CHECKOUT = Path(__file__).resolve().parents[2]
@@ -90,6 +92,13 @@ class ClientSettings(BaseSettings):
     def _not_empty(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():  # Path("") is the working directory: never what an empty setting meant
             raise ValueError("is empty: give a directory, or unset it for the default")
+        return value
+
+    @field_validator("proposer")
+    @classmethod
+    def _not_a_service(cls, value: str) -> str:
+        if value.startswith(SERVICE_PROPOSERS):  # the deployment refuses it (`signer_not_allowed`): said here, before any proposal
+            raise ValueError(f"{value!r}: `{SERVICE_PROPOSERS}…` names the deployment's own services; name your agent otherwise")
         return value
 
     def kafka_options(self) -> dict[str, Any]:

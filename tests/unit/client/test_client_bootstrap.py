@@ -7,6 +7,7 @@ another deployment's broker on a shared host.
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from tidegate.client import ClientSettings
 
@@ -29,3 +30,10 @@ def test_the_clients_own_bootstrap_comes_first_then_an_explicit_value(monkeypatc
     assert ClientSettings().kafka_bootstrap == "broker:9092"
     assert ClientSettings(kafka_bootstrap="other:1").kafka_bootstrap == "other:1"
     assert ClientSettings().model_copy(update={"kafka_bootstrap": "copy:2"}).kafka_bootstrap == "copy:2"
+
+
+def test_an_agent_named_as_a_service_of_the_deployment_is_refused_at_start() -> None:
+    """The deployment refuses its proposals (`signer_not_allowed`); the settings say so before any is sent."""
+    with pytest.raises(ValidationError, match="names the deployment's own services"):
+        ClientSettings(proposer="tidegate/planner/playbook")
+    assert ClientSettings(proposer="external:tidegate-helper").proposer == "external:tidegate-helper"

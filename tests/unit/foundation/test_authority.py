@@ -182,6 +182,34 @@ def test_a_client_signs_only_for_its_tenant_and_as_itself(kit: KitSettings, auth
     assert check(authority, sign_event(task(), service_key(kit, "planner"))) == "signer_not_allowed"  # only clients submit tasks
 
 
+def test_an_agent_may_not_name_itself_as_one_of_the_deployments_services(kit: KitSettings, authority: Authority) -> None:
+    """`tidegate/planner/playbook` is the planner's name: approvers, the audit and Cedar's principal would show the agent as it."""
+    alice = client_key(kit, "acme", "alice@acme.example")
+
+    def proposal(proposer: str) -> s.ActionProposed:
+        data = s.ActionProposedData(
+            action_id="a",
+            task_id="t",
+            tenant_id="acme",
+            step=1,
+            tool="issue_refund",
+            args={},
+            proposer=proposer,
+            requested_by="alice@acme.example",
+        )
+        return s.ActionProposed.build(data, source="x")
+
+    spoof = sign_event(proposal("tidegate/planner/playbook"), alice)
+    raw = wire(spoof)
+    refusal = authority.check(raw, s.decode_any(raw))
+    assert refusal is not None
+    assert refusal.code == "signer_not_allowed"
+    assert "may not propose as 'tidegate/planner/playbook'" in refusal.message
+    assert check(authority, sign_event(proposal("tidegate/planner/playbook"), service_key(kit, "planner"))) is None
+    assert check(authority, sign_event(proposal("external:tidegate/helper"), alice)) is None  # the namespace is a prefix only
+    assert check(authority, sign_event(proposal("undo:alice@acme.example"), alice)) is None  # `tidegate undo` proposes as a client
+
+
 def test_a_revoked_client_key_is_refused(kit: KitSettings, authority: Authority) -> None:
     event = sign_as_client(kit, task())
     assert check(authority, event) is None
