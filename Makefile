@@ -140,8 +140,9 @@ fmt: install ## Format and fix imports
 	$(BIN)/ruff check --fix .
 
 .PHONY: contract
-contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from schemas/
+contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from schemas/, and the approval API's OpenAPI from its app
 	$(BIN)/python -m schemas.export docs/contract
+	$(BIN)/python -m services.approval._openapi docs/contract
 
 .PHONY: settings-doc
 settings-doc: install ## Regenerate docs/settings.md (every TIDEGATE_* setting: default, what it accepts, what it does) from the settings' models

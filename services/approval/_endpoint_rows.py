@@ -22,7 +22,7 @@ from servicekit.vault import Sealed, Vault, VaultError
 from services.approval._row_proofs import Proof, RowSeal
 
 if TYPE_CHECKING:
-    from services.approval._webhook_store import Endpoint
+    from services.approval._webhook_values import Endpoint
 
 __all__ = ["REREGISTER", "WEBHOOK_SECRETS_KEY", "EndpointRows", "SealedSecret", "endpoint_claims", "webhook_vault"]
 

@@ -23,7 +23,8 @@ from services.approval._endpoint_rows import EndpointRows
 from services.approval._row_proofs import Seals, approval_seals
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
 from services.approval._token_store import InMemoryTokenStore, PgTokenStore, TokenInfo, TokenStore
-from services.approval._webhook_store import Attempt, Delivery, Endpoint, InMemoryWebhookStore, PgWebhookStore, WebhookStore
+from services.approval._webhook_store import InMemoryWebhookStore, PgWebhookStore, WebhookStore
+from services.approval._webhook_values import Attempt, Delivery, Endpoint
 from services.approval.domain import ApprovalRecord
 
 __all__ = [

@@ -21,7 +21,7 @@ from servicekit import REPO_ROOT, KitSettings, create_pool
 from servicekit.db import apply_migrations
 from services.approval import webhooks
 from services.approval._webhook_side import owed_message_id
-from services.approval._webhook_store import REFUSED_UNSENT
+from services.approval._webhook_values import REFUSED_UNSENT
 from services.approval.domain import REQUESTED
 from services.approval.repository import Delivery, Endpoint, PgApprovalRepository
 from services.approval.webhooks import new_secret

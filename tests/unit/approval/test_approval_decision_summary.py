@@ -14,7 +14,7 @@ from test_approval_service_api import World, bearer, decided, world  # noqa: F40
 from servicekit import KitSettings, action_digest
 from servicekit.costs import ReviewPrice
 from services.approval._summary import SUBJECT_MAX, decision_summary
-from services.approval._webhook_store import Endpoint
+from services.approval._webhook_values import Endpoint
 from services.approval.app import ApprovalDeps, build
 from services.approval.repository import InMemoryApprovalRepository
 from services.approval.service import ApprovalService

@@ -1,0 +1,250 @@
+"""Where webhook endpoints are kept, one tenant each, with the ids of the messages each sent in (callbacks).
+
+An endpoint is keyed by (tenant_id, endpoint_id): each tenant names its endpoints in its own space,
+so no tenant can take, replace or probe another's ids. Its secret is stored sealed and its row signed
+(`services.approval._endpoint_rows`): a row the schema's own login wrote or changed is no endpoint.
+A Protocol, the asyncpg part and the in-memory twin's part (`_webhook_store` composes them with the other parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from services.approval._webhook_tables import InMemoryWebhookTables, PgWebhookTables, sealed_of
+from services.approval._webhook_values import Endpoint
+
+__all__ = ["EndpointStore", "InMemoryEndpointStore", "PgEndpointStore"]
+
+
+class EndpointStore(Protocol):
+    """Webhook endpoints and inbound message ids."""
+
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id of an endpoint; False when seen before (a replay)."""
+        ...
+
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id (never another tenant's)."""
+        ...
+
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant."""
+        ...
+
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add `approver` to the endpoint's approvers (or remove them) in one statement, if it still has this `url` and `secret`.
+
+        None otherwise: the endpoint changed since it was read.
+        """
+        ...
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id, enabled or not (for the older callback URL without a tenant)."""
+        ...
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled endpoints for a tenant (its own and `*`), or all."""
+        ...
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        ...
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable an endpoint and take its approvers off it, and fail its pending deliveries with `reason`, at once.
+
+        The row stays (disabled), for the delivery log and the inbound message ids that name it. None when it does not exist.
+        """
+        ...
+
+
+class PgEndpointStore(PgWebhookTables, EndpointStore):
+    """The PostgreSQL part: endpoint rows sealed and signed as they are written, verified as they are read."""
+
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id of an endpoint; False when seen before (a replay)."""
+        done = await self.pool.fetchval(
+            f"INSERT INTO {self.s}.inbound_messages (tenant_id, endpoint_id, message_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING message_id",
+            tenant_id,
+            endpoint_id,
+            message_id,
+        )
+        return done is not None
+
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id (the key is the pair: never another tenant's).
+
+        Its secret is sealed and the row signed by this process's key (the clear `secret` column stays empty). A row that
+        was enabled and refused, registered again enabled, is marked as owed the messages it missed (`owed_due`).
+        """
+        sealed = self.endpoint_rows.sealed(endpoint.tenant_id, endpoint.endpoint_id, endpoint.secret)
+        async with self.pool.acquire() as conn, conn.transaction():
+            before = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE",
+                endpoint.tenant_id,
+                endpoint.endpoint_id,
+            )
+            owed = before is not None and before["enabled"] and endpoint.enabled and self._endpoint(before).unproven is not None
+            await conn.execute(
+                f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
+                "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
+                "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, approvers = EXCLUDED.approvers, "
+                "enabled = EXCLUDED.enabled, source = EXCLUDED.source, secret_key_id = EXCLUDED.secret_key_id, "
+                "secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, signature = EXCLUDED.signature, "
+                f"owed_due = EXCLUDED.enabled AND ({self.s}.webhook_endpoints.owed_due OR $11)",
+                endpoint.endpoint_id,
+                endpoint.url,
+                endpoint.tenant_id,
+                list(endpoint.approvers),
+                endpoint.enabled,
+                endpoint.source,
+                *self._row_values(endpoint, sealed),
+                owed,
+            )
+
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant (None too for a row that is refused: told, and no endpoint)."""
+        row = await self.pool.fetchrow(
+            f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2", tenant_id, endpoint_id
+        )
+        return next(iter(self._proven([row])), None) if row else None
+
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add or remove an approver, the row re-signed, if it is proven and still has this URL and secret.
+
+        The row is locked while it changes: two enrolling at once both stay.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE", tenant_id, endpoint_id
+            )
+            found = next(iter(self._proven([row])), None) if row else None
+            sealed = sealed_of(row) if row else None
+            if found is None or sealed is None or (found.url, found.secret) != (url, secret):
+                return None
+            others = tuple(a for a in found.approvers if a != approver)
+            changed = replace(found, approvers=(*others, approver) if enrolled else others)
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, key_id = $4, signature = $5 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2",
+                tenant_id,
+                endpoint_id,
+                list(changed.approvers),
+                *self._row_values(changed, sealed)[2:],
+            )
+        return changed
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id, enabled or not (the refused ones told, and left out)."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE endpoint_id = $1 ORDER BY tenant_id", endpoint_id)
+        return self._proven(rows)
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled, proven endpoints for a tenant (its own and `*`: the refused ones told, and left out), or all (with `unproven`)."""
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.webhook_endpoints WHERE ($1::text IS NULL OR (enabled AND tenant_id IN ($1, '*'))) "
+            "ORDER BY tenant_id, endpoint_id",
+            tenant_id,
+        )
+        return [self._endpoint(r) for r in rows] if tenant_id is None else self._proven(rows)
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not, each with `unproven` when refused."""
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
+        return [self._endpoint(r) for r in rows]
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable the endpoint, drop its approvers and fail its pending deliveries, in one transaction.
+
+        A proven row is signed again as it now is; one that is refused stays refused (its proof is dropped, never laundered).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE", tenant_id, endpoint_id
+            )
+            if row is None:
+                return None
+            found, sealed = self._endpoint(row), sealed_of(row)
+            removed = replace(found, enabled=False, approvers=())
+            proof = self._row_values(removed, sealed)[2:] if found.unproven is None and sealed is not None else (None, None)
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4, owed_due = false "
+                "WHERE tenant_id = $1 AND endpoint_id = $2",
+                tenant_id,
+                endpoint_id,
+                *proof,
+            )
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_deliveries SET status = 'failed', last_error = $3 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+                tenant_id,
+                endpoint_id,
+                reason,
+            )
+        return removed
+
+
+class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
+    """The in-memory twin's part."""
+
+    async def remember_message(self, tenant_id: str, endpoint_id: str, message_id: str) -> bool:
+        """Record an inbound message id."""
+        if (tenant_id, endpoint_id, message_id) in self.messages:
+            return False
+        self.messages.add((tenant_id, endpoint_id, message_id))
+        return True
+
+    async def upsert_endpoint(self, endpoint: Endpoint) -> None:
+        """Create or replace the endpoint of its tenant with its id; one enabled and refused before is marked as owed."""
+        key = endpoint.tenant_id, endpoint.endpoint_id
+        before = self.endpoint_rows.get(key)
+        if before is not None and before.enabled and before.unproven is not None and endpoint.enabled:
+            self.owed_due.add(key)
+        elif not endpoint.enabled:
+            self.owed_due.discard(key)
+        self.endpoint_rows[key] = endpoint
+
+    async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        """One endpoint of a tenant."""
+        return self.endpoint_rows.get((tenant_id, endpoint_id))
+
+    async def set_endpoint_approver(
+        self, tenant_id: str, endpoint_id: str, approver: str, *, url: str, secret: str, enrolled: bool
+    ) -> Endpoint | None:
+        """Add or remove an approver, if the endpoint still has this URL and secret."""
+        found = self.endpoint_rows.get((tenant_id, endpoint_id))
+        if found is None or (found.url, found.secret) != (url, secret):
+            return None
+        others = tuple(a for a in found.approvers if a != approver)
+        changed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, approvers=(*others, approver) if enrolled else others)
+        return changed
+
+    async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
+        """Every tenant's endpoint with this id."""
+        return sorted((e for e in self.endpoint_rows.values() if e.endpoint_id == endpoint_id), key=lambda e: e.tenant_id)
+
+    async def endpoints(self, tenant_id: str | None = None) -> list[Endpoint]:
+        """Enabled endpoints for a tenant, or all."""
+        return [e for e in self.endpoint_rows.values() if tenant_id is None or (e.enabled and e.tenant_id in (tenant_id, "*"))]
+
+    async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
+        """The endpoints that belong to a tenant."""
+        return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
+
+    async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
+        """Disable the endpoint, drop its approvers and fail its pending deliveries."""
+        found = self.endpoint_rows.get((tenant_id, endpoint_id))
+        if found is None:
+            return None
+        removed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, enabled=False, approvers=())
+        self.owed_due.discard((tenant_id, endpoint_id))
+        for d in list(self.delivery_rows.values()):
+            if (d.tenant_id, d.endpoint_id, d.status) == (tenant_id, endpoint_id, "pending"):
+                self.delivery_rows[d.delivery_id] = replace(d, status="failed", last_error=reason)
+        return removed

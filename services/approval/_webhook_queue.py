@@ -1,0 +1,205 @@
+"""The webhook sender's queue: deliveries due claimed under a lease, given back unsent, and each attempt logged.
+
+New deliveries are written by the request part, in the transaction of the state they announce (outbox). The service's
+webhook side (`_webhook_side`) claims them, sends them and records each attempt with its outcome and when the next one
+is due: it owns the retries and their backoff, this part only keeps what it decided.
+A Protocol, the asyncpg part and the in-memory twin's part (`_webhook_store` composes them with the other parts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from schemas import utcnow
+from services.approval._webhook_tables import InMemoryWebhookTables, PgWebhookTables, delivery_of
+from services.approval._webhook_values import REFUSED_UNSENT, Attempt, Delivery, Endpoint
+
+__all__ = ["DeliveryQueue", "InMemoryDeliveryQueue", "PgDeliveryQueue"]
+
+
+class DeliveryQueue(Protocol):
+    """Webhook deliveries due, as the sender claims, gives back and attempts them."""
+
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, leased so that another copy of the service does not send them too.
+
+        At most `per_endpoint` of each endpoint, earliest due first, and every endpoint's first before any endpoint's
+        second: an endpoint with a backlog (a dead or slow receiver) cannot fill the batch and starve the others.
+        Each with its endpoint as one row read now: the attempt's URL, secret and the approvers whose links it carries.
+        """
+        ...
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back: due again at `now`, without counting an attempt."""
+        ...
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`), if it is still pending.
+
+        A delivery failed meanwhile (its endpoint removed) stays failed; the attempt is logged all the same.
+        """
+        ...
+
+
+class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
+    """The PostgreSQL part: a claim is a lease (the next attempt pushed out), so that copies of the service share the work."""
+
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased (next attempt pushed out).
+
+        A row another copy claims meanwhile is skipped: the update waits for its lock, then finds it no longer due.
+        The pending messages of an endpoint whose row is refused are failed, with why, never sent.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 FROM (SELECT delivery_id, turn, due_at FROM ("
+                "SELECT delivery_id, next_attempt_at AS due_at, row_number() OVER (PARTITION BY tenant_id, endpoint_id "
+                f"ORDER BY next_attempt_at, created_at) AS turn FROM {self.s}.webhook_deliveries w "
+                "WHERE status = 'pending' AND next_attempt_at <= $1 "
+                f"AND EXISTS (SELECT 1 FROM {self.s}.webhook_endpoints e WHERE e.tenant_id = w.tenant_id AND e.endpoint_id = w.endpoint_id "
+                "AND e.enabled)) ranked WHERE turn <= $4 ORDER BY turn, due_at LIMIT $3) due "
+                "WHERE d.delivery_id = due.delivery_id AND d.status = 'pending' AND d.next_attempt_at <= $1 "
+                "RETURNING d.*, due.turn, due.due_at",
+                now,
+                now + lease,
+                limit,
+                per_endpoint,
+            )
+            result = []
+            for row in sorted(rows, key=lambda r: (r["turn"], r["due_at"])):  # each endpoint's in the order they fell due
+                ep = await conn.fetchrow(  # an endpoint removed since the ranking: its deliveries are failed, never sent
+                    f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 AND enabled",
+                    row["tenant_id"],
+                    row["endpoint_id"],
+                )
+                endpoint = self._endpoint(ep) if ep is not None else None
+                if endpoint is not None and endpoint.unproven is not None:
+                    await self._fail_refused(conn, endpoint)
+                elif endpoint is not None:
+                    result.append((delivery_of(row), endpoint))
+        return result
+
+    async def _fail_refused(self, conn: Any, endpoint: Endpoint) -> None:
+        """Fail the pending messages of an endpoint whose row is refused (told once), with why: they are never sent."""
+        failed = await conn.execute(
+            f"UPDATE {self.s}.webhook_deliveries SET status = 'failed', last_error = $3 "
+            "WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+            endpoint.tenant_id,
+            endpoint.endpoint_id,
+            f"{REFUSED_UNSENT} ({endpoint.unproven}); registering the endpoint again sends its request anew if still pending",
+        )
+        if failed != "UPDATE 0":
+            self.endpoint_rows.refused(endpoint)
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back, due at `now`."""
+        await self.pool.execute(
+            f"UPDATE {self.s}.webhook_deliveries SET next_attempt_at = $2 WHERE delivery_id = ANY($1::text[]) AND status = 'pending'",
+            list(delivery_ids),
+            now,
+        )
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt (numbered after those before a re-queue) and move the delivery on, if it is still pending."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) "
+                f"SELECT $1, GREATEST($2, COALESCE(MAX(attempt), 0) + 1), $3, $4, $5 FROM {self.s}.webhook_attempts WHERE delivery_id = $1 "
+                "ON CONFLICT DO NOTHING",
+                delivery_id,
+                attempt,
+                status_code,
+                error,
+                duration_ms,
+            )
+            await conn.execute(
+                f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, last_error = $5, "
+                "next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE "
+                "delivered_at END "
+                "WHERE delivery_id = $1 AND status = 'pending'",
+                delivery_id,
+                attempt,
+                outcome,
+                status_code,
+                error,
+                next_at,
+            )
+
+
+class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
+    """The in-memory twin's part."""
+
+    async def claim_due_deliveries(
+        self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
+    ) -> list[tuple[Delivery, Endpoint]]:
+        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased."""
+        turns: dict[tuple[str, str], int] = {}
+        ranked = []
+        for d in sorted(self.delivery_rows.values(), key=lambda d: d.next_attempt_at or now):
+            if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now and self._enabled(d):
+                turn = turns[d.tenant_id, d.endpoint_id] = turns.get((d.tenant_id, d.endpoint_id), 0) + 1
+                ranked.append((turn, d))
+        due = [d for turn, d in sorted(ranked, key=lambda pair: pair[0]) if turn <= per_endpoint][:limit]
+        for d in due:
+            self.delivery_rows[d.delivery_id] = replace(d, next_attempt_at=now + lease)
+        return [(d, self.endpoint_rows[d.tenant_id, d.endpoint_id]) for d in due if (d.tenant_id, d.endpoint_id) in self.endpoint_rows]
+
+    async def release_deliveries(self, delivery_ids: Sequence[str], now: datetime) -> None:
+        """Give claimed deliveries that were not attempted back, due at `now`."""
+        for delivery_id in delivery_ids:
+            d = self.delivery_rows[delivery_id]
+            if d.status == "pending":
+                self.delivery_rows[delivery_id] = replace(d, next_attempt_at=now)
+
+    async def record_attempt(
+        self,
+        delivery_id: str,
+        attempt: int,
+        *,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_at: datetime | None,
+    ) -> None:
+        """Log one attempt and move the delivery on, if it is still pending."""
+        d = self.delivery_rows[delivery_id]
+        number = max([attempt, *(a.attempt + 1 for a in self.attempts if a.delivery_id == delivery_id)])
+        self.attempts.append(Attempt(delivery_id, number, utcnow(), status_code, error, duration_ms))
+        if d.status != "pending":
+            return
+        self.delivery_rows[delivery_id] = replace(
+            d,
+            attempts=attempt,
+            status=outcome,
+            last_status_code=status_code,
+            last_error=error,
+            next_attempt_at=next_at or d.next_attempt_at,
+        )
