@@ -162,3 +162,25 @@ def test_bad_flags_are_one_line(runner: CliRunner, tmp_path: Any) -> None:
     assert (reason.exit_code, "--edit-args" in reason.output) == (1, True)
     status = runner.invoke(approvals.app, ["list", "--token", "tga_x", "--status", "bogus"])
     assert (status.exit_code, "--status is one of" in status.output) == (1, True)
+
+
+def test_edit_args_changes_the_keys_given_and_keeps_the_others(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """`--edit-args '{"amount_usd": 90}'` (the docs' example) is the call with its amount changed, not a call of one argument."""
+    item = ITEM | {"args": {"payee_id": "cus_1", "order_id": "O-1", "amount_usd": 900.0, "note": "x"}}
+    api = FakeApi([(200, item), (200, item | {"status": "granted", "approvers": ["bob@acme.example"]})])
+    monkeypatch.setattr(httpx, "request", api)
+    patch = '{"amount_usd": 90, "note": null}'
+    result = runner.invoke(
+        approvals.app, ["approve", "ap-1", "--token", "tga_x", "--digest", "d" * 64, "--edit-args", patch, "--reason", "wrong_amount"]
+    )
+    assert result.exit_code == 0, result.output
+    sent = api.calls[-1]["json"]
+    assert sent["edited_args"] == {"payee_id": "cus_1", "order_id": "O-1", "amount_usd": 90}  # `null` removed `note`
+    assert sent["action_digest"] == "d" * 64  # still bound to the call reviewed
+    assert 'edited args: {"amount_usd": 90, "order_id": "O-1", "payee_id": "cus_1"}' in result.output
+
+
+def test_merge_patch_follows_rfc_7396() -> None:
+    merge = _approvals_queue.merge_patch
+    assert merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": None, "e": 3}, "d": [2]}) == {"a": {"c": 2, "e": 3}, "d": [2]}
+    assert merge({"a": 1}, {"a": {"b": None}}) == {"a": {}}
