@@ -407,8 +407,8 @@ def costs(
         help="`audit`: the audit service's log in PostgreSQL (an error if it cannot be read; the topics, said on stderr, "
         "when it has no event in the window); `topics`.",
     ),
-    chart: Path = typer.Option(Path("tidegate-costs.png"), "--chart", help="Where to save the chart (PNG)."),
-    no_chart: bool = typer.Option(False, "--no-chart"),
+    chart: Path | None = typer.Option(None, "--chart", help="Save a chart (PNG) there; default: none (nothing is written unasked)."),
+    no_chart: bool = typer.Option(False, "--no-chart", hidden=True, help="No chart (the default now; kept for scripts)."),
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
 ) -> None:
@@ -445,7 +445,7 @@ def costs(
     doc["source"] = used
     doc["fallback_reason"] = fallback  # why the topics were read though the audit log was asked for; None: it was not
     doc["skipped"] = window.skipped.as_dict()
-    if not no_chart:
+    if chart is not None and not no_chart:
         doc["chart"] = str(save_chart(report, chart))
     if as_json:
         print(json.dumps(doc, indent=2))

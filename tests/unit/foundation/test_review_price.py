@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,21 @@ def test_tidegate_costs_prices_a_decision_at_the_setting_unless_an_option_says(
     assert (doc["review_minutes_per_decision"], doc["review_hourly_rate_usd"]) == (minutes, rate)
     (group,) = doc["groups"]
     assert (group["human_decisions"], group["human_review_usd"]) == (1, usd)
+
+
+def test_tidegate_costs_writes_no_chart_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a checkout, `costs` used to leave `tidegate-costs.png` behind; a file appears only where `--chart` says."""
+
+    async def recorded_window(kit: Any, t0: Any, t1: Any, **_: Any) -> Window:
+        return one_human_decision()
+
+    monkeypatch.setattr(tidegate.ops.recorded, "recorded_window", recorded_window)
+    monkeypatch.chdir(tmp_path)
+    plain = CliRunner().invoke(app, ["costs", "--source", "topics", "--json"])
+    assert plain.exit_code == 0, plain.output
+    assert "chart" not in json.loads(plain.stdout)
+    assert list(tmp_path.iterdir()) == []
+    asked = CliRunner().invoke(app, ["costs", "--source", "topics", "--json", "--chart", "mine.png"])
+    assert asked.exit_code == 0, asked.output
+    assert json.loads(asked.stdout)["chart"].endswith("mine.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.png"]
