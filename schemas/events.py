@@ -205,7 +205,13 @@ class ActionDecidedData(Contract):
     via: Literal["policy", "approval"] = Field(default="policy", description="`approval` when re-evaluated after a human grant.")
     approval_id: str | None = Field(default=None, description="The grant that was re-evaluated, when `via` is `approval`.")
     mode: Mode = Field(default="draft", description="Effective task mode.")
-    requested_by: str | None = Field(default=None, description="Requester of the task.")
+    requested_by: str | None = Field(default=None, description="Requester of the task as the proposal names it (its signer's principal).")
+    task_requested_by: str | None = Field(
+        default=None,
+        description="Requester of the task as its signed `task.submitted` names it, when the policy service learned the task (null: "
+        "not learned). An outside agent's proposal names the agent as `requested_by`: four eyes binds both.",
+        examples=["bob@acme.example"],
+    )
     proposer: str | None = Field(default=None, description="Who proposed the action.")
     rationale: str = Field(
         default="",
@@ -251,7 +257,15 @@ class ApprovalData(Contract):
     edited_args: JsonObject | None = Field(default=None, description="Args as the approver edited them; policy re-evaluates these.")
     expires_at: datetime = Field(description="After this the request expires (fail closed).")
     decided_at: datetime | None = Field(default=None, description="When the decision was taken.")
-    requested_by: str | None = Field(default=None, description="Requester of the task; may not approve (four eyes).")
+    requested_by: str | None = Field(
+        default=None, description="Requester of the task as the proposal names it; may not approve (four eyes)."
+    )
+    task_requested_by: str | None = Field(
+        default=None,
+        description="Requester of the task as its signed `task.submitted` names it (null: the policy service had not learned the "
+        "task); may not approve either (four eyes).",
+        examples=["bob@acme.example"],
+    )
     key_id: str | None = Field(default=None, description="Approval-service key that signed a decision.")
     signature: str | None = Field(
         default=None, description="Ed25519 signature (base64url) by the approval service over the decision's digest."

@@ -62,6 +62,8 @@ class ReasonCode(StrEnum):
     # A finished action whose kept result event is not the executor's own signed one (its database login wrote it).
     KEPT_RESULT_REFUSED = "kept_result_refused"
     ACTION_ID_REUSED = "action_id_reused"
+    # A task submission under an id its tenant already runs for another requester or another request (the planner).
+    TASK_ID_REUSED = "task_id_reused"
     APPROVAL_UNAUTHENTICATED = "approval_unauthenticated"
     UNKNOWN_TOOL = "unknown_tool"
     HANDLER_ERROR = "handler_error"
@@ -86,6 +88,9 @@ class ReasonCode(StrEnum):
     # entry of the system of record whose read the task tried and that failed.
     OVER_THRESHOLD_APPROVED = "over_threshold_approved"
     RECORD_READ_FAILED = "record_read_failed"
+    # A financial call under the threshold that, with what its task (or the tenant to its payee over the window) already
+    # had allowed, reaches it: split refunds escalate at the call that reaches the threshold.
+    CUMULATIVE_THRESHOLD = "cumulative_threshold"
     # A call of a tool whose catalog entry does not name the call's tenant (`tenants`), or names no tenant at all for a tool
     # served outside the deployment (kinds topic, mcp, http): another tenant's code never runs for it.
     TOOL_NOT_GRANTED = "tool_not_granted"

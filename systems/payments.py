@@ -48,7 +48,7 @@ async def lookup_order(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
 
 
 async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Refund `amount_usd` of an order to a payee on file, at most once per idempotency key.
+    """Refund `amount_usd` of an order to the payee who paid it (its customer), at most once per idempotency key.
 
     A second call with the same key returns the first refund; the same key with other args is an
     error (`idempotency_key_reused`), as in real payment APIs.
@@ -71,6 +71,10 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         )
         if order is None:
             raise ToolError("unknown_order", f"order {args['order_id']} does not exist")
+        if order["payee_id"] != payee:  # a refund goes back to who paid the order, never to another payee on file
+            raise ToolError(
+                "payee_not_order_customer", f"payee {payee} did not pay order {order['order_id']}: its refunds go to its customer"
+            )
         # A concurrent call with the same key may have refunded while we waited for the lock.
         existing = await conn.fetchrow(
             "SELECT * FROM payments.refunds WHERE tenant_id = $1 AND idempotency_key = $2", ctx.tenant_id, ctx.idempotency_key

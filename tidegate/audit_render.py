@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import schemas as s
+from servicekit.people import same_person
 from servicekit.unreadable import Skipped
 from services.audit import Explanation, ToolCall
 
@@ -33,11 +34,22 @@ def _reasons(reasons: Sequence[s.Reason]) -> str:
     return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
 
 
+def _requesters(ap: Any) -> str:
+    """Who a request's four eyes binds, each as what it is: the task's requester (its signed request), the proposal's requester."""
+    task, proposal = ap.task_requested_by, ap.requested_by
+    if task and (not proposal or same_person(task, proposal)):
+        return f"by {task} (the task's requester)"
+    if task:
+        return f"by {proposal} (the proposal's requester) in the task of {task} (the task's requester); neither may approve"
+    # The policy had not learned the task (nobody submitted it, or the request predates `task_requested_by`).
+    return f"by {proposal} (the proposal's requester)" if proposal else "by an unnamed requester"
+
+
 def _who(ap: Any) -> str:
-    """An approval step's status and who it names: a decision's approvers, a request's task requester, an expiry's clock."""
+    """An approval step's status and who it names: a decision's approvers, a request's requesters, an expiry's clock."""
     said = ap.status + (f" ({ap.resolution})" if ap.resolution else "")
     if ap.status == "requested":
-        return f"{said} by {ap.requested_by or 'an unnamed requester'} (the task's requester)"
+        return f"{said} {_requesters(ap)}"
     if ap.status == "expired":
         return f"{said} unanswered: closed by {ap.source or 'the approval service'} at its expiry, no human decided"
     return f"{said} by {', '.join(ap.approvers) or ap.approver or 'an unnamed approver'}"

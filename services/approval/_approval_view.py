@@ -85,7 +85,14 @@ class ApprovalView(BaseModel):
     facts: dict[str, Any] = Field(description="Facts policy computed (payee is new, amounts, taint…).")
     risk: str
     policy_version: str
-    requested_by: str | None = Field(description="Requester of the task; may not approve (four eyes).")
+    requested_by: str | None = Field(
+        description="Requester of the task as the proposal names it (an outside agent's proposal: the agent); may not approve (four eyes)."
+    )
+    task_requested_by: str | None = Field(
+        default=None,
+        description="Requester of the task as its signed request names it (null: the policy service had not learned the task); "
+        "may not approve either (four eyes).",
+    )
     required_approvals: int = Field(description="Distinct approvals needed before the grant is published.")
     estimated_cost_usd: float = Field(default=0.0, description="What the call itself is expected to cost (the tool's price), beside it.")
     approvers: list[str] = Field(description="Who approved so far (or decided): of a pending request, the approvals the service counts.")

@@ -412,6 +412,7 @@ class WebhookSide:
             "reasons": [r.model_dump(mode="json") for r in record.reasons],
             "risk": record.risk,
             "requested_by": record.requested_by,
+            "task_requested_by": record.task_requested_by,  # four eyes: neither may approve (no link is made for either)
             "expires_at": record.expires_at.isoformat(),
             "decided_by": record.decided_by,
             "approvers": record.approvers,

@@ -42,6 +42,7 @@ __all__ = [
     "opens_request",
     "refresh_request",
     "request_from_decision",
+    "requesters",
     "second_vote_without_token",
     "signed_decision",
     "unsigned_request",
@@ -88,7 +89,8 @@ class ApprovalRecord(_Frozen):
     facts: dict[str, Any] = Field(default_factory=dict)
     risk: str = UNKNOWN_RISK
     policy_version: str = ""
-    requested_by: str | None = None
+    requested_by: str | None = None  # the task's requester as the proposal names it (an outside agent's: the agent)
+    task_requested_by: str | None = None  # as its signed request names it, when the policy learned the task (four eyes: both)
     proposer: str | None = None
     rationale: str = ""  # why the agent proposed it, as it wrote it (untrusted: shown as text)
     estimated_cost_usd: float = 0.0
@@ -238,6 +240,7 @@ def request_from_decision(
         risk=risk,
         policy_version=decided.policy_version,
         requested_by=decided.requested_by,
+        task_requested_by=decided.task_requested_by,
         proposer=decided.proposer,
         rationale=decided.rationale,
         estimated_cost_usd=decided.estimated_cost_usd,
@@ -275,6 +278,7 @@ def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> Approval
             "risk": fresh.risk,
             "policy_version": fresh.policy_version,
             "estimated_cost_usd": fresh.estimated_cost_usd,
+            "task_requested_by": existing.task_requested_by or fresh.task_requested_by,  # learned since: four eyes binds them too
             "required_approvals": fresh.required_approvals,
             "approvers": [],
             "approver_groups": {},
@@ -311,6 +315,7 @@ def follow_up_from_result(
         risk=risk,
         policy_version=requested_call.policy_version if requested_call else "",
         requested_by=requested_by,
+        task_requested_by=requested_call.task_requested_by if requested_call else None,
         required_approvals=1,
         result_error=error,
         created_at=now,
@@ -364,12 +369,21 @@ def already_settled(record: ApprovalRecord) -> str:
     return message
 
 
+def requesters(record: ApprovalRecord) -> tuple[str, ...]:
+    """Who may not approve `record` (four eyes): the requester its proposal names and the one its task's signed request names.
+
+    An outside agent's proposal names the agent (it signs it); the task's requester is the human who submitted the task.
+    """
+    return tuple(r for r in (record.requested_by, record.task_requested_by) if r)
+
+
 def check_access(
     record: ApprovalRecord, who: Approver, groups: GroupsConfig, *, rejecting: bool = False, counted: Collection[str] = ()
 ) -> Refusal | None:
     """Whether `who` may decide `record` at all, in this order: tenant, known requester, group, four eyes, counted; None when they may.
 
-    Another tenant's request is `not_found`, exactly as a missing one. Four eyes needs the requester:
+    Another tenant's request is `not_found`, exactly as a missing one. Four eyes binds both requesters a request names
+    (`requesters`): the proposal's and the task's signed request's. It needs one of them:
     nobody approves a request whose requester is unknown; it stays pending until an operator token
     rejects it (fail closed) or it expires. `counted` are the groups whose approvals the policy service
     counts for the request's class under the tenant's settings (`servicekit.approver_groups`; none:
@@ -378,7 +392,7 @@ def check_access(
     """
     if not who.may_see(record.tenant_id):
         return not_found(record.approval_id)
-    if record.kind == "approval" and not record.requested_by:
+    if record.kind == "approval" and not requesters(record):
         if rejecting and who.operator:
             return None  # the one way out that is not a wait: an operator rejects it (fail closed)
         return _refuse(
@@ -395,7 +409,7 @@ def check_access(
             f"{record.risk} actions of {record.tenant_id} need a member of {sorted(allowed) or 'no group'}; "
             f"{who.approver} is in {sorted(who.groups) or 'none'}",
         )
-    if record.requested_by and same_person(who.approver, record.requested_by):
+    if any(same_person(who.approver, r) for r in requesters(record)):
         return _refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")
     if record.kind == "approval" and not rejecting and not counts(counted, who.groups):
         return _refuse(
@@ -512,6 +526,7 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
         expires_at=record.expires_at,
         decided_at=record.decided_at,
         requested_by=record.requested_by,
+        task_requested_by=record.task_requested_by,
         resolution=record.resolution,
     )
 

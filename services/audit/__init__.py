@@ -20,7 +20,17 @@ if TYPE_CHECKING:
     from services.audit.content import ContentReport, check_content
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
-    from services.audit.reading import Explanation, StoryLine, ToolCall, explain_task, search, story, tasks_of_action
+    from services.audit.reading import (
+        Explanation,
+        SeveralTenants,
+        StoryLine,
+        ToolCall,
+        explain_task,
+        search,
+        story,
+        task_rows_of,
+        tasks_of_action,
+    )
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_before
@@ -45,6 +55,7 @@ __all__ = [
     "Missing",
     "PostgresAuditLog",
     "SearchFilters",
+    "SeveralTenants",
     "StoryLine",
     "ToolCall",
     "VerifyReport",
@@ -62,6 +73,7 @@ __all__ = [
     "signature_recheck",
     "starting_heads",
     "story",
+    "task_rows_of",
     "tasks_of_action",
     "verify_archives",
     "verify_log",
@@ -97,6 +109,8 @@ _HOME = {
     "search": "reading",
     "story": "reading",
     "tasks_of_action": "reading",
+    "task_rows_of": "reading",
+    "SeveralTenants": "reading",
     "observe": "records",
     "PostgresAuditLog": "repository",
     "SearchFilters": "repository",

@@ -26,6 +26,7 @@ __all__ = [
     "DeadLetter",
     "Decision",
     "Explanation",
+    "SeveralTenants",
     "StoryLine",
     "ToolCall",
     "event_of",
@@ -34,7 +35,9 @@ __all__ = [
     "search",
     "story",
     "summarize",
+    "task_rows_of",
     "tasks_of_action",
+    "tenants_of",
     "unreadable",
 ]
 
@@ -210,7 +213,15 @@ class ApprovalStep(_Frozen):
     edited_args: dict[str, Any] | None
     reasons: list[s.Reason]
     resolution: str | None = None  # a follow-up of an unknown outcome: what the human found
-    requested_by: str | None = Field(default=None, description="Who asked for the task, as the approval names them (never an approver).")
+    requested_by: str | None = Field(
+        default=None,
+        description="The requester the approval names as its proposal gave it (an outside agent's proposal: the agent); never an approver.",
+    )
+    task_requested_by: str | None = Field(
+        default=None,
+        description="The task's requester as its signed request named them, when the policy service had learned the task; never an "
+        "approver either.",
+    )
     expires_at: datetime | None = Field(default=None, description="When the request expires unanswered (fail closed).")
     source: str | None = Field(default=None, description="The service that published the step: an expiry is the approval service's.")
 
@@ -294,7 +305,11 @@ class Explanation(_Frozen):
 
 
 def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
-    """Build the explanation of `task_id` from its rows (story order)."""
+    """Build the explanation of `task_id` from its rows (story order), rows of one tenant's task (`task_rows_of`).
+
+    Its request is the task's first submission: a later one under the same id is not what runs (the planner refuses
+    another request as `task_id_reused`, and its dead letter is listed).
+    """
     submitted: s.TaskSubmittedData | None = None
     submitted_at = ended_at = None
     outcome: s.TaskOutcomeData | None = None
@@ -329,7 +344,8 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
         d = event.data
         match event:
             case s.TaskSubmitted():
-                submitted, submitted_at = d, event.time
+                if submitted is None:
+                    submitted, submitted_at = d, event.time
             case s.ActionProposed():
                 _note(requesters, d.requested_by)
                 _note(modes, d.mode)
@@ -357,7 +373,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
                         reasons=d.reasons, resolution=d.resolution, requested_by=d.requested_by, expires_at=d.expires_at,
-                        source=event.source,
+                        source=event.source, task_requested_by=d.task_requested_by,
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():
@@ -419,9 +435,46 @@ def _note(seen: list[str], value: str | None) -> None:
         seen.append(value)
 
 
-async def explain_task(log: AuditLog, task_id: str, prefix: str = "") -> Explanation:
-    """Read a task's rows (in the deployment `prefix`) and explain it."""
-    return explain(task_id, await log.task_rows(task_id, prefix))
+class SeveralTenants(LookupError):
+    """A task id several tenants have records of, asked for without saying whose: each tenant's is another task."""
+
+    def __init__(self, task_id: str, tenants: list[str]) -> None:
+        super().__init__(f"task id {task_id!r} is used by {len(tenants)} tenants: {', '.join(tenants)}; say whose (--tenant)")
+        self.task_id = task_id
+        self.tenants = tenants
+
+
+# A row naming no tenant: a record whose tenant could not be read, or the dead letter of one (`EventRejectedData`'s
+# `tenant_id` is then `unknown`).
+_NO_TENANT = (None, "", "unknown")
+
+
+def tenants_of(rows: Sequence[LogRow]) -> list[str]:
+    """The tenants rows name, in order of first appearance."""
+    return list(dict.fromkeys(r.tenant_id for r in rows if r.tenant_id not in _NO_TENANT))
+
+
+async def task_rows_of(log: AuditLog, task_id: str, prefix: str = "", *, tenant: str | None = None) -> list[LogRow]:
+    """The rows of one tenant's task (in the deployment `prefix`), in story order; `SeveralTenants` rather than a mix.
+
+    A task id is its tenant's: two tenants may both run a `T-1001`. With `tenant`, only its rows, and the records keyed
+    by the task id that name no tenant (unreadable ones, and dead letters of them: `unknown`), whoever sent them; none
+    when no row is the tenant's. Without, the rows of the one tenant that has the id; when several have it,
+    `SeveralTenants` names them.
+    """
+    rows = await log.task_rows(task_id, prefix)
+    if tenant is not None:
+        mine = [r for r in rows if r.tenant_id == tenant or r.tenant_id in _NO_TENANT]
+        return mine if any(r.tenant_id == tenant for r in mine) else []
+    tenants = tenants_of(rows)
+    if len(tenants) > 1:
+        raise SeveralTenants(task_id, tenants)
+    return rows
+
+
+async def explain_task(log: AuditLog, task_id: str, prefix: str = "", *, tenant: str | None = None) -> Explanation:
+    """Read one tenant's task's rows (in the deployment `prefix`) and explain it (`task_rows_of`: never two tenants' mixed)."""
+    return explain(task_id, await task_rows_of(log, task_id, prefix, tenant=tenant))
 
 
 async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> list[tuple[str, str | None]]:

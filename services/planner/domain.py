@@ -29,6 +29,7 @@ from schemas import (
     TaskFailed,
     TaskOutcomeData,
     TaskSubmittedData,
+    digest,
 )
 from servicekit.costs import ReviewPrice, task_cost
 from services.planner.action_ids import ActionIds
@@ -49,7 +50,9 @@ __all__ = [
     "on_result",
     "on_state_refused",
     "on_tick",
+    "reuse_of",
     "start_task",
+    "submission_digest",
 ]
 
 SOURCE = "tidegate/planner"
@@ -146,6 +149,10 @@ class TaskState(_Model):
     ended_at: datetime | None = None
     summary: str | None = None
     reason: str | None = None
+    submission: str | None = Field(
+        default=None,
+        description="`submission_digest` of the request the task was started from (None: a state written before it was kept).",
+    )
 
     @property
     def current(self) -> StepRecord | None:
@@ -257,12 +264,38 @@ def start_task(
         dropped=dropped or [],
         started_at=now,
         events=1,
+        submission=submission_digest(task),
     )
     if error:
         return _close(state, now, rates, failed=True, reason=error, why=detail)
     if not plan:
         return _close(state, now, rates, failed=True, reason="nothing_to_do", why="the strategy planned no catalogued action")
     return _advance(state, now, rates, read_only, ids)
+
+
+def submission_digest(task: TaskSubmittedData) -> str:
+    """What makes two submissions of a task id the same request: the SHA-256 of everything the client signed in it."""
+    return digest(task.model_dump(mode="json"))
+
+
+def reuse_of(state: TaskState, task: TaskSubmittedData) -> str | None:
+    """Why `task` cannot be planned under an id its tenant already runs as `state`; None when it is the same submission again.
+
+    A task id is its tenant's: the planner never plans a second request under one. Another requester's submission of the
+    id, or the same requester's with another request (input, workflow, mode, budget), is refused, never swallowed. A
+    state kept before the request's digest was (`submission` None) is compared by requester alone.
+    """
+    if task.requested_by != state.requested_by:
+        return (
+            f"task id {task.task_id!r} of tenant {task.tenant_id} is taken: {state.requested_by} submitted it first "
+            f"(this submission is {task.requested_by}'s); submit the task under another id"
+        )
+    if state.submission is not None and state.submission != submission_digest(task):
+        return (
+            f"task id {task.task_id!r} of tenant {task.tenant_id} was submitted by {task.requested_by} before with another "
+            "request (input, workflow, mode or budget); only the first is planned: submit this one under another id"
+        )
+    return None
 
 
 def _advance(
@@ -587,8 +620,9 @@ def on_state_refused(
         budget_usd=task.budget_usd if task else None,
         strategy="none",
         started_at=now,
+        submission=submission_digest(task) if task else None,
     )
-    why = f"the planner's stored state of the task was refused ({why}): nothing was proposed from it; resubmit the task"
+    why = f"the planner's stored state of the task was refused ({why}): nothing was proposed from it; resubmit it under a new id"
     return _close(state, now, rates, failed=True, reason=STATE_REFUSED, why=why)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from schemas import (
     ApprovalRequested,
     ApprovalResolved,
     Envelope,
+    ReasonCode,
     TaskSubmitted,
+    TaskSubmittedData,
     utcnow,
 )
-from servicekit import Attr, Outlet, once_delivered, once_delivered_together, span
+from servicekit import Attr, Outlet, Reject, once_delivered, once_delivered_together, span
 from services.planner import domain
 from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
@@ -58,8 +61,8 @@ class PlannerHandlers:
     proposals_again: int = 2  # times a step whose authorization expired unused is proposed again (settings)
     _delivered: set[int] = field(default_factory=set, init=False, repr=False)  # outbox entries the broker has, not yet deleted
 
-    async def _apply(self, event_id: str, task_id: str, change: Change, ending: Ending | None = None) -> None:
-        await self._publish(await self.repo.apply(event_id, task_id, change, self.out.record, ending=ending))
+    async def _apply(self, event_id: str, tenant_id: str, task_id: str, change: Change, ending: Ending | None = None) -> None:
+        await self._publish(await self.repo.apply(event_id, tenant_id, task_id, change, self.out.record, ending=ending))
 
     def _ending(self, action_id: str, tenant_id: str, task_id: str, now: datetime) -> Ending:
         """How an event about `action_id` ends its task when the stored state is refused: only if the planner proposed that action.
@@ -99,18 +102,29 @@ class PlannerHandlers:
         self._delivered.difference_update(outbox_ids)
 
     async def on_task(self, event: TaskSubmitted) -> None:
-        """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans."""
+        """Plan a new task of ours and propose its first step; ignore tasks an outside agent plans.
+
+        A task id is its tenant's: another tenant's task of the same id is another task. A submission of an id the tenant
+        already runs is applied once (a redelivery, or the same request sent again, changes nothing); another requester's,
+        or another request under it, is dead-lettered `task_id_reused` (`domain.reuse_of`), never silently dropped.
+        """
         task = event.data
         if task.planner != OUR_PLANNER:
             log.info("task %s is planned by %s; not ours", task.task_id, task.planner)
             return
         plan = None
-        if await self.repo.get(task.task_id) is None:
+        existing = await self.repo.get(task.tenant_id, task.task_id)
+        if existing is None:
             plan = await self.strategy.plan(task)  # outside the transaction: a model call may take seconds
+        else:
+            _refuse_reuse(existing, task)
         now = self.clock()
 
         def change(state: TaskState | None) -> Transition | None:
-            if state is not None or plan is None:
+            if state is not None:
+                _refuse_reuse(state, task)  # another submission of the id was applied since the read above
+                return None
+            if plan is None:
                 return None
             return domain.start_task(
                 task,
@@ -128,13 +142,14 @@ class PlannerHandlers:
         def ending(why: str) -> Transition:  # the client signed the submission: it names the task, its tenant and this planner
             return domain.on_state_refused(task.task_id, task.tenant_id, why, now, self.rates, task=task)
 
-        await self._apply(event.id, task.task_id, change, ending)
+        await self._apply(event.id, task.tenant_id, task.task_id, change, ending)
 
     async def on_decided(self, event: ActionDecided) -> None:
         """Policy decided on an action: wait for its result, wait for a human, or re-plan."""
         now = self.clock()
         await self._apply(
             event.id,
+            event.data.tenant_id,
             event.data.task_id,
             _existing(lambda s: domain.on_decision(s, event.data, now, self.rates, self.read_only, ids=self.ids)),
             self._ending(event.data.action_id, event.data.tenant_id, event.data.task_id, now),
@@ -146,6 +161,7 @@ class PlannerHandlers:
         now = self.clock()
         await self._apply(
             event.id,
+            event.data.tenant_id,
             event.data.task_id,
             _existing(lambda s: domain.on_approval(s, kind, event.data, now, self.rates, self.read_only, ids=self.ids)),
             self._ending(event.data.action_id, event.data.tenant_id, event.data.task_id, now),
@@ -156,6 +172,7 @@ class PlannerHandlers:
         now = self.clock()
         await self._apply(
             event.id,
+            event.data.tenant_id,
             event.data.task_id,
             _existing(
                 lambda s: domain.on_result(
@@ -177,16 +194,29 @@ class PlannerHandlers:
         await self._publish(await self.repo.unpublished(_TIMEOUT_EVENT))
         now = self.clock()
         shortest = min([self.timeouts.default_s, *self.timeouts.by_tool.values()])
-        for task_id in await self.repo.waiting_since_before(now - timedelta(seconds=shortest)):
-            state = await self.repo.get(task_id)
+        for tenant_id, task_id in await self.repo.waiting_since_before(now - timedelta(seconds=shortest)):
+            state = await self.repo.get(tenant_id, task_id)
             if state is None or state.current is None:
                 continue
-            with span("planner step timeout", attributes={Attr.SERVICE: "planner", Attr.TASK: task_id, Attr.TENANT: state.tenant_id}):
+            with span("planner step timeout", attributes={Attr.SERVICE: "planner", Attr.TASK: task_id, Attr.TENANT: tenant_id}):
                 await self._apply(
-                    f"{_TIMEOUT_EVENT}{task_id}:{state.current.step}",
+                    _timeout_event(tenant_id, task_id, state.current.step),
+                    tenant_id,
                     task_id,
                     _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts)),
                 )
+
+
+def _timeout_event(tenant_id: str, task_id: str, step: int) -> str:
+    """The step-timeout sweep's event id of a step: the same in every copy, its own for each tenant's task of one id."""
+    return f"{_TIMEOUT_EVENT}{json.dumps([tenant_id, task_id, step])}"
+
+
+def _refuse_reuse(state: TaskState, task: TaskSubmittedData) -> None:
+    """Dead-letter `task` (`Reject`: the bus publishes it on `deadletter` and logs it) when its id is taken by another request."""
+    why = domain.reuse_of(state, task)
+    if why is not None:
+        raise Reject(ReasonCode.TASK_ID_REUSED, why)
 
 
 def _existing(step: Callable[[TaskState], Transition]) -> Change:

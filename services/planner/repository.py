@@ -7,6 +7,9 @@ as it goes out (`servicekit.Outlet.record`: signed, with its trace context, enco
 publishes those bytes and then calls `published`; an event redelivered before that hands back the same
 stored bytes, so a crash re-publishes identical records (same id, same signature) and never new ones.
 
+A task is its tenant's: every table, read and write keys it by (tenant, task id), as the policy and the approval
+service do, so two tenants' tasks of one id (a ticket number) never meet.
+
 Each state is written with the planner's signature over its exact text (`StateSeal`, one per write) and checked when
 read from a row version this process did not write itself: a state that fails is refused, never applied to (nothing is
 proposed from it), and the task is ended by the caller's `ending`, when the event applied proves the task its own.
@@ -38,10 +41,14 @@ __all__ = [
     "PendingEvent",
     "PostgresTaskRepository",
     "Seal",
+    "TaskKey",
     "TaskRepository",
     "forget_applied",
     "unsigned",
 ]
+
+TaskKey = tuple[str, str]
+"""A task as the planner keys it: (tenant id, task id)."""
 
 Change = Callable[[TaskState | None], Transition | None]
 """Given the task's state (None when unknown), the transition to apply, or None to leave it alone."""
@@ -82,9 +89,9 @@ class TaskRepository(Protocol):
     """Task state with exactly-once application of events."""
 
     async def apply(
-        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+        self, event_id: str, tenant_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
     ) -> list[PendingEvent]:
-        """Apply `change` once per `event_id`, keeping its events as `seal` makes them; return what must be published.
+        """Apply `change` to the tenant's task once per `event_id`, keeping its events as `seal` makes them; return what must be published.
 
         A stored state that fails its proof is never given to `change`: it is refused, and `ending` decides what the
         event does instead (nothing when it is None).
@@ -95,11 +102,11 @@ class TaskRepository(Protocol):
         """Forget outbox entries that reached the broker."""
         ...
 
-    async def get(self, task_id: str) -> TaskState | None:
-        """The task's state, if the planner runs it (None also when its stored state is refused: logged and counted)."""
+    async def get(self, tenant_id: str, task_id: str) -> TaskState | None:
+        """The tenant's task's state, if the planner runs it (None also when its stored state is refused: logged and counted)."""
         ...
 
-    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[TaskKey]:
         """Open tasks whose current step has waited for a machine's answer since before `cutoff` (oldest first)."""
         ...
 
@@ -122,9 +129,12 @@ async def forget_applied(repo: TaskRepository, cutoff: datetime, *, batch: int =
 _READ = (
     "SELECT xmin::text AS version, CASE WHEN xmin::text = $3 THEN NULL ELSE state END AS state, state_key_id AS key_id, "
     "state_signature AS signature, EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $2) AS seen "
-    "FROM planner.tasks WHERE task_id = $1"
+    "FROM planner.tasks WHERE tenant_id = $4 AND task_id = $1"
 )
-_GET = "SELECT xmin::text AS version, state, state_key_id AS key_id, state_signature AS signature FROM planner.tasks WHERE task_id = $1"
+_GET = (
+    "SELECT xmin::text AS version, state, state_key_id AS key_id, state_signature AS signature FROM planner.tasks "
+    "WHERE tenant_id = $2 AND task_id = $1"
+)
 
 # Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
 # inserted, or updated only if its row is still version $14 (`xmin`) and the event ($10) is not applied yet; everything
@@ -135,25 +145,26 @@ _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix,
                   state_key_id, state_signature)
                VALUES ($1, $2, $3, $4, $5, $17::jsonb, $6::jsonb, $7, $8, $15, $9::json, $13, $18, $19)
-               ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
+               ON CONFLICT (tenant_id, task_id) DO UPDATE SET status = EXCLUDED.status, counts = EXCLUDED.counts, cost = EXCLUDED.cost,
                  human_touches = EXCLUDED.human_touches, reason = EXCLUDED.reason, summary = EXCLUDED.summary,
                  state = EXCLUDED.state, state_key_id = EXCLUDED.state_key_id, state_signature = EXCLUDED.state_signature,
                  updated_at = now()
                WHERE planner.tasks.xmin::text = $14 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $10)
                RETURNING xmin::text AS version),
-     p AS (INSERT INTO planner.processed_events (event_id, task_id) SELECT $10, $1 FROM t),
+     p AS (INSERT INTO planner.processed_events (event_id, tenant_id, task_id) SELECT $10, $2, $1 FROM t),
      s AS (INSERT INTO planner.steps
-                 (task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts, cost_usd)
-               SELECT $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
+                 (tenant_id, task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts,
+                  cost_usd)
+               SELECT $2, $1, x.step, x.action_id, x.tool, x.args, x.tainted_args, x.status, x.decision, x.reasons, x.approval_id,
                       x.attempts, x.cost_usd
                FROM jsonb_to_recordset($11::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
                       status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
                WHERE EXISTS (SELECT 1 FROM t)
-               ON CONFLICT (task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
+               ON CONFLICT (tenant_id, task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
                  reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
                  cost_usd = EXCLUDED.cost_usd, updated_at = now()),
-     o AS (INSERT INTO planner.outbox (source_event_id, task_id, topic, payload)
-               SELECT $10, $1, x.topic, x.payload
+     o AS (INSERT INTO planner.outbox (source_event_id, tenant_id, task_id, topic, payload)
+               SELECT $10, $2, $1, x.topic, x.payload
                FROM unnest($12::text[], $16::text[]) WITH ORDINALITY AS x(topic, payload, n)
                WHERE EXISTS (SELECT 1 FROM t)
                ORDER BY x.n
@@ -211,10 +222,10 @@ class PostgresTaskRepository(TaskRepository):
     seal: StateSeal = field(kw_only=True)
     prefix: str = ""  # the deployment's topic prefix, kept on each task it runs
     cached_tasks: int = 1024  # states of the tasks last written, each with its version (`PlannerSettings.cached_tasks`)
-    _states: OrderedDict[str, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
+    _states: OrderedDict[TaskKey, _Kept] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def apply(
-        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+        self, event_id: str, tenant_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
     ) -> list[PendingEvent]:
         """One round trip when this process wrote the task last or the task is new, two otherwise; no explicit transaction, no lock.
 
@@ -227,8 +238,9 @@ class PostgresTaskRepository(TaskRepository):
         its stored outbox handed back if it was applied already. A state read is checked (`StateSeal`) unless it is the
         version this process wrote or checked last: one that fails is refused, and the task ended by `ending`, if given.
         """
+        key = (tenant_id, task_id)
         async with self.pool.acquire() as conn:
-            kept = self._states.get(task_id)
+            kept = self._states.get(key)
             try:
                 transition = change(kept.state if kept else None)
             except Exception:  # the kept state may be stale (another copy moved the task): the fresh one below decides
@@ -238,15 +250,15 @@ class PostgresTaskRepository(TaskRepository):
                 if written is not None:
                     return written
             while True:
-                kept = self._states.get(task_id)
-                row = await conn.fetchrow(_READ, task_id, event_id, kept.version if kept else None)
+                kept = self._states.get(key)
+                row = await conn.fetchrow(_READ, task_id, event_id, kept.version if kept else None, tenant_id)
                 if row is None:
                     kept = None
                 else:
                     if row["seen"]:
                         return await self._pending(conn, event_id)
                     if kept is None or row["state"] is not None:  # else the row is still the version this process holds
-                        proven = self._proven(task_id, row)
+                        proven = self._proven(key, row)
                         if isinstance(proven, str):  # refused: nothing is applied to it; the task ends if the event proves it ours
                             ended = ending(proven) if ending is not None else None
                             if ended is None:
@@ -256,7 +268,7 @@ class PostgresTaskRepository(TaskRepository):
                                 return written
                             continue
                         kept = proven
-                    self._remember(task_id, kept)
+                    self._remember(key, kept)
                 state = kept.state if kept else None
                 transition = change(state)
                 if transition is None or (state is not None and not transition.changed):
@@ -265,19 +277,20 @@ class PostgresTaskRepository(TaskRepository):
                 if written is not None:
                     return written
 
-    def _proven(self, task_id: str, row: Any) -> _Kept | str:
+    def _proven(self, key: TaskKey, row: Any) -> _Kept | str:
         """The row's state if its proof holds, else why not (refused: logged once per version, counted, forgotten here)."""
-        unproven = self.seal.check(task_id, self.prefix, row["state"], row["key_id"], row["signature"])
+        tenant_id, task_id = key
+        unproven = self.seal.check(tenant_id, task_id, self.prefix, row["state"], row["key_id"], row["signature"])
         if unproven is None:
             return _Kept(row["version"], TaskState.model_validate_json(row["state"]), {})
-        self.seal.refused(task_id, row["version"], unproven)
-        self._states.pop(task_id, None)
+        self.seal.refused(tenant_id, task_id, row["version"], unproven)
+        self._states.pop(key, None)
         return unproven.why
 
-    def _remember(self, task_id: str, kept: _Kept) -> None:
+    def _remember(self, key: TaskKey, kept: _Kept) -> None:
         """Keep the state last written, so that the next event of the task skips reading and parsing it."""
-        self._states[task_id] = kept
-        self._states.move_to_end(task_id)
+        self._states[key] = kept
+        self._states.move_to_end(key)
         if len(self._states) > self.cached_tasks:
             self._states.popitem(last=False)
 
@@ -295,7 +308,7 @@ class PostgresTaskRepository(TaskRepository):
         new = transition.state
         records = [seal(o.topic, o.event) for o in transition.outbound]
         state_json, parts = _state_json(new, old.parts if old else {})
-        proof = self.seal.sign(new.task_id, self.prefix, state_json)
+        proof = self.seal.sign(new.tenant_id, new.task_id, self.prefix, state_json)
         before = {s.step: s for s in old.state.steps} if old else {}
         changed = [parts[id(s)][1] for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
         row = await conn.fetchrow(
@@ -322,7 +335,7 @@ class PostgresTaskRepository(TaskRepository):
         )
         if row["version"] is None:
             return None
-        self._remember(new.task_id, _Kept(row["version"], new, parts))
+        self._remember((new.tenant_id, new.task_id), _Kept(row["version"], new, parts))
         return [PendingEvent(i, r) for i, r in zip(row["ids"], records, strict=True)]
 
     async def published(self, outbox_ids: list[int]) -> None:
@@ -346,28 +359,29 @@ class PostgresTaskRepository(TaskRepository):
         )
         return int(status.rsplit(" ", 1)[-1])
 
-    async def get(self, task_id: str) -> TaskState | None:
+    async def get(self, tenant_id: str, task_id: str) -> TaskState | None:
         """Load one task: the state this process holds if the row is still that version, else the stored one, checked."""
-        row = await self.pool.fetchrow(_GET, task_id)
+        row = await self.pool.fetchrow(_GET, task_id, tenant_id)
         if row is None:
             return None
-        kept = self._states.get(task_id)
+        key = (tenant_id, task_id)
+        kept = self._states.get(key)
         if kept is not None and kept.version == row["version"]:
             return kept.state
-        proven = self._proven(task_id, row)
+        proven = self._proven(key, row)
         return None if isinstance(proven, str) else proven.state
 
-    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[TaskKey]:
         """See `TaskRepository`: this deployment's open tasks only (the partial index `tasks_open` keeps this small)."""
         rows = await self.pool.fetch(
-            "SELECT task_id, (state->'steps'->-1->>'waiting_since')::timestamptz AS since FROM planner.tasks "
+            "SELECT tenant_id, task_id, (state->'steps'->-1->>'waiting_since')::timestamptz AS since FROM planner.tasks "
             "WHERE status IN ('running', 'waiting_human') AND topic_prefix = $3 "
             "AND (state->'steps'->-1->>'waiting_since')::timestamptz < $1 ORDER BY since LIMIT $2",
             cutoff,
             limit,
             self.prefix,
         )
-        return [r["task_id"] for r in rows]
+        return [(r["tenant_id"], r["task_id"]) for r in rows]
 
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """See `TaskRepository`."""
@@ -381,7 +395,7 @@ class PostgresTaskRepository(TaskRepository):
 class InMemoryTaskRepository(TaskRepository):
     """The in-memory twin, for unit tests."""
 
-    tasks: dict[str, TaskState] = field(default_factory=dict)
+    tasks: dict[TaskKey, TaskState] = field(default_factory=dict)
     processed: dict[str, datetime] = field(default_factory=dict)  # applied event ids, when each was applied
     outbox: dict[int, tuple[str, Recorded]] = field(default_factory=dict)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -389,20 +403,20 @@ class InMemoryTaskRepository(TaskRepository):
     _next: int = 0
 
     async def apply(
-        self, event_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
+        self, event_id: str, tenant_id: str, task_id: str, change: Change, seal: Seal = unsigned, *, ending: Ending | None = None
     ) -> list[PendingEvent]:
         """Same contract as the PostgreSQL implementation (a state held in memory is never refused: `ending` is not needed)."""
         async with self._lock:
             if event_id in self.processed:
                 return [PendingEvent(i, r) for i, (src, r) in sorted(self.outbox.items()) if src == event_id]
-            state = self.tasks.get(task_id)
+            state = self.tasks.get((tenant_id, task_id))
             transition = change(state)
             if transition is None or not transition.changed:
                 if state is not None:
                     self.processed[event_id] = self.clock()
                 return []
             self.processed[event_id] = self.clock()
-            self.tasks[task_id] = transition.state
+            self.tasks[(tenant_id, task_id)] = transition.state
             pending = []
             for out in transition.outbound:
                 self._next += 1
@@ -416,18 +430,18 @@ class InMemoryTaskRepository(TaskRepository):
         for i in outbox_ids:
             self.outbox.pop(i, None)
 
-    async def get(self, task_id: str) -> TaskState | None:
+    async def get(self, tenant_id: str, task_id: str) -> TaskState | None:
         """Load one task."""
-        return self.tasks.get(task_id)
+        return self.tasks.get((tenant_id, task_id))
 
-    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+    async def waiting_since_before(self, cutoff: datetime, *, limit: int = 1000) -> list[TaskKey]:
         """See `TaskRepository`."""
         found = [
-            (t.current.waiting_since, t.task_id)
-            for t in self.tasks.values()
+            (t.current.waiting_since, key)
+            for key, t in self.tasks.items()
             if t.status in ("running", "waiting_human") and t.current is not None and t.current.waiting_since is not None
         ]
-        return [task_id for since, task_id in sorted(found) if since < cutoff][:limit]
+        return [key for since, key in sorted(found) if since < cutoff][:limit]
 
     async def unpublished(self, source_prefix: str) -> list[PendingEvent]:
         """See `TaskRepository`."""

@@ -16,6 +16,7 @@ from schemas import Mode
 from servicekit.provenance import Provenance
 from services.policy.facts import SystemRecord, stricter
 from services.policy.repository import (
+    PAYOUT_WINDOW,
     TENANT_TOTAL,
     Decide,
     DecisionRecord,
@@ -32,6 +33,7 @@ from services.policy.repository import (
     flow_facts,
     flow_row,
     history_from,
+    payout_of,
     troubles,
 )
 
@@ -56,12 +58,15 @@ class InMemoryPolicyRepository(PolicyRepository):
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
     learned_tasks: dict[tuple[str, str], Mode] = field(default_factory=dict)  # tasks whose request is learned, with the mode it asked
+    requesters: dict[tuple[str, str], str] = field(default_factory=dict)  # who a learned task's first request named
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     read_errors: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # failed reads' errors by task, by action id
     began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
     forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
     flow_rows: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)  # each decision as a flow reads it, made once
+    # What allowed calls paid out, as (action id, tenant, task, payee, amount, when), the rows of `policy.payouts`.
+    payouts: list[tuple[str, str, str, str | None, float, datetime]] = field(default_factory=list)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -77,9 +82,12 @@ class InMemoryPolicyRepository(PolicyRepository):
                 self.spend.get((tenant_id, task_id), 0.0),
                 self.spend.get((tenant_id, TENANT_TOTAL), 0.0),
                 payee is not None and (tenant_id, payee) in self.payees,
+                *self._paid_before(tenant_id, task_id, payee),
             )
             record = decide(history)
             self.decisions[key] = record
+            if (amount := payout_of(record)) is not None and record.action_id not in {p[0] for p in self.payouts}:
+                self.payouts.append((record.action_id, tenant_id, task_id, payee, amount, self.clock()))
             self.by_task.setdefault((tenant_id, task_id), []).append(key)
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
@@ -91,6 +99,13 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
         """See PolicyRepository."""
         return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
+
+    def _paid_before(self, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
+        """What the task's allowed calls paid out, and the tenant's to `payee` over `PAYOUT_WINDOW` (as `_SELECT_HISTORY`)."""
+        since = self.clock() - PAYOUT_WINDOW
+        task = sum(a for _, t, k, _, a, _ in self.payouts if (t, k) == (tenant_id, task_id))
+        to_payee = sum(a for _, t, _, y, a, at in self.payouts if payee and (t, y) == (tenant_id, payee) and at > since)
+        return task, to_payee
 
     def _add(self, res: Reservation, amount: float) -> None:
         count_spend(self.spend, res.tenant_id, res.task_id, amount)
@@ -178,6 +193,8 @@ class InMemoryPolicyRepository(PolicyRepository):
             if i.request:  # learned again: the stricter mode (as PostgreSQL keeps it)
                 scope = (i.tenant_id, i.task_id)
                 self.learned_tasks[scope] = stricter(i.mode, self.learned_tasks.get(scope))
+                if i.requested_by:
+                    self.requesters.setdefault(scope, i.requested_by)
                 self._began(i.tenant_id, i.task_id)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -234,6 +251,7 @@ class InMemoryPolicyRepository(PolicyRepository):
                 (t, k) in self.forgotten,
                 self._failed_reads(t, k),
                 mode=self.learned_tasks.get((t, k)),
+                requested_by=self.requesters.get((t, k)),
             )
             for t, k in scopes
         }
@@ -260,6 +278,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             self.began.pop(scope, None)
             self.read_errors.pop(scope, None)  # a column of the call's outcome in PostgreSQL: no row of its own
             rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
+            self.requesters.pop(scope, None)  # a column of its learned row in PostgreSQL
             if self.learned_tasks.pop(scope, None) is not None:
                 rows += 1
         for action_id in ended:

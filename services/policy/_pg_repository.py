@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,21 +23,26 @@ from servicekit.provenance import Provenance
 from services.policy.facts import History, SystemRecord, stricter
 from services.policy.payees import PayeeSeal
 from services.policy.repository import (
+    PAYOUT_WINDOW,
     TENANT_TOTAL,
     Decide,
     DecisionRecord,
     Ending,
     Forgotten,
+    PaidOut,
     Pending,
     PolicyRepository,
     Scope,
     Settled,
     TaskInput,
     TaskReads,
+    count_payout,
     count_spend,
     flow_row,
     history_from,
     kept_flow_facts,
+    paid_before,
+    payout_of,
     troubles,
 )
 
@@ -68,21 +73,29 @@ _COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal
 _SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
 
 # What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
-# spend of its scopes (tenant $2, task $3) and the rows of its (tenant $4, payee $5) known, with their proofs.
+# spend of its scopes (tenant $2, task $3) and the rows of its (tenant $4, payee $5) known, with their proofs; what
+# its tasks paid out, and what its tenants paid its payees since $6 (`PAYOUT_WINDOW` ago).
 _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
   ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
         JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON s.tenant_id = w.t AND s.task_id = w.k) AS spend,
   ARRAY(SELECT (p.tenant_id, p.payee, p.key_id, p.proof) FROM policy.known_payees p
-        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees"""
+        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees,
+  ARRAY(SELECT ('task', o.tenant_id, o.task_id, sum(o.amount_usd)) FROM policy.payouts o
+        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON o.tenant_id = w.t AND o.task_id = w.k GROUP BY o.tenant_id, o.task_id)
+    || ARRAY(SELECT ('payee', o.tenant_id, o.payee, sum(o.amount_usd)) FROM policy.payouts o
+        JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON o.tenant_id = w.t AND o.payee = w.y
+        WHERE o.allowed_at > $6::timestamptz GROUP BY o.tenant_id, o.payee) AS paid"""
 
-# A batch's new decisions ($1) and their reservations ($2), as JSON arrays of rows in the columns' order, and what
-# those add to each scope's spend, in one statement.
+# A batch's new decisions ($1), what the allowed ones pay out ($3) and their reservations ($2), as JSON arrays of rows in
+# the columns' order, and what those add to each scope's spend, in one statement.
 _INSERT_DECISIONS = (
     """WITH decided AS (INSERT INTO policy.decisions
     (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event, flow_facts)
     SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8, nullif(d->9, 'null')
     FROM jsonb_array_elements($1::jsonb) AS d),
+  paid AS (INSERT INTO policy.payouts (action_id, tenant_id, task_id, payee, amount_usd)
+    SELECT p->>0, p->>1, p->>2, p->>3, (p->>4)::numeric FROM jsonb_array_elements($3::jsonb) AS p ON CONFLICT (action_id) DO NOTHING),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
     SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM jsonb_array_elements($2::jsonb) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
@@ -101,10 +114,15 @@ ON CONFLICT (tenant_id, payee) DO UPDATE SET learned_from = EXCLUDED.learned_fro
   added_at = now() WHERE p.proof IS DISTINCT FROM EXCLUDED.proof"""
 
 # Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...]; the tasks whose request it is,
-# with the mode each asked for ($2): [[tenant, task, mode], ...], once each. A task learned again keeps the stricter mode.
+# with the mode each asked for and who it names ($2): [[tenant, task, mode, requester], ...], once each. A task learned again
+# keeps the stricter mode and its first requester (a row from before migration 016, which has none, takes this one).
 _INSERT_PROVENANCE = """WITH learned AS (
-  INSERT INTO policy.tasks_learned AS l (tenant_id, task_id, mode) SELECT t->>0, t->>1, t->>2 FROM json_array_elements($2::json) AS t
-  ON CONFLICT (tenant_id, task_id) DO UPDATE SET mode = 'draft' WHERE EXCLUDED.mode = 'draft' AND l.mode = 'autonomous'
+  INSERT INTO policy.tasks_learned AS l (tenant_id, task_id, mode, requested_by)
+  SELECT t->>0, t->>1, t->>2, t->>3 FROM json_array_elements($2::json) AS t
+  ON CONFLICT (tenant_id, task_id) DO UPDATE
+  SET mode = CASE WHEN EXCLUDED.mode = 'draft' AND l.mode = 'autonomous' THEN 'draft' ELSE l.mode END,
+    requested_by = coalesce(l.requested_by, EXCLUDED.requested_by)
+  WHERE (EXCLUDED.mode = 'draft' AND l.mode = 'autonomous') OR (l.requested_by IS NULL AND EXCLUDED.requested_by IS NOT NULL)
 )
 INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
 SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
@@ -139,6 +157,7 @@ SELECT w.t AS tenant_id, w.k AS task_id,
         WHERE s.tenant_id = w.t AND s.task_id = w.k) AS records,
   EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned,
   (SELECT l.mode FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS mode,
+  (SELECT l.requested_by FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS requested_by,
   EXISTS(SELECT 1 FROM policy.tasks_forgotten f WHERE f.tenant_id = w.t AND f.task_id = w.k) AS forgotten
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
@@ -288,15 +307,15 @@ class PgPolicyRepository(PolicyRepository):
                 # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
                 for tenant in tenants:
                     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
-                recorded, spend, known = await self._read_history(conn, items, tenants)
+                recorded, spend, known, paid = await self._read_history(conn, items, tenants)
                 results: list[tuple[DecisionRecord, bool]] = []
-                new: list[DecisionRecord] = []
+                new: list[tuple[Pending, DecisionRecord]] = []
                 retaken: dict[str, int] = {}
                 for item in items:
                     if item.key in recorded:
                         results.append((recorded[item.key], False))
                         continue
-                    history = self._history_of(item, spend, known)
+                    history = self._history_of(item, spend, known, paid)
                     taken = provisional.get(item.key)
                     if taken is not None and item.holds(taken[0], history):
                         record = taken[1]
@@ -305,9 +324,9 @@ class PgPolicyRepository(PolicyRepository):
                         if taken is not None:  # decided on the snapshot, which went stale
                             retaken[item.tenant_id] = retaken.get(item.tenant_id, 0) + 1
                     recorded[item.key] = record
-                    new.append(record)
+                    new.append((item, record))
                     results.append((record, True))
-                    self._reserve(spend, item, record)
+                    self._reserve(spend, paid, item, record)
                 await self._insert(conn, new)
             for tenant, count in retaken.items():
                 observe_retaken(tenant, count)
@@ -315,21 +334,21 @@ class PgPolicyRepository(PolicyRepository):
 
     async def _decide_on_a_snapshot(self, conn: Any, items: list[Pending], tenants: list[str]) -> dict[str, tuple[History, DecisionRecord]]:
         """Decide `items` outside the lock, on the history as it is now: each new decision by key, with the history it read."""
-        recorded, spend, known = await self._read_history(conn, items, tenants)
+        recorded, spend, known, paid = await self._read_history(conn, items, tenants)
         provisional: dict[str, tuple[History, DecisionRecord]] = {}
         for item in items:
             if item.key in recorded or item.key in provisional:
                 continue
-            history = self._history_of(item, spend, known)
+            history = self._history_of(item, spend, known, paid)
             record = item.decide(history)
             provisional[item.key] = (history, record)
-            self._reserve(spend, item, record)
+            self._reserve(spend, paid, item, record)
         return provisional
 
     async def _read_history(
         self, conn: Any, items: list[Pending], tenants: list[str]
-    ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]]]:
-        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees (those proven)."""
+    ) -> tuple[dict[str, DecisionRecord], dict[tuple[str, str], float], set[tuple[str, str]], PaidOut]:
+        """What a batch's decisions depend on: decisions already recorded, spend by scope, known payees (those proven), paid out."""
         seal = self._seal
         scopes = sorted({(i.tenant_id, i.task_id) for i in items} | {(t, TENANT_TOTAL) for t in tenants})
         wanted = sorted({(i.tenant_id, i.payee) for i in items if i.payee})
@@ -340,28 +359,40 @@ class PgPolicyRepository(PolicyRepository):
             [sc[1] for sc in scopes],
             [w[0] for w in wanted],
             [w[1] for w in wanted],
+            datetime.now(UTC) - PAYOUT_WINDOW,
         )
         recorded = {r[0]: _record_from(r) for r in row["decisions"]}
         spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
-        return recorded, spend, {(t, y) for t, y, key_id, proof in row["payees"] if seal is not None and seal.known(t, y, key_id, proof)}
+        paid: PaidOut = {(kind, t, k): float(amount) for kind, t, k, amount in row["paid"]}
+        known = {(t, y) for t, y, key_id, proof in row["payees"] if seal is not None and seal.known(t, y, key_id, proof)}
+        return recorded, spend, known, paid
 
     @staticmethod
-    def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]]) -> History:
+    def _history_of(item: Pending, spend: dict[tuple[str, str], float], known: set[tuple[str, str]], paid: PaidOut) -> History:
         return history_from(
             spend.get((item.tenant_id, item.task_id), 0.0),
             spend.get((item.tenant_id, TENANT_TOTAL), 0.0),
             item.payee is not None and (item.tenant_id, item.payee) in known,
+            *paid_before(paid, item.tenant_id, item.task_id, item.payee),
         )
 
     @staticmethod
-    def _reserve(spend: dict[tuple[str, str], float], item: Pending, record: DecisionRecord) -> None:
-        """Count `record`'s reservation in `spend`, so that the next decision of the batch sees it."""
+    def _reserve(spend: dict[tuple[str, str], float], paid: PaidOut, item: Pending, record: DecisionRecord) -> None:
+        """Count `record`'s reservation in `spend` and what it pays out in `paid`, so that the next decision of the batch sees them."""
         if record.reservation is not None:
             count_spend(spend, item.tenant_id, item.task_id, record.reservation.amount_usd)
+        if (amount := payout_of(record)) is not None:
+            count_payout(paid, item.tenant_id, item.task_id, item.payee, amount)
 
-    async def _insert(self, conn: Any, records: list[DecisionRecord]) -> None:
-        if not records:
+    async def _insert(self, conn: Any, decided_now: list[tuple[Pending, DecisionRecord]]) -> None:
+        if not decided_now:
             return
+        records = [r for _, r in decided_now]
+        paid = [
+            [r.action_id, r.tenant_id, r.task_id, item.payee, str(Decimal(amount))]
+            for item, r in decided_now
+            if (amount := payout_of(r)) is not None
+        ]
         decided = [
             [
                 r.key,
@@ -380,7 +411,7 @@ class PgPolicyRepository(PolicyRepository):
         held = [r.reservation for r in records if r.reservation is not None]
         # An amount as asyncpg sent a float to a numeric column: its exact decimal value, rounded by the column.
         reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), str(Decimal(h.amount_usd))] for h in held]
-        await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved))
+        await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved), _json(paid))
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""
@@ -500,13 +531,16 @@ class PgPolicyRepository(PolicyRepository):
             for trusted, learned in ((True, i.trusted), (False, i.untrusted)):
                 for value, source in learned.items():
                     groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
-        requests: dict[tuple[str, str], Mode] = {}  # each task once (a statement may not update a row twice), the stricter mode
+        # Each task once (a statement may not update a row twice): the stricter mode, the first requester.
+        requests: dict[tuple[str, str], Mode] = {}
+        requesters: dict[tuple[str, str], str | None] = {}
         for i in inputs:
             if i.request:
                 requests[(i.tenant_id, i.task_id)] = stricter(i.mode, requests.get((i.tenant_id, i.task_id)))
+                requesters[(i.tenant_id, i.task_id)] = requesters.get((i.tenant_id, i.task_id)) or i.requested_by
         if not groups and not requests:
             return
-        tasks = [[*scope, mode] for scope, mode in sorted(requests.items())]
+        tasks = [[*scope, mode, requesters[scope]] for scope, mode in sorted(requests.items())]
         async with self._pool.acquire() as conn:
             await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(tasks))
 
@@ -557,6 +591,7 @@ class PgPolicyRepository(PolicyRepository):
                 r["forgotten"],
                 [(calls[a][0], json.loads(calls[a][1]), error, a) for _, _, error, a in r["outcomes"] if error is not None and a in calls],
                 mode=r["mode"],
+                requested_by=r["requested_by"],
             )
             for r in rows
         }

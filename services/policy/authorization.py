@@ -87,12 +87,13 @@ def build_record(
     latency_ms: float,
     traceparent: str | None,
     max_bytes: int = DEFAULT_MAX_DECISION_BYTES,
+    task_requested_by: str | None = None,
 ) -> DecisionRecord:
     """The decision as events ready to publish (and to republish on redelivery), with its reservation.
 
     An event larger than `max_bytes` (`TIDEGATE_POLICY_MAX_DECISION_BYTES`) would be refused by the broker, and the
     proposer would wait for ever: such a call is denied `too_large` instead, by a decision that carries its digest
-    and sizes but not its args (`_too_large`).
+    and sizes but not its args (`_too_large`). `requested_by` is the proposal's, `task_requested_by` the learned task's (four eyes).
     """
     digest = action_digest(call.tenant_id, call.tool, call.args)
 
@@ -116,6 +117,7 @@ def build_record(
             approval_id=approval_id,
             mode="autonomous" if v.mode == "autonomous" else "draft",
             requested_by=requested_by,
+            task_requested_by=task_requested_by,
             proposer=call.proposer,
             rationale=call.rationale,
             estimated_cost_usd=v.estimated_cost_usd,

@@ -62,6 +62,8 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         record_id=_str(),
         record_read_failed=_bool(),
         record_read_error=_str(),
+        paid_task_cents=_long(),
+        paid_payee_cents=_long(),
     ),
     settings=_record(
         refund_threshold_cents=_long(),

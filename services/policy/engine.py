@@ -73,6 +73,8 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
         "estimated_cost_usd": facts.estimated_cost_usd,
         "spend_task_usd": facts.spend_task_usd,
         "spend_tenant_usd": facts.spend_tenant_usd,
+        "paid_task_usd": facts.paid_task_usd,
+        "paid_payee_usd": facts.paid_payee_usd,
         "refund_threshold_usd": threshold_usd,
     }
     return [
@@ -111,6 +113,8 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "record_id": facts.record_id or "",
             "record_read_failed": facts.record_read_failed is not None,
             "record_read_error": facts.record_read_failed.error if facts.record_read_failed is not None else "",
+            "paid_task_cents": _cents(facts.paid_task_usd, "paid_task_usd"),
+            "paid_payee_cents": _cents(facts.paid_payee_usd, "paid_payee_usd"),
         },
         "settings": {
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),
@@ -416,11 +420,13 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     True when the histories are equal, or when they differ only in spend figures that cannot change
     the outcome or its reasons: the pack never reads spend, and no budget guard fires on either
     history (a budget reason quotes the figures, so it is taken again). The figures recorded in the
-    decision's facts are then those it saw.
+    decision's facts are then those it saw. What was paid out is read by the default pack's thresholds: any change takes it again.
     """
     if seen == now:
         return True
-    if seen.payee_known != now.payee_known or pack.reads_spend:
+    if (seen.payee_known, seen.paid_task_usd, seen.paid_payee_usd) != (now.payee_known, now.paid_task_usd, now.paid_payee_usd):
+        return False
+    if pack.reads_spend:
         return False
     spec = pack.catalog.get(call.tool)
     if spec is None:

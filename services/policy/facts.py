@@ -172,11 +172,17 @@ class Call:
 
 @dataclass(frozen=True)
 class History:
-    """What the policy schema knows at decision time: is the payee known, what has been spent."""
+    """What the policy schema knows at decision time: is the payee known, what has been spent, what has been paid out.
+
+    Read in the decision's unit of work (under the tenant's lock, each call of a batch seeing those before it), unlike
+    `Flow`: a split refund cannot slip two pieces past the threshold by arriving together.
+    """
 
     payee_known: bool = False
     spend_task_usd: float = 0.0
     spend_tenant_usd: float = 0.0
+    paid_task_usd: float = 0.0  # amounts of the task's allowed calls (money it let out, whatever became of it)
+    paid_payee_usd: float = 0.0  # amounts the tenant's allowed calls paid this call's payee over `PAYOUT_WINDOW`, any task
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,8 @@ class Facts:
     record_read_failed: FailedRead | None = None  # the entry was not read: the task's read of it failed, and why
     task_mode: Mode | None = None  # the mode the task's signed request asked for (None: no task learned); `mode` is at most it
     undo_not_granted: str | None = None  # the tool that would undo the call, not granted to the tenant: no rollback path
+    paid_task_usd: float = 0.0  # what the task's allowed calls paid out before this one (`History.paid_task_usd`)
+    paid_payee_usd: float = 0.0  # what the tenant paid this payee over the window before this call, any task
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -307,9 +315,13 @@ def unknown_tainted_args(call: Call) -> list[str]:
 
 
 def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
-    """Whether the tenant's directory vouches for a normalised value (its domains, sites, members, channels, payees, organisations)."""
+    """Whether the tenant's directory vouches for a normalised value (its domains, sites, members, channels, organisations).
+
+    Never its known payees: "known" says the tenant has paid them before, not that this request is theirs; a payee
+    only untrusted content named stays tainted (only the request's trusted fields vouch for it).
+    """
     hosts = [d.lower().strip(".") for d in tenant.internal_domains + tenant.allowed_sites]
-    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels} | {p.casefold() for p in tenant.known_payees}
+    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels}
     names = {" ".join(o.casefold().split()) for o in tenant.organisations}
     contacts = {c.strip().lower() for c in tenant.known_contacts}
 
@@ -386,7 +398,7 @@ def compute_facts(
         taint += [
             Finding(i.arg, f"{i.kind}:{i.value}", source)
             for i in identities_of(call.args, f.declared_counterparties())
-            if not is_internal(i, tenant) and not vouched(f"{i.kind}:{i.value}")
+            if (i.kind == "payee" or not is_internal(i, tenant)) and not vouched(f"{i.kind}:{i.value}")  # a known payee is not vouched
         ]
     tainted_paths = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in taint)]))
     important_taint = _tainted_important(tainted_paths, _important(spec)) if _acts(spec) else ()
@@ -418,4 +430,6 @@ def compute_facts(
         record_read_failed=call.failed_reads.get(record) if record is not None and read is None else None,
         task_mode=call.task_mode,
         undo_not_granted=spec.undo.tool if spec.undo is not None and spec.undo.tool and not undo_granted else None,
+        paid_task_usd=round(history.paid_task_usd, 6),
+        paid_payee_usd=round(history.paid_payee_usd, 6) if payee is not None else 0.0,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from schemas import ActionProposedData, Mode
@@ -24,10 +24,12 @@ from services.policy.facts import History, SystemRecord
 
 __all__ = [
     "FLOW_FACTS",
+    "PAYOUT_WINDOW",
     "TENANT_TOTAL",
     "DecisionRecord",
     "Ending",
     "Forgotten",
+    "PaidOut",
     "Pending",
     "PolicyRepository",
     "Reservation",
@@ -35,12 +37,15 @@ __all__ = [
     "Settled",
     "TaskInput",
     "TaskReads",
+    "count_payout",
     "count_spend",
     "flow_facts",
     "flow_row",
     "forget_tasks",
     "history_from",
     "kept_flow_facts",
+    "paid_before",
+    "payout_of",
     "troubles",
 ]
 
@@ -105,6 +110,9 @@ class TaskReads:
     # The mode its request asked for (`task.submitted`, signed by the requester's client); None: not learned, or learned
     # before migration 014 kept none (a learned task is then decided as draft, the strictest).
     mode: Mode | None = None
+    # Who its first request names (`task.submitted`, signed by the requester's client): four eyes binds them whoever proposes;
+    # None: not learned, or learned before migration 016 kept it.
+    requested_by: str | None = None
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -141,6 +149,7 @@ class TaskInput:
     untrusted: dict[str, str]
     request: bool = False  # from the task's request: the task is then learned (`TaskReads.learned`), even with no values
     mode: Mode = "draft"  # the mode the request asked for (with `request`); a second request of the task can only make it stricter
+    requested_by: str | None = None  # who the request names (with `request`, signed by their client); the first request's is kept
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -341,6 +350,39 @@ def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
     return sum(max(attempts - 1, 0) for _, attempts in done), errors
 
 
-def history_from(task: float, tenant: float, payee_known: bool) -> History:
-    """What a decision knows of its budget scopes and payee: what the task and the tenant have spent, and whether the payee is known."""
-    return History(payee_known=payee_known, spend_task_usd=float(task), spend_tenant_usd=float(tenant))
+def history_from(task: float, tenant: float, payee_known: bool, paid_task: float = 0.0, paid_payee: float = 0.0) -> History:
+    """What a decision knows: what the task and the tenant have spent, whether the payee is known, what was paid out before it.
+
+    Paid out: by the task (`paid_task`), and to its payee over `PAYOUT_WINDOW`, in any task (`paid_payee`).
+    """
+    return History(
+        payee_known=payee_known,
+        spend_task_usd=float(task),
+        spend_tenant_usd=float(tenant),
+        paid_task_usd=float(paid_task),
+        paid_payee_usd=float(paid_payee),
+    )
+
+
+# How far back what the tenant paid a payee counts toward its threshold (`History.paid_payee_usd`), across tasks.
+PAYOUT_WINDOW = timedelta(hours=24)
+
+PaidOut = dict[tuple[str, str, str], float]  # ("task", tenant, task id) or ("payee", tenant, payee) → amount paid out
+
+
+def payout_of(record: DecisionRecord) -> float | None:
+    """The amount an allowed decision lets out (its `amount_usd` fact), None for any other decision or a call without one."""
+    amount = (kept_flow_facts(record) or {}).get("amount_usd")
+    return float(amount) if isinstance(amount, int | float) and not isinstance(amount, bool) and amount > 0 else None
+
+
+def paid_before(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
+    """What was paid out before a call: by its task, and to its payee (0 without one)."""
+    return paid.get(("task", tenant_id, task_id), 0.0), paid.get(("payee", tenant_id, payee), 0.0) if payee else 0.0
+
+
+def count_payout(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None, amount: float) -> None:
+    """Add an allowed call's `amount` to what its task, and the tenant to its payee, paid out."""
+    paid[("task", tenant_id, task_id)] = paid.get(("task", tenant_id, task_id), 0.0) + amount
+    if payee:
+        paid[("payee", tenant_id, payee)] = paid.get(("payee", tenant_id, payee), 0.0) + amount

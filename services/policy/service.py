@@ -77,6 +77,7 @@ class TaskContext:
     records: Mapping[str, SystemRecord]
     failed_reads: Mapping[str, FailedRead] = field(default_factory=dict)  # entries whose read failed, by id
     mode: Mode | None = None  # the mode the task's signed request asked for; None: no task learned (`_context`)
+    requested_by: str | None = None  # who the task's signed request names; None: no task learned (four eyes binds them too)
 
     def of(self, call: Call) -> Call:
         """`call` with its task's context: what it read and did, and the mode its request asked for (the proposal's is at most it)."""
@@ -113,7 +114,7 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
         for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
             values.setdefault(v, source)
     vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True, mode=data.mode)
+    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True, mode=data.mode, requested_by=data.requested_by)
 
 
 @dataclass
@@ -248,7 +249,7 @@ class PolicyService:
         # rewrite) can make it stricter, never looser. A planner's proposal whose task is not learned asked for nothing
         # anyone signed: draft (fail closed). Another's without a learned task: its own mode, as the tenant allows.
         mode = (read.mode or "draft") if read.learned else "draft" if unseen_task else None
-        return TaskContext(read.provenance, flow, read.records, failed, mode=mode)
+        return TaskContext(read.provenance, flow, read.records, failed, mode=mode, requested_by=read.requested_by)
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -280,14 +281,16 @@ class PolicyService:
         pending = []
         for event in events:
             p = event.data
+            context = read[(p.tenant_id, p.task_id)]
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=read[(p.tenant_id, p.task_id)].of(Call.from_proposal(p)),
+                    call=context.of(Call.from_proposal(p)),
                     proposal=p,
                     action_id=p.action_id,
                     step=p.step,
                     requested_by=p.requested_by,
+                    task_requested_by=context.requested_by,
                     approval_id=None,
                     parent=event.traceparent if traced else None,
                 )
@@ -313,8 +316,13 @@ class PolicyService:
         approval_id: str | None,
         parent: str | None,
         approvers: Mapping[str, Collection[str]] | None = None,
+        task_requested_by: str | None = None,
     ) -> Pending:
-        """The pure decision of one call, as the repository's unit of work runs it (with the history it read)."""
+        """The pure decision of one call, as the repository's unit of work runs it (with the history it read).
+
+        `requested_by` is the proposal's (its signer's principal), `task_requested_by` the learned task's: an escalation names
+        both, and the approval service refuses either as an approver (four eyes).
+        """
         started = time.perf_counter()
         pack = self.pack
         controls = self._controls(call.tenant_id, call.tool)
@@ -340,6 +348,7 @@ class PolicyService:
                     action_id=action_id,
                     step=step,
                     requested_by=requested_by,
+                    task_requested_by=task_requested_by,
                     via="approval" if approval_id else "policy",
                     approval_id=approval_id,
                     signer=self.signer,
@@ -407,6 +416,10 @@ class PolicyService:
         scope = (original.tenant_id, original.task_id)
         context = (await self._task_contexts([scope]))[scope]
         call = context.of(dataclasses.replace(Call.from_proposal(proposed), args=args))
+        # The task's requester as learned now (a task learned after its escalation, which then named nobody, counts too) and as
+        # the escalation named it (a task forgotten since): never the grant's word, which the approval service does not sign.
+        escalated = _task_requester(original)
+        task_requester = context.requested_by or escalated
         pending = self._pending(
             key=f"approval:{data.approval_id}",
             call=call,
@@ -414,11 +427,15 @@ class PolicyService:
             action_id=data.action_id,
             step=proposed.step,
             requested_by=proposed.requested_by,
+            task_requested_by=task_requester,
             approval_id=data.approval_id,
             parent=None,
-            # Four eyes, groups and quorum, counted here again: the requester never counts as an approver, and names
-            # that differ only in case are one person (as the approval service compares them).
-            approvers=_distinct_approvers((*data.approvers, data.approver), data.approver_groups, proposed.requested_by),
+            # Four eyes, groups and quorum, counted here again: neither the proposal's requester nor the task's (an outside
+            # agent's proposal names the agent) counts as an approver, and names that differ only in case are one person
+            # (as the approval service compares them).
+            approvers=_distinct_approvers(
+                (*data.approvers, data.approver), data.approver_groups, (proposed.requested_by, context.requested_by, escalated)
+            ),
         )
         [(record, _)] = await self.repo.decide_many([pending])
         await self._publish_record(record)
@@ -550,11 +567,17 @@ class PolicyService:
         return True
 
 
+def _task_requester(escalation: DecisionRecord) -> str | None:
+    """The task's requester an escalation named (`ActionDecidedData.task_requested_by`), as it was recorded and published."""
+    named = json.loads(escalation.decided_event).get("data", {}).get("task_requested_by")
+    return named if isinstance(named, str) and named else None
+
+
 def _distinct_approvers(
-    names: Sequence[str | None], groups: Mapping[str, Sequence[str]], requested_by: str | None
+    names: Sequence[str | None], groups: Mapping[str, Sequence[str]], requesters: Sequence[str | None]
 ) -> dict[str, tuple[str, ...]]:
-    """The distinct humans a grant names, each with the groups it signed: one per person (`servicekit.people`), the requester left out."""
-    seen = {person(requested_by)} if requested_by else set()
+    """The distinct humans a grant names, each with the groups it signed: one per person (`servicekit.people`), the requesters left out."""
+    seen = {person(r) for r in requesters if r}
     distinct: dict[str, tuple[str, ...]] = {}
     for name in names:
         if name and person(name) not in seen:  # each person under the first spelling the grant gives

@@ -181,7 +181,7 @@ async def test_a_state_the_planner_login_rewrote_proposes_nothing_and_ends_the_t
         outcome = collector.outcome(task.task_id)
         assert (outcome.type, outcome.data.reason, outcome.data.tenant_id) == ("tidegate.task.failed", "state_refused", "acme")
         assert _refused("invalid") >= before + 1
-        assert f"planner: the stored state of task {task.task_id} refused" in caplog.text
+        assert f"planner: the stored state of task {task.task_id} of tenant {task.tenant_id} refused" in caplog.text
         assert "rotate that login's password" in caplog.text
         stored = await planner_login.fetchrow("SELECT status, reason, state FROM planner.tasks WHERE task_id = $1", task.task_id)
         assert (stored["status"], stored["reason"]) == ("failed", "state_refused")

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from services.audit import PostgresAuditLog, SearchFilters, StoryLine, explain_task, search, story, tasks_of_action
+from services.audit import (
+    PostgresAuditLog,
+    SearchFilters,
+    SeveralTenants,
+    StoryLine,
+    explain_task,
+    search,
+    story,
+    task_rows_of,
+    tasks_of_action,
+)
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
 __all__ = ["explain", "search_", "show"]
+
+T = TypeVar("T")
 
 
 def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False) -> Table:
@@ -36,42 +49,59 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
     return table
 
 
-async def _task_of(log: PostgresAuditLog, ident: str, prefix: str) -> str | None:
-    """The task `ident` names: itself when the log has a record of that task, else the one task whose records name it as an action id.
+async def _task_of(log: PostgresAuditLog, ident: str, prefix: str, tenant: str | None) -> tuple[str, str | None] | None:
+    """The task `ident` names, and whose (`tenant` when given, else the action's task's tenant if `ident` is an action id).
 
-    Says on stderr when an action id was resolved; an action id of several tasks (outside agents of several tenants may
-    reuse one) is an error listing them.
+    Itself when the log has a record of that task, else the one task whose records name it as an action id. Says on
+    stderr when an action id was resolved; an action id of several tasks (outside agents of several tenants may reuse
+    one) is an error listing them.
     """
     if await log.task_rows(ident, prefix):
-        return ident
-    tasks = await tasks_of_action(log, ident, prefix)
+        return ident, tenant
+    tasks = [(task, of) for task, of in await tasks_of_action(log, ident, prefix) if tenant is None or of == tenant]
     if not tasks:
         return None
     if len(tasks) > 1:
-        listed = ", ".join(f"{task} ({tenant or '-'})" for task, tenant in tasks)
-        raise ConnectionError(f"action {ident!r} is named by {len(tasks)} tasks: {listed}; give the task id")
-    task, tenant = tasks[0]
-    err_console.print(f"{shown(ident)} is an action id: it belongs to task {shown(task)} (tenant {shown(tenant or '-')})", soft_wrap=True)
-    return task
+        listed = ", ".join(f"{task} ({of or '-'})" for task, of in tasks)
+        raise ConnectionError(f"action {ident!r} is named by {len(tasks)} tasks: {listed}; give the task id (and --tenant)")
+    task, of = tasks[0]
+    err_console.print(f"{shown(ident)} is an action id: it belongs to task {shown(task)} (tenant {shown(of or '-')})", soft_wrap=True)
+    return task, of
 
 
-_NOTHING = "no record of task or action {!r} in the audit log"
+async def _one_tenant(read: Awaitable[T]) -> T:
+    """What `read` reads of one tenant's task; a task id several tenants used, asked for without `--tenant`, is an error naming them."""
+    try:
+        return await read
+    except SeveralTenants as several:  # a task id is its tenant's: two tenants' tasks are never told as one
+        raise ConnectionError(str(several)) from None
+
+
+_TENANT_HELP = "Whose task: a task id is its tenant's, and when several tenants used the id, say which (else it is an error)."
+
+
+def _nothing(ident: str, tenant: str | None) -> str:
+    return f"no record of task or action {ident!r}" + (f" of tenant {tenant!r}" if tenant else "") + " in the audit log"
 
 
 def show(
     task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
     prefix = settings().topic_prefix
 
     async def go(log: PostgresAuditLog) -> tuple[str, list[Any]]:
-        task = await _task_of(log, task_id, prefix)
-        return (task, await log.task_rows(task, prefix)) if task is not None else (task_id, [])
+        found = await _task_of(log, task_id, prefix, tenant)
+        if found is None:
+            return task_id, []
+        task, of = found
+        return task, await _one_tenant(task_rows_of(log, task, prefix, tenant=of))
 
     task, rows = run(with_audit_log(go))
     if not rows:
-        fail(_NOTHING.format(task_id))
+        fail(_nothing(task_id, tenant))
     task_id = task
     lines = story(rows)
     if as_json:
@@ -85,6 +115,7 @@ def explain(
     task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
 ) -> None:
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
@@ -92,12 +123,12 @@ def explain(
     prefix = settings().topic_prefix
 
     async def go(log: PostgresAuditLog) -> Any:
-        task = await _task_of(log, task_id, prefix)
-        return None if task is None else await explain_task(log, task, prefix)
+        found = await _task_of(log, task_id, prefix, tenant)
+        return None if found is None else await _one_tenant(explain_task(log, found[0], prefix, tenant=found[1]))
 
     explanation = run(with_audit_log(go))
     if explanation is None or explanation.records == 0:
-        fail(_NOTHING.format(task_id))
+        fail(_nothing(task_id, tenant))
     if fmt == "md":
         text = render_markdown(explanation)
     elif fmt == "html":

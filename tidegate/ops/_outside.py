@@ -42,7 +42,8 @@ class OutsideAction(BaseModel):
     retry_at: datetime | None = None  # a call between two attempts: when the next is due
 
 
-_NOT_PLANNED = "NOT EXISTS (SELECT 1 FROM planner.tasks p WHERE p.task_id = {t}.task_id)"  # the planner's own are listed as tasks
+# The planner's own are listed as tasks; a task id is its tenant's (another tenant's planner task of the id is not this one).
+_NOT_PLANNED = "NOT EXISTS (SELECT 1 FROM planner.tasks p WHERE p.tenant_id = {t}.tenant_id AND p.task_id = {t}.task_id)"
 _TENANT = "($1::text IS NULL OR {t}.tenant_id = $1)"
 
 # Requests a human has not answered (the `approvals_pending` index), and grants policy has not decided again.

@@ -83,7 +83,7 @@ async def test_search_by_action_id(env: dict[str, str]) -> None:
 
 async def test_explain_names_who_requested_an_approval_and_that_the_service_expired_one(env: dict[str, str]) -> None:
     md = (await _cli(env, "explain", env["TASK"])).stdout
-    assert f"ap-1 requested by {REQUESTER} (the task's requester)" in md
+    assert f"ap-1 requested by {REQUESTER} (the proposal's requester)" in md
     assert "requested by -" not in md
     assert "expired by -" not in md
     assert "expired unanswered: closed by tidegate/approval at its expiry, no human decided" in md

@@ -53,6 +53,19 @@ async def test_refunds_never_exceed_the_order_nor_go_to_a_payee_not_on_file(pool
     assert await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = $1", tenant) == 1
 
 
+async def test_a_refund_goes_only_to_the_customer_who_paid_the_order(pool: asyncpg.Pool, tenant: str) -> None:
+    # An injected ticket names another customer on file (cus_1008) as the payee of cus_1002's order O-5002: refused, nothing paid.
+    def ctx(key: str) -> ToolContext:
+        return ToolContext(pool=pool, tenant_id=tenant, action_id=key, idempotency_key=key)
+
+    with pytest.raises(ToolError) as other:
+        await issue_refund(ctx("k1"), {"payee_id": "cus_1008", "amount_usd": 400.0, "order_id": "O-5002"})
+    assert other.value.type == "payee_not_order_customer"
+    assert await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = $1", tenant) == 0
+    paid = await issue_refund(ctx("k2"), {"payee_id": "cus_1002", "amount_usd": 400.0, "order_id": "O-5002"})
+    assert (paid["payee_id"], paid["order_id"]) == ("cus_1002", "O-5002")
+
+
 async def test_a_ticket_is_tagged_noted_and_drafted_once_per_key_and_read_back_whole(pool: asyncpg.Pool, tenant: str) -> None:
     def ctx(key: str) -> ToolContext:
         return ToolContext(pool=pool, tenant_id=tenant, action_id=key, idempotency_key=key)

@@ -62,7 +62,7 @@ async def _fill(database_url: str, prefix: str, ids: dict[str, str]) -> None:
             _state(ids["done"], "completed", "succeeded", ids["done"] + ":4"),
         ]
         for state in states:
-            await repo.apply(f"ev-{state.task_id}", state.task_id, lambda _old, state=state: Transition(state=state))
+            await repo.apply(f"ev-{state.task_id}", state.tenant_id, state.task_id, lambda _old, state=state: Transition(state=state))
         for key, status, retry_at, started in (
             ("retry", "waiting", NOW + timedelta(seconds=40), NOW - timedelta(minutes=19)),
             ("call", "running", None, NOW - timedelta(seconds=50)),

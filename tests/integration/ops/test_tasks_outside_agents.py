@@ -89,7 +89,7 @@ async def _fill(database_url: str, prefix: str, tenant: str, ids: dict[str, str]
             status="waiting_human", steps=[record], counts=s.ActionCounts(proposed=1, escalated=1), started_at=NOW - timedelta(hours=1),
         )  # fmt: skip
         await PostgresTaskRepository(pool, CostRates(), seal=SEAL, prefix=prefix).apply(
-            f"ev-{ids['planned']}", state.task_id, lambda _o: Transition(state=state)
+            f"ev-{ids['planned']}", state.tenant_id, state.task_id, lambda _o: Transition(state=state)
         )
         approvals = PgApprovalRepository(pool)
         planner_request = _request(ids, tenant, "planned_ap").model_copy(

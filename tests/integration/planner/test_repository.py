@@ -49,16 +49,17 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
                 else domain.start_task(task, plan.steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset())
             )
 
-        first = await repo.apply("ev-1", task.task_id, start)
+        first = await repo.apply("ev-1", task.tenant_id, task.task_id, start)
         [proposal] = first
-        again = await repo.apply("ev-1", task.task_id, start)  # redelivered before `published`: the same event, same outbox row
+        # Redelivered before `published`: the same event, same outbox row.
+        again = await repo.apply("ev-1", task.tenant_id, task.task_id, start)
         assert [(p.outbox_id, p.event.id) for p in again] == [(proposal.outbox_id, proposal.event.id)]
         restarted = await PostgresTaskRepository(pool, RATES, seal=SEAL).apply(
-            "ev-1", task.task_id, start
+            "ev-1", task.tenant_id, task.task_id, start
         )  # to a copy that never saw the task
         assert [(p.outbox_id, p.event.id) for p in restarted] == [(proposal.outbox_id, proposal.event.id)]
         await repo.published([proposal.outbox_id])
-        assert await repo.apply("ev-1", task.task_id, start) == []
+        assert await repo.apply("ev-1", task.tenant_id, task.task_id, start) == []
 
         p = proposal.event.data
         decided = ActionDecidedData(
@@ -79,11 +80,11 @@ async def test_an_event_is_applied_once_and_its_events_are_handed_back_until_pub
         def deny(state):
             return domain.on_decision(state, event.data, utcnow(), RATES, frozenset()) if state is not None else None
 
-        [outcome] = await repo.apply(event.id, task.task_id, deny)
+        [outcome] = await repo.apply(event.id, task.tenant_id, task.task_id, deny)
         assert outcome.event.type == "tidegate.task.failed"
-        [redelivered] = await repo.apply(event.id, task.task_id, deny)
+        [redelivered] = await repo.apply(event.id, task.tenant_id, task.task_id, deny)
         assert redelivered.event.id == outcome.event.id
-        state = await repo.get(task.task_id)
+        state = await repo.get(task.tenant_id, task.task_id)
         assert state.status == "failed"
         assert state.counts.denied == 1
         rows = await pool.fetch("SELECT step, status, reasons FROM planner.steps WHERE task_id = $1", task.task_id)
@@ -105,22 +106,22 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
         plan = await PlaybookStrategy(catalog).plan(task)
         then = utcnow() - timedelta(hours=1)
         start = lambda state: domain.start_task(task, plan.steps, strategy="playbook", now=then, rates=RATES, read_only=frozenset())  # noqa: E731
-        [proposal] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
+        [proposal] = await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
         await repo.published([proposal.outbox_id])
-        assert task.task_id not in await repo.waiting_since_before(then)
-        assert task.task_id in await repo.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
+        assert (task.tenant_id, task.task_id) not in await repo.waiting_since_before(then)
+        assert (task.tenant_id, task.task_id) in await repo.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
         other = PostgresTaskRepository(pool, RATES, seal=SEAL, prefix="another-deployment.")  # same database, another deployment
-        assert task.task_id not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
+        assert (task.tenant_id, task.task_id) not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
 
         timeouts = domain.StepTimeouts(default_s=60)
         tick = lambda state: domain.on_tick(state, utcnow(), RATES, timeouts) if state is not None else None  # noqa: E731
         event_id = f"step-timeout:{task.task_id}:1"
-        [outcome] = await repo.apply(event_id, task.task_id, tick)
+        [outcome] = await repo.apply(event_id, task.tenant_id, task.task_id, tick)
         assert outcome.event.data.reason == "step_timeout"
         assert [p.event.id for p in await repo.unpublished(event_id)] == [outcome.event.id]
         await repo.published([outcome.outbox_id])
         assert await repo.unpublished(event_id) == []
-        assert task.task_id not in await repo.waiting_since_before(utcnow(), limit=100_000)  # closed
+        assert (task.tenant_id, task.task_id) not in await repo.waiting_since_before(utcnow(), limit=100_000)  # closed
     finally:
         await pool.close()
 
@@ -152,27 +153,28 @@ async def test_an_event_of_a_task_this_process_wrote_last_is_applied_in_one_stat
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
         repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
         task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
-        [proposal] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
+        [proposal] = await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
         sent: list[str] = []
         async with pool.acquire() as conn:
             conn.add_query_logger(lambda record: sent.append(record.query))
-        await repo.apply(f"ev2-{task.task_id}", task.task_id, _noted("summary", "noted"))
+        await repo.apply(f"ev2-{task.task_id}", task.tenant_id, task.task_id, _noted("summary", "noted"))
         assert len(sent) == 1, sent
         await repo.published([proposal.outbox_id])
         assert len(sent) == 2
-        assert (await repo.get(task.task_id)).summary == "noted"
+        assert (await repo.get(task.tenant_id, task.task_id)).summary == "noted"
 
         fresh = PostgresTaskRepository(pool, RATES, seal=SEAL)  # a restarted process: the task is read first
         sent.clear()
-        await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart"))
+        await fresh.apply(f"ev3-{task.task_id}", task.tenant_id, task.task_id, _noted("reason", "after a restart"))
         assert len(sent) == 2, sent
         sent.clear()
-        assert await fresh.apply(f"ev3-{task.task_id}", task.task_id, _noted("reason", "after a restart")) == []  # redelivered
+        redelivered = await fresh.apply(f"ev3-{task.task_id}", task.tenant_id, task.task_id, _noted("reason", "after a restart"))
+        assert redelivered == []
         assert len(sent) == 3, sent  # the refused write, the read that finds it applied, its (empty) outbox
 
         another, start_another = _started(f"repo-{uuid.uuid4().hex[:8]}")
         sent.clear()
-        await fresh.apply(f"ev-{another.task_id}", another.task_id, start_another)
+        await fresh.apply(f"ev-{another.task_id}", another.tenant_id, another.task_id, start_another)
         assert len(sent) == 1, sent  # a new task is written at once: its insert is the guard
     finally:
         await pool.close()
@@ -192,14 +194,15 @@ async def test_a_process_keeps_the_states_of_as_many_tasks_as_its_setting_and_re
             repo = PostgresTaskRepository(pool, RATES, seal=SEAL, cached_tasks=kept)
             first, start_first = _started(f"repo-{uuid.uuid4().hex[:8]}")
             second, start_second = _started(f"repo-{uuid.uuid4().hex[:8]}")
-            await repo.apply(f"ev-{first.task_id}", first.task_id, start_first)
-            await repo.apply(f"ev-{second.task_id}", second.task_id, start_second)  # with one kept, the first task's state goes
+            await repo.apply(f"ev-{first.task_id}", first.tenant_id, first.task_id, start_first)
+            # With one kept, the first task's state goes.
+            await repo.apply(f"ev-{second.task_id}", second.tenant_id, second.task_id, start_second)
             counted = []
             for task in (second, first):  # the task written last, then the one before it
                 sent.clear()
-                await repo.apply(f"ev2-{task.task_id}", task.task_id, _noted("summary", "noted"))
+                await repo.apply(f"ev2-{task.task_id}", task.tenant_id, task.task_id, _noted("summary", "noted"))
                 counted.append(len(sent))
-                assert (await repo.get(task.task_id)).summary == "noted"
+                assert (await repo.get(task.tenant_id, task.task_id)).summary == "noted"
             assert counted == statements, (kept, counted)  # a task not kept: its read, then its write
             assert len(repo._states) <= kept
     finally:
@@ -213,10 +216,10 @@ async def test_a_task_another_copy_changed_is_applied_to_its_fresh_state(infra):
         await apply_migrations(pool, "planner", REPO_ROOT / "services" / "planner" / "migrations")
         ours, other = PostgresTaskRepository(pool, RATES, seal=SEAL), PostgresTaskRepository(pool, RATES, seal=SEAL)
         task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
-        await ours.apply(f"ev-{task.task_id}", task.task_id, start)
-        await other.apply(f"other-{task.task_id}", task.task_id, _noted("summary", "by the other copy"))
-        await ours.apply(f"ours-{task.task_id}", task.task_id, _noted("reason", "by ours"))
-        state = await ours.get(task.task_id)
+        await ours.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
+        await other.apply(f"other-{task.task_id}", task.tenant_id, task.task_id, _noted("summary", "by the other copy"))
+        await ours.apply(f"ours-{task.task_id}", task.tenant_id, task.task_id, _noted("reason", "by ours"))
+        state = await ours.get(task.tenant_id, task.task_id)
         assert (state.summary, state.reason) == ("by the other copy", "by ours")  # not written over the state it wrote itself
 
         # The other copy writes between our read and our write: ours writes nothing and applies its event again.
@@ -224,12 +227,12 @@ async def test_a_task_another_copy_changed_is_applied_to_its_fresh_state(infra):
 
         async def racing(*args: Any) -> Any:
             if not raced:
-                raced.append(await other.apply(f"race-{task.task_id}", task.task_id, _noted("summary", "raced")))
+                raced.append(await other.apply(f"race-{task.task_id}", task.tenant_id, task.task_id, _noted("summary", "raced")))
             return await write(*args)
 
         ours._write = racing  # type: ignore[method-assign]
-        await ours.apply(f"ours2-{task.task_id}", task.task_id, _noted("reason", "applied again"))
-        state = await ours.get(task.task_id)
+        await ours.apply(f"ours2-{task.task_id}", task.tenant_id, task.task_id, _noted("reason", "applied again"))
+        state = await ours.get(task.tenant_id, task.task_id)
         assert (state.summary, state.reason) == ("raced", "applied again")
         applied = await pool.fetch("SELECT event_id FROM planner.processed_events WHERE task_id = $1", task.task_id)
         assert len(applied) == 5  # each event once (the start's is recorded too)
@@ -265,7 +268,7 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
         return change
 
     start = lambda s: domain.start_task(task, plan.steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset())  # noqa: E731
-    [proposed] = await repo.apply(f"ev-{task.task_id}", task.task_id, kept(start))
+    [proposed] = await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, kept(start))
     for n in range(12):
         p = proposed.event.data
         outcome = "deny" if p.tool == "issue_refund" else "allow"
@@ -280,8 +283,8 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
             latency_ms=1,
         )
         decide = lambda s, d=decided: domain.on_decision(s, d, utcnow(), RATES, frozenset())  # noqa: E731
-        pending = await repo.apply(f"d{n}-{task.task_id}", task.task_id, kept(decide))
-        assert await repo.get(task.task_id) == returned[-1]
+        pending = await repo.apply(f"d{n}-{task.task_id}", task.tenant_id, task.task_id, kept(decide))
+        assert await repo.get(task.tenant_id, task.task_id) == returned[-1]
         if outcome == "allow":
             result = ActionResultData(
                 **action_identity(p),
@@ -293,11 +296,11 @@ async def test_the_stored_state_and_steps_are_those_the_domain_returned_at_each_
                 cost=ResultCost(usd=0.25 * n),
             )
             run = lambda s, r=result: domain.on_result(s, r, utcnow(), RATES, frozenset())  # noqa: E731
-            pending = await repo.apply(f"r{n}-{task.task_id}", task.task_id, kept(run))
-        state = await repo.get(task.task_id)
+            pending = await repo.apply(f"r{n}-{task.task_id}", task.tenant_id, task.task_id, kept(run))
+        state = await repo.get(task.tenant_id, task.task_id)
         assert state == returned[-1]
         rows = await pool.fetch(
-            "SELECT s.*, t.counts FROM planner.steps s JOIN planner.tasks t USING (task_id) WHERE task_id = $1 ORDER BY step",
+            "SELECT s.*, t.counts FROM planner.steps s JOIN planner.tasks t USING (tenant_id, task_id) WHERE task_id = $1 ORDER BY step",
             task.task_id,
         )
         columns = ("step", "action_id", "tool", "args", "tainted_args", "status", "decision", "reasons", "approval_id", "attempts")
@@ -323,7 +326,7 @@ async def test_the_ids_of_events_applied_before_a_cutoff_are_forgotten_and_a_lat
         run = uuid.uuid4().hex[:8]
         started = [_started(f"forget-{run}-{n}") for n in range(3)]
         for n, (task, start) in enumerate(started):
-            [proposal] = await repo.apply(f"{run}-ev-{n}", task.task_id, start)
+            [proposal] = await repo.apply(f"{run}-ev-{n}", task.tenant_id, task.task_id, start)
             await repo.published([proposal.outbox_id])
         # the first two were applied long ago (before any other row of this database), the third now
         for n in (0, 1):
@@ -336,7 +339,8 @@ async def test_the_ids_of_events_applied_before_a_cutoff_are_forgotten_and_a_lat
         # delivered again after its id was forgotten: its task exists, so (as the domain does) nothing is proposed or written
         task, start = started[0]
         before = await pool.fetchval("SELECT xmin::text FROM planner.tasks WHERE task_id = $1", task.task_id)
-        assert await repo.apply(f"{run}-ev-0", task.task_id, lambda state: None if state is not None else start(state)) == []
+        again = await repo.apply(f"{run}-ev-0", task.tenant_id, task.task_id, lambda state: None if state is not None else start(state))
+        assert again == []
         assert await pool.fetchval("SELECT xmin::text FROM planner.tasks WHERE task_id = $1", task.task_id) == before
     finally:
         await pool.close()

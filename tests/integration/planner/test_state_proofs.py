@@ -56,7 +56,7 @@ async def _started(repo: PostgresTaskRepository) -> tuple[Any, Any]:
     def start(state: Any) -> Any:
         return domain.start_task(task, steps, strategy="playbook", now=utcnow(), rates=RATES, read_only=frozenset(), ids=IDS)
 
-    [proposed] = await repo.apply(f"ev-{task.task_id}", task.task_id, start)
+    [proposed] = await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
     return task, proposed.event.data
 
 
@@ -81,16 +81,16 @@ def _decide(repo: PostgresTaskRepository, p: Any) -> Any:
         return domain.on_state_refused(p.task_id, p.tenant_id, why, now, RATES) if IDS.owns(p.action_id, p.tenant_id, p.task_id) else None
 
     change = lambda s: s and domain.on_decision(s, _allowed(p), now, RATES, frozenset(), ids=IDS)  # noqa: E731
-    return repo.apply(f"dec-{p.action_id}-{uuid.uuid4().hex[:4]}", p.task_id, change, ending=ending)
+    return repo.apply(f"dec-{p.action_id}-{uuid.uuid4().hex[:4]}", p.tenant_id, p.task_id, change, ending=ending)
 
 
 async def test_a_genuine_state_is_read_back_by_a_restarted_copy(login: asyncpg.Pool) -> None:
     task, p = await _started(PostgresTaskRepository(login, RATES, seal=SEAL))
     fresh = PostgresTaskRepository(login, RATES, seal=SEAL)  # a cache miss: the state is read and its proof checked
     before = _refused("invalid") + _refused("unsigned")
-    assert (await fresh.get(task.task_id)).plan[0].tool == "add_internal_note"
+    assert (await fresh.get(task.tenant_id, task.task_id)).plan[0].tool == "add_internal_note"
     assert await _decide(fresh, p) == []  # applied: allowed, waiting for its result
-    assert (await fresh.get(task.task_id)).current.status == "allowed"
+    assert (await fresh.get(task.tenant_id, task.task_id)).current.status == "allowed"
     assert _refused("invalid") + _refused("unsigned") == before
 
 
@@ -117,13 +117,14 @@ async def test_a_state_the_login_wrote_is_refused_counted_and_the_task_ended(
     reason = "unsigned" if forgery == "unsigned" else "invalid"
     before = _refused(reason)
     with caplog.at_level(logging.WARNING, logger="servicekit.row_proofs"):
-        assert await PostgresTaskRepository(login, RATES, seal=SEAL).get(task.task_id) is None  # the sweep's read: refused
+        assert await PostgresTaskRepository(login, RATES, seal=SEAL).get(task.tenant_id, task.task_id) is None  # the sweep's read: refused
         [ended] = await _decide(repo, p)  # the same process: the row is no longer the version it wrote
     assert _refused(reason) == before + 2
-    assert f"planner: the stored state of task {task.task_id} refused" in caplog.text
+    assert f"planner: the stored state of task {task.task_id} of tenant {task.tenant_id} refused" in caplog.text
     assert (ended.topic, ended.event.data.status, ended.event.data.reason) == ("tasks.outcomes", "failed", "state_refused")
     assert (ended.event.data.task_id, ended.event.data.tenant_id) == (task.task_id, task.tenant_id)
-    closed = await PostgresTaskRepository(login, RATES, seal=SEAL).get(task.task_id)  # the planner's own closed state, proven
+    # The planner's own closed state, proven.
+    closed = await PostgresTaskRepository(login, RATES, seal=SEAL).get(task.tenant_id, task.task_id)
     assert (closed.status, closed.plan, closed.steps) == ("failed", [], [])
 
 

@@ -50,7 +50,7 @@ async def test_the_explanation_names_the_requester_and_the_expiring_service(make
         "tidegate/approval",
     )
     md = render_markdown(x)
-    assert "**Approval** ap-1 requested by demo@acme.example (the task's requester) at " in md
+    assert "**Approval** ap-1 requested by demo@acme.example (the proposal's requester) at " in md
     assert f"; expires {NOW + timedelta(minutes=5)}" in md
     assert "ap-1 expired unanswered: closed by tidegate/approval at its expiry, no human decided" in md
     assert " by -" not in md

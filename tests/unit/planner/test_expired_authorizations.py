@@ -103,7 +103,7 @@ async def test_a_human_approved_call_whose_authorization_expired_is_proposed_aga
     assert (again.tool, again.args, again.repeats) == ("issue_refund", edited, refund.action_id)
     assert f"a person is asked again (the approval ap-{refund.action_id} could not be carried out)" in again.rationale
     await harness.decide(again, "escalate", "needs_human_approval")  # policy's fresh decision: a human again
-    state = await harness.repo.get(again.task_id)
+    state = await harness.repo.get(again.tenant_id, again.task_id)
     assert state.status == "waiting_human"
     assert harness.outcomes() == []
 
@@ -144,6 +144,6 @@ async def test_a_refusal_that_overtakes_its_decision_is_handled(harness):
     await refuse(harness, first)  # the result topic was read before the decision
     await harness.decide(first, "allow")
     assert len(harness.proposals()) == 2
-    state = await harness.repo.get(first.task_id)
+    state = await harness.repo.get(first.tenant_id, first.task_id)
     assert [s.status for s in state.steps] == ["refused", "proposed"]
     assert state.counts.allowed == 1

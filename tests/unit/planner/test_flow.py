@@ -101,7 +101,7 @@ async def test_escalation_waits_for_a_human_then_runs_after_the_grant(harness):
     refund = harness.last()
     await harness.decide(refund, "escalate", "needs_human_approval")
     await harness.approval(refund, "requested")
-    state = await harness.repo.get("t-T-1002")
+    state = await harness.repo.get("acme", "t-T-1002")
     assert state.status == "waiting_human"
     assert state.current.approval_id == f"ap-{refund.action_id}"
     assert len(harness.proposals()) == 4
@@ -128,7 +128,7 @@ async def test_rejected_or_expired_approval_is_replanned(harness, kind, code):
     note = harness.last()
     assert note.tool == "add_internal_note"
     assert code in note.args["note"]
-    state = await harness.repo.get("t-T-1002")
+    state = await harness.repo.get("acme", "t-T-1002")
     assert state.human_touches == (1 if kind == "rejected" else 0)
     assert getattr(state.counts, kind) == 1
 
@@ -139,7 +139,7 @@ async def test_result_overtaking_its_decision_still_advances_once(harness):
     await harness.result(first)
     await harness.decide(first, "allow", "low_risk_write_allowed")
     assert [p.tool for p in harness.proposals()] == ["tag_ticket", "add_internal_note"]
-    state = await harness.repo.get("t-T-1007")
+    state = await harness.repo.get("acme", "t-T-1007")
     assert state.counts.allowed == 1
     assert state.counts.succeeded == 1
 
@@ -197,7 +197,7 @@ async def test_tasks_planned_by_an_outside_agent_are_ignored(harness):
     outside = task("T-1007").model_copy(update={"planner": "external:byoa"})
     await harness.submit(outside)
     assert harness.published == []
-    assert await harness.repo.get(outside.task_id) is None
+    assert await harness.repo.get(outside.tenant_id, outside.task_id) is None
 
 
 async def test_unknown_workflow_fails_closed(harness):
@@ -221,6 +221,6 @@ async def test_decisions_and_results_of_another_tenant_on_our_action_id_are_igno
     await harness.decide(squatted, "deny", "no_permit")
     await harness.result(squatted, "failed")
     assert len(harness.published) == 1
-    assert (await harness.repo.get(ours.task_id)).status == "running"
+    assert (await harness.repo.get(ours.tenant_id, ours.task_id)).status == "running"
     await harness.run_allowed(ours, usd=0.0002)  # our own decision still moves the task on
     assert [p.tool for p in harness.proposals()] == ["tag_ticket", "add_internal_note"]

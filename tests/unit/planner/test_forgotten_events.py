@@ -40,12 +40,12 @@ async def redeliver(harness: Any, events: list[Envelope]) -> None:
 
 async def test_a_finished_tasks_events_delivered_again_after_their_ids_are_forgotten_change_nothing(harness: Any) -> None:
     consumed = await run_to_the_end(harness, "T-1007")
-    published, state = list(harness.published), await harness.repo.get("t-T-1007")
+    published, state = list(harness.published), await harness.repo.get("acme", "t-T-1007")
     forgotten = await harness.repo.forget_applied_before(datetime.now(UTC) + timedelta(seconds=1))
     assert forgotten >= len(consumed)
     await redeliver(harness, consumed)
     assert harness.published == published  # nothing proposed again, no second outcome
-    assert await harness.repo.get("t-T-1007") == state
+    assert await harness.repo.get("acme", "t-T-1007") == state
 
 
 async def test_only_the_ids_applied_before_the_cutoff_are_forgotten_at_most_limit_at_a_time(harness: Any) -> None:

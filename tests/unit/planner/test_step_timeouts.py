@@ -53,7 +53,7 @@ async def test_a_step_without_a_decision_fails_its_task_after_its_timeout(timed:
     assert outcome.type == "tidegate.task.failed"
     assert outcome.data.reason == "step_timeout"
     assert "tag_ticket got no decision in 60 s" in outcome.data.summary
-    state = await harness.repo.get("t-T-1007")
+    state = await harness.repo.get("acme", "t-T-1007")
     assert (state.status, state.steps[-1].status, state.steps[-1].reasons) == ("failed", "timed_out", ["step_timeout"])
     # A second tick (another copy of the service) and a late answer change nothing.
     await harness.handlers.on_tick()

@@ -145,6 +145,6 @@ async def test_initech_s_task_completes_with_the_drop_in_its_summary_and_no_prop
     assert outcome.data.summary.endswith(
         "Dropped proposals (a name alone: not in the catalog): acme_ledger_sync(not granted to tenant initech)"
     )
-    state = await planner.repo.get("t-initech-T-1007")
+    state = await planner.repo.get("initech", "t-initech-T-1007")
     assert state is not None
     assert state.dropped == ["acme_ledger_sync(not granted to tenant initech)"]
