@@ -32,6 +32,11 @@ _UNSIGNED = (
     "`signature_missing` (dead-lettered, never answered); register a client key with `tidegate clients add <tenant> <principal>` "
     "and set TIDEGATE_CLIENT_SIGNING_KEY_PATH to its private key"
 )
+_RUNNING = (
+    "the call was allowed and the executor has not reported its result yet: it may still run, or be running; "
+    "do not propose it again under a new action id (`resume` picks it up), and set TIDEGATE_CLIENT_RESULT_TIMEOUT_S above "
+    "the tool's timeout_s × max_attempts when its calls take that long"
+)
 _MAYBE_TAKEN = (
     "if another tenant or another call used this action id first, the policy refused this proposal as `action_id_reused` "
     "(dead-lettered: clients cannot read it) and no answer will come: propose the call under a new action id"
@@ -179,6 +184,7 @@ class Tidegate:
         step: int | None = None,
         wait_for_human: bool = False,
         timeout_s: float | None = None,
+        result_timeout_s: float | None = None,
         human_timeout_s: float | None = None,
     ) -> Outcome:
         """Propose one tool call and wait for the decision, and for the result when it is allowed.
@@ -193,9 +199,12 @@ class Tidegate:
                 proposing the same call under it again sends nothing and follows the first proposal instead
                 (unless the first send failed: then the recorded proposal is sent again).
             rationale: Why the agent wants it (recorded).
-            step: Position in the task (default: this client's running count).
+            step: Position in the task (default: this client's running count of the calls it proposed; proposing an
+                action id again, which follows the first proposal, takes no step).
             wait_for_human: Return only once a human decided (default: return `Escalated` at once).
-            timeout_s: Seconds to wait for the decision, and for the result of an allowed call (default from the settings).
+            timeout_s: Seconds to wait for the decision (default from the settings: `decision_timeout_s`).
+            result_timeout_s: Once the call is seen allowed, seconds to wait for its result (default from the settings:
+                `result_timeout_s`, which outlasts a tool's `timeout_s` × attempts, the executor's wait before its definite answer).
             human_timeout_s: With wait_for_human, seconds to wait for the human (default: no limit).
 
         Returns:
@@ -223,7 +232,8 @@ class Tidegate:
         recorded = self.proposals.lookup(key)
         if recorded is not None and recorded[1] not in (None, call):
             raise ActionIdReused(key)
-        self._steps += 1
+        if recorded is None:  # a call proposed again follows the first proposal: it is no new step
+            self._steps += 1
         data = ActionProposedData(
             action_id=key,
             task_id=task_id,
@@ -261,11 +271,23 @@ class Tidegate:
                 self._watches.pop(key, None)
                 raise
             self.proposals.sent(key)
-        if recorded is not None:
-            self.run_in_background(self._catch_up(watch, position))
+        # Proposed before, its story is read again from its recorded position: it waits for a human only if nothing
+        # that was on the topics by now says otherwise (the approvals topic may be read ahead of the result's).
+        read_through = asyncio.Event()
+        if recorded is None:
+            read_through.set()
+        else:
+            self.run_in_background(self._catch_up(watch, position, read_through))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         hint = _UNSIGNED if self.unsigned else ""
-        await self._until(watch, lambda p: p.final() is not None or p.escalated or p.refused, limit, hint=hint)
+
+        def decided(p: Progress) -> bool:
+            return p.final() is not None or p.refused or p.allowed or (p.waiting_for_human and read_through.is_set())
+
+        await self._until(watch, decided, limit, hint=hint)
+        if watch.progress.final() is None and watch.progress.allowed:  # allowed: the executor's answer may take a tool's every attempt
+            waited = self.settings.result_timeout_s if result_timeout_s is None else result_timeout_s
+            await self._until(watch, lambda p: p.final() is not None, waited, hint=_RUNNING)
         if watch.progress.refused:
             self._watches.pop(key, None)
             raise ActionIdReused(key, by_deployment=True)
@@ -276,13 +298,21 @@ class Tidegate:
         escalated = self._escalated(watch, position)
         return await escalated.decision(human_timeout_s) if wait_for_human else escalated
 
-    async def _catch_up(self, watch: _Watch, position: Position) -> None:
-        """Read an earlier proposal's story from its recorded position until it ends (the live reader started later)."""
-        async for topic, event in self.transport.read(ANSWER_TOPICS, position):
-            if self.trust.believes(event) and watch.progress.apply(topic, event):
-                watch.changed.set()
-                if watch.progress.final() is not None or watch.progress.refused:
-                    return
+    async def _catch_up(self, watch: _Watch, position: Position, read_through: asyncio.Event) -> None:
+        """Read an earlier proposal's story from its recorded position until it ends (the live reader started later).
+
+        `read_through` is set once everything that was on the topics as the read began has been applied.
+        """
+        reached = asyncio.create_task(read_through.wait())
+        reached.add_done_callback(lambda _: watch.changed.set())
+        try:
+            async for topic, event in self.transport.read(ANSWER_TOPICS, position, caught_up=read_through):
+                if self.trust.believes(event) and watch.progress.apply(topic, event):
+                    watch.changed.set()
+                    if watch.progress.final() is not None or watch.progress.refused:
+                        return
+        finally:
+            reached.cancel()
 
     def _escalated(self, watch: _Watch, position: Position) -> Escalated:
         progress = watch.progress

@@ -77,16 +77,35 @@ class Progress:
         """Policy escalated and the approval request exists (so there is an approval id to show)."""
         return self.decision is not None and self.decision.outcome == "escalate" and self.requested is not None
 
+    @property
+    def waiting_for_human(self) -> bool:
+        """Escalated, and nothing read yet says a human decided or anything followed (as far as read)."""
+        return self.escalated and self.human is None and self.redecision is None and self.result is None
+
+    @property
+    def allowed(self) -> bool:
+        """The policy allowed the call (at once, or again after a human's grant): its result is what is still to come."""
+        latest = self.redecision or self.decision
+        return latest is not None and latest.outcome == "allow"
+
+    @property
+    def _grant_read(self) -> bool:
+        """Whether what let an escalated call run has been read: the human's grant (who, their edit) and policy's re-decision."""
+        return self.redecision is not None and self.human is not None and self.human[0] == "approval.granted"
+
     def final(self) -> Decided | None:
         """The end of the story, when it has been told; None while something is still to come.
 
         Nothing ends before the policy's decision of this call was seen: what came before it (under a
-        topic read ahead of another) counts from then on, as this call's.
+        topic read ahead of another) counts from then on, as this call's. The result of an escalated call
+        ends it only once the human's grant and policy's re-decision were read too: the three answer topics
+        are read independently, and the result read first would otherwise be told without who granted it
+        and with which edit (the args that ran, which the model must be told).
         """
         if self.decision is None:
             return None
         via: Literal["policy", "approval"] = "approval" if self.redecision is not None else "policy"
-        if self.result is not None:
+        if self.result is not None and (self.decision.outcome != "escalate" or self._grant_read):
             status, data = self.result
             granted = self.human[1] if self.human and self.human[0] == "approval.granted" else None
             if status == "succeeded":

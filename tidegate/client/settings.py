@@ -73,7 +73,14 @@ class ClientSettings(BaseSettings):
         "gateway in `mcp-gateway.<topic prefix>holders`). Default: the checkout's "
         "`.tidegate/client` when the client runs from one, else `.tidegate/client`.",
     )
-    decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision and the result.")
+    decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision.")
+    result_timeout_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="Once a call is seen allowed, how long to wait for its result. The executor answers a tool call only after "
+        "the tool's `timeout_s` × `retry.max_attempts` plus the backoff between attempts (the example catalog's 10 s × 3: ~31 s) "
+        "and, on a busy executor, after the calls ahead of it: set it above the longest of the tools the agent calls.",
+    )
     max_proposal_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

@@ -15,6 +15,8 @@ a call whose args do not fit is never proposed, and the model gets the SDK's usu
 fits is proposed as that check accepted it, in JSON form (`"900"` for a number as `900.0`). An SDK
 approval given while Tidegate's human has not decided fails the run at once (nothing ran): mirror Tidegate's
 decision with `settle_interruptions` instead of approving in the SDK.
+No answer in time (no decision within `decision_timeout_s`, no result of an allowed call within `result_timeout_s`)
+does not end the run: the tool's output tells the model the call is not decided yet and must not be made again.
 The SDK gives a run no id that survives `RunState`, so the action id is `openai-agents:<task id>:<call id>`:
 use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it when resuming.
 """
@@ -34,7 +36,15 @@ from agents.tool_context import ToolContext
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
-from tidegate.integrations._common import REFUSED_ARGS, checked_args, function_runner, outcome_text, refused_text, serve_function
+from tidegate.integrations._common import (
+    REFUSED_ARGS,
+    checked_args,
+    function_runner,
+    outcome_text,
+    proposal_error_text,
+    refused_text,
+    serve_function,
+)
 
 __all__ = ["governed_function_tool", "settle_interruptions"]
 
@@ -52,6 +62,8 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale=_RATIONALE)
         except (ModelBehaviorError, *REFUSED_ARGS):
             return False  # not proposed: `invoke` answers it with the SDK's tool error
+        except TimeoutError:
+            return False  # the proposal stands: `invoke` follows it and, still without an answer, tells the model so
         return isinstance(outcome, Escalated)
 
     async def invoke(ctx: ToolContext[Any], arguments: str) -> str:
@@ -62,10 +74,13 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             if message is None:
                 raise
             return str(message)
+        action_id = _action_id(client, ctx.tool_call_id)
         try:
-            outcome = await client.propose(tool.name, args, action_id=_action_id(client, ctx.tool_call_id))
+            outcome = await client.propose(tool.name, args, action_id=action_id)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): told why, as a denial is (the SDK's default hides why)
             return refused_text(exc)
+        except TimeoutError as exc:  # not decided yet (or still running): the proposal stands, so the model must not call again
+            return proposal_error_text(exc, action_id) or str(exc)
         if isinstance(outcome, Escalated):  # approved in the SDK while Tidegate's human has not decided
             raise RuntimeError(_approved_too_early(tool.name, outcome.approval_id))
         return outcome_text(outcome)
@@ -79,10 +94,12 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
 
 
 async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, timeout_s: float = 2.0) -> bool:
-    """Mirror Tidegate's decisions into the run state; True when no interruption is left waiting for a human.
+    """Mirror Tidegate's decisions into the run state; True when no interruption is left waiting.
 
     Executed → approve (the tool reports the result Tidegate's executor got); denied, rejected or
     expired → reject, with why as the message the model reads (the reason codes, policy's messages, the approver's comment).
+    An interruption stays while a human has not decided, or while a granted call's result has not come (each waited
+    on for `timeout_s` at most).
     """
     settled = True
     for item in state.get_interruptions():
@@ -97,13 +114,15 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         except ModelBehaviorError as exc:  # args the SDK could not read asked for approval without consulting Tidegate
             state.reject(item, rejection_message=f"{exc}; it did not run.")
             continue
-        outcome = await client.propose(item.tool_name, args, action_id=_action_id(client, str(call_id)))
-        if isinstance(outcome, Escalated):
-            try:
+        try:
+            outcome = await client.propose(
+                item.tool_name, args, action_id=_action_id(client, str(call_id)), timeout_s=timeout_s, result_timeout_s=timeout_s
+            )
+            if isinstance(outcome, Escalated):
                 outcome = await outcome.decision(timeout_s)
-            except TimeoutError:
-                settled = False
-                continue
+        except TimeoutError:  # a human has not decided, or the granted call's result has not come: settled later
+            settled = False
+            continue
         if isinstance(outcome, Executed):
             state.approve(item)
         else:

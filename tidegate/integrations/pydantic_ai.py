@@ -12,6 +12,8 @@ id on its message history), so the run resumed with the human's decision follows
 another conversation reusing call ids proposes its own; the tool function runs only when Tidegate's executor invokes it.
 Approvals the agent asks for itself (a tool with pydantic-ai's own `requires_approval=True`) are not
 Tidegate's: `tidegate_results` leaves them to the application, which adds its answers to the results.
+No answer in time (no decision within `decision_timeout_s`, no result of an allowed call within `result_timeout_s`)
+does not end the run: the tool returns that the call is not decided yet and must not be made again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tidegate.integrations._common import (
     escalation_payload,
     function_runner,
     outcome_text,
+    proposal_error_text,
     refused_text,
     result_value,
     serve_function,
@@ -63,23 +66,25 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
             action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
         try:
             outcome = await self.client.propose(call.tool_name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
+            if isinstance(outcome, Escalated) and ctx.tool_call_approved:  # approved in pydantic-ai alone: Tidegate's human decides
+                outcome = await outcome.decision(self.client.settings.decision_timeout_s)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): a retry prompt for it, not the run's end
             raise ModelRetry(refused_text(exc)) from exc
+        except TimeoutError as exc:  # not decided yet (or still running): the proposal stands, so the model must not call again
+            return proposal_error_text(exc, action_id) or str(exc)
         if isinstance(outcome, Escalated):
-            if not ctx.tool_call_approved:
-                raise ApprovalRequired(
-                    metadata=escalation_payload(
-                        outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, proposed
-                    )
+            raise ApprovalRequired(
+                metadata=escalation_payload(
+                    outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, proposed
                 )
-            outcome = await outcome.decision(self.client.settings.decision_timeout_s)
+            )
         if isinstance(outcome, Executed) and outcome.edited_args is None:
             return result_value(outcome)
         return outcome_text(outcome)  # why nothing ran, or the result after the args a human chose instead of the model's
 
 
 async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, timeout_s: float = 2.0) -> DeferredToolResults | None:
-    """The humans' decisions, from Tidegate, as deferred results; None while any is still waiting.
+    """The humans' decisions, from Tidegate, as deferred results; None while any is still waiting (each for `timeout_s` at most).
 
     An approval with edits becomes `ToolApproved(override_args=...)`; a rejection, an expiry or a
     denial after the grant becomes `ToolDenied` saying why (the reason codes, policy's messages, the
@@ -94,12 +99,15 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
         proposal = requests.metadata.get(call.tool_call_id) or {}
         if "tidegate" not in proposal:  # not Tidegate's escalation: the application's to answer
             continue
-        outcome = await client.propose(call.tool_name, proposal["tidegate"]["args"], action_id=proposal["tidegate"]["action_id"])
-        if isinstance(outcome, Escalated):
-            try:
+        escalated = proposal["tidegate"]
+        try:
+            outcome = await client.propose(
+                call.tool_name, escalated["args"], action_id=escalated["action_id"], timeout_s=timeout_s, result_timeout_s=timeout_s
+            )
+            if isinstance(outcome, Escalated):
                 outcome = await outcome.decision(timeout_s)
-            except TimeoutError:
-                return None
+        except TimeoutError:  # a human has not decided, or the granted call's result has not come: answered later
+            return None
         if isinstance(outcome, Executed):
             approvals[call.tool_call_id] = ToolApproved(override_args=outcome.edited_args)
         else:
