@@ -148,6 +148,11 @@ class ErrorInfo(Contract):
     type: str = Field(description="Error class, stable per tool.", examples=["timeout"])
     message: str = Field(description="What went wrong.", examples=["payments API did not answer in 5.0 s"])
     retryable: bool = Field(default=False, description="Whether a retry could succeed.")
+    maybe_applied: bool = Field(
+        default=False,
+        description="Whether the call may have taken effect anyway (a timeout after the request was sent): the executor then "
+        "ends a writing tool's action `unknown`, for a human to follow up, unless repeating it is safe.",
+    )
 
 
 _DOUBLE_MAX = 1.7976931348623157e308

@@ -215,7 +215,8 @@ class TopicTools:
         err = reply.error
         if err is None:
             raise ToolError("tool_error", f"{spec.name} replied not ok without an error")
-        raise ToolError(err.type, err.message, retryable=err.retryable)
+        # The service's own word: `retryable` is retried within `max_attempts`, `maybe_applied` ends a write `unknown` (attempts.py).
+        raise ToolError(err.type, err.message, retryable=err.retryable, maybe_applied=err.maybe_applied)
 
     async def on_reply(self, event: ToolReply) -> None:
         """Handler for `tools.<tool>.replies`: hand the reply to the call waiting for it, if any."""

@@ -9,12 +9,13 @@ Imports only schemas/, aiokafka and pydantic, never a service:
 """
 
 from tidegate.client.client import Tidegate
-from tidegate.client.governed import GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
+from tidegate.client.governed import SERVE_CONCURRENCY, GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
 from tidegate.client.ledger import ActionIdReused, CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
 from tidegate.client.limits import Unsendable
 from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Denied, Escalated, Executed, Failed, Outcome, Rejected
 from tidegate.client.progress import ANSWER_TOPICS, Progress
+from tidegate.client.served import ServedCall, ToolFailed, served_call
 from tidegate.client.settings import ClientSettings
 from tidegate.client.signing import EnvelopeSigner, KeySigner, Signer, SigningNotWired, signer_for
 from tidegate.client.sync import SyncTidegate
@@ -23,6 +24,7 @@ from tidegate.client.trust import DeploymentKeys, Trust, TrustNotWired
 
 __all__ = [
     "ANSWER_TOPICS",
+    "SERVE_CONCURRENCY",
     "ActionIdReused",
     "CallLedger",
     "ClientSettings",
@@ -46,12 +48,14 @@ __all__ = [
     "Progress",
     "ProposalLedger",
     "Rejected",
+    "ServedCall",
     "Signer",
     "SigningNotWired",
     "SqliteLedger",
     "SqliteProposals",
     "SyncTidegate",
     "Tidegate",
+    "ToolFailed",
     "Transport",
     "Trust",
     "TrustNotWired",
@@ -59,6 +63,7 @@ __all__ = [
     "decided",
     "governed",
     "serve_tool",
+    "served_call",
     "signer_for",
     "unwrap",
 ]

@@ -5,7 +5,9 @@ executor (which alone reads authorizations and verifies their signature) sends a
 to `tools.<tool>.requests` with the policy's signed authorization; the server loop in this process
 verifies both signatures (the executor's on the invocation, the policy's on the authorization of
 exactly these args), runs the function once per idempotency key and replies; the call returns the
-function's result. The function never runs on the caller's say-so, nor on anyone's but the policy's,
+function's result. Calls of different actions run at once (up to `concurrency`); one still running at its
+invocation's deadline is cancelled, and nothing is sent for it (the executor stopped waiting).
+The function never runs on the caller's say-so, nor on anyone's but the policy's,
 nor late (after the executor stopped waiting, or the authorization expired), nor for another tenant than the
 client's own unless told to (it answers such a call with an error). The server loop logs in as the tool's own
 principal `tool-<tool>`; one that cannot serve raises `NotServed` to the caller.
@@ -24,15 +26,18 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
-from schemas import ErrorInfo, ToolInvocationData, ToolReply, ToolReplyData
+from schemas import ToolReplyData
 from schemas.tools import EVERY_TENANT
+from tidegate.client._answering import Answering as _Answering
+from tidegate.client._answering import InOrderAcks, Run, Turn, signed_reply
 from tidegate.client.client import Tidegate
 from tidegate.client.ledger import CallLedger, SqliteLedger
 from tidegate.client.outcomes import Decided, Escalated, Executed, Outcome
+from tidegate.client.served import call_function, without_call_parameter
 from tidegate.client.settings import RUN_DIR, ClientSettings
 from tidegate.client.transport import Delivery, KafkaTransport, TopicsMissing, Transport
 
-__all__ = ["CREDENTIALS_DIR", "GovernanceError", "GovernedTool", "NotServed", "governed", "serve_tool", "tool_login"]
+__all__ = ["CREDENTIALS_DIR", "SERVE_CONCURRENCY", "GovernanceError", "GovernedTool", "NotServed", "governed", "serve_tool", "tool_login"]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -41,6 +46,9 @@ R = TypeVar("R")
 # Where `tidegate infra up` writes the bus's logins, beside the run dir (`.tidegate`): `tool-<tool>.properties` is a tool's own.
 CREDENTIALS_DIR = RUN_DIR.parent / ".infra" / "kafka" / "credentials"
 _JAAS = re.compile(r'(username|password)="([^"]*)"')
+
+SERVE_CONCURRENCY = 8
+"""Calls of different actions one serve loop runs at once, by default: a slow call does not hold up a quick one."""
 
 
 class NotServed(RuntimeError):
@@ -71,6 +79,7 @@ class GovernedTool(Generic[P, R]):
         ledger: CallLedger | None,
         login: ClientSettings | None = None,
         tenants: Collection[str] | None = None,
+        concurrency: int = SERVE_CONCURRENCY,
     ) -> None:
         self.fn = fn
         self.tool = tool
@@ -78,7 +87,8 @@ class GovernedTool(Generic[P, R]):
         self.ledger = ledger
         self.login = login
         self.tenants = tenants
-        self._signature = inspect.signature(fn)
+        self.concurrency = concurrency
+        self._signature = without_call_parameter(inspect.signature(fn))  # `tidegate_call` is the serve loop's to fill
         self._serving: asyncio.Event | None = None  # set once this process serves the function, or once serving failed
         self._failure: NotServed | None = None
         self.__doc__ = fn.__doc__
@@ -101,12 +111,8 @@ class GovernedTool(Generic[P, R]):
         return unwrap(outcome)  # type: ignore[no-any-return]
 
     async def run(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Run the function itself on authorized arguments; the result as the tool's JSON result."""
-        fn: Callable[..., Any] = self.fn  # arguments arrive by name, from JSON
-        value = fn(**arguments)
-        if inspect.isawaitable(value):
-            value = await value
-        return {"value": value}
+        """Run the function itself on authorized arguments (a sync one in a worker thread); the result as the tool's JSON result."""
+        return {"value": await call_function(self.fn, arguments)}  # arguments arrive by name, from JSON
 
     def start_serving(self) -> None:
         """Answer this tool's invocations in the background while the client runs (see `serve_tool`).
@@ -118,13 +124,22 @@ class GovernedTool(Generic[P, R]):
         self._serving = asyncio.Event()
         self._failure = None
         serving = serve_tool(
-            self.client, self.tool, self.run, self._ledger(), login=self.login, started=self._serving, tenants=self.tenants
+            self.client,
+            self.tool,
+            self.run,
+            self._ledger(),
+            login=self.login,
+            started=self._serving,
+            tenants=self.tenants,
+            concurrency=self.concurrency,
         )
         self.client.run_in_background(self._watched(serving))
 
     async def serve(self) -> None:
         """Answer this tool's invocations until cancelled (see `serve_tool`)."""
-        await serve_tool(self.client, self.tool, self.run, self._ledger(), login=self.login, tenants=self.tenants)
+        await serve_tool(
+            self.client, self.tool, self.run, self._ledger(), login=self.login, tenants=self.tenants, concurrency=self.concurrency
+        )
 
     def _ledger(self) -> CallLedger:
         """The ledger given, or SQLite under the client's state dir: each idempotency key's answer, kept across restarts."""
@@ -160,25 +175,25 @@ def governed(
     serve: bool = True,
     login: ClientSettings | None = None,
     tenants: Collection[str] | None = None,
+    concurrency: int = SERVE_CONCURRENCY,
 ) -> Callable[[Callable[P, R] | Callable[P, Awaitable[R]]], GovernedTool[P, R]]:
     """Turn a function into a governed tool named `tool` (declare it in the catalog with kind `topic` and its `tenants`).
 
     With `serve` (default), the client answers the tool's invocations while it runs, logged in on the bus as
-    `login` (default: see `serve_tool`), for the tenants `tenants` (default: the client's own; see `serve_tool`);
-    the ledger (default: SQLite under the client's state dir) keeps each idempotency key's answer across restarts.
-    A function whose replies cannot be signed raises `NotServed` here.
+    `login` (default: see `serve_tool`), for the tenants `tenants` (default: the client's own; see `serve_tool`),
+    `concurrency` calls of different actions at once; the ledger (default: SQLite under the client's state dir)
+    keeps each idempotency key's answer across restarts. A function whose replies cannot be signed raises `NotServed` here.
+    The function raises `ToolFailed` to say a call may be retried or may have taken effect; it gets the `ServedCall`
+    (the action id to pass on as an idempotency key) when it declares a `tidegate_call` parameter.
     """
 
     def wrap(fn: Callable[P, R] | Callable[P, Awaitable[R]]) -> GovernedTool[P, R]:
-        governed_tool = GovernedTool(fn, tool, client, ledger, login, tenants)
+        governed_tool = GovernedTool(fn, tool, client, ledger, login, tenants, concurrency)
         if serve:
             governed_tool.start_serving()
         return governed_tool
 
     return wrap
-
-
-Run = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def serve_tool(
@@ -190,8 +205,21 @@ def serve_tool(
     login: ClientSettings | None = None,
     started: asyncio.Event | None = None,
     tenants: Collection[str] | None = None,
+    concurrency: int = SERVE_CONCURRENCY,
 ) -> Coroutine[Any, Any, None]:
     """Answer `tools.<tool>.requests`: run once per idempotency key, reply, then ack (a crash means a redelivery).
+
+    Calls of different actions run at once, at most `concurrency`; two invocations of one action (the
+    executor's retry) run one after the other. A request is acked once it and every request that came
+    before it are answered, so a crash redelivers every request not answered (the ledger answers them again).
+
+    What `run` raises is the reply's error: a `ToolFailed` as it says (`retryable`, `maybe_applied`); any other
+    exception as `maybe_applied`, not retryable: this loop cannot tell how far the function got, so the executor
+    ends a writing tool's action `unknown` for a human to follow up (a `read` tool's ends `failed`: the catalog's
+    risk is the executor's to know). A call still running at its invocation's deadline is cancelled and logged;
+    nothing is sent for it (the executor stopped waiting), and the ledger answers a later attempt of that key
+    "cancelled at its deadline, may have taken effect". A sync function in a worker thread cannot be stopped: it
+    runs on, and the log says when it ends late.
 
     Only an invocation the executor signed, carrying the policy's signed authorization of exactly
     that call, still on time (its deadline, the authorization's expiry), runs the function (`Trust.refuses`);
@@ -216,8 +244,11 @@ def serve_tool(
             tool (it is not a catalog tool of kind `topic`), or later when the bus refuses the consumer.
     """
     _check_signs(client, tool)
+    if concurrency < 1:
+        raise ValueError(f"concurrency is at least 1, not {concurrency}")
     served = frozenset(tenants) if tenants is not None else frozenset({client.settings.tenant})
-    return _serve(client, tool, run, ledger, login or _own_login(client.settings, tool), started, served)
+    answering = _Answering(client, tool, run, ledger, served)
+    return _serve(answering, login or _own_login(client.settings, tool), started, concurrency)
 
 
 def tool_login(settings: ClientSettings, properties: Path) -> ClientSettings:
@@ -242,7 +273,7 @@ def _check_signs(client: Tidegate, tool: str) -> None:
     """Raise `NotServed` unless a reply of `tool` can be signed: found out after the function ran, its result would be lost."""
     probe = ToolReplyData(action_id="probe", task_id="probe", tenant_id=client.settings.tenant, tool=tool, ok=True, result={})
     try:
-        _signed_reply(client, probe)
+        signed_reply(client, probe)
     except Exception as exc:  # SigningNotWired, or a key file that is not a key
         raise NotServed(
             tool,
@@ -252,15 +283,8 @@ def _check_signs(client: Tidegate, tool: str) -> None:
         ) from exc
 
 
-async def _serve(
-    client: Tidegate,
-    tool: str,
-    run: Run,
-    ledger: CallLedger,
-    login: ClientSettings | None,
-    started: asyncio.Event | None,
-    tenants: frozenset[str],
-) -> None:
+async def _serve(answering: _Answering, login: ClientSettings | None, started: asyncio.Event | None, concurrency: int) -> None:
+    client, tool = answering.client, answering.tool
     settings = login or client.settings
     transport: Transport = client.transport if login is None else KafkaTransport(login)
     who = f"SASL user {settings.sasl_username!r}" if settings.sasl_username else "no login"
@@ -274,17 +298,44 @@ async def _serve(
         raise NotServed(tool, _why_not(tool, settings, who, exc)) from exc
     if started is not None:
         started.set()
-    served = "every tenant" if EVERY_TENANT in tenants else "tenant " + ", ".join(sorted(tenants))
+    served = "every tenant" if EVERY_TENANT in answering.tenants else "tenant " + ", ".join(sorted(answering.tenants))
     # said at start: a process upgraded past tool tenancy serves only its client's tenant unless told otherwise
-    log.info("serving %s as %s, for %s (another tenant's call is answered tenant_not_served)", tool, who, served)
+    log.info(
+        "serving %s as %s, %d calls at once, for %s (another tenant's call is answered tenant_not_served)", tool, who, concurrency, served
+    )
     try:
-        async for delivery in transport.serve(f"tools.{tool}.requests", f"tool-{tool}"):
-            await _answer(client, transport, tool, run, ledger, delivery, tenants)
+        await _answer_requests(answering, transport, concurrency)
     except KafkaError as exc:  # the bus refused the consumer (its group) or went away for good: calls of the tool would never run
         raise NotServed(tool, f"the bus stopped serving it as {who}: {exc!r}") from exc
     finally:
         if login is not None:
             await transport.stop()
+
+
+async def _answer_requests(answering: _Answering, transport: Transport, concurrency: int) -> None:
+    """Answer each request in a task of its own, at most `concurrency` at once; the first failure to reply stops the loop."""
+    slots = asyncio.Semaphore(concurrency)
+    acks = InOrderAcks()
+
+    async def answered(delivery: Delivery, turn: Turn) -> None:
+        try:
+            await answering.answer(transport, delivery.event)
+        finally:
+            slots.release()
+        await acks.answered(turn)  # only once replied: a crash before it means a redelivery
+
+    try:
+        async with asyncio.TaskGroup() as calls:
+            async for delivery in transport.serve(f"tools.{answering.tool}.requests", f"tool-{answering.tool}"):
+                await slots.acquire()  # a full loop reads no further: the requests wait on the bus
+                calls.create_task(answered(delivery, acks.arrived(delivery)))
+    except BaseExceptionGroup as failed:  # a reply not sent (or acked): the loop stops, with the first reason
+        raise _first(failed) from failed
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _why_not(tool: str, settings: ClientSettings, who: str, exc: Exception) -> str:
@@ -301,64 +352,6 @@ def _why_not(tool: str, settings: ClientSettings, who: str, exc: Exception) -> s
         f"{topic} is not on the broker: declare {tool} in the deployment's catalog with kind `topic` and run `tidegate topics ensure`; "
         "a catalog tool of another kind is run by the executor itself and never reaches this function"
     )
-
-
-async def _answer(
-    client: Tidegate, transport: Transport, tool: str, run: Run, ledger: CallLedger, delivery: Delivery, tenants: frozenset[str]
-) -> None:
-    """Run one invocation (unless refused, or answered before, or of a tenant not served) and reply, then ack."""
-    expected_reply_topic = f"{client.settings.topic_prefix}tools.{tool}.replies"
-    invocation = delivery.event
-    data: ToolInvocationData = invocation.data
-    refusal = client.trust.refuses(invocation)
-    if refusal is None and (data.tool != tool or data.reply_topic != expected_reply_topic):
-        refusal = f"it names tool {data.tool} and reply topic {data.reply_topic}"
-    if refusal is not None:  # nothing runs and nothing answers: the executor alone may ask, for a call the policy signed, in time
-        log.warning("refusing invocation %s of %s (action %s, tenant %s): %s", invocation.id, tool, data.action_id, data.tenant_id, refusal)
-        await delivery.ack()
-        return
-    if EVERY_TENANT in tenants or data.tenant_id in tenants:
-        reply = await _once(run, ledger, data)
-    else:  # a genuine call the policy authorized, so it is answered (not dropped): the executor records the action failed, and why
-        log.warning(
-            "refusing invocation %s of %s (action %s): tenant %s is not served here", invocation.id, tool, data.action_id, data.tenant_id
-        )
-        # The reply reaches the calling tenant: it names neither this client's tenant nor the tenants served.
-        reply = _error("tenant_not_served", f"the process serving {tool} does not serve tenant {data.tenant_id}: nothing ran")
-    answer = ToolReplyData(
-        action_id=data.action_id, task_id=data.task_id, tenant_id=data.tenant_id, tool=tool, attempt=data.attempt, **reply
-    )
-    await transport.publish(f"tools.{tool}.replies", _signed_reply(client, answer))
-    await delivery.ack()
-
-
-async def _once(run: Run, ledger: CallLedger, data: ToolInvocationData) -> dict[str, Any]:
-    """The reply to `data`: the ledger's for a key answered before, `outcome_unknown` for one begun and never answered, else a run."""
-    begun, reply = ledger.lookup(data.idempotency_key)
-    if reply is None:
-        if begun:
-            reply = _error("outcome_unknown", "the process died while this call ran; it is not run again")
-        else:
-            ledger.begin(data.idempotency_key)
-            reply = await _attempt(run, data.args)
-        ledger.finish(data.idempotency_key, reply)
-    return reply
-
-
-def _signed_reply(client: Tidegate, answer: ToolReplyData) -> ToolReply:
-    """`answer` as the reply this client sends: from its proposer, signed with its tool key (what `_check_signs` tries first)."""
-    return client.signer.sign(ToolReply.build(answer, source=f"urn:tidegate:client:{client.settings.proposer}"))
-
-
-async def _attempt(run: Run, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return {"ok": True, "result": await run(args)}
-    except Exception as exc:  # the function's failure is the tool's reply, not the server's
-        return _error(type(exc).__name__, str(exc))
-
-
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": ErrorInfo(type=kind, message=message[:2000], retryable=False).model_dump()}
 
 
 async def decided(outcome: Outcome, timeout_s: float | None = None) -> Decided:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,7 +25,9 @@ from tidegate.client import (
     Unsendable,
     serve_tool,
 )
+from tidegate.client.governed import SERVE_CONCURRENCY
 from tidegate.client.ledger import CallLedger
+from tidegate.client.served import call_function
 
 __all__ = [
     "QUOTE_LIMIT",
@@ -54,24 +55,36 @@ log = logging.getLogger(__name__)
 SWEEP_CONCURRENCY = 32
 
 
-def serve_function(client: Tidegate, tool: str, run: Callable[[dict[str, Any]], Awaitable[Any]], ledger: CallLedger | None = None) -> None:
-    """Answer `tools.<tool>.requests` with `run` while the client runs: the function executes only when Tidegate invokes it."""
+def serve_function(
+    client: Tidegate,
+    tool: str,
+    run: Callable[[dict[str, Any]], Awaitable[Any]],
+    ledger: CallLedger | None = None,
+    *,
+    concurrency: int = SERVE_CONCURRENCY,
+) -> None:
+    """Answer `tools.<tool>.requests` with `run` while the client runs: the function executes only when Tidegate invokes it.
+
+    What `run` raises becomes the reply's error as `serve_tool` says (`ToolFailed` as it says, anything else maybe applied).
+    """
 
     async def as_result(args: dict[str, Any]) -> dict[str, Any]:
         return {"value": await run(args)}
 
     chosen = ledger or SqliteLedger(client.settings.state_dir / f"{tool}.sqlite3")
-    client.run_in_background(serve_tool(client, tool, as_result, chosen))
+    client.run_in_background(serve_tool(client, tool, as_result, chosen, concurrency=concurrency))
 
 
 def function_runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
-    """How a served plain function is called with the args Tidegate's executor sends: `fn(**args)`, awaited when it is async."""
+    """How a served plain function is called with the args Tidegate's executor sends: `fn(**args)`, awaited when it is async.
+
+    A sync function runs in a worker thread (other calls are served meanwhile); one that declares `tidegate_call`
+    gets the `ServedCall` (its action id is the idempotency key to pass on). Inside any served function,
+    `tidegate.client.served_call()` gives the same without declaring anything the framework would show the model.
+    """
 
     async def run(args: dict[str, Any]) -> Any:
-        value = fn(**args)
-        if inspect.isawaitable(value):
-            value = await value
-        return value
+        return await call_function(fn, args)
 
     return run
 
