@@ -96,7 +96,9 @@ def _recorded_result(record: ClaimRecord, out: Outlet, bound: int, undo: UndoPla
 
 def _result_event(record: ClaimRecord, undo: UndoPlan | None) -> Envelope:
     kept = record.error
-    error = None if kept is None else bounded_error(kept.type, kept.message, kept.retryable)
+    # an `unknown` outcome is one that may have happened, whatever the last attempt's error said of itself
+    maybe_applied = kept is not None and (kept.maybe_applied or record.status == "unknown")
+    error = None if kept is None else bounded_error(kept.type, kept.message, kept.retryable, maybe_applied)
     data = ActionResultData(
         **action_identity(record),
         tool=record.tool,

@@ -48,8 +48,8 @@ def undo_stand_in(plan: UndoPlan, size: int, bound: int) -> UndoPlan:
     )
 
 
-def bounded_error(type_: str, message: str, retryable: bool) -> ErrorInfo:
+def bounded_error(type_: str, message: str, retryable: bool, maybe_applied: bool = False) -> ErrorInfo:
     """An error as a result event carries it: its type and message cut to a bound (the claim row keeps them whole)."""
     if len(message) > ERROR_MESSAGE_CHARS:
         message = f"{message[:ERROR_MESSAGE_CHARS]}… ({len(message)} characters in all; the whole is kept in executor.actions)"
-    return ErrorInfo(type=type_[:ERROR_TYPE_CHARS], message=message, retryable=retryable)
+    return ErrorInfo(type=type_[:ERROR_TYPE_CHARS], message=message, retryable=retryable, maybe_applied=maybe_applied)

@@ -167,6 +167,8 @@ async def test_a_final_error_is_not_retried_and_exhausted_retries_fail(world: Wo
     first, second = world.published
     assert (first.type, first.data.error.type, first.data.attempts) == ("tidegate.action.failed", "unknown_payee", 1)
     assert (second.type, second.data.error.retryable, second.data.attempts) == ("tidegate.action.failed", True, 3)
+    assert not first.data.error.maybe_applied
+    assert not second.data.error.maybe_applied
 
 
 async def test_a_timeout_on_a_tool_without_idempotency_is_unknown_and_never_repeated(world: World) -> None:
@@ -174,6 +176,7 @@ async def test_a_timeout_on_a_tool_without_idempotency_is_unknown_and_never_repe
     await world.executor.handle(world.authorize("slow_push", {"files": ["a"]}))
     [result] = world.published
     assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "timeout", 1)
+    assert result.data.error.maybe_applied  # the event says it itself: a reader of the error alone knows it may have happened
     assert len(world.tool.contexts) == 1
 
 
