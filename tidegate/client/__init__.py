@@ -8,7 +8,7 @@ Imports only schemas/, aiokafka and pydantic, never a service:
             outcome = await outcome.decision()
 """
 
-from tidegate.client.client import Tidegate
+from tidegate.client.client import ResultPending, Tidegate
 from tidegate.client.governed import SERVE_CONCURRENCY, GovernanceError, GovernedTool, decided, governed, serve_tool, unwrap
 from tidegate.client.ledger import ActionIdReused, CallLedger, MemoryLedger, MemoryProposals, ProposalLedger, SqliteLedger, SqliteProposals
 from tidegate.client.limits import Unsendable
@@ -48,6 +48,7 @@ __all__ = [
     "Progress",
     "ProposalLedger",
     "Rejected",
+    "ResultPending",
     "ServedCall",
     "Signer",
     "SigningNotWired",

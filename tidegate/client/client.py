@@ -405,8 +405,16 @@ def _decided_digest(event: ActionProposed) -> str:
     return action_digest(seen.tenant_id, seen.tool, seen.args)
 
 
+class ResultPending(TimeoutError):
+    """The call was allowed, but its result did not come in time: it may still run, or be running (never propose it again).
+
+    A `TimeoutError`, so code that catches those is unchanged; the MCP gateway and adapters tell it apart to say so.
+    """
+
+
 def _no_answer(progress: Progress, timeout_s: float | None, hint: str = "") -> TimeoutError:
-    """The timeout of a wait; before any decision of the call it says the id may be another's."""
+    """The timeout of a wait; before any decision of the call it says the id may be another's; once allowed, `ResultPending`."""
     hints = [h for h in (hint, _MAYBE_TAKEN if progress.decision is None else "") if h]
     said = f"no conclusive answer for action {progress.action_id} within {timeout_s} s"
-    return TimeoutError(f"{said} ({'; '.join(hints)})" if hints else said)
+    kind = ResultPending if progress.allowed and progress.final() is None else TimeoutError
+    return kind(f"{said} ({'; '.join(hints)})" if hints else said)

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from schemas import RiskClass, ToolSpec, action_digest
 from servicekit import ToolCatalog
-from tidegate.client import ActionIdReused, Decided, Escalated, Tidegate, Unsendable
+from tidegate.client import ActionIdReused, Decided, Escalated, ResultPending, Tidegate, Unsendable
 from tidegate.client.limits import check_args
 from tidegate.integrations._common import quoted
 from tidegate.mcp_gateway.answers import (
@@ -138,11 +138,17 @@ def build_server(
     ) -> tuple[types.CallToolResult, bool]:
         """The answer to a call, and whether it leaves the caller without how the call ended (pending, bus unreachable)."""
         try:
-            outcome = await client.propose(tool, arguments, action_id=action_id, task=task, rationale="MCP tools/call")
+            # An allowed call's result is waited for no longer than a decision: a client's request would time out first
+            waited = client.settings.decision_timeout_s
+            outcome = await client.propose(
+                tool, arguments, action_id=action_id, task=task, rationale="MCP tools/call", result_timeout_s=waited
+            )
         except ActionIdReused as exc:  # the retry key names another call (here, or at the deployment): never its outcome
             return reused(exc), False
         except (Unsendable, ValidationError) as exc:  # too large for the services or the broker, a field the contract refuses
             return refused_call(exc), False
+        except ResultPending:  # allowed, the executor's answer not in yet: it may be running, the model polls it
+            return _running(client, action_id), True
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
             return _undecided(client, action_id), True
         except BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
@@ -230,6 +236,16 @@ def invalid_args(tool: str, problems: list[str]) -> types.CallToolResult:
         field,
         reason="invalid_args",
         errors=problems[:20],
+    )
+
+
+def _running(client: Tidegate, action_id: str) -> types.CallToolResult:
+    recorded = client.proposals.lookup(action_id)
+    return pending(
+        action_id,
+        recorded[0] if recorded else None,
+        "Allowed, and the executor has not reported its result yet: it may be running, or have happened.",
+        allowed=True,
     )
 
 

@@ -173,6 +173,29 @@ def text_of(result: mcp_types.CallToolResult) -> str:
     return content.text
 
 
+async def test_an_allowed_call_whose_result_is_late_is_pending_and_says_it_may_be_running() -> None:
+    """Allowed, the tool still running: the MCP client is answered within a decision's wait, told the call may have happened."""
+    bus = MemoryTransport()
+    release = asyncio.Event()
+
+    async def slow(args: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {"tagged": True}
+
+    async with (
+        ScriptedTidegate(bus, rule, tools={"tag_ticket": slow}),
+        Tidegate(ClientSettings(decision_timeout_s=0.3, result_timeout_s=60), transport=bus) as client,
+        mcp.Client(build_server(client, CATALOG, GatewaySettings())) as mcp_client,
+    ):
+        pending = await asyncio.wait_for(mcp_client.call_tool("tag_ticket", {"ticket_id": "T-9"}), 10)  # not the 60 s result wait
+        release.set()
+    assert (pending.is_error, pending.structured_content["outcome"], pending.structured_content["allowed"]) == (False, "pending", True)
+    said = text_of(pending)
+    assert "Allowed" in said
+    assert "may be running, or have happened" in said
+    assert "has not run" not in said
+
+
 async def test_a_call_without_a_decision_in_time_returns_pending_with_its_action_id_and_is_polled() -> None:
     """The proposal stands: the model gets what to poll instead of an internal error, and a retry under its id proposes nothing new."""
     bus = MemoryTransport()
