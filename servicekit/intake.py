@@ -160,6 +160,9 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,  # "cannot switch to state 12/15" on a pooled connection broken by a shutdown
     asyncpg.InvalidAuthorizationSpecificationError,  # class 28: a refused login (a password rotated before the restart, NOLOGIN)
     asyncpg.InsufficientResourcesError,  # class 53: too many connections (for the server or the role), disk full, out of memory
+    # class 55: the database is not accepting connections (`ALTER DATABASE … ALLOW_CONNECTIONS false`, 55000, during a
+    # restore or maintenance), a lock not available within `lock_timeout` (55P03), an object in use (55006)
+    asyncpg.ObjectNotInPrerequisiteStateError,
     asyncpg.OperatorInterventionError,  # class 57: admin or crash shutdown, cannot connect now, query cancelled, database dropped
     asyncpg.PostgresSystemError,  # class 58: I/O error
     asyncpg.ReadOnlySQLTransactionError,  # 25006: a failover onto a standby, `default_transaction_read_only` during maintenance

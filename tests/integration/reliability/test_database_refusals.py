@@ -89,3 +89,47 @@ async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once
         await producer.stop()
         await decided.stop()
         await watcher.stop()
+
+
+async def test_proposals_met_by_a_database_not_accepting_connections_are_retried_not_dead_lettered(
+    kit: KitSettings, infra: Any, wait_for: Any
+) -> None:
+    """`ALTER DATABASE … ALLOW_CONNECTIONS false` (a restore, maintenance): SQLSTATE 55000. Before, each proposal in flight was
+    dead-lettered `handler_error` within a second and lost; `tidegate status` said healthy."""
+    role = service_role("policy", infra.role_prefix)
+    service = build_policy(kit=kit)
+    rejected: list[s.EventRejected] = []
+    watcher = await _watch_dead_letters(kit, rejected)
+    decided = Collector(kit, ["actions.decided"])
+    producer = Producer(kit)
+    await decided.start()
+    await producer.start()
+    await service.start()
+    admin = await asyncpg.connect(infra.admin_database_url)
+    database = await admin.fetchval("SELECT current_database()")
+    outside = await asyncpg.connect(infra.admin_database_url, database="postgres")  # a database may not refuse its own session
+    try:
+        await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # its pool must connect again
+        events = [good_event("actions.proposed", f"t-{uuid.uuid4().hex[:8]}") for _ in range(3)]
+        for event in events:
+            await producer.send("actions.proposed", event)
+        await wait_for(
+            lambda: "not currently accepting connections" in (service.health()["retrying"] or ""),
+            timeout=30,
+            what="/health retrying: the database is not accepting connections",
+        )
+        await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        ids = {e.data.action_id for e in events}
+        await wait_for(
+            lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=60, what="every proposal decided"
+        )
+        assert [r for r in rejected if r.data.service == "policy"] == []  # nothing dead-lettered: nothing lost
+    finally:
+        await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await outside.close()
+        await admin.close()
+        await service.stop()
+        await producer.stop()
+        await decided.stop()
+        await watcher.stop()

@@ -17,7 +17,7 @@ from servicekit import Bus
 from servicekit.intake import DATABASE_ERRORS, ErrorKind, classify
 
 # SQLSTATE classes that say the database is down, refuses this service, or lacks what it needs: never the record's fault.
-ENVIRONMENT_CLASSES = ("08", "28", "53", "57", "58")
+ENVIRONMENT_CLASSES = ("08", "28", "53", "55", "57", "58")
 
 
 def _asyncpg_errors(*classes: str) -> list[type[asyncpg.PostgresError]]:
@@ -31,14 +31,16 @@ def _asyncpg_errors(*classes: str) -> list[type[asyncpg.PostgresError]]:
 
 @pytest.mark.parametrize("error", _asyncpg_errors(*ENVIRONMENT_CLASSES), ids=lambda error: f"{error.sqlstate}-{error.__name__}")
 def test_every_error_of_an_environment_class_is_retried_and_expires_the_pool(error: type[asyncpg.PostgresError]) -> None:
-    """Classes 08, 28, 53, 57 and 58 whole: a password rotated before the restart, `too many connections`, a disk full, a shutdown."""
+    """Classes 08, 28, 53, 55, 57 and 58 whole: a password rotated before the restart, `too many connections`, a disk full, a
+    database not accepting connections (a restore), a shutdown."""
     assert classify(error("from the server")) is ErrorKind.TRANSIENT
     assert isinstance(error("from the server"), DATABASE_ERRORS)  # the pool's connections are expired; the approval API says 503
 
 
 def test_the_environment_classes_hold_the_errors_the_probe_met() -> None:
     found = set(_asyncpg_errors(*ENVIRONMENT_CLASSES))
-    assert {asyncpg.InvalidPasswordError, asyncpg.TooManyConnectionsError, asyncpg.DiskFullError, asyncpg.OutOfMemoryError} <= found
+    met = {asyncpg.InvalidPasswordError, asyncpg.TooManyConnectionsError, asyncpg.DiskFullError, asyncpg.OutOfMemoryError}
+    assert met | {asyncpg.ObjectNotInPrerequisiteStateError} <= found  # 55000: `ALLOW_CONNECTIONS false` (platform5)
 
 
 @pytest.mark.parametrize(
