@@ -13,7 +13,7 @@ from typing import Any
 import schemas as s
 from servicekit.people import same_person
 from servicekit.unreadable import Skipped
-from services.audit import Explanation, ToolCall
+from services.audit import FOLLOW_UP_PENDING, Explanation, LateReply, ToolCall
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -63,6 +63,27 @@ def _approval_line(ap: Any) -> str:
         + (f": {ap.comment}" if ap.comment else "")
         + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
     )
+
+
+def _late(r: LateReply) -> str:
+    """A reply the executor did not take, in words: what it says of the call and what to do."""
+    when = (
+        f"at {r.at} (attempt {r.attempt}), after the executor gave up"
+        if r.after_end
+        else f"at {r.at} to attempt {r.attempt}, which the executor no longer waited for"
+    )
+    if r.ok:
+        return f"the tool replied ok {when}: it probably happened; check the system of record"
+    error = f"{r.error.type}: {r.error.message}" if r.error else "an error"
+    maybe = "; it may have taken effect" if r.error is None or r.error.maybe_applied else ""
+    return f"the tool replied {error} {when}{maybe}; check the system of record"
+
+
+def _follow_up(action_id: str, follow_up: str | None) -> str | None:
+    """Of a call whose outcome is unknown, where its follow-up stands, as far as the log can know (its opening is off the bus)."""
+    if follow_up != "pending":
+        return None
+    return f"{FOLLOW_UP_PENDING}: no `approval.resolved` recorded yet (`tidegate approvals list --action {action_id}` shows the follow-up)"
 
 
 def render_markdown(x: Explanation) -> str:
@@ -120,6 +141,10 @@ def render_markdown(x: Explanation) -> str:
                 else (f"error {c.error.type}: {c.error.message}" if c.error else "")
             )
             out.append(f"- **Tool call** {c.status} after {c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}: {detail}")
+        for reply in a.late_replies:
+            out.append(f"- **Late reply:** {_late(reply)}" + (f"; result `{_j(reply.result)[:300]}`" if reply.result is not None else ""))
+        if pending := _follow_up(a.action_id, a.follow_up):
+            out.append(f"- **Follow-up:** {pending}")
         out += [_approval_line(ap) for ap in a.approvals if ap.status == "resolved"]  # a follow-up resolves the call: after it
         if a.proposal_cost:
             pc = a.proposal_cost
@@ -229,6 +254,16 @@ def render_html(x: Explanation) -> str:
                      for c in a.calls],
                 )
             )  # fmt: skip
+        if a.late_replies:
+            parts.append(
+                table(
+                    ["late reply", "result or error"],
+                    [[_late(r), _j(r.result) if r.result is not None else _j(r.error.model_dump() if r.error else None)]
+                     for r in a.late_replies],
+                )
+            )  # fmt: skip
+        if pending := _follow_up(a.action_id, a.follow_up):
+            parts.append(f"<p><b>Follow-up:</b> {e(pending)}</p>")
         parts += approvals([ap for ap in a.approvals if ap.status == "resolved"])  # a follow-up resolves the call: after it
     c = x.costs
     parts.append("<h2>Costs</h2>")

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from services.audit.handlers import Checkpointer
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import (
+        FOLLOW_UP_PENDING,
         Explanation,
+        LateReply,
         SeveralTenants,
         StoryLine,
         ToolCall,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from services.audit.verify import VerifyReport, signature_recheck, starting_heads, verify_log
 
 __all__ = [
+    "FOLLOW_UP_PENDING",
     "MIGRATIONS",
     "AcknowledgedConflict",
     "ArchiveError",
@@ -52,6 +55,7 @@ __all__ = [
     "ConflictState",
     "ContentReport",
     "Explanation",
+    "LateReply",
     "Missing",
     "PostgresAuditLog",
     "SearchFilters",
@@ -106,6 +110,8 @@ _HOME = {
     "explain_task": "reading",
     "Explanation": "reading",
     "ToolCall": "reading",
+    "LateReply": "reading",
+    "FOLLOW_UP_PENDING": "reading",
     "search": "reading",
     "story": "reading",
     "tasks_of_action": "reading",

@@ -15,17 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 import schemas as s
 from servicekit.unreadable import Skipped, Unreadable, read_event
-from services.audit._standing import TaskStatus, standing
+from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
 
 __all__ = [
+    "FOLLOW_UP_PENDING",
     "ActionStory",
     "ApprovalStep",
     "Costs",
     "DeadLetter",
     "Decision",
     "Explanation",
+    "LateReply",
     "SeveralTenants",
     "StoryLine",
     "ToolCall",
@@ -238,6 +240,23 @@ class ToolCall(_Frozen):
     cost_usd: float
 
 
+class LateReply(_Frozen):
+    """A tool service's reply the executor did not take: after it gave up on the call, or to an attempt it no longer waited for.
+
+    Of a call that ended `unknown` or `failed`, it is the evidence of what the call did.
+    """
+
+    at: datetime = Field(description="When the broker appended the reply (the audit row's Kafka time).")
+    attempt: int = Field(description="The attempt it answers.")
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: s.ErrorInfo | None = None
+    after_end: bool = Field(
+        description="Recorded after the executor's result of the action: it had given up. False: before it, to an attempt the "
+        "executor had stopped waiting for."
+    )
+
+
 class ActionStory(_Frozen):
     """Everything about one proposed action."""
 
@@ -253,6 +272,15 @@ class ActionStory(_Frozen):
     approvals: list[ApprovalStep] = Field(default_factory=list)
     authorization: s.Authorization | None = None
     calls: list[ToolCall] = Field(default_factory=list)
+    late_replies: list[LateReply] = Field(
+        default_factory=list,
+        description="Replies of an outside tool service the executor did not take, of a call that did not end `succeeded`.",
+    )
+    follow_up: str | None = Field(
+        default=None,
+        description="Of a call that ended `unknown`: `pending` until an `approval.resolved` says what a human found, then its "
+        "resolution (the approval service opens the follow-up off the bus: docs/approval.md).",
+    )
 
 
 class DeadLetter(_Frozen):
@@ -286,9 +314,15 @@ class Explanation(_Frozen):
     mode: str | None
     status: TaskStatus = Field(
         description="From the task's outcome when it has one. A task no outcome will ever close (proposed by a client, or "
-        "planned outside Tidegate): `ended` when every action ended, else `open`; `summary` then counts its actions."
+        "planned outside Tidegate): `ended` when every action ended, else `open` (a call whose outcome is unknown is open "
+        "until a human resolves its follow-up); `summary` then counts its actions."
     )
-    summary: str | None
+    summary: str | None = Field(
+        description="The outcome's summary (with the follow-ups still pending, if any), else what the actions' ends say."
+    )
+    follow_ups_pending: int = Field(
+        default=0, description="Calls that ended `unknown` with no `approval.resolved` yet: a human follows each up."
+    )
     submitted_at: datetime | None
     ended_at: datetime | None
     sources: dict[str, Any]
@@ -319,6 +353,8 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     skipped = Skipped()
     requesters: list[str] = []  # of a task with no `task.submitted`: as its proposals, decisions and approvals name them
     modes: list[str] = []
+
+    replies: dict[str, list[tuple[str, LateReply]]] = {}  # every reply of an outside tool service, by action: late ones are kept below
 
     def action(action_id: str) -> dict[str, Any]:
         return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
@@ -385,6 +421,11 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         duration_ms=d.duration_ms, cost_usd=d.cost.usd,
                     )
                 )  # fmt: skip
+            case s.ToolReply():  # rows come in Kafka-time order: a result already read means the executor had given up
+                ended = bool(actions.get(d.action_id, {}).get("calls"))
+                replies.setdefault(d.action_id, []).append(
+                    (d.tool, LateReply(at=row.kafka_ts, attempt=d.attempt, ok=d.ok, result=d.result, error=d.error, after_end=ended))
+                )
             case s.TaskCompleted() | s.TaskFailed():
                 outcome, ended_at = d, event.time
             case s.EventRejected():
@@ -397,6 +438,14 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
             case _:
                 pass
 
+    for action_id, a in actions.items():
+        if a["calls"] and a["calls"][-1].status != "succeeded":
+            # Not taken: any reply after the executor's result, and an ok one before it (taken, it would have succeeded).
+            # An error before the result is the one the executor took (or retried after): the call's own error says it.
+            a["late_replies"] = [r for tool, r in replies.get(action_id, []) if tool == a.get("tool") and (r.after_end or r.ok)]
+        if a["calls"] and a["calls"][-1].status == "unknown":
+            found = [ap.resolution for ap in a["approvals"] if ap.status == "resolved" and ap.resolution]
+            a["follow_up"] = found[-1] if found else "pending"
     stories = sorted((ActionStory(**a) for a in actions.values()), key=lambda a: (a.step is None, a.step or 0, a.action_id))
     model_usd = sum(a.proposal_cost.usd for a in stories if a.proposal_cost)
     tools_usd = sum(c.cost_usd for a in stories for c in a.calls)
@@ -411,6 +460,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
         mode=submitted.mode if submitted else (", ".join(modes) or None),
         status=status,
         summary=summary,
+        follow_ups_pending=sum(1 for a in stories if a.follow_up == "pending"),
         submitted_at=submitted_at,
         ended_at=ended_at,
         sources=submitted.input if submitted else {},

@@ -45,6 +45,14 @@ def _pack(policy_dir: Path | None) -> Any:
         fail("the policy pack does not compile:\n  " + "\n  ".join(exc.problems))
 
 
+def _outside_calls(group: dict[str, Any], by: str) -> str:
+    """An outside agent's calls of a group, as the costs table shows them (by tool, every call is counted already)."""
+    if by == "tool":
+        return "(in completed/failed)"
+    calls = group["outside_agent_calls"]
+    return f"{calls['succeeded']}/{calls['failed']}/{calls['unknown']} ({group['outside_agent_calls_usd']:.5f})"
+
+
 # --- replay --------------------------------------------------------------------------------------
 
 _REPLAY_STAGES = {"read": "reading recorded events", "replay": "replaying in the sandbox"}
@@ -55,7 +63,9 @@ def replay(
     start: str = FROM,
     end: str = TO,
     tenant: str = typer.Option(None, "--tenant", help="Only this tenant's events."),
-    task: str = typer.Option(None, "--task", help="Only this task."),
+    task: str = typer.Option(
+        None, "--task", help="Only this task (a task id is its tenant's: when several tenants used it, say whose with --tenant)."
+    ),
     planner: str = typer.Option(None, "--planner", help="Plan the recorded tasks again with this strategy (`playbook`, `llm:<model>`)."),
     policy_dir: Path = typer.Option(None, "--policy", help="Decide with this candidate pack instead of today's."),
     keep: bool = typer.Option(False, "--keep", help="Keep the sandbox topics afterwards."),
@@ -64,14 +74,18 @@ def replay(
     verbose: bool = VERBOSE,
 ) -> None:
     """Re-run recorded traffic in a sandbox prefix: today's policy (and planner), answers from the record, no side effects."""
-    from tidegate.ops.replay import ReplayOptions, run_replay
+    from tidegate.ops.replay import ReplayOptions, SeveralTenants, run_replay
+    from tidegate.ops.replay_report import then_now
 
     t0, t1 = _window(start, end)
     if policy_dir is not None:
         _pack(policy_dir)  # a candidate that does not compile is said before the window is read and a sandbox made
     opts = ReplayOptions(t0, t1, tenant=tenant, task=task, planner=planner, policy_dir=policy_dir, keep_topics=keep, idle_s=idle_s)
-    with logs_aside("replay", verbose=verbose), progress_display(_REPLAY_STAGES, quiet=as_json) as progress:
-        report = run(run_replay(settings(), opts, progress=progress))
+    try:
+        with logs_aside("replay", verbose=verbose), progress_display(_REPLAY_STAGES, quiet=as_json) as progress:
+            report = run(run_replay(settings(), opts, progress=progress))
+    except SeveralTenants as several:  # a task id is its tenant's: two tenants' tasks are never replayed as one
+        fail(str(several))
     if report.inputs == 0 and (task or tenant):
         which = f"task {task!r}" if task else f"tenant {tenant!r}"
         fail(f"no recorded {'task' if planner else 'proposal'} of {which} between {t0:%Y-%m-%d %H:%M} and {t1:%Y-%m-%d %H:%M} UTC")
@@ -81,19 +95,19 @@ def replay(
     table = Table(title=f"replay {report.sandbox_prefix} ({report.inputs} inputs, planner: {planner or 'recorded proposals'})")
     for col in ("task", "then: actions", "now: actions", "then", "now", "cost then→now", "changed"):
         table.add_column(col)
+    ids = [t.task_id for t in report.tasks]
     for t in report.tasks:
         changed = [k for k, v in (("actions", t.actions_changed), ("decisions", t.decisions_changed), ("outcome", t.outcome_changed)) if v]
 
         def steps(story: Any) -> str:
             return "\n".join(
-                f"{a['tool']}: {a['decision'] or '—'}"
-                + (f" (human → {a['after_human']})" if a.get("after_human") else "")
-                + (f" → {a['result']}" if a["result"] else "")
+                f"{a['tool']}: {a['decision'] or '—'}" + then_now(a.get("after_human")) + (f" → {a['result']}" if a["result"] else "")
                 for a in story.actions
             )
 
         table.add_row(
-            t.task_id, steps(t.then), steps(t.now), t.then.outcome or "—", t.now.outcome or "—",
+            t.task_id + (f" ({t.tenant_id})" if ids.count(t.task_id) > 1 else ""),  # two tenants' tasks of one id: say whose
+            steps(t.then), steps(t.now), t.then.outcome or "—", t.now.outcome or "—",
             f"{t.then.cost_usd:.4f} → {t.now.cost_usd:.4f}", ", ".join(changed) or "same",
         )  # fmt: skip
     console.print(table)
@@ -452,7 +466,7 @@ def costs(
         return
     table = Table(title=f"cost per outcome by {by} (review at {price.minutes_per_decision:g} min x ${price.hourly_rate_usd:g}/h)")
     columns = (by, "completed", "handed off", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected by a human (USD)",
-               "expired unanswered (USD)", "human review (USD)")  # fmt: skip
+               "expired unanswered (USD)", "human review (USD)", "outside agents' calls ok/failed/unknown (USD)")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="left" if col == by else "right")
     for g in doc["groups"]:
@@ -460,9 +474,14 @@ def costs(
             g["name"], str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
             f"{g['cost_per_completed_p95_usd']:.5f}", str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})",
             f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})", f"{g['expired_proposals']} ({g['expired_usd']:.5f})",
-            f"{g['human_decisions']} ({g['human_review_usd']:.2f})",
+            f"{g['human_decisions']} ({g['human_review_usd']:.2f})", _outside_calls(g, by),
         )  # fmt: skip
     console.print(table)
+    if by != "tool":
+        console.print(
+            "outside agents' tasks (no planner: the client, an adapter, MCP) have no outcome: completed, failed and the p50/p95 "
+            "count the planner's tasks; an outside agent's calls are counted one by one in their own column"
+        )
     console.print(f"read from: {used}{f' ({fallback})' if fallback else ''}; {window.skipped.summary()}")
     if "chart" in doc:
         console.print(f"chart saved to {doc['chart']}")

@@ -80,7 +80,7 @@ def tasks(
     )
     for s in found:
         t = s.task
-        by = f"outside agent {s.proposed_by}" if s.outside else "planner"
+        by = f"outside agent {s.proposed_by or '(proposer not recorded)'}" if s.outside else "planner"
         table.add_row(
             shown(t.task_id, None), shown(t.tenant_id), shown(by), t.status, str(t.step or ""), shown(s.waits_on), _at(s.since),
             _ago(now, s.since), _at(s.expires_at or s.retry_at),

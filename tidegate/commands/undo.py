@@ -12,16 +12,19 @@ from tidegate.commands._common import TEXT_MAX, console, err_console, fail, run,
 app = typer.Typer(help="Undo: propose the calls that take back reversible writes (policy decides them).")
 
 
-async def _steps(action_id: str | None, task_id: str | None, requested_by: str, mode: str) -> list[Any]:
+async def _steps(action_id: str | None, task_id: str | None, tenant: str | None, requested_by: str, mode: str) -> list[Any]:
     from servicekit.undo import undo_action_id
-    from services.audit import PostgresAuditLog
+    from services.audit import PostgresAuditLog, SeveralTenants
     from tidegate.ops.undo import read_recorded, undo_steps
 
     kit = settings()
     log = await PostgresAuditLog.connect(kit.operator_database_url, max_size=2)  # a database down or a refused login: ConnectionError
     try:
         if task_id is not None:
-            events = await read_recorded(log, kit.topic_prefix, task_id=task_id)
+            try:
+                events = await read_recorded(log, kit.topic_prefix, task_id=task_id, tenant=tenant)
+            except SeveralTenants as several:  # a task id is its tenant's: never another tenant's calls undone in its name
+                raise ConnectionError(str(several)) from None
         else:
             assert action_id is not None
             events = await read_recorded(log, kit.topic_prefix, action_id=action_id)
@@ -35,6 +38,11 @@ async def _steps(action_id: str | None, task_id: str | None, requested_by: str, 
 def undo(
     action_id: str = typer.Argument(None, help="The action to undo (its id, as `tidegate audit show` prints it)."),
     task: str = typer.Option(None, "--task", help="Undo every reversible write of this task, newest first."),
+    tenant: str = typer.Option(
+        None,
+        "--tenant",
+        help="With --task: whose task (a task id is its tenant's; when several tenants used it, say which, else an error).",
+    ),
     requested_by: str = typer.Option("cli@localhost", "--requested-by", help="Who asks for the undo (signs as that client)."),
     mode: str = typer.Option("autonomous", "--mode", help="`autonomous` (policy decides) or `draft` (a human approves each undo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the undo calls without proposing them."),
@@ -51,7 +59,9 @@ def undo(
         fail("give an ACTION_ID or --task TASK_ID (one of them)")
     if mode not in ("draft", "autonomous"):
         fail("--mode is draft or autonomous")
-    steps = run(_steps(action_id, task, requested_by, mode))
+    if tenant is not None and task is None:
+        fail("--tenant goes with --task")
+    steps = run(_steps(action_id, task, tenant, requested_by, mode))
     if not steps and action_id is not None:
         fail(
             f"action {action_id} is not in the audit log: check the id (`tidegate audit search --since 7d` lists recent actions); "
@@ -59,7 +69,8 @@ def undo(
         )
     if not steps:
         fail(
-            f"nothing to undo in task {task}: no succeeded call with an undo plan that is not undone already "
+            f"nothing to undo in task {task}{f' of tenant {tenant}' if tenant else ''}: "
+            "no succeeded call with an undo plan that is not undone already "
             f"(`tidegate audit explain {task}` shows its calls; is the audit service running?)"
         )
     proposals: list[tuple[str, Envelope]] = []

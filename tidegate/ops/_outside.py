@@ -31,14 +31,14 @@ class OutsideAction(BaseModel):
     workflow: None = None  # an outside agent's task has no workflow of Tidegate's
     status: OutsideState
     waits: Literal["human", "decision", "result"]
-    proposed_by: str  # the proposal's `proposer` (`external:client`, the agent's name), or "outside agent" if unrecorded
+    proposed_by: str | None = None  # the proposal's `proposer` (`external:client`, the agent's name); None: no service recorded it
     step: int | None = None
     tool: str
     action_id: str
     approval_id: str | None = None
     since: datetime  # the request, the grant, the authorization, or the call's start
     expires_at: datetime | None = None  # a human's request: when it expires unanswered
-    attempts: int = 0  # a call the executor holds: its attempts so far
+    attempts: int = 0  # a call the executor holds: its attempts so far; a follow-up: the attempts its unknown outcome took
     retry_at: datetime | None = None  # a call between two attempts: when the next is due
 
 
@@ -46,10 +46,16 @@ class OutsideAction(BaseModel):
 _NOT_PLANNED = "NOT EXISTS (SELECT 1 FROM planner.tasks p WHERE p.tenant_id = {t}.tenant_id AND p.task_id = {t}.task_id)"
 _TENANT = "($1::text IS NULL OR {t}.tenant_id = $1)"
 
-# Requests a human has not answered (the `approvals_pending` index), and grants policy has not decided again.
+# Requests a human has not answered (the `approvals_pending` index), and grants policy has not decided again. A follow-up
+# of an unknown outcome records no proposer (the executor's result carries none): policy's decision on the proposal does;
+# its attempts are the executor's, as the follow-up's facts keep them.
 _APPROVALS = f"""SELECT a.approval_id, a.kind, a.status, a.action_id, a.task_id, a.tenant_id, a.tool, a.created_at, a.expires_at,
-  (a.record->>'step')::int AS step, a.record->>'proposer' AS proposer, (a.record->>'decided_at')::timestamptz AS decided_at
+  COALESCE((a.record->>'step')::int, (proposed.proposal->>'step')::int) AS step,
+  COALESCE(a.record->>'proposer', proposed.proposal->>'proposer') AS proposer,
+  CASE WHEN a.kind = 'follow_up' THEN COALESCE((a.record->'facts'->>'attempts')::int, 0) ELSE 0 END AS attempts,
+  (a.record->>'decided_at')::timestamptz AS decided_at
 FROM approval.approvals a
+LEFT JOIN policy.decisions proposed ON proposed.key = a.action_id AND proposed.tenant_id = a.tenant_id
 WHERE (a.status = 'pending' OR (a.status = 'granted' AND a.kind = 'approval'
        AND NOT EXISTS (SELECT 1 FROM policy.decisions d WHERE d.key = 'approval:' || a.approval_id)))
   AND {_TENANT.format(t="a")} AND {_NOT_PLANNED.format(t="a")}
@@ -75,31 +81,28 @@ ORDER BY r.created_at LIMIT $2"""
 _TABLES = ("approval.approvals", "policy.decisions", "policy.reservations", "executor.actions", "planner.tasks")
 
 
-def _by(proposer: str | None) -> str:
-    return proposer or "outside agent"
-
-
 def _request(r: Any) -> OutsideAction:
     pending = r["status"] == "pending"
     status: OutsideState = ("approval pending" if r["kind"] == "approval" else "follow-up pending") if pending else "granted"
     return OutsideAction(
         task_id=r["task_id"], tenant_id=r["tenant_id"], status=status, waits="human" if pending else "decision",
-        proposed_by=_by(r["proposer"]), step=r["step"], tool=r["tool"], action_id=r["action_id"], approval_id=r["approval_id"],
+        proposed_by=r["proposer"], step=r["step"], tool=r["tool"], action_id=r["action_id"], approval_id=r["approval_id"],
         since=r["created_at"] if pending else (r["decided_at"] or r["created_at"]), expires_at=r["expires_at"] if pending else None,
+        attempts=r["attempts"],
     )  # fmt: skip
 
 
 def _call(r: Any) -> OutsideAction:
     since = r["claimed_at"] if r["status"] == "waiting" else (r["started_at"] or r["claimed_at"])
     return OutsideAction(
-        task_id=r["task_id"], tenant_id=r["tenant_id"], status=r["status"], waits="result", proposed_by=_by(r["proposer"]),
+        task_id=r["task_id"], tenant_id=r["tenant_id"], status=r["status"], waits="result", proposed_by=r["proposer"],
         step=r["step"], tool=r["tool"], action_id=r["action_id"], since=since, attempts=r["attempts"], retry_at=r["retry_at"],
     )  # fmt: skip
 
 
 def _authorized(r: Any) -> OutsideAction:
     return OutsideAction(
-        task_id=r["task_id"], tenant_id=r["tenant_id"], status="authorized", waits="result", proposed_by=_by(r["proposer"]),
+        task_id=r["task_id"], tenant_id=r["tenant_id"], status="authorized", waits="result", proposed_by=r["proposer"],
         step=r["step"], tool=r["tool"], action_id=r["action_id"], since=r["created_at"],
     )  # fmt: skip
 

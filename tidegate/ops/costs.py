@@ -7,6 +7,9 @@ or tool. For `tool`, the unit is one executed call (its proposal's model cost pl
 A task that closed completed with a refused action (`servicekit.task_outcomes`: handed to a human) is not a completed
 outcome here: it is counted apart, as `completed_with_handoff`, and left out of the cost per completed outcome.
 A request nobody answered is an expiry, counted apart from a human's rejection.
+
+An outside agent's task (the client, an adapter, the MCP gateway: no planner behind it) has no outcome to count: its
+calls are counted one by one instead (`outside_calls`: succeeded, failed, unknown, with what each cost), never as tasks.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from servicekit.task_outcomes import outcome_of
 __all__ = ["CostReport", "GroupCosts", "cost_report", "quantile", "save_chart"]
 
 GroupBy = Literal["workflow", "tenant", "tool"]
+
+_PLANNER = "tidegate/planner"  # the proposer of a planner task's proposals: `tidegate/planner/<strategy>`
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -63,6 +68,8 @@ class GroupCosts:
     expired_usd: float = 0.0
     human_decisions: int = 0
     human_review_usd: float = 0.0
+    outside_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("succeeded", "failed", "unknown"), 0))
+    outside_calls_usd: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -84,6 +91,8 @@ class GroupCosts:
             "expired_usd": round(self.expired_usd, 6),
             "human_decisions": self.human_decisions,
             "human_review_usd": round(self.human_review_usd, 6),
+            "outside_agent_calls": dict(self.outside_calls),
+            "outside_agent_calls_usd": round(self.outside_calls_usd, 6),
         }
 
 
@@ -154,6 +163,13 @@ def cost_report(events: list[Any], *, by: GroupBy, rate: ReviewPrice | None = No
             g = report.group(key_of(o.tenant_id, task_id, ""))
             by_outcome = {"completed": g.completed, "completed_with_handoff": g.handed_off, "failed": g.failed}
             by_outcome[outcome_of(o.status, o.counts)].append(o.cost.total)
+        for action_id, r in results.items():  # no outcome will count an outside agent's task: its calls, one by one
+            p = proposals.get(action_id)
+            if p is None or p.proposer.startswith(_PLANNER) or r.task_id in outcomes:
+                continue  # a planner's call is counted with its task's outcome (a proposal before the window: not known whose)
+            g = report.group(key_of(r.tenant_id, r.task_id, r.tool))
+            g.outside_calls[r.status] += 1
+            g.outside_calls_usd += r.cost.usd + p.cost.usd
 
     for action_id, dec in first_decision.items():
         if dec.outcome != "deny":
@@ -214,8 +230,10 @@ def save_chart(report: CostReport, path: Path) -> Path:
         parts["blocked proposals"].append(g.blocked_usd)
         parts["rejected proposals (incl. review)"].append(g.rejected_usd)
         parts["expired proposals"].append(g.expired_usd)
+        parts["outside agents' calls"].append(g.outside_calls_usd)
     colors = {"completed work": "#54A24B", "handed-off tasks": "#EECA3B", "failed tasks": "#B279A2", "blocked proposals": "#E45756",
-              "rejected proposals (incl. review)": "#FF9DA6", "expired proposals": "#9D755D"}  # fmt: skip
+              "rejected proposals (incl. review)": "#FF9DA6", "expired proposals": "#9D755D",
+              "outside agents' calls": "#72B7B2"}  # fmt: skip
     bottom = [0.0] * len(groups)
     for label, values in parts.items():
         right.bar(list(x)[: len(values)], values, 0.6, bottom=bottom, label=label, color=colors[label])

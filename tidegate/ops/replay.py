@@ -34,6 +34,9 @@ from schemas import (
     ActionProposed,
     ActionSucceeded,
     ActionUnknown,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
     ControlPolicy,
     Envelope,
     TaskCompleted,
@@ -51,9 +54,10 @@ from servicekit import (
     catalog_topic_names,
     kafka_options,
 )
+from services.audit import SeveralTenants
 from tidegate.ops.control import read_trusted_control
 from tidegate.ops.recorded import recorded_window
-from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, stories
+from tidegate.ops.replay_report import ReplayReport, Story, TaskDiff, TaskKey, stories
 from tidegate.ops.sandbox import (
     RecordedAnswers,
     RecordedHumans,
@@ -65,7 +69,7 @@ from tidegate.ops.sandbox import (
     sandbox_settings,
 )
 
-__all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "Story", "TaskDiff", "run_replay"]
+__all__ = ["RecordedAnswers", "ReplayOptions", "ReplayReport", "SandboxExecutor", "SeveralTenants", "Story", "TaskDiff", "run_replay"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
     window = await recorded_window(
         kit, opts.start, opts.end, tenant=opts.tenant, task=opts.task, progress=lambda done, total: report_progress("read", done, total)
     )
+    if opts.task is not None and opts.tenant is None:
+        _one_tenant(opts.task, window.events)
     # The sandbox is made, fed and dropped by `ops` on its standing rights under `sandbox.`; its services log in as `ops` too.
     sandbox_options = kafka_options(kit, OPS)
     read_seconds = time.perf_counter() - started
@@ -195,8 +201,8 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
             Producer(kit.kafka_bootstrap, "replay-collector", **sandbox_options), "replay-collector", kit.kafka_bootstrap, sandbox
         )
         # Without a planner the proposals are the inputs themselves: no need to read them back.
-        watched = (
-            ("actions.proposed", "actions.decided", "actions.results", "tasks.outcomes")
+        watched = (  # with a planner, the recorded humans' answers too: a rejection ends an escalation as a grant does
+            ("actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes")
             if opts.planner
             else ("actions.decided", "actions.results")
         )
@@ -231,12 +237,23 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
 
     then = stories([r.event for r in window.events])
     now = stories(collected if opts.planner else [*inputs, *collected])
-    tenants = {e.data.task_id: e.data.tenant_id for e in inputs}
-    for task_id in dict.fromkeys(e.data.task_id for e in inputs):
-        report.tasks.append(TaskDiff(task_id, tenants[task_id], then.get(task_id, Story()), now.get(task_id, Story())))
+    for tenant, task_id in dict.fromkeys(_task_of(e) for e in inputs):  # a task id is its tenant's: two tenants' are two tasks
+        key = (tenant, task_id)
+        report.tasks.append(TaskDiff(task_id, tenant, then.get(key, Story()), now.get(key, Story())))
     report.answered, report.unanswerable, report.refused = executor.answered, executor.unanswerable, executor.refused
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _task_of(event: Any) -> TaskKey:
+    return (event.data.tenant_id, event.data.task_id)
+
+
+def _one_tenant(task_id: str, events: list[Any]) -> None:
+    """`SeveralTenants` when the window's events of `task_id` are several tenants' (each tenant's is another task)."""
+    tenants = list(dict.fromkeys(t for r in events if (t := getattr(r.event.data, "tenant_id", None)) and t != "*"))
+    if len(tenants) > 1:
+        raise SeveralTenants(task_id, tenants)
 
 
 @dataclass
@@ -244,13 +261,13 @@ class _Tracker:
     """Which inputs have run their course, updated as sandbox events arrive (no rescans)."""
 
     planner: bool
-    done: set[str] = field(default_factory=set)
-    allowed: set[str] = field(default_factory=set)
-    answered: set[str] = field(default_factory=set)
-    _waiting: dict[str, asyncio.Event] = field(default_factory=dict)
+    done: set[TaskKey] = field(default_factory=set)
+    allowed: set[TaskKey] = field(default_factory=set)
+    answered: set[TaskKey] = field(default_factory=set)
+    _waiting: dict[TaskKey, asyncio.Event] = field(default_factory=dict)
 
-    async def ran(self, key: str) -> None:
-        """Return once `key` (an action id; a task id with a planner) has run its course."""
+    async def ran(self, key: TaskKey) -> None:
+        """Return once `key` ((tenant, action id); (tenant, task id) with a planner) has run its course."""
         if key not in self.done:
             await self._waiting.setdefault(key, asyncio.Event()).wait()
 
@@ -262,22 +279,26 @@ class _Tracker:
     def _see(self, e: Any) -> None:
         d = e.data
         if self.planner:
+            if not hasattr(d, "task_id") or isinstance(e, ApprovalGranted | ApprovalRejected | ApprovalExpired):
+                return  # a human's answer: the decision or the outcome that follows it moves the task
+            task = _task_of(e)
             if isinstance(e, TaskCompleted | TaskFailed):
-                self.done.add(d.task_id)
+                self.done.add(task)
             elif isinstance(e, ActionDecided) and d.outcome == "escalate":
-                self.done.add(d.task_id)  # waits for a human: the sandbox has none
+                self.done.add(task)  # waits for a human: the sandbox has none
             elif isinstance(e, ActionProposed | ActionSucceeded | ActionFailed | ActionUnknown):
-                self.done.discard(d.task_id)  # it moved on (e.g. a hand-off after a refusal)
+                self.done.discard(task)  # it moved on (e.g. a hand-off after a refusal)
             return
+        action = (d.tenant_id, d.action_id)
         if isinstance(e, ActionDecided) and d.via == "policy":
-            if d.outcome == "allow" and d.action_id not in self.answered:
-                self.allowed.add(d.action_id)
+            if d.outcome == "allow" and action not in self.answered:
+                self.allowed.add(action)
             else:
-                self.done.add(d.action_id)
+                self.done.add(action)
         elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown):
-            self.answered.add(d.action_id)
-            if d.action_id in self.allowed:
-                self.done.add(d.action_id)
+            self.answered.add(action)
+            if action in self.allowed:
+                self.done.add(action)
 
 
 async def _propose_in_step(
@@ -297,7 +318,7 @@ async def _propose_in_step(
         for event in events:
             await publish(event)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(tracker.ran(event.data.action_id), step_wait_s)
+                await asyncio.wait_for(tracker.ran((event.data.tenant_id, event.data.action_id)), step_wait_s)
 
     await asyncio.gather(*(one_task(events) for events in steps.values()))
 
@@ -307,7 +328,7 @@ async def _wait_done(
 ) -> None:
     """Until every input has run its course (a task may end waiting for a human), or nothing moved for `idle_s`."""
     deadline = time.monotonic() + opts.timeout_s
-    wanted = {e.data.task_id if opts.planner else e.data.action_id for e in inputs}
+    wanted = {_task_of(e) if opts.planner else (e.data.tenant_id, e.data.action_id) for e in inputs}
     while True:
         done = len(tracker.done & wanted)
         progress("replay", done, len(wanted))

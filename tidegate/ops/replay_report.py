@@ -6,12 +6,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ActionDecided, ActionFailed, ActionProposed, ActionSucceeded, ActionUnknown, TaskCompleted, TaskFailed
+from schemas import (
+    ActionDecided,
+    ActionFailed,
+    ActionProposed,
+    ActionSucceeded,
+    ActionUnknown,
+    ApprovalExpired,
+    ApprovalRejected,
+    TaskCompleted,
+    TaskFailed,
+)
 from servicekit import action_digest
 from servicekit.unreadable import Skipped
 from tidegate.ops.sandbox import UNANSWERABLE
 
-__all__ = ["ReplayReport", "Story", "TaskDiff", "stories"]
+__all__ = ["ReplayReport", "Story", "TaskDiff", "TaskKey", "stories", "then_now"]
 
 
 @dataclass
@@ -119,31 +129,44 @@ class ReplayReport:
         }
 
 
-def stories(events: list[Any]) -> dict[str, Story]:
-    """Each task's story from its events: actions with decision and result, outcome, cost."""
-    stories: dict[str, Story] = {}
-    actions: dict[str, dict[str, Any]] = {}
+TaskKey = tuple[str, str]
+"""(tenant, task id): a task id is its tenant's, so two tenants' tasks of one id are two stories (docs/planner.md, Task ids)."""
+
+# What a human's answer to an escalation makes of it, as `after_human` says it: a grant is re-decided by policy
+# (`allow`, or `deny` when something changed); a rejection or an expiry is final, with no decision after it.
+_REJECTED, _EXPIRED = "reject", "expired"
+
+
+def stories(events: list[Any]) -> dict[TaskKey, Story]:
+    """Each task's story from its events: actions with decision, what a human made of an escalation, result; outcome, cost.
+
+    `after_human` of an escalated action: the decision after a human's grant (`allow`), `reject` when a human rejected it,
+    `expired` when nobody answered; None while it waits (or, in a sandbox without recorded humans, was never asked).
+    """
+    stories: dict[TaskKey, Story] = {}
+    actions: dict[tuple[str, str], dict[str, Any]] = {}
     # Proposals first: a decision or result read from another topic may come before its proposal.
     events = [e for e in events if isinstance(e, ActionProposed)] + [e for e in events if not isinstance(e, ActionProposed)]
     for e in events:
         d = e.data
-        story = stories.setdefault(d.task_id, Story()) if getattr(d, "task_id", None) else None
+        story = stories.setdefault((d.tenant_id, d.task_id), Story()) if getattr(d, "task_id", None) else None
         if story is None:
             continue
-        if isinstance(e, ActionProposed) and d.action_id not in actions:
+        a = actions.get((d.tenant_id, d.action_id)) if getattr(d, "action_id", None) else None
+        if isinstance(e, ActionProposed) and a is None:
             a = {"step": d.step, "tool": d.tool, "args": d.args, "digest": action_digest(d.tenant_id, d.tool, d.args)[:16],
                  "decision": None, "reasons": [], "after_human": None, "result": None, "cost_usd": d.cost.usd}  # fmt: skip
-            actions[d.action_id] = a
+            actions[(d.tenant_id, d.action_id)] = a
             story.actions.append(a)
-        elif isinstance(e, ActionDecided) and d.action_id in actions:
-            a = actions[d.action_id]
+        elif isinstance(e, ActionDecided) and a is not None:
             if d.via == "approval":
                 a["after_human"] = d.outcome  # re-decided after a grant: not what policy alone said
             elif a["decision"] is None:
                 a["decision"] = d.outcome
                 a["reasons"] = [str(r.code) for r in d.reasons]
-        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and d.action_id in actions:
-            a = actions[d.action_id]
+        elif isinstance(e, ApprovalRejected | ApprovalExpired) and a is not None and a["after_human"] is None:
+            a["after_human"] = _REJECTED if isinstance(e, ApprovalRejected) else _EXPIRED
+        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and a is not None:
             a["result"] = d.error.type if d.error and d.error.type == UNANSWERABLE else d.status
             a["cost_usd"] = round(a["cost_usd"] + d.cost.usd, 8)
         elif isinstance(e, TaskCompleted | TaskFailed):
@@ -152,3 +175,10 @@ def stories(events: list[Any]) -> dict[str, Story]:
     for story in stories.values():
         story.cost_usd = story.task_cost_usd if story.task_cost_usd is not None else story.actions_cost_usd()
     return stories
+
+
+def then_now(after_human: str | None) -> str:
+    """What a human made of an escalation, as the replay table shows it after `escalate` ("" when nothing yet)."""
+    if after_human is None:
+        return ""
+    return " (expired: no human answered)" if after_human == _EXPIRED else f" (human → {after_human})"

@@ -48,8 +48,8 @@ class Stuck:
         return isinstance(self.task, OutsideAction)
 
     @property
-    def proposed_by(self) -> str:
-        """Who proposed the action it waits on: the planner, or the outside agent's recorded name."""
+    def proposed_by(self) -> str | None:
+        """Who proposed the action it waits on: the planner, or the outside agent's recorded name (None: not recorded)."""
         return self.task.proposed_by if isinstance(self.task, OutsideAction) else PLANNER
 
     def as_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from schemas import (
 )
 from servicekit.undo import UndoRefused, undo_action_id, undo_proposal, undo_refusal, undo_states
 from servicekit.unreadable import Unreadable, read_event
-from services.audit import PostgresAuditLog, SearchFilters
+from services.audit import PostgresAuditLog, SearchFilters, task_rows_of
 
 __all__ = ["UndoStep", "read_recorded", "refusal_of", "undo_steps"]
 
@@ -46,10 +46,16 @@ def _events(rows: Iterable[Any], prefix: str) -> list[Any]:
     return out
 
 
-async def read_recorded(log: PostgresAuditLog, prefix: str, *, action_id: str | None = None, task_id: str | None = None) -> list[Any]:
-    """The recorded events of one action (`action_id`) or one task (`task_id`), oldest first."""
+async def read_recorded(
+    log: PostgresAuditLog, prefix: str, *, action_id: str | None = None, task_id: str | None = None, tenant: str | None = None
+) -> list[Any]:
+    """The recorded events of one action (`action_id`) or one tenant's task (`task_id`, `tenant`), oldest first.
+
+    A task id is its tenant's (docs/planner.md, Task ids): without `tenant`, a task id several tenants used is
+    `SeveralTenants` (naming them), never one tenant's calls proposed for undoing in another's name.
+    """
     if task_id is not None:
-        return _events(await log.task_rows(task_id, prefix), prefix)
+        return _events(await task_rows_of(log, task_id, prefix, tenant=tenant), prefix)
     rows = await log.search(SearchFilters(action_id=action_id, topic_prefix=prefix), limit=1000)
     return _events(rows, prefix)
 

@@ -39,7 +39,10 @@ def refund_then_outcome(*, outcome_total: float | None) -> list[Any]:
 
 
 def test_without_an_outcome_now_both_sides_are_the_sums_of_their_actions_costs() -> None:
-    then, now = stories(refund_then_outcome(outcome_total=4.00017))["t-1002"], stories(refund_then_outcome(outcome_total=None))["t-1002"]
+    then, now = (
+        stories(refund_then_outcome(outcome_total=4.00017))[("acme", "t-1002")],
+        stories(refund_then_outcome(outcome_total=None))[("acme", "t-1002")],
+    )
     diff = TaskDiff("t-1002", "acme", then, now)
     assert (diff.then.cost_usd, diff.now.cost_usd) == (0.0002, 0.0002)  # not 4.00017 → 0.0002
     assert (diff.then.task_cost_usd, diff.now.task_cost_usd) == (4.00017, None)  # the recorded total is still reported
@@ -47,6 +50,9 @@ def test_without_an_outcome_now_both_sides_are_the_sums_of_their_actions_costs()
 
 
 def test_with_an_outcome_on_both_sides_the_task_totals_are_compared() -> None:
-    then, now = stories(refund_then_outcome(outcome_total=4.00017))["t-1002"], stories(refund_then_outcome(outcome_total=0.5))["t-1002"]
+    then, now = (
+        stories(refund_then_outcome(outcome_total=4.00017))[("acme", "t-1002")],
+        stories(refund_then_outcome(outcome_total=0.5))[("acme", "t-1002")],
+    )
     diff = TaskDiff("t-1002", "acme", then, now)
     assert (diff.then.cost_usd, diff.now.cost_usd) == (4.00017, 0.5)

@@ -19,8 +19,8 @@ def proposal(task: str, step: int, tool: str) -> ActionProposed:
 
 def settled(action_id: str) -> Any:
     """What the sandbox's collector would see of an allowed, answered call (the tracker reads `.data` and the type)."""
-    decided_data: Any = SimpleNamespace(action_id=action_id, via="policy", outcome="allow")
-    answered_data: Any = SimpleNamespace(action_id=action_id)
+    decided_data: Any = SimpleNamespace(action_id=action_id, tenant_id="acme", via="policy", outcome="allow")
+    answered_data: Any = SimpleNamespace(action_id=action_id, tenant_id="acme")
     decided = ActionDecided.model_construct(data=decided_data, source="t", tenantid="acme")
     answered = ActionSucceeded.model_construct(data=answered_data, source="t", tenantid="acme")
     return decided, answered
