@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from schemas import Envelope
-from servicekit import OPS, Bus, KitSettings, Producer, kafka_options, settings_problems, sign_as_operator
+from schemas import Envelope, encode
+from servicekit import OPS, Bus, KitSettings, Producer, deployment_authority, kafka_options, settings_problems, sign_as_operator
 from tidegate.ops.recorded import BadTime, parse_time
 
 __all__ = [
@@ -131,11 +131,24 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
-    """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`."""
+    """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`.
+
+    The record is checked first as every service checks it (`Authority.check`): one they would refuse (a retired or
+    unlisted operator key, a key that is not the operator's) is not published, and the command fails saying why, never
+    "set" while nothing changes.
+    """
+    signed = sign_as_operator(kit, event)
+    refusal = deployment_authority(kit).check(encode(signed), signed)
+    if refusal is not None:
+        fail(
+            f"not published: every service would refuse this record ({refusal.code}: {refusal.message}); nothing changed. "
+            "The CLI signs as TIDEGATE_OPERATOR with its key in TIDEGATE_OPERATOR_PRIVATE_KEYS_DIR: `tidegate keys list` shows "
+            "which operator keys the services trust (docs/security/signatures.md)"
+        )
     producer = Producer(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await producer.start()
     try:
-        await Bus(producer, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", sign_as_operator(kit, event))
+        await Bus(producer, "cli", kit.kafka_bootstrap, kit.topic_prefix).publish("control", signed)
     finally:
         await producer.stop()
 

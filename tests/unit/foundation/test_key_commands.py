@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,24 @@ def test_rotating_a_tool_key_keeps_replies_in_flight_and_retires_the_old_key_aft
 def test_clients_help_names_its_arguments_alike(command: str, usage: str) -> None:
     shown = runner.invoke(app, ["clients", command, "--help"], terminal_width=200).output
     assert usage in shown, shown
+
+
+def test_a_control_record_every_service_would_refuse_is_not_published_and_the_cli_says_so(
+    kit: KitSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CLI still holding an operator key rotated away (a colleague's laptop) past its grace sets a kill switch: it printed
+    "kill switch set" and exited 0 while every service refused the record (platform5 finding 5)."""
+    monkeypatch.setenv("TIDEGATE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing is reached before the check
+    monkeypatch.setenv("TIDEGATE_RETIRED_KEY_GRACE_S", "0")
+    assert runner.invoke(app, ["keys", "rotate", "operator"]).exit_code == 0
+    laptop = tmp_path / "laptop-keys"
+    shutil.copytree(kit.operator_private_keys_dir, laptop)
+    assert runner.invoke(app, ["keys", "rotate", "operator"]).exit_code == 0  # the laptop's key is retired now
+    current = runner.invoke(app, ["killswitch", "set", "--tool", "issue_refund", "--reason", "incident"])
+    assert "not published" not in current.output  # the current key gets as far as the broker (absent here)
+    monkeypatch.setenv("TIDEGATE_OPERATOR_PRIVATE_KEYS_DIR", str(laptop))
+    stale = runner.invoke(app, ["killswitch", "set", "--tool", "issue_refund", "--reason", "incident"])
+    said = " ".join(stale.output.split())
+    assert stale.exit_code == 1, said
+    assert "not published: every service would refuse this record (signer_retired" in said
+    assert "kill switch set" not in said
