@@ -149,7 +149,14 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # broker's JVM threads can hold its listener for seconds after the kill, and `kill -9` then `up` is
 # what an operator (and the chaos and recovery tests) does.
 await_port_free() {
-  local port=$1 hint=$2 t deadline
+  local port=$1 hint=$2 t deadline low high
+  # A port in the kernel's ephemeral range can be taken by any outgoing connection: a service reconnecting to a
+  # stopped broker on it may connect to itself (TCP simultaneous open) and hold it, so the broker cannot listen again.
+  if read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null && ((port >= low && port <= high)); then
+    log "warning: 127.0.0.1:$port is in this machine's ephemeral port range ($low-$high): an outgoing connection can take it" \
+      "while nothing listens (a service reconnecting to it connects to itself); choose a port below $low (${hint})"
+    hint="${hint}; it is in the ephemeral range $low-$high: a client's own connection may hold it, see \`ss -tanp | grep :$port\`"
+  fi
   port_busy "$port" || return 0
   [[ $PORT_FREE_TIMEOUT =~ ^[0-9]+$ ]] \
     || die "TIDEGATE_PORT_FREE_TIMEOUT must be a whole number of seconds (got '$PORT_FREE_TIMEOUT')"

@@ -166,3 +166,24 @@ def test_up_waits_for_a_port_being_let_go_and_refuses_one_that_stays_taken() -> 
             assert port in status.stdout
         finally:
             holder.kill()
+
+
+def test_a_port_in_the_ephemeral_range_is_named_as_the_likely_cause() -> None:
+    """platform5: a service reconnecting to a stopped broker on 59092 connected to itself and held the port; `up` failed
+    five times with the JVM's 'Address already in use'. `up` now says the port is in the ephemeral range, and why that bites."""
+    with socket.socket() as pick:
+        pick.bind(("127.0.0.1", 0))  # the kernel picks from its ephemeral range
+        ephemeral = str(pick.getsockname()[1])
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    with scratch_infra() as (root, base_env, script):
+        env = base_env | {"TIDEGATE_PORT_FREE_TIMEOUT": "1", "TIDEGATE_KAFKA_PORT": ephemeral}
+        holder = hold_port(ephemeral, None)
+        try:
+            refused = subprocess.run([*script, "up"], env=env, capture_output=True, text=True, timeout=240)
+        finally:
+            holder.kill()
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0
+        assert f"127.0.0.1:{ephemeral} is in this machine's ephemeral port range ({low}-{high})" in said
+        assert f"it is in the ephemeral range {low}-{high}: a client's own connection may hold it" in refused.stderr
+        assert ours(root) == []
