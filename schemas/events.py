@@ -39,6 +39,7 @@ __all__ = [
     "ApprovalRejected",
     "ApprovalRequested",
     "ApprovalResolved",
+    "ApprovalVote",
     "AuditCheckpoint",
     "AuditCheckpointData",
     "Authorization",
@@ -233,6 +234,37 @@ class ActionDecided(Envelope):
 # --- approvals ---------------------------------------------------------------------------------
 
 
+class ApprovalVote(Contract):
+    """One approver's vote on a request, as the approval service recorded it: who, what, why, when, and whether it still counts."""
+
+    approver: str = Field(description="Who voted.", examples=["bob@acme.example"])
+    decision: Literal["approve", "reject"] = Field(description="What they decided.")
+    via: Literal["token", "link", "callback"] = Field(
+        default="token", description="How the vote came: the approver's own token, a one-time link, or a chat callback."
+    )
+    at: datetime = Field(description="When the vote was recorded.")
+    comment: str | None = Field(default=None, max_length=4000, description="The approver's comment.")
+    review_reason: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Why they rejected or edited (the tenant's taxonomy).",
+        examples=["wrong_amount"],
+    )
+    edited_args: JsonObject | None = Field(
+        default=None, description="The args this vote approved instead of the call (an edit, or a concurrence with one); null: the call."
+    )
+    counted: bool = Field(
+        default=True,
+        description="Whether the vote counts towards the decision: false once a later vote for another call replaced it, or once "
+        "its approver voted again.",
+    )
+    replaced_by: str | None = Field(
+        default=None,
+        description="Who replaced this vote by approving another call (their vote says why); null while it counts.",
+        examples=["carol@acme.example"],
+    )
+
+
 class ApprovalData(Contract):
     """A human decision on an escalated action, bound to the exact tool call by its digest."""
 
@@ -282,6 +314,11 @@ class ApprovalData(Contract):
         default=None,
         description="`approval.resolved` only: what a human found in the system of record after an `action.unknown`.",
         examples=["confirmed_done"],
+    )
+    votes: list[ApprovalVote] = Field(
+        default_factory=list,
+        description="Decisions: every vote on the request in order, each with its approver's comment and reason (an edit's reason "
+        "is its editor's), including votes a later vote for another call replaced (`counted` false). Empty in events before it.",
     )
 
 

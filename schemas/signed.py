@@ -48,8 +48,8 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution`, a reject's or edit's `review_reason` and a grant's `approver_groups` are signed too; each is left out when
-    empty, so the messages of the other decisions are the bytes they always were.
+    A follow-up's `resolution`, a reject's or edit's `review_reason`, a grant's `approver_groups` and a decision's `votes` are signed
+    too; each is left out when empty, so the messages of the other decisions are the bytes they always were.
     """
     message: dict[str, Any] = {
         "type": event_type,
@@ -73,4 +73,6 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
         message["review_reason"] = data.review_reason
     if data.approver_groups:  # left out when empty, as `resolution`: older messages keep their bytes
         message["approver_groups"] = {a: sorted(g) for a, g in data.approver_groups.items()}
+    if data.votes:  # each approver's vote with their comment and reason; left out when empty, as `approver_groups`
+        message["votes"] = [v.model_dump(mode="json") for v in data.votes]
     return canonical_json(message)

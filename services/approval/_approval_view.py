@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import ApprovalVote
 from services.approval import domain
 from services.approval._outcome import outcome_of
 from services.approval._summary import decision_summary
@@ -40,6 +41,15 @@ class UntrustedArg(BaseModel):
     why: str
 
 
+class PendingEdit(BaseModel):
+    """Another approver's edit of a pending request: the summary is of the edited call (what Approve approves)."""
+
+    by: str = Field(description="Who edited the call (the first approver of the edited call).")
+    changed: list[str] = Field(description="The top-level args the edit changed.")
+    said: str = Field(description="In words, with what the changed parts were.", examples=["edited by bob@acme.example from 899.00 USD"])
+    original_subject: str = Field(description="The subject of the call as proposed.")
+
+
 class DecisionSummary(BaseModel):
     """What a person needs to decide: the request at a glance, the money, the record, what approving does, what deciding costs."""
 
@@ -53,7 +63,15 @@ class DecisionSummary(BaseModel):
     record: RecordSeen | None
     tool_does: str | None = Field(description="What the tool does, from the catalog (trusted text, not the agent's).")
     on_approve: str = Field(description="What happens when the request is approved.")
-    untrusted_args: list[UntrustedArg] = Field(description="Args whose values came from untrusted content: check them.")
+    edit: PendingEdit | None = Field(
+        default=None,
+        description="A pending request another approver edited: who, and from what; `subject`, `amount_usd`, `payee`, `record` and "
+        "`on_approve` are then of the edited call (what Approve approves), the call as proposed in `original_subject`.",
+    )
+    untrusted_args: list[UntrustedArg] = Field(
+        description="Args whose values came from untrusted content: check them. Every important arg the policy counted as tainted "
+        "(`facts.tainted_important_args`) is among them, with where it was read, or that the agent declared it so."
+    )
     proposer: str | None = Field(description="Who proposed the call (the planner's strategy or the outside agent).")
     rationale: str = Field(
         default="", description="Why the agent proposed it, as the agent wrote it: untrusted text (it may carry an injected instruction)."
@@ -62,6 +80,29 @@ class DecisionSummary(BaseModel):
         description="The price of one human decision, as `tidegate costs` and the planner price it (`servicekit.costs.ReviewPrice`: "
         "`TIDEGATE_HUMAN_REVIEW_MINUTES` × `TIDEGATE_HUMAN_HOURLY_RATE_USD`)."
     )
+
+
+class RecordRead(BaseModel):
+    """One trusted read of the entry the call acts on, earlier in the task (`lookup_order` of the refund's order)."""
+
+    tool: str
+    action_id: str
+    status: str = Field(description="The read's outcome (`succeeded`, `failed`…), or `no result yet`.")
+    at: str
+    returned: dict[str, Any] | None = Field(description="What the read returned, where the service kept it (null: not kept here).")
+    compared: list[dict[str, Any]] = Field(
+        description="The call's key args the read also returned: `arg`, `call`, `read`, `same` (the order's payee beside the refund's)."
+    )
+
+
+class RecordReads(BaseModel):
+    """The entry the call acts on (its `facts.record`, else `facts.documentation` arg) as the task's trusted reads said it."""
+
+    arg: str
+    id: str
+    checked: bool = Field(description='False: the task made no trusted read of it ("not checked": the figures are the agent\'s).')
+    reads: list[RecordRead]
+    said: str = Field(description="In words: not checked, agrees, or which key args differ from the read.")
 
 
 class ApprovalView(BaseModel):
@@ -102,6 +143,12 @@ class ApprovalView(BaseModel):
         "approvals were signed, or written into the database), each with why and what to do (the approver votes again).",
     )
     edited_args: dict[str, Any] | None
+    votes: list[ApprovalVote] = Field(
+        default_factory=list,
+        description="Every vote so far, in order, with its comment and reason; one a later vote for another call replaced has "
+        "`counted` false and `replaced_by` (an editor whose edit was replaced reads who replaced it, and why, in the next vote).",
+    )
+    rejected_by: str | None = Field(default=None, description="Who rejected it (a rejected request).")
     comment: str | None
     review_reason: str | None = Field(default=None, description="Why the approver rejected or edited (the tenant's taxonomy).")
     decided_by: str | None
@@ -132,8 +179,9 @@ class ApprovalView(BaseModel):
     outcome: dict[str, Any] | None = Field(
         default=None,
         description="A granted request: what became of the call once its result arrived (`status`: `executed`, `failed`, `unknown`, "
-        "`expired_unused`: the authorization expired before the executor ran it and nothing was done, `refused`; with `reason`, "
-        "`message`, `attempts`, `at`); null while no result has arrived.",
+        "`expired_unused`: the authorization expired before the executor ran it and nothing was done, `refused`, "
+        "`denied_by_policy`: the policy service denied the grant on re-evaluation, such as `approval_quorum_not_met`, and nothing ran; "
+        "with `reason`, `message`, `attempts`, `at`); null while neither a result nor a deny has arrived.",
     )
     summary: DecisionSummary = Field(description="What a person needs to decide it, at a glance (`subject`) and in full.")
 
@@ -149,6 +197,9 @@ class ApprovalDetail(ApprovalView):
         default_factory=list,
         description="Earlier grants of this same call in the task that could not be carried out (their authorization expired before "
         "the executor ran it, so the agent proposed the call again): `approval_id`, `action_id`, `approvers`, `decided_at`, `why`.",
+    )
+    record_reads: RecordReads | None = Field(
+        default=None, description="The entry the call acts on, beside what the task's trusted reads of it said (null: the call names none)."
     )
 
 
@@ -188,6 +239,7 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     return {
         **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
         "status": "expired" if overdue else record.status,
+        "rejected_by": record.decided_by if record.status == "rejected" else None,
         "escalated": record.escalated_at is not None,
         "can_decide": refusal is None,
         "can_reject": rejecting is None,

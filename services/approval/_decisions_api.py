@@ -20,6 +20,7 @@ from services.approval._approval_view import ApprovalDetail, ApprovalView, is_ov
 from services.approval._http import error, json_body, parse
 from services.approval._limits import NEXT_CURSOR, listing, next_cursor, read_cursor
 from services.approval._outcome import earlier_grants
+from services.approval._record_reads import record_reads
 from services.approval.domain import Refusal, Vote
 from services.approval.service import ApprovalService, Session
 
@@ -39,6 +40,11 @@ class ApproveRequest(BaseModel):
     )
     edited_args: dict[str, Any] | None = Field(
         default=None, description="Replacement args; validated against the tool's schema, re-evaluated by policy before anything runs."
+    )
+    replace_edit: bool = Field(
+        default=False,
+        description="Approve another call than another approver's pending edit, discarding it and its approvals (with a `comment` "
+        "saying why; the editor is told). Without it such an approve is `409 edit_pending`, naming the edit and who made it.",
     )
 
 
@@ -142,7 +148,9 @@ def decision_routes(router: APIRouter, get_service: Callable[[], ApprovalService
             raise _as_received(domain.not_found(approval_id), received)
         context = await service.context(record)
         earlier = await earlier_grants(service.repo, record, context["events"])
-        return {**await view(service, record, session), "context": context["events"], "cost": context["cost"], "earlier": earlier}
+        shown = await view(service, record, session)
+        reads = await record_reads(service.repo, service.catalog, record, shown["key_args"])
+        return {**shown, "context": context["events"], "cost": context["cost"], "earlier": earlier, "record_reads": reads}
 
     @router.post(
         "/approvals/{approval_id}/approve",
@@ -165,6 +173,7 @@ def decision_routes(router: APIRouter, get_service: Callable[[], ApprovalService
                 review_reason=body.review_reason,
                 seen_digest=body.action_digest,
                 edited_args=body.edited_args,
+                replace_edit=body.replace_edit,
             ),
         )
         if isinstance(result, Refusal):

@@ -5,7 +5,9 @@ fields (`TaskEvent.result`). A grant says only that a person approved; these say
 or was never made (`ActionResultData.refusal`, the schemas' one rule: failed with 0 attempts), for instance because
 its authorization expired first (the executor was down or behind longer than authorizations live:
 docs/operations.md), and, on the request the planner's proposal of the same call opened again, which earlier
-approval could not be carried out.
+approval could not be carried out. A grant is also re-evaluated by the policy service before anything runs; a deny
+then (`action.decided` via `approval`, such as `approval_quorum_not_met` after the tenant raised its quorum) ends it,
+and is what became of it: `denied_by_policy`, with the policy's reason codes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from services.approval.repository import ApprovalRepository
 __all__ = ["earlier_grants", "outcome_of"]
 
 FAILED = "tidegate.action.failed"
+DECIDED = "tidegate.action.decided"
+DENIED_VIA_APPROVAL = "deny via approval"  # how a kept decision's summary opens for a grant the policy then denied (service.py)
 
 
 def _status(result: ActionResultData) -> str:
@@ -45,12 +49,34 @@ def _outcome(event: TaskEvent) -> dict[str, Any]:
     }
 
 
+def _denied(event: TaskEvent) -> dict[str, Any]:
+    """The policy's deny of the grant, as the approver reads it: its reason codes (the kept decision holds their codes only)."""
+    codes = [c.strip() for c in event.summary.partition(":")[2].split(",") if c.strip()]
+    said = ", ".join(codes) or "no reason given"
+    return {
+        "status": "denied_by_policy",
+        "reason": codes[0] if codes else None,
+        "message": f"denied by policy after the grant: {said}; nothing ran (`tidegate audit explain {event.task_id}`: the policy's words)",
+        "attempts": 0,
+        "at": event.at.isoformat(),
+    }
+
+
+def _ends_grant(event: TaskEvent) -> bool:
+    """A result of the call, or the policy's deny of the grant on re-evaluation: either says what became of it."""
+    if event.type in RESULT_TYPES:
+        return True
+    return event.type == DECIDED and event.outcome == "deny" and event.summary.startswith(DENIED_VIA_APPROVAL)
+
+
 async def outcome_of(events: TaskEventStore, record: ApprovalRecord) -> dict[str, Any] | None:
-    """What became of a granted request's call once its result arrived; None while none has (or the request is not granted)."""
+    """What became of a granted request's call: its result, or the policy's deny of the grant; None while neither has arrived."""
     if record.kind != "approval" or record.status != "granted":
         return None
-    results = [e for e in await events.action_events([record.action_id]) if e.type in RESULT_TYPES and e.tenant_id == record.tenant_id]
-    return _outcome(results[-1]) if results else None
+    ended = [e for e in await events.action_events([record.action_id]) if e.tenant_id == record.tenant_id and _ends_grant(e)]
+    if not ended:
+        return None
+    return _denied(ended[-1]) if ended[-1].type == DECIDED else _outcome(ended[-1])
 
 
 async def earlier_grants(repo: ApprovalRepository, record: ApprovalRecord, context: list[dict[str, Any]]) -> list[dict[str, Any]]:

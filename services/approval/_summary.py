@@ -2,7 +2,8 @@
 
 Pure: built from the request (its args and the facts the policy computed) and the tool's catalog entry. The page, the
 CLI, the API and the webhook messages show the same summary, so two refunds of one amount read apart by their payee
-and record. Everything here that an agent wrote (args) is data, shown as text, never markup.
+and record. Everything here that an agent wrote (args) is data, shown as text, never markup. While another approver's
+edit waits for concurrence, the summary is of the edited call (what Approve approves), saying who edited it and from what.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from servicekit.costs import ReviewPrice
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord
 
-__all__ = ["SUBJECT_MAX", "VALUE_MAX", "decision_summary", "summary"]
+__all__ = ["DECLARED_TAINT", "SUBJECT_MAX", "VALUE_MAX", "decision_summary", "pending_edit", "summary"]
 
 SUBJECT_MAX = 160  # characters of a queue line's subject; a longer one ends with "…"
 VALUE_MAX = 60  # characters of one value inside the subject
@@ -36,18 +37,23 @@ def _arg(args: dict[str, Any], path: str | None) -> Any:
     return value
 
 
+def _amount_arg(args: dict[str, Any], spec: ToolSpec | None) -> float | None:
+    value = _arg(args, spec.facts.amount if spec else None)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _amount(record: ApprovalRecord, spec: ToolSpec | None) -> float | None:
     fact = record.facts.get("amount_usd")
     if isinstance(fact, int | float) and not isinstance(fact, bool):
         return float(fact)
-    value = _arg(record.args, spec.facts.amount if spec else None)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return _amount_arg(record.args, spec)
 
 
-def _on_approve(record: ApprovalRecord, spec: ToolSpec | None) -> str:
+def _on_approve(record: ApprovalRecord, spec: ToolSpec | None, edit: dict[str, Any] | None) -> str:
     if record.kind == "follow_up":
         return "records that the call took effect (reject: that it did not); nothing is retried or run again"
-    then = f"the policy service checks the call again and, if it still holds, the executor calls {record.tool} once with these args"
+    args = "these args" if edit is None else f"the args as {edit['by']} edited them (the call as proposed is shown as the original)"
+    then = f"the policy service checks the call again and, if it still holds, the executor calls {record.tool} once with {args}"
     if record.required_approvals > 1:
         then = f"once {record.required_approvals} approvers agree, " + then
     if record.facts.get("irreversible"):
@@ -57,43 +63,128 @@ def _on_approve(record: ApprovalRecord, spec: ToolSpec | None) -> str:
     return then
 
 
+DECLARED_TAINT = "the agent says it took the value from content the task read that nobody vouched for (its `tainted_args`)"
+
+
+def _covers(found: str, arg: str) -> bool:
+    return found == arg or found.startswith(arg + ".") or arg.startswith(found + ".")
+
+
 def _untrusted(record: ApprovalRecord) -> list[dict[str, str]]:
-    """Args whose values came from content outside the tenant (a ticket, an email), as the policy found them."""
-    found = record.facts.get("taint")
-    if not isinstance(found, list):
-        return []
-    return [{"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))} for t in found if isinstance(t, dict)]
+    """Args whose values came from content outside the tenant (a ticket, an email), as the policy found them.
+
+    Every important arg the policy counted as tainted (`tainted_important_args`, the `tainted_argument` escalation) is
+    among them: with where its value was read (`taint`), or, when the policy found no source for it (a value the
+    tenant knows, such as a payee it paid before, that only the untrusted text named), that the agent declared it.
+    """
+    taint = record.facts.get("taint")
+    found = (
+        [{"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))} for t in taint if isinstance(t, dict)]
+        if isinstance(taint, list)
+        else []
+    )
+    important = record.facts.get("tainted_important_args")
+    for arg in important if isinstance(important, list) else []:
+        if not any(_covers(f["arg"], str(arg)) for f in found):
+            found.append({"arg": str(arg), "why": DECLARED_TAINT})
+    return found
+
+
+def _proposed_payee(record: ApprovalRecord, spec: ToolSpec | None) -> Any:
+    return record.facts.get("payee") or _arg(record.args, spec.facts.payee if spec else None)
+
+
+def _figures(record: ApprovalRecord, args: dict[str, Any], spec: ToolSpec | None, *, proposed: bool) -> tuple[float | None, Any, Any]:
+    """The amount, payee and record id of a call: as proposed, the policy's facts first; an edited call's, its args alone."""
+    if proposed:
+        return (
+            _amount(record, spec),
+            _proposed_payee(record, spec),
+            record.facts.get("record_id") or _arg(args, spec.facts.record if spec else None),
+        )
+    return _amount_arg(args, spec), _arg(args, spec.facts.payee if spec else None), _arg(args, spec.facts.record if spec else None)
+
+
+def _parts(
+    record: ApprovalRecord, args: dict[str, Any], spec: ToolSpec | None, key_args: list[str], *, proposed: bool
+) -> list[tuple[str, str]]:
+    """The subject's parts of a call, each named: `amount`, `payee`, `record`, then the other key args.
+
+    `proposed`: the call as proposed, which the policy's facts describe; an edited call's figures are its args alone.
+    """
+    amount, payee, record_id = _figures(record, args, spec, proposed=proposed)
+    record_arg = spec.facts.record if spec else None
+    parts: list[tuple[str, str]] = []
+    if record.kind == "follow_up":
+        error = record.result_error or {}
+        parts.append(("outcome", f"outcome unknown: {_cut(error.get('type', 'no error reported'))}"))
+    if amount is not None:
+        parts.append(("amount", f"{amount:,.2f} USD"))
+    if payee is not None:
+        new = record.facts.get("payee_is_new") and (proposed or payee == _proposed_payee(record, spec))
+        parts.append(("payee", f"to {_cut(payee)}" + (" (new payee)" if new else "")))
+    if record_id is not None:
+        parts.append(("record", f"{record_arg or 'record'} {_cut(record_id)}"))
+    shown = {(path or "").split(".")[0] for path in (spec.facts.amount, spec.facts.payee, record_arg)} if spec else set()
+    for name in key_args:  # the other args the catalog says matter (recipients, the ticket…), then nothing an agent wrote freely
+        if name not in shown and name in args:
+            parts.append((name, f"{name} {_cut(args[name])}"))
+    return parts
+
+
+def _read(record: ApprovalRecord, record_id: Any) -> Any:
+    """What a trusted read said of the entry, as the policy found it: only of the entry the policy saw (an edit may name another)."""
+    return record.facts.get("record_read") if str(record_id) == str(record.facts.get("record_id")) else None
+
+
+def _subject(parts: list[tuple[str, str]], args: dict[str, Any]) -> str:
+    return " · ".join(text for _, text in parts) or ", ".join(f"{k} {_cut(v, 30)}" for k, v in list(args.items())[:3])
+
+
+def pending_edit(record: ApprovalRecord) -> tuple[str, dict[str, Any]] | None:
+    """Who edited a pending request's call, and the edited args, while the edit waits for other approvers (None: no edit)."""
+    if record.kind != "approval" or not record.is_pending or record.edited_args is None:
+        return None
+    by = getattr(record, "edited_by", None) or (record.approvers[0] if record.approvers else None)  # the edit's first approver
+    return str(by or "an approver"), record.edited_args
+
+
+def _edit(record: ApprovalRecord, spec: ToolSpec | None, key_args: list[str]) -> dict[str, Any] | None:
+    """A pending edit as the approver reads it: by whom, the args it changed, and what the changed parts were (`from`)."""
+    edit = pending_edit(record)
+    if edit is None:
+        return None
+    by, edited = edit
+    missing = object()
+    changed = sorted(k for k in {*record.args, *edited} if record.args.get(k, missing) != edited.get(k, missing))
+    was, now = _parts(record, record.args, spec, key_args, proposed=True), dict(_parts(record, edited, spec, key_args, proposed=False))
+    before = [text for name, text in was if now.get(name) != text]
+    said = f"edited by {by} from {', '.join(before)}" if before else f"edited by {by} ({', '.join(changed) or 'no arg changed'})"
+    return {"by": by, "changed": changed, "said": said, "original_subject": _cut(_subject(was, record.args), SUBJECT_MAX)}
 
 
 def summary(record: ApprovalRecord, spec: ToolSpec | None, *, review_usd: float, key_args: list[str]) -> dict[str, Any]:
-    """The request at a glance (`subject`) and what deciding it means (money, payee, record, what approving does, its price)."""
-    amount = _amount(record, spec)
-    payee = record.facts.get("payee") or _arg(record.args, spec.facts.payee if spec else None)
+    """The request at a glance (`subject`) and what deciding it means (money, payee, record, what approving does, its price).
+
+    Of a pending request another approver edited: the edited call (what Approve approves), its subject opening with
+    who edited it and from what (`edited by bob@… from 899.00 USD: 450.00 USD · …`), the call as proposed in `edit`.
+    """
+    edit = _edit(record, spec, key_args)
+    args = record.args if edit is None else record.edited_args or {}
+    proposed = edit is None
+    amount, payee, record_id = _figures(record, args, spec, proposed=proposed)
     record_arg = spec.facts.record if spec else None
-    record_id = record.facts.get("record_id") or _arg(record.args, record_arg)
-    parts: list[str] = []
-    if record.kind == "follow_up":
-        error = record.result_error or {}
-        parts.append(f"outcome unknown: {_cut(error.get('type', 'no error reported'))}")
-    if amount is not None:
-        parts.append(f"{amount:,.2f} USD")
-    if payee is not None:
-        parts.append(f"to {_cut(payee)}" + (" (new payee)" if record.facts.get("payee_is_new") else ""))
-    if record_id is not None:
-        parts.append(f"{record_arg or 'record'} {_cut(record_id)}")
-    shown = {(path or "").split(".")[0] for path in (spec.facts.amount, spec.facts.payee, record_arg)} if spec else set()
-    for name in key_args:  # the other args the catalog says matter (recipients, the ticket…), then nothing an agent wrote freely
-        if name not in shown and name in record.args:
-            parts.append(f"{name} {_cut(record.args[name])}")
-    subject = " · ".join(parts) or ", ".join(f"{k} {_cut(v, 30)}" for k, v in list(record.args.items())[:3])
+    subject = _subject(_parts(record, args, spec, key_args, proposed=proposed), args)
+    same_payee = payee is not None and (proposed or payee == _proposed_payee(record, spec))
     return {
-        "subject": _cut(subject, SUBJECT_MAX),
+        "subject": _cut(subject if edit is None else f"{edit['said']}: {subject}", SUBJECT_MAX),
         "amount_usd": amount,
         "payee": None if payee is None else str(payee),
-        "payee_is_new": record.facts.get("payee_is_new") if payee is not None else None,
-        "record": None if record_id is None else {"arg": record_arg, "id": str(record_id), "read": record.facts.get("record_read")},
+        "payee_is_new": record.facts.get("payee_is_new") if same_payee else None,  # the policy's fact is of the payee it saw
+        "record": None if record_id is None else {"arg": record_arg, "id": str(record_id), "read": _read(record, record_id)},
         "tool_does": spec.description if spec else None,
-        "on_approve": _on_approve(record, spec),
+        "on_approve": _on_approve(record, spec, edit),
+        "edit": edit,
         "untrusted_args": _untrusted(record),
         "proposer": record.proposer,
         "rationale": record.rationale,

@@ -36,6 +36,21 @@ def owed_message_id(tenant_id: str, endpoint_id: str, approval_id: str) -> str:
     return f"msg_{digest[:32]}"
 
 
+def _pending_edit(record: ApprovalRecord) -> dict[str, Any] | None:
+    """A pending request's edit: the args the approvals counted so far are for instead of `args`, who edited, and why."""
+    if not record.is_pending or record.edited_args is None:
+        return None
+    edit = domain.pending_editor(record)
+    return {
+        "edited_args": record.edited_args,
+        "by": edit.approver if edit is not None else (record.approvers[0] if record.approvers else None),
+        "comment": edit.comment if edit is not None else None,
+        "review_reason": edit.review_reason if edit is not None else None,
+        "at": edit.at.isoformat() if edit is not None else None,
+        "approvers": record.approvers,
+    }
+
+
 def _endpoint_changed(endpoint_id: str, url: str, fingerprint: str) -> Refusal:
     return Refusal(
         code="endpoint_changed",
@@ -415,7 +430,11 @@ class WebhookSide:
             "task_requested_by": record.task_requested_by,  # four eyes: neither may approve (no link is made for either)
             "expires_at": record.expires_at.isoformat(),
             "decided_by": record.decided_by,
-            "approvers": record.approvers,
+            "approvers": domain.approvals_of(record),  # who approved: never a rejecter (`rejected_by`)
+            "rejected_by": record.decided_by if record.status == "rejected" else None,
+            # While pending: the edit an approver made, which the next approvals are for (`approval.edited` announces it).
+            "pending_edit": _pending_edit(record),
+            "votes": [v.model_dump(mode="json") for v in record.votes],  # each approver's vote, comment and reason, in order
             # A decision's own words: the args that run instead of `args` (an approval with edits), the comment and the reason.
             "edited_args": record.edited_args if record.status == "granted" else None,
             "comment": record.comment,

@@ -19,7 +19,7 @@ from services.approval._admin_api import delivery_view, require_admin
 from services.approval._approver_api import require_token
 from services.approval._http import error, json_body, parse
 from services.approval._limits import NEXT_CURSOR, listing, next_cursor, read_cursor, refuse_unsigned
-from services.approval.domain import Refusal
+from services.approval.domain import Refusal, approvals_of
 from services.approval.repository import Endpoint
 from services.approval.service import ApprovalService, Session
 
@@ -101,7 +101,8 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         result = await service.callback(tenant_id, endpoint_id, request.headers, await request.body())
         if isinstance(result, Refusal):
             raise error(result)
-        return {"approval_id": result.approval_id, "status": result.status, "approvers": result.approvers}
+        rejected_by = result.decided_by if result.status == "rejected" else None  # never listed under `approvers`
+        return {"approval_id": result.approval_id, "status": result.status, "approvers": approvals_of(result), "rejected_by": rejected_by}
 
     @router.post(
         "/callbacks/{tenant_id}/{endpoint_id}",
@@ -113,7 +114,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         """A decision posted back by an approver's chat tool to the tenant's endpoint (each message's `callback_url`).
 
         Body `{"type": "approval.decision", "data": {"approval_id", "approver", "decision": "approve"|"reject",
-        "action_digest", "comment"?, "edited_args"?}}`, signed with the endpoint's secret per Standard Webhooks
+        "action_digest", "comment"?, "review_reason"?, "edited_args"?}}`, signed with the endpoint's secret per Standard Webhooks
         (`webhook-id`, `webhook-timestamp` within 5 minutes, `webhook-signature`). A `webhook-id` is accepted once;
         the approver must be one of the endpoint's, and the request of the endpoint's tenant.
         """

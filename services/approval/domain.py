@@ -7,6 +7,7 @@ when the request is settled, the decision event type to publish.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import ActionDecidedData, ActionResultData, ApprovalData, Reason, ReasonCode, action_identity
+from schemas import ActionDecidedData, ActionResultData, ApprovalData, ApprovalVote, Reason, ReasonCode, action_identity
 from servicekit import SigningKey, action_digest, approval_message
 from servicekit.approver_groups import counts
 from servicekit.people import same_person
@@ -31,15 +32,18 @@ __all__ = [
     "Transition",
     "Vote",
     "already_settled",
+    "approvals_of",
     "check_access",
     "cost_so_far",
     "decide",
+    "edit_pending",
     "escalate",
     "expire",
     "follow_up_from_result",
     "has_approved",
     "not_found",
     "opens_request",
+    "pending_editor",
     "refresh_request",
     "request_from_decision",
     "requesters",
@@ -59,6 +63,7 @@ GRANTED, REJECTED, EXPIRED, REQUESTED, RESOLVED = (
     "tidegate.approval.requested",
     "tidegate.approval.resolved",
 )
+EDITED = "tidegate.approval.edited"  # a webhook message only (no bus event): the call a pending request awaits approval of changed
 UNKNOWN_RISK = "unknown"
 
 
@@ -104,6 +109,7 @@ class ApprovalRecord(_Frozen):
     edited_args: dict[str, Any] | None = None
     comment: str | None = None
     review_reason: str | None = None  # why a human rejected or edited (the tenant's taxonomy)
+    votes: list[ApprovalVote] = Field(default_factory=list)  # every vote in order, each with its comment and reason (none before)
     decided_by: str | None = None
     decided_at: datetime | None = None
     resolution: Resolution | None = None
@@ -195,6 +201,7 @@ class Vote(_Frozen):
     review_reason: str | None = None
     seen_digest: str | None = None
     edited_args: dict[str, Any] | None = None
+    replace_edit: bool = False  # approve another call than another approver's pending edit, knowingly (with a comment: `edit_pending`)
 
 
 class Refusal(_Frozen):
@@ -206,7 +213,10 @@ class Refusal(_Frozen):
 
 
 class Transition(_Frozen):
-    """A vote's effect: the record after it, and the decision event to publish (None while more votes are needed)."""
+    """A vote's effect: the record after it, and the decision event to publish (None while more votes are needed).
+
+    `EDITED` is a webhook message only: a partial vote changed the call the request awaits approval of.
+    """
 
     record: ApprovalRecord
     event_type: str | None = None
@@ -284,6 +294,7 @@ def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> Approval
             "approver_groups": {},
             "approved_via": {},
             "edited_args": None,
+            "votes": [v.model_copy(update={"counted": False}) for v in existing.votes],  # kept: they approved the call replaced
             "version": existing.version + 1,
         }
     )
@@ -359,6 +370,71 @@ def second_vote_without_token(record: ApprovalRecord, who: Approver, vote: Vote)
     )
 
 
+def pending_editor(record: ApprovalRecord) -> ApprovalVote | None:
+    """The counted vote that made a pending request's edit (its `edited_args`): who edited, when, with their comment and reason."""
+    if record.edited_args is None:
+        return None
+    return next((v for v in record.votes if v.counted and v.decision == "approve" and v.edited_args == record.edited_args), None)
+
+
+def edit_pending(record: ApprovalRecord, who: Approver, vote: Vote) -> Refusal | None:
+    """Why an approve is refused: it is for another call than another approver's pending edit, which it would discard unasked.
+
+    Counting it would restart the count with this vote alone and drop the edit and every approval of it. Over the API (the
+    approver's own token) that takes `replace_edit` and a comment saying why, and the editor is told (`votes`, the webhook
+    message `approval.edited`); a one-time link or a chat callback cannot replace an edit (a chat message may not have shown
+    it): the approver concurs with the edit (the same edited args) or opens the page with their token.
+    """
+    if vote.decision != "approve" or record.kind != "approval" or record.edited_args is None:
+        return None
+    proposed = None if vote.edited_args == record.args else vote.edited_args
+    others = [a for a in record.approvers if not same_person(a, who.approver)]
+    if proposed == record.edited_args or not others:
+        return None
+    edit = pending_editor(record)
+    editor = edit.approver if edit is not None else others[0]
+    why = f" (reason {edit.review_reason})" if edit is not None and edit.review_reason else ""
+    said = f": {edit.comment!r}" if edit is not None and edit.comment else ""
+    args = json.dumps(record.edited_args, sort_keys=True, ensure_ascii=True)
+    args = args if len(args) <= 300 else args[:299] + "…"
+    what = "the original call" if proposed is None else "other edited args"
+    head = (
+        f"{editor} approved this call with edited args {args}{why}{said}; your approval is for {what} and would discard that edit "
+        f"and {len(others)} approval(s) of it"
+    )
+    if who.via == "callback":
+        return _refuse(
+            "edit_pending",
+            409,
+            f"{head}: a chat callback cannot replace an edit; concur by sending these edited_args, or open the request's page "
+            "(page_url) signed in with your API token to see the edit and concur or replace it",
+        )
+    if who.via == "link":
+        return _refuse(
+            "edit_pending",
+            409,
+            f"{head}: a one-time link cannot replace an edit; approve the edited args the page shows to concur, or sign in with your "
+            "API token to replace the edit",
+        )
+    if not vote.replace_edit:
+        return _refuse(
+            "edit_pending",
+            409,
+            f'{head}: to concur, approve with the same edited_args; to replace the edit, approve again with "replace_edit": true and a '
+            f"comment saying why (CLI: --replace-edit -m …); {editor} is told",
+        )
+    if not (vote.comment or "").strip():
+        return _refuse("comment_required", 422, f"replacing {editor}'s edit needs a comment saying why: {editor} is told")
+    return None
+
+
+def approvals_of(record: ApprovalRecord) -> list[str]:
+    """Who approved: a rejected request's approvals given before it was rejected (never its rejecter); otherwise `approvers`."""
+    if record.status != "rejected":
+        return list(record.approvers)
+    return [v.approver for v in record.votes if v.decision == "approve" and v.counted]
+
+
 def already_settled(record: ApprovalRecord) -> str:
     """Why a request that is no longer pending cannot be decided: its status, who settled it and when."""
     message = f"approval {record.approval_id} is already {record.status}"
@@ -431,7 +507,9 @@ def decide(
     spelling, as four eyes does: `servicekit.people`), and at most one of them may come without the
     approver's own token (`second_vote_without_token`); edited args that differ from the ones already approved
     restart the count with this approver, since the others approved a different call, while "edited"
-    args equal to the call are no edit. One reject settles the request. `counted`: as `check_access`.
+    args equal to the call are no edit; a vote that would so discard another approver's pending edit is refused unless
+    it says so (`edit_pending`). One reject settles the request. Every vote is kept (`votes`), with its comment and reason.
+    `counted`: as `check_access`.
     """
     refused = check_access(record, who, groups, rejecting=vote.decision == "reject", counted=counted)
     if refused:
@@ -457,7 +535,7 @@ def decide(
         return _refuse(
             "already_approved", 409, f"{who.approver} already approved; {record.required_approvals} distinct approvals are needed"
         )
-    refused = second_vote_without_token(record, who, vote)
+    refused = edit_pending(record, who, vote) or second_vote_without_token(record, who, vote)
     if refused:
         return refused
     same_call = vote.edited_args == record.edited_args
@@ -465,24 +543,63 @@ def decide(
     # The groups each approver held, signed into the grant: the policy service counts only the groups its settings require.
     held = (dict(record.approver_groups) if same_call else {}) | {who.approver: sorted(who.groups)}
     via = (dict(record.approved_via) if same_call else {}) | ({who.approver: who.via} if who.via != "token" else {})
-    counted = {"approvers": approvers, "approver_groups": held, "approved_via": via}
+    votes = _votes_after(record, who, vote, now, restart=not same_call)
+    counted = {"approvers": approvers, "approver_groups": held, "approved_via": via, "votes": votes}
     if len(approvers) < record.required_approvals:
         partial = record.model_copy(update=counted | {"edited_args": vote.edited_args, "version": record.version + 1})
-        return Transition(record=partial)
-    granted = _settled(record, "granted", who, vote, now).model_copy(update=counted)
+        return Transition(record=partial, event_type=None if same_call else EDITED)  # another call awaits approval: told to the chat
+    granted = _settled(record, "granted", who, vote, now, votes=votes).model_copy(update=counted)
     return Transition(record=granted, event_type=GRANTED)
 
 
+def _votes_after(record: ApprovalRecord, who: Approver, vote: Vote, now: datetime, *, restart: bool) -> list[ApprovalVote]:
+    """`record`'s votes and this one: a vote of the same person before it no longer counts, nor (a restart) any approval before it."""
+    kept = []
+    for v in record.votes:
+        if v.counted and (same_person(v.approver, who.approver) or (restart and v.decision == "approve")):
+            v = v.model_copy(update={"counted": False, "replaced_by": who.approver})
+        kept.append(v)
+    # A plain approve gives no reason (there is nothing to say why about); an edit's or a reject's reason is kept.
+    reason = vote.review_reason if vote.decision == "reject" or vote.edited_args is not None else None
+    cast = ApprovalVote(
+        approver=who.approver,
+        decision=vote.decision,
+        via=who.via,
+        at=now,
+        comment=vote.comment,
+        review_reason=reason,
+        edited_args=vote.edited_args if vote.decision == "approve" else None,
+    )
+    return [*kept, cast]
+
+
+def _edit_reason(votes: Iterable[ApprovalVote], edited_args: dict[str, Any] | None) -> str | None:
+    """The reason given for an edit: the first counted vote of those edited args that gave one (the editor's, as a rule)."""
+    if edited_args is None:
+        return None
+    return next((v.review_reason for v in votes if v.counted and v.edited_args == edited_args and v.review_reason), None)
+
+
 def _settled(
-    record: ApprovalRecord, status: Status, who: Approver, vote: Vote, now: datetime, resolution: Resolution | None = None
+    record: ApprovalRecord,
+    status: Status,
+    who: Approver,
+    vote: Vote,
+    now: datetime,
+    resolution: Resolution | None = None,
+    votes: list[ApprovalVote] | None = None,
 ) -> ApprovalRecord:
+    votes = _votes_after(record, who, vote, now, restart=False) if votes is None else votes
+    # A grant's reason is its edit's (a concurrence without a reason keeps the editor's); a reject's is the rejecter's.
+    reason = _edit_reason(votes, vote.edited_args) if status == "granted" else (vote.review_reason if status == "rejected" else None)
     return record.model_copy(
         update={
             "status": status,
             "decided_by": who.approver,
             "decided_at": now,
             "comment": vote.comment,
-            "review_reason": vote.review_reason if status == "rejected" or (status == "granted" and vote.edited_args) else None,
+            "review_reason": reason,
+            "votes": votes,
             "edited_args": vote.edited_args if status == "granted" else record.edited_args,
             "approvers": [who.approver] if status in ("rejected", "resolved") else record.approvers,
             "resolution": resolution,
@@ -528,13 +645,14 @@ def _approval_data(record: ApprovalRecord) -> ApprovalData:
         requested_by=record.requested_by,
         task_requested_by=record.task_requested_by,
         resolution=record.resolution,
+        votes=record.votes,
     )
 
 
 def unsigned_request(record: ApprovalRecord) -> ApprovalData:
     """The data of `approval.requested` (not signed: it asks, it does not permit anything)."""
     return _approval_data(record).model_copy(
-        update={"approver": None, "approvers": [], "comment": None, "review_reason": None, "decided_at": None}
+        update={"approver": None, "approvers": [], "comment": None, "review_reason": None, "decided_at": None, "votes": []}
     )
 
 

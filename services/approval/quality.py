@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.approval.domain import ApprovalRecord
-from services.approval.reviews import Outcome, Review
+from services.approval.reviews import Outcome, Review, said_in
 
 __all__ = ["QueueAge", "queue_age", "review_of"]
 
@@ -69,4 +69,5 @@ def review_of(record: ApprovalRecord) -> Review:
         comment=record.comment,
         policies=tuple(r.policy_id for r in record.reasons),
         triggers=tuple(str(r.code) for r in record.reasons),
+        said=said_in(record.votes, outcome),
     )

@@ -13,13 +13,33 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas import ActionDecided, ApprovalExpired, ApprovalGranted, ApprovalRejected, ApprovalRequested, TaskSubmitted
+from schemas import ActionDecided, ApprovalExpired, ApprovalGranted, ApprovalRejected, ApprovalRequested, ApprovalVote, TaskSubmitted
 
-__all__ = ["Review", "ReviewReport", "review_report", "reviews_from_events"]
+__all__ = ["Review", "ReviewReport", "Said", "review_report", "reviews_from_events", "said_in"]
 
 Outcome = Literal["approved", "edited", "rejected", "expired", "pending"]
 NO_REASON = "(no reason given)"
 EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Said:
+    """One approver's part in a decision: who, why (the tenant's taxonomy) and their comment."""
+
+    approver: str | None
+    review_reason: str | None
+    comment: str | None
+
+
+def said_in(votes: Sequence[ApprovalVote], outcome: Outcome) -> tuple[Said, ...]:
+    """The votes that made `outcome`, in order: a grant's counted approvals (an edit's editor among them), a reject's reject."""
+    if outcome == "rejected":
+        chosen = [v for v in votes if v.decision == "reject"][-1:]
+    elif outcome in ("approved", "edited"):
+        chosen = [v for v in votes if v.counted and v.decision == "approve"]
+    else:
+        chosen = []
+    return tuple(Said(v.approver, v.review_reason, v.comment) for v in chosen)
 
 
 @dataclass(frozen=True)
@@ -41,6 +61,16 @@ class Review:
     triggers: tuple[str, ...] = ()  # their reason codes
     workflow: str = "?"
     group: str = "?"  # the approver's group, where known
+    said: tuple[Said, ...] = ()  # each approver's part (`said_in`); empty for a decision recorded before votes were kept
+
+    @property
+    def parts(self) -> tuple[Said, ...]:
+        """Each approver's part in the decision: the votes kept, or else the decider's own words."""
+        return self.said or (Said(self.approver, self.review_reason, self.comment),)
+
+    def reasons(self) -> list[str]:
+        """The reasons given for it, each once (an edit's is its editor's, whoever approved last), or `NO_REASON`."""
+        return sorted({p.review_reason for p in self.parts if p.review_reason}) or [NO_REASON]
 
     @property
     def seconds(self) -> float | None:
@@ -98,29 +128,36 @@ def _reason_counts(touched: Sequence[Review]) -> dict[str, dict[str, Counter[str
     }
     overall: Counter[str] = Counter()
     for r in touched:
-        reason = r.review_reason or NO_REASON
-        overall[reason] += 1
-        out["tool"][r.tool][reason] += 1
-        out["workflow"][r.workflow][reason] += 1
-        for policy in r.policies or ("?",):
-            out["policy"][policy][reason] += 1
+        for reason in r.reasons():  # each approver's reason counts, not only the last approver's
+            overall[reason] += 1
+            out["tool"][r.tool][reason] += 1
+            out["workflow"][r.workflow][reason] += 1
+            for policy in r.policies or ("?",):
+                out["policy"][policy][reason] += 1
     return {"reason": {"all": overall}} | out
 
 
 def _examples(touched: Sequence[Review]) -> dict[str, list[dict[str, Any]]]:
-    """A few rejections and edits per reason, each with the command that explains its task."""
+    """A few rejections and edits per reason, each with the command that explains its task.
+
+    `approver` and `comment` are of the one who gave the reason (an edit's editor); `votes` has every approver's part.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     for r in touched:
-        bucket = out.setdefault(r.review_reason or NO_REASON, [])
-        if len(bucket) < EXAMPLES:
+        for reason in r.reasons():
+            bucket = out.setdefault(reason, [])
+            if len(bucket) >= EXAMPLES:
+                continue
+            gave = next((p for p in r.parts if p.review_reason == reason), Said(r.approver, None, r.comment))
             bucket.append(
                 {
                     "task_id": r.task_id,
                     "action_id": r.action_id,
                     "tool": r.tool,
                     "outcome": r.outcome,
-                    "approver": r.approver,
-                    "comment": r.comment,
+                    "approver": gave.approver,
+                    "comment": gave.comment,
+                    "votes": [{"approver": p.approver, "review_reason": p.review_reason, "comment": p.comment} for p in r.parts],
                     "explain": f"tidegate audit explain {r.task_id}",
                 }
             )
@@ -192,6 +229,7 @@ def reviews_from_events(events: Iterable[Any], groups_of: dict[str, str] | None 
                 triggers=tuple(str(r.code) for r in req.data.reasons),
                 workflow=workflows.get(req.data.task_id, "?"),
                 group=(groups_of or {}).get(approver or "", "?"),
+                said=said_in(end.data.votes, outcome) if end is not None else (),
             )
         )
     return out

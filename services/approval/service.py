@@ -126,6 +126,7 @@ class CallbackDecision(BaseModel):
     decision: str = Field(pattern="^(approve|reject)$")
     action_digest: str
     comment: str | None = Field(default=None, max_length=4000)
+    review_reason: str | None = Field(default=None, max_length=63)  # a code of the tenant's taxonomy, checked as over the API
     edited_args: dict[str, Any] | None = None
 
 
@@ -470,7 +471,11 @@ class ApprovalService(WebhookSide):
             return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
         if not live or vote.decision != "approve":
             return None
-        return domain.second_vote_without_token(record, session.approver, vote) or self.approval_held(record)
+        return (  # refused before a link is spent, as the domain would refuse it
+            domain.edit_pending(record, session.approver, vote)
+            or domain.second_vote_without_token(record, session.approver, vote)
+            or self.approval_held(record)
+        )
 
     def approval_held(self, record: ApprovalRecord) -> Refusal | None:
         """Why an approve of `record` is held now: a grant would end in the policy's deny.
@@ -587,6 +592,7 @@ class ApprovalService(WebhookSide):
         vote = Vote(
             decision="approve" if decision.decision == "approve" else "reject",
             comment=decision.comment,
+            review_reason=decision.review_reason,
             seen_digest=decision.action_digest,
             edited_args=decision.edited_args,
         )
@@ -656,7 +662,8 @@ class ApprovalService(WebhookSide):
         """The bus event (requests and decisions of approvals; resolutions of follow-ups) and one webhook message per endpoint.
 
         A follow-up announces only its resolution on the bus: its opening is not an approval request
-        (nothing waits on it to run), so it goes to the webhooks alone.
+        (nothing waits on it to run), so it goes to the webhooks alone; so do an escalation and an edit
+        (`approval.edited`: a partial vote changed the call the request awaits approval of).
         """
         outbox: list[OutboxItem] = []
         envelope_type = _ENVELOPES.get(event_type)

@@ -47,6 +47,7 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         recipient_count=_long(),
         external_recipients=_long(),
         tainted=_bool(),
+        tainted_args={"type": "Set", "element": _str()},  # the tainted important args, for a message to name them
         documentation_present=_bool(),
         sensitive_paths=_bool(),
         reviewed=_bool(),

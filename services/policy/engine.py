@@ -98,6 +98,7 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "recipient_count": facts.recipient_count,
             "external_recipients": facts.external_recipients,
             "tainted": facts.tainted,
+            "tainted_args": sorted(facts.tainted_important_args),
             "documentation_present": facts.documentation_present,
             "sensitive_paths": bool(facts.sensitive_paths),
             "reviewed": facts.reviewed,

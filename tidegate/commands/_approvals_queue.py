@@ -101,6 +101,14 @@ def approve(
         str | None, typer.Option("--digest", help="The action digest you reviewed (default: the current one, shown first).")
     ] = None,
     reason: ReviewReason = None,
+    replace_edit: Annotated[
+        bool,
+        typer.Option(
+            "--replace-edit",
+            help="Approve another call than another approver's pending edit, discarding it (with -m saying why; they are told). "
+            "Without it the service refuses such an approval (409 edit_pending).",
+        ),
+    ] = False,
 ) -> None:
     """Approve the call (optionally with edited args). Binds to the digest you reviewed.
 
@@ -140,7 +148,7 @@ def approve(
         if current.get("edited_args") is not None and current["status"] == "pending" and edited != current["edited_args"]:
             warning = (
                 f"{', '.join(current['approvers'])} approved edited args {json.dumps(current['edited_args'], sort_keys=True)}; "
-                "yours differ, so the count restarts with you (pass the same --edit-args to concur)"
+                "yours differ: pass the same --edit-args to concur, or --replace-edit -m <why> to discard that edit"
             )
             console.print(f"[yellow]{shown(warning, None)}[/]")
     item = call(
@@ -148,7 +156,9 @@ def approve(
         url,
         f"{path}/approve",
         token,
-        body={"action_digest": digest, "comment": comment, "edited_args": edited} | _reason(reason if edited is not None else None),
+        body={"action_digest": digest, "comment": comment, "edited_args": edited}
+        | _reason(reason if edited is not None else None)
+        | ({"replace_edit": True} if replace_edit else {}),
     )
     if item["status"] == "pending":
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")

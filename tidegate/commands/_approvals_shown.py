@@ -31,13 +31,46 @@ def minute(iso: str) -> str:
         return iso
 
 
+def deciders(item: dict[str, Any]) -> list[str]:
+    """Who decided a settled request: every approver of a grant (a quorum of two names both), else whoever decided it."""
+    if item["status"] == "pending":
+        return []
+    names = list(item.get("approvers") or []) if item["status"] == "granted" else []
+    if item.get("decided_by") and item["decided_by"] not in names:
+        names.append(item["decided_by"])
+    return names
+
+
 def decided(item: dict[str, Any]) -> str | None:
-    """Who settled a request and when (`resolved (confirmed_done) by sue@… at …`); None while it is open or when nobody decided it."""
-    if item["status"] == "pending" or not item.get("decided_by"):
+    """Who settled a request and when (`granted by bob@…, carol@… at …`); None while it is open or when nobody decided it."""
+    if not (names := deciders(item)):
         return None
     found = f" ({item['resolution']})" if item.get("resolution") else ""
     at = f" at {item['decided_at']}" if item.get("decided_at") else ""
-    return f"{item['status']}{found} by {item['decided_by']}{at}"
+    return f"{item['status']}{found} by {', '.join(names)}{at}"
+
+
+def outcome_said(outcome: dict[str, Any] | None) -> str:
+    """What became of a granted call, in words (the API's `outcome`; the page says the same)."""
+    if outcome is None:
+        return "no result yet"
+    if outcome["status"] in ("denied_by_policy", "expired_unused"):
+        return str(outcome.get("message") or outcome["status"])
+    reason = f" ({outcome['reason']}: {outcome.get('message')})" if outcome.get("reason") else ""
+    return f"{outcome['status']}{reason} at {outcome.get('at')}"
+
+
+def record_lines(found: dict[str, Any] | None) -> list[str]:
+    """The entry the call acts on beside the task's trusted reads of it (`record_reads`): "not checked", or each read and its figures."""
+    if not found:
+        return []
+    warn = not found["checked"] or any(not c["same"] for r in found["reads"] for c in r["compared"])
+    said = f"{shown(found['arg'])} {shown(found['id'])} as the task read it: {shown(found['said'], TEXT_MAX)}"
+    lines = [f"[yellow]{said}[/]" if warn else said]
+    for read in found["reads"]:
+        figures = json.dumps(read["returned"], sort_keys=True) if read.get("returned") else "what it returned is not kept here"
+        lines.append(f"  {shown(read['tool'])} (action {shown(read['action_id'])}) {shown(read['status'])}: {shown(figures, TEXT_MAX)}")
+    return lines
 
 
 def why_not(item: dict[str, Any]) -> str:
@@ -93,8 +126,17 @@ def request_lines(item: dict[str, Any]) -> list[str]:
         lines.append("what: " + shown(summary["subject"], None))
     if summary.get("tool_does"):
         lines.append("the tool: " + shown(summary["tool_does"], TEXT_MAX))
-    lines.append("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
+    if summary.get("rationale"):
+        lines.append("the agent says (its words, not checked): " + shown(summary["rationale"], TEXT_MAX))
+    edit = summary.get("edit")
+    if edit and item.get("edited_args") is not None:  # another approver's edit waits for concurrence: approve approves it
+        lines.append(f"[yellow]{shown(edit['said'], TEXT_MAX)}: approve approves the edited args[/]")
+        lines.append("args (edited): " + shown(json.dumps(item["edited_args"], sort_keys=True), limit=None))
+        lines.append("args as proposed: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
+    else:
+        lines.append("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
     lines.append(f"digest: {shown(item['action_digest'])}")
+    lines.extend(record_lines(item.get("record_reads")))
     for found in summary.get("untrusted_args") or []:
         lines.append(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")
     if summary.get("on_approve"):
@@ -103,6 +145,8 @@ def request_lines(item: dict[str, Any]) -> list[str]:
         lines.append(f"  reason [cyan]{shown(reason['code'])}[/] ({shown(reason['policy_id'])}): " + shown(reason["message"], TEXT_MAX))
     if item.get("facts"):
         lines.append("facts: " + shown(json.dumps(item["facts"], sort_keys=True), limit=None))
+    if item["status"] == "granted" and item.get("kind", "approval") == "approval":
+        lines.append("what became of it: " + shown(outcome_said(item.get("outcome")), TEXT_MAX))
     if item.get("result_error"):
         error = item["result_error"]
         lines.append(f"executor error: {shown(error.get('type'))}: " + shown(error.get("message"), TEXT_MAX))

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from tidegate.commands._approvals_shown import interactive
 from tidegate.commands._common import TEXT_MAX, console, fail, run, settings, shown
+from tidegate.commands._whole_ids import print_listing
 
 __all__ = ["repo_call", "token_app"]
 
@@ -236,10 +237,10 @@ def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, ye
 @token_app.command("list")
 def token_list() -> None:
     """List tokens (never the tokens themselves), with the key that signed each; a token the service refuses says why."""
-    table = Table("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked", "proof")
-    for info in run(repo_call("tokens")):
-        table.add_row(
-            info.token_id,
+    headers = ("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked", "proof")
+    rows = [
+        (
+            shown(info.token_id, None),
             shown(info.approver),
             shown(info.tenant_id) + (" (operator)" if info.operator else ""),
             shown(",".join(info.groups)),
@@ -249,7 +250,9 @@ def token_list() -> None:
             f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
             shown(info.key_id or "") if info.unproven is None else "[red]REFUSED: " + shown(info.unproven, TEXT_MAX) + "[/]",
         )
-    console.print(table)
+        for info in run(repo_call("tokens"))
+    ]
+    print_listing(headers, rows)  # the token id whole, whatever the width: `token revoke` takes it
 
 
 @token_app.command("revoke")

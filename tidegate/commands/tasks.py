@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 
 import typer
-from rich.table import Table
 
 from tidegate.commands._common import console, run, settings, shown, when
+from tidegate.commands._whole_ids import print_listing
 
 __all__ = ["app"]
 
@@ -54,12 +54,11 @@ def tasks(
             for c in closed:
                 typer.echo(json.dumps({**c.model_dump(mode="json"), "outcome": "completed_with_handoff"}))
             return
-        table = Table(
-            "task", "tenant", "workflow", "ended (UTC)", "refused", title=f"{len(closed)} task(s) completed_with_handoff since {since}"
+        print_listing(  # the task id whole, whatever the width: `audit explain` takes it
+            ("task", "tenant", "workflow", "ended (UTC)", "refused"),
+            [(shown(c.task_id, None), shown(c.tenant_id), shown(c.workflow), _at(c.ended_at), shown("; ".join(c.refused))) for c in closed],
+            title=f"{len(closed)} task(s) completed_with_handoff since {shown(since)}",
         )
-        for c in closed:
-            table.add_row(shown(c.task_id, None), shown(c.tenant_id), shown(c.workflow), _at(c.ended_at), shown("; ".join(c.refused)))
-        console.print(table)
         console.print("each was handed to a human (a note on the ticket says why): `tidegate audit explain TASK` tells the story")
         return
     now = datetime.now(UTC)
@@ -75,14 +74,13 @@ def tasks(
     title = f"{len(found) - outside} open task(s), {outside} open action(s) of outside agents" + (
         f" waiting since before {_at(cutoff)}" if cutoff else ""
     )
-    table = Table(
-        "task", "tenant", "proposed by", "status", "step", "waits on", "since (UTC)", "waited", "expires / retry at (UTC)", title=title
-    )
+    headers = ("task", "tenant", "proposed by", "status", "step", "waits on", "since (UTC)", "waited", "expires / retry at (UTC)")
+    rows = []
     for s in found:
         t = s.task
         by = f"outside agent {s.proposed_by or '(proposer not recorded)'}" if s.outside else "planner"
-        table.add_row(
-            shown(t.task_id, None), shown(t.tenant_id), shown(by), t.status, str(t.step or ""), shown(s.waits_on), _at(s.since),
+        rows.append((
+            shown(t.task_id, None), shown(t.tenant_id), shown(by), t.status, str(t.step or ""), shown(s.waits_on, None), _at(s.since),
             _ago(now, s.since), _at(s.expires_at or s.retry_at),
-        )  # fmt: skip
-    console.print(table)
+        ))  # fmt: skip
+    print_listing(headers, rows, title=title)  # the task id whole, whatever the width: `audit explain` takes it

@@ -194,7 +194,7 @@ def test_an_edit_restarts_the_count_with_its_author() -> None:
     assert isinstance(first, Transition)
     edited = approve(first.record, CAROL, edited_args={"customer_id": "c1", "scope": "profile"})
     assert isinstance(edited, Transition)
-    assert edited.event_type is None
+    assert edited.event_type == domain.EDITED  # no bus event; a webhook message tells the chat another call awaits approval
     assert edited.record.approvers == ["carol@acme.example"]
     final = approve(edited.record, DAN, edited_args={"customer_id": "c1", "scope": "profile"})
     assert isinstance(final, Transition)
