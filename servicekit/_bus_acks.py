@@ -60,6 +60,8 @@ class Acknowledging(DeadLettering):
             await asyncio.gather(*(d.future for d in batch.unacked), return_exceptions=True)  # nothing left unretrieved; rewound anyway
             raise
         batch_deliveries.reset(token)
+        if not (batch.unacked or batch.unowned or batch.after or batch.together):
+            return  # nothing published, nothing waiting for it (a lane's record is a batch of its own: often so)
         sent_again = {d.identity for d in batch.unacked}
         if lost := [(d, exc) for d, exc in batch.unowned if d.identity not in sent_again]:
             log.error("%s: Kafka refuses %s for good, and no input handled alone published it again", self.service, OutputRefused(lost))
@@ -102,6 +104,8 @@ class Acknowledging(DeadLettering):
         again. Any other failure raises (the polled batch is rewound); a producer that can no longer
         deliver stops the process.
         """
+        if not batch.unacked:
+            return []  # nothing published (most records of a lane, handled as a batch of their own)
         pending, batch.unacked = batch.unacked, []
         answers = await asyncio.gather(*(d.future for d in pending), return_exceptions=True)
         failed = [(d, exc) for d, exc in zip(pending, answers, strict=True) if isinstance(exc, BaseException)]

@@ -2,13 +2,13 @@
 
 `Bus.consume` subscribes a handler; as the bus starts its subscriptions become consumers, one per
 consumer group (`Bus.poller`, `servicekit.polling`), whose polled batches are handled one record at a
-time or in lanes, one per Kafka key. `Bus.on_polled` is the one place where a consumer's offsets
-move: committed once a batch is handled (`servicekit.commits`), rewound if it raised.
+time, or in lanes, one per Kafka key, while the consumer goes on polling (`servicekit._bus_lanes`).
+`Bus.on_polled` is where a batch's offsets move: committed once the batch is handled
+(`servicekit.commits`), rewound if it raised; `Bus.in_lanes` is where the lanes' offsets move.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,9 +20,9 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from servicekit._bus_acks import Acknowledging
 from servicekit._bus_base import Handler
 from servicekit._bus_handle import Handling
+from servicekit._bus_lanes import Lanes
 from servicekit.commits import Commits, rewind
 from servicekit.deliveries import batch_commits
-from servicekit.parking import Parked, Parking, park, parking
 from servicekit.polling import FetchPace, Poller
 from servicekit.producer import servers
 
@@ -41,26 +41,8 @@ class Subscription:
     from_latest: bool
 
 
-async def _unless_only_parked(work: asyncio.Future[Any], lanes: Parking) -> None:
-    """Await `work` (a batch's lanes), unless only parked lanes are left while the process stops: then cancel them, raise `Parked`."""
-    only_parked = asyncio.ensure_future(lanes.only_parked.wait())
-    try:
-        await asyncio.wait({work, only_parked}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        only_parked.cancel()
-        cut = not work.done()
-        if cut:  # only parked lanes left, or this batch cancelled (the stop's grace ran out: that goes on as it was)
-            work.cancel()
-            await asyncio.wait([work])
-            work.exception()  # the lanes' cancellation: retrieved, not reported
-    if not cut:
-        work.result()  # a lane's error, raised as `gather` raises it
-        return
-    raise Parked(f"{lanes.parked} handler(s) parked while the process stops: their records are left to the next process")
-
-
 class Subscribing(Acknowledging, Handling):
-    """`Bus.consume`, `Bus.poller`, `Bus.on_polled`, `Bus.handle_in_lanes`: subscriptions made into consumers."""
+    """`Bus.consume`, `Bus.poller`, `Bus.on_polled`, `Bus.in_lanes`: subscriptions made into consumers."""
 
     def consume(
         self,
@@ -80,9 +62,13 @@ class Subscribing(Acknowledging, Handling):
         or from the end with `from_latest` (replies that matter only to calls waiting now); such
         topics share one consumer too, one for those read from the beginning and one for the rest.
 
-        With `concurrency` > 1 a polled batch is handled in lanes, one per Kafka key (the task id):
-        a key's records stay in order, records of different keys overlap, at most `concurrency` at
-        a time. Offsets are still committed only after the whole batch is handled.
+        With `concurrency` > 1 records are handled in lanes, one per Kafka key (the task id), while
+        the consumer goes on polling (`servicekit._bus_lanes`): a key's records stay in order (each
+        starts once the one before it is handled), records of different keys overlap, at most
+        `concurrency` handlers at a time and at most `max_records` records held unhandled (polling
+        waits for room). A partition's offset is committed up to its first record not yet handled,
+        never past it: one slow record holds up its own key's records and its partition's commit,
+        not the other keys' handling.
         """
         if self._started:
             raise RuntimeError("subscribe before the bus starts")
@@ -102,8 +88,7 @@ class Subscribing(Acknowledging, Handling):
 
     def _subscribe(self, group_routes: list[Subscription], group_id: str | None) -> None:
         routes = {self.topic(r.topic): (r.topic, r.handler) for r in group_routes}
-        slots = asyncio.Semaphore(max(r.concurrency for r in group_routes))
-        lanes = any(r.concurrency > 1 for r in group_routes)
+        concurrency = max(r.concurrency for r in group_routes)
 
         from_latest = any(r.from_latest for r in group_routes)
         title = f"{self.service}:{','.join(t for t, _ in routes.values())}"
@@ -111,11 +96,11 @@ class Subscribing(Acknowledging, Handling):
         poller = self.poller(title, topics=list(routes), group_id=group_id, max_records=max_records, from_latest=from_latest)
         if from_latest:
             self._from_latest.append((poller, sorted(routes)))
+        if concurrency > 1:
+            self.in_lanes(poller, routes, concurrency=concurrency, name=title)
+            return
 
         async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-            if lanes:
-                await self.handle_in_lanes(records, routes, slots)
-                return
             async with self.acknowledged_at_end():
                 for record in records:
                     topic, handler = routes[record.topic]
@@ -204,38 +189,21 @@ class Subscribing(Acknowledging, Handling):
                 batch_commits.reset(token)
             await commits.handled(consumer, records)
 
-    async def handle_in_lanes(self, records: Sequence[Any], routes: dict[str, tuple[str, Handler]], slots: asyncio.Semaphore) -> None:
-        """Handle one polled batch: records of one key in order, different keys concurrently within `slots`."""
-        by_key: dict[bytes | None, list[Any]] = {}
-        for record in records:
-            by_key.setdefault(record.key, []).append(record)
+    def in_lanes(self, poller: Poller, routes: dict[str, tuple[str, Handler]], *, concurrency: int, name: str) -> Lanes:
+        """Hand `poller`'s records to lanes per key that it goes on polling beside (`servicekit._bus_lanes`): where their offsets move.
 
-        lanes = Parking(running=len(by_key), stopping=self.stopping)
+        Each partition's offset is committed up to its first record not yet handled (gathered over
+        `commit_interval_s`, `servicekit.commits`); a rebalance waits for the records being handled, commits, and
+        forgets the rest; a stop drains the lanes (`Lanes.drain`).
+        """
+        commits = Commits(self.commit_interval_s, name=name)
+        self._commits.append(commits)
+        lanes = Lanes(self, routes, concurrency=concurrency, limit=poller.max_records, commits=commits)
+        poller.window = lanes
+        poller.before_revoke = lanes.revoked
 
-        async def run(lane: list[Any]) -> None:
-            try:
-                for record in lane:
-                    topic, handler = routes[record.topic]
-                    lanes.waiting += 1
-                    lanes.check()
-                    try:
-                        await slots.acquire()
-                    finally:
-                        lanes.waiting -= 1
-                    try:
-                        if lanes.parked and self.stopping.is_set():
-                            await park()  # a handler of this batch parked: none starts any more (`servicekit.parking`)
-                        await self.handle_record(topic, record, handler)
-                    finally:
-                        slots.release()
-            finally:
-                lanes.lane_done()
+        @poller
+        async def _take(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+            await lanes.take(poller.consumer, records)
 
-        token = parking.set(lanes)  # the lanes' tasks, made below, see it (`servicekit.parking.park`)
-        try:
-            async with self.acknowledged_at_end():
-                await _unless_only_parked(asyncio.gather(*(run(lane) for lane in by_key.values())), lanes)
-        finally:
-            parking.reset(token)
-        for record in records:  # only now: lanes finish out of order
-            self.mark_handled(record)
+        return lanes

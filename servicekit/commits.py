@@ -15,6 +15,9 @@ whose partitions a rebalance takes (`flush`, called before it rejoins the group:
 batch still in hand then, or a commit refused because the group moved on, leaves its records to the
 partition's new owner, which reads them again.
 
+A consumer handling records in lanes (`servicekit._bus_lanes`) finishes them out of order: its partitions'
+offsets move only over their handled prefix (`Unfinished`: up to the first record not yet handled), through `reached`.
+
 Bookkeeping of delivered events (`servicekit.once_delivered_together`: the planner deletes the outbox
 entries the broker has) is gathered the same way, `before_commit`, and done once, right before the
 offsets are committed: at a steady rate it was a statement per event. So an offset is never committed
@@ -33,7 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-__all__ = ["Commits", "rewind"]
+__all__ = ["Commits", "Unfinished", "rewind"]
 
 log = logging.getLogger(__name__)
 _RETRY_S = 0.05  # the least a failed commit waits before it is tried again
@@ -77,12 +80,19 @@ class Commits:
 
     async def handled(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Every record of a polled batch is handled: commit now if the last commit is `interval_s` old, else soon."""
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        await self.reached(consumer, offsets)
+
+    async def reached(self, consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+        """Every record of each partition before its offset in `offsets` is handled: commit now if the interval has passed, else soon."""
         if not self.commits_for(consumer):
             return
         self._consumer = consumer
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            self._pending[tp] = max(self._pending.get(tp, 0), record.offset + 1)
+        for tp, offset in offsets.items():
+            self._pending[tp] = max(self._pending.get(tp, 0), offset)
         loop = asyncio.get_running_loop()
         if loop.time() - self._last >= self.interval_s:
             await self.flush()
@@ -142,3 +152,49 @@ class Commits:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+
+
+class Unfinished:
+    """A consumer's records polled and not yet handled, per partition: how far each partition's handled prefix reaches.
+
+    Records handled out of order (in lanes, `servicekit._bus_lanes`) may be committed only up to the first of their
+    partition not yet handled: the committed offset is that record's, so a crash reads it and everything after it again.
+    Records are known by identity: one polled again after a rebalance (`forget`) is another, and the first one's end moves nothing.
+    """
+
+    def __init__(self) -> None:
+        # Per partition, its unfinished records by offset in the order polled (offsets only grow): the first is the lowest.
+        self._open: dict[TopicPartition, dict[int, ConsumerRecord[Any, Any]]] = {}
+        self._next: dict[TopicPartition, int] = {}  # the offset after the last record polled of each partition
+        self.count = 0
+
+    def polled(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """`records` were polled: unfinished until `done`."""
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self._open.setdefault(tp, {})[record.offset] = record
+            self._next[tp] = record.offset + 1
+        self.count += len(records)
+
+    def holds(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Whether `record` is unfinished here (not yet `done`, its partition not forgotten since it was polled)."""
+        return self._open.get(TopicPartition(record.topic, record.partition), {}).get(record.offset) is record
+
+    def done(self, record: ConsumerRecord[Any, Any]) -> tuple[TopicPartition, int] | None:
+        """`record` is handled: its partition and the offset its handled prefix now reaches, if that moved (else None)."""
+        tp, offset = TopicPartition(record.topic, record.partition), record.offset
+        open_ = self._open.get(tp)
+        if open_ is None or open_.get(offset) is not record:
+            return None  # its partition was forgotten (a rebalance took it): its end moves nothing
+        first = next(iter(open_))
+        del open_[offset]
+        self.count -= 1
+        if offset != first:
+            return None  # a record before it is still unfinished
+        return tp, next(iter(open_), self._next[tp])
+
+    def forget(self) -> None:
+        """A rebalance takes every partition: nothing unfinished counts any more (the partitions' next owner reads it again)."""
+        self._open.clear()
+        self._next.clear()
+        self.count = 0

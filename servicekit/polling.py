@@ -10,7 +10,9 @@ gives it, which decodes, checks, dead-letters, commits or rewinds them.
 
 A consumer waits for records inside the fetch (`poll`: one `getmany` of up to `POLL_WAIT_MS`, which
 returns as soon as a record is fetched), never in a sleep between short polls. A stop lets the batch
-in hand finish (it is committed as it ends) for up to `graceful_timeout_s`, then leaves the group.
+in hand finish (it is committed as it ends) for up to `graceful_timeout_s`, then leaves the group. A
+poller with a `Window` (lanes per key, `servicekit._bus_lanes`) hands its records over and polls again
+while they are handled, as long as the window has room; its stop drains the window instead.
 
 How long the broker may hold a fetch that finds nothing follows the consumer's load (`FetchPace`):
 long while it keeps up, so that an idle consumer wakes seldom, short from the moment a batch takes
@@ -25,14 +27,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-from servicekit.parking import Parked
-
-__all__ = ["POLL_WAIT_MS", "FetchPace", "Poller", "poll"]
+__all__ = ["POLL_WAIT_MS", "FetchPace", "Poller", "Window", "poll"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's
             await self.poller.on_assigned(self.consumer, assigned)
 
 
+class Window(Protocol):
+    """Records a poller hands over and goes on polling while they are handled (`servicekit._bus_lanes.Lanes`): how many it may hold."""
+
+    async def room(self) -> int:
+        """Wait until more records may be handed over; how many."""
+
+    async def drain(self, grace_s: float) -> None:
+        """The poller stops: wait for the records being handled (for up to `grace_s`), cancel the rest (they are read again)."""
+
+
 def _names(tps: set[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
 
@@ -158,6 +168,8 @@ class Poller:
     `before_revoke` runs when a rebalance takes the consumer's partitions, before it rejoins the group
     (the kit commits what it handled there: `Bus.on_polled`); `on_assigned` runs when it is given partitions, before it
     fetches from them (a consumer whose position is kept elsewhere than in the group's offsets seeks there: the audit).
+    With a `window` the handler returns once it took the records over, and the loop polls again as soon as the window
+    has room for more (at most that many); a stop drains the window instead of waiting for a batch.
     """
 
     def __init__(
@@ -182,6 +194,7 @@ class Poller:
         self.consumer: AIOKafkaConsumer | None = None
         self.before_revoke: Callable[[], Awaitable[None]] | None = None
         self.on_assigned: Callable[[AIOKafkaConsumer, set[TopicPartition]], Awaitable[None]] | None = None
+        self.window: Window | None = None
         self._make_consumer = make_consumer
         self._handler: BatchHandler | None = None
         self._task: asyncio.Task[None] | None = None
@@ -224,7 +237,8 @@ class Poller:
         assert self._handler is not None
         while self._running:
             try:
-                records = await poll(consumer, max_records=self.max_records, linger_ms=self.linger_ms)
+                room = self.max_records if self.window is None else min(self.max_records, await self._room(consumer))
+                records = await poll(consumer, max_records=room, linger_ms=self.linger_ms)
             except ConsumerStoppedError:
                 return
             except Exception as exc:  # the broker refused, or the client's own bug or state: never the end, in silence or not
@@ -241,8 +255,6 @@ class Poller:
             watch = self.pace.watch(consumer) if self.pace is not None else None
             try:
                 await self._handler(records)
-            except Parked as parked:  # the process stops: rewound, left to the next process
-                log.info("%s: %s", self.name, parked)
             except Exception:  # the batch is rewound (`Bus.on_polled`) and read again; the loop must not die
                 log.exception("%s: a batch of %d records failed; it is read again", self.name, len(records))
             finally:
@@ -250,16 +262,31 @@ class Poller:
                 if watch is not None:
                     watch.cancel()
             if self.pace is not None:
-                self.pace.after(consumer, took_s=self.pace.clock() - started, full=len(records) >= self.max_records)
+                self.pace.after(consumer, took_s=self.pace.clock() - started, full=len(records) >= room)
+
+    async def _room(self, consumer: AIOKafkaConsumer) -> int:
+        """How many records the window may take now, once it has room; a wait for it counts as a batch in hand (`FetchPace`)."""
+        assert self.window is not None
+        if self.pace is None:
+            return await self.window.room()
+        started, watch = self.pace.clock(), self.pace.watch(consumer)
+        try:
+            return await self.window.room()
+        finally:
+            watch.cancel()
+            if (took_s := self.pace.clock() - started) >= self.pace.BUSY_BATCH_S:
+                self.pace.after(consumer, took_s=took_s)
 
     async def stop(self, *, graceful_timeout_s: float = 10.0) -> None:
-        """Stop polling: the batch in hand finishes (for up to `graceful_timeout_s`), then the consumer leaves its group."""
+        """Stop polling: the batch in hand (or the window's records) finishes, for up to `graceful_timeout_s`; then leave the group."""
         self._running = False
         task, self._task = self._task, None
         if task is not None:
             if not self._idle.is_set():  # a batch in hand
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._idle.wait(), graceful_timeout_s)
+            if self.window is not None:
+                await self.window.drain(graceful_timeout_s)
             task.cancel()  # waiting in a fetch, or past the grace: its records were not committed, they are read again
             await asyncio.wait([task])  # ended, however it ended (a loop that died was reported by `ended`)
             if not task.cancelled() and task.exception() is not None:

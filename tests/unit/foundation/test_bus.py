@@ -12,7 +12,6 @@ from fake_producer import KeepingProducer
 
 import schemas as s
 from servicekit import Bus, KitSettings, Reject, deployment_authority, service_bus, service_key
-from servicekit.parking import Parked, park
 
 
 @dataclass
@@ -121,104 +120,6 @@ async def test_transient_errors_are_retried_until_the_handler_succeeds() -> None
     await asyncio.wait_for(bus.handle_record("actions.proposed", FakeRecord("p.actions.proposed", proposal()), handler), 5)
     assert calls == 3
     assert broker.published == []
-
-
-class LaneBus(Bus):
-    """A bus whose `handle_record` notes when each record starts and ends."""
-
-    def __init__(self) -> None:
-        super().__init__(KeepingProducer(), "executor", "unused:1", "p.")
-        self.log: list[tuple[str, int]] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    async def handle_record(self, topic: str, record: Any, handler: Any) -> None:
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        self.log.append(("start", record.offset))
-        await asyncio.sleep(0.01)
-        self.log.append(("end", record.offset))
-        self.in_flight -= 1
-
-
-def lane_record(key: bytes | None, offset: int) -> FakeRecord:
-    return FakeRecord("p.actions.authorized", b"", partition=0, offset=offset, key=key)
-
-
-ROUTES = {"p.actions.authorized": ("actions.authorized", None)}
-
-
-async def test_lanes_keep_one_keys_order_and_overlap_keys_up_to_the_limit() -> None:
-    bus = LaneBus()
-    records = [
-        lane_record(b"t-1", 0),
-        lane_record(b"t-2", 1),
-        lane_record(b"t-1", 2),
-        lane_record(b"t-3", 3),
-        lane_record(b"t-4", 4),
-        lane_record(None, 5),
-    ]
-    await bus.handle_in_lanes(records, ROUTES, asyncio.Semaphore(3))
-    order = [offset for _, offset in bus.log]
-    assert order.index(2) > len(order) - 1 - order[::-1].index(0)  # t-1's second record started after its first ended
-    assert bus.most_in_flight == 3
-    assert bus.positions == {("p.actions.authorized", 0): 6}
-
-
-async def test_lanes_with_a_limit_of_one_are_sequential() -> None:
-    bus = LaneBus()
-    await bus.handle_in_lanes([lane_record(b"a", 0), lane_record(b"b", 1)], ROUTES, asyncio.Semaphore(1))
-    assert bus.log == [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
-
-
-class ParkingBus(Bus):
-    """A bus whose handler parks (as the executor does once its process stops) on records whose key starts `b"park"`."""
-
-    def __init__(self) -> None:
-        super().__init__(KeepingProducer(), "executor", "unused:1", "p.")
-        self.ended: list[int] = []
-        self.cancelled: list[int] = []
-        self.parked = asyncio.Event()
-
-    async def handle_record(self, topic: str, record: Any, handler: Any) -> None:
-        try:
-            if record.key.startswith(b"park"):
-                await self.stopping.wait()  # as the executor waits between two attempts
-                self.parked.set()
-                await park()
-            await asyncio.sleep(0.2 if record.key == b"work" else 0.01)
-            self.ended.append(record.offset)
-        except asyncio.CancelledError:
-            self.cancelled.append(record.offset)
-            raise
-
-
-async def test_a_stopping_batch_ends_once_only_parked_handlers_are_left_and_no_sooner() -> None:
-    """The stop does not wait its whole grace for handlers that will never finish (they park while the process stops);
-    a handler still at work is not cut off, and no record starts once one parked."""
-    bus = ParkingBus()
-    records = [lane_record(b"work", 0), lane_record(b"park-1", 1), lane_record(b"park-2", 2), lane_record(b"more", 3)]
-    batch = asyncio.create_task(bus.handle_in_lanes(records, ROUTES, asyncio.Semaphore(3)))
-    await asyncio.sleep(0.05)  # `work` is at work, the two others wait between attempts, `more` for a slot
-    bus.stopping.set()
-    with pytest.raises(Parked):
-        await asyncio.wait_for(batch, 10)
-    assert bus.ended == [0]  # the handler at work finished; `more` never started
-    assert sorted(bus.cancelled) == [1, 2]
-    assert bus.positions == {}  # nothing of the batch counts as handled: the next process reads it again
-
-
-async def test_a_batch_not_stopping_waits_for_its_handlers_and_is_cancelled_as_before() -> None:
-    """Without a stop, a batch waits for its handlers as before; the stop's grace cancels it as before."""
-    bus = ParkingBus()
-    batch = asyncio.create_task(bus.handle_in_lanes([lane_record(b"park", 0), lane_record(b"quick", 1)], ROUTES, asyncio.Semaphore(2)))
-    await asyncio.sleep(0.1)  # the other lane ends meanwhile; the first waits (for the stop)
-    assert not batch.done()
-    assert bus.ended == [1]
-    batch.cancel()  # the stop's grace ran out
-    with pytest.raises(asyncio.CancelledError):
-        await batch
-    assert bus.cancelled == [0]
 
 
 async def test_what_a_signing_bus_publishes_is_signed_by_its_key_and_passes_a_consumers_check(tmp_path: Any) -> None:
