@@ -171,6 +171,8 @@ class Authority:
     history: bool = False  # a reader of history (the audit log, replay): a retired key's grace judged at the append time only
     clock: Callable[[], float] = time.time  # wall clock, for the retirement grace
     monotonic: Callable[[], float] = time.monotonic  # for `recheck_s`
+    # Told of each event `check` refuses, and why (the executor remembers the refused replies of the calls it waits on).
+    on_refused: Callable[[Envelope, Refusal], None] | None = None
     _keys: dict[str, list[Principal]] = field(default_factory=dict, init=False)
     _unknown: dict[str, float] = field(default_factory=dict, init=False)  # key id → when it was last found unknown
     _checked: float = field(default=float("-inf"), init=False)
@@ -255,6 +257,12 @@ class Authority:
         `appended_ms` is when the broker appended the record (`appended_ms(record)`), if its topic is stamped
         by the broker (every catalog topic): a retired key's grace is then judged at that time, not now.
         """
+        refusal = self._refusal(raw, event, document, appended_ms)
+        if refusal is not None and self.on_refused is not None:
+            self.on_refused(event, refusal)
+        return refusal
+
+    def _refusal(self, raw: bytes | str, event: Envelope, document: Any, appended_ms: int | None) -> Refusal | None:
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")

@@ -76,7 +76,7 @@ PRINCIPALS: dict[str, Rights] = {
         purpose="the policy service: the only writer of decisions and authorizations",
     ),
     "approval": Rights(
-        reads=("actions.decided", "actions.results", "control", "directory"),
+        reads=("actions.decided", "actions.results", "approvals", "control", "directory"),  # approvals: its own, at start
         writes=("approvals", "actions.proposed", "directory", "deadletter"),  # actions.proposed: an approver's undo, decided by policy
         groups=("approval",),
         purpose=(
@@ -85,7 +85,7 @@ PRINCIPALS: dict[str, Rights] = {
         ),
     ),
     "executor": Rights(
-        reads=("actions.authorized", "control", "tools.*.replies"),
+        reads=("actions.authorized", "actions.results", "control", "tools.*.replies"),  # actions.results: its own, at start
         writes=("actions.results", "tools.*.requests", "deadletter"),
         groups=("executor",),
         purpose="the executor: the only writer of results and tool requests",

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from servicekit.intake import DATABASE_ERRORS
+from servicekit.metrics import observe_database_retry
 
 __all__ = [
     "NO_FLUSH",
@@ -115,8 +116,11 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
     return pool
 
 
-def discard_broken_connections(pool: asyncpg.Pool) -> Callable[[BaseException], Awaitable[None]]:
+def discard_broken_connections(pool: asyncpg.Pool, service: str = "") -> Callable[[BaseException], Awaitable[None]]:
     """What the one retrying layer calls with each transient error: on a database error, no pooled connection is reused.
+
+    Each database error is counted for `service` (`tidegate_database_retries_total`, alert `TidegateDatabaseRetrying`):
+    a service retrying its database answers `/health` 200 meanwhile, so this is what shows a PostgreSQL outage.
 
     A connection broken by a restart, a fast shutdown or `pg_terminate_backend` may look open to the
     pool; reused, asyncpg raises "cannot switch to state 12/15; another operation is in progress"
@@ -126,6 +130,7 @@ def discard_broken_connections(pool: asyncpg.Pool) -> Callable[[BaseException], 
 
     async def discard(exc: BaseException) -> None:
         if isinstance(exc, DATABASE_ERRORS):
+            observe_database_retry(service)
             await pool.expire_connections()
 
     return discard

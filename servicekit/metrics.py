@@ -39,6 +39,7 @@ __all__ = [
     "METRICS",
     "observe_audit_conflict",
     "observe_broker_silence",
+    "observe_database_retry",
     "observe_handled",
     "observe_published",
     "observe_retaken",
@@ -176,6 +177,13 @@ BROKER_SILENT = Gauge(
     ["service"],
 )
 
+DATABASE_RETRIES = Counter(
+    "tidegate_database_retries",
+    "Transient database errors a service met handling a record and retried after (PostgreSQL down, restarting, refusing "
+    "connections or the service's login), by service: while it climbs the service waits on its database, its /health still 200.",
+    ["service"],
+)
+
 AUDIT_CONFLICTS = Counter(
     "tidegate_audit_conflicts",
     "Records the bus delivered at a position the audit log is past that the log does not hold as delivered (the row there "
@@ -188,7 +196,7 @@ _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
     APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
-    ROWS_REFUSED, WEBHOOK_OWED,
+    ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -285,6 +293,12 @@ def observe_retaken(tenant: str, count: int) -> None:
 def observe_broker_silence(service: str, silent_s: Callable[[], float]) -> None:
     """Read `service`'s broker silence (`Liveness.silent_s`) at each scrape."""
     BROKER_SILENT.labels(service).set_function(silent_s)
+
+
+def observe_database_retry(service: str) -> None:
+    """Count a transient database error `service` retried after (`servicekit.db.discard_broken_connections` sees each)."""
+    with contextlib.suppress(Exception):
+        DATABASE_RETRIES.labels(service).inc()
 
 
 def observe_human_decision(tenant: str, risk: str, decision: str, seconds: float) -> None:

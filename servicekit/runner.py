@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from servicekit.bus import Bus
+from servicekit.bus_history import BehindTheBus
 from servicekit.catalog import CatalogError
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
@@ -204,7 +205,7 @@ class ServiceProcess:
         if self.pool is not None:
             await open_pool(self.pool, self.database_url or "the service's database")
             pool = self.pool
-            self.bus.on_transient = discard_broken_connections(pool)
+            self.bus.on_transient = discard_broken_connections(pool, self.name)
             if self.schema and self.migrations:
                 await check_migrations(pool, self.schema, self.migrations)
         for hook in self.on_start:
@@ -316,6 +317,10 @@ class ServiceProcess:
             with contextlib.suppress(Exception):
                 await self.stop()
             raise NotStarted(f"{type(exc).__name__}: {exc}") from exc
+        except BehindTheBus:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
         tune_gc()
         signalled = asyncio.create_task(stop.wait())
         watchdog = asyncio.create_task(self.watch())
@@ -392,6 +397,9 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
         raise SystemExit(1) from None
     except SettingNotUsable as exc:
         _not_started(name, exc)
+    except BehindTheBus as exc:  # its database was restored from a backup: restarting cannot fix it, `tidegate db catch-up` can
+        print(f"{name}: not started: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
     except asyncpg.ClientConfigurationError as exc:  # a DSN asyncpg cannot use, named as the CLI names it (commands/_common.py)
         _not_started(name, SettingNotUsable(f"TIDEGATE_DATABASE_URL: {exc}"))
     except CatalogError as exc:  # a tools folder that is not there, holds no tool, or a tool file that is not valid

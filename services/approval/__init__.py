@@ -14,15 +14,20 @@ if TYPE_CHECKING:
     from services.approval._row_proofs import Seals, approval_seals
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
+    from services.approval.domain import GroupsConfig
     from services.approval.repository import PgApprovalRepository
+    from services.approval.restored import DECIDED, Restoration
     from services.approval.reviews import Review, review_report, reviews_from_events
     from services.approval.settings import ApprovalSettings
 
 __all__ = [
+    "DECIDED",
     "ApprovalDeps",
     "ApprovalProcess",
     "ApprovalSettings",
+    "GroupsConfig",
     "PgApprovalRepository",
+    "Restoration",
     "Review",
     "Seals",
     "approval_seals",
@@ -46,6 +51,9 @@ _HOME = {
     "ApprovalSettings": "settings",
     "Seals": "_row_proofs",
     "approval_seals": "_row_proofs",
+    "GroupsConfig": "domain",
+    "DECIDED": "restored",
+    "Restoration": "restored",
 }
 
 

@@ -16,6 +16,7 @@ from servicekit import (
     ServiceProcess,
     ToolCatalog,
     deployment_authority,
+    kafka_options,
     service_bus,
     service_key,
 )
@@ -32,6 +33,7 @@ from services.approval.api import create_api
 from services.approval.domain import GroupsConfig
 from services.approval.ratelimit import ApiRateLimits
 from services.approval.repository import ApprovalRepository, Endpoint, PgApprovalRepository
+from services.approval.restored import check_not_behind
 from services.approval.service import ApprovalService
 from services.approval.settings import ApprovalSettings
 
@@ -149,6 +151,10 @@ def build(
     bus.consume("control", control.apply, group_id=None)
     bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
 
+    async def not_behind_the_bus(_: ServiceProcess) -> None:  # a table restored from a backup offers decided requests again
+        if pool is not None:
+            await check_not_behind(service.repo, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME))
+
     async def install_file_endpoints(_: ServiceProcess) -> None:
         for endpoint in file_endpoints:
             await service.repo.upsert_endpoint(endpoint)
@@ -199,7 +205,7 @@ def build(
         ),
         http_host=settings.http_host,
         http_port=settings.http_port,
-        on_start=[install_file_endpoints],
+        on_start=[not_behind_the_bus, install_file_endpoints],
         on_stop=[close],
         loops=[sweep, deliver_webhooks, forget_old_task_events],
         approval=service,

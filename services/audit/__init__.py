@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
     from services.audit.handlers import Checkpointer
+    from services.audit.pruned import PrunedBefore, pruned_before, with_archives
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import (
         FOLLOW_UP_PENDING,
@@ -58,6 +59,7 @@ __all__ = [
     "LateReply",
     "Missing",
     "PostgresAuditLog",
+    "PrunedBefore",
     "SearchFilters",
     "SeveralTenants",
     "StoryLine",
@@ -72,6 +74,7 @@ __all__ = [
     "explain_task",
     "list_conflicts",
     "observe",
+    "pruned_before",
     "read_published_checkpoints",
     "search",
     "signature_recheck",
@@ -81,6 +84,7 @@ __all__ = [
     "tasks_of_action",
     "verify_archives",
     "verify_log",
+    "with_archives",
 ]
 
 _HOME = {
@@ -106,6 +110,9 @@ _HOME = {
     "check_content": "content",
     "Checkpointer": "handlers",
     "read_published_checkpoints": "published",
+    "PrunedBefore": "pruned",
+    "pruned_before": "pruned",
+    "with_archives": "pruned",
     "StoryLine": "reading",
     "explain_task": "reading",
     "Explanation": "reading",

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.executor.app import ExecutorDeps, ExecutorProcess, build
+    from services.executor.claims import PgClaimStore
     from services.executor.in_flight import CallState, calls_of
+    from services.executor.restored import keep_signed_result
     from services.executor.settings import ExecutorSettings
 
 __all__ = [
@@ -20,8 +22,10 @@ __all__ = [
     "ExecutorDeps",
     "ExecutorProcess",
     "ExecutorSettings",
+    "PgClaimStore",
     "build",
     "calls_of",
+    "keep_signed_result",
 ]
 
 _HOME = {
@@ -31,6 +35,8 @@ _HOME = {
     "ExecutorProcess": "app",
     "CallState": "in_flight",
     "calls_of": "in_flight",
+    "PgClaimStore": "claims",
+    "keep_signed_result": "restored",
 }
 
 

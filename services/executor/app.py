@@ -31,6 +31,7 @@ from services.executor import handlers
 from services.executor.claims import ClaimStore, PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
+from services.executor.restored import check_not_behind
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ConnectorTools, HttpTools, PythonTools, ToolInvokers, TopicTools
 from services.executor.undo import InMemoryUndoStore, PgUndoStore, UndoStore, undo_seals
@@ -106,6 +107,7 @@ def build(
     control = ControlState()
     http_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=settings.http_max_connections))
     topic_tools = TopicTools(bus.publish, kit.topic_prefix)
+    authority.on_refused = topic_tools.refused  # a reply refused for its signature: the call waiting on it says so when it times out
     python_tools = PythonTools()
     vault = Vault(settings.connector_keys_dir or kit.keys_dir)
     # A grant is trusted only under the signature of an operator on the allow-list (a file, never the executor's database).
@@ -144,9 +146,14 @@ def build(
         # Every process reads the replies from the end: a reply matters only to the call waiting for it now.
         bus.consume(f"tools.{tool}.replies", handlers.on_tool_reply(topic_tools), group_id=None, from_latest=True)
     tools_pool = deps.tools_pool
+    opened = False
 
     async def begin(_: ServiceProcess) -> None:
+        nonlocal opened
+        if pool is not None:  # a database restored from a backup forgot claims: nothing runs until `tidegate db catch-up`
+            await check_not_behind(pool, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME))
         if tools_pool is not None:
+            opened = True  # closed at stop from now on, whether or not it opens
             await open_pool(tools_pool, service_database_url(kit, role or NAME))
         if topic_tool_names:
             await ensure_topics(
@@ -164,7 +171,7 @@ def build(
 
     async def close(_: ServiceProcess) -> None:
         await http_client.aclose()
-        if tools_pool is not None:
+        if tools_pool is not None and opened:  # not opened when the start stopped before (`check_not_behind`)
             await tools_pool.close()
 
     return ExecutorProcess.of(

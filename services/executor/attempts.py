@@ -25,7 +25,7 @@ from services.executor.outcomes import call_error, outcome, settle
 from services.executor.tools import ToolAnswer
 from services.executor.undo_recording import ContextOf, UndoRecording
 
-__all__ = ["Attempts", "CallTool", "KillCheck", "park_while_stopping"]
+__all__ = ["Attempts", "CallTool", "KillCheck", "Unanswered", "park_while_stopping"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,12 @@ KillCheck = Callable[[str, str], str | None]
 """The reason of the kill switch stopping (tenant, tool), or None."""
 CallTool = Callable[[ToolSpec, ToolContext, dict[str, Any]], Awaitable[ToolAnswer]]
 """One call of a tool with its context and args (`ToolInvokers.invoke`)."""
+Unanswered = Callable[[ToolSpec, ToolContext], ToolError | None]
+"""Why an attempt that timed out took no answer, when its invoker knows (`ToolInvokers.unanswered`: a refused reply)."""
+
+
+def _no_explanation(spec: ToolSpec, ctx: ToolContext) -> ToolError | None:
+    return None
 
 
 async def park_while_stopping(action_id: str, where: str) -> NoReturn:
@@ -57,6 +63,7 @@ class Attempts:
         killed: The kill switch check, made right before every attempt.
         out: Where the result event goes (`outcomes.settle`).
         max_result_bytes: The largest result event that carries the whole result.
+        unanswered: Why an attempt that timed out took no answer, if its invoker knows: then the attempt's error.
     """
 
     call_tool: CallTool
@@ -68,6 +75,7 @@ class Attempts:
     clock: Callable[[], datetime]
     sleep: Callable[[float], Awaitable[None]]
     stopping: asyncio.Event | None
+    unanswered: Unanswered = _no_explanation
 
     async def call(
         self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call, *, marked: bool = False
@@ -103,8 +111,9 @@ class Attempts:
                     answer = await self.call_tool(spec, ctx, data.args)
             except ToolError as exc:
                 error = exc
-            except TimeoutError:
-                error = ToolError("timeout", f"{spec.name} did not answer in {spec.timeout_s} s", retryable=True, maybe_applied=True)
+            except TimeoutError:  # a reply that came and was refused (a retired key) is the cause the operator needs, not the wait
+                timed_out = ToolError("timeout", f"{spec.name} did not answer in {spec.timeout_s} s", retryable=True, maybe_applied=True)
+                error = self.unanswered(spec, ctx) or timed_out
             except Exception as exc:  # a bug in a tool is its failure, not the executor's
                 log.exception("tool %s raised", spec.name)
                 error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)

@@ -217,6 +217,7 @@ class Executor:
             clock=self.clock,
             sleep=self.sleep,
             stopping=self.stopping,
+            unanswered=self.invokers.unanswered,
         )
 
     async def _call_tool(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:

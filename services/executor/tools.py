@@ -21,6 +21,7 @@ import httpx
 from connectors import ConnectorAccess
 from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, ToolReply, ToolReplyData, ToolSpec, storable
 from servicekit import Reject
+from servicekit.authority import Refusal
 from servicekit.toolcontract import Tool, ToolContext, ToolError, retry_after_s
 
 __all__ = ["ConnectorTools", "HttpTools", "Invoker", "McpTools", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
@@ -166,26 +167,60 @@ class _Expected:
     attempt: int
 
 
+# What an operator does about a refused reply, by the refusal's reason.
+_REMEDIES: dict[str, str] = {
+    ReasonCode.SIGNER_RETIRED: "restart the tool service with its new key, which `tidegate keys rotate-tool` made",
+    ReasonCode.UNKNOWN_KEY: "the tool service signs with a key the catalog's `reply_key_file` does not name: give it that key",
+    ReasonCode.SIGNATURE_INVALID: "its signature does not verify: the reply was altered or forged",
+    ReasonCode.SIGNER_NOT_ALLOWED: "the key that signed it is not this tool's",
+}
+
+
+@dataclass
+class _Pending:
+    """A call waiting for its reply, and the replies to it refused meanwhile (how many, and the last one's reason)."""
+
+    expected: _Expected
+    future: asyncio.Future[ToolReplyData]
+    refused: int = 0
+    last_refusal: str = ""
+
+    def refuse(self, code: str, message: str) -> None:
+        self.refused += 1
+        remedy = _REMEDIES.get(code)
+        self.last_refusal = f"{code}: {message[:300]}" + (f"; {remedy}" if remedy else "")
+
+    def why(self) -> str:
+        """The refusals, as the call's error says them."""
+        replied = "replied, but its reply was" if self.refused == 1 else f"replied {self.refused} times, but each reply was"
+        return f"{self.expected.tool} {replied} refused: {self.last_refusal}"
+
+
 class TopicTools:
     """Kind `topic`: a `tool.invocation` on `tools.<tool>.requests`, answered by a `tool.reply` on `.replies`.
 
     Every executor process reads every reply (no consumer group), and the one waiting for that action
     id takes it, only if the reply's tenant, tool and attempt are those of the pending invocation: a
     reply that names the action but not the call (another tenant's, a stale attempt's, a forgery) is
-    refused and dead-lettered, and the call keeps waiting (bounded by the tool's timeout).
+    refused and dead-lettered, and the call keeps waiting (bounded by the tool's timeout). So is a reply
+    the bus refused before it reached `on_reply` (its signature: `refused`). The call remembers the replies
+    it refused: an attempt that timed out after one says why it took no answer (`unanswered`), not only "timeout".
     """
 
     def __init__(self, publish: Publish, prefix: str, source: str = "tidegate/executor") -> None:
         self._publish = publish
         self._prefix = prefix
         self._source = source
-        self._waiting: dict[str, tuple[_Expected, asyncio.Future[ToolReplyData]]] = {}
+        self._waiting: dict[str, _Pending] = {}
+        # Calls whose wait was cut short after a refused reply: (action id, attempt) → why, until the retry loop asks.
+        self._unanswered: dict[tuple[str, int], str] = {}
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
         """Publish the invocation and wait for its reply (the executor bounds the wait with the tool's timeout)."""
         future: asyncio.Future[ToolReplyData] = asyncio.get_running_loop().create_future()
-        pending = (_Expected(ctx.tenant_id, spec.name, ctx.attempt), future)
+        pending = _Pending(_Expected(ctx.tenant_id, spec.name, ctx.attempt), future)
         self._waiting[ctx.action_id] = pending
+        self._unanswered.pop((ctx.action_id, ctx.attempt), None)
         try:
             invocation = ToolInvocation.build(
                 ToolInvocationData(
@@ -210,6 +245,8 @@ class TopicTools:
         finally:
             if self._waiting.get(ctx.action_id) is pending:
                 del self._waiting[ctx.action_id]
+            if pending.refused and future.cancelled():  # the wait cut short (its timeout) after a refused reply: for `unanswered`
+                self._unanswered[(ctx.action_id, ctx.attempt)] = pending.why()
         if reply.ok:
             return ToolAnswer(reply.result or {}, reply.cost_usd)
         err = reply.error
@@ -222,18 +259,37 @@ class TopicTools:
         """Handler for `tools.<tool>.replies`: hand the reply to the call waiting for it, if any."""
         reply = event.data
         pending = self._waiting.get(reply.action_id)
-        if pending is None or pending[1].done():
+        if pending is None or pending.future.done():
             log.debug("reply for %s that nobody here waits for", reply.action_id)
             return
-        expected, future = pending
+        expected = pending.expected
         got = _Expected(reply.tenant_id, reply.tool, reply.attempt)
         if got != expected:
-            raise Reject(
-                ReasonCode.TOOL_REPLY_MISMATCH,
+            message = (
                 f"reply for action {reply.action_id} names tenant {got.tenant_id!r}, tool {got.tool!r}, attempt {got.attempt}; "
-                f"the pending invocation is tenant {expected.tenant_id!r}, tool {expected.tool!r}, attempt {expected.attempt}",
+                f"the pending invocation is tenant {expected.tenant_id!r}, tool {expected.tool!r}, attempt {expected.attempt}"
             )
-        future.set_result(reply)
+            pending.refuse(ReasonCode.TOOL_REPLY_MISMATCH, message)
+            raise Reject(ReasonCode.TOOL_REPLY_MISMATCH, message)
+        pending.future.set_result(reply)
+
+    def refused(self, event: Envelope, refusal: Refusal) -> None:
+        """`Authority.on_refused`: a reply the bus refused (its signature) is remembered by the call waiting for it, if any."""
+        if not isinstance(event, ToolReply):
+            return
+        pending = self._waiting.get(event.data.action_id)
+        if pending is not None and not pending.future.done():
+            pending.refuse(refusal.code, refusal.message)
+
+    def unanswered(self, spec: ToolSpec, ctx: ToolContext) -> ToolError | None:
+        """Why attempt `ctx.attempt`, cut short by its timeout, took no answer: a reply came and was refused; None if none came.
+
+        Still maybe applied, as a timeout: the tool replied, so it may well have acted.
+        """
+        why = self._unanswered.pop((ctx.action_id, ctx.attempt), None)
+        if why is None:
+            return None
+        return ToolError("reply_refused", f"{why} (no reply it could take came in {spec.timeout_s} s)", retryable=True, maybe_applied=True)
 
 
 class ConnectorTools:
@@ -318,6 +374,11 @@ class ToolInvokers:
     ) -> None:
         self._by_kind = {"python": python, "http": http, "topic": topic, "mcp": mcp or McpTools()}
         self._connector = connector
+
+    def unanswered(self, spec: ToolSpec, ctx: ToolContext) -> ToolError | None:
+        """Why an attempt that timed out took no answer, when its invoker knows (a topic tool's refused reply); else None."""
+        invoker = self._by_kind[spec.kind] if spec.connector is None else None
+        return invoker.unanswered(spec, ctx) if isinstance(invoker, TopicTools) else None
 
     async def invoke(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:
         """Dispatch to the connector invoker for a connector's tool, else to the invoker of the tool's kind.

@@ -12,15 +12,19 @@ import typer
 from rich.table import Table
 
 from services.audit import (
+    ArchiveError,
     PostgresAuditLog,
+    PrunedBefore,
     SearchFilters,
     SeveralTenants,
     StoryLine,
     explain_task,
+    pruned_before,
     search,
     story,
     task_rows_of,
     tasks_of_action,
+    with_archives,
 )
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import with_audit_log
@@ -80,30 +84,58 @@ async def _one_tenant(read: Awaitable[T]) -> T:
 _TENANT_HELP = "Whose task: a task id is its tenant's, and when several tenants used the id, say which (else it is an error)."
 
 
-def _nothing(ident: str, tenant: str | None) -> str:
-    return f"no record of task or action {ident!r}" + (f" of tenant {tenant!r}" if tenant else "") + " in the audit log"
+def _nothing(ident: str, tenant: str | None, pruned: PrunedBefore | None) -> str:
+    """An id with no record: a typo, or a task older than the log's last prune (then said, with the archive that holds it)."""
+    missing = f"no record of task or action {ident!r}" + (f" of tenant {tenant!r}" if tenant else "") + " in the audit log"
+    return missing if pruned is None else f"{missing}; {pruned.not_found(ident)}"
+
+
+_ARCHIVE_HELP = "An archive `tidegate audit archive --out` wrote (repeatable): the task's records pruned from the log are read from it."
+
+
+async def _task_log(
+    log: PostgresAuditLog, ident: str, prefix: str, tenant: str | None, archives: list[Path]
+) -> tuple[Any, str, str | None] | None:
+    """Where to read the task `ident` names (the live log, or it with `archives`), the task, and whose; None: no record anywhere."""
+    found = await _task_of(log, ident, prefix, tenant)
+    if not archives:
+        return None if found is None else (log, *found)
+    task, of = found or (ident, tenant)  # an id the log lost entirely is looked for in the archives as a task id
+    try:
+        return await with_archives(log, archives, task, prefix), task, of
+    except ArchiveError as exc:
+        raise ConnectionError(f"--archive: {exc}") from None
+
+
+def _start_pruned(ident: str, submitted: bool, pruned: PrunedBefore | None, archives: list[Path]) -> None:
+    """Say on stderr that a task without its `task.submitted` may have begun before the log's last prune."""
+    if not submitted and pruned is not None and not archives:
+        err_console.print("note: " + shown(pruned.start_missing(ident), limit=None), soft_wrap=True)
 
 
 def show(
     task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
     tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
+    archives: list[Path] = typer.Option([], "--archive", help=_ARCHIVE_HELP),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
     prefix = settings().topic_prefix
 
-    async def go(log: PostgresAuditLog) -> tuple[str, list[Any]]:
-        found = await _task_of(log, task_id, prefix, tenant)
+    async def go(log: PostgresAuditLog) -> tuple[str, list[Any], PrunedBefore | None]:
+        pruned = await pruned_before(log, prefix)
+        found = await _task_log(log, task_id, prefix, tenant, archives)
         if found is None:
-            return task_id, []
-        task, of = found
-        return task, await _one_tenant(task_rows_of(log, task, prefix, tenant=of))
+            return task_id, [], pruned
+        source, task, of = found
+        return task, await _one_tenant(task_rows_of(source, task, prefix, tenant=of)), pruned
 
-    task, rows = run(with_audit_log(go))
+    task, rows, pruned = run(with_audit_log(go))
     if not rows:
-        fail(_nothing(task_id, tenant))
+        fail(_nothing(task_id, tenant, pruned))
     task_id = task
     lines = story(rows)
+    _start_pruned(task_id, any(line.event_type == "task.submitted" for line in lines), pruned, archives)
     if as_json:
         for line in lines:
             typer.echo(line.model_dump_json())
@@ -116,19 +148,22 @@ def explain(
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
+    archives: list[Path] = typer.Option([], "--archive", help=_ARCHIVE_HELP),
 ) -> None:
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
     prefix = settings().topic_prefix
 
-    async def go(log: PostgresAuditLog) -> Any:
-        found = await _task_of(log, task_id, prefix, tenant)
-        return None if found is None else await _one_tenant(explain_task(log, found[0], prefix, tenant=found[1]))
+    async def go(log: PostgresAuditLog) -> tuple[Any, PrunedBefore | None]:
+        pruned = await pruned_before(log, prefix)
+        found = await _task_log(log, task_id, prefix, tenant, archives)
+        return None if found is None else await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2])), pruned
 
-    explanation = run(with_audit_log(go))
+    explanation, pruned = run(with_audit_log(go))
     if explanation is None or explanation.records == 0:
-        fail(_nothing(task_id, tenant))
+        fail(_nothing(task_id, tenant, pruned))
+    _start_pruned(explanation.task_id, explanation.submitted_at is not None, pruned, archives)
     if fmt == "md":
         text = render_markdown(explanation)
     elif fmt == "html":

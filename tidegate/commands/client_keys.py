@@ -25,7 +25,10 @@ def add(
         None, "--public-key", exists=True, dir_okay=False, help="The client's Ed25519 public key (PEM); default: make a key pair here."
     ),
 ) -> None:
-    """Register a client key for TENANT and PRINCIPAL (made locally unless --public-key is given)."""
+    """Register a client key for TENANT and PRINCIPAL (made locally unless --public-key is given).
+
+    A PRINCIPAL already registered keeps its key: to rotate it, `revoke` then `add` (docs/security/signatures.md).
+    """
     kit = settings()
     folder = kit.client_keys_dir / tenant
     if public_key is not None:
@@ -37,7 +40,12 @@ def add(
         console.print(f"client {principal} of {tenant} registered: {key_id_of(principal, public)}")
         return
     (folder / "revoked" / f"{principal}.pub").unlink(missing_ok=True)  # registering again lifts a revocation
+    already = (folder / f"{principal}.pub").exists()
     key = client_key(kit, tenant, principal)
+    if already:  # adding again is no rotation: the same key stays registered
+        console.print(f"client {principal} of {tenant} is already registered: {key.key_id} (the same key, unchanged)")
+        console.print(f"to rotate it: `tidegate clients revoke {tenant} {principal}`, then `tidegate clients add {tenant} {principal}`")
+        return
     console.print(f"client {principal} of {tenant} registered: {key.key_id}")
     console.print(f"private key (give it to the client, keep it secret): {client_private_key(kit, tenant, principal)}")
 

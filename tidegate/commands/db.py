@@ -7,9 +7,14 @@ import json
 import typer
 from rich.table import Table
 
+from tidegate.commands._catch_up import catch_up
 from tidegate.commands._common import console, run, settings
 
-app = typer.Typer(help="The database: per-service roles and migrations (run as the operator's role).", no_args_is_help=True)
+app = typer.Typer(
+    help="The database: per-service roles and migrations, and catching up a restored one (run as the operator's role).",
+    no_args_is_help=True,
+)
+app.command("catch-up")(catch_up)
 
 
 def migrate_all() -> None:

@@ -37,7 +37,9 @@ def tasks(
     ),
     since: str = typer.Option("24h", "--since", help="With --handoffs: from this time (a duration ago, or ISO 8601)."),
     limit: int = typer.Option(500, min=1, help="At most this many tasks."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON lines: one object a line per task (or outside action), not one document (`jq -s` makes one)."
+    ),
 ) -> None:
     """What is stuck now: every open task, what it waits on (a human's approval, policy, a call in progress, a retry at T) and since when.
 

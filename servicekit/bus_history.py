@@ -1,0 +1,172 @@
+"""What a topic already holds, read without a consumer group: its last signed events (a start's check), or all of it (a catch-up).
+
+A service's database restored from a backup is behind the bus: the events it signed since the backup are on the bus,
+and the rows they came from are not in the database. The services that must never act twice (the executor, the
+approval service) look at the last events they signed at start (`last_signed`) and refuse to start when their
+database does not hold what those events say (`BehindTheBus`); `tidegate db catch-up` reads the topics whole
+(`signed_events`) and writes back what the database lost. Only events the deployment's `Authority` verifies count:
+a topic is never trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from schemas import Envelope
+from schemas.serialization import decode_document
+from servicekit.authority import Authority, appended_ms
+
+__all__ = ["BehindTheBus", "SignedEvent", "last_signed", "signed_events"]
+
+LAST_TAIL = 50  # records read back from each partition's end: the last one its producer signed is among them, unless forged ones crowd it
+
+
+class BehindTheBus(RuntimeError):
+    """The service's database is older than what the service itself published: restored from a backup. It must not start.
+
+    Starting, it would act again on what it already did (run a paid call twice, offer a decided approval again).
+    `run_service` prints it as a `not started` line and exits `EX_CONFIG`: restarting cannot fix it, `tidegate db catch-up` can.
+    """
+
+
+@dataclass(frozen=True)
+class SignedEvent:
+    """One event of a topic that verified, with where it is and its text exactly as it was published."""
+
+    event: Envelope
+    text: str
+    topic: str
+    partition: int
+    offset: int
+    appended_ms: int | None
+
+
+def _verified(name: str, record: Any, authority: Authority) -> SignedEvent | str:
+    """The record as a SignedEvent when it decodes as an event of catalog topic `name` and verifies; else why not."""
+    topic = record.topic
+    try:
+        text = (record.value or b"").decode()
+        event, document = decode_document(name, text)
+    except (UnicodeDecodeError, ValueError, ValidationError) as exc:
+        return f"not an event of {name} ({type(exc).__name__})"
+    at = appended_ms(record)
+    refusal = authority.check(text, event, document, appended_ms=at)
+    if refusal is not None:
+        return f"{refusal.code}: {refusal.message}"
+    return SignedEvent(event, text, topic, record.partition, record.offset, at)
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    metadata = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(metadata.partitions_for_topic(topic) or ())]
+
+
+async def _records(
+    consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], timeout_s: float
+) -> AsyncIterator[Any]:
+    """Every record from `starts` to `ends` (exclusive), partition by partition; TimeoutError when the broker gives none in time."""
+    for tp, start in starts.items():
+        if start >= ends[tp]:
+            continue
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < ends[tp]:
+            batches = await consumer.getmany(tp, timeout_ms=int(timeout_s * 1000))
+            if not batches:
+                raise TimeoutError(
+                    f"{tp.topic}[{tp.partition}]: no record read in {timeout_s:.0f} s at offset {await consumer.position(tp)}"
+                )
+            for records in batches.values():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield record
+
+
+def _consumer(bootstrap: str, client_options: dict[str, Any] | None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {}))
+
+
+async def last_signed(
+    bootstrap: str,
+    prefix: str,
+    name: str,
+    authority: Authority,
+    *,
+    client_options: dict[str, Any] | None = None,
+    tail: int = LAST_TAIL,
+    timeout_s: float = 30.0,
+) -> list[SignedEvent]:
+    """Per partition of `prefix` + `name` (a catalog topic), the last event among its last `tail` records that verifies.
+
+    An empty partition (or one whose last `tail` records none verifies) gives none.
+
+    Cheap: at most `tail` records a partition, read from `end - tail`.
+    """
+    topic = prefix + name
+    consumer = _consumer(bootstrap, client_options)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        starts = {tp: max(begins[tp], ends[tp] - tail) for tp in tps}
+        last: dict[int, SignedEvent] = {}
+        async for record in _records(consumer, starts, ends, timeout_s):
+            found = _verified(name, record, authority)
+            if isinstance(found, SignedEvent):
+                last[found.partition] = found
+        return [last[p] for p in sorted(last)]
+    finally:
+        await consumer.stop()
+
+
+async def signed_events(
+    bootstrap: str,
+    prefix: str,
+    name: str,
+    authority: Authority,
+    *,
+    since_ms: int | None = None,
+    client_options: dict[str, Any] | None = None,
+    timeout_s: float = 30.0,
+    progress: Callable[[int, int], None] | None = None,
+    refused: Callable[[Any, str], None] | None = None,
+) -> AsyncIterator[SignedEvent]:
+    """Every event `prefix` + `name` (a catalog topic) holds now that verifies, in each partition's order.
+
+    From the earliest record retained, or from `since_ms`.
+
+    `progress(read, total)` is called as records are read; `refused(record, why)` for each record that does not verify.
+    Records appended after the call began are not read: the catch-up covers what the bus held when it started.
+    """
+    topic = prefix + name
+    consumer = _consumer(bootstrap, client_options)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic)
+        if not tps:
+            return
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        if since_ms is not None:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+            starts = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+        total, read = sum(max(0, ends[tp] - starts[tp]) for tp in tps), 0
+        async for record in _records(consumer, starts, ends, timeout_s):
+            read += 1
+            if progress is not None and (read % 1000 == 0 or read == total):
+                progress(read, total)
+            event = _verified(name, record, authority)
+            if isinstance(event, SignedEvent):
+                yield event
+            elif refused is not None:
+                refused(record, event)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,123 @@
+"""A database restored from a backup (platform5 finding 1): the executor refuses to start until `tidegate db catch-up`.
+
+The restore is simulated as a backup taken before the call would be: the action's claim and the refund it paid are
+deleted by the database's owner. The bus still holds the executor's signed result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from servicekit import EX_CONFIG, REPO_ROOT, Bus, KitSettings
+from servicekit.bus_history import BehindTheBus
+from services.executor.app import build
+from tidegate.ops.catch_up import catch_up
+
+REFUND = {"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-5002"}
+
+
+async def _refunds(pool: asyncpg.Pool, tenant: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = $1", tenant))
+
+
+async def _restored_before(pool: asyncpg.Pool, tenant: str, action_id: str) -> None:
+    """What restoring a backup taken before the call does to the executor's claim and to the system of record."""
+    await pool.execute("DELETE FROM executor.actions WHERE action_id = $1", action_id)
+    await pool.execute("DELETE FROM payments.refunds WHERE tenant_id = $1", tenant)
+
+
+async def _paid_once(
+    kit: KitSettings, publisher: Bus, authorize: Any, listener: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> Any:
+    """An executor pays one refund; the executor is stopped after it. Returns the authorization."""
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        event = authorize(tenant, "issue_refund", REFUND, action_id=f"a-{uuid.uuid4().hex[:12]}")
+        await publisher.publish("actions.authorized", event)
+        await wait_for(lambda: listener.for_action(event.data.action_id), what="the refund's result", timeout=60)
+    finally:
+        await svc.stop()
+    assert [r.type for r in listener.for_action(event.data.action_id)] == ["tidegate.action.succeeded"]
+    assert await _refunds(pool, tenant) == 1
+    return event
+
+
+async def test_after_a_restore_the_executor_refuses_to_start_then_catch_up_answers_from_the_claim(
+    kit: KitSettings, publisher: Bus, authorize: Any, listener: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    first = await _paid_once(kit, publisher, authorize, listener, pool, tenant, wait_for)
+    await _restored_before(pool, tenant, first.data.action_id)
+
+    refused = build(kit=kit)
+    with pytest.raises(BehindTheBus, match="behind the bus") as behind:
+        await refused.start()
+    await refused.stop()
+    assert first.data.action_id in str(behind.value)
+    assert "tidegate db catch-up" in str(behind.value)
+
+    said: list[str] = []
+    done = await catch_up(kit, say=said.append)
+    assert done.counts["executor claims recorded"] == 1
+    again = await catch_up(kit, say=said.append)  # idempotent
+    assert again.counts["executor claims recorded"] == 0
+    assert again.counts["executor claims already"] == 0
+
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        # The approval granted again after the restore: the policy authorizes the very call again, as a new event.
+        reauthorized = authorize(tenant, "issue_refund", REFUND, action_id=first.data.action_id, task_id=first.data.task_id)
+        await publisher.publish("actions.authorized", reauthorized)
+        results = await wait_for(lambda: [r for r in listener.for_action(first.data.action_id)][1:], what="the answer", timeout=60)
+    finally:
+        await svc.stop()
+    assert svc.executor.calls == 0  # answered from the claim: the tool was not called
+    assert results[0].id == listener.for_action(first.data.action_id)[0].id  # the very result event, published again
+    assert await _refunds(pool, tenant) == 0  # nothing paid again (the restored system of record has none)
+
+
+async def test_an_executor_process_behind_the_bus_exits_ex_config_with_a_not_started_line(
+    kit: KitSettings,
+    publisher: Bus,
+    authorize: Any,
+    listener: Any,
+    pool: asyncpg.Pool,
+    tenant: str,
+    wait_for: Any,
+    tmp_path: Path,
+) -> None:
+    first = await _paid_once(kit, publisher, authorize, listener, pool, tenant, wait_for)
+    await _restored_before(pool, tenant, first.data.action_id)
+    env = {
+        **os.environ,
+        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_READY_DIR": str(tmp_path / "ready"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.executor"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if proc.poll() is None:
+        proc.kill()
+    out = proc.communicate()[0].decode()
+    assert proc.returncode == EX_CONFIG, out
+    last = [line for line in out.splitlines() if line.strip()][-1]
+    assert last.startswith("executor: not started: the database is behind the bus")
+    assert "tidegate db catch-up" in last
+    assert not (tmp_path / "ready" / "executor.ready").exists()

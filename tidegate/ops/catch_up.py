@@ -1,0 +1,153 @@
+"""`tidegate db catch-up`: after a database restore, write back from the bus what the executor and the approval service did since.
+
+The executor and the approval service refuse to start on a database behind the bus (`servicekit.bus_history`). This
+reads the bus (from the earliest record it keeps, or from `since_ms`), verifies every event with the deployment's
+keys, and writes each one the database lacks through the service's own code: the executor's signed result of an
+action without a finished claim becomes its finished claim (the event kept as it was published), and the approval
+service's request made since the backup is rebuilt from the policy's escalation, then each decision of a request
+still pending is recorded (its approvals signed with the approval service's key). Idempotent: a second run writes nothing.
+An event of `actions.results` or `approvals` that does not verify stops it (`NotCaughtUp`): nothing is trusted that
+its producer did not sign.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas import ActionAuthorized, ActionDecided, ActionDecidedData
+from servicekit import OPS, KitSettings, ToolCatalog, create_pool, deployment_authority, kafka_options, service_key
+from servicekit.bus_history import SignedEvent, signed_events
+from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
+from services.executor import PgClaimStore, keep_signed_result
+
+__all__ = ["CaughtUp", "NotCaughtUp", "catch_up"]
+
+OWNER = "tidegate db catch-up"
+
+
+class NotCaughtUp(RuntimeError):
+    """An event the catch-up would write from does not verify: it stops, having written what it had before."""
+
+
+@dataclass
+class CaughtUp:
+    """What the catch-up found and wrote, by kind (`executor claims recorded`, `approval decisions recorded`, …)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Reader:
+    kit: KitSettings
+    since_ms: int | None
+    say: Callable[[str], None]
+    options: dict[str, Any]
+
+    async def read(self, catalog_name: str, *, strict: bool) -> list[SignedEvent]:
+        """Every verified event of `catalog_name`; a record that does not verify stops the catch-up when `strict`, else is skipped."""
+        topic = self.kit.topic_prefix + catalog_name
+        authority = deployment_authority(self.kit, ToolCatalog.load(self.kit.tools_dir), history=True)
+        refused: list[str] = []
+
+        def on_refused(record: Any, why: str) -> None:
+            refused.append(f"{topic}[{record.partition}] offset {record.offset}: {why}")
+            if strict:
+                raise NotCaughtUp(f"{refused[-1]}: not written from; the catch-up stops (nothing on the bus is trusted unsigned)")
+
+        def progress(read: int, total: int) -> None:
+            self.say(f"  {topic}: {read:,}/{total:,} records read")
+
+        found = [
+            e
+            async for e in signed_events(
+                self.kit.kafka_bootstrap, self.kit.topic_prefix, catalog_name, authority,
+                since_ms=self.since_ms, client_options=self.options, progress=progress, refused=on_refused,
+            )
+        ]  # fmt: skip
+        if refused:
+            self.say(f"  {topic}: {len(refused)} record(s) that do not verify skipped (not needed to write anything)")
+        return found
+
+
+async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callable[[str], None] = print) -> CaughtUp:
+    """Write back into the restored database what the bus says the executor and the approval service did (see the module)."""
+    reader = _Reader(kit, since_ms, say, kafka_options(kit, OPS))
+    done = CaughtUp()
+    pool = await create_pool(kit.database_url, max_size=2)
+    try:
+        await _executor(reader, pool, kit, done)
+        await _approvals(reader, pool, kit, done)
+    finally:
+        await pool.close()
+    return done
+
+
+async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+    results: dict[str, SignedEvent] = {}
+    for result in await reader.read("actions.results", strict=True):
+        results.setdefault(result.event.data.action_id, result)  # type: ignore[attr-defined]  # a republished result is the same
+    rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", list(results))
+    finished = {r["action_id"] for r in rows if r["status"] in ("succeeded", "failed", "unknown")}
+    lacking = {a: r for a, r in results.items() if a not in finished}
+    done.counts["executor results on the bus"] = len(results)
+    if not lacking:
+        return
+    authorizations: dict[str, ActionAuthorized] = {}
+    for signed in await reader.read("actions.authorized", strict=False):
+        if signed.event.data.action_id in lacking and isinstance(signed.event, ActionAuthorized):  # type: ignore[attr-defined]
+            authorizations.setdefault(signed.event.data.action_id, signed.event)
+    claims = PgClaimStore(pool, owner=OWNER, prefix=kit.topic_prefix)
+    for action_id, result in lacking.items():
+        kept = await keep_signed_result(claims, result, authorizations.get(action_id))
+        done.counts[f"executor claims {kept}"] += 1
+        if kept != "already" and action_id not in authorizations:
+            done.notes.append(f"action {action_id}: its authorization has left the bus; its claim keeps the result without its call")
+
+
+async def _approvals(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+    events = await reader.read("approvals", strict=True)
+    requested = {e.event.data.approval_id: e for e in events if e.event.type == "tidegate.approval.requested"}  # type: ignore[attr-defined]
+    decisions = [e for e in events if e.event.type in DECIDED]
+    done.counts["approval decisions on the bus"] = len(decisions)
+    ids = list(requested) + [e.event.data.approval_id for e in decisions]  # type: ignore[attr-defined]
+    held = {
+        r["approval_id"] for r in await pool.fetch("SELECT approval_id FROM approval.approvals WHERE approval_id = ANY($1::text[])", ids)
+    }
+    restoration = _restoration(kit, pool)
+    missing = {e.event.data.action_id: e for a, e in requested.items() if a not in held}  # type: ignore[attr-defined]
+    if missing:
+        escalations: dict[str, ActionDecidedData] = {}
+        for signed in await reader.read("actions.decided", strict=False):
+            event = signed.event
+            if isinstance(event, ActionDecided) and event.data.action_id in missing and event.data.outcome == "escalate":
+                escalations[event.data.action_id] = event.data  # the latest: the one the request was opened or refreshed from
+        for action_id, request in missing.items():
+            outcome = await restoration.request(request, escalations.get(action_id))
+            done.counts[f"approval requests {outcome}"] += 1
+            if outcome == "missing":
+                done.notes.append(f"approval {request.event.data.approval_id}: the policy's escalation has left the bus; not rebuilt")  # type: ignore[attr-defined]
+    for decision in decisions:
+        outcome = await restoration.decision(decision)
+        done.counts[f"approval decisions {outcome}"] += 1
+        if outcome == "differs":
+            done.notes.append(
+                f"approval {decision.event.data.approval_id}: decided otherwise in the database than on the bus; left as it is"
+            )  # type: ignore[attr-defined]
+
+
+def _restoration(kit: KitSettings, pool: Any) -> Restoration:
+    """The approval service's own writing: its repository, its key's seals, its groups and catalog."""
+    settings = ApprovalSettings()
+    authority = deployment_authority(kit, None)
+    seals = approval_seals(authority, service_key=service_key(kit, "approval"))
+    catalog = ToolCatalog.load(kit.tools_dir) if Path(kit.tools_dir).is_dir() else None
+
+    def risk_of(tool: str) -> str:
+        return str(catalog[tool].risk) if catalog is not None and tool in catalog else "unknown"
+
+    return Restoration(PgApprovalRepository(pool, "approval", seals=seals), seals, GroupsConfig.load(settings.groups_file), risk_of)
