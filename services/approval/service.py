@@ -35,6 +35,7 @@ from schemas import (
     ApprovalResolved,
     Envelope,
     ReasonCode,
+    ToolSpec,
 )
 from servicekit import (
     Attr,
@@ -56,6 +57,7 @@ from servicekit.undo import undo_proposal, undo_refusal
 from services.approval import auth, domain, webhooks
 from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._groups_counted import counted_groups, disagreement
+from services.approval._record_reads import kept_result
 from services.approval._row_proofs import Seals
 from services.approval._undo_states import undo_case
 from services.approval._undo_store import InMemoryUndoResults, KeptResult, UndoResults
@@ -152,7 +154,7 @@ def _decided_task_event(decided: ActionDecidedData, event_id: str, at: datetime)
     )
 
 
-def _result_task_event(result: ActionResultData, event_type: str, event_id: str, at: datetime) -> TaskEvent:
+def _result_task_event(result: ActionResultData, event_type: str, event_id: str, at: datetime, spec: ToolSpec | None) -> TaskEvent:
     error = f": {result.error.type}: {result.error.message}" if result.error else ""  # as the audit writes it (`_undo_states` reads it)
     return TaskEvent(
         event_id=event_id,
@@ -165,7 +167,9 @@ def _result_task_event(result: ActionResultData, event_type: str, event_id: str,
         outcome=result.status,
         cost_usd=result.cost.usd,
         summary=f"{result.status} after {result.attempts} attempt(s){error}",
-        result=result.model_copy(update={"result": None, "undo": None}),  # what the call returned is the executor's to keep
+        # what the call returned is the executor's to keep, but a trusted read's, small: the approver of a later call on that
+        # entry reads it there (the order's payee and amount beside a refund: `_record_reads`)
+        result=kept_result(result, spec),
     )
 
 
@@ -271,7 +275,7 @@ class ApprovalService(WebhookSide):
         `signed`: the executor's event as received (`servicekit.received`), kept for an undo's plan (None: its undo is refused).
         """
         await self._keep_undoable([(result, signed)])  # first: whoever sees the result among the task events finds it kept (_undo_states)
-        await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at)])
+        await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at, self._spec(result.tool))])
         return await self._follow_up(result) if result.status == "unknown" else None
 
     async def on_result_batch(self, events: Sequence[ActionResult], signed: Sequence[bytes | None] | None = None) -> None:
@@ -282,7 +286,7 @@ class ApprovalService(WebhookSide):
         """
         received = signed or [None] * len(events)
         await self._keep_undoable(list(zip([e.data for e in events], received, strict=True)))  # first, as in `on_result`
-        await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time) for e in events])
+        await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time, self._spec(e.data.tool)) for e in events])
         for event in events:
             if event.data.status == "unknown":
                 with _handling(event):
@@ -314,6 +318,10 @@ class ApprovalService(WebhookSide):
         _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
         created = await self.repo.insert_request(record, [], deliveries)
         return created or await self.repo.get_by_action(result.action_id, "follow_up", tenant_id=result.tenant_id)
+
+    def _spec(self, tool: str) -> ToolSpec | None:
+        """The tool's entry in this service's own catalog (None: not there, or no catalog)."""
+        return self.catalog.get(tool) if self.catalog is not None else None
 
     def risk_of(self, tool: str) -> str:
         """The tool's risk class in this service's own catalog (`unknown` when it is not there): never an event's claim."""

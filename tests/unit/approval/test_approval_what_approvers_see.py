@@ -11,7 +11,6 @@ from test_approval_service_api import ARGS, World, bearer, decided, world  # noq
 from schemas import ActionResultData, Reason, ResultCost
 from services.approval._record_reads import kept_result
 from services.approval._summary import DECLARED_TAINT
-from services.approval._task_event_store import TaskEvent
 
 ORDER = {"order_id": "O-1", "customer_id": "cus_1003", "payee_id": "cus_1003", "amount_usd": 900.0, "refunded_usd": 0.0}
 
@@ -28,24 +27,16 @@ async def opened(world: World, action_id: str = "a-1", **over: Any) -> str:  # n
     return record.approval_id
 
 
-async def read_order(world: World, *, keep_returned: bool) -> None:  # noqa: F811
-    """The task's `lookup_order` of O-1, allowed and succeeded, a minute before the refund was proposed."""
+async def read_order(world: World, *, returned: dict[str, Any] | None = None) -> None:  # noqa: F811
+    """The task's `lookup_order` of O-1, allowed and succeeded, a minute before the refund was proposed, kept as the service keeps it."""
     at = world.clock() - timedelta(minutes=1)
     read = decided("r-1", tool="lookup_order", args={"order_id": "O-1"}, outcome="allow", risk="read")
     await world.service.on_decided(read, event_id="d-r-1", at=at)
     result = ActionResultData(
         action_id="r-1", task_id="t-1", tenant_id="acme", tool="lookup_order", status="succeeded", attempts=1, duration_ms=3,
-        result=ORDER, cost=ResultCost(usd=0.0001),
+        result=ORDER if returned is None else returned, cost=ResultCost(usd=0.0001),
     )  # fmt: skip
-    if keep_returned:  # as the service keeps a trusted read's result once service.py keeps it (`kept_result`)
-        assert world.service.catalog is not None
-        event = TaskEvent(
-            event_id="r-1-ok", tenant_id="acme", task_id="t-1", action_id="r-1", type="tidegate.action.succeeded",
-            tool="lookup_order", at=at, outcome="succeeded", result=kept_result(result, world.service.catalog["lookup_order"]),
-        )  # fmt: skip
-        await world.repo.record_task_events([event])
-    else:
-        await world.service.on_result(result, event_type="tidegate.action.succeeded", event_id="r-1-ok", at=at)
+    await world.service.on_result(result, event_type="tidegate.action.succeeded", event_id="r-1-ok", at=at)
 
 
 # --- A1: which argument is untrusted, and whose order it is ------------------------------------------------------------
@@ -77,7 +68,7 @@ async def test_a_refund_on_an_order_the_task_never_read_says_not_checked(world: 
 
 
 async def test_the_orders_payee_as_the_task_read_it_is_shown_beside_a_refund_to_another(world: World) -> None:  # noqa: F811
-    await read_order(world, keep_returned=True)
+    await read_order(world)  # the service keeps a trusted read's small result (`kept_result`)
     reads = (await shown(world, await opened(world)))["record_reads"]  # the refund pays cus_1; the order's payee is cus_1003
     assert reads["checked"] is True
     [read] = reads["reads"]
@@ -91,7 +82,7 @@ async def test_the_orders_payee_as_the_task_read_it_is_shown_beside_a_refund_to_
 
 
 async def test_a_read_whose_result_the_service_did_not_keep_is_named_with_where_to_read_it(world: World) -> None:  # noqa: F811
-    await read_order(world, keep_returned=False)
+    await read_order(world, returned={**ORDER, "history": "x" * 5000})  # too large to keep
     reads = (await shown(world, await opened(world)))["record_reads"]
     assert reads["checked"] is True
     assert reads["reads"][0]["returned"] is None
