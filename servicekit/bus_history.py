@@ -10,6 +10,7 @@ a topic is never trusted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from schemas.serialization import decode_document
 from servicekit.authority import Authority, appended_ms
 
 __all__ = ["BehindTheBus", "SignedEvent", "last_signed", "signed_events"]
+
+log = logging.getLogger(__name__)
 
 LAST_TAIL = 50  # records read back from each partition's end: the last one its producer signed is among them, unless forged ones crowd it
 
@@ -62,8 +65,20 @@ def _verified(name: str, record: Any, authority: Authority) -> SignedEvent | str
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions as this login sees them; none, with a WARNING, when it sees no such topic.
+
+    Kafka shows a login only the topics it may describe: a topic not made yet and one the login may not read (its rights
+    predate the release: `tidegate topics ensure` grants them) look alike, and neither holds anything it can check.
+    """
     metadata = await consumer._client.fetch_all_metadata()
-    return [TopicPartition(topic, p) for p in sorted(metadata.partitions_for_topic(topic) or ())]
+    partitions = sorted(metadata.partitions_for_topic(topic) or ())
+    if not partitions:
+        log.warning(
+            "%s is not there for this login (not made yet, or this login may not read it): nothing of it was checked; "
+            "`tidegate topics ensure` makes the catalog's topics and grants each service its rights",
+            topic,
+        )
+    return [TopicPartition(topic, p) for p in partitions]
 
 
 async def _records(
