@@ -22,10 +22,11 @@ from schemas import Envelope
 from schemas.serialization import decode_document
 from servicekit.authority import Authority, appended_ms
 
-__all__ = ["BehindTheBus", "SignedEvent", "last_signed", "signed_events"]
+__all__ = ["BehindTheBus", "SignedEvent", "last_signed", "signed_events", "tail_signed"]
 
 log = logging.getLogger(__name__)
 
+DEEP_TAIL = 1000  # records a deep check reads back from each partition's end (`tail_signed`)
 LAST_TAIL = 50  # records read back from each partition's end: the last one its producer signed is among them, unless forged ones crowd it
 
 
@@ -104,6 +105,37 @@ async def _records(
 
 def _consumer(bootstrap: str, client_options: dict[str, Any] | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {}))
+
+
+async def tail_signed(
+    bootstrap: str,
+    prefix: str,
+    name: str,
+    authority: Authority,
+    *,
+    client_options: dict[str, Any] | None = None,
+    tail: int = DEEP_TAIL,
+    timeout_s: float = 30.0,
+) -> list[SignedEvent]:
+    """Every event among the last `tail` records of each partition of `prefix` + `name` that verifies, in partition order.
+
+    What a start's check reads when a producer may publish an old event again (the executor answers a re-authorized
+    finished action with its kept result): the last event is then an old one, and only the events before it show the
+    newest the service made. At most `tail` records a partition.
+    """
+    consumer = _consumer(bootstrap, client_options)
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, prefix + name)
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        starts = {tp: max(begins[tp], ends[tp] - tail) for tp in tps}
+        found = [_verified(name, record, authority) async for record in _records(consumer, starts, ends, timeout_s)]
+        return [event for event in found if isinstance(event, SignedEvent)]
+    finally:
+        await consumer.stop()
 
 
 async def last_signed(

@@ -2,9 +2,9 @@
 
 A claim (`executor.actions`) is the only thing that keeps an action from running twice. A database restored to a
 backup has lost the claims made since, while the bus still holds the results the executor signed for them: a
-re-authorized call of such an action would run again (a refund paid twice). So at start the executor reads the last
-result it signed on each partition of `actions.results` (`servicekit.bus_history.last_signed`) and refuses to start
-when its claim is missing or not finished. `tidegate db catch-up` then writes each such result back as its action's
+re-authorized call of such an action would run again (a refund paid twice). So at start the executor reads the
+results it signed among the last of each partition of `actions.results` (`servicekit.bus_history.tail_signed`) and
+refuses to start when one's claim is missing or not finished. `tidegate db catch-up` then writes each such result back as its action's
 finished claim (`keep_signed_result`), the signed event kept as it was published: a redelivered or re-authorized call
 is answered from it (`kept_results`), never run.
 """
@@ -18,7 +18,7 @@ import asyncpg
 
 from schemas import ActionAuthorized, ActionResultData
 from servicekit import Authority
-from servicekit.bus_history import BehindTheBus, SignedEvent, last_signed
+from servicekit.bus_history import BehindTheBus, SignedEvent, tail_signed
 from services.executor.claims import ClaimStore
 from services.executor.domain import TERMINAL
 
@@ -32,18 +32,26 @@ FIX = 'run `tidegate db catch-up` (docs/operations.md, "Restoring the database")
 async def check_not_behind(
     pool: asyncpg.Pool, bootstrap: str, prefix: str, authority: Authority, *, client_options: dict[str, Any] | None = None
 ) -> None:
-    """Raise BehindTheBus when the last result the executor signed on a partition of `actions.results` has no finished claim.
+    """Raise BehindTheBus when a result the executor signed among the last of a partition of `actions.results` has no finished claim.
 
+    Every result of the tail is checked (`tail_signed`), not the last alone: the executor publishes a finished action's
+    kept result again when its call is authorized again, so an agent re-proposing one of its old calls could make an
+    old result, whose claim the backup holds, the last on its partition and hide the newer ones (security6 F1); it would
+    have to re-propose a thousand a partition, after a restore and before the start, to push them out.
     Nothing on the topic (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
     """
-    for last in await last_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options):
-        data: ActionResultData = last.event.data  # type: ignore[attr-defined]  # every event of the topic carries one
-        status = await pool.fetchval("SELECT status FROM executor.actions WHERE action_id = $1", data.action_id)
+    results = await tail_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options)
+    ids = sorted({r.event.data.action_id for r in results})  # type: ignore[attr-defined]  # every event of the topic carries one
+    rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", ids)
+    held = {row["action_id"]: row["status"] for row in rows}
+    for signed in reversed(results):  # the newest first: the one to name
+        data: ActionResultData = signed.event.data  # type: ignore[attr-defined]
+        status = held.get(data.action_id)
         if status not in TERMINAL:
-            held = "no claim" if status is None else f"its claim is still {status}"
+            said = "no claim" if status is None else f"its claim is still {status}"
             raise BehindTheBus(
-                f"the database is behind the bus: the last result the executor signed on {prefix}{RESULTS}[{last.partition}] "
-                f"(offset {last.offset}, action {data.action_id}, {data.status}) has {held} in executor.actions: restored from "
+                f"the database is behind the bus: a result the executor signed on {prefix}{RESULTS}[{signed.partition}] "
+                f"(offset {signed.offset}, action {data.action_id}, {data.status}) has {said} in executor.actions: restored from "
                 f"a backup? Started, it could run an action again that already ran; {FIX}"
             )
 

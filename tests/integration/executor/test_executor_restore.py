@@ -121,3 +121,32 @@ async def test_an_executor_process_behind_the_bus_exits_ex_config_with_a_not_sta
     assert last.startswith("executor: not started: the database is behind the bus")
     assert "tidegate db catch-up" in last
     assert not (tmp_path / "ready" / "executor.ready").exists()
+
+
+async def test_an_old_result_published_again_last_does_not_hide_a_restore(
+    kit: KitSettings, publisher: Bus, authorize: Any, listener: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    """security6 F1, acting as the agent: after the backup, re-propose an old finished call of the same task, so that the
+    executor publishes its kept result again, last on the partition; the claim of the newer refund is what the restore lost."""
+    task = f"t-{uuid.uuid4().hex[:8]}"  # one task: one key, one partition for every result below
+    old = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=f"old-{uuid.uuid4().hex[:8]}", task_id=task)
+    new = authorize(tenant, "issue_refund", REFUND, action_id=f"new-{uuid.uuid4().hex[:8]}", task_id=task)
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        await publisher.publish("actions.authorized", old)  # before the backup
+        await wait_for(lambda: listener.for_action(old.data.action_id), what="the old call's result", timeout=60)
+        await publisher.publish("actions.authorized", new)  # after the backup: its claim is what the restore loses
+        await wait_for(lambda: listener.for_action(new.data.action_id), what="the refund's result", timeout=60)
+        again = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=old.data.action_id, task_id=task)
+        await publisher.publish("actions.authorized", again)  # the agent re-proposes the old call: its result, published again
+        await wait_for(lambda: listener.for_action(old.data.action_id)[1:], what="the old result published again", timeout=60)
+    finally:
+        await svc.stop()
+    await _restored_before(pool, tenant, new.data.action_id)
+
+    refused = build(kit=kit)
+    with pytest.raises(BehindTheBus, match="behind the bus") as behind:
+        await refused.start()
+    await refused.stop()
+    assert new.data.action_id in str(behind.value)  # found behind the old result published last
