@@ -78,7 +78,7 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
     """Write back into the restored database what the bus says the executor and the approval service did (see the module)."""
     reader = _Reader(kit, since_ms, say, kafka_options(kit, OPS))
     done = CaughtUp()
-    pool = await create_pool(kit.database_url, max_size=2)
+    pool = await create_pool(kit.operator_database_url, max_size=2)  # the operator's login, as `db migrate` (its password file)
     try:
         await _executor(reader, pool, kit, done)
         await _approvals(reader, pool, kit, done)

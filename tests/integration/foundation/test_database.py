@@ -8,7 +8,7 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import pytest
 
@@ -132,3 +132,14 @@ async def test_an_unflushed_write_commits_without_waiting_for_the_disk_and_leave
         assert unflushed < 10, unflushed  # at most the WAL writer's own flushes in the background
     finally:
         await pool.close()
+
+
+async def test_catch_up_logs_in_as_the_operator_as_db_migrate_does(infra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """security6 F2: `tidegate db catch-up` took `TIDEGATE_DATABASE_URL` as it is, without the operator's password file, and
+    was refused on the deployment `infra up` makes: step 4 of the restore could not run, the services stayed down."""
+    from tidegate.ops.catch_up import catch_up
+
+    passfile = Path(parse_qs(urlsplit(infra.database_url).query)["passfile"][0])  # the session's: the password is there alone
+    kit = _operator_with_passfile(infra, passfile).model_copy(update={"topic_prefix": f"t-{tmp_path.name[-8:]}."})
+    done = await catch_up(kit, say=lambda line: None)  # refused before: ConnectionError, password authentication failed
+    assert not any(done.counts.values())  # no topic of that prefix: nothing to write back, but it logged in and looked
