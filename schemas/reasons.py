@@ -88,7 +88,7 @@ class ReasonCode(StrEnum):
     # entry of the system of record whose read the task tried and that failed.
     OVER_THRESHOLD_APPROVED = "over_threshold_approved"
     RECORD_READ_FAILED = "record_read_failed"
-    # A financial call under the threshold that, with what its task (or the tenant to its payee over the window) already
+    # A financial call under the threshold that, with what its task already
     # had allowed, reaches it: split refunds escalate at the call that reaches the threshold.
     CUMULATIVE_THRESHOLD = "cumulative_threshold"
     # A call of a tool whose catalog entry does not name the call's tenant (`tenants`), or names no tenant at all for a tool
