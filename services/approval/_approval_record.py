@@ -1,0 +1,133 @@
+"""An approval request as the service keeps it, and its states: pending until decided, expired or escalated.
+
+The literals and event types a decision speaks in live here, with `Frozen`, the base every value of the domain shares.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import ApprovalVote, Reason
+
+__all__ = [
+    "EDITED",
+    "EXPIRED",
+    "GRANTED",
+    "REJECTED",
+    "REQUESTED",
+    "RESOLVED",
+    "UNKNOWN_RISK",
+    "ApprovalRecord",
+    "Ballot",
+    "Frozen",
+    "Kind",
+    "Resolution",
+    "Status",
+    "Transition",
+    "Via",
+    "escalate",
+    "expire",
+]
+
+Status = Literal["pending", "granted", "rejected", "expired", "resolved"]
+Kind = Literal["approval", "follow_up"]
+Via = Literal["token", "link", "callback"]
+Resolution = Literal["confirmed_done", "confirmed_not_done"]
+GRANTED, REJECTED, EXPIRED, REQUESTED, RESOLVED = (
+    "tidegate.approval.granted",
+    "tidegate.approval.rejected",
+    "tidegate.approval.expired",
+    "tidegate.approval.requested",
+    "tidegate.approval.resolved",
+)
+EDITED = "tidegate.approval.edited"  # a webhook message only (no bus event): the call a pending request awaits approval of changed
+UNKNOWN_RISK = "unknown"
+
+
+class Frozen(BaseModel):
+    """A value of the approval domain: immutable, and no field it does not declare."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Ballot(Frozen):
+    """The approval service's proof of one counted approval of a request: the key that signed it and the signature."""
+
+    key_id: str
+    signature: str
+
+
+class ApprovalRecord(Frozen):
+    """One request for a human: an escalated call awaiting approval, or an unknown outcome to follow up."""
+
+    approval_id: str
+    kind: Kind = "approval"
+    action_id: str
+    task_id: str
+    tenant_id: str
+    step: int = 0
+    tool: str
+    args: dict[str, Any]
+    action_digest: str
+    reasons: list[Reason] = Field(default_factory=list)
+    facts: dict[str, Any] = Field(default_factory=dict)
+    risk: str = UNKNOWN_RISK
+    policy_version: str = ""
+    requested_by: str | None = None  # the task's requester as the proposal names it (an outside agent's: the agent)
+    task_requested_by: str | None = None  # as its signed request names it, when the policy learned the task (four eyes: both)
+    proposer: str | None = None
+    rationale: str = ""  # why the agent proposed it, as it wrote it (untrusted: shown as text)
+    estimated_cost_usd: float = 0.0
+    status: Status = "pending"
+    required_approvals: int = 1
+    approvers: list[str] = Field(default_factory=list)
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict)  # approver → groups held when they voted
+    approved_via: dict[str, Via] = Field(default_factory=dict)  # approver → how their counted approval came (absent: a token)
+    # approver → the service's signature of their counted approval (`_ballots`): the database cannot add one of its own
+    ballots: dict[str, Ballot] = Field(default_factory=dict)
+    edited_args: dict[str, Any] | None = None
+    comment: str | None = None
+    review_reason: str | None = None  # why a human rejected or edited (the tenant's taxonomy)
+    votes: list[ApprovalVote] = Field(default_factory=list)  # every vote in order, each with its comment and reason (none before)
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    resolution: Resolution | None = None
+    result_error: dict[str, Any] | None = None
+    created_at: datetime
+    expires_at: datetime
+    escalated_at: datetime | None = None
+    version: int = 0
+    traceparent: str | None = None  # trace of the escalation, so a human's decision continues the task's trace
+
+    @property
+    def is_pending(self) -> bool:
+        """Whether a human can still act on it."""
+        return self.status == "pending"
+
+
+class Transition(Frozen):
+    """A vote's effect: the record after it, and the decision event to publish (None while more votes are needed).
+
+    `EDITED` is a webhook message only: a partial vote changed the call the request awaits approval of.
+    """
+
+    record: ApprovalRecord
+    event_type: str | None = None
+
+
+def expire(record: ApprovalRecord, now: datetime) -> Transition | None:
+    """An overdue pending request expires (fail closed); follow-ups just close without an event."""
+    if not record.is_pending or now < record.expires_at:
+        return None
+    expired = record.model_copy(update={"status": "expired", "decided_at": now, "version": record.version + 1})
+    return Transition(record=expired, event_type=EXPIRED if record.kind == "approval" else None)
+
+
+def escalate(record: ApprovalRecord, now: datetime, after: timedelta | None) -> ApprovalRecord | None:
+    """The request opened to its escalation groups, once it has waited `after`; None when not due."""
+    if after is None or not record.is_pending or record.escalated_at is not None or now < record.created_at + after:
+        return None
+    return record.model_copy(update={"escalated_at": now, "version": record.version + 1})
