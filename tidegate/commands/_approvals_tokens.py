@@ -7,6 +7,7 @@ login) is shown refused, and re-issued only once the operator confirms who it na
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -235,8 +236,17 @@ def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, ye
 
 
 @token_app.command("list")
-def token_list() -> None:
-    """List tokens (never the tokens themselves), with the key that signed each; a token the service refuses says why."""
+def token_list(as_json: bool = typer.Option(False, "--json", help="One JSON document (a list): what scripts read.")) -> None:
+    """List tokens (never the tokens themselves), with the key that signed each; a token the service refuses says why.
+
+    A table when it fits the terminal, else a block per token with its id whole on a line of its own; `--json` for scripts.
+    """
+    tokens = run(repo_call("tokens"))
+    if as_json:
+        fields = ("token_id", "approver", "tenant_id", "operator", "groups", "created_at", "expires_at", "last_used_at", "revoked_at")
+        docs = [{f: getattr(info, f) for f in fields} | {"key_id": info.key_id, "refused": info.unproven} for info in tokens]
+        print(json.dumps(docs, default=lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v), indent=2))  # times: ISO 8601
+        return
     headers = ("token id", "approver", "tenant", "groups", "created", "expires", "last used", "revoked", "proof")
     rows = [
         (
@@ -250,7 +260,7 @@ def token_list() -> None:
             f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "",
             shown(info.key_id or "") if info.unproven is None else "[red]REFUSED: " + shown(info.unproven, TEXT_MAX) + "[/]",
         )
-        for info in run(repo_call("tokens"))
+        for info in tokens
     ]
     print_listing(headers, rows)  # the token id whole, whatever the width: `token revoke` takes it
 

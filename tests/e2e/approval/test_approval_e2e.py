@@ -200,7 +200,8 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     tokens = stack.cli("approvals", "token", "list")
     assert "bob@acme.example" in tokens.stdout
     assert bob not in tokens.stdout  # the token itself is never shown again
-    token_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "alice@acme.example" in line and stack.tenant in line)
+    listed = json.loads(stack.cli("approvals", "token", "list", "--json").stdout)  # what a script reads (the table may not fit)
+    token_id = next(t["token_id"] for t in listed if t["approver"] == "alice@acme.example" and t["tenant_id"] == stack.tenant)
     assert stack.cli("approvals", "token", "revoke", token_id).returncode == 0
     revoked = stack.cli("approvals", "list", token=alice)
     assert revoked.returncode == 1
