@@ -117,7 +117,7 @@ def test_token_list_keeps_the_token_id_whole_in_a_pipe(
         return [info]
 
     monkeypatch.setattr(_approvals_tokens, "repo_call", tokens)
-    _approvals_tokens.token_list()
+    _approvals_tokens.token_list(as_json=False)
     out = capsys.readouterr().out
     assert TOKEN_ID in out.splitlines()  # whole, on a line of its own: `token revoke` takes it
     assert "approver: bob@acme.example" in out
