@@ -207,7 +207,7 @@ async def test_approvers_use_the_cli(stack: Stack, wait_for: Any) -> None:
     assert revoked.returncode == 1
     assert "401" in revoked.stderr
 
-    bob_id = next(line.split()[1] for line in tokens.stdout.splitlines() if "bob@acme.example" in line and stack.tenant in line)
+    bob_id = next(t["token_id"] for t in listed if t["approver"] == "bob@acme.example" and t["tenant_id"] == stack.tenant)
     rotated = stack.cli("approvals", "token", "rotate", bob_id, "--expires-in-days", "2")
     assert rotated.returncode == 0, rotated.stderr
     new_bob = rotated.stdout.strip().splitlines()[-1]
