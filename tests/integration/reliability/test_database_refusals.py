@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -49,11 +50,16 @@ async def _watch_dead_letters(kit: KitSettings, rejected: list[s.EventRejected])
     return watcher
 
 
-@pytest.mark.parametrize("refusal", sorted(REFUSALS))
-async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once_it_takes_the_service_again(
-    refusal: str, kit: KitSettings, infra: Any, wait_for: Any
+async def _refused_then_decided(
+    kit: KitSettings,
+    infra: Any,
+    wait_for: Any,
+    refuse: Callable[[asyncpg.Connection], Awaitable[None]],
+    allow: Callable[[asyncpg.Connection], Awaitable[None]],
+    error: str,
 ) -> None:
-    change, undo, error = REFUSALS[refusal]
+    """Proposals sent while the database refuses the policy (`refuse`, run as a superuser outside the policy's database):
+    /health says it retries `error`, then once `allow` ran every proposal is decided and none was dead-lettered."""
     role = service_role("policy", infra.role_prefix)
     service = build_policy(kit=kit)
     rejected: list[s.EventRejected] = []
@@ -64,8 +70,9 @@ async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once
     await producer.start()
     await service.start()
     admin = await asyncpg.connect(infra.admin_database_url)
+    outside = await asyncpg.connect(infra.admin_database_url, database="postgres")  # a database may not refuse its own session
     try:
-        await admin.execute(f'ALTER ROLE "{role}" {change}')
+        await refuse(outside)
         assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # its pool must log in again
         events = [good_event("actions.proposed", f"t-{uuid.uuid4().hex[:8]}") for _ in range(3)]
         for event in events:
@@ -76,19 +83,36 @@ async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once
             what=f"/health retrying: {error}",
         )
         assert service.health()["ok"], retrying
-        await admin.execute(f'ALTER ROLE "{role}" {undo(infra)}')
+        await allow(outside)
         ids = {e.data.action_id for e in events}
         await wait_for(
             lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=60, what="every proposal decided"
         )
         assert [r for r in rejected if r.data.service == "policy"] == []  # nothing dead-lettered: nothing lost
     finally:
-        await admin.execute(f'ALTER ROLE "{role}" {undo(infra)}')
+        await allow(outside)
+        await outside.close()
         await admin.close()
         await service.stop()
         await producer.stop()
         await decided.stop()
         await watcher.stop()
+
+
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+async def test_proposals_met_by_a_refusing_database_are_retried_and_decided_once_it_takes_the_service_again(
+    refusal: str, kit: KitSettings, infra: Any, wait_for: Any
+) -> None:
+    change, undo, error = REFUSALS[refusal]
+    role = service_role("policy", infra.role_prefix)
+
+    async def refuse(admin: asyncpg.Connection) -> None:
+        await admin.execute(f'ALTER ROLE "{role}" {change}')
+
+    async def allow(admin: asyncpg.Connection) -> None:
+        await admin.execute(f'ALTER ROLE "{role}" {undo(infra)}')
+
+    await _refused_then_decided(kit, infra, wait_for, refuse, allow, error)
 
 
 async def test_proposals_met_by_a_database_not_accepting_connections_are_retried_not_dead_lettered(
@@ -96,40 +120,14 @@ async def test_proposals_met_by_a_database_not_accepting_connections_are_retried
 ) -> None:
     """`ALTER DATABASE … ALLOW_CONNECTIONS false` (a restore, maintenance): SQLSTATE 55000. Before, each proposal in flight was
     dead-lettered `handler_error` within a second and lost; `tidegate status` said healthy."""
-    role = service_role("policy", infra.role_prefix)
-    service = build_policy(kit=kit)
-    rejected: list[s.EventRejected] = []
-    watcher = await _watch_dead_letters(kit, rejected)
-    decided = Collector(kit, ["actions.decided"])
-    producer = Producer(kit)
-    await decided.start()
-    await producer.start()
-    await service.start()
-    admin = await asyncpg.connect(infra.admin_database_url)
-    database = await admin.fetchval("SELECT current_database()")
-    outside = await asyncpg.connect(infra.admin_database_url, database="postgres")  # a database may not refuse its own session
-    try:
+    probe = await asyncpg.connect(infra.admin_database_url)
+    database = await probe.fetchval("SELECT current_database()")
+    await probe.close()
+
+    async def refuse(outside: asyncpg.Connection) -> None:
         await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-        assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # its pool must connect again
-        events = [good_event("actions.proposed", f"t-{uuid.uuid4().hex[:8]}") for _ in range(3)]
-        for event in events:
-            await producer.send("actions.proposed", event)
-        await wait_for(
-            lambda: "not currently accepting connections" in (service.health()["retrying"] or ""),
-            timeout=30,
-            what="/health retrying: the database is not accepting connections",
-        )
+
+    async def allow(outside: asyncpg.Connection) -> None:
         await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        ids = {e.data.action_id for e in events}
-        await wait_for(
-            lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=60, what="every proposal decided"
-        )
-        assert [r for r in rejected if r.data.service == "policy"] == []  # nothing dead-lettered: nothing lost
-    finally:
-        await outside.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        await outside.close()
-        await admin.close()
-        await service.stop()
-        await producer.stop()
-        await decided.stop()
-        await watcher.stop()
+
+    await _refused_then_decided(kit, infra, wait_for, refuse, allow, "not currently accepting connections")
