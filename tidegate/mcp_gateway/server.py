@@ -148,9 +148,9 @@ def build_server(
         except (Unsendable, ValidationError) as exc:  # too large for the services or the broker, a field the contract refuses
             return refused_call(exc), False
         except ResultPending:  # allowed, the executor's answer not in yet: it may be running, the model polls it
-            return _running(client, action_id), True
+            return _still_open(client, action_id, _RUNNING, allowed=True), True
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
-            return _undecided(client, action_id), True
+            return _still_open(client, action_id, _UNDECIDED), True
         except BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
             return error(
                 f"the governance bus is unreachable ({said(exc)}): action {action_id} may not have reached Tidegate, and nothing "
@@ -239,21 +239,14 @@ def invalid_args(tool: str, problems: list[str]) -> types.CallToolResult:
     )
 
 
-def _running(client: Tidegate, action_id: str) -> types.CallToolResult:
-    recorded = client.proposals.lookup(action_id)
-    return pending(
-        action_id,
-        recorded[0] if recorded else None,
-        "Allowed, and the executor has not reported its result yet: it may be running, or have happened.",
-        allowed=True,
-    )
+_RUNNING = "Allowed, and the executor has not reported its result yet: it may be running, or have happened."
+_UNDECIDED = (
+    "Proposed, but Tidegate has not decided yet; it has not run. If no answer ever comes, the action id may be another's "
+    "(the policy then refused this call): call the tool without it, or with a new one."
+)
 
 
-def _undecided(client: Tidegate, action_id: str) -> types.CallToolResult:
+def _still_open(client: Tidegate, action_id: str, message: str, **more: Any) -> types.CallToolResult:
+    """A proposal that stands without an end yet: pending, from the position the client recorded it at."""
     recorded = client.proposals.lookup(action_id)
-    return pending(
-        action_id,
-        recorded[0] if recorded else None,
-        "Proposed, but Tidegate has not decided yet; it has not run. If no answer ever comes, the action id may be another's "
-        "(the policy then refused this call): call the tool without it, or with a new one.",
-    )
+    return pending(action_id, recorded[0] if recorded else None, message, **more)
