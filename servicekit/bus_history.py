@@ -154,24 +154,9 @@ async def last_signed(
 
     Cheap: at most `tail` records a partition, read from `end - tail`.
     """
-    topic = prefix + name
-    consumer = _consumer(bootstrap, client_options)
-    await consumer.start()
-    try:
-        tps = await _partitions(consumer, topic)
-        if not tps:
-            return []
-        ends = await consumer.end_offsets(tps)
-        begins = await consumer.beginning_offsets(tps)
-        starts = {tp: max(begins[tp], ends[tp] - tail) for tp in tps}
-        last: dict[int, SignedEvent] = {}
-        async for record in _records(consumer, starts, ends, timeout_s):
-            found = _verified(name, record, authority)
-            if isinstance(found, SignedEvent):
-                last[found.partition] = found
-        return [last[p] for p in sorted(last)]
-    finally:
-        await consumer.stop()
+    tail_events = await tail_signed(bootstrap, prefix, name, authority, client_options=client_options, tail=tail, timeout_s=timeout_s)
+    last = {event.partition: event for event in tail_events}  # in partition order: the last of each wins
+    return [last[p] for p in sorted(last)]
 
 
 async def signed_events(
