@@ -8,15 +8,13 @@ login that may (the operator's, or a superuser's) under any key but an allow-lis
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from typer.testing import CliRunner
+from aiokafka import AIOKafkaProducer
+from audit_cli_helpers import audit_cli, bus_records
 
 from servicekit import ADMIN, KitSettings, SigningKey, kafka_options, service_key
 from servicekit.dbroles import service_database_url
@@ -24,7 +22,6 @@ from services.audit.acknowledgements import acknowledge
 from services.audit.handlers import Recorder
 from services.audit.records import Observed, observe
 from services.audit.repository import PostgresAuditLog
-from tidegate.cli import app as cli
 
 pytestmark = pytest.mark.integration
 
@@ -54,24 +51,14 @@ def flat(output: str) -> str:
     return " ".join(output.split())
 
 
-async def tidegate(kit: KitSettings, *args: str) -> Any:
-    env = {
-        "TIDEGATE_DATABASE_URL": kit.database_url,
-        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
-        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
-        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
-    }
-    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", *args], env=env)
-
-
 async def test_an_operator_acknowledges_a_conflict_and_no_one_else_can(kit: KitSettings) -> None:
     topic = kit.topic_prefix + "actions.results"
     await conflict_at(kit, 1)
-    broken = await tidegate(kit, "verify")
+    broken = await audit_cli(kit, "verify")
     assert broken.exit_code == 1, broken.output
     assert f"{topic}[0] seq 2 (offset 1): conflict recorded" in flat(broken.output)
 
-    listed = await tidegate(kit, "conflicts", "list", "--json")
+    listed = await audit_cli(kit, "conflicts", "list", "--json")
     assert listed.exit_code == 0, listed.output
     [conflict] = [json.loads(line) for line in listed.output.splitlines()]
     assert (conflict["offset"], conflict["logged_seq"], conflict["acknowledged"]) == (1, 2, False)
@@ -103,18 +90,18 @@ async def test_an_operator_acknowledges_a_conflict_and_no_one_else_can(kit: KitS
         )
     finally:
         await log.close()
-    still = await tidegate(kit, "verify")
+    still = await audit_cli(kit, "verify")
     assert still.exit_code == 1, still.output
     assert "an acknowledgement is stored but does not count" in flat(still.output)
     assert "which is no operator's key on the allow-list" in flat(still.output)
 
-    acked = await tidegate(kit, "conflicts", "ack", ident, "--reason", "forged row of the 2026-12-05 drill (INC-42)")
+    acked = await audit_cli(kit, "conflicts", "ack", ident, "--reason", "forged row of the 2026-12-05 drill (INC-42)")
     assert acked.exit_code == 0, acked.output
     assert f"conflict {ident}" in flat(acked.output)
-    green = await tidegate(kit, "verify")
+    green = await audit_cli(kit, "verify")
     assert green.exit_code == 0, green.output
     assert f"acknowledged: {topic}[0] seq 2 (offset 1): conflict {ident} acknowledged by {kit.operator}" in flat(green.output)
-    doc = json.loads((await tidegate(kit, "verify", "--json")).output)
+    doc = json.loads((await audit_cli(kit, "verify", "--json")).output)
     assert (doc["conflicts"], doc["breaks"]) == (1, [])
     assert doc["acknowledged"][0]["reason"] == "forged row of the 2026-12-05 drill (INC-42)"
 
@@ -128,16 +115,16 @@ async def test_an_operator_acknowledges_a_conflict_and_no_one_else_can(kit: KitS
         await owner.close()
 
     await conflict_at(kit, 3)  # the next conflict still fails verify
-    again = await tidegate(kit, "verify")
+    again = await audit_cli(kit, "verify")
     assert again.exit_code == 1, again.output
     assert f"{topic}[0] seq 3 (offset 3): conflict recorded" in flat(again.output)
     assert "acknowledged: " in flat(again.output)
-    listed = await tidegate(kit, "conflicts", "list", "--json")
+    listed = await audit_cli(kit, "conflicts", "list", "--json")
     states = [json.loads(line) for line in listed.output.splitlines()]
     assert [(c["offset"], c["acknowledged"], c["acknowledged_by"]) for c in states] == [(1, True, kit.operator), (3, False, None)]
-    still_open = await tidegate(kit, "conflicts", "list", "--open", "--json")
+    still_open = await audit_cli(kit, "conflicts", "list", "--open", "--json")
     assert [json.loads(line)["offset"] for line in still_open.output.splitlines()] == [3]
-    table = await tidegate(kit, "conflicts", "list")
+    table = await audit_cli(kit, "conflicts", "list")
     assert table.exit_code == 0, table.output
     assert "2 conflict(s)" in table.output
 
@@ -152,15 +139,7 @@ async def test_verify_content_shows_the_row_of_an_acknowledged_conflict_apart_an
             await producer.send_and_wait(topic, b'{"genuine": %d}' % n, partition=0)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        records = (await consumer.getmany(tp, timeout_ms=10_000))[tp]
-    finally:
-        await consumer.stop()
+    records = await bus_records(kit, topic)
     assert [r.offset for r in records] == [0, 1, 2]
     log = await PostgresAuditLog.connect(service_database_url(kit, "audit"), max_size=1)  # as the service writes: its own login
     try:
@@ -172,18 +151,18 @@ async def test_verify_content_shows_the_row_of_an_acknowledged_conflict_apart_an
     finally:
         await log.close()
 
-    before = await tidegate(kit, "verify", "--content")
+    before = await audit_cli(kit, "verify", "--content")
     assert before.exit_code == 1, before.output
     assert f"{topic}[0] seq 2 (offset 1): differs from the record the bus holds at this offset" in flat(before.output)
-    [conflict] = [json.loads(line) for line in (await tidegate(kit, "conflicts", "list", "--json")).output.splitlines()]
-    acked = await tidegate(kit, "conflicts", "ack", conflict["conflict_id"], "--reason", "INC-43: drill")
+    [conflict] = [json.loads(line) for line in (await audit_cli(kit, "conflicts", "list", "--json")).output.splitlines()]
+    acked = await audit_cli(kit, "conflicts", "ack", conflict["conflict_id"], "--reason", "INC-43: drill")
     assert acked.exit_code == 0, acked.output
 
-    after = await tidegate(kit, "verify", "--content")
+    after = await audit_cli(kit, "verify", "--content")
     assert after.exit_code == 0, after.output
     assert f"acknowledged: {topic}[0] seq 2 (offset 1): differs from the record the bus holds" in flat(after.output)
     assert "but the 1 row(s) of acknowledged conflicts" in flat(after.output)
-    doc = json.loads((await tidegate(kit, "verify", "--content", "--json")).output)
+    doc = json.loads((await audit_cli(kit, "verify", "--content", "--json")).output)
     assert (doc["content"]["mismatches"], [m["seq"] for m in doc["content"]["acknowledged"]]) == ([], [2])
 
     log = await PostgresAuditLog.connect(service_database_url(kit, "audit"), max_size=1)
@@ -191,7 +170,7 @@ async def test_verify_content_shows_the_row_of_an_acknowledged_conflict_apart_an
         await log.append([record(kit, 102, b'{"forged": true}')])  # a new forged row: the bus never had this offset
     finally:
         await log.close()
-    again = await tidegate(kit, "verify", "--content")
+    again = await audit_cli(kit, "verify", "--content")
     assert again.exit_code == 1, again.output
     assert f"{topic}[0] seq 4 (offset 102): the bus never had this offset" in flat(again.output)
 
@@ -224,7 +203,7 @@ async def test_the_audits_login_cannot_make_a_genuine_conflict_impossible_to_ack
     finally:
         await stolen.close()
 
-    listed = [json.loads(line) for line in (await tidegate(kit, "conflicts", "list", "--json")).output.splitlines()]
+    listed = [json.loads(line) for line in (await audit_cli(kit, "conflicts", "list", "--json")).output.splitlines()]
     assert [(c["offset"], c["at"], c["forged"]) for c in listed] == [
         (1, f"{topic}[0]@1", False),  # the genuine conflict: its digest re-derived from the stored record is its own
         (999998, f"{topic}[0]@999998", False),
@@ -233,29 +212,29 @@ async def test_the_audits_login_cannot_make_a_genuine_conflict_impossible_to_ack
     assert len({c["record_sha256"] for c in listed}) == 1
     ident, digest = listed[0]["conflict_id"], listed[0]["record_sha256"]
     for named in (ident, digest):
-        refused = await tidegate(kit, "conflicts", "ack", named, "--reason", "INC-46")
+        refused = await audit_cli(kit, "conflicts", "ack", named, "--reason", "INC-46")
         assert refused.exit_code == 1, refused.output
         assert "names 3 conflicts; pick one" in flat(refused.output)
         assert f"ack --at {topic}[0]@1" in flat(refused.output)
         assert f"ack --at {topic}[0]@999999" in flat(refused.output)
 
-    acked = await tidegate(kit, "conflicts", "ack", ident, "--at", f"{topic}[0]@1", "--reason", "INC-46: forged row of the drill")
+    acked = await audit_cli(kit, "conflicts", "ack", ident, "--at", f"{topic}[0]@1", "--reason", "INC-46: forged row of the drill")
     assert acked.exit_code == 0, acked.output
     assert f"conflict {ident} ({topic}[0]@1) acknowledged by {kit.operator}" in flat(acked.output)
-    still = await tidegate(kit, "verify")
+    still = await audit_cli(kit, "verify")
     assert still.exit_code == 1, still.output
     said = flat(still.output)
     assert f"acknowledged: {topic}[0] seq 2 (offset 1): conflict {ident} acknowledged by {kit.operator}" in said
     assert f"{topic}[0] (offset 999999): forged conflict row" in said
     assert f"tidegate audit conflicts ack --at {topic}[0]@999999" in said
-    table = await tidegate(kit, "conflicts", "list")
+    table = await audit_cli(kit, "conflicts", "list")
     assert table.exit_code == 0, table.output
     assert "forged" in table.output
 
     for offset in (999998, 999999):
-        decoy = await tidegate(kit, "conflicts", "ack", "--at", f"{topic}[0]@{offset}", "--reason", "INC-46: the audit login's decoys")
+        decoy = await audit_cli(kit, "conflicts", "ack", "--at", f"{topic}[0]@{offset}", "--reason", "INC-46: the audit login's decoys")
         assert decoy.exit_code == 0, decoy.output
-    green = await tidegate(kit, "verify", "--json")
+    green = await audit_cli(kit, "verify", "--json")
     assert green.exit_code == 0, green.output
     doc = json.loads(green.output)
     assert [(a["offset"], a["forged"]) for a in doc["acknowledged"]] == [(1, False), (999998, False), (999999, True)]

@@ -10,7 +10,6 @@ claims a signature its value does not carry.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -20,9 +19,9 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from audit_cli_helpers import audit_cli, bus_records
 from prometheus_client import REGISTRY
-from typer.testing import CliRunner
 
 import schemas as s
 from schemas.examples import sample_events
@@ -33,7 +32,6 @@ from services.audit.handlers import Recorder
 from services.audit.records import COLUMNS, GENESIS, LogRow, headers_json, observe
 from services.audit.repository import PostgresAuditLog
 from services.audit.settings import AuditSettings
-from tidegate.cli import app as cli
 
 pytestmark = pytest.mark.integration
 
@@ -90,16 +88,6 @@ async def rows(kit: KitSettings, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 async def logged_offsets(kit: KitSettings, topic: str) -> list[int]:
     return [r["kafka_offset"] for r in await rows(kit, "SELECT kafka_offset FROM audit.log WHERE topic = $1 ORDER BY seq", topic)]
-
-
-async def verify(kit: KitSettings, *args: str) -> Any:
-    env = {
-        "TIDEGATE_DATABASE_URL": kit.database_url,
-        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
-        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
-        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
-    }
-    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "verify", *args], env=env)
 
 
 async def test_rows_forged_ahead_while_the_service_is_stopped_are_caught_when_it_starts_again(
@@ -165,7 +153,7 @@ async def test_a_row_forged_at_the_next_offset_makes_the_genuine_record_a_record
     assert len(said) == 1
     assert f"{topic}[0] offset 2" in said[0]
 
-    result = await verify(kit)
+    result = await audit_cli(kit, "verify")
     assert result.exit_code == 1, result.output
     assert f"{topic}[0] seq 3 (offset 2): conflict recorded" in result.output
 
@@ -183,15 +171,7 @@ async def test_a_plain_redelivery_of_the_same_records_is_not_a_conflict(kit: Kit
     topic = kit.topic_prefix + "actions.results"
     for n in range(3):
         await producer.send_and_wait(topic, json.dumps({"n": n}).encode(), partition=0, key=b"k", headers=[("h", b"v")])
-    consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, ADMIN))
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        records = (await consumer.getmany(tp, timeout_ms=10_000))[tp]
-    finally:
-        await consumer.stop()
+    records = await bus_records(kit, topic)
     assert [r.offset for r in records] == [0, 1, 2]
     log = await PostgresAuditLog.connect(service_database_url(kit, "audit"))  # as the service writes: its own login
     try:
@@ -221,18 +201,18 @@ async def test_with_the_service_stopped_verify_content_and_signatures_name_the_f
     await producer.send_and_wait(topic, json.dumps({"genuine": 2}).encode(), partition=0)
     assert await forge(kit, topic, a_result_event(), ahead=100) == 102  # an offset the bus never had
 
-    plain = await verify(kit)
+    plain = await audit_cli(kit, "verify")
     assert plain.exit_code == 0, plain.output  # the chains are intact: the hashes cannot tell who wrote a row
 
-    doc = json.loads((await verify(kit, "--content", "--json")).output)
+    doc = json.loads((await audit_cli(kit, "verify", "--content", "--json")).output)
     assert [(m["seq"], m["offset"]) for m in doc["content"]["mismatches"]] == [(3, 2), (4, 102)], doc["content"]
     assert "value" in doc["content"]["mismatches"][0]["problem"]
-    content = await verify(kit, "--content")
+    content = await audit_cli(kit, "verify", "--content")
     assert content.exit_code == 1, content.output
     assert f"{topic}[0] seq 3 (offset 2): differs from the record the bus holds at this offset (timestamp" in content.output
     assert f"{topic}[0] seq 4 (offset 102): the bus never had this offset" in content.output
 
-    signatures = await verify(kit, "--signatures", "--json")
+    signatures = await audit_cli(kit, "verify", "--signatures", "--json")
     assert signatures.exit_code == 1, signatures.output
     report = json.loads(signatures.output)
     assert report["signatures_checked"] == 2

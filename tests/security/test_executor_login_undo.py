@@ -12,16 +12,16 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from policy_authorizations import policy_authorized
 from prometheus_client import REGISTRY
 
 import schemas as s
-from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog
 from servicekit.authority import deployment_authority
 from servicekit.db import create_pool
 from servicekit.dbroles import service_database_url
@@ -132,7 +132,7 @@ async def test_a_state_the_login_wrote_before_the_call_never_becomes_its_undo(
         undo=undo,
     )
     before = _refused("unsigned")
-    await executor.handle(_authorized(policy, action_id, "tag_ticket", {"ticket_id": "T-1", "tags": ["refund", "vip"]}))
+    await executor.handle(policy_authorized(policy, "tag_ticket", {"ticket_id": "T-1", "tags": ["refund", "vip"]}, action_id=action_id))
     [result] = published
     assert result.type == "tidegate.action.succeeded"  # the call itself ran, as policy allowed
     assert result.data.undo is not None
@@ -142,25 +142,3 @@ async def test_a_state_the_login_wrote_before_the_call_never_becomes_its_undo(
     assert refusal.code == s.ReasonCode.UNDO_IRREVERSIBLE
     assert _refused("unsigned") >= before + 1
     assert await undo.prior_state(action_id) is None  # and it is never taken for the state before
-
-
-def _authorized(key: SigningKey, action_id: str, tool: str, args: dict[str, Any]) -> s.ActionAuthorized:
-    now = s.utcnow()
-    data = s.ActionAuthorizedData(
-        action_id=action_id,
-        task_id="t-1",
-        tenant_id="acme",
-        tool=tool,
-        args=args,
-        authorization=s.Authorization(
-            via="policy",
-            policy_version="v1",
-            action_digest=action_digest("acme", tool, args),
-            issued_at=now,
-            expires_at=now + timedelta(minutes=5),
-            key_id=key.key_id,
-            signature="",
-        ),
-    )
-    auth = data.authorization.model_copy(update={"signature": key.sign(authorization_message(data))})
-    return s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy")

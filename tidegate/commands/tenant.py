@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas import ControlTenant, ControlTenantData
-from servicekit import CatalogError, KitSettings, ToolCatalog
+from servicekit import CatalogError, ControlState, KitSettings, ToolCatalog
 from servicekit.domains import domain_problems
 from services.policy import TenantSettings
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
@@ -140,22 +140,51 @@ def _settings(pairs: list[str], candidate: Path | None, tenant: str) -> dict[str
     return changes
 
 
+def _starting_point(kit: KitSettings, state: ControlState, tenant: str) -> tuple[dict[str, Any] | None, str]:
+    """The settings a change of `tenant` starts from, and what onboarded it (None, "" when nothing did).
+
+    Its `control.tenant` record, else the policy pack's own entry for it: a record replaces that entry (`PackSettings.from_records`),
+    so a record that started empty would put every setting the pack gives the tenant back to the pack's `default`.
+    """
+    if (record := state.tenants.get(tenant)) is not None:
+        return dict(record.settings), "a control.tenant record"
+    pack = pack_settings(kit, state)
+    if pack.onboarded(tenant):
+        return dict(pack.tenants[tenant]), "the policy pack's settings.yaml"
+    return None, ""
+
+
 def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: list[str], classes: list[str], by: str | None) -> None:
     if tenant in ("", "*", "default"):
         fail("name one tenant")
     kit = signer_settings(by)
     state = run(read_control(kit))
-    current = state.tenants.get(tenant)
+    run(read_control(kit, "directory", state))  # a tenant onboarded over the approval API has its directory there
+    current, onboarded_by = _starting_point(kit, state, tenant)
+    if must_exist and current is None and tenant in state.directories:
+        fail(
+            f"tenant {tenant!r} has no settings of its own yet (onboarded over the approval API): "
+            f"`tidegate tenant add {tenant} …` gives it its first"
+        )
     if must_exist and current is None:
         fail(f"tenant {tenant!r} is not onboarded: `tidegate tenant add {tenant} …` first")
     if not must_exist and current is not None:
-        fail(f"tenant {tenant!r} is already onboarded: change it with `tidegate tenant set {tenant} …`")
+        fail(f"tenant {tenant!r} is already onboarded (by {onboarded_by}): change it with `tidegate tenant set {tenant} …`")
     try:
-        record = tenant_record(dict(current.settings) if current else {}, changes, triggers, classes)
+        record = tenant_record(current or {}, changes, triggers, classes)
     except (ValueError, ValidationError) as exc:
         fail(f"invalid tenant settings: {exc}")
     run(publish_tenant(kit, tenant=tenant, record=record, set_by=kit.operator))
     console.print(f"tenant {tenant}: {json.dumps(record, sort_keys=True)}")
+
+
+def _edit(tenant: str, *, must_exist: bool, options: dict[str, Any], candidate: Path | None = None) -> None:
+    """What `add` and `set` do with their options (`options`: the command's parameters by name): check, merge, publish."""
+    lists = {option: options[option] for option in _LISTS}
+    changes = _changes(options["autonomous"], options["refund_threshold"], options["budget"], lists, options["learn_after"])
+    changes |= _settings(options["setting"], candidate, tenant)
+    _refuse_bad_domains(changes)
+    _write(tenant, must_exist=must_exist, changes=changes, triggers=options["trigger"], classes=options["class_"], by=options["by"])
 
 
 @app.command("add")
@@ -178,11 +207,7 @@ def add(
     by: str | None = BY,
 ) -> None:
     """Onboard a tenant: until then every proposal of it is denied `tenant_not_onboarded`. Unset fields come from the pack's `default`."""
-    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
-    lists |= {"payee": payee, "site": site, "organisation": organisation}
-    changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, None, tenant)
-    _refuse_bad_domains(changes)
-    _write(tenant, must_exist=False, changes=changes, triggers=trigger, classes=class_, by=by)
+    _edit(tenant, must_exist=False, options=locals())
     _outside_tools_not_granted(tenant)
 
 
@@ -222,11 +247,7 @@ def set_(
     by: str | None = BY,
 ) -> None:
     """Change an onboarded tenant: the options given replace those fields (a list option replaces the whole list)."""
-    lists = {"internal_domain": internal_domain, "known_contact": known_contact, "chat_member": chat_member, "chat_channel": chat_channel}
-    lists |= {"payee": payee, "site": site, "organisation": organisation}
-    changes = _changes(autonomous, refund_threshold, budget, lists, learn_after) | _settings(setting, candidate, tenant)
-    _refuse_bad_domains(changes)
-    _write(tenant, must_exist=True, changes=changes, triggers=trigger, classes=class_, by=by)
+    _edit(tenant, must_exist=True, options=locals(), candidate=candidate)
 
 
 @app.command("show")

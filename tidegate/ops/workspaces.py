@@ -201,27 +201,26 @@ class _Runner(Protocol):
     async def result(self, step: Step, result: dict[str, Any]) -> None: ...
 
 
-class _Run:
-    """One task's run through the policy service's use cases, in this process."""
+class _TaskEvents:
+    """One task's events as the eval agent sends them: the task, then each call proposed (a step each) and its result."""
 
-    def __init__(self, service: PolicyService, tenant: str, task: Task) -> None:
-        self.service, self.tenant, self.task = service, tenant, task
+    def __init__(self, tenant: str, task: Task) -> None:
+        self.tenant, self.task = tenant, task
         self.task_id = f"{task.id}-{uuid.uuid4().hex[:8]}"
         self.step = 0
 
-    async def start(self) -> None:
+    def _submitted(self) -> TaskSubmitted:
         data = TaskSubmittedData(
             task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user",
             mode="autonomous",  # as its proposals ask (a proposal can make its task stricter, never looser): the tenant decides
         )  # fmt: skip
-        await self.service.on_task(TaskSubmitted.build(data, source="eval"))
+        return TaskSubmitted.build(data, source="eval")
 
-    async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:
-        """Decide the call; `returns` (what the tool would return) is unused: nothing runs in process."""
+    def _next_proposal(self, step: Step, tainted: list[str] | None) -> ActionProposed:
+        """The proposal of `step`'s call, as the task's next step."""
         self.step += 1
-        action_id = f"{self.task_id}-{self.step}"
         data = ActionProposedData(
-            action_id=action_id,
+            action_id=f"{self.task_id}-{self.step}",
             task_id=self.task_id,
             tenant_id=self.tenant,
             step=self.step,
@@ -231,15 +230,10 @@ class _Run:
             mode="autonomous",
             tainted_args=tainted or [],
         )
-        started = time.perf_counter()
-        record = await self.service.on_proposed(ActionProposed.build(data, source="eval"))
-        elapsed = (time.perf_counter() - started) * 1000
-        decided = record.decided
-        assert decided is not None
-        outcome = decided.data.outcome
-        return _Outcome(outcome, [r.code.value for r in decided.data.reasons], elapsed, ran=outcome == "allow")
+        return ActionProposed.build(data, source="eval")
 
-    async def result(self, step: Step, result: dict[str, Any]) -> None:
+    def _succeeded(self, step: Step, result: dict[str, Any]) -> ActionSucceeded:
+        """The `action.succeeded` of the last proposed call, returning `result`."""
         data = ActionResultData(
             action_id=f"{self.task_id}-{self.step}",
             task_id=self.task_id,
@@ -251,7 +245,32 @@ class _Run:
             attempts=1,
             duration_ms=1.0,
         )
-        await self.service.on_result(ActionSucceeded.build(data, source="eval"))
+        return ActionSucceeded.build(data, source="eval")
+
+
+class _Run(_TaskEvents):
+    """One task's run through the policy service's use cases, in this process."""
+
+    def __init__(self, service: PolicyService, tenant: str, task: Task) -> None:
+        super().__init__(tenant, task)
+        self.service = service
+
+    async def start(self) -> None:
+        await self.service.on_task(self._submitted())
+
+    async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:
+        """Decide the call; `returns` (what the tool would return) is unused: nothing runs in process."""
+        proposal = self._next_proposal(step, tainted)
+        started = time.perf_counter()
+        record = await self.service.on_proposed(proposal)
+        elapsed = (time.perf_counter() - started) * 1000
+        decided = record.decided
+        assert decided is not None
+        outcome = decided.data.outcome
+        return _Outcome(outcome, [r.code.value for r in decided.data.reasons], elapsed, ran=outcome == "allow")
+
+    async def result(self, step: Step, result: dict[str, Any]) -> None:
+        await self.service.on_result(self._succeeded(step, result))
 
 
 def _with_text(result: dict[str, Any] | None, text: str) -> dict[str, Any]:
@@ -462,47 +481,32 @@ class BusDriver:
         return await self._first(self._results, action_id, "result")
 
 
-class _BusRun(_Run):
+class _BusRun(_TaskEvents):
     """One task's run over Kafka: the same events, published; the decision read from `actions.decided`, the run from `actions.results`."""
 
     def __init__(self, driver: BusDriver, tenant: str, task: Task) -> None:
-        self.driver, self.tenant, self.task = driver, tenant, task
-        self.task_id = f"{task.id}-{uuid.uuid4().hex[:8]}"
-        self.step = 0
+        super().__init__(tenant, task)
+        self.driver = driver
         self.allowed = False  # the last proposed call was allowed: its result is the executor's to publish, not ours
 
     async def start(self) -> None:
-        data = TaskSubmittedData(
-            task_id=self.task_id, tenant_id=self.tenant, workflow="workspace", input=self.task.request, requested_by="user",
-            mode="autonomous",  # as its proposals ask (a proposal can make its task stricter, never looser): the tenant decides
-        )  # fmt: skip
-        await self.driver.publish("tasks", TaskSubmitted.build(data, source="eval"))
+        await self.driver.publish("tasks", self._submitted())
 
     async def propose(self, step: Step, tainted: list[str] | None = None, returns: dict[str, Any] | None = None) -> _Outcome:
         """Propose the call, the tool serving `returns`; an allowed call ran when the executor's `action.succeeded` is read."""
-        self.step += 1
-        data = ActionProposedData(
-            action_id=f"{self.task_id}-{self.step}",
-            task_id=self.task_id,
-            tenant_id=self.tenant,
-            step=self.step,
-            tool=step.tool,
-            args=step.args,
-            proposer="external:eval-agent",
-            mode="autonomous",
-            tainted_args=tainted or [],
-        )
-        self.driver.serve(data.action_id, returns or {})
+        proposal = self._next_proposal(step, tainted)
+        action_id = proposal.data.action_id
+        self.driver.serve(action_id, returns or {})
         started = time.perf_counter()
-        await self.driver.publish("actions.proposed", ActionProposed.build(data, source="eval"))
-        decided = await self.driver.decision(data.action_id)
+        await self.driver.publish("actions.proposed", proposal)
+        decided = await self.driver.decision(action_id)
         decision_ms = (time.perf_counter() - started) * 1000
         outcome, codes = decided.data.outcome, [r.code.value for r in decided.data.reasons]
         self.allowed = outcome == "allow"
         if outcome != "allow":
             return _Outcome(outcome, codes, decision_ms, ran=False)
         try:
-            result = await self.driver.result(data.action_id)
+            result = await self.driver.result(action_id)
         except TimeoutError as exc:
             return _Outcome(outcome, codes, decision_ms, ran=False, why_not=str(exc))
         ran = result.data.status == "succeeded"
@@ -513,18 +517,7 @@ class _BusRun(_Run):
         """The result of a call a human granted; an allowed call's result is the executor's (succeeded or failed), never ours."""
         if self.allowed:
             return
-        data = ActionResultData(
-            action_id=f"{self.task_id}-{self.step}",
-            task_id=self.task_id,
-            tenant_id=self.tenant,
-            step=self.step,
-            tool=step.tool,
-            status="succeeded",
-            result=result,
-            attempts=1,
-            duration_ms=1.0,
-        )
-        await self.driver.publish("actions.results", ActionSucceeded.build(data, source="eval"))
+        await self.driver.publish("actions.results", self._succeeded(step, result))
 
 
 async def run_suite_on_bus(suite: Suite, driver: BusDriver) -> SuiteReport:

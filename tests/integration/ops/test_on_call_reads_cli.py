@@ -17,10 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import KitSettings, apply_migrations
-from services.audit.app import MIGRATIONS
-from services.audit.records import observe
-from services.audit.repository import PostgresAuditLog
+from tests.integration.audit_log_seed import seed_audit_log
 from tidegate.cli import app as cli
 
 TOOL = "oa_refund_order"
@@ -58,22 +55,8 @@ def _events(task: str) -> list[tuple[str, s.Envelope]]:
 
 @pytest.fixture
 async def env(infra: Any, prefix: str, tmp_path: Path) -> dict[str, str]:
-    kit = KitSettings(database_url=infra.database_url, topic_prefix=prefix, keys_dir=tmp_path / "keys")
     task = f"oa-slow-{uuid.uuid4().hex[:6]}"
-    log = await PostgresAuditLog.connect(kit.database_url)
-    try:
-        await apply_migrations(log.pool, "audit", MIGRATIONS)
-        await log.append(
-            [
-                observe(topic=prefix + topic, partition=0, offset=n, timestamp_ms=1_790_000_000_000 + n, timestamp_type=0,
-                        key=event.key, value=s.encode(event), headers=[], prefix=prefix)
-                for n, (topic, event) in enumerate(_events(task))
-            ]
-        )  # fmt: skip
-    finally:
-        await log.close()
-    return {"TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
-            "TIDEGATE_RUN_DIR": str(tmp_path), "TASK": task}  # fmt: skip
+    return await seed_audit_log(infra, prefix, tmp_path, _events(task)) | {"TIDEGATE_RUN_DIR": str(tmp_path), "TASK": task}
 
 
 async def _cli(env: dict[str, str], *args: str) -> Any:

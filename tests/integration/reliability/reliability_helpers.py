@@ -8,13 +8,15 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from signers import signed
+from signers import AdminBus, signed
 
-from schemas import Envelope, encode, headers_for
+from schemas import Envelope, EventRejected, encode, headers_for
 from schemas.examples import sample_events
-from servicekit import ADMIN, KitSettings, kafka_options
+from servicekit import ADMIN, Bus, KitSettings, kafka_options
 
 POISON = b"[" * 100_000 + b"]" * 100_000  # what made json.loads raise RecursionError in Bus.dead_letter
+# Ends the sessions of one login (`$1`, a service's role) on the test database: what a restart or failover does to its pool.
+KILL_ROLE_CONNECTIONS = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1"
 
 
 class BatchProducer:
@@ -72,3 +74,15 @@ async def audit_rows(dsn: str, topic: str, partition: int) -> dict[int, tuple[bo
     finally:
         await conn.close()
     return {r["kafka_offset"]: (r["valid"], r["invalid_reason"]) for r in rows}
+
+
+async def watch_dead_letters(kit: KitSettings, rejected: list[EventRejected]) -> Bus:
+    """A started bus that appends each `deadletter` record to `rejected` (stop it when done)."""
+    watcher = AdminBus(kit, "watcher")
+
+    async def on_dead(event: EventRejected) -> None:
+        rejected.append(event)
+
+    watcher.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}watcher")
+    await watcher.start()
+    return watcher

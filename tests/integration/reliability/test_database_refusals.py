@@ -15,15 +15,12 @@ from typing import Any
 import asyncpg
 import pytest
 from bus_helpers import Collector, Producer
-from reliability_helpers import good_event
-from signers import AdminBus
+from reliability_helpers import KILL_ROLE_CONNECTIONS, good_event, watch_dead_letters
 
 import schemas as s
-from servicekit import Bus, KitSettings
+from servicekit import KitSettings
 from servicekit.dbroles import credentials_file, scram_verifier, service_role
 from services.policy.app import build as build_policy
-
-KILL_ROLE_CONNECTIONS = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1"
 
 
 def _the_stored_password(infra: Any) -> str:
@@ -39,17 +36,6 @@ REFUSALS = {
 }
 
 
-async def _watch_dead_letters(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
-    watcher = AdminBus(kit, "watcher")
-
-    async def on_dead(event: s.EventRejected) -> None:
-        rejected.append(event)
-
-    watcher.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}watcher")
-    await watcher.start()
-    return watcher
-
-
 async def _refused_then_decided(
     kit: KitSettings,
     infra: Any,
@@ -63,7 +49,7 @@ async def _refused_then_decided(
     role = service_role("policy", infra.role_prefix)
     service = build_policy(kit=kit)
     rejected: list[s.EventRejected] = []
-    watcher = await _watch_dead_letters(kit, rejected)
+    watcher = await watch_dead_letters(kit, rejected)
     decided = Collector(kit, ["actions.decided"])
     producer = Producer(kit)
     await decided.start()

@@ -9,29 +9,12 @@ from typing import Any
 
 import asyncpg
 from bus_helpers import Collector, Producer
-from reliability_helpers import BatchProducer, good_event, wire
-from signers import AdminBus
+from reliability_helpers import KILL_ROLE_CONNECTIONS, BatchProducer, good_event, watch_dead_letters, wire
 
 import schemas as s
-from servicekit import Bus, KitSettings
+from servicekit import KitSettings
 from servicekit.dbroles import service_role
 from services.policy.app import build as build_policy
-
-# The policy service's connections: it logs in as its own role (`<session prefix>policy`).
-KILL_SERVICE_CONNECTIONS = (
-    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND usename = $1"
-)
-
-
-async def start_watcher(kit: KitSettings, rejected: list[s.EventRejected]) -> Bus:
-    watcher = AdminBus(kit, "watcher")
-
-    async def on_dead(event: s.EventRejected) -> None:
-        rejected.append(event)
-
-    watcher.consume("deadletter", on_dead, group_id=f"{kit.topic_prefix}watcher")
-    await watcher.start()
-    return watcher
 
 
 def proposal_bytes(task: str, **args: Any) -> tuple[str, bytes]:
@@ -47,7 +30,7 @@ async def test_an_oversized_value_and_a_nan_proposal_are_dead_lettered_with_thei
     kit = kit.model_copy(update={"max_value_bytes": 64 * 1024})
     service = build_policy(kit=kit)
     rejected: list[s.EventRejected] = []
-    watcher = await start_watcher(kit, rejected)
+    watcher = await watch_dead_letters(kit, rejected)
     decided = Collector(kit, ["actions.decided"])
     await decided.start()
     await service.start()
@@ -78,7 +61,7 @@ async def test_connections_killed_under_load_skip_nothing(kit: KitSettings, infr
     """pg_terminate_backend on the service's connections (what a fast shutdown does to a pool), again and again under load."""
     service = build_policy(kit=kit)
     rejected: list[s.EventRejected] = []
-    watcher = await start_watcher(kit, rejected)
+    watcher = await watch_dead_letters(kit, rejected)
     decided = Collector(kit, ["actions.decided"])
     producer = Producer(kit)
     await decided.start()
@@ -93,7 +76,7 @@ async def test_connections_killed_under_load_skip_nothing(kit: KitSettings, infr
             ids.add(event.data.action_id)
             await producer.send("actions.proposed", event)
             if i % 10 == 5:
-                killed += await admin.fetchval(KILL_SERVICE_CONNECTIONS, service_role("policy", infra.role_prefix))
+                killed += await admin.fetchval(KILL_ROLE_CONNECTIONS, service_role("policy", infra.role_prefix))
                 await asyncio.sleep(0)  # let the service run into its dead connections while more arrive
         assert killed > 0
         await wait_for(

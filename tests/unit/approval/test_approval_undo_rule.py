@@ -18,25 +18,10 @@ import schemas as s
 from servicekit import action_digest
 from servicekit.undo import undo_action_id, undo_proposal
 from services.approval._undo_store import InMemoryUndoResults, KeptResult
+from tests.unit.executor_results import executor_result as _result
 
 UNTAG = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 RETAG = s.UndoPlan(status="ready", tool="tag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
-
-
-def _result(kind: type[s.Envelope], action_id: str, tool: str, status: str, **kw: Any) -> s.Envelope:
-    data = s.ActionResultData(
-        action_id=action_id,
-        task_id="t-1",
-        tenant_id="acme",
-        step=1,
-        tool=tool,
-        status=status,  # type: ignore[arg-type]
-        result={} if status == "succeeded" else None,
-        attempts=1,
-        duration_ms=1.0,
-        **kw,
-    )
-    return kind.build(data, source="tidegate/executor")
 
 
 def _decided(action_id: str, tool: str, outcome: str, *reasons: s.ReasonCode) -> s.Envelope:

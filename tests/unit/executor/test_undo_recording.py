@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from policy_authorizations import policy_authorized
 
 import schemas as s
-from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message
+from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
 from services.executor.credentials import CredentialStore
@@ -69,24 +70,8 @@ def executor(tmp_path: Path, systems: Systems, published: list[s.Envelope], undo
 
 
 def authorize(key: SigningKey, tool: str, args: dict[str, Any], action_id: str = "a-1") -> s.ActionAuthorized:
-    data = s.ActionAuthorizedData(
-        action_id=action_id,
-        task_id="t-1",
-        tenant_id="acme",
-        tool=tool,
-        args=args,
-        authorization=s.Authorization(
-            via="policy",
-            policy_version="v1",
-            action_digest=action_digest("acme", tool, args),
-            issued_at=NOW,
-            expires_at=NOW + timedelta(minutes=5),
-            key_id=key.key_id,
-            signature="",
-        ),
-    )
-    auth = data.authorization.model_copy(update={"signature": key.sign(authorization_message(data))})
-    return s.ActionAuthorized.build(data.model_copy(update={"authorization": auth}), source="tidegate/policy")
+    """Issued at NOW, the executor's clock."""
+    return policy_authorized(key, tool, args, action_id=action_id, issued_at=NOW)
 
 
 async def test_tagging_reads_the_tags_before_and_plans_to_remove_only_those_it_added(tmp_path: Path, key: SigningKey) -> None:

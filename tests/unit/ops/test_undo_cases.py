@@ -11,26 +11,15 @@ import pytest
 
 import schemas as s
 from servicekit.undo import undo_action_id, undo_proposal
+from tests.unit.executor_results import executor_result
 from tidegate.ops.undo import undo_steps
 
 READY = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 
 
 def _result(kind: type[s.Envelope], action_id: str, tool: str, status: str, **kw: Any) -> s.Envelope:
-    data = s.ActionResultData(
-        action_id=action_id,
-        task_id="t-1",
-        tenant_id="acme",
-        step=1,
-        tool=tool,
-        status=status,  # type: ignore[arg-type]
-        result={} if status == "succeeded" else None,
-        attempts=1,
-        duration_ms=1.0,
-        idempotency_key=action_id,
-        **kw,
-    )
-    return kind.build(data, source="tidegate/executor")
+    """As the executor publishes it, with the idempotency key it used: the action id."""
+    return executor_result(kind, action_id, tool, status, idempotency_key=action_id, **kw)
 
 
 ORIGINAL = _result(s.ActionSucceeded, "a-1", "tag_ticket", "succeeded", undo=READY)

@@ -4,39 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from policy_at_a_time import policy_at
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionSucceeded, ActionUnknown, ResultCost
-from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog
 from services.policy import InMemoryPolicyRepository
-from services.policy.pack import PackSource, compile_pack
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
-CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 RESULT = {"task_id": "t-1", "tenant_id": "acme", "tool": "issue_refund", "attempts": 1, "duration_ms": 1.0}
 
 
-async def _publish(topic: str, event: Any) -> None:
-    return None
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> PolicyService:
-    return PolicyService(
-        catalog=CATALOG,
-        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
-        repo=InMemoryPolicyRepository(clock=lambda: T0),
-        signer=SigningKey.load_or_create(tmp_path, "policy"),
-        keys_dir=tmp_path,
-        control=ControlState(),
-        publish_many=EventOutlet(_publish).publish_many,
-        settings=PolicySettings(authorization_ttl_s=60, reservation_expiry_margin_s=30),
-        clock=lambda: T0,
-    )
+    return policy_at(T0, tmp_path, PolicySettings(authorization_ttl_s=60, reservation_expiry_margin_s=30))
 
 
 def refund(action_id: str) -> ActionProposed:

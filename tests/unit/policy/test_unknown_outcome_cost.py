@@ -4,39 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from policy_at_a_time import policy_at
 
 from schemas import ActionProposed, ActionProposedData, ActionResultData, ActionUnknown, ApprovalData, ApprovalResolved, ResultCost
-from servicekit import REPO_ROOT, ControlState, EventOutlet, SigningKey, ToolCatalog, approval_message
+from servicekit import SigningKey, approval_message
 from services.policy import InMemoryPolicyRepository
-from services.policy.pack import PackSource, compile_pack
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
-CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 REFUND = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}  # estimated at 0.01 USD by the catalog
 
 
-async def _nowhere(topic: str, event: Any) -> None:
-    return None
-
-
 @pytest.fixture
 def service(tmp_path: Path) -> PolicyService:
-    return PolicyService(
-        catalog=CATALOG,
-        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
-        repo=InMemoryPolicyRepository(clock=lambda: NOW),
-        signer=SigningKey.load_or_create(tmp_path, "policy"),
-        keys_dir=tmp_path,
-        control=ControlState(),
-        publish_many=EventOutlet(_nowhere).publish_many,
-        settings=PolicySettings(authorization_ttl_s=60, provenance_wait_s=0),
-        clock=lambda: NOW,
-    )
+    return policy_at(NOW, tmp_path, PolicySettings(authorization_ttl_s=60, provenance_wait_s=0))
 
 
 async def unknown_then_confirmed_done(service: PolicyService, key: SigningKey, action_id: str, reported_usd: float) -> None:
