@@ -22,7 +22,7 @@ from schemas import Envelope
 from schemas.serialization import decode_document
 from servicekit.authority import Authority, appended_ms
 
-__all__ = ["BehindTheBus", "SignedEvent", "last_signed", "signed_events", "tail_signed"]
+__all__ = ["BehindTheBus", "SignedEvent", "handled_offsets", "last_signed", "signed_events", "tail_signed"]
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ async def tail_signed(
     newest the service made. At most `tail` records a partition.
     """
     consumer = _consumer(bootstrap, client_options)
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
         tps = await _partitions(consumer, prefix + name)
         if not tps:
             return []
@@ -180,8 +180,8 @@ async def signed_events(
     """
     topic = prefix + name
     consumer = _consumer(bootstrap, client_options)
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
         tps = await _partitions(consumer, topic)
         if not tps:
             return
@@ -200,5 +200,26 @@ async def signed_events(
                 yield event
             elif refused is not None:
                 refused(record, event)
+    finally:
+        await consumer.stop()
+
+
+async def handled_offsets(
+    bootstrap: str, prefix: str, name: str, group: str, *, client_options: dict[str, Any] | None = None
+) -> dict[int, int]:
+    """Per partition of `prefix` + `name`, the offset consumer group `group` (full name) has committed: what it handled is before it.
+
+    A partition the group never committed is absent (none of it handled). Read without joining the group: a start's
+    check tells an event its service has handled (its row should be there) from one still in its backlog (delivered after start).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **(client_options or {}))
+    try:
+        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
+        committed = {}
+        for tp in await _partitions(consumer, prefix + name):
+            offset = await consumer.committed(tp)
+            if offset is not None:
+                committed[tp.partition] = offset
+        return committed
     finally:
         await consumer.stop()

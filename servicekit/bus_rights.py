@@ -70,7 +70,8 @@ PRINCIPALS: dict[str, Rights] = {
         purpose="the planner service",
     ),
     "policy": Rights(
-        reads=("tasks", "actions.proposed", "approvals", "actions.results", "control", "directory"),  # tasks: untrusted input (provenance)
+        # tasks: untrusted input (provenance); actions.decided: its own, at start (`services.policy.restored`)
+        reads=("tasks", "actions.proposed", "approvals", "actions.results", "actions.decided", "control", "directory"),
         writes=("actions.decided", "actions.authorized", "deadletter"),
         groups=("policy", "policy.results", "policy.tasks"),  # results and tasks, each on a consumer of its own
         purpose="the policy service: the only writer of decisions and authorizations",

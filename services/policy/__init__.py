@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
+    from services.policy.restored import Restoration
     from services.policy.service import PolicyService
     from services.policy.settings import PolicySettings
 
@@ -36,6 +37,7 @@ __all__ = [
     "PolicyProcess",
     "PolicyService",
     "PolicySettings",
+    "Restoration",
     "SystemRecord",
     "TenantSettings",
     "build",
@@ -70,6 +72,7 @@ _HOME = {
     "validate_pack": "pack",
     "load_cases": "packtest",
     "run_cases": "packtest",
+    "Restoration": "restored",
     "InMemoryPolicyRepository": "_memory_repository",
     "PolicyService": "service",
     "PolicySettings": "settings",

@@ -18,6 +18,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     deployment_authority,
+    kafka_options,
     service_bus,
     service_key,
 )
@@ -30,13 +31,13 @@ from services.policy.handlers import PolicyHandlers
 from services.policy.pack import CompiledPack, PackSource, compile_pack
 from services.policy.payees import PayeeSeal
 from services.policy.repository import PolicyRepository, forget_tasks
+from services.policy.restored import RESULTS_GROUP, check_not_behind
 from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
 
 __all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
 NAME = "policy"
-RESULTS_GROUP = "policy.results"  # the consumer group of `actions.results` (`servicekit.bus_rights` grants it)
 TASKS_GROUP = "policy.tasks"  # the consumer group of `tasks` (the same)
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         await every(settings.task_state_check_s, "policy: forgetting old tasks' working state", step)
 
     async def begin(_: ServiceProcess) -> None:
+        if pool is not None:  # a restored database forgot decisions and spend: nothing is decided until `tidegate db catch-up`
+            await check_not_behind(pool, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME))
         await service.repo.record_policy_version(pack.version, pack.source.files, pack.source.settings, f"file:{kit.policy_dir}")
 
     return PolicyProcess.of(

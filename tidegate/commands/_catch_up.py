@@ -16,12 +16,14 @@ def catch_up(
         None, "--since", help="Read the bus from this time (the backup's, or a little before it) instead of from its earliest record."
     ),
 ) -> None:
-    """Write back what the bus says the executor and the approval service did since the backup: run with the services down.
+    """Write back what the bus says the executor, the approval service and the policy did since the backup: run with the services down.
 
     Each result the executor signed whose action has no finished claim becomes its finished claim (never run again);
     each request the approval service announced since is rebuilt, and each decision it signed of a request still pending
-    is recorded. Every event is verified with the deployment's keys; one of `actions.results` or `approvals` that does
-    not verify stops it (exit 1). Idempotent. Exit 0 when caught up.
+    is recorded; each decision the policy signed is recorded as taken, with its reservation, spend and payout (never
+    decided again), then each result it has not recorded ends its reservation. Every event is verified with the
+    deployment's keys; one of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (exit 1).
+    Idempotent. Exit 0 when caught up.
     """
     from tidegate.ops.catch_up import NotCaughtUp
     from tidegate.ops.catch_up import catch_up as read_and_write
@@ -36,4 +38,4 @@ def catch_up(
         console.print(f"  {what}: {n}")
     for note in done.notes:
         console.print(f"  note: {note}")
-    console.print("caught up: the executor and the approval service may start (`tidegate up`)")
+    console.print("caught up: the executor, the approval service and the policy may start (`tidegate up`)")

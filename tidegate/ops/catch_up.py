@@ -1,13 +1,15 @@
-"""`tidegate db catch-up`: after a database restore, write back from the bus what the executor and the approval service did since.
+"""`tidegate db catch-up`: after a database restore, write back from the bus what the executor, approval and policy did since.
 
-The executor and the approval service refuse to start on a database behind the bus (`servicekit.bus_history`). This
-reads the bus (from the earliest record it keeps, or from `since_ms`), verifies every event with the deployment's
-keys, and writes each one the database lacks through the service's own code: the executor's signed result of an
-action without a finished claim becomes its finished claim (the event kept as it was published), and the approval
-service's request made since the backup is rebuilt from the policy's escalation, then each decision of a request
-still pending is recorded (its approvals signed with the approval service's key). Idempotent: a second run writes nothing.
-An event of `actions.results` or `approvals` that does not verify stops it (`NotCaughtUp`): nothing is trusted that
-its producer did not sign.
+The three refuse to start on a database behind the bus (`servicekit.bus_history`). This reads the bus (from the
+earliest record it keeps, or from `since_ms`), verifies every event with the deployment's keys, and writes each one
+the database lacks through the service's own code: the executor's signed result of an action without a finished
+claim becomes its finished claim (the event kept as it was published); the approval service's request made since
+the backup is rebuilt from the policy's escalation, then each decision of a request still pending is recorded (its
+approvals signed with the approval service's key); the policy's signed decision is recorded as it was taken, with its
+reservation, spend and payout (`decide_many`, never decided again), then each result and finding on an unknown outcome
+the policy has not recorded is recorded as the running policy records it. Idempotent: a second run writes nothing.
+An event of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (`NotCaughtUp`): nothing
+is trusted that its producer did not sign.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import ActionAuthorized, ActionDecided, ActionDecidedData
+from schemas import ActionAuthorized, ActionDecided, ActionDecidedData, ActionProposed, ActionResult, ApprovalResolved, action_digest
 from servicekit import OPS, KitSettings, ToolCatalog, create_pool, deployment_authority, kafka_options, service_key
 from servicekit.bus_history import SignedEvent, signed_events
 from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
 from services.executor import PgClaimStore, keep_signed_result
+from services.policy import Restoration as PolicyRestoration
 
 __all__ = ["CaughtUp", "NotCaughtUp", "catch_up"]
 
@@ -75,13 +78,14 @@ class _Reader:
 
 
 async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callable[[str], None] = print) -> CaughtUp:
-    """Write back into the restored database what the bus says the executor and the approval service did (see the module)."""
+    """Write back into the restored database what the bus says the executor, the approval service and the policy did (see the module)."""
     reader = _Reader(kit, since_ms, say, kafka_options(kit, OPS))
     done = CaughtUp()
     pool = await create_pool(kit.operator_database_url, max_size=2)  # the operator's login, as `db migrate` (its password file)
     try:
         await _executor(reader, pool, kit, done)
         await _approvals(reader, pool, kit, done)
+        await _policy(reader, pool, kit, done)
     finally:
         await pool.close()
     return done
@@ -151,3 +155,39 @@ def _restoration(kit: KitSettings, pool: Any) -> Restoration:
         return str(catalog[tool].risk) if catalog is not None and tool in catalog else "unknown"
 
     return Restoration(PgApprovalRepository(pool, "approval", seals=seals), seals, GroupsConfig.load(settings.groups_file), risk_of)
+
+
+async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+    """The policy's decisions since the backup, recorded as signed (never decided again); then the results and findings it lacks."""
+    restoration = PolicyRestoration.of(kit, pool)
+    decided = await reader.read("actions.decided", strict=True)
+    done.counts["policy decisions on the bus"] = len(decided)
+    if lacking := await restoration.lacking(decided):
+        wanted = {d.event.data.action_id for d in lacking}  # type: ignore[attr-defined]
+        proposals: dict[tuple[str, str, str], ActionProposed] = {}
+        for signed in await reader.read("actions.proposed", strict=False):
+            if isinstance(signed.event, ActionProposed) and (p := signed.event.data).action_id in wanted:
+                proposals.setdefault((p.action_id, p.tenant_id, action_digest(p.tenant_id, p.tool, p.args)), signed.event)
+        authorized: dict[tuple[str, str | None], str] = {}
+        for signed in await reader.read("actions.authorized", strict=False):
+            if isinstance(signed.event, ActionAuthorized) and (a := signed.event.data).action_id in wanted:
+                authorized.setdefault((a.action_id, a.authorization.approval_id), signed.text)
+        for signed in lacking:
+            data: ActionDecidedData = signed.event.data  # type: ignore[attr-defined]
+            proposal = proposals.get((data.action_id, data.tenant_id, data.action_digest))
+            grant = authorized.get((data.action_id, data.approval_id if data.via == "approval" else None))
+            outcome = await restoration.decision(signed, proposal.data if proposal is not None else None, grant)
+            done.counts[f"policy decisions {outcome}"] += 1
+            if proposal is None:
+                done.notes.append(f"action {data.action_id}: its proposal has left the bus; its decision keeps the call as it states it")
+    results: dict[str, ActionResult] = {}
+    for signed in await reader.read("actions.results", strict=True):
+        results.setdefault(signed.event.data.action_id, signed.event)  # type: ignore[attr-defined,arg-type]  # a result published again is the same
+    ended = await restoration.unended(list(results.values()))
+    await restoration.results(ended)
+    done.counts["policy results recorded"] = len(ended)
+    resolved = [e.event for e in await reader.read("approvals", strict=True) if isinstance(e.event, ApprovalResolved)]
+    held = await restoration.held_unknown([r.data.action_id for r in resolved])
+    for finding in (r for r in resolved if r.data.action_id in held):
+        await restoration.resolution(finding)
+        done.counts["policy findings recorded"] += 1

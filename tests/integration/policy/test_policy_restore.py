@@ -1,0 +1,228 @@
+"""The policy's database restored from a backup (brief h52): it refuses to start until `tidegate db catch-up`, which writes back
+the decisions, reservations, spend and call endings the bus holds; a tenant's budget is never reset by a restore.
+
+The restore is simulated as a backup taken before the tenant's first call: every row of the tenant in the policy's
+schema is deleted by the database's owner. The bus still holds the decisions the policy signed and the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from bus_helpers import Collector, Producer
+
+from schemas import ActionFailed, ActionResultData, ActionSucceeded, ResultCost
+from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, SigningKey, create_pool
+from servicekit.authority import sign_event
+from servicekit.bus_history import BehindTheBus
+from services.policy.app import build
+from tidegate.commands.tenant import publish_tenant
+from tidegate.ops.catch_up import NotCaughtUp, catch_up
+
+REFUND = {"payee_id": "cus_1002", "amount_usd": 120.0, "order_id": "O-5002"}
+CAP = 0.025  # the tenant's spend cap: each refund reserves the tool's 0.01 USD, so two fit, not three
+TABLES = ("decisions", "reservations", "spend", "payouts", "call_outcomes", "provenance", "records", "tasks_learned")
+
+
+@pytest.fixture
+async def pool(infra: Any) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(infra.database_url, max_size=2)
+    yield p
+    await p.close()
+
+
+async def _state(pool: asyncpg.Pool, tenant: str) -> dict[str, list[Any]]:
+    """What the policy keeps of `tenant`: its spend, reservations, payouts, call outcomes and decisions."""
+    q = {
+        "spend": "SELECT task_id, amount_usd FROM policy.spend WHERE tenant_id = $1 ORDER BY task_id",
+        "reservations": "SELECT action_id, status, amount_usd, settled_usd FROM policy.reservations WHERE tenant_id = $1 ORDER BY 1",
+        "payouts": "SELECT action_id, payee, amount_usd FROM policy.payouts WHERE tenant_id = $1 ORDER BY action_id",
+        "outcomes": "SELECT action_id, status, attempts FROM policy.call_outcomes WHERE tenant_id = $1 ORDER BY action_id",
+        "decisions": "SELECT key, outcome, decided_event, authorized_event FROM policy.decisions WHERE tenant_id = $1 ORDER BY key",
+    }
+    return {name: [tuple(r) for r in await pool.fetch(sql, tenant)] for name, sql in q.items()}
+
+
+async def _restored_before(pool: asyncpg.Pool, tenant: str) -> None:
+    """What restoring a backup taken before the tenant's first call does to the policy's schema."""
+    for table in TABLES:
+        await pool.execute(f"DELETE FROM policy.{table} WHERE tenant_id = $1", tenant)
+
+
+def _result(kind: type[Any], proposal: Any, status: str, cost_usd: float) -> Any:
+    d = proposal.data
+    data = ActionResultData(
+        action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, tool=d.tool, status=status, attempts=1, duration_ms=3.0,
+        cost=ResultCost(usd=cost_usd),
+    )  # fmt: skip
+    return kind.build(data, source="tidegate/executor")
+
+
+async def _decided(kit: KitSettings, collector: Collector, producer: Producer, wait_for: Any, proposal: Any) -> Any:
+    await producer.send("actions.proposed", proposal)
+    found = await wait_for(lambda: collector.decided(proposal.data.action_id), what=f"the decision of {proposal.data.action_id}")
+    return found[-1]
+
+
+async def _spent_near_the_cap(
+    kit: KitSettings, collector: Collector, producer: Producer, pool: asyncpg.Pool, wait_for: Any, make_proposal: Any
+) -> tuple[str, list[Any]]:
+    """A tenant with a spend cap; two refunds allowed, one of which fails (its budget given back), then a third allowed.
+
+    The tenant has then spent 0.02 of its 0.025: a fourth refund is denied. Returns the tenant and the three proposals.
+    """
+    tenant = f"rst-{uuid.uuid4().hex[:8]}"
+    settings = {"allow_autonomous": True, "refund_threshold_usd": 500, "budget_usd": CAP, "known_payees": ["cus_1002"]}
+    await publish_tenant(kit, tenant=tenant, record=settings, set_by="ops@tidegate.example")
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        first, second, third = (make_proposal("issue_refund", REFUND | {"order_id": f"O-{i}"}, tenant=tenant) for i in (1, 2, 3))
+        for p in (first, second):
+            assert (await _decided(kit, collector, producer, wait_for, p)).data.outcome == "allow"
+        await producer.send("actions.results", _result(ActionSucceeded, first, "succeeded", 0.01))
+        await producer.send("actions.results", _result(ActionFailed, second, "failed", 0.0))
+
+        async def ended() -> bool:
+            return len((await _state(pool, tenant))["outcomes"]) == 2
+
+        await wait_for(ended, what="both results recorded")
+        assert (await _decided(kit, collector, producer, wait_for, third)).data.outcome == "allow"
+    finally:
+        await svc.stop()
+    return tenant, [first, second, third]
+
+
+async def test_a_restored_policy_refuses_to_start_then_catch_up_keeps_the_budget_spent(
+    kit: KitSettings, collector: Collector, producer: Producer, pool: asyncpg.Pool, wait_for: Any, make_proposal: Any
+) -> None:
+    tenant, proposals = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
+    before = await _state(pool, tenant)
+    assert [float(a) for t, a in before["spend"] if t == "*"] == [0.02]
+    await _restored_before(pool, tenant)
+
+    refused = build(kit=kit)
+    with pytest.raises(BehindTheBus, match="behind the bus") as behind:
+        await refused.start()
+    await refused.stop()
+    assert any(p.data.action_id in str(behind.value) for p in proposals)  # a decision the database lacks, named
+    assert "restored from a backup?" in str(behind.value)
+    assert "tidegate db catch-up" in str(behind.value)
+
+    said: list[str] = []
+    done = await catch_up(kit, say=said.append)
+    assert done.counts["policy decisions recorded"] == 3
+    assert done.counts["policy results recorded"] == 2
+    assert await _state(pool, tenant) == before  # the same rows: decisions as signed, reservations, spend, payouts, outcomes
+    again = await catch_up(kit, say=said.append)  # idempotent: writes nothing
+    assert (again.counts["policy decisions recorded"], again.counts["policy results recorded"]) == (0, 0)
+    assert await _state(pool, tenant) == before
+
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        # The attacker's refund: the restore would have given the tenant its budget back; the caught-up spend does not.
+        over = make_proposal("issue_refund", REFUND | {"order_id": "O-4"}, tenant=tenant)
+        denied = await _decided(kit, collector, producer, wait_for, over)
+        assert denied.data.outcome == "deny"
+        assert [r.code.value for r in denied.data.reasons] == ["budget_exceeded"]
+        assert denied.data.facts["spend_tenant_usd"] == 0.02
+        # A proposal decided before the restore, delivered again: its recorded decision, published again, not a new one.
+        first = proposals[0]
+        await producer.send("actions.proposed", first)
+        twice = await wait_for(lambda: collector.decided(first.data.action_id)[1:], what="the first decision published again")
+        assert twice[0].id == collector.decided(first.data.action_id)[0].id
+    finally:
+        await svc.stop()
+
+
+async def test_without_the_check_a_restored_policy_would_let_the_budget_be_spent_again(
+    kit: KitSettings,
+    collector: Collector,
+    producer: Producer,
+    pool: asyncpg.Pool,
+    wait_for: Any,
+    make_proposal: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hole the check closes, acting as the agent: on the restored database the same refund is allowed."""
+    tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
+    await _restored_before(pool, tenant)
+
+    async def unchecked(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr("services.policy.app.check_not_behind", unchecked)
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        over = make_proposal("issue_refund", REFUND | {"order_id": "O-4"}, tenant=tenant)
+        assert (await _decided(kit, collector, producer, wait_for, over)).data.outcome == "allow"
+    finally:
+        await svc.stop()
+
+
+async def test_a_policy_process_behind_the_bus_exits_ex_config_with_a_not_started_line(
+    kit: KitSettings,
+    collector: Collector,
+    producer: Producer,
+    pool: asyncpg.Pool,
+    wait_for: Any,
+    make_proposal: Any,
+    tmp_path: Path,
+) -> None:
+    tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
+    await _restored_before(pool, tenant)
+    env = {
+        **os.environ,
+        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
+        "TIDEGATE_DATABASE_URL": kit.database_url,
+        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
+        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+        "TIDEGATE_READY_DIR": str(tmp_path / "ready"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.policy"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    if proc.poll() is None:
+        proc.kill()
+    out = proc.communicate()[0].decode()
+    assert proc.returncode == EX_CONFIG, out
+    last = [line for line in out.splitlines() if line.strip()][-1]
+    assert last.startswith("policy: not started: the database is behind the bus")
+    assert "tidegate db catch-up" in last
+    assert not (tmp_path / "ready" / "policy.ready").exists()
+
+
+async def test_a_forged_decision_is_not_counted_by_the_check_and_stops_the_catch_up(
+    kit: KitSettings, collector: Collector, producer: Producer, wait_for: Any, make_proposal: Any, tmp_path: Path
+) -> None:
+    """Acting as someone who may write to `actions.decided` without the policy's key: a decision the database lacks, forged."""
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        genuine = await _decided(kit, collector, producer, wait_for, make_proposal("tag_ticket", {"ticket_id": "T-1", "tags": ["a"]}))
+    finally:
+        await svc.stop()
+    forger = SigningKey.load_or_create(tmp_path / "forger", "policy")
+    forged = genuine.model_copy(update={"id": f"ev-{uuid.uuid4().hex}", "data": genuine.data.model_copy(update={"action_id": "a-forged"})})
+    await producer.send("actions.decided", sign_event(forged, forger))
+
+    svc = build(kit=kit)
+    await svc.start()  # the forged decision, last on its partition, is not the policy's: not counted
+    await svc.stop()
+    with pytest.raises(NotCaughtUp, match=r"actions\.decided"):
+        await catch_up(kit, say=lambda _: None)
