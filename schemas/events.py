@@ -278,7 +278,12 @@ class ApprovalData(Contract):
     reasons: list[Reason] = Field(default_factory=list, description="Why it was escalated.")
     policy_version: str = Field(default="", description="Policy version that escalated.")
     approver: str | None = Field(default=None, description="Who decided (null for requested and expired).", examples=["bob@acme.example"])
-    approvers: list[str] = Field(default_factory=list, description="Every distinct approver, when a risk class needs several.")
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="`approval.granted`: every distinct approver counted toward the grant. `approval.rejected` and `approval.resolved`: "
+        "the one who decided (as `approver`); approvals given before a reject are in `votes`. `approval.expired`: the approvals "
+        "counted before it expired (fewer than it needed). Empty in `approval.requested`.",
+    )
     approver_groups: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Approver → the groups their credential held when they voted; the policy service counts toward a grant's "
