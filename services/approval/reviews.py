@@ -29,6 +29,7 @@ class Said:
     approver: str | None
     review_reason: str | None
     comment: str | None
+    edited: bool = False  # this approver made the edit the grant ran (a concurrence with it is not one)
 
 
 def said_in(votes: Sequence[ApprovalVote], outcome: Outcome) -> tuple[Said, ...]:
@@ -39,7 +40,8 @@ def said_in(votes: Sequence[ApprovalVote], outcome: Outcome) -> tuple[Said, ...]
         chosen = [v for v in votes if v.counted and v.decision == "approve"]
     else:
         chosen = []
-    return tuple(Said(v.approver, v.review_reason, v.comment) for v in chosen)
+    editor = next((v for v in chosen if v.edited_args is not None), None)  # the first counted vote for the edit made it
+    return tuple(Said(v.approver, v.review_reason, v.comment, edited=v is editor) for v in chosen)
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,21 @@ def _times(decided: Iterable[Review], key: Any) -> dict[str, dict[str, float]]:
 
 
 def _never_reject(decided: Iterable[Review], min_decisions: int) -> list[str]:
-    """Approvers with at least `min_decisions` decisions who never rejected nor edited one."""
+    """Approvers with at least `min_decisions` decisions who never rejected nor edited one.
+
+    Every approver a decision counted takes part in it (`Review.parts`: a grant of two approvals is a decision of both, not
+    only of the one who approved last); one who concurred with another's edit did not edit. A decision recorded before
+    votes were kept names its decider alone, with the outcome as theirs.
+    """
     seen: dict[str, Counter[str]] = defaultdict(Counter)
     for r in decided:
-        if r.approver:
-            seen[r.approver][r.outcome] += 1
-    return sorted(a for a, c in seen.items() if sum(c.values()) >= min_decisions and c["rejected"] == c["edited"] == 0)
+        for part in r.parts:
+            if not part.approver:
+                continue
+            touched = r.outcome == "rejected" or (part.edited if r.said else r.outcome == "edited")
+            seen[part.approver]["decided"] += 1
+            seen[part.approver]["touched"] += touched
+    return sorted(a for a, c in seen.items() if c["decided"] >= min_decisions and c["touched"] == 0)
 
 
 def review_report(reviews: Iterable[Review], *, fast_s: float = 10.0, min_decisions: int = 5) -> dict[str, Any]:

@@ -162,6 +162,28 @@ def test_the_report_counts_the_editors_reason_and_keeps_both_comments(tmp_path: 
     assert from_events["examples"]["wrong_amount"][0]["approver"] == BOB.approver
 
 
+def test_the_never_rejects_signal_counts_every_approver_of_a_grant_not_only_the_last() -> None:
+    """Approver6: with two approvals needed, Bob approved first every time and never looked twice, and the report's
+    "never reject or edit" named Carol alone (the last approver). Each counted approval is a decision of its approver; the
+    editor of a grant's edit edited it, the co-approver who concurred did not."""
+    grants = []
+    for n in range(5):
+        first = vote(request(), BOB, comment=f"ok {n}")
+        assert isinstance(first, Transition)
+        both = vote(first.record, CAROL, comment="ok")
+        assert isinstance(both, Transition)
+        assert both.record.status == "granted"
+        grants.append(review_of(both.record))
+    stamps = review_report(grants, min_decisions=5)["rubber_stamp"]["never_reject"]
+    assert stamps == [BOB.approver, CAROL.approver]
+
+    concurred = vote(bob_halves(request()), CAROL, edited_args=HALF, comment="ok")
+    assert isinstance(concurred, Transition)
+    assert concurred.record.status == "granted"
+    stamps = review_report([*grants, review_of(concurred.record)], min_decisions=5)["rubber_stamp"]["never_reject"]
+    assert stamps == [CAROL.approver]  # Bob edited one; Carol concurred with his edit, which is no edit of hers
+
+
 def test_a_rejection_names_its_rejecter_apart_from_those_who_approved() -> None:
     voted = vote(request(), BOB, comment="fine by me")
     assert isinstance(voted, Transition)
