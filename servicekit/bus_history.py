@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DEEP_TAIL = 1000  # records a deep check reads back from each partition's end (`tail_signed`)
 LAST_TAIL = 50  # records read back from each partition's end: the last one its producer signed is among them, unless forged ones crowd it
+
+
+D = TypeVar("D")
 
 
 class BehindTheBus(RuntimeError):
@@ -48,6 +51,16 @@ class SignedEvent:
     partition: int
     offset: int
     appended_ms: int | None
+
+    def data(self, kind: type[D]) -> D:
+        """The event's data as `kind`, its topic's data class; TypeError for another (a reader asked the wrong topic).
+
+        Every event of a catalog topic carries its topic's: `ActionResultData` on `actions.results`, `ApprovalData` on `approvals`.
+        """
+        data = getattr(self.event, "data", None)
+        if not isinstance(data, kind):
+            raise TypeError(f"{self.topic}[{self.partition}]@{self.offset}: {self.event.type} carries no {kind.__name__}")
+        return data
 
 
 def _verified(name: str, record: Any, authority: Authority) -> SignedEvent | str:

@@ -58,7 +58,7 @@ async def check_not_behind(
     Nothing on the topic (a new deployment, or one whose events left the bus) passes: there is nothing to compare.
     """
     for last in await last_signed(bootstrap, prefix, TOPIC, authority, client_options=client_options):
-        data: ApprovalData = last.event.data  # type: ignore[attr-defined]  # every event of the topic carries one
+        data = last.data(ApprovalData)
         why = _behind(await repo.get(data.approval_id), last.event.type)
         if why is not None:
             raise BehindTheBus(
@@ -79,7 +79,7 @@ class Restoration:
 
     async def request(self, requested: SignedEvent, escalation: ActionDecidedData | None) -> Restored:
         """Rebuild the request `requested` announced when the table lacks it, from the policy's `escalation` (None: not on the bus)."""
-        data: ApprovalData = requested.event.data  # type: ignore[attr-defined]
+        data = requested.data(ApprovalData)
         if await self.repo.get(data.approval_id) is not None:
             return "already"
         if escalation is None or escalation.action_id != data.action_id:
@@ -102,7 +102,7 @@ class Restoration:
 
     async def decision(self, decided: SignedEvent) -> Restored:
         """Record the decision `decided` (an event of DECIDED) on its request when the table still holds it pending."""
-        data: ApprovalData = decided.event.data  # type: ignore[attr-defined]
+        data = decided.data(ApprovalData)
         wanted = DECIDED[decided.event.type]
         record = await self.repo.get(data.approval_id)
         if record is None:

@@ -41,11 +41,11 @@ async def check_not_behind(
     Nothing on the topic (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
     """
     results = await tail_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options)
-    ids = sorted({r.event.data.action_id for r in results})  # type: ignore[attr-defined]  # every event of the topic carries one
+    ids = sorted({r.data(ActionResultData).action_id for r in results})
     rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", ids)
     held = {row["action_id"]: row["status"] for row in rows}
     for signed in reversed(results):  # the newest first: the one to name
-        data: ActionResultData = signed.event.data  # type: ignore[attr-defined]
+        data = signed.data(ActionResultData)
         status = held.get(data.action_id)
         if status not in TERMINAL:
             said = "no claim" if status is None else f"its claim is still {status}"
@@ -64,7 +64,7 @@ async def keep_signed_result(claims: ClaimStore, result: SignedEvent, authorizat
     answered from the claim too, then dead-lettered as `authorization_replayed` (its digest is not the claim's).
     Returns `recorded` (no claim was there), `finished` (an unfinished claim was ended) or `already`.
     """
-    data: ActionResultData = result.event.data  # type: ignore[attr-defined]
+    data = result.data(ActionResultData)
     auth = authorization.data if authorization is not None else None
     error = None
     if data.error is not None:  # as `CallError.to_json` stores it

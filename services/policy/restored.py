@@ -56,10 +56,10 @@ async def check_not_behind(
     policy would release it as expired and forget what a paid call spent. Nothing on a topic passes: there is nothing to compare.
     """
     decided = await tail_signed(bootstrap, prefix, DECIDED, authority, client_options=client_options)
-    keys = sorted({decision_key(d.event.data) for d in decided})  # type: ignore[attr-defined]  # every event of the topic carries one
+    keys = sorted({decision_key(d.data(ActionDecidedData)) for d in decided})
     held = {r["key"] for r in await pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", keys)}
     for signed in reversed(decided):  # the newest first: the one to name
-        data: ActionDecidedData = signed.event.data  # type: ignore[attr-defined]
+        data = signed.data(ActionDecidedData)
         if decision_key(data) not in held:
             raise BehindTheBus(
                 f"the database is behind the bus: a decision the policy signed on {prefix}{DECIDED}[{signed.partition}] (offset "
@@ -69,7 +69,7 @@ async def check_not_behind(
     handled = await handled_offsets(bootstrap, prefix, RESULTS, prefix + RESULTS_GROUP, client_options=client_options)
     results = [r for r in await tail_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options)
                if r.offset < handled.get(r.partition, 0)]  # fmt: skip
-    ids = sorted({r.event.data.action_id for r in results})  # type: ignore[attr-defined]
+    ids = sorted({r.data(ActionResultData).action_id for r in results})
     open_ = await pool.fetch(
         "SELECT action_id FROM policy.reservations WHERE action_id = ANY($1::text[]) AND status = 'reserved'"
         " AND outcome_unknown_at IS NULL",
@@ -77,7 +77,7 @@ async def check_not_behind(
     )
     still_held = {r["action_id"] for r in open_}
     for signed in reversed(results):
-        result: ActionResultData = signed.event.data  # type: ignore[attr-defined]
+        result = signed.data(ActionResultData)
         if result.action_id in still_held:
             raise BehindTheBus(
                 f"the database is behind the bus: the policy handled the result on {prefix}{RESULTS}[{signed.partition}] (offset "
@@ -136,7 +136,7 @@ class Restoration:
         """Of the signed decisions `decided`, in their order, one per key whose key `policy.decisions` does not hold."""
         first: dict[str, SignedEvent] = {}  # a decision published again (a redelivered proposal's) is the same one
         for d in decided:
-            first.setdefault(decision_key(d.event.data), d)  # type: ignore[attr-defined]  # every event of the topic carries one
+            first.setdefault(decision_key(d.data(ActionDecidedData)), d)
         rows = await self.pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", list(first))
         held = {r["key"] for r in rows}
         return [d for k, d in first.items() if k not in held]
@@ -170,7 +170,7 @@ class Restoration:
         history the database holds now. `proposal`: the verified proposal it decided, when the bus still holds it (else the
         call as the decision states it); `authorized`: its signed `action.authorized` as published, republished on redelivery.
         """
-        data: ActionDecidedData = decided.event.data  # type: ignore[attr-defined]
+        data = decided.data(ActionDecidedData)
         reservation = None
         if data.outcome == "allow":  # as `authorization.build_record` reserves it
             reservation = Reservation(data.action_id, data.tenant_id, data.task_id, data.tool, data.args, data.estimated_cost_usd)

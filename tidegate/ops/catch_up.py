@@ -20,7 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas import ActionAuthorized, ActionDecided, ActionDecidedData, ActionProposed, ActionResult, ApprovalResolved, action_digest
+from schemas import (
+    ActionAuthorized,
+    ActionDecided,
+    ActionDecidedData,
+    ActionFailed,
+    ActionProposed,
+    ActionResult,
+    ActionResultData,
+    ActionSucceeded,
+    ActionUnknown,
+    ApprovalData,
+    ApprovalResolved,
+    action_digest,
+)
 from servicekit import OPS, KitSettings, ToolCatalog, create_pool, deployment_authority, kafka_options, service_key
 from servicekit.bus_history import SignedEvent, signed_events
 from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
@@ -94,7 +107,7 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
 async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
     results: dict[str, SignedEvent] = {}
     for result in await reader.read("actions.results", strict=True):
-        results.setdefault(result.event.data.action_id, result)  # type: ignore[attr-defined]  # a republished result is the same
+        results.setdefault(result.data(ActionResultData).action_id, result)  # a republished result is the same
     rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", list(results))
     finished = {r["action_id"] for r in rows if r["status"] in ("succeeded", "failed", "unknown")}
     lacking = {a: r for a, r in results.items() if a not in finished}
@@ -103,7 +116,7 @@ async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp
         return
     authorizations: dict[str, ActionAuthorized] = {}
     for signed in await reader.read("actions.authorized", strict=False):
-        if signed.event.data.action_id in lacking and isinstance(signed.event, ActionAuthorized):  # type: ignore[attr-defined]
+        if isinstance(signed.event, ActionAuthorized) and signed.event.data.action_id in lacking:
             authorizations.setdefault(signed.event.data.action_id, signed.event)
     claims = PgClaimStore(pool, owner=OWNER, prefix=kit.topic_prefix)
     for action_id, result in lacking.items():
@@ -115,15 +128,15 @@ async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp
 
 async def _approvals(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
     events = await reader.read("approvals", strict=True)
-    requested = {e.event.data.approval_id: e for e in events if e.event.type == "tidegate.approval.requested"}  # type: ignore[attr-defined]
+    requested = {e.data(ApprovalData).approval_id: e for e in events if e.event.type == "tidegate.approval.requested"}
     decisions = [e for e in events if e.event.type in DECIDED]
     done.counts["approval decisions on the bus"] = len(decisions)
-    ids = list(requested) + [e.event.data.approval_id for e in decisions]  # type: ignore[attr-defined]
+    ids = list(requested) + [e.data(ApprovalData).approval_id for e in decisions]
     held = {
         r["approval_id"] for r in await pool.fetch("SELECT approval_id FROM approval.approvals WHERE approval_id = ANY($1::text[])", ids)
     }
     restoration = _restoration(kit, pool)
-    missing = {e.event.data.action_id: e for a, e in requested.items() if a not in held}  # type: ignore[attr-defined]
+    missing = {e.data(ApprovalData).action_id: e for a, e in requested.items() if a not in held}
     if missing:
         escalations: dict[str, ActionDecidedData] = {}
         for signed in await reader.read("actions.decided", strict=False):
@@ -134,14 +147,16 @@ async def _approvals(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtU
             outcome = await restoration.request(request, escalations.get(action_id))
             done.counts[f"approval requests {outcome}"] += 1
             if outcome == "missing":
-                done.notes.append(f"approval {request.event.data.approval_id}: the policy's escalation has left the bus; not rebuilt")  # type: ignore[attr-defined]
+                done.notes.append(
+                    f"approval {request.data(ApprovalData).approval_id}: the policy's escalation has left the bus; not rebuilt"
+                )
     for decision in decisions:
         outcome = await restoration.decision(decision)
         done.counts[f"approval decisions {outcome}"] += 1
         if outcome == "differs":
             done.notes.append(
-                f"approval {decision.event.data.approval_id}: decided otherwise in the database than on the bus; left as it is"
-            )  # type: ignore[attr-defined]
+                f"approval {decision.data(ApprovalData).approval_id}: decided otherwise in the database than on the bus; left as it is"
+            )
 
 
 def _restoration(kit: KitSettings, pool: Any) -> Restoration:
@@ -163,7 +178,7 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
     decided = await reader.read("actions.decided", strict=True)
     done.counts["policy decisions on the bus"] = len(decided)
     if lacking := await restoration.lacking(decided):
-        wanted = {d.event.data.action_id for d in lacking}  # type: ignore[attr-defined]
+        wanted = {d.data(ActionDecidedData).action_id for d in lacking}
         proposals: dict[tuple[str, str, str], ActionProposed] = {}
         for signed in await reader.read("actions.proposed", strict=False):
             if isinstance(signed.event, ActionProposed) and (p := signed.event.data).action_id in wanted:
@@ -173,7 +188,7 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
             if isinstance(signed.event, ActionAuthorized) and (a := signed.event.data).action_id in wanted:
                 authorized.setdefault((a.action_id, a.authorization.approval_id), signed.text)
         for signed in lacking:
-            data: ActionDecidedData = signed.event.data  # type: ignore[attr-defined]
+            data = signed.data(ActionDecidedData)
             proposal = proposals.get((data.action_id, data.tenant_id, data.action_digest))
             grant = authorized.get((data.action_id, data.approval_id if data.via == "approval" else None))
             outcome = await restoration.decision(signed, proposal.data if proposal is not None else None, grant)
@@ -182,7 +197,8 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
                 done.notes.append(f"action {data.action_id}: its proposal has left the bus; its decision keeps the call as it states it")
     results: dict[str, ActionResult] = {}
     for signed in await reader.read("actions.results", strict=True):
-        results.setdefault(signed.event.data.action_id, signed.event)  # type: ignore[attr-defined,arg-type]  # a result published again is the same
+        if isinstance(signed.event, ActionSucceeded | ActionFailed | ActionUnknown):  # every event of the topic is one
+            results.setdefault(signed.event.data.action_id, signed.event)  # a result published again is the same
     ended = await restoration.unended(list(results.values()))
     await restoration.results(ended)
     done.counts["policy results recorded"] = len(ended)
