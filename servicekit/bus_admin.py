@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import SecurityDisabled, for_code
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeAclsRequest, DescribeClientQuotasRequest
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1, DescribeClientQuotasRequest
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
     Array,
@@ -35,13 +34,12 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
+from servicekit.bus_acls import held_rules, prefixes_of
 from servicekit.bus_auth import client_properties, kafka_options, read_password
 from servicekit.bus_rights import (
     ADMIN,
     AGENT,
     AclBinding,
-    Pattern,
-    Resource,
     acl_bindings,
     principal_names,
     retired_bindings,
@@ -257,11 +255,6 @@ async def revoke_rights(admin: AIOKafkaAdminClient, prefix: str, tools: Iterable
     return sum(len(r[2]) for r in response.filter_responses)
 
 
-_ANY = 1  # DescribeAcls' filter value that matches every resource type, pattern type, operation and permission
-_TASKS = "tasks"  # the catalog topic every deployment prefix's rights name (the planner reads it)
-_TOOL_REQUESTS = re.compile(r"tools\.([^.]+)\.requests")
-
-
 async def granted_prefixes(admin: AIOKafkaAdminClient) -> dict[str, list[str]]:
     """Every deployment prefix that has rights on the broker, with the tools its rights name: what `revoke_rights` takes.
 
@@ -269,17 +262,7 @@ async def granted_prefixes(admin: AIOKafkaAdminClient) -> dict[str, list[str]]:
     and its tools by the literal rules on `<prefix>tools.<tool>.requests`. The sandboxes' standing rules
     belong to no prefix and are not listed.
     """
-    response: Any = await admin._send_request(DescribeAclsRequest(_ANY, None, _ANY, None, None, _ANY, _ANY))
-    if response.error_code == SecurityDisabled.errno:
-        return {}  # a broker without an authorizer keeps no rules
-    _raise_errors([(response.error_code, response.error_message)], "DescribeAcls")
-    literal_topics = [name for kind, name, pattern, _acls in response.resources if kind == Resource.TOPIC and pattern == Pattern.LITERAL]
-    prefixes: dict[str, list[str]] = {name.removesuffix(_TASKS): [] for name in literal_topics if name.endswith(_TASKS)}
-    for name in literal_topics:
-        for prefix, tools in prefixes.items():
-            if name.startswith(prefix) and (match := _TOOL_REQUESTS.fullmatch(name.removeprefix(prefix))):
-                tools.append(match.group(1))
-    return {prefix: sorted(tools) for prefix, tools in sorted(prefixes.items())}
+    return prefixes_of(await held_rules(admin) or [])
 
 
 def tools_of(topic_names: Iterable[str]) -> list[str]:

@@ -9,6 +9,8 @@ from rich.table import Column, Table
 
 from schemas import TOPICS
 from servicekit import TopicCheck, check_topics, stale_rights
+from servicekit.bus_acls import HeldRule, RightsCheck, check_rights
+from servicekit.bus_admin import tools_of
 from tidegate.commands._common import console, run, settings
 from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics
 
@@ -46,16 +48,61 @@ def _state(check: TopicCheck) -> str:
     return "; ".join(parts) or "ok"
 
 
-@app.command()
-def check(as_json: bool = typer.Option(False, "--json", help="One JSON object per topic instead of the table.")) -> None:
-    """Compare every topic on the broker with the catalog: present, stamped by the broker (LogAppendTime), never compacted.
+def _rule_json(rule: HeldRule, state: str) -> str:
+    return json.dumps({"rule": str(rule), "state": state, **vars(rule)})
 
-    Changes nothing. A topic missing, or whose timestamp type or cleanup policy is not the catalog's (a topic an older
-    release created `CreateTime`, or one changed by hand), exits 1: `tidegate topics ensure` mends it and keeps the topic's
-    own settings. A retention or partition count of the topic's own is shown and is not a fault. Logs in as `admin`.
+
+def _print_rights(rights: RightsCheck, as_json: bool) -> None:
+    """Each right the table grants that the broker lacks (a fault), each rule it holds beyond them (a warning), and a summary."""
+    if as_json:
+        for rule in rights.missing:
+            print(_rule_json(rule, "missing"))
+        for rule in rights.extra:
+            print(_rule_json(rule, "extra"))
+        summary = {"authorizer": rights.authorizer, "granted": rights.granted, "missing": len(rights.missing), "extra": len(rights.extra)}
+        print(json.dumps({"rights": summary | {"ok": rights.ok}}))
+        return
+    if not rights.authorizer:
+        console.print("rights: the broker has no authorizer, so it keeps no ACLs and enforces none (nothing to compare)")
+        return
+    for rule in rights.missing:
+        console.print(f"[red]missing right[/red]: {rule}", markup=True, highlight=False)
+    for rule in rights.extra:
+        console.print(f"[yellow]WARNING[/yellow]: a rule the table does not grant: {rule}", highlight=False)
+    if rights.missing:
+        console.print(
+            f"{len(rights.missing)} of the {rights.granted} rights the table grants are missing on the broker: `tidegate topics ensure`"
+            " grants them (docs/security/bus.md)"
+        )
+    else:
+        console.print(f"all {rights.granted} rights the table grants are on the broker")
+    if rights.extra:
+        console.print(
+            f"{len(rights.extra)} rule{'' if len(rights.extra) == 1 else 's'} on the broker the table does not grant (kept by"
+            " `ensure`): see that each is meant"
+        )
+
+
+@app.command()
+def check(
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per topic, then one per right missing or rule extra, then one summing the rights up."
+    ),
+) -> None:
+    """Compare the broker with the catalog and the table of rights: each topic, and each principal's ACLs. Changes nothing.
+
+    Topics: present, stamped by the broker (LogAppendTime), never compacted. A topic missing, or whose timestamp type or
+    cleanup policy is not the catalog's (a topic an older release created `CreateTime`, or one changed by hand), is a fault;
+    a retention or partition count of the topic's own is shown and is not. Rights: every ACL the table
+    (servicekit.bus_rights) grants each principal on this prefix, its tools' topics and the sandboxes; each one the broker
+    lacks (a read right a release added, say) is named and is a fault; a rule the broker holds beyond them on those names
+    is a warning. Any fault exits 1: `tidegate topics ensure` mends them all (the topics' own settings kept). A broker
+    without an authorizer is said in one line. Logs in as `admin`.
     """
     cfg = settings()
-    checks = run(check_topics(cfg.kafka_bootstrap, cfg.topic_prefix, _deployment_topic_names(), partitions=cfg.topic_partitions))
+    names = _deployment_topic_names()
+    checks = run(check_topics(cfg.kafka_bootstrap, cfg.topic_prefix, names, partitions=cfg.topic_partitions))
+    rights = run(check_rights(cfg.kafka_bootstrap, cfg.topic_prefix, tools_of(names)))
     faults = [c for c in checks if not c.ok]
     if as_json:
         for c in checks:
@@ -84,7 +131,8 @@ def check(as_json: bool = typer.Option(False, "--json", help="One JSON object pe
             )
         else:
             console.print(f"all {len(checks)} topics are on the broker as the catalog asks")
-    if faults:
+    _print_rights(rights, as_json)
+    if faults or not rights.ok:
         raise typer.Exit(EXIT_NOT_ALIGNED)
 
 
