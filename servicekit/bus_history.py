@@ -2,35 +2,54 @@
 
 A service's database restored from a backup is behind the bus: the events it signed since the backup are on the bus,
 and the rows they came from are not in the database. The services that must never act twice (the executor, the
-approval service) look at the last events they signed at start (`last_signed`) and refuse to start when their
-database does not hold what those events say (`BehindTheBus`); `tidegate db catch-up` reads the topics whole
-(`signed_events`) and writes back what the database lost. Only events the deployment's `Authority` verifies count:
-a topic is never trusted.
+policy, the approval service) look at start at the events they signed since the newest row their database holds
+(`signed_since`; the approval service at the last it signed, `last_signed`) and refuse to start when their database
+does not hold what those events say (`BehindTheBus`); `tidegate db catch-up` reads the topics whole (`signed_events`)
+and writes back what the database lost. Only events the deployment's `Authority` verifies count: a topic is never trusted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from schemas import Envelope
 from schemas.serialization import decode_document
 from servicekit.authority import Authority, appended_ms
 
-__all__ = ["BehindTheBus", "SignedEvent", "handled_offsets", "last_signed", "signed_events", "tail_signed"]
+__all__ = [
+    "CLOCK_SKEW_S",
+    "BehindTheBus",
+    "HistoryNotReadable",
+    "SignedEvent",
+    "handled_offsets",
+    "last_signed",
+    "signed_events",
+    "signed_since",
+]
 
 log = logging.getLogger(__name__)
 
-DEEP_TAIL = 1000  # records a deep check reads back from each partition's end (`tail_signed`)
 LAST_TAIL = 50  # records read back from each partition's end: the last one its producer signed is among them, unless forged ones crowd it
+CLOCK_SKEW_S = 60.0  # how far the database's clock and the broker's may differ: a start's check reads from this far before its newest row
 
 
 D = TypeVar("D")
+
+
+class HistoryNotReadable(RuntimeError):
+    """The service's login may not read a topic its start must check (its rights predate the release that added the read).
+
+    `run_service` prints it as a `not started` line and exits `EX_CONFIG`, as for `BehindTheBus`: restarting cannot fix it,
+    `tidegate topics ensure` (which grants each service its rights) can.
+    """
 
 
 class BehindTheBus(RuntimeError):
@@ -98,7 +117,24 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 async def _records(
     consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], timeout_s: float
 ) -> AsyncIterator[Any]:
-    """Every record from `starts` to `ends` (exclusive), partition by partition; TimeoutError when the broker gives none in time."""
+    """Every record from `starts` to `ends` (exclusive), partition by partition; TimeoutError when the broker gives none in time.
+
+    HistoryNotReadable when the login may not read the topic (it sees it because it may write it).
+    """
+    try:
+        async for record in _read(consumer, starts, ends, timeout_s):
+            yield record
+    except TopicAuthorizationFailedError as exc:
+        topics = sorted({tp.topic for tp in starts})
+        raise HistoryNotReadable(
+            f"this service's Kafka login may not read {', '.join(topics)} ({type(exc).__name__}), which its start checks: its rights "
+            "predate this release; run `tidegate topics ensure` (it grants each service its rights), then start it again"
+        ) from exc
+
+
+async def _read(
+    consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], timeout_s: float
+) -> AsyncIterator[Any]:
     for tp, start in starts.items():
         if start >= ends[tp]:
             continue
@@ -120,22 +156,10 @@ def _consumer(bootstrap: str, client_options: dict[str, Any] | None) -> AIOKafka
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {}))
 
 
-async def tail_signed(
-    bootstrap: str,
-    prefix: str,
-    name: str,
-    authority: Authority,
-    *,
-    client_options: dict[str, Any] | None = None,
-    tail: int = DEEP_TAIL,
-    timeout_s: float = 30.0,
+async def _tail_signed(
+    bootstrap: str, prefix: str, name: str, authority: Authority, *, client_options: dict[str, Any] | None, tail: int, timeout_s: float
 ) -> list[SignedEvent]:
-    """Every event among the last `tail` records of each partition of `prefix` + `name` that verifies, in partition order.
-
-    What a start's check reads when a producer may publish an old event again (the executor answers a re-authorized
-    finished action with its kept result): the last event is then an old one, and only the events before it show the
-    newest the service made. At most `tail` records a partition.
-    """
+    """Every event among the last `tail` records of each partition of `prefix` + `name` that verifies, in partition order."""
     consumer = _consumer(bootstrap, client_options)
     try:
         await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
@@ -167,7 +191,7 @@ async def last_signed(
 
     Cheap: at most `tail` records a partition, read from `end - tail`.
     """
-    tail_events = await tail_signed(bootstrap, prefix, name, authority, client_options=client_options, tail=tail, timeout_s=timeout_s)
+    tail_events = await _tail_signed(bootstrap, prefix, name, authority, client_options=client_options, tail=tail, timeout_s=timeout_s)
     last = {event.partition: event for event in tail_events}  # in partition order: the last of each wins
     return [last[p] for p in sorted(last)]
 
@@ -183,7 +207,7 @@ async def signed_events(
     timeout_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
     refused: Callable[[Any, str], None] | None = None,
-) -> AsyncIterator[SignedEvent]:
+) -> AsyncGenerator[SignedEvent, None]:
     """Every event `prefix` + `name` (a catalog topic) holds now that verifies, in each partition's order.
 
     From the earliest record retained, or from `since_ms`.
@@ -215,6 +239,42 @@ async def signed_events(
                 refused(record, event)
     finally:
         await consumer.stop()
+
+
+async def signed_since(
+    bootstrap: str,
+    prefix: str,
+    name: str,
+    authority: Authority,
+    newest: datetime | None,
+    *,
+    client_options: dict[str, Any] | None = None,
+    chunk: int = 1000,
+    timeout_s: float = 30.0,
+) -> AsyncGenerator[list[SignedEvent], None]:
+    """The events of `prefix` + `name` that verify, appended since `newest` less `CLOCK_SKEW_S`, in chunks of `chunk`, in order.
+
+    `newest`: the newest row the service's database holds (None: it holds none, and the whole topic is read). A start's
+    check reads this window whole, not a tail of so many records a partition: a tail can be filled with old events a
+    service publishes again (a redelivered proposal's kept decision, a re-authorized call's kept result), which an agent
+    can cause at will, and then hides what the service signed after the backup (restore7 F2). What the window holds is
+    everything published since the database's last write: little on a healthy restart, everything since the backup after
+    a restore (a check stops at the first event its database lacks). Close the generator (`contextlib.aclosing`) when
+    stopping early.
+    """
+    since_ms = None if newest is None else int((newest.timestamp() - CLOCK_SKEW_S) * 1000)
+    batch: list[SignedEvent] = []
+    events = signed_events(bootstrap, prefix, name, authority, since_ms=since_ms, client_options=client_options, timeout_s=timeout_s)
+    try:
+        async for event in events:
+            batch.append(event)
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+    finally:
+        await events.aclose()
 
 
 async def handled_offsets(

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from servicekit.bus import Bus
-from servicekit.bus_history import BehindTheBus
+from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
@@ -317,7 +317,7 @@ class ServiceProcess:
             with contextlib.suppress(Exception):
                 await self.stop()
             raise NotStarted(f"{type(exc).__name__}: {exc}") from exc
-        except BehindTheBus:
+        except (BehindTheBus, HistoryNotReadable):
             with contextlib.suppress(Exception):
                 await self.stop()
             raise
@@ -397,7 +397,7 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
         raise SystemExit(1) from None
     except SettingNotUsable as exc:
         _not_started(name, exc)
-    except BehindTheBus as exc:  # its database was restored from a backup: restarting cannot fix it, `tidegate db catch-up` can
+    except (BehindTheBus, HistoryNotReadable) as exc:  # restarting cannot fix either: `tidegate db catch-up` / `topics ensure` can
         print(f"{name}: not started: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
     except asyncpg.ClientConfigurationError as exc:  # a DSN asyncpg cannot use, named as the CLI names it (commands/_common.py)

@@ -3,8 +3,8 @@
 A claim (`executor.actions`) is the only thing that keeps an action from running twice. A database restored to a
 backup has lost the claims made since, while the bus still holds the results the executor signed for them: a
 re-authorized call of such an action would run again (a refund paid twice). So at start the executor reads the
-results it signed among the last of each partition of `actions.results` (`servicekit.bus_history.tail_signed`) and
-refuses to start when one's claim is missing or not finished. `tidegate db catch-up` then writes each such result back as its action's
+results it signed on `actions.results` since the newest claim its database holds (`servicekit.bus_history.signed_since`)
+and refuses to start when one's claim is missing or not finished. `tidegate db catch-up` then writes each such result back as its action's
 finished claim (`keep_signed_result`), the signed event kept as it was published: a redelivered or re-authorized call
 is answered from it (`kept_results`), never run.
 """
@@ -12,13 +12,14 @@ is answered from it (`kept_results`), never run.
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import Any, Literal
 
 import asyncpg
 
 from schemas import ActionAuthorized, ActionResultData
 from servicekit import Authority
-from servicekit.bus_history import BehindTheBus, SignedEvent, tail_signed
+from servicekit.bus_history import BehindTheBus, SignedEvent, signed_since
 from services.executor.claims import ClaimStore
 from services.executor.domain import TERMINAL
 
@@ -32,28 +33,30 @@ FIX = 'run `tidegate db catch-up` (docs/operations.md, "Restoring the database")
 async def check_not_behind(
     pool: asyncpg.Pool, bootstrap: str, prefix: str, authority: Authority, *, client_options: dict[str, Any] | None = None
 ) -> None:
-    """Raise BehindTheBus when a result the executor signed among the last of a partition of `actions.results` has no finished claim.
+    """Raise BehindTheBus when a result the executor signed since the newest claim it holds has no finished claim.
 
-    Every result of the tail is checked (`tail_signed`), not the last alone: the executor publishes a finished action's
-    kept result again when its call is authorized again, so an agent re-proposing one of its old calls could make an
-    old result, whose claim the backup holds, the last on its partition and hide the newer ones (security6 F1); it would
-    have to re-propose a thousand a partition, after a restore and before the start, to push them out.
-    Nothing on the topic (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
+    Every result published since the database's newest claim is checked (`signed_since`), not a tail of the topic: the
+    executor publishes a finished action's kept result again when its call is authorized again, and an agent
+    re-proposing old calls can fill any tail with old results whose claims a backup holds, hiding the newer ones
+    (security6 F1, restore7 F2: six thousand re-proposals in a minute, before the restore). Nothing on the topic since
+    (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
     """
-    results = await tail_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options)
-    ids = sorted({r.data(ActionResultData).action_id for r in results})
-    rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", ids)
-    held = {row["action_id"]: row["status"] for row in rows}
-    for signed in reversed(results):  # the newest first: the one to name
-        data = signed.data(ActionResultData)
-        status = held.get(data.action_id)
-        if status not in TERMINAL:
-            said = "no claim" if status is None else f"its claim is still {status}"
-            raise BehindTheBus(
-                f"the database is behind the bus: a result the executor signed on {prefix}{RESULTS}[{signed.partition}] "
-                f"(offset {signed.offset}, action {data.action_id}, {data.status}) has {said} in executor.actions: restored from "
-                f"a backup? Started, it could run an action again that already ran; {FIX}"
-            )
+    newest = await pool.fetchval("SELECT max(updated_at) FROM executor.actions WHERE topic_prefix = $1", prefix)
+    async with aclosing(signed_since(bootstrap, prefix, RESULTS, authority, newest, client_options=client_options)) as chunks:
+        async for results in chunks:
+            ids = sorted({r.data(ActionResultData).action_id for r in results})
+            rows = await pool.fetch("SELECT action_id, status FROM executor.actions WHERE action_id = ANY($1::text[])", ids)
+            held = {row["action_id"]: row["status"] for row in rows}
+            for signed in results:
+                data = signed.data(ActionResultData)
+                status = held.get(data.action_id)
+                if status not in TERMINAL:
+                    said = "no claim" if status is None else f"its claim is still {status}"
+                    raise BehindTheBus(
+                        f"the database is behind the bus: a result the executor signed on {prefix}{RESULTS}[{signed.partition}] "
+                        f"(offset {signed.offset}, action {data.action_id}, {data.status}) has {said} in executor.actions: "
+                        f"restored from a backup? Started, it could run an action again that already ran; {FIX}"
+                    )
 
 
 async def keep_signed_result(claims: ClaimStore, result: SignedEvent, authorization: ActionAuthorized | None) -> Kept:

@@ -4,8 +4,8 @@ A restored `policy` schema has lost the decisions taken since the backup, with t
 and the endings of the calls that ran since: started on it, the policy would let a tenant spend its budget again, let a
 task pay out its cumulative threshold again, and decide a redelivered proposal afresh. The bus still holds every
 decision the policy signed (`actions.decided`) and every result the executor signed (`actions.results`). So at start
-the policy reads the decisions it signed among the last of each partition of `actions.decided`, and the results among
-the last of `actions.results` its results consumer has handled, and refuses to start when a decision is not in
+the policy reads the decisions it signed on `actions.decided` since the newest decision its database holds, and the
+results on `actions.results` its results consumer has handled since then, and refuses to start when a decision is not in
 `policy.decisions` or a result's reservation is still held as if the call had not ended (`check_not_behind`).
 `tidegate db catch-up` then writes each one back through the repository's own unit of work (`Restoration`): the
 signed decision is recorded as it was taken (never decided again), and each result as `PolicyService.on_results` records it.
@@ -14,6 +14,7 @@ signed decision is recorded as it was taken (never decided again), and each resu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ import asyncpg
 
 from schemas import ActionDecidedData, ActionProposedData, ActionResult, ActionResultData, Approval, ApprovalResolved
 from servicekit import Authority, ControlState, KitSettings, Recorded, ToolCatalog, service_key
-from servicekit.bus_history import BehindTheBus, SignedEvent, handled_offsets, tail_signed
+from servicekit.bus_history import BehindTheBus, SignedEvent, handled_offsets, signed_since
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.facts import History, payee_of
 from services.policy.pack import PackSource, compile_pack
@@ -47,43 +48,48 @@ def decision_key(data: ActionDecidedData) -> str:
 async def check_not_behind(
     pool: asyncpg.Pool, bootstrap: str, prefix: str, authority: Authority, *, client_options: dict[str, Any] | None = None
 ) -> None:
-    """Raise BehindTheBus when the policy's database lacks a decision it signed, or the ending of a result it handled, near the bus's end.
+    """Raise BehindTheBus when the database lacks a decision the policy signed, or the ending of a result it handled, since its newest.
 
-    Decisions: every one the policy signed among the last records of each partition of `actions.decided` (`tail_signed`:
-    a redelivered proposal gets its recorded decision published again, which an agent could use to push an old one last).
-    Results: those among the last of `actions.results` before the offset its results consumer committed (after it: its backlog,
-    handled once started) whose reservation is still held with no outcome, as if the call had not ended: started, the
-    policy would release it as expired and forget what a paid call spent. Nothing on a topic passes: there is nothing to compare.
+    Decisions: every one the policy signed on `actions.decided` since the newest decision the database holds (`signed_since`,
+    not a tail of the topic: a redelivered proposal gets its recorded decision published again, and an agent re-proposing
+    old calls can fill any tail with old decisions a backup holds: restore7 F2). Results: those on `actions.results` since
+    then, before the offset its results consumer committed (after it: its backlog, handled once started), whose reservation
+    is still held with no outcome, as if the call had not ended: started, the policy would release it as expired and forget
+    what a paid call spent. Nothing on a topic since passes: there is nothing to compare.
     """
-    decided = await tail_signed(bootstrap, prefix, DECIDED, authority, client_options=client_options)
-    keys = sorted({decision_key(d.data(ActionDecidedData)) for d in decided})
-    held = {r["key"] for r in await pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", keys)}
-    for signed in reversed(decided):  # the newest first: the one to name
-        data = signed.data(ActionDecidedData)
-        if decision_key(data) not in held:
-            raise BehindTheBus(
-                f"the database is behind the bus: a decision the policy signed on {prefix}{DECIDED}[{signed.partition}] (offset "
-                f"{signed.offset}, {data.outcome} of action {data.action_id}, tenant {data.tenant_id}) is not in policy.decisions: "
-                f"restored from a backup? Started, it could let a tenant spend its budget again and decide a decided call afresh; {FIX}"
-            )
+    newest = await pool.fetchval("SELECT max(decided_at) FROM policy.decisions")
+    async with aclosing(signed_since(bootstrap, prefix, DECIDED, authority, newest, client_options=client_options)) as chunks:
+        async for decided in chunks:
+            keys = sorted({decision_key(d.data(ActionDecidedData)) for d in decided})
+            held = {r["key"] for r in await pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", keys)}
+            for signed in decided:
+                data = signed.data(ActionDecidedData)
+                if decision_key(data) not in held:
+                    raise BehindTheBus(
+                        f"the database is behind the bus: a decision the policy signed on {prefix}{DECIDED}[{signed.partition}] (offset "
+                        f"{signed.offset}, {data.outcome} of action {data.action_id}, tenant {data.tenant_id}) is not in "
+                        "policy.decisions: restored from a backup? Started, it could let a tenant spend its budget again and decide "
+                        f"a decided call afresh; {FIX}"
+                    )
     handled = await handled_offsets(bootstrap, prefix, RESULTS, prefix + RESULTS_GROUP, client_options=client_options)
-    results = [r for r in await tail_signed(bootstrap, prefix, RESULTS, authority, client_options=client_options)
-               if r.offset < handled.get(r.partition, 0)]  # fmt: skip
-    ids = sorted({r.data(ActionResultData).action_id for r in results})
-    open_ = await pool.fetch(
-        "SELECT action_id FROM policy.reservations WHERE action_id = ANY($1::text[]) AND status = 'reserved'"
-        " AND outcome_unknown_at IS NULL",
-        ids,
-    )
-    still_held = {r["action_id"] for r in open_}
-    for signed in reversed(results):
-        result = signed.data(ActionResultData)
-        if result.action_id in still_held:
-            raise BehindTheBus(
-                f"the database is behind the bus: the policy handled the result on {prefix}{RESULTS}[{signed.partition}] (offset "
-                f"{signed.offset}, action {result.action_id}, {result.status}) but policy.reservations holds its budget as if the call "
-                f"had not ended: restored from a backup? Started, it could forget what the call spent; {FIX}"
+    async with aclosing(signed_since(bootstrap, prefix, RESULTS, authority, newest, client_options=client_options)) as chunks:
+        async for chunk in chunks:
+            results = [r for r in chunk if r.offset < handled.get(r.partition, 0)]
+            ids = sorted({r.data(ActionResultData).action_id for r in results})
+            open_ = await pool.fetch(
+                "SELECT action_id FROM policy.reservations WHERE action_id = ANY($1::text[]) AND status = 'reserved'"
+                " AND outcome_unknown_at IS NULL",
+                ids,
             )
+            still_held = {r["action_id"] for r in open_}
+            for signed in results:
+                result = signed.data(ActionResultData)
+                if result.action_id in still_held:
+                    raise BehindTheBus(
+                        f"the database is behind the bus: the policy handled the result on {prefix}{RESULTS}[{signed.partition}] "
+                        f"(offset {signed.offset}, action {result.action_id}, {result.status}) but policy.reservations holds its "
+                        f"budget as if the call had not ended: restored from a backup? Started, it could forget what the call spent; {FIX}"
+                    )
 
 
 def _proposal_of(data: ActionDecidedData) -> ActionProposedData:

@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
-from servicekit import EX_CONFIG, REPO_ROOT, Bus, KitSettings
+from schemas import encode
+from servicekit import ADMIN, EX_CONFIG, REPO_ROOT, Bus, KitSettings, kafka_options
 from servicekit.bus_history import BehindTheBus
 from services.executor.app import build
 from tidegate.ops.catch_up import catch_up
@@ -150,3 +152,46 @@ async def test_an_old_result_published_again_last_does_not_hide_a_restore(
         await refused.start()
     await refused.stop()
     assert new.data.action_id in str(behind.value)  # found behind the old result published last
+
+
+async def test_a_flood_of_old_results_published_again_does_not_hide_a_restore(
+    kit: KitSettings, publisher: Bus, authorize: Any, listener: Any, pool: asyncpg.Pool, tenant: str, wait_for: Any
+) -> None:
+    """restore7 F2, acting as the agent: re-proposing old calls of other requesters, thousands a minute before the restore,
+    makes the executor publish their kept results again until the tail a check read (1,000 records a partition) held
+    nothing else; the executor then started on the restored database and paid a refund twice. The check now reads every
+    result published since the newest claim its database holds, however many old ones were published again."""
+    task = f"t-{uuid.uuid4().hex[:8]}"  # one task: one key, one partition for every result below
+    old = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=f"old-{uuid.uuid4().hex[:8]}", task_id=task)
+    new = authorize(tenant, "issue_refund", REFUND, action_id=f"new-{uuid.uuid4().hex[:8]}", task_id=task)
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        await publisher.publish("actions.authorized", old)  # before the backup
+        await wait_for(lambda: listener.for_action(old.data.action_id), what="the old call's result", timeout=60)
+        await publisher.publish("actions.authorized", new)  # after the backup: its claim is what the restore loses
+        await wait_for(lambda: listener.for_action(new.data.action_id), what="the refund's result", timeout=60)
+    finally:
+        await svc.stop()
+    # The old result as the executor publishes it again for each re-authorization (the same signed event), 1,200 times.
+    (kept,) = listener.for_action(old.data.action_id)
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=5, **kafka_options(kit, ADMIN))
+    await producer.start()
+    try:
+        sent = [await producer.send(kit.topic_prefix + "actions.results", encode(kept), key=kept.key) for _ in range(1200)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    await _restored_before(pool, tenant, new.data.action_id)
+
+    refused = build(kit=kit)
+    with pytest.raises(BehindTheBus, match="behind the bus") as behind:
+        await refused.start()
+    await refused.stop()
+    assert new.data.action_id in str(behind.value)  # found behind twelve hundred old results published after it
+
+    done = await catch_up(kit, say=lambda _: None)
+    assert done.counts["executor claims recorded"] == 1
+    healthy = build(kit=kit)
+    await healthy.start()  # caught up: the same window, flood and all, holds nothing the database lacks
+    await healthy.stop()
