@@ -93,15 +93,20 @@ def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Re
 
 
 def _reused(proposal: ActionProposedData, recorded: DecisionRecord) -> Reject | None:
-    """A refusal when `proposal` reuses an action id recorded for another tenant or another call; None for a redelivery.
+    """A refusal when `proposal` reuses an action id recorded for another tenant, call or requester; None for a redelivery.
 
-    Action ids are global (the executor claims them once for everyone): the first tenant and call to
-    be decided own one. Another's decision is never republished to a proposer it does not belong to.
+    Action ids are global (the executor claims them once for everyone): the first tenant, call and requester to be
+    decided own one. Another's decision is never republished to a proposer it does not belong to: a redelivery, or an
+    agent asking again, names the requester the recorded proposal named (the Authority binds a client's key to it). Were
+    anyone of the tenant answered, an agent could make the policy publish thousands of old decisions and their
+    authorizations again (and the executor their kept results), to crowd what a start's check reads (restore7 F2).
     """
     if recorded.tenant_id != proposal.tenant_id:
         return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed by another tenant")
     if recorded.action_digest != action_digest(proposal.tenant_id, proposal.tool, proposal.args):
         return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed for another call")
+    if recorded.proposal.requested_by != proposal.requested_by:
+        return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed for another requester")
     return None
 
 

@@ -164,6 +164,20 @@ async def test_redelivery_republishes_without_a_second_reservation(service: Poli
     assert repo.spend[("acme", "t-1")] == pytest.approx(0.01)
 
 
+async def test_a_decision_is_republished_to_its_own_requester_only(service: PolicyService, published: Published) -> None:
+    """restore7 F2: anyone of the tenant re-proposing Alice's call made the policy publish her recorded decision and its
+    authorization again (and the executor its kept result): thousands in a minute crowded what a start's check read."""
+    await service.on_proposed(proposed("issue_refund", refund(), requested_by="alice@acme.example"))
+    await service.on_proposed(proposed("issue_refund", refund(), requested_by="alice@acme.example"))  # asked again: answered
+    with pytest.raises(Reject) as reused:
+        await service.on_proposed(proposed("issue_refund", refund(), requested_by="mallory@acme.example"))
+    assert reused.value.code == "action_id_reused"
+    assert "already proposed for another requester" in reused.value.message
+    first, again = published.on("actions.decided")
+    assert first.id == again.id
+    assert len(published.on("actions.authorized")) == 2  # Alice's two; nothing for Mallory
+
+
 async def test_failure_releases_and_success_settles_and_teaches_the_payee(service: PolicyService, published: Published) -> None:
     repo = service.repo
     assert isinstance(repo, InMemoryPolicyRepository)
