@@ -93,7 +93,13 @@ async def check_not_behind(
 
 
 def _proposal_of(data: ActionDecidedData) -> ActionProposedData:
-    """The call as the decision states it, when its proposal has left the bus (what the proposal alone said is not kept)."""
+    """The call as the decision states it, when its proposal has left the bus.
+
+    What the decision's facts state of its proposal is kept (its task budget, its confidence), so a later grant of the
+    escalation is re-decided under the budget it was proposed with, never without one; what the proposal alone said
+    (`tainted_args`, `undoes`) is not.
+    """
+    budget, confidence = _number(data.facts.get("task_budget_usd")), _number(data.facts.get("confidence"))
     return ActionProposedData(
         action_id=data.action_id,
         task_id=data.task_id,
@@ -105,7 +111,14 @@ def _proposal_of(data: ActionDecidedData) -> ActionProposedData:
         proposer=data.proposer or "unknown (its proposal has left the bus)",  # a decision of an older release names none
         mode=data.mode,
         requested_by=data.requested_by,
+        budget_usd=budget if budget is not None and budget >= 0 else None,
+        confidence=confidence if confidence is not None and 0 <= confidence <= 1 else None,
     )
+
+
+def _number(value: Any) -> float | None:
+    """A number a decision's facts state (a bool is not one), else None."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 async def _nowhere(records: Sequence[Recorded]) -> None:

@@ -6,15 +6,17 @@ import math
 from dataclasses import dataclass
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from schemas import ControlBudget, ControlBudgetData
-from servicekit import KitSettings, connect
+from servicekit import ControlState, KitSettings, connect
+from services.policy import PackSettings
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 from tidegate.commands._known import onboarded_tenants, pack_settings, refuse_unknown
 from tidegate.commands.killswitch import read_control
 
-__all__ = ["BudgetLine", "app", "budget_lines", "publish_budget"]
+__all__ = ["BudgetLine", "app", "budget_lines", "publish_budget", "tenant_cap"]
 
 app = typer.Typer(help="Tenant budgets on the `control` topic: the spend cap policy enforces, and spend so far.", no_args_is_help=True)
 
@@ -25,7 +27,7 @@ class BudgetLine:
 
     tenant: str
     limit_usd: float | None
-    source: str  # "control (set by …)", "pack settings", or "none"
+    source: str  # "control.budget", "control.tenant (set by …)", "pack settings", or "none"
     spent_usd: float
 
     @property
@@ -41,9 +43,34 @@ async def publish_budget(kit: KitSettings, *, tenant: str, limit_usd: float, set
     return event
 
 
+def tenant_cap(pack: PackSettings, state: ControlState, tenant: str) -> tuple[float | None, str]:
+    """The spend cap the policy enforces for `tenant`, and where it comes from, by the policy's precedence.
+
+    A `control.budget` record first (`engine._facts`); else the tenant's settings as the policy builds them: its
+    `control.tenant` record (over the pack's `default` entry) or its admins' directory, when either exists
+    (`PackSettings.from_records`), else the pack's own entry. A record the policy would refuse onboards nothing: the pack's.
+    """
+    if tenant in state.budgets:
+        return state.budgets[tenant], "control.budget"
+    record, directory = state.tenants.get(tenant), state.directories.get(tenant)
+    try:
+        settings = pack.from_records(
+            tenant, record.settings if record is not None else None, directory.directory if directory is not None else None
+        )
+    except ValidationError:  # the policy refuses such a record (it logs it): the tenant is the pack's
+        record, settings = None, None
+    settings = settings or pack.tenant(tenant)
+    if settings.budget_usd is None:
+        return None, "none"
+    if record is not None and record.settings.get("budget_usd") is not None:
+        return settings.budget_usd, f"control.tenant (set by {record.set_by})"
+    return settings.budget_usd, "pack settings"
+
+
 async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
-    """Every tenant with a cap or with spend: the cap `control` sets (else the pack's settings) and the policy schema's spend."""
+    """Every onboarded tenant and every tenant with a cap or with spend: the cap the policy enforces (`tenant_cap`) and its spend."""
     state = await read_control(kit)
+    await read_control(kit, "directory", state)
     pack = pack_settings(kit, state)
     conn = await connect(kit.operator_database_url)
     try:
@@ -52,17 +79,8 @@ async def budget_lines(kit: KitSettings) -> list[BudgetLine]:
     finally:
         await conn.close()
     spent = {r["tenant_id"]: float(r["amount_usd"]) for r in rows}
-    tenants = sorted((set(pack.tenants) - {"default"}) | set(state.budgets) | set(spent))
-    lines = []
-    for tenant in tenants:
-        limit: float | None
-        if tenant in state.budgets:
-            limit, where = state.budgets[tenant], "control"
-        else:
-            limit = pack.tenant(tenant).budget_usd
-            where = "pack settings" if limit is not None else "none"
-        lines.append(BudgetLine(tenant, limit, where, spent.get(tenant, 0.0)))
-    return lines
+    tenants = sorted((onboarded_tenants(kit, state, pack) - {"default"}) | set(state.budgets) | set(spent))
+    return [BudgetLine(tenant, *tenant_cap(pack, state, tenant), spent.get(tenant, 0.0)) for tenant in tenants]
 
 
 @app.command("set")
@@ -90,7 +108,7 @@ def set_(
 
 @app.command("list")
 def list_() -> None:
-    """Each tenant's cap (from `control`, else the pack's settings), its spend so far (reserved and settled) and what remains."""
+    """Each tenant's cap the policy enforces (`control.budget`, its `control.tenant` record, or the pack), its spend and what remains."""
     lines = run(budget_lines(settings()))
     if not lines:
         console.print("no tenant has a budget or any spend")

@@ -6,8 +6,9 @@ the database lacks through the service's own code: the executor's signed result 
 claim becomes its finished claim (the event kept as it was published); the approval service's request made since
 the backup is rebuilt from the policy's escalation, then each decision of a request still pending is recorded (its
 approvals signed with the approval service's key); the policy's signed decision is recorded as it was taken, with its
-reservation, spend and payout (`decide_many`, never decided again), then each result and finding on an unknown outcome
-the policy has not recorded is recorded as the running policy records it. Idempotent: a second run writes nothing.
+reservation, spend and payout (`decide_many`, never decided again) and the proposal it was taken on (a copy of the call
+naming another requester or proposer than the decision is not it: `_decided_on`), then each result and finding on an
+unknown outcome the policy has not recorded is recorded as the running policy records it. Idempotent: a second run writes nothing.
 An event of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (`NotCaughtUp`): nothing
 is trusted that its producer did not sign.
 """
@@ -26,6 +27,7 @@ from schemas import (
     ActionDecidedData,
     ActionFailed,
     ActionProposed,
+    ActionProposedData,
     ActionResult,
     ActionResultData,
     ActionSucceeded,
@@ -179,22 +181,34 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
     done.counts["policy decisions on the bus"] = len(decided)
     if lacking := await restoration.lacking(decided):
         wanted = {d.data(ActionDecidedData).action_id for d in lacking}
-        proposals: dict[tuple[str, str, str], ActionProposed] = {}
+        copies: dict[tuple[str, str, str], list[ActionProposedData]] = {}  # every verified copy of each call, in the order read
         for signed in await reader.read("actions.proposed", strict=False):
             if isinstance(signed.event, ActionProposed) and (p := signed.event.data).action_id in wanted:
-                proposals.setdefault((p.action_id, p.tenant_id, action_digest(p.tenant_id, p.tool, p.args)), signed.event)
+                copies.setdefault((p.action_id, p.tenant_id, action_digest(p.tenant_id, p.tool, p.args)), []).append(p)
         authorized: dict[tuple[str, str | None], str] = {}
         for signed in await reader.read("actions.authorized", strict=False):
             if isinstance(signed.event, ActionAuthorized) and (a := signed.event.data).action_id in wanted:
                 authorized.setdefault((a.action_id, a.authorization.approval_id), signed.text)
         for signed in lacking:
             data = signed.data(ActionDecidedData)
-            proposal = proposals.get((data.action_id, data.tenant_id, data.action_digest))
+            found = copies.get((data.action_id, data.tenant_id, data.action_digest), [])
+            made_on = [p for p in found if _decided_on(data, p)]  # several: the same proposal published again, the first kept
             grant = authorized.get((data.action_id, data.approval_id if data.via == "approval" else None))
-            outcome = await restoration.decision(signed, proposal.data if proposal is not None else None, grant)
+            outcome = await restoration.decision(signed, made_on[0] if made_on else None, grant)
             done.counts[f"policy decisions {outcome}"] += 1
-            if proposal is None:
-                done.notes.append(f"action {data.action_id}: its proposal has left the bus; its decision keeps the call as it states it")
+            ignored = len(found) - len(made_on)
+            other = (
+                f" ({ignored} cop{'y' if ignored == 1 else 'ies'} of its call on the bus, not the proposal it was decided on "
+                "(another requester, proposer, rationale, step, mode, budget or confidence), ignored)"
+                if ignored
+                else ""
+            )
+            if not made_on:
+                done.notes.append(
+                    f"action {data.action_id}: its proposal has left the bus{other}; its decision keeps the call as it states it"
+                )
+            elif ignored:
+                done.notes.append(f"action {data.action_id}: its decision keeps the proposal it was decided on{other}")
     results: dict[str, ActionResult] = {}
     for signed in await reader.read("actions.results", strict=True):
         if isinstance(signed.event, ActionSucceeded | ActionFailed | ActionUnknown):  # every event of the topic is one
@@ -207,3 +221,23 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
     for finding in (r for r in resolved if r.data.action_id in held):
         await restoration.resolution(finding)
         done.counts["policy findings recorded"] += 1
+
+
+def _decided_on(decision: ActionDecidedData, proposal: ActionProposedData) -> bool:
+    """Whether `proposal` (a verified copy of the decision's call) is the one the signed `decision` was taken on.
+
+    Any client of the tenant can publish a copy of a call (same action id, tenant and digest) with its own requester,
+    proposer, task budget, taint, confidence or `undoes`, on a partition read before the genuine one: what the policy
+    records as the proposal is what a later grant is decided again on. The Authority binds a client key to its tenant
+    and requester and refuses a client claiming a `tidegate/…` proposer, so a copy is the decision's only when every
+    field the decision states of its proposal is the proposal's: the requester, the proposer, the rationale, the task
+    and step, a mode no looser than the decision's, and the task budget and confidence its facts name (when they do).
+    """
+    facts = decision.facts
+    return (
+        (proposal.task_id, proposal.step, proposal.requested_by, proposal.proposer, proposal.rationale)
+        == (decision.task_id, decision.step, decision.requested_by, decision.proposer, decision.rationale)
+        and (decision.mode == "draft" or proposal.mode == "autonomous")  # a decision's mode is its proposal's, or stricter
+        and facts.get("task_budget_usd", proposal.budget_usd) == proposal.budget_usd
+        and facts.get("confidence", proposal.confidence) == proposal.confidence
+    )

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from bus_helpers import Collector, Producer
+from restore_helpers import restored_before
 
 from schemas import ActionFailed, ActionResultData, ActionSucceeded, ResultCost
 from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, SigningKey, create_pool
@@ -31,7 +32,6 @@ from tidegate.ops.catch_up import NotCaughtUp, catch_up
 
 REFUND = {"payee_id": "cus_1002", "amount_usd": 120.0, "order_id": "O-5002"}
 CAP = 0.025  # the tenant's spend cap: each refund reserves the tool's 0.01 USD, so two fit, not three
-TABLES = ("decisions", "reservations", "spend", "payouts", "call_outcomes", "provenance", "records", "tasks_learned")
 
 
 @pytest.fixture
@@ -51,12 +51,6 @@ async def _state(pool: asyncpg.Pool, tenant: str) -> dict[str, list[Any]]:
         "decisions": "SELECT key, outcome, decided_event, authorized_event FROM policy.decisions WHERE tenant_id = $1 ORDER BY key",
     }
     return {name: [tuple(r) for r in await pool.fetch(sql, tenant)] for name, sql in q.items()}
-
-
-async def _restored_before(pool: asyncpg.Pool, tenant: str) -> None:
-    """What restoring a backup taken before the tenant's first call does to the policy's schema."""
-    for table in TABLES:
-        await pool.execute(f"DELETE FROM policy.{table} WHERE tenant_id = $1", tenant)
 
 
 def _result(kind: type[Any], proposal: Any, status: str, cost_usd: float) -> Any:
@@ -109,7 +103,7 @@ async def test_a_restored_policy_refuses_to_start_then_catch_up_keeps_the_budget
     tenant, proposals = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
     before = await _state(pool, tenant)
     assert [float(a) for t, a in before["spend"] if t == "*"] == [0.02]
-    await _restored_before(pool, tenant)
+    await restored_before(pool, tenant)
 
     refused = build(kit=kit)
     with pytest.raises(BehindTheBus, match="behind the bus") as behind:
@@ -157,7 +151,7 @@ async def test_without_the_check_a_restored_policy_would_let_the_budget_be_spent
 ) -> None:
     """The hole the check closes, acting as the agent: on the restored database the same refund is allowed."""
     tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
-    await _restored_before(pool, tenant)
+    await restored_before(pool, tenant)
 
     async def unchecked(*args: Any, **kwargs: Any) -> None:
         return None
@@ -182,7 +176,7 @@ async def test_a_policy_process_behind_the_bus_exits_ex_config_with_a_not_starte
     tmp_path: Path,
 ) -> None:
     tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
-    await _restored_before(pool, tenant)
+    await restored_before(pool, tenant)
     env = {
         **os.environ,
         "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
