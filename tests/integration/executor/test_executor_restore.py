@@ -7,10 +7,6 @@ deleted by the database's owner. The bus still holds the executor's signed resul
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,9 +14,10 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
+from restore_process import refused_start
 
 from schemas import encode
-from servicekit import ADMIN, EX_CONFIG, REPO_ROOT, Bus, KitSettings, kafka_options
+from servicekit import ADMIN, Bus, KitSettings, kafka_options
 from servicekit.bus_history import BehindTheBus
 from services.executor.app import build
 from tidegate.ops.catch_up import catch_up
@@ -101,28 +98,33 @@ async def test_an_executor_process_behind_the_bus_exits_ex_config_with_a_not_sta
 ) -> None:
     first = await _paid_once(kit, publisher, authorize, listener, pool, tenant, wait_for)
     await _restored_before(pool, tenant, first.data.action_id)
-    env = {
-        **os.environ,
-        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
-        "TIDEGATE_DATABASE_URL": kit.database_url,
-        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
-        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
-        "TIDEGATE_READY_DIR": str(tmp_path / "ready"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.executor"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    if proc.poll() is None:
-        proc.kill()
-    out = proc.communicate()[0].decode()
-    assert proc.returncode == EX_CONFIG, out
-    last = [line for line in out.splitlines() if line.strip()][-1]
+    last = await refused_start(kit, "executor", tmp_path)
     assert last.startswith("executor: not started: the database is behind the bus")
     assert "tidegate db catch-up" in last
-    assert not (tmp_path / "ready" / "executor.ready").exists()
+
+
+async def _old_then_new(
+    kit: KitSettings, publisher: Bus, authorize: Any, listener: Any, tenant: str, wait_for: Any, *, asked_again: bool
+) -> tuple[Any, Any]:
+    """An old call executed before the backup, then a refund of the same task after it (its claim is what the restore
+    loses), and, `asked_again`, the old call authorized again, so that its kept result is published again last."""
+    task = f"t-{uuid.uuid4().hex[:8]}"  # one task: one key, one partition for every result
+    old = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=f"old-{uuid.uuid4().hex[:8]}", task_id=task)
+    new = authorize(tenant, "issue_refund", REFUND, action_id=f"new-{uuid.uuid4().hex[:8]}", task_id=task)
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        await publisher.publish("actions.authorized", old)
+        await wait_for(lambda: listener.for_action(old.data.action_id), what="the old call's result", timeout=60)
+        await publisher.publish("actions.authorized", new)
+        await wait_for(lambda: listener.for_action(new.data.action_id), what="the refund's result", timeout=60)
+        if asked_again:
+            again = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=old.data.action_id, task_id=task)
+            await publisher.publish("actions.authorized", again)  # the agent re-proposes the old call
+            await wait_for(lambda: listener.for_action(old.data.action_id)[1:], what="the old result published again", timeout=60)
+    finally:
+        await svc.stop()
+    return old, new
 
 
 async def test_an_old_result_published_again_last_does_not_hide_a_restore(
@@ -130,21 +132,7 @@ async def test_an_old_result_published_again_last_does_not_hide_a_restore(
 ) -> None:
     """security6 F1, acting as the agent: after the backup, re-propose an old finished call of the same task, so that the
     executor publishes its kept result again, last on the partition; the claim of the newer refund is what the restore lost."""
-    task = f"t-{uuid.uuid4().hex[:8]}"  # one task: one key, one partition for every result below
-    old = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=f"old-{uuid.uuid4().hex[:8]}", task_id=task)
-    new = authorize(tenant, "issue_refund", REFUND, action_id=f"new-{uuid.uuid4().hex[:8]}", task_id=task)
-    svc = build(kit=kit)
-    await svc.start()
-    try:
-        await publisher.publish("actions.authorized", old)  # before the backup
-        await wait_for(lambda: listener.for_action(old.data.action_id), what="the old call's result", timeout=60)
-        await publisher.publish("actions.authorized", new)  # after the backup: its claim is what the restore loses
-        await wait_for(lambda: listener.for_action(new.data.action_id), what="the refund's result", timeout=60)
-        again = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=old.data.action_id, task_id=task)
-        await publisher.publish("actions.authorized", again)  # the agent re-proposes the old call: its result, published again
-        await wait_for(lambda: listener.for_action(old.data.action_id)[1:], what="the old result published again", timeout=60)
-    finally:
-        await svc.stop()
+    _, new = await _old_then_new(kit, publisher, authorize, listener, tenant, wait_for, asked_again=True)
     await _restored_before(pool, tenant, new.data.action_id)
 
     refused = build(kit=kit)
@@ -161,18 +149,7 @@ async def test_a_flood_of_old_results_published_again_does_not_hide_a_restore(
     makes the executor publish their kept results again until the tail a check read (1,000 records a partition) held
     nothing else; the executor then started on the restored database and paid a refund twice. The check now reads every
     result published since the newest claim its database holds, however many old ones were published again."""
-    task = f"t-{uuid.uuid4().hex[:8]}"  # one task: one key, one partition for every result below
-    old = authorize(tenant, "lookup_order", {"order_id": "O-5002"}, action_id=f"old-{uuid.uuid4().hex[:8]}", task_id=task)
-    new = authorize(tenant, "issue_refund", REFUND, action_id=f"new-{uuid.uuid4().hex[:8]}", task_id=task)
-    svc = build(kit=kit)
-    await svc.start()
-    try:
-        await publisher.publish("actions.authorized", old)  # before the backup
-        await wait_for(lambda: listener.for_action(old.data.action_id), what="the old call's result", timeout=60)
-        await publisher.publish("actions.authorized", new)  # after the backup: its claim is what the restore loses
-        await wait_for(lambda: listener.for_action(new.data.action_id), what="the refund's result", timeout=60)
-    finally:
-        await svc.stop()
+    old, new = await _old_then_new(kit, publisher, authorize, listener, tenant, wait_for, asked_again=False)
     # The old result as the executor publishes it again for each re-authorization (the same signed event), 1,200 times.
     (kept,) = listener.for_action(old.data.action_id)
     producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", linger_ms=5, **kafka_options(kit, ADMIN))

@@ -7,11 +7,6 @@ schema is deleted by the database's owner. The bus still holds the decisions the
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,9 +16,10 @@ import asyncpg
 import pytest
 from bus_helpers import Collector, Producer
 from restore_helpers import restored_before
+from restore_process import refused_start
 
 from schemas import ActionFailed, ActionResultData, ActionSucceeded, ResultCost
-from servicekit import EX_CONFIG, REPO_ROOT, KitSettings, SigningKey, create_pool
+from servicekit import KitSettings, SigningKey, create_pool
 from servicekit.authority import sign_event
 from servicekit.bus_history import BehindTheBus
 from services.policy.app import build
@@ -177,28 +173,9 @@ async def test_a_policy_process_behind_the_bus_exits_ex_config_with_a_not_starte
 ) -> None:
     tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
     await restored_before(pool, tenant)
-    env = {
-        **os.environ,
-        "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
-        "TIDEGATE_DATABASE_URL": kit.database_url,
-        "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
-        "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
-        "TIDEGATE_READY_DIR": str(tmp_path / "ready"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.policy"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    if proc.poll() is None:
-        proc.kill()
-    out = proc.communicate()[0].decode()
-    assert proc.returncode == EX_CONFIG, out
-    last = [line for line in out.splitlines() if line.strip()][-1]
+    last = await refused_start(kit, "policy", tmp_path)
     assert last.startswith("policy: not started: the database is behind the bus")
     assert "tidegate db catch-up" in last
-    assert not (tmp_path / "ready" / "policy.ready").exists()
 
 
 async def test_a_forged_decision_is_not_counted_by_the_check_and_stops_the_catch_up(
