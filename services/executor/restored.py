@@ -41,7 +41,8 @@ async def check_not_behind(
     (security6 F1, restore7 F2: six thousand re-proposals in a minute, before the restore). Nothing on the topic since
     (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
     """
-    newest = await pool.fetchval("SELECT max(updated_at) FROM executor.actions WHERE topic_prefix = $1", prefix)
+    # Any claim's time bounds the window from below: every result signed after the backup came after every claim it holds.
+    newest = await pool.fetchval("SELECT max(claimed_at) FROM executor.actions WHERE topic_prefix = $1", prefix)
     async with aclosing(signed_since(bootstrap, prefix, RESULTS, authority, newest, client_options=client_options)) as chunks:
         async for results in chunks:
             ids = sorted({r.data(ActionResultData).action_id for r in results})
