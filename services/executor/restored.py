@@ -20,6 +20,7 @@ import asyncpg
 from schemas import ActionAuthorized, ActionResultData
 from servicekit import Authority
 from servicekit.bus_history import BehindTheBus, SignedEvent, signed_since
+from servicekit.catch_up_marks import unfinished_catch_up, unfinished_message
 from services.executor.claims import ClaimStore
 from services.executor.domain import TERMINAL
 
@@ -42,6 +43,8 @@ async def check_not_behind(
     (a new deployment, or one whose results left the bus) passes: there is nothing to compare.
     """
     # Any claim's time bounds the window from below: every result signed after the backup came after every claim it holds.
+    if (began := await unfinished_catch_up(pool, "executor")) is not None:
+        raise BehindTheBus(unfinished_message("the executor", began))
     newest = await pool.fetchval("SELECT max(claimed_at) FROM executor.actions WHERE topic_prefix = $1", prefix)
     async with aclosing(signed_since(bootstrap, prefix, RESULTS, authority, newest, client_options=client_options)) as chunks:
         async for results in chunks:

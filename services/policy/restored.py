@@ -23,6 +23,7 @@ import asyncpg
 from schemas import ActionDecidedData, ActionProposedData, ActionResult, ActionResultData, Approval, ApprovalResolved
 from servicekit import Authority, ControlState, KitSettings, Recorded, ToolCatalog, service_key
 from servicekit.bus_history import BehindTheBus, SignedEvent, handled_offsets, signed_since
+from servicekit.catch_up_marks import unfinished_catch_up, unfinished_message
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.facts import History, payee_of
 from services.policy.pack import PackSource, compile_pack
@@ -57,6 +58,8 @@ async def check_not_behind(
     is still held with no outcome, as if the call had not ended: started, the policy would release it as expired and forget
     what a paid call spent. Nothing on a topic since passes: there is nothing to compare.
     """
+    if (began := await unfinished_catch_up(pool, "policy")) is not None:
+        raise BehindTheBus(unfinished_message("the policy", began))
     newest = await pool.fetchval("SELECT max(decided_at) FROM policy.decisions")
     async with aclosing(signed_since(bootstrap, prefix, DECIDED, authority, newest, client_options=client_options)) as chunks:
         async for decided in chunks:

@@ -38,6 +38,7 @@ from schemas import (
 )
 from servicekit import OPS, KitSettings, ToolCatalog, create_pool, deployment_authority, kafka_options, service_key
 from servicekit.bus_history import SignedEvent, signed_events
+from servicekit.catch_up_marks import catch_up_began, catch_up_finished
 from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
 from services.executor import PgClaimStore, keep_signed_result
 from services.policy import Restoration as PolicyRestoration
@@ -98,9 +99,11 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
     done = CaughtUp()
     pool = await create_pool(kit.operator_database_url, max_size=2)  # the operator's login, as `db migrate` (its password file)
     try:
+        await catch_up_began(pool)  # until it is marked finished, the services refuse to start (`servicekit.catch_up_marks`)
         await _executor(reader, pool, kit, done)
         await _approvals(reader, pool, kit, done)
         await _policy(reader, pool, kit, done)
+        await catch_up_finished(pool)
     finally:
         await pool.close()
     return done

@@ -19,10 +19,13 @@ from restore_helpers import restored_before
 from restore_process import refused_start
 
 from schemas import ActionFailed, ActionResultData, ActionSucceeded, ResultCost
-from servicekit import KitSettings, SigningKey, create_pool
+from servicekit import KitSettings, SigningKey, bus_history, create_pool
 from servicekit.authority import sign_event
 from servicekit.bus_history import BehindTheBus
+from servicekit.catch_up_marks import SCHEMAS, catch_up_finished, unfinished_catch_up
+from services.executor.app import build as build_executor
 from services.policy.app import build
+from services.policy.restored import Restoration as PolicyRestoration
 from tidegate.commands.tenant import publish_tenant
 from tidegate.ops.catch_up import NotCaughtUp, catch_up
 
@@ -179,7 +182,7 @@ async def test_a_policy_process_behind_the_bus_exits_ex_config_with_a_not_starte
 
 
 async def test_a_forged_decision_is_not_counted_by_the_check_and_stops_the_catch_up(
-    kit: KitSettings, collector: Collector, producer: Producer, wait_for: Any, make_proposal: Any, tmp_path: Path
+    kit: KitSettings, collector: Collector, producer: Producer, pool: asyncpg.Pool, wait_for: Any, make_proposal: Any, tmp_path: Path
 ) -> None:
     """Acting as someone who may write to `actions.decided` without the policy's key: a decision the database lacks, forged."""
     svc = build(kit=kit)
@@ -197,3 +200,56 @@ async def test_a_forged_decision_is_not_counted_by_the_check_and_stops_the_catch
     await svc.stop()
     with pytest.raises(NotCaughtUp, match=r"actions\.decided"):
         await catch_up(kit, say=lambda _: None)
+    # Stopped, it did not finish: every service refuses to start until one does (the operator removes the forged record,
+    # or reads from after it with `--since`). The shared database of the tests must not stay marked.
+    assert await unfinished_catch_up(pool, "policy") is not None
+    await catch_up_finished(pool)
+
+
+async def test_a_catch_up_cut_off_before_its_end_leaves_the_services_refusing_to_start(
+    kit: KitSettings,
+    collector: Collector,
+    producer: Producer,
+    pool: asyncpg.Pool,
+    wait_for: Any,
+    make_proposal: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """restore8 N1: a catch-up cut off after writing the lost decisions back (dated when written) and before the results
+    ended their reservations left a database newer than the results it lacked; the policy started "all healthy" and
+    released as never run reservations of calls that had run. Until a catch-up finishes, no service starts."""
+    tenant, _ = await _spent_near_the_cap(kit, collector, producer, pool, wait_for, make_proposal)
+    before = await _state(pool, tenant)
+    await restored_before(pool, tenant)
+
+    async def cut_off(self: Any, results: Any) -> None:
+        raise ConnectionResetError("the operator's ssh session dropped")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PolicyRestoration, "results", cut_off)
+        with pytest.raises(ConnectionResetError):
+            await catch_up(kit, say=lambda _: None)
+    # The results were published seconds before the decisions were written back; in a real restore, minutes or hours: a
+    # window that starts at the written-back decisions' time leaves them out. So it does here, with no minute of skew.
+    monkeypatch.setattr(bus_history, "CLOCK_SKEW_S", 0.0)
+    try:
+        assert (await _state(pool, tenant))["decisions"] == before["decisions"]  # the decisions are back, not what ended them
+        assert (await _state(pool, tenant))["spend"] != before["spend"]
+        for schema in SCHEMAS:
+            assert await unfinished_catch_up(pool, schema) is not None
+        refused = build(kit=kit)
+        with pytest.raises(BehindTheBus, match="has not finished") as behind:
+            await refused.start()
+        await refused.stop()
+        assert "run `tidegate db catch-up` again to its end" in str(behind.value)
+        executor = build_executor(kit=kit)  # caught up by the same run before it was cut off: refused all the same
+        with pytest.raises(BehindTheBus, match="has not finished"):
+            await executor.start()
+        await executor.stop()
+    finally:
+        done = await catch_up(kit, say=lambda _: None)  # never leave the shared database marked: every later start would refuse
+    assert done.counts["policy results recorded"] == 2
+    assert await _state(pool, tenant) == before
+    svc = build(kit=kit)
+    await svc.start()
+    await svc.stop()
