@@ -62,21 +62,32 @@ class CaughtUp:
 
 @dataclass(frozen=True)
 class _Reader:
+    """Reads each topic whole once, however many steps need it (a topic of a real bus takes minutes to read and verify)."""
+
     kit: KitSettings
     since_ms: int | None
     say: Callable[[str], None]
     options: dict[str, Any]
+    _read: dict[str, tuple[list[SignedEvent], list[str]]] = field(default_factory=dict)  # topic: (verified, refused)
 
     async def read(self, catalog_name: str, *, strict: bool) -> list[SignedEvent]:
         """Every verified event of `catalog_name`; a record that does not verify stops the catch-up when `strict`, else is skipped."""
         topic = self.kit.topic_prefix + catalog_name
+        if catalog_name not in self._read:
+            self._read[catalog_name] = await self._whole(catalog_name, topic, strict=strict)
+        found, refused = self._read[catalog_name]
+        if strict and refused:  # read before by a step that could skip it
+            raise NotCaughtUp(_stops(refused[0]))
+        return found
+
+    async def _whole(self, catalog_name: str, topic: str, *, strict: bool) -> tuple[list[SignedEvent], list[str]]:
         authority = deployment_authority(self.kit, ToolCatalog.load(self.kit.tools_dir), history=True)
         refused: list[str] = []
 
         def on_refused(record: Any, why: str) -> None:
             refused.append(f"{topic}[{record.partition}] offset {record.offset}: {why}")
             if strict:
-                raise NotCaughtUp(f"{refused[-1]}: not written from; the catch-up stops (nothing on the bus is trusted unsigned)")
+                raise NotCaughtUp(_stops(refused[-1]))
 
         def progress(read: int, total: int) -> None:
             self.say(f"  {topic}: {read:,}/{total:,} records read")
@@ -90,7 +101,11 @@ class _Reader:
         ]  # fmt: skip
         if refused:
             self.say(f"  {topic}: {len(refused)} record(s) that do not verify skipped (not needed to write anything)")
-        return found
+        return found, refused
+
+
+def _stops(refused: str) -> str:
+    return f"{refused}: not written from; the catch-up stops (nothing on the bus is trusted unsigned)"
 
 
 async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callable[[str], None] = print) -> CaughtUp:

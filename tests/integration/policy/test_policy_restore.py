@@ -115,6 +115,9 @@ async def test_a_restored_policy_refuses_to_start_then_catch_up_keeps_the_budget
     said: list[str] = []
     done = await catch_up(kit, say=said.append)
     assert done.counts["policy decisions recorded"] == 3
+    read = [line.split(":")[0].strip() for line in said if line.endswith("records read")]
+    assert sorted(set(read)) == sorted(read)  # each topic read once, though the executor's and the policy's steps both need it
+    assert f"{kit.topic_prefix}actions.results" in read
     assert done.counts["policy results recorded"] == 2
     assert await _state(pool, tenant) == before  # the same rows: decisions as signed, reservations, spend, payouts, outcomes
     again = await catch_up(kit, say=said.append)  # idempotent: writes nothing
