@@ -156,25 +156,6 @@ def _consumer(bootstrap: str, client_options: dict[str, Any] | None) -> AIOKafka
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", **(client_options or {}))
 
 
-async def _tail_signed(
-    bootstrap: str, prefix: str, name: str, authority: Authority, *, client_options: dict[str, Any] | None, tail: int, timeout_s: float
-) -> list[SignedEvent]:
-    """Every event among the last `tail` records of each partition of `prefix` + `name` that verifies, in partition order."""
-    consumer = _consumer(bootstrap, client_options)
-    try:
-        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
-        tps = await _partitions(consumer, prefix + name)
-        if not tps:
-            return []
-        ends = await consumer.end_offsets(tps)
-        begins = await consumer.beginning_offsets(tps)
-        starts = {tp: max(begins[tp], ends[tp] - tail) for tp in tps}
-        found = [_verified(name, record, authority) async for record in _records(consumer, starts, ends, timeout_s)]
-        return [event for event in found if isinstance(event, SignedEvent)]
-    finally:
-        await consumer.stop()
-
-
 async def last_signed(
     bootstrap: str,
     prefix: str,
@@ -191,9 +172,22 @@ async def last_signed(
 
     Cheap: at most `tail` records a partition, read from `end - tail`.
     """
-    tail_events = await _tail_signed(bootstrap, prefix, name, authority, client_options=client_options, tail=tail, timeout_s=timeout_s)
-    last = {event.partition: event for event in tail_events}  # in partition order: the last of each wins
-    return [last[p] for p in sorted(last)]
+    consumer = _consumer(bootstrap, client_options)
+    try:
+        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
+        tps = await _partitions(consumer, prefix + name)
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        starts = {tp: max(begins[tp], ends[tp] - tail) for tp in tps}
+        last: dict[int, SignedEvent] = {}
+        async for record in _records(consumer, starts, ends, timeout_s):
+            if isinstance(found := _verified(name, record, authority), SignedEvent):
+                last[found.partition] = found  # in each partition's order: its last wins
+        return [last[p] for p in sorted(last)]
+    finally:
+        await consumer.stop()
 
 
 async def signed_events(

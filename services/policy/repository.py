@@ -42,6 +42,7 @@ __all__ = [
     "flow_facts",
     "flow_row",
     "forget_tasks",
+    "granted_key",
     "history_from",
     "kept_flow_facts",
     "paid_before",
@@ -50,6 +51,11 @@ __all__ = [
 ]
 
 TENANT_TOTAL = "*"
+
+
+def granted_key(approval_id: str) -> str:
+    """The key a decision is recorded under when a grant is decided again (a proposal's decision is keyed by its action id)."""
+    return f"approval:{approval_id}"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ signed decision is recorded as it was taken (never decided again), and each resu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +28,7 @@ from services.policy._pg_repository import PgPolicyRepository
 from services.policy.facts import History, payee_of
 from services.policy.pack import PackSource, compile_pack
 from services.policy.payees import PayeeSeal
-from services.policy.repository import DecisionRecord, Pending, Reservation
+from services.policy.repository import DecisionRecord, Pending, Reservation, granted_key
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -43,7 +43,7 @@ Restored = Literal["recorded", "already"]
 
 def decision_key(data: ActionDecidedData) -> str:
     """The key the policy records a decision under: its action id, or `approval:<id>` for a re-decision after a grant."""
-    return f"approval:{data.approval_id}" if data.via == "approval" and data.approval_id else data.action_id
+    return granted_key(data.approval_id) if data.via == "approval" and data.approval_id else data.action_id
 
 
 async def check_not_behind(
@@ -63,8 +63,7 @@ async def check_not_behind(
     newest = await pool.fetchval("SELECT max(decided_at) FROM policy.decisions")
     async with aclosing(signed_since(bootstrap, prefix, DECIDED, authority, newest, client_options=client_options)) as chunks:
         async for decided in chunks:
-            keys = sorted({decision_key(d.data(ActionDecidedData)) for d in decided})
-            held = {r["key"] for r in await pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", keys)}
+            held = await _held(pool, {decision_key(d.data(ActionDecidedData)) for d in decided})
             for signed in decided:
                 data = signed.data(ActionDecidedData)
                 if decision_key(data) not in held:
@@ -93,6 +92,11 @@ async def check_not_behind(
                         f"(offset {signed.offset}, action {result.action_id}, {result.status}) but policy.reservations holds its "
                         f"budget as if the call had not ended: restored from a backup? Started, it could forget what the call spent; {FIX}"
                     )
+
+
+async def _held(pool: asyncpg.Pool, keys: Iterable[str]) -> set[str]:
+    """Of the decision keys `keys`, those `policy.decisions` holds."""
+    return {r["key"] for r in await pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", sorted(keys))}
 
 
 def _proposal_of(data: ActionDecidedData) -> ActionProposedData:
@@ -159,8 +163,7 @@ class Restoration:
         first: dict[str, SignedEvent] = {}  # a decision published again (a redelivered proposal's) is the same one
         for d in decided:
             first.setdefault(decision_key(d.data(ActionDecidedData)), d)
-        rows = await self.pool.fetch("SELECT key FROM policy.decisions WHERE key = ANY($1::text[])", list(first))
-        held = {r["key"] for r in rows}
+        held = await _held(self.pool, first)
         return [d for k, d in first.items() if k not in held]
 
     async def unended(self, results: list[ActionResult]) -> list[ActionResult]:

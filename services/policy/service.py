@@ -58,7 +58,17 @@ from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord, arg_at, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
-from services.policy.repository import DecisionRecord, Ending, Pending, PolicyRepository, Scope, Settled, TaskInput, TaskReads
+from services.policy.repository import (
+    DecisionRecord,
+    Ending,
+    Pending,
+    PolicyRepository,
+    Scope,
+    Settled,
+    TaskInput,
+    TaskReads,
+    granted_key,
+)
 from services.policy.settings import PolicySettings
 
 __all__ = ["PolicyService", "PublishMany"]
@@ -426,7 +436,7 @@ class PolicyService:
         escalated = _task_requester(original)
         task_requester = context.requested_by or escalated
         pending = self._pending(
-            key=f"approval:{data.approval_id}",
+            key=granted_key(data.approval_id),
             call=call,
             proposal=proposed,
             action_id=data.action_id,
