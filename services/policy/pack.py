@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from schemas import ControlPolicyData, ReasonCode, RiskClass, TenantDirectory, digest
-from servicekit import ToolCatalog
+from servicekit import ControlState, ToolCatalog
 from services.policy.cedar_schema import action_entities, cedar_schema
 from services.policy.messages import message_problem
 
@@ -232,6 +232,11 @@ class PackSettings(BaseModel):
             return None
         base = settings if settings is not None else dict(self.tenants.get(tenant_id) or {})
         return self.with_record(base, directory)
+
+    def of_control(self, control: ControlState, tenant_id: str) -> TenantSettings | None:
+        """`from_records` of the tenant's `control.tenant` record and its admins' directory as `control` holds them."""
+        record, directory = control.tenants.get(tenant_id), control.directories.get(tenant_id)
+        return self.from_records(tenant_id, record.settings if record is not None else None, directory.directory if directory else None)
 
     def with_record(self, settings: dict[str, Any], directory: TenantDirectory | None = None) -> TenantSettings:
         """A tenant's settings from its `control.tenant` record, over the pack's `default` entry; raises ValidationError.

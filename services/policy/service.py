@@ -178,8 +178,7 @@ class PolicyService:
             return memo[3]
         tenant = None
         try:  # an operator's record, or an operator-wide admin's onboarding, or a pack tenant's admins' directory
-            settings = record.settings if record is not None else None
-            tenant = self.pack.settings.from_records(tenant_id, settings, directory.directory if directory is not None else None)
+            tenant = self.pack.settings.of_control(self.control, tenant_id)
         except ValidationError as exc:  # the CLI checks before publishing; a bad record onboards nothing
             who = record.set_by if record is not None else "?"
             log.error("policy: control.tenant for %s set by %s is invalid, ignored: %s", tenant_id, who, exc)

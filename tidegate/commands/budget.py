@@ -52,11 +52,9 @@ def tenant_cap(pack: PackSettings, state: ControlState, tenant: str) -> tuple[fl
     """
     if tenant in state.budgets:
         return state.budgets[tenant], "control.budget"
-    record, directory = state.tenants.get(tenant), state.directories.get(tenant)
+    record = state.tenants.get(tenant)
     try:
-        settings = pack.from_records(
-            tenant, record.settings if record is not None else None, directory.directory if directory is not None else None
-        )
+        settings = pack.of_control(state, tenant)
     except ValidationError:  # the policy refuses such a record (it logs it): the tenant is the pack's
         record, settings = None, None
     settings = settings or pack.tenant(tenant)

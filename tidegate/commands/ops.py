@@ -174,9 +174,8 @@ def whatif(
         run(read_control(kit, "directory", control))
         tenants = {}
         for name in set(control.tenants) | set(control.directories):
-            record, admins = control.tenants.get(name), control.directories.get(name)
             with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
-                effective = pack.settings.from_records(name, record.settings if record else None, admins.directory if admins else None)
+                effective = pack.settings.of_control(control, name)
                 if effective is not None:
                     tenants[name] = effective
         for name, change in candidates.items():

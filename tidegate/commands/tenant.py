@@ -260,7 +260,7 @@ def show(tenant: str = typer.Argument(None, help="Tenant id; all onboarded tenan
     names = [tenant] if tenant else sorted(onboarded_tenants(kit, state, pack))
     for name in names:
         record, admins = state.tenants.get(name), state.directories.get(name)
-        effective = pack.from_records(name, record.settings if record else None, admins.directory if admins else None)
+        effective = pack.of_control(state, name)
         if effective is not None:
             where = (
                 f"control.tenant (set by {record.set_by})"
