@@ -20,8 +20,6 @@ from servicekit import (
     service_bus,
     service_key,
 )
-from servicekit.bus_history import BehindTheBus
-from servicekit.catch_up_marks import unfinished_catch_up, unfinished_message
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from servicekit.settings import review_price
@@ -155,9 +153,9 @@ def build(
 
     async def not_behind_the_bus(_: ServiceProcess) -> None:  # a table restored from a backup offers decided requests again
         if pool is not None:
-            if (began := await unfinished_catch_up(pool, "approval")) is not None:  # rows written back since are dated now
-                raise BehindTheBus(unfinished_message("the approval service", began))
-            await check_not_behind(service.repo, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME))
+            await check_not_behind(
+                pool, service.repo, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME)
+            )
 
     async def install_file_endpoints(_: ServiceProcess) -> None:
         for endpoint in file_endpoints:

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+import asyncpg
+
 from schemas import ActionDecidedData, ApprovalData
 from servicekit import Authority
 from servicekit.bus_history import BehindTheBus, SignedEvent, last_signed
+from servicekit.catch_up_marks import unfinished_catch_up, unfinished_message
 from services.approval import domain
 from services.approval._ballots import ballot_claims
 from services.approval._row_proofs import Seals
@@ -51,12 +54,21 @@ def _behind(record: ApprovalRecord | None, event_type: str) -> str | None:
 
 
 async def check_not_behind(
-    repo: ApprovalRepository, bootstrap: str, prefix: str, authority: Authority, *, client_options: dict[str, Any] | None = None
+    pool: asyncpg.Pool,
+    repo: ApprovalRepository,
+    bootstrap: str,
+    prefix: str,
+    authority: Authority,
+    *,
+    client_options: dict[str, Any] | None = None,
 ) -> None:
     """Raise BehindTheBus when the last event the service signed on a partition of `approvals` is not what its database holds.
 
+    Or when a catch-up of it began and has not finished (what it wrote back is dated when written: `servicekit.catch_up_marks`).
     Nothing on the topic (a new deployment, or one whose events left the bus) passes: there is nothing to compare.
     """
+    if (began := await unfinished_catch_up(pool, "approval")) is not None:
+        raise BehindTheBus(unfinished_message("the approval service", began))
     for last in await last_signed(bootstrap, prefix, TOPIC, authority, client_options=client_options):
         data = last.data(ApprovalData)
         why = _behind(await repo.get(data.approval_id), last.event.type)
