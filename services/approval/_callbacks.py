@@ -1,7 +1,7 @@
 """A decision an approver took in their chat tool, posted back signed per Standard Webhooks, taken as a vote.
 
 Part of `ApprovalService` (`services.approval.service` composes it): the endpoint and its signature are the webhook
-side's (`callback_endpoint`), the vote is `_voting`'s.
+endpoints' (`_webhook_endpoints_admin.callback_endpoint`), the vote is `_voting`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.approval import domain
 from services.approval._people import Session
 from services.approval._voting import Voting
+from services.approval._webhook_endpoints_admin import WebhookEndpoints
 from services.approval.domain import ApprovalRecord, Approver, Refusal, Vote
 
 __all__ = ["CallbackDecision", "Callbacks"]
@@ -34,7 +35,7 @@ class CallbackDecision(BaseModel):
     edited_args: dict[str, Any] | None = None
 
 
-class Callbacks(Voting):
+class Callbacks(Voting, WebhookEndpoints):
     """An inbound callback verified, parsed, checked against its endpoint and taken as the approver's vote."""
 
     async def callback(self, tenant_id: str | None, endpoint_id: str, headers: Mapping[str, str], body: bytes) -> ApprovalRecord | Refusal:

@@ -6,7 +6,8 @@ read off the bus (`_bus_intake`), people and their credentials (`_people`), vote
 retry of this layer: a vote that loses a concurrent write is re-decided; the bus owns handler retries), what a
 person reads beside a request (`_reads`), an approver's undo (`_undo_proposals`), the signed callback
 (`_callbacks`), the background round (`_sweep`), a change announced and the outbox published (`_announcing`),
-and the webhook side (`_webhook_side`). This module gives them their adapters.
+the webhook endpoints as people manage them (`_webhook_endpoints_admin`) and the messages sent to them
+(`_webhook_side`). This module gives them their adapters.
 """
 
 from __future__ import annotations

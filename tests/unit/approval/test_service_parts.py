@@ -1,10 +1,10 @@
 """The approval service, split by job, stays one `ApprovalService`: its public names where they were, each method in one part, one logger.
 
 `ApprovalService` (`services.approval.service`) is composed of one part a job (`_bus_intake`, `_callbacks`, `_voting`,
-`_people`, `_sweep`, `_reads`, `_undo_proposals`, `_announcing`, `_webhook_side`); these tests hold that what the API,
-the handlers and the tests import from `services.approval.service` is still there, that no two parts define the same
-method (which would let the order of the composition pick one silently), and that every part logs under the service's
-one logger name, as the single module did.
+`_people`, `_sweep`, `_reads`, `_undo_proposals`, `_announcing`, `_webhook_side`, `_webhook_endpoints_admin`); these tests
+hold that what the API, the handlers and the tests import from `services.approval.service` is still there, that no two
+parts define the same method (which would let the order of the composition pick one silently), and that every part logs
+under the service's one logger name, as the single module did.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def test_each_method_lives_in_exactly_one_part() -> None:
         "Announcing",
         "ServiceBase",
         "WebhookSide",
+        "WebhookEndpoints",
     ]
     homes: dict[str, list[str]] = {}
     for part in [ApprovalService, *PARTS]:
