@@ -42,6 +42,7 @@ __all__ = [
     "observe_database_retry",
     "observe_handled",
     "observe_published",
+    "observe_repeats_unanswered",
     "observe_retaken",
     "observe_row_refused",
     "observe_webhook_owed",
@@ -129,6 +130,12 @@ RETAKEN = Counter(
     "Policy decisions taken again under the tenant's lock because another copy reserved spend since the snapshot, by tenant.",
     ["tenant"],
 )
+REPEATS_UNANSWERED = Counter(
+    "tidegate_policy_repeats_unanswered",
+    "Proposals of a call already decided that the policy service did not answer again, by tenant: it had published that "
+    "action's decision less than TIDEGATE_POLICY_REPEAT_ANSWER_INTERVAL_S before (the answer is on actions.decided).",
+    ["tenant"],
+)
 
 SHADOW = Counter(
     "tidegate_policy_shadow",
@@ -194,7 +201,7 @@ AUDIT_CONFLICTS = Counter(
 
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
-    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, SHADOW,
+    TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, REPEATS_UNANSWERED, SHADOW,
     APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
     ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES,
 )  # fmt: skip
@@ -288,6 +295,12 @@ def observe_retaken(tenant: str, count: int) -> None:
     """Count decisions the policy service took again under a tenant's lock (copies competing for one tenant)."""
     with contextlib.suppress(Exception):
         RETAKEN.labels(tenant).inc(count)
+
+
+def observe_repeats_unanswered(tenant: str, count: int) -> None:
+    """Count proposals of decided calls the policy service did not answer again (their answer was published lately)."""
+    with contextlib.suppress(Exception):
+        REPEATS_UNANSWERED.labels(tenant).inc(count)
 
 
 def observe_broker_silence(service: str, silent_s: Callable[[], float]) -> None:

@@ -54,6 +54,7 @@ from servicekit import (
 )
 from servicekit.people import person
 from servicekit.provenance import Provenance
+from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord, arg_at, payee_of
@@ -156,6 +157,11 @@ class PolicyService:
     _waiting: dict[Scope, set[asyncio.Event]] = field(default_factory=dict, init=False)
     # Each tenant's settings as last validated, with the pack, record and directory they came from.
     _tenants: dict[str, tuple[CompiledPack, object, object, TenantSettings | None]] = field(default_factory=dict, init=False)
+    # The proposals' action ids answered lately: a repeat of one within `repeat_answer_interval_s` is not answered again.
+    _repeats: RepeatAnswers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._repeats = RepeatAnswers(self.settings.repeat_answer_interval_s)
 
     # --- wiring helpers ------------------------------------------------------------------------
 
@@ -280,7 +286,7 @@ class PolicyService:
     # --- proposals -----------------------------------------------------------------------------
 
     async def on_proposed(self, event: ActionProposed) -> DecisionRecord:
-        """Decide a proposal once; a redelivered one gets the recorded decision again, never a second one."""
+        """Decide a proposal once; a redelivered one gets the recorded decision again (at most once a minute: `_answer`), never another."""
         return (await self.on_proposed_batch([event], traced=False))[0]
 
     async def on_proposed_batch(self, events: list[ActionProposed], *, traced: bool = True) -> list[DecisionRecord]:
@@ -311,12 +317,24 @@ class PolicyService:
             )
         results = await self.repo.decide_many(pending)
         refusals = [None if fresh else _reused(event.data, record) for event, (record, fresh) in zip(events, results, strict=True)]
-        records = [r for (r, _), refused in zip(results, refusals, strict=True) if refused is None]
-        await self._publish_records(records)
+        decided = [(e.data, r, fresh) for e, (r, fresh), refused in zip(events, results, refusals, strict=True) if refused is None]
+        await self._answer(decided)
         if refused := next((r for r in refusals if r is not None), None):
             # A batch falls back to one event at a time: each conflicting proposal is dead-lettered alone.
             raise refused
-        return records
+        return [record for _, record, _ in decided]
+
+    async def _answer(self, decided: list[tuple[ActionProposedData, DecisionRecord, bool]]) -> None:
+        """Publish each fresh decision, and a recorded one again unless its action id was answered within `repeat_answer_interval_s`.
+
+        A repeat held back is acknowledged with its batch (its answer is on the bus), counted and logged, never dead-lettered:
+        a dead letter is a record on the bus too, and a flood of repeats would move there (restore8 N2).
+        """
+        now = self.clock()
+        due, held = self._repeats.split(decided, now)
+        await self._publish_records(due)
+        self._repeats.answered((record.action_id for record in due), now)  # once published: a failed publish is retried, and answered
+        self._repeats.held_back(held, now)
 
     def _pending(
         self,

@@ -44,6 +44,16 @@ class PolicySettings(BaseSettings):
         "Keep it above the longest approval wait (`TIDEGATE_APPROVAL_EXPIRY_S`) and step timeout.",
     )
     task_state_check_s: float = Field(default=600.0, gt=0, description="How often the state kept longer than that is forgotten.")
+    repeat_answer_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3_600,
+        description="A proposal of a call already decided (its action id, tenant, call and requester) gets the recorded "
+        "decision, and an allowed call's authorization, published again at most once in this many seconds per action id; "
+        "a repeat in between is acknowledged, not answered again (its answer is on `actions.decided`), and counted in "
+        "`tidegate_policy_repeats_unanswered_total`. Kept in memory, so a redelivery after a restart is answered. "
+        "0: every repeat is answered.",
+    )
     max_decision_bytes: int = Field(
         default=DEFAULT_MAX_DECISION_BYTES,
         ge=64 * 1024,
