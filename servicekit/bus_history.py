@@ -6,6 +6,7 @@ policy, the approval service) look at start at the events they signed since the 
 (`signed_since`; the approval service at the last it signed, `last_signed`) and refuse to start when their database
 does not hold what those events say (`BehindTheBus`); `tidegate db catch-up` reads the topics whole (`signed_events`)
 and writes back what the database lost. Only events the deployment's `Authority` verifies count: a topic is never trusted.
+A consumer's restored database (the planner's) is caught up by moving its group back instead (`rewind_group`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    TopicAuthorizationFailedError,
+    UnknownMemberIdError,
+)
 from pydantic import ValidationError
 
 from schemas import Envelope
@@ -27,10 +34,13 @@ from servicekit.authority import Authority, appended_ms
 __all__ = [
     "CLOCK_SKEW_S",
     "BehindTheBus",
+    "GroupInUse",
     "HistoryNotReadable",
+    "Rewound",
     "SignedEvent",
     "handled_offsets",
     "last_signed",
+    "rewind_group",
     "signed_events",
     "signed_since",
 ]
@@ -288,5 +298,60 @@ async def handled_offsets(
             if offset is not None:
                 committed[tp.partition] = offset
         return committed
+    finally:
+        await consumer.stop()
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """One partition a consumer group was moved back on: from the offset it had committed to the one it reads from now."""
+
+    topic: str
+    partition: int
+    committed: int
+    to: int
+
+
+class GroupInUse(RuntimeError):
+    """The consumer group to move has members (its service is running): its offsets are left as they are."""
+
+
+async def rewind_group(
+    bootstrap: str,
+    prefix: str,
+    names: list[str],
+    group: str,
+    since_ms: int | None,
+    *,
+    client_options: dict[str, Any] | None = None,
+) -> list[Rewound]:
+    """Move consumer group `group` (full name) back to the first record of each partition of `names` appended at or after `since_ms`.
+
+    `since_ms` None: the earliest record each partition keeps. Never forward: a partition whose committed offset is at or
+    before that point, or that the group never committed (it reads it from the earliest record), is left as it is, so a
+    second call moves nothing more. The offsets are committed as the group's own (`client_options`: a login that may use
+    the group); Kafka takes them only while the group has no member, and `GroupInUse` says so when it has one.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **(client_options or {}))
+    try:
+        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
+        tps = [tp for name in names for tp in await _partitions(consumer, prefix + name)]
+        committed = {tp: offset for tp in tps if (offset := await consumer.committed(tp)) is not None}
+        if not committed:
+            return []
+        if since_ms is None:
+            targets = await consumer.beginning_offsets(list(committed))
+        else:
+            ends = await consumer.end_offsets(list(committed))
+            found = await consumer.offsets_for_times({tp: since_ms for tp in committed})
+            targets = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in committed}
+        moves = [Rewound(tp.topic, tp.partition, committed[tp], targets[tp]) for tp in committed if targets[tp] < committed[tp]]
+        if moves:
+            consumer.assign([TopicPartition(m.topic, m.partition) for m in moves])
+            try:
+                await consumer.commit({TopicPartition(m.topic, m.partition): m.to for m in moves})
+            except (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError) as exc:
+                raise GroupInUse(f"consumer group {group} has members ({type(exc).__name__}): stop its service first") from exc
+        return moves
     finally:
         await consumer.stop()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from services.planner.handlers import PlannerHandlers
     from services.planner.llm import LiteLLMClient
     from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
+    from services.planner.restored import rewind
     from services.planner.settings import PlannerSettings
     from services.planner.state_seal import StateSeal
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
@@ -42,6 +43,7 @@ __all__ = [
     "domain",
     "handed_off_tasks",
     "open_tasks",
+    "rewind",
 ]
 
 _HOME = {
@@ -58,6 +60,7 @@ _HOME = {
     "open_tasks": "task_views",
     "InMemoryTaskRepository": "repository",
     "PostgresTaskRepository": "repository",
+    "rewind": "restored",
     "PlannerSettings": "settings",
     "StateSeal": "state_seal",
     "LlmStrategy": "strategies",

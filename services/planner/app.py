@@ -23,6 +23,7 @@ from services.planner.action_ids import ActionIds
 from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import PostgresTaskRepository, TaskRepository, forget_applied
+from services.planner.restored import READS, consumer_group
 from services.planner.settings import PlannerSettings
 from services.planner.state_seal import StateSeal
 from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
@@ -110,9 +111,13 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
         "actions.results": handlers.on_result,
     }
     # Each event waits on a few database round trips and a publish: handle different tasks at once, each task in order.
-    for topic, handler in routes.items():
+    for topic in READS:  # the topics `tidegate db catch-up` moves the group back on after a restore (`restored.rewind`)
         bus.consume(
-            topic, handler, group_id=f"{kit.topic_prefix}planner", max_records=settings.max_records, concurrency=settings.concurrency
+            topic,
+            routes[topic],
+            group_id=consumer_group(kit.topic_prefix),
+            max_records=settings.max_records,
+            concurrency=settings.concurrency,
         )
     return PlannerProcess.of(
         kit,

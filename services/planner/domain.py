@@ -626,12 +626,16 @@ def on_state_refused(
     return _close(state, now, rates, failed=True, reason=STATE_REFUSED, why=why)
 
 
-def on_tick(state: TaskState, now: datetime, rates: CostRates, timeouts: StepTimeouts) -> Transition:
+def on_tick(
+    state: TaskState, now: datetime, rates: CostRates, timeouts: StepTimeouts, *, listening_since: datetime | None = None
+) -> Transition:
     """The clock moved on: close the task whose current step waited too long for a decision or a result.
 
     The step is marked `timed_out` and the task fails with reason `step_timeout`; an answer that
     arrives later changes nothing (the task is closed). An allowed step may still have run: the
-    summary says so, as for an unknown outcome.
+    summary says so, as for an unknown outcome. `listening_since`: when this planner started reading the bus; a step
+    waits from then at the earliest (an answer published while no planner ran, or since a restored backup, is read
+    after the start: a step is not failed before it could be).
     """
     record = state.current
     if state.status in ("completed", "failed") or record is None or record.waiting_since is None:
@@ -639,7 +643,7 @@ def on_tick(state: TaskState, now: datetime, rates: CostRates, timeouts: StepTim
     if record.status not in ("proposed", "allowed", "escalated"):  # escalated with a wait: granted, the re-decision is due
         return _unchanged(state)
     limit = timeouts.of(record.tool)
-    waited = now - record.waiting_since
+    waited = now - max(record.waiting_since, listening_since or record.waiting_since)
     if waited < limit:
         return _unchanged(state)
     missing = "a result" if record.status == "allowed" else "a decision"

@@ -60,6 +60,10 @@ class PlannerHandlers:
     timeouts: StepTimeouts = field(default_factory=StepTimeouts)
     proposals_again: int = 2  # times a step whose authorization expired unused is proposed again (settings)
     _delivered: set[int] = field(default_factory=set, init=False, repr=False)  # outbox entries the broker has, not yet deleted
+    _started: datetime = field(init=False, repr=False)  # a step waits from here at the earliest (`domain.on_tick`)
+
+    def __post_init__(self) -> None:
+        self._started = self.clock()
 
     async def _apply(self, event_id: str, tenant_id: str, task_id: str, change: Change, ending: Ending | None = None) -> None:
         await self._publish(await self.repo.apply(event_id, tenant_id, task_id, change, self.out.record, ending=ending))
@@ -190,6 +194,8 @@ class PlannerHandlers:
         tick stored but could not publish (the bus stopped first) is published here. Each closing is
         a span of its own, so its outcome starts a trace (no consumed event carries one in). A task whose stored state is
         refused is left to its next event (`repo.get` logs and counts it): the sweep reads only the row, which proves nothing.
+        A step waits from this process's start at the earliest: the answers published while no planner ran (or since the
+        backup a database was restored from, `restored.py`) are read after it, and a step is not failed before they are.
         """
         await self._publish(await self.repo.unpublished(_TIMEOUT_EVENT))
         now = self.clock()
@@ -203,7 +209,7 @@ class PlannerHandlers:
                     _timeout_event(tenant_id, task_id, state.current.step),
                     tenant_id,
                     task_id,
-                    _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts)),
+                    _existing(lambda s: domain.on_tick(s, now, self.rates, self.timeouts, listening_since=self._started)),
                 )
 
 

@@ -13,7 +13,10 @@ __all__ = ["catch_up"]
 
 def catch_up(
     since: datetime | None = typer.Option(
-        None, "--since", help="Read the bus from this time (the backup's, or a little before it) instead of from its earliest record."
+        None,
+        "--since",
+        help="Read the bus from this time (the backup's, or a little before it) instead of from its earliest record; the "
+        "planner is moved back to it when its database's newest row is later.",
     ),
 ) -> None:
     """Write back what the bus says the executor, the approval service and the policy did since the backup: run with the services down.
@@ -21,9 +24,11 @@ def catch_up(
     Each result the executor signed whose action has no finished claim becomes its finished claim (never run again);
     each request the approval service announced since is rebuilt, and each decision it signed of a request still pending
     is recorded; each decision the policy signed is recorded as taken, with its reservation, spend and payout (never
-    decided again), then each result it has not recorded ends its reservation. Every event is verified with the
-    deployment's keys; one of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (exit 1).
-    Idempotent. Exit 0 when caught up.
+    decided again), then each result it has not recorded ends its reservation. Last, the planner's consumer group is
+    moved back to the first record since its database's newest task row (less a minute), or `--since` when earlier:
+    started, the planner handles those events again and its tasks carry on. Every event is verified with the
+    deployment's keys; one of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (exit 1),
+    and so does a planner still running. Idempotent. Exit 0 when caught up.
     """
     from tidegate.ops.catch_up import NotCaughtUp
     from tidegate.ops.catch_up import catch_up as read_and_write
@@ -38,4 +43,4 @@ def catch_up(
         console.print(f"  {what}: {n}")
     for note in done.notes:
         console.print(f"  note: {note}")
-    console.print("caught up: the executor, the approval service and the policy may start (`tidegate up`)")
+    console.print("caught up: the executor, the approval service, the policy and the planner may start (`tidegate up`)")

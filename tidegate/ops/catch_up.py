@@ -8,9 +8,11 @@ the backup is rebuilt from the policy's escalation, then each decision of a requ
 approvals signed with the approval service's key); the policy's signed decision is recorded as it was taken, with its
 reservation, spend and payout (`decide_many`, never decided again) and the proposal it was taken on (a copy of the call
 naming another requester or proposer than the decision is not it: `_decided_on`), then each result and finding on an
-unknown outcome the policy has not recorded is recorded as the running policy records it. Idempotent: a second run writes nothing.
+unknown outcome the policy has not recorded is recorded as the running policy records it. Last, the planner's consumer
+group is moved back to what its restored database has not seen (`services.planner.rewind`): started, it handles those
+events again and its tasks carry on. Idempotent: a second run writes nothing and moves the offsets to the same place.
 An event of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (`NotCaughtUp`): nothing
-is trusted that its producer did not sign.
+is trusted that its producer did not sign; so does a planner still running (its group has members).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from schemas import (
     action_digest,
 )
 from servicekit import OPS, KitSettings, ToolCatalog, create_pool, deployment_authority, kafka_options, service_key
-from servicekit.bus_history import SignedEvent, signed_events
+from servicekit.bus_history import GroupInUse, SignedEvent, signed_events
 from servicekit.catch_up_marks import catch_up_began, catch_up_finished
 from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
 from services.executor import PgClaimStore, keep_signed_result
+from services.planner import rewind
 from services.policy import Restoration as PolicyRestoration
 
 __all__ = ["CaughtUp", "NotCaughtUp", "catch_up"]
@@ -49,7 +52,7 @@ OWNER = "tidegate db catch-up"
 
 
 class NotCaughtUp(RuntimeError):
-    """An event the catch-up would write from does not verify: it stops, having written what it had before."""
+    """An event the catch-up would write from does not verify, or a planner runs: it stops, having written what it had before."""
 
 
 @dataclass
@@ -118,6 +121,7 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
         await _executor(reader, pool, kit, done)
         await _approvals(reader, pool, kit, done)
         await _policy(reader, pool, kit, done)
+        await _planner(pool, kit, since_ms, say, done)  # before the mark: a catch-up cut off here is run again, moving it then
         await catch_up_finished(pool)
     finally:
         await pool.close()
@@ -239,6 +243,18 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
     for finding in (r for r in resolved if r.data.action_id in held):
         await restoration.resolution(finding)
         done.counts["policy findings recorded"] += 1
+
+
+async def _planner(pool: Any, kit: KitSettings, since_ms: int | None, say: Callable[[str], None], done: CaughtUp) -> None:
+    """Move the planner's consumer group back to what its restored database has not seen, each partition moved said."""
+    try:
+        moved = await rewind(kit, pool, since_ms=since_ms)
+    except GroupInUse as exc:
+        raise NotCaughtUp(f"planner: {exc} (`tidegate down`), then run the catch-up again") from exc
+    for m in moved:
+        say(f"  planner: {m.topic.removeprefix(kit.topic_prefix)}[{m.partition}] {m.committed:,} → {m.to:,}")
+    done.counts["planner partitions moved back"] = len(moved)
+    done.counts["planner records to handle again"] = sum(m.committed - m.to for m in moved)
 
 
 def _decided_on(decision: ActionDecidedData, proposal: ActionProposedData) -> bool:
