@@ -113,6 +113,29 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         source.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_payee_paid_today(request: pytest.FixtureRequest) -> None:
+    """A test on the real database starts with no payee paid today, as it starts with topics of its own.
+
+    The default pack bounds what a tenant pays one payee over 24 hours in any task (`policy.payouts`): the tests of a
+    session share its database and the pack's tenants and payees, so one test's refunds would count in the next one's.
+    """
+    if "infra" not in request.fixturenames:
+        return
+    infra: Infra = request.getfixturevalue("infra")
+
+    async def forget() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(infra.admin_database_url)
+        try:
+            await conn.execute("DELETE FROM policy.payouts")
+        finally:
+            await conn.close()
+
+    asyncio.run(forget())
+
+
 @pytest.fixture
 def prefix() -> str:
     """A topic prefix of this test's own, so that tests never see each other's events."""

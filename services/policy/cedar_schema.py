@@ -68,6 +68,8 @@ CONTEXT_TYPE: dict[str, Any] = _record(
     ),
     settings=_record(
         refund_threshold_cents=_long(),
+        payee_daily_bounded=_bool(),  # false: the tenant turned the per-payee daily bound off
+        payee_daily_threshold_cents=_long(),  # 0 when it is off
         allow_autonomous=_bool(),
         new_payee_escalates=_bool(),
         external_recipient=_str(),

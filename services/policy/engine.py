@@ -84,6 +84,7 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
 
 def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSettings, approval_granted: bool) -> dict[str, Any]:
     """The Cedar request context; its shape is `cedar_schema.CONTEXT_TYPE`."""
+    payee_daily = tenant.payee_daily_threshold()
     return {
         "tenant": call.tenant_id,
         "tool": call.tool,
@@ -119,6 +120,8 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
         },
         "settings": {
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),
+            "payee_daily_bounded": payee_daily is not None,
+            "payee_daily_threshold_cents": _cents(payee_daily, "payee_daily_threshold_usd"),
             "allow_autonomous": tenant.allow_autonomous,
             "new_payee_escalates": tenant.triggers.new_payee.action == "escalate",
             "external_recipient": tenant.triggers.external_recipient.action,

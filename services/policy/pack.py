@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import cedarpy
 import yaml
@@ -44,6 +44,9 @@ Outcome = Literal["allow", "escalate", "deny"]
 T = TypeVar("T")
 
 REMEMBERED = 4096  # answers a compiled pack keeps (`CompiledPack.remembered`): Cedar's, a few hundred bytes each
+
+MAX_PAYEE_DAILY_USD = 1e12  # its figure in cents stays a Cedar Long (64 bits); `off` turns the bound off
+_PayeeDailyUsd = Annotated[float, Field(ge=0, le=MAX_PAYEE_DAILY_USD, allow_inf_nan=False)]
 
 DEFAULT_SENSITIVE_PATHS = [".github/*", "infra/*", "deploy/*", "*secret*", "*auth*", "*.env", "config/prod*", "*production*"]
 
@@ -95,6 +98,30 @@ class TenantSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     refund_threshold_usd: float = Field(default=500.0, ge=0, description="Refunds at or over this escalate.")
+    payee_daily_threshold_usd: _PayeeDailyUsd | Literal["off"] | None = Field(
+        default=None,
+        description="What the tenant's allowed calls may pay one payee over 24 hours, across tasks, before a human approves the "
+        "call that reaches it (cumulative_threshold): null = `refund_threshold_usd` (one threshold per payee per day); "
+        "`off`: no such bound (the per-call and per-task thresholds still hold).",
+        examples=[None, 2000, "off"],
+    )
+
+    @field_validator("payee_daily_threshold_usd", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        # YAML reads `off`/`no`/`false` as False, which a float field would take as 0 (every payout escalating): say it.
+        if isinstance(value, bool):
+            if value:
+                raise ValueError("payee_daily_threshold_usd: a number of USD, null (the refund threshold) or off")
+            return "off"
+        return value.strip().lower() if isinstance(value, str) and value.strip().lower() == "off" else value
+
+    def payee_daily_threshold(self) -> float | None:
+        """The per-payee daily bound, USD (None: the tenant turned it off): its own figure, else the refund threshold."""
+        if self.payee_daily_threshold_usd == "off":
+            return None
+        return self.refund_threshold_usd if self.payee_daily_threshold_usd is None else self.payee_daily_threshold_usd
+
     internal_domains: list[str] = Field(default_factory=list, description="Recipient domains that are internal; any other is external.")
     allow_autonomous: bool = Field(default=False, description="Whether the tenant's tasks may run in autonomous mode.")
     budget_usd: float | None = Field(default=None, ge=0, description="Tenant spend cap, USD; a `control.budget` record overrides it.")

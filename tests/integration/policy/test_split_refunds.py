@@ -18,7 +18,13 @@ from servicekit.db import apply_migrations, create_pool
 from services.policy.service import PolicyService
 
 MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
-SETTINGS = {"allow_autonomous": True, "refund_threshold_usd": 500, "known_payees": ["cus_1008", "cus_1002"]}
+# The per-task bound alone (its tasks pay one payee): the per-payee daily one is off here, test_split_across_tasks.py shows it.
+SETTINGS = {
+    "allow_autonomous": True,
+    "refund_threshold_usd": 500,
+    "known_payees": ["cus_1008", "cus_1002"],
+    "payee_daily_threshold_usd": "off",
+}
 
 
 @pytest.fixture

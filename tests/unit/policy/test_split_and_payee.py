@@ -92,7 +92,7 @@ async def test_small_refunds_of_one_task_under_the_threshold_together_still_run(
 
 
 async def test_what_the_tenant_paid_a_payee_across_tasks_is_recorded_over_24_hours(service: PolicyService) -> None:
-    # The default pack's bound is per task; the cross-task figure is computed, so a pack can bound it (docs/policy.md).
+    # The cross-task figure, over 24 hours: the default pack bounds it too (test_payee_daily_bound.py).
     assert (await _decide(service, "a-1", _refund(420), task_id="t-1"))[0] == "allow"
     other = await _decide(service, "a-2", _refund(30), task_id="t-2")
     assert (other[0], other[2].facts["paid_payee_usd"], other[2].facts["paid_task_usd"]) == ("allow", 420.0, 0.0)
