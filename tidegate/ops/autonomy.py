@@ -2,8 +2,8 @@
 
 Per tenant, tool and trigger (the reason an escalation gave): how many escalations humans approved
 unchanged, edited, rejected or let expire. For the triggers a tenant setting controls (the confidence
-threshold, the refund threshold, the irreversible-write posture) it proposes the widest change that
-lets through none of the calls a human rejected or edited, and counts the approved-unchanged ones it
+threshold, the refund threshold, the per-payee daily threshold, the irreversible-write posture) it proposes the widest
+change that lets through none of the calls a human rejected or edited, and counts the approved-unchanged ones it
 would have allowed. Nothing widens by itself: the candidate is a file for `tidegate whatif
 --tenant-settings`, and a person publishes it with `tidegate tenant set`.
 """
@@ -72,16 +72,36 @@ class _Numeric:
     value: Callable[[ActionDecidedData, Any], float | None]
     allows: Callable[[float, float], bool]  # (value, setting) → the call passes
     widen: Callable[[list[float], list[float]], float]  # (approved values, rejected values) → the candidate
+    current: Callable[[TenantSettings], float | None] | None = None  # the figure in force (None: the setting as it is)
+
+    def in_force(self, settings: TenantSettings) -> float | None:
+        """The tenant's figure the escalations were held to (None: none, the bound is off)."""
+        return getattr(settings, self.setting) if self.current is None else self.current(settings)
 
 
 def _confidence(d: ActionDecidedData, proposal: Any) -> float | None:
     return None if proposal is None or proposal.confidence is None else float(proposal.confidence)
 
 
-def _amount(d: ActionDecidedData, proposal: Any) -> float | None:
-    value = d.facts.get("amount_usd")
+def _fact(d: ActionDecidedData, name: str) -> float | None:
+    value = d.facts.get(name)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
+
+def _amount(d: ActionDecidedData, proposal: Any) -> float | None:
+    return _fact(d, "amount_usd")
+
+
+def _paid_payee_with(d: ActionDecidedData, proposal: Any) -> float | None:
+    """What the tenant had paid the payee over 24 hours with this call: the figure the per-payee daily bound held it to."""
+    amount, paid = _fact(d, "amount_usd"), _fact(d, "paid_payee_usd")
+    return None if amount is None or paid is None else round(amount + paid, 2)
+
+
+# The default pack's rule that escalates a payee's 24-hour total (`cumulative_threshold`, as the task's total does:
+# told apart by the rule's id, as the task's total has no setting of its own to widen).
+PAYEE_RULE = "cumulative-threshold-payee"
+PAYEE_DAILY = "cumulative_threshold payee"  # its key here; its candidate names the reason code alone
 
 _NUMERIC = {
     # Confidence at or over the threshold passes: just above the surest rejected call, else the least sure approved one.
@@ -97,6 +117,14 @@ _NUMERIC = {
         _amount,
         lambda v, s: v < s,
         lambda good, bad: min(bad) if bad else round(max(good) + 0.01, 2),
+    ),
+    # A payee's 24-hour total under the bound passes: the smallest rejected total, else just over the largest approved one.
+    PAYEE_DAILY: _Numeric(
+        "payee_daily_threshold_usd",
+        _paid_payee_with,
+        lambda v, s: v < s,
+        lambda good, bad: min(bad) if bad else round(max(good) + 0.01, 2),
+        current=lambda settings: settings.payee_daily_threshold(),
     ),
 }
 
@@ -162,6 +190,8 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
         if len(triggers) != 1 or outcome not in ("approved", "edited", "rejected"):
             continue  # a wider setting for one trigger would not let a call with several through
         [trigger] = triggers
+        if trigger == "cumulative_threshold" and all(r.policy_id == PAYEE_RULE for r in d.reasons):
+            trigger = PAYEE_DAILY  # the payee's 24-hour total, not the task's (which has no setting of its own to widen)
         if trigger in _NUMERIC:
             value = _NUMERIC[trigger].value(d, proposals.get(d.action_id))
             if value is not None:
@@ -170,15 +200,16 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
             irreversible[(d.tenant_id, str(d.risk))][outcome] += 1
             irreversible_triggers[(d.tenant_id, str(d.risk))].add(trigger)
     for (tenant, trigger), (good, bad) in sorted(sides.items()):
-        rule, current = _NUMERIC[trigger], getattr(settings_of(tenant), _NUMERIC[trigger].setting)
-        if not good:
+        rule = _NUMERIC[trigger]
+        current = rule.in_force(settings_of(tenant))
+        if not good or current is None:
             continue
         proposed = rule.widen(good, bad)
         wider = proposed != current and not rule.allows(proposed, current)  # a lower confidence floor, a higher amount threshold
         allowed = sum(1 for v in good if rule.allows(v, proposed) and not rule.allows(v, current))
         if wider and allowed:
             kept = sum(1 for v in bad if not rule.allows(v, proposed))
-            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, trigger))
+            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, trigger.partition(" ")[0]))
     for (tenant, risk), counts in sorted(irreversible.items()):
         accepted = settings_of(tenant).accept_irreversible
         if counts["approved"] and not counts["rejected"] and not counts["edited"] and risk not in accepted:
