@@ -6,25 +6,21 @@ policy, the approval service) look at start at the events they signed since the 
 (`signed_since`; the approval service at the last it signed, `last_signed`) and refuse to start when their database
 does not hold what those events say (`BehindTheBus`); `tidegate db catch-up` reads the topics whole (`signed_events`)
 and writes back what the database lost. Only events the deployment's `Authority` verifies count: a topic is never trusted.
-A consumer's restored database (the planner's) is caught up by moving its group back instead (`rewind_group`).
+A consumer's restored database (the planner's) is caught up from what its group had handled (`group_offsets`): the events
+before those offsets are handed to it again (`signed_events(until=…)`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalGenerationError,
-    RebalanceInProgressError,
-    TopicAuthorizationFailedError,
-    UnknownMemberIdError,
-)
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from schemas import Envelope
@@ -36,11 +32,10 @@ __all__ = [
     "BehindTheBus",
     "GroupInUse",
     "HistoryNotReadable",
-    "Rewound",
     "SignedEvent",
+    "group_offsets",
     "handled_offsets",
     "last_signed",
-    "rewind_group",
     "signed_events",
     "signed_since",
 ]
@@ -211,10 +206,12 @@ async def signed_events(
     timeout_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
     refused: Callable[[Any, str], None] | None = None,
+    until: Mapping[int, int] | None = None,
 ) -> AsyncGenerator[SignedEvent, None]:
     """Every event `prefix` + `name` (a catalog topic) holds now that verifies, in each partition's order.
 
-    From the earliest record retained, or from `since_ms`.
+    From the earliest record retained, or from `since_ms`; `until`: only the partitions it names, each up to its offset
+    (exclusive: a consumer group's committed offsets, `group_offsets`).
 
     `progress(read, total)` is called as records are read; `refused(record, why)` for each record that does not verify.
     Records appended after the call began are not read: the catch-up covers what the bus held when it started.
@@ -223,10 +220,12 @@ async def signed_events(
     consumer = _consumer(bootstrap, client_options)
     try:
         await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
-        tps = await _partitions(consumer, topic)
+        tps = [tp for tp in await _partitions(consumer, topic) if until is None or tp.partition in until]
         if not tps:
             return
         ends = await consumer.end_offsets(tps)
+        if until is not None:
+            ends = {tp: min(end, until[tp.partition]) for tp, end in ends.items()}
         starts = await consumer.beginning_offsets(tps)
         if since_ms is not None:
             found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
@@ -302,56 +301,30 @@ async def handled_offsets(
         await consumer.stop()
 
 
-@dataclass(frozen=True)
-class Rewound:
-    """One partition a consumer group was moved back on: from the offset it had committed to the one it reads from now."""
-
-    topic: str
-    partition: int
-    committed: int
-    to: int
-
-
 class GroupInUse(RuntimeError):
-    """The consumer group to move has members (its service is running): its offsets are left as they are."""
+    """The consumer group asked about has members (its service is running): what it committed may still move."""
 
 
-async def rewind_group(
-    bootstrap: str,
-    prefix: str,
-    names: list[str],
-    group: str,
-    since_ms: int | None,
-    *,
-    client_options: dict[str, Any] | None = None,
-) -> list[Rewound]:
-    """Move consumer group `group` (full name) back to the first record of each partition of `names` appended at or after `since_ms`.
+async def group_offsets(
+    bootstrap: str, prefix: str, names: list[str], group: str, *, client_options: dict[str, Any] | None = None
+) -> dict[str, dict[int, int]]:
+    """Per catalog topic of `names`, per partition, the offset group `group` (full name) has committed; `GroupInUse` if it has members.
 
-    `since_ms` None: the earliest record each partition keeps. Never forward: a partition whose committed offset is at or
-    before that point, or that the group never committed (it reads it from the earliest record), is left as it is, so a
-    second call moves nothing more. The offsets are committed as the group's own (`client_options`: a login that may use
-    the group); Kafka takes them only while the group has no member, and `GroupInUse` says so when it has one.
+    What the group's service has handled is before those offsets, its backlog from them. Asked of the group's coordinator
+    without joining the group (`client_options`: a login that may describe it, the service's own); a partition the group
+    never committed is absent.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **(client_options or {}))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
     try:
-        await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
-        tps = [tp for name in names for tp in await _partitions(consumer, prefix + name)]
-        committed = {tp: offset for tp in tps if (offset := await consumer.committed(tp)) is not None}
-        if not committed:
-            return []
-        if since_ms is None:
-            targets = await consumer.beginning_offsets(list(committed))
-        else:
-            ends = await consumer.end_offsets(list(committed))
-            found = await consumer.offsets_for_times({tp: since_ms for tp in committed})
-            targets = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in committed}
-        moves = [Rewound(tp.topic, tp.partition, committed[tp], targets[tp]) for tp in committed if targets[tp] < committed[tp]]
-        if moves:
-            consumer.assign([TopicPartition(m.topic, m.partition) for m in moves])
-            try:
-                await consumer.commit({TopicPartition(m.topic, m.partition): m.to for m in moves})
-            except (CommitFailedError, IllegalGenerationError, UnknownMemberIdError, RebalanceInProgressError) as exc:
-                raise GroupInUse(f"consumer group {group} has members ({type(exc).__name__}): stop its service first") from exc
-        return moves
+        await admin.start()  # in the try: a client that fails to start (no broker) is closed too
+        for described in await admin.describe_consumer_groups([group]):
+            for _error, _name, state, _protocol_type, _protocol, members, *_ in described.groups:
+                if members:
+                    raise GroupInUse(f"consumer group {group} has members ({len(members)}, {state}): stop its service first")
     finally:
-        await consumer.stop()
+        await admin.close()
+    committed: dict[str, dict[int, int]] = {}
+    for name in names:
+        if offsets := await handled_offsets(bootstrap, prefix, name, group, client_options=client_options):
+            committed[name] = offsets
+    return committed

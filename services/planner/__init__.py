@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from services.planner.handlers import PlannerHandlers
     from services.planner.llm import LiteLLMClient
     from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
-    from services.planner.restored import rewind
+    from services.planner.restored import Replayed, replay
     from services.planner.settings import PlannerSettings
     from services.planner.state_seal import StateSeal
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
@@ -38,12 +38,13 @@ __all__ = [
     "PlannerSettings",
     "PlaybookStrategy",
     "PostgresTaskRepository",
+    "Replayed",
     "StateSeal",
     "build",
     "domain",
     "handed_off_tasks",
     "open_tasks",
-    "rewind",
+    "replay",
 ]
 
 _HOME = {
@@ -60,7 +61,8 @@ _HOME = {
     "open_tasks": "task_views",
     "InMemoryTaskRepository": "repository",
     "PostgresTaskRepository": "repository",
-    "rewind": "restored",
+    "replay": "restored",
+    "Replayed": "restored",
     "PlannerSettings": "settings",
     "StateSeal": "state_seal",
     "LlmStrategy": "strategies",

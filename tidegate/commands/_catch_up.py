@@ -16,7 +16,7 @@ def catch_up(
         None,
         "--since",
         help="Read the bus from this time (the backup's, or a little before it) instead of from its earliest record; the "
-        "planner is moved back to it when its database's newest row is later.",
+        "planner is handed again what it handled since then when its database's newest row is later.",
     ),
 ) -> None:
     """Write back what the bus says the executor, the approval service and the policy did since the backup: run with the services down.
@@ -24,9 +24,10 @@ def catch_up(
     Each result the executor signed whose action has no finished claim becomes its finished claim (never run again);
     each request the approval service announced since is rebuilt, and each decision it signed of a request still pending
     is recorded; each decision the policy signed is recorded as taken, with its reservation, spend and payout (never
-    decided again), then each result it has not recorded ends its reservation. Last, the planner's consumer group is
-    moved back to the first record since its database's newest task row (less a minute), or `--since` when earlier:
-    started, the planner handles those events again and its tasks carry on. Every event is verified with the
+    decided again), then each result it has not recorded ends its reservation. Last, the planner's own handlers are
+    handed again, in the order the broker appended them, the events of its four topics since its database's newest
+    task row (less a minute, or `--since` when earlier) up to what its consumer group had handled: its tasks are where
+    they were, nothing is published again. Every event is verified with the
     deployment's keys; one of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (exit 1),
     and so does a planner still running. Idempotent. Exit 0 when caught up.
     """

@@ -8,9 +8,10 @@ the backup is rebuilt from the policy's escalation, then each decision of a requ
 approvals signed with the approval service's key); the policy's signed decision is recorded as it was taken, with its
 reservation, spend and payout (`decide_many`, never decided again) and the proposal it was taken on (a copy of the call
 naming another requester or proposer than the decision is not it: `_decided_on`), then each result and finding on an
-unknown outcome the policy has not recorded is recorded as the running policy records it. Last, the planner's consumer
-group is moved back to what its restored database has not seen (`services.planner.rewind`): started, it handles those
-events again and its tasks carry on. Idempotent: a second run writes nothing and moves the offsets to the same place.
+unknown outcome the policy has not recorded is recorded as the running policy records it. Last, the planner is handed
+again, through its own handlers and in the order the broker appended them, the events its restored database has not
+seen and its consumer group had handled (`services.planner.replay`): its tasks are where they were, nothing published
+again. Idempotent: a second run writes nothing.
 An event of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (`NotCaughtUp`): nothing
 is trusted that its producer did not sign; so does a planner still running (its group has members).
 """
@@ -43,7 +44,7 @@ from servicekit.bus_history import GroupInUse, SignedEvent, signed_events
 from servicekit.catch_up_marks import catch_up_began, catch_up_finished
 from services.approval import DECIDED, ApprovalSettings, GroupsConfig, PgApprovalRepository, Restoration, approval_seals
 from services.executor import PgClaimStore, keep_signed_result
-from services.planner import rewind
+from services.planner import PlannerSettings, replay
 from services.policy import Restoration as PolicyRestoration
 
 __all__ = ["CaughtUp", "NotCaughtUp", "catch_up"]
@@ -121,7 +122,7 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
         await _executor(reader, pool, kit, done)
         await _approvals(reader, pool, kit, done)
         await _policy(reader, pool, kit, done)
-        await _planner(pool, kit, since_ms, say, done)  # before the mark: a catch-up cut off here is run again, moving it then
+        await _planner(pool, kit, since_ms, say, done)  # before the mark: a catch-up cut off here is run again, and replays again
         await catch_up_finished(pool)
     finally:
         await pool.close()
@@ -246,15 +247,17 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
 
 
 async def _planner(pool: Any, kit: KitSettings, since_ms: int | None, say: Callable[[str], None], done: CaughtUp) -> None:
-    """Move the planner's consumer group back to what its restored database has not seen, each partition moved said."""
+    """Hand the planner again, in the order they happened, the events its restored database has not seen; each partition said."""
     try:
-        moved = await rewind(kit, pool, since_ms=since_ms)
+        replayed = await replay(kit, pool, PlannerSettings(), since_ms=since_ms, say=say)
     except GroupInUse as exc:
         raise NotCaughtUp(f"planner: {exc} (`tidegate down`), then run the catch-up again") from exc
-    for m in moved:
-        say(f"  planner: {m.topic.removeprefix(kit.topic_prefix)}[{m.partition}] {m.committed:,} → {m.to:,}")
-    done.counts["planner partitions moved back"] = len(moved)
-    done.counts["planner records to handle again"] = sum(m.committed - m.to for m in moved)
+    for (name, partition), (first, last, count) in sorted(replayed.partitions.items()):
+        say(f"  planner: {name}[{partition}] offsets {first:,}-{last:,}: {count:,} events handed again")
+    done.counts["planner events handed again"] = replayed.handled
+    done.counts["planner tasks moved on"] = replayed.tasks_moved
+    if replayed.refused:
+        done.notes.append(f"planner: {replayed.refused} record(s) that do not verify skipped, as its consumers dead-lettered them")
 
 
 def _decided_on(decision: ActionDecidedData, proposal: ActionProposedData) -> bool:
