@@ -1,11 +1,12 @@
-"""How often the policy answers a proposal of a call it already decided: at most once an interval per action id.
+"""How often the policy answers a proposal of a call it already decided: its first repeat at once, then at most once an interval.
 
 Each proposal of a decided call got its recorded decision published again (and an allowed call's authorization, on
 which the executor publishes the call's kept result again): an agent re-proposing its own old calls 156,000 times in
 four minutes wrote three records each, which every start's check then read, past `tidegate restart`'s 90 s (restore8
-N2). Who needs an answer again: a redelivery after a crash (a new process, which remembers nothing of this) and a
-client sending once more a proposal the broker never acknowledged. Nobody needs it twice within a minute: it is on
-the bus, where its requester reads it.
+N2). Who needs an answer again: a redelivery after a crash (a new process, which remembers nothing of this), a client
+sending once more a proposal the broker never acknowledged, and an agent restarted without its ledger that asks again
+and reads from where it asks (the first repeat of a call is always answered: money9 F3). Nobody needs it again and
+again within a minute: it is on the bus, where its requester reads it.
 """
 
 from __future__ import annotations
@@ -57,22 +58,29 @@ class RepeatAnswers:
     _answered: OrderedDict[str, datetime] = field(default_factory=OrderedDict, init=False, repr=False)
     _held: OrderedDict[tuple[str, str], _Held] = field(default_factory=OrderedDict, init=False, repr=False)
 
-    def split(self, proposals: Sequence[tuple[ActionProposedData, T, bool]], now: datetime) -> tuple[list[T], list[ActionProposedData]]:
-        """Of decided proposals (each with its record and whether it is fresh), the records to publish and the repeats held back.
+    def split(
+        self, proposals: Sequence[tuple[ActionProposedData, T, bool]], now: datetime
+    ) -> tuple[list[T], list[str], list[ActionProposedData]]:
+        """Of decided proposals (each with its record and whether it is fresh): what to publish, what is again, what is held.
 
-        A fresh decision is always published; a recorded one unless its action id was answered within the interval, or
-        earlier in the same batch.
+        The records to publish, the action ids of those published again (to remember once published: `answered`), and the
+        repeats held back. A fresh decision is always published, and is not counted as an answer given again: the first repeat of a call is
+        answered whenever it comes (an agent restarted without its ledger asks again, and reads from where it asks). A
+        repeat after that is answered unless its action id was answered again within the interval, or earlier in the batch.
         """
         due: list[T] = []
+        again: list[str] = []
         held: list[ActionProposedData] = []
         batch: set[str] = set()
         for proposal, record, fresh in proposals:
             if fresh or self.interval_s <= 0 or (proposal.action_id not in batch and not self._lately(proposal.action_id, now)):
                 due.append(record)
+                if not fresh:
+                    again.append(proposal.action_id)
                 batch.add(proposal.action_id)
             else:
                 held.append(proposal)
-        return due, held
+        return due, again, held
 
     def _lately(self, action_id: str, now: datetime) -> bool:
         at = self._answered.get(action_id)
@@ -80,7 +88,7 @@ class RepeatAnswers:
         return at is not None and timedelta(0) <= now - at < timedelta(seconds=self.interval_s)
 
     def answered(self, action_ids: Iterable[str], now: datetime) -> None:
-        """Remember that these action ids' decisions were published at `now` (call it once they are: a failed publish is retried)."""
+        """Remember that these action ids' decisions were published again at `now` (once they are: a failed publish is retried)."""
         if self.interval_s <= 0:
             return
         for action_id in action_ids:

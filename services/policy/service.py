@@ -286,7 +286,7 @@ class PolicyService:
     # --- proposals -----------------------------------------------------------------------------
 
     async def on_proposed(self, event: ActionProposed) -> DecisionRecord:
-        """Decide a proposal once; a redelivered one gets the recorded decision again (at most once a minute: `_answer`), never another."""
+        """Decide a proposal once; a redelivered one gets the recorded decision again (`_answer`), never another."""
         return (await self.on_proposed_batch([event], traced=False))[0]
 
     async def on_proposed_batch(self, events: list[ActionProposed], *, traced: bool = True) -> list[DecisionRecord]:
@@ -325,15 +325,15 @@ class PolicyService:
         return [record for _, record, _ in decided]
 
     async def _answer(self, decided: list[tuple[ActionProposedData, DecisionRecord, bool]]) -> None:
-        """Publish each fresh decision, and a recorded one again unless its action id was answered within `repeat_answer_interval_s`.
+        """Publish each fresh decision, and a recorded one again unless its action id was answered again within `repeat_answer_interval_s`.
 
         A repeat held back is acknowledged with its batch (its answer is on the bus), counted and logged, never dead-lettered:
         a dead letter is a record on the bus too, and a flood of repeats would move there (restore8 N2).
         """
         now = self.clock()
-        due, held = self._repeats.split(decided, now)
+        due, again, held = self._repeats.split(decided, now)
         await self._publish_records(due)
-        self._repeats.answered((record.action_id for record in due), now)  # once published: a failed publish is retried, and answered
+        self._repeats.answered(again, now)  # once published: a failed publish is retried, and answered
         self._repeats.held_back(held, now)
 
     def _pending(

@@ -49,8 +49,9 @@ class PolicySettings(BaseSettings):
         ge=0,
         le=3_600,
         description="A proposal of a call already decided (its action id, tenant, call and requester) gets the recorded "
-        "decision, and an allowed call's authorization, published again at most once in this many seconds per action id; "
-        "a repeat in between is acknowledged, not answered again (its answer is on `actions.decided`), and counted in "
+        "decision, and an allowed call's authorization, published again: its first repeat at once, later ones at most once "
+        "in this many seconds per action id; a repeat in between is acknowledged, not answered again (its answer is on "
+        "`actions.decided`), and counted in "
         "`tidegate_policy_repeats_unanswered_total`. Kept in memory, so a redelivery after a restart is answered. "
         "0: every repeat is answered.",
     )

@@ -1,4 +1,4 @@
-"""An agent flooding the policy with its own decided call gets it answered at most once a minute (restore8 N2, brief h60).
+"""An agent flooding the policy with its own decided call gets its first repeat answered, then at most one a minute (restore8 N2).
 
 Acting as the agent: the `agent` login of the broker and the client key of its tenant and requester. It proposes one
 call, then the same proposal 200 more times. Each re-proposal used to publish the recorded decision and its

@@ -113,10 +113,11 @@ async def test_a_repeat_inside_the_interval_publishes_nothing_is_counted_and_log
     decided = await service.on_proposed(_refund())
     assert decided.outcome == "allow"
     with caplog.at_level(logging.WARNING, logger="services.policy"):
-        for second in range(1, 60):  # each acknowledged (no raise, no dead letter): its answer is on the bus
+        for second in range(1, 61):  # each acknowledged (no raise, no dead letter): its answer is on the bus
             clock.after(second)
             assert await service.on_proposed(_refund()) == decided
-    assert len(published.on("actions.decided")) == len(published.on("actions.authorized")) == 1
+    # The decision, and its first repeat answered (an agent restarted without its ledger reads from where it asks again).
+    assert len(published.on("actions.decided")) == len(published.on("actions.authorized")) == 2
     assert _unanswered() == before + 59
     [line] = [r for r in caplog.records if "not answered again" in r.getMessage()]  # once in the interval, for alice
     assert line.levelno == logging.WARNING
@@ -130,20 +131,20 @@ async def test_after_the_interval_a_repeat_is_answered_again_and_the_next_line_c
     service = _service(tmp_path, published, clock)
     await service.on_proposed(_refund())
     with caplog.at_level(logging.WARNING, logger="services.policy"):
-        for second in (1, 2, 3):
+        for second in (1, 2, 3, 4):  # the first repeat answered, the next three held
             clock.after(second)
             await service.on_proposed(_refund())
         clock.after(61)
-        await service.on_proposed(_refund())  # answered again: 61 s since the decision was published
-        assert len(published.on("actions.decided")) == 2
-        clock.after(62)
-        await service.on_proposed(_refund())  # held again, and 61 s since the last line: logged with the two held since
-    first, again = published.on("actions.decided")
-    assert first.id == again.id  # the recorded decision, not a new one
-    assert [a.id for a in published.on("actions.authorized")] == [published.on("actions.authorized")[0].id] * 2
+        await service.on_proposed(_refund())  # answered again: 60 s since it was last answered again
+        assert len(published.on("actions.decided")) == 3
+        clock.after(63)
+        await service.on_proposed(_refund())  # held again, and 61 s since the last line: logged with the three held since
+    first, *again = published.on("actions.decided")
+    assert {a.id for a in again} == {first.id}  # the recorded decision, not a new one
+    assert [a.id for a in published.on("actions.authorized")] == [published.on("actions.authorized")[0].id] * 3
     lines = [r.getMessage() for r in caplog.records if "not answered again" in r.getMessage()]
     assert [line.split(" repeats")[0] for line in lines] == ["policy: 1", "policy: 3"]
-    assert "since 2026-12-07T03:00:01+00:00" in lines[1]
+    assert "since 2026-12-07T03:00:02+00:00" in lines[1]
 
 
 async def test_interval_zero_answers_every_repeat(tmp_path: Path, published: Published, clock: Clock) -> None:
@@ -160,10 +161,11 @@ async def test_a_fresh_decision_is_always_published_and_a_repeat_in_its_own_batc
 ) -> None:
     service = _service(tmp_path, published, clock)
     await service.on_proposed(_refund("r-1"))
+    await service.on_proposed(_refund("r-1"))  # its first repeat: answered
     before = _unanswered()
     # One batch: a repeat of r-1 (held), a fresh call r-2 and a repeat of it (the second held: r-2 answered in the batch).
     await service.on_proposed_batch([_refund("r-1"), _refund("r-2"), _refund("r-2")])
-    assert len(published.on("actions.decided", "r-1")) == 1
+    assert len(published.on("actions.decided", "r-1")) == 2
     assert len(published.on("actions.decided", "r-2")) == len(published.on("actions.authorized", "r-2")) == 1
     assert _unanswered() == before + 2
 
@@ -193,7 +195,21 @@ def test_the_memory_holds_at_most_its_bound_and_forgets_the_least_recently_answe
     proposals = [_refund(f"r-{i}").data for i in range(5)]
     repeats.answered([p.action_id for p in proposals], NOW)
     assert len(repeats._answered) == 3
-    due, held = repeats.split([(p, p.action_id, False) for p in proposals], NOW + timedelta(seconds=1))
-    assert (due, [p.action_id for p in held]) == (["r-0", "r-1"], ["r-2", "r-3", "r-4"])  # forgotten: answered again
+    due, again, held = repeats.split([(p, p.action_id, False) for p in proposals], NOW + timedelta(seconds=1))
+    assert (due, again, [p.action_id for p in held]) == (["r-0", "r-1"], ["r-0", "r-1"], ["r-2", "r-3", "r-4"])  # forgotten: answered
     repeats.held_back([_refund(requested_by=f"agent-{i}@acme.example").data for i in range(5)], NOW)
     assert len(repeats._held) == 3  # one tally a requester, as bounded
+
+
+async def test_an_agent_restarted_without_its_ledger_is_answered_when_it_asks_again_at_once(
+    tmp_path: Path, published: Published, clock: Clock
+) -> None:
+    """money9 F3: an agent restarted seconds after its call was decided, with no ledger of where it asked, asks again under the
+    same action id and reads from there: its first repeat is answered at once, however soon it comes."""
+    service = _service(tmp_path, published, clock)
+    await service.on_proposed(_refund())
+    clock.after(1)
+    before = _unanswered()
+    await service.on_proposed(_refund())
+    assert len(published.on("actions.decided")) == len(published.on("actions.authorized")) == 2
+    assert _unanswered() == before
