@@ -61,10 +61,11 @@ async def test_the_credential_is_never_on_a_topic_in_the_audit_log_or_in_a_log(
     try:
         key = SigningKey.load_or_create(kit.keys_dir, "policy")
         zendesk.inject(500, {"error": "InternalError"})  # the first note's outcome is unknown
+        stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
         calls: list[tuple[str, dict[str, Any]]] = [
             ("stripe_get_charge", {"charge_id": "ch_123"}),
-            ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.5}),
-            ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 50.0}),  # refused: more than was charged
+            ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.5, "payee_id": "cus_1001"}),
+            ("stripe_refund", {"charge_id": "ch_123", "amount_usd": 50.0, "payee_id": "cus_1001"}),  # refused: more than was charged
             ("zendesk_add_internal_note", {"ticket_id": 101, "body": "first"}),
             ("zendesk_get_ticket", {"ticket_id": 101}),
             ("zendesk_tag_ticket", {"ticket_id": 101, "tags": ["x"]}),  # not enabled

@@ -153,8 +153,9 @@ async def test_a_409_for_the_same_key_in_progress_is_retried_with_the_key(stripe
     assert "still processing" in busy.value.message
 
     await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_proxy.url)
+    stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
     stripe_proxy.inject(409, IN_PROGRESS)  # attempt 1 meets the other request still running; attempt 2 gets its refund
-    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4})
+    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"})
     result = await executed.run(event)
     assert isinstance(result, s.ActionSucceeded)
     assert result.data.attempts == 2
@@ -165,8 +166,9 @@ async def test_a_retried_and_replayed_refund_reaches_stripe_with_one_idempotency
     stripe_proxy: RecordingProxy, executed: Executed
 ) -> None:
     await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_proxy.url)
+    stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
     stripe_proxy.inject(500, {"error": {"type": "api_error", "message": "Something went wrong"}})  # the first POST fails (applied or not)
-    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4})
+    event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"})
 
     result = await executed.run(event)
     assert isinstance(result, s.ActionSucceeded)
@@ -184,7 +186,7 @@ async def test_a_retried_and_replayed_refund_reaches_stripe_with_one_idempotency
 async def test_missing_or_revoked_credential_and_a_tool_not_enabled_fail_clearly_unsent(
     stripe_proxy: RecordingProxy, executed: Executed
 ) -> None:
-    args = {"charge_id": "ch_123", "amount_usd": 0.4}
+    args = {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"}
     missing = await executed.run(executed.authorize("globex", "stripe_refund", args))
     assert isinstance(missing, s.ActionFailed)
     assert missing.data.error is not None

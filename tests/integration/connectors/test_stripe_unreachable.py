@@ -14,6 +14,8 @@ from servicekit import REPO_ROOT
 from servicekit.toolcontract import ToolError
 from standins import StripeMock, ensure_stripe_mock
 
+REFUND = {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"}
+
 
 @pytest.fixture
 def stripe_gone() -> str:
@@ -48,7 +50,7 @@ async def test_a_refused_connection_is_a_retryable_failure_that_never_reached_st
 
 async def test_a_refund_while_stripe_refuses_connections_ends_failed_with_no_follow_up(stripe_gone: str, executed: Executed) -> None:
     await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_gone)
-    result = await executed.run(executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4}))
+    result = await executed.run(executed.authorize("acme", "stripe_refund", REFUND))
     assert isinstance(result, s.ActionFailed), result  # not ActionUnknown: no person has to check whether it was refunded
     assert result.data.error is not None
     assert (result.data.error.type, result.data.attempts) == ("unreachable", 4)  # retried as catalog's retry.max_attempts says
@@ -60,5 +62,5 @@ async def test_a_connection_dropped_after_the_request_was_sent_may_have_been_app
     assert (dropped.value.type, dropped.value.retryable, dropped.value.maybe_applied) == ("unreachable", True, True)
 
     await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_hanging_up)
-    result = await executed.run(executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4}))
+    result = await executed.run(executed.authorize("acme", "stripe_refund", REFUND))
     assert isinstance(result, s.ActionUnknown), result  # a refund that may have happened: a person checks
