@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 
 from schemas import Envelope
@@ -293,7 +293,10 @@ async def handled_offsets(
         await consumer.start()  # in the try: a consumer that fails to start (no broker) is closed too, not left for the GC to name
         committed = {}
         for tp in await _partitions(consumer, prefix + name):
-            offset = await consumer.committed(tp)
+            try:
+                offset = await consumer.committed(tp)
+            except GroupAuthorizationFailedError as exc:
+                raise _group_refused(group, exc) from exc
             if offset is not None:
                 committed[tp.partition] = offset
         return committed
@@ -314,6 +317,12 @@ async def group_offsets(
     without joining the group (`client_options`: a login that may describe it, the service's own); a partition the group
     never committed is absent.
     """
+    committed: dict[str, dict[int, int]] = {}
+    for name in names:  # a topic not made (a deployment that never ran) has none: nothing to ask its group
+        if offsets := await handled_offsets(bootstrap, prefix, name, group, client_options=client_options):
+            committed[name] = offsets
+    if not committed:
+        return committed
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
     try:
         await admin.start()  # in the try: a client that fails to start (no broker) is closed too
@@ -321,10 +330,15 @@ async def group_offsets(
             for _error, _name, state, _protocol_type, _protocol, members, *_ in described.groups:
                 if members:
                     raise GroupInUse(f"consumer group {group} has members ({len(members)}, {state}): stop its service first")
+    except GroupAuthorizationFailedError as exc:
+        raise _group_refused(group, exc) from exc
     finally:
         await admin.close()
-    committed: dict[str, dict[int, int]] = {}
-    for name in names:
-        if offsets := await handled_offsets(bootstrap, prefix, name, group, client_options=client_options):
-            committed[name] = offsets
     return committed
+
+
+def _group_refused(group: str, exc: Exception) -> HistoryNotReadable:
+    return HistoryNotReadable(
+        f"this Kafka login may not describe consumer group {group} ({type(exc).__name__}): its rights predate this release, "
+        "or it is another service's login; run `tidegate topics ensure` (it grants each service its rights), then again"
+    )

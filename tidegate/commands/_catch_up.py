@@ -31,6 +31,7 @@ def catch_up(
     deployment's keys; one of `actions.results`, `approvals` or `actions.decided` that does not verify stops it (exit 1),
     and so does a planner still running. Idempotent. Exit 0 when caught up.
     """
+    from servicekit.bus_history import HistoryNotReadable
     from tidegate.ops.catch_up import NotCaughtUp
     from tidegate.ops.catch_up import catch_up as read_and_write
 
@@ -38,7 +39,7 @@ def catch_up(
     since_ms = None if since is None else int((since if since.tzinfo else since.astimezone()).timestamp() * 1000)
     try:
         done = run(read_and_write(kit, since_ms=since_ms, say=console.print))
-    except NotCaughtUp as exc:
+    except (NotCaughtUp, HistoryNotReadable) as exc:  # a record that does not verify, a planner running, a login without its rights
         fail(str(exc))
     for what, n in sorted(done.counts.items()):
         console.print(f"  {what}: {n}")

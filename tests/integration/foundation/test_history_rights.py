@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from servicekit import KitSettings, catalog_topic_names, deployment_authority, ensure_topics, kafka_options
-from servicekit.bus_history import HistoryNotReadable, signed_events
+from servicekit.bus_history import HistoryNotReadable, group_offsets, signed_events
 
 
 async def test_a_login_that_may_write_but_not_read_a_topic_is_told_to_run_topics_ensure(infra: Any, kit: KitSettings) -> None:
@@ -33,3 +33,27 @@ async def test_a_login_that_may_write_but_not_read_a_topic_is_told_to_run_topics
     said = str(refused.value)
     assert f"may not read {kit.topic_prefix}actions.proposed" in said
     assert "run `tidegate topics ensure`" in said
+
+
+async def test_a_login_that_may_not_use_a_group_is_told_to_run_topics_ensure(infra: Any, kit: KitSettings) -> None:
+    """The catch-up's planner step asks the planner's group what it handled: a login without rights on that group (one
+    whose rights predate the release, or another service's) gets the fix named, not a bare `GroupAuthorizationFailedError`
+    (which also stopped the catch-up before it marked itself finished, and every service refused to start)."""
+    await ensure_topics(kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names())
+    executor = kafka_options(kit, "executor")  # may read actions.results, may not use the planner's group
+    with pytest.raises(HistoryNotReadable) as refused:
+        await group_offsets(
+            kit.kafka_bootstrap, kit.topic_prefix, ["actions.results"], kit.topic_prefix + "planner", client_options=executor
+        )
+    said = str(refused.value)
+    assert f"may not describe consumer group {kit.topic_prefix}planner" in said
+    assert "run `tidegate topics ensure`" in said
+
+
+async def test_a_deployment_whose_topics_were_never_made_has_no_group_to_ask(infra: Any, kit: KitSettings) -> None:
+    """A catch-up of a prefix that never ran looks, finds nothing and finishes, whatever the login may do with the group."""
+    planner = kafka_options(kit, "planner")
+    assert (
+        await group_offsets(kit.kafka_bootstrap, kit.topic_prefix + "never.", ["actions.results"], "never.planner", client_options=planner)
+        == {}
+    )
