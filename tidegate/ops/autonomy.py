@@ -73,6 +73,7 @@ class _Numeric:
     allows: Callable[[float, float], bool]  # (value, setting) → the call passes
     widen: Callable[[list[float], list[float]], float]  # (approved values, rejected values) → the candidate
     current: Callable[[TenantSettings], float | None] | None = None  # the figure in force (None: the setting as it is)
+    code: str = ""  # the reason code it widens, when its key in `_NUMERIC` is not that code (the payee's 24-hour total)
 
     def in_force(self, settings: TenantSettings) -> float | None:
         """The tenant's figure the escalations were held to (None: none, the bound is off)."""
@@ -101,7 +102,7 @@ def _paid_payee_with(d: ActionDecidedData, proposal: Any) -> float | None:
 # The default pack's rule that escalates a payee's 24-hour total (`cumulative_threshold`, as the task's total does:
 # told apart by the rule's id, as the task's total has no setting of its own to widen).
 PAYEE_RULE = "cumulative-threshold-payee"
-PAYEE_DAILY = "cumulative_threshold payee"  # its key here; its candidate names the reason code alone
+PAYEE_DAILY = "cumulative_threshold payee"  # its key in `_NUMERIC`; its candidate names the reason code (`_Numeric.code`)
 
 _NUMERIC = {
     # Confidence at or over the threshold passes: just above the surest rejected call, else the least sure approved one.
@@ -125,6 +126,7 @@ _NUMERIC = {
         lambda v, s: v < s,
         lambda good, bad: min(bad) if bad else round(max(good) + 0.01, 2),
         current=lambda settings: settings.payee_daily_threshold(),
+        code="cumulative_threshold",
     ),
 }
 
@@ -209,7 +211,7 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
         allowed = sum(1 for v in good if rule.allows(v, proposed) and not rule.allows(v, current))
         if wider and allowed:
             kept = sum(1 for v in bad if not rule.allows(v, proposed))
-            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, trigger.partition(" ")[0]))
+            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, rule.code or trigger))
     for (tenant, risk), counts in sorted(irreversible.items()):
         accepted = settings_of(tenant).accept_irreversible
         if counts["approved"] and not counts["rejected"] and not counts["edited"] and risk not in accepted:
