@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import cedarpy
@@ -80,6 +81,23 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
     return [
         f"{name} is not a finite number ({value!r})" for name, value in figures.items() if value is not None and not math.isfinite(value)
     ]
+
+
+def _fractional_cents(facts: Facts, spec: ToolSpec) -> str | None:
+    """Why the call's amount is refused when it is not a whole number of cents, else None.
+
+    Systems of record pay in cents: 0.015 USD would be counted as 0.015 toward the tenant's bounds and paid as 0.01 or
+    0.02, and 0.004 would be allowed and then fail in the system of record. The amount as the JSON carried it (its
+    shortest decimal form) is checked, so 19.99 passes although 19.99 * 100 is not exactly 1999 in binary.
+    """
+    amount = facts.amount_usd
+    if amount is None or not math.isfinite(amount) or Decimal(repr(amount)).as_tuple().exponent >= -2:
+        return None
+    cents = Decimal(repr(amount)).quantize(Decimal("0.01"))
+    return (
+        f"{spec.facts.amount} is {amount!r} USD, not a whole number of cents: money is paid in cents, so it would be "
+        f"counted as one amount and paid as another; give at most two decimals (e.g. {cents})"
+    )
 
 
 def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSettings, approval_granted: bool) -> dict[str, Any]:
@@ -324,6 +342,9 @@ def decide(
     non_finite = _non_finite_money(facts, tenant.refund_threshold_usd)
     if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+    if (fractional := _fractional_cents(facts, spec)) is not None:
+        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:whole-cents", message=fractional)
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
