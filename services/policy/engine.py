@@ -24,9 +24,11 @@ from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, 
 from servicekit.approver_groups import counts, groups_counted
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.messages import render_message
-from services.policy.pack import SPEND_FACTS, CompiledPack, TenantSettings
+from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings
 
 __all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
+
+MAX_AMOUNT_USD = MAX_PAYEE_DAILY_USD  # in cents a Cedar Long (64 bits) with room to add a day's payouts
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,25 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
     ]
 
 
-def _fractional_cents(facts: Facts, spec: ToolSpec) -> str | None:
-    """Why the call's amount is refused when it is not a whole number of cents, else None.
+def _unpayable_amount(facts: Facts, spec: ToolSpec) -> str | None:
+    """Why the call's amount cannot be paid as written, else None: not a whole number of cents, or beyond 10¹² USD.
 
     Systems of record pay in cents: 0.015 USD would be counted as 0.015 toward the tenant's bounds and paid as 0.01 or
     0.02, and 0.004 would be allowed and then fail in the system of record. The amount as the JSON carried it (its
-    shortest decimal form) is checked, so 19.99 passes although 19.99 * 100 is not exactly 1999 in binary.
+    shortest decimal form) is checked, so 19.99 passes although 19.99 * 100 is not exactly 1999 in binary. An amount
+    beyond 10¹² USD (the most a threshold may be set to) would overflow the 64-bit cents the pack compares.
     """
-    amount = facts.amount_usd
-    if amount is None or not math.isfinite(amount) or Decimal(repr(amount)).as_tuple().exponent >= -2:
+    amount, arg = facts.amount_usd, spec.facts.amount
+    if amount is None or not math.isfinite(amount):
         return None
-    cents = Decimal(repr(amount)).quantize(Decimal("0.01"))
+    if abs(amount) > MAX_AMOUNT_USD:
+        return f"{arg} is {amount!r} USD, more than any amount Tidegate decides on ({MAX_AMOUNT_USD:.0e} USD)"
+    written = Decimal(repr(amount))
+    cents = written.quantize(Decimal("0.01"))
+    if written == cents:
+        return None
     return (
-        f"{spec.facts.amount} is {amount!r} USD, not a whole number of cents: money is paid in cents, so it would be "
+        f"{arg} is {amount!r} USD, not a whole number of cents: money is paid in cents, so it would be "
         f"counted as one amount and paid as another; give at most two decimals (e.g. {cents})"
     )
 
@@ -343,8 +351,8 @@ def decide(
     if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
-    if (fractional := _fractional_cents(facts, spec)) is not None:
-        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:whole-cents", message=fractional)
+    if (unpayable := _unpayable_amount(facts, spec)) is not None:
+        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:payable-amount", message=unpayable)
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}

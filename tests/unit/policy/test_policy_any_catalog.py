@@ -122,3 +122,14 @@ def test_an_escalation_carries_the_approvers_the_tenant_chose(bank_catalog: Tool
     )
     verdict = decide(pack, call, History(), Controls(tenant=tenant))
     assert verdict.facts["approvers_required"] == 3
+
+
+def test_an_amount_in_fractions_of_a_cent_or_beyond_what_cents_hold_is_refused_whatever_the_tool(bank_catalog: ToolCatalog) -> None:
+    # The bank's amount has no bounds in its schema: only the money guard and the pack stand between it and a decision.
+    send = {"recipient_iban": "DE89370400440532013000"}
+    assert _decide(bank_catalog, "send_money", {**send, "amount": 0.015}) == ("deny", ["invalid_args"])
+    assert _decide(bank_catalog, "send_money", {**send, "amount": 10.123456789}) == ("deny", ["invalid_args"])
+    assert _decide(bank_catalog, "send_money", {**send, "amount": 99.99}) == ("deny", ["new_payee_blocked"])  # decided by the pack
+    # Beyond what 64-bit cents hold: refused for what it is, not failed in the pack (it was `policy_error`).
+    assert _decide(bank_catalog, "send_money", {**send, "amount": 1e300}) == ("deny", ["invalid_args"])
+    assert _decide(bank_catalog, "send_money", {**send, "amount": 1e12}) == ("deny", ["new_payee_blocked"])
