@@ -146,6 +146,31 @@ def _refund_bound(ctx: ToolContext, ch: Any) -> tuple[int, str]:
     return ch.amount - ch.amount_refunded, "left on"
 
 
+def _refusal_unless_payee(payee_id: str | None, customer: str | None, whose: str, what: str) -> None:
+    """Refuse, before anything is sent, a call whose `payee_id` is not the customer Stripe records (`whose` names the record).
+
+    The policy bounds what one payee receives a day by the `payee_id` the call names (the catalog requires it): money
+    sent to a customer the call does not name would count toward someone else's bound, or toward none.
+    """
+    if payee_id is None or payee_id != customer:
+        named = f"not {payee_id}" if payee_id is not None else "and the call names no payee"
+        raise ToolError("payee_mismatch", f"{whose} {customer}, {named}: nothing {what}")
+
+
+def _credit_bound(ctx: ToolContext, inv: Any) -> tuple[int, str]:
+    """What a credit note may credit on the invoice, in cents, and its name: what earlier credit notes left; on a repeat attempt, its total.
+
+    Each credit note on an invoice lowers what is left to credit (Stripe counts them in `pre_payment_credit_notes_amount`
+    before the invoice is paid and `post_payment_credit_notes_amount` after), so notes in separate tasks cannot credit
+    more than the invoice between them. A repeat may follow an attempt Stripe applied but did not confirm, which the
+    invoice then counts: it is bounded by the total, and Stripe answers the keyed POST with that first note.
+    """
+    if ctx.attempt > 1:
+        return inv.total, "total of"
+    credited = (getattr(inv, "pre_payment_credit_notes_amount", None) or 0) + (getattr(inv, "post_payment_credit_notes_amount", None) or 0)
+    return inv.total - credited, "left to credit on"
+
+
 async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     """Refund part or all of a charge, never more than what is left on it, only to the customer who paid it.
 
@@ -155,8 +180,7 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
         charge_id = args["charge_id"]
         ch = await _call(lambda: client.v1.charges.retrieve_async(charge_id))
         _refusal_if_over(f"charge {charge_id}", ch.currency, args["amount_usd"], *_refund_bound(ctx, ch))
-        if args.get("payee_id") and args["payee_id"] != ch.customer:
-            raise ToolError("payee_mismatch", f"charge {charge_id} was paid by {ch.customer}, not {args['payee_id']}: nothing refunded")
+        _refusal_unless_payee(args.get("payee_id"), ch.customer, f"charge {charge_id} was paid by", "refunded")
         params: dict[str, Any] = {"charge": charge_id, "amount": _cents(args["amount_usd"]), "metadata": {"tidegate_action": ctx.action_id}}
         if args.get("reason"):
             params["reason"] = args["reason"]
@@ -172,12 +196,12 @@ async def issue_refund(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
 
 
 async def create_credit_note(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Credit part of an invoice, never more than its total; Idempotency-Key = the action id."""
+    """Credit part of an invoice to the customer it bills, no more than earlier credit notes left; Idempotency-Key = the action id."""
     async with _client(ctx) as client:
         invoice_id = args["invoice_id"]
         inv = await _call(lambda: client.v1.invoices.retrieve_async(invoice_id))
-        # Bounded by the invoice's total, which an earlier credit note of ours does not lower: a repeat attempt passes as the first did.
-        _refusal_if_over(f"invoice {invoice_id}", inv.currency, args["amount_usd"], inv.total, "total of")
+        _refusal_if_over(f"invoice {invoice_id}", inv.currency, args["amount_usd"], *_credit_bound(ctx, inv))
+        _refusal_unless_payee(args.get("payee_id"), inv.customer, f"invoice {invoice_id} bills", "credited")
         params: dict[str, Any] = {
             "invoice": invoice_id,
             "amount": _cents(args["amount_usd"]),

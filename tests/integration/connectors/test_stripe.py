@@ -28,8 +28,10 @@ async def test_looks_up_a_charge_and_a_payment_intent_as_stripe_records_them(str
 
 
 async def test_refund_sends_the_action_id_as_idempotency_key_in_cents(stripe_proxy: RecordingProxy) -> None:
+    stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
     ctx = call_context(base_url=stripe_proxy.url, action_id="act-refund-1")
-    refund = await stripe_tools.issue_refund(ctx, {"charge_id": "ch_123", "amount_usd": 0.5, "reason": "requested_by_customer"})
+    args = {"charge_id": "ch_123", "amount_usd": 0.5, "payee_id": "cus_1001", "reason": "requested_by_customer"}
+    refund = await stripe_tools.issue_refund(ctx, args)
     assert refund["refund_id"].startswith("re_")
     assert refund["charge_amount_usd"] == 1.0
     [post] = stripe_proxy.sent("POST", "/v1/refunds")
@@ -53,20 +55,69 @@ async def test_refund_goes_only_to_the_customer_who_paid_as_stripe_records_it(st
         await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "acct_attacker"})
     assert other.value.type == "payee_mismatch"
     assert stripe_proxy.sent("POST", "/v1/refunds") == []
+    with pytest.raises(ToolError) as unnamed:  # the catalog requires payee_id; the tool refuses without one all the same
+        await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5})
+    assert unnamed.value.type == "payee_mismatch"
+    assert stripe_proxy.sent("POST", "/v1/refunds") == []
     refund = await stripe_tools.issue_refund(ctx, {"charge_id": "ch_O5001", "amount_usd": 42.5, "payee_id": "cus_1001"})
     assert refund["charge_amount_usd"] == 42.5
 
 
 async def test_credit_note_on_an_invoice_never_above_its_total(stripe_proxy: RecordingProxy) -> None:
+    stripe_proxy.fixtures["/v1/invoices/in_123"] = {"customer": "cus_1001"}  # whom it bills
     ctx = call_context(base_url=stripe_proxy.url, action_id="act-credit-1")
-    note = await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 2.5, "memo": "late delivery"})
+    note = await stripe_tools.create_credit_note(
+        ctx, {"invoice_id": "in_123", "amount_usd": 2.5, "payee_id": "cus_1001", "memo": "late delivery"}
+    )
     assert note["credit_note_id"].startswith("cn_")
     [post] = stripe_proxy.sent("POST", "/v1/credit_notes")
     assert post.headers["idempotency-key"] == "act-credit-1"
     assert b"amount=250" in post.body
     with pytest.raises(ToolError) as refused:
-        await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 10.01})
+        await stripe_tools.create_credit_note(ctx, {"invoice_id": "in_123", "amount_usd": 10.01, "payee_id": "cus_1001"})
     assert refused.value.type == "amount_exceeds_charge"
+
+
+async def test_credit_note_goes_only_to_the_customer_the_invoice_bills(stripe_proxy: RecordingProxy) -> None:
+    stripe_proxy.fixtures["/v1/invoices/in_9001"] = {"id": "in_9001", "total": 126000, "customer": "cus_1001", "currency": "usd"}
+    ctx = call_context(base_url=stripe_proxy.url, action_id="act-credit-2")
+    for args, said in [
+        ({"invoice_id": "in_9001", "amount_usd": 499, "payee_id": "cus_1008"}, "invoice in_9001 bills cus_1001, not cus_1008"),
+        ({"invoice_id": "in_9001", "amount_usd": 499}, "the call names no payee"),
+    ]:
+        with pytest.raises(ToolError) as other:
+            await stripe_tools.create_credit_note(ctx, args)
+        assert other.value.type == "payee_mismatch"
+        assert said in other.value.message
+    assert stripe_proxy.sent("POST", "/v1/credit_notes") == []
+
+
+async def test_credit_notes_in_separate_tasks_never_credit_more_than_the_invoice_between_them(stripe_proxy: RecordingProxy) -> None:
+    # money9 F2: five notes of 499 USD on a 1,260 USD invoice, each in its own task, each checked against the total alone.
+    # Two are on it already (Stripe counts them in post_payment_credit_notes_amount): 262 USD is left to credit.
+    invoice = {"id": "in_9001", "total": 126000, "customer": "cus_1001", "currency": "usd", "post_payment_credit_notes_amount": 99800}
+    stripe_proxy.fixtures["/v1/invoices/in_9001"] = invoice
+    third = call_context(base_url=stripe_proxy.url, action_id="act-credit-3")
+    args = {"invoice_id": "in_9001", "amount_usd": 499, "payee_id": "cus_1001"}
+    with pytest.raises(ToolError) as refused:
+        await stripe_tools.create_credit_note(third, args)
+    assert refused.value.type == "amount_exceeds_charge"
+    assert "499.00 USD is more than the 262.00 USD left to credit on invoice in_9001" in refused.value.message
+    assert stripe_proxy.sent("POST", "/v1/credit_notes") == []
+    stripe_proxy.fixtures["/v1/invoices/in_9001"] = {**invoice, "pre_payment_credit_notes_amount": 6200}  # 200 USD left
+    with pytest.raises(ToolError):
+        await stripe_tools.create_credit_note(third, {**args, "amount_usd": 200.01})
+    await stripe_tools.create_credit_note(third, {**args, "amount_usd": 200})
+    [post] = stripe_proxy.sent("POST", "/v1/credit_notes")
+    assert b"amount=20000" in post.body
+
+    # A repeat attempt may follow one Stripe applied without confirming it (counted on the invoice now): bounded by the total.
+    repeat = replace(call_context(base_url=stripe_proxy.url, action_id="act-credit-4"), attempt=2)
+    await stripe_tools.create_credit_note(repeat, {**args, "amount_usd": 499})
+    with pytest.raises(ToolError) as over:
+        await stripe_tools.create_credit_note(repeat, {**args, "amount_usd": 1260.01})
+    assert over.value.type == "amount_exceeds_charge"
+    assert len(stripe_proxy.sent("POST", "/v1/credit_notes")) == 2
 
 
 async def test_stripe_error_shapes_map_to_retry_semantics_without_echoing_the_key(stripe_proxy: RecordingProxy) -> None:
@@ -144,16 +195,17 @@ IN_PROGRESS = {
 
 
 async def test_a_409_for_the_same_key_in_progress_is_retried_with_the_key(stripe_proxy: RecordingProxy, executed: Executed) -> None:
+    stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
     stripe_proxy.inject(409, IN_PROGRESS)
     with pytest.raises(ToolError) as busy:
         await stripe_tools.issue_refund(
-            call_context(base_url=stripe_proxy.url, action_id="act-refund-5"), {"charge_id": "ch_123", "amount_usd": 0.4}
+            call_context(base_url=stripe_proxy.url, action_id="act-refund-5"),
+            {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"},
         )
     assert (busy.value.type, busy.value.retryable, busy.value.maybe_applied) == ("idempotency_in_progress", True, True)
     assert "still processing" in busy.value.message
 
     await executed.connect("acme", "stripe", tools=["stripe_refund"], base_url=stripe_proxy.url)
-    stripe_proxy.fixtures["/v1/charges/ch_123"] = {"customer": "cus_1001"}  # who paid it (stripe-mock's charge names no customer)
     stripe_proxy.inject(409, IN_PROGRESS)  # attempt 1 meets the other request still running; attempt 2 gets its refund
     event = executed.authorize("acme", "stripe_refund", {"charge_id": "ch_123", "amount_usd": 0.4, "payee_id": "cus_1001"})
     result = await executed.run(event)
