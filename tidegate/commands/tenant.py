@@ -19,7 +19,7 @@ from tidegate.commands._common import BY_HELP, console, fail, publish_control, r
 from tidegate.commands._known import onboarded_tenants, pack_settings
 from tidegate.commands.killswitch import read_control
 
-__all__ = ["app", "parse_trigger", "publish_tenant", "tenant_record"]
+__all__ = ["UNSET", "app", "parse_trigger", "publish_tenant", "tenant_record"]
 
 app = typer.Typer(
     help="Tenants on the `control` topic: mode, thresholds, directory of what is internal, triggers, budget.", no_args_is_help=True
@@ -45,9 +45,18 @@ def parse_trigger(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), {"action": action} | ({"approvers": int(approvers)} if approvers else {})
 
 
+UNSET = object()
+"""A change that removes its setting from the record (`--setting KEY=null`): the pack's `default` entry gives it again."""
+
+
 def tenant_record(current: dict[str, Any], changes: dict[str, Any], triggers: list[str], classes: Sequence[str] = ()) -> dict[str, Any]:
-    """The new record: `current` with `changes` (lists replace), triggers and class choices applied; checked as TenantSettings."""
-    record = dict(current) | {k: v for k, v in changes.items() if v is not None}
+    """The new record: `current` with `changes`, triggers and class choices applied; checked as TenantSettings.
+
+    A list replaces the whole list; a change of None leaves its setting as it is, UNSET removes it.
+    """
+    record = dict(current) | {k: v for k, v in changes.items() if v is not None and v is not UNSET}
+    for key in [k for k, v in changes.items() if v is UNSET]:
+        record.pop(key, None)
     for field_name, texts in (("triggers", triggers), ("classes", classes)):
         merged = dict(record.get(field_name) or {})
         for text in texts:
@@ -116,7 +125,8 @@ SETTING = typer.Option(
     [],
     "--setting",
     help="Any tenant setting as KEY=VALUE (YAML value): min_confidence=0.5, tool_error_limit=3, retry_limit=5, "
-    "accept_irreversible=[write_low], review_reasons={duplicate: handled already}. Repeatable.",
+    "accept_irreversible=[write_low], review_reasons={duplicate: handled already}. KEY=null removes the setting from the "
+    "tenant's record, so the pack's `default` gives it again. Repeatable.",
 )
 CANDIDATE = typer.Option(
     None, "--candidate", help="Apply this tenant's entry of a candidate file written by `tidegate autonomy report` (after `whatif`)."
@@ -136,7 +146,8 @@ def _settings(pairs: list[str], candidate: Path | None, tenant: str) -> dict[str
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             fail(f"--setting is KEY=VALUE, not {pair!r}")
-        changes[key.strip()] = yaml.safe_load(value)
+        loaded = yaml.safe_load(value)
+        changes[key.strip()] = UNSET if loaded is None else loaded  # `KEY=null` (or `KEY=`): back to the pack's default
     return changes
 
 

@@ -49,3 +49,20 @@ def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
     shown = tidegate(env, "tenant", "show", "initech").stdout
     assert "control.tenant" in shown
     assert '"refund_threshold_usd": 250.0' in shown
+
+
+def test_a_setting_set_to_null_goes_back_to_the_packs_default(infra, prefix: str) -> None:
+    """`--setting KEY=null` takes the tenant's own value out of its record (before, null was read as "not given": no way back)."""
+    asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
+    env = os.environ | {"TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "COLUMNS": "200"}
+    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+    added = tidegate(env, "tenant", "add", "initech", "--internal-domain", "initech.example", "--setting", "payee_daily_threshold_usd=off")
+    assert added.returncode == 0, added.stderr
+    assert asyncio.run(read_control(kit)).tenants["initech"].settings["payee_daily_threshold_usd"] is False
+
+    unset = tidegate(env, "tenant", "set", "initech", "--setting", "payee_daily_threshold_usd=null", "--setting", "min_confidence=0.5")
+    assert unset.returncode == 0, unset.stderr
+    record = asyncio.run(read_control(kit)).tenants["initech"]
+    assert record.settings == {"internal_domains": ["initech.example"], "min_confidence": 0.5}
+    shown = tidegate(env, "tenant", "show", "initech").stdout
+    assert '"payee_daily_threshold_usd": null' in shown  # the pack's default: the tenant's refund threshold, per payee per day
