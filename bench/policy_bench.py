@@ -120,6 +120,17 @@ def in_process(n_policies: int, count: int, *, per_tenant: bool = True) -> None:
     assert verdict.outcome == "allow"  # a sanity check of the set-up, not of speed
     label = f"{len(pack.rules)} policies" + (" (default pack)" if not n_policies else "" if per_tenant else ", all evaluated")
     line(f"engine.decide, {label}", samples, count / total)
+    # The pack remembers Cedar's answer per request (`CompiledPack.remembered`): above, one request over and over. Each
+    # request new (another amount each time) is what a decision costs when Cedar evaluates it.
+    amounts = [round(10 + i / 100, 2) for i in range(count)]
+    fresh = [Call("acme", "t-1", "issue_refund", ARGS | {"amount_usd": a}, "bench", mode="autonomous") for a in amounts]
+    samples = []
+    start = time.perf_counter()
+    for call in fresh:
+        t0 = time.perf_counter()
+        decide(pack, call, History(), Controls())
+        samples.append((time.perf_counter() - t0) * 1000)
+    line(f"engine.decide, {label}, each request new", samples, count / (time.perf_counter() - start))
 
 
 async def service_in_process(n_policies: int, count: int, *, per_tenant: bool = True) -> None:

@@ -7,6 +7,7 @@ It keeps the same rules as the PostgreSQL implementation through the helpers the
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,26 @@ __all__ = ["InMemoryPolicyRepository"]
 
 
 @dataclass
+class _Payouts:
+    """One payee's payouts by time, with running totals: what was paid after a moment is a binary search, not a scan."""
+
+    times: list[datetime] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)  # totals[i]: the amounts of times[0..i]
+
+    def add(self, at: datetime, amount: float) -> None:
+        i = bisect.bisect_right(self.times, at)  # a clock set back by a test inserts before the newest
+        self.times.insert(i, at)
+        self.totals.insert(i, (self.totals[i - 1] if i else 0.0) + amount)
+        for j in range(i + 1, len(self.totals)):
+            self.totals[j] += amount
+
+    def after(self, since: datetime) -> float:
+        """The amounts paid strictly after `since` (as `_SELECT_HISTORY`'s `at > since`)."""
+        i = bisect.bisect_right(self.times, since)
+        return (self.totals[-1] - (self.totals[i - 1] if i else 0.0)) if self.totals else 0.0
+
+
+@dataclass
 class InMemoryPolicyRepository(PolicyRepository):
     """The in-memory twin, for unit tests and the in-process benchmark.
 
@@ -65,8 +86,11 @@ class InMemoryPolicyRepository(PolicyRepository):
     began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
     forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
     flow_rows: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)  # each decision as a flow reads it, made once
-    # What allowed calls paid out, as (action id, tenant, task, payee, amount, when), the rows of `policy.payouts`.
-    payouts: list[tuple[str, str, str, str | None, float, datetime]] = field(default_factory=list)
+    # What allowed calls paid out, the rows of `policy.payouts`: by action id (tenant, task, payee, amount, when), and
+    # indexed as `_SELECT_HISTORY` reads them.
+    payouts: dict[str, tuple[str, str, str | None, float, datetime]] = field(default_factory=dict)
+    paid_by_task: dict[tuple[str, str], float] = field(default_factory=dict)
+    paid_to_payee: dict[tuple[str, str], _Payouts] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -86,8 +110,8 @@ class InMemoryPolicyRepository(PolicyRepository):
             )
             record = decide(history)
             self.decisions[key] = record
-            if (amount := payout_of(record)) is not None and record.action_id not in {p[0] for p in self.payouts}:
-                self.payouts.append((record.action_id, tenant_id, task_id, payee, amount, self.clock()))
+            if (amount := payout_of(record)) is not None and record.action_id not in self.payouts:
+                self._pay(record.action_id, tenant_id, task_id, payee, amount)
             self.by_task.setdefault((tenant_id, task_id), []).append(key)
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
@@ -100,12 +124,18 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
 
+    def _pay(self, action_id: str, tenant_id: str, task_id: str, payee: str | None, amount: float) -> None:
+        at = self.clock()
+        self.payouts[action_id] = (tenant_id, task_id, payee, amount, at)
+        self.paid_by_task[(tenant_id, task_id)] = self.paid_by_task.get((tenant_id, task_id), 0.0) + amount
+        if payee is not None:
+            self.paid_to_payee.setdefault((tenant_id, payee), _Payouts()).add(at, amount)
+
     def _paid_before(self, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
         """What the task's allowed calls paid out, and the tenant's to `payee` over `PAYOUT_WINDOW` (as `_SELECT_HISTORY`)."""
-        since = self.clock() - PAYOUT_WINDOW
-        task = sum(a for _, t, k, _, a, _ in self.payouts if (t, k) == (tenant_id, task_id))
-        to_payee = sum(a for _, t, _, y, a, at in self.payouts if payee and (t, y) == (tenant_id, payee) and at > since)
-        return task, to_payee
+        task = self.paid_by_task.get((tenant_id, task_id), 0.0)
+        paid = self.paid_to_payee.get((tenant_id, payee)) if payee is not None else None
+        return task, paid.after(self.clock() - PAYOUT_WINDOW) if paid is not None else 0.0
 
     def _add(self, res: Reservation, amount: float) -> None:
         count_spend(self.spend, res.tenant_id, res.task_id, amount)

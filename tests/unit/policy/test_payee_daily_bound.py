@@ -129,3 +129,14 @@ def test_the_setting_follows_the_refund_threshold_unless_set_and_off_is_never_a_
     for bad in (True, -1, float("inf"), 1e15, "none"):
         with pytest.raises(ValidationError, match="payee_daily_threshold_usd"):
             TenantSettings.model_validate({"payee_daily_threshold_usd": bad})
+
+
+def test_the_twins_payouts_sum_what_was_paid_after_a_moment_in_any_order_they_came() -> None:
+    from services.policy._memory_repository import _Payouts
+
+    at = [datetime(2026, 12, 5, h, tzinfo=UTC) for h in range(6)]
+    paid = _Payouts()
+    for when, amount in [(at[1], 10.0), (at[3], 20.0), (at[2], 5.0), (at[5], 1.0)]:  # a clock set back inserts in its place
+        paid.add(when, amount)
+    assert [paid.after(moment) for moment in at] == [36.0, 26.0, 21.0, 1.0, 1.0, 0.0]  # strictly after, as `at > since`
+    assert _Payouts().after(at[0]) == 0.0
