@@ -144,6 +144,15 @@ class Refusal:
 _UNKNOWN_KEYS_KEPT = 4096  # made-up key ids remembered at most (a flood of them forgets the oldest all at once)
 
 
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time; None when it is not there."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 @dataclass
 class Authority:
     """The trusted public keys of a deployment, and the check of an event's signature against `AUTHORITY`.
@@ -177,27 +186,35 @@ class Authority:
     _unknown: dict[str, float] = field(default_factory=dict, init=False)  # key id → when it was last found unknown
     _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
+    _unread: tuple[Path, ...] = field(default=(), init=False)  # key files the last reading found but could not read
 
     def __post_init__(self) -> None:
         self.reload()
 
     def reload(self) -> None:
         """Read every trusted public key again."""
-        self._seen = self._stamp()
+        folders = self._folders_stamp()  # before reading: whatever changes from here on is read again
         keys: dict[str, list[Principal]] = {}
+        unread: dict[Path, Any] = {}
+
+        def read(path: Path) -> Ed25519PublicKey | None:
+            before = _file_stamp(path)
+            if (public := load_public(path)) is None and before is not None:
+                unread[path] = before  # empty or half written, perhaps: its own changes are looked at (`_stamp`)
+            return public
 
         def add(principal: Principal) -> None:
             keys.setdefault(key_id_of(principal.name, principal.public), []).append(principal)
 
         for service in SERVICES:
             for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
-                if (public := load_public(path)) is not None:
+                if (public := read(path)) is not None:
                     add(Principal("service", service, public, retired_at=retired_at(path)))
         for path in self.operators_dir.glob("*.pub"):
-            if (public := load_public(path)) is not None:
+            if (public := read(path)) is not None:
                 add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)))
         for path in self.clients_dir.glob("*/*.pub"):
-            if (public := load_public(path)) is not None:
+            if (public := read(path)) is not None:
                 add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
         for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
             retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
@@ -205,6 +222,8 @@ class Authority:
                 if (public := load_public(key_path)) is not None:
                     add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)))
         self._keys = keys
+        self._unread = tuple(unread)
+        self._seen = (folders, tuple(unread.values()))
 
     def principals(self, key_id: str) -> list[Principal]:
         """Holders of `key_id`, reading the key files again when a key folder changed (looked at every `recheck_s`).
@@ -229,6 +248,15 @@ class Authority:
         return self._keys.get(key_id) or []
 
     def _stamp(self) -> tuple[Any, ...]:
+        """What is in the key folders now, to compare with `_seen`: the folders' stamp, and each unread key file's size and time.
+
+        A key file the last reading found but could not read (`_unread`) is looked at by itself: one written in place
+        (`cp alice.pub operators/`) is empty for a moment, and writing its bytes changes neither the folder's names nor
+        its time, so, read while empty, it was never read again (what its holder signed stayed "not trusted").
+        """
+        return (self._folders_stamp(), tuple(_file_stamp(path) for path in self._unread))
+
+    def _folders_stamp(self) -> tuple[Any, ...]:
         """What is in the key folders: the names of their files, and when each folder and tool key last changed.
 
         Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in

@@ -117,6 +117,18 @@ def rotate(keys_dir: Path, name: str, *, now: datetime | None = None, private_di
     return old_id, SigningKey.load_or_create(keys_dir, name, private_dir).key_id
 
 
+def _publish(pub_path: Path, pem: bytes) -> None:
+    """Write a public key whole or not at all: written beside its place under another name, then renamed into it.
+
+    Services read the key folders while keys are made (`Authority.reload`, on an unknown key id); written in place,
+    a file read while still empty was taken for no key, and the folder, whose names and time no longer changed, was
+    never read again: what the new key signed stayed "not trusted" until some other key changed.
+    """
+    tmp = pub_path.with_name(f".{pub_path.name}.{os.getpid()}.tmp")  # not `*.pub`: no reader globs it
+    tmp.write_bytes(pem)
+    os.replace(tmp, pub_path)
+
+
 def _move_former_key(keys_dir: Path, name: str, priv_path: Path, *, announce: bool) -> None:
     """Move `name`'s private key from where an earlier layout kept it (flat in `keys_dir`, or `<keys_dir>/<name>/`) to `priv_path`."""
     for former in (keys_dir / f"{name}.key", keys_dir / name / f"{name}.key"):
@@ -275,7 +287,7 @@ class SigningKey:
             key_id = _key_id(name, public)
             if (keys_dir / f"{name}.{key_id.rsplit('-', 1)[1]}.pub").exists():
                 raise PermissionError(f"{name}'s key {key_id} was retired or denied: it signs nothing new")
-            pub_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            _publish(pub_path, public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         return cls(name, private, path=priv_path)
 
     def sign(self, message: bytes) -> str:
