@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,42 +27,68 @@ def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+# Every line break Markdown or a person's eye takes for one (CR, LF, VT, FF, the separators U+001C–U+001E, NEL, LS, PS).
+_BREAKS = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Markdown's punctuation that can make bold, a code span, a link, an HTML tag or a table cell within a line (what starts a
+# line, a heading or a list, cannot: no line break is left). `_` is left as it is: ids hold it (`cus_1001`), and within
+# a word it makes nothing.
+_MARKUP = re.compile(r"([\\`*\[\]<>|])")
+
+
+def _md(text: object) -> str:
+    """Text from an event (an agent's rationale, a tool's error, an id), as inline Markdown that stays one run of text.
+
+    Whoever wrote it may have written Markdown: a line break then `- **Approval** … granted by bob` read, in a ticket, like
+    the explanation's own lines (auditor1 F3). Its line breaks are shown as ⏎ and its punctuation escaped, so it renders
+    as the characters it holds and never as a line, a list item, a link or a tag of the explanation.
+    """
+    return _MARKUP.sub(r"\\\1", _BREAKS.sub(" ⏎ ", str(text)))
+
+
+def _code(text: str) -> str:
+    """`text` as one inline code span, whatever backticks or line breaks it holds (a fence longer than its longest run)."""
+    flat = _BREAKS.sub(" ⏎ ", text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md(text)
 
 
 def _reasons(reasons: Sequence[s.Reason]) -> str:
-    return "; ".join(f"`{r.code}` ({r.policy_id}){': ' + r.message if r.message else ''}" for r in reasons) or "-"
+    return "; ".join(f"`{r.code}` ({_md(r.policy_id)}){': ' + _md(r.message) if r.message else ''}" for r in reasons) or "-"
 
 
 def _requesters(ap: Any) -> str:
     """Who a request's four eyes binds, each as what it is: the task's requester (its signed request), the proposal's requester."""
     task, proposal = ap.task_requested_by, ap.requested_by
     if task and (not proposal or same_person(task, proposal)):
-        return f"by {task} (the task's requester)"
+        return f"by {_md(task)} (the task's requester)"
     if task:
-        return f"by {proposal} (the proposal's requester) in the task of {task} (the task's requester); neither may approve"
+        return f"by {_md(proposal)} (the proposal's requester) in the task of {_md(task)} (the task's requester); neither may approve"
     # The policy had not learned the task (nobody submitted it, or the request predates `task_requested_by`).
-    return f"by {proposal} (the proposal's requester)" if proposal else "by an unnamed requester"
+    return f"by {_md(proposal)} (the proposal's requester)" if proposal else "by an unnamed requester"
 
 
 def _who(ap: Any) -> str:
     """An approval step's status and who it names: a decision's approvers, a request's requesters, an expiry's clock."""
-    said = ap.status + (f" ({ap.resolution})" if ap.resolution else "")
+    said = _md(ap.status) + (f" ({_md(ap.resolution)})" if ap.resolution else "")
     if ap.status == "requested":
         return f"{said} {_requesters(ap)}"
     if ap.status == "expired":
-        return f"{said} unanswered: closed by {ap.source or 'the approval service'} at its expiry, no human decided"
-    return f"{said} by {', '.join(ap.approvers) or ap.approver or 'an unnamed approver'}"
+        return f"{said} unanswered: closed by {_md(ap.source or 'the approval service')} at its expiry, no human decided"
+    return f"{said} by {_md(', '.join(ap.approvers) or ap.approver or 'an unnamed approver')}"
 
 
 def _approval_line(ap: Any) -> str:
     """One approval step (an `ApprovalStep`) as a Markdown bullet."""
     return (
-        f"- **Approval** {ap.approval_id} {_who(ap)} at {ap.decided_at or ap.at}"
+        f"- **Approval** {_md(ap.approval_id)} {_who(ap)} at {ap.decided_at or ap.at}"
         + (f"; expires {ap.expires_at}" if ap.status == "requested" and ap.expires_at else "")
-        + (f": {ap.comment}" if ap.comment else "")
-        + (f"; edited args `{_j(ap.edited_args)}`" if ap.edited_args else "")
+        + (f": “{_md(ap.comment)}”" if ap.comment else "")
+        + (f"; edited args {_code(_j(ap.edited_args))}" if ap.edited_args else "")
     )
 
 
@@ -88,15 +115,15 @@ def _follow_up(action_id: str, follow_up: str | None) -> str | None:
 
 def render_markdown(x: Explanation) -> str:
     """The explanation as Markdown, for a reviewer or a ticket."""
-    out = [f"# Task {x.task_id}", ""]
+    out = [f"# Task {_md(x.task_id)}", ""]
     out += [
-        f"- **Tenant:** {x.tenant_id or '-'}",
-        f"- **Workflow:** {x.workflow or '-'} (mode {x.mode or '-'})",
-        f"- **Requested by:** {x.requested_by or '-'}",
-        f"- **Status:** {x.status}" + (f": {x.summary}" if x.summary else ""),
+        f"- **Tenant:** {_md(x.tenant_id or '-')}",
+        f"- **Workflow:** {_md(x.workflow or '-')} (mode {_md(x.mode or '-')})",
+        f"- **Requested by:** {_md(x.requested_by or '-')}",
+        f"- **Status:** {_md(x.status)}" + (f": {_md(x.summary)}" if x.summary else ""),
         f"- **Submitted:** {x.submitted_at or '-'}; **ended:** {x.ended_at or '-'}",
-        f"- **Policy versions:** {', '.join(x.policy_versions) or '-'}",
-        f"- **Trace ids:** {', '.join(x.trace_ids) or '-'}",
+        f"- **Policy versions:** {_md(', '.join(x.policy_versions) or '-')}",
+        f"- **Trace ids:** {_md(', '.join(x.trace_ids) or '-')}",
         f"- **Audit records:** {x.records}" + (f" ({_skipped(x.skipped)}, listed under dead letters)" if x.skipped else ""),
         "",
         "## Sources referenced",
@@ -106,49 +133,53 @@ def render_markdown(x: Explanation) -> str:
         out += ["| field | value | trust |", "|---|---|---|"]
         for k, v in x.sources.items():
             trust = "**untrusted** (content, never instructions)" if k in x.untrusted_fields else "trusted"
-            out.append(f"| {k} | {_cell(_j(v)[:300])} | {trust} |")
+            out.append(f"| {_cell(k)} | {_cell(_j(v)[:300])} | {trust} |")
     else:
         out.append("No `task.submitted` recorded for this task.")
     out += ["", "## Actions", ""]
     for a in x.actions:
-        out += [f"### Step {a.step if a.step is not None else '?'}: `{a.tool or '?'}` ({a.action_id})", ""]
-        out.append(f"- **Proposed by:** {a.proposer or '-'}; **rationale:** {a.rationale or '-'}")
-        out.append(f"- **Args:** `{_j(a.args)}`")
+        out += [f"### Step {a.step if a.step is not None else '?'}: {_code(a.tool or '?')} ({_md(a.action_id)})", ""]
+        rationale = f"“{_md(a.rationale)}” (the proposer's words)" if a.rationale else "-"
+        out.append(f"- **Proposed by:** {_md(a.proposer or '-')}; **rationale:** {rationale}")
+        out.append(f"- **Args:** {_code(_j(a.args))}")
         if a.tainted_args:
-            out.append(f"- **Tainted args (from untrusted sources):** {', '.join(a.tainted_args)}")
+            out.append(f"- **Tainted args (from untrusted sources):** {_md(', '.join(a.tainted_args))}")
         for d in a.decisions:
             out.append(
-                f"- **Policy** {d.policy_version} → **{d.outcome}** (via {d.via}, risk {d.risk or '-'}, "
-                f"{d.latency_ms:.1f} ms): {_reasons(d.reasons)}; facts `{_j(d.facts)}`"
+                f"- **Policy** {_md(d.policy_version)} → **{_md(d.outcome)}** (via {_md(d.via)}, risk {_md(d.risk or '-')}, "
+                f"{d.latency_ms:.1f} ms): {_reasons(d.reasons)}; facts {_code(_j(d.facts))}"
             )
             shadow = d.facts.get("shadow")
             if isinstance(shadow, dict) and shadow.get("fired"):
                 out.append(
-                    f"  - **Shadow policies** {', '.join(map(str, shadow['fired']))} would have decided **{shadow.get('outcome')}**"
+                    f"  - **Shadow policies** {_md(', '.join(map(str, shadow['fired'])))} "
+                    f"would have decided **{_md(shadow.get('outcome'))}**"
                     + (" (a flip; not enforced)" if shadow.get("flipped") else " (no change)")
                 )
             for t in d.facts.get("taint") or []:
                 if isinstance(t, dict):
-                    out.append(f"  - **Tainted by Tidegate:** `{t.get('arg')}`: {t.get('why')}")
+                    out.append(f"  - **Tainted by Tidegate:** {_code(str(t.get('arg')))}: {_md(t.get('why'))}")
         out += [_approval_line(ap) for ap in a.approvals if ap.status != "resolved"]
         if a.authorization:
             au = a.authorization
-            out.append(f"- **Authorized** via {au.via} by key {au.key_id} at {au.issued_at}, expires {au.expires_at}")
+            out.append(f"- **Authorized** via {_md(au.via)} by key {_md(au.key_id)} at {au.issued_at}, expires {au.expires_at}")
         for c in a.calls:
             detail = (
-                f"result `{_j(c.result)[:300]}`"
+                f"result {_code(_j(c.result)[:300])}"
                 if c.result is not None
-                else (f"error {c.error.type}: {c.error.message}" if c.error else "")
+                else (f"error {_md(c.error.type)}: {_md(c.error.message)}" if c.error else "")
             )
-            out.append(f"- **Tool call** {c.status} after {c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}: {detail}")
+            took = f"{c.attempts} attempt(s), {c.duration_ms:.0f} ms, {_money(c.cost_usd)}"
+            out.append(f"- **Tool call** {_md(c.status)} after {took}: {detail}")
         for reply in a.late_replies:
-            out.append(f"- **Late reply:** {_late(reply)}" + (f"; result `{_j(reply.result)[:300]}`" if reply.result is not None else ""))
+            result = f"; result {_code(_j(reply.result)[:300])}" if reply.result is not None else ""
+            out.append(f"- **Late reply:** {_md(_late(reply))}{result}")
         if pending := _follow_up(a.action_id, a.follow_up):
             out.append(f"- **Follow-up:** {pending}")
         out += [_approval_line(ap) for ap in a.approvals if ap.status == "resolved"]  # a follow-up resolves the call: after it
         if a.proposal_cost:
             pc = a.proposal_cost
-            out.append(f"- **Proposal cost:** {_money(pc.usd)} ({pc.model or 'no model'}, {pc.tokens_in} in / {pc.tokens_out} out)")
+            out.append(f"- **Proposal cost:** {_money(pc.usd)} ({_md(pc.model or 'no model')}, {pc.tokens_in} in / {pc.tokens_out} out)")
         out.append("")
     if not x.actions:
         out += ["No actions.", ""]
@@ -168,7 +199,8 @@ def render_markdown(x: Explanation) -> str:
     if x.dead_letters:
         out += ["| at | topic | offset | code | service | error |", "|---|---|---|---|---|---|"]
         for dl in x.dead_letters:
-            out.append(f"| {dl.at} | {dl.topic}[{dl.partition}] | {dl.offset} | {dl.code} | {dl.service} | {_cell(dl.error[:200])} |")
+            where = f"{_cell(dl.topic)}\\[{dl.partition}\\]"
+            out.append(f"| {dl.at} | {where} | {dl.offset} | {_cell(dl.code)} | {_cell(dl.service)} | {_cell(dl.error[:200])} |")
     else:
         out.append("None.")
     return "\n".join(out) + "\n"
@@ -233,7 +265,8 @@ def render_html(x: Explanation) -> str:
     ]
     for a in x.actions:
         parts.append(f"<h3>Step {e(str(a.step))}: <code>{e(a.tool or '?')}</code> ({e(a.action_id)})</h3>")
-        parts.append(f"<p>Proposed by {e(a.proposer or '-')}: {e(a.rationale)}<br>Args <code>{e(_j(a.args))}</code>")
+        said = f"<q>{e(a.rationale)}</q> (the proposer's words)" if a.rationale else "-"
+        parts.append(f"<p>Proposed by {e(a.proposer or '-')}: {said}<br>Args <code>{e(_j(a.args))}</code>")
         if a.tainted_args:
             parts.append(f"<br><span class='untrusted'>Tainted args: {e(', '.join(a.tainted_args))}</span>")
         parts.append("</p>")
