@@ -113,6 +113,17 @@ def _follow_up(action_id: str, follow_up: str | None) -> str | None:
     return f"{FOLLOW_UP_PENDING}: no `approval.resolved` recorded yet (`tidegate approvals list --action {action_id}` shows the follow-up)"
 
 
+def _checked(x: Explanation) -> list[str]:
+    """Whether the rows told were each observed again from their own value, and those that do not verify, named."""
+    if x.unverified is None:
+        return []
+    if not x.unverified:
+        said = f"each of the {x.records} verifies from its own value (signature, columns); the chain's hashes: `tidegate audit verify`"
+        return [f"- **Rows checked:** {said}"]
+    named = [f"  - {_md(problem)}" for problem in x.unverified]
+    return [f"- **WARNING: {len(x.unverified)} row(s) do not verify from their own value; what they say below is not evidence:**", *named]
+
+
 def render_markdown(x: Explanation) -> str:
     """The explanation as Markdown, for a reviewer or a ticket."""
     out = [f"# Task {_md(x.task_id)}", ""]
@@ -125,6 +136,7 @@ def render_markdown(x: Explanation) -> str:
         f"- **Policy versions:** {_md(', '.join(x.policy_versions) or '-')}",
         f"- **Trace ids:** {_md(', '.join(x.trace_ids) or '-')}",
         f"- **Audit records:** {x.records}" + (f" ({_skipped(x.skipped)}, listed under dead letters)" if x.skipped else ""),
+        *_checked(x),
         "",
         "## Sources referenced",
         "",
@@ -240,6 +252,7 @@ def render_html(x: Explanation) -> str:
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
         ".untrusted{color:#a40000;font-weight:bold}code{background:#f6f6f6}</style></head><body>",
         f"<h1>Task {e(x.task_id)}</h1>",
+        *(f"<p class='untrusted'>{e(line.removeprefix('- ').removeprefix('  - ').replace('**', ''))}</p>" for line in _checked(x)),
         table(
             ["tenant", "workflow", "mode", "requested by", "status", "submitted", "ended", "policy versions", "trace ids"],
             [

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from services.audit.repository import PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_before
     from services.audit.settings import AuditSettings
+    from services.audit.signature_check import Recheck
     from services.audit.verify import VerifyReport, signature_recheck, starting_heads, verify_log
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "Missing",
     "PostgresAuditLog",
     "PrunedBefore",
+    "Recheck",
     "SearchFilters",
     "SeveralTenants",
     "StoryLine",
@@ -132,6 +134,7 @@ _HOME = {
     "verify_log": "verify",
     "starting_heads": "verify",
     "signature_recheck": "verify",
+    "Recheck": "signature_check",
 }
 
 

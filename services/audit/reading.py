@@ -18,6 +18,7 @@ from servicekit.unreadable import Skipped, Unreadable, read_event
 from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
+from services.audit.signature_check import Recheck
 
 __all__ = [
     "FOLLOW_UP_PENDING",
@@ -336,6 +337,11 @@ class Explanation(_Frozen):
     )
     records: int
     trace_ids: list[str]
+    unverified: list[str] | None = Field(
+        default=None,
+        description="Rows of the task that do not verify from their own value (signature, columns read from it), each named; "
+        "empty when every row does; None when the rows were not checked.",
+    )
 
 
 def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
@@ -522,9 +528,22 @@ async def task_rows_of(log: AuditLog, task_id: str, prefix: str = "", *, tenant:
     return rows
 
 
-async def explain_task(log: AuditLog, task_id: str, prefix: str = "", *, tenant: str | None = None) -> Explanation:
-    """Read one tenant's task's rows (in the deployment `prefix`) and explain it (`task_rows_of`: never two tenants' mixed)."""
-    return explain(task_id, await task_rows_of(log, task_id, prefix, tenant=tenant))
+async def explain_task(
+    log: AuditLog, task_id: str, prefix: str = "", *, tenant: str | None = None, recheck: Recheck | None = None
+) -> Explanation:
+    """Read one tenant's task's rows (in the deployment `prefix`) and explain it (`task_rows_of`: never two tenants' mixed).
+
+    With `recheck` (`signature_check.signature_recheck`), each row is observed again from its own value first, and those
+    whose signature or columns say otherwise are named in `unverified`: a row edited in the database is not told as fact
+    without a word (auditor1 F4). The chain's hashes are `verify`'s to check.
+    """
+    rows = await task_rows_of(log, task_id, prefix, tenant=tenant)
+    explanation = explain(task_id, rows)
+    if recheck is None:
+        return explanation
+    unverified = [f"{row.topic}[{row.partition}] seq {row.seq} (offset {row.kafka_offset}): {problem}"
+                  for row in rows if (problem := recheck(row)) is not None]  # fmt: skip
+    return explanation.model_copy(update={"unverified": unverified})
 
 
 async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> list[tuple[str, str | None]]:

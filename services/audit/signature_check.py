@@ -1,42 +1,112 @@
-"""`tidegate audit verify --signatures`: each row stored as a valid event, observed again with the deployment's keys.
+"""`tidegate audit verify --signatures`: each row observed again from its own value, with the deployment's keys.
 
 The hashes prove the rows were not changed since they were written, not that the audit service wrote them: its
-database login may INSERT. A row that claims a signature its value does not carry is named.
+database login may INSERT, and a superuser may rewrite a chain and sign it anew. Every row is observed again from the
+value and headers it stores, as the audit service observed the record: a row that claims a signature its value does
+not carry is named, and so is a row whose columns read from its value (its event id and type, tenant, task, action,
+tool, outcome, reasons, trace, time) say other than its value does, and a row stored as refused that its value shows
+valid for a reason no later key explains. The readers trust those columns (`explain` and `search` select and group by
+them): a genuine approval given another task, or recorded as refused, would otherwise pass (auditor1 F2).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from schemas import ReasonCode
 from servicekit.intake import Bounds
-from services.audit.records import EPOCH, LogRow, SignatureCheck, observe
+from services.audit.records import EPOCH, LogRow, Observed, SignatureCheck, observe
 
-__all__ = ["Recheck", "signature_recheck"]
+__all__ = ["READ_FROM_VALUE", "DuplicateCheck", "Recheck", "signature_recheck"]
 
 
 Recheck = Callable[[LogRow], str | None]
-"""The problem with a row's stored verdict, reached again from its value (None: it holds)."""
+"""The problem with a row's stored verdict or columns, reached again from its value (None: it holds)."""
+
+READ_FROM_VALUE = (
+    "event_id", "event_type", "tenant_id", "task_id", "action_id", "tool", "outcome", "reasons", "trace_id", "traceparent", "event_time",
+)  # fmt: skip
+"""The columns the audit service reads from a record's value and headers (`records._fields`)."""
+
+# Refusals that keys changed since may lift: a key unknown then and registered since, a signer allowed since (an
+# operator or a client added), a grace window set longer. Any other refusal (a signature that does not verify, none at
+# all, a value outside the contract) is a function of the stored bytes alone, so a row stored refused for it whose
+# value verifies now was not refused by the audit service.
+_KEYS_CHANGED_SINCE = (ReasonCode.UNKNOWN_KEY.value, ReasonCode.SIGNER_NOT_ALLOWED.value, ReasonCode.SIGNER_RETIRED.value)
+
+
+def _kafka_headers(stored: Sequence[dict[str, str]]) -> list[tuple[str, bytes | None]]:
+    """A row's headers as the Kafka record carried them (`records._headers` stored `v` as text, `b64` when not)."""
+    return [(h["k"], h["v"].encode() if "v" in h else base64.b64decode(h["b64"]) if "b64" in h else None) for h in stored]
+
+
+def _differs(row: LogRow, again: Observed) -> list[str]:
+    return [name for name in READ_FROM_VALUE if getattr(row, name) != getattr(again, name)]
 
 
 def signature_recheck(check: SignatureCheck, prefix: str, bounds: Bounds) -> Recheck:
     """A `Recheck` that observes a row's value again as the audit service did (`check`: the history authority).
 
-    Only a row stored as a valid event is asked about: one the authority refuses now claims a signature it
-    does not carry (or a key that was taken out of the keyring: keep retired public keys). A row stored as
-    refused is not: a key registered since may verify it now, and a refused event grants nothing.
+    A row stored as a valid event that the authority refuses now claims a signature it does not carry (or a key was
+    taken out of the keyring: keep retired public keys). A row stored as refused that verifies now is named unless keys
+    changed since may explain it (`_KEYS_CHANGED_SINCE`): a key registered since may verify it, and it granted nothing.
     """
 
     def recheck(row: LogRow) -> str | None:
-        if not row.valid:
-            return None
         stamp_ms = (row.kafka_ts - EPOCH) // timedelta(milliseconds=1)
         again = observe(
             topic=row.topic, partition=row.partition, offset=row.kafka_offset, timestamp_ms=stamp_ms, timestamp_type=row.ts_type,
-            key=row.key, value=row.value, headers=None, prefix=prefix, bounds=bounds, check=check,
+            key=row.key, value=row.value, headers=_kafka_headers(row.headers), prefix=prefix, bounds=bounds, check=check,
         )  # fmt: skip
-        if again.valid:
-            return None
-        return f"stored as a valid event, but its value does not verify: {again.invalid_reason} (a row the audit service did not write?)"
+        if row.valid and not again.valid:
+            why = again.invalid_reason
+            return f"stored as a valid event, but its value does not verify: {why} (a row the audit service did not write?)"
+        if differs := _differs(row, again):
+            said = "; ".join(f"{name} {getattr(row, name)!r}, its value says {getattr(again, name)!r}" for name in differs)
+            return f"its columns say other than its value: {said} (a row the audit service did not write)"
+        if not row.valid and again.valid and not (row.invalid_reason or "").startswith(_KEYS_CHANGED_SINCE):
+            return (
+                f"stored as refused ({row.invalid_reason}), but its value verifies, and no change of keys since explains it "
+                "(a row the audit service did not write)"
+            )
+        return None
 
     return recheck
+
+
+@dataclass
+class DuplicateCheck:
+    """Whether each row flagged `duplicate` duplicates something: a valid, unflagged row of the same event id.
+
+    The service flags a valid event whose id a valid, unflagged row already holds (`chain.chain_records`). `duplicate`
+    is a column the readers trust (`explain` skips a flagged row): a genuine approval flagged so disappeared from its
+    task's story, chain and checkpoints signed anew by a superuser (auditor1 F2). Fed every row of the log (`feed`), it
+    names each flagged row whose event no unflagged valid row holds. A log pruned into archives may have lost that row,
+    so there nothing is named. (Two unflagged rows of one id are not named: two copies of the service appending the
+    same event on two partitions at once each flag neither, as designed.)
+    """
+
+    unflagged: set[str] = field(default_factory=set)
+    flagged: dict[str, LogRow] = field(default_factory=dict)  # the first flagged row of each event id (to name it)
+
+    def feed(self, row: LogRow) -> None:
+        """Count one row (rows of any chain, in any order)."""
+        if not row.valid or not row.event_id:
+            return
+        if row.duplicate:
+            self.flagged.setdefault(row.event_id, row)
+        else:
+            self.unflagged.add(row.event_id)
+
+    def problems(self, *, pruned: bool) -> list[tuple[LogRow, str]]:
+        """Each flagged row that duplicates nothing, with why; `pruned`: whether any chain was pruned into an archive."""
+        if pruned:
+            return []
+        return [
+            (row, f"flagged a duplicate of event {event_id}, but no other valid row holds that event (its only copy hidden?)")
+            for event_id, row in self.flagged.items()
+            if event_id not in self.unflagged
+        ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +24,7 @@ from prometheus_client import REGISTRY
 
 import schemas as s
 from schemas.examples import sample_events
-from servicekit import ADMIN, KitSettings, kafka_options
+from servicekit import KitSettings
 from servicekit.dbroles import service_database_url
 from services.audit.app import build as build_audit
 from services.audit.handlers import Recorder
@@ -36,17 +35,6 @@ from services.audit.settings import AuditSettings
 pytestmark = pytest.mark.integration
 
 SETTINGS = AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=2000)
-
-
-@pytest.fixture
-async def producer(kit: KitSettings) -> AsyncIterator[AIOKafkaProducer]:
-    """Whoever writes the genuine records (the bus is out of the database login's reach)."""
-    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
-    await prod.start()
-    try:
-        yield prod
-    finally:
-        await prod.stop()
 
 
 def a_result_event() -> bytes:

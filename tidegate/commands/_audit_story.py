@@ -11,16 +11,19 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
+from servicekit import ToolCatalog, deployment_authority
 from services.audit import (
     ArchiveError,
     PostgresAuditLog,
     PrunedBefore,
+    Recheck,
     SearchFilters,
     SeveralTenants,
     StoryLine,
     explain_task,
     pruned_before,
     search,
+    signature_recheck,
     story,
     task_rows_of,
     tasks_of_action,
@@ -143,6 +146,13 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
+def _recheck() -> Recheck:
+    """Each row observed again from its own value with the deployment's keys, as `verify --signatures` does."""
+    kit = settings()
+    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    return signature_recheck(deployment_authority(kit, tools, history=True).check, kit.topic_prefix, kit.bounds)
+
+
 def explain(
     task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
@@ -158,7 +168,9 @@ def explain(
     async def go(log: PostgresAuditLog) -> tuple[Any, PrunedBefore | None]:
         pruned = await pruned_before(log, prefix)
         found = await _task_log(log, task_id, prefix, tenant, archives)
-        return None if found is None else await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2])), pruned
+        if found is None:
+            return None, pruned
+        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=_recheck())), pruned
 
     explanation, pruned = run(with_audit_log(go))
     if explanation is None or explanation.records == 0:
