@@ -106,10 +106,14 @@ def demo_tasks(tenant_id: str = "acme", run_id: str | None = None, orders: dict[
     run = run_id or uuid.uuid4().hex[:8]
     by_id = {t.ticket_id: t for t in TICKETS}
     orders = orders or {}
+    requester = f"demo@{tenant_id}.example"  # the tenant's own person: globex's tasks were asked by acme's (auditor1)
     return [
-        ticket_task(by_id[c.ticket_id], tenant_id=tenant_id, task_id=f"demo-{run}-{c.ticket_id}", order_id=orders.get(c.ticket_id))
+        ticket_task(
+            by_id[c.ticket_id], tenant_id=tenant_id, task_id=f"demo-{run}-{c.ticket_id}", order_id=orders.get(c.ticket_id),
+            requested_by=requester,
+        )
         for c in DEMO_CASES
-    ]
+    ]  # fmt: skip
 
 
 FRESH_ORDER_TICKETS = ("T-1001", "T-1002")

@@ -83,3 +83,9 @@ def test_demo_tasks_cover_every_case_with_fresh_orders_where_asked():
     first = tasks[0]
     assert (first.input["order_id"], first.input["amount_usd"], first.input["payee_id"]) == ("O-500199", 42.5, "cus_1001")
     assert len(next(t for t in tasks if t.input["ticket_id"] == "T-1006").input["recipients"]) == 200
+
+
+def test_a_tenants_demo_tasks_are_asked_by_that_tenants_own_person():
+    # `explain` of globex's demo tasks said "requested by demo@acme.example": another tenant's person (auditor1).
+    assert {t.requested_by for t in demo_tasks("acme", run_id="r1")} == {"demo@acme.example"}
+    assert {(t.tenant_id, t.requested_by) for t in demo_tasks("globex", run_id="r1")} == {("globex", "demo@globex.example")}
