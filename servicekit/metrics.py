@@ -37,7 +37,10 @@ from servicekit.task_outcomes import outcome_of
 
 __all__ = [
     "METRICS",
+    "observe_audit_checkpoint_refused",
+    "observe_audit_checkpoints",
     "observe_audit_conflict",
+    "observe_audit_restore",
     "observe_broker_silence",
     "observe_database_retry",
     "observe_handled",
@@ -199,11 +202,42 @@ AUDIT_CONFLICTS = Counter(
     ["topic"],
 )
 
+AUDIT_CHECKPOINTS_REFUSED = Counter(
+    "tidegate_audit_checkpoints_refused",
+    "Checkpoints the audit service signed that the database did not store, though no other copy of the service had taken "
+    "their id (something refuses inserts into audit.checkpoints: a trigger, a rule, a revoked grant): the heads stay unsigned "
+    "and every verify mode would accept a rewrite of them. Tried again at every tick, counted at each.",
+)
+
+AUDIT_CHECKPOINT_AGE = Gauge(
+    "tidegate_audit_checkpoint_age_seconds",
+    "Seconds since the newest checkpoint stored in audit.checkpoints was taken (none stored: since the audit service "
+    "started), as the audit service saw it at its last tick.",
+)
+
+AUDIT_UNSIGNED_ROWS = Gauge(
+    "tidegate_audit_unsigned_rows",
+    "Rows of the audit log past the heads the newest stored checkpoint signed (its own checkpoint topic's chain left out): "
+    "recorded, not signed yet.",
+)
+
+AUDIT_CHECKPOINT_INTERVAL = Gauge(
+    "tidegate_audit_checkpoint_interval_seconds",
+    "How often the audit service checks its chain heads and signs them if they moved (TIDEGATE_AUDIT_CHECKPOINT_INTERVAL_S).",
+)
+
+AUDIT_RESTORES = Counter(
+    "tidegate_audit_restores",
+    "Starts of the audit service that found its database behind the checkpoints published on the bus and took it for a "
+    "restored backup (audit.restores): a restore the operators did, or checkpoints deleted from the database.",
+)
+
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, REPEATS_UNANSWERED, SHADOW,
     APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
-    ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES,
+    ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES, AUDIT_CHECKPOINTS_REFUSED, AUDIT_CHECKPOINT_AGE, AUDIT_UNSIGNED_ROWS,
+    AUDIT_CHECKPOINT_INTERVAL, AUDIT_RESTORES,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -345,6 +379,26 @@ def observe_audit_conflict(topic: str) -> None:
     """Count one conflict the audit service found (`services/audit/chain.py` `Conflict`)."""
     with contextlib.suppress(Exception):
         AUDIT_CONFLICTS.labels(topic).inc()
+
+
+def observe_audit_checkpoint_refused() -> None:
+    """Count one checkpoint the database did not store though its id was free (`services/audit/handlers.py` `Checkpointer`)."""
+    with contextlib.suppress(Exception):
+        AUDIT_CHECKPOINTS_REFUSED.inc()
+
+
+def observe_audit_checkpoints(age_s: float, unsigned_rows: int, interval_s: float) -> None:
+    """Set the age of the newest stored checkpoint, the rows past it and the checkpoint interval (the audit's checkpointer)."""
+    with contextlib.suppress(Exception):
+        AUDIT_CHECKPOINT_AGE.set(age_s)
+        AUDIT_UNSIGNED_ROWS.set(unsigned_rows)
+        AUDIT_CHECKPOINT_INTERVAL.set(interval_s)
+
+
+def observe_audit_restore() -> None:
+    """Count one start that took the audit's database for a restored backup (`Checkpointer.continue_after`)."""
+    with contextlib.suppress(Exception):
+        AUDIT_RESTORES.inc()
 
 
 def observe_queue(by_tenant: dict[str, dict[str, dict[str, float]]]) -> None:

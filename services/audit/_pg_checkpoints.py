@@ -30,7 +30,12 @@ def _checkpoint(record: asyncpg.Record) -> Checkpoint:
 
 
 async def _insert_checkpoint(conn: asyncpg.Connection | PoolConnectionProxy, checkpoint: Checkpoint) -> bool:
-    """Insert `checkpoint` (in the caller's transaction, as the writer); False if its id is taken in its scope."""
+    """Insert `checkpoint` (in the caller's transaction, as the writer); False if no row was stored.
+
+    That is its id taken in its scope (another copy of the service), or the insert swallowed (a trigger returning NULL,
+    a rule): `ON CONFLICT DO NOTHING` looks the same for both, so the caller reads the row with that id back
+    (`handlers.Checkpointer`) and says a refusal.
+    """
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.checkpoints (checkpoint_id, taken_at, heads, rows, key_id, signature, scope) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, checkpoint_id) DO NOTHING",

@@ -25,6 +25,7 @@ __all__ = [
     "chain_name",
     "checkpoint_needed",
     "heads_document",
+    "rows_past",
     "sign_checkpoint",
     "signature_valid",
     "signed_message",
@@ -144,6 +145,11 @@ def checkpoint_needed(heads: Mapping[tuple[str, int], Head], latest: Checkpoint 
         return bool(mine)
     before = {k: v for k, v in latest.heads.items() if split_chain_name(k)[0] != checkpoint_topic}
     return mine != before
+
+
+def rows_past(heads: Mapping[tuple[str, int], Head], signed: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many rows the chains `heads` hold past the heads `signed` (a checkpoint's; a chain it does not name: all its rows)."""
+    return sum(max(0, h.seq - int(signed.get(chain_name(topic, partition), {}).get("seq", 0))) for (topic, partition), h in heads.items())
 
 
 def to_event(cp: Checkpoint) -> AuditCheckpoint:

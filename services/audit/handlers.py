@@ -18,13 +18,21 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas import AuditCheckpoint
-from servicekit import Authority, SigningKey
+from servicekit import Authority, Keyring, SigningKey
 from servicekit.intake import Bounds
 from servicekit.liveness import Liveness
-from servicekit.metrics import observe_audit_conflict
+from servicekit.metrics import observe_audit_checkpoint_refused, observe_audit_checkpoints, observe_audit_conflict, observe_audit_restore
 from services.audit.acknowledgements import acknowledged_positions, detected_position
-from services.audit.chain import AppendResult, Conflict
-from services.audit.checkpoints import Checkpoint, checkpoint_needed, sign_checkpoint, to_event
+from services.audit.chain import AppendResult, Conflict, Head
+from services.audit.checkpoints import (
+    Checkpoint,
+    checkpoint_needed,
+    rows_past,
+    sign_checkpoint,
+    signature_valid,
+    split_chain_name,
+    to_event,
+)
 from services.audit.records import DEFAULT_BOUNDS, Observed, observe
 from services.audit.repository import AuditLog
 
@@ -148,7 +156,13 @@ class Recorder:
 
 @dataclass
 class Checkpointer:
-    """Signs the chain heads when they moved, stores the checkpoint, publishes it."""
+    """Signs the chain heads when they moved, stores the checkpoint, publishes it.
+
+    A checkpoint the database did not store is told apart from one another copy of the service stored first: the row
+    with its id is read back, and only one the audit key signed is a lost race. Anything else (no row: a trigger or rule
+    swallowed the insert; a row the key did not sign) is said once per incident at ERROR, counted at every tick
+    (`tidegate_audit_checkpoints_refused_total`) and tried again at the next tick: the heads are never taken as signed.
+    """
 
     log: AuditLog
     key: SigningKey
@@ -158,6 +172,10 @@ class Checkpointer:
     prefix: str = ""
     unpublished: list[Checkpoint] = field(default_factory=list)
     taken: int = 0
+    refused: int = 0
+    """Checkpoints the database did not store though no other copy of the service had taken their id."""
+    _refusing: int | None = field(default=None, repr=False)  # the first checkpoint id refused in the current incident
+    _started: datetime = field(default_factory=lambda: datetime.now(UTC), repr=False)
     _ticking: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     async def tick(self) -> Checkpoint | None:
@@ -175,21 +193,72 @@ class Checkpointer:
         latest = await self.log.latest_checkpoint(self.prefix)
         if checkpoint_needed(heads, latest, self.checkpoint_topic):
             cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC), scope=self.prefix)
-            if await self.log.add_checkpoint(cp):  # False: another copy of the service took this id
-                taken = cp
+            if await self._store(cp, self.log.add_checkpoint(cp)):
+                taken = latest = cp
                 self.taken += 1
                 self.unpublished.append(cp)
+            else:
+                latest = await self.log.latest_checkpoint(self.prefix)
+        self._observe(heads, latest)
         while self.unpublished:
             await self.publish(to_event(self.unpublished[0]))
             self.unpublished.pop(0)
         return taken
 
+    async def _store(self, cp: Checkpoint, insert: Awaitable[bool]) -> bool:
+        """Whether `insert` stored `cp`; a refusal (not a lost race: `_lost_race`) is said and counted."""
+        if await insert:
+            if self._refusing is not None:
+                log.warning(
+                    "audit: checkpoint %d stored: audit.checkpoints takes inserts again (%d refused since checkpoint %d was)",
+                    cp.checkpoint_id, self.refused, self._refusing,
+                )  # fmt: skip
+                self._refusing = None
+            return True
+        there = await self._stored_with_id(cp.checkpoint_id)
+        if there is not None and self._lost_race(cp, there):
+            return False
+        self.refused += 1
+        observe_audit_checkpoint_refused()
+        if self._refusing is None:
+            self._refusing = cp.checkpoint_id
+            found = "no row has its id" if there is None else f"the row with its id is not one the audit key signed ({there.key_id})"
+            log.error(
+                "audit: checkpoint %d was not stored: something refuses inserts into audit.checkpoints (%s); the heads stay "
+                "unsigned and it is tried again every %gs (counted in tidegate_audit_checkpoints_refused_total)",
+                cp.checkpoint_id, found, self.interval_s,
+            )  # fmt: skip
+        return False
+
+    def _lost_race(self, cp: Checkpoint, there: Checkpoint) -> bool:
+        """Whether `there`, the row with `cp`'s id, is `cp` or another copy of the service's: one the audit key signed."""
+        mine = Keyring({self.key.key_id: self.key.private.public_key()})
+        return there == cp or signature_valid(mine, there)
+
+    async def _stored_with_id(self, checkpoint_id: int) -> Checkpoint | None:
+        """The stored checkpoint `checkpoint_id` of the scope, if any (read back after an insert that stored none)."""
+        latest = await self.log.latest_checkpoint(self.prefix)
+        if latest is None or latest.checkpoint_id < checkpoint_id:
+            return None
+        if latest.checkpoint_id == checkpoint_id:
+            return latest
+        return next((c for c in await self.log.checkpoints(self.prefix) if c.checkpoint_id == checkpoint_id), None)
+
+    def _observe(self, heads: dict[tuple[str, int], Head], latest: Checkpoint | None) -> None:
+        """Export the newest stored checkpoint's age and the rows past it (the checkpoint topic's own chain left out)."""
+        mine = {tp: h for tp, h in heads.items() if tp[0] != self.checkpoint_topic}
+        signed = {k: v for k, v in (latest.heads if latest else {}).items() if split_chain_name(k)[0] != self.checkpoint_topic}
+        since = latest.taken_at if latest is not None else self._started
+        observe_audit_checkpoints((datetime.now(UTC) - since).total_seconds(), rows_past(mine, signed), self.interval_s)
+
     async def continue_after(self, published: Checkpoint | None) -> Checkpoint | None:
         """Called at start with the latest checkpoint published on the bus; returns the restore's checkpoint, or None.
 
-        If the database's latest checkpoint is older than the bus's, the database was restored from a backup. Then the
-        heads it holds now are signed at once, numbered after the published one (before any record is read again), and
-        stored as the restore's checkpoint: the ids continue, and `verify` knows which published checkpoints it superseded.
+        If the database's latest checkpoint is older than the bus's, the database was restored from a backup, or its newest
+        checkpoints were deleted: nothing in the database tells the two apart (docs/audit.md, "A database restored"). Then
+        the heads it holds now are signed at once, numbered after the published one (before any record is read again), and
+        stored as the restore's checkpoint: the ids continue, and `verify` names the restore and the published checkpoints
+        it superseded. It is said at ERROR and counted (`tidegate_audit_restores_total`, an alert): one nobody did is tampering.
         """
         async with self._ticking:
             latest = await self.log.latest_checkpoint(self.prefix)
@@ -198,15 +267,19 @@ class Checkpointer:
                 return None
             heads = await self.log.heads(self.prefix)
             cp = sign_checkpoint(self.key, published.checkpoint_id + 1, heads, datetime.now(UTC), scope=self.prefix)
-            if not await self.log.add_restore(cp, superseded_from=stored + 1):  # another copy of the service found it first
+            if not await self._store(cp, self.log.add_restore(cp, superseded_from=stored + 1)):  # another copy found it first, or refused
                 return None
-            log.warning(
-                "audit: the database is behind the bus (its latest checkpoint is %d, the bus's %d): restored from a backup; "
-                "checkpoint %d signs the heads it holds, and the records since are read again from the bus",
-                stored, published.checkpoint_id, cp.checkpoint_id,
+            observe_audit_restore()
+            log.error(
+                "audit: the database is behind the bus (its latest checkpoint is %d, the bus's %d): taken for a restore from a "
+                "backup; checkpoint %d signs the heads it holds, and the records since are read again from the bus. If nobody "
+                "restored the database, checkpoints %d..%d were deleted from it: tampering (`tidegate audit verify --bus` names "
+                "the restore and what it superseded)",
+                stored, published.checkpoint_id, cp.checkpoint_id, stored + 1, published.checkpoint_id,
             )  # fmt: skip
             self.taken += 1
             self.unpublished.append(cp)
+            self._observe(heads, cp)
             return cp
 
     async def run(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
@@ -38,7 +39,7 @@ from services.audit.checkpoint_check import (
     prune_anchor,
     within_restore,
 )
-from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
+from services.audit.checkpoints import Checkpoint, Restore, rows_past, signature_valid, split_chain_name
 from services.audit.conflict_check import AcknowledgedConflict, conflict_breaks
 from services.audit.repository import AuditLog
 from services.audit.signature_check import Recheck, signature_recheck
@@ -47,7 +48,10 @@ __all__ = [
     "AcknowledgedConflict",
     "Break",
     "ChainChecker",
+    "NewestCheckpoint",
     "Recheck",
+    "RestoreSeen",
+    "SupersededCheckpoint",
     "VerifyReport",
     "anchor_heads",
     "check_checkpoints",
@@ -56,6 +60,47 @@ __all__ = [
     "starting_heads",
     "verify_log",
 ]
+
+
+class NewestCheckpoint(BaseModel):
+    """The newest checkpoint verify knows (stored, or with `--bus` published) and what the log holds past it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    taken_at: datetime
+    age_s: float
+    """Seconds between `taken_at` and the verify."""
+
+
+class SupersededCheckpoint(BaseModel):
+    """A checkpoint published on the bus that a restore superseded (it is not in the database)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    taken_at: datetime
+    rows_past_restore: int
+    """Rows it signed past the heads the restore's checkpoint signed: checked again by count only, not by hash."""
+
+
+class RestoreSeen(BaseModel):
+    """A restore recorded in `audit.restores`: the audit service found its database behind the bus on starting.
+
+    Nothing in the database tells a restore from a backup apart from checkpoints deleted before a start
+    (docs/audit.md): one nobody performed is tampering.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    checkpoint_id: int
+    """The restore's checkpoint: it signs the heads the database held when the service started on it."""
+    superseded_from: int
+    """The first checkpoint id it superseded (through `checkpoint_id` - 1)."""
+    taken_at: datetime | None
+    """When the service took the restore's checkpoint (None: that checkpoint is missing, a break)."""
+    superseded: list[SupersededCheckpoint] | None = None
+    """The published checkpoints it superseded (`--bus`); None: the bus was not read."""
 
 
 class VerifyReport(BaseModel):
@@ -82,6 +127,12 @@ class VerifyReport(BaseModel):
     """The recorded conflicts an operator on the allow-list acknowledged (signed): shown, not breaks."""
     signatures_checked: int | None = None
     """Rows stored as valid events whose verdict was reached again (`--signatures`); None: not asked."""
+    newest: NewestCheckpoint | None = None
+    """The newest checkpoint (None: the log has none)."""
+    rows_unsigned: int = 0
+    """Rows the chains hold past the heads `newest` signed (all of them without one): not signed yet."""
+    restores: list[RestoreSeen] = []
+    """Every restore recorded (`audit.restores`), with the published checkpoints each superseded when the bus was read."""
 
     @property
     def ok(self) -> bool:
@@ -116,13 +167,16 @@ async def verify_log(
     restores = await log.restores(prefix)
     breaks: list[Break] = []
     superseded: list[tuple[Checkpoint, Checkpoint]] = []
-    for cp in extra_checkpoints:
+    extra = list(extra_checkpoints)
+    for cp in extra:
         stored = by_id.get(cp.checkpoint_id)
         restore = next((r for r in restores if r.supersedes(cp.checkpoint_id) and r.checkpoint_id in by_id), None)
         if stored is None and restore is not None:  # taken before the database was restored from a backup
             superseded.append((cp, by_id[restore.checkpoint_id]))
         elif stored is None:
-            breaks.append(checkpoint_break(cp, "published on the bus but missing from the database"))
+            breaks.append(
+                checkpoint_break(cp, "published on the bus but missing from the database, and no restore (audit.restores) explains it")
+            )
             by_id[cp.checkpoint_id] = cp
         elif (stored.heads, stored.rows, stored.signature) != (cp.heads, cp.rows, cp.signature):
             breaks.append(checkpoint_break(cp, "differs from the copy published on the bus"))
@@ -168,6 +222,7 @@ async def verify_log(
     acks = await log.acknowledgements(prefix)
     conflicted, acknowledged = conflict_breaks(judge(conflicts, acks, operators))
     breaks += conflicted + verdict_breaks
+    newest = checkpoints[-1] if checkpoints else None
     return VerifyReport(
         rows=sum(c.rows for c in checkers.values()),
         chains=len(checkers),
@@ -181,7 +236,39 @@ async def verify_log(
         conflicts=len(conflicts),
         acknowledged=acknowledged,
         signatures_checked=rechecked if recheck is not None else None,
+        newest=_newest(newest),
+        rows_unsigned=rows_past(await log.heads(prefix), newest.heads if newest is not None else {}),
+        restores=_restores_seen(restores, by_id, superseded, bus=bool(extra)),
     )
+
+
+def _newest(cp: Checkpoint | None) -> NewestCheckpoint | None:
+    """`cp`, the newest checkpoint, with its age now."""
+    if cp is None:
+        return None
+    return NewestCheckpoint(checkpoint_id=cp.checkpoint_id, taken_at=cp.taken_at, age_s=(datetime.now(UTC) - cp.taken_at).total_seconds())
+
+
+def _restores_seen(
+    restores: Iterable[Restore], by_id: dict[int, Checkpoint], superseded: list[tuple[Checkpoint, Checkpoint]], *, bus: bool
+) -> list[RestoreSeen]:
+    """Every restore, each with the published checkpoints it superseded (when the bus was read)."""
+    seen = []
+    for r in restores:
+        mine = [
+            SupersededCheckpoint(
+                checkpoint_id=cp.checkpoint_id,
+                taken_at=cp.taken_at,
+                rows_past_restore=sum(signed for _, signed in past_restore(cp, restored).values()),
+            )
+            for cp, restored in superseded
+            if restored.checkpoint_id == r.checkpoint_id
+        ]
+        taken = by_id[r.checkpoint_id].taken_at if r.checkpoint_id in by_id else None
+        seen.append(
+            RestoreSeen(checkpoint_id=r.checkpoint_id, superseded_from=r.superseded_from, taken_at=taken, superseded=mine if bus else None)
+        )
+    return seen
 
 
 async def _start(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -171,6 +172,7 @@ def verify(
             f"in {report.seconds:.2f} s ({rate:,.0f} rows/s)"
         )
         _print_start(report)
+        _print_signed(report)
         if report.signatures_checked is not None:
             console.print(f"observed {report.signatures_checked} row(s) stored as valid events again: their signatures checked")
         for acked in report.acknowledged:
@@ -233,6 +235,46 @@ def _print_start(report: VerifyReport) -> None:
             f"{report.rows_before} earlier row(s) were not re-hashed, {report.checkpoints_before} earlier checkpoint(s) "
             "checked for signature and id only"
         )
+
+
+def _when(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def _print_signed(report: VerifyReport) -> None:
+    """The newest checkpoint and the rows past it; every restore, and what each superseded (`--bus`)."""
+    newest = report.newest
+    if newest is None:
+        console.print(f"[yellow]no checkpoint:[/] none of the {report.rows_unsigned} row(s) is signed yet")
+    else:
+        console.print(
+            f"newest checkpoint: {newest.checkpoint_id}, taken {_when(newest.taken_at)} ({_age(newest.age_s)} ago); "
+            f"{report.rows_unsigned} row(s) lie past it, unsigned yet"
+        )
+    for r in report.restores:
+        taken = f"taken {_when(r.taken_at)}" if r.taken_at is not None else "missing"
+        console.print(
+            f"[yellow]restore:[/] checkpoint {r.checkpoint_id} ({taken}) signs the heads the database held when the audit service "
+            f"found it behind the bus; checkpoints {r.superseded_from}..{r.checkpoint_id - 1} were superseded. If nobody restored "
+            "the database from a backup, they were deleted from it: tampering (docs/audit.md)",
+            soft_wrap=True,
+        )
+        if r.superseded is None:
+            console.print("  add --bus to check the published checkpoints it superseded")
+        for cp in r.superseded or ():
+            console.print(
+                f"  superseded: checkpoint {cp.checkpoint_id} (taken {_when(cp.taken_at)}): its heads up to the restored ones are "
+                f"checked by hash; the {cp.rows_past_restore} row(s) it signed past them by count only (recorded again from "
+                "the bus, they hash anew; `--content` compares them with the bus while it holds them)",
+                soft_wrap=True,
+            )
 
 
 def _print_completeness(c: CompletenessReport) -> None:

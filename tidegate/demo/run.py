@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import shutil
 import subprocess
 import sys
@@ -280,7 +281,14 @@ def _verify_audit(console: Console) -> str:
     output = (done.stdout + done.stderr).strip()
     if output:
         console.print(output)
-    return "verified" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+    if done.returncode != 0:
+        return f"FAILED (exit {done.returncode})"
+    checked = re.search(r"checked\s+(\d+)\s+rows\s+in\s+\d+\s+chain\(s\)\s+and\s+(\d+)\s+checkpoint\(s\)", done.stdout)
+    if checked is None:
+        return "intact"
+    rows, checkpoints = int(checked[1]), int(checked[2])
+    signed = f"{checkpoints} checkpoint(s) verified" if checkpoints else "no checkpoint signed yet"  # "verified" only of what was signed
+    return f"intact ({rows} rows; {signed})"
 
 
 async def fresh_orders(pool: Any, tenant: str, suffix: str | None = None) -> dict[str, str]:
