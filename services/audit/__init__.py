@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     )
     from services.audit.records import observe
     from services.audit.repository import PostgresAuditLog, SearchFilters
-    from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_before
+    from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_after, checkpoint_before
     from services.audit.settings import AuditSettings
     from services.audit.signature_check import Recheck
     from services.audit.verify import VerifyReport, signature_recheck, starting_heads, verify_log
@@ -72,6 +72,7 @@ __all__ = [
     "build",
     "check_complete",
     "check_content",
+    "checkpoint_after",
     "checkpoint_before",
     "explain_task",
     "list_conflicts",
@@ -101,6 +102,7 @@ _HOME = {
     "ArchiveRefused": "retention",
     "archive_log": "retention",
     "checkpoint_before": "retention",
+    "checkpoint_after": "retention",
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Missing": "completeness",

@@ -22,7 +22,7 @@ from services.audit.checkpoint_check import anchor_heads, check_checkpoints, pru
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
 from services.audit.repository import AuditLog
 
-__all__ = ["ArchiveRefused", "Archived", "archive_log", "checkpoint_before"]
+__all__ = ["ArchiveRefused", "Archived", "archive_log", "checkpoint_after", "checkpoint_before"]
 
 
 class ArchiveRefused(RuntimeError):
@@ -54,6 +54,11 @@ async def checkpoint_before(log: AuditLog, prefix: str, before: datetime) -> Che
     return taken[-1] if taken else None
 
 
+async def checkpoint_after(log: AuditLog, prefix: str, after: datetime) -> Checkpoint | None:
+    """The oldest checkpoint of `prefix` taken at or after `after`."""
+    return next((cp for cp in await log.checkpoints(prefix) if cp.taken_at >= after), None)
+
+
 async def archive_log(
     log: AuditLog,
     keyring: Keyring,
@@ -61,12 +66,16 @@ async def archive_log(
     *,
     prefix: str,
     through: int,
+    after: int | None = None,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Archived:
     """Write every row after the last prune's anchor through checkpoint `through`'s heads to `path`, checking each chain.
 
+    `after`: start after the heads checkpoint `after` signed instead (an export of a window, `tidegate audit export`: the
+    same file, checked offline the same way; no prune takes it, since it does not start at the last prune's anchor).
+
     Raises:
-        LookupError: `through` is not a checkpoint of `prefix`, or is not after the last prune.
+        LookupError: `through` (or `after`) is not a checkpoint of `prefix`, or is not after the last prune.
         ArchiveRefused: A chain, a checkpoint or a prune record does not check out (no file is left).
     """
     by_id = {cp.checkpoint_id: cp for cp in await log.checkpoints(prefix)}
@@ -79,6 +88,14 @@ async def archive_log(
     first_id = previous.checkpoint_id + 1 if previous is not None else 1
     if through < first_id:
         raise LookupError(f"the log is pruned through checkpoint {first_id - 1}: archive a later checkpoint")
+    if after is not None:
+        if after < first_id - 1 or after >= through:
+            raise LookupError(f"checkpoint {after} is not between the last prune's ({first_id - 1}) and checkpoint {through}")
+        if (previous := by_id.get(after)) is None:
+            raise LookupError(f"no checkpoint {after} in the log of {prefix!r}")
+        if not signature_valid(keyring, previous):
+            raise ArchiveRefused([Break(topic="*", partition=-1, checkpoint_id=after, problem="signature is not valid for a trusted key")])
+        first_id = after + 1
     if not signature_valid(keyring, target):
         raise ArchiveRefused([Break(topic="*", partition=-1, checkpoint_id=through, problem="signature is not valid for a trusted key")])
     between = [cp for k, cp in sorted(by_id.items()) if first_id <= k <= through]

@@ -11,12 +11,20 @@ import typer
 from rich.markup import escape
 
 from servicekit import Keyring
-from services.audit import ArchiveRefused, ArchiveReport, PostgresAuditLog, archive_log, checkpoint_before, verify_archives
+from services.audit import (
+    ArchiveRefused,
+    ArchiveReport,
+    PostgresAuditLog,
+    archive_log,
+    checkpoint_after,
+    checkpoint_before,
+    verify_archives,
+)
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 from tidegate.commands._progress import progress_display
 
-__all__ = ["archive", "checked_archives", "print_archives", "verify_archives_only"]
+__all__ = ["archive", "checked_archives", "export", "print_archives", "verify_archives_only"]
 
 
 def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
@@ -114,3 +122,57 @@ def archive(
         )
     else:
         console.print(f"nothing removed (add --prune to remove the {done.prunable_rows} row(s) it holds below the heads)")
+
+
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="The file to write (gzip'd JSON lines, an archive's format); refused if it exists."),
+    since: str = typer.Option(..., "--since", help="From this time (ISO 8601, or a duration ago: 1d): the newest checkpoint before it."),
+    until: str | None = typer.Option(
+        None, "--until", help="Through this time (ISO 8601, or a duration ago): the first checkpoint at or after it; default: the newest."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Evidence of a window for an auditor: every row between two signed checkpoints, in a file anyone can verify offline.
+
+    The file holds the rows of every chain from the newest checkpoint before --since through the first one at or after
+    --until (so the window, and around it the rows up to those checkpoints), each checkpoint between with its signature,
+    and nothing is removed. `tidegate audit verify --archive FILE` checks it with the audit's public key alone, and
+    `tidegate audit explain TASK --archive FILE` tells a task from it.
+    """
+    if out.exists():
+        fail(f"--out: {out} exists; an export is never overwritten")
+    kit = settings()
+    start, end = when(since), when(until) if until is not None else None
+
+    async def go(log: PostgresAuditLog) -> Any:
+        after = await checkpoint_before(log, kit.topic_prefix, start)
+        checkpoints = await log.checkpoints(kit.topic_prefix)
+        through = await checkpoint_after(log, kit.topic_prefix, end) if end is not None else (checkpoints[-1] if checkpoints else None)
+        if through is None:
+            newest = f" (the newest is checkpoint {checkpoints[-1].checkpoint_id}, taken {checkpoints[-1].taken_at:%Y-%m-%d %H:%M:%S})"
+            raise ConnectionError(
+                "no checkpoint signs the end of that window yet" + (newest if checkpoints else "") + ": the rows past the newest "
+                "checkpoint are signed by none; export through it (omit --until), or wait for the next"
+            )
+        with progress_display({"rows": f"exporting through checkpoint {through.checkpoint_id}"}, quiet=as_json) as progress:
+            try:
+                return await archive_log(
+                    log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through.checkpoint_id,
+                    after=after.checkpoint_id if after is not None else None, progress=lambda n, total: progress("rows", n, total),
+                )  # fmt: skip
+            except LookupError as exc:
+                raise ConnectionError(str(exc)) from None
+            except ArchiveRefused as exc:
+                raise ConnectionError(f"refused, nothing written: {exc}") from None
+
+    done = run(with_audit_log(go))
+    if as_json:
+        console.print_json(done.model_dump_json())
+        return
+    begin = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
+    console.print(
+        f"wrote {shown(done.path)}: {done.rows} rows of {done.chains} chain(s), {begin} through checkpoint {done.checkpoint_id}, "
+        "every chain checked; nothing removed"
+    )
+    console.print(f"sha256 {done.sha256}")
+    console.print(f"check it anywhere with the audit's public key: tidegate audit verify --archive {shown(done.path)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from tidegate.commands import _audit_conflicts
-from tidegate.commands._audit_archive import archive
+from tidegate.commands._audit_archive import archive, export
 from tidegate.commands._audit_story import explain, search_, show
 from tidegate.commands._audit_verify import verify
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command()(verify)
 app.command()(archive)
+app.command()(export)
 app.command()(show)
 app.command()(explain)
 app.command("search")(search_)

@@ -241,3 +241,45 @@ async def test_from_checkpoint_checks_only_the_tail(two_checkpoints: KitSettings
     assert f"{kit.topic_prefix}tasks[1] seq 25" in result.said
     assert "checked 17 rows" in result.said  # 11 rows of chain 0 (seq 20..30), chain 1 up to its broken link (20..25)
     assert (await _cli(kit, "verify", "--from-checkpoint", "9")).exit_code == 1
+
+
+async def test_an_export_of_a_window_verifies_offline_and_removes_nothing(two_checkpoints: KitSettings, tmp_path: Path) -> None:
+    """An auditor's evidence of one window (auditor1 F4): the rows between two signed checkpoints, checked with the key alone."""
+    kit = two_checkpoints
+    await _append_and_checkpoint(kit, 2 * ROWS)  # checkpoint 3 signs seq 30
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        taken = {r["checkpoint_id"]: r["taken_at"] for r in await conn.fetch("SELECT checkpoint_id, taken_at FROM audit.checkpoints "
+                                                                              "WHERE scope = $1", kit.topic_prefix)}  # fmt: skip
+        before = await conn.fetchval("SELECT count(*) FROM audit.log WHERE topic = $1", kit.topic_prefix + "tasks")
+    finally:
+        await conn.close()
+    window = tmp_path / "window.gz"
+    since, until = (taken[1] + (taken[2] - taken[1]) / 2).isoformat(), taken[2].isoformat()  # within checkpoint 2's stretch
+    result = await _cli(kit, "export", "--since", since, "--until", until, "--out", str(window))
+    assert result.exit_code == 0, result.output
+    assert "20 rows of 2 chain(s), after checkpoint 1 through checkpoint 2, every chain checked; nothing removed" in result.said
+    nowhere = "postgresql://nobody@127.0.0.1:1/none"  # the auditor's machine: the file and the audit's public key
+    checked = await _cli(kit, "verify", "--archive", str(window), database_url=nowhere)
+    assert checked.exit_code == 0, checked.output
+    assert "1 archive(s) check out" in checked.said
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM audit.log WHERE topic = $1", kit.topic_prefix + "tasks") == before
+    finally:
+        await conn.close()
+
+    lines = gzip.decompress(window.read_bytes()).splitlines()
+    row = json.loads(lines[3])
+    row["outcome"] = "allow"  # the evidence edited on its way to the auditor
+    lines[3] = json.dumps(row).encode()
+    window.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    edited = await _cli(kit, "verify", "--archive", str(window), database_url=nowhere)
+    assert edited.exit_code == 1
+    assert "row edited" in edited.said
+
+    again = await _cli(kit, "export", "--since", since, "--out", str(window))
+    assert again.exit_code != 0
+    assert "never overwritten" in again.said
+    newest = await _cli(kit, "export", "--since", since, "--out", str(tmp_path / "to-now.gz"))  # through the newest checkpoint
+    assert "after checkpoint 1 through checkpoint 3" in newest.said
