@@ -12,9 +12,10 @@ the one signed, unchanged; every row after it is checked as always.
 The hashes prove the rows were not changed since they were written, not that the audit service wrote them:
 its database login may INSERT. So `verify` also reports every conflict the service recorded (`audit.conflicts`:
 a record the bus delivered at a position whose row holds other content) that no operator acknowledged
-(`conflict_check.py`), and, with `recheck` (`signature_check.py`, `--signatures`), re-observes each row stored
-as a valid event: a row that claims a signature its value does not carry is named. Comparing every row with
-the bus is `content.py` (`--content`).
+(`conflict_check.py`), and, with `recheck` (`signature_check.py`, `--signatures`), re-observes every row from its
+own value: a row that claims a signature its value does not carry, whose columns say other than its value, or stored
+refused for no reason a change of keys explains, is named, and so is a row flagged a duplicate of an event no other
+valid row holds (`DuplicateCheck`). Comparing every row with the bus is `content.py` (`--content`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from services.audit.checkpoint_check import (
 from services.audit.checkpoints import Checkpoint, Restore, rows_past, signature_valid, split_chain_name
 from services.audit.conflict_check import AcknowledgedConflict, conflict_breaks
 from services.audit.repository import AuditLog
-from services.audit.signature_check import Recheck, signature_recheck
+from services.audit.signature_check import DuplicateCheck, Recheck, signature_recheck
 
 __all__ = [
     "AcknowledgedConflict",
@@ -197,6 +198,7 @@ async def verify_log(
     chain_breaks: list[Break] = []
     verdict_breaks: list[Break] = []
     rechecked = 0
+    duplicates = DuplicateCheck()
     for topic, partition in sorted({*await log.chains(prefix), *anchors}):
         tp = (topic, partition)
         anchor = anchors.get(tp)
@@ -206,8 +208,9 @@ async def verify_log(
         )  # fmt: skip
         checkers[tp] = checker
         async for row in log.chain_rows(topic, partition, first=anchor.seq if anchor is not None else 1):
-            if recheck is not None and row.valid:
-                rechecked += 1
+            if recheck is not None:  # every row: a refused one too may be a genuine event recorded refused
+                rechecked += row.valid
+                duplicates.feed(row)
                 if (problem := recheck(row)) is not None:
                     verdict_breaks.append(Break(topic=topic, partition=partition, seq=row.seq, offset=row.kafka_offset, problem=problem))
             if not checker.feed(row):
@@ -222,6 +225,11 @@ async def verify_log(
     acks = await log.acknowledgements(prefix)
     conflicted, acknowledged = conflict_breaks(judge(conflicts, acks, operators))
     breaks += conflicted + verdict_breaks
+    # Rows before an anchor (a prune's, or --from-checkpoint's) were not read: the row a duplicate duplicates may be there.
+    breaks += [
+        Break(topic=row.topic, partition=row.partition, seq=row.seq, offset=row.kafka_offset, problem=problem)
+        for row, problem in duplicates.problems(pruned=bool(anchors))
+    ]
     newest = checkpoints[-1] if checkpoints else None
     return VerifyReport(
         rows=sum(c.rows for c in checkers.values()),

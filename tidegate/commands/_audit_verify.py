@@ -174,7 +174,10 @@ def verify(
         _print_start(report)
         _print_signed(report)
         if report.signatures_checked is not None:
-            console.print(f"observed {report.signatures_checked} row(s) stored as valid events again: their signatures checked")
+            console.print(
+                f"observed every row again from its own value ({report.signatures_checked} stored as valid events: their signatures "
+                "checked); each row's columns, verdict and duplicate flag held to it"
+            )
         for acked in report.acknowledged:
             console.print(f"[yellow]acknowledged:[/] {escape(acked.describe())}", soft_wrap=True)
         if report.ok:
