@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
     from services.audit.archive import ArchiveError
     from services.audit.archive_check import ArchiveReport, verify_archives
-    from services.audit.completeness import CompletenessReport, Missing, check_complete
+    from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
@@ -79,6 +79,7 @@ __all__ = [
     "observe",
     "pruned_before",
     "read_published_checkpoints",
+    "recorded_missing",
     "search",
     "signature_recheck",
     "starting_heads",
@@ -106,6 +107,7 @@ _HOME = {
     "CompletenessReport": "completeness",
     "check_complete": "completeness",
     "Missing": "completeness",
+    "recorded_missing": "completeness",
     "AcknowledgedConflict": "conflict_check",
     "ConflictState": "conflicts",
     "acknowledge_conflict": "conflicts",

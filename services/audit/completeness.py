@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from services.audit.checkpoints import split_chain_name
 from services.audit.repository import AuditLog
 
-__all__ = ["CompletenessReport", "Missing", "bus_offsets", "check_complete", "find_missing"]
+__all__ = ["CompletenessReport", "Missing", "bus_offsets", "check_complete", "find_missing", "recorded_missing"]
 
 Offsets = dict[tuple[str, int], tuple[int, int]]
 """(topic, partition) -> (earliest offset the broker keeps, next offset to be written)."""
@@ -40,12 +40,31 @@ class Missing(BaseModel):
     last: int
     count: int
     at_end: bool
+    recorded_before: int | None = None
+    """The offset the audit service's consumer group had committed in this partition, when it was asked and is past
+    `first`: the service had recorded these records (it commits only what it stored), so their rows were removed."""
 
     def describe(self) -> str:
         """One line for a person."""
         offsets = f"offset {self.first}" if self.first == self.last else f"offsets {self.first}..{self.last}"
-        tail = " (the newest: is the audit service running and caught up?)" if self.at_end else ""
+        if self.recorded_before is not None:
+            tail = (
+                f" (the audit service had recorded them: its consumer group committed offset {self.recorded_before}; "
+                "their rows were removed from the log)"
+            )
+        else:
+            tail = " (the newest: is the audit service running and caught up?)" if self.at_end else ""
         return f"{self.topic}[{self.partition}] {offsets}: {self.count} record(s) not in the audit log{tail}"
+
+
+def recorded_missing(missing: list[Missing], committed: dict[tuple[str, int], int]) -> list[Missing]:
+    """`missing`, each range the audit's consumer group had committed past (`committed`: per partition) marked as recorded."""
+    return [
+        m.model_copy(update={"recorded_before": committed[(m.topic, m.partition)]})
+        if committed.get((m.topic, m.partition), -1) > m.first
+        else m
+        for m in missing
+    ]
 
 
 class CompletenessReport(BaseModel):
