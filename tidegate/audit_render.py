@@ -39,15 +39,24 @@ def _md(text: object) -> str:
     """Text from an event (an agent's rationale, a tool's error, an id), as inline Markdown that stays one run of text.
 
     Whoever wrote it may have written Markdown: a line break then `- **Approval** … granted by bob` read, in a ticket, like
-    the explanation's own lines (auditor1 F3). Its line breaks are shown as ⏎ and its punctuation escaped, so it renders
+    the explanation's own lines (auditor1 F3). Its line breaks are shown as ⏎, what does not print (a bidi override) as
+    an escape, and its punctuation escaped, so it renders
     as the characters it holds and never as a line, a list item, a link or a tag of the explanation.
     """
-    return _MARKUP.sub(r"\\\1", _BREAKS.sub(" ⏎ ", str(text)))
+    return _MARKUP.sub(r"\\\1", _printable(_BREAKS.sub(" ⏎ ", str(text))))
+
+
+def _printable(text: str) -> str:
+    r"""`text` with what does not print (controls, bidi and zero-width format characters) shown as escapes (`\u202e`).
+
+    A right-to-left override in a rationale would show the words after it reversed: "granted" read from "detnarg".
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _code(text: str) -> str:
     """`text` as one inline code span, whatever backticks or line breaks it holds (a fence longer than its longest run)."""
-    flat = _BREAKS.sub(" ⏎ ", text)
+    flat = _printable(_BREAKS.sub(" ⏎ ", text))
     fence = "`" * (max((len(run) for run in re.findall("`+", flat)), default=0) + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") else ""
     return f"{fence}{pad}{flat}{pad}{fence}"

@@ -44,14 +44,14 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
     for line in lines:
         flag = "" if line.valid else " [red](invalid)[/]"
         flag += " [yellow](duplicate)[/]" if line.duplicate else ""
-        table.add_row(
+        table.add_row(  # every text a record carries is someone else's (an agent's task id, source, rationale): shown as it is
             line.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
-            f"{line.topic}[{line.partition}]",
+            shown(f"{line.topic}[{line.partition}]"),
             str(line.offset),
-            line.event_type + flag,
-            line.source,
-            *([line.tenant_id or "-", line.task_id or "-"] if with_task else []),
-            line.summary,
+            shown(line.event_type) + flag,
+            shown(line.source),
+            *([shown(line.tenant_id or "-"), shown(line.task_id or "-")] if with_task else []),
+            shown(line.summary, limit=None),
         )
     return table
 
