@@ -106,7 +106,7 @@ def replay(
             )
 
         table.add_row(
-            t.task_id + (f" ({t.tenant_id})" if ids.count(t.task_id) > 1 else ""),  # two tenants' tasks of one id: say whose
+            shown(t.task_id + (f" ({t.tenant_id})" if ids.count(t.task_id) > 1 else "")),  # two tenants' tasks of one id: say whose
             steps(t.then), steps(t.now), t.then.outcome or "—", t.now.outcome or "—",
             f"{t.then.cost_usd:.4f} → {t.now.cost_usd:.4f}", ", ".join(changed) or "same",
         )  # fmt: skip
@@ -470,7 +470,7 @@ def costs(
         table.add_column(col, justify="left" if col == by else "right")
     for g in doc["groups"]:
         table.add_row(
-            g["name"], str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
+            shown(g["name"]), str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
             f"{g['cost_per_completed_p95_usd']:.5f}", str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})",
             f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})", f"{g['expired_proposals']} ({g['expired_usd']:.5f})",
             f"{g['human_decisions']} ({g['human_review_usd']:.2f})", _outside_calls(g, by),
