@@ -61,6 +61,11 @@ def signature_recheck(check: SignatureCheck, prefix: str, bounds: Bounds) -> Rec
             topic=row.topic, partition=row.partition, offset=row.kafka_offset, timestamp_ms=stamp_ms, timestamp_type=row.ts_type,
             key=row.key, value=row.value, headers=_kafka_headers(row.headers), prefix=prefix, bounds=bounds, check=check,
         )  # fmt: skip
+        if row.valid and not again.valid and (again.invalid_reason or "").startswith(ReasonCode.UNKNOWN_KEY.value):
+            return (
+                f"stored as a valid event, but signed by a key this machine's keyring does not hold ({again.invalid_reason}): "
+                "not verified here (the keys folder, TIDEGATE_KEYS_DIR, must keep every public key, retired ones too)"
+            )
         if row.valid and not again.valid:
             why = again.invalid_reason
             return f"stored as a valid event, but its value does not verify: {why} (a row the audit service did not write?)"

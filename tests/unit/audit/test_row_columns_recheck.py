@@ -75,3 +75,13 @@ def test_a_flagged_duplicate_of_nothing_is_named_unless_the_log_was_pruned(kit: 
     assert row.seq == 1
     assert "no other valid row holds that event" in why
     assert hidden.problems(pruned=True) == []  # the unflagged row may be in an archive
+
+
+def test_a_row_signed_by_a_key_this_machine_lacks_is_said_so_not_called_forged(kit: KitSettings, tmp_path: Path) -> None:
+    elsewhere = KitSettings(keys_dir=tmp_path / "auditors-laptop")  # an auditor's machine without the deployment's keys
+    (tmp_path / "auditors-laptop").mkdir()
+    recheck = signature_recheck(deployment_authority(elsewhere, history=True).check, PREFIX, DEFAULT_BOUNDS)
+    said = recheck(granted_row(kit))
+    assert said is not None
+    assert "signed by a key this machine's keyring does not hold" in said
+    assert "TIDEGATE_KEYS_DIR" in said
