@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.archive import ArchiveError
+    from services.audit.archive import ArchiveError, read_archive
     from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
         tasks_of_action,
     )
     from services.audit.records import observe
-    from services.audit.repository import PostgresAuditLog, SearchFilters
+    from services.audit.repository import AuditLog, InMemoryAuditLog, PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_after, checkpoint_before
     from services.audit.settings import AuditSettings
     from services.audit.signature_check import Recheck
@@ -50,6 +50,7 @@ __all__ = [
     "ArchiveReport",
     "Archived",
     "AuditDeps",
+    "AuditLog",
     "AuditProcess",
     "AuditSettings",
     "Checkpointer",
@@ -57,6 +58,7 @@ __all__ = [
     "ConflictState",
     "ContentReport",
     "Explanation",
+    "InMemoryAuditLog",
     "LateReply",
     "Missing",
     "PostgresAuditLog",
@@ -78,6 +80,7 @@ __all__ = [
     "list_conflicts",
     "observe",
     "pruned_before",
+    "read_archive",
     "read_published_checkpoints",
     "recorded_missing",
     "search",
@@ -97,6 +100,7 @@ _HOME = {
     "AuditDeps": "app",
     "AuditProcess": "app",
     "ArchiveError": "archive",
+    "read_archive": "archive",
     "ArchiveReport": "archive_check",
     "verify_archives": "archive_check",
     "Archived": "retention",
@@ -132,6 +136,8 @@ _HOME = {
     "SeveralTenants": "reading",
     "observe": "records",
     "PostgresAuditLog": "repository",
+    "AuditLog": "repository",
+    "InMemoryAuditLog": "repository",
     "SearchFilters": "repository",
     "AuditSettings": "settings",
     "VerifyReport": "verify",

@@ -14,6 +14,8 @@ from rich.table import Table
 from servicekit import ToolCatalog, deployment_authority
 from services.audit import (
     ArchiveError,
+    AuditLog,
+    InMemoryAuditLog,
     PostgresAuditLog,
     PrunedBefore,
     Recheck,
@@ -22,6 +24,7 @@ from services.audit import (
     StoryLine,
     explain_task,
     pruned_before,
+    read_archive,
     search,
     signature_recheck,
     story,
@@ -56,7 +59,7 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
     return table
 
 
-async def _task_of(log: PostgresAuditLog, ident: str, prefix: str, tenant: str | None) -> tuple[str, str | None] | None:
+async def _task_of(log: AuditLog, ident: str, prefix: str, tenant: str | None) -> tuple[str, str | None] | None:
     """The task `ident` names, and whose (`tenant` when given, else the action's task's tenant if `ident` is an action id).
 
     Itself when the log has a record of that task, else the one task whose records name it as an action id. Says on
@@ -96,9 +99,7 @@ def _nothing(ident: str, tenant: str | None, pruned: PrunedBefore | None) -> str
 _ARCHIVE_HELP = "An archive `tidegate audit archive --out` wrote (repeatable): the task's records pruned from the log are read from it."
 
 
-async def _task_log(
-    log: PostgresAuditLog, ident: str, prefix: str, tenant: str | None, archives: list[Path]
-) -> tuple[Any, str, str | None] | None:
+async def _task_log(log: AuditLog, ident: str, prefix: str, tenant: str | None, archives: list[Path]) -> tuple[Any, str, str | None] | None:
     """Where to read the task `ident` names (the live log, or it with `archives`), the task, and whose; None: no record anywhere."""
     found = await _task_of(log, ident, prefix, tenant)
     if not archives:
@@ -146,11 +147,19 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
-def _recheck() -> Recheck:
-    """Each row observed again from its own value with the deployment's keys, as `verify --signatures` does."""
+def _recheck(prefix: str) -> Recheck:
+    """Each row of the deployment `prefix` observed again from its own value with the keys here, as `verify --signatures` does."""
     kit = settings()
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-    return signature_recheck(deployment_authority(kit, tools, history=True).check, kit.topic_prefix, kit.bounds)
+    return signature_recheck(deployment_authority(kit, tools, history=True).check, prefix, kit.bounds)
+
+
+def _scope(archives: list[Path]) -> str:
+    """The deployment (topic prefix) the first archive holds the chains of."""
+    try:
+        return read_archive(archives[0])[0].scope
+    except (ArchiveError, OSError) as exc:
+        fail(f"--archive: {exc}")
 
 
 def explain(
@@ -159,20 +168,25 @@ def explain(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
     archives: list[Path] = typer.Option([], "--archive", help=_ARCHIVE_HELP),
+    offline: bool = typer.Option(
+        False, "--offline", help="Read the task from the --archive files alone (an export or archive), no database: an auditor's machine."
+    ),
 ) -> None:
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
-    prefix = settings().topic_prefix
+    if offline and not archives:
+        fail("--offline reads the task from --archive files: give at least one (`tidegate audit export` writes one)")
+    prefix = _scope(archives) if offline else settings().topic_prefix
 
-    async def go(log: PostgresAuditLog) -> tuple[Any, PrunedBefore | None]:
-        pruned = await pruned_before(log, prefix)
+    async def go(log: AuditLog) -> tuple[Any, PrunedBefore | None]:
+        pruned = None if offline else await pruned_before(log, prefix)
         found = await _task_log(log, task_id, prefix, tenant, archives)
         if found is None:
             return None, pruned
-        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=_recheck())), pruned
+        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=_recheck(prefix))), pruned
 
-    explanation, pruned = run(with_audit_log(go))
+    explanation, pruned = run(go(InMemoryAuditLog()) if offline else with_audit_log(go))
     if explanation is None or explanation.records == 0:
         fail(_nothing(task_id, tenant, pruned))
     _start_pruned(explanation.task_id, explanation.submitted_at is not None, pruned, archives)

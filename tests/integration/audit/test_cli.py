@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 import schemas as s
 from schemas.examples import sample_events
-from servicekit import KitSettings, apply_migrations
+from servicekit import KitSettings, SigningKey, apply_migrations
 from services.audit.app import MIGRATIONS
+from services.audit.handlers import Checkpointer
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
 from tidegate.cli import app as cli
@@ -103,3 +104,33 @@ async def test_times_read_as_every_operator_command_reads_them_and_print_fixed_w
     assert "is not before --until" in inverted.output
     bad = await _cli(env, "search", "--since", "yesterday")
     assert (bad.exit_code, "Traceback" in bad.output) == (1, False)
+
+
+async def test_an_exported_window_explains_a_task_offline_as_the_database_does(env: dict[str, str], tmp_path: Path) -> None:
+    """An auditor's machine: the export file and the audit's public key, no database (auditor1 F4)."""
+    log = await PostgresAuditLog.connect(env["TIDEGATE_DATABASE_URL"])
+    try:
+        checkpointer = Checkpointer(
+            log=log, key=SigningKey.load_or_create(Path(env["TIDEGATE_KEYS_DIR"]), "audit"), publish=_nothing,
+            checkpoint_topic=env["TIDEGATE_TOPIC_PREFIX"] + "audit.checkpoints", interval_s=60, prefix=env["TIDEGATE_TOPIC_PREFIX"],
+        )  # fmt: skip
+        assert await checkpointer.tick() is not None
+    finally:
+        await log.close()
+    window = tmp_path / "window.gz"
+    exported = await _cli(env, "export", "--since", "1d", "--out", str(window))
+    assert exported.exit_code == 0, exported.output
+    online = await _cli(env, "explain", env["TASK"], "--format", "md")
+    offline_env = env | {"TIDEGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "TIDEGATE_TOPIC_PREFIX": "elsewhere."}
+    offline = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["audit", "explain", env["TASK"], "--archive", str(window), "--offline"], env=offline_env
+    )
+    assert offline.exit_code == 0, offline.output
+    assert offline.output == online.output  # the same story, read from the file alone (its scope, not this machine's prefix)
+    refused = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "explain", env["TASK"], "--offline"], env=offline_env)
+    assert refused.exit_code != 0
+    assert "give at least one" in refused.output
+
+
+async def _nothing(event: Any) -> None:
+    return None
