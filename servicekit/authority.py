@@ -187,6 +187,7 @@ class Authority:
     _checked: float = field(default=float("-inf"), init=False)
     _seen: tuple[Any, ...] = field(default=(), init=False)
     _unread: tuple[Path, ...] = field(default=(), init=False)  # key files the last reading found but could not read
+    _added: dict[str, float] = field(default_factory=dict, init=False)  # key id → when its public key file was put here
 
     def __post_init__(self) -> None:
         self.reload()
@@ -196,6 +197,7 @@ class Authority:
         folders = self._folders_stamp()  # before reading: whatever changes from here on is read again
         keys: dict[str, list[Principal]] = {}
         unread: dict[Path, Any] = {}
+        added: dict[str, float] = {}
 
         def read(path: Path) -> Ed25519PublicKey | None:
             before = _file_stamp(path)
@@ -203,27 +205,49 @@ class Authority:
                 unread[path] = before  # empty or half written, perhaps: its own changes are looked at (`_stamp`)
             return public
 
-        def add(principal: Principal) -> None:
-            keys.setdefault(key_id_of(principal.name, principal.public), []).append(principal)
+        def add(principal: Principal, path: Path) -> None:
+            """`principal`'s key, read from `path` (whose time says when it was put there)."""
+            key_id = key_id_of(principal.name, principal.public)
+            keys.setdefault(key_id, []).append(principal)
+            if (stamp := _file_stamp(path)) is not None:
+                added[key_id] = min(added.get(key_id, float("inf")), stamp[1] / 1e9)
 
         for service in SERVICES:
             for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
                 if (public := read(path)) is not None:
-                    add(Principal("service", service, public, retired_at=retired_at(path)))
+                    add(Principal("service", service, public, retired_at=retired_at(path)), path)
         for path in self.operators_dir.glob("*.pub"):
             if (public := read(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)))
+                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
         for path in self.clients_dir.glob("*/*.pub"):
             if (public := read(path)) is not None:
-                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name))
+                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name), path)
+        if self.history:  # what a client signed before `tidegate clients revoke` moved its key aside still verifies, nothing after
+            for path in self.clients_dir.glob("*/revoked/*.pub"):
+                try:
+                    revoked = path.stat().st_ctime  # the rename into revoked/ is the revocation
+                except OSError:  # registered again meanwhile (the file is removed then)
+                    continue
+                if (public := read(path)) is not None:
+                    add(Principal(CLIENT, _holder(path), public, tenant=path.parent.parent.name, retired_at=revoked, grace=False), path)
         for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
             retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
             for key_path in [path, *retired]:
                 if (public := load_public(key_path)) is not None:
-                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)))
+                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)), key_path)
         self._keys = keys
+        self._added = added
         self._unread = tuple(unread)
         self._seen = (folders, tuple(unread.values()))
+
+    def added_at(self, key_id: str) -> float | None:
+        """When `key_id`'s public key file was put in its folder (its modification time, epoch seconds); None: not on file.
+
+        What a refusal for a key unknown or a signer not allowed then is held to (`verify --signatures`): a key on file
+        before a record arrived explains neither. A key copied without its times (`cp`, not `cp -p`) reads as put later.
+        """
+        self.principals(key_id)  # reads the folders again if they changed
+        return self._added.get(key_id)
 
     def principals(self, key_id: str) -> list[Principal]:
         """Holders of `key_id`, reading the key files again when a key folder changed (looked at every `recheck_s`).

@@ -145,6 +145,11 @@ class AuditLog(Protocol):
         ...
 
     @abstractmethod
+    async def unflagged_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """Those of `event_ids` a valid row not flagged `duplicate` holds, anywhere in the log (what a duplicate duplicates)."""
+        ...
+
+    @abstractmethod
     async def conflicts(self, prefix: str = "") -> list[RecordedConflict]:
         """Every conflict recorded in the deployment `prefix` (`chain.Conflict`), by position."""
         ...

@@ -173,6 +173,11 @@ class InMemoryAuditLog(AuditLog):
             expected = offset + 1
         return gaps
 
+    async def unflagged_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """See `AuditLog`."""
+        wanted = set(event_ids)
+        return {r.event_id for r in self.rows if r.valid and not r.duplicate and r.event_id is not None and r.event_id in wanted}
+
     async def count(self) -> int:
         """See `AuditLog`."""
         return len(self.rows)

@@ -6,7 +6,7 @@ read-only snapshot, so verify holds one chain's page at a time, never the log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from services.audit._log_base import SearchFilters, story_key
@@ -95,6 +95,11 @@ class PgReading(PgPart):
     async def count(self) -> int:
         """See `AuditLog`."""
         return int(await self.pool.fetchval(f"SELECT count(*) FROM {SCHEMA}.log"))
+
+    async def unflagged_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        """See `AuditLog` (the append path's own lookup of an event's first row)."""
+        query = f"SELECT DISTINCT event_id FROM {SCHEMA}.log WHERE event_id = ANY($1::text[]) AND valid AND NOT duplicate"
+        return {r["event_id"] for r in await self.pool.fetch(query, list(event_ids))}
 
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""

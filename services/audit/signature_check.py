@@ -12,9 +12,10 @@ them): a genuine approval given another task, or recorded as refused, would othe
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from schemas import ReasonCode
 from servicekit.intake import Bounds
@@ -47,12 +48,27 @@ def _differs(row: LogRow, again: Observed) -> list[str]:
     return [name for name in READ_FROM_VALUE if getattr(row, name) != getattr(again, name)]
 
 
-def signature_recheck(check: SignatureCheck, prefix: str, bounds: Bounds) -> Recheck:
+def _keyid(value: bytes | None) -> str | None:
+    """The `keyid` an event's value names (None: not an event, or none named)."""
+    try:
+        doc = json.loads(value or b"")
+    except ValueError:
+        return None
+    keyid = doc.get("keyid") if isinstance(doc, dict) else None
+    return keyid if isinstance(keyid, str) else None
+
+
+def signature_recheck(
+    check: SignatureCheck, prefix: str, bounds: Bounds, *, added_at: Callable[[str], float | None] | None = None
+) -> Recheck:
     """A `Recheck` that observes a row's value again as the audit service did (`check`: the history authority).
 
     A row stored as a valid event that the authority refuses now claims a signature it does not carry (or a key was
     taken out of the keyring: keep retired public keys). A row stored as refused that verifies now is named unless keys
     changed since may explain it (`_KEYS_CHANGED_SINCE`): a key registered since may verify it, and it granted nothing.
+    With `added_at` (`Authority.added_at`: when a key's public file was put on file), "since" is held to the key's own
+    time: a key on file before the record arrived explains no such refusal (the reason is the DBA's column to choose:
+    auditor2 N1, bob's grant relabelled `signer_not_allowed`).
     """
 
     def recheck(row: LogRow) -> str | None:
@@ -72,11 +88,20 @@ def signature_recheck(check: SignatureCheck, prefix: str, bounds: Bounds) -> Rec
         if differs := _differs(row, again):
             said = "; ".join(f"{name} {getattr(row, name)!r}, its value says {getattr(again, name)!r}" for name in differs)
             return f"its columns say other than its value: {said} (a row the audit service did not write)"
-        if not row.valid and again.valid and not (row.invalid_reason or "").startswith(_KEYS_CHANGED_SINCE):
-            return (
-                f"stored as refused ({row.invalid_reason}), but its value verifies, and no change of keys since explains it "
-                "(a row the audit service did not write)"
-            )
+        if not row.valid and again.valid:
+            if not (row.invalid_reason or "").startswith(_KEYS_CHANGED_SINCE):
+                return (
+                    f"stored as refused ({row.invalid_reason}), but its value verifies, and no change of keys since explains it "
+                    "(a row the audit service did not write)"
+                )
+            keyid = _keyid(row.value)
+            put = added_at(keyid) if added_at is not None and keyid is not None else None
+            if put is not None and put <= row.kafka_ts.timestamp():
+                return (
+                    f"stored as refused ({row.invalid_reason}), but its value verifies, and the key that signed it ({keyid}) was "
+                    f"on file since {datetime.fromtimestamp(put, UTC):%Y-%m-%d %H:%M:%S} UTC, before the record arrived "
+                    f"({row.kafka_ts:%Y-%m-%d %H:%M:%S} UTC): no change of keys explains it (a row the audit service did not write)"
+                )
         return None
 
     return recheck
@@ -106,12 +131,17 @@ class DuplicateCheck:
         else:
             self.unflagged.add(row.event_id)
 
-    def problems(self, *, pruned: bool) -> list[tuple[LogRow, str]]:
-        """Each flagged row that duplicates nothing, with why; `pruned`: whether any chain was pruned into an archive."""
+    def unmatched(self) -> list[str]:
+        """The event ids of flagged rows no unflagged row fed holds (ask the rest of the log: `AuditLog.unflagged_event_ids`)."""
+        return [event_id for event_id in self.flagged if event_id not in self.unflagged]
+
+    def problems(self, *, elsewhere: Collection[str] = (), pruned: bool) -> list[tuple[LogRow, str]]:
+        """Each flagged row that duplicates nothing, with why.
+
+        `elsewhere`: the unmatched ids an unflagged row holds in rows not fed (before a `--from-checkpoint` start);
+        `pruned`: whether any chain was pruned into an archive (where the row duplicated may be: then nothing is named).
+        """
         if pruned:
             return []
-        return [
-            (row, f"flagged a duplicate of event {event_id}, but no other valid row holds that event (its only copy hidden?)")
-            for event_id, row in self.flagged.items()
-            if event_id not in self.unflagged
-        ]
+        said = "flagged a duplicate of event {}, but no other valid row holds that event (its only copy hidden?)"
+        return [(self.flagged[event_id], said.format(event_id)) for event_id in self.unmatched() if event_id not in elsewhere]

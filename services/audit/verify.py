@@ -225,10 +225,14 @@ async def verify_log(
     acks = await log.acknowledgements(prefix)
     conflicted, acknowledged = conflict_breaks(judge(conflicts, acks, operators))
     breaks += conflicted + verdict_breaks
-    # Rows before an anchor (a prune's, or --from-checkpoint's) were not read: the row a duplicate duplicates may be there.
+    # Rows before an anchor (--from-checkpoint's, a prune's) were not read: the row a duplicate duplicates is asked of the
+    # whole log; one pruned into an archive may be there (auditor2 N3: the daily `--from-checkpoint` skipped the check).
+    unmatched = duplicates.unmatched()
+    elsewhere = await log.unflagged_event_ids(unmatched) if unmatched and anchors else set()
+    pruned = bool(unmatched) and bool(await log.prunes(prefix))
     breaks += [
         Break(topic=row.topic, partition=row.partition, seq=row.seq, offset=row.kafka_offset, problem=problem)
-        for row, problem in duplicates.problems(pruned=bool(anchors))
+        for row, problem in duplicates.problems(elsewhere=elsewhere, pruned=pruned)
     ]
     newest = checkpoints[-1] if checkpoints else None
     return VerifyReport(

@@ -25,6 +25,7 @@ import schemas as s
 from schemas.examples import sample_events
 from servicekit import KitSettings, apply_migrations, deployment_authority, service_key, sign_event
 from services.audit.app import MIGRATIONS
+from services.audit.handlers import Checkpointer
 from services.audit.records import COLUMNS, LogRow, headers_json, observe
 from services.audit.repository import PostgresAuditLog
 
@@ -38,8 +39,11 @@ class Logged:
     grant_seq: int
 
 
-async def log_a_granted_task(kit: KitSettings) -> Logged:
-    """A proposal and bob's grant of one task, signed by their producers, observed and stored as the audit service does."""
+async def log_a_granted_task(kit: KitSettings, *, checkpoint_between: bool = False) -> Logged:
+    """A proposal and bob's grant of one task, signed by their producers, observed and stored as the audit service does.
+
+    `checkpoint_between`: the audit signs a checkpoint after the request, before the grant (the daily check starts there).
+    """
     task_id, topic = f"t-{uuid.uuid4().hex[:8]}", kit.topic_prefix + "approvals"
     sample = dict(sample_events())["approvals"]
     bob = {"task_id": task_id, "approver": "bob@acme.example", "approvers": ["bob@acme.example"]}
@@ -57,10 +61,21 @@ async def log_a_granted_task(kit: KitSettings) -> Logged:
     log = await PostgresAuditLog.connect(kit.database_url)
     try:
         await apply_migrations(log.pool, "audit", MIGRATIONS)
-        await log.append(records)
+        for batch in ([records[0]], [records[1]]) if checkpoint_between else (records,):
+            await log.append(batch)
+            if checkpoint_between and batch[0] is records[0]:
+                checkpointer = Checkpointer(
+                    log=log, key=service_key(kit, "audit"), publish=_nothing, checkpoint_topic=kit.topic_prefix + "audit.checkpoints",
+                    interval_s=60, prefix=kit.topic_prefix,
+                )  # fmt: skip
+                assert await checkpointer.tick() is not None
     finally:
         await log.close()
     return Logged(topic, task_id, grant_seq=2)
+
+
+async def _nothing(event: Any) -> None:
+    return None
 
 
 async def rechain(admin_url: str, topic: str, edit: Callable[[LogRow], LogRow]) -> None:
@@ -95,8 +110,12 @@ async def rechain(admin_url: str, topic: str, edit: Callable[[LogRow], LogRow]) 
         ({"task_id": "t-elsewhere"}, "its columns say other than its value: task_id 't-elsewhere'"),
         ({"valid": False, "invalid_reason": "signature_invalid: signature of approval.granted does not verify"},
          "stored as refused (signature_invalid"),
+        # auditor2 N1: a reason that a change of keys could explain, when none did (the approval key was on file all along)
+        ({"valid": False, "invalid_reason": "signer_not_allowed: service approval may not produce tidegate.approval.granted"},
+         "was on file since"),
+        ({"valid": False, "invalid_reason": "unknown_key: key 'approval-1' is not trusted"}, "no change of keys explains it"),
     ],
-    ids=["hidden-as-duplicate", "moved-to-another-task", "recorded-refused"],
+    ids=["hidden-as-duplicate", "moved-to-another-task", "recorded-refused", "refused-signer-not-allowed", "refused-unknown-key"],
 )  # fmt: skip
 async def test_a_consistent_rewrite_of_a_rows_columns_is_named_by_signatures(
     kit: KitSettings, infra: Any, edit: dict[str, Any], named: str
@@ -114,3 +133,13 @@ async def test_a_consistent_rewrite_of_a_rows_columns_is_named_by_signatures(
     [found] = [b for b in report["breaks"] if b["topic"] == logged.topic]
     assert (found["seq"], found["offset"]) == (logged.grant_seq, 1)
     assert named in found["problem"]
+
+
+async def test_the_daily_check_from_a_checkpoint_still_asks_what_a_flagged_duplicate_duplicates(kit: KitSettings, infra: Any) -> None:
+    """auditor2 N3: `verify --signatures --from-checkpoint N` (the daily routine) turned the duplicate check off."""
+    logged = await log_a_granted_task(kit, checkpoint_between=True)
+    await rechain(infra.admin_database_url, logged.topic, lambda row: row._replace(duplicate=True) if row.seq == logged.grant_seq else row)
+    daily = await audit_cli(kit, "verify", "--signatures", "--from-checkpoint", "1", "--json")
+    assert daily.exit_code == 1, daily.output
+    [found] = [b for b in json.loads(daily.output)["breaks"] if b["topic"] == logged.topic]
+    assert "flagged a duplicate of event" in found["problem"]

@@ -151,7 +151,8 @@ def _recheck(prefix: str) -> Recheck:
     """Each row of the deployment `prefix` observed again from its own value with the keys here, as `verify --signatures` does."""
     kit = settings()
     tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-    return signature_recheck(deployment_authority(kit, tools, history=True).check, prefix, kit.bounds)
+    authority = deployment_authority(kit, tools, history=True)
+    return signature_recheck(authority.check, prefix, kit.bounds, added_at=authority.added_at)
 
 
 def _scope(archives: list[Path]) -> str:

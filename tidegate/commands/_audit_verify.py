@@ -126,7 +126,8 @@ def verify(
     recheck = None
     if signatures:
         tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-        recheck = signature_recheck(deployment_authority(kit, tools, history=True).check, kit.topic_prefix, kit.bounds)
+        authority = deployment_authority(kit, tools, history=True)
+        recheck = signature_recheck(authority.check, kit.topic_prefix, kit.bounds, added_at=authority.added_at)
 
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)

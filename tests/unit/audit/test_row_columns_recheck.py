@@ -8,6 +8,7 @@ observes the row's value and headers again, as the audit service did, and names 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,3 +86,20 @@ def test_a_row_signed_by_a_key_this_machine_lacks_is_said_so_not_called_forged(k
     assert said is not None
     assert "signed by a key this machine's keyring does not hold" in said
     assert "TIDEGATE_KEYS_DIR" in said
+
+
+def test_a_refusal_for_a_key_unknown_then_holds_only_if_the_key_was_put_on_file_after_the_record(kit: KitSettings) -> None:
+    authority = deployment_authority(kit, history=True)
+    genuine = granted_row(kit)
+    refused = genuine._replace(valid=False, invalid_reason="unknown_key: key 'approval-1' is not trusted")
+    arrived = genuine.kafka_ts.timestamp()
+
+    def recheck(put: float | None) -> str | None:
+        return signature_recheck(authority.check, PREFIX, DEFAULT_BOUNDS, added_at=lambda keyid: put)(refused)
+
+    assert recheck(arrived + 3600) is None  # registered an hour after the record: it was unknown then, as stored
+    said = recheck(arrived - 3600)
+    assert said is not None  # on file an hour before: the DBA's reason (auditor2 N1)
+    assert "was on file since" in said
+    assert recheck(None) is None  # nothing known of when it was put there: the stored reason stands
+    assert authority.added_at(json.loads(genuine.value or b"{}")["keyid"]) is not None  # the approval key's file, read

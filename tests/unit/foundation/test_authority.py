@@ -219,6 +219,29 @@ def test_a_revoked_client_key_is_refused(kit: KitSettings, authority: Authority)
     assert check(authority, event) == "unknown_key"
 
 
+def test_a_reader_of_history_verifies_what_a_revoked_client_signed_before_its_revocation_and_nothing_after(kit: KitSettings) -> None:
+    """docs/security/signatures.md keeps a revoked key for old records: the audit's history reader must use it (auditor2 N4).
+
+    Without it, `verify --signatures` named an agent's genuine rows as forged once its key was revoked, and `explain` headed
+    its tasks with "not evidence".
+    """
+    event = sign_as_client(kit, task())
+    raw = wire(event)
+    pub = kit.client_keys_dir / "acme" / "alice@acme.example.pub"
+    (kit.client_keys_dir / "acme" / "revoked").mkdir()
+    pub.rename(kit.client_keys_dir / "acme" / "revoked" / pub.name)
+    revoked_at = (kit.client_keys_dir / "acme" / "revoked" / pub.name).stat().st_ctime
+    history = deployment_authority(kit, history=True)
+
+    def appended(at: float) -> str | None:
+        refusal = history.check(raw, s.decode_any(raw), appended_ms=int(at * 1000))
+        return None if refusal is None else refusal.code
+
+    assert appended(revoked_at - 60) is None  # signed and appended while the key was registered
+    assert appended(revoked_at + 1) == "signer_retired"  # appended after its revocation: refused, whatever its grace
+    assert check(deployment_authority(kit), event) == "unknown_key"  # a live service: refused at once, as before
+
+
 def test_tool_replies_need_the_key_the_catalog_names(kit: KitSettings, tmp_path: Path) -> None:
     spec = s.ToolSpec(name="inv", description="d", args_schema={}, risk="write_low", kind="topic", reply_key_file="tools/inv.pub")  # type: ignore[arg-type]
     authority = deployment_authority(kit, {"inv": spec})
