@@ -40,7 +40,7 @@ from services.audit.checkpoint_check import (
     prune_anchor,
     within_restore,
 )
-from services.audit.checkpoints import Checkpoint, Restore, rows_past, signature_valid, split_chain_name
+from services.audit.checkpoints import CHECKPOINT_TOPIC, Checkpoint, Restore, rows_past, signature_valid, split_chain_name
 from services.audit.conflict_check import AcknowledgedConflict, conflict_breaks
 from services.audit.repository import AuditLog
 from services.audit.signature_check import DuplicateCheck, Recheck, signature_recheck
@@ -249,7 +249,12 @@ async def verify_log(
         acknowledged=acknowledged,
         signatures_checked=rechecked if recheck is not None else None,
         newest=_newest(newest),
-        rows_unsigned=rows_past(await log.heads(prefix), newest.heads if newest is not None else {}),
+        # The checkpoints' own chain is left out: each checkpoint is recorded a moment after it is taken, and signed by the
+        # next only when something else moved (`checkpoint_needed`), so on an idle log its newest row always lies past.
+        rows_unsigned=rows_past(
+            {tp: h for tp, h in (await log.heads(prefix)).items() if tp[0] != prefix + CHECKPOINT_TOPIC},
+            newest.heads if newest is not None else {},
+        ),
         restores=_restores_seen(restores, by_id, superseded, bus=bool(extra)),
     )
 
