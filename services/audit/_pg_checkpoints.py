@@ -33,7 +33,8 @@ async def _insert_checkpoint(conn: asyncpg.Connection | PoolConnectionProxy, che
     """Insert `checkpoint` (in the caller's transaction, as the writer); False if no row was stored.
 
     That is its id taken in its scope (another copy of the service), or the insert swallowed (a trigger returning NULL,
-    a rule): `ON CONFLICT DO NOTHING` looks the same for both, so the caller reads the row with that id back
+    a rule): `ON CONFLICT DO NOTHING` looks the same for both. True is no proof either (a trigger can rewrite the row
+    into another scope or id and let it in), so the caller reads the row with that id back after every insert
     (`handlers.Checkpointer`) and says a refusal.
     """
     status = await conn.execute(

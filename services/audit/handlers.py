@@ -158,10 +158,12 @@ class Recorder:
 class Checkpointer:
     """Signs the chain heads when they moved, stores the checkpoint, publishes it.
 
-    A checkpoint the database did not store is told apart from one another copy of the service stored first: the row
-    with its id is read back, and only one the audit key signed is a lost race. Anything else (no row: a trigger or rule
-    swallowed the insert; a row the key did not sign) is said once per incident at ERROR, counted at every tick
-    (`tidegate_audit_checkpoints_refused_total`) and tried again at the next tick: the heads are never taken as signed.
+    After every insert the row with the checkpoint's id in its scope is read back, whatever the insert reported: only
+    the checkpoint signed, read back as it was signed, is taken as stored. An insert that stored none is a lost race
+    when the row there is another copy of the service's (one the audit key signed). Anything else (no row: a trigger or
+    rule swallowed the insert or rewrote it into another scope or id; a row the key did not sign) is said once per
+    incident at ERROR, counted at every tick (`tidegate_audit_checkpoints_refused_total`) and tried again at the next
+    tick: the heads are never taken as signed. The gauges describe the newest checkpoint read back, never the one in memory.
     """
 
     log: AuditLog
@@ -193,51 +195,67 @@ class Checkpointer:
         latest = await self.log.latest_checkpoint(self.prefix)
         if checkpoint_needed(heads, latest, self.checkpoint_topic):
             cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC), scope=self.prefix)
-            if await self._store(cp, self.log.add_checkpoint(cp)):
-                taken = latest = cp
+            stored, latest = await self._store(cp, self.log.add_checkpoint(cp))
+            if stored:
+                taken = cp
                 self.taken += 1
                 self.unpublished.append(cp)
-            else:
-                latest = await self.log.latest_checkpoint(self.prefix)
         self._observe(heads, latest)
         while self.unpublished:
             await self.publish(to_event(self.unpublished[0]))
             self.unpublished.pop(0)
         return taken
 
-    async def _store(self, cp: Checkpoint, insert: Awaitable[bool]) -> bool:
-        """Whether `insert` stored `cp`; a refusal (not a lost race: `_lost_race`) is said and counted."""
-        if await insert:
+    async def _store(self, cp: Checkpoint, insert: Awaitable[bool]) -> tuple[bool, Checkpoint | None]:
+        """Whether `insert` stored `cp`, with the scope's newest checkpoint read back after it (what the gauges describe).
+
+        Stored means the row with `cp`'s id reads back as `cp` (heads, key, signature, time): the insert's own report is
+        not enough, since a trigger can rewrite the row on its way in and still report one stored (auditor2 N2). One
+        query, whatever the outcome. A refusal (not a lost race: `_lost_race`) is said and counted.
+        """
+        inserted = await insert
+        latest = await self.log.latest_checkpoint(self.prefix)
+        there = await self._stored_with_id(cp.checkpoint_id, latest)
+        if there == cp:
             if self._refusing is not None:
                 log.warning(
                     "audit: checkpoint %d stored: audit.checkpoints takes inserts again (%d refused since checkpoint %d was)",
                     cp.checkpoint_id, self.refused, self._refusing,
                 )  # fmt: skip
                 self._refusing = None
-            return True
-        there = await self._stored_with_id(cp.checkpoint_id)
-        if there is not None and self._lost_race(cp, there):
-            return False
+            return True, latest
+        if not inserted and there is not None and self._lost_race(there):
+            return False, latest
         self.refused += 1
         observe_audit_checkpoint_refused()
         if self._refusing is None:
             self._refusing = cp.checkpoint_id
-            found = "no row has its id" if there is None else f"the row with its id is not one the audit key signed ({there.key_id})"
             log.error(
                 "audit: checkpoint %d was not stored: something refuses inserts into audit.checkpoints (%s); the heads stay "
                 "unsigned and it is tried again every %gs (counted in tidegate_audit_checkpoints_refused_total)",
-                cp.checkpoint_id, found, self.interval_s,
+                cp.checkpoint_id, self._found(inserted, there), self.interval_s,
             )  # fmt: skip
-        return False
+        return False, latest
 
-    def _lost_race(self, cp: Checkpoint, there: Checkpoint) -> bool:
-        """Whether `there`, the row with `cp`'s id, is `cp` or another copy of the service's: one the audit key signed."""
+    def _found(self, inserted: bool, there: Checkpoint | None) -> str:
+        """What the read-back found in place of the checkpoint signed, for the refusal's ERROR."""
+        rewritten = "the insert reported a row stored, but " if inserted else ""
+        if there is None:
+            return rewritten + "no row has its id" + (": it was rewritten on its way in" if inserted else "")
+        if not self._lost_race(there):
+            return rewritten + f"the row with its id is not one the audit key signed ({there.key_id})"
+        return rewritten + "the row with its id is not the one signed"
+
+    def _lost_race(self, there: Checkpoint) -> bool:
+        """Whether `there`, the row with the id of a checkpoint not stored, is another copy of the service's: one the audit key signed."""
         mine = Keyring({self.key.key_id: self.key.private.public_key()})
-        return there == cp or signature_valid(mine, there)
+        return signature_valid(mine, there)
 
-    async def _stored_with_id(self, checkpoint_id: int) -> Checkpoint | None:
-        """The stored checkpoint `checkpoint_id` of the scope, if any (read back after an insert that stored none)."""
-        latest = await self.log.latest_checkpoint(self.prefix)
+    async def _stored_with_id(self, checkpoint_id: int, latest: Checkpoint | None) -> Checkpoint | None:
+        """The stored checkpoint `checkpoint_id` of the scope, if any, given `latest`, the scope's newest as just read back.
+
+        Read again only when a newer checkpoint than `checkpoint_id` is stored already (another copy of the service moved on).
+        """
         if latest is None or latest.checkpoint_id < checkpoint_id:
             return None
         if latest.checkpoint_id == checkpoint_id:
@@ -267,7 +285,8 @@ class Checkpointer:
                 return None
             heads = await self.log.heads(self.prefix)
             cp = sign_checkpoint(self.key, published.checkpoint_id + 1, heads, datetime.now(UTC), scope=self.prefix)
-            if not await self._store(cp, self.log.add_restore(cp, superseded_from=stored + 1)):  # another copy found it first, or refused
+            restored, newest = await self._store(cp, self.log.add_restore(cp, superseded_from=stored + 1))
+            if not restored:  # another copy found it first, or refused
                 return None
             observe_audit_restore()
             log.error(
@@ -279,7 +298,7 @@ class Checkpointer:
             )  # fmt: skip
             self.taken += 1
             self.unpublished.append(cp)
-            self._observe(heads, cp)
+            self._observe(heads, newest)
             return cp
 
     async def run(self) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from servicekit import SigningKey
 from services.audit.checkpoints import Checkpoint
@@ -94,3 +96,79 @@ async def test_a_row_the_audit_key_did_not_sign_in_the_ids_place_is_a_refusal(
     [error] = caplog.records
     assert "checkpoint 1 was not stored" in error.getMessage()
     assert "is not one the audit key signed" in error.getMessage()
+
+
+class Rewriting(InMemoryAuditLog):
+    """A log whose checkpoint inserts report one row stored while `rewriting` moves it elsewhere (auditor2 N2's trigger).
+
+    `elsewhere` rewrites the row on its way in: by default into another scope under a fresh id, as the DBA's
+    `BEFORE INSERT … RETURN NEW` trigger did.
+    """
+
+    rewriting: bool = False
+    sunk: int = 1_000_000
+
+    def elsewhere(self, checkpoint: Checkpoint) -> Checkpoint:
+        self.sunk += 1
+        return checkpoint.model_copy(update={"scope": "probe-sink", "checkpoint_id": self.sunk})
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
+        return await super().add_checkpoint(self.elsewhere(checkpoint) if self.rewriting else checkpoint)
+
+
+def _gauge(name: str) -> float:
+    value = REGISTRY.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+async def test_a_row_rewritten_on_its_way_in_is_a_refusal_and_the_gauges_read_the_stored_checkpoint(
+    make: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The insert reports one row stored, but the row is not in the scope: said once, counted, the age and unsigned rows grow."""
+    caplog.set_level(logging.WARNING, logger="services.audit.handlers")
+    log, published = Rewriting(), []
+    await _record(log, make, range(3))
+    checkpointer = _checkpointer(log, tmp_path, published)
+    first = await checkpointer.tick()
+    assert first is not None
+    assert _gauge("tidegate_audit_unsigned_rows") == 0
+    log.rewriting = True
+    await _record(log, make, range(3, 8))
+    refused_before = _gauge("tidegate_audit_checkpoints_refused_total")
+    for _ in range(3):
+        before = datetime.now(UTC)
+        assert await checkpointer.tick() is None
+        # the age is the stored checkpoint 1's, not that of the one signed during the tick (taken after `before`)
+        assert _gauge("tidegate_audit_checkpoint_age_seconds") >= (before - first.taken_at).total_seconds()
+        assert _gauge("tidegate_audit_unsigned_rows") == 5
+    assert (checkpointer.refused, checkpointer.taken, len(published)) == (3, 1, 1)  # nothing past checkpoint 1 published
+    assert _gauge("tidegate_audit_checkpoints_refused_total") - refused_before == 3
+    assert [cp.checkpoint_id for cp in await log.checkpoints(PREFIX)] == [1]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "checkpoint 2 was not stored" in errors[0]
+    assert "the insert reported a row stored, but no row has its id: it was rewritten on its way in" in errors[0]
+
+    log.rewriting = False  # the DBA drops the trigger: checkpoint 2 is stored, read back, and the gauges come back
+    taken = await checkpointer.tick()
+    assert taken is not None
+    assert taken.checkpoint_id == 2
+    assert await log.latest_checkpoint(PREFIX) == taken
+    assert _gauge("tidegate_audit_unsigned_rows") == 0
+    assert any("takes inserts again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_row_whose_heads_are_rewritten_in_place_is_a_refusal(make: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Same scope and id, other heads: the row stored is not the checkpoint signed (its signature no longer holds)."""
+    caplog.set_level(logging.ERROR, logger="services.audit.handlers")
+    log, published = Rewriting(), []
+    log.elsewhere = lambda cp: cp.model_copy(update={"heads": {}})  # type: ignore[method-assign]
+    log.rewriting = True
+    await _record(log, make, range(3))
+    checkpointer = _checkpointer(log, tmp_path, published)
+    assert await checkpointer.tick() is None
+    assert (checkpointer.refused, checkpointer.taken, published) == (1, 0, [])
+    [error] = caplog.records
+    assert "the insert reported a row stored, but the row with its id is not one the audit key signed" in error.getMessage()
+    assert _gauge("tidegate_audit_unsigned_rows") == 3  # the rewritten row signs nothing
