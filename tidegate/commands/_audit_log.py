@@ -7,10 +7,11 @@ from typing import TypeVar
 
 import asyncpg
 
-from services.audit import PostgresAuditLog
+from servicekit import KitSettings, ToolCatalog, deployment_authority
+from services.audit import PostgresAuditLog, Recheck, signature_recheck
 from tidegate.commands._common import settings
 
-__all__ = ["with_audit_log"]
+__all__ = ["row_recheck", "with_audit_log"]
 
 T = TypeVar("T")
 
@@ -26,3 +27,14 @@ async def with_audit_log(use: Callable[[PostgresAuditLog], Awaitable[T]]) -> T:
         raise ConnectionError(f"the audit schema is older than this CLI ({exc}): start the audit service once to migrate it") from exc
     finally:
         await log.close()
+
+
+def row_recheck(kit: KitSettings, prefix: str | None = None) -> Recheck:
+    """Each row of the deployment `prefix` (default: `kit`'s) observed again from its own value with `kit`'s keys.
+
+    What `verify --signatures` and `explain` hold each row to: the history authority (a retired key's grace judged at
+    the row's broker time), and the time each key was put on file (`Authority.added_at`).
+    """
+    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    authority = deployment_authority(kit, tools, history=True)
+    return signature_recheck(authority.check, prefix or kit.topic_prefix, kit.bounds, added_at=authority.added_at)

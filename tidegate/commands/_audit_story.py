@@ -11,14 +11,12 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
-from servicekit import ToolCatalog, deployment_authority
 from services.audit import (
     ArchiveError,
     AuditLog,
     InMemoryAuditLog,
     PostgresAuditLog,
     PrunedBefore,
-    Recheck,
     SearchFilters,
     SeveralTenants,
     StoryLine,
@@ -26,14 +24,13 @@ from services.audit import (
     pruned_before,
     read_archive,
     search,
-    signature_recheck,
     story,
     task_rows_of,
     tasks_of_action,
     with_archives,
 )
 from tidegate.audit_render import render_html, render_markdown
-from tidegate.commands._audit_log import with_audit_log
+from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
 __all__ = ["explain", "search_", "show"]
@@ -147,14 +144,6 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
-def _recheck(prefix: str) -> Recheck:
-    """Each row of the deployment `prefix` observed again from its own value with the keys here, as `verify --signatures` does."""
-    kit = settings()
-    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-    authority = deployment_authority(kit, tools, history=True)
-    return signature_recheck(authority.check, prefix, kit.bounds, added_at=authority.added_at)
-
-
 def _scope(archives: list[Path]) -> str:
     """The deployment (topic prefix) the first archive holds the chains of."""
     try:
@@ -185,7 +174,7 @@ def explain(
         found = await _task_log(log, task_id, prefix, tenant, archives)
         if found is None:
             return None, pruned
-        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=_recheck(prefix))), pruned
+        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=row_recheck(settings(), prefix))), pruned
 
     explanation, pruned = run(go(InMemoryAuditLog()) if offline else with_audit_log(go))
     if explanation is None or explanation.records == 0:

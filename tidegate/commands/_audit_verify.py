@@ -12,7 +12,7 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.markup import escape
 
-from servicekit import OPS, Keyring, ToolCatalog, deployment_authority, kafka_options
+from servicekit import OPS, Keyring, deployment_authority, kafka_options
 from servicekit.bus_history import HistoryNotReadable, handled_offsets
 from services.audit import (
     ArchiveReport,
@@ -25,12 +25,11 @@ from services.audit import (
     check_content,
     read_published_checkpoints,
     recorded_missing,
-    signature_recheck,
     starting_heads,
     verify_log,
 )
 from tidegate.commands._audit_archive import checked_archives, print_archives, verify_archives_only
-from tidegate.commands._audit_log import with_audit_log
+from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, run, settings
 from tidegate.commands._progress import progress_display
 
@@ -123,11 +122,7 @@ def verify(
 
     archived: ArchiveReport | None = None
     compared: ContentReport | None = None
-    recheck = None
-    if signatures:
-        tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
-        authority = deployment_authority(kit, tools, history=True)
-        recheck = signature_recheck(authority.check, kit.topic_prefix, kit.bounds, added_at=authority.added_at)
+    recheck = row_recheck(kit) if signatures else None
 
     async def go(log: PostgresAuditLog) -> tuple[VerifyReport, CompletenessReport | None]:
         options = kafka_options(kit, OPS)
