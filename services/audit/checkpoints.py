@@ -147,9 +147,18 @@ def checkpoint_needed(heads: Mapping[tuple[str, int], Head], latest: Checkpoint 
     return mine != before
 
 
-def rows_past(heads: Mapping[tuple[str, int], Head], signed: Mapping[str, Mapping[str, Any]]) -> int:
-    """How many rows the chains `heads` hold past the heads `signed` (a checkpoint's; a chain it does not name: all its rows)."""
-    return sum(max(0, h.seq - int(signed.get(chain_name(topic, partition), {}).get("seq", 0))) for (topic, partition), h in heads.items())
+def rows_past(heads: Mapping[tuple[str, int], Head], signed: Mapping[str, Mapping[str, Any]], checkpoint_topic: str) -> int:
+    """How many rows the chains `heads` hold past the heads `signed` (a checkpoint's; a chain it does not name: all its rows).
+
+    The checkpoints' own chain (`checkpoint_topic`, the full topic name) is left out: each checkpoint is recorded a moment
+    after it is taken and signed by the next only when something else moved (`checkpoint_needed`), so on an idle log its
+    newest row always lies past.
+    """
+    return sum(
+        max(0, h.seq - int(signed.get(chain_name(topic, partition), {}).get("seq", 0)))
+        for (topic, partition), h in heads.items()
+        if topic != checkpoint_topic
+    )
 
 
 def to_event(cp: Checkpoint) -> AuditCheckpoint:

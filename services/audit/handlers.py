@@ -30,7 +30,6 @@ from services.audit.checkpoints import (
     rows_past,
     sign_checkpoint,
     signature_valid,
-    split_chain_name,
     to_event,
 )
 from services.audit.records import DEFAULT_BOUNDS, Observed, observe
@@ -264,10 +263,9 @@ class Checkpointer:
 
     def _observe(self, heads: dict[tuple[str, int], Head], latest: Checkpoint | None) -> None:
         """Export the newest stored checkpoint's age and the rows past it (the checkpoint topic's own chain left out)."""
-        mine = {tp: h for tp, h in heads.items() if tp[0] != self.checkpoint_topic}
-        signed = {k: v for k, v in (latest.heads if latest else {}).items() if split_chain_name(k)[0] != self.checkpoint_topic}
         since = latest.taken_at if latest is not None else self._started
-        observe_audit_checkpoints((datetime.now(UTC) - since).total_seconds(), rows_past(mine, signed), self.interval_s)
+        unsigned = rows_past(heads, latest.heads if latest is not None else {}, self.checkpoint_topic)
+        observe_audit_checkpoints((datetime.now(UTC) - since).total_seconds(), unsigned, self.interval_s)
 
     async def continue_after(self, published: Checkpoint | None) -> Checkpoint | None:
         """Called at start with the latest checkpoint published on the bus; returns the restore's checkpoint, or None.

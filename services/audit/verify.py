@@ -249,12 +249,7 @@ async def verify_log(
         acknowledged=acknowledged,
         signatures_checked=rechecked if recheck is not None else None,
         newest=_newest(newest),
-        # The checkpoints' own chain is left out: each checkpoint is recorded a moment after it is taken, and signed by the
-        # next only when something else moved (`checkpoint_needed`), so on an idle log its newest row always lies past.
-        rows_unsigned=rows_past(
-            {tp: h for tp, h in (await log.heads(prefix)).items() if tp[0] != prefix + CHECKPOINT_TOPIC},
-            newest.heads if newest is not None else {},
-        ),
+        rows_unsigned=rows_past(await log.heads(prefix), newest.heads if newest is not None else {}, prefix + CHECKPOINT_TOPIC),
         restores=_restores_seen(restores, by_id, superseded, bus=bool(extra)),
     )
 
