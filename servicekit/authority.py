@@ -197,10 +197,11 @@ class Authority:
         folders = self._folders_stamp()  # before reading: whatever changes from here on is read again
         keys: dict[str, list[Principal]] = {}
         unread: dict[Path, Any] = {}
+        stamps: dict[Path, tuple[int, int] | None] = {}  # each key file's size and time, as `read` found it
         added: dict[str, float] = {}
 
         def read(path: Path) -> Ed25519PublicKey | None:
-            before = _file_stamp(path)
+            before = stamps[path] = _file_stamp(path)
             if (public := load_public(path)) is None and before is not None:
                 unread[path] = before  # empty or half written, perhaps: its own changes are looked at (`_stamp`)
             return public
@@ -209,7 +210,7 @@ class Authority:
             """`principal`'s key, read from `path` (whose time says when it was put there)."""
             key_id = key_id_of(principal.name, principal.public)
             keys.setdefault(key_id, []).append(principal)
-            if (stamp := _file_stamp(path)) is not None:
+            if (stamp := stamps.get(path)) is not None:
                 added[key_id] = min(added.get(key_id, float("inf")), stamp[1] / 1e9)
 
         for service in SERVICES:
@@ -233,7 +234,7 @@ class Authority:
         for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
             retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
             for key_path in [path, *retired]:
-                if (public := load_public(key_path)) is not None:
+                if (public := read(key_path)) is not None:
                     add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)), key_path)
         self._keys = keys
         self._added = added
