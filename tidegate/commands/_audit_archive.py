@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from servicekit import Keyring
 from services.audit import (
+    Archived,
     ArchiveRefused,
     ArchiveReport,
     PostgresAuditLog,
@@ -60,6 +61,33 @@ def print_archives(report: ArchiveReport) -> None:
         err_console.print(f"  also: {escape(brk.describe())}", soft_wrap=True)
 
 
+async def _write(
+    log: PostgresAuditLog, kit: Any, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
+) -> Archived:
+    """Write the log's rows through checkpoint `through` (after `after`'s heads, else the last prune's) to `out`, with progress.
+
+    A checkpoint that is not one, and a chain or checkpoint that does not check out, are one line (nothing is left written).
+    """
+    with progress_display({"rows": f"{doing} through checkpoint {through}"}, quiet=quiet) as progress:
+        try:
+            return await archive_log(
+                log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through, after=after,
+                progress=lambda n, total: progress("rows", n, total),
+            )  # fmt: skip
+        except LookupError as exc:
+            raise ConnectionError(str(exc)) from None
+        except ArchiveRefused as exc:
+            raise ConnectionError(f"refused, nothing written: {exc}") from None
+
+
+def _print_written(done: Archived, checked: str) -> None:
+    start = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
+    console.print(
+        f"wrote {shown(done.path)}: {done.rows} rows of {done.chains} chain(s), {start} through checkpoint {done.checkpoint_id}, {checked}"
+    )
+    console.print(f"sha256 {done.sha256}")
+
+
 def archive(
     out: Path = typer.Option(..., "--out", "-o", help="The archive file to write (gzip'd JSON lines); refused if it exists."),
     through_checkpoint: int | None = typer.Option(None, "--through-checkpoint", min=1, help="Archive through this checkpoint's heads."),
@@ -85,16 +113,7 @@ def archive(
                 raise ConnectionError(f"no checkpoint was taken before {cutoff:%Y-%m-%d %H:%M:%S}: nothing to archive")
             through = found.checkpoint_id
         assert through is not None
-        with progress_display({"rows": f"archiving through checkpoint {through}"}, quiet=as_json) as progress:
-            try:
-                done = await archive_log(
-                    log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through,
-                    progress=lambda n, total: progress("rows", n, total),
-                )  # fmt: skip
-            except LookupError as exc:
-                raise ConnectionError(str(exc)) from None
-            except ArchiveRefused as exc:
-                raise ConnectionError(f"refused, nothing archived: {exc}") from None
+        done = await _write(log, kit, out, through=through, doing="archiving", quiet=as_json)
         if not prune:
             return done, None
         try:
@@ -110,12 +129,7 @@ def archive(
     if as_json:
         console.print_json(json.dumps({**done.model_dump(), "pruned_rows": removed}))
         return
-    start = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
-    console.print(
-        f"wrote {done.path}: {done.rows} rows of {done.chains} chain(s), {start} through checkpoint {done.checkpoint_id}, "
-        "every chain checked"
-    )
-    console.print(f"sha256 {done.sha256}")
+    _print_written(done, "every chain checked")
     if removed is not None:
         console.print(
             f"pruned: {removed} row(s) removed from the database; each chain is kept from the head checkpoint {done.checkpoint_id} signed"
@@ -154,25 +168,12 @@ def export(
                 "no checkpoint signs the end of that window yet" + (newest if checkpoints else "") + ": the rows past the newest "
                 "checkpoint are signed by none; export through it (omit --until), or wait for the next"
             )
-        with progress_display({"rows": f"exporting through checkpoint {through.checkpoint_id}"}, quiet=as_json) as progress:
-            try:
-                return await archive_log(
-                    log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through.checkpoint_id,
-                    after=after.checkpoint_id if after is not None else None, progress=lambda n, total: progress("rows", n, total),
-                )  # fmt: skip
-            except LookupError as exc:
-                raise ConnectionError(str(exc)) from None
-            except ArchiveRefused as exc:
-                raise ConnectionError(f"refused, nothing written: {exc}") from None
+        after_id = after.checkpoint_id if after is not None else None
+        return await _write(log, kit, out, through=through.checkpoint_id, after=after_id, doing="exporting", quiet=as_json)
 
     done = run(with_audit_log(go))
     if as_json:
         console.print_json(done.model_dump_json())
         return
-    begin = f"after checkpoint {done.previous_checkpoint_id}" if done.previous_checkpoint_id is not None else "from seq 1"
-    console.print(
-        f"wrote {shown(done.path)}: {done.rows} rows of {done.chains} chain(s), {begin} through checkpoint {done.checkpoint_id}, "
-        "every chain checked; nothing removed"
-    )
-    console.print(f"sha256 {done.sha256}")
+    _print_written(done, "every chain checked; nothing removed")
     console.print(f"check it anywhere with the audit's public key: tidegate audit verify --archive {shown(done.path)}")
