@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
-from servicekit import REPO_ROOT, KitSettings
+from servicekit import ADMIN, REPO_ROOT, KitSettings, kafka_options
 
 T = TypeVar("T")
 
@@ -181,6 +182,17 @@ def kit(infra: Infra, topics: str, tmp_path: Any) -> KitSettings:
         topic_prefix=topics,
         keys_dir=tmp_path / "keys",
     )
+
+
+@pytest.fixture
+async def producer(kit: KitSettings) -> AsyncIterator[AIOKafkaProducer]:
+    """A raw producer as the bus's admin: lets tests put anything on the bus, valid or not (a folder's own `producer` takes its place)."""
+    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
 
 
 async def eventually(

@@ -1,13 +1,12 @@
-"""Helpers of the audit's integration tests: raw producing, counting what Kafka holds, a fast service."""
+"""Helpers of the audit's integration tests: counting what Kafka holds, a fast service (the raw `producer`: tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from servicekit import ADMIN, KitSettings, kafka_options
 from services.audit.settings import AuditSettings
@@ -17,17 +16,6 @@ from services.audit.settings import AuditSettings
 def fast_settings() -> AuditSettings:
     """Audit settings for tests: small batches, quick checkpoints and topic discovery."""
     return AuditSettings(batch_max_records=500, checkpoint_interval_s=0.3, topic_discovery_ms=2000)
-
-
-@pytest.fixture
-async def producer(kit: KitSettings) -> AsyncIterator[AIOKafkaProducer]:
-    """A raw producer: lets tests put anything on the bus, valid or not."""
-    prod = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, **kafka_options(kit, ADMIN), acks="all", enable_idempotence=True)
-    await prod.start()
-    try:
-        yield prod
-    finally:
-        await prod.stop()
 
 
 class AuditProbe:
