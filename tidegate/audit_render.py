@@ -122,15 +122,32 @@ def _follow_up(action_id: str, follow_up: str | None) -> str | None:
     return f"{FOLLOW_UP_PENDING}: no `approval.resolved` recorded yet (`tidegate approvals list --action {action_id}` shows the follow-up)"
 
 
+def _all_verify(x: Explanation) -> str:
+    return f"each of the {x.records} verifies from its own value (signature, columns)"
+
+
+def _not_evidence(x: Explanation) -> str:
+    return f"WARNING: {len(x.unverified or [])} row(s) do not verify from their own value; what they say below is not evidence"
+
+
 def _checked(x: Explanation) -> list[str]:
-    """Whether the rows told were each observed again from their own value, and those that do not verify, named."""
+    """Markdown: whether the rows told were each observed again from their own value, and those that do not verify, named."""
     if x.unverified is None:
         return []
     if not x.unverified:
-        said = f"each of the {x.records} verifies from its own value (signature, columns); the chain's hashes: `tidegate audit verify`"
-        return [f"- **Rows checked:** {said}"]
-    named = [f"  - {_md(problem)}" for problem in x.unverified]
-    return [f"- **WARNING: {len(x.unverified)} row(s) do not verify from their own value; what they say below is not evidence:**", *named]
+        return [f"- **Rows checked:** {_all_verify(x)}; the chain's hashes: `tidegate audit verify`"]
+    return [f"- **{_not_evidence(x)}:**", *(f"  - {_md(problem)}" for problem in x.unverified)]
+
+
+def _checked_html(x: Explanation) -> list[str]:
+    """`_checked` as HTML: the problems escaped as they are (not as Markdown escaped them)."""
+    e = html.escape
+    if x.unverified is None:
+        return []
+    if not x.unverified:
+        return [f"<p>Rows checked: {e(_all_verify(x))}; the chain's hashes: <code>tidegate audit verify</code></p>"]
+    items = "".join(f"<li>{e(problem)}</li>" for problem in x.unverified)
+    return [f"<div class='untrusted'><p>{e(_not_evidence(x))}:</p><ul>{items}</ul></div>"]
 
 
 def render_markdown(x: Explanation) -> str:
@@ -261,7 +278,7 @@ def render_html(x: Explanation) -> str:
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
         ".untrusted{color:#a40000;font-weight:bold}code{background:#f6f6f6}</style></head><body>",
         f"<h1>Task {e(x.task_id)}</h1>",
-        *(f"<p class='untrusted'>{e(line.removeprefix('- ').removeprefix('  - ').replace('**', ''))}</p>" for line in _checked(x)),
+        *_checked_html(x),
         table(
             ["tenant", "workflow", "mode", "requested by", "status", "submitted", "ended", "policy versions", "trace ids"],
             [

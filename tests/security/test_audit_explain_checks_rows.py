@@ -81,3 +81,6 @@ async def test_explain_names_a_row_the_dba_edited_instead_of_telling_it(
     doc = json.loads((await audit_cli(kit, "explain", task_id, "--format", "json")).output)
     [problem] = doc["unverified"]
     assert f"{kit.topic_prefix}approvals[0] seq 1" in problem
+    page = (await audit_cli(kit, "explain", task_id, "--format", "html")).output
+    assert "WARNING: 1 row(s) do not verify from their own value" in page
+    assert f"<li>{kit.topic_prefix}approvals[0] seq 1" in page  # as it is, not as Markdown escaped it (`\[0\]`)
