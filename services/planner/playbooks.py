@@ -87,7 +87,7 @@ def _refund_fields(inp: dict[str, Any], untrusted_keys: list[str]) -> tuple[dict
     trusted, untrusted = split_input(inp, untrusted_keys)
     text = " ".join(str(v) for v in untrusted.values())
     extracted: dict[str, Any] = {
-        "payee_id": m.group(1).lower() if (m := _PAYEE.search(text)) else None,
+        "payee_id": m.group(1) if (m := _PAYEE.search(text)) else None,
         "amount_usd": float(m.group(1) or m.group(2)) if (m := _AMOUNT.search(text)) else None,
         "order_id": m.group(1) if (m := _ORDER.search(text)) else None,
     }

@@ -50,6 +50,23 @@ def test_payee_named_in_the_untrusted_body_is_tainted(ticket_id, payee):
     assert [s.tool for s in refund.on_deny] == ["add_internal_note", "draft_reply"]
 
 
+@pytest.mark.parametrize(
+    ("body", "on_file", "payee", "tainted"),
+    [
+        # Stripe's ids are case-sensitive: the body naming the customer on file is that customer, not another
+        ("Please refund 42.50 USD, payee cus_NffrFeUfNV2Hib", "cus_NffrFeUfNV2Hib", "cus_NffrFeUfNV2Hib", []),
+        # and a payee the body names is proposed as written, not as another (lowercased) account
+        ("Please refund 42.50 USD to payee acct_1Nv0FGQ9RKHgCVdK", "cus_NffrFeUfNV2Hib", "acct_1Nv0FGQ9RKHgCVdK", ["payee_id"]),
+    ],
+)
+def test_a_payee_named_in_the_body_keeps_its_case(body, on_file, payee, tainted):
+    t = ticket_task(TICKET["T-1001"])
+    inp = {**t.input, "body": body, "payee_id": on_file}
+    refund = next(s for s in plan_support_triage(t.model_copy(update={"input": inp})) if s.tool == "issue_refund")
+    assert refund.args["payee_id"] == payee
+    assert refund.tainted_args == tainted
+
+
 def test_refund_extracted_entirely_from_the_body_taints_every_extracted_arg():
     t = ticket_task(TICKET["T-1005"]).model_copy()
     inp = {k: v for k, v in t.input.items() if k not in ("order_id", "amount_usd", "payee_id")}
