@@ -55,13 +55,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import broker_profile, db_profile, profile
 from bench.clients import drop_bench_prefix, emit_figures, kafka_options
 from schemas import TaskSubmitted, decode, encode, headers_for
 from servicekit import KitSettings, catalog_topic_names, ensure_topics, sign_as_producer
 from servicekit.dbroles import DEFAULT_ROLE_PREFIX, with_database
+from servicekit.partitions import partitions_of
 from systems.seed import TICKETS, Ticket, insert_tickets, seed_demo
 from tidegate.database import local_superuser_url, migrate
 from tidegate.demo.tickets import ticket_task
@@ -112,8 +113,7 @@ async def collect(kit: KitSettings, n_tasks: int, timeout_s: float, started: asy
     outcomes: list[Any] = []
     last_ts = 0
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(kit.topic_prefix + n, p) for n in names for p in consumer.partitions_for_topic(kit.topic_prefix + n) or ()]
+        tps = await partitions_of(consumer, [kit.topic_prefix + n for n in names])
         consumer.assign(tps)
         for tp, end in (await consumer.end_offsets(tps)).items():
             consumer.seek(tp, end)

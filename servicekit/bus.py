@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from servicekit._bus_base import Handler
 from servicekit._bus_handle import Reject
@@ -33,6 +33,7 @@ from servicekit.bus_auth import kafka_options
 from servicekit.deliveries import OutputRefused, once_delivered, once_delivered_together
 from servicekit.intake import TRANSIENT_ERRORS
 from servicekit.outlet import Recorded
+from servicekit.partitions import partitions_of
 from servicekit.producer import Producer
 from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey
@@ -101,8 +102,7 @@ class Bus(Subscribing):
         await consumer.start()
         try:
             full = self.topic(topic)
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(full, p) for p in consumer.partitions_for_topic(full) or ()]
+            tps = await partitions_of(consumer, [full])
             ends = await consumer.end_offsets(tps) if tps else {}
         finally:
             await consumer.stop()

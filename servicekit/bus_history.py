@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from schemas import Envelope
 from schemas.serialization import decode_document
 from servicekit.authority import Authority, appended_ms
+from servicekit.partitions import cluster_now
 
 __all__ = [
     "CLOCK_SKEW_S",
@@ -108,8 +109,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     Kafka shows a login only the topics it may describe: a topic not made yet and one the login may not read (its rights
     predate the release: `tidegate topics ensure` grants them) look alike, and neither holds anything it can check.
     """
-    metadata = await consumer._client.fetch_all_metadata()
-    partitions = sorted(metadata.partitions_for_topic(topic) or ())
+    partitions = sorted((await cluster_now(consumer)).partitions_for_topic(topic) or ())
     if not partitions:
         log.warning(
             "%s is not there for this login (not made yet, or this login may not read it): nothing of it was checked; "

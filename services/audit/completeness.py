@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
+from servicekit.partitions import cluster_now
 from services.audit.checkpoints import split_chain_name
 from services.audit.repository import AuditLog
 
@@ -95,7 +96,7 @@ async def bus_offsets(bootstrap: str, prefix: str, *, client_options: dict[str, 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **(client_options or {}))
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()  # a fresh copy: topics created since start are in it
+        cluster = await cluster_now(consumer)
         topics = sorted(t for t in cluster.topics() if t.startswith(prefix))
         tps = [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
         if not tps:

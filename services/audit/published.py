@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from schemas import AuditCheckpoint, decode
 from servicekit import Keyring
+from servicekit.partitions import partitions_of
 from services.audit.checkpoints import CHECKPOINT_TOPIC, Checkpoint, signature_valid
 
 __all__ = ["LATEST_TAIL", "latest_published_checkpoint", "read_published_checkpoints"]
@@ -53,8 +54,7 @@ async def _read(
     await consumer.start()
     found: dict[int, Checkpoint] = {}
     try:
-        partitions = await consumer._client.fetch_all_metadata()
-        tps = [TopicPartition(topic, p) for p in partitions.partitions_for_topic(topic) or ()]
+        tps = await partitions_of(consumer, [topic])
         if not tps:
             return []
         consumer.assign(tps)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -37,6 +37,7 @@ from servicekit import (
     sign_as_client,
     sign_as_operator,
 )
+from servicekit.partitions import partitions_of
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
 
@@ -80,12 +81,7 @@ class Watcher:
     async def start(self) -> None:
         """Assign every partition of the watched topics and position at their ends."""
         await self.consumer.start()
-        await self.consumer._client.force_metadata_update()
-        tps = [
-            TopicPartition(self.kit.topic_prefix + n, p)
-            for n in self.names
-            for p in sorted(self.consumer.partitions_for_topic(self.kit.topic_prefix + n) or ())
-        ]
+        tps = await partitions_of(self.consumer, [self.kit.topic_prefix + n for n in self.names])
         self.consumer.assign(tps)
         ends = await self.consumer.end_offsets(tps)
         for tp, end in ends.items():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas import Envelope, decode
 from servicekit import OPS, Authority, ControlState, KitSettings, Reject, appended_ms, deployment_authority, kafka_options
+from servicekit.partitions import partitions_of
 
 __all__ = ["apply_trusted", "read_trusted_control"]
 
@@ -71,11 +72,7 @@ async def read_trusted_control(
     consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
     try:
         await consumer.start()  # inside: a broker not reached still closes the client
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = await partitions_of(consumer, [topic])
         if not tps:
             return state
         consumer.assign(tps)

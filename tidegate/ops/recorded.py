@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas import Envelope
 from servicekit.authority import Authority, appended_ms, deployment_authority
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import OPS
+from servicekit.partitions import partitions_of
 from servicekit.settings import KitSettings
 from servicekit.unreadable import Skipped, Unreadable, read_event
 
@@ -161,8 +162,7 @@ async def read_window(
     try:
         await consumer.start()  # inside: a broker not reached still closes the client (no "Unclosed AIOKafkaConsumer" after the error)
         names = {f"{prefix}{t}": t for t in topics}
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(full, p) for full in names for p in sorted(consumer.partitions_for_topic(full) or ())]
+        tps = await partitions_of(consumer, names)
         if not tps:
             return window
         consumer.assign(tps)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas import (
@@ -63,6 +63,7 @@ from servicekit import (
     sign_as_producer,
     sign_event,
 )
+from servicekit.partitions import partitions_of
 from services.policy import PackSource, PolicyService, compile_pack, in_process
 from tidegate.ops.sandbox import drop_sandbox, make_sandbox, sandbox_prefix, sandbox_settings
 
@@ -396,13 +397,8 @@ class BusDriver:
             bootstrap_servers=self.kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(self.kit, OPS)
         )
         await self._consumer.start()
-        await self._consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
         topics = ["actions.decided", "actions.results", *(f"tools.{t}.requests" for t in self.tool_keys)]
-        tps = [
-            TopicPartition(self.kit.topic_prefix + topic, p)
-            for topic in topics
-            for p in sorted(self._consumer.partitions_for_topic(self.kit.topic_prefix + topic) or [])
-        ]
+        tps = await partitions_of(self._consumer, [self.kit.topic_prefix + topic for topic in topics])
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         self._authority = deployment_authority(self.kit)
