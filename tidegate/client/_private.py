@@ -20,8 +20,9 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def private_file(path: Path) -> Path:
+def private_file(path: str | os.PathLike[str]) -> Path:
     """`path`, made empty and 0600 if it is missing; an existing one that others may read is made 0600."""
+    path = Path(path)
     private_dir(path.parent)
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))

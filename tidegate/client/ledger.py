@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from pathlib import Path
 from typing import Any, Protocol
 
 from tidegate.client._private import private_file
@@ -50,7 +50,7 @@ class MemoryLedger:
 class SqliteLedger:
     """One SQLite file; each write is committed before the call runs or the reply is sent."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = sqlite3.connect(private_file(path), isolation_level=None)  # it holds the tool's replies: its owner's only
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, reply TEXT)")
 
@@ -192,7 +192,7 @@ class SqliteProposals:
     `unsent` holds the signed event until the broker acknowledged it (NULL afterwards, and in rows of older files).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         # Its owner's only: it holds signed proposals with their args.
         self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
         self._db.execute(

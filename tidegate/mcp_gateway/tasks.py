@@ -23,7 +23,6 @@ import fcntl
 import os
 import sqlite3
 import uuid
-from pathlib import Path
 from typing import Protocol
 
 from tidegate.client._private import private_dir, private_file
@@ -115,8 +114,9 @@ class SqliteActionTasks:
     are another's to take over only once that lock is free (the process died) or the call was left.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)  # its owner's only
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = private_file(path)  # its owner's only
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("CREATE TABLE IF NOT EXISTS gateway_tasks (action_id TEXT PRIMARY KEY, task_id TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS open_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL, holder TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS owed_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL)")

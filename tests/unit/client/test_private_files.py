@@ -42,7 +42,7 @@ def test_a_ledger_is_made_0600_in_folders_made_0700(tmp_path: Path, keeper: Call
     home.mkdir()
     home.chmod(0o755)
     path = home / "state" / "client" / "ledger.sqlite3"
-    kept = keeper(path)
+    kept = keeper(str(path))  # a path as a string, as an environment variable gives it, is a path too
     try:
         kept.lookup("x") if hasattr(kept, "lookup") else kept.bind("x", "task")  # a write or read: the journal comes and goes
     finally:
