@@ -127,7 +127,7 @@ class Publishing(BusBase):
             batch.sent.add(r.identity)  # only once queued: a send that raised is made again by the handler's retry
         await asyncio.gather(*deliveries)
         for record in records:
-            if record.event is not None:
+            if record.event is not None and not record.again:
                 metrics.observe_published(self.service, record.event)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> asyncio.Future[Any] | None:

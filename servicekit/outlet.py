@@ -38,6 +38,9 @@ class Recorded:
     value: bytes
     traceparent: str | None
     event: Envelope | None = None  # the event it was made from (before signing), when known: counted in the published metric
+    # Published again in answer to a redelivery or a repeat (a finished action's kept result): what it says was counted
+    # when it first went out, so the metrics leave it out (an agent's retries are not more refunds).
+    again: bool = False
 
     @classmethod
     def stored(cls, topic: str, value: str | bytes) -> Recorded:

@@ -50,4 +50,4 @@ def _proven(text: str | None, data: ActionAuthorizedData, authority: Authority |
     event = proven(TOPIC, text, action_identity(data), authority, signed="the executor's signed result")
     if isinstance(event, NotProven):
         return event
-    return Recorded(TOPIC, event.key, text.encode(), event.traceparent, event)
+    return Recorded(TOPIC, event.key, text.encode(), event.traceparent, event, again=True)

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_producer import KeepingProducer
 from prometheus_client import REGISTRY
 
 import schemas as s
-from servicekit import EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message, span
+from servicekit import Bus, EventOutlet, Keyring, Reject, SigningKey, ToolCatalog, action_digest, authorization_message, span
 from servicekit.authority import authority_for
 from servicekit.toolcontract import ToolContext, ToolError
 from services.executor.claims import InMemoryClaimStore
@@ -401,3 +402,23 @@ async def test_nothing_runs_before_control_is_read_and_a_failed_wait_is_tried_ag
     await asyncio.gather(*calls)
     assert len(world.published) == 2
     assert len(waits) == 2  # the two calls shared one wait
+
+
+async def test_a_repeat_answered_from_the_record_is_not_counted_as_another_call(world: World, tmp_path: Path) -> None:
+    """An agent's retry (the same authorization again) gets the kept result again; the metrics count one refund, not two."""
+    producer = KeepingProducer("executor")
+    bus = Bus(producer, "executor", "unused:1", "p.", signer=SigningKey.load_or_create(tmp_path, "executor"))
+    executor = dataclasses.replace(world.executor, out=bus)
+    event = world.authorize(args={"amount_usd": 12.5})
+    labels = {"tenant": event.data.tenant_id, "tool": "refund", "status": "succeeded"}
+    before = REGISTRY.get_sample_value("tidegate_action_results_total", labels) or 0.0
+    spent = REGISTRY.get_sample_value("tidegate_spend_usd_total", {"tenant": event.data.tenant_id, "kind": "tool"}) or 0.0
+    for _ in range(3):  # the first delivery, then the agent's two repeats
+        await executor.handle(event)
+    assert len(world.tool.contexts) == 1
+    assert len(producer.published) == 3  # each repeat is answered, with the result as first published
+    assert len(set(producer.published)) == 1
+    assert (REGISTRY.get_sample_value("tidegate_action_results_total", labels) or 0.0) - before == 1
+    assert s.decode("actions.results", producer.published[0][1]).data.cost.usd == 0.01  # the catalog's price of one call
+    after = REGISTRY.get_sample_value("tidegate_spend_usd_total", {"tenant": event.data.tenant_id, "kind": "tool"}) or 0.0
+    assert after - spent == pytest.approx(0.01)
