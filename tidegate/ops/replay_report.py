@@ -166,7 +166,8 @@ def stories(events: list[Any]) -> dict[TaskKey, Story]:
                 a["reasons"] = [str(r.code) for r in d.reasons]
         elif isinstance(e, ApprovalRejected | ApprovalExpired) and a is not None and a["after_human"] is None:
             a["after_human"] = _REJECTED if isinstance(e, ApprovalRejected) else _EXPIRED
-        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and a is not None:
+        elif isinstance(e, ActionSucceeded | ActionFailed | ActionUnknown) and a is not None and a["result"] is None:
+            # An action has one result: one published again (a repeat of the action answered from the record) is not another.
             a["result"] = d.error.type if d.error and d.error.type == UNANSWERABLE else d.status
             a["cost_usd"] = round(a["cost_usd"] + d.cost.usd, 8)
         elif isinstance(e, TaskCompleted | TaskFailed):

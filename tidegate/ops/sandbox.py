@@ -194,6 +194,9 @@ class SandboxExecutor:
     unanswerable: int = 0
     refused: int = 0
     _keyring: Keyring | None = field(default=None, init=False)
+    # Each action's answer by (tenant, action id), with its call's digest: as the executor, an action is answered once,
+    # and a repeat of it (an agent's retry, a redelivery) gets that answer again, neither a recorded call's nor a count.
+    _given: dict[tuple[str, str], tuple[str, Envelope]] = field(default_factory=dict, init=False)
 
     def _verify(self, event: ActionAuthorized) -> None:
         data = event.data
@@ -217,18 +220,28 @@ class SandboxExecutor:
             self.refused += 1
             raise
         d = event.data
+        given = self._given.get((d.tenant_id, d.action_id))
+        if given is not None:
+            if given[0] != d.authorization.action_digest:
+                self.refused += 1
+                raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {d.action_id} was already answered for another call")
+            await self.publish("actions.results", given[1])
+            return
         recorded = self.answers.take(d.task_id, d.tenant_id, d.tool, d.args)
         common = {**action_identity(d), "tool": d.tool}
+        result: Envelope
         if recorded is None:
             self.unanswerable += 1
             error = ErrorInfo(type=UNANSWERABLE, message="replay: no recorded result for this call (tool and args) in this task")
             data = ActionResultData(**common, status="failed", error=error, attempts=0, duration_ms=0.0, idempotency_key=d.action_id)
-            await self.publish("actions.results", ActionFailed.build(data, source=SANDBOX_SOURCE))
-            return
-        self.answered += 1
-        data = recorded.model_copy(update={**common, "idempotency_key": d.action_id})
-        kind = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}[data.status]
-        await self.publish("actions.results", kind.build(data, source=SANDBOX_SOURCE))
+            result = ActionFailed.build(data, source=SANDBOX_SOURCE)
+        else:
+            self.answered += 1
+            data = recorded.model_copy(update={**common, "idempotency_key": d.action_id})
+            kind = {"succeeded": ActionSucceeded, "failed": ActionFailed, "unknown": ActionUnknown}[data.status]
+            result = kind.build(data, source=SANDBOX_SOURCE)
+        self._given[(d.tenant_id, d.action_id)] = (d.authorization.action_digest, result)
+        await self.publish("actions.results", result)
 
 
 @dataclass

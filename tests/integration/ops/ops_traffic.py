@@ -2,8 +2,9 @@
 
 The planner, policy, executor and approval services run in process against the real Kafka and
 PostgreSQL; ten tasks are submitted (the eight demo tickets, plus the over-threshold refund twice),
-one escalated refund is granted over the approval API and the other rejected. Tests then read the
-window back with the ops commands.
+one escalated refund is granted over the approval API and the other rejected; then T-1001's refund is proposed
+once more under its action id (as a retrying agent, or a planner's redelivery, does: the policy and the executor answer
+from their records). Tests then read the window back with the ops commands.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 from signers import SigningBus
 
-from schemas import TaskCompleted, TaskFailed, TaskSubmitted
+from schemas import ActionProposed, TaskCompleted, TaskFailed, TaskSubmitted
 from servicekit import ADMIN, KitSettings, catalog_topic_names, create_pool, ensure_topics
 from systems.seed import TICKETS, seed_demo
 from tidegate.demo.run import fresh_orders
@@ -84,9 +85,12 @@ async def _audit_caught_up(kit: KitSettings, start: datetime, end: datetime) -> 
     """Until the audit log holds every event of the window."""
     from tidegate.ops.recorded import read_audit_window, recorded_window
 
-    wanted = len((await recorded_window(kit, start, end, principal=ADMIN)).events)
+    def ids(window: Any) -> set[str]:  # an event published again (a repeat answered from the record) is one event
+        return {r.event.id for r in window.events}
+
+    wanted = ids(await recorded_window(kit, start, end, principal=ADMIN))
     deadline = time.monotonic() + 60
-    while len((await read_audit_window(kit.database_url, kit.topic_prefix, start, end)).events) < wanted:
+    while not wanted <= ids(await read_audit_window(kit.database_url, kit.topic_prefix, start, end)):
         assert time.monotonic() < deadline, "the audit service did not record the window"
         await asyncio.sleep(0.3)
 
@@ -113,6 +117,22 @@ async def _decide_approvals(approval: Any, kit: KitSettings, grant_task: str, re
         assert ok.status_code == 200, ok.text
         no = await http.post(f"/api/v1/approvals/{pending[reject_task]['approval_id']}/reject", json={"comment": "duplicate"})
         assert no.status_code == 200, no.text
+
+
+async def _propose_again(client: SigningBus, kit: KitSettings, task_id: str, tool: str) -> None:
+    """Publish the task's recorded proposal of `tool` again, as signed, and wait until its recorded result is published again."""
+    from tidegate.ops.recorded import recorded_window
+
+    window = await recorded_window(kit, None, None, topics=("actions.proposed",), principal=ADMIN)
+    (proposal,) = [e for e in window.of(ActionProposed) if e.data.task_id == task_id and e.data.tool == tool]
+    await client.publish("actions.proposed", proposal)
+    deadline = time.monotonic() + 60
+    while True:
+        results = await recorded_window(kit, None, None, topics=("actions.results",), principal=ADMIN)
+        if sum(1 for e in results.events if getattr(e.event.data, "action_id", None) == proposal.data.action_id) >= 2:
+            return
+        assert time.monotonic() < deadline, "the repeated proposal was not answered from the record"
+        await asyncio.sleep(0.3)
 
 
 async def record_traffic(kit: KitSettings) -> Traffic:
@@ -151,6 +171,7 @@ async def record_traffic(kit: KitSettings) -> Traffic:
             await client.publish("tasks", TaskSubmitted.build(data, source="tidegate/test"))
         await _decide_approvals(approval, kit, tasks["T-1002"].task_id, tasks["T-1002-again"].task_id)
         outcomes = await _outcomes(kit, {t.task_id for t in tasks.values()}, 90)
+        await _propose_again(client, kit, tasks["T-1001"].task_id, "issue_refund")
         end = datetime.now(UTC)  # every event of a task was published before its outcome
         await _audit_caught_up(kit, start, end)
     finally:

@@ -92,7 +92,11 @@ async def test_replay_decides_again_and_touches_no_system(traffic: Traffic, ops_
     assert report.answered > 0
     t1001 = next(t for t in report.tasks if t.task_id == traffic.task_ids["T-1001"])
     refund = next(a for a in t1001.now.actions if a["tool"] == "issue_refund")
+    # Its refund was proposed again under its action id (ops_traffic): still the one call made, as recorded, at its one cost.
     assert (refund["decision"], refund["result"]) == ("allow", "succeeded")
+    assert [a["tool"] for a in t1001.now.actions].count("issue_refund") == 1
+    assert t1001.then.cost_usd == t1001.now.cost_usd
+    assert report.unanswerable == 0  # every call made then is answered from the record
 
 
 async def test_replay_with_a_candidate_policy_shows_the_changed_decision(traffic: Traffic, tmp_path: Path) -> None:

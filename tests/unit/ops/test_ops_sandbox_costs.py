@@ -20,9 +20,11 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 ARGS = {"ticket_id": "T-1", "tags": ["billing"]}
 
 
-def authorized(key: SigningKey, args: dict[str, Any], *, expires: datetime | None = None, tamper: bool = False) -> s.ActionAuthorized:
+def authorized(
+    key: SigningKey, args: dict[str, Any], *, expires: datetime | None = None, tamper: bool = False, action_id: str = "t-1:1"
+) -> s.ActionAuthorized:
     data = s.ActionAuthorizedData(
-        action_id="t-1:1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket", args=args,
+        action_id=action_id, task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket", args=args,
         authorization=s.Authorization(
             via="policy", policy_version="v", action_digest=action_digest("acme", "tag_ticket", args), issued_at=NOW,
             expires_at=expires or NOW + timedelta(minutes=5), key_id=key.key_id, signature="",
@@ -63,9 +65,25 @@ async def test_a_recorded_call_is_answered_from_the_record(tmp_path: Path) -> No
     assert topic == "actions.results"
     assert isinstance(event, s.ActionSucceeded)
     assert (event.data.action_id, event.data.result, event.data.attempts) == ("t-1:1", {"tags": ["billing"]}, 2)
-    await executor.handle(authorized(key, ARGS))  # the record answers one call only
+    await executor.handle(authorized(key, ARGS, action_id="t-1:2"))  # the record answers one call only: another action is not it
     assert published[-1][1].data.error.type == "unanswerable"
     assert (executor.answered, executor.unanswerable) == (1, 1)
+
+
+async def test_a_repeat_of_an_action_gets_its_answer_again_and_is_not_another_call(tmp_path: Path) -> None:
+    """An agent that proposed the refund again under its action id: the live executor answered from its record, so does replay."""
+    executor, published, key = sandbox(tmp_path)
+    first = authorized(key, ARGS)
+    await executor.handle(first)
+    await executor.handle(first)  # redelivered
+    await executor.handle(authorized(key, ARGS))  # the same action authorized again (the policy answered the repeat)
+    assert [e.data.status for _, e in published] == ["succeeded"] * 3
+    assert len({e.id for _, e in published}) == 1  # the one answer, not a new result that a cost sum would count again
+    assert (executor.answered, executor.unanswerable, executor.refused) == (1, 0, 0)
+    with pytest.raises(Reject) as refused:  # another call under a used action id is never answered as that action
+        await executor.handle(authorized(key, {"ticket_id": "T-1", "tags": ["other"]}))
+    assert refused.value.code == "authorization_replayed"
+    assert (executor.answered, executor.unanswerable, executor.refused) == (1, 0, 1)
 
 
 async def test_a_call_never_made_is_unanswerable(tmp_path: Path) -> None:

@@ -56,3 +56,16 @@ def test_with_an_outcome_on_both_sides_the_task_totals_are_compared() -> None:
     )
     diff = TaskDiff("t-1002", "acme", then, now)
     assert (diff.then.cost_usd, diff.now.cost_usd) == (4.00017, 0.5)
+
+
+def test_an_action_repeated_by_its_agent_costs_and_ends_once() -> None:
+    """The agent proposed the refund again under its action id; the policy and the executor answered from their records.
+
+    The recorded window then holds the proposal twice and the result twice (the same event): the action cost what its one
+    call cost, and ended as that call did.
+    """
+    proposal, result = refund_then_outcome(outcome_total=None)
+    story = stories([proposal, result, proposal, result])[("acme", "t-1002")]
+    assert len(story.actions) == 1
+    assert story.actions[0]["result"] == "succeeded"
+    assert story.cost_usd == 0.0002  # 0.0001 of model and 0.0001 of the call, not 0.0003
