@@ -38,8 +38,12 @@ _RUNNING = (
     "the tool's timeout_s × max_attempts when its calls take that long"
 )
 _MAYBE_TAKEN = (
-    "if another tenant or another call used this action id first, the policy refused this proposal as `action_id_reused` "
-    "(dead-lettered: clients cannot read it) and no answer will come: propose the call under a new action id"
+    "no decision came: the policy service may be slow or down, and then the proposal stands and is decided once it is back "
+    "(`resume` it; do not propose the call again under a new action id, which would be another action); or the policy "
+    "refused it and dead-lettered it, where clients cannot read it, and no answer will come: a client key it does not trust "
+    "(`unknown_key`: not registered, or registered for another principal than TIDEGATE_CLIENT_PRINCIPAL), a tenant this "
+    "key may not propose for (`signer_not_allowed`), or another call used this action id first (`action_id_reused`, the "
+    "one a new action id answers). The operator reads which in the policy's log or the audit log's dead letters"
 )
 
 

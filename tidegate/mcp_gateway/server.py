@@ -126,7 +126,7 @@ def build_server(
         task = tasks.bind(action_id, task)  # a retry after a restart, a call followed: the task it was first proposed in
         tasks.hold(action_id, call)
         try:
-            answer, owed = await governed(ctx, params.name, arguments, action_id, task)
+            answer, owed = await governed(ctx, params.name, arguments, action_id, task, named=named is not None)
         except BaseException:  # cancelled (the caller left, the gateway stops) or a bug: a retry of the call follows this one
             tasks.left(action_id)
             raise
@@ -134,9 +134,12 @@ def build_server(
         return answer
 
     async def governed(
-        ctx: ServerRequestContext[Any], tool: str, arguments: dict[str, Any], action_id: str, task: str
+        ctx: ServerRequestContext[Any], tool: str, arguments: dict[str, Any], action_id: str, task: str, *, named: bool
     ) -> tuple[types.CallToolResult, bool]:
-        """The answer to a call, and whether it leaves the caller without how the call ended (pending, bus unreachable)."""
+        """The answer to a call, and whether it leaves the caller without how the call ended (pending, bus unreachable).
+
+        `named`: the caller chose the action id (in `_meta`); else the gateway did.
+        """
         try:
             # An allowed call's result is waited for no longer than a decision: a client's request would time out first
             waited = client.settings.decision_timeout_s
@@ -150,7 +153,7 @@ def build_server(
         except ResultPending:  # allowed, the executor's answer not in yet: it may be running, the model polls it
             return _still_open(client, action_id, _RUNNING, allowed=True), True
         except TimeoutError:  # proposed, but no decision yet: the model polls this action, it does not propose it again
-            return _still_open(client, action_id, _UNDECIDED), True
+            return _still_open(client, action_id, _UNDECIDED + (_UNDECIDED_NAMED if named else "")), True
         except BUS_DOWN as exc:  # the proposal stays recorded, unsent: a retry under its action id sends that very proposal
             return error(
                 f"the governance bus is unreachable ({said(exc)}): action {action_id} may not have reached Tidegate, and nothing "
@@ -241,8 +244,14 @@ def invalid_args(tool: str, problems: list[str]) -> types.CallToolResult:
 
 _RUNNING = "Allowed, and the executor has not reported its result yet: it may be running, or have happened."
 _UNDECIDED = (
-    "Proposed, but Tidegate has not decided yet; it has not run. If no answer ever comes, the action id may be another's "
-    "(the policy then refused this call): call the tool without it, or with a new one."
+    "Proposed, but Tidegate has not decided yet; it has not run. The policy service may be slow or down: the proposal "
+    "stands and is decided once it is back. Poll it with this action_id; do not call the tool again without it (that would "
+    "be another action, and both would run)."
+)
+# Added when the caller chose the action id: only then can it be one another call used first.
+_UNDECIDED_NAMED = (
+    " If no answer ever comes, the policy may have refused the call (an operator reads why in its log); one such reason is "
+    "that the action id may be another's (another call used it first), and only that one is answered by a new action id."
 )
 
 

@@ -211,6 +211,12 @@ async def test_a_call_without_a_decision_in_time_returns_pending_with_its_action
         said = text_of(pending)  # what a model reads
         assert action_id in said
         assert STATUS_TOOL in said
+        # The gateway chose the id: it is no other call's, and the likely cause is the policy being slow or down. A model
+        # told to call again under a new id (as it was) proposed the refund twice, and both ran once the policy was back.
+        assert "may be slow or down" in said
+        assert "new one" not in said
+        assert "may be another's" not in said
+        assert "do not call the tool again without it" in said
         ask = {"action_id": action_id, "position": pending.structured_content["position"]}
         assert (await mcp_client.call_tool(STATUS_TOOL, ask)).structured_content["outcome"] == "pending"
         retry_key: Any = {IDEMPOTENCY_META: action_id}
