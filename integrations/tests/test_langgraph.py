@@ -301,3 +301,41 @@ async def test_args_the_client_refuses_are_an_error_tool_message_saying_why_not_
     assert state["messages"][-1].content == "done"  # the model read it and answered: the run went on
     assert governance.proposals == []
     assert effects.calls == []
+
+
+async def test_a_later_turn_whose_model_reuses_a_call_id_proposes_its_own_call_and_resumes_it(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """The provider numbers calls per turn: the same refund asked for in a second turn is a second refund, not the first's outcome."""
+    refund = {"name": "issue_refund", "args": {"payee_id": "cus_1005", "amount_usd": 50.0}, "id": "call_0"}
+    big = {"name": "issue_refund", "args": {"payee_id": "cus_1005", "amount_usd": 700.0}, "id": "call_0"}
+    model = ScriptedModel(
+        messages=iter(
+            [
+                *(AIMessage(content="", tool_calls=[refund]), AIMessage("done")),
+                *(AIMessage(content="", tool_calls=[refund]), AIMessage("done")),
+                *(AIMessage(content="", tool_calls=[big]), AIMessage("done")),
+            ]
+        )
+    )
+    saver = InMemorySaver()
+    async with make_client() as client:
+        graph = agent(client, effects, model, saver)
+        await graph.ainvoke({"messages": [("user", "refund order O-1")]}, CONFIG)
+        second = await graph.ainvoke({"messages": [("user", "and order O-2, the same amount")]}, CONFIG)
+        said = [m for m in second["messages"] if isinstance(m, ToolMessage)]
+        assert [m.content for m in said] == ["refunded 50.00 to cus_1005"] * 2
+        assert effects.of("issue_refund") == [{"payee_id": "cus_1005", "amount_usd": 50.0}] * 2  # both ran
+        first_id, second_id = (p.action_id for p in governance.proposals)
+        assert first_id == "langgraph:thread-1:call_0"  # a first use keeps the plain id
+        assert second_id.startswith("langgraph:thread-1:call_0:")
+        # A third turn's call of that id escalates: the node's re-run on resume follows its proposal, never makes another.
+        paused = await graph.ainvoke({"messages": [("user", "and 700 for O-3")]}, CONFIG)
+        assert "__interrupt__" in paused
+        await governance.approve(await wait_pending(governance))
+        resumed = await graph.ainvoke(Command(resume="approved"), CONFIG)
+    assert [m.content for m in resumed["messages"] if isinstance(m, ToolMessage)][-1] == "refunded 700.00 to cus_1005"
+    assert len(governance.proposals) == 3
+    assert len({p.action_id for p in governance.proposals}) == 3
+    assert effects.of("issue_refund")[-1] == {"payee_id": "cus_1005", "amount_usd": 700.0}
+    assert len(effects.of("issue_refund")) == 3

@@ -20,10 +20,11 @@ when it starts, before the model is asked anything (`create_agent`), or at its f
 anything is proposed (a `ToolNode` of a graph of your own: it runs no agent hooks). The action id is `langgraph:<thread id>:<tool-call id>`,
 so the node's re-run on resume (and a restarted process, with `SqliteProposals`) follows the first proposal
 instead of proposing again, while another thread whose model numbers its calls the same way ("call_0")
-proposes its own. What `Command(resume=...)` carries is only a wake-up: the decision is Tidegate's (signed
-approval, bound to the exact args). When a human edited the args, the `ToolMessage` tells the model the
-args that ran (and its artifact carries `edited_args`); when the call did not run, why: the reason codes,
-policy's messages and the approver's comment, quoted.
+proposes its own, and so does a later turn of the thread whose call has an id an earlier turn's had (its id
+then ends with the id of the model's message that made it). What `Command(resume=...)` carries is only a
+wake-up: the decision is Tidegate's (signed approval, bound to the exact args). When a human edited the
+args, the `ToolMessage` tells the model the args that ran (and its artifact carries `edited_args`); when
+the call did not run, why: the reason codes, policy's messages and the approver's comment, quoted.
 """
 
 from __future__ import annotations
@@ -78,8 +79,7 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         # agent hooks, and a pause it could not resume would leave a human's grant unrun (the action ends `unknown`).
         configurable = _refuse_unresumable(getattr(request.runtime, "config", None))
         args = _checked(request.tool, call)
-        thread = configurable["thread_id"]
-        action_id = f"langgraph:{thread}:{call['id']}" if call["id"] else None
+        action_id = _action_id(configurable["thread_id"], call["id"], request.state)
         try:
             outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): its to fix, not the run's end
@@ -117,6 +117,33 @@ def _refuse_unresumable(config: Any) -> dict[str, Any]:
     if configurable.get(CONFIG_KEY_CHECKPOINTER) is None or configurable.get("thread_id") is None:
         raise ValueError(_NOT_RESUMABLE)
     return configurable
+
+
+def _action_id(thread: Any, call_id: str | None, state: Any) -> str | None:
+    """`langgraph:<thread>:<call id>`, then the id of the model's message that made the call if an earlier turn used the call id.
+
+    A provider may number its calls `call_0` in every turn. Without the message's id, the same call made again in a
+    later turn (the same refund asked for twice) was taken for the first one and answered with its outcome: reported
+    done, never run. Read from the thread's checkpointed messages, so the node's
+    re-run on resume finds the same id; a first use keeps the plain form (a thread paused before this release resumes
+    under the id it proposed with).
+    """
+    if not call_id:
+        return None
+    plain = f"langgraph:{thread}:{call_id}"
+    made_by = [m for m in _messages(state) if call_id in {c.get("id") for c in getattr(m, "tool_calls", None) or ()}]
+    if len(made_by) < 2:
+        return plain
+    this = made_by[-1]  # the newest message making a call of this id is the one whose calls the tool node runs
+    return f"{plain}:{getattr(this, 'id', None) or len(made_by)}"
+
+
+def _messages(state: Any) -> list[Any]:
+    """The thread's messages from the agent state (a dict, a model, or the list itself, as `ToolNode` accepts)."""
+    if isinstance(state, list):
+        return state
+    messages = state.get("messages") if isinstance(state, dict) else getattr(state, "messages", None)
+    return list(messages or ())
 
 
 def _checked(tool: BaseTool, call: Any) -> dict[str, Any]:
