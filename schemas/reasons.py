@@ -87,6 +87,9 @@ class ReasonCode(StrEnum):
     # Decisions added by the default policy pack: a human-granted financial call over the threshold, and a call on an
     # entry of the system of record whose read the task tried and that failed.
     OVER_THRESHOLD_APPROVED = "over_threshold_approved"
+    # A financial call whose amount policy cannot read (its tool's catalog entry names no `facts.amount`, or the call gave
+    # none): never under a threshold, a human approves it.
+    AMOUNT_UNKNOWN = "amount_unknown"
     RECORD_READ_FAILED = "record_read_failed"
     # A financial call under the threshold that, with what its task already
     # had allowed, reaches it: split refunds escalate at the call that reaches the threshold.

@@ -22,6 +22,7 @@ __all__ = [
     "declaration_problems",
     "undo_tenancy_warnings",
     "ungranted_outside_tools",
+    "unread_amount_warnings",
 ]
 
 ADDRESS_NAMES = frozenset({"to", "cc", "bcc", "reply_to", "recipient", "recipients", "email", "emails", "url", "urls"})
@@ -104,6 +105,20 @@ def _uncovered(spec: ToolSpec, other: ToolSpec) -> str | None:
     if mine is None:
         return f"the tenants its entry does not name ({spec.name} is granted to every tenant)"
     return ", ".join(sorted(mine - theirs))
+
+
+def unread_amount_warnings(tools: Mapping[str, ToolSpec]) -> list[str]:
+    """`financial` tools whose entry names no `facts.amount`: each a warning (the default pack escalates every call of them).
+
+    Policy reads a call's amount only from the arg `facts.amount` names; without it no threshold can allow the call, and
+    the default pack escalates each one `amount_unknown`. Most likely an imported tool whose facts were not filled in.
+    """
+    return [
+        f"tool {spec.name} is financial but names no facts.amount: policy cannot read what a call of it pays, so the default "
+        "pack escalates every call `amount_unknown` (add `facts: {amount: <its USD amount arg>, payee: <who is paid>}`)"
+        for spec in tools.values()
+        if spec.risk is RiskClass.FINANCIAL and spec.facts.amount is None
+    ]
 
 
 def undo_tenancy_warnings(tools: Mapping[str, ToolSpec]) -> list[str]:

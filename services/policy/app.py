@@ -22,7 +22,7 @@ from servicekit import (
     service_bus,
     service_key,
 )
-from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools
+from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from services.policy._memory_repository import InMemoryPolicyRepository
@@ -68,7 +68,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     settings = settings or PolicySettings()
     catalog = ToolCatalog.load(kit.tools_dir)
     # decided safely (`engine.decide`), but most likely a mistake, or an upgrade's step skipped: said before the first call fails
-    for warning in [*ungranted_outside_tools(catalog.tools), *undo_tenancy_warnings(catalog.tools)]:
+    for warning in [*ungranted_outside_tools(catalog.tools), *undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         log.warning("policy: %s", warning)
     pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
     signer = service_key(kit, settings.signing_key_name)

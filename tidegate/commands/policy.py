@@ -9,7 +9,7 @@ from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
-from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools
+from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
 from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 
@@ -54,7 +54,7 @@ def validate(
     console.print(f"[green]✓[/] {len(source.files)} file(s) valid against {len(catalog)} tools; version {source.version}")
     for warning in ungranted_outside_tools(catalog.tools):
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
-    for warning in undo_tenancy_warnings(catalog.tools):
+    for warning in [*undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
 
 

@@ -56,8 +56,10 @@ def catalog_entry(tool: types.Tool, upstream: McpUpstream, prefix: str = "") -> 
     header = (
         f"# Imported from an upstream MCP server ({tool.name}).\n"
         f"# FILL IN `risk` (read, draft, write_low, financial, destructive, code_change): until then it is `{PLACEHOLDER_RISK}`,\n"
-        "# which the default policy pack leaves to humans. Add `facts`, `idempotent`, `cost_usd` as they apply; check the\n"
-        "# counterparty kinds guessed for address-like args, and set `untrusted_output: false` only for a system of record.\n"
+        "# which the default policy pack leaves to humans. Add `facts`, `idempotent`, `cost_usd` as they apply: a `financial`\n"
+        "# tool needs `facts: {amount: <its USD amount arg>, payee: <who is paid>}`, or every call of it escalates\n"
+        "# `amount_unknown` (thresholds and the per-payee bound read them). Check the counterparty kinds guessed for\n"
+        "# address-like args, and set `untrusted_output: false` only for a system of record.\n"
     )
     return f"{name}.yaml", header + yaml.safe_dump(entry, sort_keys=False, allow_unicode=True)
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from servicekit import REPO_ROOT, ToolCatalog
+from servicekit.catalog_checks import unread_amount_warnings
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
 from services.policy.pack import PackSource, TenantSettings, compile_pack
@@ -37,6 +38,8 @@ BANK_TOOLS = [
         {"recipient_iban": {"type": "string"}, "amount": {"type": "number"}},
         facts={"amount": "amount", "payee": "recipient_iban"},
     ),
+    # As `tidegate mcp import` writes an upstream tool and its integrator marks it `financial`, before filling in `facts`.
+    _tool("pay_vendor", "financial", {"vendor": {"type": "string"}, "amount_usd": {"type": "number"}}),
     _tool("close_account", "destructive", {"account": {"type": "string"}}),
     _tool("grant_access", "permission_change", {"user": {"type": "string"}, "role": {"type": "string"}}),
     _tool("merge_to_main", "code_change", {"files": {"type": "array", "items": {"type": "string"}}}, facts={"paths": "files"}),
@@ -93,6 +96,10 @@ def test_the_default_pack_loads_against_a_catalog_without_the_demo_tools(bank_ca
             "escalate",
             "needs_human_approval",
         ),
+        # Its amount is not one policy can read: never 0 USD under the threshold, whatever it pays (it was allowed
+        # `within_threshold` for 99,999 USD to anyone).
+        ("pay_vendor", {"vendor": "acct_new", "amount_usd": 99_999}, {}, "escalate", "amount_unknown"),
+        ("pay_vendor", {"vendor": "acct_new", "amount_usd": 1}, {"refund_threshold_usd": 10**6}, "escalate", "amount_unknown"),
         ("close_account", {"account": "a-1"}, {}, "deny", "human_only"),
         ("grant_access", {"user": "eve", "role": "admin"}, {}, "deny", "human_only"),
         (
@@ -133,3 +140,11 @@ def test_an_amount_in_fractions_of_a_cent_or_beyond_what_cents_hold_is_refused_w
     # Beyond what 64-bit cents hold: refused for what it is, not failed in the pack (it was `policy_error`).
     assert _decide(bank_catalog, "send_money", {**send, "amount": 1e300}) == ("deny", ["invalid_args"])
     assert _decide(bank_catalog, "send_money", {**send, "amount": 1e12}) == ("deny", ["new_payee_blocked"])
+
+
+def test_a_financial_tool_without_an_amount_fact_is_named_when_the_catalog_is_checked(bank_catalog: ToolCatalog) -> None:
+    """`tidegate policy validate` and the policy service's start say which financial tools policy cannot read the amount of."""
+    [warning] = unread_amount_warnings(bank_catalog.tools)
+    assert warning.startswith("tool pay_vendor is financial but names no facts.amount")
+    assert "amount_unknown" in warning
+    assert unread_amount_warnings(ToolCatalog.load(REPO_ROOT / "catalog" / "tools").tools) == []  # the shipped catalog's all name it
