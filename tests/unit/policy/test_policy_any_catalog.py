@@ -40,6 +40,13 @@ BANK_TOOLS = [
     ),
     # As `tidegate mcp import` writes an upstream tool and its integrator marks it `financial`, before filling in `facts`.
     _tool("pay_vendor", "financial", {"vendor": {"type": "string"}, "amount_usd": {"type": "number"}}),
+    # A Decimal amount as an MCP server's SDK lists it: a number, or a string the tool parses.
+    _tool(
+        "pay_invoice",
+        "financial",
+        {"vendor": {"type": "string"}, "amount_usd": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
+        facts={"amount": "amount_usd", "payee": "vendor"},
+    ),
     _tool("close_account", "destructive", {"account": {"type": "string"}}),
     _tool("grant_access", "permission_change", {"user": {"type": "string"}, "role": {"type": "string"}}),
     _tool("merge_to_main", "code_change", {"files": {"type": "array", "items": {"type": "string"}}}, facts={"paths": "files"}),
@@ -100,6 +107,10 @@ def test_the_default_pack_loads_against_a_catalog_without_the_demo_tools(bank_ca
         # `within_threshold` for 99,999 USD to anyone).
         ("pay_vendor", {"vendor": "acct_new", "amount_usd": 99_999}, {}, "escalate", "amount_unknown"),
         ("pay_vendor", {"vendor": "acct_new", "amount_usd": 1}, {"refund_threshold_usd": 10**6}, "escalate", "amount_unknown"),
+        # The model chooses the amount's type: as a string, policy reads no amount, and no threshold allows it.
+        ("pay_invoice", {"vendor": "acct_1", "amount_usd": "99999"}, {"known_payees": ["acct_1"]}, "escalate", "amount_unknown"),
+        ("pay_invoice", {"vendor": "acct_1", "amount_usd": 99_999}, {"known_payees": ["acct_1"]}, "escalate", "needs_human_approval"),
+        ("pay_invoice", {"vendor": "acct_1", "amount_usd": 50}, {"known_payees": ["acct_1"]}, "allow", "within_threshold"),
         ("close_account", {"account": "a-1"}, {}, "deny", "human_only"),
         ("grant_access", {"user": "eve", "role": "admin"}, {}, "deny", "human_only"),
         (
