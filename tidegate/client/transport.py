@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
@@ -207,19 +208,33 @@ class KafkaTransport:
             await consumer.stop()
 
     async def serve(self, topic: str, group: str) -> AsyncIterator[Delivery]:
-        """Consume with a group; the offset is committed by `ack()`, so an unanswered request is redelivered."""
+        """Consume with a group; the offset is committed by `ack()`, so an unanswered request is redelivered.
+
+        A partition this process is to lose (another process serving the tool joined the group, or one left it) is let go
+        only once every request of it handed out here is answered and acked: the member that gets it next starts after
+        them. Let go at once, that member read them again from the last commit and ran them while they still ran here,
+        which neither process's ledger could tell (a refund paid twice when a second agent process started). What of it
+        was fetched and not handed out yet is left to that member.
+        """
         consumer = self._consumer(group_id=self._prefix + group, auto_offset_reset="earliest")
-        consumer.subscribe([self._prefix + topic])
+        handed_out = _HandedOut()
+        consumer.subscribe([self._prefix + topic], listener=handed_out)
         try:
             await consumer.start()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for tp, records in batch.items():
                     for record in records:
+                        if tp not in consumer.assignment():
+                            break  # lost to another member while this batch was handed out: it reads them from the last commit
 
                         async def ack(tp: TopicPartition = tp, offset: int = record.offset) -> None:
-                            await consumer.commit({tp: offset + 1})
+                            try:
+                                await consumer.commit({tp: offset + 1})
+                            finally:
+                                await handed_out.back(tp)
 
+                        handed_out.out(tp)
                         event = _decoded(topic, record.value)
                         if event is None:
                             await ack()  # unreadable: logged by _decoded; nothing can answer it
@@ -227,6 +242,33 @@ class KafkaTransport:
                         yield Delivery(event, ack)
         finally:
             await consumer.stop()
+
+
+class _HandedOut(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The requests of each partition handed out and not acked yet; a partition is revoked once it has none."""
+
+    def __init__(self) -> None:
+        self._out: Counter[TopicPartition] = Counter()
+        self._changed = asyncio.Condition()
+
+    def out(self, tp: TopicPartition) -> None:
+        self._out[tp] += 1
+
+    async def back(self, tp: TopicPartition) -> None:
+        async with self._changed:
+            self._out[tp] -= 1
+            self._changed.notify_all()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Wait until what was handed out of `revoked` is answered and acked (each call ends by its deadline at the latest)."""
+        waiting = {tp: n for tp in revoked if (n := self._out[tp])}
+        if waiting:
+            log.info("waiting for %d call(s) in progress before letting %s go to another process", sum(waiting.values()), sorted(waiting))
+        async with self._changed:
+            await self._changed.wait_for(lambda: not any(self._out[tp] for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Nothing to do: reading starts at the group's last commit."""
 
 
 async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
