@@ -60,6 +60,10 @@ class BusBase:
     # Set as `stop` begins: a handler between two steps (the executor between two attempts) starts no new one.
     stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    # One consumer of no group that reads topics' end offsets for `wait_caught_up`, opened at its first use.
+    _end_reader: Any = field(default=None, init=False)
+    _end_reader_opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _end_partitions: dict[str, list[Any]] = field(default_factory=dict, init=False)  # each topic's, once known
     subscriptions: list[str] = field(default_factory=list, init=False)
     _routes: list[Subscription] = field(default_factory=list, init=False)
     _commits: list[Commits] = field(default_factory=list, init=False)  # one per consumer of a group

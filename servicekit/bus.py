@@ -95,22 +95,39 @@ class Bus(Subscribing):
             await commits.closing()
         await asyncio.gather(*(poller.stop(graceful_timeout_s=GRACEFUL_TIMEOUT_S) for poller in self.pollers))
         await self.producer.stop()
+        if self._end_reader is not None:
+            reader, self._end_reader = self._end_reader, None
+            await reader.stop()
 
     async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
-        """Wait until this process has handled `topic` up to its end offsets as of now."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options())
-        await consumer.start()
-        try:
-            full = self.topic(topic)
-            tps = await partitions_of(consumer, [full])
-            ends = await consumer.end_offsets(tps) if tps else {}
-        finally:
-            await consumer.stop()
+        """Wait until this process has handled `topic` up to its end offsets as of now.
+
+        The end offsets are read by one consumer of no group the bus keeps open once used (one request each time), so a
+        handler may ask before each unit of work (the executor, before a call, that `control` holds no switch it has not read).
+        """
+        reader = await self._ends_reader()
+        full = self.topic(topic)
+        tps = self._end_partitions.get(full) or await partitions_of(reader, [full])
+        if tps:
+            self._end_partitions[full] = tps
+        ends = await reader.end_offsets(tps) if tps else {}
         deadline = asyncio.get_running_loop().time() + timeout_s
         while any(self.positions.get((tp.topic, tp.partition), 0) < end for tp, end in ends.items()):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+    async def _ends_reader(self) -> AIOKafkaConsumer:
+        async with self._end_reader_opening:
+            if self._end_reader is None:
+                reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options())
+                try:
+                    await reader.start()
+                except BaseException:
+                    await reader.stop()
+                    raise
+                self._end_reader = reader
+            return self._end_reader
 
 
 def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: Authority | None = None) -> Bus:

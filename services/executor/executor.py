@@ -52,8 +52,12 @@ class Executor:
             is then dead-lettered).
         killed: The reason of the kill switch stopping (tenant, tool), or None.
         context_pool: Database pool handed to in-process tools (the systems of record).
-        ready: Awaited before the first call: `control` read to its end, so that a kill switch set while
-            the executor was down holds for its backlog of authorizations.
+        ready: Awaited before a call: `control` read to its end, so that a kill switch set while the executor
+            was down holds for its backlog of authorizations, and so does one set while it was paused or behind
+            (a process stopped, frozen or starved handles the authorizations queued meanwhile before its `control`
+            consumer delivers the switch). Awaited again before a call when the last read began more than
+            `ready_fresh_s` ago; the calls of one moment share one read.
+        ready_fresh_s: How long a read of `control` to its end stands for the calls that follow it.
         clock: Current time (tests move it).
         sleep: Waits between attempts (tests make it instant).
         stopping: Set as the process begins to stop (`Bus.stopping`): no call starts after it, and a wait between
@@ -73,6 +77,7 @@ class Executor:
     authority: Authority | None = None
     context_pool: Any = None
     ready: Callable[[], Awaitable[None]] | None = None
+    ready_fresh_s: float = 0.5
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     stopping: asyncio.Event | None = None
@@ -82,6 +87,7 @@ class Executor:
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
     _ready: asyncio.Future[None] | None = field(default=None, init=False)
+    _ready_asked_at: float = field(default=0.0, init=False)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -94,10 +100,17 @@ class Executor:
     # --- the handler's domain entry point ----------------------------------------------------
 
     async def _wait_ready(self) -> None:
-        """Run nothing before `ready` returned once; the calls waiting share one wait (a failed wait is tried again)."""
+        """Run nothing before `ready` returned, asked at most `ready_fresh_s` ago; the calls waiting share one wait.
+
+        A failed wait is tried again. The first wait (at start) may take long; the later ones are one request when
+        nothing is new, and wait only for what `control` holds that this process has not handled yet.
+        """
         if self.ready is None:
             return
-        if self._ready is None or (self._ready.done() and self._ready.exception() is not None):
+        now = time.monotonic()
+        stale = self._ready is not None and self._ready.done() and now - self._ready_asked_at > self.ready_fresh_s
+        if self._ready is None or stale or (self._ready.done() and self._ready.exception() is not None):
+            self._ready_asked_at = now
             self._ready = asyncio.ensure_future(self.ready())
         await asyncio.shield(self._ready)
 
