@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
@@ -339,3 +340,45 @@ async def test_a_later_turn_whose_model_reuses_a_call_id_proposes_its_own_call_a
     assert len({p.action_id for p in governance.proposals}) == 3
     assert effects.of("issue_refund")[-1] == {"payee_id": "cus_1005", "amount_usd": 700.0}
     assert len(effects.of("issue_refund")) == 3
+
+
+class DynamicTools(AgentMiddleware):  # type: ignore[misc]
+    """LangChain's dynamic tools: a tool found at run time (an MCP server's, say), offered to the model and resolved here."""
+
+    def __init__(self, found: BaseTool) -> None:
+        super().__init__()
+        self.found = found
+
+    async def awrap_model_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        return await handler(request.override(tools=[*request.tools, self.found]))
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        if request.tool_call["name"] == self.found.name:
+            return await handler(request.override(tool=self.found))
+        return await handler(request)
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["resolved-inside-tidegate", "resolved-before-tidegate"])
+async def test_a_tool_a_middleware_resolves_at_run_time_never_runs_ungoverned(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, inside: bool
+) -> None:
+    tag_ticket, issue_refund, _ = tools_for(effects)
+    refund = {"payee_id": "cus_9999", "amount_usd": 99_999.0}
+    async with make_client() as client:
+        tidegate = TidegateMiddleware(client, serve=[tag_ticket, issue_refund])
+        dynamic = DynamicTools(issue_refund)
+        graph = create_agent(
+            script("issue_refund", refund),
+            tools=[tag_ticket],  # the refund tool is not the agent's: a middleware finds it at run time
+            middleware=[tidegate, dynamic] if inside else [dynamic, tidegate],
+            checkpointer=InMemorySaver(),
+        )
+        state = await graph.ainvoke({"messages": [("user", "refund 99999 to cus_9999")]}, CONFIG)
+    if inside:  # resolved where Tidegate cannot see it: refused as LangChain refuses a tool the agent was not given, never run
+        message = tool_message(state)
+        assert (message.status, message.content) == ("error", "Error: issue_refund is not a valid tool, try one of [tag_ticket].")
+        assert governance.proposals == []
+    else:  # resolved before Tidegate: proposed, and decided by policy (over the threshold: a human decides)
+        assert [p.tool for p in governance.proposals] == ["issue_refund"]
+        assert "__interrupt__" in state
+    assert effects.of("issue_refund") == []

@@ -37,7 +37,7 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config
 from langgraph.constants import CONF, CONFIG_KEY_CHECKPOINTER
-from langgraph.prebuilt.tool_node import ToolInvocationError
+from langgraph.prebuilt.tool_node import INVALID_TOOL_NAME_ERROR_TEMPLATE, ToolInvocationError
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel, ValidationError
 
@@ -74,7 +74,7 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         """Propose the call; pause the graph for a human when Tidegate escalates; answer with what really happened."""
         call = request.tool_call
         if request.tool is None:  # not one of the agent's tools: the framework's own "not a valid tool" error, nothing proposed
-            return await handler(request)
+            return _not_a_tool(request)
         # Checked again here, not only in `before_agent`: a hand-built graph's `ToolNode(awrap_tool_call=...)` runs no
         # agent hooks, and a pause it could not resume would leave a human's grant unrun (the action ends `unknown`).
         configurable = _refuse_unresumable(getattr(request.runtime, "config", None))
@@ -106,6 +106,19 @@ _NOT_RESUMABLE = (
     "a checkpointer can resume. Pass checkpointer= to create_agent, or to compile() for a graph of your own with "
     'ToolNode(awrap_tool_call=...) (a durable one in production), and {"configurable": {"thread_id": ...}} as the config.'
 )
+
+
+def _not_a_tool(request: Any) -> ToolMessage:
+    """LangChain's own answer to a call of a tool the agent was not given, made here: never handed on, never run.
+
+    Handed on to the next middleware, a call whose tool a middleware inside this one resolves at run time (LangChain's
+    dynamic tools, `request.override(tool=...)`) ran in the agent's process with no proposal at all: a 99,999 USD refund
+    to a new payee, no decision, no audit row. Such a middleware goes before this one, so that what it resolves is governed.
+    """
+    call = request.tool_call
+    tools = getattr(request.runtime, "tools", None) or ()
+    content = INVALID_TOOL_NAME_ERROR_TEMPLATE.format(requested_tool=call["name"], available_tools=", ".join(t.name for t in tools))
+    return ToolMessage(content, name=call["name"], tool_call_id=call["id"], status="error")
 
 
 def _refuse_unresumable(config: Any) -> dict[str, Any]:
