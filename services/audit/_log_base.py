@@ -130,8 +130,8 @@ class AuditLog(Protocol):
         ...
 
     @abstractmethod
-    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
-        """Rows matching `filters`, oldest first, at most `limit`."""
+    async def search(self, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[LogRow]:
+        """Rows matching `filters`, oldest first, at most `limit`: the oldest that match, or with `newest` the newest."""
         ...
 
     @abstractmethod

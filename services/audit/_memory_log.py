@@ -157,9 +157,10 @@ class InMemoryAuditLog(AuditLog):
         mine = (r for r in self.rows if r.topic.startswith(prefix) and (r.task_id == task_id or (r.task_id is None and r.key == key)))
         return sorted(mine, key=story_key)
 
-    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
+    async def search(self, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[LogRow]:
         """See `AuditLog`."""
-        return sorted((r for r in self.rows if filters.matches(r)), key=story_key)[:limit]
+        found = sorted((r for r in self.rows if filters.matches(r)), key=story_key)
+        return found[-limit:] if newest else found[:limit]
 
     async def offset_gaps(self, topic: str, partition: int, begin: int, end: int) -> list[tuple[int, int]]:
         """See `AuditLog`."""

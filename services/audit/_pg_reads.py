@@ -111,7 +111,7 @@ class PgReading(PgPart):
         )
         return sorted((log_row(r) for r in records), key=story_key)
 
-    async def search(self, filters: SearchFilters, *, limit: int = 100) -> list[LogRow]:
+    async def search(self, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[LogRow]:
         """See `AuditLog`."""
         clauses, args = [], []
 
@@ -142,8 +142,9 @@ class PgReading(PgPart):
             clauses.append("NOT duplicate")
         where = " AND ".join(clauses) or "true"
         args.append(limit)
-        query = (
-            f"SELECT {SELECT_COLUMNS} FROM {SCHEMA}.log WHERE {where} "
-            f"ORDER BY kafka_ts, event_time, topic, partition, kafka_offset LIMIT ${len(args)}"
-        )
-        return [log_row(r) for r in await self.pool.fetch(query, *args)]
+        order = "kafka_ts, event_time, topic, partition, kafka_offset"
+        if newest:  # the newest `limit`, read from the end, then put back in order
+            order = ", ".join(f"{column} DESC" for column in order.split(", "))
+        query = f"SELECT {SELECT_COLUMNS} FROM {SCHEMA}.log WHERE {where} ORDER BY {order} LIMIT ${len(args)}"
+        rows = [log_row(r) for r in await self.pool.fetch(query, *args)]
+        return rows[::-1] if newest else rows

@@ -559,6 +559,6 @@ async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> li
     return found
 
 
-async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100) -> list[StoryLine]:
-    """Rows matching `filters`, as story lines."""
-    return story(await log.search(filters, limit=limit))
+async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[StoryLine]:
+    """Rows matching `filters`, as story lines (the oldest `limit`, or with `newest` the newest, in order either way)."""
+    return story(await log.search(filters, limit=limit, newest=newest))

@@ -211,7 +211,9 @@ def search_(
     task: str | None = typer.Option(None, help="Task id."),
     event_type: str | None = typer.Option(None, "--type", help="Event type, e.g. action.decided."),
     action: str | None = typer.Option(None, "--action", help="Action id (the idempotency key a system of record shows)."),
-    limit: int = typer.Option(100, min=1, help="At most this many records."),
+    limit: int = typer.Option(
+        100, min=1, help="At most this many records: the newest that match (oldest first); stderr says when more match."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
 ) -> None:
     """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id."""
@@ -228,11 +230,19 @@ def search_(
     )  # fmt: skip
 
     async def go(log: PostgresAuditLog) -> list[Any]:
-        return await search(log, filters, limit=limit)
+        return await search(log, filters, limit=limit + 1, newest=True)  # one more: whether more match than are shown
 
     lines = run(with_audit_log(go))
+    more = len(lines) > limit
+    lines = lines[1:] if more else lines
+    if more:  # on stderr, so a script reading --json knows its count is not all, and the table's reader which part it sees
+        typer.echo(
+            f"more than {limit} records match: these are the newest {limit}; --limit N to see more, or --until to look earlier",
+            err=True,
+        )
     if as_json:
         for line in lines:
             typer.echo(json.dumps(line.model_dump(mode="json")))
         return
-    console.print(_lines_table(lines, f"{len(lines)} records" + (f" (limit {limit})" if len(lines) == limit else ""), with_task=True))
+    title = f"{len(lines)} records" + (f" (the newest; more match: --limit {limit})" if more else "")
+    console.print(_lines_table(lines, title, with_task=True))

@@ -81,6 +81,20 @@ async def test_search_by_action_id(env: dict[str, str]) -> None:
     assert other.output.strip() == ""
 
 
+async def test_search_with_more_matches_than_its_limit_shows_the_newest_and_says_so(env: dict[str, str]) -> None:
+    """At 2 a.m. the incident is at the end of the window: a limit keeps the newest records, and stderr says more match."""
+    everything = await _cli(env, "search", "--task", env["TASK"], "--json")
+    assert everything.stderr == ""  # all of them: nothing to say
+    offsets = [json.loads(line)["offset"] for line in everything.stdout.splitlines()]
+    assert len(offsets) > 3
+    cut = await _cli(env, "search", "--task", env["TASK"], "--limit", "3", "--json")
+    assert cut.exit_code == 0, cut.output
+    assert [json.loads(line)["offset"] for line in cut.stdout.splitlines()] == offsets[-3:]  # the newest, oldest first
+    assert "more than 3 records match: these are the newest 3" in cut.stderr  # it kept the oldest 3, and said nothing
+    table = await _cli(env, "search", "--task", env["TASK"], "--limit", "3")
+    assert "3 records (the newest; more match" in table.stdout
+
+
 async def test_explain_names_who_requested_an_approval_and_that_the_service_expired_one(env: dict[str, str]) -> None:
     md = (await _cli(env, "explain", env["TASK"])).stdout
     assert f"ap-1 requested by {REQUESTER} (the proposal's requester)" in md
