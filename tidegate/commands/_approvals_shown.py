@@ -87,6 +87,13 @@ def not_counted(item: dict[str, Any]) -> list[str]:
     ]
 
 
+def _approvals(item: dict[str, Any]) -> str:
+    """How far the approvals got; of a rejected request, who rejected it (its `approvers` names the rejecter, never an approval)."""
+    if item.get("rejected_by"):
+        return "rejected by " + str(item["rejected_by"])
+    return f"{len(item['approvers'])}/{item['required_approvals']} approvals"
+
+
 def queue_lines(item: dict[str, Any]) -> list[str]:
     """A request in the queue, one block: its id, what tells it apart, and whether you may decide it.
 
@@ -95,9 +102,7 @@ def queue_lines(item: dict[str, Any]) -> list[str]:
     """
     lines: list[str] = []
     uncounted = len(item.get("not_counted") or [])
-    approvals_so_far = f"{len(item['approvers'])}/{item['required_approvals']} approvals" + (
-        f" ({uncounted} not counted)" if uncounted else ""
-    )
+    approvals_so_far = _approvals(item) + (f" ({uncounted} not counted)" if uncounted else "")
     what = f"{item['tool']} · {item['tenant_id']}"
     head = (item["approval_id"], item["status"], what, approvals_so_far)
     lines.append("[bold]{}[/]  {}  {}  {}".format(*map(shown, head)))
@@ -150,7 +155,10 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     if item.get("result_error"):
         error = item["result_error"]
         lines.append(f"executor error: {shown(error.get('type'))}: " + shown(error.get("message"), TEXT_MAX))
-    lines.append(f"approvals: {len(item['approvers'])}/{item['required_approvals']} " + ", ".join(map(shown, item["approvers"])))
+    if item.get("rejected_by"):
+        lines.append("rejected by " + shown(item["rejected_by"]))
+    else:
+        lines.append(f"approvals: {len(item['approvers'])}/{item['required_approvals']} " + ", ".join(map(shown, item["approvers"])))
     for said in not_counted(item):
         lines.append("  " + said)
     if item.get("killswitch"):

@@ -184,3 +184,15 @@ def test_merge_patch_follows_rfc_7396() -> None:
     merge = _approvals_queue.merge_patch
     assert merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": None, "e": 3}, "d": [2]}) == {"a": {"c": 2, "e": 3}, "d": [2]}
     assert merge({"a": 1}, {"a": {"b": None}}) == {"a": {}}
+
+
+def test_a_rejected_request_says_who_rejected_it_not_that_it_got_its_approvals(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """An ops lead skimming the list on a phone read "rejected … 1/1 approvals" as approved: the API's approvers names the rejecter."""
+    rejected = ITEM | {"status": "rejected", "approvers": ["carol@acme.example"], "rejected_by": "carol@acme.example", "can_decide": False}
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [rejected]), (200, rejected)]))
+    listed = runner.invoke(approvals.app, ["list", "--token", "tga_x", "--status", "rejected"], env={"COLUMNS": "200"})
+    shown = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"], env={"COLUMNS": "200"})
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        assert "rejected by carol@acme.example" in result.output
+        assert "1/1" not in result.output
