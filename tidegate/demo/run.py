@@ -380,7 +380,7 @@ async def run_demo(
                 f"systems: helpdesk on the Zendesk stand-in ({standins.zendesk.url}), payments on stripe-mock ({standins.stripe.url})"
             )
         ordered = await _submit_and_watch(kit, tenant, tasks, timeout_s, started, console)
-    return _report(kit, ordered, timeout_s, tenant, console, started)
+    return _report(kit, ordered, timeout_s, tenant, console, started, standins_stopped=systems == "stand-in")
 
 
 async def _submit_and_watch(
@@ -411,7 +411,16 @@ async def _submit_and_watch(
     return ordered
 
 
-def _report(kit: KitSettings, ordered: list[TaskView], timeout_s: float, tenant: str, console: Console, started: float) -> int:
+def _report(
+    kit: KitSettings,
+    ordered: list[TaskView],
+    timeout_s: float,
+    tenant: str,
+    console: Console,
+    started: float,
+    *,
+    standins_stopped: bool = False,
+) -> int:
     """Print what happened to every task, the pending approvals, and the audit verdict; the exit code."""
     console.print()
     for v in ordered:
@@ -436,6 +445,12 @@ def _report(kit: KitSettings, ordered: list[TaskView], timeout_s: float, tenant:
             f"  [bold]tidegate approvals token create --approver bob@{tenant}.example --tenant {tenant} --groups finance[/]\n"
             "  (the requester of a task may not approve it; `tidegate approvals list` shows what waits)"
         )
+        if standins_stopped:  # an approval granted now would fail for want of them, which reads like a broken install
+            console.print(
+                "  [yellow]the Zendesk and Stripe stand-ins stopped with this run: an approval granted now fails (unreachable).[/]\n"
+                "  To try approvals, run the demo on the built-in systems of record, which stay: "
+                "[bold]tidegate demo --systems builtin[/]"
+            )
     if unsettled:
         console.print(
             f"[red]{len(unsettled)} task(s) did not settle within {timeout_s:.0f}s:[/] {', '.join(v.ticket_id for v in unsettled)}"

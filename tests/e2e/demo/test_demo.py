@@ -89,6 +89,7 @@ async def test_make_demo_shows_every_governance_path(infra, prefix, stack_env):
     assert proc.returncode == 0, text[-4000:]
     assert "Pending approvals" in text
     assert "tidegate approvals approve ap-" in text
+    assert "stand-ins stopped with this run" not in text  # the built-in systems stay: approving after the run works
     assert "audit chain:" in text
 
     events = await read_all(infra.kafka_bootstrap, prefix)
@@ -185,6 +186,9 @@ async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcome
     assert "helpdesk on the Zendesk stand-in" in text
     # Zendesk cannot delete the notes the demo adds: the demo says that acme accepts this, not hides it.
     assert "accepts irreversible writes of write_low (accept_irreversible)" in text
+    # Its pending approval would fail once granted (the stand-ins stop with the run): the closing advice says so.
+    assert "the Zendesk and Stripe stand-ins stopped with this run" in text
+    assert "tidegate demo --systems builtin" in text
 
     events = await read_all(infra.kafka_bootstrap, prefix)
     by_ticket: dict[str, str] = {e.data.input["ticket_id"]: e.data.task_id for e in events["tasks"]}
