@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas import ToolSpec
 from servicekit import ToolCatalog
-from tidegate.client import ClientSettings, SqliteProposals, Tidegate, Transport
+from tidegate.client import ClientSettings, SigningNotWired, SqliteProposals, Tidegate, Transport
 from tidegate.mcp_gateway.bearer import http_auth
 from tidegate.mcp_gateway.server import build_server
 from tidegate.mcp_gateway.settings import GatewaySettings
@@ -52,7 +52,16 @@ async def gateway(
     """
     proposals, tasks = SqliteProposals(state_file(client_settings)), SqliteActionTasks(state_file(client_settings))
     try:
-        async with Tidegate(client_settings, transport=transport, proposals=proposals) as client:
+        client = Tidegate(client_settings, transport=transport, proposals=proposals)
+        client.trust.require()  # what it believes, then how it signs: both said before the bus is reached
+        if client.unsigned:  # every call would be refused where the gateway cannot read why, and stay pending for ever
+            raise SigningNotWired(
+                "no TIDEGATE_CLIENT_SIGNING_KEY_PATH: the gateway's proposals would go out unsigned and the policy refuses every "
+                "one (where the gateway cannot read why), so each call would stay pending. Register a client key "
+                "(`tidegate clients add TENANT PRINCIPAL`) and set TIDEGATE_CLIENT_SIGNING_KEY_PATH, TIDEGATE_CLIENT_TENANT and "
+                "TIDEGATE_CLIENT_PRINCIPAL as it prints (docs/integrations.md)"
+            )
+        async with client:
             yield build_server(client, catalog, settings, tasks, stopping)
     finally:
         tasks.close()

@@ -121,3 +121,19 @@ def test_topics_missing_under_the_clients_prefix_is_one_line_that_says_what_to_c
     said = _one_line(TopicsMissing("topics missing on the broker: nope.actions.decided (is TIDEGATE_CLIENT_TOPIC_PREFIX …)"), "x")
     assert said is not None
     assert "TIDEGATE_CLIENT_TOPIC_PREFIX" in said
+
+
+def test_serve_without_a_client_key_says_so_instead_of_answering_every_call_pending(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A desktop host starts the gateway and hides its log: unsigned, every call was refused unread and answered `pending`."""
+    from servicekit.signing import SigningKey
+
+    keys = tmp_path / "deployment-keys"
+    for service in ("policy", "executor", "approval"):
+        SigningKey.load_or_create(keys, service)
+    monkeypatch.delenv("TIDEGATE_CLIENT_SERVICE_KEYS_DIR", raising=False)
+    monkeypatch.delenv("TIDEGATE_CLIENT_SIGNING_KEY_PATH", raising=False)
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(keys))
+    monkeypatch.setenv("TIDEGATE_CLIENT_STATE_DIR", str(tmp_path / "state"))
+    one_line_error(["mcp", "serve"], "no TIDEGATE_CLIENT_SIGNING_KEY_PATH: the gateway's proposals would go out unsigned")
