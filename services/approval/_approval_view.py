@@ -198,6 +198,13 @@ class ApprovalDetail(ApprovalView):
         description="Earlier grants of this same call in the task that could not be carried out (their authorization expired before "
         "the executor ran it, so the agent proposed the call again): `approval_id`, `action_id`, `approvers`, `decided_at`, `why`.",
     )
+    same_payee: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The tenant's other requests of the last 24 hours whose call names the same payee (the tool's `facts.payee`), "
+        "newest first: `approval_id`, `action_id`, `task_id`, `tool`, `payee`, `amount_usd`, `status`, `decided_by`, `created_at`. "
+        "A split refund's pieces side by side: the facts' `paid_payee_usd` is what the payee had been paid when policy decided "
+        "this proposal, and counts no grant since.",
+    )
     record_reads: RecordReads | None = Field(
         default=None, description="The entry the call acts on, beside what the task's trusted reads of it said (null: the call names none)."
     )

@@ -21,6 +21,7 @@ from services.approval._http import error, json_body, parse
 from services.approval._limits import NEXT_CURSOR, listing, next_cursor, read_cursor
 from services.approval._outcome import earlier_grants
 from services.approval._record_reads import record_reads
+from services.approval._same_payee import same_payee
 from services.approval.domain import Refusal, Vote
 from services.approval.service import ApprovalService, Session
 
@@ -150,7 +151,10 @@ def decision_routes(router: APIRouter, get_service: Callable[[], ApprovalService
         earlier = await earlier_grants(service.repo, record, context["events"])
         shown = await view(service, record, session)
         reads = await record_reads(service.repo, service.catalog, record, shown["key_args"])
-        return {**shown, "context": context["events"], "cost": context["cost"], "earlier": earlier, "record_reads": reads}
+        payee = await same_payee(service.repo, service.catalog, record, service.clock())
+        return {
+            **shown, "context": context["events"], "cost": context["cost"], "earlier": earlier, "record_reads": reads, "same_payee": payee,
+        }  # fmt: skip
 
     @router.post(
         "/approvals/{approval_id}/approve",

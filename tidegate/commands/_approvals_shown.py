@@ -166,6 +166,13 @@ def request_lines(item: dict[str, Any]) -> list[str]:
         lines.append(f"[yellow]kill switch active on {shown(ks['tool'])}@{shown(ks['tenant_id'])}: {shown(ks['reason'], TEXT_MAX)}[/]")
     if not item["can_decide"]:
         lines.append(f"[yellow]you cannot decide it: {shown(why_not(item), TEXT_MAX)}[/]")
+    if item.get("same_payee"):  # a split refund's pieces side by side: the facts' paid figure counts no grant since the decision
+        lines.append("[yellow]same payee, last 24 h[/] (the facts' paid figure is as of this proposal's decision):")
+        for other in item["same_payee"]:
+            amount = "" if other.get("amount_usd") is None else f"{other['amount_usd']} USD"
+            by = f"by {other['decided_by']}" if other.get("decided_by") else ""
+            parts = (other["approval_id"], other["tool"], amount, other["status"], by, minute(other["created_at"]))
+            lines.append("  " + "  ".join(shown(part) for part in parts if part))
     if "cost" in item:
         cost = item["cost"]
         review = summary.get("human_review_usd")

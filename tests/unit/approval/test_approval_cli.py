@@ -196,3 +196,16 @@ def test_a_rejected_request_says_who_rejected_it_not_that_it_got_its_approvals(m
         assert result.exit_code == 0, result.output
         assert "rejected by carol@acme.example" in result.output
         assert "1/1" not in result.output
+
+
+def test_show_lists_the_payees_other_requests_of_the_day(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    sibling = {
+        "approval_id": "ap-0", "action_id": "a-0", "task_id": "t-0", "tool": "issue_refund", "payee": "cus_1002",
+        "amount_usd": 501.0, "status": "granted", "decided_by": "carol@acme.example", "created_at": "2026-11-24T10:00:00+00:00",
+    }  # fmt: skip
+    item = ITEM | {"context": [], "cost": {"spent_usd": 0.0, "reserved_usd": 0.0}, "same_payee": [sibling]}
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, item)]))
+    result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "same payee, last 24 h" in result.output
+    assert "ap-0  issue_refund  501.0 USD  granted  by carol@acme.example" in result.output
