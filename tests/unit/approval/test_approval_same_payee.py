@@ -29,7 +29,9 @@ async def test_a_request_names_the_payees_other_requests_of_the_day_and_what_bec
     other = await world.service.on_decided(decided("a-9", args=refund(900.0, "cus_9"), task_id="t-9"), event_id="d-9", at=world.clock())
     world.clock.now += timedelta(seconds=1)
     third = await world.service.on_decided(decided("a-3", args=refund(500.0), task_id="t-3"), event_id="d-3", at=world.clock())
-    assert second is not None and other is not None and third is not None
+    assert second is not None
+    assert other is not None
+    assert third is not None
     siblings = (await shown(world, third.approval_id))["same_payee"]
     assert [(s["approval_id"], s["amount_usd"], s["status"], s["decided_by"]) for s in siblings] == [
         (second.approval_id, 503.0, "pending", None),
