@@ -34,11 +34,12 @@ def _one_line(exc: BaseException, upstream: str) -> str | None:
     from tidegate.client import SigningNotWired, TrustNotWired
     from tidegate.client.transport import TopicsMissing
     from tidegate.mcp_gateway.bearer import UnprotectedHost
+    from tidegate.mcp_gateway.tasks import StateOfAnotherTenant
 
     if isinstance(exc, ValidationError):
         problems = settings_problems(exc) or [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
         return "; ".join(problems)
-    if isinstance(exc, TrustNotWired | SigningNotWired | TopicsMissing | UnprotectedHost):
+    if isinstance(exc, TrustNotWired | SigningNotWired | TopicsMissing | UnprotectedHost | StateOfAnotherTenant):
         return str(exc)
     if isinstance(exc, MCPError):
         if exc.error.message == "Connection closed":

@@ -50,7 +50,8 @@ async def gateway(
     answers, and a call retried under its action id follows the first proposal (or sends it, if it never went out);
     so does the same call made again without one when its caller was cut off unanswered. `stopping`: see `build_server`.
     """
-    proposals, tasks = SqliteProposals(state_file(client_settings)), SqliteActionTasks(state_file(client_settings))
+    tasks = SqliteActionTasks(state_file(client_settings), tenant=client_settings.tenant)  # first: refuses another tenant's file
+    proposals = SqliteProposals(state_file(client_settings))
     try:
         client = Tidegate(client_settings, transport=transport, proposals=proposals)
         client.trust.require()  # what it believes, then how it signs: both said before the bus is reached

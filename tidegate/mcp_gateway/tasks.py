@@ -27,7 +27,7 @@ from typing import Protocol
 
 from tidegate.client._private import private_dir, private_file
 
-__all__ = ["ActionTasks", "MemoryActionTasks", "SqliteActionTasks"]
+__all__ = ["ActionTasks", "MemoryActionTasks", "SqliteActionTasks", "StateOfAnotherTenant"]
 
 
 class ActionTasks(Protocol):
@@ -107,16 +107,34 @@ class MemoryActionTasks:
         return None
 
 
+class StateOfAnotherTenant(RuntimeError):
+    """The gateway's state file is another tenant's gateway's: their proposals would pass for this one's."""
+
+
 class SqliteActionTasks:
     """Kept in a SQLite file (the gateway's proposals file: one file of state); each write is committed at once.
 
     Each instance holds a lock file (`<file>.holders/<id>.lock`, `flock`) while it is open: the open calls it holds
     are another's to take over only once that lock is free (the process died) or the call was left.
+
+    `tenant`: the tenant of the gateway opening it. The file is the first such tenant's; another tenant's gateway is
+    refused (`StateOfAnotherTenant`): sharing it, a gateway took the other tenant's action ids for its own proposals and
+    answered a poll of one `action_id_reused` (which told it the id exists) instead of `unknown`.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, tenant: str | None = None) -> None:
         path = private_file(path)  # its owner's only
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if tenant is not None:
+            self._db.execute("CREATE TABLE IF NOT EXISTS gateway_owner (only INTEGER PRIMARY KEY CHECK (only = 1), tenant TEXT NOT NULL)")
+            self._db.execute("INSERT OR IGNORE INTO gateway_owner (only, tenant) VALUES (1, ?)", (tenant,))
+            (owner,) = self._db.execute("SELECT tenant FROM gateway_owner").fetchone()
+            if owner != tenant:
+                self._db.close()
+                raise StateOfAnotherTenant(
+                    f"{path} is the state of tenant {owner!r}'s MCP gateway, not tenant {tenant!r}'s: give each tenant's gateway "
+                    "a TIDEGATE_CLIENT_STATE_DIR of its own (what one gateway proposed would pass for the other's)"
+                )
         self._db.execute("CREATE TABLE IF NOT EXISTS gateway_tasks (action_id TEXT PRIMARY KEY, task_id TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS open_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL, holder TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS owed_calls (action_id TEXT PRIMARY KEY, call TEXT NOT NULL)")

@@ -14,7 +14,7 @@ from tidegate.client import ClientSettings, MemoryTransport, SqliteLedger, Sqlit
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.mcp_gateway import GatewaySettings
 from tidegate.mcp_gateway.run import gateway, state_file
-from tidegate.mcp_gateway.tasks import SqliteActionTasks
+from tidegate.mcp_gateway.tasks import SqliteActionTasks, StateOfAnotherTenant
 
 
 def mode(path: Path) -> int:
@@ -68,3 +68,13 @@ async def test_the_gateways_state_file_is_its_owners_only(tmp_path: Path) -> Non
         pass
     assert mode(state_file(settings)) == 0o600
     assert mode(settings.state_dir) == 0o700
+
+
+def test_a_gateways_state_file_is_one_tenants(tmp_path: Path) -> None:
+    """Two tenants' gateways on one checkout shared one state file: one answered a poll of the other's action id."""
+    path = tmp_path / "state" / "mcp-gateway.tidegate.sqlite3"
+    SqliteActionTasks(path).close()  # a file from before: no owner yet, the first tenant's gateway to open it takes it
+    SqliteActionTasks(path, tenant="acme").close()
+    SqliteActionTasks(path, tenant="acme").close()  # the same tenant's gateway, restarted
+    with pytest.raises(StateOfAnotherTenant, match="give each tenant's gateway a TIDEGATE_CLIENT_STATE_DIR of its own"):
+        SqliteActionTasks(path, tenant="globex")
