@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ __all__ = [
     "encode_signed",
     "next_sequence",
     "operator_key",
+    "revoked_client_keys",
     "service_key",
     "sign_as_client",
     "sign_as_operator",
@@ -480,11 +482,28 @@ def operator_key(kit: KitSettings) -> SigningKey:
     return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator, kit.operator_private_keys_dir)
 
 
-def client_key(kit: KitSettings, tenant: str, principal: str) -> SigningKey:
-    """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked."""
-    if (kit.client_keys_dir / tenant / "revoked" / f"{principal}.pub").exists():
+def client_key(kit: KitSettings, tenant: str, principal: str, *, registering: bool = False) -> SigningKey:
+    """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked.
+
+    A principal is revoked while `revoked/` holds a key of it and no key of it is registered: only `registering` (what
+    `tidegate clients add` does) makes it a new one then. The revoked keys stay where they are: what they signed before
+    their revocation still verifies in the audit log (the history reader reads `revoked/`).
+    """
+    folder = kit.client_keys_dir / tenant
+    if not registering and not (folder / f"{principal}.pub").exists() and revoked_client_keys(folder, principal):
         raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
-    return SigningKey.load_or_create(kit.client_keys_dir / tenant, principal, client_private_key(kit, tenant, principal).parent)
+    return SigningKey.load_or_create(folder, principal, client_private_key(kit, tenant, principal).parent)
+
+
+def revoked_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
+    """The revoked public keys of `principal` in a tenant's folder.
+
+    `revoked/<principal>.pub`, and `<principal>.<hash>.pub` for each other one (a key revoked, registered again, then
+    revoked again keeps both).
+    """
+    folder = tenant_folder / "revoked"
+    found = [folder / f"{principal}.pub", *folder.glob(f"{glob_escape(principal)}.*.pub")]
+    return [path for path in found if path.exists() and _holder(path) == principal]
 
 
 def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:

@@ -39,9 +39,10 @@ def add(
         shutil.copyfile(public_key, folder / f"{principal}.pub")
         console.print(f"client {principal} of {tenant} registered: {key_id_of(principal, public)}")
         return
-    (folder / "revoked" / f"{principal}.pub").unlink(missing_ok=True)  # registering again lifts a revocation
+    # Registering again lifts a revocation; the revoked key stays in `revoked/`, so what it signed before still verifies
+    # (`audit verify --signatures`). Removing it, as this did, turned every row it had signed into "unknown key": BROKEN.
     already = (folder / f"{principal}.pub").exists()
-    key = client_key(kit, tenant, principal)
+    key = client_key(kit, tenant, principal, registering=True)
     if already:  # adding again is no rotation: the same key stays registered
         console.print(f"client {principal} of {tenant} is already registered: {key.key_id} (the same key, unchanged)")
         console.print(f"to rotate it: `tidegate clients revoke {tenant} {principal}`, then `tidegate clients add {tenant} {principal}`")
@@ -59,7 +60,12 @@ def revoke(tenant: str = typer.Argument(..., metavar="TENANT"), principal: str =
     if not pub.exists():
         fail(f"no client {principal} registered for {tenant}")
     (folder / "revoked").mkdir(exist_ok=True)
-    pub.rename(folder / "revoked" / pub.name)
+    target = folder / "revoked" / pub.name
+    if target.exists():  # revoked before, registered again, revoked again: the earlier revoked key keeps its place
+        public = load_public(pub)
+        suffix = key_id_of(principal, public).rsplit("-", 1)[-1] if public is not None else "unreadable"
+        target = folder / "revoked" / f"{principal}.{suffix}.pub"
+    pub.rename(target)  # the rename's time is the revocation's: what it signs after it is refused, before it verifies
     client_private_key(kit, tenant, principal).unlink(missing_ok=True)
     former = folder / principal  # where an earlier layout kept the private key, inside the public tree
     if former.is_dir():

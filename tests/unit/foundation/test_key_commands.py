@@ -15,6 +15,8 @@ from servicekit import (
     SigningKey,
     client_key,
     deployment_authority,
+    key_id_of,
+    load_public,
     operator_key,
     service_key,
     sign_as_client,
@@ -52,6 +54,34 @@ def test_a_client_added_then_revoked_is_refused_and_not_silently_made_again(kit:
     assert accepted(kit, signed) == "unknown_key"
     with pytest.raises(PermissionError):
         sign_as_client(kit, task("alice@acme.example"))
+
+
+def test_rotating_a_client_key_as_documented_keeps_what_each_key_signed_verifiable_in_the_audit(kit: KitSettings) -> None:
+    """`clients revoke` then `clients add` (docs/security/signatures.md), twice: the audit's history reader still verifies each
+    old key's rows. `add` deleted the revoked key, and `audit verify --signatures` went BROKEN for every row it had signed."""
+
+    def history(event: s.Envelope, at: float) -> str | None:
+        refusal = deployment_authority(kit, history=True).check(s.encode(event), event, appended_ms=int(at * 1000))
+        return None if refusal is None else refusal.code
+
+    signed: list[s.Envelope] = []
+    for _ in range(3):  # the first key, then two rotations
+        added = runner.invoke(app, ["clients", "add", "acme", "alice@acme.example"])
+        assert added.exit_code == 0, added.output
+        signed.append(sign_as_client(kit, task("alice@acme.example")))
+        if len(signed) < 3:
+            assert runner.invoke(app, ["clients", "revoke", "acme", "alice@acme.example"]).exit_code == 0
+    assert len({e.keyid for e in signed}) == 3  # each rotation made a new key
+    revoked = sorted((kit.client_keys_dir / "acme" / "revoked").glob("*.pub"))
+    assert len(revoked) == 2  # both revoked keys kept, neither overwritten
+    for event in signed[:2]:
+        revoked_at = next(
+            p.stat().st_ctime for p in revoked if load_public(p) and key_id_of("alice@acme.example", load_public(p)) == event.keyid
+        )
+        assert history(event, revoked_at - 60) is None  # signed before its key's revocation: verifies
+        assert history(event, revoked_at + 1) == "signer_retired"  # after it: refused
+        assert accepted(kit, event) == "unknown_key"  # a live service refuses a revoked key at once
+    assert accepted(kit, signed[2]) is None  # the key registered now
 
 
 def test_rotating_a_service_key_keeps_what_it_signed_verifiable(kit: KitSettings) -> None:
