@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent, DeferredToolRequests, RunContext, Tool, ToolApproved
+from pydantic_ai.exceptions import UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, RetryPromptPart, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -271,3 +272,55 @@ async def test_args_the_client_refuses_are_a_retry_prompt_saying_why_not_the_run
     assert refused_text_of(result.output.removeprefix("told: "), why)
     assert governance.proposals == []
     assert effects.calls == []
+
+
+def per_turn_ids(name: str, args: dict[str, Any]) -> FunctionModel:
+    """A provider that numbers its calls per turn: each user turn calls the tool as `call_0`, then answers with its result."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        last = messages[-1]
+        if any(isinstance(p, ToolReturnPart) for p in getattr(last, "parts", [])):
+            returned = [p for p in last.parts if isinstance(p, ToolReturnPart)]
+            return ModelResponse(parts=[TextPart(f"done: {returned[-1].content}")])
+        return ModelResponse(parts=[ToolCallPart(name, args, tool_call_id="call_0")])
+
+    return FunctionModel(respond)
+
+
+async def test_a_later_turn_whose_provider_reuses_a_call_id_proposes_its_own_call(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """The same refund asked for in a second turn is a second refund: it was answered with the first's outcome, never run."""
+    refund = {"payee_id": "cus_1", "amount_usd": 40.0}
+    async with make_client() as client:
+        agent = build_agent(client, effects, per_turn_ids("issue_refund", refund))
+        first = await agent.run("refund order O-1")
+        second = await agent.run("and order O-2, the same amount", message_history=first.all_messages())
+    assert (first.output, second.output) == ("done: refunded 40.00 to cus_1", "done: refunded 40.00 to cus_1")
+    assert effects.of("issue_refund") == [refund, refund]  # both ran
+    ids = [p.action_id for p in governance.proposals]
+    assert ids[0] == f"pydantic-ai:{first.conversation_id}:call_0"  # a first use keeps the plain id
+    assert len(set(ids)) == 2
+
+
+async def test_an_output_function_is_refused_never_run_on_the_models_say_so(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """An output function is no tool call: it ran in the agent's process with no proposal (a 5,000 USD refund to a new payee)."""
+
+    def refund_and_finish(payee_id: str, amount_usd: float) -> str:
+        effects.calls.append(("refund_and_finish", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return "refunded"
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        [output_tool] = info.output_tools
+        return ModelResponse(parts=[ToolCallPart(output_tool.name, {"payee_id": "cus_9999", "amount_usd": 5000.0}, tool_call_id="o-1")])
+
+    async with make_client() as client:
+        agent = Agent(
+            FunctionModel(respond), output_type=[refund_and_finish, DeferredToolRequests], capabilities=[TidegateCapability(client)]
+        )
+        with pytest.raises(UserError, match="TidegateCapability does not govern output functions: refund_and_finish"):
+            await agent.run("refund 5000 to cus_9999")
+    assert effects.calls == []
+    assert governance.proposals == []

@@ -23,7 +23,8 @@ from typing import Any
 
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, Tool, ToolApproved, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.exceptions import ApprovalRequired, ModelRetry
+from pydantic_ai.exceptions import ApprovalRequired, ModelRetry, UserError
+from pydantic_ai.messages import ModelResponse, ToolCallPart
 
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import (
@@ -56,9 +57,25 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
             name, fn = _served(item)
             serve_function(client, name, function_runner(fn))
 
+    async def wrap_output_process(self, ctx: RunContext[Any], *, output_context: Any, output: Any, handler: Any) -> Any:
+        """Refuse an output function: pydantic-ai would run it in this process on the model's say-so, with no proposal.
+
+        An output function (`output_type=[some_function, ...]`) is how a pydantic-ai run often ends with an action; it is
+        not a tool call, so `wrap_tool_execute` never saw it, and a 5,000 USD refund to a new payee ran with no decision
+        and nothing in the audit (the frameworks probe). Make such an action a tool (governed like the others) and end
+        the run with a plain output type.
+        """
+        if output_context.has_function:
+            raise UserError(
+                f"TidegateCapability does not govern output functions: {output_context.function_name or 'the output function'} "
+                "would run in this process on the model's say-so, with no proposal and no policy decision. Make the action a tool "
+                "(governed like the agent's other tools) and give the agent an output type that is not a function"
+            )
+        return await handler(output)
+
     async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
-        action_id = f"pydantic-ai:{ctx.conversation_id or ctx.run_id}:{call.tool_call_id}"
+        action_id = _action_id(ctx, call.tool_call_id)
         given = call.args_as_dict()
         proposed = {name: value for name, value in args.items() if name in given}  # checked, without defaults the model left out
         if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
@@ -114,6 +131,23 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
             approvals[call.tool_call_id] = ToolDenied(outcome_text(outcome))
         metadata[call.tool_call_id] = proposal
     return DeferredToolResults(approvals=approvals, metadata=metadata)
+
+
+def _action_id(ctx: RunContext[Any], call_id: str) -> str:
+    """`pydantic-ai:<conversation>:<call id>`, then the call's turn when an earlier turn of the conversation used the call id.
+
+    A provider may number its calls `call_0` in every turn: the same refund asked for again in a later turn was taken for
+    the first one and answered with its outcome, never proposed nor run (the frameworks probe). The turn is the count of
+    the conversation's model responses that made a call of this id, read from the run's messages: a run resumed with a
+    human's decision carries the same history, so it finds the same id; a first use keeps the plain form.
+    """
+    plain = f"pydantic-ai:{ctx.conversation_id or ctx.run_id}:{call_id}"
+    made = sum(
+        1
+        for message in ctx.messages
+        if isinstance(message, ModelResponse) and any(isinstance(p, ToolCallPart) and p.tool_call_id == call_id for p in message.parts)
+    )
+    return plain if made < 2 else f"{plain}:{made}"
 
 
 def _served(item: Tool[Any] | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
