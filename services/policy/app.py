@@ -25,10 +25,11 @@ from servicekit import (
 from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
+from servicekit.settings import SettingNotUsable
 from services.policy._memory_repository import InMemoryPolicyRepository
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.handlers import PolicyHandlers
-from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.payees import PayeeSeal
 from services.policy.repository import PolicyRepository, forget_tasks
 from services.policy.restored import RESULTS_GROUP, check_not_behind
@@ -57,6 +58,18 @@ class PolicyProcess(ServiceProcess):
     policy: PolicyService = field(kw_only=True)
 
 
+def _pack(kit: KitSettings, catalog: ToolCatalog) -> CompiledPack:
+    """The pack of `kit.policy_dir`, compiled; a folder that is not there, or a pack that does not compile, is a setting to fix.
+
+    Raised as `SettingNotUsable` (exit `EX_CONFIG`, one line naming TIDEGATE_POLICY_DIR, not restarted): a mistyped folder gave
+    a traceback and exit 1, which `tidegate up` restarts for ever (the platform probe).
+    """
+    try:
+        return compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
+    except PackError as exc:
+        raise SettingNotUsable(f"TIDEGATE_POLICY_DIR: {exc} (got {str(kit.policy_dir)!r})") from exc
+
+
 def build(kit: KitSettings | None = None, settings: PolicySettings | None = None, *, deps: PolicyDeps | None = None) -> PolicyProcess:
     """Assemble the policy service: every dependency once, the PostgreSQL repository unless `deps` gives another.
 
@@ -70,7 +83,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     # decided safely (`engine.decide`), but most likely a mistake, or an upgrade's step skipped: said before the first call fails
     for warning in [*ungranted_outside_tools(catalog.tools), *undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         log.warning("policy: %s", warning)
-    pack = compile_pack(PackSource.from_dir(kit.policy_dir), catalog)
+    pack = _pack(kit, catalog)
     signer = service_key(kit, settings.signing_key_name)
     pool = None
     if deps is None:

@@ -61,3 +61,14 @@ def test_a_service_with_an_empty_tools_dir_exits_ex_config_in_one_line(tmp_path:
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == EX_CONFIG, done.stderr[-2000:]
     assert done.stderr.splitlines()[-1] == f"  TIDEGATE_TOOLS_DIR: tool catalog directory {tmp_path} holds no tool (no *.yaml file)"
+
+
+def test_the_policy_service_with_a_mistyped_policy_dir_exits_ex_config_in_one_line(tmp_path: Path) -> None:
+    """It gave a 60-line traceback and exit 1, which `tidegate up` restarts for ever (the platform probe)."""
+    typo = tmp_path / "policies" / "defualt"
+    env = os.environ | {"TIDEGATE_POLICY_DIR": str(typo), "TIDEGATE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}  # nowhere
+    command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == EX_CONFIG, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == f"  TIDEGATE_POLICY_DIR: policy directory {typo} does not exist (got '{typo}')"
