@@ -12,6 +12,7 @@ import pytest
 from agents import Agent, Runner, RunState, function_tool, set_tracing_disabled
 from agents.exceptions import UserError
 from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.tool_guardrails import ToolGuardrailFunctionOutput, tool_input_guardrail
 
 from integrations.harness import SideEffects, wait_pending
 from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
@@ -232,3 +233,35 @@ async def test_args_the_client_refuses_are_a_tool_output_saying_why_not_the_runs
     assert result.final_output == "done"
     assert governance.proposals == []
     assert effects.calls == []
+
+
+@pytest.mark.parametrize("payee", ["cus_flagged", "cus_1"])
+async def test_a_tool_input_guardrail_that_refuses_a_call_keeps_it_unproposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, payee: str
+) -> None:
+    """The SDK asks `needs_approval` before its tool input guardrails: an allowed proposal ran at once, and the refund the
+    team's guardrail refused was paid while the model read that it was refused. The guardrail now decides first."""
+    seen: list[dict[str, Any]] = []
+
+    @tool_input_guardrail
+    def no_refunds_to_flagged_customers(data: Any) -> ToolGuardrailFunctionOutput:
+        args = json.loads(data.context.tool_arguments or "{}")
+        seen.append(args)
+        if args.get("payee_id") == "cus_flagged":
+            return ToolGuardrailFunctionOutput.reject_content("cus_flagged is flagged for fraud: no refunds")
+        return ToolGuardrailFunctionOutput.allow()
+
+    refund, _ = functions(effects)
+    async with make_client() as client:
+        tool = governed_function_tool(client, refund, tool_input_guardrails=[no_refunds_to_flagged_customers])
+        agent = Agent(name="support", model=script("issue_refund", {"payee_id": payee, "amount_usd": 40.0}), tools=[tool])
+        result = await Runner.run(agent, "refund 40")
+    assert seen  # the team's guardrail saw the call
+    if payee == "cus_flagged":
+        assert tool_output(result) == "cus_flagged is flagged for fraud: no refunds"
+        assert governance.proposals == []  # not proposed: nothing for policy to allow and the executor to run
+        assert effects.calls == []
+    else:  # a call the guardrail lets through is governed as before
+        assert tool_output(result) == "refunded 40.00 to cus_1"
+        assert [p.tool for p in governance.proposals] == ["issue_refund"]
+        assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]

@@ -33,6 +33,7 @@ from agents.exceptions import ModelBehaviorError
 from agents.function_schema import function_schema
 from agents.tool import maybe_invoke_function_tool_failure_error_function
 from agents.tool_context import ToolContext
+from agents.tool_guardrails import ToolInputGuardrailData
 from pydantic import BaseModel, ValidationError
 
 from tidegate.client import Escalated, Executed, Tidegate
@@ -57,6 +58,8 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
     params = function_schema(fn).params_pydantic_model  # the SDK's own model of fn's args, as `@function_tool` builds it
 
     async def needs_approval(ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
+        if await _guardrail_refuses(tool, ctx, args, call_id):
+            return False  # not proposed: the SDK runs the guardrails again before `invoke`, and answers the model as they say
         try:
             checked = _checked(params, tool.name, args)
             outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale=_RATIONALE)
@@ -131,6 +134,27 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
 
 
 _RATIONALE = "OpenAI Agents SDK tool call"
+
+
+async def _guardrail_refuses(tool: FunctionTool, ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
+    """Whether one of the tool's input guardrails would refuse the call: asked before anything is proposed.
+
+    The SDK asks `needs_approval` before it runs a tool's input guardrails, and an allowed proposal runs at once (the
+    executor does not wait for the SDK): a refund the team's guardrail refused was paid, and the model read that it was
+    refused (the frameworks probe). So the guardrails are run here first, on the same data the SDK gives them; one that
+    refuses (or raises) keeps the call unproposed, and the SDK, running them again, answers the model as they say.
+    """
+    if not tool.tool_input_guardrails:
+        return False
+    context = ToolContext.from_agent_context(ctx, call_id, tool_name=tool.name, tool_arguments=json.dumps(args))
+    for guardrail in tool.tool_input_guardrails:
+        try:
+            said = await guardrail.run(ToolInputGuardrailData(context=context, agent=getattr(ctx, "agent", None)))
+        except Exception:  # the SDK meets the same failure when it runs it
+            return True
+        if said.behavior["type"] != "allow":
+            return True
+    return False
 
 
 def _action_id(client: Tidegate, call_id: str) -> str:
