@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent, DeferredToolRequests, RunContext, Tool, ToolApproved
-from pydantic_ai.exceptions import UserError
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ModelRetry, UserError
 from pydantic_ai.messages import ModelMessage, ModelResponse, RetryPromptPart, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
@@ -324,3 +325,55 @@ async def test_an_output_function_is_refused_never_run_on_the_models_say_so(
             await agent.run("refund 5000 to cus_9999")
     assert effects.calls == []
     assert governance.proposals == []
+
+
+class FraudCheck(AbstractCapability[Any]):  # type: ignore[misc]
+    """A team's own check, an ordinary pydantic-ai capability: refunds to a flagged customer are refused before they run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saw: list[dict[str, Any]] = []
+        self.results: list[Any] = []
+
+    async def before_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: Any) -> Any:
+        self.saw.append(dict(args))
+        if args.get("payee_id") == "cus_flagged":
+            raise ModelRetry("cus_flagged is flagged for fraud: no refunds")
+        return args
+
+    async def after_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: Any, result: Any) -> Any:
+        self.results.append(result)
+        return result
+
+
+@pytest.mark.parametrize("tidegate_first", [True, False], ids=["tidegate-listed-first", "tidegate-listed-last"])
+@pytest.mark.parametrize("payee", ["cus_flagged", "cus_1"])
+async def test_the_agents_other_capabilities_still_check_each_call_before_it_is_proposed(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects, tidegate_first: bool, payee: str
+) -> None:
+    """Proposed from `wrap_tool_execute`, which never called its handler, no other capability's tool hooks ran: a refund the
+    team's own check refused was paid (the frameworks probe)."""
+
+    def issue_refund(payee_id: str, amount_usd: float) -> str:
+        """Refund a customer."""
+        effects.calls.append(("issue_refund", {"payee_id": payee_id, "amount_usd": amount_usd}))
+        return f"refunded {amount_usd:.2f} to {payee_id}"
+
+    check = FraudCheck()
+    async with make_client() as client:
+        tidegate = TidegateCapability(client, serve=[issue_refund])
+        agent = Agent(
+            scripted("issue_refund", {"payee_id": payee, "amount_usd": 30.0}),
+            tools=[issue_refund],
+            output_type=[str, DeferredToolRequests],
+            capabilities=[tidegate, check] if tidegate_first else [check, tidegate],
+        )
+        result = await agent.run("refund 30")
+    assert check.saw == [{"payee_id": payee, "amount_usd": 30.0}]  # the team's check saw the call, wherever Tidegate is listed
+    if payee == "cus_flagged":
+        assert governance.proposals == []  # refused by the team's check: never proposed, never run
+        assert effects.calls == []
+    else:
+        assert result.output == "done: refunded 30.00 to cus_1"
+        assert [p.tool for p in governance.proposals] == ["issue_refund"]
+        assert check.results == ["refunded 30.00 to cus_1"]  # and its after-hook read what Tidegate's executor got

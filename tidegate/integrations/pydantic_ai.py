@@ -19,12 +19,14 @@ does not end the run: the tool returns that the call is not decided yet and must
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext, Tool, ToolApproved, ToolDenied
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.exceptions import ApprovalRequired, ModelRetry, UserError
 from pydantic_ai.messages import ModelResponse, ToolCallPart
+from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import (
@@ -73,16 +75,34 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
             )
         return await handler(output)
 
-    async def wrap_tool_execute(self, ctx: RunContext[Any], *, call: Any, tool_def: Any, args: dict[str, Any], handler: Any) -> Any:
+    def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any]:
+        """The agent's tools, each call of which is proposed instead of run: inside pydantic-ai's tool lifecycle.
+
+        Every other capability's `before_tool_execute`, `on_tool_execute_error` and `after_tool_execute` runs around the
+        proposal, as around a tool's function: a team's own check that raises `ModelRetry` before a refund still stops it
+        before anything is proposed. (Proposed from `wrap_tool_execute` instead, which never called its handler, the
+        lifecycle was skipped: such a check never ran, and the refund it refused was paid; the frameworks probe.)
+        """
+        return _GovernedToolset(toolset, client=self.client)
+
+
+@dataclass
+class _GovernedToolset(WrapperToolset[Any]):
+    """The agent's assembled toolset, each call proposed to Tidegate; the tool's own function runs only on the executor's invocation."""
+
+    client: Tidegate = field(kw_only=True)
+
+    async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
-        action_id = _action_id(ctx, call.tool_call_id)
-        given = call.args_as_dict()
-        proposed = {name: value for name, value in args.items() if name in given}  # checked, without defaults the model left out
+        call_id = ctx.tool_call_id or ""
+        action_id = _action_id(ctx, call_id)
+        given = _given_args(ctx, call_id)
+        proposed = {key: value for key, value in tool_args.items() if given is None or key in given}  # without defaults left out
         if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
             # Resuming the escalated call: follow it as proposed (the args may now be the approver's edits).
             action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
         try:
-            outcome = await self.client.propose(call.tool_name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
+            outcome = await self.client.propose(name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
             if isinstance(outcome, Escalated) and ctx.tool_call_approved:  # approved in pydantic-ai alone: Tidegate's human decides
                 outcome = await outcome.decision(self.client.settings.decision_timeout_s)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): a retry prompt for it, not the run's end
@@ -91,13 +111,22 @@ class TidegateCapability(AbstractCapability[Any]):  # type: ignore[misc]
             return proposal_error_text(exc, action_id) or str(exc)
         if isinstance(outcome, Escalated):
             raise ApprovalRequired(
-                metadata=escalation_payload(
-                    outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, call.tool_name, proposed
-                )
+                metadata=escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, proposed)
             )
         if isinstance(outcome, Executed) and outcome.edited_args is None:
             return result_value(outcome)
         return outcome_text(outcome)  # why nothing ran, or the result after the args a human chose instead of the model's
+
+
+def _given_args(ctx: RunContext[Any], call_id: str) -> dict[str, Any] | None:
+    """The args the model gave the call (before the tool's defaults filled in the rest), from the run's messages."""
+    for message in reversed(ctx.messages):
+        if isinstance(message, ModelResponse):
+            for part in message.parts:
+                if isinstance(part, ToolCallPart) and part.tool_call_id == call_id:
+                    given: dict[str, Any] = part.args_as_dict()
+                    return given
+    return None
 
 
 async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, timeout_s: float = 2.0) -> DeferredToolResults | None:
