@@ -90,6 +90,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     # indexed as `_SELECT_HISTORY` reads them.
     payouts: dict[str, tuple[str, str, str | None, float, datetime]] = field(default_factory=dict)
     paid_by_task: dict[tuple[str, str], float] = field(default_factory=dict)
+    unpaid: set[str] = field(default_factory=set)  # payouts whose call failed (`failed_at` in PostgreSQL)
     paid_to_payee: dict[tuple[str, str], _Payouts] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -131,6 +132,17 @@ class InMemoryPolicyRepository(PolicyRepository):
         if payee is not None:
             self.paid_to_payee.setdefault((tenant_id, payee), _Payouts()).add(at, amount)
 
+    def _unpay(self, action_id: str) -> None:
+        """A call that failed paid nothing: its payout counts toward no figure from now on (as `failed_at` in PostgreSQL)."""
+        row = self.payouts.get(action_id)
+        if row is None or action_id in self.unpaid:
+            return
+        self.unpaid.add(action_id)
+        tenant_id, task_id, payee, amount, at = row
+        self.paid_by_task[(tenant_id, task_id)] = self.paid_by_task.get((tenant_id, task_id), 0.0) - amount
+        if payee is not None:
+            self.paid_to_payee.setdefault((tenant_id, payee), _Payouts()).add(at, -amount)  # cancels it where it was counted
+
     def _paid_before(self, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
         """What the task's allowed calls paid out, and the tenant's to `payee` over `PAYOUT_WINDOW` (as `_SELECT_HISTORY`)."""
         task = self.paid_by_task.get((tenant_id, task_id), 0.0)
@@ -168,6 +180,8 @@ class InMemoryPolicyRepository(PolicyRepository):
     async def end(self, ending: Ending) -> Settled | None:
         """See PolicyRepository."""
         e = ending
+        if e.status == "failed":
+            self._unpay(e.action_id)
         await self.record_outcome(e.tenant_id, e.task_id, e.action_id, e.status, e.attempts)
         await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
         if e.record is not None:

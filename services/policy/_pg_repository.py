@@ -82,10 +82,11 @@ _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT (p.tenant_id, p.payee, p.key_id, p.proof) FROM policy.known_payees p
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON p.tenant_id = w.t AND p.payee = w.y) AS payees,
   ARRAY(SELECT ('task', o.tenant_id, o.task_id, sum(o.amount_usd)) FROM policy.payouts o
-        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON o.tenant_id = w.t AND o.task_id = w.k GROUP BY o.tenant_id, o.task_id)
+        JOIN unnest($2::text[], $3::text[]) AS w(t, k) ON o.tenant_id = w.t AND o.task_id = w.k
+        WHERE o.failed_at IS NULL GROUP BY o.tenant_id, o.task_id)
     || ARRAY(SELECT ('payee', o.tenant_id, o.payee, sum(o.amount_usd)) FROM policy.payouts o
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON o.tenant_id = w.t AND o.payee = w.y
-        WHERE o.allowed_at > $6::timestamptz GROUP BY o.tenant_id, o.payee) AS paid"""
+        WHERE o.allowed_at > $6::timestamptz AND o.failed_at IS NULL GROUP BY o.tenant_id, o.payee) AS paid"""
 
 # A batch's new decisions ($1), what the allowed ones pay out ($3) and their reservations ($2), as JSON arrays of rows in
 # the columns' order, and what those add to each scope's spend, in one statement.
@@ -245,6 +246,7 @@ _SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.re
 # as common table expressions before its reservation's fate.
 _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts, error)
     VALUES ($2, $3, $1, $4, $5::integer, $13::text) ON CONFLICT (action_id) DO NOTHING),
+  unpaid AS (UPDATE policy.payouts SET failed_at = now() WHERE action_id = $1 AND $4::text = 'failed' AND failed_at IS NULL),
   learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
     SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
   read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)

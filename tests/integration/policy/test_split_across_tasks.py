@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 from bus_helpers import Collector
 
-from schemas import ActionDecided
+from schemas import ActionDecided, ActionFailed, ActionResultData, ActionUnknown, ErrorInfo
 from servicekit import KitSettings
 from services.policy.app import build
 from tests.integration.policy.test_policy_repeat_flood import _as_agent
@@ -73,5 +73,55 @@ async def test_the_probes_two_tasks_300_and_300_to_one_payee_escalate_the_second
         await wait_for(raised, what="the tenant's raised setting")
         fourth = await decided(piece(4))
         assert (fourth.data.outcome, fourth.data.facts["paid_payee_usd"]) == ("allow", 300.0)
+    finally:
+        await svc.stop()
+
+
+async def test_a_piece_that_failed_paid_nothing_and_the_next_runs(
+    kit: KitSettings, infra: Any, collector: Collector, wait_for: Any, make_proposal: Any, producer: Any
+) -> None:
+    """A refund the system of record refused counts toward no bound (the platform probe: an approver read "the tenant paid this
+    payee 1,105.48 USD" where 0.48 USD had been paid); one whose outcome is unknown still counts. On the real database."""
+    tenant = f"f3-{uuid.uuid4().hex[:8]}"
+    await publish_tenant(kit, tenant=tenant, record=SETTINGS, set_by="ops@tidegate.example")
+
+    def piece(n: int) -> Any:
+        return make_proposal("issue_refund", {"payee_id": "cus_1002", "amount_usd": 300.0, "order_id": f"O-{n}"}, tenant=tenant)
+
+    async def decided(proposal: Any) -> ActionDecided:
+        await _as_agent(kit, [proposal])
+        [one] = await wait_for(lambda: collector.decided(proposal.data.action_id), what=f"the decision on {proposal.data.task_id}")
+        return one  # type: ignore[no-any-return]
+
+    async def ended(proposal: Any, status: str) -> None:
+        data = ActionResultData(
+            action_id=proposal.data.action_id, task_id=proposal.data.task_id, tenant_id=tenant, step=1, tool="issue_refund",
+            status=status, attempts=1, duration_ms=5.0,  # type: ignore[arg-type]
+            error=ErrorInfo(type="refund_exceeds_order", message="over what the order paid"),
+        )  # fmt: skip
+        await producer.send(
+            "actions.results", (ActionFailed if status == "failed" else ActionUnknown).build(data, source="tidegate/executor")
+        )
+
+    async def failed_at(proposal: Any) -> Any:
+        admin = await asyncpg.connect(infra.admin_database_url)
+        try:
+            return await admin.fetchval("SELECT failed_at FROM policy.payouts WHERE action_id = $1", proposal.data.action_id)
+        finally:
+            await admin.close()
+
+    svc = build(kit=kit)
+    await svc.start()
+    try:
+        first = piece(1)
+        assert (await decided(first)).data.outcome == "allow"
+        await ended(first, "failed")
+        await wait_for(lambda: failed_at(first), what="the failed piece marked as paying nothing")
+        second = piece(2)
+        allowed = await decided(second)
+        assert (allowed.data.outcome, allowed.data.facts["paid_payee_usd"]) == ("allow", 0.0)  # it escalated, "paid 300"
+        await ended(second, "unknown")  # it may have been paid: it keeps counting
+        third = await decided(piece(3))
+        assert (third.data.outcome, third.data.facts["paid_payee_usd"]) == ("escalate", 300.0)
     finally:
         await svc.stop()

@@ -13,7 +13,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope
+from schemas import (
+    ActionFailed,
+    ActionProposed,
+    ActionProposedData,
+    ActionResultData,
+    ActionUnknown,
+    ControlTenant,
+    ControlTenantData,
+    Envelope,
+    ErrorInfo,
+)
 from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, ToolCatalog, sign_as_operator
 from services.policy import Call, Controls, History, InMemoryPolicyRepository, PackSource, TenantSettings, compile_pack, decide
 from services.policy.service import PolicyService
@@ -140,3 +150,28 @@ def test_the_twins_payouts_sum_what_was_paid_after_a_moment_in_any_order_they_ca
         paid.add(when, amount)
     assert [paid.after(moment) for moment in at] == [36.0, 26.0, 21.0, 1.0, 1.0, 0.0]  # strictly after, as `at > since`
     assert _Payouts().after(at[0]) == 0.0
+
+
+async def _ended(svc: PolicyService, action_id: str, task_id: str, status: str) -> None:
+    """The executor's result of an allowed refund: `failed` (nothing was paid) or `unknown` (it may have been)."""
+    data = ActionResultData(
+        action_id=action_id, task_id=task_id, tenant_id="acme", step=1, tool="issue_refund", status=status,  # type: ignore[arg-type]
+        attempts=1, duration_ms=5.0, error=ErrorInfo(type="refund_exceeds_order", message="over what was paid"),
+    )  # fmt: skip
+    kind = ActionFailed if status == "failed" else ActionUnknown
+    await svc.on_result(kind.build(data, source="tidegate/executor"))
+
+
+async def test_a_refund_that_failed_paid_nothing_and_counts_toward_no_bound(tmp_path: Path) -> None:
+    """An approver read "the tenant paid this payee 1,105.48 USD" where 0.48 USD had been paid, and every further cent to the
+    payee escalated for a day (the platform probe): failed refunds counted as paid. One whose outcome is unknown still counts."""
+    svc = await _service(tmp_path)
+    assert (await _refund(svc, "a-1", "t-1", 300))[:2] == ("allow", ["within_threshold"])
+    await _ended(svc, "a-1", "t-1", "failed")
+    allowed = await _refund(svc, "a-2", "t-2", 300)
+    assert allowed[:2] == ("allow", ["within_threshold"])  # the failed 300 is not on the payee's day
+    assert allowed[2].facts["paid_payee_usd"] == 0.0
+    await _ended(svc, "a-2", "t-2", "unknown")  # it may have been paid: it stays on the payee's day
+    held = await _refund(svc, "a-3", "t-3", 300)
+    assert held[:2] == ("escalate", ["cumulative_threshold"])
+    assert held[2].facts["paid_payee_usd"] == 300.0
