@@ -96,3 +96,26 @@ async def test_an_interruption_whose_granted_call_still_runs_stays_and_settles_o
         assert await settle_interruptions(tg, state)
         result = await Runner.run(agent, state)
     assert tool_outputs(result) == ["refunded 900.00"]
+
+
+async def test_an_escalation_that_comes_after_needs_approval_stopped_waiting_is_told_and_the_run_goes_on(
+    bus: MemoryTransport, tmp_path: Path
+) -> None:
+    """The policy slow (a restart, a backlog): `needs_approval` met no decision in time, then the tool met the escalation. The
+    run ended with "approved in the SDK while approval … still waits", which nobody had done, and no state to resume."""
+    model = ScriptedModel(
+        [[function_call("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}, call_id="call-1")], [assistant_message("done")]]
+    )
+    scripted = ScriptedTidegate(bus, rule, tools={"issue_refund": lambda args: {"value": "refunded"}})  # decides once entered
+    async with client(bus, tmp_path, waits_s=2.0) as tg:
+        agent = Agent(name="support", model=model, tools=[governed_function_tool(tg, issue_refund, serve=False)])
+        run = asyncio.create_task(Runner.run(agent, "refund 900"))
+        await asyncio.sleep(3.0)  # `needs_approval` gave up at 2 s; the tool waits on the same proposal until 4 s
+        async with scripted:  # the policy is back and escalates it
+            result = await asyncio.wait_for(run, 10)
+    [said] = tool_outputs(result)
+    assert said.startswith("Tidegate escalated this call to a human (approval ap-")
+    assert "Do not make this call again" in said
+    assert result.final_output == "done"
+    assert [p.action_id for p in scripted.proposals] == ["openai-agents:ticket-1007:call-1"]  # proposed once
+    assert scripted.calls == {}  # nothing ran

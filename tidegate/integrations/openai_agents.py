@@ -56,6 +56,9 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
     With `serve`, this process runs `fn` when Tidegate's executor invokes it (a catalog tool of kind `topic`).
     """
     params = function_schema(fn).params_pydantic_model  # the SDK's own model of fn's args, as `@function_tool` builds it
+    # Calls whose `needs_approval` met no decision in time (the policy slow or down) and so asked the SDK for no approval:
+    # an escalation `invoke` meets for one of them is the policy's late answer, not an approval the SDK gave too early.
+    undecided: set[str] = set()
 
     async def needs_approval(ctx: RunContextWrapper[Any], args: dict[str, Any], call_id: str) -> bool:
         if await _guardrail_refuses(tool, ctx, args, call_id):
@@ -66,6 +69,7 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
         except (ModelBehaviorError, *REFUSED_ARGS):
             return False  # not proposed: `invoke` answers it with the SDK's tool error
         except TimeoutError:
+            undecided.add(call_id)
             return False  # the proposal stands: `invoke` follows it and, still without an answer, tells the model so
         return isinstance(outcome, Escalated)
 
@@ -84,6 +88,8 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             return refused_text(exc)
         except TimeoutError as exc:  # not decided yet (or still running): the proposal stands, so the model must not call again
             return proposal_error_text(exc, action_id) or str(exc)
+        if isinstance(outcome, Escalated) and ctx.tool_call_id in undecided:  # the policy escalated after `needs_approval` gave up
+            return _escalated_late(action_id, outcome.approval_id)
         if isinstance(outcome, Escalated):  # approved in the SDK while Tidegate's human has not decided
             raise RuntimeError(_approved_too_early(tool.name, outcome.approval_id))
         return outcome_text(outcome)
@@ -191,6 +197,18 @@ def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[st
         return checked_args(params(**args))
     except ValidationError as exc:
         raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
+
+
+def _escalated_late(action_id: str, approval_id: str) -> str:
+    """What the model reads when the policy's escalation came after `needs_approval` stopped waiting: the run goes on.
+
+    It ended the run with "approved in the SDK while approval … still waits", which nobody had done, and left no RunState
+    to resume (the frameworks probe). The call waits for a human in Tidegate; it runs if they approve, once.
+    """
+    return (
+        f"Tidegate escalated this call to a human (approval {approval_id}, action {action_id}); it has not run, and runs once if "
+        "they approve it. Do not make this call again: it would be a second action."
+    )
 
 
 def _approved_too_early(tool: str, approval_id: str) -> str:
