@@ -186,3 +186,19 @@ def test_a_crew_rerun_after_a_failed_call_tries_it_again_and_a_later_rerun_follo
     assert len(world.bus.topics["actions.proposed"]) == 2
     first, retry = {p.action_id for p in world.governance.proposals}, f"{world.governance.proposals[0].action_id}:attempt-2"
     assert first == {world.governance.proposals[0].action_id, retry}
+
+
+def test_the_same_call_made_again_in_a_run_is_said_to_be_the_earlier_one_not_a_second_call(world: World) -> None:
+    """Two equal refunds under one run key (two orders at one price) are one action by design: the second read
+    "refunded 100.00 to cus_1007" as if it had been made (the frameworks probe); it reads that it was not made again."""
+    args = '{"payee_id": "cus_1007", "amount_usd": 100.0}'
+    tg = started(world)
+    try:
+        first = world.crew(tg, "issue_refund", args).kickoff().raw
+        second = world.crew(tg, "issue_refund", args).kickoff().raw
+    finally:
+        stopped(world, tg)
+    assert first == "refunded 100.00 to cus_1007"
+    assert "This exact call (same tool and args) was already made in this run" in second
+    assert "it was not made again" in second
+    assert len(world.calls) == 1

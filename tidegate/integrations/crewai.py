@@ -4,7 +4,8 @@
     agent = Agent(role=..., llm=..., tools=[refund])
 
 A call's action id is `crewai:<run key>:<tool>:<digest of args>`: the same call in the same run is one
-action, whether CrewAI repeats it or the whole crew is re-run after a crash. An escalated call blocks
+action, whether CrewAI repeats it or the whole crew is re-run after a crash; the agent then reads that it was
+already made in this run and not made again, before what became of it (never as a second call's result). An escalated call blocks
 the crew until the human decides (at most `human_timeout_s`); if that runs out, the tool answers that
 the call is waiting, and re-running the crew with the same run key picks up the human's decision
 instead of proposing again (keep proposals in `SqliteProposals` for that to hold across processes).
@@ -48,7 +49,7 @@ def governed_crewai_tool(
             if not (earlier and isinstance(outcome, Failed) and outcome.status == "failed"):
                 break
         if not isinstance(outcome, Escalated):
-            return outcome_text(outcome)
+            return _made_before(action_id) + outcome_text(outcome) if earlier else outcome_text(outcome)
         try:
             return outcome_text(client.decision(outcome, timeout_s=human_timeout_s))
         except TimeoutError:
@@ -60,6 +61,19 @@ def governed_crewai_tool(
     if serve:
         client.run(_serve(client, name, fn))
     return crewai_tool(name)(proposed)
+
+
+def _made_before(action_id: str) -> str:
+    """Said before an earlier call's outcome: the same call made again in a run is that call, not a second one.
+
+    Two equal refunds in one run (two tasks of the crew, two orders at one price) are one action by design; the second
+    was answered "refunded 100.00 to cus_1007" as if it had been made (the frameworks probe). The agent now reads that it
+    was not made again, and can say so, or make it under another run key if a second one is meant.
+    """
+    return (
+        f"This exact call (same tool and args) was already made in this run (action {action_id}); it was not made again. "
+        "A second, separate call needs its own run key. What became of the earlier one: "
+    )
 
 
 async def _serve(client: SyncTidegate, name: str, fn: Callable[..., Any]) -> None:
