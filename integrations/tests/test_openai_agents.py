@@ -265,3 +265,47 @@ async def test_a_tool_input_guardrail_that_refuses_a_call_keeps_it_unproposed(
         assert tool_output(result) == "refunded 40.00 to cus_1"
         assert [p.tool for p in governance.proposals] == ["issue_refund"]
         assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 40.0}]
+
+
+async def test_a_later_turn_whose_provider_reuses_a_call_id_proposes_its_own_call_and_resumes_it(
+    bus: MemoryTransport, tmp_path: Path, governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """A provider numbering calls per turn: the same refund asked for in a second turn of one conversation (one task) was
+    answered with the first's outcome, never proposed nor run (the frameworks probe). A third turn's escalation of that id
+    is resumed by a new process (its RunState and ledger kept) under the id it was proposed with."""
+    refund = {"payee_id": "cus_1", "amount_usd": 40.0}
+    big = {"payee_id": "cus_1", "amount_usd": 900.0}
+    model = ScriptedModel(
+        [
+            [function_call("issue_refund", refund, call_id="call_0")],
+            [assistant_message("first done")],
+            [function_call("issue_refund", refund, call_id="call_0")],
+            [assistant_message("second done")],
+            [function_call("issue_refund", big, call_id="call_0")],
+            [assistant_message("third done")],
+        ]
+    )
+    proposals = SqliteProposals(tmp_path / "proposals.sqlite3")
+    settings = ClientSettings(state_dir=tmp_path / "state")
+    async with Tidegate(settings, transport=bus, task_id="conversation-1", proposals=proposals) as client:
+        agent = build_agent(client, effects, model)
+        first = await Runner.run(agent, "refund order O-1")
+        second = await Runner.run(agent, [*first.to_input_list(), {"role": "user", "content": "and O-2, the same amount"}])
+        paused = await Runner.run(agent, [*second.to_input_list(), {"role": "user", "content": "and 900 for O-3"}])
+        saved = paused.to_state().to_string()
+    assert (tool_output(first), tool_output(second)) == ("refunded 40.00 to cus_1", "refunded 40.00 to cus_1")
+    assert effects.of("issue_refund") == [refund, refund]  # both ran
+    assert [p.action_id for p in governance.proposals] == [
+        "openai-agents:conversation-1:call_0",  # a first use keeps the plain id
+        "openai-agents:conversation-1:call_0:2",
+        "openai-agents:conversation-1:call_0:3",
+    ]
+    await governance.approve(await wait_pending(governance))
+    async with Tidegate(settings, transport=bus, task_id="conversation-1", proposals=proposals) as client:  # a new process
+        agent = build_agent(client, effects, model)
+        state = await RunState.from_string(agent, saved)
+        assert await settle_interruptions(client, state, timeout_s=5)
+        resumed = await Runner.run(agent, state)
+    assert "refunded 900.00 to cus_1" in [str(i.output) for i in resumed.new_items if i.type == "tool_call_output_item"]
+    assert len(governance.proposals) == 3  # the resumed call followed its proposal
+    assert effects.of("issue_refund") == [refund, refund, big]

@@ -18,7 +18,8 @@ decision with `settle_interruptions` instead of approving in the SDK.
 No answer in time (no decision within `decision_timeout_s`, no result of an allowed call within `result_timeout_s`)
 does not end the run: the tool's output tells the model the call is not decided yet and must not be made again.
 The SDK gives a run no id that survives `RunState`, so the action id is `openai-agents:<task id>:<call id>`:
-use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it when resuming.
+use a task (a client, or `Tidegate(task_id=...)`) per conversation, and keep it when resuming. A call id the
+conversation's input already holds (a provider numbering its calls per turn) gets `:<n>`, its n-th call of that id.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             return False  # not proposed: the SDK runs the guardrails again before `invoke`, and answers the model as they say
         try:
             checked = _checked(params, tool.name, args)
-            outcome = await client.propose(tool.name, checked, action_id=_action_id(client, call_id), rationale=_RATIONALE)
+            action_id = _action_id(client, call_id, _earlier_calls(getattr(ctx, "turn_input", None), call_id))
+            outcome = await client.propose(tool.name, checked, action_id=action_id, rationale=_RATIONALE)
         except (ModelBehaviorError, *REFUSED_ARGS):
             return False  # not proposed: `invoke` answers it with the SDK's tool error
         except TimeoutError:
@@ -81,7 +83,7 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
             if message is None:
                 raise
             return str(message)
-        action_id = _action_id(client, ctx.tool_call_id)
+        action_id = _action_id(client, ctx.tool_call_id, _earlier_calls(getattr(ctx, "turn_input", None), ctx.tool_call_id))
         try:
             outcome = await client.propose(tool.name, args, action_id=action_id)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): told why, as a denial is (the SDK's default hides why)
@@ -125,7 +127,11 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
             continue
         try:
             outcome = await client.propose(
-                item.tool_name, args, action_id=_action_id(client, str(call_id)), timeout_s=timeout_s, result_timeout_s=timeout_s
+                item.tool_name,
+                args,
+                action_id=_interrupted_id(client, state, str(call_id)),
+                timeout_s=timeout_s,
+                result_timeout_s=timeout_s,
             )
             if isinstance(outcome, Escalated):
                 outcome = await outcome.decision(timeout_s)
@@ -163,8 +169,41 @@ async def _guardrail_refuses(tool: FunctionTool, ctx: RunContextWrapper[Any], ar
     return False
 
 
-def _action_id(client: Tidegate, call_id: str) -> str:
-    return f"openai-agents:{client.task_id}:{call_id}"
+def _action_id(client: Tidegate, call_id: str, earlier: int = 0) -> str:
+    """`openai-agents:<task id>:<call id>`, then `:<n>` for the n-th call of that id in the conversation (n ≥ 2).
+
+    A provider may number its calls `call_0` in every turn: the same refund asked for again in a later turn was taken for
+    the first one and answered with its outcome, never proposed nor run (the frameworks probe). `earlier` is how many
+    calls of that id the turn's input already holds (the conversation so far, `to_input_list()`), which `needs_approval`,
+    the tool and a resumed run all read alike; a first use keeps the plain form.
+    """
+    plain = f"openai-agents:{client.task_id}:{call_id}"
+    return plain if earlier == 0 else f"{plain}:{earlier + 1}"
+
+
+def _earlier_calls(items: Any, call_id: str) -> int:
+    """How many function calls of `call_id` a list of input items holds (dicts, or the SDK's models)."""
+    count = 0
+    for item in items if isinstance(items, list) else ():
+        fields = item if isinstance(item, dict) else {"type": getattr(item, "type", None), "call_id": getattr(item, "call_id", None)}
+        if fields.get("type") == "function_call" and fields.get("call_id") == call_id:
+            count += 1
+    return count
+
+
+def _interrupted_id(client: Tidegate, state: RunState[Any, Any], call_id: str) -> str:
+    """The action id `needs_approval` proposed the interrupted call under, from the run's input and the client's ledger.
+
+    The run's input (`RunState`'s, the SDK's own; no public accessor) holds the conversation the interrupted turn read; a
+    run whose own earlier turns reused the id may count more, so the ledger has the last word: of the ids the call may
+    have, the one it recorded with the highest count (never a new id, which would propose the call again).
+    """
+    earlier = _earlier_calls(getattr(state, "_original_input", None), call_id)
+    counted = _action_id(client, call_id, earlier)
+    if client.proposals.lookup(counted) is not None:
+        return counted
+    recorded = [_action_id(client, call_id, n) for n in range(earlier + 8) if client.proposals.lookup(_action_id(client, call_id, n))]
+    return recorded[-1] if recorded else counted
 
 
 # The SDK's model of each governed tool's function, by the tool's invoker: settling an interruption proposes
