@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -38,12 +39,22 @@ service_app = typer.Typer(help="Run one service in the foreground.", no_args_is_
 app.add_typer(service_app, name="service")
 
 
+def _say_misspelt(say: Callable[[str], None]) -> None:
+    """Each `TIDEGATE_*` variable of the environment that no setting reads but looks like one (a typo ignored in silence)."""
+    from tidegate.settings_reference import misspelt_settings
+
+    for line in misspelt_settings(dict(os.environ)):
+        say(line)
+
+
 @service_app.command("run")
 def run_service(name: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}.")) -> None:
     """Run one service in this process until SIGTERM or Ctrl-C."""
     if name not in SERVICES:
         fail(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     from servicekit import run_service as run
+
+    _say_misspelt(lambda line: print(f"{name}: warning: {line}", file=sys.stderr, flush=True))  # into the service's own log
 
     run(name, importlib.import_module(f"services.{name}").build)
 
@@ -140,6 +151,8 @@ def up(
         if n not in SERVICES:
             fail(f"unknown service {n!r}; choose from {', '.join(SERVICES)}")
     _check_metrics_ports(names)
+    if not own_log:  # said once, where it was started (each service's log says it too)
+        _say_misspelt(lambda line: console.print(f"[yellow]warning:[/] {line}", markup=True, soft_wrap=True))
     if (running := supervisor_pid()) is not None:
         console.print(f"services already running (pid {running}); `tidegate down` stops them")
         return

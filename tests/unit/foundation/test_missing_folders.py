@@ -72,3 +72,19 @@ def test_the_policy_service_with_a_mistyped_policy_dir_exits_ex_config_in_one_li
     assert done.returncode == EX_CONFIG, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1] == f"  TIDEGATE_POLICY_DIR: policy directory {typo} does not exist (got '{typo}')"
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_looks_like_and_others_are_left_alone(tmp_path: Path) -> None:
+    """`TIDEGATE_EXECUTOR_CONCURENCY=8` ran with the default concurrency and said nothing (the platform probe)."""
+    env = os.environ | {
+        "TIDEGATE_EXECUTOR_CONCURENCY": "8",  # a typo of TIDEGATE_EXECUTOR_CONCURRENCY
+        "TIDEGATE_KAFKA_PORT": "29092",  # infra/infra.sh's, no model's: known
+        "TIDEGATE_ACME_BILLING_CODE": "x",  # a deployment's own: nothing like a setting, left alone
+        "TIDEGATE_POLICY_DIR": str(tmp_path / "nowhere"),  # stops the service at once, before it connects
+    }
+    command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    warnings = [line for line in done.stderr.splitlines() if "is no setting" in line]
+    assert warnings == [
+        "policy: warning: TIDEGATE_EXECUTOR_CONCURENCY is no setting (ignored): did you mean TIDEGATE_EXECUTOR_CONCURRENCY?"
+    ]
