@@ -9,7 +9,6 @@ fails when docs/settings.md is not what this writes.
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 import types
@@ -31,7 +30,7 @@ from services.policy import PolicySettings
 from tidegate.client.settings import ClientSettings
 from tidegate.mcp_gateway.settings import GatewaySettings
 
-__all__ = ["SECTIONS", "misspelt_settings", "render"]
+__all__ = ["SECTIONS", "render"]
 
 SECTIONS: list[tuple[str, type[BaseSettings], str]] = [
     ("Every service and the CLI", KitSettings, "docs/operations.md"),
@@ -114,34 +113,6 @@ def _number(value: float) -> str:
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
-
-
-# `TIDEGATE_*` variables read outside the settings' models: infra/infra.sh's, the CLI's own, the tests' and benchmarks'.
-_READ_ELSEWHERE = frozenset(
-    {
-        "TIDEGATE_KAFKA_PORT", "TIDEGATE_KAFKA_CONTROLLER_PORT", "TIDEGATE_KAFKA_BROKERS", "TIDEGATE_KAFKA_HEAP_OPTS",
-        "TIDEGATE_KAFKA_LIBS", "TIDEGATE_KAFKA_READY_TIMEOUT", "TIDEGATE_PG_READY_TIMEOUT", "TIDEGATE_PORT_FREE_TIMEOUT",
-        "TIDEGATE_INFRA_DIR", "TIDEGATE_READY_DIR", "TIDEGATE_APPROVER_TOKEN", "TIDEGATE_APPROVAL_URL", "TIDEGATE_CLI",
-        "TIDEGATE_TEST_INFRA", "TIDEGATE_FUZZ_EXAMPLES", "TIDEGATE_RECOVERY_LONG", "TIDEGATE_BENCH_HOP_SEED",
-    }
-)  # fmt: skip
-
-
-def misspelt_settings(environ: dict[str, str]) -> list[str]:
-    """`TIDEGATE_*` variables no setting reads that look like one that does, each with the name it looks like.
-
-    A typo (`TIDEGATE_EXECUTOR_CONCURENCY=8`) was ignored in silence, and a tuning change that did nothing looked applied
-    (the platform probe). Only names close to a known one are named: any other `TIDEGATE_` variable may be a deployment's own.
-    """
-    known = set(_READ_ELSEWHERE)
-    for _, model, _ in SECTIONS:
-        prefix = str(model.model_config.get("env_prefix") or "").upper()
-        known |= {(prefix + name).upper() for name in model.model_fields}
-    said = []
-    for name in sorted(n for n in environ if n.startswith("TIDEGATE_") and n not in known):
-        if close := difflib.get_close_matches(name, known, n=1, cutoff=0.88):
-            said.append(f"{name} is no setting (ignored): did you mean {close[0]}?")
-    return said
 
 
 def render() -> str:

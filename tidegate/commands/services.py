@@ -41,7 +41,7 @@ app.add_typer(service_app, name="service")
 
 def _say_misspelt(say: Callable[[str], None]) -> None:
     """Each `TIDEGATE_*` variable of the environment that no setting reads but looks like one (a typo ignored in silence)."""
-    from tidegate.settings_reference import misspelt_settings
+    from tidegate.commands._misspelt import misspelt_settings
 
     for line in misspelt_settings(dict(os.environ)):
         say(line)
