@@ -108,8 +108,8 @@ class Executor:
         if self.ready is None:
             return
         now = time.monotonic()
-        stale = self._ready is not None and self._ready.done() and now - self._ready_asked_at > self.ready_fresh_s
-        if self._ready is None or stale or (self._ready.done() and self._ready.exception() is not None):
+        done = self._ready is not None and self._ready.done()
+        if self._ready is None or (done and (self._ready.exception() is not None or now - self._ready_asked_at > self.ready_fresh_s)):
             self._ready_asked_at = now
             self._ready = asyncio.ensure_future(self.ready())
         await asyncio.shield(self._ready)

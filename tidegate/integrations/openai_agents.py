@@ -199,11 +199,11 @@ def _interrupted_id(client: Tidegate, state: RunState[Any, Any], call_id: str) -
     have, the one it recorded with the highest count (never a new id, which would propose the call again).
     """
     earlier = _earlier_calls(getattr(state, "_original_input", None), call_id)
-    counted = _action_id(client, call_id, earlier)
-    if client.proposals.lookup(counted) is not None:
-        return counted
-    recorded = [_action_id(client, call_id, n) for n in range(earlier + 8) if client.proposals.lookup(_action_id(client, call_id, n))]
-    return recorded[-1] if recorded else counted
+    candidates = [_action_id(client, call_id, n) for n in range(earlier + 8)]
+    if client.proposals.lookup(candidates[earlier]) is not None:
+        return candidates[earlier]
+    recorded = [c for c in candidates if client.proposals.lookup(c) is not None]
+    return recorded[-1] if recorded else candidates[earlier]
 
 
 # The SDK's model of each governed tool's function, by the tool's invoker: settling an interruption proposes
