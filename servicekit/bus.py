@@ -70,7 +70,10 @@ class Bus(Subscribing):
             self._register()
             self._started = True
         await self.producer.start()  # first: consumers' handlers publish from their first batch
-        await asyncio.gather(*(poller.start() for poller in self.pollers))
+        started = await asyncio.gather(*(poller.start() for poller in self.pollers), return_exceptions=True)
+        refused = [outcome for outcome in started if isinstance(outcome, BaseException)]
+        if refused:  # every start has ended, so `stop` stops each consumer that did start
+            raise refused[0]
         deadline = asyncio.get_running_loop().time() + timeout_s
         for poller, topics in self._from_latest:
             consumer = poller.consumer

@@ -227,7 +227,12 @@ class Poller:
             return
         consumer = self._make_consumer()
         consumer.subscribe(topics=list(self.topics) or (), pattern=self.pattern, listener=_Rebalance(self, consumer))
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:  # refused (a right, the broker): its connections and tasks end here, not at the garbage collector
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         self.consumer = consumer
         self._running = True
         self._idle.set()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Self
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
@@ -313,6 +313,10 @@ class ServiceProcess:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+        except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:  # before KafkaError: restarting cannot fix it
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise BusRightsMissing.of(self.bus, exc) from exc
         except (ConnectionError, OSError, KafkaError, SchemaNotReady) as exc:  # what it needs is not there (yet): a line, by `run_service`
             with contextlib.suppress(Exception):
                 await self.stop()
@@ -365,6 +369,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=2048)
 
 
+class BusRightsMissing(RuntimeError):
+    """The service's Kafka login may not use a topic or group it needs: ACLs not granted, or a topic prefix no one granted.
+
+    `run_service` prints it as a `not started` line and exits `EX_CONFIG`: a restart would be refused again (a mistyped
+    `TIDEGATE_TOPIC_PREFIX` crash-looped under `tidegate up`, each time with Kafka's bare error).
+    """
+
+    @classmethod
+    def of(cls, bus: Bus, exc: KafkaError) -> BusRightsMissing:
+        login = bus.client_options().get("sasl_plain_username") or "(no login)"
+        what = "topic" if isinstance(exc, TopicAuthorizationFailedError) else "consumer group"
+        named = str(exc).rsplit(": ", 1)[-1] if ": " in str(exc) else ""
+        return cls(
+            f"its Kafka login `{login}` may not use {what} {named or '(not named by the broker)'} ({type(exc).__name__}). "
+            f"Its topics are named `{bus.prefix}<topic>` (TIDEGATE_TOPIC_PREFIX={bus.prefix!r}): if that is mistyped, fix it; "
+            "else `tidegate topics ensure` (with this prefix) makes the topics and grants each service its rights"
+        )
+
+
 class NotStarted(RuntimeError):
     """A service could not start because the database (or its schema's migrations), the broker or its port is not there."""
 
@@ -397,7 +420,7 @@ def run_service(name: str, build: Callable[[KitSettings], ServiceProcess]) -> No
         raise SystemExit(1) from None
     except SettingNotUsable as exc:
         _not_started(name, exc)
-    except (BehindTheBus, HistoryNotReadable) as exc:  # restarting cannot fix either: `tidegate db catch-up` / `topics ensure` can
+    except (BehindTheBus, HistoryNotReadable, BusRightsMissing) as exc:  # restarting cannot fix these: a person (`db catch-up` …) can
         print(f"{name}: not started: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EX_CONFIG) from None
     except asyncpg.ClientConfigurationError as exc:  # a DSN asyncpg cannot use, named as the CLI names it (commands/_common.py)

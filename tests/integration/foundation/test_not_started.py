@@ -28,3 +28,25 @@ def test_a_schema_not_migrated_is_one_line_naming_the_command_that_migrates_it(i
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("policy: not started: SchemaNotReady: schema policy is not migrated: run `tidegate db migrate`"), last
     assert "Traceback" not in done.stderr
+
+
+def test_a_mistyped_topic_prefix_is_one_line_naming_the_prefix_and_is_not_restarted(infra: Any) -> None:
+    """An operator types `tidegat.`: the service's login holds rights on `tidegate.` alone, so the broker refuses each topic.
+
+    Before, the service exited 1 with Kafka's bare `TopicAuthorizationFailedError`, which `tidegate up` restarted forever,
+    and left its consumers open ("Unclosed AIOKafkaConsumer" on stderr).
+    """
+    env = os.environ | {
+        "TIDEGATE_DATABASE_URL": infra.database_url,
+        "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        "TIDEGATE_TOPIC_PREFIX": "tidegat.",
+    }
+    command = [sys.executable, "-m", "tidegate.cli", "service", "run", "policy"]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 78, done.stderr[-2000:]  # EX_CONFIG: `tidegate up` does not restart it
+    line = next(line for line in done.stderr.splitlines() if line.startswith("policy: not started:"))
+    assert "its Kafka login `policy` may not use topic tidegat." in line, line
+    assert "TIDEGATE_TOPIC_PREFIX='tidegat.'" in line, line
+    assert "tidegate topics ensure" in line, line
+    assert "Traceback" not in done.stderr
+    assert "Unclosed AIOKafkaConsumer" not in done.stderr
