@@ -136,7 +136,10 @@ class ApprovalView(BaseModel):
     )
     required_approvals: int = Field(description="Distinct approvals needed before the grant is published.")
     estimated_cost_usd: float = Field(default=0.0, description="What the call itself is expected to cost (the tool's price), beside it.")
-    approvers: list[str] = Field(description="Who approved so far (or decided): of a pending request, the approvals the service counts.")
+    approvers: list[str] = Field(
+        description="Who approved: of a pending request, the approvals the service counts; of a rejected one, the approvals given "
+        "before the reject (its rejecter is `rejected_by`, never here); of a resolved follow-up, who resolved it."
+    )
     not_counted: list[NotCounted] = Field(
         default_factory=list,
         description="A pending request's approvals the service does not count (no valid signature of the service: given before "
@@ -246,6 +249,7 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     return {
         **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
         "status": "expired" if overdue else record.status,
+        "approvers": domain.approvals_of(record),  # who approved: of a rejected request never its rejecter (`rejected_by`)
         "rejected_by": record.decided_by if record.status == "rejected" else None,
         "escalated": record.escalated_at is not None,
         "can_decide": refusal is None,

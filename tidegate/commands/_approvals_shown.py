@@ -88,7 +88,7 @@ def not_counted(item: dict[str, Any]) -> list[str]:
 
 
 def _approvals(item: dict[str, Any]) -> str:
-    """How far the approvals got; of a rejected request, who rejected it (its `approvers` names the rejecter, never an approval)."""
+    """How far the approvals got; of a rejected request, who rejected it (`rejected_by`; its `approvers` are approvals before it)."""
     if item.get("rejected_by"):
         return "rejected by " + str(item["rejected_by"])
     return f"{len(item['approvers'])}/{item['required_approvals']} approvals"

@@ -349,6 +349,11 @@ async def test_a_chat_callback_gives_a_reason_from_the_tenants_taxonomy_and_name
         "carol@acme.example",
         "missing_context",
     )
+    # The API names the approvals the same way: its approvers approved (an approver read "Edited args carol approved" of the rejecter)
+    seen = (await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))).json()
+    assert (seen["approvers"], seen["rejected_by"]) == (["bob@acme.example"], "carol@acme.example")
+    listed = (await world.client.get("/api/v1/approvals?status=rejected", headers=bearer(world.tokens["bob"]))).json()
+    assert [(item["approvers"], item["rejected_by"]) for item in listed] == [(["bob@acme.example"], "carol@acme.example")]
 
 
 def test_the_cli_sends_replace_edit_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
