@@ -1,6 +1,6 @@
 """Counterparties as typed identities: email lists, chat users and channels, URLs, payees, organisations, paths; parsed and normalised.
 
-Parsing is by kind, never by substring: an email argument is an RFC 5322 address list
+Parsing is by kind, never by substring: an email argument is an RFC 5322 address list, read by both of Python's parsers
 (`"Bob <bob@evil.example>, ops@acme.example"` is two addresses), a URL is its host, a repository path
 is normalised (`src/../.github/x`, `./.github/x` and `.GITHUB/x` are all `.github/x`) and case-folded.
 """
@@ -8,15 +8,17 @@ is normalised (`src/../.github/x`, `./.github/x` and `.GITHUB/x` are all `.githu
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.utils import getaddresses
 from typing import Any
 from urllib.parse import urlsplit
 
 from schemas.tools import CounterpartyKind
 
-__all__ = ["Identity", "host_of", "identities_of", "normalise_path", "values_at"]
+__all__ = ["Identity", "host_of", "identities_of", "is_address", "normalise_path", "values_at"]
 
 
 @dataclass(frozen=True)
@@ -62,17 +64,43 @@ def normalise_path(value: str) -> str:
     return normal.lstrip("/") if normal not in (".", "/") else ""
 
 
+_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+_HEADERS = HeaderRegistry()
+
+
+def is_address(value: str) -> bool:
+    """Whether a normalised email identity is one plain address (`local@host`), the only kind a directory can vouch for.
+
+    What `_emails` could not read as such is kept whole (`evil@evil.example bob@acme.example`), so it is judged as
+    no one's: never internal by the host after its last `@`.
+    """
+    return _ADDRESS.fullmatch(value) is not None
+
+
 def _emails(value: Any) -> Iterator[str]:
+    """Every address an email argument names, read by both of Python's parsers, and the whole text wherever they differ.
+
+    A mailer reads a header with one parser or the other: the legacy `getaddresses` reads `evil@evil.example
+    bob@acme.example` as `@acme.example`, the modern one (`email.policy.default`) as `evil@evil.example`. So every
+    address either reads is a recipient, and a value either finds a defect in (or an address that is not plain) is also
+    counted whole, as no one's address: it escalates as external, never passes as internal.
+    """
     if isinstance(value, Mapping):  # {"name": …, "email": …} or {"address": …}
         value = value.get("email") or value.get("address") or ""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.strip():
         return
-    for _, address in getaddresses([value]):
-        address = address.strip().lower()
-        if address:
-            yield address
-    if "@" in value and not any(a for _, a in getaddresses([value])):
-        yield value.strip().lower()  # unparseable but addressed to someone: counted (as external), never dropped
+    legacy = [address.strip().lower() for _, address in getaddresses([value])]
+    try:
+        header = _HEADERS("to", value)
+        assert isinstance(header, AddressHeader)  # what the registry makes of a `To:` header
+        modern = [a.addr_spec.strip().lower() for a in header.addresses]
+        defects = bool(header.defects)
+    except Exception:  # the modern parser refused it outright: the text alone says who it is for
+        modern, defects = list[str](), True
+    read = [a for a in dict.fromkeys(legacy + modern) if a]
+    yield from (a for a in read if is_address(a))
+    if defects or not read or not all(is_address(a) for a in read):
+        yield " ".join(value.split()).lower()  # not plainly addresses: counted (as no one's), never dropped
 
 
 def _one(kind: CounterpartyKind, value: Any) -> Iterator[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
 from servicekit.costs import estimated_cost_usd
-from servicekit.identities import Identity, identities_of
+from servicekit.identities import Identity, identities_of, is_address
 from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
 
@@ -277,7 +277,7 @@ def is_internal(identity: Identity, tenant: TenantSettings) -> bool:
     kind, value = identity.kind, identity.value
     if kind == "email":
         return value in {c.strip().lower() for c in tenant.known_contacts} or (
-            "@" in value and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
+            is_address(value) and _under(value.rsplit("@", 1)[1], tenant.internal_domains)
         )
     if kind == "chat_user":
         return value in {m.lstrip("@").casefold() for m in tenant.chat_members}
@@ -328,7 +328,7 @@ def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
     def vouched(value: str) -> bool:
         kind, _, v = value.partition(":")
         if kind == "email":
-            return v in contacts or _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)])
+            return v in contacts or (is_address(v) and _under(v.rsplit("@", 1)[-1], hosts[: len(tenant.internal_domains)]))
         if kind == "host":
             return _under(v, hosts)
         if kind in ("word", "id", "account"):

@@ -93,6 +93,29 @@ def test_an_address_list_in_one_string_counts_each_address(catalog: ToolCatalog)
     assert verdict.outcome == "escalate"
 
 
+@pytest.mark.parametrize(
+    "to",
+    [
+        "evil@evil.example bob@acme.example",  # the legacy parser reads `@acme.example`, the modern one `evil@evil.example`
+        "evil@evil.example (c) bob@acme.example",
+        "bob@acme.example <evil@evil.example>",  # the modern parser reads `bob@acme.example` alone
+        "ops@acme.example;evil@evil.example",
+        "a@b@acme.example",  # no plain address: the host after its last `@` is not its host
+        ["ops@acme.example", "eve@evil.example ops@acme.example"],
+    ],
+)
+def test_a_recipient_one_parser_reads_as_internal_and_another_as_outside_escalates(catalog: ToolCatalog, to: Any) -> None:
+    """A prompt-injected agent sends mail out under a `to` the policy once read as internal: `draft_allowed`, sent, no human."""
+    verdict = _decide(catalog, "send_mail", {"to": to, "body": "the customer list"})
+    assert (verdict.outcome, verdict.codes) == ("escalate", ["external_recipient"])
+    assert verdict.facts["external_recipients"] >= 1
+
+
+def test_an_address_either_parser_reads_plainly_stays_internal(catalog: ToolCatalog) -> None:
+    verdict = _decide(catalog, "send_mail", {"to": ['"Ops, Acme" <ops@acme.example>', "Ann.Lee+x@EU.acme.example"], "body": "hi"})
+    assert (verdict.outcome, verdict.facts["external_recipients"], verdict.facts["recipient_count"]) == ("allow", 0, 2)
+
+
 def test_chat_members_and_channels_are_internal_others_and_outside_links_are_not(catalog: ToolCatalog) -> None:
     assert _decide(catalog, "post_message", {"channel": "#General", "mentions": ["@alice"]}).outcome == "allow"
     assert _decide(catalog, "post_message", {"channel": "general", "links": [{"url": "https://docs.acme.example/x"}]}).outcome == "allow"
