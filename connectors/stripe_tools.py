@@ -16,7 +16,7 @@ from typing import Any
 import stripe
 
 from connectors._http import NEVER_SENT
-from servicekit.toolcontract import ToolContext, ToolError
+from servicekit.toolcontract import ToolContext, ToolError, retry_after_s
 
 __all__ = ["create_credit_note", "get_charge", "get_payment_intent", "issue_refund"]
 
@@ -58,7 +58,10 @@ async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     except stripe.PermissionError as exc:
         raise ToolError("permission_denied", f"the tenant's Stripe key may not do this: {_said(exc)}") from exc
     except stripe.RateLimitError as exc:
-        raise ToolError("rate_limited", f"Stripe answered 429: {_said(exc)}", retryable=True) from exc
+        wait = _retry_after(exc)
+        shown = "none" if wait is None else f"{wait:g} s"
+        message = f"Stripe answered 429 (Retry-After: {shown}): {_said(exc)}"
+        raise ToolError("rate_limited", message, retryable=True, retry_after_s=wait) from exc
     except stripe.IdempotencyError as exc:
         raise ToolError("idempotency_conflict", f"Stripe saw this action id with other arguments: {_said(exc)}") from exc
     except stripe.CardError as exc:
@@ -78,7 +81,14 @@ async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
             message = f"Stripe is still processing this same action (HTTP 409), try again later: {_said(exc)}"
             raise ToolError("idempotency_in_progress", message, retryable=True, maybe_applied=True) from exc
         status = exc.http_status or 500
-        raise ToolError(f"http_{status}", f"Stripe: {_said(exc)}", retryable=status >= 500, maybe_applied=True) from exc
+        wait = _retry_after(exc) if status == 503 else None
+        raise ToolError(f"http_{status}", f"Stripe: {_said(exc)}", retryable=status >= 500, maybe_applied=True, retry_after_s=wait) from exc
+
+
+def _retry_after(exc: stripe.StripeError) -> float | None:
+    """The seconds Stripe's `Retry-After` asks for (the executor waits at least that long, within the tool's `backoff_max_s`)."""
+    said = next((value for name, value in (exc.headers or {}).items() if name.lower() == "retry-after"), None)
+    return retry_after_s(said)
 
 
 def _usd(cents: int) -> float:

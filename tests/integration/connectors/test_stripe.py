@@ -139,6 +139,24 @@ async def test_stripe_error_shapes_map_to_retry_semantics_without_echoing_the_ke
         assert (failed.value.type, failed.value.retryable) == (kind, retryable), body
 
 
+async def test_a_429s_and_a_503s_retry_after_is_handed_to_the_executor(stripe_proxy: RecordingProxy) -> None:
+    """A rate-limited tenant's refund was retried 0.5 s after Stripe asked for 3 s, and gave up in ~3.5 s (connectors probe F2)."""
+    limited = {"error": {"type": "invalid_request_error", "code": "rate_limit", "message": "Too many requests"}}
+    stripe_proxy.inject(429, limited, method="GET", headers={"Retry-After": "3"})
+    with pytest.raises(ToolError) as failed:
+        await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+    assert (failed.value.type, failed.value.retryable, failed.value.retry_after_s) == ("rate_limited", True, 3.0)
+    assert "Retry-After: 3 s" in failed.value.message
+    stripe_proxy.inject(503, {"error": {"type": "api_error", "message": "down"}}, method="GET", headers={"Retry-After": "7"})
+    with pytest.raises(ToolError) as unavailable:
+        await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+    assert (unavailable.value.type, unavailable.value.retry_after_s) == ("http_503", 7.0)
+    stripe_proxy.inject(429, limited, method="GET")  # none asked: the executor's own backoff
+    with pytest.raises(ToolError) as unsaid:
+        await stripe_tools.get_charge(call_context(base_url=stripe_proxy.url), {"charge_id": "ch_123"})
+    assert unsaid.value.retry_after_s is None
+
+
 async def test_a_repeat_attempt_does_not_count_our_own_earlier_refund_and_reaches_stripe_with_the_key(stripe_proxy: RecordingProxy) -> None:
     # Attempt 1 refunded all 42.50 and Stripe's answer was lost (a 500, a reset): the charge now shows it refunded.
     ours = {"id": "ch_O5001", "amount": 4250, "amount_refunded": 4250, "customer": "cus_1001", "currency": "usd"}
