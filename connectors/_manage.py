@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from connectors._account import account_problems
 from connectors._proof import GrantRefused, GrantSigner, GrantVerifier
 from connectors._store import Grant, GrantStore
 from schemas import RiskClass, ToolSpec
@@ -84,7 +85,9 @@ async def enable(
 ) -> Grant:
     """Enable a connector for a tenant: its read-only tools, plus the tools named (or every tool with `all_tools`).
 
-    Tools enabled before stay enabled; account settings given replace those of the same name.
+    Tools enabled before stay enabled; account settings given replace those of the same name (an empty value removes
+    one). A setting the connector does not read, or a value it cannot use, is refused and nothing is changed
+    (`connectors._account`).
     """
     specs = connector_tools(catalog).get(connector)
     if not specs:
@@ -93,9 +96,13 @@ async def enable(
     unknown = sorted(set(tools) - names)
     if unknown:
         raise ConnectorError(f"{', '.join(unknown)} not tools of {connector} (its tools: {', '.join(sorted(names))})")
+    problems = account_problems(connector, connection or {})
+    if problems:
+        raise ConnectorError("; ".join(problems) + "; nothing was changed")
     chosen = names if all_tools else {s.name for s in specs if s.risk is RiskClass.READ} | set(tools)
     grant = await writer.current(tenant_id, connector) or Grant(tenant_id, connector)
-    grant = replace(grant, enabled=True, tools=grant.tools | chosen, connection={**grant.connection, **(connection or {})})
+    settings = {k: v for k, v in {**grant.connection, **(connection or {})}.items() if v}  # an empty value removes one
+    grant = replace(grant, enabled=True, tools=grant.tools | chosen, connection=settings)
     return await writer.put(grant)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import connectors as c
 import schemas as s
+from servicekit import REPO_ROOT, ToolCatalog
 from servicekit.authority import authority_for
 from servicekit.signing import SigningKey
 from servicekit.toolcontract import ToolError
@@ -80,6 +81,37 @@ async def test_enable_defaults_to_read_only_tools_and_refuses_unknown_ones(write
         await c.enable(store, CATALOG, "acme", "stripe", tools=["other"])
     with pytest.raises(c.ConnectorError):
         await c.enable(store, CATALOG, "acme", "salesforce")
+
+
+@pytest.mark.parametrize(
+    ("connector", "setting", "said"),
+    [
+        ("stripe", "base_ur=http://127.0.0.1:12111", "stripe reads no account setting 'base_ur' (its settings: base_url)"),
+        ("stripe", "base_url=127.0.0.1:12111", "stripe base_url='127.0.0.1:12111': expected an http(s) URL with a host"),
+        ("zendesk", "email=agent", "zendesk email='agent': expected an email address"),
+        ("bigquery", "max_bytes_billed=10GB", "bigquery max_bytes_billed='10GB': expected a whole number above 0"),
+        ("salesforce", "api_version=latest", "salesforce api_version='latest': expected an API version such as 59.0"),
+    ],
+)
+async def test_an_account_setting_the_connector_does_not_read_or_cannot_use_is_refused_and_nothing_changes(
+    writer: c.GrantWriter, connector: str, setting: str, said: str
+) -> None:
+    """An operator's typo was stored and signed in silence: the refunds then went to api.stripe.com (connectors probe F1)."""
+    await c.enable(writer, CATALOG, "acme", "stripe", connection={"base_url": "http://127.0.0.1:12111"})
+    key, _, value = setting.partition("=")
+    with pytest.raises(c.ConnectorError) as refused:
+        await c.enable(writer, ToolCatalog.load(REPO_ROOT / "catalog" / "tools"), "acme", connector, connection={key: value})
+    assert said in str(refused.value)
+    assert str(refused.value).endswith("nothing was changed")
+    stripe = await writer.store.get("acme", "stripe")
+    assert stripe is not None
+    assert stripe.connection == {"base_url": "http://127.0.0.1:12111"}
+
+
+async def test_an_empty_account_setting_removes_it(writer: c.GrantWriter) -> None:
+    await c.enable(writer, CATALOG, "acme", "stripe", connection={"base_url": "http://127.0.0.1:12111"})
+    grant = await c.enable(writer, CATALOG, "acme", "stripe", connection={"base_url": ""})
+    assert grant.connection == {}  # back to Stripe's own address, as when it was never set
 
 
 async def test_access_opens_the_credential_of_an_enabled_tool(vault: c.Vault, writer: c.GrantWriter) -> None:
