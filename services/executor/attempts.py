@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -25,7 +25,7 @@ from services.executor.outcomes import call_error, outcome, settle
 from services.executor.tools import ToolAnswer
 from services.executor.undo_recording import ContextOf, UndoRecording
 
-__all__ = ["Attempts", "CallTool", "KillCheck", "Unanswered", "park_while_stopping"]
+__all__ = ["Attempts", "CallTool", "Held", "KillCheck", "Unanswered", "park_while_stopping"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,23 @@ async def park_while_stopping(action_id: str, where: str) -> NoReturn:
     await park()
 
 
+async def _no_undo(session: ClaimSession) -> UndoPlan | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Held:
+    """An outcome the attempts reached that is not recorded yet: the tool answered, then the database connection was lost.
+
+    The executor keeps it in memory until it is recorded, so the handler's next try records it (`Attempts.record`)
+    instead of ending the call as one a stopped process left `running` ("may or may not have taken effect", a person
+    asked to check a call whose answer this process had). A process that stops loses it, and the row says why.
+    """
+
+    done: ClaimRecord
+    undo: Callable[[ClaimSession], Awaitable[UndoPlan | None]] = _no_undo
+
+
 @dataclass(frozen=True)
 class Attempts:
     """How the executor makes the attempts of a claimed call and ends it (see `Executor` for the fields it passes on).
@@ -76,6 +93,7 @@ class Attempts:
     sleep: Callable[[float], Awaitable[None]]
     stopping: asyncio.Event | None
     unanswered: Unanswered = _no_explanation
+    held: dict[str, Held] = field(default_factory=dict)  # the executor's: outcomes reached, not recorded yet (by action id)
 
     async def call(
         self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, data: ActionAuthorizedData, step: Call, *, marked: bool = False
@@ -119,10 +137,12 @@ class Attempts:
                 error = ToolError("tool_crashed", f"{type(exc).__name__}: {exc}", maybe_applied=True)
             else:
                 extra_cost += answer.cost_usd
-                undo = await self.undo.plan(session, spec, data, answer.result, before)
-                return await self._settle(
-                    session, outcome(record, spec, "succeeded", answer.result, None, attempts, started, extra_cost), undo
-                )
+                done = outcome(record, spec, "succeeded", answer.result, None, attempts, started, extra_cost)
+
+                async def undo(on: ClaimSession, result: Any = answer.result) -> UndoPlan | None:
+                    return await self.undo.plan(on, spec, data, result, before)
+
+                return await self.record(session, Held(done, undo))
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)
             maybe = maybe or (error if error.maybe_applied else None)
             if error.maybe_applied and not safe_to_repeat(spec):
@@ -133,7 +153,14 @@ class Attempts:
         error = _sticky(error, maybe)
         status = final_status(spec, maybe_applied=error.maybe_applied)
         info = call_error(error.type, error.message, retryable=error.retryable)
-        return await self._settle(session, outcome(record, spec, status, None, info, attempts, started, extra_cost))
+        return await self.record(session, Held(outcome(record, spec, status, None, info, attempts, started, extra_cost)))
+
+    async def record(self, session: ClaimSession, held: Held) -> ClaimRecord:
+        """Record an outcome the attempts reached, holding it (`held`) until the statement that records it has gone through."""
+        self.held[held.done.action_id] = held
+        recorded = await settle(session, held.done, self.out, self.max_result_bytes, await held.undo(session))
+        self.held.pop(held.done.action_id, None)
+        return recorded
 
     async def stopped_while_waiting(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec, stop: Finish) -> ClaimRecord:
         """End a call a stopped process left `waiting` between two attempts, which `stop` now refuses: the authorization was used."""
@@ -179,16 +206,13 @@ class Attempts:
         """
         if error is None:  # nothing called in this delivery: a refusal before the call
             info = call_error(stop.error_type, stop.message, dead=stop.dead_letter)
-            return await self._settle(session, outcome(record, spec, stop.status, None, info, attempts, started, extra_cost))
+            return await self.record(session, Held(outcome(record, spec, stop.status, None, info, attempts, started, extra_cost)))
         status = final_status(spec, maybe_applied=error.maybe_applied or stop.status == "unknown")
         if error.maybe_applied:
             info = call_error(error.type, f"{error.message} (the retry was stopped: {stop.message})", retryable=error.retryable)
         else:
             info = call_error(stop.error_type, f"{stop.message} (stopped the retry after {error.type}: {error.message})")
-        return await self._settle(session, outcome(record, spec, status, None, info, attempts, started, extra_cost))
-
-    async def _settle(self, session: ClaimSession, done: ClaimRecord, undo: UndoPlan | None = None) -> ClaimRecord:
-        return await settle(session, done, self.out, self.max_result_bytes, undo)
+        return await self.record(session, Held(outcome(record, spec, status, None, info, attempts, started, extra_cost)))
 
 
 def _kept_error(record: ClaimRecord) -> ToolError:

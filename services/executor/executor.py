@@ -18,7 +18,7 @@ from schemas import ActionAuthorized, ActionAuthorizedData, ReasonCode, ToolSpec
 from servicekit import Attr, Authority, Keyring, Outlet, Reject, ToolCatalog, span
 from servicekit.costs import call_cost_usd
 from servicekit.toolcontract import ToolContext
-from services.executor.attempts import Attempts, KillCheck, park_while_stopping
+from services.executor.attempts import Attempts, Held, KillCheck, park_while_stopping
 from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, check_authenticity, decide, end_of_interrupted
@@ -84,6 +84,8 @@ class Executor:
     undo: UndoStore = field(default_factory=InMemoryUndoStore)
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
     calls: int = field(default=0, init=False)
+    # Outcomes a call reached whose recording failed (the database went away after the tool answered): recorded on the next try.
+    held: dict[str, Held] = field(default_factory=dict, init=False)
     _keyring: Keyring | None = field(default=None, init=False)
     _keyring_loaded_at: float = field(default=0.0, init=False)
     _ready: asyncio.Future[None] | None = field(default=None, init=False)
@@ -146,11 +148,17 @@ class Executor:
                 # Another call signed under a used action id (a signing bug, a second deployment): the record's call is the action's.
                 differs = record.action_digest != data.authorization.action_digest
                 refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
+                held = self.held.get(data.action_id)
                 if record.terminal:
+                    self.held.pop(data.action_id, None)
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self.out.publish_many([kept_result(record.result_event, data, self.authority)])
                 elif differs:
                     record = await self._end_if_interrupted(session, record)
+                elif held is not None and record.status == "running" and record.attempts == held.done.attempts:
+                    # This process made the call and has its answer; only recording it failed: it is recorded now, not guessed at.
+                    log.warning("action %s: recording the outcome its call reached before its recording failed", data.action_id)
+                    record = await self._attempts().record(session, held)
                 else:
                     claimed_now = record is new
                     if not claimed_now:  # claimed before (and never finished): decide on the record kept
@@ -231,6 +239,7 @@ class Executor:
             sleep=self.sleep,
             stopping=self.stopping,
             unanswered=self.invokers.unanswered,
+            held=self.held,
         )
 
     async def _call_tool(self, spec: ToolSpec, ctx: ToolContext, args: dict[str, Any]) -> ToolAnswer:

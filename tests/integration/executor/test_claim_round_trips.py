@@ -19,6 +19,7 @@ from statements import Statements, counting_pool
 import schemas as s
 from servicekit import EventOutlet, Keyring, KitSettings, SigningKey, ToolCatalog, apply_migrations
 from servicekit.authority import deployment_authority
+from servicekit.intake import DATABASE_ERRORS
 from servicekit.row_proofs import ServiceKeys
 from servicekit.toolcontract import ToolContext
 from services.executor.claims import PgClaimStore
@@ -211,3 +212,37 @@ async def test_a_call_interrupted_mid_way_and_found_expired_on_redelivery_ends_u
     assert row["status"] == "unknown"
     assert "dead_letter" not in json.loads(row["error"])
     assert await rig.executor.settle_interrupted() == 0  # nothing left running for the start-up to settle
+
+
+async def test_the_database_lost_while_the_tool_answered_is_recorded_as_the_answer_on_the_next_try(
+    rig: Rig, authorize: Callable[..., s.ActionAuthorized], logged_pool: tuple[asyncpg.Pool, list[str]], infra: Any
+) -> None:
+    """PostgreSQL restarted during a Zendesk call that answered 200 (connectors probe F3): the executor had the answer and
+    ended the note `unknown`, "the executor stopped during a call … a person must check". Here the executor's backends are
+    terminated (what a restart does to them) while the tool is answering; the bus's retry of the handler records the answer."""
+    pool, _ = logged_pool
+    event = authorize("acme", "refund", {"amount_usd": 10})  # not safe to call again: only the answer in hand can end it well
+    rig.tool.gate = asyncio.Event()
+    first = asyncio.create_task(rig.executor.handle(event))
+    await asyncio.wait_for(rig.tool.entered.wait(), 30)
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        mine = await admin.fetchval(  # the backend that holds the action's claim (its advisory lock)
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND ((classid::bigint << 32) | objid::bigint) = $1",
+            _lock_key(event.data.action_id),
+        )
+    finally:
+        await admin.close()
+    assert mine == 1
+    rig.tool.gate.set()
+    with pytest.raises(DATABASE_ERRORS):  # what the bus retries, its pool's connections expired (`discard_broken_connections`)
+        await asyncio.wait_for(first, 30)
+    assert rig.published == []
+    await pool.expire_connections()
+    await rig.executor.handle(event)  # the bus's retry of the handler
+    [result] = rig.published
+    assert (type(result), result.data.attempts) == (s.ActionSucceeded, 1)
+    assert rig.tool.calls == 1
+    row = await pool.fetchrow("SELECT status FROM executor.actions WHERE action_id = $1", event.data.action_id)
+    assert row["status"] == "succeeded"

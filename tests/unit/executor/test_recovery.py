@@ -10,6 +10,7 @@ import pytest
 import schemas as s
 from servicekit import Reject, authorization_message
 from servicekit.toolcontract import ToolError
+from services.executor.tools import ToolAnswer
 from tests.unit.executor.test_executor import NOW, World, _claimed, make_world
 
 
@@ -168,3 +169,34 @@ async def test_a_recovery_whose_attempts_are_refused_still_says_the_interrupted_
     assert (first.type, first.data.attempts, first.data.error.type) == ("tidegate.action.unknown", 2, "amount_exceeds_charge")
     assert "an earlier attempt may have taken effect: interrupted" in first.data.error.message
     assert (second.type, second.data.attempts, second.data.error.type) == ("tidegate.action.unknown", 3, "unreachable")
+
+
+@pytest.mark.parametrize(("tool", "args"), [("push", {"files": ["x"]}), ("refund", {"amount_usd": 10})])
+async def test_an_answer_whose_recording_failed_is_recorded_on_the_next_try_not_called_again_nor_guessed_at(
+    world: World, monkeypatch: pytest.MonkeyPatch, tool: str, args: dict[str, object]
+) -> None:
+    """PostgreSQL restarted while Zendesk answered 200: the note was added, the executor had the answer, yet it ended
+    `unknown`, "the executor stopped during a call … a person must check" (connectors probe F3); an idempotent refund
+    would have been called again."""
+    from services.executor import claims
+
+    finish = claims._MemorySession.finish
+    lost = [ConnectionError("connection was closed in the middle of operation")]
+
+    async def finish_once_lost(self: claims._MemorySession, done: claims.ClaimRecord) -> claims.ClaimRecord:
+        if lost:
+            raise lost.pop()
+        return await finish(self, done)
+
+    monkeypatch.setattr(claims._MemorySession, "finish", finish_once_lost)
+    event = world.authorize(tool, args)
+    world.tool.script = [ToolAnswer({"comment_id": 42})]
+    with pytest.raises(ConnectionError):
+        await world.executor.handle(event)  # the bus retries the handler, as it does on any infrastructure error
+    assert world.published == []
+    await world.executor.handle(event)
+    [result] = world.published
+    assert (result.type, result.data.result, result.data.attempts) == ("tidegate.action.succeeded", {"comment_id": 42}, 1)
+    assert len(world.tool.contexts) == 1  # called once
+    assert world.claims.records[event.data.action_id].status == "succeeded"
+    assert world.executor.held == {}
