@@ -22,6 +22,7 @@ from schemas.common import (
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
+from schemas.names import mixed_scripts, proposer_problem, skeleton
 from schemas.reasons import REVIEW_REASONS, ReasonCode
 from schemas.serialization import (
     CONTENT_TYPE,
@@ -82,6 +83,9 @@ __all__ = [
     "digest",
     "encode",
     "is_finite_json",
+    "mixed_scripts",
+    "proposer_problem",
+    "skeleton",
     "storable",
     "headers_for",
     "new_id",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Protocol, TypedDict
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from schemas.names import SERVICE_PROPOSERS
 from schemas.reasons import ReasonCode
 
 __all__ = [
@@ -29,9 +30,6 @@ __all__ = [
     "is_finite_json",
     "storable",
 ]
-
-
-SERVICE_PROPOSERS = "tidegate/"  # a proposal's `proposer` here names a service of the deployment: only a service key signs one
 
 
 class ActionIdentity(TypedDict):

@@ -97,6 +97,9 @@ class ReasonCode(StrEnum):
     # A call of a tool whose catalog entry does not name the call's tenant (`tenants`), or names no tenant at all for a tool
     # served outside the deployment (kinds topic, mcp, http): another tenant's code never runs for it.
     TOOL_NOT_GRANTED = "tool_not_granted"
+    # A proposal an outside agent signed into a task another requester's signed request opened: an agent acts in its own
+    # tasks only (it would be decided in that task's mode, counted in its figures, and read as one of its steps).
+    TASK_OF_ANOTHER_REQUESTER = "task_of_another_requester"
 
 
 REVIEW_REASONS: dict[str, str] = {

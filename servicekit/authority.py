@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json
+from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
 from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, retired_without_grace, unb64url, verifies
 
@@ -337,11 +337,8 @@ class Authority:
             return Refusal(ReasonCode.SIGNATURE_INVALID, f"signature of {event.type} by {event.keyid} does not verify")
         if not any(_may_sign(p, allowed, event) for p in holders):
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)
-            if (named := _service_name_taken(holders, event)) is not None:
-                return Refusal(
-                    ReasonCode.SIGNER_NOT_ALLOWED,
-                    f"{who} may not propose as {named!r}: `{SERVICE_PROPOSERS}…` names the deployment's own services (their keys alone)",
-                )
+            if (taken := _service_name_taken(holders, event)) is not None:
+                return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} {taken}")
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not produce {event.type} for tenant {event.tenantid}")
         if OPERATOR in allowed and event.sequence is None:  # control and directory records: their sequence must grow
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
@@ -408,12 +405,29 @@ _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
 _AUTHOR_FIELDS = ("set_by", "published_by")  # who a control record says made it
 
 
+_SERVICE_SOURCES = tuple(f"{SERVICE_PROPOSERS}{service}" for service in SERVICES)
+
+
 def _service_name_taken(holders: list[Principal], event: Envelope) -> str | None:
-    """The `proposer` of a proposal no service signed, when it names one of the deployment's services; else None."""
-    named = getattr(event.data, "proposer", None)
-    if event.type != "tidegate.action.proposed" or not isinstance(named, str) or not named.startswith(SERVICE_PROPOSERS):
+    """Why an event no service signed names, or looks like it names, one of the deployment's services; else None.
+
+    Approvers, the audit's explanations and Cedar's principal show a proposal's `proposer`, and `audit search` an event's
+    `source`, as the producer typed them: an agent's or a tool's must not read as the planner's. Judged on the name's
+    skeleton (`people.skeleton` (`schemas.names`): `Tidegate/…`, `tidegate／…`, ` tidegate/…` are `tidegate/…`), and a name whose letters
+    mix scripts (`tіdegate/planner`, a Cyrillic `і`) is refused whatever it spells. Operators (the CLI's `tidegate/cli`)
+    are not judged here: they are the deployment's own.
+    """
+    if any(p.kind in ("service", OPERATOR) for p in holders):
         return None
-    return None if any(p.kind == "service" for p in holders) else named
+    named = getattr(event.data, "proposer", None)
+    if event.type == "tidegate.action.proposed" and isinstance(named, str) and (problem := proposer_problem(named)) is not None:
+        return problem
+    if skeleton(event.source).startswith(_SERVICE_SOURCES):
+        return f"may not name source {event.source!r}: `{SERVICE_PROPOSERS}<service>` is the deployment's own services' (their keys alone)"
+    # A source's first segment is its namespace (`urn`, `external`, `tidegate`): what follows may be an agent's name in any script.
+    if mixed := mixed_scripts(re.split(r"[/:]", event.source, maxsplit=1)[0]):
+        return f"may not name source {event.source!r}: its letters mix scripts ({', '.join(mixed)}), as a look-alike of another name does"
+    return None
 
 
 def _may_sign(principal: Principal, allowed: frozenset[str], event: Envelope) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import schemas as s
@@ -178,7 +178,7 @@ def render_markdown(x: Explanation) -> str:
     for a in x.actions:
         out += [f"### Step {a.step if a.step is not None else '?'}: {_code(a.tool or '?')} ({_md(a.action_id)})", ""]
         rationale = f"“{_md(a.rationale)}” (the proposer's words)" if a.rationale else "-"
-        out.append(f"- **Proposed by:** {_md(a.proposer or '-')}; **rationale:** {rationale}")
+        out.append(f"- **Proposed by:** {_md(a.proposer or '-')}{_signed(a, _md)}; **rationale:** {rationale}")
         out.append(f"- **Args:** {_code(_j(a.args))}")
         if a.tainted_args:
             out.append(f"- **Tainted args (from untrusted sources):** {_md(', '.join(a.tainted_args))}")
@@ -305,7 +305,7 @@ def render_html(x: Explanation) -> str:
     for a in x.actions:
         parts.append(f"<h3>Step {e(str(a.step))}: <code>{e(a.tool or '?')}</code> ({e(a.action_id)})</h3>")
         said = f"<q>{e(a.rationale)}</q> (the proposer's words)" if a.rationale else "-"
-        parts.append(f"<p>Proposed by {e(a.proposer or '-')}: {said}<br>Args <code>{e(_j(a.args))}</code>")
+        parts.append(f"<p>Proposed by {e(a.proposer or '-')}{_signed(a, e)}: {said}<br>Args <code>{e(_j(a.args))}</code>")
         if a.tainted_args:
             parts.append(f"<br><span class='untrusted'>Tainted args: {e(', '.join(a.tainted_args))}</span>")
         parts.append("</p>")
@@ -360,3 +360,8 @@ def render_html(x: Explanation) -> str:
     )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _signed(a: Any, escape: Callable[[str], str]) -> str:
+    """Whose key signed a proposal, beside the name its producer typed: an agent cannot pass for the planner in a story."""
+    return f" (signed by {escape(a.signed_by)})" if a.signed_by else ""

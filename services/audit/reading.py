@@ -7,6 +7,7 @@ with any `AuditLog` (PostgreSQL or the in-memory twin).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -266,6 +267,11 @@ class ActionStory(_Frozen):
     tool: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     proposer: str | None = None
+    signed_by: str | None = Field(
+        default=None,
+        description="Whose key signed the proposal (its key id's name: `planner`, a client such as `demo@acme.example`): the "
+        "`proposer` is what the producer typed, this is who it was.",
+    )
     rationale: str = ""
     tainted_args: list[str] = Field(default_factory=list)
     proposal_cost: s.ProposalCost | None = None
@@ -393,7 +399,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                 _note(modes, d.mode)
                 a = action(d.action_id)
                 a.update(
-                    step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale,
+                    step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale, signed_by=_signer(event.keyid),
                     tainted_args=d.tainted_args, proposal_cost=d.cost,
                 )  # fmt: skip
             case s.ActionDecided():
@@ -562,3 +568,8 @@ async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> li
 async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[StoryLine]:
     """Rows matching `filters`, as story lines (the oldest `limit`, or with `newest` the newest, in order either way)."""
     return story(await log.search(filters, limit=limit, newest=newest))
+
+
+def _signer(keyid: str | None) -> str | None:
+    """The name a key id (`<name>-<12 hex>`, `servicekit.signing.key_id_of`) names."""
+    return None if not keyid else re.sub(r"-[0-9a-f]{12}$", "", keyid)

@@ -334,6 +334,14 @@ def decide(
             "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
         )
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+    if call.task_of_another is not None:
+        reason = Reason(
+            code=ReasonCode.TASK_OF_ANOTHER_REQUESTER,
+            policy_id="builtin:task-of-another-requester",
+            message=f"task {call.task_id!r} was requested by {call.task_of_another}: an agent proposes in tasks of its own requester "
+            "only (submit a task of your own)",
+        )
+        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if call.flow.forgotten:
         reason = Reason(
             code=ReasonCode.TASK_EXPIRED,

@@ -150,6 +150,8 @@ class PolicyService:
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
+    # Whether an outside client's key signed an event (the bus verified it): such a proposal acts in its requester's tasks only.
+    outside: Callable[[Envelope], bool] = field(default=lambda event: False)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -302,10 +304,13 @@ class PolicyService:
         for event in events:
             p = event.data
             context = read[(p.tenant_id, p.task_id)]
+            call = context.of(Call.from_proposal(p))
+            if self.outside(event) and context.requested_by is not None and context.requested_by != p.requested_by:
+                call = dataclasses.replace(call, task_of_another=context.requested_by)
             pending.append(
                 self._pending(
                     key=p.action_id,
-                    call=context.of(Call.from_proposal(p)),
+                    call=call,
                     proposal=p,
                     action_id=p.action_id,
                     step=p.step,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas import SERVICE_PROPOSERS
+from schemas import proposer_problem
 
 __all__ = ["ClientSettings"]
 
@@ -104,8 +104,8 @@ class ClientSettings(BaseSettings):
     @field_validator("proposer")
     @classmethod
     def _not_a_service(cls, value: str) -> str:
-        if value.startswith(SERVICE_PROPOSERS):  # the deployment refuses it (`signer_not_allowed`): said here, before any proposal
-            raise ValueError(f"{value!r}: `{SERVICE_PROPOSERS}…` names the deployment's own services; name your agent otherwise")
+        if (problem := proposer_problem(value)) is not None:  # the deployment refuses it (`signer_not_allowed`): said before any proposal
+            raise ValueError(f"{problem}; name your agent otherwise")
         return value
 
     def kafka_options(self) -> dict[str, Any]:

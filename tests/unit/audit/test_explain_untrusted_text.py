@@ -75,3 +75,20 @@ def test_the_show_table_prints_what_a_record_says_as_it_is() -> None:
     assert "[bold green]tidegate/approval[/]" in text  # the markup is printed, not applied
     assert "[link=https://evil.example]approve here[/link]" in text
     assert "t-1\\n[green]granted by bob" in text  # one line: the break shown as its escape
+
+
+async def test_each_step_names_whose_key_signed_it_beside_the_name_its_producer_typed(make: Any, tmp_path: Any) -> None:
+    """Red team F4: a step mallory's key signed read "Proposed by: tіdegate/planner/playbook", and mallory appeared nowhere."""
+    from servicekit import SigningKey, sign_event
+
+    data = s.ActionProposedData(
+        action_id="a-9", task_id="t-x", tenant_id="acme", step=9, tool="add_internal_note", args={"ticket_id": "T-1"},
+        proposer="t\u0456degate/planner/playbook", rationale="record the triage", mode="autonomous", requested_by="mallory@acme.example",
+    )  # fmt: skip
+    event = sign_event(s.ActionProposed.build(data, source="x"), SigningKey.load_or_create(tmp_path, "mallory@acme.example"))
+    log = InMemoryAuditLog()
+    await log.append([make("actions.proposed", s.encode(event), offset=0, key=event.key)])
+    x = explain("t-x", await log.task_rows("t-x", "tidegate."))
+    [proposed] = [line for line in render_markdown(x).splitlines() if line.startswith("- **Proposed by:**")]
+    assert "(signed by mallory@acme.example)" in proposed
+    assert "signed by mallory@acme.example" in render_html(x)

@@ -37,3 +37,7 @@ def test_an_agent_named_as_a_service_of_the_deployment_is_refused_at_start() -> 
     with pytest.raises(ValidationError, match="names the deployment's own services"):
         ClientSettings(proposer="tidegate/planner/playbook")
     assert ClientSettings(proposer="external:tidegate-helper").proposer == "external:tidegate-helper"
+    with pytest.raises(ValidationError, match="names the deployment's own services"):
+        ClientSettings(proposer="Tidegate\uff0fplanner")  # a fullwidth slash reads as the planner's name too
+    with pytest.raises(ValidationError, match=r"mix scripts \(CYRILLIC, LATIN\)"):
+        ClientSettings(proposer="t\u0456degate/planner")

@@ -210,6 +210,71 @@ def test_an_agent_may_not_name_itself_as_one_of_the_deployments_services(kit: Ki
     assert check(authority, sign_event(proposal("undo:alice@acme.example"), alice)) is None  # `tidegate undo` proposes as a client
 
 
+@pytest.mark.parametrize(
+    ("proposer", "said"),
+    [
+        ("t\u0456degate/planner/playbook", "its letters mix scripts (CYRILLIC, LATIN)"),  # a Cyrillic і
+        ("tidegate\u2215planner\u2215playbook", "names the deployment's own services"),  # DIVISION SLASH
+        ("tidegate\uff0fplaybook", "names the deployment's own services"),  # FULLWIDTH SOLIDUS
+        (" tidegate/playbook", "names the deployment's own services"),
+        ("Tidegate/playbook", "names the deployment's own services"),
+        ("tide\u200bgate/planner", "names the deployment's own services"),  # a zero-width space
+    ],
+)
+def test_an_agent_may_not_name_itself_as_a_service_with_a_look_alike(
+    kit: KitSettings, authority: Authority, proposer: str, said: str
+) -> None:
+    """Red team F4: `tіdegate/planner/playbook` was decided and run, and `audit explain` read "Proposed by: tіdegate/planner…"."""
+    alice = client_key(kit, "acme", "alice@acme.example")
+    data = s.ActionProposedData(
+        action_id="a",
+        task_id="t",
+        tenant_id="acme",
+        step=1,
+        tool="issue_refund",
+        args={},
+        proposer=proposer,
+        requested_by="alice@acme.example",
+    )
+    raw = wire(sign_event(s.ActionProposed.build(data, source="urn:tidegate:client:x"), alice))
+    refusal = authority.check(raw, s.decode_any(raw))
+    assert refusal is not None
+    assert refusal.code == "signer_not_allowed"
+    assert said in refusal.message
+
+
+@pytest.mark.parametrize("source", ["tidegate/planner", "Tidegate/policy", "tidegate/executor/x", "t\u0456degate/planner"])
+def test_an_agent_may_not_name_a_service_as_its_events_source(kit: KitSettings, authority: Authority, source: str) -> None:
+    """Red team F4: a task and a proposal an agent signed read `tidegate/planner` in `audit search`'s source column."""
+    submitted = task().model_copy(update={"source": source})
+    assert check(authority, sign_as_client(kit, submitted)) == "signer_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("proposer", "source"),
+    [
+        ("agent-\u65e5\u672c", "urn:tidegate:client:agent-\u65e5\u672c"),
+        ("\u0438\u0432\u0430\u043d", "urn:tidegate:client:\u0438\u0432\u0430\u043d"),
+    ],
+)
+def test_a_name_in_one_script_or_latin_with_han_is_an_agents_own(
+    kit: KitSettings, authority: Authority, proposer: str, source: str
+) -> None:
+    alice = client_key(kit, "acme", "alice@acme.example")
+    data = s.ActionProposedData(
+        action_id="a",
+        task_id="t",
+        tenant_id="acme",
+        step=1,
+        tool="issue_refund",
+        args={},
+        proposer=proposer,
+        requested_by="alice@acme.example",
+    )
+    assert check(authority, sign_event(s.ActionProposed.build(data, source=source), alice)) is None
+    assert check(authority, sign_as_client(kit, task().model_copy(update={"source": "tidegate/cli"}))) is None  # the CLI's own
+
+
 def test_a_revoked_client_key_is_refused(kit: KitSettings, authority: Authority) -> None:
     event = sign_as_client(kit, task())
     assert check(authority, event) is None
