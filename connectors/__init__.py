@@ -8,7 +8,7 @@ the grant (`GrantVerifier`). This package imports the kit and `systems`' tool in
 
 from connectors._access import Access, ConnectorAccess
 from connectors._credentials import KEY_NAME, Vault
-from connectors._manage import ConnectorError, GrantWriter, connector_tools, disable, enable, reseal_all, set_credential
+from connectors._manage import ConnectorError, GrantWriter, connector_tools, disable, enable, reseal_all, set_credential, undo_tools
 from connectors._proof import GRANT_TAMPERED, GRANT_UNSIGNED, GrantRefused, GrantSigner, GrantVerifier, grant_message
 from connectors._store import Grant, GrantProof, GrantStore, InMemoryGrantStore, PgGrantStore
 from servicekit.vault import Sealed, VaultError
@@ -38,4 +38,5 @@ __all__ = [
     "grant_message",
     "reseal_all",
     "set_credential",
+    "undo_tools",
 ]

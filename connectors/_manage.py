@@ -17,7 +17,7 @@ from servicekit.authority import deployment_authority, operator_key
 from servicekit.settings import KitSettings
 from servicekit.vault import Vault, VaultError
 
-__all__ = ["ConnectorError", "GrantWriter", "connector_tools", "disable", "enable", "reseal_all", "set_credential"]
+__all__ = ["ConnectorError", "GrantWriter", "connector_tools", "disable", "enable", "reseal_all", "set_credential", "undo_tools"]
 
 
 class ConnectorError(ValueError):
@@ -85,9 +85,10 @@ async def enable(
 ) -> Grant:
     """Enable a connector for a tenant: its read-only tools, plus the tools named (or every tool with `all_tools`).
 
-    Tools enabled before stay enabled; account settings given replace those of the same name (an empty value removes
-    one). A setting the connector does not read, or a value it cannot use, is refused and nothing is changed
-    (`connectors._account`).
+    Tools enabled before stay enabled; each write's undo tool (its catalog entry's `undo.tool`) is enabled with it, since
+    the policy lets a reversible write run alone and `tidegate undo` must then be able to run its undo. Account settings
+    given replace those of the same name (an empty value removes one). A setting the connector does not read, or a
+    value it cannot use, is refused and nothing is changed (`connectors._account`).
     """
     specs = connector_tools(catalog).get(connector)
     if not specs:
@@ -100,22 +101,51 @@ async def enable(
     if problems:
         raise ConnectorError("; ".join(problems) + "; nothing was changed")
     chosen = names if all_tools else {s.name for s in specs if s.risk is RiskClass.READ} | set(tools)
+    chosen |= undo_tools(catalog, chosen) & names  # a write runs alone only where it can be undone: its undo comes with it
     grant = await writer.current(tenant_id, connector) or Grant(tenant_id, connector)
     settings = {k: v for k, v in {**grant.connection, **(connection or {})}.items() if v}  # an empty value removes one
     grant = replace(grant, enabled=True, tools=grant.tools | chosen, connection=settings)
     return await writer.put(grant)
 
 
-async def disable(writer: GrantWriter, tenant_id: str, connector: str, *, tools: Iterable[str] = (), forget: bool = False) -> Grant | None:
+def undo_tools(catalog: Mapping[str, ToolSpec], tools: Iterable[str]) -> set[str]:
+    """The tools that undo `tools` (their catalog entries' `undo.tool`)."""
+    return {u for t in tools if (spec := catalog.get(t)) is not None and spec.undo is not None and (u := spec.undo.tool) is not None}
+
+
+async def disable(
+    writer: GrantWriter,
+    tenant_id: str,
+    connector: str,
+    *,
+    tools: Iterable[str] = (),
+    forget: bool = False,
+    catalog: Mapping[str, ToolSpec] | None = None,
+) -> Grant | None:
     """Disable the named tools, or the whole connector (every call then fails `credential_missing`); `forget` deletes the secret.
 
-    The whole connector disabled with `forget` also resets a stored grant that does not verify: to a signed,
-    disabled grant with no tool, no account setting and no credential (nothing of the untrusted row is kept).
+    A tool named that the grant does not enable is refused and nothing is changed (a misspelt name once said "disabled"
+    and left the write running), as is an undo tool whose write stays enabled (given `catalog`): that write would run
+    alone with no way back. The whole connector disabled with `forget` also resets a stored grant that does not verify:
+    to a signed, disabled grant with no tool, no account setting and no credential (nothing of the untrusted row is kept).
     """
     stored = await writer.store.get(tenant_id, connector)
     if stored is None:
         return None
     names = set(tools)
+    if names - stored.tools:
+        enabled = ", ".join(sorted(stored.tools)) or "none"
+        raise ConnectorError(
+            f"{', '.join(sorted(names - stored.tools))} not enabled tools of {connector} for {tenant_id} (enabled: {enabled}); "
+            "nothing was changed"
+        )
+    if names and catalog is not None:
+        stranded = sorted(t for t in stored.tools - names if undo_tools(catalog, [t]) & names)
+        if stranded:
+            raise ConnectorError(
+                f"{', '.join(sorted(undo_tools(catalog, stranded) & names))} undo {', '.join(stranded)}, which would stay enabled "
+                f"with no way back: disable {', '.join(stranded)} too (--tool); nothing was changed"
+            )
     if forget and not names:
         try:
             grant = await writer.current(tenant_id, connector)

@@ -106,6 +106,9 @@ def enable(
         fail(str(exc))
     note = "" if grant.sealed else f"; no credential yet: `tidegate connectors set-credential {connector} --tenant {tenant}`"
     console.print(f"{connector} enabled for {tenant}: {', '.join(sorted(grant.tools))}{note}")
+    for undo in sorted(c.undo_tools(catalog, grant.tools) - set(tool)):
+        undone = sorted(t for t in grant.tools if c.undo_tools(catalog, [t]) == {undo})
+        console.print(f"  {undo} is enabled too: it undoes {', '.join(undone)} (`tidegate undo`)")
 
 
 @app.command()
@@ -117,10 +120,11 @@ def disable(
 ) -> None:
     """Disable a connector (or some of its tools) for a tenant; calls then fail `credential_missing` / `tool_not_enabled`."""
     kit = settings()
+    catalog = ToolCatalog.load(kit.tools_dir)
 
     async def go() -> c.Grant | None:
         async with _store(kit) as writer:
-            return await c.disable(writer, tenant, connector, tools=tool, forget=forget)
+            return await c.disable(writer, tenant, connector, tools=tool, forget=forget, catalog=catalog)
 
     try:
         grant = run(go())

@@ -244,3 +244,41 @@ async def test_a_made_key_pair_is_only_read_at_start(vault: c.Vault) -> None:
     before = {p: p.stat().st_mtime_ns for p in vault.keys_dir.rglob("*")}
     assert c.Vault(vault.keys_dir).ensure() == vault.current_key_id()
     assert {p: p.stat().st_mtime_ns for p in vault.keys_dir.rglob("*")} == before
+
+
+async def test_a_write_is_enabled_with_the_tool_that_undoes_it(writer: c.GrantWriter) -> None:
+    """Connectors probe F4: `enable github --tool github_comment` (the docs' own command) let the comment run alone as
+    reversible, and `tidegate undo` then failed `tool_not_enabled`: github_delete_comment was not in the grant."""
+    catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+    grant = await c.enable(writer, catalog, "globex", "github", tools=["github_comment"])
+    assert {"github_comment", "github_delete_comment"} <= grant.tools
+    grant = await c.enable(writer, catalog, "globex", "zendesk", tools=["zendesk_tag_ticket"])
+    assert {"zendesk_tag_ticket", "zendesk_untag_ticket"} <= grant.tools
+
+
+async def test_disabling_a_tool_the_grant_does_not_enable_is_refused_and_the_write_stays_named(writer: c.GrantWriter) -> None:
+    """Connectors probe F10: `disable stripe --tool stripe_refnd` said "disabled", exited 0, and refunds kept running."""
+    catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+    await c.enable(writer, catalog, "northwind", "stripe", tools=["stripe_refund"])
+    await c.enable(writer, catalog, "northwind", "zendesk")
+    for connector, typo in (("stripe", "stripe_refnd"), ("zendesk", "stripe_refund")):  # misspelt; under the wrong connector
+        with pytest.raises(c.ConnectorError) as refused:
+            await c.disable(writer, "northwind", connector, tools=[typo], catalog=catalog)
+        assert f"{typo} not enabled tools of {connector} for northwind" in str(refused.value)
+        assert str(refused.value).endswith("nothing was changed")
+    stripe = await writer.store.get("northwind", "stripe")
+    assert stripe is not None
+    assert "stripe_refund" in stripe.tools
+    done = await c.disable(writer, "northwind", "stripe", tools=["stripe_refund"], catalog=catalog)
+    assert done is not None
+    assert "stripe_refund" not in done.tools
+
+
+async def test_an_undo_tool_is_not_disabled_while_its_write_stays_enabled(writer: c.GrantWriter) -> None:
+    catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
+    await c.enable(writer, catalog, "globex", "github", tools=["github_comment"])
+    with pytest.raises(c.ConnectorError, match="github_delete_comment undo github_comment, which would stay enabled"):
+        await c.disable(writer, "globex", "github", tools=["github_delete_comment"], catalog=catalog)
+    both = await c.disable(writer, "globex", "github", tools=["github_comment", "github_delete_comment"], catalog=catalog)
+    assert both is not None
+    assert not {"github_comment", "github_delete_comment"} & both.tools
