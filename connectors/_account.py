@@ -64,7 +64,7 @@ ACCOUNT_SETTINGS: dict[str, dict[str, Check]] = {
 def account_problems(connector: str, connection: Mapping[str, str]) -> list[str]:
     """What is wrong with account settings about to be stored for `connector`, one line each (none: store them).
 
-    An empty value is not checked: it removes the setting.
+    An empty value is not checked: it removes the setting (a misspelt one stored before this check, too).
     """
     known = ACCOUNT_SETTINGS.get(connector)
     if known is None:
@@ -72,8 +72,10 @@ def account_problems(connector: str, connection: Mapping[str, str]) -> list[str]
     problems = []
     for key, value in connection.items():
         check = known.get(key)
+        if not value:
+            continue
         if check is None:
             problems.append(f"{connector} reads no account setting {key!r} (its settings: {', '.join(sorted(known))})")
-        elif value and (wrong := check(value)) is not None:
+        elif (wrong := check(value)) is not None:
             problems.append(f"{connector} {key}={value!r}: expected {wrong}")
     return problems

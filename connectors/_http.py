@@ -50,8 +50,8 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     if status == 429:
         shown = response.headers.get("Retry-After") or "none"
         raise ToolError("rate_limited", f"{vendor} answered 429 (Retry-After: {shown}): {detail}", retryable=True, retry_after_s=wait)
-    if status == 503:
-        raise ToolError("http_503", f"{vendor} is unavailable: {detail}", retryable=True, retry_after_s=wait)
+    if status == 503:  # a gateway's answer too, after its backend did the work: a write without a key is not sent again
+        raise ToolError("http_503", f"{vendor} is unavailable: {detail}", retryable=True, maybe_applied=True, retry_after_s=wait)
     if status >= 500:
         raise ToolError(f"http_{status}", f"{vendor}: {detail}", retryable=True, maybe_applied=True)
     if status == 401:

@@ -123,10 +123,8 @@ def _call(fn: Any, *args: Any) -> None:
         code = next(iter(sorted(_codes(exc))), "malformed_request").lower()
         raise ToolError(f"salesforce_{code}", f"Salesforce: {_detail(exc)}") from exc
     except SalesforceError as exc:
-        retry_safe = exc.status == 503
-        raise ToolError(
-            f"http_{exc.status}", f"Salesforce: {_detail(exc)}", retryable=exc.status >= 500, maybe_applied=not retry_safe
-        ) from exc
+        # A 503 too may come from a gateway after Salesforce did the work: a create without a key is not sent again.
+        raise ToolError(f"http_{exc.status}", f"Salesforce: {_detail(exc)}", retryable=exc.status >= 500, maybe_applied=True) from exc
     except requests.ConnectTimeout as exc:
         raise ToolError("unreachable", f"Salesforce: {type(exc).__name__}", retryable=True) from exc
     except requests.RequestException as exc:  # sent or not, we cannot tell

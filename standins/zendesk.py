@@ -43,7 +43,7 @@ class ZendeskStandIn:
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(90001))
-    _injected: list[tuple[str, int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
+    _injected: list[tuple[str, int, dict[str, Any], dict[str, str], bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         routes = [
@@ -68,9 +68,14 @@ class ZendeskStandIn:
         self.comments[ticket_id] = []
         self._add_comment(ticket_id, description, public=True, author_id=requester_id)
 
-    def inject(self, status: int, body: dict[str, Any], *, method: str = "PUT", headers: dict[str, str] | None = None) -> None:
-        """Answer the next `method` request with this response (after authentication), without touching state."""
-        self._injected.append((method, status, body, headers or {}))
+    def inject(
+        self, status: int, body: dict[str, Any], *, method: str = "PUT", headers: dict[str, str] | None = None, applied: bool = False
+    ) -> None:
+        """Answer the next `method` request with this response (after authentication), without touching state.
+
+        `applied`: the request is carried out first, then this answer replaces Zendesk's (a gateway's 503 after the work).
+        """
+        self._injected.append((method, status, body, headers or {}, applied))
 
     def _add_comment(self, ticket_id: int, body: str, *, public: bool, author_id: int) -> dict[str, Any]:
         comment = {
@@ -169,9 +174,11 @@ class _Gate:
         if not self._authenticated(request.headers.get("authorization", "")):
             await JSONResponse({"error": "Couldn't authenticate you"}, status_code=401)(scope, receive, send)
             return
-        for i, (method, status, body, headers) in enumerate(self.standin._injected):
+        for i, (method, status, body, headers, applied) in enumerate(self.standin._injected):
             if method == request.method:
                 del self.standin._injected[i]
+                if applied:  # done, its answer thrown away
+                    await self.app(scope, receive, _discard)
                 await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -213,3 +220,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def _discard(message: Any) -> None:
+    """An ASGI `send` that drops what it is given."""

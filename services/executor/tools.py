@@ -97,8 +97,8 @@ _REFUSED_BEFORE_ANY_CHANGE: tuple[type[BaseException], ...] = (
 class HttpTools:
     """Kind `http`: one request with the tenant's credential and the action id as `Idempotency-Key`.
 
-    5xx and timeouts are retryable (and may have been applied); 429 and 503 say "not processed";
-    connection failures mean the request never arrived; other 4xx are final.
+    5xx and timeouts are retryable (and may have been applied: a 503 too, which a proxy gives after its backend did
+    the work); 429 says "not processed"; connection failures mean the request never arrived; other 4xx are final.
     """
 
     def __init__(self, client: httpx.AsyncClient) -> None:
@@ -130,10 +130,9 @@ class HttpTools:
         if 200 <= status < 300:  # done: whatever the body, the call took effect; a body that is not a JSON object is its `value`
             return ToolAnswer(_answer_of(response))
         detail = _error_detail(response)
-        if status in (429, 503):  # not processed; the next attempt waits at least what `Retry-After` asks (within the backoff's cap)
-            raise ToolError(f"http_{status}", detail, retryable=True, retry_after_s=retry_after_s(response.headers.get("Retry-After")))
-        if status >= 500:
-            raise ToolError(f"http_{status}", detail, retryable=True, maybe_applied=True)
+        if status >= 500 or status == 429:  # the next attempt waits at least what `Retry-After` asks (within the backoff's cap)
+            wait = retry_after_s(response.headers.get("Retry-After")) if status in (429, 503) else None
+            raise ToolError(f"http_{status}", detail, retryable=True, maybe_applied=status != 429, retry_after_s=wait)
         raise ToolError(f"http_{status}", detail)
 
 

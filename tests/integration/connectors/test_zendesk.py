@@ -130,6 +130,14 @@ async def test_retries_through_the_executor_never_duplicate_a_write(zendesk: Zen
     assert isinstance(unknown, s.ActionUnknown)
     assert unknown.data.attempts == 1
 
+    # So may a 503, which a gateway gives after Zendesk did the work: the note is there once, and the outcome is unknown
+    # (connectors probe F6: a 503 was read as "not processed", and the customer saw the note twice, reported succeeded).
+    before = len(zendesk.comments[101])
+    zendesk.inject(503, {"error": "ServiceUnavailable"}, headers={"Retry-After": "1"}, applied=True)
+    gateway = await executed.run(executed.authorize("acme", "zendesk_add_internal_note", {"ticket_id": 101, "body": "once"}))
+    assert (gateway.type, gateway.data.attempts) == ("tidegate.action.unknown", 1)
+    assert [c["body"] for c in zendesk.comments[101][before:]] == ["once"]
+
 
 async def test_missing_credential_and_read_only_default(zendesk: ZendeskStandIn, executed: Executed) -> None:
     args = {"ticket_id": 101, "tags": ["x"]}

@@ -64,8 +64,8 @@ async def test_a_2xx_answer_is_the_result_and_the_request_carries_key_and_creden
 
 
 @pytest.mark.parametrize(
-    ("status", "retryable", "maybe_applied"),
-    [(400, False, False), (404, False, False), (429, True, False), (503, True, False), (500, True, True), (502, True, True)],
+    ("status", "retryable", "maybe_applied"),  # a 503 may come after the work (a gateway): may have been applied
+    [(400, False, False), (404, False, False), (429, True, False), (503, True, True), (500, True, True), (502, True, True)],
 )
 async def test_http_errors_map_to_retryable_and_maybe_applied(status: int, retryable: bool, maybe_applied: bool) -> None:
     error, _ = await call_with(status, {"error": "nope"})
