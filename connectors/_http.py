@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from servicekit.toolcontract import ToolError, retry_after_s
 
-__all__ = ["NEVER_SENT", "parse_answer", "raise_for_answer", "retry_after_s", "send"]
+__all__ = ["NEVER_SENT", "detail_of", "parse_answer", "raise_for_answer", "retry_after_s", "send"]
 
 _Shape = TypeVar("_Shape", bound=BaseModel)
 _SHOWN_BYTES = 200
@@ -45,7 +45,7 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = _detail(response)
+    detail = detail_of(response)
     wait = retry_after_s(response.headers.get("Retry-After"))
     if status == 429:
         shown = response.headers.get("Retry-After") or "none"
@@ -88,7 +88,8 @@ def parse_answer(response: httpx.Response | requests.Response, vendor: str, shap
         ) from exc
 
 
-def _detail(response: httpx.Response) -> str:
+def detail_of(response: httpx.Response) -> str:
+    """What an error answer says, in one line (its `error`, `description`, `message`…), at most 500 characters."""
     try:
         doc = response.json()
     except (ValueError, RecursionError):  # not JSON (an HTML page), or nested deeper than json reads

@@ -12,6 +12,7 @@ policy's sensitive-path check sees every path that changes. File contents and is
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
@@ -19,8 +20,8 @@ from typing import Annotated, Any, TypeVar
 import httpx
 from pydantic import Base64Bytes, BaseModel, Discriminator, Field, RootModel, Tag
 
-from connectors._http import parse_answer, raise_for_answer, send
-from servicekit.toolcontract import ToolContext, ToolError
+from connectors._http import detail_of, parse_answer, raise_for_answer, send
+from servicekit.toolcontract import ToolContext, ToolError, retry_after_s
 
 __all__ = ["comment", "delete_comment", "get_file", "get_issue", "open_pull_request"]
 
@@ -128,12 +129,30 @@ async def _client(ctx: ToolContext) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _response(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
     response = await send(client, method, url, **kwargs)
-    if response.status_code == 403 and response.headers.get("x-ratelimit-remaining") == "0":
-        # GitHub's primary rate limit answers 403, not 429: not processed, worth a later retry.
-        reset = response.headers.get("x-ratelimit-reset", "?")
-        raise ToolError("rate_limited", f"GitHub rate limit exhausted (resets at epoch {reset})", retryable=True)
+    if response.status_code == 403 and (limited := _rate_limited(response)) is not None:
+        raise limited
     raise_for_answer(response, "GitHub")
     return response
+
+
+def _rate_limited(response: httpx.Response) -> ToolError | None:
+    """A 403 that is one of GitHub's rate limits (not processed, worth a later retry), else None: a 403 of the credential.
+
+    The primary limit says `x-ratelimit-remaining: 0` and when it resets; a secondary limit ("You have exceeded a secondary
+    rate limit", bursts of content creation) says `retry-after` (GitHub's REST docs, "Rate limits for the REST API").
+    """
+    wait = retry_after_s(response.headers.get("retry-after"))
+    if response.headers.get("x-ratelimit-remaining") == "0":
+        reset = response.headers.get("x-ratelimit-reset", "")
+        if wait is None and reset.isdigit():
+            wait = max(int(reset) - time.time(), 0.0)
+        return ToolError(
+            "rate_limited", f"GitHub rate limit exhausted (resets at epoch {reset or '?'})", retryable=True, retry_after_s=wait
+        )
+    if wait is not None:
+        message = f"GitHub secondary rate limit (Retry-After: {wait:g} s): {detail_of(response)}"
+        return ToolError("rate_limited", message, retryable=True, retry_after_s=wait)
+    return None
 
 
 async def _answer(client: httpx.AsyncClient, method: str, url: str, shape: type[_Shape], **kwargs: Any) -> _Shape:

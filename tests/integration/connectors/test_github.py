@@ -67,6 +67,14 @@ async def test_comments_and_github_error_shapes(github: GitHubStandIn) -> None:
     with pytest.raises(ToolError) as limited:
         await gh.get_issue(ctx(github), {"repo": "acme/web", "number": 7})
     assert (limited.value.type, limited.value.retryable) == ("rate_limited", True)
+    # A secondary limit (bursts of content creation) is a 403 with retry-after, not a credential that may not comment
+    # (connectors probe F12: reported permission_denied, "the tenant's GitHub credential may not do this", never retried).
+    secondary = "You have exceeded a secondary rate limit and have been temporarily blocked from content creation."
+    github.inject(403, {"message": secondary}, method="POST", headers={"retry-after": "2", "x-ratelimit-remaining": "4990"})
+    with pytest.raises(ToolError) as burst:
+        await gh.comment(ctx(github), {"repo": "acme/web", "number": 7, "body": "x"})
+    assert (burst.value.type, burst.value.retryable, burst.value.retry_after_s) == ("rate_limited", True, 2.0)
+    assert secondary in burst.value.message
     github.inject(403, {"message": "Resource not accessible by integration"}, method="POST")
     with pytest.raises(ToolError) as denied:
         await gh.comment(ctx(github), {"repo": "acme/web", "number": 7, "body": "x"})
