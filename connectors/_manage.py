@@ -161,11 +161,23 @@ async def disable(
 
 
 async def set_credential(writer: GrantWriter, vault: Vault, tenant_id: str, connector: str, secret: str) -> Grant:
-    """Seal `secret` to the executor's key and store it in the tenant's grant (created disabled-by-scope: no tool yet)."""
+    """Seal `secret` to the executor's key and store it in the tenant's grant, which `enable` made.
+
+    Refused, nothing sealed: an empty secret, one of several lines (a paste that took the next line too; a JSON key file
+    is read whole), and a connector the tenant has no grant of (`enable` first: it checks the connector's name and its
+    account settings). A misspelt connector once sealed a new key under `strpe` while the leaked one stayed in use.
+    """
     secret = secret.strip()
     if not secret:
-        raise ConnectorError("empty credential")
-    grant = await writer.current(tenant_id, connector) or Grant(tenant_id, connector)
+        raise ConnectorError("empty credential; nothing was sealed")
+    if not secret.startswith("{") and any(c.isspace() for c in secret):
+        raise ConnectorError("the credential holds whitespace or a line break (a paste of more than the key?); nothing was sealed")
+    grant = await writer.current(tenant_id, connector)
+    if grant is None:
+        raise ConnectorError(
+            f"{connector} is not enabled for {tenant_id}: run `tidegate connectors enable {connector} --tenant {tenant_id}` first "
+            "(`tidegate connectors list` shows the connectors); nothing was sealed"
+        )
     return await writer.put(replace(grant, sealed=vault.seal(secret, tenant_id, connector)))
 
 

@@ -144,7 +144,10 @@ def set_credential(
     """Seal a tenant's API key or token for a connector, read from stdin (prompted, not echoed) or a file."""
     kit = settings()
     if from_file is not None:
-        secret = from_file.read_text()
+        try:
+            secret = from_file.read_text()
+        except OSError as exc:
+            fail(f"--from-file {from_file}: {exc.strerror or exc}")
     elif sys.stdin.isatty():
         secret = typer.prompt(f"{connector} credential for {tenant}", hide_input=True)
     else:

@@ -215,6 +215,8 @@ async def test_rotation_leaves_secrets_sealed_to_another_deployments_key(vault: 
     other = c.Vault(tmp_path / "other")
     other.ensure()
     store = writer.store
+    for tenant in ("globex", "acme"):
+        await c.enable(writer, CATALOG, tenant, "stripe")  # a credential is set on a grant `enable` made
     await c.set_credential(writer, other, "globex", "stripe", SECRET)
     await c.set_credential(writer, vault, "acme", "stripe", SECRET)
     vault.rotate()
@@ -282,3 +284,21 @@ async def test_an_undo_tool_is_not_disabled_while_its_write_stays_enabled(writer
     both = await c.disable(writer, "globex", "github", tools=["github_comment", "github_delete_comment"], catalog=catalog)
     assert both is not None
     assert not {"github_comment", "github_delete_comment"} & both.tools
+
+
+async def test_a_credential_for_a_connector_the_tenant_never_enabled_or_of_several_lines_is_refused_unsealed(
+    vault: c.Vault, writer: c.GrantWriter
+) -> None:
+    """Connectors probe F9: `set-credential strpe` sealed a new key under a misspelt connector and said so, while the
+    leaked key stayed in use; `connectors list` then showed `strpe` enabled."""
+    await c.enable(writer, CATALOG, "northwind", "stripe")
+    for connector, tenant in (("strpe", "northwind"), ("stripe", "zzz")):
+        with pytest.raises(c.ConnectorError, match=f"{connector} is not enabled for {tenant}: run `tidegate connectors enable"):
+            await c.set_credential(writer, vault, tenant, connector, SECRET)
+        assert await writer.store.get(tenant, connector) is None
+    with pytest.raises(c.ConnectorError, match="line break"):
+        await c.set_credential(writer, vault, "northwind", "stripe", "sk_test_abc\nsecondline\n")
+    stored = await writer.store.get("northwind", "stripe")
+    assert stored is not None
+    assert stored.sealed is None
+    await c.set_credential(writer, vault, "northwind", "stripe", '{\n  "type": "service_account"\n}\n')  # a JSON key file, whole
