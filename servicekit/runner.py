@@ -217,7 +217,11 @@ class ServiceProcess:
         if self.http_app is not None:
             import uvicorn
 
-            config = uvicorn.Config(self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off")
+            # The client address is the TCP peer: uvicorn's default trusts `X-Forwarded-For` from 127.0.0.1, so any local
+            # process (or a proxy on the host) named itself any address and walked past the per-address rate limit.
+            config = uvicorn.Config(
+                self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off", proxy_headers=False
+            )
             self._http = uvicorn.Server(config)
             self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own signals
             listener, self._http_listener = self._http_listener, None  # uvicorn closes it when it stops

@@ -88,7 +88,12 @@ async def serve_http(settings: GatewaySettings, client_settings: ClientSettings,
     async with gateway(settings, client_settings, catalog.tools.values(), transport=transport, stopping=stopping) as server:
         app = _Answering(server.streamable_http_app(host=settings.http_host, **http_auth(settings, token)))
         config = uvicorn.Config(
-            app, host=settings.http_host, port=settings.http_port, log_level="warning", timeout_graceful_shutdown=settings.stop_grace_s
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            timeout_graceful_shutdown=settings.stop_grace_s,
+            proxy_headers=False,  # the peer is who connected, never what an `X-Forwarded-For` says
         )
         await _StoppableServer(config, on_stop=lambda: loop.call_soon_threadsafe(stopping.set), answering=app).serve()
 
