@@ -417,6 +417,31 @@ async def test_the_page_shows_shaped_text_escaped_and_the_key_args_first(stack: 
         await expect(page.locator("#queue-age")).to_contain_text("228 older requests are not listed")
 
 
+async def test_the_page_refuses_to_approve_a_call_whose_numbers_it_would_show_rounded(stack: Stack, wait_for: Any) -> None:
+    """Red team F2: the page showed note_id 9007199254740993 as …992 (JSON.parse's doubles); a plain Approve granted the
+    unseen value, and an untouched edit box would have sent the rounded one as an edit nobody made."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    big = REFUND | {"ticket_note": 9007199254740993}
+    request = stack.decided(f"t-{uuid.uuid4().hex[:8]}", args=big)
+    await stack.escalate(request)
+    pending = await stack.pending_for(request.action_id, bob, wait_for)
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await page.locator("#queue li").first.click()
+        await expect(page.locator("#d-cannot")).to_contain_text("whole numbers beyond what a browser reads exactly (args.ticket_note)")
+        await expect(page.locator("#d-cannot")).to_contain_text(f"tidegate approvals show {pending['approval_id']}")
+        await expect(page.locator("#approve")).to_be_disabled()
+        await expect(page.locator("#edit-toggle")).to_be_disabled()
+        await expect(page.locator("#reject")).to_be_enabled()  # refusing it needs no number read right
+    shown = stack.cli("approvals", "show", pending["approval_id"], token=bob)
+    assert "9007199254740993" in shown.stdout  # the CLI reads it exactly
+
+
 @pytest.mark.timeout(900)
 async def test_a_link_used_in_a_tab_with_a_token_goes_back_to_the_tokens_queue(stack: Stack, wait_for: Any) -> None:
     executable, how = ensure_chromium()
