@@ -152,7 +152,8 @@ async def main(events: int, replay: bool) -> None:
         pack = load_pack(candidate_pack(tmp), kit.tools_dir)
         proposals = [e.data for e in window.of(ActionProposed)]
         decisions = [e.data for e in window.of(ActionDecided)]
-        report = evaluate(pack, proposals, decisions)
+        live = load_pack(kit.policy_dir, kit.tools_dir)  # the baseline, as `tidegate whatif` decides it: two decisions a proposal
+        report = evaluate(pack, proposals, decisions, live=live)
         total = read_s + report.seconds
         figures |= {"whatif_per_s": report.evaluated / report.seconds, "whatif_end_to_end_events_per_s": len(window.events) / total}
         print(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -146,7 +145,7 @@ def whatif(
     from tidegate.commands.killswitch import read_control
     from tidegate.ops.autonomy import human_outcomes
     from tidegate.ops.recorded import recorded_window
-    from tidegate.ops.whatif import evaluate, settings_ignored
+    from tidegate.ops.whatif import evaluate, settings_ignored, tenants_of
 
     if policy_dir is None and tenant_settings is None:
         fail("give a candidate: --policy <pack directory> and/or --tenant-settings <file>")
@@ -172,46 +171,49 @@ def whatif(
         days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
         control = run(read_control(kit))
         run(read_control(kit, "directory", control))
-        tenants = {}
-        for name in set(control.tenants) | set(control.directories):
-            with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
-                effective = pack.settings.of_control(control, name)
-                if effective is not None:
-                    tenants[name] = effective
+        live = pack if policy_dir is None else _pack(None)
+        today = tenants_of(live.settings, control)  # the baseline: today's pack and settings decide each proposal again
+        tenants = dict(today if policy_dir is None else tenants_of(pack.settings, control))
         for name, change in candidates.items():
-            live = control.tenants[name].settings if name in control.tenants else dict(pack.settings.tenants.get(name) or {})
+            record = control.tenants[name].settings if name in control.tenants else dict(pack.settings.tenants.get(name) or {})
             admins = control.directories.get(name)
             try:
-                tenants[name] = pack.settings.with_record(dict(live) | change, admins.directory if admins else None)
+                tenants[name] = pack.settings.with_record(dict(record) | change, admins.directory if admins else None)
             except ValueError as exc:
                 fail(f"{tenant_settings}: the candidate settings of {name} are not valid: {exc}")
         decisions = [e.data for e in window.of(ActionDecided)]
         humans = human_outcomes(r.event for r in window.events)
         report = evaluate(
-            pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, days=days, humans=humans,
-            progress=lambda done: progress("evaluate", done, len(proposed)),
+            pack, [e.data for e in proposed], decisions, skipped=window.skipped, tenants=tenants, live=live, live_tenants=today,
+            days=days, humans=humans, progress=lambda done: progress("evaluate", done, len(proposed)),
         )  # fmt: skip
         if policy_dir is not None:  # a tenant's own record wins over the candidate's entry for it: say so, not "0 flips"
-            report.settings_ignored = settings_ignored(pack, _pack(None), control.tenants)
+            report.settings_ignored = settings_ignored(pack, live, control.tenants)
     doc = report.as_dict()
     if as_json:
         print(json.dumps(doc, indent=2, default=str))
         return
     console.print(
-        f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips, "
-        f"{report.unchanged} unchanged ({report.reasons_changed} with other reasons), {report.without_record} without a recorded decision"
+        f"candidate {report.candidate_version[:23]}…: {report.evaluated} proposals, {len(report.flips)} flips against today's pack "
+        f"and settings, {report.unchanged} unchanged ({report.reasons_changed} with other reasons), "
+        f"{report.without_record} without a recorded decision"
     )
+    if report.drifted:
+        console.print(
+            f"{len(report.drifted)} recorded decision(s) differ from today's pack and settings deciding them again "
+            "(a setting, the pack or the payees changed since): not the candidate's flips, e.g."
+        )
+        for f in report.drifted[:3]:
+            console.print(
+                f"  {f.kind} {shown(f.task_id)} {shown(f.tool)} {shown(json.dumps(f.args), 100)}: {f.then_reasons} → {f.now_reasons}"
+            )
     for name in report.settings_ignored:
         console.print(
             f"[yellow]candidate settings for {shown(name)} ignored[/]: {shown(name)} has its own settings record (control.tenant), "
             f"which wins over the pack's entry; try the change with --tenant-settings"
         )
     console.print(report.skipped.summary())
-    load = report.human_load()
-    console.print(
-        f"human load: {load['then']} escalations/day recorded → {load['now']} under the candidate; "
-        f"shadow policies would flip {report.shadow_flips} decisions"
-    )
+    console.print(f"human load: {report.load_line()}; shadow policies would flip {report.shadow_flips} decisions")
     console.print(
         f"human touches saved (escalations approved unchanged that the candidate allows): {report.touches_saved}; "
         f"newly allowed that a human had rejected or edited: {len(report.newly_allowed_rejected)}"

@@ -4,10 +4,13 @@ Each recorded `action.proposed` is decided again with the policy service's own p
 (`services.policy.engine.decide`). The facts the policy service computed from its state at the time
 (payee known, spend so far, kill switch, what the task had read and done) are taken from the
 `action.decided` recorded for the same action id, so no database is read and nothing is published: what-if has no side effects.
+The candidate is compared with the same proposal decided again by today's pack and settings (the baseline), so what
+changed since a decision (a setting, the pack, the payees) is counted apart as drift, never as the candidate's flip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas import ActionDecidedData, ActionProposedData, ControlKillswitch, ControlKillswitchData, Mode
-from servicekit import ToolCatalog
+from servicekit import ControlState, ToolCatalog
 from servicekit.provenance import Provenance
 from servicekit.unreadable import Skipped, has_non_finite, skip_reason
 from services.policy import (
@@ -28,6 +31,7 @@ from services.policy import (
     FailedRead,
     Flow,
     History,
+    PackSettings,
     PackSource,
     SystemRecord,
     TenantSettings,
@@ -35,7 +39,7 @@ from services.policy import (
     decide,
 )
 
-__all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack", "settings_ignored"]
+__all__ = ["Flip", "WhatIfReport", "evaluate", "load_pack", "settings_ignored", "tenants_of"]
 
 MAX_EXAMPLES = 3
 PROGRESS_EVERY = 500  # proposals between two progress reports (a report per proposal would cost more than deciding it)
@@ -56,9 +60,20 @@ def settings_ignored(candidate: CompiledPack, live: CompiledPack, recorded: Iter
     return sorted(t for t in set(recorded) if t != "default" and t in named and named[t] != live.settings.tenants.get(t))
 
 
+def tenants_of(settings: PackSettings, control: ControlState) -> dict[str, TenantSettings]:
+    """Today's effective settings of each tenant with a `control.tenant` record or an admins' directory, as the policy reads them."""
+    tenants = {}
+    for name in set(control.tenants) | set(control.directories):
+        with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
+            effective = settings.of_control(control, name)
+            if effective is not None:
+                tenants[name] = effective
+    return tenants
+
+
 @dataclass(frozen=True)
 class Flip:
-    """One proposal whose decision changes under the candidate pack."""
+    """One proposal whose decision changes under the candidate (`then`: the baseline's), or a recorded decision that drifted."""
 
     action_id: str
     task_id: str
@@ -97,18 +112,41 @@ class WhatIfReport:
     skipped: Skipped = field(default_factory=Skipped)
     seconds: float = 0.0
     days: float = 1.0  # the span of the window the proposals came from, for the human load per day
+    redecided: bool = False  # the baseline is today's pack and settings deciding again (else: the recorded decisions)
+    baseline_outcomes: Counter[str] = field(default_factory=Counter)  # the baseline's outcomes of the proposals with a record
+    drifted: list[Flip] = field(default_factory=list)  # recorded decisions today's pack and settings decide otherwise
     shadow_flips: int = 0  # decisions the candidate's `@mode("shadow")` policies would flip (recorded, not enforced)
     touches_saved: int = 0  # escalations a human approved unchanged that the candidate allows
     newly_allowed_rejected: list[Flip] = field(default_factory=list)  # allowed now, though a human rejected or edited them
     settings_ignored: list[str] = field(default_factory=list)  # tenants whose candidate entry their own record shadows
 
-    def human_load(self) -> dict[str, float]:
-        """Escalations per day (each one a human's decision): as recorded, and under the candidate."""
-        per_day = max(self.days, 1 / 24)
+    def human_load(self) -> dict[str, float | None]:
+        """Escalations per day (each one a human's decision) at the window's rate: as recorded, and under the candidate.
+
+        None under an hour of proposals: a rate taken over less is a guess, not a figure (`escalations` gives the counts).
+        """
+        if self.days < 1 / 24:
+            return {"then": None, "now": None}
+        return {k: round(n / self.days, 2) for k, n in self.escalations().items() if k in ("then", "now")}
+
+    def escalations(self) -> dict[str, int]:
+        """Escalations counted (each one a human's decision): recorded, by the baseline, and under the candidate."""
         return {
-            "then": round(self.then_outcomes.get("escalate", 0) / per_day, 2),
-            "now": round(self.now_outcomes.get("escalate", 0) / per_day, 2),
+            "then": self.then_outcomes.get("escalate", 0),
+            "baseline": self.baseline_outcomes.get("escalate", 0),
+            "now": self.now_outcomes.get("escalate", 0),
         }
+
+    def load_line(self) -> str:
+        """The human load in words, with the counts and the span they cover, e.g. `7 escalations in 1.0 h recorded → 4 …`."""
+        counts, load = self.escalations(), self.human_load()
+        line = f"{counts['then']} escalations in {self.days * 24:.1f} h recorded"
+        if self.redecided and counts["baseline"] != counts["then"]:
+            line += f" ({counts['baseline']} decided again with today's pack and settings)"
+        line += f" → {counts['now']} under the candidate"
+        if load["then"] is None:
+            return line + "; under an hour of proposals: no daily rate"
+        return line + f"; ~{load['then']:g}/day → ~{load['now']:g}/day at that rate"
 
     def by(self, attr: str) -> dict[str, Counter[str]]:
         """Flips counted by kind, per value of `attr` (tenant_id, tool or reason)."""
@@ -161,7 +199,15 @@ class WhatIfReport:
                 ]
                 for kind, flips in self.examples().items()
             },
+            "escalations": self.escalations(),
+            "span_hours": round(self.days * 24, 3),
             "escalations_per_day": self.human_load(),
+            "baseline": "today's pack and settings" if self.redecided else "recorded",
+            "drifted": len(self.drifted),
+            "drift_examples": [
+                {"action_id": f.action_id, "task_id": f.task_id, "tool": f.tool, "recorded": f.then_reasons, "today": f.now_reasons}
+                for f in self.drifted[:MAX_EXAMPLES]
+            ],
             "human_touches_saved": self.touches_saved,
             "newly_allowed_that_humans_rejected": [
                 {"action_id": f.action_id, "task_id": f.task_id, "tool": f.tool, "args": f.args, "then": f.then_reasons}
@@ -311,6 +357,15 @@ def _task_mode(facts: dict[str, Any]) -> Mode | None:
     return "draft" if mode == "draft" else "autonomous"
 
 
+def _facts_computed(facts: Mapping[str, Any]) -> bool:
+    """Whether the policy computed a call's facts (payee known, spend, paid, taint) before deciding it.
+
+    A built-in denial reached first (`tenant_not_onboarded`, an unknown tool, a tool not granted, args the schema refuses)
+    records only the modes: what the payee, the spend and the task's reads were then is not on the record.
+    """
+    return "payee_is_new" in facts
+
+
 def evaluate(
     pack: CompiledPack,
     proposals: Iterable[ActionProposedData],
@@ -318,29 +373,37 @@ def evaluate(
     *,
     skipped: Skipped | None = None,
     tenants: Mapping[str, TenantSettings] | None = None,
+    live: CompiledPack | None = None,
+    live_tenants: Mapping[str, TenantSettings] | None = None,
     days: float = 1.0,
     humans: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> WhatIfReport:
-    """Decide every proposal with `pack` and compare with the decision recorded for it.
+    """Decide every proposal with `pack` and `tenants` (the candidate) and compare with a baseline.
 
-    Only the first decision of an action (`via` policy) is compared: a re-evaluation after a human
-    grant is a different question. A proposal without a recorded decision is decided with an empty
-    history and counted apart (`without_record`). A proposal that cannot be decided (NaN in its
-    args or cost, a recorded fact that is not a number) is counted in `skipped` with its reason and
-    the rest are evaluated; `skipped` starts with what reading the record already skipped. With `humans`
-    (action id → `approved`, `edited`, `rejected`, `expired`: what a human made of its escalation), an
-    escalation the candidate allows counts as a human touch saved when it was approved unchanged, and is
-    listed when a human had rejected or edited it. `progress` is called with how many proposals were taken so far,
-    every `PROGRESS_EVERY` of them and once at the end.
+    With `live` (today's pack; `live_tenants`: today's settings, default `tenants`) the baseline is the proposal
+    decided again by them, on the same recorded facts: a flip is then the candidate's alone, and a recorded decision
+    the baseline decides otherwise (a setting, the pack or the payees changed since) is listed in `drifted`. Without
+    `live` the recorded decisions are the baseline. Only the first decision of an action (`via` policy) is compared:
+    a re-evaluation after a human grant is a different question. A proposal without a recorded decision is decided
+    with an empty history and counted apart (`without_record`). A proposal that cannot be decided is counted in
+    `skipped` with its reason and the rest are evaluated: NaN in its args or cost, a recorded fact that is not a
+    number, or (`not_decidable`) a decision recorded before the policy computed any facts (`tenant_not_onboarded`,
+    an unknown tool) that the candidate or the baseline would now decide on them: deciding it on default facts
+    ("payee known, nothing read, nothing paid") would always read looser than the live policy. `skipped` starts
+    with what reading the record already skipped. With `humans` (action id → `approved`, `edited`, `rejected`,
+    `expired`: what a human made of its escalation), an escalation the candidate allows counts as a human touch
+    saved when it was approved unchanged, and is listed when a human had rejected or edited it. `progress` is
+    called with how many proposals were taken so far, every `PROGRESS_EVERY` of them and once at the end.
     """
     started = time.perf_counter()
     recorded: dict[str, ActionDecidedData] = {}
     for d in decisions:
         if d.via == "policy":
             recorded.setdefault(d.action_id, d)
-    report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped(), days=days)
+    report = WhatIfReport(candidate_version=pack.version, skipped=skipped or Skipped(), days=days, redecided=live is not None)
     tenants = tenants or {}
+    baseline_tenants = tenants if live_tenants is None else live_tenants
     seen: set[str] = set()
     taken = 0
     for p in proposals:
@@ -355,11 +418,25 @@ def evaluate(
             report.skipped.add("nan", p.action_id, "NaN or Infinity in its args or cost")
             continue
         try:
+            call = _call(p, then)
             history = _history(then.facts) if then is not None else History()
-            controls = dataclasses.replace(_controls(then), tenant=tenants.get(p.tenant_id))
-            verdict = decide(pack, _call(p, then), history, controls)
+            controls = _controls(then)
+            candidate = tenants.get(p.tenant_id)
+            verdict = decide(pack, call, history, dataclasses.replace(controls, tenant=candidate))
+            baseline = None
+            if live is not None and then is not None:
+                same = live is pack and baseline_tenants.get(p.tenant_id) == candidate
+                baseline = (
+                    verdict
+                    if same
+                    else decide(live, call, history, dataclasses.replace(controls, tenant=baseline_tenants.get(p.tenant_id)))
+                )
         except (ValueError, TypeError, ArithmeticError) as exc:  # a recorded fact of the wrong kind: this one only
             report.skipped.add(skip_reason(exc), p.action_id, str(exc)[:200])
+            continue
+        if then is not None and not _facts_computed(then.facts) and any(_facts_computed(v.facts) for v in (verdict, baseline) if v):
+            why = f"recorded {then.outcome} {[str(r.code) for r in then.reasons]} before any facts were computed; the candidate needs them"
+            report.skipped.add("not_decidable", p.action_id, why)
             continue
         report.shadow_flips += 1 if (verdict.facts.get("shadow") or {}).get("flipped") else 0
         report.evaluated += 1
@@ -369,12 +446,17 @@ def evaluate(
             continue
         report.then_outcomes[then.outcome] += 1
         then_codes = [str(r.code) for r in then.reasons]
-        if verdict.outcome == then.outcome:
+        base_outcome, base_codes = (then.outcome, then_codes) if baseline is None else (baseline.outcome, baseline.codes)
+        report.baseline_outcomes[base_outcome] += 1
+        if base_outcome != then.outcome:
+            drift = Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, then.outcome, base_outcome, then_codes, base_codes)
+            report.drifted.append(drift)
+        if verdict.outcome == base_outcome:
             report.unchanged += 1
-            if sorted(then_codes) != sorted(verdict.codes):
+            if sorted(base_codes) != sorted(verdict.codes):
                 report.reasons_changed += 1
             continue
-        flip = Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, then.outcome, verdict.outcome, then_codes, verdict.codes)
+        flip = Flip(p.action_id, p.task_id, p.tenant_id, p.tool, p.args, base_outcome, verdict.outcome, base_codes, verdict.codes)
         report.flips.append(flip)
         human = (humans or {}).get(p.action_id)
         if flip.kind == "escalate→allow" and human == "approved":

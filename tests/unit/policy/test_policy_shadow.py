@@ -146,7 +146,7 @@ def test_whatif_decides_with_what_the_task_had_read_and_done_as_recorded() -> No
         outcome="escalate",
         reasons=[],
         policy_version="sha256:x",
-        facts={"flow": flow | {"sent_amount_cents": 0, "last_decision": "allow"}, "taint": taint},
+        facts={"payee_is_new": False, "flow": flow | {"sent_amount_cents": 0, "last_decision": "allow"}, "taint": taint},
         latency_ms=0.1,
         action_digest="x",
     )
