@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -25,39 +24,48 @@ def report(
         Path("autonomy-candidate.yaml"), "--write", help="Where to write the candidate tenant settings (for `tidegate whatif`)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    keep_payee_bound: bool = typer.Option(
+        False,
+        "--keep-payee-bound",
+        help="A wider refund threshold of a tenant whose per-payee daily bound is unset raises that bound too; "
+        "write the bound at its figure today instead (a refund at or over it still escalates).",
+    ),
 ) -> None:
     """Per tenant, tool and trigger: escalations approved unchanged, edited, rejected; the wider settings the record supports.
 
     Nothing widens by itself: the candidate is written to a file; replay it with
     `tidegate whatif --tenant-settings FILE --from <since>`, then publish it with `tidegate tenant set`.
     """
-    from services.policy import PackError, PackSource
+    from services.policy import PackError
     from tidegate.commands.killswitch import read_control
     from tidegate.ops.autonomy import autonomy_report, read_record
+    from tidegate.ops.whatif import load_pack, tenants_of
 
     kit = settings()
     try:
-        pack_settings = _pack_settings(PackSource.from_dir(kit.policy_dir).settings)
+        pack = load_pack(kit.policy_dir, kit.tools_dir)
     except PackError as exc:
-        fail(f"cannot read the policy pack's settings: {exc}")
+        fail("the policy pack does not compile:\n  " + "\n  ".join(exc.problems))
     window = run(read_record(kit, since, tenant, until))
     events = [r.event for r in window.events]
     control = run(read_control(kit))
-    live: dict[str, Any] = {}
-    for name, record in control.tenants.items():
-        with contextlib.suppress(ValueError):  # an invalid record onboards nothing, as in the policy service
-            live[name] = pack_settings.with_record(record.settings)
+    run(read_control(kit, "directory", control))
+    live = tenants_of(pack.settings, control)  # as what-if reads them, so the two count alike
 
     def settings_of(tenant_id: str) -> Any:
-        return live.get(tenant_id) or pack_settings.tenant(tenant_id)
+        return live.get(tenant_id) or pack.tenant(tenant_id)
 
-    result = autonomy_report(events, settings_of)
+    result = autonomy_report(events, settings_of, pack, keep_payee_bound=keep_payee_bound)
     doc = result.as_dict()
     candidate = result.candidate_settings()
     if candidate:
+        notes = "".join(f"# {c.tenant_id}: {c.payee_bound}\n" for c in result.candidates if c.payee_bound)
+        notes += "".join(f"# {c.tenant_id} {c.setting}: {w}\n" for c in result.candidates if (w := c.evidence.warning()))
         write.write_text(
             "# Candidate tenant settings from `tidegate autonomy report` (nothing is published).\n"
-            f"# Replay: tidegate whatif --tenant-settings {write} --from {since}\n" + yaml.safe_dump({"tenants": candidate}, sort_keys=True)
+            f"# Replay: tidegate whatif --tenant-settings {write} --from {since}\n"
+            + notes
+            + yaml.safe_dump({"tenants": candidate}, sort_keys=True)
         )
     if as_json:
         print(json.dumps(doc | {"written": str(write) if candidate else None, "skipped": window.skipped.as_dict()}, indent=2, default=str))
@@ -73,16 +81,19 @@ def report(
         console.print("no wider setting is supported by the record (every trigger with approvals also had rejections in the way)")
         return
     for c in result.candidates:
+        ev = c.evidence
         console.print(
             f"{c.tenant_id}: {c.setting} {c.current} → [bold]{c.proposed}[/] would have allowed {c.would_allow} escalation(s) "
             f"humans approved unchanged ({c.trigger}); {c.kept_for_humans} they rejected or edited still go to a human"
         )
+        console.print(
+            f"  evidence: {ev.approved} approved unchanged, {ev.rejected_or_edited} rejected or edited, over {ev.span_hours:.1f} h; "
+            f"{ev.pending} pending request(s) not counted"
+        )
+        if (warning := ev.warning()) is not None:
+            console.print(f"  [yellow]{warning}[/]")
+        if c.payee_bound:
+            console.print(f"  {c.payee_bound}")
     console.print(
         f"candidate written to {write}: `tidegate whatif --tenant-settings {write} --from {since}`; publish with `tidegate tenant set`"
     )
-
-
-def _pack_settings(raw: dict[str, Any]) -> Any:
-    from services.policy import PackSettings
-
-    return PackSettings.model_validate(raw)

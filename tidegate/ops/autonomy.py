@@ -4,8 +4,10 @@ Per tenant, tool and trigger (the reason an escalation gave): how many escalatio
 unchanged, edited, rejected or let expire. For the triggers a tenant setting controls (the confidence
 threshold, the refund threshold, the per-payee daily threshold, the irreversible-write posture) it proposes the widest
 change that lets through none of the calls a human rejected or edited, and counts the approved-unchanged ones it
-would have allowed. Nothing widens by itself: the candidate is a file for `tidegate whatif
---tenant-settings`, and a person publishes it with `tidegate tenant set`.
+would have allowed with the decision what-if makes (`tidegate.ops.whatif.evaluate`: the per-payee and per-task bounds
+included), so the two tools give one figure. Each candidate says the evidence it rests on (approvals, their span, the
+requests still pending) and warns under `MIN_APPROVALS` or `MIN_SPAN_HOURS`. Nothing widens by itself: the candidate is
+a file for `tidegate whatif --tenant-settings`, and a person publishes it with `tidegate tenant set`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from schemas import ActionDecided, ActionDecidedData, ActionProposed, ApprovalExpired, ApprovalGranted, ApprovalRejected
 from servicekit import KitSettings
-from services.policy import TenantSettings
+from services.policy import CompiledPack, TenantSettings
+from tidegate.ops.whatif import evaluate
 
 if TYPE_CHECKING:
     from tidegate.ops.recorded import Window
@@ -26,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["AutonomyReport", "Candidate", "autonomy_report", "human_outcomes", "read_record"]
 
 RECORD_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals")
+# Under these a candidate says "too little evidence to widen": a handful of answers over less than a day of traffic
+# shows what a few people thought of a few calls, not how the calls run.
+MIN_APPROVALS = 5
+MIN_SPAN_HOURS = 24.0
 
 
 async def read_record(kit: KitSettings, since: str, tenant: str | None = None, until: str = "now") -> Window:
@@ -51,6 +59,53 @@ def human_outcomes(events: Iterable[Any]) -> dict[str, str]:
     return out
 
 
+@dataclass
+class Evidence:
+    """What a candidate rests on: the human answers to escalations of its trigger alone, and the span they cover."""
+
+    approved: int = 0
+    rejected_or_edited: int = 0
+    pending: int = 0  # still waiting for a human: not counted either way
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def saw(self, outcome: str, when: datetime) -> None:
+        """One escalation of the trigger, and what a human made of it (`pending` or `expired`: nothing yet)."""
+        if outcome == "approved":
+            self.approved += 1
+        elif outcome in ("rejected", "edited"):
+            self.rejected_or_edited += 1
+        else:
+            self.pending += outcome == "pending"
+            return
+        self.first = when if self.first is None else min(self.first, when)
+        self.last = when if self.last is None else max(self.last, when)
+
+    @property
+    def span_hours(self) -> float:
+        """Hours from the first to the last escalation a human answered."""
+        return 0.0 if self.first is None or self.last is None else (self.last - self.first).total_seconds() / 3600
+
+    def warning(self) -> str | None:
+        """`too little evidence to widen: …` under the minimums, else None."""
+        if self.approved >= MIN_APPROVALS and self.span_hours >= MIN_SPAN_HOURS:
+            return None
+        return (
+            f"too little evidence to widen: {self.approved} approval(s) over {self.span_hours:.1f} h "
+            f"(at least {MIN_APPROVALS} over {MIN_SPAN_HOURS:g} h advised)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready evidence."""
+        return {
+            "approved": self.approved,
+            "rejected_or_edited": self.rejected_or_edited,
+            "pending": self.pending,
+            "span_hours": round(self.span_hours, 3),
+            "warning": self.warning(),
+        }
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A wider tenant setting, and what it would have changed on the record."""
@@ -59,9 +114,17 @@ class Candidate:
     setting: str
     current: Any
     proposed: Any
-    would_allow: int  # escalations humans approved unchanged that it lets through
+    would_allow: int  # escalations humans approved unchanged that it lets through (decided as what-if decides them)
     kept_for_humans: int  # escalations humans rejected or edited that still escalate under it
     trigger: str
+    evidence: Evidence = field(default_factory=lambda: Evidence())
+    also: dict[str, Any] = field(default_factory=dict)  # other settings the candidate writes (the per-payee bound kept)
+    payee_bound: str = ""  # what the candidate does to the per-payee daily bound, in words ("" when it does nothing to it)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the candidate writes for its tenant."""
+        return {self.setting: self.proposed, **self.also}
 
 
 @dataclass(frozen=True)
@@ -143,7 +206,7 @@ class AutonomyReport:
         """The candidate settings per tenant, as `tidegate whatif --tenant-settings` reads them."""
         out: dict[str, dict[str, Any]] = {}
         for c in self.candidates:
-            out.setdefault(c.tenant_id, {})[c.setting] = c.proposed
+            out.setdefault(c.tenant_id, {}).update(c.settings)
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -159,7 +222,7 @@ class AutonomyReport:
                 }
                 for (t, tool, trig), counts in sorted(self.rows.items())
             ],
-            "candidates": [c.__dict__ for c in self.candidates],
+            "candidates": [c.__dict__ | {"evidence": c.evidence.as_dict()} for c in self.candidates],
             "candidate_settings": self.candidate_settings(),
         }
 
@@ -168,14 +231,22 @@ class AutonomyReport:
 _ROLLBACK_TRIGGERS = frozenset({"irreversible_write", "no_rollback_path"})
 
 
-def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSettings]) -> AutonomyReport:
-    """What humans did with each escalation of the record, and the wider settings the record supports."""
+def autonomy_report(
+    events: Iterable[Any], settings_of: Callable[[str], TenantSettings], pack: CompiledPack, *, keep_payee_bound: bool = False
+) -> AutonomyReport:
+    """What humans did with each escalation of the record, and the wider settings the record supports.
+
+    `pack`: today's pack, which decides each candidate's count as what-if does. A wider `refund_threshold_usd` also
+    widens the per-payee daily bound of a tenant that leaves it unset (it follows the threshold): the candidate says so,
+    and with `keep_payee_bound` writes the bound at its figure today instead (every refund at or over it still escalates).
+    """
     events = list(events)
     humans = human_outcomes(events)
     proposals = {e.data.action_id: e.data for e in events if isinstance(e, ActionProposed)}
     report = AutonomyReport()
     # (tenant, trigger) → (approved values, rejected-or-edited values), for escalations with that trigger alone.
     sides: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
+    evidence: dict[tuple[str, str], Evidence] = defaultdict(Evidence)
     irreversible: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     irreversible_triggers: dict[tuple[str, str], set[str]] = defaultdict(set)
     seen: set[str] = set()
@@ -189,11 +260,17 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
         triggers = sorted({str(r.code) for r in d.reasons})
         for trigger in triggers:
             report.rows[(d.tenant_id, d.tool, trigger)][outcome] += 1
-        if len(triggers) != 1 or outcome not in ("approved", "edited", "rejected"):
+        if len(triggers) != 1:
             continue  # a wider setting for one trigger would not let a call with several through
         [trigger] = triggers
         if trigger == "cumulative_threshold" and all(r.policy_id == PAYEE_RULE for r in d.reasons):
             trigger = PAYEE_DAILY  # the payee's 24-hour total, not the task's (which has no setting of its own to widen)
+        if trigger in _ROLLBACK_TRIGGERS and d.risk is not None:
+            evidence[(d.tenant_id, str(d.risk))].saw(outcome, e.time)
+        else:
+            evidence[(d.tenant_id, trigger)].saw(outcome, e.time)
+        if outcome not in ("approved", "edited", "rejected"):
+            continue
         if trigger in _NUMERIC:
             value = _NUMERIC[trigger].value(d, proposals.get(d.action_id))
             if value is not None:
@@ -201,21 +278,52 @@ def autonomy_report(events: Iterable[Any], settings_of: Callable[[str], TenantSe
         elif trigger in _ROLLBACK_TRIGGERS and d.risk is not None:
             irreversible[(d.tenant_id, str(d.risk))][outcome] += 1
             irreversible_triggers[(d.tenant_id, str(d.risk))].add(trigger)
+    decided = [e.data for e in events if isinstance(e, ActionDecided)]
     for (tenant, trigger), (good, bad) in sorted(sides.items()):
         rule = _NUMERIC[trigger]
-        current = rule.in_force(settings_of(tenant))
+        settings = settings_of(tenant)
+        current = rule.in_force(settings)
         if not good or current is None:
             continue
         proposed = rule.widen(good, bad)
         wider = proposed != current and not rule.allows(proposed, current)  # a lower confidence floor, a higher amount threshold
-        allowed = sum(1 for v in good if rule.allows(v, proposed) and not rule.allows(v, current))
-        if wider and allowed:
-            kept = sum(1 for v in bad if not rule.allows(v, proposed))
-            report.candidates.append(Candidate(tenant, rule.setting, current, proposed, allowed, kept, rule.code or trigger))
+        if not wider or not any(rule.allows(v, proposed) and not rule.allows(v, current) for v in good):
+            continue
+        also, payee_bound = _payee_bound(rule.setting, settings, proposed, keep=keep_payee_bound)
+        widened = TenantSettings.model_validate(settings.model_dump() | {rule.setting: proposed} | also)
+        mine = [p for p in proposals.values() if p.tenant_id == tenant]
+        replayed = evaluate(pack, mine, decided, tenants={tenant: widened}, live=pack, live_tenants={tenant: settings}, humans=humans)
+        kept = sum(1 for v in bad if not rule.allows(v, proposed))
+        candidate = Candidate(
+            tenant, rule.setting, current, proposed, replayed.touches_saved, kept, rule.code or trigger,
+            evidence[(tenant, trigger)], also, payee_bound,
+        )  # fmt: skip
+        report.candidates.append(candidate)
     for (tenant, risk), counts in sorted(irreversible.items()):
         accepted = settings_of(tenant).accept_irreversible
         if counts["approved"] and not counts["rejected"] and not counts["edited"] and risk not in accepted:
             trigger = ", ".join(sorted(irreversible_triggers[(tenant, risk)]))
-            candidate = Candidate(tenant, "accept_irreversible", accepted, sorted([*accepted, risk]), counts["approved"], 0, trigger)
+            proposed_set = sorted([*accepted, risk])
+            candidate = Candidate(
+                tenant, "accept_irreversible", accepted, proposed_set, counts["approved"], 0, trigger, evidence[(tenant, risk)]
+            )
             report.candidates.append(candidate)
     return report
+
+
+def _payee_bound(setting: str, settings: TenantSettings, proposed: Any, *, keep: bool) -> tuple[dict[str, Any], str]:
+    """(settings the candidate also writes, what it does to the per-payee daily bound in words) for a wider refund threshold.
+
+    An unset `payee_daily_threshold_usd` follows the refund threshold, so widening the threshold widens the bound too.
+    The bound counts the call itself, so keeping it at today's figure keeps every refund at or over it with a human.
+    """
+    if setting != "refund_threshold_usd" or settings.payee_daily_threshold_usd is not None:
+        return {}, ""
+    today = settings.payee_daily_threshold()
+    if keep:
+        kept = f"the per-payee daily bound is kept at {today} (payee_daily_threshold_usd written into the candidate)"
+        return {"payee_daily_threshold_usd": today}, f"{kept}: a refund of {today} or more to one payee still escalates"
+    return {}, (
+        f"it also raises the per-payee daily bound {today} → {proposed} (payee_daily_threshold_usd is unset: it follows the "
+        "refund threshold); --keep-payee-bound writes it at its figure today"
+    )

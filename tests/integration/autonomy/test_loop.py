@@ -26,7 +26,6 @@ from services.approval.settings import ApprovalSettings
 from services.audit import PostgresAuditLog, SearchFilters
 from services.audit.app import build as build_audit
 from services.executor.app import build as build_executor
-from services.policy import PackSettings, PackSource
 from services.policy.app import build as build_policy
 from systems.seed import seed_demo
 from tidegate.ops.autonomy import autonomy_report, human_outcomes
@@ -172,13 +171,12 @@ async def test_low_confidence_escalates_a_rejection_reason_is_recorded_and_the_r
     assert reviews["examples"]["missing_context"][0]["explain"].startswith("tidegate audit explain t-conf-")
 
     # The autonomy report proposes the widest threshold the rejected call stays under; what-if replays it on the window.
-    pack_settings = PackSettings.model_validate(PackSource.from_dir(stack.kit.policy_dir).settings)
-    live = pack_settings.with_record(SETTINGS)
-    report = autonomy_report(events, lambda tenant: live)
+    pack = load_pack(stack.kit.policy_dir, stack.kit.tools_dir)
+    live = pack.settings.with_record(SETTINGS)
+    report = autonomy_report(events, lambda tenant: live, pack)
     assert report.candidate_settings() == {stack.tenant: {"min_confidence": 0.51}}
     [candidate] = report.candidates
     assert (candidate.would_allow, candidate.kept_for_humans) == (3, 1)
-    pack = load_pack(stack.kit.policy_dir, stack.kit.tools_dir)
     widened = {stack.tenant: pack.settings.with_record(SETTINGS | report.candidate_settings()[stack.tenant])}
     proposed = [e.data for e in events if isinstance(e, s.ActionProposed)]
     decisions = [e.data for e in events if isinstance(e, s.ActionDecided)]

@@ -58,7 +58,7 @@ def test_approved_payee_escalations_propose_a_wider_daily_bound_that_keeps_the_r
     decided = [e.data for e in window if isinstance(e, s.ActionDecided)]
     assert {(d.outcome, r.policy_id) for d in decided for r in d.reasons} == {("escalate", "cumulative-threshold-payee")}
 
-    report = autonomy_report(window, lambda tenant: LIVE)
+    report = autonomy_report(window, lambda tenant: LIVE, PACK)
     row = next(r for r in report.as_dict()["rows"] if r["trigger"] == "cumulative_threshold")
     assert (row["approved"], row["rejected"]) == (3, 1)
     [candidate] = report.candidates
@@ -79,4 +79,4 @@ def test_approved_payee_escalations_propose_a_wider_daily_bound_that_keeps_the_r
 def test_a_tenant_that_turned_the_bound_off_gets_no_candidate_for_it() -> None:
     off = PACK.settings.with_record(LIVED | {"payee_daily_threshold_usd": "off"})
     window = [*_piece(300, 300, "approved"), *_piece(300, 450, "approved")]
-    assert autonomy_report(window, lambda tenant: off).candidates == []
+    assert autonomy_report(window, lambda tenant: off, PACK).candidates == []

@@ -75,7 +75,7 @@ def test_the_report_proposes_the_widest_threshold_no_rejected_call_passes_and_wh
         *_recorded(0.40, "approved"),  # below the rejected one: a human keeps seeing calls like it
         *_recorded(0.95, None),  # over the live threshold: allowed, never escalated
     ]
-    report = autonomy_report(window, lambda tenant: LIVE)
+    report = autonomy_report(window, lambda tenant: LIVE, PACK)
     row = next(r for r in report.as_dict()["rows"] if r["trigger"] == "low_confidence")
     assert (row["approved"], row["rejected"], row["edited"]) == (4, 1, 0)
     [candidate] = report.candidates
@@ -110,9 +110,9 @@ def test_irreversible_writes_humans_always_approved_suggest_accepting_the_class_
         events[1] = s.ActionDecided.build(d.model_copy(update={"outcome": "escalate", "reasons": [irreversible]}), source="p")
         return events
 
-    approved_only = autonomy_report([*escalated("approved"), *escalated("approved")], lambda tenant: LIVE)
+    approved_only = autonomy_report([*escalated("approved"), *escalated("approved")], lambda tenant: LIVE, PACK)
     assert [(c.setting, c.proposed, c.would_allow) for c in approved_only.candidates] == [("accept_irreversible", ["write_low"], 2)]
-    mixed = autonomy_report([*escalated("approved"), *escalated("edited")], lambda tenant: LIVE)
+    mixed = autonomy_report([*escalated("approved"), *escalated("edited")], lambda tenant: LIVE, PACK)
     assert mixed.candidates == []
 
 
@@ -124,7 +124,7 @@ def test_writes_with_no_declared_undo_count_toward_the_same_acceptance_as_irreve
         events[1] = s.ActionDecided.build(d.model_copy(update={"outcome": "escalate", "reasons": [reason]}), source="p")
         return events
 
-    report = autonomy_report([*escalated("irreversible_write"), *escalated("no_rollback_path")], lambda tenant: LIVE)
+    report = autonomy_report([*escalated("irreversible_write"), *escalated("no_rollback_path")], lambda tenant: LIVE, PACK)
     [candidate] = report.candidates
     assert (candidate.setting, candidate.proposed, candidate.would_allow) == ("accept_irreversible", ["write_low"], 2)
     assert candidate.trigger == "irreversible_write, no_rollback_path"
