@@ -168,7 +168,7 @@ def whatif(
         window = run(recorded_window(kit, t0, t1, topics=topics, tenant=tenant, progress=lambda done, total: progress("read", done, total)))
         proposed = window.of(ActionProposed)
         times = [e.time for e in proposed]
-        days = (max(times) - min(times)).total_seconds() / 86400 if times else 1.0
+        days = (max(times) - min(times)).total_seconds() / 86400 if times else 0.0  # no proposals: no span, no daily rate
         control = run(read_control(kit))
         run(read_control(kit, "directory", control))
         live = pack if policy_dir is None else _pack(None)
