@@ -58,7 +58,8 @@ class ConnectorAccess:
         if tool not in grant.tools:
             raise ToolError(
                 "tool_not_enabled",
-                f"tenant {tenant_id} has not enabled {tool} of {connector}: `tidegate connectors enable {connector} --tool {tool}`",
+                f"tenant {tenant_id} has not enabled {tool} of {connector}: `tidegate connectors enable {connector} --tenant {tenant_id} "
+                f"--tool {tool}`",
             )
         if grant.sealed is None:
             raise ToolError("credential_missing", f"no credential set for {connector} of tenant {tenant_id}")

@@ -28,16 +28,27 @@ async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) 
     try:
         return await client.request(method, url, **kwargs)
     except NEVER_SENT as exc:
-        raise ToolError("unreachable", f"{method} {_where(url)}: {type(exc).__name__}", retryable=True) from exc
+        raise ToolError("unreachable", f"{method} {_where(exc, url)}: {type(exc).__name__}", retryable=True) from exc
     except httpx.TimeoutException as exc:
-        raise ToolError("timeout", f"{method} {_where(url)} did not answer in time", retryable=True, maybe_applied=True) from exc
+        raise ToolError("timeout", f"{method} {_where(exc, url)} did not answer in time", retryable=True, maybe_applied=True) from exc
     except httpx.HTTPError as exc:
-        raise ToolError("transport_error", f"{method} {_where(url)}: {type(exc).__name__}", retryable=True, maybe_applied=True) from exc
+        message = f"{method} {_where(exc, url)}: {type(exc).__name__}"
+        raise ToolError("transport_error", message, retryable=True, maybe_applied=True) from exc
 
 
-def _where(url: str) -> str:
-    parsed = httpx.URL(url)
-    return f"{parsed.host}{parsed.path}"  # never the query string nor userinfo
+def _where(exc: httpx.HTTPError, url: str) -> str:
+    """Where the request went: the whole URL as sent (the grant's `base_url` joined: a connector passes a path)."""
+    try:
+        return _shown(exc.request.url)
+    except RuntimeError:  # raised without a request
+        return _shown(httpx.URL(url))
+
+
+def _shown(given: httpx.URL | str | None) -> str:
+    """Host, port and path of a URL (httpx's, or the text of requests'), never its query string nor userinfo."""
+    url = httpx.URL(str(given or ""))
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.host}{port}{url.path}"
 
 
 def raise_for_answer(response: httpx.Response, vendor: str) -> None:
@@ -55,7 +66,11 @@ def raise_for_answer(response: httpx.Response, vendor: str) -> None:
     if status >= 500:
         raise ToolError(f"http_{status}", f"{vendor}: {detail}", retryable=True, maybe_applied=True)
     if status == 401:
-        raise ToolError("credential_rejected", f"{vendor} refused the tenant's credential (HTTP 401)")
+        raise ToolError(
+            "credential_rejected",
+            f"{vendor} refused the tenant's credential (HTTP 401): set the right one with "
+            f"`tidegate connectors set-credential {vendor.lower()} --tenant <tenant>`",
+        )
     if status == 403:
         raise ToolError("permission_denied", f"the tenant's {vendor} credential may not do this: {detail}")
     if status == 404:
@@ -80,7 +95,7 @@ def parse_answer(response: httpx.Response | requests.Response, vendor: str, shap
         request = response.request
         raise ToolError(
             "bad_answer",
-            f"{vendor} answered {request.method} {_where(str(request.url))} with HTTP {response.status_code} "
+            f"{vendor} answered {request.method} {_shown(request.url)} with HTTP {response.status_code} "
             f"({response.headers.get('content-type', 'no content-type')}) that cannot be read ({problem}); "
             f"it starts {response.content[:_SHOWN_BYTES]!r}",
             retryable=True,

@@ -54,7 +54,11 @@ async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
         return await fn()
     except stripe.AuthenticationError as exc:
         # Stripe's message echoes part of the key: keep it out of the result, which lands on a topic.
-        raise ToolError("credential_rejected", f"Stripe refused the tenant's API key (HTTP {exc.http_status})") from exc
+        raise ToolError(
+            "credential_rejected",
+            f"Stripe refused the tenant's API key (HTTP {exc.http_status}): set the right one with "
+            "`tidegate connectors set-credential stripe --tenant <tenant>`",
+        ) from exc
     except stripe.PermissionError as exc:
         raise ToolError("permission_denied", f"the tenant's Stripe key may not do this: {_said(exc)}") from exc
     except stripe.RateLimitError as exc:

@@ -142,5 +142,26 @@ async def test_an_unreadable_answer_is_retried_for_a_read_and_unknown_for_a_comm
     lost = await executed.run(executed.authorize("acme", "github_comment", {"repo": "acme/web", "number": 7, "body": "merged"}))
     assert lost.data.error is not None
     assert (lost.type, lost.data.error.type, lost.data.attempts) == ("tidegate.action.unknown", "bad_answer", 1)
-    assert "GitHub answered POST 127.0.0.1/repos/acme/web/issues/7/comments with HTTP 201" in lost.data.error.message
+    host = github.url.removeprefix("http://")  # with its port: several accounts may share a host
+    assert f"GitHub answered POST {host}/repos/acme/web/issues/7/comments with HTTP 201" in lost.data.error.message
     assert "(id: Field required)" in lost.data.error.message
+
+
+async def test_an_unreachable_account_and_a_refused_credential_say_where_and_what_to_do() -> None:
+    """Connectors probe F5: `unreachable: GET /repos/acme/web/issues/7: ConnectError` named no host, and a refused
+    credential said nothing of how to set the right one."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    with pytest.raises(ToolError) as unreachable:
+        await gh.get_issue(call_context(base_url=f"http://127.0.0.1:{port}"), {"repo": "acme/web", "number": 7})
+    assert unreachable.value.type == "unreachable"
+    assert f"GET 127.0.0.1:{port}/repos/acme/web/issues/7" in unreachable.value.message
+
+
+async def test_a_refused_credential_names_the_command_that_sets_it(github: GitHubStandIn) -> None:
+    with pytest.raises(ToolError) as bad:
+        await gh.get_file(ctx(github, credential="ghp_wrong"), {"repo": "acme/web", "path": "README.md"})
+    assert "`tidegate connectors set-credential github --tenant <tenant>`" in bad.value.message
