@@ -94,6 +94,9 @@ class ReasonCode(StrEnum):
     # A financial call under the threshold that, with what its task already
     # had allowed, reaches it: split refunds escalate at the call that reaches the threshold.
     CUMULATIVE_THRESHOLD = "cumulative_threshold"
+    # A financial call under every other bound that would take what the tenant's calls paid out over 24 hours without a
+    # human (any task, any payee) over its `tenant_daily_payout_usd`: an agent fanning out across payees stops there.
+    DAILY_PAYOUT_BOUND = "daily_payout_bound"
     # A call of a tool whose catalog entry does not name the call's tenant (`tenants`), or names no tenant at all for a tool
     # served outside the deployment (kinds topic, mcp, http): another tenant's code never runs for it.
     TOOL_NOT_GRANTED = "tool_not_granted"

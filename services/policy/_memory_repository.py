@@ -23,6 +23,7 @@ from services.policy.repository import (
     DecisionRecord,
     Ending,
     Forgotten,
+    Payout,
     Pending,
     PolicyRepository,
     Reservation,
@@ -43,7 +44,7 @@ __all__ = ["InMemoryPolicyRepository"]
 
 @dataclass
 class _Payouts:
-    """One payee's payouts by time, with running totals: what was paid after a moment is a binary search, not a scan."""
+    """One payee's (or tenant's) payouts by time, with running totals: what was paid after a moment is a binary search, not a scan."""
 
     times: list[datetime] = field(default_factory=list)
     totals: list[float] = field(default_factory=list)  # totals[i]: the amounts of times[0..i]
@@ -86,12 +87,13 @@ class InMemoryPolicyRepository(PolicyRepository):
     began: dict[tuple[str, str], datetime] = field(default_factory=dict)  # when each task's oldest working state was written
     forgotten: set[tuple[str, str]] = field(default_factory=set)  # tasks whose working state was forgotten
     flow_rows: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)  # each decision as a flow reads it, made once
-    # What allowed calls paid out, the rows of `policy.payouts`: by action id (tenant, task, payee, amount, when), and
+    # What allowed calls paid out, the rows of `policy.payouts`: by action id (tenant, task, payee, payout, when), and
     # indexed as `_SELECT_HISTORY` reads them.
-    payouts: dict[str, tuple[str, str, str | None, float, datetime]] = field(default_factory=dict)
+    payouts: dict[str, tuple[str, str, str | None, Payout, datetime]] = field(default_factory=dict)
     paid_by_task: dict[tuple[str, str], float] = field(default_factory=dict)
     unpaid: set[str] = field(default_factory=set)  # payouts whose call failed (`failed_at` in PostgreSQL)
     paid_to_payee: dict[tuple[str, str], _Payouts] = field(default_factory=dict)
+    paid_alone: dict[str, _Payouts] = field(default_factory=dict)  # by tenant: payouts no human granted (`NOT approved`)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decision(self, key: str) -> DecisionRecord | None:
@@ -111,8 +113,8 @@ class InMemoryPolicyRepository(PolicyRepository):
             )
             record = decide(history)
             self.decisions[key] = record
-            if (amount := payout_of(record)) is not None and record.action_id not in self.payouts:
-                self._pay(record.action_id, tenant_id, task_id, payee, amount)
+            if (payout := payout_of(record)) is not None and record.action_id not in self.payouts:
+                self._pay(record.action_id, tenant_id, task_id, payee, payout)
             self.by_task.setdefault((tenant_id, task_id), []).append(key)
             res = record.reservation
             if res is not None and res.action_id not in self.reservations:
@@ -125,12 +127,18 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         return [await self.decide_once(i.key, i.tenant_id, i.task_id, i.payee, i.decide) for i in items]
 
-    def _pay(self, action_id: str, tenant_id: str, task_id: str, payee: str | None, amount: float) -> None:
+    def _pay(self, action_id: str, tenant_id: str, task_id: str, payee: str | None, payout: Payout) -> None:
         at = self.clock()
-        self.payouts[action_id] = (tenant_id, task_id, payee, amount, at)
+        self.payouts[action_id] = (tenant_id, task_id, payee, payout, at)
+        self._count(tenant_id, task_id, payee, payout, at, payout.amount_usd)
+
+    def _count(self, tenant_id: str, task_id: str, payee: str | None, payout: Payout, at: datetime, amount: float) -> None:
+        """Add `amount` (negative: take it back) to each figure `payout` counts toward, where it was counted (`at`)."""
         self.paid_by_task[(tenant_id, task_id)] = self.paid_by_task.get((tenant_id, task_id), 0.0) + amount
         if payee is not None:
             self.paid_to_payee.setdefault((tenant_id, payee), _Payouts()).add(at, amount)
+        if not payout.approved:
+            self.paid_alone.setdefault(tenant_id, _Payouts()).add(at, amount)
 
     def _unpay(self, action_id: str) -> None:
         """A call that failed paid nothing: its payout counts toward no figure from now on (as `failed_at` in PostgreSQL)."""
@@ -138,16 +146,22 @@ class InMemoryPolicyRepository(PolicyRepository):
         if row is None or action_id in self.unpaid:
             return
         self.unpaid.add(action_id)
-        tenant_id, task_id, payee, amount, at = row
-        self.paid_by_task[(tenant_id, task_id)] = self.paid_by_task.get((tenant_id, task_id), 0.0) - amount
-        if payee is not None:
-            self.paid_to_payee.setdefault((tenant_id, payee), _Payouts()).add(at, -amount)  # cancels it where it was counted
+        tenant_id, task_id, payee, payout, at = row
+        self._count(tenant_id, task_id, payee, payout, at, -payout.amount_usd)  # cancels it where it was counted
 
-    def _paid_before(self, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
-        """What the task's allowed calls paid out, and the tenant's to `payee` over `PAYOUT_WINDOW` (as `_SELECT_HISTORY`)."""
-        task = self.paid_by_task.get((tenant_id, task_id), 0.0)
-        paid = self.paid_to_payee.get((tenant_id, payee)) if payee is not None else None
-        return task, paid.after(self.clock() - PAYOUT_WINDOW) if paid is not None else 0.0
+    def _paid_before(self, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float, float]:
+        """What the task's allowed calls paid out, the tenant's to `payee` and the tenant's without a human over `PAYOUT_WINDOW`.
+
+        As `_SELECT_HISTORY` reads them.
+        """
+        since = self.clock() - PAYOUT_WINDOW
+        to_payee = self.paid_to_payee.get((tenant_id, payee)) if payee is not None else None
+        alone = self.paid_alone.get(tenant_id)
+        return (
+            self.paid_by_task.get((tenant_id, task_id), 0.0),
+            to_payee.after(since) if to_payee is not None else 0.0,
+            alone.after(since) if alone is not None else 0.0,
+        )
 
     def _add(self, res: Reservation, amount: float) -> None:
         count_spend(self.spend, res.tenant_id, res.task_id, amount)

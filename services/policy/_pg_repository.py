@@ -74,7 +74,8 @@ _SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
 
 # What a batch's decisions depend on, in one statement: decisions already recorded under its keys ($1),
 # spend of its scopes (tenant $2, task $3) and the rows of its (tenant $4, payee $5) known, with their proofs; what
-# its tasks paid out, and what its tenants paid its payees since $6 (`PAYOUT_WINDOW` ago).
+# its tasks paid out, what its tenants paid its payees since $6 (`PAYOUT_WINDOW` ago), and what its tenants ($7) paid out
+# since then without a human (`payouts.approved`), any task and payee.
 _SELECT_HISTORY = f"""SELECT
   ARRAY(SELECT ({_COLUMNS}) FROM policy.decisions WHERE key = ANY($1::text[])) AS decisions,
   ARRAY(SELECT (s.tenant_id, s.task_id, s.amount_usd) FROM policy.spend s
@@ -86,7 +87,10 @@ _SELECT_HISTORY = f"""SELECT
         WHERE o.failed_at IS NULL GROUP BY o.tenant_id, o.task_id)
     || ARRAY(SELECT ('payee', o.tenant_id, o.payee, sum(o.amount_usd)) FROM policy.payouts o
         JOIN unnest($4::text[], $5::text[]) AS w(t, y) ON o.tenant_id = w.t AND o.payee = w.y
-        WHERE o.allowed_at > $6::timestamptz AND o.failed_at IS NULL GROUP BY o.tenant_id, o.payee) AS paid"""
+        WHERE o.allowed_at > $6::timestamptz AND o.failed_at IS NULL GROUP BY o.tenant_id, o.payee)
+    || ARRAY(SELECT ('tenant', o.tenant_id, '{TENANT_TOTAL}', sum(o.amount_usd)) FROM policy.payouts o
+        WHERE o.tenant_id = ANY($7::text[]) AND o.allowed_at > $6::timestamptz AND o.failed_at IS NULL AND NOT o.approved
+        GROUP BY o.tenant_id) AS paid"""
 
 # A batch's new decisions ($1), what the allowed ones pay out ($3) and their reservations ($2), as JSON arrays of rows in
 # the columns' order, and what those add to each scope's spend, in one statement.
@@ -95,8 +99,9 @@ _INSERT_DECISIONS = (
     (key, action_id, tenant_id, task_id, outcome, action_digest, proposal, decided_event, authorized_event, flow_facts)
     SELECT d->>0, d->>1, d->>2, d->>3, d->>4, d->>5, (d->>6)::jsonb, d->>7, d->>8, nullif(d->9, 'null')
     FROM jsonb_array_elements($1::jsonb) AS d),
-  paid AS (INSERT INTO policy.payouts (action_id, tenant_id, task_id, payee, amount_usd)
-    SELECT p->>0, p->>1, p->>2, p->>3, (p->>4)::numeric FROM jsonb_array_elements($3::jsonb) AS p ON CONFLICT (action_id) DO NOTHING),
+  paid AS (INSERT INTO policy.payouts (action_id, tenant_id, task_id, payee, amount_usd, approved)
+    SELECT p->>0, p->>1, p->>2, p->>3, (p->>4)::numeric, (p->>5)::boolean FROM jsonb_array_elements($3::jsonb) AS p
+    ON CONFLICT (action_id) DO NOTHING),
   reserved AS (INSERT INTO policy.reservations (action_id, tenant_id, task_id, tool, args, amount_usd, status)
     SELECT x->>0, x->>1, x->>2, x->>3, (x->>4)::jsonb, (x->>5)::numeric, 'reserved' FROM jsonb_array_elements($2::jsonb) AS x
     ON CONFLICT (action_id) DO NOTHING RETURNING tenant_id, task_id, amount_usd),
@@ -362,6 +367,7 @@ class PgPolicyRepository(PolicyRepository):
             [w[0] for w in wanted],
             [w[1] for w in wanted],
             datetime.now(UTC) - PAYOUT_WINDOW,
+            tenants,
         )
         recorded = {r[0]: _record_from(r) for r in row["decisions"]}
         spend = {(t, k): float(amount) for t, k, amount in row["spend"]}
@@ -383,17 +389,17 @@ class PgPolicyRepository(PolicyRepository):
         """Count `record`'s reservation in `spend` and what it pays out in `paid`, so that the next decision of the batch sees them."""
         if record.reservation is not None:
             count_spend(spend, item.tenant_id, item.task_id, record.reservation.amount_usd)
-        if (amount := payout_of(record)) is not None:
-            count_payout(paid, item.tenant_id, item.task_id, item.payee, amount)
+        if (payout := payout_of(record)) is not None:
+            count_payout(paid, item.tenant_id, item.task_id, item.payee, payout)
 
     async def _insert(self, conn: Any, decided_now: list[tuple[Pending, DecisionRecord]]) -> None:
         if not decided_now:
             return
         records = [r for _, r in decided_now]
         paid = [
-            [r.action_id, r.tenant_id, r.task_id, item.payee, str(Decimal(amount))]
+            [r.action_id, r.tenant_id, r.task_id, item.payee, str(Decimal(payout.amount_usd)), payout.approved]
             for item, r in decided_now
-            if (amount := payout_of(r)) is not None
+            if (payout := payout_of(r)) is not None
         ]
         decided = [
             [

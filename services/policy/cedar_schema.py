@@ -65,11 +65,14 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         record_read_error=_str(),
         paid_task_cents=_long(),
         paid_payee_cents=_long(),
+        paid_tenant_cents=_long(),  # what the tenant paid out over 24 hours without a human (0 for a call with no amount)
     ),
     settings=_record(
         refund_threshold_cents=_long(),
         payee_daily_bounded=_bool(),  # false: the tenant turned the per-payee daily bound off
         payee_daily_threshold_cents=_long(),  # 0 when it is off
+        tenant_daily_bounded=_bool(),  # false: the tenant turned its daily payout bound off
+        tenant_daily_payout_cents=_long(),  # 0 when it is off
         allow_autonomous=_bool(),
         new_payee_escalates=_bool(),
         external_recipient=_str(),

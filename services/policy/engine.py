@@ -78,6 +78,7 @@ def _non_finite_money(facts: Facts, threshold_usd: float) -> list[str]:
         "spend_tenant_usd": facts.spend_tenant_usd,
         "paid_task_usd": facts.paid_task_usd,
         "paid_payee_usd": facts.paid_payee_usd,
+        "paid_tenant_usd": facts.paid_tenant_usd,
         "refund_threshold_usd": threshold_usd,
     }
     return [
@@ -110,7 +111,7 @@ def _unpayable_amount(facts: Facts, spec: ToolSpec) -> str | None:
 
 def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSettings, approval_granted: bool) -> dict[str, Any]:
     """The Cedar request context; its shape is `cedar_schema.CONTEXT_TYPE`."""
-    payee_daily = tenant.payee_daily_threshold()
+    payee_daily, tenant_daily = tenant.payee_daily_threshold(), tenant.tenant_daily_payout()
     return {
         "tenant": call.tenant_id,
         "tool": call.tool,
@@ -143,11 +144,14 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "record_read_error": facts.record_read_failed.error if facts.record_read_failed is not None else "",
             "paid_task_cents": _cents(facts.paid_task_usd, "paid_task_usd"),
             "paid_payee_cents": _cents(facts.paid_payee_usd, "paid_payee_usd"),
+            "paid_tenant_cents": _cents(facts.paid_tenant_usd, "paid_tenant_usd"),
         },
         "settings": {
             "refund_threshold_cents": _cents(tenant.refund_threshold_usd, "refund_threshold_usd"),
             "payee_daily_bounded": payee_daily is not None,
             "payee_daily_threshold_cents": _cents(payee_daily, "payee_daily_threshold_usd"),
+            "tenant_daily_bounded": tenant_daily is not None,
+            "tenant_daily_payout_cents": _cents(tenant_daily, "tenant_daily_payout_usd"),
             "allow_autonomous": tenant.allow_autonomous,
             "new_payee_escalates": tenant.triggers.new_payee.action == "escalate",
             "external_recipient": tenant.triggers.external_recipient.action,
@@ -461,15 +465,18 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     True when the histories are equal, or when they differ only in spend figures that cannot change
     the outcome or its reasons: the pack never reads spend, and no budget guard fires on either
     history (a budget reason quotes the figures, so it is taken again). The figures recorded in the
-    decision's facts are then those it saw. What was paid out is read by the default pack's thresholds: any change takes it again.
+    decision's facts are then those it saw. What was paid out is read by the default pack's thresholds: any change takes it again
+    (what the tenant paid out without a human only for a call with an amount, the only ones whose facts carry it).
     """
     if seen == now:
         return True
     if (seen.payee_known, seen.paid_task_usd, seen.paid_payee_usd) != (now.payee_known, now.paid_task_usd, now.paid_payee_usd):
         return False
+    spec = pack.catalog.get(call.tool)
+    if seen.paid_tenant_usd != now.paid_tenant_usd and (spec is None or spec.facts.amount):
+        return False
     if pack.reads_spend:
         return False
-    spec = pack.catalog.get(call.tool)
     if spec is None:
         return True  # an unknown tool is denied whatever the history
     tenant = tenant_settings(pack, call.tenant_id, controls)

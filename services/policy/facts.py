@@ -185,6 +185,8 @@ class History:
     spend_tenant_usd: float = 0.0
     paid_task_usd: float = 0.0  # amounts of the task's allowed calls (money it let out, whatever became of it)
     paid_payee_usd: float = 0.0  # amounts the tenant's allowed calls paid this call's payee over `PAYOUT_WINDOW`, any task
+    # Amounts the tenant's calls allowed without a human grant paid out over `PAYOUT_WINDOW`, any task and payee.
+    paid_tenant_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class Facts:
     undo_not_granted: str | None = None  # the tool that would undo the call, not granted to the tenant: no rollback path
     paid_task_usd: float = 0.0  # what the task's allowed calls paid out before this one (`History.paid_task_usd`)
     paid_payee_usd: float = 0.0  # what the tenant paid this payee over the window before this call, any task
+    paid_tenant_usd: float = 0.0  # what the tenant paid out over the window without a human before this call (with an amount)
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -434,4 +437,5 @@ def compute_facts(
         undo_not_granted=spec.undo.tool if spec.undo is not None and spec.undo.tool and not undo_granted else None,
         paid_task_usd=round(history.paid_task_usd, 6),
         paid_payee_usd=round(history.paid_payee_usd, 6) if payee is not None else 0.0,
+        paid_tenant_usd=round(history.paid_tenant_usd, 6) if f.amount else 0.0,
     )

@@ -45,8 +45,11 @@ T = TypeVar("T")
 
 REMEMBERED = 4096  # answers a compiled pack keeps (`CompiledPack.remembered`): Cedar's, a few hundred bytes each
 
-MAX_PAYEE_DAILY_USD = 1e12  # its figure in cents stays a Cedar Long (64 bits); `off` turns the bound off
-_PayeeDailyUsd = Annotated[float, Field(ge=0, le=MAX_PAYEE_DAILY_USD, allow_inf_nan=False)]
+MAX_PAYEE_DAILY_USD = 1e12  # a daily bound's figure in cents stays a Cedar Long (64 bits); `off` turns the bound off
+_DailyUsd = Annotated[float, Field(ge=0, le=MAX_PAYEE_DAILY_USD, allow_inf_nan=False)]
+# The tenant-wide daily payout bound when a tenant sets none, in refund thresholds (docs/policy.md, "Split refunds"): an
+# agent pays out alone at most two calls' worth a day, the per-payee bound being one threshold per payee.
+TENANT_DAILY_PAYOUT_THRESHOLDS = 2.0
 
 DEFAULT_SENSITIVE_PATHS = [".github/*", "infra/*", "deploy/*", "*secret*", "*auth*", "*.env", "config/prod*", "*production*"]
 
@@ -98,21 +101,28 @@ class TenantSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     refund_threshold_usd: float = Field(default=500.0, ge=0, description="Refunds at or over this escalate.")
-    payee_daily_threshold_usd: _PayeeDailyUsd | Literal["off"] | None = Field(
+    payee_daily_threshold_usd: _DailyUsd | Literal["off"] | None = Field(
         default=None,
         description="What the tenant's allowed calls may pay one payee over 24 hours, across tasks, before a human approves the "
         "call that reaches it (cumulative_threshold): null = `refund_threshold_usd` (one threshold per payee per day); "
         "`off`: no such bound (the per-call and per-task thresholds still hold).",
         examples=[None, 2000, "off"],
     )
+    tenant_daily_payout_usd: _DailyUsd | Literal["off"] | None = Field(
+        default=None,
+        description="What the tenant's financial calls may pay out over 24 hours without a human, all tasks and payees together: "
+        "a call that would take that figure over it escalates (daily_payout_bound); calls a human approved do not count. "
+        f"null = {TENANT_DAILY_PAYOUT_THRESHOLDS:g} × `refund_threshold_usd`; `off`: no such bound.",
+        examples=[None, 5000, "off"],
+    )
 
-    @field_validator("payee_daily_threshold_usd", mode="before")
+    @field_validator("payee_daily_threshold_usd", "tenant_daily_payout_usd", mode="before")
     @classmethod
-    def _off(cls, value: Any) -> Any:
+    def _off(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML reads `off`/`no`/`false` as False, which a float field would take as 0 (every payout escalating): say it.
         if isinstance(value, bool):
             if value:
-                raise ValueError("payee_daily_threshold_usd: a number of USD, null (the refund threshold) or off")
+                raise ValueError(f"{info.field_name}: a number of USD, null (the default) or off")
             return "off"
         return value.strip().lower() if isinstance(value, str) and value.strip().lower() == "off" else value
 
@@ -121,6 +131,14 @@ class TenantSettings(BaseModel):
         if self.payee_daily_threshold_usd == "off":
             return None
         return self.refund_threshold_usd if self.payee_daily_threshold_usd is None else self.payee_daily_threshold_usd
+
+    def tenant_daily_payout(self) -> float | None:
+        """The tenant-wide daily payout bound, USD (None: turned off): its own figure, else `TENANT_DAILY_PAYOUT_THRESHOLDS` thresholds."""
+        if self.tenant_daily_payout_usd == "off":
+            return None
+        if self.tenant_daily_payout_usd is None:
+            return min(TENANT_DAILY_PAYOUT_THRESHOLDS * self.refund_threshold_usd, MAX_PAYEE_DAILY_USD)
+        return self.tenant_daily_payout_usd
 
     internal_domains: list[str] = Field(default_factory=list, description="Recipient domains that are internal; any other is external.")
     allow_autonomous: bool = Field(default=False, description="Whether the tenant's tasks may run in autonomous mode.")

@@ -30,6 +30,7 @@ __all__ = [
     "Ending",
     "Forgotten",
     "PaidOut",
+    "Payout",
     "Pending",
     "PolicyRepository",
     "Reservation",
@@ -328,14 +329,18 @@ def flow_row(tool: str, outcome: str, facts: Iterable[str | None]) -> tuple[str,
     return tool, outcome, {name: json.loads(value) for name, value in zip(FLOW_FACTS, facts, strict=True) if value is not None}
 
 
+def _decided_facts(record: DecisionRecord) -> dict[str, Any]:
+    """The facts of a recorded decision: of its event as built when just decided, else of the JSON it was published as."""
+    if record.decided is not None:
+        return record.decided.data.facts or {}
+    return (json.loads(record.decided_event).get("data") or {}).get("facts") or {}
+
+
 def kept_flow_facts(record: DecisionRecord) -> dict[str, Any] | None:
     """What is stored beside an allowed decision for later decisions of its task (`FLOW_FACTS`); None otherwise."""
     if record.outcome != "allow":
         return None
-    if record.decided is not None:
-        facts = record.decided.data.facts or {}
-    else:
-        facts = (json.loads(record.decided_event).get("data") or {}).get("facts") or {}
+    facts = _decided_facts(record)
     return {name: facts[name] for name in FLOW_FACTS if name in facts}
 
 
@@ -356,10 +361,13 @@ def troubles(outcomes: Iterable[tuple[str, int]]) -> tuple[int, int]:
     return sum(max(attempts - 1, 0) for _, attempts in done), errors
 
 
-def history_from(task: float, tenant: float, payee_known: bool, paid_task: float = 0.0, paid_payee: float = 0.0) -> History:
+def history_from(
+    task: float, tenant: float, payee_known: bool, paid_task: float = 0.0, paid_payee: float = 0.0, paid_tenant: float = 0.0
+) -> History:
     """What a decision knows: what the task and the tenant have spent, whether the payee is known, what was paid out before it.
 
-    Paid out: by the task (`paid_task`), and to its payee over `PAYOUT_WINDOW`, in any task (`paid_payee`).
+    Paid out: by the task (`paid_task`), to its payee over `PAYOUT_WINDOW`, in any task (`paid_payee`), and by the tenant over
+    `PAYOUT_WINDOW` without a human grant, any task and payee (`paid_tenant`).
     """
     return History(
         payee_known=payee_known,
@@ -367,28 +375,49 @@ def history_from(task: float, tenant: float, payee_known: bool, paid_task: float
         spend_tenant_usd=float(tenant),
         paid_task_usd=float(paid_task),
         paid_payee_usd=float(paid_payee),
+        paid_tenant_usd=float(paid_tenant),
     )
 
 
-# How far back what the tenant paid a payee counts toward its threshold (`History.paid_payee_usd`), across tasks.
+# How far back what the tenant paid out counts toward its daily bounds (`History.paid_payee_usd`, `paid_tenant_usd`), across tasks.
 PAYOUT_WINDOW = timedelta(hours=24)
 
-PaidOut = dict[tuple[str, str, str], float]  # ("task", tenant, task id) or ("payee", tenant, payee) → amount paid out
+# ("task", tenant, task id), ("payee", tenant, payee) or ("tenant", tenant, `TENANT_TOTAL`: without a human) → amount paid out
+PaidOut = dict[tuple[str, str, str], float]
 
 
-def payout_of(record: DecisionRecord) -> float | None:
-    """The amount an allowed decision lets out (its `amount_usd` fact), None for any other decision or a call without one."""
-    amount = (kept_flow_facts(record) or {}).get("amount_usd")
-    return float(amount) if isinstance(amount, int | float) and not isinstance(amount, bool) and amount > 0 else None
+@dataclass(frozen=True)
+class Payout:
+    """What an allowed decision lets out: its `amount_usd` fact, and whether a human granted it (it then had one)."""
+
+    amount_usd: float
+    approved: bool
 
 
-def paid_before(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float]:
-    """What was paid out before a call: by its task, and to its payee (0 without one)."""
-    return paid.get(("task", tenant_id, task_id), 0.0), paid.get(("payee", tenant_id, payee), 0.0) if payee else 0.0
+def payout_of(record: DecisionRecord) -> Payout | None:
+    """What an allowed decision lets out, None for any other decision or a call without an amount."""
+    if record.outcome != "allow":
+        return None
+    facts = _decided_facts(record)
+    amount = facts.get("amount_usd")
+    if not isinstance(amount, int | float) or isinstance(amount, bool) or amount <= 0:
+        return None
+    return Payout(float(amount), facts.get("approval_granted") is True)
 
 
-def count_payout(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None, amount: float) -> None:
-    """Add an allowed call's `amount` to what its task, and the tenant to its payee, paid out."""
-    paid[("task", tenant_id, task_id)] = paid.get(("task", tenant_id, task_id), 0.0) + amount
-    if payee:
-        paid[("payee", tenant_id, payee)] = paid.get(("payee", tenant_id, payee), 0.0) + amount
+def paid_before(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None) -> tuple[float, float, float]:
+    """What was paid out before a call: by its task, to its payee (0 without one), and by its tenant without a human."""
+    return (
+        paid.get(("task", tenant_id, task_id), 0.0),
+        paid.get(("payee", tenant_id, payee), 0.0) if payee else 0.0,
+        paid.get(("tenant", tenant_id, TENANT_TOTAL), 0.0),
+    )
+
+
+def count_payout(paid: PaidOut, tenant_id: str, task_id: str, payee: str | None, payout: Payout) -> None:
+    """Add an allowed call's payout to what its task, the tenant to its payee, and the tenant without a human (unless granted) paid out."""
+    keys = [("task", tenant_id, task_id)]
+    keys += [("payee", tenant_id, payee)] if payee else []
+    keys += [] if payout.approved else [("tenant", tenant_id, TENANT_TOTAL)]
+    for key in keys:
+        paid[key] = paid.get(key, 0.0) + payout.amount_usd

@@ -75,14 +75,28 @@ async def publish_tenant(kit: KitSettings, *, tenant: str, record: dict[str, Any
     return event
 
 
+def _daily_payout(text: str | None) -> float | str | None:
+    """`--daily-payout`: a number of USD, or `off`; None when not given."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--daily-payout is a number of USD or off, not {text!r}", code=2)
+
+
 def _changes(
     autonomous: bool | None,
     refund_threshold: float | None,
     budget: float | None,
     lists: dict[str, list[str]],
     learn_after: int | None = None,
+    daily_payout: str | None = None,
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {"allow_autonomous": autonomous, "refund_threshold_usd": refund_threshold, "budget_usd": budget}
+    changes["tenant_daily_payout_usd"] = _daily_payout(daily_payout)
     changes["learn_after_approvals"] = learn_after
     for option, field_name in _LISTS.items():
         values = lists.get(option)
@@ -100,6 +114,12 @@ def _refuse_bad_domains(changes: dict[str, Any]) -> None:
 AUTONOMOUS = typer.Option(None, "--autonomous/--draft", help="Whether the tenant's tasks may run autonomously (else every write waits).")
 THRESHOLD = typer.Option(None, "--refund-threshold", help="Financial calls at or over this (USD) escalate.")
 BUDGET = typer.Option(None, "--budget", help="Tenant spend cap, USD (a `budget set` record overrides it).")
+DAILY_PAYOUT = typer.Option(
+    None,
+    "--daily-payout",
+    help="What the tenant's financial calls may pay out over 24 hours without a human, all payees and tasks together (USD), "
+    "or off: a call that would go over it escalates (daily_payout_bound). Unset: twice the refund threshold.",
+)
 TRIGGER = typer.Option([], "--trigger", help="new_payee|external_recipient|permission_change = deny | escalate[:N approvers].")
 CLASS = typer.Option(
     [], "--class", help="<risk class> = deny | escalate[:N approvers]: what an escalation of that class becomes. Repeatable."
@@ -192,7 +212,9 @@ def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: 
 def _edit(tenant: str, *, must_exist: bool, options: dict[str, Any], candidate: Path | None = None) -> None:
     """What `add` and `set` do with their options (`options`: the command's parameters by name): check, merge, publish."""
     lists = {option: options[option] for option in _LISTS}
-    changes = _changes(options["autonomous"], options["refund_threshold"], options["budget"], lists, options["learn_after"])
+    changes = _changes(
+        options["autonomous"], options["refund_threshold"], options["budget"], lists, options["learn_after"], options["daily_payout"]
+    )
     changes |= _settings(options["setting"], candidate, tenant)
     _refuse_bad_domains(changes)
     _write(tenant, must_exist=must_exist, changes=changes, triggers=options["trigger"], classes=options["class_"], by=options["by"])
@@ -203,6 +225,7 @@ def add(
     tenant: str = typer.Argument(..., help="Tenant id."),
     autonomous: bool | None = AUTONOMOUS,
     refund_threshold: float | None = THRESHOLD,
+    daily_payout: str | None = DAILY_PAYOUT,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
     class_: list[str] = CLASS,
@@ -242,6 +265,7 @@ def set_(
     tenant: str = typer.Argument(..., help="Tenant id."),
     autonomous: bool | None = AUTONOMOUS,
     refund_threshold: float | None = THRESHOLD,
+    daily_payout: str | None = DAILY_PAYOUT,
     budget: float | None = BUDGET,
     trigger: list[str] = TRIGGER,
     class_: list[str] = CLASS,

@@ -31,6 +31,7 @@ from servicekit import (
     ToolCatalog,
     approval_message,
 )
+from servicekit.db import apply_migrations, create_pool
 from services.policy._pg_repository import PgPolicyRepository
 from services.policy.app import build
 from services.policy.pack import PackSource, compile_pack
@@ -129,6 +130,18 @@ def _policy_on(pool: asyncpg.Pool, tenant: str, settings: dict[str, Any], keys: 
         control=ControlState(),
         publish_many=publish_many,
     )
+
+
+@pytest.fixture
+async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
+    """Two pools on the policy's migrated database, one per copy of the service (as two replicas hold theirs)."""
+    made = [await create_pool(infra.database_url, max_size=2) for _ in range(2)]
+    await apply_migrations(made[0], "policy", REPO_ROOT / "services" / "policy" / "migrations")
+    try:
+        yield made
+    finally:
+        for pool in made:
+            await pool.close()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +18,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from schemas import ActionProposed, ActionProposedData
-from servicekit import REPO_ROOT
-from servicekit.db import apply_migrations, create_pool
 from services.policy.service import PolicyService
 
-MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
 BUDGET_USD = 0.105  # ten refunds at the catalog's 0.01 USD each, not eleven
-
-
-@pytest.fixture
-async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
-    made = [await create_pool(infra.database_url, max_size=2) for _ in range(2)]
-    await apply_migrations(made[0], "policy", MIGRATIONS)
-    try:
-        yield made
-    finally:
-        for pool in made:
-            await pool.close()
 
 
 def _refunds(tenant: str, copy: int, round_: int, n: int = 6) -> list[ActionProposed]:

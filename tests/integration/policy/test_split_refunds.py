@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
-import pytest
 
 from schemas import ActionProposed, ActionProposedData
-from servicekit import REPO_ROOT
-from servicekit.db import apply_migrations, create_pool
 from services.policy.service import PolicyService
 
-MIGRATIONS = REPO_ROOT / "services" / "policy" / "migrations"
 # The per-task bound alone (its tasks pay one payee): the per-payee daily one is off here, test_split_across_tasks.py shows it.
 SETTINGS = {
     "allow_autonomous": True,
@@ -25,17 +20,6 @@ SETTINGS = {
     "known_payees": ["cus_1008", "cus_1002"],
     "payee_daily_threshold_usd": "off",
 }
-
-
-@pytest.fixture
-async def pools(infra: Any) -> AsyncIterator[list[asyncpg.Pool]]:
-    made = [await create_pool(infra.database_url, max_size=2) for _ in range(2)]
-    await apply_migrations(made[0], "policy", MIGRATIONS)
-    try:
-        yield made
-    finally:
-        for pool in made:
-            await pool.close()
 
 
 def _piece(tenant: str, task: str, n: str, amount: float, payee: str = "cus_1008") -> ActionProposed:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from typing import Any
 
 from servicekit import REPO_ROOT, KitSettings, catalog_topic_names, ensure_topics
 from tidegate.commands.killswitch import read_control
@@ -15,10 +16,15 @@ def tidegate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
 
 
-def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
+def _on_the_test_topics(infra: Any, prefix: str) -> tuple[dict[str, str], KitSettings]:
+    """The CLI's environment on this test's topics (made first), and the kit that reads them."""
     asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
     env = os.environ | {"TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "COLUMNS": "200"}
-    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+    return env, KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+
+
+def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
+    env, kit = _on_the_test_topics(infra, prefix)
 
     assert "not onboarded" in tidegate(env, "tenant", "show", "initech").stdout
     added = tidegate(
@@ -53,9 +59,7 @@ def test_tenant_commands_publish_checked_records(infra, prefix: str) -> None:
 
 def test_a_setting_set_to_null_goes_back_to_the_packs_default(infra, prefix: str) -> None:
     """`--setting KEY=null` takes the tenant's own value out of its record (before, null was read as "not given": no way back)."""
-    asyncio.run(ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names()))
-    env = os.environ | {"TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "COLUMNS": "200"}
-    kit = KitSettings(kafka_bootstrap=infra.kafka_bootstrap, topic_prefix=prefix)
+    env, kit = _on_the_test_topics(infra, prefix)
     added = tidegate(env, "tenant", "add", "initech", "--internal-domain", "initech.example", "--setting", "payee_daily_threshold_usd=off")
     assert added.returncode == 0, added.stderr
     assert asyncio.run(read_control(kit)).tenants["initech"].settings["payee_daily_threshold_usd"] is False
@@ -66,3 +70,20 @@ def test_a_setting_set_to_null_goes_back_to_the_packs_default(infra, prefix: str
     assert record.settings == {"internal_domains": ["initech.example"], "min_confidence": 0.5}
     shown = tidegate(env, "tenant", "show", "initech").stdout
     assert '"payee_daily_threshold_usd": null' in shown  # the pack's default: the tenant's refund threshold, per payee per day
+
+
+def test_the_daily_payout_bound_is_set_turned_off_and_a_bad_value_refused_in_one_line(infra, prefix: str) -> None:
+    """`--daily-payout` (red team F5): what the tenant may pay out over 24 hours without a human, all payees and tasks together."""
+    env, kit = _on_the_test_topics(infra, prefix)
+    added = tidegate(env, "tenant", "add", "initech", "--internal-domain", "initech.example", "--daily-payout", "2500")
+    assert added.returncode == 0, added.stderr
+    assert asyncio.run(read_control(kit)).tenants["initech"].settings["tenant_daily_payout_usd"] == 2500.0
+    assert '"tenant_daily_payout_usd": 2500.0' in tidegate(env, "tenant", "show", "initech").stdout
+
+    assert tidegate(env, "tenant", "set", "initech", "--daily-payout", "OFF").returncode == 0
+    assert asyncio.run(read_control(kit)).tenants["initech"].settings["tenant_daily_payout_usd"] == "off"
+    for bad, says in (("lots", "--daily-payout is a number of USD or off, not 'lots'"), ("-5", "tenant_daily_payout_usd")):
+        refused = tidegate(env, "tenant", "set", "initech", "--daily-payout", bad)
+        assert refused.returncode != 0
+        assert says in refused.stderr, refused.stderr
+    assert asyncio.run(read_control(kit)).tenants["initech"].settings["tenant_daily_payout_usd"] == "off"  # nothing changed

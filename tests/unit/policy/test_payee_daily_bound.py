@@ -96,9 +96,10 @@ async def test_an_escalated_piece_is_not_counted_until_a_grant_allows_it(tmp_pat
 
 
 async def test_a_tenant_that_raised_the_bound_or_turned_it_off_lets_the_second_piece_run(tmp_path: Path) -> None:
-    raised = await _service(tmp_path, payee_daily_threshold_usd=2000)
+    # The tenant-wide daily payout bound (twice the threshold unless set) would stop these pieces first: widened with it.
+    raised = await _service(tmp_path, payee_daily_threshold_usd=2000, tenant_daily_payout_usd=5000)
     assert [(await _refund(raised, f"a-{i}", f"t-{i}", 300))[0] for i in range(8)] == ["allow"] * 6 + ["escalate"] * 2
-    off = await _service(tmp_path / "off", payee_daily_threshold_usd="off")
+    off = await _service(tmp_path / "off", payee_daily_threshold_usd="off", tenant_daily_payout_usd="off")
     assert [(await _refund(off, f"a-{i}", f"t-{i}", 400))[0] for i in range(5)] == ["allow"] * 5
 
 
