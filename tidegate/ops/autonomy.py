@@ -2,10 +2,10 @@
 
 Per tenant, tool and trigger (the reason an escalation gave): how many escalations humans approved
 unchanged, edited, rejected or let expire. For the triggers a tenant setting controls (the confidence
-threshold, the refund threshold, the per-payee daily threshold, the irreversible-write posture) it proposes the widest
-change that lets through none of the calls a human rejected or edited, and counts the approved-unchanged ones it
-would have allowed with the decision what-if makes (`tidegate.ops.whatif.evaluate`: the per-payee and per-task bounds
-included), so the two tools give one figure. Each candidate says the evidence it rests on (approvals, their span, the
+threshold, the refund threshold, the per-payee daily threshold, the tenant's daily payout bound, the irreversible-write
+posture) it proposes the widest change that lets through none of the calls a human rejected or edited, and counts the
+approved-unchanged ones it would have allowed with the decision what-if makes (`tidegate.ops.whatif.evaluate`: the
+per-payee, per-task and tenant bounds included), so the two tools give one figure. Each candidate says the evidence it rests on (approvals, their span, the
 requests still pending) and warns under `MIN_APPROVALS` or `MIN_SPAN_HOURS`. Nothing widens by itself: the candidate is
 a file for `tidegate whatif --tenant-settings`, and a person publishes it with `tidegate tenant set`.
 """
@@ -162,6 +162,12 @@ def _paid_payee_with(d: ActionDecidedData, proposal: Any) -> float | None:
     return None if amount is None or paid is None else round(amount + paid, 2)
 
 
+def _paid_tenant_with(d: ActionDecidedData, proposal: Any) -> float | None:
+    """What the tenant had paid out over 24 hours without a human with this call: the figure its daily payout bound held it to."""
+    amount, paid = _fact(d, "amount_usd"), _fact(d, "paid_tenant_usd")
+    return None if amount is None or paid is None else round(amount + paid, 2)
+
+
 # The default pack's rule that escalates a payee's 24-hour total (`cumulative_threshold`, as the task's total does:
 # told apart by the rule's id, as the task's total has no setting of its own to widen).
 PAYEE_RULE = "cumulative-threshold-payee"
@@ -190,6 +196,15 @@ _NUMERIC = {
         lambda good, bad: min(bad) if bad else round(max(good) + 0.01, 2),
         current=lambda settings: settings.payee_daily_threshold(),
         code="cumulative_threshold",
+    ),
+    # The tenant's 24-hour total without a human at or under the bound passes (a call that takes it over escalates): just
+    # under the smallest rejected total, else the largest approved one.
+    "daily_payout_bound": _Numeric(
+        "tenant_daily_payout_usd",
+        _paid_tenant_with,
+        lambda v, s: v <= s,
+        lambda good, bad: round(min(bad) - 0.01, 2) if bad else max(good),
+        current=lambda settings: settings.tenant_daily_payout(),
     ),
 }
 

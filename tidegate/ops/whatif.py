@@ -223,8 +223,9 @@ class WhatIfReport:
 def _history(facts: dict[str, Any]) -> History:
     """The policy service's state at decision time, as its recorded facts show it.
 
-    With what the task and the payee had been paid before the call (`paid_task_usd`, `paid_payee_usd`): without them a
-    split refund's recorded `cumulative_threshold` escalation would be re-decided as a lone piece and shown as a flip.
+    With what the task, the payee and the tenant without a human had been paid before the call (`paid_task_usd`,
+    `paid_payee_usd`, `paid_tenant_usd`): without them a split refund's recorded `cumulative_threshold` (or a fan-out's
+    `daily_payout_bound`) escalation would be re-decided as a lone piece and shown as a flip.
     """
     return History(
         payee_known=not bool(facts.get("payee_is_new", False)),
@@ -232,6 +233,7 @@ def _history(facts: dict[str, Any]) -> History:
         spend_tenant_usd=float(facts.get("spend_tenant_usd") or 0.0),
         paid_task_usd=float(facts.get("paid_task_usd") or 0.0),
         paid_payee_usd=float(facts.get("paid_payee_usd") or 0.0),
+        paid_tenant_usd=float(facts.get("paid_tenant_usd") or 0.0),
     )
 
 

@@ -39,6 +39,14 @@ def test_a_split_refunds_escalated_piece_does_not_flip_under_the_same_pack() -> 
     assert (report.evaluated, report.unchanged, report.flips) == (2, 2, [])
 
 
+def test_a_fan_outs_escalated_piece_does_not_flip_under_the_same_pack() -> None:
+    """Red team F5: a piece escalated on what the tenant paid out over 24 hours without a human (980 + 40 > 1,000)."""
+    kit = KitSettings()
+    proposals = [proposal(0)]
+    report = evaluate(load_pack(kit.policy_dir, kit.tools_dir), proposals, [escalated(proposals[0], paid_tenant_usd=980.0)])
+    assert (report.evaluated, report.unchanged, report.flips) == (1, 1, [])
+
+
 def test_a_piece_paid_nothing_before_it_would_have_been_allowed() -> None:
     """The same escalations recorded with nothing paid before them are re-decided as the lone pieces they then were."""
     kit = KitSettings()
