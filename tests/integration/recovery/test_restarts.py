@@ -54,10 +54,12 @@ async def kit(private_infra: PrivateInfra, tmp_path: Path) -> KitSettings:
     await ensure_topics(
         kit.kafka_bootstrap, kit.topic_prefix, catalog_topic_names(["update_inventory"]), client_options=kafka_options(kit, ADMIN)
     )
-    # Waves of the demo's tickets refund cus_1001 42.50 USD each, past acme's per-payee daily bound (500 USD) after a dozen:
-    # those refunds would wait for a person. These tests are about delivery, not money: acme's bound is off here.
+    # Waves of the demo's tickets refund cus_1001 42.50 USD each, past acme's per-payee daily bound (500 USD) after a dozen,
+    # and past its daily payout bound (1,000 USD without a human) after two dozen: those refunds would wait for a person.
+    # These tests are about delivery, not money: acme's daily bounds are off here.
     acme = yaml.safe_load((REPO_ROOT / "policies" / "default" / "settings.yaml").read_text())["tenants"]["acme"]
-    await publish_tenant(kit, tenant="acme", record=acme | {"payee_daily_threshold_usd": "off"}, set_by="the recovery tests")
+    off = {"payee_daily_threshold_usd": "off", "tenant_daily_payout_usd": "off"}
+    await publish_tenant(kit, tenant="acme", record=acme | off, set_by="the recovery tests")
     return kit
 
 
