@@ -473,7 +473,7 @@ def still_holds(pack: CompiledPack, call: Call, controls: Controls, seen: Histor
     if (seen.payee_known, seen.paid_task_usd, seen.paid_payee_usd) != (now.payee_known, now.paid_task_usd, now.paid_payee_usd):
         return False
     spec = pack.catalog.get(call.tool)
-    if seen.paid_tenant_usd != now.paid_tenant_usd and (spec is None or spec.facts.amount):
+    if seen.paid_tenant_usd != now.paid_tenant_usd and spec is not None and spec.facts.amount:
         return False
     if pack.reads_spend:
         return False

@@ -48,7 +48,7 @@ REMEMBERED = 4096  # answers a compiled pack keeps (`CompiledPack.remembered`): 
 MAX_PAYEE_DAILY_USD = 1e12  # a daily bound's figure in cents stays a Cedar Long (64 bits); `off` turns the bound off
 _DailyUsd = Annotated[float, Field(ge=0, le=MAX_PAYEE_DAILY_USD, allow_inf_nan=False)]
 # The tenant-wide daily payout bound when a tenant sets none, in refund thresholds (docs/policy.md, "Split refunds"): an
-# agent pays out alone at most two calls' worth a day, the per-payee bound being one threshold per payee.
+# agent pays out alone at most two thresholds a day, what two payees' full days are under the per-payee bound.
 TENANT_DAILY_PAYOUT_THRESHOLDS = 2.0
 
 DEFAULT_SENSITIVE_PATHS = [".github/*", "infra/*", "deploy/*", "*secret*", "*auth*", "*.env", "config/prod*", "*production*"]
