@@ -5,9 +5,10 @@ unchanged, edited, rejected or let expire. For the triggers a tenant setting con
 threshold, the refund threshold, the per-payee daily threshold, the tenant's daily payout bound, the irreversible-write
 posture) it proposes the widest change that lets through none of the calls a human rejected or edited, and counts the
 approved-unchanged ones it would have allowed with the decision what-if makes (`tidegate.ops.whatif.evaluate`: the
-per-payee, per-task and tenant bounds included), so the two tools give one figure. Each candidate says the evidence it rests on (approvals, their span, the
-requests still pending) and warns under `MIN_APPROVALS` or `MIN_SPAN_HOURS`. Nothing widens by itself: the candidate is
-a file for `tidegate whatif --tenant-settings`, and a person publishes it with `tidegate tenant set`.
+per-payee, per-task and tenant bounds included), so the two tools give one figure. Each candidate says the evidence it
+rests on (approvals, their span, the requests still pending) and warns under `MIN_APPROVALS` or `MIN_SPAN_HOURS`.
+Nothing widens by itself: the candidate is a file for `tidegate whatif --tenant-settings`, and a person publishes it
+with `tidegate tenant set`.
 """
 
 from __future__ import annotations
