@@ -8,6 +8,7 @@ to end on the real stack and prints what governance did with each ticket.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any, NoReturn
@@ -145,9 +146,12 @@ def propose(
     proposer: str = typer.Option("external:cli", "--proposer", help="Who proposes (an outside agent's name)."),
     mode: str = typer.Option("autonomous", "--mode"),
     requested_by: str = typer.Option("cli@localhost", "--requested-by"),
-    wait: float = typer.Option(15.0, "--wait", help="Seconds to wait for the decision (0: do not wait)."),
+    wait: float = typer.Option(15.0, "--wait", help="Seconds to wait for the decision and, once allowed, the result (0: do not wait)."),
 ) -> None:
-    """Propose one action on `actions.proposed`, as an outside agent would, and print the decision."""
+    """Propose one action on `actions.proposed`, as an outside agent would, and print the decision and, when allowed, the result.
+
+    Exits 1 when an allowed call failed or ended unknown at the system of record (the result says why).
+    """
     if mode not in ("draft", "autonomous"):
         fail("--mode is draft or autonomous")
     args = _json_arg(args_json, "--args")
@@ -168,11 +172,7 @@ def propose(
     except ValidationError as exc:
         _fail_on_fields(exc, PROPOSE_FLAGS)
     event = ActionProposed.build(data, source=proposer if ":" in proposer else f"external/{proposer}")
-    decision = run(
-        _publish_and_wait(
-            "actions.proposed", event, wait, lambda name, ev: name == "actions.decided" and ev.data.action_id == data.action_id
-        )
-    )
+    decision, result = run(_propose_and_wait(event, wait))
     console.print(f"proposed action [bold]{shown(data.action_id)}[/] on task {shown(data.task_id)}")
     if decision is not None:
         d = decision.data
@@ -182,6 +182,51 @@ def propose(
             console.print("a human decides next: `tidegate approvals list`")
     elif wait:
         fail(f"no decision within {wait:.0f}s (is the policy service running? `tidegate up --detach`)", code=2)
+    if decision is not None and decision.data.outcome == "allow" and wait:
+        _said_result(data.action_id, result, wait)
+
+
+def _said_result(action_id: str, result: Any, wait: float) -> None:
+    """What the executor made of an allowed call: `allow` is not "done" (connectors probe F7: a failed note read as done)."""
+    if result is None:
+        console.print(
+            f"no result within {wait:.0f}s: `tidegate audit search --action {shown(action_id)}` shows it once the executor ran it"
+        )
+        return
+    r = result.data
+    if r.status == "succeeded":
+        console.print(f"result: [bold]succeeded[/] after {r.attempts} attempt(s)")
+        return
+    error = f"{shown(r.error.type)}: {shown(r.error.message)}" if r.error is not None else "no error given"
+    console.print(f"result: [bold]{shown(r.status)}[/] after {r.attempts} attempt(s) — {error}")
+    raise typer.Exit(1)
+
+
+async def _propose_and_wait(event: ActionProposed, wait_s: float) -> tuple[Any, Any]:
+    """Publish a proposal; with wait_s > 0, its decision and, when it was allowed, its result, each within what is left of `wait_s`."""
+    from tidegate.demo.run import Watcher, publish_events
+
+    kit = settings()
+    if wait_s <= 0:
+        await publish_events(kit, [("actions.proposed", event)])
+        return None, None
+    watcher = Watcher(kit, ["actions.decided", "actions.results"])  # one watch: a result may come in the decision's poll
+    await watcher.start()
+    decision = result = None
+    try:
+        await publish_events(kit, [("actions.proposed", event)])
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and (decision is None or (decision.data.outcome == "allow" and result is None)):
+            for name, got in await watcher.poll(min(0.5, max(0.05, deadline - time.monotonic()))):
+                if got.data.action_id != event.data.action_id:
+                    continue
+                if name == "actions.decided" and decision is None:
+                    decision = got
+                elif name == "actions.results" and result is None:
+                    result = got
+    finally:
+        await watcher.stop()
+    return decision, result
 
 
 async def _publish_and_wait(topic: str, event: Any, wait_s: float, match: Any) -> Any:
