@@ -23,7 +23,7 @@ from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
 from schemas.names import mixed_scripts, proposer_problem, skeleton
-from schemas.reasons import REVIEW_REASONS, ReasonCode
+from schemas.reasons import APPROVE_REASONS, REVIEW_REASONS, ReasonCode
 from schemas.serialization import (
     CONTENT_TYPE,
     canonical_json,
@@ -41,6 +41,7 @@ from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, Recor
 from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, ControlEvent, TaskOutcome, TopicSpec, adapter_for, topic_spec
 
 __all__ = [
+    "APPROVE_REASONS",
     "CONTENT_TYPE",
     "DEFAULT_PREFIX",
     "REVIEW_REASONS",

@@ -247,7 +247,7 @@ class ApprovalVote(Contract):
     review_reason: str | None = Field(
         default=None,
         pattern=r"^[a-z][a-z0-9_]{0,62}$",
-        description="Why they rejected or edited (the tenant's taxonomy).",
+        description="Why they rejected or edited (the tenant's taxonomy), or `should_not_need_approval` on an unchanged approval.",
         examples=["wrong_amount"],
     )
     edited_args: JsonObject | None = Field(
@@ -312,7 +312,7 @@ class ApprovalData(Contract):
         pattern=r"^[a-z][a-z0-9_]{0,62}$",
         description="Why the approver rejected or edited the call: a code of the tenant's taxonomy (`wrong_recipient`, "
         "`wrong_amount`, `policy_should_have_denied`, `should_not_need_approval`, `tone_content`, `missing_context`, `other`, "
-        "or one the tenant added).",
+        "or one the tenant added); on a grant of the call unchanged only `should_not_need_approval` (the escalation was needless).",
         examples=["wrong_amount"],
     )
     resolution: Literal["confirmed_done", "confirmed_not_done"] | None = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["REVIEW_REASONS", "ReasonCode"]
+__all__ = ["APPROVE_REASONS", "REVIEW_REASONS", "ReasonCode"]
 
 
 class ReasonCode(StrEnum):
@@ -115,3 +115,8 @@ REVIEW_REASONS: dict[str, str] = {
     "other": "anything else (say what in the comment)",
 }
 """The default taxonomy of why an approver rejects or edits a call; a tenant adds its own codes (`tidegate tenant set`)."""
+
+APPROVE_REASONS: tuple[str, ...] = ("should_not_need_approval",)
+"""The reasons an approver may give when approving the call unchanged: the escalation was needless (the autonomy signal).
+
+Every other code says the call is wrong, which an unchanged approval contradicts: those go with an edit or a reject."""

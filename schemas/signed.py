@@ -48,7 +48,7 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution`, a reject's or edit's `review_reason`, a grant's `approver_groups` and a decision's `votes` are signed
+    A follow-up's `resolution`, a decision's `review_reason`, a grant's `approver_groups` and a decision's `votes` are signed
     too; each is left out when empty, so the messages of the other decisions are the bytes they always were.
     """
     message: dict[str, Any] = {

@@ -153,7 +153,10 @@ class ApprovalView(BaseModel):
     )
     rejected_by: str | None = Field(default=None, description="Who rejected it (a rejected request).")
     comment: str | None
-    review_reason: str | None = Field(default=None, description="Why the approver rejected or edited (the tenant's taxonomy).")
+    review_reason: str | None = Field(
+        default=None,
+        description="Why the approver rejected or edited (the tenant's taxonomy), or `should_not_need_approval` on an unchanged approval.",
+    )
     decided_by: str | None
     decided_at: str | None
     resolution: str | None = Field(description="Follow-ups: `confirmed_done` or `confirmed_not_done`.")

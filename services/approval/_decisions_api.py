@@ -37,7 +37,9 @@ class ApproveRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=4000)
     review_reason: str | None = Field(
         default=None,
-        description="Why you edited the args: a code of the tenant's taxonomy (`GET /api/v1/review-reasons`), e.g. `wrong_amount`.",
+        description="Why you edited the args: a code of the tenant's taxonomy (`GET /api/v1/review-reasons`), e.g. `wrong_amount`; "
+        "approving the call unchanged takes only `should_not_need_approval` (a human should not have been asked), any other is "
+        "422 `reason_not_for_approve`.",
     )
     edited_args: dict[str, Any] | None = Field(
         default=None, description="Replacement args; validated against the tool's schema, re-evaluated by policy before anything runs."

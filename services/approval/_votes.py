@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas import ApprovalVote
+from schemas import APPROVE_REASONS, ApprovalVote
 from servicekit import action_digest
 from servicekit.people import same_person
 from services.approval._access import Approver, check_access
@@ -183,8 +183,10 @@ def _votes_after(record: ApprovalRecord, who: Approver, vote: Vote, now: datetim
         if v.counted and (same_person(v.approver, who.approver) or (restart and v.decision == "approve")):
             v = v.model_copy(update={"counted": False, "replaced_by": who.approver})
         kept.append(v)
-    # A plain approve gives no reason (there is nothing to say why about); an edit's or a reject's reason is kept.
-    reason = vote.review_reason if vote.decision == "reject" or vote.edited_args is not None else None
+    # An edit's or a reject's reason is kept, and a plain approve's when it says the escalation was needless (the service
+    # refuses any other on a plain approve: `reason_not_for_approve`).
+    keeps = vote.decision == "reject" or vote.edited_args is not None or vote.review_reason in APPROVE_REASONS
+    reason = vote.review_reason if keeps else None
     cast = ApprovalVote(
         approver=who.approver,
         decision=vote.decision,
@@ -197,11 +199,10 @@ def _votes_after(record: ApprovalRecord, who: Approver, vote: Vote, now: datetim
     return [*kept, cast]
 
 
-def _edit_reason(votes: Iterable[ApprovalVote], edited_args: dict[str, Any] | None) -> str | None:
-    """The reason given for an edit: the first counted vote of those edited args that gave one (the editor's, as a rule)."""
-    if edited_args is None:
-        return None
-    return next((v.review_reason for v in votes if v.counted and v.edited_args == edited_args and v.review_reason), None)
+def _grant_reason(votes: Iterable[ApprovalVote], edited_args: dict[str, Any] | None) -> str | None:
+    """The reason of a grant: the first counted approval of the call it runs that gave one (an edit's editor, as a rule)."""
+    given = (v.review_reason for v in votes if v.counted and v.decision == "approve" and v.edited_args == edited_args)
+    return next((reason for reason in given if reason), None)
 
 
 def _settled(
@@ -214,8 +215,9 @@ def _settled(
     votes: list[ApprovalVote] | None = None,
 ) -> ApprovalRecord:
     votes = _votes_after(record, who, vote, now, restart=False) if votes is None else votes
-    # A grant's reason is its edit's (a concurrence without a reason keeps the editor's); a reject's is the rejecter's.
-    reason = _edit_reason(votes, vote.edited_args) if status == "granted" else (vote.review_reason if status == "rejected" else None)
+    # A grant's reason is its edit's (a concurrence without a reason keeps the editor's), or for the call unchanged the
+    # first approver's who said it needed no human; a reject's is the rejecter's.
+    reason = _grant_reason(votes, vote.edited_args) if status == "granted" else (vote.review_reason if status == "rejected" else None)
     return record.model_copy(
         update={
             "status": status,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from schemas import APPROVE_REASONS
 from servicekit import Attr, span
 from servicekit.metrics import observe_human_decision
 from services.approval import domain
@@ -103,7 +104,7 @@ class Voting(People, Reads, Announcing):
         refused = self.access(record, session.approver, rejecting=vote.decision == "reject")
         if refused is not None:  # who may act comes before anything about the call (its args included) is judged
             return refused
-        unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason)
+        unknown_reason = self._unknown_review_reason(record.tenant_id, vote.review_reason) or _reason_not_for_approve(record, vote)
         if unknown_reason is not None:
             return unknown_reason
         if vote.edited_args is not None and self.catalog is not None and record.tool in self.catalog:
@@ -150,3 +151,19 @@ class Voting(People, Reads, Announcing):
         if reason is None or reason in taxonomy:
             return None
         return Refusal(code="unknown_review_reason", status=422, message=f"review_reason {reason!r} is not one of: {', '.join(taxonomy)}")
+
+
+def _reason_not_for_approve(record: ApprovalRecord, vote: Vote) -> Refusal | None:
+    """Why a reason is refused on an unchanged approval: it says the call is wrong, which approving it unchanged contradicts.
+
+    Only `APPROVE_REASONS` (the escalation was needless) go with a plain approve; the others go with an edit or a reject.
+    """
+    plain = vote.decision == "approve" and (vote.edited_args is None or vote.edited_args == record.args)
+    if not plain or vote.review_reason is None or vote.review_reason in APPROVE_REASONS:
+        return None
+    return Refusal(
+        code="reason_not_for_approve",
+        status=422,
+        message=f"review_reason {vote.review_reason!r} says the call is wrong: give it with edited args or a reject; approving the "
+        f"call unchanged takes only {', '.join(APPROVE_REASONS)} (a human should not have been asked)",
+    )

@@ -1,4 +1,4 @@
-"""Human reviews as a bug tracker counts them: why approvers rejected or edited, and how well the approval step works.
+"""Human reviews as a bug tracker counts them: why approvers rejected, edited or called needless, and how the approval step works.
 
 Pure functions of `Review` rows. The approval service makes them from its own records (its approver
 page), `tidegate approvals report` from the recorded events (`reviews_from_events`), so both count alike.
@@ -98,7 +98,8 @@ class ReviewReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready report."""
         decided = [r for r in self.reviews if r.outcome in ("approved", "edited", "rejected")]
-        touched = [r for r in decided if r.outcome in ("edited", "rejected")]
+        # Reasons are counted for rejections and edits, and for unchanged approvals that gave one (`should_not_need_approval`).
+        touched = [r for r in decided if r.outcome in ("edited", "rejected") or any(p.review_reason for p in r.parts)]
         return {
             "reviews": len(self.reviews),
             "outcomes": dict(Counter(r.outcome for r in self.reviews)),
@@ -122,7 +123,7 @@ class ReviewReport:
 
 
 def _reason_counts(touched: Sequence[Review]) -> dict[str, dict[str, Counter[str]]]:
-    """Rejections and edits counted by reason, within each tool, workflow, policy, and overall."""
+    """Rejections, edits and unchanged approvals that gave a reason, counted by reason within each tool, workflow, policy, and overall."""
     out: dict[str, dict[str, Counter[str]]] = {
         "tool": defaultdict(Counter),
         "workflow": defaultdict(Counter),
@@ -140,7 +141,7 @@ def _reason_counts(touched: Sequence[Review]) -> dict[str, dict[str, Counter[str
 
 
 def _examples(touched: Sequence[Review]) -> dict[str, list[dict[str, Any]]]:
-    """A few rejections and edits per reason, each with the command that explains its task.
+    """A few rejections, edits and reasoned approvals per reason, each with the command that explains its task.
 
     `approver` and `comment` are of the one who gave the reason (an edit's editor); `votes` has every approver's part.
     """

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import typer
 
+from schemas import APPROVE_REASONS
 from tidegate.commands._approvals_client import AsJson, Token, Url, call
 from tidegate.commands._approvals_shown import interactive, outcome_line, queue_lines, request_lines, why_not
 from tidegate.commands._common import console, fail, shown
@@ -25,7 +26,8 @@ ReviewReason = Annotated[
     typer.Option(
         "--reason",
         help="Why you reject or edit: wrong_recipient, wrong_amount, policy_should_have_denied, should_not_need_approval, "
-        "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`).",
+        "tone_content, missing_context, other, or one your tenant added (`GET /api/v1/review-reasons`). Approving the call "
+        "unchanged takes only should_not_need_approval (a human should not have been asked: the autonomy signal).",
     ),
 ]
 _APPROVAL_ID = re.compile(r"^(ap|fu)-[0-9a-f]{1,64}$")
@@ -116,8 +118,11 @@ def approve(
     have changed since you looked (a re-proposal under the same action id), and an approval binds to what you saw.
     """
     path = _approval(approval_id)
-    if reason is not None and edit_args is None:
-        fail("--reason says why you edited the args: give it with --edit-args (or with `tidegate approvals reject`)")
+    if reason is not None and edit_args is None and reason not in APPROVE_REASONS:
+        fail(
+            f"--reason {reason} says the call is wrong: give it with --edit-args (or with `tidegate approvals reject`); approving "
+            f"unchanged takes only --reason {' or '.join(APPROVE_REASONS)}"
+        )
     edited = None
     current = None
     if edit_args is not None:
@@ -157,7 +162,7 @@ def approve(
         f"{path}/approve",
         token,
         body={"action_digest": digest, "comment": comment, "edited_args": edited}
-        | _reason(reason if edited is not None else None)
+        | _reason(reason)
         | ({"replace_edit": True} if replace_edit else {}),
     )
     if item["status"] == "pending":

@@ -1,4 +1,4 @@
-"""`tidegate approvals report`: why humans rejected or edited calls, and how approvals go, from the recorded events."""
+"""`tidegate approvals report`: why humans rejected, edited or called needless a call, and how approvals go."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def report(
     fast_s: Annotated[float, typer.Option("--fast", help="An approval faster than this many seconds is a rubber-stamp signal.")] = 10.0,
     as_json: AsJson = False,
 ) -> None:
-    """Why humans rejected or edited calls (by tool, workflow, reason, policy, with examples to explain), and approval quality.
+    """Why humans rejected, edited or called needless calls (by tool, workflow, reason, policy, with examples), and approval quality.
 
     Reads the recorded events (tasks, decisions, approvals) of the window as the ops principal; approver groups come
     from the approval service's tokens where the database is reachable.
@@ -48,7 +48,7 @@ def report(
         rows = doc["reasons"][dim]
         if not rows:
             continue
-        table = Table(dim, "reason (reject or edit)", "count", title=f"rejections and edits by {dim}")
+        table = Table(dim, "reason (reject, edit, or approved: needless)", "count", title=f"reasons given by {dim}")
         for name, counts in rows.items():
             for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]):
                 table.add_row(shown(name), shown(reason), str(n))

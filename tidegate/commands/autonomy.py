@@ -31,14 +31,14 @@ def report(
         "write the bound at its figure today instead (a refund at or over it still escalates).",
     ),
 ) -> None:
-    """Per tenant, tool and trigger: escalations approved unchanged, edited, rejected; the wider settings the record supports.
+    """Per tenant, tool and trigger: escalations approved unchanged, edited, rejected, said needless; the wider settings it supports.
 
     Nothing widens by itself: the candidate is written to a file; replay it with
     `tidegate whatif --tenant-settings FILE --from <since>`, then publish it with `tidegate tenant set`.
     """
     from services.policy import PackError
     from tidegate.commands.killswitch import read_control
-    from tidegate.ops.autonomy import autonomy_report, read_record
+    from tidegate.ops.autonomy import NEEDLESS, autonomy_report, read_record
     from tidegate.ops.whatif import load_pack, tenants_of
 
     kit = settings()
@@ -71,11 +71,11 @@ def report(
         print(json.dumps(doc | {"written": str(write) if candidate else None, "skipped": window.skipped.as_dict()}, indent=2, default=str))
         return
     console.print(window.skipped.summary())
-    table = Table(
-        "tenant", "tool", "trigger", "approved unchanged", "edited", "rejected", "expired", "pending", title=f"escalations since {since}"
-    )
+    columns = {"tenant": "tenant", "tool": "tool", "trigger": "trigger", "approved": "approved unchanged", "edited": "edited"}
+    columns |= {"rejected": "rejected", "expired": "expired", "pending": "pending", NEEDLESS: "said needless"}
+    table = Table(*columns.values(), title=f"escalations since {since} (said needless: {NEEDLESS}, the autonomy signal)")
     for row in doc["rows"]:
-        table.add_row(*(shown(row[k]) for k in ("tenant", "tool", "trigger", "approved", "edited", "rejected", "expired", "pending")))
+        table.add_row(*(shown(row[k]) for k in columns))
     console.print(table)
     if not candidate:
         console.print("no wider setting is supported by the record (every trigger with approvals also had rejections in the way)")

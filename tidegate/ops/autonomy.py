@@ -1,14 +1,14 @@
 """The autonomy report: what humans did with each escalation, and the setting a tenant could widen, proposed as a what-if.
 
-Per tenant, tool and trigger (the reason an escalation gave): how many escalations humans approved
-unchanged, edited, rejected or let expire. For the triggers a tenant setting controls (the confidence
-threshold, the refund threshold, the per-payee daily threshold, the tenant's daily payout bound, the irreversible-write
-posture) it proposes the widest change that lets through none of the calls a human rejected or edited, and counts the
-approved-unchanged ones it would have allowed with the decision what-if makes (`tidegate.ops.whatif.evaluate`: the
-per-payee, per-task and tenant bounds included), so the two tools give one figure. Each candidate says the evidence it
-rests on (approvals, their span, the requests still pending) and warns under `MIN_APPROVALS` or `MIN_SPAN_HOURS`.
-Nothing widens by itself: the candidate is a file for `tidegate whatif --tenant-settings`, and a person publishes it
-with `tidegate tenant set`.
+Per tenant, tool and trigger (the reason an escalation gave): how many escalations humans approved unchanged, edited,
+rejected or let expire, and how many an approver called needless (`should_not_need_approval`). For the triggers a tenant
+setting controls (the confidence threshold, the refund threshold, the per-payee daily threshold, the tenant's daily
+payout bound, the irreversible-write posture) it proposes the widest change that lets through none of the calls a human
+rejected or edited, and counts the approved-unchanged ones it would have allowed with the decision what-if makes
+(`tidegate.ops.whatif.evaluate`: the per-payee, per-task and tenant bounds included), so the two tools give one figure.
+Each candidate says the evidence it rests on (approvals, their span, the requests still pending) and warns under
+`MIN_APPROVALS` or `MIN_SPAN_HOURS`. Nothing widens by itself: the candidate is a file for `tidegate whatif
+--tenant-settings`, and a person publishes it with `tidegate tenant set`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tidegate.ops.whatif import evaluate
 if TYPE_CHECKING:
     from tidegate.ops.recorded import Window
 
-__all__ = ["AutonomyReport", "Candidate", "autonomy_report", "human_outcomes", "read_record"]
+__all__ = ["NEEDLESS", "AutonomyReport", "Candidate", "autonomy_report", "human_outcomes", "read_record", "said_needless"]
 
 RECORD_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals")
 # Under these a candidate says "too little evidence to widen": a handful of answers over less than a day of traffic
@@ -105,6 +105,20 @@ class Evidence:
             "span_hours": round(self.span_hours, 3),
             "warning": self.warning(),
         }
+
+
+NEEDLESS = "should_not_need_approval"  # the review reason that says a human should not have been asked: the autonomy signal
+
+
+def said_needless(events: Iterable[Any]) -> set[str]:
+    """Action ids whose escalation an approver called needless: the decision's reason, or a counted vote's, is `NEEDLESS`."""
+    out: set[str] = set()
+    for e in events:
+        if isinstance(e, ApprovalGranted | ApprovalRejected):
+            reasons = {e.data.review_reason} | {v.review_reason for v in e.data.votes if v.counted}
+            if NEEDLESS in reasons:
+                out.add(e.data.action_id)
+    return out
 
 
 @dataclass(frozen=True)
@@ -234,7 +248,7 @@ class AutonomyReport:
                     "tenant": t,
                     "tool": tool,
                     "trigger": trig,
-                    **{k: counts.get(k, 0) for k in ("approved", "edited", "rejected", "expired", "pending")},
+                    **{k: counts.get(k, 0) for k in ("approved", "edited", "rejected", "expired", "pending", NEEDLESS)},
                 }
                 for (t, tool, trig), counts in sorted(self.rows.items())
             ],
@@ -257,7 +271,7 @@ def autonomy_report(
     and with `keep_payee_bound` writes the bound at its figure today instead (every refund at or over it still escalates).
     """
     events = list(events)
-    humans = human_outcomes(events)
+    humans, needless = human_outcomes(events), said_needless(events)
     proposals = {e.data.action_id: e.data for e in events if isinstance(e, ActionProposed)}
     report = AutonomyReport()
     # (tenant, trigger) → (approved values, rejected-or-edited values), for escalations with that trigger alone.
@@ -276,6 +290,7 @@ def autonomy_report(
         triggers = sorted({str(r.code) for r in d.reasons})
         for trigger in triggers:
             report.rows[(d.tenant_id, d.tool, trigger)][outcome] += 1
+            report.rows[(d.tenant_id, d.tool, trigger)][NEEDLESS] += d.action_id in needless
         if len(triggers) != 1:
             continue  # a wider setting for one trigger would not let a call with several through
         [trigger] = triggers

@@ -9,7 +9,7 @@ from typing import Any
 from signers import as_operator
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
-from schemas import ControlTenant, ControlTenantData
+from schemas import ActionDecided, ControlTenant, ControlTenantData
 from servicekit import ControlState, Keyring, approval_message
 
 
@@ -34,7 +34,8 @@ async def test_a_reject_carries_its_reason_signed_in_the_decision(world: World, 
     assert not keys.verify(data.key_id, approval_message(event.type, relabelled), data.signature)
 
 
-async def test_an_edit_carries_its_reason_and_a_plain_approval_none(world: World) -> None:  # noqa: F811
+async def test_an_edit_carries_its_reason_and_a_plain_approval_refuses_one_that_says_the_call_is_wrong(world: World) -> None:  # noqa: F811
+    """A reason that says the call is wrong cannot ride on an unchanged approval: it was dropped in silence, now it is a 422."""
     edited, plain = await _pending(world, "a-1"), await _pending(world, "a-2")
     digest = (await world.client.get(f"/api/v1/approvals/{edited}", headers=bearer(world.tokens["bob"]))).json()["action_digest"]
     body = {"action_digest": digest, "edited_args": {"payee_id": "cus_1", "amount_usd": 90.0, "order_id": "O-1"}}
@@ -42,12 +43,50 @@ async def test_an_edit_carries_its_reason_and_a_plain_approval_none(world: World
         f"/api/v1/approvals/{edited}/approve", json=body | {"review_reason": "wrong_amount"}, headers=bearer(world.tokens["bob"])
     )
     digest = (await world.client.get(f"/api/v1/approvals/{plain}", headers=bearer(world.tokens["bob"]))).json()["action_digest"]
-    approved = await world.client.post(
+    refused = await world.client.post(
         f"/api/v1/approvals/{plain}/approve",
         json={"action_digest": digest, "review_reason": "wrong_amount"},
         headers=bearer(world.tokens["bob"]),
     )
-    assert (ok.json()["review_reason"], approved.json()["review_reason"]) == ("wrong_amount", None)
+    assert ok.json()["review_reason"] == "wrong_amount"
+    assert (refused.status_code, refused.json()["detail"]["code"]) == (422, "reason_not_for_approve")
+    assert "takes only should_not_need_approval" in refused.json()["detail"]["message"]
+    still = (await world.client.get(f"/api/v1/approvals/{plain}", headers=bearer(world.tokens["bob"]))).json()
+    assert (still["status"], still["approvers"]) == ("pending", [])  # nothing was counted
+
+
+async def test_an_approver_says_an_escalation_was_needless_when_approving_it_unchanged(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """Governance probe F1: `should_not_need_approval` on a plain approve is kept, signed, and counted by both reports."""
+    from services.approval import review_report, reviews_from_events
+    from services.policy import TenantSettings
+    from tidegate.ops.autonomy import autonomy_report
+
+    approval_id = await _pending(world)
+    who = bearer(world.tokens["bob"])
+    digest = (await world.client.get(f"/api/v1/approvals/{approval_id}", headers=who)).json()["action_digest"]
+    body = {"action_digest": digest, "review_reason": "should_not_need_approval", "comment": "known customer, order read"}
+    answer = await world.client.post(f"/api/v1/approvals/{approval_id}/approve", json=body, headers=who)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["review_reason"]) == ("granted", "should_not_need_approval")
+    _, event = world.bus.events[-1]
+    data = event.data
+    assert (event.type, data.edited_args, data.review_reason) == ("tidegate.approval.granted", None, "should_not_need_approval")
+    assert [v.review_reason for v in data.votes] == ["should_not_need_approval"]
+    keys = Keyring.load(tmp_path, "approval")
+    assert keys.verify(data.key_id, approval_message(event.type, data), data.signature)
+    assert not keys.verify(data.key_id, approval_message(event.type, data.model_copy(update={"review_reason": None})), data.signature)
+
+    page = (await world.client.get("/api/v1/report", headers=who)).json()
+    assert page["reasons"]["reason"]["all"] == {"should_not_need_approval": 1}
+    assert page["reasons"]["tool"]["issue_refund"] == {"should_not_need_approval": 1}
+    published = [e for _, e in world.bus.events]
+    cli = review_report(reviews_from_events(published))  # what `tidegate approvals report` counts
+    assert cli["reasons"]["reason"]["all"] == {"should_not_need_approval": 1}
+    [example] = cli["examples"]["should_not_need_approval"]
+    assert (example["outcome"], example["comment"]) == ("approved", "known customer, order read")
+    escalated = ActionDecided.build(decided(), source="tidegate/policy")
+    rows = autonomy_report([escalated, *published], lambda tenant: TenantSettings()).as_dict()["rows"]
+    assert [(r["trigger"], r["approved"], r["should_not_need_approval"]) for r in rows] == [("needs_human_approval", 1, 1)]
 
 
 async def test_a_reason_outside_the_taxonomy_is_refused_and_a_tenant_may_add_its_own(world: World) -> None:  # noqa: F811

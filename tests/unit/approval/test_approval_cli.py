@@ -164,6 +164,23 @@ def test_bad_flags_are_one_line(runner: CliRunner, tmp_path: Any) -> None:
     assert (status.exit_code, "--status is one of" in status.output) == (1, True)
 
 
+def test_an_approver_approves_unchanged_saying_a_human_should_not_have_been_asked(
+    monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    """Governance probe F1: `--reason should_not_need_approval` without `--edit-args` was refused; it reaches the service now."""
+    api = FakeApi([(200, ITEM | {"status": "granted", "approvers": ["bob@acme.example"], "review_reason": "should_not_need_approval"})])
+    monkeypatch.setattr(httpx, "request", api)
+    command = ["approve", "ap-1", "--token", "tga_x", "--digest", "d" * 64, "-m", "known customer", "--reason", "should_not_need_approval"]
+    result = runner.invoke(approvals.app, command)
+    assert result.exit_code == 0, result.output
+    sent = api.calls[-1]["json"]
+    assert (sent["review_reason"], sent["edited_args"], sent["action_digest"]) == ("should_not_need_approval", None, "d" * 64)
+    wrong = runner.invoke(approvals.app, ["approve", "ap-1", "--token", "tga_x", "--digest", "d" * 64, "--reason", "wrong_amount"])
+    assert wrong.exit_code == 1
+    assert "approving unchanged takes only --reason should_not_need_approval" in " ".join(wrong.output.split())
+    assert len(api.calls) == 1  # the wrong reason was refused before any call
+
+
 def test_edit_args_changes_the_keys_given_and_keeps_the_others(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
     """`--edit-args '{"amount_usd": 90}'` (the docs' example) is the call with its amount changed, not a call of one argument."""
     item = ITEM | {"args": {"payee_id": "cus_1", "order_id": "O-1", "amount_usd": 900.0, "note": "x"}}

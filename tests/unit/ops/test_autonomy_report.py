@@ -17,7 +17,7 @@ PACK = compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CAT
 LIVE = PACK.settings.with_record({"allow_autonomous": True, "min_confidence": 0.9})
 
 
-def _recorded(confidence: float, human: str | None) -> list[Any]:
+def _recorded(confidence: float, human: str | None, reason: str | None = None) -> list[Any]:
     """A proposal of a tag with this confidence, its decision under the live settings, and a human's answer."""
     p = s.ActionProposedData(
         action_id=f"a-{uuid.uuid4().hex[:8]}",
@@ -58,7 +58,7 @@ def _recorded(confidence: float, human: str | None) -> list[Any]:
             action_digest="x",
             approver="bob@acme.example",
             edited_args={"ticket_id": "T-1001", "tags": ["billing"]} if human == "edited" else None,
-            review_reason="wrong_recipient" if human in ("rejected", "edited") else None,
+            review_reason=reason or ("wrong_recipient" if human in ("rejected", "edited") else None),
             expires_at=datetime(2030, 1, 1, tzinfo=UTC),
         )
         kind = s.ApprovalRejected if human == "rejected" else s.ApprovalGranted
@@ -128,3 +128,14 @@ def test_writes_with_no_declared_undo_count_toward_the_same_acceptance_as_irreve
     [candidate] = report.candidates
     assert (candidate.setting, candidate.proposed, candidate.would_allow) == ("accept_irreversible", ["write_low"], 2)
     assert candidate.trigger == "irreversible_write, no_rollback_path"
+
+
+def test_the_report_counts_the_escalations_approvers_called_needless() -> None:
+    """Governance probe F1: `should_not_need_approval` given on an unchanged approval is the autonomy signal the report counts."""
+    window = [
+        *_recorded(0.85, "approved", reason="should_not_need_approval"),
+        *_recorded(0.75, "approved"),
+        *_recorded(0.62, "rejected"),
+    ]
+    [row] = [r for r in autonomy_report(window, lambda tenant: LIVE, PACK).as_dict()["rows"] if r["trigger"] == "low_confidence"]
+    assert (row["approved"], row["rejected"], row["should_not_need_approval"]) == (2, 1, 1)
