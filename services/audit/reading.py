@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 import schemas as s
 from servicekit.unreadable import Skipped, Unreadable, read_event
 from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
+from services.audit._tenant_changes import RowId, previous_settings, row_id, settings_change
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
 from services.audit.signature_check import Recheck
@@ -106,8 +107,8 @@ def _money(usd: float) -> str:
     return f"${usd:.4f}" if usd < 1 else f"${usd:.2f}"
 
 
-def summarize(row: LogRow, event: Any | None = None) -> str:
-    """One readable sentence for a row."""
+def summarize(row: LogRow, event: Any | None = None, previous: Mapping[RowId, dict[str, Any] | None] | None = None) -> str:
+    """One readable sentence for a row; a tenant's settings record as a change from `previous` (`previous_settings`)."""
     event = event if event is not None else event_of(row)
     if event is None:
         return f"not a valid event ({row.invalid_reason or 'unknown reason'})"
@@ -149,7 +150,9 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
         case s.ControlBudget():
             return f"budget of tenant {d.tenant_id} set to {d.limit_usd!r} USD by {d.set_by}"
         case s.ControlTenant():
-            return f"tenant {d.tenant_id} onboarded or changed by {d.set_by}: {json.dumps(d.settings, sort_keys=True)[:200]}"
+            if previous is not None and row_id(row) in previous:
+                return f"tenant {settings_change(d.tenant_id, d.settings, previous[row_id(row)], d.set_by)}"
+            return f"tenant {d.tenant_id} settings (before unknown) by {d.set_by}: {json.dumps(d.settings, sort_keys=True)}"
         case s.ControlPolicy():
             return f"policy {d.version[:19]} published by {d.published_by} ({len(d.files)} file(s))"
         case s.DirectoryUpdated():
@@ -163,8 +166,8 @@ def summarize(row: LogRow, event: Any | None = None) -> str:
     return str(event.type)
 
 
-def story(rows: Sequence[LogRow]) -> list[StoryLine]:
-    """A task's rows as story lines, in the order given (story order from the repository)."""
+def story(rows: Sequence[LogRow], previous: Mapping[RowId, dict[str, Any] | None] | None = None) -> list[StoryLine]:
+    """Rows as story lines, in the order given (story order from the repository); `previous` as `summarize` takes it."""
     lines = []
     for row in rows:
         event = event_of(row)
@@ -179,7 +182,7 @@ def story(rows: Sequence[LogRow]) -> list[StoryLine]:
                 source=event.source if event is not None else "?",
                 tenant_id=row.tenant_id,
                 task_id=row.task_id,
-                summary=summarize(row, event),
+                summary=summarize(row, event, previous),
                 valid=row.valid,
                 duplicate=row.duplicate,
             )
@@ -566,8 +569,12 @@ async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> li
 
 
 async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[StoryLine]:
-    """Rows matching `filters`, as story lines (the oldest `limit`, or with `newest` the newest, in order either way)."""
-    return story(await log.search(filters, limit=limit, newest=newest))
+    """Rows matching `filters`, as story lines (the oldest `limit`, or with `newest` the newest, in order either way).
+
+    A tenant's settings record reads as what it changed from the tenant's record before it, found in the log.
+    """
+    rows = await log.search(filters, limit=limit, newest=newest)
+    return story(rows, await previous_settings(log, rows, filters.topic_prefix))
 
 
 def _signer(keyid: str | None) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import schemas as s
-from services.audit.reading import summarize
+from services.audit.reading import search
 from services.audit.repository import InMemoryAuditLog, SearchFilters
 
 SRC = "tidegate/cli"
@@ -15,8 +15,8 @@ async def _line(make: Any, topic: str, event: Any) -> str:
     """The summary of `event` as `audit search` shows it: recorded, read back, summarised from its row."""
     log = InMemoryAuditLog()
     await log.append([make(topic, s.encode(event), offset=7, key=event.key)])
-    [row] = await log.search(SearchFilters())
-    return summarize(row)
+    [line] = await search(log, SearchFilters())
+    return line.summary
 
 
 async def test_a_kill_switch_says_tool_tenant_on_or_off_reason_and_who(make: Any) -> None:
@@ -46,7 +46,7 @@ async def test_tenant_policy_and_directory_records_say_their_essentials(make: An
         ),
         source=SRC,
     )
-    said = 'tenant globex onboarded or changed by ops: {"allow_autonomous": false, "budget_usd": 20}'
+    said = "tenant globex: onboarded with allow_autonomous false, budget_usd 20 by ops"  # its first record: the whole of it
     assert await _line(make, "control", tenant) == said
     assert await _line(make, "control", policy) == f"policy sha256:{'ab' * 6} published by security (2 file(s))"
     assert await _line(make, "directory", directory) == "directory of tenant acme replaced by root (internal_domains 1, known_payees 2)"
@@ -60,3 +60,28 @@ async def test_a_dead_letter_names_the_original_topic_partition_and_offset(make:
         source="tidegate/policy",
     )
     assert await _line(make, "deadletter", dead) == "dead-lettered by policy from tidegate.agent[3]@1234: invalid_event: not JSON"
+
+
+async def test_a_widening_and_its_rollback_read_as_changes_with_who_from_what_to_what(make: Any) -> None:
+    """Governance probe F8: the security reviewer asks who raised acme's threshold, from what to what; the record was cut at 200."""
+    payees = [f"cus_{n}" for n in range(1001, 1030)]  # a long record: the changed field sorts after the cut
+    acme = {"accept_irreversible": ["write_low"], "allow_autonomous": True, "known_payees": payees, "refund_threshold_usd": 500}
+    records = [
+        ("acme", acme, "operator"),
+        ("globex", {"allow_autonomous": True, "refund_threshold_usd": 200}, "operator"),
+        ("acme", acme | {"refund_threshold_usd": 700}, "alice"),
+        ("acme", acme | {"known_payees": [*payees, "cus_2000"], "budget_usd": 50}, "bob"),
+    ]
+    log = InMemoryAuditLog()
+    events = [s.ControlTenant.build(s.ControlTenantData(tenant_id=t, settings=v, set_by=by), source=SRC) for t, v, by in records]
+    await log.append([make("control", s.encode(e), offset=n, key=e.key) for n, e in enumerate(events)])
+    widened_at = (await log.search(SearchFilters()))[2].kafka_ts  # `--since` after the onboarding: its record is out of the window
+    window = await search(log, SearchFilters(event_type="tidegate.control.tenant", tenant="acme", since=widened_at))
+    assert [line.summary for line in window] == [
+        "tenant acme: refund_threshold_usd 500 → 700 by alice",
+        'tenant acme: budget_usd (unset) → 50, known_payees +"cus_2000", refund_threshold_usd 700 → 500 by bob',
+    ]
+    every = [line.summary for line in await search(log, SearchFilters(event_type="tidegate.control.tenant"))]
+    assert every[0].startswith('tenant acme: onboarded with accept_irreversible ["write_low"], allow_autonomous true, known_payees [')
+    assert every[0].endswith('"cus_1029"], refund_threshold_usd 500 by operator')  # the whole record, not cut
+    assert every[1] == "tenant globex: onboarded with allow_autonomous true, refund_threshold_usd 200 by operator"
