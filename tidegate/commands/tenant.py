@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,6 +208,24 @@ def _write(tenant: str, *, must_exist: bool, changes: dict[str, Any], triggers: 
         fail(f"invalid tenant settings: {exc}")
     run(publish_tenant(kit, tenant=tenant, record=record, set_by=kit.operator))
     console.print(f"tenant {tenant}: {json.dumps(record, sort_keys=True)}")
+    admins = state.directories.get(tenant)
+    with contextlib.suppress(ValueError):  # checked above against TenantSettings; a pack default that breaks it says so elsewhere
+        _say_if_it_pays_no_one(tenant, pack_settings(kit, state).with_record(record, admins.directory if admins else None))
+
+
+def _say_if_it_pays_no_one(tenant: str, effective: TenantSettings) -> None:
+    """Say so when `tenant` lists no payee and blocks new ones: its money tools are denied for every payee it has not paid.
+
+    A payee becomes known by a payment that succeeds, which the block prevents: the tenant's first payment never comes.
+    """
+    if effective.known_payees or effective.triggers.new_payee.action != "deny":
+        return
+    console.print(
+        f"tenant {tenant} lists no known payee and blocks new payees (triggers.new_payee deny): its money tools are denied "
+        "new_payee_blocked for every payee it has not paid before, and a payee becomes known only by a payment that succeeds; "
+        "give the payees it pays (--payee …) or send new payees to a human (--trigger new_payee=escalate)",
+        soft_wrap=True,
+    )
 
 
 def _edit(tenant: str, *, must_exist: bool, options: dict[str, Any], candidate: Path | None = None) -> None:

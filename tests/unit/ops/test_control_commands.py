@@ -142,3 +142,29 @@ def test_a_tenant_onboarded_by_a_record_has_its_budget_set(monkeypatch: pytest.M
     done = cli(budget.app, "set", "initech", "5")
     assert done.exit_code == 0, done.output
     assert control.published[0]["tenant"] == "initech"
+
+
+def test_onboarding_a_tenant_that_can_pay_no_one_says_so_and_names_both_ways_out(monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
+    """Governance probe F5: `tenant add` without --payee or a new_payee trigger left every money tool denied, and said nothing."""
+    from tidegate.commands import tenant
+
+    control = Control(monkeypatch, ControlState())
+    monkeypatch.setattr(tenant, "read_control", control.read)
+    monkeypatch.setattr(tenant, "publish_tenant", control.publish)
+    told = "tenant initrode lists no known payee and blocks new payees"
+    ways_out = "give the payees it pays (--payee …) or send new payees to a human (--trigger new_payee=escalate)"
+
+    bare = cli(tenant.app, "add", "initrode", "--autonomous", "--refund-threshold", "300")
+    assert bare.exit_code == 0, bare.output
+    assert told in bare.output
+    assert ways_out in bare.output
+    assert control.published[-1]["tenant"] == "initrode"  # onboarded all the same: the operator may mean it
+
+    for fixed in (["--payee", "cus_1001"], ["--trigger", "new_payee=escalate"]):
+        assert told not in cli(tenant.app, "add", "initrode", "--autonomous", *fixed).output
+
+    control.state = ControlState(tenants={"initrode": s.ControlTenantData(tenant_id="initrode", settings={}, set_by="ops")})
+    budget_only = cli(tenant.app, "set", "initrode", "--budget", "50")
+    assert budget_only.exit_code == 0, budget_only.output
+    assert told in budget_only.output  # still in that state after the change
+    assert told not in cli(tenant.app, "set", "initrode", "--trigger", "new_payee=escalate").output

@@ -164,3 +164,15 @@ async def test_an_admins_directory_adds_to_a_tenant_the_pack_itself_onboarded(se
     assert before is not None
     assert after is not None
     assert before.data.outcome == after.data.outcome == "allow"  # acme's own settings (autonomous, payees) still hold
+
+
+async def test_a_tenant_onboarded_without_payees_is_told_how_to_pay_its_first_one(service: PolicyService) -> None:
+    """Governance probe F5: every refund of a tenant with no known payee was denied, and the message named no way out."""
+    await service.on_control(_tenant({"allow_autonomous": True, "refund_threshold_usd": 300}, tenant="initrode"))
+    refund = {"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-7001"}
+    decided = (await service.on_proposed(_proposal("a-9", "issue_refund", refund, tenant="initrode"))).decided
+    assert decided is not None
+    [reason] = decided.data.reasons
+    assert (decided.data.outcome, reason.code.value) == ("deny", "new_payee_blocked")
+    assert "tidegate tenant set initrode --payee" in (reason.message or "")
+    assert "tidegate tenant set initrode --trigger new_payee=escalate" in (reason.message or "")
