@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ class ToolCatalog(Mapping[str, ToolSpec]):
 
     tools: dict[str, ToolSpec]
     _validators: dict[str, ArgsValidator] = field(default_factory=dict, compare=False, repr=False)
+    # When `load` read the folder: a service reads it once, at start, so a tool added since is unknown to it until a restart.
+    loaded_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
     def load(cls, directory: Path) -> ToolCatalog:
@@ -54,7 +57,7 @@ class ToolCatalog(Mapping[str, ToolSpec]):
         problems = _undo_problems(tools)
         if problems:
             raise CatalogError(f"{directory}: " + "; ".join(problems))
-        return cls(tools)
+        return cls(tools, loaded_at=datetime.now(UTC))
 
     def __getitem__(self, name: str) -> ToolSpec:
         return self.tools[name]

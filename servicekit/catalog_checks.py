@@ -9,6 +9,7 @@ a draft aside, which reaches no one until a person sends it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from schemas import RiskClass, ToolSpec
@@ -20,6 +21,7 @@ __all__ = [
     "address_args",
     "address_kinds",
     "declaration_problems",
+    "missing_reply_keys",
     "undo_tenancy_warnings",
     "ungranted_outside_tools",
     "unread_amount_warnings",
@@ -159,4 +161,19 @@ def ungranted_outside_tools(tools: Mapping[str, ToolSpec]) -> list[str]:
         'tool_not_granted until its catalog entry names the tenants that may call it (`tenants: [<tenant>]`, or ["*"])'
         for spec in tools.values()
         if spec.served_outside and spec.tenants is None
+    ]
+
+
+def missing_reply_keys(tools: Mapping[str, ToolSpec], keys_dir: Path) -> list[str]:
+    """Tools whose `reply_key_file` (relative to `keys_dir`) is not there: every reply of such a tool would be refused, each a warning.
+
+    Nothing checks the file when the entry is added; the executor and the audit find it missing at the first reply.
+    """
+    return [
+        f"tool {spec.name}: its reply_key_file {spec.reply_key_file} does not exist under {keys_dir}: every reply of it is refused "
+        f"until its service's public key is there (a local tool service makes it on its first run; one served elsewhere: "
+        f"`tidegate keys rotate-tool {spec.name} --public-key <its key>.pem`; a function served from this machine: "
+        f"`tidegate keys add-tool {spec.name}`)"
+        for spec in tools.values()
+        if spec.reply_key_file and not (keys_dir / spec.reply_key_file).is_file()
     ]

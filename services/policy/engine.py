@@ -22,6 +22,7 @@ import orjson
 
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from servicekit.approver_groups import counts, groups_counted
+from servicekit.catalog import ToolCatalog
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.messages import render_message
 from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings
@@ -281,6 +282,16 @@ def _shadow(pack: CompiledPack, request: dict[str, Any], live: list[tuple[str, R
     return {"outcome": would.outcome, "reasons": would.codes, "fired": fired, "flipped": would.outcome != verdict.outcome}
 
 
+def _unknown_tool(tool: str, catalog: ToolCatalog) -> str:
+    """Why a tool is unknown: not in the catalog this service read at start, which a tool added to the folder since is not."""
+    when = f" at {catalog.loaded_at:%Y-%m-%d %H:%M:%S} UTC" if catalog.loaded_at is not None else ""
+    return (
+        f"tool {tool!r} is not in the catalog this service loaded{when} ({len(catalog)} tools): a tool added to the catalog "
+        "folder since needs the services restarted, each reads it at start (`tidegate restart policy`, then executor, planner, "
+        "approval, audit; a `topic` tool needs `tidegate topics ensure` first)"
+    )
+
+
 def decide(
     pack: CompiledPack,
     call: Call,
@@ -301,7 +312,7 @@ def decide(
     """
     spec = pack.catalog.get(call.tool)
     if spec is None:
-        reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=f"tool {call.tool!r} is not in the catalog")
+        reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=_unknown_tool(call.tool, pack.catalog))
         return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts=_modes(call))
     if not spec.granted_to(call.tenant_id):
         reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants", message=_not_granted(spec, call.tenant_id))

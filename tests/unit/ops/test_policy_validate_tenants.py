@@ -40,3 +40,21 @@ def test_an_outside_tool_without_tenants_is_warned_about_and_the_pack_stays_vali
     assert len(warnings) == 1, result.output
     assert "tool acme_lookup (kind mcp, served outside the deployment)" in warnings[0]
     assert "denied tool_not_granted" in warnings[0]
+
+
+def test_a_reply_key_file_that_does_not_exist_is_warned_about(tools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Governance probe F4: the operator named tools/issue_store_credit.pub, which did not exist; validate said `✓` and nothing else."""
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(keys))
+    (keys / "tools").mkdir(parents=True)
+    (tools / "update_inventory.yaml").unlink()  # the shipped topic tool, whose key its service makes on its first run
+    credit = UNNAMED | {"name": "issue_store_credit", "kind": "topic", "mcp": None, "tenants": ["initrode"]}
+    (tools / "issue_store_credit.yaml").write_text(yaml.safe_dump(credit | {"reply_key_file": "tools/issue_store_credit.pub"}))
+    result = runner.invoke(app, ["policy", "validate", "--tools", str(tools)])
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if "reply_key_file" in line]
+    assert f"tool issue_store_credit: its reply_key_file tools/issue_store_credit.pub does not exist under {keys}" in warning
+    assert "every reply of it is refused" in warning
+    (keys / "tools" / "issue_store_credit.pub").write_text("a public key")
+    again = runner.invoke(app, ["policy", "validate", "--tools", str(tools)])
+    assert "reply_key_file" not in again.output

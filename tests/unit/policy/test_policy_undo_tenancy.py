@@ -131,6 +131,10 @@ def test_policy_validate_warns_and_the_pack_stays_valid(tmp_path: Path, monkeypa
     tools = tmp_path / "tools"
     shutil.copytree(REPO_ROOT / "catalog" / "tools", tools)
     _catalog_dir(tools)
+    # The shipped topic tool's reply key, which its service makes on its first run: not this machine's keys, whatever they hold.
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(tmp_path / "keys"))
+    (tmp_path / "keys" / "tools").mkdir(parents=True)
+    (tmp_path / "keys" / "tools" / "update_inventory.pub").write_text("its public key")
     result = CliRunner().invoke(app, ["policy", "validate", "--tools", str(tools)])
     assert result.exit_code == 0, result.output
     warned = [line for line in result.output.splitlines() if line.startswith("! tool ")]

@@ -6,7 +6,11 @@ no threshold anywhere. A pack's messages name the request's values; a message na
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
+import yaml
 
 from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.engine import Controls, decide
@@ -58,3 +62,25 @@ def test_a_pack_whose_message_names_spend_keeps_each_figure_its_own() -> None:
     )
     pack = compile_pack(PackSource(files={"p.cedar": text}, settings={}), CATALOG)
     assert pack.reads_spend
+
+
+def test_a_tool_added_after_the_service_loaded_the_catalog_is_denied_saying_a_restart_is_needed(tmp_path: Path) -> None:
+    """Governance probe F4: a tool file added to catalog/tools/ was denied `tool ... is not in the catalog` until a restart, unsaid."""
+    folder = tmp_path / "tools"
+    shutil.copytree(REPO_ROOT / "catalog" / "tools", folder)
+    started = ToolCatalog.load(folder)  # what the policy service read at its start
+    pack = compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), started)
+    tag = yaml.safe_load((folder / "tag_ticket.yaml").read_text())
+    (folder / "tag_ticket_ext.yaml").write_text(yaml.safe_dump(tag | {"name": "tag_ticket_ext"}))  # the operator adds a tool
+    controls = Controls(tenant=TenantSettings(allow_autonomous=True))
+    call = Call("acme", "t", "tag_ticket_ext", {"ticket_id": "T-1", "tags": ["refund"]}, "me", mode="autonomous")
+    [reason] = decide(pack, call, History(), controls).reasons
+    assert (reason.code, reason.policy_id) == ("no_permit", "builtin:unknown-tool")
+    assert started.loaded_at is not None
+    loaded = f"{started.loaded_at:%Y-%m-%d %H:%M:%S} UTC"
+    assert f"tool 'tag_ticket_ext' is not in the catalog this service loaded at {loaded} ({len(started)} tools)" in reason.message
+    assert "needs the services restarted" in reason.message
+    assert "`tidegate restart policy`" in reason.message
+    assert "`tidegate topics ensure`" in reason.message
+    restarted = compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), ToolCatalog.load(folder))
+    assert "builtin:unknown-tool" not in {r.policy_id for r in decide(restarted, call, History(), controls).reasons}
