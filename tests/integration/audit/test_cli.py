@@ -134,3 +134,31 @@ async def test_an_exported_window_explains_a_task_offline_as_the_database_does(e
 
 async def _nothing(event: Any) -> None:
     return None
+
+
+async def test_search_reads_a_widening_and_its_rollback_as_changes(infra: Any, prefix: str, tmp_path: Path) -> None:
+    """Governance probe F8, on PostgreSQL: `search --type control.tenant --json` after the onboarding says what each change did."""
+    tenant = f"acme{uuid.uuid4().hex[:6]}"
+    base = {"allow_autonomous": True, "known_payees": [f"cus_{n}" for n in range(1001, 1030)], "refund_threshold_usd": 500}
+    changes = [(base, "operator"), (base | {"refund_threshold_usd": 700}, "alice"), (base, "bob")]
+    log = await PostgresAuditLog.connect(infra.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        records = []
+        for offset, (settings, by) in enumerate(changes):
+            event = s.ControlTenant.build(s.ControlTenantData(tenant_id=tenant, settings=settings, set_by=by), source="tidegate/cli")
+            records.append(
+                observe(topic=prefix + "control", partition=0, offset=offset, timestamp_ms=1_790_000_000_000 + 60_000 * offset,
+                        timestamp_type=0, key=event.key, value=s.encode(event), headers=[], prefix=prefix)
+            )  # fmt: skip
+        await log.append(records)
+    finally:
+        await log.close()
+    env = {"TIDEGATE_DATABASE_URL": infra.database_url, "TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}
+    after_onboarding = "2026-09-21T14:14:00Z"  # between the onboarding (14:13:20) and the widening (14:14:20)
+    result = await _cli(env, "search", "--type", "control.tenant", "--tenant", tenant, "--since", after_onboarding, "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["summary"] for line in result.output.splitlines()] == [
+        f"tenant {tenant}: refund_threshold_usd 500 → 700 by alice",
+        f"tenant {tenant}: refund_threshold_usd 700 → 500 by bob",
+    ]
