@@ -10,7 +10,7 @@ from signers import as_operator
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
 from schemas import ActionDecided, ControlTenant, ControlTenantData
-from servicekit import ControlState, Keyring, approval_message
+from servicekit import REPO_ROOT, ControlState, Keyring, approval_message
 
 
 async def _pending(w: World, action_id: str = "a-1") -> str:
@@ -60,6 +60,7 @@ async def test_an_approver_says_an_escalation_was_needless_when_approving_it_unc
     from services.approval import review_report, reviews_from_events
     from services.policy import TenantSettings
     from tidegate.ops.autonomy import autonomy_report
+    from tidegate.ops.whatif import load_pack
 
     approval_id = await _pending(world)
     who = bearer(world.tokens["bob"])
@@ -85,7 +86,8 @@ async def test_an_approver_says_an_escalation_was_needless_when_approving_it_unc
     [example] = cli["examples"]["should_not_need_approval"]
     assert (example["outcome"], example["comment"]) == ("approved", "known customer, order read")
     escalated = ActionDecided.build(decided(), source="tidegate/policy")
-    rows = autonomy_report([escalated, *published], lambda tenant: TenantSettings()).as_dict()["rows"]
+    pack = load_pack(REPO_ROOT / "policies" / "default", REPO_ROOT / "catalog" / "tools")
+    rows = autonomy_report([escalated, *published], lambda tenant: TenantSettings(), pack).as_dict()["rows"]
     assert [(r["trigger"], r["approved"], r["should_not_need_approval"]) for r in rows] == [("needs_human_approval", 1, 1)]
 
 
