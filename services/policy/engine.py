@@ -292,6 +292,12 @@ def _unknown_tool(tool: str, catalog: ToolCatalog) -> str:
     )
 
 
+def _denied(pack: CompiledPack, call: Call, risk: RiskClass | None, code: ReasonCode, policy_id: str, message: str) -> Verdict:
+    """A built-in guard's denial: one reason, no facts computed but the call's modes."""
+    reason = Reason(code=code, policy_id=policy_id, message=message)
+    return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=risk, facts=_modes(call))
+
+
 def decide(
     pack: CompiledPack,
     call: Call,
@@ -312,16 +318,13 @@ def decide(
     """
     spec = pack.catalog.get(call.tool)
     if spec is None:
-        reason = Reason(code=ReasonCode.NO_PERMIT, policy_id="builtin:unknown-tool", message=_unknown_tool(call.tool, pack.catalog))
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=None, facts=_modes(call))
+        return _denied(pack, call, None, ReasonCode.NO_PERMIT, "builtin:unknown-tool", _unknown_tool(call.tool, pack.catalog))
     if not spec.granted_to(call.tenant_id):
-        reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants", message=_not_granted(spec, call.tenant_id))
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+        return _denied(pack, call, spec.risk, ReasonCode.TOOL_NOT_GRANTED, "builtin:tool-tenants", _not_granted(spec, call.tenant_id))
     if (before := _before_not_granted(pack, spec, call.tenant_id)) is not None:
         # The executor calls the `before` read for the write's tenant, under the write's authorization: allowing the
         # write would run a tool the tenant may not call, and hand its answer to the tenant in the undo plan.
-        reason = Reason(code=ReasonCode.TOOL_NOT_GRANTED, policy_id="builtin:tool-tenants:before", message=before)
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+        return _denied(pack, call, spec.risk, ReasonCode.TOOL_NOT_GRANTED, "builtin:tool-tenants:before", before)
     errors = pack.arg_errors(call.tool, call.args)
     if errors:
         reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:args-schema", message="; ".join(errors)[:2000])
@@ -335,48 +338,54 @@ def decide(
 
     unknown = unknown_tainted_args(call)
     if unknown:
-        reason = Reason(
-            code=ReasonCode.INVALID_ARGS,
-            policy_id="builtin:tainted-args",
-            message=f"tainted_args names paths that are not in args: {', '.join(unknown)[:500]}",
+        return _denied(
+            pack,
+            call,
+            spec.risk,
+            ReasonCode.INVALID_ARGS,
+            "builtin:tainted-args",
+            f"tainted_args names paths that are not in args: {', '.join(unknown)[:500]}",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if controls.tenant is None and not pack.settings.onboarded(call.tenant_id):
-        reason = Reason(
-            code=ReasonCode.TENANT_NOT_ONBOARDED,
-            policy_id="builtin:tenant-not-onboarded",
-            message=f"tenant {call.tenant_id!r} was never onboarded: run `tidegate tenant add {call.tenant_id} "
+        return _denied(
+            pack,
+            call,
+            spec.risk,
+            ReasonCode.TENANT_NOT_ONBOARDED,
+            "builtin:tenant-not-onboarded",
+            f"tenant {call.tenant_id!r} was never onboarded: run `tidegate tenant add {call.tenant_id} "
             "--internal-domain <domain> [--autonomous]` (a signed control.tenant record), then propose again",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if call.task_of_another is not None:
-        reason = Reason(
-            code=ReasonCode.TASK_OF_ANOTHER_REQUESTER,
-            policy_id="builtin:task-of-another-requester",
-            message=f"task {call.task_id!r} was requested by {call.task_of_another}: an agent proposes in tasks of its own requester "
+        return _denied(
+            pack,
+            call,
+            spec.risk,
+            ReasonCode.TASK_OF_ANOTHER_REQUESTER,
+            "builtin:task-of-another-requester",
+            f"task {call.task_id!r} was requested by {call.task_of_another}: an agent proposes in tasks of its own requester "
             "only (submit a task of your own)",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     if call.flow.forgotten:
-        reason = Reason(
-            code=ReasonCode.TASK_EXPIRED,
-            policy_id="builtin:task-expired",
-            message=f"task {call.task_id!r} began longer ago than the policy keeps a task's working state "
+        return _denied(
+            pack,
+            call,
+            spec.risk,
+            ReasonCode.TASK_EXPIRED,
+            "builtin:task-expired",
+            f"task {call.task_id!r} began longer ago than the policy keeps a task's working state "
             "(TIDEGATE_POLICY_TASK_STATE_KEPT_S): what it read, and so what its arguments may carry, is no longer known; "
             "run the work as a new task",
         )
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
     tenant = tenant_settings(pack, call.tenant_id, controls)
     facts = _facts(pack, call, spec, tenant, history, controls)
     if fact_overrides:
         facts = dataclasses.replace(facts, **fact_overrides)
     non_finite = _non_finite_money(facts, tenant.refund_threshold_usd)
     if non_finite:  # NaN passes a JSON Schema `number`; no threshold or budget can be compared with it (fail closed)
-        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:finite-money", message="; ".join(non_finite)[:2000])
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+        return _denied(pack, call, spec.risk, ReasonCode.INVALID_ARGS, "builtin:finite-money", "; ".join(non_finite)[:2000])
     if (unpayable := _unpayable_amount(facts, spec)) is not None:
-        reason = Reason(code=ReasonCode.INVALID_ARGS, policy_id="builtin:payable-amount", message=unpayable)
-        return Verdict(outcome="deny", reasons=(reason,), policy_version=pack.version, risk=spec.risk, facts=_modes(call))
+        return _denied(pack, call, spec.risk, ReasonCode.INVALID_ARGS, "builtin:payable-amount", unpayable)
     record = facts.record() | {"approval_granted": approval_granted, "flow": call.flow.context(call.tool)}
     extra = {"risk": spec.risk, "facts": record, "estimated_cost_usd": facts.estimated_cost_usd, "mode": facts.mode}
 

@@ -92,9 +92,9 @@ def test_propose_prints_the_ids_it_was_given_on_one_line(monkeypatch: pytest.Mon
     )
 
     async def decided(*_: Any) -> Any:
-        return decision
+        return decision, None  # the decision, and no result (an escalated call waits for a human)
 
-    monkeypatch.setattr(clients, "_publish_and_wait", decided)
+    monkeypatch.setattr(clients, "_propose_and_wait", decided)
     args = ["--tool", "issue_refund", "--args", '{"amount_usd": 700}', "--task-id", CRASHES, "--action-id", "a [b]"]
     result = runner.invoke(clients.app, ["propose", *args])
     assert result.exit_code == 0, result.output
