@@ -22,7 +22,7 @@ from schemas.common import (
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
-from schemas.names import mixed_scripts, proposer_problem, skeleton
+from schemas.names import OUR_PLANNER, mixed_scripts, proposer_problem, skeleton
 from schemas.reasons import APPROVE_REASONS, REVIEW_REASONS, ReasonCode
 from schemas.serialization import (
     CONTENT_TYPE,
@@ -43,6 +43,7 @@ from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, Contr
 __all__ = [
     "APPROVE_REASONS",
     "CONTENT_TYPE",
+    "OUR_PLANNER",
     "DEFAULT_PREFIX",
     "REVIEW_REASONS",
     "TOPICS",

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["SERVICE_PROPOSERS", "mixed_scripts", "proposer_problem", "skeleton"]
+__all__ = ["OUR_PLANNER", "SERVICE_PROPOSERS", "mixed_scripts", "proposer_problem", "skeleton"]
 
 SERVICE_PROPOSERS = "tidegate/"  # a proposal's `proposer` here names a service of the deployment: only a service key signs one
+OUR_PLANNER = "tidegate"  # a task request's `planner` that asks Tidegate's planner to plan it (any other: an outside agent)
 
 _MIXES = (
     frozenset({"LATIN", "CJK", "HIRAGANA", "KATAKANA"}),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from schemas import (
+    OUR_PLANNER,
     ActionDecided,
     ActionResult,
     Approval,
@@ -35,7 +36,6 @@ __all__ = ["OUR_PLANNER", "PlannerHandlers"]
 
 log = logging.getLogger(__name__)
 
-OUR_PLANNER = "tidegate"
 _TIMEOUT_EVENT = "step-timeout:"
 _APPROVAL_KINDS: dict[type[Envelope], str] = {
     ApprovalRequested: "requested",

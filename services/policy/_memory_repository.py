@@ -81,6 +81,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
     learned_tasks: dict[tuple[str, str], Mode] = field(default_factory=dict)  # tasks whose request is learned, with the mode it asked
     requesters: dict[tuple[str, str], str] = field(default_factory=dict)  # who a learned task's first request named
+    planned_here: dict[tuple[str, str], bool | None] = field(default_factory=dict)  # and whether it asked our planner to plan it
     by_task: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # decision keys by task, oldest first
     outcomes: dict[tuple[str, str], dict[str, tuple[str, int]]] = field(default_factory=dict)  # call outcomes by task
     read_errors: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # failed reads' errors by task, by action id
@@ -251,8 +252,9 @@ class InMemoryPolicyRepository(PolicyRepository):
             if i.request:  # learned again: the stricter mode (as PostgreSQL keeps it)
                 scope = (i.tenant_id, i.task_id)
                 self.learned_tasks[scope] = stricter(i.mode, self.learned_tasks.get(scope))
-                if i.requested_by:
-                    self.requesters.setdefault(scope, i.requested_by)
+                if i.requested_by and scope not in self.requesters:
+                    self.requesters[scope] = i.requested_by
+                    self.planned_here[scope] = i.planned_here
                 self._began(i.tenant_id, i.task_id)
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
@@ -310,6 +312,12 @@ class InMemoryPolicyRepository(PolicyRepository):
                 self._failed_reads(t, k),
                 mode=self.learned_tasks.get((t, k)),
                 requested_by=self.requesters.get((t, k)),
+                planned_here=self.planned_here.get((t, k)),
+                proposed_for=frozenset(
+                    r.proposal.requested_by
+                    for r in self.decisions.values()
+                    if (r.tenant_id, r.task_id) == (t, k) and r.proposal.undoes is None and r.proposal.requested_by is not None
+                ),
             )
             for t, k in scopes
         }
@@ -337,6 +345,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             self.read_errors.pop(scope, None)  # a column of the call's outcome in PostgreSQL: no row of its own
             rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
             self.requesters.pop(scope, None)  # a column of its learned row in PostgreSQL
+            self.planned_here.pop(scope, None)
             if self.learned_tasks.pop(scope, None) is not None:
                 rows += 1
         for action_id in ended:

@@ -123,11 +123,12 @@ ON CONFLICT (tenant_id, payee) DO UPDATE SET learned_from = EXCLUDED.learned_fro
 # with the mode each asked for and who it names ($2): [[tenant, task, mode, requester], ...], once each. A task learned again
 # keeps the stricter mode and its first requester (a row from before migration 016, which has none, takes this one).
 _INSERT_PROVENANCE = """WITH learned AS (
-  INSERT INTO policy.tasks_learned AS l (tenant_id, task_id, mode, requested_by)
-  SELECT t->>0, t->>1, t->>2, t->>3 FROM json_array_elements($2::json) AS t
+  INSERT INTO policy.tasks_learned AS l (tenant_id, task_id, mode, requested_by, planned_here)
+  SELECT t->>0, t->>1, t->>2, t->>3, (t->>4)::boolean FROM json_array_elements($2::json) AS t
   ON CONFLICT (tenant_id, task_id) DO UPDATE
   SET mode = CASE WHEN EXCLUDED.mode = 'draft' AND l.mode = 'autonomous' THEN 'draft' ELSE l.mode END,
-    requested_by = coalesce(l.requested_by, EXCLUDED.requested_by)
+    requested_by = coalesce(l.requested_by, EXCLUDED.requested_by),
+    planned_here = CASE WHEN l.requested_by IS NULL THEN EXCLUDED.planned_here ELSE l.planned_here END
   WHERE (EXCLUDED.mode = 'draft' AND l.mode = 'autonomous') OR (l.requested_by IS NULL AND EXCLUDED.requested_by IS NOT NULL)
 )
 INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
@@ -164,6 +165,9 @@ SELECT w.t AS tenant_id, w.k AS task_id,
   EXISTS(SELECT 1 FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS learned,
   (SELECT l.mode FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS mode,
   (SELECT l.requested_by FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS requested_by,
+  (SELECT l.planned_here FROM policy.tasks_learned l WHERE l.tenant_id = w.t AND l.task_id = w.k) AS planned_here,
+  ARRAY(SELECT DISTINCT d.proposal->>'requested_by' FROM policy.decisions d WHERE d.tenant_id = w.t AND d.task_id = w.k
+        AND d.proposal->>'undoes' IS NULL AND d.proposal->>'requested_by' IS NOT NULL) AS proposed_for,
   EXISTS(SELECT 1 FROM policy.tasks_forgotten f WHERE f.tenant_id = w.t AND f.task_id = w.k) AS forgotten
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
@@ -541,14 +545,15 @@ class PgPolicyRepository(PolicyRepository):
                     groups.setdefault((i.tenant_id, i.task_id, trusted, source), []).append(value)
         # Each task once (a statement may not update a row twice): the stricter mode, the first requester.
         requests: dict[tuple[str, str], Mode] = {}
-        requesters: dict[tuple[str, str], str | None] = {}
+        requesters: dict[tuple[str, str], tuple[str | None, bool | None]] = {}
         for i in inputs:
             if i.request:
                 requests[(i.tenant_id, i.task_id)] = stricter(i.mode, requests.get((i.tenant_id, i.task_id)))
-                requesters[(i.tenant_id, i.task_id)] = requesters.get((i.tenant_id, i.task_id)) or i.requested_by
+                first = requesters.get((i.tenant_id, i.task_id))
+                requesters[(i.tenant_id, i.task_id)] = first if first is not None and first[0] else (i.requested_by, i.planned_here)
         if not groups and not requests:
             return
-        tasks = [[*scope, mode, requesters[scope]] for scope, mode in sorted(requests.items())]
+        tasks = [[*scope, mode, *requesters[scope]] for scope, mode in sorted(requests.items())]
         async with self._pool.acquire() as conn:
             await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(tasks))
 
@@ -600,6 +605,8 @@ class PgPolicyRepository(PolicyRepository):
                 [(calls[a][0], json.loads(calls[a][1]), error, a) for _, _, error, a in r["outcomes"] if error is not None and a in calls],
                 mode=r["mode"],
                 requested_by=r["requested_by"],
+                proposed_for=frozenset(r["proposed_for"]),
+                planned_here=r["planned_here"],
             )
             for r in rows
         }

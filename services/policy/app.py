@@ -22,7 +22,6 @@ from servicekit import (
     service_bus,
     service_key,
 )
-from servicekit.authority import CLIENT
 from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
@@ -98,10 +97,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         """A proposal signed by the planner's key (checked by the bus before any handler saw it)."""
         return bool(event.keyid) and any(p.kind == "service" and p.name == "planner" for p in authority.principals(event.keyid or ""))
 
-    def outside(event: Envelope) -> bool:
-        """An event signed by an outside client's key (checked by the bus before any handler saw it)."""
-        return bool(event.keyid) and any(p.kind == CLIENT for p in authority.principals(event.keyid or ""))
-
     async def control_caught_up() -> None:
         await bus.wait_caught_up("control")
         await bus.wait_caught_up("directory")
@@ -117,7 +112,6 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         settings=settings,
         ready=control_caught_up,
         planned=planned,
-        outside=outside,
     )
     handlers = PolicyHandlers(service)
     decisions = {

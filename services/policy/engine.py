@@ -363,8 +363,8 @@ def decide(
             spec.risk,
             ReasonCode.TASK_OF_ANOTHER_REQUESTER,
             "builtin:task-of-another-requester",
-            f"task {call.task_id!r} was requested by {call.task_of_another}: an agent proposes in tasks of its own requester "
-            "only (submit a task of your own)",
+            f"task {call.task_id!r} is {call.task_of_another}'s (its request, or its earlier proposals, named them): a call is "
+            "proposed in a task of its own requester only; submit the work under a task id of your own",
         )
     if call.flow.forgotten:
         return _denied(

@@ -146,7 +146,8 @@ class Call:
     )  # entries whose read the task tried and that failed, by id (the service loads them)
     # The mode the task's signed request asked for (`task.submitted`, the service loads it); None: no task learned.
     task_mode: Mode | None = None
-    # Who the task's signed request names, when an outside agent's proposal names another (the service sets it): denied.
+    # Whose the task is, when the proposal names another requester or two requesters used the task id (the service sets
+    # it, `TaskContext.owned_by_another`): denied.
     task_of_another: str | None = None
 
     @property

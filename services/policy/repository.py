@@ -120,6 +120,10 @@ class TaskReads:
     # Who its first request names (`task.submitted`, signed by the requester's client): four eyes binds them whoever proposes;
     # None: not learned, or learned before migration 016 kept it.
     requested_by: str | None = None
+    # Whom its earlier proposals named as their requester (undos left out: any of the tenant's people may ask one).
+    proposed_for: frozenset[str] = frozenset()
+    # Whether its first request asked Tidegate's planner to plan it; None: not learned, or learned before migration 021.
+    planned_here: bool | None = None
 
 
 Scope = tuple[str, str]  # (tenant id, task id)
@@ -157,6 +161,7 @@ class TaskInput:
     request: bool = False  # from the task's request: the task is then learned (`TaskReads.learned`), even with no values
     mode: Mode = "draft"  # the mode the request asked for (with `request`); a second request of the task can only make it stricter
     requested_by: str | None = None  # who the request names (with `request`, signed by their client); the first request's is kept
+    planned_here: bool | None = None  # the request asked Tidegate's planner to plan it (with `request`); the first request's is kept
 
 
 Decide = Callable[[History], DecisionRecord]

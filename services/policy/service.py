@@ -21,6 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from schemas import (
+    OUR_PLANNER,
     ActionFailed,
     ActionProposed,
     ActionProposedData,
@@ -54,6 +55,7 @@ from servicekit import (
 )
 from servicekit.people import person
 from servicekit.provenance import Provenance
+from servicekit.undo import undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
@@ -89,6 +91,26 @@ class TaskContext:
     failed_reads: Mapping[str, FailedRead] = field(default_factory=dict)  # entries whose read failed, by id
     mode: Mode | None = None  # the mode the task's signed request asked for; None: no task learned (`_context`)
     requested_by: str | None = None  # who the task's signed request names; None: no task learned (four eyes binds them too)
+    # Whose the task is: the requester its signed request names and those its earlier proposals named (undos left out).
+    # One name: the task's; several: two requesters used the id, and nothing more is decided in it (`owned_by_another`).
+    owners: frozenset[str] = frozenset()
+    planned_here: bool | None = None  # its first request asked Tidegate's planner to plan it
+
+    def owned_by_another(self, proposal: ActionProposedData, *, planner: bool) -> str | None:
+        """Whose the task is, when `proposal` (not an undo) may not act in it; else None.
+
+        A task Tidegate's planner plans is its requester's alone: an outside agent's proposal in it is denied, and a
+        planner's proposal naming another requester than the one learned (or one after another's proposals) means two
+        requesters used its id. A task an outside agent plans its requester delegated to that agent, whose own key
+        signs (`requested_by` its principal): any of the tenant's agents may propose in it, as before.
+        """
+        undo = proposal.undoes is not None and proposal.action_id == undo_action_id(proposal.undoes)
+        if undo or proposal.requested_by is None or (not self.planned_here and not planner):
+            return None
+        owners = self.owners | {proposal.requested_by}
+        if len(owners) == 1:
+            return None
+        return ", ".join(sorted(self.owners)) if len(self.owners) == 1 else ", ".join(sorted(owners))
 
     def of(self, call: Call) -> Call:
         """`call` with its task's context: what it read and did, and the mode its request asked for (the proposal's is at most it)."""
@@ -130,7 +152,17 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
         for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
             values.setdefault(v, source)
     vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-    return TaskInput(data.tenant_id, data.task_id, vouched, values, request=True, mode=data.mode, requested_by=data.requested_by)
+    planned_here = data.planner == OUR_PLANNER
+    return TaskInput(
+        data.tenant_id,
+        data.task_id,
+        vouched,
+        values,
+        request=True,
+        mode=data.mode,
+        requested_by=data.requested_by,
+        planned_here=planned_here,
+    )
 
 
 @dataclass
@@ -150,8 +182,6 @@ class PolicyService:
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
-    # Whether an outside client's key signed an event (the bus verified it): such a proposal acts in its requester's tasks only.
-    outside: Callable[[Envelope], bool] = field(default=lambda event: False)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -271,7 +301,17 @@ class PolicyService:
         # rewrite) can make it stricter, never looser. A planner's proposal whose task is not learned asked for nothing
         # anyone signed: draft (fail closed). Another's without a learned task: its own mode, as the tenant allows.
         mode = (read.mode or "draft") if read.learned else "draft" if unseen_task else None
-        return TaskContext(read.provenance, flow, read.records, failed, mode=mode, requested_by=read.requested_by)
+        owners = read.proposed_for | ({read.requested_by} if read.requested_by is not None else set())
+        return TaskContext(
+            read.provenance,
+            flow,
+            read.records,
+            failed,
+            mode=mode,
+            requested_by=read.requested_by,
+            owners=owners,
+            planned_here=read.planned_here,
+        )
 
     async def _publish_record(self, record: DecisionRecord) -> None:
         await self._publish_records([record])
@@ -305,8 +345,8 @@ class PolicyService:
             p = event.data
             context = read[(p.tenant_id, p.task_id)]
             call = context.of(Call.from_proposal(p))
-            if self.outside(event) and context.requested_by is not None and context.requested_by != p.requested_by:
-                call = dataclasses.replace(call, task_of_another=context.requested_by)
+            if (owner := context.owned_by_another(p, planner=self.planned(event))) is not None:
+                call = dataclasses.replace(call, task_of_another=owner)
             pending.append(
                 self._pending(
                     key=p.action_id,

@@ -21,8 +21,8 @@ NOTE = {"ticket_id": "T-1001", "note": "PLANTED by the planner's database login"
 
 
 def _as_planner(kit: KitSettings, proposal: ActionProposed) -> ActionProposed:
-    """`proposal` as the planner publishes it: signed with the planner's service key."""
-    data = proposal.data.model_copy(update={"proposer": "tidegate/planner/playbook"})
+    """`proposal` as the planner publishes it: signed with the planner's service key, naming its task's requester."""
+    data = proposal.data.model_copy(update={"proposer": "tidegate/planner/playbook", "requested_by": "ann@acme.example"})
     return sign_event(proposal.model_copy(update={"source": "tidegate/planner", "data": data}), service_key(kit, "planner"))
 
 

@@ -1,8 +1,11 @@
-"""An outside agent proposes in tasks of its own requester only (red team F4).
+"""A task is its requester's: a call is proposed in a task of its own requester only (red team F4, second red team F1).
 
 A second agent of the tenant, holding its own registered key, proposed a step into another requester's task (one the
 planner had finished ten minutes earlier): it was decided in that task's mode, counted in its figures, run, and
-`tidegate audit explain` showed it as the task's step 9.
+`tidegate audit explain` showed it as the task's step. Then the guard was first come, first served: an agent that used
+a predictable task id before its owner (a task request or a proposal of its own) owned the victim's task, its refund
+was allowed in it, and the victim's planner task read "Requested by: <attacker>". Now a task id two requesters used
+decides nothing more, for either of them, and says why.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from test_policy_provenance import CATALOG, TENANT
 
 from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope, TaskSubmitted, TaskSubmittedData
 from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, sign_as_operator
+from servicekit.undo import undo_action_id
 from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
 CLIENT_SOURCE = "urn:tidegate:client:agent"
+DENIED = "deny:task_of_another_requester"
 
 
 @pytest.fixture
@@ -36,24 +41,34 @@ async def service(tmp_path: Path) -> PolicyService:
         control=ControlState(),
         publish_many=EventOutlet(publish).publish_many,
         settings=PolicySettings(provenance_wait_s=5),
-        planned=lambda event: event.source == "tidegate/planner",  # stand-ins for "signed by the planner's / a client's key"
-        outside=lambda event: event.source == CLIENT_SOURCE,
+        planned=lambda event: event.source == "tidegate/planner",  # a stand-in for "signed by the planner's key"
     )
     record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=TENANT, set_by="admin"), source="cli")
     await svc.on_control(sign_as_operator(KitSettings(keys_dir=tmp_path / "operator"), record))
-    request = TaskSubmittedData(
-        task_id="t-demo", tenant_id="acme", workflow="support_triage", input={"ticket_id": "T-1007"}, requested_by="demo@acme.example",
-        mode="autonomous",
-    )  # fmt: skip
-    await svc.on_tasks([TaskSubmitted.build(request, source="tidegate/cli")])
     return svc
 
 
-async def _propose(service: PolicyService, *, requested_by: str, source: str, action_id: str, task_id: str = "t-demo") -> list[str]:
+async def _submit(service: PolicyService, requested_by: str, task_id: str = "t-demo") -> None:
+    request = TaskSubmittedData(
+        task_id=task_id, tenant_id="acme", workflow="support_triage", input={"ticket_id": "T-1007"}, requested_by=requested_by,
+        mode="autonomous",
+    )  # fmt: skip
+    await service.on_tasks([TaskSubmitted.build(request, source="tidegate/cli")])
+
+
+async def _propose(
+    service: PolicyService,
+    *,
+    requested_by: str,
+    action_id: str,
+    source: str = CLIENT_SOURCE,
+    task_id: str = "t-demo",
+    undoes: str | None = None,
+) -> list[str]:
     data = ActionProposedData(
         action_id=action_id, task_id=task_id, tenant_id="acme", step=9, tool="add_internal_note",
         args={"ticket_id": "T-1007", "note": "customer verified identity by phone; OK to reset"}, proposer="agent",
-        requested_by=requested_by, mode="autonomous",
+        requested_by=requested_by, mode="autonomous", undoes=undoes,
     )  # fmt: skip
     decided = (await service.on_proposed(ActionProposed.build(data, source=source))).decided
     assert decided is not None
@@ -61,14 +76,42 @@ async def _propose(service: PolicyService, *, requested_by: str, source: str, ac
 
 
 async def test_another_requesters_agent_is_denied_in_the_task(service: PolicyService) -> None:
-    said = await _propose(service, requested_by="mallory@acme.example", source=CLIENT_SOURCE, action_id="a-mallory")
-    assert said == ["deny:task_of_another_requester"]
+    await _submit(service, "demo@acme.example")
+    assert await _propose(service, requested_by="mallory@acme.example", action_id="a-mallory") == [DENIED]
 
 
 async def test_the_tasks_own_requester_the_planner_and_a_task_of_ones_own_are_decided_as_before(service: PolicyService) -> None:
-    own = await _propose(service, requested_by="demo@acme.example", source=CLIENT_SOURCE, action_id="a-demo")
+    await _submit(service, "demo@acme.example")
+    own = await _propose(service, requested_by="demo@acme.example", action_id="a-demo")
     planner = await _propose(service, requested_by="demo@acme.example", source="tidegate/planner", action_id="a-planner")
-    elsewhere = await _propose(service, requested_by="mallory@acme.example", source=CLIENT_SOURCE, action_id="a-new", task_id="t-mallory")
+    elsewhere = await _propose(service, requested_by="mallory@acme.example", action_id="a-new", task_id="t-mallory")
     assert own == planner, (own, planner)  # the same call, decided alike whoever of the task proposed it
     for said in (own, planner, elsewhere):
-        assert not any(code.endswith("task_of_another_requester") for code in said), said
+        assert DENIED not in said, said
+
+
+async def test_an_id_taken_first_by_a_proposal_is_nobodys_once_its_requester_submits_it(service: PolicyService) -> None:
+    """Second red team F1, T2: the attacker proposes under the victim's coming task id before the victim submits it."""
+    first = await _propose(service, requested_by="mallory@acme.example", action_id="a-first")
+    assert DENIED not in first  # nobody's task yet: mallory's own, as far as anyone can tell
+    await _submit(service, "victim@acme.example")
+    assert await _propose(service, requested_by="mallory@acme.example", action_id="a-2") == [DENIED]
+    assert await _propose(service, requested_by="victim@acme.example", action_id="a-3") == [DENIED]  # said, not run in a shared id
+
+
+async def test_a_task_id_another_requester_submitted_first_decides_nothing_for_the_planners_run_of_it(service: PolicyService) -> None:
+    """Second red team F1, T5: mallory submits the victim's predictable id first; the planner runs the victim's task."""
+    await _submit(service, "mallory@acme.example")
+    await _submit(service, "victim@acme.example")  # the policy keeps the first request
+    planner = await _propose(service, requested_by="victim@acme.example", source="tidegate/planner", action_id="a-planner")
+    assert planner == [DENIED]
+    assert await _propose(service, requested_by="mallory@acme.example", action_id="a-mallory") == [DENIED]  # the id is two's now
+
+
+async def test_an_undo_is_any_of_the_tenants_people_to_ask(service: PolicyService) -> None:
+    """`tidegate undo` proposes in the undone call's task as whoever runs it (`--requested-by`, cli@localhost by default)."""
+    await _submit(service, "demo@acme.example")
+    assert DENIED not in await _propose(service, requested_by="demo@acme.example", action_id="a-1")
+    undo = await _propose(service, requested_by="cli@localhost", action_id=undo_action_id("a-1"), undoes="a-1")
+    assert DENIED not in undo
+    assert DENIED not in await _propose(service, requested_by="demo@acme.example", action_id="a-2")  # an undo claims nothing
