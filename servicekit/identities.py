@@ -64,7 +64,9 @@ def normalise_path(value: str) -> str:
     return normal.lstrip("/") if normal not in (".", "/") else ""
 
 
-_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+# A plain address: no routing in its local part (`evil%evil.example@acme.example` and `host!user@…` are relayed onward
+# by mail servers that still honour them), a host of DNS labels.
+_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\%!]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _HEADERS = HeaderRegistry()
 
 

@@ -101,6 +101,8 @@ def test_an_address_list_in_one_string_counts_each_address(catalog: ToolCatalog)
         "bob@acme.example <evil@evil.example>",  # the modern parser reads `bob@acme.example` alone
         "ops@acme.example;evil@evil.example",
         "a@b@acme.example",  # no plain address: the host after its last `@` is not its host
+        "evil%evil.example@acme.example",  # the percent hack: an acme server that honours it relays the mail to evil.example
+        "evil.example!evil@acme.example",  # a bang path, likewise
         ["ops@acme.example", "eve@evil.example ops@acme.example"],
     ],
 )
