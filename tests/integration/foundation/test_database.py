@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from servicekit import UNFLUSHED, KitSettings, apply_migrations, create_pool
@@ -143,3 +144,37 @@ async def test_catch_up_logs_in_as_the_operator_as_db_migrate_does(infra, tmp_pa
     kit = _operator_with_passfile(infra, passfile).model_copy(update={"topic_prefix": f"t-{tmp_path.name[-8:]}."})
     done = await catch_up(kit, say=lambda line: None)  # refused before: ConnectionError, password authentication failed
     assert not any(done.counts.values())  # no topic of that prefix: nothing to write back, but it logged in and looked
+
+
+async def test_a_database_that_refuses_connections_is_counted_at_each_retry() -> None:
+    """An SRE probe stopped PostgreSQL: every service retried `ConnectionRefusedError`, and `tidegate_database_retries_total`
+    (the `TidegateDatabaseRetrying` page) had no sample: the refusal is the OS's error, raised from asyncpg's connect."""
+    import socket
+
+    from prometheus_client import REGISTRY
+
+    from servicekit.db import discard_broken_connections
+
+    class Pool:
+        expired = 0
+
+        async def expire_connections(self) -> None:
+            self.expired += 1
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the block ends: a database that is down
+    pool = Pool()
+    discard = discard_broken_connections(pool, "sre-probe")  # type: ignore[arg-type]
+    for _ in range(3):
+        try:
+            await asyncpg.connect(f"postgresql://nobody@127.0.0.1:{port}/none", timeout=5)
+        except OSError as refused:
+            await discard(refused)
+    assert REGISTRY.get_sample_value("tidegate_database_retries_total", {"service": "sre-probe"}) == 3
+    assert pool.expired == 3
+    try:
+        raise ConnectionRefusedError("a tool's own socket, not the database's")
+    except OSError as other:
+        await discard(other)
+    assert REGISTRY.get_sample_value("tidegate_database_retries_total", {"service": "sre-probe"}) == 3
