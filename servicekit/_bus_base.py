@@ -56,6 +56,9 @@ class BusBase:
     on_transient: Callable[[BaseException], Awaitable[None]] | None = field(default=None, init=False)
     # Set when the producer can no longer deliver: the process exits for its supervisor to restart it.
     failure: BaseException | None = field(default=None, init=False)
+    # Handlers waiting out a transient error's backoff now: while one of a service's consumers is held so, what another
+    # handler waits for from it (the policy: a task's request) may still come (`PolicyService.inputs_held`).
+    handlers_retrying: int = field(default=0, init=False)
     failed: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     # Set as `stop` begins: a handler between two steps (the executor between two attempts) starts no new one.
     stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -109,5 +112,9 @@ class BusBase:
                     await self.on_transient(exc)
                 self.liveness.retrying(exc)
                 log.warning("%s: transient error on %s, retrying in %.1fs: %r", self.service, what, delay, exc)
-                await asyncio.sleep(delay)
+                self.handlers_retrying += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self.handlers_retrying -= 1
                 delay = min(delay * 2, MAX_BACKOFF_S)

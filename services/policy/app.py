@@ -112,6 +112,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         settings=settings,
         ready=control_caught_up,
         planned=planned,
+        inputs_held=lambda: bus.handlers_retrying > 0,
     )
     handlers = PolicyHandlers(service)
     decisions = {

@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 PublishMany = Callable[[list[Recorded]], Awaitable[None]]  # `Bus.publish_many`: stored bytes as they are
 
 
+HELD_WAIT_S = 30.0  # how much longer a decision waits for its task while another consumer of the service retries
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """What a task has read (provenance, entries of the system of record) and done (its flow), loaded before a decision."""
@@ -182,6 +185,9 @@ class PolicyService:
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
+    # Whether another of this service's consumers (tasks, results) is waiting out a transient error now: what a decision
+    # waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
+    inputs_held: Callable[[], bool] = field(default=lambda: False)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -267,6 +273,7 @@ class PolicyService:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.provenance_wait_s
+        held_until = deadline + HELD_WAIT_S
         woken = asyncio.Event()
         waiting = scopes
 
@@ -278,7 +285,11 @@ class PolicyService:
             reads = await self.repo.task_reads(scopes)
             while waiting := [s for s in waiting if not reads[s].forgotten and (self._unseen(reads[s].awaiting) or unseen_task(s))]:
                 if (left := deadline - loop.time()) <= 0:
-                    break
+                    # A database outage just ended: the consumer that learns tasks may still be in its backoff (an SRE
+                    # probe: 16 of 23 autonomous tasks decided draft right after PostgreSQL came back).
+                    if not self.inputs_held() or loop.time() >= held_until:
+                        break
+                    left = 0.05
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(0.05, left)):
                         await woken.wait()
