@@ -387,6 +387,13 @@ kafka_wait_ready() {
     warn "kafka not ready at $addr within ${KAFKA_READY_TIMEOUT}s (exit $rc); last lines of the logs:"
     tail -n 15 "$K_NODE_LOGS/kafka.out" >&2 || true
     tail -n 25 "$K_NODE_LOGS/server.log" >&2 || true
+    # The cause, in one line, where a stack trace would hide it: the port taken (a client that kept reconnecting while
+    # the broker was down may hold it, connected to itself when the port is in the ephemeral range).
+    if grep -q "failed to bind to .*Address already in use" "$K_NODE_LOGS/server.log" 2>/dev/null; then
+      warn "kafka could not listen on $addr: the address is in use. A client reconnecting while the broker was down may hold it" \
+        "(\`ss -tanp | grep ':${addr##*:}'\` shows who): stop the services (\`tidegate down\`) and every outside client of the" \
+        "broker, then run \`tidegate infra up\` again; a port below the ephemeral range (\`TIDEGATE_KAFKA_PORT\`) avoids it"
+    fi
     return 1
   fi
 }

@@ -228,7 +228,7 @@ async def supervise(
                 proc.terminate()
 
     async def restart_now(name: str, code: int, why: str) -> None:
-        say(f"{name} exited with {code} ({why}); starting it again now")
+        say(f"{name} {ended_as(code)} ({why}); starting it again now")
         await start(name, last_exit=code)
         if on_restart is not None:
             on_restart(name, code, 0.0)
@@ -273,7 +273,7 @@ async def supervise(
                 delay = backoff[name].after_death(now - started_at[name])
                 restart_at[name] = now + delay
                 note(name, state="restarting", last_exit=proc.returncode, restart_at=datetime.now(UTC) + timedelta(seconds=delay))
-                say(f"{name} exited with {proc.returncode}; restarting in {delay:.0f}s")
+                say(f"{name} {ended_as(proc.returncode)}; restarting in {delay:.0f}s")
                 if on_restart is not None:
                     on_restart(name, proc.returncode, delay)
     if children:
@@ -294,3 +294,14 @@ async def supervise(
         log.close()
     record_file.unlink(missing_ok=True)
     say("stopped")
+
+
+def ended_as(code: int | None) -> str:
+    """How a child ended, in words: a negative return code is the signal that killed it (`-9`: SIGKILL, the OOM killer's)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with {code}"

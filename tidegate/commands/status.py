@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tidegate.commands._common import console, err_console, fail, settings
 from tidegate.commands._supervised import Child, Supervised, same_process, utc_stamp
+from tidegate.commands._supervisor import ended_as
 from tidegate.commands.services import left_behind, left_behind_line, read_record, supervisor_pid
 
 __all__ = ["EXIT_NOT_RUNNING", "ServiceStatus", "app", "health_answer", "service_statuses"]
@@ -106,7 +107,7 @@ def _why_not_running(name: str, child: Child, logs: Path) -> str | None:
     if child.last_exit is None:
         return None
     said = _last_words(logs / f"{name}.log") if child.state == "restarting" else None
-    return f"exited with {child.last_exit}" + (f": {said}" if said else "")
+    return ended_as(child.last_exit) + (f": {said}" if said else "")
 
 
 async def _health(client: httpx.AsyncClient, name: str, child: Child, run_dir: Path) -> ServiceStatus:

@@ -146,3 +146,11 @@ async def test_a_record_that_cannot_be_written_is_said_and_the_supervision_goes_
     assert await run_supervisor(tmp_path, monkeypatch, time.monotonic, 3) == [0.02, 0.04, 0.08]
     said = capsys.readouterr().out
     assert f"cannot write {tmp_path / 'up.json'} (`tidegate status` reads it): [Errno 21] Is a directory" in said
+
+
+def test_a_child_killed_by_a_signal_is_said_so() -> None:
+    """An SRE probe read `executor exited with -9` at 3 a.m.: a kill (the OOM killer's, an operator's) is not a crash."""
+    from tidegate.commands._supervisor import ended_as
+
+    assert ended_as(-9) == "was killed by signal 9 (SIGKILL)"
+    assert ended_as(1) == "exited with 1"
