@@ -96,6 +96,11 @@ class StoryLine(_Frozen):
     summary: str
     valid: bool
     duplicate: bool
+    unverified: str | None = Field(
+        default=None,
+        description="Why the row does not verify from its own value (its signature or columns say otherwise: a row written "
+        "into the database, not recorded from the bus), when the reader checked; what it says is then not evidence.",
+    )
 
     @field_serializer("at", when_used="json")
     def _at(self, at: datetime) -> str:
@@ -568,13 +573,25 @@ async def tasks_of_action(log: AuditLog, action_id: str, prefix: str = "") -> li
     return found
 
 
-async def search(log: AuditLog, filters: SearchFilters, *, limit: int = 100, newest: bool = False) -> list[StoryLine]:
+def rechecked(rows: Sequence[LogRow], lines: list[StoryLine], recheck: Recheck | None) -> list[StoryLine]:
+    """`lines` (one per row of `rows`) each marked with why its row does not verify from its own value, with `recheck`."""
+    if recheck is None:
+        return lines
+    return [
+        line if (problem := recheck(row)) is None else line.model_copy(update={"unverified": problem})
+        for row, line in zip(rows, lines, strict=True)
+    ]
+
+
+async def search(
+    log: AuditLog, filters: SearchFilters, *, limit: int = 100, newest: bool = False, recheck: Recheck | None = None
+) -> list[StoryLine]:
     """Rows matching `filters`, as story lines (the oldest `limit`, or with `newest` the newest, in order either way).
 
     A tenant's settings record reads as what it changed from the tenant's record before it, found in the log.
     """
     rows = await log.search(filters, limit=limit, newest=newest)
-    return story(rows, await previous_settings(log, rows, filters.topic_prefix))
+    return rechecked(rows, story(rows, await previous_settings(log, rows, filters.topic_prefix)), recheck)
 
 
 def _signer(keyid: str | None) -> str | None:

@@ -208,6 +208,15 @@ async def test_with_the_service_stopped_verify_content_and_signatures_name_the_f
     assert named == [(topic, 3, 2, "signature_missing"), (topic, 4, 102, "signature_missing")]
     assert report["breaks"][0]["problem"].startswith("stored as a valid event, but its value does not verify")
 
+    # What a reader meets first says so too (second red team F2: a forged "refund failed, nothing was paid" read as genuine
+    # in `audit search` and `audit show`, with no mark).
+    searched = [json.loads(line) for line in (await audit_cli(kit, "search", "--json", "--limit", "500")).output.splitlines()]
+    ours = {line["seq"]: line["unverified"] for line in searched if line["topic"] == topic}
+    assert ours[3] is not None
+    assert "signature_missing" in ours[3]
+    assert ours[4] is not None
+    assert (ours[1], ours[2]) == (None, None)  # the genuine records (stored as not valid events) say nothing new
+
 
 async def _equals(got: Any, expected: Any) -> bool:
     return bool(await got == expected)

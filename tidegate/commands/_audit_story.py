@@ -23,6 +23,7 @@ from services.audit import (
     explain_task,
     pruned_before,
     read_archive,
+    rechecked,
     search,
     story,
     task_rows_of,
@@ -44,6 +45,7 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
     for line in lines:
         flag = "" if line.valid else " [red](invalid)[/]"
         flag += " [yellow](duplicate)[/]" if line.duplicate else ""
+        flag += " [red](does not verify: not evidence)[/]" if line.unverified else ""
         table.add_row(  # every text a record carries is someone else's (an agent's task id, source, rationale): shown as it is
             line.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             shown(f"{line.topic}[{line.partition}]"),
@@ -135,7 +137,7 @@ def show(
     if not rows:
         fail(_nothing(task_id, tenant, pruned))
     task_id = task
-    lines = story(rows)
+    lines = rechecked(rows, story(rows), row_recheck(settings(), prefix))
     _start_pruned(task_id, any(line.event_type == "task.submitted" for line in lines), pruned, archives)
     if as_json:
         for line in lines:
@@ -229,8 +231,10 @@ def search_(
         trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=settings().topic_prefix,
     )  # fmt: skip
 
+    recheck = row_recheck(settings())  # each row shown is checked from its own value: one written into the database is said so
+
     async def go(log: PostgresAuditLog) -> list[Any]:
-        return await search(log, filters, limit=limit + 1, newest=True)  # one more: whether more match than are shown
+        return await search(log, filters, limit=limit + 1, newest=True, recheck=recheck)  # one more: whether more match
 
     lines = run(with_audit_log(go))
     more = len(lines) > limit
