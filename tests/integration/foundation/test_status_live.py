@@ -64,7 +64,7 @@ async def test_status_follows_a_supervised_service_through_a_kill(kit: KitSettin
         assert again["pid"] != first
 
         log = (tmp_path / "run" / "logs" / "supervisor.log").read_text().splitlines()
-        assert "policy exited with -9; restarting in 1s" in " ".join(log)
+        assert "policy was killed by signal 9 (SIGKILL); restarting in 1s" in " ".join(log)  # not "exited with -9" (SRE probe F6)
         assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line) for line in log), log
     finally:
         stopped = cli(env, "down", "--timeout", "40")
