@@ -11,12 +11,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from test_policy_provenance import CATALOG, TENANT
+from test_policy_provenance import onboarded_service
 
-from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope, TaskSubmitted, TaskSubmittedData
-from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, sign_as_operator
-from services.policy import InMemoryPolicyRepository
-from services.policy.pack import PackSource, compile_pack
+from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -24,24 +21,9 @@ NOTE = {"ticket_id": "T-1001", "note": "triaged"}  # write_low with an undo: alo
 
 
 async def _service(tmp_path: Path, held: list[bool]) -> PolicyService:
-    async def publish(topic: str, event: Envelope) -> None:
-        return None
-
-    svc = PolicyService(
-        catalog=CATALOG,
-        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
-        repo=InMemoryPolicyRepository(),
-        signer=SigningKey.load_or_create(tmp_path, "policy"),
-        keys_dir=tmp_path,
-        control=ControlState(),
-        publish_many=EventOutlet(publish).publish_many,
-        settings=PolicySettings(provenance_wait_s=0.2),
-        planned=lambda event: True,
-        inputs_held=lambda: held[0],
+    return await onboarded_service(
+        tmp_path, settings=PolicySettings(provenance_wait_s=0.2), planned=lambda event: True, inputs_held=lambda: held[0]
     )
-    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=TENANT, set_by="admin"), source="cli")
-    await svc.on_control(sign_as_operator(KitSettings(keys_dir=tmp_path / "operator"), record))
-    return svc
 
 
 async def _decided_while_the_task_comes_late(svc: PolicyService, held: list[bool]) -> list[str]:

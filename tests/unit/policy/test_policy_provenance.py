@@ -35,8 +35,9 @@ TICKET = {
 }
 
 
-@pytest.fixture
-async def service(tmp_path: Path) -> PolicyService:
+async def onboarded_service(tmp_path: Path, tenant: dict[str, Any] | None = None, **fields: Any) -> PolicyService:
+    """A policy service over the in-memory twin and the default pack (`fields`: more of its own), acme onboarded with `tenant`."""
+
     async def publish(topic: str, event: Envelope) -> None:
         return None
 
@@ -48,11 +49,16 @@ async def service(tmp_path: Path) -> PolicyService:
         keys_dir=tmp_path,
         control=ControlState(),
         publish_many=EventOutlet(publish).publish_many,
+        **fields,
     )
-    settings = TENANT | {"triggers": {"new_payee": {"action": "escalate"}}}
-    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=settings, set_by="admin"), source="cli")
+    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=tenant or TENANT, set_by="admin"), source="cli")
     await svc.on_control(sign_as_operator(KitSettings(keys_dir=tmp_path / "operator"), record))  # as `tidegate tenant add` signs it
     return svc
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> PolicyService:
+    return await onboarded_service(tmp_path, TENANT | {"triggers": {"new_payee": {"action": "escalate"}}})
 
 
 async def _read_ticket(service: PolicyService, task_id: str = "t-1") -> None:

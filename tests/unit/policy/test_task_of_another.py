@@ -13,13 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_policy_provenance import CATALOG, TENANT
+from test_policy_provenance import onboarded_service
 
-from schemas import ActionProposed, ActionProposedData, ControlTenant, ControlTenantData, Envelope, TaskSubmitted, TaskSubmittedData
-from servicekit import REPO_ROOT, ControlState, EventOutlet, KitSettings, SigningKey, sign_as_operator
+from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
 from servicekit.undo import undo_action_id
-from services.policy import InMemoryPolicyRepository
-from services.policy.pack import PackSource, compile_pack
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -29,23 +26,10 @@ DENIED = "deny:task_of_another_requester"
 
 @pytest.fixture
 async def service(tmp_path: Path) -> PolicyService:
-    async def publish(topic: str, event: Envelope) -> None:
-        return None
-
-    svc = PolicyService(
-        catalog=CATALOG,
-        pack=compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG),
-        repo=InMemoryPolicyRepository(),
-        signer=SigningKey.load_or_create(tmp_path, "policy"),
-        keys_dir=tmp_path,
-        control=ControlState(),
-        publish_many=EventOutlet(publish).publish_many,
-        settings=PolicySettings(provenance_wait_s=5),
-        planned=lambda event: event.source == "tidegate/planner",  # a stand-in for "signed by the planner's key"
+    # `planned`: a stand-in for "signed by the planner's key"
+    return await onboarded_service(
+        tmp_path, settings=PolicySettings(provenance_wait_s=5), planned=lambda event: event.source == "tidegate/planner"
     )
-    record = ControlTenant.build(ControlTenantData(tenant_id="acme", settings=TENANT, set_by="admin"), source="cli")
-    await svc.on_control(sign_as_operator(KitSettings(keys_dir=tmp_path / "operator"), record))
-    return svc
 
 
 async def _submit(service: PolicyService, requested_by: str, task_id: str = "t-demo") -> None:
