@@ -115,6 +115,12 @@ class TaskContext:
             return None
         return ", ".join(sorted(self.owners)) if len(self.owners) == 1 else ", ".join(sorted(owners))
 
+    def named_by(self, proposal: ActionProposedData) -> TaskContext:
+        """This context once `proposal` is recorded: its requester among the task's owners, unless it is an undo (which claims nothing)."""
+        if proposal.requested_by is None or proposal.undoes is not None or proposal.requested_by in self.owners:
+            return self
+        return dataclasses.replace(self, owners=self.owners | {proposal.requested_by})
+
     def of(self, call: Call) -> Call:
         """`call` with its task's context: what it read and did, and the mode its request asked for (the proposal's is at most it)."""
         return dataclasses.replace(
@@ -358,6 +364,9 @@ class PolicyService:
             call = context.of(Call.from_proposal(p))
             if (owner := context.owned_by_another(p, planner=self.planned(event))) is not None:
                 call = dataclasses.replace(call, task_of_another=owner)
+            # What the database will say of the task once this batch is written, the next proposal of it sees now: a
+            # requester named by this one owns it too (two in one polled batch are as two in two batches).
+            read[(p.tenant_id, p.task_id)] = context.named_by(p)
             pending.append(
                 self._pending(
                     key=p.action_id,

@@ -99,3 +99,25 @@ async def test_an_undo_is_any_of_the_tenants_people_to_ask(service: PolicyServic
     undo = await _propose(service, requested_by="cli@localhost", action_id=undo_action_id("a-1"), undoes="a-1")
     assert DENIED not in undo
     assert DENIED not in await _propose(service, requested_by="demo@acme.example", action_id="a-2")  # an undo claims nothing
+
+
+async def test_two_requesters_in_one_polled_batch_are_as_two_in_two_batches(service: PolicyService) -> None:
+    """A proposal naming another requester, polled in the same batch as the planner's first one, still contests the id.
+
+    The batch reads each task's owners once, before any of its proposals is recorded: the second requester's proposal
+    read the task as nobody's and both were decided as if the id were one requester's (noticed in the review of red
+    team F4's fix). One at a time, the planner's proposal after mallory's is denied; in one batch it must be too.
+    """
+
+    def proposal(requested_by: str, action_id: str, source: str) -> ActionProposed:
+        data = ActionProposedData(
+            action_id=action_id, task_id="t-batch", tenant_id="acme", step=1, tool="add_internal_note",
+            args={"ticket_id": "T-1007", "note": "verified"}, proposer="agent", requested_by=requested_by, mode="autonomous",
+        )  # fmt: skip
+        return ActionProposed.build(data, source=source)
+
+    batch = [proposal("mallory@acme.example", "a-mallory", CLIENT_SOURCE), proposal("victim@acme.example", "a-victim", "tidegate/planner")]
+    records = await service.on_proposed_batch(batch, traced=False)
+    said = [[f"{r.decided.data.outcome}:{c.code.value}" for c in r.decided.data.reasons] for r in records if r.decided is not None]
+    assert DENIED not in said[0]  # the first to name the id: nobody else had, as one at a time
+    assert said[1] == [DENIED], said  # the planner's, naming a second requester in the same batch
