@@ -39,6 +39,7 @@ from schemas import (
     RiskClass,
     TaskSubmitted,
     TaskSubmittedData,
+    ToolSpec,
 )
 from servicekit import (
     Attr,
@@ -55,7 +56,7 @@ from servicekit import (
 )
 from servicekit.people import person
 from servicekit.provenance import Provenance
-from servicekit.undo import undo_action_id
+from servicekit.undo import UndoUnavailable, resolve, undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
@@ -99,15 +100,15 @@ class TaskContext:
     owners: frozenset[str] = frozenset()
     planned_here: bool | None = None  # its first request asked Tidegate's planner to plan it
 
-    def owned_by_another(self, proposal: ActionProposedData, *, planner: bool) -> str | None:
-        """Whose the task is, when `proposal` (not an undo) may not act in it; else None.
+    def owned_by_another(self, proposal: ActionProposedData, *, planner: bool, undo: bool = False) -> str | None:
+        """Whose the task is, when `proposal` may not act in it; else None.
 
         A task Tidegate's planner plans is its requester's alone: an outside agent's proposal in it is denied, and a
         planner's proposal naming another requester than the one learned (or one after another's proposals) means two
         requesters used its id. A task an outside agent plans its requester delegated to that agent, whose own key
-        signs (`requested_by` its principal): any of the tenant's agents may propose in it, as before.
+        signs (`requested_by` its principal): any of the tenant's agents may propose in it, as before. With `undo`
+        (the proposal is the catalog's undo of a call of this task, `is_undo_of`) it is any of the tenant's people's to ask.
         """
-        undo = proposal.undoes is not None and proposal.action_id == undo_action_id(proposal.undoes)
         if undo or proposal.requested_by is None or (not self.planned_here and not planner):
             return None
         owners = self.owners | {proposal.requested_by}
@@ -126,6 +127,27 @@ class TaskContext:
         return dataclasses.replace(
             call, provenance=self.provenance, flow=self.flow, records=self.records, failed_reads=self.failed_reads, task_mode=self.mode
         )
+
+
+def is_undo_of(spec: ToolSpec | None, original: ActionProposedData, proposal: ActionProposedData) -> bool:
+    """Whether `proposal` is the undo of `original` as its catalog entry `spec` names it.
+
+    That tool, and each argument the entry takes from the original call's args (`args.<path>`) equal to it. Arguments
+    from its result or the state read before it are not known here: the executor's plan computed them, and the policy
+    decides the call on its merits.
+    """
+    undo = spec.undo if spec is not None else None
+    if undo is None or undo.tool is None or undo.tool != proposal.tool:
+        return False
+    for name, source in undo.args.items():
+        if isinstance(source, str) and source.startswith("args."):
+            try:
+                expected = resolve(source, {"args": original.args})
+            except UndoUnavailable:
+                return False
+            if proposal.args.get(name) != expected:
+                return False
+    return True
 
 
 def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Recorded:
@@ -357,12 +379,13 @@ class PolicyService:
         # What each task has read and done, loaded once per task of the batch, all tasks at once.
         planned = {(e.data.tenant_id, e.data.task_id) for e in events if self.planned(e)}
         read = await self._task_contexts(list(dict.fromkeys((e.data.tenant_id, e.data.task_id) for e in events)), planned)
+        undos = await self._undos([e.data for e in events])
         pending = []
         for event in events:
             p = event.data
             context = read[(p.tenant_id, p.task_id)]
             call = context.of(Call.from_proposal(p))
-            if (owner := context.owned_by_another(p, planner=self.planned(event))) is not None:
+            if (owner := context.owned_by_another(p, planner=self.planned(event), undo=p.action_id in undos)) is not None:
                 call = dataclasses.replace(call, task_of_another=owner)
             # What the database will say of the task once this batch is written, the next proposal of it sees now: a
             # requester named by this one owns it too (two in one polled batch are as two in two batches).
@@ -388,6 +411,23 @@ class PolicyService:
             # A batch falls back to one event at a time: each conflicting proposal is dead-lettered alone.
             raise refused
         return [record for _, record, _ in decided]
+
+    async def _undos(self, proposals: list[ActionProposedData]) -> set[str]:
+        """The action ids of `proposals` that are the undo the catalog names of a call proposed in their own task (`is_undo_of`).
+
+        Only such an undo is any of the tenant's people's to ask in another requester's task: a proposal that merely
+        says `undoes` (any client can write it) is decided as the call it is (the review of the second red team's F1:
+        an agent's refund, labelled the undo of a step, was exempt from the task rule and decided with the task's records).
+        """
+        out = set()
+        for p in proposals:
+            if p.undoes is None or p.action_id != undo_action_id(p.undoes):
+                continue
+            original = await self.repo.decision(p.undoes)
+            same_task = original is not None and (original.tenant_id, original.task_id) == (p.tenant_id, p.task_id)
+            if same_task and original is not None and is_undo_of(self.pack.catalog.get(original.proposal.tool), original.proposal, p):
+                out.add(p.action_id)
+        return out
 
     async def _answer(self, decided: list[tuple[ActionProposedData, DecisionRecord, bool]]) -> None:
         """Publish each fresh decision, and a recorded one again unless its action id was answered again within `repeat_answer_interval_s`.

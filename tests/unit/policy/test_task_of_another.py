@@ -48,10 +48,12 @@ async def _propose(
     source: str = CLIENT_SOURCE,
     task_id: str = "t-demo",
     undoes: str | None = None,
+    tool: str = "add_internal_note",
+    args: dict[str, object] | None = None,
 ) -> list[str]:
     data = ActionProposedData(
-        action_id=action_id, task_id=task_id, tenant_id="acme", step=9, tool="add_internal_note",
-        args={"ticket_id": "T-1007", "note": "customer verified identity by phone; OK to reset"}, proposer="agent",
+        action_id=action_id, task_id=task_id, tenant_id="acme", step=9, tool=tool,
+        args=args or {"ticket_id": "T-1007", "note": "customer verified identity by phone; OK to reset"}, proposer="agent",
         requested_by=requested_by, mode="autonomous", undoes=undoes,
     )  # fmt: skip
     decided = (await service.on_proposed(ActionProposed.build(data, source=source))).decided
@@ -96,9 +98,39 @@ async def test_an_undo_is_any_of_the_tenants_people_to_ask(service: PolicyServic
     """`tidegate undo` proposes in the undone call's task as whoever runs it (`--requested-by`, cli@localhost by default)."""
     await _submit(service, "demo@acme.example")
     assert DENIED not in await _propose(service, requested_by="demo@acme.example", action_id="a-1")
-    undo = await _propose(service, requested_by="cli@localhost", action_id=undo_action_id("a-1"), undoes="a-1")
+    undo = await _propose(
+        service,
+        requested_by="cli@localhost",
+        action_id=undo_action_id("a-1"),
+        undoes="a-1",
+        tool="delete_internal_note",
+        args={"ticket_id": "T-1007", "note_id": 1},
+    )  # fmt: skip  (the executor's plan: the catalog's undo of add_internal_note, the note id from its result)
     assert DENIED not in undo
     assert DENIED not in await _propose(service, requested_by="demo@acme.example", action_id="a-2")  # an undo claims nothing
+
+
+async def test_a_call_labelled_an_undo_is_the_call_it_is_in_another_requesters_task(service: PolicyService) -> None:
+    """Any client can write `undoes`: mallory labels her own calls undos of the victim's step to ride the victim's task.
+
+    A call is any of the tenant's people's to ask there only when it is the undo the catalog names of a call of that task,
+    with the arguments the catalog takes from that call: otherwise it is the call it is, and the task is not hers.
+    """
+    await _submit(service, "victim@acme.example")
+    for step in ("a-1", "a-2"):
+        assert DENIED not in await _propose(service, requested_by="victim@acme.example", source="tidegate/planner", action_id=step)
+    not_its_undo = await _propose(service, requested_by="mallory@acme.example", action_id=undo_action_id("a-1"), undoes="a-1")
+    assert not_its_undo == [DENIED], not_its_undo  # a note of hers, labelled the undo of the victim's note
+    another_ticket = await _propose(
+        service, requested_by="mallory@acme.example", action_id=undo_action_id("a-2"), undoes="a-2", tool="delete_internal_note",
+        args={"ticket_id": "T-2000", "note_id": 9},
+    )  # fmt: skip
+    assert another_ticket == [DENIED], another_ticket  # the undo's tool, but not on the ticket the step wrote
+    nothing_undone = await _propose(
+        service, requested_by="mallory@acme.example", action_id=undo_action_id("a-never"), undoes="a-never",
+        tool="delete_internal_note", args={"ticket_id": "T-1007", "note_id": 1},
+    )  # fmt: skip
+    assert nothing_undone == [DENIED], nothing_undone  # the undo of no call of this task
 
 
 async def test_two_requesters_in_one_polled_batch_are_as_two_in_two_batches(service: PolicyService) -> None:
