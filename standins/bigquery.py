@@ -199,3 +199,9 @@ class _Gate:
                 await JSONResponse(payload, status_code=status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+if __name__ == "__main__":  # python -m standins.bigquery: the same as python -m standins bigquery
+    from standins.__main__ import main
+
+    main(only="bigquery")

@@ -202,3 +202,9 @@ class _Gate:
                 await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+if __name__ == "__main__":  # python -m standins.github: the same as python -m standins github
+    from standins.__main__ import main
+
+    main(only="github")

@@ -115,3 +115,9 @@ class _Gate:
                 await JSONResponse(body, status_code=status)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+if __name__ == "__main__":  # python -m standins.salesforce: the same as python -m standins salesforce
+    from standins.__main__ import main
+
+    main(only="salesforce")

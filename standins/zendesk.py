@@ -5,13 +5,12 @@ It speaks Zendesk's wire format: `{"ticket": {...}}` documents, `PUT .../tags.js
 comments added through `PUT /api/v2/tickets/{id}.json`, cursor pagination of comments
 (`page[size]`, `page[after]`, `meta.has_more`, `links.next`), and Zendesk's error shapes (401
 `{"error": "Couldn't authenticate you"}`, 404 `RecordNotFound`, 422 `RecordInvalid` with `details`,
-429 with `Retry-After`). State lives in memory; `inject` scripts failures. Run an empty account alone
-with `python -m standins.zendesk --port 8091 --token <token>`.
+429 with `Retry-After`). State lives in memory; `inject` scripts failures. Run it by hand with
+`python -m standins zendesk --port 8091` (see `standins/__main__.py`).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 from dataclasses import dataclass, field
@@ -205,22 +204,11 @@ def _invalid(field_name: str, message: str) -> Response:
     return JSONResponse(body, status_code=422)
 
 
-def main() -> None:
-    """Serve an empty stand-in account on a port."""
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8091)
-    parser.add_argument("--email", default="agent@example.com")
-    parser.add_argument("--token", default="zd-token")
-    args = parser.parse_args()
-    standin = ZendeskStandIn(email=args.email, token=args.token)
-    uvicorn.run(standin.app, host="127.0.0.1", port=args.port, log_level="warning")
-
-
-if __name__ == "__main__":
-    main()
-
-
 async def _discard(message: Any) -> None:
     """An ASGI `send` that drops what it is given."""
+
+
+if __name__ == "__main__":  # python -m standins.zendesk: the same as python -m standins zendesk
+    from standins.__main__ import main
+
+    main(only="zendesk")
