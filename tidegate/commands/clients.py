@@ -7,6 +7,7 @@ to end on the real stack and prints what governance did with each ticket.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -17,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData, refuse_nul
-from tidegate.commands._common import console, fail, run, settings, shown
+from tidegate.commands._common import console, err_console, fail, run, settings, shown
 
 app = typer.Typer(help="Clients: submit tasks, propose actions, run the demo.")
 
@@ -171,6 +172,8 @@ def propose(
         )
     except ValidationError as exc:
         _fail_on_fields(exc, PROPOSE_FLAGS)
+    if action_id and (taken := run(_taken(data))) is not None:  # the policy would refuse it unanswered: say so now
+        fail(taken)
     event = ActionProposed.build(data, source=proposer if ":" in proposer else f"external/{proposer}")
     decision, result = run(_propose_and_wait(event, wait))
     console.print(f"proposed action [bold]{shown(data.action_id)}[/] on task {shown(data.task_id)}")
@@ -181,9 +184,63 @@ def propose(
         if d.outcome == "escalate":
             console.print("a human decides next: `tidegate approvals list`")
     elif wait:
-        fail(f"no decision within {wait:.0f}s (is the policy service running? `tidegate up --detach`)", code=2)
+        taken = run(_taken(data)) if action_id else None  # proposed meanwhile by another: known now
+        fail(
+            taken
+            or f"no decision within {wait:.0f}s: is the policy service running (`tidegate status`; `tidegate up --detach`)? "
+            "A proposal the policy refuses before deciding it (an unknown or unregistered signing key, an action id that is "
+            f"another call's) is never answered: `tidegate audit search --action {shown(data.action_id)}` shows what it recorded",
+            code=2,
+        )
     if decision is not None and decision.data.outcome == "allow" and wait:
         _said_result(data.action_id, result, wait)
+
+
+_RECORDED_UNDER = "SELECT tenant_id, action_digest, proposal->>'requested_by' AS requested_by FROM policy.decisions WHERE key = $1"
+
+
+async def _taken(data: ActionProposedData) -> str | None:
+    """Why the policy would refuse `data` unanswered (`action_id_reused`), from what it recorded under the id; None if it would not.
+
+    The policy dead-letters a proposal under an action id it decided for another tenant, call or requester, and answers
+    nothing (`services.policy.service._reused`): the command waited out its whole --wait and blamed the policy's speed
+    (connectors probe F8). Another tenant's action is not named, nor what it did: to this tenant it is no action of its own.
+    The database is the operator's; where it cannot be read, the proposal goes as before (None).
+    """
+    import asyncpg
+
+    from servicekit import action_digest
+    from servicekit.db import connect
+
+    try:
+        conn = await asyncio.wait_for(connect(settings().operator_database_url), 5)
+        try:
+            row = await conn.fetchrow(_RECORDED_UNDER, data.action_id)
+        finally:
+            await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:  # not said in silence: the wait's message covers it
+        err_console.print(f"could not check action id {shown(data.action_id)} against the policy's record: {shown(str(exc), 300)}")
+        return None
+    if row is None:
+        return None
+    aid, tenant = shown(data.action_id), shown(data.tenant_id)
+    fresh = "leave --action-id out for a new action"
+    if row["tenant_id"] != data.tenant_id:
+        return (
+            f"tenant {tenant} has no action {aid}, and an action id names one action across every tenant, so it cannot name "
+            f"a new one; nothing was proposed: {fresh} (`tidegate audit search --tenant {tenant} --since 7d` lists this tenant's)"
+        )
+    if row["action_digest"] != action_digest(data.tenant_id, data.tool, data.args):
+        return (
+            f"action {aid} of tenant {tenant} is another call (its tool or args differ); nothing was proposed: {fresh}, or give "
+            f"its tool and args to follow it (`tidegate audit search --action {aid}` shows it)"
+        )
+    if row["requested_by"] != data.requested_by:
+        return (
+            f"action {aid} of tenant {tenant} was proposed for another requester than {shown(data.requested_by)}; nothing was "
+            f"proposed: {fresh} (`tidegate audit search --action {aid}` shows it)"
+        )
+    return None
 
 
 def _said_result(action_id: str, result: Any, wait: float) -> None:
