@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["CredentialStore", "env_var_name"]
+__all__ = ["CredentialStore", "env_var_name", "missing_secret"]
 
 ENV_PREFIX = "TIDEGATE_CREDENTIAL_"
 
@@ -23,6 +23,20 @@ def env_var_name(tenant_id: str, scope: str) -> str:
         return re.sub(r"[^A-Z0-9]", "_", text.upper())
 
     return f"{ENV_PREFIX}{norm(tenant_id)}__{norm(scope)}"
+
+
+def missing_secret(tenant_id: str, scope: str) -> str:
+    """Why a call of `scope` for `tenant_id` was not sent, and how to give the executor the secret (the variable's exact name).
+
+    A developer who exported the variable and ran `tidegate restart executor` was told only "no secret for credential
+    scope": the supervisor starts each service with the environment `tidegate up` had (connectors probe F12).
+    """
+    return (
+        f"no secret for credential scope {scope!r} of tenant {tenant_id}, nothing was sent: set {env_var_name(tenant_id, scope)} "
+        f"in the executor's environment, or {tenant_id}: {{{scope}: …}} in the YAML file TIDEGATE_EXECUTOR_CREDENTIALS_FILE "
+        "names; the executor reads both when it starts, so start it again with it set (under `tidegate up`: `tidegate down`, "
+        "then `tidegate up` from a shell that has it; `tidegate restart executor` keeps the environment `up` had)"
+    )
 
 
 class CredentialStore:

@@ -23,6 +23,7 @@ from schemas import Envelope, ReasonCode, ToolInvocation, ToolInvocationData, To
 from servicekit import Reject
 from servicekit.authority import Refusal
 from servicekit.toolcontract import Tool, ToolContext, ToolError, retry_after_s
+from services.executor.credentials import missing_secret
 
 __all__ = ["ConnectorTools", "HttpTools", "Invoker", "McpTools", "PythonTools", "ToolAnswer", "ToolInvokers", "TopicTools"]
 
@@ -115,7 +116,7 @@ class HttpTools:
         }
         if ctx.credential_scope is not None:
             if ctx.credential is None:
-                raise ToolError("missing_credential", f"no secret for credential scope {ctx.credential_scope!r} of tenant {ctx.tenant_id}")
+                raise ToolError("missing_credential", missing_secret(ctx.tenant_id, ctx.credential_scope))
             headers["Authorization"] = f"Bearer {ctx.credential}"
         body: dict[str, Any] = {"params": args} if spec.method == "GET" else {"json": args}
         try:

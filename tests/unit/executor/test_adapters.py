@@ -116,6 +116,19 @@ async def test_a_scope_without_a_secret_never_sends_the_request() -> None:
     assert (error.type, seen) == ("missing_credential", [])
 
 
+async def test_a_missing_secret_names_the_variable_to_set_and_that_the_executor_reads_it_when_it_starts() -> None:
+    """Connectors probe F12: the developer exported a variable of another spelling, restarted the executor under `tidegate
+    up` (which keeps the environment `up` had) and read only "no secret for credential scope"."""
+    error, _ = await call_with(200, credential_scope="crm:notes", credential=None)
+    said = error.message
+    assert "TIDEGATE_CREDENTIAL_ACME__CRM_NOTES" in said
+    assert "TIDEGATE_EXECUTOR_CREDENTIALS_FILE" in said
+    assert "nothing was sent" in said
+    assert "when it starts" in said
+    assert "`tidegate restart executor` keeps the environment" in said
+    assert env_var_name("acme", "crm:notes") == "TIDEGATE_CREDENTIAL_ACME__CRM_NOTES"
+
+
 async def test_topic_tools_match_the_reply_to_the_waiting_call() -> None:
     sent: list[tuple[str, s.ToolInvocation]] = []
     tools: TopicTools
