@@ -8,6 +8,7 @@ a draft aside, which reaches no one until a person sends it.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "missing_reply_keys",
     "undo_tenancy_warnings",
     "ungranted_outside_tools",
+    "unloadable_entrypoints",
     "unread_amount_warnings",
 ]
 
@@ -177,3 +179,30 @@ def missing_reply_keys(tools: Mapping[str, ToolSpec], keys_dir: Path) -> list[st
         for spec in tools.values()
         if spec.reply_key_file and not (keys_dir / spec.reply_key_file).is_file()
     ]
+
+
+def unloadable_entrypoints(tools: Mapping[str, ToolSpec]) -> list[str]:
+    """Python tools whose `entrypoint` does not import (no such module, an error in it, no such function), each a warning.
+
+    The executor imports an entrypoint at the tool's first call: a misspelt module was found there, as the call's
+    `entrypoint_missing` failure, while `tidegate policy validate` said the catalog was valid (connectors probe F13).
+    Importing runs the module's top level, as the executor's first call would.
+    """
+    warnings = []
+    for spec in tools.values():
+        if spec.kind != "python" or not spec.entrypoint:
+            continue
+        module, _, function = spec.entrypoint.partition(":")
+        try:
+            found = callable(getattr(importlib.import_module(module), function, None))
+            problem = "" if found else f"module {module} has no function {function}"
+        except Exception as exc:  # any error of the import is the tool's, said as the executor would meet it
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            warnings.append(
+                f"tool {spec.name}: its entrypoint {spec.entrypoint} cannot be loaded ({problem}): every call of it fails "
+                "entrypoint_missing; the module must be importable by the executor (from the directory it runs in, or on its "
+                "PYTHONPATH), and define `async def "
+                f"{function or '<function>'}(ctx, args)`"
+            )
+    return warnings

@@ -25,6 +25,7 @@ from servicekit import (
     service_bus,
     service_key,
 )
+from servicekit.catalog_checks import unloadable_entrypoints
 from servicekit.db import open_pool, unopened_pool
 from servicekit.dbroles import service_database_url
 from services.executor import handlers
@@ -84,6 +85,8 @@ def build(
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
     catalog = ToolCatalog.load(kit.tools_dir)
+    for warning in unloadable_entrypoints(catalog.tools):  # said at start, not first at a call (connectors probe F13)
+        log.warning("executor: %s", warning)
     pool = None
     role = settings.tools_database_role
     authority = deployment_authority(kit, catalog)

@@ -9,7 +9,13 @@ from rich.table import Table
 
 from schemas import ControlPolicy, ControlPolicyData
 from servicekit import CatalogError, KitSettings, ToolCatalog
-from servicekit.catalog_checks import missing_reply_keys, undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
+from servicekit.catalog_checks import (
+    missing_reply_keys,
+    undo_tenancy_warnings,
+    ungranted_outside_tools,
+    unloadable_entrypoints,
+    unread_amount_warnings,
+)
 from services.policy import PackError, PackSource, cedar_schema_json, compile_pack, load_cases, run_cases, validate_pack
 from tidegate.commands._common import BY_HELP, console, fail, publish_control, run, settings, signer_settings
 
@@ -56,7 +62,7 @@ def validate(
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
     for warning in [*undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
-    for warning in missing_reply_keys(catalog.tools, settings().keys_dir):
+    for warning in [*missing_reply_keys(catalog.tools, settings().keys_dir), *unloadable_entrypoints(catalog.tools)]:
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
 
 
