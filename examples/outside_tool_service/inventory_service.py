@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -167,8 +168,14 @@ async def serve(bootstrap: str, prefix: str, db_path: Path, keys_dir: Path, logi
         **(login or {}),
     )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **(login or {}))
-    await consumer.start()
-    await producer.start()
+    try:
+        await consumer.start()
+        await producer.start()
+    except KafkaError as exc:  # a wrong address or login: one line, not a traceback
+        await consumer.stop()
+        await producer.stop()
+        user = (login or {}).get("sasl_plain_username") or "no login"
+        raise SystemExit(f"error: cannot connect to Kafka at {bootstrap} as {user}: {exc} (check --bootstrap and --properties)") from None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -216,9 +223,23 @@ async def handle(
     log.info("%s %s -> %s", data["action_id"], data["args"], "ok" if answer["ok"] else answer["error"]["type"])
 
 
-def kafka_login(properties: Path | None) -> dict[str, Any]:
-    """aiokafka options from a Java client properties file (security.protocol, sasl.mechanism, sasl.jaas.config)."""
+def kafka_login(properties: Path | None, *, given: bool = False) -> dict[str, Any]:
+    """aiokafka options from a Java client properties file (security.protocol, sasl.mechanism, sasl.jaas.config).
+
+    A file given (`--properties`) that is not there is an error in one line; the default one missing means a broker
+    without logins (testcontainers), said in a warning: a copy of this file elsewhere once tried PLAINTEXT on the SASL
+    listener and died in a traceback saying only "Unable to bootstrap".
+    """
     if properties is None or not properties.is_file():
+        if given:
+            raise SystemExit(
+                f"error: no Kafka login file {properties}: `tidegate infra up` writes tool-{TOOL}.properties in .infra/kafka/credentials/"
+            )
+        log.warning(
+            "no Kafka login file %s: connecting without a login (give --properties <tool-%s.properties> for a broker that asks one)",
+            properties,
+            TOOL,
+        )
         return {}
     props = dict(line.split("=", 1) for line in properties.read_text().splitlines() if "=" in line and not line.lstrip().startswith("#"))
     jaas = props.get("sasl.jaas.config", "")
@@ -236,7 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     parser.add_argument("--prefix", default="tidegate.", help="Tidegate's topic prefix")
-    parser.add_argument("--properties", type=Path, default=DEFAULT_PROPERTIES, help="Kafka client properties file (login)")
+    parser.add_argument("--properties", type=Path, default=None, help=f"Kafka client properties file (login; default {DEFAULT_PROPERTIES})")
     parser.add_argument("--db", type=Path, default=Path("inventory.sqlite3"), help="SQLite file of the warehouse")
     parser.add_argument(
         "--keys-dir", type=Path, default=Path(".tidegate/keys"), help="Tidegate's keys directory (the reply key goes in tools/)"
@@ -244,7 +265,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    asyncio.run(serve(args.bootstrap, args.prefix, args.db, args.keys_dir, kafka_login(args.properties)))
+    asyncio.run(
+        serve(
+            args.bootstrap,
+            args.prefix,
+            args.db,
+            args.keys_dir,
+            kafka_login(args.properties or DEFAULT_PROPERTIES, given=args.properties is not None),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -200,3 +200,27 @@ async def test_the_service_runs_only_what_the_executor_asks_for_a_call_the_polic
     finally:
         await attacker.stop()
         await spy.stop()
+
+
+def test_a_login_file_or_a_broker_it_cannot_use_is_one_line_saying_what_to_check(tmp_path: Path) -> None:
+    """Connectors probe F14: a copy of the example made elsewhere died in a 20-line traceback, "Unable to bootstrap".
+
+    Its default login file is found next to the checkout: the copy silently had none and tried PLAINTEXT on the SASL
+    listener. A --properties that is not there, and a broker it cannot reach or log in to, are each one line.
+    """
+    base = [sys.executable, str(SERVICE), "--db", str(tmp_path / "i.sqlite3"), "--keys-dir", str(tmp_path / "keys")]
+    missing = subprocess.run([*base, "--properties", str(tmp_path / "nope.properties")], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        f"error: no Kafka login file {tmp_path / 'nope.properties'}: `tidegate infra up` writes tool-update_inventory.properties "
+        "in .infra/kafka/credentials/"
+    ]
+    login = tmp_path / "tool.properties"
+    jaas = 'sasl.jaas.config=x username="tool-update_inventory" password="p";'
+    login.write_text(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n{jaas}\n")
+    closed = subprocess.run([*base, "--bootstrap", "127.0.0.1:1", "--properties", str(login)], capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 1
+    assert "Traceback" not in closed.stderr
+    [said] = [line for line in closed.stderr.splitlines() if line.startswith("error: ")]
+    assert said.startswith("error: cannot connect to Kafka at 127.0.0.1:1 as tool-update_inventory: ")
+    assert said.endswith("(check --bootstrap and --properties)")
