@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -62,6 +64,8 @@ def validate(
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
     for warning in [*undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
+    if os.getcwd() not in sys.path:  # the services of `tidegate up` run `python -m` here, which imports from this directory
+        sys.path.insert(0, os.getcwd())
     for warning in [*missing_reply_keys(catalog.tools, settings().keys_dir), *unloadable_entrypoints(catalog.tools)]:
         console.print(f"[yellow]![/] {warning}", soft_wrap=True)
 

@@ -7,6 +7,7 @@ every service started healthy, and the tool's first call failed `entrypoint_miss
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,15 @@ def test_validate_names_each_python_tool_whose_entrypoint_does_not_load(tmp_path
         ("my_lookup", "my_erp_tools:lookup"),  # the module is not importable
         ("my_typo", "systems.payments:lookup_ordr"),  # the module is, the function is not
         ("my_good", "systems.payments:lookup_order"),
+        ("my_local", "my_local_tools:lookup"),  # beside where `tidegate up` runs: its services import from there
     ]:
         (tools / f"{name}.yaml").write_text(yaml.safe_dump(_python_tool(name, entrypoint)))
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "my_local_tools.py").write_text("async def lookup(ctx, args):\n    return {}\n")
+    monkeypatch.chdir(checkout)
+    monkeypatch.setattr("sys.path", [p for p in sys.path if p not in ("", str(checkout))])  # as the console script runs
 
     result = CliRunner().invoke(app, ["policy", "validate", "--tools", str(tools)])
 
