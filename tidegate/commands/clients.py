@@ -254,9 +254,15 @@ def _said_result(action_id: str, result: Any, wait: float) -> None:
     if r.status == "succeeded":
         console.print(f"result: [bold]succeeded[/] after {r.attempts} attempt(s)")
         return
-    error = f"{shown(r.error.type)}: {shown(r.error.message)}" if r.error is not None else "no error given"
-    console.print(f"result: [bold]{shown(r.status)}[/] after {r.attempts} attempt(s) — {error}")
+    console.print(f"result: {ended(r, bold=True)}")
     raise typer.Exit(1)
+
+
+def ended(r: Any, *, bold: bool = False) -> str:
+    """How a call that did not succeed ended, from its `actions.results` data: `unknown after 3 attempt(s) — type: message`."""
+    error = f"{shown(r.error.type)}: {shown(r.error.message)}" if r.error is not None else "no error given"
+    status = f"[bold]{shown(r.status)}[/]" if bold else shown(r.status)
+    return f"{status} after {r.attempts} attempt(s) — {error}"
 
 
 async def _propose_and_wait(event: ActionProposed, wait_s: float) -> tuple[Any, Any]:

@@ -46,6 +46,9 @@ def undo(
     requested_by: str = typer.Option("cli@localhost", "--requested-by", help="Who asks for the undo (signs as that client)."),
     mode: str = typer.Option("autonomous", "--mode", help="`autonomous` (policy decides) or `draft` (a human approves each undo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the undo calls without proposing them."),
+    wait: float = typer.Option(
+        15.0, "--wait", help="Seconds to wait for each undo's decision and, once allowed, its result (0: propose and return)."
+    ),
 ) -> None:
     """Propose the undo of a succeeded call (from the plan the executor recorded); what cannot be undone is refused with a reason.
 
@@ -84,9 +87,54 @@ def undo(
         undo = f"[bold]{shown(p.tool)}[/] {shown(json.dumps(p.args), TEXT_MAX)}"
         console.print(f"undo {shown(step.action_id)} ({shown(step.tool)}) → {undo} as action {shown(p.action_id)}")
         proposals.append(("actions.proposed", ActionProposed.build(p, source=f"external/undo/{requested_by}")))
-    if proposals and not dry_run:
+    if proposals and not dry_run and wait <= 0:
         run(publish_events(settings(), proposals))
         task_id = proposals[0][1].data.task_id
         console.print(f"proposed {len(proposals)} undo call(s); policy decides each (`tidegate audit explain {task_id}`)")
-    if any(step.refused is not None for step in steps):
-        raise typer.Exit(1)
+    code = 1 if any(step.refused is not None for step in steps) else 0
+    if proposals and not dry_run and wait > 0:
+        code = max(code, _proposed_and_followed([event for _, event in proposals], wait))
+    if code:
+        raise typer.Exit(code)
+
+
+def _proposed_and_followed(proposals: list[Any], wait: float) -> int:
+    """Propose each undo and say how it ended, as `tidegate propose` does; the exit code (1: one did not undo, 2: no answer).
+
+    An undo denied, failed or of unknown outcome was printed as "proposed …; policy decides each" with exit 0, and found
+    only in the audit log (connectors probe F17).
+    """
+    from tidegate.commands.clients import _propose_and_wait, ended
+
+    code = 0
+    for event in proposals:
+        p = event.data
+        decision, result = run(_propose_and_wait(event, wait))
+        if decision is None:
+            err_console.print(
+                f"undo {shown(p.action_id)}: no decision within {wait:.0f}s: is the policy service running (`tidegate status`)? "
+                f"`tidegate audit search --action {shown(p.action_id)}` shows what became of it"
+            )
+            code = max(code, 2)
+            continue
+        d = decision.data
+        reasons = ", ".join(f"{shown(r.code)} ({shown(r.policy_id)})" for r in d.reasons)
+        if d.outcome != "allow":
+            then = "a human decides next: `tidegate approvals list`" if d.outcome == "escalate" else "it was not undone"
+            err_console.print(f"undo {shown(p.action_id)} ({shown(p.tool)}): {shown(d.outcome)} — {reasons}; {then}")
+            code = max(code, 1)
+            continue
+        if result is None:
+            err_console.print(
+                f"undo {shown(p.action_id)} ({shown(p.tool)}): allowed, no result within {wait:.0f}s: "
+                f"`tidegate audit search --action {shown(p.action_id)}` shows it once the executor ran it"
+            )
+            code = max(code, 2)
+            continue
+        r = result.data
+        if r.status == "succeeded":
+            console.print(f"undone {shown(p.undoes or '')}: {shown(p.tool)} succeeded as action {shown(p.action_id)}")
+            continue
+        err_console.print(f"undo {shown(p.action_id)} ({shown(p.tool)}): {ended(r)}")
+        code = max(code, 1)
+    return code
