@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import signal
 import socket
 import sys
@@ -39,7 +40,7 @@ class Running:
 
     def lines(self, tenant: str = "acme") -> list[str]:
         """What is printed once it listens (the URL first, so a script can read it)."""
-        sets = "".join(f" --set {k}={v}" for k, v in self.settings.items())
+        sets = "".join(f" --set {shlex.quote(f'{k}={v}')}" for k, v in self.settings.items())  # a path with a space stays one word
         tools = "".join(f" --tool {t}" for t in self.tools)
         return [
             f"{self.name} stand-in listening at {self.url}",
@@ -47,7 +48,7 @@ class Running:
             *(f"sample: {line}" for line in self.sample),
             "connect a tenant to it (the executor calls it for that tenant from then on):",
             f"  tidegate connectors enable {self.name} --tenant {tenant}{tools}{sets}",
-            f"  printf '%s' '{self.credential}' | tidegate connectors set-credential {self.name} --tenant {tenant}",
+            f"  printf '%s' {shlex.quote(self.credential)} | tidegate connectors set-credential {self.name} --tenant {tenant}",
             "state lives in memory; Ctrl-C stops it",
         ]
 

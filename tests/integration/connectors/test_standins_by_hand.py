@@ -124,3 +124,12 @@ def test_a_port_in_use_is_one_line_saying_what_to_do(run_standin: Any) -> None:
     assert taken.stderr.strip().splitlines() == [
         f"error: the github stand-in cannot listen on 127.0.0.1:{port} (Address already in use); give another --port"
     ]
+
+
+def test_the_printed_lines_stay_one_word_each_in_a_shell(run_standin: Any, tmp_path: Path) -> None:
+    """A credential with a quote, a certificate folder with a space: each printed line is still a command a shell runs."""
+    printed = run_standin("standins", "salesforce", "--token", "00D!it's", "--state-dir", str(tmp_path / "my certs"))
+    assert printed.credential == "00D!it's"
+    assert printed.settings["ca_bundle"] == str((tmp_path / "my certs" / "salesforce" / "standin.crt").resolve())
+    pipe = next(line for line in printed.lines if "set-credential" in line)
+    assert shlex.split(pipe)[:3] == ["printf", "%s", "00D!it's"]
