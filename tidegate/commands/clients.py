@@ -219,7 +219,8 @@ async def _taken(data: ActionProposedData) -> str | None:
         finally:
             await conn.close()
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:  # not said in silence: the wait's message covers it
-        err_console.print(f"could not check action id {shown(data.action_id)} against the policy's record: {shown(str(exc), 300)}")
+        said = shown(str(exc) or type(exc).__name__, 300)
+        err_console.print(f"could not check action id {shown(data.action_id)} against the policy's record (proposing it as given): {said}")
         return None
     if row is None:
         return None

@@ -131,3 +131,13 @@ async def test_the_same_call_again_and_a_new_id_are_proposed_as_before(infra: An
         said = " ".join(done.output.split())
         assert "is the policy service running" in said
         assert "tidegate audit search --action" in said
+
+
+async def test_where_the_policy_s_record_cannot_be_read_the_proposal_goes_as_given_and_says_so(bus: _SilentBus, tmp_path: Path) -> None:
+    env = {"TIDEGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}
+    done, _ = await _propose(env, "acme", "act-from-an-agent-machine", ARGS, "--wait", "0")
+    assert done.exit_code == 0, done.output
+    assert "could not check action id act-from-an-agent-machine against the policy's record (proposing it as given)" in " ".join(
+        done.output.split()
+    )
+    assert [e.data.action_id for e in bus.proposed] == ["act-from-an-agent-machine"]
