@@ -27,9 +27,10 @@ EVERY_TENANT = "*"
 OUTSIDE_KINDS = frozenset({"topic", "mcp", "http"})
 """Tool kinds whose code runs outside the deployment (another team's or tenant's service): callable only by the tenants named."""
 
-CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path"]
+CounterpartyKind = Literal["email", "chat_user", "chat_channel", "url", "payee", "organisation", "path", "repository"]
 """What an argument that names a counterparty names: an email address list (RFC 5322), a chat user or
-channel, a URL or domain (its host), a payee account (id or IBAN), an organisation, a repository path."""
+channel, a URL or domain (its host), a payee account (id or IBAN), an organisation, a repository path, or a code
+repository (`owner/name`, the tenant's own when its owner is one of the directory's organisations)."""
 
 
 class RetryPolicy(Contract):

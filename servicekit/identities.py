@@ -1,8 +1,9 @@
-"""Counterparties as typed identities: email lists, chat users and channels, URLs, payees, organisations, paths; parsed and normalised.
+"""Counterparties as typed identities: email lists, chat users and channels, URLs, payees, organisations, paths, repositories.
 
 Parsing is by kind, never by substring: an email argument is an RFC 5322 address list, read by both of Python's parsers
 (`"Bob <bob@evil.example>, ops@acme.example"` is two addresses), a URL is its host, a repository path
-is normalised (`src/../.github/x`, `./.github/x` and `.GITHUB/x` are all `.github/x`) and case-folded.
+is normalised (`src/../.github/x`, `./.github/x` and `.GITHUB/x` are all `.github/x`) and case-folded, a code repository
+(`owner/name`, as GitHub names one) is its owner, case-folded: whoever owns it receives what a call posts there.
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def _one(kind: CounterpartyKind, value: Any) -> Iterator[str]:
         yield text.lstrip("#").casefold()
     elif kind == "organisation":
         yield " ".join(text.casefold().split())
+    elif kind == "repository":
+        yield text.split("/", 1)[0].strip().casefold()
     else:  # payee: account ids and IBANs compare without spaces, case-insensitively
         yield "".join(text.split()).upper() if text[:2].isalpha() and text[2:4].isdigit() else text
 

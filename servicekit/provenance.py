@@ -183,6 +183,8 @@ def _identity_values(kind: CounterpartyKind, value: str) -> set[str]:
         return {"account:" + value.upper(), "id:" + value.lower(), "word:" + value.lower()}
     if kind == "path":
         return set()
+    if kind == "repository":  # its owner, a login: read in text as a plain word ("evil-org/leak" holds `evil-org`)
+        return {"word:" + value}
     out = {_IDENTITY_PREFIX[kind] + value}
     if kind == "organisation" and " " not in value:
         out.add("word:" + value)

@@ -38,6 +38,7 @@ DIRECTORY_LISTS = {
     "url": "allowed_sites",
     "payee": "known_payees",
     "organisation": "organisations",
+    "repository": "organisations",  # a repository's owner
 }
 LEARNING_WINDOW = 500  # granted requests looked at, newest first
 APPLIED_WITHIN_S = 10.0  # how long a change waits to see itself come back from the `directory` topic

@@ -270,8 +270,8 @@ def effective_mode(requested: Mode, tenant: TenantSettings) -> Mode:
     return "autonomous" if requested == "autonomous" and tenant.allow_autonomous else "draft"
 
 
-_ADDRESSED = ("email", "chat_user", "chat_channel")  # kinds that receive what a call sends: its recipients
-_OUTSIDE = ("email", "chat_user", "chat_channel", "url", "organisation")  # kinds the tenant's directory can vouch for
+_ADDRESSED = ("email", "chat_user", "chat_channel", "repository")  # kinds that receive what a call sends: its recipients
+_OUTSIDE = ("email", "chat_user", "chat_channel", "url", "organisation", "repository")  # kinds the tenant's directory can vouch for
 
 
 def _under(host: str, domains: list[str]) -> bool:
@@ -291,7 +291,7 @@ def is_internal(identity: Identity, tenant: TenantSettings) -> bool:
         return value in {c.lstrip("#").casefold() for c in tenant.chat_channels}
     if kind == "url":
         return _under(value, tenant.allowed_sites + tenant.internal_domains)
-    if kind == "organisation":
+    if kind in ("organisation", "repository"):  # a repository by its owner: one of the tenant's organisations
         return value in {" ".join(o.casefold().split()) for o in tenant.organisations}
     if kind == "payee":
         return value in tenant.known_payees
@@ -327,8 +327,9 @@ def _vouched(tenant: TenantSettings) -> Callable[[str], bool]:
     only untrusted content named stays tainted (only the request's trusted fields vouch for it).
     """
     hosts = [d.lower().strip(".") for d in tenant.internal_domains + tenant.allowed_sites]
-    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels}
     names = {" ".join(o.casefold().split()) for o in tenant.organisations}
+    # A one-word organisation is also a word: the owner of the tenant's own repository (`acme` of `acme/web`).
+    words = {m.lstrip("@#").casefold() for m in tenant.chat_members + tenant.chat_channels} | {n for n in names if " " not in n}
     contacts = {c.strip().lower() for c in tenant.known_contacts}
 
     def vouched(value: str) -> bool:

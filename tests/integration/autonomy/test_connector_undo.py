@@ -131,7 +131,10 @@ async def stack(kit: KitSettings, tmp_path: Path) -> AsyncIterator[Stack]:
         await producer.start()
         stack.push_async_callback(producer.stop)
         # A tenant that accepts no irreversible write (the default), with deals up to 50,000 USD within its threshold.
-        settings = {"allow_autonomous": True, "internal_domains": ["cundo.example"], "refund_threshold_usd": 50000}
+        # Its GitHub organisation is its own (`acme` of acme/web): a comment elsewhere goes outside the tenant.
+        settings = {
+            "allow_autonomous": True, "internal_domains": ["cundo.example"], "organisations": ["acme"], "refund_threshold_usd": 50000,
+        }  # fmt: skip
         onboard = s.ControlTenant.build(
             s.ControlTenantData(tenant_id=tenant, settings=settings, set_by="admin@cundo.example"), source="cli"
         )
