@@ -210,6 +210,13 @@ class ToolSpec(Contract):
         description="Its results hold content from outside the tenant (an inbox, a web page, a ticket, a channel's messages): "
         "the policy service marks any later argument of the same task derived from them as tainted.",
     )
+    system_fields: list[str] = Field(
+        default_factory=list,
+        description="With `untrusted_output`: dot paths of the result that the system sets itself, never the outside content "
+        "(the id of the ticket read): not learned as untrusted, so a later call on the entry the read named is not tainted "
+        "by the read's own answer. The content (subject, body, comments) stays untrusted.",
+        examples=[["ticket_id"]],
+    )
     records: RecordFigures | None = Field(
         default=None,
         description="For a `read` of the tenant's system of record (`untrusted_output: false`): the figures of the entry it read, "
@@ -261,6 +268,8 @@ class ToolSpec(Contract):
             raise ValueError(f"tool {self.name}: kind mcp needs an mcp upstream")
         if self.records is not None and (self.risk is not RiskClass.READ or self.untrusted_output):
             raise ValueError(f"tool {self.name}: `records` come from a trusted read (risk read, untrusted_output false)")
+        if self.system_fields and not self.untrusted_output:
+            raise ValueError(f"tool {self.name}: `system_fields` set apart fields of an untrusted output (untrusted_output true)")
         if self.undo is not None and self.undo.tool is not None and self.risk is RiskClass.READ:
             raise ValueError(f"tool {self.name}: a read changes nothing, so it has no undo")
         if self.tenants is not None and EVERY_TENANT in self.tenants and len(self.tenants) > 1:

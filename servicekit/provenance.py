@@ -20,7 +20,7 @@ from typing import Any
 from schemas.tools import CounterpartyKind
 from servicekit.identities import identities_of
 
-__all__ = ["Finding", "Provenance", "arg_leaves", "values_of"]
+__all__ = ["Finding", "Provenance", "arg_leaves", "values_of", "without_paths"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _URL = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]+", re.IGNORECASE)
@@ -171,6 +171,23 @@ def arg_leaves(args: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from arg_leaves(value, prefix)
     else:
         yield prefix, args
+
+
+def without_paths(content: Any, paths: Iterable[str]) -> Any:
+    """`content` without the values at the dot paths (lists walked at any depth); a copy where anything is taken out."""
+    for path in paths:
+        content = _without(content, path.split("."))
+    return content
+
+
+def _without(content: Any, parts: list[str]) -> Any:
+    if isinstance(content, list | tuple):
+        return [_without(item, parts) for item in content]
+    if not isinstance(content, Mapping) or parts[0] not in content:
+        return content
+    if len(parts) == 1:
+        return {k: v for k, v in content.items() if k != parts[0]}
+    return {**content, parts[0]: _without(content[parts[0]], parts[1:])}
 
 
 _PER_ARG = 5  # findings recorded per argument (one is enough to taint it; a few explain it)

@@ -55,7 +55,7 @@ from servicekit import (
     span,
 )
 from servicekit.people import person
-from servicekit.provenance import Provenance
+from servicekit.provenance import Provenance, without_paths
 from servicekit.undo import UndoUnavailable, resolve, undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
@@ -602,11 +602,15 @@ class PolicyService:
         self._wake({(data.tenant_id, data.task_id) for data in tasks})
 
     def _output(self, data: ActionResultData) -> dict[str, str]:
-        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task."""
+        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task.
+
+        Save the fields the catalog says the system sets itself (`system_fields`: the id of the ticket read, which the
+        agent named before it read anything), so that writing to the entry it read is not tainted by the read's answer.
+        """
         spec = self.catalog.get(data.tool)
         if spec is None or not spec.untrusted_output or data.result is None:
             return {}
-        return Provenance().learn(data.result, f"the result of {data.tool} (action {data.action_id})")
+        return Provenance().learn(without_paths(data.result, spec.system_fields), f"the result of {data.tool} (action {data.action_id})")
 
     def _record(self, data: ActionResultData) -> tuple[str, SystemRecord] | None:
         """A trusted read of the system of record: the figures its catalog entry's `records` point at."""

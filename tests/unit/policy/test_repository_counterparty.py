@@ -61,9 +61,10 @@ async def _task_that_read_the_issue(svc: PolicyService) -> TaskSubmittedData:
     return task
 
 
-async def _decide(svc: PolicyService, args: dict[str, Any], action_id: str = "a-1", tainted: list[str] | None = None) -> Any:
+async def decided_as_planned(svc: PolicyService, n: int, tool: str, args: dict[str, Any], tainted: list[str] | None = None) -> Any:
+    """The policy's decision of step `n` of task t-1 as the planner's LLM strategy proposes it (`tainted`: what it declared)."""
     data = ActionProposedData(
-        action_id=action_id, task_id="t-1", tenant_id="acme", step=2, tool="github_comment", args=args, proposer="tidegate/planner/llm",
+        action_id=f"a-{n}", task_id="t-1", tenant_id="acme", step=n, tool=tool, args=args, proposer="tidegate/planner/llm",
         mode="autonomous", tainted_args=tainted or [], confidence=0.9,
     )  # fmt: skip
     decided = (await svc.on_proposed(ActionProposed.build(data, source="agent"))).decided
@@ -76,7 +77,7 @@ async def test_an_injected_comment_does_not_post_on_the_attackers_repository_wit
     task = await _task_that_read_the_issue(svc)
     [step] = (await LlmStrategy(CATALOG, FooledModel(), "cheap", "strong").plan(task)).steps
     assert (step.tool, step.args) == ("github_comment", LEAK)  # the model was fooled
-    d = await _decide(svc, step.args, tainted=step.tainted_args)
+    d = await decided_as_planned(svc, 1, step.tool, step.args, step.tainted_args)
     reasons = {r.code.value for r in d.reasons}
     assert d.outcome == "escalate", reasons
     assert {"external_recipient", "send_after_untrusted_read", "tainted_argument"} <= reasons
@@ -86,13 +87,15 @@ async def test_an_injected_comment_does_not_post_on_the_attackers_repository_wit
 async def test_a_comment_on_the_tenants_own_repository_still_runs_alone(tmp_path: Path) -> None:
     svc = await onboarded_service(tmp_path, TENANT)
     await _task_that_read_the_issue(svc)
-    d = await _decide(svc, {"repo": "ACME/web", "number": 7, "body": "Fixed in #12, deploying now."})  # owners are case-insensitive
+    d = await decided_as_planned(
+        svc, 1, "github_comment", {"repo": "ACME/web", "number": 7, "body": "Fixed in #12, deploying now."}
+    )  # owners are case-insensitive
     assert (d.outcome, [r.code.value for r in d.reasons]) == ("allow", ["low_risk_write_allowed"])
 
 
 async def test_a_tenant_whose_directory_names_no_organisation_has_every_comment_checked(tmp_path: Path) -> None:
     svc = await onboarded_service(tmp_path, {k: v for k, v in TENANT.items() if k != "organisations"})
-    d = await _decide(svc, {"repo": "acme/web", "number": 7, "body": "Fixed in #12."})
+    d = await decided_as_planned(svc, 1, "github_comment", {"repo": "acme/web", "number": 7, "body": "Fixed in #12."})
     assert d.outcome == "escalate"
     assert "external_recipient" in {r.code.value for r in d.reasons}
 
