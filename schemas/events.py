@@ -23,6 +23,7 @@ from schemas.common import (
 from schemas.envelope import Envelope
 
 __all__ = [
+    "WORKFLOW_UNTRUSTED",
     "ActionAuthorized",
     "ActionAuthorizedData",
     "ActionDecided",
@@ -85,6 +86,10 @@ ARGS = Field(description="Tool arguments, validated against the tool's JSON Sche
 
 # --- tasks -------------------------------------------------------------------------------------
 
+WORKFLOW_UNTRUSTED: dict[str, frozenset[str]] = {"support_triage": frozenset({"subject", "body"})}
+"""Input keys a workflow knows hold outside content (a ticket's subject and body, as the customer wrote them): untrusted
+whatever the client marks, so a client that forgets `untrusted` does not make a customer's text the tenant's own word."""
+
 
 class TaskSubmittedData(Contract):
     """A unit of work for an agent, as a client submits it."""
@@ -106,6 +111,11 @@ class TaskSubmittedData(Contract):
         description="Who plans the task: `tidegate` (our planner) or an outside agent's name, which our planner ignores.",
         examples=["tidegate", "external:langgraph"],
     )
+
+    @property
+    def untrusted_keys(self) -> list[str]:
+        """The keys of `input` read as untrusted: those the client marked, and those its workflow knows (`WORKFLOW_UNTRUSTED`)."""
+        return list(dict.fromkeys([*self.untrusted, *sorted(WORKFLOW_UNTRUSTED.get(self.workflow, frozenset()) - set(self.untrusted))]))
 
 
 class TaskSubmitted(Envelope):

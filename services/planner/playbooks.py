@@ -117,7 +117,7 @@ def plan_support_triage(task: TaskSubmittedData) -> list[PlannedStep]:
     customer = inp.get("customer_name") or "there"
     tag = PlannedStep(tool="tag_ticket", args={"ticket_id": ticket, "tags": tags}, rationale=f"classified as {category} by keywords")
     if category == "refund":
-        args, tainted, missing = _refund_fields(inp, task.untrusted)
+        args, tainted, missing = _refund_fields(inp, task.untrusted_keys)
         if missing:
             return [
                 tag,
@@ -178,7 +178,7 @@ def plan_support_triage(task: TaskSubmittedData) -> list[PlannedStep]:
         )
         return [*steps, delete, _reply(ticket, f"Hi {customer}, your account and personal data have been deleted.")]
     if category == "bulk_email":
-        trusted, _ = split_input(inp, task.untrusted)
+        trusted, _ = split_input(inp, task.untrusted_keys)
         recipients = [str(r) for r in trusted.get("recipients") or []]
         email_tainted = [k for k, src in (("subject", "email_subject"), ("body", "email_body")) if not trusted.get(src)]
         subject = str(trusted.get("email_subject") or inp.get("subject") or f"Update regarding ticket {ticket}")[:300]
@@ -223,7 +223,7 @@ def plan_support_triage(task: TaskSubmittedData) -> list[PlannedStep]:
 
 def plan_support_triage_on_its_systems(task: TaskSubmittedData) -> list[PlannedStep]:
     """The support-triage playbook, re-addressed to the connectors the task's trusted input names (if any)."""
-    trusted, _ = split_input(task.input, task.untrusted)
+    trusted, _ = split_input(task.input, task.untrusted_keys)
     return on_connectors(plan_support_triage(task), trusted)
 
 

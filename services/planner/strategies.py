@@ -117,7 +117,7 @@ def derive_confidence(stated: Any) -> float:
 
 
 def _user_message(task: TaskSubmittedData) -> str:
-    trusted, untrusted = split_input(task.input, task.untrusted)
+    trusted, untrusted = split_input(task.input, task.untrusted_keys)
     parts = [f"Task {task.task_id}. Trusted fields from our systems (JSON): {json.dumps(trusted, sort_keys=True, default=str)}"]
     parts += [
         untrusted_block(key, value if isinstance(value, str) else json.dumps(value, default=str))
@@ -176,7 +176,7 @@ class LlmStrategy:
             planned = await self.client.complete(model=self.strong_model, messages=self.plan_messages(task, category), tools=offered)
         except ModelError as exc:
             return PlanResult([], error="model_unavailable", detail=str(exc))
-        trusted, untrusted = split_input(task.input, task.untrusted)
+        trusted, untrusted = split_input(task.input, task.untrusted_keys)
         ticket = str(trusted.get("ticket_id", ""))
         steps: list[PlannedStep] = []
         dropped: list[str] = []

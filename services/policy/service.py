@@ -176,8 +176,9 @@ def _reused(proposal: ActionProposedData, recorded: DecisionRecord) -> Reject | 
 
 def _task_input(data: TaskSubmittedData) -> TaskInput:
     """What a task's request vouches for (its trusted input) and what its untrusted fields carry."""
-    untrusted = {k: v for k, v in data.input.items() if k in data.untrusted}
-    trusted = {k: v for k, v in data.input.items() if k not in data.untrusted}
+    marked = data.untrusted_keys  # the client's marks and the workflow's own (a ticket's subject and body)
+    untrusted = {k: v for k, v in data.input.items() if k in marked}
+    trusted = {k: v for k, v in data.input.items() if k not in marked}
     values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
     for key, value in untrusted.items():
         for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
