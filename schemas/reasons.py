@@ -43,6 +43,7 @@ class ReasonCode(StrEnum):
     TENANT_NOT_ONBOARDED = "tenant_not_onboarded"
     CLASS_ESCALATION_DENIED = "class_escalation_denied"
     SEND_AFTER_UNTRUSTED_READ = "send_after_untrusted_read"
+    AUTOMATION_TAG = "automation_tag"
     EXCEEDS_SYSTEM_OF_RECORD = "exceeds_system_of_record"
     RECORD_NOT_READ = "record_not_read"
     TASK_EXPIRED = "task_expired"

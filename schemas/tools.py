@@ -60,6 +60,12 @@ class PolicyFacts(Contract):
         examples=[{"to": "email", "cc": "email", "bcc": "email", "attachments.url": "url"}],
     )
     documentation: str | None = Field(default=None, description="Arg referencing supporting documentation.", examples=["order_id"])
+    labels: str | None = Field(
+        default=None,
+        description="Arg holding the tags or labels the call adds (a dot path; a list or one string): one the tenant lists in "
+        "`automation_tags` (a tag its helpdesk automations act on) escalates the call.",
+        examples=["tags"],
+    )
     record: str | None = Field(
         default=None,
         description="Arg naming the system-of-record entry the call acts on (a charge): the policy compares the call's "

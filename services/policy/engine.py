@@ -128,6 +128,8 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "external_recipients": facts.external_recipients,
             "tainted": facts.tainted,
             "tainted_args": sorted(facts.tainted_important_args),
+            "automation_tag": bool(facts.automation_tags),
+            "automation_tags": sorted(facts.automation_tags),
             "documentation_present": facts.documentation_present,
             "sensitive_paths": bool(facts.sensitive_paths),
             "reviewed": facts.reviewed,

@@ -13,7 +13,7 @@ from typing import Any
 
 from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
 from servicekit.costs import estimated_cost_usd
-from servicekit.identities import Identity, identities_of, is_address
+from servicekit.identities import Identity, identities_of, is_address, values_at
 from servicekit.provenance import Finding, Provenance, arg_leaves
 from services.policy.pack import TenantSettings
 
@@ -223,12 +223,14 @@ class Facts:
     paid_task_usd: float = 0.0  # what the task's allowed calls paid out before this one (`History.paid_task_usd`)
     paid_payee_usd: float = 0.0  # what the tenant paid this payee over the window before this call, any task
     paid_tenant_usd: float = 0.0  # what the tenant paid out over the window without a human before this call (with an amount)
+    automation_tags: tuple[str, ...] = ()  # tags the call adds that the tenant's automations act on (`automation_tags`)
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
         doc = {name: getattr(self, name) for name in _FACT_NAMES}
         doc["tainted_important_args"] = list(self.tainted_important_args)
         doc["sensitive_paths"] = list(self.sensitive_paths)
+        doc["automation_tags"] = list(self.automation_tags)
         doc["taint"] = [f.record() for f in self.taint]
         doc["record_read"] = asdict(self.record_read) if self.record_read is not None else None
         doc["record_read_failed"] = asdict(self.record_read_failed) if self.record_read_failed is not None else None
@@ -371,6 +373,15 @@ def _amount(value: Any) -> float | None:
     return None
 
 
+def _automation_tags(args: Mapping[str, Any], labels: str | None, listed: list[str]) -> tuple[str, ...]:
+    """The tags at the `labels` arg that the tenant's automations act on, case-folded, in the call's order."""
+    if not labels or not listed:
+        return ()
+    watched = {t.casefold() for t in listed}
+    added = [v.casefold() for v in values_at(args, labels) if isinstance(v, str)]
+    return tuple(dict.fromkeys(t for t in added if t in watched))
+
+
 def compute_facts(
     call: Call,
     spec: ToolSpec,
@@ -440,4 +451,5 @@ def compute_facts(
         paid_task_usd=round(history.paid_task_usd, 6),
         paid_payee_usd=round(history.paid_payee_usd, 6) if payee is not None else 0.0,
         paid_tenant_usd=round(history.paid_tenant_usd, 6) if f.amount else 0.0,
+        automation_tags=_automation_tags(call.args, f.labels, tenant.automation_tags),
     )

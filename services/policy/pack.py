@@ -208,6 +208,11 @@ class TenantSettings(BaseModel):
     chat_channels: list[str] = Field(default_factory=list, description="Chat channels of the tenant's own workspace (internal).")
     allowed_sites: list[str] = Field(default_factory=list, description="Web domains the tenant trusts (a subdomain counts).")
     organisations: list[str] = Field(default_factory=list, description="Organisations that are the tenant itself or its own.")
+    automation_tags: list[str] = Field(
+        default_factory=list,
+        description="Tags or labels the tenant's automations act on (a helpdesk trigger that refunds, escalates or closes): a call "
+        "that adds one escalates (automation_tag), whoever chose it. Compared case-folded.",
+    )
     triggers: Triggers = Field(default_factory=Triggers, description="Deny or escalate, per trigger.")
     min_confidence: float = Field(
         default=0.0,
