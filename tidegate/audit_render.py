@@ -13,6 +13,7 @@ from typing import Any
 
 import schemas as s
 from servicekit.people import same_person
+from servicekit.printable import printable
 from servicekit.unreadable import Skipped
 from services.audit import FOLLOW_UP_PENDING, Explanation, LateReply, ToolCall
 
@@ -46,12 +47,7 @@ def _md(text: object) -> str:
     return _MARKUP.sub(r"\\\1", _printable(_BREAKS.sub(" ⏎ ", str(text))))
 
 
-def _printable(text: str) -> str:
-    r"""`text` with what does not print (controls, bidi and zero-width format characters) shown as escapes (`\u202e`).
-
-    A right-to-left override in a rationale would show the words after it reversed: "granted" read from "detnarg".
-    """
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+_printable = printable  # a right-to-left override in a rationale would show "granted" read from "detnarg"
 
 
 def _code(text: str) -> str:

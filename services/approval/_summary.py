@@ -13,6 +13,7 @@ from typing import Any
 from schemas import ToolSpec
 from servicekit import ToolCatalog
 from servicekit.costs import ReviewPrice
+from servicekit.printable import printable
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord
 
@@ -24,7 +25,9 @@ VALUE_MAX = 60  # characters of one value inside the subject
 
 def _cut(value: Any, limit: int = VALUE_MAX) -> str:
     text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split())  # one line: a value an agent wrote cannot break the queue line
+    # One line, and what does not print shown escaped (`\u202e`): a value an agent wrote can neither break the queue line
+    # nor reorder or hide itself where a webhook receiver or an API client shows the subject as it is.
+    text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
+from schemas import Reason
 from servicekit import KitSettings, action_digest
 from servicekit.costs import ReviewPrice
 from services.approval._summary import SUBJECT_MAX, decision_summary
@@ -157,3 +158,29 @@ async def test_an_unknown_id_is_named_as_received_quoted(world: World) -> None: 
         )
         assert answer.status_code == 404
         assert answer.json()["detail"] == {"code": "not_found", "message": 'no approval "ap-0bad "'}
+
+
+@pytest.mark.parametrize(
+    ("to", "shown"),
+    [
+        ("\u202eelpmaxe.live@ecnanif", "\\u202eelpmaxe.live@ecnanif"),  # reads "finance@live.example" where it is rendered
+        ("finance\u200b@acme.example", "finance\\u200b@acme.example"),  # a zero-width space: no address the tenant has
+    ],
+)
+async def test_the_subject_shows_the_characters_an_attacker_hides_in_an_arg(world: World, to: str, shown: str) -> None:  # noqa: F811
+    """A red team's reply address, reversed or padded with an invisible character, in the one line Tidegate writes.
+
+    The page and the CLI show such characters as escapes, but the summary's `subject`, which webhook receivers (a Slack
+    or Teams message, a mail) and API clients show as it is, carried them raw: U+202E (right-to-left override) makes
+    what follows read backwards in a chat message, and a zero-width space hides that an address is not the one it looks like.
+    """
+    args = {"ticket_id": "T-1", "to": to, "body": "your receipt"}
+    why = [Reason(code="external_recipient", policy_id="external-recipient", message="outside")]
+    record = await world.service.on_decided(
+        decided(tool="send_reply", args=args, risk="draft", reasons=why), event_id="e1", at=world.clock()
+    )
+    assert record is not None
+    listed = (await world.client.get("/api/v1/approvals", headers=bearer(world.tokens["bob"]))).json()
+    [subject] = [i["summary"]["subject"] for i in listed if i["approval_id"] == record.approval_id]
+    assert subject.isprintable()
+    assert shown in subject
