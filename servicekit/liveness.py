@@ -19,6 +19,9 @@ from typing import Any
 __all__ = ["Liveness"]
 
 BROKER_CHECK_TIMEOUT_S = 10.0  # one check's wait for the broker's answer; a broker away makes every check wait this long
+# A check still unanswered after this long is shown at once (`/health`, the gauge), before its timeout ends it: a broker
+# that answers at all answers within a few milliseconds.
+BROKER_WAITING_S = 3.0
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Liveness:
     _next: int = 0
     last_answer: float = field(default_factory=time.monotonic)  # when the broker last answered every consumer's check
     unanswered: str | None = None  # what the last check met, while the broker does not answer; None once it does
+    asking_since: float | None = None  # when the checks in progress asked the broker; None between checks
 
     def watch(self, subscriber: Any) -> None:
         """Read the lag of `subscriber`'s Kafka consumer (once it is started)."""
@@ -55,6 +59,11 @@ class Liveness:
         self._lag_since = None
         self.last_error = None
 
+    @property
+    def in_flight(self) -> int:
+        """Records (or batches) in handling now, retries included: what a service holds uncommitted while it waits."""
+        return len(self._in_flight)
+
     def retrying(self, exc: BaseException) -> None:
         """A transient error is being retried (shown by `/health` while it lasts)."""
         self.last_error = repr(exc)[:300]
@@ -62,18 +71,22 @@ class Liveness:
     async def lag(self) -> int:
         """Records waiting on the assigned partitions: end offsets (asked of the broker) minus positions.
 
-        A consumer whose broker does not answer counts 0 this time (its lag is unknown), and the check is noted as
-        unanswered (`broker_silence`); the broker answered once every started consumer's check did.
+        Every started consumer is asked at once, so a broker away costs one round one timeout (it cost one per consumer,
+        one after another: 30 s for the policy's three before `/health` said anything). A consumer whose broker does not
+        answer counts 0 this time (its lag is unknown), and the check is noted as unanswered (`broker_silence`); the broker
+        answered once every started consumer's check did. While the checks wait, `silent_s` and `broker_silence` already
+        say so once they have waited `BROKER_WAITING_S`.
         """
+        consumers = [c for c in (getattr(s, "consumer", None) for s in self._subscribers) if c is not None]
+        self.asking_since = time.monotonic()
+        try:
+            answers = await asyncio.gather(*(_check(consumer) for consumer in consumers))
+        finally:
+            self.asking_since = None
         waiting, unanswered = 0, None
-        for subscriber in self._subscribers:
-            consumer = getattr(subscriber, "consumer", None)
-            if consumer is None:
-                continue
-            try:
-                ends = await asyncio.wait_for(_ask_broker(consumer), BROKER_CHECK_TIMEOUT_S)
-            except Exception as exc:  # broker down, unreachable or refusing the login; or the consumer rebalancing
-                unanswered = repr(exc)[:300]
+        for consumer, (ends, error) in zip(consumers, answers, strict=True):
+            if ends is None:
+                unanswered = error
                 continue
             with contextlib.suppress(Exception):  # rebalancing: positions unknown this time
                 waiting += _waiting(consumer, ends)
@@ -82,16 +95,27 @@ class Liveness:
         self.unanswered = unanswered
         return waiting
 
+    def _waiting_s(self, now: float) -> float:
+        """How long the check in progress has waited for the broker's answer, once past `BROKER_WAITING_S`; else 0."""
+        if self.asking_since is None or now - self.asking_since < BROKER_WAITING_S:
+            return 0.0
+        return now - self.asking_since
+
     def silent_s(self, now: float | None = None) -> float:
         """Seconds since the broker last answered, while it does not (0 once a check got its answer)."""
-        if self.unanswered is None:
+        now = time.monotonic() if now is None else now
+        if self.unanswered is None and not self._waiting_s(now):
             return 0.0
-        return (time.monotonic() if now is None else now) - self.last_answer
+        return now - self.last_answer
 
     def broker_silence(self, now: float | None = None) -> str | None:
-        """How long the broker has not answered and what the last check met, while it does not answer; else None."""
+        """How long the broker has not answered and what the last check met (or how long the current one waits); else None."""
+        now = time.monotonic() if now is None else now
         if self.unanswered is None:
-            return None
+            waiting = self._waiting_s(now)
+            if not waiting:
+                return None
+            return f"the broker has not answered for {self.silent_s(now):.0f}s (a check has waited {waiting:.0f}s for its answer)"
         return f"the broker has not answered for {self.silent_s(now):.0f}s ({self.unanswered})"
 
     async def stalled(self, *, stall_after_s: float, handler_limit_s: float, now: float | None = None) -> str | None:
@@ -115,6 +139,14 @@ class Liveness:
         if idle > stall_after_s:
             return f"{waiting} records waiting and none handled for {idle:.0f}s"
         return None
+
+
+async def _check(consumer: Any) -> tuple[dict[Any, int] | None, str | None]:
+    """One consumer's check: its end offsets, or None and what it met (broker down, unreachable, refusing; or rebalancing)."""
+    try:
+        return await asyncio.wait_for(_ask_broker(consumer), BROKER_CHECK_TIMEOUT_S), None
+    except Exception as exc:
+        return None, repr(exc)[:300]
 
 
 async def _ask_broker(consumer: Any) -> dict[Any, int]:
