@@ -116,7 +116,9 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> asy
     return pool
 
 
-def discard_broken_connections(pool: asyncpg.Pool, service: str = "") -> Callable[[BaseException], Awaitable[None]]:
+def discard_broken_connections(
+    pool: asyncpg.Pool, service: str = "", on_database_error: Callable[[BaseException], None] | None = None
+) -> Callable[[BaseException], Awaitable[None]]:
     """What the one retrying layer calls with each transient error: on a database error, no pooled connection is reused.
 
     Each database error is counted for `service` (`tidegate_database_retries_total`, alert `TidegateDatabaseRetrying`):
@@ -125,12 +127,15 @@ def discard_broken_connections(pool: asyncpg.Pool, service: str = "") -> Callabl
     A connection broken by a restart, a fast shutdown or `pg_terminate_backend` may look open to the
     pool; reused, asyncpg raises "cannot switch to state 12/15; another operation is in progress"
     (MagicStack/asyncpg#784, #1069). `Pool.expire_connections` closes each idle one now and each busy
-    one when it is released; the next `acquire` connects anew.
+    one when it is released; the next `acquire` connects anew. `on_database_error` is told of each (the service's
+    `DatabaseWatch`, which says once that the database is down and when it answers again).
     """
 
     async def discard(exc: BaseException) -> None:
         if _from_database(exc):
             observe_database_retry(service)
+            if on_database_error is not None:
+                on_database_error(exc)
             await pool.expire_connections()
 
     return discard

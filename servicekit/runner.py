@@ -37,6 +37,7 @@ from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
+from servicekit.db_outage import DatabaseWatch, database_address
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
@@ -150,6 +151,7 @@ class ServiceProcess:
     stalled: str | None = field(default=None, init=False)
     _health_server: Any = field(default=None, init=False)
     started: bool = field(default=False, init=False)  # True once `start` returned; `/health` says `starting` until then
+    database: DatabaseWatch | None = field(default=None, init=False)  # once the pool is open: an outage said once, and its end
 
     @classmethod
     def of(cls, kit: KitSettings, name: str, bus: Bus, *, pool: asyncpg.Pool | None, migrations: Path | None = None, **more: Any) -> Self:
@@ -205,7 +207,9 @@ class ServiceProcess:
         if self.pool is not None:
             await open_pool(self.pool, self.database_url or "the service's database")
             pool = self.pool
-            self.bus.on_transient = discard_broken_connections(pool, self.name)
+            where = database_address(self.database_url or "")
+            self.database = DatabaseWatch(self.name, pool, where, held=lambda: self.bus.liveness.in_flight)
+            self.bus.on_transient = discard_broken_connections(pool, self.name, self.database.failed)
             if self.schema and self.migrations:
                 await check_migrations(pool, self.schema, self.migrations)
         for hook in self.on_start:
@@ -254,6 +258,8 @@ class ServiceProcess:
         self._loop_tasks = []
         for hook in reversed(self.on_stop):
             await hook(self)
+        if self.database is not None:
+            await self.database.close()
         if self.pool is not None:
             await self.pool.close()
         log.info("%s stopped", self.name)
@@ -294,7 +300,13 @@ class ServiceProcess:
             reason = "starting"
         if reason is None and live.silent_s() > self.stall_after_s:
             reason = live.broker_silence()
-        return {"ok": reason is None, "service": self.name, "reason": reason, "retrying": live.last_error or live.broker_silence()}
+        database = self.database.health_note() if self.database is not None else None
+        return {
+            "ok": reason is None,
+            "service": self.name,
+            "reason": reason,
+            "retrying": live.last_error or database or live.broker_silence(),
+        }
 
     async def watch(self) -> str:
         """Return (only) when this service can no longer make progress, with the reason; its checks also time the broker's silence."""
