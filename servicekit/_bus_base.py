@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from servicekit.authority import Authority
 from servicekit.commits import Commits
+from servicekit.db_outage import retry_level
 from servicekit.intake import Bounds, ErrorKind, ProducerDead, classify
 from servicekit.liveness import Liveness
 from servicekit.polling import Poller
@@ -111,7 +112,7 @@ class BusBase:
                 if self.on_transient is not None:
                     await self.on_transient(exc)
                 self.liveness.retrying(exc)
-                log.warning("%s: transient error on %s, retrying in %.1fs: %r", self.service, what, delay, exc)
+                log.log(retry_level(exc), "%s: transient error on %s, retrying in %.1fs: %r", self.service, what, delay, exc)
                 self.handlers_retrying += 1
                 try:
                     await asyncio.sleep(delay)

@@ -23,6 +23,7 @@ __all__ = [
     "create_pool",
     "delete_in_batches",
     "discard_broken_connections",
+    "from_database",
     "open_pool",
     "unopened_pool",
 ]
@@ -132,7 +133,7 @@ def discard_broken_connections(
     """
 
     async def discard(exc: BaseException) -> None:
-        if _from_database(exc):
+        if from_database(exc):
             observe_database_retry(service)
             if on_database_error is not None:
                 on_database_error(exc)
@@ -141,7 +142,7 @@ def discard_broken_connections(
     return discard
 
 
-def _from_database(exc: BaseException) -> bool:
+def from_database(exc: BaseException) -> bool:
     """Whether a transient error is the database's: asyncpg's own, or the socket's error asyncpg let through while connecting.
 
     A PostgreSQL that is down refuses each new connection with the OS's `ConnectionRefusedError` (an `OSError`, as a

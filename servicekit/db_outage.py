@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-__all__ = ["DatabaseWatch", "database_address"]
+from servicekit.db import from_database
+
+__all__ = ["DatabaseWatch", "database_address", "retry_level"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class DatabaseWatch:
     down_since: float | None = field(default=None, init=False)
     error: str | None = field(default=None, init=False)
     retries: int = field(default=0, init=False)
+    most_held: int = field(default=0, init=False)  # the most records in handling at one error of the outage
     _probe: asyncio.Task[None] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -64,10 +67,11 @@ class DatabaseWatch:
         """A database error met (a retry, a reconnect of the pool): the first of an outage is logged, and watched until it ends."""
         self.error = _one_line(exc)
         self.retries += 1
+        held = self.held()
+        self.most_held = max(self.most_held, held)
         if self.down_since is not None:
             return
         self.down_since = time.monotonic()
-        held = self.held()
         log.error(
             "%s: its database at %s does not answer (%s). Holding %d record%s in handling: nothing is committed, "
             "acknowledged or dead-lettered meanwhile; each is retried until the database answers (/health stays 200 "
@@ -107,15 +111,18 @@ class DatabaseWatch:
             return
         down_s = time.monotonic() - self.down_since
         log.warning(
-            "%s: its database at %s answers again after %.0fs down (%d database error%s met meanwhile, last: %s); handling resumes",
+            "%s: its database at %s answers again after %.0fs down (%d database error%s met meanwhile, last: %s); "
+            "handling resumes from what it held (at most %d record%s at once)",
             self.service,
             self.where,
             down_s,
             self.retries,
             "" if self.retries == 1 else "s",
             self.error,
+            self.most_held,
+            "" if self.most_held == 1 else "s",
         )
-        self.down_since, self.error, self.retries, self._probe = None, None, 0, None
+        self.down_since, self.error, self.retries, self.most_held, self._probe = None, None, 0, 0, None
 
     async def close(self) -> None:
         """Stop watching (the service stops): no probe outlives the pool."""
@@ -127,6 +134,17 @@ class DatabaseWatch:
                 await probe
 
 
+def retry_level(exc: BaseException, level: int = logging.WARNING) -> int:
+    """The level of a line that says a retry after `exc`: one line an outage, not one a retry.
+
+    DEBUG for a database error while this process's outage line stands for it (said once when it began, its end said
+    too), else `level`.
+    """
+    if any(watch.down_since is not None for watch in _WATCHES.values()) and from_database(exc):
+        return logging.DEBUG
+    return level
+
+
 class _PoolFloor(logging.Filter):
     """asyncpg's failed reconnect of an idle pool goes to that pool's watch, as the start of an outage, not as a traceback."""
 
@@ -134,6 +152,8 @@ class _PoolFloor(logging.Filter):
         if not str(record.msg).startswith(POOL_FLOOR) or record.exc_info is None or record.exc_info[1] is None:
             return True
         watch = _WATCHES.get(id(_pool_of_current_task()))
+        if watch is None and len(_WATCHES) == 1:  # another pool of the service's process (the executor's tools'): its database
+            watch = next(iter(_WATCHES.values()))
         if watch is None:
             return True  # a pool no service watches (a command's): asyncpg's line as it is
         watch.failed(record.exc_info[1])

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from servicekit import Bus
+from servicekit.db_outage import retry_level
 from services.approval.api import DATABASE_UNAVAILABLE
 
 __all__ = ["DatabaseOutage"]
@@ -46,7 +47,7 @@ class DatabaseOutage:
                 await step()
             except DATABASE_UNAVAILABLE as exc:
                 await self.failed(exc)
-                log.warning("%s: database unavailable, retrying at the next round: %r", what, exc)
+                log.log(retry_level(exc), "%s: database unavailable, retrying at the next round: %r", what, exc)
                 return
             self.answered()
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas import AuditCheckpoint
 from servicekit import Authority, Keyring, SigningKey
+from servicekit.db_outage import retry_level
 from servicekit.intake import Bounds
 from servicekit.liveness import Liveness
 from servicekit.metrics import observe_audit_checkpoint_refused, observe_audit_checkpoints, observe_audit_conflict, observe_audit_restore
@@ -143,7 +144,7 @@ class Recorder:
                     self.liveness.retrying(exc)
                 if self.on_retry is not None:
                     await self.on_retry(exc)
-                level = logging.WARNING if delay < self.max_delay_s else logging.ERROR
+                level = retry_level(exc, logging.WARNING if delay < self.max_delay_s else logging.ERROR)
                 log.log(level, "audit: %s, retrying in %.1fs: %r", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_delay_s)
@@ -311,4 +312,4 @@ class Checkpointer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("audit: checkpoint not taken or not published: %r", exc)
+                log.log(retry_level(exc), "audit: checkpoint not taken or not published: %r", exc)

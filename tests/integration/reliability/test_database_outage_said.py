@@ -9,16 +9,40 @@ and its connections dropped, as a restart does, so that its pool must log in aga
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from reliability_helpers import KILL_ROLE_CONNECTIONS
+from bus_helpers import Collector, Producer
+from reliability_helpers import KILL_ROLE_CONNECTIONS, good_event
 
 from servicekit import KitSettings
 from servicekit.dbroles import service_role
 from services.executor.app import build as build_executor
+from services.policy.app import build as build_policy
+
+
+@contextlib.asynccontextmanager
+async def _login_refused(infra: Any, service: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The service's login refused (`CONNECTION LIMIT 0`) and its connections dropped; yields what takes it back."""
+    role = service_role(service, infra.role_prefix)
+    admin = await asyncpg.connect(infra.admin_database_url)
+
+    async def allow() -> None:
+        await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+
+    try:
+        await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
+        assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # its pool must log in again
+        yield allow
+    finally:
+        await allow()
+        await admin.close()
 
 
 def _lines(caplog: pytest.LogCaptureFixture, level: int, name: str) -> list[str]:
@@ -29,35 +53,66 @@ async def test_an_executor_whose_database_stops_answering_says_so_once_and_says_
     kit: KitSettings, infra: Any, wait_for: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    role = service_role("executor", infra.role_prefix)
     service = build_executor(kit=kit)
     await service.start()
-    admin = await asyncpg.connect(infra.admin_database_url)
     try:
-        await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
-        assert await admin.fetchval(KILL_ROLE_CONNECTIONS, role) >= 1  # idle: only its pool notices, reconnecting
+        async with _login_refused(infra, "executor") as allow:  # idle: only its pool notices, reconnecting
+            await wait_for(lambda: _lines(caplog, logging.ERROR, "servicekit.db_outage"), timeout=30, what="the outage said")
+            said = _lines(caplog, logging.ERROR, "servicekit.db_outage")
+            assert len(said) == 1, said
+            assert "executor: its database at" in said[0]
+            assert "does not answer (TooManyConnectionsError" in said[0]
+            assert "Holding 0 records in handling" in said[0]
+            assert "retried until the database answers" in said[0]
+            health = service.health()
+            assert health["ok"] is True  # waiting, not dead
+            assert "the database at" in (health["retrying"] or "")
+            assert "has not answered for" in health["retrying"]
 
-        await wait_for(lambda: _lines(caplog, logging.ERROR, "servicekit.db_outage"), timeout=30, what="the outage said")
-        said = _lines(caplog, logging.ERROR, "servicekit.db_outage")
-        assert len(said) == 1, said
-        assert "executor: its database at" in said[0]
-        assert "does not answer (TooManyConnectionsError" in said[0]
-        assert "Holding 0 records in handling" in said[0]
-        assert "retried until the database answers" in said[0]
-        health = service.health()
-        assert health["ok"] is True  # waiting, not dead
-        assert "the database at" in (health["retrying"] or "")
-        assert "has not answered for" in health["retrying"]
-
-        await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
-        await wait_for(lambda: _lines(caplog, logging.WARNING, "servicekit.db_outage"), timeout=30, what="the recovery said")
-        assert "executor: its database at" in _lines(caplog, logging.WARNING, "servicekit.db_outage")[0]
-        assert "answers again after" in _lines(caplog, logging.WARNING, "servicekit.db_outage")[0]
-        assert service.health()["retrying"] is None
-        assert len(_lines(caplog, logging.ERROR, "servicekit.db_outage")) == 1  # once per outage, not a flood
-        floors = [r for r in caplog.records if r.name == "asyncpg.pool" and "pool connection floor" in r.getMessage()]
-        assert floors == []  # asyncpg's tracebacks are the outage line now
+            await allow()
+            await wait_for(lambda: _lines(caplog, logging.WARNING, "servicekit.db_outage"), timeout=30, what="the recovery said")
+            assert "executor: its database at" in _lines(caplog, logging.WARNING, "servicekit.db_outage")[0]
+            assert "answers again after" in _lines(caplog, logging.WARNING, "servicekit.db_outage")[0]
+            assert service.health()["retrying"] is None
+            assert len(_lines(caplog, logging.ERROR, "servicekit.db_outage")) == 1  # once per outage, not a flood
+            floors = [r for r in caplog.records if r.name == "asyncpg.pool" and "pool connection floor" in r.getMessage()]
+            assert floors == []  # asyncpg's tracebacks are the outage line now
     finally:
-        await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
-        await admin.close()
         await service.stop()
+
+
+async def test_a_policy_holding_proposals_through_an_outage_says_it_once_not_once_a_retry(
+    kit: KitSettings, infra: Any, wait_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Proposals in hand while the policy's login is refused: one outage line, no retry line each 5 s, all decided after."""
+    caplog.set_level(logging.INFO)
+    service = build_policy(kit=kit)
+    decided = Collector(kit, ["actions.decided"])
+    producer = Producer(kit)
+    await decided.start()
+    await producer.start()
+    await service.start()
+    try:
+        async with _login_refused(infra, "policy") as allow:
+            events = [good_event("actions.proposed", f"t-{uuid.uuid4().hex[:8]}") for _ in range(3)]
+            for event in events:
+                await producer.send("actions.proposed", event)
+            await wait_for(lambda: service.bus.liveness.in_flight, timeout=30, what="a proposal held")
+            await asyncio.sleep(6)  # past the retries' 5 s cap: a line each retry came every 5 s before
+            said = _lines(caplog, logging.ERROR, "servicekit.db_outage")
+            assert len(said) == 1, said
+            assert "policy: its database at" in said[0]
+            retried = [m for m in _lines(caplog, logging.WARNING, "servicekit.bus") if "transient error" in m]
+            assert retried == []  # the outage line stands for them
+
+            await allow()
+            ids = {e.data.action_id for e in events}
+            await wait_for(
+                lambda: ids <= {e.data.action_id for e in decided.events["actions.decided"]}, timeout=60, what="every proposal decided"
+            )
+            await wait_for(lambda: _lines(caplog, logging.WARNING, "servicekit.db_outage"), timeout=30, what="the recovery said")
+            assert "handling resumes from what it held (at most 1 record" in _lines(caplog, logging.WARNING, "servicekit.db_outage")[0]
+    finally:
+        await service.stop()
+        await producer.stop()
+        await decided.stop()
