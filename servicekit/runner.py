@@ -37,7 +37,7 @@ from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
-from servicekit.db_outage import DatabaseWatch, database_address
+from servicekit.db_outage import DatabaseWatch, database_address, retry_level
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
@@ -57,15 +57,17 @@ Hook = Callable[[], Awaitable[None]]
 async def every(interval_s: float, what: str, step: Callable[[], Awaitable[object]], *, at_start: bool = False) -> None:
     """Run `step` every `interval_s` forever (first right away with `at_start`, else after one interval): a service's sweep.
 
-    A step that fails is logged with `what` and tried again at the next round: a sweep must never stop the service.
+    A step that fails is logged with `what` and tried again at the next round: a sweep must never stop the service. A
+    database error met while the service's outage line stands for it is logged at DEBUG (`servicekit.db_outage`).
     """
     if not at_start:
         await asyncio.sleep(interval_s)
     while True:
         try:
             await step()
-        except Exception:
-            log.exception("%s failed; retrying in %.1fs", what, interval_s)
+        except Exception as exc:  # a database error while the outage line stands for it: DEBUG, no traceback
+            level = retry_level(exc, logging.ERROR)
+            log.log(level, "%s failed; retrying in %.1fs", what, interval_s, exc_info=level > logging.DEBUG)
         await asyncio.sleep(interval_s)
 
 
