@@ -101,6 +101,12 @@ class StoryLine(_Frozen):
         description="Why the row does not verify from its own value (its signature or columns say otherwise: a row written "
         "into the database, not recorded from the bus), when the reader checked; what it says is then not evidence.",
     )
+    dead_letter: s.EventRejectedData | None = Field(
+        default=None,
+        description="For a dead letter (`event.rejected`): what was refused, as the service wrote it: the original topic, "
+        "partition, offset and key, the raw value (to 64 KiB, `truncated`, its full `size` and `sha256`), the reason `code` "
+        "and `error`, and the `service`: what the on-call needs to see what was lost and to send it again.",
+    )
 
     @field_serializer("at", when_used="json")
     def _at(self, at: datetime) -> str:
@@ -190,6 +196,7 @@ def story(rows: Sequence[LogRow], previous: Mapping[RowId, dict[str, Any] | None
                 summary=summarize(row, event, previous),
                 valid=row.valid,
                 duplicate=row.duplicate,
+                dead_letter=event.data if isinstance(event, s.EventRejected) else None,
             )
         )
     return lines

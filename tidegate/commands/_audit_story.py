@@ -216,9 +216,16 @@ def search_(
     limit: int = typer.Option(
         100, min=1, help="At most this many records: the newest that match (oldest first); stderr says when more match."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+    dead_letters: bool = typer.Option(
+        False, "--dead-letters", help="Only dead letters (`--type event.rejected`); --json shows each one's original value."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines (a dead letter's `dead_letter`: what was refused, whole)."),
 ) -> None:
-    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id."""
+    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id; or the dead letters."""
+    if dead_letters:
+        if event_type not in (None, "event.rejected", "tidegate.event.rejected"):
+            fail(f"--dead-letters are `event.rejected` records: it cannot go with --type {event_type}")
+        event_type = "event.rejected"
     if trace and len(trace) > 32 and "-" in trace:
         trace = trace.split("-")[1]
     if event_type and not event_type.startswith("tidegate."):

@@ -1,0 +1,82 @@
+"""The on-call person after `TidegateDeadLetters` paged: which records were refused, by whom, why, and what they held.
+
+SRE probe: the alert's first look said "read the `deadletter` topic", which no command reads; `tidegate audit search
+--type event.rejected --json` found the rows but printed only a summary, without the refused value, its key or its
+size: what was lost could not be seen, nor sent again, without a Kafka client and the admin's login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import schemas as s
+from servicekit import KitSettings, apply_migrations
+from services.audit.app import MIGRATIONS
+from services.audit.records import observe
+from services.audit.repository import PostgresAuditLog
+from tidegate.cli import app as cli
+
+REFUSED = '{"specversion": "1.0", "type": "tidegate.action.proposed", "data": {"tool": "issue_refund", "amount_usd": 1e999}}'
+
+
+@pytest.fixture
+async def env(infra: Any, prefix: str, tmp_path: Path) -> dict[str, str]:
+    """A log holding one dead letter (a proposal the policy refused) beside an ordinary record."""
+    kit = KitSettings(database_url=infra.database_url, topic_prefix=prefix, keys_dir=tmp_path / "keys")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    rejected = s.EventRejected.build(
+        s.EventRejectedData(
+            tenant_id="acme", task_id=task, topic=prefix + "actions.proposed", partition=3, offset=41, key=task,
+            raw_value=REFUSED, size=len(REFUSED), sha256=hashlib.sha256(REFUSED.encode()).hexdigest(),
+            code="not_finite", error="a number that overflows a double", service="policy",
+        ),
+        source="tidegate/policy",
+    )  # fmt: skip
+    submitted = s.TaskSubmitted.build(
+        s.TaskSubmittedData(task_id=task, tenant_id="acme", workflow="support_triage", requested_by="demo@acme.example", input={}),
+        source="tidegate/cli",
+    )
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        await log.append(
+            [
+                observe(topic=prefix + topic, partition=0, offset=offset, timestamp_ms=1_790_000_000_000 + offset, timestamp_type=0,
+                        key=task.encode(), value=s.encode(event), headers=[], prefix=prefix)
+                for offset, (topic, event) in enumerate([("tasks", submitted), ("deadletter", rejected)])
+            ]
+        )  # fmt: skip
+    finally:
+        await log.close()
+    return {"TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+            "TASK": task}  # fmt: skip
+
+
+async def _cli(env: dict[str, str], *args: str) -> Any:
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["audit", *args], env=env)
+
+
+async def test_the_dead_letters_of_a_task_show_what_was_refused_whole(env: dict[str, str]) -> None:
+    result = await _cli(env, "search", "--dead-letters", "--task", env["TASK"], "--json")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event_type"] for line in lines] == ["event.rejected"]  # only the dead letter, not the task's other record
+    dead = lines[0]["dead_letter"]
+    assert dead["raw_value"] == REFUSED  # what was refused, byte for byte: to see it, or to send it again
+    assert (dead["service"], dead["code"], dead["partition"], dead["offset"], dead["key"]) == ("policy", "not_finite", 3, 41, env["TASK"])
+    assert (dead["size"], dead["sha256"]) == (len(REFUSED), hashlib.sha256(REFUSED.encode()).hexdigest())
+
+    other = await _cli(env, "search", "--task", env["TASK"], "--json")
+    assert {json.loads(line)["event_type"]: json.loads(line)["dead_letter"] for line in other.stdout.splitlines()}["task.submitted"] is None
+
+    mixed = await _cli(env, "search", "--dead-letters", "--type", "action.decided")
+    assert mixed.exit_code != 0
+    assert "cannot go with --type action.decided" in mixed.output
