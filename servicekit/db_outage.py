@@ -5,7 +5,8 @@ each with a 20-line traceback (516 lines in a minute from an idle executor), or 
 line of the service's own said that its database was unreachable, what it held meanwhile, that it would retry, or
 when it answered again. `DatabaseWatch` is told of each database error a service meets (the retrying layer's
 `discard_broken_connections`, and the pool's own attempts to reconnect, whose log lines it takes over); the first of
-an outage logs one ERROR line, then it asks the database itself every `probe_interval_s` until it answers, and logs
+an outage logs one ERROR line, then it asks the database itself every `probe_interval_s` until it answers (each
+unanswered ask counted in `tidegate_database_retries_total`, so that an idle service's outage pages as well), and logs
 how long it was down.
 """
 
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from servicekit.db import from_database
+from servicekit.metrics import observe_database_retry
 
 __all__ = ["DatabaseWatch", "database_address", "retry_level"]
 
@@ -101,6 +103,7 @@ class DatabaseWatch:
                         await connection.fetchval("SELECT 1")
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.error = _one_line(exc)
+                observe_database_retry(self.service)  # an idle service pages too: nothing else retries while no record waits
                 continue
             self.answered()
             return

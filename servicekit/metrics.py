@@ -190,7 +190,8 @@ BROKER_SILENT = Gauge(
 DATABASE_RETRIES = Counter(
     "tidegate_database_retries",
     "Transient database errors a service met handling a record and retried after (PostgreSQL down, restarting, refusing "
-    "connections or the service's login), by service: while it climbs the service waits on its database, its /health still 200.",
+    "connections or the service's login), and its own unanswered asks of the database during an outage (every 2 s), by "
+    "service: while it climbs the service waits on its database, its /health still 200.",
     ["service"],
 )
 

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from bus_helpers import Collector, Producer
+from prometheus_client import REGISTRY
 from reliability_helpers import KILL_ROLE_CONNECTIONS, good_event
 
 from servicekit import KitSettings
@@ -116,3 +117,21 @@ async def test_a_policy_holding_proposals_through_an_outage_says_it_once_not_onc
         await service.stop()
         await producer.stop()
         await decided.stop()
+
+
+async def test_an_idle_executor_counts_its_outage_for_the_page(kit: KitSettings, infra: Any, wait_for: Any) -> None:
+    """`TidegateDatabaseRetrying` reads `tidegate_database_retries_total`: with no record in hand it stayed flat, so a
+    night's outage with no traffic paged no one. The service's own asks of the database count now."""
+    service = build_executor(kit=kit)
+    await service.start()
+    before = REGISTRY.get_sample_value("tidegate_database_retries_total", {"service": "executor"}) or 0
+    try:
+        async with _login_refused(infra, "executor"):
+            await wait_for(
+                lambda: (REGISTRY.get_sample_value("tidegate_database_retries_total", {"service": "executor"}) or 0) >= before + 2,
+                timeout=30,
+                what="the idle executor's outage counted",
+            )
+            assert service.bus.liveness.in_flight == 0  # no record: only its own asks counted
+    finally:
+        await service.stop()
