@@ -39,13 +39,16 @@ __all__ = ["explain", "search_", "show"]
 T = TypeVar("T")
 
 
+WIDE = 140  # a terminal narrower than this gets three columns: eight wrapped a record's cells to a few letters each
+
+
 def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False) -> Table:
+    if console.width < WIDE:
+        return _narrow_table(lines, title, with_task=with_task)
     columns = ["time (UTC)", "topic", "offset", "event", "source", *(["tenant", "task"] if with_task else []), "what happened"]
     table = Table(*columns, title=title)
     for line in lines:
-        flag = "" if line.valid else " [red](invalid)[/]"
-        flag += " [yellow](duplicate)[/]" if line.duplicate else ""
-        flag += " [red](does not verify: not evidence)[/]" if line.unverified else ""
+        flag = _flags(line)
         table.add_row(  # every text a record carries is someone else's (an agent's task id, source, rationale): shown as it is
             line.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
             shown(f"{line.topic}[{line.partition}]"),
@@ -54,6 +57,30 @@ def _lines_table(lines: list[StoryLine], title: str, *, with_task: bool = False)
             shown(line.source),
             *([shown(line.tenant_id or "-"), shown(line.task_id or "-")] if with_task else []),
             shown(line.summary, limit=None),
+        )
+    return table
+
+
+def _flags(line: StoryLine) -> str:
+    flag = "" if line.valid else " [red](invalid)[/]"
+    flag += " [yellow](duplicate)[/]" if line.duplicate else ""
+    return flag + (" [red](does not verify: not evidence)[/]" if line.unverified else "")
+
+
+def _narrow_table(lines: list[StoryLine], title: str, *, with_task: bool) -> Table:
+    """The same records for an 80-column terminal: when and what, then where it was and who sent it on a line below.
+
+    At 80 columns the eight columns left a dead letter's summary 8 letters wide, one record 15 lines (an SRE probe).
+    """
+    table = Table("time (UTC)", "event", title=title)
+    table.add_column("what happened", overflow="fold")  # a long topic or id is folded, never cut
+    for line in lines:
+        whose = f" · tenant {shown(line.tenant_id or '-')} · task {shown(line.task_id or '-')}" if with_task else ""
+        where = f"{shown(line.topic)}[{line.partition}]@{line.offset} · {shown(line.source)}{whose}"
+        table.add_row(
+            line.at.strftime("%m-%d %H:%M:%S.%f")[:-3],
+            shown(line.event_type) + _flags(line),
+            f"{shown(line.summary, limit=None)}\n[dim]{where}[/]",
         )
     return table
 

@@ -23,6 +23,7 @@ from services.audit.app import MIGRATIONS
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
 from tidegate.cli import app as cli
+from tidegate.commands._common import console
 
 REFUSED = '{"specversion": "1.0", "type": "tidegate.action.proposed", "data": {"tool": "issue_refund", "amount_usd": 1e999}}'
 
@@ -80,3 +81,17 @@ async def test_the_dead_letters_of_a_task_show_what_was_refused_whole(env: dict[
     mixed = await _cli(env, "search", "--dead-letters", "--type", "action.decided")
     assert mixed.exit_code != 0
     assert "cannot go with --type action.decided" in mixed.output
+
+
+@pytest.mark.parametrize("width", [80, 100])
+async def test_an_80_column_terminal_reads_each_record_whole(env: dict[str, str], width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight columns at 80 wrapped a dead letter's summary to 8 letters a line ("dead-l…"), a record 15 lines."""
+    monkeypatch.setattr(console, "width", width)
+    result = await _cli(env, "search", "--task", env["TASK"])
+    assert result.exit_code == 0, result.output
+    cells = [row.split("│")[3].strip() for row in result.stdout.splitlines() if row.count("│") == 4]  # "what happened"
+    text = " ".join(cells)
+    assert "dead-lettered by policy from" in text
+    assert "not_finite: a number that overflows a double" in " ".join(text.split())
+    assert f"task {env['TASK']}" in text  # where and whose, on the line below
+    assert "…" not in result.stdout  # nothing cut
