@@ -97,6 +97,8 @@ class DatabaseWatch:
     async def _until_it_answers(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval_s)
+            if self.pool.get_idle_size() == 0 and self.pool.get_size() >= self.pool.get_max_size():
+                continue  # every connection is in use: the handlers holding them say how the database answers, not a wait here
             try:
                 async with asyncio.timeout(self.probe_timeout_s):
                     async with self.pool.acquire() as connection:
