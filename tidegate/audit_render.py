@@ -15,7 +15,7 @@ import schemas as s
 from servicekit.people import same_person
 from servicekit.printable import printable
 from servicekit.unreadable import Skipped
-from services.audit import FOLLOW_UP_PENDING, Explanation, LateReply, ToolCall
+from services.audit import FOLLOW_UP_PENDING, ActionStory, Explanation, LateReply, ToolCall
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -193,6 +193,8 @@ def render_markdown(x: Explanation) -> str:
             for t in d.facts.get("taint") or []:
                 if isinstance(t, dict):
                     out.append(f"  - **Tainted by Tidegate:** {_code(str(t.get('arg')))}: {_md(t.get('why'))}")
+            if d is a.decisions[0] and (waited := _waited(a)):
+                out.append(f"  - **Waited:** {_md(waited)}")
         out += [_approval_line(ap) for ap in a.approvals if ap.status != "resolved"]
         if a.authorization:
             au = a.authorization
@@ -313,6 +315,8 @@ def render_html(x: Explanation) -> str:
                      for d in a.decisions],
                 )
             )  # fmt: skip
+            if waited := _waited(a):
+                parts.append(f"<p>Waited: {e(waited)}</p>")
         parts += approvals([ap for ap in a.approvals if ap.status != "resolved"])
         if a.calls:
             parts.append(
@@ -361,3 +365,24 @@ def render_html(x: Explanation) -> str:
 def _signed(a: Any, escape: Callable[[str], str]) -> str:
     """Whose key signed a proposal, beside the name its producer typed: an agent cannot pass for the planner in a story."""
     return f" (signed by {escape(a.signed_by)})" if a.signed_by else ""
+
+
+_WAIT_WORTH_SAYING_S = 5.0  # under it, a decision's wait is the bus's and the batch's, and clocks may differ by as much
+
+
+def _waited(a: ActionStory) -> str | None:
+    """What held an action's first decision, when it waited long enough to ask; None otherwise.
+
+    An on-call engineer asked: a proposal held 2 minutes by a database outage showed only the decision's own "7.4 ms".
+    """
+    if a.decided_after_s is None or a.decided_after_s < _WAIT_WORTH_SAYING_S or not a.decisions:
+        return None
+    return (
+        f"decided {_duration(a.decided_after_s)} after it was proposed (the decision itself took {a.decisions[0].latency_ms:.1f} ms): "
+        "the policy held it for its task's inputs, was behind a backlog, or could not reach its database; its log at that time says which"
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import (
         FOLLOW_UP_PENDING,
+        ActionStory,
         Explanation,
         LateReply,
         SeveralTenants,
@@ -46,6 +47,7 @@ __all__ = [
     "FOLLOW_UP_PENDING",
     "MIGRATIONS",
     "AcknowledgedConflict",
+    "ActionStory",
     "ArchiveError",
     "ArchiveRefused",
     "ArchiveReport",
@@ -127,6 +129,7 @@ _HOME = {
     "with_archives": "pruned",
     "StoryLine": "reading",
     "explain_task": "reading",
+    "ActionStory": "reading",
     "Explanation": "reading",
     "ToolCall": "reading",
     "LateReply": "reading",

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 import schemas as s
+from servicekit.authority import LOG_APPEND_TIME
 from servicekit.unreadable import Skipped, Unreadable, read_event
 from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
 from services.audit._tenant_changes import RowId, previous_settings, row_id, settings_change
@@ -288,6 +289,14 @@ class ActionStory(_Frozen):
         "`proposer` is what the producer typed, this is who it was.",
     )
     rationale: str = ""
+    proposed_at: datetime | None = Field(
+        default=None, description="When the broker appended its proposal (its producer's clock on a topic the broker does not stamp)."
+    )
+    decided_after_s: float | None = Field(
+        default=None,
+        description="Seconds from its proposal's append to its first decision's, both by the broker's clock where it stamps them: "
+        "time it waited (inputs held, a backlog, the database away), beside `latency_ms`, the decision's own time.",
+    )
     tainted_args: list[str] = Field(default_factory=list)
     proposal_cost: s.ProposalCost | None = None
     decisions: list[Decision] = Field(default_factory=list)
@@ -417,9 +426,12 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                     step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale, signed_by=_signer(event.keyid),
                     tainted_args=d.tainted_args, proposal_cost=d.cost,
                 )  # fmt: skip
+                a.setdefault("proposed_at", _appended(row, event))
             case s.ActionDecided():
                 _note(requesters, d.requested_by)
                 a = action(d.action_id)
+                if not a["decisions"] and a.get("proposed_at") is not None:
+                    a["decided_after_s"] = (_appended(row, event) - a["proposed_at"]).total_seconds()
                 a.setdefault("tool", d.tool)
                 a.setdefault("args", d.args)
                 a["decisions"].append(
@@ -547,6 +559,15 @@ async def task_rows_of(log: AuditLog, task_id: str, prefix: str = "", *, tenant:
     if len(tenants) > 1:
         raise SeveralTenants(task_id, tenants)
     return rows
+
+
+def _appended(row: LogRow, event: s.Envelope) -> datetime:
+    """When `row` reached the bus.
+
+    The broker's append time where it stamps the topic (every catalog topic), one clock for every producer; else the
+    event's own time (its producer's clock).
+    """
+    return row.kafka_ts if row.ts_type == LOG_APPEND_TIME else event.time
 
 
 async def explain_task(
