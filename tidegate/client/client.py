@@ -8,10 +8,11 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul
+from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul, utcnow
 from tidegate.client._resume import by_position, read_until_settled, settled
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.limits import Unsendable, check_args, check_size
@@ -43,7 +44,16 @@ _MAYBE_TAKEN = (
     "refused it and dead-lettered it, where clients cannot read it, and no answer will come: a client key it does not trust "
     "(`unknown_key`: not registered, or registered for another principal than TIDEGATE_CLIENT_PRINCIPAL), a tenant this "
     "key may not propose for (`signer_not_allowed`), or another call used this action id first (`action_id_reused`, the "
-    "one a new action id answers). The operator reads which in the policy's log or the audit log's dead letters"
+    "one a new action id answers). The operator reads which in the policy's log or the audit log's dead letters. Or this very "
+    "call was proposed before under this action id (by another process, or by this agent before a restart) and the policy, "
+    "which answers a call's repeats at most once in TIDEGATE_POLICY_REPEAT_ANSWER_INTERVAL_S (60 s), did not answer this "
+    "one: `resume` the action id without a position, which reads its story from the answer topics' beginning"
+)
+_RECALLED = (
+    "the policy answered with the decision it made before this client started: the call was proposed before under this "
+    "action id (by another process, or before a restart), and its story is being read from the answer topics' beginning; "
+    "`resume` the action id without a position to wait longer, and keep proposals across restarts with "
+    "`Tidegate(proposals=SqliteProposals(path))`"
 )
 
 
@@ -91,6 +101,7 @@ class Tidegate:
         self._trust = trust
         self._watches: dict[str, _Watch] = {}
         self._start: Position | None = None
+        self._started_at: datetime | None = None
         self._pump: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._steps = 0
@@ -118,6 +129,7 @@ class Tidegate:
             log.warning(_UNSIGNED)
         await self.transport.start()
         try:
+            self._started_at = utcnow()  # before the end is read: a decision made before it was made before this client read
             self._start = await self.transport.end(ANSWER_TOPICS)
         except BaseException:
             await self.transport.stop()
@@ -284,11 +296,27 @@ class Tidegate:
             self.run_in_background(self._catch_up(watch, position, read_through))
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
         hint = _UNSIGNED if self.unsigned else ""
+        started_at = self._started_at
+        assert started_at is not None
+        recalled = False
 
         def decided(p: Progress) -> bool:
+            nonlocal recalled
+            if recorded is None and not recalled and p.decided_before(started_at):
+                # A call this client's ledger does not know, proposed before (another process; this agent before a restart):
+                # the policy answered the repeat with its earlier decision, and the approval request, a human's answer or
+                # the result that followed it are on the topics ahead of where this client began reading. Read them there.
+                recalled = True
+                read_through.clear()
+                self.run_in_background(self._catch_up(watch, None, read_through))
             return p.final() is not None or p.refused or p.allowed or (p.waiting_for_human and read_through.is_set())
 
-        await self._until(watch, decided, limit, hint=hint)
+        try:
+            await self._until(watch, decided, limit, hint=hint)
+        except TimeoutError as exc:
+            if recalled and type(exc) is TimeoutError:
+                raise TimeoutError(f"{exc} ({_RECALLED})") from None
+            raise
         if watch.progress.final() is None and watch.progress.allowed:  # allowed: the executor's answer may take a tool's every attempt
             waited = self.settings.result_timeout_s if result_timeout_s is None else result_timeout_s
             await self._until(watch, lambda p: p.final() is not None, waited, hint=_RUNNING)
@@ -299,11 +327,11 @@ class Tidegate:
         if final is not None:
             self._watches.pop(key, None)
             return final
-        escalated = self._escalated(watch, position)
+        escalated = self._escalated(watch, None if recalled else position)
         return await escalated.decision(human_timeout_s) if wait_for_human else escalated
 
-    async def _catch_up(self, watch: _Watch, position: Position, read_through: asyncio.Event) -> None:
-        """Read an earlier proposal's story from its recorded position until it ends (the live reader started later).
+    async def _catch_up(self, watch: _Watch, position: Position | None, read_through: asyncio.Event) -> None:
+        """Read an earlier proposal's story from its recorded position (None: the beginning) until it ends (the live reader started later).
 
         `read_through` is set once everything that was on the topics as the read began has been applied.
         """
@@ -318,7 +346,8 @@ class Tidegate:
         finally:
             reached.cancel()
 
-    def _escalated(self, watch: _Watch, position: Position) -> Escalated:
+    def _escalated(self, watch: _Watch, position: Position | None) -> Escalated:
+        """The escalation to hand back; its position token is empty (the topics' beginning) when the story began before this client."""
         progress = watch.progress
         assert progress.decision is not None
         assert progress.requested is not None
@@ -335,7 +364,7 @@ class Tidegate:
             tool=progress.tool,
             approval_id=progress.requested.approval_id,
             reasons=tuple(progress.decision.reasons),
-            position=position.token(),
+            position=position.token() if position is not None else "",
             _decision=decision,
         )
 

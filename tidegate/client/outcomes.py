@@ -99,7 +99,9 @@ class Escalated:
     """Policy asked a human; `decision()` waits for what the human (then policy, then the executor) made of it.
 
     `position` is where the answer topics stood before the proposal was sent: keep it (with the action
-    id) and a restarted client resumes with `client.resume(action_id, position=...)`.
+    id) and a restarted client resumes with `client.resume(action_id, position=...)`. It is empty (the topics'
+    beginning, as `resume` reads it) when the call was proposed before this client started and its story
+    began before it (a restarted agent proposing its waiting call again without its proposals ledger).
     """
 
     action_id: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from schemas import ActionDecidedData, ActionResultData, ApprovalData
@@ -29,6 +30,7 @@ class Progress:
     action_digest: str | None = None
     tool: str = ""
     decision: ActionDecidedData | None = None
+    decided_at: datetime | None = None
     requested: ApprovalData | None = None
     human: tuple[str, ApprovalData] | None = None
     redecision: ActionDecidedData | None = None
@@ -51,7 +53,8 @@ class Progress:
         self.tool = self.tool or getattr(data, "tool", "")
         if topic == "actions.decided":
             if data.via == "policy":
-                self.decision = self.decision or data
+                if self.decision is None:
+                    self.decision, self.decided_at = data, event.time
             else:
                 self.redecision = data
         elif topic == "approvals":
@@ -76,6 +79,15 @@ class Progress:
     def escalated(self) -> bool:
         """Policy escalated and the approval request exists (so there is an approval id to show)."""
         return self.decision is not None and self.decision.outcome == "escalate" and self.requested is not None
+
+    def decided_before(self, moment: datetime) -> bool:
+        """Whether the policy's decision read for this call was made before `moment` and is still open (an escalation).
+
+        Read by a client that began reading at `moment`, it is the policy's answer to a repeat of a call proposed before
+        (by another process, or before a restart): what followed it (the approval request, a human's answer, the result)
+        was published before the client began reading, so its live reader never sees it.
+        """
+        return self.decided_at is not None and self.decided_at < moment and self.final() is None and not self.allowed
 
     @property
     def waiting_for_human(self) -> bool:

@@ -59,7 +59,7 @@ def result_of(outcome: Outcome | Decided) -> types.CallToolResult:
     if isinstance(outcome, Escalated):
         return pending(
             outcome.action_id,
-            outcome.position,
+            outcome.position or None,  # empty (the topics' beginning) is no token a poll takes: poll without one
             f"A human must decide this call first (approval {outcome.approval_id}: {', '.join(outcome.codes)}); it has not run.",
             approval_id=outcome.approval_id,
             reasons=outcome.codes,

@@ -188,7 +188,7 @@ async def _wait_for_human(
     if stopping.is_set():
         return pending(
             outcome.action_id,
-            outcome.position,
+            outcome.position or None,  # empty: the story began before this gateway's start; a poll without one reads it all
             f"The gateway is stopping before a human decided this call (approval {outcome.approval_id}); it has not run, "
             "and the gateway knows it again once restarted.",
             approval_id=outcome.approval_id,
