@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import httpx2
@@ -46,8 +47,13 @@ INITIALIZE = {
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[str, ScriptedTidegate]]:
     """The gateway's HTTP app on a free loopback port: (its /mcp URL, the governance behind it)."""
+    async with _serving({"tag_ticket": lambda args: {"tagged": True}}) as answer:
+        yield answer
+
+
+@contextlib.asynccontextmanager
+async def _serving(tools: dict[str, Any]) -> AsyncIterator[tuple[str, ScriptedTidegate]]:
     bus = MemoryTransport()
-    tools = {"tag_ticket": lambda args: {"tagged": True}}
     async with ScriptedTidegate(bus, rule, tools=tools) as scripted, Tidegate(transport=bus) as client:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -95,6 +101,28 @@ async def test_the_mcp_client_sending_the_token_lists_and_calls_governed_tools(s
     assert (result.is_error, result.structured_content) == (False, {"tagged": True})
     assert (denied.is_error, denied.structured_content["reasons"]) == (True, ["human_only"])
     assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-2"}]}
+
+
+async def test_the_docs_client_snippet_waits_for_a_call_that_takes_longer_than_httpx_default_timeout() -> None:
+    """The teammate's MCP client, copied from docs/integrations.md, calls a tool whose answer takes 7 s.
+
+    A governed call waits for the policy, a human (progress every 5 s in `wait` mode) and the tool: the snippet's
+    httpx2 client once had httpx's default 5 s timeout, and the call died with `ReadTimeout` (integrator probe F2).
+    """
+
+    async def slow(args: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(7)
+        return {"tagged": True}
+
+    docs = (Path(__file__).parents[3] / "docs" / "integrations.md").read_text()
+    snippet = docs.split("**Streamable HTTP needs a bearer token.**")[1].split("```python\n")[1].split("```")[0]
+    async with _serving({"tag_ticket": slow}) as (url, scripted):
+        body = snippet.replace("http://127.0.0.1:8765/mcp", url).replace("await agent.call_tool", "return await agent.call_tool")
+        scope: dict[str, Any] = {}
+        exec("async def run(token):\n" + "\n".join("    " + line for line in body.splitlines()), scope)  # as pasted
+        result = await scope["run"](TOKEN)
+    assert (result.is_error, result.structured_content) == (False, {"tagged": True})
+    assert scripted.calls == {"tag_ticket": [{"ticket_id": "T-1", "tags": ["vip"]}]}
 
 
 def test_the_token_is_made_on_first_run_readable_by_its_owner_only_and_kept(tmp_path: Path) -> None:
