@@ -20,7 +20,7 @@ from tidegate.client.memory import MemoryTransport
 from tidegate.client.outcomes import Decided, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
-from tidegate.client.signing import EnvelopeSigner, Signer, signer_for
+from tidegate.client.signing import EnvelopeSigner, Signer, SigningNotWired, registration_problem, signer_for
 from tidegate.client.transport import KafkaTransport, Position, Transport
 from tidegate.client.trust import Trust
 
@@ -127,6 +127,10 @@ class Tidegate:
         self.trust.require()
         if self.unsigned:
             log.warning(_UNSIGNED)
+        if not isinstance(self.transport, MemoryTransport) and (
+            problem := registration_problem(self.signer, self.settings, self.trust.keys_dir)
+        ):
+            raise SigningNotWired(problem)  # refused now rather than a proposal waiting for an answer that never comes
         await self.transport.start()
         try:
             self._started_at = utcnow()  # before the end is read: a decision made before it was made before this client read

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from schemas import Envelope, canonical_json
 from tidegate.client.settings import ClientSettings
 
-__all__ = ["EnvelopeSigner", "KeySigner", "Signer", "SigningNotWired", "signer_for"]
+__all__ = ["EnvelopeSigner", "KeySigner", "Signer", "SigningNotWired", "registration_problem", "signer_for"]
 
 E = TypeVar("E", bound=Envelope)
 
@@ -57,6 +57,7 @@ class _Key:
             raise SigningNotWired(f"{path} is not an Ed25519 private key")
         self._private = loaded
         raw = loaded.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self.path, self.raw_public = path, raw
         self.key_id = f"{name}-{hashlib.sha256(raw).hexdigest()[:12]}"
 
     def sign(self, event: E) -> E:
@@ -83,6 +84,11 @@ class KeySigner:
             self._tools[tool] = _Key(flat if flat.exists() and not own.exists() else own, tool)  # missing: names `own`
         return self._tools[tool]
 
+    @property
+    def client_key(self) -> tuple[Path, bytes]:
+        """The client key's file and its raw public key."""
+        return self._client.path, self._client.raw_public
+
     def sign(self, event: E) -> E:
         """`event` with `keyid` and `signature`: a tool reply by its tool's key, anything else by the client key."""
         if event.type == "tidegate.tool.reply":
@@ -95,3 +101,45 @@ def signer_for(settings: ClientSettings) -> Signer:
     if settings.signing_key_path is None:
         return EnvelopeSigner()
     return KeySigner(settings.signing_key_path, settings.principal, settings.tool_keys_dir)
+
+
+def registration_problem(signer: Signer, settings: ClientSettings, keys_dir: Path | None) -> str | None:
+    """Why the deployment will refuse this client's proposals, read off its client-key registry; None when it will not.
+
+    The registry is `<keys_dir>/clients/<tenant>/<principal>.pub` beside the services' public keys the client believes
+    (`keys_dir`, the service keys dir), what `tidegate clients add` writes and the policy reads. A proposal signed by a
+    key not registered for its tenant and principal is dead-lettered (`unknown_key`, `signer_not_allowed`), where the
+    agent cannot read it: it waited for an answer that never came. Where the registry is not there (an agent on another
+    machine, given only the services' public keys), nothing can be told: None.
+    """
+    registry = keys_dir / "clients" if keys_dir is not None else None
+    if not isinstance(signer, KeySigner) or registry is None or not registry.is_dir():
+        return None
+    path, raw = signer.client_key
+    tenant, principal = settings.tenant, settings.principal
+    holders = [pub for pub in sorted(registry.glob("*/*.pub")) if _raw_public(pub) == raw]
+    if any(pub == registry / tenant / f"{principal}.pub" for pub in holders):
+        return None
+    refused = (
+        f"the client key {path} is not registered for {principal} of tenant {tenant} (TIDEGATE_CLIENT_PRINCIPAL and "
+        f"TIDEGATE_CLIENT_TENANT) in {registry}: the policy would refuse every proposal it signs and never answer"
+    )
+    if holders:
+        named = ", ".join(f"{pub.stem} of tenant {pub.parent.name}" for pub in holders)
+        return f"{refused}. It is registered for {named}: set those, or register a key: `tidegate clients add {tenant} {principal}`"
+    if (registry / tenant / f"{principal}.pub").exists():
+        return (
+            f"{refused}. {principal} has another key ({registry / tenant / f'{principal}.pub'}): use the private key `tidegate "
+            f"clients add {tenant} {principal}` printed, or `tidegate clients revoke` it and add it again"
+        )
+    return f"{refused}. Register it: `tidegate clients add {tenant} {principal}` (`--public-key` for a key made elsewhere)"
+
+
+def _raw_public(pub: Path) -> bytes | None:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_public_key(pub.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
