@@ -113,10 +113,17 @@ def registration_problem(signer: Signer, settings: ClientSettings, keys_dir: Pat
     machine, given only the services' public keys), nothing can be told: None.
     """
     registry = keys_dir / "clients" if keys_dir is not None else None
-    if not isinstance(signer, KeySigner) or registry is None or not registry.is_dir():
+    if registry is None or not registry.is_dir():
         return None
-    path, raw = signer.client_key
     tenant, principal = settings.tenant, settings.principal
+    if not isinstance(signer, KeySigner):
+        kept = sorted(pub.stem for pub in (registry / tenant).glob("*.pub"))
+        return (
+            "no TIDEGATE_CLIENT_SIGNING_KEY_PATH: the deployment refuses unsigned proposals (`signature_missing`, "
+            f"dead-lettered, never answered). Set it to the private key `tidegate clients add {tenant} {principal}` printed"
+            + (f" (registered for tenant {tenant}: {', '.join(kept)})" if kept else f" (tenant {tenant} has no client key yet)")
+        )
+    path, raw = signer.client_key
     holders = [pub for pub in sorted(registry.glob("*/*.pub")) if _raw_public(pub) == raw]
     if any(pub == registry / tenant / f"{principal}.pub" for pub in holders):
         return None

@@ -75,3 +75,14 @@ async def test_a_key_never_registered_is_refused_at_start_saying_how_to_register
 async def test_the_registered_key_starts(kit: KitSettings) -> None:
     with pytest.raises(AssertionError, match="the client connected"):  # it goes on to connect: nothing refused it
         await _client(kit, client_private_key(kit, "shopco", "refund-bot@shopco.example")).start()
+
+
+async def test_a_client_without_a_signing_key_is_refused_at_start_beside_a_deployments_registry(kit: KitSettings) -> None:
+    """The 'missing key' mistake: unsigned proposals are dead-lettered `signature_missing`; it waited 30 s for each."""
+    settings = ClientSettings(service_keys_dir=kit.keys_dir, tenant="shopco", principal="refund-bot@shopco.example")
+    with pytest.raises(SigningNotWired) as refused:
+        await Tidegate(settings, transport=NeverReached()).start()  # type: ignore[arg-type]
+    said = str(refused.value)
+    assert said.startswith("no TIDEGATE_CLIENT_SIGNING_KEY_PATH: the deployment refuses unsigned proposals")
+    assert "`tidegate clients add shopco refund-bot@shopco.example`" in said
+    assert "registered for tenant shopco: mcp-user@shopco.example, refund-bot@shopco.example" in said
