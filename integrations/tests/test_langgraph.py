@@ -382,3 +382,28 @@ async def test_a_tool_a_middleware_resolves_at_run_time_never_runs_ungoverned(
         assert [p.tool for p in governance.proposals] == ["issue_refund"]
         assert "__interrupt__" in state
     assert effects.of("issue_refund") == []
+
+
+async def test_each_thread_is_a_task_of_its_own_the_same_after_a_restart(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """One worker runs many threads: each is its own task for the policy, whatever the client's task and process.
+
+    The policy keeps what a task read, how its calls failed and, for 7 days at most, the task itself: under the worker's
+    one task, a thread's two failed calls escalated every other thread's writes, and a worker up for a week had every
+    call denied `task_expired` (integrator probe F9).
+    """
+    async with make_client() as worker:
+        for thread in ("thread-a", "thread-b"):
+            config = {"configurable": {"thread_id": thread}}
+            model = script("tag_ticket", {"ticket_id": "T-1", "tags": ["vip"]}, call_id=f"call-{thread}")
+            await agent(worker, effects, model, InMemorySaver()).ainvoke({"messages": [("user", "tag T-1 vip")]}, config)
+    async with make_client() as restarted:
+        model = script("tag_ticket", {"ticket_id": "T-2", "tags": ["vip"]}, call_id="call-later")
+        again = {"configurable": {"thread_id": "thread-a"}}
+        await agent(restarted, effects, model, InMemorySaver()).ainvoke({"messages": [("user", "tag T-2")]}, again)
+    assert [(p.action_id, p.task_id) for p in governance.proposals] == [
+        ("langgraph:thread-a:call-thread-a", "langgraph:thread-a"),
+        ("langgraph:thread-b:call-thread-b", "langgraph:thread-b"),
+        ("langgraph:thread-a:call-later", "langgraph:thread-a"),
+    ]

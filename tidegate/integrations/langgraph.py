@@ -29,6 +29,7 @@ the call did not run, why: the reason codes, policy's messages and the approver'
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -81,7 +82,9 @@ class TidegateMiddleware(AgentMiddleware):  # type: ignore[misc]
         args = _checked(request.tool, call)
         action_id = _action_id(configurable["thread_id"], call["id"], request.state)
         try:
-            outcome = await self.client.propose(call["name"], args, action_id=action_id, rationale="LangGraph tool call")
+            outcome = await self.client.propose(
+                call["name"], args, task=_task(configurable["thread_id"]), action_id=action_id, rationale="LangGraph tool call"
+            )
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): its to fix, not the run's end
             refused = {"tidegate": "refused", "action_id": None, "edited_args": None}
             return ToolMessage(content=refused_text(exc), tool_call_id=call["id"], name=call["name"], status="error", artifact=refused)
@@ -130,6 +133,19 @@ def _refuse_unresumable(config: Any) -> dict[str, Any]:
     if configurable.get(CONFIG_KEY_CHECKPOINTER) is None or configurable.get("thread_id") is None:
         raise ValueError(_NOT_RESUMABLE)
     return configurable
+
+
+def _task(thread: Any) -> str:
+    """`langgraph:<thread>`: each thread (conversation) is a task of its own, whichever process runs it.
+
+    The policy keeps its task state per task: what the task read (its taint), how its calls ended (`tool_error_limit`),
+    and for how long (`TIDEGATE_POLICY_TASK_STATE_KEPT_S`, 7 days, after which every call of the task is denied
+    `task_expired`). Proposed under the client's one task, every thread a worker ran shared it: one thread's failures
+    escalated another's writes, and a worker up for a week had every call denied (integrator probe F9). A thread id too
+    long for a task id (200 characters) is hashed.
+    """
+    task = f"langgraph:{thread}"
+    return task if len(task) <= 200 else f"langgraph:{hashlib.sha256(str(thread).encode()).hexdigest()}"
 
 
 def _action_id(thread: Any, call_id: str | None, state: Any) -> str | None:
