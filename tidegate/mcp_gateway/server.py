@@ -87,6 +87,9 @@ def build_server(
         return types.ListToolsResult(tools=listed)
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await proposed_call(ctx, params, rolled=False)
+
+    async def proposed_call(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, *, rolled: bool) -> types.CallToolResult:
         arguments = params.arguments or {}
         if params.name == STATUS_TOOL:
             return await status(client, arguments, ended=tasks.answered)
@@ -131,6 +134,16 @@ def build_server(
             tasks.left(action_id)
             raise
         tasks.answered(action_id, owed=owed)
+        if session is None and not rolled and _task_expired(answer):
+            # The policy forgot the gateway's own task (it keeps a task TIDEGATE_POLICY_TASK_STATE_KEPT_S, 7 days) and denies
+            # every call of it: a gateway up that long (an HTTP one whose clients name no session, a desktop's stdio one)
+            # answered every call so. What the task read is forgotten there too, so a new task knows as much. The call,
+            # denied and not run, is made again in it, once, unless its caller named it (its id is that denied call's).
+            if client.task_id == task:
+                client.task_id = f"task-{uuid.uuid4().hex[:12]}"
+                log.warning("mcp gateway: the policy forgot its task %s (task_expired); calls go under %s now", task, client.task_id)
+            if named is None:
+                return await proposed_call(ctx, params, rolled=True)
         return answer
 
     async def governed(
@@ -172,6 +185,12 @@ def build_server(
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+
+
+def _task_expired(answer: types.CallToolResult) -> bool:
+    """Whether the answer is the policy's denial `task_expired`: the task the call was proposed in is forgotten."""
+    structured = answer.structured_content or {}
+    return bool(answer.is_error) and structured.get("outcome") == "denied" and structured.get("reasons") == ["task_expired"]
 
 
 async def _wait_for_human(
