@@ -17,7 +17,7 @@ from tidegate.client._resume import by_position, read_until_settled, settled
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.limits import Unsendable, check_args, check_size
 from tidegate.client.memory import MemoryTransport
-from tidegate.client.outcomes import Decided, Escalated, Outcome
+from tidegate.client.outcomes import Decided, Denied, Escalated, Outcome
 from tidegate.client.progress import ANSWER_TOPICS, Progress
 from tidegate.client.settings import ClientSettings
 from tidegate.client.signing import EnvelopeSigner, Signer, SigningNotWired, registration_problem, signer_for
@@ -97,6 +97,7 @@ class Tidegate:
         self.transport: Transport = transport or KafkaTransport(self.settings)
         self.signer = signer or signer_for(self.settings)
         self.task_id = task_id or f"task-{uuid.uuid4().hex[:12]}"
+        self._task_chosen = task_id is not None  # a task of the caller's is theirs to end; the default one moves on (propose)
         self.proposals: ProposalLedger = proposals or MemoryProposals()
         self._trust = trust
         self._watches: dict[str, _Watch] = {}
@@ -330,6 +331,12 @@ class Tidegate:
         final = watch.progress.final()
         if final is not None:
             self._watches.pop(key, None)
+            if task is None and not self._task_chosen and task_id == self.task_id and _task_expired(final):
+                # The policy keeps a task TIDEGATE_POLICY_TASK_STATE_KEPT_S (7 days), then denies every call of it: a process
+                # proposing under its default task for longer would have every later call denied. It moves on to a new task
+                # (what the old one read is forgotten by the policy too); this call stays denied, and one made again is new.
+                self.task_id = f"task-{uuid.uuid4().hex[:12]}"
+                log.warning("the policy forgot this client's task %s (task_expired); its calls go under %s now", task_id, self.task_id)
             return final
         escalated = self._escalated(watch, None if recalled else position)
         return await escalated.decision(human_timeout_s) if wait_for_human else escalated
@@ -434,6 +441,11 @@ class Tidegate:
     def _progress(self, action_id: str, tenant: str | None) -> Progress:
         """An earlier proposal to follow: the tenant's, matched to the call the ledger recorded under the id (if it did)."""
         return Progress(action_id, tenant_id=tenant or self.settings.tenant, action_digest=self.proposals.action_digest(action_id))
+
+
+def _task_expired(outcome: Decided) -> bool:
+    """Whether the policy denied the call `task_expired`: the task it was proposed in is forgotten."""
+    return isinstance(outcome, Denied) and outcome.codes == ["task_expired"]
 
 
 def _decided_digest(event: ActionProposed) -> str:
