@@ -43,6 +43,7 @@ __all__ = [
     "encode_signed",
     "next_sequence",
     "operator_key",
+    "retired_client_keys",
     "revoked_client_keys",
     "service_key",
     "sign_as_client",
@@ -222,9 +223,9 @@ class Authority:
         for path in self.operators_dir.glob("*.pub"):
             if (public := read(path)) is not None:
                 add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
-        for path in self.clients_dir.glob("*/*.pub"):
+        for path in self.clients_dir.glob("*/*.pub"):  # `<principal>.pub`, and `<principal>.<hash>.pub` that `clients rotate` retired
             if (public := read(path)) is not None:
-                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name), path)
+                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name, retired_at=retired_at(path)), path)
         if self.history:  # what a client signed before `tidegate clients revoke` moved its key aside still verifies, nothing after
             for path in self.clients_dir.glob("*/revoked/*.pub"):
                 try:
@@ -518,6 +519,15 @@ def revoked_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
     folder = tenant_folder / "revoked"
     found = [folder / f"{principal}.pub", *folder.glob(f"{glob_escape(principal)}.*.pub")]
     return [path for path in found if path.exists() and _holder(path) == principal]
+
+
+def retired_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
+    """The public keys of `principal` that `tidegate clients rotate` retired: `<principal>.<hash>.pub` in the tenant's folder.
+
+    Each still verifies what the broker appends within `TIDEGATE_RETIRED_KEY_GRACE_S` after its retirement (its `.retired`).
+    """
+    found = tenant_folder.glob(f"{glob_escape(principal)}.*.pub")
+    return sorted(path for path in found if _holder(path) == principal and retired_at(path) is not None)
 
 
 def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:

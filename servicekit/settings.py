@@ -140,9 +140,10 @@ class KitSettings(BaseSettings):
     retired_key_grace_s: float = Field(
         default=600.0,
         ge=0,
-        description="Seconds a key retired by `tidegate keys rotate` or `rotate-tool` still verifies new events, counted to when "
-        "the broker appended each record (the verifier's wall clock for a record without that time); after that they are refused "
-        "`signer_retired` (docs/security/signatures.md, Rotation). The audit log and replay judge by the same rule: keep one value.",
+        description="Seconds a key retired by `tidegate keys rotate`, `rotate-tool` or `clients rotate` still verifies new events, "
+        "counted to when the broker appended each record (the verifier's wall clock for a record without that time); after that "
+        "they are refused `signer_retired` (docs/security/signatures.md, Rotation). The audit log and replay judge by the same "
+        "rule: keep one value.",
     )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
     policy_dir: Path = Field(

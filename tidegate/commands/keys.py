@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from servicekit import SERVICES, KitSettings, SigningKey, ToolCatalog, key_id_of, load_public, rotate
-from servicekit.signing import NO_GRACE, RECHECK_S, retire, retired_without_grace
+from servicekit.signing import NO_GRACE, RECHECK_S, retire, retired_at, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
@@ -78,8 +78,9 @@ def list_keys() -> None:
     for path in sorted(kit.client_keys_dir.glob("*/*.pub")):
         public = load_public(path)
         if public is not None:
-            principal = path.name.removesuffix(".pub")
-            console.print(f"client    {path.parent.name:<10} {key_id_of(principal, public)}")
+            retired = retired_at(path) is not None  # `tidegate clients rotate` retired it
+            principal = path.name.removesuffix(".pub").rsplit(".", 1)[0] if retired else path.name.removesuffix(".pub")
+            console.print(f"client    {path.parent.name:<10} {key_id_of(principal, public)}" + ("  retired" if retired else ""))
 
 
 @app.command("rotate")
