@@ -77,8 +77,16 @@ def token_create(
         bool, typer.Option("--operator", help="An operator token: every tenant (tenant `*`), webhook endpoints of any tenant.")
     ] = False,
     expires_in_days: ExpiresIn = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Create it for a tenant that is not onboarded (one onboarded later), without reading `control`."),
+    ] = False,
 ) -> None:
-    """Create an approver token and print it once (only its SHA-256 is stored)."""
+    """Create an approver token and print it once (only its SHA-256 is stored).
+
+    A tenant that is not onboarded is refused (a typo made a token whose approver saw an empty queue for ever), and a
+    group that none of the tenant's `approver_groups` names is warned about: it counts only where any approver does.
+    """
     from servicekit.people import approver_name
     from services.approval import hash_token, new_token
 
@@ -94,6 +102,8 @@ def token_create(
         approver = approver_name(approver)  # stored as the store would: normalised (`servicekit.people`)
     except ValueError as exc:
         fail(f"--approver: {exc}", code=2)
+    if not operator and not force:
+        _check_tenant_and_groups(tenant_id, names)
     token = new_token()
     info = run(
         repo_call("add_token", hash_token(token), approver, tenant_id, names, expires_at=_expiry(expires_in_days), operator=operator)
@@ -104,6 +114,37 @@ def token_create(
         f"expires {info.expires_at:%Y-%m-%d %H:%M}). Shown once, keep it safe:"
     )
     print(token)
+
+
+def _check_tenant_and_groups(tenant: str, groups: list[str]) -> None:
+    """Refuse a tenant nothing onboarded (exit 2, the nearest names); warn of groups the tenant's `approver_groups` never name.
+
+    A class the tenant's `approver_groups` leaves out counts any approver, so a group of no class is not wrong as such (a
+    `support` approver for low-risk writes); but one meant for a class that names its groups (`fnance` for `financial`)
+    would see the request and be told its vote does not count, or not see it at all.
+    """
+    import difflib
+
+    from tidegate.commands._known import onboarded_tenants, pack_settings, refuse_unknown
+    from tidegate.commands.killswitch import read_control
+
+    kit = settings()
+    state = run(read_control(kit))
+    run(read_control(kit, "directory", state))
+    pack = pack_settings(kit, state)
+    refuse_unknown("tenant", tenant, onboarded_tenants(kit, state, pack), "onboarded (`tidegate tenant show` lists them)")
+    effective = pack.of_control(state, tenant) or pack.tenant(tenant)
+    named = {group for each in effective.approver_groups.values() for group in each}
+    for group in groups if named else ():  # no class names its groups: every approver counts everywhere
+        if group == "admin" or group in named:
+            continue
+        near = difflib.get_close_matches(group, sorted(named), n=2)
+        hint = f" (did you mean {', '.join(near)}?)" if near else ""
+        classes = "; ".join(f"{risk}: {', '.join(each)}" for risk, each in sorted(effective.approver_groups.items()))
+        console.print(
+            f"[yellow]warning:[/] group {shown(group)}{hint} is in none of {shown(tenant)}'s approver_groups ({shown(classes)}): "
+            "its approvals count only for the classes that accept any approver"
+        )
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts): what is shown is done.")]

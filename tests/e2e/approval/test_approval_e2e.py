@@ -56,7 +56,8 @@ class Stack:
         )
 
     def token(self, approver: str, groups: str) -> str:
-        done = self.cli("approvals", "token", "create", "--approver", approver, "--tenant", self.tenant, "--groups", groups)
+        # --force: this test's tenant is a fresh id no `control.tenant` record onboards (the service takes tokens for any)
+        done = self.cli("approvals", "token", "create", "--approver", approver, "--tenant", self.tenant, "--groups", groups, "--force")
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1]
 
