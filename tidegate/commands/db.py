@@ -19,15 +19,26 @@ app.command("catch-up")(catch_up)
 
 def migrate_all() -> None:
     """Provision the roles and migrate; print what was applied (shared by `db migrate` and `infra up`)."""
+    from servicekit.dbroles import credentials_file, service_role
+    from tidegate.database import SCHEMAS
     from tidegate.database import migrate as provision_and_migrate
 
     cfg = settings()
+    # A service whose login file is missing gets a new password (how a password is rotated, docs/security/database.md):
+    # said by name, so a rotation is seen to have happened, and where.
+    users = list(dict.fromkeys(spec.user for spec in SCHEMAS))
+    new_logins = [user for user in users if not credentials_file(cfg.db_credentials_dir, user).exists()]
     applied = run(provision_and_migrate(cfg))
     done = [f"{schema}/{name}" for schema, names in applied.items() for name in names]
     console.print(
         f"database: {len(applied)} schemas at their latest version ({len(done)} migrations applied now); "
         f"service logins in {cfg.db_credentials_dir}"
     )
+    for user in new_logins:
+        console.print(
+            f"  new password for {service_role(user)} ({credentials_file(cfg.db_credentials_dir, user)} was missing): "
+            "its new connections read it from the .pgpass beside it; one that reads the JSON file alone needs a restart"
+        )
     for name in done:  # by name: an upgrade's checklist (docs/operations.md) names the migrations its steps follow from
         console.print(f"  applied {name}")
 
