@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import typer
 from rich.table import Table
 
 from tidegate.commands._catch_up import catch_up
-from tidegate.commands._common import console, run, settings
+from tidegate.commands._common import console, fail, run, settings
 
 app = typer.Typer(
     help="The database: per-service roles and migrations, and catching up a restored one (run as the operator's role).",
@@ -41,6 +47,55 @@ def migrate_all() -> None:
         )
     for name in done:  # by name: an upgrade's checklist (docs/operations.md) names the migrations its steps follow from
         console.print(f"  applied {name}")
+
+
+@app.command()
+def backup(
+    out: Path = typer.Argument(..., help="The file to write (PostgreSQL's custom format, for pg_restore); refused if it exists."),
+) -> None:
+    """Dump the whole database (every service's schema) to OUT, readable by its owner alone, as the operator's role.
+
+    The dump holds the approval schema's secrets (token hashes, sealed webhook secrets): it is written 0600, under another
+    name until pg_dump has finished. It prints when it was taken and the restore's steps with the `--since` to give
+    `tidegate db catch-up` (docs/operations.md, "Restoring the database").
+    """
+    cfg = settings()
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        fail("pg_dump is not on PATH: install PostgreSQL's client tools (Debian: postgresql-client), of the server's version or newer")
+    if out.exists():
+        fail(f"{out} exists: give a new file (a backup is never written over another)")
+    parts = urlsplit(cfg.operator_database_url)
+    env = dict(os.environ)
+    dsn = cfg.operator_database_url
+    if parts.password is not None:  # in the environment, never on pg_dump's command line (`ps` shows it to every user)
+        env["PGPASSWORD"] = unquote(parts.password)
+        dsn = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", "@", 1)).geturl()
+    partial = out.with_name(f".{out.name}.partial")
+    taken = datetime.now(UTC)
+    partial.unlink(missing_ok=True)  # one a cut-off run left: made anew, so that its mode is ours (O_EXCL), never a file's kept mode
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            command = [pg_dump, "--format=custom", f"--dbname={dsn}"]
+            done = subprocess.run(command, stdout=sink, stderr=subprocess.PIPE, env=env, check=False)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        fail(f"pg_dump failed ({done.returncode}): {said[-1] if said else 'no message'}; nothing was written")
+    os.replace(partial, out)
+    restore_dsn = dsn if parts.password is None else "<the operator's DSN>"  # a password is never printed
+    since = (taken - timedelta(minutes=1)).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+    console.print(
+        f"database backed up to {out} ({out.stat().st_size:,} bytes, 0600: it holds secrets), taken at {taken:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    console.print(
+        f"to restore it: `tidegate down`; `pg_restore --clean --if-exists --dbname='{restore_dsn}' {out}`; `tidegate db migrate`; "
+        f"`tidegate db catch-up --since {since}`; `tidegate up`; `tidegate audit verify --bus --complete`"
+    )
 
 
 @app.command()
