@@ -253,6 +253,22 @@ class Authority:
         self.principals(key_id)  # reads the folders again if they changed
         return self._added.get(key_id)
 
+    def service_keys_in_grace(self, service: str, now: float) -> list[Ed25519PublicKey]:
+        """`service`'s retired public keys still within their grace at `now` (epoch seconds).
+
+        What a service's signature outside events (an approval link) is verified against after a rotation, by the rule
+        events are held to: a key denied or past its grace verifies nothing new.
+        """
+        if self._stamp() != self._seen:
+            self.reload()
+        grace = float("inf") if self.retired_grace_s is None else self.retired_grace_s
+        return [
+            p.public
+            for holders in self._keys.values()
+            for p in holders
+            if p.kind == "service" and p.name == service and p.retired_at is not None and p.grace and now < p.retired_at + grace
+        ]
+
     def principals(self, key_id: str) -> list[Principal]:
         """Holders of `key_id`, reading the key files again when a key folder changed (looked at every `recheck_s`).
 

@@ -41,7 +41,9 @@ class People(ServiceBase):
             raise AuthError("no credential: send `Authorization: Bearer <token>` (or open your one-time link)")
         if credential.startswith(auth.LINK_PREFIX):
             try:
-                claims = auth.verify_link(self.key, credential, now=self.clock())
+                now = self.clock()
+                retired = [] if self.authority is None else self.authority.service_keys_in_grace("approval", now.timestamp())
+                claims = auth.verify_link(self.key, credential, now=now, retired=retired)
             except auth.LinkError as exc:
                 raise AuthError(str(exc)) from exc
             groups = await self.repo.groups_of(claims.approver, claims.tenant_id)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servicekit import SigningKey
@@ -61,17 +63,31 @@ def issue_link(key: SigningKey, *, approval_id: str, approver: str, tenant_id: s
     return f"{LINK_PREFIX}{b64url(payload)}.{key.sign(_LINK_DOMAIN + payload)}"
 
 
-def verify_link(key: SigningKey, token: str, *, now: datetime | None = None) -> LinkClaims:
-    """The claims of a genuine, unexpired link; raises LinkError otherwise (single use is checked by the caller)."""
+def verify_link(key: SigningKey, token: str, *, now: datetime | None = None, retired: Sequence[Ed25519PublicKey] = ()) -> LinkClaims:
+    """The claims of a genuine, unexpired link; raises LinkError otherwise (single use is checked by the caller).
+
+    `retired`: the service's keys `tidegate keys rotate approval` retired that are still within their grace
+    (`Authority.service_keys_in_grace`): a link sent to a chat before the rotation opens until then, as events do.
+    """
     if not token.startswith(LINK_PREFIX) or token.count(".") != 2:
         raise LinkError("not a one-time link")
     _, body, signature = token.split(".")
     try:
         payload = unb64url(body)
-        key.private.public_key().verify(unb64url(signature), _LINK_DOMAIN + payload)
+        signed = unb64url(signature)
+        if not any(_verifies(public, signed, _LINK_DOMAIN + payload) for public in (key.private.public_key(), *retired)):
+            raise InvalidSignature
         claims = LinkClaims.model_validate_json(payload)
     except (InvalidSignature, ValueError, ValidationError) as exc:
         raise LinkError("the link's signature is not valid") from exc
     if (now or datetime.now(UTC)).timestamp() >= claims.exp:
         raise LinkError("the link has expired")
     return claims
+
+
+def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
