@@ -10,6 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# pg_dump for `tidegate db backup` (Debian bookworm's client is PostgreSQL 15's, the server's version).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+
 # Third-party dependencies first, in their own layer, at the exact versions the project is tested
 # with: rebuilt only when requirements.lock changes.
 COPY requirements.lock ./
