@@ -114,7 +114,10 @@ def replay(
         f"{report.answered} calls answered from the record, {report.unanswerable} unanswerable, "
         f"{report.refused} authorizations refused; no tool was called. {report.seconds:.1f}s."
     )
-    console.print(f"recorded events not replayed: {report.skipped.summary()}")
+    whose = ""
+    if report.skipped.total and (task or tenant):  # an unreadable record names no task or tenant: it cannot be filtered out
+        whose = f" (records of the window that could not be read, whichever {'task' if task else 'tenant'} they were)"
+    console.print(f"recorded events not replayed: {report.skipped.summary()}{whose}")
 
 
 # --- what-if -------------------------------------------------------------------------------------
