@@ -86,7 +86,9 @@ async def test_the_dead_letters_of_a_task_show_what_was_refused_whole(env: dict[
 @pytest.mark.parametrize("width", [80, 100])
 async def test_an_80_column_terminal_reads_each_record_whole(env: dict[str, str], width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eight columns at 80 wrapped a dead letter's summary to 8 letters a line ("dead-l…"), a record 15 lines."""
-    monkeypatch.setattr(console, "width", width)
+    # The console's own width, undone to None (read from COLUMNS again): patching `width` left the width it had then fixed
+    # for every later command of the run, and `topics check` tables at COLUMNS=200 wrapped at 80.
+    monkeypatch.setattr(console, "_width", width)
     result = await _cli(env, "search", "--task", env["TASK"])
     assert result.exit_code == 0, result.output
     cells = [row.split("│")[3].strip() for row in result.stdout.splitlines() if row.count("│") == 4]  # "what happened"
