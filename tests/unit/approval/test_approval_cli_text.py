@@ -94,7 +94,11 @@ def test_propose_prints_the_ids_it_was_given_on_one_line(monkeypatch: pytest.Mon
     async def decided(*_: Any) -> Any:
         return decision, None  # the decision, and no result (an escalated call waits for a human)
 
+    async def nothing_recorded(*_: Any) -> None:
+        return None  # the policy recorded nothing under the id (read from its database, which a unit test does not reach)
+
     monkeypatch.setattr(clients, "_propose_and_wait", decided)
+    monkeypatch.setattr(clients, "_taken", nothing_recorded)
     args = ["--tool", "issue_refund", "--args", '{"amount_usd": 700}', "--task-id", CRASHES, "--action-id", "a [b]"]
     result = runner.invoke(clients.app, ["propose", *args])
     assert result.exit_code == 0, result.output
