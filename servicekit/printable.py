@@ -6,7 +6,10 @@ __all__ = ["printable"]
 
 
 def printable(text: str) -> str:
-    r"""`text` with what does not print (controls, bidi and zero-width format characters) shown as escapes (`\u202e`).
+    r"""`text` with what does not print shown as escapes (`\n`, `\x1b`, `\u202e`).
+
+    Not printable (`str.isprintable`): a control, format (bidi, zero-width), separator, private-use or unassigned
+    character, a space but U+0020.
 
     A right-to-left override in a value shows what follows it reversed: "granted" read from "detnarg", an address
     `\u202eelpmaxe.live@ecnanif` as `finance@live.example`; a zero-width space hides inside an address.

@@ -44,15 +44,12 @@ def _md(text: object) -> str:
     an escape, and its punctuation escaped, so it renders
     as the characters it holds and never as a line, a list item, a link or a tag of the explanation.
     """
-    return _MARKUP.sub(r"\\\1", _printable(_BREAKS.sub(" ⏎ ", str(text))))
-
-
-_printable = printable  # a right-to-left override in a rationale would show "granted" read from "detnarg"
+    return _MARKUP.sub(r"\\\1", printable(_BREAKS.sub(" ⏎ ", str(text))))
 
 
 def _code(text: str) -> str:
     """`text` as one inline code span, whatever backticks or line breaks it holds (a fence longer than its longest run)."""
-    flat = _printable(_BREAKS.sub(" ⏎ ", text))
+    flat = printable(_BREAKS.sub(" ⏎ ", text))
     fence = "`" * (max((len(run) for run in re.findall("`+", flat)), default=0) + 1)
     pad = " " if flat.startswith("`") or flat.endswith("`") else ""
     return f"{fence}{pad}{flat}{pad}{fence}"

@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from schemas import Envelope, encode
 from servicekit import OPS, Bus, KitSettings, Producer, deployment_authority, kafka_options, settings_problems, sign_as_operator
+from servicekit.printable import printable
 from tidegate.ops.recorded import BadTime, parse_time
 
 __all__ = [
@@ -80,14 +81,6 @@ SHOWN_MAX = 200  # characters of an id or a name; longer ones are cut with `…`
 TEXT_MAX = 2000  # characters of free text (a reason's message, a comment)
 
 
-def _visible(char: str) -> str:
-    r"""`char`, or its escape (`\n`, `\x1b`, `\u202e`) when it is not printable (`str.isprintable`).
-
-    Not printable: a control, format (bidi, zero-width), separator, private-use or unassigned character, a space but U+0020.
-    """
-    return char if char.isprintable() else repr(char)[1:-1]
-
-
 def one_line(value: object, limit: int | None = SHOWN_MAX) -> str:
     r"""A value someone else wrote, as plain text on one line.
 
@@ -96,7 +89,7 @@ def one_line(value: object, limit: int | None = SHOWN_MAX) -> str:
     """
     text = str(value)
     cut = limit is not None and len(text) > limit
-    return "".join(map(_visible, text[:limit])) + ("…" if cut else "")
+    return printable(text[:limit]) + ("…" if cut else "")
 
 
 def shown(value: object, limit: int | None = SHOWN_MAX) -> str:
