@@ -425,8 +425,9 @@ class PolicyService:
             if p.undoes is None or p.action_id != undo_action_id(p.undoes):
                 continue
             original = await self.repo.decision(p.undoes)
-            same_task = original is not None and (original.tenant_id, original.task_id) == (p.tenant_id, p.task_id)
-            if same_task and original is not None and is_undo_of(self.pack.catalog.get(original.proposal.tool), original.proposal, p):
+            if original is None or (original.tenant_id, original.task_id) != (p.tenant_id, p.task_id):
+                continue  # the undo of no call of its task
+            if is_undo_of(self.pack.catalog.get(original.proposal.tool), original.proposal, p):
                 out.add(p.action_id)
         return out
 
