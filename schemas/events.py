@@ -50,6 +50,8 @@ __all__ = [
     "ControlKillswitchData",
     "ControlPolicy",
     "ControlPolicyData",
+    "ControlRedrive",
+    "ControlRedriveData",
     "ControlTenant",
     "ControlTenantData",
     "DirectoryUpdated",
@@ -580,6 +582,38 @@ class ControlBudget(Envelope):
     def key(self) -> bytes:
         """Compaction key: one limit per tenant."""
         return f"budget:{self.data.tenant_id}".encode()
+
+
+class ControlRedriveData(Contract):
+    """An operator sent a dead letter's original record again (`tidegate dead-letters redrive`): who, what, where, why.
+
+    Published (operator-signed) before the record is sent, so no redrive the CLI makes goes unrecorded; the services
+    keep no state from it. The record sent is the original's bytes and headers, unchanged: it grants no authority.
+    """
+
+    tenant_id: str = Field(default="unknown", description="The dead letter's tenant (`unknown` when it could not be read).")
+    task_id: str | None = Field(default=None, description="The dead letter's task, if it named one.")
+    dead_letter_id: str = Field(description="Event id of the `event.rejected` redriven.")
+    topic: str = Field(description="Topic of the original record, where it is sent again.")
+    partition: int = Field(ge=0, description="Partition of the original record.")
+    offset: int = Field(ge=0, description="Offset of the original record.")
+    sha256: str = Field(description="SHA-256 (hex) of the original value sent again.")
+    code: str = Field(description="The dead letter's reason code.", examples=["handler_error"])
+    service: str = Field(description="The service that dead-lettered it.", examples=["policy"])
+    reason: str = Field(description="Why the operator redrove it (the cause fixed).")
+    set_by: str = Field(description="The operator whose key signed it.", examples=["oncall"])
+
+
+class ControlRedrive(Envelope):
+    """`tidegate.control.redrive` on `control`; key `redrive:<dead letter id>`."""
+
+    type: Literal["tidegate.control.redrive"] = "tidegate.control.redrive"
+    data: ControlRedriveData
+
+    @property
+    def key(self) -> bytes:
+        """One sequence per dead letter redriven."""
+        return f"redrive:{self.data.dead_letter_id}".encode()
 
 
 # --- deadletter --------------------------------------------------------------------------------

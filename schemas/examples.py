@@ -144,6 +144,25 @@ def sample_events() -> list[tuple[str, Envelope]]:
             ),
         ),
         (
+            "control",
+            s.ControlRedrive.build(
+                s.ControlRedriveData(
+                    tenant_id="acme",
+                    task_id="t-1",
+                    dead_letter_id="e-1",
+                    topic="tidegate.actions.proposed",
+                    partition=2,
+                    offset=41,
+                    sha256="0" * 64,
+                    code="handler_error",
+                    service="policy",
+                    reason="INC-7: fixed in 1.4.2",
+                    set_by="oncall",
+                ),
+                source=src,
+            ),
+        ),
+        (
             "directory",
             s.DirectoryUpdated.build(
                 s.DirectoryUpdatedData(

@@ -24,6 +24,7 @@ from schemas.events import (
     ControlBudget,
     ControlKillswitch,
     ControlPolicy,
+    ControlRedrive,
     ControlTenant,
     DirectoryUpdated,
     EventRejected,
@@ -57,7 +58,7 @@ Approval = Annotated[
     Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired, ApprovalResolved], Field(discriminator="type")
 ]
 TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
-ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant], Field(discriminator="type")]
+ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive], Field(discriminator="type")]
 AnyEvent = Annotated[
     Union[
         TaskSubmitted,
@@ -78,6 +79,7 @@ AnyEvent = Annotated[
         ControlPolicy,
         ControlBudget,
         ControlTenant,
+        ControlRedrive,
         DirectoryUpdated,
         EventRejected,
         ToolInvocation,
@@ -188,8 +190,9 @@ TOPICS: dict[str, TopicSpec] = {
         _spec(
             "control",
             ControlEvent,
-            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant),
-            "Kill switches, policy versions, budgets and tenants; every record kept forever (never compacted, so a replayed "
+            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive),
+            "Kill switches, policy versions, budgets, tenants and the record of each dead letter redriven; every record kept forever "
+            "(never compacted, so a replayed "
             "old record can never outlive the newer one it replays), read from the beginning at start-up.",
             partitions=1,
             retention_ms=-1,

@@ -26,6 +26,7 @@ __all__ = [
     "Rights",
     "acl_bindings",
     "principal_names",
+    "redrive_principal",
     "retired_bindings",
     "rights_of",
     "rights_table_markdown",
@@ -132,6 +133,28 @@ def rights_of(principal: str) -> Rights:
 def principal_names(tools: Iterable[str] = ()) -> list[str]:
     """Every principal: the fixed ones, then one per tool served over Kafka."""
     return list(PRINCIPALS) + [tool_principal(t) for t in sorted(set(tools))]
+
+
+# Topics whose records are state applied in order (read from the beginning at start): a record sent again would land
+# after newer ones and undo them. An operator issues the command again instead of redriving it.
+NOT_REDRIVEN = ("control", "directory")
+
+
+def redrive_principal(topic: str) -> str | None:
+    """The login `tidegate dead-letters redrive` sends a record of catalog topic `topic` with, or None when none may.
+
+    The least of the principals that already write the topic (`agent` where it is one of them), so a redrive needs
+    no right the broker does not already give someone; never `admin`, never for `NOT_REDRIVEN`, nor for a topic that
+    only several services write (`deadletter`) or no one (`tasks.outcomes` is the planner's: it does, once).
+    """
+    if topic in NOT_REDRIVEN:
+        return None
+    if topic.startswith("tools.") and topic.endswith(".replies"):
+        return tool_principal(topic.removeprefix("tools.").removesuffix(".replies"))
+    writers = [name for name, rights in PRINCIPALS.items() if name != ADMIN and topic in rights.writes]
+    if AGENT in writers:
+        return AGENT
+    return writers[0] if len(writers) == 1 else None
 
 
 class Resource(IntEnum):

@@ -32,6 +32,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("budget", "budget"),
     ("tenant", "tenant"),
     ("audit", "audit"),
+    ("dead_letters", "dead-letters"),
     ("connectors", "connectors"),
     ("keys", "keys"),
     ("client_keys", "clients"),

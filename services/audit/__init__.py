@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         task_rows_of,
         tasks_of_action,
     )
-    from services.audit.records import observe
+    from services.audit.records import LogRow, observe
     from services.audit.repository import AuditLog, InMemoryAuditLog, PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_after, checkpoint_before
     from services.audit.settings import AuditSettings
@@ -63,6 +63,7 @@ __all__ = [
     "Explanation",
     "InMemoryAuditLog",
     "LateReply",
+    "LogRow",
     "Missing",
     "PostgresAuditLog",
     "PrunedBefore",
@@ -141,6 +142,7 @@ _HOME = {
     "task_rows_of": "reading",
     "SeveralTenants": "reading",
     "observe": "records",
+    "LogRow": "records",
     "PostgresAuditLog": "repository",
     "AuditLog": "repository",
     "InMemoryAuditLog": "repository",

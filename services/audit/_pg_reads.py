@@ -101,6 +101,21 @@ class PgReading(PgPart):
         query = f"SELECT DISTINCT event_id FROM {SCHEMA}.log WHERE event_id = ANY($1::text[]) AND valid AND NOT duplicate"
         return {r["event_id"] for r in await self.pool.fetch(query, list(event_ids))}
 
+    async def row_at(self, topic: str, partition: int, offset: int) -> LogRow | None:
+        """The row of the record at `topic[partition]@offset`, if the log holds it (what a dead letter's redrive sends)."""
+        query = f"SELECT {SELECT_COLUMNS} FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 AND kafka_offset = $3"
+        record = await self.pool.fetchrow(query, topic, partition, offset)
+        return log_row(record) if record is not None else None
+
+    async def rows_of_ids(self, topic: str, event_type: str, beginnings: Sequence[str], limit: int) -> list[LogRow]:
+        """The first rows (no duplicates) on `topic` of type `event_type` whose event ids begin with one of `beginnings`."""
+        patterns = [b.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for b in beginnings]
+        query = (
+            f"SELECT {SELECT_COLUMNS} FROM {SCHEMA}.log WHERE topic = $1 AND event_type = $2 AND NOT duplicate "
+            "AND event_id LIKE ANY($3::text[]) LIMIT $4"
+        )
+        return [log_row(r) for r in await self.pool.fetch(query, topic, event_type, patterns, limit)]
+
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""
         records = await self.pool.fetch(

@@ -165,6 +165,11 @@ def summarize(row: LogRow, event: Any | None = None, previous: Mapping[RowId, di
             if previous is not None and row_id(row) in previous:
                 return f"tenant {settings_change(d.tenant_id, d.settings, previous[row_id(row)], d.set_by)}"
             return f"tenant {d.tenant_id} settings (before unknown) by {d.set_by}: {json.dumps(d.settings, sort_keys=True)}"
+        case s.ControlRedrive():
+            return (
+                f"dead letter {d.dead_letter_id} ({d.code}, by {d.service}) redriven by {d.set_by} "
+                f"to {d.topic}, original [{d.partition}]@{d.offset}: {d.reason[:200]}"
+            )
         case s.ControlPolicy():
             return f"policy {d.version[:19]} published by {d.published_by} ({len(d.files)} file(s))"
         case s.DirectoryUpdated():

@@ -35,11 +35,13 @@ __all__ = [
     "run",
     "settings",
     "shown",
+    "signed_control",
     "signer_settings",
     "when",
 ]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Envelope)
 # No `:name:` emoji codes: a value someone else wrote (a task id, a comment) is printed as it is.
 console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
@@ -123,6 +125,22 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"TIDEGATE_DATABASE_URL: {exc}", code=2)
 
 
+def signed_control(kit: KitSettings, event: E, refused: str, so: str) -> E:
+    """`event` signed by the CLI's operator key, checked as every service checks it; one they would refuse fails the command.
+
+    `refused` and `so` say what that means (`not published` … `nothing changed`).
+    """
+    signed = sign_as_operator(kit, event)
+    refusal = deployment_authority(kit).check(encode(signed), signed)
+    if refusal is not None:
+        fail(
+            f"{refused}: every service would refuse this record ({refusal.code}: {refusal.message}); {so}. "
+            "The CLI signs as TIDEGATE_OPERATOR with its key in TIDEGATE_OPERATOR_PRIVATE_KEYS_DIR: `tidegate keys list` shows "
+            "which operator keys the services trust (docs/security/signatures.md)"
+        )
+    return signed
+
+
 async def publish_control(kit: KitSettings, event: Envelope) -> None:
     """Publish one record on the `control` topic (acknowledged), signed by the CLI's operator key, logged in as `ops`.
 
@@ -130,14 +148,7 @@ async def publish_control(kit: KitSettings, event: Envelope) -> None:
     unlisted operator key, a key that is not the operator's) is not published, and the command fails saying why, never
     "set" while nothing changes.
     """
-    signed = sign_as_operator(kit, event)
-    refusal = deployment_authority(kit).check(encode(signed), signed)
-    if refusal is not None:
-        fail(
-            f"not published: every service would refuse this record ({refusal.code}: {refusal.message}); nothing changed. "
-            "The CLI signs as TIDEGATE_OPERATOR with its key in TIDEGATE_OPERATOR_PRIVATE_KEYS_DIR: `tidegate keys list` shows "
-            "which operator keys the services trust (docs/security/signatures.md)"
-        )
+    signed = signed_control(kit, event, "not published", "nothing changed")
     producer = Producer(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await producer.start()
     try:

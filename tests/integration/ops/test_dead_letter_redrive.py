@@ -1,0 +1,203 @@
+"""The on-call redrives dead letters on the real broker and database: `tidegate dead-letters list|redrive`.
+
+Before, a dead letter could only be read (`tidegate audit search --dead-letters`): a proposal the policy failed on
+(a bug, since fixed) stayed undecided for good unless its agent proposed again. Now the on-call sends the original
+record again, as the bus held it; the consumer checks it as any record, so a redrive grants no authority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from bus_helpers import Collector, Producer
+from redrive_helpers import audit_service, dead_letters, listed
+from signers import as_client
+
+import schemas as s
+from servicekit import KitSettings, ServiceProcess, SigningKey, kafka_options, operator_key, sign_event
+from services.policy.app import build as build_policy
+from services.policy.service import PolicyService
+
+pytestmark = pytest.mark.timeout(240)
+
+BUG = "T-9"  # the tickets whose ids the policy's "bug" fails on, while it is there
+
+
+def proposal(ticket: str) -> s.ActionProposed:
+    data = s.ActionProposedData(
+        action_id=f"a-{uuid.uuid4().hex[:10]}", task_id=f"t-{uuid.uuid4().hex[:8]}", tenant_id="acme", step=1, tool="get_ticket",
+        args={"ticket_id": ticket}, rationale="redrive test", proposer="tests/redrive", cost=s.ProposalCost(usd=0.0),
+        mode="autonomous", requested_by="alice@acme.example",
+    )  # fmt: skip
+    return s.ActionProposed.build(data, source="tests/redrive")
+
+
+@pytest.fixture
+async def stack(kit: KitSettings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
+    """The policy (with a bug that fails any proposal for a `T-9…` ticket while `bug["on"]`), the audit, a collector."""
+    bug = {"on": True}
+    real_one, real_batch = PolicyService.on_proposed, PolicyService.on_proposed_batch
+
+    def buggy(event: s.ActionProposed) -> None:
+        if bug["on"] and str(event.data.args.get("ticket_id", "")).startswith(BUG):
+            raise ValueError("a bug: the ticket id's prefix is not understood")
+
+    async def on_proposed(self: PolicyService, event: s.ActionProposed) -> None:
+        buggy(event)
+        await real_one(self, event)
+
+    async def on_proposed_batch(self: PolicyService, events: list[s.ActionProposed]) -> None:
+        for e in events:
+            buggy(e)
+        await real_batch(self, events)
+
+    monkeypatch.setattr(PolicyService, "on_proposed", on_proposed)
+    monkeypatch.setattr(PolicyService, "on_proposed_batch", on_proposed_batch)
+    operator_key(kit)  # the on-call's key, on file before the services start
+    policy: ServiceProcess = build_policy(kit=kit)
+    audit = audit_service(kit)
+    collector = Collector(kit, ["actions.decided", "deadletter", "control"])
+    producer = Producer(kit)
+    for part in (collector, producer, audit, policy):
+        await part.start()
+    try:
+        yield {"bug": bug, "collector": collector, "producer": producer}
+    finally:
+        for part in (policy, audit, producer, collector):
+            await part.stop()
+
+
+async def test_a_proposal_the_policy_failed_on_is_decided_once_redriven_after_the_fix(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any
+) -> None:
+    collector: Collector = stack["collector"]
+    bad = proposal(BUG + "1001")
+    await stack["producer"].send("actions.proposed", bad)
+    [dead] = await listed(kit, wait_for, bad.data.task_id)
+    assert (dead["service"], dead["code"], dead["topic"], dead["redrivable"]) == ("policy", "handler_error", "actions.proposed", True)
+    assert collector.decided(bad.data.action_id) == []  # dead-lettered: nothing decided it
+
+    dry = await dead_letters(kit, "redrive", dead["id"][:12], "--reason", "INC-1: fix deployed", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert f"would send {dead['id']} (handler_error, by policy" in " ".join(dry.stdout.split())
+    assert f"to {kit.topic_prefix}actions.proposed as `agent`" in " ".join(dry.stdout.split())
+    await asyncio.sleep(2)
+    assert collector.decided(bad.data.action_id) == []  # a dry run sends nothing
+
+    stack["bug"]["on"] = False  # the fix is deployed
+    result = await dead_letters(kit, "redrive", dead["id"], "--reason", "INC-1: fix deployed", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "1 record(s) sent again" in result.stdout
+    decided = await wait_for(lambda: collector.decided(bad.data.action_id) or None, timeout=60, what="the redriven proposal decided")
+    assert decided[0].data.outcome == "allow"
+
+    # The redrive is recorded, signed by the on-call's key, and the list says so.
+    [record] = await wait_for(
+        lambda: [e for e in collector.events["control"] if isinstance(e, s.ControlRedrive)] or None, what="the redrive's record"
+    )
+    assert (record.data.dead_letter_id, record.data.set_by, record.data.reason) == (dead["id"], "operator", "INC-1: fix deployed")
+    assert (record.keyid or "").startswith("operator-")
+    assert record.signature
+
+    async def shown_redriven() -> dict[str, Any] | None:
+        [again] = await listed(kit, wait_for, bad.data.task_id)
+        return again if again["redriven"] else None
+
+    again = await wait_for(shown_redriven, timeout=60, what="the dead letter shown redriven")
+    assert again["redriven"][0]["by"] == "operator"  # and it stays listed: the dead letter is kept
+
+    # Twice: refused unless asked; asked, the policy answers with the decision it recorded, and decides nothing new.
+    twice = await dead_letters(kit, "redrive", dead["id"], "--reason", "again", "--yes")
+    assert twice.exit_code == 1
+    assert "already redriven by operator" in " ".join(twice.output.split())
+    forced = await dead_letters(kit, "redrive", dead["id"], "--reason", "again", "--yes", "--again")
+    assert forced.exit_code == 0, forced.output
+    both = await wait_for(
+        lambda: (lambda d: d if len(d) == 2 else None)(collector.decided(bad.data.action_id)), what="the decision republished"
+    )
+    assert {d.id for d in both} == {decided[0].id}  # the same decision, not a second one
+    records = [e for e in collector.events["control"] if isinstance(e, s.ControlRedrive)]
+    assert len(records) == 2
+    refused = [e.data for e in collector.events["deadletter"] if e.data.topic == kit.topic_prefix + "control"]
+    assert refused == []  # the services accept the redrive records (and keep no state from them)
+
+
+async def test_a_forged_record_redriven_is_refused_again_and_takes_no_effect(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any, tmp_path: Path
+) -> None:
+    """The attacker holds the redrive's rights (the `agent` login, an operator key) and a proposal signed with a key of its own."""
+    collector: Collector = stack["collector"]
+    forged = proposal("T-1001")
+    forged = sign_event(forged, SigningKey.load_or_create(tmp_path / "mallory", "mallory"))
+    await stack["producer"].send("actions.proposed", forged)
+    [dead] = await listed(kit, wait_for, forged.data.task_id)
+    assert dead["code"] == "unknown_key"
+    assert dead["redrivable"] is False
+    assert "--allow-unknown-key" in dead["why_not"]
+
+    refused = await dead_letters(kit, "redrive", dead["id"], "--reason", "trust me", "--yes")
+    assert refused.exit_code == 1
+    # The override asked while the key is still on no file: the CLI checks as the consumers would, and sends nothing.
+    still = await dead_letters(kit, "redrive", dead["id"], "--reason", "trust me", "--yes", "--allow-unknown-key")
+    assert still.exit_code == 1
+    assert "every consumer would refuse it again now (unknown_key" in " ".join(still.output.split())
+
+    # The attacker sends the original bytes itself, with the login a redrive of this topic uses: refused again, as the first time.
+    agent = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, "agent"))
+    await agent.start()
+    try:
+        await agent.send_and_wait(kit.topic_prefix + "actions.proposed", s.encode(forged), key=forged.key)
+    finally:
+        await agent.stop()
+    both = await listed(kit, wait_for, forged.data.task_id, count=2)
+    assert [d["code"] for d in both] == ["unknown_key", "unknown_key"]
+    await asyncio.sleep(2)
+    assert collector.decided(forged.data.action_id) == []
+    assert [e for e in collector.events["control"] if isinstance(e, s.ControlRedrive)] == []  # the CLI sent nothing
+
+
+async def test_a_proposal_signed_by_a_key_distributed_late_is_decided_once_redriven_with_the_override(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any, tmp_path: Path
+) -> None:
+    """Alice's client key reached the deployment after her proposal did: `unknown_key`, then redriven and decided."""
+    collector: Collector = stack["collector"]
+    late = tmp_path / "alice-machine"
+    key = SigningKey.load_or_create(late / "acme", "alice@acme.example", late / "private")
+    early = sign_event(proposal("T-1001"), key)
+    await stack["producer"].send("actions.proposed", early)
+    [dead] = await listed(kit, wait_for, early.data.task_id)
+    assert dead["code"] == "unknown_key"
+
+    (kit.client_keys_dir / "acme").mkdir(parents=True, exist_ok=True)
+    shutil.copy(late / "acme" / "alice@acme.example.pub", kit.client_keys_dir / "acme" / "alice@acme.example.pub")  # distributed
+    result = await dead_letters(kit, "redrive", dead["id"], "--reason", "alice's key installed", "--yes", "--allow-unknown-key")
+    assert result.exit_code == 0, result.output
+    decided = await wait_for(lambda: collector.decided(early.data.action_id) or None, timeout=60, what="the late-signed proposal decided")
+    assert decided[0].data.outcome == "allow"
+
+
+async def test_a_refusal_for_authority_is_never_redriven(kit: KitSettings, stack: dict[str, Any], wait_for: Any) -> None:
+    collector: Collector = stack["collector"]
+    genuine = as_client(proposal("T-1001"), kit)
+    tampered = genuine.model_copy(update={"data": genuine.data.model_copy(update={"args": {"ticket_id": "T-6666"}})})
+    await stack["producer"].send("actions.proposed", tampered)
+    [dead] = await listed(kit, wait_for, tampered.data.task_id)
+    assert dead["code"] == "signature_invalid"
+
+    for args in ([dead["id"]], ["--code", "signature_invalid"], [dead["id"], "--allow-unknown-key", "--again"]):
+        result = await dead_letters(kit, "redrive", *args, "--reason", "please", "--yes")
+        assert result.exit_code == 1
+        text = " ".join(result.output.split())
+        assert "signature_invalid is a refusal for authority" in text
+        assert "nothing sent" in text
+    await asyncio.sleep(3)
+    assert [e for e in collector.events["control"] if isinstance(e, s.ControlRedrive)] == []  # no redrive recorded
+    assert len(collector.rejected(tampered.data.action_id)) == 1  # nothing was sent to be refused again
+    assert collector.decided(tampered.data.action_id) == []
