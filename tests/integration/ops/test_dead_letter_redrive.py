@@ -8,6 +8,7 @@ record again, as the bus held it; the consumer checks it as any record, so a red
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -201,3 +202,43 @@ async def test_a_refusal_for_authority_is_never_redriven(kit: KitSettings, stack
     assert [e for e in collector.events["control"] if isinstance(e, s.ControlRedrive)] == []  # no redrive recorded
     assert len(collector.rejected(tampered.data.action_id)) == 1  # nothing was sent to be refused again
     assert collector.decided(tampered.data.action_id) == []
+
+
+async def test_a_dead_letter_forged_into_the_database_is_not_redriven(infra: Any, prefix: str, tmp_path: Path) -> None:
+    """The attacker can write the audit database (the audit's login): a dead letter of a genuine proposal, `handler_error`.
+
+    No service signed it: redriven, it would replay a genuine record on the attacker's say. The CLI checks each dead
+    letter's row from its own value, as `audit verify --signatures` does, and refuses it; nothing is sent.
+    """
+    from servicekit import apply_migrations
+    from services.audit import PostgresAuditLog, observe
+    from services.audit.app import MIGRATIONS
+
+    kit = KitSettings(database_url=infra.database_url, topic_prefix=prefix, keys_dir=tmp_path / "keys", kafka_bootstrap="127.0.0.1:1")
+    genuine = as_client(proposal("T-1001"), kit)
+    value = s.encode(genuine)
+    forged = s.EventRejected.build(
+        s.EventRejectedData(
+            tenant_id="acme", task_id=genuine.data.task_id, topic=prefix + "actions.proposed", partition=0, offset=0,
+            raw_value=value.decode(), size=len(value), sha256=hashlib.sha256(value).hexdigest(), code="handler_error",
+            error="boom", service="policy",
+        ),
+        source="tidegate/policy",
+    )  # fmt: skip
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        await log.append(
+            [
+                observe(topic=prefix + topic, partition=0, offset=0, timestamp_ms=1_790_000_000_000, timestamp_type=1,
+                        key=genuine.key, value=s.encode(event), headers=[], prefix=prefix)
+                for topic, event in (("actions.proposed", genuine), ("deadletter", forged))
+            ]
+        )  # fmt: skip
+    finally:
+        await log.close()
+    result = await dead_letters(kit, "redrive", forged.id, "--reason", "looks fine", "--yes")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "its row does not verify" in text
+    assert "nothing sent" in text
