@@ -14,7 +14,7 @@ from services.audit.app import build as build_audit
 from services.audit.settings import AuditSettings
 from tidegate.cli import app as cli
 
-__all__ = ["audit_service", "dead_letters", "listed"]
+__all__ = ["audit_service", "cli_env", "dead_letters", "listed"]
 
 
 def audit_service(kit: KitSettings) -> AuditProcess:
@@ -22,15 +22,19 @@ def audit_service(kit: KitSettings) -> AuditProcess:
     return build_audit(kit, AuditSettings(batch_max_records=500, checkpoint_interval_s=60, topic_discovery_ms=1000))
 
 
-async def dead_letters(kit: KitSettings, *args: str) -> Any:
-    """`tidegate dead-letters ARGS` on the test's prefix, database and keys."""
-    env = {
+def cli_env(kit: KitSettings) -> dict[str, str]:
+    """The environment of a `tidegate` command on the test's prefix, database, keys and broker."""
+    return {
         "TIDEGATE_DATABASE_URL": kit.database_url,
         "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix,
         "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
         "TIDEGATE_KAFKA_BOOTSTRAP": kit.kafka_bootstrap,
     }
-    return await asyncio.to_thread(CliRunner().invoke, cli, ["dead-letters", *args], env=env)
+
+
+async def dead_letters(kit: KitSettings, *args: str) -> Any:
+    """`tidegate dead-letters ARGS` on the test's prefix, database and keys."""
+    return await asyncio.to_thread(CliRunner().invoke, cli, ["dead-letters", *args], env=cli_env(kit))
 
 
 async def listed(kit: KitSettings, wait_for: Any, task_id: str, count: int = 1) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -18,13 +19,15 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from bus_helpers import Collector, Producer
-from redrive_helpers import audit_service, dead_letters, listed
+from redrive_helpers import audit_service, cli_env, dead_letters, listed
 from signers import as_client
+from typer.testing import CliRunner
 
 import schemas as s
 from servicekit import KitSettings, ServiceProcess, SigningKey, kafka_options, operator_key, sign_event
 from services.policy.app import build as build_policy
 from services.policy.service import PolicyService
+from tidegate.cli import app as cli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -113,6 +116,13 @@ async def test_a_proposal_the_policy_failed_on_is_decided_once_redriven_after_th
 
     again = await wait_for(shown_redriven, timeout=60, what="the dead letter shown redriven")
     assert again["redriven"][0]["by"] == "operator"  # and it stays listed: the dead letter is kept
+    searched = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["audit", "search", "--type", "control.redrive", "--json"], env=cli_env(kit)
+    )
+    assert searched.exit_code == 0, searched.output
+    [line] = [json.loads(x) for x in searched.stdout.splitlines()]
+    assert f"dead letter {dead['id']} (handler_error, by policy) redriven by operator" in line["summary"]
+    assert line["unverified"] is None  # the record verifies: signed by the operator's key
 
     # Twice: refused unless asked; asked, the policy answers with the decision it recorded, and decides nothing new.
     twice = await dead_letters(kit, "redrive", dead["id"], "--reason", "again", "--yes")
