@@ -1,0 +1,76 @@
+"""An upgrade into a new checkout, pointed at the running deployment's state, keeps its logins (upgrade probe F1).
+
+The state of a deployment made by `tidegate infra up` lives in its checkout: `.infra/` (TIDEGATE_INFRA_DIR: Kafka's and
+PostgreSQL's data and the Kafka logins) and `.tidegate/` (TIDEGATE_RUN_DIR: keys, the services' database logins, logs).
+The platform engineer upgrading into a fresh checkout of the new release points those two at the old ones. The Kafka
+logins were still looked for in the new checkout's `.infra` ("Unable to bootstrap … is `tidegate infra up` running?"
+with the broker up), and the database logins in its `.tidegate/db`: `tidegate db migrate` found none and set a new
+password on every service's role, so the old checkout's services, and a rollback to them, could no longer log in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import tidegate.database
+from servicekit import KitSettings
+from servicekit.bus_auth import kafka_options
+from servicekit.dbroles import credentials_file
+from tidegate.cli import app
+
+USERS = ("planner", "policy", "approval", "executor", "audit", "systems")
+
+
+@pytest.fixture
+def old_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The running release's state, as `infra up` and `db migrate` left it, and the new checkout's variables at it."""
+    infra, run = tmp_path / "old" / ".infra", tmp_path / "old" / ".tidegate"
+    creds = infra / "kafka" / "credentials"
+    creds.mkdir(parents=True)
+    (creds / "policy.properties").write_text(
+        'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="policy" password="kept";\n'
+    )
+    for user in USERS:
+        path = credentials_file(run / "db", user)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"user": f"tidegate_{user}", "password": "old"}))
+    for name in ("TIDEGATE_KAFKA_CREDENTIALS_DIR", "TIDEGATE_DB_CREDENTIALS_DIR", "TIDEGATE_KEYS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TIDEGATE_INFRA_DIR", str(infra))
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(run))
+    return infra, run
+
+
+def test_the_logins_are_found_where_the_two_state_folders_are(old_state: tuple[Path, Path]) -> None:
+    infra, run = old_state
+    kit = KitSettings()
+    assert kit.kafka_credentials_dir == infra / "kafka" / "credentials"
+    assert kit.db_credentials_dir == run / "db"
+    assert kafka_options(kit, "policy")["sasl_plain_password"] == "kept"  # the service logs in to the broker it found
+
+
+def test_db_migrate_in_the_new_checkout_gives_no_role_a_new_password(old_state: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, run = old_state
+    seen: list[Path] = []
+
+    async def migrate(cfg: Any) -> dict[str, list[str]]:  # provisioning keeps a stored password, makes a missing one
+        seen.append(cfg.db_credentials_dir)
+        return {"executor": []}
+
+    monkeypatch.setattr(tidegate.database, "migrate", migrate)
+    result = CliRunner().invoke(app, ["db", "migrate"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert seen == [run / "db"]
+    assert "new password" not in result.output  # the old release's services keep logging in
+
+
+def test_an_explicit_folder_still_wins(old_state: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_KAFKA_CREDENTIALS_DIR", str(tmp_path / "k"))
+    monkeypatch.setenv("TIDEGATE_DB_CREDENTIALS_DIR", str(tmp_path / "d"))
+    kit = KitSettings()
+    assert (kit.kafka_credentials_dir, kit.db_credentials_dir) == (tmp_path / "k", tmp_path / "d")
