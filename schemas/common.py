@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol, TypedDict
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from schemas.names import SERVICE_PROPOSERS
@@ -82,10 +82,24 @@ Mode = Literal["draft", "autonomous"]
 Decision = Literal["allow", "deny", "escalate"]
 
 
+LaterReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+"""A reason code this release does not know: a later release's new one, kept as its text.
+
+A decision's outcome (allow, deny, escalate) is what a consumer acts on; its codes say why. Read as a closed list, the
+first code a new policy gave made every older consumer refuse the whole decision (the client timed out, the planner and
+the approval service dead-lettered an escalation and the task waited for nothing; the approval queue answered 500 after
+a rollback): a rolling upgrade or an outside agent not yet upgraded lost what the policy decided (upgrade probe F2)."""
+
+
 class Reason(Contract):
     """One reason behind a decision, named by a stable code and the policy that gave it."""
 
-    code: ReasonCode = Field(description="Stable reason code.", examples=["needs_human_approval"])
+    code: ReasonCode | LaterReasonCode = Field(
+        union_mode="left_to_right",
+        description="Stable reason code: one of `ReasonCode`; a consumer reads a code it does not know (a later release's) "
+        "as text, and acts on the decision's outcome as it would with a known one.",
+        examples=["needs_human_approval"],
+    )
     policy_id: str = Field(description="`@id` of the policy (or built-in check) that fired.", examples=["refund-threshold"])
     message: str = Field(
         default="", description="Human-readable explanation.", examples=["refund of 900.00 USD is at or over the 500.00 USD threshold"]

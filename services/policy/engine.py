@@ -56,7 +56,7 @@ class Verdict:
     @property
     def codes(self) -> list[str]:
         """The reason codes, in order."""
-        return [r.code.value for r in self.reasons]
+        return [str(r.code) for r in self.reasons]
 
 
 class NonFiniteAmount(ValueError):
@@ -170,7 +170,7 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
 
 
 # The reason an escalation gives for a trigger → the tenant's choice for that trigger (approvers needed).
-_TRIGGER_REASONS = {
+_TRIGGER_REASONS: dict[str, str] = {
     ReasonCode.NEW_PAYEE_REVIEW: "new_payee",
     ReasonCode.EXTERNAL_RECIPIENT: "external_recipient",
     ReasonCode.PERMISSION_CHANGE_REVIEW: "permission_change",

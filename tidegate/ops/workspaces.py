@@ -268,7 +268,7 @@ class _Run(_TaskEvents):
         decided = record.decided
         assert decided is not None
         outcome = decided.data.outcome
-        return _Outcome(outcome, [r.code.value for r in decided.data.reasons], elapsed, ran=outcome == "allow")
+        return _Outcome(outcome, [str(r.code) for r in decided.data.reasons], elapsed, ran=outcome == "allow")
 
     async def result(self, step: Step, result: dict[str, Any]) -> None:
         await self.service.on_result(self._succeeded(step, result))
@@ -497,7 +497,7 @@ class _BusRun(_TaskEvents):
         await self.driver.publish("actions.proposed", proposal)
         decided = await self.driver.decision(action_id)
         decision_ms = (time.perf_counter() - started) * 1000
-        outcome, codes = decided.data.outcome, [r.code.value for r in decided.data.reasons]
+        outcome, codes = decided.data.outcome, [str(r.code) for r in decided.data.reasons]
         self.allowed = outcome == "allow"
         if outcome != "allow":
             return _Outcome(outcome, codes, decision_ms, ran=False)

@@ -275,6 +275,20 @@ async def test_list_filters_and_show_carries_context_and_cost(world: World) -> N
     assert shown["cost"]["spent_usd"] == pytest.approx(0.003)
 
 
+async def test_a_request_whose_reason_code_this_release_does_not_know_is_opened_listed_and_shown(world: World) -> None:
+    """Upgrade probe F4: a request a later release's policy escalated (a code added since) made the queue answer 500 to
+    every approver after a rollback, and the escalation was dead-lettered by this service in a rolling upgrade."""
+    later = decided(reasons=[Reason(code="a_later_release_code", policy_id="later-rule", message="a human decides")])
+    record = await world.service.on_decided(later, event_id="e1", at=world.clock())
+    assert record is not None
+    listed = await world.client.get("/api/v1/approvals", headers=bearer(world.tokens["bob"]))
+    assert listed.status_code == 200, listed.text
+    assert [r["reasons"][0]["code"] for r in listed.json()] == ["a_later_release_code"]
+    shown = await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(world.tokens["bob"]))
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["can_decide"] is True
+
+
 async def test_unknown_outcome_opens_a_follow_up_whose_resolution_is_signed_and_published(world: World, tmp_path: Path) -> None:
     await world.service.on_decided(decided(), event_id="e1", at=world.clock())
     result = ActionResultData(
