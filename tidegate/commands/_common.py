@@ -107,6 +107,21 @@ def when(text: str) -> datetime:
         fail(str(exc))
 
 
+def _kafka_hint(kit: KitSettings) -> str:
+    """What to check when the broker was not reached: a login folder with no login in it before the broker itself.
+
+    A client with no login is closed by a broker that requires one (`infra up`'s) as if the broker were down: a checkout
+    pointed at another's state without its logins read "is `tidegate infra up` running?" with the broker up (upgrade probe F1).
+    """
+    folder = kit.kafka_credentials_dir
+    if kit.kafka_password is None and not any(folder.glob("*.properties")):
+        return (
+            f"no Kafka login in {folder}: a broker that requires one closes the connection as if it were down; "
+            "TIDEGATE_KAFKA_CREDENTIALS_DIR, default <TIDEGATE_INFRA_DIR>/kafka/credentials, names the folder `infra up` wrote them in"
+        )
+    return "is `tidegate infra up` running? the login: TIDEGATE_KAFKA_PRINCIPAL / _PASSWORD / _CREDENTIALS_DIR"
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion; connection errors, and input read on the way, become one readable line."""
     try:
@@ -119,8 +134,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"{exc} (is `tidegate infra up` running?)")
     except KafkaError as exc:  # aiokafka's, not an OSError: a broker not reached, a login refused, a topic not allowed
         kit = settings()
-        login = "TIDEGATE_KAFKA_PRINCIPAL / _PASSWORD / _CREDENTIALS_DIR"
-        fail(f"Kafka at {kit.kafka_bootstrap}: {exc} (is `tidegate infra up` running? the login: {login})")
+        fail(f"Kafka at {kit.kafka_bootstrap}: {exc} ({_kafka_hint(kit)})")
     except asyncpg.ClientConfigurationError as exc:
         fail(f"TIDEGATE_DATABASE_URL: {exc}", code=2)
 

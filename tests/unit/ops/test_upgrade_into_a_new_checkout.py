@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+from aiokafka.errors import KafkaConnectionError
 from typer.testing import CliRunner
 
 import tidegate.database
@@ -22,6 +24,7 @@ from servicekit import KitSettings
 from servicekit.bus_auth import kafka_options
 from servicekit.dbroles import credentials_file
 from tidegate.cli import app
+from tidegate.commands._common import run
 
 USERS = ("planner", "policy", "approval", "executor", "audit", "systems")
 
@@ -74,3 +77,27 @@ def test_an_explicit_folder_still_wins(old_state: tuple[Path, Path], tmp_path: P
     monkeypatch.setenv("TIDEGATE_DB_CREDENTIALS_DIR", str(tmp_path / "d"))
     kit = KitSettings()
     assert (kit.kafka_credentials_dir, kit.db_credentials_dir) == (tmp_path / "k", tmp_path / "d")
+
+
+async def _broker_closed() -> None:
+    raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
+
+
+def test_a_folder_with_no_kafka_login_is_named_not_a_broker_said_to_be_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upgrader's first command in the new checkout read 'is `tidegate infra up` running?' with the broker up."""
+    monkeypatch.delenv("TIDEGATE_KAFKA_PASSWORD", raising=False)
+    monkeypatch.setenv("TIDEGATE_KAFKA_CREDENTIALS_DIR", str(tmp_path / "empty"))
+    with pytest.raises(typer.Exit):
+        run(_broker_closed())
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"no Kafka login in {tmp_path / 'empty'}" in said
+    assert "TIDEGATE_KAFKA_CREDENTIALS_DIR" in said
+    assert "is `tidegate infra up` running" not in said
+
+
+def test_with_a_login_there_the_broker_itself_is_what_to_check(old_state: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit):
+        run(_broker_closed())
+    assert "is `tidegate infra up` running?" in " ".join(capsys.readouterr().err.split())
