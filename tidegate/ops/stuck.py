@@ -8,6 +8,7 @@ due at T); the audit log's `approval.requested` says when a human was asked and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,7 @@ from servicekit import KitSettings, connect
 from servicekit.unreadable import Unreadable, read_event
 from tidegate.ops._outside import OutsideAction, read_outside
 
-__all__ = ["Asked", "OutsideAction", "Stuck", "describe", "describe_outside", "read_handoffs", "read_open"]
+__all__ = ["Asked", "Decided", "OutsideAction", "Stuck", "describe", "describe_outside", "read_handoffs", "read_open"]
 
 PLANNER = "tidegate/planner"
 """`proposed_by` of a planner task's row (an outside agent's row names its proposer)."""
@@ -65,8 +66,25 @@ class Stuck:
         }
 
 
-def describe(task: Any, call: Any | None, asked: Asked | None, now: datetime) -> Stuck:
-    """What `task` (an `OpenTask`) waits on, given its step's call (`services.executor.CallState`) and approval request."""
+DECISION_UNTAKEN_S = 30.0
+"""A decision the audit log holds this long while the planner still waits on one: not in transit, refused by the planner."""
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The policy's decision on a step's action, as the audit log recorded it (the newest since the step began waiting)."""
+
+    outcome: str
+    at: datetime
+
+
+def describe(task: Any, call: Any | None, asked: Asked | None, now: datetime, decided: Decided | None = None) -> Stuck:
+    """What `task` (an `OpenTask`) waits on, given its step's call (`services.executor.CallState`) and approval request.
+
+    `decided`: the policy's decision the audit log holds for a step that waits on one. Older than `DECISION_UNTAKEN_S`,
+    the planner did not take it (it refused the event: a dead letter): saying the task waits on the policy sent the
+    operator to a service that had answered (upgrade probe F7: a later release's policy beside an older planner).
+    """
     tool = task.tool or "?"
     if task.waits == "human":
         if asked is None:
@@ -76,6 +94,13 @@ def describe(task: Any, call: Any | None, asked: Asked | None, now: datetime) ->
     since = task.waiting_since or task.updated_at
     if task.waits == "decision":
         after = " after a human's grant" if task.approval_id else ""
+        if decided is not None and (now - decided.at).total_seconds() >= DECISION_UNTAKEN_S:
+            return Stuck(
+                task,
+                f"the planner to take the policy's {decided.outcome} decision on {tool}{after}, published at "
+                f"{decided.at:%Y-%m-%d %H:%M:%S} UTC and not applied: the planner refused it? `tidegate audit search --dead-letters`",
+                since,
+            )
         return Stuck(task, f"policy's decision on {tool}{after}", since)
     if task.waits == "result":
         if call is None:
@@ -115,6 +140,33 @@ def _asked(rows: Sequence[Any]) -> Asked | None:
     return None
 
 
+def _decided(rows: Sequence[Any], since: datetime) -> Decided | None:
+    """The newest decision among the audit rows of one action appended since the step began waiting, if any.
+
+    A row the audit could not read counts too (an older audit beside a later release's policy stores its decision
+    invalid, as the planner refuses it): its outcome is read from its JSON when it has one.
+    """
+    for row in reversed(rows):
+        if row.kafka_ts < since or row.event_type != "tidegate.action.decided":
+            continue
+        return Decided(_outcome(row), row.kafka_ts)
+    return None
+
+
+def _outcome(row: Any) -> str:
+    try:
+        event = read_event(None, row.value) if row.valid and row.value is not None else None
+    except Unreadable:
+        event = None
+    if event is not None:
+        return str(event.data.outcome)
+    try:
+        outcome = json.loads(row.value or b"")["data"]["outcome"]
+    except (ValueError, TypeError, KeyError):
+        return "unreadable"
+    return outcome if outcome in ("allow", "deny", "escalate") else "unreadable"
+
+
 async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = None, limit: int = 500) -> list[Stuck]:
     """Open tasks (oldest first), then outside agents' open actions (longest waiting first), each with what it waits on."""
     from services.audit import PostgresAuditLog, SearchFilters
@@ -129,17 +181,26 @@ async def read_open(kit: KitSettings, now: datetime, *, tenant: str | None = Non
     finally:
         await conn.close()
     asked: dict[str, Asked | None] = {}
+    decided: dict[str, Decided | None] = {}
     humans = [t for t in tasks if t.waits == "human" and t.action_id]
-    if humans:
+    deciding = [t for t in tasks if t.waits == "decision" and t.action_id]
+    if humans or deciding:
         log = await PostgresAuditLog.connect(kit.operator_database_url, max_size=1)
         try:
             for t in humans:
                 assert t.action_id is not None
                 found = SearchFilters(action_id=t.action_id, event_type="tidegate.approval.requested", topic_prefix=kit.topic_prefix)
                 asked[t.action_id] = _asked(await log.search(found, limit=20))
+            for t in deciding:
+                assert t.action_id is not None
+                since = t.waiting_since or t.updated_at
+                found = SearchFilters(
+                    action_id=t.action_id, event_type="tidegate.action.decided", since=since, topic_prefix=kit.topic_prefix
+                )
+                decided[t.action_id] = _decided(await log.search(found, limit=20), since)
         finally:
             await log.close()
-    planned = [describe(t, calls.get(t.action_id or ""), asked.get(t.action_id or ""), now) for t in tasks]
+    planned = [describe(t, calls.get(t.action_id or ""), asked.get(t.action_id or ""), now, decided.get(t.action_id or "")) for t in tasks]
     return planned + [describe_outside(a, now) for a in outside]
 
 
