@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from integrations.harness import SideEffects, rule, wait_pending
 from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
-from tidegate.client import MemoryTransport, Tidegate
+from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
 from tidegate.integrations.pydantic_ai import TidegateCapability, tidegate_results
 
@@ -134,6 +135,40 @@ async def test_deferred_requests_kept_across_a_crash_resume_without_a_second_sid
     assert result.output == "done: refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_a_run_resumed_in_a_new_process_with_the_docs_client_gets_the_decision_and_runs_once(
+    bus: MemoryTransport, governance: ScriptedTidegate, effects: SideEffects, tmp_path: Path
+) -> None:
+    """The integrator's restart: `Tidegate(proposals=SqliteProposals(path))` as the docs write it, no `task_id`.
+
+    Each process's client then has a task of its own; the paused conversation is resumed from what the application kept
+    on disk (the history and the `DeferredToolRequests`, serialized) while its first process is gone. Proposed under the
+    client's task, `tidegate_results` raised `ActionIdReused` here and the human's decision was never read.
+    """
+    from pydantic import TypeAdapter
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
+
+    def process() -> Tidegate:  # no task_id: each process gets a task of its own, as the docs' snippet does
+        settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
+        return Tidegate(settings, transport=bus, proposals=SqliteProposals(tmp_path / "state" / "proposals.sqlite3"))
+
+    deferred = TypeAdapter(DeferredToolRequests)
+    async with process() as first:
+        paused = await build_agent(first, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})).run("refund")
+        assert isinstance(paused.output, DeferredToolRequests)
+        kept = (ModelMessagesTypeAdapter.dump_json(paused.all_messages()), deferred.dump_json(paused.output))
+    await governance.approve(await wait_pending(governance))
+
+    async with process() as second:
+        agent = build_agent(second, effects, scripted("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}))
+        results = await tidegate_results(second, deferred.validate_json(kept[1]))
+        assert results is not None
+        result = await agent.run(message_history=ModelMessagesTypeAdapter.validate_json(kept[0]), deferred_tool_results=results)
+    assert result.output == "done: refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    [proposal] = governance.proposals  # one proposal, one approval: nothing proposed again under another task
+    assert proposal.task_id == f"pydantic-ai:{paused.conversation_id}"
 
 
 async def test_conversations_whose_model_reuses_call_ids_each_propose_their_own_call(

@@ -7,9 +7,10 @@
         if results is not None:
             result = await agent.run(message_history=result.all_messages(), deferred_tool_results=results)
 
-The action id is `pydantic-ai:<conversation id>:<tool-call id>` (a resumed run carries the conversation
-id on its message history), so the run resumed with the human's decision follows the first proposal and
-another conversation reusing call ids proposes its own; the tool function runs only when Tidegate's executor invokes it.
+The action id is `pydantic-ai:<conversation id>:<tool-call id>` and the task `pydantic-ai:<conversation id>` (a
+resumed run carries the conversation id on its message history), so the run resumed with the human's decision, in
+this process or a new one, follows the first proposal and another conversation reusing call ids proposes its own;
+the tool function runs only when Tidegate's executor invokes it.
 Approvals the agent asks for itself (a tool with pydantic-ai's own `requires_approval=True`) are not
 Tidegate's: `tidegate_results` leaves them to the application, which adds its answers to the results.
 No answer in time (no decision within `decision_timeout_s`, no result of an allowed call within `result_timeout_s`)
@@ -18,6 +19,7 @@ does not end the run: the tool returns that the call is not decided yet and must
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,14 +97,15 @@ class _GovernedToolset(WrapperToolset[Any]):
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: ToolsetTool[Any]) -> Any:
         """Propose; defer to a human when Tidegate escalates; return what Tidegate's executor got, or why nothing ran."""
         call_id = ctx.tool_call_id or ""
-        action_id = _action_id(ctx, call_id)
+        action_id, task = _action_id(ctx, call_id), _task(ctx)
         given = _given_args(ctx, call_id)
         proposed = {key: value for key, value in tool_args.items() if given is None or key in given}  # without defaults left out
         if ctx.tool_call_approved and isinstance(ctx.tool_call_metadata, dict) and "tidegate" in ctx.tool_call_metadata:
             # Resuming the escalated call: follow it as proposed (the args may now be the approver's edits).
-            action_id, proposed = ctx.tool_call_metadata["tidegate"]["action_id"], ctx.tool_call_metadata["tidegate"]["args"]
+            escalated = ctx.tool_call_metadata["tidegate"]
+            action_id, proposed, task = escalated["action_id"], escalated["args"], _escalated_task(self.client, escalated)
         try:
-            outcome = await self.client.propose(name, proposed, action_id=action_id, rationale="pydantic-ai tool call")
+            outcome = await self.client.propose(name, proposed, task=task, action_id=action_id, rationale="pydantic-ai tool call")
             if isinstance(outcome, Escalated) and ctx.tool_call_approved:  # approved in pydantic-ai alone: Tidegate's human decides
                 outcome = await outcome.decision(self.client.settings.decision_timeout_s)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): a retry prompt for it, not the run's end
@@ -110,9 +113,9 @@ class _GovernedToolset(WrapperToolset[Any]):
         except TimeoutError as exc:  # not decided yet (or still running): the proposal stands, so the model must not call again
             return proposal_error_text(exc, action_id) or str(exc)
         if isinstance(outcome, Escalated):
-            raise ApprovalRequired(
-                metadata=escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, proposed)
-            )
+            payload = escalation_payload(outcome.action_id, outcome.approval_id, outcome.codes, outcome.position, name, proposed)
+            payload["tidegate"]["task"] = task
+            raise ApprovalRequired(metadata=payload)
         if isinstance(outcome, Executed) and outcome.edited_args is None:
             return result_value(outcome)
         return outcome_text(outcome)  # why nothing ran, or the result after the args a human chose instead of the model's
@@ -148,7 +151,12 @@ async def tidegate_results(client: Tidegate, requests: DeferredToolRequests, *, 
         escalated = proposal["tidegate"]
         try:
             outcome = await client.propose(
-                call.tool_name, escalated["args"], action_id=escalated["action_id"], timeout_s=timeout_s, result_timeout_s=timeout_s
+                call.tool_name,
+                escalated["args"],
+                task=_escalated_task(client, escalated),
+                action_id=escalated["action_id"],
+                timeout_s=timeout_s,
+                result_timeout_s=timeout_s,
             )
             if isinstance(outcome, Escalated):
                 outcome = await outcome.decision(timeout_s)
@@ -177,6 +185,24 @@ def _action_id(ctx: RunContext[Any], call_id: str) -> str:
         if isinstance(message, ModelResponse) and any(isinstance(p, ToolCallPart) and p.tool_call_id == call_id for p in message.parts)
     )
     return plain if made < 2 else f"{plain}:{made}"
+
+
+def _task(ctx: RunContext[Any]) -> str:
+    """`pydantic-ai:<conversation>`: each conversation is a task of its own, the same in whichever process resumes it.
+
+    Proposed under the client's task (by default a random one per process), a call resumed in a new process (the history
+    and `DeferredToolRequests` kept while a human decided, as the docs say) was another task's call under the same action
+    id: `tidegate_results` raised `ActionIdReused` on the proposal ledger, and without one the policy refused the repeat
+    and the decision was never read (the integrator probe). A task id is at most 200 characters: a longer one is hashed.
+    """
+    task = f"pydantic-ai:{ctx.conversation_id or ctx.run_id}"
+    return task if len(task) <= 200 else f"pydantic-ai:{hashlib.sha256(task.encode()).hexdigest()}"
+
+
+def _escalated_task(client: Tidegate, escalated: dict[str, Any]) -> str:
+    """The task an escalated call was proposed under: its metadata's, or the client's for one paused before tasks were kept."""
+    task = escalated.get("task")
+    return task if isinstance(task, str) and task else client.task_id
 
 
 def _served(item: Tool[Any] | Callable[..., Any]) -> tuple[str, Callable[..., Any]]:
