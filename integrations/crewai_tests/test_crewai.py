@@ -56,10 +56,10 @@ class World:
         self.provider_down = False
         self.governance = ScriptedTidegate(self.bus, rule, topic_tools=("issue_refund", "delete_customer_data"))
 
-    def client(self) -> SyncTidegate:
+    def client(self, task_id: str | None = "ticket-1") -> SyncTidegate:
         settings = ClientSettings(state_dir=self.tmp_path / "state", decision_timeout_s=5)
         proposals = SqliteProposals(self.tmp_path / "state" / "proposals.sqlite3")
-        return SyncTidegate(settings, transport=self.bus, task_id="ticket-1", proposals=proposals)  # a re-run crew keeps its task
+        return SyncTidegate(settings, transport=self.bus, task_id=task_id, proposals=proposals)
 
     def crew(self, tg: SyncTidegate, tool: str, args: str, *, run_key: str = "ticket-1", human_timeout_s: float | None = None) -> Crew:
         def issue_refund(payee_id: str, amount_usd: float) -> str:
@@ -94,8 +94,8 @@ def world(tmp_path: Path) -> World:
     return World(tmp_path)
 
 
-def started(world: World) -> SyncTidegate:
-    tg = world.client().__enter__()
+def started(world: World, task_id: str | None = "ticket-1") -> SyncTidegate:
+    tg = world.client(task_id).__enter__()
     tg.run(world.governance.__aenter__())
     return tg
 
@@ -148,8 +148,11 @@ def test_an_escalation_blocks_the_crew_until_the_human_decides(
     assert [args for name, args in world.calls if name == "issue_refund"] == expected_calls
 
 
-def test_a_crew_rerun_after_the_wait_ran_out_gets_the_decision_and_the_call_runs_once(world: World) -> None:
-    tg = started(world)
+@pytest.mark.parametrize("task_id", ["ticket-1", None], ids=["task-kept", "docs-client-random-task-per-process"])
+def test_a_crew_rerun_after_the_wait_ran_out_gets_the_decision_and_the_call_runs_once(world: World, task_id: str | None) -> None:
+    """Re-run in a new process; also with the docs' `SyncTidegate(proposals=...)` and no `task_id` (a random task per
+    process), where the re-run's tool raised `ActionIdReused` and the human's decision was never picked up."""
+    tg = started(world, task_id)
     try:
         args = '{"payee_id": "cus_1", "amount_usd": 700.0}'
         first = world.crew(tg, "issue_refund", args, human_timeout_s=0.3).kickoff()  # nobody decides in time
@@ -158,7 +161,7 @@ def test_a_crew_rerun_after_the_wait_ran_out_gets_the_decision_and_the_call_runs
     finally:
         stopped(world, tg)
     # A new process (a new client on the same proposal ledger) re-runs the crew for the same ticket.
-    tg = started(world)
+    tg = started(world, task_id)
     try:
         again = world.crew(tg, "issue_refund", args).kickoff()
     finally:
@@ -166,6 +169,7 @@ def test_a_crew_rerun_after_the_wait_ran_out_gets_the_decision_and_the_call_runs
     assert "refunded 700.00 to cus_1" in again.raw
     assert [args for name, args in world.calls if name == "issue_refund"] == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(world.bus.topics["actions.proposed"]) == 1  # the re-run sent nothing new
+    assert world.bus.topics["actions.proposed"][0].data.task_id == "crewai:ticket-1"  # the run key's, whatever the client's
 
 
 def test_a_crew_rerun_after_a_failed_call_tries_it_again_and_a_later_rerun_follows_that_attempt(world: World) -> None:

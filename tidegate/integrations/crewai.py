@@ -3,7 +3,8 @@
     refund = governed_crewai_tool(tg, issue_refund, run_key="ticket-1007")   # tg: a started SyncTidegate
     agent = Agent(role=..., llm=..., tools=[refund])
 
-A call's action id is `crewai:<run key>:<tool>:<digest of args>`: the same call in the same run is one
+A call's action id is `crewai:<run key>:<tool>:<digest of args>` and its task `crewai:<run key>`, whatever
+the client's task (a random one per process by default): the same call in the same run is one
 action, whether CrewAI repeats it or the whole crew is re-run after a crash; the agent then reads that it was
 already made in this run and not made again, before what became of it (never as a second call's result). An escalated call blocks
 the crew until the human decides (at most `human_timeout_s`); if that runs out, the tool answers that
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import itertools
 from collections.abc import Callable
@@ -36,7 +38,7 @@ def governed_crewai_tool(
     client: SyncTidegate, fn: Callable[..., Any], *, run_key: str, human_timeout_s: float | None = None, serve: bool = True
 ) -> Any:
     """A CrewAI tool with `fn`'s name, docstring and arguments, whose calls go through Tidegate."""
-    name = fn.__name__
+    name, task = fn.__name__, _task(run_key)
 
     @functools.wraps(fn)
     def proposed(**kwargs: Any) -> str:
@@ -44,7 +46,7 @@ def governed_crewai_tool(
         for attempt in itertools.count(1):
             action_id = base if attempt == 1 else f"{base}:attempt-{attempt}"
             earlier = client.client.proposals.lookup(action_id) is not None
-            outcome = client.propose(name, kwargs, action_id=action_id, rationale="CrewAI tool call")
+            outcome = client.propose(name, kwargs, task=task, action_id=action_id, rationale="CrewAI tool call")
             # An earlier call that failed (it did not happen) is no answer for this one: try it again as the next attempt.
             if not (earlier and isinstance(outcome, Failed) and outcome.status == "failed"):
                 break
@@ -61,6 +63,18 @@ def governed_crewai_tool(
     if serve:
         client.run(_serve(client, name, fn))
     return crewai_tool(name)(proposed)
+
+
+def _task(run_key: str) -> str:
+    """`crewai:<run key>`: the run's task, the same in whichever process re-runs the crew.
+
+    Proposed under the client's task (a random one per process unless `task_id` is given, and the docs' snippet gives
+    none), a crew re-run in a new process was another task's call under the same action id: the tool raised
+    `ActionIdReused` from the proposal ledger, the agent read CrewAI's generic tool error, and the human's decision was
+    never picked up (the integrator probe). A task id is at most 200 characters: a longer one is hashed.
+    """
+    task = f"crewai:{run_key}"
+    return task if len(task) <= 200 else f"crewai:{hashlib.sha256(run_key.encode()).hexdigest()}"
 
 
 def _made_before(action_id: str) -> str:
