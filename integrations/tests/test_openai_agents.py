@@ -18,7 +18,7 @@ from integrations.harness import SideEffects, wait_pending
 from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
 from tidegate.client import ActionIdReused, ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions
+from tidegate.integrations.openai_agents import TaskNotKept, governed_function_tool, settle_interruptions
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +131,48 @@ async def test_a_run_state_saved_across_a_crash_resumes_without_a_second_side_ef
         agent = build_agent(second, effects, ScriptedModel([[assistant_message("done")]]))
         state = await RunState.from_string(agent, saved)
         assert await settle_interruptions(second, state)
+        result = await Runner.run(agent, state)
+    assert tool_output(result) == "refunded 700.00 to cus_1"
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    assert len(governance.proposals) == 1
+
+
+async def test_a_run_state_resumed_by_a_client_of_a_random_task_is_refused_never_proposed_a_second_time(
+    bus: MemoryTransport, governance: ScriptedTidegate, effects: SideEffects, tmp_path: Path
+) -> None:
+    """The docs' `Tidegate(proposals=SqliteProposals(path))` without `task_id`: each process has a random task of its own.
+
+    The saved run resumed in a new process named its interrupted call `openai-agents:<new task>:call-1` and proposed it
+    again: a second approval request for the same refund beside the first (both approved, it is paid twice).
+    """
+
+    def process(task_id: str | None = None) -> Tidegate:
+        settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
+        return Tidegate(settings, transport=bus, task_id=task_id, proposals=SqliteProposals(tmp_path / "state" / "proposals.sqlite3"))
+
+    async with process() as first:
+        paused = await Runner.run(build_agent(first, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})), "refund")
+        saved = paused.to_state().to_string()
+    [waiting] = governance.proposals
+    approval_id = await wait_pending(governance)
+
+    async with process() as second:  # a new process, a new random task
+        agent = build_agent(second, effects, ScriptedModel([[assistant_message("done")]]))
+        with pytest.raises(TaskNotKept, match=r"Tidegate\(task_id=\.\.\.\)"):
+            await settle_interruptions(second, await RunState.from_string(agent, saved))
+        state = await RunState.from_string(agent, saved)
+        for item in state.get_interruptions():
+            state.approve(item)  # approving in the SDK instead: the tool refuses it the same way
+        with pytest.raises(UserError, match="nothing was proposed"):
+            await Runner.run(agent, state)
+    assert [p.action_id for p in governance.proposals] == [waiting.action_id]  # one request, never a second
+    assert [r.approval_id for r in governance.pending()] == [approval_id]
+
+    await governance.approve(approval_id)  # the resume the error says: a client of the task it was proposed under
+    async with process(task_id=waiting.task_id) as third:
+        agent = build_agent(third, effects, ScriptedModel([[assistant_message("done")]]))
+        state = await RunState.from_string(agent, saved)
+        assert await settle_interruptions(third, state)
         result = await Runner.run(agent, state)
     assert tool_output(result) == "refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]

@@ -116,6 +116,15 @@ class Tidegate:
         return self._trust
 
     @property
+    def task_chosen(self) -> bool:
+        """Whether the task was given (`task_id=`), not this client's random default (`task-<hex>`, new in each process).
+
+        An adapter that names its action ids by the client's task finds a call proposed by another process only under a
+        task that process chose too: under a random one, the same call id is another action id, a second proposal.
+        """
+        return self._task_chosen
+
+    @property
     def unsigned(self) -> bool:
         """Whether proposals go out unsigned to a real deployment (no signing key; a memory bus's stand-in checks none)."""
         return isinstance(self.signer, EnvelopeSigner) and not isinstance(self.transport, MemoryTransport)

@@ -48,7 +48,7 @@ from tidegate.integrations._common import (
     serve_function,
 )
 
-__all__ = ["governed_function_tool", "settle_interruptions"]
+__all__ = ["TaskNotKept", "governed_function_tool", "settle_interruptions"]
 
 
 def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: bool = True, **function_tool_kwargs: Any) -> FunctionTool:
@@ -84,6 +84,8 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
                 raise
             return str(message)
         action_id = _action_id(client, ctx.tool_call_id, _earlier_calls(getattr(ctx, "turn_input", None), ctx.tool_call_id))
+        if ctx.is_tool_approved(tool.name, ctx.tool_call_id):  # a resumed run's interrupted call: never a second proposal
+            _require_proposed_here(client, action_id, tool.name)
         try:
             outcome = await client.propose(tool.name, args, action_id=action_id)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): told why, as a denial is (the SDK's default hides why)
@@ -125,11 +127,13 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         except ModelBehaviorError as exc:  # args the SDK could not read asked for approval without consulting Tidegate
             state.reject(item, rejection_message=f"{exc}; it did not run.")
             continue
+        action_id = _interrupted_id(client, state, str(call_id))
+        _require_proposed_here(client, action_id, item.tool_name)
         try:
             outcome = await client.propose(
                 item.tool_name,
                 args,
-                action_id=_interrupted_id(client, state, str(call_id)),
+                action_id=action_id,
                 timeout_s=timeout_s,
                 result_timeout_s=timeout_s,
             )
@@ -236,6 +240,31 @@ def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[st
         return checked_args(params(**args))
     except ValidationError as exc:
         raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
+
+
+class TaskNotKept(ValueError):
+    """An interrupted call settled or resumed by a client of another task than the one that proposed it: nothing proposed.
+
+    The action id is `openai-agents:<task id>:<call id>`, and the SDK keeps no run id in a `RunState`: a client with its
+    random default task (a new one in each process) names the interrupted call by another action id, and proposing it
+    would open a second approval request for the same call (approve both, and a refund is paid twice). The integrator
+    probe met it resuming a saved `RunState` with `Tidegate(proposals=SqliteProposals(path))`, as the docs' snippet wrote.
+    """
+
+
+def _require_proposed_here(client: Tidegate, action_id: str, tool: str) -> None:
+    """Refuse to propose an interrupted call again under a client's random task, when it was not proposed by this client.
+
+    A client with a chosen task proposes it again under the same id (the policy answers the repeat with its decision).
+    """
+    if client.task_chosen or client.proposals.lookup(action_id) is not None:
+        return
+    raise TaskNotKept(
+        f"the interrupted {tool} call was not proposed by this client, whose task {client.task_id} is its own random default: "
+        f"proposed now, it would be a second action beside the one waiting in Tidegate; nothing was proposed. Resume the run "
+        "with a client of the task it was proposed under, Tidegate(task_id=...) (the <task> of the approval's action id "
+        "openai-agents:<task>:<call id>), and give each conversation a task of its own from its start"
+    )
 
 
 def _escalated_late(action_id: str, approval_id: str) -> str:
