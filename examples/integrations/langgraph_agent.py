@@ -9,7 +9,8 @@ it (`serve=`). Against a running deployment (docs/integrations.md, "Serving your
 2. in `main`, replace `_, tidegate, client = offline(...)` and `async with tidegate, client:` by
    `async with Tidegate() as client:` (its TIDEGATE_CLIENT_* settings, TOOL_KEYS_DIR included), and the
    `tidegate.approve(...)` line by a human approving on the approver page: the resume waits for their decision
-   while this process keeps serving `refund_customer`.
+   while this process keeps serving `refund_customer`; and the scripted payee `cus_1` by one the tenant pays
+   (`cus_1001`, `tidegate tenant show acme`): a new payee is denied `new_payee_blocked`, never escalated.
 """
 
 from __future__ import annotations

@@ -278,7 +278,9 @@ def _check_signs(client: Tidegate, tool: str) -> None:
         raise NotServed(
             tool,
             f"only a catalog tool of kind `topic` with a `reply_key_file` is served by a process of yours (a `python` or `http` "
-            f"tool is run by the executor itself): declare {tool} so, make its key with `tidegate keys add-tool {tool}` and "
+            f"tool is run by the executor itself: to govern the agent's calls of such a catalog tool, do not serve it, `serve=False` "
+            f"or leave it out of `serve=`, and call it with the args its catalog entry takes): to serve your own function, declare "
+            f"{tool} so, make its key with `tidegate keys add-tool {tool}` and "
             f"point TIDEGATE_CLIENT_TOOL_KEYS_DIR at the folder it names (docs/integrations.md, 'Serving your own tools'); {exc}",
         ) from exc
 
@@ -350,7 +352,8 @@ def _why_not(tool: str, settings: ClientSettings, who: str, exc: Exception) -> s
         )
     return (
         f"{topic} is not on the broker: declare {tool} in the deployment's catalog with kind `topic` and run `tidegate topics ensure`; "
-        "a catalog tool of another kind is run by the executor itself and never reaches this function"
+        "a catalog tool of another kind is run by the executor itself and never reaches this function: to govern the agent's "
+        "calls of such a tool, do not serve it (`serve=False`, or leave it out of `serve=`)"
     )
 
 

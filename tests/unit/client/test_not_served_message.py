@@ -50,6 +50,10 @@ async def test_no_key_names_the_topic_kind_first_and_the_path_keys_add_tool_writ
     assert f"{folder / 'issue_refund.key'}" not in why
     assert "tidegate keys add-tool issue_refund" in why
     assert "TIDEGATE_CLIENT_TOOL_KEYS_DIR" in why
+    # The other way out, for the examples' `issue_refund` swapped onto a real deployment (finding integrator2 F3): the
+    # catalog's own tool needs no serving, only the agent's calls governed.
+    assert "do not serve it, `serve=False` or leave it out of `serve=`" in why
+    assert why.index("serve=False") < why.index("tidegate keys add-tool")
 
 
 @pytest.mark.parametrize("layout", ["issue_refund/issue_refund.key", "issue_refund.key"])
