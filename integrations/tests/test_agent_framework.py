@@ -14,9 +14,9 @@ from agent_framework._tools import FunctionInvocationLayer
 
 from integrations.harness import SideEffects, rule, wait_pending
 from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
-from tidegate.client import ClientSettings, MemoryTransport, Tidegate
+from tidegate.client import ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.integrations.agent_framework import TidegateFunctionMiddleware, tidegate_approval_responses
+from tidegate.integrations.agent_framework import TaskNotKept, TidegateFunctionMiddleware, tidegate_approval_responses
 
 
 class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatClient):  # the layers a provider's client has
@@ -135,6 +135,41 @@ async def test_a_process_restarted_while_a_human_decides_runs_the_call_once(
         responses = await tidegate_approval_responses(second, kept[1])
         assert responses is not None
         result = await agent.run(Message(role="user", contents=responses), session=session)
+    assert "refunded 700.00 to cus_1" in result.text
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
+    assert len(governance.proposals) == 1
+
+
+async def test_a_session_resumed_by_a_client_of_another_task_is_refused_never_proposed_a_second_time(
+    bus: MemoryTransport, governance: ScriptedTidegate, effects: SideEffects, tmp_path: Path
+) -> None:
+    """`Tidegate()` without `task_id` in each process: the resumed call was proposed again under the new process's task,
+    a second approval request for the same refund beside the first."""
+
+    def process(task_id: str | None = None) -> Tidegate:
+        settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
+        return Tidegate(settings, transport=bus, task_id=task_id, proposals=SqliteProposals(tmp_path / "state" / "proposals.sqlite3"))
+
+    async with process() as first:
+        agent = build_agent(first, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})
+        session = agent.create_session()
+        paused = await agent.run("refund", session=session)
+        kept = (session.to_dict(), paused.user_input_requests)
+    [waiting] = governance.proposals
+    approval_id = await wait_pending(governance)
+
+    async with process() as second:  # a new process, a new random task
+        with pytest.raises(TaskNotKept, match=rf"Tidegate\(task_id='{waiting.task_id}'\)"):
+            await tidegate_approval_responses(second, kept[1])
+    assert [p.action_id for p in governance.proposals] == [waiting.action_id]  # one request, never a second
+    assert [r.approval_id for r in governance.pending()] == [approval_id]
+
+    await governance.approve(approval_id)
+    async with process(task_id=waiting.task_id) as third:  # what the error says: the task it was proposed under
+        agent = build_agent(third, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0})
+        responses = await tidegate_approval_responses(third, kept[1])
+        assert responses is not None
+        result = await agent.run(Message(role="user", contents=responses), session=type(session).from_dict(kept[0]))
     assert "refunded 700.00 to cus_1" in result.text
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1

@@ -33,6 +33,7 @@ __all__ = [
     "QUOTE_LIMIT",
     "REFUSED_ARGS",
     "SWEEP_CONCURRENCY",
+    "TaskNotKept",
     "checked_args",
     "escalation_payload",
     "function_runner",
@@ -53,6 +54,17 @@ log = logging.getLogger(__name__)
 
 # How many decided rows a sweep (Temporal, Step Functions) completes at once (a call to Temporal or Step Functions each).
 SWEEP_CONCURRENCY = 32
+
+
+class TaskNotKept(ValueError):
+    """A paused call settled or resumed by a client of another task than the one that proposed it: nothing proposed.
+
+    The OpenAI Agents SDK's and Agent Framework's action ids are `<framework>:<task id>:<call id>` (their hooks see no
+    run or session id): a client of another task (its random default, a new one in each process) names the paused call
+    by another action id, and proposing it would open a second approval request for the same call (approve both, and a
+    refund is paid twice). The integrator probe met it resuming a saved run with `Tidegate(proposals=SqliteProposals(path))`,
+    as the docs' snippet wrote.
+    """
 
 
 def serve_function(

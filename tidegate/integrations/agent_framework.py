@@ -30,6 +30,7 @@ from agent_framework import Content, FunctionInvocationContext, FunctionMiddlewa
 
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import (
+    TaskNotKept,
     escalation_payload,
     function_runner,
     outcome_dict,
@@ -39,7 +40,7 @@ from tidegate.integrations._common import (
     serve_function,
 )
 
-__all__ = ["TidegateFunctionMiddleware", "tidegate_approval_responses"]
+__all__ = ["TaskNotKept", "TidegateFunctionMiddleware", "tidegate_approval_responses"]
 
 
 class TidegateFunctionMiddleware(FunctionMiddleware):  # type: ignore[misc]
@@ -100,7 +101,9 @@ async def tidegate_approval_responses(client: Tidegate, requests: Sequence[Any],
         if request.type != "function_approval_request" or "tidegate" not in (request.additional_properties or {}):
             continue
         call = request.function_call
-        outcome = await client.propose(call.name, dict(call.parse_arguments() or {}), action_id=_action_id(client, call.call_id))
+        action_id = _action_id(client, call.call_id)
+        _require_same_action(request.additional_properties["tidegate"], action_id, str(call.call_id))
+        outcome = await client.propose(call.name, dict(call.parse_arguments() or {}), action_id=action_id)
         if isinstance(outcome, Escalated):
             try:
                 outcome = await outcome.decision(timeout_s)
@@ -119,6 +122,25 @@ def _served(item: FunctionTool | Callable[..., Any]) -> tuple[str, Callable[...,
     if served.func is None:
         raise ValueError(f"serve= got tool {served.name!r}, which has no function to run (a declaration only)")
     return served.name, served.func
+
+
+def _require_same_action(escalated: dict[str, Any], action_id: str | None, call_id: str) -> None:
+    """Refuse a request proposed under another task than this client's: answered here, the call would be proposed again.
+
+    The request carries the action id it was proposed as (`agent-framework:<task>:<call id>`); a client of another task
+    (`Tidegate()` without `task_id` in a new process) names the call otherwise and opened a second approval request for it.
+    """
+    proposed = escalated.get("action_id")
+    if not isinstance(proposed, str) or proposed == action_id:
+        return
+    prefix, suffix = "agent-framework:", f":{call_id}"
+    task = proposed[len(prefix) : -len(suffix)] if proposed.startswith(prefix) and proposed.endswith(suffix) else "?"
+    raise TaskNotKept(
+        f"approval request {escalated.get('approval_id')} is of the call proposed as {proposed}, not under this client's task "
+        f"{action_id and action_id[len(prefix) : -len(suffix)]}: answered here, it would be proposed again, a second action "
+        f"beside the one waiting in Tidegate; nothing was proposed. Resume the session with Tidegate(task_id={task!r}), and "
+        "give each session a task of its own from its start"
+    )
 
 
 def _action_id(client: Tidegate, call_id: str | None) -> str | None:

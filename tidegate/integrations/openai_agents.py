@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from tidegate.client import Escalated, Executed, Tidegate
 from tidegate.integrations._common import (
     REFUSED_ARGS,
+    TaskNotKept,
     checked_args,
     function_runner,
     outcome_text,
@@ -240,16 +241,6 @@ def _checked(params: type[BaseModel] | None, tool: str, arguments: str | dict[st
         return checked_args(params(**args))
     except ValidationError as exc:
         raise ModelBehaviorError(f"Invalid JSON input for tool {tool}: {exc}") from exc
-
-
-class TaskNotKept(ValueError):
-    """An interrupted call settled or resumed by a client of another task than the one that proposed it: nothing proposed.
-
-    The action id is `openai-agents:<task id>:<call id>`, and the SDK keeps no run id in a `RunState`: a client with its
-    random default task (a new one in each process) names the interrupted call by another action id, and proposing it
-    would open a second approval request for the same call (approve both, and a refund is paid twice). The integrator
-    probe met it resuming a saved `RunState` with `Tidegate(proposals=SqliteProposals(path))`, as the docs' snippet wrote.
-    """
 
 
 def _require_proposed_here(client: Tidegate, action_id: str, tool: str) -> None:
