@@ -24,5 +24,8 @@ def offline(tools: tuple[str, ...], catalog: dict[str, LocalTool] | None = None)
     """
     bus = MemoryTransport()
     state = Path(tempfile.mkdtemp(prefix="tidegate-example-"))
-    client = Tidegate(ClientSettings(state_dir=state), transport=bus, proposals=SqliteProposals(state / "proposals.sqlite3"))
+    # A task per conversation, kept when it is resumed (in another process too): the adapters that name calls by it need it.
+    client = Tidegate(
+        ClientSettings(state_dir=state), transport=bus, task_id="ticket-1007", proposals=SqliteProposals(state / "proposals.sqlite3")
+    )
     return bus, ScriptedTidegate(bus, rule, tools=catalog, topic_tools=tools), client

@@ -145,6 +145,29 @@ async def test_a_process_that_crashed_while_a_human_decided_replays_the_call_and
     assert len(governance.proposals) == 1
 
 
+@pytest.mark.parametrize("task_id", [None, "ticket-1007"], ids=["random-default-task", "chosen-task"])
+async def test_a_workbench_on_a_client_of_a_random_task_says_a_rerun_elsewhere_would_propose_anew(
+    bus: MemoryTransport,
+    governance: ScriptedTidegate,
+    effects: SideEffects,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    task_id: str | None,
+) -> None:
+    """`Tidegate()` without `task_id`: a run re-run in a new process proposed its calls again as new actions, silently."""
+    async with Tidegate(ClientSettings(state_dir=tmp_path), transport=bus, task_id=task_id) as client:
+        with caplog.at_level("WARNING", logger="tidegate.integrations.autogen"):
+            build_agent(client, effects, "issue_refund", {"payee_id": "cus_1", "amount_usd": 40.0})
+    said = [r.getMessage() for r in caplog.records if r.name == "tidegate.integrations.autogen"]
+    if task_id is None:
+        [warning] = said
+        assert f"random default task {client.task_id}" in warning
+        assert "proposes its calls again as new actions" in warning
+        assert "Tidegate(task_id=...)" in warning
+    else:
+        assert said == []
+
+
 async def test_an_agent_with_a_governed_workbench_refuses_to_dump_rather_than_load_back_ungoverned(
     make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
 ) -> None:

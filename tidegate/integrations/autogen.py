@@ -41,6 +41,15 @@ __all__ = ["GovernedWorkbench"]
 
 log = logging.getLogger(__name__)
 
+# The action id is `autogen:<task>:<call id>`, and nothing AutoGen hands the workbench outlives the process: under the
+# client's random default task, a run re-run after a crash in a new process proposed its calls again as new actions (a
+# second approval request, a refund paid twice once both were approved), with nothing said (the integrator probe).
+_RANDOM_TASK = (
+    "GovernedWorkbench on a client of its random default task %s: a run re-run in another process (after a crash, a "
+    "deploy) proposes its calls again as new actions, a second approval request or a second refund. Give each "
+    "conversation a task of its own and keep it when re-running: Tidegate(task_id=...)"
+)
+
 
 class GovernedWorkbench(StaticWorkbench):
     """A `StaticWorkbench` that never calls a tool itself: it proposes, and Tidegate's executor invokes the served function.
@@ -58,6 +67,8 @@ class GovernedWorkbench(StaticWorkbench):
         super().__init__(list(tools))
         self.client = client
         self.human_timeout_s = human_timeout_s
+        if not client.task_chosen:  # a re-run in another process would name its calls anew: said once, where it is built
+            log.warning(_RANDOM_TASK, client.task_id)
         for tool in tools:
             serve_function(client, tool.name, _runner(tool))
 
