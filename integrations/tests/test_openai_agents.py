@@ -160,11 +160,6 @@ async def test_a_run_state_resumed_by_a_client_of_a_random_task_is_refused_never
         agent = build_agent(second, effects, ScriptedModel([[assistant_message("done")]]))
         with pytest.raises(TaskNotKept, match=r"Tidegate\(task_id=\.\.\.\)"):
             await settle_interruptions(second, await RunState.from_string(agent, saved))
-        state = await RunState.from_string(agent, saved)
-        for item in state.get_interruptions():
-            state.approve(item)  # approving in the SDK instead: the tool refuses it the same way
-        with pytest.raises(UserError, match="nothing was proposed"):
-            await Runner.run(agent, state)
     assert [p.action_id for p in governance.proposals] == [waiting.action_id]  # one request, never a second
     assert [r.approval_id for r in governance.pending()] == [approval_id]
 
@@ -177,6 +172,35 @@ async def test_a_run_state_resumed_by_a_client_of_a_random_task_is_refused_never
     assert tool_output(result) == "refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_a_later_call_of_a_tool_always_approved_in_the_sdk_is_proposed_by_a_client_of_a_random_task(
+    bus: MemoryTransport, governance: ScriptedTidegate, effects: SideEffects, tmp_path: Path
+) -> None:
+    """The SDK skips `needs_approval` for a tool approved with `always_approve`: the tool proposes its later calls itself.
+
+    Such a call was never proposed, so "not in this client's ledger" must not read as "another process's call": the
+    resume guard (`TaskNotKept`) belongs to `settle_interruptions`, never to the tool, or every later call of the tool
+    failed the run on a client without `task_id`.
+    """
+    model = ScriptedModel(
+        [
+            [function_call("issue_refund", {"payee_id": "cus_1", "amount_usd": 700.0}, call_id="call-1")],
+            [function_call("issue_refund", {"payee_id": "cus_2", "amount_usd": 40.0}, call_id="call-2")],
+            [assistant_message("done")],
+        ]
+    )
+    settings = ClientSettings(state_dir=tmp_path / "state", decision_timeout_s=5)
+    async with Tidegate(settings, transport=bus) as client:  # its random default task
+        agent = build_agent(client, effects, model)
+        state = (await Runner.run(agent, "refund both")).to_state()
+        await governance.approve(await wait_pending(governance))
+        assert await settle_interruptions(client, state)
+        for item in state.get_interruptions():
+            state.approve(item, always_approve=True)  # the application trusts the tool from now on, in the SDK
+        await Runner.run(agent, state)
+    assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}, {"payee_id": "cus_2", "amount_usd": 40.0}]
+    assert len(governance.proposals) == 2
 
 
 async def test_a_call_id_reused_in_the_same_task_for_another_call_is_refused_not_answered_with_the_first(

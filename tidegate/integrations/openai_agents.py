@@ -85,8 +85,6 @@ def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: b
                 raise
             return str(message)
         action_id = _action_id(client, ctx.tool_call_id, _earlier_calls(getattr(ctx, "turn_input", None), ctx.tool_call_id))
-        if ctx.is_tool_approved(tool.name, ctx.tool_call_id):  # a resumed run's interrupted call: never a second proposal
-            _require_proposed_here(client, action_id, tool.name)
         try:
             outcome = await client.propose(tool.name, args, action_id=action_id)
         except REFUSED_ARGS as exc:  # the model's args (too large, a U+0000): told why, as a denial is (the SDK's default hides why)
