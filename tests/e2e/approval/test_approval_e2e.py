@@ -560,3 +560,40 @@ async def test_the_page_tells_requests_apart_and_shows_a_request_someone_else_de
         await page.goto("about:blank")
         await page.goto(f"{stack.url}/?approval={second['approval_id']}#link={late}")
         await expect(page.locator("#signin-error")).to_contain_text("if the request expired undecided, nothing ran")
+
+
+@pytest.mark.timeout(300)
+async def test_a_long_unbroken_text_never_pushes_the_call_off_a_laptop_or_a_phone(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F1: an agent's rationale of one 3,990-character word made the page 38,000 px wide, so the call's
+    values (amount, payee) sat far off to the right of their names; and on a phone the queue column stayed beside the
+    request, the page 3.5 times the screen's width. The agent writes the rationale: it must not hide the call it asks for."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    args = {"payee_id": "cus_1", "amount_usd": 900.0, "order_id": "O-1", "reason": "B" * 2000}
+    call = stack.decided(f"t-{uuid.uuid4().hex[:8]}", args=args, rationale="A" * 3990)
+    await stack.escalate(call)
+    item = await stack.pending_for(call.action_id, bob, wait_for)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width, height in ((1280, 900), (390, 844)):  # a laptop, a phone
+        async with page_in_chromium(executable, width=width, height=height) as page:
+            await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+            await page.fill("#token", bob)
+            await page.click("#signin")
+            await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+            assert await page.evaluate("document.documentElement.scrollWidth") <= width, f"the page scrolls sideways at {width} px"
+            amount = page.locator("#d-args tr.key", has_text="amount_usd").locator("td").nth(1)
+            await expect(amount).to_have_text("900")
+            for shown in (amount, page.locator("#approve"), page.locator("#reject")):
+                box = await shown.bounding_box()
+                assert box is not None
+                assert box["x"] >= 0, f"off screen at {width} px: {box}"
+                assert box["x"] + box["width"] <= width, f"off screen at {width} px: {box}"
+            if width < 720:  # a phone: the request comes first, the queue under it
+                request, queue = await page.locator("#detail").bounding_box(), await page.locator("#queue").bounding_box()
+                assert request is not None
+                assert queue is not None
+                assert request["y"] < queue["y"]
+            await page.screenshot(path=ARTIFACTS / f"approval-page-long-text-{width}.png")
