@@ -597,3 +597,76 @@ async def test_a_long_unbroken_text_never_pushes_the_call_off_a_laptop_or_a_phon
                 assert queue is not None
                 assert request["y"] < queue["y"]
             await page.screenshot(path=ARTIFACTS / f"approval-page-long-text-{width}.png")
+
+
+@pytest.mark.timeout(300)
+async def test_a_decision_whose_answer_is_lost_is_never_said_not_recorded(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F2: the phone loses signal after sending. The service recorded the reject, its answer never came
+    back, and the page said "Not recorded: … try again" with the request still pending; through a one-time link the
+    retry then said "Not recorded: this one-time link was already used" (spent by that very reject). The page reads the
+    request again and says what became of the click: recorded, not recorded (decide again), or not known yet."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    calls = [stack.decided(task) for _ in range(3)]
+    for call in calls:
+        await stack.escalate(call)
+    lost, dropped, linked = [await stack.pending_for(c.action_id, bob, wait_for) for c in calls]
+
+    async def answer_lost(route: Any) -> None:
+        reached = await route.fetch()  # the service gets the decision and answers ...
+        assert reached.status == 200
+        await route.abort("connectionreset")  # ... and the answer is lost on the way back
+
+    async with page_in_chromium(executable) as page:
+        await page.goto(f"{stack.url}/?approval={lost['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await page.route("**/approve", answer_lost)
+        await page.click("#approve")
+        await expect(page.locator("#result")).to_contain_text("Your approve was recorded (its answer was lost on the way back")
+        await expect(page.locator("#result")).not_to_contain_text("Not recorded")
+        await expect(page.locator("#d-sub")).to_contain_text("granted by bob@acme.example")
+        await expect(page.locator("#approve")).to_be_disabled()
+        await page.unroute("**/approve")
+
+        # The click never reached the service: not recorded, still pending, decide again (the buttons are live).
+        await page.locator(f'li[data-id="{dropped["approval_id"]}"]').click()
+        await expect(page.locator("#d-sub")).to_contain_text(dropped["action_id"])
+        await page.route("**/reject", lambda route: route.abort("connectionreset"))
+        await page.click("#reject")
+        await expect(page.locator("#result")).to_contain_text("Your reject was not recorded")
+        await expect(page.locator("#result")).to_contain_text("The request is still pending: decide again.")
+        await expect(page.locator("#reject")).to_be_enabled()
+        # No answer at all, not even to reading it again: not known, and the page says not to assume either way.
+        await page.route("**/api/v1/approvals/**", lambda route: route.abort("connectionreset"))
+        await page.click("#reject")
+        await expect(page.locator("#result")).to_contain_text("Not known whether your reject was recorded")
+        await expect(page.locator("#result")).to_contain_text("Do not assume it was or was not")
+        await expect(page.locator("#reject")).to_be_enabled()
+        await page.unroute("**/api/v1/approvals/**")
+        await page.unroute("**/reject")
+
+        # A one-time link on a phone with no token: the reject is recorded, its answer lost; the page says so.
+        key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+        soon = utcnow() + timedelta(minutes=5)
+        link = auth.issue_link(key, approval_id=linked["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=soon)
+        await page.evaluate("sessionStorage.clear()")
+        await page.goto("about:blank")
+        await page.goto(f"{stack.url}/?approval={linked['approval_id']}#link={link}")
+        await expect(page.locator("#who")).to_contain_text("one-time link")
+        await page.route("**/reject", answer_lost)
+        await page.click("#reject")
+        await expect(page.locator("#result")).to_contain_text("Your reject was recorded (its answer was lost on the way back")
+        await expect(page.locator("#d-sub")).to_contain_text("rejected by bob@acme.example")
+        await expect(page.locator("#reject")).to_be_disabled()
+
+    async with httpx.AsyncClient() as client:
+        views = [
+            (await client.get(f"{stack.url}/api/v1/approvals/{i['approval_id']}", headers={"Authorization": f"Bearer {bob}"})).json()
+            for i in (lost, dropped, linked)
+        ]
+    assert [v["status"] for v in views] == ["granted", "pending", "rejected"]
