@@ -670,3 +670,40 @@ async def test_a_decision_whose_answer_is_lost_is_never_said_not_recorded(stack:
             for i in (lost, dropped, linked)
         ]
     assert [v["status"] for v in views] == ["granted", "pending", "rejected"]
+
+
+@pytest.mark.timeout(300)
+async def test_an_approver_decides_with_the_keyboard_alone_and_hears_the_outcome(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F3: Tab went filters → ↻ → load → Sign out and round again: the queue's requests took a mouse
+    click only, so an approver on a keyboard (or a switch, or a screen reader) could open none of them; and the banner
+    that says "Decision recorded" was no live region, so a screen reader never said it."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    call = stack.decided(f"t-{uuid.uuid4().hex[:8]}")
+    await stack.escalate(call)
+    item = await stack.pending_for(call.action_id, bob, wait_for)
+
+    async def tab_to(selector: str, most: int = 40) -> None:
+        for _ in range(most):
+            await page.keyboard.press("Tab")
+            if await page.evaluate("(s) => document.activeElement && document.activeElement.matches(s)", selector):
+                return
+        raise AssertionError(f"{selector} is never reached with Tab")
+
+    async with page_in_chromium(executable) as page:
+        await page.goto(stack.url + "/")
+        await page.locator("#token").focus()
+        await page.keyboard.type(bob)
+        await page.keyboard.press("Enter")
+        request = page.get_by_role("button", name=re.compile("900.00 USD · to cus_1 · order_id O-1"))
+        await expect(request).to_have_attribute("data-id", item["approval_id"])
+        await tab_to(f'li[data-id="{item["approval_id"]}"]')
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(page.locator("#d-title")).to_be_focused()  # a screen reader reads on from the request's title
+        await expect(request).to_have_attribute("aria-current", "true")
+        await tab_to("#reject")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("status")).to_have_text("Decision recorded: rejected.")
