@@ -707,3 +707,33 @@ async def test_an_approver_decides_with_the_keyboard_alone_and_hears_the_outcome
         await tab_to("#reject")
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("status")).to_have_text("Decision recorded: rejected.")
+
+
+@pytest.mark.timeout(300)
+async def test_a_page_left_open_keeps_time_and_turns_its_buttons_off_at_expiry(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F4: the page said "(in 60 min)" once, when it was drawn; an hour later it still said so, Approve
+    still live, and only a click found out (409) that the request had expired. The countdown keeps time, and at the
+    expiry the buttons go off and the page says that nothing ran."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob = stack.token("bob@acme.example", "finance")
+    call = stack.decided(f"t-{uuid.uuid4().hex[:8]}")
+    await stack.escalate(call)
+    item = await stack.pending_for(call.action_id, bob, wait_for)
+
+    async with page_in_chromium(executable) as page:
+        await page.clock.install()  # the page's own clock, moved on below as an hour passes on a desk
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-expiry")).to_contain_text(re.compile(r"\(in 5\d min\); undecided by then"))
+        await expect(page.locator("#approve")).to_be_enabled()
+        await page.clock.fast_forward("30:00")
+        await expect(page.locator("#d-expiry")).to_contain_text(re.compile(r"\(in 2\d min\)"))
+        await page.clock.fast_forward("31:00")
+        await expect(page.locator("#d-expiry")).to_contain_text("undecided: nothing ran, and nothing runs now")
+        await expect(page.locator("#d-cannot")).to_contain_text("expired at")
+        await expect(page.locator("#d-cannot")).to_contain_text("before anyone decided it: nothing ran")
+        await expect(page.locator("#approve")).to_be_disabled()
+        await expect(page.locator("#reject")).to_be_disabled()
