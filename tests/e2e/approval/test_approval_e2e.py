@@ -83,6 +83,13 @@ class Stack:
     async def escalate(self, data: ActionDecidedData) -> None:
         await self.bus.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
 
+    async def one_pending_refund(self, wait_for: Any) -> tuple[str, dict[str, Any]]:
+        """A token for bob (finance) and the API's item of one pending 900 USD refund of a new task."""
+        bob = self.token("bob@acme.example", "finance")
+        call = self.decided(f"t-{uuid.uuid4().hex[:8]}")
+        await self.escalate(call)
+        return bob, await self.pending_for(call.action_id, bob, wait_for)
+
     async def pending_for(self, action_id: str, token: str, wait_for: Any) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             async with httpx.AsyncClient() as client:
@@ -680,10 +687,7 @@ async def test_an_approver_decides_with_the_keyboard_alone_and_hears_the_outcome
     executable, how = ensure_chromium()
     if executable is None:
         pytest.skip(how)
-    bob = stack.token("bob@acme.example", "finance")
-    call = stack.decided(f"t-{uuid.uuid4().hex[:8]}")
-    await stack.escalate(call)
-    item = await stack.pending_for(call.action_id, bob, wait_for)
+    bob, item = await stack.one_pending_refund(wait_for)
 
     async def tab_to(selector: str, most: int = 40) -> None:
         for _ in range(most):
@@ -717,10 +721,7 @@ async def test_a_page_left_open_keeps_time_and_turns_its_buttons_off_at_expiry(s
     executable, how = ensure_chromium()
     if executable is None:
         pytest.skip(how)
-    bob = stack.token("bob@acme.example", "finance")
-    call = stack.decided(f"t-{uuid.uuid4().hex[:8]}")
-    await stack.escalate(call)
-    item = await stack.pending_for(call.action_id, bob, wait_for)
+    bob, item = await stack.one_pending_refund(wait_for)
 
     async with page_in_chromium(executable) as page:
         await page.clock.install()  # the page's own clock, moved on below as an hour passes on a desk
