@@ -83,10 +83,10 @@ class Stack:
     async def escalate(self, data: ActionDecidedData) -> None:
         await self.bus.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
 
-    async def one_pending_refund(self, wait_for: Any) -> tuple[str, dict[str, Any]]:
-        """A token for bob (finance) and the API's item of one pending 900 USD refund of a new task."""
+    async def one_pending_refund(self, wait_for: Any, **over: Any) -> tuple[str, dict[str, Any]]:
+        """A token for bob (finance) and the API's item of one pending 900 USD refund of a new task (`over`: its decision's fields)."""
         bob = self.token("bob@acme.example", "finance")
-        call = self.decided(f"t-{uuid.uuid4().hex[:8]}")
+        call = self.decided(f"t-{uuid.uuid4().hex[:8]}", **over)
         await self.escalate(call)
         return bob, await self.pending_for(call.action_id, bob, wait_for)
 
@@ -738,3 +738,46 @@ async def test_a_page_left_open_keeps_time_and_turns_its_buttons_off_at_expiry(s
         await expect(page.locator("#d-cannot")).to_contain_text("before anyone decided it: nothing ran")
         await expect(page.locator("#approve")).to_be_disabled()
         await expect(page.locator("#reject")).to_be_disabled()
+
+
+@pytest.mark.timeout(300)
+async def test_one_tap_never_approves_a_call_that_cannot_be_undone(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F5: Approve and Reject sat side by side and one tap on Approve granted a 900 USD refund the page
+    itself said "cannot be undone"; the CLI asks to confirm, the page did not. A call that cannot be undone asks once,
+    naming it; a double click, or Enter pressed twice, does not confirm it."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob, item = await stack.one_pending_refund(wait_for, facts={"payee_is_new": False, "amount_usd": 900.0, "irreversible": True})
+
+    async def status() -> str:
+        async with httpx.AsyncClient() as client:
+            view = await client.get(f"{stack.url}/api/v1/approvals/{item['approval_id']}", headers={"Authorization": f"Bearer {bob}"})
+        return str(view.json()["status"])
+
+    async with page_in_chromium(executable, width=390, height=844) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-on-approve")).to_contain_text("it cannot be undone")
+        await page.dblclick("#approve")
+        question = page.get_by_role("alertdialog")
+        await expect(question).to_contain_text("Approve 900.00 USD · to cus_1 · order_id O-1? Once it runs it cannot be undone.")
+        assert await status() == "pending"
+        await page.click("#confirm-no")
+        await expect(question).to_be_hidden()
+        await expect(page.locator("#approve")).to_be_enabled()
+
+        await page.locator("#approve").focus()
+        await page.keyboard.press("Enter")
+        await expect(question).to_be_visible()
+        await expect(page.locator("#confirm-no")).to_be_focused()
+        await page.keyboard.press("Enter")  # the second Enter of a sleepy approver lands on Cancel
+        await expect(question).to_be_hidden()
+        await expect(page.locator("#approve")).to_be_focused()
+        assert await status() == "pending"
+
+        await page.click("#approve")
+        await page.click("#confirm-yes")
+        await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
+        assert await status() == "granted"
