@@ -781,3 +781,25 @@ async def test_one_tap_never_approves_a_call_that_cannot_be_undone(stack: Stack,
         await page.click("#confirm-yes")
         await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
         assert await status() == "granted"
+
+
+@pytest.mark.timeout(300)
+async def test_a_reason_quoting_what_the_agent_wrote_is_shown_revealed(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F8: every text on the page showed a bidi control as `\\u202e`, except the reasons' messages, and
+    record_read_failed's message quotes the record id the agent wrote (`the task's read of {facts.record_id} failed`):
+    an order id `O-1\\u202e9999-O` read `O-1O-9999` there, reversed after the control."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    message = "the task's read of O-1\u202e9999-O failed (timeout), so the figures are the agent's alone: a human checks them"
+    reasons = [Reason(code="record_read_failed", policy_id="record-read-failed", message=message)]
+    bob, item = await stack.one_pending_refund(wait_for, reasons=reasons)
+
+    async with page_in_chromium(executable) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        shown = page.locator("#d-reasons li")
+        await expect(shown).to_contain_text("the task's read of O-1\\u202e9999-O failed")
+        await expect(shown.locator("mark.esc")).to_have_text("\\u202e")
+        assert "\u202e" not in await shown.inner_text()
