@@ -803,3 +803,31 @@ async def test_a_reason_quoting_what_the_agent_wrote_is_shown_revealed(stack: St
         await expect(shown).to_contain_text("the task's read of O-1\\u202e9999-O failed")
         await expect(shown.locator("mark.esc")).to_have_text("\\u202e")
         assert "\u202e" not in await shown.inner_text()
+
+
+@pytest.mark.timeout(300)
+async def test_on_a_phone_the_buttons_come_before_the_policy_facts(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F6: the page listed forty policy facts (`taint []`, `record_id null`, `reversible false`, …) and
+    the task's history before Approve and Reject: on a phone, screens of inputs to scroll past. The decision now comes
+    after the summary, the call and the reasons; the facts are folded under it, a tap away."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    facts = {"payee_is_new": False, "amount_usd": 900.0} | {f"input_{n}": None for n in range(40)}
+    bob, item = await stack.one_pending_refund(wait_for, facts=facts)
+
+    async with page_in_chromium(executable, width=390, height=844) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(page.locator("#d-facts")).to_be_hidden()
+        await expect(page.locator("#d-facts-box summary")).to_contain_text("Facts (42 policy inputs)")
+        approve, facts_box, task = [await page.locator(s).bounding_box() for s in ("#approve", "#d-facts-box", "#d-context")]
+        assert approve is not None
+        assert facts_box is not None
+        assert task is not None
+        assert approve["y"] < facts_box["y"] < task["y"]
+        await page.click("#d-facts-box summary")
+        await expect(page.locator("#d-facts")).to_be_visible()
+        await expect(page.locator("#d-facts")).to_contain_text("payee_is_new")
