@@ -31,6 +31,21 @@ def minute(iso: str) -> str:
         return iso
 
 
+def until(iso: str, now: datetime | None = None) -> str:
+    """A pending request's expiry as the page says it: `2026-12-05 05:40 UTC (in 12 min; … nothing runs)`.
+
+    Counted from now in whole minutes rounded down: a deadline is never said later than it is.
+    """
+    try:
+        left = datetime.fromisoformat(iso).astimezone(UTC) - (now or datetime.now(UTC))
+    except ValueError:
+        return iso
+    whole = int(abs(left.total_seconds()) // 60)
+    if left.total_seconds() >= 0:
+        return f"{minute(iso)} (in {f'{whole} min' if whole else 'under a minute'}; undecided by then, it expires and nothing runs)"
+    return f"{minute(iso)} ({f'{whole} min' if whole else 'under a minute'} ago, undecided: nothing ran)"
+
+
 def deciders(item: dict[str, Any]) -> list[str]:
     """Who decided a settled request: every approver of a grant (a quorum of two names both), else whoever decided it."""
     if item["status"] == "pending":
@@ -124,7 +139,8 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     lines.append("[bold]{}[/]  {}  [bold]{}[/]  {}".format(*map(shown, what)) + f"  task {shown(item['task_id'])}")
     lines.append(
         f"tool {shown(item['tool'])} (risk {shown(item['risk'])}, costs ~${item.get('estimated_cost_usd') or 0:.4f}), "
-        f"requested by {shown(item.get('requested_by') or '?')}, expires {shown(item['expires_at'])}"
+        f"requested by {shown(item.get('requested_by') or '?')}, "
+        + (f"expires {shown(until(item['expires_at']))}" if item["status"] == "pending" else f"expiry {shown(minute(item['expires_at']))}")
     )
     summary = item.get("summary") or {}
     if summary.get("subject"):

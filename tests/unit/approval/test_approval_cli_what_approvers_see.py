@@ -4,7 +4,7 @@ the task read it, another approver's edit, what became of a grant, every approve
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from services.approval._token_store import TokenInfo
 from tests.unit.approval.test_approval_cli import ITEM, FakeApi
 from tidegate.commands import _approvals_queue, _approvals_tokens, _whole_ids, approvals
+from tidegate.commands._approvals_shown import minute
 
 SUMMARY = {
     "subject": "620.00 USD · to cus_1005 · order_id O-5003777",
@@ -138,3 +139,17 @@ def test_tasks_keeps_the_task_id_whole_in_a_pipe(pipe: None, capsys: pytest.Capt
     lines = capsys.readouterr().out.splitlines()
     assert "p6-T-1002-964704082-long-task-id" in lines
     assert any("waits on: approval ap-2a6bf82abe5647a7" in line for line in lines)
+
+
+def test_show_says_how_long_a_pending_request_has_left_and_that_a_past_one_ran_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe approver F9: `show` printed `expires 2026-12-06T11:02:26.536077Z`, a raw timestamp to the microsecond in UTC, where
+    `list` and the page say the minute and how long is left; at 2 a.m. an approver converts no time zones."""
+    now = datetime.now(UTC)
+    soon = (now + timedelta(minutes=12, seconds=30)).isoformat()
+    (head,) = [line for line in show(monkeypatch, {"status": "pending", "expires_at": soon}) if line.startswith("tool issue_refund")]
+    assert head.endswith(f"expires {minute(soon)} (in 12 min; undecided by then, it expires and nothing runs)")
+    past = (now - timedelta(minutes=3, seconds=30)).isoformat()
+    (head,) = [line for line in show(monkeypatch, {"status": "pending", "expires_at": past}) if line.startswith("tool issue_refund")]
+    assert head.endswith(f"expires {minute(past)} (3 min ago, undecided: nothing ran)")
+    (head,) = [line for line in show(monkeypatch, {"status": "granted", "expires_at": past}) if line.startswith("tool issue_refund")]
+    assert head.endswith(f"expiry {minute(past)}")
