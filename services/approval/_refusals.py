@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.approval._approval_record import ApprovalRecord, Frozen
 
-__all__ = ["Refusal", "already_settled", "not_found", "refuse"]
+__all__ = ["Refusal", "already_settled", "digest_changed", "expired_undecided", "not_found", "refuse"]
 
 
 class Refusal(Frozen):
@@ -33,3 +33,37 @@ def already_settled(record: ApprovalRecord) -> str:
     if record.decided_at is not None:
         message += f" at {record.decided_at.isoformat(timespec='seconds')}"
     return message
+
+
+def _head(digest: str) -> str:
+    return digest if len(digest) <= 12 else digest[:12] + "…"
+
+
+def _length(seen: str, digest: str) -> str:
+    return "" if len(seen) == len(digest) else f", {len(seen)} characters where a digest has {len(digest)}"
+
+
+def digest_changed(record: ApprovalRecord, seen: str) -> Refusal:
+    """A vote for another call than the request's now: it changed since it was read, or the digest sent is not whole.
+
+    Both are said, with the two digests' heads: the message said only "the call changed", and a digest cut where a narrow
+    terminal wrapped the ready-to-paste line read as an agent that had changed the call.
+    """
+    return refuse(
+        "digest_mismatch",
+        409,
+        f"the digest you sent ({_head(seen)}{_length(seen, record.action_digest)}) is not the call's ({_head(record.action_digest)}): "
+        "the call changed since you read it, "
+        f"or the digest was cut or mistyped; read the call again (reload the page, or `tidegate approvals show {record.approval_id}`) "
+        "and decide on the call it shows",
+    )
+
+
+def expired_undecided(record: ApprovalRecord) -> Refusal:
+    """A vote after the request's expiry: nothing ran, and nothing can be decided; the agent asks again if it still wants it."""
+    return refuse(
+        "expired",
+        409,
+        f"approval {record.approval_id} expired at {record.expires_at.isoformat(timespec='seconds')} before anyone decided it: "
+        "nothing ran, and it can no longer be decided (if the call is still wanted, the agent asks again, as a new request)",
+    )

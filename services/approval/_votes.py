@@ -13,7 +13,7 @@ from servicekit.people import same_person
 from services.approval._access import Approver, check_access
 from services.approval._approval_record import EDITED, GRANTED, REJECTED, RESOLVED, ApprovalRecord, Frozen, Resolution, Status, Transition
 from services.approval._groups import GroupsConfig
-from services.approval._refusals import Refusal, already_settled, refuse
+from services.approval._refusals import Refusal, already_settled, digest_changed, expired_undecided, refuse
 
 __all__ = ["Vote", "approvals_of", "decide", "edit_pending", "has_approved", "pending_editor", "second_vote_without_token"]
 
@@ -141,9 +141,9 @@ def decide(
     if not record.is_pending:
         return refuse("not_pending", 409, already_settled(record))
     if now >= record.expires_at:
-        return refuse("expired", 409, f"approval {record.approval_id} expired at {record.expires_at.isoformat()}")
+        return expired_undecided(record)
     if vote.seen_digest is not None and vote.seen_digest != record.action_digest:
-        return refuse("digest_mismatch", 409, "the call changed since you saw it; reload and decide on the current call")
+        return digest_changed(record, vote.seen_digest)
     if action_digest(record.tenant_id, record.tool, record.args) != record.action_digest:
         return refuse("digest_mismatch", 409, "the stored call no longer matches its digest; refusing to grant it")
     if record.kind == "follow_up":

@@ -17,16 +17,16 @@ from services.approval._announcing import Announcing
 from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._people import People, Session
 from services.approval._reads import Reads
+from services.approval._refusals import digest_changed
 from services.approval._service_base import log
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 
-__all__ = ["DIGEST_CHANGED", "LINK_USED", "Voting"]
+__all__ = ["LINK_USED", "Voting"]
 
 LINK_USED = (
     "this one-time link was already used; to see or decide this request again, open the approval page with your API token "
     "(tidegate approvals token create), or ask for a new link"
 )
-DIGEST_CHANGED = "the call changed since you saw it; reload and decide on the current call"
 
 
 class Voting(People, Reads, Announcing):
@@ -113,7 +113,7 @@ class Voting(People, Reads, Announcing):
                 return Refusal(code="invalid_args", status=422, message="edited args break the tool's schema: " + "; ".join(errors))
         live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
         if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
-            return Refusal(code="digest_mismatch", status=409, message=DIGEST_CHANGED)
+            return digest_changed(record, vote.seen_digest)
         if not live or vote.decision != "approve":
             return None
         return (  # refused before a link is spent, as the domain would refuse it

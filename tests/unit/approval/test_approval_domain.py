@@ -319,3 +319,27 @@ def test_cost_so_far_counts_one_result_per_action_whatever_its_event_ids() -> No
     assert cost["spent_usd"] == pytest.approx(0.5)
     assert cost["reserved_usd"] == 0
     assert cost["events"]["tidegate.action.succeeded"] == 1
+
+
+def test_a_refused_digest_or_a_late_vote_says_what_happened_and_what_to_do() -> None:
+    """Probe approver F10: a digest cut where a narrow terminal wrapped `approve … --digest d4a4…` was refused "the call
+    changed since you saw it": an approver at 2 a.m. read that the agent had changed the call. A vote after the expiry
+    said "expired at 2026-…T11:00:00+00:00", not that nothing ran nor what happens next."""
+    record = request()
+    cut = domain.decide(record, BOB, Vote(decision="approve", seen_digest=record.action_digest[:40]), now=NOW, groups=GROUPS)
+    assert isinstance(cut, Refusal)
+    assert cut.code == "digest_mismatch"
+    head = record.action_digest[:12]
+    assert cut.message.startswith(f"the digest you sent ({head}…, 40 characters where a digest has 64) is not the call's ({head}…)")
+    other = domain.decide(record, BOB, Vote(decision="approve", seen_digest="0" * 64), now=NOW, groups=GROUPS)
+    assert isinstance(other, Refusal)
+    assert other.message.startswith(f"the digest you sent (000000000000…) is not the call's ({head}…): the call changed since you read it")
+    assert "or the digest was cut or mistyped" in cut.message
+    assert "`tidegate approvals show ap-1`" in cut.message
+    late = domain.decide(record, BOB, Vote(decision="reject"), now=NOW + timedelta(hours=2), groups=GROUPS)
+    assert isinstance(late, Refusal)
+    assert late.code == "expired"
+    assert late.message == (
+        "approval ap-1 expired at 2026-11-24T11:00:00+00:00 before anyone decided it: nothing ran, and it can no longer be decided "
+        "(if the call is still wanted, the agent asks again, as a new request)"
+    )
