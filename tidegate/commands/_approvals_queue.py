@@ -83,7 +83,9 @@ def show(approval_id: str, url: Url = None, token: Token = None, as_json: AsJson
         console.print(line)
     if item["can_decide"]:
         command = f"tidegate approvals approve {item['approval_id']} --digest {item['action_digest']}"
-        console.print(shown(f"to approve this exact call: {command}", None))
+        # One line whatever the terminal's width (the terminal wraps it, Rich does not break it): copied from a narrow
+        # terminal, a line Rich broke pasted as two commands, the digest cut off (`--digest` without a value, or half of one).
+        console.print(shown(f"to approve this exact call: {command}", None), soft_wrap=True)
 
 
 def approve(

@@ -153,3 +153,14 @@ def test_show_says_how_long_a_pending_request_has_left_and_that_a_past_one_ran_n
     assert head.endswith(f"expires {minute(past)} (3 min ago, undecided: nothing ran)")
     (head,) = [line for line in show(monkeypatch, {"status": "granted", "expires_at": past}) if line.startswith("tool issue_refund")]
     assert head.endswith(f"expiry {minute(past)}")
+
+
+def test_show_prints_the_ready_to_paste_approve_line_whole_on_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe approver F11: at 100 columns (a phone's SSH, half a laptop) `show` broke `tidegate approvals approve ap-…
+    --digest d4a4…` into two lines; pasted, the shell ran `… --digest` alone and then the digest as a command."""
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=60, emoji=False))
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, ITEM | {"context": [], "cost": {"spent_usd": 0, "reserved_usd": 0}})]))
+    result = CliRunner().invoke(approvals.app, ["show", "ap-1", "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    command = f"tidegate approvals approve ap-1 --digest {ITEM['action_digest']}"
+    assert f"to approve this exact call: {command}" in result.output.splitlines()
