@@ -831,3 +831,29 @@ async def test_on_a_phone_the_buttons_come_before_the_policy_facts(stack: Stack,
         await page.click("#d-facts-box summary")
         await expect(page.locator("#d-facts")).to_be_visible()
         await expect(page.locator("#d-facts")).to_contain_text("payee_is_new")
+
+
+@pytest.mark.timeout(300)
+async def test_a_forwarded_link_says_whose_it_is_before_anyone_decides_with_it(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F7: a one-time link forwarded to a colleague decides as the person it was minted for, and the page
+    said only `bob@acme.example · … · one-time link` in its header: the colleague had no cue that a click is Bob's."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob, item = await stack.one_pending_refund(wait_for)
+    key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+    soon = utcnow() + timedelta(minutes=5)
+    link = auth.issue_link(key, approval_id=item["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=soon)
+
+    async with page_in_chromium(executable) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}#link={link}")
+        said = page.locator("#link-for")
+        await expect(said).to_contain_text("This one-time link is bob@acme.example's: a decision here is recorded as theirs.")
+        await expect(said).to_contain_text("Not bob@acme.example? Do not decide")
+        await page.evaluate("sessionStorage.clear()")  # signing in with a token of one's own: no such line
+        await page.goto("about:blank")
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(said).to_be_hidden()
