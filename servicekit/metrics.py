@@ -6,7 +6,10 @@ event is *published* (a decision by the policy service, a result by the executor
 planner), so summing a metric over every service's endpoint counts each fact once.
 
 Names live in `METRICS` (name → help), the registry that `deploy/prometheus/alerts.yml` is checked
-against; labels stay low in cardinality (tenant, tool, outcome, reason code, service, event type).
+against; labels stay low in cardinality (tenant, tool, outcome, reason code, service, event type). Two labels carry a value an
+agent chooses, a proposal's `tool` and a task's `workflow`: an unknown tool is counted `uncatalogued`, a task failed for
+an unknown workflow `unknown`, and each label keeps at most `LABEL_VALUES_KEPT` distinct values (of at most
+`LABEL_VALUE_MAX` printable characters), any other counted `other`, so made-up names cannot grow a service's memory.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from schemas import (
 from servicekit.task_outcomes import outcome_of
 
 __all__ = [
+    "LABEL_VALUES_KEPT",
+    "LABEL_VALUE_MAX",
     "METRICS",
     "observe_audit_checkpoint_refused",
     "observe_audit_checkpoints",
@@ -253,6 +258,40 @@ _APPROVAL_KINDS = {
 }
 
 
+LABEL_VALUES_KEPT = 200  # distinct values one agent-chosen label (`tool`, `workflow`) keeps in a process; later ones are `other`
+LABEL_VALUE_MAX = 100  # characters of such a value; a longer one is `other`
+_UNKNOWN_TOOL_RULE = "builtin:unknown-tool"  # the policy's denial of a tool its catalog does not name
+_kept_values: dict[str, set[str]] = {}
+
+
+def _bounded(label: str, value: str) -> str:
+    """`value` as `label` may carry it: kept while the label has fewer than `LABEL_VALUES_KEPT` values, else `other`.
+
+    A workflow is the name a task's submitter typed, a decision's tool the one a proposal named: one agent making up
+    thousands a second would otherwise add series (each kept for the life of the process, served on every scrape)
+    until the service runs out of memory.
+    """
+    kept = _kept_values.setdefault(label, set())
+    if value in kept:
+        return value
+    if len(kept) >= LABEL_VALUES_KEPT or len(value) > LABEL_VALUE_MAX or not value.isprintable():
+        return "other"
+    kept.add(value)
+    return value
+
+
+def _decided_tool(data: Any) -> str:
+    """A decision's tool label: `uncatalogued` when the policy denied it as a tool no catalog names."""
+    if any(r.policy_id == _UNKNOWN_TOOL_RULE for r in data.reasons):
+        return "uncatalogued"
+    return _bounded("tool", data.tool)
+
+
+def _workflow(data: Any) -> str:
+    """A task outcome's workflow label: `unknown` when the planner failed it for a workflow it has no playbook of."""
+    return "unknown" if data.reason == "unknown_workflow" else _bounded("workflow", data.workflow)
+
+
 def _short(event_type: str) -> str:
     return event_type.removeprefix("tidegate.")
 
@@ -272,12 +311,13 @@ def _observe(service: str, event: Any) -> None:
     data = event.data
     if isinstance(event, ActionDecided):
         reason = data.reasons[0].code if data.reasons else "none"
-        DECISIONS.labels(data.tenant_id, data.tool, data.outcome, str(reason), data.via).inc()
+        tool = _decided_tool(data)
+        DECISIONS.labels(data.tenant_id, tool, data.outcome, str(reason), data.via).inc()
         DECISION_LATENCY.labels(data.outcome).observe(data.latency_ms / 1000.0)
         shadow = data.facts.get("shadow") if isinstance(data.facts, dict) else None
         if isinstance(shadow, dict) and shadow.get("fired"):
             flipped = "true" if shadow.get("flipped") else "false"
-            SHADOW.labels(data.tenant_id, data.tool, data.outcome, str(shadow.get("outcome")), flipped).inc()
+            SHADOW.labels(data.tenant_id, tool, data.outcome, str(shadow.get("outcome")), flipped).inc()
     elif isinstance(event, ActionProposed):
         if data.cost.usd:
             SPEND.labels(data.tenant_id, "model").inc(data.cost.usd)
@@ -295,12 +335,13 @@ def _observe(service: str, event: Any) -> None:
         if data.cost.usd:
             SPEND.labels(data.tenant_id, "tool").inc(data.cost.usd)
     elif isinstance(event, TaskCompleted | TaskFailed):
-        OUTCOMES.labels(data.tenant_id, data.workflow, outcome_of(data.status, data.counts)).inc()  # a hand-off apart
-        TASK_COST.labels(data.tenant_id, data.workflow).observe(data.cost.total)
+        workflow = _workflow(data)
+        OUTCOMES.labels(data.tenant_id, workflow, outcome_of(data.status, data.counts)).inc()  # a hand-off apart
+        TASK_COST.labels(data.tenant_id, workflow).observe(data.cost.total)
         c = data.counts
-        FANOUT.labels(data.tenant_id, data.workflow).observe(c.succeeded + c.failed + c.unknown)
+        FANOUT.labels(data.tenant_id, workflow).observe(c.succeeded + c.failed + c.unknown)
         if data.human_touches:
-            HUMAN_TOUCHES.labels(data.tenant_id, data.workflow).inc(data.human_touches)
+            HUMAN_TOUCHES.labels(data.tenant_id, workflow).inc(data.human_touches)
     elif isinstance(event, EventRejected):
         DEAD_LETTERS.labels(data.service, data.code).inc()
     elif type(event) in _APPROVAL_KINDS:
