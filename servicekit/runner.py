@@ -42,6 +42,7 @@ from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
 from servicekit.metrics import observe_broker_silence
+from servicekit.printable import OneLineFormatter
 from servicekit.settings import EX_CONFIG, KitSettings, SettingNotUsable, settings_problems
 from servicekit.tracing import install_tracing
 
@@ -71,8 +72,11 @@ async def every(interval_s: float, what: str, step: Callable[[], Awaitable[objec
         await asyncio.sleep(interval_s)
 
 
-class _UtcFormatter(logging.Formatter):
-    """`2026-12-04T02:43:50.714Z INFO name: message`: ISO 8601 in UTC whatever the host's TZ, as `tidegate up` stamps its own lines."""
+class _UtcFormatter(OneLineFormatter):
+    """`2026-12-04T02:43:50.714Z INFO name: message`: ISO 8601 in UTC whatever the host's TZ, as `tidegate up` stamps its own lines.
+
+    A record is one line: what its message quotes of an event is escaped (`OneLineFormatter`).
+    """
 
     converter = time.gmtime  # type: ignore[assignment]  # typeshed matches gmtime's no-argument overload
     default_time_format = "%Y-%m-%dT%H:%M:%S"

@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from schemas import Envelope, encode
 from servicekit import OPS, Bus, KitSettings, Producer, deployment_authority, kafka_options, settings_problems, sign_as_operator
-from servicekit.printable import printable
+from servicekit.printable import OneLineFormatter, printable
 from tidegate.ops.recorded import BadTime, parse_time
 
 __all__ = [
@@ -204,7 +204,7 @@ def logs_aside(name: str, *, verbose: bool = False) -> Iterator[Path | None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    handler.setFormatter(OneLineFormatter(_LOG_FORMAT))  # replayed events name what agents chose: one line a record
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     root.handlers = [handler]
