@@ -25,7 +25,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
 from servicekit.settings import KitSettings
-from servicekit.signing import SigningKey, key_id_of, load_public, retired_at, retired_without_grace, unb64url, verifies
+from servicekit.signing import (
+    SigningKey,
+    checked_key_name,
+    key_id_of,
+    load_public,
+    retired_at,
+    retired_without_grace,
+    unb64url,
+    verifies,
+)
 
 __all__ = [
     "AUTHORITY",
@@ -37,6 +46,7 @@ __all__ = [
     "appended_ms",
     "authority_for",
     "broker_time_ms",
+    "client_folder",
     "client_key",
     "client_private_key",
     "deployment_authority",
@@ -521,7 +531,7 @@ def client_key(kit: KitSettings, tenant: str, principal: str, *, registering: bo
     `tidegate clients add` does) makes it a new one then. The revoked keys stay where they are: what they signed before
     their revocation still verifies in the audit log (the history reader reads `revoked/`).
     """
-    folder = kit.client_keys_dir / tenant
+    folder = client_folder(kit, tenant, principal)
     if not registering and not (folder / f"{principal}.pub").exists() and revoked_client_keys(folder, principal):
         raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
     return SigningKey.load_or_create(folder, principal, client_private_key(kit, tenant, principal).parent)
@@ -547,9 +557,15 @@ def retired_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
     return sorted(path for path in found if _holder(path) == principal and retired_at(path) is not None)
 
 
+def client_folder(kit: KitSettings, tenant: str, principal: str) -> Path:
+    """The folder of `tenant`'s client public keys, once both names are known to be one file name each (else BadKeyName)."""
+    checked_key_name("client principal", principal)
+    return kit.client_keys_dir / checked_key_name("tenant", tenant)
+
+
 def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:
     """Where this machine keeps the private key of `tenant`'s client `principal`: outside the public-key tree."""
-    return kit.client_private_keys_dir / tenant / f"{principal}.key"
+    return kit.client_private_keys_dir / checked_key_name("tenant", tenant) / f"{checked_key_name('client principal', principal)}.key"
 
 
 def sign_as_operator(kit: KitSettings, event: E) -> E:

@@ -33,9 +33,11 @@ from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
 __all__ = [
+    "BadKeyName",
     "Keyring",
     "SigningKey",
     "b64url",
+    "checked_key_name",
     "key_id_of",
     "load_public",
     "retire",
@@ -50,6 +52,23 @@ NO_GRACE = "no grace"
 RECHECK_S = 1.0  # how long a running signer may go on with a key `rotate` replaced: its key file is read at most this often
 
 log = logging.getLogger(__name__)
+
+
+class BadKeyName(ValueError):
+    """A name that cannot name a key's files: a key is `<folder>/<name>.pub`, one file name in its folder."""
+
+
+def checked_key_name(what: str, name: str) -> str:
+    """`name`, if it can name a key's files (or a tenant's folder of client keys); else BadKeyName saying why.
+
+    One file name: not empty, no slash or backslash, no leading dot (`..`, and files no reader globs), nothing that does not
+    print. Joined into a path as it came, a client principal `../../operators/evil` (or an absolute path) put its
+    public key on the operators' allow-list (the reviewer's F3), and a requester is whatever `tidegate submit` was told.
+    """
+    if not name or name.startswith(".") or "/" in name or "\\" in name or not name.isprintable():
+        shown = name.encode("unicode_escape").decode()
+        raise BadKeyName(f"{what} {shown!r} is not one file name (no /, \\, leading dot or unprintable character): it names key files")
+    return name
 
 
 def b64url(raw: bytes) -> str:
@@ -262,6 +281,7 @@ class SigningKey:
         layout kept it is moved, with a message on stderr. A key whose public key was retired (`rotate`, or an
         operator denied) is not put back on the list: it raises PermissionError. The key follows its file (see the class).
         """
+        checked_key_name("key name", name)
         own_dir = keys_dir / name if private_dir is None else private_dir
         own_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         keys_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from rich.markup import escape
 from schemas import Envelope, encode
 from servicekit import OPS, Bus, KitSettings, Producer, deployment_authority, kafka_options, settings_problems, sign_as_operator
 from servicekit.printable import OneLineFormatter, printable
+from servicekit.signing import BadKeyName
 from tidegate.ops.recorded import BadTime, parse_time
 
 __all__ = [
@@ -128,6 +129,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (ConnectionError, PermissionError, BadTime) as exc:  # PermissionError: a key that may not sign (revoked client, denied operator)
         fail(str(exc))
+    except BadKeyName as exc:  # a requester or tenant that is no file name (`../operators/x`) signs nothing
+        fail(str(exc), code=2)
     except FileNotFoundError as exc:
         fail(f"{exc.strerror}: {exc.filename}")
     except OSError as exc:

@@ -13,11 +13,20 @@ from pathlib import Path
 import typer
 
 from servicekit import client_key, client_private_key, key_id_of, load_public
-from servicekit.authority import retired_client_keys
-from servicekit.signing import retire, retired_at
+from servicekit.authority import client_folder, retired_client_keys
+from servicekit.settings import KitSettings
+from servicekit.signing import BadKeyName, retire, retired_at
 from tidegate.commands._common import console, fail, settings
 
 app = typer.Typer(help="Security: client keys per tenant (who may submit tasks and proposals, as whom).")
+
+
+def _folder(kit: KitSettings, tenant: str, principal: str) -> Path:
+    """The tenant's folder of client keys; exit 2 in one line when either name is not one file name (`../operators`)."""
+    try:
+        return client_folder(kit, tenant, principal)
+    except BadKeyName as exc:
+        fail(str(exc), code=2)
 
 
 @app.command("add")
@@ -33,7 +42,7 @@ def add(
     A PRINCIPAL already registered keeps its key: to rotate it, `revoke` then `add` (docs/security/signatures.md).
     """
     kit = settings()
-    folder = kit.client_keys_dir / tenant
+    folder = _folder(kit, tenant, principal)
     if public_key is not None:
         public = load_public(public_key)
         if public is None:
@@ -80,7 +89,7 @@ def rotate_client(
     refused. A key that may have leaked is revoked instead (`tidegate clients revoke`: refused at once).
     """
     kit = settings()
-    folder = kit.client_keys_dir / tenant
+    folder = _folder(kit, tenant, principal)
     pub = folder / f"{principal}.pub"
     old = load_public(pub)
     if old is None:
@@ -116,7 +125,7 @@ def rotate_client(
 def revoke(tenant: str = typer.Argument(..., metavar="TENANT"), principal: str = typer.Argument(..., metavar="PRINCIPAL")) -> None:
     """Revoke a client key: its tasks and proposals are refused from now on (the public key moves to `revoked/`)."""
     kit = settings()
-    folder = kit.client_keys_dir / tenant
+    folder = _folder(kit, tenant, principal)
     pub = folder / f"{principal}.pub"
     if not pub.exists():
         fail(f"no client {principal} registered for {tenant}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from servicekit import SERVICES, KitSettings, SigningKey, ToolCatalog, key_id_of, load_public, rotate
-from servicekit.signing import NO_GRACE, RECHECK_S, retire, retired_at, retired_without_grace
+from servicekit.signing import NO_GRACE, RECHECK_S, BadKeyName, checked_key_name, retire, retired_at, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
@@ -176,6 +176,10 @@ def allow_operator(
 ) -> None:
     """Put an operator's public key on the allow-list: their signed `control` records are obeyed."""
     kit: KitSettings = settings()
+    try:
+        checked_key_name("operator", name)
+    except BadKeyName as exc:
+        fail(str(exc), code=2)
     public = load_public(public_key)
     if public is None:
         fail(f"{public_key} is not an Ed25519 public key (PEM)")
