@@ -32,7 +32,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from servicekit.bus import Bus, Handler, OutputRefused
+from servicekit.bus import Bus, Handler, OutputRefused, Reject
 from servicekit.metrics import observe_handled
 from servicekit.received import receiving
 from servicekit.tracing import Attr, batch_span
@@ -121,6 +121,10 @@ async def _handle_batch(
         # `receiving`: a handler that keeps a signed event as it came finds its bytes (`servicekit.received`)
         with batch_span(f"{bus.service} handle batch {topic}", attributes=attributes, links=links), receiving(events, kept):
             await bus.retrying(f"a batch of {len(events)} from {topic}", lambda: handle_batch(events))
+    except Reject as refused:  # a handler's refusal of one event (an agent's reused action id): expected input, not a fault
+        what = f"{refused.code}: {refused.message}"[:300]
+        log.info("%s: batch of %d from %s refused one event (%s); handling it one event at a time", bus.service, len(events), topic, what)
+        alone = True
     except Exception:  # one bad event must not hold the others: fall back to one at a time
         log.exception("%s: batch of %d from %s failed; handling it one event at a time", bus.service, len(events), topic)
         alone = True
