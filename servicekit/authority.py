@@ -423,10 +423,18 @@ def _holder(path: Path) -> str:
     return re.sub(r"\.[0-9a-f]{12}$", "", path.name.removesuffix(".pub"))
 
 
+def _rejected_by(service: str) -> Callable[[Envelope], bool]:
+    """Whether a dead letter names `service` as the one that refused its record."""
+    return lambda event: getattr(event.data, "service", None) == service
+
+
 # (service, event type) → what an event of that type signed by that service must be: the approval service
 # proposes only undos an approver asked for (docs/autonomy.md), never a call of its own.
 _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
     ("approval", "tidegate.action.proposed"): lambda event: bool(getattr(event.data, "undoes", None)),
+    # A dead letter names the service that refused the record (`audit search --dead-letters` shows it): a service's key
+    # says so of itself only, not that the policy refused what it allowed, or the executor what it ran.
+    **{(service, "tidegate.event.rejected"): _rejected_by(service) for service in SERVICES},
 }
 
 
@@ -603,5 +611,6 @@ def sign_as_producer(kit: KitSettings, event: E) -> E:
         return sign_as_client(kit, event)
     if TOOL in allowed:
         return sign_event(event, SigningKey.load_or_create(kit.keys_dir / "tools", event.data.tool))
-    service = next((name for name in SERVICES if name in allowed), "executor")  # `event.rejected`: any service
+    named = getattr(event.data, "service", None) if ANY_SERVICE in allowed else None  # `event.rejected`: the service it names
+    service = named if named in SERVICES else next((name for name in SERVICES if name in allowed), "executor")
     return sign_event(event, SigningKey.load_or_create(kit.keys_dir, service))
