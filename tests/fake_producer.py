@@ -1,16 +1,30 @@
 """Producers that connect nowhere, behind a `Bus`: one acknowledges only when the test says so, one at once.
 
-Shared by the unit tests of the publish path and of handlers that publish inside a polled batch.
+Shared by the unit tests of the publish path and of handlers that publish inside a polled batch, with the consumer
+record such a handler is given (`FakeRecord`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from servicekit import Bus, Producer
 
-__all__ = ["FakeProducer", "KeepingProducer", "make_bus"]
+__all__ = ["FakeProducer", "FakeRecord", "KeepingProducer", "make_bus"]
+
+
+@dataclass
+class FakeRecord:
+    """A consumer record as aiokafka hands it to a bus: what a batch of a topic is made of."""
+
+    topic: str
+    value: bytes
+    offset: int
+    partition: int = 0
+    key: bytes | None = b"t-1"
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class KeepingProducer(Producer):

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fake_producer import FakeRecord
 
 import schemas as s
 from servicekit import Bus, Producer, Reject
 from servicekit.consume import _handle_batch
-
-
-@dataclass
-class FakeRecord:
-    topic: str
-    value: bytes
-    offset: int
-    partition: int = 0
-    key: bytes | None = b"t-1"
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class Broker(Producer):

@@ -7,7 +7,6 @@ producer put them in one batch with the one too large, and each is then sent aga
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from aiokafka.errors import (
     UnknownError,
     for_code,
 )
+from fake_producer import FakeRecord
 
 import schemas as s
 from servicekit import Bus, Producer, Recorded, once_delivered
@@ -61,16 +61,6 @@ def test_invalid_record_is_known_by_its_code_not_taken_for_an_unknown_error() ->
 def test_what_may_pass_when_sent_again_stays_transient(error: Exception) -> None:
     assert classify(error) is ErrorKind.TRANSIENT
     assert refusal_code(error) is None
-
-
-@dataclass
-class FakeRecord:
-    topic: str
-    value: bytes
-    offset: int
-    partition: int = 0
-    key: bytes | None = b"t-1"
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class RefusingBroker(Producer):
