@@ -10,11 +10,23 @@ unknown tool is counted `uncatalogued`, a task that failed for an unknown workfl
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
+import pytest
 from prometheus_client import REGISTRY
 
 import schemas as s
+from servicekit import metrics
 from servicekit.metrics import LABEL_VALUES_KEPT, observe_published
+
+
+@pytest.fixture(autouse=True)
+def labels_kept_before() -> Iterator[None]:
+    """The label values kept as they were: filling a label here must not make another test's workflow `other`."""
+    kept = {label: set(values) for label, values in metrics._kept_values.items()}
+    yield
+    metrics._kept_values.clear()
+    metrics._kept_values.update(kept)
 
 
 def series(label: str, values: set[str]) -> int:
