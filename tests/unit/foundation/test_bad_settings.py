@@ -90,10 +90,11 @@ def test_a_service_whose_database_or_broker_is_not_there_says_so_in_one_line_and
     """Not a setting a person must fix (exit 1, restarted with backoff), and not a traceback of hundreds of lines."""
     for over, says in [
         ({"TIDEGATE_DATABASE_URL": "postgresql://127.0.0.1:9/tidegate"}, ("cannot reach PostgreSQL at 127.0.0.1:9",)),
-        # the database is asked first: with none running (unit tests need none) it is what is said, else the broker
+        # the database is asked first: with none running (unit tests need none) it is what is said, else the broker; a
+        # PostgreSQL of another checkout on the default port (a CI run beside) refuses this checkout's password
         (
             {"TIDEGATE_KAFKA_BOOTSTRAP": "127.0.0.1:9", "TIDEGATE_KAFKA_CREDENTIALS_DIR": "/nonexistent"},
-            ("Unable to bootstrap", "cannot reach PostgreSQL"),
+            ("Unable to bootstrap", "cannot reach PostgreSQL", "password authentication failed"),
         ),
     ]:
         env = os.environ | {"TIDEGATE_POLICY_PROVENANCE_WAIT_S": "1"} | over  # nowhere: port 9 (discard) is closed here
