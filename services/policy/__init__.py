@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from services.policy.cedar_schema import cedar_schema_json
     from services.policy.engine import Controls, decide
     from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
+    from services.policy.handlers import PolicyHandlers
     from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.restored import Restoration
@@ -34,6 +35,7 @@ __all__ = [
     "PackSettings",
     "PackSource",
     "PolicyDeps",
+    "PolicyHandlers",
     "PolicyProcess",
     "PolicyService",
     "PolicySettings",
@@ -63,6 +65,7 @@ _HOME = {
     "History": "facts",
     "Flow": "facts",
     "SystemRecord": "facts",
+    "PolicyHandlers": "handlers",
     "CompiledPack": "pack",
     "PackError": "pack",
     "PackSettings": "pack",
