@@ -539,6 +539,20 @@ CUTS = (
     "rate's record batches are a few KB, far under either size, and Kafka returns a batch larger than a partition's share "
     "whole as the first of a response (KIP-74), so nothing is cut or skipped. At the edge of this VM's noise; a "
     "deployment that sees it can set 1 MiB and bound its memory with fewer partitions instead.",
+    "- **Cedar's context written twice, once by the standard library (2026-12-06).** cedarpy turns a context dict "
+    "into text with `json.dumps` at every call, and the pack had just written the same request with orjson to "
+    "remember Cedar's answer (`CompiledPack.remembered`): each decision wrote its ~1.3 KB context twice, once at a "
+    "tenth of the speed. The context's text is now made once, by orjson, and handed to Cedar as text, which cedarpy "
+    "passes through (the same JSON: the context holds strings, booleans, 64-bit integers, lists and records; whatever"
+    " orjson refuses, a larger integer or a lone surrogate, is written by `json.dumps` as before). In process over "
+    "the policy's handler path (`.venv/bin/python -m bench.policy_cpu`: the kit's batch consume with every signature "
+    "checked, the tasks learned, each round's refunds decided, recorded, signed and queued, the in-memory repository "
+    "in place of PostgreSQL), in instructions under callgrind (`valgrind --tool=callgrind --instr-atstart=no`, "
+    "switched on with `callgrind_control -i on` once a round's proposals are made), since CPU seconds on this shared "
+    "machine (load average 6–9 from other helpers' runs) moved ±15 % between runs of one code: three pairs back to "
+    "back, 6.44 / 6.50 / 6.44 → 6.26 / 6.33 / 6.30 million instructions a decision (−2.5 %); `bench.policy_cpu`'s CPU"
+    " time, three pairs alternated, 1,892 / 1,768 / 1,496 → 1,593 / 1,761 / 1,848 µs a decision (within that noise). "
+    "In process, not `make bench`.",
 )
 
 
