@@ -406,7 +406,8 @@ def decide(
         "resource": {"type": "Tenant", "id": call.tenant_id},
         "context": context,
     }
-    fired = _evaluate(pack, pack.policy_set_for(call.tenant_id), request)
+    policy_set = pack.policy_set_for_call(call.tenant_id, call.tool)
+    fired = _evaluate(pack, policy_set, request)
     guards: list[tuple[str, Reason]] = []
     if controls.killswitch is not None:
         ks = controls.killswitch.data
@@ -423,7 +424,7 @@ def decide(
     guards += [("deny", r) for r in _budget_reasons(facts)]
     if approval_granted and approvers is not None:
         # What the call would ask of humans without the grant: its triggers may need more approvers than its class.
-        asked = _evaluate(pack, pack.policy_set_for(call.tenant_id), request | {"context": context | {"approval": {"granted": False}}})
+        asked = _evaluate(pack, policy_set, request | {"context": context | {"approval": {"granted": False}}})
         triggered = approvers_required(tuple(r for o, r in asked if o == "escalate"), tenant)
         guards += [("deny", r) for r in _quorum_reasons(tenant, spec.risk, approvers, triggered)]
     verdict = _combine(fired + guards, pack.version, **extra)

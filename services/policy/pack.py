@@ -44,6 +44,7 @@ Outcome = Literal["allow", "escalate", "deny"]
 T = TypeVar("T")
 
 REMEMBERED = 4096  # answers a compiled pack keeps (`CompiledPack.remembered`): Cedar's, a few hundred bytes each
+CALL_SLICES = 1024  # policy sets a compiled pack parses for (tenant, tool) pairs (`CompiledPack.policy_set_for_call`)
 
 MAX_PAYEE_DAILY_USD = 1e12  # a daily bound's figure in cents stays a Cedar Long (64 bits); `off` turns the bound off
 _DailyUsd = Annotated[float, Field(ge=0, le=MAX_PAYEE_DAILY_USD, allow_inf_nan=False)]
@@ -362,6 +363,11 @@ class CompiledPack:
     # The whole pack, shadow policies included, when it has any: what it would decide if they were enforced.
     shadow_set: Any = None
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Each tool's action and the action groups it is in (`action_entities`): what an action scope can match for its calls.
+    actions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Not init fields: a copy made with `dataclasses.replace` (other policies) starts with none.
+    _call_slices: dict[tuple[str | None, str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _kept_sets: dict[frozenset[str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
     _tenants: dict[str | None, TenantSettings] = field(default_factory=dict, compare=False, repr=False)
     # Not an init field: a copy made with `dataclasses.replace` (other policies or entities) starts with no answers.
     _answers: dict[Hashable, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -403,9 +409,74 @@ class CompiledPack:
         sliced = self._slices.get(tenant)
         if sliced is None:
             keep = {pid: p for pid, p in self.policies.items() if self.tenant_bound.get(pid, tenant) == tenant}
-            text = cedarpy.policies_from_json_str(json.dumps({"staticPolicies": keep, "templates": {}, "templateLinks": []}))
-            sliced = self._slices[tenant] = cedarpy.PolicySet.from_str(text)
+            sliced = self._slices[tenant] = _policy_set(keep)
         return sliced
+
+    def policy_set_for_call(self, tenant: str, tool: str) -> Any:
+        """`policy_set_for(tenant)` without the policies whose action scope a call of `tool` is outside, parsed once per set.
+
+        Cedar evaluates a policy's scope before its conditions and stops at the first false: a policy scoped to
+        `action in Action::"financial"` is false for a call of `tag_ticket` before any condition (which might raise an
+        error) is reached, so leaving it out changes no decision and no error, as slicing by tenant does; it only saves
+        its evaluation. The action groups are the catalog's (`action_entities`), fixed for the pack's life. Slices with
+        the same policies are one set (so the answers `remembered` per set stay valid); past `CALL_SLICES` sets, a new
+        pair gets its tenant's set, as before, so a pack of many tenants' rules does not grow without bound.
+        """
+        key = (tenant if self.tenant_bound else None, tool)
+        found = self._call_slices.get(key)
+        if found is not None:
+            return found
+        within = self.actions.get(tool, frozenset({tool}))
+        keep = frozenset(
+            pid for pid, p in self.policies.items() if self.tenant_bound.get(pid, tenant) == tenant and _may_match(p.get("action"), within)
+        )
+        found = self._kept_sets.get(keep)
+        if found is None:
+            if len(self._kept_sets) >= CALL_SLICES:
+                return self.policy_set_for(tenant)
+            found = self._kept_sets[keep] = _policy_set({pid: self.policies[pid] for pid in self.policies if pid in keep})
+        self._call_slices[key] = found
+        return found
+
+
+def _policy_set(policies: dict[str, Any]) -> Any:
+    """The policies (Cedar's JSON form, by generated id) parsed as a set that keeps their ids.
+
+    An evaluation error names the policy by that id (`policy_error`'s message): the id the whole pack gave it, whichever
+    slice it was evaluated in (parsed back from text, a slice numbered its policies again from `policy0`).
+    """
+    return cedarpy.PolicySet.from_json_str(json.dumps({"staticPolicies": policies, "templates": {}, "templateLinks": []}))
+
+
+def _may_match(scope: Any, within: frozenset[str]) -> bool:
+    """Whether an action scope (Cedar's JSON form) can hold for an action that is, or is in, exactly the actions `within`.
+
+    False only when the scope names actions and none of them is in `within`; any form not known here is kept.
+    """
+    if not isinstance(scope, dict):
+        return True
+    op = scope.get("op")
+    if op in ("==", "in") and isinstance(scope.get("entity"), dict):  # `==` holds for the tool alone: a superset here
+        entity = scope["entity"]
+        return entity.get("type") != "Action" or entity.get("id") in within
+    if op == "in" and isinstance(scope.get("entities"), list):
+        return any(not isinstance(e, dict) or e.get("type") != "Action" or e.get("id") in within for e in scope["entities"])
+    return True
+
+
+def _actions(catalog: ToolCatalog) -> dict[str, frozenset[str]]:
+    """Each action of `action_entities(catalog)` with every action group it is in, itself included."""
+    parents = {e["uid"]["id"]: [p["id"] for p in e.get("parents", [])] for e in action_entities(catalog)}
+    out: dict[str, frozenset[str]] = {}
+    for action in parents:
+        seen, todo = {action}, [action]
+        while todo:
+            for parent in parents.get(todo.pop(), []):
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        out[action] = frozenset(seen)
+    return out
 
 
 def _tenant_literal(expr: Any) -> str | None:
@@ -543,4 +614,5 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         reads_spend=any(name in text or name.replace("_cents", "_usd") in text for name in SPEND_FACTS),  # a @message's too
         policies=policies,
         tenant_bound=bound,
+        actions=_actions(catalog),
     )
