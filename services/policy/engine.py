@@ -25,7 +25,7 @@ from servicekit.approver_groups import counts, groups_counted
 from servicekit.catalog import ToolCatalog
 from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
 from services.policy.messages import render_message
-from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings
+from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings, read_of
 
 __all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
 
@@ -255,7 +255,16 @@ def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> l
     if not pack.reads_spend:
         read = _context_text(context | {"facts": context["facts"] | dict.fromkeys(SPEND_FACTS, 0)})
     scope = tuple((request[part]["type"], request[part]["id"]) for part in ("principal", "action", "resource"))
-    return list(pack.remembered((id(policy_set), scope, read), lambda: _cedar(pack, policy_set, request, text)))
+    return list(pack.remembered((id(policy_set), scope, read), lambda: _cedar(pack, policy_set, request, _read_text(pack, context, text))))
+
+
+def _read_text(pack: CompiledPack, context: dict[str, Any], text: str) -> str:
+    """The context's text as Cedar is given it: only what the pack's policies read (`context_reads`), else `text` whole.
+
+    A pack is checked against the context's schema, every attribute of which `cedar_context` always sets: no policy can
+    read one that is not there, so what no policy reads changes no answer and no error; Cedar only parses less.
+    """
+    return text if pack.context_read is None else _context_text(read_of(context, pack.context_read))
 
 
 def _cedar(pack: CompiledPack, policy_set: Any, request: dict[str, Any], context_text: str) -> tuple[tuple[str, Reason], ...]:

@@ -365,6 +365,8 @@ class CompiledPack:
     _slices: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # Each tool's action and the action groups it is in (`action_entities`): what an action scope can match for its calls.
     actions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # What of the request context any policy of the pack reads (`context_reads`); None: all of it.
+    context_read: ContextRead | None = None
     # Not init fields: a copy made with `dataclasses.replace` (other policies) starts with none.
     _call_slices: dict[tuple[str | None, str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
     _kept_sets: dict[frozenset[str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -437,6 +439,79 @@ class CompiledPack:
             found = self._kept_sets[keep] = _policy_set({pid: self.policies[pid] for pid in self.policies if pid in keep})
         self._call_slices[key] = found
         return found
+
+
+ContextRead = dict[str, "ContextRead | None"]
+"""The attributes of a record policies read: each with what they read of it, or None when they read it whole."""
+
+
+def context_reads(policies: Any) -> ContextRead | None:
+    """What policies (Cedar's JSON form) read of `context`: None when one uses the context itself as a value.
+
+    Every use of `context` is a chain of attribute reads (`context.facts.amount_cents`, `context.facts has x`) or the
+    context itself; a chain's value counts as read whole, whatever is done with it (compared, a set searched, a record
+    compared as a record). Literals (`Value`) hold no expression and are not walked.
+    """
+    read: ContextRead = {}
+    whole = False
+
+    def chain(node: Any) -> tuple[str, ...] | None:
+        if node == {"Var": "context"}:
+            return ()
+        if isinstance(node, dict) and len(node) == 1 and "." in node and isinstance(node["."], dict):
+            inner = chain(node["."].get("left"))
+            attr = node["."].get("attr")
+            return None if inner is None or not isinstance(attr, str) else (*inner, attr)
+        return None
+
+    def mark(path: tuple[str, ...]) -> None:
+        level: ContextRead = read
+        for i, attr in enumerate(path):
+            if attr in level and level[attr] is None:
+                return  # read whole already
+            if i == len(path) - 1:
+                level[attr] = None
+                return
+            nxt = level.get(attr)
+            if nxt is None:
+                nxt = level[attr] = {}
+            level = nxt
+
+    def walk(node: Any) -> None:
+        nonlocal whole
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        if node == {"Var": "context"}:
+            whole = True
+            return
+        if len(node) == 1:
+            ((op, arg),) = node.items()
+            if op == "Value":
+                return
+            if op in (".", "has") and isinstance(arg, dict) and isinstance(arg.get("attr"), str):
+                path = chain(arg.get("left"))
+                if path is not None:
+                    mark((*path, arg["attr"]))
+                    return
+        for value in node.values():
+            walk(value)
+
+    walk(policies)
+    return None if whole else read
+
+
+def read_of(value: dict[str, Any], read: ContextRead) -> dict[str, Any]:
+    """`value` (a record) with only what `read` says is read of it: Cedar answers the same, and parses less."""
+    out: dict[str, Any] = {}
+    for attr, inner in read.items():
+        if attr in value:
+            item = value[attr]
+            out[attr] = read_of(item, inner) if inner is not None and isinstance(item, dict) else item
+    return out
 
 
 def _policy_set(policies: dict[str, Any]) -> Any:
@@ -615,4 +690,5 @@ def compile_pack(source: PackSource, catalog: ToolCatalog) -> CompiledPack:
         policies=policies,
         tenant_bound=bound,
         actions=_actions(catalog),
+        context_read=context_reads(list(every.values())),  # shadow policies too: the shadow set reads its context
     )

@@ -1,13 +1,15 @@
-"""What a decision asks of Cedar, cut without changing any answer: its context's text made once, its action's policies only.
+"""What a decision asks of Cedar, cut without changing any answer: its context's text once, what the pack reads, its action's policies.
 
 Each decision paid cedarpy's `json.dumps` of a ~1.3 KB context (and orjson's again for the answers the pack remembers),
-and the evaluation of every policy of the tenant's set, among them those scoped to other risk classes, which cannot fire
-for the call (bench.policy_cpu, docs/benchmarks.md). These tests hold the cuts to what a pack author relies on: the same
-outcome, reasons and error messages as Cedar gives over the whole pack with the context as a dict.
+Cedar's parse of attributes no policy of the pack reads, and the evaluation of every policy of the tenant's set, among
+them those scoped to other risk classes, which cannot fire for the call (bench.policy_cpu, docs/benchmarks.md). These
+tests hold the cuts to what a pack author relies on: the same outcome, reasons and error messages as Cedar gives over
+the whole pack with the whole context as a dict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from servicekit import REPO_ROOT, ToolCatalog
 from services.policy import engine
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackSource, TenantSettings, compile_pack
+from services.policy.pack import CompiledPack, PackSource, TenantSettings, compile_pack, context_reads, read_of
 from services.policy.packtest import load_cases, run_case
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
@@ -119,23 +121,31 @@ def test_past_its_bound_a_new_set_is_the_tenants_whole_set(monkeypatch: pytest.M
     assert pack.policy_set_for_call("acme", "issue_refund") is first
 
 
-def test_cedar_is_handed_the_context_as_text_and_answers_as_with_the_dict(monkeypatch: pytest.MonkeyPatch) -> None:
-    pack = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
-    asked: list[dict[str, Any]] = []
-    real = cedarpy.is_authorized
+REAL = cedarpy.is_authorized
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The requests Cedar is asked, in order (it still answers each)."""
+    requests: list[dict[str, Any]] = []
 
     def spy(request: dict[str, Any], policies: Any, entities: Any) -> Any:
-        asked.append(request)
-        return real(request, policies, entities)
+        requests.append(request)
+        return REAL(request, policies, entities)
 
     monkeypatch.setattr(engine.cedarpy, "is_authorized", spy)
+    return requests
+
+
+def test_cedar_is_handed_the_context_as_text_and_answers_as_with_the_dict(asked: list[dict[str, Any]]) -> None:
+    pack = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
     call = Call("acme", "t-1", "issue_refund", {"payee_id": "cus_1001", "amount_usd": 15.0, "order_id": "O-1"}, "a", mode="autonomous")
     verdict = decide(pack, call, History(payee_known=True), ONBOARDED)
     [request] = asked
     assert isinstance(request["context"], str)  # not a dict for cedarpy to `json.dumps` at every call
     as_dict = request | {"context": json.loads(request["context"])}
     policies = pack.policy_set_for_call("acme", "issue_refund")
-    with_dict, with_text = real(as_dict, policies, pack.entities).diagnostics, real(request, policies, pack.entities).diagnostics
+    with_dict, with_text = REAL(as_dict, policies, pack.entities).diagnostics, REAL(request, policies, pack.entities).diagnostics
     assert sorted(with_dict.reasons) == sorted(with_text.reasons)
     assert with_text.reasons
     assert not with_text.errors
@@ -146,3 +156,35 @@ def test_a_context_orjson_cannot_write_is_written_as_cedarpy_would() -> None:
     for context in ({"n": 2**70}, {"s": "half a pair \ud800"}):
         assert engine._context_text(context) == json.dumps(context)
     assert json.loads(engine._context_text({"s": "é", "n": 1, "b": True, "l": ["x"]})) == {"s": "é", "n": 1, "b": True, "l": ["x"]}
+
+
+def test_cedar_is_given_only_what_the_pack_reads_of_the_context_and_answers_as_with_all_of_it(asked: list[dict[str, Any]]) -> None:
+    pack = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
+    cases = load_cases(PACK_DIR)
+    read = [_answer(run_case(pack, case).verdict) for case in cases]
+    given = json.loads(asked[0]["context"])
+    assert "tools_called" not in given["flow"]  # no policy of the default pack reads it
+    assert "record_id" not in given["facts"]
+    assert given["facts"]["amount_cents"] is not None
+    whole = dataclasses.replace(pack, context_read=None)
+    assert read == [_answer(run_case(whole, case).verdict) for case in cases]
+
+
+def test_what_policies_read_of_the_context() -> None:
+    def reads(text: str) -> Any:
+        return context_reads(list(json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"].values()))
+
+    assert reads("permit (principal, action, resource) when { context.facts.amount_cents > 1 && context.settings has x };") == {
+        "facts": {"amount_cents": None},
+        "settings": {"x": None},
+    }
+    assert reads("permit (principal, action, resource) when { context.flow == context.flow && context.flow.calls > 1 };") == {
+        "flow": None  # a record compared as a record is read whole
+    }
+    assert reads("permit (principal, action, resource) when { context.settings.accept_irreversible.contains(context.risk) };") == {
+        "settings": {"accept_irreversible": None},
+        "risk": None,
+    }
+    assert reads('permit (principal, action, resource) when { context == {"a": 1} };') is None  # the context itself: all of it
+    assert reads('permit (principal, action, resource) when { {"context": 1}.context == 1 };') == {}
+    assert read_of({"a": {"b": 1, "c": 2}, "d": 3, "e": [1]}, {"a": {"b": None}, "e": None, "z": None}) == {"a": {"b": 1}, "e": [1]}
