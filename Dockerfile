@@ -42,6 +42,11 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/tidegate --shell /usr/sbin/
  && chown -R tidegate:tidegate /var/lib/tidegate \
  && chmod 0700 /var/lib/tidegate/keys /var/lib/tidegate/db
 
+# The commit the image was built from, for `tidegate --version`, start lines and /health (the image has no .git):
+# docker-compose passes it from the shell (`TIDEGATE_COMMIT=$(git rev-parse --short=12 HEAD) docker compose build`).
+ARG TIDEGATE_COMMIT=
+ENV TIDEGATE_COMMIT=$TIDEGATE_COMMIT
+
 ENV TIDEGATE_KEYS_DIR=/var/lib/tidegate/keys \
     TIDEGATE_TOOLS_DIR=/app/catalog/tools \
     TIDEGATE_POLICY_DIR=/app/policies/default

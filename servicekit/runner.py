@@ -43,6 +43,7 @@ from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
 from servicekit.metrics import observe_broker_silence
 from servicekit.printable import OneLineFormatter
+from servicekit.release import RELEASE, commit, describe
 from servicekit.settings import EX_CONFIG, KitSettings, SettingNotUsable, settings_problems
 from servicekit.tracing import install_tracing
 
@@ -245,7 +246,7 @@ class ServiceProcess:
             self.ready_dir.mkdir(parents=True, exist_ok=True)
             (self.ready_dir / f"{self.name}.ready").write_text(self.http_url if self._http is not None else "ok")
         self.started = True
-        log.info("%s started", self.name)
+        log.info("%s started: %s", self.name, describe())
 
     async def stop(self) -> None:
         """Stop in reverse order; in-flight batches finish before offsets are committed, then the loops are cancelled."""
@@ -312,6 +313,8 @@ class ServiceProcess:
             "service": self.name,
             "reason": reason,
             "retrying": live.last_error or database or live.broker_silence(),
+            "release": RELEASE,  # which copies run which code, in a rolling upgrade (docs/operations.md, Upgrading)
+            "commit": commit(),
         }
 
     async def watch(self) -> str:

@@ -6,6 +6,8 @@ import importlib
 
 import typer
 
+from servicekit.release import RELEASE, describe
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -57,6 +59,26 @@ for module_name, group in _COMMANDS:
         app.registered_groups += sub.registered_groups
     else:
         app.add_typer(sub, name=group, help=sub.info.help)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"Tidegate {describe()}")
+        typer.echo(f'upgrade notes up to step {RELEASE} of docs/operations.md ("Upgrading") are in it; a later step is a later release')
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print which release this is (the upgrade notes it includes) and exit.",
+    ),
+) -> None:
+    """The options every command shares (`--version`); the help is the app's."""
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from servicekit import Bus, ServiceProcess
 from servicekit.liveness import Liveness
+from servicekit.release import RELEASE, commit
 from tidegate.commands.status import health_answer
 
 
@@ -108,7 +109,9 @@ async def test_health_is_503_once_the_broker_has_been_silent_past_stall_after_s_
 
     consumer.answering = True
     await bus.liveness.lag()
-    assert process.health() == {"ok": True, "service": "executor", "reason": None, "retrying": None}
+    assert process.health() == {
+        "ok": True, "service": "executor", "reason": None, "retrying": None, "release": RELEASE, "commit": commit(),
+    }  # fmt: skip
 
 
 async def test_the_watchdog_exports_the_silence_as_a_gauge_per_service_and_does_not_exit_for_it() -> None:
