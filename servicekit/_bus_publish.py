@@ -28,7 +28,8 @@ _CONTENT_TYPE = CONTENT_TYPE.encode()
 
 
 def _headers(traceparent: str | None) -> Headers:
-    return [("content-type", _CONTENT_TYPE)] + ([("traceparent", traceparent.encode())] if traceparent else [])
+    headers: Headers = [("content-type", _CONTENT_TYPE)]
+    return [*headers, ("traceparent", traceparent.encode())] if traceparent else headers
 
 
 class Publishing(BusBase):

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # Below the broker's 1 MiB `message.max.bytes`.
 PRODUCER_BATCH_BYTES = 512 * 1024
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]  # a header may carry no value (Kafka allows it; a redrive sends one as it was)
 
 
 def servers(bootstrap: str) -> list[str]:
@@ -94,8 +94,8 @@ class Producer:
         task = getattr(getattr(self.client, "_sender", None), "sender_task", None)
         return task is not None and task.done()
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
-        """Queue one record: its delivery, which the broker's acknowledgement completes (None: a stand-in that delivered it)."""
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
+        """Queue one record (value None: a tombstone): its delivery, which the broker acknowledges (None: a stand-in delivered it)."""
         delivery: asyncio.Future[Any] = await self._started().send(topic, value, key=key, headers=headers)
         return delivery
 

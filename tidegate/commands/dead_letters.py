@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import typer
-from aiokafka import AIOKafkaProducer
 from rich.table import Table
 
-from schemas import ControlRedrive, ControlRedriveData, encode, headers_for
-from servicekit import OPS, KitSettings, ToolCatalog, deployment_authority, kafka_options
+from schemas import ControlRedrive, ControlRedriveData
+from servicekit import OPS, Bus, KitSettings, Producer, ToolCatalog, deployment_authority, kafka_options
 from servicekit.bus_rights import redrive_principal
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import row_recheck, with_audit_log
@@ -185,19 +184,19 @@ def _record(kit: KitSettings, dl: DeadLetter, reason: str) -> ControlRedrive:
     return signed_control(kit, ControlRedrive.build(data, source="tidegate/cli"), "nothing sent", "the record of a redrive comes first")
 
 
-def _producer(kit: KitSettings, principal: str) -> AIOKafkaProducer:
+def _producer(kit: KitSettings, principal: str) -> Producer:
     options = kafka_options(kit, principal)
     if not options.get("sasl_plain_username") and kafka_options(kit, OPS).get("sasl_plain_username"):
         raise ConnectionError(
             f"no Kafka login of `{principal}`, the principal that writes this topic ({kit.kafka_credentials_dir}/{principal}.properties): "
             "a redrive logs in as it (docs/security/bus.md, 'Redrive')"
         )
-    return AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **options)
+    return Producer(kit.kafka_bootstrap, "cli", **options)
 
 
 async def _send(kit: KitSettings, plan: _Plan, records: list[ControlRedrive], quiet: bool) -> tuple[list[str], str | None]:
     """Send each: its control record first, then the original; the lines of those sent, and the failure that stopped it."""
-    producers: dict[str, AIOKafkaProducer] = {}
+    producers: dict[str, Producer] = {}
     sent: list[str] = []
     try:
         for principal in dict.fromkeys([OPS, *(p for _, _, p in plan.send)]):  # every login first: none missing halfway
@@ -207,18 +206,19 @@ async def _send(kit: KitSettings, plan: _Plan, records: list[ControlRedrive], qu
             except Exception as exc:
                 return sent, f"cannot log in to Kafka as `{principal}` ({type(exc).__name__}: {exc}), so nothing was sent"
             producers[principal] = made
+        control = Bus(producers[OPS], "cli", kit.kafka_bootstrap, kit.topic_prefix)  # as `publish_control` publishes
         with progress_display({"redrive": "redriving"}, quiet=quiet) as report:
             for n, ((dl, original, principal), record) in enumerate(zip(plan.send, records, strict=True)):
                 d = dl.data.data
                 step = f"the record of redriving {dl.id} on control"
                 try:
-                    headers = [(k, v.encode()) for k, v in headers_for(record).items()]
-                    await producers[OPS].send_and_wait(kit.topic_prefix + "control", encode(record), key=record.key, headers=headers)
+                    await control.publish("control", record)  # acknowledged, sent exactly as signed
                     step = f"{dl.id}'s record to {d.topic} (its redrive is recorded on control: send it with --again)"
-                    meta = await producers[principal].send_and_wait(d.topic, original.value, key=original.key, headers=original.headers)
+                    delivery = await producers[principal].send(d.topic, original.value, key=original.key, headers=original.headers)
+                    meta = await delivery if delivery is not None else None  # None: a stand-in producer that delivered it
                 except Exception as exc:  # the broker, a login, a refusal: stop here, say what was sent and what was not
                     return sent, f"{step} was not sent: {type(exc).__name__}: {exc}"
-                again_at = f"{meta.topic}[{meta.partition}]@{meta.offset}"
+                again_at = f"{meta.topic}[{meta.partition}]@{meta.offset}" if meta is not None else d.topic
                 sent.append(f"{dl.id} ({d.code}, by {d.service}): {d.topic}[{d.partition}]@{d.offset} sent again as {again_at}")
                 report("redrive", n + 1, len(plan.send))
     finally:

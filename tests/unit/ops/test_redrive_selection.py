@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -193,14 +195,18 @@ class _FakeProducer:
     async def stop(self) -> None:
         pass
 
-    async def send_and_wait(self, topic: str, value: bytes | None, key: bytes | None = None, headers: object = None) -> object:
+    def dead(self) -> bool:
+        return False
+
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: object = None) -> asyncio.Future[object]:
+        """The kit `Producer`'s: the delivery, already acknowledged (or the broker gone at the `fail_at`-th original)."""
         self.sends.append((topic, value))
         originals = [t for t, _ in self.sends if not t.endswith("control")]
         if self.fail_at is not None and not topic.endswith("control") and len(originals) == self.fail_at:
             raise ConnectionError("broker gone")
-        from types import SimpleNamespace
-
-        return SimpleNamespace(topic=topic, partition=0, offset=len(self.sends))
+        delivery: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        delivery.set_result(SimpleNamespace(topic=topic, partition=0, offset=len(self.sends)))
+        return delivery
 
 
 def test_a_redrive_that_half_fails_says_which_were_sent_and_which_not(monkeypatch: pytest.MonkeyPatch) -> None:
