@@ -247,24 +247,26 @@ def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> l
     Cedar's answer is a pure function of the policy set, the entities and the request: the pack
     remembers it per request as the pack reads it (exact, but for spend figures that no policy of the pack mentions:
     `reads_spend`), so a request seen before costs no evaluation. The policy sets are the pack's own (live, per tenant,
-    shadow): their ids are stable while it lives. The context's text is made once, for the key and for Cedar.
+    shadow): their ids are stable while it lives. The whole context's text, made for the key of a pack that reads spend,
+    is Cedar's too; Cedar's text is made only when it is asked (an answer not remembered).
     """
     context = request["context"]
-    text = _context_text(context)
-    read = text
-    if not pack.reads_spend:
-        read = _context_text(context | {"facts": context["facts"] | dict.fromkeys(SPEND_FACTS, 0)})
+    whole = _context_text(context) if pack.reads_spend else None
+    read = whole if whole is not None else _context_text(context | {"facts": context["facts"] | dict.fromkeys(SPEND_FACTS, 0)})
     scope = tuple((request[part]["type"], request[part]["id"]) for part in ("principal", "action", "resource"))
-    return list(pack.remembered((id(policy_set), scope, read), lambda: _cedar(pack, policy_set, request, _read_text(pack, context, text))))
+    return list(pack.remembered((id(policy_set), scope, read), lambda: _cedar(pack, policy_set, request, _read_text(pack, context, whole))))
 
 
-def _read_text(pack: CompiledPack, context: dict[str, Any], text: str) -> str:
-    """The context's text as Cedar is given it: only what the pack's policies read (`context_reads`), else `text` whole.
+def _read_text(pack: CompiledPack, context: dict[str, Any], whole: str | None) -> str:
+    """The context's text as Cedar is given it: only what the pack's policies read (`context_reads`), else all of it.
 
     A pack is checked against the context's schema, every attribute of which `cedar_context` always sets: no policy can
-    read one that is not there, so what no policy reads changes no answer and no error; Cedar only parses less.
+    read one that is not there, so what no policy reads changes no answer and no error; Cedar only parses less. `whole`:
+    the whole context's text when it was made already.
     """
-    return text if pack.context_read is None else _context_text(read_of(context, pack.context_read))
+    if pack.context_read is not None:
+        return _context_text(read_of(context, pack.context_read))
+    return whole if whole is not None else _context_text(context)
 
 
 def _cedar(pack: CompiledPack, policy_set: Any, request: dict[str, Any], context_text: str) -> tuple[tuple[str, Reason], ...]:
