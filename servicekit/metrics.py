@@ -192,6 +192,14 @@ BROKER_SILENT = Gauge(
     ["service"],
 )
 
+CLOCK_OFFSET = Gauge(
+    "tidegate_clock_offset_seconds",
+    "How far this service's clock is from the broker's (positive: ahead), as the broker's append time in each produce "
+    "acknowledgement bounds it (the bound nearest zero: never more than the true offset); past TIDEGATE_MAX_CLOCK_SKEW_S "
+    "/health is 503. By service.",
+    ["service"],
+)
+
 DATABASE_RETRIES = Counter(
     "tidegate_database_retries",
     "Transient database errors a service met handling a record and retried after (PostgreSQL down, restarting, refusing "
@@ -241,7 +249,7 @@ AUDIT_RESTORES = Counter(
 _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, REPEATS_UNANSWERED, SHADOW,
-    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, AUDIT_CONFLICTS,
+    APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, CLOCK_OFFSET, AUDIT_CONFLICTS,
     ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES, AUDIT_CHECKPOINTS_REFUSED, AUDIT_CHECKPOINT_AGE, AUDIT_UNSIGNED_ROWS,
     AUDIT_CHECKPOINT_INTERVAL, AUDIT_RESTORES,
 )  # fmt: skip
@@ -382,6 +390,11 @@ def observe_repeats_unanswered(tenant: str, count: int) -> None:
 def observe_broker_silence(service: str, silent_s: Callable[[], float]) -> None:
     """Read `service`'s broker silence (`Liveness.silent_s`) at each scrape."""
     BROKER_SILENT.labels(service).set_function(silent_s)
+
+
+def observe_clock_offset(service: str, clock: Any) -> None:
+    """Read `service`'s clock offset from the broker's (`servicekit.clock.BrokerClock.offset_s`) at each scrape."""
+    CLOCK_OFFSET.labels(service).set_function(lambda: clock.offset_s)
 
 
 def observe_database_retry(service: str) -> None:

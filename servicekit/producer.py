@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from servicekit.bus_auth import LOGIN_KEYS
+from servicekit.clock import BrokerClock
 from servicekit.refusals import REFUSED_FOR_GOOD
 
 __all__ = ["PRODUCER_BATCH_BYTES", "Producer", "servers"]
@@ -57,6 +59,7 @@ class Producer:
         self.service = service
         self.options = options
         self.client: AIOKafkaProducer | None = None  # the aiokafka producer, while started
+        self.clock = BrokerClock()  # this host's clock against the broker's, read off each acknowledgement
 
     @property
     def login(self) -> dict[str, Any]:
@@ -96,7 +99,9 @@ class Producer:
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
         """Queue one record (value None: a tombstone): its delivery, which the broker acknowledges (None: a stand-in delivered it)."""
+        sent = self.clock.sent()
         delivery: asyncio.Future[Any] = await self._started().send(topic, value, key=key, headers=headers)
+        delivery.add_done_callback(partial(self.clock.acknowledged, sent))
         return delivery
 
     async def send_alone(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
@@ -109,7 +114,9 @@ class Producer:
         batch = client.create_batch()
         batch.append(key=key, value=value, timestamp=None, headers=headers)  # the first record of a batch always fits
         batch.close()
+        sent = self.clock.sent()
         delivery: asyncio.Future[Any] = await client.send_batch(batch, topic, partition=_PARTITIONER(key, partitions, partitions))
+        delivery.add_done_callback(partial(self.clock.acknowledged, sent))
         return delivery
 
     def _started(self) -> AIOKafkaProducer:

@@ -35,13 +35,14 @@ from pydantic_settings import SettingsError
 from servicekit.bus import Bus
 from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
+from servicekit.clock import BrokerClock
 from servicekit.control import ControlState
 from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.db_outage import DatabaseWatch, database_address, retry_level
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
 from servicekit.logfilter import limit_repeats
-from servicekit.metrics import observe_broker_silence
+from servicekit.metrics import observe_broker_silence, observe_clock_offset
 from servicekit.printable import OneLineFormatter
 from servicekit.release import RELEASE, commit, describe
 from servicekit.settings import EX_CONFIG, KitSettings, SettingNotUsable, settings_problems
@@ -146,6 +147,7 @@ class ServiceProcess:
     ready_dir: Path | None = None
     stall_after_s: float = 120.0
     handler_limit_s: float = 300.0
+    max_clock_skew_s: float = 30.0
     watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
@@ -172,6 +174,7 @@ class ServiceProcess:
             migrations=migrations,
             stall_after_s=kit.stall_after_s,
             handler_limit_s=kit.handler_limit_s,
+            max_clock_skew_s=kit.max_clock_skew_s,
             metrics_port=kit.metrics_port,
             metrics_host=kit.metrics_host,
             ready_dir=kit.ready_dir,
@@ -296,7 +299,7 @@ class ServiceProcess:
         return f"http://{host}:{port}"
 
     def health(self) -> dict[str, Any]:
-        """What `/health` answers: ok, or why not (a dead producer, a stall, no answer from the broker), with the last retried error.
+        """What `/health` answers: ok, or why not (a dead producer, a stall, the broker silent, a clock off), with the last retried error.
 
         A broker that has not answered for `stall_after_s` makes the service unhealthy, not stalled: the watchdog does not
         exit for it (docs/reliability.md, Liveness). Shorter, its silence shows as `retrying`.
@@ -307,8 +310,11 @@ class ServiceProcess:
             reason = "starting"
         if reason is None and live.silent_s() > self.stall_after_s:
             reason = live.broker_silence()
+        clock = self.clock
+        if reason is None and clock is not None:
+            reason = clock.skewed(self.max_clock_skew_s)
         database = self.database.health_note() if self.database is not None else None
-        return {
+        answer = {
             "ok": reason is None,
             "service": self.name,
             "reason": reason,
@@ -316,10 +322,21 @@ class ServiceProcess:
             "release": RELEASE,  # which copies run which code, in a rolling upgrade (docs/operations.md, Upgrading)
             "commit": commit(),
         }
+        if clock is not None:  # this clock's offset from the broker's (ahead: > 0); a stand-in producer reads none
+            answer["clock_offset_s"] = round(clock.offset_s, 3)
+        return answer
+
+    @property
+    def clock(self) -> BrokerClock | None:
+        """This host's clock against the broker's, as the service's producer reads it (None for a stand-in producer)."""
+        clock = getattr(self.bus.producer, "clock", None)
+        return clock if isinstance(clock, BrokerClock) else None
 
     async def watch(self) -> str:
         """Return (only) when this service can no longer make progress, with the reason; its checks also time the broker's silence."""
         observe_broker_silence(self.name, self.bus.liveness.silent_s)
+        if self.clock is not None:
+            observe_clock_offset(self.name, self.clock)
         while True:
             if self.bus.failure is not None:
                 return f"producer dead: {self.bus.failure!r}"

@@ -187,6 +187,14 @@ class KitSettings(BaseSettings):
         description="Liveness: records waiting and none handled for this long means the service is stalled: `/health` answers 503 "
         "and the process exits 75 for its supervisor to restart it (docs/reliability.md).",
     )
+    max_clock_skew_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How far this host's clock may be from the broker's, as the broker's own acknowledgements show it "
+        "(`servicekit.clock`), before `/health` answers 503 naming the clock: a service judges lifetimes at its own clock "
+        "(authorizations, approval deadlines, key grace), and an executor ten minutes ahead refused every authorization as "
+        "expired. Shown always as `tidegate_clock_offset_seconds` (docs/observability.md).",
+    )
     commit_interval_s: float = Field(
         default=0.5,
         ge=0,

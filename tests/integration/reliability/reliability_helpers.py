@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 import uuid
 from typing import Any
 
@@ -38,6 +41,15 @@ class BatchProducer:
             assert batch.append(key=key, value=value, timestamp=None, headers=[("content-type", b"application/cloudevents+json")])
         metadata = await (await self.producer.send_batch(batch, full, partition=partition))
         return partition, metadata.offset
+
+
+def get(url: str) -> tuple[int, dict[str, Any]]:
+    """GET `url` (a service's `/health`): its status and JSON body, an error status included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
 
 
 def fresh(event: Envelope, task_id: str) -> Envelope:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.error
 import urllib.request
 import uuid
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 from bus_helpers import Producer
-from reliability_helpers import good_event
+from reliability_helpers import get, good_event
 from signers import AdminBus
 
 from servicekit import Bus, KitSettings, ServiceProcess, runner
@@ -21,14 +20,6 @@ from servicekit.health import serve_metrics_and_health
 class NoBroker:
     async def publish(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("nothing is published here")
-
-
-def get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 async def test_health_turns_503_and_the_watchdog_fires_when_a_record_is_stuck_in_handling() -> None:
