@@ -56,6 +56,16 @@ class BrokerClock:
         self._latest_sent = sent
         self.readings += 1
 
+    def latest(self) -> float:
+        """The later of this host's time and the broker's as last read: a lifetime judged at it never outlives the broker's clock.
+
+        A clock behind the broker's would carry out an authorization the policy signed to expire already (the game day's
+        F2); one ahead judges at its own time, as before. The broker's time is never overestimated (`offset_s` is the bound
+        nearest zero), so an agreeing clock changes nothing. Before the first acknowledgement it is this host's time.
+        """
+        local = self.now()
+        return max(local, local - self.offset_s)
+
     def skewed(self, max_skew_s: float) -> str | None:
         """Why this service's clock cannot be trusted (further from the broker's than `max_skew_s`), or None."""
         if abs(self.offset_s) <= max_skew_s:

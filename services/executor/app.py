@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -25,7 +26,9 @@ from servicekit import (
     service_bus,
     service_key,
 )
+from servicekit.bus import Bus
 from servicekit.catalog_checks import unloadable_entrypoints
+from servicekit.clock import BrokerClock
 from servicekit.db import open_pool, unopened_pool
 from servicekit.dbroles import service_database_url
 from services.executor import handlers
@@ -122,6 +125,7 @@ def build(
 
     executor = Executor(
         catalog=catalog,
+        clock=_judging_clock(bus),
         keyring_loader=lambda: Keyring.load(kit.keys_dir, settings.policy_key_name),
         claims=deps.claims,
         invokers=ToolInvokers(python=python_tools, http=HttpTools(http_client), topic=topic_tools, connector=connector_tools),
@@ -188,6 +192,18 @@ def build(
         on_stop=[close],
         executor=executor,
     )
+
+
+def _judging_clock(bus: Bus) -> Callable[[], datetime]:
+    """The time an authorization's expiry is judged at: this host's, or the broker's as its producer last read it when later.
+
+    An executor whose clock is behind would otherwise carry out an authorization already expired at the policy's and the
+    broker's time (docs/reliability.md, "A clock that is off"); a stand-in producer in tests reads no broker time.
+    """
+    clock: BrokerClock | None = getattr(bus.producer, "clock", None)
+    if clock is None:
+        return lambda: datetime.now(UTC)
+    return lambda: datetime.fromtimestamp(clock.latest(), UTC)
 
 
 def _result_bound(kit: KitSettings, settings: ExecutorSettings) -> int:
