@@ -20,7 +20,7 @@ from typing import Any
 from schemas.tools import CounterpartyKind
 from servicekit.identities import identities_of
 
-__all__ = ["Finding", "Provenance", "arg_leaves", "values_of", "without_paths"]
+__all__ = ["Finding", "Provenance", "arg_leaves", "excerpt", "locate", "texts_of", "values_of", "without_paths"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _URL = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]+", re.IGNORECASE)
@@ -208,17 +208,89 @@ def _identity_values(kind: CounterpartyKind, value: str) -> set[str]:
     return out
 
 
+KEPT_TEXT = 256 * 1024  # characters of one untrusted source kept to quote from (its values are all learned, whatever its length)
+EXCERPT_SIDE = 160  # characters quoted on each side of the value found
+EXCERPT_VALUE = 200  # characters of the value itself quoted at most
+EXCERPTS_PER_CALL = 4  # excerpts a decision carries at most: one per (arg, source), the first findings first
+
+
+def texts_of(content: Any) -> dict[str, str]:
+    """The text of untrusted content by field path (list items `path (2)`, …), to quote from: `KEPT_TEXT` characters in all."""
+    out: dict[str, str] = {}
+    left = KEPT_TEXT
+    for path, leaf in arg_leaves(content):
+        if isinstance(leaf, bool) or leaf is None or left <= 0:
+            continue
+        key, n = path, 2
+        while key in out:
+            key, n = f"{path} ({n})", n + 1
+        out[key] = str(leaf)[:left]
+        left -= len(out[key])
+    return out
+
+
+def _first(pattern: re.Pattern[str], text: str, same: Callable[[str], bool]) -> tuple[int, int] | None:
+    return next(((m.start(), m.end()) for m in pattern.finditer(text) if same(m.group(0))), None)
+
+
+def locate(text: str, value: str) -> tuple[int, int] | None:
+    """Where a normalised value (`kind:value`, as `values_of` gives it) first stands in `text`; None when not found as written.
+
+    An amount written in words ("four hundred and fifty") is not located (its value still taints).
+    """
+    kind, _, v = value.partition(":")
+    if kind == "account":
+        return _first(_IBAN, text, lambda m: m.replace(" ", "") == v)
+    if kind == "phone":
+        return _first(_PHONE, text, lambda m: re.sub(r"\D", "", m) == v)
+    if kind == "amount":
+        return _first(_NUMBER, text, lambda m: _amount(float(m.replace(",", ""))) == value)
+    if kind not in ("email", "host", "id", "name", "word") or not v:
+        return None
+    pattern = r"[ \-]".join(re.escape(part) for part in v.split(" ")) if kind == "name" else re.escape(v)
+    m = re.search(rf"(?<![\w.@-]){pattern}(?![\w@-])", text, re.IGNORECASE) or re.search(pattern, text, re.IGNORECASE)
+    return (m.start(), m.end()) if m else None
+
+
+def excerpt(texts: Mapping[str, str], value: str) -> dict[str, Any] | None:
+    """The untrusted text around where `value` first stands in `texts` (field → text): bounded, as text, never markup.
+
+    `field` is where it was found (`body`, `messages.text`), `before`/`match`/`after` the quoted text (`EXCERPT_SIDE`
+    characters each side, the match cut at `EXCERPT_VALUE`), `at` the match's offset in the field and `length` the field's
+    length (as kept: `KEPT_TEXT` at most), so a reader sees how much was left out on each side.
+    """
+    for name, text in texts.items():
+        if (span := locate(text, value)) is None:
+            continue
+        start, end = span[0], min(span[1], span[0] + EXCERPT_VALUE)
+        first, last = max(0, start - EXCERPT_SIDE), min(len(text), end + EXCERPT_SIDE)
+        return {
+            "field": name,
+            "before": text[first:start],
+            "match": text[start:end],
+            "after": text[end:last],
+            "at": start,
+            "length": len(text),
+        }
+    return None
+
+
 @dataclass(frozen=True)
 class Finding:
-    """An argument whose value came from untrusted content: which arg, which value, where it was read."""
+    """An argument whose value came from untrusted content: which arg, which value, where it was read (and what it said there)."""
 
     arg: str
     value: str
     source: str
+    excerpt: Mapping[str, Any] | None = field(default=None, compare=False)  # the source's text around the value (`excerpt`)
 
-    def record(self) -> dict[str, str]:
-        """JSON-ready, for a decision's facts."""
-        return {"arg": self.arg, "value": self.value, "source": self.source, "why": f"{self.value} was read in {self.source}"}
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, for a decision's facts; `excerpt` only when the source's text was at hand and the value found in it."""
+        why = f"{self.value} was read in {self.source}"
+        doc: dict[str, Any] = {"arg": self.arg, "value": self.value, "source": self.source, "why": why}
+        if self.excerpt is not None:
+            doc["excerpt"] = dict(self.excerpt)
+        return doc
 
 
 @dataclass
@@ -227,6 +299,8 @@ class Provenance:
 
     untrusted: dict[str, str] = field(default_factory=dict)
     trusted: set[str] = field(default_factory=set)
+    # The text of untrusted sources (source → field → text, `texts_of`), those the service loaded to quote in findings.
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def learn(self, content: Any, source: str, *, trusted: bool = False) -> dict[str, str]:
         """Add every value in `content`; returns the values new to this task (value → source)."""
@@ -258,10 +332,21 @@ class Provenance:
         for identity in identities_of(args, counterparties):
             by_arg.setdefault(identity.arg, set()).update(_identity_values(identity.kind, identity.value))
         found: list[Finding] = []
+        quoted: set[tuple[str, str]] = set()
         for path, values in by_arg.items():
             hits = [v for v in sorted(values) if v in self.untrusted and v not in self.trusted and not vouched(v)]
-            found += [Finding(path, v, self.untrusted[v]) for v in hits[:_PER_ARG]]
+            for v in hits[:_PER_ARG]:
+                source = self.untrusted[v]
+                quote = None
+                if source in self.texts and (path, source) not in quoted and len(quoted) < EXCERPTS_PER_CALL:
+                    quote = excerpt(self.texts[source], v)
+                    quoted.update([(path, source)] if quote is not None else [])
+                found.append(Finding(path, v, source, quote))
         return found
+
+    def sources_of(self, args: Mapping[str, Any], counterparties: Mapping[str, CounterpartyKind]) -> set[str]:
+        """The sources whose text findings on `args` may quote (those of every untrusted value in them, vouched for or not)."""
+        return {f.source for f in self.findings(args, counterparties)} - self.texts.keys()
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str, bool]]) -> Provenance:

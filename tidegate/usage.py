@@ -53,6 +53,7 @@ class Swept:
 WORKING_STATE: tuple[Swept, ...] = (
     Swept("planner", "processed_events", "seen_at", PlannerSettings, "applied_events_kept_s"),
     Swept("policy", "provenance", "learned_at", PolicySettings, "task_state_kept_s"),
+    Swept("policy", "untrusted_texts", "learned_at", PolicySettings, "task_state_kept_s"),
     Swept("policy", "records", "read_at", PolicySettings, "task_state_kept_s"),
     Swept("policy", "call_outcomes", "seen_at", PolicySettings, "task_state_kept_s"),
     Swept("policy", "tasks_learned", "learned_at", PolicySettings, "task_state_kept_s"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +78,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     reserved_at: dict[str, datetime] = field(default_factory=dict)
     unknown: dict[str, float | None] = field(default_factory=dict)  # held for a human: what the attempts cost, if reported
     read: dict[tuple[str, str], dict[tuple[str, bool], str]] = field(default_factory=dict)  # provenance by task
+    texts: dict[tuple[str, str], dict[str, dict[str, str]]] = field(default_factory=dict)  # untrusted text by task, by source
     read_records: dict[tuple[str, str], dict[str, SystemRecord]] = field(default_factory=dict)  # system-of-record entries by task
     learned_tasks: dict[tuple[str, str], Mode] = field(default_factory=dict)  # tasks whose request is learned, with the mode it asked
     requesters: dict[tuple[str, str], str] = field(default_factory=dict)  # who a learned task's first request named
@@ -199,6 +200,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             self._unpay(e.action_id)
         await self.record_outcome(e.tenant_id, e.task_id, e.action_id, e.status, e.attempts)
         await self.learn(e.tenant_id, e.task_id, trusted={}, untrusted=e.learned)
+        self._keep_texts(e.tenant_id, e.task_id, e.texts)
         if e.record is not None:
             await self.learn_record(e.tenant_id, e.task_id, *e.record)
         if e.read_error is not None:
@@ -249,6 +251,7 @@ class InMemoryPolicyRepository(PolicyRepository):
         """See PolicyRepository."""
         for i in inputs:
             await self.learn(i.tenant_id, i.task_id, trusted=i.trusted, untrusted=i.untrusted)
+            self._keep_texts(i.tenant_id, i.task_id, i.texts)
             if i.request:  # learned again: the stricter mode (as PostgreSQL keeps it)
                 scope = (i.tenant_id, i.task_id)
                 self.learned_tasks[scope] = stricter(i.mode, self.learned_tasks.get(scope))
@@ -256,6 +259,22 @@ class InMemoryPolicyRepository(PolicyRepository):
                     self.requesters[scope] = i.requested_by
                     self.planned_here[scope] = i.planned_here
                 self._began(i.tenant_id, i.task_id)
+
+    def _keep_texts(self, tenant_id: str, task_id: str, texts: dict[str, dict[str, str]]) -> None:
+        """A source's text, kept once (its first learning wins, as PostgreSQL keeps it)."""
+        if texts:
+            self._began(tenant_id, task_id)
+        for source, fields in texts.items():
+            self.texts.setdefault((tenant_id, task_id), {}).setdefault(source, dict(fields))
+
+    async def untrusted_texts(self, wanted: Mapping[Scope, Collection[str]]) -> dict[Scope, dict[str, dict[str, str]]]:
+        """See PolicyRepository."""
+        out: dict[Scope, dict[str, dict[str, str]]] = {}
+        for scope, sources in wanted.items():
+            kept = self.texts.get(scope, {})
+            if found := {s: dict(kept[s]) for s in sources if s in kept}:
+                out[scope] = found
+        return out
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """See PolicyRepository."""
@@ -344,6 +363,7 @@ class InMemoryPolicyRepository(PolicyRepository):
             self.began.pop(scope, None)
             self.read_errors.pop(scope, None)  # a column of the call's outcome in PostgreSQL: no row of its own
             rows += len(self.read.pop(scope, {})) + len(self.read_records.pop(scope, {})) + len(self.outcomes.pop(scope, {}))
+            rows += len(self.texts.pop(scope, {}))
             self.requesters.pop(scope, None)  # a column of its learned row in PostgreSQL
             self.planned_here.pop(scope, None)
             if self.learned_tasks.pop(scope, None) is not None:

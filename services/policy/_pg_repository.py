@@ -9,7 +9,7 @@ statement (`_END`), a batch's endings sent in one round trip; the five reads of 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -119,7 +119,8 @@ _INSERT_PAYEE = """INSERT INTO policy.known_payees AS p (tenant_id, payee, learn
 ON CONFLICT (tenant_id, payee) DO UPDATE SET learned_from = EXCLUDED.learned_from, key_id = EXCLUDED.key_id, proof = EXCLUDED.proof,
   added_at = now() WHERE p.proof IS DISTINCT FROM EXCLUDED.proof"""
 
-# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...]; the tasks whose request it is,
+# Values tasks have read, as JSON ($1): [[tenant, task, trusted, source, [value, ...]], ...]; the text of their untrusted
+# sources ($3): [[tenant, task, source, {field: text}], ...], a source's first text kept; the tasks whose request it is,
 # with the mode each asked for and who it names ($2): [[tenant, task, mode, requester], ...], once each. A task learned again
 # keeps the stricter mode and its first requester (a row from before migration 016, which has none, takes this one).
 _INSERT_PROVENANCE = """WITH learned AS (
@@ -130,6 +131,9 @@ _INSERT_PROVENANCE = """WITH learned AS (
     requested_by = coalesce(l.requested_by, EXCLUDED.requested_by),
     planned_here = CASE WHEN l.requested_by IS NULL THEN EXCLUDED.planned_here ELSE l.planned_here END
   WHERE (EXCLUDED.mode = 'draft' AND l.mode = 'autonomous') OR (l.requested_by IS NULL AND EXCLUDED.requested_by IS NOT NULL)
+), texts AS (
+  INSERT INTO policy.untrusted_texts (tenant_id, task_id, source, texts)
+  SELECT t->>0, t->>1, t->>2, t->3 FROM json_array_elements($3::json) AS t ON CONFLICT DO NOTHING
 )
 INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
 SELECT g->>0, g->>1, v, (g->>2)::boolean, g->>3 FROM json_array_elements($1::json) AS g, json_array_elements_text(g->4) AS v
@@ -172,12 +176,17 @@ SELECT w.t AS tenant_id, w.k AS task_id,
 FROM (SELECT DISTINCT t, k FROM unnest($1::text[], $2::text[]) AS u(t, k)) AS w
 """
 
+# The kept text of the untrusted sources asked for, as (tenant $1, task $2, source $3) triples.
+_SELECT_TEXTS = """SELECT x.tenant_id, x.task_id, x.source, x.texts::text AS texts FROM policy.untrusted_texts x
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(t, k, s) ON x.tenant_id = u.t AND x.task_id = u.k AND x.source = u.s"""
+
 # The tool and args of calls whose outcome recorded an error ($1: their action ids), for the task reads' failed reads.
 _SELECT_FAILED_CALLS = "SELECT action_id, tool, args::text FROM policy.reservations WHERE action_id = ANY($1::text[])"
 
 # A task's working state, as (table, when a row was written, which rows may go): a held reservation stays until resolved.
 _WORKING_STATE = (
     ("provenance", "learned_at", ""),
+    ("untrusted_texts", "learned_at", ""),
     ("records", "read_at", ""),
     ("call_outcomes", "seen_at", ""),
     ("tasks_learned", "learned_at", ""),
@@ -250,14 +259,16 @@ def _settle(cost: str) -> str:
 # What a settled reservation was for, read in the statement's snapshot (these columns never change).
 _SETTLED = "SELECT action_id, tenant_id, tool, args::text AS args FROM policy.reservations WHERE action_id = $1"
 
-# How a call ended and what its result taught ($2..$10, $13; $6: its untrusted values as a JSON object, value → where;
-# $13: why a trusted read of the system of record failed),
+# How a call ended and what its result taught ($2..$10, $13, $14; $6: its untrusted values as a JSON object, value → where;
+# $13: why a trusted read of the system of record failed; $14: its untrusted text to quote, source → field → text),
 # as common table expressions before its reservation's fate.
 _ENDED = """outcome AS (INSERT INTO policy.call_outcomes (tenant_id, task_id, action_id, status, attempts, error)
     VALUES ($2, $3, $1, $4, $5::integer, $13::text) ON CONFLICT (action_id) DO NOTHING),
   unpaid AS (UPDATE policy.payouts SET failed_at = now() WHERE action_id = $1 AND $4::text = 'failed' AND failed_at IS NULL),
   learned AS (INSERT INTO policy.provenance (tenant_id, task_id, value, trusted, source)
     SELECT $2, $3, w.key, false, w.value FROM json_each_text($6::json) AS w ON CONFLICT DO NOTHING),
+  texts AS (INSERT INTO policy.untrusted_texts (tenant_id, task_id, source, texts)
+    SELECT $2, $3, w.key, w.value FROM json_each($14::json) AS w ON CONFLICT DO NOTHING),
   read AS (INSERT INTO policy.records (tenant_id, task_id, record_id, amount_usd, currency, source)
     SELECT $2, $3, $7::text, $8::double precision, $9::text, $10::text WHERE $7::text IS NOT NULL
     ON CONFLICT (tenant_id, task_id, record_id) DO UPDATE SET amount_usd = EXCLUDED.amount_usd,
@@ -467,6 +478,7 @@ class PgPolicyRepository(PolicyRepository):
                     e.budget,
                     e.cost_usd,
                     e.read_error,
+                    _json(e.texts),
                 )
             )
         async with self._pool.acquire() as conn:
@@ -551,11 +563,25 @@ class PgPolicyRepository(PolicyRepository):
                 requests[(i.tenant_id, i.task_id)] = stricter(i.mode, requests.get((i.tenant_id, i.task_id)))
                 first = requesters.get((i.tenant_id, i.task_id))
                 requesters[(i.tenant_id, i.task_id)] = first if first is not None and first[0] else (i.requested_by, i.planned_here)
-        if not groups and not requests:
+        texts = [[i.tenant_id, i.task_id, source, fields] for i in inputs for source, fields in i.texts.items()]
+        if not groups and not requests and not texts:
             return
         tasks = [[*scope, mode, *requesters[scope]] for scope, mode in sorted(requests.items())]
         async with self._pool.acquire() as conn:
-            await conn.execute(_INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(tasks))
+            await conn.execute(
+                _INSERT_PROVENANCE, _json([[*group, values] for group, values in groups.items()]), _json(tasks), _json(texts)
+            )
+
+    async def untrusted_texts(self, wanted: Mapping[Scope, Collection[str]]) -> dict[Scope, dict[str, dict[str, str]]]:
+        """See PolicyRepository: one statement for every task and source asked for."""
+        keys = [(t, k, source) for (t, k), sources in wanted.items() for source in sources]
+        if not keys:
+            return {}
+        out: dict[Scope, dict[str, dict[str, str]]] = {}
+        async with self._pool.acquire() as conn:
+            for r in await conn.fetch(_SELECT_TEXTS, *(list(column) for column in zip(*keys, strict=True))):
+                out.setdefault((r["tenant_id"], r["task_id"]), {})[r["source"]] = orjson.loads(r["texts"])
+        return out
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:
         """See PolicyRepository."""

@@ -12,7 +12,7 @@ key is returned instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -146,6 +146,7 @@ class Ending:
     budget: Literal["release", "settle", "hold"]
     cost_usd: float | None = None
     learned: dict[str, str] = field(default_factory=dict)  # untrusted values of its result (value → where)
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)  # its untrusted result's text, to quote (where → field → text)
     record: tuple[str, SystemRecord] | None = None  # what a trusted read said of an entry of the system of record
     read_error: str | None = None  # a trusted read of the system of record that was tried and failed: why (error, attempts)
 
@@ -162,6 +163,7 @@ class TaskInput:
     mode: Mode = "draft"  # the mode the request asked for (with `request`); a second request of the task can only make it stricter
     requested_by: str | None = None  # who the request names (with `request`, signed by their client); the first request's is kept
     planned_here: bool | None = None  # the request asked Tidegate's planner to plan it (with `request`); the first request's is kept
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)  # its untrusted fields' text, to quote (where → field → text)
 
 
 Decide = Callable[[History], DecisionRecord]
@@ -255,6 +257,13 @@ class PolicyRepository(Protocol):
 
     async def provenance(self, tenant_id: str, task_id: str) -> Provenance:
         """Everything the task has read so far."""
+        ...
+
+    async def untrusted_texts(self, wanted: Mapping[Scope, Collection[str]]) -> dict[Scope, dict[str, dict[str, str]]]:
+        """The kept text of untrusted sources (task → source → field → text) the tasks read, those of `wanted` (task → sources).
+
+        Only of the task itself: a task id another tenant also used reads nothing of the other's.
+        """
         ...
 
     async def learn_record(self, tenant_id: str, task_id: str, record_id: str, record: SystemRecord) -> None:

@@ -55,7 +55,7 @@ from servicekit import (
     span,
 )
 from servicekit.people import person
-from servicekit.provenance import Provenance, without_paths
+from servicekit.provenance import Provenance, texts_of, without_paths
 from servicekit.undo import UndoUnavailable, resolve, undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
@@ -180,9 +180,12 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
     untrusted = {k: v for k, v in data.input.items() if k in marked}
     trusted = {k: v for k, v in data.input.items() if k not in marked}
     values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
+    texts: dict[str, dict[str, str]] = {}  # each field's text, to quote beside a call that carries a value of it
     for key, value in untrusted.items():
-        for v, source in Provenance().learn(value, f"the task input's untrusted field {key!r}").items():
-            values.setdefault(v, source)
+        source = f"the task input's untrusted field {key!r}"
+        for v, where in Provenance().learn(value, source).items():
+            values.setdefault(v, where)
+        texts[source] = texts_of({key: value})
     vouched = Provenance().learn(trusted, "the task's request", trusted=True)
     planned_here = data.planner == OUR_PLANNER
     return TaskInput(
@@ -194,6 +197,7 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
         mode=data.mode,
         requested_by=data.requested_by,
         planned_here=planned_here,
+        texts=texts,
     )
 
 
@@ -381,7 +385,7 @@ class PolicyService:
         planned = {(e.data.tenant_id, e.data.task_id) for e in events if self.planned(e)}
         read = await self._task_contexts(list(dict.fromkeys((e.data.tenant_id, e.data.task_id) for e in events)), planned)
         undos = await self._undos([e.data for e in events])
-        pending = []
+        calls = []
         for event in events:
             p = event.data
             context = read[(p.tenant_id, p.task_id)]
@@ -391,6 +395,11 @@ class PolicyService:
             # What the database will say of the task once this batch is written, the next proposal of it sees now: a
             # requester named by this one owns it too (two in one polled batch are as two in two batches).
             read[(p.tenant_id, p.task_id)] = context.named_by(p)
+            calls.append((call, context.requested_by))
+        await self._quoting([call for call, _ in calls])
+        pending = []
+        for event, (call, task_requester) in zip(events, calls, strict=True):
+            p = event.data
             pending.append(
                 self._pending(
                     key=p.action_id,
@@ -399,7 +408,7 @@ class PolicyService:
                     action_id=p.action_id,
                     step=p.step,
                     requested_by=p.requested_by,
-                    task_requested_by=context.requested_by,
+                    task_requested_by=task_requester,
                     approval_id=None,
                     parent=event.traceparent if traced else None,
                 )
@@ -412,6 +421,25 @@ class PolicyService:
             # A batch falls back to one event at a time: each conflicting proposal is dead-lettered alone.
             raise refused
         return [record for _, record, _ in decided]
+
+    async def _quoting(self, calls: list[Call]) -> None:
+        """Load the text of the untrusted sources the calls' findings may quote into their tasks' provenance (`Finding.excerpt`).
+
+        Only for a call one of whose values the task read in untrusted content, and only those sources: most calls load
+        nothing. The decision then carries, signed, the text around each value found (what the email said beside the
+        refund it asks for), which the approver reads on the page (docs/approval.md).
+        """
+        wanted: dict[Scope, set[str]] = {}
+        for call in calls:
+            spec = self.catalog.get(call.tool)
+            sources = call.provenance.sources_of(call.args, spec.facts.declared_counterparties()) if spec is not None else set()
+            if sources:
+                wanted.setdefault((call.tenant_id, call.task_id), set()).update(sources)
+        if not wanted:
+            return
+        loaded = await self.repo.untrusted_texts(wanted)
+        for call in calls:
+            call.provenance.texts.update(loaded.get((call.tenant_id, call.task_id), {}))
 
     async def _undos(self, proposals: list[ActionProposedData]) -> set[str]:
         """The action ids of `proposals` that are the undo the catalog names of a call proposed in their own task (`is_undo_of`).
@@ -555,6 +583,7 @@ class PolicyService:
         scope = (original.tenant_id, original.task_id)
         context = (await self._task_contexts([scope]))[scope]
         call = context.of(dataclasses.replace(Call.from_proposal(proposed), args=args))
+        await self._quoting([call])
         # The task's requester as learned now (a task learned after its escalation, which then named nobody, counts too) and as
         # the escalation named it (a task forgotten since): never the grant's word, which the approval service does not sign.
         escalated = _task_requester(original)
@@ -603,16 +632,19 @@ class PolicyService:
         await self.repo.learn_many([_task_input(data) for data in tasks])
         self._wake({(data.tenant_id, data.task_id) for data in tasks})
 
-    def _output(self, data: ActionResultData) -> dict[str, str]:
-        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task.
+    def _output(self, data: ActionResultData) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task; and its text.
 
         Save the fields the catalog says the system sets itself (`system_fields`: the id of the ticket read, which the
         agent named before it read anything), so that writing to the entry it read is not tainted by the read's answer.
+        The text (`texts_of`: where → field → text) is kept to quote beside a later call that carries one of its values.
         """
         spec = self.catalog.get(data.tool)
         if spec is None or not spec.untrusted_output or data.result is None:
-            return {}
-        return Provenance().learn(without_paths(data.result, spec.system_fields), f"the result of {data.tool} (action {data.action_id})")
+            return {}, {}
+        content = without_paths(data.result, spec.system_fields)
+        source = f"the result of {data.tool} (action {data.action_id})"
+        return Provenance().learn(content, source), {source: texts_of(content)}
 
     def _record(self, data: ActionResultData) -> tuple[str, SystemRecord] | None:
         """A trusted read of the system of record: the figures its catalog entry's `records` point at."""
@@ -654,6 +686,7 @@ class PolicyService:
         data = event.data
         succeeded = isinstance(event, ActionSucceeded)
         failed = isinstance(event, ActionFailed)
+        learned, texts = self._output(data) if succeeded else ({}, {})
         return Ending(
             data.tenant_id,
             data.task_id,
@@ -662,7 +695,8 @@ class PolicyService:
             data.attempts,
             budget="settle" if succeeded else "release" if failed else "hold",
             cost_usd=data.cost.usd if not failed and data.cost.usd > 0 else None,  # an unknown one's is kept for a human's finding
-            learned=self._output(data) if succeeded else {},
+            learned=learned,
+            texts=texts,
             record=self._record(data) if succeeded else None,
             read_error=self._read_error(data),
         )
