@@ -34,11 +34,30 @@ class RecordSeen(BaseModel):
     read: dict[str, Any] | None = Field(description="`amount_usd`, `currency`, `source` of the read; null: the task never read it.")
 
 
+class UntrustedQuote(BaseModel):
+    """What the untrusted text said around the value (the policy's `facts.taint[].excerpt`): the attacker's words, as text."""
+
+    source: str = Field(description="Where the task read it, as the policy says.", examples=["the task input's untrusted field 'body'"])
+    field: str = Field(description="The field of that content the value stands in (`body`, `comments.body (2)`).")
+    before: str = Field(description="Up to 160 characters before the value, as written (markup, bidi and zero-width characters included).")
+    match: str = Field(description="The value as written in the text.", examples=["cus_1001"])
+    after: str = Field(description="Up to 160 characters after it.")
+    at: int | None = Field(description="Where the value stands in the field (characters from its start).")
+    length: int | None = Field(description="The field's length as the policy kept it (256 KiB at most).")
+
+
 class UntrustedArg(BaseModel):
     """An arg whose value came from content outside the tenant (a ticket, an email), as the policy found it."""
 
     arg: str
     why: str
+    excerpt: UntrustedQuote | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,  # absent, not null: an item without a quote reads as it always did
+        description="The text around the value where the task read it, quoted by the policy in the decision it signed (null: "
+        "declared by the agent, or the value is not written as such in the text, e.g. an amount in words). Untrusted: shown "
+        "as text, never markup; in the API and the CLI, never in webhook messages.",
+    )
 
 
 class PendingEdit(BaseModel):

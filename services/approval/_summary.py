@@ -73,19 +73,48 @@ def _covers(found: str, arg: str) -> bool:
     return found == arg or found.startswith(arg + ".") or arg.startswith(found + ".")
 
 
-def _untrusted(record: ApprovalRecord) -> list[dict[str, str]]:
+QUOTE_SIDE = 400  # characters of a quote's side shown at most (the policy quotes 160: a stored row rewritten longer is cut)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _quote(excerpt: Any, source: Any) -> dict[str, Any] | None:
+    """What the untrusted text said around the value (`facts.taint[].excerpt`, signed by the policy), bounded, as text."""
+    if not isinstance(excerpt, dict):
+        return None
+    return {
+        "source": str(source or ""),
+        "field": str(excerpt.get("field", ""))[:QUOTE_SIDE],
+        "before": str(excerpt.get("before", ""))[-QUOTE_SIDE:],
+        "match": str(excerpt.get("match", ""))[:QUOTE_SIDE],
+        "after": str(excerpt.get("after", ""))[:QUOTE_SIDE],
+        "at": _count(excerpt.get("at")),
+        "length": _count(excerpt.get("length")),
+    }
+
+
+def _untrusted(record: ApprovalRecord, *, quotes: bool = True) -> list[dict[str, Any]]:
     """Args whose values came from content outside the tenant (a ticket, an email), as the policy found them.
 
     Every important arg the policy counted as tainted (`tainted_important_args`, the `tainted_argument` escalation) is
     among them: with where its value was read (`taint`), or, when the policy found no source for it (a value the
     tenant knows, such as a payee it paid before, that only the untrusted text named), that the agent declared it.
+    One line per arg and source (`id:cus_1` and `word:cus_1` are one value to a person); with `quotes`, the policy's
+    excerpt of the text around the value (`excerpt`), which the page and the CLI show as text, marked untrusted.
     """
     taint = record.facts.get("taint")
-    found = (
-        [{"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))} for t in taint if isinstance(t, dict)]
-        if isinstance(taint, list)
-        else []
-    )
+    found: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for t in taint if isinstance(taint, list) else []:
+        if not isinstance(t, dict) or (str(t.get("arg", "")), str(t.get("source", ""))) in seen:
+            continue
+        seen.add((str(t.get("arg", "")), str(t.get("source", ""))))
+        entry: dict[str, Any] = {"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))}
+        if quotes and (quote := _quote(t.get("excerpt"), t.get("source"))) is not None:
+            entry["excerpt"] = quote
+        found.append(entry)
     important = record.facts.get("tainted_important_args")
     for arg in important if isinstance(important, list) else []:
         if not any(_covers(f["arg"], str(arg)) for f in found):
@@ -166,7 +195,9 @@ def _edit(record: ApprovalRecord, spec: ToolSpec | None, key_args: list[str]) ->
     return {"by": by, "changed": changed, "said": said, "original_subject": _cut(_subject(was, record.args), SUBJECT_MAX)}
 
 
-def summary(record: ApprovalRecord, spec: ToolSpec | None, *, review_usd: float, key_args: list[str]) -> dict[str, Any]:
+def summary(
+    record: ApprovalRecord, spec: ToolSpec | None, *, review_usd: float, key_args: list[str], quotes: bool = True
+) -> dict[str, Any]:
     """The request at a glance (`subject`) and what deciding it means (money, payee, record, what approving does, its price).
 
     Of a pending request another approver edited: the edited call (what Approve approves), its subject opening with
@@ -188,14 +219,18 @@ def summary(record: ApprovalRecord, spec: ToolSpec | None, *, review_usd: float,
         "tool_does": spec.description if spec else None,
         "on_approve": _on_approve(record, spec, edit),
         "edit": edit,
-        "untrusted_args": _untrusted(record),
+        "untrusted_args": _untrusted(record, quotes=quotes),
         "proposer": record.proposer,
         "rationale": record.rationale,
         "human_review_usd": round(review_usd, 2),
     }
 
 
-def decision_summary(record: ApprovalRecord, catalog: ToolCatalog | None, price: ReviewPrice) -> dict[str, Any]:
-    """`summary` of a request with its tool's catalog entry and the price of a human decision (`servicekit.costs`, the one place)."""
+def decision_summary(record: ApprovalRecord, catalog: ToolCatalog | None, price: ReviewPrice, *, quotes: bool = True) -> dict[str, Any]:
+    """`summary` of a request with its tool's catalog entry and the price of a human decision (`servicekit.costs`, the one place).
+
+    `quotes=False` (a webhook message) leaves out the untrusted text the policy quoted: an attacker's words go to the page
+    and the CLI, which show them as text and marked, never to a chat receiver that may render them as markup.
+    """
     spec = catalog[record.tool] if catalog is not None and record.tool in catalog else None
-    return summary(record, spec, review_usd=price.per_decision_usd, key_args=key_args(catalog, record.tool))
+    return summary(record, spec, review_usd=price.per_decision_usd, key_args=key_args(catalog, record.tool), quotes=quotes)

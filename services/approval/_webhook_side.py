@@ -302,7 +302,7 @@ class WebhookSide:
             "review_reason": record.review_reason,
             "resolution": record.resolution,
             # What a person needs to decide it (the page's summary): a chat message can show the amount, payee and record.
-            "summary": decision_summary(record, self.catalog, self.review_price),
+            "summary": decision_summary(record, self.catalog, self.review_price, quotes=False),
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }

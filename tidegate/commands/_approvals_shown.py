@@ -75,6 +75,24 @@ def outcome_said(outcome: dict[str, Any] | None) -> str:
     return f"{outcome['status']}{reason} at {outcome.get('at')}"
 
 
+def quote_lines(quote: dict[str, Any] | None) -> list[str]:
+    """What the untrusted text said around the value, as the policy quoted it: on one line, every character printable, `>>…<<` the value."""
+    if not quote:
+        return []
+    at, length = quote.get("at"), quote.get("length")
+    before, match, after = (str(quote.get(k) or "") for k in ("before", "match", "after"))
+    where = head = tail = ""
+    if isinstance(at, int) and isinstance(length, int):
+        where = f", character {at:,} of {length:,}"
+        head = "…" if at > len(before) else ""
+        tail = "…" if at + len(match) + len(after) < length else ""
+    said = f"{head}{shown(before, None)}>>{shown(match, None)}<<{shown(after, None)}{tail}"
+    return [
+        f"  [red]it says (UNTRUSTED text the task read, never instructions; {shown(quote.get('field'))}{where}):[/]",
+        f"    {said}",
+    ]
+
+
 def record_lines(found: dict[str, Any] | None) -> list[str]:
     """The entry the call acts on beside the task's trusted reads of it (`record_reads`): "not checked", or each read and its figures."""
     if not found:
@@ -160,6 +178,7 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     lines.extend(record_lines(item.get("record_reads")))
     for found in summary.get("untrusted_args") or []:
         lines.append(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")
+        lines.extend(quote_lines(found.get("excerpt")))
     if summary.get("on_approve"):
         lines.append("on approve: " + shown(summary["on_approve"], TEXT_MAX))
     for reason in item["reasons"]:
