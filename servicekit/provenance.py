@@ -63,6 +63,9 @@ _TENS = {
     w: 10 * i for i, w in enumerate(["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]) if w != "_"
 }
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_NUMBER_WORD = "|".join([*_UNITS, *_TENS, *_SCALES])
+# A number written in words, as `_word_numbers` reads one ("four hundred and fifty", "forty-five"), to quote where it stands.
+_WORDED = re.compile(rf"\b(?:{_NUMBER_WORD})\b(?:(?:[\s-]+|[\s-]+and[\s-]+)\b(?:{_NUMBER_WORD})\b)*", re.IGNORECASE)
 
 
 def _word_numbers(text: str) -> Iterator[float]:
@@ -236,7 +239,7 @@ def _first(pattern: re.Pattern[str], text: str, same: Callable[[str], bool]) -> 
 def locate(text: str, value: str) -> tuple[int, int] | None:
     """Where a normalised value (`kind:value`, as `values_of` gives it) first stands in `text`; None when not found as written.
 
-    An amount written in words ("four hundred and fifty") is not located (its value still taints).
+    An amount is found written in digits or in words ("four hundred and fifty").
     """
     kind, _, v = value.partition(":")
     if kind == "account":
@@ -244,7 +247,8 @@ def locate(text: str, value: str) -> tuple[int, int] | None:
     if kind == "phone":
         return _first(_PHONE, text, lambda m: re.sub(r"\D", "", m) == v)
     if kind == "amount":
-        return _first(_NUMBER, text, lambda m: _amount(float(m.replace(",", ""))) == value)
+        found = _first(_NUMBER, text, lambda m: _amount(float(m.replace(",", ""))) == value)
+        return found or _first(_WORDED, text, lambda m: _amount(next(_word_numbers(m), -1.0)) == value)
     if kind not in ("email", "host", "id", "name", "word") or not v:
         return None
     pattern = r"[ \-]".join(re.escape(part) for part in v.split(" ")) if kind == "name" else re.escape(v)

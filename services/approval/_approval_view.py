@@ -55,7 +55,7 @@ class UntrustedArg(BaseModel):
         default=None,
         exclude_if=lambda v: v is None,  # absent, not null: an item without a quote reads as it always did
         description="The text around the value where the task read it, quoted by the policy in the decision it signed (null: "
-        "declared by the agent, or the value is not written as such in the text, e.g. an amount in words). Untrusted: shown "
+        "declared by the agent, or the policy did not find the value written in the text it kept). Untrusted: shown "
         "as text, never markup; in the API and the CLI, never in webhook messages.",
     )
 
