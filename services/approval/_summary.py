@@ -105,16 +105,16 @@ def _untrusted(record: ApprovalRecord, *, quotes: bool = True) -> list[dict[str,
     excerpt of the text around the value (`excerpt`), which the page and the CLI show as text, marked untrusted.
     """
     taint = record.facts.get("taint")
-    found: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+    by_source: dict[tuple[str, str], dict[str, Any]] = {}  # the first finding of each, with the first quote of any of them
     for t in taint if isinstance(taint, list) else []:
-        if not isinstance(t, dict) or (str(t.get("arg", "")), str(t.get("source", ""))) in seen:
+        if not isinstance(t, dict):
             continue
-        seen.add((str(t.get("arg", "")), str(t.get("source", ""))))
-        entry: dict[str, Any] = {"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))}
-        if quotes and (quote := _quote(t.get("excerpt"), t.get("source"))) is not None:
+        entry = by_source.setdefault(
+            (str(t.get("arg", "")), str(t.get("source", ""))), {"arg": str(t.get("arg", "")), "why": str(t.get("why", ""))}
+        )
+        if quotes and "excerpt" not in entry and (quote := _quote(t.get("excerpt"), t.get("source"))) is not None:
             entry["excerpt"] = quote
-        found.append(entry)
+    found = list(by_source.values())
     important = record.facts.get("tainted_important_args")
     for arg in important if isinstance(important, list) else []:
         if not any(_covers(f["arg"], str(arg)) for f in found):
