@@ -8,13 +8,26 @@ the grant (`GrantVerifier`). This package imports the kit and `systems`' tool in
 
 from connectors._access import Access, ConnectorAccess
 from connectors._credentials import KEY_NAME, Vault
-from connectors._manage import ConnectorError, GrantWriter, connector_tools, disable, enable, reseal_all, set_credential, undo_tools
-from connectors._proof import GRANT_TAMPERED, GRANT_UNSIGNED, GrantRefused, GrantSigner, GrantVerifier, grant_message
+from connectors._manage import ConnectorError, GrantWriter, Pin, connector_tools, disable, enable, reseal_all, set_credential, undo_tools
+from connectors._proof import (
+    GRANT_ROLLED_BACK,
+    GRANT_TAMPERED,
+    GRANT_UNPINNED,
+    GRANT_UNSIGNED,
+    GrantRefused,
+    GrantSigner,
+    GrantVerifier,
+    Pins,
+    grant_digest,
+    grant_message,
+)
 from connectors._store import Grant, GrantProof, GrantStore, InMemoryGrantStore, PgGrantStore
 from servicekit.vault import Sealed, VaultError
 
 __all__ = [
+    "GRANT_ROLLED_BACK",
     "GRANT_TAMPERED",
+    "GRANT_UNPINNED",
     "GRANT_UNSIGNED",
     "KEY_NAME",
     "Access",
@@ -29,12 +42,15 @@ __all__ = [
     "GrantWriter",
     "InMemoryGrantStore",
     "PgGrantStore",
+    "Pin",
+    "Pins",
     "Sealed",
     "Vault",
     "VaultError",
     "connector_tools",
     "disable",
     "enable",
+    "grant_digest",
     "grant_message",
     "reseal_all",
     "set_credential",

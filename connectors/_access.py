@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from connectors._proof import GRANT_UNSIGNED, GrantRefused, GrantVerifier
+from connectors._proof import GRANT_ROLLED_BACK, GRANT_UNPINNED, GRANT_UNSIGNED, GrantRefused, GrantVerifier, grant_digest
 from connectors._store import GrantStore
 from servicekit.metrics import observe_row_refused
 from servicekit.toolcontract import ToolError
@@ -14,6 +14,8 @@ from servicekit.vault import Vault, VaultError
 __all__ = ["Access", "ConnectorAccess"]
 
 log = logging.getLogger(__name__)
+# `tidegate_rows_refused_total{reason}` of each refusal of a grant
+_REASONS = {GRANT_UNSIGNED: "unsigned", GRANT_ROLLED_BACK: "rolled_back", GRANT_UNPINNED: "unpinned"}
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,17 @@ class ConnectorAccess:
         self.store = store
         self.vault = vault
         self.verifier = verifier
+        self._told_unpinned: set[str] = set()  # digests of grants obeyed unpinned, each told once
 
     async def for_call(self, tenant_id: str, connector: str, tool: str) -> Access:
         """The credential for `tool` of `connector` for `tenant_id`.
 
         Raises:
             ToolError: `credential_missing` (no grant, disabled, no secret, or a secret the executor cannot open),
-                `tool_not_enabled` (the tenant did not enable this tool), or `grant_unsigned` / `grant_tampered` (the grant
-                carries no operator's signature, or one that does not verify); none is retryable, nothing was sent.
+                `tool_not_enabled` (the tenant did not enable this tool), `grant_unsigned` / `grant_tampered` (the grant
+                carries no operator's signature, or one that does not verify), `grant_rolled_back` (signed, but not the
+                grant `control` names as current) or `grant_unpinned` (none named, where required); none is retryable,
+                nothing was sent.
         """
         grant = await self.store.get(tenant_id, connector)
         if grant is not None:
@@ -50,8 +55,17 @@ class ConnectorAccess:
                 self.verifier.check(grant)
             except GrantRefused as refused:
                 log.warning("refused a call of %s for tenant %s: %s: %s", tool, tenant_id, refused.code, refused)
-                observe_row_refused("executor", "connector_grants", "unsigned" if refused.code == GRANT_UNSIGNED else "invalid")
+                observe_row_refused("executor", "connector_grants", _REASONS.get(refused.code, "invalid"))
                 raise ToolError(refused.code, str(refused)) from refused
+            if self.verifier.unpinned(grant) and (digest := grant_digest(grant)) not in self._told_unpinned:
+                self._told_unpinned.add(digest)
+                log.warning(
+                    "the %s grant of tenant %s is obeyed though no operator's control record names it as current (written "
+                    "before grants were pinned): an older signed copy put back in the table would be obeyed too; run "
+                    "`tidegate connectors pin --all`",
+                    connector,
+                    tenant_id,
+                )
         if grant is None or not grant.enabled:
             state = "is not connected" if grant is None else "was disabled"
             raise ToolError("credential_missing", f"{connector} {state} for tenant {tenant_id} (see `tidegate connectors`)")

@@ -1,23 +1,30 @@
 """What `tidegate connectors` does, over a grant store and the vault: enable, disable, set a credential, sign, rotate the key.
 
-Every grant written is signed by the operator (`GrantWriter`), and a stored grant is carried into a new one only
-if it verifies: a row someone changed in the database is never signed over by a later command.
+Every grant written is signed by the operator (`GrantWriter`) and, where the writer is given a way to (`pin`), made
+current on `control` (`tidegate.control.connector_grant`); a stored grant is carried into a new one only if it
+verifies, and is the current one: a row someone changed or put back in the database is never signed over by a later
+command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from connectors._account import account_problems
-from connectors._proof import GrantRefused, GrantSigner, GrantVerifier
+from connectors._proof import GrantRefused, GrantSigner, GrantVerifier, Pins
 from connectors._store import Grant, GrantStore
 from schemas import RiskClass, ToolSpec
 from servicekit.authority import deployment_authority, operator_key
 from servicekit.settings import KitSettings
 from servicekit.vault import Vault, VaultError
 
-__all__ = ["ConnectorError", "GrantWriter", "connector_tools", "disable", "enable", "reseal_all", "set_credential", "undo_tools"]
+# Given a signed grant: checks the record that makes it current (failing before anything is written), and returns
+# what publishes that record.
+Pin = Callable[[Grant], Callable[[], Coroutine[Any, Any, None]]]
+
+__all__ = ["ConnectorError", "GrantWriter", "Pin", "connector_tools", "disable", "enable", "reseal_all", "set_credential", "undo_tools"]
 
 
 class ConnectorError(ValueError):
@@ -31,11 +38,15 @@ class GrantWriter:
     store: GrantStore
     signer: GrantSigner
     verifier: GrantVerifier
+    pin: Pin | None = None
 
     @classmethod
-    def of_operator(cls, kit: KitSettings, store: GrantStore) -> GrantWriter:
-        """This machine's operator (`kit.operator`, its key made and allow-listed on first use) writing to `store`."""
-        return cls(store, GrantSigner(operator_key(kit)), GrantVerifier(deployment_authority(kit)))
+    def of_operator(cls, kit: KitSettings, store: GrantStore, pins: Pins | None = None, pin: Pin | None = None) -> GrantWriter:
+        """This machine's operator (`kit.operator`, its key made and allow-listed on first use) writing to `store`.
+
+        `pins` (what `control` names as current) and `pin` (publishing a grant's record there) are the CLI's.
+        """
+        return cls(store, GrantSigner(operator_key(kit)), GrantVerifier(deployment_authority(kit), pins=pins), pin)
 
     async def current(self, tenant_id: str, connector: str) -> Grant | None:
         """The stored grant of (tenant, connector), if any; ConnectorError if it does not verify (nothing is changed then)."""
@@ -48,9 +59,19 @@ class GrantWriter:
         return grant
 
     async def put(self, grant: Grant) -> Grant:
-        """Sign `grant` with the operator's key and store it; the grant as stored."""
+        """Sign `grant` with the operator's key, store it, and make it current on `control` (with `pin`); the grant as stored."""
         signed = self.signer.sign(grant)
+        publish = None if self.pin is None else self.pin(signed)  # a record the services would refuse fails here, nothing written
         await self.store.put(signed)
+        if publish is not None:
+            try:
+                await publish()
+            except Exception as exc:  # the row is written: say what the executor does with it, and what to run
+                raise ConnectorError(
+                    f"the {signed.connector} grant of {signed.tenant_id} was written, but the control record that makes it "
+                    f"current was not published ({exc}): the executor refuses it (grant_rolled_back) while an older one is "
+                    f"current; run `tidegate connectors pin {signed.connector} --tenant {signed.tenant_id}`"
+                ) from exc
         return signed
 
     async def unverified(self) -> list[tuple[Grant, GrantRefused]]:

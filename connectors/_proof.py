@@ -22,13 +22,29 @@ from servicekit.authority import Authority
 from servicekit.row_proofs import NOT_ALLOWED, UNKNOWN_KEY, UNSIGNED, RowSeal, operator_named, operator_not_denied
 from servicekit.signing import SigningKey
 
-__all__ = ["GRANT_TAMPERED", "GRANT_UNSIGNED", "GrantRefused", "GrantSigner", "GrantVerifier", "grant_claims", "grant_message"]
+__all__ = [
+    "GRANT_ROLLED_BACK",
+    "GRANT_TAMPERED",
+    "GRANT_UNPINNED",
+    "GRANT_UNSIGNED",
+    "GrantRefused",
+    "GrantSigner",
+    "GrantVerifier",
+    "Pins",
+    "grant_claims",
+    "grant_digest",
+    "grant_message",
+]
 
 # No signature of a trusted operator: a row from before grants were signed, or signed by an operator since denied.
 # An operator may check such a row and sign it (`tidegate connectors sign`).
 GRANT_UNSIGNED = "grant_unsigned"
 # A signature that does not hold: the row was changed after it was signed, or it is not an operator's key. Reset, never signed over.
 GRANT_TAMPERED = "grant_tampered"
+# Signed and intact, but not the grant an operator made current last on `control`: an older row put back.
+GRANT_ROLLED_BACK = "grant_rolled_back"
+# Signed and intact, but no `control` record names any grant of (tenant, connector), where the executor requires one.
+GRANT_UNPINNED = "grant_unpinned"
 _DOMAIN = b"tidegate/connector-grant/v1\n"  # what the bytes are: a grant's signature is never anything else's
 
 
@@ -70,6 +86,16 @@ def grant_message(grant: Grant, proof: GrantProof) -> bytes:
     return _seal().message(grant_claims(grant, proof))
 
 
+def grant_digest(grant: Grant) -> str:
+    """SHA-256 (hex) of the bytes the operator signed for `grant`: what its `control` record names. The grant must be signed."""
+    assert grant.proof is not None, "only a signed grant has a digest"
+    return hashlib.sha256(grant_message(grant, grant.proof)).hexdigest()
+
+
+# (tenant, connector) -> the digest of the grant an operator made current last, None when no record names one.
+Pins = Callable[[str, str], str | None]
+
+
 @dataclass(frozen=True)
 class GrantSigner:
     """An operator's key (`servicekit.operator_key`) signing each grant `tidegate connectors` writes."""
@@ -91,9 +117,18 @@ class GrantVerifier:
     A key the operator rotated (`tidegate keys rotate operator`) still verifies what it signed; a key denied
     (`tidegate keys deny-operator`) does not, since a grant carries no time its signer could not have chosen:
     another operator signs those grants again (`tidegate connectors sign`).
+
+    With `pins` (what `control` says is current), a signed grant must also be the one named there
+    (`grant_rolled_back` otherwise); one no record names passes unless `require_pin` (`grant_unpinned`).
     """
 
     authority: Authority
+    pins: Pins | None = None
+    require_pin: bool = False
+
+    def unpinned(self, grant: Grant) -> bool:
+        """True when pins are checked and no `control` record names a grant of (tenant, connector) yet."""
+        return self.pins is not None and self.pins(grant.tenant_id, grant.connector) is None
 
     def check(self, grant: Grant) -> None:
         """Return if `grant` is trusted; else raise `GrantRefused` saying why and what the operator runs."""
@@ -108,6 +143,7 @@ class GrantVerifier:
             )
         unproven = _seal(self.authority).check(grant_claims(grant, proof), proof.key_id, proof.signature)
         if unproven is None:
+            self._check_current(grant, where)
             return
         if unproven.reason == UNKNOWN_KEY or (unproven.reason == UNSIGNED and not proof.key_id):
             raise GrantRefused(GRANT_TAMPERED, f"{where} is signed with key {proof.key_id!r}, which is no operator's on the allow-list")
@@ -123,3 +159,28 @@ class GrantVerifier:
             f"signed it; nothing was sent. Check it (`tidegate connectors list --tenant {grant.tenant_id}`) and write it again "
             f"(`tidegate connectors disable {grant.connector} --tenant {grant.tenant_id} --forget-credential`, then enable it)",
         )
+
+    def _check_current(self, grant: Grant, where: str) -> None:
+        if self.pins is None:
+            return
+        pinned = self.pins(grant.tenant_id, grant.connector)
+        if pinned is None:
+            if self.require_pin:
+                raise GrantRefused(
+                    GRANT_UNPINNED,
+                    f"{where} is signed, but no operator's `control` record names it as current (a grant written before "
+                    f"grants were pinned) and this executor requires one: check it (`tidegate connectors list --tenant "
+                    f"{grant.tenant_id}`), then `tidegate connectors pin {grant.connector} --tenant {grant.tenant_id}`",
+                )
+            return
+        if pinned != grant_digest(grant):
+            assert grant.proof is not None
+            raise GrantRefused(
+                GRANT_ROLLED_BACK,
+                f"{where} is signed by {grant.proof.signed_by} but is not the grant an operator made current last "
+                f"(control names sha256 {pinned[:12]}…, the row is {grant_digest(grant)[:12]}…): an older grant was put back "
+                "in executor.connector_grants (a restored backup, or a writer of the table); nothing was sent. Check it "
+                f"(`tidegate connectors list --tenant {grant.tenant_id}`), then write the grant you want again (`tidegate "
+                f"connectors enable|disable|set-credential`), or make this one current (`tidegate connectors sign "
+                f"{grant.connector} --tenant {grant.tenant_id}`)",
+            )

@@ -46,6 +46,8 @@ __all__ = [
     "Authorization",
     "ControlBudget",
     "ControlBudgetData",
+    "ControlConnectorGrant",
+    "ControlConnectorGrantData",
     "ControlKillswitch",
     "ControlKillswitchData",
     "ControlPolicy",
@@ -614,6 +616,36 @@ class ControlRedrive(Envelope):
     def key(self) -> bytes:
         """One sequence per dead letter redriven."""
         return f"redrive:{self.data.dead_letter_id}".encode()
+
+
+class ControlConnectorGrantData(Contract):
+    """The connector grant an operator signed last for (tenant, connector): the executor obeys that row and no other.
+
+    `tidegate connectors` publishes it (operator-signed) with every grant it writes to `executor.connector_grants`.
+    The row's signature proves an operator wrote it; this record, kept forever on `control` under a sequence that must
+    grow per key, proves it is the newest: an older signed row put back in the table (before a disable, a tool taken
+    off, a credential replaced) no longer matches and is refused `grant_rolled_back`.
+    """
+
+    tenant_id: str = Field(description="The tenant.")
+    connector: str = Field(description="The connector.", examples=["zendesk"])
+    grant_sha256: str = Field(
+        description="SHA-256 (hex) of the grant's signed bytes (`connectors._proof.grant_digest`): what the row must hash to.",
+        pattern="^[0-9a-f]{64}$",
+    )
+    set_by: str = Field(description="The operator whose key signed it.", examples=["oncall"])
+
+
+class ControlConnectorGrant(Envelope):
+    """`tidegate.control.connector_grant` on `control`; key `connector-grant:<tenant>:<connector>`."""
+
+    type: Literal["tidegate.control.connector_grant"] = "tidegate.control.connector_grant"
+    data: ControlConnectorGrantData
+
+    @property
+    def key(self) -> bytes:
+        """One sequence per (tenant, connector): a pin can only be followed by a newer one."""
+        return f"connector-grant:{self.data.tenant_id}:{self.data.connector}".encode()
 
 
 # --- deadletter --------------------------------------------------------------------------------

@@ -163,6 +163,12 @@ def sample_events() -> list[tuple[str, Envelope]]:
             ),
         ),
         (
+            "control",
+            s.ControlConnectorGrant.build(
+                s.ControlConnectorGrantData(tenant_id="acme", connector="zendesk", grant_sha256="0" * 64, set_by="oncall"), source=src
+            ),
+        ),
+        (
             "directory",
             s.DirectoryUpdated.build(
                 s.DirectoryUpdatedData(

@@ -22,6 +22,7 @@ from schemas.events import (
     ApprovalResolved,
     AuditCheckpoint,
     ControlBudget,
+    ControlConnectorGrant,
     ControlKillswitch,
     ControlPolicy,
     ControlRedrive,
@@ -58,7 +59,10 @@ Approval = Annotated[
     Union[ApprovalRequested, ApprovalGranted, ApprovalRejected, ApprovalExpired, ApprovalResolved], Field(discriminator="type")
 ]
 TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
-ControlEvent = Annotated[Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive], Field(discriminator="type")]
+ControlEvent = Annotated[
+    Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant],
+    Field(discriminator="type"),
+]
 AnyEvent = Annotated[
     Union[
         TaskSubmitted,
@@ -80,6 +84,7 @@ AnyEvent = Annotated[
         ControlBudget,
         ControlTenant,
         ControlRedrive,
+        ControlConnectorGrant,
         DirectoryUpdated,
         EventRejected,
         ToolInvocation,
@@ -190,8 +195,9 @@ TOPICS: dict[str, TopicSpec] = {
         _spec(
             "control",
             ControlEvent,
-            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive),
-            "Kill switches, policy versions, budgets, tenants and the record of each dead letter redriven; every record kept forever "
+            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant),
+            "Kill switches, policy versions, budgets, tenants, the current connector grant of each (tenant, connector) and the record "
+            "of each dead letter redriven; every record kept forever "
             "(never compacted, so a replayed "
             "old record can never outlive the newer one it replays), read from the beginning at start-up.",
             partitions=1,

@@ -91,6 +91,7 @@ AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.control.budget": frozenset({OPERATOR}),
     "tidegate.control.tenant": frozenset({OPERATOR}),
     "tidegate.control.redrive": frozenset({OPERATOR}),
+    "tidegate.control.connector_grant": frozenset({OPERATOR}),
     # A tenant's directory, as its admins keep it over the approval service's API: who is internal, nothing more.
     "tidegate.directory.updated": frozenset({OPERATOR, "approval"}),
     "tidegate.audit.checkpoint": frozenset({"audit"}),

@@ -1,4 +1,4 @@
-"""What every service knows from the `control` topic (kill switches, policy, budgets, tenants) and `directory`.
+"""What every service knows from the `control` topic (kill switches, policy, budgets, tenants, current connector grants) and `directory`.
 
 Records are operator-signed (the bus checked the signature against the operator allow-list before
 this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
@@ -18,6 +18,7 @@ from typing import Any
 
 from schemas import (
     ControlBudget,
+    ControlConnectorGrant,
     ControlKillswitch,
     ControlPolicy,
     ControlPolicyData,
@@ -41,6 +42,7 @@ class ControlState:
     budgets: dict[str, float] = field(default_factory=dict)
     tenants: dict[str, ControlTenantData] = field(default_factory=dict)
     directories: dict[str, DirectoryUpdatedData] = field(default_factory=dict)  # from `directory`, approval- or operator-signed
+    grants: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, connector) -> SHA-256 of the grant signed last
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequences: dict[bytes | None, int] = field(default_factory=dict)
@@ -66,6 +68,8 @@ class ControlState:
             self.budgets[event.data.tenant_id] = event.data.limit_usd
         elif isinstance(event, ControlTenant):
             self.tenants[event.data.tenant_id] = event.data
+        elif isinstance(event, ControlConnectorGrant):
+            self.grants[(event.data.tenant_id, event.data.connector)] = event.data.grant_sha256
         elif isinstance(event, DirectoryUpdated):
             self.directories[event.data.tenant_id] = event.data
         self.applied += 1

@@ -170,6 +170,8 @@ def summarize(row: LogRow, event: Any | None = None, previous: Mapping[RowId, di
                 f"dead letter {d.dead_letter_id} ({d.code}, by {d.service}) redriven by {d.set_by} "
                 f"to {d.topic}, original [{d.partition}]@{d.offset}: {d.reason[:200]}"
             )
+        case s.ControlConnectorGrant():
+            return f"connector grant {d.connector} of tenant {d.tenant_id} made current by {d.set_by} (sha256 {d.grant_sha256[:12]}…)"
         case s.ControlPolicy():
             return f"policy {d.version[:19]} published by {d.published_by} ({len(d.files)} file(s))"
         case s.DirectoryUpdated():

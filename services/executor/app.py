@@ -117,7 +117,10 @@ def build(
     python_tools = PythonTools()
     vault = Vault(settings.connector_keys_dir or kit.keys_dir)
     # A grant is trusted only under the signature of an operator on the allow-list (a file, never the executor's database).
-    connector_tools = ConnectorTools(ConnectorAccess(deps.grants, vault, GrantVerifier(authority)), python_tools)
+    # ...and only if it is the grant an operator made current last on `control` (an older signed row put back is refused).
+    verifier = GrantVerifier(authority, pins=lambda tenant, connector: control.grants.get((tenant, connector)),
+                             require_pin=settings.require_pinned_grants)  # fmt: skip
+    connector_tools = ConnectorTools(ConnectorAccess(deps.grants, vault, verifier), python_tools)
 
     def kill_reason(tenant_id: str, tool: str) -> str | None:
         switch = control.killed(tenant_id, tool)

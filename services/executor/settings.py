@@ -27,6 +27,12 @@ class ExecutorSettings(BaseSettings):
         description="Keys directory of the connector-credential key pair (X25519, made on first start): "
         "the private key in its `executor/` folder, the public key at the top; the kit keys_dir by default.",
     )
+    require_pinned_grants: bool = Field(
+        default=False,
+        description="Refuse (`grant_unpinned`) a connector grant that no operator's `tidegate.control.connector_grant` record "
+        "names as current. Off by default so that grants written before records were published keep working after an upgrade "
+        "(each obeyed with a warning); turn it on once `tidegate connectors pin --all` has named them all.",
+    )
     policy_key_name: str = Field(default="policy", description="Name of the policy service's public keys trusted to sign authorizations.")
     concurrency: int = Field(default=8, ge=1, le=256, description="Authorized calls of different tasks in flight at once in one process.")
     http_max_connections: int = Field(default=50, ge=1, description="Connection pool size of the HTTP tool client.")

@@ -59,7 +59,8 @@ class Listener:
 
 def tidegate(kit: KitSettings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`tidegate …` as the operator runs it, with this test's database and keys."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_KEYS_DIR": str(kit.keys_dir)}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_KEYS_DIR": str(kit.keys_dir),
+           "TIDEGATE_TOPIC_PREFIX": kit.topic_prefix}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "tidegate.cli", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False
     )

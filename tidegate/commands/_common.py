@@ -33,6 +33,7 @@ __all__ = [
     "logs_aside",
     "one_line",
     "publish_control",
+    "publish_signed_control",
     "run",
     "settings",
     "shown",
@@ -165,7 +166,11 @@ async def publish_control(kit: KitSettings, event: Envelope) -> None:
     unlisted operator key, a key that is not the operator's) is not published, and the command fails saying why, never
     "set" while nothing changes.
     """
-    signed = signed_control(kit, event, "not published", "nothing changed")
+    await publish_signed_control(kit, signed_control(kit, event, "not published", "nothing changed"))
+
+
+async def publish_signed_control(kit: KitSettings, signed: Envelope) -> None:
+    """Publish one record already signed and checked by `signed_control` on `control` (acknowledged), logged in as `ops`."""
     producer = Producer(kit.kafka_bootstrap, "cli", **kafka_options(kit, OPS))
     await producer.start()
     try:

@@ -1,25 +1,30 @@
-"""`tidegate connectors list|enable|disable|set-credential|sign|init-key|rotate-key`: tenants' accounts at systems of record.
+"""`tidegate connectors list|enable|disable|set-credential|sign|pin|init-key|rotate-key`: tenants' accounts at systems.
 
 Writes the grants where the executor reads them (`executor.connector_grants`), each signed with this
 operator's key (`servicekit.operator_key`: the executor trusts a grant only under an allow-listed operator's
-signature); a credential is read from stdin or a file (never from the command line, so never in a shell
-history) and sealed to the executor's public key before it leaves this process.
+signature) and made current by an operator-signed `tidegate.control.connector_grant` record on `control` (the
+executor refuses a signed grant that is not the one named there: an older row put back); a credential is read
+from stdin or a file (never from the command line, so never in a shell history) and sealed to the executor's public
+key before it leaves this process.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 import connectors as c
-from servicekit import KitSettings, ToolCatalog, apply_migrations, create_pool
+from schemas import ControlConnectorGrant, ControlConnectorGrantData
+from servicekit import ControlState, KitSettings, ToolCatalog, apply_migrations, create_pool
 from services.executor import ExecutorSettings
-from tidegate.commands._common import console, fail, run, settings
+from tidegate.commands._common import console, fail, publish_signed_control, run, settings, signed_control
+from tidegate.ops.control import read_trusted_control
 
 __all__ = ["app", "executor_vault"]
 
@@ -34,12 +39,32 @@ def executor_vault(kit: KitSettings) -> c.Vault:
     return c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
 
 
+def _pinner(kit: KitSettings, state: ControlState) -> c.Pin:
+    """What makes a signed grant current: its `control` record, signed and checked now, published when called."""
+
+    def pin(grant: c.Grant) -> Callable[[], Coroutine[Any, Any, None]]:
+        data = ControlConnectorGrantData(
+            tenant_id=grant.tenant_id, connector=grant.connector, grant_sha256=c.grant_digest(grant), set_by=kit.operator
+        )
+        signed = signed_control(kit, ControlConnectorGrant.build(data, source="tidegate/cli"), "not written", "nothing changed")
+
+        async def publish() -> None:
+            await publish_signed_control(kit, signed)
+            state.grants[(grant.tenant_id, grant.connector)] = data.grant_sha256
+
+        return publish
+
+    return pin
+
+
 @asynccontextmanager
 async def _store(kit: KitSettings) -> AsyncIterator[c.GrantWriter]:
+    state = await read_trusted_control(kit)  # which grant of each (tenant, connector) is current, as the executor reads it
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         await apply_migrations(pool, "executor", MIGRATIONS)  # the table may not exist before the executor's first start
-        yield c.GrantWriter.of_operator(kit, c.PgGrantStore(pool))
+        pins = state.grants.get
+        yield c.GrantWriter.of_operator(kit, c.PgGrantStore(pool), pins=lambda t, n: pins((t, n)), pin=_pinner(kit, state))
     finally:
         await pool.close()
 
@@ -65,23 +90,32 @@ def list_(tenant: str | None = typer.Option(None, "--tenant", help="Only this te
             tools.add_row(name, spec.name, str(spec.risk))
     console.print(tools)
 
-    async def grants() -> tuple[list[c.Grant], dict[tuple[str, str], c.GrantRefused]]:
+    async def grants() -> tuple[list[c.Grant], dict[tuple[str, str], c.GrantRefused], set[tuple[str, str]]]:
         async with _store(kit) as writer:
             refused = {(g.tenant_id, g.connector): why for g, why in await writer.unverified()}
-            return [g for g in await writer.store.all() if tenant is None or g.tenant_id == tenant], refused
+            listed = [g for g in await writer.store.all() if tenant is None or g.tenant_id == tenant]
+            return listed, refused, {(g.tenant_id, g.connector) for g in listed if writer.verifier.unpinned(g)}
 
-    listed, refused = run(grants())
+    listed, refused, unpinned = run(grants())
     table = Table("tenant", "connector", "enabled", "tools", "credential", "account", "signed", title="grants")
     for g in listed:
         credential = f"sealed (key {g.sealed.key_id})" if g.sealed else "[red]missing[/]"
         account = ", ".join(f"{k}={v}" for k, v in sorted(g.connection.items()))
         why = refused.get((g.tenant_id, g.connector))
         signed = f"by {g.proof.signed_by}" if why is None and g.proof else f"[red]{why.code if why else 'no'}: refused[/]"
+        if why is None and (g.tenant_id, g.connector) in unpinned:
+            signed += " [yellow](unpinned)[/]"
         table.add_row(g.tenant_id, g.connector, "yes" if g.enabled else "no", ", ".join(sorted(g.tools)), credential, account, signed)
     console.print(table)
     for (t, _), why in sorted(refused.items()):
         if tenant is None or t == tenant:
             console.print(f"[red]{why.code}[/]: {why}")
+    for t, n in sorted(unpinned):
+        console.print(
+            f"[yellow]unpinned[/]: {t}/{n} is signed but no control record names it as current (written before grants were "
+            "pinned): an older signed copy put back in the table would be obeyed too; check it, then `tidegate connectors pin --all`",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -167,6 +201,14 @@ def set_credential(
     console.print(f"credential of {connector} for {tenant} sealed to key {grant.sealed.key_id}")
 
 
+def _described(grant: c.Grant, signer: str = "") -> str:
+    """One grant as an operator checks it before signing or pinning it: every tool, setting and the credential's key."""
+    account = ", ".join(f"{k}={v}" for k, v in sorted(grant.connection.items()))
+    sealed = f"sealed (key {grant.sealed.key_id})" if grant.sealed else "no credential"
+    enabled = "enabled" if grant.enabled else "disabled"
+    return f"{grant.tenant_id}/{grant.connector} ({enabled}{signer}): tools {', '.join(sorted(grant.tools)) or '-'}; {account}; {sealed}"
+
+
 @app.command()
 def sign(
     connector: str | None = typer.Argument(None, help="Connector, e.g. zendesk (with --tenant); or --all."),
@@ -197,12 +239,7 @@ def sign(
         console.print("no grant to sign" if all_ else f"{connector} of {tenant}: no grant that needs signing")
         return
     for grant, why in chosen:
-        account = ", ".join(f"{k}={v}" for k, v in sorted(grant.connection.items()))
-        sealed = f"sealed (key {grant.sealed.key_id})" if grant.sealed else "no credential"
-        enabled = "enabled" if grant.enabled else "disabled"
-        console.print(
-            f"{grant.tenant_id}/{grant.connector} ({enabled}): tools {', '.join(sorted(grant.tools)) or '-'}; {account}; {sealed}"
-        )
+        console.print(_described(grant))
         console.print(f"  refused now: {why.code}")
     if not yes and not typer.confirm(f"sign {len(chosen)} grant(s) as shown, as operator {kit.operator}?"):
         fail("nothing signed")
@@ -214,6 +251,45 @@ def sign(
         return len(chosen)
 
     console.print(f"{run(go())} grant(s) signed by {kit.operator}")
+
+
+@app.command()
+def pin(
+    connector: str | None = typer.Argument(None, help="Connector, e.g. zendesk (with --tenant); or --all."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant whose grant to make current."),
+    all_: bool = typer.Option(False, "--all", help="Every signed grant no `control` record names yet (written before grants were pinned)."),
+    yes: bool = typer.Option(False, "--yes", help="Publish without asking (the grants are still shown)."),
+) -> None:
+    """Make signed grants current on `control` as they stand, after you checked them: those written before grants were pinned.
+
+    The executor obeys only the grant of (tenant, connector) that the newest such record names; one no record names
+    is obeyed with a warning (or refused `grant_unpinned` with TIDEGATE_EXECUTOR_REQUIRE_PINNED_GRANTS). A grant that
+    does not verify, or that is not the current one (`grant_rolled_back`), is not pinned here: see `connectors sign`.
+    """
+    named = connector is not None and tenant is not None
+    if (connector is None) != (tenant is None) or all_ == named:
+        fail("name one grant (CONNECTOR --tenant TENANT), or --all")
+    kit = settings()
+
+    async def pending() -> list[c.Grant]:
+        async with _store(kit) as writer:
+            refused = {(g.tenant_id, g.connector) for g, _ in await writer.unverified()}
+            chosen = [g for g in await writer.store.all() if (g.tenant_id, g.connector) not in refused and writer.verifier.unpinned(g)]
+        return [g for g in chosen if all_ or (g.tenant_id, g.connector) == (tenant, connector)]
+
+    chosen = run(pending())
+    if not chosen:
+        console.print("no grant to pin" if all_ else f"{connector} of {tenant}: no signed grant that is not current yet")
+        return
+    for grant in chosen:
+        assert grant.proof is not None
+        console.print(_described(grant, f", signed by {grant.proof.signed_by}"))
+    if not yes and not typer.confirm(f"make {len(chosen)} grant(s) current as shown, as operator {kit.operator}?"):
+        fail("nothing published")
+    publishing = _pinner(kit, ControlState())
+    for grant in chosen:
+        run(publishing(grant)())
+    console.print(f"{len(chosen)} grant(s) made current by {kit.operator}")
 
 
 @app.command("init-key")
