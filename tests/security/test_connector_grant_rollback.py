@@ -15,10 +15,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+from bus_helpers import Collector
 from test_connector_grant_forgery import SECRET, Stage, operator, stage, tidegate  # noqa: F401  (the fixture)
+from test_control_records import send_as_ops
 
 import connectors as c
+import schemas as s
 from servicekit import ToolCatalog, create_pool
+from tidegate.ops.control import read_trusted_control
 
 pytestmark = pytest.mark.integration
 
@@ -115,5 +119,30 @@ async def test_a_grant_from_before_the_upgrade_works_until_pinned_then_is_bound(
     assert f"{fresh}/zendesk (enabled, signed by" in shown
     await put_back(stage.login, fresh, wide)
     replayed = await upgraded.call("zendesk_set_status", {"ticket_id": 42, "status": "solved"}, wait_for)
+    assert replayed.data.error.type == "grant_rolled_back"
+    assert stage.zendesk.tickets[42]["status"] == "open"
+
+
+async def test_an_old_record_sent_again_with_the_old_row_does_not_make_it_current(stage: Stage, wait_for: Any) -> None:  # noqa: F811
+    """The attacker also holds the `ops` bus login: it sends the record that named the wide grant again, verbatim."""
+    operator(stage.kit, "connectors", "enable", "zendesk", "--tenant", stage.tenant, "--tool", "zendesk_set_status")
+    wide = await snapshot(stage.login, stage.tenant)
+    accepted: list[s.Envelope] = []
+    await read_trusted_control(stage.kit, accepted=accepted)
+    named_wide = [e for e in accepted if isinstance(e, s.ControlConnectorGrant) and e.data.tenant_id == stage.tenant][-1]
+    operator(stage.kit, "connectors", "disable", "zendesk", "--tenant", stage.tenant, "--tool", "zendesk_set_status")
+
+    dead = Collector(stage.kit, ["deadletter"])
+    await dead.start()
+    try:
+        await put_back(stage.login, stage.tenant, wide)
+        await send_as_ops(stage.kit, s.encode(named_wide), b"anything")
+        refused = await wait_for(
+            lambda: [e for e in dead.rejected(named_wide.id) if e.data.service == "executor"], timeout=60, what="the replay refused"
+        )
+        assert refused[0].data.code == "control_replayed"
+    finally:
+        await dead.stop()
+    replayed = await stage.call("zendesk_set_status", {"ticket_id": 42, "status": "solved"}, wait_for)
     assert replayed.data.error.type == "grant_rolled_back"
     assert stage.zendesk.tickets[42]["status"] == "open"
