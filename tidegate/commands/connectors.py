@@ -26,7 +26,7 @@ from services.executor import ExecutorSettings
 from tidegate.commands._common import console, fail, publish_signed_control, run, settings, signed_control
 from tidegate.ops.control import read_trusted_control
 
-__all__ = ["app", "executor_vault"]
+__all__ = ["app", "executor_vault", "grant_writer"]
 
 app = typer.Typer(help="Connectors: which tenant may use which system of record, with which sealed credential.", no_args_is_help=True)
 
@@ -58,7 +58,8 @@ def _pinner(kit: KitSettings, state: ControlState) -> c.Pin:
 
 
 @asynccontextmanager
-async def _store(kit: KitSettings) -> AsyncIterator[c.GrantWriter]:
+async def grant_writer(kit: KitSettings) -> AsyncIterator[c.GrantWriter]:
+    """This operator's writer of the grants: each grant it writes is signed and made current on `control`."""
     state = await read_trusted_control(kit)  # which grant of each (tenant, connector) is current, as the executor reads it
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
@@ -91,7 +92,7 @@ def list_(tenant: str | None = typer.Option(None, "--tenant", help="Only this te
     console.print(tools)
 
     async def grants() -> tuple[list[c.Grant], dict[tuple[str, str], c.GrantRefused], set[tuple[str, str]]]:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             refused = {(g.tenant_id, g.connector): why for g, why in await writer.unverified()}
             listed = [g for g in await writer.store.all() if tenant is None or g.tenant_id == tenant]
             return listed, refused, {(g.tenant_id, g.connector) for g in listed if writer.verifier.unpinned(g)}
@@ -131,7 +132,7 @@ def enable(
     catalog = ToolCatalog.load(kit.tools_dir)
 
     async def go() -> c.Grant:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             return await c.enable(writer, catalog, tenant, connector, tools=tool, all_tools=all_tools, connection=_pairs(set_))
 
     try:
@@ -157,7 +158,7 @@ def disable(
     catalog = ToolCatalog.load(kit.tools_dir)
 
     async def go() -> c.Grant | None:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             return await c.disable(writer, tenant, connector, tools=tool, forget=forget, catalog=catalog)
 
     try:
@@ -190,7 +191,7 @@ def set_credential(
     vault.ensure()
 
     async def go() -> c.Grant:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             return await c.set_credential(writer, vault, tenant, connector, secret)
 
     try:
@@ -220,7 +221,9 @@ def sign(
 
     The executor refuses a grant no allow-listed operator signed (`grant_unsigned`). Signing trusts every tool,
     setting and credential shown. A grant changed after it was signed (`grant_tampered`) is left out of `--all`:
-    reset it (`disable --forget-credential`, then `enable` and `set-credential`) rather than sign it.
+    reset it (`disable --forget-credential`, then `enable` and `set-credential`) rather than sign it. A grant that is
+    not the current one (`grant_rolled_back`: an older row put back, or a backup restored) is signed by name only,
+    which makes it current again: check every tool, setting and credential shown first.
     """
     named = connector is not None and tenant is not None
     if (connector is None) != (tenant is None) or all_ == named:
@@ -228,7 +231,7 @@ def sign(
     kit = settings()
 
     async def pending() -> list[tuple[c.Grant, c.GrantRefused]]:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             refused = await writer.unverified()
         if all_:
             return [(g, why) for g, why in refused if why.code == c.GRANT_UNSIGNED]
@@ -245,7 +248,7 @@ def sign(
         fail("nothing signed")
 
     async def go() -> int:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             for grant, _ in chosen:
                 await writer.put(grant)  # exactly the grant shown, whatever the row holds by now
         return len(chosen)
@@ -272,7 +275,7 @@ def pin(
     kit = settings()
 
     async def pending() -> list[c.Grant]:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             refused = {(g.tenant_id, g.connector) for g, _ in await writer.unverified()}
             chosen = [g for g in await writer.store.all() if (g.tenant_id, g.connector) not in refused and writer.verifier.unpinned(g)]
         return [g for g in chosen if all_ or (g.tenant_id, g.connector) == (tenant, connector)]
@@ -308,7 +311,7 @@ def rotate_key() -> None:
     old, new = vault.rotate()
 
     async def go() -> tuple[int, int]:
-        async with _store(kit) as writer:
+        async with grant_writer(kit) as writer:
             return await c.reseal_all(writer, vault)
 
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import connectors as c
-from servicekit import REPO_ROOT, KitSettings, ToolCatalog, apply_migrations, create_pool
+from servicekit import REPO_ROOT, KitSettings, ToolCatalog
 from services.executor import ExecutorSettings
 from standins import RecordingProxy, StripeMock, ensure_stripe_mock, serve_app
 from standins.zendesk import ZendeskStandIn
@@ -30,7 +30,6 @@ SYSTEMS = {"helpdesk": "zendesk", "payments": "stripe"}
 # The writes the playbook proposes, and the tools that undo them (`tidegate undo` on a demo action); reads come with the connector.
 ZENDESK_TOOLS = ["zendesk_tag_ticket", "zendesk_untag_ticket", "zendesk_add_internal_note", "zendesk_draft_reply", "zendesk_set_status"]
 STRIPE_TOOLS = ["stripe_refund"]
-MIGRATIONS = REPO_ROOT / "services" / "executor" / "migrations"
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,12 @@ async def _connect(kit: KitSettings, tenant: str, *, stripe_url: str, zendesk: Z
     catalog = ToolCatalog.load(kit.tools_dir)
     vault = c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
     vault.ensure()
-    pool = await create_pool(kit.operator_database_url, max_size=2)
-    try:
-        await apply_migrations(pool, "executor", MIGRATIONS)
-        store = c.GrantWriter.of_operator(kit, c.PgGrantStore(pool))  # signed by this machine's operator, as the CLI signs
+    from tidegate.commands.connectors import grant_writer
+
+    async with grant_writer(kit) as store:
         await c.enable(store, catalog, tenant, "zendesk", tools=ZENDESK_TOOLS, connection={"base_url": zendesk.url, "email": zendesk.email})
         await c.set_credential(store, vault, tenant, "zendesk", zendesk.token)
         await c.enable(store, catalog, tenant, "stripe", tools=STRIPE_TOOLS, connection={"base_url": stripe_url})
         await c.set_credential(
             store, vault, tenant, "stripe", "sk_test_" + secrets.token_hex(24)
         )  # stripe-mock refuses a key with a third "_"
-    finally:
-        await pool.close()
