@@ -579,6 +579,18 @@ CUTS = (
     "million instructions a decision (−3.2 %). The three Cedar cuts together, against the code before them: 6.44 / "
     "6.44 / 6.37 → 5.98 / 5.93 / 5.94 (−7.4 %); py-spy over the same path put Cedar at 34 % of the decision before "
     "them and 27 % after. In process, on a shared machine, not `make bench`.",
+    "- **A TypeError raised and cleared at every byte search (2026-12-06).** In CPython 3.11 `needle in haystack` on "
+    "bytes first tries the needle as an integer (`PyNumber_AsSsize_t`), which raises a TypeError inside and clears "
+    "it: ~1,900 instructions each, about twice the search on an event. Every consumed event made four "
+    "(`check_bounds`: `NaN`, `Infinity`; `refuse_nul`'s escape; `canonical_json`'s `null`, at every check and "
+    "signature), found in the audit's callgrind profile (`PyErr_Format` under `_Py_bytes_contains`, 4 calls an "
+    "event). They are `find`s now, the same answers (tests/unit/foundation/test_bytes_search.py). Measured in process"
+    " over the audit's ingest (the service built by `services.audit.build` on a database of its own, polled batches "
+    "of `bench.audit_bench`'s signed events handed to its poller's handler: bounds, contract, signature, chain, COPY "
+    "and commit; 500 warm, 2,000 measured, the key folders' 0.1 s look left out as time-based), in instructions under"
+    " callgrind (`--instr-atstart=no`), pairs back to back: 1,198,100 / 1,196,705 / 1,200,973 → 1,186,465 / 1,183,772"
+    " / 1,187,365 instructions an event (−1.0 %). Ed25519's verification is 688,000 of them (56 %). In process, on a "
+    "shared machine, not `make bench`.",
 )
 
 

@@ -75,7 +75,7 @@ def refuse_nul(raw: bytes | str, *, where: tuple[str, ...] = ("data",)) -> None:
     a match is an escape only where an odd run of backslashes ends at its `u` (after an even run it is text).
     """
     if isinstance(raw, bytes):
-        if _NUL_ESCAPE_BYTES not in raw:  # the common case: no decoding, one scan
+        if raw.find(_NUL_ESCAPE_BYTES) == -1:  # the common case: no decoding, one scan (`find`: `in` raises inside, as below)
             return
         text = raw.decode("utf-8", "replace")
     else:
@@ -216,7 +216,8 @@ def canonical_json(value: Any) -> bytes:
         except (TypeError, ValueError):
             pass
         else:
-            if not _small_float(fast) and (b"null" not in fast or _all_finite(value)):
+            # `find`, not `in`: CPython 3.11's `bytes in bytes` raises and clears a TypeError inside at every call
+            if not _small_float(fast) and (fast.find(b"null") == -1 or _all_finite(value)):
                 return fast
     return reference_canonical_json(value)
 
