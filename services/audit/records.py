@@ -209,6 +209,7 @@ def kafka_fingerprint(
 
 _NULL = b"\x00"
 _LEN = struct.Struct(">I")
+_HEAD = struct.Struct(">BI").pack  # a frame's head: `_framed(raw)` is `_HEAD(1, len(raw)) + raw`
 _TRUE = b"\x01" + _LEN.pack(1) + b"t"
 _FALSE = b"\x01" + _LEN.pack(1) + b"f"
 
@@ -290,6 +291,9 @@ def _string_list(value: Any) -> bytes:
     return _field(value)
 
 
+_NO_REASONS = b"\x01" + _LEN.pack(2) + b"[]"  # `_string_list([])`
+
+
 def _string_dicts(value: Any) -> bytes:
     # Headers: a list of small {str: str} objects; canonical JSON written by hand (same bytes).
     return _framed(headers_json(value).encode())
@@ -311,13 +315,18 @@ def content_bytes(values: Sequence[Any]) -> bytes:
 
 
 def row_content(obs: Observed, seq: int, duplicate: bool, recorded_at: datetime) -> bytes:
-    """`content_bytes` of the row `obs` makes at `seq`: the same bytes, without building its values first (once per row)."""
-    headers = obs.headers_json if obs.headers_json is not None else headers_json(obs.headers)
+    """`content_bytes` of the row `obs` makes at `seq`: the same bytes, without building its values first (once per row).
+
+    The key, headers and value (most of a row's bytes) are joined once, after their frames' heads, not framed first.
+    """
+    headers = (obs.headers_json if obs.headers_json is not None else headers_json(obs.headers)).encode()
+    key, value = obs.key, obs.value
     return b"".join((
         _label(obs.topic), _small_number(obs.partition), _number(obs.kafka_offset), _number(seq), _time(obs.kafka_ts),
-        _small_number(obs.ts_type), _raw(obs.key), _framed(headers.encode()), _raw(obs.value), _flag(obs.valid),
-        _text(obs.invalid_reason), _text(obs.event_id), _label(obs.event_type), _label(obs.tenant_id), _text(obs.task_id),
-        _text(obs.action_id), _label(obs.tool), _label(obs.outcome), _string_list(obs.reasons), _text(obs.trace_id),
+        _small_number(obs.ts_type), _NULL if key is None else _HEAD(1, len(key)), key or b"", _HEAD(1, len(headers)), headers,
+        _NULL if value is None else _HEAD(1, len(value)), value or b"", _flag(obs.valid), _text(obs.invalid_reason),
+        _text(obs.event_id), _label(obs.event_type), _label(obs.tenant_id), _text(obs.task_id), _text(obs.action_id),
+        _label(obs.tool), _label(obs.outcome), _string_list(obs.reasons) if obs.reasons else _NO_REASONS, _text(obs.trace_id),
         _text(obs.traceparent), _time(obs.event_time), _flag(duplicate), _time(recorded_at),
     ))  # fmt: skip
 
@@ -352,21 +361,30 @@ def _clean(value: Any, limit: int = TEXT_LIMIT) -> str | None:
 
 
 def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> tuple[list[dict[str, str]], str]:
-    """The record's headers as stored (`{"k": name, "v": text}`, `"b64"` when not text, no value: `k` alone), and their canonical JSON."""
+    """The record's headers as stored (`{"k": name, "v": text}`, `"b64"` when not text, no value: `k` alone), and their canonical JSON.
+
+    The JSON is written as each entry is made (keys in sorted order: `b64`, `k`, `v`): `headers_json`'s bytes, one pass.
+    """
     out: list[dict[str, str]] = []
+    parts: list[str] = []
     for name, value in raw or ():
-        entry = {"k": _clean(name) or ""}
-        if value is not None:
-            try:
-                text = value.decode()
-            except UnicodeDecodeError:
-                text = None
-            if text is None or "\x00" in text:
-                entry["b64"] = base64.b64encode(value).decode()
-            else:
-                entry["v"] = text
-        out.append(entry)
-    return out, headers_json(out)
+        k = _clean(name) or ""
+        if value is None:
+            out.append({"k": k})
+            parts.append('{"k":' + _json_str(k) + "}")
+            continue
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\x00" in text:
+            b64 = base64.b64encode(value).decode()
+            out.append({"k": k, "b64": b64})
+            parts.append('{"b64":' + _json_str(b64) + ',"k":' + _json_str(k) + "}")
+        else:
+            out.append({"k": k, "v": text})
+            parts.append('{"k":' + _json_str(k) + ',"v":' + _json_str(text) + "}")
+    return out, "[" + ",".join(parts) + "]"
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-")
