@@ -231,7 +231,7 @@ class Authority:
         for service in SERVICES:
             for path in [self.keys_dir / f"{service}.pub", *self.keys_dir.glob(f"{service}.*.pub")]:
                 if (public := read(path)) is not None:
-                    add(Principal("service", service, public, retired_at=retired_at(path)), path)
+                    add(Principal("service", service, public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
         for path in self.operators_dir.glob("*.pub"):
             if (public := read(path)) is not None:
                 add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)

@@ -119,21 +119,41 @@ def load_public(path: Path) -> Ed25519PublicKey | None:
     return loaded if isinstance(loaded, Ed25519PublicKey) else None
 
 
-def rotate(keys_dir: Path, name: str, *, now: datetime | None = None, private_dir: Path | None = None) -> tuple[str | None, str]:
+def rotate(
+    keys_dir: Path, name: str, *, now: datetime | None = None, private_dir: Path | None = None, grace: bool = True
+) -> tuple[str | None, str]:
     """Retire `name`'s key and make a new one; returns (old key id or None, new key id).
 
     The old private key is deleted (it can sign nothing new); its public key stays, renamed
     `<name>.<hash>.pub`, so that what it signed still verifies by key id, and the retirement time
     is written beside it (`<name>.<hash>.retired`), so live consumers stop trusting it for new events.
     `private_dir`: where the private key is, when not in `<keys_dir>/<name>/` (as in `SigningKey.load_or_create`).
+    Without `grace` (a key that may have leaked: `tidegate keys rotate --leaked`) the old key is retired as a denied
+    operator's is: what the broker appended before now stays valid, anything later is refused at once, and keys of
+    `name` retired earlier and still within their grace lose it too.
     """
     old_id: str | None = None
     priv_path = (keys_dir / name if private_dir is None else private_dir) / f"{name}.key"
     _move_former_key(keys_dir, name, priv_path, announce=private_dir is not None)
     if priv_path.exists():
-        old_id = retire(keys_dir, name, now=now)
+        old_id = retire(keys_dir, name, now=now, grace=grace)
         priv_path.unlink()
+    if not grace:
+        end_grace(keys_dir, name)
     return old_id, SigningKey.load_or_create(keys_dir, name, private_dir).key_id
+
+
+def end_grace(keys_dir: Path, name: str) -> list[Path]:
+    """End the grace of every key of `name` retired with one (`<name>.<hash>.retired` gains `no grace`); the files changed.
+
+    What such a key signed that the broker appended before its retirement stays valid; nothing later is.
+    """
+    ended = []
+    for path in sorted(keys_dir.glob(f"{name}.*.retired")):
+        if path.name.split(".")[0] == name and not retired_without_grace(path.with_suffix(".pub")):
+            path.write_text(path.read_text().rstrip("\n") + f"\n{NO_GRACE}\n")
+            ended.append(path)
+    return ended
 
 
 def _publish(pub_path: Path, pem: bytes) -> None:

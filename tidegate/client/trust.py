@@ -95,7 +95,7 @@ class Trust:
     @classmethod
     def load(cls, keys_dir: Path, *, retired_grace_s: float = 600.0) -> Trust:
         """The current and rotated public keys of policy, approval and executor in `keys_dir`."""
-        keys, retired = _read(keys_dir)
+        keys, retired = _read(keys_dir, retired_grace_s)
         return cls(keys, keys_dir, retired, retired_grace_s)
 
     def require(self) -> None:
@@ -112,7 +112,7 @@ class Trust:
     def _holder(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
         held = self.keys.get(key_id)
         if held is None and self.keys_dir is not None:
-            self.keys, self.retired = _read(self.keys_dir)
+            self.keys, self.retired = _read(self.keys_dir, self.retired_grace_s)
             held = self.keys.get(key_id)
         retired = self.retired.get(key_id)
         if held is not None and retired is not None and self.clock() - retired > self.retired_grace_s:
@@ -162,7 +162,7 @@ class Trust:
         return None
 
 
-def _read(keys_dir: Path) -> tuple[dict[str, tuple[str, Ed25519PublicKey]], dict[str, float]]:
+def _read(keys_dir: Path, grace_s: float) -> tuple[dict[str, tuple[str, Ed25519PublicKey]], dict[str, float]]:
     """The services' public keys by key id, and when each retired one was retired (as `servicekit.signing.retired_at` reads it)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -179,19 +179,26 @@ def _read(keys_dir: Path) -> tuple[dict[str, tuple[str, Ed25519PublicKey]], dict
                 key_id = _key_id(service, public)
                 keys[key_id] = (service, public)
                 if _RETIRED.search(path.name):
-                    retired[key_id] = _retired_at(path)
+                    retired[key_id] = _retired_at(path, grace_s)
     return keys, retired
 
 
 _RETIRED = re.compile(r"\.[0-9a-f]{12}\.pub$")  # `<service>.<hash>.pub`: a key `tidegate keys rotate` retired
+_NO_GRACE = "no grace"  # as `servicekit.signing.NO_GRACE` (the client does not import servicekit)
 
 
-def _retired_at(path: Path) -> float:
-    """When a retired key was retired: its `.retired` file (ISO 8601), else the rename that retired it."""
+def _retired_at(path: Path, grace_s: float) -> float:
+    """When a retired key was retired: its `.retired` file (ISO 8601), else the rename that retired it.
+
+    A key retired without grace (`tidegate keys rotate --leaked`, a second line `no grace`) counts as retired a whole
+    grace earlier, so the client believes nothing it signs from its retirement on, as the services refuse it.
+    """
     try:
-        return datetime.fromisoformat(path.with_suffix(".retired").read_text().strip()).timestamp()
-    except (OSError, ValueError):
+        lines = path.with_suffix(".retired").read_text().splitlines()
+        at = datetime.fromisoformat(lines[0].strip()).timestamp()
+    except (OSError, ValueError, IndexError):
         return path.stat().st_ctime
+    return at - grace_s if _NO_GRACE in lines[1:] else at
 
 
 class DeploymentKeys:

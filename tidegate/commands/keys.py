@@ -6,12 +6,14 @@ See docs/security/signatures.md for what each key proves and what an operator mu
 from __future__ import annotations
 
 import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
 
 from servicekit import SERVICES, KitSettings, SigningKey, ToolCatalog, key_id_of, load_public, rotate
-from servicekit.signing import NO_GRACE, RECHECK_S, BadKeyName, checked_key_name, retire, retired_at, retired_without_grace
+from servicekit.signing import RECHECK_S, BadKeyName, checked_key_name, end_grace, retire, retired_at, retired_without_grace
 from tidegate.commands._common import console, fail, settings
 from tidegate.commands.connectors import executor_vault
 
@@ -84,21 +86,41 @@ def list_keys() -> None:
 
 
 @app.command("rotate")
-def rotate_key(name: str = typer.Argument(..., help=f"A service ({', '.join(SERVICES)}) or `operator` (this CLI's operator key).")) -> None:
+def rotate_key(
+    name: str = typer.Argument(..., help=f"A service ({', '.join(SERVICES)}) or `operator` (this CLI's operator key)."),
+    leaked: bool = typer.Option(
+        False,
+        "--leaked",
+        help="The old key may have leaked: retire it without grace, so nothing it signs from now on is accepted "
+        "(what the broker appended before stays valid).",
+    ),
+) -> None:
     """Make a new key for NAME; the old private key is deleted, its public key kept (what it signed still verifies).
 
     No restart is needed: a running service reads its key file again at most every second and signs with the new key
-    from then on, well within the old key's grace (`TIDEGATE_RETIRED_KEY_GRACE_S`).
+    from then on, well within the old key's grace (`TIDEGATE_RETIRED_KEY_GRACE_S`). With --leaked there is no grace:
+    what the old key signs from now on is refused (`signer_retired`), so a copy of it signs nothing.
     """
     kit = settings()
+    # A leaked key is cut off once the running service has had time to read its new key (it looks every RECHECK_S),
+    # so nothing it signs in between is refused: the old key is retired, without grace, that much later.
+    cutoff = datetime.now(UTC) + timedelta(seconds=2 * RECHECK_S) if leaked else None
     if name == "operator":
-        old, new = rotate(kit.operator_keys_dir, kit.operator, private_dir=kit.operator_private_keys_dir)
+        old, new = rotate(kit.operator_keys_dir, kit.operator, now=cutoff, private_dir=kit.operator_private_keys_dir, grace=not leaked)
     elif name in SERVICES:
-        old, new = rotate(kit.keys_dir, name)
+        old, new = rotate(kit.keys_dir, name, now=cutoff, grace=not leaked)
     else:
         fail(f"unknown key {name!r}: a service ({', '.join(SERVICES)}) or `operator`")
-    console.print(f"{name}: {old or '(none)'} retired → {new}")
-    if name in SERVICES:
+    console.print(f"{name}: {old or '(none)'} retired{' without grace' if leaked else ''} → {new}")
+    if cutoff is not None:
+        if name in SERVICES:
+            console.print(f"the running {name} signs with {new} within {RECHECK_S:.0f}s, no restart needed")
+        time.sleep(max(0.0, (cutoff - datetime.now(UTC)).total_seconds()))
+        console.print(
+            f"done: from {cutoff.strftime('%H:%M:%S')} UTC on, what {old or 'an earlier key'} signs is refused (signer_retired) "
+            "by every service; what the broker appended before stays valid"
+        )
+    elif name in SERVICES:
         grace = f"; {old} still verifies what arrives in the next {kit.retired_key_grace_s:.0f}s" if old else ""
         console.print(f"the running {name} signs with {new} within {RECHECK_S:.0f}s, no restart needed{grace}")
 
@@ -201,7 +223,5 @@ def deny_operator(name: str = typer.Argument(..., help="The operator's name.")) 
     earlier = [p for p in folder.glob(f"{name}.*.retired") if p.name.split(".")[0] == name]
     if key_id is None and not earlier:
         fail(f"no operator {name} on the allow-list")
-    for path in earlier:  # keys rotated earlier, still within their grace window, sign nothing new either
-        if not retired_without_grace(path.with_suffix(".pub")):
-            path.write_text(path.read_text().rstrip("\n") + f"\n{NO_GRACE}\n")
+    end_grace(folder, name)  # keys rotated earlier, still within their grace window, sign nothing new either
     console.print(f"operator {name} removed from the allow-list ({key_id or 'no current key'} retired now, without grace)")
