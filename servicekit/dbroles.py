@@ -12,6 +12,7 @@ verifiers computed here (`scram_verifier`), never as text a server log or `pg_st
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,12 +33,15 @@ from servicekit.settings import KitSettings
 
 __all__ = [
     "DEFAULT_ROLE_PREFIX",
+    "CannotEndSessions",
     "Grant",
+    "RotatedLogin",
     "SchemaSpec",
     "credentials_file",
     "login_passfile",
     "owner_role",
     "provision",
+    "rotate_logins",
     "scram_verifier",
     "service_database_url",
     "service_role",
@@ -323,3 +327,90 @@ async def provision(
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class RotatedLogin:
+    """What `rotate_logins` did to one service's role, and what it found after: the end state an operator checks."""
+
+    role: str
+    sessions_ended: int  # sessions of the role ended (with `end_sessions`): whatever password they logged in with
+    old_password_refused: bool | None  # a login with the former password, tried after: refused (None: no former password on file)
+    sessions_left: int  # sessions of the role that began before the new password was set, still open after
+
+
+class CannotEndSessions(RuntimeError):
+    """The migrator may not end other roles' sessions (it needs `pg_signal_backend`)."""
+
+
+async def rotate_logins(
+    migrator_dsn: str,
+    services: Sequence[str],
+    credentials_dir: Path,
+    *,
+    end_sessions: bool = False,
+    role_prefix: str = DEFAULT_ROLE_PREFIX,
+) -> list[RotatedLogin]:
+    """Give each service's role a new password now, written to its login files; with `end_sessions`, end its open sessions.
+
+    The password is set on the role first (its SCRAM verifier: the password never reaches the server), then written to
+    `<service>.json` and its `.pgpass`, which each new connection of the service reads: nothing to restart. A session
+    opened with the former password stays open unless `end_sessions` (a login that may have leaked): then every session of
+    the role is ended (`pg_terminate_backend`, which needs `pg_signal_backend`), the services' pools reconnect with the
+    new password on their next query (a transient error, retried), and whoever else held the former password is cut off.
+    Each result says whether the former password is refused now (tried) and how many sessions from before remain.
+    """
+    rotated: list[RotatedLogin] = []
+    pool = await create_pool(migrator_dsn, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            if end_sessions and not await conn.fetchval(
+                "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') FROM pg_roles WHERE rolname = current_user"
+            ):
+                who = await conn.fetchval("SELECT current_user")
+                raise CannotEndSessions(
+                    f"the operator role {who} may not end other roles' sessions: run `tidegate infra up` (it grants "
+                    f"pg_signal_backend), or as a superuser `GRANT pg_signal_backend TO {who}`; nothing was rotated"
+                )
+            for service in services:
+                role = service_role(service, role_prefix)
+                path = credentials_file(credentials_dir, service)
+                stored = json.loads(path.read_text()) if path.exists() else {}
+                former = str(stored["password"]) if stored.get("user") == role and stored.get("password") else None
+                password = secrets.token_urlsafe(32)
+                since = await conn.fetchval("SELECT clock_timestamp()")
+                await _ensure_role(conn, role, password)
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                _write_secret(path, json.dumps({"user": role, "password": password}))
+                _write_secret(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
+                ended = 0
+                if end_sessions:
+                    ended = await conn.fetchval(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", role
+                    )
+                refused = None if former is None else not await _logs_in(migrator_dsn, role, former)
+                left = await _sessions_before(conn, role, since, wait_s=5.0 if end_sessions else 0.0)
+                rotated.append(RotatedLogin(role, ended, refused, left))
+    finally:
+        await pool.close()
+    return rotated
+
+
+async def _sessions_before(conn: Connection, role: str, since: object, *, wait_s: float) -> int:
+    """How many sessions of `role` that began before `since` are open; waits up to `wait_s` for ended ones to go."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        left = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_start < $2", role, since))
+        if left == 0 or asyncio.get_running_loop().time() >= deadline:
+            return left
+        await asyncio.sleep(0.1)
+
+
+async def _logs_in(dsn: str, role: str, password: str) -> bool:
+    """Whether `role` still logs in with `password` on `dsn`'s server (what the holder of a former password would try)."""
+    try:
+        conn = await asyncpg.connect(with_login(dsn, role, password), timeout=10)
+    except asyncpg.InvalidPasswordError:
+        return False
+    await conn.close()
+    return True

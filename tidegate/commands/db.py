@@ -49,6 +49,63 @@ def migrate_all() -> None:
         console.print(f"  applied {name}")
 
 
+@app.command("rotate")
+def rotate(
+    services: list[str] = typer.Argument(None, help="The services whose database login to rotate (policy, planner, …, systems)."),
+    all_: bool = typer.Option(False, "--all", help="Every service's login."),
+    leaked: bool = typer.Option(
+        False, "--leaked", help="The password may have leaked: also end every session of the role, so its holder is cut off now."
+    ),
+) -> None:
+    """Give services' PostgreSQL roles new passwords now, and check that the former ones are refused.
+
+    The running services pick the new password up at their next connection (they read the `.pgpass` beside the login):
+    nothing to restart. Sessions already open keep working, unless --leaked: then every session of the role is ended,
+    the services reconnect with the new password (their next query retries), and whoever held the old one is cut off.
+    Exits 1 when a former password still logs in or a session from before the rotation is still open after --leaked.
+    """
+    from servicekit.dbroles import CannotEndSessions, rotate_logins
+    from tidegate.database import SCHEMAS
+
+    cfg = settings()
+    known = list(dict.fromkeys(spec.user for spec in SCHEMAS))
+    chosen = known if all_ else list(dict.fromkeys(services or []))
+    if not chosen:
+        fail(f"name the services whose login to rotate ({', '.join(known)}), or --all", code=2)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        fail(f"no database login {', '.join(unknown)}: one of {', '.join(known)}", code=2)
+    try:
+        rotated = run(rotate_logins(cfg.operator_database_url, chosen, cfg.db_credentials_dir, end_sessions=leaked))
+    except CannotEndSessions as exc:
+        fail(str(exc))
+    faults = 0
+    for login in rotated:
+        said = [f"{login.role}: new password set and written to {cfg.db_credentials_dir}"]
+        if leaked:
+            said.append(f"{login.sessions_ended} session(s) ended")
+        if login.old_password_refused is None:
+            said.append("no former password on file to try")
+        elif login.old_password_refused:
+            said.append("former password refused")
+        else:
+            said.append("FORMER PASSWORD STILL LOGS IN")
+            faults += 1
+        if leaked and login.sessions_left:
+            said.append(f"{login.sessions_left} SESSION(S) FROM BEFORE STILL OPEN")
+            faults += 1
+        console.print("; ".join(said))
+    if faults:
+        fail(f"rotation not complete for {faults} check(s) above: look at pg_stat_activity and run it again")
+    if leaked:
+        console.print(f"done: {len(rotated)} login(s) rotated; no session opened with a former password remains")
+    else:
+        console.print(
+            f"done: {len(rotated)} login(s) rotated; the services use the new password at their next connection, "
+            "sessions already open keep the old one until they close (after a leak: --leaked)"
+        )
+
+
 @app.command()
 def backup(
     out: Path = typer.Argument(..., help="The file to write (PostgreSQL's custom format, for pg_restore); refused if it exists."),
