@@ -277,12 +277,14 @@ advertised.listeners=BROKER://127.0.0.1:${K_NODE_PORT}
 listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=BROKER
 controller.listener.names=CONTROLLER
-# Clients log in with SCRAM-SHA-512 (credentials live in the cluster metadata). KRaft cannot check
+# Clients log in with SCRAM-SHA-512 (credentials live in the cluster metadata), or SCRAM-SHA-256 once a rotation moved
+# their login there (`tidegate infra rotate-login`: the new password on the other mechanism, so both work meanwhile). KRaft cannot check
 # SCRAM on the controller listener (the credentials are in the log it serves), so the broker logs in
 # to its controller with PLAIN as 'controller', a user known only to this file.
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin}";
+listener.name.broker.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";

@@ -35,7 +35,7 @@ from aiokafka.protocol.types import (
 )
 
 from servicekit.bus_acls import held_rules, prefixes_of
-from servicekit.bus_auth import client_properties, kafka_options, read_password
+from servicekit.bus_auth import client_properties, kafka_options, read_mechanism, read_password
 from servicekit.bus_rights import (
     ADMIN,
     AGENT,
@@ -50,6 +50,7 @@ from servicekit.settings import KitSettings
 
 __all__ = [
     "OUTSIDE_PRODUCE_BYTES_PER_S",
+    "alter_scram",
     "ensure_principals",
     "grant_rights",
     "granted_prefixes",
@@ -57,6 +58,7 @@ __all__ = [
     "produce_quotas_set",
     "revoke_rights",
     "tools_of",
+    "write_private",
 ]
 
 OUTSIDE_PRODUCE_BYTES_PER_S = 4 * 1024 * 1024
@@ -69,7 +71,7 @@ log = logging.getLogger(__name__)
 
 _ALLOW = 3
 _ANY_HOST = "*"
-_SCRAM_SHA_512 = 2
+_SCRAM = {"SCRAM-SHA-256": (1, "sha256"), "SCRAM-SHA-512": (2, "sha512")}  # Kafka's ScramMechanism type, and Hi()'s hash
 _ITERATIONS = 8192
 
 
@@ -138,20 +140,29 @@ class _AlterScramStruct(RequestStruct):
 
 
 class _AlterScram(Request[_AlterScramStruct]):
-    """AlterUserScramCredentials v0: upsert SCRAM-SHA-512 logins (the broker keeps only salted keys)."""
+    """AlterUserScramCredentials v0: upsert SCRAM logins, each on its mechanism (the broker keeps only salted keys); delete some."""
 
     API_KEY = 51
 
-    def __init__(self, users: Mapping[str, str]) -> None:
-        self.users = users
+    def __init__(self, users: Mapping[str, tuple[str, str]], deletions: Iterable[tuple[str, str]] = ()) -> None:
+        self.users = users  # name → (mechanism, password)
+        self.deletions = list(deletions)  # (name, mechanism)
 
     def build(self, request_struct_class: type[_AlterScramStruct]) -> _AlterScramStruct:
         upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = []
-        for name, password in self.users.items():
+        for name, (mechanism, password) in self.users.items():
             salt = secrets.token_bytes(32)
-            salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _ITERATIONS)  # RFC 5802 Hi()
-            upsertions.append((name, _SCRAM_SHA_512, _ITERATIONS, salt, salted, {}))
-        return request_struct_class([], upsertions, {})
+            digest = _SCRAM[mechanism]
+            salted = hashlib.pbkdf2_hmac(digest[1], password.encode(), salt, _ITERATIONS)  # RFC 5802 Hi()
+            upsertions.append((name, digest[0], _ITERATIONS, salt, salted, {}))
+        deletions: list[tuple[str, int, dict[int, bytes]]] = [(name, _SCRAM[mechanism][0], {}) for name, mechanism in self.deletions]
+        return request_struct_class(deletions, upsertions, {})
+
+
+async def alter_scram(admin: AIOKafkaAdminClient, users: Mapping[str, tuple[str, str]], deletions: Iterable[tuple[str, str]] = ()) -> None:
+    """Set each user's password on its mechanism and delete the (user, mechanism) credentials named, as `admin`; raise on a refusal."""
+    response: Any = await admin._send_request(_AlterScram(users, deletions))
+    _raise_errors(((r[1], r[2]) for r in response.results), "AlterUserScramCredentials")
 
 
 _QUOTA_ENTITY = Array(("entity_type", String("utf-8")), ("entity_name", String("utf-8")))
@@ -270,7 +281,8 @@ def tools_of(topic_names: Iterable[str]) -> list[str]:
     return sorted({n.split(".")[1] for n in topic_names if n.startswith("tools.") and n.count(".") == 2})
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write `path` 0600 at once (a reader sees the old file or the new one)."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -284,7 +296,7 @@ async def ensure_principals(bootstrap: str, credentials_dir: Path, tools: Iterab
     Logs in as admin with `<credentials_dir>/admin.properties`, which `infra.sh` writes before formatting.
     """
     credentials_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any I/O on the bus
-    users: dict[str, str] = {}
+    users: dict[str, tuple[str, str]] = {}
     for principal in principal_names(tools):
         if principal == ADMIN:
             continue
@@ -292,14 +304,13 @@ async def ensure_principals(bootstrap: str, credentials_dir: Path, tools: Iterab
         password = read_password(path)
         if password is None:
             password = secrets.token_urlsafe(24)
-            _write_private(path, client_properties(principal, password, bootstrap))
-        users[principal] = password
+            write_private(path, client_properties(principal, password, bootstrap))
+        users[principal] = (read_mechanism(path), password)  # on the mechanism its file names (a rotation moves it)
     options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
     await admin.start()
     try:
-        response: Any = await admin._send_request(_AlterScram(users))
-        _raise_errors(((r[1], r[2]) for r in response.results), "AlterUserScramCredentials")
+        await alter_scram(admin, users)
     finally:
         await admin.close()
     return list(users)

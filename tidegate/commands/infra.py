@@ -8,6 +8,7 @@ import time
 import typer
 
 from servicekit import REPO_ROOT, ToolCatalog, catalog_topic_names, ensure_topics
+from servicekit.bus_auth import read_mechanism
 from tidegate.commands._common import console, fail, run, settings
 from tidegate.commands.db import migrate_all
 
@@ -58,7 +59,8 @@ def up(
     migrate_all()
     cfg = settings()
     console.print(
-        f"outside clients: bootstrap {cfg.kafka_bootstrap}, SASL_PLAINTEXT + SCRAM-SHA-512, principal `agent`"
+        f"outside clients: bootstrap {cfg.kafka_bootstrap}, SASL_PLAINTEXT + "
+        f"{read_mechanism(cfg.kafka_credentials_dir / 'agent.properties')}, principal `agent`"
         f" (tools: `tool-<name>`); Java client properties: {cfg.kafka_credentials_dir / 'agent.properties'}"
         " (docs/security/bus.md)"
     )
@@ -82,3 +84,55 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting all lo
     if not yes:
         fail("this deletes every local event and row; run again with --yes")
     raise typer.Exit(_script("reset"))
+
+
+@app.command("rotate-login")
+def rotate_login(
+    principal: str = typer.Argument(..., help="The Kafka principal whose password to rotate (ops, a service, agent, tool-<name>)."),
+    finish: bool = typer.Option(False, "--finish", help="Remove the former password, once every client has the new file."),
+    leaked: bool = typer.Option(
+        False, "--leaked", help="The password may have leaked: the new one at once, the former refused now, no overlap."
+    ),
+) -> None:
+    """Give a Kafka login a new password with no downtime: both work until --finish, then only the new one.
+
+    The new password is set on the SCRAM mechanism the login does not use (the broker takes SCRAM-SHA-512 and -256) and
+    written to `<principal>.properties`; the former file is kept as `<principal>.properties.former` until --finish
+    removes the former credential. Each step checks at the broker, by logging in, what it says.
+    """
+    from servicekit import SERVICES
+    from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, rotate_now, start_rotation
+
+    if finish and leaked:
+        fail("--finish or --leaked, not both", code=2)
+    cfg = settings()
+    folder, bootstrap = cfg.kafka_credentials_dir, cfg.kafka_bootstrap
+    step = finish_rotation if finish else rotate_now if leaked else start_rotation
+    try:
+        done = run(step(bootstrap, folder, principal))
+    except RotationRefused as exc:
+        fail(str(exc))
+    path = folder / f"{principal}.properties"
+    new = f"the new password ({done.mechanism}) {'logs in' if done.new_logs_in else 'DOES NOT LOG IN'}"
+    old = f"the former ({done.former_mechanism}) {'is refused' if done.former_refused else 'still logs in'}"
+    console.print(f"{principal}: {new}; {old}; client settings in {path}")
+    restart = f"`tidegate restart {principal}`" if principal in SERVICES else f"hand {path} to every client that logs in as {principal}"
+    if principal == "ops":
+        restart = "nothing to restart: the CLI reads the file at each command"
+    if not finish and not leaked:
+        if not done.new_logs_in or done.former_refused:
+            fail(f"the overlap is not in place ({new}; {old}): nothing is removed; look at the broker's log")
+        console.print(
+            f"next: {restart}; then `tidegate infra rotate-login {principal} --finish` (until then both passwords work; "
+            f"the former login is in {former_file(folder, principal)})"
+        )
+        return
+    if not done.new_logs_in or not done.former_refused:
+        fail(f"rotation of {principal} not complete: {new}; {old}")
+    if leaked:
+        console.print(
+            f"next: {restart}. Sessions the broker authenticated with the former password before now stay open (Kafka does "
+            "not check a session again): to end them, restart the broker once the clients use the new file "
+            "(`tidegate infra down && tidegate infra up`; a cluster: one node at a time)"
+        )
+    console.print(f"done: {principal} logs in with the new password only")

@@ -1,0 +1,142 @@
+"""Rotating a Kafka login with an overlap: the new password on the other SCRAM mechanism, the former one removed after.
+
+SCRAM keeps one credential per mechanism per user, and the broker accepts SCRAM-SHA-512 and SCRAM-SHA-256
+(`servicekit.bus_auth.MECHANISMS`). `start_rotation` sets a new password on the mechanism the principal's properties file
+does not use and writes the file anew (new password, new mechanism), keeping the former login beside it
+(`<principal>.properties.former`, 0600): until `finish_rotation` deletes the former mechanism's credential, a client
+still holding the former file logs in as before, and one given the new file (a service restarted, an outside client
+handed it) logs in with the new one. `rotate_now` does both at once (a password that may have leaked). Each checks at
+the broker, by logging in, what it promises: the new login works, the former is refused once removed.
+docs/security/bus.md, "Rotating a login".
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from servicekit.bus_admin import alter_scram, write_private
+from servicekit.bus_auth import MECHANISMS, PROTOCOL, client_properties, kafka_options, read_mechanism, read_password
+from servicekit.bus_rights import ADMIN
+from servicekit.settings import KitSettings
+
+__all__ = ["Rotated", "RotationRefused", "finish_rotation", "former_file", "logs_in", "rotate_now", "start_rotation"]
+
+
+class RotationRefused(RuntimeError):
+    """A rotation that cannot be done as asked (nothing was changed); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """Where a principal's login stands after a step, as checked at the broker."""
+
+    principal: str
+    mechanism: str  # what the properties file logs in with now
+    new_logs_in: bool
+    former_mechanism: str
+    former_refused: bool  # the former password, tried on its mechanism: refused (False while the overlap lasts)
+
+
+def former_file(credentials_dir: Path, principal: str) -> Path:
+    """Where the login a rotation replaced is kept until it is finished."""
+    return credentials_dir / f"{principal}.properties.former"
+
+
+async def logs_in(bootstrap: str, principal: str, mechanism: str, password: str) -> bool:
+    """Whether the broker lets `principal` log in with `password` on `mechanism` (what a holder of it would try)."""
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        security_protocol=PROTOCOL,
+        sasl_mechanism=mechanism,
+        sasl_plain_username=principal,
+        sasl_plain_password=password,
+        request_timeout_ms=10000,
+    )
+    try:
+        await client.start()
+    except KafkaError:
+        return False
+    finally:
+        await client.close()
+    return True
+
+
+def _current(credentials_dir: Path, principal: str) -> tuple[Path, str, str]:
+    if principal == ADMIN:
+        raise RotationRefused("admin's password is also in the broker's server.properties: it is not rotated this way")
+    path = credentials_dir / f"{principal}.properties"
+    password = read_password(path)
+    if password is None:
+        raise RotationRefused(f"no login for {principal} at {path}: run `tidegate infra up` (it makes every principal's)")
+    return path, read_mechanism(path), password
+
+
+def _other(mechanism: str) -> str:
+    return next(m for m in MECHANISMS if m != mechanism)
+
+
+async def _alter(bootstrap: str, credentials_dir: Path, upsert: dict[str, tuple[str, str]], delete: list[tuple[str, str]]) -> None:
+    options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
+    await admin.start()
+    try:
+        await alter_scram(admin, upsert, delete)
+    finally:
+        await admin.close()
+
+
+async def _checked(bootstrap: str, principal: str, login: tuple[str, str], former: tuple[str, str]) -> Rotated:
+    """Where `principal` stands, found by logging in with its (mechanism, password) `login` and with the `former` one."""
+    new_logs_in = await logs_in(bootstrap, principal, *login)
+    return Rotated(principal, login[0], new_logs_in, former[0], not await logs_in(bootstrap, principal, *former))
+
+
+async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
+    """A new password on the other mechanism, written to the principal's file; the former one keeps working until finished."""
+    path, mechanism, former = _current(credentials_dir, principal)
+    kept = former_file(credentials_dir, principal)
+    if kept.exists():
+        raise RotationRefused(
+            f"a rotation of {principal} is under way (its former login is in {kept}): finish it first "
+            f"(`tidegate infra rotate-login {principal} --finish`), once every client has the new file"
+        )
+    new, password = _other(mechanism), secrets.token_urlsafe(24)
+    await _alter(bootstrap, credentials_dir, {principal: (new, password)}, [])
+    write_private(kept, path.read_text(encoding="utf-8"))
+    write_private(path, client_properties(principal, password, bootstrap, new))
+    return await _checked(bootstrap, principal, (new, password), (mechanism, former))
+
+
+async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
+    """Remove the former password's credential: from now on only the file's login is accepted."""
+    path, mechanism, password = _current(credentials_dir, principal)
+    kept = former_file(credentials_dir, principal)
+    former = read_password(kept)
+    if former is None:
+        raise RotationRefused(f"no rotation of {principal} under way: start one with `tidegate infra rotate-login {principal}`")
+    old = read_mechanism(kept)
+    if old == mechanism:  # cannot happen through these commands; deleting it would delete the current login
+        raise RotationRefused(f"{kept} and {path} use the same mechanism {old}: nothing removed; fix or delete {kept}")
+    await _alter(bootstrap, credentials_dir, {}, [(principal, old)])
+    done = await _checked(bootstrap, principal, (mechanism, password), (old, former))
+    if done.former_refused:
+        kept.unlink()
+    return done
+
+
+async def rotate_now(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
+    """A password that may have leaked: the new one set and every former one removed at once, no overlap."""
+    path, mechanism, former = _current(credentials_dir, principal)
+    new, password = _other(mechanism), secrets.token_urlsafe(24)
+    # Two requests: the broker alters a user once per request. The new password replaces a former one mid-rotation on its
+    # mechanism; the file's is then deleted.
+    await _alter(bootstrap, credentials_dir, {principal: (new, password)}, [])
+    await _alter(bootstrap, credentials_dir, {}, [(principal, mechanism)])
+    write_private(path, client_properties(principal, password, bootstrap, new))
+    former_file(credentials_dir, principal).unlink(missing_ok=True)
+    return await _checked(bootstrap, principal, (new, password), (mechanism, former))
