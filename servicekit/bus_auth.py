@@ -79,6 +79,6 @@ def kafka_options(kit: KitSettings, principal: str) -> dict[str, Any]:
         password = read_password(path)
     if password is None:
         return timeout
-    mechanism = read_mechanism(path)
+    mechanism = kit.kafka_sasl_mechanism or read_mechanism(path)
     login = {"security_protocol": PROTOCOL, "sasl_mechanism": mechanism, "sasl_plain_username": name, "sasl_plain_password": password}
     return login | timeout
