@@ -23,13 +23,10 @@ from schemas import ActionProposed, decode, encode
 from servicekit import ADMIN, Bus, KitSettings, Producer, deployment_authority, kafka_options, service_key, sign_as_producer
 
 
-async def hop(source: str, sink: str, group: str) -> None:
-    """A service's hop: consume `actions.proposed` under `source`'s prefix, publish each as a new signed event on `sink`."""
-    kit = KitSettings()
-    prefix = source.removesuffix("actions.proposed")
-    assert sink == prefix + "actions.decided"
+def hop_bus(kit: KitSettings, producer: Producer, prefix: str, group: str) -> Bus:
+    """The hop's bus: `actions.proposed` under `prefix` consumed in `group`, each published again as a new signed event."""
     bus = Bus(
-        Producer(kit.kafka_bootstrap, "bench-kit-hop", **kafka_options(kit, ADMIN)),
+        producer,
         "policy",
         kit.kafka_bootstrap,
         prefix,
@@ -42,6 +39,15 @@ async def hop(source: str, sink: str, group: str) -> None:
         await bus.publish("actions.decided", event.model_copy(update={"keyid": None, "signature": None}))
 
     bus.consume("actions.proposed", handle, group_id=group, max_records=500)
+    return bus
+
+
+async def hop(source: str, sink: str, group: str) -> None:
+    """A service's hop: consume `actions.proposed` under `source`'s prefix, publish each as a new signed event on `sink`."""
+    kit = KitSettings()
+    prefix = source.removesuffix("actions.proposed")
+    assert sink == prefix + "actions.decided"
+    bus = hop_bus(kit, Producer(kit.kafka_bootstrap, "bench-kit-hop", **kafka_options(kit, ADMIN)), prefix, group)
     await bus.start()
     print("ready", flush=True)
     try:
