@@ -374,3 +374,50 @@ async def test_in_a_batch_whose_offsets_are_committed_at_intervals_the_marks_wai
     assert (calls, consumer.commits) == ([[0, 1]], [{TP: 2}])  # handled, acknowledged: marks and offsets wait together
     await bus.stop()  # a graceful stop commits what is handled, what must precede it first
     assert (calls, consumer.commits) == ([[0, 1], [2, 3]], [{TP: 2}, {TP: 4}])
+
+
+async def test_the_end_of_a_batch_whose_records_are_acknowledged_takes_no_turn_of_the_event_loop_per_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a steady rate each record's batch pays its end alone: waiting for 50 answers already in must not schedule 50 callbacks."""
+    bus, producer = make_bus()
+    loop = asyncio.get_running_loop()
+    scheduled = 0
+    call_soon = loop.call_soon
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal scheduled
+        scheduled += 1
+        return call_soon(*args, **kwargs)
+
+    async with bus.acknowledged_at_end():
+        for _ in range(50):
+            await bus.publish("actions.proposed", proposal())
+        producer.ack_all()
+        monkeypatch.setattr(loop, "call_soon", counted)
+    monkeypatch.undo()
+    assert len(producer.sent) == 50
+    assert scheduled < 5, scheduled  # gathered, the answers scheduled one callback (and a turn of the loop) each
+
+
+async def test_a_delivery_cancelled_under_the_batch_fails_it_and_a_batch_cancelled_while_it_waits_is_cancelled() -> None:
+    bus, producer = make_bus()
+
+    async def batch(cancel_delivery: bool) -> None:
+        async with bus.acknowledged_at_end():
+            await bus.publish("actions.proposed", proposal())
+            await bus.publish("actions.proposed", proposal())
+            producer.deliveries[-2].set_result(None)
+            if cancel_delivery:  # a producer that stopped under it: never counted as acknowledged
+                producer.deliveries[-1].cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await batch(cancel_delivery=True)
+    waiting = asyncio.create_task(batch(cancel_delivery=False))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # its second record is not acknowledged
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert producer.deliveries[-1].cancelled()  # as when gathered: the wait it was in is cancelled with it
