@@ -48,7 +48,8 @@ class Publishing(BusBase):
                 with span(f"{self.service} publish {event.type.removeprefix('tidegate.')}", attributes={Attr.SERVICE: self.service}):
                     await self._publish(topic, event)
                 return
-            event = event.model_copy(update={"traceparent": tp})  # what `_publish` would do: the context is read once
+            await self._publish(topic, event, traceparent=tp)  # the context is read once, and set as the event is signed
+            return
         await self._publish(topic, event)
 
     def sign(self, event: Envelope) -> Envelope:
@@ -63,21 +64,29 @@ class Publishing(BusBase):
         """
         return record_event(topic, event, self._signed_value)
 
-    def _signed_value(self, event: Envelope) -> bytes:
+    def _signed_value(self, event: Envelope, traceparent: str | None = None) -> bytes:
         """The bytes of `self.sign(event)`, signed and encoded at once with this bus's key (`encode_signed`).
 
-        The signed event itself is never built; a subclass that signs its own way (tests sign as each producer) goes through `sign`.
+        With `traceparent`, those of the event carrying that trace context. The signed event itself is never built, nor a
+        copy to carry the context; a subclass that signs its own way (tests sign as each producer) goes through `sign`.
         """
         if self.signer is not None and type(self).sign is Publishing.sign:
-            return encode_signed(event, self.signer)
+            return encode_signed(event, self.signer, traceparent=traceparent)
+        if traceparent is not None:
+            event = event.model_copy(update={"traceparent": traceparent})
         return encode(self.sign(event))
 
-    async def _publish(self, topic: str, event: Envelope, *, wait: bool = False) -> None:
+    async def _publish(self, topic: str, event: Envelope, *, wait: bool = False, traceparent: str | None = None) -> None:
+        """Publish `event` (unsigned, with `traceparent` to set as it is signed; else as `record` makes it) through `_deliver`."""
         batch = batch_deliveries.get()
         if batch is not None and not wait and event.id in batch.sent:
             return  # the same recorded event again (its source redelivered in this batch): once is enough
-        made = self.record(topic, event)
-        await self._deliver(topic, made.key, made.value, made.traceparent, identity=event.id, wait=wait)
+        if traceparent is None:
+            made = self.record(topic, event)
+            key, value, traceparent = made.key, made.value, made.traceparent
+        else:
+            key, value = event.key, self._signed_value(event, traceparent)
+        await self._deliver(topic, key, value, traceparent, identity=event.id, wait=wait)
         if batch is not None and not wait:
             batch.sent.add(event.id)  # only once queued: a send that raised is made again by the handler's retry
         metrics.observe_published(self.service, event)

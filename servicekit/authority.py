@@ -109,11 +109,13 @@ def next_sequence() -> int:
     return time.time_ns()
 
 
-def _signing(event: Envelope, key: SigningKey, sequence: int | None) -> tuple[dict[str, Any], bytes, str]:
-    """What `key` sets on `event` (`keyid`, and `sequence` when given), the bytes it signs, and the signature."""
+def _signing(event: Envelope, key: SigningKey, sequence: int | None, traceparent: str | None = None) -> tuple[dict[str, Any], bytes, str]:
+    """What `key` sets on `event` (`keyid`, and `sequence` and `traceparent` when given), the bytes it signs, and the signature."""
     update: dict[str, Any] = {"keyid": key.key_id}
     if sequence is not None:
         update["sequence"] = sequence
+    if traceparent is not None:
+        update["traceparent"] = traceparent
     document = event.model_dump(mode="json", exclude_none=True) | update  # the event as it will be sent, but its signature
     message = signed_bytes(document)
     return update, message, key.sign(message)
@@ -125,14 +127,16 @@ def sign_event(event: E, key: SigningKey, *, sequence: int | None = None) -> E:
     return event.model_copy(update=update | {"signature": signature})
 
 
-def encode_signed(event: Envelope, key: SigningKey, *, sequence: int | None = None) -> bytes:
+def encode_signed(event: Envelope, key: SigningKey, *, sequence: int | None = None, traceparent: str | None = None) -> bytes:
     """The bytes of `sign_event(event, key)` to publish, made without building the signed event or dumping it again.
 
     They are the signed canonical JSON with the signature appended as the last attribute: the same
     document as `encode(sign_event(...))`, in another key order (a consumer verifies the canonical form of
     what it parsed, whatever the order it came in). The signature is base64url: nothing in it needs escaping.
+    With `traceparent` they are those of the event with that trace context (`Bus.publish` sets the current one so,
+    without copying the event for it).
     """
-    _, message, signature = _signing(event, key, sequence)
+    _, message, signature = _signing(event, key, sequence, traceparent)
     return b'%s,"signature":"%s"}' % (message[:-1], signature.encode())
 
 
