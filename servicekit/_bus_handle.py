@@ -21,7 +21,7 @@ from servicekit.authority import appended_ms
 from servicekit.deliveries import publishing_for
 from servicekit.intake import Refused, check_bounds
 from servicekit.refusals import refusal_code
-from servicekit.tracing import Attr, span
+from servicekit.tracing import Attr, exporting, span
 
 __all__ = ["Handling", "Reject"]
 
@@ -46,6 +46,18 @@ def _describe(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         parts.append(f"{loc or '(event)'}: {err['msg']}")
     return "invalid event: " + "; ".join(parts)
+
+
+def _attributes(service: str, record: ConsumerRecord[Any, Any], event: Any) -> dict[str, Any]:
+    """What a handler's recorded span says of the event it handles."""
+    return {
+        Attr.SERVICE: service,
+        Attr.TOPIC: record.topic,
+        Attr.EVENT_ID: event.id,
+        Attr.EVENT_TYPE: event.type,
+        Attr.TENANT: event.tenantid,
+        Attr.TASK: event.subject,
+    }
 
 
 class Handling(DeadLettering):
@@ -91,18 +103,15 @@ class Handling(DeadLettering):
         """Run the handler on a decoded event under a span; retried while errors are transient."""
         # The envelope's (signed) trace context; the header's only for an event that carries none.
         parent = event.traceparent or next((raw_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
-        attrs = {
-            Attr.SERVICE: self.service,
-            Attr.TOPIC: record.topic,
-            Attr.EVENT_ID: event.id,
-            Attr.EVENT_TYPE: event.type,
-            Attr.TENANT: event.tenantid,
-            Attr.TASK: event.subject,
-        }
+        # Named and described only when recorded (`exporting`): without an exporter a span is its context alone.
+        name, attrs = (
+            (f"{self.service} handle {event.type.removeprefix('tidegate.')}", _attributes(self.service, record, event))
+            if exporting()
+            else ("", None)
+        )
         started = time.perf_counter()
 
         async def attempt() -> str:
-            name = f"{self.service} handle {event.type.removeprefix('tidegate.')}"
             with span(name, parent=parent, attributes=attrs) as s:
                 source = publishing_for.set(record)  # what it publishes is owed to this record
                 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["Attr", "context_from_traceparent", "current_traceparent", "install_tracing", "span", "tracer"]
+__all__ = ["Attr", "context_from_traceparent", "current_traceparent", "exporting", "install_tracing", "span", "tracer"]
 
 _propagator = TraceContextTextMapPropagator()
 # Version 00 of W3C trace context, as every Tidegate producer writes it; anything else goes through the propagator.
@@ -119,22 +119,45 @@ def current_traceparent() -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
-@contextmanager
-def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | None = None) -> Iterator[trace.Span]:
+def span(name: str, *, parent: str | None = None, attributes: dict[str, Any] | None = None) -> AbstractContextManager[trace.Span]:
     """A span, child of `parent` (a traceparent) when given, else of the current span.
 
     Recorded (named, with its attributes, exported) when an exporter is installed; else only its
-    context exists, a child of the same parent, so the trace chain in every `traceparent` is the same.
+    context exists, a child of the same parent, so the trace chain in every `traceparent` is the same
+    (`_ContextOnly`, a plain context manager: a generator's would cost more than the context itself).
     """
     if not _exporting:
+        return _ContextOnly(parent)
+    return _recorded(name, parent, attributes)
+
+
+def exporting() -> bool:
+    """Whether spans are recorded and exported in this process: a caller builds a span's name and attributes only then."""
+    return _exporting
+
+
+class _ContextOnly:
+    """A span that records nothing: its context alone (a new span id under the parent's trace), current while entered."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, parent: str | None) -> None:
         trace_id, flags = _parent_trace(parent)
-        s: trace.Span = trace.NonRecordingSpan(trace.SpanContext(trace_id, _ids.generate_span_id(), is_remote=False, trace_flags=flags))
-        token = otel_context.attach(trace.set_span_in_context(s))  # what `trace.use_span` does for a span that records nothing
-        try:
-            yield s
-        finally:
-            otel_context.detach(token)
-        return
+        self._span = trace.NonRecordingSpan(trace.SpanContext(trace_id, _ids.generate_span_id(), is_remote=False, trace_flags=flags))
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(
+            trace.set_span_in_context(self._span)
+        )  # what `trace.use_span` does for a span that records nothing
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]  # the token `attach` gave
+
+
+@contextmanager
+def _recorded(name: str, parent: str | None, attributes: dict[str, Any] | None) -> Iterator[trace.Span]:
     context = context_from_traceparent(parent)
     attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else None
     s = tracer().start_span(name, context=context, attributes=attrs)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka import ConsumerRecord
+from fake_producer import make_bus
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from servicekit import tracing
+import schemas as s
+from servicekit import _bus_handle, tracing
 from servicekit.tracing import batch_span, context_from_traceparent, current_traceparent, install_tracing, span
 
 TRACE, PARENT = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -103,3 +106,38 @@ def test_without_an_exporter_a_batch_span_is_nothing(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(tracing, "_exporting", False)
     with batch_span("approval handle batch actions.results", attributes={}, links=[f"00-{TRACE}-{PARENT}-01"]):
         assert not trace.get_current_span().get_span_context().is_valid
+
+
+@pytest.mark.parametrize("exporting", [False, True])
+async def test_a_handlers_span_is_named_and_described_only_when_it_is_recorded(monkeypatch: pytest.MonkeyPatch, exporting: bool) -> None:
+    """Every event's handler runs under a span; without an exporter its name and attributes were built per event and thrown away."""
+    monkeypatch.setattr(tracing, "_exporting", exporting)
+    given: list[tuple[str, dict[str, object] | None]] = []
+    real = _bus_handle.span
+
+    def spy(name: str, *, parent: str | None = None, attributes: dict[str, object] | None = None) -> object:
+        given.append((name, attributes))
+        monkeypatch.setattr(tracing, "_exporting", False)  # the span itself records nothing here: no exporter is installed
+        return real(name, parent=parent, attributes=attributes)
+
+    monkeypatch.setattr(_bus_handle, "span", spy)
+    bus, _ = make_bus()
+    data = s.ActionProposedData(action_id="a-1", task_id="t-1", tenant_id="acme", step=1, tool="tag_ticket", args={}, proposer="planner")
+    event = s.ActionProposed.build(data, source="tidegate/planner", traceparent=f"00-{TRACE}-{PARENT}-01")
+    record = ConsumerRecord("p.actions.proposed", 0, 7, 0, 0, b"t-1", b"{}", None, 0, 2, [])
+    handled: list[str | None] = []
+
+    async def handler(e: s.ActionProposed) -> None:
+        handled.append(current_traceparent())
+
+    await bus.handle_event(record, event, handler)
+    assert handled[0] is not None
+    assert handled[0].startswith(f"00-{TRACE}-")  # tracing kept on the handler either way
+    [(name, attributes)] = given
+    if exporting:
+        assert name == "planner handle action.proposed"
+        assert attributes is not None
+        assert attributes["cloudevents.event_id"] == event.id
+        assert attributes["messaging.destination.name"] == "p.actions.proposed"
+    else:
+        assert attributes is None
