@@ -20,6 +20,7 @@ import json
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,12 +192,19 @@ def _passfile_line(role: str, password: str, source: Path) -> str:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    """Write `path` 0600 at once (a reader sees the old file or the new one, never a part)."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
+    """Write `path` 0600 at once (a reader sees the old file or the new one, never a part).
+
+    Each writer has a temporary file of its own: two `db migrate`s at once shared one name, so one truncated the file
+    the other was about to put in place, and a service logging in between read an empty passfile.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600, made by this writer only
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
