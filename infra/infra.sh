@@ -278,7 +278,7 @@ listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
 inter.broker.listener.name=BROKER
 controller.listener.names=CONTROLLER
 # Clients log in with SCRAM-SHA-512 (credentials live in the cluster metadata), or SCRAM-SHA-256 once a rotation moved
-# their login there (`tidegate infra rotate-login`: the new password on the other mechanism, so both work meanwhile). KRaft cannot check
+# their login there (tidegate infra rotate-login: the new password on the other mechanism, so both work meanwhile). KRaft cannot check
 # SCRAM on the controller listener (the credentials are in the log it serves), so the broker logs in
 # to its controller with PLAIN as 'controller', a user known only to this file.
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256

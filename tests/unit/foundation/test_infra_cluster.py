@@ -47,3 +47,21 @@ def test_up_refuses_a_broker_count_that_is_not_a_number(tmp_path: Path) -> None:
     done = infra(tmp_path, "up", "--brokers", "three")
     assert done.returncode != 0
     assert "--brokers must be a number" in done.stderr
+
+
+def test_the_files_the_script_writes_run_no_command_of_their_text() -> None:
+    """An unquoted here-document expands `…` and $(…): a comment naming a command in the broker's settings ran it.
+
+    `tidegate infra rotate-login` written in backquotes in server.properties' comment ran at every `infra up`
+    (`tidegate: command not found` where it is not on PATH; the command itself where it is).
+    """
+    script = SCRIPT.read_text().splitlines()
+    expanding = False
+    for number, line in enumerate(script, 1):
+        if expanding and line.strip() in {"EOF", "SQL", "PROPS"}:
+            expanding = False
+        elif expanding and line.lstrip().startswith("#"):
+            text = line.replace("\\`", "").replace("\\$(", "")  # escaped: written as they stand
+            assert not any(s in text for s in ("`", "$(")), f"infra.sh:{number} runs a command inside a file it writes: {line}"
+        if "<<" in line and "<<'" not in line and '<<"' not in line and "<<<" not in line:
+            expanding = True
