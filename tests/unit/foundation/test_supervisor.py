@@ -34,8 +34,24 @@ def test_a_healthy_run_resets_the_delay() -> None:
     assert backoff.after_death(ran_s=59.9) == 4
 
 
-async def run_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: object, restarts: int) -> list[float]:
-    """Supervise one child that always exits at once, until it has been restarted `restarts` times; the delays chosen."""
+def test_a_run_after_the_service_said_it_was_ready_resets_the_delay_sooner() -> None:
+    killed = Backoff(initial_s=1, max_s=30, healthy_s=60, ready_healthy_s=10)
+    assert [killed.after_death(ran_s=20, was_ready=True) for _ in range(5)] == [1, 1, 1, 1, 1]  # killed from outside
+    looping = Backoff(initial_s=1, max_s=30, healthy_s=60, ready_healthy_s=10)
+    assert [looping.after_death(ran_s=20) for _ in range(3)] == [1, 2, 4]  # never ready: dying at start-up
+    assert looping.after_death(ran_s=5, was_ready=True) == 8  # dies just after it is ready: still a loop
+    assert looping.after_death(ran_s=10, was_ready=True) == 1
+
+
+DIES_AT_ONCE = "import sys; sys.exit(3)"
+# Says it is ready, as a service does once it joined its groups and caught up (servicekit.runner), then dies.
+DIES_WHEN_READY = "import os, pathlib, sys; (pathlib.Path(os.environ['TIDEGATE_READY_DIR']) / 'policy.ready').touch(); sys.exit(3)"
+
+
+async def run_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: object, restarts: int, child: str = DIES_AT_ONCE
+) -> list[float]:
+    """Supervise one child that always exits at once (`child`), until it has been restarted `restarts` times; the delays chosen."""
     monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
     delays: list[float] = []
     stopping = asyncio.Event()
@@ -50,7 +66,7 @@ async def run_supervisor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock:
         supervise(
             ("policy",),
             make_backoff=lambda: Backoff(initial_s=0.02, max_s=0.08, healthy_s=60),
-            command=lambda name: [sys.executable, "-c", "import sys; sys.exit(3)"],
+            command=lambda name: [sys.executable, "-c", child],
             clock=clock,  # type: ignore[arg-type]
             stopping=stopping,
             on_restart=on_restart,
@@ -67,6 +83,12 @@ async def test_the_supervisor_backs_off_a_child_that_keeps_dying(tmp_path: Path,
 async def test_the_supervisor_resets_the_delay_of_a_child_that_ran_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = itertools.count(step=100.0)  # every reading is 100 s after the last: each child "ran" past healthy_s
     assert await run_supervisor(tmp_path, monkeypatch, lambda: next(ticks), 4) == [0.02, 0.02, 0.02, 0.02]
+
+
+async def test_the_supervisor_restarts_at_once_a_ready_child_killed_every_20_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SRE game day: five `kill -9`s of the executor 20 s apart waited 1, 2, 4, 8 and 16 s; a ready child's do not."""
+    ticks = itertools.count(step=20.0)  # every reading is 20 s after the last: each child ran 20 s, short of healthy_s
+    assert await run_supervisor(tmp_path, monkeypatch, lambda: next(ticks), 4, child=DIES_WHEN_READY) == [0.02, 0.02, 0.02, 0.02]
 
 
 STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S")
