@@ -10,6 +10,7 @@ for it, removed after), never one the running deployment logs in with.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import uuid
@@ -47,6 +48,10 @@ async def login(infra: Any, tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     principal, password = f"t-rotate-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     await _as_admin(infra, folder, users={principal: ("SCRAM-SHA-512", password)})
     write_private(folder / f"{principal}.properties", client_properties(principal, password, infra.kafka_bootstrap))
+    for _ in range(50):  # a credential the controller committed reaches the broker's metadata a moment later
+        if await logs_in(infra.kafka_bootstrap, principal, "SCRAM-SHA-512", password):
+            break
+        await asyncio.sleep(0.2)
     try:
         yield principal, folder
     finally:
