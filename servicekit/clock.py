@@ -34,11 +34,17 @@ class BrokerClock:
     now: Callable[[], float] = time.time  # this host's wall clock (tests move it)
     offset_s: float = 0.0  # the bound nearest zero of the last reading: > 0 this clock is ahead of the broker's, < 0 behind
     readings: int = 0
+    every_s: float = 1.0  # one reading a second at most: a clock drifts in hours, and a reading costs a callback a record
     _latest_sent: float = field(default=float("-inf"), repr=False)
+    _due_at: float = field(default=float("-inf"), repr=False)
 
-    def sent(self) -> float:
-        """The wall clock now, taken before a record is handed to the producer."""
-        return self.now()
+    def sent(self) -> float | None:
+        """The wall clock now when a reading is due (the record's acknowledgement is then noted), else None."""
+        now = self.now()
+        if now < self._due_at:
+            return None
+        self._due_at = now + self.every_s
+        return now
 
     def acknowledged(self, sent: float, delivery: asyncio.Future[Any]) -> None:
         """A done callback for `delivery`: note the broker's append time it carries (a failed send or a `CreateTime` topic: nothing)."""

@@ -101,7 +101,8 @@ class Producer:
         """Queue one record (value None: a tombstone): its delivery, which the broker acknowledges (None: a stand-in delivered it)."""
         sent = self.clock.sent()
         delivery: asyncio.Future[Any] = await self._started().send(topic, value, key=key, headers=headers)
-        delivery.add_done_callback(partial(self.clock.acknowledged, sent))
+        if sent is not None:
+            delivery.add_done_callback(partial(self.clock.acknowledged, sent))
         return delivery
 
     async def send_alone(self, topic: str, value: bytes, *, key: bytes | None, headers: Headers) -> asyncio.Future[Any] | None:
@@ -116,7 +117,8 @@ class Producer:
         batch.close()
         sent = self.clock.sent()
         delivery: asyncio.Future[Any] = await client.send_batch(batch, topic, partition=_PARTITIONER(key, partitions, partitions))
-        delivery.add_done_callback(partial(self.clock.acknowledged, sent))
+        if sent is not None:
+            delivery.add_done_callback(partial(self.clock.acknowledged, sent))
         return delivery
 
     def _started(self) -> AIOKafkaProducer:
