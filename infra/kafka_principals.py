@@ -17,8 +17,8 @@ from servicekit.bus_admin import ensure_principals
 
 
 def _catalog_topic_tools() -> list[str]:
-    tools_dir = KitSettings().tools_dir
-    return [t.name for t in ToolCatalog.load(tools_dir).values() if t.kind == "topic"] if tools_dir.is_dir() else []
+    kit = KitSettings()
+    return [t.name for t in ToolCatalog.load(*kit.tool_dirs).values() if t.kind == "topic"] if kit.tools_dir.is_dir() else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,30 +33,32 @@ class ToolCatalog(Mapping[str, ToolSpec]):
     loaded_at: datetime | None = field(default=None, compare=False)
 
     @classmethod
-    def load(cls, directory: Path) -> ToolCatalog:
-        """Load every `*.yaml` in `directory`; a bad file raises CatalogError naming it, and so does a folder with no tool.
+    def load(cls, directory: Path, *more: Path) -> ToolCatalog:
+        """Load every `*.yaml` in `directory`, then in each folder of `more`; a bad file raises CatalogError naming it.
 
-        A catalog of no tools is a mistyped path (`TIDEGATE_TOOLS_DIR`), never a deployment: every proposal would be refused.
+        `more` are the deployment's own folders beside the shipped catalog (`TIDEGATE_EXTRA_TOOLS_DIRS`): each must
+        exist, and a tool declared in two files, in one folder or two, is refused naming both, never one silently
+        shadowing the other. A catalog of no tools is a mistyped path (`TIDEGATE_TOOLS_DIR`), never a deployment:
+        every proposal would be refused.
         """
         tools: dict[str, ToolSpec] = {}
-        if not directory.is_dir():
-            raise CatalogError(f"tool catalog directory {directory} does not exist")
-        for path in sorted(directory.glob("*.y*ml")):
-            try:
-                spec = ToolSpec.model_validate(yaml.safe_load(path.read_text()))
-                jsonschema.Draft202012Validator.check_schema(spec.args_schema)
-            except (yaml.YAMLError, ValidationError, jsonschema.SchemaError) as exc:
-                raise CatalogError(f"{path}: {exc}") from exc
-            if spec.name in tools:
-                raise CatalogError(f"{path}: tool {spec.name!r} is declared twice")
-            if problems := declaration_problems(spec):
-                raise CatalogError(f"{path}: " + "; ".join(problems))
-            tools[spec.name] = spec
+        declared_in: dict[str, Path] = {}
+        folders = (directory, *more)
+        for folder in folders:
+            if not folder.is_dir():
+                raise CatalogError(f"tool catalog directory {folder} does not exist")
+            for path in sorted(folder.glob("*.y*ml")):
+                spec = _read_tool(path)
+                if spec.name in tools:
+                    raise CatalogError(f"{path}: tool {spec.name!r} is declared twice (also in {declared_in[spec.name]})")
+                tools[spec.name] = spec
+                declared_in[spec.name] = path
+        named = ", ".join(str(folder) for folder in folders)
         if not tools:
-            raise CatalogError(f"tool catalog directory {directory} holds no tool (no *.yaml file)")
+            raise CatalogError(f"tool catalog directory {named} holds no tool (no *.yaml file)")
         problems = _undo_problems(tools)
         if problems:
-            raise CatalogError(f"{directory}: " + "; ".join(problems))
+            raise CatalogError(f"{named}: " + "; ".join(problems))
         return cls(tools, loaded_at=datetime.now(UTC))
 
     def __getitem__(self, name: str) -> ToolSpec:
@@ -82,6 +84,18 @@ class ToolCatalog(Mapping[str, ToolSpec]):
         if validator is None:  # compiled once per tool, on first use
             validator = self._validators[name] = ArgsValidator(self.tools[name].args_schema)
         return validator.errors(args)
+
+
+def _read_tool(path: Path) -> ToolSpec:
+    """The tool `path` declares, checked as `load` needs it; CatalogError naming the file otherwise."""
+    try:
+        spec = ToolSpec.model_validate(yaml.safe_load(path.read_text()))
+        jsonschema.Draft202012Validator.check_schema(spec.args_schema)
+    except (yaml.YAMLError, ValidationError, jsonschema.SchemaError) as exc:
+        raise CatalogError(f"{path}: {exc}") from exc
+    if problems := declaration_problems(spec):
+        raise CatalogError(f"{path}: " + "; ".join(problems))
+    return spec
 
 
 def _undo_problems(tools: Mapping[str, ToolSpec]) -> list[str]:

@@ -152,6 +152,12 @@ class KitSettings(BaseSettings):
         "rule: keep one value.",
     )
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="Tool catalog: one YAML file per tool.")
+    extra_tools_dirs: list[Path] = Field(
+        default_factory=list,
+        description="More tool catalog folders, read after `tools_dir`: your own tools kept outside the checkout (each folder must "
+        "exist; a tool declared in two files is refused, naming both). JSON list in the environment.",
+        examples=[["../my-agent/tools"]],
+    )
     policy_dir: Path = Field(
         default=REPO_ROOT / "policies" / "default", description="Policy pack loaded at start-up until one is published on `control`."
     )
@@ -267,6 +273,11 @@ class KitSettings(BaseSettings):
     def bounds(self) -> Bounds:
         """The bounds every consumer checks a record's value against before parsing it."""
         return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)
+
+    @property
+    def tool_dirs(self) -> tuple[Path, ...]:
+        """Every folder of the tool catalog, `tools_dir` first: what `ToolCatalog.load(*kit.tool_dirs)` reads."""
+        return (self.tools_dir, *self.extra_tools_dirs)
 
     @property
     def operator_database_url(self) -> str:

@@ -99,7 +99,7 @@ def build(
     price = review_price(kit, settings)
     key = service_key(kit, NAME)
     groups = GroupsConfig.load(settings.groups_file)
-    catalog = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    catalog = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
     file_endpoints = load_endpoints(settings.webhooks_file)
     authority = deployment_authority(kit, catalog)
     # What the schema's rows grant is signed by keys it does not hold: the service's for what it writes, an operator's for tokens.

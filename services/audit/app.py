@@ -59,7 +59,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         pool = ServiceProcess.pool_of(kit, NAME)
         deps = AuditDeps(log=PostgresAuditLog(pool))
     bus = service_bus(kit, NAME, signer=key)
-    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
 
     async def discard_broken(exc: BaseException) -> None:  # the process's own handling of a broken connection
         if bus.on_transient is not None:

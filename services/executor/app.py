@@ -87,7 +87,7 @@ def build(
     """
     kit = kit or KitSettings()
     settings = settings or ExecutorSettings()
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
     for warning in unloadable_entrypoints(catalog.tools):  # said at start, not first at a call (connectors probe F13)
         log.warning("executor: %s", warning)
     pool = None

@@ -93,7 +93,7 @@ def build(kit: KitSettings | None = None, settings: PlannerSettings | None = Non
     kit = kit or KitSettings()
     settings = settings or PlannerSettings()
     rates = CostRates(orchestration_usd_per_event=settings.orchestration_usd_per_event, review=review_price(kit, settings))
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
     deps = deps or PlannerDeps()
     pool = None  # the process's own, when it has one
     key = service_key(kit, NAME)

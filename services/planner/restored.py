@@ -82,7 +82,7 @@ async def replay(
     group = consumer_group(kit.topic_prefix)
     handled = await group_offsets(kit.kafka_bootstrap, kit.topic_prefix, list(READS), group, client_options=options)
     done = Replayed(since_ms=at)
-    authority = deployment_authority(kit, ToolCatalog.load(kit.tools_dir), history=True)
+    authority = deployment_authority(kit, ToolCatalog.load(*kit.tool_dirs), history=True)
 
     def refused(record: Any, why: str) -> None:
         done.refused += 1

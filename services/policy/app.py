@@ -79,7 +79,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     """
     kit = kit or KitSettings()
     settings = settings or PolicySettings()
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
     # decided safely (`engine.decide`), but most likely a mistake, or an upgrade's step skipped: said before the first call fails
     for warning in [*ungranted_outside_tools(catalog.tools), *undo_tenancy_warnings(catalog.tools), *unread_amount_warnings(catalog.tools)]:
         log.warning("policy: %s", warning)

@@ -144,7 +144,7 @@ class Restoration:
     def of(cls, kit: KitSettings, pool: asyncpg.Pool, settings: PolicySettings | None = None) -> Restoration:
         """The policy as its process is built (`app.build`), on `pool`, publishing nowhere: its key seals the payees it learns."""
         settings = settings or PolicySettings()
-        catalog = ToolCatalog.load(kit.tools_dir)
+        catalog = ToolCatalog.load(*kit.tool_dirs)
         signer = service_key(kit, settings.signing_key_name)
         service = PolicyService(
             catalog=catalog,

@@ -35,6 +35,6 @@ def row_recheck(kit: KitSettings, prefix: str | None = None) -> Recheck:
     What `verify --signatures` and `explain` hold each row to: the history authority (a retired key's grace judged at
     the row's broker time), and the time each key was put on file (`Authority.added_at`).
     """
-    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
     authority = deployment_authority(kit, tools, history=True)
     return signature_recheck(authority.check, prefix or kit.topic_prefix, kit.bounds, added_at=authority.added_at)

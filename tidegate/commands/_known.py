@@ -19,7 +19,7 @@ __all__ = ["catalog_tools", "onboarded_tenants", "pack_settings", "refuse_unknow
 def catalog_tools(kit: KitSettings) -> frozenset[str]:
     """The tool names of the catalog the services load (`TIDEGATE_TOOLS_DIR`); one line and exit 2 when it cannot be read."""
     try:
-        return frozenset(ToolCatalog.load(kit.tools_dir))
+        return frozenset(ToolCatalog.load(*kit.tool_dirs))
     except CatalogError as exc:
         fail(f"cannot check the tool name against the catalog: {exc} (--force skips the check)", code=2)
 

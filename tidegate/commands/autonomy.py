@@ -43,7 +43,7 @@ def report(
 
     kit = settings()
     try:
-        pack = load_pack(kit.policy_dir, kit.tools_dir)
+        pack = load_pack(kit.policy_dir, *kit.tool_dirs)
     except PackError as exc:
         fail("the policy pack does not compile:\n  " + "\n  ".join(exc.problems))
     window = run(read_record(kit, since, tenant, until))

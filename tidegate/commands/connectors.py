@@ -84,7 +84,7 @@ def _pairs(values: list[str]) -> dict[str, str]:
 def list_(tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant's grants.")) -> None:
     """Connectors of the catalog with their tools, and each tenant's grant (never the secret)."""
     kit = settings()
-    by_connector = c.connector_tools(ToolCatalog.load(kit.tools_dir))
+    by_connector = c.connector_tools(ToolCatalog.load(*kit.tool_dirs))
     tools = Table("connector", "tool", "risk", title="connector tools")
     for name, specs in by_connector.items():
         for spec in specs:
@@ -129,7 +129,7 @@ def enable(
 ) -> None:
     """Enable a connector's read-only tools for a tenant, plus any write tool named with --tool."""
     kit = settings()
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
 
     async def go() -> c.Grant:
         async with grant_writer(kit) as writer:
@@ -155,7 +155,7 @@ def disable(
 ) -> None:
     """Disable a connector (or some of its tools) for a tenant; calls then fail `credential_missing` / `tool_not_enabled`."""
     kit = settings()
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
 
     async def go() -> c.Grant | None:
         async with grant_writer(kit) as writer:

@@ -148,7 +148,7 @@ class _Plan:
 
 async def _plan(kit: KitSettings, chosen: list[DeadLetter], allow_unknown_key: bool, again: bool) -> _Plan:
     plan = _Plan()
-    tools = ToolCatalog.load(kit.tools_dir) if kit.tools_dir.is_dir() else None
+    tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
     authority = deployment_authority(kit, tools)  # as the consumers check: keys put on file since are known
     now_ms = int(time.time() * 1000)
 

@@ -24,7 +24,7 @@ def _script(command: str, *args: str) -> int:
 def _deployment_topic_names() -> list[str]:
     """The catalog's topics and the request/reply topics of every `topic` tool in the deployment's tool catalog."""
     cfg = settings()
-    topic_tools = [t.name for t in ToolCatalog.load(cfg.tools_dir).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
+    topic_tools = [t.name for t in ToolCatalog.load(*cfg.tool_dirs).values() if t.kind == "topic"] if cfg.tools_dir.is_dir() else []
     return catalog_topic_names(topic_tools)
 
 

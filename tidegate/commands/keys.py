@@ -72,7 +72,7 @@ def list_keys() -> None:
         for key_id, state in _ids(kit.operator_keys_dir, name):
             console.print(f"operator  {name:<10} {key_id}  {state}")
     if kit.tools_dir.is_dir():
-        for spec in ToolCatalog.load(kit.tools_dir).values():
+        for spec in ToolCatalog.load(*kit.tool_dirs).values():
             if spec.kind == "topic" and spec.reply_key_file:
                 path = kit.keys_dir / spec.reply_key_file
                 for key_id, state in _ids(path.parent, path.name.removesuffix(".pub")):
@@ -127,9 +127,9 @@ def rotate_key(
 
 def _tool_key(kit: KitSettings, tool: str) -> Path:
     """Where the catalog says `tool`'s reply key is (`reply_key_file`, relative to the keys directory)."""
-    spec = ToolCatalog.load(kit.tools_dir).get(tool)
+    spec = ToolCatalog.load(*kit.tool_dirs).get(tool)
     if spec is None or spec.kind != "topic" or not spec.reply_key_file:
-        fail(f"{tool!r} is not a `topic` tool with a `reply_key_file` in the catalog at {kit.tools_dir}")
+        fail(f"{tool!r} is not a `topic` tool with a `reply_key_file` in the catalog at {', '.join(map(str, kit.tool_dirs))}")
     return kit.keys_dir / spec.reply_key_file  # an absolute reply_key_file stays as it is
 
 

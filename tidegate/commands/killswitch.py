@@ -66,7 +66,7 @@ def set_(
 def _refuse_unknown_scope(kit: KitSettings, *, tool: str, tenant: str) -> None:
     """A switch naming a tool or tenant nothing would match stops nothing: said at once, so a typo does not pass for a stop."""
     if tool != "*":
-        refuse_unknown("tool", tool, catalog_tools(kit), f"in the tool catalog ({kit.tools_dir})")
+        refuse_unknown("tool", tool, catalog_tools(kit), f"in the tool catalog ({', '.join(map(str, kit.tool_dirs))})")
     if tenant != "*":
         state = run(read_control(kit))
         run(read_control(kit, "directory", state))

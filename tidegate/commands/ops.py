@@ -39,7 +39,7 @@ def _pack(policy_dir: Path | None) -> Any:
 
     kit = settings()
     try:
-        return load_pack(policy_dir or kit.policy_dir, kit.tools_dir)
+        return load_pack(policy_dir or kit.policy_dir, *kit.tool_dirs)
     except PackError as exc:
         fail("the policy pack does not compile:\n  " + "\n  ".join(exc.problems))
 
@@ -257,7 +257,7 @@ def _run_eval(eval_set: Path, pack: Any, planner: str, label: str) -> Any:
     from tidegate.ops.evals import load_set, run_eval
     from tidegate.ops.strategies import make_strategy
 
-    catalog = ToolCatalog.load(settings().tools_dir)
+    catalog = ToolCatalog.load(*settings().tool_dirs)
     try:
         cases = load_set(eval_set)
         strategy = make_strategy(planner, catalog)

@@ -26,12 +26,14 @@ __all__ = ["app", "publish_pack"]
 app = typer.Typer(help="Policy packs: validate against the tool catalog, run table tests, publish a new version.", no_args_is_help=True)
 
 DIR = typer.Argument(None, help="Pack directory (default: the configured policy_dir, policies/default).")
-TOOLS = typer.Option(None, "--tools", help="Tool catalog directory (default: the configured tools_dir).")
+TOOLS = typer.Option(
+    None, "--tools", help="Tool catalog directory, in place of the configured catalog (default: tools_dir, then extra_tools_dirs)."
+)
 
 
 def _catalog(tools: Path | None) -> ToolCatalog:
     try:
-        return ToolCatalog.load(tools or settings().tools_dir)
+        return ToolCatalog.load(tools) if tools else ToolCatalog.load(*settings().tool_dirs)
     except CatalogError as exc:
         fail(str(exc))
 

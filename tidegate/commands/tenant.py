@@ -267,7 +267,7 @@ def add(
 def _outside_tools_not_granted(tenant: str) -> None:
     """Say which tools served outside the deployment the new tenant may not call: their catalog entries do not name it (`tenants`)."""
     try:
-        catalog = ToolCatalog.load(settings().tools_dir)
+        catalog = ToolCatalog.load(*settings().tool_dirs)
     except CatalogError:  # the services refuse such a catalog and say why; onboarding does not depend on it
         return
     denied = sorted(name for name, spec in catalog.items() if spec.served_outside and not spec.granted_to(tenant))

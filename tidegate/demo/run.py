@@ -341,7 +341,7 @@ async def run_demo(
     (mail, CRM and code stay built in); `builtin` acts on the demo tables in PostgreSQL only.
     """
     started = time.monotonic()
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
     topic_tools = [t.name for t in catalog.values() if t.kind == "topic"]
     await ensure_topics(
         kit.kafka_bootstrap,

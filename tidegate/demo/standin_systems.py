@@ -79,7 +79,7 @@ async def standin_systems(kit: KitSettings, tenant: str, orders: dict[str, str])
 
 async def _connect(kit: KitSettings, tenant: str, *, stripe_url: str, zendesk: ZendeskStandIn) -> None:
     """What `tidegate connectors enable` and `set-credential` do, with credentials made for this run."""
-    catalog = ToolCatalog.load(kit.tools_dir)
+    catalog = ToolCatalog.load(*kit.tool_dirs)
     vault = c.Vault(ExecutorSettings().connector_keys_dir or kit.keys_dir)
     vault.ensure()
     from tidegate.commands.connectors import grant_writer

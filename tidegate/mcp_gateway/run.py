@@ -71,7 +71,7 @@ async def gateway(
 
 async def serve_stdio(settings: GatewaySettings, client_settings: ClientSettings) -> None:
     """Serve one MCP client on this process's stdin/stdout until it disconnects."""
-    catalog = ToolCatalog.load(settings.tools_dir)
+    catalog = ToolCatalog.load(*settings.tool_dirs)
     async with gateway(settings, client_settings, catalog.tools.values()) as server, stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
@@ -82,7 +82,7 @@ async def serve_http(settings: GatewaySettings, client_settings: ClientSettings,
     Stopped, it answers the calls waiting for a human with their pending result, lets open calls finish for up to
     `stop_grace_s`, sends each answer, and returns (the process exits 0).
     """
-    catalog = ToolCatalog.load(settings.tools_dir)
+    catalog = ToolCatalog.load(*settings.tool_dirs)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with gateway(settings, client_settings, catalog.tools.values(), transport=transport, stopping=stopping) as server:

@@ -19,6 +19,12 @@ class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDEGATE_MCP_", extra="ignore", frozen=True)
 
     tools_dir: Path = Field(default=REPO_ROOT / "catalog" / "tools", description="The catalog whose tools are served.")
+    extra_tools_dirs: list[Path] = Field(
+        default_factory=list,
+        description="More catalog folders whose tools are served, read after `tools_dir` (as `TIDEGATE_EXTRA_TOOLS_DIRS` for the "
+        "services: give both the same folders). JSON list in the environment.",
+        examples=[["../my-agent/tools"]],
+    )
     tools: list[str] | None = Field(
         default=None, description='Serve only these tools, a JSON list (`["tag_ticket", "get_ticket"]`; all of the catalog when unset).'
     )
@@ -53,3 +59,8 @@ class GatewaySettings(BaseSettings):
         if len(token) < 16:
             raise ValueError("is shorter than 16 characters: use a random one, e.g. `openssl rand -hex 32`")
         return SecretStr(token)
+
+    @property
+    def tool_dirs(self) -> tuple[Path, ...]:
+        """Every folder of the catalog served, `tools_dir` first."""
+        return (self.tools_dir, *self.extra_tools_dirs)

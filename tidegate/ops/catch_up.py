@@ -85,7 +85,7 @@ class _Reader:
         return found
 
     async def _whole(self, catalog_name: str, topic: str, *, strict: bool) -> tuple[list[SignedEvent], list[str]]:
-        authority = deployment_authority(self.kit, ToolCatalog.load(self.kit.tools_dir), history=True)
+        authority = deployment_authority(self.kit, ToolCatalog.load(*self.kit.tool_dirs), history=True)
         refused: list[str] = []
 
         def on_refused(record: Any, why: str) -> None:
@@ -189,7 +189,7 @@ def _restoration(kit: KitSettings, pool: Any) -> Restoration:
     settings = ApprovalSettings()
     authority = deployment_authority(kit, None)
     seals = approval_seals(authority, service_key=service_key(kit, "approval"))
-    catalog = ToolCatalog.load(kit.tools_dir) if Path(kit.tools_dir).is_dir() else None
+    catalog = ToolCatalog.load(*kit.tool_dirs) if Path(kit.tools_dir).is_dir() else None
 
     def risk_of(tool: str) -> str:
         return str(catalog[tool].risk) if catalog is not None and tool in catalog else "unknown"

@@ -180,7 +180,7 @@ async def run_replay(kit: KitSettings, opts: ReplayOptions, *, progress: Callabl
         if opts.planner:
             from services.planner import build as build_planner
 
-            strategy = make_strategy(opts.planner, ToolCatalog.load(sandbox_kit.tools_dir))
+            strategy = make_strategy(opts.planner, ToolCatalog.load(*sandbox_kit.tool_dirs))
             deps = PlannerDeps(repo=InMemoryTaskRepository(), strategy=strategy)
             services.append(build_planner(kit=sandbox_kit, settings=PlannerSettings(), deps=deps))
             # Human decisions recorded for the same calls are replayed, signed with a sandbox approval key

@@ -45,9 +45,9 @@ MAX_EXAMPLES = 3
 PROGRESS_EVERY = 500  # proposals between two progress reports (a report per proposal would cost more than deciding it)
 
 
-def load_pack(policy_dir: Path, tools_dir: Path) -> CompiledPack:
-    """Compile the candidate pack in `policy_dir` against the tool catalog (raises PackError listing problems)."""
-    return compile_pack(PackSource.from_dir(policy_dir), ToolCatalog.load(tools_dir))
+def load_pack(policy_dir: Path, tools_dir: Path, *more_tools_dirs: Path) -> CompiledPack:
+    """Compile the candidate pack in `policy_dir` against the tool catalog in its folders (raises PackError listing problems)."""
+    return compile_pack(PackSource.from_dir(policy_dir), ToolCatalog.load(tools_dir, *more_tools_dirs))
 
 
 def settings_ignored(candidate: CompiledPack, live: CompiledPack, recorded: Iterable[str]) -> list[str]:

@@ -544,7 +544,7 @@ async def run_suite_through_service(suite: Suite, kit: KitSettings, policy_dir: 
             tool_keys = {tool: SigningKey.load_or_create(Path(tmp) / "tool-keys", tool) for tool in tools}
             catalog = write_catalog(suite, Path(tmp) / "catalog", reply_keys=Path(tmp) / "tool-keys")
             # Keys of the run's own: what the sandbox signs must never verify on the deployment's topics.
-            sandbox = sandbox_settings(kit, prefix, Path(tmp) / "keys", tools_dir=catalog, policy_dir=policy_dir)
+            sandbox = sandbox_settings(kit, prefix, Path(tmp) / "keys", tools_dir=catalog, extra_tools_dirs=[], policy_dir=policy_dir)
             async with BusDriver(sandbox, tool_keys) as driver:
                 record = ControlTenantData(tenant_id=suite.name, settings=suite.tenant, set_by="tidegate/eval")
                 await driver.publish("control", ControlTenant.build(record, source="tidegate/eval"))
