@@ -37,6 +37,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("dead_letters", "dead-letters"),
     ("connectors", "connectors"),
     ("keys", "keys"),
+    ("credentials", None),
     ("client_keys", "clients"),
     ("ops", None),
     ("undo", None),

@@ -1,0 +1,118 @@
+"""`tidegate credentials`: every credential this machine holds for the deployment, how old it is, and what rotates it.
+
+Rotation probe F5: a security policy of "every credential every 90 days" had nowhere to read a credential's age. The age
+is read from the file that holds each secret, which each rotation writes anew (a key pair, a Kafka login's client file, a
+PostgreSQL login), so a restore that does not keep the files' times starts their clocks again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from servicekit import SERVICES, KitSettings
+from servicekit.dbroles import credentials_file
+from tidegate.commands._common import console, settings
+
+__all__ = ["Credential", "app", "credentials_of"]
+
+app = typer.Typer(help="Security: every credential this machine holds, its age, and the command that rotates it.")
+
+DAY_S = 86_400.0
+EXIT_DUE = 1
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One secret of the deployment kept on this machine: what it is, where, when it was last set, what rotates it."""
+
+    kind: str  # signing key, operator key, tool key, client key, kafka login, postgres login, sealing key
+    name: str
+    path: Path
+    set_at: float  # epoch seconds: the file's modification time
+    rotate: str  # the command that rotates it, or what to do when there is none
+    note: str = ""  # e.g. a rotation under way
+
+    def age_days(self, now: float) -> float:
+        """Days since it was set, at `now` (epoch seconds)."""
+        return max(0.0, now - self.set_at) / DAY_S
+
+
+def _found(kind: str, name: str, path: Path, rotate: str, note: str = "") -> Iterator[Credential]:
+    if path.is_file():
+        yield Credential(kind, name, path, path.stat().st_mtime, rotate, note)
+
+
+def credentials_of(kit: KitSettings) -> list[Credential]:
+    """Every credential of `kit`'s deployment found on this machine (public halves are not secrets: a private key stands for its pair)."""
+    found: list[Credential] = []
+    for service in SERVICES:
+        found += _found("signing key", service, kit.keys_dir / service / f"{service}.key", f"tidegate keys rotate {service}")
+    connector_key = kit.keys_dir / "executor" / "connector-credentials.key"
+    found += _found("sealing key", "connector-credentials", connector_key, "tidegate connectors rotate-key")
+    found += _found(
+        "sealing key",
+        "webhook-secrets",
+        kit.keys_dir / "approval" / "webhook-secrets.key",
+        "no command yet: a new pair means registering every webhook endpoint again (docs/security/database.md)",
+    )
+    for path in sorted(kit.operator_private_keys_dir.glob("*.key")):
+        as_it = "" if path.stem == kit.operator else f"TIDEGATE_OPERATOR={path.stem} "
+        found += _found("operator key", path.stem, path, f"{as_it}tidegate keys rotate operator")
+    for path in sorted((kit.keys_dir / "tools").glob("*/*.key")):
+        found += _found("tool key", path.stem, path, f"tidegate keys rotate-tool {path.stem}")
+    for path in sorted(kit.client_private_keys_dir.glob("*/*.key")):
+        found += _found("client key", f"{path.parent.name}/{path.stem}", path, f"tidegate clients rotate {path.parent.name} {path.stem}")
+    for path in sorted(kit.kafka_credentials_dir.glob("*.properties")):
+        principal = path.name.removesuffix(".properties")
+        former = path.with_name(path.name + ".former")
+        note = f"rotation under way: `tidegate infra rotate-login {principal} --finish`" if former.is_file() else ""
+        rotate = f"tidegate infra rotate-login {principal}"
+        if principal == "admin":
+            rotate = "no command: it is also in the broker's server.properties"
+        found += _found("kafka login", principal, path, rotate, note)
+    for service in (*SERVICES, "systems"):
+        found += _found("postgres login", service, credentials_file(kit.db_credentials_dir, service), f"tidegate db rotate {service}")
+    return found
+
+
+@app.command("credentials")
+def credentials(
+    max_age_days: float = typer.Option(
+        90.0, "--max-age-days", min=0.0, help="A credential set longer ago than this is due (your security policy's rotation period)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per credential, for a monitor."),
+) -> None:
+    """Every credential this machine holds for the deployment: its age, whether it is due, and the command that rotates it.
+
+    Signing keys (services, operator, tools, clients), sealing keys, Kafka logins and PostgreSQL logins, each as old as
+    the file that holds it (each rotation writes it anew). Exit 0 when none is older than --max-age-days, 1 when one is
+    (for a cron job or a monitor), listing it with the command that rotates it.
+    """
+    kit = settings()
+    now = time.time()
+    found = credentials_of(kit)
+    due = [c for c in found if c.age_days(now) > max_age_days]
+    if as_json:
+        for c in found:
+            row = asdict(c) | {"path": str(c.path), "age_days": round(c.age_days(now), 2), "due": c in due}
+            row["set_at"] = datetime.fromtimestamp(c.set_at, UTC).isoformat()
+            typer.echo(json.dumps(row))
+    else:
+        if not found:
+            console.print(f"no credential found for this deployment (keys in {kit.keys_dir}, logins in {kit.kafka_credentials_dir})")
+        for c in found:
+            shown = datetime.fromtimestamp(c.set_at, UTC).strftime("%Y-%m-%d")
+            flag = "DUE " if c in due else "ok  "
+            line = f"{flag} {c.kind:<14} {c.name:<24} set {shown}  {c.age_days(now):6.1f} days   rotate: {c.rotate}"
+            typer.echo(line + (f"   ({c.note})" if c.note else ""))
+        told = ": rotate each with the command beside it" if due else ""
+        typer.echo(f"{len(due)} of {len(found)} older than {max_age_days:g} days{told}")
+    if due:
+        raise typer.Exit(EXIT_DUE)
