@@ -254,7 +254,7 @@ class Authority:
             retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
             for key_path in [path, *retired]:
                 if (public := read(key_path)) is not None:
-                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path)), key_path)
+                    add(Principal(TOOL, tool, public, retired_at=retired_at(key_path), grace=not retired_without_grace(key_path)), key_path)
         self._keys = keys
         self._added = added
         self._unread = tuple(unread)

@@ -163,11 +163,18 @@ def rotate_tool(
     public_key: Path | None = typer.Option(
         None, "--public-key", exists=True, dir_okay=False, help="The new Ed25519 public key (PEM) its service made; else one is made here."
     ),
+    leaked: bool = typer.Option(
+        False,
+        "--leaked",
+        help="The old key may have leaked: retire it without grace, so no reply it signs from now on is accepted "
+        "(what the broker appended before stays valid).",
+    ),
 ) -> None:
     """Replace TOOL's reply key; the old one is retired, not deleted, so replies already in flight still verify.
 
     The old key verifies replies for `TIDEGATE_RETIRED_KEY_GRACE_S` more (as a service's), then
-    nothing new (`signer_retired`). An outside service keeps its private key: it makes a new key
+    nothing new (`signer_retired`); with --leaked, nothing new from now on, and keys of TOOL retired earlier lose
+    what is left of their grace. An outside service keeps its private key: it makes a new key
     pair and hands over the public half (`--public-key`). Without it, the private key must be on
     this machine (`<keys dir>/tools/<tool>/<tool>.key`, as a local development service makes it) and
     a new one is made beside it; restart that service.
@@ -178,7 +185,7 @@ def rotate_tool(
     if public_key is None:
         if not (folder / name / f"{name}.key").exists():
             fail(f"the private key of {tool} is not on this machine: pass --public-key with the new public key its service made")
-        old, new = rotate(folder, name)
+        old, new = rotate(folder, name, grace=not leaked)
     else:
         public = load_public(public_key)
         if public is None:
@@ -186,9 +193,19 @@ def rotate_tool(
         new = key_id_of(name, public)
         if path.exists() and (current := load_public(path)) is not None and key_id_of(name, current) == new:
             fail(f"{public_key} is {tool}'s current key already")
-        old = retire(folder, name)
+        old = retire(folder, name, grace=not leaked)
+        if leaked:
+            end_grace(folder, name)
         shutil.copyfile(public_key, path)
-    console.print(f"{tool}: {old or '(none)'} retired → {new}")
+    if leaked:
+        console.print(
+            f"{tool}: {old or '(none)'} retired without grace → {new}: a reply it signs from now on is refused (signer_retired) "
+            "by the executor; what the broker appended before stays valid. Until the serving process signs with the new key "
+            "(restart it), its replies are refused too and its calls end `unknown`"
+        )
+    else:
+        grace = f"; {old} still verifies replies for {kit.retired_key_grace_s:.0f}s" if old else ""
+        console.print(f"{tool}: {old or '(none)'} retired → {new}{grace}")
 
 
 @app.command("allow-operator")

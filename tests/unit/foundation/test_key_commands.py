@@ -232,6 +232,43 @@ def test_rotating_a_tool_key_keeps_replies_in_flight_and_retires_the_old_key_aft
     assert "current key already" in again.output
 
 
+def test_a_leaked_tool_key_signs_no_reply_the_executor_accepts_from_the_rotation_on(kit: KitSettings, tmp_path: Path) -> None:
+    """As the holder of a copied reply key: with --leaked, a reply forged with it after the rotation is refused at once.
+
+    Without --leaked the stolen key forges accepted replies (a tool's result, what the audit and the agent take for what
+    happened) for the whole grace; an outside tool's team hands over its new public key with --leaked as well.
+    """
+    from servicekit import SigningKey, ToolCatalog
+
+    authority = deployment_authority(kit, ToolCatalog.load(kit.tools_dir))
+    authority.recheck_s = 0.0  # the executor looks at its key folders again every second: here at every check
+
+    def forged(key: SigningKey) -> str | None:
+        data = s.ToolReplyData(action_id="a", task_id="t", tenant_id="acme", tool="update_inventory", ok=True)
+        event = sign_event(s.ToolReply.build(data, source="warehouse"), key)
+        refusal = authority.check(s.encode(event), event)
+        return None if refusal is None else refusal.code
+
+    served = SigningKey.load_or_create(kit.keys_dir / "tools", "update_inventory")
+    shutil.copytree(kit.keys_dir / "tools" / "update_inventory", tmp_path / "attacker" / "update_inventory")
+    stolen = SigningKey.load_or_create(tmp_path / "attacker", "update_inventory")  # the copied private key, as its holder loads it
+    assert stolen.key_id == served.key_id
+    assert forged(stolen) is None
+    rotated = runner.invoke(app, ["keys", "rotate-tool", "update_inventory", "--leaked"], terminal_width=400)
+    assert rotated.exit_code == 0, rotated.output
+    assert "retired without grace" in rotated.output
+    assert forged(stolen) == "signer_retired"
+    assert forged(SigningKey.load_or_create(kit.keys_dir / "tools", "update_inventory")) is None  # the new key's replies count
+    # An outside service's new public key, handed over after a leak: the key it replaces signs nothing new either.
+    before = SigningKey.load_or_create(kit.keys_dir / "tools", "update_inventory")
+    outside = SigningKey.load_or_create(tmp_path / "warehouse", "update_inventory")
+    handed = runner.invoke(
+        app, ["keys", "rotate-tool", "update_inventory", "--leaked", "--public-key", str(tmp_path / "warehouse" / "update_inventory.pub")]
+    )
+    assert handed.exit_code == 0, handed.output
+    assert (forged(before), forged(outside)) == ("signer_retired", None)
+
+
 @pytest.mark.parametrize(("command", "usage"), [("add", "{TENANT} {PRINCIPAL}"), ("revoke", "{TENANT} {PRINCIPAL}"), ("list", "[TENANT]")])
 def test_clients_help_names_its_arguments_alike(command: str, usage: str) -> None:
     shown = runner.invoke(app, ["clients", command, "--help"], terminal_width=200).output
