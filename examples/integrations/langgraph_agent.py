@@ -4,7 +4,8 @@ PYTHONPATH=. .venv-integrations/bin/python examples/integrations/langgraph_agent
 
 `refund_customer` is the agent's own function, not a catalog tool Tidegate's executor runs: this process serves
 it (`serve=`). Against a running deployment (docs/integrations.md, "Serving your own tools"):
-1. `cp examples/integrations/catalog/refund_customer.yaml catalog/tools/`, `tidegate keys add-tool refund_customer`,
+1. `export TIDEGATE_EXTRA_TOOLS_DIRS='["'$PWD'/examples/integrations/catalog"]'` (or copy its YAML into `catalog/tools/`),
+   `tidegate keys add-tool refund_customer`,
    `tidegate infra up`, `tidegate topics ensure`, restart the services (`tidegate down && tidegate up -d`);
 2. in `main`, replace `_, tidegate, client = offline(...)` and `async with tidegate, client:` by
    `async with Tidegate() as client:` (its TIDEGATE_CLIENT_* settings, TOOL_KEYS_DIR included), and the

@@ -35,3 +35,13 @@ def test_keys_add_tool_makes_its_key_once_the_entry_is_in_the_catalog(tmp_path: 
     made = CliRunner().invoke(app, ["keys", "add-tool", "refund_customer"])
     assert made.exit_code == 0, made.output
     assert (KitSettings().keys_dir / "tools" / "refund_customer" / "refund_customer.key").is_file()  # where the client reads it
+
+
+def test_the_examples_folder_can_be_the_deployments_extra_catalog_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No copy into the checkout's catalog: `TIDEGATE_EXTRA_TOOLS_DIRS` names the example's folder, as a deployment names its own."""
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIDEGATE_EXTRA_TOOLS_DIRS", f'["{EXAMPLES / "catalog"}"]')
+    assert "refund_customer" in ToolCatalog.load(*KitSettings().tool_dirs)
+    made = CliRunner().invoke(app, ["keys", "add-tool", "refund_customer"])
+    assert made.exit_code == 0, made.output
+    assert (KitSettings().keys_dir / "tools" / "refund_customer" / "refund_customer.key").is_file()
