@@ -58,6 +58,7 @@ __all__ = [
     "produce_quotas_set",
     "revoke_rights",
     "tools_of",
+    "unknowable_password",
     "write_private",
 ]
 
@@ -140,13 +141,17 @@ class _AlterScramStruct(RequestStruct):
 
 
 class _AlterScram(Request[_AlterScramStruct]):
-    """AlterUserScramCredentials v0: upsert SCRAM logins, each on its mechanism (the broker keeps only salted keys); delete some."""
+    """AlterUserScramCredentials v0: upsert SCRAM logins, each on its mechanism (the broker keeps only salted keys).
+
+    It never deletes one: a broker (Kafka 4.1.1) restarted after a SCRAM credential was deleted refused every SCRAM-SHA-512
+    login, admin's and every service's included (docs/security/bus.md, "Rotating a login"). A login to retire is
+    overwritten with a password nobody holds (`unknowable_password`): refused the same, and no deletion is recorded.
+    """
 
     API_KEY = 51
 
-    def __init__(self, users: Mapping[str, tuple[str, str]], deletions: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, users: Mapping[str, tuple[str, str]]) -> None:
         self.users = users  # name → (mechanism, password)
-        self.deletions = list(deletions)  # (name, mechanism)
 
     def build(self, request_struct_class: type[_AlterScramStruct]) -> _AlterScramStruct:
         upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = []
@@ -155,13 +160,17 @@ class _AlterScram(Request[_AlterScramStruct]):
             digest = _SCRAM[mechanism]
             salted = hashlib.pbkdf2_hmac(digest[1], password.encode(), salt, _ITERATIONS)  # RFC 5802 Hi()
             upsertions.append((name, digest[0], _ITERATIONS, salt, salted, {}))
-        deletions: list[tuple[str, int, dict[int, bytes]]] = [(name, _SCRAM[mechanism][0], {}) for name, mechanism in self.deletions]
-        return request_struct_class(deletions, upsertions, {})
+        return request_struct_class([], upsertions, {})
 
 
-async def alter_scram(admin: AIOKafkaAdminClient, users: Mapping[str, tuple[str, str]], deletions: Iterable[tuple[str, str]] = ()) -> None:
-    """Set each user's password on its mechanism and delete the (user, mechanism) credentials named, as `admin`; raise on a refusal."""
-    response: Any = await admin._send_request(_AlterScram(users, deletions))
+def unknowable_password() -> str:
+    """A password to retire a SCRAM login with: set at the broker, kept nowhere, so nobody logs in with it."""
+    return secrets.token_urlsafe(32)
+
+
+async def alter_scram(admin: AIOKafkaAdminClient, users: Mapping[str, tuple[str, str]]) -> None:
+    """Set each user's password on its mechanism, as `admin`; raise on a refusal. Never deletes a credential (`_AlterScram`)."""
+    response: Any = await admin._send_request(_AlterScram(users))
     _raise_errors(((r[1], r[2]) for r in response.results), "AlterUserScramCredentials")
 
 

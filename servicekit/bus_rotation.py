@@ -3,10 +3,14 @@
 SCRAM keeps one credential per mechanism per user, and the broker accepts SCRAM-SHA-512 and SCRAM-SHA-256
 (`servicekit.bus_auth.MECHANISMS`). `start_rotation` sets a new password on the mechanism the principal's properties file
 does not use and writes the file anew (new password, new mechanism), keeping the former login beside it
-(`<principal>.properties.former`, 0600): until `finish_rotation` deletes the former mechanism's credential, a client
+(`<principal>.properties.former`, 0600): until `finish_rotation` retires the former mechanism's credential, a client
 still holding the former file logs in as before, and one given the new file (a service restarted, an outside client
 handed it) logs in with the new one. `rotate_now` does both at once (a password that may have leaked). Each checks at
-the broker, by logging in, what it promises: the new login works, the former is refused once removed.
+the broker, by logging in, what it promises: the new login works, the former is refused once retired.
+
+A former credential is retired by overwriting it with a password nobody holds (`unknowable_password`), never deleted: a
+Kafka 4.1.1 broker restarted after a SCRAM credential was deleted refused every SCRAM-SHA-512 login (admin's and each
+service's), so the restart that ends a leaked password's sessions took the whole bus down.
 docs/security/bus.md, "Rotating a login".
 """
 
@@ -19,7 +23,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from servicekit.bus_admin import alter_scram, write_private
+from servicekit.bus_admin import alter_scram, unknowable_password, write_private
 from servicekit.bus_auth import MECHANISMS, PROTOCOL, client_properties, kafka_options, read_mechanism, read_password
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
@@ -80,12 +84,12 @@ def _other(mechanism: str) -> str:
     return next(m for m in MECHANISMS if m != mechanism)
 
 
-async def _alter(bootstrap: str, credentials_dir: Path, upsert: dict[str, tuple[str, str]], delete: list[tuple[str, str]]) -> None:
+async def _alter(bootstrap: str, credentials_dir: Path, upsert: dict[str, tuple[str, str]]) -> None:
     options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
     await admin.start()
     try:
-        await alter_scram(admin, upsert, delete)
+        await alter_scram(admin, upsert)
     finally:
         await admin.close()
 
@@ -106,23 +110,23 @@ async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) 
             f"(`tidegate infra rotate-login {principal} --finish`), once every client has the new file"
         )
     new, password = _other(mechanism), secrets.token_urlsafe(24)
-    await _alter(bootstrap, credentials_dir, {principal: (new, password)}, [])
+    await _alter(bootstrap, credentials_dir, {principal: (new, password)})
     write_private(kept, path.read_text(encoding="utf-8"))
     write_private(path, client_properties(principal, password, bootstrap, new))
     return await _checked(bootstrap, principal, (new, password), (mechanism, former))
 
 
 async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
-    """Remove the former password's credential: from now on only the file's login is accepted."""
+    """Retire the former password's credential: from now on only the file's login is accepted."""
     path, mechanism, password = _current(credentials_dir, principal)
     kept = former_file(credentials_dir, principal)
     former = read_password(kept)
     if former is None:
         raise RotationRefused(f"no rotation of {principal} under way: start one with `tidegate infra rotate-login {principal}`")
     old = read_mechanism(kept)
-    if old == mechanism:  # cannot happen through these commands; deleting it would delete the current login
-        raise RotationRefused(f"{kept} and {path} use the same mechanism {old}: nothing removed; fix or delete {kept}")
-    await _alter(bootstrap, credentials_dir, {}, [(principal, old)])
+    if old == mechanism:  # cannot happen through these commands; retiring it would retire the current login
+        raise RotationRefused(f"{kept} and {path} use the same mechanism {old}: nothing retired; fix or delete {kept}")
+    await _alter(bootstrap, credentials_dir, {principal: (old, unknowable_password())})
     done = await _checked(bootstrap, principal, (mechanism, password), (old, former))
     if done.former_refused:
         kept.unlink()
@@ -130,13 +134,13 @@ async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str)
 
 
 async def rotate_now(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
-    """A password that may have leaked: the new one set and every former one removed at once, no overlap."""
+    """A password that may have leaked: the new one set and every former one retired at once, no overlap."""
     path, mechanism, former = _current(credentials_dir, principal)
     new, password = _other(mechanism), secrets.token_urlsafe(24)
     # Two requests: the broker alters a user once per request. The new password replaces a former one mid-rotation on its
-    # mechanism; the file's is then deleted.
-    await _alter(bootstrap, credentials_dir, {principal: (new, password)}, [])
-    await _alter(bootstrap, credentials_dir, {}, [(principal, mechanism)])
+    # mechanism; the file's is then overwritten with one nobody holds.
+    await _alter(bootstrap, credentials_dir, {principal: (new, password)})
+    await _alter(bootstrap, credentials_dir, {principal: (mechanism, unknowable_password())})
     write_private(path, client_properties(principal, password, bootstrap, new))
     former_file(credentials_dir, principal).unlink(missing_ok=True)
     return await _checked(bootstrap, principal, (new, password), (mechanism, former))

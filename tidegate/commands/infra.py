@@ -89,7 +89,9 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting all lo
 @app.command("rotate-login")
 def rotate_login(
     principal: str = typer.Argument(..., help="The Kafka principal whose password to rotate (ops, a service, agent, tool-<name>)."),
-    finish: bool = typer.Option(False, "--finish", help="Remove the former password, once every client has the new file."),
+    finish: bool = typer.Option(
+        False, "--finish", help="Retire the former password (overwritten, never deleted), once every client has the new file."
+    ),
     leaked: bool = typer.Option(
         False, "--leaked", help="The password may have leaked: the new one at once, the former refused now, no overlap."
     ),
@@ -98,7 +100,8 @@ def rotate_login(
 
     The new password is set on the SCRAM mechanism the login does not use (the broker takes SCRAM-SHA-512 and -256) and
     written to `<principal>.properties`; the former file is kept as `<principal>.properties.former` until --finish
-    removes the former credential. Each step checks at the broker, by logging in, what it says.
+    retires the former credential (a password nobody holds: a deleted SCRAM credential locks SCRAM-SHA-512 out at the
+    broker's next start). Each step checks at the broker, by logging in, what it says.
     """
     from servicekit import SERVICES
     from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, rotate_now, start_rotation
@@ -121,7 +124,7 @@ def rotate_login(
         restart = "nothing to restart: the CLI reads the file at each command"
     if not finish and not leaked:
         if not done.new_logs_in or done.former_refused:
-            fail(f"the overlap is not in place ({new}; {old}): nothing is removed; look at the broker's log")
+            fail(f"the overlap is not in place ({new}; {old}): nothing is retired; look at the broker's log")
         console.print(
             f"next: {restart}; then `tidegate infra rotate-login {principal} --finish` (until then both passwords work; "
             f"the former login is in {former_file(folder, principal)})"
