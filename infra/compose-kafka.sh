@@ -40,6 +40,9 @@ listener.name.broker.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.secu
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";
+# A login lasts TIDEGATE_KAFKA_SESSION_MAX_S (300): the broker closes a connection at its first request past it, and the
+# client logs in again with the password it has now (docs/security/bus.md, "Rotating a login").
+connections.max.reauth.ms=$((${TIDEGATE_KAFKA_SESSION_MAX_S:-300} * 1000))
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:controller

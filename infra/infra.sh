@@ -26,6 +26,11 @@
 #                                         node i on CONTROLLER_PORT + 2(i-1)
 #   TIDEGATE_KAFKA_HEAP_OPTS="-Xms256m -Xmx1g"
 #   TIDEGATE_KAFKA_READY_TIMEOUT=90       seconds
+#   TIDEGATE_KAFKA_SESSION_MAX_S=300      the longest a Kafka login lasts (connections.max.reauth.ms): the broker
+#                                         closes a connection at its first request past that many seconds after
+#                                         its login, so the client logs in again with the password it has now (a
+#                                         password rotated after a leak ends the thief's open sessions within it);
+#                                         0: sessions never end (a connection logged in once lasts until it closes)
 #   TIDEGATE_PG_PORT=55432                PostgreSQL on 127.0.0.1
 #   TIDEGATE_PG_READY_TIMEOUT=60          seconds
 #   TIDEGATE_PORT_FREE_TIMEOUT=20         seconds `up` waits for a taken port to be let go (a process
@@ -55,6 +60,8 @@ KAFKA_PORT=${TIDEGATE_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${TIDEGATE_KAFKA_CONTROLLER_PORT:-19093}
 KAFKA_HEAP_OPTS=${TIDEGATE_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
 KAFKA_READY_TIMEOUT=${TIDEGATE_KAFKA_READY_TIMEOUT:-90}
+KAFKA_SESSION_MAX_S=${TIDEGATE_KAFKA_SESSION_MAX_S:-300}
+[[ $KAFKA_SESSION_MAX_S =~ ^[0-9]+$ ]] || { echo "TIDEGATE_KAFKA_SESSION_MAX_S must be a whole number of seconds (0: sessions never end), not '$KAFKA_SESSION_MAX_S'" >&2; exit 2; }
 PG_PORT=${TIDEGATE_PG_PORT:-55432}
 PG_READY_TIMEOUT=${TIDEGATE_PG_READY_TIMEOUT:-60}
 PORT_FREE_TIMEOUT=${TIDEGATE_PORT_FREE_TIMEOUT:-20}
@@ -288,6 +295,10 @@ listener.name.broker.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.secu
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";
+# A login lasts TIDEGATE_KAFKA_SESSION_MAX_S: past it the broker closes the connection at its next request (a Java client
+# logs in again on the same connection before; aiokafka reconnects and logs in with the password it has now), so a
+# session opened with a password rotated since ends within it (docs/security/bus.md, "Rotating a login").
+connections.max.reauth.ms=$((KAFKA_SESSION_MAX_S * 1000))
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:controller
@@ -305,6 +316,15 @@ auto.create.topics.enable=false
 EOF
   )
   mv "$K_PROPS.tmp" "$K_PROPS"
+}
+
+# A running node keeps the connections.max.reauth.ms it started with (the broker reads it at start only): say so when that
+# is not TIDEGATE_KAFKA_SESSION_MAX_S (a node started before the setting existed: sessions never end).
+kafka_session_max_check() {
+  local running
+  running=$(sed -n 's/^connections\.max\.reauth\.ms=//p' "$K_PROPS" 2>/dev/null || true)
+  [[ ${running:-0} == $((KAFKA_SESSION_MAX_S * 1000)) ]] && return 0
+  warn "kafka node $1: running with sessions that end after ${running:-0} ms (0: never), not TIDEGATE_KAFKA_SESSION_MAX_S=${KAFKA_SESSION_MAX_S} s; restart it to apply (\`tidegate infra down && tidegate infra up\`; a cluster: one node at a time)"
 }
 
 # The java command line shared by the storage tool and the broker.
@@ -689,6 +709,7 @@ cmd_up() {
     node_vars "$i"
     if pid=$(kafka_pid); then
       log "kafka node $i: already running (pid $pid)"
+      kafka_session_max_check "$i"
     else
       rm -f "$K_PID"
       command -v "$JAVA" >/dev/null || die "java not found (apt-get install -y openjdk-17-jre-headless)"

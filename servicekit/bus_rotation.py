@@ -19,8 +19,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from servicekit.bus_admin import alter_scram, unknowable_password, write_private
@@ -28,7 +30,16 @@ from servicekit.bus_auth import MECHANISMS, PROTOCOL, client_properties, kafka_o
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
 
-__all__ = ["Rotated", "RotationRefused", "finish_rotation", "former_file", "logs_in", "rotate_now", "start_rotation"]
+__all__ = [
+    "Rotated",
+    "RotationRefused",
+    "finish_rotation",
+    "former_file",
+    "logs_in",
+    "rotate_now",
+    "session_max_s",
+    "start_rotation",
+]
 
 
 class RotationRefused(RuntimeError):
@@ -92,6 +103,31 @@ async def _alter(bootstrap: str, credentials_dir: Path, upsert: dict[str, tuple[
         await alter_scram(admin, upsert)
     finally:
         await admin.close()
+
+
+REAUTH = "connections.max.reauth.ms"
+
+
+async def session_max_s(bootstrap: str, credentials_dir: Path) -> float | None:
+    """The longest a login lasts at the broker, in seconds (its nodes' longest `connections.max.reauth.ms`); None: no end.
+
+    Past it the broker closes a connection at its first request (a client that does not re-authenticate, as aiokafka,
+    logs in again with the password it holds then), so a session opened with a retired password ends within it.
+    """
+    options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
+    await admin.start()
+    try:
+        nodes = [str(broker.nodeId) for broker in admin._client.cluster.brokers()]
+        described: Any = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, node, {REAUTH: None}) for node in nodes])
+    finally:
+        await admin.close()
+    values = [
+        int(value or 0) for response in described for *_, entries in response.resources for name, value, *_ in entries if name == REAUTH
+    ]
+    if not values or min(values) <= 0:  # a node that never ends a session bounds nothing
+        return None
+    return max(values) / 1000
 
 
 async def _checked(bootstrap: str, principal: str, login: tuple[str, str], former: tuple[str, str]) -> Rotated:

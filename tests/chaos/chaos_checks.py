@@ -219,6 +219,9 @@ async def check(kit: KitSettings, admin_dsn: str, inventory_db: Path, sent: Subm
     if code != 0:
         report.fail(f"`tidegate audit verify --complete` exited {code}: {output[-1500:]}")
 
+    # Dead letters: counted (a fault may make some on purpose; a run that must make none asserts it).
+    report.counts["dead letters"] = len((await read_topics(kit, ("deadletter",)))["deadletter"])
+
     # 4. No consumer group left with lag.
     lag = await wait_for_no_lag(kit, 120)
     report.counts["consumer groups / total lag"] = f"{len(lag)} / {sum(lag.values())}"

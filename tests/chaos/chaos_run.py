@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from chaos_checks import Report, check, read_topics, wait_for_no_lag
 from chaos_load import APPROVER, Approver, Load, approver_token, new_run_id
@@ -88,9 +89,20 @@ async def wait_until(probe: Callable[[], Awaitable[bool]], timeout_s: float, wha
 
 
 async def run(
-    brokers: int, faults: tuple[str, ...], rate: float, gap_s: float, settle_s: float, seed: int, keep: bool, root: Path | None = None
+    brokers: int,
+    faults: tuple[str, ...],
+    rate: float,
+    gap_s: float,
+    settle_s: float,
+    seed: int,
+    keep: bool,
+    root: Path | None = None,
+    alongside: Callable[[ChaosStack], Awaitable[dict[str, Any]]] | None = None,
 ) -> Report:
-    """The whole run: stack up, load with faults, settle, check, stack down."""
+    """The whole run: stack up, load with faults, settle, check, stack down.
+
+    `alongside`, if given, runs beside the load from its start (an attacker, a probe); what it returns joins the counts.
+    """
     rng = random.Random(seed)
     stack = ChaosStack(root or Path(tempfile.mkdtemp(prefix="tidegate-chaos-")), brokers=brokers)
     started = time.monotonic()
@@ -109,10 +121,12 @@ async def run(
         duration = gap_s * (len(faults) + 1)
         log(f"load: {rate:g} items/s open loop for {duration:.0f}s; faults in turn: {', '.join(faults)}")
         loading = asyncio.create_task(load.run(rate, duration))
+        beside = asyncio.create_task(alongside(stack)) if alongside is not None else None
         for fault in faults:
             await asyncio.sleep(gap_s * rng.uniform(0.5, 1.0))
             await inject(stack, load, fault)
         await loading
+        seen = await beside if beside is not None else {}
         log(
             f"load done: {len(load.sent.tasks)} tasks, {len(load.sent.proposals)} outside proposals ({load.sent.send_errors} sends retried)"
         )
@@ -131,13 +145,17 @@ async def run(
         verify = await asyncio.to_thread(stack.cli, "audit", "verify", "--complete", check=False)
         report = await check(stack.kit, stack.admin_dsn, stack.inventory_db, load.sent, (verify.returncode, verify.stdout + verify.stderr))
         restarts = (stack.run_dir / "logs" / "supervisor.log").read_text(errors="replace").count("restarting in")
-        report.counts = {
-            "brokers": brokers,
-            "faults": ", ".join(faults),
-            "load": f"{rate:g} items/s for {duration:.0f}s",
-            "service restarts by the supervisor": restarts,
-            "approver API errors (service down)": approver.errors,
-        } | report.counts
+        report.counts = (
+            {
+                "brokers": brokers,
+                "faults": ", ".join(faults),
+                "load": f"{rate:g} items/s for {duration:.0f}s",
+                "service restarts by the supervisor": restarts,
+                "approver API errors (service down)": approver.errors,
+            }
+            | seen
+            | report.counts
+        )
         report.counts["wall time"] = f"{time.monotonic() - started:.0f}s"
         return report
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 
 import typer
 
@@ -104,7 +105,7 @@ def rotate_login(
     broker's next start). Each step checks at the broker, by logging in, what it says.
     """
     from servicekit import SERVICES
-    from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, rotate_now, start_rotation
+    from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, rotate_now, session_max_s, start_rotation
 
     if finish and leaked:
         fail("--finish or --leaked, not both", code=2)
@@ -133,9 +134,21 @@ def rotate_login(
     if not done.new_logs_in or not done.former_refused:
         fail(f"rotation of {principal} not complete: {new}; {old}")
     if leaked:
-        console.print(
-            f"next: {restart}. Sessions the broker authenticated with the former password before now stay open (Kafka does "
-            "not check a session again): to end them, restart the broker once the clients use the new file "
-            "(`tidegate infra down && tidegate infra up`; a cluster: one node at a time)"
-        )
+        console.print(f"next: {restart}")
+        bound = run(session_max_s(bootstrap, folder))
+        if bound is None:
+            console.print(
+                "the broker never ends a session (connections.max.reauth.ms 0: started before TIDEGATE_KAFKA_SESSION_MAX_S, or"
+                " set to 0): a connection opened with the former password stays open until it closes. End them: restart the"
+                " broker once the clients use the new file (`tidegate infra down && tidegate infra up`; a cluster: one node at"
+                " a time); it then ends sessions after TIDEGATE_KAFKA_SESSION_MAX_S"
+            )
+        else:
+            until = datetime.now(UTC) + timedelta(seconds=bound)
+            console.print(
+                f"done: {principal} logs in with the new password only; a connection opened with the former password is"
+                f" closed at its first request after {until:%H:%M:%S} UTC at the latest (the broker ends every login after"
+                f" {bound:g} s, connections.max.reauth.ms)"
+            )
+            return
     console.print(f"done: {principal} logs in with the new password only")
