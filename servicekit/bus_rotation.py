@@ -16,7 +16,10 @@ docs/security/bus.md, "Rotating a login".
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ class Rotated:
     new_logs_in: bool
     former_mechanism: str
     former_refused: bool  # the former password, tried on its mechanism: refused (False while the overlap lasts)
+    settled_s: float = 0.0  # how long the broker took to show what was set (0: at the first try)
 
 
 def former_file(credentials_dir: Path, principal: str) -> Path:
@@ -130,10 +134,34 @@ async def session_max_s(bootstrap: str, credentials_dir: Path) -> float | None:
     return max(values) / 1000
 
 
-async def _checked(bootstrap: str, principal: str, login: tuple[str, str], former: tuple[str, str]) -> Rotated:
-    """Where `principal` stands, found by logging in with its (mechanism, password) `login` and with the `former` one."""
-    new_logs_in = await logs_in(bootstrap, principal, *login)
-    return Rotated(principal, login[0], new_logs_in, former[0], not await logs_in(bootstrap, principal, *former))
+SETTLE_S = 10.0
+"""How long a check waits for the broker to show a credential just set: the controller commits it, the broker applies it
+from the metadata log a moment later (a loaded broker took over a second), so a first login may still see the old one."""
+
+
+async def _until(probe: Callable[[], Awaitable[bool]], wanted: bool, deadline: float) -> tuple[bool, bool]:
+    """`probe()` again every 0.5 s until it answers `wanted` or the deadline passes: its last answer, and whether it was tried again."""
+    again = False
+    while (found := await probe()) != wanted and time.monotonic() < deadline:
+        again = True
+        await asyncio.sleep(0.5)
+    return found, again
+
+
+async def _checked(
+    bootstrap: str, principal: str, login: tuple[str, str], former: tuple[str, str], *, former_refused: bool, settle_s: float = SETTLE_S
+) -> Rotated:
+    """Where `principal` stands, found by logging in with its (mechanism, password) `login` and with the `former` one.
+
+    Each is tried again for up to `settle_s` until it shows what was set (the new login works; the former is refused, or
+    still works during an overlap): a broker slow to apply a credential is not reported as a failed rotation.
+    """
+    started = time.monotonic()
+    deadline = started + settle_s
+    new_logs_in, new_again = await _until(lambda: logs_in(bootstrap, principal, *login), True, deadline)
+    former_logs_in, former_again = await _until(lambda: logs_in(bootstrap, principal, *former), not former_refused, deadline)
+    settled = time.monotonic() - started if new_again or former_again else 0.0
+    return Rotated(principal, login[0], new_logs_in, former[0], not former_logs_in, settled_s=settled)
 
 
 async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
@@ -149,7 +177,7 @@ async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) 
     await _alter(bootstrap, credentials_dir, {principal: (new, password)})
     write_private(kept, path.read_text(encoding="utf-8"))
     write_private(path, client_properties(principal, password, bootstrap, new))
-    return await _checked(bootstrap, principal, (new, password), (mechanism, former))
+    return await _checked(bootstrap, principal, (new, password), (mechanism, former), former_refused=False)
 
 
 async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
@@ -163,7 +191,7 @@ async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str)
     if old == mechanism:  # cannot happen through these commands; retiring it would retire the current login
         raise RotationRefused(f"{kept} and {path} use the same mechanism {old}: nothing retired; fix or delete {kept}")
     await _alter(bootstrap, credentials_dir, {principal: (old, unknowable_password())})
-    done = await _checked(bootstrap, principal, (mechanism, password), (old, former))
+    done = await _checked(bootstrap, principal, (mechanism, password), (old, former), former_refused=True)
     if done.former_refused:
         kept.unlink()
     return done
@@ -179,4 +207,4 @@ async def rotate_now(bootstrap: str, credentials_dir: Path, principal: str) -> R
     await _alter(bootstrap, credentials_dir, {principal: (mechanism, unknowable_password())})
     write_private(path, client_properties(principal, password, bootstrap, new))
     former_file(credentials_dir, principal).unlink(missing_ok=True)
-    return await _checked(bootstrap, principal, (new, password), (mechanism, former))
+    return await _checked(bootstrap, principal, (new, password), (mechanism, former), former_refused=True)

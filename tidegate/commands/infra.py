@@ -105,7 +105,15 @@ def rotate_login(
     broker's next start). Each step checks at the broker, by logging in, what it says.
     """
     from servicekit import SERVICES
-    from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, rotate_now, session_max_s, start_rotation
+    from servicekit.bus_rotation import (
+        SETTLE_S,
+        RotationRefused,
+        finish_rotation,
+        former_file,
+        rotate_now,
+        session_max_s,
+        start_rotation,
+    )
 
     if finish and leaked:
         fail("--finish or --leaked, not both", code=2)
@@ -120,19 +128,21 @@ def rotate_login(
     new = f"the new password ({done.mechanism}) {'logs in' if done.new_logs_in else 'DOES NOT LOG IN'}"
     old = f"the former ({done.former_mechanism}) {'is refused' if done.former_refused else 'still logs in'}"
     console.print(f"{principal}: {new}; {old}; client settings in {path}")
+    if done.settled_s:
+        console.print(f"(the broker took {done.settled_s:.1f} s to apply the change: the check tried again until it showed)")
     restart = f"`tidegate restart {principal}`" if principal in SERVICES else f"hand {path} to every client that logs in as {principal}"
     if principal == "ops":
         restart = "nothing to restart: the CLI reads the file at each command"
     if not finish and not leaked:
         if not done.new_logs_in or done.former_refused:
-            fail(f"the overlap is not in place ({new}; {old}): nothing is retired; look at the broker's log")
+            fail(f"the overlap is not in place after {SETTLE_S:g} s ({new}; {old}): nothing is retired; look at the broker's log")
         console.print(
             f"next: {restart}; then `tidegate infra rotate-login {principal} --finish` (until then both passwords work; "
             f"the former login is in {former_file(folder, principal)})"
         )
         return
     if not done.new_logs_in or not done.former_refused:
-        fail(f"rotation of {principal} not complete: {new}; {old}")
+        fail(f"rotation of {principal} not complete after {SETTLE_S:g} s: {new}; {old}")
     if leaked:
         console.print(f"next: {restart}")
         bound = run(session_max_s(bootstrap, folder))

@@ -10,6 +10,7 @@ The broker here is a stand-in that keeps what each request asks; nothing reaches
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ class StandInBroker:
     def __init__(self) -> None:
         self.credentials: dict[tuple[str, str], str] = {}  # (user, mechanism) → password
         self.deletions: list[Any] = []
+        self.lag = 0  # logins answered from the credentials as they were before the last change (a broker slow to apply it)
+        self._before: dict[tuple[str, str], str] = {}
+        self._stale_answers = 0
 
     def admin(self, **_: Any) -> Any:
         broker = self
@@ -41,6 +45,7 @@ class StandInBroker:
 
             async def _send_request(self, request: Any) -> Any:
                 sent = request.build(_AlterScramStruct)
+                broker._before, broker._stale_answers = dict(broker.credentials), broker.lag
                 broker.deletions.extend(sent.deletions)
                 for name, mechanism, *_ in sent.deletions:
                     broker.credentials.pop((name, {1: "SCRAM-SHA-256", 2: "SCRAM-SHA-512"}[mechanism]), None)
@@ -55,6 +60,9 @@ class StandInBroker:
         return Admin()
 
     async def logs_in(self, bootstrap: str, principal: str, mechanism: str, password: str) -> bool:
+        if self._stale_answers:
+            self._stale_answers -= 1
+            return self._before.get((principal, mechanism)) == password
         return self.credentials.get((principal, mechanism)) == password
 
 
@@ -103,3 +111,24 @@ async def test_finishing_a_rotation_retires_the_former_login_without_deleting_it
     assert again.mechanism == "SCRAM-SHA-512"
     assert again.new_logs_in
     assert not again.former_refused
+
+
+async def test_a_broker_slow_to_apply_a_new_password_is_not_reported_as_a_failed_rotation(
+    broker: StandInBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the operator of a loaded broker: the credential the controller committed reaches the broker a moment later, and
+    the one login the command tried right after setting it said "DOES NOT LOG IN" (exit 1) for a rotation that took."""
+    monkeypatch.setattr(asyncio, "sleep", _no_wait)
+    broker.lag = 3  # the first three logins after each change still see the credentials as they were
+    done = await bus_rotation.rotate_now(BOOTSTRAP, tmp_path, "agent")
+
+    assert done.new_logs_in
+    assert done.former_refused
+    assert done.settled_s > 0  # said: it took a while
+    started = await bus_rotation.start_rotation(BOOTSTRAP, tmp_path, "agent")  # the new login is the one slow to show
+    assert started.new_logs_in
+    assert not started.former_refused
+
+
+async def _no_wait(_: float) -> None:
+    return None
