@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -34,7 +34,7 @@ class ServiceStatus:
     service: str
     child: Child
     running: bool  # recorded as running, and its process is there
-    health: str  # ok, retrying, starting, unhealthy, unreachable; ready / starting from the ready file; not running
+    health: str  # ok, retrying, starting, unhealthy, unreachable; ready / starting from the ready file; not running; retired Kafka login
     detail: str | None = None  # why not ok: the retried error, the 503's reason, the connection error, the exit
 
     @property
@@ -120,10 +120,44 @@ async def _health(client: httpx.AsyncClient, name: str, child: Child, run_dir: P
     return ServiceStatus(name, child, running, *await _ask(client, child.health_url))
 
 
+RETIRED_LOGIN = "retired Kafka login"
+
+
+def _kafka_login(found: ServiceStatus, credentials_dir: Path) -> ServiceStatus:
+    """`found`, marked when the service's Kafka login file changed after it started (it read its password at start).
+
+    A rotation finished or `--leaked` (no `<principal>.properties.former` left): the password it runs on is retired, the
+    broker cuts its connections within `TIDEGATE_KAFKA_SESSION_MAX_S` and refuses it then: not healthy. A rotation under
+    way (the former file kept): it still logs in until `--finish`; said, health kept.
+    """
+    if not found.running:
+        return found
+    principal = found.service.split(".")[0]  # a copy (`policy.2`) logs in as its service
+    path = credentials_dir / f"{principal}.properties"
+    try:
+        changed = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:  # no file: a password given by TIDEGATE_KAFKA_PASSWORD, or no login at all
+        return found
+    if changed <= found.child.started_at:
+        return found
+    restart = f"`tidegate restart {found.service}`"
+    if (credentials_dir / f"{principal}.properties.former").exists():
+        note = f"its Kafka login was rotated at {utc_stamp(changed)}, after it started: {restart} before `--finish`"
+        return replace(found, detail=f"{found.detail}; {note}" if found.detail else note)
+    return replace(
+        found,
+        health=RETIRED_LOGIN,
+        detail=f"its Kafka password was retired at {utc_stamp(changed)}, after it started: the broker cuts it off within"
+        f" TIDEGATE_KAFKA_SESSION_MAX_S and refuses it then; {restart}",
+    )
+
+
 async def service_statuses(record: Supervised, run_dir: Path, *, timeout_s: float = 2.0) -> list[ServiceStatus]:
-    """Each recorded service of `run_dir`, its `/health` asked (all at once, each for at most `timeout_s`)."""
+    """Each recorded service of `run_dir`, its `/health` asked (all at once, each for at most `timeout_s`), its Kafka login checked."""
     async with httpx.AsyncClient(timeout=timeout_s) as client:
-        return list(await asyncio.gather(*(_health(client, name, child, run_dir) for name, child in record.services.items())))
+        found = await asyncio.gather(*(_health(client, name, child, run_dir) for name, child in record.services.items()))
+    credentials_dir = settings().kafka_credentials_dir
+    return [_kafka_login(s, credentials_dir) for s in found]
 
 
 def _since(seconds: float) -> str:

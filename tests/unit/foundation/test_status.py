@@ -29,6 +29,7 @@ from tidegate.commands.status import EXIT_NOT_RUNNING, health_answer
 @pytest.fixture(autouse=True)
 def _run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIDEGATE_KAFKA_CREDENTIALS_DIR", str(tmp_path / "kafka"))  # no Kafka login files but a test's own
     monkeypatch.setenv("COLUMNS", "400")
 
 
@@ -200,3 +201,32 @@ def test_a_service_in_backoff_shows_the_line_it_printed_as_it_ended(tmp_path: Pa
         "audit": "exited with 1",  # no log
     }
     assert f"not running: exited with 1: {said}" in " ".join(status().output.split())
+
+
+def test_a_service_running_on_a_retired_kafka_password_is_named_with_the_restart_that_fixes_it(
+    tmp_path: Path, health: Callable[[dict[str, Any]], str]
+) -> None:
+    """As the operator after `tidegate infra rotate-login policy --leaked` (rotation.md F7): `status` said ok for the policy
+    still running on the password the broker no longer has; it would fail at its next login, within the session bound."""
+    logins = tmp_path / "kafka"
+    logins.mkdir()
+    for principal in ("policy", "executor", "audit"):
+        (logins / f"{principal}.properties").write_text("rotated after the services started")
+    (logins / "executor.properties.former").write_text("a rotation under way: the former password still logs in")
+    old = os.utime(logins / "audit.properties", (0, 0))  # audit's login is older than its process
+    assert old is None
+    url = health(body())
+    supervising(tmp_path, {"policy": running(url), "policy.2": running(url), "executor": running(url), "audit": running(url)})
+
+    result = status("--json")
+
+    assert result.exit_code == 1, result.output
+    by = {s["service"]: s for s in json.loads(result.output.splitlines()[0])["services"]}
+    for copy in ("policy", "policy.2"):
+        assert by[copy]["health"] == "retired Kafka login"
+        assert by[copy]["healthy"] is False
+        assert f"tidegate restart {copy}" in by[copy]["detail"]
+    assert by["executor"]["healthy"] is True  # mid-rotation: it still logs in until --finish; said, not failed
+    assert "tidegate restart executor` before `--finish`" in by["executor"]["detail"]
+    assert (by["audit"]["health"], by["audit"]["detail"]) == ("ok", None)
+    assert status().output.splitlines()[-1] == "not healthy: policy, policy.2"
