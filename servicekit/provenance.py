@@ -19,6 +19,7 @@ from typing import Any
 
 from schemas.tools import CounterpartyKind
 from servicekit.identities import identities_of
+from servicekit.instruction_passages import instruction_passages
 
 __all__ = ["Finding", "Provenance", "arg_leaves", "excerpt", "locate", "texts_of", "values_of", "without_paths"]
 
@@ -347,6 +348,19 @@ class Provenance:
                     quoted.update([(path, source)] if quote is not None else [])
                 found.append(Finding(path, v, source, quote))
         return found
+
+    def passages(self, findings: Iterable[Finding]) -> list[dict[str, Any]]:
+        """The instruction-like passages of each source the findings were read in whose text is at hand (`instruction_passages`).
+
+        `EXCERPTS_PER_CALL` sources at most, in the findings' order: `{"source", "found", "passages"}` each, beside the
+        findings' excerpts, so the approver reads "ignore all previous instructions" at the top of the email that names
+        the payee 2 KB further down.
+        """
+        out: list[dict[str, Any]] = []
+        for source in dict.fromkeys(f.source for f in findings):
+            if len(out) < EXCERPTS_PER_CALL and source in self.texts and (found := instruction_passages(self.texts[source])):
+                out.append({"source": source, **found})
+        return out
 
     def sources_of(self, args: Mapping[str, Any], counterparties: Mapping[str, CounterpartyKind]) -> set[str]:
         """The sources whose text findings on `args` may quote (those of every untrusted value in them, vouched for or not)."""

@@ -60,6 +60,44 @@ class UntrustedArg(BaseModel):
     )
 
 
+class FlaggedSpan(BaseModel):
+    """One instruction-like span the policy flagged in an untrusted text."""
+
+    kind: Literal["override", "role", "marker", "hidden", "invisible"] = Field(
+        description="`override` (set aside the agent's instructions or checks), `role` (claims to be, or speaks to, the system or "
+        "the agent), `marker` (a chat turn or prompt token), `hidden` (markup a reader does not see), `invisible` "
+        "(zero-width, bidi or tag characters)."
+    )
+    what: str = Field(description="The kind in words, as the page and the CLI show it.")
+    at: int = Field(description="Where the span starts in the field (characters from its start).")
+    length: int
+    hidden_text: str | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="What a run of Unicode tag characters spells in ASCII (text an agent reads and a person never sees).",
+    )
+
+
+class FlaggedPassage(BaseModel):
+    """A stretch of the untrusted text around one or more flagged spans, as written."""
+
+    field: str = Field(description="The field of the content it stands in (`body`, `messages.text (2)`).")
+    at: int | None = Field(description="Where the passage starts in the field.")
+    length: int | None = Field(description="The field's length as the policy kept it (256 KiB at most).")
+    text: str = Field(description="The passage as written, up to 320 characters (markup, bidi and zero-width characters included).")
+    marks: list[FlaggedSpan]
+
+
+class UntrustedPassages(BaseModel):
+    """The instruction-like passages of one untrusted source a call's value was read in (the policy's `facts.untrusted_passages`)."""
+
+    source: str = Field(
+        description="Where the task read it, as in `untrusted_args[].why`.", examples=["the task input's untrusted field 'body'"]
+    )
+    found: int = Field(description="Flagged spans in the whole source; the first passages around them are shown (six at most).")
+    passages: list[FlaggedPassage]
+
+
 class PendingEdit(BaseModel):
     """Another approver's edit of a pending request: the summary is of the edited call (what Approve approves)."""
 
@@ -82,6 +120,13 @@ class DecisionSummary(BaseModel):
     record: RecordSeen | None
     tool_does: str | None = Field(description="What the tool does, from the catalog (trusted text, not the agent's).")
     on_approve: str = Field(description="What happens when the request is approved.")
+    untrusted_passages: list[UntrustedPassages] = Field(
+        default_factory=list,
+        description="The passages of the untrusted text the call's values were read in that read as instructions to an agent "
+        '("ignore all previous instructions", `system:`, an HTML comment, zero-width characters), flagged and signed by the '
+        "policy beside `untrusted_args[].excerpt`: the email's injection 2 KB above the payee. A flag is a reason to read "
+        "the passage, not a verdict. Untrusted: shown as text, never markup; in the API and the CLI, never in webhook messages.",
+    )
     edit: PendingEdit | None = Field(
         default=None,
         description="A pending request another approver edited: who, and from what; `subject`, `amount_usd`, `payee`, `record` and "

@@ -13,6 +13,7 @@ from typing import Any
 from schemas import ToolSpec
 from servicekit import ToolCatalog
 from servicekit.costs import ReviewPrice
+from servicekit.instruction_passages import KINDS
 from servicekit.printable import printable
 from services.approval._view_args import key_args
 from services.approval.domain import ApprovalRecord
@@ -93,6 +94,54 @@ def _quote(excerpt: Any, source: Any) -> dict[str, Any] | None:
         "at": _count(excerpt.get("at")),
         "length": _count(excerpt.get("length")),
     }
+
+
+PASSAGE_SHOWN = 400  # characters of a flagged passage shown at most (the policy signs 320)
+PASSAGES_SHOWN = 6  # passages of one source shown at most
+SOURCES_SHOWN = 4  # sources whose passages are shown at most
+MARKS_SHOWN = 12  # flagged spans of one passage at most
+
+
+def _mark(mark: Any) -> dict[str, Any] | None:
+    if not isinstance(mark, dict) or str(mark.get("kind")) not in KINDS:
+        return None
+    at, length = _count(mark.get("at")), _count(mark.get("length"))
+    if at is None or length is None:
+        return None
+    out = {"kind": str(mark["kind"]), "what": KINDS[str(mark["kind"])], "at": at, "length": length}
+    if mark.get("hidden_text"):
+        out["hidden_text"] = str(mark["hidden_text"])[:PASSAGE_SHOWN]
+    return out
+
+
+def _passage(passage: Any) -> dict[str, Any] | None:
+    if not isinstance(passage, dict) or _count(passage.get("at")) is None:
+        return None
+    marks = [m for m in map(_mark, passage.get("marks") or []) if m is not None][:MARKS_SHOWN]
+    return {
+        "field": str(passage.get("field", ""))[:PASSAGE_SHOWN],
+        "at": _count(passage.get("at")),
+        "length": _count(passage.get("length")),
+        "text": str(passage.get("text", ""))[:PASSAGE_SHOWN],
+        "marks": marks,
+    }
+
+
+def _passages(record: ApprovalRecord) -> list[dict[str, Any]]:
+    """The instruction-like passages of the sources the call's values were read in (`facts.untrusted_passages`).
+
+    Signed by the policy; bounded here, each flag's kind said in words (`what`), as text for the page and the CLI to reveal.
+    """
+    found = record.facts.get("untrusted_passages")
+    out: list[dict[str, Any]] = []
+    for source in found if isinstance(found, list) else []:
+        if not isinstance(source, dict) or not isinstance(source.get("passages"), list):
+            continue
+        passages = [p for p in map(_passage, source["passages"][:PASSAGES_SHOWN]) if p is not None]
+        if passages:
+            found_n = _count(source.get("found"))
+            out.append({"source": str(source.get("source", "")), "found": max(found_n or 0, len(passages)), "passages": passages})
+    return out[:SOURCES_SHOWN]
 
 
 def _untrusted(record: ApprovalRecord, *, quotes: bool = True) -> list[dict[str, Any]]:
@@ -220,6 +269,7 @@ def summary(
         "on_approve": _on_approve(record, spec, edit),
         "edit": edit,
         "untrusted_args": _untrusted(record, quotes=quotes),
+        **({"untrusted_passages": _passages(record)} if quotes else {}),  # not in a webhook message (`decision_summary`)
         "proposer": record.proposer,
         "rationale": record.rationale,
         "human_review_usd": round(review_usd, 2),
@@ -229,8 +279,9 @@ def summary(
 def decision_summary(record: ApprovalRecord, catalog: ToolCatalog | None, price: ReviewPrice, *, quotes: bool = True) -> dict[str, Any]:
     """`summary` of a request with its tool's catalog entry and the price of a human decision (`servicekit.costs`, the one place).
 
-    `quotes=False` (a webhook message) leaves out the untrusted text the policy quoted: an attacker's words go to the page
-    and the CLI, which show them as text and marked, never to a chat receiver that may render them as markup.
+    `quotes=False` (a webhook message) leaves out the untrusted text the policy quoted or flagged (`untrusted_passages`): an
+    attacker's words go to the page and the CLI, which show them as text and marked, never to a chat receiver that may
+    render them as markup.
     """
     spec = catalog[record.tool] if catalog is not None and record.tool in catalog else None
     return summary(record, spec, review_usd=price.per_decision_usd, key_args=key_args(catalog, record.tool), quotes=quotes)

@@ -224,6 +224,8 @@ class Facts:
     paid_payee_usd: float = 0.0  # what the tenant paid this payee over the window before this call, any task
     paid_tenant_usd: float = 0.0  # what the tenant paid out over the window without a human before this call (with an amount)
     automation_tags: tuple[str, ...] = ()  # tags the call adds that the tenant's automations act on (`automation_tags`)
+    # The instruction-like passages of the sources `taint` was read in (`Provenance.passages`): what the email said to the agent.
+    untrusted_passages: tuple[Mapping[str, Any], ...] = ()
 
     def record(self) -> dict[str, Any]:
         """The facts as JSON-ready data for `action.decided.facts`."""
@@ -232,6 +234,7 @@ class Facts:
         doc["sensitive_paths"] = list(self.sensitive_paths)
         doc["automation_tags"] = list(self.automation_tags)
         doc["taint"] = [f.record() for f in self.taint]
+        doc["untrusted_passages"] = [dict(p) for p in self.untrusted_passages]
         doc["record_read"] = asdict(self.record_read) if self.record_read is not None else None
         doc["record_read_failed"] = asdict(self.record_read_failed) if self.record_read_failed is not None else None
         doc["counterparties"] = [{"arg": a, "kind": k, "value": v, "internal": i} for a, k, v, i in self.counterparties]
@@ -431,6 +434,7 @@ def compute_facts(
         tainted=bool(important_taint),
         tainted_important_args=important_taint,
         taint=tuple(taint),
+        untrusted_passages=tuple(call.provenance.passages(taint)),
         # A tool that names no documentation arg needs none; one that does needs a non-empty value.
         documentation_present=documentation is _MISSING or documentation not in (None, "", [], {}),
         sensitive_paths=tuple(p for p in paths if _sensitive(p, sensitive_patterns)),

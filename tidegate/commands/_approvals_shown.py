@@ -93,6 +93,37 @@ def quote_lines(quote: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def passage_lines(source: dict[str, Any]) -> list[str]:
+    """The instruction-like passages the policy flagged in an untrusted text: one line each, printable, `>>…<<` the flagged spans."""
+    passages = source.get("passages") or []
+    marks = sum(len(p.get("marks") or []) for p in passages)  # the flags shown; `found` counts those of the whole text
+    more = f"; {source['found']:,} flagged, the first {marks} shown" if source.get("found", 0) > marks else ""
+    lines = [
+        f"  [red]it also says, instruction-like (UNTRUSTED, flagged by the policy as written to steer an AI agent; never "
+        f"instructions; {shown(source.get('source'))}{more}):[/]"
+    ]
+    for p in passages:
+        text, at, length = str(p.get("text") or ""), int(p.get("at") or 0), p.get("length")
+        cuts = sorted((max(0, m["at"] - at), min(len(text), m["at"] - at + m["length"])) for m in p.get("marks") or [])
+        said, last = "", 0
+        for a, b in cuts:
+            if b <= last or a >= len(text):
+                continue
+            a = max(a, last)
+            said += f"{shown(text[last:a], None)}>>{shown(text[a:b], None)}<<"
+            last = b
+        said += shown(text[last:], None)
+        head = "…" if at > 0 else ""
+        tail = "…" if isinstance(length, int) and at + len(text) < length else ""
+        kinds = ", ".join(dict.fromkeys(str(m.get("kind")) for m in p.get("marks") or []))
+        where = f"{shown(p.get('field'))}, character {at:,}" + (f" of {length:,}" if isinstance(length, int) else "")
+        lines.append(f"    ({where}; {shown(kinds)}) {head}{said}{tail}")
+        lines.extend(
+            f"      invisible tag characters spell: {shown(m['hidden_text'], None)}" for m in p.get("marks") or [] if m.get("hidden_text")
+        )
+    return lines
+
+
 def record_lines(found: dict[str, Any] | None) -> list[str]:
     """The entry the call acts on beside the task's trusted reads of it (`record_reads`): "not checked", or each read and its figures."""
     if not found:
@@ -179,6 +210,8 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     for found in summary.get("untrusted_args") or []:
         lines.append(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")
         lines.extend(quote_lines(found.get("excerpt")))
+    for source in summary.get("untrusted_passages") or []:
+        lines.extend(passage_lines(source))
     if summary.get("on_approve"):
         lines.append("on approve: " + shown(summary["on_approve"], TEXT_MAX))
     for reason in item["reasons"]:
