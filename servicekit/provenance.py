@@ -290,8 +290,12 @@ class Finding:
     excerpt: Mapping[str, Any] | None = field(default=None, compare=False)  # the source's text around the value (`excerpt`)
 
     def record(self) -> dict[str, Any]:
-        """JSON-ready, for a decision's facts; `excerpt` only when the source's text was at hand and the value found in it."""
-        why = f"{self.value} was read in {self.source}"
+        """JSON-ready, for a decision's facts; `excerpt` only when the source's text was at hand and the value found in it.
+
+        `why` is for a person: the value as it reads (`cus_1001`), not its normalised kind (`id:cus_1001`, `word:cus_1001`),
+        which `value` keeps (the quote probe F2: an approver read `id:` and `word:` as two different things).
+        """
+        why = f"{self.value.partition(':')[2] or self.value} was read in {self.source}"
         doc: dict[str, Any] = {"arg": self.arg, "value": self.value, "source": self.source, "why": why}
         if self.excerpt is not None:
             doc["excerpt"] = dict(self.excerpt)
