@@ -942,7 +942,10 @@ async def test_the_injection_at_the_top_of_the_email_is_shown_beside_the_quote_a
         }
     ]
     quote = {"field": "body", "before": "Please refund 89.99 USD to payee ", "match": "cus_1001", "after": ".", "at": 2425, "length": 2474}
-    taint = [{"arg": "payee_id", "value": "id:cus_1001", "source": source, "why": f"id:cus_1001 was read in {source}", "excerpt": quote}]
+    taint = [
+        {"arg": "payee_id", "value": "id:cus_1001", "source": source, "why": f"cus_1001 was read in {source}", "excerpt": quote},
+        {"arg": "amount_usd", "value": "amount:900.00", "source": source, "why": f"900.00 was read in {source}"},
+    ]
     facts = {"taint": taint, "tainted_important_args": ["payee_id"], "amount_usd": 900.0, "untrusted_passages": passages}
     bob, item = await stack.one_pending_refund(wait_for, facts=facts)
 
@@ -953,6 +956,13 @@ async def test_the_injection_at_the_top_of_the_email_is_shown_beside_the_quote_a
         await page.fill("#token", bob)
         await page.click("#signin")
         await expect(page.locator("#d-untrusted figure.quote mark.found")).to_have_text("cus_1001")
+        # Quote probe F3: one line per arg under a heading, not one run-on sentence; the caption names the field once.
+        await expect(page.locator("#d-untrusted")).to_contain_text("From untrusted content (a ticket, an email): check these 2 args")
+        lines = page.locator("#d-untrusted ul.untrusted li")
+        await expect(lines).to_have_text([f"payee_id: cus_1001 was read in {source}", f"amount_usd: 900.00 was read in {source}"])
+        await expect(page.locator("#d-untrusted figure.quote:not(.passages) figcaption")).to_contain_text(
+            "never instructions to you), body, character 2,425 of 2,474; payee_id is highlighted"
+        )
         flagged = page.locator("#d-untrusted figure.passages")
         await expect(flagged).to_have_count(1)
         caption = flagged.locator("figcaption")
