@@ -21,7 +21,17 @@ from schemas.tools import CounterpartyKind
 from servicekit.identities import identities_of
 from servicekit.instruction_passages import instruction_passages
 
-__all__ = ["Finding", "Provenance", "arg_leaves", "excerpt", "locate", "texts_of", "values_of", "without_paths"]
+__all__ = [
+    "Finding",
+    "Provenance",
+    "arg_leaves",
+    "excerpt",
+    "locate",
+    "task_input_source",
+    "texts_of",
+    "values_of",
+    "without_paths",
+]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _URL = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]+", re.IGNORECASE)
@@ -218,6 +228,14 @@ EXCERPT_VALUE = 200  # characters of the value itself quoted at most
 EXCERPTS_PER_CALL = 4  # excerpts a decision carries at most: one per (arg, source), the first findings first
 
 
+_TASK_INPUT = "the task input's untrusted field "
+
+
+def task_input_source(key: str) -> str:
+    """The source of an untrusted field of a task's request: each field is one (`the task input's untrusted field 'body'`)."""
+    return f"{_TASK_INPUT}{key!r}"
+
+
 def texts_of(content: Any) -> dict[str, str]:
     """The text of untrusted content by field path (list items `path (2)`, …), to quote from: `KEPT_TEXT` characters in all."""
     out: dict[str, str] = {}
@@ -361,14 +379,27 @@ class Provenance:
         the payee 2 KB further down.
         """
         out: list[dict[str, Any]] = []
-        for source in dict.fromkeys(f.source for f in findings):
+        for source in self._with_siblings(dict.fromkeys(f.source for f in findings)):
             if len(out) < EXCERPTS_PER_CALL and source in self.texts and (found := instruction_passages(self.texts[source])):
                 out.append({"source": source, **found})
         return out
 
+    def _with_siblings(self, sources: Iterable[str]) -> list[str]:
+        """`sources`, then, when one is a field of the task's request, its other untrusted fields: one ticket, one email.
+
+        The injection may stand in the subject and the payee in the body: the passages of both are the approver's to read.
+        """
+        sources = list(sources)
+        if not any(s.startswith(_TASK_INPUT) for s in sources):
+            return sources
+        return sources + sorted({s for s in self.untrusted.values() if s.startswith(_TASK_INPUT)} - set(sources))
+
     def sources_of(self, args: Mapping[str, Any], counterparties: Mapping[str, CounterpartyKind]) -> set[str]:
-        """The sources whose text findings on `args` may quote (those of every untrusted value in them, vouched for or not)."""
-        return {f.source for f in self.findings(args, counterparties)} - self.texts.keys()
+        """The sources whose text findings on `args` may quote or flag passages of (`passages`), not loaded yet.
+
+        Those of every untrusted value in them, vouched for or not, and the other untrusted fields of the task's request.
+        """
+        return set(self._with_siblings(dict.fromkeys(f.source for f in self.findings(args, counterparties)))) - self.texts.keys()
 
     @classmethod
     def of(cls, rows: Iterable[tuple[str, str, bool]]) -> Provenance:

@@ -55,7 +55,7 @@ from servicekit import (
     span,
 )
 from servicekit.people import person
-from servicekit.provenance import Provenance, texts_of, without_paths
+from servicekit.provenance import Provenance, task_input_source, texts_of, without_paths
 from servicekit.undo import UndoUnavailable, resolve, undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
@@ -182,7 +182,7 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
     values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
     texts: dict[str, dict[str, str]] = {}  # each field's text, to quote beside a call that carries a value of it
     for key, value in untrusted.items():
-        source = f"the task input's untrusted field {key!r}"
+        source = task_input_source(key)
         for v, where in Provenance().learn(value, source).items():
             values.setdefault(v, where)
         texts[source] = texts_of({key: value})

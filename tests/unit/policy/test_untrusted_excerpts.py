@@ -25,12 +25,12 @@ async def service(tmp_path: Path) -> PolicyService:
     return await onboarded_service(tmp_path, TENANT)
 
 
-async def _email(service: PolicyService, body: str, *, tenant: str = "acme", task_id: str = "t-1") -> None:
+async def _email(service: PolicyService, body: str, *, tenant: str = "acme", task_id: str = "t-1", subject: str = "keys stick") -> None:
     request = TaskSubmittedData(
         task_id=task_id,
         tenant_id=tenant,
         workflow="support_triage",
-        input={"ticket_id": "T-9", "order_id": "O-5005", "subject": "keys stick", "body": body},
+        input={"ticket_id": "T-9", "order_id": "O-5005", "subject": subject, "body": body},
         untrusted=["subject", "body"],
         requested_by="alice@acme.example",
         mode="autonomous",
