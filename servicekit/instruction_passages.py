@@ -24,6 +24,7 @@ text (every pattern's repetitions are bounded), `PASSAGES_PER_SOURCE` passages o
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,7 @@ PASSAGES_PER_SOURCE = 6  # passages signed for one source at most, the first in 
 PASSAGE_SIDE = 80  # characters of context each side of a flagged span at most, cut at a line or sentence end
 PASSAGE_MAX = 320  # characters of one passage at most
 MARKS_PER_PASSAGE = 12  # flagged spans listed in one passage at most
+MATCHES_PER_PATTERN = 1000  # spans one pattern finds in a source at most: 256 KiB of `\u200ba` is 131,072 of them
 _HIDDEN_TEXT_MAX = 200  # characters decoded from a run of tag characters at most
 
 _I = re.IGNORECASE
@@ -154,11 +156,11 @@ def _decoded(run: str) -> str:
 def _marks(text: str) -> tuple[tuple[str, int, int, str], ...]:
     """Every flagged span of `text`: (kind, start, end, hidden text), by start."""
     found: list[tuple[str, int, int, str]] = []
-    for m in _INVISIBLE.finditer(text):
+    for m in itertools.islice(_INVISIBLE.finditer(text), MATCHES_PER_PATTERN):
         found.append(("invisible", m.start(), m.end(), _decoded(m.group(0))))
     searchable, kept = _searchable(text)
     for kind, pattern in _PATTERNS:
-        for m in pattern.finditer(searchable):
+        for m in itertools.islice(pattern.finditer(searchable), MATCHES_PER_PATTERN):
             if m.end() == m.start():
                 continue
             start, end = (m.start(), m.end()) if kept is None else (kept[m.start()], kept[m.end() - 1] + 1)
@@ -206,10 +208,11 @@ def _passages(field: str, text: str) -> tuple[int, list[dict[str, Any]]]:
 def instruction_passages(texts: Mapping[str, str]) -> dict[str, Any] | None:
     """The instruction-like passages of one untrusted source (field → text, as `provenance.texts_of` keeps it); None: none.
 
-    `found` counts every flagged span in the source; `passages` are the first `PASSAGES_PER_SOURCE` stretches of text
-    around them, each `{field, at, length, text, kinds, marks}`: `at` where the passage starts in its field, `length`
-    the field's length, `text` the passage as written (markup and invisible characters included: a reader shows it as
-    text, revealed), `marks` the flagged spans in it (`kind`, `at`, `length` in the field; `hidden_text` of tag characters).
+    `found` counts the flagged spans in the source (`MATCHES_PER_PATTERN` a pattern at most); `passages` are the first
+    `PASSAGES_PER_SOURCE` stretches of text around them, each `{field, at, length, text, kinds, marks}`: `at` where the
+    passage starts in its field, `length` the field's length, `text` the passage as written (markup and invisible
+    characters included: a reader shows it as text, revealed), `marks` the flagged spans in it (`kind`, `at`, `length` in
+    the field; `hidden_text` of tag characters).
     """
     found, passages = 0, list[dict[str, Any]]()
     for field, text in texts.items():

@@ -94,7 +94,10 @@ class UntrustedPassages(BaseModel):
     source: str = Field(
         description="Where the task read it, as in `untrusted_args[].why`.", examples=["the task input's untrusted field 'body'"]
     )
-    found: int = Field(description="Flagged spans in the whole source; the first passages around them are shown (six at most).")
+    found: int = Field(
+        description="Flagged spans in the whole source (1,000 of one pattern at most); the first passages around them are shown "
+        "(six at most)."
+    )
     passages: list[FlaggedPassage]
 
 

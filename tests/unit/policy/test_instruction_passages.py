@@ -119,6 +119,7 @@ def test_a_huge_hostile_email_is_bounded_and_read_in_linear_time() -> None:
         assert len(found["passages"]) <= PASSAGES_PER_SOURCE
         assert all(len(p["text"]) <= PASSAGE_MAX for p in found["passages"])
         assert all(len(p["marks"]) <= 12 for p in found["passages"])
+        assert found["found"] <= 1000 * 9  # a pattern stops counting at 1,000 (`MATCHES_PER_PATTERN`)
 
 
 def test_passages_do_not_overlap_and_many_fields_share_one_bound() -> None:
