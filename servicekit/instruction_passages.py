@@ -71,7 +71,7 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "override",
         re.compile(
             r"\b(?:do not|don't|dont|never|must not)\s+(?:tell|mention|inform|notify|reveal|disclose|report|flag|escalate|"
-            r"ask|log|alert|question|verify|check)\b",
+            r"log|alert|verify|check)\b",
             _I,
         ),
     ),
@@ -83,12 +83,14 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "role",
         re.compile(
-            rf"\b(?:you are now|you're now|from now on you are|act as|pretend (?:to be|you are)|roleplay as|you will now act)\b"
+            rf"\b(?:you are now|you're now|from now on you are|act as (?:an?|the|my|your)|pretend (?:to be|you are)|roleplay as"
+            rf"|you will now act)\b"
             rf"|\b(?:system|admin|administrator|developer|security)\s+(?:note|message|notice|override|prompt|instruction|alert)\b"
             rf"|\b(?:note|message|instructions?|attention)\s+(?:to|for)\s+(?:the\s+|any\s+|all\s+)?{_AGENT}s?\b"
             rf"|\b(?:dear|hey|hello|hi)\s+(?:the\s+)?{_AGENT}\b"
-            rf"|\bas an?\s+{_AGENT}\b"
-            rf"|\b(?:i am|i'm|this is)\s+(?:the|your|an?)\s+{_AUTHORITY}\b"
+            rf"|\bas an?\s+(?:ai|a\.i\.)\s+(?:agent|assistant|language model|model)\b"
+            rf"|\b(?:i am|i'm|this is)\s+your\s+{_AUTHORITY}\b"
+            rf"|\b(?:i am|i'm|this is)\s+(?:the|an?)\s+(?:system|admin|administrator|developer|operator|root)\b"
             rf"|\byou(?:\s+are|'re)\s+(?:now\s+)?(?:the|an?|my|our)\s+(?:[a-z\-]{{1,20}}\s+){{0,2}}{_AUTHORITY}\b"
             rf"|\b(?:message|note|email|request)\s+(?:is\s+)?from\s+(?:the|your)\s+{_AUTHORITY}\b",
             _I,
