@@ -158,6 +158,19 @@ def _approvals(item: dict[str, Any]) -> str:
     return f"{len(item['approvers'])}/{item['required_approvals']} approvals"
 
 
+def untrusted_said(summary: dict[str, Any]) -> str | None:
+    """The queue's word that a request's args came from untrusted content, and how many flags the policy raised in it.
+
+    The approver scanning the queue at 2 a.m. saw `tainted_argument` as a code only (the quote probe F6); the page says the same.
+    """
+    args = list(dict.fromkeys(str(u.get("arg")) for u in summary.get("untrusted_args") or []))
+    if not args:
+        return None
+    flags = sum(int(s.get("found") or 0) for s in summary.get("untrusted_passages") or [])
+    more = f" · {flags:,} instruction-like passage{'s' if flags != 1 else ''} flagged in it" if flags else ""
+    return f"⚠ from untrusted content: {', '.join(args)}{more}"
+
+
 def queue_lines(item: dict[str, Any]) -> list[str]:
     """A request in the queue, one block: its id, what tells it apart, and whether you may decide it.
 
@@ -170,9 +183,11 @@ def queue_lines(item: dict[str, Any]) -> list[str]:
     what = f"{item['tool']} · {item['tenant_id']}"
     head = (item["approval_id"], item["status"], what, approvals_so_far)
     lines.append("[bold]{}[/]  {}  {}  {}".format(*map(shown, head)))
-    subject = (item.get("summary") or {}).get("subject")
-    if subject:
-        lines.append("  " + shown(subject, None))
+    summary = item.get("summary") or {}
+    if summary.get("subject"):
+        lines.append("  " + shown(summary["subject"], None))
+    if said := untrusted_said(summary):
+        lines.append(f"  [yellow]{shown(said, None)}[/]")
     decide = "you may decide: " + ("yes" if item["can_decide"] else "no: " + shown(why_not(item), TEXT_MAX))
     reasons = ", ".join(shown(r["code"]) for r in item["reasons"])
     lines.append(f"  {reasons} · expires {shown(minute(item['expires_at']))} · {decide}")

@@ -956,6 +956,10 @@ async def test_the_injection_at_the_top_of_the_email_is_shown_beside_the_quote_a
         await page.fill("#token", bob)
         await page.click("#signin")
         await expect(page.locator("#d-untrusted figure.quote mark.found")).to_have_text("cus_1001")
+        # Quote probe F6: the queue line says the args came from untrusted content, and how many flags the policy raised.
+        await expect(page.locator(f"#queue li[data-id='{item['approval_id']}'] .untrusted-line")).to_have_text(
+            "⚠ from untrusted content: payee_id, amount_usd · 7 instruction-like passages flagged in it"
+        )
         # Quote probe F3: one line per arg under a heading, not one run-on sentence; the caption names the field once.
         await expect(page.locator("#d-untrusted")).to_contain_text("From untrusted content (a ticket, an email): check these 2 args")
         lines = page.locator("#d-untrusted ul.untrusted li")

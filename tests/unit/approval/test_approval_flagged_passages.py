@@ -108,3 +108,15 @@ def test_show_prints_each_passage_on_one_line_flags_marked_every_character_revea
         "instructions<<. >><script><<x</script> \\u202eeyap…"
     )
     assert "\u202e" not in result.output
+
+
+def test_the_queue_line_says_the_args_came_from_untrusted_content_and_how_much_was_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quote probe F6: `tidegate approvals list` showed `tainted_argument` as a code only."""
+    monkeypatch.setattr(_approvals_queue, "console", Console(width=1000, emoji=False))
+    found = [{"arg": "payee_id", "why": f"cus_1001 was read in {SOURCE}"}, {"arg": "payee_id", "why": "cus_1001 was read in …"}]
+    plain = ITEM | {"summary": {"subject": "89.99 USD · to cus_1001"}}
+    tainted = ITEM | {"approval_id": "ap-2", "summary": {"subject": "x", "untrusted_args": found, "untrusted_passages": PASSAGES}}
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [plain, tainted])]))
+    result = CliRunner().invoke(approvals.app, ["list", "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines().count("  ⚠ from untrusted content: payee_id · 9 instruction-like passages flagged in it") == 1
