@@ -22,8 +22,9 @@ batch (`_bus_acks`: acknowledgements, refused outputs), subscriptions and their 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from servicekit._bus_base import Handler
 from servicekit._bus_handle import Reject
@@ -102,11 +103,14 @@ class Bus(Subscribing):
             reader, self._end_reader = self._end_reader, None
             await reader.stop()
 
-    async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0) -> None:
+    async def wait_caught_up(self, topic: str, *, timeout_s: float = 30.0, while_progressing: bool = False) -> None:
         """Wait until this process has handled `topic` up to its end offsets as of now.
 
         The end offsets are read by one consumer of no group the bus keeps open once used (one request each time), so a
         handler may ask before each unit of work (the executor, before a call, that `control` holds no switch it has not read).
+        Gives up after `timeout_s`; with `while_progressing` (a service's start), only after `timeout_s` in which it
+        handled nothing: a start that reads a long `control` (junk a holder of `ops.properties` appended, which is kept
+        forever) is slow, never cut off while it reads, since a start cut off would read it all again at its next try.
         """
         reader = await self._ends_reader()
         full = self.topic(topic)
@@ -114,11 +118,21 @@ class Bus(Subscribing):
         if tps:
             self._end_partitions[full] = tps
         ends = await reader.end_offsets(tps) if tps else {}
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        handled = self._handled_of(ends)
         while any(self.positions.get((tp.topic, tp.partition), 0) < end for tp, end in ends.items()):
-            if asyncio.get_running_loop().time() > deadline:
+            if while_progressing and (now_handled := self._handled_of(ends)) > handled:
+                handled, deadline = now_handled, loop.time() + timeout_s
+            if loop.time() > deadline:
+                if while_progressing:
+                    raise TimeoutError(f"{self.service}: {topic} not caught up: nothing of it handled for {timeout_s}s")
                 raise TimeoutError(f"{self.service}: {topic} not caught up after {timeout_s}s")
             await asyncio.sleep(0.05)
+
+    def _handled_of(self, ends: Mapping[TopicPartition, int]) -> int:
+        """How far this process has handled the partitions of `ends`, all together (offsets summed)."""
+        return sum(self.positions.get((tp.topic, tp.partition), 0) for tp in ends)
 
     async def _ends_reader(self) -> AIOKafkaConsumer:
         async with self._end_reader_opening:

@@ -226,7 +226,7 @@ class ServiceProcess:
             await hook(self)
         await self.bus.start()
         if self.control is not None:
-            await self.bus.wait_caught_up("control")
+            await self.bus.wait_caught_up("control", while_progressing=True)
         self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
         if self.http_app is not None:
             import uvicorn

@@ -97,9 +97,9 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         """A proposal signed by the planner's key (checked by the bus before any handler saw it)."""
         return bool(event.keyid) and any(p.kind == "service" and p.name == "planner" for p in authority.principals(event.keyid or ""))
 
-    async def control_caught_up() -> None:
-        await bus.wait_caught_up("control")
-        await bus.wait_caught_up("directory")
+    async def control_caught_up() -> None:  # once, before the first decision: slow through junk, never cut off while reading
+        await bus.wait_caught_up("control", while_progressing=True)
+        await bus.wait_caught_up("directory", while_progressing=True)
 
     service = PolicyService(
         catalog=catalog,
