@@ -39,6 +39,7 @@ from servicekit.bus_auth import client_properties, kafka_options, read_mechanism
 from servicekit.bus_rights import (
     ADMIN,
     AGENT,
+    OPS,
     AclBinding,
     acl_bindings,
     principal_names,
@@ -49,6 +50,7 @@ from servicekit.bus_rights import (
 from servicekit.settings import KitSettings
 
 __all__ = [
+    "OPS_PRODUCE_BYTES_PER_S",
     "OUTSIDE_PRODUCE_BYTES_PER_S",
     "alter_scram",
     "ensure_principals",
@@ -67,6 +69,14 @@ OUTSIDE_PRODUCE_BYTES_PER_S = 4 * 1024 * 1024
 2,700 proposals of 1.5 KB a second. Past it the broker slows that principal's clients down (it delays their answers), and
 no one else's: a leaked or runaway agent login cannot fill the bus, and the audit log that keeps every record, at broker
 speed (`KitSettings.kafka_outside_produce_bytes_per_s`; docs/security/bus.md, Quotas)."""
+
+OPS_PRODUCE_BYTES_PER_S = 1024 * 1024
+"""What the `ops` principal (the operator's CLI, and the replay and eval sandboxes' services) may produce a second, all its
+clients together, by default. `ops` writes `control`, which is kept forever and read from the start by every service
+before it serves: unbounded, whoever holds `ops.properties` alone (no operator key) appended 100,000 unsigned records in
+3 s, each dead-lettered again by every start. At 1 MiB/s a control record (a kill switch, a pack of a few hundred KB)
+still goes out at once, and a sandbox's replay moves ~700 records of 1.5 KB a second
+(`KitSettings.kafka_ops_produce_bytes_per_s`; docs/security/bus.md, Quotas)."""
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +228,17 @@ def _raise_errors(pairs: Iterable[tuple[int, str | None]], what: str) -> None:
 
 
 async def grant_rights(
-    admin: AIOKafkaAdminClient, prefix: str, tools: Iterable[str] = (), *, produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S
+    admin: AIOKafkaAdminClient,
+    prefix: str,
+    tools: Iterable[str] = (),
+    *,
+    produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
+    ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
 ) -> int:
-    """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the outside quotas.
+    """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the produce quotas.
 
     Idempotent: Kafka ignores a binding it already has. Each outside principal (`agent`, each tool's) may produce
-    `produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
+    `produce_bytes_per_s`, `ops` `ops_produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
 
     The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
     `revoke_rights` leaves them, since they belong to no prefix.
@@ -239,7 +254,8 @@ async def grant_rights(
     if retired := retired_bindings(prefix, tools):
         deleted: Any = await admin._send_request(_DeleteAcls(retired))
         _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
-    await produce_quotas(admin, {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]})
+    rates: dict[str, float | None] = {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]}
+    await produce_quotas(admin, rates | {OPS: ops_produce_bytes_per_s or None})
     return len(bindings)
 
 

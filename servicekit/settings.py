@@ -83,6 +83,14 @@ class KitSettings(BaseSettings):
         "past it the broker slows that principal down, no one else (a Kafka user quota, set by `infra up` and `tidegate topics "
         "ensure`); 0: no quota. Default 4 MiB/s (docs/security/bus.md, Quotas).",
     )
+    kafka_ops_produce_bytes_per_s: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Bytes a second the `ops` principal (the operator's CLI, the replay and eval sandboxes) may produce, all its "
+        "clients together: `ops` writes `control`, kept forever and read from the start by every service, so whoever holds "
+        "`ops.properties` alone cannot append junk to it at broker speed (a Kafka user quota, set by `infra up` and `tidegate "
+        "topics ensure`); 0: no quota. Default 1 MiB/s (docs/security/bus.md, Quotas).",
+    )
     infra_dir: Path = Field(
         default=REPO_ROOT / ".infra",
         description="Where `infra up` keeps the local infrastructure's data and generated logins (the variable infra/infra.sh reads).",

@@ -13,7 +13,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from schemas import TOPICS, TopicSpec, topic_spec
-from servicekit.bus_admin import OUTSIDE_PRODUCE_BYTES_PER_S, grant_rights, granted_prefixes, revoke_rights, tools_of
+from servicekit.bus_admin import (
+    OPS_PRODUCE_BYTES_PER_S,
+    OUTSIDE_PRODUCE_BYTES_PER_S,
+    grant_rights,
+    granted_prefixes,
+    revoke_rights,
+    tools_of,
+)
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
 from servicekit.settings import KitSettings
@@ -64,6 +71,7 @@ async def ensure_topics(
     grant: bool = True,
     partitions: int | None = None,
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
+    ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
 ) -> list[str]:
     """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
 
@@ -72,8 +80,8 @@ async def ensure_topics(
     a count raised later moves keys to other partitions (docs/operations.md), which only an operator may decide.
 
     Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
-    principal's ACLs on the prefix (and on the tools among `names`) are created too, and the outside principals' produce
-    quota set (`produce_bytes_per_s`, `servicekit.bus_admin.grant_rights`), so the caller needs
+    principal's ACLs on the prefix (and on the tools among `names`) are created too, and the outside principals' and
+    `ops`'s produce quotas set (`produce_bytes_per_s`, `ops_produce_bytes_per_s`, `servicekit.bus_admin.grant_rights`), so the caller needs
     the admin's rights; a service checking its own topics, or `ops` making a sandbox on its standing rights,
     passes `grant=False` and its own options.
     """
@@ -82,7 +90,9 @@ async def ensure_topics(
     await admin.start()
     try:
         if grant:
-            await grant_rights(admin, prefix, tools_of(names), produce_bytes_per_s=produce_bytes_per_s)
+            await grant_rights(
+                admin, prefix, tools_of(names), produce_bytes_per_s=produce_bytes_per_s, ops_produce_bytes_per_s=ops_produce_bytes_per_s
+            )
         existing = set(await admin.list_topics())
         wanted = {prefix + n: topic_spec(n) for n in names}
         replicas = replication_factor(len((await admin.describe_cluster())["brokers"]))

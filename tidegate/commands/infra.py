@@ -37,6 +37,7 @@ async def _ensure_catalog_topics() -> list[str]:
         _deployment_topic_names(),
         partitions=cfg.topic_partitions,
         produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
+        ops_produce_bytes_per_s=cfg.kafka_ops_produce_bytes_per_s,
     )
 
 

@@ -349,6 +349,7 @@ async def run_demo(
         catalog_topic_names(topic_tools),
         partitions=kit.topic_partitions,
         produce_bytes_per_s=kit.kafka_outside_produce_bytes_per_s,
+        ops_produce_bytes_per_s=kit.kafka_ops_produce_bytes_per_s,
     )
     from systems.seed import seed_demo
 
