@@ -151,10 +151,16 @@ def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: A
     """Service `name`'s bus as the deployment's settings make it.
 
     Its producer logged in as the service; the prefix, bounds, commit interval and fetch wait of `kit`; every
-    event it publishes signed by `signer`, every one it reads checked by `authority`.
+    event it publishes signed by `signer`, every one it reads checked by `authority`, which judges a retired key's grace
+    on a record that carries no append time (and on an approval link) at the later of this host's time and the broker's
+    as the producer last read it (`servicekit.clock.BrokerClock.latest`): a host behind the broker's kept a retired key
+    valid that much longer.
     """
+    producer = Producer(kit.kafka_bootstrap, name, **kafka_options(kit, name))
+    if authority is not None:
+        authority.clock = producer.clock.latest
     return Bus(
-        Producer(kit.kafka_bootstrap, name, **kafka_options(kit, name)),
+        producer,
         name,
         kit.kafka_bootstrap,
         kit.topic_prefix,

@@ -11,7 +11,9 @@ Why it matters: a service judges lifetimes at its own clock (the executor an aut
 `expires_at` it signs, the approval service a request's deadline, every service a retired key's grace). An executor ten
 minutes ahead refused every authorization as expired while its `/health` said ok (the SRE game day's F1): past
 `TIDEGATE_MAX_CLOCK_SKEW_S`, `/health` is 503 and names the clock (`servicekit.runner.ServiceProcess.health`), and
-`tidegate_clock_offset_seconds` shows it (alert `TidegateClockSkew`).
+`tidegate_clock_offset_seconds` shows it (alert `TidegateClockSkew`). Where the broker's time tightens a bound it is used:
+a lifetime is set from the broker's time (`issuing_clock`: the policy's authorizations) and judged at the later of the
+two (`judging_clock`: the executor's expiry, the approval service's deadlines, a retired key's grace).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["BrokerClock"]
+__all__ = ["BrokerClock", "issuing_clock", "judging_clock"]
 
 LOG_APPEND_TIME = 1  # aiokafka's `RecordMetadata.timestamp_type` when the broker stamped the record itself
 
@@ -72,6 +75,17 @@ class BrokerClock:
         local = self.now()
         return max(local, local - self.offset_s)
 
+    def brokers(self) -> float:
+        """The broker's time as last read (this host's, before the first acknowledgement): what a lifetime is set from.
+
+        A policy host ahead of the broker's signed every authorization to expire that much later at the broker's time (a
+        security bound loosened); set from this, `expires_at` is `ttl` after the broker's time. Never later than the
+        broker's true time when this clock is behind (`offset_s` is the bound nearest zero); when it is ahead, later by at
+        most the round trip of the acknowledgement it was read off. A lifetime set from it and judged at `latest` is never
+        longer, at the broker's clock, than it was meant to be.
+        """
+        return self.now() - self.offset_s
+
     def skewed(self, max_skew_s: float) -> str | None:
         """Why this service's clock cannot be trusted (further from the broker's than `max_skew_s`), or None."""
         if abs(self.offset_s) <= max_skew_s:
@@ -81,3 +95,24 @@ class BrokerClock:
             f"this host's clock is at least {abs(self.offset_s):.0f}s {way} the broker's (more than TIDEGATE_MAX_CLOCK_SKEW_S,"
             f" {max_skew_s:g}s): lifetimes are judged wrong (authorizations, approvals, key grace); fix its time sync (NTP)"
         )
+
+
+def judging_clock(producer: object) -> Callable[[], datetime]:
+    """The time a deadline is judged at: this host's, or the broker's as `producer` last read it when later (`latest`).
+
+    What the executor judges an authorization's expiry at, the approval service a request's deadline and a link's key
+    grace, and every service a retired key's grace when a record carries no append time. A stand-in producer (tests)
+    reads no broker time: this host's then.
+    """
+    clock = getattr(producer, "clock", None)
+    if not isinstance(clock, BrokerClock):
+        return lambda: datetime.now(UTC)
+    return lambda: datetime.fromtimestamp(clock.latest(), UTC)
+
+
+def issuing_clock(producer: object) -> Callable[[], datetime]:
+    """The time a lifetime is set from: the broker's as `producer` last read it (`brokers`); this host's with a stand-in."""
+    clock = getattr(producer, "clock", None)
+    if not isinstance(clock, BrokerClock):
+        return lambda: datetime.now(UTC)
+    return lambda: datetime.fromtimestamp(clock.brokers(), UTC)

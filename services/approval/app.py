@@ -20,6 +20,7 @@ from servicekit import (
     service_bus,
     service_key,
 )
+from servicekit.clock import judging_clock
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from servicekit.settings import review_price
@@ -136,6 +137,9 @@ def build(
         seals=seals,
         review_price=price,
         authority=authority,
+        # A request's deadline, a link's key grace and a token's life judged at the broker's time when it is later than
+        # this host's: a host behind kept requests approvable past their deadline (docs/reliability.md).
+        clock=judging_clock(bus.producer),
     )
     routes = {
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),

@@ -7,7 +7,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +28,7 @@ from servicekit import (
 )
 from servicekit.bus import Bus
 from servicekit.catalog_checks import unloadable_entrypoints
-from servicekit.clock import BrokerClock
+from servicekit.clock import judging_clock
 from servicekit.db import open_pool, unopened_pool
 from servicekit.dbroles import service_database_url
 from services.executor import handlers
@@ -203,10 +203,7 @@ def _judging_clock(bus: Bus) -> Callable[[], datetime]:
     An executor whose clock is behind would otherwise carry out an authorization already expired at the policy's and the
     broker's time (docs/reliability.md, "A clock that is off"); a stand-in producer in tests reads no broker time.
     """
-    clock: BrokerClock | None = getattr(bus.producer, "clock", None)
-    if clock is None:
-        return lambda: datetime.now(UTC)
-    return lambda: datetime.fromtimestamp(clock.latest(), UTC)
+    return judging_clock(bus.producer)
 
 
 def _result_bound(kit: KitSettings, settings: ExecutorSettings) -> int:

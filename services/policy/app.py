@@ -23,6 +23,7 @@ from servicekit import (
     service_key,
 )
 from servicekit.catalog_checks import undo_tenancy_warnings, ungranted_outside_tools, unread_amount_warnings
+from servicekit.clock import issuing_clock
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from servicekit.settings import SettingNotUsable
@@ -111,6 +112,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         publish_many=bus.publish_many,  # the kit's one publish path: the recorded bytes, batched per partition
         settings=settings,
         ready=control_caught_up,
+        issuing_clock=issuing_clock(bus.producer),
         planned=planned,
         inputs_held=lambda: bus.handlers_retrying > 0,
     )

@@ -215,6 +215,10 @@ class PolicyService:
     settings: PolicySettings = field(default_factory=PolicySettings)
     ready: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # What an authorization's `issued_at` (and so its `expires_at`) is set from; None: `clock`. The service's own is the
+    # broker's time as its producer last read it (`servicekit.clock.issuing_clock`): a policy host ahead of the broker's
+    # signed every authorization to live that much longer at the broker's (and the executor's) time.
+    issuing_clock: Callable[[], datetime] | None = None
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
@@ -519,7 +523,7 @@ class PolicyService:
                     via="approval" if approval_id else "policy",
                     approval_id=approval_id,
                     signer=self.signer,
-                    now=self.clock(),
+                    now=(self.issuing_clock or self.clock)(),
                     ttl_s=self.settings.authorization_ttl_s,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     traceparent=current_traceparent(),
