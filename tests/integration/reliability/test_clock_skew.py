@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from reliability_helpers import get, good_event, wire
@@ -90,9 +91,8 @@ async def test_a_clock_that_agrees_with_the_brokers_is_healthy(kit: KitSettings)
         await bus.producer.stop()
 
 
-@pytest.mark.skipif(shutil.which("faketime") is None, reason="libfaketime's `faketime` is not installed (apt-get install faketime)")
-async def test_a_process_run_ten_minutes_ahead_under_faketime_is_unhealthy(kit: KitSettings, tmp_path: Path) -> None:
-    """The game day's fault itself: the host's clock moved by libfaketime, nothing in the process told of it."""
+async def run_moved(kit: KitSettings, tmp_path: Path, moved_s: float) -> dict[str, Any]:
+    """clock_child.py run with this host's wall clock moved by `moved_s` (libfaketime): its `/health`, and its `times`."""
     event = good_event("actions.results", f"t-{uuid.uuid4().hex[:8]}")
     (tmp_path / "event").write_bytes(wire(event, kit))
     env = os.environ | {
@@ -103,10 +103,39 @@ async def test_a_process_run_ten_minutes_ahead_under_faketime_is_unhealthy(kit: 
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # asyncio's timers on the real monotonic clock; the wall clock moved
     }
     env.pop("TIDEGATE_METRICS_PORT", None)
-    command = ["faketime", "-f", f"+{AHEAD_S:.0f}s", sys.executable, str(CHILD), str(tmp_path / "event"), (event.key or b"").decode()]
+    command = ["faketime", "-f", f"{moved_s:+.0f}s", sys.executable, str(CHILD), str(tmp_path / "event"), (event.key or b"").decode()]
     done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    health = json.loads(done.stdout.strip().splitlines()[-1])
+    health: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return health
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="libfaketime's `faketime` is not installed (apt-get install faketime)")
+async def test_a_process_run_ten_minutes_ahead_under_faketime_is_unhealthy(kit: KitSettings, tmp_path: Path) -> None:
+    """The game day's fault itself: the host's clock moved by libfaketime, nothing in the process told of it."""
+    health = await run_moved(kit, tmp_path, AHEAD_S)
     assert health["ok"] is False, health
     assert "ahead of the broker" in health["reason"], health
     assert AHEAD_S - 30 < health["clock_offset_s"] <= AHEAD_S + 1, health
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="libfaketime's `faketime` is not installed (apt-get install faketime)")
+async def test_a_host_ten_minutes_ahead_issues_lifetimes_at_the_brokers_time(kit: KitSettings, tmp_path: Path) -> None:
+    """A policy host ten minutes ahead signed authorizations that lived ten minutes longer: it now issues at the broker's time."""
+    before = time.time()
+    times = (await run_moved(kit, tmp_path, AHEAD_S))["times"]
+    after = time.time()
+    assert times["host"] > after + AHEAD_S - 30, times  # the host's clock was moved
+    assert before - 1 <= times["issuing"] <= after + 1, times  # what an authorization is issued at: the broker's time
+    assert times["judging"] >= times["host"] - 1, times  # judged at the later: this host's own, ahead
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="libfaketime's `faketime` is not installed (apt-get install faketime)")
+async def test_a_host_ten_minutes_behind_judges_lifetimes_at_the_brokers_time(kit: KitSettings, tmp_path: Path) -> None:
+    """An executor or approval copy ten minutes behind kept expired authorizations and requests alive: it now judges at the broker's."""
+    before = time.time()
+    times = (await run_moved(kit, tmp_path, -AHEAD_S))["times"]
+    after = time.time()
+    assert times["host"] < before - AHEAD_S + 30, times
+    assert before - 1 <= times["judging"] <= after + 1, times  # deadlines judged at the broker's time, not 10 minutes back
+    assert times["issuing"] <= after + 1, times  # never issued later than the broker's time
