@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 
 import typer
@@ -30,16 +31,37 @@ async def publish_killswitch(kit: KitSettings, *, tenant: str, tool: str, active
     return event
 
 
+SKIPS_SHOWN = 5
+"""Skipped records reported one by one; the rest are counted by reason in one line at the end. Whoever holds `ops.properties`
+can append junk to `control` (kept forever): 100,000 records printed 800,000 lines before `killswitch list` answered."""
+
+
 async def read_control(kit: KitSettings, name: str = "control", state: ControlState | None = None) -> ControlState:
     """Read `control` (or `directory`, into `state`) to its current end as the services would.
 
-    Each record they would refuse is skipped and reported on stderr.
+    Each record they would refuse is skipped; the first `SKIPS_SHOWN` are reported on stderr, the others counted by reason
+    in one line (with the last offset).
     """
+    more: Counter[str] = Counter()
+    seen = {"skipped": 0, "last": 0}
 
     def report(offset: int, why: str) -> None:
-        err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {shown(why, TEXT_MAX)}", highlight=False)
+        seen["skipped"] += 1
+        seen["last"] = offset
+        if seen["skipped"] <= SKIPS_SHOWN:
+            err_console.print(f"[yellow]skipped[/] {name} record at offset {offset}: {shown(why, TEXT_MAX)}", highlight=False)
+        else:
+            more[why.split(":", 1)[0]] += 1
 
-    return await read_trusted_control(kit, name, state, on_skip=report)
+    read = await read_trusted_control(kit, name, state, on_skip=report)
+    if more:
+        reasons = ", ".join(f"{shown(code, 40)} {count}" for code, count in more.most_common())
+        err_console.print(
+            f"[yellow]skipped[/] {more.total()} more {name} records, up to offset {seen['last']} ({reasons}): records the services "
+            f"refuse too; a {name} that grows with them slows every service's start (docs/security/bus.md)",
+            highlight=False,
+        )
+    return read
 
 
 FORCE = typer.Option(False, "--force", help="Set it even for a tool in no catalog, or a tenant not onboarded (one added later).")
