@@ -138,9 +138,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
     bus.consume("directory", handlers.control, group_id=None)  # tenants' directories, as their admins keep them
 
     async def release_expired() -> None:
-        await every(
-            settings.reservation_check_s, "policy: releasing expired reservations", lambda: service.release_expired(datetime.now(UTC))
-        )
+        await every(settings.reservation_check_s, "policy: releasing expired reservations", service.release_expired)
 
     async def forget_old_tasks() -> None:
         async def step() -> None:

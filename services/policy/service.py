@@ -713,13 +713,15 @@ class PolicyService:
             if payee:
                 await self.repo.add_known_payee(settled.tenant_id, payee, action_id)
 
-    async def release_expired(self, now: datetime) -> list[str]:
+    async def release_expired(self, now: datetime | None = None) -> list[str]:
         """Give back the budget of authorized calls that never ran: no result seen, authorization expired plus a margin.
 
         The executor refuses an authorization after its expiry, so such a call cannot start later;
         the margin covers one that started just before and is still running. A result that still
-        arrives settles the reservation again (the spend views count it).
+        arrives settles the reservation again (the spend views count it). `now` unset: the time authorizations are issued
+        at (`issuing_clock`, the broker's): a policy host ahead released the budget of calls the executor could still run.
         """
+        now = now if now is not None else (self.issuing_clock or self.clock)()
         wait = timedelta(seconds=self.settings.authorization_ttl_s + self.settings.reservation_expiry_margin_s)
         released = await self.repo.release_expired(now - wait)
         if released:

@@ -75,3 +75,20 @@ async def test_a_proposal_whose_args_hold_nan_is_dead_lettered_with_its_reason(s
     repo = service.repo
     assert isinstance(repo, InMemoryPolicyRepository)
     assert repo.decisions == {}
+
+
+async def test_a_policy_host_ahead_of_the_broker_holds_the_budget_until_the_authorization_expired_at_the_brokers_time(
+    service: PolicyService,
+) -> None:
+    """A policy host ahead of the broker's released the budget of an authorization the executor could still carry out (its
+    expiry judged at the broker's time): a swept call then ran without its reservation. The sweep's time is the broker's."""
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    broker = [T0]
+    service.issuing_clock = lambda: broker[0]
+    await service.on_proposed(refund("held"))  # authorized at T0 (the broker's time), 60 s + 30 s margin
+    service.clock = lambda: T0 + timedelta(seconds=700)  # this host's clock, ten minutes ahead
+    broker[0] = T0 + timedelta(seconds=50)  # the authorization still valid at the broker's (and the executor's) time
+    assert await service.release_expired() == []
+    broker[0] = T0 + timedelta(seconds=91)
+    assert await service.release_expired() == ["held"]
