@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
@@ -23,9 +24,12 @@ from servicekit.bus_admin import (
 )
 from servicekit.bus_auth import kafka_options
 from servicekit.bus_rights import ADMIN
+from servicekit.partitions import partitions_of
 from servicekit.settings import KitSettings
 
 __all__ = [
+    "CROWDED_RECORDS",
+    "READ_AT_START",
     "Dropped",
     "TopicCheck",
     "catalog_topic_names",
@@ -261,6 +265,13 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
                     raise for_code(code)(f"could not give {name} the catalog's configs: {message}")
 
 
+READ_AT_START = ("control", "directory")
+"""Kept forever and read whole by every service before it serves: what they hold is what every start pays for."""
+
+CROWDED_RECORDS = 10_000
+"""More records than operators sign on `control` (or tenants' admins on `directory`) in years: junk the `ops` (or
+`approval`) login appended, which every start reads and dead-letters again (docs/security/bus.md). `topics check` warns."""
+
 _SHOWN = (*_ALIGNED, "retention.ms")  # what `check_topics` reads of each topic: the aligned keys, and the retention a team may set
 
 
@@ -276,6 +287,12 @@ class TopicCheck:
     asked_partitions: int
     config: Mapping[str, str]
     asked: Mapping[str, str]
+    records: int | None = None  # of a topic every service reads whole at start (`READ_AT_START`): how many it holds
+
+    @property
+    def crowded(self) -> bool:
+        """A topic read whole at every start that holds more than `CROWDED_RECORDS` records: a warning, not a fault."""
+        return self.records is not None and self.records > CROWDED_RECORDS
 
     @property
     def missing(self) -> bool:
@@ -345,8 +362,31 @@ async def check_topics(
             }
     finally:
         await admin.close()
+    records = await _records(bootstrap, [prefix + n for n in READ_AT_START if prefix + n in present], client_options, timeout_s)
     checks = []
     for full, spec in wanted.items():
         asked = {key: spec.kafka_config().get(key, _DEFAULTS.get(key, "")) for key in _SHOWN}
-        checks.append(TopicCheck(full, counts.get(full), spec.partitions_given(partitions), configs.get(full, {}), asked))
+        checks.append(
+            TopicCheck(full, counts.get(full), spec.partitions_given(partitions), configs.get(full, {}), asked, records.get(full))
+        )
     return checks
+
+
+async def _records(bootstrap: str, names: list[str], client_options: Mapping[str, Any] | None, timeout_s: float) -> dict[str, int]:
+    """How many records each of `names` holds (end offsets less start offsets, all partitions), read as `check_topics` logs in."""
+    if not names:
+        return {}
+    options = dict(client_options) if client_options is not None else kafka_options(KitSettings(), ADMIN)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(options | {"request_timeout_ms": int(timeout_s * 1000)})
+    )
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, names)
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    held: dict[str, int] = dict.fromkeys(names, 0)
+    for tp in tps:
+        held[tp.topic] += ends[tp] - starts[tp]
+    return held

@@ -110,6 +110,7 @@ def check(
                 "topic": c.topic, "ok": c.ok, "missing": c.missing, "partitions": c.partitions, "catalog_partitions": c.asked_partitions,
                 "config": dict(c.config), "misaligned": {k: {"now": n, "catalog": a} for k, (n, a) in c.misaligned.items()},
                 "own": {k: {"now": n, "catalog": a} for k, (n, a) in c.own.items()},
+                **({} if c.records is None else {"records": c.records, "crowded": c.crowded}),
             }))  # fmt: skip
     else:
         table = Table("partitions", "timestamp", "cleanup", "retention ms", "state")
@@ -131,6 +132,13 @@ def check(
             )
         else:
             console.print(f"all {len(checks)} topics are on the broker as the catalog asks")
+        for c in checks:
+            if c.crowded:
+                console.print(
+                    f"[yellow]warning:[/] {c.topic} holds {c.records:,} records, kept forever and read whole by every service "
+                    f"before it serves (each start reads and dead-letters what is refused among them again): far more than are "
+                    f"signed there; junk appended with the `ops` or `approval` login? (docs/security/bus.md)"
+                )
     _print_rights(rights, as_json)
     if faults or not rights.ok:
         raise typer.Exit(EXIT_NOT_ALIGNED)

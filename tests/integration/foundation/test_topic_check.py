@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from typer.testing import CliRunner
 
-from servicekit import ADMIN, check_topics, drop_prefix, ensure_topics, kafka_options
+from servicekit import ADMIN, OPS, check_topics, drop_prefix, ensure_topics, kafka_options
 from servicekit.settings import KitSettings
-from servicekit.topics_admin import replication_factor
+from servicekit.topics_admin import CROWDED_RECORDS, replication_factor
 from tidegate.cli import app
 
 MONTH = str(30 * 86_400_000)
@@ -69,3 +70,29 @@ async def test_the_command_exits_1_naming_what_ensure_mends_and_changes_nothing(
     again = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, ["tasks", "actions.results"])}
     assert again["tasks"].config["message.timestamp.type"] == "CreateTime"
     assert again["actions.results"].missing
+
+
+async def test_junk_appended_to_control_with_the_ops_login_is_counted_and_warned_of(infra: Any, older: str) -> None:
+    """Whoever holds only `ops.properties` can append unsigned records to `control`, kept forever and read whole by every
+    service at each start (reviewer F6): `topics check` counts what `control` holds and warns past `CROWDED_RECORDS`."""
+    await ensure_topics(infra.kafka_bootstrap, older, ["control"])  # the prefix's rights, as `infra up` grants them
+    before = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, NAMES)}
+    assert (before["control"].records, before["control"].crowded) == (0, False)
+    assert before["tasks"].records is None  # only the topics read whole at start are counted
+
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, linger_ms=20, **kafka_options(KitSettings(), OPS))
+    await producer.start()
+    try:
+        sent = [await producer.send(older + "control", b'{"junk":1}', key=b"junk") for _ in range(CROWDED_RECORDS + 1)]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    after = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, NAMES)}
+    assert (after["control"].records, after["control"].crowded) == (CROWDED_RECORDS + 1, True)
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "400"}
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check"], env=env)
+    assert f"warning: {older}control holds 10,001 records, kept forever and read whole by every service" in result.stdout
+    as_json = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check", "--json"], env=env)
+    control = next(json.loads(line) for line in as_json.stdout.splitlines() if json.loads(line).get("topic") == older + "control")
+    assert (control["records"], control["crowded"]) == (CROWDED_RECORDS + 1, True)
