@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from servicekit.authority import Authority
@@ -75,6 +76,10 @@ class BusBase:
     pollers: list[Poller] = field(default_factory=list, init=False)  # one per Kafka consumer, started with the bus
     # Consumers that read only what comes after start, with their topics.
     _from_latest: list[tuple[Poller, list[str]]] = field(default_factory=list, init=False)
+    # Where a start resumes `control` and `directory` (`servicekit.start_checkpoint`); None: they are read whole.
+    checkpoint_dir: Path | None = None
+    _kept: dict[tuple[str, int], dict[int, Any]] = field(default_factory=dict, init=False)  # accepted records, by offset
+    _last_read: dict[tuple[str, int], tuple[int, str]] = field(default_factory=dict, init=False)  # offset, SHA-256
 
     def client_options(self) -> dict[str, Any]:
         """Login options of the producer's principal, for the raw aiokafka clients this bus opens."""

@@ -21,6 +21,7 @@ from servicekit.authority import appended_ms
 from servicekit.deliveries import publishing_for
 from servicekit.intake import Refused, check_bounds
 from servicekit.refusals import refusal_code
+from servicekit.start_checkpoint import digest
 from servicekit.tracing import Attr, exporting, span
 
 __all__ = ["Handling", "Reject"]
@@ -137,4 +138,6 @@ class Handling(DeadLettering):
         """Record that `record` is handled or dead-lettered (what `wait_caught_up` and the liveness check read)."""
         position = (record.topic, record.partition)
         self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)
+        if position in self._kept:  # a topic whose start resumes from a checkpoint: the last record read, for its continuity
+            self._last_read[position] = (record.offset, digest(record.value))
         self.liveness.progressed()

@@ -22,22 +22,25 @@ batch (`_bus_acks`: acknowledgements, refused outputs), subscriptions and their 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from servicekit._bus_base import Handler
+from servicekit._bus_base import Handler, log
 from servicekit._bus_handle import Reject
-from servicekit._bus_subscribe import Subscribing
+from servicekit._bus_subscribe import Subscribing, Subscription
 from servicekit.authority import Authority
 from servicekit.bus_auth import kafka_options
-from servicekit.deliveries import OutputRefused, once_delivered, once_delivered_together
+from servicekit.deliveries import OutputRefused, once_delivered, once_delivered_together, publishing_for
 from servicekit.intake import TRANSIENT_ERRORS
 from servicekit.outlet import Recorded
 from servicekit.partitions import partitions_of
 from servicekit.producer import Producer
 from servicekit.settings import KitSettings
 from servicekit.signing import SigningKey
+from servicekit.start_checkpoint import CHECKPOINTED, Checkpoint, Kept, digest, read_checkpoint, write_checkpoint
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -68,9 +71,11 @@ class Bus(Subscribing):
         be skipped, not read.
         """
         if not self._started:
+            self._routes = [self._keeping(route) for route in self._routes]
             self._register()
             self._started = True
         await self.producer.start()  # first: consumers' handlers publish from their first batch
+        await self._resume_from_checkpoints()  # before the consumers: the kept records first, then the topic from there
         started = await asyncio.gather(*(poller.start() for poller in self.pollers), return_exceptions=True)
         refused = [outcome for outcome in started if isinstance(outcome, BaseException)]
         if refused:  # every start has ended, so `stop` stops each consumer that did start
@@ -134,6 +139,89 @@ class Bus(Subscribing):
         """How far this process has handled the partitions of `ends`, all together (offsets summed)."""
         return sum(self.positions.get((tp.topic, tp.partition), 0) for tp in ends)
 
+    def _keeping(self, route: Subscription) -> Subscription:
+        """`route`, its handler noting each record it accepts when its topic's start resumes from a checkpoint."""
+        if self.checkpoint_dir is None or self.signer is None or route.group_id is not None or route.from_latest:
+            return route
+        if route.topic not in CHECKPOINTED:
+            return route
+        handler = route.handler
+        kept = self._kept.setdefault((self.topic(route.topic), 0), {})  # `control` and `directory` have one partition
+
+        async def keeping(event: Any) -> None:
+            await handler(event)  # a `Reject` (or any error) keeps nothing: the record is dead-lettered
+            record = publishing_for.get()
+            if record is not None:
+                kept[record.offset] = Kept(record.offset, record.value or b"", record.key, record.timestamp, record.timestamp_type)
+
+        return dataclasses.replace(route, handler=keeping)
+
+    async def _resume_from_checkpoints(self) -> None:
+        """For each checkpointed topic: the kept records handled again, and its consumer told to start where the checkpoint ends."""
+        if self.checkpoint_dir is None or self.signer is None:
+            return
+        for (full, partition), kept in self._kept.items():
+            checkpoint = read_checkpoint(self.checkpoint_dir, self.service, self.signer, full, partition)
+            if checkpoint is None or not await self._continues(checkpoint):
+                continue
+            route = next(r for r in self._routes if self.topic(r.topic) == full and r.group_id is None)
+            records = [
+                ConsumerRecord(full, partition, k.offset, k.timestamp, k.timestamp_type, k.key, k.value, None, 0, len(k.value), ())
+                for k in checkpoint.kept
+            ]
+            async with self.acknowledged_at_end():
+                for record in records:
+                    await self.handle_record(route.topic, record, route.handler)
+            for record in records:
+                self.mark_handled(record)
+            tp = TopicPartition(full, partition)
+            for poller in self.pollers:
+                if full in poller.topics:
+                    poller.start_at[tp] = checkpoint.next_offset
+            self.positions[(full, partition)] = max(self.positions.get((full, partition), 0), checkpoint.next_offset)
+            self._last_read[(full, partition)] = (checkpoint.next_offset - 1, checkpoint.last_sha256)
+            log.info(
+                "%s: %s resumed at offset %d from its checkpoint (%d records kept); what was refused before it is not read again",
+                self.service, full, checkpoint.next_offset, len(kept),
+            )  # fmt: skip
+
+    async def _continues(self, checkpoint: Checkpoint) -> bool:
+        """Whether the broker still holds what `checkpoint` read: its last record at its place, its kept ones not deleted."""
+        tp = TopicPartition(checkpoint.topic, checkpoint.partition)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_options())
+        await reader.start()
+        try:
+            reader.assign([tp])
+            begin, end = (await reader.beginning_offsets([tp]))[tp], (await reader.end_offsets([tp]))[tp]
+            first = min([k.offset for k in checkpoint.kept] + [checkpoint.next_offset - 1])
+            if checkpoint.next_offset < 1 or checkpoint.next_offset > end or first < begin:
+                return False
+            reader.seek(tp, checkpoint.next_offset - 1)
+            batch = await reader.getmany(tp, timeout_ms=10_000, max_records=1)
+            last = next(iter(batch.get(tp, [])), None)
+            same = last is not None and last.offset == checkpoint.next_offset - 1 and digest(last.value) == checkpoint.last_sha256
+        finally:
+            await reader.stop()
+        if not same:
+            log.warning("%s: %s no longer holds what its checkpoint read (recreated?): read whole", self.service, checkpoint.topic)
+        return same
+
+    def save_checkpoints(self) -> None:
+        """Write where each checkpointed topic is handled up to, with the records accepted below it (at the start's catch-up, at stop)."""
+        if self.checkpoint_dir is None or self.signer is None:
+            return
+        for (full, partition), kept in self._kept.items():
+            last = self._last_read.get((full, partition))
+            handled = self.positions.get((full, partition), 0)
+            if last is None or last[0] != handled - 1:
+                continue  # nothing read yet, or not up to a record whose bytes are known
+            below = [kept[offset] for offset in sorted(kept) if offset < handled]
+            checkpoint = Checkpoint(full, partition, handled, last[1], below)
+            try:
+                write_checkpoint(self.checkpoint_dir, self.service, self.signer, checkpoint)
+            except OSError as exc:
+                log.warning("%s: could not write the checkpoint of %s (%r): the next start reads it whole", self.service, full, exc)
+
     async def _ends_reader(self) -> AIOKafkaConsumer:
         async with self._end_reader_opening:
             if self._end_reader is None:
@@ -171,4 +259,5 @@ def service_bus(kit: KitSettings, name: str, *, signer: SigningKey, authority: A
         fetch_max_wait_ms=kit.fetch_max_wait_ms,
         busy_fetch_max_wait_ms=kit.busy_fetch_max_wait_ms,
         max_partition_fetch_bytes=kit.max_partition_fetch_bytes,
+        checkpoint_dir=kit.run_dir / "checkpoints" if kit.start_checkpoints else None,
     )

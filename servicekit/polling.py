@@ -194,6 +194,8 @@ class Poller:
         self.consumer: AIOKafkaConsumer | None = None
         self.before_revoke: Callable[[], Awaitable[None]] | None = None
         self.on_assigned: Callable[[AIOKafkaConsumer, set[TopicPartition]], Awaitable[None]] | None = None
+        # Where a consumer of no group starts on some partitions (a checkpoint's `next_offset`), not at its reset point.
+        self.start_at: dict[TopicPartition, int] = {}
         self.window: Window | None = None
         self._make_consumer = make_consumer
         self._handler: BatchHandler | None = None
@@ -233,10 +235,27 @@ class Poller:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
+        if self.start_at:
+            try:
+                await self._seek_start(consumer)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
         self.consumer = consumer
         self._running = True
         self._idle.set()
         self._task = asyncio.get_running_loop().create_task(self._run(consumer), name=f"poll:{self.name}")
+
+    async def _seek_start(self, consumer: AIOKafkaConsumer, timeout_s: float = 30.0) -> None:
+        """Once the partitions of `start_at` are assigned (a consumer of no group takes every partition), seek each there."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not set(self.start_at) <= consumer.assignment():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.name}: {_names(set(self.start_at))} not assigned after {timeout_s}s")
+            await asyncio.sleep(0.02)
+        for tp, offset in self.start_at.items():
+            consumer.seek(tp, offset)
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
         assert self._handler is not None

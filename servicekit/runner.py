@@ -227,6 +227,7 @@ class ServiceProcess:
         await self.bus.start()
         if self.control is not None:
             await self.bus.wait_caught_up("control", while_progressing=True)
+            self.bus.save_checkpoints()  # the next start resumes here (with `TIDEGATE_START_CHECKPOINTS`)
         self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
         if self.http_app is not None:
             import uvicorn
@@ -260,6 +261,7 @@ class ServiceProcess:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
         self._close_health_server()
         await self.bus.stop()
+        self.bus.save_checkpoints()
         for task in self._loop_tasks:
             task.cancel()
         for task in self._loop_tasks:

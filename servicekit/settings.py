@@ -83,6 +83,14 @@ class KitSettings(BaseSettings):
         "past it the broker slows that principal down, no one else (a Kafka user quota, set by `infra up` and `tidegate topics "
         "ensure`); 0: no quota. Default 4 MiB/s (docs/security/bus.md, Quotas).",
     )
+    start_checkpoints: bool = Field(
+        default=False,
+        description="Each service keeps where it read `control` and `directory` up to, with the records it accepted there, "
+        "sealed with its own key (`<run_dir>/checkpoints`): a start handles those records again and reads on from there, so "
+        "junk appended with the `ops` or `approval` login (both topics are kept forever) is read once, not at every start. "
+        "A file missing, not sealed by the service's key, or naming a record the broker no longer holds: read whole "
+        "(docs/reliability.md).",
+    )
     kafka_ops_produce_bytes_per_s: int = Field(
         default=1024 * 1024,
         ge=0,

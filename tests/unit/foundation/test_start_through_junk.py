@@ -67,4 +67,3 @@ async def test_a_wait_before_a_call_keeps_its_fixed_bound() -> None:
     with pytest.raises(TimeoutError, match=r"not caught up after 0\.3s"):
         await bus.wait_caught_up("control", timeout_s=0.3)
     reading.cancel()
-

@@ -1,0 +1,46 @@
+"""A start checkpoint is followed only when sealed by the service's own key (servicekit.start_checkpoint).
+
+Whoever can write the folder must not drop a kill switch from it (a start would then skip it), nor make one up; a
+checkpoint of another service's, or of another topic, is not followed either. Each such file is read as none: the
+topic is read whole, as before checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from servicekit import SigningKey
+from servicekit.start_checkpoint import Checkpoint, Kept, checkpoint_path, read_checkpoint, write_checkpoint
+
+TOPIC = "tidegate.control"
+
+
+def sealed(tmp_path: Path) -> tuple[SigningKey, Checkpoint]:
+    key = SigningKey.load_or_create(tmp_path / "keys", "policy")
+    checkpoint = Checkpoint(TOPIC, 0, 100_002, "ab" * 32, [Kept(7, b'{"switch":1}', b"killswitch:acme:*", 1, 1)])
+    write_checkpoint(tmp_path / "cp", "policy", key, checkpoint)
+    return key, checkpoint
+
+
+def test_a_sealed_checkpoint_reads_back_as_written(tmp_path: Path) -> None:
+    key, checkpoint = sealed(tmp_path)
+    assert read_checkpoint(tmp_path / "cp", "policy", key, TOPIC, 0) == checkpoint
+
+
+def test_a_kill_switch_dropped_from_the_file_makes_it_no_checkpoint(tmp_path: Path) -> None:
+    key, _ = sealed(tmp_path)
+    path = checkpoint_path(tmp_path / "cp", "policy", TOPIC, 0)
+    document = json.loads(path.read_text())
+    document["checkpoint"]["kept"] = []
+    path.write_text(json.dumps(document))
+    assert read_checkpoint(tmp_path / "cp", "policy", key, TOPIC, 0) is None
+
+
+def test_another_key_another_topic_or_a_broken_file_is_no_checkpoint(tmp_path: Path) -> None:
+    key, _ = sealed(tmp_path)
+    other = SigningKey.load_or_create(tmp_path / "other", "policy")
+    assert read_checkpoint(tmp_path / "cp", "policy", other, TOPIC, 0) is None  # not this service's key (or a rotated one)
+    assert read_checkpoint(tmp_path / "cp", "policy", key, "tidegate.directory", 0) is None
+    checkpoint_path(tmp_path / "cp", "policy", TOPIC, 0).write_text("{not json")
+    assert read_checkpoint(tmp_path / "cp", "policy", key, TOPIC, 0) is None
