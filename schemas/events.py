@@ -56,6 +56,10 @@ __all__ = [
     "ControlRedriveData",
     "ControlTenant",
     "ControlTenantData",
+    "ControlTokenRevoked",
+    "DirectoryEndpoint",
+    "DirectoryEndpointData",
+    "DirectoryTokenRevoked",
     "DirectoryUpdated",
     "DirectoryUpdatedData",
     "EventRejected",
@@ -66,6 +70,7 @@ __all__ = [
     "TaskSubmitted",
     "TaskSubmittedData",
     "TenantDirectory",
+    "TokenRevokedData",
     "ToolInvocation",
     "ToolInvocationData",
     "ToolReply",
@@ -828,3 +833,75 @@ class DirectoryUpdated(Envelope):
     def key(self) -> bytes:
         """Compaction key: one live record per tenant."""
         return f"directory:{self.data.tenant_id}".encode()
+
+
+class DirectoryEndpointData(Contract):
+    """The webhook endpoint row signed last for (tenant, endpoint): the approval service trusts that row and no other.
+
+    The approval service (its API, its endpoints file) publishes it, signed with its own key, before every change it
+    writes to `approval.webhook_endpoints`. The row's signature proves who wrote it; this record, kept forever on
+    `directory` under a sequence that must grow per key, proves it is the newest: an older signed row put back in the
+    table (its earlier URL, approvers, a secret replaced after a leak, enabled after an admin removed it) no longer
+    matches and is refused `rolled_back`.
+    """
+
+    tenant_id: str = TENANT_ID
+    endpoint_id: str = Field(description="The endpoint, in its tenant's space.", examples=["chat"])
+    row_sha256: str = Field(
+        description="SHA-256 (hex) of the row's signed bytes (`services.approval._endpoint_rows.EndpointRows.digest`): what "
+        "the row must hash to.",
+        pattern="^[0-9a-f]{64}$",
+    )
+    set_by: str = Field(
+        description="Whose change it is: `approval` (the service, for its API and endpoints file), or an operator.", examples=["approval"]
+    )
+
+
+class DirectoryEndpoint(Envelope):
+    """`tidegate.directory.endpoint` on `directory`; key `endpoint:<tenant>:<endpoint>`."""
+
+    type: Literal["tidegate.directory.endpoint"] = "tidegate.directory.endpoint"
+    data: DirectoryEndpointData
+
+    @property
+    def key(self) -> bytes:
+        """One sequence per endpoint: a pin can only be followed by a newer one."""
+        return f"endpoint:{self.data.tenant_id}:{self.data.endpoint_id}".encode()
+
+
+class TokenRevokedData(Contract):
+    """An approver token revoked: for good, whatever its row in `approval.approver_tokens` says.
+
+    Published before the row's `revoked_at` is set (which no signature covers): by the approval service on `directory`
+    (an admin's revocation, a holder's rotation over its API), by an operator's CLI on `control` (`tidegate approvals
+    token revoke|rotate`). A row whose `revoked_at` was cleared again, or put back as it was before, is refused
+    `rolled_back`.
+    """
+
+    tenant_id: str = Field(description="The token's tenant (`*`: an operator token).", examples=["acme"])
+    token_id: str = Field(description="The token revoked (its id, never the token).", examples=["tok_3f9a0c1d2e4b"])
+    set_by: str = Field(description="Who revoked it: the operator, or `approval` (the service, for its API).", examples=["oncall"])
+
+
+class DirectoryTokenRevoked(Envelope):
+    """`tidegate.directory.token_revoked` on `directory` (the approval service's); key `token:<token id>`."""
+
+    type: Literal["tidegate.directory.token_revoked"] = "tidegate.directory.token_revoked"
+    data: TokenRevokedData
+
+    @property
+    def key(self) -> bytes:
+        """One sequence per token."""
+        return f"token:{self.data.token_id}".encode()
+
+
+class ControlTokenRevoked(Envelope):
+    """`tidegate.control.token_revoked` on `control` (an operator's); key `token-revoked:<token id>`."""
+
+    type: Literal["tidegate.control.token_revoked"] = "tidegate.control.token_revoked"
+    data: TokenRevokedData
+
+    @property
+    def key(self) -> bytes:
+        """One sequence per token (another than the service's record of it on `directory`)."""
+        return f"token-revoked:{self.data.token_id}".encode()

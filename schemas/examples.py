@@ -169,6 +169,10 @@ def sample_events() -> list[tuple[str, Envelope]]:
             ),
         ),
         (
+            "control",
+            s.ControlTokenRevoked.build(s.TokenRevokedData(tenant_id="acme", token_id="tok_3f9a0c1d2e4b", set_by="oncall"), source=src),
+        ),
+        (
             "directory",
             s.DirectoryUpdated.build(
                 s.DirectoryUpdatedData(
@@ -177,6 +181,19 @@ def sample_events() -> list[tuple[str, Envelope]]:
                     set_by="root@acme.example",
                 ),
                 source="tidegate/approval",
+            ),
+        ),
+        (
+            "directory",
+            s.DirectoryEndpoint.build(
+                s.DirectoryEndpointData(tenant_id="acme", endpoint_id="chat", row_sha256="0" * 64, set_by="root@acme.example"),
+                source="tidegate/approval",
+            ),
+        ),
+        (
+            "directory",
+            s.DirectoryTokenRevoked.build(
+                s.TokenRevokedData(tenant_id="acme", token_id="tok_3f9a0c1d2e4b", set_by="approval"), source="tidegate/approval"
             ),
         ),
         (

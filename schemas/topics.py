@@ -27,6 +27,9 @@ from schemas.events import (
     ControlPolicy,
     ControlRedrive,
     ControlTenant,
+    ControlTokenRevoked,
+    DirectoryEndpoint,
+    DirectoryTokenRevoked,
     DirectoryUpdated,
     EventRejected,
     TaskCompleted,
@@ -43,6 +46,7 @@ __all__ = [
     "AnyEvent",
     "Approval",
     "ControlEvent",
+    "DirectoryRecord",
     "TaskOutcome",
     "TopicSpec",
     "adapter_for",
@@ -60,9 +64,10 @@ Approval = Annotated[
 ]
 TaskOutcome = Annotated[Union[TaskCompleted, TaskFailed], Field(discriminator="type")]
 ControlEvent = Annotated[
-    Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant],
+    Union[ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant, ControlTokenRevoked],
     Field(discriminator="type"),
 ]
+DirectoryRecord = Annotated[Union[DirectoryUpdated, DirectoryEndpoint, DirectoryTokenRevoked], Field(discriminator="type")]
 AnyEvent = Annotated[
     Union[
         TaskSubmitted,
@@ -85,7 +90,10 @@ AnyEvent = Annotated[
         ControlTenant,
         ControlRedrive,
         ControlConnectorGrant,
+        ControlTokenRevoked,
         DirectoryUpdated,
+        DirectoryEndpoint,
+        DirectoryTokenRevoked,
         EventRejected,
         ToolInvocation,
         ToolReply,
@@ -195,9 +203,9 @@ TOPICS: dict[str, TopicSpec] = {
         _spec(
             "control",
             ControlEvent,
-            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant),
-            "Kill switches, policy versions, budgets, tenants, the current connector grant of each (tenant, connector) and the record "
-            "of each dead letter redriven; every record kept forever "
+            (ControlKillswitch, ControlPolicy, ControlBudget, ControlTenant, ControlRedrive, ControlConnectorGrant, ControlTokenRevoked),
+            "Kill switches, policy versions, budgets, tenants, the current connector grant of each (tenant, connector), the approver "
+            "tokens operators revoked and the record of each dead letter redriven; every record kept forever "
             "(never compacted, so a replayed "
             "old record can never outlive the newer one it replays), read from the beginning at start-up.",
             partitions=1,
@@ -207,9 +215,10 @@ TOPICS: dict[str, TopicSpec] = {
         ),
         _spec(
             "directory",
-            DirectoryUpdated,
-            (DirectoryUpdated,),
-            "Each tenant's directory as its admins keep it (approval-signed); every record kept forever, read from the "
+            DirectoryRecord,
+            (DirectoryUpdated, DirectoryEndpoint, DirectoryTokenRevoked),
+            "Each tenant's directory as its admins keep it, the current row of each webhook endpoint and every approver "
+            "token the approval service revoked (approval-signed, or an operator's); every record kept forever, read from the "
             "beginning at start-up.",
             partitions=1,
             retention_ms=-1,

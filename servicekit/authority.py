@@ -92,8 +92,12 @@ AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.control.tenant": frozenset({OPERATOR}),
     "tidegate.control.redrive": frozenset({OPERATOR}),
     "tidegate.control.connector_grant": frozenset({OPERATOR}),
+    "tidegate.control.token_revoked": frozenset({OPERATOR}),  # an approver token an operator revoked (`tidegate approvals token`)
     # A tenant's directory, as its admins keep it over the approval service's API: who is internal, nothing more.
     "tidegate.directory.updated": frozenset({OPERATOR, "approval"}),
+    # The current row of a webhook endpoint, and approver tokens revoked: what the approval's database login cannot roll back.
+    "tidegate.directory.endpoint": frozenset({OPERATOR, "approval"}),
+    "tidegate.directory.token_revoked": frozenset({OPERATOR, "approval"}),
     "tidegate.audit.checkpoint": frozenset({"audit"}),
     "tidegate.event.rejected": frozenset({ANY_SERVICE}),
 }

@@ -1,4 +1,7 @@
-"""What every service knows from the `control` topic (kill switches, policy, budgets, tenants, current connector grants) and `directory`.
+"""What every service knows from `control` (kill switches, policy, budgets, tenants, current connector grants) and `directory`.
+
+Both name approver tokens revoked (an operator's on `control`, the approval service's on `directory`); `directory` also
+names the current row of each approval webhook endpoint.
 
 Records are operator-signed (the bus checked the signature against the operator allow-list before
 this sees them); each carries a `sequence` (the signing time in nanoseconds) that must grow per
@@ -24,6 +27,9 @@ from schemas import (
     ControlPolicyData,
     ControlTenant,
     ControlTenantData,
+    ControlTokenRevoked,
+    DirectoryEndpoint,
+    DirectoryTokenRevoked,
     DirectoryUpdated,
     DirectoryUpdatedData,
     ReasonCode,
@@ -43,6 +49,9 @@ class ControlState:
     tenants: dict[str, ControlTenantData] = field(default_factory=dict)
     directories: dict[str, DirectoryUpdatedData] = field(default_factory=dict)  # from `directory`, approval- or operator-signed
     grants: dict[tuple[str, str], str] = field(default_factory=dict)  # (tenant, connector) -> SHA-256 of the grant signed last
+    # (tenant, endpoint) -> (sequence, SHA-256 of the webhook endpoint row signed last), from `directory`
+    endpoints: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    revoked_tokens: dict[str, str] = field(default_factory=dict)  # approver token id -> its tenant (`directory`, `control`)
     applied: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     sequences: dict[bytes | None, int] = field(default_factory=dict)
@@ -72,8 +81,22 @@ class ControlState:
             self.grants[(event.data.tenant_id, event.data.connector)] = event.data.grant_sha256
         elif isinstance(event, DirectoryUpdated):
             self.directories[event.data.tenant_id] = event.data
+        elif isinstance(event, DirectoryEndpoint):
+            self.pin_endpoint(event.data.tenant_id, event.data.endpoint_id, event.sequence, event.data.row_sha256)
+        elif isinstance(event, (DirectoryTokenRevoked, ControlTokenRevoked)):
+            self.revoked_tokens[event.data.token_id] = event.data.tenant_id
         self.applied += 1
         self.changed.set()
+
+    def pin_endpoint(self, tenant_id: str, endpoint_id: str, sequence: int, row_sha256: str) -> None:
+        """Name `row_sha256` the endpoint's current row, unless a newer pin (a greater `sequence`) is known already.
+
+        `apply` calls it for each record read; the approval service for each record it publishes, at once (read your own
+        write): its next read of the row must not wait for the record to come back from the topic.
+        """
+        key = (tenant_id, endpoint_id)
+        if key not in self.endpoints or self.endpoints[key][0] < sequence:
+            self.endpoints[key] = (sequence, row_sha256)
 
     def killed(self, tenant_id: str, tool: str) -> ControlKillswitch | None:
         """The switch that stops `tool` for `tenant_id`, if any (exact, tool-wide, tenant-wide or global)."""

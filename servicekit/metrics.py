@@ -427,7 +427,8 @@ def observe_webhook_owed(owed: dict[tuple[str, str], int]) -> None:
 def observe_row_refused(service: str, table: str, reason: str) -> None:
     """Count one row of `service`'s own schema refused as authority.
 
-    `reason`: `unsigned` or `invalid`; connector grants also `rolled_back` and `unpinned` (`connectors._access`).
+    `reason`: `unsigned` or `invalid`; connector grants (`connectors._access`) and the approval's webhook endpoints and tokens
+    (`services.approval._pins`) also `rolled_back` and `unpinned`.
     """
     with contextlib.suppress(Exception):
         ROWS_REFUSED.labels(service, table, reason).inc()

@@ -151,6 +151,9 @@ class ServiceProcess:
     watch_interval_s: float = 5.0
     on_start: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
+    # Topics of state besides `control` read to their end before `on_caught_up` runs and before HTTP is served (`directory`).
+    caught_up_on: tuple[str, ...] = ()
+    on_caught_up: list[Callable[[ServiceProcess], Awaitable[None]]] = field(default_factory=list)
     # Periodic work (sweeps, checkpoints): each runs as a task from start (after the consumers) until stop, which cancels it.
     loops: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     _loop_tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
@@ -194,6 +197,9 @@ class ServiceProcess:
     async def start(self) -> None:
         """Serve the probes, connect to PostgreSQL (check the schema's version), start consuming, catch up on `control`, serve HTTP.
 
+        Between the catch-up (on `control` and `caught_up_on`) and HTTP, the `on_caught_up` hooks run: work that needs the
+        state those topics hold and the bus to publish on.
+
         `/health` and `/metrics` come first (`/health` 503 `starting` until started), and the HTTP port is bound with them:
         a port taken fails the start before the service joins any consumer group (a crash-looping copy would otherwise
         make the running ones rebalance at every try), and a probe sees a start that hangs. A connection to the HTTP port
@@ -227,7 +233,12 @@ class ServiceProcess:
         await self.bus.start()
         if self.control is not None:
             await self.bus.wait_caught_up("control", while_progressing=True)
+        for topic in self.caught_up_on:
+            await self.bus.wait_caught_up(topic, while_progressing=True)
+        if self.control is not None or self.caught_up_on:
             self.bus.save_checkpoints()  # the next start resumes here (with `TIDEGATE_START_CHECKPOINTS`)
+        for hook in self.on_caught_up:
+            await hook(self)
         self._loop_tasks = [asyncio.create_task(loop(), name=f"{self.name}-{loop.__name__}") for loop in self.loops]
         if self.http_app is not None:
             import uvicorn

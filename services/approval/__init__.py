@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.approval._pins import RowPins
     from services.approval._row_proofs import Seals, approval_seals
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
@@ -29,6 +30,7 @@ __all__ = [
     "PgApprovalRepository",
     "Restoration",
     "Review",
+    "RowPins",
     "Seals",
     "approval_seals",
     "build",
@@ -49,6 +51,7 @@ _HOME = {
     "review_report": "reviews",
     "reviews_from_events": "reviews",
     "ApprovalSettings": "settings",
+    "RowPins": "_pins",
     "Seals": "_row_proofs",
     "approval_seals": "_row_proofs",
     "GroupsConfig": "domain",

@@ -6,19 +6,22 @@ key: `servicekit.vault.Vault`, HPKE bound to the row's tenant and endpoint id) n
 service's Ed25519 key, or an operator's). So it can neither read a secret nor set one, nor re-point an endpoint,
 nor list another approver on it: a row whose signature fails, or whose secret does not open, is no endpoint.
 `tidegate keys rotate approval` changes the signing key only: what the retired key signed still verifies, and the
-secrets' key pair is another file.
+secrets' key pair is another file. Nor can it put back an earlier signed row: every row written is first named current
+on `directory` (`services.approval._pins`), and a signed row that is not the one named is refused `rolled_back`.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from servicekit.vault import Sealed, Vault, VaultError
+from services.approval._pins import ROLLED_BACK, UNPINNED, RowPins
 from services.approval._row_proofs import Proof, RowSeal
 
 if TYPE_CHECKING:
@@ -79,6 +82,7 @@ class EndpointRows:
 
     seal: RowSeal
     vault: Vault | None
+    pins: RowPins | None = None  # the `directory` records naming each endpoint's current row (None: none checked nor published)
 
     def sealed(self, tenant_id: str, endpoint_id: str, secret: str) -> SealedSecret:
         """`secret` sealed for this endpoint; RuntimeError when this process holds no key pair to seal with."""
@@ -92,13 +96,36 @@ class EndpointRows:
         e = endpoint
         return self.seal.sign(endpoint_claims(e.tenant_id, e.endpoint_id, e.url, e.approvers, e.enabled, e.source, secret))
 
-    def read(self, endpoint: Endpoint, secret: SealedSecret | None, key_id: str | None, signature: str | None) -> Endpoint:
-        """`endpoint` (read with an empty secret) with its secret opened, or with `unproven` set: why the row is no endpoint."""
+    def digest(self, endpoint: Endpoint, secret: SealedSecret) -> str:
+        """SHA-256 (hex) of the bytes a row of `endpoint` stored with `secret` is signed over: what its pin names."""
+        e = endpoint
+        claims = endpoint_claims(e.tenant_id, e.endpoint_id, e.url, e.approvers, e.enabled, e.source, secret)
+        return hashlib.sha256(self.seal.message(claims)).hexdigest()
+
+    async def pin(self, endpoint: Endpoint, secret: SealedSecret | None) -> None:
+        """Name the row about to be written the endpoint's current one on `directory` (no row: one that no row hashes to).
+
+        Nothing when this process publishes no records (a store of a test's own, an older tool).
+        """
+        if self.pins is None or not self.pins.publishes:
+            return
+        digest = self.digest(endpoint, secret) if secret is not None else secrets.token_hex(32)
+        await self.pins.pin_endpoint(endpoint.tenant_id, endpoint.endpoint_id, digest)
+
+    def read(
+        self, endpoint: Endpoint, secret: SealedSecret | None, key_id: str | None, signature: str | None, *, check_pin: bool = True
+    ) -> Endpoint:
+        """`endpoint` (read with an empty secret) with its secret opened, or with `unproven` set: why the row is no endpoint.
+
+        `check_pin` False: its signature only, not whether it is the row `directory` names current (to pin it).
+        """
         e = endpoint
         if secret is None:
             return replace(e, unproven="unsigned")  # a row from before migration 011 (its clear secret was dropped)
         claims = endpoint_claims(e.tenant_id, e.endpoint_id, e.url, e.approvers, e.enabled, e.source, secret)
         why = self.seal.why_not(claims, key_id, signature)
+        if why is None and self.pins is not None and check_pin:
+            why = self.pins.endpoint_refusal(e.tenant_id, e.endpoint_id, self.digest(e, secret))
         if why is not None:
             return replace(e, unproven=why)
         if self.vault is None:
@@ -113,5 +140,6 @@ class EndpointRows:
         if endpoint.unproven is None:
             return False
         what = f"webhook endpoint {endpoint.endpoint_id} of tenant {endpoint.tenant_id} ({endpoint.url})"
-        self.seal.refused(what, endpoint.unproven, REREGISTER)
+        counted = next((code for code in (ROLLED_BACK, UNPINNED) if endpoint.unproven.startswith(f"{code}:")), None)
+        self.seal.refused(what, endpoint.unproven, REREGISTER, counted_as=counted)
         return True

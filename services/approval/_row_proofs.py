@@ -19,6 +19,7 @@ from servicekit import SigningKey
 from servicekit.authority import OPERATOR, Principal
 from servicekit.row_proofs import KeyHolders, Proof, RowSeal, operator_not_denied
 from servicekit.vault import Vault
+from services.approval._pins import RowPins
 
 __all__ = ["KeyHolders", "Proof", "RowSeal", "Seals", "approval_seals", "micros", "operator_or_service", "service_only"]
 
@@ -66,12 +67,15 @@ class Seals:
     """The seals of the approval schema's rows that grant: approver tokens, approvals already given (ballots), webhook endpoints.
 
     `vault` seals and opens endpoints' secrets (`services.approval._endpoint_rows`); None: none is written nor opened here.
+    `pins`: the `directory` records that say which endpoint row is current and which tokens are revoked
+    (`services.approval._pins`); None: none is checked nor published (a store of a test's own, an older tool).
     """
 
     tokens: RowSeal
     ballots: RowSeal
     endpoints: RowSeal
     vault: Vault | None = None
+    pins: RowPins | None = None
 
 
 def approval_seals(
@@ -80,6 +84,7 @@ def approval_seals(
     service_key: SigningKey | None = None,
     operator_key: SigningKey | None = None,
     vault: Vault | None = None,
+    pins: RowPins | None = None,
 ) -> Seals:
     """The seals a process uses: the service signs with its own key; the operator's CLI signs tokens with the operator's.
 
@@ -106,4 +111,5 @@ def approval_seals(
             operator_or_service(service_may=lambda claims: True),
         ),
         vault=vault,
+        pins=pins,
     )

@@ -16,6 +16,7 @@ import asyncpg
 
 from schemas import utcnow
 from servicekit.people import approver_name, person, same_person
+from services.approval._pins import ROLLED_BACK, RowPins
 from services.approval._row_proofs import RowSeal, micros
 
 __all__ = ["DEFAULT_TOKEN_TTL", "REISSUE", "InMemoryTokenStore", "PgTokenStore", "TokenInfo", "TokenStore", "token_claims"]
@@ -73,8 +74,20 @@ def _claims_of(info: TokenInfo, token_sha256: str) -> dict[str, Any]:
     )
 
 
-def _proven(seal: RowSeal | None, info: TokenInfo, token_sha256: str) -> TokenInfo:
-    """`info` with `unproven` set when its row's signature fails (`seal` None: an in-memory twin without one trusts its memory)."""
+UNREVOKED = (
+    f"{ROLLED_BACK}: a token_revoked record (on directory or control) revoked it, but its row says it is live (its revoked_at "
+    "was cleared, or an older row put back)"
+)
+KEPT_REVOKED = "it stays revoked whatever its row says; find who wrote approval.approver_tokens (docs/security/database.md)"
+
+
+def _proven(seal: RowSeal | None, info: TokenInfo, token_sha256: str, pins: RowPins | None = None) -> TokenInfo:
+    """`info` with `unproven` set when its row's signature fails, or when `directory` says it was revoked and its row not.
+
+    `seal` None: an in-memory twin without one trusts its memory; `pins` None: no revocation record is checked.
+    """
+    if pins is not None and info.revoked_at is None and pins.revoked(info.token_id):
+        return replace(info, unproven=UNREVOKED)
     if seal is None:
         return info
     why = seal.why_not(_claims_of(info, token_sha256), info.key_id, info.signature)
@@ -86,8 +99,12 @@ def _refused(seal: RowSeal | None, info: TokenInfo) -> bool:
     if info.unproven is None:
         return False
     if seal is not None:
+        rolled_back = info.unproven == UNREVOKED
         seal.refused(
-            f"token {info.token_id} ({info.approver}, tenant {info.tenant_id})", info.unproven, REISSUE.format(token_id=info.token_id)
+            f"token {info.token_id} ({info.approver}, tenant {info.tenant_id})",
+            info.unproven,
+            KEPT_REVOKED if rolled_back else REISSUE.format(token_id=info.token_id),
+            counted_as=ROLLED_BACK if rolled_back else None,
         )
     return True
 
@@ -135,6 +152,10 @@ class TokenStore(Protocol):
         """Revoke a token; False when unknown or already revoked."""
         ...
 
+    async def pin_revocations(self) -> int:
+        """Publish a revocation record on `directory` for every revoked token that no record names yet; how many."""
+        ...
+
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
         """Union of the groups of the live tokens of `approver` (the person, in any spelling) in a tenant (empty: not registered)."""
         ...
@@ -155,7 +176,7 @@ def _new_token_owner(approver: str, tenant_id: str, operator: bool) -> str:
     return approver_name(approver)
 
 
-def _token(row: asyncpg.Record, seal: RowSeal | None) -> TokenInfo:
+def _token(row: asyncpg.Record, seal: RowSeal | None, pins: RowPins | None = None) -> TokenInfo:
     info = TokenInfo(
         token_id=row["token_id"],
         approver=row["approver"],
@@ -169,7 +190,7 @@ def _token(row: asyncpg.Record, seal: RowSeal | None) -> TokenInfo:
         key_id=row["key_id"],
         signature=row["signature"],
     )
-    return _proven(seal, info, row["token_sha256"])
+    return _proven(seal, info, row["token_sha256"], pins)
 
 
 def _new_row(
@@ -194,12 +215,15 @@ class PgTokenStore(TokenStore):
     """The PostgreSQL part (tables `approver_tokens`, `used_links`); the repository sets `pool`, `s` and `token_seal`.
 
     Every row it writes is signed by `token_seal`'s key, and every row it reads as a credential or a membership is
-    verified: the schema's own login can write rows, not signatures (`services.approval._row_proofs`).
+    verified: the schema's own login can write rows, not signatures (`services.approval._row_proofs`). Every revocation
+    is first published on `directory` (`token_pins`, `services.approval._pins`): a token it names stays revoked, whatever
+    the login writes in `revoked_at`.
     """
 
     pool: asyncpg.Pool
     s: str
     token_seal: RowSeal
+    token_pins: RowPins | None = None
 
     async def add_token(
         self,
@@ -236,7 +260,7 @@ class PgTokenStore(TokenStore):
             new.signature,
         )
         assert row is not None  # RETURNING of a successful INSERT
-        return _token(row, self.token_seal)
+        return _token(row, self.token_seal, self.token_pins)
 
     async def token(self, token_sha256: str) -> TokenInfo | None:
         """The live (not revoked, not expired) token with this hash, if its row is proven; marks it used."""
@@ -245,7 +269,7 @@ class PgTokenStore(TokenStore):
             "AND expires_at > now() RETURNING *",
             token_sha256,
         )
-        info = _token(row, self.token_seal) if row else None
+        info = _token(row, self.token_seal, self.token_pins) if row else None
         return None if info is None or _refused(self.token_seal, info) else info
 
     async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
@@ -257,9 +281,12 @@ class PgTokenStore(TokenStore):
             )
             if row is None:
                 return None
-            old = _token(row, self.token_seal)
+            old = _token(row, self.token_seal, self.token_pins)
+            if old.unproven == UNREVOKED and _refused(self.token_seal, old):  # revoked for good: no successor, even re-issued
+                return None
             if not reissue and _refused(self.token_seal, old):  # its groups or tenant may be another's: never signed over
                 return None
+            await self._publish_revocation(token_id, old.tenant_id)
             await conn.execute(f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1", token_id)
             return await self._add_token(conn, new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
 
@@ -269,7 +296,7 @@ class PgTokenStore(TokenStore):
             f"SELECT * FROM {self.s}.approver_tokens WHERE tenant_id = ANY($1::text[]) AND revoked_at IS NULL AND expires_at > now()",
             list(tenant_ids),
         )
-        return [info for info in (_token(r, self.token_seal) for r in rows) if not _refused(self.token_seal, info)]
+        return [info for info in (_token(r, self.token_seal, self.token_pins) for r in rows) if not _refused(self.token_seal, info)]
 
     async def is_registered(self, approver: str, tenant_id: str) -> bool:
         """Whether `approver` (in any spelling) holds a live, proven token of exactly this tenant."""
@@ -278,10 +305,31 @@ class PgTokenStore(TokenStore):
     async def tokens(self) -> list[TokenInfo]:
         """Every token, each with `unproven` set when its row's signature fails."""
         rows = await self.pool.fetch(f"SELECT * FROM {self.s}.approver_tokens ORDER BY created_at")
-        return [_token(r, self.token_seal) for r in rows]
+        return [_token(r, self.token_seal, self.token_pins) for r in rows]
+
+    async def _publish_revocation(self, token_id: str, tenant_id: str) -> None:
+        """Say on `directory` that the token is revoked, before its row says so (nothing when this process publishes none)."""
+        if self.token_pins is not None and self.token_pins.publishes and not self.token_pins.revoked(token_id):
+            await self.token_pins.revoke_token(token_id, tenant_id)
+
+    async def pin_revocations(self) -> int:
+        """Publish a revocation record for every proven revoked row no record names yet (revoked before this release); how many."""
+        if self.token_pins is None or not self.token_pins.publishes:
+            return 0
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.approver_tokens WHERE revoked_at IS NOT NULL ORDER BY created_at")
+        # a row whose signature fails grants nothing whatever its revoked_at says: only the proven ones need a record
+        unnamed = [info for info in (_token(r, self.token_seal) for r in rows) if info.unproven is None]
+        unnamed = [info for info in unnamed if not self.token_pins.revoked(info.token_id)]
+        for info in unnamed:
+            await self.token_pins.revoke_token(info.token_id, info.tenant_id)
+        return len(unnamed)
 
     async def revoke_token(self, token_id: str) -> bool:
-        """Revoke a token; False when unknown or already revoked."""
+        """Revoke a token (said on `directory` first); False when unknown or already revoked."""
+        tenant_id = await self.pool.fetchval(f"SELECT tenant_id FROM {self.s}.approver_tokens WHERE token_id = $1", token_id)
+        if tenant_id is None:
+            return False
+        await self._publish_revocation(token_id, tenant_id)
         done = await self.pool.fetchval(
             f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL RETURNING token_id",
             token_id,
@@ -369,6 +417,10 @@ class InMemoryTokenStore(TokenStore):
     async def tokens(self) -> list[TokenInfo]:
         """Every token."""
         return [self._read(h, info) for h, info in self.token_rows.values()]
+
+    async def pin_revocations(self) -> int:
+        """The twin publishes no records."""
+        return 0
 
     async def revoke_token(self, token_id: str) -> bool:
         """Revoke a token."""

@@ -60,6 +60,10 @@ class EndpointStore(Protocol):
         """
         ...
 
+    async def pin_unpinned(self) -> list[Endpoint]:
+        """Name current (on `directory`) every proven endpoint row that no record names yet; those pinned."""
+        ...
+
 
 class PgEndpointStore(PgWebhookTables, EndpointStore):
     """The PostgreSQL part: endpoint rows sealed and signed as they are written, verified as they are read."""
@@ -89,6 +93,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 endpoint.endpoint_id,
             )
             owed = before is not None and before["enabled"] and endpoint.enabled and self._endpoint(before).unproven is not None
+            await self.endpoint_rows.pin(endpoint, sealed)  # named current before it is written: never an older row trusted
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
                 "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
@@ -130,6 +135,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 return None
             others = tuple(a for a in found.approvers if a != approver)
             changed = replace(found, approvers=(*others, approver) if enrolled else others)
+            await self.endpoint_rows.pin(changed, sealed)
             await conn.execute(
                 f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, key_id = $4, signature = $5 "
                 "WHERE tenant_id = $1 AND endpoint_id = $2",
@@ -173,6 +179,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             found, sealed = self._endpoint(row), sealed_of(row)
             removed = replace(found, enabled=False, approvers=())
             proof = self._row_values(removed, sealed)[2:] if found.unproven is None and sealed is not None else (None, None)
+            await self.endpoint_rows.pin(removed, sealed if proof[0] is not None else None)  # refused: no signed row is current
             await conn.execute(
                 f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4, owed_due = false "
                 "WHERE tenant_id = $1 AND endpoint_id = $2",
@@ -188,6 +195,32 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 reason,
             )
         return removed
+
+    async def pin_unpinned(self) -> list[Endpoint]:
+        """Name current on `directory` every proven endpoint row no record names yet (an upgrade's first start); those pinned.
+
+        Each row is locked while it is pinned, as a change locks it before publishing its own record: the row named is
+        the newest written. Nothing when this process publishes no records.
+        """
+        pins = self.endpoint_rows.pins
+        if pins is None or not pins.publishes:
+            return []
+        rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints ORDER BY tenant_id, endpoint_id")
+        unpinned = [r for r in rows if pins.pinned(r["tenant_id"], r["endpoint_id"]) is None]
+        pinned = []
+        for key in (r for r in unpinned if self._endpoint(r, check_pin=False).unproven is None):  # only proven rows are pinned
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE",
+                    key["tenant_id"],
+                    key["endpoint_id"],
+                )
+                found, sealed = (self._endpoint(row, check_pin=False), sealed_of(row)) if row is not None else (None, None)
+                if found is None or found.unproven is not None or sealed is None:
+                    continue  # refused already (told at each read): registering it again pins it
+                await self.endpoint_rows.pin(found, sealed)
+                pinned.append(found)
+        return pinned
 
 
 class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
@@ -236,6 +269,10 @@ class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
     async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
         """The endpoints that belong to a tenant."""
         return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
+
+    async def pin_unpinned(self) -> list[Endpoint]:
+        """The twin publishes no records."""
+        return []
 
     async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
         """Disable the endpoint, drop its approvers and fail its pending deliveries."""

@@ -74,8 +74,8 @@ class PgWebhookTables:
     s: str
     endpoint_rows: EndpointRows
 
-    def _endpoint(self, row: asyncpg.Record) -> Endpoint:
-        """A row as an endpoint: its secret opened, or `unproven` set (and an empty secret)."""
+    def _endpoint(self, row: asyncpg.Record, *, check_pin: bool = True) -> Endpoint:
+        """A row as an endpoint: its secret opened, or `unproven` set (and an empty secret); `check_pin`: and it is current."""
         read = Endpoint(
             endpoint_id=row["endpoint_id"],
             url=row["url"],
@@ -85,7 +85,7 @@ class PgWebhookTables:
             enabled=row["enabled"],
             source=row["source"],
         )
-        return self.endpoint_rows.read(read, sealed_of(row), row["key_id"], row["signature"])
+        return self.endpoint_rows.read(read, sealed_of(row), row["key_id"], row["signature"], check_pin=check_pin)
 
     def _proven(self, rows: Sequence[asyncpg.Record]) -> list[Endpoint]:
         """The rows that are endpoints (the others told, and left out)."""

@@ -17,8 +17,10 @@ from servicekit import (
     ToolCatalog,
     deployment_authority,
     kafka_options,
+    next_sequence,
     service_bus,
     service_key,
+    sign_event,
 )
 from servicekit.clock import judging_clock
 from servicekit.consume import Route, consume_routes
@@ -27,6 +29,7 @@ from servicekit.settings import review_price
 from services.approval import handlers, webhooks
 from services.approval._endpoint_rows import EndpointRows, webhook_vault
 from services.approval._outage import DatabaseOutage
+from services.approval._pins import RowPins
 from services.approval._row_proofs import approval_seals
 from services.approval._task_event_store import forget_task_events
 from services.approval._undo_store import InMemoryUndoResults, PgUndoResults, UndoResults
@@ -107,7 +110,15 @@ def build(
     # Endpoints' secrets are sealed to a key pair of its own beside that key (not derived from it: `keys rotate` keeps them).
     vault = webhook_vault(kit.keys_dir)
     vault.ensure()
-    seals = approval_seals(authority, service_key=key, vault=vault)
+    control = ControlState()
+    # Which endpoint row is current and which tokens are revoked: said on `directory` before each row is written, signed.
+    pins = RowPins(
+        control,
+        sign=lambda record: sign_event(record, key, sequence=next_sequence()),
+        publish=lambda record: bus.publish("directory", record),
+        required=settings.require_pinned_endpoints,
+    )
+    seals = approval_seals(authority, service_key=key, vault=vault, pins=pins)
     pool = None
     if deps is None:
         pool = ServiceProcess.pool_of(kit, NAME)
@@ -115,7 +126,6 @@ def build(
         deps = ApprovalDeps(repo=repo, sender=sender, undo_results=PgUndoResults(pool, NAME))
     own_sender = deps.sender is None
     bus = service_bus(kit, NAME, signer=key, authority=authority)
-    control = ControlState()
     outage = DatabaseOutage(bus)  # the API's and the sweeps' database errors on `/health`, beside the consumers'
 
     def base_url() -> str:  # links in webhooks point at the address the HTTP server listens on
@@ -153,7 +163,8 @@ def build(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     bus.consume("control", control.apply, group_id=None)
-    bus.consume("directory", control.apply, group_id=None)  # the directories tenant admins keep through the API
+    # the directories tenant admins keep through the API, the current endpoint rows, the tokens revoked
+    bus.consume("directory", control.apply, group_id=None)
 
     async def not_behind_the_bus(_: ServiceProcess) -> None:  # a table restored from a backup offers decided requests again
         if pool is not None:
@@ -161,13 +172,25 @@ def build(
                 pool, service.repo, kit.kafka_bootstrap, kit.topic_prefix, authority, client_options=kafka_options(kit, NAME)
             )
 
-    async def install_file_endpoints(_: ServiceProcess) -> None:
+    async def pin_rows(_: ServiceProcess) -> None:  # an upgrade: rows from before this release named current, or revoked, once
+        if not settings.require_pinned_endpoints:
+            for endpoint in await service.repo.pin_unpinned():
+                log.warning(
+                    "approval: webhook endpoint %s of tenant %s (%s) pinned as found: its row is now the one trusted; check it",
+                    endpoint.endpoint_id,
+                    endpoint.tenant_id,
+                    endpoint.url,
+                )
+        if revoked := await service.repo.pin_revocations():
+            log.info("approval: %d token(s) revoked before revocations were published named revoked on directory", revoked)
+
+    async def install_file_endpoints(_: ServiceProcess) -> None:  # after `directory` is read: each is pinned as it is written
         for endpoint in file_endpoints:
             await service.repo.upsert_endpoint(endpoint)
         in_file = {(e.tenant_id, e.endpoint_id) for e in file_endpoints}
         for endpoint in await service.repo.endpoints():
             if endpoint.unproven is not None:  # e.g. registered before migration 011: said once at start, and at each use
-                EndpointRows(seals.endpoints, vault).refused(endpoint)
+                EndpointRows(seals.endpoints, vault, pins).refused(endpoint)
             elif endpoint.source == "file" and endpoint.enabled and (endpoint.tenant_id, endpoint.endpoint_id) not in in_file:
                 # removed from the file since the last start: stop sending to it (kept for the delivery log)
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
@@ -211,7 +234,9 @@ def build(
         ),
         http_host=settings.http_host,
         http_port=settings.http_port,
-        on_start=[not_behind_the_bus, install_file_endpoints],
+        on_start=[not_behind_the_bus],
+        caught_up_on=("directory",),
+        on_caught_up=[pin_rows, install_file_endpoints],
         on_stop=[close],
         loops=[sweep, deliver_webhooks, forget_old_task_events],
         approval=service,

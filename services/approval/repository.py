@@ -121,7 +121,8 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         self.s = f'"{schema}"'
         self.seals = seals or approval_seals(None)
         self.token_seal = self.seals.tokens
-        self.endpoint_rows = EndpointRows(self.seals.endpoints, self.seals.vault)
+        self.endpoint_rows = EndpointRows(self.seals.endpoints, self.seals.vault, self.seals.pins)
+        self.token_pins = self.seals.pins
 
     async def _write_side(self, conn: Any, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> None:
         for item in outbox:

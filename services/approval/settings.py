@@ -93,6 +93,13 @@ class ApprovalSettings(BaseSettings):
         description="Inbound callbacks with a timestamp further than this from now are refused (the standardwebhooks library's "
         "5 minutes is the most).",
     )
+    require_pinned_endpoints: bool = Field(
+        default=False,
+        description="Refuse (`unpinned`) a webhook endpoint row that no `tidegate.directory.endpoint` record names as current, "
+        "and pin none at start. Off by default: at each start the service names current every signed row that no record names "
+        "yet (rows written before endpoints were pinned; each trusted with a warning until then); turn it on after the first "
+        "start of this release.",
+    )
     webhook_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts webhooks may reach over http or at private, loopback or link-local addresses (otherwise https to a "

@@ -178,6 +178,10 @@ def summarize(row: LogRow, event: Any | None = None, previous: Mapping[RowId, di
             onboards = ", onboarding it" if d.onboards else ""
             entries = ", ".join(f"{name} {len(values)}" for name, values in d.directory.model_dump().items() if values) or "empty"
             return f"directory of tenant {d.tenant_id} replaced by {d.set_by}{onboards} ({entries})"
+        case s.DirectoryEndpoint():
+            return f"webhook endpoint {d.endpoint_id} of tenant {d.tenant_id} made current by {d.set_by} (sha256 {d.row_sha256[:12]}…)"
+        case s.DirectoryTokenRevoked() | s.ControlTokenRevoked():
+            return f"approver token {d.token_id} of tenant {d.tenant_id} revoked by {d.set_by}"
         case s.ToolInvocation():
             return f"{d.tool} invoked over Kafka (attempt {d.attempt})"
         case s.ToolReply():

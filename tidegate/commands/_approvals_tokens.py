@@ -31,13 +31,28 @@ token_app = typer.Typer(
 
 
 @asynccontextmanager
-async def _operator_repo() -> AsyncIterator[Any]:
-    """The approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked."""
+async def _operator_repo(*, revocations: bool = True) -> AsyncIterator[Any]:
+    """The approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked.
+
+    It reads `control` and `directory` first (the tokens revoked there stay revoked whatever their rows say) and
+    publishes each revocation on `control`, signed with the operator's key, before it writes it in the table.
+    `revocations` False: neither (a token made, which reads and revokes none: `token create --force` needs no bus).
+    """
     from servicekit import apply_migrations, create_pool, deployment_authority, operator_key
-    from services.approval import PgApprovalRepository, approval_seals
+    from services.approval import PgApprovalRepository, RowPins, approval_seals
+    from tidegate.commands._common import publish_signed_control, signed_control
+    from tidegate.commands.killswitch import read_control
 
     kit = settings()
-    seals = approval_seals(deployment_authority(kit), operator_key=operator_key(kit))
+    pins = None
+    if revocations:
+        pins = RowPins(
+            await read_control(kit, "directory", await read_control(kit)),
+            sign=lambda record: signed_control(kit, record, "not revoked", "nothing changed"),
+            publish=lambda record: publish_signed_control(kit, record),
+            operator=True,
+        )
+    seals = approval_seals(deployment_authority(kit), operator_key=operator_key(kit), pins=pins)
     pool = await create_pool(kit.operator_database_url, max_size=2)
     try:
         import services.approval
@@ -49,8 +64,8 @@ async def _operator_repo() -> AsyncIterator[Any]:
 
 
 async def repo_call(what: str, *args: Any, **kwargs: Any) -> Any:
-    """Call one method of the approval repository as the operator (`_operator_repo`)."""
-    async with _operator_repo() as repo:
+    """Call one method of the approval repository as the operator (`_operator_repo`; making a token reads no bus)."""
+    async with _operator_repo(revocations=what != "add_token") as repo:
         return await getattr(repo, what)(*args, **kwargs)
 
 

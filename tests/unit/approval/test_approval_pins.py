@@ -1,0 +1,101 @@
+"""The records that bind the approval's endpoint rows and token revocations: who may sign them, and how they are applied.
+
+The attacker here holds a Kafka login that appends to `directory` or `control` (or replays what is there), not a key
+the services trust: a record signed by another service's key is refused, an older one never undoes a newer one, and a
+row no record names is trusted only where the operator allows it. The real stack: tests/security/test_approval_login_rollback.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+import schemas as s
+from servicekit import Authority, ControlState, KitSettings, deployment_authority, service_key, sign_as_operator, sign_event
+from servicekit.bus import Reject
+from services.approval._pins import RowPins
+
+DIGEST, OTHER = "a" * 64, "b" * 64
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> KitSettings:
+    (tmp_path / "keys").mkdir()
+    return KitSettings(keys_dir=tmp_path / "keys", operator_private_keys_dir=tmp_path / "operator", operator="oncall")
+
+
+@pytest.fixture
+def authority(kit: KitSettings) -> Authority:
+    service_key(kit, "approval")
+    service_key(kit, "policy")
+    sign_as_operator(kit, pin())  # makes the operator's key, on the allow-list
+    return deployment_authority(kit)
+
+
+def pin(digest: str = DIGEST) -> s.DirectoryEndpoint:
+    data = s.DirectoryEndpointData(tenant_id="acme", endpoint_id="chat", row_sha256=digest, set_by="approval")
+    return s.DirectoryEndpoint.build(data, source="tidegate/approval")
+
+
+def revoked(kind: type[s.DirectoryTokenRevoked] | type[s.ControlTokenRevoked]) -> s.Envelope:
+    return kind.build(s.TokenRevokedData(tenant_id="acme", token_id="tok_1", set_by="oncall"), source="tidegate/cli")
+
+
+def check(authority: Authority, event: s.Envelope) -> str | None:
+    refusal = authority.check(s.encode(event), event)
+    return None if refusal is None else refusal.code
+
+
+def test_only_the_approval_service_or_an_operator_signs_a_pin_and_only_an_operator_a_revocation_on_control(
+    kit: KitSettings, authority: Authority
+) -> None:
+    approval, policy = service_key(kit, "approval"), service_key(kit, "policy")
+    assert check(authority, sign_event(pin(), approval, sequence=time.time_ns())) is None
+    assert check(authority, sign_as_operator(kit, pin())) is None
+    assert check(authority, sign_event(pin(), policy, sequence=time.time_ns())) == "signer_not_allowed"
+    assert check(authority, sign_event(pin(), approval)) == "control_replayed"  # no sequence
+    assert check(authority, sign_event(revoked(s.DirectoryTokenRevoked), approval, sequence=time.time_ns())) is None
+    assert check(authority, sign_event(revoked(s.ControlTokenRevoked), approval, sequence=time.time_ns())) == "signer_not_allowed"
+    assert check(authority, sign_as_operator(kit, revoked(s.ControlTokenRevoked))) is None
+
+
+async def test_an_older_pin_replayed_never_undoes_a_newer_one(kit: KitSettings) -> None:
+    approval = service_key(kit, "approval")
+    old = sign_event(pin(DIGEST), approval, sequence=time.time_ns())
+    new = sign_event(pin(OTHER), approval, sequence=time.time_ns())
+    state = ControlState()
+    await state.apply(old)
+    await state.apply(new)
+    with pytest.raises(Reject) as replayed:
+        await state.apply(old)
+    assert replayed.value.code == "control_replayed"
+    assert state.endpoints["acme", "chat"][1] == OTHER
+
+    own = ControlState()  # the service applies its own record at once, then reads an older one from the topic
+    own.pin_endpoint("acme", "chat", new.sequence or 0, OTHER)
+    await own.apply(old)
+    assert own.endpoints["acme", "chat"][1] == OTHER
+
+
+async def test_a_revocation_on_either_topic_revokes() -> None:
+    pins = RowPins(ControlState())
+    assert not pins.revoked("tok_1")
+    pins.control.revoked_tokens["tok_1"] = "acme"
+    assert pins.revoked("tok_1")
+
+
+def test_a_row_is_current_only_when_the_newest_pin_names_it(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    state = ControlState()
+    lax, strict = RowPins(state), RowPins(state, required=True)
+    assert lax.endpoint_refusal("acme", "chat", DIGEST) is None  # written before pins: trusted, said once
+    assert lax.endpoint_refusal("acme", "chat", DIGEST) is None
+    assert caplog.text.count("is trusted though no tidegate.directory.endpoint record names its row") == 1
+    assert (strict.endpoint_refusal("acme", "chat", DIGEST) or "").startswith("unpinned:")
+    state.pin_endpoint("acme", "chat", 1, OTHER)
+    assert (lax.endpoint_refusal("acme", "chat", DIGEST) or "").startswith("rolled_back:")
+    assert lax.endpoint_refusal("acme", "chat", OTHER) is None
+    assert strict.endpoint_refusal("acme", "chat", OTHER) is None
