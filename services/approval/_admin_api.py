@@ -40,7 +40,12 @@ class TokenView(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None = Field(description="When it last authenticated a call.")
     revoked_at: datetime | None
-    live: bool = Field(description="Neither revoked nor expired: it authenticates now.")
+    live: bool = Field(description="Neither revoked nor expired, and its row proven: it authenticates now.")
+    refused: str | None = Field(
+        default=None,
+        description="Why the service refuses the token's row (its signature fails; `rolled_back: …`: a revocation its row no "
+        "longer shows): it authenticates nothing, whatever `revoked_at` says.",
+    )
 
 
 class RevokedToken(TokenView):
@@ -83,8 +88,8 @@ def delivery_view(d: Delivery) -> dict[str, Any]:
 
 
 def _token_view(info: TokenInfo, now: datetime) -> dict[str, Any]:
-    live = info.revoked_at is None and (info.expires_at is None or info.expires_at > now)
-    return {**asdict(info), "groups": list(info.groups), "live": live}
+    live = info.unproven is None and info.revoked_at is None and (info.expires_at is None or info.expires_at > now)
+    return {**asdict(info), "groups": list(info.groups), "live": live, "refused": info.unproven}
 
 
 def _unknown(kind: str, ident: str) -> HTTPException:

@@ -149,6 +149,8 @@ async def test_a_token_revoked_by_an_admin_stays_revoked_when_the_login_clears_r
     refused = rolled_back("approver_tokens")
     assert (await http.get(me, headers=bearer(leaked))).status_code == 401
     assert rolled_back("approver_tokens") > refused
+    (shown,) = [t for t in (await http.get(f"{h.url}/api/v1/tokens", headers=bearer(admin))).json() if t["approver"] == BOB]
+    assert (shown["revoked_at"], shown["live"], shown["refused"][:12]) == (None, False, "rolled_back:"), shown  # not "live"
     again = await start(start_approval, tmp_path)  # read from `directory` at start
     assert (await http.get(f"{again.url}/api/v1/me", headers=bearer(leaked))).status_code == 401
 
