@@ -171,25 +171,36 @@ def succeeded(p: ActionProposedData) -> ActionResultData:
     )
 
 
-async def bench(n_tasks: int) -> dict[str, Any]:
-    """Run `n_tasks` of the mix; figures per event and per proposed action."""
+def mix_driver(pool: Any) -> Driver:
+    """The planner's handlers over `PostgresTaskRepository` on `pool` (the stand-in or asyncpg's), signing as the service does."""
     catalog = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
-    pool = StandInPool()
-    tickets = {t.ticket_id: t for t in TICKETS}
     with tempfile.TemporaryDirectory() as keys:
         signer = SigningKey.load_or_create(Path(keys), "planner")
         seal = StateSeal(signer, Path(keys))  # each state written is signed, as the service does
     driver = Driver(handlers=None, signer=signer)  # type: ignore[arg-type]  # its handlers publish through it: set just below
     driver.handlers = PlannerHandlers(
-        repo=PostgresTaskRepository(pool, CostRates(), seal=seal),  # type: ignore[arg-type]  # the stand-in answers as asyncpg's pool
+        repo=PostgresTaskRepository(pool, CostRates(), seal=seal),
         strategy=PlaybookStrategy(catalog),
         out=driver,
         rates=CostRates(),
         read_only=frozenset(name for name, spec in catalog.items() if spec.risk is RiskClass.READ),
         ids=ActionIds(b"bench-planner-secret".ljust(32, b".")),
     )
+    return driver
+
+
+async def run_mix(driver: Driver, prefix: str, n_tasks: int) -> None:
+    """`n_tasks` tasks of the e2e bench's ticket mix, ids `prefix-0`, `prefix-1`, ..."""
+    tickets = {t.ticket_id: t for t in TICKETS}
     for i in range(n_tasks):
-        await driver.run(f"bench-{i}", tickets[MIX[i % len(MIX)]])
+        await driver.run(f"{prefix}-{i}", tickets[MIX[i % len(MIX)]])
+
+
+async def bench(n_tasks: int) -> dict[str, Any]:
+    """Run `n_tasks` of the mix; figures per event and per proposed action."""
+    pool = StandInPool()
+    driver = mix_driver(pool)
+    await run_mix(driver, "bench", n_tasks)
     return {
         "tasks": n_tasks,
         "events": driver.events,
