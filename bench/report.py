@@ -644,6 +644,25 @@ CUTS = (
     " / 1,523.4 / 1,525.4 → 1,517.8 / 1,512.2 / 1,514.3 thousand instructions an event (−0.6 %). The three kit cuts "
     "together: 1,577.0 → 1,514.8 thousand instructions an event, means (−3.9 %; −10 % of the ~611 thousand beside "
     "Ed25519). In process, not `make bench`.",
+    "- **The planner's state written with its defaults (2026-12-06).** Each event writes the task's whole state "
+    "again, and a demo task's was 5.3 KB of JSON, 1.78 KB after lz4: above ~2 KB a row's state goes to TOAST, so "
+    "most writes wrote it there again (the TOAST table and its index), the largest part of the planner's one "
+    "statement, itself the database's largest writer. A third of that text was fields at their default "
+    '(`"approval_id":null`, `"on_deny":[]`, zero counts, each plan entry\'s `required`, `confidence` and zero cost). '
+    "The state is now stored without them (`exclude_defaults`): reading fills them back in, a state written whole "
+    "before reads the same, and the steps' rows take the defaults back "
+    "(tests/integration/planner/test_repository.py); tests/unit/planner/test_stored_state_defaults.py holds the "
+    "defaults stored states now rely on. Counted against a real PostgreSQL, in WAL bytes and records, which a "
+    "shared machine does not move (`.venv/bin/python -m bench.planner_db`, new: `bench.planner_bench`'s mix through "
+    "the handlers and `PostgresTaskRepository`, 2,700 events of 300 tasks after 40, `pg_stat_statements` and "
+    "`pg_walinspect`): state per write 4,320 → 2,847 bytes; the write 4,098 / 4,095 → 3,685 B of WAL an event (−10 "
+    "%), 15.4 → 13.8 records; the TOAST table 1,577 → 694 B (more states now fit in their row, whose own WAL went "
+    "982 → 1,434 B). End to end (`.venv/bin/python -m bench.e2e_bench --rate 0 --tasks 200 --light 0 --idle 0`, "
+    "`pg_stat_statements`, one run each): the planner's write 9.10 → 8.23 KB of WAL an action, all statements 35.8 "
+    "→ 34.8 KB. The planner's own instructions over the same mix in process (`bench.planner_bench`'s, callgrind "
+    "with `--instr-atstart=no` switched on after 60 tasks, 1,800 events, two pairs alternated): 1,433,061 / "
+    "1,436,169 → 1,425,714 / 1,425,088 an event (−0.6 %: less to write, hash and sign). In process and on the local "
+    "cluster, not `make bench`.",
 )
 
 

@@ -121,7 +121,11 @@ class CostRates(_Model):
 
 
 class TaskState(_Model):
-    """Everything the planner knows about one task."""
+    """Everything the planner knows about one task.
+
+    Stored without the fields at their default, here and in its steps and plan entries (`PostgresTaskRepository`): a
+    changed default changes every state stored before (tests/unit/planner/test_stored_state_defaults.py).
+    """
 
     task_id: str
     tenant_id: str

@@ -370,3 +370,41 @@ async def test_the_running_planner_forgets_on_its_timer_as_its_own_login(infra, 
         assert [r["event_id"] for r in left] == [f"{run}-new"]
     finally:
         await owner.close()
+
+
+async def test_a_stored_state_leaves_out_what_is_at_its_default_and_reads_back_whole(pool: asyncpg.Pool) -> None:
+    """Each event rewrites the task's state (and PostgreSQL its TOAST): a field at its default is not written, nor read amiss.
+
+    A state written before, whole, still reads: nothing to migrate.
+    """
+    repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
+    task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
+    await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
+    await repo.apply(f"ev2-{task.task_id}", task.tenant_id, task.task_id, _noted("summary", "noted"))
+    state = await repo.get(task.tenant_id, task.task_id)
+    stored = await pool.fetchval(
+        "SELECT state::text FROM planner.tasks WHERE tenant_id = $1 AND task_id = $2", task.tenant_id, task.task_id
+    )
+    assert json.loads(stored) == {"plan": [], "steps": []} | json.loads(state.model_dump_json(exclude_defaults=True))  # both always there
+    assert len(stored) < 0.85 * len(state.model_dump_json())
+    for default in ('"approval_id":null', '"on_deny":[]', '"dropped":[]', '"proposals":1', '"required":true'):
+        assert default not in stored
+    assert await PostgresTaskRepository(pool, RATES, seal=SEAL).get(task.tenant_id, task.task_id) == state  # read by another copy
+
+    steps = await pool.fetch("SELECT * FROM planner.steps WHERE tenant_id = $1 AND task_id = $2", task.tenant_id, task.task_id)
+    [step] = state.steps
+    assert [(r["status"], json.loads(r["tainted_args"]), json.loads(r["reasons"]), r["attempts"], r["cost_usd"]) for r in steps] == [
+        (step.status, step.tainted_args, step.reasons, step.attempts, step.cost_usd)
+    ]
+
+    before = state.model_copy(update={"summary": "written whole, before"}).model_dump_json()  # as the planner wrote it before
+    proof = SEAL.sign(task.tenant_id, task.task_id, "", before)
+    await pool.execute(
+        "UPDATE planner.tasks SET state = $3, state_key_id = $4, state_signature = $5 WHERE tenant_id = $1 AND task_id = $2",
+        task.tenant_id,
+        task.task_id,
+        before,
+        proof.key_id,
+        proof.signature,
+    )
+    assert (await PostgresTaskRepository(pool, RATES, seal=SEAL).get(task.tenant_id, task.task_id)).summary == "written whole, before"
