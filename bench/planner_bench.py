@@ -67,7 +67,7 @@ class StandInConnection:
 
     async def fetchrow(self, query: str, *args: Any) -> dict[str, Any] | None:
         self.statements += 1
-        if "INSERT INTO planner.tasks" not in query:
+        if "INSERT INTO planner.outbox" not in query:
             return None  # a read: the task is unknown (the write path never reads when it wrote the task last)
         self.writes += 1
         state, topics_at = self._at.get(query) or self._places(query, args)

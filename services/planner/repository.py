@@ -136,12 +136,39 @@ _GET = (
     "WHERE tenant_id = $2 AND task_id = $1"
 )
 
-# Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end). The task is
-# inserted, or updated only if its row is still version $14 (`xmin`) and the event ($10) is not applied yet; everything
-# else is written only if it was. The state ($9) is stored as `json`, checked but never parsed into a tree; its counts
-# ($17) and the steps that changed ($11, each as the state holds it: without the fields at their default, which the
-# step's columns take back from `StepRecord`'s defaults) come as parameters of their own; the state's proof (`StateSeal`)
-# as $18 and $19.
+# Data-modifying CTEs all run, once, in one statement (PostgreSQL checks the steps' foreign key at its end): the task is
+# written only if the event is not applied yet, and everything else only if it was. The state is stored as `json`, checked
+# but never parsed into a tree; its counts and the steps it adds or changes (each as the state holds it: without the
+# fields at their default, which the step's columns take back from `StepRecord`'s defaults) come as parameters of their
+# own, with the state's proof (`StateSeal`). Fragments shared by the two statements, their parameters named.
+_APPLIED = "p AS (INSERT INTO planner.processed_events (event_id, tenant_id, task_id) SELECT {event}, {tenant}, {task} FROM t)"
+_STEP = (
+    "x.step, x.action_id, x.tool, x.args, coalesce(x.tainted_args, '[]'), coalesce(x.status, 'proposed'), x.decision, "
+    "coalesce(x.reasons, '[]'), x.approval_id, coalesce(x.attempts, 0), coalesce(x.cost_usd, 0)"
+)
+_STEP_RECORD = (
+    "step int, action_id text, tool text, args jsonb, tainted_args jsonb, status text, decision text, reasons jsonb, "
+    "approval_id text, attempts int, cost_usd float8"
+)
+_STEPS_ADDED = f"""s AS (INSERT INTO planner.steps
+                 (tenant_id, task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts,
+                  cost_usd)
+               SELECT {{tenant}}, {{task}}, {_STEP} FROM jsonb_to_recordset({{steps}}::jsonb) AS x({_STEP_RECORD})
+               WHERE EXISTS (SELECT 1 FROM t)
+               ON CONFLICT (tenant_id, task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
+                 reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
+                 cost_usd = EXCLUDED.cost_usd, updated_at = now())"""
+_OUTBOX_AND_RESULT = """o AS (INSERT INTO planner.outbox (source_event_id, tenant_id, task_id, topic, payload)
+               SELECT {event}, {tenant}, {task}, x.topic, x.payload
+               FROM unnest({topics}::text[], {payloads}::text[]) WITH ORDINALITY AS x(topic, payload, n)
+               WHERE EXISTS (SELECT 1 FROM t)
+               ORDER BY x.n
+               RETURNING id)
+SELECT (SELECT version FROM t) AS version, coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{{}}'::bigint[]) AS ids"""
+_TAIL = f"{_APPLIED},\n     {_STEPS_ADDED},\n     {_OUTBOX_AND_RESULT}"
+
+# A task this process does not hold (new, or its stored state refused): inserted, or updated only if its row is still
+# version $14 (`xmin`); each of its steps inserted or updated.
 _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  (task_id, tenant_id, workflow, strategy, status, counts, cost, human_touches, reason, summary, state, topic_prefix,
                   state_key_id, state_signature)
@@ -152,25 +179,28 @@ _WRITE = """WITH t AS (INSERT INTO planner.tasks
                  updated_at = now()
                WHERE planner.tasks.xmin::text = $14 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $10)
                RETURNING xmin::text AS version),
-     p AS (INSERT INTO planner.processed_events (event_id, tenant_id, task_id) SELECT $10, $2, $1 FROM t),
-     s AS (INSERT INTO planner.steps
-                 (tenant_id, task_id, step, action_id, tool, args, tainted_args, status, decision, reasons, approval_id, attempts,
-                  cost_usd)
-               SELECT $2, $1, x.step, x.action_id, x.tool, x.args, coalesce(x.tainted_args, '[]'), coalesce(x.status, 'proposed'),
-                      x.decision, coalesce(x.reasons, '[]'), x.approval_id, coalesce(x.attempts, 0), coalesce(x.cost_usd, 0)
-               FROM jsonb_to_recordset($11::jsonb) AS x(step int, action_id text, tool text, args jsonb, tainted_args jsonb,
-                      status text, decision text, reasons jsonb, approval_id text, attempts int, cost_usd float8)
-               WHERE EXISTS (SELECT 1 FROM t)
-               ON CONFLICT (tenant_id, task_id, step) DO UPDATE SET status = EXCLUDED.status, decision = EXCLUDED.decision,
-                 reasons = EXCLUDED.reasons, approval_id = EXCLUDED.approval_id, attempts = EXCLUDED.attempts,
-                 cost_usd = EXCLUDED.cost_usd, updated_at = now()),
-     o AS (INSERT INTO planner.outbox (source_event_id, tenant_id, task_id, topic, payload)
-               SELECT $10, $2, $1, x.topic, x.payload
-               FROM unnest($12::text[], $16::text[]) WITH ORDINALITY AS x(topic, payload, n)
-               WHERE EXISTS (SELECT 1 FROM t)
-               ORDER BY x.n
-               RETURNING id)
-SELECT (SELECT version FROM t) AS version, coalesce((SELECT array_agg(id ORDER BY id) FROM o), '{}'::bigint[]) AS ids"""
+     """ + _TAIL.format(task="$1", tenant="$2", event="$10", steps="$11", topics="$12", payloads="$16")
+
+# The next event of a task this process holds at version $13: an update of its row, no insert tried first (an upsert
+# probes the key, locks the row it finds, a WAL record of its own, then updates it); its new steps ($11) inserted, the
+# steps it changed ($17) updated, since the steps of the version it holds are all stored (written with it).
+_ADVANCE = (
+    """WITH t AS (UPDATE planner.tasks SET status = $3, counts = $9::jsonb, cost = $4::jsonb, human_touches = $5, reason = $6,
+                 summary = $7, state = $8::json, state_key_id = $14, state_signature = $15, updated_at = now()
+               WHERE tenant_id = $2 AND task_id = $1 AND xmin::text = $13
+                 AND NOT EXISTS (SELECT 1 FROM planner.processed_events WHERE event_id = $10)
+               RETURNING xmin::text AS version),
+     u AS (UPDATE planner.steps SET status = coalesce(x.status, 'proposed'), decision = x.decision,
+                 reasons = coalesce(x.reasons, '[]'), approval_id = x.approval_id, attempts = coalesce(x.attempts, 0),
+                 cost_usd = coalesce(x.cost_usd, 0), updated_at = now()
+               FROM jsonb_to_recordset($17::jsonb) AS x("""
+    + _STEP_RECORD
+    + """)
+               WHERE planner.steps.tenant_id = $2 AND planner.steps.task_id = $1 AND planner.steps.step = x.step
+                 AND EXISTS (SELECT 1 FROM t)),
+     """
+    + _TAIL.format(task="$1", tenant="$2", event="$10", steps="$11", topics="$12", payloads="$16")
+)
 
 Parts = dict[int, tuple[BaseModel, str]]
 """The JSON of a state's plan entries and steps by the identity of each, each kept beside its JSON (frozen: same object, same JSON)."""
@@ -313,30 +343,24 @@ class PostgresTaskRepository(TaskRepository):
         records = [seal(o.topic, o.event) for o in transition.outbound]
         state_json, parts = _state_json(new, old.parts if old else {})
         proof = self.seal.sign(new.tenant_id, new.task_id, self.prefix, state_json)
-        before = {s.step: s for s in old.state.steps} if old else {}
-        changed = [parts[id(s)][1] for s in new.steps if s is not before.get(s.step) and s != before.get(s.step)]
-        row = await conn.fetchrow(
-            _WRITE,
-            new.task_id,
-            new.tenant_id,
-            new.workflow,
-            new.strategy,
-            new.status,
-            new.cost(self.rates).model_dump_json(),
-            new.human_touches,
-            new.reason,
-            state_json,
-            event_id,
-            f"[{','.join(changed)}]",  # each changed step's JSON as the state holds it
-            [r.topic for r in records],  # topics and payloads as text arrays: no JSON around the events' JSON
-            self.prefix,
-            version,
-            new.summary,
-            [r.value.decode() for r in records],
-            new.counts.model_dump_json(),
-            proof.key_id,
-            proof.signature,
-        )
+        topics, payloads = [r.topic for r in records], [r.value.decode() for r in records]  # text arrays: no JSON around events
+        counts, cost = new.counts.model_dump_json(), new.cost(self.rates).model_dump_json()
+        if old is None:  # a new task, or one whose stored state was refused: every step written, inserted or updated
+            steps = f"[{','.join(parts[id(s)][1] for s in new.steps)}]"
+            row = await conn.fetchrow(
+                _WRITE, new.task_id, new.tenant_id, new.workflow, new.strategy, new.status, cost, new.human_touches,
+                new.reason, state_json, event_id, steps, topics, self.prefix, version, new.summary, payloads, counts,
+                proof.key_id, proof.signature,
+            )  # fmt: skip
+        else:
+            before = {s.step: s for s in old.state.steps}
+            added = [parts[id(s)][1] for s in new.steps if s.step not in before]
+            changed = [parts[id(s)][1] for s in new.steps if s.step in before and s is not before[s.step] and s != before[s.step]]
+            row = await conn.fetchrow(
+                _ADVANCE, new.task_id, new.tenant_id, new.status, cost, new.human_touches, new.reason, new.summary,
+                state_json, counts, event_id, f"[{','.join(added)}]", topics, version, proof.key_id, proof.signature,
+                payloads, f"[{','.join(changed)}]",
+            )  # fmt: skip
         if row["version"] is None:
             return None
         self._remember((new.tenant_id, new.task_id), _Kept(row["version"], new, parts))

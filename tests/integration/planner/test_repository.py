@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -408,3 +409,58 @@ async def test_a_stored_state_leaves_out_what_is_at_its_default_and_reads_back_w
         proof.signature,
     )
     assert (await PostgresTaskRepository(pool, RATES, seal=SEAL).get(task.tenant_id, task.task_id)).summary == "written whole, before"
+
+
+async def test_an_event_of_a_task_this_process_holds_updates_its_rows_without_locking_them_first(infra: Any, pool: asyncpg.Pool) -> None:
+    """An upsert of a row that exists probes the key, locks the row (a WAL record of its own) and then updates it.
+
+    The next event of a task this process wrote last updates the task and the step it changes: no row lock is written to
+    the WAL for either but the one an update writes itself when the row moves to another page (counted with
+    `pg_walinspect`, as a superuser). A step it adds is inserted (the steps' foreign key then locks the task's row, as
+    before), and the steps' rows are those of the state.
+    """
+    repo = PostgresTaskRepository(pool, RATES, seal=SEAL)
+    task, start = _started(f"repo-{uuid.uuid4().hex[:8]}")
+    await repo.apply(f"ev-{task.task_id}", task.tenant_id, task.task_id, start)
+
+    def answered(state: TaskState | None) -> Transition | None:
+        assert state is not None
+        return Transition(state=state.model_copy(update={"steps": [state.steps[0].model_copy(update={"status": "allowed"})]}))
+
+    def added(state: TaskState | None) -> Transition | None:
+        assert state is not None
+        step = state.steps[0].model_copy(update={"step": 2, "action_id": f"{state.steps[0].action_id}-2", "status": "proposed"})
+        return Transition(state=state.model_copy(update={"steps": [*state.steps, step]}))
+
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        start_lsn = await admin.fetchval("SELECT pg_current_wal_lsn()")
+        await repo.apply(f"ev2-{task.task_id}", task.tenant_id, task.task_id, answered)
+        end_lsn = await admin.fetchval("SELECT pg_current_wal_lsn()")
+        nodes = {
+            r["node"]: r["relname"]
+            for r in await admin.fetch(
+                "SELECT relfilenode::text AS node, relname FROM pg_class WHERE oid = ANY($1::regclass[])",
+                ["planner.tasks", "planner.steps"],
+            )
+        }
+        records = await admin.fetch("SELECT record_type, block_ref FROM pg_get_wal_records_info($1, $2)", start_lsn, end_lsn)
+    finally:
+        await admin.close()
+    written = [
+        (nodes[m[1]], r["record_type"]) for r in records if (m := re.search(r"rel \d+/\d+/(\d+)", r["block_ref"] or "")) and m[1] in nodes
+    ]
+    for relation in ("tasks", "steps"):
+        kinds = [kind for r, kind in written if r == relation]
+        moved = sum(kind.startswith("UPDATE") for kind in kinds)  # a version that did not fit its page (UPDATE, UPDATE+INIT)
+        assert moved + kinds.count("HOT_UPDATE") == 1, written
+        # PostgreSQL locks the old version of a row it moves to another page while it finds room: that lock, no other.
+        assert kinds.count("LOCK") == moved, written
+
+    await repo.apply(f"ev3-{task.task_id}", task.tenant_id, task.task_id, added)
+    state = await repo.get(task.tenant_id, task.task_id)
+    rows = await pool.fetch(
+        "SELECT step, status FROM planner.steps WHERE tenant_id = $1 AND task_id = $2 ORDER BY step", task.tenant_id, task.task_id
+    )
+    assert [(r["step"], r["status"]) for r in rows] == [(s.step, s.status) for s in state.steps] == [(1, "allowed"), (2, "proposed")]
