@@ -265,7 +265,8 @@ async def submit(
 def infra_pids(kit: KitSettings) -> dict[str, list[int]]:
     """The local infrastructure's processes, where `infra up` keeps their pid files: the Kafka broker(s), PostgreSQL's postmaster."""
     found: dict[str, list[int]] = {}
-    pid_files = sorted((kit.infra_dir / "kafka").glob("**/kafka.pid"))
+    kafka = kit.infra_dir / "kafka"  # one broker's pid file there, each of several in its node-N/ (infra/infra.sh); never
+    pid_files = [*kafka.glob("kafka.pid"), *sorted(kafka.glob("node-*/kafka.pid"))]  # into data/, whose topics come and go
     brokers = [int(text) for text in (f.read_text().strip() for f in pid_files) if text.isdigit()]
     postmaster = kit.infra_dir / "pg" / "data" / "postmaster.pid"
     if brokers:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_role, by_step, capacity, ramp_offsets, write_latencies
+from bench.e2e_bench import MIX, Step, bench_ticket, by_minute, by_role, by_step, capacity, infra_pids, ramp_offsets, write_latencies
+from servicekit import KitSettings
 from systems.seed import TICKETS
 
 
@@ -93,3 +96,24 @@ def test_the_latencies_file_lists_each_executed_action_by_when_it_was_proposed(t
         "2023-11-14T22:13:20.250+00:00,40,a",
         "2023-11-14T22:13:21.500+00:00,300,b",
     ]
+
+
+def test_the_infrastructure_pids_are_read_without_walking_the_brokers_data(tmp_path: Path, monkeypatch: Any) -> None:
+    """The broker deletes a topic's directory whenever a test or a run drops its topics; the bench must not walk into it."""
+    kafka = tmp_path / "kafka"
+    (kafka / "data" / "t-0").mkdir(parents=True)
+    (kafka / "node-2" / "data").mkdir(parents=True)
+    (kafka / "kafka.pid").write_text(f"{os.getpid()}\n")
+    (kafka / "node-2" / "kafka.pid").write_text(f"{os.getppid()}\n")
+    (tmp_path / "pg" / "data").mkdir(parents=True)
+    (tmp_path / "pg" / "data" / "postmaster.pid").write_text(f"{os.getpid()}\n/data\n")
+    scandir = os.scandir
+
+    def deleted_meanwhile(path: Any = ".") -> Any:  # a topic's directory the broker removed between two looks
+        if Path(path).name == "data" or "data" in Path(path).parts[len(tmp_path.parts) :]:
+            raise FileNotFoundError(path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", deleted_meanwhile)
+
+    assert infra_pids(KitSettings(infra_dir=tmp_path)) == {"kafka": [os.getpid(), os.getppid()], "postgres": [os.getpid()]}
