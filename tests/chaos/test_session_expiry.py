@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import uuid
@@ -32,10 +33,29 @@ from servicekit import OPS, kafka_options
 from servicekit.bus_auth import PROTOCOL, read_mechanism, read_password
 from servicekit.bus_rotation import logs_in
 
+log = logging.getLogger(__name__)
+
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
 SESSION_MAX_S = 8
 SLACK_S = 3.0  # a request in flight at the bound, the client's retry backoff
+
+
+async def _closed(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop one of the thief's clients, whatever state its refused logins left it in.
+
+    aiokafka's consumer, stopped while its fetch task waits out a retry after a refused login, raises that task's
+    CancelledError from `stop` (a clean-clone CI run): the thief's clean-up is not the test's result. A cancellation of
+    the test itself still goes through.
+    """
+    try:
+        await asyncio.wait_for(client.stop(), 10)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # refused, cut, timed out: nothing of the thief's to keep
+        log.info("the thief's %s did not stop cleanly", type(client).__name__, exc_info=True)
 
 
 async def leaked_ops_login(stack: ChaosStack) -> dict[str, Any]:
@@ -85,10 +105,8 @@ async def leaked_ops_login(stack: ChaosStack) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             read_after += [r.value for rs in (await consumer.getmany(timeout_ms=8000)).values() for r in rs]
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 10)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), 10)
+        await _closed(producer)
+        await _closed(consumer)
     return {
         "thief: read before the rotation": read_before,
         "thief: rotate-login said": " ".join((rotated.stdout + rotated.stderr).split())[-400:],
