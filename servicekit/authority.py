@@ -585,16 +585,17 @@ def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:
     return kit.client_private_keys_dir / checked_key_name("tenant", tenant) / f"{checked_key_name('client principal', principal)}.key"
 
 
-def sign_as_operator(kit: KitSettings, event: E) -> E:
+def sign_as_operator(kit: KitSettings, event: E, *, sequence: int | None = None) -> E:
     """A `control` record signed by the CLI's operator key, with a fresh `sequence`, naming that key's holder as its author.
 
     `set_by`/`published_by` become `kit.operator` whatever they said: services refuse an operator's record that
-    names anyone else (`_may_sign`), so the name a record shows is the key that signed it.
+    names anyone else (`_may_sign`), so the name a record shows is the key that signed it. `sequence`: the one to sign
+    with (after every one known for the record's key: `services.approval._pins.RowPins.next_sequence`), else the clock's.
     """
     named = {f: kit.operator for f in _AUTHOR_FIELDS if f in type(event.data).model_fields}
     if named:
         event = event.model_copy(update={"data": event.data.model_copy(update=named)})
-    return sign_event(event, operator_key(kit), sequence=next_sequence())
+    return sign_event(event, operator_key(kit), sequence=next_sequence() if sequence is None else sequence)
 
 
 def sign_as_client(kit: KitSettings, event: E) -> E:

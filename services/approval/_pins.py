@@ -16,7 +16,11 @@ operator's revocation (`tidegate approvals token revoke|rotate`), on `control` (
   before this release.
 
 The record goes out before the row is written: a record whose row never comes (the database failed) leaves the
-endpoint refused until it is registered again, never an older row trusted. The records are read at start (before HTTP
+endpoint refused until it is registered again, never an older row trusted. Its `sequence` is after every one known for
+its key (`RowPins.next_sequence`), read up to the end of `directory` first (`caught_up`): a wall clock behind another
+copy's, or stepped back, made the next change of an endpoint a record every service refused as replayed, while its row
+was written anyway; the endpoint was then refused, and the row before it, the one the newest pin still named, trusted
+again if the database login put it back. The records are read at start (before HTTP
 is served) and followed while running (`servicekit.control.ControlState`); the bus checks each one's signature first
 (`servicekit.authority.AUTHORITY`: the approval service or an operator; on `control` an operator only), so a forged
 one is dead-lettered.
@@ -29,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from schemas import ControlTokenRevoked, DirectoryEndpoint, DirectoryEndpointData, DirectoryTokenRevoked, Envelope, TokenRevokedData
+from servicekit.authority import next_sequence
 from servicekit.control import ControlState
 
 __all__ = ["ROLLED_BACK", "UNPINNED", "RowPins"]
@@ -45,18 +50,23 @@ class RowPins:
     """The records on `directory` that bind endpoint rows and token revocations, and how this process publishes them.
 
     `control`: the state the records are applied to (read from `directory`). `sign`: signs a record (the service's key,
-    or the CLI's operator key), setting its `sequence`; `publish`: sends it on `directory`, acknowledged (None: this
-    process only reads). `set_by`: whom a record names (an operator's signing replaces it with their name).
-    `operator`: revocations are an operator's, published on `control` (the CLI), not the service's on `directory`.
+    or the CLI's operator key) with the `sequence` given; `publish`: sends it on `directory`, acknowledged (None: this
+    process only reads). `caught_up`: reads `directory` (and `control`) to their end, so that the records other copies
+    published are known before a sequence is chosen (None: `control` is read already, as the CLI's). `set_by`: whom a
+    record names (an operator's signing replaces it with their name). `operator`: revocations are an operator's,
+    published on `control` (the CLI), not the service's on `directory`.
     """
 
     control: ControlState
-    sign: Callable[[Envelope], Envelope] | None = None
+    sign: Callable[[Envelope, int], Envelope] | None = None
     publish: Callable[[Envelope], Awaitable[None]] | None = None
     set_by: str = "approval"
     required: bool = False
     operator: bool = False
+    caught_up: Callable[[], Awaitable[None]] | None = None
+    clock: Callable[[], int] = next_sequence  # the wall clock in nanoseconds, a sequence's first choice
     _told: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+    _sent: dict[bytes | None, int] = field(default_factory=dict, init=False, repr=False)  # the sequence this process sent last, per key
 
     @property
     def publishes(self) -> bool:
@@ -109,9 +119,25 @@ class RowPins:
         await self._publish(kind.build(data, source="tidegate/cli" if self.operator else SOURCE))
         self.control.revoked_tokens[token_id] = tenant_id
 
+    def next_sequence(self, event: Envelope) -> int:
+        """A sequence after every one known for `event`'s key: read, applied here, or sent by this process.
+
+        The wall clock's when it is later (the usual case); else one more than the newest known, so the record is never
+        refused as a replay (`ControlState.apply`) because this host's clock is behind another copy's or stepped back.
+        """
+        key = event.key
+        known = [self.control.sequences.get(key, 0), self._sent.get(key, 0)]
+        if isinstance(event, DirectoryEndpoint):
+            known.append(self.control.endpoints.get((event.data.tenant_id, event.data.endpoint_id), (0, ""))[0])
+        return max(self.clock(), max(known) + 1)
+
     async def _publish(self, event: Envelope) -> Envelope:
         if self.sign is None or self.publish is None:
             raise RuntimeError("this process publishes no directory records")
-        signed = self.sign(event)
+        if self.caught_up is not None:
+            await self.caught_up()  # what other copies published before this change is known: its sequence comes after
+        sequence = self.next_sequence(event)
+        signed = self.sign(event, sequence)
         await self.publish(signed)
+        self._sent[event.key] = sequence
         return signed

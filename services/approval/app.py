@@ -17,7 +17,6 @@ from servicekit import (
     ToolCatalog,
     deployment_authority,
     kafka_options,
-    next_sequence,
     service_bus,
     service_key,
     sign_event,
@@ -114,9 +113,10 @@ def build(
     # Which endpoint row is current and which tokens are revoked: said on `directory` before each row is written, signed.
     pins = RowPins(
         control,
-        sign=lambda record: sign_event(record, key, sequence=next_sequence()),
+        sign=lambda record, sequence: sign_event(record, key, sequence=sequence),
         publish=lambda record: bus.publish("directory", record),
         required=settings.require_pinned_endpoints,
+        caught_up=lambda: bus.wait_caught_up("directory"),
     )
     seals = approval_seals(authority, service_key=key, vault=vault, pins=pins)
     pool = None

@@ -48,7 +48,7 @@ async def _operator_repo(*, revocations: bool = True) -> AsyncIterator[Any]:
     if revocations:
         pins = RowPins(
             await read_control(kit, "directory", await read_control(kit)),
-            sign=lambda record: signed_control(kit, record, "not revoked", "nothing changed"),
+            sign=lambda record, sequence: signed_control(kit, record, "not revoked", "nothing changed", sequence=sequence),
             publish=lambda record: publish_signed_control(kit, record),
             operator=True,
         )

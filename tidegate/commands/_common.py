@@ -143,12 +143,12 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"TIDEGATE_DATABASE_URL: {exc}", code=2)
 
 
-def signed_control(kit: KitSettings, event: E, refused: str, so: str) -> E:
+def signed_control(kit: KitSettings, event: E, refused: str, so: str, *, sequence: int | None = None) -> E:
     """`event` signed by the CLI's operator key, checked as every service checks it; one they would refuse fails the command.
 
-    `refused` and `so` say what that means (`not published` … `nothing changed`).
+    `refused` and `so` say what that means (`not published` … `nothing changed`); `sequence`: as `sign_as_operator`.
     """
-    signed = sign_as_operator(kit, event)
+    signed = sign_as_operator(kit, event, sequence=sequence)
     refusal = deployment_authority(kit).check(encode(signed), signed)
     if refusal is not None:
         fail(

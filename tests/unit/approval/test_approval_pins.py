@@ -99,3 +99,68 @@ def test_a_row_is_current_only_when_the_newest_pin_names_it(caplog: pytest.LogCa
     assert (lax.endpoint_refusal("acme", "chat", DIGEST) or "").startswith("rolled_back:")
     assert lax.endpoint_refusal("acme", "chat", OTHER) is None
     assert strict.endpoint_refusal("acme", "chat", OTHER) is None
+
+
+class Directory:
+    """`directory` as every copy of the approval service reads it: each record published, applied in order by a reader."""
+
+    def __init__(self) -> None:
+        self.reader = ControlState()  # another service (or this copy at its next start) reading the topic
+        self.refused: list[str] = []
+
+    async def publish(self, record: s.Envelope) -> None:
+        try:
+            await self.reader.apply(record)
+        except Reject as exc:
+            self.refused.append(exc.code)
+
+
+async def test_a_copy_whose_clock_is_behind_still_pins_after_the_newest_pin_and_the_earlier_row_stays_refused(kit: KitSettings) -> None:
+    """Copy A (clock a minute ahead) registered the endpoint; copy B, a minute behind, removes it at once (the secret leaked).
+
+    B's pin went out with B's wall clock for its sequence, below A's: every service, B too at its next start, refused it
+    as replayed, B's own state kept A's pin, and B wrote its row anyway: the removal refused, and A's row, the one
+    the newest pin still named, trusted again once whoever holds the database login put it back.
+    """
+    approval = service_key(kit, "approval")
+    directory = Directory()
+    now = time.time_ns()
+    a = sign_event(pin(DIGEST), approval, sequence=now + 60 * 10**9)  # copy A's pin of the enabled row, its clock ahead
+    await directory.publish(a)
+    state = ControlState()
+    await state.apply(a)  # copy B read it
+    caught_up = []
+
+    async def catch_up() -> None:
+        caught_up.append(True)
+
+    b = RowPins(
+        state,
+        sign=lambda record, sequence: sign_event(record, approval, sequence=sequence),
+        publish=directory.publish,
+        caught_up=catch_up,
+        clock=lambda: now - 60 * 10**9,  # copy B's clock, a minute behind
+    )
+    await b.pin_endpoint("acme", "chat", OTHER)  # B's removal: the disabled row's digest
+    assert caught_up == [True]  # it read `directory` to its end before it chose a sequence
+    assert directory.refused == []  # not refused as a replay
+    assert directory.reader.endpoints["acme", "chat"][1] == OTHER  # every reader names the removal's row
+    assert b.pinned("acme", "chat") == OTHER
+    assert (b.endpoint_refusal("acme", "chat", DIGEST) or "").startswith("rolled_back:")  # A's row put back: refused
+    await b.pin_endpoint("acme", "chat", DIGEST)  # and the next change after it, on the same clock
+    assert directory.refused == []
+    assert directory.reader.endpoints["acme", "chat"][1] == DIGEST
+
+
+async def test_revocations_read_on_either_topic_revoke(kit: KitSettings, authority: Authority) -> None:
+    """A signed `tidegate.directory.token_revoked` (the service's) and `tidegate.control.token_revoked` (an operator's),
+    applied as read from their topics, each revoke their token; nothing else does."""
+    state = ControlState()
+    pins = RowPins(state)
+    await state.apply(sign_event(revoked(s.DirectoryTokenRevoked), service_key(kit, "approval"), sequence=time.time_ns()))
+    assert pins.revoked("tok_1")
+    other = s.TokenRevokedData(tenant_id="acme", token_id="tok_2", set_by="oncall")
+    assert not pins.revoked("tok_2")
+    await state.apply(sign_as_operator(kit, s.ControlTokenRevoked.build(other, source="tidegate/cli")))
+    assert pins.revoked("tok_2")
+    assert not pins.revoked("tok_3")
