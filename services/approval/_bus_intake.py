@@ -101,7 +101,7 @@ class BusIntake(People, Announcing):
                     await self._request_for(event.data)
 
     async def _request_for(self, decided: ActionDecidedData) -> ApprovalRecord | None:
-        now = self.clock()
+        now = self.issued_now()  # its deadline from the broker's time: a host ahead does not lengthen it
         fresh = domain.request_from_decision(
             decided,
             approval_id=f"ap-{uuid.uuid4().hex[:16]}",
@@ -174,7 +174,7 @@ class BusIntake(People, Announcing):
         record = domain.follow_up_from_result(
             result,
             approval_id=f"fu-{uuid.uuid4().hex[:16]}",
-            now=self.clock(),
+            now=self.issued_now(),
             ttl=timedelta(seconds=self.settings.follow_up_expiry_s),
             risk=self.risk_of(result.tool),
             requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),

@@ -52,7 +52,9 @@ class People(ServiceBase):
             who = Approver(approver=claims.approver, tenant_id=claims.tenant_id, groups=frozenset(groups), via="link")
             return Session(who, claims)
         info = await self.repo.token(auth.hash_token(credential))
-        if info is None:
+        # The store judges a token's life at the database's clock; it is judged at this service's too (the later of its
+        # host's and the broker's): a database whose clock is behind kept an expired token valid that much longer.
+        if info is None or (info.expires_at is not None and info.expires_at <= self.clock()):
             raise AuthError("unknown, revoked or expired token")
         who = Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups), operator=info.operator)
         lifetime = info.expires_at - info.created_at if info.expires_at is not None else None
@@ -84,7 +86,7 @@ class People(ServiceBase):
                 )
             lifetime = min(lifetime, session.token_lifetime)
         token = auth.new_token()
-        expires_at = self.clock() + lifetime
+        expires_at = self.issued_now() + lifetime
         info = await self.repo.rotate_token(session.token_id, auth.hash_token(token), expires_at)
         return (token, info) if info is not None else None
 

@@ -51,6 +51,7 @@ class ServiceBase:
     sender: webhooks.WebhookSender | None
     undo_results: UndoResults
     clock: Callable[[], datetime]
+    issuing_clock: Callable[[], datetime] | None
     base_url: Callable[[], str]
     seals: Seals | None
     review_price: ReviewPrice
@@ -58,3 +59,11 @@ class ServiceBase:
     published: int
     _queue_observed_at: datetime | None
     _disagreements_told: set[str]
+
+    def issued_now(self) -> datetime:
+        """The time a lifetime this service issues starts at: the broker's (`issuing_clock`), else `clock`'s.
+
+        Judged later at `clock` (the later of this host's time and the broker's), a lifetime set from it is never longer
+        at the broker's time than meant; set from `clock`, a host ten minutes ahead gave every request ten minutes more.
+        """
+        return (self.issuing_clock or self.clock)()

@@ -63,6 +63,7 @@ class WebhookSide:
     catalog: ToolCatalog | None
     sender: webhooks.WebhookSender | None
     clock: Callable[[], datetime]
+    issuing_clock: Callable[[], datetime] | None
     base_url: Callable[[], str]
     _turns: dict[tuple[str, str], asyncio.Task[int]]
     _webhook_gate: asyncio.Semaphore | None
@@ -265,7 +266,8 @@ class WebhookSide:
     def _links(self, record: ApprovalRecord, approvers: Sequence[str]) -> dict[str, str]:
         """A one-time link to `record` for each of `approvers`, valid until the request expires (at most `link_ttl_s`)."""
         base = self.base_url().rstrip("/")
-        expiry = min(record.expires_at, self.clock() + timedelta(seconds=self.settings.link_ttl_s))
+        issued = (self.issuing_clock or self.clock)()  # the broker's time: a host ahead does not lengthen a link
+        expiry = min(record.expires_at, issued + timedelta(seconds=self.settings.link_ttl_s))
         return {
             approver: f"{base}/?approval={quote(record.approval_id)}#link="
             + auth.issue_link(self.key, approval_id=record.approval_id, approver=approver, tenant_id=record.tenant_id, expires_at=expiry)

@@ -21,7 +21,7 @@ from servicekit import (
     service_key,
     sign_event,
 )
-from servicekit.clock import judging_clock
+from servicekit.clock import issuing_clock, judging_clock
 from servicekit.consume import Route, consume_routes
 from servicekit.runner import every
 from servicekit.settings import review_price
@@ -150,6 +150,9 @@ def build(
         # A request's deadline, a link's key grace and a token's life judged at the broker's time when it is later than
         # this host's: a host behind kept requests approvable past their deadline (docs/reliability.md).
         clock=judging_clock(bus.producer),
+        # and the lifetimes it issues (a request's deadline, a link's, a rotated token's) set from the broker's time: a
+        # host ahead lengthened each of them by as much (docs/reliability.md).
+        issuing_clock=issuing_clock(bus.producer),
     )
     routes = {
         "actions.decided": Route(handlers.on_decided(service), handle_batch=handlers.on_decided_batch(service)),

@@ -56,7 +56,11 @@ class ApprovalService(BusIntake, Callbacks, Voting, People, Sweeping, Reads, Und
     control: ControlState | None = None
     sender: webhooks.WebhookSender | None = None
     undo_results: UndoResults = field(default_factory=InMemoryUndoResults)
-    clock: Callable[[], datetime] = _utcnow
+    clock: Callable[[], datetime] = _utcnow  # what a deadline, a link's key grace and a token's life are judged at
+    # What a request's deadline, a link's and a rotated token's lifetimes are set from; None: `clock`. The service's own is
+    # the broker's time as its producer last read it (`servicekit.clock.issuing_clock`): set from `clock`, the later of
+    # its host's and the broker's, a host ahead of the broker's lengthened every lifetime it issued by as much.
+    issuing_clock: Callable[[], datetime] | None = None
     base_url: Callable[[], str] = lambda: "http://127.0.0.1:8081"
     seals: Seals | None = None  # signs and checks the approvals a request counts (`_ballots`); None: a twin trusting its memory
     review_price: ReviewPrice = field(default_factory=ReviewPrice)  # what the summary prices a decision at (`TIDEGATE_HUMAN_*`)
