@@ -22,6 +22,11 @@ for f in "$CREDS/admin/admin.properties" "$CREDS/controller.secret"; do
   [[ -s $f ]] || { echo "no $f: the one-shot secrets-init (infra/compose-init.sh) makes it" >&2; exit 1; }
 done
 
+# The longest a login lasts, whole seconds read as decimal (a leading zero is not octal: 0300 is 300 s, not 192 s).
+SESSION_MAX_S=${TIDEGATE_KAFKA_SESSION_MAX_S:-300}
+[[ $SESSION_MAX_S =~ ^[0-9]{1,9}$ ]] || { echo "TIDEGATE_KAFKA_SESSION_MAX_S must be a whole number of seconds (0: sessions never end), not '$SESSION_MAX_S'" >&2; exit 2; }
+SESSION_MAX_S=$((10#$SESSION_MAX_S))
+
 admin=$(secret_of "$CREDS/admin/admin.properties")
 controller=$(<"$CREDS/controller.secret")
 cat >"$CONF" <<EOF
@@ -42,7 +47,7 @@ listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";
 # A login lasts TIDEGATE_KAFKA_SESSION_MAX_S (300): the broker closes a connection at its first request past it, and the
 # client logs in again with the password it has now (docs/security/bus.md, "Rotating a login").
-connections.max.reauth.ms=$((${TIDEGATE_KAFKA_SESSION_MAX_S:-300} * 1000))
+connections.max.reauth.ms=$((SESSION_MAX_S * 1000))
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:controller
