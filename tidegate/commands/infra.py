@@ -105,6 +105,8 @@ def rotate_login(
     retires the former credential (a password nobody holds: a deleted SCRAM credential locks SCRAM-SHA-512 out at the
     broker's next start). Each step checks at the broker, by logging in, what it says.
     """
+    from aiokafka.errors import KafkaError
+
     from servicekit import SERVICES
     from servicekit.bus_rotation import (
         SETTLE_S,
@@ -146,7 +148,22 @@ def rotate_login(
         fail(f"rotation of {principal} not complete after {SETTLE_S:g} s: {new}; {old}")
     if leaked:
         console.print(f"next: {restart}")
-        bound = run(session_max_s(bootstrap, folder))
+
+        async def read_bound() -> tuple[float | None, Exception | None]:
+            try:
+                return await session_max_s(bootstrap, folder), None
+            except (KafkaError, OSError) as exc:  # the rotation took (checked above): only the bound is not known
+                return None, exc
+
+        bound, unread = run(read_bound())
+        if unread is not None:
+            console.print(
+                f"done: {principal} logs in with the new password only. The broker's session bound could not be read"
+                f" ({type(unread).__name__}: {unread}): a connection opened with the former password lasts until the broker ends"
+                " its login (TIDEGATE_KAFKA_SESSION_MAX_S) or, if it never does, until the broker restarts; see it with"
+                " `tidegate infra up` (it warns about a node without the bound)"
+            )
+            return
         if bound is None:
             console.print(
                 "the broker never ends a session (connections.max.reauth.ms 0: started before TIDEGATE_KAFKA_SESSION_MAX_S, or"

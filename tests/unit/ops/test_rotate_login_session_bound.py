@@ -55,3 +55,23 @@ def test_a_broker_that_never_ends_sessions_is_named_with_the_restart_that_fixes_
     assert "never ends a session" in result.output
     assert "tidegate infra down && tidegate infra up" in result.output
     assert "done: agent logs in with the new password only" in result.output
+
+
+def test_a_bound_the_broker_does_not_answer_leaves_a_rotation_that_took_reported_done(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The rotation took (new login checked, former refused); reading the bound then timed out: not a traceback and exit 1,
+    which read as a failed rotation, but done, with the bound said unknown."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    _stub(monkeypatch, tmp_path, 300.0)
+
+    async def unanswered(bootstrap: str, folder: Path) -> float | None:
+        raise KafkaTimeoutError("DescribeConfigs timed out")
+
+    monkeypatch.setattr(servicekit.bus_rotation, "session_max_s", unanswered)
+    result = _run("agent", "--leaked")
+    assert result.exit_code == 0, result.output
+    assert "done: agent logs in with the new password only" in result.output
+    assert "session bound could not be read (KafkaTimeoutError" in result.output
+    assert result.exception is None
