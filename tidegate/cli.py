@@ -83,8 +83,18 @@ def _root(
 
 
 def main() -> None:
-    """Run the CLI."""
-    app()
+    """Run the CLI; a tool catalog that cannot be read is one line naming the file or folder, and exit 2, not a traceback."""
+    from servicekit.catalog import CatalogError
+
+    try:
+        app()
+    except CatalogError as exc:
+        typer.echo(
+            f"error: the tool catalog: {exc} (TIDEGATE_TOOLS_DIR, TIDEGATE_EXTRA_TOOLS_DIRS: a JSON list of folders that exist; "
+            "docs/tools.md)",
+            err=True,
+        )
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

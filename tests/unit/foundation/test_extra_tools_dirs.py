@@ -105,3 +105,24 @@ def test_the_commands_read_the_extra_folders(tmp_path: Path, monkeypatch: pytest
     assert refused.exit_code != 0
     assert "declared twice" in refused.output
     assert "tag.yaml" in refused.output
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["connectors", "list"]])
+def test_a_command_given_a_missing_extra_folder_says_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """The integrator who mistyped the folder: one line naming it and the setting, exit 2; before, a 60-line traceback."""
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "my-agent" / "tools"
+    env = os.environ | {"TIDEGATE_EXTRA_TOOLS_DIRS": json.dumps([str(missing)]), "TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}
+    done = subprocess.run(
+        [sys.executable, "-c", "from tidegate.cli import main; main()", *command],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"tool catalog directory {missing} does not exist" in done.stderr
+    assert "TIDEGATE_EXTRA_TOOLS_DIRS" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "╭" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
