@@ -8,7 +8,10 @@ topic is read whole, as before checkpoints.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from servicekit import SigningKey
 from servicekit.start_checkpoint import Checkpoint, Kept, checkpoint_path, read_checkpoint, write_checkpoint
@@ -44,3 +47,47 @@ def test_another_key_another_topic_or_a_broken_file_is_no_checkpoint(tmp_path: P
     assert read_checkpoint(tmp_path / "cp", "policy", key, "tidegate.directory", 0) is None
     checkpoint_path(tmp_path / "cp", "policy", TOPIC, 0).write_text("{not json")
     assert read_checkpoint(tmp_path / "cp", "policy", key, TOPIC, 0) is None
+
+
+class _Silent:
+    """A consumer of the checkpoint's topic whose fetch returns nothing in time (a broker slow to answer)."""
+
+    def __init__(self, **options: object) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def assign(self, tps: object) -> None:
+        pass
+
+    def seek(self, tp: object, offset: int) -> None:
+        pass
+
+    async def beginning_offsets(self, tps: list[object]) -> dict[object, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def end_offsets(self, tps: list[object]) -> dict[object, int]:
+        return dict.fromkeys(tps, 200_000)
+
+    async def getmany(self, *tps: object, timeout_ms: int, max_records: int) -> dict[object, list[object]]:
+        return {}
+
+
+async def test_a_broker_that_does_not_answer_in_time_is_not_reported_as_a_topic_recreated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator reading the log after a slow start: "recreated?" sent them looking for a topic nobody touched."""
+    import servicekit.bus
+    from tests.unit.foundation.test_bus import make_bus
+
+    _, checkpoint = sealed(tmp_path)
+    monkeypatch.setattr(servicekit.bus, "AIOKafkaConsumer", _Silent)
+    bus, _ = make_bus()
+    caplog.set_level(logging.WARNING)
+    assert not await bus._continues(checkpoint)  # read whole, as before
+    assert "did not return the record at tidegate.control@100001" in caplog.text
+    assert "recreated" not in caplog.text
