@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,16 @@ from services.approval._row_proofs import Proof, RowSeal
 if TYPE_CHECKING:
     from services.approval._webhook_values import Endpoint
 
-__all__ = ["REREGISTER", "WEBHOOK_SECRETS_KEY", "EndpointRows", "SealedSecret", "endpoint_claims", "webhook_vault"]
+__all__ = [
+    "REREGISTER",
+    "WEBHOOK_SECRETS_KEY",
+    "EndpointRows",
+    "SealedSecret",
+    "endpoint_claims",
+    "opened_endpoint",
+    "sealed_text",
+    "webhook_vault",
+]
 
 WEBHOOK_SECRETS_KEY = "webhook-secrets"
 REREGISTER = (
@@ -70,6 +81,38 @@ def endpoint_claims(
     }
 
 
+def sealed_text(endpoint: Endpoint) -> str:
+    """What is sealed of an endpoint: its secret; during a rotation's overlap, JSON with the former secret, until when, for whom.
+
+    A secret alone is sealed as it is (`whsec_…`, as before rotations existed), so every row written before reads the same.
+    The former secret, its end and its approvers are sealed with the secret: the row's signature covers them (the digest of
+    the ciphertext), and the service's database login can neither read them nor lengthen the overlap.
+    """
+    e = endpoint
+    if e.former_secret is None or e.former_until is None:
+        return e.secret
+    former = {"secret": e.former_secret, "until": e.former_until.isoformat(), "approvers": list(e.former_approvers)}
+    return json.dumps({"secret": e.secret, "former": former}, sort_keys=True)
+
+
+def opened_endpoint(endpoint: Endpoint, text: str) -> Endpoint:
+    """`endpoint` with what `sealed_text` sealed put back; ValueError when the text is neither form."""
+    if not text.startswith("{"):
+        return replace(endpoint, secret=text)
+    try:
+        doc = json.loads(text)
+        former = doc["former"]
+        return replace(
+            endpoint,
+            secret=str(doc["secret"]),
+            former_secret=str(former["secret"]),
+            former_until=datetime.fromisoformat(str(former["until"])),
+            former_approvers=tuple(str(a) for a in former["approvers"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"its sealed secret is not a secret nor a rotation: {exc}") from exc
+
+
 @functools.lru_cache(maxsize=4096)
 def _opened(vault: Vault, key_id: str, ciphertext: bytes, tenant_id: str, endpoint_id: str) -> str:
     """A secret opened, remembered by content: every message sent and every callback reads its endpoint's."""
@@ -90,6 +133,10 @@ class EndpointRows:
             raise RuntimeError("webhook_endpoints: this process holds no key to seal endpoints' secrets with")
         sealed = self.vault.seal(secret, tenant_id, endpoint_id)
         return SealedSecret(sealed.key_id, sealed.ciphertext)
+
+    def sealed_endpoint(self, endpoint: Endpoint) -> SealedSecret:
+        """`endpoint`'s secret, with a rotation's former secret while one is kept (`sealed_text`), sealed for it."""
+        return self.sealed(endpoint.tenant_id, endpoint.endpoint_id, sealed_text(endpoint))
 
     def sign(self, endpoint: Endpoint, secret: SealedSecret) -> Proof:
         """The proof of `endpoint` stored with `secret`."""
@@ -131,8 +178,8 @@ class EndpointRows:
         if self.vault is None:
             return replace(e, unproven="its secret cannot be opened here (no webhook-secrets key)")
         try:
-            return replace(e, secret=_opened(self.vault, secret.key_id, secret.ciphertext, e.tenant_id, e.endpoint_id))
-        except (VaultError, OSError) as exc:
+            return opened_endpoint(e, _opened(self.vault, secret.key_id, secret.ciphertext, e.tenant_id, e.endpoint_id))
+        except (VaultError, OSError, ValueError) as exc:
             return replace(e, unproven=f"its secret does not open: {exc}")
 
     def refused(self, endpoint: Endpoint) -> bool:

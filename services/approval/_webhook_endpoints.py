@@ -8,9 +8,11 @@ A Protocol, the asyncpg part and the in-memory twin's part (`_webhook_store` com
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
+from services.approval._endpoint_rows import SealedSecret
 from services.approval._webhook_tables import InMemoryWebhookTables, PgWebhookTables, sealed_of
 from services.approval._webhook_values import Endpoint
 
@@ -41,6 +43,13 @@ class EndpointStore(Protocol):
         """
         ...
 
+    async def change_endpoint(self, tenant_id: str, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
+        """The endpoint as `change` makes it from the one stored now, written in one transaction (a secret rotated).
+
+        None when there is no such endpoint in force (missing, disabled or refused).
+        """
+        ...
+
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
         """Every tenant's endpoint with this id, enabled or not (for the older callback URL without a tenant)."""
         ...
@@ -65,6 +74,14 @@ class EndpointStore(Protocol):
         ...
 
 
+def _enrolled(found: Endpoint, approver: str, enrolled: bool) -> Endpoint:
+    """`found` with `approver` enrolled, or taken off it: off its former approvers too (a rotation's former secret acts for them)."""
+    others = tuple(a for a in found.approvers if a != approver)
+    if enrolled:
+        return replace(found, approvers=(*others, approver))
+    return replace(found, approvers=others, former_approvers=tuple(a for a in found.former_approvers if a != approver))
+
+
 class PgEndpointStore(PgWebhookTables, EndpointStore):
     """The PostgreSQL part: endpoint rows sealed and signed as they are written, verified as they are read."""
 
@@ -85,7 +102,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
         Its secret is sealed and the row signed by this process's key (the clear `secret` column stays empty). A row that
         was enabled and refused, registered again enabled, is marked as owed the messages it missed (`owed_due`).
         """
-        sealed = self.endpoint_rows.sealed(endpoint.tenant_id, endpoint.endpoint_id, endpoint.secret)
+        sealed = self.endpoint_rows.sealed_endpoint(endpoint)
         async with self.pool.acquire() as conn, conn.transaction():
             before = await conn.fetchrow(
                 f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE",
@@ -133,17 +150,36 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             sealed = sealed_of(row) if row else None
             if found is None or sealed is None or (found.url, found.secret) != (url, secret):
                 return None
-            others = tuple(a for a in found.approvers if a != approver)
-            changed = replace(found, approvers=(*others, approver) if enrolled else others)
-            await self.endpoint_rows.pin(changed, sealed)
-            await conn.execute(
-                f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, key_id = $4, signature = $5 "
-                "WHERE tenant_id = $1 AND endpoint_id = $2",
-                tenant_id,
-                endpoint_id,
-                list(changed.approvers),
-                *self._row_values(changed, sealed)[2:],
+            changed = _enrolled(found, approver, enrolled)
+            if changed.former_approvers != found.former_approvers:  # left during a rotation: the former secret no longer acts for them
+                sealed = self.endpoint_rows.sealed_endpoint(changed)
+            await self._write_changed(conn, changed, sealed)
+        return changed
+
+    async def _write_changed(self, conn: Any, changed: Endpoint, sealed: SealedSecret) -> None:
+        """Write a locked row's approvers and sealed secret as `changed` has them, signed, once named current on `directory`."""
+        await self.endpoint_rows.pin(changed, sealed)
+        await conn.execute(
+            f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, secret_key_id = $4, secret_sealed = $5, key_id = $6, "
+            "signature = $7 WHERE tenant_id = $1 AND endpoint_id = $2",
+            changed.tenant_id,
+            changed.endpoint_id,
+            list(changed.approvers),
+            *self._row_values(changed, sealed),
+        )
+
+    async def change_endpoint(self, tenant_id: str, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
+        """The endpoint in force changed by `change` (its URL and id kept), sealed, signed and pinned, the row locked meanwhile."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 FOR UPDATE", tenant_id, endpoint_id
             )
+            found = next(iter(self._proven([row])), None) if row else None
+            if found is None or not found.enabled:
+                return None
+            changed = replace(change(found), tenant_id=found.tenant_id, endpoint_id=found.endpoint_id, url=found.url)
+            sealed = self.endpoint_rows.sealed_endpoint(changed)
+            await self._write_changed(conn, changed, sealed)
         return changed
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:
@@ -254,8 +290,16 @@ class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
         found = self.endpoint_rows.get((tenant_id, endpoint_id))
         if found is None or (found.url, found.secret) != (url, secret):
             return None
-        others = tuple(a for a in found.approvers if a != approver)
-        changed = self.endpoint_rows[tenant_id, endpoint_id] = replace(found, approvers=(*others, approver) if enrolled else others)
+        changed = self.endpoint_rows[tenant_id, endpoint_id] = _enrolled(found, approver, enrolled)
+        return changed
+
+    async def change_endpoint(self, tenant_id: str, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
+        """The endpoint in force changed by `change` (its URL and id kept)."""
+        found = self.endpoint_rows.get((tenant_id, endpoint_id))
+        if found is None or not found.enabled:
+            return None
+        changed = replace(change(found), tenant_id=found.tenant_id, endpoint_id=found.endpoint_id, url=found.url)
+        self.endpoint_rows[tenant_id, endpoint_id] = changed
         return changed
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:

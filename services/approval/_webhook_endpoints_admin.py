@@ -8,15 +8,21 @@ sent to the endpoints and their bodies are the webhook side's (`_webhook_side`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from services.approval import webhooks
 from services.approval.domain import Approver, Refusal
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint
 from services.approval.settings import ApprovalSettings
 
-__all__ = ["WebhookEndpoints"]
+__all__ = ["MAX_OVERLAP_S", "WebhookEndpoints"]
+
+log = logging.getLogger("services.approval.service")  # every part logs as the service
+
+MAX_OVERLAP_S = 7 * 86_400.0  # the longest a rotation keeps its former secret: time to switch a chat tool, not a second secret
 
 
 def _endpoint_changed(endpoint_id: str, url: str, fingerprint: str) -> Refusal:
@@ -107,6 +113,59 @@ class WebhookEndpoints:
         changed = f"endpoint {endpoint_id} changed while you left it; leave again"
         return left or Refusal(code="endpoint_changed", status=409, message=changed)
 
+    async def rotate_secret(
+        self, who: Approver, endpoint_id: str, *, tenant_id: str | None, overlap_s: float, leaked: bool
+    ) -> Endpoint | Refusal:
+        """Give an endpoint of the caller's tenant (an operator: of any) a new secret, generated here; the answer holds it, once.
+
+        With an overlap (`leaked` False), every message is signed with the new secret and the former one (`v1,<new>
+        v1,<former>`) and a callback signed with either is taken until `overlap_s` from now, so its receiver switches with no
+        message refused; after it only the new one. `leaked`: the former one signs and verifies nothing from now on.
+        An endpoint's secret decides in the names of the approvers listed on it, so who the new secret acts for follows the
+        rule of a changed secret: an operator's rotation keeps them (the operator lists anyone), an admin's keeps only the
+        admin; during the overlap the former secret still acts for, and links still go to, those listed when it was
+        rotated, who enrol again with the new secret's fingerprint. An endpoint of the operator's file is rotated in it.
+        """
+        tenant = tenant_id or who.tenant_id
+        found = await self.repo.endpoint(tenant, endpoint_id) if who.may_see(tenant) else None
+        if found is None or not found.enabled:
+            return Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
+        if found.source == "file":
+            message = (
+                f"endpoint {endpoint_id} comes from the operator's webhooks file; the operator rotates it there "
+                "(`secret`: the new one, `former_secret` and `former_secret_until`: the old one and until when)"
+            )
+            return Refusal(code="operator_endpoint", status=409, message=message)
+        if not leaked and not 0 < overlap_s <= MAX_OVERLAP_S:
+            return Refusal(code="invalid_body", status=422, message=f"overlap_s is more than 0 and at most {MAX_OVERLAP_S:.0f}")
+        new, now = webhooks.new_secret(), self.clock()
+
+        def rotated(current: Endpoint) -> Endpoint:
+            kept = current.approvers if who.operator else tuple(a for a in current.approvers if a == who.approver)
+            if leaked:
+                return replace(current, secret=new, approvers=kept, former_secret=None, former_until=None, former_approvers=())
+            until = now + timedelta(seconds=overlap_s)
+            return replace(
+                current, secret=new, approvers=kept, former_secret=current.secret, former_until=until, former_approvers=current.approvers
+            )
+
+        changed = await self.repo.change_endpoint(tenant, endpoint_id, rotated)
+        if changed is None:
+            return Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
+        if leaked:
+            told = "the former secret is refused from now on"
+        else:
+            told = f"the former secret signs and verifies too until {changed.former_until.isoformat() if changed.former_until else '?'}"
+        log.warning(
+            "approval: webhook endpoint %s of tenant %s: secret rotated by %s (new fingerprint %s); %s",
+            endpoint_id,
+            tenant,
+            who.approver,
+            webhooks.secret_fingerprint(new),
+            told,
+        )
+        return changed
+
     async def _enrolment_target(self, who: Approver, endpoint_id: str) -> Endpoint | Refusal:
         """The endpoint of the caller's tenant that they enrol on or leave; refused for someone not an approver of the tenant."""
         if not await self.repo.is_registered(who.approver, who.tenant_id):
@@ -132,13 +191,16 @@ class WebhookEndpoints:
         else:
             found = await self.repo.endpoint(tenant_id, endpoint_id)
             candidates = [] if found is None else [found]
+        now = self.clock()
         keys: list[tuple[Endpoint | None, str]] = [(e, e.secret) for e in candidates if e.enabled] or [(None, webhooks.new_secret())]
+        for e in candidates:  # during a rotation's overlap its former secret too, acting for those listed when it was rotated
+            former = e.former_at(now) if e.enabled else None
+            if former is not None:
+                keys.append((replace(e, approvers=e.former_approvers), former))
         refusal = webhooks.WebhookVerificationError("bad_signature", "webhook-signature does not match")
         for endpoint, secret in keys:  # every secret refuses the same headers alike: the answer names no candidate
             try:
-                msg_id, _ = webhooks.verify(
-                    secret, headers, body, now=self.clock().timestamp(), tolerance_s=self.settings.callback_tolerance_s
-                )
+                msg_id, _ = webhooks.verify(secret, headers, body, now=now.timestamp(), tolerance_s=self.settings.callback_tolerance_s)
             except webhooks.WebhookVerificationError as exc:
                 refusal = exc
                 continue

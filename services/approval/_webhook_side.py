@@ -199,7 +199,8 @@ class WebhookSide:
             log.info("approval: message %s not sent: its endpoint %s was removed", delivery.delivery_id, endpoint.endpoint_id)
             return False
         body, retry_until = await self._attempt_body(delivery, endpoint)
-        headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(self.clock().timestamp()), body)
+        at = self.clock()
+        headers = webhooks.signed_headers(endpoint.secret, delivery.delivery_id, int(at.timestamp()), body, former=endpoint.former_at(at))
         result = await sender.send(endpoint.url, headers, body)
         attempt = delivery.attempts + 1
         outcome, next_at = self._next_step(attempt, result.ok, retry_until)
@@ -246,8 +247,9 @@ class WebhookSide:
             record = await self.repo.get(delivery.approval_id)
             if record is not None:
                 retry_until = record.expires_at
-            if record is not None and record.is_pending and endpoint.approvers:
-                data["links"] = self._links(record, await self._link_holders(record, endpoint.approvers))
+            holders = endpoint.link_holders_at(self.clock())  # during a rotation's overlap, those listed before it too
+            if record is not None and record.is_pending and holders:
+                data["links"] = self._links(record, await self._link_holders(record, holders))
         return json.dumps(message).encode(), retry_until
 
     async def _link_holders(self, record: ApprovalRecord, approvers: Sequence[str]) -> list[str]:

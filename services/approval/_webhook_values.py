@@ -58,3 +58,21 @@ class Endpoint:
     enabled: bool = True
     source: str = "api"
     unproven: str | None = field(default=None, compare=False)  # why the row is no endpoint (None: signed, its secret opened)
+    # A rotation's overlap (`rotate_secret`): the secret before it, until when it still signs and verifies, and the approvers
+    # listed when it was rotated (a callback signed with it acts for them only). Sealed with the secret, so covered by the row's
+    # signature; none once registered again or rotated `--leaked`.
+    former_secret: str | None = None
+    former_until: datetime | None = None
+    former_approvers: tuple[str, ...] = ()
+
+    def former_at(self, now: datetime) -> str | None:
+        """The former secret while the overlap lasts at `now`, else None."""
+        if self.former_secret is None or self.former_until is None or now >= self.former_until:
+            return None
+        return self.former_secret
+
+    def link_holders_at(self, now: datetime) -> tuple[str, ...]:
+        """Who gets a one-time link in a message sent at `now`: those listed, and during an overlap those listed before it."""
+        if self.former_at(now) is None:
+            return self.approvers
+        return tuple(dict.fromkeys((*self.approvers, *self.former_approvers)))

@@ -9,6 +9,7 @@ A callback carries no credential: its Standard Webhooks signature with the endpo
 # No `from __future__ import annotations`: FastAPI resolves the dependency aliases at runtime.
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -19,11 +20,12 @@ from services.approval._admin_api import delivery_view, require_admin
 from services.approval._approver_api import require_token
 from services.approval._http import error, json_body, parse
 from services.approval._limits import NEXT_CURSOR, listing, next_cursor, read_cursor, refuse_unsigned
+from services.approval._webhook_endpoints_admin import MAX_OVERLAP_S
 from services.approval.domain import Refusal, approvals_of
 from services.approval.repository import Endpoint
 from services.approval.service import ApprovalService, Session
 
-__all__ = ["WEBHOOK_BODIES", "EndpointIn", "EndpointOut", "Enrolment", "webhook_routes"]
+__all__ = ["WEBHOOK_BODIES", "EndpointIn", "EndpointOut", "Enrolment", "SecretRotation", "webhook_routes"]
 
 
 class EndpointIn(BaseModel):
@@ -56,6 +58,23 @@ class Enrolment(BaseModel):
     )
 
 
+class SecretRotation(BaseModel):
+    """A new secret for an endpoint: with an overlap during which the former one still signs and verifies, or at once after a leak."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=MAX_OVERLAP_S,
+        description="How long the former secret still signs messages (beside the new one) and verifies callbacks: time to give the "
+        "chat tool the new secret. Not with `leaked`.",
+    )
+    leaked: bool = Field(
+        default=False, description="The secret may have leaked: the former one signs and verifies nothing from now on (no overlap)."
+    )
+
+
 class EndpointOut(BaseModel):
     """A webhook endpoint (the secret only when just created; its fingerprint always)."""
 
@@ -72,12 +91,23 @@ class EndpointOut(BaseModel):
         description="Why the endpoint's stored row is refused (unsigned: registered before secrets were sealed; or changed in the "
         "database): no message goes to it and no callback is accepted until it is registered again. None: it is in force.",
     )
+    former_secret_fingerprint: str | None = Field(
+        default=None,
+        description="During a rotation's overlap, the former secret's fingerprint: messages are signed with it too and callbacks "
+        "signed with it are taken, until `former_secret_until`. None: no overlap.",
+    )
+    former_secret_until: datetime | None = Field(default=None, description="When the former secret stops signing and verifying.")
+    former_approvers: list[str] = Field(
+        default_factory=list,
+        description="During the overlap, those the former secret still acts for and sends links to (listed when it was rotated).",
+    )
 
 
-WEBHOOK_BODIES = (EndpointIn, Enrolment)
+WEBHOOK_BODIES = (EndpointIn, Enrolment, SecretRotation)
 
 
-def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
+def _endpoint_out(e: Endpoint, now: datetime, secret: str | None = None) -> EndpointOut:
+    former = e.former_at(now) if e.unproven is None else None
     return EndpointOut(
         endpoint_id=e.endpoint_id,
         url=e.url,
@@ -88,6 +118,9 @@ def _endpoint_out(e: Endpoint, secret: str | None = None) -> EndpointOut:
         secret_fingerprint=webhooks.secret_fingerprint(e.secret) if e.unproven is None else "",
         secret=secret,
         refused=e.unproven,
+        former_secret_fingerprint=webhooks.secret_fingerprint(former) if former is not None else None,
+        former_secret_until=e.former_until if former is not None else None,
+        former_approvers=list(e.former_approvers) if former is not None else [],
     )
 
 
@@ -137,7 +170,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         require_admin(session)
         who = session.approver
         found = await service.repo.endpoints() if who.operator else await service.repo.endpoints_of(who.tenant_id)
-        return [_endpoint_out(e) for e in found]
+        return [_endpoint_out(e, service.clock()) for e in found]
 
     @router.get("/webhooks/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"], summary="Show one endpoint (admin)")
     async def get_endpoint(
@@ -153,7 +186,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         found = await service.repo.endpoint(tenant, endpoint_id) if who.operator or tenant == who.tenant_id else None
         if found is None:
             raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
-        return _endpoint_out(found)
+        return _endpoint_out(found, service.clock())
 
     @router.post(
         "/webhooks/endpoints",
@@ -177,7 +210,42 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         )
         if isinstance(result, Refusal):
             raise error(result)
-        return _endpoint_out(result, secret=result.secret)
+        return _endpoint_out(result, service.clock(), secret=result.secret)
+
+    @router.post(
+        "/webhooks/endpoints/{endpoint_id}/rotate",
+        response_model=EndpointOut,
+        tags=["webhooks"],
+        summary="Give an endpoint a new secret, with an overlap or at once (admin)",
+        responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}},
+        openapi_extra=json_body(SecretRotation, required=False),
+    )
+    async def rotate_secret(
+        endpoint_id: str,
+        request: Request,
+        service: Svc,
+        session: Auth,
+        tenant_id: Annotated[str | None, Query(description="An operator: whose endpoint (default `*`). Others: only their own.")] = None,
+    ) -> EndpointOut:
+        """A new secret, generated by the service and shown once in the answer (put it in the chat tool).
+
+        Until `overlap_s` from now every message is signed with the new secret and the former one (`webhook-signature:
+        v1,<new> v1,<former>`: a Standard Webhooks receiver holding either verifies it) and a callback signed with either is
+        taken; then only the new one. `leaked`: the former one is refused at once. An admin's rotation lists only the admin
+        for the new secret (as any change of the secret): the other approvers enrol again with its fingerprint, while the
+        former secret still acts for them during the overlap. An operator's keeps every approver. An endpoint of the
+        operator's webhooks file: `409 operator_endpoint` (rotated in the file).
+        """
+        require_admin(session)
+        body = parse(SecretRotation, await request.body(), optional=True)
+        if body.leaked and "overlap_s" in body.model_fields_set:
+            raise error(Refusal(code="invalid_body", status=422, message="a leaked secret gets no overlap: send leaked or overlap_s"))
+        result = await service.rotate_secret(
+            session.approver, endpoint_id, tenant_id=tenant_id, overlap_s=body.overlap_s, leaked=body.leaked
+        )
+        if isinstance(result, Refusal):
+            raise error(result)
+        return _endpoint_out(result, service.clock(), secret=result.secret)
 
     @router.post(
         "/webhooks/endpoints/{endpoint_id}/enrol",
@@ -199,7 +267,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         result = await service.enrol(session.approver, endpoint_id, url=body.url, secret_fingerprint=body.secret_fingerprint)
         if isinstance(result, Refusal):
             raise error(result)
-        return _endpoint_out(result)
+        return _endpoint_out(result, service.clock())
 
     @router.delete(
         "/webhooks/endpoints/{endpoint_id}/enrol",
@@ -214,7 +282,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         result = await service.leave(session.approver, endpoint_id)
         if isinstance(result, Refusal):
             raise error(result)
-        return _endpoint_out(result)
+        return _endpoint_out(result, service.clock())
 
     @router.get("/webhooks/deliveries", tags=["webhooks"], summary="The delivery log (admin)")
     async def deliveries(

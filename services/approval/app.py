@@ -47,7 +47,11 @@ log = logging.getLogger(__name__)
 
 
 def load_endpoints(path: Path | None) -> list[Endpoint]:
-    """Webhook endpoints from the settings file (`endpoints: [{endpoint_id, url, secret, tenant_id?, approvers?}]`)."""
+    """Webhook endpoints from the settings file (`endpoints: [{endpoint_id, url, secret, tenant_id?, approvers?, …}]`).
+
+    `former_secret` and `former_secret_until` (both or neither): a rotation's overlap, the secret before and until when it
+    also signs and verifies, for the approvers listed (docs/approval.md, "Rotating an endpoint's secret").
+    """
     if path is None:
         return []
     doc = yaml.safe_load(path.read_text()) or {}
@@ -55,15 +59,27 @@ def load_endpoints(path: Path | None) -> list[Endpoint]:
     for item in doc.get("endpoints", []):
         secret = str(item["secret"])
         webhooks.check_secret(secret)  # a malformed secret fails at start-up, not at the first delivery
+        former, until = item.get("former_secret"), item.get("former_secret_until")
+        if (former is None) != (until is None):
+            raise ValueError(f"endpoint {item['endpoint_id']}: former_secret and former_secret_until go together (a rotation's overlap)")
+        if former is not None:
+            webhooks.check_secret(str(former))
+            until = until if isinstance(until, datetime) else datetime.fromisoformat(str(until))
+            if until.tzinfo is None:
+                raise ValueError(f"endpoint {item['endpoint_id']}: former_secret_until needs a time zone (e.g. 2027-01-05T12:00:00Z)")
+        approvers = tuple(item.get("approvers", ()))
         found.append(
             Endpoint(
                 endpoint_id=str(item["endpoint_id"]),
                 url=str(item["url"]),
                 secret=secret,
                 tenant_id=str(item.get("tenant_id", "*")),
-                approvers=tuple(item.get("approvers", ())),
+                approvers=approvers,
                 enabled=bool(item.get("enabled", True)),
                 source="file",
+                former_secret=None if former is None else str(former),
+                former_until=until,
+                former_approvers=approvers if former is not None else (),
             )
         )
     return found

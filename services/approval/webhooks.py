@@ -82,12 +82,19 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return standardwebhooks.Webhook(secret).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode())
 
 
-def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three Standard Webhooks headers (and the JSON content type) of a message."""
+def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes, *, former: str | None = None) -> dict[str, str]:
+    """The three Standard Webhooks headers (and the JSON content type) of a message.
+
+    `former`: during a rotation's overlap, the secret before it: the message is signed with both, space-separated
+    (`v1,<new> v1,<former>`), as the spec rotates a secret, so a receiver that has either one verifies it.
+    """
+    signatures = [sign(secret, msg_id, timestamp, body)]
+    if former is not None and former != secret:
+        signatures.append(sign(former, msg_id, timestamp, body))
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
     }
 
