@@ -43,6 +43,7 @@ __all__ = [
     "owner_role",
     "provision",
     "rotate_logins",
+    "rotate_operator",
     "scram_verifier",
     "service_database_url",
     "service_role",
@@ -402,6 +403,81 @@ async def rotate_logins(
     finally:
         await pool.close()
     return rotated
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def _passfile_logins(text: str) -> list[tuple[str, str]]:
+    """The entries of a libpq passfile: (`host:port:database:user`, password), comments and blank lines left out."""
+    found = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            where, _, password = line.rpartition(":")
+            found.append((where, password))
+    return found
+
+
+async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bool = False) -> RotatedLogin:
+    """Give the operator's (migrator's) own role a new password now, written to its passfile; with `end_sessions`, end its sessions.
+
+    The passfile (`infra up` writes it: one entry per address of the local PostgreSQL) keeps its comments and entries,
+    each with the new password; `infra up` sets whatever password the file holds, so it keeps this one. The password is
+    set first (`ALTER ROLE CURRENT_USER`, its SCRAM verifier), then the file replaced at once (`_write_secret`). With
+    `end_sessions` (a password that may have leaked) every other session of the role is ended, so whoever held the former
+    password is cut off, an operator command running elsewhere included. The result says whether the former password is
+    refused now and how many sessions from before remain (this command's own not counted).
+
+    Raises:
+        ValueError: The passfile holds no entry, or entries of more than one role or password: nothing is changed.
+        CannotEndSessions: `end_sessions` without `pg_signal_backend`: nothing is changed.
+    """
+    text = _read_text(passfile)
+    entries = _passfile_logins(text)
+    roles = {where.rsplit(":", 1)[-1] for where, _ in entries}
+    passwords = {password for _, password in entries}
+    if len(roles) != 1 or len(passwords) != 1:
+        raise ValueError(f"{passfile} holds {len(entries)} entries of {len(roles)} role(s): expected the operator's entries alone")
+    (role,), (former,) = roles, passwords
+    password = secrets.token_urlsafe(32)
+    conn = await asyncpg.connect(migrator_dsn, timeout=10)
+    try:
+        if end_sessions and not await conn.fetchval(
+            "SELECT rolsuper OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') FROM pg_roles WHERE rolname = current_user"
+        ):
+            raise CannotEndSessions(
+                f"the operator role {role} may not end sessions: run `tidegate infra up` (it grants pg_signal_backend), or as a "
+                f"superuser `GRANT pg_signal_backend TO {role}`; nothing was rotated"
+            )
+        since = await conn.fetchval("SELECT clock_timestamp()")
+        await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD {_literal(scram_verifier(password))}")
+        lines = [
+            line if not line.strip() or line.lstrip().startswith("#") else f"{line.rpartition(':')[0]}:{password}"
+            for line in text.splitlines()
+        ]
+        _write_secret(passfile, "\n".join(lines) + "\n")
+        ended = 0
+        if end_sessions:
+            ended = await conn.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE usename = current_user AND pid <> pg_backend_pid()"
+            )
+        refused = not await _logs_in(migrator_dsn, role, former)
+        deadline = asyncio.get_running_loop().time() + (5.0 if end_sessions else 0.0)
+        while True:
+            left = int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid() AND backend_start < $1",
+                    since,
+                )
+            )
+            if left == 0 or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    return RotatedLogin(role, ended, refused, left)
 
 
 async def _sessions_before(conn: Connection, role: str, since: object, *, wait_s: float) -> int:

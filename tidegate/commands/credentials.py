@@ -77,8 +77,17 @@ def credentials_of(kit: KitSettings) -> list[Credential]:
         if principal == "admin":
             rotate = "no command: it is also in the broker's server.properties"
         found += _found("kafka login", principal, path, rotate, note)
+    controller = kit.infra_dir / "kafka" / "controller.secret"  # the broker's own PLAIN login to its controller listener
+    found += _found(
+        "kafka login",
+        "controller",
+        controller,
+        "delete it, then `tidegate infra down && tidegate infra up` (a broker restart; a cluster: every node at once)",
+    )
     for service in (*SERVICES, "systems"):
         found += _found("postgres login", service, credentials_file(kit.db_credentials_dir, service), f"tidegate db rotate {service}")
+    if kit.operator_database_url != kit.database_url:  # the operator's password is in its passfile, not in the DSN
+        found += _found("postgres login", "operator", kit.database_passfile, "tidegate db rotate --operator")
     return found
 
 

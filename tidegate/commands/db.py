@@ -53,35 +53,54 @@ def migrate_all() -> None:
 def rotate(
     services: list[str] = typer.Argument(None, help="The services whose database login to rotate (policy, planner, …, systems)."),
     all_: bool = typer.Option(False, "--all", help="Every service's login."),
+    operator: bool = typer.Option(
+        False, "--operator", help="The operator's own role (the migrator, TIDEGATE_DATABASE_PASSFILE), after the services named if any."
+    ),
     leaked: bool = typer.Option(
         False, "--leaked", help="The password may have leaked: also end every session of the role, so its holder is cut off now."
     ),
 ) -> None:
-    """Give services' PostgreSQL roles new passwords now, and check that the former ones are refused.
+    """Give services' PostgreSQL roles (and with --operator the operator's own) new passwords now; check the former ones are refused.
 
     The running services pick the new password up at their next connection (they read the `.pgpass` beside the login):
-    nothing to restart. Sessions already open keep working, unless --leaked: then every session of the role is ended,
-    the services reconnect with the new password (their next query retries), and whoever held the old one is cut off.
-    Exits 1 when a former password still logs in or a session from before the rotation is still open after --leaked.
+    nothing to restart. The operator's is written to its passfile, which every operator command reads. Sessions already
+    open keep working, unless --leaked: then every session of the role is ended, the services reconnect with the new
+    password (their next query retries), and whoever held the old one is cut off. Exits 1 when a former password still
+    logs in or a session from before the rotation is still open after --leaked.
     """
-    from servicekit.dbroles import CannotEndSessions, rotate_logins
+    from servicekit.dbroles import CannotEndSessions, RotatedLogin, rotate_logins, rotate_operator
     from tidegate.database import SCHEMAS
 
     cfg = settings()
     known = list(dict.fromkeys(spec.user for spec in SCHEMAS))
     chosen = known if all_ else list(dict.fromkeys(services or []))
-    if not chosen:
-        fail(f"name the services whose login to rotate ({', '.join(known)}), or --all", code=2)
+    if not chosen and not operator:
+        fail(f"name the services whose login to rotate ({', '.join(known)}), or --all, or --operator", code=2)
     unknown = [name for name in chosen if name not in known]
     if unknown:
         fail(f"no database login {', '.join(unknown)}: one of {', '.join(known)}", code=2)
+    if operator and cfg.operator_database_url == cfg.database_url:  # the password is in the DSN, not in a passfile
+        fail(
+            "the operator's password is in TIDEGATE_DATABASE_URL, not in a passfile this command can write: give the role a "
+            "new one from your secret store (ALTER ROLE … PASSWORD), or move it to TIDEGATE_DATABASE_PASSFILE",
+            code=2,
+        )
+    if operator and not cfg.database_passfile.is_file():
+        fail(f"no operator passfile at {cfg.database_passfile} (TIDEGATE_DATABASE_PASSFILE): run `tidegate infra up`", code=2)
+    rotated: list[RotatedLogin] = []
     try:
-        rotated = run(rotate_logins(cfg.operator_database_url, chosen, cfg.db_credentials_dir, end_sessions=leaked))
+        if chosen:
+            rotated = run(rotate_logins(cfg.operator_database_url, chosen, cfg.db_credentials_dir, end_sessions=leaked))
+        if operator:
+            rotated.append(run(rotate_operator(cfg.operator_database_url, cfg.database_passfile, end_sessions=leaked)))
     except CannotEndSessions as exc:
+        fail(str(exc))
+    except ValueError as exc:
         fail(str(exc))
     faults = 0
     for login in rotated:
-        said = [f"{login.role}: new password set and written to {cfg.db_credentials_dir}"]
+        where = cfg.database_passfile if operator and login is rotated[-1] else cfg.db_credentials_dir
+        said = [f"{login.role}: new password set and written to {where}"]
         if leaked:
             said.append(f"{login.sessions_ended} session(s) ended")
         if login.old_password_refused is None:

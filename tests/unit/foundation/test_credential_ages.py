@@ -36,6 +36,9 @@ def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KitSettings:
     login = credentials_file(kit.db_credentials_dir, "policy")
     login.parent.mkdir(parents=True)
     login.write_text(json.dumps({"user": "tidegate_policy", "password": "x"}))
+    kit.database_passfile.parent.mkdir(parents=True)
+    kit.database_passfile.write_text("127.0.0.1:55432:*:tidegate:x\n")  # as `infra up` writes them
+    (kit.infra_dir / "kafka" / "controller.secret").write_text("x\n")
     return kit
 
 
@@ -64,6 +67,9 @@ def test_every_credential_is_listed_with_its_age_and_the_command_that_rotates_it
     assert "rotate: tidegate infra rotate-login agent" in shown["kafka login agent"]
     assert "rotate: tidegate db rotate policy" in shown["postgres login policy"]
     assert "rotate: tidegate connectors rotate-key" in shown["sealing key connector-credentials"]
+    # the operator's own password (it can alter every schema) and the broker's controller login: generated, so listed too
+    assert "rotate: tidegate db rotate --operator" in shown["postgres login operator"]
+    assert "rotate: delete it, then `tidegate infra down && tidegate infra up`" in shown["kafka login controller"]
     assert listed.output.splitlines()[-1] == f"0 of {len(shown)} older than 90 days"
 
 
