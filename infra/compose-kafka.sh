@@ -28,6 +28,16 @@ SESSION_MAX_S=${TIDEGATE_KAFKA_SESSION_MAX_S:-300}
 SESSION_MAX_S=$((10#$SESSION_MAX_S))
 
 admin=$(secret_of "$CREDS/admin/admin.properties")
+# admin's mechanism and password as admin.properties has them (`tidegate infra rotate-login admin` may move it to -256)
+admin_mech=$(sed -n 's/^sasl\.mechanism=//p' "$CREDS/admin/admin.properties")
+admin_mech=${admin_mech:-SCRAM-SHA-512}
+scram="org.apache.kafka.common.security.scram.ScramLoginModule required"
+jaas512="$scram;" jaas256="$scram;"
+if [[ $admin_mech == SCRAM-SHA-256 ]]; then
+  jaas256="$scram username=\"admin\" password=\"${admin}\";"
+else
+  jaas512="$scram username=\"admin\" password=\"${admin}\";"
+fi
 controller=$(<"$CREDS/controller.secret")
 cat >"$CONF" <<EOF
 process.roles=broker,controller
@@ -39,9 +49,9 @@ listener.security.protocol.map=BROKER:SASL_PLAINTEXT,HOST:SASL_PLAINTEXT,CONTROL
 inter.broker.listener.name=BROKER
 controller.listener.names=CONTROLLER
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin}";
-listener.name.broker.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+sasl.mechanism.inter.broker.protocol=${admin_mech}
+listener.name.broker.scram-sha-512.sasl.jaas.config=${jaas512}
+listener.name.broker.scram-sha-256.sasl.jaas.config=${jaas256}
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";

@@ -262,13 +262,29 @@ kafka_credentials() {
   if [[ ! -s $K/controller.secret ]]; then (umask 077; new_secret >"$K/controller.secret"); fi
 }
 
+# The SCRAM mechanism admin logs in with (admin.properties' sasl.mechanism; SCRAM-SHA-512 unless a rotation moved it).
+admin_mechanism() {
+  local mech
+  mech=$(sed -n 's/^sasl\.mechanism=//p' "$K_CREDS/admin.properties")
+  printf '%s' "${mech:-SCRAM-SHA-512}"
+}
+
 # server.properties of the node node_vars chose. Every node of a cluster is a combined broker+controller
 # and a voter of the KRaft quorum; a cluster keeps 3 replicas (or as many as it has nodes) of every
 # partition and refuses an acks=all write that fewer than 2 of them have.
 kafka_write_config() {
-  local admin controller voters="" i rf isr
+  local admin controller voters="" i rf isr admin_mech jaas512 jaas256 scram="org.apache.kafka.common.security.scram.ScramLoginModule required"
   admin=$(secret_of "$K_CREDS/admin.properties")
   controller=$(<"$K/controller.secret")
+  # The broker logs in to the other brokers as admin, with the mechanism and password of admin.properties: after
+  # `tidegate infra rotate-login admin` that is the new one (SCRAM-SHA-256 or -512), which a restart takes.
+  admin_mech=$(admin_mechanism)
+  jaas512="$scram;" jaas256="$scram;"
+  if [[ $admin_mech == SCRAM-SHA-256 ]]; then
+    jaas256="$scram username=\"admin\" password=\"${admin}\";"
+  else
+    jaas512="$scram username=\"admin\" password=\"${admin}\";"
+  fi
   for ((i = 1; i <= K_NODES; i++)); do voters+="${voters:+,}$i@127.0.0.1:$((KAFKA_CONTROLLER_PORT + 2 * (i - 1)))"; done
   rf=$((K_NODES < 3 ? K_NODES : 3))
   isr=$((rf > 1 ? 2 : 1))
@@ -290,9 +306,9 @@ controller.listener.names=CONTROLLER
 # SCRAM on the controller listener (the credentials are in the log it serves), so the broker logs in
 # to its controller with PLAIN as 'controller', a user known only to this file.
 sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${admin}";
-listener.name.broker.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+sasl.mechanism.inter.broker.protocol=${admin_mech}
+listener.name.broker.scram-sha-512.sasl.jaas.config=${jaas512}
+listener.name.broker.scram-sha-256.sasl.jaas.config=${jaas256}
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="controller" password="${controller}" user_controller="${controller}";
@@ -365,7 +381,7 @@ print(cid)' >"$K_CID"
   mkdir -p "$K_DATA"
   kafka_jvm
   "${KAFKA_JVM[@]}" kafka.tools.StorageTool format --cluster-id="$cid" --config="$K_PROPS" \
-    --add-scram "SCRAM-SHA-512=[name=admin,password=$(secret_of "$K_CREDS/admin.properties")]" >>"$K_NODE_LOGS/format.out" 2>&1 9>&- \
+    --add-scram "$(admin_mechanism)=[name=admin,password=$(secret_of "$K_CREDS/admin.properties")]" >>"$K_NODE_LOGS/format.out" 2>&1 9>&- \
     || { tail -n 20 "$K_NODE_LOGS/format.out" >&2; die "kafka storage format failed (see $(rel "$K_NODE_LOGS/format.out"))"; }
   printf '%s\n' "$AUTH_SCHEME" >"$K_AUTH_MARK"
   printf '%s\n' "$K_NODES" >"$K_NODES_FILE"

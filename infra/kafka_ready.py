@@ -88,15 +88,22 @@ class _Reader:
         return s
 
 
-def read_properties(path: str) -> tuple[str, str]:
-    """(username, password) from a Java client properties file's `sasl.jaas.config` line."""
+def read_properties(path: str) -> tuple[str, str, str]:
+    """(username, password, mechanism) from a Java client properties file (`sasl.jaas.config`, `sasl.mechanism`).
+
+    The mechanism is SCRAM-SHA-512 unless the file names SCRAM-SHA-256 (a login rotated: `tidegate infra rotate-login`).
+    """
     with open(path, encoding="utf-8") as f:
         text = f.read()
     user = re.search(r'username="([^"]*)"', text)
     password = re.search(r'password="([^"]*)"', text)
     if not user or not password:
         raise SystemExit(f"{path}: no username/password in sasl.jaas.config")
-    return user.group(1), password.group(1)
+    mechanism = re.search(r"^sasl\.mechanism=(\S+)", text, re.MULTILINE)
+    named = mechanism.group(1) if mechanism else "SCRAM-SHA-512"
+    if named not in HASHES:
+        raise SystemExit(f"{path}: sasl.mechanism={named}: one of {', '.join(HASHES)}")
+    return user.group(1), password.group(1), named
 
 
 def _bytes_field(data: bytes) -> bytes:
@@ -113,33 +120,36 @@ def _authenticate_step(sock: socket.socket, corr: int, message: bytes) -> bytes:
     return r.data[r.pos : r.pos + n]
 
 
-def scram_login(sock: socket.socket, user: str, password: str) -> None:
-    """SASL SCRAM-SHA-512 (RFC 5802) over SaslHandshake v1 + SaslAuthenticate v1."""
-    mechanism = b"SCRAM-SHA-512"
+HASHES = {"SCRAM-SHA-512": "sha512", "SCRAM-SHA-256": "sha256"}
+
+
+def scram_login(sock: socket.socket, user: str, password: str, mechanism_name: str = "SCRAM-SHA-512") -> None:
+    """SASL SCRAM-SHA-512 or -256 (RFC 5802, 7677) over SaslHandshake v1 + SaslAuthenticate v1."""
+    mechanism, digest = mechanism_name.encode(), HASHES[mechanism_name]
     r = _Reader(_request(sock, API_SASL_HANDSHAKE, 1, 10, struct.pack(">h", len(mechanism)) + mechanism))
     error = r.int16()
     if error != 0:
-        raise NotReady(f"SaslHandshake error_code {error} (is this listener SASL_PLAINTEXT with SCRAM-SHA-512?)")
+        raise NotReady(f"SaslHandshake error_code {error} (is this listener SASL_PLAINTEXT with {mechanism_name}?)")
     client_nonce = secrets.token_urlsafe(24)
     first_bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={client_nonce}"
     server_first = _authenticate_step(sock, 11, f"n,,{first_bare}".encode()).decode()
     fields = dict(part.split("=", 1) for part in server_first.split(","))
     if not fields["r"].startswith(client_nonce):
         raise NotReady("SCRAM: server nonce does not extend ours")
-    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
-    client_key = hmac.digest(salted, b"Client Key", "sha512")
+    salted = hashlib.pbkdf2_hmac(digest, password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+    client_key = hmac.digest(salted, b"Client Key", digest)
     without_proof = f"c=biws,r={fields['r']}"
     auth_message = f"{first_bare},{server_first},{without_proof}".encode()
-    signature = hmac.digest(hashlib.sha512(client_key).digest(), auth_message, "sha512")
+    signature = hmac.digest(hashlib.new(digest, client_key).digest(), auth_message, digest)
     proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature, strict=True))).decode()
     server_final = _authenticate_step(sock, 12, f"{without_proof},p={proof}".encode()).decode()
-    server_key = hmac.digest(salted, b"Server Key", "sha512")
-    expected = base64.b64encode(hmac.digest(server_key, auth_message, "sha512")).decode()
+    server_key = hmac.digest(salted, b"Server Key", digest)
+    expected = base64.b64encode(hmac.digest(server_key, auth_message, digest)).decode()
     if server_final != f"v={expected}":
         raise NotReady("SCRAM: the broker's signature does not verify")
 
 
-def check(host: str, port: int, timeout: float, cluster_id: str | None = None, login: tuple[str, str] | None = None) -> str:
+def check(host: str, port: int, timeout: float, cluster_id: str | None = None, login: tuple[str, str, str] | None = None) -> str:
     """One attempt. Returns a description of the cluster, raises NotReady/OSError otherwise."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
@@ -208,7 +218,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=3.0, help="socket timeout per attempt")
     p.add_argument("--cluster-id", help="require this cluster id (uses Metadata v2)")
     p.add_argument("--pid", type=int, help="give up (exit 2) as soon as this process is gone")
-    p.add_argument("--properties", help="log in with SCRAM-SHA-512 as the principal of this client properties file")
+    p.add_argument(
+        "--properties", help="log in as the principal of this client properties file (its sasl.mechanism, SCRAM-SHA-512 by default)"
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args()
     host, _, port = a.bootstrap.rpartition(":")

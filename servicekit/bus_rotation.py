@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from servicekit.settings import KitSettings
 __all__ = [
     "Rotated",
     "RotationRefused",
+    "broker_still_on",
     "finish_rotation",
     "former_file",
     "logs_in",
@@ -85,9 +86,12 @@ async def logs_in(bootstrap: str, principal: str, mechanism: str, password: str)
     return True
 
 
-def _current(credentials_dir: Path, principal: str) -> tuple[Path, str, str]:
-    if principal == ADMIN:
-        raise RotationRefused("admin's password is also in the broker's server.properties: it is not rotated this way")
+def _current(credentials_dir: Path, principal: str, broker_configs: Sequence[Path] | None) -> tuple[Path, str, str]:
+    if principal == ADMIN and broker_configs is None:
+        raise RotationRefused(
+            "admin's password is also in the brokers' server.properties: rotate it with `tidegate infra rotate-login admin`, "
+            "which knows where they are (a restart of each node between the two steps)"
+        )
     path = credentials_dir / f"{principal}.properties"
     password = read_password(path)
     if password is None:
@@ -164,9 +168,12 @@ async def _checked(
     return Rotated(principal, login[0], new_logs_in, former[0], not former_logs_in, settled_s=settled)
 
 
-async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
-    """A new password on the other mechanism, written to the principal's file; the former one keeps working until finished."""
-    path, mechanism, former = _current(credentials_dir, principal)
+async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str, *, broker_configs: Sequence[Path] | None = None) -> Rotated:
+    """A new password on the other mechanism, written to the principal's file; the former one keeps working until finished.
+
+    `admin` only with `broker_configs` (the nodes' `server.properties`: see `finish_rotation`).
+    """
+    path, mechanism, former = _current(credentials_dir, principal, broker_configs)
     kept = former_file(credentials_dir, principal)
     if kept.exists():
         raise RotationRefused(
@@ -180,13 +187,29 @@ async def start_rotation(bootstrap: str, credentials_dir: Path, principal: str) 
     return await _checked(bootstrap, principal, (new, password), (mechanism, former), former_refused=False)
 
 
-async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
-    """Retire the former password's credential: from now on only the file's login is accepted."""
-    path, mechanism, password = _current(credentials_dir, principal)
+def broker_still_on(configs: Sequence[Path], password: str) -> list[Path]:
+    """The brokers' `server.properties` among `configs` that still hold `password` (admin's, written at each node's start)."""
+    return [path for path in configs if path.is_file() and f'password="{password}"' in path.read_text(encoding="utf-8")]
+
+
+async def finish_rotation(
+    bootstrap: str, credentials_dir: Path, principal: str, *, broker_configs: Sequence[Path] | None = None
+) -> Rotated:
+    """Retire the former password's credential: from now on only the file's login is accepted.
+
+    `admin` is also the brokers' own login to each other, written into each node's `server.properties` at its start: its
+    rotation is finished only once no file of `broker_configs` holds the former password (every node restarted since).
+    """
+    path, mechanism, password = _current(credentials_dir, principal, broker_configs)
     kept = former_file(credentials_dir, principal)
     former = read_password(kept)
     if former is None:
         raise RotationRefused(f"no rotation of {principal} under way: start one with `tidegate infra rotate-login {principal}`")
+    if principal == ADMIN and (stale := broker_still_on(broker_configs or (), former)):
+        raise RotationRefused(
+            f"the broker node(s) of {', '.join(map(str, stale))} still log in to each other with admin's former password: restart "
+            "each (`tidegate infra down && tidegate infra up`; a cluster: one node at a time), then finish; nothing retired"
+        )
     old = read_mechanism(kept)
     if old == mechanism:  # cannot happen through these commands; retiring it would retire the current login
         raise RotationRefused(f"{kept} and {path} use the same mechanism {old}: nothing retired; fix or delete {kept}")
@@ -197,9 +220,12 @@ async def finish_rotation(bootstrap: str, credentials_dir: Path, principal: str)
     return done
 
 
-async def rotate_now(bootstrap: str, credentials_dir: Path, principal: str) -> Rotated:
-    """A password that may have leaked: the new one set and every former one retired at once, no overlap."""
-    path, mechanism, former = _current(credentials_dir, principal)
+async def rotate_now(bootstrap: str, credentials_dir: Path, principal: str, *, broker_configs: Sequence[Path] | None = None) -> Rotated:
+    """A password that may have leaked: the new one set and every former one retired at once, no overlap.
+
+    `admin` only with `broker_configs`: each node must then be restarted at once (it logs in to the others with the former).
+    """
+    path, mechanism, former = _current(credentials_dir, principal, broker_configs)
     new, password = _other(mechanism), secrets.token_urlsafe(24)
     # Two requests: the broker alters a user once per request. The new password replaces a former one mid-rotation on its
     # mechanism; the file's is then overwritten with one nobody holds.

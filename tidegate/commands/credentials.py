@@ -75,7 +75,7 @@ def credentials_of(kit: KitSettings) -> list[Credential]:
         note = f"rotation under way: `tidegate infra rotate-login {principal} --finish`" if former.is_file() else ""
         rotate = f"tidegate infra rotate-login {principal}"
         if principal == "admin":
-            rotate = "no command: it is also in the broker's server.properties"
+            rotate += " (restart the broker before --finish: it is also in its server.properties)"
         found += _found("kafka login", principal, path, rotate, note)
     controller = kit.infra_dir / "kafka" / "controller.secret"  # the broker's own PLAIN login to its controller listener
     found += _found(

@@ -90,7 +90,7 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Confirm deleting all lo
 
 @app.command("rotate-login")
 def rotate_login(
-    principal: str = typer.Argument(..., help="The Kafka principal whose password to rotate (ops, a service, agent, tool-<name>)."),
+    principal: str = typer.Argument(..., help="The Kafka principal whose password to rotate (ops, a service, agent, tool-<name>, admin)."),
     finish: bool = typer.Option(
         False, "--finish", help="Retire the former password (overwritten, never deleted), once every client has the new file."
     ),
@@ -103,7 +103,9 @@ def rotate_login(
     The new password is set on the SCRAM mechanism the login does not use (the broker takes SCRAM-SHA-512 and -256) and
     written to `<principal>.properties`; the former file is kept as `<principal>.properties.former` until --finish
     retires the former credential (a password nobody holds: a deleted SCRAM credential locks SCRAM-SHA-512 out at the
-    broker's next start). Each step checks at the broker, by logging in, what it says.
+    broker's next start). Each step checks at the broker, by logging in, what it says. `admin` is also the brokers' own
+    login to each other (`server.properties`, written at each node's start): restart every node between the two steps
+    (--finish refuses while a node's file still holds the former password), and at once after --leaked.
     """
     from aiokafka.errors import KafkaError
 
@@ -122,9 +124,13 @@ def rotate_login(
         fail("--finish or --leaked, not both", code=2)
     cfg = settings()
     folder, bootstrap = cfg.kafka_credentials_dir, cfg.kafka_bootstrap
-    step = finish_rotation if finish else rotate_now if leaked else start_rotation
+    kafka_dir = cfg.infra_dir / "kafka"
+    configs = [kafka_dir / "server.properties", *sorted(kafka_dir.glob("node-*/server.properties"))]
     try:
-        done = run(step(bootstrap, folder, principal))
+        step = finish_rotation if finish else rotate_now if leaked else start_rotation
+        # admin's password is also each node's own login to the others: its steps check the nodes' files
+        nodes = {"broker_configs": configs} if principal == "admin" else {}
+        done = run(step(bootstrap, folder, principal, **nodes))
     except RotationRefused as exc:
         fail(str(exc))
     path = folder / f"{principal}.properties"
@@ -136,6 +142,13 @@ def rotate_login(
     restart = f"`tidegate restart {principal}`" if principal in SERVICES else f"hand {path} to every client that logs in as {principal}"
     if principal == "ops":
         restart = "nothing to restart: the CLI reads the file at each command"
+    if principal == "admin":
+        restart = (
+            "restart the broker (`tidegate infra down && tidegate infra up`; a cluster: one node at a time): each node logs in "
+            "to the others as admin with the password its server.properties got at its start; the CLI reads admin's file at each command"
+        )
+        if leaked:
+            restart += " (NOW: until then a node's own login to the others is refused at its next one)"
     if not finish and not leaked:
         if not done.new_logs_in or done.former_refused:
             fail(f"the overlap is not in place after {SETTLE_S:g} s ({new}; {old}): nothing is retired; look at the broker's log")
