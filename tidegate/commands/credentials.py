@@ -88,7 +88,18 @@ def credentials_of(kit: KitSettings) -> list[Credential]:
         found += _found("postgres login", service, credentials_file(kit.db_credentials_dir, service), f"tidegate db rotate {service}")
     if kit.operator_database_url != kit.database_url:  # the operator's password is in its passfile, not in the DSN
         found += _found("postgres login", "operator", kit.database_passfile, "tidegate db rotate --operator")
+    found += _mcp_token()
     return found
+
+
+def _mcp_token() -> list[Credential]:
+    """The HTTP MCP gateway's bearer token made on first run (in the client's state folder), if this machine holds one."""
+    from tidegate.client import ClientSettings
+    from tidegate.mcp_gateway.bearer import former_token_file, token_file
+
+    path = token_file(ClientSettings())
+    note = "rotation under way: `tidegate mcp rotate-token --finish`" if former_token_file(path).is_file() else ""
+    return list(_found("http token", "mcp-gateway", path, "tidegate mcp rotate-token", note))
 
 
 @app.command("credentials")

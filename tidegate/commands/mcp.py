@@ -1,4 +1,4 @@
-"""`tidegate mcp serve|import`: the catalog as a governed MCP server; upstream MCP servers into the catalog."""
+"""`tidegate mcp serve|import|rotate-token`: the catalog as a governed MCP server; upstream MCP servers into the catalog; its token."""
 
 from __future__ import annotations
 
@@ -105,9 +105,47 @@ def serve(
             markup=False,
             soft_wrap=True,
         )
-        await serve_http(gateway, client, token=token)
+        path = None if source == "TIDEGATE_MCP_HTTP_TOKEN" else Path(source)  # the file: read at each request (a rotation)
+        await serve_http(gateway, client, token=token, token_path=path)
 
     _run(go)
+
+
+@app.command("rotate-token")
+def rotate_token_command(
+    finish: bool = typer.Option(False, "--finish", help="Stop accepting the former token, once every client has the new one."),
+    leaked: bool = typer.Option(False, "--leaked", help="The token may have leaked: the new one alone from now on, no overlap."),
+) -> None:
+    """Give the HTTP gateway's bearer token (the one made on first run) a new value, with no restart and no client refused.
+
+    The new token is written where the old one was; the former is kept beside it (`.former`) and the running gateway
+    accepts both (it reads them at each request) until --finish. --leaked: the new one alone from the next request on.
+    A token you set in TIDEGATE_MCP_HTTP_TOKEN is yours to change (then restart the gateway).
+    """
+    from tidegate.client import ClientSettings
+    from tidegate.mcp_gateway import GatewaySettings
+    from tidegate.mcp_gateway.bearer import former_token_file, rotate_token, token_file
+
+    if finish and leaked:
+        fail("--finish or --leaked, not both", code=2)
+    if GatewaySettings().http_token is not None:
+        fail("the gateway's token is TIDEGATE_MCP_HTTP_TOKEN, which you set: set a new one and restart the gateway", code=2)
+    path = token_file(ClientSettings())
+    try:
+        token = rotate_token(path, finish=finish, leaked=leaked)
+    except ValueError as exc:
+        fail(str(exc))
+    if token is None:
+        console.print(f"done: the gateway accepts only the token in {path}", markup=False, soft_wrap=True)
+    elif leaked:
+        console.print(f"done: the gateway accepts only the new token in {path}, from its next request", markup=False, soft_wrap=True)
+    else:
+        console.print(
+            f"new token in {path}: give it to every client (they send `Authorization: Bearer <token>`); the former one, in "
+            f"{former_token_file(path)}, is accepted too until `tidegate mcp rotate-token --finish`",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _grant(path: Path, tenants: list[str]) -> None:

@@ -19,7 +19,16 @@ from tidegate.client import ClientSettings
 from tidegate.client._private import private_file
 from tidegate.mcp_gateway.settings import GatewaySettings
 
-__all__ = ["BearerToken", "UnprotectedHost", "gateway_url", "http_auth", "http_token", "token_file"]
+__all__ = [
+    "BearerToken",
+    "UnprotectedHost",
+    "former_token_file",
+    "gateway_url",
+    "http_auth",
+    "http_token",
+    "rotate_token",
+    "token_file",
+]
 
 
 class UnprotectedHost(ValueError):
@@ -29,6 +38,52 @@ class UnprotectedHost(ValueError):
 def token_file(client_settings: ClientSettings) -> Path:
     """Where the token made on first run is kept: the client's state dir, readable by its owner only."""
     return client_settings.state_dir / "mcp-gateway.token"
+
+
+def former_token_file(path: Path) -> Path:
+    """Where a rotation keeps the token it replaced, accepted beside the new one until the rotation is finished."""
+    return path.with_name(path.name + ".former")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """`path` replaced at once (a reader sees the old token or the new one, never a part), 0600 in a 0700 folder."""
+    temporary = private_file(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def rotate_token(path: Path, *, finish: bool = False, leaked: bool = False) -> str | None:
+    """Rotate the token kept in `path` (the one made on first run): the new token, or None for `finish`.
+
+    A gateway serving from `path` reads it and its former file again at each request (`BearerToken`), so nothing restarts:
+    started, the new token and the former one are both accepted until `finish` (the clients switch meanwhile); `leaked`,
+    the new one alone from the next request on.
+
+    Raises:
+        ValueError: `finish` with no rotation under way, a second start before `finish`, or no token in `path` yet.
+    """
+    former = former_token_file(path)
+    if finish:
+        if not former.exists():
+            raise ValueError(f"no rotation under way ({former} is missing): start one with `tidegate mcp rotate-token`")
+        former.unlink()
+        return None
+    current = path.read_text().strip() if path.is_file() else ""
+    if not current:
+        raise ValueError(f"no token in {path} yet: `tidegate mcp serve --http` makes it on its first run")
+    if former.exists() and not leaked:
+        raise ValueError(f"a rotation is under way ({former}): finish it first (`tidegate mcp rotate-token --finish`)")
+    token = secrets.token_urlsafe(32)
+    if leaked:
+        former.unlink(missing_ok=True)
+    else:
+        _write_private(former, f"{current}\n")
+    _write_private(path, f"{token}\n")
+    return token
 
 
 def http_token(settings: GatewaySettings, client_settings: ClientSettings) -> tuple[str, str]:
@@ -62,14 +117,34 @@ def _loopback(host: str) -> bool:
 
 
 class BearerToken:
-    """The SDK's `TokenVerifier` for one shared token, compared in constant time."""
+    """The SDK's `TokenVerifier` for one shared token, compared in constant time.
 
-    def __init__(self, token: str) -> None:
+    With `path` (the token made on first run), the token is read from it at each request, with the former one a rotation
+    keeps beside it (`rotate_token`): a rotation takes effect without a restart, and both are accepted until it is
+    finished. A file that cannot be read, or is empty, accepts nothing (never every token).
+    """
+
+    def __init__(self, token: str, path: Path | None = None) -> None:
         self._token = token.encode()
+        self._path = path
+
+    def _accepted(self) -> list[bytes]:
+        if self._path is None:
+            return [self._token]
+        accepted = []
+        for path in (self._path, former_token_file(self._path)):
+            try:
+                text = path.read_text().strip()
+            except OSError:
+                continue
+            if text:
+                accepted.append(text.encode())
+        return accepted
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The access of a request carrying `token`; None (refused 401) for any other."""
-        if not hmac.compare_digest(token.encode(), self._token):
+        given = token.encode()
+        if not any([hmac.compare_digest(given, known) for known in self._accepted()]):  # each compared, in constant time
             return None
         return AccessToken(token=token, client_id="tidegate-mcp-gateway", scopes=[])
 
@@ -80,9 +155,9 @@ def gateway_url(settings: GatewaySettings) -> str:
     return f"http://{host}:{settings.http_port}"
 
 
-def http_auth(settings: GatewaySettings, token: str) -> dict[str, Any]:
-    """`streamable_http_app` keyword arguments that refuse (401) every request without `token`."""
+def http_auth(settings: GatewaySettings, token: str, path: Path | None = None) -> dict[str, Any]:
+    """`streamable_http_app` keyword arguments that refuse (401) every request without `token` (`path`: as that file has it now)."""
     # The SDK mounts its bearer check only with `AuthSettings`, whose issuer it requires; no OAuth route is mounted
     # (no authorization server provider, no resource server URL), so the issuer is never shown to anyone.
     auth = AuthSettings(issuer_url=gateway_url(settings), resource_server_url=None)  # type: ignore[arg-type]
-    return {"auth": auth, "token_verifier": BearerToken(token)}
+    return {"auth": auth, "token_verifier": BearerToken(token, path)}

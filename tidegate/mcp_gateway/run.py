@@ -76,8 +76,17 @@ async def serve_stdio(settings: GatewaySettings, client_settings: ClientSettings
         await server.run(read, write, server.create_initialization_options())
 
 
-async def serve_http(settings: GatewaySettings, client_settings: ClientSettings, *, token: str, transport: Transport | None = None) -> None:
+async def serve_http(
+    settings: GatewaySettings,
+    client_settings: ClientSettings,
+    *,
+    token: str,
+    transport: Transport | None = None,
+    token_path: Path | None = None,
+) -> None:
     """Serve streamable HTTP at `http://<host>:<port>/mcp` to clients that send `token` (`bearer.http_token`), until SIGTERM or SIGINT.
+
+    `token_path`: the file the token came from, read again at each request with a rotation's former token (`bearer.rotate_token`).
 
     Stopped, it answers the calls waiting for a human with their pending result, lets open calls finish for up to
     `stop_grace_s`, sends each answer, and returns (the process exits 0).
@@ -86,7 +95,7 @@ async def serve_http(settings: GatewaySettings, client_settings: ClientSettings,
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     async with gateway(settings, client_settings, catalog.tools.values(), transport=transport, stopping=stopping) as server:
-        app = _Answering(server.streamable_http_app(host=settings.http_host, **http_auth(settings, token)))
+        app = _Answering(server.streamable_http_app(host=settings.http_host, **http_auth(settings, token, token_path)))
         config = uvicorn.Config(
             app,
             host=settings.http_host,

@@ -27,6 +27,7 @@ DAY_S = 86_400
 def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KitSettings:
     monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("TIDEGATE_INFRA_DIR", str(tmp_path / "infra"))
+    monkeypatch.setenv("TIDEGATE_CLIENT_STATE_DIR", str(tmp_path / "client"))
     kit = KitSettings()
     made = runner.invoke(app, ["keys", "init", "--all"])
     assert made.exit_code == 0, made.output
@@ -39,6 +40,8 @@ def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KitSettings:
     kit.database_passfile.parent.mkdir(parents=True)
     kit.database_passfile.write_text("127.0.0.1:55432:*:tidegate:x\n")  # as `infra up` writes them
     (kit.infra_dir / "kafka" / "controller.secret").write_text("x\n")
+    (tmp_path / "client").mkdir()
+    (tmp_path / "client" / "mcp-gateway.token").write_text("x\n")  # as `mcp serve --http` makes it on its first run
     return kit
 
 
@@ -70,6 +73,7 @@ def test_every_credential_is_listed_with_its_age_and_the_command_that_rotates_it
     # the operator's own password (it can alter every schema) and the broker's controller login: generated, so listed too
     assert "rotate: tidegate db rotate --operator" in shown["postgres login operator"]
     assert "rotate: delete it, then `tidegate infra down && tidegate infra up`" in shown["kafka login controller"]
+    assert "rotate: tidegate mcp rotate-token" in shown["http token mcp-gateway"]
     assert listed.output.splitlines()[-1] == f"0 of {len(shown)} older than 90 days"
 
 
