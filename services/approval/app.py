@@ -205,7 +205,10 @@ def build(
 
     async def install_file_endpoints(_: ServiceProcess) -> None:  # after `directory` is read: each is pinned as it is written
         for endpoint in file_endpoints:
-            await service.repo.upsert_endpoint(endpoint)
+            # Written (and pinned on `directory`, kept forever and read whole at every start) only when its trusted row is not
+            # what the file says: a restart with the same file adds nothing to the topic.
+            if await service.repo.endpoint(endpoint.tenant_id, endpoint.endpoint_id) != endpoint:
+                await service.repo.upsert_endpoint(endpoint)
         in_file = {(e.tenant_id, e.endpoint_id) for e in file_endpoints}
         for endpoint in await service.repo.endpoints():
             if endpoint.unproven is not None:  # e.g. registered before migration 011: said once at start, and at each use
