@@ -40,6 +40,7 @@ from servicekit.bus_rights import (
     ADMIN,
     AGENT,
     OPS,
+    PRINCIPALS,
     AclBinding,
     acl_bindings,
     principal_names,
@@ -50,6 +51,8 @@ from servicekit.bus_rights import (
 from servicekit.settings import KitSettings
 
 __all__ = [
+    "APPROVAL_PRODUCE_BYTES_PER_S",
+    "DIRECTORY_WRITERS",
     "OPS_PRODUCE_BYTES_PER_S",
     "OUTSIDE_PRODUCE_BYTES_PER_S",
     "alter_scram",
@@ -77,6 +80,17 @@ before it serves: unbounded, whoever holds `ops.properties` alone (no operator k
 3 s, each dead-lettered again by every start. At 1 MiB/s a control record (a kill switch, a pack of a few hundred KB)
 still goes out at once, and a sandbox's replay moves ~700 records of 1.5 KB a second
 (`KitSettings.kafka_ops_produce_bytes_per_s`; docs/security/bus.md, Quotas)."""
+
+APPROVAL_PRODUCE_BYTES_PER_S = 1024 * 1024
+"""What the `approval` principal may produce a second, all its clients together, by default. It writes `directory`, kept
+forever and read whole by the policy and every approval copy before they serve: unbounded, whoever holds its password
+(no signing key) appended 50,000 junk records in 1.2 s, and the next start of the policy and approval took 3 minutes and
+dead-lettered each record again. Its own output is human-paced (escalations, decisions, directories, endpoint pins), so
+1 MiB/s delays nothing it sends (`KitSettings.kafka_approval_produce_bytes_per_s`; docs/security/bus.md, Quotas)."""
+
+DIRECTORY_WRITERS = tuple(p for p, rights in PRINCIPALS.items() if p != ADMIN and "directory" in rights.writes)
+"""The principals the table lets write `directory` (the approval service's): each produces under
+`approval_produce_bytes_per_s`, as `ops`, the writer of `control`, under its own quota."""
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +248,13 @@ async def grant_rights(
     *,
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
+    approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
 ) -> int:
     """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the produce quotas.
 
     Idempotent: Kafka ignores a binding it already has. Each outside principal (`agent`, each tool's) may produce
-    `produce_bytes_per_s`, `ops` `ops_produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
+    `produce_bytes_per_s`, `ops` (the writer of `control`) `ops_produce_bytes_per_s`, each writer of `directory`
+    (`DIRECTORY_WRITERS`) `approval_produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
 
     The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
     `revoke_rights` leaves them, since they belong to no prefix.
@@ -255,6 +271,7 @@ async def grant_rights(
         deleted: Any = await admin._send_request(_DeleteAcls(retired))
         _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
     rates: dict[str, float | None] = {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]}
+    rates |= dict.fromkeys(DIRECTORY_WRITERS, approval_produce_bytes_per_s or None)
     await produce_quotas(admin, rates | {OPS: ops_produce_bytes_per_s or None})
     return len(bindings)
 

@@ -99,6 +99,14 @@ class KitSettings(BaseSettings):
         "`ops.properties` alone cannot append junk to it at broker speed (a Kafka user quota, set by `infra up` and `tidegate "
         "topics ensure`); 0: no quota. Default 1 MiB/s (docs/security/bus.md, Quotas).",
     )
+    kafka_approval_produce_bytes_per_s: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Bytes a second the `approval` principal (the approval service) may produce, all its clients together: it "
+        "writes `directory`, kept forever and read whole by the policy and the approval service before they serve, so whoever "
+        "holds its Kafka password alone cannot append junk to it at broker speed (a Kafka user quota, set by `infra up` and "
+        "`tidegate topics ensure`); its own output is human-paced. 0: no quota. Default 1 MiB/s (docs/security/bus.md, Quotas).",
+    )
     infra_dir: Path = Field(
         default=REPO_ROOT / ".infra",
         description="Where `infra up` keeps the local infrastructure's data and generated logins (the variable infra/infra.sh reads).",

@@ -15,6 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionErro
 
 from schemas import TOPICS, TopicSpec, topic_spec
 from servicekit.bus_admin import (
+    APPROVAL_PRODUCE_BYTES_PER_S,
     OPS_PRODUCE_BYTES_PER_S,
     OUTSIDE_PRODUCE_BYTES_PER_S,
     grant_rights,
@@ -76,6 +77,7 @@ async def ensure_topics(
     partitions: int | None = None,
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
+    approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
 ) -> list[str]:
     """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
 
@@ -84,8 +86,9 @@ async def ensure_topics(
     a count raised later moves keys to other partitions (docs/operations.md), which only an operator may decide.
 
     Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
-    principal's ACLs on the prefix (and on the tools among `names`) are created too, and the outside principals' and
-    `ops`'s produce quotas set (`produce_bytes_per_s`, `ops_produce_bytes_per_s`, `servicekit.bus_admin.grant_rights`), so the caller needs
+    principal's ACLs on the prefix (and on the tools among `names`) are created too, and the outside principals', `ops`'s
+    and `approval`'s produce quotas set (`produce_bytes_per_s`, `ops_produce_bytes_per_s`, `approval_produce_bytes_per_s`,
+    `servicekit.bus_admin.grant_rights`), so the caller needs
     the admin's rights; a service checking its own topics, or `ops` making a sandbox on its standing rights,
     passes `grant=False` and its own options.
     """
@@ -95,7 +98,12 @@ async def ensure_topics(
     try:
         if grant:
             await grant_rights(
-                admin, prefix, tools_of(names), produce_bytes_per_s=produce_bytes_per_s, ops_produce_bytes_per_s=ops_produce_bytes_per_s
+                admin,
+                prefix,
+                tools_of(names),
+                produce_bytes_per_s=produce_bytes_per_s,
+                ops_produce_bytes_per_s=ops_produce_bytes_per_s,
+                approval_produce_bytes_per_s=approval_produce_bytes_per_s,
             )
         existing = set(await admin.list_topics())
         wanted = {prefix + n: topic_spec(n) for n in names}

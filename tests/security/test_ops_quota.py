@@ -31,13 +31,13 @@ async def ops_quota_is(admin: AIOKafkaAdminClient, expected: float | None) -> bo
     return (await produce_quotas_set(admin)).get(OPS) == expected
 
 
-async def append_junk(kit: KitSettings, principal: str, total: int) -> float:
-    """Append `total` bytes of unsigned records to `<prefix>control` as `principal`, as fast as the broker lets it; seconds taken."""
+async def append_junk(kit: KitSettings, principal: str, total: int, topic: str = "control", record: bytes = RECORD) -> float:
+    """Append `total` bytes of unsigned records to `<prefix><topic>` as `principal`, as fast as the broker lets it; seconds taken."""
     producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, linger_ms=5, **kafka_options(kit, principal))
     await producer.start()
     try:
         started = time.monotonic()
-        sent = [await producer.send(kit.topic_prefix + "control", RECORD, key=b"junk") for _ in range(total // len(RECORD))]
+        sent = [await producer.send(kit.topic_prefix + topic, record, key=b"junk") for _ in range(total // len(record))]
         await asyncio.gather(*sent)
         return time.monotonic() - started
     finally:

@@ -38,6 +38,7 @@ async def _ensure_catalog_topics() -> list[str]:
         partitions=cfg.topic_partitions,
         produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
         ops_produce_bytes_per_s=cfg.kafka_ops_produce_bytes_per_s,
+        approval_produce_bytes_per_s=cfg.kafka_approval_produce_bytes_per_s,
     )
 
 

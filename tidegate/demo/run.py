@@ -350,6 +350,7 @@ async def run_demo(
         partitions=kit.topic_partitions,
         produce_bytes_per_s=kit.kafka_outside_produce_bytes_per_s,
         ops_produce_bytes_per_s=kit.kafka_ops_produce_bytes_per_s,
+        approval_produce_bytes_per_s=kit.kafka_approval_produce_bytes_per_s,
     )
     from systems.seed import seed_demo
 
