@@ -32,6 +32,7 @@ __all__ = [
     "CROWDED_RECORDS",
     "READ_AT_START",
     "Dropped",
+    "Ensured",
     "TopicCheck",
     "catalog_topic_names",
     "check_topics",
@@ -45,6 +46,22 @@ log = logging.getLogger(__name__)
 
 _ALREADY_EXISTS = TopicAlreadyExistsError.errno  # another process created it in between: fine
 _GONE = UnknownTopicOrPartitionError.errno  # another process deleted it in between: fine
+
+
+class Ensured(list[str]):
+    """What `ensure_topics` did: the topics it created (the list itself, as before), and each topic it aligned.
+
+    `aligned`: each existing topic whose configs it changed to the catalog's, with each key it changed as (was, now).
+    Both empty: the broker was as asked.
+    """
+
+    def __init__(self, created: Iterable[str] = (), aligned: Mapping[str, Mapping[str, tuple[str | None, str]]] | None = None) -> None:
+        super().__init__(created)
+        self.aligned: dict[str, dict[str, tuple[str | None, str]]] = {t: dict(keys) for t, keys in (aligned or {}).items()}
+
+    def changes(self) -> list[str]:
+        """One line for each topic aligned: `<topic>: <key> <was> → <now>; …`."""
+        return [f"{topic}: {_changes(keys)}" for topic, keys in sorted(self.aligned.items())]
 
 
 def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
@@ -78,8 +95,12 @@ async def ensure_topics(
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
     approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
-) -> list[str]:
+) -> Ensured:
     """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
+
+    With `grant`, an existing topic whose cleanup policy or timestamp type is not the catalog's is given the catalog's
+    (its own other settings kept): each one changed is logged and listed in the result's `aligned`. Run again, nothing
+    is created nor changed.
 
     A topic that spreads load is created with `partitions` (the deployment's `KitSettings.topic_partitions`; None: the
     catalog's), an ordered one with one. An existing topic keeps its count: one with another than asked is logged, since
@@ -126,16 +147,22 @@ async def ensure_topics(
                 raise for_code(refused[0][1])(
                     f"could not create {[r[0] for r in refused]} ({refused[0][2]}); `tidegate topics` creates them as admin"
                 )
-        if grant:
-            await _align_cleanup(admin, {full: spec for full, spec in wanted.items() if full in existing})
+        aligned = await _align_cleanup(admin, {full: spec for full, spec in wanted.items() if full in existing}) if grant else {}
+        for full, keys in sorted(aligned.items()):
+            log.info("%s given the catalog's %s (its own other settings kept)", full, _changes(keys))
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not set(wanted) <= set(await admin.list_topics()):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(set(wanted) - set(await admin.list_topics()))}")
             await asyncio.sleep(0.1)
-        return [t.name for t in new]
+        return Ensured([t.name for t in new], aligned)
     finally:
         await admin.close()
+
+
+def _changes(keys: Mapping[str, tuple[str | None, str]]) -> str:
+    """`key was → now; …`, as `topics ensure` and `topics check` say a change."""
+    return "; ".join(f"{key} {was} → {now}" for key, (was, now) in keys.items())
 
 
 def _aligned_config(spec: TopicSpec, overrides: Mapping[str, str]) -> dict[str, Any]:
@@ -240,15 +267,17 @@ _ALIGNED = ("cleanup.policy", "message.timestamp.type")  # what the catalog's tr
 _DEFAULTS = {"cleanup.policy": "delete", "message.timestamp.type": "CreateTime"}
 
 
-async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, TopicSpec]) -> None:
-    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's values of those.
+async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, TopicSpec]) -> dict[str, dict[str, tuple[str | None, str]]]:
+    """Give each existing topic whose cleanup policy or timestamp type differs from its spec the spec's values; return those.
+
+    Each topic changed comes with each key changed, as (was, now).
 
     AlterConfigs (aiokafka has no incremental one) replaces a topic's configs with those given, so what is sent is the
     spec's config, then every override the topic holds now (a team's longer retention stays theirs), then the aligned
     keys as the spec has them: an upgrade that restamps every topic must not drop what operators set on them.
     """
     if not existing:
-        return
+        return {}
     described: Any = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, full, dict.fromkeys(_ALIGNED)) for full in existing]
     )
@@ -257,11 +286,15 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
         for response in described
         for _code, _message, _type, name, entries in response.resources
     }
-    stale = [
-        full
+    changes = {
+        full: {
+            key: (current.get(full, {}).get(key), asked)
+            for key in _ALIGNED
+            if current.get(full, {}).get(key) != (asked := spec.kafka_config().get(key, _DEFAULTS[key]))
+        }
         for full, spec in existing.items()
-        if any(current.get(full, {}).get(key) != spec.kafka_config().get(key, _DEFAULTS[key]) for key in _ALIGNED)
-    ]
+    }
+    stale = [full for full, keys in changes.items() if keys]
     if stale:
         kept = await _overrides(admin, stale)
         altered: Any = await admin.alter_configs(
@@ -271,6 +304,7 @@ async def _align_cleanup(admin: AIOKafkaAdminClient, existing: Mapping[str, Topi
             for code, message, _type, name, *_ in response.resources:
                 if code:
                     raise for_code(code)(f"could not give {name} the catalog's configs: {message}")
+    return {full: changes[full] for full in stale}
 
 
 READ_AT_START = ("control", "directory")

@@ -10,6 +10,7 @@ import typer
 
 from servicekit import REPO_ROOT, ToolCatalog, catalog_topic_names, ensure_topics
 from servicekit.bus_auth import read_mechanism
+from servicekit.topics_admin import Ensured
 from tidegate.commands._common import console, fail, run, settings
 from tidegate.commands.db import migrate_all
 
@@ -29,7 +30,7 @@ def _deployment_topic_names() -> list[str]:
     return catalog_topic_names(topic_tools)
 
 
-async def _ensure_catalog_topics() -> list[str]:
+async def _ensure_catalog_topics() -> Ensured:
     cfg = settings()
     return await ensure_topics(
         cfg.kafka_bootstrap,
@@ -40,6 +41,12 @@ async def _ensure_catalog_topics() -> list[str]:
         ops_produce_bytes_per_s=cfg.kafka_ops_produce_bytes_per_s,
         approval_produce_bytes_per_s=cfg.kafka_approval_produce_bytes_per_s,
     )
+
+
+def say_aligned(ensured: Ensured) -> None:
+    """Each existing topic `ensure_topics` gave the catalog's configs, with what it changed (nothing said when none)."""
+    for line in ensured.changes():
+        console.print(f"aligned {line} (its own other settings kept)", highlight=False)
 
 
 @app.command()
@@ -59,6 +66,7 @@ def up(
     started = time.monotonic()
     created = run(_ensure_catalog_topics())
     console.print(f"topics: {len(created)} created under prefix {settings().topic_prefix!r} ({time.monotonic() - started:.1f}s)")
+    say_aligned(created)
     migrate_all()
     cfg = settings()
     console.print(

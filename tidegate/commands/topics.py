@@ -12,7 +12,7 @@ from servicekit import TopicCheck, check_topics, stale_rights
 from servicekit.bus_acls import HeldRule, RightsCheck, check_rights
 from servicekit.bus_admin import tools_of
 from tidegate.commands._common import console, run, settings
-from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics
+from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics, say_aligned
 
 app = typer.Typer(help="The topic catalog: list it, create it on the broker, prune rights left by prefixes gone.", no_args_is_help=True)
 
@@ -146,9 +146,17 @@ def check(
 
 @app.command()
 def ensure() -> None:
-    """Create the missing catalog topics (and tool request/reply topics) on the broker."""
-    created = run(_ensure_catalog_topics())
-    console.print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else " (all existed)"))
+    """Create the missing catalog topics (and tool request/reply topics), grant every principal's ACLs, set the produce quotas.
+
+    An existing topic whose cleanup policy or timestamp type is not the catalog's is given the catalog's, its own
+    retention and partitions kept; each one changed is named with what changed. Idempotent: run again, it says it
+    created and changed nothing.
+    """
+    ensured = run(_ensure_catalog_topics())
+    console.print(f"created {len(ensured)} topics" + (f": {', '.join(ensured)}" if ensured else " (all existed)"), highlight=False)
+    say_aligned(ensured)
+    if not ensured.aligned:
+        console.print("changed no existing topic's configs (each has the catalog's cleanup policy and timestamp type)")
 
 
 @app.command()

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
-from servicekit import ADMIN, OPS, check_topics, drop_prefix, ensure_topics, kafka_options
+from servicekit import ADMIN, OPS, TopicCheck, check_topics, drop_prefix, ensure_topics, kafka_options
 from servicekit.settings import KitSettings
 from servicekit.topics_admin import CROWDED_RECORDS, replication_factor
+from tests.conftest import eventually
 from tidegate.cli import app
 
 MONTH = str(30 * 86_400_000)
@@ -96,3 +98,36 @@ async def test_junk_appended_to_control_with_the_ops_login_is_counted_and_warned
     as_json = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check", "--json"], env=env)
     control = next(json.loads(line) for line in as_json.stdout.splitlines() if json.loads(line).get("topic") == older + "control")
     assert (control["records"], control["crowded"]) == (CROWDED_RECORDS + 1, True)
+
+
+async def test_ensure_on_an_existing_cluster_says_what_it_changed_then_that_it_changed_nothing(infra: Any, older: str) -> None:
+    """The operator runs `tidegate topics ensure` on a broker an older release (or a hand) left: it used to print only
+    `created N topics (all existed)` while it restamped and un-compacted topics behind them. It names each topic it
+    changed and how, keeps the topic's own settings, and run again says it changed nothing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, **kafka_options(KitSettings(), ADMIN))
+    await admin.start()
+    try:  # `control` compacted by hand, as a release before 2026-12 made it
+        compacted = {"cleanup.policy": "compact", "retention.ms": "-1", "message.timestamp.type": "LogAppendTime"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, older + "control", compacted)])
+    finally:
+        await admin.close()
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "400"}
+
+    first = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "ensure"], env=env)
+    assert first.exit_code == 0, first.output
+    assert f"aligned {older}control: cleanup.policy compact → delete (its own other settings kept)" in first.stdout
+    assert f"aligned {older}tasks: message.timestamp.type CreateTime → LogAppendTime (its own other settings kept)" in first.stdout
+    assert f"{older}actions.results" in first.stdout.split("\n")[0]  # created, and named
+
+    async def aligned() -> dict[str, TopicCheck] | None:  # the broker serves what its controller committed a moment later
+        checks = {c.topic.removeprefix(older): c for c in await check_topics(infra.kafka_bootstrap, older, NAMES, partitions=6)}
+        return checks if all(c.ok for c in checks.values()) else None
+
+    after = await eventually(aligned, what="the topics as the catalog asks")
+    assert after["tasks"].own["retention.ms"] == (MONTH, str(7 * 86_400_000))  # the team's own retention, kept
+
+    again = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "ensure"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "created 0 topics (all existed)" in again.stdout
+    assert "aligned" not in again.stdout
+    assert "changed no existing topic's configs" in again.stdout
