@@ -11,6 +11,7 @@ from schemas import TOPICS
 from servicekit import TopicCheck, check_topics, stale_rights
 from servicekit.bus_acls import HeldRule, RightsCheck, check_rights
 from servicekit.bus_admin import tools_of
+from servicekit.bus_rights import ADMIN, PRINCIPALS
 from tidegate.commands._common import console, run, settings
 from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics, say_aligned
 
@@ -83,6 +84,18 @@ def _print_rights(rights: RightsCheck, as_json: bool) -> None:
         )
 
 
+def _crowded_steps(name: str) -> str:
+    """What an operator does about junk on `control` or `directory` (`name`): whose login wrote it, and the two steps."""
+    writers = [p for p, rights in PRINCIPALS.items() if p != ADMIN and name in rights.writes]
+    rotations = " and ".join(f"`tidegate infra rotate-login {p} --leaked`" for p in writers)
+    logins = " and ".join(f"`{p}`" for p in writers)
+    return (
+        f"Only the {logins} login (and `admin`) may write it, so junk there says its password is out: rotate it "
+        f"({rotations}, then restart what uses it); set TIDEGATE_START_CHECKPOINTS=true on every service so that only "
+        "their next start reads the junk, which cannot be deleted (docs/security/bus.md, 'Junk on control or directory')"
+    )
+
+
 @app.command()
 def check(
     as_json: bool = typer.Option(
@@ -137,8 +150,9 @@ def check(
                 console.print(
                     f"[yellow]warning:[/] {c.topic} holds {c.records:,} records, kept forever and read whole by every service "
                     f"before it serves (each start reads and dead-letters what is refused among them again): far more than are "
-                    f"signed there; junk appended with the `ops` or `approval` login? (docs/security/bus.md)"
+                    f"signed there"
                 )
+                console.print(f"  {_crowded_steps(c.topic.removeprefix(cfg.topic_prefix))}", highlight=False)
     _print_rights(rights, as_json)
     if faults or not rights.ok:
         raise typer.Exit(EXIT_NOT_ALIGNED)

@@ -95,6 +95,10 @@ async def test_junk_appended_to_control_with_the_ops_login_is_counted_and_warned
     env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "400"}
     result = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check"], env=env)
     assert f"warning: {older}control holds 10,001 records, kept forever and read whole by every service" in result.stdout
+    # what the operator does about it: whose login wrote it, rotate it, and let only the next start read it
+    assert "Only the `ops` login (and `admin`) may write it, so junk there says its password is out" in result.stdout
+    assert "`tidegate infra rotate-login ops --leaked`" in result.stdout
+    assert "TIDEGATE_START_CHECKPOINTS=true" in result.stdout
     as_json = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "check", "--json"], env=env)
     control = next(json.loads(line) for line in as_json.stdout.splitlines() if json.loads(line).get("topic") == older + "control")
     assert (control["records"], control["crowded"]) == (CROWDED_RECORDS + 1, True)
