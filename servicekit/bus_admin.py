@@ -55,6 +55,7 @@ __all__ = [
     "DIRECTORY_WRITERS",
     "OPS_PRODUCE_BYTES_PER_S",
     "OUTSIDE_PRODUCE_BYTES_PER_S",
+    "PLATFORM_PRINCIPALS",
     "alter_scram",
     "ensure_principals",
     "grant_rights",
@@ -91,6 +92,10 @@ dead-lettered each record again. Its own output is human-paced (escalations, dec
 DIRECTORY_WRITERS = tuple(p for p, rights in PRINCIPALS.items() if p != ADMIN and "directory" in rights.writes)
 """The principals the table lets write `directory` (the approval service's): each produces under
 `approval_produce_bytes_per_s`, as `ops`, the writer of `control`, under its own quota."""
+
+PLATFORM_PRINCIPALS = tuple(p for p in PRINCIPALS if p not in (ADMIN, OPS, AGENT, *DIRECTORY_WRITERS))
+"""The services' principals without a quota of their own (planner, policy, executor, audit): each under
+`services_produce_bytes_per_s` when the deployment sets one (`KitSettings.kafka_services_produce_bytes_per_s`)."""
 
 log = logging.getLogger(__name__)
 
@@ -249,12 +254,14 @@ async def grant_rights(
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
     approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
+    services_produce_bytes_per_s: int | None = None,
 ) -> int:
     """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the produce quotas.
 
     Idempotent: Kafka ignores a binding it already has. Each outside principal (`agent`, each tool's) may produce
     `produce_bytes_per_s`, `ops` (the writer of `control`) `ops_produce_bytes_per_s`, each writer of `directory`
-    (`DIRECTORY_WRITERS`) `approval_produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`).
+    (`DIRECTORY_WRITERS`) `approval_produce_bytes_per_s` (0: no quota, one set before removed) (`produce_quotas`); each
+    of the other services' (`PLATFORM_PRINCIPALS`) `services_produce_bytes_per_s` (None: their quotas left as they are).
 
     The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
     `revoke_rights` leaves them, since they belong to no prefix.
@@ -272,6 +279,8 @@ async def grant_rights(
         _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
     rates: dict[str, float | None] = {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]}
     rates |= dict.fromkeys(DIRECTORY_WRITERS, approval_produce_bytes_per_s or None)
+    if services_produce_bytes_per_s is not None:
+        rates |= dict.fromkeys(PLATFORM_PRINCIPALS, services_produce_bytes_per_s or None)
     await produce_quotas(admin, rates | {OPS: ops_produce_bytes_per_s or None})
     return len(bindings)
 

@@ -107,6 +107,15 @@ class KitSettings(BaseSettings):
         "holds its Kafka password alone cannot append junk to it at broker speed (a Kafka user quota, set by `infra up` and "
         "`tidegate topics ensure`); its own output is human-paced. 0: no quota. Default 1 MiB/s (docs/security/bus.md, Quotas).",
     )
+    kafka_services_produce_bytes_per_s: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bytes a second each of the planner's, the policy's, the executor's and the audit's Kafka principals may "
+        "produce, all its clients together (a Kafka user quota, set by `infra up` and `tidegate topics ensure`): bounds what a "
+        "leaked service password can write to that service's topics, `deadletter` included (which the audit keeps), at broker "
+        "speed. Their output follows the load admitted, so set it above your deployment's peak. Unset: their quotas are left "
+        "as they are (none unless set); 0: removed (docs/security/bus.md, Quotas).",
+    )
     infra_dir: Path = Field(
         default=REPO_ROOT / ".infra",
         description="Where `infra up` keeps the local infrastructure's data and generated logins (the variable infra/infra.sh reads).",

@@ -95,6 +95,7 @@ async def ensure_topics(
     produce_bytes_per_s: int = OUTSIDE_PRODUCE_BYTES_PER_S,
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
     approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
+    services_produce_bytes_per_s: int | None = None,
 ) -> Ensured:
     """Create the missing topics among `names` (catalog names) under `prefix`, and the prefix's ACLs; return the topics created.
 
@@ -108,8 +109,8 @@ async def ensure_topics(
 
     Logs in with `client_options` (default: the `admin` principal's local credentials). With `grant`, every
     principal's ACLs on the prefix (and on the tools among `names`) are created too, and the outside principals', `ops`'s
-    and `approval`'s produce quotas set (`produce_bytes_per_s`, `ops_produce_bytes_per_s`, `approval_produce_bytes_per_s`,
-    `servicekit.bus_admin.grant_rights`), so the caller needs
+    and `approval`'s produce quotas set, and the other services' when `services_produce_bytes_per_s` is given
+    (`servicekit.bus_admin.grant_rights`), so the caller needs
     the admin's rights; a service checking its own topics, or `ops` making a sandbox on its standing rights,
     passes `grant=False` and its own options.
     """
@@ -125,6 +126,7 @@ async def ensure_topics(
                 produce_bytes_per_s=produce_bytes_per_s,
                 ops_produce_bytes_per_s=ops_produce_bytes_per_s,
                 approval_produce_bytes_per_s=approval_produce_bytes_per_s,
+                services_produce_bytes_per_s=services_produce_bytes_per_s,
             )
         existing = set(await admin.list_topics())
         wanted = {prefix + n: topic_spec(n) for n in names}

@@ -40,6 +40,7 @@ async def _ensure_catalog_topics() -> Ensured:
         produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
         ops_produce_bytes_per_s=cfg.kafka_ops_produce_bytes_per_s,
         approval_produce_bytes_per_s=cfg.kafka_approval_produce_bytes_per_s,
+        services_produce_bytes_per_s=cfg.kafka_services_produce_bytes_per_s,
     )
 
 

@@ -351,6 +351,7 @@ async def run_demo(
         produce_bytes_per_s=kit.kafka_outside_produce_bytes_per_s,
         ops_produce_bytes_per_s=kit.kafka_ops_produce_bytes_per_s,
         approval_produce_bytes_per_s=kit.kafka_approval_produce_bytes_per_s,
+        services_produce_bytes_per_s=kit.kafka_services_produce_bytes_per_s,
     )
     from systems.seed import seed_demo
 
