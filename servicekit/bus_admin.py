@@ -255,7 +255,7 @@ async def grant_rights(
     ops_produce_bytes_per_s: int = OPS_PRODUCE_BYTES_PER_S,
     approval_produce_bytes_per_s: int = APPROVAL_PRODUCE_BYTES_PER_S,
     services_produce_bytes_per_s: int | None = None,
-) -> int:
+) -> dict[str, tuple[float | None, float | None]]:
     """Create every ACL of deployment `prefix` and the sandboxes' standing ones, remove retired ones; set the produce quotas.
 
     Idempotent: Kafka ignores a binding it already has. Each outside principal (`agent`, each tool's) may produce
@@ -264,7 +264,8 @@ async def grant_rights(
     of the other services' (`PLATFORM_PRINCIPALS`) `services_produce_bytes_per_s` (None: their quotas left as they are).
 
     The sandboxes' rules ride along so that `infra up` and `tidegate topics ensure` bring an existing broker up to date;
-    `revoke_rights` leaves them, since they belong to no prefix.
+    `revoke_rights` leaves them, since they belong to no prefix. Returns each quota it changed, as (was, now) bytes a second
+    (None: no quota).
     """
     tools = list(tools)
     bindings = acl_bindings(prefix, tools) + sandbox_bindings()
@@ -272,7 +273,7 @@ async def grant_rights(
     errors = [(r[0], r[1]) for r in response.creation_responses]
     if errors and all(code == SecurityDisabled.errno for code, _ in errors):
         log.warning("the broker at %s has no authorizer: no ACLs made for prefix %r", admin._client.hosts, prefix)
-        return 0
+        return {}
     _raise_errors(errors, f"CreateAcls for prefix {prefix!r}")
     if retired := retired_bindings(prefix, tools):
         deleted: Any = await admin._send_request(_DeleteAcls(retired))
@@ -281,8 +282,10 @@ async def grant_rights(
     rates |= dict.fromkeys(DIRECTORY_WRITERS, approval_produce_bytes_per_s or None)
     if services_produce_bytes_per_s is not None:
         rates |= dict.fromkeys(PLATFORM_PRINCIPALS, services_produce_bytes_per_s or None)
-    await produce_quotas(admin, rates | {OPS: ops_produce_bytes_per_s or None})
-    return len(bindings)
+    rates |= {OPS: ops_produce_bytes_per_s or None}
+    before = await produce_quotas_set(admin)
+    await produce_quotas(admin, rates)
+    return {p: (before.get(p), rate) for p, rate in rates.items() if before.get(p) != rate}
 
 
 async def produce_quotas(admin: AIOKafkaAdminClient, rates: Mapping[str, float | None]) -> None:

@@ -55,13 +55,24 @@ class Ensured(list[str]):
     Both empty: the broker was as asked.
     """
 
-    def __init__(self, created: Iterable[str] = (), aligned: Mapping[str, Mapping[str, tuple[str | None, str]]] | None = None) -> None:
+    def __init__(
+        self,
+        created: Iterable[str] = (),
+        aligned: Mapping[str, Mapping[str, tuple[str | None, str]]] | None = None,
+        quotas: Mapping[str, tuple[float | None, float | None]] | None = None,
+    ) -> None:
         super().__init__(created)
         self.aligned: dict[str, dict[str, tuple[str | None, str]]] = {t: dict(keys) for t, keys in (aligned or {}).items()}
+        self.quotas: dict[str, tuple[float | None, float | None]] = dict(quotas or {})  # principal: (was, now) B/s, None: none
 
     def changes(self) -> list[str]:
-        """One line for each topic aligned: `<topic>: <key> <was> → <now>; …`."""
-        return [f"{topic}: {_changes(keys)}" for topic, keys in sorted(self.aligned.items())]
+        """One line for each topic aligned (`aligned <topic>: <key> <was> → <now>; …`) and each produce quota changed."""
+        lines = [f"aligned {topic}: {_changes(keys)} (its own other settings kept)" for topic, keys in sorted(self.aligned.items())]
+        return lines + [f"produce quota of {p}: {_rate(was)} → {_rate(now)}" for p, (was, now) in sorted(self.quotas.items())]
+
+
+def _rate(bytes_per_s: float | None) -> str:
+    return "none" if bytes_per_s is None else f"{int(bytes_per_s)} B/s"
 
 
 def catalog_topic_names(tools_on_topics: Iterable[str] = ()) -> list[str]:
@@ -118,8 +129,9 @@ async def ensure_topics(
     admin = _admin(bootstrap, client_options, timeout_s)
     await admin.start()
     try:
+        quotas = {}
         if grant:
-            await grant_rights(
+            quotas = await grant_rights(
                 admin,
                 prefix,
                 tools_of(names),
@@ -157,7 +169,7 @@ async def ensure_topics(
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"topics not visible after {timeout_s}s: {sorted(set(wanted) - set(await admin.list_topics()))}")
             await asyncio.sleep(0.1)
-        return Ensured([t.name for t in new], aligned)
+        return Ensured([t.name for t in new], aligned, quotas)
     finally:
         await admin.close()
 

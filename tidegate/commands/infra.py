@@ -45,9 +45,9 @@ async def _ensure_catalog_topics() -> Ensured:
 
 
 def say_aligned(ensured: Ensured) -> None:
-    """Each existing topic `ensure_topics` gave the catalog's configs, with what it changed (nothing said when none)."""
+    """Each existing topic `ensure_topics` gave the catalog's configs, and each quota it changed (nothing said when none)."""
     for line in ensured.changes():
-        console.print(f"aligned {line} (its own other settings kept)", highlight=False)
+        console.print(line, highlight=False)
 
 
 @app.command()

@@ -163,14 +163,16 @@ def ensure() -> None:
     """Create the missing catalog topics (and tool request/reply topics), grant every principal's ACLs, set the produce quotas.
 
     An existing topic whose cleanup policy or timestamp type is not the catalog's is given the catalog's, its own
-    retention and partitions kept; each one changed is named with what changed. Idempotent: run again, it says it
-    created and changed nothing.
+    retention and partitions kept; each one changed is named with what changed, and each produce quota changed.
+    Idempotent: run again, it says it created and changed nothing.
     """
     ensured = run(_ensure_catalog_topics())
     console.print(f"created {len(ensured)} topics" + (f": {', '.join(ensured)}" if ensured else " (all existed)"), highlight=False)
     say_aligned(ensured)
     if not ensured.aligned:
         console.print("changed no existing topic's configs (each has the catalog's cleanup policy and timestamp type)")
+    if not ensured.quotas:
+        console.print("changed no produce quota (each principal's is as the settings say)")
 
 
 @app.command()

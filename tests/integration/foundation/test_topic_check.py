@@ -14,6 +14,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
 from servicekit import ADMIN, OPS, TopicCheck, check_topics, drop_prefix, ensure_topics, kafka_options
+from servicekit.bus_admin import APPROVAL_PRODUCE_BYTES_PER_S, produce_quotas, produce_quotas_set
 from servicekit.settings import KitSettings
 from servicekit.topics_admin import CROWDED_RECORDS, replication_factor
 from tests.conftest import eventually
@@ -135,3 +136,33 @@ async def test_ensure_on_an_existing_cluster_says_what_it_changed_then_that_it_c
     assert "created 0 topics (all existed)" in again.stdout
     assert "aligned" not in again.stdout
     assert "changed no existing topic's configs" in again.stdout
+
+
+async def test_ensure_names_each_produce_quota_it_changes(infra: Any, older: str) -> None:
+    """A quota setting changed (`TIDEGATE_KAFKA_APPROVAL_PRODUCE_BYTES_PER_S`) is what `ensure` says it set, was and now;
+    run again with the same settings it says it changed none. Quotas are the broker's, whatever the prefix: put back after."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, **kafka_options(KitSettings(), ADMIN))
+    await admin.start()
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "400"}
+
+    async def ensure(**settings: str) -> str:
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["topics", "ensure"], env=env | settings)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    async def approval_held(rate: float) -> bool:  # the broker serves what its controller committed a moment later
+        return (await produce_quotas_set(admin)).get("approval") == rate
+
+    try:
+        await ensure()
+        await eventually(lambda: approval_held(APPROVAL_PRODUCE_BYTES_PER_S), what="approval's default quota")
+        raised = await ensure(TIDEGATE_KAFKA_APPROVAL_PRODUCE_BYTES_PER_S="2097152")
+        assert "produce quota of approval: 1048576 B/s → 2097152 B/s" in raised
+        await eventually(lambda: approval_held(2097152), what="approval's raised quota")
+        back = await ensure()
+        assert "produce quota of approval: 2097152 B/s → 1048576 B/s" in back
+        await eventually(lambda: approval_held(APPROVAL_PRODUCE_BYTES_PER_S), what="approval's default quota again")
+        assert "changed no produce quota" in await ensure()
+    finally:
+        await produce_quotas(admin, {"approval": APPROVAL_PRODUCE_BYTES_PER_S})
+        await admin.close()
