@@ -37,7 +37,26 @@ _TOPICS: list[tuple[str, re.Pattern[str]]] = [
 _URGENT = re.compile(r"urgent|asap|immediately|right now")
 _AMOUNT = re.compile(r"(?:\$|usd\s*)(\d{1,6}(?:\.\d{1,2})?)|(\d{1,6}(?:\.\d{1,2})?)\s*(?:usd|dollars)", re.IGNORECASE)
 _ORDER = re.compile(r"\b(O-\d+)\b")
-_PAYEE = re.compile(r"\b(?:payee|beneficiary)(?:\s+id)?\s*[:#=]?\s*([a-z0-9_]{3,64})\b", re.IGNORECASE)
+_PAYEE = re.compile(r"\b(?:payee|beneficiary)(?:_id)?\b((?:[\s:#=,.]+[a-z0-9_]+){1,5})", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9_]+", re.IGNORECASE)
+
+
+def _is_id(word: str) -> bool:
+    """Whether a word reads as an account id (`cus_1001`, `acct_new_7731`): letters with a digit or an underscore."""
+    return 3 <= len(word) <= 64 and any(c.isalpha() for c in word) and any(c.isdigit() or c == "_" for c in word)
+
+
+def _payee_named(text: str) -> str | None:
+    """The first payee id the text names within five words after "payee" or "beneficiary"; None when it names none.
+
+    An English word after "payee" is not an id: "refund the payee named below: cus_1001" names `cus_1001`, not `named`
+    (the word used to be proposed as the payee, refused by policy as a new one, and the note read "to payee named").
+    """
+    for m in _PAYEE.finditer(text):
+        words: list[str] = _WORD.findall(m.group(1))
+        if found := next((w for w in words if _is_id(w)), None):
+            return found
+    return None
 
 
 def classify_ticket(text: str) -> tuple[str, list[str]]:
@@ -87,7 +106,7 @@ def _refund_fields(inp: dict[str, Any], untrusted_keys: list[str]) -> tuple[dict
     trusted, untrusted = split_input(inp, untrusted_keys)
     text = " ".join(str(v) for v in untrusted.values())
     extracted: dict[str, Any] = {
-        "payee_id": m.group(1) if (m := _PAYEE.search(text)) else None,
+        "payee_id": _payee_named(text),
         "amount_usd": float(m.group(1) or m.group(2)) if (m := _AMOUNT.search(text)) else None,
         "order_id": m.group(1) if (m := _ORDER.search(text)) else None,
     }
