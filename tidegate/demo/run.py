@@ -41,7 +41,7 @@ from servicekit.partitions import partitions_of
 from systems.seed import TICKETS
 from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
 
-__all__ = ["TaskView", "Watcher", "fresh_orders", "publish_events", "run_demo"]
+__all__ = ["TaskView", "Watcher", "fresh_orders", "publish_events", "run_demo", "untrusted_lines"]
 
 WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
 
@@ -128,6 +128,7 @@ class ActionView:
     approval: str | None = None
     result: str | None = None
     cost_usd: float = 0.0
+    facts: dict[str, Any] = field(default_factory=dict)  # the policy's signed facts of its decision (taint, flagged passages)
 
 
 @dataclass
@@ -179,6 +180,8 @@ class TaskView:
         if name == "actions.decided":
             action.decision = d.outcome if d.via == "policy" else f"{d.outcome} after approval"
             action.reasons = [str(r.code) for r in d.reasons]
+            if d.via == "policy":
+                action.facts = dict(d.facts)
         elif name == "approvals":
             action.approval_id = d.approval_id
             action.approval = event.type.removeprefix("tidegate.approval.")
@@ -249,17 +252,50 @@ def _start_services(console: Console) -> bool:
     return subprocess.run(cmd, check=False).returncode == 0
 
 
-def _approve_hint() -> str:
-    """How a person approves, as the approvals command group spells it (if installed)."""
+def _approve_hint(verb: str = "approve", options: str = "") -> str:
+    """How a person approves (or rejects), as the approvals command group spells it (if installed)."""
     try:
         module = importlib.import_module("tidegate.commands.approvals")
     except ModuleNotFoundError:
-        return "(approve it on the approval service's page)"
+        return f"({verb} it on the approval service's page)"
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in module.app.registered_commands}
-    if "approve" not in names:
-        return "(approve it on the approval service's page)"
+    if verb not in names:
+        return f"({verb} it on the approval service's page)"
     url = module.configured_url()  # this deployment's, so the line works pasted in any shell, whatever port it listens on
-    return "tidegate approvals approve {approval_id}" + (f" --url {url}" if url else "")
+    return f"tidegate approvals {verb} {{approval_id}}" + (f" --url {url}" if url else "") + options
+
+
+def _approver_page() -> str | None:
+    """The approver page's address (the approval service's `/`), when this deployment's settings say where it listens."""
+    with contextlib.suppress(ModuleNotFoundError, SystemExit):
+        url = importlib.import_module("tidegate.commands.approvals").configured_url()
+        return f"{url.rstrip('/')}/" if url else None
+    return None
+
+
+REJECT_INJECTION = ' --reason wrong_recipient -m "prompt injection: the email names another customer\'s account"'
+
+
+def untrusted_lines(action: ActionView) -> list[str]:
+    """What the approver is shown of the untrusted text behind an escalated call, as `tidegate approvals show` prints it.
+
+    From the policy's signed facts of the decision: the quote around each value untrusted text supplied, then the
+    instruction-like passages the policy flagged in that text. Empty when no value came from untrusted text.
+    """
+    from tidegate.commands._approvals_shown import passage_lines, quote_lines
+
+    lines: list[str] = []
+    quoted: set[tuple[Any, Any]] = set()
+    for taint in action.facts.get("taint") or []:
+        excerpt = taint.get("excerpt") if isinstance(taint, dict) else None
+        if isinstance(excerpt, dict) and (taint.get("arg"), excerpt.get("at")) not in quoted:
+            quoted.add((taint.get("arg"), excerpt.get("at")))
+            lines += quote_lines(excerpt)
+    if lines:
+        for source in action.facts.get("untrusted_passages") or []:
+            if isinstance(source, dict):
+                lines += passage_lines(source)
+    return lines
 
 
 def _verify_audit(console: Console) -> str:
@@ -438,19 +474,30 @@ def _report(
     )
     pending = [(v, a) for v in ordered if (a := v.waiting_on_human) is not None and a.approval_id]
     if pending:
-        hint = _approve_hint()
+        hint, reject = _approve_hint(), _approve_hint("reject", REJECT_INJECTION)
         console.print("\n[bold]Pending approvals[/] (nothing was auto-approved):")
         for v, a in pending:
             console.print(f"  {v.ticket_id} {a.tool} {_short_args(a.args)} — {', '.join(a.reasons)}")
-            console.print(f"    [bold]{hint.format(approval_id=a.approval_id)}[/]")
+            if said := untrusted_lines(a):
+                # A prompt injection caught: what the approver is shown of the email, before any decision (docs/approval.md).
+                console.print(f"    [yellow]{', '.join(a.tainted) or 'an argument'} came from the customer's email; the approver sees:[/]")
+                for line in said:
+                    console.print("  " + line, highlight=False)
+                console.print(f"    the whole request: [bold]tidegate approvals show {a.approval_id}[/]; reject it:")
+                console.print(f"    [bold]{reject.format(approval_id=a.approval_id)}[/]", highlight=False)
+            else:
+                console.print(f"    [bold]{hint.format(approval_id=a.approval_id)}[/]")
+        page = _approver_page()
         console.print(
             "  with your approver token in TIDEGATE_APPROVER_TOKEN; an admin creates one with\n"
             f"  [bold]tidegate approvals token create --approver bob@{tenant}.example --tenant {tenant} --groups finance[/]\n"
             "  (the requester of a task may not approve it; `tidegate approvals list` shows what waits)"
+            + (f"\n  or decide on the approver page, signed in with that token: [bold]{page}[/]" if page else "")
         )
         if standins_stopped:  # an approval granted now would fail for want of them, which reads like a broken install
             console.print(
-                "  [yellow]the Zendesk and Stripe stand-ins stopped with this run: an approval granted now fails (unreachable).[/]\n"
+                "  [yellow]the Zendesk and Stripe stand-ins stopped with this run: an approval granted now fails (unreachable); "
+                "a rejection holds (nothing is refunded), but the note it adds to the ticket fails too.[/]\n"
                 "  To try approvals, run the demo on the built-in systems of record, which stay: "
                 "[bold]tidegate demo --systems builtin[/]"
             )

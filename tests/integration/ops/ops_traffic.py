@@ -154,7 +154,9 @@ async def record_traffic(kit: KitSettings) -> Traffic:
         orders = await fresh_orders(pool, "acme", suffix=str(int(run, 16) % 10**8))
     finally:
         await pool.close()
-    tickets = {t.ticket_id: t for t in TICKETS}
+    # Every demo ticket but T-1009, whose refund to a payee named by untrusted text would wait on an approver the recording
+    # never has (T-1002's two are decided below).
+    tickets = {t.ticket_id: t for t in TICKETS if t.ticket_id != "T-1009"}
     tasks = {tid: ticket_task(t, tenant_id="acme", task_id=f"ops-{run}-{tid}", order_id=orders.get(tid)) for tid, t in tickets.items()}
     tasks["T-1002-again"] = ticket_task(tickets["T-1002"], tenant_id="acme", task_id=f"ops-{run}-T-1002-again", order_id=orders["T-1002"])
     from services.audit.app import build as build_audit

@@ -22,8 +22,9 @@ from tidegate.ops.recorded import recorded_window
 
 log = logging.getLogger(__name__)
 
-# Demo tickets whose task closes without a human (T-1002's refund over the threshold waits for an approver).
-UNATTENDED = tuple(t for t in TICKETS if t.ticket_id != "T-1002")
+# Demo tickets whose task closes without a human (T-1002's refund over the threshold and T-1009's refund to a payee
+# named by untrusted text wait for an approver).
+UNATTENDED = tuple(t for t in TICKETS if t.ticket_id not in ("T-1002", "T-1009"))
 
 
 def _builders(kit: KitSettings) -> dict[str, Callable[[], Any]]:

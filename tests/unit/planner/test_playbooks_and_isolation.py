@@ -28,6 +28,7 @@ def plan(ticket_id: str):
         ("T-1006", "bulk_email"),
         ("T-1007", "general"),
         ("T-1008", "general"),
+        ("T-1009", "refund"),
     ],
 )
 def test_seeded_tickets_are_classified(ticket_id, category):
@@ -42,7 +43,7 @@ def test_refund_from_structured_fields_is_not_tainted():
     assert [s.tool for s in plan("T-1001")] == ["tag_ticket", "add_internal_note", "lookup_order", "issue_refund", "draft_reply"]
 
 
-@pytest.mark.parametrize(("ticket_id", "payee"), [("T-1003", "acct_new_7731"), ("T-1005", "attacker_payout_99")])
+@pytest.mark.parametrize(("ticket_id", "payee"), [("T-1003", "acct_new_7731"), ("T-1005", "attacker_payout_99"), ("T-1009", "cus_1001")])
 def test_payee_named_in_the_untrusted_body_is_tainted(ticket_id, payee):
     refund = next(s for s in plan(ticket_id) if s.tool == "issue_refund")
     assert refund.args["payee_id"] == payee
