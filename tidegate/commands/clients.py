@@ -325,11 +325,24 @@ def demo(
         help="`stand-in` (offline): helpdesk on a Zendesk stand-in, payments on Stripe's stripe-mock (built with Go on first use); "
         "`builtin`: the demo tables in PostgreSQL.",
     ),
+    decide_s: float | None = typer.Option(
+        None,
+        "--wait-for-decisions",
+        help="Seconds to wait, after the report, for a person to decide the pending approvals (the stand-ins serve meanwhile), "
+        "saying what each decision did; default 600 at a terminal on the stand-ins, else 0 (do not wait).",
+        min=0,
+    ),
 ) -> None:
     """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""
     from tidegate.demo.run import run_demo
 
     if systems not in ("builtin", "stand-in"):
         fail(f"--systems is builtin or stand-in, not {systems!r}")
-    code = run(run_demo(settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console, systems=systems))
+    demo_run = run_demo(
+        settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console, systems=systems, decide_s=decide_s
+    )
+    try:
+        code = run(demo_run)
+    except KeyboardInterrupt:  # the demo said what its Ctrl-C left behind
+        raise typer.Exit(130) from None
     raise typer.Exit(code)

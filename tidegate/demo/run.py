@@ -7,6 +7,7 @@ nothing; escalations are left pending with the command a person runs to approve 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import re
@@ -368,13 +369,26 @@ async def _onboard(kit: KitSettings, tenant: str, console: Console) -> None:
         )
 
 
+DECIDE_S = 600.0
+"""How long the demo waits for a person's decisions on its pending approvals by default, at a terminal on the stand-ins."""
+
+
 async def run_demo(
-    kit: KitSettings, *, tenant: str, timeout_s: float, start_services: bool, console: Console, systems: str = "stand-in"
+    kit: KitSettings,
+    *,
+    tenant: str,
+    timeout_s: float,
+    start_services: bool,
+    console: Console,
+    systems: str = "stand-in",
+    decide_s: float | None = None,
 ) -> int:
     """The whole demo; returns the process exit code (0 when every task settled and the audit chain verified or was skipped).
 
     `systems`: `stand-in` (the default) puts the helpdesk on a Zendesk stand-in and the payments on Stripe's stripe-mock
     (mail, CRM and code stay built in); `builtin` acts on the demo tables in PostgreSQL only.
+    `decide_s`: how long to wait, once the report is out, for a person to decide the pending approvals (the stand-ins
+    serve meanwhile), saying what each decision did; None: `DECIDE_S` at a terminal on the stand-ins, else not at all.
     """
     started = time.monotonic()
     catalog = ToolCatalog.load(*kit.tool_dirs)
@@ -408,45 +422,123 @@ async def run_demo(
     console.print("policy: the policy service uses the pack in policies/default unless one was published (`tidegate policy publish`)")
     await _onboard(kit, tenant, console)
 
-    async with contextlib.AsyncExitStack() as stack:
-        tasks = demo_tasks(tenant, orders=orders)
-        if systems == "stand-in":
-            from tidegate.demo.standin_systems import standin_systems
+    if decide_s is None:
+        decide_s = DECIDE_S if systems == "stand-in" and sys.stdin.isatty() and sys.stdout.isatty() else 0.0
+    submitted: list[Any] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            tasks = demo_tasks(tenant, orders=orders)
+            if systems == "stand-in":
+                from tidegate.demo.standin_systems import standin_systems
 
-            standins = await stack.enter_async_context(standin_systems(kit, tenant, orders))
-            tasks = [t.model_copy(update={"input": {**t.input, **standins.task_input()}}) for t in tasks]
-            console.print(
-                f"systems: helpdesk on the Zendesk stand-in ({standins.zendesk.url}), payments on stripe-mock ({standins.stripe.url})"
-            )
-        ordered = await _submit_and_watch(kit, tenant, tasks, timeout_s, started, console)
-    return _report(kit, ordered, timeout_s, tenant, console, started, standins_stopped=systems == "stand-in")
+                standins = await stack.enter_async_context(standin_systems(kit, tenant, orders))
+                tasks = [t.model_copy(update={"input": {**t.input, **standins.task_input()}}) for t in tasks]
+                console.print(
+                    f"systems: helpdesk on the Zendesk stand-in ({standins.zendesk.url}), payments on stripe-mock ({standins.stripe.url})"
+                )
+            watcher = Watcher(kit, WATCHED)
+            await watcher.start()
+            stack.push_async_callback(watcher.stop)
+            ordered = await _submit_and_watch(kit, tenant, tasks, timeout_s, started, console, watcher, submitted)
+            stopped = systems == "stand-in"
+            code = _report(kit, ordered, timeout_s, tenant, console, started, standins_stopped=stopped, decide_s=decide_s)
+            if decide_s > 0 and any(v.waiting_on_human for v in ordered):
+                await _follow_decisions(watcher, ordered, decide_s, console, standins=stopped)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        _interrupted(console, submitted, standins=systems == "stand-in")
+        raise
+    return code
+
+
+def _interrupted(console: Console, submitted: list[Any], *, standins: bool) -> None:
+    """What a Ctrl-C left behind: the tasks already submitted go on in the services; what to look at, how to stop."""
+    if not submitted:
+        console.print("\n[yellow]interrupted before any ticket was submitted[/]; `tidegate down` stops the services")
+        return
+    run = submitted[0].task_id.rsplit("-T-", 1)[0]
+    console.print(
+        f"\n[yellow]interrupted: the {len(submitted)} tasks of this run ({run}-…) were submitted and go on in the services[/]"
+        + (
+            "; the Zendesk and Stripe stand-ins stopped with this process, so what those tasks still do on them fails (unreachable)"
+            if standins
+            else ""
+        )
+        + ".\n  What is open: [bold]tidegate tasks[/]; one task's story: [bold]tidegate audit explain TASK_ID[/]; "
+        "stop the services: [bold]tidegate down[/]"
+    )
+
+
+async def _follow_decisions(watcher: Watcher, ordered: list[TaskView], wait_s: float, console: Console, *, standins: bool) -> None:
+    """Wait for a person to decide the pending approvals, saying what each decision did, until the tasks close or time is up."""
+    waiting = {v.task_id: v for v in ordered if v.waiting_on_human is not None}
+    console.print(
+        f"\n[bold]Waiting up to {wait_s:.0f}s for your decisions[/] on the {len(waiting)} pending approval(s), on the page or "
+        "with the commands above in another shell" + (" (the stand-ins serve meanwhile)" if standins else "") + "; Ctrl-C stops waiting"
+    )
+    deadline = time.monotonic() + wait_s
+    while waiting and time.monotonic() < deadline:
+        for name, event in await watcher.poll(0.5):
+            view = waiting.get(event.data.task_id)
+            if view is None:
+                continue
+            view.apply(name, event)
+            d = event.data
+            if name == "approvals" and event.type != "tidegate.approval.requested":
+                who = f" by {d.approver}" if d.approver else ""
+                why = f": {d.comment}" if d.comment else ""
+                console.print(f"  {view.ticket_id} {d.tool}: {event.type.removeprefix('tidegate.approval.')}{who}{why}", highlight=False)
+            elif name == "actions.decided" and d.via == "approval":
+                console.print(
+                    f"  {view.ticket_id} {d.tool}: policy re-decided it: {d.outcome} ({', '.join(str(r.code) for r in d.reasons)})"
+                )
+            elif name == "actions.results":
+                error = f" ({d.error.type}: {d.error.message})" if d.error is not None else ""
+                console.print(f"  {view.ticket_id} {d.tool}: {d.status}{error}", highlight=False)
+            elif name == "tasks.outcomes":
+                reason = f" ({d.reason})" if d.reason else ""
+                console.print(
+                    f"  {view.ticket_id}: task [bold]{d.status}[/]{reason} · cost ${d.cost.total:.4f} (human review "
+                    f"{d.cost.human_review:.2f}) · human touches {d.human_touches}",
+                    highlight=False,
+                )
+                del waiting[view.task_id]
+    if waiting:
+        console.print(
+            f"[yellow]no decision on {', '.join(v.ticket_id for v in waiting.values())} within {wait_s:.0f}s[/]"
+            + ("; the stand-ins stop now: an approval granted from now on fails (unreachable)" if standins else "")
+        )
+    else:
+        console.print("every pending approval was decided; [bold]tidegate audit verify[/] checks the chain again with them")
 
 
 async def _submit_and_watch(
-    kit: KitSettings, tenant: str, tasks: list[Any], timeout_s: float, started: float, console: Console
+    kit: KitSettings,
+    tenant: str,
+    tasks: list[Any],
+    timeout_s: float,
+    started: float,
+    console: Console,
+    watcher: Watcher,
+    submitted: list[Any],
 ) -> list[TaskView]:
-    """Submit the tasks and follow them until every one settles or the time is up."""
+    """Submit the tasks (noted in `submitted`) and follow them with `watcher` until every one settles or the time is up."""
     cases = {c.ticket_id: c for c in DEMO_CASES}
     views = {
         t.task_id: TaskView(t.task_id, t.input["ticket_id"], cases[t.input["ticket_id"]].title, cases[t.input["ticket_id"]].expect)
         for t in tasks
     }
-    watcher = Watcher(kit, WATCHED)
-    await watcher.start()
-    try:
-        await publish_events(kit, [("tasks", TaskSubmitted.build(t, source="tidegate/demo")) for t in tasks])
-        console.print(f"submitted {len(tasks)} tickets for tenant [bold]{tenant}[/] in autonomous mode; nothing is auto-approved")
-        deadline = time.monotonic() + timeout_s
-        ordered = list(views.values())
-        with Live(_progress(ordered, started), console=console, refresh_per_second=4, transient=False) as live:
-            while time.monotonic() < deadline and not all(v.settled for v in ordered):
-                for name, event in await watcher.poll(0.25):
-                    view = views.get(event.data.task_id)
-                    if view is not None:
-                        view.apply(name, event)
-                live.update(_progress(ordered, started))
-    finally:
-        await watcher.stop()
+    submitted.extend(tasks)  # from here a Ctrl-C may leave them in the services: the interruption's message names them
+    await publish_events(kit, [("tasks", TaskSubmitted.build(t, source="tidegate/demo")) for t in tasks])
+    console.print(f"submitted {len(tasks)} tickets for tenant [bold]{tenant}[/] in autonomous mode; nothing is auto-approved")
+    deadline = time.monotonic() + timeout_s
+    ordered = list(views.values())
+    with Live(_progress(ordered, started), console=console, refresh_per_second=4, transient=False) as live:
+        while time.monotonic() < deadline and not all(v.settled for v in ordered):
+            for name, event in await watcher.poll(0.25):
+                view = views.get(event.data.task_id)
+                if view is not None:
+                    view.apply(name, event)
+            live.update(_progress(ordered, started))
     return ordered
 
 
@@ -459,6 +551,7 @@ def _report(
     started: float,
     *,
     standins_stopped: bool = False,
+    decide_s: float = 0.0,
 ) -> int:
     """Print what happened to every task, the pending approvals, and the audit verdict; the exit code."""
     console.print()
@@ -494,7 +587,9 @@ def _report(
             "  (the requester of a task may not approve it; `tidegate approvals list` shows what waits)"
             + (f"\n  or decide on the approver page, signed in with that token: [bold]{page}[/]" if page else "")
         )
-        if standins_stopped:  # an approval granted now would fail for want of them, which reads like a broken install
+        if standins_stopped and decide_s > 0:
+            console.print(f"  the Zendesk and Stripe stand-ins serve while the demo waits for your decisions ({decide_s:.0f}s at most)")
+        elif standins_stopped:  # an approval granted now would fail for want of them, which reads like a broken install
             console.print(
                 "  [yellow]the Zendesk and Stripe stand-ins stopped with this run: an approval granted now fails (unreachable); "
                 "a rejection holds (nothing is refunded), but the note it adds to the ticket fails too.[/]\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -261,3 +263,107 @@ async def test_the_demo_on_the_zendesk_and_stripe_stand_ins_has_the_same_outcome
         assert not [r for r in records if value in r], connector
         assert not [r for r in audit if value in (r["key"] or b"") + r["headers"].encode() + (r["value"] or b"")], connector
         assert not [name for name, log in logs.items() if value in log], connector
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _line_with(stream: asyncio.StreamReader, marker: str, seen: list[str], timeout_s: float) -> None:
+    """Read the demo's output (into `seen`) until a line holds `marker`."""
+    async with asyncio.timeout(timeout_s):
+        while line := (await stream.readline()).decode():
+            seen.append(line)
+            if marker in line:
+                return
+    raise AssertionError(f"the demo never printed {marker!r}:\n{''.join(seen)[-4000:]}")
+
+
+async def _demo_until(env: dict[str, str], marker: str, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """`tidegate demo` on the stand-ins, running, once it printed `marker`; what it printed so far."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tidegate.cli", "demo", "--systems", "stand-in", "--timeout", "150", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        await _line_with(proc.stdout, marker, seen, 700)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, seen
+
+
+async def _cli(env: dict[str, str], *args: str) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.timeout(900)  # stripe-mock is built with `go install` on first use
+async def test_the_evaluator_approves_and_rejects_while_the_demo_waits_on_the_stand_ins(infra, prefix, stack_env):
+    """The evaluator's next step after `make demo`: decide the two escalations while the stand-ins still serve.
+
+    Before, the demo stopped its Zendesk and Stripe stand-ins as it printed the approve command, so the approval it
+    suggested failed (unreachable). Now it waits for the decisions and says what each did.
+    """
+    import httpx
+
+    port = _free_port()
+    env = stack_env | {"TIDEGATE_APPROVAL_HTTP_PORT": str(port)}
+    proc, seen = await _demo_until(env, "Waiting up to 180s for your decisions", "--wait-for-decisions", "180")
+    try:
+        text = " ".join("".join(seen).split())
+        big = re.search(r"T-1002 stripe_refund .*? tidegate approvals approve (ap-[0-9a-f]+)", text)
+        injected = re.search(r"tidegate approvals reject (ap-[0-9a-f]+)", text)
+        assert big, text[-4000:]
+        assert injected, text[-4000:]
+        created = await _cli(
+            env, "approvals", "token", "create", "--approver", "bob@acme.example", "--tenant", "acme", "--groups", "finance"
+        )
+        token = re.search(r"tga_[A-Za-z0-9_-]+", created)
+        assert token, created
+        env |= {"TIDEGATE_APPROVER_TOKEN": token[0]}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token[0]}"}) as http:
+            digest = (await http.get(f"/api/v1/approvals/{big[1]}")).json()["action_digest"]
+        await _cli(env, "approvals", "approve", big[1], "--digest", digest)
+        await _cli(env, "approvals", "reject", injected[1], "--reason", "wrong_recipient", "-m", "prompt injection")
+        rest, _ = await asyncio.wait_for(proc.communicate(), 240)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    after = " ".join((rest.decode()).split())
+    assert proc.returncode == 0, "".join(seen)[-3000:] + after[-3000:]
+    assert "T-1002 stripe_refund: granted by bob@acme.example" in after
+    assert "T-1002 stripe_refund: succeeded" in after  # refunded on Stripe (the stand-in), not "unreachable"
+    assert "T-1002: task completed" in after
+    assert "T-1009 stripe_refund: rejected by bob@acme.example: prompt injection" in after
+    assert "T-1009 zendesk_add_internal_note: succeeded" in after  # the hand-off note reached the helpdesk
+    assert "T-1009: task completed" in after
+    assert "every pending approval was decided" in after
+    assert "unreachable" not in after
+
+
+@pytest.mark.timeout(900)
+async def test_ctrl_c_midway_says_what_the_run_left_behind(infra, prefix, stack_env):
+    """Ctrl-C while the tickets run: the demo says its tasks go on in the services and that the stand-ins stopped."""
+    proc, seen = await _demo_until(stack_env, "submitted 9 tickets")
+    try:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    said = " ".join(("".join(seen) + rest.decode()).split())
+    assert proc.returncode == 130, said[-3000:]
+    assert "Traceback" not in said
+    assert "interrupted: the 9 tasks of this run (demo-" in said
+    assert "the Zendesk and Stripe stand-ins stopped with this process" in said
+    assert "tidegate tasks" in said
