@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -469,46 +470,61 @@ def _interrupted(console: Console, submitted: list[Any], *, standins: bool) -> N
 
 
 async def _follow_decisions(watcher: Watcher, ordered: list[TaskView], wait_s: float, console: Console, *, standins: bool) -> None:
-    """Wait for a person to decide the pending approvals, saying what each decision did, until the tasks close or time is up."""
+    """Wait for a person to decide the pending approvals, saying what each decision did, until the tasks close or time is up.
+
+    Ctrl-C here ends the wait, not the run: the report stands and the exit code is the run's.
+    """
     waiting = {v.task_id: v for v in ordered if v.waiting_on_human is not None}
-    console.print(
-        f"\n[bold]Waiting up to {wait_s:.0f}s for your decisions[/] on the {len(waiting)} pending approval(s), on the page or "
-        "with the commands above in another shell" + (" (the stand-ins serve meanwhile)" if standins else "") + "; Ctrl-C stops waiting"
-    )
-    deadline = time.monotonic() + wait_s
-    while waiting and time.monotonic() < deadline:
-        for name, event in await watcher.poll(0.5):
-            view = waiting.get(event.data.task_id)
-            if view is None:
-                continue
-            view.apply(name, event)
-            d = event.data
-            if name == "approvals" and event.type != "tidegate.approval.requested":
-                who = f" by {d.approver}" if d.approver else ""
-                why = f": {d.comment}" if d.comment else ""
-                console.print(f"  {view.ticket_id} {d.tool}: {event.type.removeprefix('tidegate.approval.')}{who}{why}", highlight=False)
-            elif name == "actions.decided" and d.via == "approval":
-                console.print(
-                    f"  {view.ticket_id} {d.tool}: policy re-decided it: {d.outcome} ({', '.join(str(r.code) for r in d.reasons)})"
-                )
-            elif name == "actions.results":
-                error = f" ({d.error.type}: {d.error.message})" if d.error is not None else ""
-                console.print(f"  {view.ticket_id} {d.tool}: {d.status}{error}", highlight=False)
-            elif name == "tasks.outcomes":
-                reason = f" ({d.reason})" if d.reason else ""
-                console.print(
-                    f"  {view.ticket_id}: task [bold]{d.status}[/]{reason} · cost ${d.cost.total:.4f} (human review "
-                    f"{d.cost.human_review:.2f}) · human touches {d.human_touches}",
-                    highlight=False,
-                )
-                del waiting[view.task_id]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # a signal handler needs the main thread on Unix
+        loop.add_signal_handler(signal.SIGINT, stop.set)  # before the line that invites a Ctrl-C
+    try:
+        console.print(
+            f"\n[bold]Waiting up to {wait_s:.0f}s for your decisions[/] on the {len(waiting)} pending approval(s), on the page or "
+            "with the commands above in another shell" + (" (the stand-ins serve meanwhile)" if standins else "") + "; Ctrl-C stops waiting"
+        )
+        deadline = time.monotonic() + wait_s
+        while waiting and not stop.is_set() and time.monotonic() < deadline:
+            for name, event in await watcher.poll(0.5):
+                if (view := waiting.get(event.data.task_id)) is not None:
+                    view.apply(name, event)
+                    _say_decided(console, view, name, event, waiting)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGINT)
     if waiting:
         console.print(
-            f"[yellow]no decision on {', '.join(v.ticket_id for v in waiting.values())} within {wait_s:.0f}s[/]"
+            f"[yellow]no decision on {', '.join(v.ticket_id for v in waiting.values())}"
+            + (" (you stopped waiting)" if stop.is_set() else f" within {wait_s:.0f}s")
+            + "[/]"
             + ("; the stand-ins stop now: an approval granted from now on fails (unreachable)" if standins else "")
         )
     else:
         console.print("every pending approval was decided; [bold]tidegate audit verify[/] checks the chain again with them")
+
+
+def _say_decided(console: Console, view: TaskView, name: str, event: Any, waiting: dict[str, TaskView]) -> None:
+    """One line for what a decision on a waiting task did; a closed task leaves `waiting`."""
+    d = event.data
+    if name == "approvals" and event.type != "tidegate.approval.requested":
+        who = f" by {d.approver}" if d.approver else ""
+        why = f": {d.comment}" if d.comment else ""
+        console.print(f"  {view.ticket_id} {d.tool}: {event.type.removeprefix('tidegate.approval.')}{who}{why}", highlight=False)
+    elif name == "actions.decided" and d.via == "approval":
+        codes = ", ".join(str(r.code) for r in d.reasons)
+        console.print(f"  {view.ticket_id} {d.tool}: policy re-decided it: {d.outcome} ({codes})")
+    elif name == "actions.results":
+        error = f" ({d.error.type}: {d.error.message})" if d.error is not None else ""
+        console.print(f"  {view.ticket_id} {d.tool}: {d.status}{error}", highlight=False)
+    elif name == "tasks.outcomes":
+        reason = f" ({d.reason})" if d.reason else ""
+        console.print(
+            f"  {view.ticket_id}: task [bold]{d.status}[/]{reason} · cost ${d.cost.total:.4f} (human review "
+            f"{d.cost.human_review:.2f}) · human touches {d.human_touches}",
+            highlight=False,
+        )
+        del waiting[view.task_id]
 
 
 async def _submit_and_watch(

@@ -299,6 +299,17 @@ async def _demo_until(env: dict[str, str], marker: str, *args: str) -> tuple[asy
     return proc, seen
 
 
+async def _ctrl_c(proc: asyncio.subprocess.Process, seen: list[str]) -> str:
+    """Press Ctrl-C on the running demo; everything it printed, as read (whatever the wrapping)."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return " ".join(("".join(seen) + rest.decode()).split())
+
+
 async def _cli(env: dict[str, str], *args: str) -> str:
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "tidegate.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
@@ -355,15 +366,19 @@ async def test_the_evaluator_approves_and_rejects_while_the_demo_waits_on_the_st
 async def test_ctrl_c_midway_says_what_the_run_left_behind(infra, prefix, stack_env):
     """Ctrl-C while the tickets run: the demo says its tasks go on in the services and that the stand-ins stopped."""
     proc, seen = await _demo_until(stack_env, "submitted 9 tickets")
-    try:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = await asyncio.wait_for(proc.communicate(), 120)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-    said = " ".join(("".join(seen) + rest.decode()).split())
+    said = await _ctrl_c(proc, seen)
     assert proc.returncode == 130, said[-3000:]
     assert "Traceback" not in said
     assert "interrupted: the 9 tasks of this run (demo-" in said
     assert "the Zendesk and Stripe stand-ins stopped with this process" in said
     assert "tidegate tasks" in said
+
+
+@pytest.mark.timeout(900)
+async def test_ctrl_c_while_the_demo_waits_for_decisions_ends_the_wait_not_the_run(infra, prefix, stack_env):
+    """The evaluator who does not want to decide now presses Ctrl-C: the wait ends, the run's report and exit code stand."""
+    proc, seen = await _demo_until(stack_env, "Ctrl-C stops waiting", "--wait-for-decisions", "300")
+    said = await _ctrl_c(proc, seen)
+    assert proc.returncode == 0, said[-3000:]  # `make demo` does not end in "Error 130" for a person who chose not to decide
+    assert "Traceback" not in said
+    assert "no decision on T-1002, T-1009 (you stopped waiting); the stand-ins stop now" in said
