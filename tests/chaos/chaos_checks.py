@@ -38,6 +38,9 @@ class Report:
 
     counts: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    open_tasks: list[str] = field(default_factory=list)  # tasks submitted that never closed
+    explained: str = ""  # what the stack held about them before it was removed (`chaos_explain`)
+    kept: str = ""  # where the run's scratch directory (logs, data) was kept, when it was
 
     def fail(self, message: str) -> None:
         self.failures.append(message)
@@ -45,6 +48,10 @@ class Report:
     def render(self) -> str:
         lines = [f"  {k:38s} {v}" for k, v in self.counts.items()]
         lines += [f"  FAILED: {f}" for f in self.failures] or ["  every check held"]
+        if self.explained:
+            lines.append(f"  the open tasks, as the stack held them:\n{self.explained}")
+        if self.kept:
+            lines.append(f"  kept (logs in run/logs, Kafka and PostgreSQL data in infra): {self.kept}")
         return "\n".join(lines)
 
 
@@ -168,7 +175,7 @@ async def check(kit: KitSettings, admin_dsn: str, inventory_db: Path, sent: Subm
     undecodable = {n: sum(1 for _, e in recs if e is None) for n, recs in topics.items()}
 
     # 1. Every task and every outside proposal reaches a final state.
-    open_tasks = sorted(set(sent.tasks) - set(outcomes))
+    open_tasks = report.open_tasks = sorted(set(sent.tasks) - set(outcomes))
     statuses = Counter(f"{o.data.status}{'/' + o.data.reason if o.data.reason else ''}" for t, o in outcomes.items() if t in sent.tasks)
     final = {a for a in sent.proposals if a in results or "deny" in decided.get(a, [])}
     open_proposals = sorted(set(sent.proposals) - final)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos_checks import Report, check, read_topics, wait_for_no_lag
+from chaos_explain import explain_open, render_explained
 from chaos_load import APPROVER, Approver, Load, approver_token, new_run_id
 from chaos_stack import COPIES, ChaosStack
 
@@ -102,10 +103,14 @@ async def run(
     """The whole run: stack up, load with faults, settle, check, stack down.
 
     `alongside`, if given, runs beside the load from its start (an attacker, a probe); what it returns joins the counts.
+    A task left open is explained from the live stack before it goes down (`chaos_explain`: the planner's rows, every
+    record naming it, each group's committed offsets), and a run whose checks failed keeps its scratch directory (the
+    services' logs, Kafka's and PostgreSQL's data) whatever `keep` says; the report says where.
     """
     rng = random.Random(seed)
     stack = ChaosStack(root or Path(tempfile.mkdtemp(prefix="tidegate-chaos-")), brokers=brokers)
     started = time.monotonic()
+    failed = True  # until the checks held: an error on the way keeps the directory too
     log(f"stack in {stack.root} (brokers {brokers}, Kafka {stack.bootstrap}, PostgreSQL {stack.pg_port}); seed {seed}")
     try:
         await stack.up()
@@ -157,9 +162,16 @@ async def run(
             | report.counts
         )
         report.counts["wall time"] = f"{time.monotonic() - started:.0f}s"
+        if report.open_tasks:
+            report.explained = render_explained(await explain_open(stack.kit, stack.admin_dsn, report.open_tasks[:5]))
+        failed = bool(report.failures)
+        if failed or keep:
+            report.kept = str(stack.root)
         return report
     finally:
-        await stack.down(keep=keep)
+        if failed:
+            log(f"kept {stack.root} (a check failed or the run stopped): the services' logs are in run/logs")
+        await stack.down(keep=keep or failed)
 
 
 def main() -> int:
