@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
 from schemas import Envelope
 from servicekit import (
     ControlState,
@@ -36,6 +38,7 @@ from services.policy.repository import PolicyRepository, forget_tasks
 from services.policy.restored import RESULTS_GROUP, check_not_behind
 from services.policy.service import PolicyService, PublishMany
 from services.policy.settings import PolicySettings
+from services.policy.unread import GroupUnread
 
 __all__ = ["NAME", "PolicyDeps", "PolicyProcess", "build", "in_process"]
 
@@ -102,6 +105,15 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         await bus.wait_caught_up("control", while_progressing=True)
         await bus.wait_caught_up("directory", while_progressing=True)
 
+    def tasks_consumer() -> AIOKafkaConsumer | None:
+        return next((p.consumer for p in bus.pollers if bus.topic("tasks") in p.topics), None)
+
+    tasks_unread = GroupUnread(tasks_consumer, bus.topic("tasks"))
+
+    async def held() -> bool:
+        """A consumer retrying a handler, or the tasks group not read to its end: a task's request may still come."""
+        return bus.handlers_retrying > 0 or await tasks_unread()
+
     service = PolicyService(
         catalog=catalog,
         pack=pack,
@@ -114,7 +126,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         ready=control_caught_up,
         issuing_clock=issuing_clock(bus.producer),
         planned=planned,
-        inputs_held=lambda: bus.handlers_retrying > 0,
+        inputs_held=held,
     )
     handlers = PolicyHandlers(service)
     decisions = {

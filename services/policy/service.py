@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import time
@@ -222,9 +223,10 @@ class PolicyService:
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
-    # Whether another of this service's consumers (tasks, results) is waiting out a transient error now: what a decision
-    # waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
-    inputs_held: Callable[[], bool] = field(default=lambda: False)
+    # Whether another of this service's consumers (tasks, results) is waiting out a transient error now, or (awaited) its
+    # group has records it has not handled yet (`unread.GroupUnread`: a consumer still rejoining after a broker restart):
+    # what a decision waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
+    inputs_held: Callable[[], bool | Awaitable[bool]] = field(default=lambda: False)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -324,7 +326,7 @@ class PolicyService:
                 if (left := deadline - loop.time()) <= 0:
                     # A database outage just ended: the consumer that learns tasks may still be in its backoff (an SRE
                     # probe: 16 of 23 autonomous tasks decided draft right after PostgreSQL came back).
-                    if not self.inputs_held() or loop.time() >= held_until:
+                    if loop.time() >= held_until or not await self._held():
                         break
                     left = 0.05
                 with contextlib.suppress(TimeoutError):
@@ -335,6 +337,10 @@ class PolicyService:
         finally:
             self._forget(scopes, woken)
         return {scope: self._context(reads[scope], unseen_task=unseen_task(scope)) for scope in scopes}
+
+    async def _held(self) -> bool:
+        held = self.inputs_held()
+        return await held if inspect.isawaitable(held) else held
 
     def _context(self, read: TaskReads, *, unseen_task: bool = False) -> TaskContext:
         unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]

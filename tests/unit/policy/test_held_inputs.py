@@ -8,12 +8,17 @@ autonomous tasks were decided `draft_mode` ("the task runs in draft mode") and w
 from __future__ import annotations
 
 import asyncio
+import inspect
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 from test_policy_provenance import onboarded_service
 
 from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
+from servicekit import KitSettings
+from services.policy import InMemoryPolicyRepository, unread
+from services.policy.app import PolicyDeps, build
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -63,3 +68,73 @@ def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.policy import service
 
     monkeypatch.setattr(service, "HELD_WAIT_S", 5.0)
+
+
+# After a broker restart (a chaos run under 8 s Kafka sessions): no handler retried, but the `policy.tasks` consumer was
+# still rejoining its group when the proposals' consumer read a planner's proposal; it was decided `draft_mode` 0.4 s
+# before its task was learned, its write went to a human group the run's approver is not in, and the task stayed open.
+
+
+class _TasksConsumer:
+    """The `policy.tasks` group's consumer as the broker answers for it: `behind` records of partition 0 not handled yet."""
+
+    def __init__(self, topic: str, behind: int) -> None:
+        self.topic, self.behind, self.asked = topic, behind, 0
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0, 1} if topic == self.topic else set()
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.asked += 1
+        return {tp: 40 for tp in tps}
+
+    async def committed(self, tp: TopicPartition) -> int:
+        return 40 - self.behind if tp.partition == 0 else 40
+
+
+async def _held(svc: PolicyService) -> bool:
+    held = svc.inputs_held()
+    return bool(await held) if inspect.isawaitable(held) else held
+
+
+async def test_the_running_policy_holds_a_decision_while_its_tasks_group_has_records_it_has_not_handled(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    process = build(KitSettings(keys_dir=tmp_path / "keys"), deps=PolicyDeps(repo=InMemoryPolicyRepository()))
+    process.bus._register()  # its consumers, as its start makes them (none connects here)
+    (poller,) = [p for p in process.bus.pollers if process.bus.topic("tasks") in p.topics]
+    consumer = _TasksConsumer(process.bus.topic("tasks"), behind=1)
+    poller.consumer = consumer  # type: ignore[assignment]
+    assert process.bus.handlers_retrying == 0  # nothing retries: the consumer is only behind
+    assert await _held(process.policy)
+    consumer.behind = 0
+    await asyncio.sleep(unread.FRESH_S)  # an answer is kept that long: the next one is asked afresh
+    assert not await _held(process.policy)  # read to its end: a task still not learned is not coming
+
+
+async def test_a_broker_that_does_not_answer_counts_as_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Silent(_TasksConsumer):
+        async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+            await asyncio.sleep(60)
+            raise AssertionError("unreachable")
+
+    monkeypatch.setattr(unread, "ASK_TIMEOUT_S", 0.05)
+    assert await unread.GroupUnread(lambda: Silent("t", behind=0), "t")()
+    assert await unread.GroupUnread(lambda: None, "t")()  # not started yet: not known either
+    assert not await unread.GroupUnread(lambda: _TasksConsumer("t", behind=0), "t")()
+
+
+@pytest.mark.parametrize(
+    ("behind", "reasons"),
+    [(True, ["low_risk_write_allowed"]), (False, ["draft_mode"])],
+    ids=["the-group-behind-keeps-it-waiting", "read-to-its-end-it-still-fails-closed"],
+)
+async def test_an_awaited_held_decides_as_a_retrying_consumer_does(tmp_path: Path, behind: bool, reasons: list[str]) -> None:
+    held = [behind]
+
+    async def tasks_group_unread() -> bool:
+        return held[0]
+
+    svc = await onboarded_service(
+        tmp_path, settings=PolicySettings(provenance_wait_s=0.2), planned=lambda event: True, inputs_held=tasks_group_unread
+    )
+    assert await _decided_while_the_task_comes_late(svc, held) == reasons
