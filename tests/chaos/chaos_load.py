@@ -174,11 +174,17 @@ class Approver:
         self.client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         self.sent = sent
         self.errors = 0
+        # Pending requests this approver may not decide (a 4xx other than 409), by id: the code the API gave, and the task.
+        # Asked again every round; one still here at the end is a task waiting for someone else (a draft-mode write
+        # needs `support`), which the run reports rather than leaving a task open unexplained.
+        self.refused: dict[str, str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 pending = (await self.client.get("/api/v1/approvals", params={"status": "pending"})).raise_for_status().json()
+                for settled in set(self.refused) - {item["approval_id"] for item in pending}:
+                    del self.refused[settled]  # decided or expired otherwise: no longer waiting
                 for item in pending:
                     if item["approval_id"] in self.sent.approved:
                         continue
@@ -188,6 +194,9 @@ class Approver:
                     )
                     if done.status_code < 300 or done.status_code == 409:  # 409: settled meanwhile (another copy, a retry)
                         self.sent.approved.add(item["approval_id"])
+                        self.refused.pop(item["approval_id"], None)
+                    elif done.status_code < 500 and done.status_code != 429:
+                        self.refused[item["approval_id"]] = f"{_code(done)} ({item.get('tool')}, task {item.get('task_id')})"
             except (httpx.HTTPError, ValueError, KeyError):  # the approval service may be down right now
                 self.errors += 1
             with contextlib.suppress(TimeoutError):
@@ -195,6 +204,15 @@ class Approver:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _code(answer: httpx.Response) -> str:
+    """The API's error code (`{"detail": {"code", "message"}}`), else the status."""
+    try:
+        detail = answer.json().get("detail")
+        return str(detail["code"]) if isinstance(detail, dict) and "code" in detail else str(answer.status_code)
+    except (ValueError, AttributeError):
+        return str(answer.status_code)
 
 
 def approver_token(cli_output: str) -> str:

@@ -157,6 +157,7 @@ async def run(
                 "load": f"{rate:g} items/s for {duration:.0f}s",
                 "service restarts by the supervisor": restarts,
                 "approver API errors (service down)": approver.errors,
+                "pending requests the approver may not decide": approver.refused,
             }
             | seen
             | report.counts
