@@ -392,21 +392,13 @@ async def rotate_logins(
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 _write_secret(path, json.dumps({"user": role, "password": password}))
                 _write_secret(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
-                ended = 0
-                if end_sessions:
-                    ended = await conn.fetchval(
-                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1", role
-                    )
+                ended = await _end_sessions(conn, role) if end_sessions else 0
                 refused = None if former is None else not await _logs_in(migrator_dsn, role, former)
                 left = await _sessions_before(conn, role, since, wait_s=5.0 if end_sessions else 0.0)
                 rotated.append(RotatedLogin(role, ended, refused, left))
     finally:
         await pool.close()
     return rotated
-
-
-def _read_text(path: Path) -> str:
-    return path.read_text()
 
 
 def _passfile_logins(text: str) -> list[tuple[str, str]]:
@@ -433,7 +425,7 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
         ValueError: The passfile holds no entry, or entries of more than one role or password: nothing is changed.
         CannotEndSessions: `end_sessions` without `pg_signal_backend`: nothing is changed.
     """
-    text = _read_text(passfile)
+    text = passfile.read_text()  # noqa: ASYNC240 - one small local file, read once before connecting
     entries = _passfile_logins(text)
     roles = {where.rsplit(":", 1)[-1] for where, _ in entries}
     passwords = {password for _, password in entries}
@@ -457,34 +449,36 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
             for line in text.splitlines()
         ]
         _write_secret(passfile, "\n".join(lines) + "\n")
-        ended = 0
-        if end_sessions:
-            ended = await conn.fetchval(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE usename = current_user AND pid <> pg_backend_pid()"
-            )
+        me = await conn.fetchval("SELECT current_user")
+        ended = await _end_sessions(conn, me) if end_sessions else 0
         refused = not await _logs_in(migrator_dsn, role, former)
-        deadline = asyncio.get_running_loop().time() + (5.0 if end_sessions else 0.0)
-        while True:
-            left = int(
-                await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid() AND backend_start < $1",
-                    since,
-                )
-            )
-            if left == 0 or asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(0.1)
+        left = await _sessions_before(conn, me, since, wait_s=5.0 if end_sessions else 0.0)
     finally:
         await conn.close()
     return RotatedLogin(role, ended, refused, left)
 
 
+async def _end_sessions(conn: Connection, role: str) -> int:
+    """End every session of `role` but `conn`'s own (the operator rotating its own password keeps the one it works on)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()",
+            role,
+        )
+    )
+
+
 async def _sessions_before(conn: Connection, role: str, since: object, *, wait_s: float) -> int:
-    """How many sessions of `role` that began before `since` are open; waits up to `wait_s` for ended ones to go."""
+    """How many sessions of `role` but `conn`'s own that began before `since` are open; waits up to `wait_s` for ended ones to go."""
     deadline = asyncio.get_running_loop().time() + wait_s
     while True:
-        left = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_start < $2", role, since))
+        left = int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid() AND backend_start < $2",
+                role,
+                since,
+            )
+        )
         if left == 0 or asyncio.get_running_loop().time() >= deadline:
             return left
         await asyncio.sleep(0.1)
