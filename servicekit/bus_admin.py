@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -48,6 +47,7 @@ from servicekit.bus_rights import (
     sandbox_bindings,
     tool_principal,
 )
+from servicekit.private_files import write_private
 from servicekit.settings import KitSettings
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "revoke_rights",
     "tools_of",
     "unknowable_password",
-    "write_private",
 ]
 
 OUTSIDE_PRODUCE_BYTES_PER_S = 4 * 1024 * 1024
@@ -333,15 +332,6 @@ async def granted_prefixes(admin: AIOKafkaAdminClient) -> dict[str, list[str]]:
 def tools_of(topic_names: Iterable[str]) -> list[str]:
     """The tools whose `tools.<tool>.requests|replies` topics are among `topic_names` (catalog names)."""
     return sorted({n.split(".")[1] for n in topic_names if n.startswith("tools.") and n.count(".") == 2})
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `path` 0600 at once (a reader sees the old file or the new one)."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    tmp.replace(path)
 
 
 async def ensure_principals(bootstrap: str, credentials_dir: Path, tools: Iterable[str] = ()) -> list[str]:

@@ -28,9 +28,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from servicekit.bus_admin import alter_scram, unknowable_password, write_private
+from servicekit.bus_admin import alter_scram, unknowable_password
 from servicekit.bus_auth import MECHANISMS, PROTOCOL, client_properties, kafka_options, read_mechanism, read_password
 from servicekit.bus_rights import ADMIN
+from servicekit.private_files import write_private
 from servicekit.settings import KitSettings
 
 __all__ = [

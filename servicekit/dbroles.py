@@ -20,7 +20,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from servicekit.db import apply_migrations, create_pool
+from servicekit.private_files import write_private
 from servicekit.settings import KitSettings
 
 __all__ = [
@@ -180,8 +180,8 @@ def _password(credentials_dir: Path, service: str, role: str) -> str:
     password = str(stored["password"]) if stored.get("user") == role and stored.get("password") else None
     if password is None:
         password = secrets.token_urlsafe(32)
-        _write_secret(path, json.dumps({"user": role, "password": password}))
-    _write_secret(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
+        write_private(path, json.dumps({"user": role, "password": password}))
+    write_private(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
     return password
 
 
@@ -190,22 +190,6 @@ def _passfile_line(role: str, password: str, source: Path) -> str:
     if any(c in password for c in ":\\\n"):
         raise ValueError(f"the password in {source} holds ':', '\\' or a line break: give {role} one without (passfile format)")
     return f"*:*:*:{role}:{password}\n"
-
-
-def _write_secret(path: Path, text: str) -> None:
-    """Write `path` 0600 at once (a reader sees the old file or the new one, never a part).
-
-    Each writer has a temporary file of its own: two `db migrate`s at once shared one name, so one truncated the file
-    the other was about to put in place, and a service logging in between read an empty passfile.
-    """
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # 0600, made by this writer only
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
@@ -390,8 +374,8 @@ async def rotate_logins(
                 since = await conn.fetchval("SELECT clock_timestamp()")
                 await _ensure_role(conn, role, password)
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                _write_secret(path, json.dumps({"user": role, "password": password}))
-                _write_secret(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
+                write_private(path, json.dumps({"user": role, "password": password}))
+                write_private(login_passfile(credentials_dir, service), _passfile_line(role, password, path))
                 ended = await _end_sessions(conn, role) if end_sessions else 0
                 refused = None if former is None else not await _logs_in(migrator_dsn, role, former)
                 left = await _sessions_before(conn, role, since, wait_s=5.0 if end_sessions else 0.0)
@@ -416,7 +400,7 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
 
     The passfile (`infra up` writes it: one entry per address of the local PostgreSQL) keeps its comments and entries,
     each with the new password; `infra up` sets whatever password the file holds, so it keeps this one. The password is
-    set first (`ALTER ROLE CURRENT_USER`, its SCRAM verifier), then the file replaced at once (`_write_secret`). With
+    set first (`ALTER ROLE CURRENT_USER`, its SCRAM verifier), then the file replaced at once (`write_private`). With
     `end_sessions` (a password that may have leaked) every other session of the role is ended, so whoever held the former
     password is cut off, an operator command running elsewhere included. The result says whether the former password is
     refused now and how many sessions from before remain (this command's own not counted).
@@ -448,7 +432,7 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
             line if not line.strip() or line.lstrip().startswith("#") else f"{line.rpartition(':')[0]}:{password}"
             for line in text.splitlines()
         ]
-        _write_secret(passfile, "\n".join(lines) + "\n")
+        write_private(passfile, "\n".join(lines) + "\n")
         me = await conn.fetchval("SELECT current_user")
         ended = await _end_sessions(conn, me) if end_sessions else 0
         refused = not await _logs_in(migrator_dsn, role, former)

@@ -23,9 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from servicekit import ADMIN, KitSettings, kafka_options
-from servicekit.bus_admin import alter_scram, unknowable_password, write_private
+from servicekit.bus_admin import alter_scram, unknowable_password
 from servicekit.bus_auth import MECHANISMS, client_properties, read_mechanism, read_password
 from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file, logs_in, rotate_now, start_rotation
+from servicekit.private_files import write_private
 
 pytestmark = pytest.mark.integration
 

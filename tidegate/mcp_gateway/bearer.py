@@ -15,6 +15,7 @@ from typing import Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 
+from servicekit.private_files import write_private
 from tidegate.client import ClientSettings
 from tidegate.client._private import private_file
 from tidegate.mcp_gateway.settings import GatewaySettings
@@ -45,17 +46,6 @@ def former_token_file(path: Path) -> Path:
     return path.with_name(path.name + ".former")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """`path` replaced at once (a reader sees the old token or the new one, never a part), 0600 in a 0700 folder."""
-    temporary = private_file(path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp"))
-    try:
-        temporary.write_text(text)
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def rotate_token(path: Path, *, finish: bool = False, leaked: bool = False) -> str | None:
     """Rotate the token kept in `path` (the one made on first run): the new token, or None for `finish`.
 
@@ -81,8 +71,8 @@ def rotate_token(path: Path, *, finish: bool = False, leaked: bool = False) -> s
     if leaked:
         former.unlink(missing_ok=True)
     else:
-        _write_private(former, f"{current}\n")
-    _write_private(path, f"{token}\n")
+        write_private(former, f"{current}\n")
+    write_private(path, f"{token}\n")
     return token
 
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from servicekit import bus_rotation
-from servicekit.bus_admin import _AlterScramStruct, write_private
+from servicekit.bus_admin import _AlterScramStruct
 from servicekit.bus_auth import client_properties, read_mechanism, read_password
+from servicekit.private_files import write_private
 
 BOOTSTRAP = "127.0.0.1:1"
 

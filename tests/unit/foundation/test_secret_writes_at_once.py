@@ -1,6 +1,6 @@
 """Two writers of one login file at once never leave a reader an empty or partial file (the audit perf helper's F1).
 
-`_write_secret` wrote through one fixed `<name>.tmp`: two `tidegate db migrate`s at once truncated each other's
+`write_private` wrote through one fixed `<name>.tmp`: two `tidegate db migrate`s at once truncated each other's
 temporary file, one put the other's still-empty file in place, and a service logging in then read an empty passfile
 and was refused.
 """
@@ -12,13 +12,13 @@ import stat
 import threading
 from pathlib import Path
 
-from servicekit.dbroles import _write_secret
+from servicekit.private_files import write_private
 
 
 def test_a_reader_sees_a_whole_file_while_two_writers_race(tmp_path: Path) -> None:
     path = tmp_path / "policy.pgpass"
     texts = {f"*:*:*:tidegate_policy:{'p' * 64}{n}\n" for n in range(2)}
-    _write_secret(path, next(iter(texts)))
+    write_private(path, next(iter(texts)))
     seen: set[str] = set()
     stop = threading.Event()
 
@@ -28,7 +28,7 @@ def test_a_reader_sees_a_whole_file_while_two_writers_race(tmp_path: Path) -> No
 
     def write(text: str) -> None:
         for _ in range(400):
-            _write_secret(path, text)
+            write_private(path, text)
 
     reader = threading.Thread(target=read)
     writers = [threading.Thread(target=write, args=(text,)) for text in texts]

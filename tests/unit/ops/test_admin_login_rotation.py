@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from servicekit import ADMIN, REPO_ROOT
-from servicekit.bus_admin import write_private
 from servicekit.bus_auth import client_properties
 from servicekit.bus_rotation import RotationRefused, finish_rotation, former_file
+from servicekit.private_files import write_private
 
 
 def _admin_mid_rotation(folder: Path) -> None:
