@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import time
@@ -202,6 +201,11 @@ def _task_input(data: TaskSubmittedData) -> TaskInput:
     )
 
 
+async def _never_held() -> bool:
+    """`PolicyService.inputs_held` in process (what-if, the evals): no other consumer of the service feeds a decision."""
+    return False
+
+
 @dataclass
 class PolicyService:
     """Everything the policy service does, given its dependencies (tests pass in-memory ones)."""
@@ -223,10 +227,10 @@ class PolicyService:
     # True for a proposal the planner signed (its verified key): the planner read its task from `tasks`, so the
     # proposal waits until that task is learned (`_task_contexts`). In process (what-if, the evals) nothing is signed.
     planned: Callable[[Envelope], bool] = field(default=lambda event: False)
-    # Whether another of this service's consumers (tasks, results) is waiting out a transient error now, or (awaited) its
+    # Whether another of this service's consumers (tasks, results) is waiting out a transient error now, or its
     # group has records it has not handled yet (`unread.GroupUnread`: a consumer still rejoining after a broker restart):
     # what a decision waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
-    inputs_held: Callable[[], bool | Awaitable[bool]] = field(default=lambda: False)
+    inputs_held: Callable[[], Awaitable[bool]] = field(default=_never_held)
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -326,7 +330,7 @@ class PolicyService:
                 if (left := deadline - loop.time()) <= 0:
                     # A database outage just ended: the consumer that learns tasks may still be in its backoff (an SRE
                     # probe: 16 of 23 autonomous tasks decided draft right after PostgreSQL came back).
-                    if loop.time() >= held_until or not await self._held():
+                    if loop.time() >= held_until or not await self.inputs_held():
                         break
                     left = 0.05
                 with contextlib.suppress(TimeoutError):
@@ -337,10 +341,6 @@ class PolicyService:
         finally:
             self._forget(scopes, woken)
         return {scope: self._context(reads[scope], unseen_task=unseen_task(scope)) for scope in scopes}
-
-    async def _held(self) -> bool:
-        held = self.inputs_held()
-        return await held if inspect.isawaitable(held) else held
 
     def _context(self, read: TaskReads, *, unseen_task: bool = False) -> TaskContext:
         unseen = [t for t in self._unseen(read.awaiting) if self.catalog[t].untrusted_output]

@@ -8,7 +8,6 @@ autonomous tasks were decided `draft_mode` ("the task runs in draft mode") and w
 from __future__ import annotations
 
 import asyncio
-import inspect
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,11 @@ NOTE = {"ticket_id": "T-1001", "note": "triaged"}  # write_low with an undo: alo
 
 
 async def _service(tmp_path: Path, held: list[bool]) -> PolicyService:
+    async def inputs_held() -> bool:
+        return held[0]
+
     return await onboarded_service(
-        tmp_path, settings=PolicySettings(provenance_wait_s=0.2), planned=lambda event: True, inputs_held=lambda: held[0]
+        tmp_path, settings=PolicySettings(provenance_wait_s=0.2), planned=lambda event: True, inputs_held=inputs_held
     )
 
 
@@ -93,8 +95,7 @@ class _TasksConsumer:
 
 
 async def _held(svc: PolicyService) -> bool:
-    held = svc.inputs_held()
-    return bool(await held) if inspect.isawaitable(held) else held
+    return await svc.inputs_held()
 
 
 async def test_the_running_policy_holds_a_decision_while_its_tasks_group_has_records_it_has_not_handled(tmp_path: Path) -> None:
