@@ -15,7 +15,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import os
 import re
 import shutil
 import sys
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
+
+from servicekit.private_files import write_at_once, write_private
 
 __all__ = [
     "BadKeyName",
@@ -163,9 +164,7 @@ def _publish(pub_path: Path, pem: bytes) -> None:
     a file read while still empty was taken for no key, and the folder, whose names and time no longer changed, was
     never read again: what the new key signed stayed "not trusted" until some other key changed.
     """
-    tmp = pub_path.with_name(f".{pub_path.name}.{os.getpid()}.tmp")  # not `*.pub`: no reader globs it
-    tmp.write_bytes(pem)
-    os.replace(tmp, pub_path)
+    write_at_once(pub_path, pem, mode=0o644)  # its temporary name is not `*.pub`: no reader globs it
 
 
 def _move_former_key(keys_dir: Path, name: str, priv_path: Path, *, announce: bool) -> None:
@@ -312,16 +311,10 @@ class SigningKey:
         else:
             private = Ed25519PrivateKey.generate()
             pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            tmp = priv_path.with_suffix(".key.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
             try:
-                os.link(tmp, priv_path)  # atomic and refuses to overwrite a key another process just made
+                write_private(priv_path, pem, exclusive=True)  # refuses to overwrite a key another process just made
             except FileExistsError:
-                tmp.unlink()
                 return cls.load_or_create(keys_dir, name, private_dir)
-            tmp.unlink()
         public = private.public_key()
         if not pub_path.exists():
             key_id = _key_id(name, public)

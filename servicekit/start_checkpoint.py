@@ -22,11 +22,11 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servicekit.private_files import write_private
 from servicekit.signing import SigningKey
 
 __all__ = ["CHECKPOINTED", "Checkpoint", "Kept", "digest", "read_checkpoint", "write_checkpoint"]
@@ -98,9 +98,7 @@ def write_checkpoint(directory: Path, service: str, key: SigningKey, checkpoint:
     directory.mkdir(parents=True, exist_ok=True)
     body = checkpoint.body()
     path = checkpoint_path(directory, service, checkpoint.topic, checkpoint.partition)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"checkpoint": body, "seal": _seal(key, body)}))
-    tmp.replace(path)
+    write_private(path, json.dumps({"checkpoint": body, "seal": _seal(key, body)}))
 
 
 def read_checkpoint(directory: Path, service: str, key: SigningKey, topic: str, partition: int) -> Checkpoint | None:

@@ -12,6 +12,7 @@ rotation the old private keys stay, named by key id, until every stored secret h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from servicekit.private_files import write_at_once, write_private
 
 __all__ = ["Sealed", "Vault", "VaultError"]
 
@@ -47,13 +50,14 @@ def _info(purpose: str, tenant_id: str, row: str) -> bytes:
     return f"tidegate/{purpose}/v1\x00{tenant_id}\x00{row}".encode()
 
 
-def _write_private(path: Path, private: X25519PrivateKey) -> None:
+def _write_private(path: Path, private: X25519PrivateKey, *, exclusive: bool = False) -> None:
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.replace(tmp, path)
+    write_private(path, pem, exclusive=exclusive)
+
+
+def _write_public(path: Path, public: X25519PublicKey) -> None:
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    write_at_once(path, pem, mode=0o644)  # whole or not at all: a reader sealing a secret never finds it empty
 
 
 def _load_private(path: Path) -> X25519PrivateKey:
@@ -98,18 +102,12 @@ class Vault:
             return self.current_key_id()  # an operator's machine: the public key only
         self.private_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self.private_path.exists():
-            tmp = self.private_dir / f"{self.key_name}.{os.getpid()}.tmp"
-            _write_private(tmp, X25519PrivateKey.generate())
-            try:
-                os.link(tmp, self.private_path)  # atomic, and refuses to replace a key another process just made
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            with contextlib.suppress(FileExistsError):  # refuses to replace a key another process just made
+                _write_private(self.private_path, X25519PrivateKey.generate(), exclusive=True)
         public = _load_private(self.private_path).public_key()
         pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         if not self.public_path.exists() or self.public_path.read_bytes() != pem:
-            self.public_path.write_bytes(pem)  # always the private key's own (never written when it already is: a read-only mount)
+            _write_public(self.public_path, public)  # always the private key's own (never written when it already is: a read-only mount)
         return _key_id(public)
 
     def _adopt_flat_keys(self) -> None:
@@ -123,8 +121,7 @@ class Vault:
 
     def _install(self, private: X25519PrivateKey) -> None:
         _write_private(self.private_path, private)
-        pub = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.public_path.write_bytes(pub)
+        _write_public(self.public_path, private.public_key())
 
     def _public(self) -> X25519PublicKey:
         if not self.public_path.exists():
