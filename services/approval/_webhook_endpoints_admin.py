@@ -41,7 +41,8 @@ class WebhookEndpoints:
 
     repo: ApprovalRepository
     settings: ApprovalSettings
-    clock: Callable[[], datetime]
+    clock: Callable[[], datetime]  # what the overlap's end is judged at (the later of this host's time and the broker's)
+    issuing_clock: Callable[[], datetime] | None  # what it is set from (the broker's time; None: `clock`)
 
     async def register_endpoint(
         self, who: Approver, *, endpoint_id: str, url: str, tenant_id: str | None, approvers: Sequence[str], secret: str | None
@@ -138,7 +139,9 @@ class WebhookEndpoints:
             return Refusal(code="operator_endpoint", status=409, message=message)
         if not leaked and not 0 < overlap_s <= MAX_OVERLAP_S:
             return Refusal(code="invalid_body", status=422, message=f"overlap_s is more than 0 and at most {MAX_OVERLAP_S:.0f}")
-        new, now = webhooks.new_secret(), self.clock()
+        # The overlap is a lifetime this service issues: set from the broker's time, as a request's deadline (a host ahead
+        # of the broker's kept the superseded secret signing and verifying that much longer at every other copy's time).
+        new, now = webhooks.new_secret(), (self.issuing_clock or self.clock)()
 
         def rotated(current: Endpoint) -> Endpoint:
             kept = current.approvers if who.operator else tuple(a for a in current.approvers if a == who.approver)

@@ -57,6 +57,29 @@ async def test_a_token_expired_at_the_brokers_time_is_refused_though_the_databas
     assert (await world.client.get("/api/v1/approvals", headers=bearer(token))).status_code == 200
 
 
+async def test_a_copy_ten_minutes_ahead_keeps_a_rotated_secret_for_its_overlap_at_the_brokers_time(world: World) -> None:  # noqa: F811
+    """The holder of an endpoint's superseded secret: its overlap ends `overlap_s` after the rotation at the broker's time.
+
+    Before, the overlap's end was set from the later of the host's time and the broker's: a copy ten minutes ahead kept
+    the former secret signing messages and verifying callbacks ten minutes longer at every other copy's time.
+    """
+    from test_webhook_secret_rotation import ENDPOINTS, _chat
+
+    tokens = await _chat(world)
+    host = world.clock().timestamp()
+    producer = SimpleNamespace(clock=off_by(host, AHEAD_S))
+    world.service.clock = judging_clock(producer)
+    world.service.issuing_clock = issuing_clock(producer)
+    rotated = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 120}, headers=bearer(tokens["ops"]))
+    assert rotated.status_code == 200, rotated.text
+    stored = await world.repo.endpoint("acme", "chat")
+    assert stored is not None
+    until = stored.former_until
+    assert until is not None
+    broker_now = datetime.fromtimestamp(host - AHEAD_S, UTC)
+    assert abs((until - broker_now) - timedelta(seconds=120)) < timedelta(seconds=1), until  # not ten minutes more
+
+
 async def test_the_approval_service_issues_at_its_producers_reading_of_the_brokers_time(tmp_path: Path) -> None:
     """What `tidegate up` runs: built with its bus, the service sets lifetimes from the broker's time as last read."""
     (tmp_path / "keys").mkdir()
